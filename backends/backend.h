@@ -1,0 +1,187 @@
+/* backend.h: the interface every compute backend implements (cpu/, corsair/, cuda/), as a
+ * vtable (ggml's habit).  A backend owns its memory (fb_alloc: host or device memory), the
+ * prepared form of every weight (fb_weight_prepare: converted, re-laid or uploaded once at
+ * load), its workers, and its queue: ops are issued in order and MAY run asynchronously;
+ * fb_sync() waits for all issued work.  One thread (the engine thread) drives a backend.
+ *
+ * Memory rule: float pointers passed to ops are backend memory (from fb_alloc); small int
+ * arrays (token ids, positions) are host memory and the backend copies them if it must.
+ * Weights are described by fb_weight_t, whose src bytes are host memory (the mmapped file
+ * or a buffer fusion/ owns) and stay valid until fb_weight_release.
+ *
+ * Timing: the fb_* wrappers time every op by class (norm, gemm, attention, other) into
+ * fb_stats_t, cheaply (two clock reads per op); a backend that runs asynchronously or
+ * simulates a device (corsair) adds its own device time.  Errors: 0 or negative (fd.h). */
+#ifndef FD_BACKEND_H
+#define FD_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct fb_backend fb_backend_t;
+
+/* Op classes for timing. */
+enum fb_op_class { FB_OP_NORM, FB_OP_GEMM, FB_OP_ATTN, FB_OP_OTHER, FB_OP_CLASS_COUNT };
+const char *fb_op_class_name(int c); /* "norm", "gemm", "attention", "other" */
+
+typedef struct fb_stats {
+    uint64_t host_ns[FB_OP_CLASS_COUNT];  /* wall time spent in each class on the host */
+    uint64_t calls[FB_OP_CLASS_COUNT];
+    double dev_s[FB_OP_CLASS_COUNT];      /* device time (simulated or measured), if any */
+    double dev_total_s;                   /* device critical-path time (overlap counted once) */
+} fb_stats_t;
+
+/* A matrix W of n_out rows by n_in columns, row-major with each row contiguous (as GGUF
+ * stores a tensor of ne = {n_in, n_out}).  A 1-D vector (norm gamma/beta) has n_out = 1. */
+typedef struct fb_weight {
+    int type;            /* enum gg_type of src */
+    int64_t n_in;
+    int64_t n_out;
+    const void *src;     /* host bytes, n_out * gg_row_bytes(type, n_in) */
+    const float *bias;   /* optional host vector of n_out added to the product, or NULL */
+    const char *name;    /* for messages and per-layer mapping (may be NULL) */
+    void *impl;          /* backend-owned prepared form, set by fb_weight_prepare */
+    fb_backend_t *owner;
+} fb_weight_t;
+
+/* Deferred normalization of a GEMM's input (../shared/design/fusion.md): the GEMM runs on
+ * the raw row x; concurrently the backend reduces the row to its statistic and applies it
+ * to the outputs:  RMS:   y = (x W^T) * 1/sqrt(mean(x^2) + eps) (+ bias)
+ *                  LAYER: y = (x W'^T) * 1/sqrt(var(x) + eps)   (+ bias, the folded c)
+ * The weights must already carry gamma (and for LAYER the mean-centering) by folding. */
+enum fb_norm_kind { FB_NORM_NONE = 0, FB_NORM_RMS = 1, FB_NORM_LAYER = 2 };
+typedef struct fb_defer {
+    int kind;            /* enum fb_norm_kind */
+    float eps;
+    float *scale_out;    /* optional: the n_rows scales written here (backend memory) */
+} fb_defer_t;
+
+enum fb_rope_mode {
+    FB_ROPE_ADJACENT = 0, /* Llama in GGUF: rotate pairs (x[2i], x[2i+1]) */
+    FB_ROPE_NEOX = 1      /* Qwen2 / NeoX: rotate (x[i], x[i + d/2]) */
+};
+typedef struct fb_rope {
+    int mode;            /* enum fb_rope_mode */
+    int n_rot;           /* rotated dimensions per head (usually head_dim) */
+    float freq_base;     /* theta, e.g. 10000 */
+    float freq_scale;    /* linear scaling: position multiplied by this (1 = none) */
+} fb_rope_t;
+
+/* Softmax -> P.V.  REF: the unfused reference (normalize p, then p V).  MAXSUM: deferred,
+ * exp(s - max) feeds P.V and the sum divides the result (safe default).  SUMONLY: the
+ * paper's form with no max (M = 0): one reduction, overflows for scores above ~88. */
+enum fb_softmax_mode { FB_SOFTMAX_REF = 0, FB_SOFTMAX_MAXSUM = 1, FB_SOFTMAX_SUMONLY = 2 };
+
+/* Attention of one sequence's new query rows against its KV cache. */
+typedef struct fb_attn {
+    const float *q;  int64_t ldq;   /* n_q rows; head h at q + i*ldq + h*head_dim */
+    const float *k;  const float *v; int64_t ldkv; /* cache row t, kv head g: k + t*ldkv + g*head_dim */
+    float *out;      int64_t ldo;   /* n_q rows of n_head*head_dim */
+    int n_q;
+    const int32_t *pos;             /* host: row i attends to cache rows 0..pos[i] */
+    int n_head, n_head_kv, head_dim;
+    float scale;                    /* usually 1/sqrt(head_dim) */
+    int mode;                       /* enum fb_softmax_mode */
+} fb_attn_t;
+
+typedef struct fb_config {
+    int threads;                    /* CPU workers; 0 = online cores */
+    int device;                     /* device index (cuda) */
+    const char *const *options;     /* backend-specific "key=value" strings, NULL-terminated */
+} fb_config_t;
+
+/* The vtable.  Every op may be asynchronous; fb_sync waits. */
+typedef struct fb_ops {
+    const char *name;
+    void (*destroy)(fb_backend_t *be);
+    void *(*alloc)(fb_backend_t *be, size_t bytes);
+    void (*free)(fb_backend_t *be, void *p);
+    int (*to_device)(fb_backend_t *be, void *dst, const void *src, size_t bytes);
+    int (*to_host)(fb_backend_t *be, void *dst, const void *src, size_t bytes);
+    int (*sync)(fb_backend_t *be);
+    int (*weight_prepare)(fb_backend_t *be, fb_weight_t *w);
+    void (*weight_release)(fb_backend_t *be, fb_weight_t *w);
+
+    /* y[r, :] = x[r, :] W^T (+ bias), r < n_rows; x is n_rows x n_in, y n_rows x n_out,
+     * both contiguous.  defer: NULL or kind NONE for a plain product. */
+    int (*matmul)(fb_backend_t *be, const fb_weight_t *w, const float *x, int64_t n_rows,
+                  float *y, const fb_defer_t *defer);
+    /* y = x / sqrt(mean(x^2) + eps) * gamma, per row of n. y may equal x. */
+    int (*rmsnorm)(fb_backend_t *be, const float *x, int64_t n_rows, int64_t n,
+                   const fb_weight_t *gamma, float eps, float *y);
+    /* y = (x - mean) / sqrt(var + eps) * gamma + beta (beta may be NULL). */
+    int (*layernorm)(fb_backend_t *be, const float *x, int64_t n_rows, int64_t n,
+                     const fb_weight_t *gamma, const fb_weight_t *beta, float eps, float *y);
+    /* Rotates n_heads heads of head_dim in each of n_rows rows (row stride ld) in place. */
+    int (*rope)(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int n_heads,
+                int head_dim, const int32_t *pos, const fb_rope_t *rope);
+    /* n_seq independent attentions (one per sequence). */
+    int (*attention)(fb_backend_t *be, const fb_attn_t *a, int n_seq);
+    /* out[r, i] = silu(gate[r, i]) * up[r, i]; gate/up rows have stride ld_in. */
+    int (*silu_mul)(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
+                    int64_t n, int64_t ld_in, float *out);
+    /* y[i] += x[i], i < n. */
+    int (*add)(fb_backend_t *be, float *y, const float *x, int64_t n);
+    /* Rows of a (possibly quantized) matrix, dequantized: out[r, :] = W[ids[r], :]. */
+    int (*get_rows)(fb_backend_t *be, const fb_weight_t *w, const int32_t *ids, int64_t n,
+                    float *out);
+    /* 2-D copy: n_rows rows of n floats, strides in floats. */
+    int (*copy2d)(fb_backend_t *be, float *dst, int64_t ld_dst, const float *src,
+                  int64_t ld_src, int64_t n_rows, int64_t n);
+    /* Optional: step/layer markers for device models and profilers (may be NULL). */
+    void (*mark)(fb_backend_t *be, int what, int arg);
+    /* Optional: a line of backend-specific information (threads, ISA, device). */
+    void (*describe)(fb_backend_t *be, char *buf, size_t len);
+} fb_ops_t;
+
+enum fb_mark { FB_MARK_STEP_BEGIN, FB_MARK_STEP_END, FB_MARK_LAYER };
+
+/* The common head of every backend object; implementations embed it first. */
+struct fb_backend {
+    const fb_ops_t *ops;
+    fb_stats_t stats;
+};
+
+/* Creates a backend by name ("cpu", "corsair", "cuda").  -ENOENT for an unknown or absent
+ * backend (message in err). */
+int fb_create(const char *name, const fb_config_t *cfg, fb_backend_t **out, char *err,
+              size_t errlen);
+void fb_destroy(fb_backend_t *be);
+const char *fb_name(const fb_backend_t *be);
+bool fb_available(const char *name);
+void fb_stats_get(const fb_backend_t *be, fb_stats_t *out);
+void fb_stats_reset(fb_backend_t *be);
+
+/* Wrappers that dispatch and time (see fb_ops_t for contracts). */
+void *fb_alloc(fb_backend_t *be, size_t bytes);
+void fb_free(fb_backend_t *be, void *p);
+int fb_to_device(fb_backend_t *be, void *dst, const void *src, size_t bytes);
+int fb_to_host(fb_backend_t *be, void *dst, const void *src, size_t bytes);
+int fb_sync(fb_backend_t *be);
+int fb_weight_prepare(fb_backend_t *be, fb_weight_t *w);
+void fb_weight_release(fb_backend_t *be, fb_weight_t *w);
+int fb_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, int64_t n_rows,
+              float *y, const fb_defer_t *defer);
+int fb_rmsnorm(fb_backend_t *be, const float *x, int64_t n_rows, int64_t n,
+               const fb_weight_t *gamma, float eps, float *y);
+int fb_layernorm(fb_backend_t *be, const float *x, int64_t n_rows, int64_t n,
+                 const fb_weight_t *gamma, const fb_weight_t *beta, float eps, float *y);
+int fb_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int n_heads, int head_dim,
+            const int32_t *pos, const fb_rope_t *rope);
+int fb_attention(fb_backend_t *be, const fb_attn_t *a, int n_seq);
+int fb_silu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
+                int64_t n, int64_t ld_in, float *out);
+int fb_add(fb_backend_t *be, float *y, const float *x, int64_t n);
+int fb_get_rows(fb_backend_t *be, const fb_weight_t *w, const int32_t *ids, int64_t n,
+                float *out);
+int fb_copy2d(fb_backend_t *be, float *dst, int64_t ld_dst, const float *src, int64_t ld_src,
+              int64_t n_rows, int64_t n);
+void fb_mark(fb_backend_t *be, int what, int arg);
+
+/* Constructors of the built-in backends (called by fb_create). */
+int fb_cpu_create(const fb_config_t *cfg, fb_backend_t **out, char *err, size_t errlen);
+int fb_corsair_create(const fb_config_t *cfg, fb_backend_t **out, char *err, size_t errlen);
+int fb_cuda_create(const fb_config_t *cfg, fb_backend_t **out, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,2 @@
+# backends/local.mk: the backend interface, the reference number formats, and the backends.
+libfusiond_a_SOURCES += backends/backend.h backends/quants.h

@@ -1,0 +1,1 @@
+# bench/local.mk: included from the top-level Makefile.am.

@@ -1,0 +1,2 @@
+# engine/local.mk: GGUF reader, model, tokenizer, sampler, KV cache, decoder, scheduler core.
+libfusiond_a_SOURCES += engine/gguf.h engine/tokenizer.h engine/engine.h

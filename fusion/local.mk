@@ -1,0 +1,1 @@
+# fusion/local.mk: included from the top-level Makefile.am.

@@ -1,0 +1,1 @@
+# server/local.mk: included from the top-level Makefile.am.

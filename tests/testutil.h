@@ -1,0 +1,61 @@
+/* testutil.h: helpers every Check suite shares: where ../shared is, how to skip clearly when
+ * it is missing (exit 77; a failure when FUSIOND_REQUIRE_SHARED=1, as in CI), seeded random
+ * numbers, and running a suite.  Test-only. */
+#ifndef FD_TESTUTIL_H
+#define FD_TESTUTIL_H
+
+#include <check.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Path of a file under the shared data folder, or NULL (with a clear message, and exit 77 or
+ * 1 when need is set) when it is missing. */
+static inline const char *tu_shared(const char *rel, int need)
+{
+    static char buf[8][4096];
+    static int slot;
+    const char *dir = getenv("FUSIOND_SHARED");
+    if (!dir || !*dir)
+        dir = "../shared";
+    char *p = buf[slot++ & 7];
+    snprintf(p, 4096, "%s/%s", dir, rel);
+    if (access(p, R_OK) == 0)
+        return p;
+    if (!need)
+        return NULL;
+    const char *req = getenv("FUSIOND_REQUIRE_SHARED");
+    if (req && strcmp(req, "1") == 0) {
+        fprintf(stderr, "FAIL: shared test data missing: %s (FUSIOND_REQUIRE_SHARED=1)\n", p);
+        exit(1);
+    }
+    fprintf(stderr, "SKIP: shared test data missing: %s (set FUSIOND_SHARED)\n", p);
+    exit(77);
+}
+
+/* splitmix64: a small seeded generator for reproducible random inputs. */
+static inline uint64_t tu_rand64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static inline float tu_randf(uint64_t *s) /* uniform in [-1, 1) */
+{
+    return (float)((double)(tu_rand64(s) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
+}
+
+/* Runs one suite; returns the process exit status. */
+static inline int tu_run(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+#endif

@@ -1,0 +1,1 @@
+# tools/local.mk: included from the top-level Makefile.am.

@@ -1,0 +1,83 @@
+/* model.h: one loaded Llama-family model (llama, qwen2) and its batched decoder step.
+ * Owns the GGUF mapping, the hyperparameters, the tokenizer, the backend, the fusion plan
+ * (fusion/: folded weights, fused or unfused operators) and the KV cache pool.
+ * llm_decode runs one step over several sequences, each at its own position, some in
+ * prefill (many tokens) and some in decode (one token): the scheduler's continuous batching
+ * runs on it.  Not thread-safe: one thread (the engine thread, or fusion-cli) drives it. */
+#ifndef FD_MODEL_H
+#define FD_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backends/backend.h"
+#include "engine/gguf.h"
+#include "engine/tokenizer.h"
+
+typedef struct llm_model llm_model_t;
+
+typedef struct llm_hparams {
+    char arch[32];              /* "llama" or "qwen2" */
+    int n_vocab;
+    int n_ctx_train;
+    int n_ctx;                  /* effective (override or n_ctx_train) */
+    int n_embd;
+    int n_layer;
+    int n_head;
+    int n_head_kv;
+    int head_dim;
+    int n_ff;
+    int n_rot;
+    float norm_eps;
+    float rope_freq_base;
+    float rope_freq_scale;      /* 1 / linear scaling factor */
+    int rope_mode;              /* enum fb_rope_mode */
+    bool tied_output;           /* output.weight absent: token_embd used */
+    bool qkv_bias;              /* qwen2 */
+    int64_t n_params;
+} llm_hparams_t;
+
+typedef struct llm_load_params {
+    const char *path;
+    const char *backend;        /* default "cpu" */
+    const char *const *backend_options;
+    int threads;
+    bool fusion;                /* fused plan (default on) */
+    int softmax_mode;           /* enum fb_softmax_mode for the fused plan */
+    int n_ctx;                  /* 0 = from the file */
+    int n_seq_max;              /* KV cache slots (sequences at once) */
+    int n_batch_max;            /* most tokens in one llm_decode call (0 = 512) */
+} llm_load_params_t;
+
+void llm_load_params_default(llm_load_params_t *p);
+int llm_load(llm_model_t **out, const llm_load_params_t *p, char *err, size_t errlen);
+void llm_free(llm_model_t *m);
+
+const llm_hparams_t *llm_hparams(const llm_model_t *m);
+const tok_t *llm_tok(const llm_model_t *m);
+const gguf_t *llm_gguf(const llm_model_t *m);
+fb_backend_t *llm_backend(const llm_model_t *m);
+bool llm_fusion(const llm_model_t *m);
+
+/* KV cache slots: each holds one sequence of up to n_ctx tokens at positions 0..len-1. */
+int llm_seq_alloc(llm_model_t *m, int *slot);        /* FD_EFULL when none is free */
+void llm_seq_free(llm_model_t *m, int slot);
+int llm_seq_len(const llm_model_t *m, int slot);
+int llm_seq_truncate(llm_model_t *m, int slot, int len); /* forget positions >= len */
+
+/* One batch entry: n_tokens new tokens appended to slot's sequence at positions
+ * len..len+n_tokens-1.  want_logits: produce the logits of the LAST token. */
+typedef struct llm_batch_entry {
+    int slot;
+    const int32_t *tokens;
+    int n_tokens;
+    bool want_logits;
+} llm_batch_entry_t;
+
+/* Runs one step.  logits receives n_vocab floats per entry with want_logits, in entry order
+ * (host memory).  Errors: -EINVAL (bad slot/token id), FD_ECTX (past n_ctx), FD_EBACKEND.
+ * On error no sequence's length changes. */
+int llm_decode(llm_model_t *m, const llm_batch_entry_t *e, int n_entries, float *logits);
+
+#endif

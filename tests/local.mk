@@ -6,3 +6,9 @@ tests_test_common_SOURCES = tests/test_common.c
 tests_test_common_CFLAGS = $(TEST_CFLAGS)
 tests_test_common_LDADD = $(TEST_LIBS)
 TESTS += tests/test_common
+
+check_PROGRAMS += tests/test_quants
+tests_test_quants_SOURCES = tests/test_quants.c
+tests_test_quants_CFLAGS = $(TEST_CFLAGS)
+tests_test_quants_LDADD = $(TEST_LIBS)
+TESTS += tests/test_quants

@@ -6,3 +6,9 @@ tests_test_common_SOURCES = tests/test_common.c
 tests_test_common_CFLAGS = $(TEST_CFLAGS)
 tests_test_common_LDADD = $(TEST_LIBS)
 TESTS += tests/test_common
+
+check_PROGRAMS += tests/test_log
+tests_test_log_SOURCES = tests/test_log.c
+tests_test_log_CFLAGS = $(TEST_CFLAGS)
+tests_test_log_LDADD = $(TEST_LIBS)
+TESTS += tests/test_log

@@ -18,3 +18,9 @@ tests_test_log_SOURCES = tests/test_log.c
 tests_test_log_CFLAGS = $(TEST_CFLAGS)
 tests_test_log_LDADD = $(TEST_LIBS)
 TESTS += tests/test_log
+
+check_PROGRAMS += tests/test_cpu_backend
+tests_test_cpu_backend_SOURCES = tests/test_cpu_backend.c
+tests_test_cpu_backend_CFLAGS = $(TEST_CFLAGS)
+tests_test_cpu_backend_LDADD = $(TEST_LIBS)
+TESTS += tests/test_cpu_backend

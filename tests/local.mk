@@ -12,3 +12,9 @@ tests_test_log_SOURCES = tests/test_log.c
 tests_test_log_CFLAGS = $(TEST_CFLAGS)
 tests_test_log_LDADD = $(TEST_LIBS)
 TESTS += tests/test_log
+
+check_PROGRAMS += tests/test_request
+tests_test_request_SOURCES = tests/test_request.c
+tests_test_request_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
+tests_test_request_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_request

@@ -24,3 +24,9 @@ tests_test_request_SOURCES = tests/test_request.c
 tests_test_request_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
 tests_test_request_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_request
+
+check_PROGRAMS += tests/test_fusion
+tests_test_fusion_SOURCES = tests/test_fusion.c
+tests_test_fusion_CFLAGS = $(TEST_CFLAGS)
+tests_test_fusion_LDADD = $(TEST_LIBS)
+TESTS += tests/test_fusion

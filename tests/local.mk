@@ -12,3 +12,9 @@ tests_test_log_SOURCES = tests/test_log.c
 tests_test_log_CFLAGS = $(TEST_CFLAGS)
 tests_test_log_LDADD = $(TEST_LIBS)
 TESTS += tests/test_log
+
+check_PROGRAMS += tests/test_config
+tests_test_config_SOURCES = tests/test_config.c
+tests_test_config_CFLAGS = $(TEST_CFLAGS)
+tests_test_config_LDADD = $(DAEMON_LIBS) $(TEST_LIBS)
+TESTS += tests/test_config

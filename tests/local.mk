@@ -7,11 +7,23 @@ tests_test_common_CFLAGS = $(TEST_CFLAGS)
 tests_test_common_LDADD = $(TEST_LIBS)
 TESTS += tests/test_common
 
+check_PROGRAMS += tests/test_quants
+tests_test_quants_SOURCES = tests/test_quants.c
+tests_test_quants_CFLAGS = $(TEST_CFLAGS)
+tests_test_quants_LDADD = $(TEST_LIBS)
+TESTS += tests/test_quants
+
 check_PROGRAMS += tests/test_log
 tests_test_log_SOURCES = tests/test_log.c
 tests_test_log_CFLAGS = $(TEST_CFLAGS)
 tests_test_log_LDADD = $(TEST_LIBS)
 TESTS += tests/test_log
+
+check_PROGRAMS += tests/test_request
+tests_test_request_SOURCES = tests/test_request.c
+tests_test_request_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
+tests_test_request_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_request
 
 check_PROGRAMS += tests/test_config
 tests_test_config_SOURCES = tests/test_config.c

@@ -24,3 +24,9 @@ tests_test_request_SOURCES = tests/test_request.c
 tests_test_request_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
 tests_test_request_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_request
+
+check_PROGRAMS += tests/test_metrics
+tests_test_metrics_SOURCES = tests/test_metrics.c
+tests_test_metrics_CFLAGS = $(TEST_CFLAGS)
+tests_test_metrics_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_metrics

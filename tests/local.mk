@@ -54,3 +54,11 @@ tests_test_gguf_SOURCES = tests/test_gguf.c
 tests_test_gguf_CFLAGS = $(TEST_CFLAGS)
 tests_test_gguf_LDADD = $(TEST_LIBS)
 TESTS += tests/test_gguf
+
+check_PROGRAMS += tests/test_tokenizer
+tests_test_tokenizer_SOURCES = tests/test_tokenizer.c
+tests_test_tokenizer_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
+tests_test_tokenizer_LDADD = $(TEST_LIBS) $(CJSON_LIBS)
+TESTS += tests/test_tokenizer
+FUZZ_TARGETS += tests/fuzz/fuzz_tokenizer.c
+EXTRA_DIST += tests/fuzz/fuzz_tokenizer.c

@@ -25,6 +25,12 @@ tests_test_config_CFLAGS = $(TEST_CFLAGS)
 tests_test_config_LDADD = $(DAEMON_LIBS) $(TEST_LIBS)
 TESTS += tests/test_config
 
+check_PROGRAMS += tests/test_notify
+tests_test_notify_SOURCES = tests/test_notify.c
+tests_test_notify_CFLAGS = $(TEST_CFLAGS)
+tests_test_notify_LDADD = $(DAEMON_LIBS) $(TEST_LIBS)
+TESTS += tests/test_notify
+
 check_PROGRAMS += tests/test_request
 tests_test_request_SOURCES = tests/test_request.c
 tests_test_request_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)

@@ -19,6 +19,12 @@ tests_test_log_CFLAGS = $(TEST_CFLAGS)
 tests_test_log_LDADD = $(TEST_LIBS)
 TESTS += tests/test_log
 
+check_PROGRAMS += tests/test_cpu_backend
+tests_test_cpu_backend_SOURCES = tests/test_cpu_backend.c
+tests_test_cpu_backend_CFLAGS = $(TEST_CFLAGS)
+tests_test_cpu_backend_LDADD = $(TEST_LIBS)
+TESTS += tests/test_cpu_backend
+
 check_PROGRAMS += tests/test_config
 tests_test_config_SOURCES = tests/test_config.c
 tests_test_config_CFLAGS = $(TEST_CFLAGS)
@@ -37,8 +43,26 @@ tests_test_request_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
 tests_test_request_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_request
 
+check_PROGRAMS += tests/test_fusion
+tests_test_fusion_SOURCES = tests/test_fusion.c
+tests_test_fusion_CFLAGS = $(TEST_CFLAGS)
+tests_test_fusion_LDADD = $(TEST_LIBS)
+TESTS += tests/test_fusion
+
 check_PROGRAMS += tests/test_metrics
 tests_test_metrics_SOURCES = tests/test_metrics.c
 tests_test_metrics_CFLAGS = $(TEST_CFLAGS)
 tests_test_metrics_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_metrics
+
+check_PROGRAMS += tests/test_gguf
+tests_test_gguf_SOURCES = tests/test_gguf.c
+tests_test_gguf_CFLAGS = $(TEST_CFLAGS)
+tests_test_gguf_LDADD = $(TEST_LIBS)
+TESTS += tests/test_gguf
+
+check_PROGRAMS += tests/test_sampler
+tests_test_sampler_SOURCES = tests/test_sampler.c
+tests_test_sampler_CFLAGS = $(TEST_CFLAGS)
+tests_test_sampler_LDADD = $(TEST_LIBS)
+TESTS += tests/test_sampler

@@ -31,6 +31,12 @@ tests_test_config_CFLAGS = $(TEST_CFLAGS)
 tests_test_config_LDADD = $(DAEMON_LIBS) $(TEST_LIBS)
 TESTS += tests/test_config
 
+check_PROGRAMS += tests/test_notify
+tests_test_notify_SOURCES = tests/test_notify.c
+tests_test_notify_CFLAGS = $(TEST_CFLAGS)
+tests_test_notify_LDADD = $(DAEMON_LIBS) $(TEST_LIBS)
+TESTS += tests/test_notify
+
 check_PROGRAMS += tests/test_request
 tests_test_request_SOURCES = tests/test_request.c
 tests_test_request_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
@@ -60,3 +66,16 @@ tests_test_model_SOURCES = tests/test_model.c
 tests_test_model_CFLAGS = $(TEST_CFLAGS)
 tests_test_model_LDADD = $(TEST_LIBS)
 TESTS += tests/test_model
+check_PROGRAMS += tests/test_sampler
+tests_test_sampler_SOURCES = tests/test_sampler.c
+tests_test_sampler_CFLAGS = $(TEST_CFLAGS)
+tests_test_sampler_LDADD = $(TEST_LIBS)
+TESTS += tests/test_sampler
+
+check_PROGRAMS += tests/test_tokenizer
+tests_test_tokenizer_SOURCES = tests/test_tokenizer.c
+tests_test_tokenizer_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
+tests_test_tokenizer_LDADD = $(TEST_LIBS) $(CJSON_LIBS)
+TESTS += tests/test_tokenizer
+FUZZ_TARGETS += tests/fuzz/fuzz_tokenizer.c
+EXTRA_DIST += tests/fuzz/fuzz_tokenizer.c

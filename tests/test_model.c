@@ -29,17 +29,6 @@ static llm_model_t *load(const char *path, bool fusion, int n_seq, int n_batch, 
     return m;
 }
 
-static int load_err(const char *path, char *err, size_t errlen)
-{
-    llm_load_params_t p;
-    llm_load_params_default(&p);
-    p.path = path;
-    llm_model_t *m = NULL;
-    int rc = llm_load(&m, &p, err, errlen);
-    ck_assert_ptr_null(m);
-    return rc;
-}
-
 static int argmax(const float *v, int n)
 {
     int b = 0;

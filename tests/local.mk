@@ -79,3 +79,11 @@ tests_test_tokenizer_LDADD = $(TEST_LIBS) $(CJSON_LIBS)
 TESTS += tests/test_tokenizer
 FUZZ_TARGETS += tests/fuzz/fuzz_tokenizer.c
 EXTRA_DIST += tests/fuzz/fuzz_tokenizer.c
+
+check_PROGRAMS += tests/test_chat
+tests_test_chat_SOURCES = tests/test_chat.c
+tests_test_chat_CFLAGS = $(TEST_CFLAGS)
+tests_test_chat_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_chat
+FUZZ_TARGETS += tests/fuzz/fuzz_chat.c
+EXTRA_DIST += tests/fuzz/fuzz_chat.c

@@ -4,3 +4,4 @@ libfusiond_a_SOURCES += engine/gguf.c
 FUZZ_SRCS += engine/gguf.c
 
 libfusiond_a_SOURCES += engine/sampler.h engine/sampler.c
+libfusiond_a_SOURCES += engine/engine.c

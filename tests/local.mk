@@ -66,3 +66,9 @@ tests_test_sampler_SOURCES = tests/test_sampler.c
 tests_test_sampler_CFLAGS = $(TEST_CFLAGS)
 tests_test_sampler_LDADD = $(TEST_LIBS)
 TESTS += tests/test_sampler
+
+check_PROGRAMS += tests/test_engine
+tests_test_engine_SOURCES = tests/test_engine.c
+tests_test_engine_CFLAGS = $(TEST_CFLAGS)
+tests_test_engine_LDADD = $(TEST_LIBS)
+TESTS += tests/test_engine

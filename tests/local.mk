@@ -79,3 +79,6 @@ tests_test_tokenizer_LDADD = $(TEST_LIBS) $(CJSON_LIBS)
 TESTS += tests/test_tokenizer
 FUZZ_TARGETS += tests/fuzz/fuzz_tokenizer.c
 EXTRA_DIST += tests/fuzz/fuzz_tokenizer.c
+
+dist_check_SCRIPTS += tests/test_fusion_cli.py
+TESTS += tests/test_fusion_cli.py

@@ -61,11 +61,27 @@ tests_test_gguf_CFLAGS = $(TEST_CFLAGS)
 tests_test_gguf_LDADD = $(TEST_LIBS)
 TESTS += tests/test_gguf
 
+check_PROGRAMS += tests/test_model
+tests_test_model_SOURCES = tests/test_model.c
+tests_test_model_CFLAGS = $(TEST_CFLAGS)
+tests_test_model_LDADD = $(TEST_LIBS)
+TESTS += tests/test_model
 check_PROGRAMS += tests/test_sampler
 tests_test_sampler_SOURCES = tests/test_sampler.c
 tests_test_sampler_CFLAGS = $(TEST_CFLAGS)
 tests_test_sampler_LDADD = $(TEST_LIBS)
 TESTS += tests/test_sampler
+
+check_PROGRAMS += tests/test_tokenizer
+tests_test_tokenizer_SOURCES = tests/test_tokenizer.c
+tests_test_tokenizer_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
+tests_test_tokenizer_LDADD = $(TEST_LIBS) $(CJSON_LIBS)
+TESTS += tests/test_tokenizer
+FUZZ_TARGETS += tests/fuzz/fuzz_tokenizer.c
+EXTRA_DIST += tests/fuzz/fuzz_tokenizer.c
+
+dist_check_SCRIPTS += tests/test_fusion_cli.py
+TESTS += tests/test_fusion_cli.py
 
 check_PROGRAMS += tests/test_engine
 tests_test_engine_SOURCES = tests/test_engine.c

@@ -66,6 +66,7 @@ tests_test_model_SOURCES = tests/test_model.c
 tests_test_model_CFLAGS = $(TEST_CFLAGS)
 tests_test_model_LDADD = $(TEST_LIBS)
 TESTS += tests/test_model
+
 check_PROGRAMS += tests/test_sampler
 tests_test_sampler_SOURCES = tests/test_sampler.c
 tests_test_sampler_CFLAGS = $(TEST_CFLAGS)
@@ -79,6 +80,15 @@ tests_test_tokenizer_LDADD = $(TEST_LIBS) $(CJSON_LIBS)
 TESTS += tests/test_tokenizer
 FUZZ_TARGETS += tests/fuzz/fuzz_tokenizer.c
 EXTRA_DIST += tests/fuzz/fuzz_tokenizer.c
+
+dist_check_SCRIPTS += tests/test_fusion_cli.py
+TESTS += tests/test_fusion_cli.py
+
+check_PROGRAMS += tests/test_engine
+tests_test_engine_SOURCES = tests/test_engine.c
+tests_test_engine_CFLAGS = $(TEST_CFLAGS)
+tests_test_engine_LDADD = $(TEST_LIBS)
+TESTS += tests/test_engine
 
 check_PROGRAMS += tests/test_chat
 tests_test_chat_SOURCES = tests/test_chat.c

@@ -82,3 +82,9 @@ EXTRA_DIST += tests/fuzz/fuzz_tokenizer.c
 
 dist_check_SCRIPTS += tests/test_fusion_cli.py
 TESTS += tests/test_fusion_cli.py
+
+check_PROGRAMS += tests/test_engine
+tests_test_engine_SOURCES = tests/test_engine.c
+tests_test_engine_CFLAGS = $(TEST_CFLAGS)
+tests_test_engine_LDADD = $(TEST_LIBS)
+TESTS += tests/test_engine

@@ -48,3 +48,13 @@ tests_test_gguf_SOURCES = tests/test_gguf.c
 tests_test_gguf_CFLAGS = $(TEST_CFLAGS)
 tests_test_gguf_LDADD = $(TEST_LIBS)
 TESTS += tests/test_gguf
+
+# libFuzzer target for the GGUF reader (make fuzz); seeds are small generated files.
+FUZZ_TARGETS += tests/fuzz/fuzz_gguf.c
+EXTRA_DIST += tests/fuzz/fuzz_gguf.c tests/fuzz/corpus/fuzz_gguf
+
+check_PROGRAMS += tests/test_gguf_write
+tests_test_gguf_write_SOURCES = tests/test_gguf_write.c
+tests_test_gguf_write_CFLAGS = $(TEST_CFLAGS)
+tests_test_gguf_write_LDADD = $(TEST_LIBS)
+TESTS += tests/test_gguf_write

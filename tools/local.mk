@@ -1,1 +1,6 @@
 # tools/local.mk: included from the top-level Makefile.am.
+
+# fusion-gguf-gen: Llama-shaped GGUF models with seeded random weights (tests, benchmarks).
+noinst_PROGRAMS += fusion-gguf-gen
+fusion_gguf_gen_SOURCES = tools/fusion-gguf-gen.c
+fusion_gguf_gen_LDADD = $(FD_LIBS)

@@ -58,3 +58,7 @@ tests_test_gguf_write_SOURCES = tests/test_gguf_write.c
 tests_test_gguf_write_CFLAGS = $(TEST_CFLAGS)
 tests_test_gguf_write_LDADD = $(TEST_LIBS)
 TESTS += tests/test_gguf_write
+# Writes the fuzz_gguf seed corpus (built with the tests, run by hand).
+check_PROGRAMS += tests/fuzz/gen_seeds_gguf
+tests_fuzz_gen_seeds_gguf_SOURCES = tests/fuzz/gen_seeds_gguf.c
+tests_fuzz_gen_seeds_gguf_LDADD = $(FD_LIBS)

@@ -12,6 +12,6 @@ EXTRA_DIST += server/DESIGN.md
 # The daemon (issue 7): the option table and config file, sd_notify, privileges.  Kept in
 # its own library so the fusiond program and test_config link the same objects.
 noinst_LIBRARIES += libfusiond_daemon.a
-libfusiond_daemon_a_SOURCES = server/config.h server/config.c
+libfusiond_daemon_a_SOURCES = server/config.h server/config.c server/notify.h server/notify.c
 libfusiond_daemon_a_CFLAGS = $(AM_CFLAGS) $(SYSTEMD_CFLAGS)
 DAEMON_LIBS = libfusiond_daemon.a $(SYSTEMD_LIBS)

@@ -30,3 +30,11 @@ tests_test_metrics_SOURCES = tests/test_metrics.c
 tests_test_metrics_CFLAGS = $(TEST_CFLAGS)
 tests_test_metrics_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_metrics
+
+# test_http drives the real HTTP layer against tests/fake_engine.c (linked before the
+# libraries, so its engine and tokenizer definitions are the ones used).
+check_PROGRAMS += tests/test_http
+tests_test_http_SOURCES = tests/test_http.c tests/fake_engine.c tests/fake_engine.h
+tests_test_http_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS) $(UV_CFLAGS)
+tests_test_http_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_http

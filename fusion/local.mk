@@ -1,1 +1,2 @@
-# fusion/local.mk: included from the top-level Makefile.am.
+# fusion/local.mk: load-time weight folding and the fused / unfused operator plans.
+libfusiond_a_SOURCES += fusion/fold.h fusion/fold.c fusion/plan.h fusion/plan.c

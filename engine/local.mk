@@ -9,3 +9,5 @@ libfusiond_a_SOURCES += engine/sampler.h engine/sampler.c
 libfusiond_a_SOURCES += engine/unicode.h engine/unicode_data.h engine/unicode.c engine/tokenizer.c
 FUZZ_SRCS += engine/unicode.c engine/tokenizer.c
 EXTRA_DIST += tools/gen-unicode-tables.py
+
+libfusiond_a_SOURCES += engine/engine.c

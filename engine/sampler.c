@@ -17,6 +17,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -99,44 +100,50 @@ static uint64_t system_seed(const void *salt)
 
 /* ---- parameters ---- */
 
-static int params_valid(const eng_sampling_t *p, int n_vocab)
+#define BAD(...) (snprintf(err, errlen, __VA_ARGS__), -EINVAL)
+
+int smp_check_params(const eng_sampling_t *p, int n_vocab, char *err, size_t errlen)
 {
     if (n_vocab < 1)
-        return 0;
+        return BAD("vocabulary of %d tokens", n_vocab);
     if (!isfinite(p->temperature) || p->temperature < 0)
-        return 0;
+        return BAD("temperature %g: must be >= 0", (double)p->temperature);
     if (!(p->top_p > 0 && p->top_p <= 1))
-        return 0;
+        return BAD("top_p %g: must be in (0, 1]", (double)p->top_p);
     if (p->top_k < 0)
-        return 0;
+        return BAD("top_k %d: must be >= 0", p->top_k);
     if (!(p->min_p >= 0 && p->min_p <= 1))
-        return 0;
+        return BAD("min_p %g: must be in [0, 1]", (double)p->min_p);
     if (!(p->presence_penalty >= -2 && p->presence_penalty <= 2))
-        return 0;
+        return BAD("presence_penalty %g: must be in [-2, 2]", (double)p->presence_penalty);
     if (!(p->frequency_penalty >= -2 && p->frequency_penalty <= 2))
-        return 0;
+        return BAD("frequency_penalty %g: must be in [-2, 2]", (double)p->frequency_penalty);
     if (!isfinite(p->repeat_penalty) || p->repeat_penalty <= 0)
-        return 0;
+        return BAD("repeat_penalty %g: must be > 0", (double)p->repeat_penalty);
     if (p->repeat_last_n < -1)
-        return 0;
+        return BAD("repeat_last_n %d: must be >= -1", p->repeat_last_n);
     if (p->n_probs < -1 || p->n_probs > SMP_MAX_TOP)
-        return 0;
+        return BAD("logprobs %d: must be in [0, %d]", p->n_probs, SMP_MAX_TOP);
     if (p->n_logit_bias < 0 || (p->n_logit_bias > 0 && !p->logit_bias))
-        return 0;
+        return BAD("logit_bias: %d entries", p->n_logit_bias);
     for (int i = 0; i < p->n_logit_bias; i++) {
         const eng_logit_bias_t *b = &p->logit_bias[i];
         if (b->token < 0 || b->token >= n_vocab)
-            return 0;
+            return BAD("logit_bias: token %d outside the vocabulary (0..%d)", (int)b->token,
+                       n_vocab - 1);
         if (isnan(b->bias) || b->bias == INFINITY)
-            return 0;
+            return BAD("logit_bias: token %d has bias %g", (int)b->token, (double)b->bias);
     }
-    return 1;
+    return 0;
 }
+
+#undef BAD
 
 int smp_create(smp_t **out, const eng_sampling_t *params, int n_vocab)
 {
     *out = NULL;
-    if (!params || !params_valid(params, n_vocab))
+    char err[8];
+    if (!params || smp_check_params(params, n_vocab, err, sizeof err) < 0)
         return -EINVAL;
     smp_t *s = calloc(1, sizeof *s);
     if (!s)

@@ -25,6 +25,7 @@
 #ifndef FD_SAMPLER_H
 #define FD_SAMPLER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "engine/engine.h"
@@ -39,6 +40,8 @@ typedef struct smp smp_t;
  * repeat_last_n < -1, n_probs outside [-1, SMP_MAX_TOP], a logit-bias token outside
  * [0, n_vocab) or a bias that is NaN or +inf, n_vocab < 1.  -ENOMEM. */
 int smp_create(smp_t **out, const eng_sampling_t *params, int n_vocab);
+/* The same checks: 0, or -EINVAL with a message naming the field in err. */
+int smp_check_params(const eng_sampling_t *p, int n_vocab, char *err, size_t errlen);
 void smp_free(smp_t *s);
 /* The seed in use: params->seed when has_seed, else the one drawn from the system (so a
  * caller can report it and replay the request). */

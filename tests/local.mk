@@ -80,6 +80,15 @@ TESTS += tests/test_tokenizer
 FUZZ_TARGETS += tests/fuzz/fuzz_tokenizer.c
 EXTRA_DIST += tests/fuzz/fuzz_tokenizer.c
 
+dist_check_SCRIPTS += tests/test_fusion_cli.py
+TESTS += tests/test_fusion_cli.py
+
+check_PROGRAMS += tests/test_engine
+tests_test_engine_SOURCES = tests/test_engine.c
+tests_test_engine_CFLAGS = $(TEST_CFLAGS)
+tests_test_engine_LDADD = $(TEST_LIBS)
+TESTS += tests/test_engine
+
 # test_http drives the real HTTP layer against tests/fake_engine.c (linked before the
 # libraries, so its engine and tokenizer definitions are the ones used).
 check_PROGRAMS += tests/test_http

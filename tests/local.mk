@@ -55,6 +55,14 @@ tests_test_metrics_CFLAGS = $(TEST_CFLAGS)
 tests_test_metrics_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_metrics
 
+# test_http drives the real HTTP layer against tests/fake_engine.c (linked before the
+# libraries, so its engine and tokenizer definitions are the ones used).
+check_PROGRAMS += tests/test_http
+tests_test_http_SOURCES = tests/test_http.c tests/fake_engine.c tests/fake_engine.h
+tests_test_http_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS) $(UV_CFLAGS)
+tests_test_http_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_http
+
 check_PROGRAMS += tests/test_gguf
 tests_test_gguf_SOURCES = tests/test_gguf.c
 tests_test_gguf_CFLAGS = $(TEST_CFLAGS)
@@ -66,6 +74,7 @@ tests_test_model_SOURCES = tests/test_model.c
 tests_test_model_CFLAGS = $(TEST_CFLAGS)
 tests_test_model_LDADD = $(TEST_LIBS)
 TESTS += tests/test_model
+
 check_PROGRAMS += tests/test_sampler
 tests_test_sampler_SOURCES = tests/test_sampler.c
 tests_test_sampler_CFLAGS = $(TEST_CFLAGS)
@@ -89,10 +98,10 @@ tests_test_engine_CFLAGS = $(TEST_CFLAGS)
 tests_test_engine_LDADD = $(TEST_LIBS)
 TESTS += tests/test_engine
 
-# test_http drives the real HTTP layer against tests/fake_engine.c (linked before the
-# libraries, so its engine and tokenizer definitions are the ones used).
-check_PROGRAMS += tests/test_http
-tests_test_http_SOURCES = tests/test_http.c tests/fake_engine.c tests/fake_engine.h
-tests_test_http_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS) $(UV_CFLAGS)
-tests_test_http_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
-TESTS += tests/test_http
+check_PROGRAMS += tests/test_chat
+tests_test_chat_SOURCES = tests/test_chat.c
+tests_test_chat_CFLAGS = $(TEST_CFLAGS)
+tests_test_chat_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_chat
+FUZZ_TARGETS += tests/fuzz/fuzz_chat.c
+EXTRA_DIST += tests/fuzz/fuzz_chat.c

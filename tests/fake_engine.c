@@ -332,3 +332,23 @@ int tok_decode(const tok_t *t, const int32_t *ids, size_t n, bool render_special
     *len = o;
     return o > cap ? -ENOSPC : 0;
 }
+
+int32_t tok_bos(const tok_t *t)
+{
+    return 1;
+}
+
+int32_t tok_eos(const tok_t *t)
+{
+    return 2;
+}
+
+bool tok_add_bos(const tok_t *t)
+{
+    return true;
+}
+
+const char *tok_token_text(const tok_t *t, int32_t id)
+{
+    return id == 1 ? "<s>" : id == 2 ? "</s>" : "?";
+}

@@ -63,6 +63,11 @@ tests_test_http_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS) $(UV_CFLAGS)
 tests_test_http_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_http
 
+# Black-box: the real fusiond on a loopback port with stories260K (python3, stdlib only).
+dist_check_SCRIPTS += tests/test_server.sh
+EXTRA_DIST += tests/test_server.py
+TESTS += tests/test_server.sh
+
 check_PROGRAMS += tests/test_gguf
 tests_test_gguf_SOURCES = tests/test_gguf.c
 tests_test_gguf_CFLAGS = $(TEST_CFLAGS)

@@ -70,9 +70,10 @@ static int get_u32(const gguf_t *g, const char *arch, const char *key, bool need
         *out = dflt;
         return 0;
     }
-    if (rc == -ENOENT)
+    if (rc == -ENOENT) {
         snprintf(err, errlen, "%s: metadata key %s is missing", gguf_path(g), k);
-    else if (rc)
+        rc = FD_EFORMAT;
+    } else if (rc)
         snprintf(err, errlen, "%s: metadata key %s: %s", gguf_path(g), k, fd_strerror(rc));
     else if (*out == 0 || *out > (1u << 30)) {
         snprintf(err, errlen, "%s: metadata key %s = %u is out of range", gguf_path(g), k, *out);
@@ -91,9 +92,10 @@ static int get_f32(const gguf_t *g, const char *arch, const char *key, bool need
         *out = dflt;
         return 0;
     }
-    if (rc == -ENOENT)
+    if (rc == -ENOENT) {
         snprintf(err, errlen, "%s: metadata key %s is missing", gguf_path(g), k);
-    else if (rc)
+        rc = FD_EFORMAT;
+    } else if (rc)
         snprintf(err, errlen, "%s: metadata key %s: %s", gguf_path(g), k, fd_strerror(rc));
     else if (!(*out > 0.0f) || *out > 1e30f) {
         snprintf(err, errlen, "%s: metadata key %s = %g is out of range", gguf_path(g), k,

@@ -601,9 +601,12 @@ START_TEST(test_help)
     };
     for (size_t i = 0; i < FD_ARRAY_LEN(must); i++)
         ck_assert_msg(strstr(buf, must[i]), "--help lacks [%s]:\n%s", must[i], buf);
-    /* No line is wider than 79 columns. */
-    for (char *p = buf, *nl; (nl = strchr(p, '\n')); p = nl + 1)
-        ck_assert_msg(nl - p <= 79, "long line: %.*s", (int)(nl - p), p);
+    /* No line is wider than 79 columns, unless one word (a long install path) fills it. */
+    for (char *p = buf, *nl; (nl = strchr(p, '\n')); p = nl + 1) {
+        const char *w = p + strspn(p, " ");
+        const char *sp = memchr(w, ' ', (size_t)(nl - w));
+        ck_assert_msg(nl - p <= 79 || !sp || sp > p + 79, "long line: %.*s", (int)(nl - p), p);
+    }
     free(buf);
 }
 END_TEST

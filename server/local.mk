@@ -15,3 +15,7 @@ noinst_LIBRARIES += libfusiond_daemon.a
 libfusiond_daemon_a_SOURCES = server/config.h server/config.c server/notify.h server/notify.c
 libfusiond_daemon_a_CFLAGS = $(AM_CFLAGS) $(SYSTEMD_CFLAGS)
 DAEMON_LIBS = libfusiond_daemon.a $(SYSTEMD_LIBS)
+
+# Chat prompt formatting (template family detection, one formatter per family).
+libfusiond_server_a_SOURCES += server/chat.h server/chat.c
+FUZZ_SRCS += server/chat.c

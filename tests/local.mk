@@ -66,6 +66,7 @@ tests_test_model_SOURCES = tests/test_model.c
 tests_test_model_CFLAGS = $(TEST_CFLAGS)
 tests_test_model_LDADD = $(TEST_LIBS)
 TESTS += tests/test_model
+
 check_PROGRAMS += tests/test_sampler
 tests_test_sampler_SOURCES = tests/test_sampler.c
 tests_test_sampler_CFLAGS = $(TEST_CFLAGS)
@@ -88,3 +89,11 @@ tests_test_engine_SOURCES = tests/test_engine.c
 tests_test_engine_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
 tests_test_engine_LDADD = $(TEST_LIBS) $(CJSON_LIBS)
 TESTS += tests/test_engine
+
+check_PROGRAMS += tests/test_chat
+tests_test_chat_SOURCES = tests/test_chat.c
+tests_test_chat_CFLAGS = $(TEST_CFLAGS)
+tests_test_chat_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_chat
+FUZZ_TARGETS += tests/fuzz/fuzz_chat.c
+EXTRA_DIST += tests/fuzz/fuzz_chat.c

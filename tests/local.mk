@@ -55,6 +55,19 @@ tests_test_metrics_CFLAGS = $(TEST_CFLAGS)
 tests_test_metrics_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_metrics
 
+# test_http drives the real HTTP layer against tests/fake_engine.c (linked before the
+# libraries, so its engine and tokenizer definitions are the ones used).
+check_PROGRAMS += tests/test_http
+tests_test_http_SOURCES = tests/test_http.c tests/fake_engine.c tests/fake_engine.h
+tests_test_http_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS) $(UV_CFLAGS)
+tests_test_http_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_http
+
+# Black-box: the real fusiond on a loopback port with stories260K (python3, stdlib only).
+dist_check_SCRIPTS += tests/test_server.sh
+EXTRA_DIST += tests/test_server.py
+TESTS += tests/test_server.sh
+
 check_PROGRAMS += tests/test_gguf
 tests_test_gguf_SOURCES = tests/test_gguf.c
 tests_test_gguf_CFLAGS = $(TEST_CFLAGS)

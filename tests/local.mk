@@ -125,3 +125,6 @@ TESTS += tests/test_gguf_write
 check_PROGRAMS += tests/fuzz/gen_seeds_gguf
 tests_fuzz_gen_seeds_gguf_SOURCES = tests/fuzz/gen_seeds_gguf.c
 tests_fuzz_gen_seeds_gguf_LDADD = $(FD_LIBS)
+
+dist_check_SCRIPTS += tests/test_gguf_cli.sh
+TESTS += tests/test_gguf_cli.sh

@@ -11,3 +11,5 @@ FUZZ_SRCS += engine/unicode.c engine/tokenizer.c
 EXTRA_DIST += tools/gen-unicode-tables.py
 
 libfusiond_a_SOURCES += engine/engine.c
+
+libfusiond_a_SOURCES += engine/gguf_write.h engine/gguf_write.c

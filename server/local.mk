@@ -4,7 +4,10 @@ noinst_LIBRARIES += libfusiond_server.a
 libfusiond_server_a_SOURCES = server/server.h \
 	server/request.h server/request.c \
 	server/strbuf.h server/strbuf.c \
-	server/metrics.h server/metrics.c
+	server/metrics.h server/metrics.c \
+	server/openai.h server/openai.c \
+	server/evq.h server/evq.c \
+	server/server.c
 libfusiond_server_a_CFLAGS = $(AM_CFLAGS) $(MHD_CFLAGS) $(CJSON_CFLAGS) $(UV_CFLAGS)
 SRV_LIBS = libfusiond_server.a $(FD_LIBS) $(MHD_LIBS) $(CJSON_LIBS) $(UV_LIBS)
 EXTRA_DIST += server/DESIGN.md
@@ -15,3 +18,7 @@ noinst_LIBRARIES += libfusiond_daemon.a
 libfusiond_daemon_a_SOURCES = server/config.h server/config.c server/notify.h server/notify.c
 libfusiond_daemon_a_CFLAGS = $(AM_CFLAGS) $(SYSTEMD_CFLAGS)
 DAEMON_LIBS = libfusiond_daemon.a $(SYSTEMD_LIBS)
+
+# Chat prompt formatting (template family detection, one formatter per family).
+libfusiond_server_a_SOURCES += server/chat.h server/chat.c
+FUZZ_SRCS += server/chat.c

@@ -4,3 +4,8 @@
 bin_PROGRAMS += fusion-cli
 fusion_cli_SOURCES = tools/fusion-cli.c
 fusion_cli_LDADD = $(FD_LIBS)
+
+# fusion-gguf-gen: Llama-shaped GGUF models with seeded random weights (tests, benchmarks).
+noinst_PROGRAMS += fusion-gguf-gen
+fusion_gguf_gen_SOURCES = tools/fusion-gguf-gen.c
+fusion_gguf_gen_LDADD = $(FD_LIBS)

@@ -99,8 +99,8 @@ TESTS += tests/test_fusion_cli.py
 
 check_PROGRAMS += tests/test_engine
 tests_test_engine_SOURCES = tests/test_engine.c
-tests_test_engine_CFLAGS = $(TEST_CFLAGS)
-tests_test_engine_LDADD = $(TEST_LIBS)
+tests_test_engine_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
+tests_test_engine_LDADD = $(TEST_LIBS) $(CJSON_LIBS)
 TESTS += tests/test_engine
 
 check_PROGRAMS += tests/test_chat

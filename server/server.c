@@ -1520,8 +1520,10 @@ static void access_log(srv_job_t *j)
     double total_ms = (double)(fd_now_ns() - j->t0_ns) * 1e-6;
     fd_log_info("access: %s %s %d prompt_tokens=%lld gen_tokens=%lld queue_ms=%.2f ttft_ms=%.2f "
                 "tpot_ms=%.3f total_ms=%.2f finish=%s%s",
-                j->method, j->path, j->status, j->prompt_tokens, gen, queue_ms, ttft_ms, tpot_ms,
-                total_ms, finish, j->client_gone ? " client_gone" : "");
+                j->method, j->path, j->status,
+                j->preparing ? 0LL : j->prompt_tokens, /* the thread pool may be writing it */
+                gen, queue_ms, ttft_ms, tpot_ms, total_ms, finish,
+                j->client_gone ? " client_gone" : "");
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,

@@ -105,8 +105,8 @@ TESTS += tests/test_fusion_cli.py
 
 check_PROGRAMS += tests/test_engine
 tests_test_engine_SOURCES = tests/test_engine.c
-tests_test_engine_CFLAGS = $(TEST_CFLAGS)
-tests_test_engine_LDADD = $(TEST_LIBS)
+tests_test_engine_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
+tests_test_engine_LDADD = $(TEST_LIBS) $(CJSON_LIBS)
 TESTS += tests/test_engine
 
 check_PROGRAMS += tests/test_chat
@@ -131,3 +131,6 @@ TESTS += tests/test_gguf_write
 check_PROGRAMS += tests/fuzz/gen_seeds_gguf
 tests_fuzz_gen_seeds_gguf_SOURCES = tests/fuzz/gen_seeds_gguf.c
 tests_fuzz_gen_seeds_gguf_LDADD = $(FD_LIBS)
+
+dist_check_SCRIPTS += tests/test_gguf_cli.sh
+TESTS += tests/test_gguf_cli.sh

@@ -41,6 +41,12 @@ typedef struct fb_weight {
     const void *src;     /* host bytes, n_out * gg_row_bytes(type, n_in) */
     const float *bias;   /* optional host vector of n_out added to the product, or NULL */
     const char *name;    /* for messages and per-layer mapping (may be NULL) */
+    /* Optional host vector of n_in (or NULL): the product uses x[i] * in_scale[i] in place
+     * of x[i], applied before any conversion or quantization of x inside the kernel.  This
+     * is how fusion/ folds a norm gamma into a quantized matrix without re-rounding the
+     * weights (fusion/fold.h, docs/fusion.md).  A deferred statistic (fb_defer_t) is still
+     * that of the raw x.  Stays valid until fb_weight_release, like src. */
+    const float *in_scale;
     void *impl;          /* backend-owned prepared form, set by fb_weight_prepare */
     fb_backend_t *owner;
 } fb_weight_t;
@@ -49,7 +55,9 @@ typedef struct fb_weight {
  * the raw row x; concurrently the backend reduces the row to its statistic and applies it
  * to the outputs:  RMS:   y = (x W^T) * 1/sqrt(mean(x^2) + eps) (+ bias)
  *                  LAYER: y = (x W'^T) * 1/sqrt(var(x) + eps)   (+ bias, the folded c)
- * The weights must already carry gamma (and for LAYER the mean-centering) by folding. */
+ * The weights must already carry gamma (and for LAYER the mean-centering) by folding, or
+ * carry gamma as fb_weight_t.in_scale; mean(x^2) and var(x) are those of the raw x (never
+ * scaled by in_scale). */
 enum fb_norm_kind { FB_NORM_NONE = 0, FB_NORM_RMS = 1, FB_NORM_LAYER = 2 };
 typedef struct fb_defer {
     int kind;            /* enum fb_norm_kind */

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "backends/backend.h"
+#include "engine/model.h"
 #include "engine/tokenizer.h"
 
 typedef struct eng eng_t;
@@ -26,13 +27,20 @@ typedef struct eng_params {
     int threads;                /* 0 = online cores */
     int n_ctx;                  /* 0 = the model's context length */
     int max_running;            /* sequences decoded together (default 16) */
-    int max_waiting;            /* queued requests before FD_EFULL (default 64) */
+    int max_waiting;            /* requests queued beyond the free running places before
+                                   eng_submit answers FD_EFULL (default 64; 0: none) */
     int64_t kv_tokens;          /* KV cache capacity in tokens over all sequences;
                                    0 = max_running * n_ctx */
     int prefill_chunk;          /* prompt tokens per sequence per step (default 256) */
     /* Optional observer called on the engine thread after every step. */
     void (*on_step)(void *ud, double seconds, int batch_seqs, int batch_tokens);
     void *on_step_ud;
+    int max_batch_tokens;       /* most tokens in one step: every running sequence's next
+                                   token, then prefill chunks in admission order up to this
+                                   (0 = max_running + 2 * prefill_chunk; at least
+                                   max_running + 1) */
+    bool check;                 /* run eng_check after every step and abort on a broken
+                                   invariant (always on in --enable-debug builds) */
 } eng_params_t;
 
 void eng_params_default(eng_params_t *p);
@@ -119,7 +127,12 @@ typedef struct eng_event {
     int32_t token;
     const char *text;           /* newly released text: complete UTF-8 only, stop strings
                                    trimmed; may be empty while text is held back because it
-                                   could start a stop string */
+                                   could start a stop string.  Every sampled token has its
+                                   TOKEN event, the EOS/EOT that ends a request included
+                                   (its text: whatever was still held back).  TOKEN only:
+                                   DONE carries no text, so text held back when a request
+                                   ends without a token (timeout, cancel, error) is dropped:
+                                   at most the longest stop string less one byte. */
     size_t text_len;
     float logprob;              /* of the chosen token (valid when n_probs >= 0) */
     const eng_top_t *top;       /* n_top alternatives, best first */
@@ -140,14 +153,20 @@ typedef struct eng_request {
     const char *const *stop;    /* copied; matched across token boundaries */
     int n_stop;
     bool ignore_eos;
-    double timeout_s;           /* 0 = none; counted from submit */
+    double timeout_s;           /* 0 = none; counted from submit.  When it passes, the
+                                   request ends at the engine's next step: the client has
+                                   had a TOKEN event for every token sampled before, then
+                                   DONE with ENG_FINISH_TIMEOUT and the timings (a request
+                                   still queued ends with no token). */
     eng_event_cb on_event;      /* called on the engine thread; DONE is the last call */
     void *ud;
 } eng_request_t;
 
 /* Queues a request.  0 and *id set, or: -EINVAL (bad field, message in err), FD_ECTX (prompt
- * plus max_tokens exceed n_ctx: the numbers in err), FD_EFULL (waiting queue full),
- * -ESHUTDOWN (engine closing).  On error on_event is never called. */
+ * plus max_tokens exceed n_ctx, or the KV budget kv_tokens: the numbers in err), FD_EFULL
+ * (waiting queue full), -ESHUTDOWN (engine closing), -ENOMEM.  On error on_event is never
+ * called.  At most ENG_MAX_STOP stop strings, none empty. */
+#define ENG_MAX_STOP 16
 int eng_submit(eng_t *e, const eng_request_t *r, uint64_t *id, char *err, size_t errlen);
 /* Cancels at the next step (frees its KV at once); DONE with ENG_FINISH_CANCEL follows.
  * -ENOENT when id is unknown or already done. */
@@ -165,8 +184,48 @@ typedef struct eng_stats {
     uint64_t prompt_tokens;     /* totals since open */
     uint64_t gen_tokens;
     fb_stats_t ops;             /* per op-class time (fusion/backends) */
+    int64_t kv_reserved;        /* KV tokens promised to running requests (prompt +
+                                   max_tokens each): admission stops at kv_total */
 } eng_stats_t;
 
 void eng_stats(eng_t *e, eng_stats_t *out);
+
+/* Checks the scheduler's invariants (queue links and counts, FIFO order, slots distinct,
+ * KV reservations and lengths, against the model's own sequence lengths).  0, or FD_EFORMAT
+ * with the first broken one in err.  ENGINE THREAD ONLY, between steps: call it from
+ * on_step (the engine runs it after every step when params.check is set). */
+int eng_check(eng_t *e, char *err, size_t errlen);
+
+/* The model as the scheduler sees it.  eng_open builds one over llm_* and the tokenizer;
+ * eng_open_driver takes any other, so the scheduler can be tested (and the server's tests
+ * run) with a scripted model.  Every function is called on the engine thread only. */
+typedef struct eng_driver {
+    void *ctx;
+    const eng_info_t *info;     /* owned by ctx; NULL: a minimal one is made up */
+    const tok_t *tok;           /* what eng_tokenizer returns (may be NULL) */
+    int n_vocab;
+    int n_ctx;
+    int n_slots;                /* sequences at once: max_running is capped to it */
+    int (*seq_alloc)(void *ctx, int *slot);
+    void (*seq_free)(void *ctx, int slot);
+    int (*seq_len)(void *ctx, int slot);        /* for eng_check; may be NULL */
+    /* llm_decode's contract. */
+    int (*decode)(void *ctx, const llm_batch_entry_t *e, int n, float *logits);
+    bool (*is_eog)(void *ctx, int32_t token);
+    /* tok_stream_*'s contract; last_prompt_token lets an SPM tokenizer drop the dummy-prefix
+     * space of text that starts right after BOS. */
+    void (*stream_init)(void *ctx, tok_stream_t *s, int32_t last_prompt_token);
+    int (*stream_push)(void *ctx, tok_stream_t *s, int32_t token, char *out, size_t cap,
+                       size_t *len);
+    int (*stream_flush)(void *ctx, tok_stream_t *s, char *out, size_t cap, size_t *len);
+    void (*stats)(void *ctx, fb_stats_t *out);  /* may be NULL */
+    void (*close)(void *ctx);   /* at eng_close (or a failed open), after the engine thread
+                                   ended; may be NULL */
+} eng_driver_t;
+
+/* As eng_open on d instead of a model file (model_path, backend, fusion, threads and n_ctx
+ * of p are not used).  d->close is called on failure too. */
+int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, char *err,
+                    size_t errlen);
 
 #endif

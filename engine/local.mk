@@ -1,2 +1,13 @@
 # engine/local.mk: GGUF reader, model, tokenizer, sampler, KV cache, decoder, scheduler core.
 libfusiond_a_SOURCES += engine/gguf.h engine/tokenizer.h engine/engine.h
+libfusiond_a_SOURCES += engine/gguf.c
+FUZZ_SRCS += engine/gguf.c
+libfusiond_a_SOURCES += engine/model.h engine/model.c
+
+libfusiond_a_SOURCES += engine/sampler.h engine/sampler.c
+
+libfusiond_a_SOURCES += engine/unicode.h engine/unicode_data.h engine/unicode.c engine/tokenizer.c
+FUZZ_SRCS += engine/unicode.c engine/tokenizer.c
+EXTRA_DIST += tools/gen-unicode-tables.py
+
+libfusiond_a_SOURCES += engine/engine.c

@@ -46,8 +46,9 @@ typedef struct llm_load_params {
     bool fusion;                /* fused plan (default on) */
     int softmax_mode;           /* enum fb_softmax_mode for the fused plan */
     int n_ctx;                  /* 0 = from the file */
-    int n_seq_max;              /* KV cache slots (sequences at once) */
-    int n_batch_max;            /* most tokens in one llm_decode call (0 = 512) */
+    int n_seq_max;              /* KV cache slots (sequences at once; 0 = 1) */
+    int n_batch_max;            /* most rows the backend runs at once (0 = 512): sizes the
+                                   activation buffers; llm_decode splits larger calls */
 } llm_load_params_t;
 
 void llm_load_params_default(llm_load_params_t *p);
@@ -59,6 +60,9 @@ const tok_t *llm_tok(const llm_model_t *m);
 const gguf_t *llm_gguf(const llm_model_t *m);
 fb_backend_t *llm_backend(const llm_model_t *m);
 bool llm_fusion(const llm_model_t *m);
+int llm_softmax_mode(const llm_model_t *m);  /* enum fb_softmax_mode in use (REF unfused) */
+int llm_n_seq_max(const llm_model_t *m);     /* KV cache slots */
+int llm_n_batch_max(const llm_model_t *m);   /* rows per internal sub-batch */
 
 /* KV cache slots: each holds one sequence of up to n_ctx tokens at positions 0..len-1. */
 int llm_seq_alloc(llm_model_t *m, int *slot);        /* FD_EFULL when none is free */
@@ -76,8 +80,11 @@ typedef struct llm_batch_entry {
 } llm_batch_entry_t;
 
 /* Runs one step.  logits receives n_vocab floats per entry with want_logits, in entry order
- * (host memory).  Errors: -EINVAL (bad slot/token id), FD_ECTX (past n_ctx), FD_EBACKEND.
- * On error no sequence's length changes. */
+ * (host memory; may be NULL when no entry wants logits).  Entries name distinct allocated
+ * slots (at most n_seq_max entries), each with n_tokens >= 1.  Any number of tokens may be
+ * passed: rows beyond n_batch_max run as further sub-batches inside the call.
+ * Errors: -EINVAL (bad slot/token id, empty or duplicate entry), FD_ECTX (past n_ctx),
+ * FD_EBACKEND or -ENOMEM from the backend.  On error no sequence's length changes. */
 int llm_decode(llm_model_t *m, const llm_batch_entry_t *e, int n_entries, float *logits);
 
 #endif

@@ -20,36 +20,88 @@ enum tok_ttype {
     TOK_T_NORMAL = 1, TOK_T_UNKNOWN = 2, TOK_T_CONTROL = 3,
     TOK_T_USER_DEFINED = 4, TOK_T_UNUSED = 5, TOK_T_BYTE = 6
 };
+/* BPE pre-tokenizer splits (the regexes of the reference tokenizers, written out in C). */
+enum tok_pre {
+    TOK_PRE_NONE = 0,   /* SPM: no split */
+    TOK_PRE_GPT2,       /* "gpt2", "gpt-2", "default" and unknown names (with a warning) */
+    TOK_PRE_LLAMA3,     /* "llama3", "llama-bpe": digits in groups of 3, merges skipped for
+                           whole-word tokens (ignore_merges) */
+    TOK_PRE_QWEN2,      /* "qwen2": as llama3 with single digits, merges always applied */
+    TOK_PRE_DIGITS,     /* "smollm", "starcoder", "refact", "command-r": every digit its own
+                           piece, then the gpt2 split */
+};
 
+/* Loads tokenizer.ggml.* from g (tokens, scores, token_type, merges, model, pre, special ids,
+ * add_bos/add_eos/add_space_prefix).  Copies what it keeps: g may be closed afterwards.
+ * FD_EUNSUP for a tokenizer model other than llama/gpt2, FD_EFORMAT for inconsistent data
+ * (message in err). */
 int tok_load(tok_t **out, const gguf_t *g, char *err, size_t errlen);
 void tok_free(tok_t *t);
 
+/* A vocabulary described in memory, for tests, the fuzzer and tools: tok_load fills one of
+ * these from GGUF metadata.  tok_spec_init sets every id to -1 and every flag to -1 (the
+ * kind's default: SPM adds BOS and the dummy prefix, BPE neither, except llama3 adds BOS). */
+typedef struct tok_spec {
+    int kind;                     /* TOK_SPM or TOK_BPE */
+    const char *pre;              /* tokenizer.ggml.pre; NULL: "default" */
+    int32_t n_tokens;
+    const char *const *texts;     /* token strings of lens[i] bytes (lens NULL: NUL-ended) */
+    const uint32_t *lens;
+    const float *scores;          /* NULL: all 0 */
+    const int32_t *types;         /* enum tok_ttype; NULL: all normal */
+    size_t n_merges;              /* BPE: "left right" strings */
+    const char *const *merges;
+    const uint32_t *merge_lens;   /* NULL: NUL-ended */
+    int32_t bos, eos, eot, eom, unk, pad; /* -1: none (eot: found by text when -1) */
+    int add_bos, add_eos, add_space_prefix; /* 0, 1, or -1 for the default */
+} tok_spec_t;
+void tok_spec_init(tok_spec_t *s);
+int tok_build(tok_t **out, const tok_spec_t *spec, char *err, size_t errlen);
+
 int tok_kind(const tok_t *t);
+int tok_pre(const tok_t *t);      /* enum tok_pre */
 int32_t tok_n_vocab(const tok_t *t);
 int32_t tok_bos(const tok_t *t);  /* -1 when the vocabulary has none */
 int32_t tok_eos(const tok_t *t);
 int32_t tok_eot(const tok_t *t);  /* end of turn (e.g. <|eot_id|>), -1 when none */
+int32_t tok_unk(const tok_t *t);
+int32_t tok_pad(const tok_t *t);
 bool tok_add_bos(const tok_t *t); /* tokenizer.ggml.add_bos_token (or the kind's default) */
 bool tok_add_eos(const tok_t *t);
 bool tok_is_eog(const tok_t *t, int32_t id); /* EOS, EOT or another end-of-generation id */
-int tok_token_type(const tok_t *t, int32_t id);
-const char *tok_token_text(const tok_t *t, int32_t id); /* raw vocabulary string */
+int tok_token_type(const tok_t *t, int32_t id); /* -EINVAL for an id out of range */
+const char *tok_token_text(const tok_t *t, int32_t id); /* raw vocabulary string; NULL if
+                                                          id is out of range */
 int32_t tok_find(const tok_t *t, const char *text);      /* exact piece lookup, -1 if none */
 
-/* Encodes len bytes of text.  add_special: add BOS/EOS as the vocabulary asks.  parse_special:
- * control/user-defined token texts in the input become their ids.  Writes up to cap ids and
- * sets *n to the count needed; returns -ENOSPC when cap is too small (call again). */
+/* Encodes len bytes of text (any bytes: NULs and ill-formed UTF-8 included; both kinds
+ * encode such bytes as byte tokens, so decoding gives back the same bytes).  add_special:
+ * add BOS/EOS as the vocabulary asks.  parse_special: control and unknown token texts in
+ * the input become their ids (leftmost, longest match first).  User-defined token texts
+ * always do, as in Hugging Face tokenizers and llama.cpp.  Writes up to cap ids and sets *n
+ * to the count needed; returns -ENOSPC when cap is too small (call again), -ENOMEM when
+ * working memory (about 64 bytes per input byte, for the longest run between special
+ * tokens) cannot be had. */
 int tok_encode(const tok_t *t, const char *text, size_t len, bool add_special,
                bool parse_special, int32_t *ids, size_t cap, size_t *n);
 
+/* The pre-tokenizer's split of text (BPE: the pieces the split regex of tok_pre() gives;
+ * SPM: the whole text is one piece) as end offsets, without looking for special tokens:
+ * for tests and diagnostics.  Writes up to cap ends, *n = count; -ENOSPC when cap is short. */
+int tok_split(const tok_t *t, const char *text, size_t len, size_t *ends, size_t cap,
+              size_t *n);
+
 /* The bytes a token stands for (SPM: U+2581 -> space, <0xAB> -> that byte; BPE: the
- * byte-to-unicode mapping undone; control tokens: empty unless render_special).  Writes up
- * to cap bytes, *len = bytes needed; -ENOSPC when cap is too small. */
+ * byte-to-unicode mapping undone; control, unknown and unused tokens: empty unless
+ * render_special, then their raw text).  Writes up to cap bytes, *len = bytes needed;
+ * -ENOSPC when cap is too small, -EINVAL for an id out of range. */
 int tok_piece(const tok_t *t, int32_t id, bool render_special, char *buf, size_t cap,
               size_t *len);
 
 /* Decodes ids to text (whole string, may end in an incomplete UTF-8 sequence if the ids do).
- * strip_leading_space: drop the SPM dummy-prefix space of the first piece. */
+ * strip_leading_space: drop the SPM dummy-prefix space of the first piece (the first one
+ * that is not empty, so a leading BOS does not count); no effect for BPE.  -EINVAL (and
+ * *len = 0) when an id is out of range. */
 int tok_decode(const tok_t *t, const int32_t *ids, size_t n, bool render_special,
                bool strip_leading_space, char *buf, size_t cap, size_t *len);
 
@@ -60,11 +112,16 @@ typedef struct tok_stream {
     int n_pend;
     bool first;          /* next piece is the first of the text (strip SPM dummy space) */
     bool strip_space;
+    bool render_special; /* false after init: control tokens add nothing */
 } tok_stream_t;
 void tok_stream_init(tok_stream_t *s, const tok_t *t, bool strip_leading_space);
-/* Appends the text of id to out (cap bytes); *len = bytes written.  -ENOSPC if cap < 64. */
+/* Appends the text of id to out (cap bytes); *len = bytes written.  The output is at most
+ * 3 * (piece length + 3) bytes (cap >= 64 covers pieces up to 18 bytes); when it does not
+ * fit, returns -ENOSPC with *len = bytes needed and the stream unchanged (call again with a
+ * larger buffer).  -EINVAL for an id out of range (stream unchanged). */
 int tok_stream_push(tok_stream_t *s, const tok_t *t, int32_t id, char *out, size_t cap,
                     size_t *len);
+/* Emits what is held back (an unfinished sequence becomes one U+FFFD); needs cap >= 3. */
 int tok_stream_flush(tok_stream_t *s, char *out, size_t cap, size_t *len);
 
 #endif

@@ -1,1 +1,3 @@
-# fusion/local.mk: included from the top-level Makefile.am.
+# fusion/local.mk: load-time weight folding and the fused / unfused operator plans.
+libfusiond_a_SOURCES += fusion/fold.h fusion/fold.c fusion/plan.h fusion/plan.c
+dist_doc_DATA += docs/fusion.md

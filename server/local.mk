@@ -1,1 +1,21 @@
-# server/local.mk: included from the top-level Makefile.am.
+# server/local.mk: the HTTP server (libmicrohttpd on a libuv loop), OpenAI JSON, metrics.
+# libfusiond_server.a is linked by the fusiond program and the server tests.
+noinst_LIBRARIES += libfusiond_server.a
+libfusiond_server_a_SOURCES = server/server.h \
+	server/request.h server/request.c \
+	server/strbuf.h server/strbuf.c \
+	server/metrics.h server/metrics.c
+libfusiond_server_a_CFLAGS = $(AM_CFLAGS) $(MHD_CFLAGS) $(CJSON_CFLAGS) $(UV_CFLAGS)
+SRV_LIBS = libfusiond_server.a $(FD_LIBS) $(MHD_LIBS) $(CJSON_LIBS) $(UV_LIBS)
+EXTRA_DIST += server/DESIGN.md
+
+# The daemon (issue 7): the option table and config file, sd_notify, privileges.  Kept in
+# its own library so the fusiond program and test_config link the same objects.
+noinst_LIBRARIES += libfusiond_daemon.a
+libfusiond_daemon_a_SOURCES = server/config.h server/config.c server/notify.h server/notify.c
+libfusiond_daemon_a_CFLAGS = $(AM_CFLAGS) $(SYSTEMD_CFLAGS)
+DAEMON_LIBS = libfusiond_daemon.a $(SYSTEMD_LIBS)
+
+# Chat prompt formatting (template family detection, one formatter per family).
+libfusiond_server_a_SOURCES += server/chat.h server/chat.c
+FUZZ_SRCS += server/chat.c

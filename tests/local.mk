@@ -6,3 +6,94 @@ tests_test_common_SOURCES = tests/test_common.c
 tests_test_common_CFLAGS = $(TEST_CFLAGS)
 tests_test_common_LDADD = $(TEST_LIBS)
 TESTS += tests/test_common
+
+check_PROGRAMS += tests/test_quants
+tests_test_quants_SOURCES = tests/test_quants.c
+tests_test_quants_CFLAGS = $(TEST_CFLAGS)
+tests_test_quants_LDADD = $(TEST_LIBS)
+TESTS += tests/test_quants
+
+check_PROGRAMS += tests/test_log
+tests_test_log_SOURCES = tests/test_log.c
+tests_test_log_CFLAGS = $(TEST_CFLAGS)
+tests_test_log_LDADD = $(TEST_LIBS)
+TESTS += tests/test_log
+
+check_PROGRAMS += tests/test_cpu_backend
+tests_test_cpu_backend_SOURCES = tests/test_cpu_backend.c
+tests_test_cpu_backend_CFLAGS = $(TEST_CFLAGS)
+tests_test_cpu_backend_LDADD = $(TEST_LIBS)
+TESTS += tests/test_cpu_backend
+
+check_PROGRAMS += tests/test_config
+tests_test_config_SOURCES = tests/test_config.c
+tests_test_config_CFLAGS = $(TEST_CFLAGS)
+tests_test_config_LDADD = $(DAEMON_LIBS) $(TEST_LIBS)
+TESTS += tests/test_config
+
+check_PROGRAMS += tests/test_notify
+tests_test_notify_SOURCES = tests/test_notify.c
+tests_test_notify_CFLAGS = $(TEST_CFLAGS)
+tests_test_notify_LDADD = $(DAEMON_LIBS) $(TEST_LIBS)
+TESTS += tests/test_notify
+
+check_PROGRAMS += tests/test_request
+tests_test_request_SOURCES = tests/test_request.c
+tests_test_request_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
+tests_test_request_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_request
+
+check_PROGRAMS += tests/test_fusion
+tests_test_fusion_SOURCES = tests/test_fusion.c
+tests_test_fusion_CFLAGS = $(TEST_CFLAGS)
+tests_test_fusion_LDADD = $(TEST_LIBS)
+TESTS += tests/test_fusion
+
+check_PROGRAMS += tests/test_metrics
+tests_test_metrics_SOURCES = tests/test_metrics.c
+tests_test_metrics_CFLAGS = $(TEST_CFLAGS)
+tests_test_metrics_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_metrics
+
+check_PROGRAMS += tests/test_gguf
+tests_test_gguf_SOURCES = tests/test_gguf.c
+tests_test_gguf_CFLAGS = $(TEST_CFLAGS)
+tests_test_gguf_LDADD = $(TEST_LIBS)
+TESTS += tests/test_gguf
+
+check_PROGRAMS += tests/test_model
+tests_test_model_SOURCES = tests/test_model.c
+tests_test_model_CFLAGS = $(TEST_CFLAGS)
+tests_test_model_LDADD = $(TEST_LIBS)
+TESTS += tests/test_model
+
+check_PROGRAMS += tests/test_sampler
+tests_test_sampler_SOURCES = tests/test_sampler.c
+tests_test_sampler_CFLAGS = $(TEST_CFLAGS)
+tests_test_sampler_LDADD = $(TEST_LIBS)
+TESTS += tests/test_sampler
+
+check_PROGRAMS += tests/test_tokenizer
+tests_test_tokenizer_SOURCES = tests/test_tokenizer.c
+tests_test_tokenizer_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
+tests_test_tokenizer_LDADD = $(TEST_LIBS) $(CJSON_LIBS)
+TESTS += tests/test_tokenizer
+FUZZ_TARGETS += tests/fuzz/fuzz_tokenizer.c
+EXTRA_DIST += tests/fuzz/fuzz_tokenizer.c
+
+dist_check_SCRIPTS += tests/test_fusion_cli.py
+TESTS += tests/test_fusion_cli.py
+
+check_PROGRAMS += tests/test_engine
+tests_test_engine_SOURCES = tests/test_engine.c
+tests_test_engine_CFLAGS = $(TEST_CFLAGS)
+tests_test_engine_LDADD = $(TEST_LIBS)
+TESTS += tests/test_engine
+
+check_PROGRAMS += tests/test_chat
+tests_test_chat_SOURCES = tests/test_chat.c
+tests_test_chat_CFLAGS = $(TEST_CFLAGS)
+tests_test_chat_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_chat
+FUZZ_TARGETS += tests/fuzz/fuzz_chat.c
+EXTRA_DIST += tests/fuzz/fuzz_chat.c

@@ -1,0 +1,277 @@
+/* backend.c: the backend registry and the fb_* wrappers (see backend.h).  Each wrapper checks
+ * the arguments every backend would check alike, dispatches through the vtable and charges
+ * the wall time of the call to the op's class: two monotonic clock reads per op (~40 ns),
+ * cheap enough to stay on always.
+ *
+ * Which backends exist is decided at build time: "cpu" always; "cuda" when configure found
+ * nvcc (HAVE_CUDA in config.h); "corsair" when its fragment (backends/corsair/local.mk)
+ * defines FB_HAVE_CORSAIR.  Weak symbols would not do here: libfusiond is a static archive,
+ * and a weak reference never pulls a member out of an archive, so the backend would silently
+ * vanish. */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include "backends/backend.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/fd.h"
+
+typedef int (*fb_ctor)(const fb_config_t *cfg, fb_backend_t **out, char *err, size_t errlen);
+
+static const struct {
+    const char *name;
+    fb_ctor create;
+} registry[] = {
+    {"cpu", fb_cpu_create},
+#ifdef FB_HAVE_CORSAIR
+    {"corsair", fb_corsair_create},
+#endif
+#ifdef HAVE_CUDA
+    {"cuda", fb_cuda_create},
+#endif
+};
+
+static const char *const known_names[] = {"cpu", "corsair", "cuda"};
+
+const char *fb_op_class_name(int c)
+{
+    static const char *const names[FB_OP_CLASS_COUNT] = {"norm", "gemm", "attention", "other"};
+    return c >= 0 && c < FB_OP_CLASS_COUNT ? names[c] : "unknown";
+}
+
+bool fb_available(const char *name)
+{
+    for (size_t i = 0; name && i < FD_ARRAY_LEN(registry); i++)
+        if (strcmp(registry[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+int fb_create(const char *name, const fb_config_t *cfg, fb_backend_t **out, char *err,
+              size_t errlen)
+{
+    static const fb_config_t defaults = {0};
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (!name || !*name)
+        name = "cpu";
+    for (size_t i = 0; i < FD_ARRAY_LEN(registry); i++) {
+        if (strcmp(registry[i].name, name) != 0)
+            continue;
+        int rc = registry[i].create(cfg ? cfg : &defaults, out, err, errlen);
+        if (rc == 0)
+            memset(&(*out)->stats, 0, sizeof((*out)->stats));
+        return rc;
+    }
+    char avail[64] = "";
+    for (size_t i = 0; i < FD_ARRAY_LEN(registry); i++) {
+        if (i)
+            strncat(avail, ", ", sizeof(avail) - strlen(avail) - 1);
+        strncat(avail, registry[i].name, sizeof(avail) - strlen(avail) - 1);
+    }
+    bool known = false;
+    for (size_t i = 0; i < FD_ARRAY_LEN(known_names); i++)
+        known |= strcmp(known_names[i], name) == 0;
+    if (err && errlen)
+        snprintf(err, errlen, "%s backend \"%s\" (this build has: %s)",
+                 known ? "this build has no" : "unknown", name, avail);
+    return -ENOENT;
+}
+
+void fb_destroy(fb_backend_t *be)
+{
+    if (be)
+        be->ops->destroy(be);
+}
+
+const char *fb_name(const fb_backend_t *be)
+{
+    return be ? be->ops->name : "none";
+}
+
+void fb_stats_get(const fb_backend_t *be, fb_stats_t *out)
+{
+    *out = be->stats;
+}
+
+void fb_stats_reset(fb_backend_t *be)
+{
+    memset(&be->stats, 0, sizeof(be->stats));
+}
+
+static inline void charge(fb_backend_t *be, int cls, uint64_t t0)
+{
+    be->stats.host_ns[cls] += fd_now_ns() - t0;
+    be->stats.calls[cls]++;
+}
+
+void *fb_alloc(fb_backend_t *be, size_t bytes)
+{
+    return be->ops->alloc(be, bytes);
+}
+
+void fb_free(fb_backend_t *be, void *p)
+{
+    if (p)
+        be->ops->free(be, p);
+}
+
+int fb_to_device(fb_backend_t *be, void *dst, const void *src, size_t bytes)
+{
+    if ((!dst || !src) && bytes)
+        return -EINVAL;
+    uint64_t t0 = fd_now_ns();
+    int rc = be->ops->to_device(be, dst, src, bytes);
+    charge(be, FB_OP_OTHER, t0);
+    return rc;
+}
+
+int fb_to_host(fb_backend_t *be, void *dst, const void *src, size_t bytes)
+{
+    if ((!dst || !src) && bytes)
+        return -EINVAL;
+    uint64_t t0 = fd_now_ns();
+    int rc = be->ops->to_host(be, dst, src, bytes);
+    charge(be, FB_OP_OTHER, t0);
+    return rc;
+}
+
+int fb_sync(fb_backend_t *be)
+{
+    return be->ops->sync(be);
+}
+
+int fb_weight_prepare(fb_backend_t *be, fb_weight_t *w)
+{
+    if (!w || !w->src || w->n_in <= 0 || w->n_out <= 0)
+        return -EINVAL;
+    if (w->owner && w->owner != be)
+        return -EINVAL; /* prepared by another backend: release it there first */
+    if (w->owner == be)
+        fb_weight_release(be, w); /* prepared again (new src?): drop the old form */
+    int rc = be->ops->weight_prepare(be, w);
+    if (rc == 0)
+        w->owner = be;
+    return rc;
+}
+
+void fb_weight_release(fb_backend_t *be, fb_weight_t *w)
+{
+    if (!w || w->owner != be)
+        return;
+    be->ops->weight_release(be, w);
+    w->impl = NULL;
+    w->owner = NULL;
+}
+
+int fb_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, int64_t n_rows,
+              float *y, const fb_defer_t *defer)
+{
+    if (!w || !x || !y || n_rows < 0)
+        return -EINVAL;
+    if (defer && (defer->kind < FB_NORM_NONE || defer->kind > FB_NORM_LAYER))
+        return -EINVAL;
+    if (n_rows == 0)
+        return 0;
+    uint64_t t0 = fd_now_ns();
+    int rc = be->ops->matmul(be, w, x, n_rows, y, defer);
+    charge(be, FB_OP_GEMM, t0);
+    return rc;
+}
+
+int fb_rmsnorm(fb_backend_t *be, const float *x, int64_t n_rows, int64_t n,
+               const fb_weight_t *gamma, float eps, float *y)
+{
+    if (!x || !y || !gamma || n_rows < 0 || n <= 0)
+        return -EINVAL;
+    uint64_t t0 = fd_now_ns();
+    int rc = be->ops->rmsnorm(be, x, n_rows, n, gamma, eps, y);
+    charge(be, FB_OP_NORM, t0);
+    return rc;
+}
+
+int fb_layernorm(fb_backend_t *be, const float *x, int64_t n_rows, int64_t n,
+                 const fb_weight_t *gamma, const fb_weight_t *beta, float eps, float *y)
+{
+    if (!x || !y || !gamma || n_rows < 0 || n <= 0)
+        return -EINVAL;
+    uint64_t t0 = fd_now_ns();
+    int rc = be->ops->layernorm(be, x, n_rows, n, gamma, beta, eps, y);
+    charge(be, FB_OP_NORM, t0);
+    return rc;
+}
+
+int fb_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int n_heads, int head_dim,
+            const int32_t *pos, const fb_rope_t *rope)
+{
+    if (!x || !pos || !rope || n_rows < 0 || n_heads <= 0 || head_dim <= 0 ||
+        ld < (int64_t)n_heads * head_dim)
+        return -EINVAL;
+    uint64_t t0 = fd_now_ns();
+    int rc = be->ops->rope(be, x, n_rows, ld, n_heads, head_dim, pos, rope);
+    charge(be, FB_OP_OTHER, t0);
+    return rc;
+}
+
+int fb_attention(fb_backend_t *be, const fb_attn_t *a, int n_seq)
+{
+    if (n_seq < 0 || (!a && n_seq))
+        return -EINVAL;
+    uint64_t t0 = fd_now_ns();
+    int rc = be->ops->attention(be, a, n_seq);
+    charge(be, FB_OP_ATTN, t0);
+    return rc;
+}
+
+int fb_silu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
+                int64_t n, int64_t ld_in, float *out)
+{
+    if (!gate || !up || !out || n_rows < 0 || n < 0 || ld_in < n)
+        return -EINVAL;
+    uint64_t t0 = fd_now_ns();
+    int rc = be->ops->silu_mul(be, gate, up, n_rows, n, ld_in, out);
+    charge(be, FB_OP_OTHER, t0);
+    return rc;
+}
+
+int fb_add(fb_backend_t *be, float *y, const float *x, int64_t n)
+{
+    if (!y || !x || n < 0)
+        return -EINVAL;
+    uint64_t t0 = fd_now_ns();
+    int rc = be->ops->add(be, y, x, n);
+    charge(be, FB_OP_OTHER, t0);
+    return rc;
+}
+
+int fb_get_rows(fb_backend_t *be, const fb_weight_t *w, const int32_t *ids, int64_t n,
+                float *out)
+{
+    if (!w || !out || n < 0 || (!ids && n))
+        return -EINVAL;
+    uint64_t t0 = fd_now_ns();
+    int rc = be->ops->get_rows(be, w, ids, n, out);
+    charge(be, FB_OP_OTHER, t0);
+    return rc;
+}
+
+int fb_copy2d(fb_backend_t *be, float *dst, int64_t ld_dst, const float *src, int64_t ld_src,
+              int64_t n_rows, int64_t n)
+{
+    if (!dst || !src || n_rows < 0 || n < 0 || ld_dst < n || ld_src < n)
+        return -EINVAL;
+    uint64_t t0 = fd_now_ns();
+    int rc = be->ops->copy2d(be, dst, ld_dst, src, ld_src, n_rows, n);
+    charge(be, FB_OP_OTHER, t0);
+    return rc;
+}
+
+void fb_mark(fb_backend_t *be, int what, int arg)
+{
+    if (be->ops->mark)
+        be->ops->mark(be, what, arg);
+}

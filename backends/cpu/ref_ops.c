@@ -1,0 +1,200 @@
+/* ref_ops.c: the plain scalar reference ops (see ref_ops.h). */
+#include "backends/cpu/ref_ops.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/quants.h"
+#include "common/fd.h"
+#include "common/ggtypes.h"
+
+double fcpu_ref_norm_scale(int kind, const float *x, int64_t n, float eps)
+{
+    if (kind == FB_NORM_RMS) {
+        double ss = 0;
+        for (int64_t i = 0; i < n; i++)
+            ss += (double)x[i] * x[i];
+        return 1.0 / sqrt(ss / (double)n + eps);
+    }
+    if (kind == FB_NORM_LAYER) {
+        double s = 0, v = 0;
+        for (int64_t i = 0; i < n; i++)
+            s += x[i];
+        double mean = s / (double)n;
+        for (int64_t i = 0; i < n; i++)
+            v += (x[i] - mean) * (x[i] - mean);
+        return 1.0 / sqrt(v / (double)n + eps);
+    }
+    return 1.0;
+}
+
+int fcpu_ref_matmul(const fb_weight_t *w, const float *x, int64_t n_rows, float *y,
+                    const fb_defer_t *defer)
+{
+    const int64_t n_in = w->n_in, n_out = w->n_out;
+    const uint64_t rb = gg_row_bytes(w->type, (uint64_t)n_in);
+    int kind = defer ? defer->kind : FB_NORM_NONE;
+    float *wrow = malloc((size_t)n_in * sizeof(float));
+    double *scale = malloc((size_t)n_rows * sizeof(double));
+    if (!wrow || !scale) {
+        free(wrow);
+        free(scale);
+        return -ENOMEM;
+    }
+    for (int64_t r = 0; r < n_rows; r++) {
+        scale[r] = fcpu_ref_norm_scale(kind, x + r * n_in, n_in, defer ? defer->eps : 0);
+        if (kind != FB_NORM_NONE && defer->scale_out)
+            defer->scale_out[r] = (float)scale[r];
+    }
+    for (int64_t o = 0; o < n_out; o++) {
+        fq_dequantize_row(w->type, (const uint8_t *)w->src + (uint64_t)o * rb, wrow, n_in);
+        for (int64_t r = 0; r < n_rows; r++) {
+            const float *xr = x + r * n_in;
+            double acc = 0;
+            if (w->in_scale)
+                for (int64_t i = 0; i < n_in; i++)
+                    acc += (double)wrow[i] * ((double)xr[i] * w->in_scale[i]);
+            else
+                for (int64_t i = 0; i < n_in; i++)
+                    acc += (double)wrow[i] * xr[i];
+            acc *= scale[r];
+            if (w->bias)
+                acc += w->bias[o];
+            y[r * n_out + o] = (float)acc;
+        }
+    }
+    free(wrow);
+    free(scale);
+    return 0;
+}
+
+void fcpu_ref_rmsnorm(const float *x, int64_t n_rows, int64_t n, const float *gamma,
+                      float eps, float *y)
+{
+    for (int64_t r = 0; r < n_rows; r++) {
+        double s = fcpu_ref_norm_scale(FB_NORM_RMS, x + r * n, n, eps);
+        for (int64_t i = 0; i < n; i++)
+            y[r * n + i] = (float)(x[r * n + i] * s * gamma[i]);
+    }
+}
+
+void fcpu_ref_layernorm(const float *x, int64_t n_rows, int64_t n, const float *gamma,
+                        const float *beta, float eps, float *y)
+{
+    for (int64_t r = 0; r < n_rows; r++) {
+        const float *xr = x + r * n;
+        double sum = 0;
+        for (int64_t i = 0; i < n; i++)
+            sum += xr[i];
+        double mean = sum / (double)n;
+        double s = fcpu_ref_norm_scale(FB_NORM_LAYER, xr, n, eps);
+        for (int64_t i = 0; i < n; i++)
+            y[r * n + i] = (float)((xr[i] - mean) * s * gamma[i] + (beta ? beta[i] : 0.0));
+    }
+}
+
+void fcpu_ref_rope(float *x, int64_t n_rows, int64_t ld, int n_heads, int head_dim,
+                   const int32_t *pos, const fb_rope_t *rope)
+{
+    const int half = rope->n_rot / 2;
+    for (int64_t r = 0; r < n_rows; r++)
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + r * ld + (int64_t)h * head_dim;
+            for (int i = 0; i < half; i++) {
+                /* theta_i = p * scale * base^(-2i / n_rot) */
+                double th = (double)pos[r] * rope->freq_scale *
+                            pow(rope->freq_base, -2.0 * i / rope->n_rot);
+                double c = cos(th), s = sin(th);
+                int a = rope->mode == FB_ROPE_NEOX ? i : 2 * i;
+                int b = rope->mode == FB_ROPE_NEOX ? i + half : 2 * i + 1;
+                double va = v[a], vb = v[b];
+                v[a] = (float)(va * c - vb * s);
+                v[b] = (float)(va * s + vb * c);
+            }
+        }
+}
+
+int fcpu_ref_attention(const fb_attn_t *a)
+{
+    const int hd = a->head_dim, group = a->n_head / a->n_head_kv;
+    int64_t n_ctx = 0;
+    for (int i = 0; i < a->n_q; i++)
+        n_ctx = FD_MAX(n_ctx, (int64_t)a->pos[i] + 1);
+    double *s = malloc((size_t)(n_ctx ? n_ctx : 1) * sizeof(double));
+    double *o = malloc((size_t)hd * sizeof(double));
+    if (!s || !o) {
+        free(s);
+        free(o);
+        return -ENOMEM;
+    }
+    for (int i = 0; i < a->n_q; i++) {
+        int64_t T = (int64_t)a->pos[i] + 1;
+        for (int h = 0; h < a->n_head; h++) {
+            const float *q = a->q + (int64_t)i * a->ldq + (int64_t)h * hd;
+            int g = h / group;
+            double mx = -INFINITY;
+            for (int64_t t = 0; t < T; t++) {
+                const float *k = a->k + t * a->ldkv + (int64_t)g * hd;
+                double d = 0;
+                for (int j = 0; j < hd; j++)
+                    d += (double)q[j] * k[j];
+                s[t] = d * a->scale;
+                mx = fmax(mx, s[t]);
+            }
+            double m = a->mode == FB_SOFTMAX_SUMONLY ? 0.0 : mx, l = 0;
+            for (int64_t t = 0; t < T; t++) {
+                s[t] = exp(s[t] - m);
+                l += s[t];
+            }
+            if (a->mode == FB_SOFTMAX_REF) /* normalize p first, then P.V */
+                for (int64_t t = 0; t < T; t++)
+                    s[t] /= l;
+            for (int j = 0; j < hd; j++)
+                o[j] = 0;
+            for (int64_t t = 0; t < T; t++) {
+                const float *v = a->v + t * a->ldkv + (int64_t)g * hd;
+                for (int j = 0; j < hd; j++)
+                    o[j] += s[t] * v[j];
+            }
+            float *out = a->out + (int64_t)i * a->ldo + (int64_t)h * hd;
+            for (int j = 0; j < hd; j++)
+                out[j] = (float)(a->mode == FB_SOFTMAX_REF ? o[j] : o[j] / l);
+        }
+    }
+    free(s);
+    free(o);
+    return 0;
+}
+
+void fcpu_ref_silu_mul(const float *gate, const float *up, int64_t n_rows, int64_t n,
+                       int64_t ld_in, float *out)
+{
+    for (int64_t r = 0; r < n_rows; r++)
+        for (int64_t i = 0; i < n; i++) {
+            double g = gate[r * ld_in + i];
+            out[r * n + i] = (float)(g / (1.0 + exp(-g)) * up[r * ld_in + i]);
+        }
+}
+
+void fcpu_ref_add(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] += x[i];
+}
+
+void fcpu_ref_get_rows(const fb_weight_t *w, const int32_t *ids, int64_t n, float *out)
+{
+    const uint64_t rb = gg_row_bytes(w->type, (uint64_t)w->n_in);
+    for (int64_t r = 0; r < n; r++)
+        fq_dequantize_row(w->type, (const uint8_t *)w->src + (uint64_t)ids[r] * rb,
+                          out + r * w->n_in, w->n_in);
+}
+
+void fcpu_ref_copy2d(float *dst, int64_t ld_dst, const float *src, int64_t ld_src,
+                     int64_t n_rows, int64_t n)
+{
+    for (int64_t r = 0; r < n_rows; r++)
+        memmove(dst + r * ld_dst, src + r * ld_src, (size_t)n * sizeof(float));
+}

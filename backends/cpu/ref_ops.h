@@ -1,0 +1,37 @@
+/* ref_ops.h: the plain scalar reference of every CPU backend op, written straight from the
+ * op's definition in backend.h, with fp64 accumulation wherever a sum runs long.  They are
+ * the oracle the fast kernels (cpu/kernels*.c) are tested against and they never change for
+ * speed.  Host memory only; pure functions (any thread), except that matmul and get_rows
+ * allocate a row of scratch.  Arguments are assumed valid (cpu_backend.c checks them). */
+#ifndef FD_CPU_REF_OPS_H
+#define FD_CPU_REF_OPS_H
+
+#include <stdint.h>
+
+#include "backends/backend.h"
+
+/* The deferred scale of one row: 1/sqrt(mean(x^2) + eps) (RMS) or 1/sqrt(var(x) + eps)
+ * (LAYER, two-pass variance); 1 for FB_NORM_NONE. */
+double fcpu_ref_norm_scale(int kind, const float *x, int64_t n, float eps);
+
+/* y = x W^T (+ bias), optionally with x scaled by w->in_scale and the deferred norm scale
+ * applied to the outputs (backend.h).  w->src is read directly.  -ENOMEM or 0. */
+int fcpu_ref_matmul(const fb_weight_t *w, const float *x, int64_t n_rows, float *y,
+                    const fb_defer_t *defer);
+void fcpu_ref_rmsnorm(const float *x, int64_t n_rows, int64_t n, const float *gamma,
+                      float eps, float *y);
+void fcpu_ref_layernorm(const float *x, int64_t n_rows, int64_t n, const float *gamma,
+                        const float *beta, float eps, float *y);
+void fcpu_ref_rope(float *x, int64_t n_rows, int64_t ld, int n_heads, int head_dim,
+                   const int32_t *pos, const fb_rope_t *rope);
+/* One sequence.  -ENOMEM or 0. */
+int fcpu_ref_attention(const fb_attn_t *a);
+void fcpu_ref_silu_mul(const float *gate, const float *up, int64_t n_rows, int64_t n,
+                       int64_t ld_in, float *out);
+void fcpu_ref_add(float *y, const float *x, int64_t n);
+/* ids must be in range. */
+void fcpu_ref_get_rows(const fb_weight_t *w, const int32_t *ids, int64_t n, float *out);
+void fcpu_ref_copy2d(float *dst, int64_t ld_dst, const float *src, int64_t ld_src,
+                     int64_t n_rows, int64_t n);
+
+#endif

@@ -1,0 +1,484 @@
+/* fusion-bench: measures deferred-normalization fusion, fused against unfused, on a backend.
+ *   ops     norm->GEMM (Q|K|V, gate|up, LM head: RMSNorm then the product, against the product
+ *           on the raw rows with the scale deferred) and softmax->P.V (normalized, max+sum,
+ *           sum-only) at the shapes of known models, batch 1, 8 and 64;
+ *   decode  end-to-end decode tokens/s of a model file, fused and unfused plans alternating;
+ *   fold    the error of each way to fold a gamma into a quantized matrix (docs/fusion.md).
+ * Timings are medians of repeated runs; fused and unfused runs alternate within one process,
+ * so each ratio compares runs under the same conditions.  Output is one line per case. */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/backend.h"
+#include "backends/quants.h"
+#include "common/fd.h"
+#include "common/ggtypes.h"
+#include "engine/model.h"
+#include "fusion/fold.h"
+
+typedef struct shape {
+    const char *name;
+    int n_embd, n_ff, n_head, n_head_kv, head_dim, n_vocab;
+} shape_t;
+
+static const shape_t shapes[] = {
+    { "stories260K", 64, 172, 8, 4, 8, 512 },
+    { "stories110M", 768, 2048, 12, 12, 64, 32000 },
+    { "TinyLlama-1.1B", 2048, 5632, 32, 4, 64, 32000 },
+    { "Llama-2-7B", 4096, 11008, 32, 32, 128, 32000 },
+    { "Llama-3-8B", 4096, 14336, 32, 8, 128, 128256 },
+};
+
+typedef struct opts {
+    const char *backend, *model_filter, *op_filter, *model_path;
+    int type, reps, threads, ctx, n_gen;
+} opts_t;
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+static float frand(void) /* uniform in [-1, 1) */
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((double)(rng >> 11) * (2.0 / 9007199254740992.0) - 1.0);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void *xalloc(fb_backend_t *be, size_t bytes)
+{
+    void *p = fb_alloc(be, bytes);
+    if (!p) {
+        fprintf(stderr, "fusion-bench: cannot allocate %zu bytes on %s\n", bytes, fb_name(be));
+        exit(1);
+    }
+    return p;
+}
+
+/* A random n_out x n_in matrix of type (host bytes, caller frees). */
+static void *rand_matrix(int type, int64_t n_out, int64_t n_in)
+{
+    size_t rb = gg_row_bytes(type, (uint64_t)n_in);
+    uint8_t *q = malloc(rb * (size_t)n_out);
+    float *row = malloc(sizeof(float) * (size_t)n_in);
+    if (!q || !row) {
+        fprintf(stderr, "fusion-bench: out of memory (%lld x %lld)\n", (long long)n_out,
+                (long long)n_in);
+        exit(1);
+    }
+    float a = 1.0f / sqrtf((float)n_in);
+    for (int64_t o = 0; o < n_out; o++) {
+        for (int64_t i = 0; i < n_in; i++)
+            row[i] = a * frand();
+        fq_quantize_row(type, row, q + (size_t)o * rb, n_in);
+    }
+    free(row);
+    return q;
+}
+
+/* ---- ops: norm -> GEMM ---- */
+
+static void bench_norm_gemm(fb_backend_t *be, const opts_t *o, const shape_t *s, const char *op,
+                            int64_t n_out)
+{
+    int64_t n_in = s->n_embd;
+    int type = o->type;
+    if (gg_row_bytes(type, (uint64_t)n_in) == 0)
+        type = n_in % 32 == 0 ? GG_Q8_0 : GG_F32; /* the row does not fit the block */
+    void *wq = rand_matrix(type, n_out, n_in);
+    float *gamma = malloc(sizeof(float) * (size_t)n_in);
+    for (int64_t i = 0; i < n_in; i++)
+        gamma[i] = 1.0f + 0.2f * frand();
+    fb_weight_t w = { .type = type, .n_in = n_in, .n_out = n_out, .src = wq, .name = op };
+    fb_weight_t g = { .type = GG_F32, .n_in = n_in, .n_out = 1, .src = gamma, .name = "gamma" };
+    fz_folded_t f;
+    char err[256];
+    if (fz_fold_rms(&w, 1, gamma, FZ_FOLD_AUTO, op, &f, err, sizeof(err)) ||
+        fb_weight_prepare(be, &w) || fb_weight_prepare(be, &g) || fb_weight_prepare(be, &f.w)) {
+        fprintf(stderr, "fusion-bench: %s %s: cannot prepare (%s)\n", s->name, op, err);
+        exit(1);
+    }
+    static const int batches[] = { 1, 8, 64 };
+    for (size_t b = 0; b < FD_ARRAY_LEN(batches); b++) {
+        int rows = batches[b];
+        size_t nx = (size_t)rows * (size_t)n_in;
+        float *hx = malloc(sizeof(float) * nx);
+        for (size_t i = 0; i < nx; i++)
+            hx[i] = 3.0f * frand();
+        float *x = xalloc(be, sizeof(float) * nx), *xn = xalloc(be, sizeof(float) * nx);
+        float *y = xalloc(be, sizeof(float) * (size_t)rows * (size_t)n_out);
+        fb_to_device(be, x, hx, sizeof(float) * nx);
+        fb_defer_t d = { .kind = FB_NORM_RMS, .eps = 1e-5f };
+        double *tu = malloc(sizeof(double) * (size_t)o->reps);
+        double *tf = malloc(sizeof(double) * (size_t)o->reps);
+        double *ratio = malloc(sizeof(double) * (size_t)o->reps);
+        int rc = 0;
+        for (int r = -1; r < o->reps; r++) { /* r = -1 warms caches and pages */
+            double t0 = fd_now_s();
+            rc |= fb_rmsnorm(be, x, rows, n_in, &g, 1e-5f, xn);
+            rc |= fb_matmul(be, &w, xn, rows, y, NULL);
+            rc |= fb_sync(be);
+            double t1 = fd_now_s();
+            rc |= fb_matmul(be, &f.w, x, rows, y, &d);
+            rc |= fb_sync(be);
+            double t2 = fd_now_s();
+            if (r >= 0) {
+                tu[r] = t1 - t0;
+                tf[r] = t2 - t1;
+                ratio[r] = tu[r] / tf[r];
+            }
+        }
+        if (rc) {
+            fprintf(stderr, "fusion-bench: %s %s: backend error\n", s->name, op);
+            exit(1);
+        }
+        double mu = median(tu, o->reps), mf = median(tf, o->reps), mr = median(ratio, o->reps);
+        printf("ops  %-15s %-8s %-5s %6lldx%-6lld batch %2d  unfused %10.1f us  fused %10.1f us"
+               "  unfused/fused %.3f\n", s->name, op, gg_type_name(type), (long long)n_out,
+               (long long)n_in, rows, mu * 1e6, mf * 1e6, mr);
+        fflush(stdout);
+        free(tu); free(tf); free(ratio); free(hx);
+        fb_free(be, x); fb_free(be, xn); fb_free(be, y);
+    }
+    fb_weight_release(be, &w);
+    fb_weight_release(be, &g);
+    fb_weight_release(be, &f.w);
+    fz_folded_free(&f);
+    free(wq);
+    free(gamma);
+}
+
+/* ---- ops: softmax -> P.V (decode: batch sequences, one query each, ctx cached rows) ---- */
+
+static void bench_attention(fb_backend_t *be, const opts_t *o, const shape_t *s)
+{
+    static const int batches[] = { 1, 8, 64 };
+    int nq = s->n_head * s->head_dim, nkv = s->n_head_kv * s->head_dim, T = o->ctx;
+    for (size_t b = 0; b < FD_ARRAY_LEN(batches); b++) {
+        int n_seq = batches[b];
+        size_t kvn = (size_t)T * (size_t)nkv;
+        float *h = malloc(sizeof(float) * FD_MAX(kvn, (size_t)nq));
+        fb_attn_t *a = calloc((size_t)n_seq, sizeof(*a));
+        int32_t *pos = malloc(sizeof(int32_t) * (size_t)n_seq);
+        float *k = xalloc(be, sizeof(float) * kvn), *v = xalloc(be, sizeof(float) * kvn);
+        float *q = xalloc(be, sizeof(float) * (size_t)n_seq * (size_t)nq);
+        float *out = xalloc(be, sizeof(float) * (size_t)n_seq * (size_t)nq);
+        for (size_t i = 0; i < kvn; i++)
+            h[i] = frand();
+        fb_to_device(be, k, h, sizeof(float) * kvn);
+        for (size_t i = 0; i < kvn; i++)
+            h[i] = frand();
+        fb_to_device(be, v, h, sizeof(float) * kvn);
+        for (int i = 0; i < n_seq; i++) {
+            for (int j = 0; j < nq; j++)
+                h[j] = frand();
+            fb_to_device(be, q + (size_t)i * (size_t)nq, h, sizeof(float) * (size_t)nq);
+            /* sequences share one cache here: the cost is the same as separate ones */
+            pos[i] = T - 1;
+            a[i] = (fb_attn_t){ .q = q + (size_t)i * (size_t)nq, .ldq = nq, .k = k, .v = v,
+                                .ldkv = nkv, .out = out + (size_t)i * (size_t)nq, .ldo = nq,
+                                .n_q = 1, .pos = &pos[i], .n_head = s->n_head,
+                                .n_head_kv = s->n_head_kv, .head_dim = s->head_dim,
+                                .scale = 1.0f / sqrtf((float)s->head_dim) };
+        }
+        static const int modes[3] = { FB_SOFTMAX_REF, FB_SOFTMAX_MAXSUM, FB_SOFTMAX_SUMONLY };
+        double *t[3], *rm = malloc(sizeof(double) * (size_t)o->reps);
+        double *rs = malloc(sizeof(double) * (size_t)o->reps);
+        for (int m = 0; m < 3; m++)
+            t[m] = malloc(sizeof(double) * (size_t)o->reps);
+        int rc = 0;
+        for (int r = -1; r < o->reps; r++) {
+            for (int m = 0; m < 3; m++) {
+                for (int i = 0; i < n_seq; i++)
+                    a[i].mode = modes[m];
+                double t0 = fd_now_s();
+                rc |= fb_attention(be, a, n_seq);
+                rc |= fb_sync(be);
+                if (r >= 0)
+                    t[m][r] = fd_now_s() - t0;
+            }
+            if (r >= 0) {
+                rm[r] = t[0][r] / t[1][r];
+                rs[r] = t[0][r] / t[2][r];
+            }
+        }
+        if (rc) {
+            fprintf(stderr, "fusion-bench: %s attention: backend error\n", s->name);
+            exit(1);
+        }
+        double m0 = median(t[0], o->reps), m1 = median(t[1], o->reps), m2 = median(t[2], o->reps);
+        printf("ops  %-15s attn     ctx %-5d heads %2d/%-2d x %-3d batch %2d  ref %10.1f us  "
+               "maxsum %10.1f us  sumonly %10.1f us  ref/maxsum %.3f  ref/sumonly %.3f\n",
+               s->name, T, s->n_head, s->n_head_kv, s->head_dim, n_seq, m0 * 1e6, m1 * 1e6,
+               m2 * 1e6, median(rm, o->reps), median(rs, o->reps));
+        fflush(stdout);
+        for (int m = 0; m < 3; m++)
+            free(t[m]);
+        free(rm); free(rs); free(h); free(a); free(pos);
+        fb_free(be, k); fb_free(be, v); fb_free(be, q); fb_free(be, out);
+    }
+}
+
+static bool wanted(const char *filter, const char *name)
+{
+    if (!filter)
+        return true;
+    size_t n = strlen(name);
+    for (const char *p = filter; (p = strstr(p, name)); p += n)
+        if ((p == filter || p[-1] == ',') && (p[n] == ',' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
+static int cmd_ops(const opts_t *o)
+{
+    fb_backend_t *be;
+    char err[256];
+    fb_config_t cfg = { .threads = o->threads };
+    if (fb_create(o->backend, &cfg, &be, err, sizeof(err))) {
+        fprintf(stderr, "fusion-bench: %s\n", err);
+        return 1;
+    }
+    char desc[256] = "";
+    if (be->ops->describe)
+        be->ops->describe(be, desc, sizeof(desc));
+    printf("# fusion-bench ops: backend %s %s, weights %s, %d reps (medians)\n", fb_name(be),
+           desc, gg_type_name(o->type), o->reps);
+    for (size_t i = 0; i < FD_ARRAY_LEN(shapes); i++) {
+        const shape_t *s = &shapes[i];
+        if (!wanted(o->model_filter, s->name))
+            continue;
+        int64_t nqkv = (int64_t)(s->n_head + 2 * s->n_head_kv) * s->head_dim;
+        if (wanted(o->op_filter, "qkv"))
+            bench_norm_gemm(be, o, s, "qkv", nqkv);
+        if (wanted(o->op_filter, "gate_up"))
+            bench_norm_gemm(be, o, s, "gate_up", 2 * (int64_t)s->n_ff);
+        if (wanted(o->op_filter, "head"))
+            bench_norm_gemm(be, o, s, "head", s->n_vocab);
+        if (wanted(o->op_filter, "attn"))
+            bench_attention(be, o, s);
+    }
+    fb_destroy(be);
+    return 0;
+}
+
+/* ---- decode: end to end ---- */
+
+static int decode_run(llm_model_t *m, int n_gen, double *tok_s)
+{
+    int V = llm_hparams(m)->n_vocab, slot, rc;
+    float *logits = malloc(sizeof(float) * (size_t)V);
+    if (!logits || (rc = llm_seq_alloc(m, &slot))) {
+        free(logits);
+        return -ENOMEM;
+    }
+    int32_t t = tok_bos(llm_tok(m)) >= 0 ? tok_bos(llm_tok(m)) : 0;
+    double t0 = 0;
+    for (int i = 0; i <= n_gen; i++) {
+        if (i == 1)
+            t0 = fd_now_s(); /* the first step fills caches: not counted */
+        llm_batch_entry_t e = { .slot = slot, .tokens = &t, .n_tokens = 1, .want_logits = true };
+        if ((rc = llm_decode(m, &e, 1, logits)))
+            break;
+        int best = 0;
+        for (int v = 1; v < V; v++)
+            if (logits[v] > logits[best])
+                best = v;
+        t = best;
+    }
+    *tok_s = n_gen / (fd_now_s() - t0);
+    llm_seq_free(m, slot);
+    free(logits);
+    return rc;
+}
+
+static int cmd_decode(const opts_t *o)
+{
+    if (!o->model_path) {
+        fprintf(stderr, "fusion-bench decode: give -m MODEL (fusion-gguf-gen writes one)\n");
+        return 1;
+    }
+    llm_model_t *m[2];
+    char err[512];
+    for (int f = 0; f < 2; f++) {
+        llm_load_params_t p;
+        llm_load_params_default(&p);
+        p.path = o->model_path;
+        p.backend = o->backend;
+        p.threads = o->threads;
+        p.fusion = f == 1;
+        p.n_ctx = o->n_gen + 8;
+        if (llm_load(&m[f], &p, err, sizeof(err))) {
+            fprintf(stderr, "fusion-bench: %s\n", err);
+            if (f)
+                llm_free(m[0]);
+            return 1;
+        }
+    }
+    printf("# fusion-bench decode: %s, backend %s, %d tokens per run, %d runs (medians)\n",
+           o->model_path, o->backend, o->n_gen, o->reps);
+    double *tu = malloc(sizeof(double) * (size_t)o->reps), *tf = malloc(sizeof(double) * (size_t)o->reps);
+    double *ratio = malloc(sizeof(double) * (size_t)o->reps);
+    int rc = 0;
+    for (int r = 0; r < o->reps && rc == 0; r++) {
+        rc = decode_run(m[0], o->n_gen, &tu[r]);
+        if (rc == 0)
+            rc = decode_run(m[1], o->n_gen, &tf[r]);
+        ratio[r] = tf[r] / tu[r];
+    }
+    if (rc == 0)
+        printf("decode %-40s unfused %8.1f tok/s  fused %8.1f tok/s  fused/unfused %.3f\n",
+               o->model_path, median(tu, o->reps), median(tf, o->reps), median(ratio, o->reps));
+    else
+        fprintf(stderr, "fusion-bench: decode: %s\n", fd_strerror(rc));
+    free(tu); free(tf); free(ratio);
+    llm_free(m[0]);
+    llm_free(m[1]);
+    return rc ? 1 : 0;
+}
+
+/* ---- fold: the error of each fold policy ---- */
+
+static int cmd_fold(const opts_t *o)
+{
+    static const int types[] = { GG_F16, GG_BF16, GG_Q8_0, GG_Q6_K, GG_Q4_K, GG_Q4_0 };
+    const int64_t n_in = 4096, n_out = 64;
+    const int rows = 16;
+    printf("# fusion-bench fold: relative L2 error against fp64, %lld x %lld, %d rows "
+           "(every fourth x1e3), gamma in [e^-1.5, e^1.5]\n", (long long)n_out, (long long)n_in,
+           rows);
+    printf("%-6s %12s %12s %12s\n", "type", "unfused", "inscale", "requant");
+    float *x = malloc(sizeof(float) * rows * n_in), *g = malloc(sizeof(float) * n_in);
+    float *wd = malloc(sizeof(float) * n_out * n_in), *t = malloc(sizeof(float) * n_in);
+    float *xn = malloc(sizeof(float) * n_in), *xs = malloc(sizeof(float) * n_in);
+    for (int64_t i = 0; i < n_in; i++)
+        g[i] = expf(1.5f * frand());
+    for (int r = 0; r < rows; r++)
+        for (int64_t i = 0; i < n_in; i++)
+            x[r * n_in + i] = frand() * (r % 4 == 3 ? 1e3f : 1.0f) * (i % 61 == 7 ? 20.0f : 1.0f);
+    for (size_t k = 0; k < FD_ARRAY_LEN(types); k++) {
+        int type = types[k];
+        size_t rb = gg_row_bytes(type, (uint64_t)n_in);
+        uint8_t *wq = rand_matrix(type, n_out, n_in), *wr = malloc(rb * n_out);
+        for (int64_t r = 0; r < n_out; r++) {
+            fq_dequantize_row(type, wq + r * rb, wd + r * n_in, n_in);
+            for (int64_t i = 0; i < n_in; i++)
+                t[i] = wd[r * n_in + i] * g[i];
+            fq_quantize_row(type, t, wr + r * rb, n_in);
+        }
+        double e[3][2] = { { 0 } }; /* unfused, inscale, requant: sum sq err, sum sq ref */
+        for (int r = 0; r < rows; r++) {
+            const float *xr = x + r * n_in;
+            double ss = 0;
+            for (int64_t i = 0; i < n_in; i++)
+                ss += (double)xr[i] * xr[i];
+            double inv = 1.0 / sqrt(ss / n_in + 1e-5);
+            float inv32 = (float)inv;
+            for (int64_t i = 0; i < n_in; i++) {
+                xn[i] = xr[i] * inv32 * g[i];
+                xs[i] = xr[i] * g[i];
+            }
+            for (int64_t oo = 0; oo < n_out; oo++) {
+                double ref = 0;
+                for (int64_t i = 0; i < n_in; i++)
+                    ref += (double)xr[i] * inv * g[i] * wd[oo * n_in + i];
+                double y[3] = { (float)fq_dot_ref(type, wq + oo * rb, xn, n_in),
+                                (float)fq_dot_ref(type, wq + oo * rb, xs, n_in) * inv32,
+                                (float)fq_dot_ref(type, wr + oo * rb, xr, n_in) * inv32 };
+                for (int j = 0; j < 3; j++) {
+                    e[j][0] += (y[j] - ref) * (y[j] - ref);
+                    e[j][1] += ref * ref;
+                }
+            }
+        }
+        printf("%-6s %12.2e %12.2e %12.2e\n", gg_type_name(type), sqrt(e[0][0] / e[0][1]),
+               sqrt(e[1][0] / e[1][1]), sqrt(e[2][0] / e[2][1]));
+        free(wq);
+        free(wr);
+    }
+    free(x); free(g); free(wd); free(t); free(xn); free(xs);
+    (void)o;
+    return 0;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: fusion-bench ops [--backend B] [--type T] [--models a,b] [--ops qkv,gate_up,head,attn]\n"
+            "                        [--reps N] [--threads N] [--ctx N]\n"
+            "       fusion-bench decode -m MODEL [--backend B] [--threads N] [--reps N] [-n N]\n"
+            "       fusion-bench fold\n"
+            "models: stories260K, stories110M, TinyLlama-1.1B, Llama-2-7B, Llama-3-8B\n"
+            "defaults: backend cpu, type Q8_0, reps 21, threads 0 (all cores), ctx 512, n 64\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2;
+    }
+    opts_t o = { .backend = "cpu", .type = GG_Q8_0, .reps = 21, .ctx = 512, .n_gen = 64 };
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) {
+            fprintf(stderr, "fusion-bench: %s needs a value\n", a);
+            return 1;
+        }
+        i++;
+        if (strcmp(a, "--backend") == 0)
+            o.backend = v;
+        else if (strcmp(a, "--type") == 0)
+            o.type = gg_type_from_name(v);
+        else if (strcmp(a, "--models") == 0)
+            o.model_filter = v;
+        else if (strcmp(a, "--ops") == 0)
+            o.op_filter = v;
+        else if (strcmp(a, "--reps") == 0)
+            o.reps = atoi(v);
+        else if (strcmp(a, "--threads") == 0)
+            o.threads = atoi(v);
+        else if (strcmp(a, "--ctx") == 0)
+            o.ctx = atoi(v);
+        else if (strcmp(a, "-n") == 0)
+            o.n_gen = atoi(v);
+        else if (strcmp(a, "-m") == 0)
+            o.model_path = v;
+        else {
+            fprintf(stderr, "fusion-bench: unknown option %s\n", a);
+            usage(stderr);
+            return 1;
+        }
+    }
+    if (o.type < 0 || !fq_type_supported(o.type) || o.reps < 1 || o.ctx < 1 || o.n_gen < 1 ||
+        o.threads < 0) {
+        fprintf(stderr, "fusion-bench: bad --type, --reps, --ctx, -n or --threads\n");
+        return 1;
+    }
+    if (strcmp(argv[1], "ops") == 0)
+        return cmd_ops(&o);
+    if (strcmp(argv[1], "decode") == 0)
+        return cmd_decode(&o);
+    if (strcmp(argv[1], "fold") == 0)
+        return cmd_fold(&o);
+    fprintf(stderr, "fusion-bench: unknown command %s\n", argv[1]);
+    usage(stderr);
+    return 1;
+}

@@ -1,0 +1,965 @@
+/* engine.c: the scheduler core: continuous batching of many requests on one model, run by
+ * one engine thread.
+ *
+ * Threads, and who owns what
+ * - Caller threads (the server's event loop, tests) call eng_submit, eng_cancel,
+ *   eng_cancel_all and eng_stats.  eng_submit builds the whole request (copies of the
+ *   prompt and stop strings, the sampler with the prompt fed to its penalty history) before
+ *   it takes e->mu, and under the lock only checks the bounds and links it into the queue.
+ * - The engine thread (engine_main) owns the driver (model, KV cache, backend), the running
+ *   requests' generation state (tokens, sampler, text buffers, timings) and calls every
+ *   event callback.  It never holds e->mu while it decodes or calls back, so a callback may
+ *   call any eng_* function except eng_close.
+ * - e->mu guards: the waiting queue; the running array's membership; each request's
+ *   `state` and `cancel` flag; the counters eng_stats publishes; `stopping`.  e->cv wakes the
+ *   engine thread, which sleeps on it when no request is waiting or running (no polling).
+ * A request's life: eng_submit (WAITING, queued) -> admitted at the start of a step under
+ *   e->mu (RUNNING: KV tokens reserved, a slot allocated) -> prefill chunks -> one token per
+ *   step -> finished by the engine thread: it leaves the running array and gives back its
+ *   slot and reservation (counters updated under e->mu), THEN DONE is delivered (so a
+ *   client that sees DONE also sees the freed capacity in eng_stats), then it is freed.
+ *   eng_cancel only sets the flag; the engine acts on it at the start of its next step.
+ *
+ * One step
+ *   1. Under e->mu: requests flagged cancelled or past their deadline are marked; waiting
+ *      ones leave the queue.  Then admission in FIFO order while a running place is free and
+ *      the head's prompt + max_tokens fits the KV budget (no overtaking: a large request at
+ *      the head is not starved by small ones behind it).
+ *   2. Marked requests finish (slot freed at once); admitted ones get a KV slot.
+ *   3. One llm_decode batch: every running sequence whose prompt is processed feeds its
+ *      last sampled token; then prompts still in prefill get chunks of at most
+ *      prefill_chunk tokens, in admission order, until max_batch_tokens.  Only a prompt's
+ *      last chunk asks for logits.
+ *   4. Each sequence with logits samples a token; text goes through the tokenizer's stream
+ *      (complete UTF-8 only) and the stop-string matcher; TOKEN events; finished requests
+ *      finish as in step 2.
+ *   5. Counters published, on_step called, invariants checked (params.check, FD_DEBUG).
+ *
+ * Stop strings: generated text is kept in r->held until it can no longer be part of a stop
+ * string; what is released is final.  A match anywhere in held ends the request with the text
+ * before it (the stop string and anything after are dropped). */
+#define _GNU_SOURCE /* memmem */
+#include "config.h"
+
+#include "engine/engine.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/fd.h"
+#include "engine/sampler.h"
+
+enum req_state { REQ_WAITING = 1, REQ_RUNNING = 2 };
+
+typedef struct req {
+    struct req *next, *prev;     /* waiting queue links (e->mu) */
+    uint64_t id;
+    int state;                   /* enum req_state (e->mu) */
+    bool cancel;                 /* eng_cancel asked (e->mu) */
+
+    /* set at submit, then the engine thread's */
+    eng_event_cb on_event;
+    void *ud;
+    int32_t *tokens;             /* prompt, then generated; n_prompt + max_tokens */
+    int n_prompt, max_tokens;
+    int n_tokens;                /* prompt + generated so far */
+    int n_past;                  /* tokens in the KV cache */
+    int n_gen;
+    int slot;                    /* -1 until admitted */
+    int64_t kv_need;             /* n_prompt + max_tokens, reserved while running */
+    smp_t *smp;
+    int n_probs;
+    bool ignore_eos;
+    char **stop;
+    size_t *stop_len;
+    int n_stop;
+    size_t max_stop;
+    uint64_t deadline_ns;        /* 0: none */
+    int finish;                  /* decided finish reason, ENG_FINISH_NONE while going */
+    const char *finish_msg;
+
+    tok_stream_t ts;
+    char *held;                  /* text not yet released */
+    size_t n_held, cap_held;
+
+    uint64_t t_submit, t_sched, t_prefill, t_first, t_done;
+    double dev_s;
+} req_t;
+
+struct eng {
+    eng_params_t p;
+    eng_driver_t d;
+    eng_info_t info;             /* used when the driver brings none */
+    int max_running;
+    int max_batch;
+    int64_t kv_total;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t thread;
+    bool stopping;               /* e->mu */
+    uint64_t next_id;            /* e->mu */
+    req_t *wait_head, *wait_tail; /* e->mu */
+    int n_waiting;               /* e->mu */
+    req_t **run;                 /* admission order; membership changes under e->mu */
+    int n_run;
+    eng_stats_t pub;             /* published counters (e->mu) */
+
+    /* engine thread only */
+    llm_batch_entry_t *ent;
+    req_t **ent_req;
+    float *logits;
+    req_t **admitted;
+    int n_admitted;
+    eng_top_t top[SMP_MAX_TOP];
+    char check_err[256];
+    char step_err[160];
+};
+
+static void engine_lock(eng_t *e)
+{
+    pthread_mutex_lock(&e->mu);
+}
+
+static void engine_unlock(eng_t *e)
+{
+    pthread_mutex_unlock(&e->mu);
+}
+
+const char *eng_finish_name(int reason)
+{
+    switch (reason) {
+    case ENG_FINISH_STOP: return "stop";
+    case ENG_FINISH_LENGTH: return "length";
+    case ENG_FINISH_CANCEL: return "cancel";
+    case ENG_FINISH_TIMEOUT: return "timeout";
+    case ENG_FINISH_ERROR: return "error";
+    default: return "none";
+    }
+}
+
+void eng_params_default(eng_params_t *p)
+{
+    memset(p, 0, sizeof *p);
+    p->backend = "cpu";
+    p->fusion = true;
+    p->softmax_mode = FB_SOFTMAX_MAXSUM;
+    p->max_running = 16;
+    p->max_waiting = 64;
+    p->prefill_chunk = 256;
+}
+
+/* ---- requests ---- */
+
+static void req_free(req_t *r)
+{
+    if (!r)
+        return;
+    for (int i = 0; i < r->n_stop; i++)
+        free(r->stop[i]);
+    free(r->stop);
+    free(r->stop_len);
+    smp_free(r->smp);
+    free(r->held);
+    free(r->tokens);
+    free(r);
+}
+
+static int held_reserve(req_t *r, size_t extra)
+{
+    if (r->n_held + extra <= r->cap_held)
+        return 0;
+    size_t cap = FD_MAX(r->cap_held * 2, r->n_held + extra);
+    cap = FD_MAX(cap, (size_t)256);
+    char *h = realloc(r->held, cap);
+    if (!h)
+        return -ENOMEM;
+    r->held = h;
+    r->cap_held = cap;
+    return 0;
+}
+
+#define SUBMIT_ERR(code, ...) (snprintf(err, errlen, __VA_ARGS__), (code))
+
+/* Validates r and builds the engine's request (no lock taken). */
+static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!q->prompt || q->n_prompt == 0)
+        return SUBMIT_ERR(-EINVAL, "empty prompt");
+    if (q->max_tokens < 1)
+        return SUBMIT_ERR(-EINVAL, "max_tokens %d: must be >= 1", q->max_tokens);
+    if (!q->on_event)
+        return SUBMIT_ERR(-EINVAL, "no event callback");
+    if (!(q->timeout_s >= 0) || isinf(q->timeout_s))
+        return SUBMIT_ERR(-EINVAL, "timeout %g: must be >= 0 seconds", q->timeout_s);
+    for (size_t i = 0; i < q->n_prompt; i++)
+        if (q->prompt[i] < 0 || q->prompt[i] >= e->d.n_vocab)
+            return SUBMIT_ERR(-EINVAL, "prompt token %zu is %d: outside the vocabulary (0..%d)",
+                              i, (int)q->prompt[i], e->d.n_vocab - 1);
+    if (q->n_prompt + (size_t)q->max_tokens > (size_t)e->d.n_ctx)
+        return SUBMIT_ERR(FD_ECTX,
+                          "prompt (%zu tokens) + max_tokens (%d) = %zu tokens exceeds the "
+                          "context window of %d tokens",
+                          q->n_prompt, q->max_tokens, q->n_prompt + (size_t)q->max_tokens,
+                          e->d.n_ctx);
+    if ((int64_t)q->n_prompt + q->max_tokens > e->kv_total)
+        return SUBMIT_ERR(FD_ECTX,
+                          "prompt (%zu tokens) + max_tokens (%d) = %zu tokens exceeds the KV "
+                          "cache budget of %lld tokens",
+                          q->n_prompt, q->max_tokens, q->n_prompt + (size_t)q->max_tokens,
+                          (long long)e->kv_total);
+    if (q->n_stop < 0 || q->n_stop > ENG_MAX_STOP || (q->n_stop > 0 && !q->stop))
+        return SUBMIT_ERR(-EINVAL, "%d stop strings: at most %d", q->n_stop, ENG_MAX_STOP);
+    for (int i = 0; i < q->n_stop; i++)
+        if (!q->stop[i] || !q->stop[i][0])
+            return SUBMIT_ERR(-EINVAL, "stop string %d is empty", i);
+    int rc = smp_check_params(&q->sampling, e->d.n_vocab, err, errlen);
+    if (rc < 0)
+        return rc;
+
+    req_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return SUBMIT_ERR(-ENOMEM, "out of memory");
+    r->slot = -1;
+    r->n_prompt = (int)q->n_prompt;
+    r->max_tokens = q->max_tokens;
+    r->kv_need = (int64_t)q->n_prompt + q->max_tokens;
+    r->tokens = malloc((size_t)r->kv_need * sizeof *r->tokens);
+    if (!r->tokens)
+        goto nomem;
+    memcpy(r->tokens, q->prompt, q->n_prompt * sizeof *r->tokens);
+    r->n_tokens = r->n_prompt;
+    if ((rc = smp_create(&r->smp, &q->sampling, e->d.n_vocab)) < 0)
+        goto fail;
+    for (int i = 0; i < r->n_prompt; i++)
+        if ((rc = smp_accept(r->smp, r->tokens[i], 0)) < 0)
+            goto fail;
+    if (q->n_stop > 0) {
+        r->stop = calloc((size_t)q->n_stop, sizeof *r->stop);
+        r->stop_len = calloc((size_t)q->n_stop, sizeof *r->stop_len);
+        if (!r->stop || !r->stop_len)
+            goto nomem;
+        for (int i = 0; i < q->n_stop; i++) {
+            if (!(r->stop[i] = strdup(q->stop[i])))
+                goto nomem;
+            r->n_stop = i + 1;
+            r->stop_len[i] = strlen(r->stop[i]);
+            r->max_stop = FD_MAX(r->max_stop, r->stop_len[i]);
+        }
+    }
+    r->n_probs = q->sampling.n_probs;
+    r->ignore_eos = q->ignore_eos;
+    r->on_event = q->on_event;
+    r->ud = q->ud;
+    r->t_submit = fd_now_ns();
+    if (q->timeout_s > 0)
+        r->deadline_ns = r->t_submit + (uint64_t)(q->timeout_s * 1e9);
+    *out = r;
+    return 0;
+nomem:
+    rc = -ENOMEM;
+fail:
+    req_free(r);
+    return SUBMIT_ERR(rc, "cannot set up the request: %s", fd_strerror(rc));
+}
+
+int eng_submit(eng_t *e, const eng_request_t *q, uint64_t *id, char *err, size_t errlen)
+{
+    char dummy[8];
+    if (!err || errlen == 0) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    err[0] = 0;
+    if (!q)
+        return SUBMIT_ERR(-EINVAL, "no request");
+    req_t *r;
+    int rc = req_build(e, q, &r, err, errlen);
+    if (rc < 0)
+        return rc;
+    engine_lock(e);
+    if (e->stopping) {
+        engine_unlock(e);
+        req_free(r);
+        return SUBMIT_ERR(-ESHUTDOWN, "the engine is shutting down");
+    }
+    /* places that will be taken at the next step do not count against max_waiting */
+    int free_places = FD_MAX(0, e->max_running - e->n_run);
+    if (e->n_waiting >= e->p.max_waiting + free_places) {
+        int n = e->n_waiting, running = e->n_run;
+        engine_unlock(e);
+        req_free(r);
+        return SUBMIT_ERR(FD_EFULL, "the queue is full: %d requests waiting, %d running "
+                          "(max_waiting %d, max_running %d)", n, running, e->p.max_waiting,
+                          e->max_running);
+    }
+    r->id = ++e->next_id;
+    r->state = REQ_WAITING;
+    r->prev = e->wait_tail;
+    if (e->wait_tail)
+        e->wait_tail->next = r;
+    else
+        e->wait_head = r;
+    e->wait_tail = r;
+    e->n_waiting++;
+    e->pub.waiting = e->n_waiting;
+    if (id)
+        *id = r->id;
+    pthread_cond_signal(&e->cv);
+    engine_unlock(e);
+    return 0;
+}
+
+static req_t *find_live(eng_t *e, uint64_t id)
+{
+    for (req_t *r = e->wait_head; r; r = r->next)
+        if (r->id == id)
+            return r;
+    for (int i = 0; i < e->n_run; i++)
+        if (e->run[i]->id == id)
+            return e->run[i];
+    return NULL;
+}
+
+int eng_cancel(eng_t *e, uint64_t id)
+{
+    engine_lock(e);
+    req_t *r = find_live(e, id);
+    if (r) {
+        r->cancel = true;
+        pthread_cond_signal(&e->cv);
+    }
+    engine_unlock(e);
+    return r ? 0 : -ENOENT;
+}
+
+void eng_cancel_all(eng_t *e)
+{
+    engine_lock(e);
+    for (req_t *r = e->wait_head; r; r = r->next)
+        r->cancel = true;
+    for (int i = 0; i < e->n_run; i++)
+        e->run[i]->cancel = true;
+    pthread_cond_signal(&e->cv);
+    engine_unlock(e);
+}
+
+void eng_stats(eng_t *e, eng_stats_t *out)
+{
+    engine_lock(e);
+    *out = e->pub;
+    engine_unlock(e);
+}
+
+const eng_info_t *eng_info(const eng_t *e)
+{
+    return e->d.info ? e->d.info : &e->info;
+}
+
+const tok_t *eng_tokenizer(const eng_t *e)
+{
+    return e->d.tok;
+}
+
+/* ---- events (engine thread) ---- */
+
+static void emit_token(eng_t *e, req_t *r, int32_t tok, size_t n_text, float logprob,
+                       int n_top)
+{
+    eng_event_t ev = {
+        .type = ENG_EV_TOKEN,
+        .id = r->id,
+        .t_ns = fd_now_ns(),
+        .token = tok,
+        .text = r->held ? r->held : "",
+        .text_len = n_text,
+        .logprob = logprob,
+        .top = n_top > 0 ? e->top : NULL,
+        .n_top = n_top,
+    };
+    r->on_event(r->ud, &ev);
+    if (n_text > 0) {
+        memmove(r->held, r->held + n_text, r->n_held - n_text);
+        r->n_held -= n_text;
+    }
+}
+
+static double ns_s(uint64_t a, uint64_t b)
+{
+    return b > a ? (double)(b - a) * 1e-9 : 0.0;
+}
+
+static void emit_done(req_t *r)
+{
+    eng_event_t ev = { .type = ENG_EV_DONE, .id = r->id, .t_ns = r->t_done,
+                       .finish = r->finish, .error = r->finish_msg };
+    eng_timings_t *t = &ev.timings;
+    uint64_t sched = r->t_sched ? r->t_sched : r->t_done;
+    t->queue_s = ns_s(r->t_submit, sched);
+    t->prefill_s = ns_s(sched, r->t_prefill ? r->t_prefill : r->t_done);
+    t->ttft_s = r->t_first ? ns_s(r->t_submit, r->t_first) : 0;
+    t->decode_s = r->t_first ? ns_s(r->t_first, r->t_done) : 0;
+    t->total_s = ns_s(r->t_submit, r->t_done);
+    t->device_s = r->dev_s;
+    t->n_prompt = r->n_prompt;
+    t->n_gen = r->n_gen;
+    r->on_event(r->ud, &ev);
+}
+
+static void finish_mark(req_t *r, int reason, const char *msg)
+{
+    if (r->finish == ENG_FINISH_NONE) {
+        r->finish = reason;
+        r->finish_msg = msg;
+    }
+}
+
+/* Ends a running request: slot and reservation back, counters, DONE, free. */
+static void finish_running(eng_t *e, req_t *r)
+{
+    if (r->slot >= 0)
+        e->d.seq_free(e->d.ctx, r->slot);
+    engine_lock(e);
+    int i = 0;
+    while (i < e->n_run && e->run[i] != r)
+        i++;
+    memmove(&e->run[i], &e->run[i + 1], (size_t)(e->n_run - i - 1) * sizeof *e->run);
+    e->n_run--;
+    e->pub.running = e->n_run;
+    e->pub.kv_reserved -= r->kv_need;
+    e->pub.kv_used -= r->slot >= 0 ? r->n_past : 0;
+    engine_unlock(e);
+    r->slot = -1;
+    r->t_done = fd_now_ns();
+    emit_done(r);
+    req_free(r);
+}
+
+/* Ends a request that never ran (it already left the queue). */
+static void finish_waiting(req_t *r)
+{
+    r->t_done = fd_now_ns();
+    emit_done(r);
+    req_free(r);
+}
+
+/* ---- text and stop strings (engine thread) ---- */
+
+/* Length of the longest suffix of held that is a proper prefix of a stop string. */
+static size_t stop_prefix_tail(const req_t *r)
+{
+    size_t best = 0;
+    for (int i = 0; i < r->n_stop; i++) {
+        size_t L = FD_MIN(r->stop_len[i] - 1, r->n_held);
+        for (; L > best; L--) {
+            if (memcmp(r->held + r->n_held - L, r->stop[i], L) == 0) {
+                best = L;
+                break;
+            }
+        }
+    }
+    return best;
+}
+
+/* Offset of the earliest complete stop string in held, or -1. */
+static long stop_find(const req_t *r)
+{
+    long best = -1;
+    for (int i = 0; i < r->n_stop; i++) {
+        const char *m = memmem(r->held, r->n_held, r->stop[i], r->stop_len[i]);
+        if (m && (best < 0 || m - r->held < best))
+            best = m - r->held;
+    }
+    return best;
+}
+
+/* Appends the token's text (or the stream's flush when tok < 0) to held. */
+static int text_append(eng_t *e, req_t *r, int32_t tok)
+{
+    size_t need = 64, len = 0;
+    for (;;) {
+        int rc = held_reserve(r, need);
+        if (rc < 0)
+            return rc;
+        char *out = r->held + r->n_held;
+        size_t cap = r->cap_held - r->n_held;
+        rc = tok >= 0 ? e->d.stream_push(e->d.ctx, &r->ts, tok, out, cap, &len)
+                      : e->d.stream_flush(e->d.ctx, &r->ts, out, cap, &len);
+        if (rc == -ENOSPC && len > cap) {
+            need = len;
+            continue;
+        }
+        if (rc < 0)
+            return rc;
+        r->n_held += len;
+        return 0;
+    }
+}
+
+/* A sampled token: text, stop strings, the TOKEN event, and the finish it causes. */
+static void on_sampled(eng_t *e, req_t *r, int32_t tok, float logprob, int n_top)
+{
+    r->tokens[r->n_tokens++] = tok;
+    r->n_gen++;
+    if (!r->t_first)
+        r->t_first = fd_now_ns();
+    int rc = smp_accept(r->smp, tok, 1);
+    bool eog = !r->ignore_eos && e->d.is_eog(e->d.ctx, tok);
+    if (rc == 0)
+        rc = text_append(e, r, eog ? -1 : tok);
+    if (rc < 0) {
+        finish_mark(r, ENG_FINISH_ERROR, "out of memory for the generated text");
+        emit_token(e, r, tok, 0, logprob, n_top);
+        return;
+    }
+    bool last = eog || r->n_gen >= r->max_tokens || r->n_tokens >= e->d.n_ctx;
+    if (last && !eog && text_append(e, r, -1) < 0)
+        finish_mark(r, ENG_FINISH_ERROR, "out of memory for the generated text");
+    size_t release;
+    long at = stop_find(r);
+    if (at >= 0) {
+        /* a stop string that is not valid UTF-8 may match inside a character: drop it whole */
+        while (at > 0 && ((uint8_t)r->held[at] & 0xC0) == 0x80)
+            at--;
+        release = (size_t)at;
+        r->n_held = (size_t)at;         /* the stop string and what follows are dropped */
+        finish_mark(r, ENG_FINISH_STOP, NULL);
+    } else if (last) {
+        release = r->n_held;
+        finish_mark(r, eog ? ENG_FINISH_STOP : ENG_FINISH_LENGTH, NULL);
+    } else {
+        release = r->n_held - stop_prefix_tail(r);
+        /* a stop string that is not valid UTF-8 could cut a character: release whole ones */
+        while (release > 0 && release < r->n_held && ((uint8_t)r->held[release] & 0xC0) == 0x80)
+            release--;
+    }
+    emit_token(e, r, tok, release, logprob, n_top);
+}
+
+/* ---- the step (engine thread) ---- */
+
+static void publish_step(eng_t *e, int n_seqs, int n_tok, uint64_t prompt_tok, uint64_t gen_tok)
+{
+    fb_stats_t ops;
+    memset(&ops, 0, sizeof ops);
+    if (e->d.stats)
+        e->d.stats(e->d.ctx, &ops);
+    int64_t used = 0;
+    for (int i = 0; i < e->n_run; i++)
+        used += e->run[i]->n_past;
+    engine_lock(e);
+    e->pub.steps++;
+    e->pub.last_batch_seqs = n_seqs;
+    e->pub.last_batch_tokens = n_tok;
+    e->pub.prompt_tokens += prompt_tok;
+    e->pub.gen_tokens += gen_tok;
+    e->pub.kv_used = used;
+    e->pub.ops = ops;
+    engine_unlock(e);
+}
+
+static double dev_total(eng_t *e)
+{
+    if (!e->d.stats)
+        return 0;
+    fb_stats_t st;
+    e->d.stats(e->d.ctx, &st);
+    return st.dev_total_s;
+}
+
+static void run_step(eng_t *e)
+{
+    const int V = e->d.n_vocab;
+    int n = 0, n_tok = 0, n_logits = 0;
+    uint64_t prompt_tok = 0, gen_tok = 0;
+    for (int i = 0; i < e->n_run; i++) {
+        req_t *r = e->run[i];
+        if (r->n_past >= r->n_prompt) {
+            e->ent[n] = (llm_batch_entry_t){ r->slot, &r->tokens[r->n_past], 1, true };
+            e->ent_req[n++] = r;
+            n_tok++;
+            n_logits++;
+        }
+    }
+    for (int i = 0; i < e->n_run && n_tok < e->max_batch; i++) {
+        req_t *r = e->run[i];
+        if (r->n_past >= r->n_prompt)
+            continue;
+        int take = FD_MIN(e->p.prefill_chunk, r->n_prompt - r->n_past);
+        take = FD_MIN(take, e->max_batch - n_tok);
+        bool want = r->n_past + take == r->n_prompt;
+        e->ent[n] = (llm_batch_entry_t){ r->slot, &r->tokens[r->n_past], take, want };
+        e->ent_req[n++] = r;
+        n_tok += take;
+        n_logits += want;
+        prompt_tok += (uint64_t)take;
+    }
+    if (n == 0)
+        return;
+
+    const uint64_t t0 = fd_now_ns();
+    const double dev0 = dev_total(e);
+    int rc = e->d.decode(e->d.ctx, e->ent, n, n_logits ? e->logits : NULL);
+    const uint64_t t1 = fd_now_ns();
+    const double dev = dev_total(e) - dev0;
+
+    if (rc < 0) {
+        snprintf(e->step_err, sizeof e->step_err, "the model step failed: %s",
+                 fd_strerror(rc));
+        for (int i = 0; i < n; i++)
+            finish_mark(e->ent_req[i], ENG_FINISH_ERROR, e->step_err);
+    } else {
+        int li = 0;
+        for (int i = 0; i < n; i++) {
+            req_t *r = e->ent_req[i];
+            r->n_past += e->ent[i].n_tokens;
+            r->dev_s += dev;
+            if (!r->t_prefill && r->n_past >= r->n_prompt)
+                r->t_prefill = t1;
+            if (!e->ent[i].want_logits)
+                continue;
+            float *lg = e->logits + (size_t)li++ * (size_t)V;
+            float lp = 0;
+            int n_top = r->n_probs > 0 ? FD_MIN(r->n_probs, V) : 0;
+            int32_t tok = smp_sample(r->smp, lg, r->n_probs >= 0 ? &lp : NULL, e->top, n_top);
+            if (tok < 0) {
+                finish_mark(r, ENG_FINISH_ERROR,
+                            tok == FD_ERANGE ? "every token is banned by logit_bias"
+                                             : "out of memory while sampling");
+                continue;
+            }
+            gen_tok++;
+            on_sampled(e, r, tok, lp, n_top);
+        }
+    }
+    for (int i = 0; i < n; i++)
+        if (e->ent_req[i]->finish != ENG_FINISH_NONE)
+            finish_running(e, e->ent_req[i]);
+    publish_step(e, n, n_tok, prompt_tok, gen_tok);
+    if (e->p.on_step)
+        e->p.on_step(e->p.on_step_ud, (double)(t1 - t0) * 1e-9, n, n_tok);
+    if (e->p.check && eng_check(e, e->check_err, sizeof e->check_err) < 0) {
+        fprintf(stderr, "fusiond: engine invariant broken: %s\n", e->check_err);
+        abort();
+    }
+}
+
+/* Step 1 under e->mu: marks cancelled and expired requests (taking waiting ones out of the
+ * queue into *gone) and admits from the queue head.  Returns false when the engine is
+ * stopping. */
+static bool schedule(eng_t *e, req_t **gone)
+{
+    engine_lock(e);
+    while (!e->stopping && !e->wait_head && e->n_run == 0)
+        pthread_cond_wait(&e->cv, &e->mu);
+    if (e->stopping) {
+        engine_unlock(e);
+        return false;
+    }
+    const uint64_t now = fd_now_ns();
+    for (int i = 0; i < e->n_run; i++) {
+        req_t *r = e->run[i];
+        if (r->cancel)
+            finish_mark(r, ENG_FINISH_CANCEL, NULL);
+        else if (r->deadline_ns && now >= r->deadline_ns)
+            finish_mark(r, ENG_FINISH_TIMEOUT, NULL);
+    }
+    *gone = NULL;
+    req_t **tail = gone;
+    for (req_t *r = e->wait_head, *next; r; r = next) {
+        next = r->next;
+        if (r->cancel)
+            finish_mark(r, ENG_FINISH_CANCEL, NULL);
+        else if (r->deadline_ns && now >= r->deadline_ns)
+            finish_mark(r, ENG_FINISH_TIMEOUT, NULL);
+        else
+            continue;
+        if (r->prev)
+            r->prev->next = r->next;
+        else
+            e->wait_head = r->next;
+        if (r->next)
+            r->next->prev = r->prev;
+        else
+            e->wait_tail = r->prev;
+        e->n_waiting--;
+        r->next = NULL;
+        *tail = r;
+        tail = &r->next;
+    }
+    e->n_admitted = 0;
+    while (e->wait_head && e->n_run < e->max_running &&
+           e->pub.kv_reserved + e->wait_head->kv_need <= e->kv_total) {
+        req_t *r = e->wait_head;
+        e->wait_head = r->next;
+        if (e->wait_head)
+            e->wait_head->prev = NULL;
+        else
+            e->wait_tail = NULL;
+        e->n_waiting--;
+        r->next = r->prev = NULL;
+        r->state = REQ_RUNNING;
+        r->t_sched = now;
+        e->run[e->n_run++] = r;
+        e->pub.kv_reserved += r->kv_need;
+        e->admitted[e->n_admitted++] = r;
+    }
+    e->pub.waiting = e->n_waiting;
+    e->pub.running = e->n_run;
+    engine_unlock(e);
+    return true;
+}
+
+static void *engine_main(void *arg)
+{
+    eng_t *e = arg;
+    for (;;) {
+        req_t *gone;
+        if (!schedule(e, &gone))
+            break;
+        while (gone) {
+            req_t *next = gone->next;
+            finish_waiting(gone);
+            gone = next;
+        }
+        for (int i = 0; i < e->n_admitted; i++) {
+            req_t *r = e->admitted[i];
+            int rc = e->d.seq_alloc(e->d.ctx, &r->slot);
+            if (rc < 0) {
+                r->slot = -1;
+                finish_mark(r, ENG_FINISH_ERROR, "no free KV cache slot");
+                continue;
+            }
+            e->d.stream_init(e->d.ctx, &r->ts, r->tokens[r->n_prompt - 1]);
+        }
+        for (int i = e->n_run - 1; i >= 0; i--)
+            if (e->run[i]->finish != ENG_FINISH_NONE)
+                finish_running(e, e->run[i]);
+        run_step(e);
+    }
+    /* closing: everything still queued or running ends as cancelled */
+    engine_lock(e);
+    req_t *w = e->wait_head;
+    e->wait_head = e->wait_tail = NULL;
+    e->n_waiting = 0;
+    e->pub.waiting = 0;
+    engine_unlock(e);
+    while (w) {
+        req_t *next = w->next;
+        finish_mark(w, ENG_FINISH_CANCEL, NULL);
+        finish_waiting(w);
+        w = next;
+    }
+    while (e->n_run > 0) {
+        req_t *r = e->run[e->n_run - 1];
+        finish_mark(r, ENG_FINISH_CANCEL, NULL);
+        finish_running(e, r);
+    }
+    return NULL;
+}
+
+/* ---- invariants (engine thread) ---- */
+
+#define CHECK(cond, ...)                                                      \
+    do {                                                                      \
+        if (!(cond)) {                                                        \
+            snprintf(err, errlen, __VA_ARGS__);                               \
+            rc = FD_EFORMAT;                                                  \
+            goto out;                                                         \
+        }                                                                     \
+    } while (0)
+
+int eng_check(eng_t *e, char *err, size_t errlen)
+{
+    int rc = 0;
+    engine_lock(e);
+    int n = 0;
+    uint64_t last_id = 0;
+    const req_t *prev = NULL;
+    for (const req_t *r = e->wait_head; r; prev = r, r = r->next) {
+        CHECK(r->prev == prev, "waiting request %llu: broken back link",
+              (unsigned long long)r->id);
+        CHECK(r->state == REQ_WAITING, "request %llu in the queue is not waiting",
+              (unsigned long long)r->id);
+        CHECK(r->id > last_id, "queue out of FIFO order at request %llu",
+              (unsigned long long)r->id);
+        CHECK(r->slot < 0 && r->n_past == 0, "waiting request %llu holds KV",
+              (unsigned long long)r->id);
+        last_id = r->id;
+        n++;
+        CHECK(n <= e->n_waiting, "queue longer than its count %d", e->n_waiting);
+    }
+    CHECK(e->wait_tail == prev, "queue tail is not its last request");
+    CHECK(n == e->n_waiting && e->pub.waiting == n, "queue holds %d, counted %d (published %d)",
+          n, e->n_waiting, e->pub.waiting);
+    CHECK(e->n_run >= 0 && e->n_run <= e->max_running, "%d running, at most %d", e->n_run,
+          e->max_running);
+    CHECK(e->pub.running == e->n_run, "published running %d, actual %d", e->pub.running,
+          e->n_run);
+    int64_t reserved = 0, used = 0;
+    last_id = 0;
+    for (int i = 0; i < e->n_run; i++) {
+        const req_t *r = e->run[i];
+        unsigned long long id = (unsigned long long)r->id;
+        CHECK(r->state == REQ_RUNNING, "request %llu in the running set is not running", id);
+        CHECK(r->id > last_id, "running set out of admission order at request %llu", id);
+        last_id = r->id;
+        CHECK(r->slot >= 0 && r->slot < e->d.n_slots, "request %llu: slot %d", id, r->slot);
+        for (int j = 0; j < i; j++)
+            CHECK(e->run[j]->slot != r->slot, "requests %llu and %llu share slot %d",
+                  (unsigned long long)e->run[j]->id, id, r->slot);
+        CHECK(r->n_tokens == r->n_prompt + r->n_gen, "request %llu: %d tokens != %d + %d", id,
+              r->n_tokens, r->n_prompt, r->n_gen);
+        CHECK(r->n_gen < r->max_tokens && r->n_tokens <= e->d.n_ctx,
+              "request %llu still running with %d of %d tokens", id, r->n_gen, r->max_tokens);
+        CHECK(r->n_past <= r->n_tokens && r->kv_need == r->n_prompt + r->max_tokens,
+              "request %llu: %d tokens in the KV cache, %d known", id, r->n_past, r->n_tokens);
+        CHECK(r->n_past >= r->n_prompt ? r->n_past == r->n_tokens - 1 : r->n_gen == 0,
+              "request %llu: %d in the KV cache after %d generated", id, r->n_past, r->n_gen);
+        if (e->d.seq_len)
+            CHECK(e->d.seq_len(e->d.ctx, r->slot) == r->n_past,
+                  "request %llu: the model holds %d tokens in slot %d, the scheduler %d", id,
+                  e->d.seq_len(e->d.ctx, r->slot), r->slot, r->n_past);
+        CHECK(r->n_stop == 0 || r->n_held < r->max_stop,
+              "request %llu holds back %zu bytes, longest stop string %zu", id, r->n_held,
+              r->max_stop);
+        reserved += r->kv_need;
+        used += r->n_past;
+    }
+    CHECK(reserved == e->pub.kv_reserved && reserved <= e->kv_total,
+          "KV reserved %lld, counted %lld, budget %lld", (long long)reserved,
+          (long long)e->pub.kv_reserved, (long long)e->kv_total);
+    CHECK(used == e->pub.kv_used, "KV used %lld, published %lld", (long long)used,
+          (long long)e->pub.kv_used);
+out:
+    engine_unlock(e);
+    return rc;
+}
+
+#undef CHECK
+
+/* ---- open / close ---- */
+
+#define OPEN_ERR(code, ...) (snprintf(err, errlen, __VA_ARGS__), (code))
+
+int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, char *err,
+                    size_t errlen)
+{
+    char dummy[8];
+    if (!err || errlen == 0) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    *out = NULL;
+    int rc;
+    eng_t *e = NULL;
+    if (!d->seq_alloc || !d->seq_free || !d->decode || !d->is_eog || !d->stream_init ||
+        !d->stream_push || !d->stream_flush || d->n_vocab < 1 || d->n_ctx < 1 || d->n_slots < 1) {
+        rc = OPEN_ERR(-EINVAL, "incomplete model driver");
+        goto fail_params;
+    }
+    if (p->max_running < 1 || p->max_waiting < 0 || p->prefill_chunk < 1 || p->kv_tokens < 0 ||
+        p->max_batch_tokens < 0) {
+        rc = OPEN_ERR(FD_ECONFIG,
+                      "max_running %d (>= 1), max_waiting %d (>= 0), prefill_chunk %d (>= 1), "
+                      "kv_tokens %lld and max_batch_tokens %d (>= 0)",
+                      p->max_running, p->max_waiting, p->prefill_chunk,
+                      (long long)p->kv_tokens, p->max_batch_tokens);
+        goto fail_params;
+    }
+    e = calloc(1, sizeof *e);
+    if (!e) {
+        rc = OPEN_ERR(-ENOMEM, "out of memory");
+        goto fail_params;
+    }
+    e->p = *p;
+    e->d = *d;
+#ifdef FD_DEBUG
+    e->p.check = true;
+#endif
+    e->max_running = FD_MIN(p->max_running, d->n_slots);
+    e->max_batch = p->max_batch_tokens ? p->max_batch_tokens
+                                       : e->max_running + 2 * p->prefill_chunk;
+    e->max_batch = FD_MAX(e->max_batch, e->max_running + 1);
+    e->kv_total = p->kv_tokens ? p->kv_tokens : (int64_t)e->max_running * d->n_ctx;
+    e->info.model_id = "driver";
+    e->info.model_path = "";
+    e->info.arch = "";
+    e->info.backend = "";
+    e->info.softmax_mode = "";
+    e->info.n_ctx = e->info.n_ctx_train = d->n_ctx;
+    e->info.n_vocab = d->n_vocab;
+    e->pub.kv_total = e->kv_total;
+
+    const size_t R = (size_t)e->max_running;
+    e->run = calloc(R, sizeof *e->run);
+    e->admitted = calloc(R, sizeof *e->admitted);
+    e->ent = calloc(R, sizeof *e->ent);
+    e->ent_req = calloc(R, sizeof *e->ent_req);
+    size_t n_logits;
+    if (fd_mul_size(R, (size_t)d->n_vocab, &n_logits) < 0 ||
+        fd_mul_size(n_logits, sizeof(float), &n_logits) < 0) {
+        rc = OPEN_ERR(FD_ERANGE, "logits buffer size overflows");
+        goto fail_alloc;
+    }
+    e->logits = malloc(n_logits);
+    if (!e->run || !e->admitted || !e->ent || !e->ent_req || !e->logits) {
+        rc = OPEN_ERR(-ENOMEM, "out of memory for %d running sequences", e->max_running);
+        goto fail_alloc;
+    }
+    if ((rc = -pthread_mutex_init(&e->mu, NULL))) {
+        snprintf(err, errlen, "mutex: %s", fd_strerror(rc));
+        goto fail_alloc;
+    }
+    if ((rc = -pthread_cond_init(&e->cv, NULL))) {
+        snprintf(err, errlen, "condition variable: %s", fd_strerror(rc));
+        goto fail_cond;
+    }
+    if ((rc = -pthread_create(&e->thread, NULL, engine_main, e))) {
+        snprintf(err, errlen, "cannot start the engine thread: %s", fd_strerror(rc));
+        goto fail_thread;
+    }
+    *out = e;
+    return 0;
+
+fail_thread:
+    pthread_cond_destroy(&e->cv);
+fail_cond:
+    pthread_mutex_destroy(&e->mu);
+fail_alloc:
+    free(e->logits);
+    free(e->ent_req);
+    free(e->ent);
+    free(e->admitted);
+    free(e->run);
+    free(e);
+fail_params:
+    if (d->close)
+        d->close(d->ctx);
+    return rc;
+}
+
+void eng_close(eng_t *e)
+{
+    if (!e)
+        return;
+    engine_lock(e);
+    e->stopping = true;
+    pthread_cond_signal(&e->cv);
+    engine_unlock(e);
+    pthread_join(e->thread, NULL);
+    pthread_cond_destroy(&e->cv);
+    pthread_mutex_destroy(&e->mu);
+    if (e->d.close)
+        e->d.close(e->d.ctx);
+    free(e->logits);
+    free(e->ent_req);
+    free(e->ent);
+    free(e->admitted);
+    free(e->run);
+    free(e);
+}

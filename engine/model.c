@@ -1,0 +1,667 @@
+/* model.c: loading a Llama-family GGUF model (llama, qwen2), its KV cache slots and the
+ * batched decoder step (model.h).  Every tensor is checked here (presence, type, shape)
+ * before anything is prepared, so a bad file fails with a message naming the tensor and no
+ * backend work started.  Weights stay in the GGUF mapping; only the norm vectors of non-F32
+ * files are converted, and fusion/ keeps what folding creates. */
+#include "engine/model.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/quants.h"
+#include "common/fd.h"
+#include "common/ggtypes.h"
+#include "fusion/plan.h"
+
+typedef struct slot {
+    bool used;
+    int len;
+} slot_t;
+
+struct llm_model {
+    gguf_t *g;
+    tok_t *tok;
+    fb_backend_t *be;
+    fz_plan_t *plan;
+    llm_hparams_t hp;
+    fz_model_src_t src;
+    fz_layer_src_t *layers;
+    float **owned;                   /* norm / bias vectors converted to fp32 */
+    int n_owned, cap_owned;
+    bool fusion;
+    int n_seq_max, n_batch_max;
+    float **kc, **vc;                /* per layer, backend memory */
+    int64_t slot_stride;
+    slot_t *slots;
+    int32_t *ids, *pos;              /* llm_decode scratch, n_batch_max */
+    fz_seq_t *seqs;                  /* n_seq_max */
+};
+
+void llm_load_params_default(llm_load_params_t *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->backend = "cpu";
+    p->fusion = true;
+    p->softmax_mode = FB_SOFTMAX_MAXSUM;
+    p->n_seq_max = 1;
+    p->n_batch_max = 512;
+}
+
+const llm_hparams_t *llm_hparams(const llm_model_t *m) { return &m->hp; }
+const tok_t *llm_tok(const llm_model_t *m) { return m->tok; }
+const gguf_t *llm_gguf(const llm_model_t *m) { return m->g; }
+fb_backend_t *llm_backend(const llm_model_t *m) { return m->be; }
+bool llm_fusion(const llm_model_t *m) { return m->fusion; }
+int llm_softmax_mode(const llm_model_t *m) { return fz_plan_softmax_mode(m->plan); }
+int llm_n_seq_max(const llm_model_t *m) { return m->n_seq_max; }
+int llm_n_batch_max(const llm_model_t *m) { return m->n_batch_max; }
+
+/* ---- hyperparameters ---- */
+
+static int get_u32(const gguf_t *g, const char *arch, const char *key, bool need, uint32_t dflt,
+                   uint32_t *out, char *err, size_t errlen)
+{
+    char k[128];
+    snprintf(k, sizeof(k), "%s.%s", arch, key);
+    int rc = gguf_get_u32(g, k, out);
+    if (rc == -ENOENT && !need) {
+        *out = dflt;
+        return 0;
+    }
+    if (rc == -ENOENT) {
+        snprintf(err, errlen, "%s: metadata key %s is missing", gguf_path(g), k);
+        rc = FD_EFORMAT;
+    } else if (rc)
+        snprintf(err, errlen, "%s: metadata key %s: %s", gguf_path(g), k, fd_strerror(rc));
+    else if (*out == 0 || *out > (1u << 30)) {
+        snprintf(err, errlen, "%s: metadata key %s = %u is out of range", gguf_path(g), k, *out);
+        rc = FD_ERANGE;
+    }
+    return rc;
+}
+
+static int get_f32(const gguf_t *g, const char *arch, const char *key, bool need, float dflt,
+                   float *out, char *err, size_t errlen)
+{
+    char k[128];
+    snprintf(k, sizeof(k), "%s.%s", arch, key);
+    int rc = gguf_get_f32(g, k, out);
+    if (rc == -ENOENT && !need) {
+        *out = dflt;
+        return 0;
+    }
+    if (rc == -ENOENT) {
+        snprintf(err, errlen, "%s: metadata key %s is missing", gguf_path(g), k);
+        rc = FD_EFORMAT;
+    } else if (rc)
+        snprintf(err, errlen, "%s: metadata key %s: %s", gguf_path(g), k, fd_strerror(rc));
+    else if (!(*out > 0.0f) || *out > 1e30f) {
+        snprintf(err, errlen, "%s: metadata key %s = %g is out of range", gguf_path(g), k,
+                 (double)*out);
+        rc = FD_ERANGE;
+    }
+    return rc;
+}
+
+static bool str_is(gguf_str_t s, const char *lit)
+{
+    return s.len == strlen(lit) && memcmp(s.ptr, lit, s.len) == 0;
+}
+
+static int read_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, size_t errlen)
+{
+    const gguf_t *g = m->g;
+    llm_hparams_t *hp = &m->hp;
+    gguf_str_t a;
+    int rc = gguf_get_str(g, "general.architecture", &a);
+    if (rc) {
+        snprintf(err, errlen, "%s: general.architecture is %s", gguf_path(g),
+                 rc == -ENOENT ? "missing" : "not a string");
+        return rc == -ENOENT ? FD_EFORMAT : rc;
+    }
+    if (!str_is(a, "llama") && !str_is(a, "qwen2")) {
+        snprintf(err, errlen, "%s: architecture '%.*s' is not supported (supported: llama, "
+                 "qwen2)", gguf_path(g), (int)FD_MIN(a.len, 64), a.ptr);
+        return FD_EUNSUP;
+    }
+    memcpy(hp->arch, a.ptr, a.len);
+    hp->arch[a.len] = '\0';
+    const char *ar = hp->arch;
+
+    uint32_t ctx, embd, layers, ff, heads, heads_kv, kl, vl, rot, experts;
+    if ((rc = get_u32(g, ar, "context_length", true, 0, &ctx, err, errlen)) ||
+        (rc = get_u32(g, ar, "embedding_length", true, 0, &embd, err, errlen)) ||
+        (rc = get_u32(g, ar, "block_count", true, 0, &layers, err, errlen)) ||
+        (rc = get_u32(g, ar, "feed_forward_length", true, 0, &ff, err, errlen)) ||
+        (rc = get_u32(g, ar, "attention.head_count", true, 0, &heads, err, errlen)) ||
+        (rc = get_u32(g, ar, "attention.head_count_kv", false, heads, &heads_kv, err, errlen)))
+        return rc;
+    char kk[128];
+    snprintf(kk, sizeof(kk), "%s.attention.key_length", ar);
+    if (embd % heads && !gguf_find(g, kk)) {
+        snprintf(err, errlen, "%s: embedding_length %u is not a multiple of head_count %u "
+                 "and %s is absent", gguf_path(g), embd, heads, kk);
+        return FD_EFORMAT;
+    }
+    if ((rc = get_u32(g, ar, "attention.key_length", false, embd / heads, &kl, err, errlen)) ||
+        (rc = get_u32(g, ar, "attention.value_length", false, kl, &vl, err, errlen)) ||
+        (rc = get_u32(g, ar, "rope.dimension_count", false, kl, &rot, err, errlen)))
+        return rc;
+    char ek[128];
+    snprintf(ek, sizeof(ek), "%s.expert_count", ar);
+    if (gguf_get_u32(g, ek, &experts) == 0 && experts > 0) {
+        snprintf(err, errlen, "%s: %s = %u: mixture-of-experts models are not supported",
+                 gguf_path(g), ek, experts);
+        return FD_EUNSUP;
+    }
+    if (heads % heads_kv) {
+        snprintf(err, errlen, "%s: head_count %u is not a multiple of head_count_kv %u",
+                 gguf_path(g), heads, heads_kv);
+        return FD_EFORMAT;
+    }
+    if (vl != kl) {
+        snprintf(err, errlen, "%s: attention.value_length %u differs from key_length %u "
+                 "(not supported)", gguf_path(g), vl, kl);
+        return FD_EUNSUP;
+    }
+    if (rot > kl || rot % 2) {
+        snprintf(err, errlen, "%s: rope.dimension_count %u must be even and at most the head "
+                 "dimension %u", gguf_path(g), rot, kl);
+        return FD_EFORMAT;
+    }
+    if ((rc = get_f32(g, ar, "attention.layer_norm_rms_epsilon", true, 0, &hp->norm_eps, err,
+                      errlen)) ||
+        (rc = get_f32(g, ar, "rope.freq_base", false, 10000.0f, &hp->rope_freq_base, err,
+                      errlen)))
+        return rc;
+
+    /* linear RoPE scaling: rope.scaling.type + factor, or the older rope.scale_linear */
+    float factor = 1.0f;
+    char k[128];
+    gguf_str_t st;
+    snprintf(k, sizeof(k), "%s.rope.scaling.type", ar);
+    rc = gguf_get_str(g, k, &st);
+    if (rc == 0 && !str_is(st, "none")) {
+        if (!str_is(st, "linear")) {
+            snprintf(err, errlen, "%s: %s '%.*s' is not supported (none, linear)",
+                     gguf_path(g), k, (int)FD_MIN(st.len, 32), st.ptr);
+            return FD_EUNSUP;
+        }
+        if ((rc = get_f32(g, ar, "rope.scaling.factor", true, 1.0f, &factor, err, errlen)))
+            return rc;
+    } else if (rc == 0 || rc == -ENOENT) {
+        if ((rc = get_f32(g, ar, "rope.scale_linear", false, 1.0f, &factor, err, errlen)))
+            return rc;
+    } else {
+        snprintf(err, errlen, "%s: %s is not a string", gguf_path(g), k);
+        return rc;
+    }
+    if (gguf_find_tensor(g, "rope_freqs.weight")) {
+        snprintf(err, errlen, "%s: tensor rope_freqs.weight (per-frequency RoPE factors, "
+                 "Llama 3.1 style) is not supported", gguf_path(g));
+        return FD_EUNSUP;
+    }
+
+    hp->n_ctx_train = (int)ctx;
+    hp->n_ctx = p->n_ctx > 0 ? p->n_ctx : (int)ctx;
+    hp->n_embd = (int)embd;
+    hp->n_layer = (int)layers;
+    hp->n_head = (int)heads;
+    hp->n_head_kv = (int)heads_kv;
+    hp->head_dim = (int)kl;
+    hp->n_ff = (int)ff;
+    hp->n_rot = (int)rot;
+    hp->rope_freq_scale = 1.0f / factor;
+    bool qwen = strcmp(ar, "qwen2") == 0;
+    hp->rope_mode = qwen ? FB_ROPE_NEOX : FB_ROPE_ADJACENT;
+    hp->qkv_bias = qwen;
+    return 0;
+}
+
+/* ---- tensors ---- */
+
+static bool matrix_type_ok(int type)
+{
+    switch (type) {
+    case GG_F32: case GG_F16: case GG_BF16: case GG_Q8_0: case GG_Q4_0: case GG_Q4_K:
+    case GG_Q6_K:
+        return true;
+    }
+    return false;
+}
+
+static void shape_str(const gguf_tensor_t *t, char *buf, size_t len)
+{
+    int o = snprintf(buf, len, "[");
+    for (int d = 0; d < t->n_dims && o < (int)len; d++)
+        o += snprintf(buf + o, len - (size_t)o, "%s%lld", d ? ", " : "", (long long)t->ne[d]);
+    if (o < (int)len)
+        snprintf(buf + o, len - (size_t)o, "]");
+}
+
+/* Finds a tensor and checks its shape {ne0} (ne1 = 0) or {ne0, ne1}. */
+static int find(const llm_model_t *m, const char *name, int64_t ne0, int64_t ne1, bool need,
+                const gguf_tensor_t **out, char *err, size_t errlen)
+{
+    const gguf_tensor_t *t = gguf_find_tensor(m->g, name);
+    *out = t;
+    if (!t) {
+        if (!need)
+            return 0;
+        snprintf(err, errlen, "%s: tensor %s is missing", gguf_path(m->g), name);
+        return FD_EFORMAT;
+    }
+    int dims = ne1 ? 2 : 1;
+    bool ok = t->ne[0] == ne0 && (!ne1 || t->ne[1] == ne1);
+    for (int d = dims; d < GGUF_MAX_DIMS; d++)
+        ok = ok && t->ne[d] == 1;
+    if (!ok) {
+        char have[96];
+        shape_str(t, have, sizeof(have));
+        if (ne1)
+            snprintf(err, errlen, "%s: tensor %s has shape %s, expected [%lld, %lld]",
+                     gguf_path(m->g), name, have, (long long)ne0, (long long)ne1);
+        else
+            snprintf(err, errlen, "%s: tensor %s has shape %s, expected [%lld]",
+                     gguf_path(m->g), name, have, (long long)ne0);
+        return FD_ESHAPE;
+    }
+    if (!matrix_type_ok(t->type) || !fq_type_supported(t->type)) {
+        const char *tn = gg_type_name(t->type);
+        snprintf(err, errlen, "%s: tensor %s has type %s, which is not supported (F32, F16, "
+                 "BF16, Q8_0, Q4_0, Q4_K, Q6_K)", gguf_path(m->g), name, tn ? tn : "unknown");
+        return FD_EUNSUP;
+    }
+    return 0;
+}
+
+static int matrix(const llm_model_t *m, const char *name, int64_t n_in, int64_t n_out,
+                  bool need, fb_weight_t *w, char *err, size_t errlen)
+{
+    const gguf_tensor_t *t;
+    memset(w, 0, sizeof(*w));
+    int rc = find(m, name, n_in, n_out, need, &t, err, errlen);
+    if (rc || !t)
+        return rc;
+    w->type = t->type;
+    w->n_in = n_in;
+    w->n_out = n_out;
+    w->src = t->data;
+    w->name = t->name;
+    return 0;
+}
+
+/* A 1-D vector as fp32: in place in the mapping when stored as F32, else converted. */
+static int vector(llm_model_t *m, const char *name, int64_t n, bool need, const float **out,
+                  char *err, size_t errlen)
+{
+    const gguf_tensor_t *t;
+    *out = NULL;
+    int rc = find(m, name, n, 0, need, &t, err, errlen);
+    if (rc || !t)
+        return rc;
+    if (t->type == GG_F32) {
+        *out = t->data;
+        return 0;
+    }
+    if (m->n_owned == m->cap_owned) {
+        int cap = m->cap_owned ? 2 * m->cap_owned : 64;
+        float **o = realloc(m->owned, (size_t)cap * sizeof(*o));
+        if (!o)
+            return -ENOMEM;
+        m->owned = o;
+        m->cap_owned = cap;
+    }
+    float *v = malloc((size_t)n * sizeof(float));
+    if (!v)
+        return -ENOMEM;
+    m->owned[m->n_owned++] = v;
+    rc = fq_dequantize_row(t->type, t->data, v, n);
+    if (rc)
+        snprintf(err, errlen, "%s: tensor %s: cannot convert to F32: %s", gguf_path(m->g), name,
+                 fd_strerror(rc));
+    *out = v;
+    return rc;
+}
+
+static int read_tensors(llm_model_t *m, char *err, size_t errlen)
+{
+    llm_hparams_t *hp = &m->hp;
+    const gguf_tensor_t *emb = gguf_find_tensor(m->g, "token_embd.weight");
+    if (!emb) {
+        snprintf(err, errlen, "%s: tensor token_embd.weight is missing", gguf_path(m->g));
+        return FD_EFORMAT;
+    }
+    if (emb->ne[1] < 1 || emb->ne[1] > (1 << 24)) {
+        snprintf(err, errlen, "%s: tensor token_embd.weight has %lld rows (vocabulary size "
+                 "out of range)", gguf_path(m->g), (long long)emb->ne[1]);
+        return FD_ESHAPE;
+    }
+    hp->n_vocab = (int)emb->ne[1];
+    int64_t E = hp->n_embd, V = hp->n_vocab, F = hp->n_ff;
+    int64_t NQ = (int64_t)hp->n_head * hp->head_dim, NKV = (int64_t)hp->n_head_kv * hp->head_dim;
+
+    fz_model_src_t *s = &m->src;
+    m->layers = calloc((size_t)hp->n_layer, sizeof(*m->layers));
+    if (!m->layers)
+        return -ENOMEM;
+    int rc;
+    if ((rc = matrix(m, "token_embd.weight", E, V, true, &s->tok_embd, err, errlen)) ||
+        (rc = vector(m, "output_norm.weight", E, true, &s->out_norm, err, errlen)) ||
+        (rc = matrix(m, "output.weight", E, V, false, &s->output, err, errlen)))
+        return rc;
+    hp->tied_output = s->output.src == NULL;
+    if (hp->tied_output) {
+        s->output = s->tok_embd;
+        s->output.name = "token_embd.weight (tied output)";
+    }
+    for (int l = 0; l < hp->n_layer; l++) {
+        fz_layer_src_t *y = &m->layers[l];
+        char n[10][64];
+        const char *suf[10] = { "attn_norm.weight", "attn_q.weight", "attn_k.weight",
+                                "attn_v.weight", "attn_output.weight", "ffn_norm.weight",
+                                "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight", "" };
+        for (int i = 0; i < 9; i++)
+            snprintf(n[i], sizeof(n[i]), "blk.%d.%s", l, suf[i]);
+        if ((rc = vector(m, n[0], E, true, &y->attn_norm, err, errlen)) ||
+            (rc = matrix(m, n[1], E, NQ, true, &y->wq, err, errlen)) ||
+            (rc = matrix(m, n[2], E, NKV, true, &y->wk, err, errlen)) ||
+            (rc = matrix(m, n[3], E, NKV, true, &y->wv, err, errlen)) ||
+            (rc = matrix(m, n[4], NQ, E, true, &y->wo, err, errlen)) ||
+            (rc = vector(m, n[5], E, true, &y->ffn_norm, err, errlen)) ||
+            (rc = matrix(m, n[6], E, F, true, &y->w_gate, err, errlen)) ||
+            (rc = matrix(m, n[7], E, F, true, &y->w_up, err, errlen)) ||
+            (rc = matrix(m, n[8], F, E, true, &y->w_down, err, errlen)))
+            return rc;
+        if (hp->qkv_bias) {
+            fb_weight_t *w[3] = { &y->wq, &y->wk, &y->wv };
+            const char *bn[3] = { "attn_q.bias", "attn_k.bias", "attn_v.bias" };
+            for (int i = 0; i < 3; i++) {
+                snprintf(n[9], sizeof(n[9]), "blk.%d.%s", l, bn[i]);
+                if ((rc = vector(m, n[9], w[i]->n_out, true, &w[i]->bias, err, errlen)))
+                    return rc;
+            }
+        }
+    }
+    int64_t np = 0;
+    for (int64_t i = 0; i < gguf_n_tensors(m->g); i++)
+        np += gguf_tensor_nelems(gguf_tensor_at(m->g, i));
+    hp->n_params = np;
+
+    s->n_layer = hp->n_layer;
+    s->n_embd = hp->n_embd;
+    s->n_head = hp->n_head;
+    s->n_head_kv = hp->n_head_kv;
+    s->head_dim = hp->head_dim;
+    s->n_ff = hp->n_ff;
+    s->n_vocab = hp->n_vocab;
+    s->eps = hp->norm_eps;
+    s->rope = (fb_rope_t){ .mode = hp->rope_mode, .n_rot = hp->n_rot,
+                           .freq_base = hp->rope_freq_base,
+                           .freq_scale = hp->rope_freq_scale };
+    s->layers = m->layers;
+    return 0;
+}
+
+/* ---- KV cache ---- */
+
+static int alloc_cache(llm_model_t *m, char *err, size_t errlen)
+{
+    const llm_hparams_t *hp = &m->hp;
+    size_t kv_dim = (size_t)hp->n_head_kv * (size_t)hp->head_dim, stride, bytes;
+    if (fd_mul_size(kv_dim, (size_t)hp->n_ctx, &stride) ||
+        fd_mul_size(stride, (size_t)m->n_seq_max, &bytes) ||
+        fd_mul_size(bytes, sizeof(float), &bytes)) {
+        snprintf(err, errlen, "KV cache size overflows (n_ctx %d, %d sequences)", hp->n_ctx,
+                 m->n_seq_max);
+        return FD_ERANGE;
+    }
+    m->slot_stride = (int64_t)stride;
+    m->kc = calloc((size_t)hp->n_layer, sizeof(*m->kc));
+    m->vc = calloc((size_t)hp->n_layer, sizeof(*m->vc));
+    m->slots = calloc((size_t)m->n_seq_max, sizeof(*m->slots));
+    if (!m->kc || !m->vc || !m->slots)
+        return -ENOMEM;
+    for (int l = 0; l < hp->n_layer; l++) {
+        m->kc[l] = fb_alloc(m->be, bytes);
+        m->vc[l] = fb_alloc(m->be, bytes);
+        if (!m->kc[l] || !m->vc[l]) {
+            snprintf(err, errlen, "cannot allocate the KV cache: %d layers x 2 x %zu bytes "
+                     "(n_ctx %d, %d sequences); lower --ctx", hp->n_layer, bytes, hp->n_ctx,
+                     m->n_seq_max);
+            return -ENOMEM;
+        }
+    }
+    return 0;
+}
+
+static void free_cache(llm_model_t *m)
+{
+    for (int l = 0; m->kc && l < m->hp.n_layer; l++)
+        if (m->kc[l])
+            fb_free(m->be, m->kc[l]);
+    for (int l = 0; m->vc && l < m->hp.n_layer; l++)
+        if (m->vc[l])
+            fb_free(m->be, m->vc[l]);
+    free(m->kc);
+    free(m->vc);
+    m->kc = m->vc = NULL;
+}
+
+/* ---- load / free ---- */
+
+int llm_load(llm_model_t **out, const llm_load_params_t *p, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (err && errlen)
+        err[0] = '\0';
+    if (!p || !p->path) {
+        snprintf(err, errlen, "no model path");
+        return -EINVAL;
+    }
+    if (p->n_ctx < 0 || p->n_seq_max < 0 || p->n_batch_max < 0 || p->threads < 0) {
+        snprintf(err, errlen, "negative n_ctx, n_seq_max, n_batch_max or threads");
+        return -EINVAL;
+    }
+    if (p->fusion && p->softmax_mode != FB_SOFTMAX_MAXSUM &&
+        p->softmax_mode != FB_SOFTMAX_SUMONLY) {
+        snprintf(err, errlen, "softmax mode %d: the fused plan takes maxsum or sumonly",
+                 p->softmax_mode);
+        return -EINVAL;
+    }
+    llm_model_t *m = calloc(1, sizeof(*m));
+    if (!m) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    m->fusion = p->fusion;
+    m->n_seq_max = p->n_seq_max ? p->n_seq_max : 1;
+    m->n_batch_max = p->n_batch_max ? p->n_batch_max : 512;
+
+    int rc = gguf_open(&m->g, p->path, err, errlen);
+    if (rc)
+        goto fail_open;
+    if ((rc = read_hparams(m, p, err, errlen)))
+        goto fail_model;
+    if ((rc = read_tensors(m, err, errlen)))
+        goto fail_model;
+    if ((rc = tok_load(&m->tok, m->g, err, errlen)))
+        goto fail_model;
+    if (tok_n_vocab(m->tok) != m->hp.n_vocab) {
+        snprintf(err, errlen, "%s: the vocabulary has %d tokens but token_embd.weight has %d "
+                 "rows", gguf_path(m->g), (int)tok_n_vocab(m->tok), m->hp.n_vocab);
+        rc = FD_ESHAPE;
+        goto fail_tok;
+    }
+
+    fb_config_t cfg = { .threads = p->threads, .options = p->backend_options };
+    if ((rc = fb_create(p->backend ? p->backend : "cpu", &cfg, &m->be, err, errlen)))
+        goto fail_tok;
+    fz_plan_opts_t po = { .fused = p->fusion, .softmax_mode = p->softmax_mode,
+                          .fold_policy = 0, .max_rows = m->n_batch_max,
+                          .max_seqs = m->n_seq_max };
+    if ((rc = fz_plan_create(&m->plan, m->be, &m->src, &po, err, errlen)))
+        goto fail_backend;
+    if ((rc = alloc_cache(m, err, errlen)))
+        goto fail_plan;
+    m->ids = malloc((size_t)m->n_batch_max * sizeof(*m->ids));
+    m->pos = malloc((size_t)m->n_batch_max * sizeof(*m->pos));
+    m->seqs = malloc((size_t)m->n_seq_max * sizeof(*m->seqs));
+    if (!m->ids || !m->pos || !m->seqs) {
+        rc = -ENOMEM;
+        snprintf(err, errlen, "out of memory");
+        goto fail_scratch;
+    }
+    *out = m;
+    return 0;
+
+fail_scratch:
+    free(m->ids);
+    free(m->pos);
+    free(m->seqs);
+fail_plan:
+    free_cache(m);
+    free(m->slots);
+    fz_plan_free(m->plan);
+fail_backend:
+    fb_destroy(m->be);
+fail_tok:
+    tok_free(m->tok);
+fail_model:
+    if (rc == -ENOMEM && err && !err[0])
+        snprintf(err, errlen, "out of memory");
+    for (int i = 0; i < m->n_owned; i++)
+        free(m->owned[i]);
+    free(m->owned);
+    free(m->layers);
+    gguf_close(m->g);
+fail_open:
+    free(m);
+    return rc;
+}
+
+void llm_free(llm_model_t *m)
+{
+    if (!m)
+        return;
+    free(m->ids);
+    free(m->pos);
+    free(m->seqs);
+    free_cache(m);
+    free(m->slots);
+    fz_plan_free(m->plan);
+    fb_destroy(m->be);
+    tok_free(m->tok);
+    for (int i = 0; i < m->n_owned; i++)
+        free(m->owned[i]);
+    free(m->owned);
+    free(m->layers);
+    gguf_close(m->g);
+    free(m);
+}
+
+/* ---- sequences ---- */
+
+int llm_seq_alloc(llm_model_t *m, int *slot)
+{
+    for (int s = 0; s < m->n_seq_max; s++) {
+        if (!m->slots[s].used) {
+            m->slots[s].used = true;
+            m->slots[s].len = 0;
+            *slot = s;
+            return 0;
+        }
+    }
+    return FD_EFULL;
+}
+
+static bool slot_ok(const llm_model_t *m, int slot)
+{
+    return slot >= 0 && slot < m->n_seq_max && m->slots[slot].used;
+}
+
+void llm_seq_free(llm_model_t *m, int slot)
+{
+    if (slot_ok(m, slot))
+        m->slots[slot] = (slot_t){ 0 };
+}
+
+int llm_seq_len(const llm_model_t *m, int slot)
+{
+    return slot_ok(m, slot) ? m->slots[slot].len : -EINVAL;
+}
+
+int llm_seq_truncate(llm_model_t *m, int slot, int len)
+{
+    if (!slot_ok(m, slot) || len < 0 || len > m->slots[slot].len)
+        return -EINVAL;
+    m->slots[slot].len = len;
+    return 0;
+}
+
+/* ---- the step ---- */
+
+static int check_batch(const llm_model_t *m, const llm_batch_entry_t *e, int n, float *logits)
+{
+    if (n < 1 || n > m->n_seq_max || !e)
+        return -EINVAL;
+    for (int i = 0; i < n; i++) {
+        if (!slot_ok(m, e[i].slot) || e[i].n_tokens < 1 || !e[i].tokens)
+            return -EINVAL;
+        if (e[i].want_logits && !logits)
+            return -EINVAL;
+        for (int j = 0; j < i; j++)
+            if (e[j].slot == e[i].slot)
+                return -EINVAL;
+        for (int t = 0; t < e[i].n_tokens; t++)
+            if (e[i].tokens[t] < 0 || e[i].tokens[t] >= m->hp.n_vocab)
+                return -EINVAL;
+        if (e[i].n_tokens > m->hp.n_ctx - m->slots[e[i].slot].len)
+            return FD_ECTX;
+    }
+    return 0;
+}
+
+/* Rows of all entries are stacked, in entry order, into sub-batches of at most n_batch_max
+ * rows (an entry longer than that is split across sub-batches: its later rows find the
+ * earlier rows' K and V in the cache).  Lengths change only when every sub-batch ran. */
+int llm_decode(llm_model_t *m, const llm_batch_entry_t *e, int n_entries, float *logits)
+{
+    int rc = check_batch(m, e, n_entries, logits);
+    if (rc)
+        return rc;
+    fz_kv_t kv = { .k = m->kc, .v = m->vc, .slot_stride = m->slot_stride };
+    int V = m->hp.n_vocab, n_logits = 0;
+    int ent = 0, off = 0;      /* next token: entry ent, offset off */
+    while (ent < n_entries) {
+        int rows = 0, n_seqs = 0, first_logit = n_logits;
+        while (ent < n_entries && rows < m->n_batch_max) {
+            const llm_batch_entry_t *b = &e[ent];
+            int take = FD_MIN(b->n_tokens - off, m->n_batch_max - rows);
+            int base = m->slots[b->slot].len + off;
+            for (int t = 0; t < take; t++) {
+                m->ids[rows + t] = b->tokens[off + t];
+                m->pos[rows + t] = base + t;
+            }
+            off += take;
+            bool last = off == b->n_tokens;
+            m->seqs[n_seqs++] = (fz_seq_t){ .slot = b->slot, .n_rows = take,
+                                            .want_logits = last && b->want_logits };
+            n_logits += last && b->want_logits;
+            rows += take;
+            if (last) {
+                ent++;
+                off = 0;
+            }
+        }
+        rc = fz_forward(m->plan, &kv, m->ids, m->pos, rows, m->seqs, n_seqs,
+                        logits ? logits + (size_t)first_logit * (size_t)V : NULL);
+        if (rc)
+            return rc;
+    }
+    for (int i = 0; i < n_entries; i++)
+        m->slots[e[i].slot].len += e[i].n_tokens;
+    return 0;
+}

@@ -1,0 +1,402 @@
+/* plan.c: the unfused (reference) and fused operator plans of a Llama-family decoder
+ * (plan.h).  One straight-line forward serves both: the plans differ in which weights were
+ * prepared (plain or folded) and in the few places marked "fused:" below. */
+#include "fusion/plan.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/fd.h"
+#include "common/ggtypes.h"
+#include "fusion/fold.h"
+
+/* One layer's prepared weights.  Q/K/V and gate/up are products of one (concatenated, the
+ * fused plan) or several parts (unfused, or fused parts whose types differ, as in Q4_K_M
+ * files where attn_v is Q6_K while attn_q is Q4_K: concatenating those would need a
+ * re-quantization). */
+typedef struct layer {
+    fb_weight_t norm1, norm2;        /* unfused: the RMSNorm gammas as 1-D weights */
+    fz_folded_t qkv[3];
+    int n_qkv;
+    fb_weight_t wo, wdown;
+    fz_folded_t gu[2];
+    int n_gu;
+} layer_t;
+
+struct fz_plan {
+    fb_backend_t *be;
+    fz_model_src_t src;              /* dims and rope; the pointers are not used after load */
+    fz_plan_opts_t o;
+    int n_q, n_kv, n_qkv;            /* n_head * head_dim, n_head_kv * head_dim, sum */
+    layer_t *layers;
+    fb_weight_t tok_embd, out_norm;
+    fz_folded_t head;
+    fb_weight_t **prepared;          /* every prepared weight, released in reverse */
+    int n_prepared, cap_prepared;
+    size_t folded_bytes;
+    /* activations (backend memory), max_rows rows each unless noted */
+    float *x, *xn, *qkv, *att, *tmp, *gu, *h;
+    float *hx, *hxn, *logits;        /* max_seqs rows */
+    fb_attn_t *attn;                 /* host, max_seqs */
+};
+
+bool fz_plan_fused(const fz_plan_t *p) { return p->o.fused; }
+int fz_plan_softmax_mode(const fz_plan_t *p)
+{
+    return p->o.fused ? p->o.softmax_mode : FB_SOFTMAX_REF;
+}
+size_t fz_plan_folded_bytes(const fz_plan_t *p) { return p->folded_bytes; }
+
+static int prep(fz_plan_t *p, fb_weight_t *w, char *err, size_t errlen)
+{
+    int rc = fb_weight_prepare(p->be, w);
+    if (rc) {
+        snprintf(err, errlen, "backend %s cannot prepare %s: %s", fb_name(p->be),
+                 w->name ? w->name : "a weight", fd_strerror(rc));
+        return rc;
+    }
+    p->prepared[p->n_prepared++] = w;
+    return 0;
+}
+
+static void count_folded(fz_plan_t *p, const fz_folded_t *f)
+{
+    if (f->data)
+        p->folded_bytes += (size_t)f->w.n_out * gg_row_bytes(f->w.type, (uint64_t)f->w.n_in);
+    if (f->bias)
+        p->folded_bytes += (size_t)f->w.n_out * sizeof(float);
+    if (f->scale)
+        p->folded_bytes += (size_t)f->w.n_in * sizeof(float);
+}
+
+static fb_weight_t gamma_weight(const float *g, int n, const char *name)
+{
+    fb_weight_t w = { .type = GG_F32, .n_in = n, .n_out = 1, .src = g, .name = name };
+    return w;
+}
+
+/* Builds a product of parts: in the fused plan with gamma folded in (one concatenated weight
+ * when the parts share a type), in the unfused plan the parts as they are. */
+static int build_product(fz_plan_t *p, const fb_weight_t *parts, int n_parts,
+                         const float *gamma, const char *name, fz_folded_t *out, int *n_out,
+                         char *err, size_t errlen)
+{
+    int same = 1, rc;
+    for (int i = 1; i < n_parts; i++)
+        same &= parts[i].type == parts[0].type;
+    if (p->o.fused && same) {
+        *n_out = 1;
+        rc = fz_fold_rms(parts, n_parts, gamma, p->o.fold_policy, name, &out[0], err, errlen);
+    } else {
+        *n_out = n_parts;
+        rc = 0;
+        for (int i = 0; i < n_parts && rc == 0; i++) {
+            if (p->o.fused) {
+                rc = fz_fold_rms(&parts[i], 1, gamma, p->o.fold_policy, parts[i].name, &out[i],
+                                 err, errlen);
+            } else {
+                memset(&out[i], 0, sizeof(out[i]));
+                out[i].w = parts[i];
+                out[i].w.impl = NULL;
+                out[i].w.owner = NULL;
+            }
+        }
+    }
+    for (int i = 0; i < *n_out && rc == 0; i++) {
+        count_folded(p, &out[i]);
+        rc = prep(p, &out[i].w, err, errlen);
+    }
+    return rc;
+}
+
+static int alloc_act(fz_plan_t *p, float **buf, size_t rows, size_t cols)
+{
+    size_t n;
+    if (fd_mul_size(rows, cols, &n) || fd_mul_size(n, sizeof(float), &n))
+        return FD_ERANGE;
+    *buf = fb_alloc(p->be, n);
+    return *buf ? 0 : -ENOMEM;
+}
+
+static void free_act(fz_plan_t *p)
+{
+    float **bufs[] = { &p->x, &p->xn, &p->qkv, &p->att, &p->tmp, &p->gu, &p->h,
+                       &p->hx, &p->hxn, &p->logits };
+    for (size_t i = 0; i < FD_ARRAY_LEN(bufs); i++) {
+        if (*bufs[i])
+            fb_free(p->be, *bufs[i]);
+        *bufs[i] = NULL;
+    }
+}
+
+void fz_plan_free(fz_plan_t *p)
+{
+    if (!p)
+        return;
+    free_act(p);
+    while (p->n_prepared > 0)
+        fb_weight_release(p->be, p->prepared[--p->n_prepared]);
+    if (p->layers) {
+        for (int l = 0; l < p->src.n_layer; l++) {
+            for (int i = 0; i < 3; i++)
+                fz_folded_free(&p->layers[l].qkv[i]);
+            for (int i = 0; i < 2; i++)
+                fz_folded_free(&p->layers[l].gu[i]);
+        }
+    }
+    fz_folded_free(&p->head);
+    free(p->layers);
+    free(p->prepared);
+    free(p->attn);
+    free(p);
+}
+
+int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
+                   const fz_plan_opts_t *opts, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (opts->max_rows < 1 || opts->max_seqs < 1 || src->n_layer < 1) {
+        snprintf(err, errlen, "plan: max_rows, max_seqs and n_layer must be positive");
+        return -EINVAL;
+    }
+    if (opts->fused && opts->softmax_mode != FB_SOFTMAX_MAXSUM &&
+        opts->softmax_mode != FB_SOFTMAX_SUMONLY) {
+        snprintf(err, errlen, "plan: the fused plan's softmax mode must be maxsum or sumonly");
+        return -EINVAL;
+    }
+    fz_plan_t *p = calloc(1, sizeof(*p));
+    if (!p)
+        goto nomem;
+    p->be = be;
+    p->src = *src;
+    p->src.layers = NULL;
+    p->o = *opts;
+    p->n_q = src->n_head * src->head_dim;
+    p->n_kv = src->n_head_kv * src->head_dim;
+    p->n_qkv = p->n_q + 2 * p->n_kv;
+    int L = src->n_layer;
+    p->cap_prepared = 12 * L + 4;
+    p->layers = calloc((size_t)L, sizeof(*p->layers));
+    p->prepared = calloc((size_t)p->cap_prepared, sizeof(*p->prepared));
+    p->attn = calloc((size_t)opts->max_seqs, sizeof(*p->attn));
+    if (!p->layers || !p->prepared || !p->attn)
+        goto nomem;
+
+    int rc;
+    for (int l = 0; l < L; l++) {
+        const fz_layer_src_t *s = &src->layers[l];
+        layer_t *y = &p->layers[l];
+        if (!opts->fused) {
+            y->norm1 = gamma_weight(s->attn_norm, src->n_embd, "attn_norm");
+            y->norm2 = gamma_weight(s->ffn_norm, src->n_embd, "ffn_norm");
+            if ((rc = prep(p, &y->norm1, err, errlen)) || (rc = prep(p, &y->norm2, err, errlen)))
+                goto fail;
+        }
+        fb_weight_t qkv[3] = { s->wq, s->wk, s->wv }, gu[2] = { s->w_gate, s->w_up };
+        if ((rc = build_product(p, qkv, 3, s->attn_norm, "attn_qkv", y->qkv, &y->n_qkv, err,
+                                errlen)) ||
+            (rc = build_product(p, gu, 2, s->ffn_norm, "ffn_gate_up", y->gu, &y->n_gu, err,
+                                errlen)))
+            goto fail;
+        y->wo = s->wo;
+        y->wdown = s->w_down;
+        if ((rc = prep(p, &y->wo, err, errlen)) || (rc = prep(p, &y->wdown, err, errlen)))
+            goto fail;
+    }
+    p->tok_embd = src->tok_embd;
+    if ((rc = prep(p, &p->tok_embd, err, errlen)))
+        goto fail;
+    int n_head;
+    if (!opts->fused) {
+        p->out_norm = gamma_weight(src->out_norm, src->n_embd, "output_norm");
+        if ((rc = prep(p, &p->out_norm, err, errlen)))
+            goto fail;
+    }
+    if ((rc = build_product(p, &src->output, 1, src->out_norm, "output", &p->head, &n_head,
+                            err, errlen)))
+        goto fail;
+
+    size_t R = (size_t)opts->max_rows, S = (size_t)opts->max_seqs;
+    size_t E = (size_t)src->n_embd, F = (size_t)src->n_ff;
+    if ((rc = alloc_act(p, &p->x, R, E)) || (rc = alloc_act(p, &p->qkv, R, (size_t)p->n_qkv)) ||
+        (rc = alloc_act(p, &p->att, R, (size_t)p->n_q)) || (rc = alloc_act(p, &p->tmp, R, E)) ||
+        (rc = alloc_act(p, &p->gu, R, 2 * F)) || (rc = alloc_act(p, &p->h, R, F)) ||
+        (rc = alloc_act(p, &p->hx, S, E)) ||
+        (rc = alloc_act(p, &p->logits, S, (size_t)src->n_vocab)))
+        goto fail_mem;
+    if (!opts->fused &&
+        ((rc = alloc_act(p, &p->xn, R, E)) || (rc = alloc_act(p, &p->hxn, S, E))))
+        goto fail_mem;
+    *out = p;
+    return 0;
+
+fail_mem:
+    snprintf(err, errlen, "plan: cannot allocate activations for %d rows on %s (%s)",
+             opts->max_rows, fb_name(be), fd_strerror(rc));
+fail:
+    fz_plan_free(p);
+    return rc;
+nomem:
+    snprintf(err, errlen, "plan: out of memory");
+    fz_plan_free(p);
+    return -ENOMEM;
+}
+
+/* Where part i of a product writes: the whole of buf, rows of the concatenated width, when
+ * there is one part; else consecutive blocks of max_rows rows of each part's width. */
+static void part_out(const fz_plan_t *p, float *buf, const fz_folded_t *parts, int i,
+                     float **dst, int64_t *ld)
+{
+    float *d = buf;
+    for (int j = 0; j < i; j++)
+        d += (size_t)p->o.max_rows * (size_t)parts[j].w.n_out;
+    *dst = d;
+    *ld = parts[i].w.n_out;
+}
+
+/* Runs a product over n rows of in into buf; fused: in is the raw residual row and the
+ * RMS scale is deferred to the outputs. */
+static int product(fz_plan_t *p, const fz_folded_t *parts, int n_parts, const float *in,
+                   int n, float *buf)
+{
+    fb_defer_t defer = { .kind = FB_NORM_RMS, .eps = p->src.eps };
+    for (int i = 0; i < n_parts; i++) {
+        float *dst;
+        int64_t ld;
+        part_out(p, buf, parts, i, &dst, &ld);
+        int rc = fb_matmul(p->be, &parts[i].w, in, n, dst, p->o.fused ? &defer : NULL);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* Columns [col, ...) of a product's output as a pointer and a row stride. */
+static void view(const fz_plan_t *p, float *buf, const fz_folded_t *parts, int n_parts,
+                 int64_t col, float **ptr, int64_t *ld)
+{
+    for (int i = 0; i < n_parts; i++) {
+        if (col < parts[i].w.n_out || i == n_parts - 1) {
+            part_out(p, buf, parts, i, ptr, ld);
+            *ptr += col;
+            return;
+        }
+        col -= parts[i].w.n_out;
+    }
+}
+
+static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *pos, int n,
+                         const fz_seq_t *seqs, int n_seqs)
+{
+    const layer_t *y = &p->layers[l];
+    const fz_model_src_t *m = &p->src;
+    int64_t E = m->n_embd, F = m->n_ff;
+    int rc;
+
+    /* attention block: unfused normalizes first; fused: the product sees the raw rows */
+    const float *in = p->x;
+    if (!p->o.fused) {
+        if ((rc = fb_rmsnorm(p->be, p->x, n, E, &y->norm1, m->eps, p->xn)))
+            return rc;
+        in = p->xn;
+    }
+    if ((rc = product(p, y->qkv, y->n_qkv, in, n, p->qkv)))
+        return rc;
+    float *q, *k, *v;
+    int64_t ldq, ldk, ldv;
+    view(p, p->qkv, y->qkv, y->n_qkv, 0, &q, &ldq);
+    view(p, p->qkv, y->qkv, y->n_qkv, p->n_q, &k, &ldk);
+    view(p, p->qkv, y->qkv, y->n_qkv, p->n_q + p->n_kv, &v, &ldv);
+    if ((rc = fb_rope(p->be, q, n, ldq, m->n_head, m->head_dim, pos, &m->rope)) ||
+        (rc = fb_rope(p->be, k, n, ldk, m->n_head_kv, m->head_dim, pos, &m->rope)))
+        return rc;
+
+    int row = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        const fz_seq_t *sq = &seqs[s];
+        float *kc = kv->k[l] + (size_t)sq->slot * (size_t)kv->slot_stride;
+        float *vc = kv->v[l] + (size_t)sq->slot * (size_t)kv->slot_stride;
+        size_t at = (size_t)pos[row] * (size_t)p->n_kv;
+        if ((rc = fb_copy2d(p->be, kc + at, p->n_kv, k + (size_t)row * ldk, ldk, sq->n_rows,
+                            p->n_kv)) ||
+            (rc = fb_copy2d(p->be, vc + at, p->n_kv, v + (size_t)row * ldv, ldv, sq->n_rows,
+                            p->n_kv)))
+            return rc;
+        p->attn[s] = (fb_attn_t){
+            .q = q + (size_t)row * ldq, .ldq = ldq,
+            .k = kc, .v = vc, .ldkv = p->n_kv,
+            .out = p->att + (size_t)row * p->n_q, .ldo = p->n_q,
+            .n_q = sq->n_rows, .pos = pos + row,
+            .n_head = m->n_head, .n_head_kv = m->n_head_kv, .head_dim = m->head_dim,
+            .scale = 1.0f / sqrtf((float)m->head_dim),
+            .mode = fz_plan_softmax_mode(p),
+        };
+        row += sq->n_rows;
+    }
+    if ((rc = fb_attention(p->be, p->attn, n_seqs)) ||
+        (rc = fb_matmul(p->be, &y->wo, p->att, n, p->tmp, NULL)) ||
+        (rc = fb_add(p->be, p->x, p->tmp, (int64_t)n * E)))
+        return rc;
+
+    /* feed-forward block; fused: the deferred scale reaches the gate before SiLU */
+    in = p->x;
+    if (!p->o.fused) {
+        if ((rc = fb_rmsnorm(p->be, p->x, n, E, &y->norm2, m->eps, p->xn)))
+            return rc;
+        in = p->xn;
+    }
+    if ((rc = product(p, y->gu, y->n_gu, in, n, p->gu)))
+        return rc;
+    float *g, *u;
+    int64_t ldg, ldu;
+    view(p, p->gu, y->gu, y->n_gu, 0, &g, &ldg);
+    view(p, p->gu, y->gu, y->n_gu, F, &u, &ldu);
+    if ((rc = fb_silu_mul(p->be, g, u, n, F, ldg, p->h)) ||
+        (rc = fb_matmul(p->be, &y->wdown, p->h, n, p->tmp, NULL)) ||
+        (rc = fb_add(p->be, p->x, p->tmp, (int64_t)n * E)))
+        return rc;
+    return 0;
+}
+
+int fz_forward(fz_plan_t *p, const fz_kv_t *kv, const int32_t *tokens, const int32_t *pos,
+               int n_rows, const fz_seq_t *seqs, int n_seqs, float *logits)
+{
+    const fz_model_src_t *m = &p->src;
+    int64_t E = m->n_embd;
+    if (n_rows < 1 || n_rows > p->o.max_rows || n_seqs < 1 || n_seqs > p->o.max_seqs)
+        return -EINVAL;
+    fb_mark(p->be, FB_MARK_STEP_BEGIN, n_rows);
+    int rc = fb_get_rows(p->be, &p->tok_embd, tokens, n_rows, p->x);
+    for (int l = 0; l < m->n_layer && rc == 0; l++) {
+        fb_mark(p->be, FB_MARK_LAYER, l);
+        rc = layer_forward(p, l, kv, pos, n_rows, seqs, n_seqs);
+    }
+
+    /* the last row of every sequence that wants logits, gathered */
+    int n_out = 0, row = 0;
+    for (int s = 0; s < n_seqs && rc == 0; s++) {
+        row += seqs[s].n_rows;
+        if (seqs[s].want_logits)
+            rc = fb_copy2d(p->be, p->hx + (size_t)n_out++ * E, E, p->x + (size_t)(row - 1) * E,
+                           E, 1, E);
+    }
+    if (rc == 0 && n_out > 0) {
+        if (p->o.fused) {
+            fb_defer_t defer = { .kind = FB_NORM_RMS, .eps = m->eps };
+            rc = fb_matmul(p->be, &p->head.w, p->hx, n_out, p->logits, &defer);
+        } else {
+            rc = fb_rmsnorm(p->be, p->hx, n_out, E, &p->out_norm, m->eps, p->hxn);
+            if (rc == 0)
+                rc = fb_matmul(p->be, &p->head.w, p->hxn, n_out, p->logits, NULL);
+        }
+        if (rc == 0)
+            rc = fb_to_host(p->be, logits, p->logits,
+                            (size_t)n_out * (size_t)m->n_vocab * sizeof(float));
+    }
+    int rs = fb_sync(p->be);
+    fb_mark(p->be, FB_MARK_STEP_END, n_rows);
+    return rc ? rc : rs;
+}

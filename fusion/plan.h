@@ -1,0 +1,82 @@
+/* plan.h: the operator plans of a Llama-family decoder (llama, qwen2) on one backend.
+ * The unfused plan is the reference: RMSNorm, separate Q, K, V products, RoPE, attention
+ * with a normalized softmax, ...  The fused plan is ../shared/design/fusion.md: norm gammas
+ * folded at load (fold.h), one concatenated Q|K|V product and one gate|up product on the
+ * RAW rows with the RMS scale deferred to their outputs (fb_defer_t), the softmax
+ * denominator deferred past P.V, and the LM head likewise.  Owns the prepared backend
+ * weights (folded copies included) and the activation scratch.  Called by engine/model.c
+ * (and the tests) on one thread: the thread that drives the backend. */
+#ifndef FD_PLAN_H
+#define FD_PLAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backends/backend.h"
+
+typedef struct fz_plan fz_plan_t;
+
+/* A model's weights as the file holds them (host memory that outlives the plan).  Each
+ * fb_weight_t carries type, n_in, n_out, src, name and (qwen2 Q/K/V) bias. */
+typedef struct fz_layer_src {
+    const float *attn_norm;          /* n_embd */
+    fb_weight_t wq, wk, wv, wo;
+    const float *ffn_norm;           /* n_embd */
+    fb_weight_t w_gate, w_up, w_down;
+} fz_layer_src_t;
+
+typedef struct fz_model_src {
+    int n_layer, n_embd, n_head, n_head_kv, head_dim, n_ff, n_vocab;
+    float eps;                       /* RMSNorm epsilon */
+    fb_rope_t rope;
+    fb_weight_t tok_embd;            /* n_vocab rows of n_embd */
+    const float *out_norm;           /* n_embd */
+    fb_weight_t output;              /* LM head; tok_embd's bytes when the model ties them */
+    const fz_layer_src_t *layers;    /* n_layer */
+} fz_model_src_t;
+
+typedef struct fz_plan_opts {
+    bool fused;
+    int softmax_mode;                /* fused plan: FB_SOFTMAX_MAXSUM or _SUMONLY; the
+                                        unfused plan always uses FB_SOFTMAX_REF */
+    int fold_policy;                 /* enum fz_fold_policy (FZ_FOLD_AUTO) */
+    int max_rows;                    /* most rows (tokens) in one fz_forward */
+    int max_seqs;                    /* most sequences in one fz_forward */
+} fz_plan_opts_t;
+
+int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
+                   const fz_plan_opts_t *opts, char *err, size_t errlen);
+void fz_plan_free(fz_plan_t *p);
+bool fz_plan_fused(const fz_plan_t *p);
+int fz_plan_softmax_mode(const fz_plan_t *p);
+/* Host bytes the plan allocated for folded / concatenated weights. */
+size_t fz_plan_folded_bytes(const fz_plan_t *p);
+
+/* The KV cache the forward writes and attends to (backend memory, owned by the caller):
+ * layer l, slot s, position t: k[l] + s * slot_stride + t * kv_dim (kv_dim =
+ * n_head_kv * head_dim), the same for v. */
+typedef struct fz_kv {
+    float *const *k;
+    float *const *v;
+    int64_t slot_stride;
+} fz_kv_t;
+
+/* One sequence's share of a forward: n_rows consecutive rows of the batch (sequences in
+ * order) at consecutive positions given by the batch's pos array. */
+typedef struct fz_seq {
+    int slot;
+    int n_rows;
+    bool want_logits;                /* the logits of its last row */
+} fz_seq_t;
+
+/* Runs every layer over n_rows tokens (host ids and positions), writes each row's K and V
+ * into the cache at its slot and position, lets row i attend to positions 0..pos[i] of its
+ * slot, and writes the logits of the last row of every sequence with want_logits to logits
+ * (host, n_vocab floats each, in sequence order).  Returns after the backend is done.
+ * Preconditions (the caller validates): n_rows <= max_rows, n_seqs <= max_seqs, ids in
+ * range, positions inside the cache. */
+int fz_forward(fz_plan_t *p, const fz_kv_t *kv, const int32_t *tokens, const int32_t *pos,
+               int n_rows, const fz_seq_t *seqs, int n_seqs, float *logits);
+
+#endif

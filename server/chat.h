@@ -1,0 +1,75 @@
+/* chat.h: turns chat messages into the prompt text a model was trained on.  Recognises the
+ * family of a GGUF tokenizer.chat_template by its markers and formats with a built-in C
+ * formatter per family that renders exactly what that template renders (Jinja is not
+ * interpreted).  Pure functions: any thread (the HTTP handlers, fusion-cli) may call them.
+ * Layer: server; uses engine/unicode.h only. */
+#ifndef FD_CHAT_H
+#define FD_CHAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum chat_family {
+    CHAT_PLAIN = 0, /* fallback for models without a template (format below) */
+    CHAT_LLAMA2,    /* [INST] <<SYS>> ... [/INST] (Llama 2 chat) */
+    CHAT_LLAMA3,    /* <|start_header_id|>role<|end_header_id|> (Llama 3.0) */
+    CHAT_LLAMA31,   /* Llama 3.1/3.2: the same plus the fixed system header with dates */
+    CHAT_CHATML,    /* <|im_start|>role ... <|im_end|> */
+    CHAT_QWEN,      /* ChatML with Qwen 2.5's default system message */
+    CHAT_MISTRAL,   /* [INST]...[/INST] as Mistral Nemo (v3 tekken): system on the last user */
+    CHAT_GEMMA,     /* <start_of_turn>user / model */
+    CHAT_PHI3,      /* <|user|> ... <|end|> */
+    CHAT_ZEPHYR,    /* <|user|> ... EOS */
+    CHAT_N_FAMILIES
+};
+
+enum chat_role { CHAT_SYSTEM = 0, CHAT_USER = 1, CHAT_ASSISTANT = 2 };
+
+typedef struct chat_msg {
+    int role;            /* enum chat_role */
+    const char *content; /* len bytes (need not be NUL-terminated) */
+    size_t len;
+} chat_msg_t;
+
+typedef struct chat_opts {
+    const char *bos;     /* the vocabulary's BOS / EOS text (e.g. "<s>"), as the template's */
+    const char *eos;     /* bos_token / eos_token; NULL: "" */
+    bool add_generation_prompt;
+    /* A system message the template rejects (Gemma 2): false merges it into the first user
+     * turn ("system\n\nuser", as Gemma 3's template and llama.cpp do); true is an error. */
+    bool strict;
+} chat_opts_t;
+
+/* "system", "user", "assistant" -> enum chat_role; -EINVAL otherwise. */
+int chat_role_from_name(const char *name);
+const char *chat_role_name(int role);
+
+/* Family names, as accepted in the configuration: "plain", "llama2", "llama3", "llama3.1",
+ * "chatml", "qwen", "mistral", "gemma", "phi3", "zephyr".  -EINVAL for others. */
+int chat_family_from_name(const char *name);
+const char *chat_family_name(int family);
+
+/* The family of a chat template: CHAT_PLAIN when tmpl is NULL or empty, -ENOENT when there
+ * is a template but no known family's markers are in it. */
+int chat_detect(const char *tmpl, size_t len);
+
+/* What the server uses: override ("auto", NULL or a family name) else the detected family,
+ * else plain.  *note is set to a static sentence saying how it was chosen (for the log).
+ * -EINVAL for an unknown override name. */
+int chat_select(const char *override, const char *tmpl, size_t len, int *family,
+                const char **note);
+
+/* Formats n messages into a malloc'd NUL-terminated string (*out, *len bytes; the caller
+ * frees it).  The text contains the family's special-token texts (BOS included where the
+ * template writes bos_token): tokenize it with parse_special, and add BOS only where the
+ * vocabulary asks for one and the text does not already begin with it.
+ * Errors (message in err): -EINVAL for no messages, an unknown role, NULL content, or a
+ * conversation the template refuses (roles not alternating, a system message where none is
+ * allowed under strict), -ENOMEM.
+ *
+ * CHAT_PLAIN renders "<system>\n\n" for each system message, "User: <content>\n" and
+ * "Assistant: <content>\n" for the others, and "Assistant:" as the generation prompt. */
+int chat_format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t *opts,
+                char **out, size_t *len, char *err, size_t errlen);
+
+#endif

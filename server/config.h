@@ -1,0 +1,125 @@
+/* config.h: fusiond's configuration: ONE declarative option table (config.c) drives the
+ * defaults, the file parser (etc/fusiond.conf), the command-line flags, --help,
+ * --dump-config and --test-config, and what a SIGHUP reload may change.  The daemon's main()
+ * owns the cfg_t; everything runs on the main (event-loop) thread, and other modules get
+ * copies of the values they need.  Errors come back as "file:line: reason" (or
+ * "--flag: reason") in the caller's buffer with FD_ECONFIG. */
+#ifndef FD_CONFIG_H
+#define FD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/fd.h"
+
+/* A list of strings, NULL-terminated so it can be passed where "const char *const *" is
+ * wanted (eng_params.backend_options). */
+typedef struct cfg_list {
+    char **v;
+    int n;
+} cfg_list_t;
+
+/* Enumerations: the values are indices into the option's choices in config.c. */
+enum cfg_backend { CFG_BACKEND_CPU = 0, CFG_BACKEND_CORSAIR, CFG_BACKEND_CUDA };
+enum cfg_softmax { CFG_SOFTMAX_MAXSUM = 0, CFG_SOFTMAX_SUMONLY };
+enum cfg_log_level { CFG_LOG_ERROR = 0, CFG_LOG_WARN, CFG_LOG_INFO, CFG_LOG_DEBUG };
+enum cfg_log_format { CFG_LOG_AUTO = 0, CFG_LOG_JOURNAL, CFG_LOG_PLAIN };
+
+/* What main() should do after cfg_load. */
+enum cfg_action { CFG_RUN = 0, CFG_HELP, CFG_VERSION, CFG_DUMP, CFG_TEST };
+
+typedef struct cfg {
+    /* model and engine (restart to change) */
+    char *model;            /* GGUF path; "" = the demo model (cfg_model_path) */
+    char *model_alias;      /* id in /v1/models and responses; "" = from the model */
+    char *chat_template;    /* chat format family override; "" = from the model */
+    int backend;            /* enum cfg_backend */
+    cfg_list_t backend_options; /* "key=value" strings for the backend */
+    bool fusion;
+    int softmax;            /* enum cfg_softmax */
+    int threads;            /* 0 = online cores */
+    int ctx_size;           /* 0 = the model's */
+    int max_running;
+    int max_waiting;
+    int64_t kv_tokens;      /* 0 = max_running * ctx_size */
+    int prefill_chunk;
+    /* network (restart to change) */
+    char *host;
+    int port;               /* 0 = any free port (tests) */
+    char *user;             /* drop to this user when started as root; "" = stay */
+    int max_connections;
+    double idle_timeout;    /* seconds */
+    /* run-time changeable (SIGHUP) */
+    double request_timeout; /* seconds, 0 = none */
+    int64_t max_body_bytes;
+    int max_n;              /* n x prompts per request */
+    int retry_after;        /* seconds, in every 503 */
+    double sse_ping_interval; /* seconds */
+    cfg_list_t api_keys;    /* as configured */
+    char *api_key_file;     /* one key per line */
+    int log_level;          /* enum cfg_log_level */
+    int log_format;         /* enum cfg_log_format (restart to change) */
+    bool access_log;
+    double drain_timeout;   /* seconds */
+
+    /* Derived by cfg_load/cfg_reload: api_keys plus the keys read from api_key_file.  Empty
+     * means no authentication. */
+    cfg_list_t auth_keys;
+
+    /* Bookkeeping (read-only for callers). */
+    int action;             /* enum cfg_action */
+    bool verbose;           /* --verbose: --dump-config documents every option */
+    char *config_path;      /* the file read, NULL when none */
+    bool config_explicit;   /* given with -c/--config (then it must exist) */
+    int *src_line;          /* per option: file line that set it, 0 default, -1 flag */
+    char **argv;            /* copy of the flags, re-applied over the file on reload */
+    int argc;
+} cfg_t;
+
+/* Fills c with the defaults from the table; every other cfg_* call needs a c made by it.
+ * cfg_fini frees everything. */
+void cfg_init(cfg_t *c);
+void cfg_fini(cfg_t *c);
+
+/* The whole start-up sequence: defaults, then the config file (-c/--config, else
+ * FD_SYSCONFDIR/fusiond.conf if it exists), then the flags over it, then the checks.
+ * Sets c->action.  --help and --version return before reading any file.  Returns 0 or
+ * FD_ECONFIG with "file:line: reason" (or "--flag: reason") in err. */
+int cfg_load(cfg_t *c, int argc, char *const *argv, char *err, size_t errlen);
+
+/* Parses config text as if it were the file `name` (for tests, and used by cfg_load). */
+int cfg_parse_text(cfg_t *c, const char *name, const char *text, size_t len, char *err,
+                   size_t errlen);
+
+/* SIGHUP: reads the file again and re-applies the original flags.  If the result is valid,
+ * the run-time options (log level, API keys, limits, access log) take their new values and
+ * each change is logged; changes to other options are logged as needing a restart and
+ * ignored.  If not valid, c is untouched and err says why.  *changed counts the options
+ * that took a new value. */
+int cfg_reload(cfg_t *c, int *changed, char *err, size_t errlen);
+
+/* The model to load: c->model, or the demo model in the data directory when that is empty.
+ * NULL when neither exists. */
+const char *cfg_model_path(const cfg_t *c);
+
+/* "cpu", "corsair", "cuda" etc.: the names of enumerated values. */
+const char *cfg_backend_name(int backend);
+const char *cfg_softmax_name(int softmax);
+/* The common/log.h level for c->log_level and format for c->log_format. */
+int cfg_fd_log_level(const cfg_t *c);
+int cfg_fd_log_format(const cfg_t *c);
+
+/* CONFIG GET: option `name`'s value in file syntax (lists comma-joined, repeatable ones
+ * newline-joined).  0, or -ENOENT for an unknown name. */
+int cfg_get(const cfg_t *c, const char *name, char *buf, size_t buflen);
+
+/* --help, generated from the table. */
+void cfg_print_help(FILE *f, const char *prog);
+/* --dump-config: the effective configuration as a valid config file.  verbose documents
+ * every option and comments out those at their default (etc/fusiond.conf is this output
+ * for the defaults). */
+void cfg_dump(const cfg_t *c, FILE *f, bool verbose);
+
+#endif

@@ -1,0 +1,740 @@
+/* request.c: OpenAI request bodies -> rq_t.  Every field is optional unless OpenAI requires
+ * it; null counts as absent (clients send it for "not given"); unknown fields are ignored.
+ * Every error names the field in `param` with the path a user would write ("stop[1]"). */
+#include "server/request.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RQ_MAX_LOGPROBS 20
+#define RQ_MAX_ID 0x7fffffff
+
+void rq_limits_default(rq_limits_t *l)
+{
+    l->max_n = 16;
+    l->max_stop = 16;
+    l->max_stop_len = 256;
+    l->max_logit_bias = 1024;
+}
+
+int rq_fail(rq_err_t *e, int status, const char *type, const char *param, const char *fmt,
+            ...)
+{
+    va_list ap;
+    e->status = status;
+    e->type = type;
+    e->code = NULL;
+    snprintf(e->param, sizeof e->param, "%s", param ? param : "");
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+    return -EINVAL;
+}
+
+static int bad(rq_err_t *e, const char *param, const char *fmt, ...) FD_PRINTF(3, 4);
+static int bad(rq_err_t *e, const char *param, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return rq_fail(e, 400, "invalid_request_error", param, "%s", msg);
+}
+
+bool rq_utf8_valid(const char *str, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        int n;
+        unsigned cp;
+        if (c >= 0xc2 && c <= 0xdf) {
+            n = 1;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            n = 2;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (len - i <= (size_t)n)
+            return false;
+        for (int k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += (size_t)n + 1;
+    }
+    return true;
+}
+
+/* The field's value, NULL when absent or null. */
+static const cJSON *field(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return (v && !cJSON_IsNull(v)) ? v : NULL;
+}
+
+static const char *type_name(const cJSON *v)
+{
+    if (cJSON_IsBool(v))
+        return "a boolean";
+    if (cJSON_IsNumber(v))
+        return "a number";
+    if (cJSON_IsString(v))
+        return "a string";
+    if (cJSON_IsArray(v))
+        return "an array";
+    if (cJSON_IsObject(v))
+        return "an object";
+    return "null";
+}
+
+static int get_bool(const cJSON *o, const char *key, bool *out, rq_err_t *e)
+{
+    const cJSON *v = field(o, key);
+    if (!v)
+        return 0;
+    if (!cJSON_IsBool(v))
+        return bad(e, key, "'%s' must be a boolean, not %s", key, type_name(v));
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+static int get_num(const cJSON *o, const char *key, double lo, double hi, bool lo_open,
+                   float *out, rq_err_t *e)
+{
+    const cJSON *v = field(o, key);
+    if (!v)
+        return 0;
+    if (!cJSON_IsNumber(v))
+        return bad(e, key, "'%s' must be a number, not %s", key, type_name(v));
+    double d = v->valuedouble;
+    if (!isfinite(d) || d > hi || d < lo || (lo_open && d == lo))
+        return bad(e, key, "'%s' is %g; it must be in %s%g, %g]", key, d, lo_open ? "(" : "[",
+                   lo, hi);
+    *out = (float)d;
+    return 0;
+}
+
+static bool is_int(const cJSON *v, double lo, double hi)
+{
+    return cJSON_IsNumber(v) && isfinite(v->valuedouble) && v->valuedouble == floor(v->valuedouble) &&
+           v->valuedouble >= lo && v->valuedouble <= hi;
+}
+
+static int get_int(const cJSON *o, const char *key, long long lo, long long hi, bool *present,
+                   long long *out, rq_err_t *e)
+{
+    const cJSON *v = field(o, key);
+    if (present)
+        *present = v != NULL;
+    if (!v)
+        return 0;
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) ||
+        v->valuedouble != floor(v->valuedouble))
+        return bad(e, key, "'%s' must be an integer, not %s", key,
+                   cJSON_IsNumber(v) ? "a fraction" : type_name(v));
+    if (v->valuedouble < (double)lo || v->valuedouble > (double)hi)
+        return bad(e, key, "'%s' is %.0f; it must be in [%lld, %lld]", key, v->valuedouble, lo,
+                   hi);
+    *out = (long long)v->valuedouble;
+    return 0;
+}
+
+/* A copy of a JSON string checked to be UTF-8. */
+static int dup_str(const cJSON *v, const char *param, char **out, size_t *len, rq_err_t *e)
+{
+    size_t n = strlen(v->valuestring);
+    if (!rq_utf8_valid(v->valuestring, n))
+        return bad(e, param, "'%s' is not valid UTF-8", param);
+    char *s = malloc(n + 1);
+    if (!s)
+        return -ENOMEM;
+    memcpy(s, v->valuestring, n + 1);
+    *out = s;
+    if (len)
+        *len = n;
+    return 0;
+}
+
+/* Token ids from a JSON array of integers (already known to be an array). */
+static int parse_ids(const cJSON *arr, const char *param, bool allow_empty, int32_t **ids,
+                     size_t *n, rq_err_t *e)
+{
+    int cnt = cJSON_GetArraySize(arr);
+    if (cnt == 0 && !allow_empty)
+        return bad(e, param, "'%s' is an empty list of token ids", param);
+    int32_t *out = malloc(sizeof *out * (size_t)(cnt ? cnt : 1));
+    if (!out)
+        return -ENOMEM;
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr)
+    {
+        if (!is_int(it, 0, RQ_MAX_ID)) {
+            char p[128];
+            snprintf(p, sizeof p, "%.80s[%d]", param, i);
+            free(out);
+            return bad(e, p, "'%s' must be a token id (an integer >= 0), not %s", p,
+                       cJSON_IsNumber(it) ? "this number" : type_name(it));
+        }
+        out[i++] = (int32_t)it->valuedouble;
+    }
+    *ids = out;
+    *n = (size_t)cnt;
+    return 0;
+}
+
+static int parse_prompt(const cJSON *root, const char *key, rq_t *r, rq_err_t *e)
+{
+    const cJSON *p = field(root, key);
+    if (!p)
+        return bad(e, key, "'%s' is required", key);
+    if (cJSON_IsString(p)) {
+        r->prompts = calloc(1, sizeof *r->prompts);
+        if (!r->prompts)
+            return -ENOMEM;
+        r->n_prompts = 1;
+        return dup_str(p, key, &r->prompts[0].text, &r->prompts[0].text_len, e);
+    }
+    if (!cJSON_IsArray(p))
+        return bad(e, key, "'%s' must be a string, an array of strings, an array of token ids "
+                   "or an array of arrays of token ids, not %s", key, type_name(p));
+    int cnt = cJSON_GetArraySize(p);
+    if (cnt == 0)
+        return bad(e, key, "'%s' is an empty array", key);
+    const cJSON *first = p->child;
+    if (cJSON_IsNumber(first)) {
+        r->prompts = calloc(1, sizeof *r->prompts);
+        if (!r->prompts)
+            return -ENOMEM;
+        r->n_prompts = 1;
+        return parse_ids(p, key, false, &r->prompts[0].ids, &r->prompts[0].n_ids, e);
+    }
+    r->prompts = calloc((size_t)cnt, sizeof *r->prompts);
+    if (!r->prompts)
+        return -ENOMEM;
+    r->n_prompts = (size_t)cnt;
+    bool strings = cJSON_IsString(first);
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, p)
+    {
+        char pp[128];
+        snprintf(pp, sizeof pp, "%.80s[%d]", key, i);
+        int rc;
+        if (strings && cJSON_IsString(it))
+            rc = dup_str(it, pp, &r->prompts[i].text, &r->prompts[i].text_len, e);
+        else if (!strings && cJSON_IsArray(it))
+            rc = parse_ids(it, pp, false, &r->prompts[i].ids, &r->prompts[i].n_ids, e);
+        else
+            rc = bad(e, pp, "'%s' must be %s like the first element, not %s", pp,
+                     strings ? "a string" : "an array of token ids", type_name(it));
+        if (rc)
+            return rc;
+        i++;
+    }
+    return 0;
+}
+
+static int parse_stop(const cJSON *root, const rq_limits_t *lim, rq_t *r, rq_err_t *e)
+{
+    const cJSON *s = field(root, "stop");
+    if (!s)
+        return 0;
+    int cnt;
+    if (cJSON_IsString(s))
+        cnt = 1;
+    else if (cJSON_IsArray(s))
+        cnt = cJSON_GetArraySize(s);
+    else
+        return bad(e, "stop", "'stop' must be a string or an array of strings, not %s",
+                   type_name(s));
+    if (cnt > lim->max_stop)
+        return bad(e, "stop", "'stop' has %d strings; at most %d are allowed", cnt,
+                   lim->max_stop);
+    if (cnt == 0)
+        return 0;
+    r->stop = calloc((size_t)cnt, sizeof *r->stop);
+    if (!r->stop)
+        return -ENOMEM;
+    const cJSON *it = cJSON_IsString(s) ? s : s->child;
+    for (int i = 0; i < cnt; i++, it = it->next) {
+        char pp[128];
+        if (cJSON_IsString(s))
+            snprintf(pp, sizeof pp, "stop");
+        else
+            snprintf(pp, sizeof pp, "stop[%d]", i);
+        if (!cJSON_IsString(it))
+            return bad(e, pp, "'%s' must be a string, not %s", pp, type_name(it));
+        size_t n = strlen(it->valuestring);
+        if (n == 0)
+            return bad(e, pp, "'%s' is an empty string", pp);
+        if (n > (size_t)lim->max_stop_len)
+            return bad(e, pp, "'%s' is %zu bytes long; the limit is %d", pp, n,
+                       lim->max_stop_len);
+        int rc = dup_str(it, pp, &r->stop[i], NULL, e);
+        if (rc)
+            return rc;
+        r->n_stop = i + 1;
+    }
+    return 0;
+}
+
+static int parse_logit_bias(const cJSON *root, const rq_limits_t *lim, rq_t *r, rq_err_t *e)
+{
+    const cJSON *b = field(root, "logit_bias");
+    if (!b)
+        return 0;
+    if (!cJSON_IsObject(b))
+        return bad(e, "logit_bias", "'logit_bias' must be an object mapping token ids to "
+                   "biases, not %s", type_name(b));
+    int cnt = cJSON_GetArraySize(b);
+    if (cnt > lim->max_logit_bias)
+        return bad(e, "logit_bias", "'logit_bias' has %d entries; at most %d are allowed", cnt,
+                   lim->max_logit_bias);
+    if (cnt == 0)
+        return 0;
+    r->bias = calloc((size_t)cnt, sizeof *r->bias);
+    if (!r->bias)
+        return -ENOMEM;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, b)
+    {
+        char pp[128];
+        snprintf(pp, sizeof pp, "logit_bias.%.60s", it->string);
+        char *end;
+        errno = 0;
+        long id = strtol(it->string, &end, 10);
+        if (!it->string[0] || *end || errno || id < 0 || id > RQ_MAX_ID)
+            return bad(e, pp, "'logit_bias' keys must be token ids (integers >= 0), not "
+                       "\"%.60s\"", it->string);
+        if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble))
+            return bad(e, pp, "'%s' must be a number, not %s", pp, type_name(it));
+        if (it->valuedouble < -100 || it->valuedouble > 100)
+            return bad(e, pp, "'%s' is %g; it must be in [-100, 100]", pp, it->valuedouble);
+        r->bias[r->n_bias].token = (int32_t)id;
+        r->bias[r->n_bias].bias = (float)it->valuedouble;
+        r->n_bias++;
+    }
+    r->sampling.logit_bias = r->bias;
+    r->sampling.n_logit_bias = r->n_bias;
+    return 0;
+}
+
+static const char *const chat_roles[] = {"system", "developer", "user", "assistant", "tool"};
+
+static int parse_content(const cJSON *c, const char *pp, char **out, rq_err_t *e)
+{
+    if (cJSON_IsString(c))
+        return dup_str(c, pp, out, NULL, e);
+    if (!cJSON_IsArray(c))
+        return bad(e, pp, "'%s' must be a string or an array of text parts, not %s", pp,
+                   type_name(c));
+    /* Text parts are joined with newlines, as vLLM does. */
+    size_t total = 1;
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, c)
+    {
+        char ip[128];
+        snprintf(ip, sizeof ip, "%.80s[%d]", pp, i);
+        const cJSON *t = cJSON_IsObject(it) ? field(it, "type") : NULL;
+        const cJSON *x = cJSON_IsObject(it) ? field(it, "text") : NULL;
+        if (!cJSON_IsObject(it))
+            return bad(e, ip, "'%s' must be an object {\"type\": \"text\", \"text\": ...}, "
+                       "not %s", ip, type_name(it));
+        if (!cJSON_IsString(t) || strcmp(t->valuestring, "text") != 0) {
+            char tp[128];
+            snprintf(tp, sizeof tp, "%.80s.type", ip);
+            return bad(e, tp, "'%s' must be \"text\": only text content parts are supported",
+                       tp);
+        }
+        if (!cJSON_IsString(x)) {
+            char tp[128];
+            snprintf(tp, sizeof tp, "%.80s.text", ip);
+            return bad(e, tp, "'%s' must be a string", tp);
+        }
+        if (!rq_utf8_valid(x->valuestring, strlen(x->valuestring))) {
+            char tp[128];
+            snprintf(tp, sizeof tp, "%.80s.text", ip);
+            return bad(e, tp, "'%s' is not valid UTF-8", tp);
+        }
+        total += strlen(x->valuestring) + 1;
+        i++;
+    }
+    char *s = malloc(total);
+    if (!s)
+        return -ENOMEM;
+    size_t off = 0;
+    cJSON_ArrayForEach(it, c)
+    {
+        size_t n = strlen(field(it, "text")->valuestring);
+        if (off)
+            s[off++] = '\n';
+        memcpy(s + off, field(it, "text")->valuestring, n);
+        off += n;
+    }
+    s[off] = 0;
+    *out = s;
+    return 0;
+}
+
+static int parse_messages(const cJSON *root, rq_t *r, rq_err_t *e)
+{
+    const cJSON *m = field(root, "messages");
+    if (!m)
+        return bad(e, "messages", "'messages' is required");
+    if (!cJSON_IsArray(m))
+        return bad(e, "messages", "'messages' must be an array of messages, not %s",
+                   type_name(m));
+    int cnt = cJSON_GetArraySize(m);
+    if (cnt == 0)
+        return bad(e, "messages", "'messages' is an empty array");
+    r->msgs = calloc((size_t)cnt, sizeof *r->msgs);
+    if (!r->msgs)
+        return -ENOMEM;
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, m)
+    {
+        char pp[128];
+        snprintf(pp, sizeof pp, "messages[%d]", i);
+        if (!cJSON_IsObject(it))
+            return bad(e, pp, "'%s' must be an object with 'role' and 'content', not %s", pp,
+                       type_name(it));
+        r->n_msgs = (size_t)i + 1;
+        const cJSON *role = field(it, "role");
+        char rp[128];
+        snprintf(rp, sizeof rp, "%.80s.role", pp);
+        if (!role)
+            return bad(e, rp, "'%s' is required", rp);
+        if (!cJSON_IsString(role))
+            return bad(e, rp, "'%s' must be a string, not %s", rp, type_name(role));
+        size_t k;
+        for (k = 0; k < FD_ARRAY_LEN(chat_roles); k++)
+            if (strcmp(role->valuestring, chat_roles[k]) == 0)
+                break;
+        if (k == FD_ARRAY_LEN(chat_roles))
+            return bad(e, rp, "'%s' is \"%.40s\"; it must be system, developer, user, "
+                       "assistant or tool", rp, role->valuestring);
+        r->msgs[i].role = strdup(chat_roles[k]);
+        if (!r->msgs[i].role)
+            return -ENOMEM;
+        const cJSON *c = field(it, "content");
+        snprintf(rp, sizeof rp, "%.80s.content", pp);
+        int rc;
+        if (!c) {
+            if (k != 3)
+                return bad(e, rp, "'%s' is required for a %s message", rp, chat_roles[k]);
+            r->msgs[i].content = strdup("");
+            rc = r->msgs[i].content ? 0 : -ENOMEM;
+        } else {
+            rc = parse_content(c, rp, &r->msgs[i].content, e);
+        }
+        if (rc)
+            return rc;
+        i++;
+    }
+    return 0;
+}
+
+static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim, rq_t *r,
+                            rq_err_t *e)
+{
+    int rc;
+    long long v = 0;
+    bool have = false;
+    eng_sampling_t *s = &r->sampling;
+
+    const char *mt = "max_tokens";
+    if (kind == RQ_CHAT && field(root, "max_completion_tokens"))
+        mt = "max_completion_tokens";
+    if ((rc = get_int(root, mt, 1, 0x7fffffff, &have, &v, e)))
+        return rc;
+    if (have)
+        r->max_tokens = (int)v;
+    if ((rc = get_int(root, "n", 1, lim->max_n, &have, &v, e)))
+        return rc;
+    if (have)
+        r->n = (int)v;
+    if ((size_t)r->n * (r->n_prompts ? r->n_prompts : 1) > (size_t)lim->max_n)
+        return bad(e, "n", "'n' (%d) times the number of prompts (%zu) is more than %d", r->n,
+                   r->n_prompts, lim->max_n);
+
+    if ((rc = get_num(root, "temperature", 0, 2, false, &s->temperature, e)) ||
+        (rc = get_num(root, "top_p", 0, 1, true, &s->top_p, e)) ||
+        (rc = get_num(root, "min_p", 0, 1, false, &s->min_p, e)) ||
+        (rc = get_num(root, "presence_penalty", -2, 2, false, &s->presence_penalty, e)) ||
+        (rc = get_num(root, "frequency_penalty", -2, 2, false, &s->frequency_penalty, e)) ||
+        (rc = get_num(root, "repetition_penalty", 0, 10, true, &s->repeat_penalty, e)))
+        return rc;
+    if ((rc = get_int(root, "top_k", -1, 1 << 30, &have, &v, e)))
+        return rc;
+    if (have)
+        s->top_k = v < 0 ? 0 : (int)v;
+    /* Seeds beyond 2^53 lose bits in a JSON double anyway; any integer is accepted. */
+    if ((rc = get_int(root, "seed", -9223372036854775807LL, 9223372036854775807LL, &have, &v,
+                      e)))
+        return rc;
+    if (have) {
+        s->seed = (uint64_t)v;
+        s->has_seed = true;
+    }
+    if ((rc = parse_stop(root, lim, r, e)) || (rc = parse_logit_bias(root, lim, r, e)))
+        return rc;
+
+    if ((rc = get_bool(root, "stream", &r->stream, e)) ||
+        (rc = get_bool(root, "ignore_eos", &r->ignore_eos, e)))
+        return rc;
+    const cJSON *so = field(root, "stream_options");
+    if (so) {
+        if (!cJSON_IsObject(so))
+            return bad(e, "stream_options", "'stream_options' must be an object, not %s",
+                       type_name(so));
+        const cJSON *iu = field(so, "include_usage");
+        if (iu && !cJSON_IsBool(iu))
+            return bad(e, "stream_options.include_usage",
+                       "'stream_options.include_usage' must be a boolean, not %s",
+                       type_name(iu));
+        r->include_usage = iu && cJSON_IsTrue(iu);
+    }
+    const cJSON *user = field(root, "user");
+    if (user && !cJSON_IsString(user))
+        return bad(e, "user", "'user' must be a string, not %s", type_name(user));
+
+    if (kind == RQ_COMPLETION) {
+        if ((rc = get_bool(root, "echo", &r->echo, e)))
+            return rc;
+        if ((rc = get_int(root, "logprobs", 0, RQ_MAX_LOGPROBS, &have, &v, e)))
+            return rc;
+        if (have)
+            r->logprobs = (int)v;
+    } else {
+        bool lp = false;
+        if ((rc = get_bool(root, "logprobs", &lp, e)))
+            return rc;
+        if ((rc = get_int(root, "top_logprobs", 0, RQ_MAX_LOGPROBS, &have, &v, e)))
+            return rc;
+        if (have && !lp)
+            return bad(e, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
+        if (lp)
+            r->logprobs = have ? (int)v : 0;
+        if ((rc = get_bool(root, "add_generation_prompt", &r->add_generation_prompt, e)))
+            return rc;
+        const cJSON *rf = field(root, "response_format");
+        if (rf) {
+            const cJSON *t = cJSON_IsObject(rf) ? field(rf, "type") : NULL;
+            if (!cJSON_IsString(t) || strcmp(t->valuestring, "text") != 0)
+                return bad(e, "response_format", "'response_format' other than "
+                           "{\"type\": \"text\"} is not supported");
+        }
+    }
+    s->n_probs = r->logprobs;
+    return 0;
+}
+
+static int parse_tokenize(const cJSON *root, rq_t *r, rq_err_t *e)
+{
+    const char *key = field(root, "content") ? "content" : "prompt";
+    const cJSON *c = field(root, key);
+    if (!c)
+        return bad(e, "content", "'content' (or 'prompt') is required");
+    if (!cJSON_IsString(c))
+        return bad(e, key, "'%s' must be a string, not %s", key, type_name(c));
+    r->prompts = calloc(1, sizeof *r->prompts);
+    if (!r->prompts)
+        return -ENOMEM;
+    r->n_prompts = 1;
+    int rc = dup_str(c, key, &r->prompts[0].text, &r->prompts[0].text_len, e);
+    if (rc)
+        return rc;
+    if ((rc = get_bool(root, "add_special", &r->add_special, e)) ||
+        (rc = get_bool(root, "add_special_tokens", &r->add_special, e)) ||
+        (rc = get_bool(root, "with_pieces", &r->with_pieces, e)))
+        return rc;
+    return 0;
+}
+
+static int parse_detokenize(const cJSON *root, rq_t *r, rq_err_t *e)
+{
+    const cJSON *t = field(root, "tokens");
+    if (!t)
+        return bad(e, "tokens", "'tokens' is required");
+    if (!cJSON_IsArray(t))
+        return bad(e, "tokens", "'tokens' must be an array of token ids, not %s", type_name(t));
+    r->prompts = calloc(1, sizeof *r->prompts);
+    if (!r->prompts)
+        return -ENOMEM;
+    r->n_prompts = 1;
+    return parse_ids(t, "tokens", true, &r->prompts[0].ids, &r->prompts[0].n_ids, e);
+}
+
+int rq_parse(int kind, const char *body, size_t len, const rq_limits_t *lim, rq_t *r,
+             rq_err_t *e)
+{
+    memset(r, 0, sizeof *r);
+    r->kind = kind;
+    r->n = 1;
+    r->logprobs = -1;
+    r->add_special = true;
+    r->add_generation_prompt = true;
+    /* OpenAI's defaults, which are the API's business rather than the engine's. */
+    r->sampling.temperature = 1.0f;
+    r->sampling.top_p = 1.0f;
+    r->sampling.repeat_penalty = 1.0f;
+    r->sampling.repeat_last_n = 64;
+    r->sampling.n_probs = -1;
+
+    if (len == 0)
+        return bad(e, NULL, "the request body is empty; a JSON object is expected");
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    if (!root) {
+        size_t at = end && end >= body && end <= body + len ? (size_t)(end - body) : 0;
+        return bad(e, NULL, "malformed JSON near byte %zu of %zu", at, len);
+    }
+    /* Trailing bytes after the object are an error, except whitespace. */
+    for (const char *p = end; p && p < body + len; p++) {
+        if (*p != ' ' && *p != '\n' && *p != '\r' && *p != '\t') {
+            cJSON_Delete(root);
+            return bad(e, NULL, "malformed JSON: unexpected data at byte %zu after the object",
+                       (size_t)(p - body));
+        }
+    }
+    int rc = 0;
+    if (!cJSON_IsObject(root)) {
+        rc = bad(e, NULL, "the request body must be a JSON object, not %s", type_name(root));
+        goto out;
+    }
+    const cJSON *model = field(root, "model");
+    if (model) {
+        if (!cJSON_IsString(model)) {
+            rc = bad(e, "model", "'model' must be a string, not %s", type_name(model));
+            goto out;
+        }
+        if ((rc = dup_str(model, "model", &r->model, NULL, e)))
+            goto out;
+    }
+    switch (kind) {
+    case RQ_COMPLETION:
+        if ((rc = parse_prompt(root, "prompt", r, e)))
+            goto out;
+        rc = parse_generation(root, kind, lim, r, e);
+        break;
+    case RQ_CHAT:
+        if ((rc = parse_messages(root, r, e)))
+            goto out;
+        rc = parse_generation(root, kind, lim, r, e);
+        break;
+    case RQ_TOKENIZE:
+        rc = parse_tokenize(root, r, e);
+        break;
+    case RQ_DETOKENIZE:
+        rc = parse_detokenize(root, r, e);
+        break;
+    default:
+        rc = bad(e, NULL, "unknown request kind %d", kind);
+    }
+out:
+    cJSON_Delete(root);
+    if (rc == -ENOMEM)
+        rq_fail(e, 500, "server_error", NULL, "out of memory while parsing the request");
+    if (rc)
+        rq_free(r);
+    return rc;
+}
+
+void rq_free(rq_t *r)
+{
+    if (!r)
+        return;
+    free(r->model);
+    for (size_t i = 0; i < r->n_prompts && r->prompts; i++) {
+        free(r->prompts[i].text);
+        free(r->prompts[i].ids);
+    }
+    free(r->prompts);
+    for (size_t i = 0; i < r->n_msgs && r->msgs; i++) {
+        free(r->msgs[i].role);
+        free(r->msgs[i].content);
+    }
+    free(r->msgs);
+    for (int i = 0; i < r->n_stop && r->stop; i++)
+        free(r->stop[i]);
+    free(r->stop);
+    free(r->bias);
+    memset(r, 0, sizeof *r);
+}
+
+int rq_check_vocab(const rq_t *r, int32_t n_vocab, rq_err_t *e)
+{
+    const char *key = r->kind == RQ_DETOKENIZE ? "tokens" : "prompt";
+    for (size_t p = 0; p < r->n_prompts; p++) {
+        if (r->prompts[p].text)
+            continue;
+        for (size_t i = 0; i < r->prompts[p].n_ids; i++) {
+            if (r->prompts[p].ids[i] < n_vocab)
+                continue;
+            char pp[128];
+            if (r->n_prompts > 1)
+                snprintf(pp, sizeof pp, "%.80s[%zu][%zu]", key, p, i);
+            else
+                snprintf(pp, sizeof pp, "%.80s[%zu]", key, i);
+            return bad(e, pp, "token id %d at '%s' is not in the vocabulary (%d tokens: "
+                       "0..%d)", r->prompts[p].ids[i], pp, n_vocab, n_vocab - 1);
+        }
+    }
+    for (int i = 0; i < r->n_bias; i++) {
+        if (r->bias[i].token < n_vocab)
+            continue;
+        char pp[128];
+        snprintf(pp, sizeof pp, "logit_bias.%d", r->bias[i].token);
+        return bad(e, pp, "logit_bias token id %d is not in the vocabulary (%d tokens)",
+                   r->bias[i].token, n_vocab);
+    }
+    return 0;
+}
+
+int rq_resolve_max_tokens(const rq_t *r, size_t n_prompt, int n_ctx, int *max_tokens,
+                          rq_err_t *e)
+{
+    const char *pkey = r->kind == RQ_CHAT ? "messages" : "prompt";
+    const char *mkey = r->kind == RQ_CHAT ? "max_completion_tokens" : "max_tokens";
+    if (n_prompt == 0)
+        return bad(e, pkey, "the prompt is empty after tokenization");
+    if (n_prompt >= (size_t)n_ctx)
+        return bad(e, pkey, "the prompt has %zu tokens; the context length is %d, so at most "
+                   "%d prompt tokens leave room for one generated token", n_prompt, n_ctx,
+                   n_ctx - 1);
+    int room = n_ctx - (int)n_prompt;
+    if (r->max_tokens > 0) {
+        if (r->max_tokens > room)
+            return bad(e, mkey, "the prompt (%zu tokens) plus %s (%d) is %lld tokens, more "
+                       "than the context length %d", n_prompt, mkey, r->max_tokens,
+                       (long long)n_prompt + r->max_tokens, n_ctx);
+        *max_tokens = r->max_tokens;
+    } else {
+        *max_tokens = r->kind == RQ_CHAT ? room : FD_MIN(16, room);
+    }
+    return 0;
+}

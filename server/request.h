@@ -1,0 +1,100 @@
+/* request.h: the OpenAI request bodies, parsed and validated as pure functions (no I/O, no
+ * engine): /v1/completions, /v1/chat/completions, /tokenize, /detokenize.  Owns the parsed
+ * rq_t and everything it points to.  A failure fills rq_err_t with the HTTP status, the
+ * OpenAI error type, the offending field as `param` ("stop[2]", "messages[0].content") and
+ * a message that says what was expected.  Any thread; no shared state. */
+#ifndef FD_REQUEST_H
+#define FD_REQUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/fd.h"
+#include "engine/engine.h"
+
+enum rq_kind { RQ_COMPLETION = 1, RQ_CHAT, RQ_TOKENIZE, RQ_DETOKENIZE };
+
+/* Bounds a request is checked against (from the server's configuration). */
+typedef struct rq_limits {
+    int max_n;                  /* n x number of prompts */
+    int max_stop;               /* stop strings (16) */
+    int max_stop_len;           /* bytes per stop string (256) */
+    int max_logit_bias;         /* entries (1024) */
+} rq_limits_t;
+
+void rq_limits_default(rq_limits_t *l);
+
+typedef struct rq_err {
+    int status;                 /* HTTP status */
+    const char *type;           /* "invalid_request_error", "not_found_error", ... */
+    const char *code;           /* machine code or NULL */
+    char param[128];             /* the field at fault, "" when none */
+    char message[512];
+} rq_err_t;
+
+/* Fills e (printf-style message) and returns -EINVAL, for one-line error exits. */
+int rq_fail(rq_err_t *e, int status, const char *type, const char *param, const char *fmt,
+            ...) FD_PRINTF(5, 6);
+
+typedef struct rq_prompt {      /* one prompt of a completion request */
+    char *text;                 /* given as a string (NUL-terminated copy), else NULL */
+    size_t text_len;
+    int32_t *ids;               /* given as token ids, or set later by tokenization */
+    size_t n_ids;
+} rq_prompt_t;
+
+typedef struct rq_msg {         /* one chat message; parts are joined into content */
+    char *role;
+    char *content;
+} rq_msg_t;
+
+typedef struct rq {
+    int kind;                   /* enum rq_kind */
+    char *model;                /* NULL when absent */
+    /* completion / tokenize / detokenize: prompts (detokenize: one, as ids) */
+    rq_prompt_t *prompts;
+    size_t n_prompts;
+    /* chat */
+    rq_msg_t *msgs;
+    size_t n_msgs;
+    bool add_generation_prompt; /* chat (default true) */
+    /* generation */
+    int max_tokens;             /* 0 = not given (the caller applies its default) */
+    int n;
+    bool stream;
+    bool include_usage;         /* stream_options.include_usage */
+    bool echo;
+    int logprobs;               /* -1: none; else alternatives per token (0..20) */
+    char **stop;
+    int n_stop;
+    bool ignore_eos;
+    eng_sampling_t sampling;    /* logit_bias points into bias below */
+    eng_logit_bias_t *bias;
+    int n_bias;
+    /* tokenize */
+    bool add_special;           /* default true */
+    bool with_pieces;
+} rq_t;
+
+/* Parses body (len bytes, need not be NUL-terminated) as a request of kind.  0 and *out
+ * filled (free with rq_free), or -EINVAL with e filled (400 for bad JSON, wrong types and
+ * out-of-range values), or -ENOMEM. */
+int rq_parse(int kind, const char *body, size_t len, const rq_limits_t *lim, rq_t *out,
+             rq_err_t *e);
+void rq_free(rq_t *r);
+
+/* The checks that need the model: token ids and logit_bias keys below n_vocab.  0 or
+ * -EINVAL with e filled. */
+int rq_check_vocab(const rq_t *r, int32_t n_vocab, rq_err_t *e);
+
+/* Resolves max_tokens for a prompt of n_prompt tokens in a context of n_ctx and checks the
+ * sum fits: the requested value, else the default (16 for completions, the rest of the
+ * context for chat).  0 and *max_tokens set, or -EINVAL (400, the numbers in the message). */
+int rq_resolve_max_tokens(const rq_t *r, size_t n_prompt, int n_ctx, int *max_tokens,
+                          rq_err_t *e);
+
+/* true when s[0..len) is valid UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF). */
+bool rq_utf8_valid(const char *s, size_t len);
+
+#endif

@@ -1,0 +1,92 @@
+/* server.h: fusiond's HTTP front end: the OpenAI-compatible endpoints, SSE streaming,
+ * /metrics and the access log, served by libmicrohttpd on the daemon's ONE libuv loop.
+ * Owns the listening socket, every connection and every in-flight request; borrows the
+ * engine (eng_t, owned by the daemon) and submits to it.  Called by the daemon main only.
+ * Every srv_* function runs on the loop thread (the one that runs uv_run on the loop given
+ * to srv_create), except srv_on_step, which the engine thread calls.
+ * Threads, queues and ownership: server/DESIGN.md. */
+#ifndef FD_SERVER_H
+#define FD_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <uv.h>
+
+#include "engine/engine.h"
+
+typedef struct srv srv_t;
+
+/* Everything the server takes from the daemon's configuration.  Strings and the key array
+ * are copied by srv_create / srv_reconfigure: the caller may free them afterwards.
+ * (R) marks a field srv_reconfigure applies at run time; the others need a restart. */
+typedef struct srv_config {
+    const char *host;           /* bind address (default "127.0.0.1"); "0.0.0.0", "::" */
+    int port;                   /* default 8080; 0 = any free port (srv_port tells which) */
+    int listen_fd;              /* >= 0: an already bound, listening TCP socket (socket
+                                   activation, or bound before dropping privileges); host
+                                   and port are then ignored.  Default -1. */
+    const char *model_id;       /* the "model" the API shows and accepts (default: the
+                                   engine's model_id); requests naming another model: 404 */
+    const char *chat_template;  /* overrides the GGUF's tokenizer.chat_template: a family
+                                   name ("llama3", "chatml", ...) or template text; NULL =
+                                   the model's own (server/chat.h) */
+    /* (R) API keys: NULL-terminated array; NULL or empty = no authentication.  When set,
+     * every route but /health needs "Authorization: Bearer KEY" or "X-Api-Key: KEY". */
+    const char *const *api_keys;
+    size_t max_body_bytes;      /* (R) request bodies above this answer 413 (default 1 MiB) */
+    double request_timeout_s;   /* (R) per-request time limit from arrival; 0 = none
+                                   (default 600).  What the client sees: README "API" */
+    int max_connections;        /* open HTTP connections (default 256) */
+    double idle_timeout_s;      /* keep-alive connection idle limit (default 60) */
+    int retry_after_s;          /* (R) Retry-After of every 503 (default 1) */
+    double ping_interval_s;     /* (R) SSE comment ping after this much silence (default 5) */
+    int max_n;                  /* (R) upper bound of a request's n x prompts (default 16) */
+    bool access_log;            /* (R) one log line per request (default on) */
+} srv_config_t;
+
+void srv_config_default(srv_config_t *c);
+
+/* Creates the server on loop; does not listen yet.  eng may be NULL: until srv_set_engine,
+ * /health and every model route answer 503 "loading model" (the daemon can listen while it
+ * loads).  0, or -EINVAL / -ENOMEM with a message in err. */
+int srv_create(srv_t **out, uv_loop_t *loop, eng_t *eng, const srv_config_t *cfg,
+               char *err, size_t errlen);
+
+/* Hands over the loaded engine: the server is ready from now on.  Call at most once, and
+ * only when srv_create got NULL. */
+void srv_set_engine(srv_t *s, eng_t *eng);
+
+/* Binds (or adopts listen_fd) and starts accepting connections.  Errors: -EADDRINUSE,
+ * -EACCES, ... (negative errno) with a message in err. */
+int srv_listen(srv_t *s, char *err, size_t errlen);
+/* The port actually bound (useful with port 0), or -1 before srv_listen. */
+int srv_port(const srv_t *s);
+
+/* Graceful drain: from now on /health and every new model request answer 503 with
+ * Retry-After, and responses ask clients to close their connection; requests already
+ * admitted run to completion.  Idempotent; there is no undrain. */
+void srv_drain(srv_t *s);
+bool srv_draining(const srv_t *s);
+/* Requests admitted and not yet finished (the daemon exits its drain when this is 0). */
+int srv_running(const srv_t *s);
+/* Ends every admitted request now (eng_cancel): non-streamed ones answer 503, streams get
+ * an error frame and [DONE].  For the end of a drain timeout. */
+void srv_cancel_all(srv_t *s);
+
+/* Applies the (R) fields of cfg; the other fields are ignored (they need a restart).
+ * 0, or -EINVAL with the reason in err and the old settings kept. */
+int srv_reconfigure(srv_t *s, const srv_config_t *cfg, char *err, size_t errlen);
+
+/* Step observer for the engine: set eng_params.on_step = srv_on_step and on_step_ud = the
+ * srv_t before eng_open (so create the server first, with eng NULL).  Thread-safe: feeds
+ * fusiond_step_seconds and fusiond_batch_size. */
+void srv_on_step(void *srv, double seconds, int batch_seqs, int batch_tokens);
+
+/* Stops listening, cancels what is still running (waiting for the engine to confirm),
+ * closes every connection and frees the server.  Call it OUTSIDE uv_run (after uv_run has
+ * returned): it closes its libuv handles and runs the loop (UV_RUN_NOWAIT) until they are
+ * closed.  Call it before eng_close.  NULL is a no-op. */
+void srv_destroy(srv_t *s);
+
+#endif

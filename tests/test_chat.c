@@ -1,0 +1,332 @@
+/* test_chat.c: proves chat formatting renders what each model's Jinja template renders (the
+ * expected strings were read off the templates in ../shared/chat-templates and checked by
+ * rendering them with Python's jinja2 as transformers does), recognises each shared template's
+ * family, falls back plainly, and refuses bad conversations with the template's message. */
+#include "server/chat.h"
+
+#include "common/fd.h"
+#include "tests/testutil.h"
+
+#define MSG(r, s) {r, s, sizeof(s) - 1}
+
+/* system, user, assistant (with spaces to trim), user (ending in a newline) */
+static const chat_msg_t conv[] = {
+    MSG(CHAT_SYSTEM, "You are terse."),
+    MSG(CHAT_USER, "Hello!"),
+    MSG(CHAT_ASSISTANT, " Hi there. "),
+    MSG(CHAT_USER, "What is 2+2?\n"),
+};
+
+static const struct {
+    int family;
+    const char *bos, *eos;
+    const char *want;
+} expected[] = {
+    {CHAT_LLAMA2, "<s>", "</s>",
+     "<s>[INST] <<SYS>>\nYou are terse.\n<</SYS>>\n\nHello! [/INST] Hi there. </s><s>[INST] "
+     "What is 2+2? [/INST]"},
+    {CHAT_LLAMA3, "<|begin_of_text|>", "<|eot_id|>",
+     "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are terse.<|eot_id|>"
+     "<|start_header_id|>user<|end_header_id|>\n\nHello!<|eot_id|><|start_header_id|>assistant"
+     "<|end_header_id|>\n\nHi there.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+     "What is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"},
+    {CHAT_LLAMA31, "<|begin_of_text|>", "<|eot_id|>",
+     "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: "
+     "December 2023\nToday Date: 26 Jul 2024\n\nYou are terse.<|eot_id|><|start_header_id|>user"
+     "<|end_header_id|>\n\nHello!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+     "Hi there.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nWhat is 2+2?<|eot_id|>"
+     "<|start_header_id|>assistant<|end_header_id|>\n\n"},
+    {CHAT_QWEN, "", "<|im_end|>",
+     "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nHello!<|im_end|>\n"
+     "<|im_start|>assistant\n Hi there. <|im_end|>\n<|im_start|>user\nWhat is 2+2?\n<|im_end|>\n"
+     "<|im_start|>assistant\n"},
+    {CHAT_CHATML, "", "<|im_end|>",
+     "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nHello!<|im_end|>\n"
+     "<|im_start|>assistant\n Hi there. <|im_end|>\n<|im_start|>user\nWhat is 2+2?\n<|im_end|>\n"
+     "<|im_start|>assistant\n"},
+    {CHAT_MISTRAL, "<s>", "</s>",
+     "<s>[INST]Hello![/INST] Hi there. </s>[INST]You are terse.\n\nWhat is 2+2?\n[/INST]"},
+    /* Gemma 2 refuses a system message; merged (not strict) as Gemma 3 does */
+    {CHAT_GEMMA, "<bos>", "<eos>",
+     "<bos><start_of_turn>user\nYou are terse.\n\nHello!<end_of_turn>\n<start_of_turn>model\n"
+     "Hi there.<end_of_turn>\n<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n"
+     "<start_of_turn>model\n"},
+    {CHAT_PHI3, "<s>", "<|endoftext|>",
+     "<|system|>\nYou are terse.<|end|>\n<|user|>\nHello!<|end|>\n<|assistant|>\n Hi there. "
+     "<|end|>\n<|user|>\nWhat is 2+2?\n<|end|>\n<|assistant|>\n"},
+    {CHAT_ZEPHYR, "<s>", "</s>",
+     "<|system|>\nYou are terse.</s>\n<|user|>\nHello!</s>\n<|assistant|>\n Hi there. </s>\n"
+     "<|user|>\nWhat is 2+2?\n</s>\n<|assistant|>\n"},
+    {CHAT_PLAIN, "<s>", "</s>",
+     "You are terse.\n\nUser: Hello!\nAssistant:  Hi there. \nUser: What is 2+2?\n\nAssistant:"},
+};
+
+static char *fmt(int family, const chat_msg_t *m, size_t n, const char *bos, const char *eos,
+                 bool gen, bool strict, int *rc, char *err)
+{
+    chat_opts_t o = {bos, eos, gen, strict};
+    char *out = (char *)1;
+    size_t len = 99;
+    *rc = chat_format(family, m, n, &o, &out, &len, err, 256);
+    if (*rc) {
+        ck_assert_ptr_null(out);
+        ck_assert_uint_eq(len, 0);
+        return NULL;
+    }
+    ck_assert_uint_eq(strlen(out), len);
+    return out;
+}
+
+START_TEST(test_families)
+{
+    for (size_t i = 0; i < FD_ARRAY_LEN(expected); i++) {
+        int rc;
+        char err[256];
+        char *out = fmt(expected[i].family, conv, FD_ARRAY_LEN(conv), expected[i].bos,
+                        expected[i].eos, true, false, &rc, err);
+        ck_assert_msg(rc == 0, "%s: %s", chat_family_name(expected[i].family), err);
+        ck_assert_msg(strcmp(out, expected[i].want) == 0, "%s:\n got  [%s]\n want [%s]",
+                      chat_family_name(expected[i].family), out, expected[i].want);
+        free(out);
+    }
+}
+END_TEST
+
+/* Cases where the templates differ: who gets the system text, what is trimmed, what ends
+ * the text without a generation prompt. */
+START_TEST(test_template_details)
+{
+    int rc;
+    char err[256];
+    char *out;
+    static const chat_msg_t sys_last[] = {MSG(CHAT_SYSTEM, "S"), MSG(CHAT_USER, "u1"),
+                                          MSG(CHAT_ASSISTANT, "a1"), MSG(CHAT_USER, "u2")};
+    out = fmt(CHAT_MISTRAL, sys_last, 4, "<s>", "</s>", true, false, &rc, err);
+    ck_assert_str_eq(out, "<s>[INST]u1[/INST]a1</s>[INST]S\n\nu2[/INST]");
+    free(out);
+    /* Mistral: the system text goes with the last message only if that is a user turn */
+    out = fmt(CHAT_MISTRAL, sys_last, 3, "<s>", "</s>", true, false, &rc, err);
+    ck_assert_str_eq(out, "<s>[INST]u1[/INST]a1</s>");
+    free(out);
+
+    static const chat_msg_t padded[] = {MSG(CHAT_USER, "  padded \xE3\x80\x80"),
+                                        MSG(CHAT_ASSISTANT, "ok")};
+    out = fmt(CHAT_PHI3, padded, 2, "<s>", "<|endoftext|>", false, false, &rc, err);
+    ck_assert_str_eq(out, "<|user|>\n  padded \xE3\x80\x80<|end|>\n<|assistant|>\nok<|end|>\n"
+                          "<|endoftext|>");
+    free(out);
+    out = fmt(CHAT_LLAMA2, padded, 2, "<s>", "</s>", false, false, &rc, err);
+    ck_assert_str_eq(out, "<s>[INST] padded [/INST] ok </s>"); /* strip() takes U+3000 too */
+    free(out);
+    out = fmt(CHAT_GEMMA, padded, 2, "<bos>", "<eos>", false, false, &rc, err);
+    ck_assert_str_eq(out, "<bos><start_of_turn>user\npadded<end_of_turn>\n<start_of_turn>model\n"
+                          "ok<end_of_turn>\n");
+    free(out);
+
+    /* Phi 3.5 drops an empty system message; Qwen adds its default one */
+    static const chat_msg_t empty_sys[] = {MSG(CHAT_SYSTEM, ""), MSG(CHAT_USER, "x")};
+    out = fmt(CHAT_PHI3, empty_sys, 2, "<s>", "<|endoftext|>", true, false, &rc, err);
+    ck_assert_str_eq(out, "<|user|>\nx<|end|>\n<|assistant|>\n");
+    free(out);
+    out = fmt(CHAT_QWEN, empty_sys + 1, 1, "", "<|im_end|>", true, false, &rc, err);
+    ck_assert_str_eq(out, "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a "
+                          "helpful assistant.<|im_end|>\n<|im_start|>user\nx<|im_end|>\n"
+                          "<|im_start|>assistant\n");
+    free(out);
+    out = fmt(CHAT_CHATML, empty_sys + 1, 1, "", "<|im_end|>", true, false, &rc, err);
+    ck_assert_str_eq(out, "<|im_start|>user\nx<|im_end|>\n<|im_start|>assistant\n");
+    free(out);
+
+    /* Gemma: a later system message keeps its role name, as the template writes it */
+    static const chat_msg_t mid[] = {MSG(CHAT_USER, "x"), MSG(CHAT_SYSTEM, "mid"),
+                                     MSG(CHAT_USER, "y")};
+    out = fmt(CHAT_GEMMA, mid, 3, "<bos>", "<eos>", true, false, &rc, err);
+    ck_assert_str_eq(out, "<bos><start_of_turn>user\nx<end_of_turn>\n<start_of_turn>system\nmid"
+                          "<end_of_turn>\n<start_of_turn>user\ny<end_of_turn>\n"
+                          "<start_of_turn>model\n");
+    free(out);
+
+    /* Llama 2's strip() covers the whole <<SYS>> string: a blank user text eats its tail */
+    static const chat_msg_t blank[] = {MSG(CHAT_SYSTEM, "sys"), MSG(CHAT_USER, "  ")};
+    out = fmt(CHAT_LLAMA2, blank, 2, "<s>", "</s>", true, false, &rc, err);
+    ck_assert_str_eq(out, "<s>[INST] <<SYS>>\nsys\n<</SYS>> [/INST]");
+    free(out);
+    /* a lone system message: Llama 2 writes nothing at all */
+    out = fmt(CHAT_LLAMA2, blank, 1, "<s>", "</s>", true, false, &rc, err);
+    ck_assert_str_eq(out, "");
+    free(out);
+    /* NULL bos/eos are empty strings; NUL bytes inside content are kept */
+    static const chat_msg_t nul[] = {{CHAT_USER, "a\0b", 3}};
+    chat_opts_t o = {NULL, NULL, true, false};
+    size_t len;
+    ck_assert_int_eq(chat_format(CHAT_ZEPHYR, nul, 1, &o, &out, &len, err, sizeof err), 0);
+    ck_assert_uint_eq(len, strlen("<|user|>\na") + 1 + strlen("b\n<|assistant|>\n"));
+    ck_assert(memcmp(out, "<|user|>\na\0b\n<|assistant|>\n", len) == 0);
+    free(out);
+}
+END_TEST
+
+START_TEST(test_refusals)
+{
+    int rc;
+    char err[256];
+    static const chat_msg_t twice[] = {MSG(CHAT_USER, "a"), MSG(CHAT_USER, "b")};
+    static const chat_msg_t asst_first[] = {MSG(CHAT_ASSISTANT, "first"), MSG(CHAT_USER, "u")};
+    const int alternating[] = {CHAT_LLAMA2, CHAT_MISTRAL, CHAT_GEMMA};
+    for (size_t i = 0; i < FD_ARRAY_LEN(alternating); i++) {
+        ck_assert_ptr_null(fmt(alternating[i], twice, 2, "", "", true, false, &rc, err));
+        ck_assert_int_eq(rc, -EINVAL);
+        ck_assert_ptr_nonnull(strstr(err, "must alternate user/assistant"));
+        ck_assert_ptr_null(fmt(alternating[i], asst_first, 2, "", "", true, false, &rc, err));
+        ck_assert_int_eq(rc, -EINVAL);
+    }
+    /* the others accept any order */
+    char *out = fmt(CHAT_CHATML, twice, 2, "", "", true, false, &rc, err);
+    ck_assert_int_eq(rc, 0);
+    free(out);
+    /* Gemma under strict: the template's own refusal */
+    ck_assert_ptr_null(fmt(CHAT_GEMMA, conv, 4, "<bos>", "<eos>", true, true, &rc, err));
+    ck_assert_int_eq(rc, -EINVAL);
+    ck_assert_str_eq(err, "System role not supported");
+    /* Mistral: a system message after the first position */
+    static const chat_msg_t late_sys[] = {MSG(CHAT_USER, "u"), MSG(CHAT_SYSTEM, "s"),
+                                          MSG(CHAT_USER, "v")};
+    ck_assert_ptr_null(fmt(CHAT_MISTRAL, late_sys, 3, "", "", true, false, &rc, err));
+    ck_assert_ptr_nonnull(strstr(err, "Only user and assistant roles are supported"));
+
+    /* bad input */
+    ck_assert_ptr_null(fmt(CHAT_LLAMA3, conv, 0, "", "", true, false, &rc, err));
+    ck_assert_int_eq(rc, -EINVAL);
+    ck_assert_str_eq(err, "no messages");
+    ck_assert_ptr_null(fmt(CHAT_LLAMA3, NULL, 2, "", "", true, false, &rc, err));
+    ck_assert_int_eq(rc, -EINVAL);
+    static const chat_msg_t badrole[] = {MSG(CHAT_USER, "u"), {7, "x", 1}};
+    ck_assert_ptr_null(fmt(CHAT_PLAIN, badrole, 2, "", "", true, false, &rc, err));
+    ck_assert_int_eq(rc, -EINVAL);
+    ck_assert_str_eq(err, "message 1: unknown role");
+    static const chat_msg_t nocontent[] = {{CHAT_USER, NULL, 4}};
+    ck_assert_ptr_null(fmt(CHAT_PLAIN, nocontent, 1, "", "", true, false, &rc, err));
+    ck_assert_int_eq(rc, -EINVAL);
+    ck_assert_ptr_null(fmt(CHAT_N_FAMILIES, conv, 1, "", "", true, false, &rc, err));
+    ck_assert_ptr_null(fmt(-1, conv, 1, "", "", true, false, &rc, err));
+    ck_assert_int_eq(rc, -EINVAL);
+
+    ck_assert_int_eq(chat_role_from_name("user"), CHAT_USER);
+    ck_assert_int_eq(chat_role_from_name("assistant"), CHAT_ASSISTANT);
+    ck_assert_int_eq(chat_role_from_name("tool"), -EINVAL);
+    ck_assert_int_eq(chat_role_from_name(NULL), -EINVAL);
+    ck_assert_str_eq(chat_role_name(CHAT_SYSTEM), "system");
+}
+END_TEST
+
+static char *read_template(const char *rel, size_t *n)
+{
+    FILE *f = fopen(tu_shared(rel, 1), "rb");
+    ck_assert_ptr_nonnull(f);
+    char *b = malloc(1 << 16);
+    *n = fread(b, 1, (1 << 16) - 1, f);
+    b[*n] = '\0';
+    fclose(f);
+    return b;
+}
+
+START_TEST(test_detect_shared)
+{
+    static const struct {
+        const char *file;
+        int family;
+    } files[] = {
+        {"chat-templates/Qwen-Qwen2.5-7B-Instruct.jinja", CHAT_QWEN},
+        {"chat-templates/google-gemma-2-2b-it.jinja", CHAT_GEMMA},
+        {"chat-templates/meta-llama-Llama-3.1-8B-Instruct.jinja", CHAT_LLAMA31},
+        {"chat-templates/microsoft-Phi-3.5-mini-instruct.jinja", CHAT_PHI3},
+        {"chat-templates/mistralai-Mistral-Nemo-Instruct-2407.jinja", CHAT_MISTRAL},
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(files); i++) {
+        size_t n;
+        char *t = read_template(files[i].file, &n);
+        ck_assert_msg(chat_detect(t, n) == files[i].family, "%s: detected %s", files[i].file,
+                      chat_family_name(chat_detect(t, n)));
+        int fam;
+        const char *note;
+        ck_assert_int_eq(chat_select("auto", t, n, &fam, &note), 0);
+        ck_assert_int_eq(fam, files[i].family);
+        ck_assert_int_eq(chat_select("zephyr", t, n, &fam, &note), 0); /* override wins */
+        ck_assert_int_eq(fam, CHAT_ZEPHYR);
+        free(t);
+    }
+}
+END_TEST
+
+START_TEST(test_detect_markers)
+{
+    /* the well-known templates of the families shared/ lacks, abridged to their markers */
+    static const struct {
+        const char *tmpl;
+        int family;
+    } cases[] = {
+        {"{% for message in messages %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+         "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' %}", CHAT_LLAMA2},
+        {"{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'"
+         "+ message['content'] | trim + '<|eot_id|>' %}", CHAT_LLAMA3},
+        {"{{ '<|user|>\\n' + message['content'] + eos_token }}{{ '<|assistant|>' }}", CHAT_ZEPHYR},
+        {"{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>'}}",
+         CHAT_CHATML},
+        {"{{ bos_token }}{% for m in messages %}[INST] {{ m.content }} [/INST]{% endfor %}",
+         CHAT_MISTRAL},
+        {"{{ messages[0].content }}", -ENOENT},
+        {"", CHAT_PLAIN},
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(cases); i++)
+        ck_assert_msg(chat_detect(cases[i].tmpl, strlen(cases[i].tmpl)) == cases[i].family,
+                      "case %zu", i);
+    ck_assert_int_eq(chat_detect(NULL, 0), CHAT_PLAIN);
+
+    int fam = -1;
+    const char *note = NULL;
+    ck_assert_int_eq(chat_select(NULL, "{{ x }}", 7, &fam, &note), 0);
+    ck_assert_int_eq(fam, CHAT_PLAIN);
+    ck_assert_ptr_nonnull(strstr(note, "not recognised"));
+    ck_assert_int_eq(chat_select("", NULL, 0, &fam, &note), 0);
+    ck_assert_int_eq(fam, CHAT_PLAIN);
+    ck_assert_int_eq(chat_select("chatml", NULL, 0, &fam, &note), 0);
+    ck_assert_int_eq(fam, CHAT_CHATML);
+    ck_assert_int_eq(chat_select("vicuna", NULL, 0, &fam, &note), -EINVAL);
+    for (int f = 0; f < CHAT_N_FAMILIES; f++)
+        ck_assert_int_eq(chat_family_from_name(chat_family_name(f)), f);
+    ck_assert_int_eq(chat_family_from_name(NULL), -EINVAL);
+    ck_assert_str_eq(chat_family_name(99), "?");
+}
+END_TEST
+
+static const char *const shared_files[] = {
+    "chat-templates/Qwen-Qwen2.5-7B-Instruct.jinja",
+    "chat-templates/google-gemma-2-2b-it.jinja",
+    "chat-templates/meta-llama-Llama-3.1-8B-Instruct.jinja",
+    "chat-templates/microsoft-Phi-3.5-mini-instruct.jinja",
+    "chat-templates/mistralai-Mistral-Nemo-Instruct-2407.jinja",
+};
+
+int main(void)
+{
+    const char *missing = NULL;
+    for (size_t i = 0; i < FD_ARRAY_LEN(shared_files); i++)
+        if (!tu_shared(shared_files[i], 0))
+            missing = shared_files[i];
+    Suite *s = suite_create("chat");
+    TCase *tc = tcase_create("format");
+    tcase_add_test(tc, test_families);
+    tcase_add_test(tc, test_template_details);
+    tcase_add_test(tc, test_refusals);
+    tcase_add_test(tc, test_detect_markers);
+    suite_add_tcase(s, tc);
+    if (!missing) {
+        tc = tcase_create("shared templates");
+        tcase_add_test(tc, test_detect_shared);
+        suite_add_tcase(s, tc);
+    }
+    int rc = tu_run(s);
+    if (rc == EXIT_SUCCESS && missing)
+        tu_shared(missing, 1);
+    return rc;
+}

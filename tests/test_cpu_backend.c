@@ -1,0 +1,531 @@
+/* test_cpu_backend.c: proves the backend registry and the CPU backend: every op through the
+ * fb_* wrappers against values computed here from the op's definition (known cases and
+ * naive loops on random inputs of awkward sizes, every weight type, deferred RMS/LayerNorm
+ * scaling, in_scale and bias); the fast kernels against the scalar reference (ref_ops.c);
+ * per-class timing; and clear errors for bad input and unknown backends. */
+#include <math.h>
+
+#include "backends/backend.h"
+#include "backends/cpu/ref_ops.h"
+#include "backends/quants.h"
+#include "common/fd.h"
+#include "common/ggtypes.h"
+#include "tests/testutil.h"
+
+static fb_backend_t *mk(int threads)
+{
+    fb_config_t cfg = {.threads = threads};
+    fb_backend_t *be = NULL;
+    char err[128];
+    ck_assert_int_eq(fb_create("cpu", &cfg, &be, err, sizeof(err)), 0);
+    ck_assert_str_eq(fb_name(be), "cpu");
+    return be;
+}
+
+static float *rnd(uint64_t *s, int64_t n, float scale)
+{
+    float *p = malloc((size_t)(n ? n : 1) * sizeof(float));
+    for (int64_t i = 0; i < n; i++)
+        p[i] = tu_randf(s) * scale;
+    return p;
+}
+
+/* A random weight of type: quantized from random floats where the type has a quantizer,
+ * else random block bytes with sane fp16 scales. */
+static void *mk_weight(uint64_t *s, int type, int64_t n_in, int64_t n_out)
+{
+    uint64_t rb = gg_row_bytes(type, (uint64_t)n_in);
+    uint8_t *w = malloc(rb * (uint64_t)n_out);
+    float *f = rnd(s, n_in * n_out, 1.0f);
+    if (fq_type_quantizable(type)) {
+        for (int64_t o = 0; o < n_out; o++)
+            ck_assert_int_eq(fq_quantize_row(type, f + o * n_in, w + o * rb, n_in), 0);
+    } else {
+        for (uint64_t i = 0; i < rb * (uint64_t)n_out; i++)
+            w[i] = (uint8_t)tu_rand64(s);
+        /* fp16 scale fields: overwrite with 2^-8 .. 2^-5 so nothing is inf/NaN */
+        int bb = gg_block_bytes(type);
+        int offs[2] = {-1, -1};
+        switch (type) {
+        case GG_Q2_K: offs[0] = 80; offs[1] = 82; break;
+        case GG_Q3_K: offs[0] = 108; break;
+        case GG_Q5_K: offs[0] = 0; offs[1] = 2; break;
+        case GG_Q4_1: case GG_Q5_1: offs[0] = 0; offs[1] = 2; break;
+        case GG_Q5_0: case GG_Q8_1: offs[0] = 0; break;
+        default: break;
+        }
+        for (uint64_t b = 0; b < rb * (uint64_t)n_out / (uint64_t)bb; b++)
+            for (int k = 0; k < 2; k++)
+                if (offs[k] >= 0) {
+                    uint16_t h = (uint16_t)(((10 + tu_rand64(s) % 4) << 10) | (tu_rand64(s) & 1023));
+                    memcpy(w + b * (uint64_t)bb + (uint64_t)offs[k], &h, 2);
+                }
+        if (type == GG_Q8_K)
+            for (uint64_t b = 0; b < rb * (uint64_t)n_out / (uint64_t)bb; b++) {
+                float d = 0.01f;
+                memcpy(w + b * (uint64_t)bb, &d, 4);
+            }
+    }
+    free(f);
+    return w;
+}
+
+/* y = x W^T computed here: dequantize (fq_dequantize_row, proven by test_quants) and a
+ * naive fp64 dot, with the deferred scale and bias applied per definition. */
+static void naive_matmul(const fb_weight_t *w, const float *x, int64_t n_rows, double *y,
+                         double *mag, int kind, float eps)
+{
+    float *wr = malloc((size_t)w->n_in * sizeof(float));
+    for (int64_t o = 0; o < w->n_out; o++) {
+        uint64_t rb = gg_row_bytes(w->type, (uint64_t)w->n_in);
+        ck_assert_int_eq(fq_dequantize_row(w->type, (const uint8_t *)w->src + (uint64_t)o * rb, wr,
+                                           w->n_in), 0);
+        for (int64_t r = 0; r < n_rows; r++) {
+            const float *xr = x + r * w->n_in;
+            double acc = 0, m = 0, ss = 0, sum = 0;
+            for (int64_t i = 0; i < w->n_in; i++) {
+                double xi = (double)xr[i] * (w->in_scale ? w->in_scale[i] : 1.0);
+                acc += wr[i] * xi;
+                m += fabs(wr[i] * xi);
+                ss += (double)xr[i] * xr[i];
+                sum += xr[i];
+            }
+            double sc = 1;
+            if (kind == FB_NORM_RMS)
+                sc = 1 / sqrt(ss / (double)w->n_in + eps);
+            if (kind == FB_NORM_LAYER) {
+                double mean = sum / (double)w->n_in, v = 0;
+                for (int64_t i = 0; i < w->n_in; i++)
+                    v += (xr[i] - mean) * (xr[i] - mean);
+                sc = 1 / sqrt(v / (double)w->n_in + eps);
+            }
+            y[r * w->n_out + o] = acc * sc + (w->bias ? w->bias[o] : 0);
+            mag[r * w->n_out + o] = m * sc + (w->bias ? fabs(w->bias[o]) : 0);
+        }
+    }
+    free(wr);
+}
+
+static const int all_types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_1, GG_Q5_0,
+                                GG_Q5_1, GG_Q8_1, GG_Q2_K, GG_Q3_K, GG_Q4_K, GG_Q5_K, GG_Q6_K,
+                                GG_Q8_K};
+
+/* Every weight type, plain / RMS / LAYER, with and without bias and in_scale, odd shapes. */
+START_TEST(test_matmul_types)
+{
+    int type = all_types[_i];
+    fb_backend_t *be = mk(0);
+    uint64_t s = 100 + (uint64_t)type;
+    int be_el = gg_block_elems(type);
+    int64_t n_in = be_el == 1 ? 77 : 2 * be_el, n_out = 13, n_rows = 5;
+    for (int variant = 0; variant < 6; variant++) {
+        int kind = variant % 3;
+        fb_weight_t w = {.type = type, .n_in = n_in, .n_out = n_out,
+                         .src = mk_weight(&s, type, n_in, n_out)};
+        float *bias = variant >= 3 ? rnd(&s, n_out, 2) : NULL;
+        float *isc = variant >= 3 ? rnd(&s, n_in, 1.5f) : NULL;
+        w.bias = bias;
+        w.in_scale = isc;
+        ck_assert_int_eq(fb_weight_prepare(be, &w), 0);
+        float *x = fb_alloc(be, (size_t)(n_rows * n_in) * sizeof(float));
+        float *y = fb_alloc(be, (size_t)(n_rows * n_out) * sizeof(float));
+        float *sc = fb_alloc(be, (size_t)n_rows * sizeof(float));
+        for (int64_t i = 0; i < n_rows * n_in; i++)
+            x[i] = tu_randf(&s) * (i < n_in ? 300.f : 1.f); /* a large-magnitude row */
+        for (int64_t i = 0; i < n_in; i++)
+            x[n_in + i] += 5; /* a row with a large mean (LayerNorm's cancellation case) */
+        fb_defer_t d = {.kind = kind, .eps = 1e-5f, .scale_out = sc};
+        ck_assert_int_eq(fb_matmul(be, &w, x, n_rows, y, &d), 0);
+        double *want = malloc((size_t)(n_rows * n_out) * sizeof(double));
+        double *mag = malloc((size_t)(n_rows * n_out) * sizeof(double));
+        naive_matmul(&w, x, n_rows, want, mag, kind, 1e-5f);
+        for (int64_t i = 0; i < n_rows * n_out; i++)
+            /* fp32 products summed: error well under 1e-5 of the sum of |terms| */
+            ck_assert_msg(fabs(y[i] - want[i]) <= 1e-5 * mag[i] + 1e-30,
+                          "%s v%d i=%lld got %.9g want %.9g", gg_type_name(type), variant,
+                          (long long)i, (double)y[i], want[i]);
+        if (kind != FB_NORM_NONE)
+            for (int64_t r = 0; r < n_rows; r++) {
+                double want_s = fcpu_ref_norm_scale(kind, x + r * n_in, n_in, 1e-5f);
+                ck_assert(fabs(sc[r] - want_s) <= 1e-5 * want_s);
+            }
+        fb_weight_release(be, &w);
+        ck_assert_ptr_null(w.impl);
+        fb_free(be, x);
+        fb_free(be, y);
+        fb_free(be, sc);
+        free(want);
+        free(mag);
+        free(bias);
+        free(isc);
+        free((void *)w.src);
+    }
+    fb_destroy(be);
+}
+END_TEST
+
+/* A deferred product equals the unfused product of the normalized row (gamma = 1). */
+START_TEST(test_defer_equals_norm_then_gemm)
+{
+    fb_backend_t *be = mk(0);
+    uint64_t s = 7;
+    const int64_t n = 96, m = 33, rows = 3;
+    float *wf = rnd(&s, n * m, 1), *x = rnd(&s, n * rows, 40), *xn = malloc(sizeof(float) * n * rows);
+    float *y1 = malloc(sizeof(float) * m * rows), *y2 = malloc(sizeof(float) * m * rows);
+    float *one = malloc(sizeof(float) * n);
+    for (int i = 0; i < n; i++)
+        one[i] = 1;
+    fb_weight_t w = {.type = GG_F32, .n_in = n, .n_out = m, .src = wf};
+    fb_weight_t g = {.type = GG_F32, .n_in = n, .n_out = 1, .src = one};
+    ck_assert_int_eq(fb_weight_prepare(be, &w), 0);
+    ck_assert_int_eq(fb_weight_prepare(be, &g), 0);
+    ck_assert_int_eq(fb_rmsnorm(be, x, rows, n, &g, 1e-6f, xn), 0);
+    ck_assert_int_eq(fb_matmul(be, &w, xn, rows, y1, NULL), 0);
+    fb_defer_t d = {.kind = FB_NORM_RMS, .eps = 1e-6f};
+    ck_assert_int_eq(fb_matmul(be, &w, x, rows, y2, &d), 0);
+    for (int64_t i = 0; i < m * rows; i++)
+        ck_assert(fabsf(y1[i] - y2[i]) <= 1e-5f * (1 + fabsf(y1[i])));
+    ck_assert_int_eq(fb_layernorm(be, x, rows, n, &g, NULL, 1e-6f, xn), 0);
+    ck_assert_int_eq(fb_matmul(be, &w, xn, rows, y1, NULL), 0);
+    /* LAYER expects mean-centering folded into W: W' = W - column means over inputs */
+    float *wc = malloc(sizeof(float) * n * m);
+    for (int64_t o = 0; o < m; o++) {
+        double mu = 0;
+        for (int64_t i = 0; i < n; i++)
+            mu += wf[o * n + i];
+        mu /= n;
+        for (int64_t i = 0; i < n; i++)
+            wc[o * n + i] = (float)(wf[o * n + i] - mu);
+    }
+    fb_weight_t w2 = {.type = GG_F32, .n_in = n, .n_out = m, .src = wc};
+    ck_assert_int_eq(fb_weight_prepare(be, &w2), 0);
+    d.kind = FB_NORM_LAYER;
+    ck_assert_int_eq(fb_matmul(be, &w2, x, rows, y2, &d), 0);
+    for (int64_t i = 0; i < m * rows; i++)
+        ck_assert_msg(fabsf(y1[i] - y2[i]) <= 1e-4f * (1 + fabsf(y1[i])), "%g %g", (double)y1[i], (double)y2[i]);
+    fb_weight_release(be, &w);
+    fb_weight_release(be, &w2);
+    fb_weight_release(be, &g);
+    free(wf); free(wc); free(x); free(xn); free(y1); free(y2); free(one);
+    fb_destroy(be);
+}
+END_TEST
+
+START_TEST(test_norms)
+{
+    fb_backend_t *be = mk(1);
+    float x[8] = {1, 2, 3, 4, -1, -1, -1, -1}, y[8];
+    float gam[4] = {1, 2, 0.5f, -1}, bet[4] = {0.5f, 0, 0, 1};
+    uint16_t gh[4];
+    fb_weight_t g = {.type = GG_F32, .n_in = 4, .n_out = 1, .src = gam};
+    fb_weight_t b = {.type = GG_F32, .n_in = 4, .n_out = 1, .src = bet};
+    ck_assert_int_eq(fb_rmsnorm(be, x, 2, 4, &g, 0, y), 0);
+    double r = sqrt(30.0 / 4); /* mean square of 1,2,3,4 is 7.5 */
+    ck_assert(fabs(y[0] - 1 / r) < 1e-6 && fabs(y[1] - 4 / r) < 1e-6);
+    ck_assert(fabs(y[2] - 1.5 / r) < 1e-6 && fabs(y[3] + 4 / r) < 1e-6);
+    ck_assert(fabs(y[4] + 1) < 1e-6 && fabs(y[5] + 2) < 1e-6);
+    /* an F16 gamma (unprepared and prepared) gives the same */
+    ck_assert_int_eq(fq_quantize_row(GG_F16, gam, gh, 4), 0);
+    fb_weight_t g16 = {.type = GG_F16, .n_in = 4, .n_out = 1, .src = gh};
+    float y2[8];
+    ck_assert_int_eq(fb_rmsnorm(be, x, 2, 4, &g16, 0, y2), 0);
+    ck_assert_int_eq(memcmp(y, y2, sizeof(y)), 0);
+    ck_assert_int_eq(fb_weight_prepare(be, &g16), 0);
+    ck_assert_int_eq(fb_rmsnorm(be, x, 2, 4, &g16, 0, y2), 0);
+    ck_assert_int_eq(memcmp(y, y2, sizeof(y)), 0);
+    fb_weight_release(be, &g16);
+    /* in place */
+    memcpy(y2, x, sizeof(x));
+    ck_assert_int_eq(fb_rmsnorm(be, y2, 2, 4, &g, 0, y2), 0);
+    ck_assert_int_eq(memcmp(y, y2, sizeof(y)), 0);
+    /* layernorm: mean 2.5, var 1.25 */
+    ck_assert_int_eq(fb_layernorm(be, x, 1, 4, &g, &b, 0, y), 0);
+    double sd = sqrt(1.25);
+    ck_assert(fabs(y[0] - (-1.5 / sd * 1 + 0.5)) < 1e-6);
+    ck_assert(fabs(y[1] - (-0.5 / sd * 2)) < 1e-6);
+    ck_assert(fabs(y[3] - (1.5 / sd * -1 + 1)) < 1e-6);
+    /* a constant row: var 0, eps keeps it finite; output = beta */
+    ck_assert_int_eq(fb_layernorm(be, x + 4, 1, 4, &g, &b, 1e-5f, y), 0);
+    for (int i = 0; i < 4; i++)
+        ck_assert(fabsf(y[i] - bet[i]) < 1e-6f);
+    /* bad: gamma of the wrong length, negative eps */
+    ck_assert_int_eq(fb_rmsnorm(be, x, 1, 5, &g, 0, y), -EINVAL);
+    ck_assert_int_eq(fb_rmsnorm(be, x, 1, 4, &g, -1, y), -EINVAL);
+    ck_assert_int_eq(fb_layernorm(be, x, 1, 4, &g, &g16, 0, y), 0);
+    g16.n_in = 3;
+    ck_assert_int_eq(fb_layernorm(be, x, 1, 4, &g, &g16, 0, y), -EINVAL);
+    fb_destroy(be);
+}
+END_TEST
+
+START_TEST(test_rope)
+{
+    fb_backend_t *be = mk(1);
+    /* two heads of 4, row stride 10 (padding must stay untouched) */
+    float x[20], x0[20];
+    for (int i = 0; i < 20; i++)
+        x0[i] = x[i] = (float)(i + 1);
+    int32_t pos[2] = {0, 1};
+    fb_rope_t rp = {.mode = FB_ROPE_ADJACENT, .n_rot = 4, .freq_base = 10000, .freq_scale = 1};
+    ck_assert_int_eq(fb_rope(be, x, 2, 10, 2, 4, pos, &rp), 0);
+    for (int i = 0; i < 10; i++)
+        ck_assert(x[i] == x0[i]); /* position 0: identity */
+    /* position 1: pair 0 rotates by 1 rad, pair 1 by 10000^(-2/4) = 0.01 rad */
+    double c0 = cos(1), s0 = sin(1), c1 = cos(0.01), s1 = sin(0.01);
+    const float *v = x + 10, *u = x0 + 10;
+    ck_assert(fabs(v[0] - (u[0] * c0 - u[1] * s0)) < 1e-5);
+    ck_assert(fabs(v[1] - (u[0] * s0 + u[1] * c0)) < 1e-5);
+    ck_assert(fabs(v[2] - (u[2] * c1 - u[3] * s1)) < 1e-5);
+    ck_assert(fabs(v[3] - (u[2] * s1 + u[3] * c1)) < 1e-5);
+    ck_assert(fabs(v[4] - (u[4] * c0 - u[5] * s0)) < 1e-5); /* second head, same angles */
+    ck_assert(x[18] == x0[18] && x[19] == x0[19]);
+    /* NEOX pairs (i, i + 2) */
+    memcpy(x, x0, sizeof(x));
+    rp.mode = FB_ROPE_NEOX;
+    ck_assert_int_eq(fb_rope(be, x, 2, 10, 2, 4, pos, &rp), 0);
+    ck_assert(fabs(v[0] - (u[0] * c0 - u[2] * s0)) < 1e-5);
+    ck_assert(fabs(v[2] - (u[0] * s0 + u[2] * c0)) < 1e-5);
+    ck_assert(fabs(v[1] - (u[1] * c1 - u[3] * s1)) < 1e-5);
+    ck_assert(fabs(v[3] - (u[1] * s1 + u[3] * c1)) < 1e-5);
+    /* linear scaling: freq_scale 0.5 at position 2 is position 1 unscaled */
+    float xa[20], xb[20];
+    memcpy(xa, x0, sizeof(x0));
+    memcpy(xb, x0, sizeof(x0));
+    int32_t p1[2] = {1, 1}, p2[2] = {2, 2};
+    rp.mode = FB_ROPE_ADJACENT;
+    ck_assert_int_eq(fb_rope(be, xa, 2, 10, 2, 4, p1, &rp), 0);
+    rp.freq_scale = 0.5f;
+    ck_assert_int_eq(fb_rope(be, xb, 2, 10, 2, 4, p2, &rp), 0);
+    for (int i = 0; i < 20; i++)
+        ck_assert(fabsf(xa[i] - xb[i]) < 1e-5f);
+    /* partial rotation: n_rot 2 leaves dims 2,3 alone */
+    memcpy(x, x0, sizeof(x));
+    rp.freq_scale = 1;
+    rp.n_rot = 2;
+    ck_assert_int_eq(fb_rope(be, x, 2, 10, 2, 4, pos, &rp), 0);
+    ck_assert(x[12] == x0[12] && x[13] == x0[13] && x[10] != x0[10]);
+    /* bad */
+    rp.n_rot = 3;
+    ck_assert_int_eq(fb_rope(be, x, 2, 10, 2, 4, pos, &rp), -EINVAL);
+    rp.n_rot = 4;
+    rp.freq_scale = 0;
+    ck_assert_int_eq(fb_rope(be, x, 2, 10, 2, 4, pos, &rp), -EINVAL);
+    rp.freq_scale = 1;
+    ck_assert_int_eq(fb_rope(be, x, 2, 7, 2, 4, pos, &rp), -EINVAL);
+    int32_t bad[2] = {0, -1};
+    ck_assert_int_eq(fb_rope(be, x, 2, 10, 2, 4, bad, &rp), -EINVAL);
+    fb_destroy(be);
+}
+END_TEST
+
+/* Attention computed here: fp64 scores, softmax, P.V. */
+static void naive_attn(const fb_attn_t *a, double *out)
+{
+    int hd = a->head_dim, grp = a->n_head / a->n_head_kv;
+    for (int i = 0; i < a->n_q; i++)
+        for (int h = 0; h < a->n_head; h++) {
+            int T = a->pos[i] + 1, g = h / grp;
+            double *sc = malloc(sizeof(double) * (size_t)T), mx = -1e300, l = 0;
+            for (int t = 0; t < T; t++) {
+                double d = 0;
+                for (int j = 0; j < hd; j++)
+                    d += (double)a->q[i * a->ldq + h * hd + j] * a->k[t * a->ldkv + g * hd + j];
+                sc[t] = d * a->scale;
+                mx = fmax(mx, sc[t]);
+            }
+            for (int t = 0; t < T; t++)
+                l += (sc[t] = exp(sc[t] - mx));
+            for (int j = 0; j < hd; j++) {
+                double o = 0;
+                for (int t = 0; t < T; t++)
+                    o += sc[t] / l * a->v[t * a->ldkv + g * hd + j];
+                out[((size_t)i * a->n_head + h) * hd + j] = o;
+            }
+            free(sc);
+        }
+}
+
+START_TEST(test_attention)
+{
+    fb_backend_t *be = mk(0);
+    uint64_t s = 21;
+    const int n_head = 6, n_kv = 2, hd = 20, T = 37, nq = 5;
+    const int64_t ldkv = n_kv * hd + 3, ldq = n_head * hd + 1, ldo = n_head * hd + 2;
+    float *k = rnd(&s, T * ldkv, 1), *v = rnd(&s, T * ldkv, 1), *q = rnd(&s, nq * ldq, 2);
+    float *out = malloc(sizeof(float) * nq * ldo);
+    int32_t pos[5] = {0, 1, 17, 35, 36};
+    double *want = malloc(sizeof(double) * nq * n_head * hd);
+    for (int mode = 0; mode < 3; mode++) {
+        fb_attn_t a = {.q = q, .ldq = ldq, .k = k, .v = v, .ldkv = ldkv, .out = out, .ldo = ldo,
+                       .n_q = nq, .pos = pos, .n_head = n_head, .n_head_kv = n_kv,
+                       .head_dim = hd, .scale = 1 / sqrtf(hd), .mode = mode};
+        ck_assert_int_eq(fb_attention(be, &a, 1), 0);
+        naive_attn(&a, want);
+        for (int i = 0; i < nq; i++)
+            for (int j = 0; j < n_head * hd; j++)
+                ck_assert_msg(fabs(out[i * ldo + j] - want[i * n_head * hd + j]) < 1e-5,
+                              "mode %d q %d j %d: %g vs %g", mode, i, j, (double)out[i * ldo + j],
+                              want[i * n_head * hd + j]);
+    }
+    /* position 0 attends to key 0 only: out = v[0] of its group */
+    for (int h = 0; h < n_head; h++)
+        for (int j = 0; j < hd; j++)
+            ck_assert(fabsf(out[h * hd + j] - v[(h / 3) * hd + j]) < 1e-6f);
+    /* causality: changing keys/values after a row's position does not change it */
+    float o2 = out[2 * ldo + 5];
+    for (int t = 18; t < T; t++)
+        for (int j = 0; j < n_kv * hd; j++)
+            v[t * ldkv + j] = 99;
+    fb_attn_t a = {.q = q, .ldq = ldq, .k = k, .v = v, .ldkv = ldkv, .out = out, .ldo = ldo,
+                   .n_q = nq, .pos = pos, .n_head = n_head, .n_head_kv = n_kv, .head_dim = hd,
+                   .scale = 1 / sqrtf(hd), .mode = FB_SOFTMAX_SUMONLY};
+    ck_assert_int_eq(fb_attention(be, &a, 1), 0);
+    ck_assert(out[2 * ldo + 5] == o2);
+    /* two sequences in one call */
+    fb_attn_t two[2] = {a, a};
+    two[1].n_q = 1;
+    ck_assert_int_eq(fb_attention(be, two, 2), 0);
+    /* bad */
+    a.n_head_kv = 4;
+    ck_assert_int_eq(fb_attention(be, &a, 1), -EINVAL);
+    a.n_head_kv = n_kv;
+    a.mode = 7;
+    ck_assert_int_eq(fb_attention(be, &a, 1), -EINVAL);
+    a.mode = 0;
+    a.ldkv = 5;
+    ck_assert_int_eq(fb_attention(be, &a, 1), -EINVAL);
+    free(k); free(v); free(q); free(out); free(want);
+    fb_destroy(be);
+}
+END_TEST
+
+START_TEST(test_elementwise)
+{
+    fb_backend_t *be = mk(0);
+    float g[6] = {0, 1, -2, 3, 50, -50}, u[6] = {1, 2, 3, 4, 5, 6}, o[3 * 2];
+    /* rows of 2 from rows of stride 3: gate (0,1), (3,50) */
+    ck_assert_int_eq(fb_silu_mul(be, g, u, 2, 2, 3, o), 0);
+    ck_assert(o[0] == 0);
+    ck_assert(fabsf(o[1] - 0.7310585786f * 2) < 1e-6f);
+    ck_assert(fabsf(o[2] - 3 / (1 + expf(-3)) * 4) < 1e-5f);
+    ck_assert(fabsf(o[3] - 50 * 5) < 1e-4f);
+    float y[5] = {1, 2, 3, 4, 5}, x[6] = {10, 20, 30, 40, 50, 60};
+    ck_assert_int_eq(fb_add(be, y, x, 5), 0);
+    ck_assert(y[0] == 11 && y[4] == 55);
+    float d[12] = {0};
+    ck_assert_int_eq(fb_copy2d(be, d, 4, x, 2, 3, 2), 0);
+    ck_assert(d[0] == 10 && d[1] == 20 && d[2] == 0 && d[4] == 30 && d[8] == 50 && d[9] == 60 && d[10] == 0);
+    ck_assert_int_eq(fb_copy2d(be, d, 1, x, 2, 3, 2), -EINVAL);
+    ck_assert_int_eq(fb_silu_mul(be, g, u, 2, 4, 3, o), -EINVAL);
+    fb_destroy(be);
+}
+END_TEST
+
+START_TEST(test_get_rows)
+{
+    fb_backend_t *be = mk(0);
+    uint64_t s = 31;
+    for (size_t t = 0; t < FD_ARRAY_LEN(all_types); t++) {
+        int type = all_types[t];
+        int64_t n_in = gg_block_elems(type) == 1 ? 19 : gg_block_elems(type), n_out = 9;
+        void *src = mk_weight(&s, type, n_in, n_out);
+        fb_weight_t w = {.type = type, .n_in = n_in, .n_out = n_out, .src = src};
+        int32_t ids[4] = {8, 0, 3, 8};
+        float *out = malloc(sizeof(float) * 4 * (size_t)n_in), *row = malloc(sizeof(float) * (size_t)n_in);
+        ck_assert_int_eq(fb_get_rows(be, &w, ids, 4, out), 0);
+        uint64_t rb = gg_row_bytes(type, (uint64_t)n_in);
+        for (int r = 0; r < 4; r++) {
+            fq_dequantize_row(type, (uint8_t *)src + rb * (uint64_t)ids[r], row, n_in);
+            ck_assert_int_eq(memcmp(row, out + r * n_in, sizeof(float) * (size_t)n_in), 0);
+        }
+        int32_t bad[1] = {9};
+        ck_assert_int_eq(fb_get_rows(be, &w, bad, 1, out), -EINVAL);
+        bad[0] = -1;
+        ck_assert_int_eq(fb_get_rows(be, &w, bad, 1, out), -EINVAL);
+        free(src); free(out); free(row);
+    }
+    fb_destroy(be);
+}
+END_TEST
+
+START_TEST(test_registry_and_stats)
+{
+    fb_backend_t *be = NULL;
+    char err[160] = "";
+    ck_assert_int_eq(fb_create("nosuch", NULL, &be, err, sizeof(err)), -ENOENT);
+    ck_assert_ptr_null(be);
+    ck_assert_ptr_nonnull(strstr(err, "unknown backend \"nosuch\""));
+    ck_assert_ptr_nonnull(strstr(err, "cpu"));
+    ck_assert(fb_available("cpu"));
+    ck_assert(!fb_available("nosuch"));
+    if (!fb_available("cuda")) {
+        ck_assert_int_eq(fb_create("cuda", NULL, &be, err, sizeof(err)), -ENOENT);
+        ck_assert_ptr_nonnull(strstr(err, "no backend \"cuda\""));
+    }
+    fb_config_t bad = {.threads = -3};
+    ck_assert_int_eq(fb_create("cpu", &bad, &be, err, sizeof(err)), FD_ECONFIG);
+    ck_assert_int_eq(fb_create(NULL, NULL, &be, err, sizeof(err)), 0); /* default: cpu */
+    ck_assert_str_eq(fb_name(be), "cpu");
+    ck_assert_str_eq(fb_op_class_name(FB_OP_ATTN), "attention");
+    ck_assert_str_eq(fb_op_class_name(FB_OP_GEMM), "gemm");
+    char desc[128] = "";
+    be->ops->describe(be, desc, sizeof(desc));
+    ck_assert_ptr_nonnull(strstr(desc, "threads"));
+
+    float wf[64 * 8], x[64], y[8], one[64];
+    for (int i = 0; i < 64 * 8; i++)
+        wf[i] = 0.01f * (float)(i % 13);
+    for (int i = 0; i < 64; i++)
+        x[i] = one[i] = 1;
+    fb_weight_t w = {.type = GG_F32, .n_in = 64, .n_out = 8, .src = wf};
+    fb_weight_t g = {.type = GG_F32, .n_in = 64, .n_out = 1, .src = one};
+    ck_assert_int_eq(fb_weight_prepare(be, &w), 0);
+    fb_stats_t st;
+    fb_stats_get(be, &st);
+    ck_assert_uint_eq(st.calls[FB_OP_GEMM], 0);
+    ck_assert_int_eq(fb_matmul(be, &w, x, 1, y, NULL), 0);
+    ck_assert_int_eq(fb_matmul(be, &w, x, 1, y, NULL), 0);
+    ck_assert_int_eq(fb_rmsnorm(be, x, 1, 64, &g, 1e-5f, x), 0);
+    fb_stats_get(be, &st);
+    ck_assert_uint_eq(st.calls[FB_OP_GEMM], 2);
+    ck_assert_uint_eq(st.calls[FB_OP_NORM], 1);
+    ck_assert_uint_eq(st.calls[FB_OP_ATTN], 0);
+    ck_assert_uint_gt(st.host_ns[FB_OP_GEMM], 0);
+    fb_stats_reset(be);
+    fb_stats_get(be, &st);
+    ck_assert_uint_eq(st.calls[FB_OP_GEMM], 0);
+
+    /* bad weights and shapes */
+    fb_weight_t wi8 = {.type = GG_I8, .n_in = 64, .n_out = 8, .src = wf};
+    ck_assert_int_eq(fb_weight_prepare(be, &wi8), FD_EUNSUP);
+    ck_assert_int_eq(fb_matmul(be, &wi8, x, 1, y, NULL), FD_EUNSUP);
+    fb_weight_t wq = {.type = GG_Q8_0, .n_in = 40, .n_out = 8, .src = wf};
+    ck_assert_int_eq(fb_weight_prepare(be, &wq), -EINVAL);
+    ck_assert_int_eq(fb_matmul(be, &wq, x, 1, y, NULL), -EINVAL);
+    fb_weight_t wn = {.type = GG_F32, .n_in = 64, .n_out = 8, .src = NULL};
+    ck_assert_int_eq(fb_weight_prepare(be, &wn), -EINVAL);
+    fb_defer_t dbad = {.kind = 9};
+    ck_assert_int_eq(fb_matmul(be, &w, x, 1, y, &dbad), -EINVAL);
+    ck_assert_int_eq(fb_matmul(be, &w, x, -1, y, NULL), -EINVAL);
+    ck_assert_int_eq(fb_matmul(be, &w, x, 0, y, NULL), 0);
+    fb_weight_release(be, &w);
+    fb_destroy(be);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cpu_backend");
+    TCase *tc = tcase_create("ops");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_matmul_types, 0, (int)FD_ARRAY_LEN(all_types));
+    tcase_add_test(tc, test_defer_equals_norm_then_gemm);
+    tcase_add_test(tc, test_norms);
+    tcase_add_test(tc, test_rope);
+    tcase_add_test(tc, test_attention);
+    tcase_add_test(tc, test_elementwise);
+    tcase_add_test(tc, test_get_rows);
+    tcase_add_test(tc, test_registry_and_stats);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}

@@ -1,0 +1,1195 @@
+/* test_engine.c: proves the scheduler core: requests batched together give exactly what each
+ * gives alone (and what a plain sequential reference gives); seeds reproduce; stop strings
+ * match across token boundaries and are trimmed; EOS; cancellation frees the slot at once;
+ * the queue bound, the context and KV bounds and bad requests are refused with their
+ * numbers; time limits; chunked prefill interleaves with running decodes under the per-step
+ * token cap; the engine sleeps when idle; invariants hold after every step.  A scripted model
+ * (a driver whose logits hash the whole sequence, so any mix-up of tokens, positions or slots
+ * changes the output) runs the scheduler; the real model runs it in test_engine_model. */
+#include <math.h>
+#include <pthread.h>
+#include <time.h>
+
+#include "common/fd.h"
+#include "engine/engine.h"
+#include "tests/testutil.h"
+
+/* ---- the scripted model ---- */
+
+enum { FK_VOCAB = 48, FK_CTX = 512, FK_SLOTS = 16, FK_EOS = 0, FK_LOG = 4096 };
+
+static const char *const fk_piece[FK_VOCAB] = {
+    "", "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p",
+    "q", "r", "s", "t", "u", "v", "w", "x", "y", "z", " ", "\xc3\xa9", "\xe2\x82\xac", "th",
+    "e ", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "ab", "ba", ".", "\n",
+    "\xc3\xbc", "xyz",
+};
+
+typedef struct fk_step {
+    int n;
+    int slot[FK_SLOTS];
+    int n_tokens[FK_SLOTS];
+    int pos[FK_SLOTS];      /* first position */
+    bool want[FK_SLOTS];
+} fk_step_t;
+
+typedef struct fake {
+    pthread_mutex_t mu;     /* the log and counters, read by the test thread */
+    int32_t seq[FK_SLOTS][FK_CTX];
+    int len[FK_SLOTS];
+    bool used[FK_SLOTS];
+    int n_slots;
+    int sleep_us;           /* per decode call */
+    int fail_at_step;       /* decode returns FD_EBACKEND at this step (1-based), 0 = never */
+    int max_tokens_seen;    /* largest batch */
+    char violation[200];    /* first contract violation seen */
+    fk_step_t log[FK_LOG];
+    int n_log;
+    int n_closed;
+    bool gate_closed;       /* decode waits until the test opens the gate */
+    pthread_cond_t gate;
+    double dev_per_step;    /* simulated device time */
+    fb_stats_t stats;
+} fake_t;
+
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* The next-token logits after seq: a hash of the whole sequence; EOS is unlikely. */
+static void fk_logits(const int32_t *seq, int len, float *out)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (int i = 0; i < len; i++)
+        h = (h ^ (uint64_t)(uint32_t)seq[i]) * 1099511628211ull;
+    for (int t = 0; t < FK_VOCAB; t++)
+        out[t] = (float)(mix64(h + (uint64_t)t) >> 40) * (8.0f / 16777216.0f);
+    out[FK_EOS] = -50.0f;
+}
+
+static void fk_violation(fake_t *f, const char *what, int a, int b)
+{
+    if (!f->violation[0])
+        snprintf(f->violation, sizeof f->violation, "%s (%d, %d)", what, a, b);
+}
+
+static int fk_seq_alloc(void *ctx, int *slot)
+{
+    fake_t *f = ctx;
+    for (int s = 0; s < f->n_slots; s++) {
+        if (!f->used[s]) {
+            f->used[s] = true;
+            f->len[s] = 0;
+            *slot = s;
+            return 0;
+        }
+    }
+    return FD_EFULL;
+}
+
+static void fk_seq_free(void *ctx, int slot)
+{
+    fake_t *f = ctx;
+    if (slot < 0 || slot >= f->n_slots || !f->used[slot])
+        fk_violation(f, "free of a free slot", slot, 0);
+    else
+        f->used[slot] = false;
+}
+
+static int fk_seq_len(void *ctx, int slot)
+{
+    fake_t *f = ctx;
+    return f->len[slot];
+}
+
+static int fk_decode(void *ctx, const llm_batch_entry_t *e, int n, float *logits)
+{
+    fake_t *f = ctx;
+    pthread_mutex_lock(&f->mu);
+    while (f->gate_closed)
+        pthread_cond_wait(&f->gate, &f->mu);
+    int step = f->n_log + 1;
+    fk_step_t rec = { .n = n };
+    int total = 0;
+    bool bad = false;
+    for (int i = 0; i < n; i++) {
+        int s = e[i].slot;
+        if (s < 0 || s >= f->n_slots || !f->used[s] || e[i].n_tokens < 1 ||
+            f->len[s] + e[i].n_tokens > FK_CTX) {
+            fk_violation(f, "bad entry", s, e[i].n_tokens);
+            bad = true;
+        }
+        for (int j = 0; j < i; j++)
+            if (e[j].slot == s) {
+                fk_violation(f, "slot twice in one batch", s, step);
+                bad = true;
+            }
+        if (i < FK_SLOTS) {
+            rec.slot[i] = s;
+            rec.n_tokens[i] = e[i].n_tokens;
+            rec.pos[i] = bad ? -1 : f->len[s];
+            rec.want[i] = e[i].want_logits;
+        }
+        total += e[i].n_tokens;
+    }
+    if (f->n_log < FK_LOG)
+        f->log[f->n_log++] = rec;
+    f->max_tokens_seen = FD_MAX(f->max_tokens_seen, total);
+    int fail = bad || step == f->fail_at_step;
+    pthread_mutex_unlock(&f->mu);
+    if (f->sleep_us)
+        usleep((useconds_t)f->sleep_us);
+    if (fail)
+        return bad ? -EINVAL : FD_EBACKEND;
+    int li = 0;
+    for (int i = 0; i < n; i++) {
+        int s = e[i].slot;
+        for (int j = 0; j < e[i].n_tokens; j++) {
+            if (e[i].tokens[j] < 0 || e[i].tokens[j] >= FK_VOCAB)
+                fk_violation(f, "token out of range", s, e[i].tokens[j]);
+            f->seq[s][f->len[s]++] = e[i].tokens[j];
+        }
+        if (e[i].want_logits)
+            fk_logits(f->seq[s], f->len[s], logits + (size_t)li++ * FK_VOCAB);
+    }
+    pthread_mutex_lock(&f->mu);
+    f->stats.dev_total_s += f->dev_per_step;
+    pthread_mutex_unlock(&f->mu);
+    return 0;
+}
+
+static bool fk_is_eog(void *ctx, int32_t t)
+{
+    return t == FK_EOS;
+}
+
+static void fk_stream_init(void *ctx, tok_stream_t *s, int32_t last)
+{
+    memset(s, 0, sizeof *s);
+}
+
+static int fk_stream_push(void *ctx, tok_stream_t *s, int32_t t, char *out, size_t cap,
+                          size_t *len)
+{
+    size_t n = strlen(fk_piece[t]);
+    *len = n;
+    if (n > cap)
+        return -ENOSPC;
+    memcpy(out, fk_piece[t], n);
+    return 0;
+}
+
+static int fk_stream_flush(void *ctx, tok_stream_t *s, char *out, size_t cap, size_t *len)
+{
+    *len = 0;
+    return 0;
+}
+
+static void fk_stats(void *ctx, fb_stats_t *out)
+{
+    fake_t *f = ctx;
+    pthread_mutex_lock(&f->mu);
+    *out = f->stats;
+    pthread_mutex_unlock(&f->mu);
+}
+
+static void fk_close(void *ctx)
+{
+    fake_t *f = ctx;
+    f->n_closed++;
+}
+
+static fake_t *fk_new(void)
+{
+    fake_t *f = calloc(1, sizeof *f);
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->gate, NULL);
+    f->n_slots = FK_SLOTS;
+    return f;
+}
+
+static void fk_gate(fake_t *f, bool closed)
+{
+    pthread_mutex_lock(&f->mu);
+    f->gate_closed = closed;
+    pthread_cond_broadcast(&f->gate);
+    pthread_mutex_unlock(&f->mu);
+}
+
+static void fk_delete(fake_t *f)
+{
+    ck_assert_msg(!f->violation[0], "the scheduler broke the model's contract: %s",
+                  f->violation);
+    for (int s = 0; s < f->n_slots; s++)
+        ck_assert_msg(!f->used[s], "slot %d still allocated after eng_close", s);
+    ck_assert_int_eq(f->n_closed, 1);
+    pthread_cond_destroy(&f->gate);
+    pthread_mutex_destroy(&f->mu);
+    free(f);
+}
+
+static int n_check_failures;
+static char check_msg[256];
+
+static void on_step_check(void *ud, double seconds, int seqs, int tokens)
+{
+    eng_t **ep = ud;
+    char err[256];
+    if (*ep && eng_check(*ep, err, sizeof err) < 0) {
+        n_check_failures++;
+        snprintf(check_msg, sizeof check_msg, "%s", err);
+    }
+}
+
+/* One engine over f; *slot receives the handle (for on_step_check). */
+static eng_t *open_fake(fake_t *f, eng_params_t *p, eng_t **slot)
+{
+    eng_driver_t d = {
+        .ctx = f, .n_vocab = FK_VOCAB, .n_ctx = FK_CTX, .n_slots = f->n_slots,
+        .seq_alloc = fk_seq_alloc, .seq_free = fk_seq_free, .seq_len = fk_seq_len,
+        .decode = fk_decode, .is_eog = fk_is_eog, .stream_init = fk_stream_init,
+        .stream_push = fk_stream_push, .stream_flush = fk_stream_flush, .stats = fk_stats,
+        .close = fk_close,
+    };
+    p->check = true;
+    p->on_step = on_step_check;
+    p->on_step_ud = slot;
+    *slot = NULL;
+    char err[256];
+    eng_t *e = NULL;
+    int rc = eng_open_driver(&e, p, &d, err, sizeof err);
+    ck_assert_msg(rc == 0, "eng_open_driver: %s", err);
+    *slot = e;
+    return e;
+}
+
+/* ---- collecting a request's events ---- */
+
+enum { CO_MAX = 600 };
+
+typedef struct coll {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t id;
+    int32_t tok[CO_MAX];
+    float lp[CO_MAX];
+    eng_top_t top[CO_MAX][4];
+    int n_top[CO_MAX];
+    int n;
+    char text[8 * CO_MAX];
+    size_t n_text;
+    bool done;
+    int finish;
+    char error[200];
+    eng_timings_t t;
+    int after_done;          /* events after DONE: must stay 0 */
+    bool bad_utf8;
+    eng_t *cancel_eng;       /* cancel itself from the callback after cancel_after tokens */
+    int cancel_after;
+    eng_stats_t stats_at_done;
+    eng_t *stats_eng;
+} coll_t;
+
+static bool utf8_complete(const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        if (k == 0 || i + k > n)
+            return false;
+        for (size_t j = 1; j < k; j++)
+            if (((unsigned char)s[i + j] & 0xC0) != 0x80)
+                return false;
+        i += k;
+    }
+    return true;
+}
+
+static void on_event(void *ud, const eng_event_t *ev)
+{
+    coll_t *c = ud;
+    pthread_mutex_lock(&c->mu);
+    if (c->done) {
+        c->after_done++;
+    } else if (ev->type == ENG_EV_TOKEN) {
+        if (c->n < CO_MAX) {
+            c->tok[c->n] = ev->token;
+            c->lp[c->n] = ev->logprob;
+            c->n_top[c->n] = ev->n_top;
+            for (int i = 0; i < ev->n_top && i < 4; i++)
+                c->top[c->n][i] = ev->top[i];
+            c->n++;
+        }
+        if (!utf8_complete(ev->text, ev->text_len))
+            c->bad_utf8 = true;
+        if (c->n_text + ev->text_len <= sizeof c->text) {
+            memcpy(c->text + c->n_text, ev->text, ev->text_len);
+            c->n_text += ev->text_len;
+        }
+        if (c->cancel_eng && c->n == c->cancel_after)
+            eng_cancel(c->cancel_eng, ev->id);
+    } else {
+        if (c->stats_eng)
+            eng_stats(c->stats_eng, &c->stats_at_done);
+        c->done = true;
+        c->finish = ev->finish;
+        c->t = ev->timings;
+        if (ev->error)
+            snprintf(c->error, sizeof c->error, "%s", ev->error);
+        pthread_cond_broadcast(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+static coll_t *coll_new(void)
+{
+    coll_t *c = calloc(1, sizeof *c);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    return c;
+}
+
+static void coll_wait(coll_t *c)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 30;
+    pthread_mutex_lock(&c->mu);
+    while (!c->done) {
+        if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT)
+            break;
+    }
+    bool done = c->done;
+    pthread_mutex_unlock(&c->mu);
+    ck_assert_msg(done, "request %llu never finished", (unsigned long long)c->id);
+}
+
+/* Waits until c has at least n tokens (or is done). */
+static void coll_wait_tokens(coll_t *c, int n)
+{
+    for (int i = 0; i < 30000; i++) {
+        pthread_mutex_lock(&c->mu);
+        bool ok = c->n >= n || c->done;
+        pthread_mutex_unlock(&c->mu);
+        if (ok)
+            return;
+        usleep(1000);
+    }
+    ck_abort_msg("request %llu: no token", (unsigned long long)c->id);
+}
+
+static void coll_free(coll_t *c)
+{
+    ck_assert_int_eq(c->after_done, 0);
+    ck_assert(!c->bad_utf8);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+static int submit(eng_t *e, const int32_t *prompt, int n_prompt, int max_tokens,
+                  const eng_sampling_t *smp, coll_t *c)
+{
+    eng_request_t q;
+    memset(&q, 0, sizeof q);
+    q.prompt = prompt;
+    q.n_prompt = (size_t)n_prompt;
+    q.max_tokens = max_tokens;
+    if (smp)
+        q.sampling = *smp;
+    else {
+        eng_sampling_default(&q.sampling);
+        q.sampling.temperature = 0;
+    }
+    q.on_event = on_event;
+    q.ud = c;
+    char err[256];
+    int rc = eng_submit(e, &q, &c->id, err, sizeof err);
+    ck_assert_msg(rc == 0, "eng_submit: %s (%s)", fd_strerror(rc), err);
+    return rc;
+}
+
+/* The plain sequential reference: greedy on the scripted logits. */
+static void ref_greedy(const int32_t *prompt, int n_prompt, int max_tokens, int32_t *out)
+{
+    int32_t seq[FK_CTX];
+    float lg[FK_VOCAB];
+    memcpy(seq, prompt, (size_t)n_prompt * sizeof *seq);
+    int len = n_prompt;
+    for (int k = 0; k < max_tokens; k++) {
+        fk_logits(seq, len, lg);
+        int best = 0;
+        for (int t = 1; t < FK_VOCAB; t++)
+            if (lg[t] > lg[best])
+                best = t;
+        out[k] = best;
+        seq[len++] = best;
+    }
+}
+
+static void make_prompt(int32_t *p, int n, uint64_t seed)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = 1 + (int32_t)(tu_rand64(&seed) % (FK_VOCAB - 1));
+}
+
+/* ---- tests ---- */
+
+START_TEST(test_batched_equals_alone)
+{
+    enum { N = 16 };
+    int32_t prompts[N][64];
+    int n_prompt[N], max_tok[N];
+    int32_t ref[N][64];
+    for (int i = 0; i < N; i++) {
+        n_prompt[i] = 1 + (i * 7) % 60;
+        max_tok[i] = 5 + (i * 13) % 50;
+        make_prompt(prompts[i], n_prompt[i], 1000 + (uint64_t)i);
+        ref_greedy(prompts[i], n_prompt[i], max_tok[i], ref[i]);
+    }
+    /* alone, one at a time */
+    int32_t alone[N][64];
+    {
+        fake_t *f = fk_new();
+        eng_params_t p;
+        eng_params_default(&p);
+        p.prefill_chunk = 16;
+        eng_t *e, *slot;
+        e = open_fake(f, &p, &slot);
+        for (int i = 0; i < N; i++) {
+            coll_t *c = coll_new();
+            submit(e, prompts[i], n_prompt[i], max_tok[i], NULL, c);
+            coll_wait(c);
+            ck_assert_int_eq(c->finish, ENG_FINISH_LENGTH);
+            ck_assert_int_eq(c->n, max_tok[i]);
+            memcpy(alone[i], c->tok, (size_t)c->n * sizeof(int32_t));
+            for (int k = 0; k < max_tok[i]; k++)
+                ck_assert_int_eq(alone[i][k], ref[i][k]);
+            coll_free(c);
+        }
+        eng_close(e);
+        fk_delete(f);
+    }
+    /* all at once (the model held back until all are queued), with 16 running places and
+     * room for every prompt's chunk in one step, and with 5 places (the rest queue) and a
+     * tight per-step token cap */
+    const int places[] = { 16, 5 }, batch[] = { 1000, 12 };
+    for (size_t pi = 0; pi < FD_ARRAY_LEN(places); pi++) {
+        fake_t *f = fk_new();
+        eng_params_t p;
+        eng_params_default(&p);
+        p.max_running = places[pi];
+        p.prefill_chunk = 7;
+        p.max_batch_tokens = batch[pi];
+        eng_t *e, *slot;
+        e = open_fake(f, &p, &slot);
+        coll_t *c[N];
+        fk_gate(f, true);
+        for (int i = 0; i < N; i++) {
+            c[i] = coll_new();
+            submit(e, prompts[i], n_prompt[i], max_tok[i], NULL, c[i]);
+        }
+        fk_gate(f, false);
+        uint64_t want_prompt = 0, want_gen = 0;
+        for (int i = 0; i < N; i++) {
+            coll_wait(c[i]);
+            ck_assert_int_eq(c[i]->finish, ENG_FINISH_LENGTH);
+            ck_assert_int_eq(c[i]->n, max_tok[i]);
+            for (int k = 0; k < max_tok[i]; k++)
+                ck_assert_msg(c[i]->tok[k] == alone[i][k],
+                              "places %d, request %d, token %d: %d batched, %d alone",
+                              places[pi], i, k, c[i]->tok[k], alone[i][k]);
+            /* the text is the pieces of the tokens */
+            char want[512] = "";
+            for (int k = 0; k < max_tok[i]; k++)
+                strcat(want, fk_piece[alone[i][k]]);
+            ck_assert_uint_eq(c[i]->n_text, strlen(want));
+            ck_assert(memcmp(c[i]->text, want, c[i]->n_text) == 0);
+            ck_assert_int_eq(c[i]->t.n_prompt, n_prompt[i]);
+            ck_assert_int_eq(c[i]->t.n_gen, max_tok[i]);
+            ck_assert(c[i]->t.queue_s <= c[i]->t.ttft_s && c[i]->t.ttft_s <= c[i]->t.total_s);
+            want_prompt += (uint64_t)n_prompt[i];
+            want_gen += (uint64_t)max_tok[i];
+            coll_free(c[i]);
+        }
+        eng_stats_t st;
+        eng_stats(e, &st);
+        ck_assert_uint_eq(st.prompt_tokens, want_prompt);
+        ck_assert_uint_eq(st.gen_tokens, want_gen);
+        ck_assert_int_eq(st.running, 0);
+        ck_assert_int_eq(st.waiting, 0);
+        ck_assert_int_eq(st.kv_used, 0);
+        ck_assert_int_eq(st.kv_reserved, 0);
+        ck_assert_int_eq(st.kv_total, (int64_t)places[pi] * FK_CTX);
+        ck_assert_int_le(f->max_tokens_seen, batch[pi]);
+        /* some step held a sequence in every place */
+        int most = 0;
+        for (int s = 0; s < f->n_log; s++)
+            most = FD_MAX(most, f->log[s].n);
+        ck_assert_int_eq(most, places[pi]);
+        eng_close(e);
+        fk_delete(f);
+    }
+    ck_assert_msg(n_check_failures == 0, "eng_check: %s", check_msg);
+}
+END_TEST
+
+START_TEST(test_seed)
+{
+    fake_t *f = fk_new();
+    eng_params_t p;
+    eng_params_default(&p);
+    eng_t *e, *slot;
+    e = open_fake(f, &p, &slot);
+    int32_t prompt[5] = { 3, 1, 4, 1, 5 };
+    eng_sampling_t s;
+    eng_sampling_default(&s);
+    s.temperature = 1.5f;
+    s.seed = 42;
+    s.has_seed = true;
+    coll_t *a = coll_new(), *b = coll_new(), *c = coll_new();
+    submit(e, prompt, 5, 100, &s, a);
+    submit(e, prompt, 5, 100, &s, b);   /* batched with a: same tokens still */
+    s.seed = 43;
+    submit(e, prompt, 5, 100, &s, c);
+    coll_wait(a);
+    coll_wait(b);
+    coll_wait(c);
+    ck_assert_int_eq(a->n, 100);
+    ck_assert(memcmp(a->tok, b->tok, sizeof(int32_t) * 100) == 0);
+    ck_assert(memcmp(a->tok, c->tok, sizeof(int32_t) * 100) != 0);
+    /* and the greedy path is not what a temperature of 1.5 gives */
+    int32_t ref[100];
+    ref_greedy(prompt, 5, 100, ref);
+    ck_assert(memcmp(a->tok, ref, sizeof ref) != 0);
+    coll_free(a);
+    coll_free(b);
+    coll_free(c);
+    eng_close(e);
+    fk_delete(f);
+}
+END_TEST
+
+/* Runs prompt greedily with the given stop strings; returns the collector. */
+static coll_t *run_stop(eng_t *e, const int32_t *prompt, int n_prompt, int max_tokens,
+                        const char *const *stop, int n_stop)
+{
+    eng_request_t q;
+    memset(&q, 0, sizeof q);
+    q.prompt = prompt;
+    q.n_prompt = (size_t)n_prompt;
+    q.max_tokens = max_tokens;
+    eng_sampling_default(&q.sampling);
+    q.sampling.temperature = 0;
+    q.stop = stop;
+    q.n_stop = n_stop;
+    coll_t *c = coll_new();
+    q.on_event = on_event;
+    q.ud = c;
+    char err[256];
+    ck_assert_int_eq(eng_submit(e, &q, &c->id, err, sizeof err), 0);
+    coll_wait(c);
+    return c;
+}
+
+START_TEST(test_stop_strings)
+{
+    fake_t *f = fk_new();
+    eng_params_t p;
+    eng_params_default(&p);
+    eng_t *e, *slot;
+    e = open_fake(f, &p, &slot);
+    int32_t prompt[3] = { 7, 8, 9 };
+    enum { M = 80 };
+    int32_t ref[M];
+    ref_greedy(prompt, 3, M, ref);
+    /* the full text, and each token's start offset */
+    char full[1024] = "";
+    size_t start[M + 1];
+    for (int k = 0; k < M; k++) {
+        start[k] = strlen(full);
+        strcat(full, fk_piece[ref[k]]);
+    }
+    start[M] = strlen(full);
+    /* a stop string across a boundary: the last byte of one token's text and the first two
+     * of what follows */
+#define ASCII(i) ((unsigned char)full[i] < 0x80)
+    int k0 = -1;
+    for (int k = 10; k < M - 3 && k0 < 0; k++)
+        if (start[k + 1] - start[k] >= 1 && start[k + 2] - start[k + 1] >= 1 &&
+            start[M] - start[k + 1] >= 2 && ASCII(start[k + 1] - 1) && ASCII(start[k + 1]) &&
+            ASCII(start[k + 1] + 1))
+            k0 = k;
+    ck_assert_int_ge(k0, 0);
+    char stop1[8];
+    size_t at = start[k0 + 1] - 1;
+    memcpy(stop1, full + at, 3);
+    stop1[3] = 0;
+    size_t first = (size_t)(strstr(full, stop1) - full);   /* earliest occurrence */
+    const char *const s1[] = { stop1 };
+    coll_t *c = run_stop(e, prompt, 3, M, s1, 1);
+    ck_assert_int_eq(c->finish, ENG_FINISH_STOP);
+    ck_assert_uint_eq(c->n_text, first);
+    ck_assert(memcmp(c->text, full, first) == 0);
+    /* generation stopped at the token that completed the match */
+    int k_end = 0;
+    while (start[k_end + 1] < first + 3)
+        k_end++;
+    ck_assert_int_eq(c->n, k_end + 1);
+    coll_free(c);
+
+    /* two stop strings: the earlier match wins; a string never completed is released */
+    char stop2[8];
+    int k2 = 5;
+    while (!ASCII(start[k2]) || !ASCII(start[k2] + 1))
+        k2++;
+    memcpy(stop2, full + start[k2], 2);
+    stop2[2] = 0;
+    size_t first2 = (size_t)(strstr(full, stop2) - full);
+    const char *const s2[] = { stop1, stop2, "never-there" };
+    c = run_stop(e, prompt, 3, M, s2, 3);
+    ck_assert_int_eq(c->finish, ENG_FINISH_STOP);
+    ck_assert_uint_eq(c->n_text, FD_MIN(first, first2));
+    ck_assert(memcmp(c->text, full, c->n_text) == 0);
+    coll_free(c);
+
+    /* a stop string whose start appears but which never completes: all text, LENGTH */
+    char stop3[64];
+    size_t k3 = start[M] - 1;
+    while (!ASCII(k3))
+        k3--;
+    snprintf(stop3, sizeof stop3, "%c\x01", full[k3]);
+    const char *const s3[] = { stop3 };
+    c = run_stop(e, prompt, 3, M, s3, 1);
+    ck_assert_int_eq(c->finish, ENG_FINISH_LENGTH);
+    ck_assert_uint_eq(c->n_text, start[M]);
+    ck_assert(memcmp(c->text, full, start[M]) == 0);
+    coll_free(c);
+
+    /* a stop string that starts with the text's very first bytes: nothing is released */
+    char stop4[8];
+    memcpy(stop4, full, 2);
+    stop4[2] = 0;
+    const char *const s4[] = { stop4 };
+    c = run_stop(e, prompt, 3, M, s4, 1);
+    ck_assert_int_eq(c->finish, ENG_FINISH_STOP);
+    ck_assert_uint_eq(c->n_text, 0);
+    coll_free(c);
+#undef ASCII
+    eng_close(e);
+    fk_delete(f);
+}
+END_TEST
+
+START_TEST(test_eos_and_logprobs)
+{
+    fake_t *f = fk_new();
+    eng_params_t p;
+    eng_params_default(&p);
+    eng_t *e, *slot;
+    e = open_fake(f, &p, &slot);
+    int32_t prompt[2] = { 5, 6 };
+    int32_t ref[30];
+    ref_greedy(prompt, 2, 30, ref);
+
+    /* EOS forced after the first token by a bias: STOP, the EOS has its own event */
+    eng_request_t q;
+    memset(&q, 0, sizeof q);
+    q.prompt = prompt;
+    q.n_prompt = 2;
+    q.max_tokens = 30;
+    eng_sampling_default(&q.sampling);
+    q.sampling.temperature = 0;
+    eng_logit_bias_t lb = { FK_EOS, 99.0f };
+    q.sampling.logit_bias = &lb;
+    q.sampling.n_logit_bias = 1;
+    q.sampling.frequency_penalty = 2;   /* after one EOS: -50 + 99 - 2.5 still wins */
+    q.sampling.presence_penalty = 0.5f;
+    coll_t *c = coll_new();
+    q.on_event = on_event;
+    q.ud = c;
+    ck_assert_int_eq(eng_submit(e, &q, &c->id, NULL, 0), 0);
+    coll_wait(c);
+    ck_assert_int_eq(c->finish, ENG_FINISH_STOP);
+    ck_assert_int_eq(c->n, 1);
+    ck_assert_int_eq(c->tok[0], FK_EOS);
+    ck_assert_uint_eq(c->n_text, 0);
+    coll_free(c);
+
+    /* ignore_eos: the same request runs to max_tokens */
+    q.ignore_eos = true;
+    c = coll_new();
+    q.ud = c;
+    ck_assert_int_eq(eng_submit(e, &q, &c->id, NULL, 0), 0);
+    coll_wait(c);
+    ck_assert_int_eq(c->finish, ENG_FINISH_LENGTH);
+    ck_assert_int_eq(c->n, 30);
+    coll_free(c);
+
+    /* logprobs: the chosen token is the best alternative, log-softmax of the logits */
+    memset(&q, 0, sizeof q);
+    q.prompt = prompt;
+    q.n_prompt = 2;
+    q.max_tokens = 30;
+    eng_sampling_default(&q.sampling);
+    q.sampling.temperature = 0;
+    q.sampling.n_probs = 3;
+    c = coll_new();
+    q.on_event = on_event;
+    q.ud = c;
+    ck_assert_int_eq(eng_submit(e, &q, &c->id, NULL, 0), 0);
+    coll_wait(c);
+    ck_assert_int_eq(c->n, 30);
+    int32_t seq[40];
+    memcpy(seq, prompt, sizeof prompt);
+    for (int k = 0; k < 30; k++) {
+        ck_assert_int_eq(c->tok[k], ref[k]);
+        ck_assert_int_eq(c->n_top[k], 3);
+        ck_assert_int_eq(c->top[k][0].token, ref[k]);
+        float lg[FK_VOCAB];
+        fk_logits(seq, 2 + k, lg);
+        double mx = lg[ref[k]], sum = 0;
+        for (int t = 0; t < FK_VOCAB; t++)
+            sum += exp((double)lg[t] - mx);
+        ck_assert_double_eq_tol(c->lp[k], -log(sum), 1e-5);
+        ck_assert_double_eq_tol(c->top[k][0].logprob, c->lp[k], 1e-7);
+        ck_assert(c->top[k][1].logprob <= c->top[k][0].logprob);
+        ck_assert(c->top[k][2].logprob <= c->top[k][1].logprob);
+        seq[2 + k] = ref[k];
+    }
+    coll_free(c);
+    eng_close(e);
+    fk_delete(f);
+}
+END_TEST
+
+START_TEST(test_cancel)
+{
+    fake_t *f = fk_new();
+    f->sleep_us = 1000;
+    eng_params_t p;
+    eng_params_default(&p);
+    p.max_running = 1;
+    eng_t *e, *slot;
+    e = open_fake(f, &p, &slot);
+    int32_t prompt[4] = { 1, 2, 3, 4 };
+
+    /* cancelled from another thread mid-generation */
+    coll_t *a = coll_new(), *b = coll_new();
+    a->stats_eng = e;
+    submit(e, prompt, 4, 400, NULL, a);
+    submit(e, prompt, 4, 400, NULL, b);      /* waits behind a */
+    coll_wait_tokens(a, 3);
+    eng_stats_t st;
+    eng_stats(e, &st);
+    ck_assert_int_eq(st.running, 1);
+    ck_assert_int_eq(st.waiting, 1);
+    ck_assert_int_gt(st.kv_used, 0);
+    ck_assert_int_eq(eng_cancel(e, b->id), 0);   /* the waiting one */
+    coll_wait(b);
+    ck_assert_int_eq(b->finish, ENG_FINISH_CANCEL);
+    ck_assert_int_eq(b->n, 0);
+    ck_assert_int_eq(eng_cancel(e, a->id), 0);
+    ck_assert_int_eq(eng_cancel(e, a->id), 0);   /* twice before it is done: fine */
+    coll_wait(a);
+    ck_assert_int_eq(a->finish, ENG_FINISH_CANCEL);
+    ck_assert_int_lt(a->n, 400);
+    /* as DONE is delivered the slot and its KV are already free */
+    ck_assert_int_eq(a->stats_at_done.running, 0);
+    ck_assert_int_eq(a->stats_at_done.kv_used, 0);
+    ck_assert_int_eq(a->stats_at_done.kv_reserved, 0);
+    ck_assert_int_eq(eng_cancel(e, a->id), -ENOENT);
+    ck_assert_int_eq(eng_cancel(e, 999999), -ENOENT);
+    eng_stats(e, &st);
+    ck_assert_int_eq(st.running, 0);
+    ck_assert_int_eq(st.kv_used, 0);
+    pthread_mutex_lock(&f->mu);
+    ck_assert(!f->used[0]);
+    pthread_mutex_unlock(&f->mu);
+    coll_free(a);
+    coll_free(b);
+
+    /* cancelled from its own callback after 5 tokens: no token after the next step */
+    coll_t *c = coll_new();
+    c->cancel_eng = e;
+    c->cancel_after = 5;
+    submit(e, prompt, 4, 400, NULL, c);
+    coll_wait(c);
+    ck_assert_int_eq(c->finish, ENG_FINISH_CANCEL);
+    ck_assert_int_eq(c->n, 5);
+    coll_free(c);
+
+    /* eng_cancel_all: everything ends as cancelled */
+    coll_t *d[3];
+    for (int i = 0; i < 3; i++) {
+        d[i] = coll_new();
+        submit(e, prompt, 4, 400, NULL, d[i]);
+    }
+    coll_wait_tokens(d[0], 1);
+    eng_cancel_all(e);
+    for (int i = 0; i < 3; i++) {
+        coll_wait(d[i]);
+        ck_assert_int_eq(d[i]->finish, ENG_FINISH_CANCEL);
+        coll_free(d[i]);
+    }
+    eng_close(e);
+    fk_delete(f);
+}
+END_TEST
+
+START_TEST(test_bounds_and_bad_requests)
+{
+    fake_t *f = fk_new();
+    f->sleep_us = 500;
+    eng_params_t p;
+    eng_params_default(&p);
+    p.max_running = 1;
+    p.max_waiting = 2;
+    p.kv_tokens = 300;
+    eng_t *e, *slot;
+    e = open_fake(f, &p, &slot);
+    int32_t prompt[FK_CTX + 1];
+    make_prompt(prompt, FK_CTX + 1, 5);
+    char err[256];
+    eng_request_t q;
+    memset(&q, 0, sizeof q);
+    eng_sampling_default(&q.sampling);
+    q.on_event = on_event;
+    coll_t *c[4];
+    for (int i = 0; i < 4; i++)
+        c[i] = coll_new();
+
+    /* one running place and two waiting: the fourth is refused, whatever the timing */
+    q.prompt = prompt;
+    q.n_prompt = 10;
+    q.max_tokens = 200;
+    for (int i = 0; i < 3; i++) {
+        q.ud = c[i];
+        ck_assert_int_eq(eng_submit(e, &q, &c[i]->id, err, sizeof err), 0);
+    }
+    q.ud = c[3];
+    ck_assert_int_eq(eng_submit(e, &q, &c[3]->id, err, sizeof err), FD_EFULL);
+    ck_assert_msg(strstr(err, "max_waiting 2"), "%s", err);
+
+    /* the context and the KV budget, with the numbers */
+    q.n_prompt = 500;
+    q.max_tokens = 13;
+    ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), FD_ECTX);
+    ck_assert_msg(strstr(err, "500") && strstr(err, "13") && strstr(err, "513") &&
+                  strstr(err, "512"), "%s", err);
+    q.n_prompt = 250;
+    q.max_tokens = 51;
+    ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), FD_ECTX);
+    ck_assert_msg(strstr(err, "301") && strstr(err, "300"), "%s", err);
+
+    /* bad fields */
+    q.n_prompt = 4;
+    q.max_tokens = 4;
+    q.max_tokens = 0;
+    ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "max_tokens"));
+    q.max_tokens = 4;
+    q.n_prompt = 0;
+    ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "empty prompt"));
+    q.n_prompt = 4;
+    int32_t bad_prompt[4] = { 1, 2, FK_VOCAB, 3 };
+    q.prompt = bad_prompt;
+    ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), -EINVAL);
+    ck_assert_msg(strstr(err, "token 2 is 48"), "%s", err);
+    bad_prompt[2] = -1;
+    ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), -EINVAL);
+    q.prompt = prompt;
+    q.sampling.temperature = -1;
+    ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "temperature"));
+    q.sampling.temperature = 1;
+    const char *const empty_stop[] = { "ok", "" };
+    q.stop = empty_stop;
+    q.n_stop = 2;
+    ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), -EINVAL);
+    q.n_stop = ENG_MAX_STOP + 1;
+    ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), -EINVAL);
+    q.n_stop = 0;
+    q.timeout_s = -1;
+    ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), -EINVAL);
+    q.timeout_s = NAN;
+    ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), -EINVAL);
+    q.timeout_s = 0;
+    q.on_event = NULL;
+    ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), -EINVAL);
+    ck_assert_int_eq(eng_submit(e, NULL, NULL, err, sizeof err), -EINVAL);
+
+    for (int i = 0; i < 3; i++)
+        eng_cancel(e, c[i]->id);
+    for (int i = 0; i < 3; i++) {
+        coll_wait(c[i]);
+        coll_free(c[i]);
+    }
+    coll_free(c[3]);     /* refused: never called */
+    eng_close(e);
+    fk_delete(f);
+}
+END_TEST
+
+START_TEST(test_bad_engine_params)
+{
+    fake_t *f = fk_new();
+    eng_driver_t d = {
+        .ctx = f, .n_vocab = FK_VOCAB, .n_ctx = FK_CTX, .n_slots = FK_SLOTS,
+        .seq_alloc = fk_seq_alloc, .seq_free = fk_seq_free, .decode = fk_decode,
+        .is_eog = fk_is_eog, .stream_init = fk_stream_init, .stream_push = fk_stream_push,
+        .stream_flush = fk_stream_flush, .close = fk_close,
+    };
+    char err[256];
+    eng_params_t p;
+    eng_t *e = (eng_t *)1;
+    int cases = 0;
+    for (int k = 0; k < 5; k++) {
+        eng_params_default(&p);
+        if (k == 0) p.max_running = 0;
+        if (k == 1) p.max_waiting = -1;
+        if (k == 2) p.prefill_chunk = 0;
+        if (k == 3) p.kv_tokens = -5;
+        if (k == 4) p.max_batch_tokens = -1;
+        ck_assert_int_eq(eng_open_driver(&e, &p, &d, err, sizeof err), FD_ECONFIG);
+        ck_assert_ptr_null(e);
+        cases++;
+    }
+    ck_assert_int_eq(f->n_closed, cases);
+    eng_driver_t bad = d;
+    bad.decode = NULL;
+    ck_assert_int_eq(eng_open_driver(&e, &p, &bad, err, sizeof err), -EINVAL);
+    ck_assert_int_eq(f->n_closed, cases + 1);
+    pthread_mutex_destroy(&f->mu);
+    free(f);
+}
+END_TEST
+
+START_TEST(test_timeout)
+{
+    fake_t *f = fk_new();
+    f->sleep_us = 2000;
+    eng_params_t p;
+    eng_params_default(&p);
+    p.max_running = 1;
+    eng_t *e, *slot;
+    e = open_fake(f, &p, &slot);
+    int32_t prompt[4] = { 9, 8, 7, 6 };
+    eng_request_t q;
+    memset(&q, 0, sizeof q);
+    q.prompt = prompt;
+    q.n_prompt = 4;
+    q.max_tokens = 400;
+    eng_sampling_default(&q.sampling);
+    q.sampling.temperature = 0;
+    q.timeout_s = 0.1;
+    q.on_event = on_event;
+    coll_t *a = coll_new(), *b = coll_new();
+    q.ud = a;
+    ck_assert_int_eq(eng_submit(e, &q, &a->id, NULL, 0), 0);
+    q.timeout_s = 0.03;     /* queued behind a the whole time */
+    q.ud = b;
+    ck_assert_int_eq(eng_submit(e, &q, &b->id, NULL, 0), 0);
+    coll_wait(b);
+    ck_assert_int_eq(b->finish, ENG_FINISH_TIMEOUT);
+    ck_assert_int_eq(b->n, 0);
+    ck_assert_double_ge(b->t.total_s, 0.03);
+    coll_wait(a);
+    ck_assert_int_eq(a->finish, ENG_FINISH_TIMEOUT);
+    ck_assert_int_gt(a->n, 0);
+    ck_assert_int_lt(a->n, 400);
+    ck_assert_double_ge(a->t.total_s, 0.1);
+    ck_assert_double_lt(a->t.total_s, 1.0);
+    /* what was delivered is the start of the greedy text */
+    int32_t ref[400];
+    ref_greedy(prompt, 4, a->n, ref);
+    ck_assert(memcmp(a->tok, ref, (size_t)a->n * sizeof(int32_t)) == 0);
+    eng_stats_t st;
+    eng_stats(e, &st);
+    ck_assert_int_eq(st.running, 0);
+    ck_assert_int_eq(st.kv_reserved, 0);
+    coll_free(a);
+    coll_free(b);
+    eng_close(e);
+    fk_delete(f);
+}
+END_TEST
+
+/* A long prompt admitted while a stream runs: it prefills in chunks, and the running stream
+ * gets its token in every one of those steps. */
+START_TEST(test_chunked_prefill_interleaves)
+{
+    fake_t *f = fk_new();
+    f->sleep_us = 300;
+    f->dev_per_step = 0.001;
+    eng_params_t p;
+    eng_params_default(&p);
+    p.max_running = 3;
+    p.prefill_chunk = 8;
+    p.max_batch_tokens = 12;
+    eng_t *e, *slot;
+    e = open_fake(f, &p, &slot);
+    int32_t pa[3] = { 1, 2, 3 }, pb[100], pc[30];
+    make_prompt(pb, 100, 77);
+    make_prompt(pc, 30, 78);
+    coll_t *a = coll_new(), *b = coll_new(), *c = coll_new();
+    submit(e, pa, 3, 120, NULL, a);
+    coll_wait_tokens(a, 2);
+    submit(e, pb, 100, 5, NULL, b);
+    submit(e, pc, 30, 5, NULL, c);
+    coll_wait(b);
+    coll_wait(c);
+    coll_wait(a);
+    ck_assert_int_eq(a->n, 120);
+    int32_t ref[120];
+    ref_greedy(pa, 3, 120, ref);
+    ck_assert(memcmp(a->tok, ref, sizeof ref) == 0);
+    /* a's slot is 0 (first admitted); b and c take 1 and 2 */
+    pthread_mutex_lock(&f->mu);
+    int prefill_steps_b = 0, steps_with_both = 0, a_steps = 0, a_first = -1, a_last = -1;
+    for (int s = 0; s < f->n_log; s++) {
+        const fk_step_t *st = &f->log[s];
+        int total = 0;
+        bool has_a = false, b_prefill = false;
+        for (int i = 0; i < st->n; i++) {
+            total += st->n_tokens[i];
+            if (st->slot[i] == 0) {
+                has_a = true;
+                if (st->pos[i] >= 3) {
+                    ck_assert_int_eq(st->n_tokens[i], 1);
+                    a_steps++;
+                    if (a_first < 0)
+                        a_first = s;
+                    a_last = s;
+                }
+            }
+            if (st->slot[i] == 1 && st->pos[i] < 100) {
+                b_prefill = true;
+                prefill_steps_b++;
+                ck_assert_int_le(st->n_tokens[i], 8);
+                ck_assert(st->want[i] == (st->pos[i] + st->n_tokens[i] == 100));
+            }
+        }
+        ck_assert_int_le(total, 12);
+        if (b_prefill) {
+            ck_assert_msg(has_a, "step %d: b prefills, a has no token", s);
+            steps_with_both += has_a;
+        }
+    }
+    /* a decoded in every step from its first decode to its last */
+    ck_assert_int_eq(a_steps, a_last - a_first + 1);
+    /* b's 100 prompt tokens took at least ceil(100 / 8) steps, each with a's token */
+    ck_assert_int_ge(prefill_steps_b, 13);
+    ck_assert_int_eq(steps_with_both, prefill_steps_b);
+    pthread_mutex_unlock(&f->mu);
+    /* device time: every step a request took part in */
+    ck_assert_double_ge(a->t.device_s, 0.001 * 120 - 1e-9);
+    ck_assert_double_gt(b->t.prefill_s, 0);
+    eng_stats_t st;
+    eng_stats(e, &st);
+    ck_assert_double_gt(st.ops.dev_total_s, 0);
+    ck_assert_int_le(st.last_batch_tokens, 12);
+    coll_free(a);
+    coll_free(b);
+    coll_free(c);
+    eng_close(e);
+    fk_delete(f);
+    ck_assert_msg(n_check_failures == 0, "eng_check: %s", check_msg);
+}
+END_TEST
+
+START_TEST(test_decode_error)
+{
+    fake_t *f = fk_new();
+    f->fail_at_step = 4;
+    eng_params_t p;
+    eng_params_default(&p);
+    eng_t *e, *slot;
+    e = open_fake(f, &p, &slot);
+    int32_t prompt[2] = { 1, 2 };
+    coll_t *a = coll_new(), *b = coll_new();
+    a->stats_eng = e;
+    submit(e, prompt, 2, 50, NULL, a);
+    coll_wait(a);
+    ck_assert_int_eq(a->finish, ENG_FINISH_ERROR);
+    ck_assert_msg(strstr(a->error, "backend error"), "%s", a->error);
+    ck_assert_int_eq(a->n, 3);
+    ck_assert_int_eq(a->stats_at_done.running, 0);
+    /* the engine goes on */
+    submit(e, prompt, 2, 5, NULL, b);
+    coll_wait(b);
+    ck_assert_int_eq(b->finish, ENG_FINISH_LENGTH);
+    coll_free(a);
+    coll_free(b);
+    eng_close(e);
+    fk_delete(f);
+}
+END_TEST
+
+static double cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+START_TEST(test_idle_and_close)
+{
+    fake_t *f = fk_new();
+    f->sleep_us = 1000;
+    eng_params_t p;
+    eng_params_default(&p);
+    p.max_running = 2;
+    eng_t *e, *slot;
+    e = open_fake(f, &p, &slot);
+    /* idle: no steps, (almost) no CPU */
+    double c0 = cpu_seconds();
+    usleep(200000);
+    double used = cpu_seconds() - c0;
+    eng_stats_t st;
+    eng_stats(e, &st);
+    ck_assert_uint_eq(st.steps, 0);
+    ck_assert_msg(used < 0.05, "idle engine used %.3f s of CPU in 0.2 s", used);
+    /* eng_close ends running and waiting requests as cancelled, then frees everything */
+    int32_t prompt[3] = { 4, 5, 6 };
+    coll_t *c[4];
+    for (int i = 0; i < 4; i++) {
+        c[i] = coll_new();
+        submit(e, prompt, 3, 300, NULL, c[i]);
+    }
+    coll_wait_tokens(c[0], 2);
+    eng_close(e);
+    for (int i = 0; i < 4; i++) {
+        ck_assert(c[i]->done);
+        ck_assert_int_eq(c[i]->finish, ENG_FINISH_CANCEL);
+        coll_free(c[i]);
+    }
+    fk_delete(f);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("engine");
+    TCase *tc = tcase_create("scheduler");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_batched_equals_alone);
+    tcase_add_test(tc, test_seed);
+    tcase_add_test(tc, test_stop_strings);
+    tcase_add_test(tc, test_eos_and_logprobs);
+    tcase_add_test(tc, test_cancel);
+    tcase_add_test(tc, test_bounds_and_bad_requests);
+    tcase_add_test(tc, test_bad_engine_params);
+    tcase_add_test(tc, test_timeout);
+    tcase_add_test(tc, test_chunked_prefill_interleaves);
+    tcase_add_test(tc, test_decode_error);
+    tcase_add_test(tc, test_idle_and_close);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""test_fusion_cli.py: proves fusion-cli end to end: greedy text from an empty prompt is
+exactly stories260K's reference (both files, fusion on and off), seeded sampling replays,
+speeds go to stderr only, and bad input (too long a prompt, bad options, missing file)
+fails with a clear message and exit status 1."""
+import json
+import os
+import subprocess
+import sys
+
+build = os.environ.get("top_builddir", ".")
+cli = os.path.join(build, "fusion-cli")
+shared = os.environ.get("FUSIOND_SHARED") or "../shared"
+models = os.path.join(shared, "models")
+ref_path = os.path.join(models, "stories260K.reference.json")
+if not os.path.exists(ref_path):
+    if os.environ.get("FUSIOND_REQUIRE_SHARED") == "1":
+        print("FAIL: shared test data missing: %s (FUSIOND_REQUIRE_SHARED=1)" % ref_path)
+        sys.exit(1)
+    print("SKIP: shared test data missing: %s (set FUSIOND_SHARED)" % ref_path)
+    sys.exit(77)
+ref = json.load(open(ref_path, encoding="utf-8"))
+model = os.path.join(models, "stories260K.gguf")
+failures = 0
+
+
+def run(*args):
+    p = subprocess.run([cli] + list(args), capture_output=True, timeout=120)
+    return p.returncode, p.stdout.decode("utf-8"), p.stderr.decode("utf-8")
+
+
+def check(cond, what, detail=""):
+    global failures
+    if cond:
+        print("ok   %s" % what)
+    else:
+        failures += 1
+        print("FAIL %s\n%s" % (what, detail))
+
+
+for name in ("stories260K.gguf", "stories260K-ggml-org.gguf"):
+    for fusion in ("on", "off"):
+        rc, out, err = run("-m", os.path.join(models, name), "-n", "200", "--temp", "0",
+                           "--fusion", fusion, "--threads", "1")
+        check(rc == 0 and out == ref["text"], "greedy %s fusion %s is the reference" % (name, fusion),
+              "rc=%d\nstdout=%r\nstderr=%s" % (rc, out, err))
+        check("tokens/s" in err and "fusion %s" % fusion in err and "tokens/s" not in out,
+              "speeds on stderr (%s, fusion %s)" % (name, fusion), err)
+
+rc, out, err = run("-m", model, "-n", "200", "--temp", "0", "--softmax", "sumonly")
+check(rc == 0 and out == ref["text"], "greedy with the sum-only softmax", err)
+
+# a prompt: the continuation only, not the prompt
+rc, out, err = run("-m", model, "-p", "Once upon a time", "-n", "10", "--temp", "0")
+check(rc == 0 and ref["text"].startswith("Once upon a time" + out) and len(out) > 0,
+      "greedy continuation of a prompt", "stdout=%r" % out)
+
+rc1, out1, _ = run("-m", model, "-n", "40", "--temp", "0.9", "--seed", "7")
+rc2, out2, _ = run("-m", model, "-n", "40", "--temp", "0.9", "--seed", "7")
+rc3, out3, _ = run("-m", model, "-n", "40", "--temp", "0.9", "--seed", "8", "--top-k", "0",
+                   "--top-p", "1", "--min-p", "0")
+check(rc1 == rc2 == rc3 == 0 and out1 == out2 and len(out1) > 0, "seeded sampling replays")
+check(out3 != out1, "another seed gives other text", out3)
+
+rc, out, err = run("-m", model, "-n", "0")
+check(rc == 0 and out == "", "-n 0 prints nothing")
+
+long_prompt = "Lily went to the park and saw a big dog. " * 8
+rc, out, err = run("-m", model, "-p", long_prompt, "--ctx", "16")
+check(rc == 1 and "longer than the context" in err and out == "", "prompt longer than the context", err)
+
+rc, out, err = run("-m", model, "-n", "40", "--temp", "0", "--ctx", "20")
+check(rc == 0 and "context full" in err and ref["text"].startswith(out), "stops at the context end", err)
+
+rc, out, err = run("--info", model)
+check(rc == 0 and "llama.block_count" in out and "blk.4.ffn_down.weight" in out, "--info", err)
+
+for args, what in ((["-m", model, "--fusion", "maybe"], "on or off"),
+                   (["-m", model, "--temp", "x"], "--temp"),
+                   (["-m", model, "--backend", "nope"], "nope"),
+                   (["-m", os.path.join(models, "missing.gguf")], "missing.gguf"),
+                   ([], "no model")):
+    rc, out, err = run(*args)
+    check(rc == 1 and what in err and out == "", "bad input %s" % " ".join(args[2:] or args), err)
+
+sys.exit(1 if failures else 0)

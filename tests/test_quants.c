@@ -1,0 +1,616 @@
+/* test_quants.c: proves the number formats (backends/quants.c): fp16/bf16 conversions round
+ * to nearest even and keep inf/NaN; every block type decodes to the value its format
+ * definition gives (blocks are packed here, element by element, from known codes and
+ * scales, and the expected values are computed here from those codes); fq_dot_ref matches;
+ * quantize -> dequantize stays within the error bound the format allows; bad input fails. */
+#include <float.h>
+#include <math.h>
+
+#include "backends/quants.h"
+#include "common/fd.h"
+#include "common/ggtypes.h"
+#include "tests/testutil.h"
+
+/* An fp16 decoder written from the definition (sign, 5-bit exponent, 10-bit fraction),
+ * independent of the library's bit shuffling. */
+static double half_val(uint16_t h)
+{
+    int s = h >> 15, e = (h >> 10) & 31, m = h & 1023;
+    double v;
+    if (e == 0)
+        v = ldexp(m, -24);
+    else if (e == 31)
+        v = m ? NAN : INFINITY;
+    else
+        v = ldexp(1024 + m, e - 25);
+    return s ? -v : v;
+}
+
+static uint16_t f2u16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)(u >> 16);
+}
+
+static float bits_f(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+START_TEST(test_f16_cases)
+{
+    ck_assert_uint_eq(fq_f32_to_f16(1.0f), 0x3c00);
+    ck_assert_uint_eq(fq_f32_to_f16(-2.0f), 0xc000);
+    ck_assert_uint_eq(fq_f32_to_f16(0.0f), 0x0000);
+    ck_assert_uint_eq(fq_f32_to_f16(-0.0f), 0x8000);
+    ck_assert_uint_eq(fq_f32_to_f16(65504.0f), 0x7bff);   /* largest finite */
+    ck_assert_uint_eq(fq_f32_to_f16(65519.0f), 0x7bff);   /* below the midpoint */
+    ck_assert_uint_eq(fq_f32_to_f16(65520.0f), 0x7c00);   /* tie, odd -> rounds up to inf */
+    ck_assert_uint_eq(fq_f32_to_f16(1e10f), 0x7c00);
+    ck_assert_uint_eq(fq_f32_to_f16(INFINITY), 0x7c00);
+    ck_assert_uint_eq(fq_f32_to_f16(-INFINITY), 0xfc00);
+    /* ties to even at 1: 1 + 2^-11 is halfway between 0x3c00 (even) and 0x3c01 */
+    ck_assert_uint_eq(fq_f32_to_f16(1.0f + 0x1p-11f), 0x3c00);
+    ck_assert_uint_eq(fq_f32_to_f16(1.0f + 3 * 0x1p-11f), 0x3c02);
+    ck_assert_uint_eq(fq_f32_to_f16(1.0f + 0x1p-11f + 0x1p-20f), 0x3c01);
+    /* subnormals: 2^-24 is the smallest; 2^-25 ties to 0 (even), 3*2^-25 ties to 2 */
+    ck_assert_uint_eq(fq_f32_to_f16(0x1p-24f), 0x0001);
+    ck_assert_uint_eq(fq_f32_to_f16(0x1p-25f), 0x0000);
+    ck_assert_uint_eq(fq_f32_to_f16(0x1.000002p-25f), 0x0001);
+    ck_assert_uint_eq(fq_f32_to_f16(3 * 0x1p-25f), 0x0002);
+    ck_assert_uint_eq(fq_f32_to_f16(-0x1p-24f), 0x8001);
+    ck_assert_uint_eq(fq_f32_to_f16(0x1p-14f), 0x0400);   /* smallest normal */
+    ck_assert_uint_eq(fq_f32_to_f16(0x1.ffcp-15f), 0x0400); /* 1023.5 * 2^-24: tie, up to it */
+    ck_assert_uint_eq(fq_f32_to_f16(0x1.ff8p-15f), 0x03ff); /* exactly 1023 * 2^-24 */
+    ck_assert_uint_eq(fq_f32_to_f16(1e-30f), 0x0000);
+    ck_assert_uint_eq(fq_f32_to_f16(bits_f(0x00000001u)), 0x0000);
+    uint16_t n = fq_f32_to_f16(NAN);
+    ck_assert_uint_eq(n & 0x7c00, 0x7c00);
+    ck_assert_uint_ne(n & 0x3ff, 0);
+    /* a signalling NaN whose payload lives only in low bits must stay a NaN */
+    n = fq_f32_to_f16(bits_f(0x7f800001u));
+    ck_assert_uint_ne(n & 0x3ff, 0);
+    ck_assert(isnan(fq_f16_to_f32(0x7e00)));
+    ck_assert(isinf(fq_f16_to_f32(0xfc00)) && fq_f16_to_f32(0xfc00) < 0);
+    ck_assert(fq_f16_to_f32(0x0001) == 0x1p-24f);
+    ck_assert(fq_f16_to_f32(0x7bff) == 65504.0f);
+    ck_assert(signbit(fq_f16_to_f32(0x8000)));
+}
+END_TEST
+
+/* Every half decodes to the value the definition gives, and encodes back to itself. */
+START_TEST(test_f16_all)
+{
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = fq_f16_to_f32((uint16_t)h);
+        double want = half_val((uint16_t)h);
+        if (isnan(want)) {
+            ck_assert(isnan(f));
+            continue;
+        }
+        ck_assert_msg((double)f == want, "h=%04x", h);
+        uint16_t back = fq_f32_to_f16(f);
+        ck_assert_msg(back == h, "h=%04x back=%04x", h, back);
+    }
+}
+END_TEST
+
+/* Random floats: the encoded half is the nearest one (ties to even), checked by comparing
+ * distances to both neighbours in double. */
+START_TEST(test_f16_random)
+{
+    uint64_t s = 11;
+    for (int i = 0; i < 200000; i++) {
+        uint32_t u = (uint32_t)tu_rand64(&s);
+        /* exponents around half's range, including subnormal and overflow territory */
+        u = (u & 0x807fffffu) | ((uint32_t)(100 + (int)(tu_rand64(&s) % 45)) << 23);
+        float f = bits_f(u);
+        uint16_t h = fq_f32_to_f16(f);
+        double v = half_val(h);
+        if (isinf(v)) {
+            ck_assert(fabs((double)f) >= 65520.0);
+            continue;
+        }
+        double err = fabs(v - (double)f);
+        /* neighbours of h toward and away from zero */
+        uint16_t up = (uint16_t)(h + 1), dn = (uint16_t)(h - 1);
+        if ((h & 0x7fff) != 0x7bff) {
+            double e2 = fabs(half_val(up) - (double)f);
+            ck_assert_msg(err < e2 || (err == e2 && !(h & 1)), "f=%a h=%04x", (double)f, h);
+        }
+        if ((h & 0x7fff) != 0) {
+            double e2 = fabs(half_val(dn) - (double)f);
+            ck_assert_msg(err < e2 || (err == e2 && !(h & 1)), "f=%a h=%04x", (double)f, h);
+        }
+    }
+#ifdef __FLT16_MAX__
+    /* and agrees with the compiler's own conversion where it has one */
+    s = 12;
+    for (int i = 0; i < 100000; i++) {
+        float f = bits_f((uint32_t)tu_rand64(&s));
+        if (isnan(f))
+            continue;
+        _Float16 c = (_Float16)f;
+        uint16_t cb;
+        memcpy(&cb, &c, 2);
+        ck_assert_msg(fq_f32_to_f16(f) == cb, "f=%a", (double)f);
+    }
+#endif
+}
+END_TEST
+
+START_TEST(test_bf16)
+{
+    ck_assert_uint_eq(fq_f32_to_bf16(1.0f), 0x3f80);
+    ck_assert_uint_eq(fq_f32_to_bf16(bits_f(0x3f808000u)), 0x3f80); /* tie -> even */
+    ck_assert_uint_eq(fq_f32_to_bf16(bits_f(0x3f818000u)), 0x3f82); /* tie -> even (up) */
+    ck_assert_uint_eq(fq_f32_to_bf16(bits_f(0x3f808001u)), 0x3f81);
+    ck_assert_uint_eq(fq_f32_to_bf16(bits_f(0x3f807fffu)), 0x3f80);
+    ck_assert_uint_eq(fq_f32_to_bf16(INFINITY), 0x7f80);
+    ck_assert_uint_eq(fq_f32_to_bf16(-INFINITY), 0xff80);
+    ck_assert_uint_eq(fq_f32_to_bf16(FLT_MAX), 0x7f80); /* rounds past the largest: inf */
+    ck_assert_uint_eq(fq_f32_to_bf16(-0.0f), 0x8000);
+    uint16_t n = fq_f32_to_bf16(bits_f(0x7f800001u)); /* would truncate to inf */
+    ck_assert(isnan(fq_bf16_to_f32(n)));
+    ck_assert(isnan(fq_bf16_to_f32(fq_f32_to_bf16(NAN))));
+    ck_assert(fq_bf16_to_f32(0x4049) == 3.140625f);
+    uint64_t s = 5;
+    for (int i = 0; i < 100000; i++) {
+        float f = bits_f((uint32_t)tu_rand64(&s) & 0xbfffffffu); /* finite, |f| < 2 */
+        if (fabsf(f) < FLT_MIN)
+            continue; /* subnormals keep fewer bits: the relative bound does not hold */
+        uint16_t b = fq_f32_to_bf16(f);
+        double err = fabs((double)fq_bf16_to_f32(b) - (double)f);
+        ck_assert(err <= ldexp(fabs((double)f), -8));
+        ck_assert_uint_eq(b, fq_f32_to_bf16(fq_bf16_to_f32(b)));
+        (void)f2u16;
+    }
+}
+END_TEST
+
+/* ---- blocks packed from known codes --------------------------------------------------- */
+
+/* Random fp16 scale with a value of magnitude 2^lo..2^hi. */
+static uint16_t rand_half(uint64_t *s, int lo, int hi, int allow_neg)
+{
+    int e = lo + (int)(tu_rand64(s) % (uint64_t)(hi - lo + 1));
+    uint16_t h = (uint16_t)(((e + 15) << 10) | (tu_rand64(s) & 1023));
+    if (allow_neg && (tu_rand64(s) & 1))
+        h |= 0x8000;
+    return h;
+}
+
+static int rint_(uint64_t *s, int lo, int hi)
+{
+    return lo + (int)(tu_rand64(s) % (uint64_t)(hi - lo + 1));
+}
+
+static void set_nib(uint8_t *p, int hi, int v)
+{
+    *p = hi ? (uint8_t)((*p & 0x0f) | (v << 4)) : (uint8_t)((*p & 0xf0) | v);
+}
+
+static void put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+/* Packs one random block of type into blk and writes its elements' values (computed from
+ * the codes by the format definition) to want.  Layout offsets are ggml's block structs. */
+static void make_block(int type, uint64_t *s, uint8_t *blk, double *want)
+{
+    memset(blk, 0, (size_t)gg_block_bytes(type));
+    switch (type) {
+    case GG_Q4_0: case GG_Q4_1: case GG_Q5_0: case GG_Q5_1: {
+        int has_m = type == GG_Q4_1 || type == GG_Q5_1, five = type == GG_Q5_0 || type == GG_Q5_1;
+        uint16_t d = rand_half(s, -12, 2, 1), m = rand_half(s, -8, 1, 1);
+        put16(blk, d);
+        if (has_m)
+            put16(blk + 2, m);
+        uint8_t *qh = blk + (has_m ? 4 : 2), *qs = qh + (five ? 4 : 0);
+        for (int i = 0; i < 32; i++) {
+            int q = rint_(s, 0, five ? 31 : 15);
+            set_nib(&qs[i % 16], i / 16, q & 15);
+            if (five && (q & 16))
+                qh[i / 8] |= (uint8_t)(1u << (i % 8)); /* bit i of the LE 32-bit word */
+            double off = has_m ? 0 : (five ? 16 : 8);
+            want[i] = half_val(d) * (q - off) + (has_m ? half_val(m) : 0);
+        }
+        break;
+    }
+    case GG_Q8_0: case GG_Q8_1: {
+        uint16_t d = rand_half(s, -12, 2, 1);
+        put16(blk, d);
+        int8_t *qs = (int8_t *)(blk + (type == GG_Q8_1 ? 4 : 2));
+        for (int i = 0; i < 32; i++) {
+            qs[i] = (int8_t)rint_(s, -128, 127);
+            want[i] = half_val(d) * qs[i];
+        }
+        break;
+    }
+    case GG_Q8_K: {
+        float d = ldexpf((float)rint_(s, 1, 1000), -rint_(s, 10, 20));
+        memcpy(blk, &d, 4);
+        int8_t *qs = (int8_t *)(blk + 4);
+        for (int i = 0; i < 256; i++) {
+            qs[i] = (int8_t)rint_(s, -128, 127);
+            want[i] = (double)d * qs[i];
+        }
+        break;
+    }
+    case GG_Q2_K: case GG_Q3_K: {
+        /* Q2_K: scales[16] qs[64] d dmin.  Q3_K: hmask[32] qs[64] scales[12] d. */
+        int three = type == GG_Q3_K;
+        uint8_t *hm = blk, *qs = three ? blk + 32 : blk + 16;
+        uint16_t d = rand_half(s, -12, -4, 1), dmin = rand_half(s, -12, -4, 0);
+        put16(three ? blk + 108 : blk + 80, d);
+        if (!three)
+            put16(blk + 82, dmin);
+        int sc[16], mn[16];
+        for (int b = 0; b < 16; b++) {
+            sc[b] = rint_(s, 0, three ? 63 : 15);
+            mn[b] = rint_(s, 0, 15);
+            if (three) {
+                uint8_t *S = blk + 96;
+                set_nib(&S[b % 8], b / 8, sc[b] & 15);
+                S[8 + b % 4] |= (uint8_t)((sc[b] >> 4) << (2 * (b / 4)));
+            } else {
+                blk[b] = (uint8_t)(sc[b] | (mn[b] << 4));
+            }
+        }
+        for (int i = 0; i < 256; i++) {
+            int q = rint_(s, 0, three ? 7 : 3);
+            int h = i / 128, j = (i % 128) / 32, l = i % 32;
+            qs[32 * h + l] |= (uint8_t)((q & 3) << (2 * j));
+            if (three && (q & 4))
+                hm[l] |= (uint8_t)(1u << (i / 32));
+            int b = i / 16;
+            want[i] = three ? half_val(d) * (sc[b] - 32) * (q - 4)
+                            : half_val(d) * sc[b] * q - half_val(dmin) * mn[b];
+        }
+        break;
+    }
+    case GG_Q4_K: case GG_Q5_K: {
+        /* d dmin scales[12] (qh[32]) qs[128] */
+        int five = type == GG_Q5_K;
+        uint16_t d = rand_half(s, -12, -4, 1), dmin = rand_half(s, -12, -4, 0);
+        put16(blk, d);
+        put16(blk + 2, dmin);
+        uint8_t *S = blk + 4, *qh = blk + 16, *qs = blk + (five ? 48 : 16);
+        int sc[8], mn[8];
+        for (int j = 0; j < 8; j++) {
+            sc[j] = rint_(s, 0, 63);
+            mn[j] = rint_(s, 0, 63);
+            if (j < 4) {
+                S[j] |= (uint8_t)sc[j];
+                S[j + 4] |= (uint8_t)mn[j];
+            } else {
+                S[j + 4] |= (uint8_t)((sc[j] & 15) | ((mn[j] & 15) << 4));
+                S[j - 4] |= (uint8_t)((sc[j] >> 4) << 6);
+                S[j] |= (uint8_t)((mn[j] >> 4) << 6);
+            }
+        }
+        for (int i = 0; i < 256; i++) {
+            int q = rint_(s, 0, five ? 31 : 15);
+            int p = i / 64, hi = (i / 32) & 1, l = i % 32;
+            set_nib(&qs[32 * p + l], hi, q & 15);
+            if (five && (q & 16))
+                qh[l] |= (uint8_t)(1u << (i / 32));
+            want[i] = half_val(d) * sc[i / 32] * q - half_val(dmin) * mn[i / 32];
+        }
+        break;
+    }
+    case GG_Q6_K: {
+        /* ql[128] qh[64] scales[16] d */
+        uint16_t d = rand_half(s, -14, -6, 1);
+        put16(blk + 208, d);
+        int8_t *sc = (int8_t *)(blk + 192);
+        for (int b = 0; b < 16; b++)
+            sc[b] = (int8_t)rint_(s, -128, 127);
+        for (int i = 0; i < 256; i++) {
+            int q = rint_(s, 0, 63);
+            int h = i / 128, k = (i % 128) / 32, l = i % 32;
+            set_nib(&blk[64 * h + l + 32 * (k & 1)], k >= 2, q & 15);
+            blk[128 + 32 * h + l] |= (uint8_t)((q >> 4) << (2 * k));
+            want[i] = half_val(d) * sc[i / 16] * (q - 32);
+        }
+        break;
+    }
+    case GG_F16: {
+        uint16_t h = rand_half(s, -14, 15, 1);
+        put16(blk, h);
+        want[0] = half_val(h);
+        break;
+    }
+    case GG_BF16: {
+        uint16_t h = (uint16_t)(tu_rand64(s) & 0xbfff); /* finite */
+        put16(blk, h);
+        uint32_t u = (uint32_t)h << 16;
+        float f;
+        memcpy(&f, &u, 4);
+        want[0] = f;
+        break;
+    }
+    case GG_F32: {
+        float f = tu_randf(s) * 100;
+        memcpy(blk, &f, 4);
+        want[0] = f;
+        break;
+    }
+    default:
+        ck_abort_msg("no block maker for %d", type);
+    }
+}
+
+static const int dq_types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q8_1, GG_Q4_0, GG_Q4_1,
+                               GG_Q5_0, GG_Q5_1, GG_Q2_K, GG_Q3_K, GG_Q4_K, GG_Q5_K, GG_Q6_K,
+                               GG_Q8_K};
+
+START_TEST(test_dequant_known)
+{
+    int type = dq_types[_i];
+    ck_assert(fq_type_supported(type));
+    uint64_t s = 1000 + (uint64_t)type;
+    int be = gg_block_elems(type), bb = gg_block_bytes(type);
+    int nblk = be == 1 ? 300 : 7;
+    int64_t n = (int64_t)nblk * be;
+    uint8_t *raw = malloc((size_t)nblk * (size_t)bb);
+    double *want = malloc((size_t)n * sizeof(double));
+    float *got = malloc((size_t)n * sizeof(float)), *x = malloc((size_t)n * sizeof(float));
+    for (int b = 0; b < nblk; b++)
+        make_block(type, &s, raw + (size_t)b * (size_t)bb, want + (int64_t)b * be);
+    ck_assert_int_eq(fq_dequantize_row(type, raw, got, n), 0);
+    double dot = 0, mag = 0;
+    for (int64_t i = 0; i < n; i++) {
+        /* each value is a product of at most three exact factors: float keeps it to 2^-23 */
+        double tol = fabs(want[i]) * 0x1p-22 + 1e-30;
+        ck_assert_msg(fabs((double)got[i] - want[i]) <= tol, "%s elem %lld: got %.9g want %.9g",
+                      gg_type_name(type), (long long)i, (double)got[i], want[i]);
+        x[i] = tu_randf(&s);
+        dot += want[i] * x[i];
+        mag += fabs(want[i] * x[i]);
+    }
+    double d = fq_dot_ref(type, raw, x, n);
+    ck_assert_msg(fabs(d - dot) <= mag * 1e-6 + 1e-30, "%s dot %.12g want %.12g",
+                  gg_type_name(type), d, dot);
+    free(raw);
+    free(want);
+    free(got);
+    free(x);
+}
+END_TEST
+
+/* ---- quantize -> dequantize bounds ---------------------------------------------------- */
+
+/* Inputs: smooth random values with a few large outliers, and per-block magnitudes that vary
+ * over several orders (as weight rows do). */
+static void fill_input(uint64_t *s, float *x, int64_t n, int group)
+{
+    float mag = 1;
+    for (int64_t i = 0; i < n; i++) {
+        if (i % group == 0)
+            mag = ldexpf(1.f, rint_(s, -6, 4)); /* keeps fp16 scales normal */
+        x[i] = tu_randf(s) * mag;
+        if (tu_rand64(s) % 97 == 0)
+            x[i] *= 6;
+    }
+}
+
+static float blk_absmax(const float *x, int n)
+{
+    float m = 0;
+    for (int i = 0; i < n; i++)
+        m = fmaxf(m, fabsf(x[i]));
+    return m;
+}
+
+/* fp16 keeps 11 significant bits: relative rounding of a stored scale <= 2^-11. */
+#define H_REL 0x1p-11
+
+START_TEST(test_roundtrip_legacy)
+{
+    uint64_t s = 77;
+    const int64_t n = 32 * 64;
+    float x[32 * 64], y[32 * 64];
+    uint8_t buf[64 * 36];
+    static const int types[] = {GG_Q8_0, GG_Q8_1, GG_Q4_0, GG_Q4_1, GG_Q5_0, GG_Q5_1};
+    for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
+        int type = types[t];
+        fill_input(&s, x, n, 32);
+        ck_assert_int_eq(fq_quantize_row(type, x, buf, n), 0);
+        ck_assert_int_eq(fq_dequantize_row(type, buf, y, n), 0);
+        for (int b = 0; b < n / 32; b++) {
+            const float *xb = x + 32 * b;
+            float amax = blk_absmax(xb, 32), lo = xb[0], hi = xb[0];
+            for (int i = 1; i < 32; i++) {
+                lo = fminf(lo, xb[i]);
+                hi = fmaxf(hi, xb[i]);
+            }
+            double bound;
+            switch (type) {
+            case GG_Q8_0: case GG_Q8_1:
+                /* step d = amax/127: rounding costs d/2; the fp16 d is off by <= d*2^-11,
+                 * times |q| <= 127 */
+                bound = amax / 127.0 * (0.5 + 127 * H_REL);
+                break;
+            case GG_Q4_0:
+                /* d = amax/8 maps the extreme to -8; the opposite extreme (+8) clamps to +7,
+                 * a full step: d, plus 8 steps of fp16 error in d */
+                bound = amax / 8.0 * (1.0 + 8 * H_REL);
+                break;
+            case GG_Q5_0:
+                bound = amax / 16.0 * (1.0 + 16 * H_REL);
+                break;
+            default: { /* Q4_1, Q5_1: d = range/levels, half a step, fp16 error of d and m */
+                double lv = type == GG_Q4_1 ? 15 : 31, d = (hi - lo) / lv;
+                bound = d * (0.5 + lv * H_REL) + fabs(lo) * H_REL;
+                break;
+            }
+            }
+            bound = bound * (1 + 1e-5) + 1e-30;
+            for (int i = 0; i < 32; i++)
+                ck_assert_msg(fabs((double)y[32 * b + i] - xb[i]) <= bound,
+                              "%s blk %d: x=%g y=%g bound %g", gg_type_name(type), b,
+                              (double)xb[i], (double)y[32 * b + i], bound);
+        }
+    }
+}
+END_TEST
+
+START_TEST(test_roundtrip_kquants)
+{
+    uint64_t s = 78;
+    const int64_t n = 256 * 24;
+    float *x = malloc(sizeof(float) * (size_t)n), *y = malloc(sizeof(float) * (size_t)n);
+    uint8_t *buf = malloc((size_t)(n / 256) * 292);
+    static const int types[] = {GG_Q4_K, GG_Q6_K, GG_Q8_K};
+    for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
+        int type = types[t];
+        /* magnitudes vary per super-block, as between weight rows (within one, a sub-block
+         * 1000x smaller than the largest gets scale code 0: a property of the format) */
+        fill_input(&s, x, n, 256);
+        ck_assert_int_eq(fq_quantize_row(type, x, buf, n), 0);
+        ck_assert_int_eq(fq_dequantize_row(type, buf, y, n), 0);
+        double se = 0, sx = 0, snoise = 0;
+        for (int64_t b = 0; b < n / 256; b++) {
+            const uint8_t *blk = buf + b * gg_block_bytes(type);
+            for (int i = 0; i < 256; i++) {
+                int64_t k = 256 * b + i;
+                double err = fabs((double)y[k] - x[k]), step = 0, lo = 0, hi = 0;
+                if (type == GG_Q4_K) {
+                    const fq_block_q4_K *q = (const fq_block_q4_K *)blk;
+                    uint8_t sc, m;
+                    fq_scale_min_k4(i / 32, q->scales, &sc, &m);
+                    step = half_val(q->d) * sc;
+                    lo = -half_val(q->dmin) * m;
+                    hi = lo + 15 * step;
+                } else if (type == GG_Q6_K) {
+                    const fq_block_q6_K *q = (const fq_block_q6_K *)blk;
+                    double dd = half_val(q->d) * q->scales[i / 16];
+                    step = fabs(dd);
+                    lo = fmin(-32 * dd, 31 * dd);
+                    hi = fmax(-32 * dd, 31 * dd);
+                } else {
+                    const fq_block_q8_K *q = (const fq_block_q8_K *)blk;
+                    step = fabs(q->d);
+                    lo = -128 * step;
+                    hi = 127 * step;
+                }
+                double tol = step * 1e-5 + fabs(x[k]) * 1e-6 + 1e-30;
+                /* inside the code range an element is rounded to the nearest step of its
+                 * sub-block's stored scale (half a step at most); outside it, it becomes the
+                 * nearer end of the range */
+                if (x[k] < lo - step / 2)
+                    ck_assert_msg(fabs(y[k] - lo) <= tol, "%s elem %lld below range", gg_type_name(type), (long long)k);
+                else if (x[k] > hi + step / 2)
+                    ck_assert_msg(fabs(y[k] - hi) <= tol, "%s elem %lld above range", gg_type_name(type), (long long)k);
+                else
+                    ck_assert_msg(err <= step * 0.5 + tol, "%s elem %lld err %g step %g",
+                                  gg_type_name(type), (long long)k, err, step);
+                se += err * err;
+                sx += (double)x[k] * x[k];
+                snoise += step * step / 12;
+            }
+        }
+        /* rounding to a grid of step h leaves uniform noise of variance h^2/12: the
+         * squared error must be about the sum of that over elements (clamped extremes add
+         * a little; 1.3x allows for them) */
+        ck_assert_msg(se <= 1.3 * 1.3 * snoise, "%s error %g above rounding noise %g",
+                      gg_type_name(type), sqrt(se), sqrt(snoise));
+        /* and the fit is good: the relative RMS error of uniform rounding with a step of
+         * about range/15 (Q4_K), range/63 (Q6_K), range/254 (Q8_K), for a range of
+         * +-amax and rms(x) = amax/sqrt(3), is 2/levels/sqrt(12)*sqrt(3) = 1/levels:
+         * 0.067, 0.016, 0.004.  The 6x outliers (about 1 in 97 elements) widen the range:
+         * Q8_K's one scale per 256 nearly always holds one (up to 6x: 0.024); the small
+         * sub-blocks of Q4_K (32) and Q6_K (16) less often (allow 1.5x and 2x: 0.1, 0.03). */
+        double rel = sqrt(se / sx);
+        double lim = type == GG_Q4_K ? 0.1 : type == GG_Q6_K ? 0.03 : 0.024;
+        ck_assert_msg(rel <= lim, "%s rms rel err %g > %g", gg_type_name(type), rel, lim);
+    }
+    free(x);
+    free(y);
+    free(buf);
+}
+END_TEST
+
+START_TEST(test_roundtrip_float)
+{
+    uint64_t s = 79;
+    float x[513], y[513];
+    uint16_t h[513];
+    for (int i = 0; i < 513; i++)
+        x[i] = tu_randf(&s) * ldexpf(1, rint_(&s, -10, 10));
+    ck_assert_int_eq(fq_quantize_row(GG_F16, x, h, 513), 0);
+    ck_assert_int_eq(fq_dequantize_row(GG_F16, h, y, 513), 0);
+    for (int i = 0; i < 513; i++) /* normal range: half an ulp of 11 bits */
+        ck_assert(fabs((double)y[i] - x[i]) <= fabs((double)x[i]) * 0x1p-11);
+    ck_assert_int_eq(fq_quantize_row(GG_BF16, x, h, 513), 0);
+    ck_assert_int_eq(fq_dequantize_row(GG_BF16, h, y, 513), 0);
+    for (int i = 0; i < 513; i++)
+        ck_assert(fabs((double)y[i] - x[i]) <= fabs((double)x[i]) * 0x1p-8);
+    float z[513];
+    ck_assert_int_eq(fq_quantize_row(GG_F32, x, z, 513), 0);
+    ck_assert_int_eq(memcmp(x, z, sizeof(z)), 0);
+}
+END_TEST
+
+/* All-zero blocks stay zero (no division by a zero scale). */
+START_TEST(test_zero_blocks)
+{
+    static const int types[] = {GG_Q8_0, GG_Q4_0, GG_Q4_1, GG_Q5_0, GG_Q5_1, GG_Q4_K, GG_Q6_K,
+                                GG_Q8_K};
+    float x[256] = {0}, y[256];
+    uint8_t buf[300];
+    for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
+        ck_assert_int_eq(fq_quantize_row(types[t], x, buf, 256), 0);
+        ck_assert_int_eq(fq_dequantize_row(types[t], buf, y, 256), 0);
+        for (int i = 0; i < 256; i++)
+            ck_assert_msg(y[i] == 0, "%s", gg_type_name(types[t]));
+    }
+}
+END_TEST
+
+START_TEST(test_bad_input)
+{
+    float x[64] = {0};
+    uint8_t buf[300] = {0};
+    ck_assert_int_eq(fq_dequantize_row(GG_Q8_0, buf, x, 33), -EINVAL);
+    ck_assert_int_eq(fq_dequantize_row(GG_Q4_K, buf, x, 32), -EINVAL);
+    ck_assert_int_eq(fq_dequantize_row(GG_I8, buf, x, 32), FD_EUNSUP);
+    ck_assert_int_eq(fq_dequantize_row(4, buf, x, 32), FD_EUNSUP);
+    ck_assert_int_eq(fq_dequantize_row(-1, buf, x, 32), FD_EUNSUP);
+    ck_assert_int_eq(fq_quantize_row(GG_Q8_0, x, buf, 31), -EINVAL);
+    ck_assert_int_eq(fq_quantize_row(GG_Q2_K, x, buf, 256), FD_EUNSUP);
+    ck_assert_int_eq(fq_quantize_row(GG_I32, x, buf, 1), FD_EUNSUP);
+    ck_assert(isnan(fq_dot_ref(GG_Q8_0, buf, x, 40)));
+    ck_assert(isnan(fq_dot_ref(GG_I8, buf, x, 4)));
+    ck_assert(!fq_type_supported(GG_I8));
+    ck_assert(!fq_type_supported(GG_TYPE_COUNT));
+    ck_assert(fq_type_quantizable(GG_Q6_K));
+    ck_assert(!fq_type_quantizable(GG_Q3_K));
+    ck_assert_int_eq(fq_dequantize_row(GG_Q8_0, buf, x, 0), 0);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("quants");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_f16_cases);
+    tcase_add_test(tc, test_f16_all);
+    tcase_add_test(tc, test_f16_random);
+    tcase_add_test(tc, test_bf16);
+    tcase_add_loop_test(tc, test_dequant_known, 0, (int)FD_ARRAY_LEN(dq_types));
+    tcase_add_test(tc, test_roundtrip_legacy);
+    tcase_add_test(tc, test_roundtrip_kquants);
+    tcase_add_test(tc, test_roundtrip_float);
+    tcase_add_test(tc, test_zero_blocks);
+    tcase_add_test(tc, test_bad_input);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}

@@ -1,0 +1,380 @@
+/* test_request.c: proves the request parser: every field of the OpenAI bodies lands where it
+ * belongs, and every bad body (a table) fails with the right HTTP status and `param`. */
+#include <math.h>
+
+#include "server/request.h"
+#include "tests/testutil.h"
+
+static rq_limits_t lim;
+
+static void setup(void)
+{
+    rq_limits_default(&lim);
+}
+
+static int parse(int kind, const char *body, rq_t *r, rq_err_t *e)
+{
+    return rq_parse(kind, body, strlen(body), &lim, r, e);
+}
+
+START_TEST(test_completion_fields)
+{
+    rq_t r;
+    rq_err_t e;
+    const char *body =
+        "{\"model\":\"m\",\"prompt\":\"Once upon\",\"max_tokens\":7,\"temperature\":0.5,"
+        "\"top_p\":0.9,\"top_k\":40,\"min_p\":0.05,\"seed\":42,\"stop\":[\"\\n\",\"The end\"],"
+        "\"n\":2,\"stream\":true,\"stream_options\":{\"include_usage\":true},\"logprobs\":3,"
+        "\"echo\":true,\"presence_penalty\":0.5,\"frequency_penalty\":-0.5,"
+        "\"logit_bias\":{\"13\":-100,\"7\":2.5},\"user\":\"u\",\"unknown_field\":[1,{}]}";
+    ck_assert_int_eq(parse(RQ_COMPLETION, body, &r, &e), 0);
+    ck_assert_str_eq(r.model, "m");
+    ck_assert_uint_eq(r.n_prompts, 1);
+    ck_assert_str_eq(r.prompts[0].text, "Once upon");
+    ck_assert_uint_eq(r.prompts[0].text_len, 9);
+    ck_assert_int_eq(r.max_tokens, 7);
+    ck_assert_float_eq(r.sampling.temperature, 0.5f);
+    ck_assert_float_eq(r.sampling.top_p, 0.9f);
+    ck_assert_int_eq(r.sampling.top_k, 40);
+    ck_assert_float_eq(r.sampling.min_p, 0.05f);
+    ck_assert(r.sampling.has_seed);
+    ck_assert_uint_eq(r.sampling.seed, 42);
+    ck_assert_int_eq(r.n_stop, 2);
+    ck_assert_str_eq(r.stop[0], "\n");
+    ck_assert_str_eq(r.stop[1], "The end");
+    ck_assert_int_eq(r.n, 2);
+    ck_assert(r.stream && r.include_usage && r.echo);
+    ck_assert_int_eq(r.logprobs, 3);
+    ck_assert_int_eq(r.sampling.n_probs, 3);
+    ck_assert_float_eq(r.sampling.presence_penalty, 0.5f);
+    ck_assert_float_eq(r.sampling.frequency_penalty, -0.5f);
+    ck_assert_int_eq(r.sampling.n_logit_bias, 2);
+    ck_assert_int_eq(r.sampling.logit_bias[0].token, 13);
+    ck_assert_float_eq(r.sampling.logit_bias[0].bias, -100.0f);
+    ck_assert_int_eq(r.sampling.logit_bias[1].token, 7);
+    ck_assert_float_eq(r.sampling.logit_bias[1].bias, 2.5f);
+    rq_free(&r);
+}
+END_TEST
+
+START_TEST(test_completion_defaults)
+{
+    rq_t r;
+    rq_err_t e;
+    ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":\"\",\"stop\":null,\"seed\":null}", &r, &e),
+                     0);
+    ck_assert_ptr_null(r.model);
+    ck_assert_str_eq(r.prompts[0].text, "");
+    ck_assert_int_eq(r.max_tokens, 0);
+    ck_assert_int_eq(r.n, 1);
+    ck_assert(!r.stream && !r.echo && !r.include_usage);
+    ck_assert_int_eq(r.logprobs, -1);
+    ck_assert_float_eq(r.sampling.temperature, 1.0f);
+    ck_assert_float_eq(r.sampling.top_p, 1.0f);
+    ck_assert_int_eq(r.sampling.top_k, 0);
+    ck_assert(!r.sampling.has_seed);
+    ck_assert_int_eq(r.n_stop, 0);
+    ck_assert_int_eq(r.sampling.n_probs, -1);
+    int mt = 0;
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 3, 512, &mt, &e), 0);
+    ck_assert_int_eq(mt, 16);
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 500, 512, &mt, &e), 0);
+    ck_assert_int_eq(mt, 12); /* the default shrinks to fit the context */
+    rq_free(&r);
+
+    ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":\"x\",\"top_k\":-1,\"stop\":\"END\"}",
+                           &r, &e), 0);
+    ck_assert_int_eq(r.sampling.top_k, 0);
+    ck_assert_int_eq(r.n_stop, 1);
+    ck_assert_str_eq(r.stop[0], "END");
+    rq_free(&r);
+}
+END_TEST
+
+START_TEST(test_prompt_forms)
+{
+    rq_t r;
+    rq_err_t e;
+    ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":[\"a\",\"bc\"]}", &r, &e), 0);
+    ck_assert_uint_eq(r.n_prompts, 2);
+    ck_assert_str_eq(r.prompts[1].text, "bc");
+    rq_free(&r);
+
+    ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":[1, 5, 9]}", &r, &e), 0);
+    ck_assert_uint_eq(r.n_prompts, 1);
+    ck_assert_ptr_null(r.prompts[0].text);
+    ck_assert_uint_eq(r.prompts[0].n_ids, 3);
+    ck_assert_int_eq(r.prompts[0].ids[2], 9);
+    ck_assert_int_eq(rq_check_vocab(&r, 10, &e), 0);
+    ck_assert_int_eq(rq_check_vocab(&r, 9, &e), -EINVAL);
+    ck_assert_int_eq(e.status, 400);
+    ck_assert_str_eq(e.param, "prompt[2]");
+    rq_free(&r);
+
+    ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":[[1,2],[3]],\"n\":3}", &r, &e), 0);
+    ck_assert_uint_eq(r.n_prompts, 2);
+    ck_assert_uint_eq(r.prompts[0].n_ids, 2);
+    ck_assert_uint_eq(r.prompts[1].n_ids, 1);
+    ck_assert_int_eq(r.prompts[1].ids[0], 3);
+    ck_assert_int_eq(rq_check_vocab(&r, 3, &e), -EINVAL);
+    ck_assert_str_eq(e.param, "prompt[1][0]");
+    rq_free(&r);
+}
+END_TEST
+
+START_TEST(test_chat_fields)
+{
+    rq_t r;
+    rq_err_t e;
+    const char *body =
+        "{\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+        "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Hi\"},"
+        "{\"type\":\"text\",\"text\":\"there\"}]},{\"role\":\"assistant\",\"content\":null}],"
+        "\"max_tokens\":5,\"max_completion_tokens\":9,\"logprobs\":true,\"top_logprobs\":2}";
+    ck_assert_int_eq(parse(RQ_CHAT, body, &r, &e), 0);
+    ck_assert_uint_eq(r.n_msgs, 3);
+    ck_assert_str_eq(r.msgs[0].role, "system");
+    ck_assert_str_eq(r.msgs[0].content, "Be brief.");
+    ck_assert_str_eq(r.msgs[1].content, "Hi\nthere");
+    ck_assert_str_eq(r.msgs[2].role, "assistant");
+    ck_assert_str_eq(r.msgs[2].content, "");
+    ck_assert_int_eq(r.max_tokens, 9);
+    ck_assert_int_eq(r.logprobs, 2);
+    int mt = 0;
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 20, 64, &mt, &e), 0);
+    ck_assert_int_eq(mt, 9);
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 60, 64, &mt, &e), -EINVAL);
+    ck_assert_str_eq(e.param, "max_completion_tokens");
+    ck_assert_ptr_nonnull(strstr(e.message, "64"));
+    ck_assert_ptr_nonnull(strstr(e.message, "69"));
+    rq_free(&r);
+
+    ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                                    "\"logprobs\":true}", &r, &e), 0);
+    ck_assert_int_eq(r.logprobs, 0);
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 20, 64, &mt, &e), 0);
+    ck_assert_int_eq(mt, 44); /* chat: the rest of the context */
+    rq_free(&r);
+}
+END_TEST
+
+START_TEST(test_tokenize_bodies)
+{
+    rq_t r;
+    rq_err_t e;
+    ck_assert_int_eq(parse(RQ_TOKENIZE, "{\"content\":\"hello\",\"add_special\":false}", &r, &e),
+                     0);
+    ck_assert_str_eq(r.prompts[0].text, "hello");
+    ck_assert(!r.add_special);
+    rq_free(&r);
+    ck_assert_int_eq(parse(RQ_TOKENIZE, "{\"prompt\":\"hi\"}", &r, &e), 0);
+    ck_assert_str_eq(r.prompts[0].text, "hi");
+    ck_assert(r.add_special);
+    rq_free(&r);
+    ck_assert_int_eq(parse(RQ_DETOKENIZE, "{\"tokens\":[]}", &r, &e), 0);
+    ck_assert_uint_eq(r.prompts[0].n_ids, 0);
+    rq_free(&r);
+    ck_assert_int_eq(parse(RQ_DETOKENIZE, "{\"tokens\":[4,5]}", &r, &e), 0);
+    ck_assert_uint_eq(r.prompts[0].n_ids, 2);
+    ck_assert_int_eq(rq_check_vocab(&r, 5, &e), -EINVAL);
+    ck_assert_str_eq(e.param, "tokens[1]");
+    rq_free(&r);
+}
+END_TEST
+
+/* Bad bodies: kind, body, expected status and param. */
+static const struct bad_case {
+    int kind;
+    const char *body;
+    int status;
+    const char *param;
+} bad_cases[] = {
+    {RQ_COMPLETION, "", 400, ""},
+    {RQ_COMPLETION, "{", 400, ""},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",}", 400, ""},
+    {RQ_COMPLETION, "{\"prompt\":\"x\"} trailing", 400, ""},
+    {RQ_COMPLETION, "[1,2]", 400, ""},
+    {RQ_COMPLETION, "\"just a string\"", 400, ""},
+    {RQ_COMPLETION, "{}", 400, "prompt"},
+    {RQ_COMPLETION, "{\"prompt\":null}", 400, "prompt"},
+    {RQ_COMPLETION, "{\"prompt\":5}", 400, "prompt"},
+    {RQ_COMPLETION, "{\"prompt\":[]}", 400, "prompt"},
+    {RQ_COMPLETION, "{\"prompt\":[\"a\",3]}", 400, "prompt[1]"},
+    {RQ_COMPLETION, "{\"prompt\":[1,\"a\"]}", 400, "prompt[1]"},
+    {RQ_COMPLETION, "{\"prompt\":[1,-2]}", 400, "prompt[1]"},
+    {RQ_COMPLETION, "{\"prompt\":[1,2.5]}", 400, "prompt[1]"},
+    {RQ_COMPLETION, "{\"prompt\":[[1],[]]}", 400, "prompt[1]"},
+    {RQ_COMPLETION, "{\"prompt\":[[1],[2,\"x\"]]}", 400, "prompt[1][1]"},
+    {RQ_COMPLETION, "{\"prompt\":[[1],\"x\"]}", 400, "prompt[1]"},
+    {RQ_COMPLETION, "{\"prompt\":\"\xff\xfe\"}", 400, "prompt"},
+    {RQ_COMPLETION, "{\"prompt\":\"\xed\xa0\x80\"}", 400, "prompt"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"model\":3}", 400, "model"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"max_tokens\":\"16\"}", 400, "max_tokens"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"max_tokens\":0}", 400, "max_tokens"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"max_tokens\":-1}", 400, "max_tokens"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"max_tokens\":1.5}", 400, "max_tokens"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"max_tokens\":1e12}", 400, "max_tokens"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"temperature\":\"hot\"}", 400, "temperature"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"temperature\":-0.1}", 400, "temperature"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"temperature\":2.5}", 400, "temperature"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"top_p\":0}", 400, "top_p"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"top_p\":1.01}", 400, "top_p"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"top_k\":-2}", 400, "top_k"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"top_k\":true}", 400, "top_k"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"min_p\":1.5}", 400, "min_p"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"seed\":\"42\"}", 400, "seed"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"seed\":0.5}", 400, "seed"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"stop\":5}", 400, "stop"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"stop\":[\"a\",7]}", 400, "stop[1]"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"stop\":[\"a\",\"\"]}", 400, "stop[1]"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"stop\":\"\"}", 400, "stop"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"stop\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\","
+                    "\"8\",\"9\",\"10\",\"11\",\"12\",\"13\",\"14\",\"15\",\"16\",\"17\"]}",
+     400, "stop"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"n\":0}", 400, "n"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"n\":17}", 400, "n"},
+    {RQ_COMPLETION, "{\"prompt\":[\"a\",\"b\",\"c\"],\"n\":6}", 400, "n"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"stream\":\"yes\"}", 400, "stream"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"stream\":1}", 400, "stream"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"stream_options\":true}", 400, "stream_options"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"stream_options\":{\"include_usage\":1}}", 400,
+     "stream_options.include_usage"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":21}", 400, "logprobs"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":true}", 400, "logprobs"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"echo\":\"no\"}", 400, "echo"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"presence_penalty\":3}", 400, "presence_penalty"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"frequency_penalty\":-2.5}", 400, "frequency_penalty"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":[1]}", 400, "logit_bias"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"abc\":1}}", 400, "logit_bias.abc"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"-1\":1}}", 400, "logit_bias.-1"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"5\":\"a\"}}", 400, "logit_bias.5"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"5\":101}}", 400, "logit_bias.5"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"user\":5}", 400, "user"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"repetition_penalty\":0}", 400, "repetition_penalty"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"ignore_eos\":\"1\"}", 400, "ignore_eos"},
+    {RQ_CHAT, "{}", 400, "messages"},
+    {RQ_CHAT, "{\"messages\":\"hi\"}", 400, "messages"},
+    {RQ_CHAT, "{\"messages\":[]}", 400, "messages"},
+    {RQ_CHAT, "{\"messages\":[5]}", 400, "messages[0]"},
+    {RQ_CHAT, "{\"messages\":[{\"content\":\"x\"}]}", 400, "messages[0].role"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":7,\"content\":\"x\"}]}", 400, "messages[0].role"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", 400,
+     "messages[0].role"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\"}]}", 400, "messages[0].content"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"user\","
+              "\"content\":5}]}", 400, "messages[1].content"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
+              "\"image_url\":{\"url\":\"x\"}}]}]}", 400, "messages[0].content[0].type"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\"}]}]}", 400,
+     "messages[0].content[0].text"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":[\"x\"]}]}", 400,
+     "messages[0].content[0]"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":3}", 400,
+     "logprobs"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_logprobs\":3}", 400,
+     "top_logprobs"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,"
+              "\"top_logprobs\":30}", 400, "top_logprobs"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+              "\"max_completion_tokens\":0}", 400, "max_completion_tokens"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+              "\"response_format\":{\"type\":\"json_object\"}}", 400, "response_format"},
+    {RQ_TOKENIZE, "{}", 400, "content"},
+    {RQ_TOKENIZE, "{\"content\":[1]}", 400, "content"},
+    {RQ_TOKENIZE, "{\"content\":\"x\",\"add_special\":\"no\"}", 400, "add_special"},
+    {RQ_DETOKENIZE, "{}", 400, "tokens"},
+    {RQ_DETOKENIZE, "{\"tokens\":\"1 2\"}", 400, "tokens"},
+    {RQ_DETOKENIZE, "{\"tokens\":[1,null]}", 400, "tokens[1]"},
+};
+
+START_TEST(test_bad_bodies)
+{
+    const struct bad_case *c = &bad_cases[_i];
+    rq_t r;
+    rq_err_t e;
+    memset(&e, 0, sizeof e);
+    int rc = parse(c->kind, c->body, &r, &e);
+    ck_assert_msg(rc == -EINVAL, "case %d (%s): rc %d", _i, c->body, rc);
+    ck_assert_msg(e.status == c->status, "case %d (%s): status %d", _i, c->body, e.status);
+    ck_assert_msg(strcmp(e.param, c->param) == 0, "case %d (%s): param '%s', expected '%s'", _i,
+                  c->body, e.param, c->param);
+    ck_assert_str_eq(e.type, "invalid_request_error");
+    ck_assert(e.message[0] != 0);
+}
+END_TEST
+
+START_TEST(test_deep_nesting)
+{
+    /* cJSON's nesting limit turns a pathological body into a plain 400, not a crash. */
+    size_t n = 5000;
+    char *body = malloc(2 * n + 32);
+    strcpy(body, "{\"prompt\":");
+    size_t off = strlen(body);
+    for (size_t i = 0; i < n; i++)
+        body[off++] = '[';
+    for (size_t i = 0; i < n; i++)
+        body[off++] = ']';
+    body[off++] = '}';
+    rq_t r;
+    rq_err_t e;
+    ck_assert_int_eq(rq_parse(RQ_COMPLETION, body, off, &lim, &r, &e), -EINVAL);
+    ck_assert_int_eq(e.status, 400);
+    free(body);
+}
+END_TEST
+
+START_TEST(test_prompt_length_check)
+{
+    rq_t r;
+    rq_err_t e;
+    int mt = 0;
+    ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":\"x\",\"max_tokens\":100}", &r, &e), 0);
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 10, 512, &mt, &e), 0);
+    ck_assert_int_eq(mt, 100);
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 500, 512, &mt, &e), -EINVAL);
+    ck_assert_str_eq(e.param, "max_tokens");
+    ck_assert_ptr_nonnull(strstr(e.message, "500"));
+    ck_assert_ptr_nonnull(strstr(e.message, "512"));
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 512, 512, &mt, &e), -EINVAL);
+    ck_assert_str_eq(e.param, "prompt");
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 0, 512, &mt, &e), -EINVAL);
+    ck_assert_str_eq(e.param, "prompt");
+    rq_free(&r);
+}
+END_TEST
+
+START_TEST(test_utf8)
+{
+    ck_assert(rq_utf8_valid("plain", 5));
+    ck_assert(rq_utf8_valid("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 9));
+    ck_assert(!rq_utf8_valid("\xc3", 1));             /* truncated */
+    ck_assert(!rq_utf8_valid("\xc0\xaf", 2));         /* overlong */
+    ck_assert(!rq_utf8_valid("\xe0\x80\xaf", 3));     /* overlong */
+    ck_assert(!rq_utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
+    ck_assert(!rq_utf8_valid("\xf4\x90\x80\x80", 4)); /* above U+10FFFF */
+    ck_assert(!rq_utf8_valid("\x80", 1));
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("request");
+    TCase *tc = tcase_create("parse");
+    tcase_add_checked_fixture(tc, setup, NULL);
+    tcase_add_test(tc, test_completion_fields);
+    tcase_add_test(tc, test_completion_defaults);
+    tcase_add_test(tc, test_prompt_forms);
+    tcase_add_test(tc, test_chat_fields);
+    tcase_add_test(tc, test_tokenize_bodies);
+    tcase_add_loop_test(tc, test_bad_bodies, 0, (int)FD_ARRAY_LEN(bad_cases));
+    tcase_add_test(tc, test_deep_nesting);
+    tcase_add_test(tc, test_prompt_length_check);
+    tcase_add_test(tc, test_utf8);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run(suite());
+}

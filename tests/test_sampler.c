@@ -1,0 +1,659 @@
+/* test_sampler.c: proves the sampler: greedy, and temperature / top-k / top-p / min-p restrict
+ * the support exactly as defined and draw with the softmax's frequencies (fixed seeds, checked
+ * against a full-sort reference in double); seeds reproduce; penalties and logit bias change
+ * logits by exactly the defined amounts; logprobs equal the log-softmax computed in double;
+ * bad parameters are rejected. */
+#include <float.h>
+#include <math.h>
+#include <time.h>
+
+#include "common/fd.h"
+#include "engine/sampler.h"
+#include "tests/testutil.h"
+
+/* ---- reference: the truncated distribution by definition, with a full sort ---- */
+
+typedef struct rc {
+    double l;
+    int id;
+} rc_t;
+
+static int rc_cmp(const void *a, const void *b)
+{
+    const rc_t *x = a, *y = b;
+    if (x->l != y->l)
+        return x->l > y->l ? -1 : 1;
+    return x->id - y->id;
+}
+
+/* prob[i] = the probability smp_sample draws token i with, for logits already biased and
+ * penalized, under p (temperature > 0). */
+static void ref_probs(const float *logits, int V, const eng_sampling_t *p, double *prob)
+{
+    rc_t *c = malloc((size_t)V * sizeof *c);
+    int n = 0;
+    for (int i = 0; i < V; i++) {
+        prob[i] = 0;
+        if (logits[i] != -INFINITY)
+            c[n++] = (rc_t){ logits[i], i };
+    }
+    qsort(c, (size_t)n, sizeof *c, rc_cmp);
+    const double mx = c[0].l, T = p->temperature;
+    int k = (p->top_k > 0 && p->top_k < n) ? p->top_k : n;
+    if (p->top_p < 1) {
+        double total = 0, cum = 0;
+        for (int i = 0; i < k; i++)
+            total += exp((c[i].l - mx) / T);
+        int i;
+        for (i = 0; i < k; i++) {
+            cum += exp((c[i].l - mx) / T);
+            if (cum >= (double)p->top_p * total)
+                break;
+        }
+        k = FD_MIN(k, i + 1);
+    }
+    if (p->min_p > 0) {
+        int keep = 0;
+        while (keep < k && (c[keep].l - mx) / T >= log((double)p->min_p))
+            keep++;
+        k = keep;
+    }
+    double total = 0;
+    for (int i = 0; i < k; i++)
+        total += exp((c[i].l - mx) / T);
+    for (int i = 0; i < k; i++)
+        prob[c[i].id] = exp((c[i].l - mx) / T) / total;
+    free(c);
+}
+
+/* Draws n tokens from fixed logits and checks every draw is in the reference support and
+ * each token's frequency is within 5 standard deviations of its reference probability
+ * (computed from ref_logits: the logits after the bias the sampler applies). */
+static void check_frequencies_ref(const float *logits, const float *ref_logits, int V,
+                                  const eng_sampling_t *p, int n, int *n_support)
+{
+    smp_t *s = NULL;
+    ck_assert_int_eq(smp_create(&s, p, V), 0);
+    double *prob = malloc((size_t)V * sizeof *prob);
+    int *count = calloc((size_t)V, sizeof *count);
+    float *work = malloc((size_t)V * sizeof *work);
+    ref_probs(ref_logits, V, p, prob);
+    for (int i = 0; i < n; i++) {
+        memcpy(work, logits, (size_t)V * sizeof *work);
+        int32_t t = smp_sample(s, work, NULL, NULL, 0);
+        ck_assert_int_ge(t, 0);
+        ck_assert_int_lt(t, V);
+        ck_assert_msg(prob[t] > 0, "token %d drawn outside the support", t);
+        count[t]++;
+    }
+    int support = 0;
+    for (int i = 0; i < V; i++) {
+        double f = (double)count[i] / n, q = prob[i];
+        double tol = 5 * sqrt(q * (1 - q) / n) + 1e-12;
+        ck_assert_msg(fabs(f - q) <= tol, "token %d: frequency %.5f, probability %.5f", i, f, q);
+        support += q > 0;
+    }
+    if (n_support)
+        *n_support = support;
+    free(work);
+    free(count);
+    free(prob);
+    smp_free(s);
+}
+
+static void check_frequencies(const float *logits, int V, const eng_sampling_t *p, int n,
+                              int *n_support)
+{
+    check_frequencies_ref(logits, logits, V, p, n, n_support);
+}
+
+static void random_logits(float *l, int V, float scale, uint64_t seed)
+{
+    for (int i = 0; i < V; i++)
+        l[i] = scale * tu_randf(&seed);
+}
+
+/* ---- tests ---- */
+
+START_TEST(test_bad_params)
+{
+    smp_t *s = (smp_t *)1;
+    eng_sampling_t p;
+    eng_logit_bias_t lb[2] = { { 3, 1.0f }, { 9, 0.0f } };
+#define BAD(field_stmt, V)                                                    \
+    do {                                                                      \
+        eng_sampling_default(&p);                                             \
+        field_stmt;                                                           \
+        ck_assert_int_eq(smp_create(&s, &p, V), -EINVAL);                    \
+        ck_assert_ptr_null(s);                                                \
+    } while (0)
+    BAD(p.temperature = -0.1f, 10);
+    BAD(p.temperature = NAN, 10);
+    BAD(p.temperature = INFINITY, 10);
+    BAD(p.top_p = 0, 10);
+    BAD(p.top_p = 1.01f, 10);
+    BAD(p.top_p = NAN, 10);
+    BAD(p.top_k = -1, 10);
+    BAD(p.min_p = -0.01f, 10);
+    BAD(p.min_p = 1.5f, 10);
+    BAD(p.presence_penalty = 2.5f, 10);
+    BAD(p.frequency_penalty = -2.5f, 10);
+    BAD(p.frequency_penalty = NAN, 10);
+    BAD(p.repeat_penalty = 0, 10);
+    BAD(p.repeat_penalty = -1, 10);
+    BAD(p.repeat_penalty = INFINITY, 10);
+    BAD(p.repeat_last_n = -2, 10);
+    BAD(p.n_probs = 21, 10);
+    BAD(p.n_probs = -2, 10);
+    BAD((p.logit_bias = lb, p.n_logit_bias = 2), 5);       /* token 9 outside 5 */
+    BAD((p.logit_bias = NULL, p.n_logit_bias = 1), 10);
+    BAD((p.logit_bias = lb, p.n_logit_bias = -1), 10);
+    BAD((lb[1].bias = NAN, p.logit_bias = lb, p.n_logit_bias = 2), 10);
+    BAD((lb[1].bias = INFINITY, p.logit_bias = lb, p.n_logit_bias = 2), 10);
+    BAD((void)0, 0);
+#undef BAD
+    /* the edges are fine */
+    eng_sampling_default(&p);
+    p.top_p = 1;
+    p.min_p = 1;
+    p.presence_penalty = -2;
+    p.frequency_penalty = 2;
+    p.repeat_last_n = -1;
+    p.n_probs = 20;
+    lb[1].bias = -INFINITY;
+    p.logit_bias = lb;
+    p.n_logit_bias = 2;
+    ck_assert_int_eq(smp_create(&s, &p, 10), 0);
+    ck_assert_int_eq(smp_accept(s, -1, 0), -EINVAL);
+    ck_assert_int_eq(smp_accept(s, 10, 1), -EINVAL);
+    ck_assert_int_eq(smp_accept(s, 9, 1), 0);
+    float l[10] = { 0 };
+    eng_top_t top[21];
+    ck_assert_int_eq(smp_sample(s, l, NULL, top, 21), -EINVAL);
+    ck_assert_int_eq(smp_sample(s, l, NULL, top, 11), -EINVAL);
+    ck_assert_int_eq(smp_sample(s, l, NULL, NULL, 1), -EINVAL);
+    ck_assert_int_eq(smp_sample(s, l, NULL, top, -1), -EINVAL);
+    smp_free(s);
+    smp_free(NULL);
+}
+END_TEST
+
+START_TEST(test_greedy)
+{
+    eng_sampling_t p;
+    eng_sampling_default(&p);
+    p.temperature = 0;
+    p.top_k = 1;           /* ignored when greedy */
+    smp_t *s;
+    ck_assert_int_eq(smp_create(&s, &p, 6), 0);
+    float l[6] = { 0.5f, 2.0f, -1.0f, 2.0f, 1.0f, NAN };
+    ck_assert_int_eq(smp_sample(s, l, NULL, NULL, 0), 1); /* tie: the lower id */
+    ck_assert(l[5] == -INFINITY);                           /* NaN became -inf */
+    float m[6] = { -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY };
+    ck_assert_int_eq(smp_sample(s, m, NULL, NULL, 0), FD_ERANGE);
+    float o[6] = { -INFINITY, -INFINITY, -5.0f, NAN, -INFINITY, -INFINITY };
+    ck_assert_int_eq(smp_sample(s, o, NULL, NULL, 0), 2);
+    float q[6] = { 1, 2, INFINITY, 3, 0, 0 };
+    ck_assert_int_eq(smp_sample(s, q, NULL, NULL, 0), 2);   /* +inf is the largest */
+    smp_free(s);
+
+    /* greedy draws nothing from the generator: any seed gives the arg max */
+    for (uint64_t seed = 0; seed < 5; seed++) {
+        p.seed = seed;
+        p.has_seed = true;
+        ck_assert_int_eq(smp_create(&s, &p, 6), 0);
+        float r[6] = { 0, 0, 0, 0, 9, 0 };
+        ck_assert_int_eq(smp_sample(s, r, NULL, NULL, 0), 4);
+        smp_free(s);
+    }
+}
+END_TEST
+
+START_TEST(test_bias)
+{
+    eng_logit_bias_t lb[5] = {
+        { 8, -100.0f },      /* ban */
+        { 0, 1.5f },
+        { 0, 0.5f },         /* entries add up */
+        { 9, -INFINITY },    /* ban */
+        { 2, -3.25f },
+    };
+    eng_sampling_t p;
+    eng_sampling_default(&p);
+    p.temperature = 0;
+    p.logit_bias = lb;
+    p.n_logit_bias = 5;
+    smp_t *s;
+    ck_assert_int_eq(smp_create(&s, &p, 10), 0);
+    lb[4].bias = 99;     /* the sampler copied the list */
+    float l[10] = { 2.0f, -1.0f, 0.5f, -0.25f, 3.0f, 1.5f, -2.0f, 0.0f, 4.0f, -3.0f };
+    float e[10];
+    memcpy(e, l, sizeof e);
+    e[8] = -INFINITY;
+    e[0] = 2.0f + 1.5f + 0.5f;
+    e[9] = -INFINITY;
+    e[2] = 0.5f - 3.25f;
+    ck_assert_int_eq(smp_sample(s, l, NULL, NULL, 0), 0);
+    for (int i = 0; i < 10; i++)
+        ck_assert_msg(l[i] == e[i], "logit %d: %g, expected %g", i, l[i], e[i]);
+    smp_free(s);
+
+    /* a banned token is never drawn, even when it dominates */
+    eng_logit_bias_t ban = { 3, -100.0f };
+    eng_sampling_default(&p);
+    p.logit_bias = &ban;
+    p.n_logit_bias = 1;
+    p.seed = 7;
+    p.has_seed = true;
+    float d[5] = { 0, 0, 0, 20, 0 };
+    float dref[5] = { 0, 0, 0, -INFINITY, 0 };
+    int n_support = 0;
+    check_frequencies_ref(d, dref, 5, &p, 20000, &n_support);
+    ck_assert_int_eq(n_support, 4);
+}
+END_TEST
+
+START_TEST(test_penalties)
+{
+    const float base[10] = { 2.0f, -1.0f, 0.5f, -0.25f, 3.0f, 1.5f, -2.0f, 0.0f, 4.0f, -3.0f };
+    eng_sampling_t p;
+    eng_sampling_default(&p);
+    p.temperature = 0;
+    p.repeat_penalty = 1.5f;
+    p.repeat_last_n = 4;
+    p.presence_penalty = 0.5f;
+    p.frequency_penalty = 0.25f;
+    smp_t *s;
+    ck_assert_int_eq(smp_create(&s, &p, 10), 0);
+    /* context 0 1 2 | 3 3 4 1 (prompt | generated): window = 3 3 4 1 */
+    ck_assert_int_eq(smp_accept(s, 0, 0), 0);
+    ck_assert_int_eq(smp_accept(s, 1, 0), 0);
+    ck_assert_int_eq(smp_accept(s, 2, 0), 0);
+    ck_assert_int_eq(smp_accept(s, 3, 1), 0);
+    ck_assert_int_eq(smp_accept(s, 3, 1), 0);
+    ck_assert_int_eq(smp_accept(s, 4, 1), 0);
+    ck_assert_int_eq(smp_accept(s, 1, 1), 0);
+    float l[10], e[10];
+    memcpy(l, base, sizeof l);
+    memcpy(e, base, sizeof e);
+    const float rp = 1.5f, fp = 0.25f, pp = 0.5f;
+    e[1] = -1.0f * rp - (1 * fp + pp);   /* in window, generated once */
+    e[3] = -0.25f * rp - (2 * fp + pp);  /* in window, generated twice */
+    e[4] = 3.0f / rp - (1 * fp + pp);    /* positive: divided */
+    /* 0 and 2: prompt tokens out of the window: untouched */
+    float lp;
+    eng_top_t top[3];
+    ck_assert_int_eq(smp_sample(s, l, &lp, top, 3), 8);
+    for (int i = 0; i < 10; i++)
+        ck_assert_msg(fabsf(l[i] - e[i]) <= 1e-6f, "logit %d: %.7g, expected %.7g", i, l[i],
+                      e[i]);
+    /* logprobs from the penalized logits, in double */
+    double mx = 4.0, sum = 0;
+    for (int i = 0; i < 10; i++)
+        sum += exp((double)e[i] - mx);
+    double lse = mx + log(sum);
+    ck_assert_double_eq_tol(lp, 4.0 - lse, 1e-6);
+    ck_assert_int_eq(top[0].token, 8);
+    ck_assert_int_eq(top[1].token, 0);
+    ck_assert_int_eq(top[2].token, 5);
+    ck_assert_double_eq_tol(top[2].logprob, 1.5 - lse, 1e-6);
+
+    /* token 1 generated again slides 3 out of the window: 3 keeps only its presence and
+     * frequency penalties */
+    ck_assert_int_eq(smp_accept(s, 1, 1), 0);   /* window 3 4 1 1 */
+    ck_assert_int_eq(smp_accept(s, 5, 1), 0);   /* window 4 1 1 5 */
+    memcpy(l, base, sizeof l);
+    ck_assert_int_eq(smp_sample(s, l, NULL, NULL, 0), 8);
+    ck_assert_float_eq_tol(l[3], -0.25f - (2 * fp + pp), 1e-6f);
+    ck_assert_float_eq_tol(l[1], -1.0f * rp - (2 * fp + pp), 1e-6f);
+    ck_assert_float_eq_tol(l[5], 1.5f / rp - (1 * fp + pp), 1e-6f);
+    ck_assert_float_eq_tol(l[4], 3.0f / rp - (1 * fp + pp), 1e-6f);
+    smp_free(s);
+
+    /* repeat_last_n = -1: the whole context, prompt included; 0: off */
+    p.presence_penalty = p.frequency_penalty = 0;
+    p.repeat_last_n = -1;
+    ck_assert_int_eq(smp_create(&s, &p, 10), 0);
+    for (int t = 0; t < 3; t++)
+        ck_assert_int_eq(smp_accept(s, t, 0), 0);
+    memcpy(l, base, sizeof l);
+    smp_sample(s, l, NULL, NULL, 0);
+    ck_assert_float_eq_tol(l[0], 2.0f / rp, 1e-6f);
+    ck_assert_float_eq_tol(l[1], -1.0f * rp, 1e-6f);
+    ck_assert_float_eq_tol(l[2], 0.5f / rp, 1e-6f);
+    ck_assert(l[3] == base[3]);
+    smp_free(s);
+    p.repeat_last_n = 0;
+    ck_assert_int_eq(smp_create(&s, &p, 10), 0);
+    ck_assert_int_eq(smp_accept(s, 0, 1), 0);
+    memcpy(l, base, sizeof l);
+    smp_sample(s, l, NULL, NULL, 0);
+    ck_assert(memcmp(l, base, sizeof l) == 0);
+    smp_free(s);
+
+    /* penalties can change the greedy choice: 8 generated many times */
+    eng_sampling_default(&p);
+    p.temperature = 0;
+    p.frequency_penalty = 2;
+    ck_assert_int_eq(smp_create(&s, &p, 10), 0);
+    smp_accept(s, 8, 1);
+    memcpy(l, base, sizeof l);
+    ck_assert_int_eq(smp_sample(s, l, NULL, NULL, 0), 4);   /* 4.0 - 2 < 3.0 */
+    smp_free(s);
+}
+END_TEST
+
+START_TEST(test_logprobs)
+{
+    enum { V = 1000 };
+    float l[V], orig[V];
+    random_logits(orig, V, 6.0f, 42);
+    orig[17] = orig[18] = 7.5f;    /* a tie at the top: lower id first */
+    eng_sampling_t p;
+    eng_sampling_default(&p);
+    p.temperature = 0.8f;
+    p.seed = 3;
+    p.has_seed = true;
+    p.n_probs = 20;
+    smp_t *s;
+    ck_assert_int_eq(smp_create(&s, &p, V), 0);
+    for (int round = 0; round < 50; round++) {
+        memcpy(l, orig, sizeof l);
+        float lp;
+        eng_top_t top[20];
+        int32_t t = smp_sample(s, l, &lp, top, 20);
+        ck_assert_int_ge(t, 0);
+        double mx = -INFINITY, sum = 0;
+        for (int i = 0; i < V; i++)
+            mx = fmax(mx, orig[i]);
+        for (int i = 0; i < V; i++)
+            sum += exp((double)orig[i] - mx);
+        double lse = mx + log(sum);
+        ck_assert_double_eq_tol(lp, (double)orig[t] - lse, 1e-5);
+        rc_t *c = malloc(V * sizeof *c);
+        for (int i = 0; i < V; i++)
+            c[i] = (rc_t){ orig[i], i };
+        qsort(c, V, sizeof *c, rc_cmp);
+        for (int i = 0; i < 20; i++) {
+            ck_assert_int_eq(top[i].token, c[i].id);
+            ck_assert_double_eq_tol(top[i].logprob, c[i].l - lse, 1e-5);
+        }
+        ck_assert_int_eq(top[0].token, 17);
+        ck_assert_int_eq(top[1].token, 18);
+        free(c);
+    }
+    smp_free(s);
+
+    /* fewer finite tokens than asked: banned ones follow at -inf */
+    eng_sampling_default(&p);
+    eng_logit_bias_t bans[3] = { { 0, -100 }, { 1, -100 }, { 3, -100 } };
+    p.logit_bias = bans;
+    p.n_logit_bias = 3;
+    ck_assert_int_eq(smp_create(&s, &p, 4), 0);
+    float m[4] = { 1, 2, 3, 4 };
+    eng_top_t top[4];
+    float lp;
+    ck_assert_int_eq(smp_sample(s, m, &lp, top, 4), 2);
+    ck_assert_float_eq_tol(lp, 0.0f, 1e-7f);
+    ck_assert_int_eq(top[0].token, 2);
+    ck_assert(top[1].logprob == -INFINITY && top[1].token == 0);
+    ck_assert(top[3].logprob == -INFINITY && top[3].token == 3);
+    smp_free(s);
+}
+END_TEST
+
+START_TEST(test_temperature_freq)
+{
+    enum { V = 16 };
+    float l[V];
+    random_logits(l, V, 2.0f, 1);
+    l[5] = -INFINITY;
+    eng_sampling_t p;
+    eng_sampling_default(&p);
+    p.seed = 11;
+    p.has_seed = true;
+    const float temps[] = { 1.0f, 0.5f, 2.0f, 0.05f };
+    for (size_t i = 0; i < FD_ARRAY_LEN(temps); i++) {
+        p.temperature = temps[i];
+        int support;
+        check_frequencies(l, V, &p, 40000, &support);
+        if (temps[i] >= 0.5f)
+            ck_assert_int_eq(support, V - 1);
+    }
+}
+END_TEST
+
+START_TEST(test_topk_freq)
+{
+    enum { V = 50 };
+    float l[V];
+    random_logits(l, V, 2.0f, 2);
+    l[10] = l[11] = 3.0f;     /* a tie decided by id */
+    eng_sampling_t p;
+    eng_sampling_default(&p);
+    p.seed = 12;
+    p.has_seed = true;
+    const int ks[] = { 1, 2, 5, 13, 49, 50, 1000 };
+    for (size_t i = 0; i < FD_ARRAY_LEN(ks); i++) {
+        p.top_k = ks[i];
+        p.temperature = 0.9f;
+        int support;
+        check_frequencies(l, V, &p, 30000, &support);
+        ck_assert_int_eq(support, FD_MIN(ks[i], V));
+    }
+    /* top_k 1 is the arg max whatever the temperature: the tie goes to 10 */
+    p.top_k = 1;
+    p.temperature = 5;
+    smp_t *s;
+    ck_assert_int_eq(smp_create(&s, &p, V), 0);
+    for (int i = 0; i < 100; i++) {
+        float w[V];
+        memcpy(w, l, sizeof w);
+        ck_assert_int_eq(smp_sample(s, w, NULL, NULL, 0), 10);
+    }
+    smp_free(s);
+}
+END_TEST
+
+START_TEST(test_topp_minp_freq)
+{
+    enum { V = 40 };
+    float l[V];
+    random_logits(l, V, 3.0f, 3);
+    eng_sampling_t p;
+    eng_sampling_default(&p);
+    p.seed = 13;
+    p.has_seed = true;
+    struct { float T, top_p, min_p; int top_k; } cases[] = {
+        { 1.0f, 0.5f, 0, 0 },
+        { 1.0f, 0.9f, 0, 0 },
+        { 0.7f, 0.95f, 0, 0 },
+        { 1.0f, 1.0f, 0.1f, 0 },
+        { 1.5f, 1.0f, 0.3f, 0 },
+        { 1.0f, 0.8f, 0.05f, 10 },
+        { 0.6f, 0.7f, 0.2f, 5 },
+        { 1.0f, 0.05f, 0, 0 },      /* only the best survives */
+        { 1.0f, 1.0f, 1.0f, 0 },    /* min_p 1: only the best */
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(cases); i++) {
+        p.temperature = cases[i].T;
+        p.top_p = cases[i].top_p;
+        p.min_p = cases[i].min_p;
+        p.top_k = cases[i].top_k;
+        int support;
+        check_frequencies(l, V, &p, 30000, &support);
+        ck_assert_int_ge(support, 1);
+        if (i >= 7)
+            ck_assert_int_eq(support, 1);
+        else
+            ck_assert_int_gt(support, 1);
+        ck_assert_int_lt(support, V);
+    }
+}
+END_TEST
+
+/* A 150k vocabulary: top-p without top-k on a peaked and on a flat distribution (the
+ * selection that grows), top-k, min-p; every draw inside the reference support. */
+START_TEST(test_large_vocab)
+{
+    enum { V = 150000 };
+    float *l = malloc(V * sizeof *l), *w = malloc(V * sizeof *w);
+    double *prob = malloc(V * sizeof *prob);
+    eng_sampling_t p;
+    for (int pass = 0; pass < 6; pass++) {
+        random_logits(l, V, pass == 1 ? 0.5f : 4.0f, 100 + pass);
+        if (pass == 0)
+            for (int i = 0; i < 30; i++)
+                l[i * 4999] = 14.0f + (float)i * 0.1f;
+        eng_sampling_default(&p);
+        p.seed = 5;
+        p.has_seed = true;
+        p.top_p = pass < 2 ? 0.9f : pass == 4 ? 0.7f : pass == 5 ? 0.99f : 1.0f;
+        p.top_k = pass == 2 ? 40 : 0;
+        p.min_p = pass == 3 ? 0.02f : pass == 4 ? 0.01f : 0;
+        p.temperature = pass == 5 ? 0.3f : 1.0f;
+        ref_probs(l, V, &p, prob);
+        int support = 0;
+        for (int i = 0; i < V; i++)
+            support += prob[i] > 0;
+        smp_t *s;
+        ck_assert_int_eq(smp_create(&s, &p, V), 0);
+        int distinct = 0;
+        char *seen = calloc(V, 1);
+        for (int i = 0; i < 300; i++) {
+            memcpy(w, l, V * sizeof *w);
+            int32_t t = smp_sample(s, w, NULL, NULL, 0);
+            ck_assert_int_ge(t, 0);
+            ck_assert_msg(prob[t] > 0, "pass %d: token %d outside the support", pass, t);
+            distinct += !seen[t];
+            seen[t] = 1;
+        }
+        ck_assert_int_gt(distinct, 5);
+        ck_assert_int_lt(support, V);
+        free(seen);
+        smp_free(s);
+    }
+    free(prob);
+    free(w);
+    free(l);
+}
+END_TEST
+
+START_TEST(test_seed)
+{
+    enum { V = 300, N = 200 };
+    float l[V], w[V];
+    random_logits(l, V, 3.0f, 9);
+    eng_sampling_t p;
+    eng_sampling_default(&p);
+    p.temperature = 1.2f;
+    p.top_k = 50;
+    p.top_p = 0.95f;
+    p.seed = 1234;
+    p.has_seed = true;
+    int32_t a[N], b[N], c[N];
+    smp_t *s1, *s2, *s3;
+    ck_assert_int_eq(smp_create(&s1, &p, V), 0);
+    ck_assert_int_eq(smp_create(&s2, &p, V), 0);
+    p.seed = 1235;
+    ck_assert_int_eq(smp_create(&s3, &p, V), 0);
+    ck_assert_uint_eq(smp_seed(s1), 1234);
+    int differ = 0;
+    for (int i = 0; i < N; i++) {
+        memcpy(w, l, sizeof w);
+        a[i] = smp_sample(s1, w, NULL, NULL, 0);
+        memcpy(w, l, sizeof w);
+        b[i] = smp_sample(s2, w, NULL, NULL, 0);
+        memcpy(w, l, sizeof w);
+        c[i] = smp_sample(s3, w, NULL, NULL, 0);
+        ck_assert_int_eq(a[i], b[i]);
+        differ += a[i] != c[i];
+    }
+    ck_assert_int_gt(differ, N / 4);
+    smp_free(s1);
+    smp_free(s2);
+    smp_free(s3);
+
+    /* top_k at or above the vocabulary is the same as off, draw for draw */
+    p.seed = 77;
+    p.top_p = 1;
+    p.top_k = 0;
+    ck_assert_int_eq(smp_create(&s1, &p, V), 0);
+    p.top_k = V;
+    ck_assert_int_eq(smp_create(&s2, &p, V), 0);
+    for (int i = 0; i < N; i++) {
+        memcpy(w, l, sizeof w);
+        int32_t x = smp_sample(s1, w, NULL, NULL, 0);
+        memcpy(w, l, sizeof w);
+        ck_assert_int_eq(smp_sample(s2, w, NULL, NULL, 0), x);
+    }
+    smp_free(s1);
+    smp_free(s2);
+
+    /* without a seed, each sampler draws its own */
+    p.has_seed = false;
+    ck_assert_int_eq(smp_create(&s1, &p, V), 0);
+    ck_assert_int_eq(smp_create(&s2, &p, V), 0);
+    ck_assert_uint_ne(smp_seed(s1), smp_seed(s2));
+    smp_free(s1);
+    smp_free(s2);
+}
+END_TEST
+
+/* Informational: cost per call on a 150k vocabulary (printed, not asserted: CI machines vary). */
+START_TEST(test_speed)
+{
+    enum { V = 151936, N = 50 };
+    float *l = malloc(V * sizeof *l), *w = malloc(V * sizeof *w);
+    random_logits(l, V, 8.0f, 5);
+    struct { const char *name; float T, top_p; int top_k; float min_p; } cfg[] = {
+        { "greedy", 0, 1, 0, 0 },
+        { "temperature", 0.8f, 1, 0, 0 },
+        { "top-k 40", 0.8f, 1, 40, 0 },
+        { "top-p 0.95", 0.8f, 0.95f, 0, 0 },
+        { "top-k 40 top-p 0.95 min-p 0.05", 0.8f, 0.95f, 40, 0.05f },
+    };
+    for (size_t c = 0; c < FD_ARRAY_LEN(cfg); c++) {
+        eng_sampling_t p;
+        eng_sampling_default(&p);
+        p.temperature = cfg[c].T;
+        p.top_p = cfg[c].top_p;
+        p.top_k = cfg[c].top_k;
+        p.min_p = cfg[c].min_p;
+        p.seed = 1;
+        p.has_seed = true;
+        smp_t *s;
+        ck_assert_int_eq(smp_create(&s, &p, V), 0);
+        double t0 = fd_now_s();
+        for (int i = 0; i < N; i++) {
+            memcpy(w, l, V * sizeof *w);
+            ck_assert_int_ge(smp_sample(s, w, NULL, NULL, 0), 0);
+        }
+        fprintf(stderr, "sampler, V=%d, %-32s %8.1f us/token\n", V, cfg[c].name,
+                (fd_now_s() - t0) / N * 1e6);
+        smp_free(s);
+    }
+    free(w);
+    free(l);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("sampler");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_bad_params);
+    tcase_add_test(tc, test_greedy);
+    tcase_add_test(tc, test_bias);
+    tcase_add_test(tc, test_penalties);
+    tcase_add_test(tc, test_logprobs);
+    tcase_add_test(tc, test_temperature_freq);
+    tcase_add_test(tc, test_topk_freq);
+    tcase_add_test(tc, test_topp_minp_freq);
+    tcase_add_test(tc, test_large_vocab);
+    tcase_add_test(tc, test_seed);
+    tcase_add_test(tc, test_speed);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}

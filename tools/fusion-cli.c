@@ -1,0 +1,362 @@
+/* fusion-cli: generates text with a GGUF model from the command line, on the same model,
+ * decoder step, fusion plans and sampler as fusiond.  The continuation (not the prompt) goes
+ * to stdout as it is generated, UTF-8 safe; prompt and generation speed and the per-op time
+ * split go to stderr.  --info prints a model file's metadata and tensors. */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backends/backend.h"
+#include "common/fd.h"
+#include "engine/engine.h"
+#include "engine/gguf.h"
+#include "engine/model.h"
+#include "engine/sampler.h"
+#include "engine/tokenizer.h"
+
+typedef struct cli {
+    const char *model, *prompt, *backend, *info;
+    int n_gen, threads, n_ctx;
+    bool fusion, stats;
+    int softmax_mode;
+    eng_sampling_t sampling;
+} cli_t;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: fusion-cli -m MODEL [-p PROMPT] [-n N] [options]\n"
+            "       fusion-cli --info MODEL\n"
+            "\n"
+            "Prints the continuation of PROMPT (empty: from the beginning-of-sequence token)\n"
+            "to stdout as it is generated, then prompt and generation speed on stderr.\n"
+            "\n"
+            "  -m, --model FILE     GGUF model (llama, qwen2)\n"
+            "  -p, --prompt TEXT    prompt (default: empty)\n"
+            "  -n, --n-predict N    tokens to generate at most (default 128)\n"
+            "      --temp T         temperature, 0 = greedy (default 0.8)\n"
+            "      --top-k K        keep the K most likely tokens, 0 = off (default 40)\n"
+            "      --top-p P        nucleus sampling, 1 = off (default 0.95)\n"
+            "      --min-p P        drop tokens below P x the best one's probability (0.05)\n"
+            "      --seed N         sampler seed (default: random, printed on stderr)\n"
+            "      --threads N      CPU threads, 0 = one per online core (default 0)\n"
+            "      --backend NAME   cpu (default) or corsair\n"
+            "      --fusion on|off  deferred-normalization plan (default on)\n"
+            "      --softmax MODE   fused softmax: maxsum (default) or sumonly\n"
+            "      --ctx N          context length (default: the model's)\n"
+            "      --info FILE      print the model's metadata and tensors, then exit\n"
+            "  -h, --help           this text\n");
+}
+
+static int parse_int(const char *opt, const char *v, int lo, int hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi) {
+        fprintf(stderr, "fusion-cli: %s: '%s' is not an integer in [%d, %d]\n", opt, v, lo, hi);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+static int parse_float(const char *opt, const char *v, float lo, float hi, float *out)
+{
+    char *end;
+    errno = 0;
+    float x = strtof(v, &end);
+    if (errno || end == v || *end || !(x >= lo && x <= hi)) {
+        fprintf(stderr, "fusion-cli: %s: '%s' is not a number in [%g, %g]\n", opt, v,
+                (double)lo, (double)hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+/* 0: run, 1: exit 0 (help), -1: exit 1. */
+static int parse_args(cli_t *c, int argc, char **argv)
+{
+    enum { O_TEMP = 256, O_TOPK, O_TOPP, O_MINP, O_SEED, O_THREADS, O_BACKEND, O_FUSION,
+           O_SOFTMAX, O_CTX, O_INFO };
+    static const struct option opts[] = {
+        { "model", required_argument, NULL, 'm' },  { "prompt", required_argument, NULL, 'p' },
+        { "n-predict", required_argument, NULL, 'n' }, { "help", no_argument, NULL, 'h' },
+        { "temp", required_argument, NULL, O_TEMP }, { "top-k", required_argument, NULL, O_TOPK },
+        { "top-p", required_argument, NULL, O_TOPP }, { "min-p", required_argument, NULL, O_MINP },
+        { "seed", required_argument, NULL, O_SEED },
+        { "threads", required_argument, NULL, O_THREADS },
+        { "backend", required_argument, NULL, O_BACKEND },
+        { "fusion", required_argument, NULL, O_FUSION },
+        { "softmax", required_argument, NULL, O_SOFTMAX },
+        { "ctx", required_argument, NULL, O_CTX }, { "info", required_argument, NULL, O_INFO },
+        { NULL, 0, NULL, 0 },
+    };
+    memset(c, 0, sizeof(*c));
+    c->prompt = "";
+    c->backend = "cpu";
+    c->n_gen = 128;
+    c->fusion = true;
+    c->softmax_mode = FB_SOFTMAX_MAXSUM;
+    eng_sampling_default(&c->sampling);
+    c->sampling.temperature = 0.8f;
+    c->sampling.top_k = 40;
+    c->sampling.top_p = 0.95f;
+    c->sampling.min_p = 0.05f;
+    int o;
+    while ((o = getopt_long(argc, argv, "m:p:n:h", opts, NULL)) != -1) {
+        int rc = 0;
+        switch (o) {
+        case 'm': c->model = optarg; break;
+        case 'p': c->prompt = optarg; break;
+        case 'n': rc = parse_int("-n", optarg, 0, 1 << 30, &c->n_gen); break;
+        case 'h': usage(stdout); return 1;
+        case O_TEMP: rc = parse_float("--temp", optarg, 0, 100, &c->sampling.temperature); break;
+        case O_TOPK: rc = parse_int("--top-k", optarg, 0, 1 << 30, &c->sampling.top_k); break;
+        case O_TOPP: rc = parse_float("--top-p", optarg, 1e-6f, 1, &c->sampling.top_p); break;
+        case O_MINP: rc = parse_float("--min-p", optarg, 0, 1, &c->sampling.min_p); break;
+        case O_SEED: {
+            char *end;
+            errno = 0;
+            unsigned long long s = strtoull(optarg, &end, 10);
+            if (errno || end == optarg || *end || optarg[0] == '-') {
+                fprintf(stderr, "fusion-cli: --seed: '%s' is not an unsigned integer\n", optarg);
+                rc = -1;
+            }
+            c->sampling.seed = s;
+            c->sampling.has_seed = true;
+            break;
+        }
+        case O_THREADS: rc = parse_int("--threads", optarg, 0, 4096, &c->threads); break;
+        case O_BACKEND: c->backend = optarg; break;
+        case O_FUSION:
+            if (strcmp(optarg, "on") == 0) {
+                c->fusion = true;
+            } else if (strcmp(optarg, "off") == 0) {
+                c->fusion = false;
+            } else {
+                fprintf(stderr, "fusion-cli: --fusion takes on or off, not '%s'\n", optarg);
+                rc = -1;
+            }
+            break;
+        case O_SOFTMAX:
+            if (strcmp(optarg, "maxsum") == 0) {
+                c->softmax_mode = FB_SOFTMAX_MAXSUM;
+            } else if (strcmp(optarg, "sumonly") == 0) {
+                c->softmax_mode = FB_SOFTMAX_SUMONLY;
+            } else {
+                fprintf(stderr, "fusion-cli: --softmax takes maxsum or sumonly, not '%s'\n",
+                        optarg);
+                rc = -1;
+            }
+            break;
+        case O_CTX: rc = parse_int("--ctx", optarg, 1, 1 << 24, &c->n_ctx); break;
+        case O_INFO: c->info = optarg; break;
+        default: usage(stderr); return -1;
+        }
+        if (rc)
+            return -1;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "fusion-cli: unexpected argument '%s'\n", argv[optind]);
+        return -1;
+    }
+    if (!c->info && !c->model) {
+        fprintf(stderr, "fusion-cli: no model: give -m MODEL (or --info MODEL)\n");
+        usage(stderr);
+        return -1;
+    }
+    return 0;
+}
+
+static int info(const char *path)
+{
+    gguf_t *g;
+    char err[512];
+    int rc = gguf_open(&g, path, err, sizeof(err));
+    if (rc) {
+        fprintf(stderr, "fusion-cli: %s\n", err);
+        return 1;
+    }
+    gguf_dump(g, stdout);
+    gguf_close(g);
+    return 0;
+}
+
+/* Tokens of the prompt; empty text is the BOS token alone. */
+static int encode_prompt(const tok_t *t, const char *text, int32_t **ids, size_t *n)
+{
+    size_t len = strlen(text), cap = len + 8;
+    *ids = NULL;
+    *n = 0;
+    if (len == 0) {
+        if (tok_bos(t) < 0) {
+            fprintf(stderr, "fusion-cli: empty prompt and the vocabulary has no BOS token\n");
+            return -1;
+        }
+        *ids = malloc(sizeof(int32_t));
+        if (!*ids)
+            return -1;
+        (*ids)[0] = tok_bos(t);
+        *n = 1;
+        return 0;
+    }
+    for (;;) {
+        int32_t *p = realloc(*ids, cap * sizeof(int32_t));
+        if (!p) {
+            free(*ids);
+            *ids = NULL;
+            return -1;
+        }
+        *ids = p;
+        int rc = tok_encode(t, text, len, true, false, *ids, cap, n);
+        if (rc == -ENOSPC) {
+            cap = *n;
+            continue;
+        }
+        if (rc) {
+            fprintf(stderr, "fusion-cli: cannot tokenize the prompt: %s\n", fd_strerror(rc));
+            return -1;
+        }
+        return 0;
+    }
+}
+
+static void write_out(const char *s, size_t n)
+{
+    if (n) {
+        fwrite(s, 1, n, stdout);
+        fflush(stdout);
+    }
+}
+
+static int generate(const cli_t *c)
+{
+    llm_load_params_t lp;
+    llm_load_params_default(&lp);
+    lp.path = c->model;
+    lp.backend = c->backend;
+    lp.threads = c->threads;
+    lp.fusion = c->fusion;
+    lp.softmax_mode = c->softmax_mode;
+    lp.n_ctx = c->n_ctx;
+    char err[512];
+    llm_model_t *m = NULL;
+    smp_t *smp = NULL;
+    int32_t *ids = NULL;
+    float *logits = NULL;
+    int rc = llm_load(&m, &lp, err, sizeof(err)), ret = 1, slot;
+    if (rc) {
+        fprintf(stderr, "fusion-cli: cannot load %s: %s\n", c->model, err);
+        return 1;
+    }
+    const tok_t *tk = llm_tok(m);
+    const llm_hparams_t *hp = llm_hparams(m);
+    size_t n_prompt;
+    if (encode_prompt(tk, c->prompt, &ids, &n_prompt))
+        goto out;
+    if (n_prompt > (size_t)hp->n_ctx) {
+        fprintf(stderr, "fusion-cli: the prompt is %zu tokens, longer than the context (%d "
+                "tokens; --ctx sets it)\n", n_prompt, hp->n_ctx);
+        goto out;
+    }
+    if ((rc = smp_create(&smp, &c->sampling, hp->n_vocab))) {
+        fprintf(stderr, "fusion-cli: bad sampling parameters: %s\n", fd_strerror(rc));
+        goto out;
+    }
+    for (size_t i = 0; i < n_prompt; i++)
+        smp_accept(smp, ids[i], 0);
+    logits = malloc(sizeof(float) * (size_t)hp->n_vocab);
+    if (!logits || llm_seq_alloc(m, &slot)) {
+        fprintf(stderr, "fusion-cli: out of memory\n");
+        goto out;
+    }
+
+    double t0 = fd_now_s();
+    llm_batch_entry_t e = { .slot = slot, .tokens = ids, .n_tokens = (int)n_prompt,
+                            .want_logits = true };
+    if ((rc = llm_decode(m, &e, 1, logits))) {
+        fprintf(stderr, "fusion-cli: prompt: %s\n", fd_strerror(rc));
+        goto out;
+    }
+    double t1 = fd_now_s();
+
+    tok_stream_t ts;
+    tok_stream_init(&ts, tk, c->prompt[0] == '\0');
+    char piece[256];
+    size_t len;
+    int n_out = 0;
+    const char *stop = NULL;
+    while (n_out < c->n_gen) {
+        int32_t t = smp_sample(smp, logits, NULL, NULL, 0);
+        if (t < 0) {
+            fprintf(stderr, "fusion-cli: sampling: %s\n", fd_strerror(t));
+            goto out;
+        }
+        if (tok_is_eog(tk, t)) {
+            stop = "end of text";
+            break;
+        }
+        n_out++;
+        smp_accept(smp, t, 1);
+        if (tok_stream_push(&ts, tk, t, piece, sizeof(piece), &len) == 0)
+            write_out(piece, len);
+        if (n_out == c->n_gen)
+            break;
+        if (llm_seq_len(m, slot) >= hp->n_ctx) {
+            stop = "context full";
+            break;
+        }
+        e.tokens = &t;
+        e.n_tokens = 1;
+        if ((rc = llm_decode(m, &e, 1, logits))) {
+            fprintf(stderr, "\nfusion-cli: decode: %s\n", fd_strerror(rc));
+            goto out;
+        }
+    }
+    if (tok_stream_flush(&ts, piece, sizeof(piece), &len) == 0)
+        write_out(piece, len);
+    double t2 = fd_now_s();
+
+    if (isatty(STDOUT_FILENO))
+        fputc('\n', stderr);
+    if (stop)
+        fprintf(stderr, "fusion-cli: stopped after %d tokens: %s\n", n_out, stop);
+    fprintf(stderr, "prompt: %zu tokens in %.3f s (%.1f tokens/s); generation: %d tokens in "
+            "%.3f s (%.1f tokens/s)\n", n_prompt, t1 - t0, (double)n_prompt / (t1 - t0),
+            n_out, t2 - t1, n_out > 0 ? (double)n_out / (t2 - t1) : 0.0);
+    fb_stats_t st;
+    fb_stats_get(llm_backend(m), &st);
+    fprintf(stderr, "ops (%s, fusion %s, seed %llu):", fb_name(llm_backend(m)),
+            c->fusion ? "on" : "off", (unsigned long long)smp_seed(smp));
+    for (int k = 0; k < FB_OP_CLASS_COUNT; k++)
+        fprintf(stderr, " %s %.1f ms (%llu)", fb_op_class_name(k), (double)st.host_ns[k] / 1e6,
+                (unsigned long long)st.calls[k]);
+    fputc('\n', stderr);
+    ret = 0;
+out:
+    free(logits);
+    free(ids);
+    smp_free(smp);
+    llm_free(m);
+    return ret;
+}
+
+int main(int argc, char **argv)
+{
+    cli_t c;
+    int rc = parse_args(&c, argc, argv);
+    if (rc)
+        return rc > 0 ? 0 : 1;
+    if (c.info)
+        return info(c.info);
+    return generate(&c);
+}

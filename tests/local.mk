@@ -97,3 +97,10 @@ tests_test_chat_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_chat
 FUZZ_TARGETS += tests/fuzz/fuzz_chat.c
 EXTRA_DIST += tests/fuzz/fuzz_chat.c
+
+check_PROGRAMS += tests/test_demo_model
+tests_test_demo_model_SOURCES = tests/test_demo_model.c
+tests_test_demo_model_CFLAGS = $(TEST_CFLAGS)
+tests_test_demo_model_LDADD = $(TEST_LIBS)
+TESTS += tests/test_demo_model
+EXTRA_DIST += tests/data/demo-tok.txt tests/data/demo-logits.txt tests/data/demo-greedy.txt

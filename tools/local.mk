@@ -4,3 +4,7 @@
 bin_PROGRAMS += fusion-cli
 fusion_cli_SOURCES = tools/fusion-cli.c
 fusion_cli_LDADD = $(FD_LIBS)
+
+# tools/demo: how models/demo.gguf was made (corpus, tokenizer, training, export, golden files).
+EXTRA_DIST += tools/demo/make_corpus.sh tools/demo/train_tokenizer.py tools/demo/train.py \
+	tools/demo/export_gguf.py tools/demo/make_golden.py tools/demo/check_gguf.py

@@ -152,7 +152,7 @@ def main():
           f"vocab {len(toks)}")
     r32, r64 = Ref(meta, t, np.float32), Ref(meta, t, np.float64)
     worst32 = worst64 = 0.0
-    for rec in records(f"{gold}/kjv-demo-logits.txt"):
+    for rec in records(f"{gold}/demo-logits.txt"):
         ids = [int(x) for x in rec["ids"].split()]
         ref = np.array(rec["values"])
         d32 = np.abs(r32.logits(ids) - ref).max()
@@ -160,7 +160,7 @@ def main():
         worst32, worst64 = max(worst32, d32), max(worst64, d64)
         print(f"logits {rec['prompt']!r}: max |f32 - torch| {d32:.2e}, |f64 - torch| {d64:.2e}")
     ok = worst32 < 1e-3 and worst64 < 1e-6
-    for rec in records(f"{gold}/kjv-demo-greedy.txt"):
+    for rec in records(f"{gold}/demo-greedy.txt"):
         ids = [int(x) for x in rec["ids"].split()]
         want = [int(x) for x in rec["gen"].split()]
         got = []

@@ -3,13 +3,13 @@
 
 Writes, from the PyTorch model itself (train.py's code, on the CPU in float64, so the
 reference carries no float32 rounding of its own) and from SentencePiece:
-  kjv-demo-tok.txt     SentencePiece's ids for the first validation chapters and for edge
-                       cases (spaces, newlines, digits, characters outside the vocabulary
-                       that fall back to bytes); no BOS/EOS, dummy-prefix space added.
-  kjv-demo-logits.txt  the next-token logits after a few prompts (BOS + encode(prompt)).
-  kjv-demo-greedy.txt  greedy continuations (argmax, stop after </s> or max tokens): ids
-                       and text, and the smallest top-1/top-2 logit gap met on the way (how
-                       much rounding the greedy path can tolerate).
+  demo-tok.txt     SentencePiece's ids for the first validation chapters and for edge
+                   cases (spaces, newlines, digits, characters outside the vocabulary that
+                   fall back to bytes); no BOS/EOS, dummy-prefix space added.
+  demo-logits.txt  the next-token logits after a few prompts (BOS + encode(prompt)).
+  demo-greedy.txt  greedy continuations (argmax, stop after </s> or max tokens): ids and
+                   text, and the smallest top-1/top-2 logit gap met on the way (how much
+                   rounding the greedy path can tolerate).
 Format: '#' comments; "key value" lines; strings C-escaped (\\\\ \\n \\t \\r \\xHH, other bytes
 raw UTF-8); id lists space-separated.  The files are generated once and checked in.
 """
@@ -79,8 +79,8 @@ def main():
 
     with open(os.path.join(corpus, "kjv-valid.txt"), encoding="utf-8") as f:
         chapters = [next(f).rstrip("\n") for _ in range(N_CHAPTERS)]
-    with open(os.path.join(outdir, "kjv-demo-tok.txt"), "w", encoding="utf-8") as f:
-        header(f, "SentencePiece ids of models/kjv-demo-spm.model (no BOS/EOS, dummy prefix)")
+    with open(os.path.join(outdir, "demo-tok.txt"), "w", encoding="utf-8") as f:
+        header(f, "SentencePiece ids of models/demo-tokenizer.model (no BOS/EOS, dummy prefix)")
         for text in chapters + EDGE_CASES:
             ids = sp.encode(text)
             f.write(f"text {esc(text)}\nids {ids_str(ids)}\n")
@@ -94,8 +94,8 @@ def main():
     # float64 end to end, and the written-out attention rather than a fused kernel
     train.F = _NoSdpa(train.F)
 
-    with open(os.path.join(outdir, "kjv-demo-logits.txt"), "w", encoding="utf-8") as f:
-        header(f, "next-token logits of models/kjv-demo.gguf after each prompt (BOS added)",
+    with open(os.path.join(outdir, "demo-logits.txt"), "w", encoding="utf-8") as f:
+        header(f, "next-token logits of models/demo.gguf after each prompt (BOS added)",
                ", float64 on the CPU")
         for p in LOGIT_PROMPTS:
             ids = [sp.bos_id()] + sp.encode(p)
@@ -104,8 +104,8 @@ def main():
             for i in range(0, len(lg), 8):
                 f.write(" ".join("%.10e" % v for v in lg[i:i + 8]) + "\n")
 
-    with open(os.path.join(outdir, "kjv-demo-greedy.txt"), "w", encoding="utf-8") as f:
-        header(f, "greedy continuations of models/kjv-demo.gguf (BOS added; stop after </s>)",
+    with open(os.path.join(outdir, "demo-greedy.txt"), "w", encoding="utf-8") as f:
+        header(f, "greedy continuations of models/demo.gguf (BOS added; stop after </s>)",
                ", float64 on the CPU")
         for p, n in GREEDY:
             ids = [sp.bos_id()] + sp.encode(p)

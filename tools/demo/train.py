@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """train.py: trains fusiond's demo model, a small Llama on the King James Bible.
 
-    python3 train.py --corpus DIR --spm kjv-demo-spm.model --out DIR [--steps N] ...
+    python3 train.py --corpus DIR --spm models/demo-tokenizer.model --out DIR [--steps N] ...
 
 Input: kjv-train.txt / kjv-valid.txt from make_corpus.sh (one chapter a line) and the
 SentencePiece model from train_tokenizer.py.  Each chapter is encoded as

@@ -12,7 +12,7 @@ tokenizer (fusiond's engine/tokenizer.c) reproduces SentencePiece's encoding exa
     (the corpus has no digits: they are always bytes).
 Deterministic: one thread, the whole corpus in file order, no sampling or shuffling.
 Writes OUT_PREFIX.model and OUT_PREFIX.vocab.  Needs the sentencepiece package (Debian
-python3-sentencepiece 0.1.97 made the committed models/kjv-demo-spm.model).
+python3-sentencepiece 0.1.97 made the committed models/demo-tokenizer.model).
 """
 import os
 import sys

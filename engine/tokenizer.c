@@ -60,6 +60,7 @@ struct tok {
     merge_slot_t *merges;
     size_t merge_mask;
     int32_t byte_tok[256];  /* SPM: <0xXX>; BPE: the mapped character of the byte */
+    bool barrier[128];      /* SPM: ASCII bytes in no mergeable piece longer than one byte */
     int16_t uni2byte[324];  /* BPE: code point of the byte mapping -> byte, -1 if none */
     uint16_t byte_cp[256];  /* BPE: byte -> code point of its mapped character */
     int32_t bos, eos, eot, eom, unk, pad;
@@ -615,6 +616,24 @@ int tok_build(tok_t **out, const tok_spec_t *sp, char *err, size_t errlen)
         }
     }
 
+    if (t->kind == TOK_SPM) {
+        /* No merge can join a barrier byte to anything, so a session may be cut there: the
+         * merges on either side never interact, and the result is the same, much faster
+         * for long texts (Llama 2: newlines, tabs and digits). */
+        bool seen[128] = {false};
+        for (int32_t i = 0; i < n; i++) {
+            if (t->tlen[i] < 2 || !(t->type[i] == TOK_T_NORMAL || t->type[i] == TOK_T_UNUSED ||
+                                    t->type[i] == TOK_T_USER_DEFINED))
+                continue;
+            const uint8_t *p = (const uint8_t *)t->text + t->toff[i];
+            for (uint32_t k = 0; k < t->tlen[i]; k++)
+                if (p[k] < 128)
+                    seen[p[k]] = true;
+        }
+        for (int b = 0; b < 128; b++)
+            t->barrier[b] = !seen[b];
+    }
+
     size_t po = 0;
     for (int32_t i = 0; i < n; i++) {
         t->poff[i] = po;
@@ -1060,7 +1079,17 @@ static int spm_fragment(const tok_t *t, work_t *w, const uint8_t *s, size_t n, b
             w->buf[m++] = s[i];
         }
     }
-    return spm_session(t, w, w->buf, m, out);
+    size_t from = 0;
+    for (size_t i = 0; i < m; i++) {
+        if (w->buf[i] >= 128 || !t->barrier[w->buf[i]])
+            continue;
+        int rc;
+        if ((i > from && (rc = spm_session(t, w, w->buf + from, i - from, out)) != 0) ||
+            (rc = spm_session(t, w, w->buf + i, 1, out)) != 0)
+            return rc;
+        from = i + 1;
+    }
+    return from < m ? spm_session(t, w, w->buf + from, m - from, out) : 0;
 }
 
 static void bpe_try(const tok_t *t, work_t *w, int32_t l, int32_t r)

@@ -4,7 +4,10 @@ noinst_LIBRARIES += libfusiond_server.a
 libfusiond_server_a_SOURCES = server/server.h \
 	server/request.h server/request.c \
 	server/strbuf.h server/strbuf.c \
-	server/metrics.h server/metrics.c
+	server/metrics.h server/metrics.c \
+	server/openai.h server/openai.c \
+	server/evq.h server/evq.c \
+	server/server.c
 libfusiond_server_a_CFLAGS = $(AM_CFLAGS) $(MHD_CFLAGS) $(CJSON_CFLAGS) $(UV_CFLAGS)
 SRV_LIBS = libfusiond_server.a $(FD_LIBS) $(MHD_LIBS) $(CJSON_LIBS) $(UV_LIBS)
 EXTRA_DIST += server/DESIGN.md

@@ -341,7 +341,7 @@ static int parse_logit_bias(const cJSON *root, const rq_limits_t *lim, rq_t *r, 
     return 0;
 }
 
-static const char *const chat_roles[] = {"system", "developer", "user", "assistant", "tool"};
+static const char *const chat_roles[] = {"system", "developer", "user", "assistant"};
 
 static int parse_content(const cJSON *c, const char *pp, char **out, rq_err_t *e)
 {
@@ -435,8 +435,8 @@ static int parse_messages(const cJSON *root, rq_t *r, rq_err_t *e)
             if (strcmp(role->valuestring, chat_roles[k]) == 0)
                 break;
         if (k == FD_ARRAY_LEN(chat_roles))
-            return bad(e, rp, "'%s' is \"%.40s\"; it must be system, developer, user, "
-                       "assistant or tool", rp, role->valuestring);
+            return bad(e, rp, "'%s' is \"%.40s\"; it must be system, developer, user "
+                       "or assistant", rp, role->valuestring);
         r->msgs[i].role = strdup(chat_roles[k]);
         if (!r->msgs[i].role)
             return -ENOMEM;

@@ -55,6 +55,19 @@ tests_test_metrics_CFLAGS = $(TEST_CFLAGS)
 tests_test_metrics_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_metrics
 
+# test_http drives the real HTTP layer against tests/fake_engine.c (linked before the
+# libraries, so its engine and tokenizer definitions are the ones used).
+check_PROGRAMS += tests/test_http
+tests_test_http_SOURCES = tests/test_http.c tests/fake_engine.c tests/fake_engine.h
+tests_test_http_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS) $(UV_CFLAGS)
+tests_test_http_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_http
+
+# Black-box: the real fusiond on a loopback port with stories260K (python3, stdlib only).
+dist_check_SCRIPTS += tests/test_server.sh
+EXTRA_DIST += tests/test_server.py
+TESTS += tests/test_server.sh
+
 check_PROGRAMS += tests/test_gguf
 tests_test_gguf_SOURCES = tests/test_gguf.c
 tests_test_gguf_CFLAGS = $(TEST_CFLAGS)
@@ -86,8 +99,8 @@ TESTS += tests/test_fusion_cli.py
 
 check_PROGRAMS += tests/test_engine
 tests_test_engine_SOURCES = tests/test_engine.c
-tests_test_engine_CFLAGS = $(TEST_CFLAGS)
-tests_test_engine_LDADD = $(TEST_LIBS)
+tests_test_engine_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
+tests_test_engine_LDADD = $(TEST_LIBS) $(CJSON_LIBS)
 TESTS += tests/test_engine
 
 check_PROGRAMS += tests/test_chat
@@ -97,6 +110,24 @@ tests_test_chat_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_chat
 FUZZ_TARGETS += tests/fuzz/fuzz_chat.c
 EXTRA_DIST += tests/fuzz/fuzz_chat.c
+
+# libFuzzer target for the GGUF reader (make fuzz); seeds are small generated files.
+FUZZ_TARGETS += tests/fuzz/fuzz_gguf.c
+EXTRA_DIST += tests/fuzz/fuzz_gguf.c tests/fuzz/corpus/fuzz_gguf
+
+check_PROGRAMS += tests/test_gguf_write
+tests_test_gguf_write_SOURCES = tests/test_gguf_write.c
+tests_test_gguf_write_CFLAGS = $(TEST_CFLAGS)
+tests_test_gguf_write_LDADD = $(TEST_LIBS)
+TESTS += tests/test_gguf_write
+
+# Writes the fuzz_gguf seed corpus (built with the tests, run by hand).
+check_PROGRAMS += tests/fuzz/gen_seeds_gguf
+tests_fuzz_gen_seeds_gguf_SOURCES = tests/fuzz/gen_seeds_gguf.c
+tests_fuzz_gen_seeds_gguf_LDADD = $(FD_LIBS)
+
+dist_check_SCRIPTS += tests/test_gguf_cli.sh
+TESTS += tests/test_gguf_cli.sh
 
 check_PROGRAMS += tests/test_demo_model
 tests_test_demo_model_SOURCES = tests/test_demo_model.c

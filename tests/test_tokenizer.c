@@ -438,6 +438,18 @@ START_TEST(test_bad_input)
     ck_assert(len == big && memcmp(out, s, big) == 0);
     free(out);
     free(h);
+    /* 128 KiB with nowhere to cut the merge session: the heap keeps it fast */
+    char *run = malloc(1u << 17);
+    for (size_t i = 0; i < 1u << 17; i++)
+        run[i] = "ab cd"[i % 5];
+    t0 = fd_now_s();
+    h = encode(v.t, run, 1u << 17, false, false, &n);
+    fprintf(stderr, "SPM: 128 KiB in one session: %zu ids in %.3f s\n", n, fd_now_s() - t0);
+    out = decode(v.t, h, n, true, &len);
+    ck_assert(len == 1u << 17 && memcmp(out, run, len) == 0);
+    free(out);
+    free(h);
+    free(run);
     vocab_close(&v);
 
     vocab_open(&v, "tokenizer-tests/ggml-vocab-gpt-2.gguf");
@@ -542,6 +554,7 @@ START_TEST(test_spm_merges)
     int ctl2 = add_tok(&m, "<|c|>>", 0, TOK_T_CONTROL);
     int usr = add_tok(&m, "<u>", 0, TOK_T_USER_DEFINED);
     int aa = add_tok(&m, "aa", -5, TOK_T_NORMAL);
+    int nn = add_tok(&m, "\n\n", -1, TOK_T_NORMAL); /* '\n' is in a piece: no cut there */
     tok_spec_t s;
     tok_spec_init(&s);
     s.kind = TOK_SPM;
@@ -555,6 +568,8 @@ START_TEST(test_spm_merges)
     expect_ids(t, "aaa", false, (int32_t[]){aa, a}, 2); /* equal scores: leftmost first */
     expect_ids(t, "xy", false, (int32_t[]){x, y}, 2);
     expect_ids(t, "a b", false, (int32_t[]){a, sp, b}, 3);
+    expect_ids(t, "a\n\n\nb", false, (int32_t[]){a, nn, b0 + '\n', b}, 4);
+    expect_ids(t, "a\tb", false, (int32_t[]){a, b0 + '\t', b}, 3); /* a cut at the tab */
     expect_ids(t, "\xC3\xA9", false, (int32_t[]){b0 + 0xC3, b0 + 0xA9}, 2); /* byte fallback */
     expect_ids(t, "a<|c|>>b", true, (int32_t[]){a, ctl2, b}, 3); /* longest special */
     expect_ids(t, "a<|c|>b", true, (int32_t[]){a, ctl, b}, 3);

@@ -1,0 +1,891 @@
+/* gguf_write.c: GGUF v3 writer and the Llama-shaped model generator (see gguf_write.h).
+ * Metadata is serialized as it is added (one growing buffer); tensors are declared up front
+ * so that the header with every offset can be written before any data is streamed. */
+#include "engine/gguf_write.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "backends/quants.h"
+#include "common/fd.h"
+#include "common/ggtypes.h"
+
+struct wbuf {
+    uint8_t *p;
+    size_t n, cap;
+    bool oom;
+};
+
+struct wtensor {
+    char *name;
+    int type, n_dims;
+    int64_t ne[GGUF_MAX_DIMS];
+    uint64_t nbytes, offset;
+    const void *data;
+    gguf_w_fill_fn fill;
+    void *ud;
+};
+
+struct gguf_w {
+    uint32_t alignment;
+    int threads;
+    struct wbuf kv;
+    int64_t n_kv;
+    char **keys;
+    size_t keys_cap;
+    struct wtensor *t;
+    int64_t n_t;
+    size_t t_cap;
+    uint64_t data_size;
+};
+
+/* ---- byte buffer ------------------------------------------------------------------------ */
+
+static void wb_put(struct wbuf *b, const void *d, size_t n)
+{
+    if (b->oom || n == 0)
+        return;
+    if (b->cap - b->n < n) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap - b->n < n)
+            cap *= 2;
+        uint8_t *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, d, n);
+    b->n += n;
+}
+
+static void wb_u8(struct wbuf *b, uint8_t v) { wb_put(b, &v, 1); }
+
+static void wb_u16(struct wbuf *b, uint16_t v)
+{
+    uint8_t x[2] = {(uint8_t)v, (uint8_t)(v >> 8)};
+    wb_put(b, x, 2);
+}
+
+static void wb_u32(struct wbuf *b, uint32_t v)
+{
+    uint8_t x[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    wb_put(b, x, 4);
+}
+
+static void wb_u64(struct wbuf *b, uint64_t v)
+{
+    wb_u32(b, (uint32_t)v);
+    wb_u32(b, (uint32_t)(v >> 32));
+}
+
+static void wb_str(struct wbuf *b, const char *s, uint64_t len)
+{
+    wb_u64(b, len);
+    wb_put(b, s, (size_t)len);
+}
+
+static size_t fixed_size(int t)
+{
+    switch (t) {
+    case GGUF_UINT8: case GGUF_INT8: case GGUF_BOOL: return 1;
+    case GGUF_UINT16: case GGUF_INT16: return 2;
+    case GGUF_UINT32: case GGUF_INT32: case GGUF_FLOAT32: return 4;
+    case GGUF_UINT64: case GGUF_INT64: case GGUF_FLOAT64: return 8;
+    default: return 0;
+    }
+}
+
+/* Element i of a C array of type t, encoded little-endian. */
+static void wb_elem(struct wbuf *b, int t, const void *data, uint64_t i)
+{
+    size_t sz = fixed_size(t);
+    const uint8_t *p = (const uint8_t *)data + i * sz;
+    uint16_t v16;
+    uint32_t v32;
+    uint64_t v64;
+    switch (sz) {
+    case 1: wb_u8(b, t == GGUF_BOOL ? (p[0] != 0) : p[0]); break;
+    case 2: memcpy(&v16, p, 2); wb_u16(b, v16); break;
+    case 4: memcpy(&v32, p, 4); wb_u32(b, v32); break;
+    default: memcpy(&v64, p, 8); wb_u64(b, v64); break;
+    }
+}
+
+/* ---- writer ----------------------------------------------------------------------------- */
+
+int gguf_w_new(gguf_w_t **out)
+{
+    gguf_w_t *w = calloc(1, sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    w->alignment = GGUF_DEFAULT_ALIGNMENT;
+    w->threads = 1;
+    *out = w;
+    return 0;
+}
+
+void gguf_w_free(gguf_w_t *w)
+{
+    if (!w)
+        return;
+    for (int64_t i = 0; i < w->n_kv; i++)
+        free(w->keys[i]);
+    free(w->keys);
+    for (int64_t i = 0; i < w->n_t; i++)
+        free(w->t[i].name);
+    free(w->t);
+    free(w->kv.p);
+    free(w);
+}
+
+int gguf_w_set_alignment(gguf_w_t *w, uint32_t alignment)
+{
+    if (alignment == 0 || (alignment & (alignment - 1)) || w->n_t)
+        return -EINVAL;
+    w->alignment = alignment;
+    return 0;
+}
+
+int gguf_w_set_threads(gguf_w_t *w, int threads)
+{
+    if (threads < 1 || threads > 1024)
+        return -EINVAL;
+    w->threads = threads;
+    return 0;
+}
+
+int64_t gguf_w_n_kv(const gguf_w_t *w) { return w->n_kv; }
+int64_t gguf_w_n_tensors(const gguf_w_t *w) { return w->n_t; }
+uint64_t gguf_w_data_bytes(const gguf_w_t *w) { return w->data_size; }
+
+/* Starts an entry: checks and records the key, writes it and the value type.  On success
+ * the caller appends the value; an allocation failure shows up as kv.oom. */
+static int kv_begin(gguf_w_t *w, const char *key, int type)
+{
+    if (!key || !*key)
+        return -EINVAL;
+    for (int64_t i = 0; i < w->n_kv; i++)
+        if (strcmp(w->keys[i], key) == 0)
+            return FD_EDUP;
+    if ((size_t)w->n_kv == w->keys_cap) {
+        size_t cap = w->keys_cap ? w->keys_cap * 2 : 32;
+        char **k = realloc(w->keys, cap * sizeof(*k));
+        if (!k)
+            return -ENOMEM;
+        w->keys = k;
+        w->keys_cap = cap;
+    }
+    char *k = strdup(key);
+    if (!k)
+        return -ENOMEM;
+    w->keys[w->n_kv++] = k;
+    wb_str(&w->kv, key, strlen(key));
+    wb_u32(&w->kv, (uint32_t)type);
+    return 0;
+}
+
+static int kv_end(gguf_w_t *w)
+{
+    return w->kv.oom ? -ENOMEM : 0;
+}
+
+static int add_fixed(gguf_w_t *w, const char *key, int type, const void *v)
+{
+    int rc = kv_begin(w, key, type);
+    if (rc)
+        return rc;
+    wb_elem(&w->kv, type, v, 0);
+    return kv_end(w);
+}
+
+#define ADDER(fn, T, VT)                                         \
+    int fn(gguf_w_t *w, const char *key, T v)                    \
+    {                                                            \
+        return add_fixed(w, key, VT, &v);                        \
+    }
+ADDER(gguf_w_add_u8, uint8_t, GGUF_UINT8)
+ADDER(gguf_w_add_i8, int8_t, GGUF_INT8)
+ADDER(gguf_w_add_u16, uint16_t, GGUF_UINT16)
+ADDER(gguf_w_add_i16, int16_t, GGUF_INT16)
+ADDER(gguf_w_add_u32, uint32_t, GGUF_UINT32)
+ADDER(gguf_w_add_i32, int32_t, GGUF_INT32)
+ADDER(gguf_w_add_u64, uint64_t, GGUF_UINT64)
+ADDER(gguf_w_add_i64, int64_t, GGUF_INT64)
+ADDER(gguf_w_add_f32, float, GGUF_FLOAT32)
+ADDER(gguf_w_add_f64, double, GGUF_FLOAT64)
+
+int gguf_w_add_bool(gguf_w_t *w, const char *key, bool v)
+{
+    uint8_t b = v;
+    return add_fixed(w, key, GGUF_BOOL, &b);
+}
+
+int gguf_w_add_strn(gguf_w_t *w, const char *key, const char *s, uint64_t len)
+{
+    int rc = kv_begin(w, key, GGUF_STRING);
+    if (rc)
+        return rc;
+    wb_str(&w->kv, s, len);
+    return kv_end(w);
+}
+
+int gguf_w_add_str(gguf_w_t *w, const char *key, const char *s)
+{
+    return gguf_w_add_strn(w, key, s, strlen(s));
+}
+
+static void put_arr_body(struct wbuf *b, int elem_type, const void *data, uint64_t n)
+{
+    wb_u32(b, (uint32_t)elem_type);
+    wb_u64(b, n);
+    if (elem_type == GGUF_STRING) {
+        const char *const *s = data;
+        for (uint64_t i = 0; i < n; i++)
+            wb_str(b, s[i], strlen(s[i]));
+    } else {
+        for (uint64_t i = 0; i < n; i++)
+            wb_elem(b, elem_type, data, i);
+    }
+}
+
+int gguf_w_add_arr(gguf_w_t *w, const char *key, int elem_type, const void *data, uint64_t n)
+{
+    if (!fixed_size(elem_type) || (n && !data))
+        return -EINVAL;
+    int rc = kv_begin(w, key, GGUF_ARRAY);
+    if (rc)
+        return rc;
+    put_arr_body(&w->kv, elem_type, data, n);
+    return kv_end(w);
+}
+
+int gguf_w_add_str_arr(gguf_w_t *w, const char *key, const char *const *s, uint64_t n)
+{
+    if (n && !s)
+        return -EINVAL;
+    int rc = kv_begin(w, key, GGUF_ARRAY);
+    if (rc)
+        return rc;
+    put_arr_body(&w->kv, GGUF_STRING, s, n);
+    return kv_end(w);
+}
+
+int gguf_w_add_arr_arr(gguf_w_t *w, const char *key, int inner_type, uint64_t n,
+                       const void *const *inner, const uint64_t *inner_n)
+{
+    if (inner_type != GGUF_STRING && !fixed_size(inner_type))
+        return -EINVAL;
+    int rc = kv_begin(w, key, GGUF_ARRAY);
+    if (rc)
+        return rc;
+    wb_u32(&w->kv, GGUF_ARRAY);
+    wb_u64(&w->kv, n);
+    for (uint64_t i = 0; i < n; i++)
+        put_arr_body(&w->kv, inner_type, inner[i], inner_n[i]);
+    return kv_end(w);
+}
+
+int gguf_w_add_tensor(gguf_w_t *w, const char *name, int type, int n_dims, const int64_t *ne,
+                      const void *data, gguf_w_fill_fn fill, void *ud)
+{
+    if (!name || !*name || (!data && !fill))
+        return -EINVAL;
+    if (!gg_type_known(type))
+        return FD_EUNSUP;
+    if (!data && !fq_type_quantizable(type))
+        return FD_EUNSUP;
+    if (n_dims < 1 || n_dims > GGUF_MAX_DIMS)
+        return FD_ESHAPE;
+    for (int64_t i = 0; i < w->n_t; i++)
+        if (strcmp(w->t[i].name, name) == 0)
+            return FD_EDUP;
+    struct wtensor t = {.type = type, .n_dims = n_dims, .data = data, .fill = fill, .ud = ud};
+    uint64_t rows = 1;
+    for (int d = 0; d < GGUF_MAX_DIMS; d++) {
+        t.ne[d] = d < n_dims ? ne[d] : 1;
+        if (t.ne[d] <= 0)
+            return FD_ESHAPE;
+        if (d > 0) {
+            if ((uint64_t)t.ne[d] > (uint64_t)INT64_MAX / rows)
+                return FD_ERANGE;
+            rows *= (uint64_t)t.ne[d];
+        }
+    }
+    if (t.ne[0] % gg_block_elems(type))
+        return FD_ESHAPE;
+    uint64_t row = gg_row_bytes(type, (uint64_t)t.ne[0]);
+    if (!row || rows > (uint64_t)INT64_MAX / row)
+        return FD_ERANGE;
+    t.nbytes = row * rows;
+    uint64_t a = w->alignment;
+    uint64_t padded = (t.nbytes + a - 1) / a * a;
+    if (w->data_size > (uint64_t)INT64_MAX - padded)
+        return FD_ERANGE;
+    t.offset = w->data_size;
+    if ((size_t)w->n_t == w->t_cap) {
+        size_t cap = w->t_cap ? w->t_cap * 2 : 64;
+        struct wtensor *nt = realloc(w->t, cap * sizeof(*nt));
+        if (!nt)
+            return -ENOMEM;
+        w->t = nt;
+        w->t_cap = cap;
+    }
+    if (!(t.name = strdup(name)))
+        return -ENOMEM;
+    w->t[w->n_t++] = t;
+    w->data_size += padded;
+    return 0;
+}
+
+static int werr(char *err, size_t errlen, int code, const char *fmt, ...) FD_PRINTF(4, 5);
+
+static int werr(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+static int write_pad(FILE *f, uint64_t pos, uint64_t align)
+{
+    static const uint8_t zeros[4096];
+    uint64_t pad = (align - pos % align) % align;
+    while (pad) {
+        size_t n = pad > sizeof(zeros) ? sizeof(zeros) : (size_t)pad;
+        if (fwrite(zeros, 1, n, f) != n)
+            return -EIO;
+        pad -= n;
+    }
+    return 0;
+}
+
+/* Rows of a filled tensor are produced in batches; each batch is split over the writer's
+ * threads (fill and quantize are the slow part: the reference K-quantizers run a few M
+ * values/s), then written in order. */
+struct fill_job {
+    const struct wtensor *t;
+    int64_t row0, rows;      /* this thread's slice */
+    uint8_t *dst;
+    size_t rb;
+    int rc;
+    char msg[200];
+};
+
+static void *fill_rows(void *arg)
+{
+    struct fill_job *j = arg;
+    const struct wtensor *t = j->t;
+    int64_t ne0 = t->ne[0];
+    float *x = malloc((size_t)ne0 * sizeof(float));
+    if (!x) {
+        j->rc = -ENOMEM;
+        snprintf(j->msg, sizeof(j->msg), "out of memory for a row of tensor '%s'", t->name);
+        return NULL;
+    }
+    for (int64_t r = 0; r < j->rows && !j->rc; r++) {
+        int64_t row = j->row0 + r;
+        if ((j->rc = t->fill(t->ud, t->name, row, x, ne0)))
+            snprintf(j->msg, sizeof(j->msg), "tensor '%s' row %" PRId64 ": fill failed: %s",
+                     t->name, row, fd_strerror(j->rc));
+        else if ((j->rc = fq_quantize_row(t->type, x, j->dst + (size_t)r * j->rb, ne0)))
+            snprintf(j->msg, sizeof(j->msg), "tensor '%s': cannot quantize to %s: %s", t->name,
+                     gg_type_name(t->type), fd_strerror(j->rc));
+    }
+    free(x);
+    return NULL;
+}
+
+static int write_filled(FILE *f, const struct wtensor *t, int threads, char *err,
+                        size_t errlen)
+{
+    int64_t ne0 = t->ne[0];
+    int64_t rows = t->ne[1] * t->ne[2] * t->ne[3];
+    size_t rb = (size_t)gg_row_bytes(t->type, (uint64_t)ne0);
+    int64_t batch = FD_MAX((int64_t)1, ((int64_t)1 << 22) * threads / ne0);
+    batch = FD_MIN(batch, rows);
+    uint8_t *buf = malloc((size_t)batch * rb);
+    struct fill_job *jobs = calloc((size_t)threads, sizeof(*jobs));
+    pthread_t *tid = calloc((size_t)threads, sizeof(*tid));
+    bool *started = calloc((size_t)threads, sizeof(*started));
+    int rc = 0;
+    if (!buf || !jobs || !tid || !started) {
+        rc = werr(err, errlen, -ENOMEM, "out of memory for tensor '%s'", t->name);
+        goto out;
+    }
+    for (int64_t r0 = 0; r0 < rows && !rc; r0 += batch) {
+        int64_t n = FD_MIN(batch, rows - r0);
+        int nt = (int)FD_MIN((int64_t)threads, n);
+        for (int k = 0; k < nt; k++) {
+            int64_t a = n * k / nt, b = n * (k + 1) / nt;
+            jobs[k] = (struct fill_job){.t = t, .row0 = r0 + a, .rows = b - a,
+                                        .dst = buf + (size_t)a * rb, .rb = rb};
+            /* slice 0, and any whose thread did not start, run on this thread */
+            started[k] = k > 0 && pthread_create(&tid[k], NULL, fill_rows, &jobs[k]) == 0;
+        }
+        for (int k = 0; k < nt; k++) {
+            if (started[k])
+                pthread_join(tid[k], NULL);
+            else
+                fill_rows(&jobs[k]);
+        }
+        for (int k = 0; k < nt && !rc; k++)
+            if (jobs[k].rc)
+                rc = werr(err, errlen, jobs[k].rc, "%s", jobs[k].msg);
+        if (!rc && fwrite(buf, 1, (size_t)n * rb, f) != (size_t)n * rb)
+            rc = werr(err, errlen, -EIO, "write error in tensor '%s'", t->name);
+    }
+out:
+    free(started);
+    free(tid);
+    free(jobs);
+    free(buf);
+    return rc;
+}
+
+int gguf_w_write(gguf_w_t *w, FILE *f, char *err, size_t errlen)
+{
+    struct wbuf h = {0};
+    int rc;
+    bool add_align = w->alignment != GGUF_DEFAULT_ALIGNMENT;
+    for (int64_t i = 0; i < w->n_kv && add_align; i++)
+        if (strcmp(w->keys[i], "general.alignment") == 0)
+            add_align = false;
+    wb_put(&h, "GGUF", 4);
+    wb_u32(&h, 3);
+    wb_u64(&h, (uint64_t)w->n_t);
+    wb_u64(&h, (uint64_t)w->n_kv + add_align);
+    wb_put(&h, w->kv.p, w->kv.n);
+    if (add_align) {
+        wb_str(&h, "general.alignment", strlen("general.alignment"));
+        wb_u32(&h, GGUF_UINT32);
+        wb_u32(&h, w->alignment);
+    }
+    for (int64_t i = 0; i < w->n_t; i++) {
+        const struct wtensor *t = &w->t[i];
+        wb_str(&h, t->name, strlen(t->name));
+        wb_u32(&h, (uint32_t)t->n_dims);
+        for (int d = 0; d < t->n_dims; d++)
+            wb_u64(&h, (uint64_t)t->ne[d]);
+        wb_u32(&h, (uint32_t)t->type);
+        wb_u64(&h, t->offset);
+    }
+    if (h.oom || w->kv.oom) {
+        free(h.p);
+        return werr(err, errlen, -ENOMEM, "out of memory for the GGUF header");
+    }
+    if (fwrite(h.p, 1, h.n, f) != h.n || write_pad(f, h.n, w->alignment)) {
+        free(h.p);
+        return werr(err, errlen, -EIO, "write error in the GGUF header");
+    }
+    free(h.p);
+    for (int64_t i = 0; i < w->n_t; i++) {
+        const struct wtensor *t = &w->t[i];
+        if (t->data) {
+            if (fwrite(t->data, 1, (size_t)t->nbytes, f) != t->nbytes)
+                return werr(err, errlen, -EIO, "write error in tensor '%s'", t->name);
+        } else if ((rc = write_filled(f, t, w->threads, err, errlen))) {
+            return rc;
+        }
+        if (write_pad(f, t->nbytes, w->alignment))
+            return werr(err, errlen, -EIO, "write error after tensor '%s'", t->name);
+    }
+    if (fflush(f) != 0 || ferror(f))
+        return werr(err, errlen, -EIO, "write error");
+    return 0;
+}
+
+int gguf_w_write_file(gguf_w_t *w, const char *path, char *err, size_t errlen)
+{
+    size_t n = strlen(path) + 8;
+    char *tmp = malloc(n);
+    if (!tmp)
+        return werr(err, errlen, -ENOMEM, "%s: out of memory", path);
+    snprintf(tmp, n, "%s.tmp", path);
+    int rc;
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        rc = -errno;
+        werr(err, errlen, rc, "%s: cannot create: %s", tmp, strerror(-rc));
+        goto out;
+    }
+    char e2[256] = "";
+    rc = gguf_w_write(w, f, e2, sizeof(e2));
+    if (fclose(f) != 0 && !rc)
+        rc = werr(e2, sizeof(e2), -EIO, "close failed");
+    if (rc) {
+        werr(err, errlen, rc, "%s: %s", path, e2);
+        unlink(tmp);
+        goto out;
+    }
+    if (rename(tmp, path) != 0) {
+        rc = -errno;
+        werr(err, errlen, rc, "%s: cannot rename from %s: %s", path, tmp, strerror(-rc));
+        unlink(tmp);
+    }
+out:
+    free(tmp);
+    return rc;
+}
+
+int gguf_w_write_mem(gguf_w_t *w, uint8_t **out, size_t *size, char *err, size_t errlen)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return werr(err, errlen, -ENOMEM, "out of memory");
+    int rc = gguf_w_write(w, f, err, errlen);
+    fclose(f);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    *out = (uint8_t *)buf;
+    *size = len;
+    return 0;
+}
+
+/* ---- Llama-shaped models ---------------------------------------------------------------- */
+
+struct preset {
+    const char *name;
+    int n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, n_ctx;
+    float rope_base, eps;
+    bool tied;
+};
+
+/* Hyperparameters as published for each model. */
+static const struct preset presets[] = {
+    {"stories260K", 64, 5, 8, 4, 172, 512, 512, 10000.0f, 1e-5f, false},
+    {"stories110M", 768, 12, 12, 12, 2048, 32000, 1024, 10000.0f, 1e-5f, true},
+    {"TinyLlama-1.1B", 2048, 22, 32, 4, 5632, 32000, 2048, 10000.0f, 1e-5f, false},
+    {"Llama-2-7B", 4096, 32, 32, 32, 11008, 32000, 4096, 10000.0f, 1e-5f, false},
+    {"Llama-3-8B", 4096, 32, 32, 8, 14336, 128256, 8192, 500000.0f, 1e-5f, false},
+};
+
+const char *const *gguf_w_llama_preset_names(void)
+{
+    static const char *names[FD_ARRAY_LEN(presets) + 1];
+    for (size_t i = 0; i < FD_ARRAY_LEN(presets); i++)
+        names[i] = presets[i].name;
+    return names;
+}
+
+int gguf_w_llama_preset(const char *name, gguf_w_llama_t *p)
+{
+    for (size_t i = 0; i < FD_ARRAY_LEN(presets); i++) {
+        const struct preset *s = &presets[i];
+        if (strcasecmp(s->name, name) != 0)
+            continue;
+        *p = (gguf_w_llama_t){
+            .name = s->name, .n_embd = s->n_embd, .n_layer = s->n_layer, .n_head = s->n_head,
+            .n_head_kv = s->n_head_kv, .n_ff = s->n_ff, .n_vocab = s->n_vocab,
+            .n_ctx = s->n_ctx, .rope_base = s->rope_base, .norm_eps = s->eps, .tied = s->tied,
+            .wtype = GG_F32, .seed = 1,
+        };
+        return 0;
+    }
+    return -ENOENT;
+}
+
+static bool wtype_ok(int t)
+{
+    switch (t) {
+    case GG_F32: case GG_F16: case GG_BF16: case GG_Q8_0: case GG_Q4_0: case GG_Q4_K:
+    case GG_Q6_K: case GGUF_W_MIX_Q4_K_M:
+        return true;
+    default:
+        return false;
+    }
+}
+
+int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen)
+{
+    if (p->n_embd <= 0 || p->n_layer <= 0 || p->n_head <= 0 || p->n_head_kv <= 0 ||
+        p->n_ff <= 0 || p->n_ctx <= 0)
+        return werr(err, errlen, FD_ESHAPE, "n_embd, n_layer, n_head, n_head_kv, n_ff and n_ctx "
+                    "must be positive");
+    if (p->n_embd % p->n_head)
+        return werr(err, errlen, FD_ESHAPE, "n_embd %d is not a multiple of n_head %d",
+                    p->n_embd, p->n_head);
+    if ((p->n_embd / p->n_head) % 2)
+        return werr(err, errlen, FD_ESHAPE, "head size %d is odd (RoPE rotates pairs)",
+                    p->n_embd / p->n_head);
+    if (p->n_head % p->n_head_kv)
+        return werr(err, errlen, FD_ESHAPE, "n_head %d is not a multiple of n_head_kv %d",
+                    p->n_head, p->n_head_kv);
+    if (p->n_vocab < 259 + 1)
+        return werr(err, errlen, FD_ESHAPE, "n_vocab %d: at least 260 (3 special and 256 byte "
+                    "tokens come first)", p->n_vocab);
+    if (p->n_vocab > 1 << 24)
+        return werr(err, errlen, FD_ESHAPE, "n_vocab %d is too large", p->n_vocab);
+    if (!(p->rope_base > 0) || !(p->norm_eps > 0))
+        return werr(err, errlen, FD_ESHAPE, "rope base and norm eps must be positive");
+    if (!wtype_ok(p->wtype))
+        return werr(err, errlen, FD_EUNSUP, "weight type %d is not one of F32, F16, BF16, Q8_0, "
+                    "Q4_0, Q4_K, Q6_K, Q4_K_M", p->wtype);
+    return 0;
+}
+
+/* llama.cpp's "use more bits" layers of the Q4_K_M recipe. */
+static bool more_bits(int il, int n)
+{
+    return il < n / 8 || il >= 7 * n / 8 || (il - n / 8) % 3 == 2;
+}
+
+static int matrix_type(const gguf_w_llama_t *p, const char *role, int il, int64_t ne0,
+                       int *n_fallback)
+{
+    int t = p->wtype;
+    if (t == GGUF_W_MIX_Q4_K_M) {
+        t = GG_Q4_K;
+        if (strcmp(role, "output") == 0)
+            t = GG_Q6_K;
+        else if ((strcmp(role, "attn_v") == 0 || strcmp(role, "ffn_down") == 0) &&
+                 more_bits(il, p->n_layer))
+            t = GG_Q6_K;
+    }
+    if (ne0 % gg_block_elems(t)) {
+        (*n_fallback)++;
+        t = ne0 % 32 == 0 ? GG_Q8_0 : GG_F16;
+    }
+    return t;
+}
+
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t name_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) {
+        h ^= (uint8_t)*s;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static bool is_norm(const char *name)
+{
+    size_t n = strlen(name);
+    return n >= 11 && strcmp(name + n - 11, "norm.weight") == 0;
+}
+
+/* Counter-based (splitmix64 stream per row), so any element can be recomputed on its own. */
+static float value_at(uint64_t rowseed, int64_t i, bool norm, int64_t ne0)
+{
+    uint64_t z = mix64(rowseed + (uint64_t)(i + 1) * 0x9e3779b97f4a7c15ull);
+    float u = (float)((double)(z >> 11) * (2.0 / 9007199254740992.0) - 1.0); /* [-1, 1) */
+    if (norm)
+        return 1.0f + 0.1f * u;
+    return u * sqrtf(3.0f / (float)ne0); /* variance 1/ne0 */
+}
+
+static uint64_t row_seed(uint64_t seed, const char *name, int64_t row)
+{
+    return mix64(mix64(seed ^ name_hash(name)) + (uint64_t)row * 0xd1b54a32d192ed03ull);
+}
+
+float gguf_w_llama_value(const gguf_w_llama_t *p, const char *name, int64_t row, int64_t i,
+                         int64_t ne0)
+{
+    return value_at(row_seed(p->seed, name, row), i, is_norm(name), ne0);
+}
+
+static int fill_random(void *ud, const char *name, int64_t row, float *dst, int64_t n)
+{
+    const gguf_w_llama_t *p = ud;
+    uint64_t rs = row_seed(p->seed, name, row);
+    bool norm = is_norm(name);
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = value_at(rs, i, norm, n);
+    return 0;
+}
+
+static int llama_ftype(int wtype)
+{
+    switch (wtype) {
+    case GG_F32: return 0;      /* LLAMA_FTYPE_ALL_F32 */
+    case GG_F16: return 1;      /* MOSTLY_F16 */
+    case GG_Q4_0: return 2;     /* MOSTLY_Q4_0 */
+    case GG_Q8_0: return 7;     /* MOSTLY_Q8_0 */
+    case GG_Q4_K: return 14;    /* MOSTLY_Q4_K_S */
+    case GGUF_W_MIX_Q4_K_M: return 15;
+    case GG_Q6_K: return 18;    /* MOSTLY_Q6_K */
+    case GG_BF16: return 32;    /* MOSTLY_BF16 */
+    default: return 0;
+    }
+}
+
+/* The SPM-style vocabulary: pieces after the byte tokens are the printable ASCII characters,
+ * then the same with a leading U+2581 (SentencePiece's space), then ever longer lowercase
+ * strings, with and without it, until n_vocab; all distinct. */
+static int add_vocab(gguf_w_t *w, int n_vocab)
+{
+    char **tok = calloc((size_t)n_vocab, sizeof(*tok));
+    float *score = malloc((size_t)n_vocab * sizeof(*score));
+    int32_t *type = malloc((size_t)n_vocab * sizeof(*type));
+    int rc = -ENOMEM;
+    int n = 0;
+    if (!tok || !score || !type)
+        goto out;
+    static const char *const special[3] = {"<unk>", "<s>", "</s>"};
+    for (int i = 0; i < 3; i++, n++) {
+        if (!(tok[n] = strdup(special[i])))
+            goto out;
+        score[n] = 0;
+        type[n] = i == 0 ? 2 : 3; /* unknown, control */
+    }
+    for (int b = 0; b < 256; b++, n++) {
+        char s[8];
+        snprintf(s, sizeof(s), "<0x%02X>", b);
+        if (!(tok[n] = strdup(s)))
+            goto out;
+        score[n] = 0;
+        type[n] = 6; /* byte */
+    }
+    for (int len = 1; n < n_vocab; len++) {
+        int base = len == 1 ? 94 : 26; /* '!'..'~', then 'a'..'z' */
+        uint64_t count = 1;
+        for (int k = 0; k < len; k++)
+            count *= (uint64_t)base;
+        for (int sp = 0; sp < 2 && n < n_vocab; sp++)
+            for (uint64_t c = 0; c < count && n < n_vocab; c++, n++) {
+                char s[64];
+                size_t o = 0;
+                if (sp) {
+                    memcpy(s, "\xe2\x96\x81", 3);
+                    o = 3;
+                }
+                uint64_t v = c;
+                for (int k = 0; k < len; k++) {
+                    s[o + (size_t)(len - 1 - k)] = (char)(len == 1 ? '!' + (int)(v % 94)
+                                                                  : 'a' + (int)(v % 26));
+                    v /= (uint64_t)base;
+                }
+                s[o + (size_t)len] = 0;
+                if (!(tok[n] = strdup(s)))
+                    goto out;
+                score[n] = -(float)(n - 259);
+                type[n] = 1; /* normal */
+            }
+    }
+    if ((rc = gguf_w_add_str(w, "tokenizer.ggml.model", "llama")) ||
+        (rc = gguf_w_add_str_arr(w, "tokenizer.ggml.tokens", (const char *const *)tok,
+                                 (uint64_t)n_vocab)) ||
+        (rc = gguf_w_add_arr(w, "tokenizer.ggml.scores", GGUF_FLOAT32, score,
+                             (uint64_t)n_vocab)) ||
+        (rc = gguf_w_add_arr(w, "tokenizer.ggml.token_type", GGUF_INT32, type,
+                             (uint64_t)n_vocab)) ||
+        (rc = gguf_w_add_u32(w, "tokenizer.ggml.unknown_token_id", 0)) ||
+        (rc = gguf_w_add_u32(w, "tokenizer.ggml.bos_token_id", 1)) ||
+        (rc = gguf_w_add_u32(w, "tokenizer.ggml.eos_token_id", 2)) ||
+        (rc = gguf_w_add_bool(w, "tokenizer.ggml.add_bos_token", true)) ||
+        (rc = gguf_w_add_bool(w, "tokenizer.ggml.add_eos_token", false)))
+        goto out;
+out:
+    if (tok)
+        for (int i = 0; i < n; i++)
+            free(tok[i]);
+    free(tok);
+    free(score);
+    free(type);
+    return rc;
+}
+
+static int add_matrix(gguf_w_t *w, gguf_w_llama_t *p, const char *name, const char *role,
+                      int il, int64_t ne0, int64_t ne1)
+{
+    int64_t ne[2] = {ne0, ne1};
+    int t = matrix_type(p, role, il, ne0, &p->n_fallback);
+    return gguf_w_add_tensor(w, name, t, 2, ne, NULL, fill_random, p);
+}
+
+static int add_norm(gguf_w_t *w, gguf_w_llama_t *p, const char *name, int64_t n)
+{
+    return gguf_w_add_tensor(w, name, GG_F32, 1, &n, NULL, fill_random, p);
+}
+
+int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
+{
+    int rc = gguf_w_llama_check(p, err, errlen);
+    if (rc)
+        return rc;
+    p->n_fallback = 0;
+    int hd = p->n_embd / p->n_head;
+    int64_t kv_dim = (int64_t)hd * p->n_head_kv;
+    if ((rc = gguf_w_add_str(w, "general.architecture", "llama")) ||
+        (rc = gguf_w_add_str(w, "general.name", p->name ? p->name : "random-llama")) ||
+        (rc = gguf_w_add_u32(w, "general.file_type", (uint32_t)llama_ftype(p->wtype))) ||
+        (rc = gguf_w_add_u32(w, "llama.context_length", (uint32_t)p->n_ctx)) ||
+        (rc = gguf_w_add_u32(w, "llama.embedding_length", (uint32_t)p->n_embd)) ||
+        (rc = gguf_w_add_u32(w, "llama.block_count", (uint32_t)p->n_layer)) ||
+        (rc = gguf_w_add_u32(w, "llama.feed_forward_length", (uint32_t)p->n_ff)) ||
+        (rc = gguf_w_add_u32(w, "llama.attention.head_count", (uint32_t)p->n_head)) ||
+        (rc = gguf_w_add_u32(w, "llama.attention.head_count_kv", (uint32_t)p->n_head_kv)) ||
+        (rc = gguf_w_add_u32(w, "llama.rope.dimension_count", (uint32_t)hd)) ||
+        (rc = gguf_w_add_f32(w, "llama.rope.freq_base", p->rope_base)) ||
+        (rc = gguf_w_add_f32(w, "llama.attention.layer_norm_rms_epsilon", p->norm_eps)) ||
+        (rc = gguf_w_add_u32(w, "llama.vocab_size", (uint32_t)p->n_vocab)) ||
+        (rc = gguf_w_add_u64(w, "fusiond.seed", p->seed)) ||
+        (rc = add_vocab(w, p->n_vocab)))
+        return werr(err, errlen, rc, "metadata: %s", fd_strerror(rc));
+    char name[64];
+    if ((rc = add_matrix(w, p, "token_embd.weight", "token_embd", 0, p->n_embd, p->n_vocab)) ||
+        (rc = add_norm(w, p, "output_norm.weight", p->n_embd)) ||
+        (!p->tied &&
+         (rc = add_matrix(w, p, "output.weight", "output", 0, p->n_embd, p->n_vocab))))
+        return werr(err, errlen, rc, "tensors: %s", fd_strerror(rc));
+    static const struct {
+        const char *role;
+        int in, out; /* 0 n_embd, 1 kv_dim, 2 n_ff, 3 norm */
+    } blk[] = {
+        {"attn_norm", 0, 3}, {"attn_q", 0, 0}, {"attn_k", 0, 1}, {"attn_v", 0, 1},
+        {"attn_output", 0, 0}, {"ffn_norm", 0, 3}, {"ffn_gate", 0, 2}, {"ffn_up", 0, 2},
+        {"ffn_down", 2, 0},
+    };
+    for (int il = 0; il < p->n_layer; il++)
+        for (size_t k = 0; k < FD_ARRAY_LEN(blk); k++) {
+            int64_t dims[3] = {p->n_embd, kv_dim, p->n_ff};
+            snprintf(name, sizeof(name), "blk.%d.%s.weight", il, blk[k].role);
+            if (blk[k].out == 3)
+                rc = add_norm(w, p, name, p->n_embd);
+            else
+                rc = add_matrix(w, p, name, blk[k].role, il, dims[blk[k].in], dims[blk[k].out]);
+            if (rc)
+                return werr(err, errlen, rc, "tensor %s: %s", name, fd_strerror(rc));
+        }
+    return 0;
+}
+
+int gguf_w_llama_write(gguf_w_llama_t *p, const char *path, int threads, char *err,
+                       size_t errlen)
+{
+    gguf_w_t *w;
+    int rc = gguf_w_new(&w);
+    if (rc)
+        return werr(err, errlen, rc, "out of memory");
+    if ((rc = gguf_w_set_threads(w, threads)))
+        werr(err, errlen, rc, "bad thread count %d", threads);
+    else if (!(rc = gguf_w_llama_add(w, p, err, errlen)))
+        rc = gguf_w_write_file(w, path, err, errlen);
+    gguf_w_free(w);
+    return rc;
+}

@@ -1,0 +1,115 @@
+/* gguf_write.h: the GGUF v3 writer, and a generator of Llama-shaped models with seeded random
+ * weights built on it.  A writer collects metadata (every value type, string arrays, arrays
+ * of arrays) and tensor declarations, then streams the file: tensors come from caller bytes
+ * or from a row callback whose floats are converted/quantized (backends/quants.h) as they
+ * are written, so models far larger than memory can be produced.  For tests, benchmarks and
+ * tools (fusion-gguf-gen); one writer per thread. */
+#ifndef FD_GGUF_WRITE_H
+#define FD_GGUF_WRITE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "engine/gguf.h"
+
+typedef struct gguf_w gguf_w_t;
+
+int gguf_w_new(gguf_w_t **out);
+void gguf_w_free(gguf_w_t *w);
+
+/* Data alignment (a power of two, default 32).  A value other than 32 is also recorded as
+ * general.alignment when the file is written.  Call before adding tensors. */
+int gguf_w_set_alignment(gguf_w_t *w, uint32_t alignment);
+/* Threads that fill and quantize rows of callback tensors (default 1). */
+int gguf_w_set_threads(gguf_w_t *w, int threads);
+
+/* Metadata, in the order added.  Keys are copied; FD_EDUP for a key already present,
+ * -EINVAL for an empty key or one with a NUL inside (strn). */
+int gguf_w_add_u8(gguf_w_t *w, const char *key, uint8_t v);
+int gguf_w_add_i8(gguf_w_t *w, const char *key, int8_t v);
+int gguf_w_add_u16(gguf_w_t *w, const char *key, uint16_t v);
+int gguf_w_add_i16(gguf_w_t *w, const char *key, int16_t v);
+int gguf_w_add_u32(gguf_w_t *w, const char *key, uint32_t v);
+int gguf_w_add_i32(gguf_w_t *w, const char *key, int32_t v);
+int gguf_w_add_u64(gguf_w_t *w, const char *key, uint64_t v);
+int gguf_w_add_i64(gguf_w_t *w, const char *key, int64_t v);
+int gguf_w_add_f32(gguf_w_t *w, const char *key, float v);
+int gguf_w_add_f64(gguf_w_t *w, const char *key, double v);
+int gguf_w_add_bool(gguf_w_t *w, const char *key, bool v);
+int gguf_w_add_str(gguf_w_t *w, const char *key, const char *s);
+int gguf_w_add_strn(gguf_w_t *w, const char *key, const char *s, uint64_t len);
+/* An array of n fixed-size values of elem_type, given as the matching C array (uint8_t ..
+ * double; GGUF_BOOL as uint8_t 0/1). */
+int gguf_w_add_arr(gguf_w_t *w, const char *key, int elem_type, const void *data, uint64_t n);
+int gguf_w_add_str_arr(gguf_w_t *w, const char *key, const char *const *s, uint64_t n);
+/* An array of n arrays of inner_type: inner[i] is a C array as above (or const char *const *
+ * for GGUF_STRING) of inner_n[i] elements. */
+int gguf_w_add_arr_arr(gguf_w_t *w, const char *key, int inner_type, uint64_t n,
+                       const void *const *inner, const uint64_t *inner_n);
+int64_t gguf_w_n_kv(const gguf_w_t *w);
+
+/* Fills row `row` (0 .. nelems/ne[0]) of a tensor with ne[0] floats; nonzero aborts the
+ * write with that code.  With several writer threads it is called concurrently for
+ * different rows. */
+typedef int (*gguf_w_fill_fn)(void *ud, const char *name, int64_t row, float *dst, int64_t n);
+
+/* Declares a tensor of any ggml type (common/ggtypes.h) and shape (ne[0] contiguous, a
+ * multiple of the type's block size).  Its bytes come from data (kept by pointer: it must
+ * stay valid until the write) or, when data is NULL, from fill, converted to type with
+ * fq_quantize_row (FD_EUNSUP at add time if type cannot be quantized).  Returns 0, FD_EDUP,
+ * FD_ESHAPE, FD_EUNSUP or FD_ERANGE. */
+int gguf_w_add_tensor(gguf_w_t *w, const char *name, int type, int n_dims, const int64_t *ne,
+                      const void *data, gguf_w_fill_fn fill, void *ud);
+int64_t gguf_w_n_tensors(const gguf_w_t *w);
+uint64_t gguf_w_data_bytes(const gguf_w_t *w); /* tensor data incl. alignment padding */
+
+/* Writes the whole file.  _file writes to path.tmp and renames it into place (nothing is left
+ * behind on failure); _mem returns a malloc'd buffer.  err gets a message on failure. */
+int gguf_w_write(gguf_w_t *w, FILE *f, char *err, size_t errlen);
+int gguf_w_write_file(gguf_w_t *w, const char *path, char *err, size_t errlen);
+int gguf_w_write_mem(gguf_w_t *w, uint8_t **out, size_t *size, char *err, size_t errlen);
+
+/* ---- Llama-shaped random models ------------------------------------------------------- */
+
+/* Weight type for the matrices: a GG_* type, or this mix (llama.cpp's Q4_K_M recipe: Q4_K,
+ * with Q6_K for output.weight and for attn_v / ffn_down of the first and last eighth of the
+ * layers and every third layer between). */
+#define GGUF_W_MIX_Q4_K_M 1000
+
+typedef struct gguf_w_llama {
+    const char *name;        /* general.name */
+    int n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, n_ctx;
+    float rope_base;         /* llama.rope.freq_base */
+    float norm_eps;          /* llama.attention.layer_norm_rms_epsilon */
+    bool tied;               /* no output.weight: the embedding is the output matrix */
+    int wtype;               /* GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q6_K or
+                                GGUF_W_MIX_Q4_K_M */
+    uint64_t seed;
+    /* out: matrices whose row length does not fit the block size of the requested type
+     * (filled in by gguf_w_llama_add); they use Q8_0 when the row is a multiple of 32,
+     * else F16. */
+    int n_fallback;
+} gguf_w_llama_t;
+
+/* Shapes of known models: "stories260K", "stories110M", "TinyLlama-1.1B", "Llama-2-7B",
+ * "Llama-3-8B" (case-insensitive).  Type F32, seed 1.  -ENOENT for an unknown name. */
+int gguf_w_llama_preset(const char *name, gguf_w_llama_t *p);
+const char *const *gguf_w_llama_preset_names(void); /* NULL-terminated */
+/* Checks the shape (FD_ESHAPE / FD_EUNSUP with a message). */
+int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen);
+/* Adds the metadata, an SPM-style vocabulary (<unk>, <s>, </s>, the 256 byte tokens, then
+ * generated pieces) and every tensor, with weights drawn from p->seed: matrices uniform with
+ * variance 1/ne[0] (so activations keep unit scale), norms 1 +- 0.1.  A given tensor's
+ * values depend only on seed and name, not on its type: F32 and quantized files of one seed
+ * hold the same model up to quantization. */
+int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen);
+/* The value of element i of row `row` of tensor `name`, as written (before quantization). */
+float gguf_w_llama_value(const gguf_w_llama_t *p, const char *name, int64_t row, int64_t i,
+                         int64_t ne0);
+/* Writes a whole model file, filling and quantizing on `threads` threads. */
+int gguf_w_llama_write(gguf_w_llama_t *p, const char *path, int threads, char *err,
+                       size_t errlen);
+
+#endif

@@ -1,0 +1,344 @@
+/* openai.c: OpenAI-shaped JSON with cJSON.  A NULL from any cJSON call (out of memory)
+ * propagates to a NULL result; nothing here aborts. */
+#include <config.h>
+
+#include "server/openai.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+char *oai_utf8_clean(const char *str, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    /* Worst case every byte becomes the 3-byte U+FFFD. */
+    char *out = malloc(len * 3 + 1);
+    if (!out)
+        return NULL;
+    size_t o = 0, i = 0;
+    while (i < len) {
+        size_t n = 1;
+        unsigned c = s[i];
+        if (c >= 0xc2 && c <= 0xdf)
+            n = 2;
+        else if (c >= 0xe0 && c <= 0xef)
+            n = 3;
+        else if (c >= 0xf0 && c <= 0xf4)
+            n = 4;
+        if (c != 0 && (c < 0x80 || (n > 1 && i + n <= len && rq_utf8_valid(str + i, n)))) {
+            memcpy(out + o, s + i, n);
+            o += n;
+            i += n;
+        } else {
+            memcpy(out + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        }
+    }
+    out[o] = 0;
+    return out;
+}
+
+static cJSON *str_n(const char *s, size_t len)
+{
+    char *c = oai_utf8_clean(s ? s : "", s ? len : 0);
+    if (!c)
+        return NULL;
+    cJSON *j = cJSON_CreateString(c);
+    free(c);
+    return j;
+}
+
+/* Adds item to obj (or arr when key is NULL); false (and item freed) on failure. */
+static bool put(cJSON *obj, const char *key, cJSON *item)
+{
+    if (!item)
+        return false;
+    if (key ? cJSON_AddItemToObject(obj, key, item) : cJSON_AddItemToArray(obj, item))
+        return true;
+    cJSON_Delete(item);
+    return false;
+}
+
+static char *finish(cJSON *root, bool ok)
+{
+    char *s = ok && root ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    return s;
+}
+
+/* A token's bytes (render special tokens, so "</s>" shows as itself). */
+static size_t token_bytes(const tok_t *tok, int32_t id, char *buf, size_t cap)
+{
+    size_t len = 0;
+    if (!tok || tok_piece(tok, id, true, buf, cap, &len) != 0)
+        len = (size_t)snprintf(buf, cap, "<%d>", (int)id);
+    return len < cap ? len : cap - 1;
+}
+
+static cJSON *token_string(const tok_t *tok, int32_t id)
+{
+    char buf[512];
+    size_t n = token_bytes(tok, id, buf, sizeof buf);
+    return str_n(buf, n);
+}
+
+static cJSON *bytes_array(const tok_t *tok, int32_t id)
+{
+    char buf[512];
+    size_t n = token_bytes(tok, id, buf, sizeof buf);
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; a && i < n; i++)
+        if (!put(a, NULL, cJSON_CreateNumber((unsigned char)buf[i]))) {
+            cJSON_Delete(a);
+            return NULL;
+        }
+    return a;
+}
+
+/* Completions: {"tokens", "token_logprobs", "top_logprobs", "text_offset"}. */
+static cJSON *completion_logprobs(const oai_resp_t *r, const oai_choice_t *c)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *toks = cJSON_CreateArray(), *lps = cJSON_CreateArray(), *tops = cJSON_CreateArray(),
+          *offs = cJSON_CreateArray();
+    bool ok = put(o, "tokens", toks) && put(o, "token_logprobs", lps) &&
+              put(o, "top_logprobs", tops) && put(o, "text_offset", offs);
+    size_t off = 0;
+    for (size_t i = 0; ok && i < c->n_echo; i++) {
+        char buf[512];
+        size_t n = token_bytes(r->tok, c->echo_ids[i], buf, sizeof buf);
+        ok = put(toks, NULL, str_n(buf, n)) && put(lps, NULL, cJSON_CreateNull()) &&
+             put(tops, NULL, cJSON_CreateNull()) && put(offs, NULL, cJSON_CreateNumber((double)off));
+        off += n;
+    }
+    for (size_t i = 0; ok && i < c->n_lp; i++) {
+        const oai_lp_t *lp = &c->lp[i];
+        ok = put(toks, NULL, token_string(r->tok, lp->token)) &&
+             put(lps, NULL, cJSON_CreateNumber(lp->logprob)) &&
+             put(offs, NULL, cJSON_CreateNumber((double)lp->text_offset));
+        cJSON *t = ok ? cJSON_CreateObject() : NULL;
+        ok = ok && put(tops, NULL, t);
+        for (int k = 0; ok && k < lp->n_top; k++) {
+            char buf[512];
+            size_t n = token_bytes(r->tok, lp->top[k].token, buf, sizeof buf);
+            char *key = oai_utf8_clean(buf, n);
+            ok = key && !cJSON_GetObjectItemCaseSensitive(t, key)
+                     ? put(t, key, cJSON_CreateNumber(lp->top[k].logprob))
+                     : key != NULL; /* two ids with one spelling: keep the better one */
+            free(key);
+        }
+    }
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+static cJSON *chat_token(const tok_t *tok, int32_t id, float logprob)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (put(o, "token", token_string(tok, id)) && put(o, "logprob", cJSON_CreateNumber(logprob)) &&
+        put(o, "bytes", bytes_array(tok, id)))
+        return o;
+    cJSON_Delete(o);
+    return NULL;
+}
+
+/* Chat: {"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}. */
+static cJSON *chat_logprobs(const oai_resp_t *r, const oai_choice_t *c)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *content = cJSON_CreateArray();
+    bool ok = put(o, "content", content);
+    for (size_t i = 0; ok && i < c->n_lp; i++) {
+        const oai_lp_t *lp = &c->lp[i];
+        cJSON *t = chat_token(r->tok, lp->token, lp->logprob);
+        cJSON *tops = cJSON_CreateArray();
+        ok = put(content, NULL, t) && put(t, "top_logprobs", tops);
+        for (int k = 0; ok && k < lp->n_top; k++)
+            ok = put(tops, NULL, chat_token(r->tok, lp->top[k].token, lp->top[k].logprob));
+    }
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+static cJSON *timings_obj(const oai_timings_t *t)
+{
+    cJSON *o = cJSON_CreateObject();
+    double prompt_per_s = t->prompt_ms > 0 ? 1e3 * (double)t->prompt_n / t->prompt_ms : 0;
+    double pred_per_s = t->predicted_ms > 0 ? 1e3 * (double)t->predicted_n / t->predicted_ms : 0;
+    bool ok = put(o, "queue_ms", cJSON_CreateNumber(t->queue_ms)) &&
+              put(o, "prompt_n", cJSON_CreateNumber((double)t->prompt_n)) &&
+              put(o, "prompt_ms", cJSON_CreateNumber(t->prompt_ms)) &&
+              put(o, "prompt_per_token_ms",
+                  cJSON_CreateNumber(t->prompt_n ? t->prompt_ms / (double)t->prompt_n : 0)) &&
+              put(o, "prompt_per_second", cJSON_CreateNumber(prompt_per_s)) &&
+              put(o, "ttft_ms", cJSON_CreateNumber(t->ttft_ms)) &&
+              put(o, "predicted_n", cJSON_CreateNumber((double)t->predicted_n)) &&
+              put(o, "predicted_ms", cJSON_CreateNumber(t->predicted_ms)) &&
+              put(o, "predicted_per_token_ms",
+                  cJSON_CreateNumber(t->predicted_n ? t->predicted_ms / (double)t->predicted_n
+                                                    : 0)) &&
+              put(o, "predicted_per_second", cJSON_CreateNumber(pred_per_s)) &&
+              put(o, "total_ms", cJSON_CreateNumber(t->total_ms));
+    if (ok && t->timed_out)
+        ok = put(o, "timed_out", cJSON_CreateTrue());
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+static cJSON *choice_obj(const oai_resp_t *r, const oai_choice_t *c)
+{
+    cJSON *o = cJSON_CreateObject();
+    bool ok = put(o, "index", cJSON_CreateNumber(c->index));
+    if (r->kind == RQ_CHAT) {
+        cJSON *m = cJSON_CreateObject();
+        ok = ok && put(o, r->chunk ? "delta" : "message", m);
+        if (ok && (!r->chunk || c->role))
+            ok = put(m, "role", cJSON_CreateString("assistant"));
+        if (ok && (!r->chunk || c->role || c->text_len))
+            ok = put(m, "content", str_n(c->text, c->text_len));
+    } else {
+        ok = ok && put(o, "text", str_n(c->text, c->text_len));
+    }
+    if (ok) {
+        cJSON *lp = !c->logprobs ? cJSON_CreateNull()
+                    : r->kind == RQ_CHAT ? chat_logprobs(r, c)
+                                         : completion_logprobs(r, c);
+        ok = put(o, "logprobs", lp);
+    }
+    if (ok)
+        ok = put(o, "finish_reason", c->finish_reason ? cJSON_CreateString(c->finish_reason)
+                                                      : cJSON_CreateNull());
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+char *oai_response(const oai_resp_t *r)
+{
+    cJSON *root = cJSON_CreateObject();
+    const char *object = r->kind == RQ_CHAT ? (r->chunk ? "chat.completion.chunk"
+                                                        : "chat.completion")
+                                            : "text_completion";
+    bool ok = put(root, "id", cJSON_CreateString(r->id)) &&
+              put(root, "object", cJSON_CreateString(object)) &&
+              put(root, "created", cJSON_CreateNumber((double)r->created)) &&
+              put(root, "model", cJSON_CreateString(r->model)) &&
+              put(root, "system_fingerprint", cJSON_CreateString("fusiond-" PACKAGE_VERSION));
+    cJSON *choices = ok ? cJSON_CreateArray() : NULL;
+    ok = ok && put(root, "choices", choices);
+    for (int i = 0; ok && i < r->n_choices; i++)
+        ok = put(choices, NULL, choice_obj(r, &r->choices[i]));
+    if (ok && r->usage) {
+        cJSON *u = cJSON_CreateObject();
+        ok = put(root, "usage", u) &&
+             put(u, "prompt_tokens", cJSON_CreateNumber((double)r->prompt_tokens)) &&
+             put(u, "completion_tokens", cJSON_CreateNumber((double)r->completion_tokens)) &&
+             put(u, "total_tokens",
+                 cJSON_CreateNumber((double)(r->prompt_tokens + r->completion_tokens)));
+    }
+    if (ok && r->timings)
+        ok = put(root, "timings", timings_obj(r->timings));
+    return finish(root, ok);
+}
+
+char *oai_error(int status, const char *type, const char *code, const char *param,
+                const char *message)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *e = cJSON_CreateObject();
+    char codebuf[16];
+    if (!code) {
+        snprintf(codebuf, sizeof codebuf, "%d", status);
+        code = codebuf;
+    }
+    bool ok = put(root, "error", e) && put(e, "message", str_n(message, strlen(message))) &&
+              put(e, "type", cJSON_CreateString(type ? type : "invalid_request_error")) &&
+              put(e, "param", param && *param ? str_n(param, strlen(param)) : cJSON_CreateNull()) &&
+              put(e, "code", cJSON_CreateString(code));
+    return finish(root, ok);
+}
+
+char *oai_error_from(const rq_err_t *e)
+{
+    return oai_error(e->status, e->type, e->code, e->param, e->message);
+}
+
+static cJSON *model_obj(const eng_info_t *info, const char *id, long long created)
+{
+    cJSON *m = cJSON_CreateObject();
+    bool ok = put(m, "id", cJSON_CreateString(id)) &&
+              put(m, "object", cJSON_CreateString("model")) &&
+              put(m, "created", cJSON_CreateNumber((double)created)) &&
+              put(m, "owned_by", cJSON_CreateString("fusiond"));
+    if (ok && info) {
+        cJSON *f = cJSON_CreateObject();
+        ok = put(m, "fusiond", f) &&
+             put(f, "backend", cJSON_CreateString(info->backend ? info->backend : "")) &&
+             put(f, "fusion", cJSON_CreateBool(info->fusion)) &&
+             put(f, "softmax_mode", cJSON_CreateString(info->softmax_mode ? info->softmax_mode : "")) &&
+             put(f, "arch", cJSON_CreateString(info->arch ? info->arch : "")) &&
+             put(f, "context_length", cJSON_CreateNumber(info->n_ctx)) &&
+             put(f, "context_length_train", cJSON_CreateNumber(info->n_ctx_train)) &&
+             put(f, "n_vocab", cJSON_CreateNumber(info->n_vocab)) &&
+             put(f, "n_params", cJSON_CreateNumber((double)info->n_params)) &&
+             put(f, "file_bytes", cJSON_CreateNumber((double)info->file_bytes)) &&
+             put(f, "threads", cJSON_CreateNumber(info->threads));
+        /* vLLM's name for the context length, which some clients read. */
+        ok = ok && put(m, "max_model_len", cJSON_CreateNumber(info->n_ctx));
+    }
+    if (!ok) {
+        cJSON_Delete(m);
+        return NULL;
+    }
+    return m;
+}
+
+char *oai_models(const eng_info_t *info, const char *model_id, long long created, bool single)
+{
+    if (single)
+        return finish(model_obj(info, model_id, created), true);
+    cJSON *root = cJSON_CreateObject();
+    cJSON *data = cJSON_CreateArray();
+    bool ok = put(root, "object", cJSON_CreateString("list")) && put(root, "data", data) &&
+              put(data, NULL, model_obj(info, model_id, created));
+    return finish(root, ok);
+}
+
+char *oai_tokenize(const tok_t *tok, const int32_t *ids, size_t n, bool with_pieces, int n_ctx)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *arr = cJSON_CreateArray();
+    bool ok = put(root, "tokens", arr);
+    for (size_t i = 0; ok && i < n; i++) {
+        if (!with_pieces) {
+            ok = put(arr, NULL, cJSON_CreateNumber(ids[i]));
+            continue;
+        }
+        cJSON *o = cJSON_CreateObject();
+        ok = put(arr, NULL, o) && put(o, "id", cJSON_CreateNumber(ids[i])) &&
+             put(o, "piece", token_string(tok, ids[i]));
+    }
+    ok = ok && put(root, "count", cJSON_CreateNumber((double)n)) &&
+         put(root, "max_model_len", cJSON_CreateNumber(n_ctx));
+    return finish(root, ok);
+}
+
+char *oai_detokenize(const char *text, size_t len)
+{
+    cJSON *root = cJSON_CreateObject();
+    bool ok = put(root, "content", str_n(text, len)) && put(root, "prompt", str_n(text, len));
+    return finish(root, ok);
+}

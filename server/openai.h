@@ -1,0 +1,84 @@
+/* openai.h: the JSON fusiond answers with, in OpenAI's shapes: completions and chat
+ * completions (whole or as stream chunks), usage, logprobs, llama-server-style timings, the
+ * error body, /v1/models, /tokenize and /detokenize.  Pure functions of their arguments
+ * (built with cJSON); token strings come from the tokenizer and are always valid UTF-8 in
+ * the output (invalid bytes become U+FFFD; chat logprobs also carry the raw `bytes`).
+ * Any thread. */
+#ifndef FD_OPENAI_H
+#define FD_OPENAI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/engine.h"
+#include "engine/tokenizer.h"
+#include "server/request.h"
+
+#define OAI_MAX_TOP 20
+
+typedef struct oai_lp {         /* one generated token and its log-probabilities */
+    int32_t token;
+    float logprob;
+    int n_top;
+    eng_top_t top[OAI_MAX_TOP];
+    size_t text_offset;         /* byte offset of the token's text in the choice's text */
+} oai_lp_t;
+
+typedef struct oai_choice {
+    int index;
+    const char *text;           /* the text (whole, or this chunk's delta) */
+    size_t text_len;
+    const char *finish_reason;  /* "stop", "length", or NULL (null in JSON) */
+    bool role;                  /* chat chunk: the delta carries "role": "assistant" */
+    bool logprobs;              /* emit a logprobs object (else null) */
+    const oai_lp_t *lp;
+    size_t n_lp;
+    const int32_t *echo_ids;    /* completions with echo and logprobs: prompt tokens, whose */
+    size_t n_echo;              /* logprobs are null, before the generated ones */
+} oai_choice_t;
+
+typedef struct oai_timings {
+    double queue_ms;
+    double prompt_ms;
+    double ttft_ms;
+    double predicted_ms;
+    double total_ms;
+    long long prompt_n;
+    long long predicted_n;
+    bool timed_out;
+} oai_timings_t;
+
+typedef struct oai_resp {
+    int kind;                   /* RQ_COMPLETION or RQ_CHAT */
+    bool chunk;                 /* a stream chunk (delta, chat.completion.chunk) */
+    const char *id;
+    const char *model;
+    long long created;
+    const oai_choice_t *choices;
+    int n_choices;
+    bool usage;                 /* include "usage" */
+    long long prompt_tokens;
+    long long completion_tokens;
+    const oai_timings_t *timings; /* NULL = none */
+    const tok_t *tok;           /* token strings for logprobs (needed when any choice has them) */
+} oai_resp_t;
+
+/* Each returns a malloc'd NUL-terminated JSON text (free()), NULL when out of memory. */
+char *oai_response(const oai_resp_t *r);
+char *oai_error(int status, const char *type, const char *code, const char *param,
+                const char *message);
+char *oai_error_from(const rq_err_t *e);
+/* /v1/models (list) or /v1/models/{id} (one object when single). */
+char *oai_models(const eng_info_t *info, const char *model_id, long long created, bool single);
+/* /tokenize: tokens, count, max_model_len; with pieces: [{"id", "piece"}]. */
+char *oai_tokenize(const tok_t *tok, const int32_t *ids, size_t n, bool with_pieces,
+                   int n_ctx);
+/* /detokenize: {"content": text, "prompt": text}. */
+char *oai_detokenize(const char *text, size_t len);
+
+/* Writes s[0..len) to out with invalid UTF-8 replaced by U+FFFD; NUL bytes become U+FFFD too
+ * (cJSON strings cannot hold them).  Returns a malloc'd string, NULL on OOM. */
+char *oai_utf8_clean(const char *s, size_t len);
+
+#endif

@@ -1,0 +1,1772 @@
+/* server.c: libmicrohttpd in external-epoll mode on the daemon's libuv loop, the routes,
+ * the request life cycle and the hand-off of engine events.  Everything here runs on the
+ * loop thread except on_engine_event (engine thread), which only copies and queues.
+ * server/DESIGN.md draws the threads, queues and ownership. */
+#include <config.h>
+
+#include "server/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/fd.h"
+#include "common/log.h"
+#include "server/chat.h"
+#include "server/evq.h"
+#include "server/metrics.h"
+#include "server/openai.h"
+#include "server/request.h"
+#include "server/strbuf.h"
+
+#define TICK_MS 200
+#define MAX_DISCARD (64u << 20) /* body bytes read past the limit before hanging up */
+#define SHUTDOWN_WAIT_S 10.0
+
+enum route {
+    R_NONE, R_HEALTH, R_METRICS, R_MODELS, R_MODEL_ONE, R_COMPLETIONS, R_CHAT, R_TOKENIZE,
+    R_DETOKENIZE
+};
+
+static const struct route_def {
+    const char *path;
+    const char *method;
+    int route;
+    int ep;                     /* enum met_endpoint */
+    bool prefix;
+} routes[] = {
+    {"/health", "GET", R_HEALTH, MET_EP_HEALTH, false},
+    {"/metrics", "GET", R_METRICS, MET_EP_METRICS, false},
+    {"/v1/models", "GET", R_MODELS, MET_EP_MODELS, false},
+    {"/v1/models/", "GET", R_MODEL_ONE, MET_EP_MODELS, true},
+    {"/v1/completions", "POST", R_COMPLETIONS, MET_EP_COMPLETIONS, false},
+    {"/v1/chat/completions", "POST", R_CHAT, MET_EP_CHAT, false},
+    {"/completions", "POST", R_COMPLETIONS, MET_EP_COMPLETIONS, false},
+    {"/chat/completions", "POST", R_CHAT, MET_EP_CHAT, false},
+    {"/tokenize", "POST", R_TOKENIZE, MET_EP_TOKENIZE, false},
+    {"/detokenize", "POST", R_DETOKENIZE, MET_EP_DETOKENIZE, false},
+};
+
+typedef struct srv_job srv_job_t;
+
+typedef struct srv_choice {
+    srv_job_t *job;
+    evq_t *q;                   /* read by the engine thread: set before submit */
+    int index;
+    size_t prompt;              /* which prompt */
+    uint64_t eng_id;
+    bool running;               /* submitted, DONE not yet processed */
+    int finish;
+    char error[240];
+    sb_t text;                  /* non-streamed: the generated text */
+    size_t stream_off;          /* streamed: bytes of text sent so far */
+    oai_lp_t *lp;
+    size_t n_lp, cap_lp;
+    int n_gen;
+    uint64_t last_ns;
+    eng_timings_t t;
+    int lost;                   /* events dropped for lack of memory (set by the engine thread) */
+    evq_node_t done_node;       /* DONE never waits on malloc */
+} srv_choice_t;
+
+struct srv_job {
+    srv_t *srv;
+    struct MHD_Connection *conn; /* NULL once MHD is done with the request */
+    srv_job_t *prev, *next;     /* srv->jobs: jobs with sequences or a response in flight */
+    bool listed;
+    int refs;                   /* MHD request + stream response + running sequences */
+    int route, ep;
+    char method[8];
+    char path[96];
+    uint64_t t0_ns;
+    sb_t body;
+    size_t discarded;
+    bool too_big;
+    bool answered;
+    bool checked;               /* route, method and auth were decided */
+    bool in_upload;             /* answers are held until the body has been read */
+    int status;
+    /* generation */
+    rq_t rq;
+    bool have_rq;
+    bool admitted;              /* counted in srv->running */
+    bool abandoned;             /* answered with an error while sequences still ran */
+    bool stream;
+    char id[48];
+    long long created;
+    const char *model;
+    int32_t **pids;             /* per prompt: token ids */
+    size_t *pn;
+    char **echo;                /* per prompt: the prompt text for echo */
+    size_t *echo_len;
+    size_t n_prompts;
+    long long prompt_tokens;
+    srv_choice_t *choices;
+    int n_choices;
+    int n_running;
+    uint64_t deadline_ns;
+    bool client_gone, server_cancel, server_timeout;
+    bool suspended;
+    uv_poll_t *watch;
+    struct MHD_Response *pending; /* non-streamed answer to queue once resumed */
+    int pending_status;
+    sb_t sse;
+    bool sse_end;
+    bool error_sent;
+    uint64_t last_send_ns;
+};
+
+struct srv {
+    uv_loop_t *loop;
+    eng_t *eng;
+    const eng_info_t *info;
+    const tok_t *tok;
+    char *model_id;
+    /* configuration (strings owned) */
+    srv_config_t cfg;
+    char *host;
+    char *chat_template;
+    char **keys;
+    int n_keys;
+    rq_limits_t lim;
+    /* HTTP */
+    struct MHD_Daemon *mhd;
+    int listen_fd;
+    int port;
+    uv_poll_t mhd_poll;
+    uv_timer_t mhd_timer;
+    uv_timer_t tick;
+    bool handles_init;
+    bool in_mhd, rerun;
+    int open_handles;
+    evq_t q;
+    bool q_init;
+    met_t *met;
+    srv_job_t *jobs;
+    int running;
+    bool draining;
+    int chat_family;            /* enum chat_family */
+    uint64_t id_seed, id_ctr;
+};
+
+/* ---------------------------------------------------------------- configuration */
+
+void srv_config_default(srv_config_t *c)
+{
+    memset(c, 0, sizeof *c);
+    c->host = "127.0.0.1";
+    c->port = 8080;
+    c->listen_fd = -1;
+    c->max_body_bytes = 1u << 20;
+    c->request_timeout_s = 600;
+    c->max_connections = 256;
+    c->idle_timeout_s = 60;
+    c->retry_after_s = 1;
+    c->ping_interval_s = 5;
+    c->max_n = 16;
+    c->access_log = true;
+}
+
+static int check_reloadable(const srv_config_t *c, char *err, size_t errlen)
+{
+    if (c->max_body_bytes < 64) {
+        snprintf(err, errlen, "max_body_bytes %zu is too small (at least 64)", c->max_body_bytes);
+        return -EINVAL;
+    }
+    if (!(c->request_timeout_s >= 0)) {
+        snprintf(err, errlen, "request_timeout must be >= 0");
+        return -EINVAL;
+    }
+    if (c->retry_after_s < 0 || c->retry_after_s > 86400) {
+        snprintf(err, errlen, "retry_after %d is out of range [0, 86400]", c->retry_after_s);
+        return -EINVAL;
+    }
+    if (!(c->ping_interval_s > 0)) {
+        snprintf(err, errlen, "ping_interval must be > 0");
+        return -EINVAL;
+    }
+    if (c->max_n < 1 || c->max_n > 256) {
+        snprintf(err, errlen, "max_n %d is out of range [1, 256]", c->max_n);
+        return -EINVAL;
+    }
+    for (int i = 0; c->api_keys && c->api_keys[i]; i++) {
+        if (!c->api_keys[i][0]) {
+            snprintf(err, errlen, "API key %d is empty", i + 1);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+static void free_keys(char **keys, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(keys[i]);
+    free(keys);
+}
+
+static int copy_keys(const char *const *src, char ***out, int *n_out)
+{
+    int n = 0;
+    while (src && src[n])
+        n++;
+    char **k = calloc((size_t)n + 1, sizeof *k);
+    if (!k)
+        return -ENOMEM;
+    for (int i = 0; i < n; i++) {
+        k[i] = strdup(src[i]);
+        if (!k[i]) {
+            free_keys(k, i);
+            return -ENOMEM;
+        }
+    }
+    *out = k;
+    *n_out = n;
+    return 0;
+}
+
+static void apply_reloadable(srv_t *s, const srv_config_t *c)
+{
+    s->cfg.max_body_bytes = c->max_body_bytes;
+    s->cfg.request_timeout_s = c->request_timeout_s;
+    s->cfg.retry_after_s = c->retry_after_s;
+    s->cfg.ping_interval_s = c->ping_interval_s;
+    s->cfg.max_n = c->max_n;
+    s->cfg.access_log = c->access_log;
+    s->lim.max_n = c->max_n;
+}
+
+int srv_reconfigure(srv_t *s, const srv_config_t *c, char *err, size_t errlen)
+{
+    int rc = check_reloadable(c, err, errlen);
+    if (rc)
+        return rc;
+    char **keys;
+    int n;
+    if ((rc = copy_keys(c->api_keys, &keys, &n))) {
+        snprintf(err, errlen, "out of memory");
+        return rc;
+    }
+    free_keys(s->keys, s->n_keys);
+    s->keys = keys;
+    s->n_keys = n;
+    apply_reloadable(s, c);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- lifecycle helpers */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    srv_t *s = h->data;
+    s->open_handles--;
+}
+
+static void on_watch_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void job_list_add(srv_job_t *j)
+{
+    srv_t *s = j->srv;
+    if (j->listed)
+        return;
+    j->prev = NULL;
+    j->next = s->jobs;
+    if (s->jobs)
+        s->jobs->prev = j;
+    s->jobs = j;
+    j->listed = true;
+}
+
+static void job_list_del(srv_job_t *j)
+{
+    srv_t *s = j->srv;
+    if (!j->listed)
+        return;
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        s->jobs = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    j->listed = false;
+}
+
+static void job_free(srv_job_t *j)
+{
+    job_list_del(j);
+    if (j->pending)
+        MHD_destroy_response(j->pending);
+    for (int i = 0; i < j->n_choices; i++) {
+        sb_free(&j->choices[i].text);
+        free(j->choices[i].lp);
+    }
+    free(j->choices);
+    for (size_t p = 0; p < j->n_prompts; p++) {
+        if (j->pids)
+            free(j->pids[p]);
+        if (j->echo)
+            free(j->echo[p]);
+    }
+    free(j->pids);
+    free(j->pn);
+    free(j->echo);
+    free(j->echo_len);
+    if (j->have_rq)
+        rq_free(&j->rq);
+    sb_free(&j->body);
+    sb_free(&j->sse);
+    free(j);
+}
+
+static void job_unref(srv_job_t *j)
+{
+    if (--j->refs == 0)
+        job_free(j);
+}
+
+/* MHD only runs inside mhd_run, and never re-entrantly. */
+static void mhd_run(srv_t *s);
+
+static void on_mhd_timer(uv_timer_t *t)
+{
+    mhd_run(t->data);
+}
+
+static void kick(srv_t *s)
+{
+    if (s->mhd && s->handles_init)
+        uv_timer_start(&s->mhd_timer, on_mhd_timer, 0, 0);
+}
+
+static void mhd_run(srv_t *s)
+{
+    if (!s->mhd)
+        return;
+    if (s->in_mhd) {
+        s->rerun = true;
+        return;
+    }
+    s->in_mhd = true;
+    do {
+        s->rerun = false;
+        MHD_run(s->mhd);
+    } while (s->rerun);
+    s->in_mhd = false;
+    MHD_UNSIGNED_LONG_LONG to = 0;
+    if (MHD_get_timeout(s->mhd, &to) == MHD_YES)
+        uv_timer_start(&s->mhd_timer, on_mhd_timer, to, 0);
+    else
+        uv_timer_stop(&s->mhd_timer);
+}
+
+static void on_mhd_poll(uv_poll_t *p, int status, int events)
+{
+    mhd_run(p->data);
+}
+
+/* ---------------------------------------------------------------- answers */
+
+static void add_common_headers(srv_t *s, struct MHD_Response *r, int status)
+{
+    if (status == 503) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", s->cfg.retry_after_s);
+        MHD_add_response_header(r, "Retry-After", ra);
+    }
+    if (s->draining)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+}
+
+static struct MHD_Response *make_response(srv_t *s, int status, const char *ctype, char *body,
+                                          size_t len)
+{
+    static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":"
+                              "\"server_error\",\"param\":null,\"code\":\"500\"}}";
+    struct MHD_Response *r;
+    if (body)
+        r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    else
+        r = MHD_create_response_from_buffer(sizeof oom - 1, (void *)oom, MHD_RESPMEM_PERSISTENT);
+    if (!r) {
+        free(body);
+        return NULL;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    add_common_headers(s, r, status);
+    return r;
+}
+
+static enum MHD_Result queue(srv_job_t *j, int status, struct MHD_Response *r)
+{
+    if (!r)
+        return MHD_NO;
+    if (j->in_upload) {
+        /* MHD takes a response only before or after the body: hold it till the end. */
+        j->pending = r;
+        j->pending_status = status;
+        j->answered = true;
+        return MHD_YES;
+    }
+    enum MHD_Result ok = MHD_queue_response(j->conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    j->answered = true;
+    j->status = status;
+    return ok;
+}
+
+static enum MHD_Result answer_json(srv_job_t *j, int status, char *body)
+{
+    size_t len = body ? strlen(body) : 0;
+    return queue(j, body ? status : 500,
+                 make_response(j->srv, status, "application/json", body, len));
+}
+
+static enum MHD_Result answer_err(srv_job_t *j, const rq_err_t *e)
+{
+    struct MHD_Response *r;
+    char *body = oai_error_from(e);
+    r = make_response(j->srv, e->status, "application/json", body, body ? strlen(body) : 0);
+    if (r && e->status == 401)
+        MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
+    if (r && e->status == 405)
+        for (size_t i = 0; i < FD_ARRAY_LEN(routes); i++)
+            if (routes[i].route == j->route) {
+                MHD_add_response_header(r, "Allow", routes[i].method);
+                break;
+            }
+    return queue(j, e->status, r);
+}
+
+static enum MHD_Result answer_fail(srv_job_t *j, int status, const char *type, const char *code,
+                                   const char *param, const char *fmt, ...) FD_PRINTF(6, 7);
+static enum MHD_Result answer_fail(srv_job_t *j, int status, const char *type, const char *code,
+                                   const char *param, const char *fmt, ...)
+{
+    rq_err_t e;
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    rq_fail(&e, status, type, param, "%s", msg);
+    e.code = code;
+    return answer_err(j, &e);
+}
+
+static enum MHD_Result answer_unavailable(srv_job_t *j, const char *code, const char *msg)
+{
+    return answer_fail(j, 503, "service_unavailable_error", code, NULL, "%s", msg);
+}
+
+/* ---------------------------------------------------------------- suspend / resume */
+
+static void on_watch(uv_poll_t *p, int status, int events);
+
+static void watch_stop(srv_job_t *j)
+{
+    if (!j->watch)
+        return;
+    uv_poll_stop(j->watch);
+    uv_close((uv_handle_t *)j->watch, on_watch_closed);
+    j->watch = NULL;
+}
+
+/* MHD does not watch a suspended socket, and a stream is suspended between tokens: a poll
+ * for the peer's hang-up, from admission to the end of the request, catches a client that
+ * leaves at any moment.  It only asks for UV_DISCONNECT, so it never competes with MHD for
+ * the request bytes.  Without it (no memory) a gone client is still found at the next write. */
+static void watch_start(srv_job_t *j)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(j->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci || j->watch)
+        return;
+    uv_poll_t *w = malloc(sizeof *w);
+    if (!w)
+        return;
+    if (uv_poll_init_socket(j->srv->loop, w, ci->connect_fd) != 0) {
+        free(w);
+        return;
+    }
+    w->data = j;
+    if (uv_poll_start(w, UV_DISCONNECT, on_watch) != 0) {
+        uv_close((uv_handle_t *)w, on_watch_closed);
+        return;
+    }
+    j->watch = w;
+}
+
+static void suspend(srv_job_t *j)
+{
+    if (j->suspended || !j->conn)
+        return;
+    MHD_suspend_connection(j->conn);
+    j->suspended = true;
+}
+
+static void resume(srv_job_t *j)
+{
+    if (!j->suspended || !j->conn)
+        return;
+    j->suspended = false;
+    MHD_resume_connection(j->conn);
+    kick(j->srv);
+}
+
+static void cancel_job(srv_job_t *j)
+{
+    for (int i = 0; i < j->n_choices; i++)
+        if (j->choices[i].running)
+            eng_cancel(j->srv->eng, j->choices[i].eng_id);
+}
+
+static void on_watch(uv_poll_t *p, int status, int events)
+{
+    srv_job_t *j = p->data;
+    if (status == 0 && !(events & UV_DISCONNECT))
+        return;
+    j->client_gone = true;
+    watch_stop(j);
+    cancel_job(j);
+    /* Let MHD find the dead socket and finish the request. */
+    resume(j);
+}
+
+/* ---------------------------------------------------------------- engine events */
+
+static void on_engine_event(void *ud, const eng_event_t *ev)
+{
+    srv_choice_t *c = ud;
+    evq_t *q = c->q;
+    evq_node_t *n = evq_copy(ev, c, ev->type == ENG_EV_DONE ? &c->done_node : NULL);
+    if (!n) {
+        __atomic_add_fetch(&c->lost, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    evq_push(q, n); /* c may be freed by the loop from here on */
+}
+
+static const char *finish_reason(int finish)
+{
+    return finish == ENG_FINISH_STOP ? "stop" : "length";
+}
+
+static void job_timings(const srv_job_t *j, oai_timings_t *t)
+{
+    memset(t, 0, sizeof *t);
+    t->queue_ms = t->ttft_ms = -1;
+    for (int i = 0; i < j->n_choices; i++) {
+        const eng_timings_t *ct = &j->choices[i].t;
+        if (t->queue_ms < 0 || ct->queue_s * 1e3 < t->queue_ms)
+            t->queue_ms = ct->queue_s * 1e3;
+        if (j->choices[i].n_gen && (t->ttft_ms < 0 || ct->ttft_s * 1e3 < t->ttft_ms))
+            t->ttft_ms = ct->ttft_s * 1e3;
+        t->prompt_ms = FD_MAX(t->prompt_ms, ct->prefill_s * 1e3);
+        t->predicted_ms = FD_MAX(t->predicted_ms, ct->decode_s * 1e3);
+        t->prompt_n += ct->n_prompt;
+        t->predicted_n += j->choices[i].n_gen;
+        t->timed_out |= j->choices[i].finish == ENG_FINISH_TIMEOUT || j->server_timeout;
+    }
+    if (t->queue_ms < 0)
+        t->queue_ms = 0;
+    if (t->ttft_ms < 0)
+        t->ttft_ms = 0;
+    t->total_ms = (double)(fd_now_ns() - j->t0_ns) * 1e-6;
+}
+
+static void sse_add_json(srv_job_t *j, char *json)
+{
+    if (!json) {
+        j->sse.failed = true;
+        return;
+    }
+    sb_adds(&j->sse, "data: ");
+    sb_adds(&j->sse, json);
+    sb_adds(&j->sse, "\n\n");
+    free(json);
+}
+
+static void resp_init(const srv_job_t *j, oai_resp_t *r, bool chunk)
+{
+    memset(r, 0, sizeof *r);
+    r->kind = j->rq.kind;
+    r->chunk = chunk;
+    r->id = j->id;
+    r->model = j->model;
+    r->created = j->created;
+    r->tok = j->srv->tok;
+}
+
+/* One streamed chunk for choice c: text delta and/or logprobs and/or finish. */
+static void sse_chunk(srv_job_t *j, srv_choice_t *c, const char *text, size_t len,
+                      const oai_lp_t *lp, const char *finish, bool role, bool timings)
+{
+    oai_choice_t ch = {.index = c->index, .text = text, .text_len = len,
+                       .finish_reason = finish, .role = role,
+                       .logprobs = lp != NULL, .lp = lp, .n_lp = lp ? 1 : 0};
+    oai_resp_t r;
+    oai_timings_t t;
+    resp_init(j, &r, true);
+    r.choices = &ch;
+    r.n_choices = 1;
+    if (timings) {
+        job_timings(j, &t);
+        r.timings = &t;
+    }
+    sse_add_json(j, oai_response(&r));
+}
+
+static void sse_error(srv_job_t *j, int status, const char *type, const char *code,
+                      const char *msg)
+{
+    if (j->error_sent)
+        return;
+    j->error_sent = true;
+    sse_add_json(j, oai_error(status, type, code, NULL, msg));
+}
+
+static void sse_flush(srv_job_t *j)
+{
+    if (j->sse.len || j->sse_end)
+        resume(j);
+}
+
+static void stream_done(srv_job_t *j)
+{
+    if (j->rq.include_usage) {
+        oai_resp_t r;
+        oai_timings_t t;
+        resp_init(j, &r, true);
+        r.usage = true;
+        r.prompt_tokens = j->prompt_tokens;
+        for (int i = 0; i < j->n_choices; i++)
+            r.completion_tokens += j->choices[i].n_gen;
+        job_timings(j, &t);
+        r.timings = &t;
+        sse_add_json(j, oai_response(&r));
+    }
+    sb_adds(&j->sse, "data: [DONE]\n\n");
+    j->sse_end = true;
+}
+
+/* The non-streamed answer once every choice is done. */
+static void build_final(srv_job_t *j)
+{
+    srv_t *s = j->srv;
+    int status = 200;
+    char *body = NULL;
+    bool any_gen = false, all_timeout = true;
+    const srv_choice_t *err = NULL, *cancelled = NULL;
+    for (int i = 0; i < j->n_choices; i++) {
+        const srv_choice_t *c = &j->choices[i];
+        any_gen |= c->n_gen > 0;
+        if (c->finish != ENG_FINISH_TIMEOUT && !(j->server_timeout && c->finish == ENG_FINISH_CANCEL))
+            all_timeout = false;
+        if (c->finish == ENG_FINISH_ERROR || c->lost)
+            err = c;
+        else if (c->finish == ENG_FINISH_CANCEL && !j->server_timeout)
+            cancelled = c;
+    }
+    if (err) {
+        status = 500;
+        body = oai_error(500, "server_error", NULL, NULL,
+                         err->lost ? "out of memory while collecting the output"
+                                   : (err->error[0] ? err->error : "engine error"));
+    } else if (cancelled) {
+        status = 503;
+        body = oai_error(503, "service_unavailable_error", "cancelled", NULL,
+                         j->server_cancel ? "the request was cancelled: the server is shutting down"
+                                          : "the request was cancelled");
+    } else if (all_timeout && !any_gen) {
+        status = 503;
+        body = oai_error(503, "service_unavailable_error", "timeout", NULL,
+                         "the request timed out before its first token (server busy)");
+    } else {
+        oai_choice_t *ch = calloc((size_t)j->n_choices, sizeof *ch);
+        char **texts = calloc((size_t)j->n_choices, sizeof *texts);
+        bool ok = ch && texts;
+        oai_resp_t r;
+        oai_timings_t t;
+        resp_init(j, &r, false);
+        for (int i = 0; ok && i < j->n_choices; i++) {
+            srv_choice_t *c = &j->choices[i];
+            sb_t full;
+            sb_init(&full);
+            if (j->rq.echo)
+                sb_add(&full, j->echo[c->prompt], j->echo_len[c->prompt]);
+            sb_add(&full, c->text.buf ? c->text.buf : "", c->text.len);
+            size_t len = 0;
+            texts[i] = sb_take(&full, &len);
+            ok = texts[i] != NULL;
+            ch[i] = (oai_choice_t){.index = c->index, .text = texts[i], .text_len = len,
+                                   .finish_reason = finish_reason(c->finish),
+                                   .logprobs = j->rq.logprobs >= 0, .lp = c->lp, .n_lp = c->n_lp};
+            if (j->rq.echo && j->rq.logprobs >= 0) {
+                ch[i].echo_ids = j->pids[c->prompt];
+                ch[i].n_echo = j->pn[c->prompt];
+            }
+            r.completion_tokens += c->n_gen;
+        }
+        if (ok) {
+            r.choices = ch;
+            r.n_choices = j->n_choices;
+            r.usage = true;
+            r.prompt_tokens = j->prompt_tokens;
+            job_timings(j, &t);
+            r.timings = &t;
+            body = oai_response(&r);
+        }
+        for (int i = 0; texts && i < j->n_choices; i++)
+            free(texts[i]);
+        free(texts);
+        free(ch);
+        if (!body)
+            status = 500;
+    }
+    j->pending = make_response(s, status, "application/json", body, body ? strlen(body) : 0);
+    j->pending_status = status;
+}
+
+static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
+{
+    srv_t *s = j->srv;
+    c->n_gen++;
+    if (c->n_gen == 1)
+        met_observe(s->met, MET_TTFT, (double)(ev->t_ns - j->t0_ns) * 1e-9);
+    else
+        met_observe(s->met, MET_ITL, (double)(ev->t_ns - c->last_ns) * 1e-9);
+    c->last_ns = ev->t_ns;
+    if (j->abandoned || j->client_gone)
+        return;
+
+    oai_lp_t *lp = NULL;
+    if (j->rq.logprobs >= 0) {
+        if (c->n_lp == c->cap_lp) {
+            size_t cap = c->cap_lp ? c->cap_lp * 2 : 16;
+            oai_lp_t *p = realloc(c->lp, cap * sizeof *p);
+            if (!p) {
+                c->lost++;
+                return;
+            }
+            c->lp = p;
+            c->cap_lp = cap;
+        }
+        lp = &c->lp[c->n_lp++];
+        lp->token = ev->token;
+        lp->logprob = ev->logprob;
+        lp->n_top = FD_MIN(ev->n_top, FD_MIN(j->rq.logprobs, OAI_MAX_TOP));
+        if (lp->n_top > 0)
+            memcpy(lp->top, ev->top, (size_t)lp->n_top * sizeof *lp->top);
+        size_t echo = j->rq.echo ? j->echo_len[c->prompt] : 0;
+        lp->text_offset = echo + (j->stream ? c->stream_off : c->text.len);
+    }
+    if (j->stream) {
+        if (ev->text_len || lp)
+            sse_chunk(j, c, ev->text, ev->text_len, lp, NULL, false, false);
+        c->stream_off += ev->text_len;
+        c->n_lp = 0; /* streamed logprobs left with their chunk */
+        sse_flush(j);
+    } else {
+        sb_add(&c->text, ev->text, ev->text_len);
+        if (sb_failed(&c->text))
+            c->lost++;
+    }
+}
+
+static void on_done(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
+{
+    srv_t *s = j->srv;
+    c->running = false;
+    c->finish = ev->finish;
+    c->t = ev->timings;
+    if (ev->error)
+        snprintf(c->error, sizeof c->error, "%s", ev->error);
+    met_finished(s->met, ev->finish);
+    met_observe(s->met, MET_E2E, ev->timings.total_s);
+    met_observe(s->met, MET_QUEUE, ev->timings.queue_s);
+    met_observe(s->met, MET_PREFILL, ev->timings.prefill_s);
+    if (c->n_gen > 0)
+        met_observe(s->met, MET_DECODE, ev->timings.decode_s);
+    j->n_running--;
+
+    if (!j->abandoned && j->conn) {
+        if (j->stream) {
+            int f = ev->finish;
+            bool timeout = f == ENG_FINISH_TIMEOUT || (f == ENG_FINISH_CANCEL && j->server_timeout);
+            if (f == ENG_FINISH_STOP || f == ENG_FINISH_LENGTH || timeout) {
+                sse_chunk(j, c, "", 0, NULL, finish_reason(timeout ? ENG_FINISH_LENGTH : f), false,
+                          j->n_running == 0 && !j->rq.include_usage);
+            } else if (f == ENG_FINISH_CANCEL) {
+                sse_error(j, 503, "service_unavailable_error", "cancelled",
+                          j->server_cancel ? "the request was cancelled: the server is shutting down"
+                                           : "the request was cancelled");
+            } else {
+                sse_error(j, 500, "server_error", NULL, c->error[0] ? c->error : "engine error");
+            }
+            if (c->lost)
+                sse_error(j, 500, "server_error", NULL, "out of memory: output was lost");
+            if (j->n_running == 0)
+                stream_done(j);
+            if (sb_failed(&j->sse)) {
+                /* Nothing sensible can be sent any more: end the stream. */
+                sb_reset(&j->sse);
+                j->sse_end = true;
+            }
+            sse_flush(j);
+        } else if (j->n_running == 0) {
+            build_final(j);
+            resume(j);
+        }
+    }
+    job_unref(j); /* the sequence's reference */
+}
+
+static void on_events(evq_t *q, evq_node_t *list, void *ud)
+{
+    (void)q;
+    (void)ud;
+    while (list) {
+        evq_node_t *next = list->next;
+        srv_choice_t *c = list->target;
+        /* A DONE node lives inside its choice, which on_done may free with its job. */
+        bool prealloc = list->prealloc;
+        if (list->ev.type == ENG_EV_TOKEN)
+            on_token(c->job, c, &list->ev);
+        else if (list->ev.type == ENG_EV_DONE)
+            on_done(c->job, c, &list->ev);
+        if (!prealloc)
+            evq_free_node(list);
+        list = next;
+    }
+}
+
+/* ---------------------------------------------------------------- streaming reader */
+
+static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    srv_job_t *j = cls;
+    (void)pos;
+    if (j->sse.len) {
+        size_t n = FD_MIN(max, j->sse.len);
+        memcpy(buf, j->sse.buf, n);
+        sb_consume(&j->sse, n);
+        j->last_send_ns = fd_now_ns();
+        return (ssize_t)n;
+    }
+    if (j->sse_end)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    suspend(j);
+    return 0;
+}
+
+static void sse_free(void *cls)
+{
+    job_unref(cls);
+}
+
+/* ---------------------------------------------------------------- routes */
+
+static bool authorized(srv_t *s, struct MHD_Connection *conn)
+{
+    if (s->n_keys == 0)
+        return true;
+    const char *key = NULL;
+    const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                   MHD_HTTP_HEADER_AUTHORIZATION);
+    if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+        key = auth + 7;
+        while (*key == ' ')
+            key++;
+    }
+    if (!key)
+        key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Api-Key");
+    if (!key)
+        return false;
+    size_t kl = strlen(key);
+    bool ok = false;
+    for (int i = 0; i < s->n_keys; i++) {
+        /* Compare every byte of equal-length keys so timing does not leak a prefix. */
+        size_t n = strlen(s->keys[i]);
+        unsigned char diff = (unsigned char)(n != kl);
+        for (size_t b = 0; b < n; b++)
+            diff |= (unsigned char)(s->keys[i][b] ^ (b < kl ? key[b] : 0));
+        ok |= diff == 0;
+    }
+    return ok;
+}
+
+static enum MHD_Result answer_health(srv_job_t *j)
+{
+    srv_t *s = j->srv;
+    const char *st = !s->eng ? "loading" : s->draining ? "draining" : "ok";
+    int status = !s->eng || s->draining ? 503 : 200;
+    char *body = malloc(64);
+    if (body)
+        snprintf(body, 64, "{\"status\":\"%s\"}", st);
+    return answer_json(j, status, body);
+}
+
+static enum MHD_Result answer_metrics(srv_job_t *j)
+{
+    srv_t *s = j->srv;
+    eng_stats_t st;
+    met_view_t v = {.info = s->info, .http_in_flight = s->running, .ready = s->eng != NULL,
+                    .draining = s->draining};
+    if (s->eng) {
+        eng_stats(s->eng, &st);
+        v.stats = &st;
+    }
+    sb_t b;
+    sb_init(&b);
+    met_render(s->met, &v, &b);
+    size_t len = 0;
+    char *body = sb_take(&b, &len);
+    if (!body)
+        return answer_json(j, 500, NULL);
+    return queue(j, 200, make_response(s, 200, "text/plain; version=0.0.4; charset=utf-8", body,
+                                       len));
+}
+
+static enum MHD_Result answer_models(srv_job_t *j, const char *url)
+{
+    srv_t *s = j->srv;
+    if (j->route == R_MODEL_ONE) {
+        const char *id = url + strlen("/v1/models/");
+        if (strcmp(id, s->model_id) != 0)
+            return answer_fail(j, 404, "not_found_error", "model_not_found", "model",
+                               "the model '%.100s' does not exist; this server serves '%.100s'",
+                               id, s->model_id);
+    }
+    return answer_json(j, 200, oai_models(s->info, s->model_id, (long long)time(NULL),
+                                          j->route == R_MODEL_ONE));
+}
+
+/* Text -> token ids; -ENOMEM or a tokenizer error. */
+static int encode(const tok_t *tok, const char *text, size_t len, bool add_special,
+                  int32_t **ids, size_t *n)
+{
+    size_t cap = len + 8;
+    for (int tries = 0; tries < 3; tries++) {
+        int32_t *buf = malloc(cap * sizeof *buf);
+        if (!buf)
+            return -ENOMEM;
+        size_t need = 0;
+        int rc = tok_encode(tok, text, len, add_special, true, buf, cap, &need);
+        if (rc == 0) {
+            *ids = buf;
+            *n = need;
+            return 0;
+        }
+        free(buf);
+        if (rc != -ENOSPC)
+            return rc;
+        cap = need + 8;
+    }
+    return -ENOSPC;
+}
+
+static int decode_text(const tok_t *tok, const int32_t *ids, size_t n, char **out, size_t *len)
+{
+    size_t cap = n * 8 + 16;
+    for (int tries = 0; tries < 3; tries++) {
+        char *buf = malloc(cap);
+        if (!buf)
+            return -ENOMEM;
+        size_t need = 0;
+        int rc = tok_decode(tok, ids, n, false, false, buf, cap, &need);
+        if (rc == 0 && need < cap) {
+            buf[need] = 0;
+            *out = buf;
+            *len = need;
+            return 0;
+        }
+        free(buf);
+        if (rc != 0 && rc != -ENOSPC)
+            return rc;
+        cap = need + 16;
+    }
+    return -ENOSPC;
+}
+
+static enum MHD_Result answer_tokenize(srv_job_t *j)
+{
+    srv_t *s = j->srv;
+    rq_t *r = &j->rq;
+    if (r->kind == RQ_TOKENIZE) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        int rc = encode(s->tok, r->prompts[0].text, r->prompts[0].text_len, r->add_special, &ids,
+                        &n);
+        if (rc)
+            return answer_fail(j, rc == -ENOMEM ? 500 : 400, "invalid_request_error", NULL,
+                               "content", "cannot tokenize the text: %s", fd_strerror(rc));
+        char *body = oai_tokenize(s->tok, ids, n, r->with_pieces, s->info->n_ctx);
+        free(ids);
+        return answer_json(j, 200, body);
+    }
+    rq_err_t e;
+    if (rq_check_vocab(r, s->info->n_vocab, &e))
+        return answer_err(j, &e);
+    char *text = NULL;
+    size_t len = 0;
+    int rc = decode_text(s->tok, r->prompts[0].ids, r->prompts[0].n_ids, &text, &len);
+    if (rc)
+        return answer_fail(j, rc == -ENOMEM ? 500 : 400, "invalid_request_error", NULL, "tokens",
+                           "cannot detokenize: %s", fd_strerror(rc));
+    char *body = oai_detokenize(text, len);
+    free(text);
+    return answer_json(j, 200, body);
+}
+
+/* The chat prompt as text in the model's template family (server/chat.h), and whether the
+ * tokenizer should add BOS (not when the template already wrote it). */
+static int chat_prompt(srv_t *s, const rq_t *r, char **text, size_t *len, bool *add_special,
+                       rq_err_t *e)
+{
+    chat_msg_t *m = calloc(r->n_msgs, sizeof *m);
+    if (!m)
+        return rq_fail(e, 500, "server_error", NULL, "out of memory");
+    for (size_t i = 0; i < r->n_msgs; i++) {
+        /* OpenAI's "developer" is the newer name of "system". */
+        const char *role = strcmp(r->msgs[i].role, "developer") == 0 ? "system" : r->msgs[i].role;
+        m[i].role = chat_role_from_name(role);
+        m[i].content = r->msgs[i].content;
+        m[i].len = strlen(r->msgs[i].content);
+        if (m[i].role < 0) {
+            free(m);
+            char pp[48];
+            snprintf(pp, sizeof pp, "messages[%zu].role", i);
+            return rq_fail(e, 400, "invalid_request_error", pp,
+                           "'%s' is \"%.20s\": only system, developer, user and assistant "
+                           "messages can be formatted", pp, r->msgs[i].role);
+        }
+    }
+    const tok_t *tok = s->tok;
+    int32_t bos = tok_bos(tok), eos = tok_eos(tok);
+    chat_opts_t o = {.bos = bos >= 0 ? tok_token_text(tok, bos) : NULL,
+                     .eos = eos >= 0 ? tok_token_text(tok, eos) : NULL,
+                     .add_generation_prompt = r->add_generation_prompt};
+    char err[256] = "";
+    int rc = chat_format(s->chat_family, m, r->n_msgs, &o, text, len, err, sizeof err);
+    free(m);
+    if (rc == -ENOMEM)
+        return rq_fail(e, 500, "server_error", NULL, "out of memory formatting the chat");
+    if (rc)
+        return rq_fail(e, 400, "invalid_request_error", "messages", "the %s chat format "
+                       "refuses these messages: %s", chat_family_name(s->chat_family),
+                       err[0] ? err : fd_strerror(rc));
+    size_t bl = o.bos ? strlen(o.bos) : 0;
+    *add_special = tok_add_bos(tok) && !(bl && *len >= bl && memcmp(*text, o.bos, bl) == 0);
+    return 0;
+}
+
+static void new_id(srv_t *s, const char *prefix, char *out, size_t cap)
+{
+    uint64_t z = s->id_seed + 0x9e3779b97f4a7c15ull * ++s->id_ctr;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    snprintf(out, cap, "%s%016llx%08llx", prefix, (unsigned long long)z,
+             (unsigned long long)(s->id_ctr & 0xffffffffu));
+}
+
+/* Tokenizes the prompts (or the chat), checks them against the model, and fills j->pids. */
+static int prepare_prompts(srv_job_t *j, rq_err_t *e)
+{
+    srv_t *s = j->srv;
+    rq_t *r = &j->rq;
+    size_t np = r->kind == RQ_CHAT ? 1 : r->n_prompts;
+    j->pids = calloc(np, sizeof *j->pids);
+    j->pn = calloc(np, sizeof *j->pn);
+    j->echo = calloc(np, sizeof *j->echo);
+    j->echo_len = calloc(np, sizeof *j->echo_len);
+    if (!j->pids || !j->pn || !j->echo || !j->echo_len)
+        return rq_fail(e, 500, "server_error", NULL, "out of memory");
+    j->n_prompts = np;
+    int rc;
+    if (r->kind == RQ_CHAT) {
+        char *text = NULL;
+        size_t len = 0;
+        bool add_special = true;
+        if ((rc = chat_prompt(s, r, &text, &len, &add_special, e)))
+            return rc;
+        rc = encode(s->tok, text, len, add_special, &j->pids[0], &j->pn[0]);
+        free(text);
+        if (rc)
+            return rq_fail(e, rc == -ENOMEM ? 500 : 400, "invalid_request_error", "messages",
+                           "cannot tokenize the chat: %s", fd_strerror(rc));
+    } else {
+        if ((rc = rq_check_vocab(r, s->info->n_vocab, e)))
+            return rc;
+        for (size_t p = 0; p < np; p++) {
+            rq_prompt_t *pr = &r->prompts[p];
+            char pp[32];
+            snprintf(pp, sizeof pp, np > 1 ? "prompt[%zu]" : "prompt", p);
+            if (pr->text) {
+                rc = encode(s->tok, pr->text, pr->text_len, true, &j->pids[p], &j->pn[p]);
+                if (!rc && r->echo) {
+                    j->echo[p] = strdup(pr->text);
+                    j->echo_len[p] = pr->text_len;
+                    if (!j->echo[p])
+                        rc = -ENOMEM;
+                }
+            } else {
+                j->pids[p] = malloc(pr->n_ids * sizeof(int32_t));
+                rc = j->pids[p] ? 0 : -ENOMEM;
+                if (!rc) {
+                    memcpy(j->pids[p], pr->ids, pr->n_ids * sizeof(int32_t));
+                    j->pn[p] = pr->n_ids;
+                }
+                if (!rc && r->echo)
+                    rc = decode_text(s->tok, pr->ids, pr->n_ids, &j->echo[p], &j->echo_len[p]);
+            }
+            if (rc)
+                return rq_fail(e, rc == -ENOMEM ? 500 : 400, "invalid_request_error", pp,
+                               "cannot tokenize '%s': %s", pp, fd_strerror(rc));
+        }
+    }
+    for (size_t p = 0; p < np; p++)
+        j->prompt_tokens += (long long)j->pn[p];
+    return 0;
+}
+
+static enum MHD_Result start_generation(srv_job_t *j)
+{
+    srv_t *s = j->srv;
+    rq_t *r = &j->rq;
+    rq_err_t e;
+    if (r->model && strcmp(r->model, s->model_id) != 0)
+        return answer_fail(j, 404, "not_found_error", "model_not_found", "model",
+                           "the model '%.100s' does not exist; this server serves '%.100s'",
+                           r->model, s->model_id);
+    if (prepare_prompts(j, &e))
+        return answer_err(j, &e);
+    int *max_tokens = calloc(j->n_prompts, sizeof *max_tokens);
+    if (!max_tokens)
+        return answer_json(j, 500, NULL);
+    for (size_t p = 0; p < j->n_prompts; p++) {
+        if (rq_resolve_max_tokens(r, j->pn[p], s->info->n_ctx, &max_tokens[p], &e)) {
+            free(max_tokens);
+            if (j->n_prompts > 1 && strcmp(e.param, "prompt") == 0)
+                snprintf(e.param, sizeof e.param, "prompt[%zu]", p);
+            return answer_err(j, &e);
+        }
+    }
+    j->n_choices = (int)j->n_prompts * r->n;
+    j->choices = calloc((size_t)j->n_choices, sizeof *j->choices);
+    if (!j->choices) {
+        free(max_tokens);
+        return answer_json(j, 500, NULL);
+    }
+    j->stream = r->stream;
+    j->model = s->model_id;
+    j->created = (long long)time(NULL);
+    new_id(s, r->kind == RQ_CHAT ? "chatcmpl-" : "cmpl-", j->id, sizeof j->id);
+    double timeout = 0;
+    if (s->cfg.request_timeout_s > 0) {
+        double spent = (double)(fd_now_ns() - j->t0_ns) * 1e-9;
+        timeout = FD_MAX(s->cfg.request_timeout_s - spent, 0.001);
+        j->deadline_ns = j->t0_ns + (uint64_t)(s->cfg.request_timeout_s * 1e9);
+    }
+
+    int rc = 0;
+    char err[256] = "";
+    for (int i = 0; i < j->n_choices; i++) {
+        srv_choice_t *c = &j->choices[i];
+        c->job = j;
+        c->q = &s->q;
+        c->index = i;
+        c->prompt = (size_t)i / (size_t)r->n;
+        sb_init(&c->text);
+        eng_request_t er;
+        memset(&er, 0, sizeof er);
+        er.prompt = j->pids[c->prompt];
+        er.n_prompt = j->pn[c->prompt];
+        er.max_tokens = max_tokens[c->prompt];
+        er.sampling = r->sampling;
+        /* Choices of one request differ; the same request with the same seed repeats. */
+        if (er.sampling.has_seed)
+            er.sampling.seed += (uint64_t)(i % r->n);
+        er.stop = (const char *const *)r->stop;
+        er.n_stop = r->n_stop;
+        er.ignore_eos = r->ignore_eos;
+        er.timeout_s = timeout;
+        er.on_event = on_engine_event;
+        er.ud = c;
+        rc = eng_submit(s->eng, &er, &c->eng_id, err, sizeof err);
+        if (rc)
+            break;
+        c->running = true;
+        j->n_running++;
+        j->refs++;
+    }
+    free(max_tokens);
+    job_list_add(j);
+    j->admitted = true;
+    s->running++;
+    watch_start(j);
+    if (rc) {
+        /* What was already submitted is cancelled; its DONE events only drop references. */
+        j->abandoned = true;
+        cancel_job(j);
+        if (rc == FD_EFULL)
+            return answer_unavailable(j, "overloaded",
+                                      "the server is busy: the request queue is full; retry later");
+        if (rc == -ESHUTDOWN)
+            return answer_unavailable(j, "shutting_down", "the server is shutting down");
+        if (rc == FD_ECTX || rc == -EINVAL)
+            return answer_fail(j, 400, "invalid_request_error", NULL,
+                               rc == FD_ECTX ? "prompt" : NULL, "%s",
+                               err[0] ? err : fd_strerror(rc));
+        return answer_fail(j, 500, "server_error", NULL, NULL, "cannot start the request: %s",
+                           err[0] ? err : fd_strerror(rc));
+    }
+
+    if (!j->stream) {
+        suspend(j);
+        return MHD_YES;
+    }
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024,
+                                                                  sse_read, j, sse_free);
+    if (!resp) {
+        j->abandoned = true;
+        cancel_job(j);
+        return answer_json(j, 500, NULL);
+    }
+    j->refs++; /* the response's reader holds the job until MHD frees the response */
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    add_common_headers(s, resp, 200);
+    j->last_send_ns = fd_now_ns();
+    for (int i = 0; i < j->n_choices; i++) {
+        srv_choice_t *c = &j->choices[i];
+        if (r->kind == RQ_CHAT)
+            sse_chunk(j, c, "", 0, NULL, NULL, true, false);
+        else if (r->echo && j->echo_len[c->prompt])
+            sse_chunk(j, c, j->echo[c->prompt], j->echo_len[c->prompt], NULL, NULL, false, false);
+    }
+    return queue(j, 200, resp);
+}
+
+static enum MHD_Result on_body_complete(srv_job_t *j)
+{
+    srv_t *s = j->srv;
+    if (j->too_big)
+        return answer_fail(j, 413, "invalid_request_error", "request_too_large", NULL,
+                           "the request body is larger than the limit of %zu bytes",
+                           s->cfg.max_body_bytes);
+    int kind = j->route == R_COMPLETIONS ? RQ_COMPLETION
+               : j->route == R_CHAT      ? RQ_CHAT
+               : j->route == R_TOKENIZE  ? RQ_TOKENIZE
+                                         : RQ_DETOKENIZE;
+    rq_err_t e;
+    if (rq_parse(kind, j->body.buf ? j->body.buf : "", j->body.len, &s->lim, &j->rq, &e))
+        return answer_err(j, &e);
+    j->have_rq = true;
+    sb_free(&j->body);
+    if (kind == RQ_TOKENIZE || kind == RQ_DETOKENIZE)
+        return answer_tokenize(j);
+    return start_generation(j);
+}
+
+/* The first call for a request: everything decided from the request line and headers. */
+static enum MHD_Result on_headers(srv_job_t *j, const char *url, const char *method)
+{
+    srv_t *s = j->srv;
+    const struct route_def *rd = NULL;
+    bool path_known = false;
+    for (size_t i = 0; i < FD_ARRAY_LEN(routes); i++) {
+        bool match = routes[i].prefix ? strncmp(url, routes[i].path, strlen(routes[i].path)) == 0 &&
+                                            url[strlen(routes[i].path)]
+                                      : strcmp(url, routes[i].path) == 0;
+        if (!match)
+            continue;
+        path_known = true;
+        j->route = routes[i].route;
+        j->ep = routes[i].ep;
+        bool head = strcmp(method, "HEAD") == 0 && strcmp(routes[i].method, "GET") == 0;
+        if (strcmp(method, routes[i].method) == 0 || head) {
+            rd = &routes[i];
+            break;
+        }
+    }
+    if (!path_known) {
+        j->route = R_NONE;
+        j->ep = MET_EP_OTHER;
+        return answer_fail(j, 404, "not_found_error", "not_found", NULL,
+                           "no route for %.8s %.100s", method, url);
+    }
+    if (!rd)
+        return answer_fail(j, 405, "invalid_request_error", "method_not_allowed", NULL,
+                           "%.8s is not allowed on %.100s", method, url);
+    if (j->route != R_HEALTH && !authorized(s, j->conn))
+        return answer_fail(j, 401, "authentication_error", "invalid_api_key", NULL,
+                           "a valid API key is required (Authorization: Bearer KEY or "
+                           "X-Api-Key: KEY)");
+    if (j->route == R_HEALTH)
+        return answer_health(j);
+    if (j->route == R_METRICS)
+        return answer_metrics(j);
+    if (!s->eng)
+        return answer_unavailable(j, "loading", "the model is loading; retry shortly");
+    if (j->route == R_MODELS || j->route == R_MODEL_ONE)
+        return answer_models(j, url);
+    if (s->draining)
+        return answer_unavailable(j, "draining", "the server is shutting down (draining)");
+    return MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_size, void **con_cls)
+{
+    srv_t *s = cls;
+    srv_job_t *j = *con_cls;
+    if (!j) {
+        j = calloc(1, sizeof *j);
+        if (!j)
+            return MHD_NO;
+        j->srv = s;
+        j->conn = conn;
+        j->refs = 1;
+        j->t0_ns = fd_now_ns();
+        snprintf(j->method, sizeof j->method, "%s", method);
+        snprintf(j->path, sizeof j->path, "%s", url);
+        sb_init(&j->body);
+        sb_init(&j->sse);
+        *con_cls = j;
+        /* Only an oversized Content-Length is answered before the body: that answer closes
+         * the connection, which is what a body we refuse to read deserves.  Everything else
+         * waits for the end of the request so keep-alive connections stay usable. */
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl) {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(cl, &end, 10);
+            if (errno || *end || v > s->cfg.max_body_bytes) {
+                j->checked = true;
+                j->ep = MET_EP_OTHER;
+                for (size_t i = 0; i < FD_ARRAY_LEN(routes); i++)
+                    if (strcmp(url, routes[i].path) == 0)
+                        j->ep = routes[i].ep;
+                return answer_fail(j, 413, "invalid_request_error", "request_too_large", NULL,
+                                   "the request body (%s bytes) is larger than the limit of %zu "
+                                   "bytes", cl, s->cfg.max_body_bytes);
+            }
+        }
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (!j->checked) {
+            j->checked = true;
+            j->in_upload = true;
+            on_headers(j, url, method);
+            j->in_upload = false;
+        }
+        if (j->answered || j->too_big || j->body.len + n > s->cfg.max_body_bytes) {
+            j->too_big = true;
+            sb_free(&j->body);
+            j->discarded += n;
+            return j->discarded > MAX_DISCARD ? MHD_NO : MHD_YES;
+        }
+        sb_add(&j->body, upload_data, n);
+        if (sb_failed(&j->body))
+            return MHD_NO;
+        return MHD_YES;
+    }
+    if (!j->checked) {
+        j->checked = true;
+        enum MHD_Result rc = on_headers(j, url, method);
+        if (j->answered || rc != MHD_YES)
+            return rc;
+    }
+    if (j->pending) { /* a held answer, or a resumed request whose answer is ready */
+        struct MHD_Response *r = j->pending;
+        j->pending = NULL;
+        j->answered = false;
+        return queue(j, j->pending_status, r);
+    }
+    if (j->answered)
+        return MHD_YES;
+    if (j->admitted) /* resumed without an answer (client gone): MHD will close */
+        return MHD_NO;
+    return on_body_complete(j);
+}
+
+static void access_log(srv_job_t *j)
+{
+    long long gen = 0;
+    double queue_ms = 0, ttft_ms = 0, tpot_ms = 0;
+    const char *finish = "-";
+    if (j->n_choices) {
+        oai_timings_t t;
+        job_timings(j, &t);
+        gen = t.predicted_n;
+        queue_ms = t.queue_ms;
+        ttft_ms = t.ttft_ms;
+        tpot_ms = gen > 1 ? t.predicted_ms / (double)(gen - 1) : 0;
+        int f = j->choices[0].finish;
+        finish = f == ENG_FINISH_STOP ? "stop" : f == ENG_FINISH_LENGTH ? "length"
+                 : f == ENG_FINISH_CANCEL ? "cancel" : f == ENG_FINISH_TIMEOUT ? "timeout"
+                 : f == ENG_FINISH_ERROR ? "error" : "-";
+    }
+    double total_ms = (double)(fd_now_ns() - j->t0_ns) * 1e-6;
+    fd_log_info("access: %s %s %d prompt_tokens=%lld gen_tokens=%lld queue_ms=%.2f ttft_ms=%.2f "
+                "tpot_ms=%.3f total_ms=%.2f finish=%s%s",
+                j->method, j->path, j->status, j->prompt_tokens, gen, queue_ms, ttft_ms, tpot_ms,
+                total_ms, finish, j->client_gone ? " client_gone" : "");
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    srv_t *s = cls;
+    srv_job_t *j = *con_cls;
+    if (!j)
+        return;
+    *con_cls = NULL;
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && toe != MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN)
+        j->client_gone = true;
+    watch_stop(j);
+    cancel_job(j);
+    if (!j->answered)
+        j->status = 499; /* nginx's "client closed request": nothing was sent */
+    met_request(s->met, j->ep, j->status);
+    /* Successful scrapes and health probes would drown the log. */
+    bool probe = (j->route == R_METRICS || j->route == R_HEALTH) && j->status == 200;
+    if (s->cfg.access_log && !probe)
+        access_log(j);
+    if (j->admitted) {
+        j->admitted = false;
+        s->running--;
+    }
+    j->conn = NULL;
+    job_unref(j);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    srv_t *s = t->data;
+    uint64_t now = fd_now_ns();
+    uint64_t ping_ns = (uint64_t)(s->cfg.ping_interval_s * 1e9);
+    for (srv_job_t *j = s->jobs; j; j = j->next) {
+        if (j->n_running > 0 && j->deadline_ns && now > j->deadline_ns + 2000000000ull &&
+            !j->server_timeout) {
+            /* The engine ends timed-out requests itself; this is the safety net. */
+            j->server_timeout = true;
+            cancel_job(j);
+        }
+        if (j->stream && j->conn && !j->sse_end && !j->abandoned && j->sse.len == 0 &&
+            now - j->last_send_ns >= ping_ns) {
+            /* An SSE comment keeps proxies from dropping a stream during a long prefill. */
+            sb_adds(&j->sse, ": ping\n\n");
+            j->last_send_ns = now;
+            sse_flush(j);
+        }
+    }
+}
+
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    if (!fd_log_enabled(FD_LOG_DEBUG))
+        return;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = 0;
+    fd_log_debug("http: %s", msg);
+}
+
+/* ---------------------------------------------------------------- public API */
+
+int srv_create(srv_t **out, uv_loop_t *loop, eng_t *eng, const srv_config_t *cfg, char *err,
+               size_t errlen)
+{
+    int rc = check_reloadable(cfg, err, errlen);
+    if (rc)
+        return rc;
+    if (cfg->max_connections < 1 || !(cfg->idle_timeout_s >= 0)) {
+        snprintf(err, errlen, "max_connections must be >= 1 and idle_timeout >= 0");
+        return -EINVAL;
+    }
+    if (cfg->chat_template && cfg->chat_template[0] && strcmp(cfg->chat_template, "auto") != 0 &&
+        chat_family_from_name(cfg->chat_template) < 0) {
+        snprintf(err, errlen, "unknown chat template family '%s' (plain, llama2, llama3, "
+                 "llama3.1, chatml, qwen, mistral, gemma, phi3, zephyr or auto)",
+                 cfg->chat_template);
+        return -EINVAL;
+    }
+    srv_t *s = calloc(1, sizeof *s);
+    if (!s)
+        goto fail_alloc;
+    s->loop = loop;
+    s->cfg = *cfg;
+    s->listen_fd = -1;
+    s->port = -1;
+    rq_limits_default(&s->lim);
+    apply_reloadable(s, cfg);
+    s->host = strdup(cfg->host ? cfg->host : "127.0.0.1");
+    s->chat_template = cfg->chat_template ? strdup(cfg->chat_template) : NULL;
+    s->model_id = cfg->model_id && cfg->model_id[0] ? strdup(cfg->model_id) : NULL;
+    if (!s->host || (cfg->chat_template && !s->chat_template) ||
+        (cfg->model_id && cfg->model_id[0] && !s->model_id))
+        goto fail_strings;
+    s->cfg.host = s->host;
+    s->cfg.chat_template = s->chat_template;
+    s->cfg.model_id = s->model_id;
+    s->cfg.api_keys = NULL;
+    if (copy_keys(cfg->api_keys, &s->keys, &s->n_keys))
+        goto fail_strings;
+    if (met_create(&s->met))
+        goto fail_met;
+    if ((rc = evq_init(&s->q, loop, on_events, s)))
+        goto fail_evq;
+    s->q_init = true;
+    uv_timer_init(loop, &s->mhd_timer);
+    uv_timer_init(loop, &s->tick);
+    s->mhd_timer.data = s;
+    s->tick.data = s;
+    s->handles_init = true;
+    if (getrandom(&s->id_seed, sizeof s->id_seed, 0) != (ssize_t)sizeof s->id_seed)
+        s->id_seed = fd_now_ns() ^ ((uint64_t)getpid() << 32);
+    if (eng)
+        srv_set_engine(s, eng);
+    *out = s;
+    return 0;
+
+fail_evq:
+    met_free(s->met);
+fail_met:
+    free_keys(s->keys, s->n_keys);
+fail_strings:
+    free(s->host);
+    free(s->chat_template);
+    free(s->model_id);
+    free(s);
+fail_alloc:
+    snprintf(err, errlen, "out of memory creating the server");
+    return -ENOMEM;
+}
+
+void srv_set_engine(srv_t *s, eng_t *eng)
+{
+    s->info = eng_info(eng);
+    s->tok = eng_tokenizer(eng);
+    if (!s->model_id)
+        s->model_id = fd_xstrdup(s->info->model_id ? s->info->model_id : "model");
+    const char *tmpl = s->info->chat_template;
+    const char *note = "";
+    if (chat_select(s->chat_template, tmpl, tmpl ? strlen(tmpl) : 0, &s->chat_family, &note))
+        s->chat_family = CHAT_PLAIN; /* the override was checked by srv_create */
+    fd_log_info("server: model '%s', chat format %s (%s)", s->model_id,
+                chat_family_name(s->chat_family), note);
+    s->eng = eng;
+}
+
+static int open_listener(srv_t *s, char *err, size_t errlen)
+{
+    char port[16];
+    snprintf(port, sizeof port, "%d", s->cfg.port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    int gai = getaddrinfo(s->host[0] ? s->host : NULL, port, &hints, &res);
+    if (gai) {
+        snprintf(err, errlen, "cannot resolve host '%s': %s", s->host, gai_strerror(gai));
+        return -EINVAL;
+    }
+    int rc = -EADDRNOTAVAIL;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            rc = -errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 511) == 0) {
+            s->listen_fd = fd;
+            rc = 0;
+            break;
+        }
+        rc = -errno;
+        close(fd);
+    }
+    freeaddrinfo(res);
+    if (rc)
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", s->host, s->cfg.port, strerror(-rc));
+    return rc;
+}
+
+int srv_listen(srv_t *s, char *err, size_t errlen)
+{
+    int rc;
+    if (s->mhd) {
+        snprintf(err, errlen, "already listening");
+        return -EALREADY;
+    }
+    if (s->cfg.listen_fd >= 0) {
+        s->listen_fd = s->cfg.listen_fd;
+        int fl = fcntl(s->listen_fd, F_GETFL);
+        if (fl >= 0)
+            fcntl(s->listen_fd, F_SETFL, fl | O_NONBLOCK);
+    } else if ((rc = open_listener(s, err, errlen))) {
+        return rc;
+    }
+    s->mhd = MHD_start_daemon(
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request,
+        s, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)s->listen_fd, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, s, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)s->cfg.max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)(s->cfg.idle_timeout_s + 0.5),
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, s, MHD_OPTION_END);
+    if (!s->mhd) {
+        snprintf(err, errlen, "libmicrohttpd failed to start on the listening socket");
+        if (s->cfg.listen_fd < 0)
+            close(s->listen_fd);
+        s->listen_fd = -1;
+        return -EIO;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    if (!di || (rc = uv_poll_init(s->loop, &s->mhd_poll, di->epoll_fd)) != 0) {
+        snprintf(err, errlen, "cannot watch libmicrohttpd's epoll descriptor");
+        MHD_stop_daemon(s->mhd);
+        s->mhd = NULL;
+        s->listen_fd = -1;
+        return -EIO;
+    }
+    s->mhd_poll.data = s;
+    uv_poll_start(&s->mhd_poll, UV_READABLE, on_mhd_poll);
+    uv_timer_start(&s->tick, on_tick, TICK_MS, TICK_MS);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(s->listen_fd, (struct sockaddr *)&ss, &sl) == 0)
+        s->port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                           : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    mhd_run(s);
+    return 0;
+}
+
+int srv_port(const srv_t *s)
+{
+    return s->port;
+}
+
+void srv_drain(srv_t *s)
+{
+    s->draining = true;
+}
+
+bool srv_draining(const srv_t *s)
+{
+    return s->draining;
+}
+
+int srv_running(const srv_t *s)
+{
+    return s->running;
+}
+
+void srv_cancel_all(srv_t *s)
+{
+    for (srv_job_t *j = s->jobs; j; j = j->next) {
+        if (j->n_running > 0) {
+            j->server_cancel = true;
+            cancel_job(j);
+        }
+    }
+}
+
+void srv_on_step(void *ud, double seconds, int batch_seqs, int batch_tokens)
+{
+    srv_t *s = ud;
+    met_step(s->met, seconds, batch_seqs, batch_tokens);
+}
+
+static int jobs_running(const srv_t *s)
+{
+    int n = 0;
+    for (const srv_job_t *j = s->jobs; j; j = j->next)
+        n += j->n_running;
+    return n;
+}
+
+void srv_destroy(srv_t *s)
+{
+    if (!s)
+        return;
+    s->draining = true;
+    /* Every sequence must report DONE before its job (the engine's callback target) and the
+     * queue go away. */
+    srv_cancel_all(s);
+    double until = fd_now_s() + SHUTDOWN_WAIT_S;
+    while (s->q_init && jobs_running(s) > 0) {
+        evq_node_t *list = evq_take(&s->q);
+        if (list) {
+            on_events(&s->q, list, s);
+            continue;
+        }
+        double left = until - fd_now_s();
+        if (left <= 0 || !evq_wait(&s->q, left))
+            break;
+    }
+    if (jobs_running(s) > 0) {
+        /* The engine did not answer: freeing now would hand it dangling pointers. */
+        fd_log_error("server: %d sequences did not finish within %.0f s; leaking the server "
+                     "state rather than freeing memory the engine may still use",
+                     jobs_running(s), SHUTDOWN_WAIT_S);
+        return;
+    }
+    if (s->mhd) {
+        for (srv_job_t *j = s->jobs; j; j = j->next)
+            resume(j); /* MHD must not be stopped with suspended connections */
+        uv_poll_stop(&s->mhd_poll);
+        MHD_stop_daemon(s->mhd); /* completes (and frees) every request; closes the socket */
+        s->mhd = NULL;
+        s->open_handles++;
+        uv_close((uv_handle_t *)&s->mhd_poll, on_handle_closed);
+    }
+    if (s->handles_init) {
+        s->open_handles += 2;
+        uv_close((uv_handle_t *)&s->mhd_timer, on_handle_closed);
+        uv_close((uv_handle_t *)&s->tick, on_handle_closed);
+    }
+    if (s->q_init) {
+        s->open_handles++;
+        s->q.async.data = s;
+        evq_close(&s->q, on_handle_closed);
+    }
+    while (s->open_handles > 0)
+        uv_run(s->loop, UV_RUN_NOWAIT);
+    while (s->jobs)
+        job_free(s->jobs);
+    if (s->q_init)
+        evq_fini(&s->q);
+    met_free(s->met);
+    free_keys(s->keys, s->n_keys);
+    free(s->host);
+    free(s->chat_template);
+    free(s->model_id);
+    free(s);
+}
+

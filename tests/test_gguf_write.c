@@ -1,0 +1,727 @@
+/* test_gguf_write.c: proves the GGUF writer round-trips through the reader: metadata of every
+ * value type (string and nested arrays included), tensors of every ggml type byte for byte,
+ * quantized tensors equal to the reference quantizer's output, alignment; and that the
+ * Llama generator writes the real stories260K tensor layout, its vocabulary, deterministic
+ * weights of the promised scale, and the Q4_K_M type mix. */
+#include <inttypes.h>
+#include <math.h>
+
+#include "backends/quants.h"
+#include "common/fd.h"
+#include "common/ggtypes.h"
+#include "engine/gguf.h"
+#include "engine/gguf_write.h"
+#include "tests/testutil.h"
+
+static gguf_t *write_and_open(gguf_w_t *w, uint8_t **bytes, size_t *size)
+{
+    char err[512];
+    int rc = gguf_w_write_mem(w, bytes, size, err, sizeof(err));
+    ck_assert_msg(rc == 0, "write: %s", err);
+    gguf_t *g = NULL;
+    rc = gguf_open_mem(&g, *bytes, *size, "written.gguf", err, sizeof(err));
+    ck_assert_msg(rc == 0, "read back: %s", err);
+    return g;
+}
+
+static bool str_is(gguf_str_t s, const char *want, size_t len)
+{
+    return s.len == len && memcmp(s.ptr, want, len) == 0;
+}
+
+START_TEST(test_metadata_roundtrip)
+{
+    gguf_w_t *w;
+    ck_assert_int_eq(gguf_w_new(&w), 0);
+    ck_assert_int_eq(gguf_w_add_u8(w, "k.u8", 250), 0);
+    ck_assert_int_eq(gguf_w_add_i8(w, "k.i8", -100), 0);
+    ck_assert_int_eq(gguf_w_add_u16(w, "k.u16", 65000), 0);
+    ck_assert_int_eq(gguf_w_add_i16(w, "k.i16", -32000), 0);
+    ck_assert_int_eq(gguf_w_add_u32(w, "k.u32", 4000000000u), 0);
+    ck_assert_int_eq(gguf_w_add_i32(w, "k.i32", -2000000000), 0);
+    ck_assert_int_eq(gguf_w_add_u64(w, "k.u64", 0xfedcba9876543210ull), 0);
+    ck_assert_int_eq(gguf_w_add_i64(w, "k.i64", INT64_MIN), 0);
+    ck_assert_int_eq(gguf_w_add_f32(w, "k.f32", 3.25f), 0);
+    ck_assert_int_eq(gguf_w_add_f64(w, "k.f64", -1e300), 0);
+    ck_assert_int_eq(gguf_w_add_bool(w, "k.true", true), 0);
+    ck_assert_int_eq(gguf_w_add_bool(w, "k.false", false), 0);
+    ck_assert_int_eq(gguf_w_add_str(w, "k.str", "h\xc3\xa9llo"), 0);
+    ck_assert_int_eq(gguf_w_add_strn(w, "k.bin", "a\0b", 3), 0);
+    ck_assert_int_eq(gguf_w_add_str(w, "k.empty", ""), 0);
+    const uint8_t a_u8[] = {0, 1, 255};
+    const int8_t a_i8[] = {-128, 0, 127};
+    const uint16_t a_u16[] = {1, 65535};
+    const int16_t a_i16[] = {-32768, 5};
+    const uint32_t a_u32[] = {7, 0xffffffffu, 9};
+    const int32_t a_i32[] = {-1, 2, -3, 4};
+    const uint64_t a_u64[] = {UINT64_MAX};
+    const int64_t a_i64[] = {INT64_MIN, INT64_MAX};
+    const float a_f32[] = {0.5f, -INFINITY, 1e-30f};
+    const double a_f64[] = {M_PI, -0.0};
+    const uint8_t a_bool[] = {1, 0, 1};
+    const char *a_str[] = {"<unk>", "", "\xe2\x96\x81the", "x y"};
+    ck_assert_int_eq(gguf_w_add_arr(w, "a.u8", GGUF_UINT8, a_u8, 3), 0);
+    ck_assert_int_eq(gguf_w_add_arr(w, "a.i8", GGUF_INT8, a_i8, 3), 0);
+    ck_assert_int_eq(gguf_w_add_arr(w, "a.u16", GGUF_UINT16, a_u16, 2), 0);
+    ck_assert_int_eq(gguf_w_add_arr(w, "a.i16", GGUF_INT16, a_i16, 2), 0);
+    ck_assert_int_eq(gguf_w_add_arr(w, "a.u32", GGUF_UINT32, a_u32, 3), 0);
+    ck_assert_int_eq(gguf_w_add_arr(w, "a.i32", GGUF_INT32, a_i32, 4), 0);
+    ck_assert_int_eq(gguf_w_add_arr(w, "a.u64", GGUF_UINT64, a_u64, 1), 0);
+    ck_assert_int_eq(gguf_w_add_arr(w, "a.i64", GGUF_INT64, a_i64, 2), 0);
+    ck_assert_int_eq(gguf_w_add_arr(w, "a.f32", GGUF_FLOAT32, a_f32, 3), 0);
+    ck_assert_int_eq(gguf_w_add_arr(w, "a.f64", GGUF_FLOAT64, a_f64, 2), 0);
+    ck_assert_int_eq(gguf_w_add_arr(w, "a.bool", GGUF_BOOL, a_bool, 3), 0);
+    ck_assert_int_eq(gguf_w_add_arr(w, "a.none", GGUF_INT32, NULL, 0), 0);
+    ck_assert_int_eq(gguf_w_add_str_arr(w, "a.str", a_str, 4), 0);
+    const void *inner[] = {a_i32, a_i32, a_u8};
+    const uint64_t inner_n[] = {4, 0, 2};
+    ck_assert_int_eq(gguf_w_add_arr_arr(w, "a.nested", GGUF_INT32, 2, inner, inner_n), 0);
+    const char *s0[] = {"p", "q"}, *s1[] = {"r"};
+    const void *sinner[] = {s0, s1};
+    const uint64_t sinner_n[] = {2, 1};
+    ck_assert_int_eq(gguf_w_add_arr_arr(w, "a.nstr", GGUF_STRING, 2, sinner, sinner_n), 0);
+    /* refusals */
+    ck_assert_int_eq(gguf_w_add_u8(w, "k.u8", 1), FD_EDUP);
+    ck_assert_int_eq(gguf_w_add_u8(w, "", 1), -EINVAL);
+    ck_assert_int_eq(gguf_w_add_arr(w, "a.bad", GGUF_STRING, a_str, 1), -EINVAL);
+    ck_assert_int_eq(gguf_w_add_arr(w, "a.bad", GGUF_ARRAY, a_u8, 1), -EINVAL);
+    ck_assert_int_eq(gguf_w_n_kv(w), 30);
+
+    uint8_t *bytes;
+    size_t size;
+    gguf_t *g = write_and_open(w, &bytes, &size);
+    ck_assert_uint_eq(gguf_version(g), 3);
+    ck_assert_int_eq(gguf_n_kv(g), 30);
+    ck_assert_int_eq(gguf_n_tensors(g), 0);
+    ck_assert_str_eq(gguf_kv_key(gguf_kv_at(g, 0)), "k.u8");
+    ck_assert_str_eq(gguf_kv_key(gguf_kv_at(g, 29)), "a.nstr");
+    uint64_t u;
+    int64_t i;
+    double d;
+    bool b;
+    gguf_str_t s;
+    static const struct { const char *key; int type; } types[] = {
+        {"k.u8", GGUF_UINT8}, {"k.i8", GGUF_INT8}, {"k.u16", GGUF_UINT16},
+        {"k.i16", GGUF_INT16}, {"k.u32", GGUF_UINT32}, {"k.i32", GGUF_INT32},
+        {"k.u64", GGUF_UINT64}, {"k.i64", GGUF_INT64}, {"k.f32", GGUF_FLOAT32},
+        {"k.f64", GGUF_FLOAT64}, {"k.true", GGUF_BOOL}, {"k.str", GGUF_STRING},
+        {"a.u8", GGUF_ARRAY},
+    };
+    for (size_t k = 0; k < FD_ARRAY_LEN(types); k++)
+        ck_assert_int_eq(gguf_kv_type(gguf_find(g, types[k].key)), types[k].type);
+    ck_assert_int_eq(gguf_get_u64(g, "k.u8", &u), 0);
+    ck_assert_uint_eq(u, 250);
+    ck_assert_int_eq(gguf_get_i64(g, "k.i8", &i), 0);
+    ck_assert_int_eq(i, -100);
+    ck_assert_int_eq(gguf_get_u64(g, "k.u16", &u), 0);
+    ck_assert_uint_eq(u, 65000);
+    ck_assert_int_eq(gguf_get_i64(g, "k.i16", &i), 0);
+    ck_assert_int_eq(i, -32000);
+    ck_assert_int_eq(gguf_get_u64(g, "k.u32", &u), 0);
+    ck_assert_uint_eq(u, 4000000000u);
+    ck_assert_int_eq(gguf_get_i64(g, "k.i32", &i), 0);
+    ck_assert_int_eq(i, -2000000000);
+    ck_assert_int_eq(gguf_get_u64(g, "k.u64", &u), 0);
+    ck_assert_uint_eq(u, 0xfedcba9876543210ull);
+    ck_assert_int_eq(gguf_get_i64(g, "k.i64", &i), 0);
+    ck_assert(i == INT64_MIN);
+    ck_assert_int_eq(gguf_get_f64(g, "k.f32", &d), 0);
+    ck_assert(d == 3.25);
+    ck_assert_int_eq(gguf_get_f64(g, "k.f64", &d), 0);
+    ck_assert(d == -1e300);
+    ck_assert_int_eq(gguf_get_bool(g, "k.true", &b), 0);
+    ck_assert(b);
+    ck_assert_int_eq(gguf_get_bool(g, "k.false", &b), 0);
+    ck_assert(!b);
+    ck_assert_int_eq(gguf_get_str(g, "k.str", &s), 0);
+    ck_assert(str_is(s, "h\xc3\xa9llo", 6));
+    ck_assert_int_eq(gguf_get_str(g, "k.bin", &s), 0);
+    ck_assert(str_is(s, "a\0b", 3));
+    ck_assert_int_eq(gguf_get_str(g, "k.empty", &s), 0);
+    ck_assert_uint_eq(s.len, 0);
+
+    gguf_arr_t a, sub;
+    ck_assert_int_eq(gguf_get_arr(g, "a.u8", &a), 0);
+    ck_assert_int_eq(gguf_arr_i64(&a, 2, &i), 0);
+    ck_assert_int_eq(i, 255);
+    ck_assert_int_eq(gguf_get_arr(g, "a.i8", &a), 0);
+    ck_assert_int_eq(gguf_arr_i64(&a, 0, &i), 0);
+    ck_assert_int_eq(i, -128);
+    ck_assert_int_eq(gguf_get_arr(g, "a.u16", &a), 0);
+    ck_assert_int_eq(gguf_arr_i64(&a, 1, &i), 0);
+    ck_assert_int_eq(i, 65535);
+    ck_assert_int_eq(gguf_get_arr(g, "a.i16", &a), 0);
+    ck_assert_int_eq(gguf_arr_i64(&a, 0, &i), 0);
+    ck_assert_int_eq(i, -32768);
+    ck_assert_int_eq(gguf_get_arr(g, "a.u32", &a), 0);
+    ck_assert_int_eq(gguf_arr_i64(&a, 1, &i), 0);
+    ck_assert_int_eq(i, 0xffffffffll);
+    ck_assert_int_eq(gguf_get_arr(g, "a.i32", &a), 0);
+    ck_assert_uint_eq(a.n, 4);
+    for (uint64_t k = 0; k < 4; k++) {
+        ck_assert_int_eq(gguf_arr_i64(&a, k, &i), 0);
+        ck_assert_int_eq(i, a_i32[k]);
+    }
+    ck_assert_int_eq(gguf_get_arr(g, "a.u64", &a), 0);
+    ck_assert_int_eq(gguf_arr_i64(&a, 0, &i), FD_ERANGE);
+    ck_assert_int_eq(gguf_get_arr(g, "a.i64", &a), 0);
+    ck_assert_int_eq(gguf_arr_i64(&a, 1, &i), 0);
+    ck_assert(i == INT64_MAX);
+    ck_assert_int_eq(gguf_get_arr(g, "a.f32", &a), 0);
+    ck_assert_int_eq(gguf_arr_f64(&a, 1, &d), 0);
+    ck_assert(isinf(d) && d < 0);
+    float f;
+    ck_assert_int_eq(gguf_arr_f32(&a, 2, &f), 0);
+    ck_assert(f == 1e-30f);
+    ck_assert_int_eq(gguf_get_arr(g, "a.f64", &a), 0);
+    ck_assert_int_eq(gguf_arr_f64(&a, 0, &d), 0);
+    ck_assert(d == M_PI);
+    ck_assert_int_eq(gguf_arr_f64(&a, 1, &d), 0);
+    ck_assert(d == 0 && signbit(d));
+    ck_assert_int_eq(gguf_get_arr(g, "a.bool", &a), 0);
+    ck_assert_int_eq(a.elem_type, GGUF_BOOL);
+    ck_assert_uint_eq(a.n, 3);
+    ck_assert_int_eq(a.data[0], 1);
+    ck_assert_int_eq(a.data[1], 0);
+    ck_assert_int_eq(gguf_get_arr(g, "a.none", &a), 0);
+    ck_assert_uint_eq(a.n, 0);
+    ck_assert_int_eq(a.elem_type, GGUF_INT32);
+    ck_assert_int_eq(gguf_get_arr(g, "a.str", &a), 0);
+    ck_assert_uint_eq(a.n, 4);
+    for (uint64_t k = 0; k < 4; k++) {
+        ck_assert_int_eq(gguf_arr_str(&a, k, &s), 0);
+        ck_assert(str_is(s, a_str[k], strlen(a_str[k])));
+    }
+    ck_assert_int_eq(gguf_get_arr(g, "a.nested", &a), 0);
+    ck_assert_int_eq(a.elem_type, GGUF_ARRAY);
+    ck_assert_uint_eq(a.n, 2);
+    ck_assert_int_eq(gguf_arr_arr(&a, 0, &sub), 0);
+    ck_assert_uint_eq(sub.n, 4);
+    ck_assert_int_eq(gguf_arr_i64(&sub, 3, &i), 0);
+    ck_assert_int_eq(i, 4);
+    ck_assert_int_eq(gguf_arr_arr(&a, 1, &sub), 0);
+    ck_assert_uint_eq(sub.n, 0);
+    ck_assert_int_eq(gguf_get_arr(g, "a.nstr", &a), 0);
+    ck_assert_int_eq(gguf_arr_arr(&a, 0, &sub), 0);
+    ck_assert_int_eq(gguf_arr_str(&sub, 1, &s), 0);
+    ck_assert(str_is(s, "q", 1));
+    ck_assert_int_eq(gguf_arr_arr(&a, 1, &sub), 0);
+    ck_assert_int_eq(gguf_arr_str(&sub, 0, &s), 0);
+    ck_assert(str_is(s, "r", 1));
+    gguf_close(g);
+    free(bytes);
+    gguf_w_free(w);
+}
+END_TEST
+
+/* Every ggml type, from raw bytes: the same bytes come back, at aligned offsets. */
+START_TEST(test_tensors_every_type)
+{
+    static const int all[] = {GG_F32, GG_F16, GG_Q4_0, GG_Q4_1, GG_Q5_0, GG_Q5_1, GG_Q8_0,
+                              GG_Q8_1, GG_Q2_K, GG_Q3_K, GG_Q4_K, GG_Q5_K, GG_Q6_K, GG_Q8_K,
+                              GG_I8, GG_I16, GG_I32, GG_I64, GG_F64, GG_BF16};
+    for (int align = 32; align <= 128; align *= 4) {
+        gguf_w_t *w;
+        ck_assert_int_eq(gguf_w_new(&w), 0);
+        ck_assert_int_eq(gguf_w_set_alignment(w, (uint32_t)align), 0);
+        ck_assert_int_eq(gguf_w_add_str(w, "general.architecture", "test"), 0);
+        uint8_t *data[FD_ARRAY_LEN(all)];
+        uint64_t seed = 99;
+        for (size_t k = 0; k < FD_ARRAY_LEN(all); k++) {
+            int64_t ne[3] = {gg_block_elems(all[k]) * 2, 3, (int64_t)k % 2 + 1};
+            size_t nb = (size_t)gg_row_bytes(all[k], (uint64_t)ne[0]) * 3 * (size_t)ne[2];
+            data[k] = malloc(nb);
+            for (size_t j = 0; j < nb; j++)
+                data[k][j] = (uint8_t)tu_rand64(&seed);
+            char name[32];
+            snprintf(name, sizeof(name), "t.%s", gg_type_name(all[k]));
+            ck_assert_int_eq(gguf_w_add_tensor(w, name, all[k], k % 2 ? 3 : 2, ne, data[k],
+                                               NULL, NULL), 0);
+        }
+        uint8_t *bytes;
+        size_t size;
+        gguf_t *g = write_and_open(w, &bytes, &size);
+        ck_assert_uint_eq(gguf_alignment(g), (uint64_t)align);
+        uint64_t a;
+        ck_assert_int_eq(gguf_get_u64(g, "general.alignment", &a) == 0, align != 32);
+        ck_assert_int_eq(gguf_data_offset(g) % (uint64_t)align, 0);
+        ck_assert_int_eq(gguf_n_tensors(g), (int64_t)FD_ARRAY_LEN(all));
+        for (size_t k = 0; k < FD_ARRAY_LEN(all); k++) {
+            const gguf_tensor_t *t = gguf_tensor_at(g, (int64_t)k);
+            ck_assert_int_eq(t->type, all[k]);
+            ck_assert_int_eq(t->n_dims, k % 2 ? 3 : 2);
+            ck_assert_int_eq(t->ne[0], gg_block_elems(all[k]) * 2);
+            ck_assert_int_eq(t->ne[1], 3);
+            ck_assert_int_eq(t->ne[2], (int64_t)k % 2 + 1);
+            ck_assert_uint_eq(t->offset % (uint64_t)align, 0);
+            ck_assert(memcmp(t->data, data[k], t->nbytes) == 0);
+            free(data[k]);
+        }
+        gguf_close(g);
+        free(bytes);
+        gguf_w_free(w);
+    }
+}
+END_TEST
+
+struct ramp {
+    int calls;
+    int fail_at;
+};
+
+static int fill_ramp(void *ud, const char *name, int64_t row, float *dst, int64_t n)
+{
+    struct ramp *r = ud;
+    __atomic_add_fetch(&r->calls, 1, __ATOMIC_RELAXED);
+    if (row == r->fail_at)
+        return FD_ECANCEL;
+    uint64_t s = (uint64_t)row * 7919 + (uint64_t)strlen(name);
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = tu_randf(&s) * (float)(1 + row);
+    return 0;
+}
+
+/* Filled tensors are exactly what the reference quantizer makes of the same floats, and
+ * dequantize back close to them; the result is the same with 1 or 3 writer threads. */
+START_TEST(test_tensors_filled)
+{
+    static const int types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_1, GG_Q5_0,
+                                GG_Q5_1, GG_Q4_K, GG_Q6_K};
+    /* relative RMS error bounds: the format's step size for inputs in [-1, 1) x row scale */
+    static const double tol[] = {0, 1e-3, 8e-3, 1e-2, 0.12, 0.08, 0.06, 0.04, 0.08, 0.02};
+    uint8_t *out[2];
+    size_t outsz[2];
+    for (int pass = 0; pass < 2; pass++) {
+        gguf_w_t *w;
+        ck_assert_int_eq(gguf_w_new(&w), 0);
+        ck_assert_int_eq(gguf_w_set_threads(w, pass ? 3 : 1), 0);
+        struct ramp r = {0, -1};
+        for (size_t k = 0; k < FD_ARRAY_LEN(types); k++) {
+            int64_t ne[2] = {512, 5};
+            ck_assert_int_eq(gguf_w_add_tensor(w, gg_type_name(types[k]), types[k], 2, ne, NULL,
+                                               fill_ramp, &r), 0);
+        }
+        gguf_t *g = write_and_open(w, &out[pass], &outsz[pass]);
+        ck_assert_int_eq(r.calls, 5 * (int)FD_ARRAY_LEN(types));
+        float x[512], y[512];
+        uint8_t q[2048];
+        for (size_t k = 0; k < FD_ARRAY_LEN(types); k++) {
+            const gguf_tensor_t *t = gguf_find_tensor(g, gg_type_name(types[k]));
+            ck_assert_ptr_nonnull(t);
+            size_t rb = (size_t)gg_row_bytes(types[k], 512);
+            double e2 = 0, x2 = 0;
+            for (int row = 0; row < 5; row++) {
+                struct ramp dummy = {0, -1};
+                fill_ramp(&dummy, t->name, row, x, 512);
+                ck_assert_int_eq(fq_quantize_row(types[k], x, q, 512), 0);
+                const uint8_t *at = (const uint8_t *)t->data + (size_t)row * rb;
+                ck_assert_msg(memcmp(at, q, rb) == 0, "%s row %d differs", t->name, row);
+                ck_assert_int_eq(fq_dequantize_row(types[k], at, y, 512), 0);
+                for (int i = 0; i < 512; i++) {
+                    e2 += (double)(y[i] - x[i]) * (y[i] - x[i]);
+                    x2 += (double)x[i] * x[i];
+                }
+            }
+            double rel = sqrt(e2 / x2);
+            ck_assert_msg(rel <= tol[k], "%s: relative RMS error %g > %g", t->name, rel, tol[k]);
+            if (types[k] != GG_F32)
+                ck_assert_msg(rel > 0, "%s: no rounding at all?", t->name);
+        }
+        gguf_close(g);
+        gguf_w_free(w);
+    }
+    ck_assert_uint_eq(outsz[0], outsz[1]);
+    ck_assert(memcmp(out[0], out[1], outsz[0]) == 0);
+    free(out[0]);
+    free(out[1]);
+}
+END_TEST
+
+START_TEST(test_writer_errors)
+{
+    gguf_w_t *w;
+    char err[512];
+    ck_assert_int_eq(gguf_w_new(&w), 0);
+    int64_t ne[4] = {64, 2, 1, 1};
+    float data[128] = {0};
+    struct ramp r = {0, 3};
+    ck_assert_int_eq(gguf_w_set_alignment(w, 48), -EINVAL);
+    ck_assert_int_eq(gguf_w_set_alignment(w, 0), -EINVAL);
+    ck_assert_int_eq(gguf_w_set_threads(w, 0), -EINVAL);
+    ck_assert_int_eq(gguf_w_add_tensor(w, "a", GG_F32, 2, ne, data, NULL, NULL), 0);
+    ck_assert_int_eq(gguf_w_set_alignment(w, 64), -EINVAL); /* tensors already placed */
+    ck_assert_int_eq(gguf_w_add_tensor(w, "a", GG_F32, 2, ne, data, NULL, NULL), FD_EDUP);
+    ck_assert_int_eq(gguf_w_add_tensor(w, "", GG_F32, 2, ne, data, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(gguf_w_add_tensor(w, "b", GG_F32, 2, ne, NULL, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(gguf_w_add_tensor(w, "b", 4, 2, ne, data, NULL, NULL), FD_EUNSUP);
+    ck_assert_int_eq(gguf_w_add_tensor(w, "b", GG_F32, 0, ne, data, NULL, NULL), FD_ESHAPE);
+    ck_assert_int_eq(gguf_w_add_tensor(w, "b", GG_F32, 5, ne, data, NULL, NULL), FD_ESHAPE);
+    ck_assert_int_eq(gguf_w_add_tensor(w, "b", GG_Q4_K, 2, ne, data, NULL, NULL), FD_ESHAPE);
+    int64_t zero[2] = {64, 0};
+    ck_assert_int_eq(gguf_w_add_tensor(w, "b", GG_F32, 2, zero, data, NULL, NULL), FD_ESHAPE);
+    int64_t huge[4] = {1ll << 40, 1ll << 30, 1, 1};
+    ck_assert_int_eq(gguf_w_add_tensor(w, "b", GG_F32, 2, huge, data, NULL, NULL), FD_ERANGE);
+    /* Q2_K has no reference quantizer: only raw bytes can be written */
+    int64_t k256[2] = {256, 1};
+    ck_assert_int_eq(gguf_w_add_tensor(w, "b", GG_Q2_K, 2, k256, NULL, fill_ramp, &r),
+                     FD_EUNSUP);
+    ck_assert_int_eq(gguf_w_n_tensors(w), 1);
+    ck_assert_uint_eq(gguf_w_data_bytes(w), 512);
+    /* a failing fill aborts the write, and write_file leaves nothing behind */
+    int64_t ne6[2] = {32, 6};
+    ck_assert_int_eq(gguf_w_add_tensor(w, "c", GG_Q8_0, 2, ne6, NULL, fill_ramp, &r), 0);
+    char path[] = "/tmp/test_gguf_write_XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(path));
+    char file[128], tmp[140];
+    snprintf(file, sizeof(file), "%s/m.gguf", path);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", file);
+    ck_assert_int_eq(gguf_w_write_file(w, file, err, sizeof(err)), FD_ECANCEL);
+    ck_assert_ptr_nonnull(strstr(err, "tensor 'c' row 3"));
+    ck_assert_int_ne(access(file, F_OK), 0);
+    ck_assert_int_ne(access(tmp, F_OK), 0);
+    r.fail_at = -1;
+    ck_assert_int_eq(gguf_w_write_file(w, file, err, sizeof(err)), 0);
+    gguf_t *g;
+    ck_assert_int_eq(gguf_open(&g, file, err, sizeof(err)), 0);
+    ck_assert_int_eq(gguf_n_tensors(g), 2);
+    gguf_close(g);
+    ck_assert_int_ne(access(tmp, F_OK), 0);
+    unlink(file);
+    rmdir(path);
+    ck_assert_int_eq(gguf_w_write_file(w, "/nonexistent-dir/m.gguf", err, sizeof(err)), -ENOENT);
+    ck_assert_ptr_nonnull(strstr(err, "/nonexistent-dir/m.gguf.tmp"));
+    gguf_w_free(w);
+}
+END_TEST
+
+/* ---- the Llama generator ---------------------------------------------------------------- */
+
+static gguf_t *gen(gguf_w_llama_t *p, uint8_t **bytes, size_t *size)
+{
+    gguf_w_t *w;
+    char err[512];
+    ck_assert_int_eq(gguf_w_new(&w), 0);
+    int rc = gguf_w_llama_add(w, p, err, sizeof(err));
+    ck_assert_msg(rc == 0, "%s", err);
+    gguf_t *g = write_and_open(w, bytes, size);
+    gguf_w_free(w);
+    return g;
+}
+
+/* The stories260K preset has exactly the tensor table of the real stories260K.gguf. */
+START_TEST(test_llama_stories_layout)
+{
+    gguf_w_llama_t p;
+    ck_assert_int_eq(gguf_w_llama_preset("STORIES260k", &p), 0);
+    uint8_t *bytes;
+    size_t size;
+    gguf_t *g = gen(&p, &bytes, &size);
+    ck_assert_int_eq(p.n_fallback, 0);
+    char err[512];
+    gguf_t *real = NULL;
+    int rc = gguf_open(&real, tu_shared("models/stories260K.gguf", 1), err, sizeof(err));
+    ck_assert_msg(rc == 0, "%s", err);
+    ck_assert_int_eq(gguf_n_tensors(g), gguf_n_tensors(real));
+    for (int64_t i = 0; i < gguf_n_tensors(real); i++) {
+        const gguf_tensor_t *a = gguf_tensor_at(real, i);
+        const gguf_tensor_t *b = gguf_find_tensor(g, a->name);
+        ck_assert_msg(b != NULL, "generated model lacks %s", a->name);
+        ck_assert_int_eq(a->n_dims, b->n_dims);
+        for (int d = 0; d < GGUF_MAX_DIMS; d++)
+            ck_assert_int_eq(a->ne[d], b->ne[d]);
+        ck_assert_int_eq(b->type, GG_F32);
+    }
+    /* the hyperparameters the real file has, with the same values */
+    static const char *const keys[] = {
+        "llama.context_length", "llama.embedding_length", "llama.feed_forward_length",
+        "llama.attention.head_count", "llama.attention.head_count_kv", "llama.block_count",
+        "llama.rope.dimension_count", "tokenizer.ggml.bos_token_id",
+        "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id",
+    };
+    for (size_t k = 0; k < FD_ARRAY_LEN(keys); k++) {
+        uint32_t x, y;
+        ck_assert_int_eq(gguf_get_u32(real, keys[k], &x), 0);
+        ck_assert_int_eq(gguf_get_u32(g, keys[k], &y), 0);
+        ck_assert_msg(x == y, "%s: %u vs %u", keys[k], x, y);
+    }
+    float eps;
+    ck_assert_int_eq(gguf_get_f32(g, "llama.attention.layer_norm_rms_epsilon", &eps), 0);
+    ck_assert_float_eq(eps, 1e-5f);
+    ck_assert_int_eq(gguf_get_f32(g, "llama.rope.freq_base", &eps), 0);
+    ck_assert_float_eq(eps, 10000.0f);
+    gguf_str_t s;
+    ck_assert_int_eq(gguf_get_str(g, "general.architecture", &s), 0);
+    ck_assert(str_is(s, "llama", 5));
+    ck_assert_int_eq(gguf_get_str(g, "tokenizer.ggml.model", &s), 0);
+    ck_assert(str_is(s, "llama", 5));
+
+    /* vocabulary: specials, 256 byte tokens, then distinct normal pieces */
+    gguf_arr_t tok, sc, ty;
+    ck_assert_int_eq(gguf_get_arr(g, "tokenizer.ggml.tokens", &tok), 0);
+    ck_assert_int_eq(gguf_get_arr(g, "tokenizer.ggml.scores", &sc), 0);
+    ck_assert_int_eq(gguf_get_arr(g, "tokenizer.ggml.token_type", &ty), 0);
+    ck_assert_uint_eq(tok.n, 512);
+    ck_assert_uint_eq(sc.n, 512);
+    ck_assert_uint_eq(ty.n, 512);
+    int64_t t;
+    static const char *const first[3] = {"<unk>", "<s>", "</s>"};
+    static const int first_type[3] = {2, 3, 3};
+    for (int k = 0; k < 3; k++) {
+        ck_assert_int_eq(gguf_arr_str(&tok, (uint64_t)k, &s), 0);
+        ck_assert(str_is(s, first[k], strlen(first[k])));
+        ck_assert_int_eq(gguf_arr_i64(&ty, (uint64_t)k, &t), 0);
+        ck_assert_int_eq(t, first_type[k]);
+    }
+    for (int b = 0; b < 256; b++) {
+        char want[8];
+        snprintf(want, sizeof(want), "<0x%02X>", b);
+        ck_assert_int_eq(gguf_arr_str(&tok, 3 + (uint64_t)b, &s), 0);
+        ck_assert(str_is(s, want, 6));
+        ck_assert_int_eq(gguf_arr_i64(&ty, 3 + (uint64_t)b, &t), 0);
+        ck_assert_int_eq(t, 6);
+    }
+    ck_assert_int_eq(gguf_arr_str(&tok, 259, &s), 0);
+    ck_assert(str_is(s, "!", 1));
+    ck_assert_int_eq(gguf_arr_str(&tok, 259 + 94, &s), 0);
+    ck_assert(str_is(s, "\xe2\x96\x81!", 4));
+    float prev = 1;
+    for (uint64_t k = 259; k < 512; k++) {
+        float f;
+        ck_assert_int_eq(gguf_arr_i64(&ty, k, &t), 0);
+        ck_assert_int_eq(t, 1);
+        ck_assert_int_eq(gguf_arr_f32(&sc, k, &f), 0);
+        ck_assert(f < prev);
+        prev = f;
+        gguf_str_t a;
+        ck_assert_int_eq(gguf_arr_str(&tok, k, &a), 0);
+        for (uint64_t j = 0; j < k; j++) {
+            gguf_str_t b;
+            gguf_arr_str(&tok, j, &b);
+            ck_assert(!(a.len == b.len && memcmp(a.ptr, b.ptr, a.len) == 0));
+        }
+    }
+    bool bos;
+    ck_assert_int_eq(gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &bos), 0);
+    ck_assert(bos);
+
+    /* weights: as gguf_w_llama_value says, of variance 1/ne0, norms within 1 +- 0.1 */
+    const gguf_tensor_t *q = gguf_find_tensor(g, "blk.2.attn_q.weight");
+    const float *v = q->data;
+    double sum2 = 0;
+    for (int64_t r = 0; r < q->ne[1]; r++)
+        for (int64_t i = 0; i < q->ne[0]; i++) {
+            float x = v[r * q->ne[0] + i];
+            ck_assert(x == gguf_w_llama_value(&p, q->name, r, i, q->ne[0]));
+            sum2 += (double)x * x;
+        }
+    double var = sum2 / (double)gguf_tensor_nelems(q);
+    ck_assert_msg(fabs(var * 64 - 1) < 0.05, "variance %g, want 1/64", var);
+    const gguf_tensor_t *n = gguf_find_tensor(g, "blk.0.ffn_norm.weight");
+    const float *nv = n->data;
+    double mean = 0;
+    for (int i = 0; i < 64; i++) {
+        ck_assert(nv[i] >= 0.9f && nv[i] <= 1.1f);
+        mean += nv[i] / 64.0;
+    }
+    ck_assert(fabs(mean - 1) < 0.03);
+    /* tensors are independent: two layers' q differ */
+    const gguf_tensor_t *q3 = gguf_find_tensor(g, "blk.3.attn_q.weight");
+    ck_assert(memcmp(q->data, q3->data, q->nbytes) != 0);
+
+    /* the same seed gives the same bytes; another seed does not */
+    uint8_t *b2;
+    size_t s2;
+    gguf_t *g2 = gen(&p, &b2, &s2);
+    ck_assert(s2 == size && memcmp(bytes, b2, size) == 0);
+    gguf_close(g2);
+    free(b2);
+    p.seed = 2;
+    g2 = gen(&p, &b2, &s2);
+    ck_assert(memcmp(gguf_find_tensor(g2, "blk.2.attn_q.weight")->data, q->data, q->nbytes));
+    gguf_close(g2);
+    free(b2);
+    gguf_close(real);
+    gguf_close(g);
+    free(bytes);
+}
+END_TEST
+
+/* Every weight type on a shape the K-quants fit: the types used are the ones asked for (the
+ * Q4_K_M mix exactly as llama.cpp's recipe), and each quantized matrix dequantizes to the
+ * F32 model's values within its format's error. */
+START_TEST(test_llama_types)
+{
+    static const struct { const char *name; int type; double tol; } cases[] = {
+        {"F16", GG_F16, 1e-3}, {"BF16", GG_BF16, 8e-3}, {"Q8_0", GG_Q8_0, 1e-2},
+        {"Q4_0", GG_Q4_0, 0.12}, {"Q4_K", GG_Q4_K, 0.1}, {"Q6_K", GG_Q6_K, 0.03},
+        {"Q4_K_M", GGUF_W_MIX_Q4_K_M, 0.1},
+    };
+    gguf_w_llama_t p = {.name = "t", .n_embd = 256, .n_layer = 8, .n_head = 4, .n_head_kv = 2,
+                        .n_ff = 512, .n_vocab = 300, .n_ctx = 64, .rope_base = 10000,
+                        .norm_eps = 1e-5f, .tied = false, .wtype = GG_F32, .seed = 7};
+    uint8_t *fb;
+    size_t fsz;
+    gguf_t *ref = gen(&p, &fb, &fsz);
+    ck_assert_int_eq(gguf_n_tensors(ref), 3 + 8 * 9);
+    float *x = malloc(512 * sizeof(float));
+    for (size_t c = 0; c < FD_ARRAY_LEN(cases); c++) {
+        p.wtype = cases[c].type;
+        uint8_t *b;
+        size_t sz;
+        gguf_t *g = gen(&p, &b, &sz);
+        ck_assert_int_eq(p.n_fallback, 0);
+        ck_assert_uint_lt(sz, fsz);
+        for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+            const gguf_tensor_t *t = gguf_tensor_at(g, i);
+            const gguf_tensor_t *r = gguf_find_tensor(ref, t->name);
+            int want = cases[c].type;
+            if (t->n_dims == 1) {
+                want = GG_F32;
+            } else if (want == GGUF_W_MIX_Q4_K_M) {
+                int il = -1;
+                sscanf(t->name, "blk.%d.", &il);
+                /* llama.cpp's use_more_bits(il, 8): il < 1, il >= 7, (il - 1) % 3 == 2 */
+                bool more = il == 0 || il == 3 || il == 6 || il == 7;
+                want = GG_Q4_K;
+                if (strcmp(t->name, "output.weight") == 0 ||
+                    (more && (strstr(t->name, "attn_v") || strstr(t->name, "ffn_down"))))
+                    want = GG_Q6_K;
+            }
+            ck_assert_msg(t->type == want, "%s %s: type %s, want %s", cases[c].name, t->name,
+                          gg_type_name(t->type), gg_type_name(want));
+            size_t rb = (size_t)gg_row_bytes(t->type, (uint64_t)t->ne[0]);
+            double e2 = 0, x2 = 0;
+            for (int64_t row = 0; row < t->ne[1]; row++) {
+                const float *rv = (const float *)r->data + row * r->ne[0];
+                ck_assert_int_eq(fq_dequantize_row(t->type, (const uint8_t *)t->data +
+                                                   (size_t)row * rb, x, t->ne[0]), 0);
+                for (int64_t k = 0; k < t->ne[0]; k++) {
+                    e2 += (double)(x[k] - rv[k]) * (x[k] - rv[k]);
+                    x2 += (double)rv[k] * rv[k];
+                }
+            }
+            double rel = sqrt(e2 / x2);
+            ck_assert_msg(rel <= cases[c].tol, "%s %s: relative RMS error %g > %g",
+                          cases[c].name, t->name, rel, cases[c].tol);
+        }
+        uint32_t ft;
+        ck_assert_int_eq(gguf_get_u32(g, "general.file_type", &ft), 0);
+        gguf_close(g);
+        free(b);
+    }
+    free(x);
+    gguf_close(ref);
+    free(fb);
+}
+END_TEST
+
+START_TEST(test_llama_fallback_and_tied)
+{
+    gguf_w_llama_t p;
+    ck_assert_int_eq(gguf_w_llama_preset("stories260K", &p), 0);
+    p.wtype = GG_Q4_K;
+    p.tied = true;
+    uint8_t *b;
+    size_t sz;
+    gguf_t *g = gen(&p, &b, &sz);
+    /* ne0 = 64 rows fall back to Q8_0, ffn_down (ne0 = 172) to F16 */
+    ck_assert_int_eq(gguf_n_tensors(g), 47);
+    ck_assert_ptr_null(gguf_find_tensor(g, "output.weight"));
+    ck_assert_int_eq(p.n_fallback, 1 + 5 * 7);
+    ck_assert_int_eq(gguf_find_tensor(g, "token_embd.weight")->type, GG_Q8_0);
+    ck_assert_int_eq(gguf_find_tensor(g, "blk.0.attn_q.weight")->type, GG_Q8_0);
+    ck_assert_int_eq(gguf_find_tensor(g, "blk.4.ffn_down.weight")->type, GG_F16);
+    ck_assert_int_eq(gguf_find_tensor(g, "blk.4.ffn_norm.weight")->type, GG_F32);
+    gguf_close(g);
+    free(b);
+
+    /* presets by name, and shape refusals */
+    char err[256];
+    for (const char *const *n = gguf_w_llama_preset_names(); *n; n++) {
+        ck_assert_int_eq(gguf_w_llama_preset(*n, &p), 0);
+        ck_assert_int_eq(gguf_w_llama_check(&p, err, sizeof(err)), 0);
+    }
+    ck_assert_int_eq(gguf_w_llama_preset("Llama-3-8B", &p), 0);
+    ck_assert_int_eq(p.n_vocab, 128256);
+    ck_assert_int_eq(p.n_head_kv, 8);
+    ck_assert_float_eq(p.rope_base, 500000.0f);
+    ck_assert_int_eq(gguf_w_llama_preset("gpt-5", &p), -ENOENT);
+    ck_assert_int_eq(gguf_w_llama_preset("stories260K", &p), 0);
+    p.n_head = 7;
+    ck_assert_int_eq(gguf_w_llama_check(&p, err, sizeof(err)), FD_ESHAPE);
+    ck_assert_ptr_nonnull(strstr(err, "n_head 7"));
+    p.n_head = 8;
+    p.n_head_kv = 3;
+    ck_assert_int_eq(gguf_w_llama_check(&p, err, sizeof(err)), FD_ESHAPE);
+    p.n_head_kv = 4;
+    p.n_vocab = 100;
+    ck_assert_int_eq(gguf_w_llama_check(&p, err, sizeof(err)), FD_ESHAPE);
+    p.n_vocab = 512;
+    p.wtype = GG_Q2_K;
+    ck_assert_int_eq(gguf_w_llama_check(&p, err, sizeof(err)), FD_EUNSUP);
+    p.wtype = GG_F32;
+    p.n_embd = 72; /* head size 9: odd */
+    ck_assert_int_eq(gguf_w_llama_check(&p, err, sizeof(err)), FD_ESHAPE);
+}
+END_TEST
+
+static int cmp_str(const void *a, const void *b)
+{
+    const gguf_str_t *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->ptr, y->ptr, n);
+    return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* A Llama-3-sized vocabulary: 128256 distinct pieces. */
+START_TEST(test_llama_big_vocab)
+{
+    gguf_w_llama_t p = {.name = "v", .n_embd = 32, .n_layer = 1, .n_head = 2, .n_head_kv = 1,
+                        .n_ff = 32, .n_vocab = 128256, .n_ctx = 16, .rope_base = 10000,
+                        .norm_eps = 1e-5f, .tied = true, .wtype = GG_F16, .seed = 3};
+    uint8_t *b;
+    size_t sz;
+    gguf_t *g = gen(&p, &b, &sz);
+    gguf_arr_t tok;
+    ck_assert_int_eq(gguf_get_arr(g, "tokenizer.ggml.tokens", &tok), 0);
+    ck_assert_uint_eq(tok.n, 128256);
+    gguf_str_t *all = malloc(tok.n * sizeof(*all));
+    for (uint64_t i = 0; i < tok.n; i++)
+        ck_assert_int_eq(gguf_arr_str(&tok, i, &all[i]), 0);
+    qsort(all, tok.n, sizeof(*all), cmp_str);
+    for (uint64_t i = 1; i < tok.n; i++)
+        ck_assert_msg(cmp_str(&all[i - 1], &all[i]) != 0, "duplicate piece '%.*s'",
+                      (int)all[i].len, all[i].ptr);
+    free(all);
+    ck_assert_int_eq(gguf_find_tensor(g, "token_embd.weight")->ne[1], 128256);
+    gguf_close(g);
+    free(b);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("gguf_write");
+    TCase *tc = tcase_create("writer");
+    tcase_add_test(tc, test_metadata_roundtrip);
+    tcase_add_test(tc, test_tensors_every_type);
+    tcase_add_test(tc, test_tensors_filled);
+    tcase_add_test(tc, test_writer_errors);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("llama generator");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_llama_types);
+    tcase_add_test(tc, test_llama_fallback_and_tied);
+    tcase_add_test(tc, test_llama_big_vocab);
+    suite_add_tcase(s, tc);
+    bool have_shared = tu_shared("models/stories260K.gguf", 0) != NULL;
+    if (have_shared) {
+        tc = tcase_create("real layout");
+        tcase_add_test(tc, test_llama_stories_layout);
+        suite_add_tcase(s, tc);
+    }
+    int rc = tu_run(s);
+    if (rc == EXIT_SUCCESS && !have_shared)
+        tu_shared("models/stories260K.gguf", 1);
+    return rc;
+}

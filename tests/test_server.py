@@ -1,0 +1,450 @@
+#!/usr/bin/env python3
+"""test_server.py: proves the real fusiond over HTTP on loopback with stories260K:
+completions, chat, streaming equal to whole answers, n=2, seeded reproducibility, stop
+strings, logprobs, 16 parallel greedy streams equal to each alone, a client disconnect
+cancelling its sequence, a full queue (503 + Retry-After), an oversized body (413), API keys,
+OpenAI-shaped errors, and a /metrics scrape that promtool accepts.
+
+Usage: test_server.py FUSIOND MODEL  (python3 standard library only)."""
+
+import http.client
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+FUSIOND, MODEL = sys.argv[1], sys.argv[2]
+FAILS = []
+
+
+class Daemon:
+    """One fusiond on 127.0.0.1 with an OS-chosen port (read from its log)."""
+
+    def __init__(self, *args):
+        # The child appends through its own file description, so reading here never moves
+        # its write offset.
+        fd, self.logpath = tempfile.mkstemp(prefix="fusiond-test-", suffix=".log")
+        os.close(fd)
+        self.log = open(self.logpath, "ab")
+        cmd = [FUSIOND, "--model", MODEL, "--host", "127.0.0.1", "--port", "0",
+               "--threads", "1", "--log-format", "plain", *args]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log,
+                                     stdin=subprocess.DEVNULL)
+        self.port = None
+        deadline = time.time() + 60
+        while time.time() < deadline and self.proc.poll() is None:
+            m = re.search(rb"listening on \S*:(\d+)\n", self.logtext())
+            if m:
+                self.port = int(m.group(1))
+                try:
+                    if self.get("/health")[0] == 200:
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError("fusiond did not become ready: %s" % self.logtext().decode(errors="replace"))
+
+    def logtext(self):
+        with open(self.logpath, "rb") as f:
+            return f.read()
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            rc = self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        if rc != 0:
+            FAILS.append("fusiond exited with %s:\n%s" % (rc, self.logtext().decode(errors="replace")[-3000:]))
+        self.log.close()
+        os.unlink(self.logpath)
+
+    def conn(self):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+
+    def request(self, method, path, body=None, headers=None):
+        c = self.conn()
+        h = {"Content-Type": "application/json"}
+        h.update(headers or {})
+        data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+        c.request(method, path, body=data, headers=h)
+        r = c.getresponse()
+        out = r.read()
+        c.close()
+        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), out
+
+    def get(self, path, headers=None):
+        return self.request("GET", path, headers=headers)
+
+    def post(self, path, body, headers=None):
+        st, h, out = self.request("POST", path, body, headers)
+        try:
+            js = json.loads(out)
+        except ValueError:
+            js = None
+        return st, h, js, out
+
+    def stream(self, path, body):
+        """Returns (status, frames as parsed JSON, saw [DONE], ping count)."""
+        c = self.conn()
+        c.request("POST", path, body=json.dumps(body).encode(),
+                  headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        raw = r.read().decode()
+        c.close()
+        frames, done, pings = [], False, 0
+        for block in raw.split("\n\n"):
+            if not block:
+                continue
+            if block.startswith(":"):
+                pings += 1
+                continue
+            assert block.startswith("data: "), block
+            assert not done, "data after [DONE]"
+            if block == "data: [DONE]":
+                done = True
+            else:
+                frames.append(json.loads(block[6:]))
+        return r.status, frames, done, pings
+
+    def metric(self, series, headers=None):
+        st, _, body = self.get("/metrics", headers)
+        assert st == 200
+        for line in body.decode().splitlines():
+            if line.startswith(series + " "):
+                return float(line.split()[-1])
+        return None
+
+
+def check(cond, what):
+    if not cond:
+        FAILS.append(what)
+        print("FAIL:", what)
+    return cond
+
+
+def test(fn):
+    fn.is_test = True
+    return fn
+
+
+def stream_text(frames, index=0, chat=False):
+    out = ""
+    for f in frames:
+        for c in f.get("choices", []):
+            if c["index"] != index:
+                continue
+            piece = c["delta"].get("content") if chat else c.get("text")
+            out += piece or ""
+    return out
+
+
+# ----------------------------------------------------------------------------- tests
+
+@test
+def completion(d):
+    st, h, js, _ = d.post("/v1/completions", {"prompt": "Once upon a time", "max_tokens": 24,
+                                               "temperature": 0})
+    check(st == 200, "completion status %s" % st)
+    check(h.get("content-type") == "application/json", "completion content type")
+    check(js["object"] == "text_completion" and js["id"].startswith("cmpl-"), "completion shape")
+    ch = js["choices"][0]
+    check(ch["index"] == 0 and isinstance(ch["text"], str) and len(ch["text"]) > 0, "text")
+    check(ch["finish_reason"] in ("stop", "length") and ch["logprobs"] is None, "finish/logprobs")
+    u = js["usage"]
+    check(u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"], "usage sums")
+    check(0 < u["completion_tokens"] <= 24, "completion tokens %s" % u["completion_tokens"])
+    t = js["timings"]
+    for k in ("queue_ms", "prompt_n", "prompt_ms", "ttft_ms", "predicted_n", "predicted_ms",
+              "prompt_per_second", "predicted_per_second"):
+        check(k in t, "timings.%s" % k)
+    check(t["predicted_n"] == u["completion_tokens"], "timings.predicted_n == usage")
+    # The same prompt as token ids gives the same text.
+    st, _, tk, _ = d.post("/tokenize", {"content": "Once upon a time"})
+    check(st == 200 and tk["count"] == len(tk["tokens"]) > 1, "tokenize")
+    st, _, js2, _ = d.post("/v1/completions", {"prompt": tk["tokens"], "max_tokens": 24,
+                                                "temperature": 0})
+    check(st == 200 and js2["choices"][0]["text"] == ch["text"], "token-id prompt == text prompt")
+    st, _, dt, _ = d.post("/detokenize", {"tokens": tk["tokens"]})
+    check(st == 200 and dt["content"].strip() == "Once upon a time", "detokenize: %r" % dt)
+    # echo puts the prompt in front.
+    st, _, js3, _ = d.post("/v1/completions", {"prompt": "Once upon a time", "max_tokens": 24,
+                                                "temperature": 0, "echo": True})
+    check(js3["choices"][0]["text"] == "Once upon a time" + ch["text"], "echo")
+
+
+@test
+def chat(d):
+    body = {"messages": [{"role": "system", "content": "You tell stories."},
+                         {"role": "user", "content": [{"type": "text", "text": "A story"}]}],
+            "max_completion_tokens": 20, "temperature": 0}
+    st, _, js, raw = d.post("/v1/chat/completions", body)
+    check(st == 200, "chat status %s %s" % (st, raw[:200]))
+    check(js["object"] == "chat.completion" and js["id"].startswith("chatcmpl-"), "chat shape")
+    m = js["choices"][0]["message"]
+    check(m["role"] == "assistant" and isinstance(m["content"], str), "chat message")
+    body["stream"] = True
+    st, frames, done, _ = d.stream("/v1/chat/completions", body)
+    check(st == 200 and done, "chat stream")
+    check(frames[0]["object"] == "chat.completion.chunk", "chunk object")
+    check(frames[0]["choices"][0]["delta"].get("role") == "assistant", "first delta has the role")
+    check(stream_text(frames, chat=True) == m["content"], "chat stream == chat whole")
+
+
+@test
+def streaming(d):
+    body = {"prompt": "The cat", "max_tokens": 40, "temperature": 0}
+    st, _, whole, _ = d.post("/v1/completions", body)
+    body = dict(body, stream=True, stream_options={"include_usage": True})
+    st, frames, done, _ = d.stream("/v1/completions", body)
+    check(st == 200 and done, "stream ends with [DONE]")
+    check(stream_text(frames) == whole["choices"][0]["text"], "streamed text == whole text")
+    last = frames[-1]
+    check(last["choices"] == [] and last["usage"] == whole["usage"], "include_usage final chunk")
+    fin = [c["finish_reason"] for f in frames for c in f["choices"] if c.get("finish_reason")]
+    check(fin == [whole["choices"][0]["finish_reason"]], "one finish_reason: %s" % fin)
+    for f in frames[:-1]:
+        for c in f["choices"]:
+            c["text"].encode("utf-8")  # every chunk is whole UTF-8 (json decoded it)
+
+
+@test
+def n_and_seeds(d):
+    st, _, js, _ = d.post("/v1/completions", {"prompt": "One day", "max_tokens": 16, "n": 2,
+                                               "temperature": 0})
+    ch = js["choices"]
+    check(st == 200 and [c["index"] for c in ch] == [0, 1], "n=2 indexes")
+    check(ch[0]["text"] == ch[1]["text"], "greedy choices agree")
+    check(js["usage"]["completion_tokens"] == js["timings"]["predicted_n"],
+          "usage counts both choices")
+    body = {"prompt": "One day", "max_tokens": 30, "temperature": 1.0, "seed": 1234}
+    a = d.post("/v1/completions", body)[2]["choices"][0]["text"]
+    b = d.post("/v1/completions", body)[2]["choices"][0]["text"]
+    check(a == b, "same seed, same text")
+    texts = set(d.post("/v1/completions", dict(body, seed=s))[2]["choices"][0]["text"]
+                for s in range(6))
+    check(len(texts) > 1, "different seeds differ")
+    st, _, js, _ = d.post("/v1/completions", dict(body, n=2))
+    check(js["choices"][0]["text"] != js["choices"][1]["text"], "n=2 sampled choices differ")
+
+
+@test
+def stop_strings(d):
+    body = {"prompt": "Once upon a time", "max_tokens": 60, "temperature": 0}
+    full = d.post("/v1/completions", body)[2]["choices"][0]["text"]
+    words = [w for w in re.findall(r"[A-Za-z]{3,}", full)]
+    check(len(words) > 3, "enough text to cut: %r" % full)
+    stop = words[len(words) // 2]
+    cut = full[:full.index(stop)]
+    js = d.post("/v1/completions", dict(body, stop=[stop, "zzzq"]))[2]
+    check(js["choices"][0]["text"] == cut, "stop cuts at the first match: %r vs %r"
+          % (js["choices"][0]["text"], cut))
+    check(js["choices"][0]["finish_reason"] == "stop", "stop finish_reason")
+    st, frames, done, _ = d.stream("/v1/completions", dict(body, stop=stop, stream=True))
+    check(stream_text(frames) == cut, "streamed stop == whole stop")
+
+
+@test
+def logprobs(d):
+    js = d.post("/v1/completions", {"prompt": "The dog", "max_tokens": 10, "temperature": 0,
+                                     "logprobs": 3})[2]
+    lp = js["choices"][0]["logprobs"]
+    n = js["usage"]["completion_tokens"]
+    check(len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) == n,
+          "one logprob entry per token")
+    for i in range(n):
+        top = lp["top_logprobs"][i]
+        check(0 < len(top) <= 3, "top has up to 3")
+        check(lp["token_logprobs"][i] <= 0, "logprob <= 0")
+        check(abs(max(top.values()) - lp["token_logprobs"][i]) < 1e-4,
+              "greedy token is the best alternative")
+    check("".join(lp["tokens"]) == js["choices"][0]["text"] or n == 0, "tokens spell the text")
+    js = d.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
+                                          "max_tokens": 5, "temperature": 0, "logprobs": True,
+                                          "top_logprobs": 2})[2]
+    content = js["choices"][0]["logprobs"]["content"]
+    check(len(content) == js["usage"]["completion_tokens"], "chat logprobs per token")
+    check(all(len(c["top_logprobs"]) == 2 and isinstance(c["bytes"], list) for c in content),
+          "chat top_logprobs and bytes")
+
+
+@test
+def parallel_streams(d):
+    prompts = ["Lily had a %s" % w for w in ("cat", "dog", "ball", "hat", "tree", "car", "toy",
+                                             "box", "cup", "bird", "fish", "bed", "sun", "boat",
+                                             "cake", "kite")]
+    alone = [d.post("/v1/completions", {"prompt": p, "max_tokens": 48, "temperature": 0})[2]
+             ["choices"][0]["text"] for p in prompts]
+    out = [None] * len(prompts)
+
+    def run(i):
+        st, frames, done, _ = d.stream("/v1/completions", {"prompt": prompts[i], "max_tokens": 48,
+                                                           "temperature": 0, "stream": True})
+        out[i] = stream_text(frames) if st == 200 and done else None
+
+    th = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
+    for t in th:
+        t.start()
+    for t in th:
+        t.join()
+    for i in range(len(prompts)):
+        check(out[i] == alone[i], "parallel stream %d == alone: %r vs %r" % (i, out[i], alone[i]))
+
+
+@test
+def errors(d):
+    def err(st, js, want, param):
+        ok = check(st == want, "status %s, want %s: %s" % (st, want, js))
+        if ok and js:
+            e = js["error"]
+            check(set(e) >= {"message", "type", "param", "code"}, "error shape %s" % e)
+            check(e["param"] == param, "param %r, want %r" % (e["param"], param))
+        return js
+    st, _, js, _ = d.post("/v1/completions", b'{"prompt": ')
+    err(st, js, 400, None)
+    st, _, js, _ = d.post("/v1/completions", {"prompt": "x", "max_tokens": "many"})
+    err(st, js, 400, "max_tokens")
+    st, _, js, _ = d.post("/v1/completions", {"prompt": "x", "top_p": 5})
+    err(st, js, 400, "top_p")
+    st, _, js, _ = d.post("/v1/completions", {"prompt": [1, 99999999]})
+    err(st, js, 400, "prompt[1]")
+    st, _, js, _ = d.post("/v1/completions", {"prompt": "x", "max_tokens": 100000})
+    js = err(st, js, 400, "max_tokens")
+    check(js and re.search(r"\d{3}", js["error"]["message"]), "context numbers in message")
+    st, _, js, _ = d.post("/v1/completions", {"prompt": "x", "model": "no-such-model"})
+    err(st, js, 404, "model")
+    st, _, js, _ = d.post("/v1/chat/completions", {"messages": [{"role": "user"}]})
+    err(st, js, 400, "messages[0].content")
+    st, h, body = d.request("GET", "/v1/completions")
+    check(st == 405 and h.get("allow") == "POST", "405 with Allow")
+    st, h, body = d.request("GET", "/v2/nothing")
+    check(st == 404 and json.loads(body)["error"]["type"], "404 route")
+    st, _, js, _ = d.post("/v1/completions", {"prompt": "x", "weird_field": {"a": [1]}})
+    check(st == 200, "unknown fields are ignored")
+
+
+@test
+def models_and_health(d):
+    st, _, body = d.get("/v1/models")
+    js = json.loads(body)
+    check(st == 200 and js["object"] == "list" and len(js["data"]) == 1, "models list")
+    m = js["data"][0]
+    check(m["fusiond"]["context_length"] > 0 and m["fusiond"]["backend"] == "cpu", "model info")
+    st, _, _ = d.get("/v1/models/" + m["id"])
+    check(st == 200, "model by id")
+    st, _, body = d.get("/health")
+    check(st == 200 and json.loads(body)["status"] == "ok", "health ok")
+
+
+@test
+def disconnect(d):
+    # A long stream, read a little, hang up: the sequence must be cancelled at once.
+    before = d.metric('fusiond_requests_finished_total{reason="cancel"}') or 0
+    c = d.conn()
+    c.request("POST", "/v1/completions", body=json.dumps(
+        {"prompt": "Once", "max_tokens": 400, "n": 8, "ignore_eos": True, "stream": True,
+         "temperature": 1.0}).encode(), headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    check(r.status == 200, "stream started")
+    r.fp.readline()
+    c.sock.close()
+    c.close()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if d.metric("fusiond_requests_running") == 0 and d.metric("fusiond_http_requests_in_flight") == 0:
+            break
+        time.sleep(0.02)
+    check(d.metric("fusiond_requests_running") == 0, "running drops to 0 after the disconnect")
+    after = d.metric('fusiond_requests_finished_total{reason="cancel"}')
+    check(after - before >= 1, "sequences finished as cancelled (%s -> %s)" % (before, after))
+
+
+@test
+def promtool(d):
+    st, h, body = d.get("/metrics")
+    check(st == 200 and h["content-type"].startswith("text/plain"), "metrics content type")
+    text = body.decode()
+    for name in ("fusiond_time_to_first_token_seconds", "fusiond_inter_token_latency_seconds",
+                 "fusiond_e2e_request_latency_seconds", "fusiond_request_queue_time_seconds",
+                 "fusiond_request_prefill_time_seconds", "fusiond_request_decode_time_seconds",
+                 "fusiond_step_seconds"):
+        check("# TYPE %s histogram" % name in text, "histogram %s" % name)
+    for name in ("fusiond_requests_running", "fusiond_requests_waiting",
+                 "fusiond_kv_cache_usage_ratio", "fusiond_batch_size",
+                 "fusiond_prompt_tokens_total", "fusiond_generation_tokens_total",
+                 'fusiond_requests_total{endpoint="completions",status="200"}',
+                 'fusiond_op_seconds_total{op="gemm"'):
+        check(name in text, "series %s" % name)
+    check(d.metric("fusiond_step_seconds_count") > 0, "steps observed")
+    tool = shutil.which("promtool")
+    if not check(tool is not None or os.environ.get("FUSIOND_REQUIRE_SHARED") != "1",
+                 "promtool missing (Debian package prometheus)"):
+        return
+    if tool:
+        p = subprocess.run([tool, "check", "metrics"], input=body, capture_output=True)
+        check(p.returncode == 0, "promtool check metrics: %s" % (p.stdout + p.stderr).decode())
+
+
+def limits():
+    """A second daemon: one running sequence, one waiting, a small body limit, API keys."""
+    d = Daemon("--max-running", "1", "--max-waiting", "1", "--max-body-bytes", "1024",
+               "--api-keys", "k-one,k-two")
+    try:
+        auth = {"Authorization": "Bearer k-one"}
+        st, _, js, _ = d.post("/v1/completions", {"prompt": "x"})
+        check(st == 401 and js["error"]["type"], "401 without a key")
+        st, _, _, _ = d.post("/v1/completions", {"prompt": "x", "max_tokens": 2},
+                             {"X-Api-Key": "k-two"})
+        check(st == 200, "X-Api-Key accepted")
+        st, _, _ = d.get("/health")
+        check(st == 200, "/health needs no key")
+        st, h, js, _ = d.post("/v1/completions", {"prompt": "x", "n": 4, "max_tokens": 50}, auth)
+        check(st == 503 and "retry-after" in h, "full queue: 503 + Retry-After (%s)" % st)
+        big = {"prompt": "x" * 3000}
+        st, _, js, _ = d.post("/v1/completions", big, auth)
+        check(st == 413 and js["error"]["message"], "413 over the body limit")
+        # The sequences admitted before the queue filled are cancelled at the engine's next
+        # step; once they are gone the server takes work again.
+        deadline = time.time() + 10
+        while time.time() < deadline and (d.metric("fusiond_requests_running", auth) or
+                                          d.metric("fusiond_requests_waiting", auth)):
+            time.sleep(0.01)
+        st, _, _, _ = d.post("/v1/completions", {"prompt": "x", "max_tokens": 2}, auth)
+        check(st == 200, "served again after the 503s (%s)" % st)
+    finally:
+        d.stop()
+
+
+def main():
+    d = Daemon()
+    try:
+        for name, fn in list(globals().items()):
+            if getattr(fn, "is_test", False):
+                t0 = time.time()
+                try:
+                    fn(d)
+                except Exception as e:  # a crash in a test is a failure, not an abort
+                    import traceback
+                    traceback.print_exc()
+                    FAILS.append("%s raised %r" % (name, e))
+                print("%-20s %.2fs" % (name, time.time() - t0))
+    finally:
+        d.stop()
+    limits()
+    if FAILS:
+        print("\n%d failure(s):" % len(FAILS))
+        for f in FAILS:
+            print("  -", f)
+        return 1
+    print("all server tests passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+/* fusion-gguf-gen: writes a Llama-shaped GGUF model with seeded random weights (and an
+ * SPM-style vocabulary), from a preset shape or explicit hyperparameters, in any of the
+ * weight types the engine runs.  For tests and benchmarks: realistic sizes without
+ * downloading anything.  The written file is re-opened with the validating reader. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "common/fd.h"
+#include "common/ggtypes.h"
+#include "engine/gguf.h"
+#include "engine/gguf_write.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: fusion-gguf-gen -o OUT.gguf [options]\n"
+            "  -o, --output PATH     file to write (written to PATH.tmp, then renamed)\n"
+            "  -p, --preset NAME     shape of a known model (default stories260K):");
+    for (const char *const *n = gguf_w_llama_preset_names(); *n; n++)
+        fprintf(f, " %s", *n);
+    fprintf(f,
+            "\n"
+            "  -t, --type TYPE       F32 (default), F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K, Q4_K_M\n"
+            "  -s, --seed N          weights seed (default 1)\n"
+            "  -j, --threads N       threads that fill and quantize (default: online CPUs)\n"
+            "      --arch NAME       llama (the only one)\n"
+            "      --n-embd N  --n-layer N  --n-head N  --n-head-kv N  --n-ff N\n"
+            "      --n-vocab N  --n-ctx N  --rope-base F  --eps F\n"
+            "      --tied | --untied  output matrix shared with the embedding or not\n"
+            "      --name S          general.name\n"
+            "  -h, --help\n"
+            "Matrices whose rows do not fit the type's block size fall back to Q8_0 or F16.\n");
+}
+
+static int parse_type(const char *s)
+{
+    if (strcasecmp(s, "Q4_K_M") == 0)
+        return GGUF_W_MIX_Q4_K_M;
+    return gg_type_from_name(s);
+}
+
+static int parse_int(const char *opt, const char *s, int *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*s == 0 || *end || v <= 0 || v > (1 << 30)) {
+        fprintf(stderr, "fusion-gguf-gen: %s: '%s' is not a positive integer\n", opt, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_float(const char *opt, const char *s, float *out)
+{
+    char *end;
+    float v = strtof(s, &end);
+    if (*s == 0 || *end || !(v > 0)) {
+        fprintf(stderr, "fusion-gguf-gen: %s: '%s' is not a positive number\n", opt, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+enum { O_ARCH = 256, O_EMBD, O_LAYER, O_HEAD, O_HEAD_KV, O_FF, O_VOCAB, O_CTX, O_ROPE, O_EPS,
+       O_TIED, O_UNTIED, O_NAME };
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"output", required_argument, 0, 'o'}, {"preset", required_argument, 0, 'p'},
+        {"type", required_argument, 0, 't'}, {"seed", required_argument, 0, 's'},
+        {"help", no_argument, 0, 'h'}, {"threads", required_argument, 0, 'j'}, {"arch", required_argument, 0, O_ARCH},
+        {"n-embd", required_argument, 0, O_EMBD}, {"n-layer", required_argument, 0, O_LAYER},
+        {"n-head", required_argument, 0, O_HEAD}, {"n-head-kv", required_argument, 0, O_HEAD_KV},
+        {"n-ff", required_argument, 0, O_FF}, {"n-vocab", required_argument, 0, O_VOCAB},
+        {"n-ctx", required_argument, 0, O_CTX}, {"rope-base", required_argument, 0, O_ROPE},
+        {"eps", required_argument, 0, O_EPS}, {"tied", no_argument, 0, O_TIED},
+        {"untied", no_argument, 0, O_UNTIED}, {"name", required_argument, 0, O_NAME},
+        {0, 0, 0, 0},
+    };
+    const char *out = NULL, *preset = "stories260K", *type = "F32", *seed = NULL;
+    const char *name = NULL;
+    /* Explicit shape options apply after the preset, whatever their order. */
+    const char *shape_arg[O_CTX + 1] = {0};
+    int tied = -1;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int threads = ncpu > 0 ? (int)FD_MIN(ncpu, 256) : 1;
+    float rope = 0, eps = 0;
+    gguf_w_llama_t p;
+    int c;
+    while ((c = getopt_long(argc, argv, "o:p:t:s:j:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'o': out = optarg; break;
+        case 'p': preset = optarg; break;
+        case 't': type = optarg; break;
+        case 's': seed = optarg; break;
+        case 'j': if (parse_int("--threads", optarg, &threads)) return 2; break;
+        case 'h': usage(stdout); return 0;
+        case O_ARCH:
+            if (strcmp(optarg, "llama") != 0) {
+                fprintf(stderr, "fusion-gguf-gen: architecture '%s' not supported (llama)\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case O_EMBD: case O_LAYER: case O_HEAD: case O_HEAD_KV: case O_FF: case O_VOCAB:
+        case O_CTX:
+            shape_arg[c] = optarg;
+            break;
+        case O_ROPE: if (parse_float("--rope-base", optarg, &rope)) return 2; break;
+        case O_EPS: if (parse_float("--eps", optarg, &eps)) return 2; break;
+        case O_TIED: tied = 1; break;
+        case O_UNTIED: tied = 0; break;
+        case O_NAME: name = optarg; break;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!out || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (gguf_w_llama_preset(preset, &p)) {
+        fprintf(stderr, "fusion-gguf-gen: unknown preset '%s' (see --help)\n", preset);
+        return 2;
+    }
+    const struct { int opt; const char *name; int *field; } shape[] = {
+        {O_EMBD, "--n-embd", &p.n_embd}, {O_LAYER, "--n-layer", &p.n_layer},
+        {O_HEAD, "--n-head", &p.n_head}, {O_HEAD_KV, "--n-head-kv", &p.n_head_kv},
+        {O_FF, "--n-ff", &p.n_ff}, {O_VOCAB, "--n-vocab", &p.n_vocab},
+        {O_CTX, "--n-ctx", &p.n_ctx},
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(shape); i++)
+        if (shape_arg[shape[i].opt] && parse_int(shape[i].name, shape_arg[shape[i].opt],
+                                                 shape[i].field))
+            return 2;
+    if (rope > 0)
+        p.rope_base = rope;
+    if (eps > 0)
+        p.norm_eps = eps;
+    if (tied >= 0)
+        p.tied = tied;
+    char defname[64];
+    snprintf(defname, sizeof(defname), "random-%s", p.name);
+    p.name = name ? name : defname;
+    if ((p.wtype = parse_type(type)) < 0) {
+        fprintf(stderr, "fusion-gguf-gen: unknown weight type '%s'\n", type);
+        return 2;
+    }
+    if (seed) {
+        char *end;
+        p.seed = strtoull(seed, &end, 0);
+        if (!*seed || *end) {
+            fprintf(stderr, "fusion-gguf-gen: --seed: '%s' is not a number\n", seed);
+            return 2;
+        }
+    }
+
+    char err[512];
+    double t0 = fd_now_s();
+    int rc = gguf_w_llama_write(&p, out, threads, err, sizeof(err));
+    if (rc) {
+        fprintf(stderr, "fusion-gguf-gen: %s\n", err);
+        return 1;
+    }
+    double dt = fd_now_s() - t0;
+    gguf_t *g;
+    if ((rc = gguf_open(&g, out, err, sizeof(err)))) {
+        fprintf(stderr, "fusion-gguf-gen: the written file does not read back: %s\n", err);
+        return 1;
+    }
+    int64_t params = 0;
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++)
+        params += gguf_tensor_nelems(gguf_tensor_at(g, i));
+    printf("%s: %s-shaped llama, n_embd %d, n_layer %d, n_head %d/%d, n_ff %d, n_vocab %d, "
+           "n_ctx %d, %s, type %s, seed %" PRIu64 "\n",
+           out, preset, p.n_embd, p.n_layer, p.n_head, p.n_head_kv, p.n_ff, p.n_vocab, p.n_ctx,
+           p.tied ? "tied output" : "separate output", type, p.seed);
+    printf("%" PRId64 " tensors, %" PRId64 " parameters, %" PRIu64 " bytes, written in %.1f s",
+           gguf_n_tensors(g), params, gguf_file_size(g), dt);
+    if (p.n_fallback)
+        printf("; %d matrices kept at Q8_0/F16 (rows not a multiple of the block size)",
+               p.n_fallback);
+    printf("\n");
+    gguf_close(g);
+    return 0;
+}

@@ -128,3 +128,10 @@ tests_fuzz_gen_seeds_gguf_LDADD = $(FD_LIBS)
 
 dist_check_SCRIPTS += tests/test_gguf_cli.sh
 TESTS += tests/test_gguf_cli.sh
+
+check_PROGRAMS += tests/test_demo_model
+tests_test_demo_model_SOURCES = tests/test_demo_model.c
+tests_test_demo_model_CFLAGS = $(TEST_CFLAGS)
+tests_test_demo_model_LDADD = $(TEST_LIBS)
+TESTS += tests/test_demo_model
+EXTRA_DIST += tests/data/demo-tok.txt tests/data/demo-logits.txt tests/data/demo-greedy.txt

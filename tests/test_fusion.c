@@ -533,8 +533,8 @@ static double rows_err(const float *y, const double *ref, int64_t rows, int64_t 
  * multiples of the block) x batch 1..64, on rows including 1e3- and 1e-3-scaled ones.
  * fp32 weights: fused and unfused within 1e-5 of fp64.  Other types: the backend may
  * convert x for its dot (e.g. to 8-bit blocks), so both lose the same amount; fused must be
- * no worse than 1.25 x unfused + 1e-6, and both under 2e-2 (a loose sanity bound: the
- * activation format's own error, not the weights', which both share exactly). */
+ * no worse than 1.25 x unfused + 1e-6, and unfused within 5e-2 of sum |terms| (a loose
+ * sanity bound: the activation format's own error, not the weights', which both share). */
 START_TEST(test_fused_rms_matmul)
 {
     static const struct { int type; int64_t n_in[4]; } table[] = {
@@ -562,16 +562,21 @@ START_TEST(test_fused_rms_matmul)
                 float *yf = malloc(sizeof(float) * rows * n_out);
                 float *sc = malloc(sizeof(float) * rows);
                 double *ref = malloc(sizeof(double) * rows * n_out);
+                double *mag = malloc(sizeof(double) * rows * n_out);
                 rand_gamma(g, n_in, &s);
                 rand_rows(x, rows, n_in, &s);
                 for (int r = 0; r < rows; r++) {
                     const float *xr = x + (int64_t)r * n_in;
                     double inv = rms_inv64(xr, n_in, 1e-5);
                     for (int64_t o = 0; o < n_out; o++) {
-                        double acc = 0;
-                        for (int64_t i = 0; i < n_in; i++)
-                            acc += (double)xr[i] * inv * g[i] * m.deq[o * n_in + i];
+                        double acc = 0, am = 0;
+                        for (int64_t i = 0; i < n_in; i++) {
+                            double t = (double)xr[i] * inv * g[i] * m.deq[o * n_in + i];
+                            acc += t;
+                            am += fabs(t);
+                        }
                         ref[(int64_t)r * n_out + o] = acc;
+                        mag[(int64_t)r * n_out + o] = am;
                     }
                 }
                 fb_weight_t w = { .type = type, .n_in = n_in, .n_out = n_out, .src = m.q,
@@ -606,13 +611,28 @@ START_TEST(test_fused_rms_matmul)
                                   "unfused %.3g fused %.3g", backends[b], (long long)n_out,
                                   (long long)n_in, rows, eu, ef);
                 } else {
-                    ck_assert_msg(ef <= 1.25 * eu + 1e-6 && eu <= 2e-2,
-                                  "%s %s %lldx%lld batch %d: unfused %.3g fused %.3g",
+                    /* The sanity bound is relative to sum |terms| (mag), not to |y|: a
+                     * backend's 8-bit activations err by up to half a block step per
+                     * element whatever the sign pattern, so an output that cancels to near
+                     * 0 has an unbounded error relative to itself.  With 8-bit blocks of
+                     * 32 holding a 1-in-61 outlier of 20x, the RMS error per element is
+                     * d/sqrt(12) with d = 20/127, against E|x| = 0.5 over sqrt(32) terms:
+                     * about 0.016 of mag at worst; 0.05 leaves room. */
+                    double eum = 0, den = 0;
+                    for (int64_t i = 0; i < (int64_t)rows * n_out; i++) {
+                        eum += ((double)yu[i] - ref[i]) * ((double)yu[i] - ref[i]);
+                        den += mag[i] * mag[i];
+                    }
+                    eum = den > 0 ? sqrt(eum / den) : sqrt(eum);
+                    ck_assert_msg(ef <= 1.25 * eu + 1e-6 && eum <= 5e-2,
+                                  "%s %s %lldx%lld batch %d: unfused %.3g fused %.3g "
+                                  "(unfused / sum|terms| %.3g)",
                                   backends[b], gg_type_name(type), (long long)n_out,
-                                  (long long)n_in, rows, eu, ef);
+                                  (long long)n_in, rows, eu, ef, eum);
                 }
                 if (eu > 0)
                     worst_ratio = fmax(worst_ratio, ef / eu);
+                free(mag);
                 fb_free(be, dx); fb_free(be, dxn); fb_free(be, dy); fb_free(be, dsc);
                 fb_weight_release(be, &w);
                 fb_weight_release(be, &gw);

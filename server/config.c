@@ -675,11 +675,11 @@ static char *read_file(const char *path, size_t *len)
             buf = nb;
         }
     }
-    int bad = ferror(f);
+    int bad = ferror(f) ? (errno ? errno : EIO) : 0; /* EISDIR for a directory */
     fclose(f);
     if (bad) {
         free(buf);
-        errno = EIO;
+        errno = bad;
         return NULL;
     }
     *len = n;
@@ -697,6 +697,7 @@ static int parse_file(cfg_t *c, char *err, size_t errlen)
     }
     int rc = cfg_parse_text(c, c->config_path, text, len, err, errlen);
     free(text);
+    c->config_read = rc == 0;
     return rc;
 }
 

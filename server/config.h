@@ -73,6 +73,7 @@ typedef struct cfg {
     bool verbose;           /* --verbose: --dump-config documents every option */
     char *config_path;      /* the file read, NULL when none */
     bool config_explicit;   /* given with -c/--config (then it must exist) */
+    bool config_read;       /* the file existed and was read */
     int *src_line;          /* per option: file line that set it, 0 default, -1 flag */
     char **argv;            /* copy of the flags, re-applied over the file on reload */
     int argc;

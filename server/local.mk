@@ -22,3 +22,9 @@ DAEMON_LIBS = libfusiond_daemon.a $(SYSTEMD_LIBS)
 # Chat prompt formatting (template family detection, one formatter per family).
 libfusiond_server_a_SOURCES += server/chat.h server/chat.c
 FUZZ_SRCS += server/chat.c
+
+# fusiond, the daemon: main() in server/main.c.
+sbin_PROGRAMS += fusiond
+fusiond_SOURCES = server/main.c
+fusiond_CFLAGS = $(AM_CFLAGS) $(UV_CFLAGS) $(SYSTEMD_CFLAGS)
+fusiond_LDADD = $(DAEMON_LIBS) $(SRV_LIBS)

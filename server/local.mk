@@ -17,6 +17,8 @@ EXTRA_DIST += server/DESIGN.md
 noinst_LIBRARIES += libfusiond_daemon.a
 libfusiond_daemon_a_SOURCES = server/config.h server/config.c server/notify.h server/notify.c
 libfusiond_daemon_a_CFLAGS = $(AM_CFLAGS) $(SYSTEMD_CFLAGS)
+libfusiond_daemon_a_CPPFLAGS = $(AM_CPPFLAGS) \
+	-DFD_SRC_DEMO_MODEL='"$(abs_top_srcdir)/models/demo.gguf"'
 DAEMON_LIBS = libfusiond_daemon.a $(SYSTEMD_LIBS)
 
 # Chat prompt formatting (template family detection, one formatter per family).

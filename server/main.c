@@ -66,6 +66,8 @@ static void print_version(void)
     printf("fusiond %s\n", PACKAGE_VERSION);
     printf("configuration: %s/fusiond.conf\n", FD_SYSCONFDIR);
     printf("data directory: %s\n", FD_DATADIR);
+    const char *demo = cfg_demo_model_path();
+    printf("demo model: %s\n", demo ? demo : "not installed");
 #ifdef HAVE_LIBSYSTEMD
     printf("sd_notify: libsystemd\n");
 #else

@@ -61,6 +61,12 @@ tests_test_metrics_CFLAGS = $(TEST_CFLAGS)
 tests_test_metrics_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_metrics
 
+check_PROGRAMS += tests/test_openai
+tests_test_openai_SOURCES = tests/test_openai.c
+tests_test_openai_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
+tests_test_openai_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_openai
+
 # test_http drives the real HTTP layer against tests/fake_engine.c (linked before the
 # libraries, so its engine and tokenizer definitions are the ones used).
 check_PROGRAMS += tests/test_http

@@ -427,8 +427,8 @@ static void reload(daemon_t *d)
 {
     char err[1024];
     int changed = 0;
-    if (d->stopping) {
-        fd_log_info("SIGHUP ignored: draining");
+    if (d->stopping || !d->srv) {
+        fd_log_info("SIGHUP ignored: %s", d->stopping ? "draining" : "shutting down");
         return;
     }
     fd_log_info("SIGHUP: reloading %s", d->cfg.config_path);

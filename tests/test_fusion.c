@@ -345,9 +345,22 @@ START_TEST(test_fold_concat)
     ck_assert_ptr_null(f.w.bias);
     fz_folded_free(&f);
 
-    /* a single part under INSCALE is not copied at all */
+    /* a single part under INSCALE is not copied at all, nor are parts that already follow
+     * each other in memory */
     ck_assert_int_eq(fz_fold_rms(pq, 1, g, FZ_FOLD_INSCALE, "a", &f, err, sizeof(err)), 0);
     ck_assert_ptr_eq(f.w.src, qa);
+    ck_assert_ptr_null(f.data);
+    fz_folded_free(&f);
+    uint8_t qab[5 * 68];
+    memcpy(qab, qa, sizeof(qa));
+    memcpy(qab + sizeof(qa), qb, sizeof(qb));
+    fb_weight_t adj[2] = { pq[0], pq[1] };
+    adj[0].src = qab;
+    adj[1].src = qab + sizeof(qa);
+    ck_assert_int_eq(fz_fold_rms(adj, 2, g, FZ_FOLD_AUTO, "ab", &f, err, sizeof(err)), 0);
+    ck_assert_ptr_eq(f.w.src, qab);
+    ck_assert_ptr_null(f.data);
+    ck_assert_int_eq(f.w.n_out, 5);
     fz_folded_free(&f);
 
     /* REQUANT keeps the type; FOLD goes to F32 */

@@ -17,8 +17,16 @@ EXTRA_DIST += server/DESIGN.md
 noinst_LIBRARIES += libfusiond_daemon.a
 libfusiond_daemon_a_SOURCES = server/config.h server/config.c server/notify.h server/notify.c
 libfusiond_daemon_a_CFLAGS = $(AM_CFLAGS) $(SYSTEMD_CFLAGS)
+libfusiond_daemon_a_CPPFLAGS = $(AM_CPPFLAGS) \
+	-DFD_SRC_DEMO_MODEL='"$(abs_top_srcdir)/models/demo.gguf"'
 DAEMON_LIBS = libfusiond_daemon.a $(SYSTEMD_LIBS)
 
 # Chat prompt formatting (template family detection, one formatter per family).
 libfusiond_server_a_SOURCES += server/chat.h server/chat.c
 FUZZ_SRCS += server/chat.c
+
+# fusiond, the daemon: main() in server/main.c.
+sbin_PROGRAMS += fusiond
+fusiond_SOURCES = server/main.c
+fusiond_CFLAGS = $(AM_CFLAGS) $(UV_CFLAGS) $(SYSTEMD_CFLAGS)
+fusiond_LDADD = $(DAEMON_LIBS) $(SRV_LIBS)

@@ -37,6 +37,12 @@ tests_test_notify_CFLAGS = $(TEST_CFLAGS)
 tests_test_notify_LDADD = $(DAEMON_LIBS) $(TEST_LIBS)
 TESTS += tests/test_notify
 
+# Black-box daemon tests: the real fusiond, its flags, signals, sd_notify and unit.
+EXTRA_DIST += tests/daemon_harness.py
+dist_check_SCRIPTS += tests/daemon_config.py tests/daemon_signals.py tests/daemon_sandbox.py \
+	tests/daemon_unit.sh
+TESTS += tests/daemon_config.py tests/daemon_signals.py tests/daemon_sandbox.py tests/daemon_unit.sh
+
 check_PROGRAMS += tests/test_request
 tests_test_request_SOURCES = tests/test_request.c
 tests_test_request_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
@@ -54,6 +60,12 @@ tests_test_metrics_SOURCES = tests/test_metrics.c
 tests_test_metrics_CFLAGS = $(TEST_CFLAGS)
 tests_test_metrics_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_metrics
+
+check_PROGRAMS += tests/test_openai
+tests_test_openai_SOURCES = tests/test_openai.c
+tests_test_openai_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
+tests_test_openai_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_openai
 
 # test_http drives the real HTTP layer against tests/fake_engine.c (linked before the
 # libraries, so its engine and tokenizer definitions are the ones used).

@@ -77,7 +77,8 @@ typedef struct srv_choice {
     int n_gen;
     uint64_t last_ns;
     eng_timings_t t;
-    int lost;                   /* events dropped for lack of memory (set by the engine thread) */
+    int lost;                   /* output dropped for lack of memory; the engine thread adds
+                                   to it too, so every access is atomic (choice_lost) */
     evq_node_t done_node;       /* DONE never waits on malloc */
 } srv_choice_t;
 
@@ -572,10 +573,20 @@ static void on_engine_event(void *ud, const eng_event_t *ev)
     evq_t *q = c->q;
     evq_node_t *n = evq_copy(ev, c, ev->type == ENG_EV_DONE ? &c->done_node : NULL);
     if (!n) {
-        __atomic_add_fetch(&c->lost, 1, __ATOMIC_RELAXED);
+        choice_lose(c);
         return;
     }
     evq_push(q, n); /* c may be freed by the loop from here on */
+}
+
+static bool choice_lost(const srv_choice_t *c)
+{
+    return __atomic_load_n(&c->lost, __ATOMIC_RELAXED) != 0;
+}
+
+static void choice_lose(srv_choice_t *c)
+{
+    __atomic_add_fetch(&c->lost, 1, __ATOMIC_RELAXED);
 }
 
 static const char *finish_reason(int finish)
@@ -692,9 +703,11 @@ static void build_final(srv_job_t *j)
     for (int i = 0; i < j->n_choices; i++) {
         const srv_choice_t *c = &j->choices[i];
         any_gen |= c->n_gen > 0;
-        if (c->finish != ENG_FINISH_TIMEOUT && !(j->server_timeout && c->finish == ENG_FINISH_CANCEL))
+        bool timed_out = c->finish == ENG_FINISH_TIMEOUT ||
+                         (j->server_timeout && c->finish == ENG_FINISH_CANCEL);
+        if (!timed_out)
             all_timeout = false;
-        if (c->finish == ENG_FINISH_ERROR || c->lost)
+        if (c->finish == ENG_FINISH_ERROR || choice_lost(c))
             err = c;
         else if (c->finish == ENG_FINISH_CANCEL && !j->server_timeout)
             cancelled = c;
@@ -702,7 +715,7 @@ static void build_final(srv_job_t *j)
     if (err) {
         status = 500;
         body = oai_error(500, "server_error", NULL, NULL,
-                         err->lost ? "out of memory while collecting the output"
+                         choice_lost(err) ? "out of memory while collecting the output"
                                    : (err->error[0] ? err->error : "engine error"));
     } else if (cancelled) {
         status = 503;
@@ -777,7 +790,7 @@ static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
             size_t cap = c->cap_lp ? c->cap_lp * 2 : 16;
             oai_lp_t *p = realloc(c->lp, cap * sizeof *p);
             if (!p) {
-                c->lost++;
+                choice_lose(c);
                 return;
             }
             c->lp = p;
@@ -801,7 +814,7 @@ static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
     } else {
         sb_add(&c->text, ev->text, ev->text_len);
         if (sb_failed(&c->text))
-            c->lost++;
+            choice_lose(c);
     }
 }
 
@@ -830,12 +843,13 @@ static void on_done(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
                           j->n_running == 0 && !j->rq.include_usage);
             } else if (f == ENG_FINISH_CANCEL) {
                 sse_error(j, 503, "service_unavailable_error", "cancelled",
-                          j->server_cancel ? "the request was cancelled: the server is shutting down"
-                                           : "the request was cancelled");
+                          j->server_cancel
+                              ? "the request was cancelled: the server is shutting down"
+                              : "the request was cancelled");
             } else {
                 sse_error(j, 500, "server_error", NULL, c->error[0] ? c->error : "engine error");
             }
-            if (c->lost)
+            if (choice_lost(c))
                 sse_error(j, 500, "server_error", NULL, "out of memory: output was lost");
             if (j->n_running == 0)
                 stream_done(j);

@@ -567,6 +567,16 @@ static void on_watch(uv_poll_t *p, int status, int events)
 
 /* ---------------------------------------------------------------- engine events */
 
+static bool choice_lost(const srv_choice_t *c)
+{
+    return __atomic_load_n(&c->lost, __ATOMIC_RELAXED) != 0;
+}
+
+static void choice_lose(srv_choice_t *c)
+{
+    __atomic_add_fetch(&c->lost, 1, __ATOMIC_RELAXED);
+}
+
 static void on_engine_event(void *ud, const eng_event_t *ev)
 {
     srv_choice_t *c = ud;
@@ -577,16 +587,6 @@ static void on_engine_event(void *ud, const eng_event_t *ev)
         return;
     }
     evq_push(q, n); /* c may be freed by the loop from here on */
-}
-
-static bool choice_lost(const srv_choice_t *c)
-{
-    return __atomic_load_n(&c->lost, __ATOMIC_RELAXED) != 0;
-}
-
-static void choice_lose(srv_choice_t *c)
-{
-    __atomic_add_fetch(&c->lost, 1, __ATOMIC_RELAXED);
 }
 
 static const char *finish_reason(int finish)

@@ -125,3 +125,9 @@ TESTS += tests/test_gguf_write
 check_PROGRAMS += tests/fuzz/gen_seeds_gguf
 tests_fuzz_gen_seeds_gguf_SOURCES = tests/fuzz/gen_seeds_gguf.c
 tests_fuzz_gen_seeds_gguf_LDADD = $(FD_LIBS)
+
+check_PROGRAMS += tests/test_corsair
+tests_test_corsair_SOURCES = tests/test_corsair.c
+tests_test_corsair_CFLAGS = $(TEST_CFLAGS)
+tests_test_corsair_LDADD = $(TEST_LIBS)
+TESTS += tests/test_corsair

@@ -461,6 +461,15 @@ END_TEST
 
 static const char *const backends[] = { "cpu", "corsair", "cuda" };
 
+/* The corsair backend computes every GEMM in 8-bit block floating point (backends/corsair/
+ * bfp.h): each input moves by up to 1/128 of its 64-block's largest value, so its errors
+ * here are BFP-sized, not fp32-sized; tests/test_corsair.c holds it to the exact BFP bound.
+ * Where a check below is an fp32 bound, corsair gets bfp_tol instead. */
+static bool is_bfp(const char *name)
+{
+    return strcmp(name, "corsair") == 0;
+}
+
 static fb_backend_t *make_backend(const char *name)
 {
     fb_backend_t *be = NULL;
@@ -601,7 +610,17 @@ START_TEST(test_fused_rms_matmul)
                     ck_assert_msg(fabs(sc[r] - inv) <= 1e-5 * inv, "scale_out row %d", r);
                 }
                 double eu = rows_err(yu, ref, rows, n_out), ef = rows_err(yf, ref, rows, n_out);
-                if (type == GG_F32) {
+                if (is_bfp(backends[b])) {
+                    /* F32 folds gamma into the weights, so both operands of the fused dot
+                     * carry a wide range (x its outliers, W gamma's e^3): up to 2x unfused.
+                     * One output is one dot whose terms may cancel: its relative error is
+                     * unbounded for BFP (test_corsair bounds it against sum |w x|). */
+                    ck_assert_msg(eu <= (n_out == 1 ? 0.5 : 3e-2) && ef <= 2 * eu + 5e-3,
+                                  "%s %s %lldx%lld batch "
+                                  "%d: unfused %.3g fused %.3g", backends[b],
+                                  gg_type_name(type), (long long)n_out, (long long)n_in, rows,
+                                  eu, ef);
+                } else if (type == GG_F32) {
                     ck_assert_msg(eu <= 1e-5 && ef <= 1e-5, "%s F32 %lldx%lld batch %d: "
                                   "unfused %.3g fused %.3g", backends[b], (long long)n_out,
                                   (long long)n_in, rows, eu, ef);
@@ -683,7 +702,10 @@ START_TEST(test_fused_layer_matmul)
             ck_assert_int_eq(fb_matmul(be, &f.w, dx, rows, dy, &d), 0);
             to_host(be, yf, dy, rows * n_out);
             double eu = rows_err(yu, ref, rows, n_out), ef = rows_err(yf, ref, rows, n_out);
-            ck_assert_msg(eu <= 1e-5 && ef <= 1e-5, "%s LN %lldx%lld x%lld: unfused %.3g "
+            /* BFP of the raw rows keeps their mean, which the folded weights cancel: the
+             * centred signal loses bits (docs/fusion.md, DC offset) */
+            const double tol = is_bfp(backends[b]) ? 5e-2 : 1e-5;
+            ck_assert_msg(eu <= tol && ef <= tol, "%s LN %lldx%lld x%lld: unfused %.3g "
                           "fused %.3g", backends[b], (long long)n_out, (long long)n_in,
                           (long long)rows, eu, ef);
             fb_free(be, dx); fb_free(be, dxn); fb_free(be, dy);
@@ -792,7 +814,9 @@ START_TEST(test_fused_attention)
                     h.v = bufs[c][2];
                     attn_ref64(&h, ref);
                     double e = rel_err(y, ref, (int64_t)qn);
-                    ck_assert_msg(e <= 1e-5, "%s attention mode %d case %zu amp %g: %.3g",
+                    /* BFP scores of amplitude-30 rows move by ~1/128 of ~300 */
+                    ck_assert_msg(e <= (is_bfp(backends[b]) ? 3e-2 : 1e-5),
+                                  "%s attention mode %d case %zu amp %g: %.3g",
                                   backends[b], modes[md], c, (double)amps[amp], e);
                     free(y);
                     free(ref);
@@ -990,7 +1014,9 @@ START_TEST(test_plan_fused_vs_unfused)
                 df = fmax(df, fabs(lf[i] - lu[i]));
                 ds = fmax(ds, fabs(ls[i] - lu[i]));
             }
-            double bound = cfgs[k].types[0] == GG_F32 ? 1e-4 : 1e-2;
+            /* corsair: every GEMM of both plans rounds its own (different) inputs to BFP8,
+             * through two layers and the attention */
+            double bound = is_bfp(backends[b]) ? 8e-2 : cfgs[k].types[0] == GG_F32 ? 1e-4 : 1e-2;
             fprintf(stderr, "%s plan %s/%s: max|logit| %.3g, fused-unfused %.2e, "
                     "sumonly-unfused %.2e\n", backends[b], gg_type_name(cfgs[k].types[0]),
                     gg_type_name(cfgs[k].types[1]), scale, df / scale, ds / scale);

@@ -7,3 +7,8 @@ fusion_bench_LDADD = $(FD_LIBS)
 
 # serve-bench: the serving load generator (python3, stdlib only); BENCHMARKS.md has runs.
 EXTRA_DIST += bench/serve-bench
+
+# sampler-bench: the sampler's cost per call on large vocabularies, the scheduler's per step.
+noinst_PROGRAMS += sampler-bench
+sampler_bench_SOURCES = bench/sampler-bench.c
+sampler_bench_LDADD = $(FD_LIBS)

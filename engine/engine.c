@@ -89,6 +89,13 @@ typedef struct req {
     double dev_s;
 } req_t;
 
+typedef struct sampled {
+    int32_t tok;                 /* < 0: none */
+    float lp;
+    int n_top;
+    eng_top_t top[SMP_MAX_TOP];
+} sampled_t;
+
 struct eng {
     eng_params_t p;
     eng_driver_t d;
@@ -114,7 +121,7 @@ struct eng {
     float *logits;
     req_t **admitted;
     int n_admitted;
-    eng_top_t top[SMP_MAX_TOP];
+    sampled_t *sampled;          /* per batch entry */
     char check_err[256];
     char step_err[160];
 };
@@ -367,8 +374,8 @@ const tok_t *eng_tokenizer(const eng_t *e)
 
 /* ---- events (engine thread) ---- */
 
-static void emit_token(eng_t *e, req_t *r, int32_t tok, size_t n_text, float logprob,
-                       int n_top)
+static void emit_token(req_t *r, int32_t tok, size_t n_text, float logprob,
+                       const eng_top_t *top, int n_top)
 {
     eng_event_t ev = {
         .type = ENG_EV_TOKEN,
@@ -378,7 +385,7 @@ static void emit_token(eng_t *e, req_t *r, int32_t tok, size_t n_text, float log
         .text = r->held ? r->held : "",
         .text_len = n_text,
         .logprob = logprob,
-        .top = n_top > 0 ? e->top : NULL,
+        .top = n_top > 0 ? top : NULL,
         .n_top = n_top,
     };
     r->on_event(r->ud, &ev);
@@ -501,7 +508,8 @@ static int text_append(eng_t *e, req_t *r, int32_t tok)
 }
 
 /* A sampled token: text, stop strings, the TOKEN event, and the finish it causes. */
-static void on_sampled(eng_t *e, req_t *r, int32_t tok, float logprob, int n_top)
+static void on_sampled(eng_t *e, req_t *r, int32_t tok, float logprob, const eng_top_t *top,
+                       int n_top)
 {
     r->tokens[r->n_tokens++] = tok;
     r->n_gen++;
@@ -513,7 +521,7 @@ static void on_sampled(eng_t *e, req_t *r, int32_t tok, float logprob, int n_top
         rc = text_append(e, r, eog ? -1 : tok);
     if (rc < 0) {
         finish_mark(r, ENG_FINISH_ERROR, "out of memory for the generated text");
-        emit_token(e, r, tok, 0, logprob, n_top);
+        emit_token(r, tok, 0, logprob, top, n_top);
         return;
     }
     bool last = eog || r->n_gen >= r->max_tokens || r->n_tokens >= e->d.n_ctx;
@@ -537,27 +545,28 @@ static void on_sampled(eng_t *e, req_t *r, int32_t tok, float logprob, int n_top
         while (release > 0 && release < r->n_held && ((uint8_t)r->held[release] & 0xC0) == 0x80)
             release--;
     }
-    emit_token(e, r, tok, release, logprob, n_top);
+    emit_token(r, tok, release, logprob, top, n_top);
 }
 
 /* ---- the step (engine thread) ---- */
 
-static void publish_step(eng_t *e, int n_seqs, int n_tok, uint64_t prompt_tok, uint64_t gen_tok)
+/* Publishes a step's counters, before any of its events goes out: a client that sees a
+ * token or DONE also sees the step in eng_stats. */
+static void publish_step(eng_t *e, int n_seqs, int n_tok, uint64_t prompt_tok, uint64_t gen_tok,
+                         bool decoded)
 {
     fb_stats_t ops;
     memset(&ops, 0, sizeof ops);
     if (e->d.stats)
         e->d.stats(e->d.ctx, &ops);
-    int64_t used = 0;
-    for (int i = 0; i < e->n_run; i++)
-        used += e->run[i]->n_past;
     engine_lock(e);
     e->pub.steps++;
     e->pub.last_batch_seqs = n_seqs;
     e->pub.last_batch_tokens = n_tok;
     e->pub.prompt_tokens += prompt_tok;
     e->pub.gen_tokens += gen_tok;
-    e->pub.kv_used = used;
+    if (decoded)
+        e->pub.kv_used += n_tok;
     e->pub.ops = ops;
     engine_unlock(e);
 }
@@ -612,10 +621,14 @@ static void run_step(eng_t *e)
                  fd_strerror(rc));
         for (int i = 0; i < n; i++)
             finish_mark(e->ent_req[i], ENG_FINISH_ERROR, e->step_err);
+        prompt_tok = 0;
     } else {
+        /* sample every sequence first, so the counters go out before the events */
         int li = 0;
         for (int i = 0; i < n; i++) {
             req_t *r = e->ent_req[i];
+            sampled_t *sp = &e->sampled[i];
+            sp->tok = -1;
             r->n_past += e->ent[i].n_tokens;
             r->dev_s += dev;
             if (!r->t_prefill && r->n_past >= r->n_prompt)
@@ -623,23 +636,27 @@ static void run_step(eng_t *e)
             if (!e->ent[i].want_logits)
                 continue;
             float *lg = e->logits + (size_t)li++ * (size_t)V;
-            float lp = 0;
-            int n_top = r->n_probs > 0 ? FD_MIN(r->n_probs, V) : 0;
-            int32_t tok = smp_sample(r->smp, lg, r->n_probs >= 0 ? &lp : NULL, e->top, n_top);
-            if (tok < 0) {
+            sp->n_top = r->n_probs > 0 ? FD_MIN(r->n_probs, V) : 0;
+            sp->lp = 0;
+            sp->tok = smp_sample(r->smp, lg, r->n_probs >= 0 ? &sp->lp : NULL, sp->top,
+                                 sp->n_top);
+            if (sp->tok < 0)
                 finish_mark(r, ENG_FINISH_ERROR,
-                            tok == FD_ERANGE ? "every token is banned by logit_bias"
-                                             : "out of memory while sampling");
-                continue;
-            }
-            gen_tok++;
-            on_sampled(e, r, tok, lp, n_top);
+                            sp->tok == FD_ERANGE ? "every token is banned by logit_bias"
+                                                 : "out of memory while sampling");
+            else
+                gen_tok++;
         }
+    }
+    publish_step(e, n, n_tok, prompt_tok, gen_tok, rc >= 0);
+    for (int i = 0; i < n && rc >= 0; i++) {
+        const sampled_t *sp = &e->sampled[i];
+        if (sp->tok >= 0)
+            on_sampled(e, e->ent_req[i], sp->tok, sp->lp, sp->top, sp->n_top);
     }
     for (int i = 0; i < n; i++)
         if (e->ent_req[i]->finish != ENG_FINISH_NONE)
             finish_running(e, e->ent_req[i]);
-    publish_step(e, n, n_tok, prompt_tok, gen_tok);
     if (e->p.on_step)
         e->p.on_step(e->p.on_step_ud, (double)(t1 - t0) * 1e-9, n, n_tok);
     if (e->p.check && eng_check(e, e->check_err, sizeof e->check_err) < 0) {
@@ -736,9 +753,21 @@ static void *engine_main(void *arg)
             }
             e->d.stream_init(e->d.ctx, &r->ts, r->tokens[r->n_prompt - 1]);
         }
-        for (int i = e->n_run - 1; i >= 0; i--)
-            if (e->run[i]->finish != ENG_FINISH_NONE)
+        bool ended = false;
+        for (int i = e->n_run - 1; i >= 0; i--) {
+            if (e->run[i]->finish != ENG_FINISH_NONE) {
                 finish_running(e, e->run[i]);
+                ended = true;
+            }
+        }
+        if (ended) {
+            /* a place was freed: admit into it before the step rather than after */
+            engine_lock(e);
+            bool admit = e->wait_head && e->n_run < e->max_running;
+            engine_unlock(e);
+            if (admit)
+                continue;
+        }
         run_step(e);
     }
     /* closing: everything still queued or running ends as cancelled */
@@ -900,6 +929,7 @@ int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, c
     e->admitted = calloc(R, sizeof *e->admitted);
     e->ent = calloc(R, sizeof *e->ent);
     e->ent_req = calloc(R, sizeof *e->ent_req);
+    e->sampled = calloc(R, sizeof *e->sampled);
     size_t n_logits;
     if (fd_mul_size(R, (size_t)d->n_vocab, &n_logits) < 0 ||
         fd_mul_size(n_logits, sizeof(float), &n_logits) < 0) {
@@ -907,7 +937,7 @@ int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, c
         goto fail_alloc;
     }
     e->logits = malloc(n_logits);
-    if (!e->run || !e->admitted || !e->ent || !e->ent_req || !e->logits) {
+    if (!e->run || !e->admitted || !e->ent || !e->ent_req || !e->sampled || !e->logits) {
         rc = OPEN_ERR(-ENOMEM, "out of memory for %d running sequences", e->max_running);
         goto fail_alloc;
     }
@@ -932,6 +962,7 @@ fail_cond:
     pthread_mutex_destroy(&e->mu);
 fail_alloc:
     free(e->logits);
+    free(e->sampled);
     free(e->ent_req);
     free(e->ent);
     free(e->admitted);
@@ -957,6 +988,7 @@ void eng_close(eng_t *e)
     if (e->d.close)
         e->d.close(e->d.ctx);
     free(e->logits);
+    free(e->sampled);
     free(e->ent_req);
     free(e->ent);
     free(e->admitted);

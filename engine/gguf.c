@@ -156,6 +156,7 @@ struct rd {
     size_t errlen;
     const char *what;        /* "key 'x'" / "tensor 'y'" / "tensor #n": where we are */
     char whatbuf[160];
+    int64_t elem;            /* index in the innermost array being read, or -1 */
 };
 
 static int fail(struct rd *r, int code, const char *fmt, ...) FD_PRINTF(3, 4);
@@ -173,7 +174,11 @@ static int fail(struct rd *r, int code, const char *fmt, ...)
     va_end(ap);
     if (m < 0 || (size_t)(n + m) >= r->errlen || !r->what)
         return code;
-    snprintf(r->err + n + m, r->errlen - (size_t)(n + m), " (%s)", r->what);
+    if (r->elem >= 0)
+        snprintf(r->err + n + m, r->errlen - (size_t)(n + m), " (%s, array element %" PRId64 ")",
+                 r->what, r->elem);
+    else
+        snprintf(r->err + n + m, r->errlen - (size_t)(n + m), " (%s)", r->what);
     return code;
 }
 
@@ -336,9 +341,11 @@ static int parse_array(struct rd *r, gguf_arr_t *a, int depth)
         gguf_str_t *s = n ? arena_alloc(r->g, n * sizeof(*s)) : NULL;
         if (n && !s)
             return fail(r, -ENOMEM, "out of memory for an array of %" PRIu64 " strings", n);
-        for (uint64_t i = 0; i < n; i++)
+        for (uint64_t i = 0; i < n; i++) {
+            r->elem = (int64_t)i;
             if ((rc = rd_str(r, &s[i], "array string")))
                 return rc;
+        }
         a->priv = s;
     } else if (et == GGUF_ARRAY) {
         if ((rc = check_count(r, n, 12, nat, "array length")))
@@ -346,9 +353,11 @@ static int parse_array(struct rd *r, gguf_arr_t *a, int depth)
         gguf_arr_t *sub = n ? arena_alloc(r->g, n * sizeof(*sub)) : NULL;
         if (n && !sub)
             return fail(r, -ENOMEM, "out of memory for an array of %" PRIu64 " arrays", n);
-        for (uint64_t i = 0; i < n; i++)
+        for (uint64_t i = 0; i < n; i++) {
+            r->elem = (int64_t)i;
             if ((rc = parse_array(r, &sub[i], depth + 1)))
                 return rc;
+        }
         a->priv = sub;
     } else {
         if ((rc = check_count(r, n, 0, nat, "array length")))
@@ -356,6 +365,7 @@ static int parse_array(struct rd *r, gguf_arr_t *a, int depth)
         if ((rc = skip_fixed(r, (int)et, n, "array")))
             return rc;
     }
+    r->elem = -1;
     return 0;
 }
 
@@ -578,7 +588,7 @@ static int check_tensor_data(struct rd *r)
 
 static int parse(gguf_t *g, char *err, size_t errlen)
 {
-    struct rd r = {.g = g, .err = err, .errlen = errlen};
+    struct rd r = {.g = g, .err = err, .errlen = errlen, .elem = -1};
     int rc;
     size_t m = g->size < 4 ? (size_t)g->size : 4;
     if (memcmp(g->base, GGUF_MAGIC, m) != 0) {

@@ -10,6 +10,6 @@ libfusiond_a_SOURCES += engine/unicode.h engine/unicode_data.h engine/unicode.c 
 FUZZ_SRCS += engine/unicode.c engine/tokenizer.c
 EXTRA_DIST += tools/gen-unicode-tables.py
 
-libfusiond_a_SOURCES += engine/engine.c
+libfusiond_a_SOURCES += engine/engine.c engine/engine_llm.c
 
 libfusiond_a_SOURCES += engine/gguf_write.h engine/gguf_write.c

@@ -110,7 +110,8 @@ static cJSON *completion_logprobs(const oai_resp_t *r, const oai_choice_t *c)
         char buf[512];
         size_t n = token_bytes(r->tok, c->echo_ids[i], buf, sizeof buf);
         ok = put(toks, NULL, str_n(buf, n)) && put(lps, NULL, cJSON_CreateNull()) &&
-             put(tops, NULL, cJSON_CreateNull()) && put(offs, NULL, cJSON_CreateNumber((double)off));
+             put(tops, NULL, cJSON_CreateNull()) &&
+             put(offs, NULL, cJSON_CreateNumber((double)off));
         off += n;
     }
     for (size_t i = 0; ok && i < c->n_lp; i++) {
@@ -288,7 +289,8 @@ static cJSON *model_obj(const eng_info_t *info, const char *id, long long create
         ok = put(m, "fusiond", f) &&
              put(f, "backend", cJSON_CreateString(info->backend ? info->backend : "")) &&
              put(f, "fusion", cJSON_CreateBool(info->fusion)) &&
-             put(f, "softmax_mode", cJSON_CreateString(info->softmax_mode ? info->softmax_mode : "")) &&
+             put(f, "softmax_mode",
+                 cJSON_CreateString(info->softmax_mode ? info->softmax_mode : "")) &&
              put(f, "arch", cJSON_CreateString(info->arch ? info->arch : "")) &&
              put(f, "context_length", cJSON_CreateNumber(info->n_ctx)) &&
              put(f, "context_length_train", cJSON_CreateNumber(info->n_ctx_train)) &&

@@ -37,11 +37,19 @@ tests_test_notify_CFLAGS = $(TEST_CFLAGS)
 tests_test_notify_LDADD = $(DAEMON_LIBS) $(TEST_LIBS)
 TESTS += tests/test_notify
 
+# Black-box daemon tests: the real fusiond, its flags, signals, sd_notify and unit.
+EXTRA_DIST += tests/daemon_harness.py
+dist_check_SCRIPTS += tests/daemon_config.py tests/daemon_signals.py tests/daemon_sandbox.py \
+	tests/daemon_unit.sh
+TESTS += tests/daemon_config.py tests/daemon_signals.py tests/daemon_sandbox.py tests/daemon_unit.sh
+
 check_PROGRAMS += tests/test_request
 tests_test_request_SOURCES = tests/test_request.c
 tests_test_request_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
 tests_test_request_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_request
+FUZZ_TARGETS += tests/fuzz/fuzz_request.c
+EXTRA_DIST += tests/fuzz/fuzz_request.c
 
 check_PROGRAMS += tests/test_fusion
 tests_test_fusion_SOURCES = tests/test_fusion.c
@@ -54,6 +62,12 @@ tests_test_metrics_SOURCES = tests/test_metrics.c
 tests_test_metrics_CFLAGS = $(TEST_CFLAGS)
 tests_test_metrics_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_metrics
+
+check_PROGRAMS += tests/test_openai
+tests_test_openai_SOURCES = tests/test_openai.c
+tests_test_openai_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
+tests_test_openai_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_openai
 
 # test_http drives the real HTTP layer against tests/fake_engine.c (linked before the
 # libraries, so its engine and tokenizer definitions are the ones used).
@@ -99,8 +113,8 @@ TESTS += tests/test_fusion_cli.py
 
 check_PROGRAMS += tests/test_engine
 tests_test_engine_SOURCES = tests/test_engine.c
-tests_test_engine_CFLAGS = $(TEST_CFLAGS)
-tests_test_engine_LDADD = $(TEST_LIBS)
+tests_test_engine_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
+tests_test_engine_LDADD = $(TEST_LIBS) $(CJSON_LIBS)
 TESTS += tests/test_engine
 
 check_PROGRAMS += tests/test_chat
@@ -125,6 +139,16 @@ TESTS += tests/test_gguf_write
 check_PROGRAMS += tests/fuzz/gen_seeds_gguf
 tests_fuzz_gen_seeds_gguf_SOURCES = tests/fuzz/gen_seeds_gguf.c
 tests_fuzz_gen_seeds_gguf_LDADD = $(FD_LIBS)
+
+dist_check_SCRIPTS += tests/test_gguf_cli.sh
+TESTS += tests/test_gguf_cli.sh
+
+check_PROGRAMS += tests/test_demo_model
+tests_test_demo_model_SOURCES = tests/test_demo_model.c
+tests_test_demo_model_CFLAGS = $(TEST_CFLAGS)
+tests_test_demo_model_LDADD = $(TEST_LIBS)
+TESTS += tests/test_demo_model
+EXTRA_DIST += tests/data/demo-tok.txt tests/data/demo-logits.txt tests/data/demo-greedy.txt
 
 check_PROGRAMS += tests/test_corsair
 tests_test_corsair_SOURCES = tests/test_corsair.c

@@ -6,20 +6,59 @@
 #include <math.h>
 
 #include "backends/backend.h"
+#include "backends/cpu/pool.h"
 #include "backends/cpu/ref_ops.h"
 #include "backends/quants.h"
 #include "common/fd.h"
 #include "common/ggtypes.h"
 #include "tests/testutil.h"
 
-static fb_backend_t *mk(int threads)
+/* Check's ck_assert reports every PASSING check to the runner (a write per call): inside
+ * loops over thousands of elements these report failures only. */
+#define CHECK(cond)                                                                            \
+    do {                                                                                       \
+        if (!(cond))                                                                           \
+            ck_abort_msg("check failed: %s", #cond);                                           \
+    } while (0)
+#define CHECKM(cond, fmt, ...)                                                                 \
+    do {                                                                                       \
+        if (!(cond))                                                                           \
+            ck_abort_msg(fmt, ##__VA_ARGS__);                                                  \
+    } while (0)
+
+/* Backend configurations every op test runs on: the plain reference, then each kernel
+ * table this CPU has, with 1 and 3 threads (3 > cores here: chunks then interleave). */
+typedef struct cfg {
+    const char *opt[3];
+    int threads;
+} cfg_t;
+static const cfg_t cfgs[] = {
+    {{"ref=1"}, 1},
+    {{"isa=scalar"}, 1},  {{"isa=scalar"}, 3},
+    {{"isa=avx2"}, 1},    {{"isa=avx2"}, 3},
+    {{"isa=avx512"}, 1},  {{"isa=avx512"}, 3},
+    {{"isa=avx512", "defer=one"}, 3},
+    {{"blas_rows=2", "qblas_rows=3"}, 2},
+};
+#define N_CFG ((int)FD_ARRAY_LEN(cfgs))
+
+/* The backend of configuration i, or NULL when this CPU lacks its instruction set. */
+static fb_backend_t *mk_cfg(int i)
 {
-    fb_config_t cfg = {.threads = threads};
+    fb_config_t cfg = {.threads = cfgs[i].threads, .options = cfgs[i].opt};
     fb_backend_t *be = NULL;
-    char err[128];
-    ck_assert_int_eq(fb_create("cpu", &cfg, &be, err, sizeof(err)), 0);
+    char err[160];
+    int rc = fb_create("cpu", &cfg, &be, err, sizeof(err));
+    if (rc == FD_ECONFIG && strstr(err, "not available"))
+        return NULL;
+    CHECKM(rc == 0, "%s", err);
     ck_assert_str_eq(fb_name(be), "cpu");
     return be;
+}
+
+static fb_backend_t *mk_ref(void)
+{
+    return mk_cfg(0);
 }
 
 static float *rnd(uint64_t *s, int64_t n, float scale)
@@ -110,11 +149,13 @@ static const int all_types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4
                                 GG_Q5_1, GG_Q8_1, GG_Q2_K, GG_Q3_K, GG_Q4_K, GG_Q5_K, GG_Q6_K,
                                 GG_Q8_K};
 
-/* Every weight type, plain / RMS / LAYER, with and without bias and in_scale, odd shapes. */
+/* The reference backend against the definition: every weight type, plain / RMS / LAYER,
+ * with and without bias and in_scale, odd shapes.  (The fast kernels are held to the
+ * reference by test_fast_matmul.) */
 START_TEST(test_matmul_types)
 {
     int type = all_types[_i];
-    fb_backend_t *be = mk(0);
+    fb_backend_t *be = mk_ref();
     uint64_t s = 100 + (uint64_t)type;
     int be_el = gg_block_elems(type);
     int64_t n_in = be_el == 1 ? 77 : 2 * be_el, n_out = 13, n_rows = 5;
@@ -141,13 +182,13 @@ START_TEST(test_matmul_types)
         naive_matmul(&w, x, n_rows, want, mag, kind, 1e-5f);
         for (int64_t i = 0; i < n_rows * n_out; i++)
             /* fp32 products summed: error well under 1e-5 of the sum of |terms| */
-            ck_assert_msg(fabs(y[i] - want[i]) <= 1e-5 * mag[i] + 1e-30,
+            CHECKM(fabs(y[i] - want[i]) <= 1e-5 * mag[i] + 1e-30,
                           "%s v%d i=%lld got %.9g want %.9g", gg_type_name(type), variant,
                           (long long)i, (double)y[i], want[i]);
         if (kind != FB_NORM_NONE)
             for (int64_t r = 0; r < n_rows; r++) {
                 double want_s = fcpu_ref_norm_scale(kind, x + r * n_in, n_in, 1e-5f);
-                ck_assert(fabs(sc[r] - want_s) <= 1e-5 * want_s);
+                CHECK(fabs(sc[r] - want_s) <= 1e-5 * want_s);
             }
         fb_weight_release(be, &w);
         ck_assert_ptr_null(w.impl);
@@ -167,7 +208,9 @@ END_TEST
 /* A deferred product equals the unfused product of the normalized row (gamma = 1). */
 START_TEST(test_defer_equals_norm_then_gemm)
 {
-    fb_backend_t *be = mk(0);
+    fb_backend_t *be = mk_cfg(_i);
+    if (!be)
+        return;
     uint64_t s = 7;
     const int64_t n = 96, m = 33, rows = 3;
     float *wf = rnd(&s, n * m, 1), *x = rnd(&s, n * rows, 40), *xn = malloc(sizeof(float) * n * rows);
@@ -184,7 +227,7 @@ START_TEST(test_defer_equals_norm_then_gemm)
     fb_defer_t d = {.kind = FB_NORM_RMS, .eps = 1e-6f};
     ck_assert_int_eq(fb_matmul(be, &w, x, rows, y2, &d), 0);
     for (int64_t i = 0; i < m * rows; i++)
-        ck_assert(fabsf(y1[i] - y2[i]) <= 1e-5f * (1 + fabsf(y1[i])));
+        CHECK(fabsf(y1[i] - y2[i]) <= 1e-5f * (1 + fabsf(y1[i])));
     ck_assert_int_eq(fb_layernorm(be, x, rows, n, &g, NULL, 1e-6f, xn), 0);
     ck_assert_int_eq(fb_matmul(be, &w, xn, rows, y1, NULL), 0);
     /* LAYER expects mean-centering folded into W: W' = W - column means over inputs */
@@ -202,7 +245,7 @@ START_TEST(test_defer_equals_norm_then_gemm)
     d.kind = FB_NORM_LAYER;
     ck_assert_int_eq(fb_matmul(be, &w2, x, rows, y2, &d), 0);
     for (int64_t i = 0; i < m * rows; i++)
-        ck_assert_msg(fabsf(y1[i] - y2[i]) <= 1e-4f * (1 + fabsf(y1[i])), "%g %g", (double)y1[i], (double)y2[i]);
+        CHECKM(fabsf(y1[i] - y2[i]) <= 1e-4f * (1 + fabsf(y1[i])), "%g %g", (double)y1[i], (double)y2[i]);
     fb_weight_release(be, &w);
     fb_weight_release(be, &w2);
     fb_weight_release(be, &g);
@@ -213,7 +256,9 @@ END_TEST
 
 START_TEST(test_norms)
 {
-    fb_backend_t *be = mk(1);
+    fb_backend_t *be = mk_cfg(_i);
+    if (!be)
+        return;
     float x[8] = {1, 2, 3, 4, -1, -1, -1, -1}, y[8];
     float gam[4] = {1, 2, 0.5f, -1}, bet[4] = {0.5f, 0, 0, 1};
     uint16_t gh[4];
@@ -221,9 +266,9 @@ START_TEST(test_norms)
     fb_weight_t b = {.type = GG_F32, .n_in = 4, .n_out = 1, .src = bet};
     ck_assert_int_eq(fb_rmsnorm(be, x, 2, 4, &g, 0, y), 0);
     double r = sqrt(30.0 / 4); /* mean square of 1,2,3,4 is 7.5 */
-    ck_assert(fabs(y[0] - 1 / r) < 1e-6 && fabs(y[1] - 4 / r) < 1e-6);
-    ck_assert(fabs(y[2] - 1.5 / r) < 1e-6 && fabs(y[3] + 4 / r) < 1e-6);
-    ck_assert(fabs(y[4] + 1) < 1e-6 && fabs(y[5] + 2) < 1e-6);
+    CHECK(fabs(y[0] - 1 / r) < 1e-6 && fabs(y[1] - 4 / r) < 1e-6);
+    CHECK(fabs(y[2] - 1.5 / r) < 1e-6 && fabs(y[3] + 4 / r) < 1e-6);
+    CHECK(fabs(y[4] + 1) < 1e-6 && fabs(y[5] + 2) < 1e-6);
     /* an F16 gamma (unprepared and prepared) gives the same */
     ck_assert_int_eq(fq_quantize_row(GG_F16, gam, gh, 4), 0);
     fb_weight_t g16 = {.type = GG_F16, .n_in = 4, .n_out = 1, .src = gh};
@@ -241,13 +286,13 @@ START_TEST(test_norms)
     /* layernorm: mean 2.5, var 1.25 */
     ck_assert_int_eq(fb_layernorm(be, x, 1, 4, &g, &b, 0, y), 0);
     double sd = sqrt(1.25);
-    ck_assert(fabs(y[0] - (-1.5 / sd * 1 + 0.5)) < 1e-6);
-    ck_assert(fabs(y[1] - (-0.5 / sd * 2)) < 1e-6);
-    ck_assert(fabs(y[3] - (1.5 / sd * -1 + 1)) < 1e-6);
+    CHECK(fabs(y[0] - (-1.5 / sd * 1 + 0.5)) < 1e-6);
+    CHECK(fabs(y[1] - (-0.5 / sd * 2)) < 1e-6);
+    CHECK(fabs(y[3] - (1.5 / sd * -1 + 1)) < 1e-6);
     /* a constant row: var 0, eps keeps it finite; output = beta */
     ck_assert_int_eq(fb_layernorm(be, x + 4, 1, 4, &g, &b, 1e-5f, y), 0);
     for (int i = 0; i < 4; i++)
-        ck_assert(fabsf(y[i] - bet[i]) < 1e-6f);
+        CHECK(fabsf(y[i] - bet[i]) < 1e-6f);
     /* bad: gamma of the wrong length, negative eps */
     ck_assert_int_eq(fb_rmsnorm(be, x, 1, 5, &g, 0, y), -EINVAL);
     ck_assert_int_eq(fb_rmsnorm(be, x, 1, 4, &g, -1, y), -EINVAL);
@@ -260,7 +305,9 @@ END_TEST
 
 START_TEST(test_rope)
 {
-    fb_backend_t *be = mk(1);
+    fb_backend_t *be = mk_cfg(_i);
+    if (!be)
+        return;
     /* two heads of 4, row stride 10 (padding must stay untouched) */
     float x[20], x0[20];
     for (int i = 0; i < 20; i++)
@@ -269,24 +316,24 @@ START_TEST(test_rope)
     fb_rope_t rp = {.mode = FB_ROPE_ADJACENT, .n_rot = 4, .freq_base = 10000, .freq_scale = 1};
     ck_assert_int_eq(fb_rope(be, x, 2, 10, 2, 4, pos, &rp), 0);
     for (int i = 0; i < 10; i++)
-        ck_assert(x[i] == x0[i]); /* position 0: identity */
+        CHECK(x[i] == x0[i]); /* position 0: identity */
     /* position 1: pair 0 rotates by 1 rad, pair 1 by 10000^(-2/4) = 0.01 rad */
     double c0 = cos(1), s0 = sin(1), c1 = cos(0.01), s1 = sin(0.01);
     const float *v = x + 10, *u = x0 + 10;
-    ck_assert(fabs(v[0] - (u[0] * c0 - u[1] * s0)) < 1e-5);
-    ck_assert(fabs(v[1] - (u[0] * s0 + u[1] * c0)) < 1e-5);
-    ck_assert(fabs(v[2] - (u[2] * c1 - u[3] * s1)) < 1e-5);
-    ck_assert(fabs(v[3] - (u[2] * s1 + u[3] * c1)) < 1e-5);
-    ck_assert(fabs(v[4] - (u[4] * c0 - u[5] * s0)) < 1e-5); /* second head, same angles */
-    ck_assert(x[18] == x0[18] && x[19] == x0[19]);
+    CHECK(fabs(v[0] - (u[0] * c0 - u[1] * s0)) < 1e-5);
+    CHECK(fabs(v[1] - (u[0] * s0 + u[1] * c0)) < 1e-5);
+    CHECK(fabs(v[2] - (u[2] * c1 - u[3] * s1)) < 1e-5);
+    CHECK(fabs(v[3] - (u[2] * s1 + u[3] * c1)) < 1e-5);
+    CHECK(fabs(v[4] - (u[4] * c0 - u[5] * s0)) < 1e-5); /* second head, same angles */
+    CHECK(x[18] == x0[18] && x[19] == x0[19]);
     /* NEOX pairs (i, i + 2) */
     memcpy(x, x0, sizeof(x));
     rp.mode = FB_ROPE_NEOX;
     ck_assert_int_eq(fb_rope(be, x, 2, 10, 2, 4, pos, &rp), 0);
-    ck_assert(fabs(v[0] - (u[0] * c0 - u[2] * s0)) < 1e-5);
-    ck_assert(fabs(v[2] - (u[0] * s0 + u[2] * c0)) < 1e-5);
-    ck_assert(fabs(v[1] - (u[1] * c1 - u[3] * s1)) < 1e-5);
-    ck_assert(fabs(v[3] - (u[1] * s1 + u[3] * c1)) < 1e-5);
+    CHECK(fabs(v[0] - (u[0] * c0 - u[2] * s0)) < 1e-5);
+    CHECK(fabs(v[2] - (u[0] * s0 + u[2] * c0)) < 1e-5);
+    CHECK(fabs(v[1] - (u[1] * c1 - u[3] * s1)) < 1e-5);
+    CHECK(fabs(v[3] - (u[1] * s1 + u[3] * c1)) < 1e-5);
     /* linear scaling: freq_scale 0.5 at position 2 is position 1 unscaled */
     float xa[20], xb[20];
     memcpy(xa, x0, sizeof(x0));
@@ -297,13 +344,13 @@ START_TEST(test_rope)
     rp.freq_scale = 0.5f;
     ck_assert_int_eq(fb_rope(be, xb, 2, 10, 2, 4, p2, &rp), 0);
     for (int i = 0; i < 20; i++)
-        ck_assert(fabsf(xa[i] - xb[i]) < 1e-5f);
+        CHECK(fabsf(xa[i] - xb[i]) < 1e-5f);
     /* partial rotation: n_rot 2 leaves dims 2,3 alone */
     memcpy(x, x0, sizeof(x));
     rp.freq_scale = 1;
     rp.n_rot = 2;
     ck_assert_int_eq(fb_rope(be, x, 2, 10, 2, 4, pos, &rp), 0);
-    ck_assert(x[12] == x0[12] && x[13] == x0[13] && x[10] != x0[10]);
+    CHECK(x[12] == x0[12] && x[13] == x0[13] && x[10] != x0[10]);
     /* bad */
     rp.n_rot = 3;
     ck_assert_int_eq(fb_rope(be, x, 2, 10, 2, 4, pos, &rp), -EINVAL);
@@ -347,7 +394,9 @@ static void naive_attn(const fb_attn_t *a, double *out)
 
 START_TEST(test_attention)
 {
-    fb_backend_t *be = mk(0);
+    fb_backend_t *be = mk_cfg(_i);
+    if (!be)
+        return;
     uint64_t s = 21;
     const int n_head = 6, n_kv = 2, hd = 20, T = 37, nq = 5;
     const int64_t ldkv = n_kv * hd + 3, ldq = n_head * hd + 1, ldo = n_head * hd + 2;
@@ -363,14 +412,14 @@ START_TEST(test_attention)
         naive_attn(&a, want);
         for (int i = 0; i < nq; i++)
             for (int j = 0; j < n_head * hd; j++)
-                ck_assert_msg(fabs(out[i * ldo + j] - want[i * n_head * hd + j]) < 1e-5,
+                CHECKM(fabs(out[i * ldo + j] - want[i * n_head * hd + j]) < 1e-5,
                               "mode %d q %d j %d: %g vs %g", mode, i, j, (double)out[i * ldo + j],
                               want[i * n_head * hd + j]);
     }
     /* position 0 attends to key 0 only: out = v[0] of its group */
     for (int h = 0; h < n_head; h++)
         for (int j = 0; j < hd; j++)
-            ck_assert(fabsf(out[h * hd + j] - v[(h / 3) * hd + j]) < 1e-6f);
+            CHECK(fabsf(out[h * hd + j] - v[(h / 3) * hd + j]) < 1e-6f);
     /* causality: changing keys/values after a row's position does not change it */
     float o2 = out[2 * ldo + 5];
     for (int t = 18; t < T; t++)
@@ -380,7 +429,7 @@ START_TEST(test_attention)
                    .n_q = nq, .pos = pos, .n_head = n_head, .n_head_kv = n_kv, .head_dim = hd,
                    .scale = 1 / sqrtf(hd), .mode = FB_SOFTMAX_SUMONLY};
     ck_assert_int_eq(fb_attention(be, &a, 1), 0);
-    ck_assert(out[2 * ldo + 5] == o2);
+    CHECK(out[2 * ldo + 5] == o2);
     /* two sequences in one call */
     fb_attn_t two[2] = {a, a};
     two[1].n_q = 1;
@@ -401,20 +450,22 @@ END_TEST
 
 START_TEST(test_elementwise)
 {
-    fb_backend_t *be = mk(0);
+    fb_backend_t *be = mk_cfg(_i);
+    if (!be)
+        return;
     float g[6] = {0, 1, -2, 3, 50, -50}, u[6] = {1, 2, 3, 4, 5, 6}, o[3 * 2];
     /* rows of 2 from rows of stride 3: gate (0,1), (3,50) */
     ck_assert_int_eq(fb_silu_mul(be, g, u, 2, 2, 3, o), 0);
-    ck_assert(o[0] == 0);
-    ck_assert(fabsf(o[1] - 0.7310585786f * 2) < 1e-6f);
-    ck_assert(fabsf(o[2] - 3 / (1 + expf(-3)) * 4) < 1e-5f);
-    ck_assert(fabsf(o[3] - 50 * 5) < 1e-4f);
+    CHECK(o[0] == 0);
+    CHECK(fabsf(o[1] - 0.7310585786f * 2) < 1e-6f);
+    CHECK(fabsf(o[2] - 3 / (1 + expf(-3)) * 4) < 1e-5f);
+    CHECK(fabsf(o[3] - 50 * 5) < 1e-4f);
     float y[5] = {1, 2, 3, 4, 5}, x[6] = {10, 20, 30, 40, 50, 60};
     ck_assert_int_eq(fb_add(be, y, x, 5), 0);
-    ck_assert(y[0] == 11 && y[4] == 55);
+    CHECK(y[0] == 11 && y[4] == 55);
     float d[12] = {0};
     ck_assert_int_eq(fb_copy2d(be, d, 4, x, 2, 3, 2), 0);
-    ck_assert(d[0] == 10 && d[1] == 20 && d[2] == 0 && d[4] == 30 && d[8] == 50 && d[9] == 60 && d[10] == 0);
+    CHECK(d[0] == 10 && d[1] == 20 && d[2] == 0 && d[4] == 30 && d[8] == 50 && d[9] == 60 && d[10] == 0);
     ck_assert_int_eq(fb_copy2d(be, d, 1, x, 2, 3, 2), -EINVAL);
     ck_assert_int_eq(fb_silu_mul(be, g, u, 2, 4, 3, o), -EINVAL);
     fb_destroy(be);
@@ -423,7 +474,9 @@ END_TEST
 
 START_TEST(test_get_rows)
 {
-    fb_backend_t *be = mk(0);
+    fb_backend_t *be = mk_cfg(_i);
+    if (!be)
+        return;
     uint64_t s = 31;
     for (size_t t = 0; t < FD_ARRAY_LEN(all_types); t++) {
         int type = all_types[t];
@@ -448,6 +501,303 @@ START_TEST(test_get_rows)
 }
 END_TEST
 
+/* ---- fast kernels against the reference ------------------------------------------------ */
+
+/* The activation block the kernels quantize to int8 for a weight type (0: activations stay
+ * float).  Q8_0 and Q4_0 use 32-element blocks, the K-quants 256; the other types go
+ * through a dequantized weight row and float activations. */
+static int act_block(int type)
+{
+    switch (type) {
+    case GG_Q8_0: case GG_Q4_0: return 32;
+    case GG_Q4_K: case GG_Q6_K: return 256;
+    default: return 0;
+    }
+}
+
+/* Error bound of a fast product against the fp64 reference, per output:
+ *  - float summation: the kernels sum n_in products in chains of at most n_in/8 + 8 terms
+ *    (8 or 16 lanes, a tree at the end), |err| <= (n_in/8 + 24) u sum|w x'|, u = 2^-24;
+ *  - int8 activations: x' (x times in_scale) is rounded to d/2 per element, d = the
+ *    block's max |x'| / 127, so |err| <= sum_i |w_i| d_b(i) / 2 (1.01: d's own rounding);
+ *  - then the deferred scale s and the bias add a few ulps: 4 u |y|. */
+static void fast_bounds(const fb_weight_t *w, const float *x, int64_t n_rows, const double *ref_y,
+                        const float *scl, double *bound)
+{
+    int64_t n = w->n_in;
+    int blk = act_block(w->type);
+    float *wr = malloc(sizeof(float) * (size_t)n), *xs = malloc(sizeof(float) * (size_t)n);
+    uint64_t rb = gg_row_bytes(w->type, (uint64_t)n);
+    for (int64_t o = 0; o < w->n_out; o++) {
+        fq_dequantize_row(w->type, (const uint8_t *)w->src + rb * (uint64_t)o, wr, n);
+        for (int64_t r = 0; r < n_rows; r++) {
+            for (int64_t i = 0; i < n; i++)
+                xs[i] = x[r * n + i] * (w->in_scale ? w->in_scale[i] : 1.f);
+            double fsum = 0, qerr = 0;
+            for (int64_t i = 0; i < n; i++)
+                fsum += fabs((double)wr[i] * xs[i]);
+            if (blk)
+                for (int64_t b = 0; b < n / blk; b++) {
+                    double amax = 0, sw = 0;
+                    for (int j = 0; j < blk; j++) {
+                        amax = fmax(amax, fabs(xs[b * blk + j]));
+                        sw += fabs(wr[b * blk + j]);
+                    }
+                    qerr += sw * amax / 127 / 2 * 1.01;
+                }
+            double s = scl ? scl[r] : 1;
+            double fl = ((double)n / 8 + 24) * 0x1p-24 * fsum;
+            bound[r * w->n_out + o] = (qerr + fl) * s + 4 * 0x1p-24 * fabs(ref_y[r * w->n_out + o]) + 1e-30;
+        }
+    }
+    free(wr);
+    free(xs);
+}
+
+static const int fast_types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q6_K,
+                                 GG_Q5_K, GG_Q4_1};
+
+/* Every configuration x weight type x awkward shapes (odd n_out, n_in off the SIMD width,
+ * batch 1..64) x deferred kinds, bias and in_scale, with a large-magnitude row. */
+START_TEST(test_fast_matmul)
+{
+    fb_backend_t *be = mk_cfg(_i);
+    if (!be)
+        return;
+    uint64_t s = 500 + (uint64_t)_i;
+    static const int64_t rows_set[] = {1, 2, 3, 5, 8, 17, 64};
+    for (size_t t = 0; t < FD_ARRAY_LEN(fast_types); t++) {
+        int type = fast_types[t];
+        int be_el = gg_block_elems(type);
+        for (int shape = 0; shape < 4; shape++) {
+            int64_t n_in, n_out = (int64_t[]){1, 7, 33, 130}[shape];
+            if (be_el == 1)
+                n_in = (int64_t[]){1, 17, 100, 1000}[shape];
+            else if (be_el == 32)
+                n_in = (int64_t[]){32, 96, 160, 2080}[shape];
+            else
+                n_in = (int64_t[]){256, 512, 768, 1280}[shape];
+            int64_t n_rows = rows_set[(shape * 3 + t) % FD_ARRAY_LEN(rows_set)];
+            if (shape == 3)
+                n_rows = t % 2 ? 64 : 1;
+            int kind = (int)((shape + t) % 3), extras = (int)((shape + t / 3) % 2);
+            fb_weight_t w = {.type = type, .n_in = n_in, .n_out = n_out,
+                             .src = mk_weight(&s, type, n_in, n_out)};
+            float *bias = extras ? rnd(&s, n_out, 3) : NULL, *isc = extras ? rnd(&s, n_in, 2) : NULL;
+            w.bias = bias;
+            w.in_scale = isc;
+            ck_assert_int_eq(fb_weight_prepare(be, &w), 0);
+            float *x = rnd(&s, n_rows * n_in, 1), *y = malloc(sizeof(float) * (size_t)(n_rows * n_out));
+            float *sc = malloc(sizeof(float) * (size_t)n_rows), *ry = malloc(sizeof(float) * (size_t)(n_rows * n_out));
+            for (int64_t i = 0; i < n_in; i++)
+                x[(n_rows / 2) * n_in + i] *= 1000; /* a large-magnitude row */
+            fb_defer_t d = {.kind = kind, .eps = 1e-5f, .scale_out = sc};
+            ck_assert_int_eq(fb_matmul(be, &w, x, n_rows, y, &d), 0);
+            ck_assert_int_eq(fcpu_ref_matmul(&w, x, n_rows, ry, &d), 0);
+            double *ryd = malloc(sizeof(double) * (size_t)(n_rows * n_out)), *bound = malloc(sizeof(double) * (size_t)(n_rows * n_out));
+            for (int64_t i = 0; i < n_rows * n_out; i++)
+                ryd[i] = ry[i];
+            float *scl = NULL;
+            if (kind != FB_NORM_NONE) {
+                scl = malloc(sizeof(float) * (size_t)n_rows);
+                for (int64_t r = 0; r < n_rows; r++)
+                    scl[r] = (float)fcpu_ref_norm_scale(kind, x + r * n_in, n_in, 1e-5f);
+            }
+            fast_bounds(&w, x, n_rows, ryd, scl, bound);
+            for (int64_t i = 0; i < n_rows * n_out; i++)
+                CHECKM(fabs((double)y[i] - ryd[i]) <= bound[i],
+                              "cfg %d %s n_in %lld n_out %lld rows %lld kind %d extras %d i %lld: %.9g vs %.9g (bound %.3g)",
+                              _i, gg_type_name(type), (long long)n_in, (long long)n_out, (long long)n_rows,
+                              kind, extras, (long long)i, (double)y[i], ryd[i], bound[i]);
+            if (kind != FB_NORM_NONE)
+                for (int64_t r = 0; r < n_rows; r++)
+                    CHECK(fabsf(sc[r] - scl[r]) <= 1e-5f * scl[r]);
+            fb_weight_release(be, &w);
+            free((void *)w.src); free(bias); free(isc); free(x); free(y); free(sc); free(ry);
+            free(ryd); free(bound); free(scl);
+        }
+    }
+    fb_destroy(be);
+}
+END_TEST
+
+START_TEST(test_fast_attention)
+{
+    fb_backend_t *be = mk_cfg(_i);
+    if (!be)
+        return;
+    uint64_t s = 900 + (uint64_t)_i;
+    static const int shapes[][4] = {/* n_head, n_kv, head_dim, ctx */
+                                    {8, 8, 8, 40}, {6, 2, 20, 130}, {4, 1, 64, 300}, {32, 4, 100, 70}};
+    for (size_t sh = 0; sh < FD_ARRAY_LEN(shapes); sh++) {
+        int nh = shapes[sh][0], nkv = shapes[sh][1], hd = shapes[sh][2], T = shapes[sh][3];
+        int nq = sh % 2 ? 1 : 5;
+        int64_t ldkv = (int64_t)nkv * hd + 1, ldq = (int64_t)nh * hd, ldo = (int64_t)nh * hd + 3;
+        float *k = rnd(&s, T * ldkv, 1), *v = rnd(&s, T * ldkv, 1), *q = rnd(&s, nq * ldq, 3);
+        float *o1 = malloc(sizeof(float) * (size_t)((nq + 1) * ldo));
+        float *o2 = malloc(sizeof(float) * (size_t)((nq + 1) * ldo));
+        int32_t pos[5];
+        for (int i = 0; i < nq; i++)
+            pos[i] = T - nq + i;
+        for (int mode = 0; mode < 3; mode++) {
+            /* two sequences: the second sees the first half of the cache */
+            int32_t pos2[1] = {T / 2};
+            fb_attn_t a[2] = {
+                {.q = q, .ldq = ldq, .k = k, .v = v, .ldkv = ldkv, .out = o1, .ldo = ldo, .n_q = nq,
+                 .pos = pos, .n_head = nh, .n_head_kv = nkv, .head_dim = hd, .scale = 1 / sqrtf(hd), .mode = mode},
+            };
+            a[1] = a[0];
+            a[1].n_q = 1;
+            a[1].pos = pos2;
+            a[1].out = o1 + nq * ldo;
+            ck_assert_int_eq(fb_attention(be, a, 2), 0);
+            fb_attn_t r0 = a[0], r1 = a[1];
+            r0.out = o2;
+            r1.out = o2 + nq * ldo;
+            ck_assert_int_eq(fcpu_ref_attention(&r0), 0);
+            ck_assert_int_eq(fcpu_ref_attention(&r1), 0);
+            /* outputs are convex combinations of v (|v| <= 1): exp's 2e-7, the score dot
+             * products (|s| up to ~10, error ~1e-6) and the sums keep |err| under 2e-5 */
+            for (int i = 0; i <= nq; i++)
+                for (int j = 0; j < nh * hd; j++)
+                    CHECKM(fabsf(o1[i * ldo + j] - o2[i * ldo + j]) <= 2e-5f,
+                                  "cfg %d shape %zu mode %d: %g vs %g", _i, sh, mode,
+                                  (double)o1[i * ldo + j], (double)o2[i * ldo + j]);
+        }
+        free(k); free(v); free(q); free(o1); free(o2);
+    }
+    fb_destroy(be);
+}
+END_TEST
+
+/* SUMONLY has no max: a score above ~88 overflows fp32's exp (backend.h); the fast path
+ * must show it (a hidden max would not), MAXSUM must not. */
+START_TEST(test_sumonly_overflow)
+{
+    fb_backend_t *be = mk_cfg(_i);
+    if (!be)
+        return;
+    float q[4] = {10, 10, 10, 10}, k[8] = {5, 5, 5, 5, 1, 0, 0, 0}, v[8] = {1, 2, 3, 4, 5, 6, 7, 8}, o[4];
+    int32_t pos[1] = {1};
+    fb_attn_t a = {.q = q, .ldq = 4, .k = k, .v = v, .ldkv = 4, .out = o, .ldo = 4, .n_q = 1,
+                   .pos = pos, .n_head = 1, .n_head_kv = 1, .head_dim = 4, .scale = 1, .mode = FB_SOFTMAX_MAXSUM};
+    ck_assert_int_eq(fb_attention(be, &a, 1), 0);
+    CHECK(fabsf(o[0] - 1) < 1e-5f); /* score 200 vs 10: all weight on key 0 */
+    a.mode = FB_SOFTMAX_SUMONLY;
+    ck_assert_int_eq(fb_attention(be, &a, 1), 0);
+    if (strcmp(cfgs[_i].opt[0], "ref=1") != 0) /* the fp64 reference does not overflow */
+        CHECK(!isfinite(o[0]));
+    fb_destroy(be);
+}
+END_TEST
+
+START_TEST(test_fast_rowops)
+{
+    fb_backend_t *be = mk_cfg(_i);
+    if (!be)
+        return;
+    uint64_t s = 1200 + (uint64_t)_i;
+    static const int64_t ns[] = {1, 7, 64, 100, 4097};
+    for (size_t k = 0; k < FD_ARRAY_LEN(ns); k++) {
+        int64_t n = ns[k], rows = k % 2 ? 3 : 40;
+        float *x = rnd(&s, rows * n, 4), *g = rnd(&s, n, 2), *b = rnd(&s, n, 1);
+        float *y1 = malloc(sizeof(float) * (size_t)(rows * n)), *y2 = malloc(sizeof(float) * (size_t)(rows * n));
+        for (int64_t i = 0; i < n; i++)
+            x[i] = x[i] * 1000 + 3000; /* large magnitude, large mean */
+        fb_weight_t gw = {.type = GG_F32, .n_in = n, .n_out = 1, .src = g};
+        fb_weight_t bw = {.type = GG_F32, .n_in = n, .n_out = 1, .src = b};
+        /* norms: one scale per row (float sums of <= n/8 terms: 1e-6) times x g: 1e-5 rel */
+        ck_assert_int_eq(fb_rmsnorm(be, x, rows, n, &gw, 1e-5f, y1), 0);
+        fcpu_ref_rmsnorm(x, rows, n, g, 1e-5f, y2);
+        for (int64_t i = 0; i < rows * n; i++)
+            CHECK(fabsf(y1[i] - y2[i]) <= 1e-5f * fabsf(y2[i]) + 1e-30f);
+        ck_assert_int_eq(fb_layernorm(be, x, rows, n, &gw, &bw, 1e-5f, y1), 0);
+        fcpu_ref_layernorm(x, rows, n, g, b, 1e-5f, y2);
+        for (int64_t i = 0; i < rows * n; i++) /* |(x - mean) s g| is O(|g|): absolute */
+            CHECKM(fabsf(y1[i] - y2[i]) <= 1e-4f, "n %lld: %g vs %g", (long long)n, (double)y1[i], (double)y2[i]);
+        /* silu_mul: exp to 2e-7 relative, then a division and a product */
+        float *u = rnd(&s, rows * n, 3), *gt = rnd(&s, rows * n, 30);
+        ck_assert_int_eq(fb_silu_mul(be, gt, u, rows, n, n, y1), 0);
+        fcpu_ref_silu_mul(gt, u, rows, n, n, y2);
+        for (int64_t i = 0; i < rows * n; i++)
+            CHECK(fabsf(y1[i] - y2[i]) <= 1e-6f * fabsf(y2[i]) + 1e-30f);
+        memcpy(y1, x, sizeof(float) * (size_t)(rows * n));
+        memcpy(y2, x, sizeof(float) * (size_t)(rows * n));
+        ck_assert_int_eq(fb_add(be, y1, u, rows * n), 0);
+        fcpu_ref_add(y2, u, rows * n);
+        ck_assert_int_eq(memcmp(y1, y2, sizeof(float) * (size_t)(rows * n)), 0);
+        free(x); free(g); free(b); free(y1); free(y2); free(u); free(gt);
+    }
+    /* rope: float cos/sin of the fp64 angles; |err| <= 2 ulp-ish of |x| */
+    static const int rp[][4] = {{1, 8, 8, 0}, {4, 64, 64, 1}, {3, 100, 64, 0}, {32, 128, 128, 1}};
+    for (size_t k = 0; k < FD_ARRAY_LEN(rp); k++) {
+        int nh = rp[k][0], hd = rp[k][1];
+        int64_t rows = 5, ld = (int64_t)nh * hd + 2;
+        float *x1 = rnd(&s, rows * ld, 2), *x2 = malloc(sizeof(float) * (size_t)(rows * ld));
+        memcpy(x2, x1, sizeof(float) * (size_t)(rows * ld));
+        int32_t pos[5] = {0, 1, 17, 4000, 123456};
+        fb_rope_t r = {.mode = rp[k][3], .n_rot = rp[k][2], .freq_base = 500000, .freq_scale = 0.25f};
+        ck_assert_int_eq(fb_rope(be, x1, rows, ld, nh, hd, pos, &r), 0);
+        fcpu_ref_rope(x2, rows, ld, nh, hd, pos, &r);
+        for (int64_t i = 0; i < rows * ld; i++)
+            CHECKM(fabsf(x1[i] - x2[i]) <= 1e-6f * 4, "%g vs %g", (double)x1[i], (double)x2[i]);
+        free(x1); free(x2);
+    }
+    fb_destroy(be);
+}
+END_TEST
+
+/* ---- the thread pool ------------------------------------------------------------------- */
+
+typedef struct pool_ctx {
+    fcpu_pool_t *p;
+    int phase_count[3];
+    int seen_bad;
+    long hits[8];
+} pool_ctx_t;
+
+/* Three phases separated by barriers: nobody may see a phase before all finished the one
+ * before it. */
+static void pool_task(void *arg, int ith, int nth)
+{
+    pool_ctx_t *c = arg;
+    for (int ph = 0; ph < 3; ph++) {
+        __atomic_add_fetch(&c->phase_count[ph], 1, __ATOMIC_SEQ_CST);
+        fcpu_pool_barrier(c->p, nth);
+        if (__atomic_load_n(&c->phase_count[ph], __ATOMIC_SEQ_CST) != nth)
+            __atomic_store_n(&c->seen_bad, 1, __ATOMIC_SEQ_CST);
+        fcpu_pool_barrier(c->p, nth);
+    }
+    c->hits[ith]++;
+}
+
+START_TEST(test_pool)
+{
+    fcpu_pool_t *p = NULL;
+    ck_assert_int_eq(fcpu_pool_create(&p, 4), 0);
+    ck_assert_int_eq(fcpu_pool_size(p), 4);
+    pool_ctx_t c = {.p = p};
+    for (int run = 0; run < 1000; run++) {
+        int nth = 1 + run % 4;
+        memset(c.phase_count, 0, sizeof(c.phase_count));
+        fcpu_pool_run(p, nth, pool_task, &c);
+        CHECKM(!c.seen_bad, "run %d: a thread passed a barrier early", run);
+        if (run % 250 == 0)
+            usleep(1000); /* let the workers fall asleep: the futex path must wake them */
+    }
+    long total = 0;
+    for (int i = 0; i < 4; i++)
+        total += c.hits[i];
+    /* runs with nth = 1..4: thread i takes part in the runs with nth > i */
+    ck_assert_int_eq(c.hits[0], 1000);
+    ck_assert_int_eq(c.hits[3], 250);
+    ck_assert_int_eq(total, 1000 + 750 + 500 + 250);
+    fcpu_pool_run(p, 99, pool_task, &c); /* more than the pool: capped */
+    fcpu_pool_destroy(p);
+    ck_assert_int_eq(fcpu_pool_create(&p, 0), -EINVAL);
+}
+END_TEST
+
 START_TEST(test_registry_and_stats)
 {
     fb_backend_t *be = NULL;
@@ -456,8 +806,8 @@ START_TEST(test_registry_and_stats)
     ck_assert_ptr_null(be);
     ck_assert_ptr_nonnull(strstr(err, "unknown backend \"nosuch\""));
     ck_assert_ptr_nonnull(strstr(err, "cpu"));
-    ck_assert(fb_available("cpu"));
-    ck_assert(!fb_available("nosuch"));
+    CHECK(fb_available("cpu"));
+    CHECK(!fb_available("nosuch"));
     if (!fb_available("cuda")) {
         ck_assert_int_eq(fb_create("cuda", NULL, &be, err, sizeof(err)), -ENOENT);
         ck_assert_ptr_nonnull(strstr(err, "no backend \"cuda\""));
@@ -519,13 +869,18 @@ int main(void)
     TCase *tc = tcase_create("ops");
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_matmul_types, 0, (int)FD_ARRAY_LEN(all_types));
-    tcase_add_test(tc, test_defer_equals_norm_then_gemm);
-    tcase_add_test(tc, test_norms);
-    tcase_add_test(tc, test_rope);
-    tcase_add_test(tc, test_attention);
-    tcase_add_test(tc, test_elementwise);
-    tcase_add_test(tc, test_get_rows);
+    tcase_add_loop_test(tc, test_defer_equals_norm_then_gemm, 0, N_CFG);
+    tcase_add_loop_test(tc, test_norms, 0, N_CFG);
+    tcase_add_loop_test(tc, test_rope, 0, N_CFG);
+    tcase_add_loop_test(tc, test_attention, 0, N_CFG);
+    tcase_add_loop_test(tc, test_elementwise, 0, N_CFG);
+    tcase_add_loop_test(tc, test_get_rows, 0, N_CFG);
     tcase_add_test(tc, test_registry_and_stats);
+    tcase_add_test(tc, test_pool);
+    tcase_add_loop_test(tc, test_fast_matmul, 0, N_CFG);
+    tcase_add_loop_test(tc, test_fast_attention, 0, N_CFG);
+    tcase_add_loop_test(tc, test_sumonly_overflow, 0, N_CFG);
+    tcase_add_loop_test(tc, test_fast_rowops, 0, N_CFG);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

@@ -5,7 +5,10 @@
  * numbers; time limits; chunked prefill interleaves with running decodes under the per-step
  * token cap; the engine sleeps when idle; invariants hold after every step.  A scripted model
  * (a driver whose logits hash the whole sequence, so any mix-up of tokens, positions or slots
- * changes the output) runs the scheduler; the real model runs it in test_engine_model. */
+ * changes the output) runs the scheduler; then stories260K through eng_open: greedy equals
+ * the reference continuation, 16 concurrent requests equal each alone, and the same bounds,
+ * stop strings, cancellation, time limit and prefill interleaving on the real model. */
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <pthread.h>
 #include <time.h>
@@ -1174,6 +1177,404 @@ START_TEST(test_idle_and_close)
 }
 END_TEST
 
+
+/* ---- the real model: stories260K ---- */
+
+static eng_t *open_model(int max_running, int max_waiting, int prefill_chunk, int max_batch,
+                         eng_t **slot)
+{
+    const char *path = tu_shared("models/stories260K.gguf", 1);
+    eng_params_t p;
+    eng_params_default(&p);
+    p.model_path = path;
+    p.threads = 1;
+    p.max_running = max_running;
+    p.max_waiting = max_waiting;
+    p.prefill_chunk = prefill_chunk;
+    p.max_batch_tokens = max_batch;
+    p.check = true;
+    p.on_step = on_step_check;
+    p.on_step_ud = slot;
+    *slot = NULL;
+    char err[512];
+    eng_t *e = NULL;
+    int rc = eng_open(&e, &p, err, sizeof err);
+    ck_assert_msg(rc == 0, "eng_open: %s", err);
+    *slot = e;
+    return e;
+}
+
+/* The reference ids and text of stories260K.reference.json. */
+static int load_reference(int32_t *ids, int cap, char *text, size_t text_cap)
+{
+    const char *path = tu_shared("models/stories260K.reference.json", 1);
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    static char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    cJSON *j = cJSON_Parse(buf);
+    ck_assert_ptr_nonnull(j);
+    const cJSON *gen = cJSON_GetObjectItem(j, "generated_ids");
+    const cJSON *txt = cJSON_GetObjectItem(j, "text");
+    ck_assert(cJSON_IsArray(gen) && cJSON_IsString(txt));
+    int k = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, gen)
+    {
+        ck_assert_int_lt(k, cap);
+        ids[k++] = (int32_t)it->valueint;
+    }
+    snprintf(text, text_cap, "%s", txt->valuestring);
+    cJSON_Delete(j);
+    return k;
+}
+
+static int encode(const tok_t *t, const char *text, int32_t *ids, size_t cap)
+{
+    size_t n = 0;
+    ck_assert_int_eq(tok_encode(t, text, strlen(text), true, false, ids, cap, &n), 0);
+    return (int)n;
+}
+
+START_TEST(test_model_reference)
+{
+    eng_t *e, *slot;
+    e = open_model(4, 8, 256, 0, &slot);
+    const eng_info_t *info = eng_info(e);
+    ck_assert_str_eq(info->arch, "llama");
+    ck_assert_str_eq(info->backend, "cpu");
+    ck_assert_int_eq(info->n_vocab, 512);
+    ck_assert_int_gt(info->n_ctx, 200);
+    ck_assert(info->model_id && info->model_id[0]);
+    const tok_t *tok = eng_tokenizer(e);
+    ck_assert_ptr_nonnull(tok);
+    int32_t ref[256];
+    static char ref_text[8192];
+    int n_ref = load_reference(ref, 256, ref_text, sizeof ref_text);
+    ck_assert_int_eq(n_ref, 200);
+    int32_t bos = tok_bos(tok);
+    ck_assert_int_eq(bos, 1);
+    coll_t *c = coll_new();
+    submit(e, &bos, 1, 200, NULL, c);
+    coll_wait(c);
+    ck_assert_int_eq(c->finish, ENG_FINISH_LENGTH);
+    ck_assert_int_eq(c->n, 200);
+    for (int k = 0; k < 200; k++)
+        ck_assert_msg(c->tok[k] == ref[k], "token %d: %d, reference %d", k, c->tok[k], ref[k]);
+    ck_assert_uint_eq(c->n_text, strlen(ref_text));
+    ck_assert(memcmp(c->text, ref_text, c->n_text) == 0);
+    ck_assert_double_gt(c->t.ttft_s, 0);
+    ck_assert_double_ge(c->t.decode_s, 0);
+    ck_assert_int_eq(c->t.n_prompt, 1);
+    coll_free(c);
+
+    /* a stop string across token boundaries: trimmed, generation ends there */
+    const char *const stop[] = { "little girl" };
+    eng_request_t q;
+    memset(&q, 0, sizeof q);
+    q.prompt = &bos;
+    q.n_prompt = 1;
+    q.max_tokens = 200;
+    eng_sampling_default(&q.sampling);
+    q.sampling.temperature = 0;
+    q.stop = stop;
+    q.n_stop = 1;
+    c = coll_new();
+    q.on_event = on_event;
+    q.ud = c;
+    ck_assert_int_eq(eng_submit(e, &q, &c->id, NULL, 0), 0);
+    coll_wait(c);
+    ck_assert_int_eq(c->finish, ENG_FINISH_STOP);
+    const char *want = "Once upon a time, there was a ";
+    ck_assert_uint_eq(c->n_text, strlen(want));
+    ck_assert(memcmp(c->text, want, c->n_text) == 0);
+    ck_assert_int_lt(c->n, 20);
+    for (int k = 0; k < c->n; k++)
+        ck_assert_int_eq(c->tok[k], ref[k]);
+    coll_free(c);
+    eng_close(e);
+    ck_assert_msg(n_check_failures == 0, "eng_check: %s", check_msg);
+}
+END_TEST
+
+START_TEST(test_model_concurrent_equals_alone)
+{
+    enum { N = 16 };
+    static const char *const texts[N] = {
+        "Once upon a time", "The cat", "Lily and Ben went to the park", "One day",
+        "Tom had a big red ball. He", "The sun was shining and the birds", "Mom said",
+        "There was a little dog named Max", "A boy", "She", "The little girl wanted to play",
+        "They were happy", "Tim saw a bird in the sky. The bird", "It was a cold day",
+        "Sue liked to", "The end",
+    };
+    eng_t *e, *slot;
+    e = open_model(16, 32, 8, 64, &slot);
+    const tok_t *tok = eng_tokenizer(e);
+    int32_t prompts[N][64];
+    int n_prompt[N], max_tok[N];
+    coll_t *alone[N];
+    for (int i = 0; i < N; i++) {
+        n_prompt[i] = encode(tok, texts[i], prompts[i], 64);
+        max_tok[i] = 20 + (i * 17) % 60;
+        alone[i] = coll_new();
+        submit(e, prompts[i], n_prompt[i], max_tok[i], NULL, alone[i]);
+        coll_wait(alone[i]);
+    }
+    coll_t *c[N];
+    for (int i = 0; i < N; i++) {
+        c[i] = coll_new();
+        submit(e, prompts[i], n_prompt[i], max_tok[i], NULL, c[i]);
+    }
+    int most_running = 0;
+    for (int i = 0; i < N; i++) {
+        coll_wait(c[i]);
+        ck_assert_int_eq(c[i]->finish, alone[i]->finish);
+        ck_assert_int_eq(c[i]->n, alone[i]->n);
+        for (int k = 0; k < c[i]->n; k++)
+            ck_assert_msg(c[i]->tok[k] == alone[i]->tok[k],
+                          "request %d token %d: %d together, %d alone", i, k, c[i]->tok[k],
+                          alone[i]->tok[k]);
+        ck_assert_uint_eq(c[i]->n_text, alone[i]->n_text);
+        ck_assert(memcmp(c[i]->text, alone[i]->text, c[i]->n_text) == 0);
+        coll_free(c[i]);
+        coll_free(alone[i]);
+    }
+    (void)most_running;
+    eng_stats_t st;
+    eng_stats(e, &st);
+    ck_assert_int_eq(st.running, 0);
+    ck_assert_int_eq(st.kv_used, 0);
+    ck_assert_uint_gt(st.steps, 0);
+    ck_assert_uint_gt(st.ops.calls[FB_OP_GEMM], 0);
+    eng_close(e);
+    ck_assert_msg(n_check_failures == 0, "eng_check: %s", check_msg);
+}
+END_TEST
+
+START_TEST(test_model_seed_cancel_bounds)
+{
+    eng_t *e, *slot;
+    e = open_model(1, 1, 256, 0, &slot);
+    const tok_t *tok = eng_tokenizer(e);
+    int32_t prompt[32];
+    int n = encode(tok, "Once upon a time", prompt, 32);
+    eng_sampling_t s;
+    eng_sampling_default(&s);
+    s.temperature = 0.9f;
+    s.top_p = 0.95f;
+    s.top_k = 40;
+    s.seed = 2026;
+    s.has_seed = true;
+    coll_t *a = coll_new(), *b = coll_new(), *c = coll_new();
+    submit(e, prompt, n, 60, &s, a);
+    submit(e, prompt, n, 60, &s, b);
+    coll_wait(a);
+    coll_wait(b);
+    s.seed = 2027;
+    submit(e, prompt, n, 60, &s, c);
+    coll_wait(c);
+    ck_assert_int_eq(a->n, b->n);
+    ck_assert(memcmp(a->tok, b->tok, (size_t)a->n * sizeof(int32_t)) == 0);
+    ck_assert(a->n_text == b->n_text && memcmp(a->text, b->text, a->n_text) == 0);
+    ck_assert(a->n != c->n || memcmp(a->tok, c->tok, (size_t)a->n * sizeof(int32_t)) != 0);
+    coll_free(a);
+    coll_free(b);
+    coll_free(c);
+
+    /* one running, one waiting: a third is refused */
+    char err[256];
+    eng_request_t q;
+    memset(&q, 0, sizeof q);
+    q.prompt = prompt;
+    q.n_prompt = (size_t)n;
+    q.max_tokens = 400;
+    eng_sampling_default(&q.sampling);
+    q.sampling.temperature = 0;
+    q.sampling.n_probs = 2;
+    q.on_event = on_event;
+    coll_t *r1 = coll_new(), *r2 = coll_new();
+    r1->cancel_eng = e;
+    r1->cancel_after = 10;    /* cancels itself mid-generation */
+    r1->stats_eng = e;
+    q.ud = r1;
+    ck_assert_int_eq(eng_submit(e, &q, &r1->id, err, sizeof err), 0);
+    q.ud = r2;
+    ck_assert_int_eq(eng_submit(e, &q, &r2->id, err, sizeof err), 0);
+    ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), FD_EFULL);
+    /* beyond the context, with the numbers */
+    const eng_info_t *info = eng_info(e);
+    q.max_tokens = info->n_ctx - n + 1;
+    ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), FD_ECTX);
+    char num[32];
+    snprintf(num, sizeof num, "%d", info->n_ctx);
+    ck_assert_msg(strstr(err, num) && strstr(err, "context window"), "%s", err);
+    coll_wait(r1);
+    ck_assert_int_eq(r1->finish, ENG_FINISH_CANCEL);
+    ck_assert_int_eq(r1->n, 10);
+    ck_assert_int_eq(r1->n_top[0], 2);
+    ck_assert(r1->lp[0] <= 0 && r1->top[0][0].logprob == r1->lp[0]);
+    /* r2 is admitted at the step that ends r1: running stays 1 (r2), r1's KV is gone */
+    ck_assert_int_le(r1->stats_at_done.running, 1);
+    ck_assert_int_eq(r1->stats_at_done.kv_reserved, r1->stats_at_done.running ? n + 400 : 0);
+    ck_assert_int_eq(eng_cancel(e, r2->id), 0);
+    coll_wait(r2);
+    ck_assert_int_eq(r2->finish, ENG_FINISH_CANCEL);
+    eng_stats_t st;
+    eng_stats(e, &st);
+    ck_assert_int_eq(st.running, 0);
+    ck_assert_int_eq(st.waiting, 0);
+    ck_assert_int_eq(st.kv_used, 0);
+    ck_assert_int_eq(st.kv_reserved, 0);
+    coll_free(r1);
+    coll_free(r2);
+
+    /* a time limit shorter than the generation */
+    q.max_tokens = 450;
+    q.timeout_s = 0.02;
+    coll_t *t = coll_new();
+    q.ud = t;
+    ck_assert_int_eq(eng_submit(e, &q, &t->id, err, sizeof err), 0);
+    coll_wait(t);
+    ck_assert_int_eq(t->finish, ENG_FINISH_TIMEOUT);
+    ck_assert_int_lt(t->n, 450);
+    ck_assert_double_ge(t->t.total_s, 0.02);
+    coll_free(t);
+    eng_close(e);
+    ck_assert_msg(n_check_failures == 0, "eng_check: %s", check_msg);
+}
+END_TEST
+
+/* Step log for the interleaving test: (sequences, tokens) per step, and the step each token
+ * of the running stream arrived in. */
+static int ml_steps;
+static int ml_seqs[4096], ml_tok[4096];
+static eng_t *ml_eng;
+
+static void ml_on_step(void *ud, double seconds, int seqs, int tokens)
+{
+    if (ml_steps < 4096) {
+        ml_seqs[ml_steps] = seqs;
+        ml_tok[ml_steps] = tokens;
+    }
+    ml_steps++;
+    on_step_check(&ml_eng, seconds, seqs, tokens);
+}
+
+typedef struct stamp {
+    coll_t c;
+    int step_of[CO_MAX];
+} stamp_t;
+
+static void on_event_stamp(void *ud, const eng_event_t *ev)
+{
+    stamp_t *s = ud;
+    if (ev->type == ENG_EV_TOKEN && s->c.n < CO_MAX)
+        s->step_of[s->c.n] = ml_steps;   /* tokens of step k arrive before its on_step */
+    on_event(&s->c, ev);
+}
+
+START_TEST(test_model_prefill_interleaves)
+{
+    const char *path = tu_shared("models/stories260K.gguf", 1);
+    eng_params_t p;
+    eng_params_default(&p);
+    p.model_path = path;
+    p.threads = 1;
+    p.max_running = 2;
+    p.prefill_chunk = 16;
+    p.max_batch_tokens = 17;
+    p.check = true;
+    p.on_step = ml_on_step;
+    char err[512];
+    ck_assert_int_eq(eng_open(&ml_eng, &p, err, sizeof err), 0);
+    eng_t *e = ml_eng;
+    const tok_t *tok = eng_tokenizer(e);
+    int32_t pa[16], pb[400];
+    int na = encode(tok, "Once upon a time", pa, 16);
+    /* a long prompt: the reference story's ids, 300 of them */
+    static char ref_text[8192];
+    int32_t ref[256];
+    load_reference(ref, 256, ref_text, sizeof ref_text);
+    pb[0] = tok_bos(tok);
+    for (int i = 1; i < 300; i++)
+        pb[i] = ref[(i - 1) % 200];
+    stamp_t *a = calloc(1, sizeof *a), *b = calloc(1, sizeof *b);
+    pthread_mutex_init(&a->c.mu, NULL);
+    pthread_cond_init(&a->c.cv, NULL);
+    pthread_mutex_init(&b->c.mu, NULL);
+    pthread_cond_init(&b->c.cv, NULL);
+    eng_request_t q;
+    memset(&q, 0, sizeof q);
+    eng_sampling_default(&q.sampling);
+    q.sampling.temperature = 0;
+    q.ignore_eos = true;
+    q.on_event = on_event_stamp;
+    q.prompt = pa;
+    q.n_prompt = (size_t)na;
+    q.max_tokens = 150;
+    q.ud = a;
+    ck_assert_int_eq(eng_submit(e, &q, &a->c.id, err, sizeof err), 0);
+    coll_wait_tokens(&a->c, 3);
+    q.prompt = pb;
+    q.n_prompt = 300;
+    q.max_tokens = 3;
+    q.ud = b;
+    ck_assert_int_eq(eng_submit(e, &q, &b->c.id, err, sizeof err), 0);
+    coll_wait(&b->c);
+    coll_wait(&a->c);
+    ck_assert_int_eq(a->c.n, 150);
+    ck_assert_int_eq(b->c.n, 3);
+    /* a got one token in every step of its life */
+    for (int k = 1; k < a->c.n; k++)
+        ck_assert_int_eq(a->step_of[k], a->step_of[k - 1] + 1);
+    /* b's prompt went in chunks of 16 beside a's token: 2 sequences, 17 tokens a step */
+    int b_first = b->step_of[0], chunk_steps = 0;
+    for (int s = 0; s < b_first && s < 4096; s++) {
+        ck_assert_int_le(ml_tok[s], 17);
+        if (ml_seqs[s] == 2)
+            chunk_steps++;
+    }
+    ck_assert_int_ge(chunk_steps, 300 / 16);
+    ck_assert_int_gt(b_first, a->step_of[0] + 300 / 16);
+    ck_assert_int_lt(b_first, a->step_of[a->c.n - 1]);
+    ck_assert_double_gt(b->c.t.prefill_s, 0);
+    eng_close(e);
+    ml_eng = NULL;
+    for (int i = 0; i < 2; i++) {
+        stamp_t *s = i ? b : a;
+        ck_assert_int_eq(s->c.after_done, 0);
+        pthread_cond_destroy(&s->c.cv);
+        pthread_mutex_destroy(&s->c.mu);
+        free(s);
+    }
+    ck_assert_msg(n_check_failures == 0, "eng_check: %s", check_msg);
+}
+END_TEST
+
+START_TEST(test_model_open_errors)
+{
+    eng_params_t p;
+    eng_params_default(&p);
+    char err[512];
+    eng_t *e = (eng_t *)1;
+    p.model_path = "/nonexistent/model.gguf";
+    ck_assert_int_lt(eng_open(&e, &p, err, sizeof err), 0);
+    ck_assert_ptr_null(e);
+    ck_assert_msg(strstr(err, "/nonexistent/model.gguf"), "%s", err);
+    p.model_path = NULL;
+    ck_assert_int_eq(eng_open(&e, &p, err, sizeof err), FD_ECONFIG);
+    p.model_path = tu_shared("models/stories260K.gguf", 1);
+    p.max_running = 0;
+    ck_assert_int_eq(eng_open(&e, &p, err, sizeof err), FD_ECONFIG);
+    p.max_running = 2;
+    p.max_waiting = -1;
+    ck_assert_int_eq(eng_open(&e, &p, err, sizeof err), FD_ECONFIG);
+    ck_assert_ptr_null(e);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("engine");
@@ -1191,5 +1592,23 @@ int main(void)
     tcase_add_test(tc, test_decode_error);
     tcase_add_test(tc, test_idle_and_close);
     suite_add_tcase(s, tc);
+    /* the model tests only where the shared models are (tu_shared fails under CI's
+     * FUSIOND_REQUIRE_SHARED=1); the scheduler tests run regardless */
+    if (tu_shared("models/stories260K.gguf", 0) ||
+        (getenv("FUSIOND_REQUIRE_SHARED") &&
+         strcmp(getenv("FUSIOND_REQUIRE_SHARED"), "1") == 0 &&
+         tu_shared("models/stories260K.gguf", 1))) {
+        TCase *tm = tcase_create("model");
+        tcase_set_timeout(tm, 300);
+        tcase_add_test(tm, test_model_reference);
+        tcase_add_test(tm, test_model_concurrent_equals_alone);
+        tcase_add_test(tm, test_model_seed_cancel_bounds);
+        tcase_add_test(tm, test_model_prefill_interleaves);
+        tcase_add_test(tm, test_model_open_errors);
+        suite_add_tcase(s, tm);
+    } else {
+        fprintf(stderr, "SKIP: the stories260K tests: shared test data missing (set "
+                        "FUSIOND_SHARED)\n");
+    }
     return tu_run(s);
 }

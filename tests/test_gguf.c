@@ -971,7 +971,8 @@ START_TEST(test_damage_stories)
     FRESH(); wr64(p + L.kv[toks].val + 12 + 8 + 5, UINT64_MAX);
     CHECK(FD_ERANGE, "array string length", "token 1 length -1");
     FRESH(); wr64(p + L.kv[toks].val + 12 + 8 + 5, size);
-    CHECK(FD_ETRUNC, "array string", "token 1 length = file size");
+    CHECK(FD_ETRUNC, "(key 'tokenizer.ggml.tokens', array element 1)",
+          "token 1 length = file size");
 
     /* value types */
     int bc = find_kv(good, &L, "llama.block_count");

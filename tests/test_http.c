@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "common/fd.h"
+#include "common/log.h"
 #include "server/server.h"
 #include "tests/fake_engine.h"
 #include "tests/testutil.h"
@@ -103,6 +104,7 @@ static void stop(void)
 
 static void setup(void)
 {
+    fd_log_set_level(FD_LOG_WARN);
     srv_config_default(&cfg);
     cfg.max_body_bytes = 4096;
     cfg.access_log = false;

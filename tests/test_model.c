@@ -1,21 +1,26 @@
 /* test_model.c: proves the model and the batched decoder step: stories260K's greedy output is
  * exactly the reference (both files, fusion on and off), fused and unfused logits agree,
- * several sequences decoded together (mixed prefill and decode, split sub-batches) give what
- * each gives alone, and bad batches fail clearly. */
+ * quantized random models stay within a justified bound of their F32 twin, several
+ * sequences decoded together (mixed prefill and decode, split sub-batches) give what each
+ * gives alone, qwen2-style models run, and bad files and bad batches fail clearly. */
 #include <math.h>
 
 #include "backends/quants.h"
 #include "common/fd.h"
 #include "common/ggtypes.h"
+#include "engine/gguf_write.h"
 #include "engine/model.h"
 #include "tests/testutil.h"
 
 /* ---- helpers ---- */
 
+static const char *const *load_opts; /* backend options for load() */
+
 static llm_model_t *load(const char *path, bool fusion, int n_seq, int n_batch, int n_ctx)
 {
     llm_load_params_t p;
     llm_load_params_default(&p);
+    p.backend_options = load_opts;
     p.path = path;
     p.fusion = fusion;
     p.n_seq_max = n_seq;
@@ -27,6 +32,17 @@ static llm_model_t *load(const char *path, bool fusion, int n_seq, int n_batch, 
     int rc = llm_load(&m, &p, err, sizeof(err));
     ck_assert_msg(rc == 0, "llm_load(%s): %s (%s)", path, err, fd_strerror(rc));
     return m;
+}
+
+static int load_err(const char *path, char *err, size_t errlen)
+{
+    llm_load_params_t p;
+    llm_load_params_default(&p);
+    p.path = path;
+    llm_model_t *m = NULL;
+    int rc = llm_load(&m, &p, err, errlen);
+    ck_assert_ptr_null(m);
+    return rc;
 }
 
 static int argmax(const float *v, int n)
@@ -223,6 +239,159 @@ START_TEST(test_fused_unfused_logits)
 }
 END_TEST
 
+/* ---- random models written with the GGUF writer ---- */
+
+static char tmpdir[256];
+
+/* Made by main() before the (forked) tests run, removed after. */
+static void mk_tmp(void)
+{
+    const char *t = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof(tmpdir), "%s/fd-test-model-XXXXXX", t && *t ? t : "/tmp");
+    if (!mkdtemp(tmpdir)) {
+        perror(tmpdir);
+        exit(1);
+    }
+}
+
+static const char *tmp_path(const char *name)
+{
+    static char buf[8][512];
+    static int k;
+    char *p = buf[k++ & 7];
+    snprintf(p, 512, "%s/%s", tmpdir, name);
+    return p;
+}
+
+static void rm_tmp(void)
+{
+    if (!tmpdir[0])
+        return;
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", tmpdir);
+}
+
+/* Writes a Llama-shaped random model of type wtype (gguf_w_llama_write). */
+static const char *write_llama(const char *name, int wtype, bool tied)
+{
+    gguf_w_llama_t p = { .name = name, .n_embd = 256, .n_layer = 2, .n_head = 4,
+                         .n_head_kv = 2, .n_ff = 512, .n_vocab = 300, .n_ctx = 64,
+                         .rope_base = 10000.0f, .norm_eps = 1e-5f, .tied = tied,
+                         .wtype = wtype, .seed = 42 };
+    const char *path = tmp_path(name);
+    char err[256];
+    int rc = gguf_w_llama_write(&p, path, 1, err, sizeof(err));
+    ck_assert_msg(rc == 0, "writing %s: %s", name, err);
+    ck_assert_int_eq(p.n_fallback, 0);
+    return path;
+}
+
+/* Runs a fixed token sequence (a 5-token prefill, then 5 single tokens) and returns the
+ * logits of the 6 steps. */
+static void run_tokens(llm_model_t *m, float *logits)
+{
+    static const int32_t toks[] = { 1, 70, 100, 261, 299, 3, 150, 42, 7, 280 };
+    int V = llm_hparams(m)->n_vocab, slot;
+    ck_assert_int_eq(llm_seq_alloc(m, &slot), 0);
+    llm_batch_entry_t e = { .slot = slot, .tokens = toks, .n_tokens = 5, .want_logits = true };
+    ck_assert_int_eq(llm_decode(m, &e, 1, logits), 0);
+    for (int i = 5; i < 10; i++) {
+        e.tokens = toks + i;
+        e.n_tokens = 1;
+        ck_assert_int_eq(llm_decode(m, &e, 1, logits + (size_t)(i - 4) * V), 0);
+    }
+    llm_seq_free(m, slot);
+}
+
+/* Relative RMS error of a type's representation of a matrix drawn like the writer's (uniform,
+ * variance 1/n): the quantization error every weight of the model carries. */
+static double weight_error(int type, int64_t n, uint64_t seed)
+{
+    float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
+    uint8_t *q = malloc(gg_row_bytes(type, n));
+    double num = 0, den = 0;
+    for (int r = 0; r < 64; r++) {
+        for (int64_t i = 0; i < n; i++)
+            x[i] = tu_randf(&seed) * sqrtf(3.0f / (float)n);
+        ck_assert_int_eq(fq_quantize_row(type, x, q, n), 0);
+        ck_assert_int_eq(fq_dequantize_row(type, q, y, n), 0);
+        for (int64_t i = 0; i < n; i++) {
+            num += ((double)y[i] - x[i]) * ((double)y[i] - x[i]);
+            den += (double)x[i] * x[i];
+        }
+    }
+    free(x); free(y); free(q);
+    return sqrt(num / den);
+}
+
+/* The same random model stored as each type gives logits within a bound of the F32 file's.
+ * Bound: every matrix on a token's path (Q, K, V, O, gate, up, down per layer and the head:
+ * 7 L + 1 = 15 here) perturbs its output by about eps_T, the type's relative weight error,
+ * and independently of the others, so the perturbations add in quadrature through the
+ * residual stream: logits relative error ~ sqrt(7 L + 1) eps_T = 3.9 eps_T (measured 3.6 to
+ * 4.2 on the reference ops).  A backend may also round the activations of a quantized dot
+ * (the CPU backend: 8-bit blocks, an error eps_8 like Q8_0's weight error), so the upper
+ * bound is 2 sqrt(7 L + 1) sqrt(eps_T^2 + eps_8^2) (Q8_0 measured at 0.58 of it); the lower
+ * bound 0.25 sqrt(7 L + 1) eps_T catches a loader that silently ran other weights than the
+ * stored ones, the upper one a type that is mishandled; and Q4_0 must be worse than Q8_0. */
+START_TEST(test_quantized_types)
+{
+    static const int types[] = { GG_F16, GG_BF16, GG_Q8_0, GG_Q6_K, GG_Q4_K, GG_Q4_0,
+                                 GGUF_W_MIX_Q4_K_M };
+    char p32[512], p32t[512];
+    snprintf(p32, sizeof(p32), "%s", write_llama("f32.gguf", GG_F32, false));
+    snprintf(p32t, sizeof(p32t), "%s", write_llama("f32tied.gguf", GG_F32, true));
+    const double paths = sqrt(7.0 * 2 + 1), eps8 = weight_error(GG_Q8_0, 256, 8);
+    llm_model_t *m32 = load(p32, true, 1, 0, 0);
+    int V = llm_hparams(m32)->n_vocab;
+    float *l32 = malloc(sizeof(float) * 6 * V), *lq = malloc(sizeof(float) * 6 * V);
+    run_tokens(m32, l32);
+    llm_free(m32);
+    double err_q8 = 0, err_q4 = 0;
+    for (size_t k = 0; k < FD_ARRAY_LEN(types); k++) {
+        char name[32];
+        int t = types[k];
+        snprintf(name, sizeof(name), "t%d.gguf", t);
+        const char *path = write_llama(name, t, k % 2 == 1);
+        /* the tied variants must match their own F32 twin, which is the same model */
+        const char *ref_path = k % 2 == 1 ? p32t : p32;
+        llm_model_t *mr = load(ref_path, true, 1, 0, 0);
+        ck_assert(llm_hparams(mr)->tied_output == (k % 2 == 1));
+        run_tokens(mr, l32);
+        llm_free(mr);
+        for (int fused = 0; fused < 2; fused++) {
+            llm_model_t *m = load(path, fused, 1, 0, 0);
+            run_tokens(m, lq);
+            llm_free(m);
+            double num = 0, den = 0;
+            for (int i = 0; i < 6 * V; i++) {
+                num += ((double)lq[i] - l32[i]) * ((double)lq[i] - l32[i]);
+                den += (double)l32[i] * l32[i];
+            }
+            double e = sqrt(num / den);
+            int wt = t == GGUF_W_MIX_Q4_K_M ? GG_Q4_K : t;
+            double eps = weight_error(wt, 256, 7);
+            double hi = 2 * paths * (wt == GG_F16 || wt == GG_BF16 ? eps : hypot(eps, eps8));
+            fprintf(stderr, "%-8s fusion %d: logits rel err %.2e, weight eps %.2e, ratio %.2f, "
+                    "of bound %.2f\n", t == GGUF_W_MIX_Q4_K_M ? "Q4_K_M" : gg_type_name(t),
+                    fused, e, eps, e / eps, e / hi);
+            ck_assert_msg(e <= hi && e >= 0.25 * paths * eps,
+                          "%s: logits rel err %.3g outside [%.3g, %.3g]", name, e,
+                          0.25 * paths * eps, hi);
+            if (t == GG_Q8_0)
+                err_q8 = e;
+            if (t == GG_Q4_0)
+                err_q4 = e;
+        }
+    }
+    ck_assert_msg(err_q4 > 2 * err_q8, "Q4_0 %.3g should be well above Q8_0 %.3g", err_q4, err_q8);
+    free(l32);
+    free(lq);
+}
+END_TEST
+
 /* ---- the batch step ---- */
 
 /* Three sequences decoded together, in steps that mix prefill and decode at different
@@ -361,6 +530,272 @@ START_TEST(test_bad_batch)
 }
 END_TEST
 
+/* A hand-built model file with knobs for breaking it. */
+typedef struct spec {
+    const char *arch;
+    int n_embd, n_ff, n_layer, n_head, n_head_kv, n_vocab;
+    int wtype;
+    bool bias;              /* qwen2 Q/K/V biases */
+    const char *skip;       /* tensor left out */
+    const char *reshape;    /* tensor written one row short */
+    const char *retype;     /* tensor written as Q5_0 (a type fusiond does not run) */
+    const char *skip_key;   /* metadata key (without the arch prefix) left out */
+    const char *scaling;    /* rope.scaling.type, or NULL */
+    uint64_t seed;
+} spec_t;
+
+static int fill_rand(void *ud, const char *name, int64_t row, float *dst, int64_t n)
+{
+    uint64_t s = *(uint64_t *)ud ^ (uint64_t)row * 0x9e3779b97f4a7c15ull;
+    for (const char *c = name; *c; c++)
+        s = s * 131 + (uint8_t)*c;
+    bool norm = strstr(name, "norm") != NULL, bias = strstr(name, "bias") != NULL;
+    for (int64_t i = 0; i < n; i++) {
+        float u = tu_randf(&s);
+        dst[i] = norm ? 1.0f + 0.1f * u : bias ? 0.5f * u : u * sqrtf(3.0f / (float)n);
+    }
+    return 0;
+}
+
+static const char *write_spec(const char *fname, const spec_t *sp)
+{
+    static uint64_t seed;
+    seed = sp->seed ? sp->seed : 5;
+    gguf_w_t *w;
+    ck_assert_int_eq(gguf_w_new(&w), 0);
+    char k[128];
+    const char *a = sp->arch;
+    ck_assert_int_eq(gguf_w_add_str(w, "general.architecture", a), 0);
+#define KEY(suffix, v)                                                       \
+    do {                                                                     \
+        if (!sp->skip_key || strcmp(sp->skip_key, suffix)) {                 \
+            snprintf(k, sizeof(k), "%s.%s", a, suffix);                      \
+            ck_assert_int_eq(gguf_w_add_u32(w, k, (uint32_t)(v)), 0);        \
+        }                                                                    \
+    } while (0)
+    KEY("context_length", 32);
+    KEY("embedding_length", sp->n_embd);
+    KEY("block_count", sp->n_layer);
+    KEY("feed_forward_length", sp->n_ff);
+    KEY("attention.head_count", sp->n_head);
+    KEY("attention.head_count_kv", sp->n_head_kv);
+#undef KEY
+    snprintf(k, sizeof(k), "%s.attention.layer_norm_rms_epsilon", a);
+    if (!sp->skip_key || strcmp(sp->skip_key, "attention.layer_norm_rms_epsilon"))
+        ck_assert_int_eq(gguf_w_add_f32(w, k, 1e-6f), 0);
+    snprintf(k, sizeof(k), "%s.rope.freq_base", a);
+    ck_assert_int_eq(gguf_w_add_f32(w, k, 1000000.0f), 0);
+    if (sp->scaling) {
+        snprintf(k, sizeof(k), "%s.rope.scaling.type", a);
+        ck_assert_int_eq(gguf_w_add_str(w, k, sp->scaling), 0);
+        snprintf(k, sizeof(k), "%s.rope.scaling.factor", a);
+        ck_assert_int_eq(gguf_w_add_f32(w, k, 4.0f), 0);
+    }
+    /* an SPM vocabulary: <unk>, <s>, </s>, 256 byte tokens, then plain pieces */
+    int V = sp->n_vocab;
+    const char **toks = malloc(sizeof(char *) * V);
+    float *scores = malloc(sizeof(float) * V);
+    int32_t *types = malloc(sizeof(int32_t) * V);
+    char (*names)[16] = malloc(16 * (size_t)V);
+    for (int i = 0; i < V; i++) {
+        if (i < 3)
+            snprintf(names[i], 16, "%s", i == 0 ? "<unk>" : i == 1 ? "<s>" : "</s>");
+        else if (i < 259)
+            snprintf(names[i], 16, "<0x%02X>", i - 3);
+        else
+            snprintf(names[i], 16, "p%d", i);
+        toks[i] = names[i];
+        scores[i] = -(float)i;
+        types[i] = i == 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1;
+    }
+    ck_assert_int_eq(gguf_w_add_str(w, "tokenizer.ggml.model", "llama"), 0);
+    ck_assert_int_eq(gguf_w_add_str_arr(w, "tokenizer.ggml.tokens", toks, V), 0);
+    ck_assert_int_eq(gguf_w_add_arr(w, "tokenizer.ggml.scores", GGUF_FLOAT32, scores, V), 0);
+    ck_assert_int_eq(gguf_w_add_arr(w, "tokenizer.ggml.token_type", GGUF_INT32, types, V), 0);
+    ck_assert_int_eq(gguf_w_add_u32(w, "tokenizer.ggml.bos_token_id", 1), 0);
+    ck_assert_int_eq(gguf_w_add_u32(w, "tokenizer.ggml.eos_token_id", 2), 0);
+
+    int hd = sp->n_embd / sp->n_head, nq = sp->n_head * hd, nkv = sp->n_head_kv * hd;
+    struct { const char *suffix; int64_t ne0, ne1; bool matrix; } t[] = {
+        { "attn_norm.weight", sp->n_embd, 1, false }, { "attn_q.weight", sp->n_embd, nq, true },
+        { "attn_k.weight", sp->n_embd, nkv, true },   { "attn_v.weight", sp->n_embd, nkv, true },
+        { "attn_output.weight", nq, sp->n_embd, true }, { "ffn_norm.weight", sp->n_embd, 1, false },
+        { "ffn_gate.weight", sp->n_embd, sp->n_ff, true }, { "ffn_up.weight", sp->n_embd, sp->n_ff, true },
+        { "ffn_down.weight", sp->n_ff, sp->n_embd, true }, { "attn_q.bias", nq, 1, false },
+        { "attn_k.bias", nkv, 1, false }, { "attn_v.bias", nkv, 1, false },
+    };
+    char tn[64];
+    for (int l = -1; l < sp->n_layer; l++) {
+        int nt = l < 0 ? 3 : sp->bias ? 12 : 9;
+        for (int i = 0; i < nt; i++) {
+            int64_t ne[2];
+            bool matrix;
+            if (l < 0) {
+                static const char *g[3] = { "token_embd.weight", "output_norm.weight",
+                                            "output.weight" };
+                snprintf(tn, sizeof(tn), "%s", g[i]);
+                ne[0] = sp->n_embd;
+                ne[1] = i == 1 ? 1 : V;
+                matrix = i != 1;
+            } else {
+                snprintf(tn, sizeof(tn), "blk.%d.%s", l, t[i].suffix);
+                ne[0] = t[i].ne0;
+                ne[1] = t[i].ne1;
+                matrix = t[i].matrix;
+            }
+            if (sp->skip && strcmp(sp->skip, tn) == 0)
+                continue;
+            if (sp->reshape && strcmp(sp->reshape, tn) == 0)
+                ne[1] -= 1;
+            int type = matrix ? sp->wtype : GG_F32;
+            if (sp->retype && strcmp(sp->retype, tn) == 0)
+                type = GG_Q5_0;
+            ck_assert_int_eq(gguf_w_add_tensor(w, tn, type, matrix || ne[1] > 1 ? 2 : 1, ne,
+                                               NULL, fill_rand, &seed), 0);
+        }
+    }
+    const char *path = tmp_path(fname);
+    char err[256];
+    ck_assert_msg(gguf_w_write_file(w, path, err, sizeof(err)) == 0, "%s", err);
+    gguf_w_free(w);
+    free(toks); free(scores); free(types); free(names);
+    return path;
+}
+
+static spec_t base_spec(void)
+{
+    return (spec_t){ .arch = "llama", .n_embd = 256, .n_ff = 256, .n_layer = 2, .n_head = 4,
+                     .n_head_kv = 2, .n_vocab = 300, .wtype = GG_F32 };
+}
+
+START_TEST(test_bad_files)
+{
+    char err[512];
+    spec_t s = base_spec();
+    /* the base file is fine */
+    llm_model_t *m = load(write_spec("ok.gguf", &s), true, 1, 0, 0);
+    llm_free(m);
+
+    s.arch = "gpt2";
+    ck_assert_int_eq(load_err(write_spec("arch.gguf", &s), err, sizeof(err)), FD_EUNSUP);
+    ck_assert_ptr_nonnull(strstr(err, "'gpt2'"));
+    s = base_spec();
+    s.wtype = GG_Q4_K;
+    s.retype = "blk.1.ffn_up.weight";
+    ck_assert_int_eq(load_err(write_spec("type.gguf", &s), err, sizeof(err)), FD_EUNSUP);
+    ck_assert_ptr_nonnull(strstr(err, "blk.1.ffn_up.weight"));
+    ck_assert_ptr_nonnull(strstr(err, "Q5_0"));
+    s = base_spec();
+    s.skip = "blk.1.attn_k.weight";
+    ck_assert_int_eq(load_err(write_spec("missing.gguf", &s), err, sizeof(err)), FD_EFORMAT);
+    ck_assert_ptr_nonnull(strstr(err, "blk.1.attn_k.weight is missing"));
+    s = base_spec();
+    s.reshape = "blk.0.ffn_down.weight";
+    ck_assert_int_eq(load_err(write_spec("shape.gguf", &s), err, sizeof(err)), FD_ESHAPE);
+    ck_assert_ptr_nonnull(strstr(err, "blk.0.ffn_down.weight has shape [256, 255]"));
+    s = base_spec();
+    s.reshape = "token_embd.weight";
+    ck_assert_int_eq(load_err(write_spec("vocab.gguf", &s), err, sizeof(err)), FD_ESHAPE);
+    s = base_spec();
+    s.skip_key = "attention.layer_norm_rms_epsilon";
+    ck_assert_int_eq(load_err(write_spec("key.gguf", &s), err, sizeof(err)), FD_EFORMAT);
+    ck_assert_ptr_nonnull(strstr(err, "llama.attention.layer_norm_rms_epsilon is missing"));
+    s = base_spec();
+    s.scaling = "yarn";
+    ck_assert_int_eq(load_err(write_spec("yarn.gguf", &s), err, sizeof(err)), FD_EUNSUP);
+    ck_assert_ptr_nonnull(strstr(err, "yarn"));
+    s = base_spec();
+    s.n_head_kv = 3;
+    ck_assert_int_eq(load_err(write_spec("gqa.gguf", &s), err, sizeof(err)), FD_EFORMAT);
+    s = base_spec();
+    s.arch = "qwen2";
+    s.bias = false; /* qwen2 without its biases */
+    ck_assert_int_eq(load_err(write_spec("nobias.gguf", &s), err, sizeof(err)), FD_EFORMAT);
+    ck_assert_ptr_nonnull(strstr(err, "blk.0.attn_q.bias is missing"));
+    ck_assert_int_ne(load_err(tmp_path("does-not-exist.gguf"), err, sizeof(err)), 0);
+    ck_assert_ptr_nonnull(strstr(err, "does-not-exist.gguf"));
+
+    llm_load_params_t p;
+    llm_load_params_default(&p);
+    p.path = tu_shared("models/stories260K.gguf", 1);
+    p.backend = "no-such-backend";
+    ck_assert_int_lt(llm_load(&m, &p, err, sizeof(err)), 0);
+    ck_assert_ptr_null(m);
+    p.backend = "cpu";
+    p.softmax_mode = FB_SOFTMAX_REF; /* the fused plan needs a deferred softmax */
+    ck_assert_int_eq(llm_load(&m, &p, err, sizeof(err)), -EINVAL);
+    p.softmax_mode = FB_SOFTMAX_MAXSUM;
+    p.n_ctx = -1;
+    ck_assert_int_eq(llm_load(&m, &p, err, sizeof(err)), -EINVAL);
+}
+END_TEST
+
+/* The CPU backend's plain reference ops (fp64 sums, fp32 activations): the oracle. */
+static const char *const ref_opts[] = { "ref=1", NULL };
+
+/* qwen2: Q/K/V biases, NeoX RoPE, linear RoPE scaling.  F32: fused and unfused logits agree
+ * to 1e-5 of their scale.  Q8_0: the backend's 8-bit activation rounding differs between the
+ * plans (raw and normalized rows round alike only up to an occasional step), so each plan is
+ * compared with the unfused plan on the reference ops: fused no worse than 1.5 x unfused.
+ * And the biases matter: the same file read as llama gives clearly other logits. */
+START_TEST(test_qwen2)
+{
+    spec_t s = base_spec();
+    s.arch = "qwen2";
+    s.bias = true;
+    s.scaling = "linear";
+    for (int q = 0; q < 2; q++) {
+        s.wtype = q ? GG_Q8_0 : GG_F32;
+        const char *path = write_spec(q ? "qwen2-q8.gguf" : "qwen2.gguf", &s);
+        llm_model_t *mu = load(path, false, 1, 0, 0), *mf = load(path, true, 1, 0, 0);
+        load_opts = ref_opts;
+        llm_model_t *mr = load(path, false, 1, 0, 0);
+        load_opts = NULL;
+        const llm_hparams_t *h = llm_hparams(mf);
+        ck_assert_str_eq(h->arch, "qwen2");
+        ck_assert(h->qkv_bias);
+        ck_assert_int_eq(h->rope_mode, FB_ROPE_NEOX);
+        ck_assert_float_eq(h->rope_freq_scale, 0.25f);
+        ck_assert_float_eq(h->rope_freq_base, 1000000.0f);
+        int V = h->n_vocab;
+        float *lu = malloc(sizeof(float) * 6 * V), *lf = malloc(sizeof(float) * 6 * V);
+        float *lr = malloc(sizeof(float) * 6 * V);
+        run_tokens(mu, lu);
+        run_tokens(mf, lf);
+        run_tokens(mr, lr);
+        double d = logit_diff(lf, lu, 6 * V), eu = 0, ef = 0, den = 0;
+        for (int i = 0; i < 6 * V; i++) {
+            eu += ((double)lu[i] - lr[i]) * ((double)lu[i] - lr[i]);
+            ef += ((double)lf[i] - lr[i]) * ((double)lf[i] - lr[i]);
+            den += (double)lr[i] * lr[i];
+        }
+        eu = sqrt(eu / den);
+        ef = sqrt(ef / den);
+        fprintf(stderr, "qwen2 %s: fused-unfused %.2e of scale; vs reference: unfused %.2e, "
+                "fused %.2e\n", gg_type_name(s.wtype), d, eu, ef);
+        if (q == 0)
+            ck_assert_msg(d <= 1e-5, "qwen2 F32 fused vs unfused %.3g", d);
+        else
+            ck_assert_msg(ef <= 1.5 * eu + 1e-6, "qwen2 Q8_0 fused %.3g vs unfused %.3g", ef, eu);
+        llm_free(mu);
+        llm_free(mf);
+        llm_free(mr);
+        if (q == 0) {
+            /* the same weights read as llama (no biases, adjacent RoPE) differ clearly */
+            spec_t l = s;
+            l.arch = "llama";
+            llm_model_t *ml = load(write_spec("qwen2-as-llama.gguf", &l), true, 1, 0, 0);
+            run_tokens(ml, lu);
+            ck_assert(logit_diff(lu, lf, 6 * V) > 1e-2);
+            llm_free(ml);
+        }
+        free(lu);
+        free(lf);
+        free(lr);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("model");
@@ -374,5 +809,13 @@ int main(void)
     tcase_add_test(ref, test_batch_equals_alone);
     tcase_add_test(ref, test_bad_batch);
     suite_add_tcase(s, ref);
-    return tu_run(s);
+    TCase *rnd = tcase_create("random");
+    tcase_add_test(rnd, test_quantized_types);
+    tcase_add_test(rnd, test_bad_files);
+    tcase_add_test(rnd, test_qwen2);
+    suite_add_tcase(s, rnd);
+    mk_tmp();
+    int rc = tu_run(s);
+    rm_tmp();
+    return rc;
 }

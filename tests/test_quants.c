@@ -11,6 +11,19 @@
 #include "common/ggtypes.h"
 #include "tests/testutil.h"
 
+/* Check's ck_assert reports every PASSING check to the runner (a write per call): inside
+ * loops over thousands of elements these report failures only. */
+#define CHECK(cond)                                                                            \
+    do {                                                                                       \
+        if (!(cond))                                                                           \
+            ck_abort_msg("check failed: %s", #cond);                                           \
+    } while (0)
+#define CHECKM(cond, fmt, ...)                                                                 \
+    do {                                                                                       \
+        if (!(cond))                                                                           \
+            ck_abort_msg(fmt, ##__VA_ARGS__);                                                  \
+    } while (0)
+
 /* An fp16 decoder written from the definition (sign, 5-bit exponent, 10-bit fraction),
  * independent of the library's bit shuffling. */
 static double half_val(uint16_t h)
@@ -73,11 +86,11 @@ START_TEST(test_f16_cases)
     /* a signalling NaN whose payload lives only in low bits must stay a NaN */
     n = fq_f32_to_f16(bits_f(0x7f800001u));
     ck_assert_uint_ne(n & 0x3ff, 0);
-    ck_assert(isnan(fq_f16_to_f32(0x7e00)));
-    ck_assert(isinf(fq_f16_to_f32(0xfc00)) && fq_f16_to_f32(0xfc00) < 0);
-    ck_assert(fq_f16_to_f32(0x0001) == 0x1p-24f);
-    ck_assert(fq_f16_to_f32(0x7bff) == 65504.0f);
-    ck_assert(signbit(fq_f16_to_f32(0x8000)));
+    CHECK(isnan(fq_f16_to_f32(0x7e00)));
+    CHECK(isinf(fq_f16_to_f32(0xfc00)) && fq_f16_to_f32(0xfc00) < 0);
+    CHECK(fq_f16_to_f32(0x0001) == 0x1p-24f);
+    CHECK(fq_f16_to_f32(0x7bff) == 65504.0f);
+    CHECK(signbit(fq_f16_to_f32(0x8000)));
 }
 END_TEST
 
@@ -88,12 +101,12 @@ START_TEST(test_f16_all)
         float f = fq_f16_to_f32((uint16_t)h);
         double want = half_val((uint16_t)h);
         if (isnan(want)) {
-            ck_assert(isnan(f));
+            CHECK(isnan(f));
             continue;
         }
-        ck_assert_msg((double)f == want, "h=%04x", h);
+        CHECKM((double)f == want, "h=%04x", h);
         uint16_t back = fq_f32_to_f16(f);
-        ck_assert_msg(back == h, "h=%04x back=%04x", h, back);
+        CHECKM(back == h, "h=%04x back=%04x", h, back);
     }
 }
 END_TEST
@@ -111,7 +124,7 @@ START_TEST(test_f16_random)
         uint16_t h = fq_f32_to_f16(f);
         double v = half_val(h);
         if (isinf(v)) {
-            ck_assert(fabs((double)f) >= 65520.0);
+            CHECK(fabs((double)f) >= 65520.0);
             continue;
         }
         double err = fabs(v - (double)f);
@@ -119,11 +132,11 @@ START_TEST(test_f16_random)
         uint16_t up = (uint16_t)(h + 1), dn = (uint16_t)(h - 1);
         if ((h & 0x7fff) != 0x7bff) {
             double e2 = fabs(half_val(up) - (double)f);
-            ck_assert_msg(err < e2 || (err == e2 && !(h & 1)), "f=%a h=%04x", (double)f, h);
+            CHECKM(err < e2 || (err == e2 && !(h & 1)), "f=%a h=%04x", (double)f, h);
         }
         if ((h & 0x7fff) != 0) {
             double e2 = fabs(half_val(dn) - (double)f);
-            ck_assert_msg(err < e2 || (err == e2 && !(h & 1)), "f=%a h=%04x", (double)f, h);
+            CHECKM(err < e2 || (err == e2 && !(h & 1)), "f=%a h=%04x", (double)f, h);
         }
     }
 #ifdef __FLT16_MAX__
@@ -136,7 +149,7 @@ START_TEST(test_f16_random)
         _Float16 c = (_Float16)f;
         uint16_t cb;
         memcpy(&cb, &c, 2);
-        ck_assert_msg(fq_f32_to_f16(f) == cb, "f=%a", (double)f);
+        CHECKM(fq_f32_to_f16(f) == cb, "f=%a", (double)f);
     }
 #endif
 }
@@ -154,9 +167,9 @@ START_TEST(test_bf16)
     ck_assert_uint_eq(fq_f32_to_bf16(FLT_MAX), 0x7f80); /* rounds past the largest: inf */
     ck_assert_uint_eq(fq_f32_to_bf16(-0.0f), 0x8000);
     uint16_t n = fq_f32_to_bf16(bits_f(0x7f800001u)); /* would truncate to inf */
-    ck_assert(isnan(fq_bf16_to_f32(n)));
-    ck_assert(isnan(fq_bf16_to_f32(fq_f32_to_bf16(NAN))));
-    ck_assert(fq_bf16_to_f32(0x4049) == 3.140625f);
+    CHECK(isnan(fq_bf16_to_f32(n)));
+    CHECK(isnan(fq_bf16_to_f32(fq_f32_to_bf16(NAN))));
+    CHECK(fq_bf16_to_f32(0x4049) == 3.140625f);
     uint64_t s = 5;
     for (int i = 0; i < 100000; i++) {
         float f = bits_f((uint32_t)tu_rand64(&s) & 0xbfffffffu); /* finite, |f| < 2 */
@@ -164,7 +177,7 @@ START_TEST(test_bf16)
             continue; /* subnormals keep fewer bits: the relative bound does not hold */
         uint16_t b = fq_f32_to_bf16(f);
         double err = fabs((double)fq_bf16_to_f32(b) - (double)f);
-        ck_assert(err <= ldexp(fabs((double)f), -8));
+        CHECK(err <= ldexp(fabs((double)f), -8));
         ck_assert_uint_eq(b, fq_f32_to_bf16(fq_bf16_to_f32(b)));
         (void)f2u16;
     }
@@ -353,7 +366,7 @@ static const int dq_types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q8_1, GG_Q4_
 START_TEST(test_dequant_known)
 {
     int type = dq_types[_i];
-    ck_assert(fq_type_supported(type));
+    CHECK(fq_type_supported(type));
     uint64_t s = 1000 + (uint64_t)type;
     int be = gg_block_elems(type), bb = gg_block_bytes(type);
     int nblk = be == 1 ? 300 : 7;
@@ -368,14 +381,14 @@ START_TEST(test_dequant_known)
     for (int64_t i = 0; i < n; i++) {
         /* each value is a product of at most three exact factors: float keeps it to 2^-23 */
         double tol = fabs(want[i]) * 0x1p-22 + 1e-30;
-        ck_assert_msg(fabs((double)got[i] - want[i]) <= tol, "%s elem %lld: got %.9g want %.9g",
+        CHECKM(fabs((double)got[i] - want[i]) <= tol, "%s elem %lld: got %.9g want %.9g",
                       gg_type_name(type), (long long)i, (double)got[i], want[i]);
         x[i] = tu_randf(&s);
         dot += want[i] * x[i];
         mag += fabs(want[i] * x[i]);
     }
     double d = fq_dot_ref(type, raw, x, n);
-    ck_assert_msg(fabs(d - dot) <= mag * 1e-6 + 1e-30, "%s dot %.12g want %.12g",
+    CHECKM(fabs(d - dot) <= mag * 1e-6 + 1e-30, "%s dot %.12g want %.12g",
                   gg_type_name(type), d, dot);
     free(raw);
     free(want);
@@ -453,7 +466,7 @@ START_TEST(test_roundtrip_legacy)
             }
             bound = bound * (1 + 1e-5) + 1e-30;
             for (int i = 0; i < 32; i++)
-                ck_assert_msg(fabs((double)y[32 * b + i] - xb[i]) <= bound,
+                CHECKM(fabs((double)y[32 * b + i] - xb[i]) <= bound,
                               "%s blk %d: x=%g y=%g bound %g", gg_type_name(type), b,
                               (double)xb[i], (double)y[32 * b + i], bound);
         }
@@ -505,11 +518,11 @@ START_TEST(test_roundtrip_kquants)
                  * sub-block's stored scale (half a step at most); outside it, it becomes the
                  * nearer end of the range */
                 if (x[k] < lo - step / 2)
-                    ck_assert_msg(fabs(y[k] - lo) <= tol, "%s elem %lld below range", gg_type_name(type), (long long)k);
+                    CHECKM(fabs(y[k] - lo) <= tol, "%s elem %lld below range", gg_type_name(type), (long long)k);
                 else if (x[k] > hi + step / 2)
-                    ck_assert_msg(fabs(y[k] - hi) <= tol, "%s elem %lld above range", gg_type_name(type), (long long)k);
+                    CHECKM(fabs(y[k] - hi) <= tol, "%s elem %lld above range", gg_type_name(type), (long long)k);
                 else
-                    ck_assert_msg(err <= step * 0.5 + tol, "%s elem %lld err %g step %g",
+                    CHECKM(err <= step * 0.5 + tol, "%s elem %lld err %g step %g",
                                   gg_type_name(type), (long long)k, err, step);
                 se += err * err;
                 sx += (double)x[k] * x[k];
@@ -519,7 +532,7 @@ START_TEST(test_roundtrip_kquants)
         /* rounding to a grid of step h leaves uniform noise of variance h^2/12: the
          * squared error must be about the sum of that over elements (clamped extremes add
          * a little; 1.3x allows for them) */
-        ck_assert_msg(se <= 1.3 * 1.3 * snoise, "%s error %g above rounding noise %g",
+        CHECKM(se <= 1.3 * 1.3 * snoise, "%s error %g above rounding noise %g",
                       gg_type_name(type), sqrt(se), sqrt(snoise));
         /* and the fit is good: the relative RMS error of uniform rounding with a step of
          * about range/15 (Q4_K), range/63 (Q6_K), range/254 (Q8_K), for a range of
@@ -529,7 +542,7 @@ START_TEST(test_roundtrip_kquants)
          * sub-blocks of Q4_K (32) and Q6_K (16) less often (allow 1.5x and 2x: 0.1, 0.03). */
         double rel = sqrt(se / sx);
         double lim = type == GG_Q4_K ? 0.1 : type == GG_Q6_K ? 0.03 : 0.024;
-        ck_assert_msg(rel <= lim, "%s rms rel err %g > %g", gg_type_name(type), rel, lim);
+        CHECKM(rel <= lim, "%s rms rel err %g > %g", gg_type_name(type), rel, lim);
     }
     free(x);
     free(y);
@@ -547,11 +560,11 @@ START_TEST(test_roundtrip_float)
     ck_assert_int_eq(fq_quantize_row(GG_F16, x, h, 513), 0);
     ck_assert_int_eq(fq_dequantize_row(GG_F16, h, y, 513), 0);
     for (int i = 0; i < 513; i++) /* normal range: half an ulp of 11 bits */
-        ck_assert(fabs((double)y[i] - x[i]) <= fabs((double)x[i]) * 0x1p-11);
+        CHECK(fabs((double)y[i] - x[i]) <= fabs((double)x[i]) * 0x1p-11);
     ck_assert_int_eq(fq_quantize_row(GG_BF16, x, h, 513), 0);
     ck_assert_int_eq(fq_dequantize_row(GG_BF16, h, y, 513), 0);
     for (int i = 0; i < 513; i++)
-        ck_assert(fabs((double)y[i] - x[i]) <= fabs((double)x[i]) * 0x1p-8);
+        CHECK(fabs((double)y[i] - x[i]) <= fabs((double)x[i]) * 0x1p-8);
     float z[513];
     ck_assert_int_eq(fq_quantize_row(GG_F32, x, z, 513), 0);
     ck_assert_int_eq(memcmp(x, z, sizeof(z)), 0);
@@ -569,7 +582,7 @@ START_TEST(test_zero_blocks)
         ck_assert_int_eq(fq_quantize_row(types[t], x, buf, 256), 0);
         ck_assert_int_eq(fq_dequantize_row(types[t], buf, y, 256), 0);
         for (int i = 0; i < 256; i++)
-            ck_assert_msg(y[i] == 0, "%s", gg_type_name(types[t]));
+            CHECKM(y[i] == 0, "%s", gg_type_name(types[t]));
     }
 }
 END_TEST
@@ -586,12 +599,12 @@ START_TEST(test_bad_input)
     ck_assert_int_eq(fq_quantize_row(GG_Q8_0, x, buf, 31), -EINVAL);
     ck_assert_int_eq(fq_quantize_row(GG_Q2_K, x, buf, 256), FD_EUNSUP);
     ck_assert_int_eq(fq_quantize_row(GG_I32, x, buf, 1), FD_EUNSUP);
-    ck_assert(isnan(fq_dot_ref(GG_Q8_0, buf, x, 40)));
-    ck_assert(isnan(fq_dot_ref(GG_I8, buf, x, 4)));
-    ck_assert(!fq_type_supported(GG_I8));
-    ck_assert(!fq_type_supported(GG_TYPE_COUNT));
-    ck_assert(fq_type_quantizable(GG_Q6_K));
-    ck_assert(!fq_type_quantizable(GG_Q3_K));
+    CHECK(isnan(fq_dot_ref(GG_Q8_0, buf, x, 40)));
+    CHECK(isnan(fq_dot_ref(GG_I8, buf, x, 4)));
+    CHECK(!fq_type_supported(GG_I8));
+    CHECK(!fq_type_supported(GG_TYPE_COUNT));
+    CHECK(fq_type_quantizable(GG_Q6_K));
+    CHECK(!fq_type_quantizable(GG_Q3_K));
     ck_assert_int_eq(fq_dequantize_row(GG_Q8_0, buf, x, 0), 0);
 }
 END_TEST

@@ -600,6 +600,50 @@ START_TEST(test_seed)
 }
 END_TEST
 
+/* The exp kernel against libm's expf on awkward lengths and the whole range it serves. */
+START_TEST(test_exp_kernel)
+{
+    enum { N = 4099 };
+    float *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y);
+    uint64_t seed = 21;
+    for (int len = 0; len <= 13; len++) {
+        for (int i = 0; i < len; i++)
+            x[i] = -20.0f * (tu_randf(&seed) + 1.0f);
+        for (int i = 0; i < len + 1; i++)
+            y[i] = 123.0f;
+        smp_exp(x, y, len);
+        for (int i = 0; i < len; i++)
+            ck_assert_float_eq_tol(y[i], expf(x[i]), 3e-7f * expf(x[i]));
+        ck_assert(y[len] == 123.0f);    /* nothing written past n */
+    }
+    double worst = 0;
+    for (int i = 0; i < N; i++)
+        x[i] = -87.0f * (float)i / (N - 1);
+    x[17] = 0.0f;
+    x[18] = -0.0f;
+    x[19] = -1e-30f;
+    x[20] = -INFINITY;
+    x[21] = -87.5f;
+    x[22] = -1000.0f;
+    x[23] = -FLT_MAX;
+    smp_exp(x, y, N);
+    for (int i = 0; i < N; i++) {
+        if (i >= 20 && i <= 23)
+            continue;
+        double ref = exp((double)x[i]);
+        worst = fmax(worst, fabs(y[i] - ref) / ref);
+    }
+    ck_assert_msg(worst < 3e-7, "worst relative error %g", worst);
+    ck_assert(y[17] == 1.0f && y[18] == 1.0f);    /* the best token weighs exactly 1 */
+    ck_assert(y[20] == 0.0f);
+    ck_assert(y[21] > 0 && y[21] < 2e-38f);
+    ck_assert(y[22] > 0 && y[22] < 2e-38f);
+    ck_assert(y[23] > 0 && y[23] < 2e-38f);
+    free(y);
+    free(x);
+}
+END_TEST
+
 /* Informational: cost per call on a 150k vocabulary (printed, not asserted: CI machines vary). */
 START_TEST(test_speed)
 {
@@ -653,6 +697,7 @@ int main(void)
     tcase_add_test(tc, test_topp_minp_freq);
     tcase_add_test(tc, test_large_vocab);
     tcase_add_test(tc, test_seed);
+    tcase_add_test(tc, test_exp_kernel);
     tcase_add_test(tc, test_speed);
     suite_add_tcase(s, tc);
     return tu_run(s);

@@ -21,6 +21,15 @@
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
 
+/* The demo model fusiond ships (issue 10), relative to the data directory: what runs when no
+ * -m is given, as for fusiond itself. */
+#ifndef FD_DATADIR
+#define FD_DATADIR "/usr/share/fusiond"
+#endif
+#ifndef FD_DEMO_MODEL
+#define FD_DEMO_MODEL "models/demo.gguf"
+#endif
+
 typedef struct cli {
     const char *model, *prompt, *backend, *info;
     int n_gen, threads, n_ctx;
@@ -34,13 +43,14 @@ typedef struct cli {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: fusion-cli -m MODEL [-p PROMPT] [-n N] [options]\n"
+            "usage: fusion-cli [-m MODEL] [-p PROMPT] [-n N] [options]\n"
             "       fusion-cli --info MODEL\n"
             "\n"
             "Prints the continuation of PROMPT (empty: from the beginning-of-sequence token)\n"
             "to stdout as it is generated, then prompt and generation speed on stderr.\n"
             "\n"
-            "  -m, --model FILE     GGUF model (llama, qwen2)\n"
+            "  -m, --model FILE     GGUF model (llama, qwen2; default: the demo model,\n"
+            "                       " FD_DATADIR "/" FD_DEMO_MODEL ")\n"
             "  -p, --prompt TEXT    prompt (default: empty)\n"
             "  -n, --n-predict N    tokens to generate at most (default 128)\n"
             "      --temp T         temperature, 0 = greedy (default 0.8)\n"
@@ -183,9 +193,12 @@ static int parse_args(cli_t *c, int argc, char **argv)
         return -1;
     }
     if (!c->info && !c->model) {
-        fprintf(stderr, "fusion-cli: no model: give -m MODEL (or --info MODEL)\n");
-        usage(stderr);
-        return -1;
+        c->model = FD_DATADIR "/" FD_DEMO_MODEL;
+        if (access(c->model, R_OK) != 0) {
+            fprintf(stderr, "fusion-cli: no model: give -m MODEL (the demo model %s is not "
+                    "installed)\n", c->model);
+            return -1;
+        }
     }
     return 0;
 }

@@ -9,3 +9,7 @@ fusion_cli_LDADD = $(FD_LIBS)
 noinst_PROGRAMS += fusion-gguf-gen
 fusion_gguf_gen_SOURCES = tools/fusion-gguf-gen.c
 fusion_gguf_gen_LDADD = $(FD_LIBS)
+
+# tools/demo: how models/demo.gguf was made (corpus, tokenizer, training, export, golden files).
+EXTRA_DIST += tools/demo/make_corpus.sh tools/demo/train_tokenizer.py tools/demo/train.py \
+	tools/demo/export_gguf.py tools/demo/make_golden.py tools/demo/check_gguf.py

@@ -1,28 +1,101 @@
-/* cpu_backend.c: the CPU backend (backend.h's vtable on host memory).  Ops run synchronously
- * on the calling thread, so fb_sync has nothing to wait for.  Weights are used in place
- * (the mmapped file's bytes); fb_weight_prepare only checks them and, for 1-D vectors of a
- * type other than F32 (norm gammas), keeps an F32 copy.  Every op checks its arguments and
- * answers -EINVAL or FD_EUNSUP rather than reading out of bounds. */
+/* cpu_backend.c: the CPU backend (backend.h's vtable on host memory).
+ *
+ * Ops run on the calling thread plus the persistent workers of pool.c and return when done,
+ * so fb_sync has nothing to wait for.  Weights are used in place (the mmapped file's bytes,
+ * never copied); fb_weight_prepare only checks them and, for 1-D vectors of a type other
+ * than F32 (norm gammas), keeps an F32 copy.  Every op checks its arguments and answers
+ * -EINVAL or FD_EUNSUP rather than reading out of bounds.
+ *
+ * Matrix products split the output columns (weight rows) into chunks that the threads take
+ * from an atomic counter, so a thread slowed by another process does not hold the others
+ * up.  Each thread prepares the activations itself (int8 quantization for the quantized
+ * types, the in_scale product) instead of sharing one prepared copy behind a barrier: that
+ * costs n_in operations per row per thread, next to n_in * n_out / threads for its share of
+ * the product.  The deferred normalization (fb_defer_t) rides on the same pass: each thread
+ * reduces the raw row to its statistic while preparing it, multiplies its chunks and scales
+ * their outputs; no thread waits for another between the reduction and the product.  The
+ * alternative (one thread reduces, the others multiply and wait for its result before
+ * scaling: options "defer=one") measured no faster (BENCHMARKS.md), so "each" is the
+ * default.
+ *
+ * Options (fb_config_t.options): isa=scalar|avx2|avx512 (force a kernel table),
+ * defer=each|one, blas_rows=N (F32 products with at least N rows go to OpenBLAS sgemm;
+ * 0 = never), qblas_rows=N (the same for quantized weights, dequantized a tile at a time),
+ * ref=1 (every op on the plain reference of ref_ops.c). */
+#include <cblas.h>
+#include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "backends/backend.h"
+#include "backends/cpu/kernels.h"
+#include "backends/cpu/pool.h"
 #include "backends/cpu/ref_ops.h"
 #include "backends/quants.h"
 #include "common/fd.h"
 #include "common/ggtypes.h"
 
+#define MAX_THREADS 256
+#define PAR_MIN_WORK 32768 /* multiply-adds below which an op stays on one thread */
+#define QTILE 64           /* weight rows dequantized per sgemm tile */
+
+enum { DEFER_EACH = 0, DEFER_ONE = 1 };
+
+/* A thread's scratch, grown on demand by that thread only. */
+typedef struct scratch {
+    void *p;
+    size_t n;
+} scratch_t;
+
 typedef struct fcpu {
     fb_backend_t base;
     int n_threads;
+    fcpu_pool_t *pool;
+    const fcpu_kern_t *k;
+    int defer_mode;
+    int64_t blas_rows, qblas_rows;
+    bool ref;
+    scratch_t scr[MAX_THREADS];
+    scratch_t attn_scr[MAX_THREADS];
+    double *rope_inv;          /* base^(-2i/n_rot) for the last (base, n_rot) seen */
+    float rope_base;
+    int rope_n_rot;
 } fcpu_t;
 
 typedef struct fcpu_weight {
     uint64_t row_bytes;
     float *vec; /* F32 copy of a 1-D non-F32 weight, else NULL */
 } fcpu_weight_t;
+
+static inline void relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static void *scratch_get(scratch_t *s, size_t n)
+{
+    if (s->n < n) {
+        void *p = NULL;
+        if (posix_memalign(&p, 64, n))
+            return NULL;
+        free(s->p);
+        s->p = p;
+        s->n = n;
+    }
+    return s->p;
+}
+
+static int threads_for(const fcpu_t *c, double work)
+{
+    if (work < PAR_MIN_WORK)
+        return 1;
+    return (int)FD_MIN((double)c->n_threads, FD_MAX(1.0, work / PAR_MIN_WORK));
+}
 
 /* ---- memory --------------------------------------------------------------------------- */
 
@@ -116,29 +189,302 @@ static const float *weight_vec(const fb_weight_t *w, int64_t n, float **tmp)
     return *tmp;
 }
 
-/* ---- ops ------------------------------------------------------------------------------ */
+/* ---- matmul --------------------------------------------------------------------------- */
+
+enum mm_path { MM_DOT, MM_GENERIC, MM_BLAS, MM_QBLAS };
+
+typedef struct mm_ctx {
+    fcpu_t *c;
+    const fb_weight_t *w;
+    const float *x;
+    int64_t n_rows, n_in, n_out;
+    uint64_t row_bytes;
+    float *y;
+    int kind;
+    float eps;
+    float *scale_out;
+    int path, xform;
+    fcpu_dot_fn dot;
+    size_t ldx;
+    int64_t chunk;
+    _Atomic int64_t next;
+    _Atomic int err;
+    float *shared_scale;       /* DEFER_ONE: thread 0 publishes the scales here */
+    _Atomic int scale_ready;
+} mm_ctx_t;
+
+/* The statistic's scale for one raw row (fb_defer_t): 1/sqrt(mean(x^2)+eps) or
+ * 1/sqrt(var(x)+eps), variance in two passes. */
+static float row_scale(const fcpu_kern_t *k, int kind, const float *x, int64_t n, float eps)
+{
+    if (kind == FB_NORM_RMS)
+        return (float)(1.0 / sqrt(k->sumsq(x, n) / (double)n + eps));
+    double mean = k->sum(x, n) / (double)n;
+    return (float)(1.0 / sqrt(k->sumsq_dev(x, n, (float)mean) / (double)n + eps));
+}
+
+/* Scales and biases the outputs of weight rows [o0, o1) for every activation row. */
+static void mm_epilogue(const mm_ctx_t *m, const float *s, int64_t o0, int64_t o1)
+{
+    const float *bias = m->w->bias;
+    if (!s && !bias)
+        return;
+    for (int64_t r = 0; r < m->n_rows; r++) {
+        float *yr = m->y + r * m->n_out;
+        float sr = s ? s[r] : 1.f;
+        if (bias)
+            for (int64_t o = o0; o < o1; o++)
+                yr[o] = yr[o] * sr + bias[o];
+        else
+            for (int64_t o = o0; o < o1; o++)
+                yr[o] *= sr;
+    }
+}
+
+static void mm_task(void *arg, int ith, int nth)
+{
+    mm_ctx_t *m = arg;
+    fcpu_t *c = m->c;
+    const fcpu_kern_t *k = c->k;
+    const fb_weight_t *w = m->w;
+    const int64_t n_in = m->n_in, n_rows = m->n_rows;
+    const bool scaled_x = w->in_scale != NULL;
+    const bool need_x = m->xform != FCPU_XF32 || scaled_x;
+    const bool each = m->kind != FB_NORM_NONE && (c->defer_mode == DEFER_EACH || nth == 1);
+
+    /* scratch: [scales n_rows][x row n_in floats][prepared x][weight row / tile] */
+    size_t off_x = ((size_t)n_rows * 4 + 63) & ~(size_t)63;
+    size_t off_xp = off_x + (((size_t)n_in * 4 + 63) & ~(size_t)63);
+    size_t off_w = off_xp + (need_x ? (size_t)n_rows * m->ldx : 0);
+    size_t wtile = m->path == MM_QBLAS ? QTILE : m->path == MM_GENERIC ? 1 : 0;
+    uint8_t *buf = scratch_get(&c->scr[ith], off_w + wtile * (size_t)n_in * 4 + 64);
+    if (!buf) {
+        atomic_store(&m->err, -ENOMEM);
+        return;
+    }
+    float *s = (float *)buf, *xtmp = (float *)(buf + off_x), *wbuf = (float *)(buf + off_w);
+    uint8_t *xp = buf + off_xp;
+
+    /* 1. this thread's own copy of the activations, and the row statistics on the way */
+    for (int64_t r = 0; r < n_rows; r++) {
+        const float *xr = m->x + r * n_in;
+        if (each || (m->kind != FB_NORM_NONE && ith == 0)) {
+            s[r] = row_scale(k, m->kind, xr, n_in, m->eps);
+            if (ith == 0 && m->scale_out)
+                m->scale_out[r] = s[r];
+        }
+        if (!need_x)
+            continue;
+        const float *src = xr;
+        if (scaled_x) {
+            float *dst = m->xform == FCPU_XF32 ? (float *)(xp + (size_t)r * m->ldx) : xtmp;
+            k->mul(xr, w->in_scale, dst, n_in);
+            src = dst;
+        }
+        if (m->xform == FCPU_XQ32)
+            k->quant_q32(src, n_in, xp + (size_t)r * m->ldx);
+        else if (m->xform == FCPU_XQK)
+            k->quant_qk(src, n_in, xp + (size_t)r * m->ldx);
+    }
+    if (m->kind != FB_NORM_NONE && !each && ith == 0) {
+        memcpy(m->shared_scale, s, (size_t)n_rows * sizeof(float));
+        atomic_store_explicit(&m->scale_ready, 1, memory_order_release);
+    }
+    const uint8_t *xbase = need_x ? xp : (const uint8_t *)m->x;
+    const float *xf = (const float *)xbase; /* the F32 activations (BLAS paths) */
+
+    /* 2. chunks of weight rows */
+    int64_t done[64][2];
+    int n_done = 0;
+    for (;;) {
+        int64_t o0 = atomic_fetch_add(&m->next, m->chunk);
+        if (o0 >= m->n_out)
+            break;
+        int64_t o1 = FD_MIN(o0 + m->chunk, m->n_out);
+        const uint8_t *wsrc = (const uint8_t *)w->src;
+        if (m->path == MM_BLAS) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_rows, (int)(o1 - o0),
+                        (int)n_in, 1.f, xf, (int)n_in, (const float *)(wsrc + (uint64_t)o0 * m->row_bytes),
+                        (int)n_in, 0.f, m->y + o0, (int)m->n_out);
+        } else if (m->path == MM_QBLAS) {
+            for (int64_t t0 = o0; t0 < o1; t0 += QTILE) {
+                int64_t t1 = FD_MIN(t0 + QTILE, o1);
+                for (int64_t o = t0; o < t1; o++)
+                    fq_dequantize_row(w->type, wsrc + (uint64_t)o * m->row_bytes,
+                                      wbuf + (o - t0) * n_in, n_in);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_rows, (int)(t1 - t0),
+                            (int)n_in, 1.f, xf, (int)n_in, wbuf, (int)n_in, 0.f, m->y + t0,
+                            (int)m->n_out);
+            }
+        } else {
+            float out[FCPU_NR];
+            for (int64_t o = o0; o < o1; o++) {
+                const void *wr = wsrc + (uint64_t)o * m->row_bytes;
+                if (m->path == MM_GENERIC) {
+                    fq_dequantize_row(w->type, wr, wbuf, n_in);
+                    wr = wbuf;
+                }
+                for (int64_t r = 0; r < n_rows; r += FCPU_NR) {
+                    int nr = (int)FD_MIN(FCPU_NR, n_rows - r);
+                    m->dot(n_in, wr, xbase + (size_t)r * m->ldx, m->ldx, nr, out);
+                    for (int j = 0; j < nr; j++)
+                        m->y[(r + j) * m->n_out + o] = out[j];
+                }
+            }
+        }
+        if (m->kind == FB_NORM_NONE || each) {
+            mm_epilogue(m, m->kind != FB_NORM_NONE ? s : NULL, o0, o1);
+        } else if (n_done < 64) {
+            done[n_done][0] = o0;
+            done[n_done++][1] = o1;
+        } else { /* too many chunks to remember: wait for the scales now */
+            while (!atomic_load_explicit(&m->scale_ready, memory_order_acquire))
+                relax();
+            mm_epilogue(m, m->shared_scale, o0, o1);
+        }
+    }
+    /* DEFER_ONE: the join, once thread 0's statistic is there */
+    if (n_done) {
+        while (!atomic_load_explicit(&m->scale_ready, memory_order_acquire))
+            relax();
+        for (int i = 0; i < n_done; i++)
+            mm_epilogue(m, m->shared_scale, done[i][0], done[i][1]);
+    }
+}
 
 static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, int64_t n_rows,
                       float *y, const fb_defer_t *defer)
 {
+    fcpu_t *c = (fcpu_t *)be;
     int rc = check_weight(w);
     if (rc)
         return rc;
-    if (defer && defer->kind != FB_NORM_NONE && !(defer->eps >= 0))
+    int kind = defer ? defer->kind : FB_NORM_NONE;
+    if (kind != FB_NORM_NONE && !(defer->eps >= 0))
         return -EINVAL;
-    return fcpu_ref_matmul(w, x, n_rows, y, defer);
+    if (c->ref)
+        return fcpu_ref_matmul(w, x, n_rows, y, defer);
+
+    mm_ctx_t m = {.c = c, .w = w, .x = x, .n_rows = n_rows, .n_in = w->n_in, .n_out = w->n_out,
+                  .row_bytes = gg_row_bytes(w->type, (uint64_t)w->n_in), .y = y, .kind = kind,
+                  .eps = defer ? defer->eps : 0, .scale_out = kind ? defer->scale_out : NULL};
+    const fcpu_kern_t *k = c->k;
+    if (w->type == GG_F32 && c->blas_rows > 0 && n_rows >= c->blas_rows) {
+        m.path = MM_BLAS;
+        m.xform = FCPU_XF32;
+    } else if (w->type != GG_F32 && c->qblas_rows > 0 && n_rows >= c->qblas_rows) {
+        m.path = MM_QBLAS;
+        m.xform = FCPU_XF32;
+    } else if (k->dot[w->type]) {
+        m.path = MM_DOT;
+        m.dot = k->dot[w->type];
+        m.xform = k->xform[w->type];
+    } else {
+        m.path = MM_GENERIC;
+        m.dot = k->dot[GG_F32];
+        m.xform = FCPU_XF32;
+    }
+    m.ldx = fcpu_xrow_bytes(m.xform, w->n_in);
+    if (m.xform == FCPU_XF32 && !w->in_scale)
+        m.ldx = (size_t)w->n_in * sizeof(float); /* the caller's rows as they are */
+    if (m.path == MM_BLAS || m.path == MM_QBLAS)
+        m.ldx = (size_t)w->n_in * sizeof(float); /* sgemm reads packed rows */
+
+    double work = (double)w->n_in * (double)w->n_out * (double)n_rows;
+    int nth = threads_for(c, work);
+    /* chunks: about 8 per thread, for balance when a core is shared; BLAS wants big ones */
+    int64_t per = (w->n_out + nth * 8 - 1) / (nth * 8);
+    if (m.path == MM_BLAS || m.path == MM_QBLAS)
+        per = (w->n_out + nth - 1) / nth;
+    m.chunk = FD_MAX(per, (int64_t)4);
+    if (m.path == MM_QBLAS)
+        m.chunk = (m.chunk + QTILE - 1) / QTILE * QTILE;
+    float *shared = NULL;
+    if (kind != FB_NORM_NONE && c->defer_mode == DEFER_ONE && nth > 1) {
+        if (!(shared = malloc((size_t)n_rows * sizeof(float))))
+            return -ENOMEM;
+        m.shared_scale = shared;
+    }
+    fcpu_pool_run(c->pool, nth, mm_task, &m);
+    free(shared);
+    return atomic_load(&m.err);
+}
+
+/* ---- row-parallel helpers ------------------------------------------------------------- */
+
+typedef void (*row_fn)(void *ctx, int64_t r0, int64_t r1, int ith);
+
+typedef struct par_ctx {
+    row_fn fn;
+    void *ctx;
+    int64_t n_rows;
+} par_ctx_t;
+
+static void par_task(void *arg, int ith, int nth)
+{
+    par_ctx_t *p = arg;
+    int64_t r0 = p->n_rows * ith / nth, r1 = p->n_rows * (ith + 1) / nth;
+    if (r1 > r0)
+        p->fn(p->ctx, r0, r1, ith);
+}
+
+/* Runs fn over rows [0, n_rows), split evenly, on as many threads as the work deserves. */
+static void par_rows(fcpu_t *c, int64_t n_rows, double work_per_row, row_fn fn, void *ctx)
+{
+    int nth = (int)FD_MIN((double)threads_for(c, work_per_row * (double)n_rows), (double)n_rows);
+    par_ctx_t p = {.fn = fn, .ctx = ctx, .n_rows = n_rows};
+    fcpu_pool_run(c->pool, FD_MAX(nth, 1), par_task, &p);
+}
+
+/* ---- norms ---------------------------------------------------------------------------- */
+
+typedef struct norm_ctx {
+    const fcpu_kern_t *k;
+    const float *x, *g, *b;
+    float *y;
+    int64_t n;
+    float eps;
+} norm_ctx_t;
+
+static void rms_rows(void *arg, int64_t r0, int64_t r1, int ith)
+{
+    norm_ctx_t *a = arg;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x = a->x + r * a->n;
+        float s = (float)(1.0 / sqrt(a->k->sumsq(x, a->n) / (double)a->n + a->eps));
+        a->k->mul_scale(x, a->g, s, a->y + r * a->n, a->n);
+    }
+}
+
+static void ln_rows(void *arg, int64_t r0, int64_t r1, int ith)
+{
+    norm_ctx_t *a = arg;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x = a->x + r * a->n;
+        float *y = a->y + r * a->n;
+        float mean = (float)(a->k->sum(x, a->n) / (double)a->n);
+        float s = (float)(1.0 / sqrt(a->k->sumsq_dev(x, a->n, mean) / (double)a->n + a->eps));
+        for (int64_t i = 0; i < a->n; i++)
+            y[i] = (x[i] - mean) * s * a->g[i] + (a->b ? a->b[i] : 0.f);
+    }
 }
 
 static int cpu_rmsnorm(fb_backend_t *be, const float *x, int64_t n_rows, int64_t n,
                        const fb_weight_t *gamma, float eps, float *y)
 {
+    fcpu_t *c = (fcpu_t *)be;
     float *tmp;
     const float *g = weight_vec(gamma, n, &tmp);
     if (!g || !(eps >= 0)) {
         free(tmp);
         return -EINVAL;
     }
-    fcpu_ref_rmsnorm(x, n_rows, n, g, eps, y);
+    if (c->ref) {
+        fcpu_ref_rmsnorm(x, n_rows, n, g, eps, y);
+    } else {
+        norm_ctx_t a = {.k = c->k, .x = x, .g = g, .y = y, .n = n, .eps = eps};
+        par_rows(c, n_rows, 2.0 * (double)n, rms_rows, &a);
+    }
     free(tmp);
     return 0;
 }
@@ -146,6 +492,7 @@ static int cpu_rmsnorm(fb_backend_t *be, const float *x, int64_t n_rows, int64_t
 static int cpu_layernorm(fb_backend_t *be, const float *x, int64_t n_rows, int64_t n,
                          const fb_weight_t *gamma, const fb_weight_t *beta, float eps, float *y)
 {
+    fcpu_t *c = (fcpu_t *)be;
     float *tg = NULL, *tb = NULL;
     const float *g = weight_vec(gamma, n, &tg), *b = NULL;
     int rc = 0;
@@ -153,16 +500,65 @@ static int cpu_layernorm(fb_backend_t *be, const float *x, int64_t n_rows, int64
         rc = -EINVAL;
     else if (beta && !(b = weight_vec(beta, n, &tb)))
         rc = -EINVAL;
-    if (rc == 0)
-        fcpu_ref_layernorm(x, n_rows, n, g, b, eps, y);
+    if (rc == 0) {
+        if (c->ref) {
+            fcpu_ref_layernorm(x, n_rows, n, g, b, eps, y);
+        } else {
+            norm_ctx_t a = {.k = c->k, .x = x, .g = g, .b = b, .y = y, .n = n, .eps = eps};
+            par_rows(c, n_rows, 3.0 * (double)n, ln_rows, &a);
+        }
+    }
     free(tg);
     free(tb);
     return rc;
 }
 
+/* ---- rope ----------------------------------------------------------------------------- */
+
+typedef struct rope_ctx {
+    float *x;
+    int64_t ld;
+    int n_heads, head_dim;
+    const int32_t *pos;
+    const fb_rope_t *rope;
+    const double *inv; /* base^(-2i/n_rot) */
+} rope_ctx_t;
+
+static void rope_rows(void *arg, int64_t r0, int64_t r1, int ith)
+{
+    rope_ctx_t *a = arg;
+    const int half = a->rope->n_rot / 2;
+    float cs[512], sn[512];
+    for (int64_t r = r0; r < r1; r++) {
+        /* the angles depend on the position only: once per row, for all heads */
+        for (int i = 0; i < half; i++) {
+            double th = (double)a->pos[r] * a->rope->freq_scale * a->inv[i];
+            cs[i] = (float)cos(th);
+            sn[i] = (float)sin(th);
+        }
+        for (int h = 0; h < a->n_heads; h++) {
+            float *v = a->x + r * a->ld + (int64_t)h * a->head_dim;
+            if (a->rope->mode == FB_ROPE_NEOX) {
+                for (int i = 0; i < half; i++) {
+                    float p = v[i], q = v[i + half];
+                    v[i] = p * cs[i] - q * sn[i];
+                    v[i + half] = p * sn[i] + q * cs[i];
+                }
+            } else {
+                for (int i = 0; i < half; i++) {
+                    float p = v[2 * i], q = v[2 * i + 1];
+                    v[2 * i] = p * cs[i] - q * sn[i];
+                    v[2 * i + 1] = p * sn[i] + q * cs[i];
+                }
+            }
+        }
+    }
+}
+
 static int cpu_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int n_heads,
                     int head_dim, const int32_t *pos, const fb_rope_t *rope)
 {
+    fcpu_t *c = (fcpu_t *)be;
     if (rope->n_rot <= 0 || rope->n_rot > head_dim || rope->n_rot % 2 ||
         (rope->mode != FB_ROPE_ADJACENT && rope->mode != FB_ROPE_NEOX) ||
         !(rope->freq_base > 0) || !(rope->freq_scale > 0))
@@ -170,8 +566,98 @@ static int cpu_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int 
     for (int64_t r = 0; r < n_rows; r++)
         if (pos[r] < 0)
             return -EINVAL;
-    fcpu_ref_rope(x, n_rows, ld, n_heads, head_dim, pos, rope);
+    if (c->ref || rope->n_rot > 1024) {
+        fcpu_ref_rope(x, n_rows, ld, n_heads, head_dim, pos, rope);
+        return 0;
+    }
+    if (!c->rope_inv || c->rope_base != rope->freq_base || c->rope_n_rot != rope->n_rot) {
+        double *inv = realloc(c->rope_inv, (size_t)rope->n_rot / 2 * sizeof(double));
+        if (!inv)
+            return -ENOMEM;
+        for (int i = 0; i < rope->n_rot / 2; i++) /* as ref_ops.c computes theta */
+            inv[i] = pow(rope->freq_base, -2.0 * i / rope->n_rot);
+        c->rope_inv = inv;
+        c->rope_base = rope->freq_base;
+        c->rope_n_rot = rope->n_rot;
+    }
+    rope_ctx_t a = {.x = x, .ld = ld, .n_heads = n_heads, .head_dim = head_dim, .pos = pos,
+                    .rope = rope, .inv = c->rope_inv};
+    par_rows(c, n_rows, 3.0 * n_heads * head_dim + 20.0 * rope->n_rot, rope_rows, &a);
     return 0;
+}
+
+/* ---- attention ------------------------------------------------------------------------ */
+
+/* One unit of work: one query row of one sequence against one KV head, for all the query
+ * heads that share it (grouped-query attention): every K and V row is read once per unit. */
+typedef struct attn_ctx {
+    fcpu_t *c;
+    const fb_attn_t *a;
+    int n_seq;
+    const int64_t *unit_start; /* n_seq + 1 prefix sums of units */
+    int64_t n_units;
+    _Atomic int64_t next;
+    _Atomic int err;
+} attn_ctx_t;
+
+static void attn_unit(const fcpu_kern_t *k, const fb_attn_t *a, int i, int g, float *sc)
+{
+    const int hd = a->head_dim, grp = a->n_head / a->n_head_kv;
+    const int64_t T = (int64_t)a->pos[i] + 1;
+    const float *q[64];
+    float *o[64], l[64];
+    for (int j = 0; j < grp; j++) {
+        int h = g * grp + j;
+        q[j] = a->q + (int64_t)i * a->ldq + (int64_t)h * hd;
+        o[j] = a->out + (int64_t)i * a->ldo + (int64_t)h * hd;
+    }
+    /* scores, head-major: sc[j * T + t] */
+    for (int64_t t = 0; t < T; t++) {
+        const float *kt = a->k + t * a->ldkv + (int64_t)g * hd;
+        for (int j = 0; j < grp; j++)
+            sc[j * T + t] = k->vdot(q[j], kt, hd) * a->scale;
+    }
+    for (int j = 0; j < grp; j++) {
+        float *s = sc + j * T;
+        /* SUMONLY: the paper's form, M = 0, one reduction; otherwise the row max */
+        float mx = a->mode == FB_SOFTMAX_SUMONLY ? 0.f : k->vmax(s, T);
+        l[j] = k->exp_sum(s, mx, s, T);
+        if (a->mode == FB_SOFTMAX_REF) /* the unfused order: normalize p, then P.V */
+            k->scale(s, 1.f / l[j], T);
+        memset(o[j], 0, (size_t)hd * sizeof(float));
+    }
+    for (int64_t t = 0; t < T; t++) {
+        const float *vt = a->v + t * a->ldkv + (int64_t)g * hd;
+        for (int j = 0; j < grp; j++)
+            k->axpy(sc[j * T + t], vt, o[j], hd);
+    }
+    if (a->mode != FB_SOFTMAX_REF) /* deferred: the denominator divides P.V's result */
+        for (int j = 0; j < grp; j++)
+            k->scale(o[j], 1.f / l[j], hd);
+}
+
+static void attn_task(void *arg, int ith, int nth)
+{
+    attn_ctx_t *x = arg;
+    int s = 0;
+    for (;;) {
+        int64_t u = atomic_fetch_add(&x->next, 1);
+        if (u >= x->n_units)
+            return;
+        while (u >= x->unit_start[s + 1])
+            s++;
+        const fb_attn_t *a = &x->a[s];
+        int64_t lu = u - x->unit_start[s];
+        int i = (int)(lu / a->n_head_kv), g = (int)(lu % a->n_head_kv);
+        int grp = a->n_head / a->n_head_kv;
+        float *sc = scratch_get(&x->c->attn_scr[ith],
+                                (size_t)grp * ((size_t)a->pos[i] + 1) * sizeof(float));
+        if (!sc) {
+            atomic_store(&x->err, -ENOMEM);
+            return;
+        }
+        attn_unit(x->c->k, a, i, g, sc);
+    }
 }
 
 static int check_attn(const fb_attn_t *a)
@@ -193,29 +679,91 @@ static int check_attn(const fb_attn_t *a)
 
 static int cpu_attention(fb_backend_t *be, const fb_attn_t *a, int n_seq)
 {
+    fcpu_t *c = (fcpu_t *)be;
     for (int s = 0; s < n_seq; s++) {
         int rc = check_attn(&a[s]);
         if (rc)
             return rc;
     }
-    for (int s = 0; s < n_seq; s++) {
-        int rc = fcpu_ref_attention(&a[s]);
-        if (rc)
-            return rc;
+    if (c->ref) {
+        for (int s = 0; s < n_seq; s++) {
+            int rc = fcpu_ref_attention(&a[s]);
+            if (rc)
+                return rc;
+        }
+        return 0;
     }
-    return 0;
+    int64_t stack_starts[65], *starts = n_seq < 65 ? stack_starts : malloc(sizeof(int64_t) * (size_t)(n_seq + 1));
+    if (!starts)
+        return -ENOMEM;
+    starts[0] = 0;
+    double work = 0;
+    for (int s = 0; s < n_seq; s++) {
+        if (a[s].n_head / a[s].n_head_kv > 64) { /* attn_unit's per-group arrays */
+            for (int t = 0; t < n_seq; t++)
+                if (fcpu_ref_attention(&a[t]))
+                    break;
+            if (starts != stack_starts)
+                free(starts);
+            return 0;
+        }
+        starts[s + 1] = starts[s] + (int64_t)a[s].n_q * a[s].n_head_kv;
+        for (int i = 0; i < a[s].n_q; i++)
+            work += 2.0 * (a[s].pos[i] + 1) * a[s].n_head * a[s].head_dim;
+    }
+    attn_ctx_t x = {.c = c, .a = a, .n_seq = n_seq, .unit_start = starts, .n_units = starts[n_seq]};
+    int nth = (int)FD_MIN((double)threads_for(c, work), (double)FD_MAX(x.n_units, 1));
+    fcpu_pool_run(c->pool, nth, attn_task, &x);
+    if (starts != stack_starts)
+        free(starts);
+    return atomic_load(&x.err);
+}
+
+/* ---- element-wise --------------------------------------------------------------------- */
+
+typedef struct ew_ctx {
+    const fcpu_kern_t *k;
+    const float *a, *b;
+    float *y;
+    int64_t n, ld;
+} ew_ctx_t;
+
+static void silu_rows(void *arg, int64_t r0, int64_t r1, int ith)
+{
+    ew_ctx_t *e = arg;
+    for (int64_t r = r0; r < r1; r++)
+        e->k->silu_mul(e->a + r * e->ld, e->b + r * e->ld, e->y + r * e->n, e->n);
 }
 
 static int cpu_silu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
                         int64_t n, int64_t ld_in, float *out)
 {
-    fcpu_ref_silu_mul(gate, up, n_rows, n, ld_in, out);
+    fcpu_t *c = (fcpu_t *)be;
+    if (c->ref) {
+        fcpu_ref_silu_mul(gate, up, n_rows, n, ld_in, out);
+        return 0;
+    }
+    ew_ctx_t e = {.k = c->k, .a = gate, .b = up, .y = out, .n = n, .ld = ld_in};
+    par_rows(c, n_rows, 8.0 * (double)n, silu_rows, &e);
     return 0;
+}
+
+static void add_rows(void *arg, int64_t r0, int64_t r1, int ith)
+{
+    ew_ctx_t *e = arg;
+    int64_t i0 = r0 * 4096, i1 = FD_MIN(r1 * 4096, e->n);
+    e->k->add(e->y + i0, e->a + i0, i1 - i0);
 }
 
 static int cpu_add(fb_backend_t *be, float *y, const float *x, int64_t n)
 {
-    fcpu_ref_add(y, x, n);
+    fcpu_t *c = (fcpu_t *)be;
+    if (c->ref) {
+        fcpu_ref_add(y, x, n);
+        return 0;
+    }
+    ew_ctx_t e = {.k = c->k, .a = x, .y = y, .n = n};
+    par_rows(c, (n + 4095) / 4096, 4096.0 / 4, add_rows, &e);
     return 0;
 }
 
@@ -239,15 +787,28 @@ static int cpu_copy2d(fb_backend_t *be, float *dst, int64_t ld_dst, const float 
     return 0;
 }
 
+/* ---- object --------------------------------------------------------------------------- */
+
 static void cpu_describe(fb_backend_t *be, char *buf, size_t len)
 {
     const fcpu_t *c = (const fcpu_t *)be;
-    snprintf(buf, len, "cpu: %d threads, scalar reference kernels", c->n_threads);
+    snprintf(buf, len, "cpu: %d threads, %s kernels%s, deferred norm: %s, sgemm from %lld rows",
+             c->n_threads, c->ref ? "reference" : c->k->name,
+             c->k->isa == FCPU_ISA_AVX512 ? " (VNNI)" : "",
+             c->defer_mode == DEFER_ONE ? "one thread reduces" : "every thread reduces",
+             (long long)c->blas_rows);
 }
 
 static void cpu_destroy(fb_backend_t *be)
 {
-    free(be);
+    fcpu_t *c = (fcpu_t *)be;
+    fcpu_pool_destroy(c->pool);
+    for (int i = 0; i < MAX_THREADS; i++) {
+        free(c->scr[i].p);
+        free(c->attn_scr[i].p);
+    }
+    free(c->rope_inv);
+    free(c);
 }
 
 static const fb_ops_t cpu_ops = {
@@ -273,23 +834,81 @@ static const fb_ops_t cpu_ops = {
     .describe = cpu_describe,
 };
 
+static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t errlen)
+{
+    for (; opt && *opt; opt++) {
+        const char *o = *opt, *eq = strchr(o, '=');
+        const char *v = eq ? eq + 1 : "";
+        size_t kl = eq ? (size_t)(eq - o) : strlen(o);
+        char *end = NULL;
+        if (kl == 3 && !strncmp(o, "isa", 3)) {
+            int isa = -1;
+            for (int i = 0; i < FCPU_ISA_COUNT; i++)
+                if (!strcmp(v, fcpu_isa_name(i)))
+                    isa = i;
+            if (isa < 0 || !fcpu_kernels(isa)) {
+                snprintf(err, errlen, "cpu backend: isa=%s is not available on this CPU", v);
+                return FD_ECONFIG;
+            }
+            c->k = fcpu_kernels(isa);
+        } else if (kl == 5 && !strncmp(o, "defer", 5) && (!strcmp(v, "each") || !strcmp(v, "one"))) {
+            c->defer_mode = !strcmp(v, "one") ? DEFER_ONE : DEFER_EACH;
+        } else if (kl == 9 && !strncmp(o, "blas_rows", 9) && *v && (c->blas_rows = strtoll(v, &end, 10)) >= 0 && !*end) {
+            continue;
+        } else if (kl == 10 && !strncmp(o, "qblas_rows", 10) && *v && (c->qblas_rows = strtoll(v, &end, 10)) >= 0 && !*end) {
+            continue;
+        } else if (kl == 3 && !strncmp(o, "ref", 3) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
+            c->ref = v[0] == '1';
+        } else {
+            snprintf(err, errlen, "cpu backend: bad option \"%s\" (isa=scalar|avx2|avx512, "
+                     "defer=each|one, blas_rows=N, qblas_rows=N, ref=0|1)", o);
+            return FD_ECONFIG;
+        }
+    }
+    return 0;
+}
+
 int fb_cpu_create(const fb_config_t *cfg, fb_backend_t **out, char *err, size_t errlen)
 {
+    char ebuf[1];
+    if (!err || !errlen) {
+        err = ebuf;
+        errlen = sizeof(ebuf);
+    }
     int threads = cfg ? cfg->threads : 0;
-    if (threads < 0 || threads > 1024) {
-        if (err && errlen)
-            snprintf(err, errlen, "cpu backend: bad thread count %d", threads);
+    if (threads < 0 || threads > MAX_THREADS) {
+        snprintf(err, errlen, "cpu backend: bad thread count %d (1..%d, 0 = online cores)",
+                 threads, MAX_THREADS);
         return FD_ECONFIG;
     }
     if (threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = n > 0 ? (int)FD_MIN(n, 1024) : 1;
+        threads = n > 0 ? (int)FD_MIN(n, MAX_THREADS) : 1;
     }
     fcpu_t *c = calloc(1, sizeof(*c));
     if (!c)
         return -ENOMEM;
     c->base.ops = &cpu_ops;
     c->n_threads = threads;
+    c->k = fcpu_kernels_best();
+    c->defer_mode = DEFER_EACH;
+    c->blas_rows = 32;
+    c->qblas_rows = 0;
+    int rc = parse_options(c, cfg ? cfg->options : NULL, err, errlen);
+    if (rc)
+        goto fail_options;
+    rc = fcpu_pool_create(&c->pool, threads);
+    if (rc) {
+        snprintf(err, errlen, "cpu backend: cannot start %d threads: %s", threads, fd_strerror(rc));
+        goto fail_pool;
+    }
+    /* our workers split every product; OpenBLAS threads on top would fight them */
+    openblas_set_num_threads(1);
     *out = &c->base;
     return 0;
+
+fail_pool:
+fail_options:
+    free(c);
+    return rc;
 }

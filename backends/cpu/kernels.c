@@ -1,0 +1,58 @@
+/* kernels.c: run-time choice of the kernel table (see kernels.h). */
+#include "backends/cpu/kernels.h"
+
+#include <stdbool.h>
+
+size_t fcpu_xrow_bytes(int xform, int64_t n)
+{
+    size_t b;
+    switch (xform) {
+    case FCPU_XQ32: b = (size_t)n + 8 * (size_t)(n / 32); break;
+    case FCPU_XQK: b = (size_t)n + 4 * (size_t)(n / 256) + 2 * (size_t)(n / 16); break;
+    default: b = 4 * (size_t)n; break;
+    }
+    return (b + 63) & ~(size_t)63;
+}
+
+static bool cpu_has(int isa)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (isa == FCPU_ISA_AVX2)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    if (isa == FCPU_ISA_AVX512)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+#endif
+    return isa == FCPU_ISA_SCALAR;
+}
+
+const fcpu_kern_t *fcpu_kernels(int isa)
+{
+    if (isa < 0 || isa >= FCPU_ISA_COUNT || !cpu_has(isa))
+        return NULL;
+    switch (isa) {
+    case FCPU_ISA_AVX512: return fcpu_kernels_avx512();
+    case FCPU_ISA_AVX2: return fcpu_kernels_avx2();
+    default: return fcpu_kernels_scalar();
+    }
+}
+
+const fcpu_kern_t *fcpu_kernels_best(void)
+{
+    for (int isa = FCPU_ISA_COUNT - 1; isa > 0; isa--) {
+        const fcpu_kern_t *k = fcpu_kernels(isa);
+        if (k)
+            return k;
+    }
+    return fcpu_kernels_scalar();
+}
+
+const char *fcpu_isa_name(int isa)
+{
+    static const char *const n[FCPU_ISA_COUNT] = {"scalar", "avx2", "avx512"};
+    return isa >= 0 && isa < FCPU_ISA_COUNT ? n[isa] : "unknown";
+}

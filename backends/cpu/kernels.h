@@ -1,0 +1,95 @@
+/* kernels.h: the CPU backend's inner loops, one table per instruction set (scalar C, AVX2 +
+ * FMA + F16C, AVX-512 with VNNI/BF16 where present), chosen at run time from CPUID.  The
+ * plain reference of each op stays in ref_ops.c; tests run every table against it.
+ *
+ * Matrix products read activations in one of three prepared forms (fcpu_xform):
+ *   XF32  rows of floats;
+ *   XQ32  int8 blocks of 32 with a float scale and the block's sum of codes (for the
+ *         32-element weight types: Q8_0, Q4_0);
+ *   XQK   int8 super-blocks of 256 with one float scale and the sums of each 16 codes (for
+ *         the K-quants: Q4_K, Q6_K).
+ * A dot kernel multiplies one weight row with nr <= FCPU_NR activation rows.  Pure
+ * functions; any thread. */
+#ifndef FD_CPU_KERNELS_H
+#define FD_CPU_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/ggtypes.h"
+
+#define FCPU_NR 4 /* activation rows one dot call handles */
+
+enum fcpu_isa { FCPU_ISA_SCALAR = 0, FCPU_ISA_AVX2 = 1, FCPU_ISA_AVX512 = 2, FCPU_ISA_COUNT };
+enum fcpu_xform { FCPU_XF32 = 0, FCPU_XQ32 = 1, FCPU_XQK = 2 };
+
+/* Bytes of one prepared activation row of n elements (a multiple of 64, so rows stay
+ * aligned).  XQ32 row: int8 qs[n] | float d[n/32] | int32 sum[n/32].  XQK row: int8 qs[n] |
+ * float d[n/256] | int16 bsum[n/16].  n must be a multiple of the block. */
+size_t fcpu_xrow_bytes(int xform, int64_t n);
+
+/* out[r] = sum_i W[i] * X_r[i] for r < nr; w is one row of its type, x the first prepared
+ * row, ldx the bytes between prepared rows. */
+typedef void (*fcpu_dot_fn)(int64_t n, const void *w, const void *x, size_t ldx, int nr,
+                            float *out);
+
+typedef struct fcpu_kern {
+    const char *name;
+    int isa;
+    /* activations -> XQ32 / XQK rows (n a multiple of 32 / 256) */
+    void (*quant_q32)(const float *x, int64_t n, void *dst);
+    void (*quant_qk)(const float *x, int64_t n, void *dst);
+    /* per weight type: the dot kernel and the activation form it reads (NULL: the backend
+     * dequantizes the weight row and uses dot[GG_F32]) */
+    fcpu_dot_fn dot[GG_TYPE_COUNT];
+    int xform[GG_TYPE_COUNT];
+    /* vector helpers */
+    float (*vdot)(const float *a, const float *b, int64_t n);
+    void (*axpy)(float a, const float *x, float *y, int64_t n);      /* y += a x */
+    void (*scale)(float *y, float a, int64_t n);                     /* y *= a */
+    double (*sumsq)(const float *x, int64_t n);                      /* sum x^2 */
+    double (*sum)(const float *x, int64_t n);
+    double (*sumsq_dev)(const float *x, int64_t n, float mean);      /* sum (x-mean)^2 */
+    float (*vmax)(const float *x, int64_t n);
+    /* e[i] = exp(s[i] - m); returns sum e (s may equal e) */
+    float (*exp_sum)(const float *s, float m, float *e, int64_t n);
+    void (*silu_mul)(const float *g, const float *u, float *out, int64_t n);
+    void (*mul_scale)(const float *x, const float *g, float s, float *y, int64_t n); /* y = x*s*g */
+    void (*mul)(const float *x, const float *g, float *y, int64_t n);               /* y = x*g */
+    void (*add)(float *y, const float *x, int64_t n);
+} fcpu_kern_t;
+
+/* The table for isa, or NULL when this CPU (or build) lacks it. */
+const fcpu_kern_t *fcpu_kernels(int isa);
+/* The best table this CPU runs. */
+const fcpu_kern_t *fcpu_kernels_best(void);
+const char *fcpu_isa_name(int isa);
+
+/* The per-ISA tables (kernels_*.c); NULL-returning on builds without the compiler support. */
+const fcpu_kern_t *fcpu_kernels_scalar(void);
+const fcpu_kern_t *fcpu_kernels_avx2(void);
+const fcpu_kern_t *fcpu_kernels_avx512(void);
+
+/* Views into prepared activation rows (see fcpu_xrow_bytes). */
+static inline const int8_t *fcpu_x_qs(const void *row)
+{
+    return (const int8_t *)row;
+}
+static inline const float *fcpu_xq32_d(const void *row, int64_t n)
+{
+    return (const float *)((const int8_t *)row + n);
+}
+static inline const int32_t *fcpu_xq32_sum(const void *row, int64_t n)
+{
+    return (const int32_t *)((const int8_t *)row + n + 4 * (n / 32));
+}
+static inline const float *fcpu_xqk_d(const void *row, int64_t n)
+{
+    return (const float *)((const int8_t *)row + n);
+}
+static inline const int16_t *fcpu_xqk_bsum(const void *row, int64_t n)
+{
+    return (const int16_t *)((const int8_t *)row + n + 4 * (n / 256));
+}
+
+#endif

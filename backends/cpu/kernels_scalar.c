@@ -1,0 +1,313 @@
+/* kernels_scalar.c: the portable kernel table (plain C; the compiler may vectorize it).  Used
+ * where the CPU has no AVX2, and tested like the SIMD tables.  Integer dot products of the
+ * quantized types are exact; their scales are applied once per block as in the SIMD tables,
+ * so all three tables agree to float rounding. */
+#include <math.h>
+#include <string.h>
+
+#include "backends/cpu/kernels.h"
+#include "backends/quants.h"
+
+/* ---- activations ---------------------------------------------------------------------- */
+
+static void quant_q32(const float *x, int64_t n, void *dst)
+{
+    int8_t *qs = dst;
+    float *d = (float *)(qs + n);
+    int32_t *sum = (int32_t *)(d + n / 32);
+    for (int64_t b = 0; b < n / 32; b++) {
+        float amax = 0;
+        for (int j = 0; j < 32; j++)
+            amax = fmaxf(amax, fabsf(x[32 * b + j]));
+        float id = amax > 0 ? 127.f / amax : 0.f;
+        int s = 0;
+        for (int j = 0; j < 32; j++) {
+            int q = (int)lrintf(x[32 * b + j] * id);
+            qs[32 * b + j] = (int8_t)q;
+            s += q;
+        }
+        d[b] = amax / 127.f;
+        sum[b] = s;
+    }
+}
+
+static void quant_qk(const float *x, int64_t n, void *dst)
+{
+    int8_t *qs = dst;
+    float *d = (float *)(qs + n);
+    int16_t *bsum = (int16_t *)(d + n / 256);
+    for (int64_t b = 0; b < n / 256; b++) {
+        float amax = 0;
+        for (int j = 0; j < 256; j++)
+            amax = fmaxf(amax, fabsf(x[256 * b + j]));
+        float id = amax > 0 ? 127.f / amax : 0.f;
+        for (int g = 0; g < 16; g++) {
+            int s = 0;
+            for (int j = 0; j < 16; j++) {
+                int q = (int)lrintf(x[256 * b + 16 * g + j] * id);
+                qs[256 * b + 16 * g + j] = (int8_t)q;
+                s += q;
+            }
+            bsum[16 * b + g] = (int16_t)s;
+        }
+        d[b] = amax / 127.f;
+    }
+}
+
+/* ---- dot kernels ---------------------------------------------------------------------- */
+
+#define XROW(x, ldx, r) ((const void *)((const uint8_t *)(x) + (size_t)(r) * (ldx)))
+
+static void dot_f32(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
+{
+    const float *w = vw;
+    for (int r = 0; r < nr; r++) {
+        const float *xr = XROW(x, ldx, r);
+        float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        int64_t i = 0;
+        for (; i + 4 <= n; i += 4) {
+            a0 += w[i] * xr[i];
+            a1 += w[i + 1] * xr[i + 1];
+            a2 += w[i + 2] * xr[i + 2];
+            a3 += w[i + 3] * xr[i + 3];
+        }
+        for (; i < n; i++)
+            a0 += w[i] * xr[i];
+        out[r] = (a0 + a1) + (a2 + a3);
+    }
+}
+
+static void dot_f16(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
+{
+    const uint16_t *w = vw;
+    for (int r = 0; r < nr; r++) {
+        const float *xr = XROW(x, ldx, r);
+        float a = 0;
+        for (int64_t i = 0; i < n; i++)
+            a += fq_f16_to_f32(w[i]) * xr[i];
+        out[r] = a;
+    }
+}
+
+static void dot_bf16(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
+{
+    const uint16_t *w = vw;
+    for (int r = 0; r < nr; r++) {
+        const float *xr = XROW(x, ldx, r);
+        float a = 0;
+        for (int64_t i = 0; i < n; i++)
+            a += fq_bf16_to_f32(w[i]) * xr[i];
+        out[r] = a;
+    }
+}
+
+static void dot_q8_0(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
+{
+    const fq_block_q8_0 *w = vw;
+    for (int r = 0; r < nr; r++) {
+        const void *row = XROW(x, ldx, r);
+        const int8_t *q = fcpu_x_qs(row);
+        const float *d = fcpu_xq32_d(row, n);
+        float a = 0;
+        for (int64_t b = 0; b < n / 32; b++) {
+            int s = 0;
+            for (int j = 0; j < 32; j++)
+                s += w[b].qs[j] * q[32 * b + j];
+            a += fq_f16_to_f32(w[b].d) * d[b] * (float)s;
+        }
+        out[r] = a;
+    }
+}
+
+static void dot_q4_0(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
+{
+    const fq_block_q4_0 *w = vw;
+    for (int r = 0; r < nr; r++) {
+        const void *row = XROW(x, ldx, r);
+        const int8_t *q = fcpu_x_qs(row);
+        const float *d = fcpu_xq32_d(row, n);
+        const int32_t *sum = fcpu_xq32_sum(row, n);
+        float a = 0;
+        for (int64_t b = 0; b < n / 32; b++) {
+            int s = 0;
+            for (int j = 0; j < 16; j++)
+                s += (w[b].qs[j] & 15) * q[32 * b + j] + (w[b].qs[j] >> 4) * q[32 * b + 16 + j];
+            a += fq_f16_to_f32(w[b].d) * d[b] * (float)(s - 8 * sum[b]);
+        }
+        out[r] = a;
+    }
+}
+
+static void dot_q4_K(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
+{
+    const fq_block_q4_K *w = vw;
+    for (int r = 0; r < nr; r++) {
+        const void *row = XROW(x, ldx, r);
+        const int8_t *q = fcpu_x_qs(row);
+        const float *d = fcpu_xqk_d(row, n);
+        const int16_t *bs = fcpu_xqk_bsum(row, n);
+        float a = 0;
+        for (int64_t b = 0; b < n / 256; b++) {
+            const fq_block_q4_K *wb = &w[b];
+            const int8_t *qb = q + 256 * b;
+            int isum = 0, msum = 0;
+            for (int j = 0; j < 8; j++) {
+                uint8_t sc, m;
+                fq_scale_min_k4(j, wb->scales, &sc, &m);
+                int s = 0, sh = (j & 1) * 4;
+                for (int l = 0; l < 32; l++)
+                    s += ((wb->qs[32 * (j / 2) + l] >> sh) & 15) * qb[32 * j + l];
+                isum += sc * s;
+                msum += m * (bs[16 * b + 2 * j] + bs[16 * b + 2 * j + 1]);
+            }
+            a += d[b] * (fq_f16_to_f32(wb->d) * (float)isum - fq_f16_to_f32(wb->dmin) * (float)msum);
+        }
+        out[r] = a;
+    }
+}
+
+static void dot_q6_K(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
+{
+    const fq_block_q6_K *w = vw;
+    for (int r = 0; r < nr; r++) {
+        const void *row = XROW(x, ldx, r);
+        const int8_t *q = fcpu_x_qs(row);
+        const float *d = fcpu_xqk_d(row, n);
+        float a = 0;
+        for (int64_t b = 0; b < n / 256; b++) {
+            const fq_block_q6_K *wb = &w[b];
+            const int8_t *qb = q + 256 * b;
+            int isum = 0;
+            for (int h = 0; h < 2; h++)
+                for (int k = 0; k < 4; k++)
+                    for (int half = 0; half < 2; half++) {
+                        int s = 0;
+                        for (int l = 16 * half; l < 16 * half + 16; l++) {
+                            uint8_t lb = wb->ql[64 * h + l + 32 * (k & 1)];
+                            int lo = k < 2 ? (lb & 15) : (lb >> 4);
+                            int hi = (wb->qh[32 * h + l] >> (2 * k)) & 3;
+                            s += ((lo | (hi << 4)) - 32) * qb[128 * h + 32 * k + l];
+                        }
+                        isum += wb->scales[8 * h + 2 * k + half] * s;
+                    }
+            a += d[b] * fq_f16_to_f32(wb->d) * (float)isum;
+        }
+        out[r] = a;
+    }
+}
+
+/* ---- vector helpers ------------------------------------------------------------------- */
+
+static float vdot(const float *a, const float *b, int64_t n)
+{
+    float s = 0;
+    for (int64_t i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+static void axpy(float a, const float *x, float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+
+static void scale(float *y, float a, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] *= a;
+}
+
+static double sumsq(const float *x, int64_t n)
+{
+    double s = 0;
+    for (int64_t i = 0; i < n; i++)
+        s += (double)x[i] * x[i];
+    return s;
+}
+
+static double sum(const float *x, int64_t n)
+{
+    double s = 0;
+    for (int64_t i = 0; i < n; i++)
+        s += x[i];
+    return s;
+}
+
+static double sumsq_dev(const float *x, int64_t n, float mean)
+{
+    double s = 0;
+    for (int64_t i = 0; i < n; i++)
+        s += (double)(x[i] - mean) * (x[i] - mean);
+    return s;
+}
+
+static float vmax(const float *x, int64_t n)
+{
+    float m = -INFINITY;
+    for (int64_t i = 0; i < n; i++)
+        m = fmaxf(m, x[i]);
+    return m;
+}
+
+static float exp_sum(const float *s, float m, float *e, int64_t n)
+{
+    float t = 0;
+    for (int64_t i = 0; i < n; i++) {
+        e[i] = expf(s[i] - m);
+        t += e[i];
+    }
+    return t;
+}
+
+static void silu_mul(const float *g, const float *u, float *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        out[i] = g[i] / (1.f + expf(-g[i])) * u[i];
+}
+
+static void mul_scale(const float *x, const float *g, float s, float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i] * s * g[i];
+}
+
+static void mul(const float *x, const float *g, float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = x[i] * g[i];
+}
+
+static void add(float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] += x[i];
+}
+
+static const fcpu_kern_t table = {
+    .name = "scalar",
+    .isa = FCPU_ISA_SCALAR,
+    .quant_q32 = quant_q32,
+    .quant_qk = quant_qk,
+    .dot = {[GG_F32] = dot_f32, [GG_F16] = dot_f16, [GG_BF16] = dot_bf16, [GG_Q8_0] = dot_q8_0,
+            [GG_Q4_0] = dot_q4_0, [GG_Q4_K] = dot_q4_K, [GG_Q6_K] = dot_q6_K},
+    .xform = {[GG_Q8_0] = FCPU_XQ32, [GG_Q4_0] = FCPU_XQ32, [GG_Q4_K] = FCPU_XQK,
+              [GG_Q6_K] = FCPU_XQK},
+    .vdot = vdot,
+    .axpy = axpy,
+    .scale = scale,
+    .sumsq = sumsq,
+    .sum = sum,
+    .sumsq_dev = sumsq_dev,
+    .vmax = vmax,
+    .exp_sum = exp_sum,
+    .silu_mul = silu_mul,
+    .mul_scale = mul_scale,
+    .mul = mul,
+    .add = add,
+};
+
+const fcpu_kern_t *fcpu_kernels_scalar(void)
+{
+    return &table;
+}

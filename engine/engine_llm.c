@@ -1,0 +1,205 @@
+/* engine_llm.c: eng_open: the scheduler (engine.c) driving a model loaded with llm_load and
+ * its tokenizer.  The driver functions run on the engine thread only; the model, tokenizer
+ * and eng_info strings live until eng_close calls llm_close_driver after the thread ended. */
+#include "engine/engine.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/fd.h"
+#include "engine/gguf.h"
+#include "engine/model.h"
+#include "engine/tokenizer.h"
+
+typedef struct llm_drv {
+    llm_model_t *m;
+    const tok_t *tok;
+    eng_info_t info;
+    char model_id[256];
+    char *chat_template;
+} llm_drv_t;
+
+static int d_seq_alloc(void *ctx, int *slot)
+{
+    return llm_seq_alloc(((llm_drv_t *)ctx)->m, slot);
+}
+
+static void d_seq_free(void *ctx, int slot)
+{
+    llm_seq_free(((llm_drv_t *)ctx)->m, slot);
+}
+
+static int d_seq_len(void *ctx, int slot)
+{
+    return llm_seq_len(((llm_drv_t *)ctx)->m, slot);
+}
+
+static int d_decode(void *ctx, const llm_batch_entry_t *e, int n, float *logits)
+{
+    return llm_decode(((llm_drv_t *)ctx)->m, e, n, logits);
+}
+
+static bool d_is_eog(void *ctx, int32_t token)
+{
+    return tok_is_eog(((llm_drv_t *)ctx)->tok, token);
+}
+
+/* Text that starts right after BOS drops the SPM dummy-prefix space, as a whole-text decode
+ * does; after any other prompt the space is part of the continuation. */
+static void d_stream_init(void *ctx, tok_stream_t *s, int32_t last_prompt_token)
+{
+    const tok_t *t = ((llm_drv_t *)ctx)->tok;
+    tok_stream_init(s, t, tok_bos(t) >= 0 && last_prompt_token == tok_bos(t));
+}
+
+static int d_stream_push(void *ctx, tok_stream_t *s, int32_t token, char *out, size_t cap,
+                         size_t *len)
+{
+    return tok_stream_push(s, ((llm_drv_t *)ctx)->tok, token, out, cap, len);
+}
+
+static int d_stream_flush(void *ctx, tok_stream_t *s, char *out, size_t cap, size_t *len)
+{
+    return tok_stream_flush(s, out, cap, len);
+}
+
+static void d_stats(void *ctx, fb_stats_t *out)
+{
+    fb_stats_get(llm_backend(((llm_drv_t *)ctx)->m), out);
+}
+
+static void d_close(void *ctx)
+{
+    llm_drv_t *d = ctx;
+    llm_free(d->m);
+    free(d->chat_template);
+    free(d);
+}
+
+static const char *softmax_name(int mode)
+{
+    switch (mode) {
+    case FB_SOFTMAX_REF: return "ref";
+    case FB_SOFTMAX_MAXSUM: return "maxsum";
+    case FB_SOFTMAX_SUMONLY: return "sumonly";
+    default: return "unknown";
+    }
+}
+
+/* general.name, else the file name without its folder and ".gguf". */
+static void model_id(llm_drv_t *d, const char *path)
+{
+    gguf_str_t s;
+    if (gguf_get_str(llm_gguf(d->m), "general.name", &s) == 0 && s.len > 0) {
+        snprintf(d->model_id, sizeof d->model_id, "%.*s",
+                 (int)FD_MIN(s.len, sizeof d->model_id - 1), s.ptr);
+        return;
+    }
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t n = strlen(base);
+    if (n > 5 && strcmp(base + n - 5, ".gguf") == 0)
+        n -= 5;
+    snprintf(d->model_id, sizeof d->model_id, "%.*s", (int)FD_MIN(n, sizeof d->model_id - 1),
+             base);
+}
+
+int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
+{
+    char dummy[8];
+    if (!err || errlen == 0) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    *out = NULL;
+    if (!p->model_path) {
+        snprintf(err, errlen, "no model file given");
+        return FD_ECONFIG;
+    }
+    if (p->max_running < 1 || p->prefill_chunk < 1 || p->max_batch_tokens < 0) {
+        snprintf(err, errlen, "max_running %d, prefill_chunk %d (>= 1), max_batch_tokens %d "
+                 "(>= 0)", p->max_running, p->prefill_chunk, p->max_batch_tokens);
+        return FD_ECONFIG;
+    }
+    llm_drv_t *d = calloc(1, sizeof *d);
+    if (!d) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    llm_load_params_t lp;
+    llm_load_params_default(&lp);
+    lp.path = p->model_path;
+    if (p->backend)
+        lp.backend = p->backend;
+    lp.backend_options = p->backend_options;
+    lp.threads = p->threads;
+    lp.fusion = p->fusion;
+    lp.softmax_mode = p->softmax_mode;
+    lp.n_ctx = p->n_ctx;
+    lp.n_seq_max = p->max_running;
+    /* the scheduler's step is one llm_decode call: size the activations for all of it */
+    lp.n_batch_max = p->max_batch_tokens ? p->max_batch_tokens
+                                         : p->max_running + 2 * p->prefill_chunk;
+    lp.n_batch_max = FD_MAX(lp.n_batch_max, p->max_running + 1);
+    int rc = llm_load(&d->m, &lp, err, errlen);
+    if (rc < 0) {
+        free(d);
+        return rc;
+    }
+    d->tok = llm_tok(d->m);
+    const llm_hparams_t *hp = llm_hparams(d->m);
+    model_id(d, p->model_path);
+    gguf_str_t tmpl;
+    if (gguf_get_str(llm_gguf(d->m), "tokenizer.chat_template", &tmpl) == 0) {
+        d->chat_template = malloc(tmpl.len + 1);
+        if (!d->chat_template) {
+            snprintf(err, errlen, "out of memory");
+            d_close(d);
+            return -ENOMEM;
+        }
+        memcpy(d->chat_template, tmpl.ptr, tmpl.len);
+        d->chat_template[tmpl.len] = 0;
+    }
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    d->info = (eng_info_t){
+        .model_id = d->model_id,
+        .model_path = gguf_path(llm_gguf(d->m)),
+        .arch = hp->arch,
+        .backend = fb_name(llm_backend(d->m)),
+        .fusion = llm_fusion(d->m),
+        .softmax_mode = softmax_name(llm_softmax_mode(d->m)),
+        .n_ctx = hp->n_ctx,
+        .n_ctx_train = hp->n_ctx_train,
+        .n_vocab = hp->n_vocab,
+        .n_embd = hp->n_embd,
+        .n_layer = hp->n_layer,
+        .n_head = hp->n_head,
+        .n_head_kv = hp->n_head_kv,
+        .n_params = hp->n_params,
+        .file_bytes = gguf_file_size(llm_gguf(d->m)),
+        .chat_template = d->chat_template,
+        .threads = p->threads > 0 ? p->threads : (online > 0 ? (int)online : 1),
+    };
+    eng_driver_t drv = {
+        .ctx = d,
+        .info = &d->info,
+        .tok = d->tok,
+        .n_vocab = hp->n_vocab,
+        .n_ctx = hp->n_ctx,
+        .n_slots = llm_n_seq_max(d->m),
+        .seq_alloc = d_seq_alloc,
+        .seq_free = d_seq_free,
+        .seq_len = d_seq_len,
+        .decode = d_decode,
+        .is_eog = d_is_eog,
+        .stream_init = d_stream_init,
+        .stream_push = d_stream_push,
+        .stream_flush = d_stream_flush,
+        .stats = d_stats,
+        .close = d_close,
+    };
+    /* eng_open_driver closes the driver (and so the model) when it fails */
+    return eng_open_driver(out, p, &drv, err, errlen);
+}

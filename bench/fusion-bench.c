@@ -21,6 +21,7 @@
 #include "backends/quants.h"
 #include "common/fd.h"
 #include "common/ggtypes.h"
+#include "bench/perf.h"
 #include "engine/model.h"
 #include "fusion/fold.h"
 
@@ -445,6 +446,7 @@ static void usage(FILE *f)
             "       --clock wall|cpu: wall time (default) or process CPU time (use with --threads 1\n"
             "       on a shared machine)\n"
             "defaults: backend cpu, type Q8_0, reps 21, threads 0 (all cores), ctx 512, n 64\n");
+    perf_usage(f);
 }
 
 int main(int argc, char **argv)
@@ -453,6 +455,8 @@ int main(int argc, char **argv)
         usage(argc < 2 ? stderr : stdout);
         return argc < 2;
     }
+    if (perf_command(argv[1]))
+        return perf_main(argc, argv);
     opts_t o = { .backend = "cpu", .type = GG_Q8_0, .reps = 21, .ctx = 512, .n_gen = 64 };
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;

@@ -149,3 +149,9 @@ tests_test_demo_model_CFLAGS = $(TEST_CFLAGS)
 tests_test_demo_model_LDADD = $(TEST_LIBS)
 TESTS += tests/test_demo_model
 EXTRA_DIST += tests/data/demo-tok.txt tests/data/demo-logits.txt tests/data/demo-greedy.txt
+
+check_PROGRAMS += tests/test_corsair
+tests_test_corsair_SOURCES = tests/test_corsair.c
+tests_test_corsair_CFLAGS = $(TEST_CFLAGS)
+tests_test_corsair_LDADD = $(TEST_LIBS)
+TESTS += tests/test_corsair

@@ -43,6 +43,11 @@ typedef struct fcpu_kern {
      * dequantizes the weight row and uses dot[GG_F32]) */
     fcpu_dot_fn dot[GG_TYPE_COUNT];
     int xform[GG_TYPE_COUNT];
+    /* float weight types: out[j] = W_j . x for the 4 weight rows W_j = w + j * ldw bytes
+     * against one F32 activation row (NULL: use dot) */
+    void (*dot4[GG_TYPE_COUNT])(int64_t n, const void *w, size_t ldw, const float *x, float *out);
+    /* o[0..hd) = sum_t p[t] V[t * ldv + 0..hd) */
+    void (*pv)(const float *p, const float *v, int64_t ldv, int64_t T, int hd, float *o);
     /* vector helpers */
     float (*vdot)(const float *a, const float *b, int64_t n);
     void (*axpy)(float a, const float *x, float *y, int64_t n);      /* y += a x */

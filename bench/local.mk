@@ -12,3 +12,9 @@ EXTRA_DIST += bench/serve-bench
 noinst_PROGRAMS += sampler-bench
 sampler_bench_SOURCES = bench/sampler-bench.c
 sampler_bench_LDADD = $(FD_LIBS)
+
+# corsair-report: the tables of docs/corsair.md (simulated Corsair latency, fused vs unfused,
+# sensitivity sweep, BFP numerics).
+noinst_PROGRAMS += corsair-report
+corsair_report_SOURCES = bench/corsair-report.c
+corsair_report_LDADD = $(FD_LIBS)

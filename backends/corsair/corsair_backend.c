@@ -82,11 +82,13 @@ static double ready_of(fcs_t *c, const void *p)
     return a ? a->ready : 0.0;
 }
 
+/* A buffer is ready when the last of the ops writing it is done: the unfused plan's Q, K
+ * and V products write parts of one buffer, and the next op reads them all. */
 static void set_ready(fcs_t *c, const void *p, double t)
 {
     cs_alloc_t *a = find_alloc(c, p);
     if (a)
-        a->ready = t;
+        a->ready = FD_MAX(a->ready, t);
 }
 
 static void *cs_alloc(fb_backend_t *be, size_t bytes)

@@ -49,6 +49,13 @@ typedef struct bufs {
     double x, xn, qkv, att, tmp, gu, h, hx, hxn, logits;
 } bufs_t;
 
+/* An op wrote buffer *b, done at t: the buffer is ready when its last writer is (the unfused
+ * plan's Q, K and V products write parts of one buffer), as the backend tracks it. */
+static double wrote(double *b, double t)
+{
+    return *b = FD_MAX(*b, t);
+}
+
 double cs_replay_step(cs_sim_t *s, const cs_llama_shape_t *m, const cs_step_t *st)
 {
     if (!cs_sim_mapped(s)) {
@@ -60,6 +67,7 @@ double cs_replay_step(cs_sim_t *s, const cs_llama_shape_t *m, const cs_step_t *s
     const int64_t NKV = (int64_t)m->n_head_kv * m->head_dim;
     const int defer = st->fused ? FB_NORM_RMS : FB_NORM_NONE;
     const int mode = st->fused ? st->softmax_mode : FB_SOFTMAX_REF;
+    const int H = m->n_head, HKV = m->n_head_kv, HD = m->head_dim;
     cs_attn_seq_t seqs[1024];
     const int n_seq = FD_MIN(st->n_seq, (int)FD_ARRAY_LEN(seqs));
     for (int i = 0; i < n_seq; i++)
@@ -70,53 +78,53 @@ double cs_replay_step(cs_sim_t *s, const cs_llama_shape_t *m, const cs_step_t *s
 
     const double t0 = cs_sim_now(s);
     cs_sim_step_begin(s, (int)R);
-    b.x = cs_sim_get_rows(s, cs_sim_now(s), R, m->embd_row_bytes);
+    wrote(&b.x, cs_sim_get_rows(s, cs_sim_now(s), R, m->embd_row_bytes));
     for (int l = 0; l < m->n_layer; l++) {
         cs_sim_layer(s, l, residual);
         kc = vc = 0; /* each layer has its own cache buffers, written in earlier steps */
         double in = b.x;
         if (!st->fused)
-            in = b.xn = cs_sim_norm(s, b.x, FB_NORM_RMS, R, E);
+            in = wrote(&b.xn, cs_sim_norm(s, b.x, FB_NORM_RMS, R, E));
         if (st->fused) {
-            b.qkv = cs_sim_matmul(s, in, R, E, NQ + 2 * NKV, defer, false, "attn_qkv");
+            wrote(&b.qkv, cs_sim_matmul(s, in, R, E, NQ + 2 * NKV, defer, false, "attn_qkv"));
         } else {
-            b.qkv = cs_sim_matmul(s, in, R, E, NQ, defer, false, "attn_q");
-            b.qkv = cs_sim_matmul(s, in, R, E, NKV, defer, false, "attn_k");
-            b.qkv = cs_sim_matmul(s, in, R, E, NKV, defer, false, "attn_v");
+            wrote(&b.qkv, cs_sim_matmul(s, in, R, E, NQ, defer, false, "attn_q"));
+            wrote(&b.qkv, cs_sim_matmul(s, in, R, E, NKV, defer, false, "attn_k"));
+            wrote(&b.qkv, cs_sim_matmul(s, in, R, E, NKV, defer, false, "attn_v"));
         }
-        b.qkv = cs_sim_rope(s, b.qkv, R, m->n_head, m->head_dim);
-        b.qkv = cs_sim_rope(s, b.qkv, R, m->n_head_kv, m->head_dim);
+        wrote(&b.qkv, cs_sim_rope(s, b.qkv, R, H, HD));
+        wrote(&b.qkv, cs_sim_rope(s, b.qkv, R, HKV, HD));
         for (int i = 0; i < st->n_seq; i++) {
-            kc = cs_sim_copy(s, FD_MAX(b.qkv, kc), st->rows, NKV, true);
-            vc = cs_sim_copy(s, FD_MAX(b.qkv, vc), st->rows, NKV, true);
+            wrote(&kc, cs_sim_copy(s, FD_MAX(b.qkv, kc), st->rows, NKV, true));
+            wrote(&vc, cs_sim_copy(s, FD_MAX(b.qkv, vc), st->rows, NKV, true));
         }
-        b.att = cs_sim_attention(s, FD_MAX(FD_MAX(kc, vc), b.qkv), seqs, n_seq, m->n_head,
-                                 m->n_head_kv, m->head_dim, mode);
-        b.tmp = cs_sim_matmul(s, b.att, R, NQ, E, FB_NORM_NONE, true, "attn_output");
-        b.x = cs_sim_add(s, FD_MAX(b.tmp, b.x), R * E);
+        double ready = FD_MAX(FD_MAX(kc, vc), b.qkv);
+        wrote(&b.att, cs_sim_attention(s, ready, seqs, n_seq, H, HKV, HD, mode));
+        wrote(&b.tmp, cs_sim_matmul(s, b.att, R, NQ, E, FB_NORM_NONE, true, "attn_output"));
+        wrote(&b.x, cs_sim_add(s, FD_MAX(b.tmp, b.x), R * E));
         residual = (double)(R * E) * sizeof(float);
 
         in = b.x;
         if (!st->fused)
-            in = b.xn = cs_sim_norm(s, b.x, FB_NORM_RMS, R, E);
+            in = wrote(&b.xn, cs_sim_norm(s, b.x, FB_NORM_RMS, R, E));
         if (st->fused) {
-            b.gu = cs_sim_matmul(s, in, R, E, 2 * F, defer, false, "ffn_gate_up");
+            wrote(&b.gu, cs_sim_matmul(s, in, R, E, 2 * F, defer, false, "ffn_gate_up"));
         } else {
-            b.gu = cs_sim_matmul(s, in, R, E, F, defer, false, "ffn_gate");
-            b.gu = cs_sim_matmul(s, in, R, E, F, defer, false, "ffn_up");
+            wrote(&b.gu, cs_sim_matmul(s, in, R, E, F, defer, false, "ffn_gate"));
+            wrote(&b.gu, cs_sim_matmul(s, in, R, E, F, defer, false, "ffn_up"));
         }
-        b.h = cs_sim_silu_mul(s, b.gu, R, F);
-        b.tmp = cs_sim_matmul(s, b.h, R, F, E, FB_NORM_NONE, true, "ffn_down");
-        b.x = cs_sim_add(s, FD_MAX(b.tmp, b.x), R * E);
+        wrote(&b.h, cs_sim_silu_mul(s, b.gu, R, F));
+        wrote(&b.tmp, cs_sim_matmul(s, b.h, R, F, E, FB_NORM_NONE, true, "ffn_down"));
+        wrote(&b.x, cs_sim_add(s, FD_MAX(b.tmp, b.x), R * E));
     }
     /* the last row of every sequence, gathered, then the LM head */
     for (int i = 0; i < st->n_seq; i++)
-        b.hx = cs_sim_copy(s, FD_MAX(b.x, b.hx), 1, E, false);
+        wrote(&b.hx, cs_sim_copy(s, FD_MAX(b.x, b.hx), 1, E, false));
     double in = b.hx;
     if (!st->fused)
-        in = b.hxn = cs_sim_norm(s, b.hx, FB_NORM_RMS, st->n_seq, E);
+        in = wrote(&b.hxn, cs_sim_norm(s, b.hx, FB_NORM_RMS, st->n_seq, E));
     cs_sim_head(s);
-    b.logits = cs_sim_matmul(s, in, st->n_seq, E, m->n_vocab, defer, false, "output");
+    wrote(&b.logits, cs_sim_matmul(s, in, st->n_seq, E, m->n_vocab, defer, false, "output"));
     cs_sim_transfer_host(s, b.logits, (double)st->n_seq * m->n_vocab * sizeof(float));
     cs_sim_step_end(s);
     return cs_sim_now(s) - t0;

@@ -16,11 +16,12 @@
  *              bytes / bw_l) + (fan - 1) adds per level; legs = 2 (reduce, then broadcast)
  *  broadcast   sum over spanned levels lat_l + max_l(bytes / bw_l) (streamed)
  *  GEMM        convert x (SIMD) -> broadcast x to the cores -> DIMC: ceil(tiles / C) * R *
- *              T*T / MACs cycles, streamed behind the broadcast, at least weight bytes /
- *              LPDDR bandwidth when the weights do not fit SRAM -> partial sums of the
- *              K-tiles (kspread cores per output tile; other slices when kspread > cores per
- *              slice) -> drain (SIMD); tensor-parallel row-split weights add a card-level
- *              all-reduce of the outputs.
+ *              T*T / MACs cycles (products of one input pack their tiles together),
+ *              streamed behind the broadcast, at least weight bytes / LPDDR bandwidth when
+ *              the weights do not fit SRAM -> partial sums of the K-tiles (kspread cores
+ *              per output tile; a slice's output buffer adds its own cores', the SIMD those
+ *              of other slices) -> drain (SIMD), streamed under the DIMC's later tiles;
+ *              tensor-parallel row-split weights add a card-level all-reduce.
  *  deferred    beside the GEMM: local sum of squares (SIMD) -> all-reduce of one scalar per
  *              row over the card's slices -> rsqrt; join: one multiply per output (SIMD).
  *  unfused     norm op: local reduce -> all-reduce -> rsqrt + scale (SIMD); the GEMM waits.
@@ -52,7 +53,8 @@ static const cs_param_info_t params[CS_P_COUNT] = {
                        "layers over cards: one card, pipelined (consecutive layers per card) "
                        "or tensor-parallel (every layer split over all cards)", map_names },
     [CS_P_CARDS] = { "cards", 0, 0, 4096, "cards", "assumption",
-                     "0: the fewest whose SRAM holds the weights (sram_fill of it)", NULL },
+                     "0: the fewest whose SRAM (sram_fill of it) holds weights and KV cache; a "
+                     "pipeline uses at most one card per layer", NULL },
     [CS_P_KV_MEM] = { "kv_mem", CS_KV_AUTO, 0, 2, "", "assumption",
                       "auto: SRAM when weights + KV cache fit it, else LPDDR", kv_names },
     [CS_P_SRAM_FILL] = { "sram_fill", 0.9, 0.05, 1, "", "assumption",
@@ -222,7 +224,11 @@ void cs_param_format(const cs_params_t *p, int id, char *buf, size_t len)
 
 /* ---- the simulator ---- */
 
-enum { LV_LANE, LV_QUAD, LV_CHIPLET, LV_CARD, LV_SERVER, LV_CLUSTER, LV_COUNT };
+/* Levels of the hierarchy: a group of each level is a few groups of the level below,
+ * joined by that level's link (lanes of a slice; slices of a quad; quads of a chiplet by its
+ * NoC; chiplets of a card die to die; cards of a server by PCIe switch or bridge; servers
+ * by NICs). */
+enum { LV_LANE, LV_QUAD, LV_CHIPLET, LV_D2D, LV_CARDS, LV_NIC, LV_COUNT };
 enum { R_DIMC, R_SIMD, R_COLL, R_XFER };
 
 /* An engine's timeline: its busy intervals, sorted and disjoint.  A task takes the earliest
@@ -287,6 +293,10 @@ struct cs_sim {
     double lat[LV_COUNT], bw[LV_COUNT];
     res_t dimc, simd;
     double now, floor;        /* the device clock; no input is ready before floor */
+    /* the last GEMM input converted and broadcast: (ready time, rows, n) and when it
+     * reached the cores (first row, all rows) */
+    double bc_ready, bc_first, bc_all, bc_tiles, bc_compute, bc_start;
+    int64_t bc_rows, bc_n;
     int stage, block;
     bool in_step;
     double step_t0, last_step_s;
@@ -346,8 +356,11 @@ void cs_sim_map(cs_sim_t *s, const cs_model_shape_t *m)
     int cards = (int)P(CARDS);
     if (h->mapping == CS_MAP_CARD)
         cards = 1;
-    else if (cards <= 0)
-        cards = (int)FD_MAX(1.0, ceil(m->dimc_weight_bytes / cap));
+    else if (cards <= 0) /* the fewest cards whose SRAM holds weights and KV cache, and no
+                            more than a pipeline has layers to place */
+        cards = (int)FD_MAX(1.0, ceil((m->dimc_weight_bytes + m->kv_bytes) / cap));
+    if (h->mapping == CS_MAP_PIPELINE && m->n_layer > 0 && (int)P(CARDS) <= 0)
+        cards = FD_MIN(cards, m->n_layer);
     h->n_cards = cards;
     h->n_stages = h->mapping == CS_MAP_PIPELINE ? FD_MIN(cards, FD_MAX(1, m->n_layer)) : 1;
     h->cards_per_stage = h->mapping == CS_MAP_TP ? cards : 1;
@@ -437,8 +450,8 @@ static double card_allreduce_dur(const cs_sim_t *s, int n, double bytes, double 
         return 0;
     const double legs = P(COLL_LEGS);
     bool nic = n > P(CARDS_PER_SERVER);
-    double lat = s->lat[LV_CARD] + (nic ? s->lat[LV_CLUSTER] : 0);
-    double bw = nic ? s->bw[LV_CLUSTER] : s->bw[LV_CARD];
+    double lat = s->lat[LV_CARDS] + (nic ? s->lat[LV_NIC] : 0);
+    double bw = nic ? s->bw[LV_NIC] : s->bw[LV_CARDS];
     double adds = (n - 1) * ceil(vals_per_slice / P(LANES)) / (P(SIMD_GHZ) * 1e9);
     return legs * lat + legs * bytes * (n - 1) / n / bw + adds;
 }
@@ -523,6 +536,7 @@ void cs_sim_step_begin(cs_sim_t *s, int rows)
     s->step_t0 = s->now;
     s->floor = s->now; /* the host submits the step after the last one's logits */
     s->dimc.n = s->simd.n = 0;
+    s->bc_n = 0;
     s->n_ops = 0;
     s->block = CS_BLOCK_PRE;
     s->stage = 0;
@@ -556,11 +570,12 @@ void cs_sim_layer(cs_sim_t *s, int layer, double residual_bytes)
     (void)op_begin(&o, s, "stage_xfer", FB_OP_OTHER, s->now);
     /* the residual leaves when the old card is done with it */
     bool nic = (int)(st / P(CARDS_PER_SERVER)) != (int)(s->stage / P(CARDS_PER_SERVER));
-    double lat = nic ? s->lat[LV_CLUSTER] : s->lat[LV_CARD];
-    double bw = nic ? s->bw[LV_CLUSTER] : s->bw[LV_CARD];
+    double lat = nic ? s->lat[LV_NIC] : s->lat[LV_CARDS];
+    double bw = nic ? s->bw[LV_NIC] : s->bw[LV_CARDS];
     double end = task(&o, R_XFER, s->now, lat + residual_bytes / bw);
     s->floor = end; /* every input of the next card's ops arrives with it */
     s->stage = st;
+    s->bc_n = 0;
     op_end(&o, end);
 }
 
@@ -600,7 +615,12 @@ double cs_sim_matmul(cs_sim_t *s, double ready, int64_t rows, int64_t n_in, int6
     const double n = row_parallel ? ceil((double)n_in / N) : (double)n_in;
     const double m = row_parallel ? (double)n_out : ceil((double)n_out / N);
     const double Kt = ceil(n / T), Mt = ceil(m / T);
-    const double per_core = ceil(Kt * Mt / C);
+    /* Products of one input (the unfused plan's Q, K, V; gate, up) share the cores: their
+     * tiles pack together as one concatenated product's would. */
+    const bool reuse = s->bc_n == (int64_t)n && s->bc_rows == rows && s->bc_ready == ready &&
+                       ready > 0;
+    const double before = reuse ? s->bc_tiles : 0;
+    const double per_core = ceil((before + Kt * Mt) / C) - ceil(before / C);
     double compute = per_core * R * (T * T / P(MACS)) / (P(DIMC_GHZ) * 1e9 * P(DIMC_UTIL));
     if (h->weights_lpddr)
         compute = FD_MAX(compute, n * m * P(WBYTES) / (P(LPDDR_GBS) * 1e9));
@@ -608,8 +628,9 @@ double cs_sim_matmul(cs_sim_t *s, double ready, int64_t rows, int64_t n_in, int6
     const double kspread = C >= Mt ? FD_MIN(Kt, floor(C / Mt)) : 1;
 
     /* convert x to BFP on the SIMD; a deferred norm's reduction follows it there and then
-     * crosses the network while the DIMC computes */
-    double cv = task(&o, R_SIMD, ready, simd_dur(s, R * n, P(OPS_CONVERT), S));
+     * crosses the network while the DIMC computes.  Products of one input convert and
+     * broadcast it once: every core already holds it. */
+    double cv = reuse ? ready : task(&o, R_SIMD, ready, simd_dur(s, R * n, P(OPS_CONVERT), S));
     double scale_at = 0;
     if (defer_kind != FB_NORM_NONE) {
         const double nstat = defer_kind == FB_NORM_LAYER ? 2 : 1;
@@ -619,25 +640,54 @@ double cs_sim_matmul(cs_sim_t *s, double ready, int64_t rows, int64_t n_in, int6
     }
     /* x streams to the cores: the DIMC starts on the first row after the broadcast latency
      * and never outruns the stream */
-    double blat, btx;
-    bcast_parts(s, S, R * n * P(ABYTES), &blat, &btx);
-    double first = task(&o, R_XFER, cv, blat);
-    o.r.a.xfer_s += btx;
-    double d_end = task(&o, R_DIMC, first, compute), d_start = d_end - compute;
-    d_end = FD_MAX(d_end, first + btx + compute / R);
+    double first, all;
+    double group = compute; /* DIMC work on this input so far, this product included */
+    if (reuse) {
+        first = s->bc_first;
+        all = s->bc_all;
+        s->bc_tiles += Kt * Mt;
+        group = s->bc_compute += compute;
+    } else {
+        double blat, btx;
+        bcast_parts(s, S, R * n * P(ABYTES), &blat, &btx);
+        first = task(&o, R_XFER, cv, blat);
+        o.r.a.xfer_s += btx;
+        all = first + btx;
+        s->bc_ready = ready;
+        s->bc_rows = rows;
+        s->bc_n = (int64_t)n;
+        s->bc_first = first;
+        s->bc_all = all;
+        s->bc_tiles = Kt * Mt;
+        s->bc_compute = compute;
+    }
+    /* The DIMC computes each row as it arrives.  Products of one input interleave their
+     * rows: together they finish as one product of their summed work would, from the
+     * first one's start. */
+    double d_end = task(&o, R_DIMC, first, compute);
+    if (reuse) {
+        d_end = FD_MAX(all + group / R, s->bc_start + group);
+    } else {
+        s->bc_start = d_end - compute;
+        d_end = FD_MAX(d_end, all + compute / R);
+    }
+    const double d_start = d_end - compute;
 
-    /* row by row, the K-tiles' partial sums meet (across slices when kspread exceeds a
-     * slice's cores) and the SIMD drains the outputs; the drain of early rows hides under the
-     * DIMC's later rows.  Fused: the join's multiply rides in the same pass, which cannot
-     * start before the scale is known. */
+    /* piece by piece (a row through one of a core's tiles), the K-tiles' partial sums meet
+     * (across slices when kspread exceeds a slice's cores) and the SIMD drains the outputs;
+     * early pieces leave while the DIMC computes later ones.  Fused: the join's multiply
+     * rides in the same pass, which cannot start before the scale is known. */
     double ps_slices = ceil(kspread / cps), plat = 0, ptx = 0;
     if (ps_slices > 1)
         bcast_parts(s, ps_slices, R * m * 4 * kspread / S, &plat, &ptx);
     o.r.a.xfer_s += plat + ptx;
-    const double per_row = plat + ptx / R;
-    const double drain = simd_dur(s, R * m * (kspread + (defer_kind != FB_NORM_NONE)), 1, S);
-    double dr_ready = FD_MAX(d_start + compute / R + per_row,
-                             d_end + per_row + drain / R - drain);
+    const double pieces = R * FD_MAX(1.0, per_core);
+    const double per_piece = plat + ptx / pieces;
+    /* a slice's output buffer accumulates its own cores' partial sums as they land
+     * (assumption); the SIMD adds those of the other slices and drains */
+    const double drain = simd_dur(s, R * m * (ps_slices + (defer_kind != FB_NORM_NONE)), 1, S);
+    double dr_ready = FD_MAX(d_start + compute / pieces + per_piece,
+                             d_end + per_piece + drain / pieces - drain);
     double t = task(&o, R_SIMD, FD_MAX(dr_ready, scale_at), drain);
     if (row_parallel && N > 1)
         t = task(&o, R_COLL, t, card_allreduce_dur(s, N, R * m * 4, R * m / S));

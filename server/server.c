@@ -169,6 +169,7 @@ struct srv {
     bool closing;               /* srv_destroy has begun */
     int n_preparing;            /* jobs on the thread pool */
     int chat_family;            /* enum chat_family */
+    long long loaded_at;        /* "created" of the model in /v1/models */
     uint64_t id_seed, id_ctr;
 };
 
@@ -984,7 +985,7 @@ static enum MHD_Result answer_models(srv_job_t *j, const char *url)
                                "the model '%.100s' does not exist; this server serves '%.100s'",
                                id, s->model_id);
     }
-    return answer_json(j, 200, oai_models(s->info, s->model_id, (long long)time(NULL),
+    return answer_json(j, 200, oai_models(s->info, s->model_id, s->loaded_at,
                                           j->route == R_MODEL_ONE));
 }
 
@@ -1684,6 +1685,7 @@ void srv_set_engine(srv_t *s, eng_t *eng)
     const char *note = "";
     if (chat_select(s->chat_template, tmpl, tmpl ? strlen(tmpl) : 0, &s->chat_family, &note))
         s->chat_family = CHAT_PLAIN; /* the override was checked by srv_create */
+    s->loaded_at = (long long)time(NULL);
     fd_log_info("server: model '%s', chat format %s (%s)", s->model_id,
                 chat_family_name(s->chat_family), note);
     s->eng = eng;

@@ -803,9 +803,9 @@ START_TEST(test_disconnect_stream)
     uint64_t t0 = fd_now_ns();
     close(rd->fd);
     free(rd);
-    ck_assert(wait_for(live, 0, 1000));
-    /* Well before the 2.5 s the request would have taken. */
-    ck_assert_uint_lt(fd_now_ns() - t0, 500000000ull);
+    ck_assert(wait_for(live, 0, 2000));
+    /* Well before the 2.4 s the request would have taken (slack for loaded CI machines). */
+    ck_assert_uint_lt(fd_now_ns() - t0, 1500000000ull);
     ck_assert(wait_for(srv_running_now, 0, 1000));
     ck_assert(metric("fusiond_requests_finished_total{reason=\"cancel\"}") == 1);
     ck_assert(metric("fusiond_requests_running") == 0);

@@ -295,6 +295,10 @@ typedef struct coll {
     int cancel_after;
     eng_stats_t stats_at_done;
     eng_t *stats_eng;
+    /* hold_at > 0: the callback of token hold_at blocks the engine thread until
+     * coll_release, so the test can act while the engine is in a known state */
+    int hold_at;
+    bool holding, released;
 } coll_t;
 
 static bool utf8_complete(const char *s, size_t n)
@@ -336,6 +340,18 @@ static void on_event(void *ud, const eng_event_t *ev)
         }
         if (c->cancel_eng && c->n == c->cancel_after)
             eng_cancel(c->cancel_eng, ev->id);
+        if (c->hold_at > 0 && c->n == c->hold_at) {
+            /* bounded, so a test that fails while holding cannot hang the engine forever */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 120;
+            c->holding = true;
+            pthread_cond_broadcast(&c->cv);
+            while (!c->released)
+                if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT)
+                    break;
+            c->holding = false;
+        }
     } else {
         if (c->stats_eng)
             eng_stats(c->stats_eng, &c->stats_at_done);
@@ -370,6 +386,30 @@ static void coll_wait(coll_t *c)
     bool done = c->done;
     pthread_mutex_unlock(&c->mu);
     ck_assert_msg(done, "request %llu never finished", (unsigned long long)c->id);
+}
+
+/* Waits until the engine thread is held in c's callback (c->hold_at). */
+static void coll_wait_held(coll_t *c)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 60;
+    pthread_mutex_lock(&c->mu);
+    while (!c->holding && !c->done)
+        if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT)
+            break;
+    bool holding = c->holding;
+    pthread_mutex_unlock(&c->mu);
+    ck_assert_msg(holding, "request %llu: the engine never reached token %d",
+                  (unsigned long long)c->id, c->hold_at);
+}
+
+static void coll_release(coll_t *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->released = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
 }
 
 /* Waits until c has at least n tokens (or is done). */
@@ -1400,11 +1440,20 @@ START_TEST(test_model_seed_cancel_bounds)
     r1->cancel_eng = e;
     r1->cancel_after = 10;    /* cancels itself mid-generation */
     r1->stats_eng = e;
+    /* r1 holds the engine at its first token: left to run, it could reach its cancel and
+     * let r2 in before the third submit, which would then find room */
+    r1->hold_at = 1;
     q.ud = r1;
     ck_assert_int_eq(eng_submit(e, &q, &r1->id, err, sizeof err), 0);
+    coll_wait_held(r1);
     q.ud = r2;
     ck_assert_int_eq(eng_submit(e, &q, &r2->id, err, sizeof err), 0);
+    eng_stats_t st;
+    eng_stats(e, &st);
+    ck_assert_int_eq(st.running, 1);
+    ck_assert_int_eq(st.waiting, 1);
     ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), FD_EFULL);
+    ck_assert_msg(strstr(err, "1 requests waiting, 1 running"), "%s", err);
     /* beyond the context, with the numbers */
     const eng_info_t *info = eng_info(e);
     q.max_tokens = info->n_ctx - n + 1;
@@ -1412,6 +1461,7 @@ START_TEST(test_model_seed_cancel_bounds)
     char num[32];
     snprintf(num, sizeof num, "%d", info->n_ctx);
     ck_assert_msg(strstr(err, num) && strstr(err, "context window"), "%s", err);
+    coll_release(r1);
     coll_wait(r1);
     ck_assert_int_eq(r1->finish, ENG_FINISH_CANCEL);
     ck_assert_int_eq(r1->n, 10);
@@ -1423,7 +1473,6 @@ START_TEST(test_model_seed_cancel_bounds)
     ck_assert_int_eq(eng_cancel(e, r2->id), 0);
     coll_wait(r2);
     ck_assert_int_eq(r2->finish, ENG_FINISH_CANCEL);
-    eng_stats_t st;
     eng_stats(e, &st);
     ck_assert_int_eq(st.running, 0);
     ck_assert_int_eq(st.waiting, 0);
@@ -1432,15 +1481,23 @@ START_TEST(test_model_seed_cancel_bounds)
     coll_free(r1);
     coll_free(r2);
 
-    /* a time limit shorter than the generation */
+    /* a time limit shorter than the generation: the engine is held at the first token until
+     * the limit has passed (a fast machine could otherwise finish all 450 in time), so the
+     * next step must end it */
     q.max_tokens = 450;
     q.timeout_s = 0.02;
     coll_t *t = coll_new();
+    t->hold_at = 1;
     q.ud = t;
     ck_assert_int_eq(eng_submit(e, &q, &t->id, err, sizeof err), 0);
+    double t_submitted = fd_now_s();    /* not before the engine's own submit time */
+    coll_wait_held(t);
+    while (fd_now_s() - t_submitted < 0.025)
+        usleep(2000);
+    coll_release(t);
     coll_wait(t);
     ck_assert_int_eq(t->finish, ENG_FINISH_TIMEOUT);
-    ck_assert_int_lt(t->n, 450);
+    ck_assert_int_eq(t->n, 1);
     ck_assert_double_ge(t->t.total_s, 0.02);
     coll_free(t);
     eng_close(e);

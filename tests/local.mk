@@ -147,3 +147,11 @@ tests_test_demo_model_CFLAGS = $(TEST_CFLAGS)
 tests_test_demo_model_LDADD = $(TEST_LIBS)
 TESTS += tests/test_demo_model
 EXTRA_DIST += tests/data/demo-tok.txt tests/data/demo-logits.txt tests/data/demo-greedy.txt
+
+# libFuzzer targets of the reliability work (make fuzz; .ci/run runs each briefly):
+# model loading, request parsing, streamed text.  gen_seeds_model writes fuzz_model's seeds.
+FUZZ_TARGETS += tests/fuzz/fuzz_model.c
+EXTRA_DIST += tests/fuzz/fuzz_model.c tests/fuzz/corpus/fuzz_model
+check_PROGRAMS += tests/fuzz/gen_seeds_model
+tests_fuzz_gen_seeds_model_SOURCES = tests/fuzz/gen_seeds_model.c
+tests_fuzz_gen_seeds_model_LDADD = $(FD_LIBS)

@@ -152,6 +152,8 @@ EXTRA_DIST += tests/data/demo-tok.txt tests/data/demo-logits.txt tests/data/demo
 # model loading, request parsing, streamed text.  gen_seeds_model writes fuzz_model's seeds.
 FUZZ_TARGETS += tests/fuzz/fuzz_model.c
 EXTRA_DIST += tests/fuzz/fuzz_model.c tests/fuzz/corpus/fuzz_model
+FUZZ_TARGETS += tests/fuzz/fuzz_request.c
+EXTRA_DIST += tests/fuzz/fuzz_request.c tests/fuzz/fuzz_request.dict tests/fuzz/corpus/fuzz_request
 check_PROGRAMS += tests/fuzz/gen_seeds_model
 tests_fuzz_gen_seeds_model_SOURCES = tests/fuzz/gen_seeds_model.c
 tests_fuzz_gen_seeds_model_LDADD = $(FD_LIBS)

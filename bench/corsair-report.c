@@ -115,8 +115,8 @@ static void cmd_table(const opts_t *o)
            "max.  \"collectives\" is the share of the unfused step spent in norm and softmax\n"
            "reductions (and tensor-parallel all-reduces), all of which sit on its critical\n"
            "path.  \"no-collective\" is the reduction left when collectives and SIMD cost\n"
-           "nothing: what the fused plan gains from concatenating Q|K|V and gate|up alone\n"
-           "(fewer dispatches, fuller DIMC tiles).  Latencies are the device's: the host I/O\n"
+           "nothing: what the fused plan gains without hiding any reduction (fewer kernels\n"
+           "to dispatch and drain).  Latencies are the device's: the host I/O\n"
            "of the step (token ids in, fp32 logits of every sequence out over PCIe), the same\n"
            "in both plans, is left out and shown in its own column.\n\n");
     printf("| model | mapping | KV | phase | batch | ctx | unfused | fused | reduction | "
@@ -283,9 +283,9 @@ static void cmd_schedule(const opts_t *o)
     printf("### Per-block schedule: %s, %s, batch %d, %s (us)\n\n", m->name,
            map_name(&u.hw, mp, sizeof(mp)), o->batch, o->prefill ? "prefill" : "decode");
     if (o->prefill)
-        printf("A %d-token prefill.  ", o->prefill);
+        printf("A %d-token prefill.\n", o->prefill);
     else
-        printf("One decode step at context %lld.  ", (long long)o->ctx);
+        printf("One decode step at context %lld.\n", (long long)o->ctx);
     printf("Busy times add the work of each engine; \"exposed\" is the block's share of the\n"
            "critical path (blocks sum to the step, host I/O included: %.3f us).  Device step,\n"
            "host I/O excluded: unfused %.3f us, fused %.3f us (%.1f%% less).\n\n",
@@ -683,7 +683,7 @@ static void cmd_params(const opts_t *o)
     printf("### The timing model's parameters\n\n");
     printf("Every constant of backends/corsair/timing.c; any of them is a backend option\n"
            "(`backend_option = KEY=VALUE` in fusiond.conf, `--backend-option KEY=VALUE` in\n"
-           "fusion-cli, `-o KEY=VALUE` here).\n\n");
+           "fusion-cli, `-o KEY=VALUE` in corsair-report).\n\n");
     printf("| key | value | unit | kind | source or reason |\n|---|---:|---|---|---|\n");
     for (int i = 0; i < CS_P_COUNT; i++) {
         const cs_param_info_t *pi = cs_param_info(i);

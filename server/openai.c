@@ -188,6 +188,8 @@ static cJSON *timings_obj(const oai_timings_t *t)
                                                     : 0)) &&
               put(o, "predicted_per_second", cJSON_CreateNumber(pred_per_s)) &&
               put(o, "total_ms", cJSON_CreateNumber(t->total_ms));
+    if (ok && t->device_ms > 0)
+        ok = put(o, "device_ms", cJSON_CreateNumber(t->device_ms));
     if (ok && t->timed_out)
         ok = put(o, "timed_out", cJSON_CreateTrue());
     if (!ok) {

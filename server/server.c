@@ -608,6 +608,7 @@ static void job_timings(const srv_job_t *j, oai_timings_t *t)
             t->ttft_ms = ct->ttft_s * 1e3;
         t->prompt_ms = FD_MAX(t->prompt_ms, ct->prefill_s * 1e3);
         t->predicted_ms = FD_MAX(t->predicted_ms, ct->decode_s * 1e3);
+        t->device_ms = FD_MAX(t->device_ms, ct->device_s * 1e3); /* choices share steps */
         t->prompt_n += ct->n_prompt;
         t->predicted_n += j->choices[i].n_gen;
         t->timed_out |= j->choices[i].finish == ENG_FINISH_TIMEOUT || j->server_timeout;

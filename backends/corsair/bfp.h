@@ -60,7 +60,7 @@ float cs_bfp_dot(const cs_bfp_fmt_t *fa, const int8_t *qa, const uint8_t *ea,
 
 /* The SIMD unit's exp: x = k ln2 + r with k = round(x / ln2), |r| <= ln2 / 2, and
  * exp(r) ~= 1 + r (c1 + c2 r) in fp32 (dmx-compressor's poly2exp coefficients).  Returns
- * exp(r) and stores k; exp(x) ~= ret * 2^k.  Relative error below 1.5e-3 on |r| <= ln2/2. */
+ * exp(r) and stores k; exp(x) ~= ret * 2^k.  Relative error at most 2.3e-3 (at r = -ln2/2). */
 float cs_poly2_exp_parts(float x, int *k);
 /* ret * 2^k in full: overflow gives inf, underflow 0, like expf.  NaN gives NaN. */
 float cs_poly2_exp(float x);

@@ -6,3 +6,4 @@ libfusiond_a_SOURCES += backends/corsair/bfp.h backends/corsair/bfp.c \
 	backends/corsair/timing.h backends/corsair/timing.c \
 	backends/corsair/replay.h backends/corsair/replay.c
 AM_CPPFLAGS += -DFB_HAVE_CORSAIR
+dist_doc_DATA += docs/corsair.md

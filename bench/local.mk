@@ -6,7 +6,7 @@ fusion_bench_SOURCES = bench/fusion-bench.c bench/perf.h bench/perf.c
 fusion_bench_LDADD = $(FD_LIBS)
 
 # serve-bench: the serving load generator (python3, stdlib only); BENCHMARKS.md has runs.
-EXTRA_DIST += bench/serve-bench
+EXTRA_DIST += bench/serve-bench bench/cpu-bench
 
 # sampler-bench: the sampler's cost per call on large vocabularies, the scheduler's per step.
 noinst_PROGRAMS += sampler-bench

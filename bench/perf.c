@@ -3,6 +3,8 @@
  *          caches, on N threads) and OpenBLAS sgemm GFLOP/s (N threads);
  *   gemm   fb_matmul throughput per weight type and model shape, batch 1, 8, 64: GB/s of
  *          weights read and GFLOP/s, as fractions of the limits measured in the same run;
+ *   norm   a norm -> product three ways: unfused, deferred with every thread reducing,
+ *          deferred with one thread reducing while the others multiply;
  *   llama  llama-bench-style prompt processing (pp) and decode (tg) tokens/s of a model file,
  *          plus batched decode of S sequences, with the achieved GB/s and GFLOP/s as
  *          fractions of the limits measured in the same run.
@@ -346,6 +348,124 @@ static int cmd_gemm(const popts_t *o)
     return 0;
 }
 
+/* ---- norm: the deferred norm's two schedules against the unfused pair ------------------- */
+
+/* One product with a norm in front, three ways, alternating within each repetition:
+ * unfused (fb_rmsnorm, then fb_matmul), fused with every thread reducing the row itself
+ * ("each", the default), fused with thread 0 reducing while the others multiply ("one"). */
+static void norm_one(fb_backend_t *be[2], const popts_t *o, const char *model, const char *op,
+                     int type, int64_t n_out, int64_t n_in)
+{
+    if (!gg_row_bytes(type, (uint64_t)n_in))
+        return;
+    void *wq = rand_weights(type, n_out, n_in);
+    float *gam = malloc(sizeof(float) * (size_t)n_in);
+    for (int64_t i = 0; i < n_in; i++)
+        gam[i] = 1.0f + 0.1f * prand();
+    fb_weight_t w[2], g[2];
+    for (int b = 0; b < 2; b++) {
+        w[b] = (fb_weight_t){.type = type, .n_in = n_in, .n_out = n_out, .src = wq, .name = op};
+        g[b] = (fb_weight_t){.type = GG_F32, .n_in = n_in, .n_out = 1, .src = gam, .name = "g"};
+        if (fb_weight_prepare(be[b], &w[b]) || fb_weight_prepare(be[b], &g[b])) {
+            fprintf(stderr, "fusion-bench: cannot prepare %s\n", op);
+            exit(1);
+        }
+    }
+    char blist[64];
+    snprintf(blist, sizeof(blist), "%s", o->batches ? o->batches : "1,8,64");
+    for (char *bp = strtok(blist, ","); bp; bp = strtok(NULL, ",")) {
+        int rows = atoi(bp);
+        if (rows < 1)
+            continue;
+        float *x = fb_alloc(be[0], sizeof(float) * (size_t)rows * (size_t)n_in);
+        float *xn = fb_alloc(be[0], sizeof(float) * (size_t)rows * (size_t)n_in);
+        float *y = fb_alloc(be[0], sizeof(float) * (size_t)rows * (size_t)n_out);
+        for (int64_t i = 0; i < rows * n_in; i++)
+            x[i] = 3 * prand();
+        fb_defer_t d = {.kind = FB_NORM_RMS, .eps = 1e-5f};
+        double wbytes = (double)gg_row_bytes(type, (uint64_t)n_in) * (double)n_out;
+        int inner = (int)FD_MAX(1.0, FD_MIN(1000.0, 2e6 / (wbytes + 1.0)));
+        double *t[3], *r1 = malloc(sizeof(double) * (size_t)o->reps), *r2 = malloc(sizeof(double) * (size_t)o->reps);
+        for (int k = 0; k < 3; k++)
+            t[k] = malloc(sizeof(double) * (size_t)o->reps);
+        for (int r = -1; r < o->reps; r++) {
+            double tt[3];
+            for (int k = 0; k < 3; k++) {
+                fb_backend_t *b = be[k == 2];
+                double t0 = fd_now_s();
+                for (int i = 0; i < inner; i++) {
+                    if (k == 0) {
+                        fb_rmsnorm(b, x, rows, n_in, &g[0], 1e-5f, xn);
+                        fb_matmul(b, &w[0], xn, rows, y, NULL);
+                    } else {
+                        fb_matmul(b, &w[k == 2], x, rows, y, &d);
+                    }
+                }
+                fb_sync(b);
+                tt[k] = (fd_now_s() - t0) / inner;
+            }
+            if (r >= 0) {
+                for (int k = 0; k < 3; k++)
+                    t[k][r] = tt[k];
+                r1[r] = tt[0] / tt[1];
+                r2[r] = tt[2] / tt[1];
+            }
+        }
+        double mu = med(t[0], o->reps), me = med(t[1], o->reps), mo = med(t[2], o->reps);
+        printf("norm %-15s %-8s %-5s %6lldx%-6lld batch %2d  unfused %9.1f us  each %9.1f us  "
+               "one %9.1f us  unfused/each %.3f  one/each %.3f\n", model, op, gg_type_name(type),
+               (long long)n_out, (long long)n_in, rows, mu * 1e6, me * 1e6, mo * 1e6,
+               med(r1, o->reps), med(r2, o->reps));
+        fflush(stdout);
+        for (int k = 0; k < 3; k++)
+            free(t[k]);
+        free(r1);
+        free(r2);
+        fb_free(be[0], x);
+        fb_free(be[0], xn);
+        fb_free(be[0], y);
+    }
+    for (int b = 0; b < 2; b++) {
+        fb_weight_release(be[b], &w[b]);
+        fb_weight_release(be[b], &g[b]);
+    }
+    free(wq);
+    free(gam);
+}
+
+static int cmd_norm(const popts_t *o)
+{
+    fb_backend_t *be[2];
+    const char *opts[2][3] = {{"defer=each", NULL}, {"defer=one", NULL}};
+    for (int b = 0; b < 2; b++) {
+        fb_config_t cfg = {.threads = o->threads, .options = opts[b]};
+        char err[256];
+        if (fb_create("cpu", &cfg, &be[b], err, sizeof(err))) {
+            fprintf(stderr, "fusion-bench: %s\n", err);
+            return 1;
+        }
+    }
+    printf("# norm: RMSNorm -> product, unfused vs deferred (each thread reduces / thread 0 "
+           "reduces), %d threads, %d reps (medians; ratios per repetition)\n",
+           n_threads(o->threads), o->reps);
+    static const int types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q6_K};
+    for (size_t m = 0; m < FD_ARRAY_LEN(pshapes); m++) {
+        const pshape_t *s = &pshapes[m];
+        if (!in_list(o->models, s->name))
+            continue;
+        for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
+            if (!in_list(o->types ? o->types : "F32,Q8_0", gg_type_name(types[t])))
+                continue;
+            int64_t nqkv = (int64_t)(s->n_head + 2 * s->n_head_kv) * s->head_dim;
+            norm_one(be, o, s->name, "qkv", types[t], nqkv, s->n_embd);
+            norm_one(be, o, s->name, "gate_up", types[t], 2 * (int64_t)s->n_ff, s->n_embd);
+        }
+    }
+    fb_destroy(be[0]);
+    fb_destroy(be[1]);
+    return 0;
+}
+
 /* ---- llama: pp / tg tokens per second of a model -------------------------------------- */
 
 /* Bytes of weights one decode step reads: every tensor except the embedding table (one row
@@ -454,11 +574,12 @@ static int cmd_llama(const popts_t *o)
         }
         if (rc == 0) {
             double v = med(t, o->reps);
-            printf("pp%-5d %10.1f tok/s  %7.1f GFLOP/s (%3.0f%% sgemm)\n", o->n_prompt, v,
+            printf("pp%-8d %10.1f tok/s %8.1f GFLOP/s %5.0f %%sgemm\n", o->n_prompt, v,
                    v * flops * 1e-9, 100 * v * flops * 1e-9 / rf.sgemm);
         }
     }
     int Ss[2] = {1, o->seqs};
+    double tg1 = 0;
     for (int k = 0; k < (o->seqs > 1 ? 2 : 1) && rc == 0 && o->n_gen > 0; k++) {
         int S = Ss[k];
         for (int r = 0; r < o->reps && rc == 0; r++) {
@@ -467,11 +588,16 @@ static int cmd_llama(const popts_t *o)
         }
         if (rc == 0) {
             double v = med(t, o->reps);
+            char name[32];
+            snprintf(name, sizeof(name), S == 1 ? "tg%d" : "tg%dx%d", o->n_gen, S);
             if (S == 1)
-                printf("tg%-5d %10.1f tok/s  %7.1f GB/s (%3.0f%% bw)\n", o->n_gen, v,
-                       v * bytes * 1e-9, 100 * v * bytes * 1e-9 / rf.bw);
+                printf("%-10s %10.1f tok/s %8.1f GB/s %5.0f %%bw\n", name, v, v * bytes * 1e-9,
+                       100 * v * bytes * 1e-9 / rf.bw);
             else
-                printf("tg%-5d x%-3d %6.1f tok/s aggregate\n", o->n_gen, S, v);
+                printf("%-10s %10.1f tok/s aggregate (%.2fx one sequence)\n", name, v,
+                       v / (tg1 > 0 ? tg1 : v));
+            if (S == 1)
+                tg1 = v;
         }
     }
     fflush(stdout);
@@ -490,7 +616,8 @@ static int cmd_llama(const popts_t *o)
 
 bool perf_command(const char *cmd)
 {
-    return !strcmp(cmd, "roof") || !strcmp(cmd, "gemm") || !strcmp(cmd, "llama");
+    return !strcmp(cmd, "roof") || !strcmp(cmd, "gemm") || !strcmp(cmd, "norm") ||
+           !strcmp(cmd, "llama");
 }
 
 void perf_usage(void *file)
@@ -499,6 +626,8 @@ void perf_usage(void *file)
             "       fusion-bench roof [--threads N] [--reps N] [--mib M]\n"
             "       fusion-bench gemm [--types F32,Q8_0,...] [--models a,b] [--batches 1,8,64]\n"
             "                         [--threads N] [--reps N] [--options k=v,...]\n"
+            "       fusion-bench norm [--types F32,Q8_0] [--models a,b] [--batches 1,8,64]\n"
+            "                         [--threads N] [--reps N]   (deferred norm: each / one / unfused)\n"
             "       fusion-bench llama -m MODEL [-p 128] [-n 64] [--seqs 8] [--fusion on|off]\n"
             "                         [--threads N] [--reps N] [--options k=v,...]\n"
             "  (roof, gemm and llama measure read bandwidth and sgemm in the same run)\n");
@@ -553,5 +682,7 @@ int perf_main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "gemm"))
         return cmd_gemm(&o);
+    if (!strcmp(argv[1], "norm"))
+        return cmd_norm(&o);
     return cmd_llama(&o);
 }

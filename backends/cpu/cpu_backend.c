@@ -24,6 +24,7 @@
  * ref=1 (every op on the plain reference of ref_ops.c). */
 #include <cblas.h>
 #include <math.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,11 +71,17 @@ typedef struct fcpu_weight {
     float *vec;           /* F32 copy of a 1-D non-F32 weight, else NULL */
 } fcpu_weight_t;
 
-static inline void relax(void)
+/* Waits for thread 0's published row scales (DEFER_ONE): spins briefly, then yields the
+ * core, since thread 0 may be waiting for one when cores are oversubscribed. */
+static void wait_flag(_Atomic int *flag)
 {
+    for (unsigned i = 0; !atomic_load_explicit(flag, memory_order_acquire); i++) {
 #if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
+        __builtin_ia32_pause();
 #endif
+        if (i > 2048)
+            sched_yield();
+    }
 }
 
 static void *scratch_get(scratch_t *s, size_t n)
@@ -285,6 +292,8 @@ static void mm_task(void *arg, int ith, int nth)
         }
         if (m->xform == FCPU_XQ32)
             k->quant_q32(src, n_in, xp + (size_t)r * m->ldx);
+        else if (m->xform == FCPU_XQ32I)
+            k->quant_q32i(src, n_in, xp + (size_t)r * m->ldx);
         else if (m->xform == FCPU_XQK)
             k->quant_qk(src, n_in, xp + (size_t)r * m->ldx);
     }
@@ -323,8 +332,7 @@ static void mm_task(void *arg, int ith, int nth)
              * horizontal reduction */
             int64_t o = o0;
             for (; o + 4 <= o1; o += 4)
-                k->dot4[w->type](n_in, wsrc + (uint64_t)o * m->ldw, m->ldw, (const float *)xbase,
-                                 m->y + o);
+                k->dot4[w->type](n_in, wsrc + (uint64_t)o * m->ldw, m->ldw, xbase, m->y + o);
             for (; o < o1; o++)
                 m->dot(n_in, wsrc + (uint64_t)o * m->ldw, xbase, m->ldx, 1, m->y + o);
         } else {
@@ -349,15 +357,13 @@ static void mm_task(void *arg, int ith, int nth)
             done[n_done][0] = o0;
             done[n_done++][1] = o1;
         } else { /* too many chunks to remember: wait for the scales now */
-            while (!atomic_load_explicit(&m->scale_ready, memory_order_acquire))
-                relax();
+            wait_flag(&m->scale_ready);
             mm_epilogue(m, m->shared_scale, o0, o1);
         }
     }
     /* DEFER_ONE: the join, once thread 0's statistic is there */
     if (n_done) {
-        while (!atomic_load_explicit(&m->scale_ready, memory_order_acquire))
-            relax();
+        wait_flag(&m->scale_ready);
         for (int i = 0; i < n_done; i++)
             mm_epilogue(m, m->shared_scale, done[i][0], done[i][1]);
     }

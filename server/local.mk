@@ -11,6 +11,7 @@ libfusiond_server_a_SOURCES = server/server.h \
 libfusiond_server_a_CFLAGS = $(AM_CFLAGS) $(MHD_CFLAGS) $(CJSON_CFLAGS) $(UV_CFLAGS)
 SRV_LIBS = libfusiond_server.a $(FD_LIBS) $(MHD_LIBS) $(CJSON_LIBS) $(UV_LIBS)
 EXTRA_DIST += server/DESIGN.md
+FUZZ_SRCS += server/request.c server/openai.c
 
 # The daemon (issue 7): the option table and config file, sd_notify, privileges.  Kept in
 # its own library so the fusiond program and test_config link the same objects.

@@ -34,6 +34,7 @@
 #define TICK_MS 200
 #define MAX_DISCARD (64u << 20) /* body bytes read past the limit before hanging up */
 #define SHUTDOWN_WAIT_S 10.0
+#define INLINE_PREP_BYTES (16u << 10) /* bodies prepared on the loop; larger: thread pool */
 
 enum route {
     R_NONE, R_HEALTH, R_METRICS, R_MODELS, R_MODEL_ONE, R_COMPLETIONS, R_CHAT, R_TOKENIZE,
@@ -77,7 +78,8 @@ typedef struct srv_choice {
     int n_gen;
     uint64_t last_ns;
     eng_timings_t t;
-    int lost;                   /* events dropped for lack of memory (set by the engine thread) */
+    int lost;                   /* output dropped for lack of memory; the engine thread adds
+                                   to it too, so every access is atomic (choice_lost) */
     evq_node_t done_node;       /* DONE never waits on malloc */
 } srv_choice_t;
 
@@ -168,6 +170,7 @@ struct srv {
     bool closing;               /* srv_destroy has begun */
     int n_preparing;            /* jobs on the thread pool */
     int chat_family;            /* enum chat_family */
+    long long loaded_at;        /* "created" of the model in /v1/models */
     uint64_t id_seed, id_ctr;
 };
 
@@ -566,13 +569,23 @@ static void on_watch(uv_poll_t *p, int status, int events)
 
 /* ---------------------------------------------------------------- engine events */
 
+static bool choice_lost(const srv_choice_t *c)
+{
+    return __atomic_load_n(&c->lost, __ATOMIC_RELAXED) != 0;
+}
+
+static void choice_lose(srv_choice_t *c)
+{
+    __atomic_add_fetch(&c->lost, 1, __ATOMIC_RELAXED);
+}
+
 static void on_engine_event(void *ud, const eng_event_t *ev)
 {
     srv_choice_t *c = ud;
     evq_t *q = c->q;
     evq_node_t *n = evq_copy(ev, c, ev->type == ENG_EV_DONE ? &c->done_node : NULL);
     if (!n) {
-        __atomic_add_fetch(&c->lost, 1, __ATOMIC_RELAXED);
+        choice_lose(c);
         return;
     }
     evq_push(q, n); /* c may be freed by the loop from here on */
@@ -595,6 +608,7 @@ static void job_timings(const srv_job_t *j, oai_timings_t *t)
             t->ttft_ms = ct->ttft_s * 1e3;
         t->prompt_ms = FD_MAX(t->prompt_ms, ct->prefill_s * 1e3);
         t->predicted_ms = FD_MAX(t->predicted_ms, ct->decode_s * 1e3);
+        t->device_ms = FD_MAX(t->device_ms, ct->device_s * 1e3); /* choices share steps */
         t->prompt_n += ct->n_prompt;
         t->predicted_n += j->choices[i].n_gen;
         t->timed_out |= j->choices[i].finish == ENG_FINISH_TIMEOUT || j->server_timeout;
@@ -692,9 +706,11 @@ static void build_final(srv_job_t *j)
     for (int i = 0; i < j->n_choices; i++) {
         const srv_choice_t *c = &j->choices[i];
         any_gen |= c->n_gen > 0;
-        if (c->finish != ENG_FINISH_TIMEOUT && !(j->server_timeout && c->finish == ENG_FINISH_CANCEL))
+        bool timed_out = c->finish == ENG_FINISH_TIMEOUT ||
+                         (j->server_timeout && c->finish == ENG_FINISH_CANCEL);
+        if (!timed_out)
             all_timeout = false;
-        if (c->finish == ENG_FINISH_ERROR || c->lost)
+        if (c->finish == ENG_FINISH_ERROR || choice_lost(c))
             err = c;
         else if (c->finish == ENG_FINISH_CANCEL && !j->server_timeout)
             cancelled = c;
@@ -702,7 +718,7 @@ static void build_final(srv_job_t *j)
     if (err) {
         status = 500;
         body = oai_error(500, "server_error", NULL, NULL,
-                         err->lost ? "out of memory while collecting the output"
+                         choice_lost(err) ? "out of memory while collecting the output"
                                    : (err->error[0] ? err->error : "engine error"));
     } else if (cancelled) {
         status = 503;
@@ -777,7 +793,7 @@ static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
             size_t cap = c->cap_lp ? c->cap_lp * 2 : 16;
             oai_lp_t *p = realloc(c->lp, cap * sizeof *p);
             if (!p) {
-                c->lost++;
+                choice_lose(c);
                 return;
             }
             c->lp = p;
@@ -801,7 +817,7 @@ static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
     } else {
         sb_add(&c->text, ev->text, ev->text_len);
         if (sb_failed(&c->text))
-            c->lost++;
+            choice_lose(c);
     }
 }
 
@@ -830,12 +846,13 @@ static void on_done(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
                           j->n_running == 0 && !j->rq.include_usage);
             } else if (f == ENG_FINISH_CANCEL) {
                 sse_error(j, 503, "service_unavailable_error", "cancelled",
-                          j->server_cancel ? "the request was cancelled: the server is shutting down"
-                                           : "the request was cancelled");
+                          j->server_cancel
+                              ? "the request was cancelled: the server is shutting down"
+                              : "the request was cancelled");
             } else {
                 sse_error(j, 500, "server_error", NULL, c->error[0] ? c->error : "engine error");
             }
-            if (c->lost)
+            if (choice_lost(c))
                 sse_error(j, 500, "server_error", NULL, "out of memory: output was lost");
             if (j->n_running == 0)
                 stream_done(j);
@@ -969,7 +986,7 @@ static enum MHD_Result answer_models(srv_job_t *j, const char *url)
                                "the model '%.100s' does not exist; this server serves '%.100s'",
                                id, s->model_id);
     }
-    return answer_json(j, 200, oai_models(s->info, s->model_id, (long long)time(NULL),
+    return answer_json(j, 200, oai_models(s->info, s->model_id, s->loaded_at,
                                           j->route == R_MODEL_ONE));
 }
 
@@ -1338,15 +1355,19 @@ static enum MHD_Result on_body_complete(srv_job_t *j)
     if (rq_parse(kind, j->body.buf ? j->body.buf : "", j->body.len, &s->lim, &j->rq, &e))
         return answer_err(j, &e);
     j->have_rq = true;
+    size_t body_len = j->body.len;
     sb_free(&j->body);
     if (j->rq.model && strcmp(j->rq.model, s->model_id) != 0 &&
         (kind == RQ_COMPLETION || kind == RQ_CHAT))
         return answer_fail(j, 404, "not_found_error", "model_not_found", "model",
                            "the model '%.100s' does not exist; this server serves '%.100s'",
                            j->rq.model, s->model_id);
-    /* Tokenizing a prompt of megabytes takes a while: not on the loop. */
+    /* Tokenizing a prompt of megabytes takes a while: not on the loop.  A small body is
+     * prepared here at once (a few milliseconds at most), sparing the common request two
+     * thread hand-offs, which a loaded machine can make slow. */
     j->work.data = j;
-    if (uv_queue_work(s->loop, &j->work, prep_work, prep_done) != 0) {
+    if (body_len <= INLINE_PREP_BYTES ||
+        uv_queue_work(s->loop, &j->work, prep_work, prep_done) != 0) {
         prep_work(&j->work);
         return finish_prep(j);
     }
@@ -1669,6 +1690,7 @@ void srv_set_engine(srv_t *s, eng_t *eng)
     const char *note = "";
     if (chat_select(s->chat_template, tmpl, tmpl ? strlen(tmpl) : 0, &s->chat_family, &note))
         s->chat_family = CHAT_PLAIN; /* the override was checked by srv_create */
+    s->loaded_at = (long long)time(NULL);
     fd_log_info("server: model '%s', chat format %s (%s)", s->model_id,
                 chat_family_name(s->chat_family), note);
     s->eng = eng;

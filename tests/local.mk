@@ -48,6 +48,8 @@ tests_test_request_SOURCES = tests/test_request.c
 tests_test_request_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
 tests_test_request_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_request
+FUZZ_TARGETS += tests/fuzz/fuzz_request.c
+EXTRA_DIST += tests/fuzz/fuzz_request.c
 
 check_PROGRAMS += tests/test_fusion
 tests_test_fusion_SOURCES = tests/test_fusion.c
@@ -148,12 +150,17 @@ tests_test_demo_model_LDADD = $(TEST_LIBS)
 TESTS += tests/test_demo_model
 EXTRA_DIST += tests/data/demo-tok.txt tests/data/demo-logits.txt tests/data/demo-greedy.txt
 
+check_PROGRAMS += tests/test_corsair
+tests_test_corsair_SOURCES = tests/test_corsair.c
+tests_test_corsair_CFLAGS = $(TEST_CFLAGS)
+tests_test_corsair_LDADD = $(TEST_LIBS)
+TESTS += tests/test_corsair
+
 # libFuzzer targets of the reliability work (make fuzz; .ci/run runs each briefly):
-# model loading, request parsing, streamed text.  gen_seeds_model writes fuzz_model's seeds.
+# model loading, streamed text (fuzz_request is registered with test_request).  gen_seeds_model writes fuzz_model's seeds.
 FUZZ_TARGETS += tests/fuzz/fuzz_model.c
 EXTRA_DIST += tests/fuzz/fuzz_model.c tests/fuzz/corpus/fuzz_model
-FUZZ_TARGETS += tests/fuzz/fuzz_request.c
-EXTRA_DIST += tests/fuzz/fuzz_request.c tests/fuzz/fuzz_request.dict tests/fuzz/corpus/fuzz_request
+EXTRA_DIST += tests/fuzz/fuzz_request.dict tests/fuzz/corpus/fuzz_request
 FUZZ_TARGETS += tests/fuzz/fuzz_stream.c
 EXTRA_DIST += tests/fuzz/fuzz_stream.c tests/fuzz/corpus/fuzz_stream
 check_PROGRAMS += tests/fuzz/gen_seeds_model

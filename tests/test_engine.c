@@ -942,6 +942,8 @@ START_TEST(test_bounds_and_bad_requests)
     ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), -EINVAL);
     q.timeout_s = NAN;
     ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), -EINVAL);
+    q.timeout_s = INFINITY;
+    ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), -EINVAL);
     q.timeout_s = 0;
     q.on_event = NULL;
     ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), -EINVAL);

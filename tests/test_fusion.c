@@ -474,6 +474,16 @@ END_TEST
 
 static const char *const backends[] = { "cpu", "corsair", "cuda" };
 
+/* The corsair backend computes every GEMM in 8-bit block floating point (backends/corsair/
+ * bfp.h), whatever the weights' type: each input moves by up to half a step of its 64-block,
+ * so its errors are those of 8-bit activations, not fp32's; where a check below is an fp32
+ * bound, corsair takes the 8-bit branch or the bound noted.  tests/test_corsair.c holds it
+ * to the exact BFP bound. */
+static bool is_bfp(const char *name)
+{
+    return strcmp(name, "corsair") == 0;
+}
+
 static fb_backend_t *make_backend(const char *name)
 {
     fb_backend_t *be = NULL;
@@ -655,7 +665,7 @@ START_TEST(test_fused_rms_matmul)
                  * judged against that size instead of against itself. */
                 double eu = prod_err(yu, ref, mag, rows, n_out, n_in);
                 double ef = prod_err(yf, ref, mag, rows, n_out, n_in);
-                if (type == GG_F32) {
+                if (type == GG_F32 && !is_bfp(backends[b])) {
                     ck_assert_msg(eu <= 1e-5 && ef <= 1e-5, "%s F32 %lldx%lld batch %d: "
                                   "unfused %.3g fused %.3g", backends[b], (long long)n_out,
                                   (long long)n_in, rows, eu, ef);
@@ -760,7 +770,10 @@ START_TEST(test_fused_layer_matmul)
             ck_assert_int_eq(fb_matmul(be, &f.w, dx, rows, dy, &d), 0);
             to_host(be, yf, dy, rows * n_out);
             double eu = rows_err(yu, ref, rows, n_out), ef = rows_err(yf, ref, rows, n_out);
-            ck_assert_msg(eu <= 1e-5 && ef <= 1e-5, "%s LN %lldx%lld x%lld: unfused %.3g "
+            /* corsair: BFP of the raw rows keeps their mean, which the folded weights
+             * cancel, so the centred signal loses bits (docs/fusion.md, DC offset) */
+            const double tol = is_bfp(backends[b]) ? 5e-2 : 1e-5;
+            ck_assert_msg(eu <= tol && ef <= tol, "%s LN %lldx%lld x%lld: unfused %.3g "
                           "fused %.3g", backends[b], (long long)n_out, (long long)n_in,
                           (long long)rows, eu, ef);
             fb_free(be, dx); fb_free(be, dxn); fb_free(be, dy);
@@ -869,7 +882,9 @@ START_TEST(test_fused_attention)
                     h.v = bufs[c][2];
                     attn_ref64(&h, ref);
                     double e = rel_err(y, ref, (int64_t)qn);
-                    ck_assert_msg(e <= 1e-5, "%s attention mode %d case %zu amp %g: %.3g",
+                    /* corsair: scores of amplitude-30 rows (~300) move by 1/128 of it */
+                    ck_assert_msg(e <= (is_bfp(backends[b]) ? 3e-2 : 1e-5),
+                                  "%s attention mode %d case %zu amp %g: %.3g",
                                   backends[b], modes[md], c, (double)amps[amp], e);
                     free(y);
                     free(ref);
@@ -1101,7 +1116,7 @@ START_TEST(test_plan_fused_vs_unfused)
                     gg_type_name(cfgs[k].types[0]), gg_type_name(cfgs[k].types[1]),
                     df / scale, eu, ef, es);
             ck_assert(scale > 0.1);
-            if (cfgs[k].types[0] == GG_F32)
+            if (cfgs[k].types[0] == GG_F32 && !is_bfp(backends[b]))
                 ck_assert_msg(df <= 1e-5 * scale && ds <= 1e-5 * scale,
                               "%s F32: fused %.3g sumonly %.3g (scale %.3g)", backends[b], df,
                               ds, scale);

@@ -541,6 +541,8 @@ typedef struct spec {
     const char *retype;     /* tensor written as Q5_0 (a type fusiond does not run) */
     const char *skip_key;   /* metadata key (without the arch prefix) left out */
     const char *scaling;    /* rope.scaling.type, or NULL */
+    bool rope_freqs;        /* a Llama 3.1 rope_freqs.weight tensor */
+    int experts;            /* expert_count (mixture of experts), 0: absent */
     uint64_t seed;
     uint32_t block_count;   /* written instead of n_layer when nonzero */
 } spec_t;
@@ -586,6 +588,15 @@ static const char *write_spec(const char *fname, const spec_t *sp)
         ck_assert_int_eq(gguf_w_add_f32(w, k, 1e-6f), 0);
     snprintf(k, sizeof(k), "%s.rope.freq_base", a);
     ck_assert_int_eq(gguf_w_add_f32(w, k, 1000000.0f), 0);
+    if (sp->experts) {
+        snprintf(k, sizeof(k), "%s.expert_count", a);
+        ck_assert_int_eq(gguf_w_add_u32(w, k, (uint32_t)sp->experts), 0);
+    }
+    if (sp->rope_freqs) {
+        int64_t ne[1] = { sp->n_embd / sp->n_head / 2 };
+        ck_assert_int_eq(gguf_w_add_tensor(w, "rope_freqs.weight", GG_F32, 1, ne, NULL,
+                                           fill_rand, &seed), 0);
+    }
     if (sp->scaling) {
         snprintf(k, sizeof(k), "%s.rope.scaling.type", a);
         ck_assert_int_eq(gguf_w_add_str(w, k, sp->scaling), 0);
@@ -705,6 +716,14 @@ START_TEST(test_bad_files)
     s.scaling = "yarn";
     ck_assert_int_eq(load_err(write_spec("yarn.gguf", &s), err, sizeof(err)), FD_EUNSUP);
     ck_assert_ptr_nonnull(strstr(err, "yarn"));
+    s = base_spec();
+    s.rope_freqs = true;
+    ck_assert_int_eq(load_err(write_spec("rope-freqs.gguf", &s), err, sizeof(err)), FD_EUNSUP);
+    ck_assert_ptr_nonnull(strstr(err, "rope_freqs.weight"));
+    s = base_spec();
+    s.experts = 8;
+    ck_assert_int_eq(load_err(write_spec("moe.gguf", &s), err, sizeof(err)), FD_EUNSUP);
+    ck_assert_ptr_nonnull(strstr(err, "llama.expert_count = 8"));
     s = base_spec();
     s.n_head_kv = 3;
     ck_assert_int_eq(load_err(write_spec("gqa.gguf", &s), err, sizeof(err)), FD_EFORMAT);

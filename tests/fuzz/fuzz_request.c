@@ -4,7 +4,8 @@
  * the model must answer 0 or a 400; a refusal must be a 4xx with a message and a param that
  * serialize to valid JSON and UTF-8.  rq_utf8_valid must agree with the tokenizer's UTF-8
  * decoder, oai_utf8_clean must always give valid UTF-8 and keep valid text unchanged, and a
- * parsed prompt or message must come back unchanged through a response's JSON. */
+ * parsed prompt or message must come back unchanged through a response's JSON (and valid
+ * through /detokenize's).  Seeds in tests/fuzz/corpus/fuzz_request/, fuzz_request.dict. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -78,6 +79,9 @@ static void check_parsed(const rq_t *r, const rq_limits_t *lim, int kind)
         if (p->text) {
             CHECK(strlen(p->text) == p->text_len && utf8_ok(p->text));
             roundtrip(p->text, p->text_len, RQ_COMPLETION);
+            char *j = oai_detokenize(p->text, p->text_len);
+            CHECK(j && utf8_ok(j));
+            free(j);
         } else {
             CHECK(p->ids || p->n_ids == 0);
             CHECK(p->n_ids > 0 || kind == RQ_DETOKENIZE);

@@ -167,3 +167,9 @@ EXTRA_DIST += tests/fuzz/fuzz_stream.c tests/fuzz/corpus/fuzz_stream
 check_PROGRAMS += tests/fuzz/gen_seeds_model
 tests_fuzz_gen_seeds_model_SOURCES = tests/fuzz/gen_seeds_model.c
 tests_fuzz_gen_seeds_model_LDADD = $(FD_LIBS)
+
+# Black-box reliability tests on loopback (python3, stdlib only; tests/loopback.py starts
+# fusiond): the bad-input battery, and the load and fault test (RELY_LOAD_LONG=1: long mode).
+EXTRA_DIST += tests/loopback.py
+dist_check_SCRIPTS += tests/test_badinput.py
+TESTS += tests/test_badinput.py

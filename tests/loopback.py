@@ -78,6 +78,12 @@ class Daemon:
                     return int(line.split()[1])
         raise RuntimeError("no VmRSS")
 
+    def sanitized(self):
+        """True for an ASan build: its quarantine keeps freed memory resident (up to 256 MiB
+        by default), so resident memory says nothing about leaks there (LeakSanitizer does)."""
+        with open("/proc/%d/maps" % self.proc.pid) as f:
+            return "libasan" in f.read()
+
     def stop(self, timeout=60):
         """SIGTERM (drain), then the exit status (None if it had to be killed)."""
         if self.proc.poll() is None:

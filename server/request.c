@@ -154,7 +154,9 @@ static int get_int(const cJSON *o, const char *key, long long lo, long long hi, 
         v->valuedouble != floor(v->valuedouble))
         return bad(e, key, "'%s' must be an integer, not %s", key,
                    cJSON_IsNumber(v) ? "a fraction" : type_name(v));
-    if (v->valuedouble < (double)lo || v->valuedouble > (double)hi)
+    /* (double)hi rounds LLONG_MAX up to 2^63, which would pass and not fit a long long */
+    if (v->valuedouble < (double)lo || v->valuedouble > (double)hi ||
+        v->valuedouble >= 9223372036854775808.0)
         return bad(e, key, "'%s' is %.0f; it must be in [%lld, %lld]", key, v->valuedouble, lo,
                    hi);
     *out = (long long)v->valuedouble;

@@ -109,6 +109,7 @@ JSON_CASES = [
     ("n 0", C, {"prompt": "x", "n": 0}, 400, "n"),
     ("top_k 2^40", C, {"prompt": "x", "top_k": 2 ** 40}, 400, "top_k"),
     ("seed 2^64", C, {"prompt": "x", "seed": 2 ** 64}, 400, "seed"),
+    ("seed 2^63", C, {"prompt": "x", "seed": 2 ** 63}, 400, "seed"),
     ("logprobs 1e10", C, {"prompt": "x", "logprobs": 10 ** 10}, 400, "logprobs"),
     ("token id 2^31", C, {"prompt": [2 ** 31]}, 400, "prompt[0]"),
     ("token id past vocab", C, {"prompt": [1, 99999]}, 400, "prompt[1]"),

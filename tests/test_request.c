@@ -293,6 +293,9 @@ static const struct bad_case {
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"stop\":[\"\\\\\\u0000\"]}", 400, ""},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"\\u0000\"}]}", 400, ""},
     {RQ_TOKENIZE, "{\"content\":\"\\u0000\"}", 400, ""},
+    /* Regression (fuzz_request): 2^63 passed the check against (double)LLONG_MAX, which
+     * rounds to 2^63, and its conversion to long long was undefined. */
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"seed\":9223372036854775808}", 400, "seed"},
 };
 
 START_TEST(test_bad_bodies)

@@ -34,6 +34,7 @@
 #define TICK_MS 200
 #define MAX_DISCARD (64u << 20) /* body bytes read past the limit before hanging up */
 #define SHUTDOWN_WAIT_S 10.0
+#define INLINE_PREP_BYTES (16u << 10) /* bodies prepared on the loop; larger: thread pool */
 
 enum route {
     R_NONE, R_HEALTH, R_METRICS, R_MODELS, R_MODEL_ONE, R_COMPLETIONS, R_CHAT, R_TOKENIZE,
@@ -1354,15 +1355,19 @@ static enum MHD_Result on_body_complete(srv_job_t *j)
     if (rq_parse(kind, j->body.buf ? j->body.buf : "", j->body.len, &s->lim, &j->rq, &e))
         return answer_err(j, &e);
     j->have_rq = true;
+    size_t body_len = j->body.len;
     sb_free(&j->body);
     if (j->rq.model && strcmp(j->rq.model, s->model_id) != 0 &&
         (kind == RQ_COMPLETION || kind == RQ_CHAT))
         return answer_fail(j, 404, "not_found_error", "model_not_found", "model",
                            "the model '%.100s' does not exist; this server serves '%.100s'",
                            j->rq.model, s->model_id);
-    /* Tokenizing a prompt of megabytes takes a while: not on the loop. */
+    /* Tokenizing a prompt of megabytes takes a while: not on the loop.  A small body is
+     * prepared here at once (a few milliseconds at most), sparing the common request two
+     * thread hand-offs, which a loaded machine can make slow. */
     j->work.data = j;
-    if (uv_queue_work(s->loop, &j->work, prep_work, prep_done) != 0) {
+    if (body_len <= INLINE_PREP_BYTES ||
+        uv_queue_work(s->loop, &j->work, prep_work, prep_done) != 0) {
         prep_work(&j->work);
         return finish_prep(j);
     }

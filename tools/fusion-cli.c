@@ -194,6 +194,11 @@ static int parse_args(cli_t *c, int argc, char **argv)
     }
     if (!c->info && !c->model) {
         c->model = FD_DATADIR "/" FD_DEMO_MODEL;
+#ifdef FD_SRC_DEMO_MODEL
+        /* Not installed yet: run from the build tree, like fusiond does. */
+        if (access(c->model, R_OK) != 0 && access(FD_SRC_DEMO_MODEL, R_OK) == 0)
+            c->model = FD_SRC_DEMO_MODEL;
+#endif
         if (access(c->model, R_OK) != 0) {
             fprintf(stderr, "fusion-cli: no model: give -m MODEL (the demo model %s is not "
                     "installed)\n", c->model);

@@ -135,3 +135,12 @@ tests_test_demo_model_CFLAGS = $(TEST_CFLAGS)
 tests_test_demo_model_LDADD = $(TEST_LIBS)
 TESTS += tests/test_demo_model
 EXTRA_DIST += tests/data/demo-tok.txt tests/data/demo-logits.txt tests/data/demo-greedy.txt
+
+# test_cuda needs a GPU (skips with 77 without one); built only with --with-cuda.
+if HAVE_CUDA
+check_PROGRAMS += tests/test_cuda
+tests_test_cuda_SOURCES = tests/test_cuda.c
+tests_test_cuda_CFLAGS = $(TEST_CFLAGS)
+tests_test_cuda_LDADD = $(TEST_LIBS)
+TESTS += tests/test_cuda
+endif

@@ -131,8 +131,10 @@ what_run() {
         case $w in
         torch|all)
             log "torch"
-            PYTHONUNBUFFERED=1 timeout 200 python3 bench/cuda/torch_ref.py 1b 8b >"$OUT/torch.log" 2>&1
-            PYTHONUNBUFFERED=1 timeout 100 python3 bench/cuda/torch_ref.py 1b 8b --batch 8 >>"$OUT/torch.log" 2>&1
+            : >"$OUT/torch.log"
+            for b in ${TORCH_BATCHES:-1 8}; do
+                PYTHONUNBUFFERED=1 timeout 200 python3 bench/cuda/torch_ref.py 1b 8b --batch $b >>"$OUT/torch.log" 2>&1
+            done
             cat "$OUT/torch.log" >&2
             ;;
         esac

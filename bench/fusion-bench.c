@@ -45,7 +45,7 @@ static const shape_t shapes[] = {
 
 typedef struct opts {
     const char *backend, *model_filter, *op_filter, *model_path;
-    const char *batches, *ctxs;
+    const char *batches, *ctxs, *sets;
     int type, reps, threads, ctx, n_gen, prefill;
 } opts_t;
 
@@ -462,9 +462,6 @@ static void synth_case(synth_run_t *r, const opts_t *o, const char *name, const 
         for (int v = 0; v < nv; v++)
             t[v][k] = synth_step(r, v, tok, pos, rows, seqs, n_seqs, logits);
     fb_stats_get(r->be, &s1);
-    uint64_t host = 0; /* time the host spent issuing ops (all variants) */
-    for (int k = 0; k < FB_OP_CLASS_COUNT; k++)
-        host += s1.host_ns[k] - s0.host_ns[k];
     for (int v = 0; v < nv; v++)
         med[v] = median(t[v], reps) * 1e3;
     printf("synth %-14s %-5s %-26s unfused %8.3f ms  fused %8.3f ms", name,
@@ -474,11 +471,54 @@ static void synth_case(synth_run_t *r, const opts_t *o, const char *name, const 
     printf("  unfused/fused %.3f", med[0] / med[1]);
     if (nv == 3)
         printf("  fused/nonorm %.3f", med[1] / med[2]);
-    printf("  weights %.3f GB  host %.3f ms/step\n", weight_gb, host * 1e-6 / (reps * nv));
+    printf("  weights %.3f GB", weight_gb);
+    if (s1.dev_total_s > s0.dev_total_s) { /* device time per class (timing=1), all variants */
+        printf("  device ms/step:");
+        for (int k = 0; k < FB_OP_CLASS_COUNT; k++)
+            printf(" %s %.3f", fb_op_class_name(k), (s1.dev_s[k] - s0.dev_s[k]) * 1e3 / (reps * nv));
+    }
+    printf("\n");
     fflush(stdout);
     for (int v = 0; v < nv; v++)
         free(t[v]);
     free(logits);
+}
+
+/* Every decode case (batch x context) and the prefill, on the plans of r. */
+static void synth_cases(synth_run_t *r, const opts_t *o, const shape_t *sh, const int *batches,
+                        int nb, const int *ctxs, int nc, double wgb)
+{
+    int max_b = 1;
+    for (int i = 0; i < nb; i++)
+        max_b = FD_MAX(max_b, batches[i]);
+    int n_tok = FD_MAX(max_b, o->prefill);
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)n_tok);
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)n_tok);
+    fz_seq_t *seqs = calloc((size_t)max_b, sizeof(*seqs));
+    for (int i = 0; i < n_tok; i++)
+        tok[i] = (int32_t)((frand() * 0.5 + 0.5) * (sh->n_vocab - 1));
+    char what[64];
+    for (int ci = 0; ci < nc; ci++)
+        for (int bi = 0; bi < nb; bi++) {
+            int B = batches[bi], C = ctxs[ci];
+            for (int i = 0; i < B; i++) {
+                seqs[i] = (fz_seq_t){ .slot = i, .n_rows = 1, .want_logits = true };
+                pos[i] = C - 1;
+            }
+            snprintf(what, sizeof(what), "decode batch %d ctx %d", B, C);
+            synth_case(r, o, sh->name, what, B, seqs, B, tok, pos, o->reps, wgb);
+        }
+    if (o->prefill > 0) {
+        for (int i = 0; i < o->prefill; i++)
+            pos[i] = i;
+        seqs[0] = (fz_seq_t){ .slot = 0, .n_rows = o->prefill, .want_logits = true };
+        snprintf(what, sizeof(what), "prefill %d", o->prefill);
+        synth_case(r, o, sh->name, what, o->prefill, seqs, 1, tok, pos, FD_MAX(3, o->reps / 4),
+                   wgb);
+    }
+    free(tok);
+    free(pos);
+    free(seqs);
 }
 
 static int synth_shape(const opts_t *o, const shape_t *sh)
@@ -576,29 +616,24 @@ static int synth_shape(const opts_t *o, const shape_t *sh)
            sh->name, L, sh->tied, gg_type_name(type), desc, fd_now_s() - t0, o->reps);
     fflush(stdout);
 
-    int32_t *tok = malloc(sizeof(int32_t) * (size_t)FD_MAX(max_b, o->prefill));
-    int32_t *pos = malloc(sizeof(int32_t) * (size_t)FD_MAX(max_b, o->prefill));
-    fz_seq_t *seqs = calloc((size_t)max_b, sizeof(*seqs));
-    for (int i = 0; i < FD_MAX(max_b, o->prefill); i++)
-        tok[i] = (int32_t)((frand() * 0.5 + 0.5) * (sh->n_vocab - 1));
-    char what[64];
-    for (int ci = 0; ci < nc; ci++)
-        for (int bi = 0; bi < nb; bi++) {
-            int B = batches[bi], C = ctxs[ci];
-            for (int i = 0; i < B; i++) {
-                seqs[i] = (fz_seq_t){ .slot = i, .n_rows = 1, .want_logits = true };
-                pos[i] = C - 1;
-            }
-            snprintf(what, sizeof(what), "decode batch %d ctx %d", B, C);
-            synth_case(&r, o, sh->name, what, B, seqs, B, tok, pos, o->reps, wgb);
+    /* option sets ("a=1,b=2|c=3"): each runs every case after fb_set_option of its options */
+    char sets[512];
+    snprintf(sets, sizeof(sets), "%s", o->sets ? o->sets : "");
+    char *save_set = NULL, *set = strtok_r(sets, "|", &save_set);
+    int rc = 0;
+    do {
+        if (set && *set) {
+            char opts[256], *save_kv = NULL;
+            snprintf(opts, sizeof(opts), "%s", set);
+            for (char *kv = strtok_r(opts, ",", &save_kv); kv && rc == 0;
+                 kv = strtok_r(NULL, ",", &save_kv))
+                if ((rc = fb_set_option(r.be, kv)))
+                    fprintf(stderr, "fusion-bench: %s does not take option %s\n", o->backend, kv);
+            printf("# options %s\n", set);
         }
-    if (o->prefill > 0) {
-        for (int i = 0; i < o->prefill; i++)
-            pos[i] = i;
-        seqs[0] = (fz_seq_t){ .slot = 0, .n_rows = o->prefill, .want_logits = true };
-        snprintf(what, sizeof(what), "prefill %d", o->prefill);
-        synth_case(&r, o, sh->name, what, o->prefill, seqs, 1, tok, pos, FD_MAX(3, o->reps / 4), wgb);
-    }
+        if (rc == 0)
+            synth_cases(&r, o, sh, batches, nb, ctxs, nc, wgb);
+    } while (rc == 0 && (set = strtok_r(NULL, "|", &save_set)));
     if (r.be->ops->describe) {
         r.be->ops->describe(r.be, desc, sizeof(desc));
         printf("# %s\n", desc);
@@ -610,12 +645,12 @@ static int synth_shape(const opts_t *o, const shape_t *sh)
     fz_plan_free(r.plan[0]);
     fz_plan_free(r.plan[1]);
     fb_destroy(r.be);
-    free(kc); free(vc); free(tok); free(pos); free(seqs); free(ls); free(norms);
+    free(kc); free(vc); free(ls); free(norms);
     free(pq); free(pk); free(pv); free(po); free(pg); free(pu); free(pd);
     if (ph != pe)
         free(ph);
     free(pe);
-    return 0;
+    return rc;
 }
 
 static int cmd_synth(const opts_t *o)
@@ -706,6 +741,7 @@ static void usage(FILE *f)
             "       fusion-bench fold\n"
             "       fusion-bench synth --models M [--backend B] [--type T] [--batches 1,8]\n"
             "                          [--ctxs 512,4096] [--prefill 512] [--reps N]\n"
+            "                          [--sets 'k=v,k=v|k=v']  (backend option sets, in turn)\n"
             "         decode steps (ms/token) and a prefill of a model shape with random\n"
             "         weights: unfused, fused, and fused with the norms deleted (a lower\n"
             "         bound, on backends that take nonorm=1)\n"
@@ -753,6 +789,8 @@ int main(int argc, char **argv)
             o.ctxs = v;
         else if (strcmp(a, "--prefill") == 0)
             o.prefill = atoi(v);
+        else if (strcmp(a, "--sets") == 0)
+            o.sets = v;
         else {
             fprintf(stderr, "fusion-bench: unknown option %s\n", a);
             usage(stderr);

@@ -6,6 +6,7 @@ libfusiond_a_SOURCES += backends/backend.c backends/cpu/ref_ops.h backends/cpu/r
 	backends/cpu/kernels.h backends/cpu/kernels.c backends/cpu/kernels_scalar.c \
 	backends/cpu/kernels_avx2.c backends/cpu/kernels_avx512.c
 EXTRA_DIST += backends/cpu/kernels_x86.inc
+include backends/corsair/local.mk
 
 # The CUDA backend (--with-cuda): two nvcc objects added to the library.  Automake has no
 # CUDA language support, so they are plain explicit rules; the sources are distributed either

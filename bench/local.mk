@@ -2,10 +2,22 @@
 
 # fusion-bench: fused vs unfused, op level (norm->GEMM, softmax->P.V) and end to end.
 noinst_PROGRAMS += fusion-bench
-fusion_bench_SOURCES = bench/fusion-bench.c
+fusion_bench_SOURCES = bench/fusion-bench.c bench/perf.h bench/perf.c
 fusion_bench_LDADD = $(FD_LIBS)
 
 # serve-bench: the serving load generator (python3, stdlib only); BENCHMARKS.md has runs.
+EXTRA_DIST += bench/serve-bench bench/cpu-bench
+
+# sampler-bench: the sampler's cost per call on large vocabularies, the scheduler's per step.
+noinst_PROGRAMS += sampler-bench
+sampler_bench_SOURCES = bench/sampler-bench.c
+sampler_bench_LDADD = $(FD_LIBS)
+
+# corsair-report: the tables of docs/corsair.md (simulated Corsair latency, fused vs unfused,
+# sensitivity sweep, BFP numerics).
+noinst_PROGRAMS += corsair-report
+corsair_report_SOURCES = bench/corsair-report.c
+corsair_report_LDADD = $(FD_LIBS)
 EXTRA_DIST += bench/serve-bench
 
 # The CUDA backend's device run (bench/cuda/cuda-all.sh: build without configure on a GPU

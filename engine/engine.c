@@ -203,10 +203,6 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
         return SUBMIT_ERR(-EINVAL, "no event callback");
     if (!(q->timeout_s >= 0) || isinf(q->timeout_s))
         return SUBMIT_ERR(-EINVAL, "timeout %g: must be >= 0 seconds", q->timeout_s);
-    for (size_t i = 0; i < q->n_prompt; i++)
-        if (q->prompt[i] < 0 || q->prompt[i] >= e->d.n_vocab)
-            return SUBMIT_ERR(-EINVAL, "prompt token %zu is %d: outside the vocabulary (0..%d)",
-                              i, (int)q->prompt[i], e->d.n_vocab - 1);
     if (q->n_prompt + (size_t)q->max_tokens > (size_t)e->d.n_ctx)
         return SUBMIT_ERR(FD_ECTX,
                           "prompt (%zu tokens) + max_tokens (%d) = %zu tokens exceeds the "
@@ -219,6 +215,10 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
                           "cache budget of %lld tokens",
                           q->n_prompt, q->max_tokens, q->n_prompt + (size_t)q->max_tokens,
                           (long long)e->kv_total);
+    for (size_t i = 0; i < q->n_prompt; i++)
+        if (q->prompt[i] < 0 || q->prompt[i] >= e->d.n_vocab)
+            return SUBMIT_ERR(-EINVAL, "prompt token %zu is %d: outside the vocabulary (0..%d)",
+                              i, (int)q->prompt[i], e->d.n_vocab - 1);
     if (q->n_stop < 0 || q->n_stop > ENG_MAX_STOP || (q->n_stop > 0 && !q->stop))
         return SUBMIT_ERR(-EINVAL, "%d stop strings: at most %d", q->n_stop, ENG_MAX_STOP);
     for (int i = 0; i < q->n_stop; i++)
@@ -263,7 +263,8 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
     r->on_event = q->on_event;
     r->ud = q->ud;
     r->t_submit = fd_now_ns();
-    if (q->timeout_s > 0)
+    /* past a year the limit means nothing, and the nanoseconds would overflow */
+    if (q->timeout_s > 0 && q->timeout_s < 365 * 86400.0)
         r->deadline_ns = r->t_submit + (uint64_t)(q->timeout_s * 1e9);
     *out = r;
     return 0;
@@ -853,7 +854,9 @@ int eng_check(eng_t *e, char *err, size_t errlen)
             CHECK(e->d.seq_len(e->d.ctx, r->slot) == r->n_past,
                   "request %llu: the model holds %d tokens in slot %d, the scheduler %d", id,
                   e->d.seq_len(e->d.ctx, r->slot), r->slot, r->n_past);
-        CHECK(r->n_stop == 0 || r->n_held < r->max_stop,
+        /* held: a possible stop-string start (at most max_stop - 1 bytes), moved back to a
+         * character start when a stop string is not valid UTF-8 (at most 3 bytes more) */
+        CHECK(r->n_stop == 0 || r->n_held < r->max_stop + 3,
               "request %llu holds back %zu bytes, longest stop string %zu", id, r->n_held,
               r->max_stop);
         reserved += r->kv_need;

@@ -63,7 +63,8 @@ typedef struct eng_info {
 
 /* Loads the model, prepares the backend and starts the engine thread. */
 int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen);
-/* Cancels everything, stops the thread, frees all. */
+/* Cancels everything (each live request gets DONE with ENG_FINISH_CANCEL), stops the
+ * thread, frees all.  Not from an event callback or on_step (it joins the engine thread). */
 void eng_close(eng_t *e);
 const eng_info_t *eng_info(const eng_t *e);
 const tok_t *eng_tokenizer(const eng_t *e);

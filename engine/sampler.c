@@ -52,6 +52,7 @@ struct smp {
     int cand_cap;
     float *w;                   /* n_vocab weights, allocated at the first draw that needs
                                    them (never for greedy or top-k) */
+    double *bsum;               /* walk's block sums, with w */
 };
 
 /* ---- generator: splitmix64 seeds xoshiro256** ---- */
@@ -179,6 +180,7 @@ void smp_free(smp_t *s)
         return;
     free(s->cand);
     free(s->w);
+    free(s->bsum);
     free(s->ring);
     free(s->h_tab);
     free(s->h_tok);
@@ -278,6 +280,100 @@ int smp_accept(smp_t *s, int32_t token, int generated)
     return 0;
 }
 
+/* ---- weights: exp(x) for x <= 0 ----
+ * The sampler's one costly operation is an exp per vocabulary entry.  smp_exp runs Cephes'
+ * expf (range reduction by ln 2, a degree-5 polynomial: relative error about 1e-7) four
+ * lanes at a time with the compiler's generic vectors (SSE2 on x86-64, NEON on arm64, plain
+ * code elsewhere); the reference is libm's expf (tests/test_sampler.c compares them).
+ * Below -87 it returns a value under 2e-38 instead of a denormal or 0: such a weight is
+ * never drawn (the draw's resolution is 2^-53 of the total, which is >= 1). */
+typedef float f4 __attribute__((vector_size(16)));
+typedef int32_t i4 __attribute__((vector_size(16)));
+#define F4(c) ((f4){ (c), (c), (c), (c) })
+
+static inline f4 exp4(f4 x)
+{
+    const i4 dead = x == F4(-INFINITY);
+    const i4 low = x < F4(-87.0f);
+    x = (f4)(((i4)x & ~low) | ((i4)F4(-87.0f) & low));
+    /* n = round(x / ln 2), by the 1.5 * 2^23 trick (exact for |n| < 2^22) */
+    f4 n = (x * F4(1.44269504088896341f) + F4(12582912.0f)) - F4(12582912.0f);
+    f4 r = x - n * F4(0.693359375f);
+    r = r - n * F4(-2.12194440e-4f);
+    f4 p = F4(1.9875691500e-4f);
+    p = p * r + F4(1.3981999507e-3f);
+    p = p * r + F4(8.3334519073e-3f);
+    p = p * r + F4(4.1665795894e-2f);
+    p = p * r + F4(1.6666665459e-1f);
+    p = p * r + F4(5.0000001201e-1f);
+    p = p * (r * r) + r + F4(1.0f);
+    i4 e = (__builtin_convertvector(n, i4) + 127) << 23;
+    f4 y = p * (f4)e;
+    return (f4)((i4)y & ~dead);
+}
+
+/* w[i] = exp((l[i] - max) * inv_t), i < n, or 0 where that is below floor (min-p) or
+ * l[i] is -inf. */
+static inline f4 weight4(f4 x, float max, float inv_t, float floor)
+{
+    f4 y = exp4((x - F4(max)) * F4(inv_t));
+    return (f4)((i4)y & (y >= F4(floor)));
+}
+
+static void weights(const float *l, int n, float max, float inv_t, float floor, float *w)
+{
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        f4 x;
+        memcpy(&x, l + i, sizeof x);
+        f4 y = weight4(x, max, inv_t, floor);
+        memcpy(w + i, &y, sizeof y);
+    }
+    if (i < n) {
+        float t[4] = { -INFINITY, -INFINITY, -INFINITY, -INFINITY };
+        memcpy(t, l + i, (size_t)(n - i) * sizeof *t);
+        f4 x;
+        memcpy(&x, t, sizeof x);
+        f4 y = weight4(x, max, inv_t, floor);
+        memcpy(w + i, &y, (size_t)(n - i) * sizeof *w);
+    }
+}
+
+static float weight1(float l, float max, float inv_t)
+{
+    float w;
+    weights(&l, 1, max, inv_t, 0.0f, &w);
+    return w;
+}
+
+void smp_exp(const float *x, float *y, int n)
+{
+    weights(x, n, 0.0f, 1.0f, 0.0f, y);
+}
+
+typedef double d4 __attribute__((vector_size(32)));
+
+/* Sum of w[0..n) in double, over four lanes: no add waits on the one before it. */
+static double sum_d(const float *w, int n)
+{
+    d4 acc = { 0, 0, 0, 0 };
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        f4 x;
+        memcpy(&x, w + i, sizeof x);
+        acc += __builtin_convertvector(x, d4);
+    }
+    double t = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for (; i < n; i++)
+        t += w[i];
+    return t;
+}
+
+static inline int any4(i4 m)
+{
+    return (m[0] | m[1] | m[2] | m[3]) != 0;
+}
+
 /* ---- selection ---- */
 
 static inline int cand_better(cand_t a, cand_t b)
@@ -332,6 +428,19 @@ static int select_top(const float *x, int n, int k, int keep_neg_inf, cand_t *ou
     if (k <= 0)
         return 0;
     for (int i = 0; i < n; i++) {
+        /* once the heap is full, skip four at a time while none beats its worst: the scan
+         * goes in id order, so an equal logit later on never does */
+        if (m == k && (i & 3) == 0) {
+            while (i + 4 <= n) {
+                f4 v;
+                memcpy(&v, x + i, sizeof v);
+                if (any4(v > F4(out[0].logit)))
+                    break;
+                i += 4;
+            }
+            if (i >= n)
+                break;
+        }
         cand_t c = { x[i], i, 0 };
         if (!keep_neg_inf && c.logit == -INFINITY)
             continue;
@@ -392,12 +501,16 @@ static void apply_bias_penalties(smp_t *s, float *logits)
     }
 }
 
-/* Log-sum-exp of the logits in double (max is their maximum, finite). */
+/* Log-sum-exp of the logits (max is their maximum, finite), summed in double. */
 static double log_sum_exp(const float *logits, int n, float max)
 {
+    float w[256];
     double sum = 0;
-    for (int i = 0; i < n; i++)
-        sum += exp((double)logits[i] - (double)max);
+    for (int i = 0; i < n; i += 256) {
+        int m = FD_MIN(256, n - i);
+        weights(logits + i, m, max, 1.0f, 0.0f, w);
+        sum += sum_d(w, m);
+    }
     return (double)max + log(sum);
 }
 
@@ -405,6 +518,7 @@ static double log_sum_exp(const float *logits, int n, float max)
  * 1 / SMP_BIN_SCALE (the last one takes everything below), sums each bin's mass, finds the
  * bin where the best-first cumulative mass crosses top_p, and sorts only that bin. */
 #define SMP_BINS 1024
+#define SMP_TOP_P_FIRST 64
 #define SMP_BIN_SCALE 32.0f
 
 static inline int z_bin(float z)
@@ -413,37 +527,45 @@ static inline int z_bin(float z)
     return b < (float)(SMP_BINS - 1) ? (int)b : SMP_BINS - 1;
 }
 
-/* One draw in proportion to w over the survivors (w[i] > 0 marks one), in id order, then
- * the n_extra entries of extra. */
-static int32_t walk(const float *w, int V, const cand_t *extra, int n_extra, double u)
+/* One draw in proportion to the weights w[0..V) (0: not a survivor), in id order, then the
+ * n_extra entries of extra.  Sums of blocks of SMP_WALK_BLOCK weights find the block of the
+ * drawn point; only that block is walked one weight at a time. */
+#define SMP_WALK_BLOCK 256
+
+static int32_t walk(smp_t *s, const float *w, int V, const cand_t *extra, int n_extra,
+                    double u)
 {
+    const int nb = (V + SMP_WALK_BLOCK - 1) / SMP_WALK_BLOCK;
     double total = 0;
-    int32_t last = -1;
-    for (int i = 0; i < V; i++) {
-        if (w[i] > 0) {
-            total += w[i];
-            last = i;
-        }
+    for (int b = 0; b < nb; b++) {
+        int i0 = b * SMP_WALK_BLOCK;
+        s->bsum[b] = sum_d(w + i0, FD_MIN(SMP_WALK_BLOCK, V - i0));
+        total += s->bsum[b];
     }
-    for (int i = 0; i < n_extra; i++) {
+    for (int i = 0; i < n_extra; i++)
         total += extra[i].w;
-        last = extra[i].id;
-    }
     const double target = u * total;
     double cum = 0;
-    for (int i = 0; i < V; i++) {
-        if (w[i] > 0) {
-            cum += w[i];
-            if (cum > target)
-                return i;
-        }
+    int b = 0;
+    while (b < nb && cum + s->bsum[b] <= target)
+        cum += s->bsum[b++];
+    /* rounding (the block sums add in another order) may carry past the block found */
+    for (int i = b * SMP_WALK_BLOCK; i < V; i++) {
+        cum += w[i];
+        if (cum > target && w[i] > 0)
+            return i;
     }
     for (int i = 0; i < n_extra; i++) {
         cum += extra[i].w;
         if (cum > target)
             return extra[i].id;
     }
-    return last;
+    if (n_extra > 0)
+        return extra[n_extra - 1].id;
+    for (int i = V - 1; i >= 0; i--)
+        if (w[i] > 0)
+            return i;
+    return -1;
 }
 
 /* Draws from the survivors of top-k / top-p / min-p at temperature T > 0.  A survivor's
@@ -466,7 +588,7 @@ static int32_t sample_dist(smp_t *s, const float *logits, float max)
         int n = select_top(logits, V, top_k, 0, c);
         double total = 0;
         for (int i = 0; i < n; i++) {
-            c[i].w = expf((c[i].logit - max) * inv_t);
+            c[i].w = weight1(c[i].logit, max, inv_t);
             total += c[i].w;
         }
         if (top_p < 1) {
@@ -482,35 +604,51 @@ static int32_t sample_dist(smp_t *s, const float *logits, float max)
         int keep = 1;
         while (keep < n && c[keep].w >= min_p)
             keep++;
-        return walk(NULL, 0, c, keep, u);
+        return walk(s, NULL, 0, c, keep, u);
     }
 
     if (!s->w) {
         s->w = malloc((size_t)V * sizeof *s->w);
-        if (!s->w)
+        s->bsum = malloc((size_t)(V / SMP_WALK_BLOCK + 1) * sizeof *s->bsum);
+        if (!s->w || !s->bsum) {
+            free(s->w);
+            s->w = NULL;
             return -ENOMEM;
+        }
     }
     float *w = s->w;
     if (top_p >= 1) {
-        for (int i = 0; i < V; i++) {
-            float x = logits[i] == -INFINITY ? 0.0f : expf((logits[i] - max) * inv_t);
-            w[i] = x >= min_p ? x : 0.0f;
+        weights(logits, V, max, inv_t, min_p, w);
+        return walk(s, w, V, NULL, 0, u);
+    }
+    weights(logits, V, max, inv_t, 0.0f, w);
+
+    /* a peaked distribution (the usual case) reaches top_p within its best SMP_TOP_P_FIRST:
+     * one heap pass finds them */
+    const double total_w = sum_d(w, V);
+    if (cand_reserve(s, SMP_TOP_P_FIRST) < 0)
+        return -ENOMEM;
+    int n_first = select_top(logits, V, SMP_TOP_P_FIRST, 0, s->cand);
+    double cum_first = 0;
+    for (int i = 0; i < n_first; i++) {
+        cand_t *c = &s->cand[i];
+        c->w = w[c->id];
+        cum_first += c->w;
+        if (cum_first >= top_p * total_w) {
+            int keep = 1;
+            while (keep < i + 1 && s->cand[keep].w >= min_p)
+                keep++;
+            return walk(s, NULL, 0, s->cand, keep, u);
         }
-        return walk(w, V, NULL, 0, u);
     }
 
     double mass[SMP_BINS] = { 0 };
     double total = 0;
-    for (int i = 0; i < V; i++) {
-        if (logits[i] == -INFINITY) {
-            w[i] = 0;
-            continue;
-        }
-        float z = (logits[i] - max) * inv_t;
-        w[i] = expf(z);
-        total += w[i];
-        mass[z_bin(z)] += w[i];
-    }
+    for (int i = 0; i < V; i++)
+        if (w[i] != 0)
+            mass[z_bin((logits[i] - max) * inv_t)] += w[i];
+    for (int b = 0; b < SMP_BINS; b++)
+        total += mass[b];
     /* the first bin where the best-first mass reaches need; when rounding leaves the sum of
      * the bins short of need, the last non-empty bin, taken whole */
     double need = top_p * total, cum = 0, cum_last = 0;
@@ -566,7 +704,49 @@ static int32_t sample_dist(smp_t *s, const float *logits, float max)
     int kept = 0;
     while (kept < keep && c[kept].w >= min_p)
         kept++;
-    return walk(w, V, c, kept, u);
+    return walk(s, w, V, c, kept, u);
+}
+
+/* NaN becomes -inf and +inf FLT_MAX (so every later difference is a number); returns the
+ * arg max (lowest id on ties) and its value, or -1 when every logit is -inf. */
+static int32_t clean_argmax(float *l, int V, float *max_out)
+{
+    f4 m = F4(-INFINITY);
+    i4 bad = { 0, 0, 0, 0 };
+    int i = 0;
+    for (; i + 4 <= V; i += 4) {
+        f4 x;
+        memcpy(&x, l + i, sizeof x);
+        bad |= (x != x) | (x == F4(INFINITY));
+        i4 gt = x > m;
+        m = (f4)(((i4)x & gt) | ((i4)m & ~gt));
+    }
+    float max = -INFINITY;
+    for (int j = 0; j < 4; j++)
+        max = m[j] > max ? m[j] : max;
+    for (; i < V; i++) {
+        if (isnan(l[i]) || l[i] == INFINITY)
+            bad[0] = 1;
+        else if (l[i] > max)
+            max = l[i];
+    }
+    if (FD_UNLIKELY(any4(bad))) {
+        max = -INFINITY;
+        for (i = 0; i < V; i++) {
+            if (isnan(l[i]))
+                l[i] = -INFINITY;
+            else if (l[i] == INFINITY)
+                l[i] = FLT_MAX;
+            max = l[i] > max ? l[i] : max;
+        }
+    }
+    *max_out = max;
+    if (max == -INFINITY)
+        return -1;
+    for (i = 0; i < V; i++)
+        if (l[i] == max)
+            return i;
+    return -1;
 }
 
 int32_t smp_sample(smp_t *s, float *logits, float *logprob, eng_top_t *top, int n_top)
@@ -576,19 +756,8 @@ int32_t smp_sample(smp_t *s, float *logits, float *logprob, eng_top_t *top, int 
         return -EINVAL;
     apply_bias_penalties(s, logits);
 
-    /* one pass: NaN becomes -inf and +inf FLT_MAX (so every later difference is a number),
-     * and the arg max */
-    int32_t best = -1;
-    float max = -INFINITY;
-    for (int i = 0; i < V; i++) {
-        float v = logits[i];
-        if (FD_UNLIKELY(isnan(v) || v == INFINITY))
-            logits[i] = v = isnan(v) ? -INFINITY : FLT_MAX;
-        if (v > max) {
-            max = v;
-            best = i;
-        }
-    }
+    float max;
+    int32_t best = clean_argmax(logits, V, &max);
     if (best < 0)
         return FD_ERANGE;
 

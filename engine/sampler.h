@@ -59,4 +59,8 @@ int smp_accept(smp_t *s, int32_t token, int generated);
  * unless top-k is set; nothing for greedy). */
 int32_t smp_sample(smp_t *s, float *logits, float *logprob, eng_top_t *top, int n_top);
 
+/* The sampler's exp kernel, for its test: y[i] = e^x[i] for x[i] <= 0 (relative error about
+ * 1e-7; below -87 a value under 2e-38; -inf gives 0).  Any thread. */
+void smp_exp(const float *x, float *y, int n);
+
 #endif

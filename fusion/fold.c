@@ -15,6 +15,7 @@
 #include "fusion/fold.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -182,8 +183,14 @@ int fz_fold_rms(const fb_weight_t *parts, int n_parts, const float *gamma, int p
 
     const void *src;
     if (policy == FZ_FOLD_INSCALE) {
-        if (n_parts == 1) {
-            src = parts[0].src; /* the mapped bytes, untouched */
+        /* parts that follow each other in memory (as attn_q, attn_k, attn_v often do in a
+         * GGUF file) already are their concatenation: the mapped bytes are used as they are */
+        bool adjacent = true;
+        for (int p = 0; p + 1 < n_parts; p++)
+            adjacent = adjacent && (const uint8_t *)parts[p].src + rb * (size_t)parts[p].n_out ==
+                                       (const uint8_t *)parts[p + 1].src;
+        if (adjacent) {
+            src = parts[0].src;
         } else {
             uint8_t *d = malloc(total);
             if (!d) {

@@ -27,7 +27,8 @@ void fz_fold_layer_f32(const float *w, const float *b, int64_t n_out, int64_t n_
  *  REQUANT:  dequantize, multiply, quantize back to the same type (a second rounding of
  *            every weight: measured in docs/fusion.md and rejected for quantized types).
  *  INSCALE:  keep the weights' bytes, attach gamma as fb_weight_t.in_scale so the kernel
- *            multiplies x by gamma before its own conversion of x.
+ *            multiplies x by gamma before its own conversion of x.  The bytes are copied
+ *            only to concatenate parts that do not already follow each other in memory.
  * FZ_FOLD_AUTO picks FOLD for F32 and INSCALE for every other type: the choice the numbers
  * in docs/fusion.md support (INSCALE is as accurate as the unfused product; REQUANT adds an
  * error the size of the format's own quantization error). */

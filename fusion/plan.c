@@ -36,7 +36,6 @@ struct fz_plan {
     fz_folded_t head;
     fb_weight_t **prepared;          /* every prepared weight, released in reverse */
     int n_prepared, cap_prepared;
-    size_t folded_bytes;
     /* activations (backend memory), max_rows rows each unless noted */
     float *x, *xn, *qkv, *att, *tmp, *gu, *h;
     float *hx, *hxn, *logits;        /* max_seqs rows */
@@ -48,7 +47,6 @@ int fz_plan_softmax_mode(const fz_plan_t *p)
 {
     return p->o.fused ? p->o.softmax_mode : FB_SOFTMAX_REF;
 }
-size_t fz_plan_folded_bytes(const fz_plan_t *p) { return p->folded_bytes; }
 
 static int prep(fz_plan_t *p, fb_weight_t *w, char *err, size_t errlen)
 {
@@ -60,16 +58,6 @@ static int prep(fz_plan_t *p, fb_weight_t *w, char *err, size_t errlen)
     }
     p->prepared[p->n_prepared++] = w;
     return 0;
-}
-
-static void count_folded(fz_plan_t *p, const fz_folded_t *f)
-{
-    if (f->data)
-        p->folded_bytes += (size_t)f->w.n_out * gg_row_bytes(f->w.type, (uint64_t)f->w.n_in);
-    if (f->bias)
-        p->folded_bytes += (size_t)f->w.n_out * sizeof(float);
-    if (f->scale)
-        p->folded_bytes += (size_t)f->w.n_in * sizeof(float);
 }
 
 static fb_weight_t gamma_weight(const float *g, int n, const char *name)
@@ -105,10 +93,8 @@ static int build_product(fz_plan_t *p, const fb_weight_t *parts, int n_parts,
             }
         }
     }
-    for (int i = 0; i < *n_out && rc == 0; i++) {
-        count_folded(p, &out[i]);
+    for (int i = 0; i < *n_out && rc == 0; i++)
         rc = prep(p, &out[i].w, err, errlen);
-    }
     return rc;
 }
 
@@ -209,14 +195,14 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
     p->tok_embd = src->tok_embd;
     if ((rc = prep(p, &p->tok_embd, err, errlen)))
         goto fail;
-    int n_head;
+    int n_head_parts;
     if (!opts->fused) {
         p->out_norm = gamma_weight(src->out_norm, src->n_embd, "output_norm");
         if ((rc = prep(p, &p->out_norm, err, errlen)))
             goto fail;
     }
-    if ((rc = build_product(p, &src->output, 1, src->out_norm, "output", &p->head, &n_head,
-                            err, errlen)))
+    if ((rc = build_product(p, &src->output, 1, src->out_norm, "output", &p->head,
+                            &n_head_parts, err, errlen)))
         goto fail;
 
     size_t R = (size_t)opts->max_rows, S = (size_t)opts->max_seqs;

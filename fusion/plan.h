@@ -50,8 +50,6 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
 void fz_plan_free(fz_plan_t *p);
 bool fz_plan_fused(const fz_plan_t *p);
 int fz_plan_softmax_mode(const fz_plan_t *p);
-/* Host bytes the plan allocated for folded / concatenated weights. */
-size_t fz_plan_folded_bytes(const fz_plan_t *p);
 
 /* The KV cache the forward writes and attends to (backend memory, owned by the caller):
  * layer l, slot s, position t: k[l] + s * slot_stride + t * kv_dim (kv_dim =

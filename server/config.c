@@ -79,8 +79,8 @@ static int check_user(const char *v, char *why, size_t n);
 static const opt_t opts[] = {
     /* name, short, type, field, default, min, max, choices, flags, check, group, meta, help */
     {"model", 'm', T_STR, O(model), "", 0, 0, NULL, 0, NULL, "Model and engine", "PATH",
-     "GGUF model file to serve; empty: the demo model installed in fusiond's data directory "
-     "(fusiond --version shows it)."},
+     "GGUF model file to serve; empty: the demo model installed in fusiond's data directory, "
+     "else the one in the source tree it was built from (fusiond --version shows which)."},
     {"model_alias", 0, T_STR, O(model_alias), "", 0, 0, NULL, 0, NULL, "Model and engine",
      "NAME", "Model id in /v1/models and in responses; empty: the model's general.name, else "
      "its file name."},
@@ -675,11 +675,11 @@ static char *read_file(const char *path, size_t *len)
             buf = nb;
         }
     }
-    int bad = ferror(f);
+    int bad = ferror(f) ? (errno ? errno : EIO) : 0; /* EISDIR for a directory */
     fclose(f);
     if (bad) {
         free(buf);
-        errno = EIO;
+        errno = bad;
         return NULL;
     }
     *len = n;
@@ -697,6 +697,7 @@ static int parse_file(cfg_t *c, char *err, size_t errlen)
     }
     int rc = cfg_parse_text(c, c->config_path, text, len, err, errlen);
     free(text);
+    c->config_read = rc == 0;
     return rc;
 }
 
@@ -952,11 +953,21 @@ static int check_all(cfg_t *c, bool startup, char *err, size_t errlen)
 
 const char *cfg_model_path(const cfg_t *c)
 {
-    static const char demo[] = FD_DATADIR "/" FD_DEMO_MODEL;
     if (*c->model)
         return access(c->model, R_OK) == 0 ? c->model : NULL;
-    if (access(demo, R_OK) == 0)
-        return demo;
+    return cfg_demo_model_path();
+}
+
+const char *cfg_demo_model_path(void)
+{
+    static const char installed[] = FD_DATADIR "/" FD_DEMO_MODEL;
+    if (access(installed, R_OK) == 0)
+        return installed;
+#ifdef FD_SRC_DEMO_MODEL
+    /* Not installed yet: the build runs from its tree (./bootstrap && ./fusiond). */
+    if (access(FD_SRC_DEMO_MODEL, R_OK) == 0)
+        return FD_SRC_DEMO_MODEL;
+#endif
     errno = ENOENT;
     return NULL;
 }

@@ -73,6 +73,7 @@ typedef struct cfg {
     bool verbose;           /* --verbose: --dump-config documents every option */
     char *config_path;      /* the file read, NULL when none */
     bool config_explicit;   /* given with -c/--config (then it must exist) */
+    bool config_read;       /* the file existed and was read */
     int *src_line;          /* per option: file line that set it, 0 default, -1 flag */
     char **argv;            /* copy of the flags, re-applied over the file on reload */
     int argc;
@@ -100,9 +101,12 @@ int cfg_parse_text(cfg_t *c, const char *name, const char *text, size_t len, cha
  * that took a new value. */
 int cfg_reload(cfg_t *c, int *changed, char *err, size_t errlen);
 
-/* The model to load: c->model, or the demo model in the data directory when that is empty.
- * NULL when neither exists. */
+/* The model to load: c->model, or the demo model when that is empty.  NULL (errno set) when
+ * that is not readable. */
 const char *cfg_model_path(const cfg_t *c);
+/* The demo model: DATADIR/models/demo.gguf once installed, else the source tree's copy (a
+ * build run from its tree); NULL when neither is readable. */
+const char *cfg_demo_model_path(void);
 
 /* "cpu", "corsair", "cuda" etc.: the names of enumerated values. */
 const char *cfg_backend_name(int backend);

@@ -11,14 +11,23 @@ libfusiond_server_a_SOURCES = server/server.h \
 libfusiond_server_a_CFLAGS = $(AM_CFLAGS) $(MHD_CFLAGS) $(CJSON_CFLAGS) $(UV_CFLAGS)
 SRV_LIBS = libfusiond_server.a $(FD_LIBS) $(MHD_LIBS) $(CJSON_LIBS) $(UV_LIBS)
 EXTRA_DIST += server/DESIGN.md
+FUZZ_SRCS += server/request.c server/openai.c
 
 # The daemon (issue 7): the option table and config file, sd_notify, privileges.  Kept in
 # its own library so the fusiond program and test_config link the same objects.
 noinst_LIBRARIES += libfusiond_daemon.a
 libfusiond_daemon_a_SOURCES = server/config.h server/config.c server/notify.h server/notify.c
 libfusiond_daemon_a_CFLAGS = $(AM_CFLAGS) $(SYSTEMD_CFLAGS)
+libfusiond_daemon_a_CPPFLAGS = $(AM_CPPFLAGS) \
+	-DFD_SRC_DEMO_MODEL='"$(abs_top_srcdir)/models/demo.gguf"'
 DAEMON_LIBS = libfusiond_daemon.a $(SYSTEMD_LIBS)
 
 # Chat prompt formatting (template family detection, one formatter per family).
 libfusiond_server_a_SOURCES += server/chat.h server/chat.c
 FUZZ_SRCS += server/chat.c
+
+# fusiond, the daemon: main() in server/main.c.
+sbin_PROGRAMS += fusiond
+fusiond_SOURCES = server/main.c
+fusiond_CFLAGS = $(AM_CFLAGS) $(UV_CFLAGS) $(SYSTEMD_CFLAGS)
+fusiond_LDADD = $(DAEMON_LIBS) $(SRV_LIBS)

@@ -60,8 +60,8 @@ struct hist {
 
 #define MAX_STATUS 16
 
-struct met {
-    pthread_mutex_t mu;
+/* Everything the lock guards; a scrape copies it and renders outside the lock. */
+struct met_data {
     struct hist h[MET_HIST_COUNT];
     /* fusiond_requests_total{endpoint,status}: a small table per endpoint. */
     struct {
@@ -71,6 +71,11 @@ struct met {
     uint64_t finished[ENG_FINISH_ERROR + 1];
     int batch_seqs;
     int batch_tokens;
+};
+
+struct met {
+    pthread_mutex_t mu;
+    struct met_data d;
 };
 
 /* Label values are part of the /metrics contract (dashboards and alerts match on them), so
@@ -123,7 +128,7 @@ void met_free(met_t *m)
 static void observe_locked(met_t *m, int hist, double s)
 {
     const struct hist_def *d = &hist_defs[hist];
-    struct hist *h = &m->h[hist];
+    struct hist *h = &m->d.h[hist];
     if (!(s >= 0))
         s = 0; /* NaN or a clock hiccup must not corrupt the sum */
     int i = 0;
@@ -147,8 +152,8 @@ void met_step(met_t *m, double seconds, int batch_seqs, int batch_tokens)
 {
     pthread_mutex_lock(&m->mu);
     observe_locked(m, MET_STEP, seconds);
-    m->batch_seqs = batch_seqs;
-    m->batch_tokens = batch_tokens;
+    m->d.batch_seqs = batch_seqs;
+    m->d.batch_tokens = batch_tokens;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -158,9 +163,9 @@ void met_request(met_t *m, int ep, int status)
         ep = MET_EP_OTHER;
     pthread_mutex_lock(&m->mu);
     for (int i = 0; i < MAX_STATUS; i++) {
-        if (m->req[ep][i].status == status || m->req[ep][i].status == 0) {
-            m->req[ep][i].status = status;
-            m->req[ep][i].n++;
+        if (m->d.req[ep][i].status == status || m->d.req[ep][i].status == 0) {
+            m->d.req[ep][i].status = status;
+            m->d.req[ep][i].n++;
             break;
         }
     }
@@ -172,7 +177,7 @@ void met_finished(met_t *m, int reason)
     if (reason <= ENG_FINISH_NONE || reason > ENG_FINISH_ERROR)
         return;
     pthread_mutex_lock(&m->mu);
-    m->finished[reason]++;
+    m->d.finished[reason]++;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -202,7 +207,7 @@ void met_render(met_t *m, const met_view_t *v, sb_t *b)
     const eng_info_t *info = v->info;
 
     pthread_mutex_lock(&m->mu);
-    met_t snap = *m; /* render outside the lock: the engine thread must not wait on us */
+    struct met_data snap = m->d; /* render outside the lock: the engine must not wait on us */
     pthread_mutex_unlock(&m->mu);
 
     if (info) {

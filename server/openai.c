@@ -110,7 +110,8 @@ static cJSON *completion_logprobs(const oai_resp_t *r, const oai_choice_t *c)
         char buf[512];
         size_t n = token_bytes(r->tok, c->echo_ids[i], buf, sizeof buf);
         ok = put(toks, NULL, str_n(buf, n)) && put(lps, NULL, cJSON_CreateNull()) &&
-             put(tops, NULL, cJSON_CreateNull()) && put(offs, NULL, cJSON_CreateNumber((double)off));
+             put(tops, NULL, cJSON_CreateNull()) &&
+             put(offs, NULL, cJSON_CreateNumber((double)off));
         off += n;
     }
     for (size_t i = 0; ok && i < c->n_lp; i++) {
@@ -187,6 +188,8 @@ static cJSON *timings_obj(const oai_timings_t *t)
                                                     : 0)) &&
               put(o, "predicted_per_second", cJSON_CreateNumber(pred_per_s)) &&
               put(o, "total_ms", cJSON_CreateNumber(t->total_ms));
+    if (ok && t->device_ms > 0)
+        ok = put(o, "device_ms", cJSON_CreateNumber(t->device_ms));
     if (ok && t->timed_out)
         ok = put(o, "timed_out", cJSON_CreateTrue());
     if (!ok) {
@@ -288,7 +291,8 @@ static cJSON *model_obj(const eng_info_t *info, const char *id, long long create
         ok = put(m, "fusiond", f) &&
              put(f, "backend", cJSON_CreateString(info->backend ? info->backend : "")) &&
              put(f, "fusion", cJSON_CreateBool(info->fusion)) &&
-             put(f, "softmax_mode", cJSON_CreateString(info->softmax_mode ? info->softmax_mode : "")) &&
+             put(f, "softmax_mode",
+                 cJSON_CreateString(info->softmax_mode ? info->softmax_mode : "")) &&
              put(f, "arch", cJSON_CreateString(info->arch ? info->arch : "")) &&
              put(f, "context_length", cJSON_CreateNumber(info->n_ctx)) &&
              put(f, "context_length_train", cJSON_CreateNumber(info->n_ctx_train)) &&

@@ -47,6 +47,8 @@ typedef struct oai_timings {
     long long prompt_n;
     long long predicted_n;
     bool timed_out;
+    double device_ms;           /* device time (simulated: corsair) of the request's steps;
+                                   0 = the backend reports none, and it is left out */
 } oai_timings_t;
 
 typedef struct oai_resp {

@@ -137,7 +137,8 @@ static int get_num(const cJSON *o, const char *key, double lo, double hi, bool l
 
 static bool is_int(const cJSON *v, double lo, double hi)
 {
-    return cJSON_IsNumber(v) && isfinite(v->valuedouble) && v->valuedouble == floor(v->valuedouble) &&
+    return cJSON_IsNumber(v) && isfinite(v->valuedouble) &&
+           v->valuedouble == floor(v->valuedouble) &&
            v->valuedouble >= lo && v->valuedouble <= hi;
 }
 

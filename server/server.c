@@ -34,6 +34,7 @@
 #define TICK_MS 200
 #define MAX_DISCARD (64u << 20) /* body bytes read past the limit before hanging up */
 #define SHUTDOWN_WAIT_S 10.0
+#define INLINE_PREP_BYTES (16u << 10) /* bodies prepared on the loop; larger: thread pool */
 
 enum route {
     R_NONE, R_HEALTH, R_METRICS, R_MODELS, R_MODEL_ONE, R_COMPLETIONS, R_CHAT, R_TOKENIZE,
@@ -77,7 +78,8 @@ typedef struct srv_choice {
     int n_gen;
     uint64_t last_ns;
     eng_timings_t t;
-    int lost;                   /* events dropped for lack of memory (set by the engine thread) */
+    int lost;                   /* output dropped for lack of memory; the engine thread adds
+                                   to it too, so every access is atomic (choice_lost) */
     evq_node_t done_node;       /* DONE never waits on malloc */
 } srv_choice_t;
 
@@ -97,6 +99,14 @@ struct srv_job {
     bool answered;
     bool checked;               /* route, method and auth were decided */
     bool in_upload;             /* answers are held until the body has been read */
+    bool in_handler;            /* inside MHD's access handler (where answers are queued) */
+    /* tokenization and chat formatting, off the loop on libuv's thread pool */
+    uv_work_t work;
+    bool preparing;
+    int prep_rc;
+    rq_err_t prep_err;
+    char *prep_body;            /* /tokenize, /detokenize: the answer */
+    int *max_tokens;            /* per prompt */
     int status;
     /* generation */
     rq_t rq;
@@ -157,7 +167,10 @@ struct srv {
     srv_job_t *jobs;
     int running;
     bool draining;
+    bool closing;               /* srv_destroy has begun */
+    int n_preparing;            /* jobs on the thread pool */
     int chat_family;            /* enum chat_family */
+    long long loaded_at;        /* "created" of the model in /v1/models */
     uint64_t id_seed, id_ctr;
 };
 
@@ -316,6 +329,8 @@ static void job_free(srv_job_t *j)
         free(j->choices[i].lp);
     }
     free(j->choices);
+    free(j->prep_body);
+    free(j->max_tokens);
     for (size_t p = 0; p < j->n_prompts; p++) {
         if (j->pids)
             free(j->pids[p]);
@@ -381,6 +396,8 @@ static void on_mhd_poll(uv_poll_t *p, int status, int events)
 
 /* ---------------------------------------------------------------- answers */
 
+static void resume(srv_job_t *j);
+
 static void add_common_headers(srv_t *s, struct MHD_Response *r, int status)
 {
     if (status == 503) {
@@ -415,11 +432,14 @@ static enum MHD_Result queue(srv_job_t *j, int status, struct MHD_Response *r)
 {
     if (!r)
         return MHD_NO;
-    if (j->in_upload) {
-        /* MHD takes a response only before or after the body: hold it till the end. */
+    if (j->in_upload || !j->in_handler) {
+        /* MHD takes a response only inside the access handler, and there only before or
+         * after the body: hold it, and outside the handler wake the connection for it. */
         j->pending = r;
         j->pending_status = status;
         j->answered = true;
+        if (!j->in_handler)
+            resume(j);
         return MHD_YES;
     }
     enum MHD_Result ok = MHD_queue_response(j->conn, (unsigned)status, r);
@@ -549,13 +569,23 @@ static void on_watch(uv_poll_t *p, int status, int events)
 
 /* ---------------------------------------------------------------- engine events */
 
+static bool choice_lost(const srv_choice_t *c)
+{
+    return __atomic_load_n(&c->lost, __ATOMIC_RELAXED) != 0;
+}
+
+static void choice_lose(srv_choice_t *c)
+{
+    __atomic_add_fetch(&c->lost, 1, __ATOMIC_RELAXED);
+}
+
 static void on_engine_event(void *ud, const eng_event_t *ev)
 {
     srv_choice_t *c = ud;
     evq_t *q = c->q;
     evq_node_t *n = evq_copy(ev, c, ev->type == ENG_EV_DONE ? &c->done_node : NULL);
     if (!n) {
-        __atomic_add_fetch(&c->lost, 1, __ATOMIC_RELAXED);
+        choice_lose(c);
         return;
     }
     evq_push(q, n); /* c may be freed by the loop from here on */
@@ -578,6 +608,7 @@ static void job_timings(const srv_job_t *j, oai_timings_t *t)
             t->ttft_ms = ct->ttft_s * 1e3;
         t->prompt_ms = FD_MAX(t->prompt_ms, ct->prefill_s * 1e3);
         t->predicted_ms = FD_MAX(t->predicted_ms, ct->decode_s * 1e3);
+        t->device_ms = FD_MAX(t->device_ms, ct->device_s * 1e3); /* choices share steps */
         t->prompt_n += ct->n_prompt;
         t->predicted_n += j->choices[i].n_gen;
         t->timed_out |= j->choices[i].finish == ENG_FINISH_TIMEOUT || j->server_timeout;
@@ -675,9 +706,11 @@ static void build_final(srv_job_t *j)
     for (int i = 0; i < j->n_choices; i++) {
         const srv_choice_t *c = &j->choices[i];
         any_gen |= c->n_gen > 0;
-        if (c->finish != ENG_FINISH_TIMEOUT && !(j->server_timeout && c->finish == ENG_FINISH_CANCEL))
+        bool timed_out = c->finish == ENG_FINISH_TIMEOUT ||
+                         (j->server_timeout && c->finish == ENG_FINISH_CANCEL);
+        if (!timed_out)
             all_timeout = false;
-        if (c->finish == ENG_FINISH_ERROR || c->lost)
+        if (c->finish == ENG_FINISH_ERROR || choice_lost(c))
             err = c;
         else if (c->finish == ENG_FINISH_CANCEL && !j->server_timeout)
             cancelled = c;
@@ -685,7 +718,7 @@ static void build_final(srv_job_t *j)
     if (err) {
         status = 500;
         body = oai_error(500, "server_error", NULL, NULL,
-                         err->lost ? "out of memory while collecting the output"
+                         choice_lost(err) ? "out of memory while collecting the output"
                                    : (err->error[0] ? err->error : "engine error"));
     } else if (cancelled) {
         status = 503;
@@ -760,7 +793,7 @@ static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
             size_t cap = c->cap_lp ? c->cap_lp * 2 : 16;
             oai_lp_t *p = realloc(c->lp, cap * sizeof *p);
             if (!p) {
-                c->lost++;
+                choice_lose(c);
                 return;
             }
             c->lp = p;
@@ -784,7 +817,7 @@ static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
     } else {
         sb_add(&c->text, ev->text, ev->text_len);
         if (sb_failed(&c->text))
-            c->lost++;
+            choice_lose(c);
     }
 }
 
@@ -813,12 +846,13 @@ static void on_done(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
                           j->n_running == 0 && !j->rq.include_usage);
             } else if (f == ENG_FINISH_CANCEL) {
                 sse_error(j, 503, "service_unavailable_error", "cancelled",
-                          j->server_cancel ? "the request was cancelled: the server is shutting down"
-                                           : "the request was cancelled");
+                          j->server_cancel
+                              ? "the request was cancelled: the server is shutting down"
+                              : "the request was cancelled");
             } else {
                 sse_error(j, 500, "server_error", NULL, c->error[0] ? c->error : "engine error");
             }
-            if (c->lost)
+            if (choice_lost(c))
                 sse_error(j, 500, "server_error", NULL, "out of memory: output was lost");
             if (j->n_running == 0)
                 stream_done(j);
@@ -952,7 +986,7 @@ static enum MHD_Result answer_models(srv_job_t *j, const char *url)
                                "the model '%.100s' does not exist; this server serves '%.100s'",
                                id, s->model_id);
     }
-    return answer_json(j, 200, oai_models(s->info, s->model_id, (long long)time(NULL),
+    return answer_json(j, 200, oai_models(s->info, s->model_id, s->loaded_at,
                                           j->route == R_MODEL_ONE));
 }
 
@@ -1003,34 +1037,35 @@ static int decode_text(const tok_t *tok, const int32_t *ids, size_t n, char **ou
     return -ENOSPC;
 }
 
-static enum MHD_Result answer_tokenize(srv_job_t *j)
+/* /tokenize and /detokenize (thread pool): the answer's body, or an error in j->prep_err. */
+static int prepare_tokenize(srv_job_t *j)
 {
     srv_t *s = j->srv;
     rq_t *r = &j->rq;
+    rq_err_t *e = &j->prep_err;
     if (r->kind == RQ_TOKENIZE) {
         int32_t *ids = NULL;
         size_t n = 0;
         int rc = encode(s->tok, r->prompts[0].text, r->prompts[0].text_len, r->add_special, &ids,
                         &n);
         if (rc)
-            return answer_fail(j, rc == -ENOMEM ? 500 : 400, "invalid_request_error", NULL,
-                               "content", "cannot tokenize the text: %s", fd_strerror(rc));
-        char *body = oai_tokenize(s->tok, ids, n, r->with_pieces, s->info->n_ctx);
+            return rq_fail(e, rc == -ENOMEM ? 500 : 400, "invalid_request_error", "content",
+                           "cannot tokenize the text: %s", fd_strerror(rc));
+        j->prep_body = oai_tokenize(s->tok, ids, n, r->with_pieces, s->info->n_ctx);
         free(ids);
-        return answer_json(j, 200, body);
-    }
-    rq_err_t e;
-    if (rq_check_vocab(r, s->info->n_vocab, &e))
-        return answer_err(j, &e);
-    char *text = NULL;
-    size_t len = 0;
-    int rc = decode_text(s->tok, r->prompts[0].ids, r->prompts[0].n_ids, &text, &len);
-    if (rc)
-        return answer_fail(j, rc == -ENOMEM ? 500 : 400, "invalid_request_error", NULL, "tokens",
+    } else {
+        if (rq_check_vocab(r, s->info->n_vocab, e))
+            return -EINVAL;
+        char *text = NULL;
+        size_t len = 0;
+        int rc = decode_text(s->tok, r->prompts[0].ids, r->prompts[0].n_ids, &text, &len);
+        if (rc)
+            return rq_fail(e, rc == -ENOMEM ? 500 : 400, "invalid_request_error", "tokens",
                            "cannot detokenize: %s", fd_strerror(rc));
-    char *body = oai_detokenize(text, len);
-    free(text);
-    return answer_json(j, 200, body);
+        j->prep_body = oai_detokenize(text, len);
+        free(text);
+    }
+    return j->prep_body ? 0 : rq_fail(e, 500, "server_error", NULL, "out of memory");
 }
 
 /* The chat prompt as text in the model's template family (server/chat.h), and whether the
@@ -1145,34 +1180,45 @@ static int prepare_prompts(srv_job_t *j, rq_err_t *e)
     return 0;
 }
 
+/* Generation requests (thread pool): prompts tokenized, lengths resolved. */
+static int prepare_generation(srv_job_t *j)
+{
+    srv_t *s = j->srv;
+    rq_t *r = &j->rq;
+    rq_err_t *e = &j->prep_err;
+    int rc = prepare_prompts(j, e);
+    if (rc)
+        return rc;
+    j->max_tokens = calloc(j->n_prompts, sizeof *j->max_tokens);
+    if (!j->max_tokens)
+        return rq_fail(e, 500, "server_error", NULL, "out of memory");
+    for (size_t p = 0; p < j->n_prompts; p++) {
+        if ((rc = rq_resolve_max_tokens(r, j->pn[p], s->info->n_ctx, &j->max_tokens[p], e))) {
+            if (j->n_prompts > 1 && strcmp(e->param, "prompt") == 0)
+                snprintf(e->param, sizeof e->param, "prompt[%zu]", p);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static void prep_work(uv_work_t *w)
+{
+    srv_job_t *j = w->data;
+    bool tok = j->rq.kind == RQ_TOKENIZE || j->rq.kind == RQ_DETOKENIZE;
+    j->prep_rc = tok ? prepare_tokenize(j) : prepare_generation(j);
+}
+
+/* Submits every choice and starts the answer (loop thread, prepared job). */
 static enum MHD_Result start_generation(srv_job_t *j)
 {
     srv_t *s = j->srv;
     rq_t *r = &j->rq;
-    rq_err_t e;
-    if (r->model && strcmp(r->model, s->model_id) != 0)
-        return answer_fail(j, 404, "not_found_error", "model_not_found", "model",
-                           "the model '%.100s' does not exist; this server serves '%.100s'",
-                           r->model, s->model_id);
-    if (prepare_prompts(j, &e))
-        return answer_err(j, &e);
-    int *max_tokens = calloc(j->n_prompts, sizeof *max_tokens);
-    if (!max_tokens)
-        return answer_json(j, 500, NULL);
-    for (size_t p = 0; p < j->n_prompts; p++) {
-        if (rq_resolve_max_tokens(r, j->pn[p], s->info->n_ctx, &max_tokens[p], &e)) {
-            free(max_tokens);
-            if (j->n_prompts > 1 && strcmp(e.param, "prompt") == 0)
-                snprintf(e.param, sizeof e.param, "prompt[%zu]", p);
-            return answer_err(j, &e);
-        }
-    }
+    int *max_tokens = j->max_tokens;
     j->n_choices = (int)j->n_prompts * r->n;
     j->choices = calloc((size_t)j->n_choices, sizeof *j->choices);
-    if (!j->choices) {
-        free(max_tokens);
+    if (!j->choices)
         return answer_json(j, 500, NULL);
-    }
     j->stream = r->stream;
     j->model = s->model_id;
     j->created = (long long)time(NULL);
@@ -1215,7 +1261,6 @@ static enum MHD_Result start_generation(srv_job_t *j)
         j->n_running++;
         j->refs++;
     }
-    free(max_tokens);
     job_list_add(j);
     j->admitted = true;
     s->running++;
@@ -1264,6 +1309,37 @@ static enum MHD_Result start_generation(srv_job_t *j)
     return queue(j, 200, resp);
 }
 
+/* Answers or admits a prepared job (in the handler, or from prep_done outside it). */
+static enum MHD_Result finish_prep(srv_job_t *j)
+{
+    srv_t *s = j->srv;
+    if (j->prep_rc)
+        return answer_err(j, &j->prep_err);
+    if (j->rq.kind == RQ_TOKENIZE || j->rq.kind == RQ_DETOKENIZE) {
+        char *body = j->prep_body;
+        j->prep_body = NULL;
+        return answer_json(j, 200, body);
+    }
+    if (s->closing || s->draining)
+        return answer_unavailable(j, "shutting_down", "the server is shutting down");
+    return start_generation(j);
+}
+
+static void prep_done(uv_work_t *w, int status)
+{
+    srv_job_t *j = w->data;
+    j->preparing = false;
+    j->srv->n_preparing--;
+    if (j->conn && !j->client_gone) {
+        if (status != 0)
+            rq_fail(&j->prep_err, 503, "service_unavailable_error", NULL,
+                    "the request was cancelled: the server is shutting down");
+        j->prep_rc = j->prep_rc ? j->prep_rc : status;
+        finish_prep(j);
+    }
+    job_unref(j);
+}
+
 static enum MHD_Result on_body_complete(srv_job_t *j)
 {
     srv_t *s = j->srv;
@@ -1279,10 +1355,28 @@ static enum MHD_Result on_body_complete(srv_job_t *j)
     if (rq_parse(kind, j->body.buf ? j->body.buf : "", j->body.len, &s->lim, &j->rq, &e))
         return answer_err(j, &e);
     j->have_rq = true;
+    size_t body_len = j->body.len;
     sb_free(&j->body);
-    if (kind == RQ_TOKENIZE || kind == RQ_DETOKENIZE)
-        return answer_tokenize(j);
-    return start_generation(j);
+    if (j->rq.model && strcmp(j->rq.model, s->model_id) != 0 &&
+        (kind == RQ_COMPLETION || kind == RQ_CHAT))
+        return answer_fail(j, 404, "not_found_error", "model_not_found", "model",
+                           "the model '%.100s' does not exist; this server serves '%.100s'",
+                           j->rq.model, s->model_id);
+    /* Tokenizing a prompt of megabytes takes a while: not on the loop.  A small body is
+     * prepared here at once (a few milliseconds at most), sparing the common request two
+     * thread hand-offs, which a loaded machine can make slow. */
+    j->work.data = j;
+    if (body_len <= INLINE_PREP_BYTES ||
+        uv_queue_work(s->loop, &j->work, prep_work, prep_done) != 0) {
+        prep_work(&j->work);
+        return finish_prep(j);
+    }
+    j->preparing = true;
+    j->refs++;
+    s->n_preparing++;
+    suspend(j);
+    watch_start(j);
+    return MHD_YES;
 }
 
 /* The first call for a request: everything decided from the request line and headers. */
@@ -1332,11 +1426,10 @@ static enum MHD_Result on_headers(srv_job_t *j, const char *url, const char *met
     return MHD_YES;
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_size, void **con_cls)
+static enum MHD_Result handle_request(srv_t *s, struct MHD_Connection *conn, const char *url,
+                                     const char *method, const char *upload_data,
+                                     size_t *upload_size, void **con_cls)
 {
-    srv_t *s = cls;
     srv_job_t *j = *con_cls;
     if (!j) {
         j = calloc(1, sizeof *j);
@@ -1345,6 +1438,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         j->srv = s;
         j->conn = conn;
         j->refs = 1;
+        j->in_handler = true;
         j->t0_ns = fd_now_ns();
         snprintf(j->method, sizeof j->method, "%s", method);
         snprintf(j->path, sizeof j->path, "%s", url);
@@ -1407,9 +1501,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (j->answered)
         return MHD_YES;
-    if (j->admitted) /* resumed without an answer (client gone): MHD will close */
+    if (j->admitted || j->preparing) /* resumed without an answer (client gone) */
         return MHD_NO;
     return on_body_complete(j);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_size, void **con_cls)
+{
+    srv_job_t *j = *con_cls;
+    if (j)
+        j->in_handler = true;
+    enum MHD_Result rc = handle_request(cls, conn, url, method, upload_data, upload_size,
+                                        con_cls);
+    j = *con_cls;
+    if (j)
+        j->in_handler = false;
+    return rc;
 }
 
 static void access_log(srv_job_t *j)
@@ -1432,8 +1541,10 @@ static void access_log(srv_job_t *j)
     double total_ms = (double)(fd_now_ns() - j->t0_ns) * 1e-6;
     fd_log_info("access: %s %s %d prompt_tokens=%lld gen_tokens=%lld queue_ms=%.2f ttft_ms=%.2f "
                 "tpot_ms=%.3f total_ms=%.2f finish=%s%s",
-                j->method, j->path, j->status, j->prompt_tokens, gen, queue_ms, ttft_ms, tpot_ms,
-                total_ms, finish, j->client_gone ? " client_gone" : "");
+                j->method, j->path, j->status,
+                j->preparing ? 0LL : j->prompt_tokens, /* the thread pool may be writing it */
+                gen, queue_ms, ttft_ms, tpot_ms, total_ms, finish,
+                j->client_gone ? " client_gone" : "");
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -1579,6 +1690,7 @@ void srv_set_engine(srv_t *s, eng_t *eng)
     const char *note = "";
     if (chat_select(s->chat_template, tmpl, tmpl ? strlen(tmpl) : 0, &s->chat_family, &note))
         s->chat_family = CHAT_PLAIN; /* the override was checked by srv_create */
+    s->loaded_at = (long long)time(NULL);
     fd_log_info("server: model '%s', chat format %s (%s)", s->model_id,
                 chat_family_name(s->chat_family), note);
     s->eng = eng;
@@ -1716,6 +1828,10 @@ void srv_destroy(srv_t *s)
     if (!s)
         return;
     s->draining = true;
+    s->closing = true;
+    /* Jobs on the thread pool come back (and are answered 503) first. */
+    while (s->n_preparing > 0)
+        uv_run(s->loop, UV_RUN_ONCE);
     /* Every sequence must report DONE before its job (the engine's callback target) and the
      * queue go away. */
     srv_cancel_all(s);

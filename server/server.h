@@ -3,7 +3,8 @@
  * Owns the listening socket, every connection and every in-flight request; borrows the
  * engine (eng_t, owned by the daemon) and submits to it.  Called by the daemon main only.
  * Every srv_* function runs on the loop thread (the one that runs uv_run on the loop given
- * to srv_create), except srv_on_step, which the engine thread calls.
+ * to srv_create), except srv_on_step, which the engine thread calls.  Tokenization and chat
+ * formatting run on libuv's thread pool (uv_queue_work; UV_THREADPOOL_SIZE, default 4).
  * Threads, queues and ownership: server/DESIGN.md. */
 #ifndef FD_SERVER_H
 #define FD_SERVER_H
@@ -28,9 +29,11 @@ typedef struct srv_config {
                                    and port are then ignored.  Default -1. */
     const char *model_id;       /* the "model" the API shows and accepts (default: the
                                    engine's model_id); requests naming another model: 404 */
-    const char *chat_template;  /* overrides the GGUF's tokenizer.chat_template: a family
-                                   name ("llama3", "chatml", ...) or template text; NULL =
-                                   the model's own (server/chat.h) */
+    const char *chat_template;  /* chat format family instead of the one detected from the
+                                   GGUF's tokenizer.chat_template: a server/chat.h name
+                                   ("plain", "llama2", "llama3", "llama3.1", "chatml",
+                                   "qwen", "mistral", "gemma", "phi3", "zephyr"); NULL, ""
+                                   or "auto" = detect.  srv_create: -EINVAL for others */
     /* (R) API keys: NULL-terminated array; NULL or empty = no authentication.  When set,
      * every route but /health needs "Authorization: Bearer KEY" or "X-Api-Key: KEY". */
     const char *const *api_keys;

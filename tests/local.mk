@@ -37,11 +37,19 @@ tests_test_notify_CFLAGS = $(TEST_CFLAGS)
 tests_test_notify_LDADD = $(DAEMON_LIBS) $(TEST_LIBS)
 TESTS += tests/test_notify
 
+# Black-box daemon tests: the real fusiond, its flags, signals, sd_notify and unit.
+EXTRA_DIST += tests/daemon_harness.py
+dist_check_SCRIPTS += tests/daemon_config.py tests/daemon_signals.py tests/daemon_sandbox.py \
+	tests/daemon_unit.sh
+TESTS += tests/daemon_config.py tests/daemon_signals.py tests/daemon_sandbox.py tests/daemon_unit.sh
+
 check_PROGRAMS += tests/test_request
 tests_test_request_SOURCES = tests/test_request.c
 tests_test_request_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
 tests_test_request_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_request
+FUZZ_TARGETS += tests/fuzz/fuzz_request.c
+EXTRA_DIST += tests/fuzz/fuzz_request.c
 
 check_PROGRAMS += tests/test_fusion
 tests_test_fusion_SOURCES = tests/test_fusion.c
@@ -54,6 +62,12 @@ tests_test_metrics_SOURCES = tests/test_metrics.c
 tests_test_metrics_CFLAGS = $(TEST_CFLAGS)
 tests_test_metrics_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_metrics
+
+check_PROGRAMS += tests/test_openai
+tests_test_openai_SOURCES = tests/test_openai.c
+tests_test_openai_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
+tests_test_openai_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_openai
 
 # test_http drives the real HTTP layer against tests/fake_engine.c (linked before the
 # libraries, so its engine and tokenizer definitions are the ones used).
@@ -135,6 +149,24 @@ tests_test_demo_model_CFLAGS = $(TEST_CFLAGS)
 tests_test_demo_model_LDADD = $(TEST_LIBS)
 TESTS += tests/test_demo_model
 EXTRA_DIST += tests/data/demo-tok.txt tests/data/demo-logits.txt tests/data/demo-greedy.txt
+
+check_PROGRAMS += tests/test_corsair
+tests_test_corsair_SOURCES = tests/test_corsair.c
+tests_test_corsair_CFLAGS = $(TEST_CFLAGS)
+tests_test_corsair_LDADD = $(TEST_LIBS)
+TESTS += tests/test_corsair
+
+# libFuzzer targets of the reliability work (make fuzz; .ci/run runs each briefly): model
+# loading and streamed text; gen_seeds_model writes fuzz_model's seeds.  fuzz_request is
+# registered with test_request above; its seeds and dictionary are here.
+FUZZ_TARGETS += tests/fuzz/fuzz_model.c
+EXTRA_DIST += tests/fuzz/fuzz_model.c tests/fuzz/corpus/fuzz_model
+EXTRA_DIST += tests/fuzz/fuzz_request.dict tests/fuzz/corpus/fuzz_request
+FUZZ_TARGETS += tests/fuzz/fuzz_stream.c
+EXTRA_DIST += tests/fuzz/fuzz_stream.c tests/fuzz/corpus/fuzz_stream
+check_PROGRAMS += tests/fuzz/gen_seeds_model
+tests_fuzz_gen_seeds_model_SOURCES = tests/fuzz/gen_seeds_model.c
+tests_fuzz_gen_seeds_model_LDADD = $(FD_LIBS)
 
 # test_cuda needs a GPU (skips with 77 without one); built only with --with-cuda.
 if HAVE_CUDA

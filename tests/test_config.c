@@ -307,6 +307,7 @@ START_TEST(test_bad_flags)
         {{"--backend=tpu"}, "--backend: 'tpu' is not one of cpu, corsair, cuda"},
         {{"--backend-option=nokv"}, "--backend-option: 'nokv' is not KEY=VALUE"},
         {{"-c", "@bad"}, "%s:2: port: 'nine' is not an integer"},
+        {{"-c", "/tmp"}, "/tmp: cannot read: Is a directory"},
         {{"-c", "/nonexistent/fusiond.conf"},
          "/nonexistent/fusiond.conf: cannot read: No such file or directory"},
     };

@@ -526,25 +526,33 @@ static void fast_bounds(const fb_weight_t *w, const float *x, int64_t n_rows, co
 {
     int64_t n = w->n_in;
     int blk = act_block(w->type);
-    float *wr = malloc(sizeof(float) * (size_t)n), *xs = malloc(sizeof(float) * (size_t)n);
+    int64_t nb = blk ? n / blk : 0;
+    float *wr = malloc(sizeof(float) * (size_t)n), *xs = malloc(sizeof(float) * (size_t)(n * n_rows));
+    double *amax = malloc(sizeof(double) * (size_t)(nb * n_rows + 1));
+    for (int64_t r = 0; r < n_rows; r++) {
+        for (int64_t i = 0; i < n; i++)
+            xs[r * n + i] = x[r * n + i] * (w->in_scale ? w->in_scale[i] : 1.f);
+        for (int64_t b = 0; b < nb; b++) {
+            double m = 0;
+            for (int j = 0; j < blk; j++)
+                m = fmax(m, fabs(xs[r * n + b * blk + j]));
+            amax[r * nb + b] = m;
+        }
+    }
     uint64_t rb = gg_row_bytes(w->type, (uint64_t)n);
     for (int64_t o = 0; o < w->n_out; o++) {
         fq_dequantize_row(w->type, (const uint8_t *)w->src + rb * (uint64_t)o, wr, n);
         for (int64_t r = 0; r < n_rows; r++) {
-            for (int64_t i = 0; i < n; i++)
-                xs[i] = x[r * n + i] * (w->in_scale ? w->in_scale[i] : 1.f);
+            const float *xr = xs + r * n;
             double fsum = 0, qerr = 0;
             for (int64_t i = 0; i < n; i++)
-                fsum += fabs((double)wr[i] * xs[i]);
-            if (blk)
-                for (int64_t b = 0; b < n / blk; b++) {
-                    double amax = 0, sw = 0;
-                    for (int j = 0; j < blk; j++) {
-                        amax = fmax(amax, fabs(xs[b * blk + j]));
-                        sw += fabs(wr[b * blk + j]);
-                    }
-                    qerr += sw * amax / 127 / 2 * 1.01;
-                }
+                fsum += fabs((double)wr[i] * xr[i]);
+            for (int64_t b = 0; b < nb; b++) {
+                double sw = 0;
+                for (int j = 0; j < blk; j++)
+                    sw += fabs(wr[b * blk + j]);
+                qerr += sw * amax[r * nb + b] / 127 / 2 * 1.01;
+            }
             double s = scl ? scl[r] : 1;
             double fl = ((double)n / 8 + 24) * 0x1p-24 * fsum;
             bound[r * w->n_out + o] = (qerr + fl) * s + 4 * 0x1p-24 * fabs(ref_y[r * w->n_out + o]) + 1e-30;
@@ -552,6 +560,7 @@ static void fast_bounds(const fb_weight_t *w, const float *x, int64_t n_rows, co
     }
     free(wr);
     free(xs);
+    free(amax);
 }
 
 static const int fast_types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q6_K,
@@ -570,7 +579,7 @@ START_TEST(test_fast_matmul)
         int type = fast_types[t];
         int be_el = gg_block_elems(type);
         for (int shape = 0; shape < 4; shape++) {
-            int64_t n_in, n_out = (int64_t[]){1, 7, 33, 130}[shape];
+            int64_t n_in, n_out = (int64_t[]){1, 7, 33, 65}[shape];
             if (be_el == 1)
                 n_in = (int64_t[]){1, 17, 100, 1000}[shape];
             else if (be_el == 32)
@@ -691,6 +700,47 @@ START_TEST(test_sumonly_overflow)
 }
 END_TEST
 
+/* Regression (fuzz_model): a row holding NaN or infinity (weights that overflow, or a hostile
+ * file) once made the AVX2/AVX-512 Q4_0 dot product overflow a signed int (its correction
+ * term -8 * sum of the quantized activations), undefined behaviour that UBSan reports.  Every
+ * configuration and weight type must now give non-finite outputs for such rows and leave the
+ * finite rows of the same batch exactly as they are alone. */
+START_TEST(test_nonfinite_rows)
+{
+    fb_backend_t *be = mk_cfg(_i);
+    if (!be)
+        return;
+    uint64_t s = 1700 + (uint64_t)_i;
+    static const int types[] = {GG_F32, GG_F16, GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q6_K};
+    const int64_t n_in = 256, n_out = 5, n_rows = 4;
+    for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
+        fb_weight_t w = {.type = types[t], .n_in = n_in, .n_out = n_out,
+                         .src = mk_weight(&s, types[t], n_in, n_out)};
+        ck_assert_int_eq(fb_weight_prepare(be, &w), 0);
+        float *x = rnd(&s, n_rows * n_in, 1), y[4 * 5], yf[4 * 5];
+        /* the same batch with finite rows only: the same code path for the same batch size */
+        ck_assert_int_eq(fb_matmul(be, &w, x, n_rows, yf, NULL), 0);
+        x[1 * n_in + 7] = NAN;
+        x[1 * n_in + 40] = INFINITY;
+        x[2 * n_in + 200] = -INFINITY;
+        ck_assert_int_eq(fb_matmul(be, &w, x, n_rows, y, NULL), 0);
+        for (int64_t r = 0; r < n_rows; r++) {
+            bool bad = r == 1 || r == 2;
+            for (int64_t o = 0; o < n_out; o++) {
+                float v = y[r * n_out + o], f = yf[r * n_out + o];
+                CHECKM(bad ? !isfinite(v) : isfinite(v) && fabsf(v - f) <= 1e-5f * (1 + fabsf(f)),
+                       "cfg %d %s row %lld out %lld: %g (all finite: %g)", _i,
+                       gg_type_name(types[t]), (long long)r, (long long)o, (double)v, (double)f);
+            }
+        }
+        fb_weight_release(be, &w);
+        free((void *)w.src);
+        free(x);
+    }
+    fb_destroy(be);
+}
+END_TEST
+
 START_TEST(test_fast_rowops)
 {
     fb_backend_t *be = mk_cfg(_i);
@@ -777,21 +827,21 @@ START_TEST(test_pool)
     ck_assert_int_eq(fcpu_pool_create(&p, 4), 0);
     ck_assert_int_eq(fcpu_pool_size(p), 4);
     pool_ctx_t c = {.p = p};
-    for (int run = 0; run < 1000; run++) {
+    for (int run = 0; run < 400; run++) {
         int nth = 1 + run % 4;
         memset(c.phase_count, 0, sizeof(c.phase_count));
         fcpu_pool_run(p, nth, pool_task, &c);
         CHECKM(!c.seen_bad, "run %d: a thread passed a barrier early", run);
-        if (run % 250 == 0)
+        if (run % 100 == 0)
             usleep(1000); /* let the workers fall asleep: the futex path must wake them */
     }
     long total = 0;
     for (int i = 0; i < 4; i++)
         total += c.hits[i];
     /* runs with nth = 1..4: thread i takes part in the runs with nth > i */
-    ck_assert_int_eq(c.hits[0], 1000);
-    ck_assert_int_eq(c.hits[3], 250);
-    ck_assert_int_eq(total, 1000 + 750 + 500 + 250);
+    ck_assert_int_eq(c.hits[0], 400);
+    ck_assert_int_eq(c.hits[3], 100);
+    ck_assert_int_eq(total, 400 + 300 + 200 + 100);
     fcpu_pool_run(p, 99, pool_task, &c); /* more than the pool: capped */
     fcpu_pool_destroy(p);
     ck_assert_int_eq(fcpu_pool_create(&p, 0), -EINVAL);
@@ -881,6 +931,7 @@ int main(void)
     tcase_add_loop_test(tc, test_fast_attention, 0, N_CFG);
     tcase_add_loop_test(tc, test_sumonly_overflow, 0, N_CFG);
     tcase_add_loop_test(tc, test_fast_rowops, 0, N_CFG);
+    tcase_add_loop_test(tc, test_nonfinite_rows, 0, N_CFG);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

@@ -345,9 +345,22 @@ START_TEST(test_fold_concat)
     ck_assert_ptr_null(f.w.bias);
     fz_folded_free(&f);
 
-    /* a single part under INSCALE is not copied at all */
+    /* a single part under INSCALE is not copied at all, nor are parts that already follow
+     * each other in memory */
     ck_assert_int_eq(fz_fold_rms(pq, 1, g, FZ_FOLD_INSCALE, "a", &f, err, sizeof(err)), 0);
     ck_assert_ptr_eq(f.w.src, qa);
+    ck_assert_ptr_null(f.data);
+    fz_folded_free(&f);
+    uint8_t qab[5 * 68];
+    memcpy(qab, qa, sizeof(qa));
+    memcpy(qab + sizeof(qa), qb, sizeof(qb));
+    fb_weight_t adj[2] = { pq[0], pq[1] };
+    adj[0].src = qab;
+    adj[1].src = qab + sizeof(qa);
+    ck_assert_int_eq(fz_fold_rms(adj, 2, g, FZ_FOLD_AUTO, "ab", &f, err, sizeof(err)), 0);
+    ck_assert_ptr_eq(f.w.src, qab);
+    ck_assert_ptr_null(f.data);
+    ck_assert_int_eq(f.w.n_out, 5);
     fz_folded_free(&f);
 
     /* REQUANT keeps the type; FOLD goes to F32 */
@@ -461,6 +474,16 @@ END_TEST
 
 static const char *const backends[] = { "cpu", "corsair", "cuda" };
 
+/* The corsair backend computes every GEMM in 8-bit block floating point (backends/corsair/
+ * bfp.h), whatever the weights' type: each input moves by up to half a step of its 64-block,
+ * so its errors are those of 8-bit activations, not fp32's; where a check below is an fp32
+ * bound, corsair takes the 8-bit branch or the bound noted.  tests/test_corsair.c holds it
+ * to the exact BFP bound. */
+static bool is_bfp(const char *name)
+{
+    return strcmp(name, "corsair") == 0;
+}
+
 static fb_backend_t *make_backend(const char *name)
 {
     fb_backend_t *be = NULL;
@@ -529,6 +552,34 @@ static double rows_err(const float *y, const double *ref, int64_t rows, int64_t 
     return sqrt(acc / (double)rows);
 }
 
+static double prod_err(const float *y, const double *ref, const double *mag, int64_t rows,
+                       int64_t n_out, int64_t n_in)
+{
+    double acc = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        double num = 0, dr = 0, dm = 0;
+        for (int64_t o = 0; o < n_out; o++) {
+            int64_t i = r * n_out + o;
+            num += ((double)y[i] - ref[i]) * ((double)y[i] - ref[i]);
+            dr += ref[i] * ref[i];
+            dm += mag[i] * mag[i];
+        }
+        double den = fmax(dr, dm / (double)n_in);
+        acc += den > 0 ? num / den : num;
+    }
+    return sqrt(acc / (double)rows);
+}
+
+static double mag_err(const float *y, const double *ref, const double *mag, int64_t n)
+{
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        num += ((double)y[i] - ref[i]) * ((double)y[i] - ref[i]);
+        den += mag[i] * mag[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
 /* RMSNorm -> matmul, table-driven: weight type x shape (odd sizes, sizes that are not
  * multiples of the block) x batch 1..64, on rows including 1e3- and 1e-3-scaled ones.
  * fp32 weights: fused and unfused within 1e-5 of fp64.  Other types: the backend may
@@ -550,12 +601,15 @@ START_TEST(test_fused_rms_matmul)
             continue;
         fb_backend_t *be = make_backend(backends[b]);
         uint64_t s = 1000 + b;
-        double worst_ratio = 0;
         for (size_t k = 0; k < FD_ARRAY_LEN(table); k++) {
             int type = table[k].type;
-            for (int j = 0; j < 4 && table[k].n_in[j]; j++) {
-                int64_t n_in = table[k].n_in[j], n_out = n_outs[(j + k) % 4];
-                int rows = batches[(j + k) % 5];
+            double sum_eu = 0, sum_ef = 0;
+            for (int jb = 0; jb < 20; jb++) {
+                int j = jb / 5;
+                if (!table[k].n_in[j])
+                    break;
+                int64_t n_in = table[k].n_in[j], n_out = n_outs[(jb + k) % 4];
+                int rows = batches[jb % 5];
                 qmat_t m = qmat_rand(type, n_out, n_in, &s);
                 float *g = malloc(sizeof(float) * n_in), *x = malloc(sizeof(float) * rows * n_in);
                 float *yu = malloc(sizeof(float) * rows * n_out);
@@ -605,33 +659,35 @@ START_TEST(test_fused_rms_matmul)
                     double inv = rms_inv64(x + (int64_t)r * n_in, n_in, 1e-5);
                     ck_assert_msg(fabs(sc[r] - inv) <= 1e-5 * inv, "scale_out row %d", r);
                 }
-                double eu = rows_err(yu, ref, rows, n_out), ef = rows_err(yf, ref, rows, n_out);
-                if (type == GG_F32) {
+                /* Errors per row relative to max(|ref|, |terms| / sqrt(n_in)): the plain
+                 * relative error, except for an output that cancels far below the typical
+                 * size of a sum of n_in random-sign terms (1 output: it happens), which is
+                 * judged against that size instead of against itself. */
+                double eu = prod_err(yu, ref, mag, rows, n_out, n_in);
+                double ef = prod_err(yf, ref, mag, rows, n_out, n_in);
+                if (type == GG_F32 && !is_bfp(backends[b])) {
                     ck_assert_msg(eu <= 1e-5 && ef <= 1e-5, "%s F32 %lldx%lld batch %d: "
                                   "unfused %.3g fused %.3g", backends[b], (long long)n_out,
                                   (long long)n_in, rows, eu, ef);
                 } else {
-                    /* The sanity bound is relative to sum |terms| (mag), not to |y|: a
-                     * backend's 8-bit activations err by up to half a block step per
-                     * element whatever the sign pattern, so an output that cancels to near
-                     * 0 has an unbounded error relative to itself.  With 8-bit blocks of
-                     * 32 holding a 1-in-61 outlier of 20x, the RMS error per element is
-                     * d/sqrt(12) with d = 20/127, against E|x| = 0.5 over sqrt(32) terms:
-                     * about 0.016 of mag at worst; 0.05 leaves room. */
-                    double eum = 0, den = 0;
-                    for (int64_t i = 0; i < (int64_t)rows * n_out; i++) {
-                        eum += ((double)yu[i] - ref[i]) * ((double)yu[i] - ref[i]);
-                        den += mag[i] * mag[i];
-                    }
-                    eum = den > 0 ? sqrt(eum / den) : sqrt(eum);
-                    ck_assert_msg(ef <= 1.25 * eu + 1e-6 && eum <= 5e-2,
+                    /* A sanity bound relative to sum |terms| (mag): a backend's 8-bit
+                     * activations err by up to half a block step per element whatever the
+                     * sign pattern.  With blocks of 32 holding a 1-in-61 outlier of 20x,
+                     * the RMS error per element is d/sqrt(12), d = 20/127, against E|x| =
+                     * 0.5 over sqrt(32) terms: about 0.018 of mag; a case with one output
+                     * is a single draw of that error, so 0.1 (5 sigma). */
+                    double eum = mag_err(yu, ref, mag, rows * n_out);
+                    double efm = mag_err(yf, ref, mag, rows * n_out);
+                    ck_assert_msg(eum <= 0.1 && efm <= 0.1,
                                   "%s %s %lldx%lld batch %d: unfused %.3g fused %.3g "
-                                  "(unfused / sum|terms| %.3g)",
+                                  "(of sum|terms|: unfused %.3g fused %.3g)",
                                   backends[b], gg_type_name(type), (long long)n_out,
-                                  (long long)n_in, rows, eu, ef, eum);
+                                  (long long)n_in, rows, eu, ef, eum, efm);
                 }
-                if (eu > 0)
-                    worst_ratio = fmax(worst_ratio, ef / eu);
+                double au = mag_err(yu, ref, mag, rows * n_out);
+                double af = mag_err(yf, ref, mag, rows * n_out);
+                sum_eu += au * au;
+                sum_ef += af * af;
                 free(mag);
                 fb_free(be, dx); fb_free(be, dxn); fb_free(be, dy); fb_free(be, dsc);
                 fb_weight_release(be, &w);
@@ -641,9 +697,20 @@ START_TEST(test_fused_rms_matmul)
                 qmat_free(&m);
                 free(g); free(x); free(yu); free(yf); free(sc); free(ref);
             }
+            /* "Fused no worse than unfused" over the type's 10 or 20 cases together: the
+             * two paths round the activations independently wherever the backend converts
+             * them (F16/BF16 dots), so a single small case's ratio is that of two
+             * independent errors (seen from 0.2 to 10 on one output).  Measured against
+             * sum |terms| and pooled over the cases, the ratio stays near 1: 0.82 .. 1.30
+             * over 61 seeds for F16 and BF16; the 8-bit activation blocks of the quantized
+             * types are nearly scale-invariant (1.000). */
+            double agg = sum_eu > 0 ? sqrt(sum_ef / sum_eu) : 0;
+            if (type != GG_F32)
+                fprintf(stderr, "%s: rms->matmul %s fused/unfused error ratio %.3f\n",
+                        backends[b], gg_type_name(type), agg);
+            ck_assert_msg(type == GG_F32 || agg <= 1.5, "%s %s: fused error %.3g x unfused",
+                          backends[b], gg_type_name(type), agg);
         }
-        fprintf(stderr, "%s: rms->matmul worst fused/unfused error ratio %.2f\n", backends[b],
-                worst_ratio);
         fb_destroy(be);
     }
 }
@@ -703,7 +770,10 @@ START_TEST(test_fused_layer_matmul)
             ck_assert_int_eq(fb_matmul(be, &f.w, dx, rows, dy, &d), 0);
             to_host(be, yf, dy, rows * n_out);
             double eu = rows_err(yu, ref, rows, n_out), ef = rows_err(yf, ref, rows, n_out);
-            ck_assert_msg(eu <= 1e-5 && ef <= 1e-5, "%s LN %lldx%lld x%lld: unfused %.3g "
+            /* corsair: BFP of the raw rows keeps their mean, which the folded weights
+             * cancel, so the centred signal loses bits (docs/fusion.md, DC offset) */
+            const double tol = is_bfp(backends[b]) ? 5e-2 : 1e-5;
+            ck_assert_msg(eu <= tol && ef <= tol, "%s LN %lldx%lld x%lld: unfused %.3g "
                           "fused %.3g", backends[b], (long long)n_out, (long long)n_in,
                           (long long)rows, eu, ef);
             fb_free(be, dx); fb_free(be, dxn); fb_free(be, dy);
@@ -812,7 +882,9 @@ START_TEST(test_fused_attention)
                     h.v = bufs[c][2];
                     attn_ref64(&h, ref);
                     double e = rel_err(y, ref, (int64_t)qn);
-                    ck_assert_msg(e <= 1e-5, "%s attention mode %d case %zu amp %g: %.3g",
+                    /* corsair: scores of amplitude-30 rows (~300) move by 1/128 of it */
+                    ck_assert_msg(e <= (is_bfp(backends[b]) ? 3e-2 : 1e-5),
+                                  "%s attention mode %d case %zu amp %g: %.3g",
                                   backends[b], modes[md], c, (double)amps[amp], e);
                     free(y);
                     free(ref);
@@ -974,9 +1046,35 @@ static void run_plan(fb_backend_t *be, const fz_model_src_t *r, bool fused, int 
 }
 
 /* Fused vs unfused plan, whole model, per weight type (and a mixed Q4_K/Q6_K model whose
- * Q/K/V cannot be concatenated): the logits agree within 1e-4 of their scale for fp32
- * weights; for quantized weights both plans use the same stored weights (INSCALE), so the
- * same bound holds up to the backend's activation rounding: 1e-2. */
+ * Q/K/V cannot be concatenated).  fp32 weights: fused, sum-only and unfused logits agree to
+ * 1e-5 of their scale (rounding only; measured <= 3.2e-7 over 41 seeds).  Other types: a
+ * backend may round the activations it feeds a quantized dot (the CPU backend: 8-bit blocks),
+ * and the two plans round different but equivalent rows (x gamma and x gamma / r), so an
+ * occasional 8-bit step differs: with 64 inputs one step moves an output by ~3e-3 of its
+ * size.  There the test compares each plan with the reference (the unfused plan on the CPU
+ * backend's plain reference ops, ref=1: fp64 sums, fp32 activations): fused and sum-only
+ * must be no worse than 1.5 x unfused + 1e-6 (relative L2 over all logits; measured ratios
+ * 0.82 .. 1.26 over 41 seeds). */
+static fb_backend_t *make_ref_backend(void)
+{
+    static const char *const ref_opts[] = { "ref=1", NULL };
+    fb_backend_t *be = NULL;
+    char err[256];
+    fb_config_t cfg = { .threads = 1, .options = ref_opts };
+    ck_assert_msg(fb_create("cpu", &cfg, &be, err, sizeof(err)) == 0, "%s", err);
+    return be;
+}
+
+static double l2_rel(const float *y, const float *r, int n)
+{
+    double num = 0, den = 0;
+    for (int i = 0; i < n; i++) {
+        num += ((double)y[i] - r[i]) * ((double)y[i] - r[i]);
+        den += (double)r[i] * r[i];
+    }
+    return sqrt(num / den);
+}
+
 START_TEST(test_plan_fused_vs_unfused)
 {
     static const struct { int types[2]; int n_embd, n_ff; bool bias; int rope; } cfgs[] = {
@@ -990,6 +1088,7 @@ START_TEST(test_plan_fused_vs_unfused)
     };
     const int32_t toks[] = { 1, 5, 9, 36, 0, 17, 17, 2 };
     const int n = 8, steps = 6;
+    fb_backend_t *rbe = make_ref_backend();
     for (size_t b = 0; b < FD_ARRAY_LEN(backends); b++) {
         if (!fb_available(backends[b]))
             continue;
@@ -998,31 +1097,39 @@ START_TEST(test_plan_fused_vs_unfused)
             rmodel_t m;
             rmodel_init(&m, cfgs[k].types, cfgs[k].n_embd, cfgs[k].n_ff, cfgs[k].bias,
                         cfgs[k].rope, 4000 + k);
-            int V = m.src.n_vocab;
-            float *lu = malloc(sizeof(float) * steps * V), *lf = malloc(sizeof(float) * steps * V);
-            float *ls = malloc(sizeof(float) * steps * V);
+            int V = m.src.n_vocab, N = steps * V;
+            float *lu = malloc(sizeof(float) * N), *lf = malloc(sizeof(float) * N);
+            float *ls = malloc(sizeof(float) * N), *lr = malloc(sizeof(float) * N);
+            run_plan(rbe, &m.src, false, FB_SOFTMAX_REF, toks, n, lr);
             run_plan(be, &m.src, false, FB_SOFTMAX_REF, toks, n, lu);
             run_plan(be, &m.src, true, FB_SOFTMAX_MAXSUM, toks, n, lf);
             run_plan(be, &m.src, true, FB_SOFTMAX_SUMONLY, toks, n, ls);
             double scale = 0, df = 0, ds = 0;
-            for (int i = 0; i < steps * V; i++) {
+            for (int i = 0; i < N; i++) {
                 scale = fmax(scale, fabs(lu[i]));
                 df = fmax(df, fabs(lf[i] - lu[i]));
                 ds = fmax(ds, fabs(ls[i] - lu[i]));
             }
-            double bound = cfgs[k].types[0] == GG_F32 ? 1e-4 : 1e-2;
-            fprintf(stderr, "%s plan %s/%s: max|logit| %.3g, fused-unfused %.2e, "
-                    "sumonly-unfused %.2e\n", backends[b], gg_type_name(cfgs[k].types[0]),
-                    gg_type_name(cfgs[k].types[1]), scale, df / scale, ds / scale);
+            double eu = l2_rel(lu, lr, N), ef = l2_rel(lf, lr, N), es = l2_rel(ls, lr, N);
+            fprintf(stderr, "%s plan %s/%s: fused-unfused %.2e of max|logit|; vs reference: "
+                    "unfused %.2e fused %.2e sumonly %.2e\n", backends[b],
+                    gg_type_name(cfgs[k].types[0]), gg_type_name(cfgs[k].types[1]),
+                    df / scale, eu, ef, es);
             ck_assert(scale > 0.1);
-            ck_assert_msg(df <= bound * scale && ds <= bound * scale,
-                          "%s %s: fused %.3g sumonly %.3g (scale %.3g)", backends[b],
-                          gg_type_name(cfgs[k].types[0]), df, ds, scale);
-            free(lu); free(lf); free(ls);
+            if (cfgs[k].types[0] == GG_F32 && !is_bfp(backends[b]))
+                ck_assert_msg(df <= 1e-5 * scale && ds <= 1e-5 * scale,
+                              "%s F32: fused %.3g sumonly %.3g (scale %.3g)", backends[b], df,
+                              ds, scale);
+            else
+                ck_assert_msg(ef <= 1.5 * eu + 1e-6 && es <= 1.5 * eu + 1e-6,
+                              "%s %s: vs reference: unfused %.3g fused %.3g sumonly %.3g",
+                              backends[b], gg_type_name(cfgs[k].types[0]), eu, ef, es);
+            free(lu); free(lf); free(ls); free(lr);
             rmodel_free(&m);
         }
         fb_destroy(be);
     }
+    fb_destroy(rbe);
 }
 END_TEST
 

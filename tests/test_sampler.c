@@ -11,6 +11,14 @@
 #include "engine/sampler.h"
 #include "tests/testutil.h"
 
+/* Check records every passing ck_assert (a write to its log), so loops over many draws test
+ * with this instead. */
+#define REQUIRE(cond, ...)                                                    \
+    do {                                                                      \
+        if (!(cond))                                                          \
+            ck_abort_msg(__VA_ARGS__);                                        \
+    } while (0)
+
 /* ---- reference: the truncated distribution by definition, with a full sort ---- */
 
 typedef struct rc {
@@ -81,16 +89,15 @@ static void check_frequencies_ref(const float *logits, const float *ref_logits, 
     for (int i = 0; i < n; i++) {
         memcpy(work, logits, (size_t)V * sizeof *work);
         int32_t t = smp_sample(s, work, NULL, NULL, 0);
-        ck_assert_int_ge(t, 0);
-        ck_assert_int_lt(t, V);
-        ck_assert_msg(prob[t] > 0, "token %d drawn outside the support", t);
+        REQUIRE(t >= 0 && t < V, "token %d", t);
+        REQUIRE(prob[t] > 0, "token %d drawn outside the support", t);
         count[t]++;
     }
     int support = 0;
     for (int i = 0; i < V; i++) {
         double f = (double)count[i] / n, q = prob[i];
         double tol = 5 * sqrt(q * (1 - q) / n) + 1e-12;
-        ck_assert_msg(fabs(f - q) <= tol, "token %d: frequency %.5f, probability %.5f", i, f, q);
+        REQUIRE(fabs(f - q) <= tol, "token %d: frequency %.5f, probability %.5f", i, f, q);
         support += q > 0;
     }
     if (n_support)
@@ -449,7 +456,7 @@ START_TEST(test_topk_freq)
     for (int i = 0; i < 100; i++) {
         float w[V];
         memcpy(w, l, sizeof w);
-        ck_assert_int_eq(smp_sample(s, w, NULL, NULL, 0), 10);
+        REQUIRE(smp_sample(s, w, NULL, NULL, 0) == 10, "top-k 1 draw %d", i);
     }
     smp_free(s);
 }
@@ -492,6 +499,33 @@ START_TEST(test_topp_minp_freq)
 }
 END_TEST
 
+/* top-p over more than the first 64 candidates (the binned path), with and without min-p:
+ * frequencies against the reference. */
+START_TEST(test_topp_binned_freq)
+{
+    enum { V = 300 };
+    float l[V];
+    random_logits(l, V, 1.0f, 4);
+    l[7] = -INFINITY;
+    eng_sampling_t p;
+    eng_sampling_default(&p);
+    p.seed = 14;
+    p.has_seed = true;
+    const struct { float T, top_p, min_p; } cases[] = {
+        { 1.0f, 0.9f, 0 }, { 0.5f, 0.8f, 0 }, { 2.0f, 0.97f, 0.3f }, { 1.0f, 0.6f, 0.5f },
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(cases); i++) {
+        p.temperature = cases[i].T;
+        p.top_p = cases[i].top_p;
+        p.min_p = cases[i].min_p;
+        int support;
+        check_frequencies(l, V, &p, 30000, &support);
+        ck_assert_int_gt(support, 64);
+        ck_assert_int_lt(support, V - 1);
+    }
+}
+END_TEST
+
 /* A 150k vocabulary: top-p without top-k on a peaked and on a flat distribution (the
  * selection that grows), top-k, min-p; every draw inside the reference support. */
 START_TEST(test_large_vocab)
@@ -520,11 +554,11 @@ START_TEST(test_large_vocab)
         ck_assert_int_eq(smp_create(&s, &p, V), 0);
         int distinct = 0;
         char *seen = calloc(V, 1);
-        for (int i = 0; i < 300; i++) {
+        for (int i = 0; i < 150; i++) {
             memcpy(w, l, V * sizeof *w);
             int32_t t = smp_sample(s, w, NULL, NULL, 0);
-            ck_assert_int_ge(t, 0);
-            ck_assert_msg(prob[t] > 0, "pass %d: token %d outside the support", pass, t);
+            REQUIRE(t >= 0, "pass %d: %d", pass, t);
+            REQUIRE(prob[t] > 0, "pass %d: token %d outside the support", pass, t);
             distinct += !seen[t];
             seen[t] = 1;
         }
@@ -566,7 +600,7 @@ START_TEST(test_seed)
         b[i] = smp_sample(s2, w, NULL, NULL, 0);
         memcpy(w, l, sizeof w);
         c[i] = smp_sample(s3, w, NULL, NULL, 0);
-        ck_assert_int_eq(a[i], b[i]);
+        REQUIRE(a[i] == b[i], "draw %d: %d and %d", i, a[i], b[i]);
         differ += a[i] != c[i];
     }
     ck_assert_int_gt(differ, N / 4);
@@ -585,7 +619,7 @@ START_TEST(test_seed)
         memcpy(w, l, sizeof w);
         int32_t x = smp_sample(s1, w, NULL, NULL, 0);
         memcpy(w, l, sizeof w);
-        ck_assert_int_eq(smp_sample(s2, w, NULL, NULL, 0), x);
+        REQUIRE(smp_sample(s2, w, NULL, NULL, 0) == x, "draw %d", i);
     }
     smp_free(s1);
     smp_free(s2);
@@ -600,10 +634,54 @@ START_TEST(test_seed)
 }
 END_TEST
 
+/* The exp kernel against libm's expf on awkward lengths and the whole range it serves. */
+START_TEST(test_exp_kernel)
+{
+    enum { N = 4099 };
+    float *x = malloc(N * sizeof *x), *y = malloc(N * sizeof *y);
+    uint64_t seed = 21;
+    for (int len = 0; len <= 13; len++) {
+        for (int i = 0; i < len; i++)
+            x[i] = -20.0f * (tu_randf(&seed) + 1.0f);
+        for (int i = 0; i < len + 1; i++)
+            y[i] = 123.0f;
+        smp_exp(x, y, len);
+        for (int i = 0; i < len; i++)
+            REQUIRE(fabsf(y[i] - expf(x[i])) <= 3e-7f * expf(x[i]), "exp(%g) = %g", x[i], y[i]);
+        ck_assert(y[len] == 123.0f);    /* nothing written past n */
+    }
+    double worst = 0;
+    for (int i = 0; i < N; i++)
+        x[i] = -87.0f * (float)i / (N - 1);
+    x[17] = 0.0f;
+    x[18] = -0.0f;
+    x[19] = -1e-30f;
+    x[20] = -INFINITY;
+    x[21] = -87.5f;
+    x[22] = -1000.0f;
+    x[23] = -FLT_MAX;
+    smp_exp(x, y, N);
+    for (int i = 0; i < N; i++) {
+        if (i >= 20 && i <= 23)
+            continue;
+        double ref = exp((double)x[i]);
+        worst = fmax(worst, fabs(y[i] - ref) / ref);
+    }
+    ck_assert_msg(worst < 3e-7, "worst relative error %g", worst);
+    ck_assert(y[17] == 1.0f && y[18] == 1.0f);    /* the best token weighs exactly 1 */
+    ck_assert(y[20] == 0.0f);
+    ck_assert(y[21] > 0 && y[21] < 2e-38f);
+    ck_assert(y[22] > 0 && y[22] < 2e-38f);
+    ck_assert(y[23] > 0 && y[23] < 2e-38f);
+    free(y);
+    free(x);
+}
+END_TEST
+
 /* Informational: cost per call on a 150k vocabulary (printed, not asserted: CI machines vary). */
 START_TEST(test_speed)
 {
-    enum { V = 151936, N = 50 };
+    enum { V = 151936, N = 20 };
     float *l = malloc(V * sizeof *l), *w = malloc(V * sizeof *w);
     random_logits(l, V, 8.0f, 5);
     struct { const char *name; float T, top_p; int top_k; float min_p; } cfg[] = {
@@ -627,7 +705,7 @@ START_TEST(test_speed)
         double t0 = fd_now_s();
         for (int i = 0; i < N; i++) {
             memcpy(w, l, V * sizeof *w);
-            ck_assert_int_ge(smp_sample(s, w, NULL, NULL, 0), 0);
+            REQUIRE(smp_sample(s, w, NULL, NULL, 0) >= 0, "sample failed");
         }
         fprintf(stderr, "sampler, V=%d, %-32s %8.1f us/token\n", V, cfg[c].name,
                 (fd_now_s() - t0) / N * 1e6);
@@ -651,8 +729,10 @@ int main(void)
     tcase_add_test(tc, test_temperature_freq);
     tcase_add_test(tc, test_topk_freq);
     tcase_add_test(tc, test_topp_minp_freq);
+    tcase_add_test(tc, test_topp_binned_freq);
     tcase_add_test(tc, test_large_vocab);
     tcase_add_test(tc, test_seed);
+    tcase_add_test(tc, test_exp_kernel);
     tcase_add_test(tc, test_speed);
     suite_add_tcase(s, tc);
     return tu_run(s);

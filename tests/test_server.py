@@ -265,6 +265,15 @@ def logprobs(d):
         check(abs(max(top.values()) - lp["token_logprobs"][i]) < 1e-4,
               "greedy token is the best alternative")
     check("".join(lp["tokens"]) == js["choices"][0]["text"] or n == 0, "tokens spell the text")
+    # logit_bias reaches the sampler: banning the greedy first token changes it.
+    base = d.post("/tokenize", {"content": "The dog"})[2]["tokens"]
+    full = d.post("/tokenize", {"content": "The dog" + lp["tokens"][0]})[2]["tokens"]
+    if check(full[:len(base)] == base and len(full) == len(base) + 1,
+             "the first token's id from tokenizing: %r %r" % (base, full)):
+        js2 = d.post("/v1/completions", {"prompt": "The dog", "max_tokens": 1, "temperature": 0,
+                                          "logprobs": 0, "logit_bias": {str(full[-1]): -100}})[2]
+        check(js2["choices"][0]["logprobs"]["tokens"][0] != lp["tokens"][0],
+              "logit_bias -100 bans the greedy token")
     js = d.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
                                           "max_tokens": 5, "temperature": 0, "logprobs": True,
                                           "top_logprobs": 2})[2]

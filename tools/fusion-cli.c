@@ -36,6 +36,8 @@ typedef struct cli {
     bool fusion, stats;
     int softmax_mode;
     eng_sampling_t sampling;
+    const char *backend_opts[33];   /* --backend-option KEY=VALUE, NULL-terminated */
+    int n_backend_opts;
 } cli_t;
 
 static void usage(FILE *f)
@@ -58,6 +60,8 @@ static void usage(FILE *f)
             "      --seed N         sampler seed (default: random, printed on stderr)\n"
             "      --threads N      CPU threads, 0 = one per online core (default 0)\n"
             "      --backend NAME   cpu (default) or corsair\n"
+            "      --backend-option KEY=VALUE  a backend setting (repeatable; corsair:\n"
+            "                       docs/corsair.md)\n"
             "      --fusion on|off  deferred-normalization plan (default on)\n"
             "      --softmax MODE   fused softmax: maxsum (default) or sumonly\n"
             "      --ctx N          context length (default: the model's)\n"
@@ -96,7 +100,7 @@ static int parse_float(const char *opt, const char *v, float lo, float hi, float
 static int parse_args(cli_t *c, int argc, char **argv)
 {
     enum { O_TEMP = 256, O_TOPK, O_TOPP, O_MINP, O_SEED, O_THREADS, O_BACKEND, O_FUSION,
-           O_SOFTMAX, O_CTX, O_INFO };
+           O_SOFTMAX, O_CTX, O_INFO, O_BACKEND_OPT };
     static const struct option opts[] = {
         { "model", required_argument, NULL, 'm' },  { "prompt", required_argument, NULL, 'p' },
         { "n-predict", required_argument, NULL, 'n' }, { "help", no_argument, NULL, 'h' },
@@ -105,6 +109,7 @@ static int parse_args(cli_t *c, int argc, char **argv)
         { "seed", required_argument, NULL, O_SEED },
         { "threads", required_argument, NULL, O_THREADS },
         { "backend", required_argument, NULL, O_BACKEND },
+        { "backend-option", required_argument, NULL, O_BACKEND_OPT },
         { "fusion", required_argument, NULL, O_FUSION },
         { "softmax", required_argument, NULL, O_SOFTMAX },
         { "ctx", required_argument, NULL, O_CTX }, { "info", required_argument, NULL, O_INFO },
@@ -147,6 +152,14 @@ static int parse_args(cli_t *c, int argc, char **argv)
         }
         case O_THREADS: rc = parse_int("--threads", optarg, 0, 4096, &c->threads); break;
         case O_BACKEND: c->backend = optarg; break;
+        case O_BACKEND_OPT:
+            if (c->n_backend_opts == 32 || !strchr(optarg, '=')) {
+                fprintf(stderr, "fusion-cli: --backend-option takes KEY=VALUE (32 at most)\n");
+                rc = -1;
+            } else {
+                c->backend_opts[c->n_backend_opts++] = optarg;
+            }
+            break;
         case O_FUSION:
             if (strcmp(optarg, "on") == 0) {
                 c->fusion = true;
@@ -181,6 +194,11 @@ static int parse_args(cli_t *c, int argc, char **argv)
     }
     if (!c->info && !c->model) {
         c->model = FD_DATADIR "/" FD_DEMO_MODEL;
+#ifdef FD_SRC_DEMO_MODEL
+        /* Not installed yet: run from the build tree, like fusiond does. */
+        if (access(c->model, R_OK) != 0 && access(FD_SRC_DEMO_MODEL, R_OK) == 0)
+            c->model = FD_SRC_DEMO_MODEL;
+#endif
         if (access(c->model, R_OK) != 0) {
             fprintf(stderr, "fusion-cli: no model: give -m MODEL (the demo model %s is not "
                     "installed)\n", c->model);
@@ -257,6 +275,7 @@ static int generate(const cli_t *c)
     llm_load_params_default(&lp);
     lp.path = c->model;
     lp.backend = c->backend;
+    lp.backend_options = c->backend_opts;
     lp.threads = c->threads;
     lp.fusion = c->fusion;
     lp.softmax_mode = c->softmax_mode;
@@ -354,6 +373,13 @@ static int generate(const cli_t *c)
         fprintf(stderr, " %s %.1f ms (%llu)", fb_op_class_name(k), (double)st.host_ns[k] / 1e6,
                 (unsigned long long)st.calls[k]);
     fputc('\n', stderr);
+    if (st.dev_total_s > 0) { /* a simulated or measured device adds its own time */
+        fprintf(stderr, "device (%s): %.3f ms on the critical path:", fb_name(llm_backend(m)),
+                st.dev_total_s * 1e3);
+        for (int k = 0; k < FB_OP_CLASS_COUNT; k++)
+            fprintf(stderr, " %s %.3f ms", fb_op_class_name(k), st.dev_s[k] * 1e3);
+        fputc('\n', stderr);
+    }
     ret = 0;
 out:
     free(logits);

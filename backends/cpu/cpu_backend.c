@@ -24,6 +24,7 @@
  * ref=1 (every op on the plain reference of ref_ops.c). */
 #include <cblas.h>
 #include <math.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,14 +68,20 @@ typedef struct fcpu {
 
 typedef struct fcpu_weight {
     uint64_t row_bytes;
-    float *vec; /* F32 copy of a 1-D non-F32 weight, else NULL */
+    float *vec;           /* F32 copy of a 1-D non-F32 weight, else NULL */
 } fcpu_weight_t;
 
-static inline void relax(void)
+/* Waits for thread 0's published row scales (DEFER_ONE): spins briefly, then yields the
+ * core, since thread 0 may be waiting for one when cores are oversubscribed. */
+static void wait_flag(_Atomic int *flag)
 {
+    for (unsigned i = 0; !atomic_load_explicit(flag, memory_order_acquire); i++) {
 #if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
+        __builtin_ia32_pause();
 #endif
+        if (i > 2048)
+            sched_yield();
+    }
 }
 
 static void *scratch_get(scratch_t *s, size_t n)
@@ -199,6 +206,8 @@ typedef struct mm_ctx {
     const float *x;
     int64_t n_rows, n_in, n_out;
     uint64_t row_bytes;
+    const uint8_t *wrows;      /* weight row 0; row o at wrows + o * ldw */
+    uint64_t ldw;
     float *y;
     int kind;
     float eps;
@@ -283,6 +292,8 @@ static void mm_task(void *arg, int ith, int nth)
         }
         if (m->xform == FCPU_XQ32)
             k->quant_q32(src, n_in, xp + (size_t)r * m->ldx);
+        else if (m->xform == FCPU_XQ32I)
+            k->quant_q32i(src, n_in, xp + (size_t)r * m->ldx);
         else if (m->xform == FCPU_XQK)
             k->quant_qk(src, n_in, xp + (size_t)r * m->ldx);
     }
@@ -301,25 +312,33 @@ static void mm_task(void *arg, int ith, int nth)
         if (o0 >= m->n_out)
             break;
         int64_t o1 = FD_MIN(o0 + m->chunk, m->n_out);
-        const uint8_t *wsrc = (const uint8_t *)w->src;
+        const uint8_t *wsrc = m->wrows;
         if (m->path == MM_BLAS) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_rows, (int)(o1 - o0),
-                        (int)n_in, 1.f, xf, (int)n_in, (const float *)(wsrc + (uint64_t)o0 * m->row_bytes),
-                        (int)n_in, 0.f, m->y + o0, (int)m->n_out);
+                        (int)n_in, 1.f, xf, (int)n_in, (const float *)(wsrc + (uint64_t)o0 * m->ldw),
+                        (int)(m->ldw / sizeof(float)), 0.f, m->y + o0, (int)m->n_out);
         } else if (m->path == MM_QBLAS) {
             for (int64_t t0 = o0; t0 < o1; t0 += QTILE) {
                 int64_t t1 = FD_MIN(t0 + QTILE, o1);
                 for (int64_t o = t0; o < t1; o++)
-                    fq_dequantize_row(w->type, wsrc + (uint64_t)o * m->row_bytes,
+                    fq_dequantize_row(w->type, wsrc + (uint64_t)o * m->ldw,
                                       wbuf + (o - t0) * n_in, n_in);
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_rows, (int)(t1 - t0),
                             (int)n_in, 1.f, xf, (int)n_in, wbuf, (int)n_in, 0.f, m->y + t0,
                             (int)m->n_out);
             }
+        } else if (n_rows == 1 && k->dot4[w->type] && m->path == MM_DOT) {
+            /* decode: four weight rows per call share the activation loads and one
+             * horizontal reduction */
+            int64_t o = o0;
+            for (; o + 4 <= o1; o += 4)
+                k->dot4[w->type](n_in, wsrc + (uint64_t)o * m->ldw, m->ldw, xbase, m->y + o);
+            for (; o < o1; o++)
+                m->dot(n_in, wsrc + (uint64_t)o * m->ldw, xbase, m->ldx, 1, m->y + o);
         } else {
             float out[FCPU_NR];
             for (int64_t o = o0; o < o1; o++) {
-                const void *wr = wsrc + (uint64_t)o * m->row_bytes;
+                const void *wr = wsrc + (uint64_t)o * m->ldw;
                 if (m->path == MM_GENERIC) {
                     fq_dequantize_row(w->type, wr, wbuf, n_in);
                     wr = wbuf;
@@ -338,15 +357,13 @@ static void mm_task(void *arg, int ith, int nth)
             done[n_done][0] = o0;
             done[n_done++][1] = o1;
         } else { /* too many chunks to remember: wait for the scales now */
-            while (!atomic_load_explicit(&m->scale_ready, memory_order_acquire))
-                relax();
+            wait_flag(&m->scale_ready);
             mm_epilogue(m, m->shared_scale, o0, o1);
         }
     }
     /* DEFER_ONE: the join, once thread 0's statistic is there */
     if (n_done) {
-        while (!atomic_load_explicit(&m->scale_ready, memory_order_acquire))
-            relax();
+        wait_flag(&m->scale_ready);
         for (int i = 0; i < n_done; i++)
             mm_epilogue(m, m->shared_scale, done[i][0], done[i][1]);
     }
@@ -367,7 +384,9 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
 
     mm_ctx_t m = {.c = c, .w = w, .x = x, .n_rows = n_rows, .n_in = w->n_in, .n_out = w->n_out,
                   .row_bytes = gg_row_bytes(w->type, (uint64_t)w->n_in), .y = y, .kind = kind,
+                  .wrows = w->src,
                   .eps = defer ? defer->eps : 0, .scale_out = kind ? defer->scale_out : NULL};
+    m.ldw = m.row_bytes;
     const fcpu_kern_t *k = c->k;
     if (w->type == GG_F32 && c->blas_rows > 0 && n_rows >= c->blas_rows) {
         m.path = MM_BLAS;
@@ -396,7 +415,7 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
     int64_t per = (w->n_out + nth * 8 - 1) / (nth * 8);
     if (m.path == MM_BLAS || m.path == MM_QBLAS)
         per = (w->n_out + nth - 1) / nth;
-    m.chunk = FD_MAX(per, (int64_t)4);
+    m.chunk = FD_MAX((per + 3) / 4 * 4, (int64_t)4);
     if (m.path == MM_QBLAS)
         m.chunk = (m.chunk + QTILE - 1) / QTILE * QTILE;
     float *shared = NULL;
@@ -604,36 +623,28 @@ static void attn_unit(const fcpu_kern_t *k, const fb_attn_t *a, int i, int g, fl
 {
     const int hd = a->head_dim, grp = a->n_head / a->n_head_kv;
     const int64_t T = (int64_t)a->pos[i] + 1;
-    const float *q[64];
-    float *o[64], l[64];
+    const float *kg = a->k + (int64_t)g * hd, *vg = a->v + (int64_t)g * hd;
     for (int j = 0; j < grp; j++) {
-        int h = g * grp + j;
-        q[j] = a->q + (int64_t)i * a->ldq + (int64_t)h * hd;
-        o[j] = a->out + (int64_t)i * a->ldo + (int64_t)h * hd;
-    }
-    /* scores, head-major: sc[j * T + t] */
-    for (int64_t t = 0; t < T; t++) {
-        const float *kt = a->k + t * a->ldkv + (int64_t)g * hd;
-        for (int j = 0; j < grp; j++)
-            sc[j * T + t] = k->vdot(q[j], kt, hd) * a->scale;
-    }
-    for (int j = 0; j < grp; j++) {
-        float *s = sc + j * T;
+        const int h = g * grp + j;
+        const float *q = a->q + (int64_t)i * a->ldq + (int64_t)h * hd;
+        float *o = a->out + (int64_t)i * a->ldo + (int64_t)h * hd, *s = sc;
+        /* scores: four cache rows per kernel call */
+        int64_t t = 0;
+        if (k->dot4[GG_F32])
+            for (; t + 4 <= T; t += 4)
+                k->dot4[GG_F32](hd, kg + t * a->ldkv, (size_t)a->ldkv * sizeof(float), q, s + t);
+        for (; t < T; t++)
+            s[t] = k->vdot(q, kg + t * a->ldkv, hd);
+        k->scale(s, a->scale, T);
         /* SUMONLY: the paper's form, M = 0, one reduction; otherwise the row max */
         float mx = a->mode == FB_SOFTMAX_SUMONLY ? 0.f : k->vmax(s, T);
-        l[j] = k->exp_sum(s, mx, s, T);
+        float l = k->exp_sum(s, mx, s, T);
         if (a->mode == FB_SOFTMAX_REF) /* the unfused order: normalize p, then P.V */
-            k->scale(s, 1.f / l[j], T);
-        memset(o[j], 0, (size_t)hd * sizeof(float));
+            k->scale(s, 1.f / l, T);
+        k->pv(s, vg, a->ldkv, T, hd, o);
+        if (a->mode != FB_SOFTMAX_REF) /* deferred: the denominator divides P.V's result */
+            k->scale(o, 1.f / l, hd);
     }
-    for (int64_t t = 0; t < T; t++) {
-        const float *vt = a->v + t * a->ldkv + (int64_t)g * hd;
-        for (int j = 0; j < grp; j++)
-            k->axpy(sc[j * T + t], vt, o[j], hd);
-    }
-    if (a->mode != FB_SOFTMAX_REF) /* deferred: the denominator divides P.V's result */
-        for (int j = 0; j < grp; j++)
-            k->scale(o[j], 1.f / l[j], hd);
 }
 
 static void attn_task(void *arg, int ith, int nth)
@@ -649,9 +660,7 @@ static void attn_task(void *arg, int ith, int nth)
         const fb_attn_t *a = &x->a[s];
         int64_t lu = u - x->unit_start[s];
         int i = (int)(lu / a->n_head_kv), g = (int)(lu % a->n_head_kv);
-        int grp = a->n_head / a->n_head_kv;
-        float *sc = scratch_get(&x->c->attn_scr[ith],
-                                (size_t)grp * ((size_t)a->pos[i] + 1) * sizeof(float));
+        float *sc = scratch_get(&x->c->attn_scr[ith], ((size_t)a->pos[i] + 1) * sizeof(float));
         if (!sc) {
             atomic_store(&x->err, -ENOMEM);
             return;

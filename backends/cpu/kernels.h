@@ -7,7 +7,10 @@
  *   XQ32  int8 blocks of 32 with a float scale and the block's sum of codes (for the
  *         32-element weight types: Q8_0, Q4_0);
  *   XQK   int8 super-blocks of 256 with one float scale and the sums of each 16 codes (for
- *         the K-quants: Q4_K, Q6_K).
+ *         the K-quants: Q4_K, Q6_K);
+ *   XQ32I XQ32 with the codes of each pair of blocks (2p, 2p+1) interleaved by halves:
+ *         [2p: 0..15][2p+1: 0..15][2p: 16..31][2p+1: 16..31] (a last odd block stays as is),
+ *         so that two Q4_0 blocks' low nibbles meet their 32 activations in one vector.
  * A dot kernel multiplies one weight row with nr <= FCPU_NR activation rows.  Pure
  * functions; any thread. */
 #ifndef FD_CPU_KERNELS_H
@@ -21,7 +24,7 @@
 #define FCPU_NR 4 /* activation rows one dot call handles */
 
 enum fcpu_isa { FCPU_ISA_SCALAR = 0, FCPU_ISA_AVX2 = 1, FCPU_ISA_AVX512 = 2, FCPU_ISA_COUNT };
-enum fcpu_xform { FCPU_XF32 = 0, FCPU_XQ32 = 1, FCPU_XQK = 2 };
+enum fcpu_xform { FCPU_XF32 = 0, FCPU_XQ32 = 1, FCPU_XQK = 2, FCPU_XQ32I = 3 };
 
 /* Bytes of one prepared activation row of n elements (a multiple of 64, so rows stay
  * aligned).  XQ32 row: int8 qs[n] | float d[n/32] | int32 sum[n/32].  XQK row: int8 qs[n] |
@@ -39,10 +42,16 @@ typedef struct fcpu_kern {
     /* activations -> XQ32 / XQK rows (n a multiple of 32 / 256) */
     void (*quant_q32)(const float *x, int64_t n, void *dst);
     void (*quant_qk)(const float *x, int64_t n, void *dst);
+    void (*quant_q32i)(const float *x, int64_t n, void *dst);
     /* per weight type: the dot kernel and the activation form it reads (NULL: the backend
      * dequantizes the weight row and uses dot[GG_F32]) */
     fcpu_dot_fn dot[GG_TYPE_COUNT];
     int xform[GG_TYPE_COUNT];
+    /* out[j] = W_j . x for the 4 weight rows W_j = w + j * ldw bytes against one activation
+     * row in the type's form (NULL: use dot) */
+    void (*dot4[GG_TYPE_COUNT])(int64_t n, const void *w, size_t ldw, const void *x, float *out);
+    /* o[0..hd) = sum_t p[t] V[t * ldv + 0..hd) */
+    void (*pv)(const float *p, const float *v, int64_t ldv, int64_t T, int hd, float *o);
     /* vector helpers */
     float (*vdot)(const float *a, const float *b, int64_t n);
     void (*axpy)(float a, const float *x, float *y, int64_t n);      /* y += a x */

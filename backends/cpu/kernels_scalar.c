@@ -196,6 +196,14 @@ static void dot_q6_K(int64_t n, const void *vw, const void *x, size_t ldx, int n
     }
 }
 
+static void pv(const float *p, const float *v, int64_t ldv, int64_t T, int hd, float *o)
+{
+    memset(o, 0, (size_t)hd * sizeof(float));
+    for (int64_t t = 0; t < T; t++)
+        for (int i = 0; i < hd; i++)
+            o[i] += p[t] * v[t * ldv + i];
+}
+
 /* ---- vector helpers ------------------------------------------------------------------- */
 
 static float vdot(const float *a, const float *b, int64_t n)
@@ -291,6 +299,7 @@ static const fcpu_kern_t table = {
     .quant_qk = quant_qk,
     .dot = {[GG_F32] = dot_f32, [GG_F16] = dot_f16, [GG_BF16] = dot_bf16, [GG_Q8_0] = dot_q8_0,
             [GG_Q4_0] = dot_q4_0, [GG_Q4_K] = dot_q4_K, [GG_Q6_K] = dot_q6_K},
+    .pv = pv,
     .xform = {[GG_Q8_0] = FCPU_XQ32, [GG_Q4_0] = FCPU_XQ32, [GG_Q4_K] = FCPU_XQK,
               [GG_Q6_K] = FCPU_XQK},
     .vdot = vdot,

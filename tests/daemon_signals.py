@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""daemon_signals.py: proves the daemon's life cycle on the real fusiond with a real model:
+sd_notify messages in order (STATUS=loading, READY=1, RELOADING=1/READY=1 on SIGHUP,
+STOPPING=1 on SIGTERM); SIGHUP with a good file applies the log level and API keys (a debug
+line appears, the new key is required) and leaves non-reloadable options for a restart;
+SIGHUP with a bad file keeps the old configuration and says why; SIGTERM with requests in
+flight lets them all complete while /health and new requests answer 503, then exits 0; a
+drain timeout cancels what still runs and exits 0; a second SIGINT exits at once (130);
+started as root with `user`, fusiond serves as that user."""
+
+import os
+import pwd
+import signal
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from daemon_harness import Daemon, TmpDir, check, fail, shared_model  # noqa: E402
+
+MAX_TOKENS = int(os.environ.get("FD_TEST_MAX_TOKENS", "400"))  # stories260K: 512 context
+
+
+def start(tmp, conf_text, extra=None, abstract=False):
+    conf = tmp.write("fusiond.conf", conf_text)
+    d = Daemon(["-c", conf, "--port=0", "--threads=1"] + (extra or []), tmp,
+               abstract_notify=abstract)
+    d.wait_ready()
+    return d, conf
+
+
+def long_requests(d, n, key=None):
+    """n long greedy completions on threads; returns (threads, results list)."""
+    results = [None] * n
+
+    def one(i):
+        try:
+            results[i] = d.completion(MAX_TOKENS, key=key, ignore_eos=True, timeout=300)
+        except Exception as e:  # the test reports it below
+            results[i] = e
+
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    return ts, results
+
+
+def wait_admitted(d, n, key=None, timeout=30.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if (d.metric("fusiond_requests_running", key) +
+                d.metric("fusiond_requests_waiting", key) >= n):
+            return
+        time.sleep(0.005)
+    fail("the %d requests were not admitted within %gs" % (n, timeout))
+
+
+def calibrate(d, key=None):
+    """How many sequential long requests (max_running=1) keep the engine busy for ~3 s."""
+    t0 = time.time()
+    st, _, body = d.completion(MAX_TOKENS, key=key, ignore_eos=True)
+    check(st == 200, "calibration request: %d %r" % (st, body[:200]))
+    one = max(time.time() - t0, 1e-3)
+    return max(4, min(60, int(3.0 / one) + 1)), one
+
+
+def test_lifecycle(tmp, model):
+    base = "model = %s\nmax_running = 1\nlog_level = info\n" % model
+    d, conf = start(tmp, base)
+    try:
+        st, _, _ = d.request("GET", "/health")
+        check(st == 200, "/health after READY=1: %d" % st)
+
+        # Good reload: log level, API keys; the port waits for a restart.
+        mark = d.log_count()
+        tmp.write("fusiond.conf", base.replace("log_level = info", "log_level = debug") +
+                  "api_keys = k1\nhost = 127.0.0.2\n")
+        d.signal(signal.SIGHUP)
+        msg = d.next_notify()
+        check(msg.startswith("RELOADING=1\nMONOTONIC_USEC="), "reload notify: %r" % msg)
+        check(d.next_notify().startswith("READY=1\n"), "no READY=1 after the reload")
+        d.wait_log(r"reload done: \d+ change", start=mark)
+        check(d.log_has(r"reload: log_level: info -> debug", mark), "log level change not logged")
+        check(d.log_has(r"reload: host changed \(127\.0\.0\.1 -> 127\.0\.0\.2\) but needs a "
+                        r"restart", mark), "host change not reported as needing a restart")
+        check(not d.log_has(r"k1", mark), "an API key was logged")
+        st, _, _ = d.completion(4)
+        check(st == 401, "no key after api_keys = k1: %d" % st)
+        st, _, _ = d.completion(4, key="k1")
+        check(st == 200, "key k1: %d" % st)
+        # The level really changed: a second reload writes its debug line.
+        mark = d.log_count()
+        d.signal(signal.SIGHUP)
+        d.next_notify(), d.next_notify()
+        d.wait_log(r"reload done", start=mark)
+        check(d.log_has(r"debug: reload: reading ", mark) or d.log_has(r"<7>reload: reading ", mark),
+              "no debug line after log_level = debug")
+
+        # Bad reload: nothing changes, the reason is logged with file:line.
+        mark = d.log_count()
+        tmp.write("fusiond.conf", base + "api_keys = k2\nmax_body_bytes = huge\n")
+        d.signal(signal.SIGHUP)
+        d.next_notify(), d.next_notify()
+        d.wait_log(r"reload failed, keeping the old configuration: %s:5: max_body_bytes: "
+                   r"'huge' is not a size" % conf, start=mark)
+        st, _, _ = d.completion(4, key="k1")
+        check(st == 200, "old key k1 after a bad reload: %d" % st)
+        st, _, _ = d.completion(4, key="k2")
+        check(st == 401, "key k2 from the bad file accepted: %d" % st)
+
+        # SIGTERM with requests in flight.
+        n, one = calibrate(d, key="k1")
+        print("  %d requests of %d tokens, %.3f s each" % (n, MAX_TOKENS, one), flush=True)
+        ts, results = long_requests(d, n, key="k1")
+        wait_admitted(d, n, key="k1")
+        d.signal(signal.SIGTERM)
+        msg = d.next_notify()
+        check(msg.startswith("STOPPING=1"), "drain notify: %r" % msg)
+        st, h, _ = d.request("GET", "/health")
+        check(st == 503, "/health while draining: %d" % st)
+        st, h, _ = d.completion(4, key="k1")
+        check(st == 503 and "retry-after" in h, "new request while draining: %d %r" % (st, h))
+        for t in ts:
+            t.join(300)
+        for i, r in enumerate(results):
+            check(not isinstance(r, Exception), "request %d failed: %r" % (i, r))
+            st, _, body = r
+            check(st == 200, "request %d in flight at SIGTERM: %d %r" % (i, st, body[:200]))
+            check(b'"completion_tokens":%d' % MAX_TOKENS in body, "request %d cut short" % i)
+        rc = d.wait_exit()
+        check(rc == 0, "exit status after the drain: %d" % rc)
+        d.wait_log(r"drained")
+    finally:
+        d.close()
+
+
+def test_drain_timeout(tmp, model):
+    d, _ = start(tmp, "model = %s\nmax_running = 1\ndrain_timeout = 0.2\n" % model,
+                 abstract=True)
+    try:
+        n, _ = calibrate(d)
+        ts, results = long_requests(d, n)
+        wait_admitted(d, n)
+        d.signal(signal.SIGTERM)
+        check(d.next_notify().startswith("STOPPING=1"), "no STOPPING=1")
+        d.wait_log(r"drain timeout \(0\.2 s\): cancelling")
+        for t in ts:
+            t.join(120)
+        codes = sorted(r[0] for r in results if not isinstance(r, Exception))
+        check(503 in codes, "no request was cancelled by the drain timeout: %r" % codes)
+        rc = d.wait_exit()
+        check(rc == 0, "exit status after a drain timeout: %d" % rc)
+    finally:
+        d.close()
+
+
+def test_second_sigint(tmp, model):
+    d, _ = start(tmp, "model = %s\nmax_running = 1\n" % model)
+    try:
+        n, _ = calibrate(d)
+        ts, _ = long_requests(d, n)
+        wait_admitted(d, n)
+        d.signal(signal.SIGINT)
+        check(d.next_notify().startswith("STOPPING=1"), "no STOPPING=1")
+        t0 = time.time()
+        d.signal(signal.SIGINT)
+        rc = d.wait_exit(10)
+        check(rc == 130, "exit status after a second SIGINT: %d" % rc)
+        check(time.time() - t0 < 2, "a second SIGINT took %.1fs" % (time.time() - t0))
+        for t in ts:
+            t.join(30)
+    finally:
+        d.close()
+
+
+def test_user(tmp, model):
+    if os.geteuid() != 0:
+        print("  (not root: privilege drop not tested)")
+        return
+    try:
+        pw = pwd.getpwnam("nobody")
+    except KeyError:
+        print("  (no user nobody: privilege drop not tested)")
+        return
+    d, _ = start(tmp, "model = %s\nuser = nobody\n" % model)
+    try:
+        with open("/proc/%d/status" % d.proc.pid) as f:
+            status = f.read()
+        uids = [l.split()[1:] for l in status.splitlines() if l.startswith(("Uid:", "Gid:"))]
+        check(uids[0] == [str(pw.pw_uid)] * 4, "uids after the drop: %r" % uids[0])
+        check(uids[1] == [str(pw.pw_gid)] * 4, "gids after the drop: %r" % uids[1])
+        st, _, _ = d.completion(4)
+        check(st == 200, "completion as nobody: %d" % st)
+        d.wait_log(r"running as user nobody")
+        d.signal(signal.SIGTERM)
+        check(d.wait_exit() == 0, "exit status as nobody")
+    finally:
+        d.close()
+
+
+def main():
+    model = shared_model()
+    tmp = TmpDir()
+    try:
+        for t in (test_lifecycle, test_drain_timeout, test_second_sigint, test_user):
+            print("== " + t.__name__, flush=True)
+            t(tmp, model)
+        print("PASS: daemon_signals")
+    finally:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

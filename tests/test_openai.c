@@ -1,0 +1,196 @@
+/* test_openai.c: proves the response builders: OpenAI field names and types for whole answers
+ * and stream chunks, logprobs in both APIs (echo offsets, duplicate spellings), the error
+ * body, and that any bytes become valid UTF-8 JSON (U+FFFD for invalid bytes and NULs). */
+#include <cjson/cJSON.h>
+
+#include "server/openai.h"
+#include "tests/testutil.h"
+
+static cJSON *parse(char *s)
+{
+    ck_assert_ptr_nonnull(s);
+    cJSON *j = cJSON_Parse(s);
+    ck_assert_msg(j != NULL, "not JSON: %s", s);
+    free(s);
+    return j;
+}
+
+static const cJSON *at(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    ck_assert_msg(v != NULL, "missing %s", k);
+    return v;
+}
+
+START_TEST(test_utf8_clean)
+{
+    char *s = oai_utf8_clean("a\xc3\xa9" "b", 4);
+    ck_assert_str_eq(s, "a\xc3\xa9" "b");
+    free(s);
+    s = oai_utf8_clean("x\xffy", 3);
+    ck_assert_str_eq(s, "x\xef\xbf\xbdy");
+    free(s);
+    s = oai_utf8_clean("\xe2\x82", 2); /* a cut character */
+    ck_assert_str_eq(s, "\xef\xbf\xbd\xef\xbf\xbd");
+    free(s);
+    s = oai_utf8_clean("a\0b", 3);
+    ck_assert_str_eq(s, "a\xef\xbf\xbd" "b");
+    free(s);
+    s = oai_utf8_clean("\xed\xa0\x80", 3); /* a surrogate */
+    ck_assert(rq_utf8_valid(s, strlen(s)));
+    free(s);
+}
+END_TEST
+
+START_TEST(test_completion_whole)
+{
+    oai_lp_t lp[2] = {{.token = 7, .logprob = -0.5f, .n_top = 2, .text_offset = 5},
+                      {.token = 8, .logprob = -1.0f, .n_top = 0, .text_offset = 6}};
+    lp[0].top[0] = (eng_top_t){7, -0.5f};
+    lp[0].top[1] = (eng_top_t){9, -1.5f};
+    int32_t echo[2] = {3, 4};
+    oai_choice_t ch = {.index = 0, .text = "hi\xff", .text_len = 3, .finish_reason = "stop",
+                       .logprobs = true, .lp = lp, .n_lp = 2, .echo_ids = echo, .n_echo = 2};
+    oai_timings_t t = {.queue_ms = 1, .prompt_ms = 2, .ttft_ms = 3, .predicted_ms = 10,
+                       .total_ms = 14, .prompt_n = 4, .predicted_n = 5};
+    oai_resp_t r = {.kind = RQ_COMPLETION, .id = "cmpl-x", .model = "m", .created = 42,
+                    .choices = &ch, .n_choices = 1, .usage = true, .prompt_tokens = 4,
+                    .completion_tokens = 5, .timings = &t};
+    cJSON *j = parse(oai_response(&r));
+    ck_assert_str_eq(at(j, "object")->valuestring, "text_completion");
+    ck_assert_str_eq(at(j, "id")->valuestring, "cmpl-x");
+    ck_assert_int_eq(at(j, "created")->valueint, 42);
+    const cJSON *c = cJSON_GetArrayItem(at(j, "choices"), 0);
+    ck_assert_str_eq(at(c, "text")->valuestring, "hi\xef\xbf\xbd");
+    ck_assert_str_eq(at(c, "finish_reason")->valuestring, "stop");
+    const cJSON *l = at(c, "logprobs");
+    ck_assert_int_eq(cJSON_GetArraySize(at(l, "tokens")), 4); /* 2 echoed + 2 generated */
+    ck_assert_str_eq(cJSON_GetArrayItem(at(l, "tokens"), 0)->valuestring, "<3>");
+    ck_assert(cJSON_IsNull(cJSON_GetArrayItem(at(l, "token_logprobs"), 1)));
+    ck_assert(cJSON_IsNull(cJSON_GetArrayItem(at(l, "top_logprobs"), 0)));
+    ck_assert_double_eq(cJSON_GetArrayItem(at(l, "token_logprobs"), 2)->valuedouble, -0.5);
+    ck_assert_int_eq(cJSON_GetArrayItem(at(l, "text_offset"), 1)->valueint, 3);
+    ck_assert_int_eq(cJSON_GetArrayItem(at(l, "text_offset"), 3)->valueint, 6);
+    const cJSON *top = cJSON_GetArrayItem(at(l, "top_logprobs"), 2);
+    ck_assert_int_eq(cJSON_GetArraySize(top), 2);
+    ck_assert_double_eq(at(top, "<9>")->valuedouble, -1.5);
+    const cJSON *u = at(j, "usage");
+    ck_assert_int_eq(at(u, "total_tokens")->valueint, 9);
+    const cJSON *tm = at(j, "timings");
+    ck_assert_double_eq(at(tm, "predicted_per_second")->valuedouble, 500);
+    ck_assert_double_eq(at(tm, "prompt_per_token_ms")->valuedouble, 0.5);
+    ck_assert_ptr_null(cJSON_GetObjectItem(tm, "timed_out"));
+    cJSON_Delete(j);
+}
+END_TEST
+
+START_TEST(test_chat_chunks)
+{
+    oai_choice_t ch = {.index = 1, .text = "", .text_len = 0, .role = true};
+    oai_resp_t r = {.kind = RQ_CHAT, .chunk = true, .id = "chatcmpl-y", .model = "m",
+                    .choices = &ch, .n_choices = 1};
+    cJSON *j = parse(oai_response(&r));
+    ck_assert_str_eq(at(j, "object")->valuestring, "chat.completion.chunk");
+    const cJSON *c = cJSON_GetArrayItem(at(j, "choices"), 0);
+    const cJSON *d = at(c, "delta");
+    ck_assert_str_eq(at(d, "role")->valuestring, "assistant");
+    ck_assert_str_eq(at(d, "content")->valuestring, "");
+    ck_assert(cJSON_IsNull(at(c, "finish_reason")));
+    cJSON_Delete(j);
+
+    ch.role = false;
+    ch.finish_reason = "length";
+    j = parse(oai_response(&r));
+    d = at(cJSON_GetArrayItem(at(j, "choices"), 0), "delta");
+    ck_assert_int_eq(cJSON_GetArraySize(d), 0); /* the closing delta is empty */
+    cJSON_Delete(j);
+
+    /* The include_usage chunk: no choices. */
+    r.n_choices = 0;
+    r.usage = true;
+    r.prompt_tokens = 3;
+    j = parse(oai_response(&r));
+    ck_assert_int_eq(cJSON_GetArraySize(at(j, "choices")), 0);
+    ck_assert_int_eq(at(at(j, "usage"), "prompt_tokens")->valueint, 3);
+    cJSON_Delete(j);
+
+    /* Chat logprobs carry bytes and their alternatives. */
+    oai_lp_t lp = {.token = 65, .logprob = -0.25f, .n_top = 1};
+    lp.top[0] = (eng_top_t){65, -0.25f};
+    oai_choice_t c2 = {.text = "A", .text_len = 1, .logprobs = true, .lp = &lp, .n_lp = 1,
+                       .finish_reason = "stop"};
+    oai_resp_t r2 = {.kind = RQ_CHAT, .id = "chatcmpl-z", .model = "m", .choices = &c2,
+                     .n_choices = 1};
+    j = parse(oai_response(&r2));
+    const cJSON *m = at(cJSON_GetArrayItem(at(j, "choices"), 0), "message");
+    ck_assert_str_eq(at(m, "role")->valuestring, "assistant");
+    ck_assert_str_eq(at(m, "content")->valuestring, "A");
+    const cJSON *e = cJSON_GetArrayItem(at(at(cJSON_GetArrayItem(at(j, "choices"), 0),
+                                              "logprobs"), "content"), 0);
+    ck_assert_str_eq(at(e, "token")->valuestring, "<65>");
+    ck_assert_int_eq(cJSON_GetArraySize(at(e, "bytes")), 4); /* "<65>" */
+    ck_assert_int_eq(cJSON_GetArraySize(at(e, "top_logprobs")), 1);
+    cJSON_Delete(j);
+}
+END_TEST
+
+START_TEST(test_error_body)
+{
+    rq_err_t e;
+    rq_fail(&e, 400, "invalid_request_error", "stop[1]", "bad \"%s\"", "x\n");
+    cJSON *j = parse(oai_error_from(&e));
+    const cJSON *er = at(j, "error");
+    ck_assert_str_eq(at(er, "message")->valuestring, "bad \"x\n\"");
+    ck_assert_str_eq(at(er, "type")->valuestring, "invalid_request_error");
+    ck_assert_str_eq(at(er, "param")->valuestring, "stop[1]");
+    ck_assert_str_eq(at(er, "code")->valuestring, "400");
+    cJSON_Delete(j);
+    j = parse(oai_error(503, "service_unavailable_error", "overloaded", NULL, "busy"));
+    er = at(j, "error");
+    ck_assert(cJSON_IsNull(at(er, "param")));
+    ck_assert_str_eq(at(er, "code")->valuestring, "overloaded");
+    cJSON_Delete(j);
+}
+END_TEST
+
+START_TEST(test_models_and_tokens)
+{
+    eng_info_t info;
+    memset(&info, 0, sizeof info);
+    info.backend = "cpu";
+    info.fusion = true;
+    info.n_ctx = 512;
+    cJSON *j = parse(oai_models(&info, "m1", 7, false));
+    const cJSON *m = cJSON_GetArrayItem(at(j, "data"), 0);
+    ck_assert_str_eq(at(m, "id")->valuestring, "m1");
+    ck_assert_int_eq(at(at(m, "fusiond"), "context_length")->valueint, 512);
+    ck_assert(cJSON_IsTrue(at(at(m, "fusiond"), "fusion")));
+    cJSON_Delete(j);
+    int32_t ids[3] = {1, 2, 3};
+    j = parse(oai_tokenize(NULL, ids, 3, false, 512));
+    ck_assert_int_eq(at(j, "count")->valueint, 3);
+    ck_assert_int_eq(cJSON_GetArrayItem(at(j, "tokens"), 2)->valueint, 3);
+    cJSON_Delete(j);
+    j = parse(oai_detokenize("a\0b", 3));
+    ck_assert_str_eq(at(j, "content")->valuestring, "a\xef\xbf\xbd" "b");
+    cJSON_Delete(j);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("openai");
+    TCase *tc = tcase_create("json");
+    tcase_add_test(tc, test_utf8_clean);
+    tcase_add_test(tc, test_completion_whole);
+    tcase_add_test(tc, test_chat_chunks);
+    tcase_add_test(tc, test_error_body);
+    tcase_add_test(tc, test_models_and_tokens);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run(suite());
+}

@@ -13,6 +13,7 @@ include backends/corsair/local.mk
 # way, so `make dist` from a build without CUDA still carries them.
 EXTRA_DIST += backends/cuda/cuda_backend.cu backends/cuda/cuda_kernels.cu \
 	backends/cuda/cuda_kernels.h
+dist_doc_DATA += docs/gpu.md
 if HAVE_CUDA
 FD_CUDA_OBJS = backends/cuda/cuda_backend.$(OBJEXT) backends/cuda/cuda_kernels.$(OBJEXT)
 libfusiond_a_LIBADD = $(FD_CUDA_OBJS)

@@ -46,11 +46,21 @@ def long_requests(d, n, key=None):
     return ts, results
 
 
-def wait_admitted(d, n, key=None, timeout=30.0):
+def finished(d, key=None):
+    """Requests finished so far, all reasons (the counter has a label per reason)."""
+    h = {"Authorization": "Bearer " + key} if key else {}
+    st, _, body = d.request("GET", "/metrics", headers=h)
+    check(st == 200, "/metrics answered %d" % st)
+    return sum(float(l.split()[-1]) for l in body.decode().splitlines()
+               if l.startswith("fusiond_requests_finished_total{"))
+
+
+def wait_admitted(d, n, key=None, timeout=30.0, done0=0.0):
+    """All n requests reached the server: running, waiting, or (a fast backend) done."""
     end = time.time() + timeout
     while time.time() < end:
         if (d.metric("fusiond_requests_running", key) +
-                d.metric("fusiond_requests_waiting", key) >= n):
+                d.metric("fusiond_requests_waiting", key) + finished(d, key) - done0 >= n):
             return
         time.sleep(0.005)
     fail("the %d requests were not admitted within %gs" % (n, timeout))
@@ -112,8 +122,9 @@ def test_lifecycle(tmp, model):
         # SIGTERM with requests in flight.
         n, one = calibrate(d, key="k1")
         print("  %d requests of %d tokens, %.3f s each" % (n, MAX_TOKENS, one), flush=True)
+        done0 = finished(d, key="k1")
         ts, results = long_requests(d, n, key="k1")
-        wait_admitted(d, n, key="k1")
+        wait_admitted(d, n, key="k1", done0=done0)
         d.signal(signal.SIGTERM)
         msg = d.next_notify()
         check(msg.startswith("STOPPING=1"), "drain notify: %r" % msg)
@@ -140,8 +151,9 @@ def test_drain_timeout(tmp, model):
                  abstract=True)
     try:
         n, _ = calibrate(d)
+        done0 = finished(d)
         ts, results = long_requests(d, n)
-        wait_admitted(d, n)
+        wait_admitted(d, n, done0=done0)
         d.signal(signal.SIGTERM)
         check(d.next_notify().startswith("STOPPING=1"), "no STOPPING=1")
         d.wait_log(r"drain timeout \(0\.2 s\): cancelling")
@@ -159,8 +171,9 @@ def test_second_sigint(tmp, model):
     d, _ = start(tmp, "model = %s\nmax_running = 1\n" % model)
     try:
         n, _ = calibrate(d)
+        done0 = finished(d)
         ts, _ = long_requests(d, n)
-        wait_admitted(d, n)
+        wait_admitted(d, n, done0=done0)
         d.signal(signal.SIGINT)
         check(d.next_notify().startswith("STOPPING=1"), "no STOPPING=1")
         t0 = time.time()

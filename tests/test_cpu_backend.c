@@ -581,14 +581,14 @@ START_TEST(test_fast_matmul)
         for (int shape = 0; shape < 4; shape++) {
             int64_t n_in, n_out = (int64_t[]){1, 7, 33, 65}[shape];
             if (be_el == 1)
-                n_in = (int64_t[]){1, 17, 100, 1000}[shape];
+                n_in = (int64_t[]){1, 17, 100, 2100}[shape]; /* 2100: split along n_in */
             else if (be_el == 32)
                 n_in = (int64_t[]){32, 96, 160, 2080}[shape];
             else
                 n_in = (int64_t[]){256, 512, 768, 1280}[shape];
             int64_t n_rows = rows_set[(shape * 3 + t) % FD_ARRAY_LEN(rows_set)];
             if (shape == 3)
-                n_rows = t % 2 ? 64 : 1;
+                n_rows = t % 2 ? 64 : 9;
             int kind = (int)((shape + t) % 3), extras = (int)((shape + t / 3) % 2);
             fb_weight_t w = {.type = type, .n_in = n_in, .n_out = n_out,
                              .src = mk_weight(&s, type, n_in, n_out)};

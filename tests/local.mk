@@ -173,3 +173,12 @@ tests_fuzz_gen_seeds_model_LDADD = $(FD_LIBS)
 EXTRA_DIST += tests/loopback.py
 dist_check_SCRIPTS += tests/test_badinput.py tests/test_load.py
 TESTS += tests/test_badinput.py tests/test_load.py
+
+# test_cuda needs a GPU (skips with 77 without one); built only with --with-cuda.
+if HAVE_CUDA
+check_PROGRAMS += tests/test_cuda
+tests_test_cuda_SOURCES = tests/test_cuda.c
+tests_test_cuda_CFLAGS = $(TEST_CFLAGS)
+tests_test_cuda_LDADD = $(TEST_LIBS)
+TESTS += tests/test_cuda
+endif

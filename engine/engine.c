@@ -854,7 +854,9 @@ int eng_check(eng_t *e, char *err, size_t errlen)
             CHECK(e->d.seq_len(e->d.ctx, r->slot) == r->n_past,
                   "request %llu: the model holds %d tokens in slot %d, the scheduler %d", id,
                   e->d.seq_len(e->d.ctx, r->slot), r->slot, r->n_past);
-        CHECK(r->n_stop == 0 || r->n_held < r->max_stop,
+        /* held: a possible stop-string start (at most max_stop - 1 bytes), moved back to a
+         * character start when a stop string is not valid UTF-8 (at most 3 bytes more) */
+        CHECK(r->n_stop == 0 || r->n_held < r->max_stop + 3,
               "request %llu holds back %zu bytes, longest stop string %zu", id, r->n_held,
               r->max_stop);
         reserved += r->kv_need;

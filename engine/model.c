@@ -343,6 +343,14 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
     int64_t E = hp->n_embd, V = hp->n_vocab, F = hp->n_ff;
     int64_t NQ = (int64_t)hp->n_head * hp->head_dim, NKV = (int64_t)hp->n_head_kv * hp->head_dim;
 
+    /* Nine tensors per layer at least: an absurd block_count is refused before anything is
+     * allocated for it (a file of a few bytes could otherwise ask for gigabytes). */
+    if ((int64_t)hp->n_layer * 9 > gguf_n_tensors(m->g)) {
+        snprintf(err, errlen, "%s: block_count %d needs at least %lld tensors; the file has "
+                 "%lld", gguf_path(m->g), hp->n_layer, (long long)hp->n_layer * 9,
+                 (long long)gguf_n_tensors(m->g));
+        return FD_EFORMAT;
+    }
     fz_model_src_t *s = &m->src;
     m->layers = calloc((size_t)hp->n_layer, sizeof(*m->layers));
     if (!m->layers)

@@ -34,6 +34,7 @@
 #define TICK_MS 200
 #define MAX_DISCARD (64u << 20) /* body bytes read past the limit before hanging up */
 #define SHUTDOWN_WAIT_S 10.0
+#define INLINE_PREP_BYTES (16u << 10) /* bodies prepared on the loop; larger: thread pool */
 
 enum route {
     R_NONE, R_HEALTH, R_METRICS, R_MODELS, R_MODEL_ONE, R_COMPLETIONS, R_CHAT, R_TOKENIZE,
@@ -378,7 +379,16 @@ static void mhd_run(srv_t *s)
     s->in_mhd = true;
     do {
         s->rerun = false;
+        /* At the connection limit MHD leaves the listening socket out of its epoll set and
+         * puts it back only at the start of a run: when this run closed connections, run
+         * again, or nothing would ever accept the clients queued meanwhile. */
+        const union MHD_DaemonInfo *di =
+            MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+        unsigned before = di ? di->num_connections : 0;
         MHD_run(s->mhd);
+        di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+        if (di && di->num_connections < before)
+            s->rerun = true;
     } while (s->rerun);
     s->in_mhd = false;
     MHD_UNSIGNED_LONG_LONG to = 0;
@@ -1354,15 +1364,19 @@ static enum MHD_Result on_body_complete(srv_job_t *j)
     if (rq_parse(kind, j->body.buf ? j->body.buf : "", j->body.len, &s->lim, &j->rq, &e))
         return answer_err(j, &e);
     j->have_rq = true;
+    size_t body_len = j->body.len;
     sb_free(&j->body);
     if (j->rq.model && strcmp(j->rq.model, s->model_id) != 0 &&
         (kind == RQ_COMPLETION || kind == RQ_CHAT))
         return answer_fail(j, 404, "not_found_error", "model_not_found", "model",
                            "the model '%.100s' does not exist; this server serves '%.100s'",
                            j->rq.model, s->model_id);
-    /* Tokenizing a prompt of megabytes takes a while: not on the loop. */
+    /* Tokenizing a prompt of megabytes takes a while: not on the loop.  A small body is
+     * prepared here at once (a few milliseconds at most), sparing the common request two
+     * thread hand-offs, which a loaded machine can make slow. */
     j->work.data = j;
-    if (uv_queue_work(s->loop, &j->work, prep_work, prep_done) != 0) {
+    if (body_len <= INLINE_PREP_BYTES ||
+        uv_queue_work(s->loop, &j->work, prep_work, prep_done) != 0) {
         prep_work(&j->work);
         return finish_prep(j);
     }

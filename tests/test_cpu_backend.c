@@ -581,14 +581,14 @@ START_TEST(test_fast_matmul)
         for (int shape = 0; shape < 4; shape++) {
             int64_t n_in, n_out = (int64_t[]){1, 7, 33, 65}[shape];
             if (be_el == 1)
-                n_in = (int64_t[]){1, 17, 100, 1000}[shape];
+                n_in = (int64_t[]){1, 17, 100, 2100}[shape]; /* 2100: split along n_in */
             else if (be_el == 32)
                 n_in = (int64_t[]){32, 96, 160, 2080}[shape];
             else
                 n_in = (int64_t[]){256, 512, 768, 1280}[shape];
             int64_t n_rows = rows_set[(shape * 3 + t) % FD_ARRAY_LEN(rows_set)];
             if (shape == 3)
-                n_rows = t % 2 ? 64 : 1;
+                n_rows = t % 2 ? 64 : 9;
             int kind = (int)((shape + t) % 3), extras = (int)((shape + t / 3) % 2);
             fb_weight_t w = {.type = type, .n_in = n_in, .n_out = n_out,
                              .src = mk_weight(&s, type, n_in, n_out)};
@@ -696,6 +696,47 @@ START_TEST(test_sumonly_overflow)
     ck_assert_int_eq(fb_attention(be, &a, 1), 0);
     if (strcmp(cfgs[_i].opt[0], "ref=1") != 0) /* the fp64 reference does not overflow */
         CHECK(!isfinite(o[0]));
+    fb_destroy(be);
+}
+END_TEST
+
+/* Regression (fuzz_model): a row holding NaN or infinity (weights that overflow, or a hostile
+ * file) once made the AVX2/AVX-512 Q4_0 dot product overflow a signed int (its correction
+ * term -8 * sum of the quantized activations), undefined behaviour that UBSan reports.  Every
+ * configuration and weight type must now give non-finite outputs for such rows and leave the
+ * finite rows of the same batch exactly as they are alone. */
+START_TEST(test_nonfinite_rows)
+{
+    fb_backend_t *be = mk_cfg(_i);
+    if (!be)
+        return;
+    uint64_t s = 1700 + (uint64_t)_i;
+    static const int types[] = {GG_F32, GG_F16, GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q6_K};
+    const int64_t n_in = 256, n_out = 5, n_rows = 4;
+    for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
+        fb_weight_t w = {.type = types[t], .n_in = n_in, .n_out = n_out,
+                         .src = mk_weight(&s, types[t], n_in, n_out)};
+        ck_assert_int_eq(fb_weight_prepare(be, &w), 0);
+        float *x = rnd(&s, n_rows * n_in, 1), y[4 * 5], yf[4 * 5];
+        /* the same batch with finite rows only: the same code path for the same batch size */
+        ck_assert_int_eq(fb_matmul(be, &w, x, n_rows, yf, NULL), 0);
+        x[1 * n_in + 7] = NAN;
+        x[1 * n_in + 40] = INFINITY;
+        x[2 * n_in + 200] = -INFINITY;
+        ck_assert_int_eq(fb_matmul(be, &w, x, n_rows, y, NULL), 0);
+        for (int64_t r = 0; r < n_rows; r++) {
+            bool bad = r == 1 || r == 2;
+            for (int64_t o = 0; o < n_out; o++) {
+                float v = y[r * n_out + o], f = yf[r * n_out + o];
+                CHECKM(bad ? !isfinite(v) : isfinite(v) && fabsf(v - f) <= 1e-5f * (1 + fabsf(f)),
+                       "cfg %d %s row %lld out %lld: %g (all finite: %g)", _i,
+                       gg_type_name(types[t]), (long long)r, (long long)o, (double)v, (double)f);
+            }
+        }
+        fb_weight_release(be, &w);
+        free((void *)w.src);
+        free(x);
+    }
     fb_destroy(be);
 }
 END_TEST
@@ -890,6 +931,7 @@ int main(void)
     tcase_add_loop_test(tc, test_fast_attention, 0, N_CFG);
     tcase_add_loop_test(tc, test_sumonly_overflow, 0, N_CFG);
     tcase_add_loop_test(tc, test_fast_rowops, 0, N_CFG);
+    tcase_add_loop_test(tc, test_nonfinite_rows, 0, N_CFG);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

@@ -723,6 +723,25 @@ START_TEST(test_stop_strings)
     ck_assert_int_eq(c->finish, ENG_FINISH_STOP);
     ck_assert_uint_eq(c->n_text, 0);
     coll_free(c);
+
+    /* Regression (fuzz_stream): a stop string that is not valid UTF-8, starting with the last
+     * byte of a character, holds that whole character back (text is released in whole
+     * characters); eng_check allowed only the stop string's length less one byte of held
+     * text, so the check (on in debug builds and here) aborted the engine.  Never completed:
+     * all text, LENGTH. */
+    size_t k5 = 0;
+    while (k5 < start[M] && (unsigned char)full[k5] < 0xC0)
+        k5++;
+    ck_assert_uint_lt(k5, start[M]);
+    while (((unsigned char)full[k5 + 1] & 0xC0) == 0x80)
+        k5++;
+    char stop5[3] = { full[k5], '\x01', 0 };
+    const char *const s5[] = { stop5 };
+    c = run_stop(e, prompt, 3, M, s5, 1);
+    ck_assert_int_eq(c->finish, ENG_FINISH_LENGTH);
+    ck_assert_uint_eq(c->n_text, start[M]);
+    ck_assert(memcmp(c->text, full, start[M]) == 0);
+    coll_free(c);
 #undef ASCII
     eng_close(e);
     fk_delete(f);

@@ -78,9 +78,12 @@ check(rc == 0 and "llama.block_count" in out and "blk.4.ffn_down.weight" in out,
 for args, what in ((["-m", model, "--fusion", "maybe"], "on or off"),
                    (["-m", model, "--temp", "x"], "--temp"),
                    (["-m", model, "--backend", "nope"], "nope"),
-                   (["-m", os.path.join(models, "missing.gguf")], "missing.gguf"),
-                   ([], "no model")):
+                   (["-m", os.path.join(models, "missing.gguf")], "missing.gguf")):
     rc, out, err = run(*args)
     check(rc == 1 and what in err and out == "", "bad input %s" % " ".join(args[2:] or args), err)
+
+# No -m: the demo model (installed, or the build tree's models/demo.gguf) answers.
+rc, out, err = run("-p", "And God said", "-n", "12")
+check(rc == 0 and len(out.split()) >= 3, "demo model by default", err)
 
 sys.exit(1 if failures else 0)

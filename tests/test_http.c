@@ -162,7 +162,7 @@ static void send_req(int fd, const char *method, const char *path, const char *h
 /* Reads one response (Content-Length, chunked, or to the close). */
 typedef struct rd {
     int fd;
-    char buf[1 << 16];
+    char buf[1 << 20];
     size_t len;
 } rd_t;
 
@@ -223,7 +223,7 @@ static void read_body(rd_t *r, resp_t *out)
 {
     const char *cl = header(out, "Content-Length");
     const char *te = header(out, "Transfer-Encoding");
-    size_t cap = 1 << 16;
+    size_t cap = 1 << 20;
     out->body = malloc(cap);
     out->len = 0;
     if (cl) {
@@ -984,6 +984,57 @@ START_TEST(test_shutdown_in_flight)
 }
 END_TEST
 
+/* Bodies above 16 KiB are prepared on libuv's thread pool: answers, errors and admission
+ * must come back from there just the same. */
+START_TEST(test_large_bodies)
+{
+    cfg.max_body_bytes = 1 << 20;
+    start();
+    size_t n = 40000;
+    char *body = malloc(n + 128);
+    int off = snprintf(body, 128, "{\"prompt\":\"hi\",\"max_tokens\":4,\"pad\":\"");
+    memset(body + off, 'x', n);
+    strcpy(body + off + n, "\"}");
+    resp_t r = request("POST", "/v1/completions", NULL, body);
+    ck_assert_msg(r.status == 200, "%s", r.body);
+    cJSON *j = json_of(&r);
+    char want[16];
+    expected(3, 4, want);
+    ck_assert_str_eq(jstr(j, "choices.0.text"), want);
+    cJSON_Delete(j);
+    free_resp(&r);
+
+    /* The same padding in a stream. */
+    char *sb = malloc(n + 160);
+    snprintf(sb, n + 160, "{\"stream\":true,%s", body + 1);
+    r = request("POST", "/v1/completions", NULL, sb);
+    ck_assert_int_eq(r.status, 200);
+    sse_t s;
+    parse_sse(r.body, 0, false, &s);
+    ck_assert(s.done);
+    ck_assert_str_eq(s.text, want);
+    free_resp(&r);
+    free(sb);
+
+    /* A prompt of 40000 tokens: refused from the pool with the numbers. */
+    off = snprintf(body, 128, "{\"prompt\":\"");
+    memset(body + off, 'y', n);
+    strcpy(body + off + n, "\"}");
+    r = request("POST", "/v1/completions", NULL, body);
+    check_error(&r, 400, "prompt");
+    ck_assert_ptr_nonnull(strstr(r.body, "40001"));
+    free_resp(&r);
+    r = request("POST", "/tokenize", NULL, body); /* "prompt" is vLLM's name for content */
+    ck_assert_int_eq(r.status, 200);
+    j = json_of(&r);
+    ck_assert(jnum(j, "count") == 40001);
+    cJSON_Delete(j);
+    free_resp(&r);
+    free(body);
+    stop();
+}
+END_TEST
+
 START_TEST(test_tokenize)
 {
     start();
@@ -1084,6 +1135,38 @@ START_TEST(test_parallel_clients)
 }
 END_TEST
 
+/* Regression (bad-input battery): at the connection limit libmicrohttpd takes the listening
+ * socket out of its epoll set and puts it back only at the start of a later MHD_run; when
+ * the connections that filled the limit all closed in one run, nothing woke the loop again,
+ * so the connections waiting in the accept queue (and every new one) hung for good. */
+START_TEST(test_connection_limit)
+{
+    cfg.max_connections = 4;
+    start();
+    int fds[7];
+    for (int i = 0; i < 7; i++) /* 4 accepted, 3 left in the kernel's accept queue */
+        fds[i] = dial();
+    usleep(200 * 1000);
+    for (int i = 0; i < 7; i++)
+        close(fds[i]);
+    usleep(200 * 1000);
+    for (int k = 0; k < 3; k++) {
+        rd_t *r = calloc(1, sizeof *r);
+        resp_t out;
+        memset(&out, 0, sizeof out);
+        r->fd = dial();
+        send_req(r->fd, "GET", "/health", NULL, NULL, false);
+        ck_assert_msg(read_head(r, &out), "no answer after the connections at the limit closed");
+        ck_assert_int_eq(out.status, 200);
+        read_body(r, &out);
+        free_resp(&out);
+        close(r->fd);
+        free(r);
+    }
+    stop();
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("http");
@@ -1109,8 +1192,10 @@ static Suite *suite(void)
     tcase_add_test(tc, test_cancel_all);
     tcase_add_test(tc, test_shutdown_in_flight);
     tcase_add_test(tc, test_tokenize);
+    tcase_add_test(tc, test_large_bodies);
     tcase_add_test(tc, test_loading);
     tcase_add_test(tc, test_parallel_clients);
+    tcase_add_test(tc, test_connection_limit);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -544,6 +544,7 @@ typedef struct spec {
     bool rope_freqs;        /* a Llama 3.1 rope_freqs.weight tensor */
     int experts;            /* expert_count (mixture of experts), 0: absent */
     uint64_t seed;
+    uint32_t block_count;   /* written instead of n_layer when nonzero */
 } spec_t;
 
 static int fill_rand(void *ud, const char *name, int64_t row, float *dst, int64_t n)
@@ -577,7 +578,7 @@ static const char *write_spec(const char *fname, const spec_t *sp)
     } while (0)
     KEY("context_length", 32);
     KEY("embedding_length", sp->n_embd);
-    KEY("block_count", sp->n_layer);
+    KEY("block_count", sp->block_count ? sp->block_count : (uint32_t)sp->n_layer);
     KEY("feed_forward_length", sp->n_ff);
     KEY("attention.head_count", sp->n_head);
     KEY("attention.head_count_kv", sp->n_head_kv);
@@ -731,6 +732,12 @@ START_TEST(test_bad_files)
     s.bias = false; /* qwen2 without its biases */
     ck_assert_int_eq(load_err(write_spec("nobias.gguf", &s), err, sizeof(err)), FD_EFORMAT);
     ck_assert_ptr_nonnull(strstr(err, "blk.0.attn_q.bias is missing"));
+    /* Regression (fuzz_model): a block_count far beyond the tensors present once made the
+     * loader allocate its layer table first (2^30 layers: hundreds of GB). */
+    s = base_spec();
+    s.block_count = 1u << 30;
+    ck_assert_int_eq(load_err(write_spec("layers.gguf", &s), err, sizeof(err)), FD_EFORMAT);
+    ck_assert_ptr_nonnull(strstr(err, "block_count 1073741824 needs at least"));
     ck_assert_int_ne(load_err(tmp_path("does-not-exist.gguf"), err, sizeof(err)), 0);
     ck_assert_ptr_nonnull(strstr(err, "does-not-exist.gguf"));
 

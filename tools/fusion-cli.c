@@ -59,9 +59,9 @@ static void usage(FILE *f)
             "      --min-p P        drop tokens below P x the best one's probability (0.05)\n"
             "      --seed N         sampler seed (default: random, printed on stderr)\n"
             "      --threads N      CPU threads, 0 = one per online core (default 0)\n"
-            "      --backend NAME   cpu (default) or corsair\n"
+            "      --backend NAME   cpu (default), corsair, or cuda (builds --with-cuda)\n"
             "      --backend-option KEY=VALUE  a backend setting (repeatable; corsair:\n"
-            "                       docs/corsair.md)\n"
+            "                       docs/corsair.md, cuda: docs/gpu.md)\n"
             "      --fusion on|off  deferred-normalization plan (default on)\n"
             "      --softmax MODE   fused softmax: maxsum (default) or sumonly\n"
             "      --ctx N          context length (default: the model's)\n"
@@ -194,6 +194,11 @@ static int parse_args(cli_t *c, int argc, char **argv)
     }
     if (!c->info && !c->model) {
         c->model = FD_DATADIR "/" FD_DEMO_MODEL;
+#ifdef FD_SRC_DEMO_MODEL
+        /* Not installed yet: run from the build tree, like fusiond does. */
+        if (access(c->model, R_OK) != 0 && access(FD_SRC_DEMO_MODEL, R_OK) == 0)
+            c->model = FD_SRC_DEMO_MODEL;
+#endif
         if (access(c->model, R_OK) != 0) {
             fprintf(stderr, "fusion-cli: no model: give -m MODEL (the demo model %s is not "
                     "installed)\n", c->model);

@@ -4,6 +4,7 @@
 bin_PROGRAMS += fusion-cli
 fusion_cli_SOURCES = tools/fusion-cli.c
 fusion_cli_LDADD = $(FD_LIBS)
+fusion_cli_CPPFLAGS = $(AM_CPPFLAGS) -DFD_SRC_DEMO_MODEL='"$(abs_top_srcdir)/models/demo.gguf"'
 
 # fusion-gguf-gen: Llama-shaped GGUF models with seeded random weights (tests, benchmarks).
 noinst_PROGRAMS += fusion-gguf-gen

@@ -47,6 +47,7 @@ static const char *const exp_names[] = { "expf", "poly2", NULL };
 
 #define HC25 "Hot Chips 2025 (ServeTheHome); Chips and Cheese"
 #define VIK "Vik's Newsletter, d-Matrix in-memory compute"
+#define HIER HC25 "; " VIK "; US 11,847,072; US 12,353,985"
 
 static const cs_param_info_t params[CS_P_COUNT] = {
     [CS_P_MAPPING] = { "mapping", CS_MAP_PIPELINE, 0, 2, "", "assumption",
@@ -63,11 +64,11 @@ static const cs_param_info_t params[CS_P_COUNT] = {
     [CS_P_CARDS_PER_SERVER] = { "cards_per_server", 8, 1, 64, "cards", "published",
                                 "vendor: 8-card server (Llama3-8B operating point)", NULL },
     [CS_P_CHIPLETS] = { "chiplets", 8, 1, 64, "per card", "published",
-                        HC25 ": 2 packages x 4 chiplets", NULL },
-    [CS_P_QUADS] = { "quads", 4, 1, 64, "per chiplet", "published", HC25, NULL },
-    [CS_P_SLICES] = { "slices", 4, 1, 64, "per quad", "published", HC25, NULL },
+                        HIER ": 2 packages x 4 chiplets", NULL },
+    [CS_P_QUADS] = { "quads", 4, 1, 64, "per chiplet", "published", HIER, NULL },
+    [CS_P_SLICES] = { "slices", 4, 1, 64, "per quad", "published", HIER, NULL },
     [CS_P_CORES] = { "cores", 256, 1, 65536, "DIMC cores per chiplet", "published",
-                     HC25 ": 256 per chiplet, 2048 per card", NULL },
+                     HIER ": 256 per chiplet, 2048 per card", NULL },
     [CS_P_DIMC_GHZ] = { "dimc_ghz", 1.144, 0.01, 10, "GHz", "derived",
                         "2.4 PFLOPS MXINT8 / (2048 cores x 512 MAC x 2)", NULL },
     [CS_P_TILE] = { "tile", 64, 8, 1024, "", "published",

@@ -250,6 +250,86 @@ static void mm_epilogue(const mm_ctx_t *m, const float *s, int64_t o0, int64_t o
     }
 }
 
+/* Weight rows [o0, o1) against all activation rows, blocked for the caches: a block of OB
+ * weight rows (dequantized once when the type has no kernel) is reused by every group of
+ * FCPU_NR activation rows.  Float rows are long (8 KB at n_in 2048), so they are also split
+ * along n_in into KB-element pieces, and a group's pieces are copied next to each other:
+ * rows 8 KB apart all fall into the same 32 sets of an 8-way L1, and 4 weight rows plus 4
+ * activation rows at that stride already thrash it (one Zen 4 thread, weights in L2, 8
+ * rows: 9 multiply-adds per cycle in place, see BENCHMARKS.md for packed). */
+#ifndef MM_OB
+#define MM_OB 16
+#endif
+#ifndef MM_OBF
+#define MM_OBF 8
+#endif
+#ifndef MM_KB
+#define MM_KB 512
+#endif
+
+static void mm_rows(const mm_ctx_t *m, const fcpu_kern_t *k, const uint8_t *wsrc,
+                    const uint8_t *xbase, float *wbuf, float *xpack, int64_t o0, int64_t o1)
+{
+    const int64_t n_in = m->n_in, n_rows = m->n_rows;
+    const bool fl = m->xform == FCPU_XF32;
+    const int64_t OB = fl ? MM_OBF : MM_OB;
+    /* two or three rows fit L1 whole and gain nothing from the split */
+    const bool split = fl && n_rows >= FCPU_NR;
+    const int64_t KB = split ? MM_KB : n_in;
+    /* two weight rows per call for the float types (dequantized rows included) */
+    const int wt = m->path == MM_GENERIC ? GG_F32 : m->w->type;
+    void (*dot2)(int64_t, const void *, size_t, const void *, size_t, int, float *) =
+        fl ? k->dot2[wt] : NULL;
+    float out[2 * FCPU_NR];
+    for (int64_t ob = o0; ob < o1; ob += OB) {
+        const int64_t oe = FD_MIN(ob + OB, o1);
+        const uint8_t *wb = wsrc + (uint64_t)ob * m->ldw;
+        size_t wld = m->ldw, esz = m->path == MM_GENERIC ? 4 : (size_t)gg_block_bytes(m->w->type);
+        if (m->path == MM_GENERIC) {
+            for (int64_t o = ob; o < oe; o++)
+                fq_dequantize_row(m->w->type, wb + (uint64_t)(o - ob) * m->ldw, wbuf + (o - ob) * n_in, n_in);
+            wb = (const uint8_t *)wbuf;
+            wld = (size_t)n_in * sizeof(float);
+        }
+        for (int64_t kb = 0; kb < n_in; kb += KB) {
+            const int64_t nk = FD_MIN(KB, n_in - kb);
+            /* float types: element kb is at byte kb * esz of a weight row, kb * 4 of an
+             * activation row; the other forms are never split (KB = n_in) */
+            const size_t woff = fl ? (size_t)kb * esz : 0, xoff = fl ? (size_t)kb * 4 : 0;
+            for (int64_t r = 0; r < n_rows; r += FCPU_NR) {
+                const int nr = (int)FD_MIN(FCPU_NR, n_rows - r);
+                const uint8_t *xr = xbase + (size_t)r * m->ldx + xoff;
+                size_t ldx = m->ldx;
+                if (split) {
+                    for (int j = 0; j < nr; j++)
+                        memcpy(xpack + (size_t)j * MM_KB, xr + (size_t)j * m->ldx, (size_t)nk * 4);
+                    xr = (const uint8_t *)xpack;
+                    ldx = MM_KB * sizeof(float);
+                }
+                for (int64_t o = ob; o < oe;) {
+                    const uint8_t *wo = wb + (size_t)(o - ob) * wld + woff;
+                    int mw = 1;
+                    if (dot2 && o + 1 < oe) {
+                        dot2(nk, wo, wld, xr, ldx, nr, out);
+                        mw = 2;
+                    } else {
+                        m->dot(nk, wo, xr, ldx, nr, out);
+                    }
+                    for (int i = 0; i < mw; i++, o++) {
+                        float *y = m->y + r * m->n_out + o;
+                        if (kb == 0)
+                            for (int j = 0; j < nr; j++)
+                                y[j * m->n_out] = out[i * FCPU_NR + j];
+                        else
+                            for (int j = 0; j < nr; j++)
+                                y[j * m->n_out] += out[i * FCPU_NR + j];
+                    }
+                }
+            }
+        }
+    }
+}
+
 static void mm_task(void *arg, int ith, int nth)
 {
     mm_ctx_t *m = arg;
@@ -261,17 +341,19 @@ static void mm_task(void *arg, int ith, int nth)
     const bool need_x = m->xform != FCPU_XF32 || scaled_x;
     const bool each = m->kind != FB_NORM_NONE && (c->defer_mode == DEFER_EACH || nth == 1);
 
-    /* scratch: [scales n_rows][x row n_in floats][prepared x][weight row / tile] */
-    size_t off_x = ((size_t)n_rows * 4 + 63) & ~(size_t)63;
+    /* scratch: [packed x pieces][scales n_rows][x row n_in floats][prepared x][weights] */
+    size_t off_s = (size_t)FCPU_NR * MM_KB * sizeof(float);
+    size_t off_x = off_s + (((size_t)n_rows * 4 + 63) & ~(size_t)63);
     size_t off_xp = off_x + (((size_t)n_in * 4 + 63) & ~(size_t)63);
     size_t off_w = off_xp + (need_x ? (size_t)n_rows * m->ldx : 0);
-    size_t wtile = m->path == MM_QBLAS ? QTILE : m->path == MM_GENERIC ? 1 : 0;
+    size_t wtile = m->path == MM_QBLAS ? QTILE : m->path == MM_GENERIC ? MM_OB : 0;
     uint8_t *buf = scratch_get(&c->scr[ith], off_w + wtile * (size_t)n_in * 4 + 64);
     if (!buf) {
         atomic_store(&m->err, -ENOMEM);
         return;
     }
-    float *s = (float *)buf, *xtmp = (float *)(buf + off_x), *wbuf = (float *)(buf + off_w);
+    float *xpack = (float *)buf, *s = (float *)(buf + off_s), *xtmp = (float *)(buf + off_x);
+    float *wbuf = (float *)(buf + off_w);
     uint8_t *xp = buf + off_xp;
 
     /* 1. this thread's own copy of the activations, and the row statistics on the way */
@@ -336,20 +418,7 @@ static void mm_task(void *arg, int ith, int nth)
             for (; o < o1; o++)
                 m->dot(n_in, wsrc + (uint64_t)o * m->ldw, xbase, m->ldx, 1, m->y + o);
         } else {
-            float out[FCPU_NR];
-            for (int64_t o = o0; o < o1; o++) {
-                const void *wr = wsrc + (uint64_t)o * m->ldw;
-                if (m->path == MM_GENERIC) {
-                    fq_dequantize_row(w->type, wr, wbuf, n_in);
-                    wr = wbuf;
-                }
-                for (int64_t r = 0; r < n_rows; r += FCPU_NR) {
-                    int nr = (int)FD_MIN(FCPU_NR, n_rows - r);
-                    m->dot(n_in, wr, xbase + (size_t)r * m->ldx, m->ldx, nr, out);
-                    for (int j = 0; j < nr; j++)
-                        m->y[(r + j) * m->n_out + o] = out[j];
-                }
-            }
+            mm_rows(m, k, wsrc, xbase, wbuf, xpack, o0, o1);
         }
         if (m->kind == FB_NORM_NONE || each) {
             mm_epilogue(m, m->kind != FB_NORM_NONE ? s : NULL, o0, o1);

@@ -50,6 +50,10 @@ typedef struct fcpu_kern {
     /* out[j] = W_j . x for the 4 weight rows W_j = w + j * ldw bytes against one activation
      * row in the type's form (NULL: use dot) */
     void (*dot4[GG_TYPE_COUNT])(int64_t n, const void *w, size_t ldw, const void *x, float *out);
+    /* float weight types, batches: out[j * FCPU_NR + r] = W_j . X_r for the 2 weight rows
+     * W_j = w + j * ldw bytes and nr <= FCPU_NR F32 activation rows (NULL: use dot) */
+    void (*dot2[GG_TYPE_COUNT])(int64_t n, const void *w, size_t ldw, const void *x, size_t ldx,
+                                int nr, float *out);
     /* o[0..hd) = sum_t p[t] V[t * ldv + 0..hd) */
     void (*pv)(const float *p, const float *v, int64_t ldv, int64_t T, int hd, float *o);
     /* vector helpers */

@@ -1,55 +1,181 @@
-/* fuzz_request.c: libFuzzer target: arbitrary bytes as the body of every request kind must
- * parse or fail cleanly (an HTTP status, a message, never a fault or a leak); a success must
- * hold values inside the documented ranges, and the response builders must turn any parsed
- * text into valid UTF-8 JSON. */
+/* fuzz_request.c: libFuzzer target for the OpenAI request bodies (server/request.h) and the
+ * JSON that answers them (server/openai.h).  Byte 0 picks the endpoint and the limits; the
+ * rest is the body.  A parsed request must hold only values in range; the checks that need
+ * the model must answer 0 or a 400; a refusal must be a 4xx with a message and a param that
+ * serialize to valid JSON and UTF-8.  rq_utf8_valid must agree with the tokenizer's UTF-8
+ * decoder, oai_utf8_clean must always give valid UTF-8 and keep valid text unchanged, and a
+ * parsed prompt or message must come back unchanged through a response's JSON (and valid
+ * through /detokenize's).  Seeds in tests/fuzz/corpus/fuzz_request/, fuzz_request.dict. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/unicode.h"
 #include "server/openai.h"
 #include "server/request.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+#define CHECK(c)                                                                               \
+    do {                                                                                       \
+        if (!(c))                                                                              \
+            abort();                                                                           \
+    } while (0)
+
+static bool utf8_ok(const char *s)
+{
+    return uni_valid((const uint8_t *)s, strlen(s));
+}
+
+/* The error body: valid UTF-8 JSON with the OpenAI error shape. */
+static void check_error(const rq_err_t *e)
+{
+    CHECK(e->status >= 400 && e->status < 600 && e->message[0] && e->type);
+    char *js = oai_error_from(e);
+    CHECK(js && utf8_ok(js));
+    cJSON *root = cJSON_Parse(js);
+    CHECK(root);
+    const cJSON *er = cJSON_GetObjectItemCaseSensitive(root, "error");
+    CHECK(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(er, "message")));
+    CHECK(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(er, "type")));
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(er, "param");
+    CHECK(e->param[0] ? cJSON_IsString(p) : cJSON_IsNull(p));
+    cJSON_Delete(root);
+    free(js);
+}
+
+/* text must come back unchanged as a completion's choice text. */
+static void roundtrip(const char *text, size_t len, int kind)
+{
+    oai_choice_t ch = {.index = 0, .text = text, .text_len = len, .finish_reason = "stop"};
+    oai_resp_t r = {.kind = kind, .id = "cmpl-x", .model = "m", .created = 1,
+                    .choices = &ch, .n_choices = 1, .usage = true};
+    char *js = oai_response(&r);
+    CHECK(js && utf8_ok(js));
+    cJSON *root = cJSON_Parse(js);
+    CHECK(root);
+    const cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "choices"), 0);
+    const cJSON *t = kind == RQ_CHAT
+                         ? cJSON_GetObjectItemCaseSensitive(
+                               cJSON_GetObjectItemCaseSensitive(c0, "message"), "content")
+                         : cJSON_GetObjectItemCaseSensitive(c0, "text");
+    CHECK(cJSON_IsString(t) && strlen(t->valuestring) == len &&
+          memcmp(t->valuestring, text, len) == 0);
+    cJSON_Delete(root);
+    free(js);
+}
+
+static void check_parsed(const rq_t *r, const rq_limits_t *lim, int kind)
+{
+    CHECK(r->kind == kind);
+    CHECK(!r->model || utf8_ok(r->model));
+    if (kind == RQ_COMPLETION || kind == RQ_TOKENIZE || kind == RQ_DETOKENIZE)
+        CHECK(r->n_prompts >= 1 && r->prompts);
+    for (size_t i = 0; i < r->n_prompts; i++) {
+        const rq_prompt_t *p = &r->prompts[i];
+        if (p->text) {
+            CHECK(strlen(p->text) == p->text_len && utf8_ok(p->text));
+            roundtrip(p->text, p->text_len, RQ_COMPLETION);
+            char *j = oai_detokenize(p->text, p->text_len);
+            CHECK(j && utf8_ok(j));
+            free(j);
+        } else {
+            CHECK(p->ids || p->n_ids == 0);
+            CHECK(p->n_ids > 0 || kind == RQ_DETOKENIZE);
+            for (size_t k = 0; k < p->n_ids; k++)
+                CHECK(p->ids[k] >= 0);
+        }
+    }
+    if (kind == RQ_CHAT) {
+        CHECK(r->n_msgs >= 1 && r->msgs);
+        for (size_t i = 0; i < r->n_msgs; i++) {
+            CHECK(r->msgs[i].role && r->msgs[i].content && utf8_ok(r->msgs[i].content));
+            roundtrip(r->msgs[i].content, strlen(r->msgs[i].content), RQ_CHAT);
+        }
+    }
+    if (kind != RQ_COMPLETION && kind != RQ_CHAT)
+        return;
+    const eng_sampling_t *s = &r->sampling;
+    CHECK(r->max_tokens >= 0);
+    CHECK(r->n >= 1 && (size_t)r->n * (r->n_prompts ? r->n_prompts : 1) <= (size_t)lim->max_n);
+    CHECK(s->temperature >= 0 && s->temperature <= 2);
+    CHECK(s->top_p > 0 && s->top_p <= 1 && s->min_p >= 0 && s->min_p <= 1);
+    CHECK(fabsf(s->presence_penalty) <= 2 && fabsf(s->frequency_penalty) <= 2);
+    CHECK(s->repeat_penalty > 0 && s->repeat_penalty <= 10 && s->top_k >= 0);
+    CHECK(r->logprobs >= -1 && r->logprobs <= 20 && s->n_probs == r->logprobs);
+    CHECK(r->n_stop >= 0 && r->n_stop <= lim->max_stop && (r->n_stop == 0 || r->stop));
+    for (int i = 0; i < r->n_stop; i++) {
+        size_t n = strlen(r->stop[i]);
+        CHECK(n > 0 && n <= (size_t)lim->max_stop_len && utf8_ok(r->stop[i]));
+    }
+    CHECK(r->n_bias >= 0 && r->n_bias <= lim->max_logit_bias);
+    CHECK(s->n_logit_bias == r->n_bias && (r->n_bias == 0 || s->logit_bias == r->bias));
+    for (int i = 0; i < r->n_bias; i++)
+        CHECK(r->bias[i].token >= 0 && fabsf(r->bias[i].bias) <= 100);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    if (size < 1)
+        return 0;
+    const char *body = (const char *)data + 1;
+    size_t len = size - 1;
+
+    /* UTF-8: the request validator against the tokenizer's decoder; the cleaner. */
+    CHECK(rq_utf8_valid(body, len) == uni_valid((const uint8_t *)body, len));
+    char *clean = oai_utf8_clean(body, len);
+    CHECK(clean && utf8_ok(clean));
+    if (uni_valid((const uint8_t *)body, len) && !memchr(body, 0, len))
+        CHECK(strlen(clean) == len && memcmp(clean, body, len) == 0);
+    free(clean);
+
+    int kind = RQ_COMPLETION + (data[0] & 3);
     rq_limits_t lim;
     rq_limits_default(&lim);
-    for (int kind = RQ_COMPLETION; kind <= RQ_DETOKENIZE; kind++) {
-        rq_t r;
-        rq_err_t e;
-        int rc = rq_parse(kind, (const char *)data, size, &lim, &r, &e);
-        if (rc) {
-            if ((e.status != 400 && e.status != 500) || !e.message[0] || !e.type)
-                abort();
-            continue;
-        }
-        if (r.n < 1 || r.n > lim.max_n || r.n_stop > lim.max_stop || r.logprobs > 20 ||
-            r.sampling.temperature < 0 || r.sampling.temperature > 2 ||
-            !(r.sampling.top_p > 0 && r.sampling.top_p <= 1) || r.max_tokens < 0)
-            abort();
-        for (size_t i = 0; i < r.n_prompts; i++) {
-            if (r.prompts[i].text && !rq_utf8_valid(r.prompts[i].text, r.prompts[i].text_len))
-                abort();
-            if (r.prompts[i].text) {
-                char *j = oai_detokenize(r.prompts[i].text, r.prompts[i].text_len);
-                if (j && !rq_utf8_valid(j, strlen(j)))
-                    abort();
-                free(j);
-            }
-        }
-        for (size_t i = 0; i < r.n_msgs; i++)
-            if (!r.msgs[i].role || !r.msgs[i].content)
-                abort();
-        rq_check_vocab(&r, 512, &e);
-        int mt = 0;
-        rq_resolve_max_tokens(&r, 5, 512, &mt, &e);
-        rq_free(&r);
+    if (data[0] & 4) { /* tight limits */
+        lim.max_n = 2;
+        lim.max_stop = 2;
+        lim.max_stop_len = 4;
+        lim.max_logit_bias = 2;
     }
-    /* Raw bytes through the UTF-8 cleaner. */
-    char *c = oai_utf8_clean((const char *)data, size);
-    if (c && !rq_utf8_valid(c, strlen(c)))
-        abort();
-    free(c);
+    rq_t r;
+    rq_err_t e;
+    memset(&e, 0, sizeof e);
+    int rc = rq_parse(kind, body, len, &lim, &r, &e);
+    if (rc) {
+        CHECK(rc == -EINVAL || rc == -ENOMEM);
+        CHECK(r.prompts == NULL && r.msgs == NULL && r.stop == NULL && r.bias == NULL);
+        check_error(&e);
+        CHECK(e.status == 400 || rc == -ENOMEM);
+        return 0;
+    }
+    check_parsed(&r, &lim, kind);
+
+    /* The model-dependent checks, on a 260-token vocabulary and a context of 64. */
+    memset(&e, 0, sizeof e);
+    if (rq_check_vocab(&r, 260, &e) == 0) {
+        for (size_t i = 0; i < r.n_prompts; i++)
+            for (size_t k = 0; !r.prompts[i].text && k < r.prompts[i].n_ids; k++)
+                CHECK(r.prompts[i].ids[k] < 260);
+    } else {
+        CHECK(e.status == 400);
+        check_error(&e);
+    }
+    if (kind == RQ_COMPLETION || kind == RQ_CHAT) {
+        size_t n_prompt = (size_t)(data[0] >> 3) * 3; /* 0 .. 93 tokens */
+        int mt = -1;
+        memset(&e, 0, sizeof e);
+        if (rq_resolve_max_tokens(&r, n_prompt, 64, &mt, &e) == 0) {
+            CHECK(n_prompt > 0 && mt >= 1 && n_prompt + (size_t)mt <= 64);
+            CHECK(r.max_tokens == 0 || mt == r.max_tokens);
+        } else {
+            CHECK(e.status == 400);
+            check_error(&e);
+        }
+    }
+    rq_free(&r);
     return 0;
 }

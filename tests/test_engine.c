@@ -412,20 +412,6 @@ static void coll_release(coll_t *c)
     pthread_mutex_unlock(&c->mu);
 }
 
-/* Waits until c has at least n tokens (or is done). */
-static void coll_wait_tokens(coll_t *c, int n)
-{
-    for (int i = 0; i < 30000 * tu_time_scale(); i++) {
-        pthread_mutex_lock(&c->mu);
-        bool ok = c->n >= n || c->done;
-        pthread_mutex_unlock(&c->mu);
-        if (ok)
-            return;
-        usleep(1000);
-    }
-    ck_abort_msg("request %llu: no token", (unsigned long long)c->id);
-}
-
 static void coll_free(coll_t *c)
 {
     ck_assert_int_eq(c->after_done, 0);
@@ -844,23 +830,25 @@ START_TEST(test_cancel)
     /* cancelled from another thread mid-generation */
     coll_t *a = coll_new(), *b = coll_new();
     a->stats_eng = e;
+    a->hold_at = 3;     /* the engine waits in a's third token until the cancels are in */
     submit(e, prompt, 4, 400, NULL, a);
     submit(e, prompt, 4, 400, NULL, b);      /* waits behind a */
-    coll_wait_tokens(a, 3);
+    coll_wait_held(a);
     eng_stats_t st;
     eng_stats(e, &st);
     ck_assert_int_eq(st.running, 1);
     ck_assert_int_eq(st.waiting, 1);
     ck_assert_int_gt(st.kv_used, 0);
     ck_assert_int_eq(eng_cancel(e, b->id), 0);   /* the waiting one */
+    ck_assert_int_eq(eng_cancel(e, a->id), 0);
+    ck_assert_int_eq(eng_cancel(e, a->id), 0);   /* twice before it is done: fine */
+    coll_release(a);
     coll_wait(b);
     ck_assert_int_eq(b->finish, ENG_FINISH_CANCEL);
     ck_assert_int_eq(b->n, 0);
-    ck_assert_int_eq(eng_cancel(e, a->id), 0);
-    ck_assert_int_eq(eng_cancel(e, a->id), 0);   /* twice before it is done: fine */
     coll_wait(a);
     ck_assert_int_eq(a->finish, ENG_FINISH_CANCEL);
-    ck_assert_int_lt(a->n, 400);
+    ck_assert_int_eq(a->n, 3);
     /* as DONE is delivered the slot and its KV are already free */
     ck_assert_int_eq(a->stats_at_done.running, 0);
     ck_assert_int_eq(a->stats_at_done.kv_used, 0);
@@ -890,10 +878,12 @@ START_TEST(test_cancel)
     coll_t *d[3];
     for (int i = 0; i < 3; i++) {
         d[i] = coll_new();
+        d[i]->hold_at = i == 0 ? 1 : 0;
         submit(e, prompt, 4, 400, NULL, d[i]);
     }
-    coll_wait_tokens(d[0], 1);
+    coll_wait_held(d[0]);
     eng_cancel_all(e);
+    coll_release(d[0]);
     for (int i = 0; i < 3; i++) {
         coll_wait(d[i]);
         ck_assert_int_eq(d[i]->finish, ENG_FINISH_CANCEL);
@@ -1106,10 +1096,12 @@ START_TEST(test_chunked_prefill_interleaves)
     make_prompt(pb, 100, 77);
     make_prompt(pc, 30, 78);
     coll_t *a = coll_new(), *b = coll_new(), *c = coll_new();
+    a->hold_at = 2;     /* a loaded machine must not let a finish before b and c are queued */
     submit(e, pa, 3, 120, NULL, a);
-    coll_wait_tokens(a, 2);
+    coll_wait_held(a);
     submit(e, pb, 100, 5, NULL, b);
     submit(e, pc, 30, 5, NULL, c);
+    coll_release(a);
     coll_wait(b);
     coll_wait(c);
     coll_wait(a);
@@ -1206,6 +1198,12 @@ static double cpu_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+static void *close_engine(void *e)
+{
+    eng_close(e);
+    return NULL;
+}
+
 START_TEST(test_idle_and_close)
 {
     fake_t *f = fk_new();
@@ -1213,6 +1211,7 @@ START_TEST(test_idle_and_close)
     eng_params_t p;
     eng_params_default(&p);
     p.max_running = 2;
+    p.max_waiting = 2;
     eng_t *e, *slot;
     e = open_fake(f, &p, &slot);
     /* idle: no steps, (almost) no CPU */
@@ -1228,10 +1227,28 @@ START_TEST(test_idle_and_close)
     coll_t *c[4];
     for (int i = 0; i < 4; i++) {
         c[i] = coll_new();
+        c[i]->hold_at = i == 0 ? 2 : 0;
         submit(e, prompt, 3, 300, NULL, c[i]);
     }
-    coll_wait_tokens(c[0], 2);
-    eng_close(e);
+    /* The engine waits in c[0]'s second token while eng_close (on another thread) asks it
+     * to stop: a submit answers -ESHUTDOWN from then on (FD_EFULL before: the queue is
+     * full), and only then is the engine let go, so nothing can finish on its own. */
+    coll_wait_held(c[0]);
+    pthread_t closer;
+    ck_assert_int_eq(pthread_create(&closer, NULL, close_engine, e), 0);
+    eng_request_t q;
+    memset(&q, 0, sizeof q);
+    q.prompt = prompt;
+    q.n_prompt = 3;
+    q.max_tokens = 5;
+    eng_sampling_default(&q.sampling);
+    q.on_event = on_event;
+    int rc;
+    while ((rc = eng_submit(e, &q, NULL, NULL, 0)) == FD_EFULL)
+        usleep(1000);
+    ck_assert_int_eq(rc, -ESHUTDOWN);
+    coll_release(c[0]);
+    pthread_join(closer, NULL);
     for (int i = 0; i < 4; i++) {
         ck_assert(c[i]->done);
         ck_assert_int_eq(c[i]->finish, ENG_FINISH_CANCEL);
@@ -1596,13 +1613,17 @@ START_TEST(test_model_prefill_interleaves)
     q.n_prompt = (size_t)na;
     q.max_tokens = 150;
     q.ud = a;
+    /* the engine waits at a's third token until b is queued: a loaded machine could
+     * otherwise let a run far ahead, leaving b's chunks too few steps beside it */
+    a->c.hold_at = 3;
     ck_assert_int_eq(eng_submit(e, &q, &a->c.id, err, sizeof err), 0);
-    coll_wait_tokens(&a->c, 3);
+    coll_wait_held(&a->c);
     q.prompt = pb;
     q.n_prompt = 300;
     q.max_tokens = 3;
     q.ud = b;
     ck_assert_int_eq(eng_submit(e, &q, &b->c.id, err, sizeof err), 0);
+    coll_release(&a->c);
     coll_wait(&b->c);
     coll_wait(&a->c);
     ck_assert_int_eq(a->c.n, 150);

@@ -285,7 +285,7 @@ static void mm_rows(const mm_ctx_t *m, const fcpu_kern_t *k, const uint8_t *wsrc
     /* two weight rows per call for the float types (dequantized rows included) */
     const int wt = m->path == MM_GENERIC ? GG_F32 : m->w->type;
     void (*dot2)(int64_t, const void *, size_t, const void *, size_t, int, float *) =
-        fl ? k->dot2[wt] : NULL;
+        split ? k->dot2[wt] : NULL; /* a single row streams better alone (see dot4) */
     float out[2 * FCPU_NR];
     for (int64_t ob = o0; ob < o1; ob += OB) {
         const int64_t oe = FD_MIN(ob + OB, o1);

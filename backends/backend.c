@@ -275,3 +275,10 @@ void fb_mark(fb_backend_t *be, int what, int arg)
     if (be->ops->mark)
         be->ops->mark(be, what, arg);
 }
+
+int fb_set_option(fb_backend_t *be, const char *kv)
+{
+    if (!be || !kv)
+        return -EINVAL;
+    return be->ops->set_option ? be->ops->set_option(be, kv) : FD_EUNSUP;
+}

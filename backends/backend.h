@@ -141,6 +141,9 @@ typedef struct fb_ops {
     void (*mark)(fb_backend_t *be, int what, int arg);
     /* Optional: a line of backend-specific information (threads, ISA, device). */
     void (*describe)(fb_backend_t *be, char *buf, size_t len);
+    /* Optional: changes one backend option ("key=value", as in fb_config_t.options) between
+     * ops, for benchmarks that compare variants on the same prepared weights. */
+    int (*set_option)(fb_backend_t *be, const char *kv);
 } fb_ops_t;
 
 enum fb_mark { FB_MARK_STEP_BEGIN, FB_MARK_STEP_END, FB_MARK_LAYER };
@@ -186,6 +189,9 @@ int fb_get_rows(fb_backend_t *be, const fb_weight_t *w, const int32_t *ids, int6
 int fb_copy2d(fb_backend_t *be, float *dst, int64_t ld_dst, const float *src, int64_t ld_src,
               int64_t n_rows, int64_t n);
 void fb_mark(fb_backend_t *be, int what, int arg);
+/* One "key=value" option of the backend, changed at run time: FD_EUNSUP when the backend
+ * has no run-time options, FD_ECONFIG for a key or value it does not take. */
+int fb_set_option(fb_backend_t *be, const char *kv);
 
 /* Constructors of the built-in backends (called by fb_create). */
 int fb_cpu_create(const fb_config_t *cfg, fb_backend_t **out, char *err, size_t errlen);

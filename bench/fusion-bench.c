@@ -3,7 +3,9 @@
  *           on the raw rows with the scale deferred) and softmax->P.V (normalized, max+sum,
  *           sum-only) at the shapes of known models, batch 1, 8 and 64;
  *   decode  end-to-end decode tokens/s of a model file, fused and unfused plans alternating;
- *   fold    the error of each way to fold a gamma into a quantized matrix (docs/fusion.md).
+ *   fold    the error of each way to fold a gamma into a quantized matrix (docs/fusion.md);
+ *   synth   decode steps and a prefill of a model shape with random weights on the real plans
+ *           (any backend; the numbers of docs/gpu.md).
  * Timings are medians of repeated runs; fused and unfused runs alternate within one process,
  * so each ratio compares runs under the same conditions.  Output is one line per case. */
 #ifdef HAVE_CONFIG_H
@@ -24,23 +26,29 @@
 #include "bench/perf.h"
 #include "engine/model.h"
 #include "fusion/fold.h"
+#include "fusion/plan.h"
 
 typedef struct shape {
     const char *name;
     int n_embd, n_ff, n_head, n_head_kv, head_dim, n_vocab;
+    int n_layer;
+    bool tied;               /* the LM head is the token embedding */
+    float rope_base;
 } shape_t;
 
 static const shape_t shapes[] = {
-    { "stories260K", 64, 172, 8, 4, 8, 512 },
-    { "stories110M", 768, 2048, 12, 12, 64, 32000 },
-    { "TinyLlama-1.1B", 2048, 5632, 32, 4, 64, 32000 },
-    { "Llama-2-7B", 4096, 11008, 32, 32, 128, 32000 },
-    { "Llama-3-8B", 4096, 14336, 32, 8, 128, 128256 },
+    { "stories260K", 64, 172, 8, 4, 8, 512, 5, false, 10000.f },
+    { "stories110M", 768, 2048, 12, 12, 64, 32000, 12, false, 10000.f },
+    { "TinyLlama-1.1B", 2048, 5632, 32, 4, 64, 32000, 22, false, 10000.f },
+    { "Llama-3.2-1B", 2048, 8192, 32, 8, 64, 128256, 16, true, 500000.f },
+    { "Llama-2-7B", 4096, 11008, 32, 32, 128, 32000, 32, false, 10000.f },
+    { "Llama-3-8B", 4096, 14336, 32, 8, 128, 128256, 32, false, 500000.f },
 };
 
 typedef struct opts {
     const char *backend, *model_filter, *op_filter, *model_path;
-    int type, reps, threads, ctx, n_gen;
+    const char *batches, *ctxs, *sets;
+    int type, reps, threads, ctx, n_gen, prefill;
     bool cpu_clock;
 } opts_t;
 
@@ -371,6 +379,312 @@ static int cmd_decode(const opts_t *o)
     return rc ? 1 : 0;
 }
 
+/* ---- synth: decode and prefill steps of a model shape with random weights ---- */
+
+/* A random matrix pool for one weight role: big enough for the matrix plus n_layer shifts of
+ * SYNTH_SHIFT bytes, so each layer's src is distinct (a backend keeps one copy per src) while
+ * the host holds one buffer per role.  A block of random rows is tiled over the pool: the
+ * values repeat, which costs nothing in a timing (every row is still read from its own
+ * memory) and saves generating gigabytes of random numbers. */
+#define SYNTH_SHIFT 272 /* a multiple of the F16/BF16 element and the Q8_0 block */
+
+static uint8_t *synth_pool(int type, int64_t n_out, int64_t n_in, int n_layer)
+{
+    size_t rb = gg_row_bytes(type, (uint64_t)n_in);
+    size_t bytes = rb * (size_t)n_out + (size_t)n_layer * SYNTH_SHIFT;
+    uint8_t *p = malloc(bytes);
+    int64_t tile_rows = FD_MIN(n_out, (int64_t)64);
+    float *row = malloc(sizeof(float) * (size_t)n_in);
+    if (!p || !row) {
+        fprintf(stderr, "fusion-bench: out of host memory (%zu bytes)\n", bytes);
+        exit(1);
+    }
+    float a = 1.0f / sqrtf((float)n_in);
+    for (int64_t o = 0; o < tile_rows; o++) {
+        for (int64_t i = 0; i < n_in; i++)
+            row[i] = a * frand();
+        fq_quantize_row(type, row, p + (size_t)o * rb, n_in);
+    }
+    size_t tile = rb * (size_t)tile_rows;
+    for (size_t off = tile; off < bytes; off += tile)
+        memcpy(p + off, p, FD_MIN(tile, bytes - off));
+    free(row);
+    return p;
+}
+
+static fb_weight_t synth_w(int type, int64_t n_out, int64_t n_in, const uint8_t *pool, int l,
+                           const char *name)
+{
+    fb_weight_t w = { .type = type, .n_in = n_in, .n_out = n_out,
+                      .src = pool + (size_t)l * SYNTH_SHIFT, .name = name };
+    return w;
+}
+
+static int parse_list(const char *s, int *out, int cap)
+{
+    int n = 0;
+    while (s && *s && n < cap) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1 || v > 1 << 20)
+            return -1;
+        out[n++] = (int)v;
+        s = *end == ',' ? end + 1 : end;
+    }
+    return n;
+}
+
+typedef struct synth_run {
+    fb_backend_t *be;
+    fz_plan_t *plan[2];     /* unfused, fused */
+    fz_kv_t kv;
+    int n_vocab;
+    bool nonorm;            /* the backend takes nonorm=1 */
+} synth_run_t;
+
+/* Wall time of one step of variant v (0 unfused, 1 fused, 2 fused with the norms deleted). */
+static double synth_step(synth_run_t *r, int v, const int32_t *tok, const int32_t *pos, int rows,
+                         const fz_seq_t *seqs, int n_seqs, float *logits)
+{
+    if (v == 2 && fb_set_option(r->be, "nonorm=1"))
+        return NAN;
+    double t0 = fd_now_s();
+    int rc = fz_forward(r->plan[v == 0 ? 0 : 1], &r->kv, tok, pos, rows, seqs, n_seqs, logits);
+    double t = fd_now_s() - t0;
+    if (v == 2)
+        fb_set_option(r->be, "nonorm=0");
+    if (rc) {
+        fprintf(stderr, "fusion-bench: synth step failed: %s\n", fd_strerror(rc));
+        exit(1);
+    }
+    return t;
+}
+
+/* Medians over reps of the three variants, interleaved step by step. */
+static void synth_case(synth_run_t *r, const opts_t *o, const char *name, const char *what, int rows,
+                       const fz_seq_t *seqs, int n_seqs, const int32_t *tok, const int32_t *pos,
+                       int reps, double weight_gb)
+{
+    int nv = r->nonorm ? 3 : 2;
+    float *logits = malloc(sizeof(float) * (size_t)n_seqs * (size_t)r->n_vocab);
+    double *t[3], med[3];
+    for (int v = 0; v < nv; v++)
+        t[v] = malloc(sizeof(double) * (size_t)reps);
+    for (int w = 0; w < 3; w++) /* warm-up: caches, and the graphs of repeated steps */
+        for (int v = 0; v < nv; v++)
+            synth_step(r, v, tok, pos, rows, seqs, n_seqs, logits);
+    fb_stats_t s0, s1;
+    fb_stats_get(r->be, &s0);
+    for (int k = 0; k < reps; k++)
+        for (int v = 0; v < nv; v++)
+            t[v][k] = synth_step(r, v, tok, pos, rows, seqs, n_seqs, logits);
+    fb_stats_get(r->be, &s1);
+    for (int v = 0; v < nv; v++)
+        med[v] = median(t[v], reps) * 1e3;
+    printf("synth %-14s %-5s %-26s unfused %8.3f ms  fused %8.3f ms", name,
+           gg_type_name(o->type), what, med[0], med[1]);
+    if (nv == 3)
+        printf("  nonorm %8.3f ms", med[2]);
+    printf("  unfused/fused %.3f", med[0] / med[1]);
+    if (nv == 3)
+        printf("  fused/nonorm %.3f", med[1] / med[2]);
+    printf("  weights %.3f GB", weight_gb);
+    if (s1.dev_total_s > s0.dev_total_s) { /* device time per class (timing=1), all variants */
+        printf("  device ms/step:");
+        for (int k = 0; k < FB_OP_CLASS_COUNT; k++)
+            printf(" %s %.3f", fb_op_class_name(k), (s1.dev_s[k] - s0.dev_s[k]) * 1e3 / (reps * nv));
+    }
+    printf("\n");
+    fflush(stdout);
+    for (int v = 0; v < nv; v++)
+        free(t[v]);
+    free(logits);
+}
+
+/* Every decode case (batch x context) and the prefill, on the plans of r. */
+static void synth_cases(synth_run_t *r, const opts_t *o, const shape_t *sh, const int *batches,
+                        int nb, const int *ctxs, int nc, double wgb)
+{
+    int max_b = 1;
+    for (int i = 0; i < nb; i++)
+        max_b = FD_MAX(max_b, batches[i]);
+    int n_tok = FD_MAX(max_b, o->prefill);
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)n_tok);
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)n_tok);
+    fz_seq_t *seqs = calloc((size_t)max_b, sizeof(*seqs));
+    for (int i = 0; i < n_tok; i++)
+        tok[i] = (int32_t)((frand() * 0.5 + 0.5) * (sh->n_vocab - 1));
+    char what[64];
+    for (int ci = 0; ci < nc; ci++)
+        for (int bi = 0; bi < nb; bi++) {
+            int B = batches[bi], C = ctxs[ci];
+            for (int i = 0; i < B; i++) {
+                seqs[i] = (fz_seq_t){ .slot = i, .n_rows = 1, .want_logits = true };
+                pos[i] = C - 1;
+            }
+            snprintf(what, sizeof(what), "decode batch %d ctx %d", B, C);
+            synth_case(r, o, sh->name, what, B, seqs, B, tok, pos, o->reps, wgb);
+        }
+    if (o->prefill > 0) {
+        for (int i = 0; i < o->prefill; i++)
+            pos[i] = i;
+        seqs[0] = (fz_seq_t){ .slot = 0, .n_rows = o->prefill, .want_logits = true };
+        snprintf(what, sizeof(what), "prefill %d", o->prefill);
+        synth_case(r, o, sh->name, what, o->prefill, seqs, 1, tok, pos, FD_MAX(3, o->reps / 4),
+                   wgb);
+    }
+    free(tok);
+    free(pos);
+    free(seqs);
+}
+
+static int synth_shape(const opts_t *o, const shape_t *sh)
+{
+    int batches[8], ctxs[8];
+    int nb = parse_list(o->batches ? o->batches : "1,8", batches, 8);
+    int nc = parse_list(o->ctxs ? o->ctxs : "512,4096", ctxs, 8);
+    if (nb < 1 || nc < 1) {
+        fprintf(stderr, "fusion-bench: bad --batches or --ctxs\n");
+        return 1;
+    }
+    int max_b = 1, max_c = o->prefill;
+    for (int i = 0; i < nb; i++)
+        max_b = FD_MAX(max_b, batches[i]);
+    for (int i = 0; i < nc; i++)
+        max_c = FD_MAX(max_c, ctxs[i]);
+    const int type = o->type, L = sh->n_layer, E = sh->n_embd, F = sh->n_ff;
+    const int nq = sh->n_head * sh->head_dim, nkv = sh->n_head_kv * sh->head_dim;
+    if (gg_row_bytes(type, (uint64_t)E) == 0 || gg_row_bytes(type, (uint64_t)F) == 0) {
+        fprintf(stderr, "fusion-bench: %s rows do not fit %s blocks\n", sh->name,
+                gg_type_name(type));
+        return 1;
+    }
+    double t0 = fd_now_s();
+    uint8_t *pq = synth_pool(type, nq, E, L), *pk = synth_pool(type, nkv, E, L);
+    uint8_t *pv = synth_pool(type, nkv, E, L), *po = synth_pool(type, E, nq, L);
+    uint8_t *pg = synth_pool(type, F, E, L), *pu = synth_pool(type, F, E, L);
+    uint8_t *pd = synth_pool(type, E, F, L), *pe = synth_pool(type, sh->n_vocab, E, 1);
+    uint8_t *ph = sh->tied ? pe : synth_pool(type, sh->n_vocab, E, 1);
+    float *norms = malloc(sizeof(float) * (size_t)(2 * L + 1) * (size_t)E);
+    for (size_t i = 0; i < (size_t)(2 * L + 1) * (size_t)E; i++)
+        norms[i] = 1.0f + 0.1f * frand();
+    fz_layer_src_t *ls = calloc((size_t)L, sizeof(*ls));
+    for (int l = 0; l < L; l++) {
+        ls[l].attn_norm = norms + (size_t)(2 * l) * E;
+        ls[l].ffn_norm = norms + (size_t)(2 * l + 1) * E;
+        ls[l].wq = synth_w(type, nq, E, pq, l, "attn_q");
+        ls[l].wk = synth_w(type, nkv, E, pk, l, "attn_k");
+        ls[l].wv = synth_w(type, nkv, E, pv, l, "attn_v");
+        ls[l].wo = synth_w(type, E, nq, po, l, "attn_output");
+        ls[l].w_gate = synth_w(type, F, E, pg, l, "ffn_gate");
+        ls[l].w_up = synth_w(type, F, E, pu, l, "ffn_up");
+        ls[l].w_down = synth_w(type, E, F, pd, l, "ffn_down");
+    }
+    fz_model_src_t src = {
+        .n_layer = L, .n_embd = E, .n_head = sh->n_head, .n_head_kv = sh->n_head_kv,
+        .head_dim = sh->head_dim, .n_ff = F, .n_vocab = sh->n_vocab, .eps = 1e-5f,
+        .rope = { .mode = FB_ROPE_ADJACENT, .n_rot = sh->head_dim, .freq_base = sh->rope_base,
+                  .freq_scale = 1.0f },
+        .tok_embd = synth_w(type, sh->n_vocab, E, pe, 0, "token_embd"),
+        .out_norm = norms + (size_t)(2 * L) * E,
+        .output = synth_w(type, sh->n_vocab, E, ph, 0, sh->tied ? "token_embd" : "output"),
+        .layers = ls,
+    };
+    synth_run_t r = { .n_vocab = sh->n_vocab };
+    char err[512];
+    fb_config_t cfg = { .threads = o->threads };
+    if (fb_create(o->backend, &cfg, &r.be, err, sizeof(err))) {
+        fprintf(stderr, "fusion-bench: %s\n", err);
+        return 1;
+    }
+    r.nonorm = fb_set_option(r.be, "nonorm=0") == 0;
+    for (int f = 0; f < 2; f++) {
+        fz_plan_opts_t po2 = { .fused = f == 1, .softmax_mode = FB_SOFTMAX_MAXSUM,
+                               .fold_policy = FZ_FOLD_AUTO,
+                               .max_rows = FD_MAX(max_b, o->prefill), .max_seqs = max_b };
+        if (fz_plan_create(&r.plan[f], r.be, &src, &po2, err, sizeof(err))) {
+            fprintf(stderr, "fusion-bench: plan: %s\n", err);
+            return 1;
+        }
+    }
+    /* the KV cache: max_b slots of max_c positions, zeroed */
+    size_t stride = (size_t)max_c * (size_t)nkv, kvb = stride * (size_t)max_b * sizeof(float);
+    float **kc = calloc((size_t)L, sizeof(float *)), **vc = calloc((size_t)L, sizeof(float *));
+    size_t zn = FD_MIN(kvb, (size_t)64 << 20);
+    void *zero = calloc(1, zn);
+    for (int l = 0; l < L; l++) {
+        kc[l] = xalloc(r.be, kvb);
+        vc[l] = xalloc(r.be, kvb);
+        for (size_t off = 0; off < kvb; off += zn) {
+            fb_to_device(r.be, (uint8_t *)kc[l] + off, zero, FD_MIN(zn, kvb - off));
+            fb_to_device(r.be, (uint8_t *)vc[l] + off, zero, FD_MIN(zn, kvb - off));
+        }
+    }
+    free(zero);
+    fb_sync(r.be);
+    r.kv = (fz_kv_t){ .k = kc, .v = vc, .slot_stride = (int64_t)stride };
+    double rb = (double)gg_row_bytes(type, 1024) / 1024.0; /* bytes per weight */
+    double wgb = rb * ((double)L * ((double)E * (nq + 2 * nkv) + (double)nq * E + 3.0 * E * F) +
+                       (double)sh->n_vocab * E) / 1e9;
+    char desc[512] = "";
+    if (r.be->ops->describe)
+        r.be->ops->describe(r.be, desc, sizeof(desc));
+    printf("# synth %s (%d layers, tied %d) %s on %s; ready in %.1f s; reps %d (medians)\n",
+           sh->name, L, sh->tied, gg_type_name(type), desc, fd_now_s() - t0, o->reps);
+    fflush(stdout);
+
+    /* option sets ("a=1,b=2|c=3"): each runs every case after fb_set_option of its options */
+    char sets[512];
+    snprintf(sets, sizeof(sets), "%s", o->sets ? o->sets : "");
+    char *save_set = NULL, *set = strtok_r(sets, "|", &save_set);
+    int rc = 0;
+    do {
+        if (set && *set) {
+            char opts[256], *save_kv = NULL;
+            snprintf(opts, sizeof(opts), "%s", set);
+            for (char *kv = strtok_r(opts, ",", &save_kv); kv && rc == 0;
+                 kv = strtok_r(NULL, ",", &save_kv))
+                if ((rc = fb_set_option(r.be, kv)))
+                    fprintf(stderr, "fusion-bench: %s does not take option %s\n", o->backend, kv);
+            printf("# options %s\n", set);
+        }
+        if (rc == 0)
+            synth_cases(&r, o, sh, batches, nb, ctxs, nc, wgb);
+    } while (rc == 0 && (set = strtok_r(NULL, "|", &save_set)));
+    if (r.be->ops->describe) {
+        r.be->ops->describe(r.be, desc, sizeof(desc));
+        printf("# %s\n", desc);
+    }
+    for (int l = 0; l < L; l++) {
+        fb_free(r.be, kc[l]);
+        fb_free(r.be, vc[l]);
+    }
+    fz_plan_free(r.plan[0]);
+    fz_plan_free(r.plan[1]);
+    fb_destroy(r.be);
+    free(kc); free(vc); free(ls); free(norms);
+    free(pq); free(pk); free(pv); free(po); free(pg); free(pu); free(pd);
+    if (ph != pe)
+        free(ph);
+    free(pe);
+    return rc;
+}
+
+static int cmd_synth(const opts_t *o)
+{
+    int rc = 0, n = 0;
+    for (size_t i = 0; i < FD_ARRAY_LEN(shapes) && rc == 0; i++)
+        if (o->model_filter && wanted(o->model_filter, shapes[i].name)) {
+            rc = synth_shape(o, &shapes[i]);
+            n++;
+        }
+    if (n == 0) {
+        fprintf(stderr, "fusion-bench synth: give --models (one or more of the shapes)\n");
+        return 1;
+    }
+    return rc;
+}
+
 /* ---- fold: the error of each fold policy ---- */
 
 static int cmd_fold(const opts_t *o)
@@ -442,7 +756,14 @@ static void usage(FILE *f)
             "                        [--reps N] [--threads N] [--ctx N]\n"
             "       fusion-bench decode -m MODEL [--backend B] [--threads N] [--reps N] [-n N]\n"
             "       fusion-bench fold\n"
-            "models: stories260K, stories110M, TinyLlama-1.1B, Llama-2-7B, Llama-3-8B\n"
+            "       fusion-bench synth --models M [--backend B] [--type T] [--batches 1,8]\n"
+            "                          [--ctxs 512,4096] [--prefill 512] [--reps N]\n"
+            "                          [--sets 'k=v,k=v|k=v']  (backend option sets, in turn)\n"
+            "         decode steps (ms/token) and a prefill of a model shape with random\n"
+            "         weights: unfused, fused, and fused with the norms deleted (a lower\n"
+            "         bound, on backends that take nonorm=1)\n"
+            "models: stories260K, stories110M, TinyLlama-1.1B, Llama-3.2-1B, Llama-2-7B,\n"
+            "        Llama-3-8B\n"
             "       --clock wall|cpu: wall time (default) or process CPU time (use with --threads 1\n"
             "       on a shared machine)\n"
             "defaults: backend cpu, type Q8_0, reps 21, threads 0 (all cores), ctx 512, n 64\n");
@@ -457,7 +778,8 @@ int main(int argc, char **argv)
     }
     if (perf_command(argv[1]))
         return perf_main(argc, argv);
-    opts_t o = { .backend = "cpu", .type = GG_Q8_0, .reps = 21, .ctx = 512, .n_gen = 64 };
+    opts_t o = { .backend = "cpu", .type = GG_Q8_0, .reps = 21, .ctx = 512, .n_gen = 64,
+                 .prefill = 512 };
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) {
@@ -483,6 +805,14 @@ int main(int argc, char **argv)
             o.n_gen = atoi(v);
         else if (strcmp(a, "-m") == 0)
             o.model_path = v;
+        else if (strcmp(a, "--batches") == 0)
+            o.batches = v;
+        else if (strcmp(a, "--ctxs") == 0)
+            o.ctxs = v;
+        else if (strcmp(a, "--prefill") == 0)
+            o.prefill = atoi(v);
+        else if (strcmp(a, "--sets") == 0)
+            o.sets = v;
         else if (strcmp(a, "--clock") == 0 && (!strcmp(v, "wall") || !strcmp(v, "cpu")))
             o.cpu_clock = strcmp(v, "cpu") == 0;
         else {
@@ -503,6 +833,8 @@ int main(int argc, char **argv)
         return cmd_decode(&o);
     if (strcmp(argv[1], "fold") == 0)
         return cmd_fold(&o);
+    if (strcmp(argv[1], "synth") == 0)
+        return o.prefill < 0 ? 1 : cmd_synth(&o);
     fprintf(stderr, "fusion-bench: unknown command %s\n", argv[1]);
     usage(stderr);
     return 1;

@@ -18,3 +18,10 @@ sampler_bench_LDADD = $(FD_LIBS)
 noinst_PROGRAMS += corsair-report
 corsair_report_SOURCES = bench/corsair-report.c
 corsair_report_LDADD = $(FD_LIBS)
+EXTRA_DIST += bench/serve-bench
+
+# The CUDA backend's device run (bench/cuda/cuda-all.sh: build without configure on a GPU
+# machine, test_cuda, the bandwidth probe, fusion-bench synth, the PyTorch reference).
+EXTRA_DIST += bench/cuda/cuda-all.sh bench/cuda/bwprobe.cu bench/cuda/torch_ref.py \
+	bench/cuda/compat-check/check.h bench/cuda/compat-blas/cblas.h \
+	bench/cuda/compat-blas/cblas_lite.c

@@ -1,0 +1,919 @@
+/* cuda_kernels.cu: the CUDA backend's kernels (cuda_kernels.h).  Each takes one parameter
+ * struct by value.  Accumulation is fp32 throughout; RoPE angles are computed in fp64 as the
+ * CPU reference computes them.
+ *
+ * GEMV (decode and small batches): one warp computes OR weight rows against all R activation
+ * rows, so each activation value loaded from L1 feeds OR products and each weight value R.
+ * Weights stream with 16-byte evict-first loads, U chunks in flight per lane.  With a
+ * deferred RMS norm the same loop also accumulates sum(x^2) of the raw rows (the values are
+ * in registers already): no extra pass over x and no separate norm kernel; 1/rms multiplies
+ * the fp32 accumulator at the end.
+ *
+ * Attention (decode): a block takes one KV head, up to FCU_ATT_QB query rows of a sequence
+ * and one split of `chunk` cached positions; the query heads that share the KV head share
+ * every K and V load.  Fused modes keep exp(s - m) unnormalized through P.V and divide at
+ * the end; splits of one row are merged by the block that finishes last, rescaling each
+ * split's (m, l, o) by exp(m - M).  The REF path is three kernels: scores to memory, a
+ * softmax that normalizes them in place, and P.V of the normalized rows. */
+#include "backends/cuda/cuda_kernels.h"
+
+#include <cuda_bf16.h>
+#include <math.h>
+
+extern "C" {
+#include "backends/backend.h"
+}
+
+/* ---- helpers -------------------------------------------------------------------------- */
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+#pragma unroll
+    for (int o = 16; o; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v)
+{
+#pragma unroll
+    for (int o = 16; o; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over the block (blockDim.x a multiple of 32); every thread gets the result. */
+__device__ float block_sum(float v, float *sh)
+{
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads(); /* sh may still be read by a previous call */
+    if (l == 0)
+        sh[w] = v;
+    __syncthreads();
+    v = l < nw ? sh[l] : 0.f;
+    return warp_sum(v);
+}
+
+__device__ __forceinline__ float bf16_lo(uint32_t u) { return __uint_as_float(u << 16); }
+__device__ __forceinline__ float bf16_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
+__device__ __forceinline__ float2 f16x2(uint32_t u)
+{
+    __half2 h = *reinterpret_cast<__half2 *>(&u);
+    return __half22float2(h);
+}
+
+/* ---- weight access by layout ---------------------------------------------------------- */
+
+template <int T> struct WT;
+
+template <> struct WT<FCU_W_F32> {
+    struct raw { float4 a, b; };
+    static __device__ __forceinline__ void load(raw &r, const fcu_gemv_p &p, int64_t row, int j)
+    {
+        const float4 *w = reinterpret_cast<const float4 *>((const float *)p.w + row * p.n_in + j);
+        r.a = __ldcs(w);
+        r.b = __ldcs(w + 1);
+    }
+    static __device__ __forceinline__ void cvt(const raw &r, float f[8])
+    {
+        f[0] = r.a.x; f[1] = r.a.y; f[2] = r.a.z; f[3] = r.a.w;
+        f[4] = r.b.x; f[5] = r.b.y; f[6] = r.b.z; f[7] = r.b.w;
+    }
+    static __device__ __forceinline__ float elem(const void *w, const __half *, int64_t row,
+                                                 int n_in, int j)
+    {
+        return ((const float *)w)[row * n_in + j];
+    }
+};
+
+template <> struct WT<FCU_W_BF16> {
+    typedef uint4 raw;
+    static __device__ __forceinline__ void load(raw &r, const fcu_gemv_p &p, int64_t row, int j)
+    {
+        r = __ldcs(reinterpret_cast<const uint4 *>((const uint16_t *)p.w + row * p.n_in + j));
+    }
+    static __device__ __forceinline__ void cvt(const raw &r, float f[8])
+    {
+        f[0] = bf16_lo(r.x); f[1] = bf16_hi(r.x); f[2] = bf16_lo(r.y); f[3] = bf16_hi(r.y);
+        f[4] = bf16_lo(r.z); f[5] = bf16_hi(r.z); f[6] = bf16_lo(r.w); f[7] = bf16_hi(r.w);
+    }
+    static __device__ __forceinline__ float elem(const void *w, const __half *, int64_t row,
+                                                 int n_in, int j)
+    {
+        return bf16_lo(((const uint16_t *)w)[row * n_in + j]);
+    }
+};
+
+template <> struct WT<FCU_W_F16> {
+    typedef uint4 raw;
+    static __device__ __forceinline__ void load(raw &r, const fcu_gemv_p &p, int64_t row, int j)
+    {
+        r = __ldcs(reinterpret_cast<const uint4 *>((const uint16_t *)p.w + row * p.n_in + j));
+    }
+    static __device__ __forceinline__ void cvt(const raw &r, float f[8])
+    {
+        float2 a = f16x2(r.x), b = f16x2(r.y), c = f16x2(r.z), d = f16x2(r.w);
+        f[0] = a.x; f[1] = a.y; f[2] = b.x; f[3] = b.y;
+        f[4] = c.x; f[5] = c.y; f[6] = d.x; f[7] = d.y;
+    }
+    static __device__ __forceinline__ float elem(const void *w, const __half *, int64_t row,
+                                                 int n_in, int j)
+    {
+        return __half2float(((const __half *)w)[row * n_in + j]);
+    }
+};
+
+template <> struct WT<FCU_W_Q8> {
+    struct raw { uint2 q; float d; };
+    static __device__ __forceinline__ void load(raw &r, const fcu_gemv_p &p, int64_t row, int j)
+    {
+        r.q = __ldcs(reinterpret_cast<const uint2 *>((const int8_t *)p.w + row * p.n_in + j));
+        r.d = __half2float(__ldg(p.wscale + row * (p.n_in / 32) + j / 32));
+    }
+    static __device__ __forceinline__ void cvt(const raw &r, float f[8])
+    {
+        /* d * q is exact in fp32 (11 + 8 significant bits): the dequantized value itself */
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            f[k] = (float)(int8_t)(r.q.x >> (8 * k)) * r.d;
+            f[4 + k] = (float)(int8_t)(r.q.y >> (8 * k)) * r.d;
+        }
+    }
+    static __device__ __forceinline__ float elem(const void *w, const __half *ws, int64_t row,
+                                                 int n_in, int j)
+    {
+        return (float)((const int8_t *)w)[row * n_in + j] *
+               __half2float(ws[row * (n_in / 32) + j / 32]);
+    }
+};
+
+/* ---- GEMV ----------------------------------------------------------------------------- */
+
+/* The finished output of weight row o for activation row r: the deferred scale, the bias. */
+__device__ __forceinline__ float gemv_val(const fcu_gemv_p &p, int o, int r, float acc, float ss)
+{
+    float s = 1.f;
+    if (p.norm == FCU_NORM_RMS) {
+        s = __frsqrt_rn(ss / (float)p.n_in + p.eps);
+        if (p.scale_out && o == 0)
+            p.scale_out[r] = s;
+    } else if (p.norm == FCU_NORM_SCALES) {
+        s = p.row_scale[r];
+    }
+    float v = acc * s;
+    if (p.bias)
+        v += p.bias[o];
+    return v;
+}
+
+__device__ __forceinline__ void gemv_out(const fcu_gemv_p &p, int o, int r, float acc, float ss)
+{
+    const float v = gemv_val(p, o, r, acc, ss);
+    const int64_t i = (int64_t)r * p.n_out + o;
+    p.y[i] = v;
+    if (p.add_to)
+        p.add_to[i] += v;
+}
+
+/* The epilogue of an output pair (o, o + 1) of activation row r (o even): RoPE when the pair
+ * lies in a rotated range, then the stores (y, the residual add, the copies). */
+__device__ __forceinline__ void gemv_pair(const fcu_gemv_p &p, int o, int r, float v0, float v1,
+                                          bool two)
+{
+    if (two) {
+        for (int k = 0; k < p.rope_n; k++) {
+            if (o >= p.rope_c0[k] && o < p.rope_c1[k]) {
+                const int i = ((o - p.rope_c0[k]) % p.rope_hd) / 2;
+                if (2 * i < p.rope_nrot) { /* as k_rope: fp64 angle and rotation */
+                    const double th = (double)p.rope_pos[r] * (double)p.rope_scale *
+                                      pow((double)p.rope_base, -2.0 * i / p.rope_nrot);
+                    double sn, cs;
+                    sincos(th, &sn, &cs);
+                    const double a = v0, b = v1;
+                    v0 = (float)(a * cs - b * sn);
+                    v1 = (float)(a * sn + b * cs);
+                }
+            }
+        }
+    }
+    const int64_t base = (int64_t)r * p.n_out + o;
+    p.y[base] = v0;
+    if (two)
+        p.y[base + 1] = v1;
+    if (p.add_to) {
+        p.add_to[base] += v0;
+        if (two)
+            p.add_to[base + 1] += v1;
+    }
+    for (int k = 0; k < p.cp_n; k++) {
+        float *d = p.cp_dst[k][r];
+        if (!d)
+            continue;
+        if (o >= p.cp_c0[k] && o < p.cp_c1[k])
+            d[o - p.cp_c0[k]] = v0;
+        if (two && o + 1 >= p.cp_c0[k] && o + 1 < p.cp_c1[k])
+            d[o + 1 - p.cp_c0[k]] = v1;
+    }
+}
+
+/* GLU: the warp's OR rows are OR/2 gate rows o0.. and the OR/2 up rows glu_n + o0.., and the
+ * epilogue also writes silu(gate) * up: the SiLU-gate rides on the gate|up product.
+ * The deferred RMS statistic: warp w of the block accumulates sum(x^2) over every WPB-th
+ * chunk of the row (values it loads anyway), and the block adds the WPB parts; so every
+ * warp stays to the end, with or without weight rows of its own.  in_scale multiplies the
+ * activations (R <= OR) or, cheaper when there are more activation rows, the weights. */
+template <int T, int R, int OR, int U, int WPB, bool GLU>
+__global__ void __launch_bounds__(WPB * 32) k_gemv(const fcu_gemv_p p)
+{
+    __shared__ float ssh[WPB][R];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int HO = GLU ? OR / 2 : OR;
+    const int o0 = (blockIdx.x * WPB + warp) * HO;
+    const int lim = GLU ? p.glu_n : p.n_out;
+    const bool active = o0 < lim;
+    const int n_in = p.n_in;
+    const bool rms = p.norm == FCU_NORM_RMS;
+    const bool scaled = p.in_scale != NULL;
+    constexpr bool WS = R > OR; /* in_scale on the weights */
+    int64_t row[OR];
+#pragma unroll
+    for (int k = 0; k < OR; k++)
+        row[k] = GLU ? (k < HO ? min(o0 + k, lim - 1) : p.glu_n + min(o0 + k - HO, lim - 1))
+                     : min(o0 + k, p.n_out - 1);
+    float acc[OR][R], ss[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        ss[r] = 0.f;
+#pragma unroll
+        for (int k = 0; k < OR; k++)
+            acc[k][r] = 0.f;
+    }
+    for (int j = lane * 8; j < n_in; j += 256 * U) {
+        typename WT<T>::raw wr[U][OR];
+        if (active) {
+#pragma unroll
+            for (int u = 0; u < U; u++)
+#pragma unroll
+                for (int k = 0; k < OR; k++)
+                    if (j + u * 256 < n_in)
+                        WT<T>::load(wr[u][k], p, row[k], j + u * 256);
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int jj = j + u * 256;
+            if (jj >= n_in)
+                break;
+            /* the chunk index is the same for the whole warp */
+            const bool my_ss = rms && ((jj - lane * 8) / 256) % WPB == warp;
+            if (!active && !my_ss)
+                continue;
+            float sc[8];
+#pragma unroll
+            for (int e = 0; e < 8; e++)
+                sc[e] = 1.f;
+            if (scaled && active) {
+                const float4 sa = __ldg(reinterpret_cast<const float4 *>(p.in_scale + jj));
+                const float4 sb = __ldg(reinterpret_cast<const float4 *>(p.in_scale + jj) + 1);
+                sc[0] = sa.x; sc[1] = sa.y; sc[2] = sa.z; sc[3] = sa.w;
+                sc[4] = sb.x; sc[5] = sb.y; sc[6] = sb.z; sc[7] = sb.w;
+            }
+            float xv[R][8];
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const float4 *xp = reinterpret_cast<const float4 *>(p.x + (int64_t)r * n_in + jj);
+                const float4 a = __ldg(xp), b = __ldg(xp + 1);
+                xv[r][0] = a.x; xv[r][1] = a.y; xv[r][2] = a.z; xv[r][3] = a.w;
+                xv[r][4] = b.x; xv[r][5] = b.y; xv[r][6] = b.z; xv[r][7] = b.w;
+                if (my_ss) {
+                    float t = ss[r];
+#pragma unroll
+                    for (int e = 0; e < 8; e++)
+                        t = fmaf(xv[r][e], xv[r][e], t);
+                    ss[r] = t;
+                }
+                if (!WS && scaled) {
+#pragma unroll
+                    for (int e = 0; e < 8; e++)
+                        xv[r][e] *= sc[e];
+                }
+            }
+            if (!active)
+                continue;
+#pragma unroll
+            for (int k = 0; k < OR; k++) {
+                float wf[8];
+                WT<T>::cvt(wr[u][k], wf);
+                if (WS && scaled) {
+#pragma unroll
+                    for (int e = 0; e < 8; e++)
+                        wf[e] *= sc[e];
+                }
+#pragma unroll
+                for (int r = 0; r < R; r++)
+#pragma unroll
+                    for (int e = 0; e < 8; e++)
+                        acc[k][r] = fmaf(wf[e], xv[r][e], acc[k][r]);
+            }
+        }
+    }
+    if (rms) {
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const float t = warp_sum(ss[r]);
+            if (lane == 0)
+                ssh[warp][r] = t;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            float t = 0.f;
+#pragma unroll
+            for (int w = 0; w < WPB; w++)
+                t += ssh[w][r];
+            ss[r] = t;
+        }
+    }
+    if (!active)
+        return;
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int k = 0; k < OR; k++)
+            acc[k][r] = warp_sum(acc[k][r]);
+    if constexpr (!GLU) {
+        /* pairs of weight rows (o0 is even: OR is), one lane per pair and activation row */
+#pragma unroll
+        for (int k = 0; k < OR; k += 2)
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                if (lane == ((k / 2) * R + r) % 32 && o0 + k < p.n_out) {
+                    const bool two = o0 + k + 1 < p.n_out;
+                    const float v0 = gemv_val(p, o0 + k, r, acc[k][r], ss[r]);
+                    const float v1 = two ? gemv_val(p, o0 + k + 1, r, acc[k + 1][r], ss[r]) : 0.f;
+                    gemv_pair(p, o0 + k, r, v0, v1, two);
+                }
+    } else {
+#pragma unroll
+        for (int k = 0; k < HO; k++)
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                if (lane == (k * R + r) % 32 && o0 + k < lim) {
+                    const int og = o0 + k, ou = p.glu_n + o0 + k;
+                    const float g = gemv_val(p, og, r, acc[k][r], ss[r]);
+                    const float u = gemv_val(p, ou, r, acc[HO + k][r], ss[r]);
+                    p.y[(int64_t)r * p.n_out + og] = g;
+                    p.y[(int64_t)r * p.n_out + ou] = u;
+                    p.glu_out[(int64_t)r * p.glu_n + og] = g / (1.f + expf(-g)) * u;
+                }
+    }
+}
+
+/* Any n_in, any alignment: one warp per weight row, one element per lane per step. */
+template <int T>
+__global__ void __launch_bounds__(128) k_gemv_scalar(const fcu_gemv_p p)
+{
+    const int lane = threadIdx.x & 31;
+    const int o = blockIdx.x * 4 + (threadIdx.x >> 5);
+    if (o >= p.n_out)
+        return;
+    float acc[FCU_GEMV_MAX_ROWS], ss[FCU_GEMV_MAX_ROWS];
+#pragma unroll
+    for (int r = 0; r < FCU_GEMV_MAX_ROWS; r++)
+        acc[r] = ss[r] = 0.f;
+    for (int j = lane; j < p.n_in; j += 32) {
+        const float w = WT<T>::elem(p.w, p.wscale, o, p.n_in, j);
+        const float sc = p.in_scale ? p.in_scale[j] : 1.f;
+#pragma unroll
+        for (int r = 0; r < FCU_GEMV_MAX_ROWS; r++) {
+            if (r < p.rows) {
+                const float xv = p.x[(int64_t)r * p.n_in + j];
+                ss[r] = fmaf(xv, xv, ss[r]);
+                acc[r] = fmaf(w, xv * sc, acc[r]);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < FCU_GEMV_MAX_ROWS; r++) {
+        if (r < p.rows) {
+            acc[r] = warp_sum(acc[r]);
+            ss[r] = warp_sum(ss[r]);
+            if (lane == r)
+                gemv_out(p, o, r, acc[r], ss[r]);
+        }
+    }
+}
+
+/* R activation rows: OR weight rows per warp (register reuse of x), U chunks in flight, WPB
+ * warps per block.  Fewer rows per block for larger R keeps enough blocks per SM. */
+#define GEMV_CFG(T, R) k_gemv<T, R, ((R) <= 2 ? 2 : 4), ((R) <= 2 ? 4 : 2), ((R) <= 2 ? 4 : 2), false>
+#define GLU_CFG(T, R) k_gemv<T, R, 4, ((R) <= 2 ? 4 : 2), 2, true>
+#define GEMV_ROWS(T)                                                                           \
+    {(const void *)GEMV_CFG(T, 1), (const void *)GEMV_CFG(T, 2), (const void *)GEMV_CFG(T, 3),  \
+     (const void *)GEMV_CFG(T, 4), (const void *)GEMV_CFG(T, 5), (const void *)GEMV_CFG(T, 6),  \
+     (const void *)GEMV_CFG(T, 7), (const void *)GEMV_CFG(T, 8)}
+
+#define GLU_ROWS(T)                                                                            \
+    {(const void *)GLU_CFG(T, 1), (const void *)GLU_CFG(T, 2), (const void *)GLU_CFG(T, 3),    \
+     (const void *)GLU_CFG(T, 4), (const void *)GLU_CFG(T, 5), (const void *)GLU_CFG(T, 6),    \
+     (const void *)GLU_CFG(T, 7), (const void *)GLU_CFG(T, 8)}
+
+const void *fcu_k_gemv_glu(int wtype, int rows, int *rows_per_block, int *threads)
+{
+    static const void *const tab[FCU_W_COUNT][FCU_GEMV_MAX_ROWS] = {
+        GLU_ROWS(FCU_W_F32), GLU_ROWS(FCU_W_F16), GLU_ROWS(FCU_W_BF16), GLU_ROWS(FCU_W_Q8)};
+    if (wtype < 0 || wtype >= FCU_W_COUNT || rows < 1 || rows > FCU_GEMV_MAX_ROWS)
+        return NULL;
+    *rows_per_block = 2 * 2; /* gate rows per block: 2 warps of 2 */
+    *threads = 64;
+    return tab[wtype][rows - 1];
+}
+
+const void *fcu_k_gemv(int wtype, int rows, int vec, int *rows_per_block, int *threads)
+{
+    static const void *const tab[FCU_W_COUNT][FCU_GEMV_MAX_ROWS] = {
+        GEMV_ROWS(FCU_W_F32), GEMV_ROWS(FCU_W_F16), GEMV_ROWS(FCU_W_BF16), GEMV_ROWS(FCU_W_Q8)};
+    static const void *const scalar[FCU_W_COUNT] = {
+        (const void *)k_gemv_scalar<FCU_W_F32>, (const void *)k_gemv_scalar<FCU_W_F16>,
+        (const void *)k_gemv_scalar<FCU_W_BF16>, (const void *)k_gemv_scalar<FCU_W_Q8>};
+    if (wtype < 0 || wtype >= FCU_W_COUNT || rows < 1 || rows > FCU_GEMV_MAX_ROWS)
+        return NULL;
+    if (!vec) {
+        *rows_per_block = 4;
+        *threads = 128;
+        return scalar[wtype];
+    }
+    int orows = rows <= 2 ? 2 : 4, wpb = rows <= 2 ? 4 : 2;
+    *rows_per_block = orows * wpb;
+    *threads = 32 * wpb;
+    return tab[wtype][rows - 1];
+}
+
+/* ---- statistics + conversion in front of cuBLAS --------------------------------------- */
+
+__global__ void __launch_bounds__(256) k_prep(const fcu_prep_p p)
+{
+    __shared__ float sh[32];
+    const int n = p.n;
+    const float *x = p.x + (int64_t)blockIdx.x * n;
+    float s = 1.f;
+    if (p.norm == FB_NORM_RMS) {
+        float a = 0.f;
+        for (int i = threadIdx.x; i < n; i += blockDim.x)
+            a = fmaf(x[i], x[i], a);
+        a = block_sum(a, sh);
+        s = __frsqrt_rn(a / (float)n + p.eps);
+    } else if (p.norm == FB_NORM_LAYER) {
+        float a = 0.f;
+        for (int i = threadIdx.x; i < n; i += blockDim.x)
+            a += x[i];
+        const float mean = block_sum(a, sh) / (float)n;
+        float v = 0.f;
+        for (int i = threadIdx.x; i < n; i += blockDim.x)
+            v = fmaf(x[i] - mean, x[i] - mean, v);
+        s = __frsqrt_rn(block_sum(v, sh) / (float)n + p.eps);
+    }
+    if (p.scale_out && threadIdx.x == 0)
+        p.scale_out[blockIdx.x] = s;
+    if (!p.out)
+        return;
+    const int64_t base = (int64_t)blockIdx.x * n;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = x[i] * s;
+        if (p.in_scale)
+            v *= p.in_scale[i];
+        if (p.out_type == FCU_W_F16)
+            ((__half *)p.out)[base + i] = __float2half_rn(v);
+        else if (p.out_type == FCU_W_BF16)
+            ((__nv_bfloat16 *)p.out)[base + i] = __float2bfloat16_rn(v);
+        else
+            ((float *)p.out)[base + i] = v;
+    }
+}
+
+const void *fcu_k_prep(void) { return (const void *)k_prep; }
+
+__global__ void k_deq_q8(const fcu_deq_p p)
+{
+    const int64_t n = (int64_t)p.rows * p.n_in;
+    const int nb = p.n_in / 32;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = p.row0 + i / p.n_in;
+        const int j = (int)(i % p.n_in);
+        const float v = (float)p.q[r * p.n_in + j] * __half2float(p.scale[r * nb + j / 32]);
+        p.out[i] = __float2half_rn(v);
+    }
+}
+
+const void *fcu_k_deq_q8(void) { return (const void *)k_deq_q8; }
+
+__global__ void k_bias_rows(const fcu_rows_p p)
+{
+    const int64_t n = (int64_t)p.rows * p.n;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        p.y[i] = p.bias[i % p.n];
+}
+
+const void *fcu_k_bias_rows(void) { return (const void *)k_bias_rows; }
+
+/* ---- the unfused norms ---------------------------------------------------------------- */
+
+__global__ void __launch_bounds__(256) k_rmsnorm(const fcu_norm_p p)
+{
+    __shared__ float sh[32];
+    const int n = p.n;
+    const float *x = p.x + (int64_t)blockIdx.x * n;
+    float *y = p.y + (int64_t)blockIdx.x * n;
+    float a = 0.f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        a = fmaf(x[i], x[i], a);
+    const float s = __frsqrt_rn(block_sum(a, sh) / (float)n + p.eps);
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        y[i] = x[i] * s * p.gamma[i];
+}
+
+const void *fcu_k_rmsnorm(void) { return (const void *)k_rmsnorm; }
+
+__global__ void __launch_bounds__(256) k_layernorm(const fcu_norm_p p)
+{
+    __shared__ float sh[32];
+    const int n = p.n;
+    const float *x = p.x + (int64_t)blockIdx.x * n;
+    float *y = p.y + (int64_t)blockIdx.x * n;
+    float a = 0.f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        a += x[i];
+    const float mean = block_sum(a, sh) / (float)n;
+    float v = 0.f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        v = fmaf(x[i] - mean, x[i] - mean, v);
+    const float s = __frsqrt_rn(block_sum(v, sh) / (float)n + p.eps);
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        y[i] = (x[i] - mean) * s * p.gamma[i] + (p.beta ? p.beta[i] : 0.f);
+}
+
+const void *fcu_k_layernorm(void) { return (const void *)k_layernorm; }
+
+/* ---- RoPE, element-wise, rows --------------------------------------------------------- */
+
+__global__ void k_rope(const fcu_rope_p p)
+{
+    const int half = p.n_rot / 2;
+    const int64_t total1 = (int64_t)p.rows * p.n_heads * half;
+    const int64_t total = total1 + (int64_t)p.rows * p.n_heads2 * half;
+    int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (idx >= total)
+        return;
+    const bool second = idx >= total1;
+    if (second)
+        idx -= total1;
+    const int nh = second ? p.n_heads2 : p.n_heads;
+    const int i = (int)(idx % half);
+    const int64_t t = idx / half;
+    const int h = (int)(t % nh);
+    const int r = (int)(t / nh);
+    float *v = second ? p.x2 + r * p.ld2 + (int64_t)h * p.head_dim
+                      : p.x + r * p.ld + (int64_t)h * p.head_dim;
+    /* theta_i = p * scale * base^(-2i / n_rot), in fp64 like the CPU reference */
+    const double th = (double)p.pos[r] * (double)p.scale *
+                      pow((double)p.base, -2.0 * i / p.n_rot);
+    double s, c;
+    sincos(th, &s, &c);
+    const int a = p.mode == FB_ROPE_NEOX ? i : 2 * i;
+    const int b = p.mode == FB_ROPE_NEOX ? i + half : 2 * i + 1;
+    const double va = v[a], vb = v[b];
+    v[a] = (float)(va * c - vb * s);
+    v[b] = (float)(va * s + vb * c);
+}
+
+const void *fcu_k_rope(void) { return (const void *)k_rope; }
+
+__global__ void k_add(const fcu_ew_p p)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < p.n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        p.y[i] += p.a[i];
+}
+
+__global__ void k_add4(const fcu_ew_p p)
+{
+    float4 *y = reinterpret_cast<float4 *>(p.y);
+    const float4 *a = reinterpret_cast<const float4 *>(p.a);
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < p.n / 4;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float4 u = y[i], v = a[i];
+        u.x += v.x; u.y += v.y; u.z += v.z; u.w += v.w;
+        y[i] = u;
+    }
+}
+
+const void *fcu_k_add(int vec4) { return vec4 ? (const void *)k_add4 : (const void *)k_add; }
+
+/* y[r][i] = silu(a[r][i]) * b[r][i]; a and b rows have stride ld_a, y rows n. */
+__global__ void k_silu_mul(const fcu_ew_p p)
+{
+    const int64_t total = p.rows * p.n;
+    for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
+         idx += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = idx / p.n, i = idx % p.n;
+        const float g = p.a[r * p.ld_a + i];
+        p.y[idx] = g / (1.f + expf(-g)) * p.b[r * p.ld_a + i];
+    }
+}
+
+const void *fcu_k_silu_mul(void) { return (const void *)k_silu_mul; }
+
+/* grid: x covers n, y = rows, z = which copy */
+__global__ void k_copy2d(const fcu_copy_p p)
+{
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    const int z = blockIdx.z;
+    if (i < p.n && (int)blockIdx.y < p.rows[z])
+        p.dst[z][blockIdx.y * p.ld_dst[z] + i] = p.src[z][blockIdx.y * p.ld_src[z] + i];
+}
+
+const void *fcu_k_copy2d(void) { return (const void *)k_copy2d; }
+
+template <int T>
+__global__ void k_get_rows(const fcu_getrows_p p)
+{
+    const int64_t row = p.ids[blockIdx.x];
+    float *out = p.out + (int64_t)blockIdx.x * p.n_in;
+    for (int j = threadIdx.x; j < p.n_in; j += blockDim.x)
+        out[j] = WT<T>::elem(p.w, p.wscale, row, p.n_in, j);
+}
+
+const void *fcu_k_get_rows(int wtype)
+{
+    static const void *const tab[FCU_W_COUNT] = {
+        (const void *)k_get_rows<FCU_W_F32>, (const void *)k_get_rows<FCU_W_F16>,
+        (const void *)k_get_rows<FCU_W_BF16>, (const void *)k_get_rows<FCU_W_Q8>};
+    return wtype >= 0 && wtype < FCU_W_COUNT ? tab[wtype] : NULL;
+}
+
+/* ---- attention ------------------------------------------------------------------------ */
+
+enum { ATT_FUSED = 0, ATT_REF_SCORES = 1, ATT_REF_SOFTMAX = 2, ATT_REF_PV = 3 };
+#define ATT_THREADS 128
+#define ATT_MAX_CHUNK 128
+#define ATT_MAX_HD 256
+
+__device__ __forceinline__ int att_seq_of_group(const fcu_att_p &p, int grp_index)
+{
+    int si = 0;
+    while (si + 1 < p.n_seq && grp_index >= p.s[si + 1].grp0)
+        si++;
+    return si;
+}
+
+template <int KIND>
+__global__ void __launch_bounds__(ATT_THREADS) k_att(const fcu_att_p p)
+{
+    __shared__ __align__(16) float sq[FCU_ATT_MAX_GROUP * ATT_MAX_HD];
+    __shared__ float sp[FCU_ATT_MAX_GROUP][ATT_MAX_CHUNK];
+    __shared__ float so[FCU_ATT_MAX_GROUP * ATT_MAX_HD];
+    __shared__ float sm[FCU_ATT_MAX_GROUP], sl[FCU_ATT_MAX_GROUP];
+    __shared__ int last;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = blockIdx.x, c = blockIdx.z;
+    const fcu_att_seq &S = p.s[att_seq_of_group(p, blockIdx.y)];
+    const int grp = p.n_head / p.n_head_kv, hd = p.head_dim, ng = grp * hd;
+    const int i0 = (blockIdx.y - S.grp0) * FCU_ATT_QB;
+    const int t0 = c * p.chunk;
+    const float *kb = S.k + (int64_t)g * hd, *vb = S.v + (int64_t)g * hd;
+    const bool vec = p.vec4;
+
+    for (int ii = 0; ii < FCU_ATT_QB; ii++) {
+        const int i = i0 + ii;
+        if (i >= S.n_q)
+            break;
+        const int T = S.pos[i] + 1;
+        if (t0 >= T)
+            continue;
+        const int n = min(T - t0, p.chunk);
+        const int nsplit = (T + p.chunk - 1) / p.chunk;
+        const int row = S.row0 + i;
+
+        if (KIND != ATT_REF_PV) {
+            const float *q = S.q + (int64_t)i * S.ldq + (int64_t)g * ng;
+            for (int idx = tid; idx < ng; idx += ATT_THREADS)
+                sq[idx] = q[idx];
+            __syncthreads();
+            /* one cached position per thread: its whole K row against the group's queries
+             * (broadcast from shared memory); no reduction across lanes */
+            for (int t = tid; t < n; t += ATT_THREADS) {
+                const float *kt = kb + (int64_t)(t0 + t) * S.ldkv;
+                float a[FCU_ATT_MAX_GROUP];
+#pragma unroll
+                for (int h = 0; h < FCU_ATT_MAX_GROUP; h++)
+                    a[h] = 0.f;
+                if (vec) {
+                    for (int j = 0; j < hd; j += 4) {
+                        const float4 kv = __ldg(reinterpret_cast<const float4 *>(kt + j));
+#pragma unroll
+                        for (int h = 0; h < FCU_ATT_MAX_GROUP; h++)
+                            if (h < grp) {
+                                const float4 qv = *reinterpret_cast<const float4 *>(&sq[h * hd + j]);
+                                a[h] = fmaf(qv.x, kv.x, a[h]);
+                                a[h] = fmaf(qv.y, kv.y, a[h]);
+                                a[h] = fmaf(qv.z, kv.z, a[h]);
+                                a[h] = fmaf(qv.w, kv.w, a[h]);
+                            }
+                    }
+                } else {
+                    for (int j = 0; j < hd; j++) {
+                        const float kv = __ldg(kt + j);
+#pragma unroll
+                        for (int h = 0; h < FCU_ATT_MAX_GROUP; h++)
+                            if (h < grp)
+                                a[h] = fmaf(sq[h * hd + j], kv, a[h]);
+                    }
+                }
+#pragma unroll
+                for (int h = 0; h < FCU_ATT_MAX_GROUP; h++)
+                    if (h < grp)
+                        sp[h][t] = a[h] * p.scale;
+            }
+            __syncthreads();
+        }
+        if (KIND == ATT_REF_SCORES) {
+            for (int idx = tid; idx < grp * n; idx += ATT_THREADS) {
+                const int h = idx / n, t = idx % n;
+                p.scores[((int64_t)row * p.n_head + g * grp + h) * p.t_max + t0 + t] = sp[h][t];
+            }
+            __syncthreads();
+            continue;
+        }
+        if (KIND == ATT_FUSED) {
+            /* this split's softmax numerator, unnormalized: exp(s - m), l = sum */
+            for (int h = warp; h < grp; h += ATT_THREADS / 32) {
+                float m = 0.f;
+                if (p.mode != FB_SOFTMAX_SUMONLY) {
+                    m = -INFINITY;
+                    for (int t = lane; t < n; t += 32)
+                        m = fmaxf(m, sp[h][t]);
+                    m = warp_max(m);
+                }
+                float l = 0.f;
+                for (int t = lane; t < n; t += 32) {
+                    const float e = expf(sp[h][t] - m);
+                    sp[h][t] = e;
+                    l += e;
+                }
+                l = warp_sum(l);
+                if (lane == 0) {
+                    sm[h] = m;
+                    sl[h] = l;
+                }
+            }
+        } else { /* REF P.V: the probabilities, already normalized by k_att_softmax */
+            for (int idx = tid; idx < grp * n; idx += ATT_THREADS) {
+                const int h = idx / n, t = idx % n;
+                sp[h][t] = p.scores[((int64_t)row * p.n_head + g * grp + h) * p.t_max + t0 + t];
+            }
+        }
+        __syncthreads();
+
+        /* P.V: thread (part, j); parts split the positions when head_dim < ATT_THREADS */
+        const int parts = hd <= ATT_THREADS ? ATT_THREADS / hd : 1;
+        for (int jt = tid; jt < (hd <= ATT_THREADS ? parts * hd : hd); jt += ATT_THREADS) {
+            const int j = hd <= ATT_THREADS ? jt % hd : jt;
+            const int part = hd <= ATT_THREADS ? jt / hd : 0;
+            float o[FCU_ATT_MAX_GROUP];
+#pragma unroll
+            for (int h = 0; h < FCU_ATT_MAX_GROUP; h++)
+                o[h] = 0.f;
+#pragma unroll 4
+            for (int t = part; t < n; t += parts) {
+                const float vv = __ldg(vb + (int64_t)(t0 + t) * S.ldkv + j);
+#pragma unroll
+                for (int h = 0; h < FCU_ATT_MAX_GROUP; h++)
+                    if (h < grp)
+                        o[h] = fmaf(sp[h][t], vv, o[h]);
+            }
+#pragma unroll
+            for (int h = 0; h < FCU_ATT_MAX_GROUP; h++)
+                if (h < grp)
+                    so[(part * grp + h) * hd + j] = o[h];
+        }
+        __syncthreads();
+        for (int idx = tid; idx < ng; idx += ATT_THREADS) {
+            const int h = idx / hd, j = idx % hd;
+            float o = 0.f;
+            for (int part = 0; part < parts; part++)
+                o += so[(part * grp + h) * hd + j];
+            float *out = S.out + (int64_t)i * S.ldo + (int64_t)(g * grp + h) * hd + j;
+            if (nsplit == 1) {
+                *out = KIND == ATT_FUSED ? o / sl[h] : o;
+            } else {
+                float *pp = p.part + (((int64_t)row * p.n_head + g * grp + h) * p.max_split + c) *
+                                         (hd + 2);
+                if (j == 0) {
+                    pp[0] = KIND == ATT_FUSED ? sm[h] : 0.f;
+                    pp[1] = KIND == ATT_FUSED ? sl[h] : 1.f;
+                }
+                pp[2 + j] = o;
+            }
+        }
+        if (nsplit > 1) {
+            __threadfence();
+            __syncthreads();
+            if (tid == 0) {
+                int *cnt = p.counter + (int64_t)row * p.n_head_kv + g;
+                const int prev = atomicAdd(cnt, 1);
+                last = prev == nsplit - 1;
+                if (last)
+                    *cnt = 0; /* every split has arrived: ready for the next launch */
+            }
+            __syncthreads();
+            if (last) {
+                __threadfence();
+                const int st = hd + 2;
+                if (KIND == ATT_FUSED) {
+                    /* M and L of every head, one warp per head, lanes over the splits */
+                    for (int h = warp; h < grp; h += ATT_THREADS / 32) {
+                        const float *ph = p.part + ((int64_t)row * p.n_head + g * grp + h) *
+                                                       p.max_split * st;
+                        float M = -INFINITY;
+                        for (int k = lane; k < nsplit; k += 32)
+                            M = fmaxf(M, __ldcg(ph + k * st));
+                        M = warp_max(M);
+                        float L = 0.f;
+                        for (int k = lane; k < nsplit; k += 32)
+                            L = fmaf(__ldcg(ph + k * st + 1), expf(__ldcg(ph + k * st) - M), L);
+                        L = warp_sum(L);
+                        if (lane == 0) {
+                            sm[h] = M;
+                            sl[h] = L;
+                        }
+                    }
+                    __syncthreads();
+                }
+                for (int idx = tid; idx < ng; idx += ATT_THREADS) {
+                    const int h = idx / hd, j = idx % hd;
+                    const float *ph = p.part + ((int64_t)row * p.n_head + g * grp + h) *
+                                                   p.max_split * st;
+                    float o = 0.f;
+                    if (KIND == ATT_FUSED) {
+                        const float M = sm[h];
+#pragma unroll 4
+                        for (int k = 0; k < nsplit; k++)
+                            o = fmaf(__ldcg(ph + k * st + 2 + j), expf(__ldcg(ph + k * st) - M), o);
+                        o /= sl[h];
+                    } else {
+#pragma unroll 4
+                        for (int k = 0; k < nsplit; k++)
+                            o += __ldcg(ph + k * st + 2 + j);
+                    }
+                    S.out[(int64_t)i * S.ldo + (int64_t)(g * grp + h) * hd + j] = o;
+                }
+            }
+        }
+        __syncthreads();
+    }
+}
+
+/* REF: normalizes one (row, head) score row in place.  grid: x = n_head, y = rows. */
+__global__ void __launch_bounds__(ATT_THREADS) k_att_softmax(const fcu_att_p p)
+{
+    __shared__ float sh[32];
+    int si = 0;
+    while (si + 1 < p.n_seq && (int)blockIdx.y >= p.s[si + 1].row0)
+        si++;
+    const fcu_att_seq &S = p.s[si];
+    const int T = S.pos[blockIdx.y - S.row0] + 1;
+    float *s = p.scores + ((int64_t)blockIdx.y * p.n_head + blockIdx.x) * p.t_max;
+    float m = -INFINITY;
+    for (int t = threadIdx.x; t < T; t += ATT_THREADS)
+        m = fmaxf(m, s[t]);
+    m = warp_max(m);
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0)
+        sh[threadIdx.x >> 5] = m;
+    __syncthreads();
+    m = sh[0];
+    for (int w = 1; w < ATT_THREADS / 32; w++)
+        m = fmaxf(m, sh[w]);
+    float l = 0.f;
+    for (int t = threadIdx.x; t < T; t += ATT_THREADS) {
+        const float e = expf(s[t] - m);
+        s[t] = e;
+        l += e;
+    }
+    l = block_sum(l, sh);
+    for (int t = threadIdx.x; t < T; t += ATT_THREADS)
+        s[t] = s[t] / l; /* the unfused order: p normalized before P.V */
+}
+
+const void *fcu_k_attention(int which)
+{
+    switch (which) {
+    case ATT_FUSED: return (const void *)k_att<ATT_FUSED>;
+    case ATT_REF_SCORES: return (const void *)k_att<ATT_REF_SCORES>;
+    case ATT_REF_SOFTMAX: return (const void *)k_att_softmax;
+    case ATT_REF_PV: return (const void *)k_att<ATT_REF_PV>;
+    }
+    return NULL;
+}

@@ -1,0 +1,164 @@
+/* cuda_kernels.h: the device kernels of the CUDA backend (cuda_kernels.cu) and the one
+ * parameter struct each takes by value.  Every kernel has a single struct argument so that
+ * cuda_backend.cu can launch, record and compare launches generically (CUDA graph replay:
+ * a launch is a function, a grid and the bytes of its struct).  Included only by the two
+ * .cu files of backends/cuda/; host code picks kernels through the fcu_k_* getters, called
+ * on the engine thread. */
+#ifndef FD_CUDA_KERNELS_H
+#define FD_CUDA_KERNELS_H
+
+#include <stdint.h>
+
+#include <cuda_fp16.h>
+
+/* Device layouts of prepared weights.  Q8 is Q8_0 re-laid for 16-byte loads: the int8
+ * values as an n_out x n_in byte matrix and the fp16 block scales as n_out x n_in/32. */
+enum fcu_wtype { FCU_W_F32 = 0, FCU_W_F16 = 1, FCU_W_BF16 = 2, FCU_W_Q8 = 3, FCU_W_COUNT };
+
+/* How a product's input row is normalized.  RMS: the GEMV computes sum(x^2) itself, in the
+ * same pass as the dot products; SCALES: per-row scales were computed before (LayerNorm's
+ * two-pass variance, and the cuBLAS path). */
+enum fcu_norm { FCU_NORM_NONE = 0, FCU_NORM_RMS = 1, FCU_NORM_SCALES = 2 };
+
+#define FCU_GEMV_MAX_ROWS 8   /* activation rows one GEMV launch handles */
+#define FCU_ATT_MAX_SEQ 16    /* sequences one attention launch carries inline */
+#define FCU_ATT_MAX_GROUP 8   /* query heads per KV head the attention kernels handle */
+#define FCU_ATT_QB 8          /* query rows of one sequence per attention block */
+
+typedef struct fcu_gemv_p {
+    const void *w;            /* weights in the device layout */
+    const __half *wscale;     /* Q8 block scales, else NULL */
+    const float *x;           /* rows x n_in, contiguous */
+    float *y;                 /* rows x n_out */
+    const float *in_scale;    /* n_in or NULL: x[i] * in_scale[i] feeds the product */
+    const float *bias;        /* n_out or NULL */
+    const float *row_scale;   /* FCU_NORM_SCALES: rows scales */
+    float *scale_out;         /* FCU_NORM_RMS: the rows scales written here, or NULL */
+    float *add_to;            /* or NULL: also add_to[r][o] += y[r][o] (a residual add) */
+    float *glu_out;           /* GLU kernels: glu_out[r][o] = silu(y[r][o]) * y[r][glu_n + o] */
+    int glu_n;
+    /* Epilogue RoPE (adjacent pairs) of up to two column ranges, then copies of up to two
+     * column ranges to other buffers (the K and V rows into the cache): row r, column o of a
+     * copied range [c0, c1) also goes to cp_dst[k][r][o - c0] (rows with NULL: not copied). */
+    int rope_n, cp_n;
+    int rope_c0[2], rope_c1[2], cp_c0[2], cp_c1[2];
+    int rope_hd, rope_nrot;
+    float rope_base, rope_scale;
+    const int32_t *rope_pos;  /* device, rows */
+    float *cp_dst[2][FCU_GEMV_MAX_ROWS];
+    int n_in, n_out, rows;
+    int norm;                 /* enum fcu_norm */
+    float eps;
+} fcu_gemv_p;
+
+/* Per-row statistic and conversion pass in front of cuBLAS (and the row scales for the
+ * LayerNorm GEMV): s = 1/sqrt(mean(x^2)+eps) or 1/sqrt(var(x)+eps) (1 for none); then, when
+ * out is set, out[r][i] = x[r][i] * in_scale[i] * s in out_type. */
+typedef struct fcu_prep_p {
+    const float *x;
+    void *out;                /* NULL: statistics only */
+    float *scale_out;         /* rows, or NULL */
+    const float *in_scale;
+    int n, norm;              /* enum fb_norm_kind */
+    int out_type;             /* FCU_W_F32, _F16 or _BF16 */
+    float eps;
+} fcu_prep_p;
+
+typedef struct fcu_deq_p {    /* Q8 rows [row0, row0 + rows) to fp16 */
+    const int8_t *q;
+    const __half *scale;
+    __half *out;
+    int64_t row0;
+    int n_in, rows;
+} fcu_deq_p;
+
+typedef struct fcu_rows_p {   /* y[r][o] = bias[o] (bias fill in front of a GEMM) */
+    float *y;
+    const float *bias;
+    int n, rows;
+} fcu_rows_p;
+
+typedef struct fcu_norm_p {   /* unfused RMSNorm / LayerNorm */
+    const float *x;
+    float *y;
+    const float *gamma, *beta;
+    int n;
+    float eps;
+} fcu_norm_p;
+
+typedef struct fcu_rope_p {  /* one or two buffers (Q and K) with the same rows */
+    float *x, *x2;
+    const int32_t *pos;       /* device */
+    int64_t ld, ld2;
+    int rows, n_heads, n_heads2, head_dim, mode, n_rot;
+    float base, scale;
+} fcu_rope_p;
+
+#define FCU_COPY_MAX 16
+typedef struct fcu_copy_p {  /* up to FCU_COPY_MAX 2-D copies of rows of n floats (grid z) */
+    float *dst[FCU_COPY_MAX];
+    const float *src[FCU_COPY_MAX];
+    int64_t ld_dst[FCU_COPY_MAX], ld_src[FCU_COPY_MAX];
+    int rows[FCU_COPY_MAX];
+    int64_t n;
+} fcu_copy_p;
+
+typedef struct fcu_ew_p {     /* add, silu_mul */
+    float *y;
+    const float *a, *b;
+    int64_t n, rows, ld_a, ld_y;
+} fcu_ew_p;
+
+typedef struct fcu_getrows_p {
+    const void *w;
+    const __half *wscale;
+    const int32_t *ids;       /* device */
+    float *out;
+    int n_in;
+} fcu_getrows_p;
+
+typedef struct fcu_att_seq {
+    const float *q, *k, *v;
+    float *out;
+    const int32_t *pos;       /* device: n_q positions */
+    int ldq, ldkv, ldo;
+    int n_q;
+    int row0;                 /* its first query row among the launch's rows */
+    int grp0;                 /* its first row group (grid y) */
+} fcu_att_seq;
+
+/* Attention of up to FCU_ATT_MAX_SEQ sequences.  Grid: x = n_head_kv, y = row groups of
+ * FCU_ATT_QB rows of one sequence, z = splits of `chunk` cached positions.  part / counter:
+ * per (row, head, split) partial results and per (row, kv head) arrival counters, used when
+ * a row's context spans several splits (merged with a log-sum-exp rescale by the block that
+ * arrives last; the counters return to zero). */
+typedef struct fcu_att_p {
+    fcu_att_seq s[FCU_ATT_MAX_SEQ];
+    float *part;
+    int *counter;
+    float *scores;            /* REF: rows x n_head x t_max, p written back normalized */
+    int n_seq, n_head, n_head_kv, head_dim, chunk, max_split, t_max;
+    int mode;                 /* enum fb_softmax_mode */
+    int vec4;                 /* K rows and head offsets allow 16-byte loads */
+    float scale;
+} fcu_att_p;
+
+/* Kernel getters (host).  gemv: vec=1 needs n_in % 8 == 0 and 16-byte aligned rows and x;
+ * rows in 1..FCU_GEMV_MAX_ROWS.  *rows_per_block says how many weight rows a block covers. */
+const void *fcu_k_gemv(int wtype, int rows, int vec, int *rows_per_block, int *threads);
+/* The GLU form (vec only): a block covers rows_per_block gate rows and as many up rows. */
+const void *fcu_k_gemv_glu(int wtype, int rows, int *rows_per_block, int *threads);
+const void *fcu_k_prep(void);
+const void *fcu_k_deq_q8(void);
+const void *fcu_k_bias_rows(void);
+const void *fcu_k_rmsnorm(void);
+const void *fcu_k_layernorm(void);
+const void *fcu_k_rope(void);
+const void *fcu_k_add(int vec4);
+const void *fcu_k_silu_mul(void);
+const void *fcu_k_copy2d(void);
+const void *fcu_k_get_rows(int wtype);
+/* which: 0 fused (MAXSUM / SUMONLY), 1 REF scores, 2 REF softmax, 3 REF P.V */
+const void *fcu_k_attention(int which);
+
+#endif

@@ -1,0 +1,749 @@
+/* test_cuda.c: proves the CUDA backend on a real GPU (skips with exit 77 when there is none):
+ * every op against the scalar CPU reference (ref_ops.c) on fresh random inputs, with the
+ * device outputs poisoned (NaN) before each run, for every weight layout and both product
+ * paths (GEMV and cuBLAS) with in_scale, bias and deferred RMS / LayerNorm scales; the three
+ * softmax modes with contexts split across blocks; bad input answered with -EINVAL, device
+ * errors with FD_EBACKEND; CUDA graph replay equal to eager execution; per-op device time;
+ * stories260K greedy text identical to the CPU backend in fp32, fused and unfused, and
+ * batched decode logits equal to the CPU's. */
+#include <math.h>
+
+#include "backends/backend.h"
+#include "backends/cpu/ref_ops.h"
+#include "backends/quants.h"
+#include "common/fd.h"
+#include "common/ggtypes.h"
+#include "engine/model.h"
+#include "tests/testutil.h"
+
+#define CHECKM(cond, fmt, ...)                                                                 \
+    do {                                                                                       \
+        if (!(cond))                                                                           \
+            ck_abort_msg(fmt, ##__VA_ARGS__);                                                  \
+    } while (0)
+
+static uint64_t seed = 0x5eed1234abcdull;
+
+static fb_backend_t *gpu_opts(const char *const *opts)
+{
+    fb_config_t cfg = {.options = opts};
+    fb_backend_t *be = NULL;
+    char err[256];
+    int rc = fb_create("cuda", &cfg, &be, err, sizeof(err));
+    CHECKM(rc == 0, "fb_create(cuda): %s", err);
+    return be;
+}
+
+static fb_backend_t *gpu(void) { return gpu_opts(NULL); }
+
+static float *rnd(int64_t n, float scale)
+{
+    float *p = malloc(sizeof(float) * (size_t)FD_MAX(n, 1));
+    for (int64_t i = 0; i < n; i++)
+        p[i] = scale * tu_randf(&seed);
+    return p;
+}
+
+static float *up(fb_backend_t *be, const float *h, int64_t n)
+{
+    float *d = fb_alloc(be, sizeof(float) * (size_t)FD_MAX(n, 1));
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(fb_to_device(be, d, h, sizeof(float) * (size_t)n), 0);
+    return d;
+}
+
+/* Fills device floats with NaN: an output the op fails to write shows up in the comparison. */
+static void poison(fb_backend_t *be, float *d, int64_t n)
+{
+    float *h = malloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++)
+        h[i] = NAN;
+    ck_assert_int_eq(fb_to_device(be, d, h, sizeof(float) * (size_t)n), 0);
+    free(h);
+}
+
+static float *down(fb_backend_t *be, const float *d, int64_t n)
+{
+    float *h = malloc(sizeof(float) * (size_t)FD_MAX(n, 1));
+    ck_assert_int_eq(fb_to_host(be, h, d, sizeof(float) * (size_t)n), 0);
+    ck_assert_int_eq(fb_sync(be), 0);
+    return h;
+}
+
+/* Relative L2 error of got against ref; infinity when got has a NaN or inf. */
+static double rel_err(const float *got, const float *ref, int64_t n)
+{
+    double e = 0, r = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(got[i]))
+            return INFINITY;
+        e += ((double)got[i] - ref[i]) * ((double)got[i] - ref[i]);
+        r += (double)ref[i] * ref[i];
+    }
+    return r > 0 ? sqrt(e / r) : sqrt(e);
+}
+
+/* A random n_out x n_in matrix quantized to type (host bytes). */
+static void *rnd_matrix(int type, int64_t n_out, int64_t n_in)
+{
+    size_t rb = gg_row_bytes(type, (uint64_t)n_in);
+    uint8_t *q = malloc(rb * (size_t)n_out);
+    float *row = rnd(n_in, 1.f / sqrtf((float)n_in));
+    for (int64_t o = 0; o < n_out; o++) {
+        for (int64_t i = 0; i < n_in; i++)
+            row[i] = tu_randf(&seed) / sqrtf((float)n_in);
+        ck_assert_int_eq(fq_quantize_row(type, row, q + (size_t)o * rb, n_in), 0);
+    }
+    free(row);
+    return q;
+}
+
+/* ---- matmul ---------------------------------------------------------------------------- */
+
+/* Bounds (relative L2) from how each path rounds.  GEMV: weights exact (16-bit and Q8_0 are
+ * dequantized exactly in fp32), fp32 activations and accumulation: fp32 rounding only.  Q4_K
+ * is kept as F16 on the device: one fp16 rounding per weight (2^-11).  cuBLAS: activations
+ * rounded to the weights' 16-bit type (bf16: 2^-8, fp16: 2^-11), Q8_0 tiles to fp16. */
+static double mm_bound(int type, bool blas)
+{
+    if (type == GG_Q4_K)
+        return blas ? 2e-3 : 1e-3;
+    if (!blas || type == GG_F32)
+        return 3e-6;
+    return type == GG_BF16 ? 1e-2 : 2e-3;
+}
+
+static void mm_case(fb_backend_t *be, int type, int64_t n_in, int64_t n_out, int rows,
+                    int variant, bool blas)
+{
+    void *wq = rnd_matrix(type, n_out, n_in);
+    float *bias = rnd(n_out, 0.5f), *g = rnd(n_in, 0.3f);
+    for (int64_t i = 0; i < n_in; i++)
+        g[i] += 1.f;
+    fb_weight_t w = {.type = type, .n_in = n_in, .n_out = n_out, .src = wq, .name = "w"};
+    fb_defer_t d = {.kind = FB_NORM_NONE, .eps = 1e-5f};
+    if (variant >= 1) { /* in_scale, bias and a deferred RMS (or LayerNorm) scale */
+        w.bias = bias;
+        w.in_scale = g;
+        d.kind = variant == 1 ? FB_NORM_RMS : FB_NORM_LAYER;
+    }
+    ck_assert_int_eq(fb_weight_prepare(be, &w), 0);
+    float *hx = rnd((int64_t)rows * n_in, 3.f);
+    for (int64_t i = 0; i < n_in; i++) /* a non-zero mean for LayerNorm to remove */
+        hx[i] += 0.7f;
+    float *x = up(be, hx, (int64_t)rows * n_in);
+    float *y = fb_alloc(be, sizeof(float) * (size_t)rows * (size_t)n_out);
+    float *so = fb_alloc(be, sizeof(float) * (size_t)rows);
+    poison(be, y, (int64_t)rows * n_out);
+    poison(be, so, rows);
+    d.scale_out = d.kind ? so : NULL;
+    ck_assert_int_eq(fb_matmul(be, &w, x, rows, y, &d), 0);
+    float *got = down(be, y, (int64_t)rows * n_out);
+    float *ref = malloc(sizeof(float) * (size_t)rows * (size_t)n_out);
+    float *rso = malloc(sizeof(float) * (size_t)rows);
+    fb_defer_t rd = d;
+    rd.scale_out = rso;
+    ck_assert_int_eq(fcpu_ref_matmul(&w, hx, rows, ref, &rd), 0);
+    double e = rel_err(got, ref, (int64_t)rows * n_out), b = mm_bound(type, blas);
+    CHECKM(e <= b, "matmul %s %lldx%lld rows %d variant %d: rel err %.3g > %.3g",
+           gg_type_name(type), (long long)n_out, (long long)n_in, rows, variant, e, b);
+    if (d.kind) {
+        float *gs = down(be, so, rows);
+        double es = rel_err(gs, rso, rows);
+        CHECKM(es <= 1e-6, "matmul %s rows %d: scale_out rel err %.3g", gg_type_name(type), rows, es);
+        free(gs);
+    }
+    fb_weight_release(be, &w);
+    fb_free(be, x);
+    fb_free(be, y);
+    fb_free(be, so);
+    free(wq); free(bias); free(g); free(hx); free(got); free(ref); free(rso);
+}
+
+START_TEST(test_matmul)
+{
+    fb_backend_t *be = gpu();
+    static const int types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_K};
+    static const int rows[] = {1, 2, 3, 5, 8, 9, 33};
+    static const int64_t shapes[][2] = {{256, 67}, {4096, 300}, {172, 45}, {2048, 13}};
+    for (size_t t = 0; t < FD_ARRAY_LEN(types); t++)
+        for (size_t s = 0; s < FD_ARRAY_LEN(shapes); s++) {
+            if (gg_row_bytes(types[t], (uint64_t)shapes[s][0]) == 0)
+                continue; /* n_in not a multiple of the block */
+            for (size_t r = 0; r < FD_ARRAY_LEN(rows); r++)
+                for (int v = 0; v < 3; v++)
+                    mm_case(be, types[t], shapes[s][0], shapes[s][1], rows[r], v, rows[r] >= 9);
+        }
+    fb_destroy(be);
+}
+END_TEST
+
+/* An unaligned activation pointer takes the scalar GEMV; gemm_rows moves the cuBLAS switch. */
+START_TEST(test_matmul_paths)
+{
+    const char *opt[] = {"gemm_rows=2", NULL};
+    fb_backend_t *be = gpu_opts(opt);
+    mm_case(be, GG_BF16, 512, 100, 2, 1, true);
+    mm_case(be, GG_Q8_0, 512, 100, 1, 2, false);
+    fb_destroy(be);
+    be = gpu();
+    int64_t n_in = 256, n_out = 40;
+    void *wq = rnd_matrix(GG_F16, n_out, n_in);
+    fb_weight_t w = {.type = GG_F16, .n_in = n_in, .n_out = n_out, .src = wq};
+    ck_assert_int_eq(fb_weight_prepare(be, &w), 0);
+    float *hx = rnd(3 * n_in + 1, 1.f);
+    float *x = up(be, hx, 3 * n_in + 1), *y = fb_alloc(be, sizeof(float) * 3 * (size_t)n_out);
+    poison(be, y, 3 * n_out);
+    ck_assert_int_eq(fb_matmul(be, &w, x + 1, 3, y, NULL), 0);
+    float *got = down(be, y, 3 * n_out), ref[3 * 40];
+    ck_assert_int_eq(fcpu_ref_matmul(&w, hx + 1, 3, ref, NULL), 0);
+    CHECKM(rel_err(got, ref, 3 * n_out) <= 3e-6, "unaligned x: %.3g", rel_err(got, ref, 3 * n_out));
+    fb_weight_release(be, &w);
+    fb_free(be, x);
+    fb_free(be, y);
+    free(wq); free(hx); free(got);
+    fb_destroy(be);
+}
+END_TEST
+
+/* ---- norms, rope, element-wise ---------------------------------------------------------- */
+
+START_TEST(test_norms)
+{
+    fb_backend_t *be = gpu();
+    static const int64_t ns[] = {64, 1000, 4096};
+    for (size_t k = 0; k < FD_ARRAY_LEN(ns); k++)
+        for (int rows = 1; rows <= 7; rows += 6) {
+            int64_t n = ns[k], tot = rows * n;
+            float *hx = rnd(tot, 2.f), *hg = rnd(n, 1.f), *hb = rnd(n, 1.f);
+            for (int64_t i = 0; i < tot; i++)
+                hx[i] += 0.5f;
+            fb_weight_t g = {.type = GG_F32, .n_in = n, .n_out = 1, .src = hg};
+            fb_weight_t b = {.type = GG_F32, .n_in = n, .n_out = 1, .src = hb};
+            ck_assert_int_eq(fb_weight_prepare(be, &g), 0);
+            ck_assert_int_eq(fb_weight_prepare(be, &b), 0);
+            float *x = up(be, hx, tot), *y = fb_alloc(be, sizeof(float) * (size_t)tot);
+            float *ref = malloc(sizeof(float) * (size_t)tot), *got;
+            for (int kind = 0; kind < 3; kind++) {
+                poison(be, y, tot);
+                if (kind == 0) {
+                    ck_assert_int_eq(fb_rmsnorm(be, x, rows, n, &g, 1e-5f, y), 0);
+                    fcpu_ref_rmsnorm(hx, rows, n, hg, 1e-5f, ref);
+                } else {
+                    ck_assert_int_eq(fb_layernorm(be, x, rows, n, &g, kind == 2 ? &b : NULL,
+                                                  1e-5f, y), 0);
+                    fcpu_ref_layernorm(hx, rows, n, hg, kind == 2 ? hb : NULL, 1e-5f, ref);
+                }
+                got = down(be, y, tot);
+                double e = rel_err(got, ref, tot);
+                CHECKM(e <= 1e-6, "norm %d n %lld rows %d: %.3g", kind, (long long)n, rows, e);
+                free(got);
+            }
+            /* in place */
+            ck_assert_int_eq(fb_rmsnorm(be, x, rows, n, &g, 1e-5f, x), 0);
+            fcpu_ref_rmsnorm(hx, rows, n, hg, 1e-5f, ref);
+            got = down(be, x, tot);
+            CHECKM(rel_err(got, ref, tot) <= 1e-6, "in-place rmsnorm");
+            free(got);
+            fb_weight_release(be, &g);
+            fb_weight_release(be, &b);
+            fb_free(be, x);
+            fb_free(be, y);
+            free(hx); free(hg); free(hb); free(ref);
+        }
+    fb_destroy(be);
+}
+END_TEST
+
+START_TEST(test_rope)
+{
+    fb_backend_t *be = gpu();
+    static const int cfg[][3] = {{8, 64, 64}, {4, 128, 64}, {3, 8, 8}}; /* heads, hd, n_rot */
+    for (size_t k = 0; k < FD_ARRAY_LEN(cfg); k++)
+        for (int mode = 0; mode < 2; mode++) {
+            int H = cfg[k][0], hd = cfg[k][1], rows = 5;
+            int64_t ld = (int64_t)H * hd + 24, tot = rows * ld;
+            float *hx = rnd(tot, 1.f), *ref = malloc(sizeof(float) * (size_t)tot);
+            memcpy(ref, hx, sizeof(float) * (size_t)tot);
+            int32_t pos[5] = {0, 1, 17, 999, 4095};
+            fb_rope_t r = {.mode = mode, .n_rot = cfg[k][2], .freq_base = 500000.f,
+                           .freq_scale = mode ? 0.5f : 1.f};
+            float *x = up(be, hx, tot);
+            ck_assert_int_eq(fb_rope(be, x, rows, ld, H, hd, pos, &r), 0);
+            fcpu_ref_rope(ref, rows, ld, H, hd, pos, &r);
+            float *got = down(be, x, tot);
+            double e = rel_err(got, ref, tot);
+            CHECKM(e <= 1e-6, "rope mode %d heads %d hd %d: %.3g", mode, H, hd, e);
+            fb_free(be, x);
+            free(hx); free(ref); free(got);
+        }
+    fb_destroy(be);
+}
+END_TEST
+
+START_TEST(test_elementwise)
+{
+    fb_backend_t *be = gpu();
+    /* silu_mul with gate and up interleaved in rows of 2n */
+    int64_t n = 1003, rows = 3;
+    float *hgu = rnd(rows * 2 * n, 4.f), *ref = malloc(sizeof(float) * (size_t)(rows * n));
+    float *gu = up(be, hgu, rows * 2 * n), *h = fb_alloc(be, sizeof(float) * (size_t)(rows * n));
+    poison(be, h, rows * n);
+    ck_assert_int_eq(fb_silu_mul(be, gu, gu + n, rows, n, 2 * n, h), 0);
+    fcpu_ref_silu_mul(hgu, hgu + n, rows, n, 2 * n, ref);
+    float *got = down(be, h, rows * n);
+    CHECKM(rel_err(got, ref, rows * n) <= 1e-6, "silu_mul %.3g", rel_err(got, ref, rows * n));
+    free(got);
+    /* add: aligned (vector path) and offset by one float (scalar path) */
+    for (int off = 0; off < 2; off++) {
+        int64_t m = 4096 - off;
+        float *ha = rnd(m + 1, 1.f), *hb = rnd(m + 1, 1.f);
+        float *a = up(be, ha, m + 1), *b = up(be, hb, m + 1);
+        ck_assert_int_eq(fb_add(be, a + off, b + off, m), 0);
+        fcpu_ref_add(ha + off, hb + off, m);
+        got = down(be, a, m + 1);
+        CHECKM(rel_err(got, ha, m + 1) == 0, "add offset %d", off);
+        free(got); free(ha); free(hb);
+        fb_free(be, a);
+        fb_free(be, b);
+    }
+    /* copy2d between strided rows */
+    float *dst = fb_alloc(be, sizeof(float) * 7 * 50), *hd = malloc(sizeof(float) * 7 * 50);
+    poison(be, dst, 7 * 50);
+    for (int i = 0; i < 7 * 50; i++)
+        hd[i] = NAN;
+    ck_assert_int_eq(fb_copy2d(be, dst + 3, 50, gu + 5, 2 * n, 3, 40), 0);
+    fcpu_ref_copy2d(hd + 3, 50, hgu + 5, 2 * n, 3, 40);
+    got = down(be, dst, 3 * 50);
+    for (int r = 0; r < 3; r++)
+        for (int i = 0; i < 40; i++)
+            CHECKM(got[r * 50 + 3 + i] == hd[r * 50 + 3 + i], "copy2d row %d col %d", r, i);
+    CHECKM(isnan(got[2]) && isnan(got[43]), "copy2d wrote outside its rows");
+    free(got); free(hd);
+    fb_free(be, dst);
+    /* get_rows of every layout */
+    static const int types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_K};
+    for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
+        int64_t n_in = 256, n_out = 50;
+        void *wq = rnd_matrix(types[t], n_out, n_in);
+        fb_weight_t w = {.type = types[t], .n_in = n_in, .n_out = n_out, .src = wq};
+        ck_assert_int_eq(fb_weight_prepare(be, &w), 0);
+        int32_t ids[4] = {49, 0, 7, 7};
+        float *o = fb_alloc(be, sizeof(float) * 4 * (size_t)n_in), rf[4 * 256];
+        poison(be, o, 4 * n_in);
+        ck_assert_int_eq(fb_get_rows(be, &w, ids, 4, o), 0);
+        fcpu_ref_get_rows(&w, ids, 4, rf);
+        got = down(be, o, 4 * n_in);
+        double e = rel_err(got, rf, 4 * n_in);
+        CHECKM(e <= (types[t] == GG_Q4_K ? 1e-3 : 0), "get_rows %s: %.3g", gg_type_name(types[t]), e);
+        free(got);
+        fb_weight_release(be, &w);
+        fb_free(be, o);
+        free(wq);
+    }
+    fb_free(be, gu);
+    fb_free(be, h);
+    free(hgu); free(ref);
+    fb_destroy(be);
+}
+END_TEST
+
+/* ---- attention --------------------------------------------------------------------------- */
+
+typedef struct att_seq {
+    int n_q, start;          /* rows at positions start..start+n_q-1 */
+} att_seq_t;
+
+static void att_case(fb_backend_t *be, int H, int Hkv, int hd, const att_seq_t *sq, int n_seq,
+                     int mode)
+{
+    int64_t ldq = (int64_t)(H + 2 * Hkv) * hd, ldkv = (int64_t)Hkv * hd + 8, ldo = (int64_t)H * hd;
+    fb_attn_t *a = calloc((size_t)n_seq, sizeof(*a)), *ha = calloc((size_t)n_seq, sizeof(*a));
+    float **dq = calloc((size_t)n_seq, sizeof(float *)), **dk = calloc((size_t)n_seq, sizeof(float *));
+    float **dv = calloc((size_t)n_seq, sizeof(float *)), **dout = calloc((size_t)n_seq, sizeof(float *));
+    float **hq = calloc((size_t)n_seq, sizeof(float *)), **hk = calloc((size_t)n_seq, sizeof(float *));
+    float **hv = calloc((size_t)n_seq, sizeof(float *)), **ref = calloc((size_t)n_seq, sizeof(float *));
+    int32_t **pos = calloc((size_t)n_seq, sizeof(int32_t *));
+    for (int s = 0; s < n_seq; s++) {
+        int T = sq[s].start + sq[s].n_q;
+        hq[s] = rnd(sq[s].n_q * ldq, 1.f);
+        hk[s] = rnd(T * ldkv, 1.f);
+        hv[s] = rnd(T * ldkv, 1.f);
+        ref[s] = malloc(sizeof(float) * (size_t)(sq[s].n_q * ldo));
+        pos[s] = malloc(sizeof(int32_t) * (size_t)sq[s].n_q);
+        for (int i = 0; i < sq[s].n_q; i++)
+            pos[s][i] = sq[s].start + i;
+        dq[s] = up(be, hq[s], sq[s].n_q * ldq);
+        dk[s] = up(be, hk[s], T * ldkv);
+        dv[s] = up(be, hv[s], T * ldkv);
+        dout[s] = fb_alloc(be, sizeof(float) * (size_t)(sq[s].n_q * ldo));
+        poison(be, dout[s], sq[s].n_q * ldo);
+        a[s] = (fb_attn_t){.q = dq[s], .ldq = ldq, .k = dk[s], .v = dv[s], .ldkv = ldkv,
+                           .out = dout[s], .ldo = ldo, .n_q = sq[s].n_q, .pos = pos[s],
+                           .n_head = H, .n_head_kv = Hkv, .head_dim = hd,
+                           .scale = 1.f / sqrtf((float)hd), .mode = mode};
+        ha[s] = a[s];
+        ha[s].q = hq[s];
+        ha[s].k = hk[s];
+        ha[s].v = hv[s];
+        ha[s].out = ref[s];
+        ck_assert_int_eq(fcpu_ref_attention(&ha[s]), 0);
+    }
+    ck_assert_int_eq(fb_attention(be, a, n_seq), 0);
+    for (int s = 0; s < n_seq; s++) {
+        float *got = down(be, dout[s], sq[s].n_q * ldo);
+        double e = rel_err(got, ref[s], sq[s].n_q * ldo);
+        CHECKM(e <= 1e-5, "attention mode %d heads %d/%d hd %d seq %d (n_q %d at %d): %.3g",
+               mode, H, Hkv, hd, s, sq[s].n_q, sq[s].start, e);
+        free(got);
+        fb_free(be, dq[s]); fb_free(be, dk[s]); fb_free(be, dv[s]); fb_free(be, dout[s]);
+        free(hq[s]); free(hk[s]); free(hv[s]); free(ref[s]); free(pos[s]);
+    }
+    free(a); free(ha); free(dq); free(dk); free(dv); free(dout);
+    free(hq); free(hk); free(hv); free(ref); free(pos);
+}
+
+START_TEST(test_attention)
+{
+    fb_backend_t *be = gpu();
+    static const int cfg[][3] = {{8, 4, 8}, {8, 2, 64}, {4, 4, 128}, {32, 8, 64}, {2, 1, 200}};
+    /* decode rows with long contexts (several splits), a causal prefill, a first token, and
+     * a chunk of rows continuing a context */
+    static const att_seq_t seqs[] = {{1, 299}, {13, 0}, {1, 0}, {9, 100}, {1, 4000}};
+    for (size_t k = 0; k < FD_ARRAY_LEN(cfg); k++)
+        for (int mode = 0; mode < 3; mode++) {
+            att_case(be, cfg[k][0], cfg[k][1], cfg[k][2], seqs, 4, mode);
+            att_case(be, cfg[k][0], cfg[k][1], cfg[k][2], seqs + 4, 1, mode);
+        }
+    /* more sequences than one launch carries */
+    att_seq_t many[19];
+    for (int s = 0; s < 19; s++)
+        many[s] = (att_seq_t){1 + s % 3, 37 * s};
+    att_case(be, 8, 2, 64, many, 19, FB_SOFTMAX_MAXSUM);
+    att_case(be, 8, 2, 64, many, 19, FB_SOFTMAX_REF);
+    fb_destroy(be);
+}
+END_TEST
+
+/* ---- bad input and device errors ---------------------------------------------------------- */
+
+START_TEST(test_bad_input)
+{
+    fb_backend_t *be = NULL;
+    char err[256];
+    const char *bad[] = {"graphs=2", NULL}, *bad2[] = {"bogus=1", NULL};
+    fb_config_t cfg = {.options = bad};
+    ck_assert_int_eq(fb_create("cuda", &cfg, &be, err, sizeof(err)), FD_ECONFIG);
+    ck_assert_ptr_nonnull(strstr(err, "graphs=2"));
+    cfg.options = bad2;
+    ck_assert_int_eq(fb_create("cuda", &cfg, &be, err, sizeof(err)), FD_ECONFIG);
+    cfg = (fb_config_t){.device = 999};
+    ck_assert_int_eq(fb_create("cuda", &cfg, &be, err, sizeof(err)), FD_ECONFIG);
+    be = gpu();
+    ck_assert_int_eq(fb_set_option(be, "gemm_rows=0"), FD_ECONFIG);
+    ck_assert_int_eq(fb_set_option(be, "gemm_rows=16"), 0);
+    float hw[64 * 4];
+    for (int i = 0; i < 64 * 4; i++)
+        hw[i] = tu_randf(&seed);
+    fb_weight_t w = {.type = GG_F32, .n_in = 64, .n_out = 4, .src = hw};
+    float *x = fb_alloc(be, 64 * 4 * sizeof(float)), *y = fb_alloc(be, 64 * 4 * sizeof(float));
+    ck_assert_int_eq(fb_matmul(be, &w, x, 1, y, NULL), -EINVAL); /* not prepared */
+    ck_assert_int_eq(fb_weight_prepare(be, &w), 0);
+    int32_t ids[2] = {0, 4};
+    ck_assert_int_eq(fb_get_rows(be, &w, ids, 2, y), -EINVAL);
+    ids[1] = -1;
+    ck_assert_int_eq(fb_get_rows(be, &w, ids, 2, y), -EINVAL);
+    fb_weight_t g = {.type = GG_F32, .n_in = 32, .n_out = 1, .src = hw};
+    ck_assert_int_eq(fb_weight_prepare(be, &g), 0);
+    ck_assert_int_eq(fb_rmsnorm(be, x, 1, 64, &g, 1e-5f, y), -EINVAL); /* gamma of 32 */
+    int32_t pos[1] = {3}, npos[1] = {-1};
+    fb_rope_t r = {.mode = 0, .n_rot = 7, .freq_base = 10000.f, .freq_scale = 1.f};
+    ck_assert_int_eq(fb_rope(be, x, 1, 64, 1, 64, pos, &r), -EINVAL);
+    r.n_rot = 64;
+    ck_assert_int_eq(fb_rope(be, x, 1, 64, 1, 64, npos, &r), -EINVAL);
+    fb_attn_t a = {.q = x, .ldq = 64, .k = x, .v = x, .ldkv = 64, .out = y, .ldo = 64, .n_q = 1,
+                   .pos = pos, .n_head = 3, .n_head_kv = 2, .head_dim = 16, .scale = 0.25f};
+    ck_assert_int_eq(fb_attention(be, &a, 1), -EINVAL);
+    a.n_head = 32;
+    a.n_head_kv = 1;
+    a.head_dim = 2;
+    ck_assert_int_eq(fb_attention(be, &a, 1), FD_EUNSUP); /* 32 query heads per KV head */
+    /* a device error is an error, and the backend stays usable after a recoverable one */
+    float h[4];
+    ck_assert_int_eq(fb_to_host(be, h, (const void *)(uintptr_t)0x10, sizeof(h)), FD_EBACKEND);
+    ck_assert_int_eq(fb_matmul(be, &w, x, 1, y, NULL), 0);
+    ck_assert_int_eq(fb_sync(be), 0);
+    fb_weight_release(be, &w);
+    fb_weight_release(be, &g);
+    fb_free(be, x);
+    fb_free(be, y);
+    fb_destroy(be);
+}
+END_TEST
+
+/* ---- graphs and merged launches: a recorded step replayed with new inputs, and launches
+ * merged into one (RoPE and cache writes in a product's epilogue, copies of several
+ * sequences), equal every op run on its own ---------------------------------------------- */
+
+static void graph_steps(fb_backend_t *be, fb_weight_t *w, int n_steps, float *out)
+{
+    const int E = 128, R = 2;
+    float *x = fb_alloc(be, sizeof(float) * R * E), *y = fb_alloc(be, sizeof(float) * R * 3 * E);
+    float *kc = fb_alloc(be, sizeof(float) * 64 * E), *vc = fb_alloc(be, sizeof(float) * 64 * E);
+    float *o = fb_alloc(be, sizeof(float) * R * E);
+    poison(be, kc, 64 * E);
+    poison(be, vc, 64 * E);
+    uint64_t s2 = 99;
+    fb_defer_t d = {.kind = FB_NORM_RMS, .eps = 1e-5f};
+    fb_rope_t r = {.mode = 0, .n_rot = 32, .freq_base = 10000.f, .freq_scale = 1.f};
+    for (int step = 0; step < n_steps; step++) {
+        float hx[2 * 128];
+        for (int i = 0; i < R * E; i++)
+            hx[i] = tu_randf(&s2);
+        int32_t pos[2] = {step, step}, ids[2] = {step % 5, 3};
+        /* two sequences, one token each, caches at rows 0..31 and 32..63 */
+        ck_assert_int_eq(fb_to_device(be, x, hx, sizeof(hx)), 0);
+        fb_mark(be, FB_MARK_STEP_BEGIN, R);
+        fb_mark(be, FB_MARK_LAYER, 0);
+        ck_assert_int_eq(fb_get_rows(be, w, ids, 1, o), 0);
+        ck_assert_int_eq(fb_add(be, x, o, E), 0);
+        ck_assert_int_eq(fb_matmul(be, w, x, R, y, &d), 0);
+        /* RoPE of the Q and K columns and the cache writes join the product's epilogue */
+        ck_assert_int_eq(fb_rope(be, y, R, 3 * E, 4, 32, pos, &r), 0);
+        ck_assert_int_eq(fb_rope(be, y + E, R, 3 * E, 4, 32, pos, &r), 0);
+        fb_attn_t a[2];
+        for (int s = 0; s < 2; s++) {
+            ck_assert_int_eq(fb_copy2d(be, kc + (32 * s + step) * E, E, y + s * 3 * E + E, 3 * E,
+                                       1, E), 0);
+            ck_assert_int_eq(fb_copy2d(be, vc + (32 * s + step) * E, E, y + s * 3 * E + 2 * E,
+                                       3 * E, 1, E), 0);
+            a[s] = (fb_attn_t){.q = y + s * 3 * E, .ldq = 3 * E, .k = kc + 32 * s * E,
+                               .v = vc + 32 * s * E, .ldkv = E, .out = o + s * E, .ldo = E,
+                               .n_q = 1, .pos = &pos[s], .n_head = 4, .n_head_kv = 4,
+                               .head_dim = 32, .scale = 0.17f, .mode = FB_SOFTMAX_MAXSUM};
+        }
+        fb_mark(be, FB_MARK_LAYER, 4);
+        ck_assert_int_eq(fb_attention(be, a, 2), 0);
+        ck_assert_int_eq(fb_to_host(be, out + step * R * E, o, sizeof(float) * R * E), 0);
+        ck_assert_int_eq(fb_sync(be), 0);
+        fb_mark(be, FB_MARK_STEP_END, R);
+    }
+    fb_free(be, x); fb_free(be, y); fb_free(be, kc); fb_free(be, vc); fb_free(be, o);
+}
+
+START_TEST(test_graphs)
+{
+    float hw[3 * 128 * 128];
+    for (int i = 0; i < 3 * 128 * 128; i++)
+        hw[i] = tu_randf(&seed) * 0.1f;
+    const int n = 20;
+    float *ref = malloc(sizeof(float) * n * 2 * 128), *got = malloc(sizeof(float) * n * 2 * 128);
+    /* the reference: every op on its own (timing=1 holds nothing back) and no graphs */
+    const char *plain[] = {"timing=1", NULL}, *eager[] = {"graphs=0", NULL};
+    const char *seg[] = {"graph_layers=4", NULL}, *whole[] = {"graph_layers=0", NULL};
+    const char *const *opts[] = {eager, seg, whole};
+    fb_backend_t *be = gpu_opts(plain);
+    fb_weight_t w = {.type = GG_BF16, .n_in = 128, .n_out = 3 * 128};
+    uint16_t *hb = malloc(2 * 3 * 128 * 128);
+    for (int i = 0; i < 3 * 128 * 128; i++)
+        hb[i] = fq_f32_to_bf16(hw[i]);
+    w.src = hb;
+    ck_assert_int_eq(fb_weight_prepare(be, &w), 0);
+    graph_steps(be, &w, n, ref);
+    fb_weight_release(be, &w);
+    fb_destroy(be);
+    for (int k = 0; k < 3; k++) {
+        be = gpu_opts(opts[k]);
+        ck_assert_int_eq(fb_weight_prepare(be, &w), 0);
+        graph_steps(be, &w, n, got);
+        for (int i = 0; i < n * 2 * 128; i++)
+            CHECKM(got[i] == ref[i], "graphs (%s): step %d value %d: %g != %g", opts[k][0],
+                   i / 256, i % 256, got[i], ref[i]);
+        char desc[512];
+        be->ops->describe(be, desc, sizeof(desc));
+        CHECKM(k == 0 || (strstr(desc, "graphs on") && !strstr(desc, " 0 launched")), "%s", desc);
+        fb_weight_release(be, &w);
+        fb_destroy(be);
+    }
+    free(hb); free(ref); free(got);
+}
+END_TEST
+
+/* ---- a whole model: stories260K on the GPU against the CPU backend ------------------------- */
+
+static llm_model_t *load(const char *backend, bool fusion, const char *const *opts, int n_seq)
+{
+    llm_load_params_t p;
+    llm_load_params_default(&p);
+    p.path = tu_shared("models/stories260K.gguf", 1);
+    p.backend = backend;
+    p.backend_options = opts;
+    p.fusion = fusion;
+    p.n_seq_max = n_seq;
+    p.threads = 1;
+    llm_model_t *m = NULL;
+    char err[512];
+    CHECKM(llm_load(&m, &p, err, sizeof(err)) == 0, "llm_load %s: %s", backend, err);
+    return m;
+}
+
+static int argmax(const float *v, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[b])
+            b = i;
+    return b;
+}
+
+/* Greedy ids from BOS after a short prompt (a multi-row prefill). */
+static void greedy(llm_model_t *m, int32_t *out, int n, float *max_logit_diff, llm_model_t *ref)
+{
+    int V = llm_hparams(m)->n_vocab, slot, rslot = 0;
+    float *lg = malloc(sizeof(float) * (size_t)V), *rl = malloc(sizeof(float) * (size_t)V);
+    ck_assert_int_eq(llm_seq_alloc(m, &slot), 0);
+    if (ref)
+        ck_assert_int_eq(llm_seq_alloc(ref, &rslot), 0);
+    int32_t prompt[12] = {1, 403, 407, 261, 378, 284, 356, 306, 393, 270, 263, 306};
+    llm_batch_entry_t e = {.slot = slot, .tokens = prompt, .n_tokens = 12, .want_logits = true};
+    ck_assert_int_eq(llm_decode(m, &e, 1, lg), 0);
+    *max_logit_diff = 0;
+    for (int i = 0; i < n; i++) {
+        if (ref) {
+            llm_batch_entry_t r = e;
+            r.slot = rslot;
+            ck_assert_int_eq(llm_decode(ref, &r, 1, rl), 0);
+            for (int v = 0; v < V; v++)
+                *max_logit_diff = fmaxf(*max_logit_diff, fabsf(lg[v] - rl[v]));
+        }
+        out[i] = argmax(lg, V);
+        e = (llm_batch_entry_t){.slot = slot, .tokens = &out[i], .n_tokens = 1, .want_logits = true};
+        if (i + 1 < n)
+            ck_assert_int_eq(llm_decode(m, &e, 1, lg), 0);
+    }
+    llm_seq_free(m, slot);
+    if (ref)
+        llm_seq_free(ref, rslot);
+    free(lg);
+    free(rl);
+}
+
+START_TEST(test_stories_greedy)
+{
+    const int n = 150;
+    const char *cpu_opt[] = {"blas_rows=0", NULL};
+    const char *eager[] = {"graphs=0", NULL}, *timing[] = {"timing=1", NULL};
+    const char *const *gopts[] = {NULL, eager, timing};
+    for (int f = 0; f < 2; f++) {
+        llm_model_t *cpu = load("cpu", f, cpu_opt, 1);
+        int32_t want[150], got[150];
+        float d;
+        greedy(cpu, want, n, &d, NULL);
+        for (int k = 0; k < 3; k++) {
+            llm_model_t *g = load("cuda", f, gopts[k], 1);
+            llm_model_t *c2 = load("cpu", f, cpu_opt, 1);
+            fb_stats_reset(llm_backend(g));
+            greedy(g, got, n, &d, c2);
+            for (int i = 0; i < n; i++)
+                CHECKM(got[i] == want[i], "fusion %d options %s: token %d is %d, cpu %d", f,
+                       gopts[k] ? gopts[k][0] : "default", i, got[i], want[i]);
+            CHECKM(d <= 1e-3f, "fusion %d: logits differ from the CPU's by %g", f, d);
+            if (k == 2) {
+                fb_stats_t st;
+                fb_stats_get(llm_backend(g), &st);
+                CHECKM(st.dev_s[FB_OP_GEMM] > 0 && st.dev_s[FB_OP_ATTN] > 0 &&
+                       st.dev_total_s >= st.dev_s[FB_OP_GEMM] + st.dev_s[FB_OP_ATTN],
+                       "timing=1: no device time per class");
+                CHECKM((st.dev_s[FB_OP_NORM] > 0) == (f == 0), "norm time %g with fusion %d",
+                       st.dev_s[FB_OP_NORM], f);
+            }
+            llm_free(g);
+            llm_free(c2);
+        }
+        llm_free(cpu);
+    }
+}
+END_TEST
+
+/* Three sequences decoded together (graph steps of 3 rows) give the CPU's logits. */
+START_TEST(test_stories_batched)
+{
+    const char *cpu_opt[] = {"blas_rows=0", NULL};
+    llm_model_t *g = load("cuda", true, NULL, 3), *c = load("cpu", true, cpu_opt, 3);
+    int V = llm_hparams(g)->n_vocab, sg[3], sc[3];
+    float *lg = malloc(sizeof(float) * 3 * (size_t)V), *lc = malloc(sizeof(float) * 3 * (size_t)V);
+    int32_t tok[3][20];
+    for (int s = 0; s < 3; s++) {
+        ck_assert_int_eq(llm_seq_alloc(g, &sg[s]), 0);
+        ck_assert_int_eq(llm_seq_alloc(c, &sc[s]), 0);
+        for (int i = 0; i < 20; i++)
+            tok[s][i] = 1 + (int32_t)(tu_rand64(&seed) % (uint64_t)(V - 1));
+    }
+    llm_batch_entry_t eg[3], ec[3];
+    for (int s = 0; s < 3; s++) { /* prompts of 1, 5 and 9 tokens */
+        eg[s] = (llm_batch_entry_t){.slot = sg[s], .tokens = tok[s], .n_tokens = 1 + 4 * s,
+                                    .want_logits = true};
+        ec[s] = eg[s];
+        ec[s].slot = sc[s];
+    }
+    ck_assert_int_eq(llm_decode(g, eg, 3, lg), 0);
+    ck_assert_int_eq(llm_decode(c, ec, 3, lc), 0);
+    for (int step = 0; step < 12; step++) {
+        for (int v = 0; v < 3 * V; v++)
+            CHECKM(fabsf(lg[v] - lc[v]) <= 1e-3f * fmaxf(1.f, fabsf(lc[v])),
+                   "step %d logit %d: %g vs cpu %g", step, v, lg[v], lc[v]);
+        for (int s = 0; s < 3; s++) {
+            eg[s].tokens = ec[s].tokens = &tok[s][9 + step % 10];
+            eg[s].n_tokens = ec[s].n_tokens = 1;
+        }
+        ck_assert_int_eq(llm_decode(g, eg, 3, lg), 0);
+        ck_assert_int_eq(llm_decode(c, ec, 3, lc), 0);
+    }
+    free(lg);
+    free(lc);
+    llm_free(g);
+    llm_free(c);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("cuda");
+    TCase *t = tcase_create("ops");
+    tcase_set_timeout(t, 600);
+    tcase_add_test(t, test_matmul);
+    tcase_add_test(t, test_matmul_paths);
+    tcase_add_test(t, test_norms);
+    tcase_add_test(t, test_rope);
+    tcase_add_test(t, test_elementwise);
+    tcase_add_test(t, test_attention);
+    tcase_add_test(t, test_bad_input);
+    tcase_add_test(t, test_graphs);
+    suite_add_tcase(s, t);
+    TCase *m = tcase_create("model");
+    tcase_set_timeout(m, 600);
+    tcase_add_test(m, test_stories_greedy);
+    tcase_add_test(m, test_stories_batched);
+    suite_add_tcase(s, m);
+    return s;
+}
+
+int main(void)
+{
+    fb_backend_t *be = NULL;
+    char err[256];
+    if (!fb_available("cuda")) {
+        fprintf(stderr, "SKIP: this build has no CUDA backend\n");
+        return 77;
+    }
+    int rc = fb_create("cuda", NULL, &be, err, sizeof(err));
+    if (rc) {
+        fprintf(stderr, "SKIP: no usable GPU: %s\n", err);
+        return 77;
+    }
+    char desc[512];
+    be->ops->describe(be, desc, sizeof(desc));
+    fprintf(stderr, "%s\n", desc);
+    fb_destroy(be);
+    return tu_run(suite());
+}

@@ -13,7 +13,8 @@
 # $top/.debs), FUSIOND (a prebuilt fusiond; default $top/.devxfer/fusiond-gpu/fusiond),
 # PREFIX (default /tmp/fddeps), CUDA_HOME, FORCE_BUILD=1, PROMPT, MAX_TOKENS.
 set -u
-top=$(cd "$(dirname "$0")/../.." && pwd)
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
 cd "$top" || exit 1
 OUT=${OUT:-/tmp/fusiond-gpu}
 DEBS=${DEBS:-$top/.debs}
@@ -126,7 +127,7 @@ for model in "$@"; do
         [ "$be" = cuda ] && set -- "$@" --backend-option timing=1
         "$bin" "$@" >"$OUT/fusiond-$be-$m.log" 2>&1 &
         pid=$!
-        if python3 bench/cuda/fusiond-client.py "$port" "$OUT/answer-$be-$m.json" \
+        if python3 "$here/fusiond-client.py" "$port" "$OUT/answer-$be-$m.json" \
             --prompt "$PROMPT" --max-tokens "$MAX_TOKENS" --pid "$pid" >"$OUT/client-$be-$m.txt" 2>&1; then
             python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1]).read().decode())' \
                 "$port" >"$OUT/metrics-$be-$m.txt" 2>&1

@@ -6,7 +6,8 @@
 # built beforehand (./configure --with-cuda --without-systemd on a machine with nvcc) when that
 # one starts here, else compiles one with gcc and nvcc against the prefix.  Then, for each
 # model, it serves the same greedy completion (plain and streamed) with --backend cuda
-# --backend-option timing=1 and with --backend cpu, compares the texts and saves /metrics.
+# --backend-option timing=1 (the fused plan, then --fusion=off) and with --backend cpu,
+# compares the texts and saves /metrics (device time per op class).
 #
 # Usage: bench/cuda/fusiond-gpu.sh MODEL.gguf...
 # Environment: OUT (logs; default /tmp/fusiond-gpu), DEBS (the .deb files; default
@@ -122,9 +123,12 @@ port=18431
 status=0
 for model in "$@"; do
     m=$(basename "$model" .gguf)
-    for be in cuda cpu; do
-        set -- --model "$model" --backend "$be" --host 127.0.0.1 --port "$port"
-        [ "$be" = cuda ] && set -- "$@" --backend-option timing=1
+    for be in cuda cuda-unfused cpu; do
+        set -- --model "$model" --backend "${be%-unfused}" --host 127.0.0.1 --port "$port"
+        case $be in
+        cuda) set -- "$@" --backend-option timing=1 ;;
+        cuda-unfused) set -- "$@" --backend-option timing=1 --fusion=off ;;
+        esac
         "$bin" "$@" >"$OUT/fusiond-$be-$m.log" 2>&1 &
         pid=$!
         if python3 "$here/fusiond-client.py" "$port" "$OUT/answer-$be-$m.json" \
@@ -140,21 +144,25 @@ for model in "$@"; do
         log "$m on $be: $(cat "$OUT/client-$be-$m.txt")"
         port=$((port + 1))
     done
-    python3 - "$OUT/answer-cuda-$m.json" "$OUT/answer-cpu-$m.json" <<'PY' >>"$OUT/summary.txt" || status=1
+    python3 - "$m" "$OUT"/answer-cuda-"$m".json "$OUT"/answer-cuda-unfused-"$m".json \
+        "$OUT"/answer-cpu-"$m".json <<'PY' >>"$OUT/summary.txt" || status=1
 import json, sys
 try:
-    g, c = (json.load(open(p)) for p in sys.argv[1:3])
+    g, u, c = (json.load(open(p)) for p in sys.argv[2:5])
 except (OSError, ValueError) as e:
-    print("missing answer:", e)
+    print("%s: missing answer: %s" % (sys.argv[1], e))
     sys.exit(1)
-same = g["text"] == c["text"]
-print("%s: cuda and cpu greedy text %s; stream equal cuda %s cpu %s; %s" %
-      (sys.argv[1].split("answer-cuda-")[-1], "IDENTICAL" if same else "DIFFERENT",
-       g["stream_equal"], c["stream_equal"], json.dumps(g["text"])))
-sys.exit(0 if same and g["stream_equal"] and c["stream_equal"] else 1)
+same = g["text"] == c["text"] == u["text"]
+print("%s: greedy text of cuda, cuda --fusion off and cpu %s; streamed = plain: %s %s %s; %s" %
+      (sys.argv[1], "IDENTICAL" if same else "DIFFERENT", g["stream_equal"],
+       u["stream_equal"], c["stream_equal"], json.dumps(g["text"])))
+ok = same and g["stream_equal"] and u["stream_equal"] and c["stream_equal"]
+sys.exit(0 if ok else 1)
 PY
-    grep -E '^fusiond_(op_)?device_seconds_total|backend=' "$OUT/metrics-cuda-$m.txt" 2>/dev/null |
-        head -20 >>"$OUT/summary.txt"
+    for v in cuda cuda-unfused; do
+        grep -E '^fusiond_(op_)?device_seconds_total' "$OUT/metrics-$v-$m.txt" 2>/dev/null |
+            sed "s/^/$v: /" >>"$OUT/summary.txt"
+    done
 done
 cat "$OUT/summary.txt" >&2
 exit $status

@@ -154,7 +154,9 @@ static int get_int(const cJSON *o, const char *key, long long lo, long long hi, 
         v->valuedouble != floor(v->valuedouble))
         return bad(e, key, "'%s' must be an integer, not %s", key,
                    cJSON_IsNumber(v) ? "a fraction" : type_name(v));
-    if (v->valuedouble < (double)lo || v->valuedouble > (double)hi)
+    /* (double)hi rounds LLONG_MAX up to 2^63, which would pass and not fit a long long */
+    if (v->valuedouble < (double)lo || v->valuedouble > (double)hi ||
+        v->valuedouble >= 9223372036854775808.0)
         return bad(e, key, "'%s' is %.0f; it must be in [%lld, %lld]", key, v->valuedouble, lo,
                    hi);
     *out = (long long)v->valuedouble;
@@ -590,6 +592,22 @@ static int parse_detokenize(const cJSON *root, rq_t *r, rq_err_t *e)
     return parse_ids(t, "tokens", true, &r->prompts[0].ids, &r->prompts[0].n_ids, e);
 }
 
+/* True when the body holds the JSON escape \u0000 (an odd run of backslashes before it). */
+static bool has_nul_escape(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] != '\\')
+            continue;
+        size_t j = i;
+        while (j < len && s[j] == '\\')
+            j++;
+        if ((j - i) % 2 && len - j >= 5 && memcmp(s + j, "u0000", 5) == 0)
+            return true;
+        i = j - 1;
+    }
+    return false;
+}
+
 int rq_parse(int kind, const char *body, size_t len, const rq_limits_t *lim, rq_t *r,
              rq_err_t *e)
 {
@@ -608,6 +626,9 @@ int rq_parse(int kind, const char *body, size_t len, const rq_limits_t *lim, rq_
 
     if (len == 0)
         return bad(e, NULL, "the request body is empty; a JSON object is expected");
+    /* cJSON ends a string at a decoded U+0000: "a\u0000b" would silently become "a". */
+    if (has_nul_escape(body, len))
+        return bad(e, NULL, "a JSON string holds \\u0000 (NUL), which is not accepted");
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
     if (!root) {

@@ -379,7 +379,16 @@ static void mhd_run(srv_t *s)
     s->in_mhd = true;
     do {
         s->rerun = false;
+        /* At the connection limit MHD leaves the listening socket out of its epoll set and
+         * puts it back only at the start of a run: when this run closed connections, run
+         * again, or nothing would ever accept the clients queued meanwhile. */
+        const union MHD_DaemonInfo *di =
+            MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+        unsigned before = di ? di->num_connections : 0;
         MHD_run(s->mhd);
+        di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+        if (di && di->num_connections < before)
+            s->rerun = true;
     } while (s->rerun);
     s->in_mhd = false;
     MHD_UNSIGNED_LONG_LONG to = 0;

@@ -25,6 +25,13 @@ tests_test_cpu_backend_CFLAGS = $(TEST_CFLAGS)
 tests_test_cpu_backend_LDADD = $(TEST_LIBS)
 TESTS += tests/test_cpu_backend
 
+# test_cpu_pool builds backends/cpu/pool.c in, with a test hook: the library's pool is not used.
+check_PROGRAMS += tests/test_cpu_pool
+tests_test_cpu_pool_SOURCES = tests/test_cpu_pool.c
+tests_test_cpu_pool_CFLAGS = $(TEST_CFLAGS)
+tests_test_cpu_pool_LDADD = $(TEST_LIBS)
+TESTS += tests/test_cpu_pool
+
 check_PROGRAMS += tests/test_config
 tests_test_config_SOURCES = tests/test_config.c
 tests_test_config_CFLAGS = $(TEST_CFLAGS)
@@ -167,6 +174,12 @@ EXTRA_DIST += tests/fuzz/fuzz_stream.c tests/fuzz/corpus/fuzz_stream
 check_PROGRAMS += tests/fuzz/gen_seeds_model
 tests_fuzz_gen_seeds_model_SOURCES = tests/fuzz/gen_seeds_model.c
 tests_fuzz_gen_seeds_model_LDADD = $(FD_LIBS)
+
+# Black-box reliability tests on loopback (python3, stdlib only; tests/loopback.py starts
+# fusiond): the bad-input battery, and the load and fault test (RELY_LOAD_LONG=1: long mode).
+EXTRA_DIST += tests/loopback.py
+dist_check_SCRIPTS += tests/test_badinput.py tests/test_load.py
+TESTS += tests/test_badinput.py tests/test_load.py
 
 # test_cuda needs a GPU (skips with 77 without one); built only with --with-cuda.
 if HAVE_CUDA

@@ -1135,6 +1135,38 @@ START_TEST(test_parallel_clients)
 }
 END_TEST
 
+/* Regression (bad-input battery): at the connection limit libmicrohttpd takes the listening
+ * socket out of its epoll set and puts it back only at the start of a later MHD_run; when
+ * the connections that filled the limit all closed in one run, nothing woke the loop again,
+ * so the connections waiting in the accept queue (and every new one) hung for good. */
+START_TEST(test_connection_limit)
+{
+    cfg.max_connections = 4;
+    start();
+    int fds[7];
+    for (int i = 0; i < 7; i++) /* 4 accepted, 3 left in the kernel's accept queue */
+        fds[i] = dial();
+    usleep(200 * 1000);
+    for (int i = 0; i < 7; i++)
+        close(fds[i]);
+    usleep(200 * 1000);
+    for (int k = 0; k < 3; k++) {
+        rd_t *r = calloc(1, sizeof *r);
+        resp_t out;
+        memset(&out, 0, sizeof out);
+        r->fd = dial();
+        send_req(r->fd, "GET", "/health", NULL, NULL, false);
+        ck_assert_msg(read_head(r, &out), "no answer after the connections at the limit closed");
+        ck_assert_int_eq(out.status, 200);
+        read_body(r, &out);
+        free_resp(&out);
+        close(r->fd);
+        free(r);
+    }
+    stop();
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("http");
@@ -1163,6 +1195,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_large_bodies);
     tcase_add_test(tc, test_loading);
     tcase_add_test(tc, test_parallel_clients);
+    tcase_add_test(tc, test_connection_limit);
     suite_add_tcase(s, tc);
     return s;
 }

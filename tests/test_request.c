@@ -287,6 +287,15 @@ static const struct bad_case {
     {RQ_DETOKENIZE, "{}", 400, "tokens"},
     {RQ_DETOKENIZE, "{\"tokens\":\"1 2\"}", 400, "tokens"},
     {RQ_DETOKENIZE, "{\"tokens\":[1,null]}", 400, "tokens[1]"},
+    /* Regression (bad-input battery): cJSON cut strings at \u0000, so these prompts, stop
+     * strings and messages once lost everything after it without a word. */
+    {RQ_COMPLETION, "{\"prompt\":\"a\\u0000b\"}", 400, ""},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"stop\":[\"\\\\\\u0000\"]}", 400, ""},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"\\u0000\"}]}", 400, ""},
+    {RQ_TOKENIZE, "{\"content\":\"\\u0000\"}", 400, ""},
+    /* Regression (fuzz_request): 2^63 passed the check against (double)LLONG_MAX, which
+     * rounds to 2^63, and its conversion to long long was undefined. */
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"seed\":9223372036854775808}", 400, "seed"},
 };
 
 START_TEST(test_bad_bodies)
@@ -302,6 +311,18 @@ START_TEST(test_bad_bodies)
                   c->body, e.param, c->param);
     ck_assert_str_eq(e.type, "invalid_request_error");
     ck_assert(e.message[0] != 0);
+}
+END_TEST
+
+/* An escaped backslash followed by "u0000" is text, not a NUL. */
+START_TEST(test_nul_escape_text)
+{
+    rq_t r;
+    rq_err_t e;
+    ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":\"a\\\\u0000b\"}", &r, &e), 0);
+    ck_assert_str_eq(r.prompts[0].text, "a\\u0000b");
+    ck_assert_uint_eq(r.prompts[0].text_len, 8);
+    rq_free(&r);
 }
 END_TEST
 
@@ -370,6 +391,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_tokenize_bodies);
     tcase_add_loop_test(tc, test_bad_bodies, 0, (int)FD_ARRAY_LEN(bad_cases));
     tcase_add_test(tc, test_deep_nesting);
+    tcase_add_test(tc, test_nul_escape_text);
     tcase_add_test(tc, test_prompt_length_check);
     tcase_add_test(tc, test_utf8);
     suite_add_tcase(s, tc);

@@ -245,7 +245,7 @@ def drain_phase(drain_timeout, want_complete):
         late = "refused"
     for t in th:
         t.join()
-    rc = d.stop()
+    rc = d.wait()
     dt = time.time() - t0
     ok = [r for r in results if r[0] == 200 and r[2] and r[3] == 0]
     cancelled = [r for r in results if (r[0] == 200 and r[2] and r[3] > 0) or r[0] == 503]

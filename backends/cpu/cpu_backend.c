@@ -20,7 +20,8 @@
  *
  * Options (fb_config_t.options): isa=scalar|avx2|avx512 (force a kernel table),
  * defer=each|one, blas_rows=N (F32 products with at least N rows go to OpenBLAS sgemm;
- * 0 = never), qblas_rows=N (the same for quantized weights, dequantized a tile at a time),
+ * 0 = never; default 32), qblas_rows=N (the same for quantized weights, dequantized a tile
+ * at a time; default 0 = never: the int8 kernels measured twice as fast),
  * ref=1 (every op on the plain reference of ref_ops.c). */
 #include <cblas.h>
 #include <math.h>

@@ -20,7 +20,7 @@
  *
  * Options (fb_config_t.options): isa=scalar|avx2|avx512 (force a kernel table),
  * defer=each|one, blas_rows=N (F32 products with at least N rows go to OpenBLAS sgemm;
- * 0 = never; default 32), qblas_rows=N (the same for quantized weights, dequantized a tile
+ * 0 = never; default 48), qblas_rows=N (the same for quantized weights, dequantized a tile
  * at a time; default 0 = never: the int8 kernels measured twice as fast),
  * ref=1 (every op on the plain reference of ref_ops.c). */
 #include <cblas.h>
@@ -989,7 +989,7 @@ int fb_cpu_create(const fb_config_t *cfg, fb_backend_t **out, char *err, size_t 
     c->n_threads = threads;
     c->k = fcpu_kernels_best();
     c->defer_mode = DEFER_EACH;
-    c->blas_rows = 32;
+    c->blas_rows = 48; /* crossover measured between 32 and 64 rows (BENCHMARKS.md) */
     c->qblas_rows = 0;
     int rc = parse_options(c, cfg ? cfg->options : NULL, err, errlen);
     if (rc)

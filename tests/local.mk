@@ -158,10 +158,12 @@ TESTS += tests/test_corsair
 
 # libFuzzer targets of the reliability work (make fuzz; .ci/run runs each briefly): model
 # loading and streamed text; gen_seeds_model writes fuzz_model's seeds.  fuzz_request is
-# registered with test_request above; its seeds and dictionary are here.
+# registered with test_request above; its seeds and dictionary are here, with seeds for
+# fuzz_tokenizer and fuzz_chat.
 FUZZ_TARGETS += tests/fuzz/fuzz_model.c
 EXTRA_DIST += tests/fuzz/fuzz_model.c tests/fuzz/corpus/fuzz_model
 EXTRA_DIST += tests/fuzz/fuzz_request.dict tests/fuzz/corpus/fuzz_request
+EXTRA_DIST += tests/fuzz/corpus/fuzz_tokenizer tests/fuzz/corpus/fuzz_chat
 FUZZ_TARGETS += tests/fuzz/fuzz_stream.c
 EXTRA_DIST += tests/fuzz/fuzz_stream.c tests/fuzz/corpus/fuzz_stream
 check_PROGRAMS += tests/fuzz/gen_seeds_model
@@ -182,3 +184,15 @@ tests_test_cuda_CFLAGS = $(TEST_CFLAGS)
 tests_test_cuda_LDADD = $(TEST_LIBS)
 TESTS += tests/test_cuda
 endif
+
+# make check-valgrind: Check suites under valgrind memcheck (tests/valgrind.sh); the default
+# set is what fits CI's time (.ci/run); VALGRIND_SUITES="tests/test_x ..." picks others, ""
+# with VALGRIND_ALL=1 every suite.
+VALGRIND_SUITES = tests/test_common tests/test_log tests/test_config tests/test_notify \
+	tests/test_request tests/test_openai tests/test_metrics tests/test_chat tests/test_gguf \
+	tests/test_gguf_write tests/test_sampler tests/test_http
+EXTRA_DIST += tests/valgrind.sh
+check-valgrind: $(check_PROGRAMS)
+	@$(AM_TESTS_ENVIRONMENT) $(SHELL) $(top_srcdir)/tests/valgrind.sh \
+	  $(if $(VALGRIND_ALL),,$(VALGRIND_SUITES))
+.PHONY: check-valgrind

@@ -173,6 +173,7 @@ tests_fuzz_gen_seeds_model_LDADD = $(FD_LIBS)
 # Black-box reliability tests on loopback (python3, stdlib only; tests/loopback.py starts
 # fusiond): the bad-input battery, and the load and fault test (RELY_LOAD_LONG=1: long mode).
 EXTRA_DIST += tests/loopback.py
+dist_doc_DATA += docs/reliability.md
 dist_check_SCRIPTS += tests/test_badinput.py tests/test_load.py
 TESTS += tests/test_badinput.py tests/test_load.py
 

@@ -25,3 +25,5 @@ EXTRA_DIST += bench/serve-bench
 EXTRA_DIST += bench/cuda/cuda-all.sh bench/cuda/bwprobe.cu bench/cuda/torch_ref.py \
 	bench/cuda/compat-check/check.h bench/cuda/compat-blas/cblas.h \
 	bench/cuda/compat-blas/cblas_lite.c
+# fusiond itself on the GPU machine (Debian packages unpacked into a private prefix).
+EXTRA_DIST += bench/cuda/fusiond-gpu.sh bench/cuda/fusiond-client.py

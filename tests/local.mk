@@ -25,6 +25,13 @@ tests_test_cpu_backend_CFLAGS = $(TEST_CFLAGS)
 tests_test_cpu_backend_LDADD = $(TEST_LIBS)
 TESTS += tests/test_cpu_backend
 
+# test_cpu_pool builds backends/cpu/pool.c in, with a test hook: the library's pool is not used.
+check_PROGRAMS += tests/test_cpu_pool
+tests_test_cpu_pool_SOURCES = tests/test_cpu_pool.c
+tests_test_cpu_pool_CFLAGS = $(TEST_CFLAGS)
+tests_test_cpu_pool_LDADD = $(TEST_LIBS)
+TESTS += tests/test_cpu_pool
+
 check_PROGRAMS += tests/test_config
 tests_test_config_SOURCES = tests/test_config.c
 tests_test_config_CFLAGS = $(TEST_CFLAGS)

@@ -295,6 +295,10 @@ typedef struct coll {
     int cancel_after;
     eng_stats_t stats_at_done;
     eng_t *stats_eng;
+    /* hold_at > 0: the callback of token hold_at blocks the engine thread until
+     * coll_release, so the test can act while the engine is in a known state */
+    int hold_at;
+    bool holding, released;
 } coll_t;
 
 static bool utf8_complete(const char *s, size_t n)
@@ -336,6 +340,18 @@ static void on_event(void *ud, const eng_event_t *ev)
         }
         if (c->cancel_eng && c->n == c->cancel_after)
             eng_cancel(c->cancel_eng, ev->id);
+        if (c->hold_at > 0 && c->n == c->hold_at) {
+            /* bounded, so a test that fails while holding cannot hang the engine forever */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 120;
+            c->holding = true;
+            pthread_cond_broadcast(&c->cv);
+            while (!c->released)
+                if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT)
+                    break;
+            c->holding = false;
+        }
     } else {
         if (c->stats_eng)
             eng_stats(c->stats_eng, &c->stats_at_done);
@@ -361,7 +377,7 @@ static void coll_wait(coll_t *c)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 30;
+    ts.tv_sec += (time_t)(30 * tu_time_scale());
     pthread_mutex_lock(&c->mu);
     while (!c->done) {
         if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT)
@@ -372,18 +388,28 @@ static void coll_wait(coll_t *c)
     ck_assert_msg(done, "request %llu never finished", (unsigned long long)c->id);
 }
 
-/* Waits until c has at least n tokens (or is done). */
-static void coll_wait_tokens(coll_t *c, int n)
+/* Waits until the engine thread is held in c's callback (c->hold_at). */
+static void coll_wait_held(coll_t *c)
 {
-    for (int i = 0; i < 30000; i++) {
-        pthread_mutex_lock(&c->mu);
-        bool ok = c->n >= n || c->done;
-        pthread_mutex_unlock(&c->mu);
-        if (ok)
-            return;
-        usleep(1000);
-    }
-    ck_abort_msg("request %llu: no token", (unsigned long long)c->id);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 60;
+    pthread_mutex_lock(&c->mu);
+    while (!c->holding && !c->done)
+        if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT)
+            break;
+    bool holding = c->holding;
+    pthread_mutex_unlock(&c->mu);
+    ck_assert_msg(holding, "request %llu: the engine never reached token %d",
+                  (unsigned long long)c->id, c->hold_at);
+}
+
+static void coll_release(coll_t *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->released = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
 }
 
 static void coll_free(coll_t *c)
@@ -804,23 +830,25 @@ START_TEST(test_cancel)
     /* cancelled from another thread mid-generation */
     coll_t *a = coll_new(), *b = coll_new();
     a->stats_eng = e;
+    a->hold_at = 3;     /* the engine waits in a's third token until the cancels are in */
     submit(e, prompt, 4, 400, NULL, a);
     submit(e, prompt, 4, 400, NULL, b);      /* waits behind a */
-    coll_wait_tokens(a, 3);
+    coll_wait_held(a);
     eng_stats_t st;
     eng_stats(e, &st);
     ck_assert_int_eq(st.running, 1);
     ck_assert_int_eq(st.waiting, 1);
     ck_assert_int_gt(st.kv_used, 0);
     ck_assert_int_eq(eng_cancel(e, b->id), 0);   /* the waiting one */
+    ck_assert_int_eq(eng_cancel(e, a->id), 0);
+    ck_assert_int_eq(eng_cancel(e, a->id), 0);   /* twice before it is done: fine */
+    coll_release(a);
     coll_wait(b);
     ck_assert_int_eq(b->finish, ENG_FINISH_CANCEL);
     ck_assert_int_eq(b->n, 0);
-    ck_assert_int_eq(eng_cancel(e, a->id), 0);
-    ck_assert_int_eq(eng_cancel(e, a->id), 0);   /* twice before it is done: fine */
     coll_wait(a);
     ck_assert_int_eq(a->finish, ENG_FINISH_CANCEL);
-    ck_assert_int_lt(a->n, 400);
+    ck_assert_int_eq(a->n, 3);
     /* as DONE is delivered the slot and its KV are already free */
     ck_assert_int_eq(a->stats_at_done.running, 0);
     ck_assert_int_eq(a->stats_at_done.kv_used, 0);
@@ -850,10 +878,12 @@ START_TEST(test_cancel)
     coll_t *d[3];
     for (int i = 0; i < 3; i++) {
         d[i] = coll_new();
+        d[i]->hold_at = i == 0 ? 1 : 0;
         submit(e, prompt, 4, 400, NULL, d[i]);
     }
-    coll_wait_tokens(d[0], 1);
+    coll_wait_held(d[0]);
     eng_cancel_all(e);
+    coll_release(d[0]);
     for (int i = 0; i < 3; i++) {
         coll_wait(d[i]);
         ck_assert_int_eq(d[i]->finish, ENG_FINISH_CANCEL);
@@ -1012,7 +1042,10 @@ START_TEST(test_timeout)
     q.max_tokens = 400;
     eng_sampling_default(&q.sampling);
     q.sampling.temperature = 0;
-    q.timeout_s = 0.1;
+    /* a's first token must come before its limit (a bound only a loaded machine reaches:
+     * scaled), and its 400 tokens cannot (2 ms each: 0.8 s), so a is cut */
+    const double limit = 0.3;
+    q.timeout_s = limit;
     q.on_event = on_event;
     coll_t *a = coll_new(), *b = coll_new();
     q.ud = a;
@@ -1028,8 +1061,8 @@ START_TEST(test_timeout)
     ck_assert_int_eq(a->finish, ENG_FINISH_TIMEOUT);
     ck_assert_int_gt(a->n, 0);
     ck_assert_int_lt(a->n, 400);
-    ck_assert_double_ge(a->t.total_s, 0.1);
-    ck_assert_double_lt(a->t.total_s, 1.0);
+    ck_assert_double_ge(a->t.total_s, limit);
+    ck_assert_double_lt(a->t.total_s, limit + 0.7 * tu_time_scale());
     /* what was delivered is the start of the greedy text */
     int32_t ref[400];
     ref_greedy(prompt, 4, a->n, ref);
@@ -1063,10 +1096,12 @@ START_TEST(test_chunked_prefill_interleaves)
     make_prompt(pb, 100, 77);
     make_prompt(pc, 30, 78);
     coll_t *a = coll_new(), *b = coll_new(), *c = coll_new();
+    a->hold_at = 2;     /* a loaded machine must not let a finish before b and c are queued */
     submit(e, pa, 3, 120, NULL, a);
-    coll_wait_tokens(a, 2);
+    coll_wait_held(a);
     submit(e, pb, 100, 5, NULL, b);
     submit(e, pc, 30, 5, NULL, c);
+    coll_release(a);
     coll_wait(b);
     coll_wait(c);
     coll_wait(a);
@@ -1163,6 +1198,12 @@ static double cpu_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+static void *close_engine(void *e)
+{
+    eng_close(e);
+    return NULL;
+}
+
 START_TEST(test_idle_and_close)
 {
     fake_t *f = fk_new();
@@ -1170,6 +1211,7 @@ START_TEST(test_idle_and_close)
     eng_params_t p;
     eng_params_default(&p);
     p.max_running = 2;
+    p.max_waiting = 2;
     eng_t *e, *slot;
     e = open_fake(f, &p, &slot);
     /* idle: no steps, (almost) no CPU */
@@ -1185,10 +1227,28 @@ START_TEST(test_idle_and_close)
     coll_t *c[4];
     for (int i = 0; i < 4; i++) {
         c[i] = coll_new();
+        c[i]->hold_at = i == 0 ? 2 : 0;
         submit(e, prompt, 3, 300, NULL, c[i]);
     }
-    coll_wait_tokens(c[0], 2);
-    eng_close(e);
+    /* The engine waits in c[0]'s second token while eng_close (on another thread) asks it
+     * to stop: a submit answers -ESHUTDOWN from then on (FD_EFULL before: the queue is
+     * full), and only then is the engine let go, so nothing can finish on its own. */
+    coll_wait_held(c[0]);
+    pthread_t closer;
+    ck_assert_int_eq(pthread_create(&closer, NULL, close_engine, e), 0);
+    eng_request_t q;
+    memset(&q, 0, sizeof q);
+    q.prompt = prompt;
+    q.n_prompt = 3;
+    q.max_tokens = 5;
+    eng_sampling_default(&q.sampling);
+    q.on_event = on_event;
+    int rc;
+    while ((rc = eng_submit(e, &q, NULL, NULL, 0)) == FD_EFULL)
+        usleep(1000);
+    ck_assert_int_eq(rc, -ESHUTDOWN);
+    coll_release(c[0]);
+    pthread_join(closer, NULL);
     for (int i = 0; i < 4; i++) {
         ck_assert(c[i]->done);
         ck_assert_int_eq(c[i]->finish, ENG_FINISH_CANCEL);
@@ -1419,11 +1479,20 @@ START_TEST(test_model_seed_cancel_bounds)
     r1->cancel_eng = e;
     r1->cancel_after = 10;    /* cancels itself mid-generation */
     r1->stats_eng = e;
+    /* r1 holds the engine at its first token: left to run, it could reach its cancel and
+     * let r2 in before the third submit, which would then find room */
+    r1->hold_at = 1;
     q.ud = r1;
     ck_assert_int_eq(eng_submit(e, &q, &r1->id, err, sizeof err), 0);
+    coll_wait_held(r1);
     q.ud = r2;
     ck_assert_int_eq(eng_submit(e, &q, &r2->id, err, sizeof err), 0);
+    eng_stats_t st;
+    eng_stats(e, &st);
+    ck_assert_int_eq(st.running, 1);
+    ck_assert_int_eq(st.waiting, 1);
     ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), FD_EFULL);
+    ck_assert_msg(strstr(err, "1 requests waiting, 1 running"), "%s", err);
     /* beyond the context, with the numbers */
     const eng_info_t *info = eng_info(e);
     q.max_tokens = info->n_ctx - n + 1;
@@ -1431,6 +1500,7 @@ START_TEST(test_model_seed_cancel_bounds)
     char num[32];
     snprintf(num, sizeof num, "%d", info->n_ctx);
     ck_assert_msg(strstr(err, num) && strstr(err, "context window"), "%s", err);
+    coll_release(r1);
     coll_wait(r1);
     ck_assert_int_eq(r1->finish, ENG_FINISH_CANCEL);
     ck_assert_int_eq(r1->n, 10);
@@ -1442,7 +1512,6 @@ START_TEST(test_model_seed_cancel_bounds)
     ck_assert_int_eq(eng_cancel(e, r2->id), 0);
     coll_wait(r2);
     ck_assert_int_eq(r2->finish, ENG_FINISH_CANCEL);
-    eng_stats_t st;
     eng_stats(e, &st);
     ck_assert_int_eq(st.running, 0);
     ck_assert_int_eq(st.waiting, 0);
@@ -1451,15 +1520,23 @@ START_TEST(test_model_seed_cancel_bounds)
     coll_free(r1);
     coll_free(r2);
 
-    /* a time limit shorter than the generation */
+    /* a time limit shorter than the generation: the engine is held at the first token until
+     * the limit has passed (a fast machine could otherwise finish all 450 in time), so the
+     * next step must end it */
     q.max_tokens = 450;
     q.timeout_s = 0.02;
     coll_t *t = coll_new();
+    t->hold_at = 1;
     q.ud = t;
     ck_assert_int_eq(eng_submit(e, &q, &t->id, err, sizeof err), 0);
+    double t_submitted = fd_now_s();    /* not before the engine's own submit time */
+    coll_wait_held(t);
+    while (fd_now_s() - t_submitted < 0.025)
+        usleep(2000);
+    coll_release(t);
     coll_wait(t);
     ck_assert_int_eq(t->finish, ENG_FINISH_TIMEOUT);
-    ck_assert_int_lt(t->n, 450);
+    ck_assert_int_eq(t->n, 1);
     ck_assert_double_ge(t->t.total_s, 0.02);
     coll_free(t);
     eng_close(e);
@@ -1536,13 +1613,17 @@ START_TEST(test_model_prefill_interleaves)
     q.n_prompt = (size_t)na;
     q.max_tokens = 150;
     q.ud = a;
+    /* the engine waits at a's third token until b is queued: a loaded machine could
+     * otherwise let a run far ahead, leaving b's chunks too few steps beside it */
+    a->c.hold_at = 3;
     ck_assert_int_eq(eng_submit(e, &q, &a->c.id, err, sizeof err), 0);
-    coll_wait_tokens(&a->c, 3);
+    coll_wait_held(&a->c);
     q.prompt = pb;
     q.n_prompt = 300;
     q.max_tokens = 3;
     q.ud = b;
     ck_assert_int_eq(eng_submit(e, &q, &b->c.id, err, sizeof err), 0);
+    coll_release(&a->c);
     coll_wait(&b->c);
     coll_wait(&a->c);
     ck_assert_int_eq(a->c.n, 150);

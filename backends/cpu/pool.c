@@ -21,6 +21,22 @@
 
 #define SPIN_NS 200000 /* 0.2 ms: longer than the gaps inside a step, short next to idle */
 
+/* gen holds a run counter above NTH_BITS and the run's thread count below: a worker learns
+ * which run woke it and whether it takes part in one load.  With the count in a field of its
+ * own, a worker that sat out one run but was slow to look (preempted between reading gen and
+ * the count) could read the next run's count, join that run under the old gen, and then run
+ * it a second time when its gen came: a task twice on one thread, pending miscounted, the
+ * caller let go while another worker still ran.  Counter wrap-around is harmless: a worker
+ * that sees an old word again also sees the count it decided on then. */
+#define NTH_BITS 12
+#define NTH_MASK ((1u << NTH_BITS) - 1)
+#define POOL_MAX_THREADS ((int)NTH_MASK)
+
+/* Tests define this to widen the window between a worker seeing a run and acting on it. */
+#ifndef FCPU_POOL_TEST_HOOK
+#define FCPU_POOL_TEST_HOOK(ith) ((void)(ith))
+#endif
+
 struct worker {
     fcpu_pool_t *pool;
     int ith;
@@ -34,8 +50,7 @@ struct fcpu_pool {
 
     fcpu_task_fn fn;                /* the current task, published by the gen bump */
     void *ctx;
-    int nth;
-    _Atomic uint32_t gen;           /* start signal (futex word) */
+    _Atomic uint32_t gen;           /* start signal (futex word): run << NTH_BITS | nth */
     _Atomic int stop;
     _Atomic int pending;            /* workers still in the current task */
     _Atomic uint32_t done;          /* finish signal (futex word): runs completed */
@@ -103,11 +118,14 @@ static void *worker_main(void *arg)
             g = spin_while_eq(&p->gen, seen);
         }
         seen = g;
+        FCPU_POOL_TEST_HOOK(me->ith);
         if (atomic_load(&p->stop))
             return NULL;
-        if (me->ith >= p->nth)
+        /* taking part, this worker holds the run open: fn and ctx are still this run's */
+        int nth = (int)(g & NTH_MASK);
+        if (me->ith >= nth)
             continue;
-        p->fn(p->ctx, me->ith, p->nth);
+        p->fn(p->ctx, me->ith, nth);
         if (atomic_fetch_sub(&p->pending, 1) == 1) {
             atomic_fetch_add(&p->done, 1);
             if (atomic_load(&p->main_sleeping))
@@ -118,7 +136,7 @@ static void *worker_main(void *arg)
 
 int fcpu_pool_create(fcpu_pool_t **out, int n)
 {
-    if (n < 1)
+    if (n < 1 || n > POOL_MAX_THREADS)
         return -EINVAL;
     fcpu_pool_t *p = calloc(1, sizeof(*p));
     if (!p)
@@ -150,7 +168,7 @@ void fcpu_pool_destroy(fcpu_pool_t *p)
     if (!p)
         return;
     atomic_store(&p->stop, 1);
-    atomic_fetch_add(&p->gen, 1);
+    atomic_fetch_add(&p->gen, 1u << NTH_BITS);
     futex_wake(&p->gen);
     for (int i = 1; i <= p->n_started; i++)
         pthread_join(p->w[i].th, NULL);
@@ -172,9 +190,10 @@ void fcpu_pool_run(fcpu_pool_t *p, int n_threads, fcpu_task_fn fn, void *ctx)
     }
     p->fn = fn;
     p->ctx = ctx;
-    p->nth = nth;
     atomic_store(&p->pending, nth - 1);
-    atomic_fetch_add(&p->gen, 1); /* publishes fn/ctx/nth (seq_cst includes release) */
+    /* only this thread writes gen; the store publishes fn/ctx (seq_cst includes release) */
+    uint32_t g = atomic_load_explicit(&p->gen, memory_order_relaxed);
+    atomic_store(&p->gen, (((g >> NTH_BITS) + 1) << NTH_BITS) | (uint32_t)nth);
     if (atomic_load(&p->sleepers))
         futex_wake(&p->gen);
     fn(ctx, 0, nth);

@@ -12,7 +12,7 @@ typedef struct fcpu_pool fcpu_pool_t;
 /* fn(ctx, ith, nth) runs once on each thread ith = 0..nth-1. */
 typedef void (*fcpu_task_fn)(void *ctx, int ith, int nth);
 
-/* n >= 1 threads in all (n - 1 workers are started).  -ENOMEM / -errno or 0. */
+/* n threads in all, 1..4095 (n - 1 workers are started).  -EINVAL, -ENOMEM / -errno or 0. */
 int fcpu_pool_create(fcpu_pool_t **out, int n);
 void fcpu_pool_destroy(fcpu_pool_t *p);
 int fcpu_pool_size(const fcpu_pool_t *p);

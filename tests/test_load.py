@@ -163,6 +163,17 @@ def load_phase():
     d = Daemon(env=MALLOC_ENV)
     try:
         st0, _ = run_load(d, WARMUP, N_CLIENTS, 1)
+        # The heap of each thread grows to its busiest moment so far; a few more rounds
+        # until a round leaves VmRSS where it was make the baseline that moment's.
+        d.settle()
+        rss0 = d.rss_kb()
+        for k in range(5):
+            run_load(d, 100, N_CLIENTS, 10 + k)
+            d.settle()
+            r = d.rss_kb()
+            if r - rss0 < 512:
+                break
+            rss0 = r
         m0 = d.settle()
         rss0 = d.rss_kb()
         cancel0 = m0.get('fusiond_requests_finished_total{reason="cancel"}', 0)

@@ -96,17 +96,23 @@ def one_request(d, rng, st):
     data = json.dumps(body).encode()
     if hang:
         # Stream a little (or nothing) and hang up.
+        # (Connection: close: a short answer, a 503, must not leave the reader waiting.)
         s = socket.create_connection(("127.0.0.1", d.port), timeout=30)
-        s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(data), data))
-        want = rng.choice([0, 200, 2000])
-        got = b""
-        while len(got) < want:
-            b = s.recv(4096)
-            if not b:
-                break
-            got += b
-        s.close()
+        try:
+            s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
+                      % (path.encode(), len(data), data))
+            want = rng.choice([0, 200, 2000])
+            got = b""
+            while len(got) < want:
+                b = s.recv(4096)
+                if not b:
+                    break
+                got += b
+        except OSError as e:
+            st.oops("hanging-up client: %r" % e)
+        finally:
+            s.close()
         with st.lock:
             st.hangups += 1
         return
@@ -148,7 +154,10 @@ def run_load(d, n, clients, seed):
                 i = next(it, None)
             if i is None:
                 return
-            one_request(d, rng, st)
+            try:
+                one_request(d, rng, st)
+            except Exception as e:  # a client's own failure is a test failure, not a lost thread
+                st.oops("client raised %r" % e)
 
     t0 = time.time()
     th = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]

@@ -20,7 +20,8 @@
  *
  * Options (fb_config_t.options): isa=scalar|avx2|avx512 (force a kernel table),
  * defer=each|one, blas_rows=N (F32 products with at least N rows go to OpenBLAS sgemm;
- * 0 = never), qblas_rows=N (the same for quantized weights, dequantized a tile at a time),
+ * 0 = never; default 48), qblas_rows=N (the same for quantized weights, dequantized a tile
+ * at a time; default 0 = never: the int8 kernels measured twice as fast),
  * ref=1 (every op on the plain reference of ref_ops.c). */
 #include <cblas.h>
 #include <math.h>
@@ -287,6 +288,12 @@ static void mm_rows(const mm_ctx_t *m, const fcpu_kern_t *k, const uint8_t *wsrc
     void (*dot2)(int64_t, const void *, size_t, const void *, size_t, int, float *) =
         split ? k->dot2[wt] : NULL; /* a single row streams better alone (see dot4) */
     float out[2 * FCPU_NR];
+    if (split) /* once per chunk: piece p of row r at xpack + (p * n_rows + r) * KB */
+        for (int64_t kb = 0; kb < n_in; kb += MM_KB)
+            for (int64_t r = 0; r < n_rows; r++)
+                memcpy(xpack + ((size_t)(kb / MM_KB) * (size_t)n_rows + (size_t)r) * MM_KB,
+                       xbase + (size_t)r * m->ldx + (size_t)kb * 4,
+                       (size_t)FD_MIN(MM_KB, n_in - kb) * 4);
     for (int64_t ob = o0; ob < o1; ob += OB) {
         const int64_t oe = FD_MIN(ob + OB, o1);
         const uint8_t *wb = wsrc + (uint64_t)ob * m->ldw;
@@ -311,9 +318,7 @@ static void mm_rows(const mm_ctx_t *m, const fcpu_kern_t *k, const uint8_t *wsrc
                 const uint8_t *xr = xbase + (size_t)r * m->ldx + xoff;
                 size_t ldx = m->ldx;
                 if (split) {
-                    for (int j = 0; j < nr; j++)
-                        memcpy(xpack + (size_t)j * MM_KB, xr + (size_t)j * m->ldx, (size_t)nk * 4);
-                    xr = (const uint8_t *)xpack;
+                    xr = (const uint8_t *)(xpack + ((size_t)(kb / MM_KB) * (size_t)n_rows + (size_t)r) * MM_KB);
                     ldx = MM_KB * sizeof(float);
                 }
                 for (int64_t o = ob; o < oe;) {
@@ -352,7 +357,9 @@ static void mm_task(void *arg, int ith, int nth)
     const bool each = m->kind != FB_NORM_NONE && (c->defer_mode == DEFER_EACH || nth == 1);
 
     /* scratch: [packed x pieces][scales n_rows][x row n_in floats][prepared x][weights] */
-    size_t off_s = (size_t)FCPU_NR * MM_KB * sizeof(float);
+    size_t off_s = m->xform == FCPU_XF32 && n_rows >= FCPU_NR
+                       ? (size_t)((n_in + MM_KB - 1) / MM_KB) * (size_t)n_rows * MM_KB * sizeof(float)
+                       : 0;
     size_t off_x = off_s + (((size_t)n_rows * 4 + 63) & ~(size_t)63);
     size_t off_xp = off_x + (((size_t)n_in * 4 + 63) & ~(size_t)63);
     size_t off_w = off_xp + (need_x ? (size_t)n_rows * m->ldx : 0);
@@ -982,7 +989,7 @@ int fb_cpu_create(const fb_config_t *cfg, fb_backend_t **out, char *err, size_t 
     c->n_threads = threads;
     c->k = fcpu_kernels_best();
     c->defer_mode = DEFER_EACH;
-    c->blas_rows = 32;
+    c->blas_rows = 48; /* crossover measured between 32 and 64 rows (BENCHMARKS.md) */
     c->qblas_rows = 0;
     int rc = parse_options(c, cfg ? cfg->options : NULL, err, errlen);
     if (rc)

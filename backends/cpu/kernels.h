@@ -1,8 +1,11 @@
 /* kernels.h: the CPU backend's inner loops, one table per instruction set (scalar C, AVX2 +
- * FMA + F16C, AVX-512 with VNNI/BF16 where present), chosen at run time from CPUID.  The
- * plain reference of each op stays in ref_ops.c; tests run every table against it.
+ * FMA + F16C, AVX-512 F/BW/VL/DQ with VNNI), chosen at run time from CPUID.  BF16 weights
+ * are widened exactly (a 16-bit shift) and multiplied in fp32 rather than with AVX512-BF16's
+ * vdpbf16ps, which would round the activations to bf16 too; decode is bound by reading the
+ * weights either way.  The plain reference of each op stays in ref_ops.c; tests run every
+ * table against it.
  *
- * Matrix products read activations in one of three prepared forms (fcpu_xform):
+ * Matrix products read activations in one of four prepared forms (fcpu_xform):
  *   XF32  rows of floats;
  *   XQ32  int8 blocks of 32 with a float scale and the block's sum of codes (for the
  *         32-element weight types: Q8_0, Q4_0);

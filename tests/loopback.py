@@ -84,16 +84,11 @@ class Daemon:
         with open("/proc/%d/maps" % self.proc.pid) as f:
             return "libasan" in f.read()
 
-    def stop(self, timeout=60):
-        """SIGTERM (drain), then the exit status (None if it had to be killed)."""
-        if self.proc.poll() is None:
+    def stop(self, timeout=60, signal_it=True):
+        """SIGTERM (drain) unless signal_it is false (one was sent already: a second one may
+        end the drain at once), then the exit status (None if it had to be killed)."""
+        if signal_it and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.wait(timeout)
-
-    def wait(self, timeout=60):
-        """The exit status of a daemon already signalled (None if it had to be killed).  No
-        second SIGTERM: one that lands after the drain, while fusiond tears down with its
-        signal handlers gone, kills it (-15) though it was about to exit 0."""
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:

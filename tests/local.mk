@@ -165,10 +165,12 @@ TESTS += tests/test_corsair
 
 # libFuzzer targets of the reliability work (make fuzz; .ci/run runs each briefly): model
 # loading and streamed text; gen_seeds_model writes fuzz_model's seeds.  fuzz_request is
-# registered with test_request above; its seeds and dictionary are here.
+# registered with test_request above; its seeds and dictionary are here, with seeds for
+# fuzz_tokenizer and fuzz_chat.
 FUZZ_TARGETS += tests/fuzz/fuzz_model.c
 EXTRA_DIST += tests/fuzz/fuzz_model.c tests/fuzz/corpus/fuzz_model
 EXTRA_DIST += tests/fuzz/fuzz_request.dict tests/fuzz/corpus/fuzz_request
+EXTRA_DIST += tests/fuzz/corpus/fuzz_tokenizer tests/fuzz/corpus/fuzz_chat
 FUZZ_TARGETS += tests/fuzz/fuzz_stream.c
 EXTRA_DIST += tests/fuzz/fuzz_stream.c tests/fuzz/corpus/fuzz_stream
 check_PROGRAMS += tests/fuzz/gen_seeds_model
@@ -178,6 +180,7 @@ tests_fuzz_gen_seeds_model_LDADD = $(FD_LIBS)
 # Black-box reliability tests on loopback (python3, stdlib only; tests/loopback.py starts
 # fusiond): the bad-input battery, and the load and fault test (RELY_LOAD_LONG=1: long mode).
 EXTRA_DIST += tests/loopback.py
+dist_doc_DATA += docs/reliability.md
 dist_check_SCRIPTS += tests/test_badinput.py tests/test_load.py
 TESTS += tests/test_badinput.py tests/test_load.py
 
@@ -189,3 +192,15 @@ tests_test_cuda_CFLAGS = $(TEST_CFLAGS)
 tests_test_cuda_LDADD = $(TEST_LIBS)
 TESTS += tests/test_cuda
 endif
+
+# make check-valgrind: Check suites under valgrind memcheck (tests/valgrind.sh); the default
+# set is what fits CI's time (.ci/run: about a minute); VALGRIND_SUITES="tests/test_x ..."
+# picks others, VALGRIND_ALL=1 runs every suite (about 26 minutes; docs/reliability.md).
+VALGRIND_SUITES = tests/test_common tests/test_chat tests/test_config tests/test_notify \
+	tests/test_openai tests/test_request tests/test_metrics tests/test_http \
+	tests/test_tokenizer tests/test_quants tests/test_gguf
+EXTRA_DIST += tests/valgrind.sh
+check-valgrind: $(check_PROGRAMS)
+	@$(AM_TESTS_ENVIRONMENT) $(SHELL) $(top_srcdir)/tests/valgrind.sh \
+	  $(if $(VALGRIND_ALL),,$(VALGRIND_SUITES))
+.PHONY: check-valgrind

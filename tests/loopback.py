@@ -84,9 +84,10 @@ class Daemon:
         with open("/proc/%d/maps" % self.proc.pid) as f:
             return "libasan" in f.read()
 
-    def stop(self, timeout=60):
-        """SIGTERM (drain), then the exit status (None if it had to be killed)."""
-        if self.proc.poll() is None:
+    def stop(self, timeout=60, signal_it=True):
+        """SIGTERM (drain) unless signal_it is false (one was sent already: a second one may
+        end the drain at once), then the exit status (None if it had to be killed)."""
+        if signal_it and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
             rc = self.proc.wait(timeout)

@@ -8,8 +8,9 @@ drain_timeout the running requests finish (streams end with [DONE]), new ones ge
 fusiond exits 0; with drain_timeout 0 they are cancelled (an error frame, then [DONE]) and
 it still exits 0.
 
-CI size: 1000 requests by 64 clients (seconds).  RELY_LOAD_LONG=1: 20000 requests by 128
-clients, for docs/reliability.md.  python3 standard library only."""
+CI size: 1000 requests by 64 clients (seconds).  RELY_LOAD_LONG=1: 20000 requests by 96
+clients (more than 16 running + 64 waiting, so some get 503), for docs/reliability.md;
+RELY_LOAD_N sets the number of requests.  python3 standard library only."""
 
 import http.client
 import json
@@ -24,11 +25,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loopback import Daemon  # noqa: E402
 
 LONG = os.environ.get("RELY_LOAD_LONG") == "1"
-N_REQ = 20000 if LONG else 1000
-N_CLIENTS = 128 if LONG else 64
-WARMUP = N_REQ // 5
+N_REQ = int(os.environ.get("RELY_LOAD_N", "0")) or (20000 if LONG else 1000)
+N_CLIENTS = 96 if LONG else 64    # 16 running + 64 waiting: the long mode also gets 503s
+WARMUP = N_REQ // 2
 HANGUP_SHARE = 0.2
-RSS_SLACK_KB = 4096
+RSS_SLACK_KB = 8192 if LONG else 4096  # long runs reach busier peaks (docs/reliability.md)
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}  # see test_badinput.py
 FAILS = []
 
@@ -65,6 +66,7 @@ class Stats:
         self.lock = threading.Lock()
         self.status = {}
         self.hangups = 0
+        self.hung_streaming = 0
         self.bad = []
         self.tokens = 0
 
@@ -96,19 +98,26 @@ def one_request(d, rng, st):
     data = json.dumps(body).encode()
     if hang:
         # Stream a little (or nothing) and hang up.
+        # (Connection: close: a short answer, a 503, must not leave the reader waiting.)
         s = socket.create_connection(("127.0.0.1", d.port), timeout=30)
-        s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(data), data))
-        want = rng.choice([0, 200, 2000])
-        got = b""
-        while len(got) < want:
-            b = s.recv(4096)
-            if not b:
-                break
-            got += b
-        s.close()
+        try:
+            s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
+                      % (path.encode(), len(data), data))
+            want = rng.choice([0, 200, 2000])
+            got = b""
+            while len(got) < want:
+                b = s.recv(4096)
+                if not b:
+                    break
+                got += b
+        except OSError as e:
+            st.oops("hanging-up client: %r" % e)
+        finally:
+            s.close()
         with st.lock:
             st.hangups += 1
+            st.hung_streaming += got.startswith(b"HTTP/1.1 200 ")  # admitted, then left
         return
     c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=60)
     try:
@@ -116,9 +125,11 @@ def one_request(d, rng, st):
         r = c.getresponse()
         if r.status == 503:
             r.read()
-            if not r.getheader("Retry-After"):
+            ra = r.getheader("Retry-After")
+            if not ra:
                 st.oops("503 without Retry-After")
             st.add(503)
+            time.sleep(min(float(ra or 1), 1.0))  # a well-behaved client waits as told
         elif r.status != 200:
             st.oops("status %d: %r" % (r.status, r.read()[:200]))
             st.add(r.status)
@@ -148,7 +159,10 @@ def run_load(d, n, clients, seed):
                 i = next(it, None)
             if i is None:
                 return
-            one_request(d, rng, st)
+            try:
+                one_request(d, rng, st)
+            except Exception as e:  # a client's own failure is a test failure, not a lost thread
+                st.oops("client raised %r" % e)
 
     t0 = time.time()
     th = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
@@ -163,6 +177,17 @@ def load_phase():
     d = Daemon(env=MALLOC_ENV)
     try:
         st0, _ = run_load(d, WARMUP, N_CLIENTS, 1)
+        # The heap of each thread grows to its busiest moment so far; a few more rounds
+        # until a round leaves VmRSS where it was make the baseline that moment's.
+        d.settle()
+        rss0 = d.rss_kb()
+        for k in range(5):
+            run_load(d, 100, N_CLIENTS, 10 + k)
+            d.settle()
+            r = d.rss_kb()
+            if r - rss0 < 512:
+                break
+            rss0 = r
         m0 = d.settle()
         rss0 = d.rss_kb()
         cancel0 = m0.get('fusiond_requests_finished_total{reason="cancel"}', 0)
@@ -173,9 +198,10 @@ def load_phase():
         rss1 = d.rss_kb()
         cancels = m.get('fusiond_requests_finished_total{reason="cancel"}', 0) - cancel0
         print("load: %d requests (+%d warm-up) by %d clients in %.1f s (%.0f req/s): %s, "
-              "%d hang-ups, %d tokens; settled in %.2f s" % (
+              "%d hang-ups (%d from a running stream), %d tokens; settled in %.2f s" % (
                   N_REQ - WARMUP, WARMUP, N_CLIENTS, dt, (N_REQ - WARMUP) / dt,
-                  dict(sorted(st.status.items())), st.hangups, st.tokens, t_settle))
+                  dict(sorted(st.status.items())), st.hangups, st.hung_streaming, st.tokens,
+                  t_settle))
         print("after: running %s, waiting %s, KV use %s, in flight %s, cancelled sequences %d, "
               "500s %d" % (m.get("fusiond_requests_running"), m.get("fusiond_requests_waiting"),
                            m.get("fusiond_kv_cache_usage_ratio"),
@@ -185,6 +211,8 @@ def load_phase():
         for b in (st0.bad + st.bad)[:10]:
             check(False, b)
         check(set(st.status) <= {200, 503}, "statuses %s" % st.status)
+        check(sum(st.status.values()) + st.hangups == N_REQ - WARMUP,
+              "every request accounted for: %s + %d hang-ups" % (st.status, st.hangups))
         check(st.status.get(200, 0) >= (N_REQ - WARMUP - st.hangups) // 2,
               "most requests served: %s" % st.status)
         check(m.get("fusiond_requests_running") == 0 and m.get("fusiond_requests_waiting") == 0,
@@ -192,9 +220,10 @@ def load_phase():
         check(m.get("fusiond_kv_cache_usage_ratio") == 0, "KV cache empty")
         check(m.get("fusiond_http_requests_in_flight") == 0, "no HTTP request in flight")
         check(sum(v for k, v in m.items() if 'status="500"' in k) == 0, "no 500")
-        # A hang-up after the stream ended cancels nothing; most hang up long before.
-        check(cancels >= st.hangups * 0.5, "%d cancelled sequences for %d hang-ups" %
-              (cancels, st.hangups))
+        # Every client that left a running stream (it had read its 200) was cancelled; the
+        # others either never got in (503) or left before their request was read.
+        check(cancels >= st.hung_streaming, "%d cancelled sequences for %d streams left" %
+              (cancels, st.hung_streaming))
         if d.sanitized():
             print("resident memory not compared: sanitizer build")
         else:
@@ -245,7 +274,7 @@ def drain_phase(drain_timeout, want_complete):
         late = "refused"
     for t in th:
         t.join()
-    rc = d.stop()
+    rc = d.stop(signal_it=False)
     dt = time.time() - t0
     ok = [r for r in results if r[0] == 200 and r[2] and r[3] == 0]
     cancelled = [r for r in results if (r[0] == 200 and r[2] and r[3] > 0) or r[0] == 503]

@@ -42,6 +42,7 @@ int fake_step_us = 200;
 int fake_first_token_ms = 0;
 int fake_capacity = 64;
 int fake_error_token = -1;
+int fake_paused = 0;
 
 static int count(eng_t *e)
 {
@@ -132,6 +133,12 @@ static void *run(void *arg)
     while (!e->stop) {
         if (!e->seqs) {
             pthread_cond_wait(&e->cv, &e->mu);
+            continue;
+        }
+        if (__atomic_load_n(&fake_paused, __ATOMIC_ACQUIRE)) {
+            pthread_mutex_unlock(&e->mu);
+            usleep(1000);
+            pthread_mutex_lock(&e->mu);
             continue;
         }
         struct fseq **pp = &e->seqs;

@@ -112,6 +112,14 @@ static void setup(void)
     fake_first_token_ms = 0;
     fake_capacity = 64;
     fake_error_token = -1;
+    fake_paused = 0;
+}
+
+/* Holds the fake engine's steps (requests stay in flight) until fake_pause(false), so a test
+ * acts on requests in flight without racing their end. */
+static void fake_pause(bool on)
+{
+    __atomic_store_n(&fake_paused, on ? 1 : 0, __ATOMIC_RELEASE);
 }
 
 /* ------------------------------------------------------------------ a small HTTP client */
@@ -850,8 +858,10 @@ END_TEST
 
 START_TEST(test_timeouts)
 {
-    cfg.request_timeout_s = 0.3;
-    fake_first_token_ms = 2000;
+    /* The limit must pass before the first token (part 1) and before the 100th, yet after
+     * the first (part 2): scaled for slow builds, and far from the engine's times. */
+    cfg.request_timeout_s = 0.5 * tu_time_scale();
+    fake_first_token_ms = (int)(4000 * tu_time_scale());
     start();
     /* No token before the limit: 503. */
     resp_t r = request("POST", "/v1/completions", NULL, "{\"prompt\":\"x\",\"max_tokens\":5}");
@@ -860,7 +870,7 @@ START_TEST(test_timeouts)
     ck_assert_ptr_nonnull(header(&r, "Retry-After"));
     free_resp(&r);
     fake_first_token_ms = 0;
-    fake_step_us = 20000;
+    fake_step_us = (int)(40000 * tu_time_scale()); /* 100 tokens: 4 s */
     /* Some tokens: what was generated, finish_reason length, timings.timed_out. */
     r = request("POST", "/v1/completions", NULL, "{\"prompt\":\"x\",\"max_tokens\":100}");
     ck_assert_int_eq(r.status, 200);
@@ -916,6 +926,7 @@ START_TEST(test_drain)
     start();
     resp_t slow;
     pthread_t th;
+    fake_pause(true); /* the slow request cannot end before the drain starts */
     pthread_create(&th, NULL, slow_request, &slow);
     ck_assert(wait_for(live, 1, 1000));
     ck_assert_int_eq(srv_running_now(), 1);
@@ -929,6 +940,7 @@ START_TEST(test_drain)
     check_error(&r, 503, NULL);
     ck_assert_ptr_nonnull(header(&r, "Retry-After"));
     free_resp(&r);
+    fake_pause(false);
     pthread_join(th, NULL);
     ck_assert_int_eq(slow.status, 200); /* admitted before the drain: it completes */
     cJSON *j = json_of(&slow);
@@ -944,6 +956,7 @@ START_TEST(test_cancel_all)
 {
     fake_step_us = 20000;
     start();
+    fake_pause(true); /* both in flight when cancel_all comes */
     rd_t *rd = calloc(1, sizeof *rd);
     rd->fd = dial();
     send_req(rd->fd, "POST", "/v1/completions", NULL,
@@ -953,6 +966,7 @@ START_TEST(test_cancel_all)
     pthread_create(&th, NULL, slow_request, &slow);
     ck_assert(wait_for(live, 2, 1000));
     on_loop(do_cancel_all);
+    fake_pause(false);
     resp_t r;
     memset(&r, 0, sizeof r);
     ck_assert(read_head(rd, &r));

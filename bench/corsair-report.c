@@ -709,7 +709,10 @@ static void usage(FILE *f)
             "  --stories FILE   numerics: stories260K (default $FUSIOND_SHARED/models/...)\n");
 }
 
-int main(int argc, char **argv)
+/* Also linked into fusion-bench, whose `schedule` command (`fusion-bench schedule --backend
+ * corsair ...`) is this program's `schedule`. */
+int corsair_report_main(int argc, char **argv);
+int corsair_report_main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
         usage(argc < 2 ? stderr : stdout);
@@ -781,3 +784,10 @@ int main(int argc, char **argv)
     }
     return 0;
 }
+
+#ifndef CORSAIR_REPORT_NO_MAIN
+int main(int argc, char **argv)
+{
+    return corsair_report_main(argc, argv);
+}
+#endif

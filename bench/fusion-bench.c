@@ -756,6 +756,10 @@ static void usage(FILE *f)
             "                        [--reps N] [--threads N] [--ctx N]\n"
             "       fusion-bench decode -m MODEL [--backend B] [--threads N] [--reps N] [-n N]\n"
             "       fusion-bench fold\n"
+            "       fusion-bench schedule --backend corsair [--model NAME | -m FILE] [--batch N]\n"
+            "                          [--ctx N] [--prefill N] [--all-blocks] [-o KEY=VALUE]\n"
+            "         per-block schedule of the simulated Corsair device: DIMC busy, SIMD\n"
+            "         busy, collective, exposed time, fused and unfused\n"
             "       fusion-bench synth --models M [--backend B] [--type T] [--batches 1,8]\n"
             "                          [--ctxs 512,4096] [--prefill 512] [--reps N]\n"
             "                          [--sets 'k=v,k=v|k=v']  (backend option sets, in turn)\n"
@@ -770,6 +774,33 @@ static void usage(FILE *f)
     perf_usage(f);
 }
 
+/* `fusion-bench schedule --backend corsair [options]`: the per-block schedule of the
+ * simulated Corsair device (DIMC busy, SIMD busy, collective, exposed time; fused and
+ * unfused), from bench/corsair-report.c, which is linked in.  Only the corsair backend
+ * simulates a device schedule. */
+int corsair_report_main(int argc, char **argv);
+static int schedule_main(int argc, char **argv)
+{
+    char *args[argc + 1];
+    int n = 0;
+    args[n++] = argv[0];
+    args[n++] = argv[1];
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc) {
+            if (strcmp(argv[i + 1], "corsair") != 0) {
+                fprintf(stderr, "fusion-bench: schedule: only --backend corsair simulates a "
+                        "device schedule (got %s)\n", argv[i + 1]);
+                return 1;
+            }
+            i++;
+            continue;
+        }
+        args[n++] = argv[i];
+    }
+    args[n] = NULL;
+    return corsair_report_main(n, args);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
@@ -778,6 +809,8 @@ int main(int argc, char **argv)
     }
     if (perf_command(argv[1]))
         return perf_main(argc, argv);
+    if (strcmp(argv[1], "schedule") == 0)
+        return schedule_main(argc, argv);
     opts_t o = { .backend = "cpu", .type = GG_Q8_0, .reps = 21, .ctx = 512, .n_gen = 64,
                  .prefill = 512 };
     for (int i = 2; i < argc; i++) {

@@ -2,7 +2,8 @@
 
 # fusion-bench: fused vs unfused, op level (norm->GEMM, softmax->P.V) and end to end.
 noinst_PROGRAMS += fusion-bench
-fusion_bench_SOURCES = bench/fusion-bench.c bench/perf.h bench/perf.c
+fusion_bench_SOURCES = bench/fusion-bench.c bench/perf.h bench/perf.c bench/corsair-report.c
+fusion_bench_CPPFLAGS = $(AM_CPPFLAGS) -DCORSAIR_REPORT_NO_MAIN
 fusion_bench_LDADD = $(FD_LIBS)
 
 # serve-bench: the serving load generator (python3, stdlib only); BENCHMARKS.md has runs.

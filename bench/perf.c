@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "backends/backend.h"
@@ -42,6 +43,20 @@ typedef struct popts {
     bool fusion;
     int mib;
 } popts_t;
+
+/* The clock every timing uses: wall time (default), or the process's CPU time (--clock cpu),
+ * which preemption by other processes does not inflate: on a shared machine the only usable
+ * one, for single-threaded runs (with N threads it sums their CPU time). */
+static bool cpu_clock;
+
+static double now_s(void)
+{
+    if (!cpu_clock)
+        return fd_now_s();
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 static int cmp_d(const void *a, const void *b)
 {
@@ -155,13 +170,13 @@ static double measure_bw(int nth, int reps, int mib)
             size_t hi = i == nth - 1 ? n : n / (size_t)nth * (size_t)(i + 1) & ~(size_t)127;
             a[i] = (rd_arg_t){.p = buf + lo, .n = hi - lo};
         }
-        double t0 = fd_now_s();
+        double t0 = now_s();
         for (int i = 1; i < nth; i++)
             pthread_create(&th[i], NULL, rd_main, &a[i]);
         rd_main(&a[0]);
         for (int i = 1; i < nth; i++)
             pthread_join(th[i], NULL);
-        double dt = fd_now_s() - t0;
+        double dt = now_s() - t0;
         for (int i = 0; i < nth; i++)
             sink += a[i].sink;
         if (r >= 0)
@@ -190,9 +205,9 @@ static double measure_sgemm(int nth, int reps)
     openblas_set_num_threads(nth);
     double *t = malloc(sizeof(double) * (size_t)reps);
     for (int r = -1; r < reps; r++) {
-        double t0 = fd_now_s();
+        double t0 = now_s();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.f, A, k, B, k, 0.f, C, n);
-        double dt = fd_now_s() - t0;
+        double dt = now_s() - t0;
         if (r >= 0)
             t[r] = 2.0 * m * n * k / dt * 1e-9;
     }
@@ -325,12 +340,12 @@ static void bench_one(fb_backend_t *be, const popts_t *o, const roof_t *rf, cons
         int inner = (int)FD_MAX(1.0, FD_MIN(1000.0, 2e6 / (wbytes + 1.0)));
         double *t = malloc(sizeof(double) * (size_t)o->reps);
         for (int r = -1; r < o->reps; r++) {
-            double t0 = fd_now_s();
+            double t0 = now_s();
             for (int k = 0; k < inner; k++)
                 fb_matmul(be, &w, x, rows, y, NULL);
             fb_sync(be);
             if (r >= 0)
-                t[r] = (fd_now_s() - t0) / inner;
+                t[r] = (now_s() - t0) / inner;
         }
         double s = med(t, o->reps);
         double gbs = wbytes / s * 1e-9, gfl = 2.0 * (double)n_in * (double)n_out * rows / s * 1e-9;
@@ -417,7 +432,7 @@ static void norm_one(fb_backend_t *be[2], const popts_t *o, const char *model, c
             double tt[3];
             for (int k = 0; k < 3; k++) {
                 fb_backend_t *b = be[k == 2];
-                double t0 = fd_now_s();
+                double t0 = now_s();
                 for (int i = 0; i < inner; i++) {
                     if (k == 0) {
                         fb_rmsnorm(b, x, rows, n_in, &g[0], 1e-5f, xn);
@@ -427,7 +442,7 @@ static void norm_one(fb_backend_t *be[2], const popts_t *o, const char *model, c
                     }
                 }
                 fb_sync(b);
-                tt[k] = (fd_now_s() - t0) / inner;
+                tt[k] = (now_s() - t0) / inner;
             }
             if (r >= 0) {
                 for (int k = 0; k < 3; k++)
@@ -528,9 +543,9 @@ static int run_pp(llm_model_t *m, int slot, const int32_t *toks, int n, double *
     float *logits = malloc(sizeof(float) * (size_t)V);
     llm_seq_truncate(m, slot, 0);
     llm_batch_entry_t e = {.slot = slot, .tokens = toks, .n_tokens = n, .want_logits = true};
-    double t0 = fd_now_s();
+    double t0 = now_s();
     int rc = llm_decode(m, &e, 1, logits);
-    *dt = fd_now_s() - t0;
+    *dt = now_s() - t0;
     free(logits);
     return rc;
 }
@@ -548,7 +563,7 @@ static int run_tg(llm_model_t *m, const int *slots, int S, int n, double *dt)
         e[s] = (llm_batch_entry_t){.slot = slots[s], .tokens = &tok[s], .n_tokens = 1, .want_logits = true};
     }
     rc = llm_decode(m, e, S, logits); /* the first step fills caches: not counted */
-    double t0 = fd_now_s();
+    double t0 = now_s();
     for (int i = 0; i < n && rc == 0; i++) {
         for (int s = 0; s < S; s++) {
             const float *l = logits + (size_t)s * V;
@@ -560,7 +575,7 @@ static int run_tg(llm_model_t *m, const int *slots, int S, int n, double *dt)
         }
         rc = llm_decode(m, e, S, logits);
     }
-    *dt = fd_now_s() - t0;
+    *dt = now_s() - t0;
     free(logits);
     free(tok);
     free(e);
@@ -671,7 +686,8 @@ void perf_usage(void *file)
             "                         [--threads N] [--reps N]   (deferred norm: each / one / unfused)\n"
             "       fusion-bench llama -m MODEL [-p 128] [-n 64] [--seqs 8] [--fusion on|off]\n"
             "                         [--threads N] [--reps N] [--options k=v,...]\n"
-            "  (roof, gemm and llama measure read bandwidth and sgemm in the same run)\n");
+            "  (roof, gemm and llama measure read bandwidth and sgemm in the same run;\n"
+            "   --clock cpu times with process CPU time: for one thread on a loaded machine)\n");
 }
 
 int perf_main(int argc, char **argv)
@@ -706,6 +722,8 @@ int perf_main(int argc, char **argv)
             o.batches = v;
         else if (!strcmp(a, "--options"))
             o.options = v;
+        else if (!strcmp(a, "--clock") && (!strcmp(v, "cpu") || !strcmp(v, "wall")))
+            cpu_clock = !strcmp(v, "cpu");
         else if (!strcmp(a, "--fusion") && (!strcmp(v, "on") || !strcmp(v, "off")))
             o.fusion = !strcmp(v, "on");
         else {

@@ -103,7 +103,10 @@ class Daemon:
     def _read(self):
         for raw in self.proc.stderr:
             line = raw.decode("utf-8", "replace").rstrip("\n")
-            sys.stderr.write("  fusiond| " + line + "\n")
+            try:
+                sys.stderr.write("  fusiond| " + line + "\n")
+            except (OSError, ValueError):
+                pass  # echoing is a courtesy; the lines must still be collected
             m = re.search(r"fusiond\[(\d+)\]", line)
             with self.cond:
                 if m and self.pid is None:
@@ -170,11 +173,22 @@ class Daemon:
         self.port = int(m.group(1))
         return first, ready
 
+    def wait_pid(self, timeout=30.0):
+        """fusiond's own pid, from its first log line.  A wrapper (strace, setpriv) may stand
+        between: the process we started is not the one to signal (strace holds a SIGHUP
+        back, so a reload sent there never happens)."""
+        timeout *= time_scale()
+        end = time.time() + timeout
+        with self.cond:
+            while self.pid is None:
+                left = end - time.time()
+                if left <= 0 or self.proc.poll() is not None:
+                    fail("fusiond's pid did not appear in its log within %gs" % timeout)
+                self.cond.wait(min(left, 0.1))
+            return self.pid
+
     def signal(self, sig):
-        if self.pid is not None:
-            os.kill(self.pid, sig)
-        else:
-            self.proc.send_signal(sig)
+        os.kill(self.wait_pid(), sig)
 
     def wait_exit(self, timeout=60.0):
         timeout *= time_scale()

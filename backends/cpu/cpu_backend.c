@@ -21,7 +21,8 @@
  * Options (fb_config_t.options): isa=scalar|avx2|avx512 (force a kernel table),
  * defer=each|one, blas_rows=N (F32 products with at least N rows go to OpenBLAS sgemm;
  * 0 = never; default 48), qblas_rows=N (the same for quantized weights, dequantized a tile
- * at a time; default 0 = never: the int8 kernels measured twice as fast),
+ * at a time; default 0 = never: the int8 kernels measured twice as fast), dot4_max=BYTES
+ * (decode of matrices up to this size reads four weight rows per call; default 1 MiB),
  * ref=1 (every op on the plain reference of ref_ops.c). */
 #include <cblas.h>
 #include <math.h>
@@ -60,6 +61,7 @@ typedef struct fcpu {
     const fcpu_kern_t *k;
     int defer_mode;
     int64_t blas_rows, qblas_rows;
+    int64_t dot4_max;          /* matrix bytes up to which decode uses four rows per call */
     bool ref;
     scratch_t scr[MAX_THREADS];
     scratch_t attn_scr[MAX_THREADS];
@@ -484,7 +486,7 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
         m.path = MM_DOT;
         m.dot = k->dot[w->type];
         m.xform = k->xform[w->type];
-        if (m.row_bytes * (uint64_t)w->n_out <= DOT4_MAX)
+        if (m.row_bytes * (uint64_t)w->n_out <= (uint64_t)c->dot4_max)
             m.dot4 = k->dot4[w->type];
     } else {
         m.path = MM_GENERIC;
@@ -954,11 +956,13 @@ static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t er
             continue;
         } else if (kl == 10 && !strncmp(o, "qblas_rows", 10) && *v && (c->qblas_rows = strtoll(v, &end, 10)) >= 0 && !*end) {
             continue;
+        } else if (kl == 8 && !strncmp(o, "dot4_max", 8) && *v && (c->dot4_max = strtoll(v, &end, 10)) >= 0 && !*end) {
+            continue;
         } else if (kl == 3 && !strncmp(o, "ref", 3) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
             c->ref = v[0] == '1';
         } else {
             snprintf(err, errlen, "cpu backend: bad option \"%s\" (isa=scalar|avx2|avx512, "
-                     "defer=each|one, blas_rows=N, qblas_rows=N, ref=0|1)", o);
+                     "defer=each|one, blas_rows=N, qblas_rows=N, dot4_max=BYTES, ref=0|1)", o);
             return FD_ECONFIG;
         }
     }
@@ -991,6 +995,7 @@ int fb_cpu_create(const fb_config_t *cfg, fb_backend_t **out, char *err, size_t 
     c->defer_mode = DEFER_EACH;
     c->blas_rows = 48; /* crossover measured between 32 and 64 rows (BENCHMARKS.md) */
     c->qblas_rows = 0;
+    c->dot4_max = DOT4_MAX;
     int rc = parse_options(c, cfg ? cfg->options : NULL, err, errlen);
     if (rc)
         goto fail_options;

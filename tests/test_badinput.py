@@ -30,7 +30,10 @@ RSS_SLACK_KB = 4096
 # 4 MB bodies of this battery come from, and stay cached in, one heap arena per thread that
 # touched them (measured: +35 MB over the first three passes, then a plateau).  A fixed
 # threshold returns them to the system when freed, so what the comparison sees is leaks.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+# One arena: with one per thread, how many arenas grow (and how far) depends on how many
+# threads happened to allocate at once, and on a loaded machine a later pass could reach a
+# new peak (+4 to +7 MB at pass 3 of 5, measured; with one arena: within 200 kB after pass 1).
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_ARENA_MAX": "1"}
 
 
 def check(cond, what):

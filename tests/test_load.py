@@ -30,7 +30,7 @@ N_CLIENTS = 96 if LONG else 64    # 16 running + 64 waiting: the long mode also 
 WARMUP = N_REQ // 2
 HANGUP_SHARE = 0.2
 RSS_SLACK_KB = 8192 if LONG else 4096  # long runs reach busier peaks (docs/reliability.md)
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}  # see test_badinput.py
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_ARENA_MAX": "1"}  # test_badinput.py
 FAILS = []
 
 

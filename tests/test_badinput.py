@@ -6,10 +6,10 @@ max_tokens, empty and huge prompts, invalid UTF-8 and NUL escapes, deeply nested
 sent byte by byte while others are served, unknown methods, HTTP/0.9 and HTTP/2 openings,
 oversized URLs, headers and bodies (declared, chunked, cut short), and more connections than
 the limit at once.  The battery runs five times; resident memory after the last pass must be
-within 4 MiB of what it was after the two warm-up passes (glibc's mmap threshold fixed, so
-freed multi-MB bodies go back to the system), and afterwards nothing runs, no KV
-cache is in use, no answer was a 500 and greedy output is what it was.  python3 standard
-library only."""
+within 4 MiB of what it was after the two warm-up passes (glibc with a fixed mmap threshold
+and one arena, so the figure shows leaks, not allocator caching), and afterwards nothing
+runs, no KV cache is in use, no answer was a 500 and greedy output is what it was.  python3
+standard library only."""
 
 import json
 import os
@@ -28,11 +28,11 @@ WARMUP = 2
 RSS_SLACK_KB = 4096
 # glibc raises its mmap threshold to the largest block freed (up to 32 MiB), after which the
 # 4 MB bodies of this battery come from, and stay cached in, one heap arena per thread that
-# touched them (measured: +35 MB over the first three passes, then a plateau).  A fixed
-# threshold returns them to the system when freed, so what the comparison sees is leaks.
-# One arena: with one per thread, how many arenas grow (and how far) depends on how many
-# threads happened to allocate at once, and on a loaded machine a later pass could reach a
-# new peak (+4 to +7 MB at pass 3 of 5, measured; with one arena: within 200 kB after pass 1).
+# touched them (measured: +35 MB over the first three passes, then a plateau); and the
+# 100,000-id prompt's JSON tree (6 MB of small blocks) stays in the arena of whichever
+# thread-pool thread parsed it, a random one each time.  A fixed threshold returns big blocks
+# to the system when freed and one arena is reused by every thread, so what the comparison
+# sees is leaks, not which thread ran what.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_ARENA_MAX": "1"}
 
 

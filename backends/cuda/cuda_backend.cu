@@ -1321,10 +1321,11 @@ static int check_attn(const fb_attn_t *a)
 }
 
 /* The decode kernel (one query row per sequence, fused modes): splits of the context so that
- * the grid has about four blocks per SM with at least 16 positions each, more when a split
- * would hold over 128 positions, at most attn_splits; a lane group of lg lanes per position
- * (head_dim / 4 pieces of 16 bytes, nv per lane).  1: not for this kernel (a split would hold
- * over 256 positions: the general kernel streams long contexts better). */
+ * the grid has about four blocks per SM with at least 32 positions each, more when a split
+ * would hold over 256 positions, at most attn_splits (the best of those measured on the
+ * H100, bench/cuda/kbench.cu); a lane group of lg lanes per position (head_dim / 4 pieces of
+ * 16 bytes, nv per lane).  1: not for this kernel (a split would hold over 256 positions: the
+ * general kernel streams very long contexts better). */
 static int attn_dec(fcuda_t *c, fcu_att_p *p, int rows, int t_max)
 {
     const int nc = p->head_dim / 4, nv = nc <= 32 ? 1 : 2;
@@ -1333,8 +1334,8 @@ static int attn_dec(fcuda_t *c, fcu_att_p *p, int rows, int t_max)
         lg *= 2;
     const int64_t per_split = (int64_t)p->n_head_kv * rows;
     int64_t want = (4 * (int64_t)c->prop.multiProcessorCount + per_split - 1) / per_split;
-    want = FD_MIN(want, (int64_t)(t_max + 15) / 16);
-    want = FD_MAX(want, (int64_t)(t_max + 127) / 128);
+    want = FD_MIN(want, (int64_t)(t_max + 31) / 32);
+    want = FD_MAX(want, (int64_t)(t_max + 255) / 256);
     want = FD_MAX((int64_t)1, FD_MIN(want, (int64_t)c->attn_splits));
     const int chunk = (int)((t_max + want - 1) / want);
     if (chunk > 256)
@@ -1814,7 +1815,7 @@ extern "C" int fb_cuda_create(const fb_config_t *cfg, fb_backend_t **out, char *
     c->gemm_rows = 9;
     c->graphs = true;
     c->graph_layers = 2;
-    c->pdl = true;
+    c->pdl = false; /* measured: no gain in whole decode steps, a loss at 8 rows (docs/gpu.md) */
     c->attn_splits = 32;
     for (const char *const *o = cfg ? cfg->options : NULL; o && *o; o++)
         if ((rc = parse_option(c, *o, err, errlen)))

@@ -228,8 +228,8 @@ static void att_case(const char *shape, int H, int Hkv, int hd, int ctx, int nse
                     lg *= 2;
                 int64_t per = (int64_t)Hkv * nseq;
                 int64_t want = (4 * n_sm + per - 1) / per;
-                want = std::min<int64_t>(want, (ctx + 15) / 16);
-                want = std::max<int64_t>(want, (ctx + 127) / 128);
+                want = std::min<int64_t>(want, (ctx + 31) / 32);
+                want = std::max<int64_t>(want, (ctx + 255) / 256);
                 want = std::max<int64_t>(1, std::min<int64_t>(want, cap));
                 p.lg = lg;
                 p.chunk = (int)((ctx + want - 1) / want);
@@ -359,8 +359,8 @@ static void step_case(const char *shape, int E, int F, int H, int Hkv, int hd, i
         while (lg < 32 && lg * nv < nc)
             lg *= 2;
         int64_t want = (4 * n_sm + Hkv - 1) / Hkv;
-        want = std::min<int64_t>(want, (ctx + 15) / 16);
-        want = std::max<int64_t>(want, (ctx + 127) / 128);
+        want = std::min<int64_t>(want, (ctx + 31) / 32);
+        want = std::max<int64_t>(want, (ctx + 255) / 256);
         want = std::max<int64_t>(1, std::min<int64_t>(want, 32));
         p.lg = lg;
         p.chunk = (int)((ctx + want - 1) / want);
@@ -381,7 +381,13 @@ static void step_case(const char *shape, int E, int F, int H, int Hkv, int hd, i
         ls.push_back(gemv(wd[l], F, E, act, y, x, false));
     }
     ls.push_back(gemv(wh, E, V, x, logits, NULL, true));
-    for (int pdl = 0; pdl < 2; pdl++) {
+    float *gam = dev_rand(E, 1.f);
+    for (int pass = 0; pass < 3; pass++) {
+        const int pdl = pass == 1;
+        if (pass == 2) /* the fused plan's bf16 products with gamma as an input scale (INSCALE) */
+            for (L1 &r : ls)
+                if (!r.att && r.g.norm == FCU_NORM_RMS)
+                    r.g.in_scale = gam;
         cudaGraph_t gr;
         cudaGraphExec_t ge;
         CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
@@ -410,8 +416,8 @@ static void step_case(const char *shape, int E, int F, int H, int Hkv, int hd, i
                 t.push_back(ms);
         }
         std::sort(t.begin(), t.end());
-        printf("step %-4s ctx %d batch 1: %zu kernels, pdl %d: %.3f ms of GPU time (median), min %.3f\n",
-               shape, ctx, ls.size(), pdl, t[t.size() / 2], t[0]);
+        printf("step %-4s ctx %d batch 1: %zu kernels, pdl %d, in_scale %d: %.3f ms of GPU time (median), min %.3f\n",
+               shape, ctx, ls.size(), pdl, pass == 2, t[t.size() / 2], t[0]);
         fflush(stdout);
         CK(cudaGraphExecDestroy(ge));
         CK(cudaGraphDestroy(gr));
@@ -424,7 +430,7 @@ static void step_case(const char *shape, int E, int F, int H, int Hkv, int hd, i
         CK(cudaFree(kc[l]));
         CK(cudaFree(vc[l]));
     }
-    void *fr[] = {wh, x, qkv, att, y, gu, act, logits, part, cnt, pos};
+    void *fr[] = {wh, x, qkv, att, y, gu, act, logits, part, cnt, pos, gam};
     for (void *f : fr)
         CK(cudaFree(f));
 }

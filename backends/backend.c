@@ -93,6 +93,11 @@ const char *fb_name(const fb_backend_t *be)
     return be ? be->ops->name : "none";
 }
 
+bool fb_host_weights(const fb_backend_t *be)
+{
+    return be && be->ops->host_weights;
+}
+
 void fb_stats_get(const fb_backend_t *be, fb_stats_t *out)
 {
     *out = be->stats;

@@ -144,6 +144,11 @@ typedef struct fb_ops {
     /* Optional: changes one backend option ("key=value", as in fb_config_t.options) between
      * ops, for benchmarks that compare variants on the same prepared weights. */
     int (*set_option)(fb_backend_t *be, const char *kv);
+    /* True when the backend computes from fb_weight_t.src in place, keeping no copy of its
+     * own (the CPU backend): a host copy made for it (a folded or concatenated matrix) is
+     * then memory the model did not need, so fusion/plan.c hands such a backend gamma as
+     * in_scale and runs parts that are not adjacent in memory as separate products. */
+    bool host_weights;
 } fb_ops_t;
 
 enum fb_mark { FB_MARK_STEP_BEGIN, FB_MARK_STEP_END, FB_MARK_LAYER };
@@ -189,6 +194,8 @@ int fb_get_rows(fb_backend_t *be, const fb_weight_t *w, const int32_t *ids, int6
 int fb_copy2d(fb_backend_t *be, float *dst, int64_t ld_dst, const float *src, int64_t ld_src,
               int64_t n_rows, int64_t n);
 void fb_mark(fb_backend_t *be, int what, int arg);
+/* fb_ops_t.host_weights of the backend (false for NULL). */
+bool fb_host_weights(const fb_backend_t *be);
 /* One "key=value" option of the backend, changed at run time: FD_EUNSUP when the backend
  * has no run-time options, FD_ECONFIG for a key or value it does not take. */
 int fb_set_option(fb_backend_t *be, const char *kv);

@@ -5,6 +5,8 @@
  *          weights read and GFLOP/s, as fractions of the limits measured in the same run;
  *   norm   a norm -> product three ways: unfused, deferred with every thread reducing,
  *          deferred with one thread reducing while the others multiply;
+ *   inscale a deferred-norm product with gamma folded into an F32 copy, against gamma as
+ *          in_scale on the parts' own bytes (adjacent: one product; apart: one per part);
  *   llama  llama-bench-style prompt processing (pp) and decode (tg) tokens/s of a model file,
  *          plus batched decode of S sequences, with the achieved GB/s and GFLOP/s as
  *          fractions of the limits measured in the same run.
@@ -32,6 +34,7 @@
 #include "common/ggtypes.h"
 #include "engine/gguf.h"
 #include "engine/model.h"
+#include "fusion/fold.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -506,6 +509,163 @@ static int cmd_norm(const popts_t *o)
     return 0;
 }
 
+/* ---- inscale: a norm's gamma folded into F32 copies, or applied as in_scale ------------- */
+
+/* The fused plan's three ways to run a deferred-norm product over parts (Q, K, V or gate,
+ * up) on the CPU backend, alternating within each repetition: "fold" (gamma folded into one
+ * concatenated F32 copy: what the plan did before in_scale), "view" (the parts adjacent in
+ * memory, one product on their bytes with gamma as in_scale) and "split" (parts apart in
+ * memory, one product per part, each with in_scale).  Each variant cycles through enough
+ * instances of its matrices (>= 256 MiB) that every product reads its weights from memory,
+ * as decode does. */
+#define IS_MAXP 3
+typedef struct is_inst {
+    fz_folded_t f[IS_MAXP];
+    int n;
+} is_inst_t;
+
+static void inscale_one(fb_backend_t *be, const popts_t *o, const char *model, const char *op,
+                        int type, const int64_t *outs, int n_parts, int64_t n_in)
+{
+    size_t rb = gg_row_bytes(type, (uint64_t)n_in), total = 0;
+    if (!rb)
+        return;
+    for (int i = 0; i < n_parts; i++)
+        total += rb * (size_t)outs[i];
+    int n_inst = (int)FD_MAX(1.0, ceil((double)(256u << 20) / (double)total));
+    float *gam = malloc(sizeof(float) * (size_t)n_in);
+    for (int64_t i = 0; i < n_in; i++)
+        gam[i] = 1.0f + 0.1f * prand();
+    is_inst_t *v[3];
+    void **mem = calloc((size_t)n_inst * (IS_MAXP + 1), sizeof(void *));
+    int n_mem = 0;
+    char err[256];
+    for (int k = 0; k < 3; k++)
+        v[k] = calloc((size_t)n_inst, sizeof(is_inst_t));
+    for (int j = 0; j < n_inst; j++) {
+        fb_weight_t parts[IS_MAXP], adj[IS_MAXP];
+        uint8_t *cat = malloc(total), *c = cat;
+        mem[n_mem++] = cat;
+        for (int i = 0; i < n_parts; i++) {
+            void *q = rand_weights(type, outs[i], n_in);
+            mem[n_mem++] = q;
+            parts[i] = (fb_weight_t){.type = type, .n_in = n_in, .n_out = outs[i], .src = q, .name = op};
+            memcpy(c, q, rb * (size_t)outs[i]);
+            adj[i] = parts[i];
+            adj[i].src = c;
+            c += rb * (size_t)outs[i];
+        }
+        int rc = fz_fold_rms(parts, n_parts, gam, FZ_FOLD_FOLD, op, &v[0][j].f[0], err, sizeof(err));
+        rc = rc ? rc : fz_fold_rms(adj, n_parts, gam, FZ_FOLD_INSCALE, op, &v[1][j].f[0], err, sizeof(err));
+        v[0][j].n = v[1][j].n = 1;
+        for (int i = 0; i < n_parts && rc == 0; i++)
+            rc = fz_fold_rms(&parts[i], 1, gam, FZ_FOLD_INSCALE, op, &v[2][j].f[i], err, sizeof(err));
+        v[2][j].n = n_parts;
+        for (int k = 0; k < 3 && rc == 0; k++)
+            for (int i = 0; i < v[k][j].n && rc == 0; i++)
+                rc = fb_weight_prepare(be, &v[k][j].f[i].w);
+        if (rc) {
+            fprintf(stderr, "fusion-bench: inscale %s: %s\n", op, rc ? err : "");
+            exit(1);
+        }
+    }
+    int64_t n_out = 0;
+    for (int i = 0; i < n_parts; i++)
+        n_out += outs[i];
+    char blist[64];
+    snprintf(blist, sizeof(blist), "%s", o->batches ? o->batches : "1,8,128");
+    for (char *bp = strtok(blist, ","); bp; bp = strtok(NULL, ",")) {
+        int rows = atoi(bp);
+        if (rows < 1)
+            continue;
+        float *x = fb_alloc(be, sizeof(float) * (size_t)rows * (size_t)n_in);
+        float *y = fb_alloc(be, sizeof(float) * (size_t)rows * (size_t)n_out);
+        for (int64_t i = 0; i < rows * n_in; i++)
+            x[i] = 3 * prand();
+        fb_defer_t d = {.kind = FB_NORM_RMS, .eps = 1e-5f};
+        double *t[3], *r[2];
+        for (int k = 0; k < 3; k++)
+            t[k] = malloc(sizeof(double) * (size_t)o->reps);
+        for (int k = 0; k < 2; k++)
+            r[k] = malloc(sizeof(double) * (size_t)o->reps);
+        for (int rep = -1; rep < o->reps; rep++) {
+            double tt[3];
+            for (int k = 0; k < 3; k++) {
+                double t0 = now_s();
+                for (int j = 0; j < n_inst; j++) {
+                    float *yo = y;
+                    for (int i = 0; i < v[k][j].n; i++) {
+                        fb_matmul(be, &v[k][j].f[i].w, x, rows, yo, &d);
+                        yo += (size_t)rows * (size_t)v[k][j].f[i].w.n_out;
+                    }
+                }
+                fb_sync(be);
+                tt[k] = (now_s() - t0) / n_inst;
+            }
+            if (rep >= 0) {
+                for (int k = 0; k < 3; k++)
+                    t[k][rep] = tt[k];
+                r[0][rep] = tt[0] / tt[1];
+                r[1][rep] = tt[0] / tt[2];
+            }
+        }
+        double mf = med(t[0], o->reps), mv = med(t[1], o->reps), ms = med(t[2], o->reps);
+        printf("inscale %-15s %-8s %-5s %6lldx%-6lld %d parts batch %3d  fold %9.1f us  view %9.1f us  "
+               "split %9.1f us  fold/view %.3f  fold/split %.3f\n", model, op, gg_type_name(type),
+               (long long)n_out, (long long)n_in, n_parts, rows, mf * 1e6, mv * 1e6, ms * 1e6,
+               med(r[0], o->reps), med(r[1], o->reps));
+        fflush(stdout);
+        for (int k = 0; k < 3; k++)
+            free(t[k]);
+        free(r[0]);
+        free(r[1]);
+        fb_free(be, x);
+        fb_free(be, y);
+    }
+    for (int k = 0; k < 3; k++) {
+        for (int j = 0; j < n_inst; j++)
+            for (int i = 0; i < v[k][j].n; i++) {
+                fb_weight_release(be, &v[k][j].f[i].w);
+                fz_folded_free(&v[k][j].f[i]);
+            }
+        free(v[k]);
+    }
+    for (int i = 0; i < n_mem; i++)
+        free(mem[i]);
+    free(mem);
+    free(gam);
+}
+
+static int cmd_inscale(const popts_t *o)
+{
+    fb_backend_t *be = make_cpu(o);
+    char desc[256] = "";
+    if (be->ops->describe)
+        be->ops->describe(be, desc, sizeof(desc));
+    printf("# inscale: deferred-norm products, gamma folded into an F32 copy / as in_scale on "
+           "adjacent parts / as in_scale on separate parts; %s, %d reps (medians; ratios per "
+           "repetition)\n", desc, o->reps);
+    static const int types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_K};
+    for (size_t m = 0; m < FD_ARRAY_LEN(pshapes); m++) {
+        const pshape_t *s = &pshapes[m];
+        if (!in_list(o->models ? o->models : "TinyLlama-1.1B", s->name))
+            continue;
+        for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
+            if (!in_list(o->types ? o->types : "F32", gg_type_name(types[t])))
+                continue;
+            const int64_t qkv[3] = {(int64_t)s->n_head * s->head_dim,
+                                    (int64_t)s->n_head_kv * s->head_dim,
+                                    (int64_t)s->n_head_kv * s->head_dim};
+            const int64_t gu[2] = {s->n_ff, s->n_ff}, head[1] = {s->n_vocab};
+            inscale_one(be, o, s->name, "qkv", types[t], qkv, 3, s->n_embd);
+            inscale_one(be, o, s->name, "gate_up", types[t], gu, 2, s->n_embd);
+            inscale_one(be, o, s->name, "head", types[t], head, 1, s->n_embd);
+        }
+    }
+    fb_destroy(be);
+    return 0;
+}
+
 /* ---- llama: pp / tg tokens per second of a model -------------------------------------- */
 
 /* Resident memory of this process now, in MB (VmRSS; the roof buffers are freed by then), or -1. */
@@ -673,7 +833,7 @@ static int cmd_llama(const popts_t *o)
 bool perf_command(const char *cmd)
 {
     return !strcmp(cmd, "roof") || !strcmp(cmd, "gemm") || !strcmp(cmd, "norm") ||
-           !strcmp(cmd, "llama");
+           !strcmp(cmd, "llama") || !strcmp(cmd, "inscale");
 }
 
 void perf_usage(void *file)
@@ -684,6 +844,8 @@ void perf_usage(void *file)
             "                         [--threads N] [--reps N] [--options k=v,...]\n"
             "       fusion-bench norm [--types F32,Q8_0] [--models a,b] [--batches 1,8,64]\n"
             "                         [--threads N] [--reps N]   (deferred norm: each / one / unfused)\n"
+            "       fusion-bench inscale [--types F32] [--models TinyLlama-1.1B] [--batches 1,8,128]\n"
+            "                         [--threads N] [--reps N]   (gamma folded / in_scale / split)\n"
             "       fusion-bench llama -m MODEL [-p 128] [-n 64] [--seqs 8] [--fusion on|off]\n"
             "                         [--threads N] [--reps N] [--options k=v,...]\n"
             "  (roof, gemm and llama measure read bandwidth and sgemm in the same run;\n"
@@ -743,5 +905,7 @@ int perf_main(int argc, char **argv)
         return cmd_gemm(&o);
     if (!strcmp(argv[1], "norm"))
         return cmd_norm(&o);
+    if (!strcmp(argv[1], "inscale"))
+        return cmd_inscale(&o);
     return cmd_llama(&o);
 }

@@ -931,6 +931,7 @@ static const fb_ops_t cpu_ops = {
     .copy2d = cpu_copy2d,
     .mark = NULL,
     .describe = cpu_describe,
+    .host_weights = true,
 };
 
 static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t errlen)

@@ -9,7 +9,8 @@
  *          in_scale on the parts' own bytes (adjacent: one product; apart: one per part);
  *   llama  llama-bench-style prompt processing (pp) and decode (tg) tokens/s of a model file,
  *          plus batched decode of S sequences, with the achieved GB/s and GFLOP/s as
- *          fractions of the limits measured in the same run.
+ *          fractions of the limits probed on the backend's threads right before and after
+ *          every repetition (fb_roof).
  * Every figure is the median of repeated runs. */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -234,6 +235,69 @@ static roof_t measure_roof(const popts_t *o)
            "(512x2048x2048)\n", nth, r.bw, o->mib, r.sgemm);
     fflush(stdout);
     return r;
+}
+
+/* ---- probes interleaved with the runs they judge --------------------------------------- */
+
+/* The shared machine's read bandwidth moves by a third between runs, so a limit measured
+ * once at the start says little about a decode a minute later.  The probes below run on the
+ * backend's own threads (fb_roof: the CPU backend's pool, every read loop it has, the best
+ * kept) right before and right after every repetition, and each repetition is judged
+ * against the higher of its two probes (a roof must not be underestimated). */
+typedef struct probe {
+    fb_backend_t *be;
+    uint8_t *buf;
+    size_t n;
+} probe_t;
+
+static int probe_init(probe_t *pr, fb_backend_t *be, int mib)
+{
+    pr->be = be;
+    pr->n = (size_t)mib << 20;
+    pr->buf = NULL;
+    if (posix_memalign((void **)&pr->buf, 64, pr->n))
+        return -ENOMEM;
+    for (size_t i = 0; i < pr->n; i += 4096)
+        memset(pr->buf + i, (int)(i >> 12), 4096);
+    /* a backend without probes (or --clock cpu, which they do not follow) reports none */
+    if (cpu_clock || fb_roof(be, FB_ROOF_READ, pr->buf, pr->n) < 0) {
+        free(pr->buf);
+        pr->buf = NULL;
+    }
+    return 0;
+}
+
+static double probe_bw(const probe_t *pr)
+{
+    return pr->buf ? fb_roof(pr->be, FB_ROOF_READ, pr->buf, pr->n) : 0;
+}
+
+static double probe_sgemm(const probe_t *pr)
+{
+    return pr->buf ? fb_roof(pr->be, FB_ROOF_SGEMM, NULL, 0) : 0;
+}
+
+static void probe_free(probe_t *pr)
+{
+    free(pr->buf);
+    pr->buf = NULL;
+}
+
+/* One line of per-repetition figures: "# NAME reps: tok/s a b c; LIMIT before/after a/b ...;
+ * of LIMIT x% y% z%". */
+static void print_reps(const char *name, const char *unit, int reps, const double *tps,
+                       const double *before, const double *after, const double *ratio)
+{
+    printf("# %s reps: tok/s", name);
+    for (int r = 0; r < reps; r++)
+        printf(" %.1f", tps[r]);
+    printf("; %s before/after", unit);
+    for (int r = 0; r < reps; r++)
+        printf(" %.1f/%.1f", before[r], after[r]);
+    printf("; of limit");
+    for (int r = 0; r < reps; r++)
+        printf(" %.0f%%", 100 * ratio[r]);
+    printf("\n");
 }
 
 /* ---- gemm: fb_matmul per type and shape ----------------------------------------------- */
@@ -779,17 +843,34 @@ static int cmd_llama(const popts_t *o)
     int32_t *toks = malloc(sizeof(int32_t) * (size_t)o->n_prompt);
     for (int i = 0; i < o->n_prompt; i++)
         toks[i] = (int32_t)(1 + (i * 7919) % (h->n_vocab - 1));
-    double *t = malloc(sizeof(double) * (size_t)o->reps), dt = 0;
+    size_t nr = (size_t)o->reps;
+    double *t = malloc(sizeof(double) * nr), dt = 0;
+    double *pb = malloc(sizeof(double) * nr), *pa = malloc(sizeof(double) * nr);
+    double *ratio = malloc(sizeof(double) * nr), *tcopy = malloc(sizeof(double) * nr);
+    probe_t pr = {0};
+    if (rc == 0 && (rc = probe_init(&pr, be, o->mib)) == 0 && pr.buf)
+        printf("# limits below: probes on the backend's %d threads before and after every "
+               "repetition (read: best of its read loops over %d MiB); a repetition's share is "
+               "of the higher of its two probes; the line gives medians\n",
+               n_threads(o->threads), o->mib);
     if (rc == 0 && o->n_prompt > 0) {
         rc = run_pp(m, slots[0], toks, o->n_prompt, &dt); /* warm-up */
         for (int r = 0; r < o->reps && rc == 0; r++) {
+            pb[r] = probe_sgemm(&pr);
             rc = run_pp(m, slots[0], toks, o->n_prompt, &dt);
+            pa[r] = probe_sgemm(&pr);
             t[r] = o->n_prompt / dt;
+            ratio[r] = t[r] * flops * 1e-9 / (pr.buf ? FD_MAX(pb[r], pa[r]) : rf.sgemm);
         }
         if (rc == 0) {
-            double v = med(t, o->reps);
+            char name[32];
+            snprintf(name, sizeof(name), "pp%d", o->n_prompt);
+            if (pr.buf)
+                print_reps(name, "sgemm GFLOP/s", o->reps, t, pb, pa, ratio);
+            memcpy(tcopy, t, sizeof(double) * nr);
+            double v = med(tcopy, o->reps);
             printf("pp%-8d %10.1f tok/s %8.1f GFLOP/s %5.0f %%sgemm\n", o->n_prompt, v,
-                   v * flops * 1e-9, 100 * v * flops * 1e-9 / rf.sgemm);
+                   v * flops * 1e-9, 100 * med(ratio, o->reps));
         }
     }
     int Ss[2] = {1, o->seqs};
@@ -797,16 +878,25 @@ static int cmd_llama(const popts_t *o)
     for (int k = 0; k < (o->seqs > 1 ? 2 : 1) && rc == 0 && o->n_gen > 0; k++) {
         int S = Ss[k];
         for (int r = 0; r < o->reps && rc == 0; r++) {
+            if (S == 1)
+                pb[r] = probe_bw(&pr);
             rc = run_tg(m, slots, S, o->n_gen, &dt);
             t[r] = (double)o->n_gen * S / dt;
+            if (S == 1) {
+                pa[r] = probe_bw(&pr);
+                ratio[r] = t[r] * bytes * 1e-9 / (pr.buf ? FD_MAX(pb[r], pa[r]) : rf.bw);
+            }
         }
         if (rc == 0) {
-            double v = med(t, o->reps);
             char name[32];
             snprintf(name, sizeof(name), S == 1 ? "tg%d" : "tg%dx%d", o->n_gen, S);
+            if (S == 1 && pr.buf)
+                print_reps(name, "read GB/s", o->reps, t, pb, pa, ratio);
+            memcpy(tcopy, t, sizeof(double) * nr);
+            double v = med(tcopy, o->reps);
             if (S == 1)
                 printf("%-10s %10.1f tok/s %8.1f GB/s %5.0f %%bw\n", name, v, v * bytes * 1e-9,
-                       100 * v * bytes * 1e-9 / rf.bw);
+                       100 * med(ratio, o->reps));
             else
                 printf("%-10s %10.1f tok/s aggregate (%.2fx one sequence)\n", name, v,
                        v / (tg1 > 0 ? tg1 : v));
@@ -814,11 +904,16 @@ static int cmd_llama(const popts_t *o)
                 tg1 = v;
         }
     }
+    probe_free(&pr); /* not the model's memory */
     printf("# memory: resident %.0f MB after the runs; model file %.0f MB\n", peak_rss_mb(),
            (double)gguf_file_size(llm_gguf(m)) / 1e6 * 1e6 / (1 << 20));
     fflush(stdout);
     if (rc)
         fprintf(stderr, "fusion-bench: llama: %s\n", fd_strerror(rc));
+    free(pb);
+    free(pa);
+    free(ratio);
+    free(tcopy);
     free(t);
     free(toks);
     for (int s = 0; s < FD_MAX(1, o->seqs); s++)
@@ -848,7 +943,8 @@ void perf_usage(void *file)
             "                         [--threads N] [--reps N]   (gamma folded / in_scale / split)\n"
             "       fusion-bench llama -m MODEL [-p 128] [-n 64] [--seqs 8] [--fusion on|off]\n"
             "                         [--threads N] [--reps N] [--options k=v,...]\n"
-            "  (roof, gemm and llama measure read bandwidth and sgemm in the same run;\n"
+            "  (roof, gemm and llama measure read bandwidth and sgemm in the same run, llama\n"
+            "   on its backend's threads right before and after every repetition;\n"
             "   --clock cpu times with process CPU time: for one thread on a loaded machine)\n");
 }
 
@@ -899,6 +995,24 @@ int perf_main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "roof")) {
         measure_roof(&o);
+        fb_backend_t *be = make_cpu(&o);
+        probe_t pr = {0};
+        if (probe_init(&pr, be, o.mib) == 0 && pr.buf) {
+            double *bw = malloc(sizeof(double) * (size_t)o.reps);
+            double *sg = malloc(sizeof(double) * (size_t)o.reps);
+            for (int r = 0; r < o.reps; r++) {
+                bw[r] = probe_bw(&pr);
+                sg[r] = probe_sgemm(&pr);
+            }
+            printf("# roof probes (fusion-bench llama's): %d threads of the CPU backend: read "
+                   "bandwidth %.1f GB/s (best read loop, median of %d), sgemm %.1f GFLOP/s "
+                   "(columns split over the threads)\n", n_threads(o.threads),
+                   med(bw, o.reps), o.reps, med(sg, o.reps));
+            free(bw);
+            free(sg);
+        }
+        probe_free(&pr);
+        fb_destroy(be);
         return 0;
     }
     if (!strcmp(argv[1], "gemm"))

@@ -23,6 +23,7 @@
  * 0 = never; default 48), qblas_rows=N (the same for quantized weights, dequantized a tile
  * at a time; default 0 = never: the int8 kernels measured twice as fast), dot4_max=BYTES
  * (decode of matrices up to this size reads four weight rows per call; default 1 MiB),
+ * dot8=0|1 (batches of Q8_0 / Q4_0 rows through the transposed 8-row kernels; default 1),
  * ref=1 (every op on the plain reference of ref_ops.c). */
 #include <cblas.h>
 #include <math.h>
@@ -62,6 +63,7 @@ typedef struct fcpu {
     int defer_mode;
     int64_t blas_rows, qblas_rows;
     int64_t dot4_max;          /* matrix bytes up to which decode uses four rows per call */
+    bool dot8;                 /* batches through dot8 where the table has it */
     bool ref;
     scratch_t scr[MAX_THREADS];
     scratch_t attn_scr[MAX_THREADS];
@@ -218,6 +220,7 @@ typedef struct mm_ctx {
     float *scale_out;
     int path, xform;
     fcpu_dot_fn dot;
+    int nr;                    /* activation rows per dot call: FCPU_NR, or FCPU_NR8 (dot8) */
     /* decode with four weight rows per call: only for matrices that stay in the caches.
      * Streaming from memory, four interleaved row streams defeat the hardware prefetchers:
      * one Zen 4 thread read a 1 GB Q8_0 matrix at 22 GB/s one row at a time, 7-10 GB/s
@@ -289,7 +292,7 @@ static void mm_rows(const mm_ctx_t *m, const fcpu_kern_t *k, const uint8_t *wsrc
     const int wt = m->path == MM_GENERIC ? GG_F32 : m->w->type;
     void (*dot2)(int64_t, const void *, size_t, const void *, size_t, int, float *) =
         split ? k->dot2[wt] : NULL; /* a single row streams better alone (see dot4) */
-    float out[2 * FCPU_NR];
+    float out[2 * FCPU_NR8];
     if (split) /* once per chunk: piece p of row r at xpack + (p * n_rows + r) * KB */
         for (int64_t kb = 0; kb < n_in; kb += MM_KB)
             for (int64_t r = 0; r < n_rows; r++)
@@ -315,8 +318,8 @@ static void mm_rows(const mm_ctx_t *m, const fcpu_kern_t *k, const uint8_t *wsrc
                 for (int64_t o = ob + OB; o < FD_MIN(ob + 2 * OB, o1); o++)
                     for (size_t b = 0; b < (size_t)nk * esz; b += 64)
                         __builtin_prefetch(wsrc + (uint64_t)o * m->ldw + woff + b, 0, 2);
-            for (int64_t r = 0; r < n_rows; r += FCPU_NR) {
-                const int nr = (int)FD_MIN(FCPU_NR, n_rows - r);
+            for (int64_t r = 0; r < n_rows; r += m->nr) {
+                const int nr = (int)FD_MIN(m->nr, n_rows - r);
                 const uint8_t *xr = xbase + (size_t)r * m->ldx + xoff;
                 size_t ldx = m->ldx;
                 if (split) {
@@ -395,6 +398,8 @@ static void mm_task(void *arg, int ith, int nth)
             k->quant_q32(src, n_in, xp + (size_t)r * m->ldx);
         else if (m->xform == FCPU_XQ32I)
             k->quant_q32i(src, n_in, xp + (size_t)r * m->ldx);
+        else if (m->xform == FCPU_XQ32T)
+            k->quant_q32t(src, n_in, xp + (size_t)r * m->ldx);
         else if (m->xform == FCPU_XQK)
             k->quant_qk(src, n_in, xp + (size_t)r * m->ldx);
     }
@@ -473,7 +478,8 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
     mm_ctx_t m = {.c = c, .w = w, .x = x, .n_rows = n_rows, .n_in = w->n_in, .n_out = w->n_out,
                   .row_bytes = gg_row_bytes(w->type, (uint64_t)w->n_in), .y = y, .kind = kind,
                   .wrows = w->src,
-                  .eps = defer ? defer->eps : 0, .scale_out = kind ? defer->scale_out : NULL};
+                  .eps = defer ? defer->eps : 0, .scale_out = kind ? defer->scale_out : NULL,
+                  .nr = FCPU_NR};
     m.ldw = m.row_bytes;
     const fcpu_kern_t *k = c->k;
     if (w->type == GG_F32 && c->blas_rows > 0 && n_rows >= c->blas_rows) {
@@ -488,6 +494,11 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
         m.xform = k->xform[w->type];
         if (m.row_bytes * (uint64_t)w->n_out <= (uint64_t)c->dot4_max)
             m.dot4 = k->dot4[w->type];
+        if (n_rows >= 2 && c->dot8 && k->dot8[w->type]) { /* the weight work shared by 8 rows */
+            m.dot = k->dot8[w->type];
+            m.xform = FCPU_XQ32T;
+            m.nr = FCPU_NR8;
+        }
     } else {
         m.path = MM_GENERIC;
         m.dot = k->dot[GG_F32];
@@ -958,11 +969,13 @@ static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t er
             continue;
         } else if (kl == 8 && !strncmp(o, "dot4_max", 8) && *v && (c->dot4_max = strtoll(v, &end, 10)) >= 0 && !*end) {
             continue;
+        } else if (kl == 4 && !strncmp(o, "dot8", 4) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
+            c->dot8 = v[0] == '1';
         } else if (kl == 3 && !strncmp(o, "ref", 3) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
             c->ref = v[0] == '1';
         } else {
             snprintf(err, errlen, "cpu backend: bad option \"%s\" (isa=scalar|avx2|avx512, "
-                     "defer=each|one, blas_rows=N, qblas_rows=N, dot4_max=BYTES, ref=0|1)", o);
+                     "defer=each|one, blas_rows=N, qblas_rows=N, dot4_max=BYTES, dot8=0|1, ref=0|1)", o);
             return FD_ECONFIG;
         }
     }
@@ -996,6 +1009,7 @@ int fb_cpu_create(const fb_config_t *cfg, fb_backend_t **out, char *err, size_t 
     c->blas_rows = 48; /* crossover measured between 32 and 64 rows (BENCHMARKS.md) */
     c->qblas_rows = 0;
     c->dot4_max = DOT4_MAX;
+    c->dot8 = true;
     int rc = parse_options(c, cfg ? cfg->options : NULL, err, errlen);
     if (rc)
         goto fail_options;

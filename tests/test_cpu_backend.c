@@ -918,6 +918,49 @@ START_TEST(test_fast_rowops)
 }
 END_TEST
 
+/* ---- the roof probes (fusion-bench) ----------------------------------------------------- */
+
+/* Every table's read loop, in every mode, sums the same 64-bit words as a plain loop (so
+ * nothing is skipped or read twice), and fb_roof returns a rate for both limits and
+ * -EINVAL for a buffer it cannot use. */
+START_TEST(test_roof)
+{
+    const size_t n = (size_t)1 << 20;
+    uint64_t *buf = NULL;
+    ck_assert_int_eq(posix_memalign((void **)&buf, 64, n), 0);
+    uint64_t want = 0, s = 77;
+    for (size_t i = 0; i < n / 8; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        buf[i] = s >> 7;
+        want += buf[i];
+    }
+    for (int isa = 0; isa < FCPU_ISA_COUNT; isa++) {
+        const fcpu_kern_t *k = fcpu_kernels(isa);
+        if (!k)
+            continue;
+        for (int mode = 0; mode < 3; mode++) {
+            ck_assert_uint_eq(k->read_sum(buf, n, mode), want);
+            /* a share of 256 bytes: mode 1's quarters are whole vectors */
+            uint64_t part = 0;
+            for (size_t i = 0; i < 32; i++)
+                part += buf[64 + i];
+            ck_assert_uint_eq(k->read_sum(buf + 64, 256, mode), part);
+        }
+    }
+    fb_backend_t *be = NULL;
+    fb_config_t cfg = {.threads = 2};
+    ck_assert_int_eq(fb_create("cpu", &cfg, &be, NULL, 0), 0);
+    ck_assert(fb_roof(be, FB_ROOF_READ, buf, n) > 0);
+    ck_assert(fb_roof(be, FB_ROOF_SGEMM, NULL, 0) > 0);
+    ck_assert(fb_roof(be, FB_ROOF_READ, NULL, n) == -EINVAL);
+    ck_assert(fb_roof(be, FB_ROOF_READ, (const uint8_t *)buf + 8, n - 64) == -EINVAL);
+    ck_assert(fb_roof(be, 7, buf, n) == -EINVAL);
+    ck_assert(fb_roof(NULL, FB_ROOF_READ, buf, n) == FD_EUNSUP);
+    fb_destroy(be);
+    free(buf);
+}
+END_TEST
+
 /* ---- the thread pool ------------------------------------------------------------------- */
 
 typedef struct pool_ctx {
@@ -1048,6 +1091,7 @@ int main(void)
     tcase_add_loop_test(tc, test_get_rows, 0, N_CFG);
     tcase_add_test(tc, test_registry_and_stats);
     tcase_add_test(tc, test_pool);
+    tcase_add_test(tc, test_roof);
     tcase_add_loop_test(tc, test_fast_matmul, 0, N_CFG);
     tcase_add_loop_test(tc, test_dot8_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_batch_rows, 0, N_CFG);

@@ -28,6 +28,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <sched.h>
+#include <stdint.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -897,6 +898,105 @@ static int cpu_copy2d(fb_backend_t *be, float *dst, int64_t ld_dst, const float 
     return 0;
 }
 
+/* ---- roofs (benchmarks) --------------------------------------------------------------- */
+
+/* The read loops a product's weight stream could at best match, on the pool's threads:
+ * every thread one contiguous share (one stream, four interleaved streams, one stream with
+ * software prefetch), or chunks taken from an atomic counter as the products take theirs.
+ * Which one reads fastest depends on the CPU's prefetchers (BENCHMARKS.md), and a roof must
+ * not underestimate, so the probe runs them all and keeps the best. */
+#define ROOF_CHUNK ((size_t)1 << 16)
+
+typedef struct roof_ctx {
+    const fcpu_kern_t *k;
+    const uint8_t *p;
+    size_t n;
+    int mode;
+    bool chunked;
+    _Atomic size_t next;
+    _Atomic uint64_t sink;   /* every thread's sum: the loads cannot be dropped */
+} roof_ctx_t;
+
+static void roof_read_task(void *arg, int ith, int nth)
+{
+    roof_ctx_t *r = arg;
+    uint64_t s = 0;
+    if (r->chunked) {
+        for (;;) {
+            size_t o = atomic_fetch_add(&r->next, ROOF_CHUNK);
+            if (o >= r->n)
+                break;
+            s += r->k->read_sum(r->p + o, FD_MIN(ROOF_CHUNK, r->n - o), r->mode);
+        }
+    } else {
+        size_t lo = r->n / (size_t)nth * (size_t)ith & ~(size_t)255;
+        size_t hi = ith == nth - 1 ? r->n : r->n / (size_t)nth * (size_t)(ith + 1) & ~(size_t)255;
+        s = r->k->read_sum(r->p + lo, hi - lo, r->mode);
+    }
+    atomic_fetch_add(&r->sink, s);
+}
+
+typedef struct sgemm_ctx {
+    const float *a, *b;
+    float *c;
+    int m, n, k;
+} sgemm_ctx_t;
+
+/* Each thread its share of the output columns with single-threaded OpenBLAS: how the
+ * products of a prefill use it (MM_BLAS). */
+static void roof_sgemm_task(void *arg, int ith, int nth)
+{
+    sgemm_ctx_t *g = arg;
+    int c0 = g->n * ith / nth / 16 * 16, c1 = ith == nth - 1 ? g->n : g->n * (ith + 1) / nth / 16 * 16;
+    if (c1 > c0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->m, c1 - c0, g->k, 1.f, g->a, g->k,
+                    g->b + (size_t)c0 * g->k, g->k, 0.f, g->c + c0, g->n);
+}
+
+static double cpu_roof(fb_backend_t *be, int what, const void *buf, size_t bytes)
+{
+    fcpu_t *c = (fcpu_t *)be;
+    if (what == FB_ROOF_READ) {
+        if (!buf || bytes < 256 * (size_t)c->n_threads || ((uintptr_t)buf & 63))
+            return -EINVAL;
+        static const struct { int mode; bool chunked; } loops[] = {
+            {0, false}, {1, false}, {2, false}, {0, true}};
+        double best = 0;
+        for (size_t i = 0; i < FD_ARRAY_LEN(loops); i++) {
+            roof_ctx_t r = {.k = c->k, .p = buf, .n = bytes & ~(size_t)255,
+                            .mode = loops[i].mode, .chunked = loops[i].chunked};
+            double t0 = fd_now_s();
+            fcpu_pool_run(c->pool, c->n_threads, roof_read_task, &r);
+            double dt = fd_now_s() - t0;
+            best = FD_MAX(best, (double)r.n / dt * 1e-9);
+        }
+        return best;
+    }
+    if (what != FB_ROOF_SGEMM)
+        return -EINVAL;
+    sgemm_ctx_t g = {.m = 512, .n = 2048, .k = 2048};
+    float *a = malloc(sizeof(float) * (size_t)g.m * g.k), *b = malloc(sizeof(float) * (size_t)g.n * g.k);
+    float *y = malloc(sizeof(float) * (size_t)g.m * g.n);
+    double rate = -ENOMEM;
+    if (a && b && y) {
+        for (size_t i = 0; i < (size_t)g.m * g.k; i++)
+            a[i] = (float)((i * 7919) % 1000) * 1e-3f;
+        for (size_t i = 0; i < (size_t)g.n * g.k; i++)
+            b[i] = (float)((i * 104729) % 1000) * 1e-3f;
+        memset(y, 0, sizeof(float) * (size_t)g.m * g.n);
+        g.a = a;
+        g.b = b;
+        g.c = y;
+        double t0 = fd_now_s();
+        fcpu_pool_run(c->pool, c->n_threads, roof_sgemm_task, &g);
+        rate = 2.0 * g.m * g.n * g.k / (fd_now_s() - t0) * 1e-9;
+    }
+    free(a);
+    free(b);
+    free(y);
+    return rate;
+}
+
 /* ---- object --------------------------------------------------------------------------- */
 
 static void cpu_describe(fb_backend_t *be, char *buf, size_t len)
@@ -942,6 +1042,8 @@ static const fb_ops_t cpu_ops = {
     .copy2d = cpu_copy2d,
     .mark = NULL,
     .describe = cpu_describe,
+    .host_weights = true,
+    .roof = cpu_roof,
 };
 
 static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t errlen)

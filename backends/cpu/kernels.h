@@ -84,6 +84,10 @@ typedef struct fcpu_kern {
     void (*mul_scale)(const float *x, const float *g, float s, float *y, int64_t n); /* y = x*s*g */
     void (*mul)(const float *x, const float *g, float *y, int64_t n);               /* y = x*g */
     void (*add)(float *y, const float *x, int64_t n);
+    /* benchmarks (the read-bandwidth roof): the sum of the n bytes at p (64-byte aligned, n
+     * a multiple of 256) as 64-bit words, read with the widest loads: mode 0 one stream,
+     * 1 four interleaved streams (the quarters of p), 2 one stream with software prefetch */
+    uint64_t (*read_sum)(const void *p, size_t n, int mode);
 } fcpu_kern_t;
 
 /* The table for isa, or NULL when this CPU (or build) lacks it. */

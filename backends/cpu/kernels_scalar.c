@@ -344,6 +344,16 @@ static void add(float *y, const float *x, int64_t n)
         y[i] += x[i];
 }
 
+static uint64_t read_sum(const void *p, size_t n, int mode)
+{
+    const uint64_t *q = p;
+    uint64_t a[4] = {0};
+    for (size_t i = 0; i + 4 <= n / 8; i += 4)
+        for (int j = 0; j < 4; j++)
+            a[j] += q[i + j];
+    return a[0] + a[1] + a[2] + a[3];
+}
+
 static const fcpu_kern_t table = {
     .name = "scalar",
     .isa = FCPU_ISA_SCALAR,
@@ -368,6 +378,7 @@ static const fcpu_kern_t table = {
     .mul_scale = mul_scale,
     .mul = mul,
     .add = add,
+    .read_sum = read_sum,
 };
 
 const fcpu_kern_t *fcpu_kernels_scalar(void)

@@ -2,6 +2,7 @@
  * fb_* wrappers against values computed here from the op's definition (known cases and
  * naive loops on random inputs of awkward sizes, every weight type, deferred RMS/LayerNorm
  * scaling, in_scale and bias); the fast kernels against the scalar reference (ref_ops.c);
+ * the batch kernels (dot8, every row count 1..9) against the scalar table's per-row kernels;
  * per-class timing; and clear errors for bad input and unknown backends. */
 #include <math.h>
 
@@ -634,6 +635,125 @@ START_TEST(test_fast_matmul)
 }
 END_TEST
 
+/* ---- batch kernels against the per-row scalar kernels ---------------------------------- */
+
+/* Every table's quant_q32t is its quant_q32 with the codes moved as fcpu_xq32t_at says (the
+ * scales and sums untouched), and its dot8 gives, for 1..8 rows, what the scalar table's
+ * per-row dot gives on XQ32 rows: the integer sums are exact, so only the float summation
+ * order differs.  Block counts 1, 3, 8, 9, 17 and 65 cover rows of no full group, of groups
+ * only, and of groups with 1..7 blocks after them. */
+START_TEST(test_dot8_kernels)
+{
+    const fcpu_kern_t *k = fcpu_kernels(_i), *ref = fcpu_kernels(FCPU_ISA_SCALAR);
+    if (!k)
+        return;
+    uint64_t s = 2100 + (uint64_t)_i;
+    static const int64_t blocks[] = {1, 3, 8, 9, 17, 65};
+    static const int types[] = {GG_Q8_0, GG_Q4_0};
+    int tested = 0;
+    for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
+        int type = types[t];
+        if (!k->dot8[type])
+            continue;
+        CHECK(k->quant_q32t != NULL);
+        for (size_t bi = 0; bi < FD_ARRAY_LEN(blocks); bi++) {
+            const int64_t n = 32 * blocks[bi], n_out = 3;
+            const size_t ldx = fcpu_xrow_bytes(FCPU_XQ32T, n);
+            CHECK(ldx == fcpu_xrow_bytes(FCPU_XQ32, n));
+            void *w = mk_weight(&s, type, n, n_out);
+            const uint64_t rb = gg_row_bytes(type, (uint64_t)n);
+            uint8_t *xt = malloc(ldx * FCPU_NR8), *xn = malloc(ldx * FCPU_NR8), *xr = malloc(ldx * FCPU_NR8);
+            float *x = rnd(&s, n * FCPU_NR8, 1);
+            for (int64_t i = 0; i < n; i++)
+                x[3 * n + i] *= 1000; /* a large-magnitude row */
+            for (int r = 0; r < FCPU_NR8; r++) {
+                k->quant_q32t(x + r * n, n, xt + (size_t)r * ldx);
+                k->quant_q32(x + r * n, n, xn + (size_t)r * ldx);
+                ref->quant_q32(x + r * n, n, xr + (size_t)r * ldx);
+                const int8_t *qt = fcpu_x_qs(xt + (size_t)r * ldx), *qn = fcpu_x_qs(xn + (size_t)r * ldx);
+                for (int64_t b = 0; b < n / 32; b++)
+                    for (int e = 0; e < 32; e++)
+                        CHECKM(qt[fcpu_xq32t_at(b, e, n / 32)] == qn[32 * b + e],
+                               "%s n %lld row %d block %lld code %d", k->name, (long long)n, r,
+                               (long long)b, e);
+                CHECK(memcmp(xt + (size_t)r * ldx + n, xn + (size_t)r * ldx + n, 8 * (size_t)(n / 32)) == 0);
+            }
+            for (int64_t o = 0; o < n_out; o++) {
+                const uint8_t *wo = (const uint8_t *)w + rb * (uint64_t)o;
+                for (int nr = 1; nr <= FCPU_NR8; nr++) {
+                    float got[FCPU_NR8], want[FCPU_NR8];
+                    for (int r = 0; r < FCPU_NR8; r++)
+                        got[r] = NAN;
+                    k->dot8[type](n, wo, xt, ldx, nr, got);
+                    for (int r = 0; r < nr; r++) {
+                        /* the same codes through the scalar per-row kernel, and a bound
+                         * from the sum of |terms| */
+                        ref->dot[type](n, wo, xn + (size_t)r * ldx, ldx, 1, &want[r]);
+                        float dq[32];
+                        double mag = 0;
+                        const int8_t *q = fcpu_x_qs(xn + (size_t)r * ldx);
+                        const float *d = fcpu_xq32_d(xn + (size_t)r * ldx, n);
+                        for (int64_t b = 0; b < n / 32; b++) {
+                            fq_dequantize_row(type, wo + (uint64_t)b * (uint64_t)gg_block_bytes(type), dq, 32);
+                            for (int e = 0; e < 32; e++)
+                                mag += fabs((double)dq[e] * q[32 * b + e] * d[b]);
+                        }
+                        CHECKM(fabs((double)got[r] - want[r]) <= 1e-5 * mag + 1e-30,
+                               "%s %s n %lld out %lld rows %d row %d: %.9g vs %.9g (|terms| %.3g)",
+                               k->name, gg_type_name(type), (long long)n, (long long)o, nr, r,
+                               (double)got[r], (double)want[r], mag);
+                    }
+                    for (int r = nr; r < FCPU_NR8; r++)
+                        CHECKM(isnan(got[r]), "%s: dot8 wrote past row %d", k->name, nr);
+                }
+            }
+            tested++;
+            free(w); free(xt); free(xn); free(xr); free(x);
+        }
+    }
+    if (_i == FCPU_ISA_SCALAR)
+        CHECK(tested > 0); /* the reference table has the batch forms */
+}
+END_TEST
+
+/* fb_matmul with every batch size 1..9 (one full group of 8 rows and one more), the types
+ * with batch kernels and a float one, against the fp64 definition: the row grouping of the
+ * batch path (8 rows per call, then the rest) must not mix up or drop rows. */
+START_TEST(test_batch_rows)
+{
+    fb_backend_t *be = mk_cfg(_i);
+    if (!be)
+        return;
+    uint64_t s = 2300 + (uint64_t)_i;
+    static const int types[] = {GG_Q8_0, GG_Q4_0, GG_F32, GG_Q4_K};
+    for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
+        int type = types[t];
+        const int64_t n_in = type == GG_F32 ? 1000 : type == GG_Q4_K ? 512 : 2080, n_out = 13;
+        fb_weight_t w = {.type = type, .n_in = n_in, .n_out = n_out,
+                         .src = mk_weight(&s, type, n_in, n_out)};
+        ck_assert_int_eq(fb_weight_prepare(be, &w), 0);
+        for (int64_t n_rows = 1; n_rows <= 9; n_rows++) {
+            float *x = rnd(&s, n_rows * n_in, 1), *y = malloc(sizeof(float) * (size_t)(n_rows * n_out));
+            float *ry = malloc(sizeof(float) * (size_t)(n_rows * n_out));
+            ck_assert_int_eq(fb_matmul(be, &w, x, n_rows, y, NULL), 0);
+            ck_assert_int_eq(fcpu_ref_matmul(&w, x, n_rows, ry, NULL), 0);
+            double *ryd = malloc(sizeof(double) * (size_t)(n_rows * n_out)), *bound = malloc(sizeof(double) * (size_t)(n_rows * n_out));
+            for (int64_t i = 0; i < n_rows * n_out; i++)
+                ryd[i] = ry[i];
+            fast_bounds(&w, x, n_rows, ryd, NULL, bound);
+            for (int64_t i = 0; i < n_rows * n_out; i++)
+                CHECKM(fabs((double)y[i] - ryd[i]) <= bound[i],
+                       "cfg %d %s rows %lld i %lld: %.9g vs %.9g (bound %.3g)", _i,
+                       gg_type_name(type), (long long)n_rows, (long long)i, (double)y[i], ryd[i], bound[i]);
+            free(x); free(y); free(ry); free(ryd); free(bound);
+        }
+        fb_weight_release(be, &w);
+        free((void *)w.src);
+    }
+    fb_destroy(be);
+}
+END_TEST
+
 START_TEST(test_fast_attention)
 {
     fb_backend_t *be = mk_cfg(_i);
@@ -976,6 +1096,8 @@ int main(void)
     tcase_add_test(tc, test_pool);
     tcase_add_test(tc, test_roof);
     tcase_add_loop_test(tc, test_fast_matmul, 0, N_CFG);
+    tcase_add_loop_test(tc, test_dot8_kernels, 0, FCPU_ISA_COUNT);
+    tcase_add_loop_test(tc, test_batch_rows, 0, N_CFG);
     tcase_add_loop_test(tc, test_fast_attention, 0, N_CFG);
     tcase_add_loop_test(tc, test_sumonly_overflow, 0, N_CFG);
     tcase_add_loop_test(tc, test_fast_rowops, 0, N_CFG);

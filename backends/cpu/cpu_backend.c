@@ -23,6 +23,7 @@
  * 0 = never; default 48), qblas_rows=N (the same for quantized weights, dequantized a tile
  * at a time; default 0 = never: the int8 kernels measured twice as fast), dot4_max=BYTES
  * (decode of matrices up to this size reads four weight rows per call; default 1 MiB),
+ * dot8=0|1 (batches of Q8_0 / Q4_0 rows through the transposed 8-row kernels; default 1),
  * streams=1|4|8 (decode of larger matrices: each chunk of weight rows read as that many
  * parts side by side, each part a sequential stream; default 4: one Zen 4 core read
  * 1.06-1.3x faster that way than with one stream, eight streams were slower again),
@@ -68,6 +69,7 @@ typedef struct fcpu {
     int64_t blas_rows, qblas_rows;
     int64_t dot4_max;          /* matrix bytes up to which decode uses four rows per call */
     int streams;               /* decode of larger matrices: 1 or 4 weight streams a thread */
+    bool dot8;                 /* batches through dot8 where the table has it */
     bool ref;
     scratch_t scr[MAX_THREADS];
     scratch_t attn_scr[MAX_THREADS];
@@ -224,6 +226,7 @@ typedef struct mm_ctx {
     float *scale_out;
     int path, xform;
     fcpu_dot_fn dot;
+    int nr;                    /* activation rows per dot call: FCPU_NR, or FCPU_NR8 (dot8) */
     /* decode with four weight rows per call: only for matrices that stay in the caches.
      * Streaming from memory, four interleaved row streams defeat the hardware prefetchers:
      * one Zen 4 thread read a 1 GB Q8_0 matrix at 22 GB/s one row at a time, 7-10 GB/s
@@ -299,7 +302,7 @@ static void mm_rows(const mm_ctx_t *m, const fcpu_kern_t *k, const uint8_t *wsrc
     const int wt = m->path == MM_GENERIC ? GG_F32 : m->w->type;
     void (*dot2)(int64_t, const void *, size_t, const void *, size_t, int, float *) =
         split ? k->dot2[wt] : NULL; /* a single row streams better alone (see dot4) */
-    float out[2 * FCPU_NR];
+    float out[2 * FCPU_NR8];
     if (split) /* once per chunk: piece p of row r at xpack + (p * n_rows + r) * KB */
         for (int64_t kb = 0; kb < n_in; kb += MM_KB)
             for (int64_t r = 0; r < n_rows; r++)
@@ -325,8 +328,8 @@ static void mm_rows(const mm_ctx_t *m, const fcpu_kern_t *k, const uint8_t *wsrc
                 for (int64_t o = ob + OB; o < FD_MIN(ob + 2 * OB, o1); o++)
                     for (size_t b = 0; b < (size_t)nk * esz; b += 64)
                         __builtin_prefetch(wsrc + (uint64_t)o * m->ldw + woff + b, 0, 2);
-            for (int64_t r = 0; r < n_rows; r += FCPU_NR) {
-                const int nr = (int)FD_MIN(FCPU_NR, n_rows - r);
+            for (int64_t r = 0; r < n_rows; r += m->nr) {
+                const int nr = (int)FD_MIN(m->nr, n_rows - r);
                 const uint8_t *xr = xbase + (size_t)r * m->ldx + xoff;
                 size_t ldx = m->ldx;
                 if (split) {
@@ -405,6 +408,8 @@ static void mm_task(void *arg, int ith, int nth)
             k->quant_q32(src, n_in, xp + (size_t)r * m->ldx);
         else if (m->xform == FCPU_XQ32I)
             k->quant_q32i(src, n_in, xp + (size_t)r * m->ldx);
+        else if (m->xform == FCPU_XQ32T)
+            k->quant_q32t(src, n_in, xp + (size_t)r * m->ldx);
         else if (m->xform == FCPU_XQK)
             k->quant_qk(src, n_in, xp + (size_t)r * m->ldx);
     }
@@ -498,7 +503,8 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
     mm_ctx_t m = {.c = c, .w = w, .x = x, .n_rows = n_rows, .n_in = w->n_in, .n_out = w->n_out,
                   .row_bytes = gg_row_bytes(w->type, (uint64_t)w->n_in), .y = y, .kind = kind,
                   .wrows = w->src,
-                  .eps = defer ? defer->eps : 0, .scale_out = kind ? defer->scale_out : NULL};
+                  .eps = defer ? defer->eps : 0, .scale_out = kind ? defer->scale_out : NULL,
+                  .nr = FCPU_NR};
     m.ldw = m.row_bytes;
     const fcpu_kern_t *k = c->k;
     if (w->type == GG_F32 && c->blas_rows > 0 && n_rows >= c->blas_rows) {
@@ -515,6 +521,11 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
             m.dot4 = k->dot4[w->type];
         else if (c->streams > 1)
             m.dot4q = k->dot4[w->type];
+        if (n_rows >= 2 && c->dot8 && k->dot8[w->type]) { /* the weight work shared by 8 rows */
+            m.dot = k->dot8[w->type];
+            m.xform = FCPU_XQ32T;
+            m.nr = FCPU_NR8;
+        }
     } else {
         m.path = MM_GENERIC;
         m.dot = k->dot[GG_F32];
@@ -1101,11 +1112,14 @@ static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t er
             continue;
         } else if (kl == 7 && !strncmp(o, "streams", 7) && (!strcmp(v, "1") || !strcmp(v, "4") || !strcmp(v, "8"))) {
             c->streams = v[0] - '0';
+        } else if (kl == 4 && !strncmp(o, "dot8", 4) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
+            c->dot8 = v[0] == '1';
         } else if (kl == 3 && !strncmp(o, "ref", 3) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
             c->ref = v[0] == '1';
         } else {
             snprintf(err, errlen, "cpu backend: bad option \"%s\" (isa=scalar|avx2|avx512, "
-                     "defer=each|one, blas_rows=N, qblas_rows=N, dot4_max=BYTES, streams=1|4|8, ref=0|1)", o);
+                     "defer=each|one, blas_rows=N, qblas_rows=N, dot4_max=BYTES, streams=1|4|8, "
+                     "dot8=0|1, ref=0|1)", o);
             return FD_ECONFIG;
         }
     }
@@ -1140,6 +1154,7 @@ int fb_cpu_create(const fb_config_t *cfg, fb_backend_t **out, char *err, size_t 
     c->qblas_rows = 0;
     c->dot4_max = DOT4_MAX;
     c->streams = 4;
+    c->dot8 = true;
     int rc = parse_options(c, cfg ? cfg->options : NULL, err, errlen);
     if (rc)
         goto fail_options;

@@ -43,7 +43,7 @@
 
 typedef struct popts {
     int threads, reps, n_prompt, n_gen, seqs;
-    const char *model, *types, *models, *batches, *options;
+    const char *model, *types, *models, *batches, *options, *ab;
     bool fusion;
     int mib;
 } popts_t;
@@ -806,6 +806,60 @@ static int run_tg(llm_model_t *m, const int *slots, int S, int n, double *dt)
     return rc;
 }
 
+/* --ab A/B: decode (S = 1) with backend option A and B, alternating within every
+ * repetition (A first in even ones, B in odd ones) (fb_set_option between them, the same prepared weights), each run between its
+ * own two read probes; prints both medians and the median of the per-repetition B/A. */
+static int run_ab(llm_model_t *m, const popts_t *o, const probe_t *pr, int slot, double bytes)
+{
+    char a[128], *b;
+    snprintf(a, sizeof(a), "%s", o->ab);
+    if (!(b = strchr(a, '/'))) {
+        fprintf(stderr, "fusion-bench: --ab wants OPTION_A/OPTION_B\n");
+        return -EINVAL;
+    }
+    *b++ = '\0';
+    const char *v[2] = {a, b};
+    fb_backend_t *be = llm_backend(m);
+    size_t nr = (size_t)o->reps;
+    double *t[2], *sh[2], *ratio = malloc(sizeof(double) * nr), dt;
+    for (int k = 0; k < 2; k++) {
+        t[k] = malloc(sizeof(double) * nr);
+        sh[k] = malloc(sizeof(double) * nr);
+    }
+    int rc = 0;
+    for (int r = 0; r < o->reps && rc == 0; r++) {
+        for (int i = 0; i < 2 && rc == 0; i++) {
+            int k = i ^ (r & 1); /* A first in even repetitions, B first in odd ones */
+            if ((rc = fb_set_option(be, v[k]))) {
+                fprintf(stderr, "fusion-bench: option %s: %s\n", v[k], fd_strerror(rc));
+                break;
+            }
+            double before = probe_bw(pr);
+            rc = run_tg(m, &slot, 1, o->n_gen, &dt);
+            double after = probe_bw(pr);
+            t[k][r] = o->n_gen / dt;
+            sh[k][r] = pr->buf ? t[k][r] * bytes * 1e-9 / FD_MAX(before, after) : 0;
+        }
+        if (rc == 0)
+            ratio[r] = t[1][r] / t[0][r];
+    }
+    if (rc == 0) {
+        printf("# ab tg%d reps: %s/%s tok/s", o->n_gen, v[0], v[1]);
+        for (int r = 0; r < o->reps; r++)
+            printf(" %.2f/%.2f", t[0][r], t[1][r]);
+        printf("\n");
+        printf("ab tg%-5d %s %.2f tok/s (%.0f%% bw)  %s %.2f tok/s (%.0f%% bw)  B/A %.3f\n",
+               o->n_gen, v[0], med(t[0], o->reps), 100 * med(sh[0], o->reps), v[1],
+               med(t[1], o->reps), 100 * med(sh[1], o->reps), med(ratio, o->reps));
+    }
+    for (int k = 0; k < 2; k++) {
+        free(t[k]);
+        free(sh[k]);
+    }
+    free(ratio);
+    return rc;
+}
+
 static int cmd_llama(const popts_t *o)
 {
     if (!o->model) {
@@ -853,6 +907,10 @@ static int cmd_llama(const popts_t *o)
                "repetition (read: best of its read loops over %d MiB); a repetition's share is "
                "of the higher of its two probes; the line gives medians\n",
                n_threads(o->threads), o->mib);
+    if (rc == 0 && o->ab) {
+        rc = run_ab(m, o, &pr, slots[0], bytes);
+        goto done;
+    }
     if (rc == 0 && o->n_prompt > 0) {
         rc = run_pp(m, slots[0], toks, o->n_prompt, &dt); /* warm-up */
         for (int r = 0; r < o->reps && rc == 0; r++) {
@@ -904,6 +962,7 @@ static int cmd_llama(const popts_t *o)
                 tg1 = v;
         }
     }
+done:
     probe_free(&pr); /* not the model's memory */
     printf("# memory: resident %.0f MB after the runs; model file %.0f MB\n", peak_rss_mb(),
            (double)gguf_file_size(llm_gguf(m)) / 1e6 * 1e6 / (1 << 20));
@@ -943,6 +1002,7 @@ void perf_usage(void *file)
             "                         [--threads N] [--reps N]   (gamma folded / in_scale / split)\n"
             "       fusion-bench llama -m MODEL [-p 128] [-n 64] [--seqs 8] [--fusion on|off]\n"
             "                         [--threads N] [--reps N] [--options k=v,...]\n"
+            "                         [--ab k=v/k=v]   (decode with option A, then B, alternating)\n"
             "  (roof, gemm and llama measure read bandwidth and sgemm in the same run, llama\n"
             "   on its backend's threads right before and after every repetition;\n"
             "   --clock cpu times with process CPU time: for one thread on a loaded machine)\n");
@@ -980,6 +1040,8 @@ int perf_main(int argc, char **argv)
             o.batches = v;
         else if (!strcmp(a, "--options"))
             o.options = v;
+        else if (!strcmp(a, "--ab"))
+            o.ab = v;
         else if (!strcmp(a, "--clock") && (!strcmp(v, "cpu") || !strcmp(v, "wall")))
             cpu_clock = !strcmp(v, "cpu");
         else if (!strcmp(a, "--fusion") && (!strcmp(v, "on") || !strcmp(v, "off")))

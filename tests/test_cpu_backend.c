@@ -32,7 +32,7 @@
 /* Backend configurations every op test runs on: the plain reference, then each kernel
  * table this CPU has, with 1 and 3 threads (3 > cores here: chunks then interleave). */
 typedef struct cfg {
-    const char *opt[3];
+    const char *opt[4];
     int threads;
 } cfg_t;
 static const cfg_t cfgs[] = {
@@ -42,6 +42,9 @@ static const cfg_t cfgs[] = {
     {{"isa=avx512"}, 1},  {{"isa=avx512"}, 3},
     {{"isa=avx512", "defer=one"}, 3},
     {{"blas_rows=2", "qblas_rows=3"}, 2},
+    /* decode of every matrix as four streams (quarters of each chunk) */
+    {{"dot4_max=0", "streams=4"}, 1},
+    {{"isa=avx2", "dot4_max=0", "streams=4"}, 2},
 };
 #define N_CFG ((int)FD_ARRAY_LEN(cfgs))
 

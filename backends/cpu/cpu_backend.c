@@ -25,7 +25,11 @@
  * (decode of matrices up to this size reads four weight rows per call; default 1 MiB),
  * dot8=0|1 (batches through the 8-row kernels: dot8 for Q8_0 / Q4_0, dot2x8 for the float
  * types; default 1),
- * ref=1 (every op on the plain reference of ref_ops.c). */
+ * streams=1|4|8 (decode of larger matrices: each chunk of weight rows read as that many
+ * parts side by side, each part a sequential stream; default 4: one Zen 4 core read
+ * 1.06-1.3x faster that way than with one stream, eight streams were slower again),
+ * ref=1 (every op on the plain reference of ref_ops.c).  set_option changes any of them
+ * between ops (fusion-bench llama --ab). */
 #include <cblas.h>
 #include <math.h>
 #include <sched.h>
@@ -65,6 +69,7 @@ typedef struct fcpu {
     int defer_mode;
     int64_t blas_rows, qblas_rows;
     int64_t dot4_max;          /* matrix bytes up to which decode uses four rows per call */
+    int streams;               /* decode of larger matrices: 1 or 4 weight streams a thread */
     bool dot8;                 /* batches through dot8 where the table has it */
     bool ref;
     scratch_t scr[MAX_THREADS];
@@ -228,6 +233,10 @@ typedef struct mm_ctx {
      * one Zen 4 thread read a 1 GB Q8_0 matrix at 22 GB/s one row at a time, 7-10 GB/s
      * four rows at a time (F32: 21 against 15-18), though from L2 four rows are 15% faster. */
     void (*dot4)(int64_t n, const void *w, size_t ldw, const void *x, float *out);
+    /* decode of a large matrix: a chunk's rows as four quarters read side by side, each a
+     * long sequential stream (four streams far apart read faster than one on Zen 4, where
+     * four adjacent rows, each too short for a prefetcher to train on, read slower) */
+    void (*dot4q)(int64_t n, const void *w, size_t ldw, const void *x, float *out);
     size_t ldx;
     int64_t chunk;
     _Atomic int64_t next;
@@ -444,6 +453,21 @@ static void mm_task(void *arg, int ith, int nth)
                             (int)n_in, 1.f, xf, (int)n_in, wbuf, (int)n_in, 0.f, m->y + t0,
                             (int)m->n_out);
             }
+        } else if (n_rows == 1 && m->dot4q && o1 - o0 >= c->streams) {
+            /* c->streams (4 or 8) parts of q rows each, read side by side: part j's row i
+             * is row o0 + j * q + i */
+            const int ns = c->streams;
+            const int64_t q = (o1 - o0) / ns;
+            const size_t qb = (size_t)q * m->ldw;
+            float out[4];
+            for (int64_t o = o0; o < o0 + q; o++)
+                for (int g = 0; g < ns; g += 4) {
+                    m->dot4q(n_in, wsrc + (uint64_t)(o + g * q) * m->ldw, qb, xbase, out);
+                    for (int j = 0; j < 4; j++)
+                        m->y[o + (g + j) * q] = out[j];
+                }
+            for (int64_t o = o0 + ns * q; o < o1; o++)
+                m->dot(n_in, wsrc + (uint64_t)o * m->ldw, xbase, m->ldx, 1, m->y + o);
         } else if (n_rows == 1 && m->dot4) {
             /* decode of a small matrix: four weight rows per call share the activation
              * loads and one horizontal reduction */
@@ -505,6 +529,8 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
         m.xform = k->xform[w->type];
         if (m.row_bytes * (uint64_t)w->n_out <= (uint64_t)c->dot4_max)
             m.dot4 = k->dot4[w->type];
+        else if (c->streams > 1)
+            m.dot4q = k->dot4[w->type];
         if (n_rows >= 2 && c->dot8 && k->dot8[w->type]) { /* the weight work shared by 8 rows */
             m.dot = k->dot8[w->type];
             m.xform = FCPU_XQ32T;
@@ -1015,11 +1041,23 @@ static double cpu_roof(fb_backend_t *be, int what, const void *buf, size_t bytes
 static void cpu_describe(fb_backend_t *be, char *buf, size_t len)
 {
     const fcpu_t *c = (const fcpu_t *)be;
-    snprintf(buf, len, "cpu: %d threads, %s kernels%s, deferred norm: %s, sgemm from %lld rows",
+    snprintf(buf, len, "cpu: %d threads, %s kernels%s, deferred norm: %s, sgemm from %lld rows, "
+             "decode streams %d",
              c->n_threads, c->ref ? "reference" : c->k->name,
              c->k->isa == FCPU_ISA_AVX512 ? " (VNNI)" : "",
              c->defer_mode == DEFER_ONE ? "one thread reduces" : "every thread reduces",
-             (long long)c->blas_rows);
+             (long long)c->blas_rows, c->streams);
+}
+
+static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t errlen);
+
+/* Between ops on the driving thread, like every op: benchmarks compare variants on the same
+ * prepared weights. */
+static int cpu_set_option(fb_backend_t *be, const char *kv)
+{
+    const char *opts[2] = {kv, NULL};
+    char err[1];
+    return parse_options((fcpu_t *)be, opts, err, sizeof(err));
 }
 
 static void cpu_destroy(fb_backend_t *be)
@@ -1055,6 +1093,7 @@ static const fb_ops_t cpu_ops = {
     .copy2d = cpu_copy2d,
     .mark = NULL,
     .describe = cpu_describe,
+    .set_option = cpu_set_option,
     .host_weights = true,
     .roof = cpu_roof,
 };
@@ -1084,13 +1123,16 @@ static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t er
             continue;
         } else if (kl == 8 && !strncmp(o, "dot4_max", 8) && *v && (c->dot4_max = strtoll(v, &end, 10)) >= 0 && !*end) {
             continue;
+        } else if (kl == 7 && !strncmp(o, "streams", 7) && (!strcmp(v, "1") || !strcmp(v, "4") || !strcmp(v, "8"))) {
+            c->streams = v[0] - '0';
         } else if (kl == 4 && !strncmp(o, "dot8", 4) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
             c->dot8 = v[0] == '1';
         } else if (kl == 3 && !strncmp(o, "ref", 3) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
             c->ref = v[0] == '1';
         } else {
             snprintf(err, errlen, "cpu backend: bad option \"%s\" (isa=scalar|avx2|avx512, "
-                     "defer=each|one, blas_rows=N, qblas_rows=N, dot4_max=BYTES, dot8=0|1, ref=0|1)", o);
+                     "defer=each|one, blas_rows=N, qblas_rows=N, dot4_max=BYTES, streams=1|4|8, "
+                     "dot8=0|1, ref=0|1)", o);
             return FD_ECONFIG;
         }
     }
@@ -1124,6 +1166,7 @@ int fb_cpu_create(const fb_config_t *cfg, fb_backend_t **out, char *err, size_t 
     c->blas_rows = 48; /* crossover measured between 32 and 64 rows (BENCHMARKS.md) */
     c->qblas_rows = 0;
     c->dot4_max = DOT4_MAX;
+    c->streams = 4;
     c->dot8 = true;
     int rc = parse_options(c, cfg ? cfg->options : NULL, err, errlen);
     if (rc)

@@ -2,7 +2,8 @@
  * fb_* wrappers against values computed here from the op's definition (known cases and
  * naive loops on random inputs of awkward sizes, every weight type, deferred RMS/LayerNorm
  * scaling, in_scale and bias); the fast kernels against the scalar reference (ref_ops.c);
- * the batch kernels (dot8, every row count 1..9) against the scalar table's per-row kernels;
+ * the batch kernels (dot8, dot2x8; every row count 1..9) against the scalar table's per-row
+ * kernels;
  * per-class timing; and clear errors for bad input and unknown backends. */
 #include <math.h>
 
@@ -716,6 +717,55 @@ START_TEST(test_dot8_kernels)
 }
 END_TEST
 
+/* Every table's dot2x8 (two float-type weight rows against 1..8 activation rows) against the
+ * scalar table's per-row dot, on lengths off the vector width (tails) and on. */
+START_TEST(test_dot2x8_kernels)
+{
+    const fcpu_kern_t *k = fcpu_kernels(_i), *ref = fcpu_kernels(FCPU_ISA_SCALAR);
+    if (!k)
+        return;
+    uint64_t s = 2200 + (uint64_t)_i;
+    static const int64_t lens[] = {1, 17, 100, 1000};
+    static const int types[] = {GG_F32, GG_F16, GG_BF16};
+    for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
+        int type = types[t];
+        if (!k->dot2x8[type])
+            continue;
+        for (size_t li = 0; li < FD_ARRAY_LEN(lens); li++) {
+            const int64_t n = lens[li];
+            const uint64_t rb = gg_row_bytes(type, (uint64_t)n);
+            void *w = mk_weight(&s, type, n, 2);
+            float *x = rnd(&s, n * FCPU_NR8, 1), *wf = malloc(sizeof(float) * (size_t)(2 * n));
+            for (int j = 0; j < 2; j++)
+                fq_dequantize_row(type, (const uint8_t *)w + rb * (uint64_t)j, wf + j * n, n);
+            for (int nr = 1; nr <= FCPU_NR8; nr++) {
+                float got[2 * FCPU_NR8];
+                for (int i = 0; i < 2 * FCPU_NR8; i++)
+                    got[i] = NAN;
+                k->dot2x8[type](n, w, (size_t)rb, x, (size_t)n * sizeof(float), nr, got);
+                for (int j = 0; j < 2; j++)
+                    for (int r = 0; r < FCPU_NR8; r++) {
+                        float g = got[j * FCPU_NR8 + r];
+                        if (r >= nr) {
+                            CHECKM(isnan(g), "%s: dot2x8 wrote past row %d", k->name, nr);
+                            continue;
+                        }
+                        float want;
+                        ref->dot[type](n, (const uint8_t *)w + rb * (uint64_t)j, x + r * n, 0, 1, &want);
+                        double mag = 0;
+                        for (int64_t i = 0; i < n; i++)
+                            mag += fabs((double)wf[j * n + i] * x[r * n + i]);
+                        CHECKM(fabs((double)g - want) <= 1e-5 * mag + 1e-30,
+                               "%s %s n %lld rows %d w %d x %d: %.9g vs %.9g", k->name,
+                               gg_type_name(type), (long long)n, nr, j, r, (double)g, (double)want);
+                    }
+            }
+            free(w); free(x); free(wf);
+        }
+    }
+}
+END_TEST
+
 /* fb_matmul with every batch size 1..9 (one full group of 8 rows and one more), the types
  * with batch kernels and a float one, against the fp64 definition: the row grouping of the
  * batch path (8 rows per call, then the rest) must not mix up or drop rows. */
@@ -725,10 +775,10 @@ START_TEST(test_batch_rows)
     if (!be)
         return;
     uint64_t s = 2300 + (uint64_t)_i;
-    static const int types[] = {GG_Q8_0, GG_Q4_0, GG_F32, GG_Q4_K};
+    static const int types[] = {GG_Q8_0, GG_Q4_0, GG_F32, GG_F16, GG_Q4_K};
     for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
         int type = types[t];
-        const int64_t n_in = type == GG_F32 ? 1000 : type == GG_Q4_K ? 512 : 2080, n_out = 13;
+        const int64_t n_in = gg_block_elems(type) == 1 ? 1000 : type == GG_Q4_K ? 512 : 2080, n_out = 13;
         fb_weight_t w = {.type = type, .n_in = n_in, .n_out = n_out,
                          .src = mk_weight(&s, type, n_in, n_out)};
         ck_assert_int_eq(fb_weight_prepare(be, &w), 0);
@@ -1097,6 +1147,7 @@ int main(void)
     tcase_add_test(tc, test_roof);
     tcase_add_loop_test(tc, test_fast_matmul, 0, N_CFG);
     tcase_add_loop_test(tc, test_dot8_kernels, 0, FCPU_ISA_COUNT);
+    tcase_add_loop_test(tc, test_dot2x8_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_batch_rows, 0, N_CFG);
     tcase_add_loop_test(tc, test_fast_attention, 0, N_CFG);
     tcase_add_loop_test(tc, test_sumonly_overflow, 0, N_CFG);

@@ -23,7 +23,8 @@
  * 0 = never; default 48), qblas_rows=N (the same for quantized weights, dequantized a tile
  * at a time; default 0 = never: the int8 kernels measured twice as fast), dot4_max=BYTES
  * (decode of matrices up to this size reads four weight rows per call; default 1 MiB),
- * dot8=0|1 (batches of Q8_0 / Q4_0 rows through the transposed 8-row kernels; default 1),
+ * dot8=0|1 (batches through the 8-row kernels: dot8 for Q8_0 / Q4_0, dot2x8 for the float
+ * types; default 1),
  * streams=1|4|8 (decode of larger matrices: each chunk of weight rows read as that many
  * parts side by side, each part a sequential stream; default 4: one Zen 4 core read
  * 1.06-1.3x faster that way than with one stream, eight streams were slower again),
@@ -295,13 +296,21 @@ static void mm_rows(const mm_ctx_t *m, const fcpu_kern_t *k, const uint8_t *wsrc
     const int64_t n_in = m->n_in, n_rows = m->n_rows;
     const bool fl = m->xform == FCPU_XF32;
     const int64_t OB = fl ? MM_OBF : MM_OB;
-    /* two or three rows fit L1 whole and gain nothing from the split */
-    const bool split = fl && n_rows >= FCPU_NR;
+    /* two or three rows fit L1 whole and gain nothing from the split; nor do batches of 8
+     * (dot2x8): their activations stay in L2, and the weights then stream row by row, which
+     * the prefetchers follow far better than the pieces of 8 rows (TinyLlama F32 products,
+     * 8 rows, one thread: 1.6-1.9x faster unsplit) */
+    const bool split = fl && n_rows >= FCPU_NR && m->nr != FCPU_NR8;
     const int64_t KB = split ? MM_KB : n_in;
     /* two weight rows per call for the float types (dequantized rows included) */
     const int wt = m->path == MM_GENERIC ? GG_F32 : m->w->type;
     void (*dot2)(int64_t, const void *, size_t, const void *, size_t, int, float *) =
         split ? k->dot2[wt] : NULL; /* a single row streams better alone (see dot4) */
+    int ostr = FCPU_NR; /* out[i * ostr + j]: weight row i, activation row j */
+    if (fl && m->nr == FCPU_NR8) { /* batches: all rows against two weight rows */
+        dot2 = k->dot2x8[wt];
+        ostr = FCPU_NR8;
+    }
     float out[2 * FCPU_NR8];
     if (split) /* once per chunk: piece p of row r at xpack + (p * n_rows + r) * KB */
         for (int64_t kb = 0; kb < n_in; kb += MM_KB)
@@ -343,16 +352,17 @@ static void mm_rows(const mm_ctx_t *m, const fcpu_kern_t *k, const uint8_t *wsrc
                         dot2(nk, wo, wld, xr, ldx, nr, out);
                         mw = 2;
                     } else {
-                        m->dot(nk, wo, xr, ldx, nr, out);
+                        for (int j = 0; j < nr; j += FCPU_NR)
+                            m->dot(nk, wo, xr + (size_t)j * ldx, ldx, FD_MIN(FCPU_NR, nr - j), out + j);
                     }
                     for (int i = 0; i < mw; i++, o++) {
                         float *y = m->y + r * m->n_out + o;
                         if (kb == 0)
                             for (int j = 0; j < nr; j++)
-                                y[j * m->n_out] = out[i * FCPU_NR + j];
+                                y[j * m->n_out] = out[i * ostr + j];
                         else
                             for (int j = 0; j < nr; j++)
-                                y[j * m->n_out] += out[i * FCPU_NR + j];
+                                y[j * m->n_out] += out[i * ostr + j];
                     }
                 }
             }
@@ -372,7 +382,7 @@ static void mm_task(void *arg, int ith, int nth)
     const bool each = m->kind != FB_NORM_NONE && (c->defer_mode == DEFER_EACH || nth == 1);
 
     /* scratch: [packed x pieces][scales n_rows][x row n_in floats][prepared x][weights] */
-    size_t off_s = m->xform == FCPU_XF32 && n_rows >= FCPU_NR
+    size_t off_s = m->xform == FCPU_XF32 && n_rows >= FCPU_NR && m->nr != FCPU_NR8
                        ? (size_t)((n_in + MM_KB - 1) / MM_KB) * (size_t)n_rows * MM_KB * sizeof(float)
                        : 0;
     size_t off_x = off_s + (((size_t)n_rows * 4 + 63) & ~(size_t)63);
@@ -531,6 +541,9 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
         m.dot = k->dot[GG_F32];
         m.xform = FCPU_XF32;
     }
+    if (m.xform == FCPU_XF32 && (m.path == MM_DOT || m.path == MM_GENERIC) && n_rows > FCPU_NR &&
+        c->dot8 && k->dot2x8[m.path == MM_GENERIC ? GG_F32 : w->type])
+        m.nr = FCPU_NR8; /* each weight row read once per 8 activation rows, not per 4 */
     m.ldx = fcpu_xrow_bytes(m.xform, w->n_in);
     if (m.xform == FCPU_XF32 && !w->in_scale)
         m.ldx = (size_t)w->n_in * sizeof(float); /* the caller's rows as they are */

@@ -68,6 +68,10 @@ typedef struct fcpu_kern {
      * rows in XQ32T form; the work on a weight block (unpacking, transposing) is shared by
      * the rows (NULL: use dot) */
     fcpu_dot_fn dot8[GG_TYPE_COUNT];
+    /* float weight types, batches: out[j * FCPU_NR8 + r] = W_j . X_r for the 2 weight rows
+     * W_j = w + j * ldw bytes and nr <= FCPU_NR8 F32 activation rows (NULL: use dot2) */
+    void (*dot2x8[GG_TYPE_COUNT])(int64_t n, const void *w, size_t ldw, const void *x,
+                                  size_t ldx, int nr, float *out);
     /* o[0..hd) = sum_t p[t] V[t * ldv + 0..hd) */
     void (*pv)(const float *p, const float *v, int64_t ldv, int64_t T, int hd, float *o);
     /* vector helpers */

@@ -638,67 +638,72 @@ END_TEST
 
 /* ---- batch kernels against the per-row scalar kernels ---------------------------------- */
 
-/* Every table's quant_q32t is its quant_q32 with the codes moved as fcpu_xq32t_at says (the
- * scales and sums untouched), and its dot8 gives, for 1..8 rows, what the scalar table's
- * per-row dot gives on XQ32 rows: the integer sums are exact, so only the float summation
- * order differs.  Block counts 1, 3, 8, 9, 17 and 65 cover rows of no full group, of groups
- * only, and of groups with 1..7 blocks after them. */
+/* Every table's quant_q32t (quant_qkt) is its quant_q32 (quant_qk) with the codes moved as
+ * fcpu_xq32t_at says (scales and sums untouched), and its dot8 gives, for 1..8 rows, what
+ * the scalar table's per-row dot gives on XQ32 (XQK) rows: the integer sums are exact, so
+ * only the float summation order differs.  Block counts 1, 3, 8, 9, 17 and 65 cover rows of
+ * no full group, of groups only, and of groups with 1..7 blocks after them; Q4_K takes 1, 2
+ * and 5 super-blocks. */
 START_TEST(test_dot8_kernels)
 {
     const fcpu_kern_t *k = fcpu_kernels(_i), *ref = fcpu_kernels(FCPU_ISA_SCALAR);
     if (!k)
         return;
     uint64_t s = 2100 + (uint64_t)_i;
-    static const int64_t blocks[] = {1, 3, 8, 9, 17, 65};
-    static const int types[] = {GG_Q8_0, GG_Q4_0};
+    static const int64_t blocks[] = {1, 3, 8, 9, 17, 65}, supers[] = {1, 2, 5};
+    static const int types[] = {GG_Q8_0, GG_Q4_0, GG_Q4_K};
     int tested = 0;
     for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
         int type = types[t];
         if (!k->dot8[type])
             continue;
-        CHECK(k->quant_q32t != NULL);
-        for (size_t bi = 0; bi < FD_ARRAY_LEN(blocks); bi++) {
-            const int64_t n = 32 * blocks[bi], n_out = 3;
-            const size_t ldx = fcpu_xrow_bytes(FCPU_XQ32T, n);
-            CHECK(ldx == fcpu_xrow_bytes(FCPU_XQ32, n));
+        const bool kq = type == GG_Q4_K;
+        const int form = kq ? FCPU_XQK : FCPU_XQ32, blk = kq ? 256 : 32;
+        void (*qt)(const float *, int64_t, void *) = kq ? k->quant_qkt : k->quant_q32t;
+        void (*qn)(const float *, int64_t, void *) = kq ? k->quant_qk : k->quant_q32;
+        CHECK(qt != NULL);
+        CHECK(k->xform8[type] == (kq ? FCPU_XQKT : FCPU_XQ32T));
+        for (size_t bi = 0; bi < (kq ? FD_ARRAY_LEN(supers) : FD_ARRAY_LEN(blocks)); bi++) {
+            const int64_t n = blk * (kq ? supers[bi] : blocks[bi]), n_out = 3;
+            const size_t ldx = fcpu_xrow_bytes(k->xform8[type], n);
+            CHECK(ldx == fcpu_xrow_bytes(form, n));
             void *w = mk_weight(&s, type, n, n_out);
             const uint64_t rb = gg_row_bytes(type, (uint64_t)n);
-            uint8_t *xt = malloc(ldx * FCPU_NR8), *xn = malloc(ldx * FCPU_NR8), *xr = malloc(ldx * FCPU_NR8);
+            uint8_t *xt = malloc(ldx * FCPU_NR8), *xn = malloc(ldx * FCPU_NR8);
             float *x = rnd(&s, n * FCPU_NR8, 1);
             for (int64_t i = 0; i < n; i++)
                 x[3 * n + i] *= 1000; /* a large-magnitude row */
             for (int r = 0; r < FCPU_NR8; r++) {
-                k->quant_q32t(x + r * n, n, xt + (size_t)r * ldx);
-                k->quant_q32(x + r * n, n, xn + (size_t)r * ldx);
-                ref->quant_q32(x + r * n, n, xr + (size_t)r * ldx);
-                const int8_t *qt = fcpu_x_qs(xt + (size_t)r * ldx), *qn = fcpu_x_qs(xn + (size_t)r * ldx);
+                qt(x + r * n, n, xt + (size_t)r * ldx);
+                qn(x + r * n, n, xn + (size_t)r * ldx);
+                const int8_t *q8t = fcpu_x_qs(xt + (size_t)r * ldx), *q8n = fcpu_x_qs(xn + (size_t)r * ldx);
                 for (int64_t b = 0; b < n / 32; b++)
                     for (int e = 0; e < 32; e++)
-                        CHECKM(qt[fcpu_xq32t_at(b, e, n / 32)] == qn[32 * b + e],
-                               "%s n %lld row %d block %lld code %d", k->name, (long long)n, r,
-                               (long long)b, e);
-                CHECK(memcmp(xt + (size_t)r * ldx + n, xn + (size_t)r * ldx + n, 8 * (size_t)(n / 32)) == 0);
+                        CHECKM(q8t[fcpu_xq32t_at(b, e, n / 32)] == q8n[32 * b + e],
+                               "%s %s n %lld row %d block %lld code %d", k->name,
+                               gg_type_name(type), (long long)n, r, (long long)b, e);
+                const size_t tail = kq ? 4 * (size_t)(n / 256) + 2 * (size_t)(n / 16) : 8 * (size_t)(n / 32);
+                CHECK(memcmp(xt + (size_t)r * ldx + n, xn + (size_t)r * ldx + n, tail) == 0);
             }
             for (int64_t o = 0; o < n_out; o++) {
                 const uint8_t *wo = (const uint8_t *)w + rb * (uint64_t)o;
+                float *wf = malloc(sizeof(float) * (size_t)n);
+                fq_dequantize_row(type, wo, wf, n);
                 for (int nr = 1; nr <= FCPU_NR8; nr++) {
                     float got[FCPU_NR8], want[FCPU_NR8];
                     for (int r = 0; r < FCPU_NR8; r++)
                         got[r] = NAN;
                     k->dot8[type](n, wo, xt, ldx, nr, got);
                     for (int r = 0; r < nr; r++) {
-                        /* the same codes through the scalar per-row kernel, and a bound
-                         * from the sum of |terms| */
-                        ref->dot[type](n, wo, xn + (size_t)r * ldx, ldx, 1, &want[r]);
-                        float dq[32];
+                        /* the same codes through the scalar per-row kernel; a bound from
+                         * the sum of |terms| */
+                        const uint8_t *row = xn + (size_t)r * ldx;
+                        ref->dot[type](n, wo, row, ldx, 1, &want[r]);
+                        const int8_t *q = fcpu_x_qs(row);
+                        const float *d = kq ? fcpu_xqk_d(row, n) : fcpu_xq32_d(row, n);
                         double mag = 0;
-                        const int8_t *q = fcpu_x_qs(xn + (size_t)r * ldx);
-                        const float *d = fcpu_xq32_d(xn + (size_t)r * ldx, n);
-                        for (int64_t b = 0; b < n / 32; b++) {
-                            fq_dequantize_row(type, wo + (uint64_t)b * (uint64_t)gg_block_bytes(type), dq, 32);
-                            for (int e = 0; e < 32; e++)
-                                mag += fabs((double)dq[e] * q[32 * b + e] * d[b]);
-                        }
+                        for (int64_t i = 0; i < n; i++)
+                            mag += fabs((double)wf[i] * q[i] * d[i / blk]);
                         CHECKM(fabs((double)got[r] - want[r]) <= 1e-5 * mag + 1e-30,
                                "%s %s n %lld out %lld rows %d row %d: %.9g vs %.9g (|terms| %.3g)",
                                k->name, gg_type_name(type), (long long)n, (long long)o, nr, r,
@@ -707,13 +712,14 @@ START_TEST(test_dot8_kernels)
                     for (int r = nr; r < FCPU_NR8; r++)
                         CHECKM(isnan(got[r]), "%s: dot8 wrote past row %d", k->name, nr);
                 }
+                free(wf);
             }
             tested++;
-            free(w); free(xt); free(xn); free(xr); free(x);
+            free(w); free(xt); free(xn); free(x);
         }
     }
     if (_i == FCPU_ISA_SCALAR)
-        CHECK(tested > 0); /* the reference table has the batch forms */
+        CHECK(tested == 15); /* the reference table has every batch form */
 }
 END_TEST
 

@@ -23,8 +23,8 @@
  * 0 = never; default 48), qblas_rows=N (the same for quantized weights, dequantized a tile
  * at a time; default 0 = never: the int8 kernels measured twice as fast), dot4_max=BYTES
  * (decode of matrices up to this size reads four weight rows per call; default 1 MiB),
- * dot8=0|1 (batches through the 8-row kernels: dot8 for Q8_0 / Q4_0, dot2x8 for the float
- * types; default 1),
+ * dot8=0|1 (batches through the 8-row kernels: dot8 for Q8_0 / Q4_0 / Q4_K, dot2x8 for the
+ * float types; default 1),
  * streams=1|4|8 (decode of larger matrices: each chunk of weight rows read as that many
  * parts side by side, each part a sequential stream; default 4: one Zen 4 core read
  * 1.06-1.3x faster that way than with one stream, eight streams were slower again),
@@ -420,6 +420,8 @@ static void mm_task(void *arg, int ith, int nth)
             k->quant_q32i(src, n_in, xp + (size_t)r * m->ldx);
         else if (m->xform == FCPU_XQ32T)
             k->quant_q32t(src, n_in, xp + (size_t)r * m->ldx);
+        else if (m->xform == FCPU_XQKT)
+            k->quant_qkt(src, n_in, xp + (size_t)r * m->ldx);
         else if (m->xform == FCPU_XQK)
             k->quant_qk(src, n_in, xp + (size_t)r * m->ldx);
     }
@@ -533,7 +535,7 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
             m.dot4q = k->dot4[w->type];
         if (n_rows >= 2 && c->dot8 && k->dot8[w->type]) { /* the weight work shared by 8 rows */
             m.dot = k->dot8[w->type];
-            m.xform = FCPU_XQ32T;
+            m.xform = k->xform8[w->type];
             m.nr = FCPU_NR8;
         }
     } else {

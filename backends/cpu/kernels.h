@@ -19,6 +19,8 @@
  *         the group (fcpu_xq32t_at); the blocks after the last full group stay as they are.
  *         One 32-byte vector then holds word i of 8 blocks, so a dot product instruction
  *         adds into 8 lanes that each belong to one block (batches, dot8).
+ *   XQKT  XQK with each super-block's 256 codes in XQ32T's group order (its 8 sub-blocks of
+ *         32 as the 8 blocks), for the K-quants' dot8.
  * A dot kernel multiplies one weight row with nr <= FCPU_NR activation rows.  Pure
  * functions; any thread. */
 #ifndef FD_CPU_KERNELS_H
@@ -33,11 +35,13 @@
 #define FCPU_NR8 8 /* activation rows one dot8 call handles */
 
 enum fcpu_isa { FCPU_ISA_SCALAR = 0, FCPU_ISA_AVX2 = 1, FCPU_ISA_AVX512 = 2, FCPU_ISA_COUNT };
-enum fcpu_xform { FCPU_XF32 = 0, FCPU_XQ32 = 1, FCPU_XQK = 2, FCPU_XQ32I = 3, FCPU_XQ32T = 4 };
+enum fcpu_xform {
+    FCPU_XF32 = 0, FCPU_XQ32 = 1, FCPU_XQK = 2, FCPU_XQ32I = 3, FCPU_XQ32T = 4, FCPU_XQKT = 5
+};
 
 /* Bytes of one prepared activation row of n elements (a multiple of 64, so rows stay
  * aligned).  XQ32 (XQ32I, XQ32T) row: int8 qs[n] | float d[n/32] | int32 sum[n/32].  XQK row: int8 qs[n] |
- * float d[n/256] | int16 bsum[n/16].  n must be a multiple of the block. */
+ * float d[n/256] | int16 bsum[n/16] (XQKT alike).  n must be a multiple of the block. */
 size_t fcpu_xrow_bytes(int xform, int64_t n);
 
 /* out[r] = sum_i W[i] * X_r[i] for r < nr; w is one row of its type, x the first prepared
@@ -53,6 +57,7 @@ typedef struct fcpu_kern {
     void (*quant_qk)(const float *x, int64_t n, void *dst);
     void (*quant_q32i)(const float *x, int64_t n, void *dst);
     void (*quant_q32t)(const float *x, int64_t n, void *dst);
+    void (*quant_qkt)(const float *x, int64_t n, void *dst);
     /* per weight type: the dot kernel and the activation form it reads (NULL: the backend
      * dequantizes the weight row and uses dot[GG_F32]) */
     fcpu_dot_fn dot[GG_TYPE_COUNT];
@@ -64,10 +69,11 @@ typedef struct fcpu_kern {
      * W_j = w + j * ldw bytes and nr <= FCPU_NR F32 activation rows (NULL: use dot) */
     void (*dot2[GG_TYPE_COUNT])(int64_t n, const void *w, size_t ldw, const void *x, size_t ldx,
                                 int nr, float *out);
-    /* batches of 32-element block types: out[r] = W . X_r for nr <= FCPU_NR8 activation
-     * rows in XQ32T form; the work on a weight block (unpacking, transposing) is shared by
-     * the rows (NULL: use dot) */
+    /* batches of the quantized types: out[r] = W . X_r for nr <= FCPU_NR8 activation rows
+     * in the form xform8 (XQ32T, XQKT); the work on a weight block (unpacking, transposing)
+     * is shared by the rows (NULL: use dot) */
     fcpu_dot_fn dot8[GG_TYPE_COUNT];
+    int xform8[GG_TYPE_COUNT];
     /* float weight types, batches: out[j * FCPU_NR8 + r] = W_j . X_r for the 2 weight rows
      * W_j = w + j * ldw bytes and nr <= FCPU_NR8 F32 activation rows (NULL: use dot2) */
     void (*dot2x8[GG_TYPE_COUNT])(int64_t n, const void *w, size_t ldw, const void *x,

@@ -67,6 +67,19 @@ static void quant_qk(const float *x, int64_t n, void *dst)
     }
 }
 
+/* XQKT: quant_qk, then each super-block's codes in XQ32T's group order. */
+static void quant_qkt(const float *x, int64_t n, void *dst)
+{
+    quant_qk(x, n, dst);
+    int8_t *qs = dst, g[256];
+    for (int64_t b0 = 0; b0 < n / 32; b0 += 8) {
+        memcpy(g, qs + 32 * b0, 256);
+        for (int64_t b = b0; b < b0 + 8; b++)
+            for (int e = 0; e < 32; e++)
+                qs[fcpu_xq32t_at(b, e, n / 32)] = g[32 * (b - b0) + e];
+    }
+}
+
 /* ---- dot kernels ---------------------------------------------------------------------- */
 
 #define XROW(x, ldx, r) ((const void *)((const uint8_t *)(x) + (size_t)(r) * (ldx)))
@@ -218,6 +231,33 @@ static void dot_q4_K(int64_t n, const void *vw, const void *x, size_t ldx, int n
     }
 }
 
+static void dot8_q4_K(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
+{
+    const fq_block_q4_K *w = vw;
+    for (int r = 0; r < nr; r++) {
+        const void *row = XROW(x, ldx, r);
+        const int8_t *q = fcpu_x_qs(row);
+        const float *d = fcpu_xqk_d(row, n);
+        const int16_t *bs = fcpu_xqk_bsum(row, n);
+        float a = 0;
+        for (int64_t b = 0; b < n / 256; b++) {
+            const fq_block_q4_K *wb = &w[b];
+            int isum = 0, msum = 0;
+            for (int j = 0; j < 8; j++) {
+                uint8_t sc, m;
+                fq_scale_min_k4(j, wb->scales, &sc, &m);
+                int s = 0, sh = (j & 1) * 4;
+                for (int l = 0; l < 32; l++)
+                    s += ((wb->qs[32 * (j / 2) + l] >> sh) & 15) * q[fcpu_xq32t_at(8 * b + j, l, n / 32)];
+                isum += sc * s;
+                msum += m * (bs[16 * b + 2 * j] + bs[16 * b + 2 * j + 1]);
+            }
+            a += d[b] * (fq_f16_to_f32(wb->d) * (float)isum - fq_f16_to_f32(wb->dmin) * (float)msum);
+        }
+        out[r] = a;
+    }
+}
+
 static void dot_q6_K(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
 {
     const fq_block_q6_K *w = vw;
@@ -360,7 +400,9 @@ static const fcpu_kern_t table = {
     .quant_q32 = quant_q32,
     .quant_qk = quant_qk,
     .quant_q32t = quant_q32t,
-    .dot8 = {[GG_Q8_0] = dot8_q8_0, [GG_Q4_0] = dot8_q4_0},
+    .quant_qkt = quant_qkt,
+    .dot8 = {[GG_Q8_0] = dot8_q8_0, [GG_Q4_0] = dot8_q4_0, [GG_Q4_K] = dot8_q4_K},
+    .xform8 = {[GG_Q8_0] = FCPU_XQ32T, [GG_Q4_0] = FCPU_XQ32T, [GG_Q4_K] = FCPU_XQKT},
     .dot = {[GG_F32] = dot_f32, [GG_F16] = dot_f16, [GG_BF16] = dot_bf16, [GG_Q8_0] = dot_q8_0,
             [GG_Q4_0] = dot_q4_0, [GG_Q4_K] = dot_q4_K, [GG_Q6_K] = dot_q6_K},
     .pv = pv,

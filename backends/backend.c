@@ -93,6 +93,18 @@ const char *fb_name(const fb_backend_t *be)
     return be ? be->ops->name : "none";
 }
 
+bool fb_host_weights(const fb_backend_t *be)
+{
+    return be && be->ops->host_weights;
+}
+
+double fb_roof(fb_backend_t *be, int what, const void *buf, size_t bytes)
+{
+    if (!be || !be->ops->roof)
+        return FD_EUNSUP;
+    return be->ops->roof(be, what, buf, bytes);
+}
+
 void fb_stats_get(const fb_backend_t *be, fb_stats_t *out)
 {
     *out = be->stats;

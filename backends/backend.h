@@ -144,7 +144,20 @@ typedef struct fb_ops {
     /* Optional: changes one backend option ("key=value", as in fb_config_t.options) between
      * ops, for benchmarks that compare variants on the same prepared weights. */
     int (*set_option)(fb_backend_t *be, const char *kv);
+    /* True when the backend computes from fb_weight_t.src in place, keeping no copy of its
+     * own (the CPU backend): a host copy made for it (a folded or concatenated matrix) is
+     * then memory the model did not need, so fusion/plan.c hands such a backend gamma as
+     * in_scale and runs parts that are not adjacent in memory as separate products. */
+    bool host_weights;
+    /* Optional, for benchmarks (fusion-bench): a limit the products run against, measured
+     * on the workers that run them (enum fb_roof).  FB_ROOF_READ: reads the bytes of buf
+     * (host memory far larger than the caches) with each of the backend's read loops and
+     * returns the best rate in GB/s.  FB_ROOF_SGEMM: an fp32 product of 512 x 2048 by
+     * 2048 x 2048 (buf unused), returns GFLOP/s.  Negative: an error (fd.h). */
+    double (*roof)(fb_backend_t *be, int what, const void *buf, size_t bytes);
 } fb_ops_t;
+
+enum fb_roof { FB_ROOF_READ = 0, FB_ROOF_SGEMM = 1 };
 
 enum fb_mark { FB_MARK_STEP_BEGIN, FB_MARK_STEP_END, FB_MARK_LAYER };
 
@@ -189,6 +202,10 @@ int fb_get_rows(fb_backend_t *be, const fb_weight_t *w, const int32_t *ids, int6
 int fb_copy2d(fb_backend_t *be, float *dst, int64_t ld_dst, const float *src, int64_t ld_src,
               int64_t n_rows, int64_t n);
 void fb_mark(fb_backend_t *be, int what, int arg);
+/* fb_ops_t.host_weights of the backend (false for NULL). */
+bool fb_host_weights(const fb_backend_t *be);
+/* fb_ops_t.roof, or FD_EUNSUP when the backend has none. */
+double fb_roof(fb_backend_t *be, int what, const void *buf, size_t bytes);
 /* One "key=value" option of the backend, changed at run time: FD_EUNSUP when the backend
  * has no run-time options, FD_ECONFIG for a key or value it does not take. */
 int fb_set_option(fb_backend_t *be, const char *kv);

@@ -5,9 +5,12 @@
  *          weights read and GFLOP/s, as fractions of the limits measured in the same run;
  *   norm   a norm -> product three ways: unfused, deferred with every thread reducing,
  *          deferred with one thread reducing while the others multiply;
+ *   inscale a deferred-norm product with gamma folded into an F32 copy, against gamma as
+ *          in_scale on the parts' own bytes (adjacent: one product; apart: one per part);
  *   llama  llama-bench-style prompt processing (pp) and decode (tg) tokens/s of a model file,
  *          plus batched decode of S sequences, with the achieved GB/s and GFLOP/s as
- *          fractions of the limits measured in the same run.
+ *          fractions of the limits probed on the backend's threads right before and after
+ *          every repetition (fb_roof).
  * Every figure is the median of repeated runs. */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -32,6 +35,7 @@
 #include "common/ggtypes.h"
 #include "engine/gguf.h"
 #include "engine/model.h"
+#include "fusion/fold.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -39,7 +43,7 @@
 
 typedef struct popts {
     int threads, reps, n_prompt, n_gen, seqs;
-    const char *model, *types, *models, *batches, *options;
+    const char *model, *types, *models, *batches, *options, *ab;
     bool fusion;
     int mib;
 } popts_t;
@@ -231,6 +235,69 @@ static roof_t measure_roof(const popts_t *o)
            "(512x2048x2048)\n", nth, r.bw, o->mib, r.sgemm);
     fflush(stdout);
     return r;
+}
+
+/* ---- probes interleaved with the runs they judge --------------------------------------- */
+
+/* The shared machine's read bandwidth moves by a third between runs, so a limit measured
+ * once at the start says little about a decode a minute later.  The probes below run on the
+ * backend's own threads (fb_roof: the CPU backend's pool, every read loop it has, the best
+ * kept) right before and right after every repetition, and each repetition is judged
+ * against the higher of its two probes (a roof must not be underestimated). */
+typedef struct probe {
+    fb_backend_t *be;
+    uint8_t *buf;
+    size_t n;
+} probe_t;
+
+static int probe_init(probe_t *pr, fb_backend_t *be, int mib)
+{
+    pr->be = be;
+    pr->n = (size_t)mib << 20;
+    pr->buf = NULL;
+    if (posix_memalign((void **)&pr->buf, 64, pr->n))
+        return -ENOMEM;
+    for (size_t i = 0; i < pr->n; i += 4096)
+        memset(pr->buf + i, (int)(i >> 12), 4096);
+    /* a backend without probes (or --clock cpu, which they do not follow) reports none */
+    if (cpu_clock || fb_roof(be, FB_ROOF_READ, pr->buf, pr->n) < 0) {
+        free(pr->buf);
+        pr->buf = NULL;
+    }
+    return 0;
+}
+
+static double probe_bw(const probe_t *pr)
+{
+    return pr->buf ? fb_roof(pr->be, FB_ROOF_READ, pr->buf, pr->n) : 0;
+}
+
+static double probe_sgemm(const probe_t *pr)
+{
+    return pr->buf ? fb_roof(pr->be, FB_ROOF_SGEMM, NULL, 0) : 0;
+}
+
+static void probe_free(probe_t *pr)
+{
+    free(pr->buf);
+    pr->buf = NULL;
+}
+
+/* One line of per-repetition figures: "# NAME reps: tok/s a b c; LIMIT before/after a/b ...;
+ * of LIMIT x% y% z%". */
+static void print_reps(const char *name, const char *unit, int reps, const double *tps,
+                       const double *before, const double *after, const double *ratio)
+{
+    printf("# %s reps: tok/s", name);
+    for (int r = 0; r < reps; r++)
+        printf(" %.1f", tps[r]);
+    printf("; %s before/after", unit);
+    for (int r = 0; r < reps; r++)
+        printf(" %.1f/%.1f", before[r], after[r]);
+    printf("; of limit");
+    for (int r = 0; r < reps; r++)
+        printf(" %.0f%%", 100 * ratio[r]);
+    printf("\n");
 }
 
 /* ---- gemm: fb_matmul per type and shape ----------------------------------------------- */
@@ -506,6 +573,163 @@ static int cmd_norm(const popts_t *o)
     return 0;
 }
 
+/* ---- inscale: a norm's gamma folded into F32 copies, or applied as in_scale ------------- */
+
+/* The fused plan's three ways to run a deferred-norm product over parts (Q, K, V or gate,
+ * up) on the CPU backend, alternating within each repetition: "fold" (gamma folded into one
+ * concatenated F32 copy: what the plan did before in_scale), "view" (the parts adjacent in
+ * memory, one product on their bytes with gamma as in_scale) and "split" (parts apart in
+ * memory, one product per part, each with in_scale).  Each variant cycles through enough
+ * instances of its matrices (>= 256 MiB) that every product reads its weights from memory,
+ * as decode does. */
+#define IS_MAXP 3
+typedef struct is_inst {
+    fz_folded_t f[IS_MAXP];
+    int n;
+} is_inst_t;
+
+static void inscale_one(fb_backend_t *be, const popts_t *o, const char *model, const char *op,
+                        int type, const int64_t *outs, int n_parts, int64_t n_in)
+{
+    size_t rb = gg_row_bytes(type, (uint64_t)n_in), total = 0;
+    if (!rb)
+        return;
+    for (int i = 0; i < n_parts; i++)
+        total += rb * (size_t)outs[i];
+    int n_inst = (int)FD_MAX(1.0, ceil((double)(256u << 20) / (double)total));
+    float *gam = malloc(sizeof(float) * (size_t)n_in);
+    for (int64_t i = 0; i < n_in; i++)
+        gam[i] = 1.0f + 0.1f * prand();
+    is_inst_t *v[3];
+    void **mem = calloc((size_t)n_inst * (IS_MAXP + 1), sizeof(void *));
+    int n_mem = 0;
+    char err[256];
+    for (int k = 0; k < 3; k++)
+        v[k] = calloc((size_t)n_inst, sizeof(is_inst_t));
+    for (int j = 0; j < n_inst; j++) {
+        fb_weight_t parts[IS_MAXP], adj[IS_MAXP];
+        uint8_t *cat = malloc(total), *c = cat;
+        mem[n_mem++] = cat;
+        for (int i = 0; i < n_parts; i++) {
+            void *q = rand_weights(type, outs[i], n_in);
+            mem[n_mem++] = q;
+            parts[i] = (fb_weight_t){.type = type, .n_in = n_in, .n_out = outs[i], .src = q, .name = op};
+            memcpy(c, q, rb * (size_t)outs[i]);
+            adj[i] = parts[i];
+            adj[i].src = c;
+            c += rb * (size_t)outs[i];
+        }
+        int rc = fz_fold_rms(parts, n_parts, gam, FZ_FOLD_FOLD, op, &v[0][j].f[0], err, sizeof(err));
+        rc = rc ? rc : fz_fold_rms(adj, n_parts, gam, FZ_FOLD_INSCALE, op, &v[1][j].f[0], err, sizeof(err));
+        v[0][j].n = v[1][j].n = 1;
+        for (int i = 0; i < n_parts && rc == 0; i++)
+            rc = fz_fold_rms(&parts[i], 1, gam, FZ_FOLD_INSCALE, op, &v[2][j].f[i], err, sizeof(err));
+        v[2][j].n = n_parts;
+        for (int k = 0; k < 3 && rc == 0; k++)
+            for (int i = 0; i < v[k][j].n && rc == 0; i++)
+                rc = fb_weight_prepare(be, &v[k][j].f[i].w);
+        if (rc) {
+            fprintf(stderr, "fusion-bench: inscale %s: %s\n", op, rc ? err : "");
+            exit(1);
+        }
+    }
+    int64_t n_out = 0;
+    for (int i = 0; i < n_parts; i++)
+        n_out += outs[i];
+    char blist[64];
+    snprintf(blist, sizeof(blist), "%s", o->batches ? o->batches : "1,8,128");
+    for (char *bp = strtok(blist, ","); bp; bp = strtok(NULL, ",")) {
+        int rows = atoi(bp);
+        if (rows < 1)
+            continue;
+        float *x = fb_alloc(be, sizeof(float) * (size_t)rows * (size_t)n_in);
+        float *y = fb_alloc(be, sizeof(float) * (size_t)rows * (size_t)n_out);
+        for (int64_t i = 0; i < rows * n_in; i++)
+            x[i] = 3 * prand();
+        fb_defer_t d = {.kind = FB_NORM_RMS, .eps = 1e-5f};
+        double *t[3], *r[2];
+        for (int k = 0; k < 3; k++)
+            t[k] = malloc(sizeof(double) * (size_t)o->reps);
+        for (int k = 0; k < 2; k++)
+            r[k] = malloc(sizeof(double) * (size_t)o->reps);
+        for (int rep = -1; rep < o->reps; rep++) {
+            double tt[3];
+            for (int k = 0; k < 3; k++) {
+                double t0 = now_s();
+                for (int j = 0; j < n_inst; j++) {
+                    float *yo = y;
+                    for (int i = 0; i < v[k][j].n; i++) {
+                        fb_matmul(be, &v[k][j].f[i].w, x, rows, yo, &d);
+                        yo += (size_t)rows * (size_t)v[k][j].f[i].w.n_out;
+                    }
+                }
+                fb_sync(be);
+                tt[k] = (now_s() - t0) / n_inst;
+            }
+            if (rep >= 0) {
+                for (int k = 0; k < 3; k++)
+                    t[k][rep] = tt[k];
+                r[0][rep] = tt[0] / tt[1];
+                r[1][rep] = tt[0] / tt[2];
+            }
+        }
+        double mf = med(t[0], o->reps), mv = med(t[1], o->reps), ms = med(t[2], o->reps);
+        printf("inscale %-15s %-8s %-5s %6lldx%-6lld %d parts batch %3d  fold %9.1f us  view %9.1f us  "
+               "split %9.1f us  fold/view %.3f  fold/split %.3f\n", model, op, gg_type_name(type),
+               (long long)n_out, (long long)n_in, n_parts, rows, mf * 1e6, mv * 1e6, ms * 1e6,
+               med(r[0], o->reps), med(r[1], o->reps));
+        fflush(stdout);
+        for (int k = 0; k < 3; k++)
+            free(t[k]);
+        free(r[0]);
+        free(r[1]);
+        fb_free(be, x);
+        fb_free(be, y);
+    }
+    for (int k = 0; k < 3; k++) {
+        for (int j = 0; j < n_inst; j++)
+            for (int i = 0; i < v[k][j].n; i++) {
+                fb_weight_release(be, &v[k][j].f[i].w);
+                fz_folded_free(&v[k][j].f[i]);
+            }
+        free(v[k]);
+    }
+    for (int i = 0; i < n_mem; i++)
+        free(mem[i]);
+    free(mem);
+    free(gam);
+}
+
+static int cmd_inscale(const popts_t *o)
+{
+    fb_backend_t *be = make_cpu(o);
+    char desc[256] = "";
+    if (be->ops->describe)
+        be->ops->describe(be, desc, sizeof(desc));
+    printf("# inscale: deferred-norm products, gamma folded into an F32 copy / as in_scale on "
+           "adjacent parts / as in_scale on separate parts; %s, %d reps (medians; ratios per "
+           "repetition)\n", desc, o->reps);
+    static const int types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_K};
+    for (size_t m = 0; m < FD_ARRAY_LEN(pshapes); m++) {
+        const pshape_t *s = &pshapes[m];
+        if (!in_list(o->models ? o->models : "TinyLlama-1.1B", s->name))
+            continue;
+        for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
+            if (!in_list(o->types ? o->types : "F32", gg_type_name(types[t])))
+                continue;
+            const int64_t qkv[3] = {(int64_t)s->n_head * s->head_dim,
+                                    (int64_t)s->n_head_kv * s->head_dim,
+                                    (int64_t)s->n_head_kv * s->head_dim};
+            const int64_t gu[2] = {s->n_ff, s->n_ff}, head[1] = {s->n_vocab};
+            inscale_one(be, o, s->name, "qkv", types[t], qkv, 3, s->n_embd);
+            inscale_one(be, o, s->name, "gate_up", types[t], gu, 2, s->n_embd);
+            inscale_one(be, o, s->name, "head", types[t], head, 1, s->n_embd);
+        }
+    }
+    fb_destroy(be);
+    return 0;
+}
+
 /* ---- llama: pp / tg tokens per second of a model -------------------------------------- */
 
 /* Resident memory of this process now, in MB (VmRSS; the roof buffers are freed by then), or -1. */
@@ -582,6 +806,60 @@ static int run_tg(llm_model_t *m, const int *slots, int S, int n, double *dt)
     return rc;
 }
 
+/* --ab A/B: decode (S = 1) with backend option A and B, alternating within every
+ * repetition (A first in even ones, B in odd ones) (fb_set_option between them, the same prepared weights), each run between its
+ * own two read probes; prints both medians and the median of the per-repetition B/A. */
+static int run_ab(llm_model_t *m, const popts_t *o, const probe_t *pr, int slot, double bytes)
+{
+    char a[128], *b;
+    snprintf(a, sizeof(a), "%s", o->ab);
+    if (!(b = strchr(a, '/'))) {
+        fprintf(stderr, "fusion-bench: --ab wants OPTION_A/OPTION_B\n");
+        return -EINVAL;
+    }
+    *b++ = '\0';
+    const char *v[2] = {a, b};
+    fb_backend_t *be = llm_backend(m);
+    size_t nr = (size_t)o->reps;
+    double *t[2], *sh[2], *ratio = malloc(sizeof(double) * nr), dt;
+    for (int k = 0; k < 2; k++) {
+        t[k] = malloc(sizeof(double) * nr);
+        sh[k] = malloc(sizeof(double) * nr);
+    }
+    int rc = 0;
+    for (int r = 0; r < o->reps && rc == 0; r++) {
+        for (int i = 0; i < 2 && rc == 0; i++) {
+            int k = i ^ (r & 1); /* A first in even repetitions, B first in odd ones */
+            if ((rc = fb_set_option(be, v[k]))) {
+                fprintf(stderr, "fusion-bench: option %s: %s\n", v[k], fd_strerror(rc));
+                break;
+            }
+            double before = probe_bw(pr);
+            rc = run_tg(m, &slot, 1, o->n_gen, &dt);
+            double after = probe_bw(pr);
+            t[k][r] = o->n_gen / dt;
+            sh[k][r] = pr->buf ? t[k][r] * bytes * 1e-9 / FD_MAX(before, after) : 0;
+        }
+        if (rc == 0)
+            ratio[r] = t[1][r] / t[0][r];
+    }
+    if (rc == 0) {
+        printf("# ab tg%d reps: %s/%s tok/s", o->n_gen, v[0], v[1]);
+        for (int r = 0; r < o->reps; r++)
+            printf(" %.2f/%.2f", t[0][r], t[1][r]);
+        printf("\n");
+        printf("ab tg%-5d %s %.2f tok/s (%.0f%% bw)  %s %.2f tok/s (%.0f%% bw)  B/A %.3f\n",
+               o->n_gen, v[0], med(t[0], o->reps), 100 * med(sh[0], o->reps), v[1],
+               med(t[1], o->reps), 100 * med(sh[1], o->reps), med(ratio, o->reps));
+    }
+    for (int k = 0; k < 2; k++) {
+        free(t[k]);
+        free(sh[k]);
+    }
+    free(ratio);
+    return rc;
+}
+
 static int cmd_llama(const popts_t *o)
 {
     if (!o->model) {
@@ -619,17 +897,38 @@ static int cmd_llama(const popts_t *o)
     int32_t *toks = malloc(sizeof(int32_t) * (size_t)o->n_prompt);
     for (int i = 0; i < o->n_prompt; i++)
         toks[i] = (int32_t)(1 + (i * 7919) % (h->n_vocab - 1));
-    double *t = malloc(sizeof(double) * (size_t)o->reps), dt = 0;
+    size_t nr = (size_t)o->reps;
+    double *t = malloc(sizeof(double) * nr), dt = 0;
+    double *pb = malloc(sizeof(double) * nr), *pa = malloc(sizeof(double) * nr);
+    double *ratio = malloc(sizeof(double) * nr), *tcopy = malloc(sizeof(double) * nr);
+    probe_t pr = {0};
+    if (rc == 0 && (rc = probe_init(&pr, be, o->mib)) == 0 && pr.buf)
+        printf("# limits below: probes on the backend's %d threads before and after every "
+               "repetition (read: best of its read loops over %d MiB); a repetition's share is "
+               "of the higher of its two probes; the line gives medians\n",
+               n_threads(o->threads), o->mib);
+    if (rc == 0 && o->ab) {
+        rc = run_ab(m, o, &pr, slots[0], bytes);
+        goto done;
+    }
     if (rc == 0 && o->n_prompt > 0) {
         rc = run_pp(m, slots[0], toks, o->n_prompt, &dt); /* warm-up */
         for (int r = 0; r < o->reps && rc == 0; r++) {
+            pb[r] = probe_sgemm(&pr);
             rc = run_pp(m, slots[0], toks, o->n_prompt, &dt);
+            pa[r] = probe_sgemm(&pr);
             t[r] = o->n_prompt / dt;
+            ratio[r] = t[r] * flops * 1e-9 / (pr.buf ? FD_MAX(pb[r], pa[r]) : rf.sgemm);
         }
         if (rc == 0) {
-            double v = med(t, o->reps);
+            char name[32];
+            snprintf(name, sizeof(name), "pp%d", o->n_prompt);
+            if (pr.buf)
+                print_reps(name, "sgemm GFLOP/s", o->reps, t, pb, pa, ratio);
+            memcpy(tcopy, t, sizeof(double) * nr);
+            double v = med(tcopy, o->reps);
             printf("pp%-8d %10.1f tok/s %8.1f GFLOP/s %5.0f %%sgemm\n", o->n_prompt, v,
-                   v * flops * 1e-9, 100 * v * flops * 1e-9 / rf.sgemm);
+                   v * flops * 1e-9, 100 * med(ratio, o->reps));
         }
     }
     int Ss[2] = {1, o->seqs};
@@ -637,16 +936,25 @@ static int cmd_llama(const popts_t *o)
     for (int k = 0; k < (o->seqs > 1 ? 2 : 1) && rc == 0 && o->n_gen > 0; k++) {
         int S = Ss[k];
         for (int r = 0; r < o->reps && rc == 0; r++) {
+            if (S == 1)
+                pb[r] = probe_bw(&pr);
             rc = run_tg(m, slots, S, o->n_gen, &dt);
             t[r] = (double)o->n_gen * S / dt;
+            if (S == 1) {
+                pa[r] = probe_bw(&pr);
+                ratio[r] = t[r] * bytes * 1e-9 / (pr.buf ? FD_MAX(pb[r], pa[r]) : rf.bw);
+            }
         }
         if (rc == 0) {
-            double v = med(t, o->reps);
             char name[32];
             snprintf(name, sizeof(name), S == 1 ? "tg%d" : "tg%dx%d", o->n_gen, S);
+            if (S == 1 && pr.buf)
+                print_reps(name, "read GB/s", o->reps, t, pb, pa, ratio);
+            memcpy(tcopy, t, sizeof(double) * nr);
+            double v = med(tcopy, o->reps);
             if (S == 1)
                 printf("%-10s %10.1f tok/s %8.1f GB/s %5.0f %%bw\n", name, v, v * bytes * 1e-9,
-                       100 * v * bytes * 1e-9 / rf.bw);
+                       100 * med(ratio, o->reps));
             else
                 printf("%-10s %10.1f tok/s aggregate (%.2fx one sequence)\n", name, v,
                        v / (tg1 > 0 ? tg1 : v));
@@ -654,11 +962,17 @@ static int cmd_llama(const popts_t *o)
                 tg1 = v;
         }
     }
+done:
+    probe_free(&pr); /* not the model's memory */
     printf("# memory: resident %.0f MB after the runs; model file %.0f MB\n", peak_rss_mb(),
            (double)gguf_file_size(llm_gguf(m)) / 1e6 * 1e6 / (1 << 20));
     fflush(stdout);
     if (rc)
         fprintf(stderr, "fusion-bench: llama: %s\n", fd_strerror(rc));
+    free(pb);
+    free(pa);
+    free(ratio);
+    free(tcopy);
     free(t);
     free(toks);
     for (int s = 0; s < FD_MAX(1, o->seqs); s++)
@@ -673,7 +987,7 @@ static int cmd_llama(const popts_t *o)
 bool perf_command(const char *cmd)
 {
     return !strcmp(cmd, "roof") || !strcmp(cmd, "gemm") || !strcmp(cmd, "norm") ||
-           !strcmp(cmd, "llama");
+           !strcmp(cmd, "llama") || !strcmp(cmd, "inscale");
 }
 
 void perf_usage(void *file)
@@ -684,9 +998,13 @@ void perf_usage(void *file)
             "                         [--threads N] [--reps N] [--options k=v,...]\n"
             "       fusion-bench norm [--types F32,Q8_0] [--models a,b] [--batches 1,8,64]\n"
             "                         [--threads N] [--reps N]   (deferred norm: each / one / unfused)\n"
+            "       fusion-bench inscale [--types F32] [--models TinyLlama-1.1B] [--batches 1,8,128]\n"
+            "                         [--threads N] [--reps N]   (gamma folded / in_scale / split)\n"
             "       fusion-bench llama -m MODEL [-p 128] [-n 64] [--seqs 8] [--fusion on|off]\n"
             "                         [--threads N] [--reps N] [--options k=v,...]\n"
-            "  (roof, gemm and llama measure read bandwidth and sgemm in the same run;\n"
+            "                         [--ab k=v/k=v]   (decode with option A, then B, alternating)\n"
+            "  (roof, gemm and llama measure read bandwidth and sgemm in the same run, llama\n"
+            "   on its backend's threads right before and after every repetition;\n"
             "   --clock cpu times with process CPU time: for one thread on a loaded machine)\n");
 }
 
@@ -722,6 +1040,8 @@ int perf_main(int argc, char **argv)
             o.batches = v;
         else if (!strcmp(a, "--options"))
             o.options = v;
+        else if (!strcmp(a, "--ab"))
+            o.ab = v;
         else if (!strcmp(a, "--clock") && (!strcmp(v, "cpu") || !strcmp(v, "wall")))
             cpu_clock = !strcmp(v, "cpu");
         else if (!strcmp(a, "--fusion") && (!strcmp(v, "on") || !strcmp(v, "off")))
@@ -737,11 +1057,31 @@ int perf_main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "roof")) {
         measure_roof(&o);
+        fb_backend_t *be = make_cpu(&o);
+        probe_t pr = {0};
+        if (probe_init(&pr, be, o.mib) == 0 && pr.buf) {
+            double *bw = malloc(sizeof(double) * (size_t)o.reps);
+            double *sg = malloc(sizeof(double) * (size_t)o.reps);
+            for (int r = 0; r < o.reps; r++) {
+                bw[r] = probe_bw(&pr);
+                sg[r] = probe_sgemm(&pr);
+            }
+            printf("# roof probes (fusion-bench llama's): %d threads of the CPU backend: read "
+                   "bandwidth %.1f GB/s (best read loop, median of %d), sgemm %.1f GFLOP/s "
+                   "(columns split over the threads)\n", n_threads(o.threads),
+                   med(bw, o.reps), o.reps, med(sg, o.reps));
+            free(bw);
+            free(sg);
+        }
+        probe_free(&pr);
+        fb_destroy(be);
         return 0;
     }
     if (!strcmp(argv[1], "gemm"))
         return cmd_gemm(&o);
     if (!strcmp(argv[1], "norm"))
         return cmd_norm(&o);
+    if (!strcmp(argv[1], "inscale"))
+        return cmd_inscale(&o);
     return cmd_llama(&o);
 }

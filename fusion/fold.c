@@ -80,6 +80,11 @@ void fz_folded_free(fz_folded_t *f)
     memset(f, 0, sizeof(*f));
 }
 
+size_t fz_folded_bytes(const fz_folded_t *f)
+{
+    return f && f->data ? gg_row_bytes(f->w.type, (uint64_t)f->w.n_in) * (size_t)f->w.n_out : 0;
+}
+
 /* Dequantizes row r of w into dst (n_in floats). */
 static int row_f32(const fb_weight_t *w, int64_t r, float *dst)
 {
@@ -140,6 +145,18 @@ static int fold_rows(const fb_weight_t *parts, int n_parts, const float *gamma, 
     return rc;
 }
 
+bool fz_parts_adjacent(const fb_weight_t *parts, int n_parts)
+{
+    for (int p = 0; p + 1 < n_parts; p++) {
+        size_t rb = gg_row_bytes(parts[p].type, (uint64_t)parts[p].n_in);
+        if (parts[p + 1].type != parts[0].type || parts[p + 1].n_in != parts[0].n_in ||
+            (const uint8_t *)parts[p].src + rb * (size_t)parts[p].n_out !=
+                (const uint8_t *)parts[p + 1].src)
+            return false;
+    }
+    return true;
+}
+
 int fz_fold_rms(const fb_weight_t *parts, int n_parts, const float *gamma, int policy,
                 const char *name, fz_folded_t *out, char *err, size_t errlen)
 {
@@ -185,11 +202,7 @@ int fz_fold_rms(const fb_weight_t *parts, int n_parts, const float *gamma, int p
     if (policy == FZ_FOLD_INSCALE) {
         /* parts that follow each other in memory (as attn_q, attn_k, attn_v often do in a
          * GGUF file) already are their concatenation: the mapped bytes are used as they are */
-        bool adjacent = true;
-        for (int p = 0; p + 1 < n_parts; p++)
-            adjacent = adjacent && (const uint8_t *)parts[p].src + rb * (size_t)parts[p].n_out ==
-                                       (const uint8_t *)parts[p + 1].src;
-        if (adjacent) {
+        if (fz_parts_adjacent(parts, n_parts)) {
             src = parts[0].src;
         } else {
             uint8_t *d = malloc(total);

@@ -8,6 +8,8 @@
 #ifndef FD_FOLD_H
 #define FD_FOLD_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "backends/backend.h"
@@ -59,6 +61,12 @@ int fz_fold_layer(const fb_weight_t *w, const float *b, const float *gamma, cons
                   int policy, const char *name, fz_folded_t *out, char *err, size_t errlen);
 
 void fz_folded_free(fz_folded_t *f);
+
+/* Whether the parts (same type and n_in) follow each other in memory, so that their
+ * concatenation is a view of their bytes (INSCALE copies nothing then). */
+bool fz_parts_adjacent(const fb_weight_t *parts, int n_parts);
+/* Bytes of weight data f owns (a folded or concatenated copy), 0 for a view. */
+size_t fz_folded_bytes(const fz_folded_t *f);
 
 /* The policy FZ_FOLD_AUTO resolves to for a weight type. */
 int fz_fold_policy_for(int type, int policy);

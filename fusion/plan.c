@@ -43,6 +43,18 @@ struct fz_plan {
 };
 
 bool fz_plan_fused(const fz_plan_t *p) { return p->o.fused; }
+
+size_t fz_plan_weight_copies(const fz_plan_t *p)
+{
+    size_t n = fz_folded_bytes(&p->head);
+    for (int l = 0; p->layers && l < p->src.n_layer; l++) {
+        for (int i = 0; i < 3; i++)
+            n += fz_folded_bytes(&p->layers[l].qkv[i]);
+        for (int i = 0; i < 2; i++)
+            n += fz_folded_bytes(&p->layers[l].gu[i]);
+    }
+    return n;
+}
 int fz_plan_softmax_mode(const fz_plan_t *p)
 {
     return p->o.fused ? p->o.softmax_mode : FB_SOFTMAX_REF;
@@ -66,8 +78,25 @@ static fb_weight_t gamma_weight(const float *g, int n, const char *name)
     return w;
 }
 
+/* The fold policy of the fused plan on this backend.  FZ_FOLD_AUTO on a backend that
+ * computes from the host bytes in place (fb_host_weights: the CPU backend) is INSCALE for
+ * every type, F32 included: a folded F32 matrix is a full copy (TinyLlama F32: 2.8 GB more
+ * resident than the 4.2 GB file), while in_scale costs n_in multiplies per row of
+ * activations (decode and prefill measured in BENCHMARKS.md).  Elsewhere AUTO keeps
+ * fold.c's choice (fold F32): those backends hold weights of their own anyway. */
+static int plan_policy(const fz_plan_t *p)
+{
+    if (p->o.fold_policy == FZ_FOLD_AUTO && fb_host_weights(p->be))
+        return FZ_FOLD_INSCALE;
+    return p->o.fold_policy;
+}
+
 /* Builds a product of parts: in the fused plan with gamma folded in (one concatenated weight
- * when the parts share a type), in the unfused plan the parts as they are. */
+ * when the parts share a type), in the unfused plan the parts as they are.  On a backend
+ * that computes in place, parts that keep their bytes (INSCALE) but do not follow each other
+ * in memory (ffn_gate, ffn_down, ffn_up is the order of llama.cpp's files) stay separate
+ * products, each on the raw rows with its own deferred scale, rather than be copied into
+ * one: their concatenation would be a copy of the largest matrices of the model. */
 static int build_product(fz_plan_t *p, const fb_weight_t *parts, int n_parts,
                          const float *gamma, const char *name, fz_folded_t *out, int *n_out,
                          char *err, size_t errlen)
@@ -75,15 +104,20 @@ static int build_product(fz_plan_t *p, const fb_weight_t *parts, int n_parts,
     int same = 1, rc;
     for (int i = 1; i < n_parts; i++)
         same &= parts[i].type == parts[0].type;
+    const int policy = plan_policy(p);
+    if (same && n_parts > 1 && fb_host_weights(p->be) &&
+        fz_fold_policy_for(parts[0].type, policy) == FZ_FOLD_INSCALE &&
+        !fz_parts_adjacent(parts, n_parts))
+        same = 0;
     if (p->o.fused && same) {
         *n_out = 1;
-        rc = fz_fold_rms(parts, n_parts, gamma, p->o.fold_policy, name, &out[0], err, errlen);
+        rc = fz_fold_rms(parts, n_parts, gamma, policy, name, &out[0], err, errlen);
     } else {
         *n_out = n_parts;
         rc = 0;
         for (int i = 0; i < n_parts && rc == 0; i++) {
             if (p->o.fused) {
-                rc = fz_fold_rms(&parts[i], 1, gamma, p->o.fold_policy, parts[i].name, &out[i],
+                rc = fz_fold_rms(&parts[i], 1, gamma, policy, parts[i].name, &out[i],
                                  err, errlen);
             } else {
                 memset(&out[i], 0, sizeof(out[i]));

@@ -4,7 +4,8 @@
  * folded at load (fold.h), one concatenated Q|K|V product and one gate|up product on the
  * RAW rows with the RMS scale deferred to their outputs (fb_defer_t), the softmax
  * denominator deferred past P.V, and the LM head likewise.  Owns the prepared backend
- * weights (folded copies included) and the activation scratch.  Called by engine/model.c
+ * weights (folded copies included: none on the CPU backend, fb_host_weights) and the
+ * activation scratch.  Called by engine/model.c
  * (and the tests) on one thread: the thread that drives the backend. */
 #ifndef FD_PLAN_H
 #define FD_PLAN_H
@@ -40,7 +41,9 @@ typedef struct fz_plan_opts {
     bool fused;
     int softmax_mode;                /* fused plan: FB_SOFTMAX_MAXSUM or _SUMONLY; the
                                         unfused plan always uses FB_SOFTMAX_REF */
-    int fold_policy;                 /* enum fz_fold_policy (FZ_FOLD_AUTO) */
+    int fold_policy;                 /* enum fz_fold_policy (FZ_FOLD_AUTO: in_scale for
+                                        every type on a backend with host_weights, else
+                                        fold.c's choice) */
     int max_rows;                    /* most rows (tokens) in one fz_forward */
     int max_seqs;                    /* most sequences in one fz_forward */
 } fz_plan_opts_t;
@@ -50,6 +53,9 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
 void fz_plan_free(fz_plan_t *p);
 bool fz_plan_fused(const fz_plan_t *p);
 int fz_plan_softmax_mode(const fz_plan_t *p);
+/* Bytes of weight copies the plan holds (folded or concatenated matrices); 0 when every
+ * product reads the model's own bytes, as the fused plan's do on the CPU backend. */
+size_t fz_plan_weight_copies(const fz_plan_t *p);
 
 /* The KV cache the forward writes and attends to (backend memory, owned by the caller):
  * layer l, slot s, position t: k[l] + s * slot_stride + t * kv_dim (kv_dim =

@@ -2,10 +2,13 @@
  * fb_* wrappers against values computed here from the op's definition (known cases and
  * naive loops on random inputs of awkward sizes, every weight type, deferred RMS/LayerNorm
  * scaling, in_scale and bias); the fast kernels against the scalar reference (ref_ops.c);
+ * the batch kernels (dot8, dot2x8; every row count 1..9) against the scalar table's per-row
+ * kernels;
  * per-class timing; and clear errors for bad input and unknown backends. */
 #include <math.h>
 
 #include "backends/backend.h"
+#include "backends/cpu/kernels.h"
 #include "backends/cpu/pool.h"
 #include "backends/cpu/ref_ops.h"
 #include "backends/quants.h"
@@ -29,7 +32,7 @@
 /* Backend configurations every op test runs on: the plain reference, then each kernel
  * table this CPU has, with 1 and 3 threads (3 > cores here: chunks then interleave). */
 typedef struct cfg {
-    const char *opt[3];
+    const char *opt[4];
     int threads;
 } cfg_t;
 static const cfg_t cfgs[] = {
@@ -39,6 +42,9 @@ static const cfg_t cfgs[] = {
     {{"isa=avx512"}, 1},  {{"isa=avx512"}, 3},
     {{"isa=avx512", "defer=one"}, 3},
     {{"blas_rows=2", "qblas_rows=3"}, 2},
+    /* decode of every matrix as four streams (quarters of each chunk) */
+    {{"dot4_max=0", "streams=4"}, 1},
+    {{"isa=avx2", "dot4_max=0", "streams=4"}, 2},
 };
 #define N_CFG ((int)FD_ARRAY_LEN(cfgs))
 
@@ -630,6 +636,180 @@ START_TEST(test_fast_matmul)
 }
 END_TEST
 
+/* ---- batch kernels against the per-row scalar kernels ---------------------------------- */
+
+/* Every table's quant_q32t (quant_qkt) is its quant_q32 (quant_qk) with the codes moved as
+ * fcpu_xq32t_at says (scales and sums untouched), and its dot8 gives, for 1..8 rows, what
+ * the scalar table's per-row dot gives on XQ32 (XQK) rows: the integer sums are exact, so
+ * only the float summation order differs.  Block counts 1, 3, 8, 9, 17 and 65 cover rows of
+ * no full group, of groups only, and of groups with 1..7 blocks after them; Q4_K takes 1, 2
+ * and 5 super-blocks. */
+START_TEST(test_dot8_kernels)
+{
+    const fcpu_kern_t *k = fcpu_kernels(_i), *ref = fcpu_kernels(FCPU_ISA_SCALAR);
+    if (!k)
+        return;
+    uint64_t s = 2100 + (uint64_t)_i;
+    static const int64_t blocks[] = {1, 3, 8, 9, 17, 65}, supers[] = {1, 2, 5};
+    static const int types[] = {GG_Q8_0, GG_Q4_0, GG_Q4_K};
+    int tested = 0;
+    for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
+        int type = types[t];
+        if (!k->dot8[type])
+            continue;
+        const bool kq = type == GG_Q4_K;
+        const int form = kq ? FCPU_XQK : FCPU_XQ32, blk = kq ? 256 : 32;
+        void (*qt)(const float *, int64_t, void *) = kq ? k->quant_qkt : k->quant_q32t;
+        void (*qn)(const float *, int64_t, void *) = kq ? k->quant_qk : k->quant_q32;
+        CHECK(qt != NULL);
+        CHECK(k->xform8[type] == (kq ? FCPU_XQKT : FCPU_XQ32T));
+        for (size_t bi = 0; bi < (kq ? FD_ARRAY_LEN(supers) : FD_ARRAY_LEN(blocks)); bi++) {
+            const int64_t n = blk * (kq ? supers[bi] : blocks[bi]), n_out = 3;
+            const size_t ldx = fcpu_xrow_bytes(k->xform8[type], n);
+            CHECK(ldx == fcpu_xrow_bytes(form, n));
+            void *w = mk_weight(&s, type, n, n_out);
+            const uint64_t rb = gg_row_bytes(type, (uint64_t)n);
+            uint8_t *xt = malloc(ldx * FCPU_NR8), *xn = malloc(ldx * FCPU_NR8);
+            float *x = rnd(&s, n * FCPU_NR8, 1);
+            for (int64_t i = 0; i < n; i++)
+                x[3 * n + i] *= 1000; /* a large-magnitude row */
+            for (int r = 0; r < FCPU_NR8; r++) {
+                qt(x + r * n, n, xt + (size_t)r * ldx);
+                qn(x + r * n, n, xn + (size_t)r * ldx);
+                const int8_t *q8t = fcpu_x_qs(xt + (size_t)r * ldx), *q8n = fcpu_x_qs(xn + (size_t)r * ldx);
+                for (int64_t b = 0; b < n / 32; b++)
+                    for (int e = 0; e < 32; e++)
+                        CHECKM(q8t[fcpu_xq32t_at(b, e, n / 32)] == q8n[32 * b + e],
+                               "%s %s n %lld row %d block %lld code %d", k->name,
+                               gg_type_name(type), (long long)n, r, (long long)b, e);
+                const size_t tail = kq ? 4 * (size_t)(n / 256) + 2 * (size_t)(n / 16) : 8 * (size_t)(n / 32);
+                CHECK(memcmp(xt + (size_t)r * ldx + n, xn + (size_t)r * ldx + n, tail) == 0);
+            }
+            for (int64_t o = 0; o < n_out; o++) {
+                const uint8_t *wo = (const uint8_t *)w + rb * (uint64_t)o;
+                float *wf = malloc(sizeof(float) * (size_t)n);
+                fq_dequantize_row(type, wo, wf, n);
+                for (int nr = 1; nr <= FCPU_NR8; nr++) {
+                    float got[FCPU_NR8], want[FCPU_NR8];
+                    for (int r = 0; r < FCPU_NR8; r++)
+                        got[r] = NAN;
+                    k->dot8[type](n, wo, xt, ldx, nr, got);
+                    for (int r = 0; r < nr; r++) {
+                        /* the same codes through the scalar per-row kernel; a bound from
+                         * the sum of |terms| */
+                        const uint8_t *row = xn + (size_t)r * ldx;
+                        ref->dot[type](n, wo, row, ldx, 1, &want[r]);
+                        const int8_t *q = fcpu_x_qs(row);
+                        const float *d = kq ? fcpu_xqk_d(row, n) : fcpu_xq32_d(row, n);
+                        double mag = 0;
+                        for (int64_t i = 0; i < n; i++)
+                            mag += fabs((double)wf[i] * q[i] * d[i / blk]);
+                        CHECKM(fabs((double)got[r] - want[r]) <= 1e-5 * mag + 1e-30,
+                               "%s %s n %lld out %lld rows %d row %d: %.9g vs %.9g (|terms| %.3g)",
+                               k->name, gg_type_name(type), (long long)n, (long long)o, nr, r,
+                               (double)got[r], (double)want[r], mag);
+                    }
+                    for (int r = nr; r < FCPU_NR8; r++)
+                        CHECKM(isnan(got[r]), "%s: dot8 wrote past row %d", k->name, nr);
+                }
+                free(wf);
+            }
+            tested++;
+            free(w); free(xt); free(xn); free(x);
+        }
+    }
+    if (_i == FCPU_ISA_SCALAR)
+        CHECK(tested == 15); /* the reference table has every batch form */
+}
+END_TEST
+
+/* Every table's dot2x8 (two float-type weight rows against 1..8 activation rows) against the
+ * scalar table's per-row dot, on lengths off the vector width (tails) and on. */
+START_TEST(test_dot2x8_kernels)
+{
+    const fcpu_kern_t *k = fcpu_kernels(_i), *ref = fcpu_kernels(FCPU_ISA_SCALAR);
+    if (!k)
+        return;
+    uint64_t s = 2200 + (uint64_t)_i;
+    static const int64_t lens[] = {1, 17, 100, 1000};
+    static const int types[] = {GG_F32, GG_F16, GG_BF16};
+    for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
+        int type = types[t];
+        if (!k->dot2x8[type])
+            continue;
+        for (size_t li = 0; li < FD_ARRAY_LEN(lens); li++) {
+            const int64_t n = lens[li];
+            const uint64_t rb = gg_row_bytes(type, (uint64_t)n);
+            void *w = mk_weight(&s, type, n, 2);
+            float *x = rnd(&s, n * FCPU_NR8, 1), *wf = malloc(sizeof(float) * (size_t)(2 * n));
+            for (int j = 0; j < 2; j++)
+                fq_dequantize_row(type, (const uint8_t *)w + rb * (uint64_t)j, wf + j * n, n);
+            for (int nr = 1; nr <= FCPU_NR8; nr++) {
+                float got[2 * FCPU_NR8];
+                for (int i = 0; i < 2 * FCPU_NR8; i++)
+                    got[i] = NAN;
+                k->dot2x8[type](n, w, (size_t)rb, x, (size_t)n * sizeof(float), nr, got);
+                for (int j = 0; j < 2; j++)
+                    for (int r = 0; r < FCPU_NR8; r++) {
+                        float g = got[j * FCPU_NR8 + r];
+                        if (r >= nr) {
+                            CHECKM(isnan(g), "%s: dot2x8 wrote past row %d", k->name, nr);
+                            continue;
+                        }
+                        float want;
+                        ref->dot[type](n, (const uint8_t *)w + rb * (uint64_t)j, x + r * n, 0, 1, &want);
+                        double mag = 0;
+                        for (int64_t i = 0; i < n; i++)
+                            mag += fabs((double)wf[j * n + i] * x[r * n + i]);
+                        CHECKM(fabs((double)g - want) <= 1e-5 * mag + 1e-30,
+                               "%s %s n %lld rows %d w %d x %d: %.9g vs %.9g", k->name,
+                               gg_type_name(type), (long long)n, nr, j, r, (double)g, (double)want);
+                    }
+            }
+            free(w); free(x); free(wf);
+        }
+    }
+}
+END_TEST
+
+/* fb_matmul with every batch size 1..9 (one full group of 8 rows and one more), the types
+ * with batch kernels and a float one, against the fp64 definition: the row grouping of the
+ * batch path (8 rows per call, then the rest) must not mix up or drop rows. */
+START_TEST(test_batch_rows)
+{
+    fb_backend_t *be = mk_cfg(_i);
+    if (!be)
+        return;
+    uint64_t s = 2300 + (uint64_t)_i;
+    static const int types[] = {GG_Q8_0, GG_Q4_0, GG_F32, GG_F16, GG_Q4_K};
+    for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
+        int type = types[t];
+        const int64_t n_in = gg_block_elems(type) == 1 ? 1000 : type == GG_Q4_K ? 512 : 2080, n_out = 13;
+        fb_weight_t w = {.type = type, .n_in = n_in, .n_out = n_out,
+                         .src = mk_weight(&s, type, n_in, n_out)};
+        ck_assert_int_eq(fb_weight_prepare(be, &w), 0);
+        for (int64_t n_rows = 1; n_rows <= 9; n_rows++) {
+            float *x = rnd(&s, n_rows * n_in, 1), *y = malloc(sizeof(float) * (size_t)(n_rows * n_out));
+            float *ry = malloc(sizeof(float) * (size_t)(n_rows * n_out));
+            ck_assert_int_eq(fb_matmul(be, &w, x, n_rows, y, NULL), 0);
+            ck_assert_int_eq(fcpu_ref_matmul(&w, x, n_rows, ry, NULL), 0);
+            double *ryd = malloc(sizeof(double) * (size_t)(n_rows * n_out)), *bound = malloc(sizeof(double) * (size_t)(n_rows * n_out));
+            for (int64_t i = 0; i < n_rows * n_out; i++)
+                ryd[i] = ry[i];
+            fast_bounds(&w, x, n_rows, ryd, NULL, bound);
+            for (int64_t i = 0; i < n_rows * n_out; i++)
+                CHECKM(fabs((double)y[i] - ryd[i]) <= bound[i],
+                       "cfg %d %s rows %lld i %lld: %.9g vs %.9g (bound %.3g)", _i,
+                       gg_type_name(type), (long long)n_rows, (long long)i, (double)y[i], ryd[i], bound[i]);
+            free(x); free(y); free(ry); free(ryd); free(bound);
+        }
+        fb_weight_release(be, &w);
+        free((void *)w.src);
+    }
+    fb_destroy(be);
+}
+END_TEST
+
 START_TEST(test_fast_attention)
 {
     fb_backend_t *be = mk_cfg(_i);
@@ -797,6 +977,97 @@ START_TEST(test_fast_rowops)
 }
 END_TEST
 
+/* ---- decode: one activation row ------------------------------------------------------- */
+
+/* One activation row against every weight type on every configuration: the four-row decode
+ * kernels (dot4: matrices up to dot4_max, rows adjacent; with dot4_max=0 and streams=4, rows
+ * a quarter-chunk apart, and the remainder rows one at a time), with in_scale and a deferred
+ * RMS norm, n_in with and without a tail of fewer than 8 blocks. */
+START_TEST(test_decode_rows)
+{
+    fb_backend_t *be = mk_cfg(_i);
+    if (!be)
+        return;
+    uint64_t s = 3100 + (uint64_t)_i;
+    for (size_t t = 0; t < FD_ARRAY_LEN(fast_types); t++) {
+        int type = fast_types[t], el = gg_block_elems(type);
+        for (int shape = 0; shape < 3; shape++) {
+            int64_t n_out = (int64_t[]){5, 13, 67}[shape];
+            int64_t n_in = el == 1 ? (int64_t[]){48, 1000, 2051}[shape]
+                                   : el * (int64_t[]){1, 13, 24}[shape];
+            fb_weight_t w = {.type = type, .n_in = n_in, .n_out = n_out,
+                             .src = mk_weight(&s, type, n_in, n_out)};
+            float *isc = shape == 1 ? rnd(&s, n_in, 2) : NULL;
+            w.in_scale = isc;
+            ck_assert_int_eq(fb_weight_prepare(be, &w), 0);
+            float *x = rnd(&s, n_in, 1), *y = malloc(sizeof(float) * (size_t)n_out);
+            float *ry = malloc(sizeof(float) * (size_t)n_out), sc = 0, scl = 0;
+            fb_defer_t d = {.kind = shape == 2 ? FB_NORM_RMS : FB_NORM_NONE, .eps = 1e-5f,
+                            .scale_out = &sc};
+            ck_assert_int_eq(fb_matmul(be, &w, x, 1, y, &d), 0);
+            ck_assert_int_eq(fcpu_ref_matmul(&w, x, 1, ry, &d), 0);
+            double ryd[67], bound[67];
+            for (int64_t i = 0; i < n_out; i++)
+                ryd[i] = ry[i];
+            if (d.kind != FB_NORM_NONE)
+                scl = (float)fcpu_ref_norm_scale(d.kind, x, n_in, 1e-5f);
+            fast_bounds(&w, x, 1, ryd, d.kind != FB_NORM_NONE ? &scl : NULL, bound);
+            for (int64_t i = 0; i < n_out; i++)
+                CHECKM(fabs((double)y[i] - ryd[i]) <= bound[i],
+                       "cfg %d %s n_in %lld n_out %lld i %lld: %.9g vs %.9g (bound %.3g)", _i,
+                       gg_type_name(type), (long long)n_in, (long long)n_out, (long long)i,
+                       (double)y[i], ryd[i], bound[i]);
+            fb_weight_release(be, &w);
+            free((void *)w.src); free(isc); free(x); free(y); free(ry);
+        }
+    }
+    fb_destroy(be);
+}
+END_TEST
+
+/* ---- the roof probes (fusion-bench) ----------------------------------------------------- */
+
+/* Every table's read loop, in every mode, sums the same 64-bit words as a plain loop (so
+ * nothing is skipped or read twice), and fb_roof returns a rate for both limits and
+ * -EINVAL for a buffer it cannot use. */
+START_TEST(test_roof)
+{
+    const size_t n = (size_t)1 << 20;
+    uint64_t *buf = NULL;
+    ck_assert_int_eq(posix_memalign((void **)&buf, 64, n), 0);
+    uint64_t want = 0, s = 77;
+    for (size_t i = 0; i < n / 8; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        buf[i] = s >> 7;
+        want += buf[i];
+    }
+    for (int isa = 0; isa < FCPU_ISA_COUNT; isa++) {
+        const fcpu_kern_t *k = fcpu_kernels(isa);
+        if (!k)
+            continue;
+        for (int mode = 0; mode < 3; mode++) {
+            ck_assert_uint_eq(k->read_sum(buf, n, mode), want);
+            /* a share of 256 bytes: mode 1's quarters are whole vectors */
+            uint64_t part = 0;
+            for (size_t i = 0; i < 32; i++)
+                part += buf[64 + i];
+            ck_assert_uint_eq(k->read_sum(buf + 64, 256, mode), part);
+        }
+    }
+    fb_backend_t *be = NULL;
+    fb_config_t cfg = {.threads = 2};
+    ck_assert_int_eq(fb_create("cpu", &cfg, &be, NULL, 0), 0);
+    ck_assert(fb_roof(be, FB_ROOF_READ, buf, n) > 0);
+    ck_assert(fb_roof(be, FB_ROOF_SGEMM, NULL, 0) > 0);
+    ck_assert(fb_roof(be, FB_ROOF_READ, NULL, n) == -EINVAL);
+    ck_assert(fb_roof(be, FB_ROOF_READ, (const uint8_t *)buf + 8, n - 64) == -EINVAL);
+    ck_assert(fb_roof(be, 7, buf, n) == -EINVAL);
+    ck_assert(fb_roof(NULL, FB_ROOF_READ, buf, n) == FD_EUNSUP);
+    fb_destroy(be);
+    free(buf);
+}
+END_TEST
+
 /* ---- the thread pool ------------------------------------------------------------------- */
 
 typedef struct pool_ctx {
@@ -927,7 +1198,12 @@ int main(void)
     tcase_add_loop_test(tc, test_get_rows, 0, N_CFG);
     tcase_add_test(tc, test_registry_and_stats);
     tcase_add_test(tc, test_pool);
+    tcase_add_test(tc, test_roof);
+    tcase_add_loop_test(tc, test_decode_rows, 0, N_CFG);
     tcase_add_loop_test(tc, test_fast_matmul, 0, N_CFG);
+    tcase_add_loop_test(tc, test_dot8_kernels, 0, FCPU_ISA_COUNT);
+    tcase_add_loop_test(tc, test_dot2x8_kernels, 0, FCPU_ISA_COUNT);
+    tcase_add_loop_test(tc, test_batch_rows, 0, N_CFG);
     tcase_add_loop_test(tc, test_fast_attention, 0, N_CFG);
     tcase_add_loop_test(tc, test_sumonly_overflow, 0, N_CFG);
     tcase_add_loop_test(tc, test_fast_rowops, 0, N_CFG);

@@ -1014,6 +1014,40 @@ static void rmodel_free(rmodel_t *m)
         free(m->mem[i]);
 }
 
+/* Moves parts into one buffer, one after the other, as a GGUF file may hold them. */
+static void rm_adjacent(rmodel_t *m, fb_weight_t *parts, int n)
+{
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += gg_row_bytes(parts[i].type, parts[i].n_in) * parts[i].n_out;
+    uint8_t *buf = rm_keep(m, malloc(total));
+    for (int i = 0; i < n; i++) {
+        size_t nb = gg_row_bytes(parts[i].type, parts[i].n_in) * parts[i].n_out;
+        memcpy(buf, parts[i].src, nb);
+        parts[i].src = buf;
+        buf += nb;
+    }
+}
+
+/* Q|K|V and gate|up adjacent in memory (the layout of fusion-gguf-gen's files); by default
+ * every matrix of an rmodel is a buffer of its own (as gate, down, up in llama.cpp's files:
+ * not adjacent). */
+static void rmodel_adjacent(rmodel_t *m)
+{
+    for (int l = 0; l < RM_LAYERS; l++) {
+        fz_layer_src_t *y = &m->layers[l];
+        fb_weight_t qkv[3] = { y->wq, y->wk, y->wv }, gu[2] = { y->w_gate, y->w_up };
+        if (qkv[2].type == qkv[0].type)
+            rm_adjacent(m, qkv, 3);
+        rm_adjacent(m, gu, 2);
+        y->wq.src = qkv[0].src;
+        y->wk.src = qkv[1].src;
+        y->wv.src = qkv[2].src;
+        y->w_gate.src = gu[0].src;
+        y->w_up.src = gu[1].src;
+    }
+}
+
 typedef struct rkv {
     float *k[RM_LAYERS], *v[RM_LAYERS];
     fz_kv_t kv;
@@ -1097,14 +1131,18 @@ static double l2_rel(const float *y, const float *r, int n)
 
 START_TEST(test_plan_fused_vs_unfused)
 {
-    static const struct { int types[2]; int n_embd, n_ff; bool bias; int rope; } cfgs[] = {
-        { { GG_F32, GG_F32 }, 64, 96, false, FB_ROPE_ADJACENT },
-        { { GG_F32, GG_F32 }, 32, 40, true, FB_ROPE_NEOX },
-        { { GG_F16, GG_F16 }, 64, 96, false, FB_ROPE_ADJACENT },
-        { { GG_BF16, GG_BF16 }, 64, 96, false, FB_ROPE_ADJACENT },
-        { { GG_Q8_0, GG_Q8_0 }, 64, 96, true, FB_ROPE_NEOX },
-        { { GG_Q4_0, GG_Q4_0 }, 64, 96, false, FB_ROPE_ADJACENT },
-        { { GG_Q4_K, GG_Q6_K }, 256, 256, false, FB_ROPE_ADJACENT },
+    /* adj: Q|K|V and gate|up adjacent in memory (one concatenated product each on every
+     * backend); otherwise the CPU backend runs them as separate products (no copies) */
+    static const struct { int types[2]; int n_embd, n_ff; bool bias; int rope; bool adj; } cfgs[] = {
+        { { GG_F32, GG_F32 }, 64, 96, false, FB_ROPE_ADJACENT, false },
+        { { GG_F32, GG_F32 }, 64, 96, false, FB_ROPE_ADJACENT, true },
+        { { GG_F32, GG_F32 }, 32, 40, true, FB_ROPE_NEOX, false },
+        { { GG_F32, GG_F32 }, 32, 40, true, FB_ROPE_NEOX, true },
+        { { GG_F16, GG_F16 }, 64, 96, false, FB_ROPE_ADJACENT, false },
+        { { GG_BF16, GG_BF16 }, 64, 96, false, FB_ROPE_ADJACENT, true },
+        { { GG_Q8_0, GG_Q8_0 }, 64, 96, true, FB_ROPE_NEOX, false },
+        { { GG_Q4_0, GG_Q4_0 }, 64, 96, false, FB_ROPE_ADJACENT, true },
+        { { GG_Q4_K, GG_Q6_K }, 256, 256, false, FB_ROPE_ADJACENT, false },
     };
     const int32_t toks[] = { 1, 5, 9, 36, 0, 17, 17, 2 };
     const int n = 8, steps = 6;
@@ -1117,6 +1155,8 @@ START_TEST(test_plan_fused_vs_unfused)
             rmodel_t m;
             rmodel_init(&m, cfgs[k].types, cfgs[k].n_embd, cfgs[k].n_ff, cfgs[k].bias,
                         cfgs[k].rope, 4000 + k);
+            if (cfgs[k].adj)
+                rmodel_adjacent(&m);
             int V = m.src.n_vocab, N = steps * V;
             float *lu = malloc(sizeof(float) * N), *lf = malloc(sizeof(float) * N);
             float *ls = malloc(sizeof(float) * N), *lr = malloc(sizeof(float) * N);
@@ -1131,9 +1171,10 @@ START_TEST(test_plan_fused_vs_unfused)
                 ds = fmax(ds, fabs(ls[i] - lu[i]));
             }
             double eu = l2_rel(lu, lr, N), ef = l2_rel(lf, lr, N), es = l2_rel(ls, lr, N);
-            fprintf(stderr, "%s plan %s/%s: fused-unfused %.2e of max|logit|; vs reference: "
+            fprintf(stderr, "%s plan %s/%s%s: fused-unfused %.2e of max|logit|; vs reference: "
                     "unfused %.2e fused %.2e sumonly %.2e\n", backends[b],
                     gg_type_name(cfgs[k].types[0]), gg_type_name(cfgs[k].types[1]),
+                    cfgs[k].adj ? " (adjacent)" : "",
                     df / scale, eu, ef, es);
             ck_assert(scale > 0.1);
             if (cfgs[k].types[0] == GG_F32 && !is_bfp(backends[b]))
@@ -1276,7 +1317,8 @@ static int spy_copy2d(fb_backend_t *be, float *d, int64_t ldd, const float *src,
     return spy_of(be)->in->ops->copy2d(spy_of(be)->in, d, ldd, src, lds, r, n);
 }
 
-static fb_backend_t *spy_create(void)
+/* host_weights: what the spy tells the plan (the CPU backend inside says true) */
+static fb_backend_t *spy_create(bool host_weights)
 {
     spy_t *s = calloc(1, sizeof(*s));
     s->in = make_backend("cpu");
@@ -1286,7 +1328,8 @@ static fb_backend_t *spy_create(void)
                          .weight_release = spy_release, .matmul = spy_matmul,
                          .rmsnorm = spy_rmsnorm, .layernorm = spy_layernorm, .rope = spy_rope,
                          .attention = spy_attention, .silu_mul = spy_silu_mul, .add = spy_add,
-                         .get_rows = spy_get_rows, .copy2d = spy_copy2d };
+                         .get_rows = spy_get_rows, .copy2d = spy_copy2d,
+                         .host_weights = host_weights };
     s->base.ops = &s->ops;
     return &s->base;
 }
@@ -1295,30 +1338,88 @@ START_TEST(test_fused_gemm_sees_raw_rows)
 {
     const int types[2] = { GG_F32, GG_F32 };
     const int32_t toks[] = { 3, 1, 4, 1, 5, 9 };
-    for (int fused = 1; fused >= 0; fused--) {
-        rmodel_t m;
-        rmodel_init(&m, types, 64, 96, false, FB_ROPE_ADJACENT, 77);
-        fb_backend_t *be = spy_create();
-        spy_t *s = spy_of(be);
-        float *logits = malloc(sizeof(float) * 6 * m.src.n_vocab);
-        run_plan(be, &m.src, fused, fused ? FB_SOFTMAX_MAXSUM : FB_SOFTMAX_REF, toks, 6, logits);
-        /* 4 steps x the products that follow a norm: fused Q|K|V, gate|up per layer and
-         * the head; unfused Q, K, V, gate, up per layer and the head */
-        ck_assert_int_eq(s->n_checked, 4 * ((fused ? 2 : 5) * RM_LAYERS + 1));
-        if (fused) {
-            ck_assert_int_eq(s->n_rmsnorm, 0);
-            ck_assert_int_eq(s->n_deferred, s->n_checked);
-            ck_assert_int_eq(s->n_raw_ok, s->n_checked);
-        } else {
-            /* the unfused plan normalizes first: the same check sees no raw row */
-            ck_assert_int_eq(s->n_rmsnorm, 4 * (2 * RM_LAYERS + 1));
-            ck_assert_int_eq(s->n_deferred, 0);
-            ck_assert_int_eq(s->n_raw_ok, 0);
+    /* both layouts: parts apart in memory (the fused plan runs Q, K, V and gate, up as
+     * separate deferred products on the CPU backend) and adjacent (one product each) */
+    for (int adj = 0; adj < 2; adj++) {
+        for (int fused = 1; fused >= 0; fused--) {
+            rmodel_t m;
+            rmodel_init(&m, types, 64, 96, false, FB_ROPE_ADJACENT, 77);
+            if (adj)
+                rmodel_adjacent(&m);
+            fb_backend_t *be = spy_create(true);
+            spy_t *s = spy_of(be);
+            float *logits = malloc(sizeof(float) * 6 * m.src.n_vocab);
+            run_plan(be, &m.src, fused, fused ? FB_SOFTMAX_MAXSUM : FB_SOFTMAX_REF, toks, 6,
+                     logits);
+            /* 4 steps x the products that follow a norm: Q|K|V, gate|up per layer (fused,
+             * adjacent), else Q, K, V, gate, up per layer; and the head */
+            int per_layer = fused && adj ? 2 : 5;
+            ck_assert_int_eq(s->n_checked, 4 * (per_layer * RM_LAYERS + 1));
+            if (fused) {
+                ck_assert_int_eq(s->n_rmsnorm, 0);
+                ck_assert_int_eq(s->n_deferred, s->n_checked);
+                ck_assert_int_eq(s->n_raw_ok, s->n_checked);
+            } else {
+                /* the unfused plan normalizes first: the same check sees no raw row */
+                ck_assert_int_eq(s->n_rmsnorm, 4 * (2 * RM_LAYERS + 1));
+                ck_assert_int_eq(s->n_deferred, 0);
+                ck_assert_int_eq(s->n_raw_ok, 0);
+            }
+            free(logits);
+            fb_destroy(be);
+            rmodel_free(&m);
         }
-        free(logits);
-        fb_destroy(be);
-        rmodel_free(&m);
     }
+}
+END_TEST
+
+/* ==== the fused plan on the CPU backend copies no weight ====
+ * On a backend that computes from the host bytes in place (the CPU backend), every product
+ * of the fused plan must read the model's own bytes: gamma as in_scale for F32 too, parts
+ * apart in memory as separate products, adjacent parts as one view.  The same model on a
+ * backend that keeps weights of its own (a spy saying host_weights = false) gets folded F32
+ * copies, which shows the count can fail. */
+static size_t plan_copies(fb_backend_t *be, const fz_model_src_t *r)
+{
+    fz_plan_t *p;
+    char err[256];
+    fz_plan_opts_t o = { .fused = true, .softmax_mode = FB_SOFTMAX_MAXSUM, .max_rows = 4,
+                         .max_seqs = 1 };
+    ck_assert_msg(fz_plan_create(&p, be, r, &o, err, sizeof(err)) == 0, "%s", err);
+    size_t n = fz_plan_weight_copies(p);
+    fz_plan_free(p);
+    return n;
+}
+
+START_TEST(test_plan_no_weight_copies)
+{
+    static const int tys[][2] = { { GG_F32, GG_F32 }, { GG_F16, GG_F16 }, { GG_Q8_0, GG_Q8_0 },
+                                  { GG_Q4_K, GG_Q6_K } };
+    fb_backend_t *cpu = make_backend("cpu"), *keeper = spy_create(false);
+    ck_assert(fb_host_weights(cpu));
+    ck_assert(!fb_host_weights(keeper));
+    for (size_t t = 0; t < FD_ARRAY_LEN(tys); t++) {
+        for (int adj = 0; adj < 2; adj++) {
+            rmodel_t m;
+            int n = tys[t][0] == GG_Q4_K ? 256 : 64;
+            rmodel_init(&m, tys[t], n, n, t == 0, FB_ROPE_ADJACENT, 90 + t);
+            if (adj)
+                rmodel_adjacent(&m);
+            ck_assert_msg(plan_copies(cpu, &m.src) == 0, "%s adj %d",
+                          gg_type_name(tys[t][0]), adj);
+            size_t kept = plan_copies(keeper, &m.src);
+            if (tys[t][0] == GG_F32) /* folded: Q|K|V, gate|up and the head, as F32 */
+                ck_assert_uint_eq(kept, sizeof(float) * (size_t)n *
+                                            (RM_LAYERS * (2 * (size_t)n + 2 * (size_t)n) + 37));
+            else if (!adj) /* in_scale, but parts apart are concatenated into a copy */
+                ck_assert_uint_gt(kept, 0);
+            else
+                ck_assert_uint_eq(kept, 0);
+            rmodel_free(&m);
+        }
+    }
+    fb_destroy(keeper);
+    fb_destroy(cpu);
 }
 END_TEST
 
@@ -1341,6 +1442,7 @@ int main(void)
     TCase *pl = tcase_create("plan");
     tcase_add_test(pl, test_plan_fused_vs_unfused);
     tcase_add_test(pl, test_fused_gemm_sees_raw_rows);
+    tcase_add_test(pl, test_plan_no_weight_copies);
     suite_add_tcase(s, pl);
     return tu_run(s);
 }

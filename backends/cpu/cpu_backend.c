@@ -23,10 +23,17 @@
  * 0 = never; default 48), qblas_rows=N (the same for quantized weights, dequantized a tile
  * at a time; default 0 = never: the int8 kernels measured twice as fast), dot4_max=BYTES
  * (decode of matrices up to this size reads four weight rows per call; default 1 MiB),
- * ref=1 (every op on the plain reference of ref_ops.c). */
+ * dot8=0|1 (batches through the 8-row kernels: dot8 for Q8_0 / Q4_0 / Q4_K, dot2x8 for the
+ * float types; default 1),
+ * streams=1|4|8 (decode of larger matrices: each chunk of weight rows read as that many
+ * parts side by side, each part a sequential stream; default 4: one Zen 4 core read
+ * 1.06-1.3x faster that way than with one stream, eight streams were slower again),
+ * ref=1 (every op on the plain reference of ref_ops.c).  set_option changes any of them
+ * between ops (fusion-bench llama --ab). */
 #include <cblas.h>
 #include <math.h>
 #include <sched.h>
+#include <stdint.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +69,8 @@ typedef struct fcpu {
     int defer_mode;
     int64_t blas_rows, qblas_rows;
     int64_t dot4_max;          /* matrix bytes up to which decode uses four rows per call */
+    int streams;               /* decode of larger matrices: 1 or 4 weight streams a thread */
+    bool dot8;                 /* batches through dot8 where the table has it */
     bool ref;
     scratch_t scr[MAX_THREADS];
     scratch_t attn_scr[MAX_THREADS];
@@ -218,11 +227,16 @@ typedef struct mm_ctx {
     float *scale_out;
     int path, xform;
     fcpu_dot_fn dot;
+    int nr;                    /* activation rows per dot call: FCPU_NR, or FCPU_NR8 (dot8) */
     /* decode with four weight rows per call: only for matrices that stay in the caches.
      * Streaming from memory, four interleaved row streams defeat the hardware prefetchers:
      * one Zen 4 thread read a 1 GB Q8_0 matrix at 22 GB/s one row at a time, 7-10 GB/s
      * four rows at a time (F32: 21 against 15-18), though from L2 four rows are 15% faster. */
     void (*dot4)(int64_t n, const void *w, size_t ldw, const void *x, float *out);
+    /* decode of a large matrix: a chunk's rows as four quarters read side by side, each a
+     * long sequential stream (four streams far apart read faster than one on Zen 4, where
+     * four adjacent rows, each too short for a prefetcher to train on, read slower) */
+    void (*dot4q)(int64_t n, const void *w, size_t ldw, const void *x, float *out);
     size_t ldx;
     int64_t chunk;
     _Atomic int64_t next;
@@ -282,14 +296,22 @@ static void mm_rows(const mm_ctx_t *m, const fcpu_kern_t *k, const uint8_t *wsrc
     const int64_t n_in = m->n_in, n_rows = m->n_rows;
     const bool fl = m->xform == FCPU_XF32;
     const int64_t OB = fl ? MM_OBF : MM_OB;
-    /* two or three rows fit L1 whole and gain nothing from the split */
-    const bool split = fl && n_rows >= FCPU_NR;
+    /* two or three rows fit L1 whole and gain nothing from the split; nor do batches of 8
+     * (dot2x8): their activations stay in L2, and the weights then stream row by row, which
+     * the prefetchers follow far better than the pieces of 8 rows (TinyLlama F32 products,
+     * 8 rows, one thread: 1.6-1.9x faster unsplit) */
+    const bool split = fl && n_rows >= FCPU_NR && m->nr != FCPU_NR8;
     const int64_t KB = split ? MM_KB : n_in;
     /* two weight rows per call for the float types (dequantized rows included) */
     const int wt = m->path == MM_GENERIC ? GG_F32 : m->w->type;
     void (*dot2)(int64_t, const void *, size_t, const void *, size_t, int, float *) =
         split ? k->dot2[wt] : NULL; /* a single row streams better alone (see dot4) */
-    float out[2 * FCPU_NR];
+    int ostr = FCPU_NR; /* out[i * ostr + j]: weight row i, activation row j */
+    if (fl && m->nr == FCPU_NR8) { /* batches: all rows against two weight rows */
+        dot2 = k->dot2x8[wt];
+        ostr = FCPU_NR8;
+    }
+    float out[2 * FCPU_NR8];
     if (split) /* once per chunk: piece p of row r at xpack + (p * n_rows + r) * KB */
         for (int64_t kb = 0; kb < n_in; kb += MM_KB)
             for (int64_t r = 0; r < n_rows; r++)
@@ -315,8 +337,8 @@ static void mm_rows(const mm_ctx_t *m, const fcpu_kern_t *k, const uint8_t *wsrc
                 for (int64_t o = ob + OB; o < FD_MIN(ob + 2 * OB, o1); o++)
                     for (size_t b = 0; b < (size_t)nk * esz; b += 64)
                         __builtin_prefetch(wsrc + (uint64_t)o * m->ldw + woff + b, 0, 2);
-            for (int64_t r = 0; r < n_rows; r += FCPU_NR) {
-                const int nr = (int)FD_MIN(FCPU_NR, n_rows - r);
+            for (int64_t r = 0; r < n_rows; r += m->nr) {
+                const int nr = (int)FD_MIN(m->nr, n_rows - r);
                 const uint8_t *xr = xbase + (size_t)r * m->ldx + xoff;
                 size_t ldx = m->ldx;
                 if (split) {
@@ -330,16 +352,17 @@ static void mm_rows(const mm_ctx_t *m, const fcpu_kern_t *k, const uint8_t *wsrc
                         dot2(nk, wo, wld, xr, ldx, nr, out);
                         mw = 2;
                     } else {
-                        m->dot(nk, wo, xr, ldx, nr, out);
+                        for (int j = 0; j < nr; j += FCPU_NR)
+                            m->dot(nk, wo, xr + (size_t)j * ldx, ldx, FD_MIN(FCPU_NR, nr - j), out + j);
                     }
                     for (int i = 0; i < mw; i++, o++) {
                         float *y = m->y + r * m->n_out + o;
                         if (kb == 0)
                             for (int j = 0; j < nr; j++)
-                                y[j * m->n_out] = out[i * FCPU_NR + j];
+                                y[j * m->n_out] = out[i * ostr + j];
                         else
                             for (int j = 0; j < nr; j++)
-                                y[j * m->n_out] += out[i * FCPU_NR + j];
+                                y[j * m->n_out] += out[i * ostr + j];
                     }
                 }
             }
@@ -359,7 +382,7 @@ static void mm_task(void *arg, int ith, int nth)
     const bool each = m->kind != FB_NORM_NONE && (c->defer_mode == DEFER_EACH || nth == 1);
 
     /* scratch: [packed x pieces][scales n_rows][x row n_in floats][prepared x][weights] */
-    size_t off_s = m->xform == FCPU_XF32 && n_rows >= FCPU_NR
+    size_t off_s = m->xform == FCPU_XF32 && n_rows >= FCPU_NR && m->nr != FCPU_NR8
                        ? (size_t)((n_in + MM_KB - 1) / MM_KB) * (size_t)n_rows * MM_KB * sizeof(float)
                        : 0;
     size_t off_x = off_s + (((size_t)n_rows * 4 + 63) & ~(size_t)63);
@@ -395,6 +418,10 @@ static void mm_task(void *arg, int ith, int nth)
             k->quant_q32(src, n_in, xp + (size_t)r * m->ldx);
         else if (m->xform == FCPU_XQ32I)
             k->quant_q32i(src, n_in, xp + (size_t)r * m->ldx);
+        else if (m->xform == FCPU_XQ32T)
+            k->quant_q32t(src, n_in, xp + (size_t)r * m->ldx);
+        else if (m->xform == FCPU_XQKT)
+            k->quant_qkt(src, n_in, xp + (size_t)r * m->ldx);
         else if (m->xform == FCPU_XQK)
             k->quant_qk(src, n_in, xp + (size_t)r * m->ldx);
     }
@@ -428,6 +455,21 @@ static void mm_task(void *arg, int ith, int nth)
                             (int)n_in, 1.f, xf, (int)n_in, wbuf, (int)n_in, 0.f, m->y + t0,
                             (int)m->n_out);
             }
+        } else if (n_rows == 1 && m->dot4q && o1 - o0 >= c->streams) {
+            /* c->streams (4 or 8) parts of q rows each, read side by side: part j's row i
+             * is row o0 + j * q + i */
+            const int ns = c->streams;
+            const int64_t q = (o1 - o0) / ns;
+            const size_t qb = (size_t)q * m->ldw;
+            float out[4];
+            for (int64_t o = o0; o < o0 + q; o++)
+                for (int g = 0; g < ns; g += 4) {
+                    m->dot4q(n_in, wsrc + (uint64_t)(o + g * q) * m->ldw, qb, xbase, out);
+                    for (int j = 0; j < 4; j++)
+                        m->y[o + (g + j) * q] = out[j];
+                }
+            for (int64_t o = o0 + ns * q; o < o1; o++)
+                m->dot(n_in, wsrc + (uint64_t)o * m->ldw, xbase, m->ldx, 1, m->y + o);
         } else if (n_rows == 1 && m->dot4) {
             /* decode of a small matrix: four weight rows per call share the activation
              * loads and one horizontal reduction */
@@ -473,7 +515,8 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
     mm_ctx_t m = {.c = c, .w = w, .x = x, .n_rows = n_rows, .n_in = w->n_in, .n_out = w->n_out,
                   .row_bytes = gg_row_bytes(w->type, (uint64_t)w->n_in), .y = y, .kind = kind,
                   .wrows = w->src,
-                  .eps = defer ? defer->eps : 0, .scale_out = kind ? defer->scale_out : NULL};
+                  .eps = defer ? defer->eps : 0, .scale_out = kind ? defer->scale_out : NULL,
+                  .nr = FCPU_NR};
     m.ldw = m.row_bytes;
     const fcpu_kern_t *k = c->k;
     if (w->type == GG_F32 && c->blas_rows > 0 && n_rows >= c->blas_rows) {
@@ -488,11 +531,21 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
         m.xform = k->xform[w->type];
         if (m.row_bytes * (uint64_t)w->n_out <= (uint64_t)c->dot4_max)
             m.dot4 = k->dot4[w->type];
+        else if (c->streams > 1)
+            m.dot4q = k->dot4[w->type];
+        if (n_rows >= 2 && c->dot8 && k->dot8[w->type]) { /* the weight work shared by 8 rows */
+            m.dot = k->dot8[w->type];
+            m.xform = k->xform8[w->type];
+            m.nr = FCPU_NR8;
+        }
     } else {
         m.path = MM_GENERIC;
         m.dot = k->dot[GG_F32];
         m.xform = FCPU_XF32;
     }
+    if (m.xform == FCPU_XF32 && (m.path == MM_DOT || m.path == MM_GENERIC) && n_rows > FCPU_NR &&
+        c->dot8 && k->dot2x8[m.path == MM_GENERIC ? GG_F32 : w->type])
+        m.nr = FCPU_NR8; /* each weight row read once per 8 activation rows, not per 4 */
     m.ldx = fcpu_xrow_bytes(m.xform, w->n_in);
     if (m.xform == FCPU_XF32 && !w->in_scale)
         m.ldx = (size_t)w->n_in * sizeof(float); /* the caller's rows as they are */
@@ -886,16 +939,127 @@ static int cpu_copy2d(fb_backend_t *be, float *dst, int64_t ld_dst, const float 
     return 0;
 }
 
+/* ---- roofs (benchmarks) --------------------------------------------------------------- */
+
+/* The read loops a product's weight stream could at best match, on the pool's threads:
+ * every thread one contiguous share (one stream, four interleaved streams, one stream with
+ * software prefetch), or chunks taken from an atomic counter as the products take theirs.
+ * Which one reads fastest depends on the CPU's prefetchers (BENCHMARKS.md), and a roof must
+ * not underestimate, so the probe runs them all and keeps the best. */
+#define ROOF_CHUNK ((size_t)1 << 16)
+
+typedef struct roof_ctx {
+    const fcpu_kern_t *k;
+    const uint8_t *p;
+    size_t n;
+    int mode;
+    bool chunked;
+    _Atomic size_t next;
+    _Atomic uint64_t sink;   /* every thread's sum: the loads cannot be dropped */
+} roof_ctx_t;
+
+static void roof_read_task(void *arg, int ith, int nth)
+{
+    roof_ctx_t *r = arg;
+    uint64_t s = 0;
+    if (r->chunked) {
+        for (;;) {
+            size_t o = atomic_fetch_add(&r->next, ROOF_CHUNK);
+            if (o >= r->n)
+                break;
+            s += r->k->read_sum(r->p + o, FD_MIN(ROOF_CHUNK, r->n - o), r->mode);
+        }
+    } else {
+        size_t lo = r->n / (size_t)nth * (size_t)ith & ~(size_t)255;
+        size_t hi = ith == nth - 1 ? r->n : r->n / (size_t)nth * (size_t)(ith + 1) & ~(size_t)255;
+        s = r->k->read_sum(r->p + lo, hi - lo, r->mode);
+    }
+    atomic_fetch_add(&r->sink, s);
+}
+
+typedef struct sgemm_ctx {
+    const float *a, *b;
+    float *c;
+    int m, n, k;
+} sgemm_ctx_t;
+
+/* Each thread its share of the output columns with single-threaded OpenBLAS: how the
+ * products of a prefill use it (MM_BLAS). */
+static void roof_sgemm_task(void *arg, int ith, int nth)
+{
+    sgemm_ctx_t *g = arg;
+    int c0 = g->n * ith / nth / 16 * 16, c1 = ith == nth - 1 ? g->n : g->n * (ith + 1) / nth / 16 * 16;
+    if (c1 > c0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->m, c1 - c0, g->k, 1.f, g->a, g->k,
+                    g->b + (size_t)c0 * g->k, g->k, 0.f, g->c + c0, g->n);
+}
+
+static double cpu_roof(fb_backend_t *be, int what, const void *buf, size_t bytes)
+{
+    fcpu_t *c = (fcpu_t *)be;
+    if (what == FB_ROOF_READ) {
+        if (!buf || bytes < 256 * (size_t)c->n_threads || ((uintptr_t)buf & 63))
+            return -EINVAL;
+        static const struct { int mode; bool chunked; } loops[] = {
+            {0, false}, {1, false}, {2, false}, {0, true}};
+        double best = 0;
+        for (size_t i = 0; i < FD_ARRAY_LEN(loops); i++) {
+            roof_ctx_t r = {.k = c->k, .p = buf, .n = bytes & ~(size_t)255,
+                            .mode = loops[i].mode, .chunked = loops[i].chunked};
+            double t0 = fd_now_s();
+            fcpu_pool_run(c->pool, c->n_threads, roof_read_task, &r);
+            double dt = fd_now_s() - t0;
+            best = FD_MAX(best, (double)r.n / dt * 1e-9);
+        }
+        return best;
+    }
+    if (what != FB_ROOF_SGEMM)
+        return -EINVAL;
+    sgemm_ctx_t g = {.m = 512, .n = 2048, .k = 2048};
+    float *a = malloc(sizeof(float) * (size_t)g.m * g.k), *b = malloc(sizeof(float) * (size_t)g.n * g.k);
+    float *y = malloc(sizeof(float) * (size_t)g.m * g.n);
+    double rate = -ENOMEM;
+    if (a && b && y) {
+        for (size_t i = 0; i < (size_t)g.m * g.k; i++)
+            a[i] = (float)((i * 7919) % 1000) * 1e-3f;
+        for (size_t i = 0; i < (size_t)g.n * g.k; i++)
+            b[i] = (float)((i * 104729) % 1000) * 1e-3f;
+        memset(y, 0, sizeof(float) * (size_t)g.m * g.n);
+        g.a = a;
+        g.b = b;
+        g.c = y;
+        double t0 = fd_now_s();
+        fcpu_pool_run(c->pool, c->n_threads, roof_sgemm_task, &g);
+        rate = 2.0 * g.m * g.n * g.k / (fd_now_s() - t0) * 1e-9;
+    }
+    free(a);
+    free(b);
+    free(y);
+    return rate;
+}
+
 /* ---- object --------------------------------------------------------------------------- */
 
 static void cpu_describe(fb_backend_t *be, char *buf, size_t len)
 {
     const fcpu_t *c = (const fcpu_t *)be;
-    snprintf(buf, len, "cpu: %d threads, %s kernels%s, deferred norm: %s, sgemm from %lld rows",
+    snprintf(buf, len, "cpu: %d threads, %s kernels%s, deferred norm: %s, sgemm from %lld rows, "
+             "decode streams %d",
              c->n_threads, c->ref ? "reference" : c->k->name,
              c->k->isa == FCPU_ISA_AVX512 ? " (VNNI)" : "",
              c->defer_mode == DEFER_ONE ? "one thread reduces" : "every thread reduces",
-             (long long)c->blas_rows);
+             (long long)c->blas_rows, c->streams);
+}
+
+static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t errlen);
+
+/* Between ops on the driving thread, like every op: benchmarks compare variants on the same
+ * prepared weights. */
+static int cpu_set_option(fb_backend_t *be, const char *kv)
+{
+    const char *opts[2] = {kv, NULL};
+    char err[1];
+    return parse_options((fcpu_t *)be, opts, err, sizeof(err));
 }
 
 static void cpu_destroy(fb_backend_t *be)
@@ -931,6 +1095,9 @@ static const fb_ops_t cpu_ops = {
     .copy2d = cpu_copy2d,
     .mark = NULL,
     .describe = cpu_describe,
+    .set_option = cpu_set_option,
+    .host_weights = true,
+    .roof = cpu_roof,
 };
 
 static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t errlen)
@@ -958,11 +1125,16 @@ static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t er
             continue;
         } else if (kl == 8 && !strncmp(o, "dot4_max", 8) && *v && (c->dot4_max = strtoll(v, &end, 10)) >= 0 && !*end) {
             continue;
+        } else if (kl == 7 && !strncmp(o, "streams", 7) && (!strcmp(v, "1") || !strcmp(v, "4") || !strcmp(v, "8"))) {
+            c->streams = v[0] - '0';
+        } else if (kl == 4 && !strncmp(o, "dot8", 4) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
+            c->dot8 = v[0] == '1';
         } else if (kl == 3 && !strncmp(o, "ref", 3) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
             c->ref = v[0] == '1';
         } else {
             snprintf(err, errlen, "cpu backend: bad option \"%s\" (isa=scalar|avx2|avx512, "
-                     "defer=each|one, blas_rows=N, qblas_rows=N, dot4_max=BYTES, ref=0|1)", o);
+                     "defer=each|one, blas_rows=N, qblas_rows=N, dot4_max=BYTES, streams=1|4|8, "
+                     "dot8=0|1, ref=0|1)", o);
             return FD_ECONFIG;
         }
     }
@@ -996,6 +1168,8 @@ int fb_cpu_create(const fb_config_t *cfg, fb_backend_t **out, char *err, size_t 
     c->blas_rows = 48; /* crossover measured between 32 and 64 rows (BENCHMARKS.md) */
     c->qblas_rows = 0;
     c->dot4_max = DOT4_MAX;
+    c->streams = 4;
+    c->dot8 = true;
     int rc = parse_options(c, cfg ? cfg->options : NULL, err, errlen);
     if (rc)
         goto fail_options;

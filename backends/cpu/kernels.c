@@ -10,8 +10,8 @@ size_t fcpu_xrow_bytes(int xform, int64_t n)
 {
     size_t b;
     switch (xform) {
-    case FCPU_XQ32: case FCPU_XQ32I: b = (size_t)n + 8 * (size_t)(n / 32); break;
-    case FCPU_XQK: b = (size_t)n + 4 * (size_t)(n / 256) + 2 * (size_t)(n / 16); break;
+    case FCPU_XQ32: case FCPU_XQ32I: case FCPU_XQ32T: b = (size_t)n + 8 * (size_t)(n / 32); break;
+    case FCPU_XQK: case FCPU_XQKT: b = (size_t)n + 4 * (size_t)(n / 256) + 2 * (size_t)(n / 16); break;
     default: b = 4 * (size_t)n; break;
     }
     return (b + 63) & ~(size_t)63;

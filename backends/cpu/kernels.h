@@ -14,6 +14,13 @@
  *   XQ32I XQ32 with the codes of each pair of blocks (2p, 2p+1) interleaved by halves:
  *         [2p: 0..15][2p+1: 0..15][2p: 16..31][2p+1: 16..31] (a last odd block stays as is),
  *         so that two Q4_0 blocks' low nibbles meet their 32 activations in one vector.
+ *   XQ32T XQ32 with each full group of 8 blocks (256 codes) stored as an 8 x 8 matrix of
+ *         4-byte words, transposed: word i of block m of the group at byte 32 i + 4 m of
+ *         the group (fcpu_xq32t_at); the blocks after the last full group stay as they are.
+ *         One 32-byte vector then holds word i of 8 blocks, so a dot product instruction
+ *         adds into 8 lanes that each belong to one block (batches, dot8).
+ *   XQKT  XQK with each super-block's 256 codes in XQ32T's group order (its 8 sub-blocks of
+ *         32 as the 8 blocks), for the K-quants' dot8.
  * A dot kernel multiplies one weight row with nr <= FCPU_NR activation rows.  Pure
  * functions; any thread. */
 #ifndef FD_CPU_KERNELS_H
@@ -24,14 +31,17 @@
 
 #include "common/ggtypes.h"
 
-#define FCPU_NR 4 /* activation rows one dot call handles */
+#define FCPU_NR 4  /* activation rows one dot call handles */
+#define FCPU_NR8 8 /* activation rows one dot8 call handles */
 
 enum fcpu_isa { FCPU_ISA_SCALAR = 0, FCPU_ISA_AVX2 = 1, FCPU_ISA_AVX512 = 2, FCPU_ISA_COUNT };
-enum fcpu_xform { FCPU_XF32 = 0, FCPU_XQ32 = 1, FCPU_XQK = 2, FCPU_XQ32I = 3 };
+enum fcpu_xform {
+    FCPU_XF32 = 0, FCPU_XQ32 = 1, FCPU_XQK = 2, FCPU_XQ32I = 3, FCPU_XQ32T = 4, FCPU_XQKT = 5
+};
 
 /* Bytes of one prepared activation row of n elements (a multiple of 64, so rows stay
- * aligned).  XQ32 row: int8 qs[n] | float d[n/32] | int32 sum[n/32].  XQK row: int8 qs[n] |
- * float d[n/256] | int16 bsum[n/16].  n must be a multiple of the block. */
+ * aligned).  XQ32 (XQ32I, XQ32T) row: int8 qs[n] | float d[n/32] | int32 sum[n/32].  XQK row: int8 qs[n] |
+ * float d[n/256] | int16 bsum[n/16] (XQKT alike).  n must be a multiple of the block. */
 size_t fcpu_xrow_bytes(int xform, int64_t n);
 
 /* out[r] = sum_i W[i] * X_r[i] for r < nr; w is one row of its type, x the first prepared
@@ -46,6 +56,8 @@ typedef struct fcpu_kern {
     void (*quant_q32)(const float *x, int64_t n, void *dst);
     void (*quant_qk)(const float *x, int64_t n, void *dst);
     void (*quant_q32i)(const float *x, int64_t n, void *dst);
+    void (*quant_q32t)(const float *x, int64_t n, void *dst);
+    void (*quant_qkt)(const float *x, int64_t n, void *dst);
     /* per weight type: the dot kernel and the activation form it reads (NULL: the backend
      * dequantizes the weight row and uses dot[GG_F32]) */
     fcpu_dot_fn dot[GG_TYPE_COUNT];
@@ -57,6 +69,15 @@ typedef struct fcpu_kern {
      * W_j = w + j * ldw bytes and nr <= FCPU_NR F32 activation rows (NULL: use dot) */
     void (*dot2[GG_TYPE_COUNT])(int64_t n, const void *w, size_t ldw, const void *x, size_t ldx,
                                 int nr, float *out);
+    /* batches of the quantized types: out[r] = W . X_r for nr <= FCPU_NR8 activation rows
+     * in the form xform8 (XQ32T, XQKT); the work on a weight block (unpacking, transposing)
+     * is shared by the rows (NULL: use dot) */
+    fcpu_dot_fn dot8[GG_TYPE_COUNT];
+    int xform8[GG_TYPE_COUNT];
+    /* float weight types, batches: out[j * FCPU_NR8 + r] = W_j . X_r for the 2 weight rows
+     * W_j = w + j * ldw bytes and nr <= FCPU_NR8 F32 activation rows (NULL: use dot2) */
+    void (*dot2x8[GG_TYPE_COUNT])(int64_t n, const void *w, size_t ldw, const void *x,
+                                  size_t ldx, int nr, float *out);
     /* o[0..hd) = sum_t p[t] V[t * ldv + 0..hd) */
     void (*pv)(const float *p, const float *v, int64_t ldv, int64_t T, int hd, float *o);
     /* vector helpers */
@@ -73,6 +94,10 @@ typedef struct fcpu_kern {
     void (*mul_scale)(const float *x, const float *g, float s, float *y, int64_t n); /* y = x*s*g */
     void (*mul)(const float *x, const float *g, float *y, int64_t n);               /* y = x*g */
     void (*add)(float *y, const float *x, int64_t n);
+    /* benchmarks (the read-bandwidth roof): the sum of the n bytes at p (64-byte aligned, n
+     * a multiple of 256) as 64-bit words, read with the widest loads: mode 0 one stream,
+     * 1 four interleaved streams (the quarters of p), 2 one stream with software prefetch */
+    uint64_t (*read_sum)(const void *p, size_t n, int mode);
 } fcpu_kern_t;
 
 /* The table for isa, or NULL when this CPU (or build) lacks it. */
@@ -98,6 +123,13 @@ static inline const float *fcpu_xq32_d(const void *row, int64_t n)
 static inline const int32_t *fcpu_xq32_sum(const void *row, int64_t n)
 {
     return (const int32_t *)((const int8_t *)row + n + 4 * (n / 32));
+}
+/* Byte offset of code e (0..31) of block b in the qs of an XQ32T row of nb blocks. */
+static inline size_t fcpu_xq32t_at(int64_t b, int e, int64_t nb)
+{
+    if (b >= nb / 8 * 8)
+        return (size_t)(32 * b + e);
+    return (size_t)(256 * (b / 8) + 32 * (e / 4) + 4 * (b % 8) + e % 4);
 }
 static inline const float *fcpu_xqk_d(const void *row, int64_t n)
 {

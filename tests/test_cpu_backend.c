@@ -977,6 +977,54 @@ START_TEST(test_fast_rowops)
 }
 END_TEST
 
+/* ---- decode: one activation row ------------------------------------------------------- */
+
+/* One activation row against every weight type on every configuration: the four-row decode
+ * kernels (dot4: matrices up to dot4_max, rows adjacent; with dot4_max=0 and streams=4, rows
+ * a quarter-chunk apart, and the remainder rows one at a time), with in_scale and a deferred
+ * RMS norm, n_in with and without a tail of fewer than 8 blocks. */
+START_TEST(test_decode_rows)
+{
+    fb_backend_t *be = mk_cfg(_i);
+    if (!be)
+        return;
+    uint64_t s = 3100 + (uint64_t)_i;
+    for (size_t t = 0; t < FD_ARRAY_LEN(fast_types); t++) {
+        int type = fast_types[t], el = gg_block_elems(type);
+        for (int shape = 0; shape < 3; shape++) {
+            int64_t n_out = (int64_t[]){5, 13, 67}[shape];
+            int64_t n_in = el == 1 ? (int64_t[]){48, 1000, 2051}[shape]
+                                   : el * (int64_t[]){1, 13, 24}[shape];
+            fb_weight_t w = {.type = type, .n_in = n_in, .n_out = n_out,
+                             .src = mk_weight(&s, type, n_in, n_out)};
+            float *isc = shape == 1 ? rnd(&s, n_in, 2) : NULL;
+            w.in_scale = isc;
+            ck_assert_int_eq(fb_weight_prepare(be, &w), 0);
+            float *x = rnd(&s, n_in, 1), *y = malloc(sizeof(float) * (size_t)n_out);
+            float *ry = malloc(sizeof(float) * (size_t)n_out), sc = 0, scl = 0;
+            fb_defer_t d = {.kind = shape == 2 ? FB_NORM_RMS : FB_NORM_NONE, .eps = 1e-5f,
+                            .scale_out = &sc};
+            ck_assert_int_eq(fb_matmul(be, &w, x, 1, y, &d), 0);
+            ck_assert_int_eq(fcpu_ref_matmul(&w, x, 1, ry, &d), 0);
+            double ryd[67], bound[67];
+            for (int64_t i = 0; i < n_out; i++)
+                ryd[i] = ry[i];
+            if (d.kind != FB_NORM_NONE)
+                scl = (float)fcpu_ref_norm_scale(d.kind, x, n_in, 1e-5f);
+            fast_bounds(&w, x, 1, ryd, d.kind != FB_NORM_NONE ? &scl : NULL, bound);
+            for (int64_t i = 0; i < n_out; i++)
+                CHECKM(fabs((double)y[i] - ryd[i]) <= bound[i],
+                       "cfg %d %s n_in %lld n_out %lld i %lld: %.9g vs %.9g (bound %.3g)", _i,
+                       gg_type_name(type), (long long)n_in, (long long)n_out, (long long)i,
+                       (double)y[i], ryd[i], bound[i]);
+            fb_weight_release(be, &w);
+            free((void *)w.src); free(isc); free(x); free(y); free(ry);
+        }
+    }
+    fb_destroy(be);
+}
+END_TEST
+
 /* ---- the roof probes (fusion-bench) ----------------------------------------------------- */
 
 /* Every table's read loop, in every mode, sums the same 64-bit words as a plain loop (so
@@ -1151,6 +1199,7 @@ int main(void)
     tcase_add_test(tc, test_registry_and_stats);
     tcase_add_test(tc, test_pool);
     tcase_add_test(tc, test_roof);
+    tcase_add_loop_test(tc, test_decode_rows, 0, N_CFG);
     tcase_add_loop_test(tc, test_fast_matmul, 0, N_CFG);
     tcase_add_loop_test(tc, test_dot8_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_dot2x8_kernels, 0, FCPU_ISA_COUNT);

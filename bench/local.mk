@@ -25,6 +25,6 @@ EXTRA_DIST += bench/serve-bench
 # machine, test_cuda, the bandwidth probe, fusion-bench synth, the PyTorch reference).
 EXTRA_DIST += bench/cuda/cuda-all.sh bench/cuda/bwprobe.cu bench/cuda/torch_ref.py \
 	bench/cuda/compat-check/check.h bench/cuda/compat-blas/cblas.h \
-	bench/cuda/compat-blas/cblas_lite.c
+	bench/cuda/compat-blas/cblas_lite.c bench/cuda/kbench.cu
 # fusiond itself on the GPU machine (Debian packages unpacked into a private prefix).
 EXTRA_DIST += bench/cuda/fusiond-gpu.sh bench/cuda/fusiond-client.py

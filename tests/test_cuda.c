@@ -415,6 +415,12 @@ START_TEST(test_attention)
             att_case(be, cfg[k][0], cfg[k][1], cfg[k][2], seqs, 4, mode);
             att_case(be, cfg[k][0], cfg[k][1], cfg[k][2], seqs + 4, 1, mode);
         }
+    /* decode launches, one row per sequence (the decode kernel): contexts of 1 to 4097
+     * positions in one launch, one split or many */
+    static const att_seq_t dec[] = {{1, 0}, {1, 15}, {1, 16}, {1, 299}, {1, 511}, {1, 4096}};
+    for (size_t k = 0; k < FD_ARRAY_LEN(cfg); k++)
+        for (int mode = 0; mode < 3; mode++)
+            att_case(be, cfg[k][0], cfg[k][1], cfg[k][2], dec, 6, mode);
     /* more sequences than one launch carries */
     att_seq_t many[19];
     for (int s = 0; s < 19; s++)

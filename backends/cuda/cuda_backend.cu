@@ -69,6 +69,7 @@ extern "C" {
 #define STAGE_BYTES ((size_t)8 << 20)
 #define PIN_BYTES ((size_t)32 << 20)
 #define DEQ_ELEMS ((int64_t)32 << 20) /* fp16 elements of one dequantized Q8_0 tile */
+#define DH_PIECES 8                    /* device-to-host copies in flight (fb_to_host) */
 
 enum { OP_KERNEL, OP_COPY };
 enum { MODE_EAGER, MODE_BUILD, MODE_REPLAY };
@@ -138,8 +139,9 @@ typedef struct fcuda {
     cublasHandle_t blas;
     int err;                 /* sticky FD_EBACKEND after a context-poisoning error */
     /* options */
-    int gemm_rows, graph_layers;
-    bool graphs, timing, nonorm;
+    int gemm_rows, graph_layers, attn_splits;
+    bool graphs, timing, nonorm, pdl;
+    bool chain;              /* the stream's last op was a kernel launched by exec_eager */
     /* staging of host int arrays, and pinned bounce buffers for bulk copies */
     unsigned char *stage_h, *stage_d;
     size_t stage_off;
@@ -148,6 +150,7 @@ typedef struct fcuda {
     unsigned char *pin[2];
     cudaEvent_t pin_ev[2];
     int pin_next;
+    cudaEvent_t dh_ev[DH_PIECES];
     /* scratch (device), grown on demand */
     void *conv; size_t conv_n;
     void *deq; size_t deq_n;
@@ -238,6 +241,7 @@ static void time_begin(fcuda_t *c, int cls)
     if (!c->timing)
         return;
     c->tcls = cls;
+    c->chain = false;
     c->t0 = ev_get(c);
     if (c->t0)
         cudaEventRecord(c->t0, c->st);
@@ -301,13 +305,27 @@ static void rec_copy(op_rec_t *dst, const op_rec_t *src)
         memcpy(dst->blob, src->blob, src->len);
 }
 
+/* Programmatic dependent launch between consecutive kernels of ours: sm_90 and later, not
+ * while timing every op (its events sit between the kernels anyway). */
+static bool pdl_on(const fcuda_t *c) { return c->pdl && c->prop.major >= 9 && !c->timing; }
+
 static int exec_eager(fcuda_t *c, const op_rec_t *op)
 {
     if (op->kind == OP_COPY) {
+        c->chain = false;
         CK(cudaMemcpyAsync(op->dst, op->src, op->bytes, cudaMemcpyHostToDevice, c->st));
+    } else if (c->chain && pdl_on(c)) {
+        /* programmatic dependent launch behind the previous kernel (kernels: pdl_wait) */
+        void *args[1] = {(void *)op->blob};
+        cudaLaunchAttribute at[1];
+        at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[0].val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t cfg = {op->grid, op->block, op->smem, c->st, at, 1};
+        CK(cudaLaunchKernelExC(&cfg, op->func, args));
     } else {
         void *args[1] = {(void *)op->blob};
         CK(cudaLaunchKernel(op->func, op->grid, op->block, args, op->smem, c->st));
+        c->chain = true;
     }
     c->pending = true;
     return 0;
@@ -352,11 +370,23 @@ static int build_add(fcuda_t *c, graph_t *g, const op_rec_t *op)
         g->cap = cap;
     }
     op_rec_t *slot = &g->ops[g->n_ops];
-    cudaGraphNode_t prev = g->n_ops ? g->ops[g->n_ops - 1].node : NULL;
+    const op_rec_t *pr = g->n_ops ? &g->ops[g->n_ops - 1] : NULL;
+    cudaGraphNode_t prev = pr ? pr->node : NULL;
     size_t ndep = prev ? 1 : 0;
     if (op->kind == OP_COPY) {
         CK(cudaGraphAddMemcpyNode1D(&slot->node, g->g, prev ? &prev : NULL, ndep, op->dst, op->src,
                                     op->bytes, cudaMemcpyHostToDevice));
+    } else if (pr && pr->kind == OP_KERNEL && pdl_on(c)) {
+        /* a programmatic edge: this kernel may start once every block of the previous one has
+         * started (they call pdl_launch first); it waits for the results in pdl_wait */
+        void *args[1] = {(void *)op->blob};
+        cudaKernelNodeParams kp = {(void *)op->func, op->grid, op->block, op->smem, args, NULL};
+        CK(cudaGraphAddKernelNode(&slot->node, g->g, NULL, 0, &kp));
+        cudaGraphEdgeData ed;
+        memset(&ed, 0, sizeof(ed));
+        ed.from_port = cudaGraphKernelNodePortProgrammatic;
+        ed.type = cudaGraphDependencyTypeProgrammatic;
+        CK(cudaGraphAddDependencies(g->g, &prev, &slot->node, &ed, 1));
     } else {
         void *args[1] = {(void *)op->blob};
         cudaKernelNodeParams kp = {(void *)op->func, op->grid, op->block, op->smem, args, NULL};
@@ -372,7 +402,7 @@ static int build_add(fcuda_t *c, graph_t *g, const op_rec_t *op)
 static uint64_t seg_key(const fcuda_t *c)
 {
     return (uint64_t)c->step_rows | (uint64_t)c->seg << 20 | (uint64_t)(c->nonorm ? 1 : 0) << 40 |
-           (uint64_t)1 << 48;
+           (uint64_t)(pdl_on(c) ? 1 : 0) << 41 | (uint64_t)1 << 48;
 }
 
 /* A new, empty graph for the current segment (the least recently used one goes if full). */
@@ -518,6 +548,7 @@ static int flush(fcuda_t *c)
     }
     if (c->mode != MODE_EAGER && c->n_log > 0) {
         c->cur->used = ++c->stamp;
+        c->chain = false;
         cudaError_t e = cudaGraphLaunch(c->cur->exec, c->st);
         if (e != cudaSuccess)
             rc = cuda_fail(c, "cudaGraphLaunch", e, __LINE__);
@@ -586,6 +617,7 @@ static int upload_big(fcuda_t *c, void *dst, const void *src, size_t bytes)
         c->pin_next ^= 1;
         CK(cudaEventSynchronize(c->pin_ev[k]));
         memcpy(c->pin[k], (const unsigned char *)src + off, n);
+        c->chain = false;
         CK(cudaMemcpyAsync((unsigned char *)dst + off, c->pin[k], n, cudaMemcpyHostToDevice, c->st));
         CK(cudaEventRecord(c->pin_ev[k], c->st));
         c->pending = true;
@@ -612,16 +644,28 @@ static int cuda_to_host(fb_backend_t *be, void *dst, const void *src, size_t byt
     int rc = flush(c);
     if (rc || c->err)
         return rc ? rc : c->err;
+    /* in pieces with an event each, so the host copies a piece out of the pinned buffer while
+     * the next ones are still crossing the bus (the logits of every step come this way) */
     for (size_t off = 0; off < bytes;) {
-        size_t n = FD_MIN(PIN_BYTES, bytes - off);
+        const size_t n = FD_MIN(PIN_BYTES, bytes - off);
+        const size_t piece = FD_MAX((size_t)64 << 10, (n + DH_PIECES - 1) / DH_PIECES);
+        int k = 0;
         time_begin(c, FB_OP_OTHER);
-        CK(cudaMemcpyAsync(c->pin[0], (const unsigned char *)src + off, n, cudaMemcpyDeviceToHost,
-                           c->st));
+        c->chain = false;
+        for (size_t o = 0; o < n; o += piece, k++) {
+            CK(cudaMemcpyAsync(c->pin[0] + o, (const unsigned char *)src + off + o,
+                               FD_MIN(piece, n - o), cudaMemcpyDeviceToHost, c->st));
+            CK(cudaEventRecord(c->dh_ev[k], c->st));
+        }
         time_end(c);
-        CK(cudaStreamSynchronize(c->st));
-        memcpy((unsigned char *)dst + off, c->pin[0], n);
+        k = 0;
+        for (size_t o = 0; o < n; o += piece, k++) {
+            CK(cudaEventSynchronize(c->dh_ev[k]));
+            memcpy((unsigned char *)dst + off + o, c->pin[0] + o, FD_MIN(piece, n - o));
+        }
         off += n;
     }
+    CK(cudaStreamSynchronize(c->st));
     c->pending = false;
     return 0;
 }
@@ -652,8 +696,10 @@ static int scratch(fcuda_t *c, void **p, size_t *have, size_t bytes, bool zero)
     *p = NULL;
     *have = 0;
     CK(cudaMalloc(p, n));
-    if (zero)
+    if (zero) {
+        c->chain = false;
         CK(cudaMemsetAsync(*p, 0, n, c->st));
+    }
     *have = n;
     return 0;
 }
@@ -1013,7 +1059,7 @@ static int mm_gemv(fcuda_t *c, const fb_weight_t *w, const fcuda_weight_t *cw, c
         }
         const bool vec = n_in % 8 == 0 && aligned16(p.x);
         int rpb, threads;
-        const void *f = fcu_k_gemv(d->wtype, R, vec, &rpb, &threads);
+        const void *f = fcu_k_gemv(d->wtype, R, vec, n_in, &rpb, &threads);
         dim3 grid((unsigned)((n_out + rpb - 1) / rpb)), block(threads);
         if (vec && n_rows == R && !c->timing) { /* a following add or SiLU may join it */
             c->pend = (pend_t){PEND_GEMV, f, grid, block, d->wtype, {p}};
@@ -1079,6 +1125,7 @@ static int mm_blas(fcuda_t *c, const fb_weight_t *w, const fcuda_weight_t *cw, c
                 return rc;
             a = c->deq;
         }
+        c->chain = false;
         CKB(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, (int)n_rows, n_in, &alpha, a, dt,
                          n_in, xin, dt, n_in, &beta, y + o0, CUDA_R_32F, n_out,
                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
@@ -1273,6 +1320,44 @@ static int check_attn(const fb_attn_t *a)
     return 0;
 }
 
+/* The decode kernel (one query row per sequence, fused modes): splits of the context so that
+ * the grid has about four blocks per SM with at least 32 positions each, more when a split
+ * would hold over 256 positions, at most attn_splits (the best of those measured on the
+ * H100, bench/cuda/kbench.cu); a lane group of lg lanes per position (head_dim / 4 pieces of
+ * 16 bytes, nv per lane).  1: not for this kernel (a split would hold over 256 positions: the
+ * general kernel streams very long contexts better). */
+static int attn_dec(fcuda_t *c, fcu_att_p *p, int rows, int t_max)
+{
+    const int nc = p->head_dim / 4, nv = nc <= 32 ? 1 : 2;
+    int lg = 1;
+    while (lg < 32 && lg * nv < nc)
+        lg *= 2;
+    const int64_t per_split = (int64_t)p->n_head_kv * rows;
+    int64_t want = (4 * (int64_t)c->prop.multiProcessorCount + per_split - 1) / per_split;
+    want = FD_MIN(want, (int64_t)(t_max + 31) / 32);
+    want = FD_MAX(want, (int64_t)(t_max + 255) / 256);
+    want = FD_MAX((int64_t)1, FD_MIN(want, (int64_t)c->attn_splits));
+    const int chunk = (int)((t_max + want - 1) / want);
+    if (chunk > 256)
+        return 1;
+    p->lg = lg;
+    p->chunk = chunk;
+    p->max_split = (t_max + p->chunk - 1) / p->chunk;
+    int rc;
+    if (p->max_split > 1) {
+        if ((rc = scratch(c, (void **)&c->part, &c->part_n,
+                          (size_t)rows * p->n_head * p->max_split * (p->head_dim + 4) * sizeof(float),
+                          false)) ||
+            (rc = scratch(c, (void **)&c->cnt, &c->cnt_n,
+                          (size_t)rows * p->n_head_kv * sizeof(int), true)))
+            return rc;
+    }
+    p->part = c->part;
+    p->counter = c->cnt;
+    dim3 grid((unsigned)p->n_head_kv, (unsigned)rows, (unsigned)p->max_split);
+    return launch(c, fcu_k_attention_dec(nv, p->n_head / p->n_head_kv), grid, dim3(128), *p);
+}
+
 /* Sequences [s0, s1) sharing head counts and mode: one launch (REF: three). */
 static int attn_launch(fcuda_t *c, const fb_attn_t *a, int s0, int s1)
 {
@@ -1296,6 +1381,7 @@ static int attn_launch(fcuda_t *c, const fb_attn_t *a, int s0, int s1)
             return rc;
         for (int i = 0; i < a[s].n_q; i++)
             t_max = FD_MAX(t_max, a[s].pos[i] + 1);
+        q->T = a[s].n_q == 1 ? a[s].pos[0] + 1 : 0;
         rows += a[s].n_q;
         groups += (a[s].n_q + FCU_ATT_QB - 1) / FCU_ATT_QB;
     }
@@ -1308,6 +1394,13 @@ static int attn_launch(fcuda_t *c, const fb_attn_t *a, int s0, int s1)
     p.mode = a0->mode;
     p.scale = a0->scale;
     p.t_max = t_max;
+    if (p.mode != FB_SOFTMAX_REF && rows == s1 - s0 && p.head_dim % 4 == 0) {
+        bool ok = true;
+        for (int s = s0; s < s1; s++)
+            ok &= a[s].ldkv % 4 == 0 && aligned16(a[s].k) && aligned16(a[s].v) && aligned16(a[s].q);
+        if (ok && (rc = attn_dec(c, &p, rows, t_max)) <= 0)
+            return rc;
+    }
     /* splits of the context: smaller ones while the grid would leave SMs idle */
     int chunk = 128;
     while (chunk > 32 && (int64_t)p.n_head_kv * groups * ((t_max + chunk - 1) / chunk) <
@@ -1383,7 +1476,7 @@ static int cuda_silu_mul(fb_backend_t *be, const float *gate, const float *up, i
         int rpb, threads;
         g->glu_out = out;
         g->glu_n = (int)n;
-        c->pend.func = fcu_k_gemv_glu(c->pend.wtype, (int)n_rows, &rpb, &threads);
+        c->pend.func = fcu_k_gemv_glu(c->pend.wtype, (int)n_rows, g->n_in, &rpb, &threads);
         c->pend.grid = dim3((unsigned)((n + rpb - 1) / rpb));
         c->pend.block = dim3(threads);
         return pend_flush(c);
@@ -1583,9 +1676,15 @@ static int parse_option(fcuda_t *c, const char *o, char *err, size_t errlen)
         c->timing = n;
     } else if (kl == 6 && !strncmp(o, "nonorm", kl) && b01) {
         c->nonorm = n;
+    } else if (kl == 3 && !strncmp(o, "pdl", kl) && b01) {
+        c->pdl = n;
+    } else if (kl == 11 && !strncmp(o, "attn_splits", kl) && num && n >= 1 &&
+               n <= FCU_ATTD_MAX_SPLIT) {
+        c->attn_splits = (int)n;
     } else {
         snprintf(err, errlen, "cuda backend: bad option \"%s\" (gemm_rows=N, graphs=0|1, "
-                 "graph_layers=N, timing=0|1, nonorm=0|1)", o);
+                 "graph_layers=N, timing=0|1, nonorm=0|1, pdl=0|1, attn_splits=1..%d)", o,
+                 FCU_ATTD_MAX_SPLIT);
         return FD_ECONFIG;
     }
     return 0;
@@ -1638,6 +1737,9 @@ static void cuda_destroy(fb_backend_t *be)
         if (c->pin_ev[k])
             cudaEventDestroy(c->pin_ev[k]);
     }
+    for (int k = 0; k < DH_PIECES; k++)
+        if (c->dh_ev[k])
+            cudaEventDestroy(c->dh_ev[k]);
     for (int i = 0; i < c->n_ev; i++)
         cudaEventDestroy(c->evpool[i]);
     free(c->evpool);
@@ -1713,6 +1815,8 @@ extern "C" int fb_cuda_create(const fb_config_t *cfg, fb_backend_t **out, char *
     c->gemm_rows = 9;
     c->graphs = true;
     c->graph_layers = 2;
+    c->pdl = false; /* measured: no gain in whole decode steps, a loss at 8 rows (docs/gpu.md) */
+    c->attn_splits = 32;
     for (const char *const *o = cfg ? cfg->options : NULL; o && *o; o++)
         if ((rc = parse_option(c, *o, err, errlen)))
             goto fail;
@@ -1725,6 +1829,8 @@ extern "C" int fb_cuda_create(const fb_config_t *cfg, fb_backend_t **out, char *
         CKC(cudaHostAlloc((void **)&c->pin[k], PIN_BYTES, cudaHostAllocDefault));
         CKC(cudaEventCreateWithFlags(&c->pin_ev[k], cudaEventDisableTiming));
     }
+    for (int k = 0; k < DH_PIECES; k++)
+        CKC(cudaEventCreateWithFlags(&c->dh_ev[k], cudaEventDisableTiming));
     {
         cublasStatus_t s = cublasCreate(&c->blas);
         if (s == CUBLAS_STATUS_SUCCESS)

@@ -26,6 +26,26 @@ extern "C" {
 
 /* ---- helpers -------------------------------------------------------------------------- */
 
+/* Programmatic dependent launch (sm_90; no-ops below, and when a kernel was not launched
+ * that way).  Every kernel lets the next one be scheduled as soon as all of its own blocks
+ * have started (pdl_launch), and waits for the previous kernel to finish and its writes to
+ * be visible (pdl_wait) before it reads or writes anything another kernel touches: so the
+ * next kernel's launch and prologue (the GEMV's first weight loads) overlap this one's tail.
+ * The wait is transitive: a kernel that has passed it knows every earlier kernel is done. */
+__device__ __forceinline__ void pdl_launch(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_wait(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ float warp_sum(float v)
 {
 #pragma unroll
@@ -223,7 +243,19 @@ __device__ __forceinline__ void gemv_pair(const fcu_gemv_p &p, int o, int r, flo
  * chunk of the row (values it loads anyway), and the block adds the WPB parts; so every
  * warp stays to the end, with or without weight rows of its own.  in_scale multiplies the
  * activations (R <= OR) or, cheaper when there are more activation rows, the weights. */
-template <int T, int R, int OR, int U, int WPB, bool GLU>
+template <int T, int U, int OR>
+__device__ __forceinline__ void gemv_load(typename WT<T>::raw (&wr)[U][OR], const fcu_gemv_p &p,
+                                          const int64_t (&row)[OR], int j)
+{
+#pragma unroll
+    for (int u = 0; u < U; u++)
+#pragma unroll
+        for (int k = 0; k < OR; k++)
+            if (j + u * 256 < p.n_in)
+                WT<T>::load(wr[u][k], p, row[k], j + u * 256);
+}
+
+template <int T, int R, int OR, int U, int WPB, bool GLU, bool PIPE>
 __global__ void __launch_bounds__(WPB * 32) k_gemv(const fcu_gemv_p p)
 {
     __shared__ float ssh[WPB][R];
@@ -249,15 +281,18 @@ __global__ void __launch_bounds__(WPB * 32) k_gemv(const fcu_gemv_p p)
         for (int k = 0; k < OR; k++)
             acc[k][r] = 0.f;
     }
+    /* the first weight loads go out before the wait: weights are no other kernel's output */
+    typename WT<T>::raw wr[U][OR], wn[U][OR];
+    pdl_launch();
+    if (active)
+        gemv_load<T, U, OR>(wr, p, row, lane * 8);
+    pdl_wait();
     for (int j = lane * 8; j < n_in; j += 256 * U) {
-        typename WT<T>::raw wr[U][OR];
-        if (active) {
-#pragma unroll
-            for (int u = 0; u < U; u++)
-#pragma unroll
-                for (int k = 0; k < OR; k++)
-                    if (j + u * 256 < n_in)
-                        WT<T>::load(wr[u][k], p, row[k], j + u * 256);
+        if (PIPE) { /* the next chunks' loads in flight while this one is consumed */
+            if (active && j + 256 * U < n_in)
+                gemv_load<T, U, OR>(wn, p, row, j + 256 * U);
+        } else if (active && j != lane * 8) {
+            gemv_load<T, U, OR>(wr, p, row, j);
         }
 #pragma unroll
         for (int u = 0; u < U; u++) {
@@ -316,6 +351,13 @@ __global__ void __launch_bounds__(WPB * 32) k_gemv(const fcu_gemv_p p)
                         acc[k][r] = fmaf(wf[e], xv[r][e], acc[k][r]);
             }
         }
+        if (PIPE) {
+#pragma unroll
+            for (int u = 0; u < U; u++)
+#pragma unroll
+                for (int k = 0; k < OR; k++)
+                    wr[u][k] = wn[u][k];
+        }
     }
     if (rms) {
 #pragma unroll
@@ -373,6 +415,8 @@ __global__ void __launch_bounds__(WPB * 32) k_gemv(const fcu_gemv_p p)
 template <int T>
 __global__ void __launch_bounds__(128) k_gemv_scalar(const fcu_gemv_p p)
 {
+    pdl_launch();
+    pdl_wait();
     const int lane = threadIdx.x & 31;
     const int o = blockIdx.x * 4 + (threadIdx.x >> 5);
     if (o >= p.n_out)
@@ -405,9 +449,12 @@ __global__ void __launch_bounds__(128) k_gemv_scalar(const fcu_gemv_p p)
 }
 
 /* R activation rows: OR weight rows per warp (register reuse of x), U chunks in flight, WPB
- * warps per block.  Fewer rows per block for larger R keeps enough blocks per SM. */
-#define GEMV_CFG(T, R) k_gemv<T, R, ((R) <= 2 ? 2 : 4), ((R) <= 2 ? 4 : 2), ((R) <= 2 ? 4 : 2), false>
-#define GLU_CFG(T, R) k_gemv<T, R, 4, ((R) <= 2 ? 4 : 2), 2, true>
+ * warps per block.  Fewer rows per block for larger R keeps enough blocks per SM.  One row
+ * (decode), as measured on the H100 (bench/cuda/kbench.cu): rows of up to 2048 inputs are
+ * read whole in one batch of loads (U = 8), longer ones in pipelined batches of two chunks;
+ * the GLU form pipelines batches of two chunks up to 2048 inputs. */
+#define GEMV_CFG(T, R) k_gemv<T, R, ((R) <= 2 ? 2 : 4), ((R) <= 2 ? 4 : 2), ((R) <= 2 ? 4 : 2), false, false>
+#define GLU_CFG(T, R) k_gemv<T, R, 4, ((R) <= 2 ? 4 : 2), 2, true, false>
 #define GEMV_ROWS(T)                                                                           \
     {(const void *)GEMV_CFG(T, 1), (const void *)GEMV_CFG(T, 2), (const void *)GEMV_CFG(T, 3),  \
      (const void *)GEMV_CFG(T, 4), (const void *)GEMV_CFG(T, 5), (const void *)GEMV_CFG(T, 6),  \
@@ -418,21 +465,29 @@ __global__ void __launch_bounds__(128) k_gemv_scalar(const fcu_gemv_p p)
      (const void *)GLU_CFG(T, 4), (const void *)GLU_CFG(T, 5), (const void *)GLU_CFG(T, 6),    \
      (const void *)GLU_CFG(T, 7), (const void *)GLU_CFG(T, 8)}
 
-const void *fcu_k_gemv_glu(int wtype, int rows, int *rows_per_block, int *threads)
+#define ONE_ROW(T, OR, U, WPB, GLU, PIPE) (const void *)k_gemv<T, 1, OR, U, WPB, GLU, PIPE>
+#define ONE_ROW_ALL(OR, U, WPB, GLU, PIPE)                                                       \
+    {ONE_ROW(FCU_W_F32, OR, U, WPB, GLU, PIPE), ONE_ROW(FCU_W_F16, OR, U, WPB, GLU, PIPE),     \
+     ONE_ROW(FCU_W_BF16, OR, U, WPB, GLU, PIPE), ONE_ROW(FCU_W_Q8, OR, U, WPB, GLU, PIPE)}
+
+const void *fcu_k_gemv_glu(int wtype, int rows, int n_in, int *rows_per_block, int *threads)
 {
     static const void *const tab[FCU_W_COUNT][FCU_GEMV_MAX_ROWS] = {
         GLU_ROWS(FCU_W_F32), GLU_ROWS(FCU_W_F16), GLU_ROWS(FCU_W_BF16), GLU_ROWS(FCU_W_Q8)};
+    static const void *const short1[FCU_W_COUNT] = ONE_ROW_ALL(4, 2, 2, true, true);
     if (wtype < 0 || wtype >= FCU_W_COUNT || rows < 1 || rows > FCU_GEMV_MAX_ROWS)
         return NULL;
     *rows_per_block = 2 * 2; /* gate rows per block: 2 warps of 2 */
     *threads = 64;
-    return tab[wtype][rows - 1];
+    return rows == 1 && n_in <= 2048 ? short1[wtype] : tab[wtype][rows - 1];
 }
 
-const void *fcu_k_gemv(int wtype, int rows, int vec, int *rows_per_block, int *threads)
+const void *fcu_k_gemv(int wtype, int rows, int vec, int n_in, int *rows_per_block, int *threads)
 {
     static const void *const tab[FCU_W_COUNT][FCU_GEMV_MAX_ROWS] = {
         GEMV_ROWS(FCU_W_F32), GEMV_ROWS(FCU_W_F16), GEMV_ROWS(FCU_W_BF16), GEMV_ROWS(FCU_W_Q8)};
+    static const void *const short1[FCU_W_COUNT] = ONE_ROW_ALL(2, 8, 4, false, false);
+    static const void *const long1[FCU_W_COUNT] = ONE_ROW_ALL(2, 2, 4, false, true);
     static const void *const scalar[FCU_W_COUNT] = {
         (const void *)k_gemv_scalar<FCU_W_F32>, (const void *)k_gemv_scalar<FCU_W_F16>,
         (const void *)k_gemv_scalar<FCU_W_BF16>, (const void *)k_gemv_scalar<FCU_W_Q8>};
@@ -444,8 +499,10 @@ const void *fcu_k_gemv(int wtype, int rows, int vec, int *rows_per_block, int *t
         return scalar[wtype];
     }
     int orows = rows <= 2 ? 2 : 4, wpb = rows <= 2 ? 4 : 2;
-    *rows_per_block = orows * wpb;
+    *rows_per_block = orows * wpb; /* the one-row variants too: 4 warps of 2 rows */
     *threads = 32 * wpb;
+    if (rows == 1)
+        return n_in <= 2048 ? short1[wtype] : long1[wtype];
     return tab[wtype][rows - 1];
 }
 
@@ -453,6 +510,8 @@ const void *fcu_k_gemv(int wtype, int rows, int vec, int *rows_per_block, int *t
 
 __global__ void __launch_bounds__(256) k_prep(const fcu_prep_p p)
 {
+    pdl_launch();
+    pdl_wait();
     __shared__ float sh[32];
     const int n = p.n;
     const float *x = p.x + (int64_t)blockIdx.x * n;
@@ -495,6 +554,8 @@ const void *fcu_k_prep(void) { return (const void *)k_prep; }
 
 __global__ void k_deq_q8(const fcu_deq_p p)
 {
+    pdl_launch();
+    pdl_wait();
     const int64_t n = (int64_t)p.rows * p.n_in;
     const int nb = p.n_in / 32;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
@@ -510,6 +571,8 @@ const void *fcu_k_deq_q8(void) { return (const void *)k_deq_q8; }
 
 __global__ void k_bias_rows(const fcu_rows_p p)
 {
+    pdl_launch();
+    pdl_wait();
     const int64_t n = (int64_t)p.rows * p.n;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
@@ -522,6 +585,8 @@ const void *fcu_k_bias_rows(void) { return (const void *)k_bias_rows; }
 
 __global__ void __launch_bounds__(256) k_rmsnorm(const fcu_norm_p p)
 {
+    pdl_launch();
+    pdl_wait();
     __shared__ float sh[32];
     const int n = p.n;
     const float *x = p.x + (int64_t)blockIdx.x * n;
@@ -538,6 +603,8 @@ const void *fcu_k_rmsnorm(void) { return (const void *)k_rmsnorm; }
 
 __global__ void __launch_bounds__(256) k_layernorm(const fcu_norm_p p)
 {
+    pdl_launch();
+    pdl_wait();
     __shared__ float sh[32];
     const int n = p.n;
     const float *x = p.x + (int64_t)blockIdx.x * n;
@@ -560,6 +627,8 @@ const void *fcu_k_layernorm(void) { return (const void *)k_layernorm; }
 
 __global__ void k_rope(const fcu_rope_p p)
 {
+    pdl_launch();
+    pdl_wait();
     const int half = p.n_rot / 2;
     const int64_t total1 = (int64_t)p.rows * p.n_heads * half;
     const int64_t total = total1 + (int64_t)p.rows * p.n_heads2 * half;
@@ -592,6 +661,8 @@ const void *fcu_k_rope(void) { return (const void *)k_rope; }
 
 __global__ void k_add(const fcu_ew_p p)
 {
+    pdl_launch();
+    pdl_wait();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < p.n;
          i += (int64_t)gridDim.x * blockDim.x)
         p.y[i] += p.a[i];
@@ -599,6 +670,8 @@ __global__ void k_add(const fcu_ew_p p)
 
 __global__ void k_add4(const fcu_ew_p p)
 {
+    pdl_launch();
+    pdl_wait();
     float4 *y = reinterpret_cast<float4 *>(p.y);
     const float4 *a = reinterpret_cast<const float4 *>(p.a);
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < p.n / 4;
@@ -614,6 +687,8 @@ const void *fcu_k_add(int vec4) { return vec4 ? (const void *)k_add4 : (const vo
 /* y[r][i] = silu(a[r][i]) * b[r][i]; a and b rows have stride ld_a, y rows n. */
 __global__ void k_silu_mul(const fcu_ew_p p)
 {
+    pdl_launch();
+    pdl_wait();
     const int64_t total = p.rows * p.n;
     for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
          idx += (int64_t)gridDim.x * blockDim.x) {
@@ -628,6 +703,8 @@ const void *fcu_k_silu_mul(void) { return (const void *)k_silu_mul; }
 /* grid: x covers n, y = rows, z = which copy */
 __global__ void k_copy2d(const fcu_copy_p p)
 {
+    pdl_launch();
+    pdl_wait();
     const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     const int z = blockIdx.z;
     if (i < p.n && (int)blockIdx.y < p.rows[z])
@@ -639,6 +716,8 @@ const void *fcu_k_copy2d(void) { return (const void *)k_copy2d; }
 template <int T>
 __global__ void k_get_rows(const fcu_getrows_p p)
 {
+    pdl_launch();
+    pdl_wait();
     const int64_t row = p.ids[blockIdx.x];
     float *out = p.out + (int64_t)blockIdx.x * p.n_in;
     for (int j = threadIdx.x; j < p.n_in; j += blockDim.x)
@@ -671,6 +750,8 @@ __device__ __forceinline__ int att_seq_of_group(const fcu_att_p &p, int grp_inde
 template <int KIND>
 __global__ void __launch_bounds__(ATT_THREADS) k_att(const fcu_att_p p)
 {
+    pdl_launch();
+    pdl_wait();
     __shared__ __align__(16) float sq[FCU_ATT_MAX_GROUP * ATT_MAX_HD];
     __shared__ float sp[FCU_ATT_MAX_GROUP][ATT_MAX_CHUNK];
     __shared__ float so[FCU_ATT_MAX_GROUP * ATT_MAX_HD];
@@ -875,9 +956,286 @@ __global__ void __launch_bounds__(ATT_THREADS) k_att(const fcu_att_p p)
     }
 }
 
+/* Decode attention, fused modes, every sequence of the launch one query row.  Grid: x = KV
+ * head, y = sequence, z = split of `chunk` cached positions.  A lane group of p.lg lanes takes
+ * one position at a time, each lane NV 16-byte pieces of its K and V rows (coalesced), and
+ * keeps the group's own softmax state (m, l, o) for each of the G >= grp query heads of the KV
+ * head.  A batch of P positions per group is loaded before any is used (K and V together),
+ * scored, and folded in with one rescale per batch; the group's P.V needs no shared memory.
+ * The groups' states are merged with the log-sum-exp rescale: lanes, then warps through
+ * shared memory, then splits by the block that arrives last.  SUMONLY keeps m = 0, so every
+ * rescale is 1.  The context length comes in the parameters (S.T), not through memory. */
+#define ATTD_P(NV) ((NV) == 1 ? 8 : 4)
+#define ATTD_NW (ATT_THREADS / 32)
+#define ATTD_MB 16 /* split partials a merging thread loads at once */
+
+/* exp(a - M), 0 for a state that saw no position (a = -inf) */
+__device__ __forceinline__ float att_w(float a, float M) { return a == -INFINITY ? 0.f : expf(a - M); }
+
+__device__ __forceinline__ void f4_fma(float4 &o, float a, const float4 &v, float b)
+{
+    o.x = fmaf(o.x, a, b * v.x);
+    o.y = fmaf(o.y, a, b * v.y);
+    o.z = fmaf(o.z, a, b * v.z);
+    o.w = fmaf(o.w, a, b * v.w);
+}
+
+template <int NV, int G>
+__global__ void __launch_bounds__(ATT_THREADS) k_att_dec(const fcu_att_p p)
+{
+    constexpr int P = ATTD_P(NV);
+    __shared__ __align__(16) float so[ATTD_NW][G * ATT_MAX_HD];
+    __shared__ float smw[ATTD_NW][G], slw[ATTD_NW][G];
+    __shared__ float sw[G][FCU_ATTD_MAX_SPLIT];
+    __shared__ int last;
+    pdl_launch();
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = blockIdx.x, c = blockIdx.z;
+    const fcu_att_seq &S = p.s[blockIdx.y];
+    const int grp = p.n_head / p.n_head_kv, hd = p.head_dim, nc = hd / 4;
+    const int lg = p.lg, gpw = 32 / lg, ng = ATTD_NW * gpw;
+    const int sub = lane & (lg - 1), gi = lane / lg;
+    const int T = S.T, t0 = c * p.chunk;
+    if (t0 >= T)
+        return;
+    const int t1 = min(T, t0 + p.chunk), nsplit = (T + p.chunk - 1) / p.chunk;
+    const bool maxsum = p.mode != FB_SOFTMAX_SUMONLY;
+    const float *kb = S.k + (int64_t)g * hd, *vb = S.v + (int64_t)g * hd;
+    const float *qb = S.q + (int64_t)g * grp * hd;
+    const float4 z4 = make_float4(0.f, 0.f, 0.f, 0.f);
+    pdl_wait();
+
+    float4 q[G][NV], o[G][NV];
+    float m[G], l[G];
+#pragma unroll
+    for (int h = 0; h < G; h++) {
+        m[h] = maxsum ? -INFINITY : 0.f;
+        l[h] = 0.f;
+#pragma unroll
+        for (int v = 0; v < NV; v++) {
+            const int ci = sub + v * lg;
+            q[h][v] = h < grp && ci < nc ? __ldg(reinterpret_cast<const float4 *>(qb + h * hd) + ci) : z4;
+            o[h][v] = z4;
+        }
+    }
+    for (int tw = t0 + warp * gpw; tw < t1; tw += ng * P) { /* warp-uniform bounds */
+        float4 kr[P][NV], vr[P][NV];
+#pragma unroll
+        for (int pp = 0; pp < P; pp++) {
+            const int t = tw + gi + pp * ng;
+#pragma unroll
+            for (int v = 0; v < NV; v++) {
+                const int ci = sub + v * lg;
+                const bool ok = t < t1 && ci < nc;
+                kr[pp][v] = ok ? __ldg(reinterpret_cast<const float4 *>(kb + (int64_t)t * S.ldkv) + ci) : z4;
+                vr[pp][v] = ok ? __ldg(reinterpret_cast<const float4 *>(vb + (int64_t)t * S.ldkv) + ci) : z4;
+            }
+        }
+        float sc[P][G];
+#pragma unroll
+        for (int pp = 0; pp < P; pp++)
+#pragma unroll
+            for (int h = 0; h < G; h++) {
+                float a = 0.f;
+#pragma unroll
+                for (int v = 0; v < NV; v++) {
+                    a = fmaf(q[h][v].x, kr[pp][v].x, a);
+                    a = fmaf(q[h][v].y, kr[pp][v].y, a);
+                    a = fmaf(q[h][v].z, kr[pp][v].z, a);
+                    a = fmaf(q[h][v].w, kr[pp][v].w, a);
+                }
+                sc[pp][h] = a;
+            }
+        for (int off = lg >> 1; off; off >>= 1)
+#pragma unroll
+            for (int pp = 0; pp < P; pp++)
+#pragma unroll
+                for (int h = 0; h < G; h++)
+                    sc[pp][h] += __shfl_xor_sync(0xffffffffu, sc[pp][h], off);
+        const int nv_pos = min(P, (t1 - tw - gi + ng - 1) / ng); /* valid positions, may be <= 0 */
+#pragma unroll
+        for (int h = 0; h < G; h++) {
+            if (h >= grp || nv_pos <= 0)
+                continue;
+            float mx = m[h];
+            if (maxsum) {
+#pragma unroll
+                for (int pp = 0; pp < P; pp++)
+                    if (pp < nv_pos)
+                        mx = fmaxf(mx, sc[pp][h] * p.scale);
+            }
+            /* one rescale per batch; m = -inf (nothing seen yet) gives 0 */
+            const float corr = maxsum ? att_w(m[h], mx) : 1.f;
+            float lh = l[h] * corr;
+#pragma unroll
+            for (int v = 0; v < NV; v++) {
+                o[h][v].x *= corr;
+                o[h][v].y *= corr;
+                o[h][v].z *= corr;
+                o[h][v].w *= corr;
+            }
+#pragma unroll
+            for (int pp = 0; pp < P; pp++) {
+                if (pp < nv_pos) {
+                    const float e = expf(sc[pp][h] * p.scale - mx);
+                    lh += e;
+#pragma unroll
+                    for (int v = 0; v < NV; v++)
+                        f4_fma(o[h][v], 1.f, vr[pp][v], e);
+                }
+            }
+            l[h] = lh;
+            m[h] = mx;
+        }
+    }
+    /* the groups of a warp, then the warps */
+    for (int off = lg; off < 32; off <<= 1) {
+#pragma unroll
+        for (int h = 0; h < G; h++) {
+            if (h >= grp)
+                continue;
+            const float mo = __shfl_xor_sync(0xffffffffu, m[h], off);
+            const float lo = __shfl_xor_sync(0xffffffffu, l[h], off);
+            const float M = fmaxf(m[h], mo), a = att_w(m[h], M), b = att_w(mo, M);
+            l[h] = l[h] * a + lo * b;
+            m[h] = M;
+#pragma unroll
+            for (int v = 0; v < NV; v++) {
+                float4 t = o[h][v];
+                t.x = t.x * a + __shfl_xor_sync(0xffffffffu, t.x, off) * b;
+                t.y = t.y * a + __shfl_xor_sync(0xffffffffu, t.y, off) * b;
+                t.z = t.z * a + __shfl_xor_sync(0xffffffffu, t.z, off) * b;
+                t.w = t.w * a + __shfl_xor_sync(0xffffffffu, t.w, off) * b;
+                o[h][v] = t;
+            }
+        }
+    }
+    if (gi == 0) {
+#pragma unroll
+        for (int h = 0; h < G; h++) {
+            if (h >= grp)
+                continue;
+            if (sub == 0) {
+                smw[warp][h] = m[h];
+                slw[warp][h] = l[h];
+            }
+#pragma unroll
+            for (int v = 0; v < NV; v++) {
+                const int ci = sub + v * lg;
+                if (ci < nc)
+                    *reinterpret_cast<float4 *>(&so[warp][h * hd + 4 * ci]) = o[h][v];
+            }
+        }
+    }
+    __syncthreads();
+    const int row = S.row0, st = hd + 4;
+    float *part = p.part + ((int64_t)row * p.n_head + g * grp) * p.max_split * st;
+    for (int idx = tid; idx < grp * nc; idx += ATT_THREADS) {
+        const int h = idx / nc, ci = idx % nc;
+        float M = smw[0][h];
+#pragma unroll
+        for (int w = 1; w < ATTD_NW; w++)
+            M = fmaxf(M, smw[w][h]);
+        float L = 0.f;
+        float4 O = z4;
+#pragma unroll
+        for (int w = 0; w < ATTD_NW; w++) {
+            const float a = att_w(smw[w][h], M);
+            L = fmaf(slw[w][h], a, L);
+            f4_fma(O, 1.f, *reinterpret_cast<const float4 *>(&so[w][h * hd + 4 * ci]), a);
+        }
+        if (nsplit == 1) {
+            float *out = S.out + (int64_t)(g * grp + h) * hd + 4 * ci;
+            out[0] = O.x / L;
+            out[1] = O.y / L;
+            out[2] = O.z / L;
+            out[3] = O.w / L;
+        } else {
+            float *pe = part + ((int64_t)h * p.max_split + c) * st;
+            if (ci == 0) {
+                pe[0] = M;
+                pe[1] = L;
+            }
+            *reinterpret_cast<float4 *>(pe + 4 + 4 * ci) = O;
+        }
+    }
+    if (nsplit == 1)
+        return;
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+        int *cnt = p.counter + (int64_t)row * p.n_head_kv + g;
+        const int prev = atomicAdd(cnt, 1);
+        last = prev == nsplit - 1;
+        if (last)
+            *cnt = 0; /* every split has arrived: ready for the next launch */
+    }
+    __syncthreads();
+    if (!last)
+        return;
+    __threadfence();
+    /* each split's weight exp(m_k - M) / L: a warp per head, lanes over the splits */
+    for (int h = warp; h < grp; h += ATTD_NW) {
+        const float *ph = part + (int64_t)h * p.max_split * st;
+        float mk[FCU_ATTD_MAX_SPLIT / 32], lk[FCU_ATTD_MAX_SPLIT / 32];
+        float M = -INFINITY;
+#pragma unroll
+        for (int u = 0; u < FCU_ATTD_MAX_SPLIT / 32; u++) {
+            const int k = lane + 32 * u;
+            mk[u] = k < nsplit ? __ldcg(ph + (int64_t)k * st) : -INFINITY;
+            lk[u] = k < nsplit ? __ldcg(ph + (int64_t)k * st + 1) : 0.f;
+            M = fmaxf(M, mk[u]);
+        }
+        M = warp_max(M);
+        float L = 0.f;
+#pragma unroll
+        for (int u = 0; u < FCU_ATTD_MAX_SPLIT / 32; u++)
+            L = fmaf(lk[u], att_w(mk[u], M), L);
+        L = warp_sum(L);
+#pragma unroll
+        for (int u = 0; u < FCU_ATTD_MAX_SPLIT / 32; u++)
+            if (lane + 32 * u < nsplit)
+                sw[h][lane + 32 * u] = att_w(mk[u], M) / L;
+    }
+    __syncthreads();
+    for (int idx = tid; idx < grp * nc; idx += ATT_THREADS) {
+        const int h = idx / nc, ci = idx % nc;
+        const float *ph = part + (int64_t)h * p.max_split * st + 4 + 4 * ci;
+        float4 O = z4;
+        for (int k0 = 0; k0 < nsplit; k0 += ATTD_MB) {
+            float4 t[ATTD_MB];
+#pragma unroll
+            for (int u = 0; u < ATTD_MB; u++)
+                t[u] = k0 + u < nsplit ? __ldcg(reinterpret_cast<const float4 *>(ph + (int64_t)(k0 + u) * st)) : z4;
+#pragma unroll
+            for (int u = 0; u < ATTD_MB; u++)
+                if (k0 + u < nsplit)
+                    f4_fma(O, 1.f, t[u], sw[h][k0 + u]);
+        }
+        float *out = S.out + (int64_t)(g * grp + h) * hd + 4 * ci;
+        out[0] = O.x;
+        out[1] = O.y;
+        out[2] = O.z;
+        out[3] = O.w;
+    }
+}
+
+const void *fcu_k_attention_dec(int nv, int grp)
+{
+    if (grp < 1 || grp > FCU_ATT_MAX_GROUP)
+        return NULL;
+    if (nv == 1)
+        return grp <= 4 ? (const void *)k_att_dec<1, 4> : (const void *)k_att_dec<1, 8>;
+    if (nv == 2)
+        return grp <= 4 ? (const void *)k_att_dec<2, 4> : (const void *)k_att_dec<2, 8>;
+    return NULL;
+}
+
 /* REF: normalizes one (row, head) score row in place.  grid: x = n_head, y = rows. */
 __global__ void __launch_bounds__(ATT_THREADS) k_att_softmax(const fcu_att_p p)
 {
+    pdl_launch();
+    pdl_wait();
     __shared__ float sh[32];
     int si = 0;
     while (si + 1 < p.n_seq && (int)blockIdx.y >= p.s[si + 1].row0)

@@ -24,6 +24,7 @@ enum fcu_norm { FCU_NORM_NONE = 0, FCU_NORM_RMS = 1, FCU_NORM_SCALES = 2 };
 #define FCU_ATT_MAX_SEQ 16    /* sequences one attention launch carries inline */
 #define FCU_ATT_MAX_GROUP 8   /* query heads per KV head the attention kernels handle */
 #define FCU_ATT_QB 8          /* query rows of one sequence per attention block */
+#define FCU_ATTD_MAX_SPLIT 64 /* splits of a row's context in the decode attention kernel */
 
 typedef struct fcu_gemv_p {
     const void *w;            /* weights in the device layout */
@@ -125,6 +126,7 @@ typedef struct fcu_att_seq {
     int n_q;
     int row0;                 /* its first query row among the launch's rows */
     int grp0;                 /* its first row group (grid y) */
+    int T;                    /* decode kernel: positions in its context (pos[0] + 1) */
 } fcu_att_seq;
 
 /* Attention of up to FCU_ATT_MAX_SEQ sequences.  Grid: x = n_head_kv, y = row groups of
@@ -140,14 +142,16 @@ typedef struct fcu_att_p {
     int n_seq, n_head, n_head_kv, head_dim, chunk, max_split, t_max;
     int mode;                 /* enum fb_softmax_mode */
     int vec4;                 /* K rows and head offsets allow 16-byte loads */
+    int lg;                   /* decode kernel: lanes per cached position (a power of 2) */
     float scale;
 } fcu_att_p;
 
 /* Kernel getters (host).  gemv: vec=1 needs n_in % 8 == 0 and 16-byte aligned rows and x;
- * rows in 1..FCU_GEMV_MAX_ROWS.  *rows_per_block says how many weight rows a block covers. */
-const void *fcu_k_gemv(int wtype, int rows, int vec, int *rows_per_block, int *threads);
+ * rows in 1..FCU_GEMV_MAX_ROWS; n_in picks the configuration.  *rows_per_block says how
+ * many weight rows a block covers. */
+const void *fcu_k_gemv(int wtype, int rows, int vec, int n_in, int *rows_per_block, int *threads);
 /* The GLU form (vec only): a block covers rows_per_block gate rows and as many up rows. */
-const void *fcu_k_gemv_glu(int wtype, int rows, int *rows_per_block, int *threads);
+const void *fcu_k_gemv_glu(int wtype, int rows, int n_in, int *rows_per_block, int *threads);
 const void *fcu_k_prep(void);
 const void *fcu_k_deq_q8(void);
 const void *fcu_k_bias_rows(void);
@@ -160,5 +164,9 @@ const void *fcu_k_copy2d(void);
 const void *fcu_k_get_rows(int wtype);
 /* which: 0 fused (MAXSUM / SUMONLY), 1 REF scores, 2 REF softmax, 3 REF P.V */
 const void *fcu_k_attention(int which);
+/* The decode kernel (fused modes, one query row per sequence, 16-byte aligned q/k/v rows,
+ * head_dim % 4 == 0): nv 16-byte pieces per lane, 1 for head_dim <= 128, 2 up to 256; grp
+ * query heads per KV head; part entries of head_dim + 4 floats. */
+const void *fcu_k_attention_dec(int nv, int grp);
 
 #endif

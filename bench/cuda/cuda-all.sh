@@ -12,7 +12,7 @@
 # start (they need glibc 2.34 and CUDA 13's libraries there).
 #
 # Usage: bench/cuda/cuda-all.sh build DIR      build into DIR/bin (and DIR/obj)
-#        bench/cuda/cuda-all.sh run [DIR] [tests|bench|torch|all]...
+#        bench/cuda/cuda-all.sh run [DIR] [tests|bench|kbench|torch|all]...
 # Environment: OUT (logs; default /tmp/cuda-all), CUDA_HOME, FUSIOND_SHARED, NVCC_ARCH.
 set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -60,7 +60,8 @@ int main(void){openblas_set_num_threads(1);return 0;}' | gcc -x c - -lopenblas -
           backends/cpu/kernels.c backends/cpu/kernels_scalar.c backends/cpu/kernels_avx2.c
           backends/cpu/kernels_avx512.c fusion/fold.c fusion/plan.c engine/gguf.c
           engine/gguf_write.c engine/model.c engine/tokenizer.c engine/unicode.c
-          engine/sampler.c $extra"
+          engine/sampler.c backends/corsair/bfp.c backends/corsair/corsair_backend.c
+          backends/corsair/replay.c backends/corsair/timing.c bench/perf.c $extra"
     log "build: gcc $(gcc -dumpversion), nvcc $(nvcc --version | tail -1), cuBLAS in $libdir"
     fail=0
     for f in $srcs; do
@@ -72,6 +73,7 @@ int main(void){openblas_set_num_threads(1);return 0;}' | gcc -x c - -lopenblas -
         nvcc -O3 -std=c++17 $NVCC_ARCH -I. -c "backends/cuda/$cu.cu" -o "$obj/$cu.o" &
     done
     nvcc -O3 $NVCC_ARCH -cudart static bench/cuda/bwprobe.cu -o "$dir/bin/bwprobe" &
+    nvcc -O3 -std=c++17 $NVCC_ARCH -I. -I"$obj" bench/cuda/kbench.cu -o "$dir/bin/kbench" &
     wait
     for f in $srcs; do [ -s "$obj/$(echo "$f" | tr / _).o" ] || fail=1; done
     [ -s "$obj/cuda_backend.o" ] && [ -s "$obj/cuda_kernels.o" ] || fail=1
@@ -79,7 +81,8 @@ int main(void){openblas_set_num_threads(1);return 0;}' | gcc -x c - -lopenblas -
     objs=$(ls "$obj"/*.o)
     L="-L$libdir -Wl,-rpath,$libdir -lcublas -lcudart -lstdc++ $blas $check -lm -pthread"
     gcc $CF -o "$dir/bin/test_cuda" tests/test_cuda.c $objs $L &&
-        gcc $CF -o "$dir/bin/fusion-bench" bench/fusion-bench.c $objs $L || return 1
+        gcc $CF -DCORSAIR_REPORT_NO_MAIN -o "$dir/bin/fusion-bench" bench/fusion-bench.c \
+            bench/corsair-report.c $objs $L || return 1
     log "build: done"
 }
 
@@ -126,6 +129,13 @@ what_run() {
                     --models Llama-3.2-1B,Llama-3-8B --ops qkv,gate_up,head,attn --reps 30
             } >"$OUT/bench.log" 2>&1
             cat "$OUT/bench.log" >&2
+            ;;
+        esac
+        case $w in
+        kbench|all)
+            log "kbench"
+            timeout 200 "$bin/kbench" >"$OUT/kbench.log" 2>&1
+            cat "$OUT/kbench.log" >&2
             ;;
         esac
         case $w in

@@ -352,8 +352,10 @@ static void mm_rows(const mm_ctx_t *m, const fcpu_kern_t *k, const uint8_t *wsrc
                         dot2(nk, wo, wld, xr, ldx, nr, out);
                         mw = 2;
                     } else {
-                        for (int j = 0; j < nr; j += FCPU_NR)
-                            m->dot(nk, wo, xr + (size_t)j * ldx, ldx, FD_MIN(FCPU_NR, nr - j), out + j);
+                        /* the float dot takes FCPU_NR rows a call, dot8 all of them */
+                        const int dn = fl ? FCPU_NR : m->nr;
+                        for (int j = 0; j < nr; j += dn)
+                            m->dot(nk, wo, xr + (size_t)j * ldx, ldx, FD_MIN(dn, nr - j), out + j);
                     }
                     for (int i = 0; i < mw; i++, o++) {
                         float *y = m->y + r * m->n_out + o;

@@ -421,6 +421,10 @@ START_TEST(test_attention)
     for (size_t k = 0; k < FD_ARRAY_LEN(cfg); k++)
         for (int mode = 0; mode < 3; mode++)
             att_case(be, cfg[k][0], cfg[k][1], cfg[k][2], dec, 6, mode);
+    /* as many rows as sequences, but not one each: not the decode kernel */
+    static const att_seq_t uneven[] = {{0, 5}, {2, 7}};
+    for (int mode = 0; mode < 3; mode++)
+        att_case(be, 32, 8, 64, uneven, 2, mode);
     /* more sequences than one launch carries */
     att_seq_t many[19];
     for (int s = 0; s < 19; s++)

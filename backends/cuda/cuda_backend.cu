@@ -1403,7 +1403,8 @@ static int attn_launch(fcuda_t *c, const fb_attn_t *a, int s0, int s1)
     if (p.mode != FB_SOFTMAX_REF && rows == s1 - s0 && p.head_dim % 4 == 0) {
         bool ok = true;
         for (int s = s0; s < s1; s++)
-            ok &= a[s].ldkv % 4 == 0 && aligned16(a[s].k) && aligned16(a[s].v) && aligned16(a[s].q);
+            ok &= a[s].n_q == 1 && a[s].ldkv % 4 == 0 && aligned16(a[s].k) &&
+                  aligned16(a[s].v) && aligned16(a[s].q);
         if (ok && (rc = attn_dec(c, &p, rows, t_max)) <= 0)
             return rc;
     }

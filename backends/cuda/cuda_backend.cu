@@ -23,8 +23,8 @@
  * record with the graph's and only patch the nodes whose parameters changed (the KV-cache
  * write position, the attention split count) before launching the graph.  A record that does
  * not fit (another plan, another batch layout) switches to another graph of the same shape or
- * builds a new one from the records so far.  The step is cut into segments every
- * graph_layers layers, so the GPU runs segment k while the host checks segment k+1.  Anything
+ * builds a new one from the records so far.  The step is cut into segments (layer 0, then
+ * every graph_layers layers), so the GPU runs segment k while the host checks segment k+1.  Anything
  * that needs results on the host (fb_to_host, fb_sync) or memory freed launches what was
  * recorded first.
  *
@@ -38,6 +38,11 @@
  * decoder layer of the fused plan this leaves five launches: Q|K|V (+ RoPE + cache write),
  * attention, O (+ add), gate|up (+ SiLU), down (+ add).
  *
+ * Programmatic dependent launch (option pdl=1, sm_90): consecutive kernels of ours are
+ * launched (or linked in a graph) so that the next one starts while the previous one drains
+ * and issues its first weight loads before it waits for the previous one's results (the
+ * kernels' pdl_wait); off by default, as it gained nothing in whole decode steps on the H100.
+ *
  * Errors: every CUDA and cuBLAS call is checked; a failure is logged with the call, the error
  * name and the line, and the op returns FD_EBACKEND.  Errors that poison the context (an
  * illegal address, say) make every later op fail too.
@@ -45,7 +50,8 @@
  * Options: gemm_rows=N (cuBLAS from N rows; default 9), graphs=0|1 (default 1),
  * graph_layers=N (segment length; 0 = whole step; default 2), timing=1 (device time of every
  * op by class into fb_stats_t.dev_s, with CUDA events; turns graphs off), nonorm=1 (benchmarks
- * only: skips every normalization, a lower bound that is not a valid model). */
+ * only: skips every normalization, a lower bound that is not a valid model), pdl=0|1 (default
+ * 0), attn_splits=N (at most N splits of a decode row's context; default 32). */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <errno.h>
@@ -1646,7 +1652,10 @@ static void cuda_mark(fb_backend_t *be, int what, int arg)
         c->seg = 0;
         segment_begin(c);
     } else if (what == FB_MARK_LAYER) {
-        if (c->in_step && c->graph_layers > 0 && arg > 0 && arg % c->graph_layers == 0) {
+        /* the first segment ends after layer 0, the others every graph_layers layers from
+         * there: the GPU starts on a short segment while the host records the next one */
+        if (c->in_step && c->graph_layers > 0 && arg > 0 &&
+            (arg == 1 || (arg - 1) % c->graph_layers == 0)) {
             flush(c);
             c->seg++;
             segment_begin(c);

@@ -9,7 +9,9 @@
  * in registers already): no extra pass over x and no separate norm kernel; 1/rms multiplies
  * the fp32 accumulator at the end.
  *
- * Attention (decode): a block takes one KV head, up to FCU_ATT_QB query rows of a sequence
+ * Attention, decode rows (one query row per sequence, fused modes): k_att_dec, lane groups
+ * per cached position with coalesced 16-byte K and V loads, below.  Other rows (prefill,
+ * REF): a block takes one KV head, up to FCU_ATT_QB query rows of a sequence
  * and one split of `chunk` cached positions; the query heads that share the KV head share
  * every K and V load.  Fused modes keep exp(s - m) unnormalized through P.V and divide at
  * the end; splits of one row are merged by the block that finishes last, rescaling each
@@ -281,17 +283,20 @@ __global__ void __launch_bounds__(WPB * 32) k_gemv(const fcu_gemv_p p)
         for (int k = 0; k < OR; k++)
             acc[k][r] = 0.f;
     }
-    /* the first weight loads go out before the wait: weights are no other kernel's output */
+    /* One row: the first weight loads go out before the wait (weights are no other kernel's
+     * output).  More rows (compute-bound): every batch is loaded at the top of its iteration,
+     * the order the compiler schedules best there (measured at 8 rows). */
+    constexpr bool PEEL = R == 1;
     typename WT<T>::raw wr[U][OR], wn[U][OR];
     pdl_launch();
-    if (active)
+    if (PEEL && active)
         gemv_load<T, U, OR>(wr, p, row, lane * 8);
     pdl_wait();
     for (int j = lane * 8; j < n_in; j += 256 * U) {
         if (PIPE) { /* the next chunks' loads in flight while this one is consumed */
             if (active && j + 256 * U < n_in)
                 gemv_load<T, U, OR>(wn, p, row, j + 256 * U);
-        } else if (active && j != lane * 8) {
+        } else if (active && (!PEEL || j != lane * 8)) {
             gemv_load<T, U, OR>(wr, p, row, j);
         }
 #pragma unroll

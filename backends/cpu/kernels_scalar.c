@@ -31,19 +31,6 @@ static void quant_q32(const float *x, int64_t n, void *dst)
     }
 }
 
-/* XQ32T: quant_q32, then each full group of 8 blocks transposed as 4-byte words. */
-static void quant_q32t(const float *x, int64_t n, void *dst)
-{
-    quant_q32(x, n, dst);
-    int8_t *qs = dst, g[256];
-    for (int64_t b0 = 0; b0 + 8 <= n / 32; b0 += 8) {
-        memcpy(g, qs + 32 * b0, 256);
-        for (int64_t b = b0; b < b0 + 8; b++)
-            for (int e = 0; e < 32; e++)
-                qs[fcpu_xq32t_at(b, e, n / 32)] = g[32 * (b - b0) + e];
-    }
-}
-
 static void quant_qk(const float *x, int64_t n, void *dst)
 {
     int8_t *qs = dst;
@@ -64,19 +51,6 @@ static void quant_qk(const float *x, int64_t n, void *dst)
             bsum[16 * b + g] = (int16_t)s;
         }
         d[b] = amax / 127.f;
-    }
-}
-
-/* XQKT: quant_qk, then each super-block's codes in XQ32T's group order. */
-static void quant_qkt(const float *x, int64_t n, void *dst)
-{
-    quant_qk(x, n, dst);
-    int8_t *qs = dst, g[256];
-    for (int64_t b0 = 0; b0 < n / 32; b0 += 8) {
-        memcpy(g, qs + 32 * b0, 256);
-        for (int64_t b = b0; b < b0 + 8; b++)
-            for (int e = 0; e < 32; e++)
-                qs[fcpu_xq32t_at(b, e, n / 32)] = g[32 * (b - b0) + e];
     }
 }
 
@@ -164,45 +138,6 @@ static void dot_q4_0(int64_t n, const void *vw, const void *x, size_t ldx, int n
     }
 }
 
-/* The batch forms: the same sums, codes read through fcpu_xq32t_at. */
-static void dot8_q8_0(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
-{
-    const fq_block_q8_0 *w = vw;
-    for (int r = 0; r < nr; r++) {
-        const void *row = XROW(x, ldx, r);
-        const int8_t *q = fcpu_x_qs(row);
-        const float *d = fcpu_xq32_d(row, n);
-        float a = 0;
-        for (int64_t b = 0; b < n / 32; b++) {
-            int s = 0;
-            for (int j = 0; j < 32; j++)
-                s += w[b].qs[j] * q[fcpu_xq32t_at(b, j, n / 32)];
-            a += fq_f16_to_f32(w[b].d) * d[b] * (float)s;
-        }
-        out[r] = a;
-    }
-}
-
-static void dot8_q4_0(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
-{
-    const fq_block_q4_0 *w = vw;
-    for (int r = 0; r < nr; r++) {
-        const void *row = XROW(x, ldx, r);
-        const int8_t *q = fcpu_x_qs(row);
-        const float *d = fcpu_xq32_d(row, n);
-        const int32_t *sum = fcpu_xq32_sum(row, n);
-        float a = 0;
-        for (int64_t b = 0; b < n / 32; b++) {
-            int s = 0;
-            for (int j = 0; j < 16; j++)
-                s += (w[b].qs[j] & 15) * q[fcpu_xq32t_at(b, j, n / 32)] +
-                     (w[b].qs[j] >> 4) * q[fcpu_xq32t_at(b, 16 + j, n / 32)];
-            a += fq_f16_to_f32(w[b].d) * d[b] * (float)(s - 8 * sum[b]);
-        }
-        out[r] = a;
-    }
-}
-
 static void dot_q4_K(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
 {
     const fq_block_q4_K *w = vw;
@@ -222,33 +157,6 @@ static void dot_q4_K(int64_t n, const void *vw, const void *x, size_t ldx, int n
                 int s = 0, sh = (j & 1) * 4;
                 for (int l = 0; l < 32; l++)
                     s += ((wb->qs[32 * (j / 2) + l] >> sh) & 15) * qb[32 * j + l];
-                isum += sc * s;
-                msum += m * (bs[16 * b + 2 * j] + bs[16 * b + 2 * j + 1]);
-            }
-            a += d[b] * (fq_f16_to_f32(wb->d) * (float)isum - fq_f16_to_f32(wb->dmin) * (float)msum);
-        }
-        out[r] = a;
-    }
-}
-
-static void dot8_q4_K(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
-{
-    const fq_block_q4_K *w = vw;
-    for (int r = 0; r < nr; r++) {
-        const void *row = XROW(x, ldx, r);
-        const int8_t *q = fcpu_x_qs(row);
-        const float *d = fcpu_xqk_d(row, n);
-        const int16_t *bs = fcpu_xqk_bsum(row, n);
-        float a = 0;
-        for (int64_t b = 0; b < n / 256; b++) {
-            const fq_block_q4_K *wb = &w[b];
-            int isum = 0, msum = 0;
-            for (int j = 0; j < 8; j++) {
-                uint8_t sc, m;
-                fq_scale_min_k4(j, wb->scales, &sc, &m);
-                int s = 0, sh = (j & 1) * 4;
-                for (int l = 0; l < 32; l++)
-                    s += ((wb->qs[32 * (j / 2) + l] >> sh) & 15) * q[fcpu_xq32t_at(8 * b + j, l, n / 32)];
                 isum += sc * s;
                 msum += m * (bs[16 * b + 2 * j] + bs[16 * b + 2 * j + 1]);
             }
@@ -399,10 +307,6 @@ static const fcpu_kern_t table = {
     .isa = FCPU_ISA_SCALAR,
     .quant_q32 = quant_q32,
     .quant_qk = quant_qk,
-    .quant_q32t = quant_q32t,
-    .quant_qkt = quant_qkt,
-    .dot8 = {[GG_Q8_0] = dot8_q8_0, [GG_Q4_0] = dot8_q4_0, [GG_Q4_K] = dot8_q4_K},
-    .xform8 = {[GG_Q8_0] = FCPU_XQ32T, [GG_Q4_0] = FCPU_XQ32T, [GG_Q4_K] = FCPU_XQKT},
     .dot = {[GG_F32] = dot_f32, [GG_F16] = dot_f16, [GG_BF16] = dot_bf16, [GG_Q8_0] = dot_q8_0,
             [GG_Q4_0] = dot_q4_0, [GG_Q4_K] = dot_q4_K, [GG_Q6_K] = dot_q6_K},
     .pv = pv,

@@ -40,8 +40,9 @@ enum fcpu_xform {
 };
 
 /* Bytes of one prepared activation row of n elements (a multiple of 64, so rows stay
- * aligned).  XQ32 (XQ32I, XQ32T) row: int8 qs[n] | float d[n/32] | int32 sum[n/32].  XQK row: int8 qs[n] |
- * float d[n/256] | int16 bsum[n/16] (XQKT alike).  n must be a multiple of the block. */
+ * aligned).  XQ32 (XQ32I, XQ32T) row: int8 qs[n] | float d[n/32] | int32 sum[n/32].
+ * XQK (XQKT) row: int8 qs[n] | float d[n/256] | int16 bsum[n/16].  n must be a multiple of
+ * the block. */
 size_t fcpu_xrow_bytes(int xform, int64_t n);
 
 /* out[r] = sum_i W[i] * X_r[i] for r < nr; w is one row of its type, x the first prepared

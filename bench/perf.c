@@ -806,10 +806,10 @@ static int run_tg(llm_model_t *m, const int *slots, int S, int n, double *dt)
     return rc;
 }
 
-/* --ab A/B: decode (S = 1) with backend option A and B, alternating within every
+/* --ab A/B: decode (S = --seqs sequences, default 1) with backend option A and B, alternating within every
  * repetition (A first in even ones, B in odd ones) (fb_set_option between them, the same prepared weights), each run between its
  * own two read probes; prints both medians and the median of the per-repetition B/A. */
-static int run_ab(llm_model_t *m, const popts_t *o, const probe_t *pr, int slot, double bytes)
+static int run_ab(llm_model_t *m, const popts_t *o, const probe_t *pr, const int *slots, double bytes)
 {
     char a[128], *b;
     snprintf(a, sizeof(a), "%s", o->ab);
@@ -835,16 +835,17 @@ static int run_ab(llm_model_t *m, const popts_t *o, const probe_t *pr, int slot,
                 break;
             }
             double before = probe_bw(pr);
-            rc = run_tg(m, &slot, 1, o->n_gen, &dt);
+            const int S = FD_MAX(1, o->seqs); /* aggregate tok/s of --seqs sequences */
+            rc = run_tg(m, slots, S, o->n_gen, &dt);
             double after = probe_bw(pr);
-            t[k][r] = o->n_gen / dt;
-            sh[k][r] = pr->buf ? t[k][r] * bytes * 1e-9 / FD_MAX(before, after) : 0;
+            t[k][r] = (double)o->n_gen * S / dt;
+            sh[k][r] = pr->buf ? t[k][r] / S * bytes * 1e-9 / FD_MAX(before, after) : 0;
         }
         if (rc == 0)
             ratio[r] = t[1][r] / t[0][r];
     }
     if (rc == 0) {
-        printf("# ab tg%d reps: %s/%s tok/s", o->n_gen, v[0], v[1]);
+        printf("# ab tg%dx%d reps: %s/%s tok/s", o->n_gen, FD_MAX(1, o->seqs), v[0], v[1]);
         for (int r = 0; r < o->reps; r++)
             printf(" %.2f/%.2f", t[0][r], t[1][r]);
         printf("\n");
@@ -908,7 +909,7 @@ static int cmd_llama(const popts_t *o)
                "of the higher of its two probes; the line gives medians\n",
                n_threads(o->threads), o->mib);
     if (rc == 0 && o->ab) {
-        rc = run_ab(m, o, &pr, slots[0], bytes);
+        rc = run_ab(m, o, &pr, slots, bytes);
         goto done;
     }
     if (rc == 0 && o->n_prompt > 0) {

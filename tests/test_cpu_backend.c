@@ -45,6 +45,8 @@ static const cfg_t cfgs[] = {
     /* decode of every matrix as four streams (quarters of each chunk) */
     {{"dot4_max=0", "streams=4"}, 1},
     {{"isa=avx2", "dot4_max=0", "streams=4"}, 2},
+    /* batches on weights repacked at prepare (FCPU_REPACK8) */
+    {{"isa=avx512", "repack=1"}, 3},
 };
 #define N_CFG ((int)FD_ARRAY_LEN(cfgs))
 
@@ -654,7 +656,7 @@ START_TEST(test_dot8_kernels)
     uint64_t s = 2100 + (uint64_t)_i;
     static const int64_t blocks[] = {1, 3, 8, 9, 17, 65}, supers[] = {1, 2, 5};
     static const int types[] = {GG_Q8_0, GG_Q4_0, GG_Q4_K};
-    int tested = 0;
+    int tested = 0, tested_r = 0;
     for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
         int type = types[t];
         if (!k->dot8[type])
@@ -687,6 +689,16 @@ START_TEST(test_dot8_kernels)
                 const size_t tail = kq ? 4 * (size_t)(n / 256) + 2 * (size_t)(n / 16) : 8 * (size_t)(n / 32);
                 CHECK(memcmp(xt + (size_t)r * ldx + n, xn + (size_t)r * ldx + n, tail) == 0);
             }
+            uint8_t *wr = NULL;
+            if (k->dot8r[type]) {
+                wr = malloc(rb * (uint64_t)n_out);
+                memset(wr, 0xa5, rb * (uint64_t)n_out);
+                for (int64_t o = 0; o < n_out; o++)
+                    CHECK(fcpu_repack8_row(type, n, (const uint8_t *)w + rb * (uint64_t)o, wr + rb * (uint64_t)o) == 0);
+                tested_r++;
+            } else {
+                CHECK(fcpu_repack8_row(type, n, w, xt) == (kq ? FD_EUNSUP : 0));
+            }
             for (int64_t o = 0; o < n_out; o++) {
                 const uint8_t *wo = (const uint8_t *)w + rb * (uint64_t)o;
                 float *wf = malloc(sizeof(float) * (size_t)n);
@@ -713,15 +725,26 @@ START_TEST(test_dot8_kernels)
                     }
                     for (int r = nr; r < FCPU_NR8; r++)
                         CHECKM(isnan(got[r]), "%s: dot8 wrote past row %d", k->name, nr);
+                    if (wr) { /* the repacked row: the same integer sums in the same order */
+                        float gr[FCPU_NR8];
+                        for (int r = 0; r < FCPU_NR8; r++)
+                            gr[r] = NAN;
+                        k->dot8r[type](n, wr + rb * (uint64_t)o, xt, ldx, nr, gr);
+                        for (int r = 0; r < FCPU_NR8; r++)
+                            CHECKM(r < nr ? gr[r] == got[r] : isnan(gr[r]),
+                                   "%s %s n %lld out %lld rows %d row %d: dot8r %.9g, dot8 %.9g",
+                                   k->name, gg_type_name(type), (long long)n, (long long)o, nr, r,
+                                   (double)gr[r], (double)got[r]);
+                    }
                 }
                 free(wf);
             }
             tested++;
-            free(w); free(xt); free(xn); free(x);
+            free(w); free(xt); free(xn); free(x); free(wr);
         }
     }
     if (_i == FCPU_ISA_AVX512)
-        CHECK(tested == 15); /* the VNNI table has every batch form */
+        CHECK(tested == 15 && tested_r == 12); /* the VNNI table has every batch form */
 }
 END_TEST
 

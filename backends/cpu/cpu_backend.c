@@ -24,7 +24,9 @@
  * at a time; default 0 = never: the int8 kernels measured twice as fast), dot4_max=BYTES
  * (decode of matrices up to this size reads four weight rows per call; default 1 MiB),
  * dot8=0|1 (batches through the 8-row kernels: dot8 for Q8_0 / Q4_0 / Q4_K, dot2x8 for the
- * float types; default 1),
+ * float types; default 1), repack=0|1 (weights prepared while it is 1 get a copy of their
+ * Q8_0 / Q4_0 rows in the FCPU_REPACK8 layout, as much memory again as the weights, which
+ * the batches read while it is 1; default 0),
  * streams=1|4|8 (decode of larger matrices: each chunk of weight rows read as that many
  * parts side by side, each part a sequential stream; default 4: one Zen 4 core read
  * 1.06-1.3x faster that way than with one stream, eight streams were slower again),
@@ -33,6 +35,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <stdint.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -71,6 +74,7 @@ typedef struct fcpu {
     int64_t dot4_max;          /* matrix bytes up to which decode uses four rows per call */
     int streams;               /* decode of larger matrices: 1 or 4 weight streams a thread */
     bool dot8;                 /* batches through dot8 where the table has it */
+    bool repack;               /* prepare FCPU_REPACK8 copies; batches use the copies */
     bool ref;
     scratch_t scr[MAX_THREADS];
     scratch_t attn_scr[MAX_THREADS];
@@ -82,6 +86,7 @@ typedef struct fcpu {
 typedef struct fcpu_weight {
     uint64_t row_bytes;
     float *vec;           /* F32 copy of a 1-D non-F32 weight, else NULL */
+    void *packed;         /* option repack=1: the rows in FCPU_REPACK8 layout, else NULL */
 } fcpu_weight_t;
 
 /* Waits for thread 0's published row scales (DEFER_ONE): spins briefly, then yields the
@@ -174,6 +179,18 @@ static int cpu_weight_prepare(fb_backend_t *be, fb_weight_t *w)
             return -ENOMEM;
         }
         fq_dequantize_row(w->type, w->src, cw->vec, w->n_in);
+    } else if (w->n_out > 1 && ((fcpu_t *)be)->repack && ((fcpu_t *)be)->k->dot8r[w->type]) {
+        size_t bytes = (size_t)cw->row_bytes * (size_t)w->n_out;
+        if (posix_memalign(&cw->packed, 1 << 21, bytes)) {
+            free(cw);
+            return -ENOMEM;
+        }
+        /* 2 MiB pages where the kernel has them (as the model file's mapping often does):
+         * the batches stream the copy, and 4 KiB pages cost them a TLB walk per page */
+        madvise(cw->packed, bytes, MADV_HUGEPAGE);
+        for (int64_t o = 0; o < w->n_out; o++)
+            fcpu_repack8_row(w->type, w->n_in, (const uint8_t *)w->src + (size_t)o * cw->row_bytes,
+                             (uint8_t *)cw->packed + (size_t)o * cw->row_bytes);
     }
     w->impl = cw;
     return 0;
@@ -184,6 +201,7 @@ static void cpu_weight_release(fb_backend_t *be, fb_weight_t *w)
     fcpu_weight_t *cw = w->impl;
     if (cw) {
         free(cw->vec);
+        free(cw->packed);
         free(cw);
     }
 }
@@ -539,6 +557,11 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
             m.dot = k->dot8[w->type];
             m.xform = k->xform8[w->type];
             m.nr = FCPU_NR8;
+            const fcpu_weight_t *cw = w->impl;
+            if (c->repack && cw && cw->packed && k->dot8r[w->type]) {
+                m.dot = k->dot8r[w->type];
+                m.wrows = cw->packed;
+            }
         }
     } else {
         m.path = MM_GENERIC;
@@ -1131,12 +1154,14 @@ static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t er
             c->streams = v[0] - '0';
         } else if (kl == 4 && !strncmp(o, "dot8", 4) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
             c->dot8 = v[0] == '1';
+        } else if (kl == 6 && !strncmp(o, "repack", 6) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
+            c->repack = v[0] == '1';
         } else if (kl == 3 && !strncmp(o, "ref", 3) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
             c->ref = v[0] == '1';
         } else {
             snprintf(err, errlen, "cpu backend: bad option \"%s\" (isa=scalar|avx2|avx512, "
                      "defer=each|one, blas_rows=N, qblas_rows=N, dot4_max=BYTES, streams=1|4|8, "
-                     "dot8=0|1, ref=0|1)", o);
+                     "dot8=0|1, repack=0|1, ref=0|1)", o);
             return FD_ECONFIG;
         }
     }

@@ -2,6 +2,10 @@
 #include "backends/cpu/kernels.h"
 
 #include <stdbool.h>
+#include <string.h>
+
+#include "backends/quants.h"
+#include "common/fd.h"
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <cpuid.h>
 #endif
@@ -15,6 +19,47 @@ size_t fcpu_xrow_bytes(int xform, int64_t n)
     default: b = 4 * (size_t)n; break;
     }
     return (b + 63) & ~(size_t)63;
+}
+
+/* Code e (0..31) of block m of a group, as the unsigned value the batch kernels multiply */
+static uint8_t group_code(int type, const uint8_t *g, int m, int e)
+{
+    if (type == GG_Q8_0) {
+        const fq_block_q8_0 *b = (const fq_block_q8_0 *)(const void *)g + m;
+        return (uint8_t)(b->qs[e] + 128);
+    }
+    const fq_block_q4_0 *b = (const fq_block_q4_0 *)(const void *)g + m;
+    return e < 16 ? b->qs[e] & 15 : b->qs[e - 16] >> 4;
+}
+
+int fcpu_repack8_row(int type, int64_t n, const void *src, void *dst)
+{
+    if (type != GG_Q8_0 && type != GG_Q4_0)
+        return FD_EUNSUP;
+    const size_t bs = type == GG_Q8_0 ? sizeof(fq_block_q8_0) : sizeof(fq_block_q4_0);
+    const int64_t nb = n / 32, full = nb / 8 * 8;
+    const uint8_t *s = src;
+    uint8_t *d = dst;
+    for (int64_t b = 0; b < full; b += 8) {
+        const uint8_t *g = s + (size_t)b * bs;
+        uint8_t *o = d + (size_t)b * bs;
+        for (int m = 0; m < 8; m++)
+            for (int i = 0; i < 8; i++)
+                for (int k = 0; k < 4; k++) {
+                    uint8_t c = group_code(type, g, m, 4 * i + k);
+                    if (type == GG_Q8_0)
+                        o[32 * i + 4 * m + k] = c;
+                    else if (i % 2 == 0)
+                        o[32 * (i / 2) + 4 * m + k] = c;
+                    else
+                        o[32 * (i / 2) + 4 * m + k] |= (uint8_t)(c << 4);
+                }
+        uint8_t *sc = o + 8 * (bs - 2);
+        for (int m = 0; m < 8; m++) /* each block's d is its first two bytes */
+            memcpy(sc + 2 * m, g + (size_t)m * bs, 2);
+    }
+    memcpy(d + (size_t)full * bs, s + (size_t)full * bs, (size_t)(nb - full) * bs);
+    return 0;
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)

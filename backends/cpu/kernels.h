@@ -75,6 +75,8 @@ typedef struct fcpu_kern {
      * is shared by the rows (NULL: use dot) */
     fcpu_dot_fn dot8[GG_TYPE_COUNT];
     int xform8[GG_TYPE_COUNT];
+    /* dot8 on a weight row in the FCPU_REPACK8 layout of fcpu_repack8_row (NULL: none) */
+    fcpu_dot_fn dot8r[GG_TYPE_COUNT];
     /* float weight types, batches: out[j * FCPU_NR8 + r] = W_j . X_r for the 2 weight rows
      * W_j = w + j * ldw bytes and nr <= FCPU_NR8 F32 activation rows (NULL: use dot2) */
     void (*dot2x8[GG_TYPE_COUNT])(int64_t n, const void *w, size_t ldw, const void *x,
@@ -100,6 +102,16 @@ typedef struct fcpu_kern {
      * 1 four interleaved streams (the quarters of p), 2 one stream with software prefetch */
     uint64_t (*read_sum)(const void *p, size_t n, int mode);
 } fcpu_kern_t;
+
+/* FCPU_REPACK8 (Q8_0, Q4_0): each full group of 8 blocks of a row, in the group's own
+ * bytes (8 * block size), becomes its codes in XQ32T order followed by the 8 fp16 scales.
+ * Q8_0: 8 vectors of 32 bytes, vector i's 4-byte lane m = bytes 4i..4i+3 of block m, each
+ * code + 128 (unsigned).  Q4_0: 4 vectors of 32 bytes, vector j byte 4m + k = code
+ * 4(2j) + k of block m in the low nibble and code 4(2j+1) + k in the high one, codes in
+ * element order (0..15 the low nibbles of the block's bytes, 16..31 the high ones).  Blocks
+ * after the last full group stay as they were.  Returns 0, or FD_EUNSUP for other types;
+ * dst holds gg_row_bytes(type, n) bytes. */
+int fcpu_repack8_row(int type, int64_t n, const void *src, void *dst);
 
 /* The table for isa, or NULL when this CPU (or build) lacks it. */
 const fcpu_kern_t *fcpu_kernels(int isa);

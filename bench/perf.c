@@ -43,6 +43,7 @@
 
 typedef struct popts {
     int threads, reps, n_prompt, n_gen, seqs;
+    int ab_seqs;            /* --ab decodes this many sequences: --seqs when given, else 1 */
     const char *model, *types, *models, *batches, *options, *ab;
     bool fusion;
     int mib;
@@ -806,7 +807,7 @@ static int run_tg(llm_model_t *m, const int *slots, int S, int n, double *dt)
     return rc;
 }
 
-/* --ab A/B: decode (S = --seqs sequences, default 1) with backend option A and B, alternating within every
+/* --ab A/B: decode (S = --seqs sequences when given, else 1) with backend option A and B, alternating within every
  * repetition (A first in even ones, B in odd ones) (fb_set_option between them, the same prepared weights), each run between its
  * own two read probes; prints both medians and the median of the per-repetition B/A. */
 static int run_ab(llm_model_t *m, const popts_t *o, const probe_t *pr, const int *slots, double bytes)
@@ -835,7 +836,7 @@ static int run_ab(llm_model_t *m, const popts_t *o, const probe_t *pr, const int
                 break;
             }
             double before = probe_bw(pr);
-            const int S = FD_MAX(1, o->seqs); /* aggregate tok/s of --seqs sequences */
+            const int S = FD_MAX(1, o->ab_seqs); /* aggregate tok/s of the sequences */
             rc = run_tg(m, slots, S, o->n_gen, &dt);
             double after = probe_bw(pr);
             t[k][r] = (double)o->n_gen * S / dt;
@@ -845,7 +846,7 @@ static int run_ab(llm_model_t *m, const popts_t *o, const probe_t *pr, const int
             ratio[r] = t[1][r] / t[0][r];
     }
     if (rc == 0) {
-        printf("# ab tg%dx%d reps: %s/%s tok/s", o->n_gen, FD_MAX(1, o->seqs), v[0], v[1]);
+        printf("# ab tg%dx%d reps: %s/%s tok/s", o->n_gen, FD_MAX(1, o->ab_seqs), v[0], v[1]);
         for (int r = 0; r < o->reps; r++)
             printf(" %.2f/%.2f", t[0][r], t[1][r]);
         printf("\n");
@@ -1003,7 +1004,8 @@ void perf_usage(void *file)
             "                         [--threads N] [--reps N]   (gamma folded / in_scale / split)\n"
             "       fusion-bench llama -m MODEL [-p 128] [-n 64] [--seqs 8] [--fusion on|off]\n"
             "                         [--threads N] [--reps N] [--options k=v,...]\n"
-            "                         [--ab k=v/k=v]   (decode with option A, then B, alternating)\n"
+            "                         [--ab k=v/k=v]   (decode with option A, then B, alternating;\n"
+            "                         --seqs sequences when given, else one)\n"
             "  (roof, gemm and llama measure read bandwidth and sgemm in the same run, llama\n"
             "   on its backend's threads right before and after every repetition;\n"
             "   --clock cpu times with process CPU time: for one thread on a loaded machine)\n");
@@ -1032,7 +1034,7 @@ int perf_main(int argc, char **argv)
         else if (!strcmp(a, "-n"))
             o.n_gen = atoi(v);
         else if (!strcmp(a, "--seqs"))
-            o.seqs = atoi(v);
+            o.seqs = o.ab_seqs = atoi(v);
         else if (!strcmp(a, "--types"))
             o.types = v;
         else if (!strcmp(a, "--models"))

@@ -26,12 +26,39 @@ static cudaStream_t st;
 static int n_sm;
 #define CHAIN 24
 
+/* Instantiates graph g, replays it reps times on st and returns the GPU time of each replay
+ * after the first skip (warm-up), in ms, sorted; g is destroyed. */
+static std::vector<float> replay_sorted(cudaGraph_t g, int reps, int skip)
+{
+    cudaGraphExec_t ge;
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    std::vector<float> t;
+    for (int r = 0; r < reps; r++) {
+        CK(cudaEventRecord(a, st));
+        CK(cudaGraphLaunch(ge, st));
+        CK(cudaEventRecord(b, st));
+        CK(cudaEventSynchronize(b));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, a, b));
+        if (r >= skip)
+            t.push_back(ms);
+    }
+    std::sort(t.begin(), t.end());
+    CK(cudaGraphExecDestroy(ge));
+    CK(cudaGraphDestroy(g));
+    CK(cudaEventDestroy(a));
+    CK(cudaEventDestroy(b));
+    return t;
+}
+
 /* Times a graph of CHAIN launches of f with params ps[i % ps.size()]; us per launch. */
 template <typename P>
 static double time_chain(const void *f, dim3 grid, dim3 block, const std::vector<P> &ps, bool pdl)
 {
     cudaGraph_t g;
-    cudaGraphExec_t ge;
     CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
     for (int i = 0; i < CHAIN; i++) {
         P p = ps[i % ps.size()];
@@ -43,26 +70,7 @@ static double time_chain(const void *f, dim3 grid, dim3 block, const std::vector
         CK(cudaLaunchKernelExC(&cfg, f, args));
     }
     CK(cudaStreamEndCapture(st, &g));
-    CK(cudaGraphInstantiate(&ge, g, 0));
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
-    std::vector<float> t;
-    for (int r = 0; r < 9; r++) {
-        CK(cudaEventRecord(a, st));
-        CK(cudaGraphLaunch(ge, st));
-        CK(cudaEventRecord(b, st));
-        CK(cudaEventSynchronize(b));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, a, b));
-        if (r >= 2)
-            t.push_back(ms);
-    }
-    std::sort(t.begin(), t.end());
-    CK(cudaGraphExecDestroy(ge));
-    CK(cudaGraphDestroy(g));
-    CK(cudaEventDestroy(a));
-    CK(cudaEventDestroy(b));
+    std::vector<float> t = replay_sorted(g, 9, 2);
     return t[t.size() / 2] * 1e3 / CHAIN;
 }
 
@@ -403,7 +411,6 @@ static void step_case(const char *shape, int E, int F, int H, int Hkv, int hd, i
                 if (!r.att && r.g.norm == FCU_NORM_RMS)
                     r.g.in_scale = gam;
         cudaGraph_t gr;
-        cudaGraphExec_t ge;
         CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
         for (size_t i = 0; i < ls.size(); i++) {
             void *args[1] = {ls[i].att ? (void *)&ls[i].a : (void *)&ls[i].g};
@@ -414,27 +421,10 @@ static void step_case(const char *shape, int E, int F, int H, int Hkv, int hd, i
             CK(cudaLaunchKernelExC(&cfg, ls[i].f, args));
         }
         CK(cudaStreamEndCapture(st, &gr));
-        CK(cudaGraphInstantiate(&ge, gr, 0));
-        cudaEvent_t a, b;
-        CK(cudaEventCreate(&a));
-        CK(cudaEventCreate(&b));
-        std::vector<float> t;
-        for (int r = 0; r < 15; r++) {
-            CK(cudaEventRecord(a, st));
-            CK(cudaGraphLaunch(ge, st));
-            CK(cudaEventRecord(b, st));
-            CK(cudaEventSynchronize(b));
-            float ms;
-            CK(cudaEventElapsedTime(&ms, a, b));
-            if (r >= 3)
-                t.push_back(ms);
-        }
-        std::sort(t.begin(), t.end());
+        std::vector<float> t = replay_sorted(gr, 15, 3);
         printf("step %-4s ctx %d batch 1: %zu kernels, pdl %d, in_scale %d: %.3f ms of GPU time (median), min %.3f\n",
                shape, ctx, ls.size(), pdl, pass == 2, t[t.size() / 2], t[0]);
         fflush(stdout);
-        CK(cudaGraphExecDestroy(ge));
-        CK(cudaGraphDestroy(gr));
     }
     for (int l = 0; l < L; l++) {
         CK(cudaFree(wq[l]));

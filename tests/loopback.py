@@ -1,7 +1,7 @@
 """loopback.py: one real fusiond on 127.0.0.1 (an OS-chosen port) with stories260K, for the
 black-box reliability tests (test_badinput.py, test_load.py): raw and JSON requests, the
 /metrics scrape, the process's resident memory from /proc, and a SIGTERM stop that returns
-the exit status.  The skip/fail rules of the C suites: exit 77 skips when the shared model
+the exit status; test_server.py builds on it too.  The skip/fail rules of the C suites: exit 77 skips when the shared model
 is missing, unless FUSIOND_REQUIRE_SHARED=1 (CI).  python3 standard library only."""
 
 import http.client
@@ -39,12 +39,16 @@ def shared_model():
 
 
 class Daemon:
-    def __init__(self, *args, env=None):
-        fd, self.logpath = tempfile.mkstemp(prefix="fusiond-rely-", suffix=".log")
+    """fusiond and model default to $FUSIOND (or the build's) and the shared stories260K."""
+
+    def __init__(self, *args, env=None, fusiond=None, model=None):
+        # The child appends through its own file description, so reading here never moves
+        # its write offset.
+        fd, self.logpath = tempfile.mkstemp(prefix="fusiond-test-", suffix=".log")
         os.close(fd)
         self.log = open(self.logpath, "ab")
-        cmd = [fusiond_path(), "--model", shared_model(), "--host", "127.0.0.1", "--port", "0",
-               "--threads", "1", "--log-format", "plain", *args]
+        cmd = [fusiond or fusiond_path(), "--model", model or shared_model(), "--host",
+               "127.0.0.1", "--port", "0", "--threads", "1", "--log-format", "plain", *args]
         e = dict(os.environ)
         e.update(env or {})
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log,
@@ -120,8 +124,8 @@ class Daemon:
         c.close()
         return r.status, dict((k.lower(), v) for k, v in r.getheaders()), out
 
-    def get(self, path):
-        return self.request("GET", path)
+    def get(self, path, headers=None):
+        return self.request("GET", path, headers=headers)
 
     def post(self, path, body, headers=None, timeout=60):
         st, h, out = self.request("POST", path, body, headers, timeout)

@@ -7,80 +7,34 @@ OpenAI-shaped errors, and a /metrics scrape that promtool accepts.
 
 Usage: test_server.py FUSIOND MODEL  (python3 standard library only)."""
 
-import http.client
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import loopback  # noqa: E402
 
 FUSIOND, MODEL = sys.argv[1], sys.argv[2]
 FAILS = []
 
 
-class Daemon:
-    """One fusiond on 127.0.0.1 with an OS-chosen port (read from its log)."""
+class Daemon(loopback.Daemon):
+    """One fusiond on 127.0.0.1 with an OS-chosen port (tests/loopback.py), the binary and
+    model from the command line; an unclean exit counts as a failure."""
 
     def __init__(self, *args):
-        # The child appends through its own file description, so reading here never moves
-        # its write offset.
-        fd, self.logpath = tempfile.mkstemp(prefix="fusiond-test-", suffix=".log")
-        os.close(fd)
-        self.log = open(self.logpath, "ab")
-        cmd = [FUSIOND, "--model", MODEL, "--host", "127.0.0.1", "--port", "0",
-               "--threads", "1", "--log-format", "plain", *args]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log,
-                                     stdin=subprocess.DEVNULL)
-        self.port = None
-        deadline = time.time() + 60
-        while time.time() < deadline and self.proc.poll() is None:
-            m = re.search(rb"listening on \S*:(\d+)\n", self.logtext())
-            if m:
-                self.port = int(m.group(1))
-                try:
-                    if self.get("/health")[0] == 200:
-                        return
-                except OSError:
-                    pass
-            time.sleep(0.05)
-        raise RuntimeError("fusiond did not become ready: %s" % self.logtext().decode(errors="replace"))
-
-    def logtext(self):
-        with open(self.logpath, "rb") as f:
-            return f.read()
+        super().__init__(*args, fusiond=FUSIOND, model=MODEL)
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            rc = self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
+        rc = super().stop(timeout=30)
         if rc != 0:
             FAILS.append("fusiond exited with %s:\n%s" % (rc, self.logtext().decode(errors="replace")[-3000:]))
-        self.log.close()
-        os.unlink(self.logpath)
-
-    def conn(self):
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-
-    def request(self, method, path, body=None, headers=None):
-        c = self.conn()
-        h = {"Content-Type": "application/json"}
-        h.update(headers or {})
-        data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
-        c.request(method, path, body=data, headers=h)
-        r = c.getresponse()
-        out = r.read()
-        c.close()
-        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), out
-
-    def get(self, path, headers=None):
-        return self.request("GET", path, headers=headers)
+        self.cleanup()
 
     def post(self, path, body, headers=None):
         st, h, out = self.request("POST", path, body, headers)

@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "backends/backend.h"
 #include "backends/quants.h"
@@ -58,11 +57,7 @@ typedef struct opts {
 static bool use_cpu_clock;
 static double now_s(void)
 {
-    if (!use_cpu_clock)
-        return fd_now_s();
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    return bench_now_s(use_cpu_clock);
 }
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;

@@ -54,13 +54,18 @@ typedef struct popts {
  * one, for single-threaded runs (with N threads it sums their CPU time). */
 static bool cpu_clock;
 
-static double now_s(void)
+double bench_now_s(bool cpu)
 {
-    if (!cpu_clock)
+    if (!cpu)
         return fd_now_s();
     struct timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double now_s(void)
+{
+    return bench_now_s(cpu_clock);
 }
 
 static int cmp_d(const void *a, const void *b)

@@ -11,5 +11,8 @@
 bool perf_command(const char *cmd);
 int perf_main(int argc, char **argv);
 void perf_usage(void *file);
+/* Seconds on the wall clock, or (cpu) the process's CPU time, which preemption by other
+ * processes does not inflate (with N threads it sums their CPU time). */
+double bench_now_s(bool cpu);
 
 #endif

@@ -148,6 +148,8 @@ typedef struct fcuda {
     int err;                 /* sticky FD_EBACKEND after a context-poisoning error */
     /* options */
     int gemm_rows, graph_layers, attn_splits;
+    int stage;               /* one-row products staging x in shared memory: 0 none, 1 with
+                                in_scale, 2 all */
     bool graphs, timing, nonorm, pdl;
     bool chain;              /* the stream's last op was a kernel launched by exec_eager */
     /* staging of host int arrays, and pinned bounce buffers for bulk copies */
@@ -854,7 +856,7 @@ static int launch(fcuda_t *c, const void *func, dim3 grid, dim3 block, const P &
     op->block = block;
     op->smem = 0;
     if constexpr (std::is_same<P, fcu_gemv_p>::value) /* a staged one-row product */
-        op->smem = (unsigned)fcu_gemv_stage_bytes(p.stage ? 1 : 0, p.n_in, true);
+        op->smem = (unsigned)fcu_gemv_stage_bytes(p.stage ? 1 : 0, p.n_in);
     op->len = sizeof(P);
     op->dst = NULL;
     op->src = NULL;
@@ -1149,7 +1151,8 @@ static int mm_gemv(fcuda_t *c, const fb_weight_t *w, const fcuda_weight_t *cw, c
             p.row_scale = s;
         }
         const bool vec = n_in % 8 == 0 && aligned16(p.x);
-        p.stage = vec && fcu_gemv_stage_bytes(R, n_in, p.in_scale != NULL) > 0;
+        p.stage = vec && (c->stage == 2 || (c->stage == 1 && p.in_scale)) &&
+                  fcu_gemv_stage_bytes(R, n_in) > 0;
         int rpb, threads;
         const void *f = fcu_k_gemv(d->wtype, R, vec, n_in, &rpb, &threads);
         dim3 grid((unsigned)((n_out + rpb - 1) / rpb)), block(threads);
@@ -1783,6 +1786,8 @@ static int parse_option(fcuda_t *c, const char *o, char *err, size_t errlen)
         c->nonorm = n;
     } else if (kl == 3 && !strncmp(o, "pdl", kl) && b01) {
         c->pdl = n;
+    } else if (kl == 5 && !strncmp(o, "stage", kl) && num && n >= 0 && n <= 2) {
+        c->stage = (int)n;
     } else if (kl == 8 && !strncmp(o, "steptime", kl) && b01) {
         st_report(c);
         c->steptime = n;
@@ -1791,7 +1796,8 @@ static int parse_option(fcuda_t *c, const char *o, char *err, size_t errlen)
         c->attn_splits = (int)n;
     } else {
         snprintf(err, errlen, "cuda backend: bad option \"%s\" (gemm_rows=N, graphs=0|1, "
-                 "graph_layers=N, timing=0|1, nonorm=0|1, pdl=0|1, steptime=0|1, attn_splits=1..%d)", o,
+                 "graph_layers=N, timing=0|1, nonorm=0|1, pdl=0|1, stage=0|1|2, steptime=0|1, "
+                 "attn_splits=1..%d)", o,
                  FCU_ATTD_MAX_SPLIT);
         return FD_ECONFIG;
     }
@@ -1930,12 +1936,14 @@ extern "C" int fb_cuda_create(const fb_config_t *cfg, fb_backend_t **out, char *
     c->graph_layers = 2;
     c->pdl = false; /* measured: no gain in whole decode steps, a loss at 8 rows (docs/gpu.md) */
     c->attn_splits = 32;
+    c->stage = 1;
     for (const char *const *o = cfg ? cfg->options : NULL; o && *o; o++)
         if ((rc = parse_option(c, *o, err, errlen)))
             goto fail;
     CKC(cudaSetDevice(dev));
     CKC(cudaGetDeviceProperties(&c->prop, dev));
     CKC(cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking));
+    CKC(fcu_gemv_init());
     CKC(cudaHostAlloc((void **)&c->stage_h, STAGE_BYTES, cudaHostAllocDefault));
     CKC(cudaMalloc((void **)&c->stage_d, STAGE_BYTES));
     for (int k = 0; k < 2; k++) {

@@ -303,7 +303,7 @@ __global__ void __launch_bounds__(WPB * 32) k_gemv(const fcu_gemv_p p)
         const float4 *g4 = reinterpret_cast<const float4 *>(p.in_scale);
         float t = 0.f;
         for (int i = threadIdx.x; i < n_in / 4; i += WPB * 32) {
-            const float4 a = __ldg(x4 + i), g = __ldg(g4 + i);
+            const float4 a = __ldg(x4 + i), g = scaled ? __ldg(g4 + i) : make_float4(1, 1, 1, 1);
             t = fmaf(a.x, a.x, fmaf(a.y, a.y, fmaf(a.z, a.z, fmaf(a.w, a.w, t))));
             d[i] = make_float4(a.x * g.x, a.y * g.y, a.z * g.z, a.w * g.w);
         }
@@ -532,12 +532,30 @@ const void *fcu_k_gemv_glu(int wtype, int rows, int n_in, int *rows_per_block, i
     return rows == 1 && n_in <= 2048 ? short1[wtype] : tab[wtype][rows - 1];
 }
 
-size_t fcu_gemv_stage_bytes(int rows, int n_in, bool scaled)
+size_t fcu_gemv_stage_bytes(int rows, int n_in)
 {
-    /* within the default 48 KiB of dynamic shared memory: the normed products of every
-     * model shape so far (n_embd up to 8192) */
     const size_t b = (size_t)n_in * sizeof(float);
-    return rows == 1 && scaled && n_in % 8 == 0 && b <= ((size_t)48 << 10) ? b : 0;
+    return rows == 1 && n_in % 8 == 0 && b <= FCU_STAGE_MAX ? b : 0;
+}
+
+cudaError_t fcu_gemv_init(void)
+{
+    const void *k[] = {
+        ONE_ROW(FCU_W_F32, 2, 8, 4, false, false), ONE_ROW(FCU_W_F16, 2, 8, 4, false, false),
+        ONE_ROW(FCU_W_BF16, 2, 8, 4, false, false), ONE_ROW(FCU_W_Q8, 2, 8, 4, false, false),
+        ONE_ROW(FCU_W_F32, 2, 2, 4, false, true), ONE_ROW(FCU_W_F16, 2, 2, 4, false, true),
+        ONE_ROW(FCU_W_BF16, 2, 2, 4, false, true), ONE_ROW(FCU_W_Q8, 2, 2, 4, false, true),
+        ONE_ROW(FCU_W_F32, 4, 2, 2, true, true), ONE_ROW(FCU_W_F16, 4, 2, 2, true, true),
+        ONE_ROW(FCU_W_BF16, 4, 2, 2, true, true), ONE_ROW(FCU_W_Q8, 4, 2, 2, true, true),
+        (const void *)GLU_CFG(FCU_W_F32, 1), (const void *)GLU_CFG(FCU_W_F16, 1),
+        (const void *)GLU_CFG(FCU_W_BF16, 1), (const void *)GLU_CFG(FCU_W_Q8, 1)};
+    for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
+        cudaError_t e = cudaFuncSetAttribute(k[i], cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)FCU_STAGE_MAX);
+        if (e != cudaSuccess)
+            return e;
+    }
+    return cudaSuccess;
 }
 
 const void *fcu_k_gemv(int wtype, int rows, int vec, int n_in, int *rows_per_block, int *threads)

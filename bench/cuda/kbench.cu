@@ -406,18 +406,25 @@ static void step_case(const char *shape, int E, int F, int H, int Hkv, int hd, i
     float *gam = dev_rand(E, 1.f);
     const char *only = getenv("KBENCH_PASSES"); /* e.g. "2": only the in_scale pass (profilers) */
     auto smem = [](const L1 &r) {
-        return r.att ? (size_t)0 : fcu_gemv_stage_bytes(r.g.stage ? 1 : 0, r.g.n_in, true);
+        return r.att ? (size_t)0 : fcu_gemv_stage_bytes(r.g.stage ? 1 : 0, r.g.n_in);
     };
-    for (int pass = 0; pass < 4; pass++) {
+    CK(fcu_gemv_init());
+    for (int pass = 0; pass < 6; pass++) {
         const int pdl = pass == 1;
         /* pass 2: the fused plan's bf16 products with gamma as an input scale (INSCALE), as
          * before staging; pass 3: the same staged in shared memory, as the backend runs it */
-        if (pass >= 2)
-            for (L1 &r : ls)
+        if (pass >= 2) /* pass 4: every product staged; 5: also Q|K|V without its RoPE and
+                        * cache-write epilogue (not a valid step: the epilogue's cost) */
+            for (L1 &r : ls) {
                 if (!r.att && r.g.norm == FCU_NORM_RMS) {
                     r.g.in_scale = gam;
-                    r.g.stage = pass == 3;
+                    r.g.stage = pass >= 3;
                 }
+                if (!r.att && pass >= 4)
+                    r.g.stage = 1;
+                if (!r.att && pass == 5)
+                    r.g.rope_n = r.g.cp_n = 0;
+            }
         if (only && !strchr(only, '0' + pass))
             continue;
         cudaGraph_t gr;
@@ -432,27 +439,12 @@ static void step_case(const char *shape, int E, int F, int H, int Hkv, int hd, i
         }
         CK(cudaStreamEndCapture(st, &gr));
         std::vector<float> t = replay_sorted(gr, 15, 3);
+        static const char *const sname[6] = {"", "", "", " staged", " all staged",
+                                             " all staged, no Q|K|V epilogue"};
         printf("step %-4s ctx %d batch 1: %zu kernels, pdl %d, in_scale %d%s: %.3f ms of GPU time (median), min %.3f\n",
-               shape, ctx, ls.size(), pdl, pass >= 2, pass == 3 ? " staged" : "", t[t.size() / 2], t[0]);
+               shape, ctx, ls.size(), pdl, pass >= 2, sname[pass], t[t.size() / 2], t[0]);
         fflush(stdout);
     }
-    /* pieces as the backend's graph segments hold them (layer 0, layers 1-2, the LM head),
-     * in_scale staged: to compare with fusion-bench synth --steptime 1 */
-    const size_t pieces[3][2] = {{0, 5}, {5, 15}, {ls.size() - 1, ls.size()}};
-    const char *pname[3] = {"layer 0", "layers 1-2", "LM head"};
-    for (int k = 0; k < 3; k++) {
-        cudaGraph_t gr;
-        CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-        for (size_t i = pieces[k][0]; i < pieces[k][1]; i++) {
-            void *args[1] = {ls[i].att ? (void *)&ls[i].a : (void *)&ls[i].g};
-            CK(cudaLaunchKernel(ls[i].f, ls[i].grid, ls[i].block, args, smem(ls[i]), st));
-        }
-        CK(cudaStreamEndCapture(st, &gr));
-        std::vector<float> t = replay_sorted(gr, 15, 3);
-        printf("step %-4s ctx %d batch 1, in_scale 1 staged, %s alone: %.1f us of GPU time (median)\n",
-               shape, ctx, pname[k], t[t.size() / 2] * 1e3);
-    }
-    fflush(stdout);
     for (int l = 0; l < L; l++) {
         CK(cudaFree(wq[l]));
         CK(cudaFree(wo[l]));

@@ -1175,12 +1175,14 @@ START_TEST(test_registry_and_stats)
     }
     fb_config_t bad = {.threads = -3};
     ck_assert_int_eq(fb_create("cpu", &bad, &be, err, sizeof(err)), FD_ECONFIG);
-    /* a slice must hold whole groups of 8 blocks and whole super-blocks */
-    static const char *const bad_slices[][2] = {{"kslice=100"}, {"kslice=-256"}, {"kslice="}};
+    /* a slice must hold whole groups of 8 blocks and whole super-blocks; the L2 prefetch
+     * distance is a small multiple */
+    static const char *const bad_slices[][2] = {{"kslice=100"}, {"kslice=-256"}, {"kslice="},
+                                                {"farpf=65"}, {"farpf=-1"}, {"farpf=x"}};
     for (size_t i = 0; i < FD_ARRAY_LEN(bad_slices); i++) {
         fb_config_t bs = {.threads = 1, .options = bad_slices[i]};
         ck_assert_int_eq(fb_create("cpu", &bs, &be, err, sizeof(err)), FD_ECONFIG);
-        ck_assert_ptr_nonnull(strstr(err, "kslice"));
+        ck_assert_ptr_nonnull(strstr(err, i < 3 ? "kslice" : "farpf"));
     }
     ck_assert_int_eq(fb_create(NULL, NULL, &be, err, sizeof(err)), 0); /* default: cpu */
     ck_assert_str_eq(fb_name(be), "cpu");

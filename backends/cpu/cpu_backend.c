@@ -28,8 +28,8 @@
  * Q8_0 / Q4_0 rows in the FCPU_REPACK8 layout, as much memory again as the weights, which
  * the batches read while it is 1; default 0), kslice=N (int8 batches of matrices with n_in
  * above N are computed N inputs at a time, so that the prepared activations stay in L1;
- * a multiple of 256, 0 = never; default 2048), farpf=0|1 (int8 batches prefetch the weights
- * into L2 8x as far ahead as into L1, 16 KiB; default 1),
+ * a multiple of 256, 0 = never; default 2048), farpf=N (int8 batches prefetch the weights
+ * into L2 N times as far ahead as into L1, 0..64, 0 = not; default 8: 16 KiB),
  * streams=1|4|8 (decode of larger matrices: each chunk of weight rows read as that many
  * parts side by side, each part a sequential stream; default 4: one Zen 4 core read
  * 1.06-1.3x faster that way than with one stream, eight streams were slower again),
@@ -60,7 +60,7 @@
 #define DOT4_MAX (1 << 20) /* matrix bytes up to which decode uses four rows per call */
 #define KSLICE 2048       /* int8 batches: n_in slice length (mm_rows_sliced) */
 /* int8 batches: dot8's prefetch distances, into L1 DOT8_PF bytes ahead (a piece of a row
- * when split: the row stride) and into L2 DOT8_FAR times as far */
+ * when split: the row stride) and by default into L2 DOT8_FAR times as far */
 #define DOT8_PF 2048
 #define DOT8_FAR 8
 
@@ -84,7 +84,7 @@ typedef struct fcpu {
     bool dot8;                 /* batches through dot8 where the table has it */
     bool repack;               /* prepare FCPU_REPACK8 copies; batches use the copies */
     int64_t kslice;            /* int8 batches: n_in split into slices this long (0: not) */
-    bool farpf;                /* int8 batches: prefetch weights into L2 far ahead too */
+    int farpf;                 /* int8 batches: L2 prefetch this many times as far as L1's */
     bool ref;
     scratch_t scr[MAX_THREADS];
     scratch_t attn_scr[MAX_THREADS];
@@ -636,7 +636,7 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
                     m.ks = c->kslice;
                     m.pf = (ptrdiff_t)m.ldw; /* the same piece of the next row */
                 }
-                m.pf2 = c->farpf ? DOT8_FAR * m.pf : 0;
+                m.pf2 = c->farpf * m.pf;
             }
         }
     } else {
@@ -1233,8 +1233,9 @@ static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t er
             c->dot8 = v[0] == '1';
         } else if (kl == 6 && !strncmp(o, "repack", 6) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
             c->repack = v[0] == '1';
-        } else if (kl == 5 && !strncmp(o, "farpf", 5) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
-            c->farpf = v[0] == '1';
+        } else if (kl == 5 && !strncmp(o, "farpf", 5) && *v && (ks = strtoll(v, &end, 10)) >= 0 &&
+                   ks <= 64 && !*end) {
+            c->farpf = (int)ks;
         } else if (kl == 6 && !strncmp(o, "kslice", 6) && *v && (ks = strtoll(v, &end, 10)) >= 0 &&
                    !*end && ks % 256 == 0) {
             c->kslice = ks;
@@ -1243,7 +1244,7 @@ static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t er
         } else {
             snprintf(err, errlen, "cpu backend: bad option \"%s\" (isa=scalar|avx2|avx512, "
                      "defer=each|one, blas_rows=N, qblas_rows=N, dot4_max=BYTES, streams=1|4|8, "
-                     "dot8=0|1, repack=0|1, kslice=N (a multiple of 256), farpf=0|1, ref=0|1)", o);
+                     "dot8=0|1, repack=0|1, kslice=N (a multiple of 256), farpf=N, ref=0|1)", o);
             return FD_ECONFIG;
         }
     }
@@ -1280,7 +1281,7 @@ int fb_cpu_create(const fb_config_t *cfg, fb_backend_t **out, char *err, size_t 
     c->streams = 4;
     c->dot8 = true;
     c->kslice = KSLICE;
-    c->farpf = true;
+    c->farpf = DOT8_FAR;
     int rc = parse_options(c, cfg ? cfg->options : NULL, err, errlen);
     if (rc)
         goto fail_options;

@@ -47,6 +47,8 @@ static const cfg_t cfgs[] = {
     {{"isa=avx2", "dot4_max=0", "streams=4"}, 2},
     /* batches on weights repacked at prepare (FCPU_REPACK8) */
     {{"isa=avx512", "repack=1"}, 3},
+    /* int8 batches split along n_in into slices of 256 (mm_rows_sliced) */
+    {{"isa=avx512", "kslice=256"}, 3},
 };
 #define N_CFG ((int)FD_ARRAY_LEN(cfgs))
 
@@ -656,7 +658,7 @@ START_TEST(test_dot8_kernels)
     uint64_t s = 2100 + (uint64_t)_i;
     static const int64_t blocks[] = {1, 3, 8, 9, 17, 65}, supers[] = {1, 2, 5};
     static const int types[] = {GG_Q8_0, GG_Q4_0, GG_Q4_K};
-    int tested = 0, tested_r = 0;
+    int tested = 0, tested_r = 0, tested_pf = 0;
     for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
         int type = types[t];
         if (!k->dot8[type])
@@ -725,6 +727,19 @@ START_TEST(test_dot8_kernels)
                     }
                     for (int r = nr; r < FCPU_NR8; r++)
                         CHECKM(isnan(got[r]), "%s: dot8 wrote past row %d", k->name, nr);
+                    if (k->dot8pf[type]) { /* only the prefetch address differs */
+                        float gp[FCPU_NR8];
+                        for (int r = 0; r < FCPU_NR8; r++)
+                            gp[r] = NAN;
+                        k->dot8pf[type](n, wo, (ptrdiff_t)rb, nr % 2 ? 4 * (ptrdiff_t)rb : 0, xt,
+                                        ldx, nr, gp);
+                        for (int r = 0; r < FCPU_NR8; r++)
+                            CHECKM(r < nr ? gp[r] == got[r] : isnan(gp[r]),
+                                   "%s %s n %lld rows %d row %d: dot8pf %.9g, dot8 %.9g", k->name,
+                                   gg_type_name(type), (long long)n, nr, r, (double)gp[r],
+                                   (double)got[r]);
+                        tested_pf++;
+                    }
                     if (wr) { /* the repacked row: the same integer sums in the same order */
                         float gr[FCPU_NR8];
                         for (int r = 0; r < FCPU_NR8; r++)
@@ -744,7 +759,7 @@ START_TEST(test_dot8_kernels)
         }
     }
     if (_i == FCPU_ISA_AVX512)
-        CHECK(tested == 15 && tested_r == 12); /* the VNNI table has every batch form */
+        CHECK(tested == 15 && tested_r == 12 && tested_pf == 15 * 3 * FCPU_NR8); /* the VNNI table has every batch form */
 }
 END_TEST
 
@@ -1160,6 +1175,15 @@ START_TEST(test_registry_and_stats)
     }
     fb_config_t bad = {.threads = -3};
     ck_assert_int_eq(fb_create("cpu", &bad, &be, err, sizeof(err)), FD_ECONFIG);
+    /* a slice must hold whole groups of 8 blocks and whole super-blocks; the L2 prefetch
+     * distance is a small multiple */
+    static const char *const bad_slices[][2] = {{"kslice=100"}, {"kslice=-256"}, {"kslice="},
+                                                {"farpf=65"}, {"farpf=-1"}, {"farpf=x"}};
+    for (size_t i = 0; i < FD_ARRAY_LEN(bad_slices); i++) {
+        fb_config_t bs = {.threads = 1, .options = bad_slices[i]};
+        ck_assert_int_eq(fb_create("cpu", &bs, &be, err, sizeof(err)), FD_ECONFIG);
+        ck_assert_ptr_nonnull(strstr(err, i < 3 ? "kslice" : "farpf"));
+    }
     ck_assert_int_eq(fb_create(NULL, NULL, &be, err, sizeof(err)), 0); /* default: cpu */
     ck_assert_str_eq(fb_name(be), "cpu");
     ck_assert_str_eq(fb_op_class_name(FB_OP_ATTN), "attention");

@@ -26,7 +26,10 @@
  * dot8=0|1 (batches through the 8-row kernels: dot8 for Q8_0 / Q4_0 / Q4_K, dot2x8 for the
  * float types; default 1), repack=0|1 (weights prepared while it is 1 get a copy of their
  * Q8_0 / Q4_0 rows in the FCPU_REPACK8 layout, as much memory again as the weights, which
- * the batches read while it is 1; default 0),
+ * the batches read while it is 1; default 0), kslice=N (int8 batches of matrices with n_in
+ * above N are computed N inputs at a time, so that the prepared activations stay in L1;
+ * a multiple of 256, 0 = never; default 2048), farpf=N (int8 batches prefetch the weights
+ * into L2 N times as far ahead as into L1, 0..64, 0 = not; default 8: 16 KiB),
  * streams=1|4|8 (decode of larger matrices: each chunk of weight rows read as that many
  * parts side by side, each part a sequential stream; default 4: one Zen 4 core read
  * 1.06-1.3x faster that way than with one stream, eight streams were slower again),
@@ -55,6 +58,11 @@
 #define PAR_MIN_WORK 32768 /* multiply-adds below which an op stays on one thread */
 #define QTILE 64           /* weight rows dequantized per sgemm tile */
 #define DOT4_MAX (1 << 20) /* matrix bytes up to which decode uses four rows per call */
+#define KSLICE 2048       /* int8 batches: n_in slice length (mm_rows_sliced) */
+/* int8 batches: dot8's prefetch distances, into L1 DOT8_PF bytes ahead (a piece of a row
+ * when split: the row stride) and by default into L2 DOT8_FAR times as far */
+#define DOT8_PF 2048
+#define DOT8_FAR 8
 
 enum { DEFER_EACH = 0, DEFER_ONE = 1 };
 
@@ -75,6 +83,8 @@ typedef struct fcpu {
     int streams;               /* decode of larger matrices: 1 or 4 weight streams a thread */
     bool dot8;                 /* batches through dot8 where the table has it */
     bool repack;               /* prepare FCPU_REPACK8 copies; batches use the copies */
+    int64_t kslice;            /* int8 batches: n_in split into slices this long (0: not) */
+    int farpf;                 /* int8 batches: L2 prefetch this many times as far as L1's */
     bool ref;
     scratch_t scr[MAX_THREADS];
     scratch_t attn_scr[MAX_THREADS];
@@ -256,6 +266,12 @@ typedef struct mm_ctx {
      * four adjacent rows, each too short for a prefetcher to train on, read slower) */
     void (*dot4q)(int64_t n, const void *w, size_t ldw, const void *x, float *out);
     size_t ldx;
+    /* int8 batches: dot8 with the prefetch distances pf (L1) and pf2 (L2, 0: none); split
+     * along n_in when ks > 0 (ldx is then the stride of one slice's prepared rows) */
+    void (*dot8pf)(int64_t n, const void *w, ptrdiff_t pf, ptrdiff_t pf2, const void *x,
+                   size_t ldx, int nr, float *out);
+    ptrdiff_t pf, pf2;
+    int64_t ks;
     int64_t chunk;
     _Atomic int64_t next;
     _Atomic int err;
@@ -372,8 +388,11 @@ static void mm_rows(const mm_ctx_t *m, const fcpu_kern_t *k, const uint8_t *wsrc
                     } else {
                         /* the float dot takes FCPU_NR rows a call, dot8 all of them */
                         const int dn = fl ? FCPU_NR : m->nr;
-                        for (int j = 0; j < nr; j += dn)
-                            m->dot(nk, wo, xr + (size_t)j * ldx, ldx, FD_MIN(dn, nr - j), out + j);
+                        if (m->dot8pf)
+                            m->dot8pf(nk, wo, m->pf, m->pf2, xr, ldx, nr, out);
+                        else
+                            for (int j = 0; j < nr; j += dn)
+                                m->dot(nk, wo, xr + (size_t)j * ldx, ldx, FD_MIN(dn, nr - j), out + j);
                     }
                     for (int i = 0; i < mw; i++, o++) {
                         float *y = m->y + r * m->n_out + o;
@@ -387,6 +406,44 @@ static void mm_rows(const mm_ctx_t *m, const fcpu_kern_t *k, const uint8_t *wsrc
                 }
             }
         }
+    }
+}
+
+/* Weight rows [o0, o1) against all activation rows, one n_in slice of ks elements at a
+ * time: slice s of every row was prepared as a row of its own (at xbase + (s * n_rows + r)
+ * * ldx), exact since the int8 blocks and XQ32T's groups of 8 blocks never cross a slice.
+ * Eight prepared rows of n_in 5632 (TinyLlama's down) take 56 KiB, past a 32 KiB L1, so the
+ * unsplit dot8 reloads them from L2 for every weight row; a slice of 2048 takes 20 KiB and
+ * stays in L1 while the chunk's rows pass over it.  Each dot8 call reads a piece of one
+ * weight row, and the next call the same piece of the next row: that is where it
+ * prefetches (pf = the row stride).  OB weight rows at a time share each group of 8
+ * activation rows, for batches above 8 (prefill). */
+static void mm_rows_sliced(const mm_ctx_t *m, const uint8_t *wsrc, const uint8_t *xbase,
+                           int64_t o0, int64_t o1)
+{
+    const int64_t n_in = m->n_in, n_rows = m->n_rows, n_out = m->n_out;
+    const int64_t be = gg_block_elems(m->w->type);
+    const size_t bb = gg_block_bytes(m->w->type);
+    float out[FCPU_NR8];
+    for (int64_t k0 = 0, s = 0; k0 < n_in; k0 += m->ks, s++) {
+        const int64_t kn = FD_MIN(m->ks, n_in - k0);
+        const size_t woff = (size_t)(k0 / be) * bb;
+        const uint8_t *xs = xbase + (size_t)s * (size_t)n_rows * m->ldx;
+        for (int64_t ob = o0; ob < o1; ob += MM_OB)
+            for (int64_t r = 0; r < n_rows; r += FCPU_NR8) {
+                const int nr = (int)FD_MIN(FCPU_NR8, n_rows - r);
+                for (int64_t o = ob; o < FD_MIN(ob + MM_OB, o1); o++) {
+                    m->dot8pf(kn, wsrc + (uint64_t)o * m->ldw + woff, m->pf, m->pf2,
+                              xs + (size_t)r * m->ldx, m->ldx, nr, out);
+                    float *y = m->y + r * n_out + o;
+                    if (k0 == 0)
+                        for (int j = 0; j < nr; j++)
+                            y[j * n_out] = out[j];
+                    else
+                        for (int j = 0; j < nr; j++)
+                            y[j * n_out] += out[j];
+                }
+            }
     }
 }
 
@@ -407,7 +464,8 @@ static void mm_task(void *arg, int ith, int nth)
                        : 0;
     size_t off_x = off_s + (((size_t)n_rows * 4 + 63) & ~(size_t)63);
     size_t off_xp = off_x + (((size_t)n_in * 4 + 63) & ~(size_t)63);
-    size_t off_w = off_xp + (need_x ? (size_t)n_rows * m->ldx : 0);
+    const int64_t n_sl = m->ks ? (n_in + m->ks - 1) / m->ks : 1; /* prepared slices a row */
+    size_t off_w = off_xp + (need_x ? (size_t)n_sl * (size_t)n_rows * m->ldx : 0);
     size_t wtile = m->path == MM_QBLAS ? QTILE : m->path == MM_GENERIC ? MM_OB : 0;
     uint8_t *buf = scratch_get(&c->scr[ith], off_w + wtile * (size_t)n_in * 4 + 64);
     if (!buf) {
@@ -434,7 +492,15 @@ static void mm_task(void *arg, int ith, int nth)
             k->mul(xr, w->in_scale, dst, n_in);
             src = dst;
         }
-        if (m->xform == FCPU_XQ32)
+        if (m->ks) {
+            for (int64_t k0 = 0, sl = 0; k0 < n_in; k0 += m->ks, sl++) {
+                uint8_t *dst = xp + ((size_t)sl * (size_t)n_rows + (size_t)r) * m->ldx;
+                if (m->xform == FCPU_XQ32T)
+                    k->quant_q32t(src + k0, FD_MIN(m->ks, n_in - k0), dst);
+                else
+                    k->quant_qkt(src + k0, FD_MIN(m->ks, n_in - k0), dst);
+            }
+        } else if (m->xform == FCPU_XQ32)
             k->quant_q32(src, n_in, xp + (size_t)r * m->ldx);
         else if (m->xform == FCPU_XQ32I)
             k->quant_q32i(src, n_in, xp + (size_t)r * m->ldx);
@@ -498,6 +564,8 @@ static void mm_task(void *arg, int ith, int nth)
                 m->dot4(n_in, wsrc + (uint64_t)o * m->ldw, m->ldw, xbase, m->y + o);
             for (; o < o1; o++)
                 m->dot(n_in, wsrc + (uint64_t)o * m->ldw, xbase, m->ldx, 1, m->y + o);
+        } else if (m->ks) {
+            mm_rows_sliced(m, wsrc, xbase, o0, o1);
         } else {
             mm_rows(m, k, wsrc, xbase, wbuf, xpack, o0, o1);
         }
@@ -561,6 +629,14 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
             if (c->repack && cw && cw->packed && k->dot8r[w->type]) {
                 m.dot = k->dot8r[w->type];
                 m.wrows = cw->packed;
+            } else if (k->dot8pf[w->type]) {
+                m.dot8pf = k->dot8pf[w->type];
+                m.pf = DOT8_PF;
+                if (c->kslice > 0 && w->n_in > c->kslice) {
+                    m.ks = c->kslice;
+                    m.pf = (ptrdiff_t)m.ldw; /* the same piece of the next row */
+                }
+                m.pf2 = c->farpf * m.pf;
             }
         }
     } else {
@@ -571,7 +647,7 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
     if (m.xform == FCPU_XF32 && (m.path == MM_DOT || m.path == MM_GENERIC) && n_rows > FCPU_NR &&
         c->dot8 && k->dot2x8[m.path == MM_GENERIC ? GG_F32 : w->type])
         m.nr = FCPU_NR8; /* each weight row read once per 8 activation rows, not per 4 */
-    m.ldx = fcpu_xrow_bytes(m.xform, w->n_in);
+    m.ldx = fcpu_xrow_bytes(m.xform, m.ks ? m.ks : w->n_in);
     if (m.xform == FCPU_XF32 && !w->in_scale)
         m.ldx = (size_t)w->n_in * sizeof(float); /* the caller's rows as they are */
     if (m.path == MM_BLAS || m.path == MM_QBLAS)
@@ -1132,6 +1208,7 @@ static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t er
         const char *v = eq ? eq + 1 : "";
         size_t kl = eq ? (size_t)(eq - o) : strlen(o);
         char *end = NULL;
+        long long ks;
         if (kl == 3 && !strncmp(o, "isa", 3)) {
             int isa = -1;
             for (int i = 0; i < FCPU_ISA_COUNT; i++)
@@ -1156,12 +1233,18 @@ static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t er
             c->dot8 = v[0] == '1';
         } else if (kl == 6 && !strncmp(o, "repack", 6) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
             c->repack = v[0] == '1';
+        } else if (kl == 5 && !strncmp(o, "farpf", 5) && *v && (ks = strtoll(v, &end, 10)) >= 0 &&
+                   ks <= 64 && !*end) {
+            c->farpf = (int)ks;
+        } else if (kl == 6 && !strncmp(o, "kslice", 6) && *v && (ks = strtoll(v, &end, 10)) >= 0 &&
+                   !*end && ks % 256 == 0) {
+            c->kslice = ks;
         } else if (kl == 3 && !strncmp(o, "ref", 3) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
             c->ref = v[0] == '1';
         } else {
             snprintf(err, errlen, "cpu backend: bad option \"%s\" (isa=scalar|avx2|avx512, "
                      "defer=each|one, blas_rows=N, qblas_rows=N, dot4_max=BYTES, streams=1|4|8, "
-                     "dot8=0|1, repack=0|1, ref=0|1)", o);
+                     "dot8=0|1, repack=0|1, kslice=N (a multiple of 256), farpf=N, ref=0|1)", o);
             return FD_ECONFIG;
         }
     }
@@ -1197,6 +1280,8 @@ int fb_cpu_create(const fb_config_t *cfg, fb_backend_t **out, char *err, size_t 
     c->dot4_max = DOT4_MAX;
     c->streams = 4;
     c->dot8 = true;
+    c->kslice = KSLICE;
+    c->farpf = DOT8_FAR;
     int rc = parse_options(c, cfg ? cfg->options : NULL, err, errlen);
     if (rc)
         goto fail_options;

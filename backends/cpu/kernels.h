@@ -77,6 +77,13 @@ typedef struct fcpu_kern {
     int xform8[GG_TYPE_COUNT];
     /* dot8 on a weight row in the FCPU_REPACK8 layout of fcpu_repack8_row (NULL: none) */
     fcpu_dot_fn dot8r[GG_TYPE_COUNT];
+    /* dot8 with its software prefetches at chosen distances: each weight group read is
+     * prefetched into L1 pf bytes ahead and into L2 pf2 bytes ahead (0: not); dot8 itself
+     * uses its own (2 and 16 KiB).  A batch split along n_in reads a piece of each weight
+     * row in turn, and what it reads next is the same piece of the next row: pf = the row
+     * stride, pf2 = a few rows ahead */
+    void (*dot8pf[GG_TYPE_COUNT])(int64_t n, const void *w, ptrdiff_t pf, ptrdiff_t pf2,
+                                  const void *x, size_t ldx, int nr, float *out);
     /* float weight types, batches: out[j * FCPU_NR8 + r] = W_j . X_r for the 2 weight rows
      * W_j = w + j * ldw bytes and nr <= FCPU_NR8 F32 activation rows (NULL: use dot2) */
     void (*dot2x8[GG_TYPE_COUNT])(int64_t n, const void *w, size_t ldw, const void *x,

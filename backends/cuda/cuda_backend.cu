@@ -51,7 +51,10 @@
  * graph_layers=N (segment length; 0 = whole step; default 2), timing=1 (device time of every
  * op by class into fb_stats_t.dev_s, with CUDA events; turns graphs off), nonorm=1 (benchmarks
  * only: skips every normalization, a lower bound that is not a valid model), pdl=0|1 (default
- * 0), attn_splits=N (at most N splits of a decode row's context; default 32). */
+ * 0), attn_splits=N (at most N splits of a decode row's context; default 32), stage=0|1|2
+ * (one-row products that stage x in shared memory: none, those with in_scale, all; default
+ * 1, measured in docs/gpu.md), steptime=0|1 (log where each step's wall time goes: GPU time,
+ * the logits copy, the host's lead; a summary each time the option is set). */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <type_traits>
@@ -344,9 +347,10 @@ static void st_launched(fcuda_t *c)
 {
     if (c->st_on && c->st_seg < MAX_SEGS)
         cudaEventRecord(c->st_ev[2 + c->st_seg], c->st);
-    if (c->st_on)
+    if (c->st_on) {
         c->sts.ops += (uint64_t)c->n_log;
-    c->st_seg++;
+        c->st_seg++;
+    }
 }
 
 static void st_report(fcuda_t *c)

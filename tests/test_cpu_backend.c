@@ -645,7 +645,7 @@ END_TEST
 /* Every table with batch kernels (the VNNI one; the plain C table's per-row kernels run the
  * batches faster than a transposed layout would there): its quant_q32t (quant_qkt) is its
  * quant_q32 (quant_qk) with the codes moved as fcpu_xq32t_at says (scales and sums
- * untouched), and its dot8 gives, for 1..8 rows, what the scalar table's per-row dot gives
+ * untouched; XQKT's sums are d times the sums of 32), and its dot8 gives, for 1..8 rows, what the scalar table's per-row dot gives
  * on XQ32 (XQK) rows: the integer sums are exact, so
  * only the float summation order differs.  Block counts 1, 3, 8, 9, 17 and 65 cover rows of
  * no full group, of groups only, and of groups with 1..7 blocks after them; Q4_K takes 1, 2
@@ -688,8 +688,22 @@ START_TEST(test_dot8_kernels)
                         CHECKM(q8t[fcpu_xq32t_at(b, e, n / 32)] == q8n[32 * b + e],
                                "%s %s n %lld row %d block %lld code %d", k->name,
                                gg_type_name(type), (long long)n, r, (long long)b, e);
-                const size_t tail = kq ? 4 * (size_t)(n / 256) + 2 * (size_t)(n / 16) : 8 * (size_t)(n / 32);
+                const size_t tail = kq ? 4 * (size_t)(n / 256) : 8 * (size_t)(n / 32);
                 CHECK(memcmp(xt + (size_t)r * ldx + n, xn + (size_t)r * ldx + n, tail) == 0);
+                if (kq) { /* XQKT: d times the sums of 32 where XQK has the sums of 16 */
+                    const float *dt = fcpu_xqkt_dsum(xt + (size_t)r * ldx, n);
+                    const float *d = fcpu_xqk_d(xn + (size_t)r * ldx, n);
+                    const int16_t *bs = fcpu_xqk_bsum(xn + (size_t)r * ldx, n);
+                    for (int64_t j = 0; j < n / 32; j++) {
+                        int sum = 0;
+                        for (int e = 0; e < 32; e++)
+                            sum += q8n[32 * j + e];
+                        CHECK(sum == bs[2 * j] + bs[2 * j + 1]);
+                        CHECKM(dt[j] == d[j / 8] * (float)sum, "%s n %lld row %d sum %lld: %g vs %g",
+                               k->name, (long long)n, r, (long long)j, (double)dt[j],
+                               (double)(d[j / 8] * (float)sum));
+                    }
+                }
             }
             uint8_t *wr = NULL;
             if (k->dot8r[type]) {

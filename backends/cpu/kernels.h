@@ -20,7 +20,9 @@
  *         One 32-byte vector then holds word i of 8 blocks, so a dot product instruction
  *         adds into 8 lanes that each belong to one block (batches, dot8).
  *   XQKT  XQK with each super-block's 256 codes in XQ32T's group order (its 8 sub-blocks of
- *         32 as the 8 blocks), for the K-quants' dot8.
+ *         32 as the 8 blocks), for the K-quants' dot8; in place of the sums of 16 codes it
+ *         holds, per sub-block of 32, d times the sum of its codes as a float (the same
+ *         bytes), which the min correction of a batch row then takes as it is.
  * A dot kernel multiplies one weight row with nr <= FCPU_NR activation rows.  Pure
  * functions; any thread. */
 #ifndef FD_CPU_KERNELS_H
@@ -41,8 +43,8 @@ enum fcpu_xform {
 
 /* Bytes of one prepared activation row of n elements (a multiple of 64, so rows stay
  * aligned).  XQ32 (XQ32I, XQ32T) row: int8 qs[n] | float d[n/32] | int32 sum[n/32].
- * XQK (XQKT) row: int8 qs[n] | float d[n/256] | int16 bsum[n/16].  n must be a multiple of
- * the block. */
+ * XQK row: int8 qs[n] | float d[n/256] | int16 bsum[n/16].  XQKT row: int8 qs[n] |
+ * float d[n/256] | float dsum[n/32].  n must be a multiple of the block. */
 size_t fcpu_xrow_bytes(int xform, int64_t n);
 
 /* out[r] = sum_i W[i] * X_r[i] for r < nr; w is one row of its type, x the first prepared
@@ -158,6 +160,10 @@ static inline const float *fcpu_xqk_d(const void *row, int64_t n)
 static inline const int16_t *fcpu_xqk_bsum(const void *row, int64_t n)
 {
     return (const int16_t *)((const int8_t *)row + n + 4 * (n / 256));
+}
+static inline const float *fcpu_xqkt_dsum(const void *row, int64_t n)
+{
+    return (const float *)((const int8_t *)row + n + 4 * (n / 256));
 }
 
 #endif

@@ -49,6 +49,7 @@ typedef struct opts {
     const char *batches, *ctxs, *sets;
     int type, reps, threads, ctx, n_gen, prefill;
     bool cpu_clock;
+    bool steptime;           /* synth: the backend's steptime=1 summary per variant */
 } opts_t;
 
 /* The clock: wall time, or (--clock cpu) the process's CPU time, which a shared, loaded
@@ -435,6 +436,7 @@ typedef struct synth_run {
     fz_kv_t kv;
     int n_vocab;
     bool nonorm;            /* the backend takes nonorm=1 */
+    bool steptime;          /* the backend takes steptime=1 (logs where a step's time goes) */
 } synth_run_t;
 
 /* Wall time of one step of variant v (0 unfused, 1 fused, 2 fused with the norms deleted). */
@@ -474,6 +476,14 @@ static void synth_case(synth_run_t *r, const opts_t *o, const char *name, const 
         for (int v = 0; v < nv; v++)
             t[v][k] = synth_step(r, v, tok, pos, rows, seqs, n_seqs, logits);
     fb_stats_get(r->be, &s1);
+    for (int v = 0; v < nv && r->steptime; v++) { /* after the timed steps: each variant alone */
+        fprintf(stderr, "synth %s %s variant %s:\n", name, what,
+                v == 0 ? "unfused" : v == 1 ? "fused" : "nonorm");
+        fb_set_option(r->be, "steptime=1");
+        for (int k = 0; k < reps; k++)
+            synth_step(r, v, tok, pos, rows, seqs, n_seqs, logits);
+        fb_set_option(r->be, "steptime=0");
+    }
     for (int v = 0; v < nv; v++)
         med[v] = median(t[v], reps) * 1e3;
     printf("synth %-14s %-5s %-26s unfused %8.3f ms  fused %8.3f ms", name,
@@ -593,6 +603,7 @@ static int synth_shape(const opts_t *o, const shape_t *sh)
         return 1;
     }
     r.nonorm = fb_set_option(r.be, "nonorm=0") == 0;
+    r.steptime = o->steptime && fb_set_option(r.be, "steptime=0") == 0;
     for (int f = 0; f < 2; f++) {
         fz_plan_opts_t po2 = { .fused = f == 1, .softmax_mode = FB_SOFTMAX_MAXSUM,
                                .fold_policy = FZ_FOLD_AUTO,
@@ -758,6 +769,8 @@ static void usage(FILE *f)
             "       fusion-bench synth --models M [--backend B] [--type T] [--batches 1,8]\n"
             "                          [--ctxs 512,4096] [--prefill 512] [--reps N]\n"
             "                          [--sets 'k=v,k=v|k=v']  (backend option sets, in turn)\n"
+            "                          [--steptime 1]  (then each variant alone with the\n"
+            "                          backend's steptime=1: where a step's wall time goes)\n"
             "         decode steps (ms/token) and a prefill of a model shape with random\n"
             "         weights: unfused, fused, and fused with the norms deleted (a lower\n"
             "         bound, on backends that take nonorm=1)\n"
@@ -841,6 +854,8 @@ int main(int argc, char **argv)
             o.prefill = atoi(v);
         else if (strcmp(a, "--sets") == 0)
             o.sets = v;
+        else if (strcmp(a, "--steptime") == 0)
+            o.steptime = atoi(v) != 0;
         else if (strcmp(a, "--clock") == 0 && (!strcmp(v, "wall") || !strcmp(v, "cpu")))
             o.cpu_clock = strcmp(v, "cpu") == 0;
         else {

@@ -186,6 +186,21 @@ START_TEST(test_matmul_paths)
     mm_case(be, GG_BF16, 512, 100, 2, 1, true);
     mm_case(be, GG_Q8_0, 512, 100, 1, 2, false);
     fb_destroy(be);
+    /* one-row products with x staged in shared memory for none, for those with in_scale (the
+     * default, covered above) and for all of them, up to 14336 inputs (56 KiB: above the
+     * 48 KiB that needs the kernels' raised limit) */
+    static const char *const stage_opts[] = {"stage=0", "stage=2"};
+    static const int64_t stage_n[] = {256, 1000, 4096, 14336};
+    for (size_t k = 0; k < FD_ARRAY_LEN(stage_opts); k++) {
+        const char *so[] = {stage_opts[k], NULL};
+        be = gpu_opts(so);
+        for (size_t n = 0; n < FD_ARRAY_LEN(stage_n); n++)
+            for (int v = 0; v < 3; v++) {
+                mm_case(be, GG_BF16, stage_n[n], 37, 1, v, false);
+                mm_case(be, GG_F32, stage_n[n], 21, 1, v, false);
+            }
+        fb_destroy(be);
+    }
     be = gpu();
     int64_t n_in = 256, n_out = 40;
     void *wq = rnd_matrix(GG_F16, n_out, n_in);
@@ -452,6 +467,8 @@ START_TEST(test_bad_input)
     be = gpu();
     ck_assert_int_eq(fb_set_option(be, "gemm_rows=0"), FD_ECONFIG);
     ck_assert_int_eq(fb_set_option(be, "gemm_rows=16"), 0);
+    ck_assert_int_eq(fb_set_option(be, "stage=3"), FD_ECONFIG);
+    ck_assert_int_eq(fb_set_option(be, "steptime=2"), FD_ECONFIG);
     float hw[64 * 4];
     for (int i = 0; i < 64 * 4; i++)
         hw[i] = tu_randf(&seed);

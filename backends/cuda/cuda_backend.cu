@@ -51,9 +51,13 @@
  * graph_layers=N (segment length; 0 = whole step; default 2), timing=1 (device time of every
  * op by class into fb_stats_t.dev_s, with CUDA events; turns graphs off), nonorm=1 (benchmarks
  * only: skips every normalization, a lower bound that is not a valid model), pdl=0|1 (default
- * 0), attn_splits=N (at most N splits of a decode row's context; default 32). */
+ * 0), attn_splits=N (at most N splits of a decode row's context; default 32), stage=0|1|2
+ * (one-row products that stage x in shared memory: none, those with in_scale, all; default
+ * 1, measured in docs/gpu.md), steptime=0|1 (log where each step's wall time goes: GPU time,
+ * the logits copy, the host's lead; a summary each time the option is set). */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <type_traits>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -75,6 +79,7 @@ extern "C" {
 #define STAGE_BYTES ((size_t)8 << 20)
 #define PIN_BYTES ((size_t)32 << 20)
 #define DEQ_ELEMS ((int64_t)32 << 20) /* fp16 elements of one dequantized Q8_0 tile */
+#define MAX_SEGS 64                     /* graph launches a step timed by steptime=1 */
 #define DH_PIECES 8                    /* device-to-host copies in flight (fb_to_host) */
 
 enum { OP_KERNEL, OP_COPY };
@@ -146,6 +151,8 @@ typedef struct fcuda {
     int err;                 /* sticky FD_EBACKEND after a context-poisoning error */
     /* options */
     int gemm_rows, graph_layers, attn_splits;
+    int stage;               /* one-row products staging x in shared memory: 0 none, 1 with
+                                in_scale, 2 all */
     bool graphs, timing, nonorm, pdl;
     bool chain;              /* the stream's last op was a kernel launched by exec_eager */
     /* staging of host int arrays, and pinned bounce buffers for bulk copies */
@@ -186,6 +193,12 @@ typedef struct fcuda {
     /* weights */
     wdev_t **wc;
     int n_wc, cap_wc;
+    /* steptime=1: where a step's wall time goes (summary logged when the option is set) */
+    bool steptime, st_on;
+    cudaEvent_t st_ev[2 + MAX_SEGS], st_d2h;
+    int st_seg;
+    double st_h0, st_first, st_rec;
+    struct { uint64_t n, starved, segs, ops; double wall, gpu, d2h, first, rec, seg[MAX_SEGS]; } sts;
 } fcuda_t;
 
 /* ---- errors --------------------------------------------------------------------------- */
@@ -315,8 +328,56 @@ static void rec_copy(op_rec_t *dst, const op_rec_t *src)
  * while timing every op (its events sit between the kernels anyway). */
 static bool pdl_on(const fcuda_t *c) { return c->pdl && c->prop.major >= 9 && !c->timing; }
 
+/* ---- steptime=1: a step's wall time split into host and GPU parts ---------------------- */
+
+/* Before a launch in a timed step: the host's first launch time, and whether the GPU had
+ * already finished everything launched before (it waited for the host). */
+static void st_launch(fcuda_t *c)
+{
+    if (!c->st_on)
+        return;
+    if (c->st_first == 0)
+        c->st_first = fd_now_s();
+    if (c->st_seg > 0 && c->st_seg <= MAX_SEGS &&
+        cudaEventQuery(c->st_ev[1 + c->st_seg]) == cudaSuccess)
+        c->sts.starved++;
+}
+
+static void st_launched(fcuda_t *c)
+{
+    if (c->st_on && c->st_seg < MAX_SEGS)
+        cudaEventRecord(c->st_ev[2 + c->st_seg], c->st);
+    if (c->st_on) {
+        c->sts.ops += (uint64_t)c->n_log;
+        c->st_seg++;
+    }
+}
+
+static void st_report(fcuda_t *c)
+{
+    if (c->sts.n)
+        fd_log(FD_LOG_INFO, "cuda backend: steptime over %llu steps, per step: wall %.3f ms, "
+               "GPU %.3f ms (step begin to logits copy), logits copy %.3f ms, host to the first "
+               "launch %.1f us, host until the logits copy %.3f ms, %.1f graph launches of "
+               "which %.2f found the GPU idle", (unsigned long long)c->sts.n,
+               c->sts.wall * 1e3 / c->sts.n, c->sts.gpu * 1e3 / c->sts.n, c->sts.d2h * 1e3 / c->sts.n,
+               c->sts.first * 1e6 / c->sts.n, c->sts.rec * 1e3 / c->sts.n,
+               (double)c->sts.segs / c->sts.n, (double)c->sts.starved / c->sts.n);
+    if (c->sts.n) {
+        char b[1024];
+        int o = snprintf(b, sizeof(b), "cuda backend: steptime: %.1f recorded ops per step; GPU "
+                         "us per graph launch:", (double)c->sts.ops / c->sts.n);
+        for (uint64_t k = 0; k < c->sts.segs / c->sts.n && k < MAX_SEGS && o < 1000; k++)
+            o += snprintf(b + o, sizeof(b) - (size_t)o, " %.1f", c->sts.seg[k] * 1e6 / c->sts.n);
+        fd_log(FD_LOG_INFO, "%s", b);
+    }
+    memset(&c->sts, 0, sizeof(c->sts));
+}
+
 static int exec_eager(fcuda_t *c, const op_rec_t *op)
 {
+    if (c->st_on && c->st_first == 0)
+        c->st_first = fd_now_s();
     if (op->kind == OP_COPY) {
         c->chain = false;
         CK(cudaMemcpyAsync(op->dst, op->src, op->bytes, cudaMemcpyHostToDevice, c->st));
@@ -555,9 +616,12 @@ static int flush(fcuda_t *c)
     if (c->mode != MODE_EAGER && c->n_log > 0) {
         c->cur->used = ++c->stamp;
         c->chain = false;
+        st_launch(c);
         cudaError_t e = cudaGraphLaunch(c->cur->exec, c->st);
         if (e != cudaSuccess)
             rc = cuda_fail(c, "cudaGraphLaunch", e, __LINE__);
+        else
+            st_launched(c);
         c->pending = true;
         c->n_launch++;
     }
@@ -650,6 +714,11 @@ static int cuda_to_host(fb_backend_t *be, void *dst, const void *src, size_t byt
     int rc = flush(c);
     if (rc || c->err)
         return rc ? rc : c->err;
+    const bool timed = c->st_on;
+    if (timed) {
+        c->st_rec = fd_now_s();
+        CK(cudaEventRecord(c->st_ev[1], c->st));
+    }
     /* in pieces with an event each, so the host copies a piece out of the pinned buffer while
      * the next ones are still crossing the bus (the logits of every step come this way) */
     for (size_t off = 0; off < bytes;) {
@@ -664,6 +733,8 @@ static int cuda_to_host(fb_backend_t *be, void *dst, const void *src, size_t byt
             CK(cudaEventRecord(c->dh_ev[k], c->st));
         }
         time_end(c);
+        if (timed)
+            CK(cudaEventRecord(c->st_d2h, c->st));
         k = 0;
         for (size_t o = 0; o < n; o += piece, k++) {
             CK(cudaEventSynchronize(c->dh_ev[k]));
@@ -673,6 +744,24 @@ static int cuda_to_host(fb_backend_t *be, void *dst, const void *src, size_t byt
     }
     CK(cudaStreamSynchronize(c->st));
     c->pending = false;
+    if (timed) {
+        float g = 0, d = 0;
+        CK(cudaEventElapsedTime(&g, c->st_ev[0], c->st_ev[1]));
+        CK(cudaEventElapsedTime(&d, c->st_ev[1], c->st_d2h));
+        c->sts.n++;
+        c->sts.gpu += g * 1e-3;
+        c->sts.d2h += d * 1e-3;
+        c->sts.first += c->st_first ? c->st_first - c->st_h0 : 0;
+        c->sts.rec += c->st_rec - c->st_h0;
+        c->sts.wall += fd_now_s() - c->st_h0;
+        c->sts.segs += (uint64_t)c->st_seg;
+        for (int k = 0; k < c->st_seg && k < MAX_SEGS; k++) {
+            float e = 0;
+            CK(cudaEventElapsedTime(&e, c->st_ev[k ? 1 + k : 0], c->st_ev[2 + k]));
+            c->sts.seg[k] += e * 1e-3;
+        }
+        c->st_on = false;
+    }
     return 0;
 }
 
@@ -770,6 +859,8 @@ static int launch(fcuda_t *c, const void *func, dim3 grid, dim3 block, const P &
     op->grid = grid;
     op->block = block;
     op->smem = 0;
+    if constexpr (std::is_same<P, fcu_gemv_p>::value) /* a staged one-row product */
+        op->smem = (unsigned)fcu_gemv_stage_bytes(p.stage ? 1 : 0, p.n_in);
     op->len = sizeof(P);
     op->dst = NULL;
     op->src = NULL;
@@ -1064,6 +1155,8 @@ static int mm_gemv(fcuda_t *c, const fb_weight_t *w, const fcuda_weight_t *cw, c
             p.row_scale = s;
         }
         const bool vec = n_in % 8 == 0 && aligned16(p.x);
+        p.stage = vec && (c->stage == 2 || (c->stage == 1 && p.in_scale)) &&
+                  fcu_gemv_stage_bytes(R, n_in) > 0;
         int rpb, threads;
         const void *f = fcu_k_gemv(d->wtype, R, vec, n_in, &rpb, &threads);
         dim3 grid((unsigned)((n_out + rpb - 1) / rpb)), block(threads);
@@ -1541,7 +1634,10 @@ static int cuda_get_rows(fb_backend_t *be, const fb_weight_t *w, const int32_t *
     rc = upload_ints(c, ids, n, &dids);
     if (rc == 0) {
         fcu_getrows_p p = {cw->dev->d, cw->dev->scale, dids, out, (int)w->n_in};
-        rc = launch(c, fcu_k_get_rows(cw->dev->wtype), dim3((unsigned)n), dim3(256), p);
+        /* a row over several blocks (1024 elements each): one row is a whole decode step's
+         * get_rows, and one block of it took 9 us at 4096 wide */
+        const unsigned by = (unsigned)FD_MIN((w->n_in + 1023) / 1024, (int64_t)64);
+        rc = launch(c, fcu_k_get_rows(cw->dev->wtype), dim3((unsigned)n, by), dim3(256), p);
     }
     time_end(c);
     return rc;
@@ -1651,6 +1747,12 @@ static void cuda_mark(fb_backend_t *be, int what, int arg)
         c->in_step = true;
         c->step_rows = arg;
         c->seg = 0;
+        c->st_on = c->steptime && !c->pending && cudaEventRecord(c->st_ev[0], c->st) == cudaSuccess;
+        if (c->st_on) {
+            c->st_h0 = fd_now_s();
+            c->st_first = 0;
+            c->st_seg = 0;
+        }
         segment_begin(c);
     } else if (what == FB_MARK_LAYER) {
         /* the first segment ends after layer 0, the others every graph_layers layers from
@@ -1688,12 +1790,18 @@ static int parse_option(fcuda_t *c, const char *o, char *err, size_t errlen)
         c->nonorm = n;
     } else if (kl == 3 && !strncmp(o, "pdl", kl) && b01) {
         c->pdl = n;
+    } else if (kl == 5 && !strncmp(o, "stage", kl) && num && n >= 0 && n <= 2) {
+        c->stage = (int)n;
+    } else if (kl == 8 && !strncmp(o, "steptime", kl) && b01) {
+        st_report(c);
+        c->steptime = n;
     } else if (kl == 11 && !strncmp(o, "attn_splits", kl) && num && n >= 1 &&
                n <= FCU_ATTD_MAX_SPLIT) {
         c->attn_splits = (int)n;
     } else {
         snprintf(err, errlen, "cuda backend: bad option \"%s\" (gemm_rows=N, graphs=0|1, "
-                 "graph_layers=N, timing=0|1, nonorm=0|1, pdl=0|1, attn_splits=1..%d)", o,
+                 "graph_layers=N, timing=0|1, nonorm=0|1, pdl=0|1, stage=0|1|2, steptime=0|1, "
+                 "attn_splits=1..%d)", o,
                  FCU_ATTD_MAX_SPLIT);
         return FD_ECONFIG;
     }
@@ -1750,6 +1858,11 @@ static void cuda_destroy(fb_backend_t *be)
     for (int k = 0; k < DH_PIECES; k++)
         if (c->dh_ev[k])
             cudaEventDestroy(c->dh_ev[k]);
+    for (int k = 0; k < 2 + MAX_SEGS; k++)
+        if (c->st_ev[k])
+            cudaEventDestroy(c->st_ev[k]);
+    if (c->st_d2h)
+        cudaEventDestroy(c->st_d2h);
     for (int i = 0; i < c->n_ev; i++)
         cudaEventDestroy(c->evpool[i]);
     free(c->evpool);
@@ -1827,12 +1940,14 @@ extern "C" int fb_cuda_create(const fb_config_t *cfg, fb_backend_t **out, char *
     c->graph_layers = 2;
     c->pdl = false; /* measured: no gain in whole decode steps, a loss at 8 rows (docs/gpu.md) */
     c->attn_splits = 32;
+    c->stage = 1;
     for (const char *const *o = cfg ? cfg->options : NULL; o && *o; o++)
         if ((rc = parse_option(c, *o, err, errlen)))
             goto fail;
     CKC(cudaSetDevice(dev));
     CKC(cudaGetDeviceProperties(&c->prop, dev));
     CKC(cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking));
+    CKC(fcu_gemv_init());
     CKC(cudaHostAlloc((void **)&c->stage_h, STAGE_BYTES, cudaHostAllocDefault));
     CKC(cudaMalloc((void **)&c->stage_d, STAGE_BYTES));
     for (int k = 0; k < 2; k++) {
@@ -1841,6 +1956,9 @@ extern "C" int fb_cuda_create(const fb_config_t *cfg, fb_backend_t **out, char *
     }
     for (int k = 0; k < DH_PIECES; k++)
         CKC(cudaEventCreateWithFlags(&c->dh_ev[k], cudaEventDisableTiming));
+    for (int k = 0; k < 2 + MAX_SEGS; k++)
+        CKC(cudaEventCreate(&c->st_ev[k]));
+    CKC(cudaEventCreate(&c->st_d2h));
     {
         cublasStatus_t s = cublasCreate(&c->blas);
         if (s == CUBLAS_STATUS_SUCCESS)

@@ -292,6 +292,37 @@ __global__ void __launch_bounds__(WPB * 32) k_gemv(const fcu_gemv_p p)
     if (PEEL && active)
         gemv_load<T, U, OR>(wr, p, row, lane * 8);
     pdl_wait();
+    /* staged (one row, in_scale): the block writes x * in_scale to shared memory and sums
+     * x^2 of the raw row while the first weight loads are in flight */
+    extern __shared__ float4 stage_sh[];
+    const float *xs = reinterpret_cast<const float *>(stage_sh);
+    const bool stage = R == 1 && p.stage;
+    if (stage) {
+        float4 *d = stage_sh;
+        const float4 *x4 = reinterpret_cast<const float4 *>(p.x);
+        const float4 *g4 = reinterpret_cast<const float4 *>(p.in_scale);
+        float t = 0.f;
+        for (int i = threadIdx.x; i < n_in / 4; i += WPB * 32) {
+            const float4 a = __ldg(x4 + i), g = scaled ? __ldg(g4 + i) : make_float4(1, 1, 1, 1);
+            t = fmaf(a.x, a.x, fmaf(a.y, a.y, fmaf(a.z, a.z, fmaf(a.w, a.w, t))));
+            d[i] = make_float4(a.x * g.x, a.y * g.y, a.z * g.z, a.w * g.w);
+        }
+        if (rms) {
+            t = warp_sum(t);
+            if (lane == 0)
+                ssh[warp][0] = t;
+        }
+        __syncthreads();
+        if (rms) {
+            float u = 0.f;
+#pragma unroll
+            for (int w = 0; w < WPB; w++)
+                u += ssh[w][0];
+            ss[0] = u;
+        }
+        if (!active)
+            return;
+    }
     for (int j = lane * 8; j < n_in; j += 256 * U) {
         if (PIPE) { /* the next chunks' loads in flight while this one is consumed */
             if (active && j + 256 * U < n_in)
@@ -304,6 +335,20 @@ __global__ void __launch_bounds__(WPB * 32) k_gemv(const fcu_gemv_p p)
             const int jj = j + u * 256;
             if (jj >= n_in)
                 break;
+            if (stage) { /* R == 1: the staged, scaled row */
+                const float4 a = *reinterpret_cast<const float4 *>(xs + jj);
+                const float4 b = *reinterpret_cast<const float4 *>(xs + jj + 4);
+                const float xq[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+#pragma unroll
+                for (int k = 0; k < OR; k++) {
+                    float wf[8];
+                    WT<T>::cvt(wr[u][k], wf);
+#pragma unroll
+                    for (int e = 0; e < 8; e++)
+                        acc[k][0] = fmaf(wf[e], xq[e], acc[k][0]);
+                }
+                continue;
+            }
             /* the chunk index is the same for the whole warp */
             const bool my_ss = rms && ((jj - lane * 8) / 256) % WPB == warp;
             if (!active && !my_ss)
@@ -364,7 +409,7 @@ __global__ void __launch_bounds__(WPB * 32) k_gemv(const fcu_gemv_p p)
                     wr[u][k] = wn[u][k];
         }
     }
-    if (rms) {
+    if (rms && !stage) {
 #pragma unroll
         for (int r = 0; r < R; r++) {
             const float t = warp_sum(ss[r]);
@@ -485,6 +530,32 @@ const void *fcu_k_gemv_glu(int wtype, int rows, int n_in, int *rows_per_block, i
     *rows_per_block = 2 * 2; /* gate rows per block: 2 warps of 2 */
     *threads = 64;
     return rows == 1 && n_in <= 2048 ? short1[wtype] : tab[wtype][rows - 1];
+}
+
+size_t fcu_gemv_stage_bytes(int rows, int n_in)
+{
+    const size_t b = (size_t)n_in * sizeof(float);
+    return rows == 1 && n_in % 8 == 0 && b <= FCU_STAGE_MAX ? b : 0;
+}
+
+cudaError_t fcu_gemv_init(void)
+{
+    const void *k[] = {
+        ONE_ROW(FCU_W_F32, 2, 8, 4, false, false), ONE_ROW(FCU_W_F16, 2, 8, 4, false, false),
+        ONE_ROW(FCU_W_BF16, 2, 8, 4, false, false), ONE_ROW(FCU_W_Q8, 2, 8, 4, false, false),
+        ONE_ROW(FCU_W_F32, 2, 2, 4, false, true), ONE_ROW(FCU_W_F16, 2, 2, 4, false, true),
+        ONE_ROW(FCU_W_BF16, 2, 2, 4, false, true), ONE_ROW(FCU_W_Q8, 2, 2, 4, false, true),
+        ONE_ROW(FCU_W_F32, 4, 2, 2, true, true), ONE_ROW(FCU_W_F16, 4, 2, 2, true, true),
+        ONE_ROW(FCU_W_BF16, 4, 2, 2, true, true), ONE_ROW(FCU_W_Q8, 4, 2, 2, true, true),
+        (const void *)GLU_CFG(FCU_W_F32, 1), (const void *)GLU_CFG(FCU_W_F16, 1),
+        (const void *)GLU_CFG(FCU_W_BF16, 1), (const void *)GLU_CFG(FCU_W_Q8, 1)};
+    for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
+        cudaError_t e = cudaFuncSetAttribute(k[i], cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)FCU_STAGE_MAX);
+        if (e != cudaSuccess)
+            return e;
+    }
+    return cudaSuccess;
 }
 
 const void *fcu_k_gemv(int wtype, int rows, int vec, int n_in, int *rows_per_block, int *threads)
@@ -725,7 +796,7 @@ __global__ void k_get_rows(const fcu_getrows_p p)
     pdl_wait();
     const int64_t row = p.ids[blockIdx.x];
     float *out = p.out + (int64_t)blockIdx.x * p.n_in;
-    for (int j = threadIdx.x; j < p.n_in; j += blockDim.x)
+    for (int j = blockIdx.y * blockDim.x + threadIdx.x; j < p.n_in; j += blockDim.x * gridDim.y)
         out[j] = WT<T>::elem(p.w, p.wscale, row, p.n_in, j);
 }
 

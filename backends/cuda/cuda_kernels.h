@@ -50,7 +50,19 @@ typedef struct fcu_gemv_p {
     int n_in, n_out, rows;
     int norm;                 /* enum fcu_norm */
     float eps;
+    /* One activation row (decode): the block stages x (times in_scale) in n_in floats of
+     * dynamic shared memory and reduces the RMS statistic there, once per block instead of
+     * once per warp; the launch passes that memory (fcu_gemv_stage_bytes).  Only for the
+     * one-row kernels of fcu_k_gemv/fcu_k_gemv_glu. */
+    int stage;
 } fcu_gemv_p;
+
+/* Dynamic shared memory of a one-row product that stages its activations (0: it cannot). */
+#define FCU_STAGE_MAX ((size_t)128 << 10)
+size_t fcu_gemv_stage_bytes(int rows, int n_in);
+/* Lets the one-row product kernels use FCU_STAGE_MAX bytes of dynamic shared memory (once per
+ * device, before the first staged launch). */
+cudaError_t fcu_gemv_init(void);
 
 /* Per-row statistic and conversion pass in front of cuBLAS (and the row scales for the
  * LayerNorm GEMV): s = 1/sqrt(mean(x^2)+eps) or 1/sqrt(var(x)+eps) (1 for none); then, when

@@ -56,7 +56,8 @@ static std::vector<float> replay_sorted(cudaGraph_t g, int reps, int skip)
 
 /* Times a graph of CHAIN launches of f with params ps[i % ps.size()]; us per launch. */
 template <typename P>
-static double time_chain(const void *f, dim3 grid, dim3 block, const std::vector<P> &ps, bool pdl)
+static double time_chain(const void *f, dim3 grid, dim3 block, const std::vector<P> &ps, bool pdl,
+                         size_t smem = 0)
 {
     cudaGraph_t g;
     CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
@@ -66,7 +67,7 @@ static double time_chain(const void *f, dim3 grid, dim3 block, const std::vector
         cudaLaunchAttribute at[1];
         at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
         at[0].val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t cfg = {grid, block, 0, st, at, (unsigned)(pdl && i > 0 ? 1 : 0)};
+        cudaLaunchConfig_t cfg = {grid, block, smem, st, at, (unsigned)(pdl && i > 0 ? 1 : 0)};
         CK(cudaLaunchKernelExC(&cfg, f, args));
     }
     CK(cudaStreamEndCapture(st, &g));
@@ -85,9 +86,12 @@ struct gv {
 
 static const gv plain[] = {GV(2, 4, 4, false), GV(2, 8, 4, false), GV(2, 4, 4, true),
                            GV(4, 4, 2, false), GV(2, 2, 4, true),  GV(4, 2, 4, true),
-                           GV(2, 8, 2, false), GV(2, 4, 8, false)};
+                           GV(2, 8, 2, false), GV(2, 4, 8, false), GV(4, 4, 4, true),
+                           GV(4, 2, 2, true),  GV(2, 2, 8, true),  GV(4, 8, 2, false)};
 static const gv glu[] = {GG(4, 4, 2, false), GG(4, 4, 2, true), GG(4, 2, 4, true),
-                         GG(4, 8, 2, false), GG(4, 4, 4, false), GG(4, 2, 2, true)};
+                         GG(4, 8, 2, false), GG(4, 4, 4, false), GG(4, 2, 2, true),
+                         GG(8, 2, 2, true),  GG(8, 4, 2, false), GG(4, 2, 8, true),
+                         GG(2, 4, 4, false), GG(2, 2, 4, true)};
 
 static float *dev_rand(size_t n, float a)
 {
@@ -100,7 +104,8 @@ static float *dev_rand(size_t n, float a)
     return d;
 }
 
-static void gemv_case(const char *shape, int n_in, int n_out, bool is_glu)
+/* scaled: with in_scale, staged in shared memory, as the backend runs its normed products */
+static void gemv_case(const char *shape, int n_in, int n_out, bool is_glu, bool scaled)
 {
     /* n_out: all rows of the matrix (GLU: gate + up) */
     const size_t wbytes = (size_t)n_in * n_out * 2;
@@ -123,7 +128,7 @@ static void gemv_case(const char *shape, int n_in, int n_out, bool is_glu)
             CK(cudaMemcpy(w[k], h.data(), wbytes, cudaMemcpyHostToDevice));
         }
     }
-    float *x = dev_rand(n_in, 1.f), *y, *go;
+    float *x = dev_rand(n_in, 1.f), *gam = dev_rand(n_in, 1.f), *y, *go;
     CK(cudaMalloc(&y, (size_t)n_out * 4));
     CK(cudaMalloc(&go, (size_t)n_out * 4));
     std::vector<float> hy(n_out), hr(n_out);
@@ -146,11 +151,16 @@ static void gemv_case(const char *shape, int n_in, int n_out, bool is_glu)
                 p.glu_out = go;
                 p.glu_n = n_out / 2;
             }
+            if (scaled) {
+                p.in_scale = gam;
+                p.stage = 1;
+            }
         }
+        const size_t smem = scaled ? fcu_gemv_stage_bytes(1, n_in) : 0;
         const int lim = is_glu ? n_out / 2 : n_out;
         dim3 grid((lim + vs[v].rpb - 1) / vs[v].rpb), block(vs[v].threads);
-        double t0 = time_chain(vs[v].f, grid, block, ps, false);
-        double t1 = time_chain(vs[v].f, grid, block, ps, true);
+        double t0 = time_chain(vs[v].f, grid, block, ps, false, smem);
+        double t1 = time_chain(vs[v].f, grid, block, ps, true, smem);
         CK(cudaMemcpy(hy.data(), is_glu ? go : y, (size_t)lim * 4, cudaMemcpyDeviceToHost));
         double md = 0;
         if (v == 0) {
@@ -159,13 +169,14 @@ static void gemv_case(const char *shape, int n_in, int n_out, bool is_glu)
             for (int i = 0; i < lim; i++)
                 md = std::max(md, (double)fabsf(hy[i] - hr[i]) / (fabsf(hr[i]) + 1e-3));
         }
-        printf("gemv %-10s %6d x %-6d %-14s nopdl %7.2f us %6.0f GB/s   pdl %7.2f us %6.0f GB/s  diff %.1e\n",
-               shape, n_out, n_in, vs[v].name, t0, wbytes / t0 * 1e-3, t1, wbytes / t1 * 1e-3, md);
+        printf("gemv %-10s%s %6d x %-6d %-14s nopdl %7.2f us %6.0f GB/s   pdl %7.2f us %6.0f GB/s  diff %.1e\n",
+               shape, scaled ? " staged" : "", n_out, n_in, vs[v].name, t0, wbytes / t0 * 1e-3, t1, wbytes / t1 * 1e-3, md);
         fflush(stdout);
     }
     for (int k = 0; k < copies; k++)
         CK(cudaFree(w[k]));
     CK(cudaFree(x));
+    CK(cudaFree(gam));
     CK(cudaFree(y));
     CK(cudaFree(go));
 }
@@ -463,6 +474,7 @@ int main(int argc, char **argv)
     const char *what = argc > 1 ? argv[1] : "all";
     CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
     CK(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, 0));
+    CK(fcu_gemv_init());
     if (strstr(what, "att") || !strcmp(what, "all")) {
         att_case("1B", 32, 8, 64, 512, 1);
         att_case("1B", 32, 8, 64, 4096, 1);
@@ -480,16 +492,19 @@ int main(int argc, char **argv)
             step_case("8B", 4096, 14336, 32, 8, 128, 32, 512);
     }
     if (strstr(what, "gemv") || !strcmp(what, "all")) {
-        gemv_case("1B qkv", 2048, 3072, false);
-        gemv_case("1B o", 2048, 2048, false);
-        gemv_case("1B down", 8192, 2048, false);
-        gemv_case("1B head", 2048, 128256, false);
-        gemv_case("1B gu", 2048, 16384, true);
-        gemv_case("8B qkv", 4096, 6144, false);
-        gemv_case("8B o", 4096, 4096, false);
-        gemv_case("8B down", 14336, 4096, false);
-        gemv_case("8B head", 4096, 128256, false);
-        gemv_case("8B gu", 4096, 28672, true);
+        /* as the fused plan runs them: the normed products with in_scale, staged */
+        gemv_case("1B qkv", 2048, 3072, false, true);
+        gemv_case("1B o", 2048, 2048, false, false);
+        gemv_case("1B down", 8192, 2048, false, false);
+        gemv_case("1B gu", 2048, 16384, true, true);
+        gemv_case("8B qkv", 4096, 6144, false, true);
+        gemv_case("8B o", 4096, 4096, false, false);
+        gemv_case("8B down", 14336, 4096, false, false);
+        gemv_case("8B gu", 4096, 28672, true, true);
+        if (strstr(what, "head")) {
+            gemv_case("1B head", 2048, 128256, false, true);
+            gemv_case("8B head", 4096, 128256, false, true);
+        }
     }
     return 0;
 }

@@ -777,6 +777,61 @@ START_TEST(test_dot8_kernels)
 }
 END_TEST
 
+/* Q6_K's batch kernel (the per-row kernel on up to 8 untransposed XQK rows) against the
+ * scalar table's per-row dot, 1..8 rows, 1, 2 and 5 super-blocks, and nothing written past
+ * the rows asked for. */
+START_TEST(test_dot8_q6_K)
+{
+    const fcpu_kern_t *k = fcpu_kernels(_i), *ref = fcpu_kernels(FCPU_ISA_SCALAR);
+    if (!k || !k->dot8[GG_Q6_K])
+        return;
+    CHECK(k->xform8[GG_Q6_K] == FCPU_XQK);
+    uint64_t s = 2150 + (uint64_t)_i;
+    static const int64_t supers[] = {1, 2, 5};
+    for (size_t bi = 0; bi < FD_ARRAY_LEN(supers); bi++) {
+        const int64_t n = 256 * supers[bi], n_out = 3;
+        const size_t ldx = fcpu_xrow_bytes(FCPU_XQK, n);
+        const uint64_t rb = gg_row_bytes(GG_Q6_K, (uint64_t)n);
+        void *w = mk_weight(&s, GG_Q6_K, n, n_out);
+        uint8_t *xq = malloc(ldx * FCPU_NR8);
+        float *x = rnd(&s, n * FCPU_NR8, 1), *wf = malloc(sizeof(float) * (size_t)n);
+        for (int64_t i = 0; i < n; i++)
+            x[5 * n + i] *= 1000; /* a large-magnitude row */
+        for (int r = 0; r < FCPU_NR8; r++)
+            k->quant_qk(x + r * n, n, xq + (size_t)r * ldx);
+        for (int64_t o = 0; o < n_out; o++) {
+            const uint8_t *wo = (const uint8_t *)w + rb * (uint64_t)o;
+            fq_dequantize_row(GG_Q6_K, wo, wf, n);
+            for (int nr = 1; nr <= FCPU_NR8; nr++) {
+                float got[FCPU_NR8];
+                for (int r = 0; r < FCPU_NR8; r++)
+                    got[r] = NAN;
+                k->dot8[GG_Q6_K](n, wo, xq, ldx, nr, got);
+                for (int r = 0; r < FCPU_NR8; r++) {
+                    if (r >= nr) {
+                        CHECKM(isnan(got[r]), "%s: dot8 Q6_K wrote past row %d", k->name, nr);
+                        continue;
+                    }
+                    const uint8_t *row = xq + (size_t)r * ldx;
+                    float want;
+                    ref->dot[GG_Q6_K](n, wo, row, ldx, 1, &want);
+                    const int8_t *q = fcpu_x_qs(row);
+                    const float *d = fcpu_xqk_d(row, n);
+                    double mag = 0;
+                    for (int64_t i = 0; i < n; i++)
+                        mag += fabs((double)wf[i] * q[i] * d[i / 256]);
+                    CHECKM(fabs((double)got[r] - want) <= 1e-5 * mag + 1e-30,
+                           "%s Q6_K n %lld out %lld rows %d row %d: %.9g vs %.9g (|terms| %.3g)",
+                           k->name, (long long)n, (long long)o, nr, r, (double)got[r],
+                           (double)want, mag);
+                }
+            }
+        }
+        free(w); free(xq); free(x); free(wf);
+    }
+}
+END_TEST
+
 /* Every table's dot2x8 (two float-type weight rows against 1..8 activation rows) against the
  * scalar table's per-row dot, on lengths off the vector width (tails) and on. */
 START_TEST(test_dot2x8_kernels)
@@ -835,10 +890,10 @@ START_TEST(test_batch_rows)
     if (!be)
         return;
     uint64_t s = 2300 + (uint64_t)_i;
-    static const int types[] = {GG_Q8_0, GG_Q4_0, GG_F32, GG_F16, GG_Q4_K};
+    static const int types[] = {GG_Q8_0, GG_Q4_0, GG_F32, GG_F16, GG_Q4_K, GG_Q6_K};
     for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
         int type = types[t];
-        const int64_t n_in = gg_block_elems(type) == 1 ? 1000 : type == GG_Q4_K ? 512 : 2080, n_out = 13;
+        const int64_t n_in = gg_block_elems(type) == 1 ? 1000 : gg_block_elems(type) == 256 ? 512 : 2080, n_out = 13;
         fb_weight_t w = {.type = type, .n_in = n_in, .n_out = n_out,
                          .src = mk_weight(&s, type, n_in, n_out)};
         ck_assert_int_eq(fb_weight_prepare(be, &w), 0);
@@ -1266,6 +1321,7 @@ int main(void)
     tcase_add_loop_test(tc, test_fast_matmul, 0, N_CFG);
     tcase_add_loop_test(tc, test_dot8_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_dot2x8_kernels, 0, FCPU_ISA_COUNT);
+    tcase_add_loop_test(tc, test_dot8_q6_K, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_batch_rows, 0, N_CFG);
     tcase_add_loop_test(tc, test_fast_attention, 0, N_CFG);
     tcase_add_loop_test(tc, test_sumonly_overflow, 0, N_CFG);

@@ -15,6 +15,7 @@
 #include "backends/backend.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/fd.h"
@@ -286,6 +287,21 @@ void fb_mark(fb_backend_t *be, int what, int arg)
 {
     if (be->ops->mark)
         be->ops->mark(be, what, arg);
+}
+
+void *fb_host_alloc(fb_backend_t *be, size_t bytes)
+{
+    return be && be->ops->host_alloc ? be->ops->host_alloc(be, bytes) : malloc(bytes ? bytes : 1);
+}
+
+void fb_host_free(fb_backend_t *be, void *p)
+{
+    if (!p)
+        return;
+    if (be && be->ops->host_alloc)
+        be->ops->host_free(be, p);
+    else
+        free(p);
 }
 
 int fb_set_option(fb_backend_t *be, const char *kv)

@@ -155,6 +155,12 @@ typedef struct fb_ops {
      * returns the best rate in GB/s.  FB_ROOF_SGEMM: an fp32 product of 512 x 2048 by
      * 2048 x 2048 (buf unused), returns GFLOP/s.  Negative: an error (fd.h). */
     double (*roof)(fb_backend_t *be, int what, const void *buf, size_t bytes);
+    /* Optional: host memory that fb_to_host copies into fastest (page-locked for a GPU: one
+     * transfer straight into it, no bounce buffer), for buffers that receive a copy every
+     * step, such as the logits.  NULL: plain malloc/free.  host_free gets only pointers
+     * host_alloc returned. */
+    void *(*host_alloc)(fb_backend_t *be, size_t bytes);
+    void (*host_free)(fb_backend_t *be, void *p);
 } fb_ops_t;
 
 enum fb_roof { FB_ROOF_READ = 0, FB_ROOF_SGEMM = 1 };
@@ -206,6 +212,9 @@ void fb_mark(fb_backend_t *be, int what, int arg);
 bool fb_host_weights(const fb_backend_t *be);
 /* fb_ops_t.roof, or FD_EUNSUP when the backend has none. */
 double fb_roof(fb_backend_t *be, int what, const void *buf, size_t bytes);
+/* fb_ops_t.host_alloc / host_free, or malloc / free (be may be NULL: malloc / free). */
+void *fb_host_alloc(fb_backend_t *be, size_t bytes);
+void fb_host_free(fb_backend_t *be, void *p);
 /* One "key=value" option of the backend, changed at run time: FD_EUNSUP when the backend
  * has no run-time options, FD_ECONFIG for a key or value it does not take. */
 int fb_set_option(fb_backend_t *be, const char *kv);

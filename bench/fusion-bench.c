@@ -463,7 +463,7 @@ static void synth_case(synth_run_t *r, const opts_t *o, const char *name, const 
                        int reps, double weight_gb)
 {
     int nv = r->nonorm ? 3 : 2;
-    float *logits = malloc(sizeof(float) * (size_t)n_seqs * (size_t)r->n_vocab);
+    float *logits = fb_host_alloc(r->be, sizeof(float) * (size_t)n_seqs * (size_t)r->n_vocab);
     double *t[3], med[3];
     for (int v = 0; v < nv; v++)
         t[v] = malloc(sizeof(double) * (size_t)reps);
@@ -503,7 +503,7 @@ static void synth_case(synth_run_t *r, const opts_t *o, const char *name, const 
     fflush(stdout);
     for (int v = 0; v < nv; v++)
         free(t[v]);
-    free(logits);
+    fb_host_free(r->be, logits);
 }
 
 /* Every decode case (batch x context) and the prefill, on the plans of r. */

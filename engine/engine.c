@@ -878,6 +878,17 @@ out:
 
 #define OPEN_ERR(code, ...) (snprintf(err, errlen, __VA_ARGS__), (code))
 
+static void logits_free(eng_t *e)
+{
+    if (e->d.host_alloc && e->d.host_free) {
+        if (e->logits)
+            e->d.host_free(e->d.ctx, e->logits);
+    } else {
+        free(e->logits);
+    }
+    e->logits = NULL;
+}
+
 int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, char *err,
                     size_t errlen)
 {
@@ -939,7 +950,7 @@ int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, c
         rc = OPEN_ERR(FD_ERANGE, "logits buffer size overflows");
         goto fail_alloc;
     }
-    e->logits = malloc(n_logits);
+    e->logits = d->host_alloc && d->host_free ? d->host_alloc(d->ctx, n_logits) : malloc(n_logits);
     if (!e->run || !e->admitted || !e->ent || !e->ent_req || !e->sampled || !e->logits) {
         rc = OPEN_ERR(-ENOMEM, "out of memory for %d running sequences", e->max_running);
         goto fail_alloc;
@@ -964,7 +975,7 @@ fail_thread:
 fail_cond:
     pthread_mutex_destroy(&e->mu);
 fail_alloc:
-    free(e->logits);
+    logits_free(e);
     free(e->sampled);
     free(e->ent_req);
     free(e->ent);
@@ -988,9 +999,9 @@ void eng_close(eng_t *e)
     pthread_join(e->thread, NULL);
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->mu);
+    logits_free(e); /* before close: the driver's memory may belong to its backend */
     if (e->d.close)
         e->d.close(e->d.ctx);
-    free(e->logits);
     free(e->sampled);
     free(e->ent_req);
     free(e->ent);

@@ -220,6 +220,10 @@ typedef struct eng_driver {
                        size_t *len);
     int (*stream_flush)(void *ctx, tok_stream_t *s, char *out, size_t cap, size_t *len);
     void (*stats)(void *ctx, fb_stats_t *out);  /* may be NULL */
+    /* The logits buffer decode writes into: memory the backend copies into fastest
+     * (fb_host_alloc).  Both NULL: malloc / free.  Freed before close. */
+    void *(*host_alloc)(void *ctx, size_t bytes);
+    void (*host_free)(void *ctx, void *p);
     void (*close)(void *ctx);   /* at eng_close (or a failed open), after the engine thread
                                    ended; may be NULL */
 } eng_driver_t;

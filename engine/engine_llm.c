@@ -70,6 +70,16 @@ static void d_stats(void *ctx, fb_stats_t *out)
     fb_stats_get(llm_backend(((llm_drv_t *)ctx)->m), out);
 }
 
+static void *d_host_alloc(void *ctx, size_t bytes)
+{
+    return fb_host_alloc(llm_backend(((llm_drv_t *)ctx)->m), bytes);
+}
+
+static void d_host_free(void *ctx, void *p)
+{
+    fb_host_free(llm_backend(((llm_drv_t *)ctx)->m), p);
+}
+
 static void d_close(void *ctx)
 {
     llm_drv_t *d = ctx;
@@ -198,6 +208,8 @@ int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
         .stream_push = d_stream_push,
         .stream_flush = d_stream_flush,
         .stats = d_stats,
+        .host_alloc = d_host_alloc,
+        .host_free = d_host_free,
         .close = d_close,
     };
     /* eng_open_driver closes the driver (and so the model) when it fails */

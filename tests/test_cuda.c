@@ -359,6 +359,27 @@ START_TEST(test_elementwise)
     fb_free(be, gu);
     fb_free(be, h);
     free(hgu); free(ref);
+    /* page-locked host memory (fb_host_alloc): fb_to_host copies straight into it, at its
+     * start and at an offset, and the bytes around the copy stay as they were */
+    const int64_t nh = 300000;
+    float *hv = rnd(nh, 2.f), *dv = up(be, hv, nh);
+    float *pin = fb_host_alloc(be, sizeof(float) * (size_t)(nh + 10));
+    ck_assert_ptr_nonnull(pin);
+    for (int k = 0; k < 2; k++) {
+        for (int64_t i = 0; i < nh + 10; i++)
+            pin[i] = -7.f;
+        const int64_t at = k ? 5 : 0;
+        ck_assert_int_eq(fb_to_host(be, pin + at, dv, sizeof(float) * (size_t)nh), 0);
+        ck_assert_int_eq(fb_sync(be), 0);
+        ck_assert(memcmp(pin + at, hv, sizeof(float) * (size_t)nh) == 0);
+        for (int64_t i = 0; i < at; i++)
+            ck_assert(pin[i] == -7.f);
+        for (int64_t i = at + nh; i < nh + 10; i++)
+            ck_assert(pin[i] == -7.f);
+    }
+    fb_host_free(be, pin);
+    fb_free(be, dv);
+    free(hv);
     fb_destroy(be);
 }
 END_TEST

@@ -53,6 +53,9 @@ typedef struct fake {
     pthread_cond_t gate;
     double dev_per_step;    /* simulated device time */
     fb_stats_t stats;
+    int n_host_alloc, n_host_free; /* the logits buffer through the driver */
+    void *host_block;
+    bool host_free_late;    /* freed after close, or not the block it handed out */
 } fake_t;
 
 static uint64_t mix64(uint64_t x)
@@ -200,6 +203,23 @@ static void fk_stats(void *ctx, fb_stats_t *out)
     pthread_mutex_unlock(&f->mu);
 }
 
+static void *fk_host_alloc(void *ctx, size_t bytes)
+{
+    fake_t *f = ctx;
+    f->n_host_alloc++;
+    f->host_block = malloc(bytes);
+    return f->host_block;
+}
+
+static void fk_host_free(void *ctx, void *p)
+{
+    fake_t *f = ctx;
+    f->n_host_free++;
+    if (f->n_closed || p != f->host_block)
+        f->host_free_late = true;
+    free(p);
+}
+
 static void fk_close(void *ctx)
 {
     fake_t *f = ctx;
@@ -256,7 +276,7 @@ static eng_t *open_fake(fake_t *f, eng_params_t *p, eng_t **slot)
         .seq_alloc = fk_seq_alloc, .seq_free = fk_seq_free, .seq_len = fk_seq_len,
         .decode = fk_decode, .is_eog = fk_is_eog, .stream_init = fk_stream_init,
         .stream_push = fk_stream_push, .stream_flush = fk_stream_flush, .stats = fk_stats,
-        .close = fk_close,
+        .host_alloc = fk_host_alloc, .host_free = fk_host_free, .close = fk_close,
     };
     p->check = true;
     p->on_step = on_step_check;
@@ -600,6 +620,10 @@ START_TEST(test_seed)
     coll_free(b);
     coll_free(c);
     eng_close(e);
+    /* the logits lived in the driver's memory, given back once and before close */
+    ck_assert_int_eq(f->n_host_alloc, 1);
+    ck_assert_int_eq(f->n_host_free, 1);
+    ck_assert(!f->host_free_late);
     fk_delete(f);
 }
 END_TEST

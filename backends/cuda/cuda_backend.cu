@@ -722,9 +722,22 @@ static int cuda_to_host(fb_backend_t *be, void *dst, const void *src, size_t byt
         c->st_rec = fd_now_s();
         CK(cudaEventRecord(c->st_ev[1], c->st));
     }
-    /* in pieces with an event each, so the host copies a piece out of the pinned buffer while
-     * the next ones are still crossing the bus (the logits of every step come this way) */
-    for (size_t off = 0; off < bytes;) {
+    /* page-locked dst (fb_host_alloc): one transfer straight into it */
+    cudaPointerAttributes pa;
+    const bool pinned = cudaPointerGetAttributes(&pa, dst) == cudaSuccess &&
+                        pa.type == cudaMemoryTypeHost;
+    cudaGetLastError();
+    if (pinned) {
+        time_begin(c, FB_OP_OTHER);
+        c->chain = false;
+        CK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->st));
+        time_end(c);
+        if (timed)
+            CK(cudaEventRecord(c->st_d2h, c->st));
+    }
+    /* else in pieces with an event each, so the host copies a piece out of the pinned buffer
+     * while the next ones are still crossing the bus */
+    for (size_t off = 0; off < bytes && !pinned;) {
         const size_t n = FD_MIN(PIN_BYTES, bytes - off);
         const size_t piece = FD_MAX((size_t)64 << 10, (n + DH_PIECES - 1) / DH_PIECES);
         int k = 0;
@@ -766,6 +779,24 @@ static int cuda_to_host(fb_backend_t *be, void *dst, const void *src, size_t byt
         c->st_on = false;
     }
     return 0;
+}
+
+static void *cuda_host_alloc(fb_backend_t *, size_t bytes)
+{
+    void *p = NULL;
+    cudaError_t e = cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        fd_log(FD_LOG_ERROR, "cuda backend: cannot allocate %zu bytes of page-locked host "
+               "memory (%s)", bytes, cudaGetErrorString(e));
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_host_free(fb_backend_t *, void *p)
+{
+    cudaFreeHost(p);
 }
 
 static int cuda_sync(fb_backend_t *be)
@@ -1932,6 +1963,10 @@ static const fb_ops_t cuda_ops = {
     /* .mark = */ cuda_mark,
     /* .describe = */ cuda_describe,
     /* .set_option = */ cuda_set_option,
+    /* .host_weights = */ false,
+    /* .roof = */ NULL,
+    /* .host_alloc = */ cuda_host_alloc,
+    /* .host_free = */ cuda_host_free,
 };
 
 #define CKC(call)                                                                              \

@@ -193,6 +193,9 @@ typedef struct fcuda {
     /* weights */
     wdev_t **wc;
     int n_wc, cap_wc;
+    /* RoPE frequency tables, one per (n_rot, base) seen */
+    struct { int n_rot; float base; double *d; } rf[4];
+    int n_rf;
     /* steptime=1: where a step's wall time goes (summary logged when the option is set) */
     bool steptime, st_on;
     cudaEvent_t st_ev[2 + MAX_SEGS], st_d2h;
@@ -1309,6 +1312,33 @@ static int cuda_layernorm(fb_backend_t *be, const float *x, int64_t n_rows, int6
 
 /* ---- rope, attention, element-wise ----------------------------------------------------- */
 
+/* The device table base^(-2i / n_rot) for the RoPE kernels, made once (by a kernel launched
+ * straight on the stream, ahead of anything recorded that reads it); NULL (the kernels then
+ * compute each value themselves, with the same result) if it cannot be made. */
+static const double *rope_table(fcuda_t *c, int n_rot, float base)
+{
+    for (int k = 0; k < c->n_rf; k++)
+        if (c->rf[k].n_rot == n_rot && c->rf[k].base == base)
+            return c->rf[k].d;
+    double *d = NULL;
+    if (c->n_rf == (int)FD_ARRAY_LEN(c->rf) ||
+        cudaMalloc((void **)&d, sizeof(double) * (size_t)(n_rot / 2)) != cudaSuccess) {
+        cudaGetLastError();
+        return NULL;
+    }
+    if (fcu_rope_freq(d, n_rot, base, c->st) != cudaSuccess) {
+        cudaGetLastError();
+        cudaFree(d);
+        return NULL;
+    }
+    c->chain = false;
+    c->pending = true;
+    c->rf[c->n_rf].n_rot = n_rot;
+    c->rf[c->n_rf].base = base;
+    c->rf[c->n_rf++].d = d;
+    return d;
+}
+
 static int cuda_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int n_heads,
                      int head_dim, const int32_t *pos, const fb_rope_t *rope)
 {
@@ -1327,6 +1357,7 @@ static int cuda_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int
     if (rc)
         return rc;
     const int half = rope->n_rot / 2;
+    const double *freq = rope_table(c, rope->n_rot, rope->freq_base);
     fcu_gemv_p *g = &c->pend.u.g;
     if (c->pend.kind == PEND_GEMV && !g->glu_out && !g->add_to && g->cp_n == 0 &&
         g->rope_n < 2 && rope->mode == FB_ROPE_ADJACENT && ld == g->n_out && n_rows == g->rows &&
@@ -1346,6 +1377,7 @@ static int cuda_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int
         g->rope_base = rope->freq_base;
         g->rope_scale = rope->freq_scale;
         g->rope_pos = dpos;
+        g->rope_freq = freq;
         return 0;
     }
     fcu_rope_p *q = &c->pend.u.r;
@@ -1380,6 +1412,7 @@ static int cuda_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int
     p.n_rot = rope->n_rot;
     p.base = rope->freq_base;
     p.scale = rope->freq_scale;
+    p.freq = freq;
     dim3 grid((unsigned)((n_rows * n_heads * half + 255) / 256));
     if (!c->timing) {
         c->pend.kind = PEND_ROPE;
@@ -1846,6 +1879,8 @@ static void cuda_destroy(fb_backend_t *be)
         free(c->wc[i]);
     }
     free(c->wc);
+    for (int k = 0; k < c->n_rf; k++)
+        cudaFree(c->rf[k].d);
     void *dev[] = {c->stage_d, c->conv, c->deq, c->scales, c->part, c->cnt, c->scores};
     for (size_t i = 0; i < FD_ARRAY_LEN(dev); i++)
         cudaFree(dev[i]);

@@ -209,7 +209,8 @@ __device__ __forceinline__ void gemv_pair(const fcu_gemv_p &p, int o, int r, flo
                 const int i = ((o - p.rope_c0[k]) % p.rope_hd) / 2;
                 if (2 * i < p.rope_nrot) { /* as k_rope: fp64 angle and rotation */
                     const double th = (double)p.rope_pos[r] * (double)p.rope_scale *
-                                      pow((double)p.rope_base, -2.0 * i / p.rope_nrot);
+                                      (p.rope_freq ? p.rope_freq[i]
+                                                   : pow((double)p.rope_base, -2.0 * i / p.rope_nrot));
                     double sn, cs;
                     sincos(th, &sn, &cs);
                     const double a = v0, b = v1;
@@ -501,7 +502,8 @@ __global__ void __launch_bounds__(128) k_gemv_scalar(const fcu_gemv_p p)
 /* R activation rows: OR weight rows per warp (register reuse of x), U chunks in flight, WPB
  * warps per block.  Fewer rows per block for larger R keeps enough blocks per SM.  One row
  * (decode), as measured on the H100 (bench/cuda/kbench.cu): rows of up to 2048 inputs are
- * read whole in one batch of loads (U = 8), longer ones in pipelined batches of two chunks;
+ * read whole in one batch of loads (U = 8), longer ones in pipelined batches of two chunks
+ * by 8 warps a block;
  * the GLU form pipelines batches of two chunks, one gate and one up row per warp. */
 #define GEMV_CFG(T, R) k_gemv<T, R, ((R) <= 2 ? 2 : 4), ((R) <= 2 ? 4 : 2), ((R) <= 2 ? 4 : 2), false, false>
 #define GLU_CFG(T, R) k_gemv<T, R, 4, ((R) <= 2 ? 4 : 2), 2, true, false>
@@ -547,8 +549,8 @@ cudaError_t fcu_gemv_init(void)
     const void *k[] = {
         ONE_ROW(FCU_W_F32, 2, 8, 4, false, false), ONE_ROW(FCU_W_F16, 2, 8, 4, false, false),
         ONE_ROW(FCU_W_BF16, 2, 8, 4, false, false), ONE_ROW(FCU_W_Q8, 2, 8, 4, false, false),
-        ONE_ROW(FCU_W_F32, 2, 2, 4, false, true), ONE_ROW(FCU_W_F16, 2, 2, 4, false, true),
-        ONE_ROW(FCU_W_BF16, 2, 2, 4, false, true), ONE_ROW(FCU_W_Q8, 2, 2, 4, false, true),
+        ONE_ROW(FCU_W_F32, 2, 2, 8, false, true), ONE_ROW(FCU_W_F16, 2, 2, 8, false, true),
+        ONE_ROW(FCU_W_BF16, 2, 2, 8, false, true), ONE_ROW(FCU_W_Q8, 2, 2, 8, false, true),
         ONE_ROW(FCU_W_F32, 2, 2, 4, true, true), ONE_ROW(FCU_W_F16, 2, 2, 4, true, true),
         ONE_ROW(FCU_W_BF16, 2, 2, 4, true, true), ONE_ROW(FCU_W_Q8, 2, 2, 4, true, true)};
     for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
@@ -565,7 +567,7 @@ const void *fcu_k_gemv(int wtype, int rows, int vec, int n_in, int *rows_per_blo
     static const void *const tab[FCU_W_COUNT][FCU_GEMV_MAX_ROWS] = {
         GEMV_ROWS(FCU_W_F32), GEMV_ROWS(FCU_W_F16), GEMV_ROWS(FCU_W_BF16), GEMV_ROWS(FCU_W_Q8)};
     static const void *const short1[FCU_W_COUNT] = ONE_ROW_ALL(2, 8, 4, false, false);
-    static const void *const long1[FCU_W_COUNT] = ONE_ROW_ALL(2, 2, 4, false, true);
+    static const void *const long1[FCU_W_COUNT] = ONE_ROW_ALL(2, 2, 8, false, true);
     static const void *const scalar[FCU_W_COUNT] = {
         (const void *)k_gemv_scalar<FCU_W_F32>, (const void *)k_gemv_scalar<FCU_W_F16>,
         (const void *)k_gemv_scalar<FCU_W_BF16>, (const void *)k_gemv_scalar<FCU_W_Q8>};
@@ -577,11 +579,14 @@ const void *fcu_k_gemv(int wtype, int rows, int vec, int n_in, int *rows_per_blo
         return scalar[wtype];
     }
     int orows = rows <= 2 ? 2 : 4, wpb = rows <= 2 ? 4 : 2;
-    *rows_per_block = orows * wpb; /* the one-row variants too: 4 warps of 2 rows */
+    *rows_per_block = orows * wpb; /* the short one-row variant too: 4 warps of 2 rows */
     *threads = 32 * wpb;
-    if (rows == 1)
-        return n_in <= 2048 ? short1[wtype] : long1[wtype];
-    return tab[wtype][rows - 1];
+    if (rows == 1 && n_in > 2048) { /* 8 warps of 2 rows (kbench gemv, round 3) */
+        *rows_per_block = 2 * 8;
+        *threads = 256;
+        return long1[wtype];
+    }
+    return rows == 1 ? short1[wtype] : tab[wtype][rows - 1];
 }
 
 /* ---- statistics + conversion in front of cuBLAS --------------------------------------- */
@@ -703,6 +708,19 @@ const void *fcu_k_layernorm(void) { return (const void *)k_layernorm; }
 
 /* ---- RoPE, element-wise, rows --------------------------------------------------------- */
 
+__global__ void k_rope_freq(double *f, int n_rot, float base)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n_rot / 2)
+        f[i] = pow((double)base, -2.0 * i / n_rot);
+}
+
+cudaError_t fcu_rope_freq(double *freq, int n_rot, float base, cudaStream_t st)
+{
+    k_rope_freq<<<(n_rot / 2 + 127) / 128, 128, 0, st>>>(freq, n_rot, base);
+    return cudaGetLastError();
+}
+
 __global__ void k_rope(const fcu_rope_p p)
 {
     pdl_launch();
@@ -725,7 +743,7 @@ __global__ void k_rope(const fcu_rope_p p)
                       : p.x + r * p.ld + (int64_t)h * p.head_dim;
     /* theta_i = p * scale * base^(-2i / n_rot), in fp64 like the CPU reference */
     const double th = (double)p.pos[r] * (double)p.scale *
-                      pow((double)p.base, -2.0 * i / p.n_rot);
+                      (p.freq ? p.freq[i] : pow((double)p.base, -2.0 * i / p.n_rot));
     double s, c;
     sincos(th, &s, &c);
     const int a = p.mode == FB_ROPE_NEOX ? i : 2 * i;

@@ -46,6 +46,7 @@ typedef struct fcu_gemv_p {
     int rope_hd, rope_nrot;
     float rope_base, rope_scale;
     const int32_t *rope_pos;  /* device, rows */
+    const double *rope_freq;  /* as fcu_rope_p.freq */
     float *cp_dst[2][FCU_GEMV_MAX_ROWS];
     int n_in, n_out, rows;
     int norm;                 /* enum fcu_norm */
@@ -105,7 +106,12 @@ typedef struct fcu_rope_p {  /* one or two buffers (Q and K) with the same rows 
     int64_t ld, ld2;
     int rows, n_heads, n_heads2, head_dim, mode, n_rot;
     float base, scale;
+    const double *freq;       /* n_rot / 2 values base^(-2i / n_rot) (fcu_rope_freq), or NULL */
 } fcu_rope_p;
+
+/* Fills freq[i] = base^(-2i / n_rot), i < n_rot / 2, on stream st, computed exactly as the
+ * RoPE kernels would compute each value themselves (so a table changes no result). */
+cudaError_t fcu_rope_freq(double *freq, int n_rot, float base, cudaStream_t st);
 
 #define FCU_COPY_MAX 16
 typedef struct fcu_copy_p {  /* up to FCU_COPY_MAX 2-D copies of rows of n floats (grid z) */

@@ -293,8 +293,8 @@ __global__ void __launch_bounds__(WPB * 32) k_gemv(const fcu_gemv_p p)
     if (PEEL && active)
         gemv_load<T, U, OR>(wr, p, row, lane * 8);
     pdl_wait();
-    /* staged (one row, in_scale): the block writes x * in_scale to shared memory and sums
-     * x^2 of the raw row while the first weight loads are in flight */
+    /* staged (one row; fcu_gemv_p.stage): the block writes x (times in_scale) to shared
+     * memory and sums x^2 of the raw row while the first weight loads are in flight */
     extern __shared__ float4 stage_sh[];
     const float *xs = reinterpret_cast<const float *>(stage_sh);
     const bool stage = R == 1 && p.stage;
@@ -530,7 +530,7 @@ const void *fcu_k_gemv_glu(int wtype, int rows, int n_in, int *rows_per_block, i
      * with staged activations, round 3: 24.7 against 26.3 us at 1B, 80.1 against 82.3 us at
      * 8B for the configurations before) */
     static const void *const one[FCU_W_COUNT] = ONE_ROW_ALL(2, 2, 4, true, true);
-    (void)n_in;
+    (void)n_in; /* one configuration at every row length since round 3 */
     if (wtype < 0 || wtype >= FCU_W_COUNT || rows < 1 || rows > FCU_GEMV_MAX_ROWS)
         return NULL;
     *rows_per_block = 4; /* gate rows per block: 2 warps of 2, or 4 warps of 1 */

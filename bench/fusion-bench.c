@@ -467,6 +467,10 @@ static void synth_case(synth_run_t *r, const opts_t *o, const char *name, const 
     double *t[3], med[3];
     for (int v = 0; v < nv; v++)
         t[v] = malloc(sizeof(double) * (size_t)reps);
+    if (!logits || !t[0] || !t[1] || (nv == 3 && !t[2])) {
+        fprintf(stderr, "fusion-bench: out of host memory\n");
+        exit(1);
+    }
     for (int w = 0; w < 3; w++) /* warm-up: caches, and the graphs of repeated steps */
         for (int v = 0; v < nv; v++)
             synth_step(r, v, tok, pos, rows, seqs, n_seqs, logits);

@@ -332,6 +332,18 @@ static bool in_list(const char *list, const char *name)
     return false;
 }
 
+/* The batch sizes of --batches (or dflt), those of at least one row, in order; how many. */
+static int batch_list(const popts_t *o, const char *dflt, int *rows, int cap)
+{
+    char buf[64];
+    int n = 0;
+    snprintf(buf, sizeof(buf), "%s", o->batches ? o->batches : dflt);
+    for (char *bp = strtok(buf, ","); bp && n < cap; bp = strtok(NULL, ","))
+        if (atoi(bp) >= 1)
+            rows[n++] = atoi(bp);
+    return n;
+}
+
 static uint64_t prng = 0x9e3779b97f4a7c15ull;
 static float prand(void)
 {
@@ -399,12 +411,9 @@ static void bench_one(fb_backend_t *be, const popts_t *o, const roof_t *rf, cons
         exit(1);
     }
     double wbytes = (double)gg_row_bytes(type, (uint64_t)n_in) * (double)n_out;
-    char blist[64];
-    snprintf(blist, sizeof(blist), "%s", o->batches ? o->batches : "1,8,64");
-    for (char *bp = strtok(blist, ","); bp; bp = strtok(NULL, ",")) {
-        int rows = atoi(bp);
-        if (rows < 1)
-            continue;
+    int rl[16], nr = batch_list(o, "1,8,64", rl, 16);
+    for (int bi = 0; bi < nr; bi++) {
+        const int rows = rl[bi];
         float *x = fb_alloc(be, sizeof(float) * (size_t)rows * (size_t)n_in);
         float *y = fb_alloc(be, sizeof(float) * (size_t)rows * (size_t)n_out);
         for (int64_t i = 0; i < rows * n_in; i++)
@@ -484,12 +493,9 @@ static void norm_one(fb_backend_t *be[2], const popts_t *o, const char *model, c
             exit(1);
         }
     }
-    char blist[64];
-    snprintf(blist, sizeof(blist), "%s", o->batches ? o->batches : "1,8,64");
-    for (char *bp = strtok(blist, ","); bp; bp = strtok(NULL, ",")) {
-        int rows = atoi(bp);
-        if (rows < 1)
-            continue;
+    int rl[16], nr = batch_list(o, "1,8,64", rl, 16);
+    for (int bi = 0; bi < nr; bi++) {
+        const int rows = rl[bi];
         float *x = fb_alloc(be[0], sizeof(float) * (size_t)rows * (size_t)n_in);
         float *xn = fb_alloc(be[0], sizeof(float) * (size_t)rows * (size_t)n_in);
         float *y = fb_alloc(be[0], sizeof(float) * (size_t)rows * (size_t)n_out);
@@ -642,12 +648,9 @@ static void inscale_one(fb_backend_t *be, const popts_t *o, const char *model, c
     int64_t n_out = 0;
     for (int i = 0; i < n_parts; i++)
         n_out += outs[i];
-    char blist[64];
-    snprintf(blist, sizeof(blist), "%s", o->batches ? o->batches : "1,8,128");
-    for (char *bp = strtok(blist, ","); bp; bp = strtok(NULL, ",")) {
-        int rows = atoi(bp);
-        if (rows < 1)
-            continue;
+    int rl[16], nr = batch_list(o, "1,8,128", rl, 16);
+    for (int bi = 0; bi < nr; bi++) {
+        const int rows = rl[bi];
         float *x = fb_alloc(be, sizeof(float) * (size_t)rows * (size_t)n_in);
         float *y = fb_alloc(be, sizeof(float) * (size_t)rows * (size_t)n_out);
         for (int64_t i = 0; i < rows * n_in; i++)

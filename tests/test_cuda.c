@@ -490,6 +490,10 @@ START_TEST(test_bad_input)
     ck_assert_int_eq(fb_set_option(be, "gemm_rows=16"), 0);
     ck_assert_int_eq(fb_set_option(be, "stage=3"), FD_ECONFIG);
     ck_assert_int_eq(fb_set_option(be, "steptime=2"), FD_ECONFIG);
+    ck_assert_int_eq(fb_set_option(be, "pdl=3"), FD_ECONFIG);
+    ck_assert_int_eq(fb_set_option(be, "pdl=-1"), FD_ECONFIG);
+    ck_assert_int_eq(fb_set_option(be, "pdl_blocks=-1"), FD_ECONFIG);
+    ck_assert_int_eq(fb_set_option(be, "pdl_blocks=x"), FD_ECONFIG);
     float hw[64 * 4];
     for (int i = 0; i < 64 * 4; i++)
         hw[i] = tu_randf(&seed);
@@ -717,6 +721,30 @@ START_TEST(test_stories_greedy)
 }
 END_TEST
 
+/* Programmatic dependent launch changes when kernels start, never what they compute: the
+ * default (pdl=2: in one-row steps only, so a 12-row prefill runs without it and the decode
+ * steps with it, into grids of pdl_blocks or more) and pdl=1 give logits bit-identical to
+ * pdl=0, in graphs and eager. */
+START_TEST(test_stories_pdl)
+{
+    const char *off[] = {"pdl=0", NULL}, *on[] = {"pdl=1", NULL};
+    /* stories260K's grids are all below two blocks per SM: pdl_blocks=8 mixes kernels that
+     * start early with kernels that do not */
+    const char *mix[] = {"pdl_blocks=8", NULL}, *eager[] = {"pdl_blocks=8", "graphs=0", NULL};
+    const char *const *opts[] = {NULL, on, mix, eager};
+    int32_t got[60];
+    float d;
+    for (int k = 0; k < 4; k++) {
+        llm_model_t *g = load("cuda", true, opts[k], 1), *ref = load("cuda", true, off, 1);
+        greedy(g, got, 60, &d, ref);
+        CHECKM(d == 0.f, "pdl options %s: logits differ from pdl=0's by %g",
+               opts[k] ? opts[k][0] : "default", d);
+        llm_free(g);
+        llm_free(ref);
+    }
+}
+END_TEST
+
 /* Three sequences decoded together (graph steps of 3 rows) give the CPU's logits. */
 START_TEST(test_stories_batched)
 {
@@ -775,6 +803,7 @@ static Suite *suite(void)
     TCase *m = tcase_create("model");
     tcase_set_timeout(m, 600);
     tcase_add_test(m, test_stories_greedy);
+    tcase_add_test(m, test_stories_pdl);
     tcase_add_test(m, test_stories_batched);
     suite_add_tcase(s, m);
     return s;

@@ -38,10 +38,14 @@
  * decoder layer of the fused plan this leaves five launches: Q|K|V (+ RoPE + cache write),
  * attention, O (+ add), gate|up (+ SiLU), down (+ add).
  *
- * Programmatic dependent launch (option pdl=1, sm_90): consecutive kernels of ours are
+ * Programmatic dependent launch (option pdl, sm_90): consecutive kernels of ours are
  * launched (or linked in a graph) so that the next one starts while the previous one drains
  * and issues its first weight loads before it waits for the previous one's results (the
- * kernels' pdl_wait); off by default, as it gained nothing in whole decode steps on the H100.
+ * kernels' pdl_wait).  By default (pdl=2) only in steps of one row, and only into kernels of
+ * at least two blocks per SM: a batch of 8 rows loses 8-9% with it, and so do products of
+ * few, large blocks (the 8B down product 19% on an H200), whose blocks start early on the
+ * SMs the previous kernel frees first and so land unevenly (docs/gpu.md); pdl=1 everywhere,
+ * pdl=0 never.
  *
  * Errors: every CUDA and cuBLAS call is checked; a failure is logged with the call, the error
  * name and the line, and the op returns FD_EBACKEND.  Errors that poison the context (an
@@ -50,8 +54,9 @@
  * Options: gemm_rows=N (cuBLAS from N rows; default 9), graphs=0|1 (default 1),
  * graph_layers=N (segment length; 0 = whole step; default 2), timing=1 (device time of every
  * op by class into fb_stats_t.dev_s, with CUDA events; turns graphs off), nonorm=1 (benchmarks
- * only: skips every normalization, a lower bound that is not a valid model), pdl=0|1 (default
- * 0), attn_splits=N (at most N splits of a decode row's context; default 32), stage=0|1|2
+ * only: skips every normalization, a lower bound that is not a valid model), pdl=0|1|2
+ * (default 2), pdl_blocks=N (with pdl=2, the smallest grid that starts early; default two
+ * blocks per SM), attn_splits=N (at most N splits of a decode row's context; default 32), stage=0|1|2
  * (one-row products that stage x in shared memory: none, those with in_scale, all; default
  * 1, measured in docs/gpu.md), steptime=0|1 (log where each step's wall time goes: GPU time,
  * the logits copy, the host's lead; a summary each time the option is set). */
@@ -153,7 +158,10 @@ typedef struct fcuda {
     int gemm_rows, graph_layers, attn_splits;
     int stage;               /* one-row products staging x in shared memory: 0 none, 1 with
                                 in_scale, 2 all */
-    bool graphs, timing, nonorm, pdl;
+    int pdl;                 /* programmatic dependent launch: 0 never, 1 always, 2 in
+                                steps of one row, into grids of pdl_blocks or more */
+    int pdl_blocks;          /* -1: two per SM */
+    bool graphs, timing, nonorm;
     bool chain;              /* the stream's last op was a kernel launched by exec_eager */
     /* staging of host int arrays, and pinned bounce buffers for bulk copies */
     unsigned char *stage_h, *stage_d;
@@ -328,8 +336,26 @@ static void rec_copy(op_rec_t *dst, const op_rec_t *src)
 }
 
 /* Programmatic dependent launch between consecutive kernels of ours: sm_90 and later, not
- * while timing every op (its events sit between the kernels anyway). */
-static bool pdl_on(const fcuda_t *c) { return c->pdl && c->prop.major >= 9 && !c->timing; }
+ * while timing every op (its events sit between the kernels anyway); with pdl=2 only inside a
+ * step of one row (the graph key holds the answer, so a step's graphs never mix the two). */
+static bool pdl_on(const fcuda_t *c)
+{
+    if (c->prop.major < 9 || c->timing)
+        return false;
+    return c->pdl == 1 || (c->pdl == 2 && c->in_step && c->step_rows == 1);
+}
+
+/* Whether kernel op starts behind the previous one (pdl_on): with pdl=2, only a grid of at
+ * least pdl_blocks blocks (default two per SM).  A graph fixes the edge when it is built; a later change of the
+ * grid only patches the node, which is correct either way (every kernel waits in pdl_wait). */
+static bool pdl_edge(const fcuda_t *c, const op_rec_t *op)
+{
+    if (!pdl_on(c))
+        return false;
+    const uint64_t min = c->pdl_blocks >= 0 ? (uint64_t)c->pdl_blocks
+                                            : 2 * (uint64_t)c->prop.multiProcessorCount;
+    return c->pdl == 1 || (uint64_t)op->grid.x * op->grid.y * op->grid.z >= min;
+}
 
 /* ---- steptime=1: a step's wall time split into host and GPU parts ---------------------- */
 
@@ -384,7 +410,7 @@ static int exec_eager(fcuda_t *c, const op_rec_t *op)
     if (op->kind == OP_COPY) {
         c->chain = false;
         CK(cudaMemcpyAsync(op->dst, op->src, op->bytes, cudaMemcpyHostToDevice, c->st));
-    } else if (c->chain && pdl_on(c)) {
+    } else if (c->chain && pdl_edge(c, op)) {
         /* programmatic dependent launch behind the previous kernel (kernels: pdl_wait) */
         void *args[1] = {(void *)op->blob};
         cudaLaunchAttribute at[1];
@@ -446,7 +472,7 @@ static int build_add(fcuda_t *c, graph_t *g, const op_rec_t *op)
     if (op->kind == OP_COPY) {
         CK(cudaGraphAddMemcpyNode1D(&slot->node, g->g, prev ? &prev : NULL, ndep, op->dst, op->src,
                                     op->bytes, cudaMemcpyHostToDevice));
-    } else if (pr && pr->kind == OP_KERNEL && pdl_on(c)) {
+    } else if (pr && pr->kind == OP_KERNEL && pdl_edge(c, op)) {
         /* a programmatic edge: this kernel may start once every block of the previous one has
          * started (they call pdl_launch first); it waits for the results in pdl_wait */
         void *args[1] = {(void *)op->blob};
@@ -1852,8 +1878,10 @@ static int parse_option(fcuda_t *c, const char *o, char *err, size_t errlen)
         c->timing = n;
     } else if (kl == 6 && !strncmp(o, "nonorm", kl) && b01) {
         c->nonorm = n;
-    } else if (kl == 3 && !strncmp(o, "pdl", kl) && b01) {
-        c->pdl = n;
+    } else if (kl == 3 && !strncmp(o, "pdl", kl) && num && n >= 0 && n <= 2) {
+        c->pdl = (int)n;
+    } else if (kl == 10 && !strncmp(o, "pdl_blocks", kl) && num && n >= 0 && n <= 1 << 20) {
+        c->pdl_blocks = (int)n;
     } else if (kl == 5 && !strncmp(o, "stage", kl) && num && n >= 0 && n <= 2) {
         c->stage = (int)n;
     } else if (kl == 8 && !strncmp(o, "steptime", kl) && b01) {
@@ -1864,7 +1892,7 @@ static int parse_option(fcuda_t *c, const char *o, char *err, size_t errlen)
         c->attn_splits = (int)n;
     } else {
         snprintf(err, errlen, "cuda backend: bad option \"%s\" (gemm_rows=N, graphs=0|1, "
-                 "graph_layers=N, timing=0|1, nonorm=0|1, pdl=0|1, stage=0|1|2, steptime=0|1, "
+                 "graph_layers=N, timing=0|1, nonorm=0|1, pdl=0|1|2, pdl_blocks=N, stage=0|1|2, steptime=0|1, "
                  "attn_splits=1..%d)", o,
                  FCU_ATTD_MAX_SPLIT);
         return FD_ECONFIG;
@@ -2008,7 +2036,8 @@ extern "C" int fb_cuda_create(const fb_config_t *cfg, fb_backend_t **out, char *
     c->gemm_rows = 9;
     c->graphs = true;
     c->graph_layers = 2;
-    c->pdl = false; /* measured: no gain in whole decode steps, a loss at 8 rows (docs/gpu.md) */
+    c->pdl = 2; /* measured: a gain in one-row steps, a loss at 8 rows (docs/gpu.md) */
+    c->pdl_blocks = -1;
     c->attn_splits = 32;
     c->stage = 1;
     for (const char *const *o = cfg ? cfg->options : NULL; o && *o; o++)

@@ -419,12 +419,15 @@ static void step_case(const char *shape, int E, int F, int H, int Hkv, int hd, i
     auto smem = [](const L1 &r) {
         return r.att ? (size_t)0 : fcu_gemv_stage_bytes(r.g.stage ? 1 : 0, r.g.n_in);
     };
+    /* KBENCH_PDL=1: each selected pass twice, without and with programmatic dependent launch */
+    const bool both = getenv("KBENCH_PDL") && !strcmp(getenv("KBENCH_PDL"), "1");
     CK(fcu_gemv_init());
-    for (int pass = 0; pass < 6; pass++) {
-        const int pdl = pass == 1;
+    for (int run = 0; run < (both ? 12 : 6); run++) {
+        const int pass = both ? run / 2 : run;
+        const int pdl = both ? run % 2 : pass == 1;
         /* pass 2: the fused plan's bf16 products with gamma as an input scale (INSCALE), as
          * before staging; pass 3: the same staged in shared memory, as the backend runs it */
-        if (pass >= 2) /* pass 4: every product staged; 5: also Q|K|V without its RoPE and
+        if (pass >= 2 && (!both || pdl == 0)) /* pass 4: every product staged; 5: also Q|K|V without its RoPE and
                         * cache-write epilogue (not a valid step: the epilogue's cost) */
             for (L1 &r : ls) {
                 if (!r.att && r.g.norm == FCU_NORM_RMS) {

@@ -1907,9 +1907,15 @@ static int cuda_set_option(fb_backend_t *be, const char *kv)
     int rc = flush(c);
     if (rc)
         return rc;
+    const int pdl = c->pdl, pdl_blocks = c->pdl_blocks;
     rc = parse_option(c, kv, err, sizeof(err));
     if (rc)
         fd_log(FD_LOG_WARN, "%s", err);
+    /* a graph's edges follow the launch rule it was built under, which its key does not
+     * hold; flush ended the segment, so no graph is in use */
+    if (c->pdl != pdl || c->pdl_blocks != pdl_blocks)
+        for (int i = 0; i < MAX_GRAPHS; i++)
+            graph_drop(&c->gr[i]);
     return rc;
 }
 

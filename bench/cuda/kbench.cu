@@ -419,12 +419,14 @@ static void step_case(const char *shape, int E, int F, int H, int Hkv, int hd, i
     auto smem = [](const L1 &r) {
         return r.att ? (size_t)0 : fcu_gemv_stage_bytes(r.g.stage ? 1 : 0, r.g.n_in);
     };
-    /* KBENCH_PDL=1: each selected pass twice, without and with programmatic dependent launch */
+    /* KBENCH_PDL=1: each selected pass three times, without programmatic dependent launch,
+     * with it into every kernel (pdl 1), and only into grids of two blocks per SM or more
+     * (pdl 2, the backend's default rule) */
     const bool both = getenv("KBENCH_PDL") && !strcmp(getenv("KBENCH_PDL"), "1");
     CK(fcu_gemv_init());
-    for (int run = 0; run < (both ? 12 : 6); run++) {
-        const int pass = both ? run / 2 : run;
-        const int pdl = both ? run % 2 : pass == 1;
+    for (int run = 0; run < (both ? 18 : 6); run++) {
+        const int pass = both ? run / 3 : run;
+        const int pdl = both ? run % 3 : pass == 1;
         /* pass 2: the fused plan's bf16 products with gamma as an input scale (INSCALE), as
          * before staging; pass 3: the same staged in shared memory, as the backend runs it */
         if (pass >= 2 && (!both || pdl == 0)) /* pass 4: every product staged; 5: also Q|K|V without its RoPE and
@@ -448,7 +450,9 @@ static void step_case(const char *shape, int E, int F, int H, int Hkv, int hd, i
             cudaLaunchAttribute at[1];
             at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
             at[0].val.programmaticStreamSerializationAllowed = 1;
-            cudaLaunchConfig_t cfg = {ls[i].grid, ls[i].block, smem(ls[i]), st, at, (unsigned)(pdl && i > 0 ? 1 : 0)};
+            const bool edge = pdl == 1 || (pdl == 2 && ls[i].grid.x * ls[i].grid.y * ls[i].grid.z >=
+                                                          2u * (unsigned)n_sm);
+            cudaLaunchConfig_t cfg = {ls[i].grid, ls[i].block, smem(ls[i]), st, at, (unsigned)(edge && i > 0 ? 1 : 0)};
             CK(cudaLaunchKernelExC(&cfg, ls[i].f, args));
         }
         CK(cudaStreamEndCapture(st, &gr));

@@ -147,6 +147,10 @@ static void mm_case(fb_backend_t *be, int type, int64_t n_in, int64_t n_out, int
     double e = rel_err(got, ref, (int64_t)rows * n_out), b = mm_bound(type, blas);
     CHECKM(e <= b, "matmul %s %lldx%lld rows %d variant %d: rel err %.3g > %.3g",
            gg_type_name(type), (long long)n_out, (long long)n_in, rows, variant, e, b);
+    /* the path taken: cuBLAS rounds the activations to 16 bits, the GEMV keeps them in fp32 */
+    if (blas && type != GG_F32)
+        CHECKM(e > 1e-5, "matmul %s rows %d: rel err %.3g: not the cuBLAS path",
+               gg_type_name(type), rows, e);
     if (d.kind) {
         float *gs = down(be, so, rows);
         double es = rel_err(gs, rso, rows);
@@ -158,6 +162,13 @@ static void mm_case(fb_backend_t *be, int type, int64_t n_in, int64_t n_out, int
     fb_free(be, y);
     fb_free(be, so);
     free(wq); free(bias); free(g); free(hx); free(got); free(ref); free(rso);
+}
+
+/* The default gemm_rows: cuBLAS from 5 rows for weights kept in 16 bits on the device
+ * (Q4_K as F16), from 9 for the others. */
+static int blas_from(int type)
+{
+    return type == GG_F16 || type == GG_BF16 || type == GG_Q4_K ? 5 : 9;
 }
 
 START_TEST(test_matmul)
@@ -172,7 +183,8 @@ START_TEST(test_matmul)
                 continue; /* n_in not a multiple of the block */
             for (size_t r = 0; r < FD_ARRAY_LEN(rows); r++)
                 for (int v = 0; v < 3; v++)
-                    mm_case(be, types[t], shapes[s][0], shapes[s][1], rows[r], v, rows[r] >= 9);
+                    mm_case(be, types[t], shapes[s][0], shapes[s][1], rows[r], v,
+                            rows[r] >= blas_from(types[t]));
         }
     fb_destroy(be);
 }
@@ -185,6 +197,16 @@ START_TEST(test_matmul_paths)
     fb_backend_t *be = gpu_opts(opt);
     mm_case(be, GG_BF16, 512, 100, 2, 1, true);
     mm_case(be, GG_Q8_0, 512, 100, 1, 2, false);
+    mm_case(be, GG_Q8_0, 512, 100, 3, 1, true);
+    /* back to the default, then the GEMV for 5-8 rows of 16-bit weights */
+    ck_assert_int_eq(fb_set_option(be, "gemm_rows=auto"), 0);
+    mm_case(be, GG_BF16, 512, 100, 4, 1, false);
+    mm_case(be, GG_BF16, 512, 100, 5, 1, true);
+    mm_case(be, GG_Q8_0, 512, 100, 8, 1, false);
+    ck_assert_int_eq(fb_set_option(be, "gemm_rows=9"), 0);
+    mm_case(be, GG_BF16, 512, 100, 8, 2, false);
+    mm_case(be, GG_F16, 4096, 67, 5, 1, false);
+    mm_case(be, GG_Q4_K, 256, 45, 7, 0, false);
     fb_destroy(be);
     /* one-row products with x staged in shared memory for none, for those with in_scale (the
      * default, covered above) and for all of them, up to 14336 inputs (56 KiB: above the
@@ -487,6 +509,7 @@ START_TEST(test_bad_input)
     ck_assert_int_eq(fb_create("cuda", &cfg, &be, err, sizeof(err)), FD_ECONFIG);
     be = gpu();
     ck_assert_int_eq(fb_set_option(be, "gemm_rows=0"), FD_ECONFIG);
+    ck_assert_int_eq(fb_set_option(be, "gemm_rows=autox"), FD_ECONFIG);
     ck_assert_int_eq(fb_set_option(be, "gemm_rows=16"), 0);
     ck_assert_int_eq(fb_set_option(be, "stage=3"), FD_ECONFIG);
     ck_assert_int_eq(fb_set_option(be, "steptime=2"), FD_ECONFIG);

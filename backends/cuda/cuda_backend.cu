@@ -16,6 +16,10 @@
  * before the conversion, where unnormalized activations could overflow fp16), with Q8_0
  * tiles dequantized to fp16 on the way.
  *
+ * By default gemm_rows is 5 for 16-bit weights (the GEMV of 5-8 fp32 rows is bound by its FMAs:
+ * at 8 rows on an H200 cuBLAS takes 0.55x its time, 1B and 8B) and 9 for the others (Q8_0
+ * tiles would be dequantized for every step; F32 is for tests).
+ *
  * CUDA graphs: between FB_MARK_STEP_BEGIN and _END, with fewer rows than gemm_rows, the ops
  * are recorded instead of launched: every launch is a kernel, a grid and the bytes of one
  * parameter struct, so a step is a list of such records.  The first time a step shape repeats
@@ -51,7 +55,8 @@
  * name and the line, and the op returns FD_EBACKEND.  Errors that poison the context (an
  * illegal address, say) make every later op fail too.
  *
- * Options: gemm_rows=N (cuBLAS from N rows; default 9), graphs=0|1 (default 1),
+ * Options: gemm_rows=N|auto (cuBLAS from N rows; default auto: 5 for 16-bit weights, 9 for
+ * others), graphs=0|1 (default 1),
  * graph_layers=N (segment length; 0 = whole step; default 2), timing=1 (device time of every
  * op by class into fb_stats_t.dev_s, with CUDA events; turns graphs off), nonorm=1 (benchmarks
  * only: skips every normalization, a lower bound that is not a valid model), pdl=0|1|2
@@ -155,7 +160,8 @@ typedef struct fcuda {
     cublasHandle_t blas;
     int err;                 /* sticky FD_EBACKEND after a context-poisoning error */
     /* options */
-    int gemm_rows, graph_layers, attn_splits;
+    int gemm_rows;           /* 0: by weight type (gemm_from) */
+    int graph_layers, attn_splits;
     int stage;               /* one-row products staging x in shared memory: 0 none, 1 with
                                 in_scale, 2 all */
     int pdl;                 /* programmatic dependent launch: 0 never, 1 always, 2 in
@@ -495,6 +501,19 @@ static int build_add(fcuda_t *c, graph_t *g, const op_rec_t *op)
     return 0;
 }
 
+/* The fewest activation rows that go to cuBLAS for weights of wtype, and the fewest for any
+ * type (a step of fewer rows has no cuBLAS call, so it can be a graph). */
+#define GEMM_ROWS_16 5
+#define GEMM_ROWS_OTHER 9
+static int gemm_from(const fcuda_t *c, int wtype)
+{
+    if (c->gemm_rows > 0)
+        return c->gemm_rows;
+    return wtype == FCU_W_F16 || wtype == FCU_W_BF16 ? GEMM_ROWS_16 : GEMM_ROWS_OTHER;
+}
+
+static int gemm_min(const fcuda_t *c) { return c->gemm_rows > 0 ? c->gemm_rows : GEMM_ROWS_16; }
+
 static uint64_t seg_key(const fcuda_t *c)
 {
     return (uint64_t)c->step_rows | (uint64_t)c->seg << 20 | (uint64_t)(c->nonorm ? 1 : 0) << 40 |
@@ -665,7 +684,7 @@ static void segment_begin(fcuda_t *c)
     c->mode = MODE_EAGER;
     c->cur = NULL;
     c->n_log = 0;
-    if (!c->in_step || !c->graphs || c->timing || c->step_rows >= c->gemm_rows || c->err)
+    if (!c->in_step || !c->graphs || c->timing || c->step_rows >= gemm_min(c) || c->err)
         return;
     uint64_t key = seg_key(c);
     graph_t *best = NULL;
@@ -1313,7 +1332,7 @@ static int cuda_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, i
     if (rc)
         return rc;
     time_begin(c, FB_OP_GEMM);
-    rc = n_rows < c->gemm_rows ? mm_gemv(c, w, cw, x, n_rows, y, kind, eps, so)
+    rc = n_rows < gemm_from(c, cw->dev->wtype) ? mm_gemv(c, w, cw, x, n_rows, y, kind, eps, so)
                                    : mm_blas(c, w, cw, x, n_rows, y, kind, eps, so);
     time_end(c);
     return rc;
@@ -1870,6 +1889,8 @@ static int parse_option(fcuda_t *c, const char *o, char *err, size_t errlen)
     bool num = *v && !*end, b01 = num && (n == 0 || n == 1);
     if (kl == 9 && !strncmp(o, "gemm_rows", kl) && num && n >= 1 && n <= 1 << 20) {
         c->gemm_rows = (int)n;
+    } else if (kl == 9 && !strncmp(o, "gemm_rows", kl) && !strcmp(v, "auto")) {
+        c->gemm_rows = 0;
     } else if (kl == 6 && !strncmp(o, "graphs", kl) && b01) {
         c->graphs = n;
     } else if (kl == 12 && !strncmp(o, "graph_layers", kl) && num && n >= 0 && n <= 1 << 20) {
@@ -1891,7 +1912,7 @@ static int parse_option(fcuda_t *c, const char *o, char *err, size_t errlen)
                n <= FCU_ATTD_MAX_SPLIT) {
         c->attn_splits = (int)n;
     } else {
-        snprintf(err, errlen, "cuda backend: bad option \"%s\" (gemm_rows=N, graphs=0|1, "
+        snprintf(err, errlen, "cuda backend: bad option \"%s\" (gemm_rows=N|auto, graphs=0|1, "
                  "graph_layers=N, timing=0|1, nonorm=0|1, pdl=0|1|2, pdl_blocks=N, stage=0|1|2, steptime=0|1, "
                  "attn_splits=1..%d)", o,
                  FCU_ATTD_MAX_SPLIT);
@@ -1922,10 +1943,15 @@ static int cuda_set_option(fb_backend_t *be, const char *kv)
 static void cuda_describe(fb_backend_t *be, char *buf, size_t len)
 {
     const fcuda_t *c = (const fcuda_t *)be;
-    snprintf(buf, len, "cuda: device %d %s (sm_%d%d, %d SMs, %.1f GiB), cuBLAS from %d rows, "
+    char from[64];
+    if (c->gemm_rows > 0)
+        snprintf(from, sizeof(from), "%d rows", c->gemm_rows);
+    else
+        snprintf(from, sizeof(from), "%d rows (16-bit weights) or %d", GEMM_ROWS_16, GEMM_ROWS_OTHER);
+    snprintf(buf, len, "cuda: device %d %s (sm_%d%d, %d SMs, %.1f GiB), cuBLAS from %s, "
              "graphs %s (segments of %d layers; %llu built, %llu launched, %llu nodes patched)%s",
              c->dev, c->prop.name, c->prop.major, c->prop.minor, c->prop.multiProcessorCount,
-             c->prop.totalGlobalMem / 1073741824.0, c->gemm_rows,
+             c->prop.totalGlobalMem / 1073741824.0, from,
              c->graphs && !c->timing ? "on" : "off", c->graph_layers,
              (unsigned long long)c->n_build, (unsigned long long)c->n_launch,
              (unsigned long long)c->n_patch, c->timing ? ", timing every op" : "");
@@ -2039,7 +2065,7 @@ extern "C" int fb_cuda_create(const fb_config_t *cfg, fb_backend_t **out, char *
         return -ENOMEM;
     c->base.ops = &cuda_ops;
     c->dev = dev;
-    c->gemm_rows = 9;
+    c->gemm_rows = 0;
     c->graphs = true;
     c->graph_layers = 2;
     c->pdl = 2; /* measured: a gain in one-row steps, a loss at 8 rows (docs/gpu.md) */

@@ -90,6 +90,7 @@ __device__ __forceinline__ float2 f16x2(uint32_t u)
 template <int T> struct WT;
 
 template <> struct WT<FCU_W_F32> {
+    static constexpr bool BLOCK = false; /* cvt gives the weights themselves */
     struct raw { float4 a, b; };
     static __device__ __forceinline__ void load(raw &r, const fcu_gemv_p &p, int64_t row, int j)
     {
@@ -110,6 +111,7 @@ template <> struct WT<FCU_W_F32> {
 };
 
 template <> struct WT<FCU_W_BF16> {
+    static constexpr bool BLOCK = false; /* cvt gives the weights themselves */
     typedef uint4 raw;
     static __device__ __forceinline__ void load(raw &r, const fcu_gemv_p &p, int64_t row, int j)
     {
@@ -128,6 +130,7 @@ template <> struct WT<FCU_W_BF16> {
 };
 
 template <> struct WT<FCU_W_F16> {
+    static constexpr bool BLOCK = false; /* cvt gives the weights themselves */
     typedef uint4 raw;
     static __device__ __forceinline__ void load(raw &r, const fcu_gemv_p &p, int64_t row, int j)
     {
@@ -147,6 +150,9 @@ template <> struct WT<FCU_W_F16> {
 };
 
 template <> struct WT<FCU_W_Q8> {
+    /* cvt gives the int8 values; the chunk's 8 weights share one block scale, applied once
+     * to their dot product (gemv_dot) */
+    static constexpr bool BLOCK = true;
     struct raw { uint2 q; float d; };
     static __device__ __forceinline__ void load(raw &r, const fcu_gemv_p &p, int64_t row, int j)
     {
@@ -155,11 +161,14 @@ template <> struct WT<FCU_W_Q8> {
     }
     static __device__ __forceinline__ void cvt(const raw &r, float f[8])
     {
-        /* d * q is exact in fp32 (11 + 8 significant bits): the dequantized value itself */
+        /* int8 to fp32 without the quarter-rate conversion instruction: the byte with its
+         * sign bit flipped (q + 128) becomes the low mantissa byte of 2^23, and subtracting
+         * 2^23 + 128 leaves q exactly (a byte permute and an add, both full rate) */
+        const uint32_t x = r.q.x ^ 0x80808080u, y = r.q.y ^ 0x80808080u;
 #pragma unroll
         for (int k = 0; k < 4; k++) {
-            f[k] = (float)(int8_t)(r.q.x >> (8 * k)) * r.d;
-            f[4 + k] = (float)(int8_t)(r.q.y >> (8 * k)) * r.d;
+            f[k] = __uint_as_float(__byte_perm(x, 0x4b000000u, 0x7540u | k)) - 8388736.f;
+            f[4 + k] = __uint_as_float(__byte_perm(y, 0x4b000000u, 0x7540u | k)) - 8388736.f;
         }
     }
     static __device__ __forceinline__ float elem(const void *w, const __half *ws, int64_t row,
@@ -246,6 +255,26 @@ __device__ __forceinline__ void gemv_pair(const fcu_gemv_p &p, int o, int r, flo
  * chunk of the row (values it loads anyway), and the block adds the WPB parts; so every
  * warp stays to the end, with or without weight rows of its own.  in_scale multiplies the
  * activations (R <= OR) or, cheaper when there are more activation rows, the weights. */
+/* acc + the dot product of a converted chunk of 8 weights (w of r) with 8 activations; a
+ * block-scaled type sums the integers' products first and scales that sum once. */
+template <int T>
+__device__ __forceinline__ float gemv_dot(const typename WT<T>::raw &r, const float (&wf)[8],
+                                          const float *x, float acc)
+{
+    if constexpr (WT<T>::BLOCK) {
+        float t = wf[0] * x[0];
+#pragma unroll
+        for (int e = 1; e < 8; e++)
+            t = fmaf(wf[e], x[e], t);
+        return fmaf(r.d, t, acc);
+    } else {
+#pragma unroll
+        for (int e = 0; e < 8; e++)
+            acc = fmaf(wf[e], x[e], acc);
+        return acc;
+    }
+}
+
 template <int T, int U, int OR>
 __device__ __forceinline__ void gemv_load(typename WT<T>::raw (&wr)[U][OR], const fcu_gemv_p &p,
                                           const int64_t (&row)[OR], int j)
@@ -344,9 +373,7 @@ __global__ void __launch_bounds__(WPB * 32) k_gemv(const fcu_gemv_p p)
                 for (int k = 0; k < OR; k++) {
                     float wf[8];
                     WT<T>::cvt(wr[u][k], wf);
-#pragma unroll
-                    for (int e = 0; e < 8; e++)
-                        acc[k][0] = fmaf(wf[e], xq[e], acc[k][0]);
+                    acc[k][0] = gemv_dot<T>(wr[u][k], wf, xq, acc[k][0]);
                 }
                 continue;
             }
@@ -397,9 +424,7 @@ __global__ void __launch_bounds__(WPB * 32) k_gemv(const fcu_gemv_p p)
                 }
 #pragma unroll
                 for (int r = 0; r < R; r++)
-#pragma unroll
-                    for (int e = 0; e < 8; e++)
-                        acc[k][r] = fmaf(wf[e], xv[r][e], acc[k][r]);
+                    acc[k][r] = gemv_dot<T>(wr[u][k], wf, xv[r], acc[k][r]);
             }
         }
         if (PIPE) {
@@ -843,6 +868,26 @@ __device__ __forceinline__ int att_seq_of_group(const fcu_att_p &p, int grp_inde
     return si;
 }
 
+/* Called by every thread of a block once its split's part is written: whether this block is
+ * the last split of its (row, KV group) to arrive, the one that merges them.  The last one
+ * resets the counter for the next launch, and its reads after this see every split's writes.
+ * flag: a __shared__ int of the block. */
+__device__ __forceinline__ bool split_last(int *cnt, int nsplit, int tid, int *flag)
+{
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+        *flag = atomicAdd(cnt, 1) == nsplit - 1;
+        if (*flag)
+            *cnt = 0;
+    }
+    __syncthreads();
+    const bool last = *flag;
+    if (last)
+        __threadfence();
+    return last;
+}
+
 template <int KIND>
 __global__ void __launch_bounds__(ATT_THREADS) k_att(const fcu_att_p p)
 {
@@ -995,18 +1040,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_att(const fcu_att_p p)
             }
         }
         if (nsplit > 1) {
-            __threadfence();
-            __syncthreads();
-            if (tid == 0) {
-                int *cnt = p.counter + (int64_t)row * p.n_head_kv + g;
-                const int prev = atomicAdd(cnt, 1);
-                last = prev == nsplit - 1;
-                if (last)
-                    *cnt = 0; /* every split has arrived: ready for the next launch */
-            }
-            __syncthreads();
-            if (last) {
-                __threadfence();
+            if (split_last(p.counter + (int64_t)row * p.n_head_kv + g, nsplit, tid, &last)) {
                 const int st = hd + 2;
                 if (KIND == ATT_FUSED) {
                     /* M and L of every head, one warp per head, lanes over the splits */
@@ -1255,21 +1289,8 @@ __global__ void __launch_bounds__(ATT_THREADS) k_att_dec(const fcu_att_p p)
             *reinterpret_cast<float4 *>(pe + 4 + 4 * ci) = O;
         }
     }
-    if (nsplit == 1)
+    if (nsplit == 1 || !split_last(p.counter + (int64_t)row * p.n_head_kv + g, nsplit, tid, &last))
         return;
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) {
-        int *cnt = p.counter + (int64_t)row * p.n_head_kv + g;
-        const int prev = atomicAdd(cnt, 1);
-        last = prev == nsplit - 1;
-        if (last)
-            *cnt = 0; /* every split has arrived: ready for the next launch */
-    }
-    __syncthreads();
-    if (!last)
-        return;
-    __threadfence();
     /* each split's weight exp(m_k - M) / L: a warp per head, lanes over the splits */
     for (int h = warp; h < grp; h += ATTD_NW) {
         const float *ph = part + (int64_t)h * p.max_split * st;

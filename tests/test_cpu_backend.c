@@ -2,8 +2,8 @@
  * fb_* wrappers against values computed here from the op's definition (known cases and
  * naive loops on random inputs of awkward sizes, every weight type, deferred RMS/LayerNorm
  * scaling, in_scale and bias); the fast kernels against the scalar reference (ref_ops.c);
- * the batch kernels (dot8, dot2x8; every row count 1..9) against the scalar table's per-row
- * kernels;
+ * the batch kernels (dot8, dot2x8, gemm16; every row count 1..9) against the scalar table's
+ * per-row kernels;
  * per-class timing; and clear errors for bad input and unknown backends. */
 #include <math.h>
 
@@ -47,6 +47,8 @@ static const cfg_t cfgs[] = {
     {{"isa=avx2", "dot4_max=0", "streams=4"}, 2},
     /* batches on weights repacked at prepare (FCPU_REPACK8) */
     {{"isa=avx512", "repack=1"}, 3},
+    /* batches on Q8_0 weights interleaved 16 rows a group (FCPU_REPACK16, gemm16) */
+    {{"isa=avx512", "repack=2"}, 3},
     /* int8 batches split along n_in into slices of 256 (mm_rows_sliced) */
     {{"isa=avx512", "kslice=256"}, 3},
 };
@@ -777,6 +779,88 @@ START_TEST(test_dot8_kernels)
 }
 END_TEST
 
+/* gemm16 on FCPU_REPACK16 groups: fcpu_repack16_rows puts every code and scale where
+ * kernels.h says (Q8_0 only), and gemm16 gives, for 1..8 XQ32 rows, what the scalar table's
+ * per-row dot gives for each of the 16 rows (exact integer sums; float order differs),
+ * storing 16 outputs per activation row at the stride asked and nothing else.  Block counts
+ * 1, 3, 9, 65 and 130 include rows longer than the kernel's pieces of 64 blocks. */
+START_TEST(test_gemm16_kernels)
+{
+    const fcpu_kern_t *k = fcpu_kernels(_i), *ref = fcpu_kernels(FCPU_ISA_SCALAR);
+    if (!k)
+        return;
+    uint64_t s = 2400 + (uint64_t)_i;
+    static const int64_t blocks[] = {1, 3, 9, 65, 130};
+    const int type = GG_Q8_0, G = FCPU_G16;
+    const size_t ldy = 21;
+    int tested = 0;
+    for (size_t bi = 0; bi < FD_ARRAY_LEN(blocks); bi++) {
+        const int64_t n = 32 * blocks[bi], nb = blocks[bi], n_out = 2 * G + 5;
+        const uint64_t rb = gg_row_bytes(type, (uint64_t)n);
+        void *w = mk_weight(&s, type, n, n_out);
+        uint8_t *wp = malloc(rb * G * 2);
+        memset(wp, 0xa5, rb * G * 2);
+        for (int g = 0; g < 2; g++)
+            CHECK(fcpu_repack16_rows(type, n, (const uint8_t *)w + rb * G * g, rb, wp + rb * G * g) == 0);
+        CHECK(fcpu_repack16_rows(GG_Q4_0, n, w, rb, wp) == FD_EUNSUP);
+        for (int g = 0; g < 2; g++)
+            for (int i = 0; i < G; i++)
+                for (int64_t j = 0; j < nb; j++) {
+                    const fq_block_q8_0 *b = (const fq_block_q8_0 *)(const void *)((const uint8_t *)w + rb * (uint64_t)(G * g + i)) + j;
+                    const uint8_t *p = wp + rb * G * g + 544 * (size_t)j;
+                    for (int e = 0; e < 32; e++)
+                        CHECK(p[64 * (e / 4) + 4 * i + e % 4] == (uint8_t)(b->qs[e] + 128));
+                    CHECK(memcmp(p + 512 + 2 * i, &b->d, 2) == 0);
+                }
+        if (!k->gemm16[type]) {
+            free(w); free(wp);
+            continue;
+        }
+        CHECK(k->xform[type] == FCPU_XQ32);
+        const size_t ldx = fcpu_xrow_bytes(FCPU_XQ32, n);
+        uint8_t *xq = malloc(ldx * FCPU_NR8);
+        float *x = rnd(&s, n * FCPU_NR8, 1), *wf = malloc(sizeof(float) * (size_t)n * G * 2);
+        for (int64_t i = 0; i < n; i++)
+            x[2 * n + i] *= 1000; /* a large-magnitude row */
+        for (int r = 0; r < FCPU_NR8; r++)
+            k->quant_q32(x + r * n, n, xq + (size_t)r * ldx);
+        for (int o = 0; o < 2 * G; o++)
+            fq_dequantize_row(type, (const uint8_t *)w + rb * (uint64_t)o, wf + (size_t)o * n, n);
+        for (int g = 0; g < 2; g++)
+            for (int nr = 1; nr <= FCPU_NR8; nr++) {
+                float y[FCPU_NR8 * 21 + 1];
+                for (size_t i = 0; i < FD_ARRAY_LEN(y); i++)
+                    y[i] = NAN;
+                k->gemm16[type](n, wp + rb * G * g, xq, ldx, nr, y, ldy);
+                for (int r = 0; r < FCPU_NR8; r++)
+                    for (int i = 0; i < (int)ldy; i++) {
+                        const float got = y[(size_t)r * ldy + i];
+                        if (r >= nr || i >= G) {
+                            CHECKM(isnan(got), "%s n %lld rows %d: wrote y[%d][%d]", k->name, (long long)n, nr, r, i);
+                            continue;
+                        }
+                        const int o = G * g + i;
+                        const uint8_t *row = xq + (size_t)r * ldx;
+                        float want;
+                        ref->dot[type](n, (const uint8_t *)w + rb * (uint64_t)o, row, ldx, 1, &want);
+                        const int8_t *q = fcpu_x_qs(row);
+                        const float *d = fcpu_xq32_d(row, n);
+                        double mag = 0;
+                        for (int64_t e = 0; e < n; e++)
+                            mag += fabs((double)wf[(size_t)o * n + e] * q[e] * d[e / 32]);
+                        CHECKM(fabs((double)got - want) <= 1e-5 * mag + 1e-30,
+                               "%s n %lld out %d rows %d row %d: %.9g vs %.9g (|terms| %.3g)", k->name,
+                               (long long)n, o, nr, r, (double)got, (double)want, mag);
+                    }
+            }
+        tested++;
+        free(w); free(wp); free(xq); free(x); free(wf);
+    }
+    if (_i == FCPU_ISA_AVX512)
+        CHECK(tested == (int)FD_ARRAY_LEN(blocks)); /* the VNNI table has gemm16 */
+}
+END_TEST
+
 /* Q6_K's batch kernel (the per-row kernel on up to 8 untransposed XQK rows) against the
  * scalar table's per-row dot, 1..8 rows, 1, 2 and 5 super-blocks, and nothing written past
  * the rows asked for. */
@@ -1322,6 +1406,7 @@ int main(void)
     tcase_add_loop_test(tc, test_dot8_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_dot2x8_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_dot8_q6_K, 0, FCPU_ISA_COUNT);
+    tcase_add_loop_test(tc, test_gemm16_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_batch_rows, 0, N_CFG);
     tcase_add_loop_test(tc, test_fast_attention, 0, N_CFG);
     tcase_add_loop_test(tc, test_sumonly_overflow, 0, N_CFG);

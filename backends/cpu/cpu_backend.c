@@ -24,9 +24,11 @@
  * at a time; default 0 = never: the int8 kernels measured twice as fast), dot4_max=BYTES
  * (decode of matrices up to this size reads four weight rows per call; default 1 MiB),
  * dot8=0|1 (batches through the 8-row kernels: dot8 for Q8_0 / Q4_0 / Q4_K, dot2x8 for the
- * float types; default 1), repack=0|1 (weights prepared while it is 1 get a copy of their
- * Q8_0 / Q4_0 rows in the FCPU_REPACK8 layout, as much memory again as the weights, which
- * the batches read while it is 1; default 0), kslice=N (int8 batches of matrices with n_in
+ * float types; default 1), repack=0|1|2 (weights prepared while it is 1 get a copy of their
+ * Q8_0 / Q4_0 rows in the FCPU_REPACK8 layout, while it is 2 a copy of their Q8_0 rows in
+ * groups of 16 in the FCPU_REPACK16 layout (the rows after the last full group as they
+ * are), as much memory again as the weights, which the batches read while it has the value
+ * they were prepared with; default 0), kslice=N (int8 batches of matrices with n_in
  * above N are computed N inputs at a time, so that the prepared activations stay in L1;
  * a multiple of 256, 0 = never; default 2048), farpf=N (int8 batches prefetch the weights
  * into L2 N times as far ahead as into L1, 0..64, 0 = not; default 8: 16 KiB),
@@ -82,7 +84,8 @@ typedef struct fcpu {
     int64_t dot4_max;          /* matrix bytes up to which decode uses four rows per call */
     int streams;               /* decode of larger matrices: 1 or 4 weight streams a thread */
     bool dot8;                 /* batches through dot8 where the table has it */
-    bool repack;               /* prepare FCPU_REPACK8 copies; batches use the copies */
+    int repack;                /* prepare FCPU_REPACK8 (1) or FCPU_REPACK16 (2) copies;
+                                * batches use copies of the same layout */
     int64_t kslice;            /* int8 batches: n_in split into slices this long (0: not) */
     int farpf;                 /* int8 batches: L2 prefetch this many times as far as L1's */
     bool ref;
@@ -96,7 +99,8 @@ typedef struct fcpu {
 typedef struct fcpu_weight {
     uint64_t row_bytes;
     float *vec;           /* F32 copy of a 1-D non-F32 weight, else NULL */
-    void *packed;         /* option repack=1: the rows in FCPU_REPACK8 layout, else NULL */
+    void *packed;         /* option repack: the rows in FCPU_REPACK8 / 16 layout, else NULL */
+    int pack;             /* packed's layout: the repack value it was prepared with */
 } fcpu_weight_t;
 
 /* Waits for thread 0's published row scales (DEFER_ONE): spins briefly, then yields the
@@ -189,7 +193,10 @@ static int cpu_weight_prepare(fb_backend_t *be, fb_weight_t *w)
             return -ENOMEM;
         }
         fq_dequantize_row(w->type, w->src, cw->vec, w->n_in);
-    } else if (w->n_out > 1 && ((fcpu_t *)be)->repack && ((fcpu_t *)be)->k->dot8r[w->type]) {
+    } else if (w->n_out > 1 && ((((fcpu_t *)be)->repack == 1 && ((fcpu_t *)be)->k->dot8r[w->type]) ||
+                                (((fcpu_t *)be)->repack == 2 && w->n_out >= FCPU_G16 &&
+                                 ((fcpu_t *)be)->k->gemm16[w->type]))) {
+        cw->pack = ((fcpu_t *)be)->repack;
         size_t bytes = (size_t)cw->row_bytes * (size_t)w->n_out;
         if (posix_memalign(&cw->packed, 1 << 21, bytes)) {
             free(cw);
@@ -198,9 +205,18 @@ static int cpu_weight_prepare(fb_backend_t *be, fb_weight_t *w)
         /* 2 MiB pages where the kernel has them (as the model file's mapping often does):
          * the batches stream the copy, and 4 KiB pages cost them a TLB walk per page */
         madvise(cw->packed, bytes, MADV_HUGEPAGE);
-        for (int64_t o = 0; o < w->n_out; o++)
-            fcpu_repack8_row(w->type, w->n_in, (const uint8_t *)w->src + (size_t)o * cw->row_bytes,
-                             (uint8_t *)cw->packed + (size_t)o * cw->row_bytes);
+        const int64_t full = cw->pack == 2 ? w->n_out / FCPU_G16 * FCPU_G16 : 0;
+        for (int64_t o = 0; o < full; o += FCPU_G16)
+            fcpu_repack16_rows(w->type, w->n_in, (const uint8_t *)w->src + (size_t)o * cw->row_bytes,
+                               cw->row_bytes, (uint8_t *)cw->packed + (size_t)o * cw->row_bytes);
+        if (cw->pack == 2)
+            memcpy((uint8_t *)cw->packed + (size_t)full * cw->row_bytes,
+                   (const uint8_t *)w->src + (size_t)full * cw->row_bytes,
+                   (size_t)(w->n_out - full) * cw->row_bytes);
+        else
+            for (int64_t o = 0; o < w->n_out; o++)
+                fcpu_repack8_row(w->type, w->n_in, (const uint8_t *)w->src + (size_t)o * cw->row_bytes,
+                                 (uint8_t *)cw->packed + (size_t)o * cw->row_bytes);
     }
     w->impl = cw;
     return 0;
@@ -272,6 +288,10 @@ typedef struct mm_ctx {
                    size_t ldx, int nr, float *out);
     ptrdiff_t pf, pf2;
     int64_t ks;
+    /* batches on FCPU_REPACK16 weights (wrows: the copy): groups of 16 rows through gemm16,
+     * the rows after the last full group through dot */
+    void (*gemm16)(int64_t n, const void *w, const void *x, size_t ldx, int nr, float *y,
+                   size_t ldy);
     int64_t chunk;
     _Atomic int64_t next;
     _Atomic int err;
@@ -447,6 +467,27 @@ static void mm_rows_sliced(const mm_ctx_t *m, const uint8_t *wsrc, const uint8_t
     }
 }
 
+/* Weight rows [o0, o1) (o0 a multiple of FCPU_G16) on FCPU_REPACK16 weights: each group
+ * of 16 rows against 8 activation rows a call, its outputs stored straight into y. */
+static void mm_rows16(const mm_ctx_t *m, const uint8_t *wsrc, const uint8_t *xbase, int64_t o0,
+                      int64_t o1)
+{
+    const int64_t n_out = m->n_out, full = n_out / FCPU_G16 * FCPU_G16;
+    int64_t o = o0;
+    for (; o + FCPU_G16 <= FD_MIN(o1, full); o += FCPU_G16)
+        for (int64_t r = 0; r < m->n_rows; r += FCPU_NR8)
+            m->gemm16(m->n_in, wsrc + (uint64_t)o * m->ldw, xbase + (size_t)r * m->ldx, m->ldx,
+                      (int)FD_MIN(FCPU_NR8, m->n_rows - r), m->y + r * n_out + o, (size_t)n_out);
+    float out[FCPU_NR];
+    for (; o < o1; o++)
+        for (int64_t r = 0; r < m->n_rows; r += FCPU_NR) {
+            const int nr = (int)FD_MIN(FCPU_NR, m->n_rows - r);
+            m->dot(m->n_in, wsrc + (uint64_t)o * m->ldw, xbase + (size_t)r * m->ldx, m->ldx, nr, out);
+            for (int j = 0; j < nr; j++)
+                m->y[(r + j) * n_out + o] = out[j];
+        }
+}
+
 static void mm_task(void *arg, int ith, int nth)
 {
     mm_ctx_t *m = arg;
@@ -564,6 +605,8 @@ static void mm_task(void *arg, int ith, int nth)
                 m->dot4(n_in, wsrc + (uint64_t)o * m->ldw, m->ldw, xbase, m->y + o);
             for (; o < o1; o++)
                 m->dot(n_in, wsrc + (uint64_t)o * m->ldw, xbase, m->ldx, 1, m->y + o);
+        } else if (m->gemm16) {
+            mm_rows16(m, wsrc, xbase, o0, o1);
         } else if (m->ks) {
             mm_rows_sliced(m, wsrc, xbase, o0, o1);
         } else {
@@ -621,12 +664,16 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
             m.dot4 = k->dot4[w->type];
         else if (c->streams > 1)
             m.dot4q = k->dot4[w->type];
-        if (n_rows >= 2 && c->dot8 && k->dot8[w->type]) { /* the weight work shared by 8 rows */
+        const fcpu_weight_t *cw = w->impl;
+        if (n_rows >= 2 && c->repack == 2 && cw && cw->packed && cw->pack == 2 &&
+            k->gemm16[w->type]) { /* 16 weight rows a call share every activation load */
+            m.gemm16 = k->gemm16[w->type];
+            m.wrows = cw->packed;
+        } else if (n_rows >= 2 && c->dot8 && k->dot8[w->type]) { /* the weight work shared by 8 rows */
             m.dot = k->dot8[w->type];
             m.xform = k->xform8[w->type];
             m.nr = FCPU_NR8;
-            const fcpu_weight_t *cw = w->impl;
-            if (c->repack && cw && cw->packed && k->dot8r[w->type]) {
+            if (c->repack == 1 && cw && cw->packed && cw->pack == 1 && k->dot8r[w->type]) {
                 m.dot = k->dot8r[w->type];
                 m.wrows = cw->packed;
             } else if (k->dot8pf[w->type]) {
@@ -660,6 +707,8 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
     if (m.path == MM_BLAS || m.path == MM_QBLAS)
         per = (w->n_out + nth - 1) / nth;
     m.chunk = FD_MAX((per + 3) / 4 * 4, (int64_t)4);
+    if (m.gemm16) /* whole groups of 16 rows */
+        m.chunk = (m.chunk + FCPU_G16 - 1) / FCPU_G16 * FCPU_G16;
     if (m.path == MM_QBLAS)
         m.chunk = (m.chunk + QTILE - 1) / QTILE * QTILE;
     float *shared = NULL;
@@ -1231,8 +1280,8 @@ static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t er
             c->streams = v[0] - '0';
         } else if (kl == 4 && !strncmp(o, "dot8", 4) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
             c->dot8 = v[0] == '1';
-        } else if (kl == 6 && !strncmp(o, "repack", 6) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
-            c->repack = v[0] == '1';
+        } else if (kl == 6 && !strncmp(o, "repack", 6) && v[0] >= '0' && v[0] <= '2' && !v[1]) {
+            c->repack = v[0] - '0';
         } else if (kl == 5 && !strncmp(o, "farpf", 5) && *v && (ks = strtoll(v, &end, 10)) >= 0 &&
                    ks <= 64 && !*end) {
             c->farpf = (int)ks;
@@ -1244,7 +1293,7 @@ static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t er
         } else {
             snprintf(err, errlen, "cpu backend: bad option \"%s\" (isa=scalar|avx2|avx512, "
                      "defer=each|one, blas_rows=N, qblas_rows=N, dot4_max=BYTES, streams=1|4|8, "
-                     "dot8=0|1, repack=0|1, kslice=N (a multiple of 256), farpf=N, ref=0|1)", o);
+                     "dot8=0|1, repack=0|1|2, kslice=N (a multiple of 256), farpf=N, ref=0|1)", o);
             return FD_ECONFIG;
         }
     }

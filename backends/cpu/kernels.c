@@ -62,6 +62,23 @@ int fcpu_repack8_row(int type, int64_t n, const void *src, void *dst)
     return 0;
 }
 
+int fcpu_repack16_rows(int type, int64_t n, const void *src, size_t ld, void *dst)
+{
+    if (type != GG_Q8_0)
+        return FD_EUNSUP;
+    const int64_t nb = n / 32;
+    uint8_t *d = dst;
+    for (int64_t j = 0; j < nb; j++, d += FCPU_G16 * sizeof(fq_block_q8_0)) {
+        for (int i = 0; i < FCPU_G16; i++) {
+            const fq_block_q8_0 *b = (const fq_block_q8_0 *)(const void *)((const uint8_t *)src + (size_t)i * ld) + j;
+            for (int e = 0; e < 32; e++)
+                d[64 * (e / 4) + 4 * i + e % 4] = (uint8_t)(b->qs[e] + 128);
+            memcpy(d + 512 + 2 * i, b, 2); /* the block's d is its first two bytes */
+        }
+    }
+    return 0;
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
 /* F16C from CPUID leaf 1 (ECX bit 29): clang before 15 has no "f16c" for
  * __builtin_cpu_supports, and the fuzz targets (make fuzz) build this file with clang. */

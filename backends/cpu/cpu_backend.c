@@ -27,9 +27,12 @@
  * float types; default 1), repack=0|1|2 (weights prepared while it is 1 get a copy of their
  * Q8_0 / Q4_0 rows in the FCPU_REPACK8 layout, while it is 2 a copy of their Q8_0 rows in
  * groups of 16 in the FCPU_REPACK16 layout (the rows after the last full group as they
- * are), as much memory again as the weights, which the batches read while it has the value
- * they were prepared with; default 0), kslice=N (int8 batches of matrices with n_in
- * above N are computed N inputs at a time, so that the prepared activations stay in L1;
+ * are); the batches read the copies while it has the value they were prepared with.  1
+ * costs as much memory again as the weights.  Under 2 every product of the matrix, decode
+ * included, reads the copy, so the source's pages are handed back (MADV_PAGEOUT) and the
+ * resident size stays about the file's; the file's pages are then no longer shared with
+ * the page cache, and loading takes longer by the repacking; default 0), kslice=N (int8
+ * batches of matrices with n_in above N are computed N inputs at a time, so that the prepared activations stay in L1;
  * a multiple of 256, 0 = never; default 2048), farpf=N (int8 batches prefetch the weights
  * into L2 N times as far ahead as into L1, 0..64, 0 = not; default 8: 16 KiB),
  * streams=1|4|8 (decode of larger matrices: each chunk of weight rows read as that many
@@ -209,14 +212,25 @@ static int cpu_weight_prepare(fb_backend_t *be, fb_weight_t *w)
         for (int64_t o = 0; o < full; o += FCPU_G16)
             fcpu_repack16_rows(w->type, w->n_in, (const uint8_t *)w->src + (size_t)o * cw->row_bytes,
                                cw->row_bytes, (uint8_t *)cw->packed + (size_t)o * cw->row_bytes);
-        if (cw->pack == 2)
+        if (cw->pack == 2) {
             memcpy((uint8_t *)cw->packed + (size_t)full * cw->row_bytes,
                    (const uint8_t *)w->src + (size_t)full * cw->row_bytes,
                    (size_t)(w->n_out - full) * cw->row_bytes);
-        else
+#ifdef MADV_PAGEOUT
+            /* every product of this matrix now reads the copy: the source's whole pages may
+             * leave memory (a hint; a file mapping's pages come back from the file if read
+             * again, anonymous ones go to swap or stay) */
+            const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+            const uintptr_t a0 = ((uintptr_t)w->src + pg - 1) & ~(pg - 1);
+            const uintptr_t a1 = ((uintptr_t)w->src + bytes) & ~(pg - 1);
+            if (a1 > a0)
+                madvise((void *)a0, a1 - a0, MADV_PAGEOUT);
+#endif
+        } else {
             for (int64_t o = 0; o < w->n_out; o++)
                 fcpu_repack8_row(w->type, w->n_in, (const uint8_t *)w->src + (size_t)o * cw->row_bytes,
                                  (uint8_t *)cw->packed + (size_t)o * cw->row_bytes);
+        }
     }
     w->impl = cw;
     return 0;
@@ -288,8 +302,8 @@ typedef struct mm_ctx {
                    size_t ldx, int nr, float *out);
     ptrdiff_t pf, pf2;
     int64_t ks;
-    /* batches on FCPU_REPACK16 weights (wrows: the copy): groups of 16 rows through gemm16,
-     * the rows after the last full group through dot */
+    /* FCPU_REPACK16 weights (wrows: the copy), any number of activation rows: groups of 16
+     * weight rows through gemm16, the rows after the last full group through dot */
     void (*gemm16)(int64_t n, const void *w, const void *x, size_t ldx, int nr, float *y,
                    size_t ldy);
     int64_t chunk;
@@ -665,10 +679,13 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
         else if (c->streams > 1)
             m.dot4q = k->dot4[w->type];
         const fcpu_weight_t *cw = w->impl;
-        if (n_rows >= 2 && c->repack == 2 && cw && cw->packed && cw->pack == 2 &&
-            k->gemm16[w->type]) { /* 16 weight rows a call share every activation load */
+        if (n_rows >= 1 && c->repack == 2 && cw && cw->packed && cw->pack == 2 &&
+            k->gemm16[w->type]) {
+            /* 16 weight rows a call share every activation load; one row (decode) reads the
+             * copy too (as fast as dot4q in A/B), since the source's pages were handed back */
             m.gemm16 = k->gemm16[w->type];
             m.wrows = cw->packed;
+            m.dot4 = m.dot4q = NULL;
         } else if (n_rows >= 2 && c->dot8 && k->dot8[w->type]) { /* the weight work shared by 8 rows */
             m.dot = k->dot8[w->type];
             m.xform = k->xform8[w->type];

@@ -249,12 +249,6 @@ __device__ __forceinline__ void gemv_pair(const fcu_gemv_p &p, int o, int r, flo
     }
 }
 
-/* GLU: the warp's OR rows are OR/2 gate rows o0.. and the OR/2 up rows glu_n + o0.., and the
- * epilogue also writes silu(gate) * up: the SiLU-gate rides on the gate|up product.
- * The deferred RMS statistic: warp w of the block accumulates sum(x^2) over every WPB-th
- * chunk of the row (values it loads anyway), and the block adds the WPB parts; so every
- * warp stays to the end, with or without weight rows of its own.  in_scale multiplies the
- * activations (R <= OR) or, cheaper when there are more activation rows, the weights. */
 /* acc + the dot product of a converted chunk of 8 weights (w of r) with 8 activations; a
  * block-scaled type sums the integers' products first and scales that sum once. */
 template <int T>
@@ -275,6 +269,12 @@ __device__ __forceinline__ float gemv_dot(const typename WT<T>::raw &r, const fl
     }
 }
 
+/* GLU: the warp's OR rows are OR/2 gate rows o0.. and the OR/2 up rows glu_n + o0.., and the
+ * epilogue also writes silu(gate) * up: the SiLU-gate rides on the gate|up product.
+ * The deferred RMS statistic: warp w of the block accumulates sum(x^2) over every WPB-th
+ * chunk of the row (values it loads anyway), and the block adds the WPB parts; so every
+ * warp stays to the end, with or without weight rows of its own.  in_scale multiplies the
+ * activations (R <= OR) or, cheaper when there are more activation rows, the weights. */
 template <int T, int U, int OR>
 __device__ __forceinline__ void gemv_load(typename WT<T>::raw (&wr)[U][OR], const fcu_gemv_p &p,
                                           const int64_t (&row)[OR], int j)

@@ -1564,7 +1564,10 @@ static int attn_dec(fcuda_t *c, fcu_att_p *p, int rows, int t_max)
     p->part = c->part;
     p->counter = c->cnt;
     dim3 grid((unsigned)p->n_head_kv, (unsigned)rows, (unsigned)p->max_split);
-    return launch(c, fcu_k_attention_dec(nv, p->n_head / p->n_head_kv), grid, dim3(128), *p);
+    /* the prefetching kernel where the launch has at most two blocks per SM (its registers
+     * allow two; at 8 sequences the plain one is faster: docs/gpu.md) */
+    const int pf = (int64_t)p->n_head_kv * rows * p->max_split <= 2 * c->prop.multiProcessorCount;
+    return launch(c, fcu_k_attention_dec(nv, p->n_head / p->n_head_kv, pf), grid, dim3(128), *p);
 }
 
 /* Sequences [s0, s1) sharing head counts and mode: one launch (REF: three). */

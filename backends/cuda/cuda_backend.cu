@@ -56,15 +56,15 @@
  * illegal address, say) make every later op fail too.
  *
  * Options: gemm_rows=N|auto (cuBLAS from N rows; default auto: 5 for 16-bit weights, 9 for
- * others), graphs=0|1 (default 1),
- * graph_layers=N (segment length; 0 = whole step; default 2), timing=1 (device time of every
- * op by class into fb_stats_t.dev_s, with CUDA events; turns graphs off), nonorm=1 (benchmarks
- * only: skips every normalization, a lower bound that is not a valid model), pdl=0|1|2
- * (default 2), pdl_blocks=N (with pdl=2, the smallest grid that starts early; default two
- * blocks per SM), attn_splits=N (at most N splits of a decode row's context; default 32), stage=0|1|2
- * (one-row products that stage x in shared memory: none, those with in_scale, all; default
- * 1, measured in docs/gpu.md), steptime=0|1 (log where each step's wall time goes: GPU time,
- * the logits copy, the host's lead; a summary each time the option is set). */
+ * others), graphs=0|1 (default 1), graph_layers=N (segment length; 0 = whole step; default
+ * 2), timing=1 (device time of every op by class into fb_stats_t.dev_s, with CUDA events;
+ * turns graphs off), nonorm=1 (benchmarks only: skips every normalization, a lower bound that
+ * is not a valid model), pdl=0|1|2 (default 2), pdl_blocks=N (with pdl=2, the smallest grid
+ * that starts early; default two blocks per SM), attn_splits=N (at most N splits of a decode
+ * row's context; default 32), stage=0|1|2 (one-row products that stage x in shared memory:
+ * none, those with in_scale, all; default 1, measured in docs/gpu.md), steptime=0|1 (log
+ * where each step's wall time goes: GPU time, the logits copy, the host's lead; a summary each
+ * time the option is set). */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <type_traits>
@@ -352,8 +352,9 @@ static bool pdl_on(const fcuda_t *c)
 }
 
 /* Whether kernel op starts behind the previous one (pdl_on): with pdl=2, only a grid of at
- * least pdl_blocks blocks (default two per SM).  A graph fixes the edge when it is built; a later change of the
- * grid only patches the node, which is correct either way (every kernel waits in pdl_wait). */
+ * least pdl_blocks blocks (default two per SM).  A graph fixes the edge when it is built; a
+ * later change of the grid only patches the node, which is correct either way (every kernel
+ * waits in pdl_wait). */
 static bool pdl_edge(const fcuda_t *c, const op_rec_t *op)
 {
     if (!pdl_on(c))
@@ -1563,7 +1564,10 @@ static int attn_dec(fcuda_t *c, fcu_att_p *p, int rows, int t_max)
     p->part = c->part;
     p->counter = c->cnt;
     dim3 grid((unsigned)p->n_head_kv, (unsigned)rows, (unsigned)p->max_split);
-    return launch(c, fcu_k_attention_dec(nv, p->n_head / p->n_head_kv), grid, dim3(128), *p);
+    /* the prefetching kernel where the launch has at most two blocks per SM (its registers
+     * allow two; at 8 sequences the plain one is faster: docs/gpu.md) */
+    const int pf = (int64_t)p->n_head_kv * rows * p->max_split <= 2 * c->prop.multiProcessorCount;
+    return launch(c, fcu_k_attention_dec(nv, p->n_head / p->n_head_kv, pf), grid, dim3(128), *p);
 }
 
 /* Sequences [s0, s1) sharing head counts and mode: one launch (REF: three). */
@@ -1913,8 +1917,8 @@ static int parse_option(fcuda_t *c, const char *o, char *err, size_t errlen)
         c->attn_splits = (int)n;
     } else {
         snprintf(err, errlen, "cuda backend: bad option \"%s\" (gemm_rows=N|auto, graphs=0|1, "
-                 "graph_layers=N, timing=0|1, nonorm=0|1, pdl=0|1|2, pdl_blocks=N, stage=0|1|2, steptime=0|1, "
-                 "attn_splits=1..%d)", o,
+                 "graph_layers=N, timing=0|1, nonorm=0|1, pdl=0|1|2, pdl_blocks=N, stage=0|1|2, "
+                 "steptime=0|1, attn_splits=1..%d)", o,
                  FCU_ATTD_MAX_SPLIT);
         return FD_ECONFIG;
     }
@@ -1947,7 +1951,8 @@ static void cuda_describe(fb_backend_t *be, char *buf, size_t len)
     if (c->gemm_rows > 0)
         snprintf(from, sizeof(from), "%d rows", c->gemm_rows);
     else
-        snprintf(from, sizeof(from), "%d rows (16-bit weights) or %d", GEMM_ROWS_16, GEMM_ROWS_OTHER);
+        snprintf(from, sizeof(from), "%d rows (16-bit weights) or %d", GEMM_ROWS_16,
+                 GEMM_ROWS_OTHER);
     snprintf(buf, len, "cuda: device %d %s (sm_%d%d, %d SMs, %.1f GiB), cuBLAS from %s, "
              "graphs %s (segments of %d layers; %llu built, %llu launched, %llu nodes patched)%s",
              c->dev, c->prop.name, c->prop.major, c->prop.minor, c->prop.multiProcessorCount,

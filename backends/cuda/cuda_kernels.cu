@@ -249,12 +249,6 @@ __device__ __forceinline__ void gemv_pair(const fcu_gemv_p &p, int o, int r, flo
     }
 }
 
-/* GLU: the warp's OR rows are OR/2 gate rows o0.. and the OR/2 up rows glu_n + o0.., and the
- * epilogue also writes silu(gate) * up: the SiLU-gate rides on the gate|up product.
- * The deferred RMS statistic: warp w of the block accumulates sum(x^2) over every WPB-th
- * chunk of the row (values it loads anyway), and the block adds the WPB parts; so every
- * warp stays to the end, with or without weight rows of its own.  in_scale multiplies the
- * activations (R <= OR) or, cheaper when there are more activation rows, the weights. */
 /* acc + the dot product of a converted chunk of 8 weights (w of r) with 8 activations; a
  * block-scaled type sums the integers' products first and scales that sum once. */
 template <int T>
@@ -275,6 +269,12 @@ __device__ __forceinline__ float gemv_dot(const typename WT<T>::raw &r, const fl
     }
 }
 
+/* GLU: the warp's OR rows are OR/2 gate rows o0.. and the OR/2 up rows glu_n + o0.., and the
+ * epilogue also writes silu(gate) * up: the SiLU-gate rides on the gate|up product.
+ * The deferred RMS statistic: warp w of the block accumulates sum(x^2) over every WPB-th
+ * chunk of the row (values it loads anyway), and the block adds the WPB parts; so every
+ * warp stays to the end, with or without weight rows of its own.  in_scale multiplies the
+ * activations (R <= OR) or, cheaper when there are more activation rows, the weights. */
 template <int T, int U, int OR>
 __device__ __forceinline__ void gemv_load(typename WT<T>::raw (&wr)[U][OR], const fcu_gemv_p &p,
                                           const int64_t (&row)[OR], int j)
@@ -1110,7 +1110,27 @@ __device__ __forceinline__ void f4_fma(float4 &o, float a, const float4 &v, floa
     o.w = fmaf(o.w, a, b * v.w);
 }
 
-template <int NV, int G>
+/* K and V pieces of P positions t, t + ng, ... (zero past t1 or past the row) */
+template <int P, int NV>
+__device__ __forceinline__ void attd_load(float4 (&kr)[P][NV], float4 (&vr)[P][NV], const float *kb,
+                                          const float *vb, int64_t ldkv, int t, int ng, int t1,
+                                          int sub, int lg, int nc)
+{
+    const float4 z4 = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int pp = 0; pp < P; pp++) {
+        const int tp = t + pp * ng;
+#pragma unroll
+        for (int v = 0; v < NV; v++) {
+            const int ci = sub + v * lg;
+            const bool ok = tp < t1 && ci < nc;
+            kr[pp][v] = ok ? __ldg(reinterpret_cast<const float4 *>(kb + (int64_t)tp * ldkv) + ci) : z4;
+            vr[pp][v] = ok ? __ldg(reinterpret_cast<const float4 *>(vb + (int64_t)tp * ldkv) + ci) : z4;
+        }
+    }
+}
+
+template <int NV, int G, bool PFOK>
 __global__ void __launch_bounds__(ATT_THREADS) k_att_dec(const fcu_att_p p)
 {
     constexpr int P = ATTD_P(NV);
@@ -1148,18 +1168,21 @@ __global__ void __launch_bounds__(ATT_THREADS) k_att_dec(const fcu_att_p p)
             o[h][v] = z4;
         }
     }
-    for (int tw = t0 + warp * gpw; tw < t1; tw += ng * P) { /* warp-uniform bounds */
-        float4 kr[P][NV], vr[P][NV];
-#pragma unroll
-        for (int pp = 0; pp < P; pp++) {
-            const int t = tw + gi + pp * ng;
-#pragma unroll
-            for (int v = 0; v < NV; v++) {
-                const int ci = sub + v * lg;
-                const bool ok = t < t1 && ci < nc;
-                kr[pp][v] = ok ? __ldg(reinterpret_cast<const float4 *>(kb + (int64_t)t * S.ldkv) + ci) : z4;
-                vr[pp][v] = ok ? __ldg(reinterpret_cast<const float4 *>(vb + (int64_t)t * S.ldkv) + ci) : z4;
-            }
+    /* PF (chosen by the launch: few blocks; one piece per lane, up to 4 heads a group, as in
+     * the Llama shapes): the next batch's K and V are loaded while this one is scored, so a
+     * block's batches do not each wait for memory in turn; more heads or pieces would not fit
+     * the registers twice */
+    constexpr bool PF = PFOK && NV == 1 && G <= 4;
+    float4 kr[P][NV], vr[P][NV], kn[PF ? P : 1][NV], vn[PF ? P : 1][NV];
+    int tw = t0 + warp * gpw;
+    if (PF && tw < t1)
+        attd_load<P, NV>(kr, vr, kb, vb, S.ldkv, tw + gi, ng, t1, sub, lg, nc);
+    for (; tw < t1; tw += ng * P) { /* warp-uniform bounds */
+        if constexpr (PF) {
+            if (tw + ng * P < t1)
+                attd_load<P, NV>(kn, vn, kb, vb, S.ldkv, tw + ng * P + gi, ng, t1, sub, lg, nc);
+        } else {
+            attd_load<P, NV>(kr, vr, kb, vb, S.ldkv, tw + gi, ng, t1, sub, lg, nc);
         }
         float sc[P][G];
 #pragma unroll
@@ -1216,6 +1239,15 @@ __global__ void __launch_bounds__(ATT_THREADS) k_att_dec(const fcu_att_p p)
             }
             l[h] = lh;
             m[h] = mx;
+        }
+        if constexpr (PF) {
+#pragma unroll
+            for (int pp = 0; pp < P; pp++)
+#pragma unroll
+                for (int v = 0; v < NV; v++) {
+                    kr[pp][v] = kn[pp][v];
+                    vr[pp][v] = vn[pp][v];
+                }
         }
     }
     /* the groups of a warp, then the warps */
@@ -1337,14 +1369,16 @@ __global__ void __launch_bounds__(ATT_THREADS) k_att_dec(const fcu_att_p p)
     }
 }
 
-const void *fcu_k_attention_dec(int nv, int grp)
+const void *fcu_k_attention_dec(int nv, int grp, int prefetch)
 {
     if (grp < 1 || grp > FCU_ATT_MAX_GROUP)
         return NULL;
+    if (nv == 1 && grp <= 4)
+        return prefetch ? (const void *)k_att_dec<1, 4, true> : (const void *)k_att_dec<1, 4, false>;
     if (nv == 1)
-        return grp <= 4 ? (const void *)k_att_dec<1, 4> : (const void *)k_att_dec<1, 8>;
+        return (const void *)k_att_dec<1, 8, false>;
     if (nv == 2)
-        return grp <= 4 ? (const void *)k_att_dec<2, 4> : (const void *)k_att_dec<2, 8>;
+        return grp <= 4 ? (const void *)k_att_dec<2, 4, false> : (const void *)k_att_dec<2, 8, false>;
     return NULL;
 }
 

@@ -184,7 +184,10 @@ const void *fcu_k_get_rows(int wtype);
 const void *fcu_k_attention(int which);
 /* The decode kernel (fused modes, one query row per sequence, 16-byte aligned q/k/v rows,
  * head_dim % 4 == 0): nv 16-byte pieces per lane, 1 for head_dim <= 128, 2 up to 256; grp
- * query heads per KV head; part entries of head_dim + 4 floats. */
-const void *fcu_k_attention_dec(int nv, int grp);
+ * query heads per KV head; part entries of head_dim + 4 floats.  prefetch: the variant that
+ * loads a group's next batch of positions while it scores this one (nv 1, grp <= 4 only; it
+ * needs twice the registers, so it pays where the launch has few blocks, about 2 per SM:
+ * measured, docs/gpu.md). */
+const void *fcu_k_attention_dec(int nv, int grp, int prefetch);
 
 #endif

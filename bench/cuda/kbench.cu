@@ -254,7 +254,7 @@ static void att_case(const char *shape, int H, int Hkv, int hd, int ctx, int nse
                 p.chunk = (int)((ctx + want - 1) / want);
                 p.max_split = (ctx + p.chunk - 1) / p.chunk;
                 grid = dim3(Hkv, nseq, p.max_split);
-                f = fcu_k_attention_dec(nv, H / Hkv);
+                f = fcu_k_attention_dec(nv, H / Hkv, (int64_t)Hkv * nseq * p.max_split <= 2 * n_sm);
             }
         }
         double t1 = time_chain(f, grid, dim3(128), ps, true);
@@ -398,7 +398,7 @@ static void step_case(const char *shape, int E, int F, int H, int Hkv, int hd, i
         p.lg = lg;
         p.chunk = (int)((ctx + want - 1) / want);
         p.max_split = (ctx + p.chunk - 1) / p.chunk;
-        a.f = fcu_k_attention_dec(nv, H / Hkv);
+        a.f = fcu_k_attention_dec(nv, H / Hkv, (int64_t)Hkv * p.max_split <= 2 * n_sm);
         a.grid = dim3(Hkv, 1, p.max_split);
         a.block = dim3(128);
         ls.push_back(a);

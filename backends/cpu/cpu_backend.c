@@ -32,8 +32,8 @@
  * included, reads the copy, so the source's pages are handed back (MADV_PAGEOUT) and the
  * resident size stays about the file's; the file's pages are then no longer shared with
  * the page cache, and loading takes longer by the repacking; default 0), kslice=N (int8
- * batches of matrices with n_in above N are computed N inputs at a time, so that the prepared activations stay in L1;
- * a multiple of 256, 0 = never; default 2048), farpf=N (int8 batches prefetch the weights
+ * batches of matrices with n_in above N are computed N inputs at a time, so that the
+ * prepared activations stay in L1; a multiple of 256, 0 = never; default 2048), farpf=N (int8 batches prefetch the weights
  * into L2 N times as far ahead as into L1, 0..64, 0 = not; default 8: 16 KiB),
  * streams=1|4|8 (decode of larger matrices: each chunk of weight rows read as that many
  * parts side by side, each part a sequential stream; default 4: one Zen 4 core read
@@ -182,6 +182,7 @@ static int check_weight(const fb_weight_t *w)
 
 static int cpu_weight_prepare(fb_backend_t *be, fb_weight_t *w)
 {
+    const fcpu_t *c = (const fcpu_t *)be;
     int rc = check_weight(w);
     if (rc)
         return rc;
@@ -196,10 +197,9 @@ static int cpu_weight_prepare(fb_backend_t *be, fb_weight_t *w)
             return -ENOMEM;
         }
         fq_dequantize_row(w->type, w->src, cw->vec, w->n_in);
-    } else if (w->n_out > 1 && ((((fcpu_t *)be)->repack == 1 && ((fcpu_t *)be)->k->dot8r[w->type]) ||
-                                (((fcpu_t *)be)->repack == 2 && w->n_out >= FCPU_G16 &&
-                                 ((fcpu_t *)be)->k->gemm16[w->type]))) {
-        cw->pack = ((fcpu_t *)be)->repack;
+    } else if (w->n_out > 1 && ((c->repack == 1 && c->k->dot8r[w->type]) ||
+                                (c->repack == 2 && w->n_out >= FCPU_G16 && c->k->gemm16[w->type]))) {
+        cw->pack = c->repack;
         size_t bytes = (size_t)cw->row_bytes * (size_t)w->n_out;
         if (posix_memalign(&cw->packed, 1 << 21, bytes)) {
             free(cw);

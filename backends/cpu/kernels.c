@@ -71,8 +71,12 @@ int fcpu_repack16_rows(int type, int64_t n, const void *src, size_t ld, void *ds
     for (int64_t j = 0; j < nb; j++, d += FCPU_G16 * sizeof(fq_block_q8_0)) {
         for (int i = 0; i < FCPU_G16; i++) {
             const fq_block_q8_0 *b = (const fq_block_q8_0 *)(const void *)((const uint8_t *)src + (size_t)i * ld) + j;
-            for (int e = 0; e < 32; e++)
-                d[64 * (e / 4) + 4 * i + e % 4] = (uint8_t)(b->qs[e] + 128);
+            for (int k = 0; k < 8; k++) { /* 4 codes at a time; + 128 flips each sign bit */
+                uint32_t v;
+                memcpy(&v, b->qs + 4 * k, 4);
+                v ^= 0x80808080u;
+                memcpy(d + 64 * k + 4 * i, &v, 4);
+            }
             memcpy(d + 512 + 2 * i, b, 2); /* the block's d is its first two bytes */
         }
     }

@@ -64,10 +64,20 @@ int fcpu_repack8_row(int type, int64_t n, const void *src, void *dst)
 
 int fcpu_repack16_rows(int type, int64_t n, const void *src, size_t ld, void *dst)
 {
-    if (type != GG_Q8_0)
+    if (type != GG_Q8_0 && type != GG_Q4_0)
         return FD_EUNSUP;
     const int64_t nb = n / 32;
     uint8_t *d = dst;
+    if (type == GG_Q4_0) {
+        for (int64_t j = 0; j < nb; j++, d += FCPU_G16 * sizeof(fq_block_q4_0))
+            for (int i = 0; i < FCPU_G16; i++) {
+                const fq_block_q4_0 *b = (const fq_block_q4_0 *)(const void *)((const uint8_t *)src + (size_t)i * ld) + j;
+                for (int k = 0; k < 4; k++) /* bytes as they are: the kernel splits the nibbles */
+                    memcpy(d + 64 * k + 4 * i, b->qs + 4 * k, 4);
+                memcpy(d + 256 + 2 * i, b, 2);
+            }
+        return 0;
+    }
     for (int64_t j = 0; j < nb; j++, d += FCPU_G16 * sizeof(fq_block_q8_0)) {
         for (int i = 0; i < FCPU_G16; i++) {
             const fq_block_q8_0 *b = (const fq_block_q8_0 *)(const void *)((const uint8_t *)src + (size_t)i * ld) + j;

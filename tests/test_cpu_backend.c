@@ -987,7 +987,8 @@ END_TEST
 
 /* fb_matmul with every batch size 1..9 (one full group of 8 rows and one more), the types
  * with batch kernels and a float one, against the fp64 definition: the row grouping of the
- * batch path (8 rows per call, then the rest) must not mix up or drop rows. */
+ * batch path (8 rows per call, then the rest) must not mix up or drop rows.  37 outputs: two
+ * groups of 16 weight rows (repack=2's gemm16, decode included) and 5 after them. */
 START_TEST(test_batch_rows)
 {
     fb_backend_t *be = mk_cfg(_i);
@@ -997,7 +998,7 @@ START_TEST(test_batch_rows)
     static const int types[] = {GG_Q8_0, GG_Q4_0, GG_F32, GG_F16, GG_Q4_K, GG_Q6_K};
     for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
         int type = types[t];
-        const int64_t n_in = gg_block_elems(type) == 1 ? 1000 : gg_block_elems(type) == 256 ? 512 : 2080, n_out = 13;
+        const int64_t n_in = gg_block_elems(type) == 1 ? 1000 : gg_block_elems(type) == 256 ? 512 : 2080, n_out = 37;
         fb_weight_t w = {.type = type, .n_in = n_in, .n_out = n_out,
                          .src = mk_weight(&s, type, n_in, n_out)};
         ck_assert_int_eq(fb_weight_prepare(be, &w), 0);

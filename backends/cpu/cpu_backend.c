@@ -139,6 +139,32 @@ static int threads_for(const fcpu_t *c, double work)
     return (int)FD_MIN((double)c->n_threads, FD_MAX(1.0, work / PAR_MIN_WORK));
 }
 
+/* ---- row-parallel helpers ------------------------------------------------------------- */
+
+typedef void (*row_fn)(void *ctx, int64_t r0, int64_t r1, int ith);
+
+typedef struct par_ctx {
+    row_fn fn;
+    void *ctx;
+    int64_t n_rows;
+} par_ctx_t;
+
+static void par_task(void *arg, int ith, int nth)
+{
+    par_ctx_t *p = arg;
+    int64_t r0 = p->n_rows * ith / nth, r1 = p->n_rows * (ith + 1) / nth;
+    if (r1 > r0)
+        p->fn(p->ctx, r0, r1, ith);
+}
+
+/* Runs fn over rows [0, n_rows), split evenly, on as many threads as the work deserves. */
+static void par_rows(fcpu_t *c, int64_t n_rows, double work_per_row, row_fn fn, void *ctx)
+{
+    int nth = (int)FD_MIN((double)threads_for(c, work_per_row * (double)n_rows), (double)n_rows);
+    par_ctx_t p = {.fn = fn, .ctx = ctx, .n_rows = n_rows};
+    fcpu_pool_run(c->pool, FD_MAX(nth, 1), par_task, &p);
+}
+
 /* ---- memory --------------------------------------------------------------------------- */
 
 static void *cpu_alloc(fb_backend_t *be, size_t bytes)
@@ -180,9 +206,37 @@ static int check_weight(const fb_weight_t *w)
     return 0;
 }
 
+/* The repack of one matrix at prepare (option repack), split over the pool's threads. */
+typedef struct repack_ctx {
+    int type;
+    int64_t n_in;
+    const void *src;
+    void *dst;
+    uint64_t row_bytes;
+} repack_ctx_t;
+
+/* groups [g0, g1) of FCPU_G16 rows into FCPU_REPACK16 */
+static void repack16_groups(void *ctx, int64_t g0, int64_t g1, int ith)
+{
+    const repack_ctx_t *r = ctx;
+    const size_t gb = (size_t)FCPU_G16 * r->row_bytes;
+    for (int64_t g = g0; g < g1; g++)
+        fcpu_repack16_rows(r->type, r->n_in, (const uint8_t *)r->src + (size_t)g * gb,
+                           r->row_bytes, (uint8_t *)r->dst + (size_t)g * gb);
+}
+
+/* rows [o0, o1) into FCPU_REPACK8 */
+static void repack8_rows(void *ctx, int64_t o0, int64_t o1, int ith)
+{
+    const repack_ctx_t *r = ctx;
+    for (int64_t o = o0; o < o1; o++)
+        fcpu_repack8_row(r->type, r->n_in, (const uint8_t *)r->src + (size_t)o * r->row_bytes,
+                         (uint8_t *)r->dst + (size_t)o * r->row_bytes);
+}
+
 static int cpu_weight_prepare(fb_backend_t *be, fb_weight_t *w)
 {
-    const fcpu_t *c = (const fcpu_t *)be;
+    fcpu_t *c = (fcpu_t *)be;
     int rc = check_weight(w);
     if (rc)
         return rc;
@@ -208,11 +262,12 @@ static int cpu_weight_prepare(fb_backend_t *be, fb_weight_t *w)
         /* 2 MiB pages where the kernel has them (as the model file's mapping often does):
          * the batches stream the copy, and 4 KiB pages cost them a TLB walk per page */
         madvise(cw->packed, bytes, MADV_HUGEPAGE);
-        const int64_t full = cw->pack == 2 ? w->n_out / FCPU_G16 * FCPU_G16 : 0;
-        for (int64_t o = 0; o < full; o += FCPU_G16)
-            fcpu_repack16_rows(w->type, w->n_in, (const uint8_t *)w->src + (size_t)o * cw->row_bytes,
-                               cw->row_bytes, (uint8_t *)cw->packed + (size_t)o * cw->row_bytes);
+        repack_ctx_t r = {.type = w->type, .n_in = w->n_in, .src = w->src, .dst = cw->packed,
+                          .row_bytes = cw->row_bytes};
         if (cw->pack == 2) {
+            const int64_t full = w->n_out / FCPU_G16 * FCPU_G16;
+            /* groups on every pool thread: the repack costs about a second per GB on one */
+            par_rows(c, full / FCPU_G16, (double)FCPU_G16 * (double)cw->row_bytes, repack16_groups, &r);
             memcpy((uint8_t *)cw->packed + (size_t)full * cw->row_bytes,
                    (const uint8_t *)w->src + (size_t)full * cw->row_bytes,
                    (size_t)(w->n_out - full) * cw->row_bytes);
@@ -227,9 +282,7 @@ static int cpu_weight_prepare(fb_backend_t *be, fb_weight_t *w)
                 madvise((void *)a0, a1 - a0, MADV_PAGEOUT);
 #endif
         } else {
-            for (int64_t o = 0; o < w->n_out; o++)
-                fcpu_repack8_row(w->type, w->n_in, (const uint8_t *)w->src + (size_t)o * cw->row_bytes,
-                                 (uint8_t *)cw->packed + (size_t)o * cw->row_bytes);
+            par_rows(c, w->n_out, (double)cw->row_bytes, repack8_rows, &r);
         }
     }
     w->impl = cw;
@@ -737,32 +790,6 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
     fcpu_pool_run(c->pool, nth, mm_task, &m);
     free(shared);
     return atomic_load(&m.err);
-}
-
-/* ---- row-parallel helpers ------------------------------------------------------------- */
-
-typedef void (*row_fn)(void *ctx, int64_t r0, int64_t r1, int ith);
-
-typedef struct par_ctx {
-    row_fn fn;
-    void *ctx;
-    int64_t n_rows;
-} par_ctx_t;
-
-static void par_task(void *arg, int ith, int nth)
-{
-    par_ctx_t *p = arg;
-    int64_t r0 = p->n_rows * ith / nth, r1 = p->n_rows * (ith + 1) / nth;
-    if (r1 > r0)
-        p->fn(p->ctx, r0, r1, ith);
-}
-
-/* Runs fn over rows [0, n_rows), split evenly, on as many threads as the work deserves. */
-static void par_rows(fcpu_t *c, int64_t n_rows, double work_per_row, row_fn fn, void *ctx)
-{
-    int nth = (int)FD_MIN((double)threads_for(c, work_per_row * (double)n_rows), (double)n_rows);
-    par_ctx_t p = {.fn = fn, .ctx = ctx, .n_rows = n_rows};
-    fcpu_pool_run(c->pool, FD_MAX(nth, 1), par_task, &p);
 }
 
 /* ---- norms ---------------------------------------------------------------------------- */

@@ -64,10 +64,25 @@ int fcpu_repack8_row(int type, int64_t n, const void *src, void *dst)
 
 int fcpu_repack16_rows(int type, int64_t n, const void *src, size_t ld, void *dst)
 {
-    if (type != GG_Q8_0 && type != GG_Q4_0)
+    if (type != GG_Q8_0 && type != GG_Q4_0 && type != GG_Q4_K)
         return FD_EUNSUP;
     const int64_t nb = n / 32;
     uint8_t *d = dst;
+    if (type == GG_Q4_K) {
+        /* every byte moved as it is (4 at a time), so the copy is the source's size: the
+         * kernel unpacks the 6-bit scales of 16 rows with a few vector ops per super-block */
+        for (int64_t j = 0; j < n / 256; j++, d += FCPU_G16 * sizeof(fq_block_q4_K))
+            for (int i = 0; i < FCPU_G16; i++) {
+                const fq_block_q4_K *b = (const fq_block_q4_K *)(const void *)((const uint8_t *)src + (size_t)i * ld) + j;
+                memcpy(d + 2 * i, &b->d, 2);
+                memcpy(d + 32 + 2 * i, &b->dmin, 2);
+                for (int k = 0; k < 3; k++)
+                    memcpy(d + 64 + 64 * k + 4 * i, b->scales + 4 * k, 4);
+                for (int v = 0; v < 32; v++)
+                    memcpy(d + 256 + 64 * v + 4 * i, b->qs + 4 * v, 4);
+            }
+        return 0;
+    }
     if (type == GG_Q4_0) {
         for (int64_t j = 0; j < nb; j++, d += FCPU_G16 * sizeof(fq_block_q4_0))
             for (int i = 0; i < FCPU_G16; i++) {

@@ -51,6 +51,9 @@ static const cfg_t cfgs[] = {
     {{"isa=avx512", "repack=2"}, 3},
     /* int8 batches split along n_in into slices of 256 (mm_rows_sliced) */
     {{"isa=avx512", "kslice=256"}, 3},
+    /* shrinking chunks for batches too (and 16-row groups), and even chunks for decode */
+    {{"isa=avx512", "sched=guided", "repack=2"}, 3},
+    {{"sched=even"}, 3},
 };
 #define N_CFG ((int)FD_ARRAY_LEN(cfgs))
 
@@ -610,6 +613,8 @@ START_TEST(test_fast_matmul)
             ck_assert_int_eq(fb_weight_prepare(be, &w), 0);
             float *x = rnd(&s, n_rows * n_in, 1), *y = malloc(sizeof(float) * (size_t)(n_rows * n_out));
             float *sc = malloc(sizeof(float) * (size_t)n_rows), *ry = malloc(sizeof(float) * (size_t)(n_rows * n_out));
+            for (int64_t i = 0; i < n_rows * n_out; i++)
+                y[i] = NAN; /* a row no chunk computed stays NaN */
             for (int64_t i = 0; i < n_in; i++)
                 x[(n_rows / 2) * n_in + i] *= 1000; /* a large-magnitude row */
             fb_defer_t d = {.kind = kind, .eps = 1e-5f, .scale_out = sc};
@@ -1021,6 +1026,8 @@ START_TEST(test_batch_rows)
         for (int64_t n_rows = 1; n_rows <= 9; n_rows++) {
             float *x = rnd(&s, n_rows * n_in, 1), *y = malloc(sizeof(float) * (size_t)(n_rows * n_out));
             float *ry = malloc(sizeof(float) * (size_t)(n_rows * n_out));
+            for (int64_t i = 0; i < n_rows * n_out; i++)
+                y[i] = NAN;
             ck_assert_int_eq(fb_matmul(be, &w, x, n_rows, y, NULL), 0);
             ck_assert_int_eq(fcpu_ref_matmul(&w, x, n_rows, ry, NULL), 0);
             double *ryd = malloc(sizeof(double) * (size_t)(n_rows * n_out)), *bound = malloc(sizeof(double) * (size_t)(n_rows * n_out));
@@ -1368,11 +1375,12 @@ START_TEST(test_registry_and_stats)
     /* a slice must hold whole groups of 8 blocks and whole super-blocks; the L2 prefetch
      * distance is a small multiple */
     static const char *const bad_slices[][2] = {{"kslice=100"}, {"kslice=-256"}, {"kslice="},
-                                                {"farpf=65"}, {"farpf=-1"}, {"farpf=x"}};
+                                                {"farpf=65"}, {"farpf=-1"}, {"farpf=x"},
+                                                {"sched=fast"}, {"sched="}};
     for (size_t i = 0; i < FD_ARRAY_LEN(bad_slices); i++) {
         fb_config_t bs = {.threads = 1, .options = bad_slices[i]};
         ck_assert_int_eq(fb_create("cpu", &bs, &be, err, sizeof(err)), FD_ECONFIG);
-        ck_assert_ptr_nonnull(strstr(err, i < 3 ? "kslice" : "farpf"));
+        ck_assert_ptr_nonnull(strstr(err, i < 3 ? "kslice" : i < 6 ? "farpf" : "sched"));
     }
     ck_assert_int_eq(fb_create(NULL, NULL, &be, err, sizeof(err)), 0); /* default: cpu */
     ck_assert_str_eq(fb_name(be), "cpu");

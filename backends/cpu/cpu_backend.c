@@ -38,6 +38,10 @@
  * streams=1|4|8 (decode of larger matrices: each chunk of weight rows read as that many
  * parts side by side, each part a sequential stream; default 4: one Zen 4 core read
  * 1.06-1.3x faster that way than with one stream, eight streams were slower again),
+ * sched=even|guided|auto (how the threads take a product's weight rows: even chunks of
+ * about 1/8 of a thread's share; guided: each take the rows left / (2 x threads), never
+ * below 1/32 of a share, so long streams first and short chunks at the end; auto: guided
+ * for one-row products (decode), even for the rest; default auto),
  * ref=1 (every op on the plain reference of ref_ops.c).  set_option changes any of them
  * between ops (fusion-bench llama --ab). */
 #include <cblas.h>
@@ -70,6 +74,8 @@
 #define DOT8_FAR 8
 
 enum { DEFER_EACH = 0, DEFER_ONE = 1 };
+/* option sched: even chunks; shrinking chunks (take_chunk); shrinking for one-row products */
+enum { SCHED_EVEN = 0, SCHED_GUIDED = 1, SCHED_AUTO = 2 };
 
 /* A thread's scratch, grown on demand by that thread only. */
 typedef struct scratch {
@@ -86,6 +92,7 @@ typedef struct fcpu {
     int64_t blas_rows, qblas_rows;
     int64_t dot4_max;          /* matrix bytes up to which decode uses four rows per call */
     int streams;               /* decode of larger matrices: 1 or 4 weight streams a thread */
+    int sched;                 /* SCHED_*: how a product's rows are handed out in chunks */
     bool dot8;                 /* batches through dot8 where the table has it */
     int repack;                /* prepare FCPU_REPACK8 (1) or FCPU_REPACK16 (2) copies;
                                 * batches use copies of the same layout */
@@ -139,6 +146,32 @@ static int threads_for(const fcpu_t *c, double work)
     return (int)FD_MIN((double)c->n_threads, FD_MAX(1.0, work / PAR_MIN_WORK));
 }
 
+/* ---- row-parallel helpers ------------------------------------------------------------- */
+
+typedef void (*row_fn)(void *ctx, int64_t r0, int64_t r1, int ith);
+
+typedef struct par_ctx {
+    row_fn fn;
+    void *ctx;
+    int64_t n_rows;
+} par_ctx_t;
+
+static void par_task(void *arg, int ith, int nth)
+{
+    par_ctx_t *p = arg;
+    int64_t r0 = p->n_rows * ith / nth, r1 = p->n_rows * (ith + 1) / nth;
+    if (r1 > r0)
+        p->fn(p->ctx, r0, r1, ith);
+}
+
+/* Runs fn over rows [0, n_rows), split evenly, on as many threads as the work deserves. */
+static void par_rows(fcpu_t *c, int64_t n_rows, double work_per_row, row_fn fn, void *ctx)
+{
+    int nth = (int)FD_MIN((double)threads_for(c, work_per_row * (double)n_rows), (double)n_rows);
+    par_ctx_t p = {.fn = fn, .ctx = ctx, .n_rows = n_rows};
+    fcpu_pool_run(c->pool, FD_MAX(nth, 1), par_task, &p);
+}
+
 /* ---- memory --------------------------------------------------------------------------- */
 
 static void *cpu_alloc(fb_backend_t *be, size_t bytes)
@@ -180,9 +213,37 @@ static int check_weight(const fb_weight_t *w)
     return 0;
 }
 
+/* The repack of one matrix at prepare (option repack), split over the pool's threads. */
+typedef struct repack_ctx {
+    int type;
+    int64_t n_in;
+    const void *src;
+    void *dst;
+    uint64_t row_bytes;
+} repack_ctx_t;
+
+/* groups [g0, g1) of FCPU_G16 rows into FCPU_REPACK16 */
+static void repack16_groups(void *ctx, int64_t g0, int64_t g1, int ith)
+{
+    const repack_ctx_t *r = ctx;
+    const size_t gb = (size_t)FCPU_G16 * r->row_bytes;
+    for (int64_t g = g0; g < g1; g++)
+        fcpu_repack16_rows(r->type, r->n_in, (const uint8_t *)r->src + (size_t)g * gb,
+                           r->row_bytes, (uint8_t *)r->dst + (size_t)g * gb);
+}
+
+/* rows [o0, o1) into FCPU_REPACK8 */
+static void repack8_rows(void *ctx, int64_t o0, int64_t o1, int ith)
+{
+    const repack_ctx_t *r = ctx;
+    for (int64_t o = o0; o < o1; o++)
+        fcpu_repack8_row(r->type, r->n_in, (const uint8_t *)r->src + (size_t)o * r->row_bytes,
+                         (uint8_t *)r->dst + (size_t)o * r->row_bytes);
+}
+
 static int cpu_weight_prepare(fb_backend_t *be, fb_weight_t *w)
 {
-    const fcpu_t *c = (const fcpu_t *)be;
+    fcpu_t *c = (fcpu_t *)be;
     int rc = check_weight(w);
     if (rc)
         return rc;
@@ -208,11 +269,12 @@ static int cpu_weight_prepare(fb_backend_t *be, fb_weight_t *w)
         /* 2 MiB pages where the kernel has them (as the model file's mapping often does):
          * the batches stream the copy, and 4 KiB pages cost them a TLB walk per page */
         madvise(cw->packed, bytes, MADV_HUGEPAGE);
-        const int64_t full = cw->pack == 2 ? w->n_out / FCPU_G16 * FCPU_G16 : 0;
-        for (int64_t o = 0; o < full; o += FCPU_G16)
-            fcpu_repack16_rows(w->type, w->n_in, (const uint8_t *)w->src + (size_t)o * cw->row_bytes,
-                               cw->row_bytes, (uint8_t *)cw->packed + (size_t)o * cw->row_bytes);
+        repack_ctx_t r = {.type = w->type, .n_in = w->n_in, .src = w->src, .dst = cw->packed,
+                          .row_bytes = cw->row_bytes};
         if (cw->pack == 2) {
+            const int64_t full = w->n_out / FCPU_G16 * FCPU_G16;
+            /* groups on every pool thread: the repack costs about a second per GB on one */
+            par_rows(c, full / FCPU_G16, (double)FCPU_G16 * (double)cw->row_bytes, repack16_groups, &r);
             memcpy((uint8_t *)cw->packed + (size_t)full * cw->row_bytes,
                    (const uint8_t *)w->src + (size_t)full * cw->row_bytes,
                    (size_t)(w->n_out - full) * cw->row_bytes);
@@ -227,9 +289,7 @@ static int cpu_weight_prepare(fb_backend_t *be, fb_weight_t *w)
                 madvise((void *)a0, a1 - a0, MADV_PAGEOUT);
 #endif
         } else {
-            for (int64_t o = 0; o < w->n_out; o++)
-                fcpu_repack8_row(w->type, w->n_in, (const uint8_t *)w->src + (size_t)o * cw->row_bytes,
-                                 (uint8_t *)cw->packed + (size_t)o * cw->row_bytes);
+            par_rows(c, w->n_out, (double)cw->row_bytes, repack8_rows, &r);
         }
     }
     w->impl = cw;
@@ -306,12 +366,36 @@ typedef struct mm_ctx {
      * weight rows through gemm16, the rows after the last full group through dot */
     void (*gemm16)(int64_t n, const void *w, const void *x, size_t ldx, int nr, float *y,
                    size_t ldy);
-    int64_t chunk;
+    int64_t chunk;             /* rows a thread takes at a time (sched=guided: at least) */
+    int64_t align;             /* every chunk but the last a multiple of this */
+    int guided_div;            /* sched=guided: a take is the rows left / this (0: even) */
     _Atomic int64_t next;
     _Atomic int err;
     float *shared_scale;       /* DEFER_ONE: thread 0 publishes the scales here */
     _Atomic int scale_ready;
 } mm_ctx_t;
+
+/* The next chunk of weight rows [o0, o1); false when none is left.  sched=even: chunks of
+ * m->chunk.  sched=guided: a take is the rows left / guided_div (rounded up to align), never
+ * below m->chunk, so the first chunks are long streams and the last ones short, which
+ * evens out the threads' finishing times without a long tail. */
+static bool take_chunk(mm_ctx_t *m, int64_t *o0, int64_t *o1)
+{
+    int64_t a = atomic_load_explicit(&m->next, memory_order_relaxed), ch;
+    do {
+        if (a >= m->n_out)
+            return false;
+        ch = m->chunk;
+        if (m->guided_div) {
+            int64_t g = (m->n_out - a) / m->guided_div;
+            g = (g + m->align - 1) / m->align * m->align;
+            ch = FD_MAX(ch, g);
+        }
+    } while (!atomic_compare_exchange_weak(&m->next, &a, a + ch));
+    *o0 = a;
+    *o1 = FD_MIN(a + ch, m->n_out);
+    return true;
+}
 
 /* The statistic's scale for one raw row (fb_defer_t): 1/sqrt(mean(x^2)+eps) or
  * 1/sqrt(var(x)+eps), variance in two passes. */
@@ -577,10 +661,9 @@ static void mm_task(void *arg, int ith, int nth)
     int64_t done[64][2];
     int n_done = 0;
     for (;;) {
-        int64_t o0 = atomic_fetch_add(&m->next, m->chunk);
-        if (o0 >= m->n_out)
+        int64_t o0, o1;
+        if (!take_chunk(m, &o0, &o1))
             break;
-        int64_t o1 = FD_MIN(o0 + m->chunk, m->n_out);
         const uint8_t *wsrc = m->wrows;
         if (m->path == MM_BLAS) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_rows, (int)(o1 - o0),
@@ -723,11 +806,20 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
     int64_t per = (w->n_out + nth * 8 - 1) / (nth * 8);
     if (m.path == MM_BLAS || m.path == MM_QBLAS)
         per = (w->n_out + nth - 1) / nth;
-    m.chunk = FD_MAX((per + 3) / 4 * 4, (int64_t)4);
+    m.align = 4;
     if (m.gemm16) /* whole groups of 16 rows */
-        m.chunk = (m.chunk + FCPU_G16 - 1) / FCPU_G16 * FCPU_G16;
+        m.align = FCPU_G16;
     if (m.path == MM_QBLAS)
-        m.chunk = (m.chunk + QTILE - 1) / QTILE * QTILE;
+        m.align = QTILE;
+    /* sched=auto: shrinking chunks for decode, where the threads stream the weights from
+     * memory and the one that finishes last holds up the step (two threads on a quiet host:
+     * F32 1.05x, Q8_0 1.02x); batches keep even chunks (no gain measured) */
+    const bool guided = c->sched == SCHED_GUIDED || (c->sched == SCHED_AUTO && n_rows == 1);
+    if (guided && nth > 1 && m.path != MM_BLAS && m.path != MM_QBLAS) {
+        m.guided_div = 2 * nth;
+        per = (w->n_out + nth * 32 - 1) / (nth * 32);
+    }
+    m.chunk = FD_MAX((per + m.align - 1) / m.align * m.align, (int64_t)m.align);
     float *shared = NULL;
     if (kind != FB_NORM_NONE && c->defer_mode == DEFER_ONE && nth > 1) {
         if (!(shared = malloc((size_t)n_rows * sizeof(float))))
@@ -737,32 +829,6 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
     fcpu_pool_run(c->pool, nth, mm_task, &m);
     free(shared);
     return atomic_load(&m.err);
-}
-
-/* ---- row-parallel helpers ------------------------------------------------------------- */
-
-typedef void (*row_fn)(void *ctx, int64_t r0, int64_t r1, int ith);
-
-typedef struct par_ctx {
-    row_fn fn;
-    void *ctx;
-    int64_t n_rows;
-} par_ctx_t;
-
-static void par_task(void *arg, int ith, int nth)
-{
-    par_ctx_t *p = arg;
-    int64_t r0 = p->n_rows * ith / nth, r1 = p->n_rows * (ith + 1) / nth;
-    if (r1 > r0)
-        p->fn(p->ctx, r0, r1, ith);
-}
-
-/* Runs fn over rows [0, n_rows), split evenly, on as many threads as the work deserves. */
-static void par_rows(fcpu_t *c, int64_t n_rows, double work_per_row, row_fn fn, void *ctx)
-{
-    int nth = (int)FD_MIN((double)threads_for(c, work_per_row * (double)n_rows), (double)n_rows);
-    par_ctx_t p = {.fn = fn, .ctx = ctx, .n_rows = n_rows};
-    fcpu_pool_run(c->pool, FD_MAX(nth, 1), par_task, &p);
 }
 
 /* ---- norms ---------------------------------------------------------------------------- */
@@ -1295,6 +1361,8 @@ static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t er
             continue;
         } else if (kl == 7 && !strncmp(o, "streams", 7) && (!strcmp(v, "1") || !strcmp(v, "4") || !strcmp(v, "8"))) {
             c->streams = v[0] - '0';
+        } else if (kl == 5 && !strncmp(o, "sched", 5) && (!strcmp(v, "even") || !strcmp(v, "guided") || !strcmp(v, "auto"))) {
+            c->sched = !strcmp(v, "even") ? SCHED_EVEN : !strcmp(v, "guided") ? SCHED_GUIDED : SCHED_AUTO;
         } else if (kl == 4 && !strncmp(o, "dot8", 4) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
             c->dot8 = v[0] == '1';
         } else if (kl == 6 && !strncmp(o, "repack", 6) && v[0] >= '0' && v[0] <= '2' && !v[1]) {
@@ -1310,7 +1378,7 @@ static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t er
         } else {
             snprintf(err, errlen, "cpu backend: bad option \"%s\" (isa=scalar|avx2|avx512, "
                      "defer=each|one, blas_rows=N, qblas_rows=N, dot4_max=BYTES, streams=1|4|8, "
-                     "dot8=0|1, repack=0|1|2, kslice=N (a multiple of 256), farpf=N, ref=0|1)", o);
+                     "sched=even|guided|auto, dot8=0|1, repack=0|1|2, kslice=N (a multiple of 256), farpf=N, ref=0|1)", o);
             return FD_ECONFIG;
         }
     }
@@ -1345,6 +1413,7 @@ int fb_cpu_create(const fb_config_t *cfg, fb_backend_t **out, char *err, size_t 
     c->qblas_rows = 0;
     c->dot4_max = DOT4_MAX;
     c->streams = 4;
+    c->sched = SCHED_AUTO;
     c->dot8 = true;
     c->kslice = KSLICE;
     c->farpf = DOT8_FAR;

@@ -785,12 +785,13 @@ START_TEST(test_dot8_kernels)
 END_TEST
 
 /* gemm16 on FCPU_REPACK16 groups: fcpu_repack16_rows puts every code and scale where
- * kernels.h says (Q8_0, Q4_0, Q4_K), and gemm16 gives, for 1..8 rows in the table's form
- * xform (XQ32; XQ32I for Q4_0; XQK for Q4_K), what the scalar table's per-row dot gives on
- * XQ32 (XQK) rows for each of the 16 rows (exact integer sums; float order differs), storing
- * 16 outputs per activation row at the stride asked and nothing else.  Block counts 1, 3, 9,
- * 65 and 130 include rows longer than the kernel's pieces of 64 blocks and (odd) XQ32I rows
- * ending in a lone block; Q4_K's 1, 2, 15, 17 and 33 super-blocks cross its pieces of 16. */
+ * kernels.h says (Q8_0, Q4_0, Q4_K, Q6_K), and gemm16 gives, for 1..8 rows in the table's
+ * form xform (XQ32; XQ32I for Q4_0; XQK for the K-quants), what the scalar table's per-row
+ * dot gives on XQ32 (XQK) rows for each of the 16 rows (exact integer sums; float order
+ * differs), storing 16 outputs per activation row at the stride asked and nothing else.
+ * Block counts 1, 3, 9, 65 and 130 include rows longer than the kernel's pieces of 64 blocks
+ * and (odd) XQ32I rows ending in a lone block; the K-quants' 1, 2, 15, 17 and 33
+ * super-blocks cross Q4_K's pieces of 16 and end Q6_K's pairs of super-blocks either way. */
 START_TEST(test_gemm16_kernels)
 {
     const fcpu_kern_t *k = fcpu_kernels(_i), *ref = fcpu_kernels(FCPU_ISA_SCALAR);
@@ -799,14 +800,14 @@ START_TEST(test_gemm16_kernels)
     uint64_t s = 2400 + (uint64_t)_i;
     static const int64_t blocks[] = {1, 3, 9, 65, 130};
     static const int64_t supers[] = {1, 2, 15, 17, 33};
-    static const int types[] = {GG_Q8_0, GG_Q4_0, GG_Q4_K};
+    static const int types[] = {GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q6_K};
     const int G = FCPU_G16;
     const size_t ldy = 21;
     int tested = 0;
     for (size_t t = 0; t < FD_ARRAY_LEN(types); t++)
     for (size_t bi = 0; bi < FD_ARRAY_LEN(blocks); bi++) {
         const int type = types[t];
-        const bool kq = type == GG_Q4_K;
+        const bool kq = type == GG_Q4_K || type == GG_Q6_K;
         const int64_t nb = kq ? supers[bi] : blocks[bi], n = gg_block_elems(type) * nb, n_out = 2 * G + 5;
         const uint64_t rb = gg_row_bytes(type, (uint64_t)n), gb = rb / (uint64_t)nb * G;
         void *w = mk_weight(&s, type, n, n_out);
@@ -833,6 +834,23 @@ START_TEST(test_gemm16_kernels)
                             CHECK((e < 16 ? byte & 15 : byte >> 4) == code);
                         }
                         CHECK(memcmp(p + 256 + 2 * i, &b->d, 2) == 0);
+                    } else if (type == GG_Q6_K) { /* the code of input e as quants.c defines it;
+                                                   * its sub-block's 3 vectors (even super-blocks
+                                                   * from 0, odd ones from 32, d after / before) */
+                        const fq_block_q6_K *b = (const fq_block_q6_K *)(const void *)src + j;
+                        const uint8_t *v = p + (j % 2 ? 32 : 0), *dp = p + (j % 2 ? 0 : gb - 32);
+                        for (int e = 0; e < 256; e++) {
+                            const int h = e / 128, kk = (e % 128) / 32, l = e % 32;
+                            const uint8_t lb = b->ql[64 * h + l + 32 * (kk & 1)];
+                            const int code = (kk < 2 ? lb & 15 : lb >> 4) | ((b->qh[32 * h + l] >> (2 * kk)) & 3) << 4;
+                            const uint8_t *c = v + 256 + 192 * (e / 16) + 4 * i + e % 4;
+                            const int m = (e % 16) / 4;
+                            const int got = m < 3 ? c[64 * m] & 63 : c[0] >> 6 | (c[64] >> 6) << 2 | (c[128] >> 6) << 4;
+                            CHECK(got == code);
+                        }
+                        for (int e = 0; e < 16; e++)
+                            CHECK((int8_t)v[64 * (e / 4) + 4 * i + e % 4] == b->scales[e]);
+                        CHECK(memcmp(dp + 2 * i, &b->d, 2) == 0);
                     } else { /* input e: sub-block e / 32, code of sub-block 2p + h at the h
                               * nibble of qs[32 p + e % 32]; the scales' 12 bytes as they are */
                         const fq_block_q4_K *b = (const fq_block_q4_K *)(const void *)src + j;
@@ -898,7 +916,7 @@ START_TEST(test_gemm16_kernels)
         free(w); free(wp); free(xq); free(xn); free(x); free(wf);
     }
     if (_i == FCPU_ISA_AVX512)
-        CHECK(tested == 3 * (int)FD_ARRAY_LEN(blocks)); /* the VNNI table has gemm16 for all three */
+        CHECK(tested == 4 * (int)FD_ARRAY_LEN(blocks)); /* the VNNI table has gemm16 for all four */
 }
 END_TEST
 

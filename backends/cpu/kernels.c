@@ -62,12 +62,45 @@ int fcpu_repack8_row(int type, int64_t n, const void *src, void *dst)
     return 0;
 }
 
+/* Q6_K's 6-bit code of element e (0..255) of a block (quants.c's definition). */
+static int q6k_code(const fq_block_q6_K *b, int e)
+{
+    const int h = e / 128, k = (e % 128) / 32, l = e % 32;
+    const uint8_t lb = b->ql[64 * h + l + 32 * (k & 1)];
+    return (k < 2 ? lb & 15 : lb >> 4) | ((b->qh[32 * h + l] >> (2 * k)) & 3) << 4;
+}
+
 int fcpu_repack16_rows(int type, int64_t n, const void *src, size_t ld, void *dst)
 {
-    if (type != GG_Q8_0 && type != GG_Q4_0 && type != GG_Q4_K)
+    if (type != GG_Q8_0 && type != GG_Q4_0 && type != GG_Q4_K && type != GG_Q6_K)
         return FD_EUNSUP;
     const int64_t nb = n / 32;
     uint8_t *d = dst;
+    if (type == GG_Q6_K) {
+        for (int64_t j = 0; j < n / 256; j++, d += FCPU_G16 * sizeof(fq_block_q6_K)) {
+            /* the fp16 d's at the end of an even super-block and the start of an odd one, so
+             * that every vector of a pair of super-blocks (3360 bytes each) is 64-byte aligned */
+            uint8_t *dd = d + (j % 2 ? 0 : FCPU_G16 * sizeof(fq_block_q6_K) - 32);
+            uint8_t *v = d + (j % 2 ? 32 : 0);
+            for (int i = 0; i < FCPU_G16; i++) {
+                const fq_block_q6_K *b = (const fq_block_q6_K *)(const void *)((const uint8_t *)src + (size_t)i * ld) + j;
+                memcpy(dd + 2 * i, &b->d, 2);
+                for (int k = 0; k < 4; k++)
+                    memcpy(v + 64 * k + 4 * i, b->scales + 4 * k, 4);
+                for (int sb = 0; sb < 16; sb++)
+                    for (int t = 0; t < 4; t++) {
+                        /* codes 16 sb + t, + 4, + 8 in 6 bits each, code 16 sb + 12 + t in their
+                         * top two bits, two bits a byte */
+                        const int c3 = q6k_code(b, 16 * sb + 12 + t);
+                        uint8_t *o = v + 256 + 192 * sb + 4 * i + t;
+                        o[0] = (uint8_t)(q6k_code(b, 16 * sb + t) | (c3 & 3) << 6);
+                        o[64] = (uint8_t)(q6k_code(b, 16 * sb + 4 + t) | (c3 >> 2 & 3) << 6);
+                        o[128] = (uint8_t)(q6k_code(b, 16 * sb + 8 + t) | (c3 >> 4) << 6);
+                    }
+            }
+        }
+        return 0;
+    }
     if (type == GG_Q4_K) {
         /* every byte moved as it is (4 at a time), so the copy is the source's size: the
          * kernel unpacks the 6-bit scales of 16 rows with a few vector ops per super-block */

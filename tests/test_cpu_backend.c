@@ -785,11 +785,13 @@ START_TEST(test_dot8_kernels)
 END_TEST
 
 /* gemm16 on FCPU_REPACK16 groups: fcpu_repack16_rows puts every code and scale where
- * kernels.h says (Q8_0, Q4_0), and gemm16 gives, for 1..8 rows in the table's form xform
- * (XQ32; XQ32I for Q4_0), what the scalar table's per-row dot gives on XQ32 rows for each of
- * the 16 rows (exact integer sums; float order differs), storing 16 outputs per activation
- * row at the stride asked and nothing else.  Block counts 1, 3, 9, 65 and 130 include rows
- * longer than the kernel's pieces of 64 blocks and (odd) XQ32I rows ending in a lone block. */
+ * kernels.h says (Q8_0, Q4_0, Q4_K, Q6_K), and gemm16 gives, for 1..8 rows in the table's
+ * form xform (XQ32; XQ32I for Q4_0; XQK for the K-quants), what the scalar table's per-row
+ * dot gives on XQ32 (XQK) rows for each of the 16 rows (exact integer sums; float order
+ * differs), storing 16 outputs per activation row at the stride asked and nothing else.
+ * Block counts 1, 3, 9, 65 and 130 include rows longer than the kernel's pieces of 64 blocks
+ * and (odd) XQ32I rows ending in a lone block; the K-quants' 1, 2, 15, 17 and 33
+ * super-blocks cross Q4_K's pieces of 16 and end Q6_K's pairs of super-blocks either way. */
 START_TEST(test_gemm16_kernels)
 {
     const fcpu_kern_t *k = fcpu_kernels(_i), *ref = fcpu_kernels(FCPU_ISA_SCALAR);
@@ -797,21 +799,23 @@ START_TEST(test_gemm16_kernels)
         return;
     uint64_t s = 2400 + (uint64_t)_i;
     static const int64_t blocks[] = {1, 3, 9, 65, 130};
-    static const int types[] = {GG_Q8_0, GG_Q4_0};
+    static const int64_t supers[] = {1, 2, 15, 17, 33};
+    static const int types[] = {GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q6_K};
     const int G = FCPU_G16;
     const size_t ldy = 21;
     int tested = 0;
     for (size_t t = 0; t < FD_ARRAY_LEN(types); t++)
     for (size_t bi = 0; bi < FD_ARRAY_LEN(blocks); bi++) {
         const int type = types[t];
-        const int64_t n = 32 * blocks[bi], nb = blocks[bi], n_out = 2 * G + 5;
+        const bool kq = type == GG_Q4_K || type == GG_Q6_K;
+        const int64_t nb = kq ? supers[bi] : blocks[bi], n = gg_block_elems(type) * nb, n_out = 2 * G + 5;
         const uint64_t rb = gg_row_bytes(type, (uint64_t)n), gb = rb / (uint64_t)nb * G;
         void *w = mk_weight(&s, type, n, n_out);
         uint8_t *wp = malloc(rb * G * 2);
         memset(wp, 0xa5, rb * G * 2);
         for (int g = 0; g < 2; g++)
             CHECK(fcpu_repack16_rows(type, n, (const uint8_t *)w + rb * G * g, rb, wp + rb * G * g) == 0);
-        CHECK(fcpu_repack16_rows(GG_Q4_K, n, w, rb, wp) == FD_EUNSUP);
+        CHECK(fcpu_repack16_rows(GG_Q5_K, n, w, rb, wp) == FD_EUNSUP); /* before the layout check: writes nothing */
         for (int g = 0; g < 2; g++)
             for (int i = 0; i < G; i++)
                 for (int64_t j = 0; j < nb; j++) {
@@ -822,7 +826,7 @@ START_TEST(test_gemm16_kernels)
                         for (int e = 0; e < 32; e++)
                             CHECK(p[64 * (e / 4) + 4 * i + e % 4] == (uint8_t)(b->qs[e] + 128));
                         CHECK(memcmp(p + 512 + 2 * i, &b->d, 2) == 0);
-                    } else { /* code e of the block: input e, value (code - 8) d */
+                    } else if (type == GG_Q4_0) { /* code e of the block: input e, value (code - 8) d */
                         const fq_block_q4_0 *b = (const fq_block_q4_0 *)(const void *)src + j;
                         for (int e = 0; e < 32; e++) {
                             const int code = e < 16 ? b->qs[e] & 15 : b->qs[e - 16] >> 4;
@@ -830,6 +834,36 @@ START_TEST(test_gemm16_kernels)
                             CHECK((e < 16 ? byte & 15 : byte >> 4) == code);
                         }
                         CHECK(memcmp(p + 256 + 2 * i, &b->d, 2) == 0);
+                    } else if (type == GG_Q6_K) { /* the code of input e as quants.c defines it;
+                                                   * its sub-block's 3 vectors (even super-blocks
+                                                   * from 0, odd ones from 32, d after / before) */
+                        const fq_block_q6_K *b = (const fq_block_q6_K *)(const void *)src + j;
+                        const uint8_t *v = p + (j % 2 ? 32 : 0), *dp = p + (j % 2 ? 0 : gb - 32);
+                        for (int e = 0; e < 256; e++) {
+                            const int h = e / 128, kk = (e % 128) / 32, l = e % 32;
+                            const uint8_t lb = b->ql[64 * h + l + 32 * (kk & 1)];
+                            const int code = (kk < 2 ? lb & 15 : lb >> 4) | ((b->qh[32 * h + l] >> (2 * kk)) & 3) << 4;
+                            const uint8_t *c = v + 256 + 192 * (e / 16) + 4 * i + e % 4;
+                            const int m = (e % 16) / 4;
+                            const int got = m < 3 ? c[64 * m] & 63 : c[0] >> 6 | (c[64] >> 6) << 2 | (c[128] >> 6) << 4;
+                            CHECK(got == code);
+                        }
+                        for (int e = 0; e < 16; e++)
+                            CHECK((int8_t)v[64 * (e / 4) + 4 * i + e % 4] == b->scales[e]);
+                        CHECK(memcmp(dp + 2 * i, &b->d, 2) == 0);
+                    } else { /* input e: sub-block e / 32, code of sub-block 2p + h at the h
+                              * nibble of qs[32 p + e % 32]; the scales' 12 bytes as they are */
+                        const fq_block_q4_K *b = (const fq_block_q4_K *)(const void *)src + j;
+                        for (int e = 0; e < 256; e++) {
+                            const int sb = e / 32, l = e % 32;
+                            const int code = (b->qs[32 * (sb / 2) + l] >> (4 * (sb % 2))) & 15;
+                            const uint8_t byte = p[256 + 64 * (8 * (sb / 2) + l / 4) + 4 * i + l % 4];
+                            CHECK(((byte >> (4 * (sb % 2))) & 15) == code);
+                        }
+                        for (int e = 0; e < 12; e++)
+                            CHECK(p[64 + 64 * (e / 4) + 4 * i + e % 4] == b->scales[e]);
+                        CHECK(memcmp(p + 2 * i, &b->d, 2) == 0);
+                        CHECK(memcmp(p + 32 + 2 * i, &b->dmin, 2) == 0);
                     }
                 }
         if (!k->gemm16[type]) {
@@ -837,16 +871,16 @@ START_TEST(test_gemm16_kernels)
             continue;
         }
         const int form = k->xform[type];
-        CHECK(form == (type == GG_Q4_0 ? FCPU_XQ32I : FCPU_XQ32));
+        CHECK(form == (type == GG_Q4_0 ? FCPU_XQ32I : kq ? FCPU_XQK : FCPU_XQ32));
         const size_t ldx = fcpu_xrow_bytes(form, n);
-        CHECK(ldx == fcpu_xrow_bytes(FCPU_XQ32, n));
+        CHECK(ldx == fcpu_xrow_bytes(kq ? FCPU_XQK : FCPU_XQ32, n));
         uint8_t *xq = malloc(ldx * FCPU_NR8), *xn = malloc(ldx * FCPU_NR8);
         float *x = rnd(&s, n * FCPU_NR8, 1), *wf = malloc(sizeof(float) * (size_t)n * G * 2);
         for (int64_t i = 0; i < n; i++)
             x[2 * n + i] *= 1000; /* a large-magnitude row */
         for (int r = 0; r < FCPU_NR8; r++) {
-            (form == FCPU_XQ32I ? k->quant_q32i : k->quant_q32)(x + r * n, n, xq + (size_t)r * ldx);
-            k->quant_q32(x + r * n, n, xn + (size_t)r * ldx);
+            (form == FCPU_XQ32I ? k->quant_q32i : kq ? k->quant_qk : k->quant_q32)(x + r * n, n, xq + (size_t)r * ldx);
+            (kq ? k->quant_qk : k->quant_q32)(x + r * n, n, xn + (size_t)r * ldx);
         }
         for (int o = 0; o < 2 * G; o++)
             fq_dequantize_row(type, (const uint8_t *)w + rb * (uint64_t)o, wf + (size_t)o * n, n);
@@ -869,10 +903,10 @@ START_TEST(test_gemm16_kernels)
                         float want;
                         ref->dot[type](n, (const uint8_t *)w + rb * (uint64_t)o, row, ldx, 1, &want);
                         const int8_t *q = fcpu_x_qs(row);
-                        const float *d = fcpu_xq32_d(row, n);
                         double mag = 0;
                         for (int64_t e = 0; e < n; e++)
-                            mag += fabs((double)wf[(size_t)o * n + e] * q[e] * d[e / 32]);
+                            mag += fabs((double)wf[(size_t)o * n + e] * q[e] *
+                                        (kq ? fcpu_xqk_d(row, n)[e / 256] : fcpu_xq32_d(row, n)[e / 32]));
                         CHECKM(fabs((double)got - want) <= 1e-5 * mag + 1e-30,
                                "%s %s n %lld out %d rows %d row %d: %.9g vs %.9g (|terms| %.3g)", k->name,
                                gg_type_name(type), (long long)n, o, nr, r, (double)got, (double)want, mag);
@@ -882,7 +916,7 @@ START_TEST(test_gemm16_kernels)
         free(w); free(wp); free(xq); free(xn); free(x); free(wf);
     }
     if (_i == FCPU_ISA_AVX512)
-        CHECK(tested == 2 * (int)FD_ARRAY_LEN(blocks)); /* the VNNI table has gemm16 for both */
+        CHECK(tested == 4 * (int)FD_ARRAY_LEN(blocks)); /* the VNNI table has gemm16 for all four */
 }
 END_TEST
 

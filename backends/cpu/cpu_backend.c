@@ -25,9 +25,9 @@
  * (decode of matrices up to this size reads four weight rows per call; default 1 MiB),
  * dot8=0|1 (batches through the 8-row kernels: dot8 for Q8_0 / Q4_0 / Q4_K, dot2x8 for the
  * float types; default 1), repack=0|1|2 (weights prepared while it is 1 get a copy of their
- * Q8_0 / Q4_0 rows in the FCPU_REPACK8 layout, while it is 2 a copy of their Q8_0 / Q4_0
- * rows in groups of 16 in the FCPU_REPACK16 layout (the rows after the last full group as they
- * are); the batches read the copies while it has the value they were prepared with.  1
+ * Q8_0 / Q4_0 rows in the FCPU_REPACK8 layout, while it is 2 a copy of their Q8_0 / Q4_0 /
+ * Q4_K / Q6_K rows in groups of 16 in the FCPU_REPACK16 layout (the rows after the last full
+ * group as they are; the copy the source's size); the batches read the copies while it has the value they were prepared with.  1
  * costs as much memory again as the weights.  Under 2 every product of the matrix, decode
  * included, reads the copy, so the source's pages are handed back (MADV_PAGEOUT) and the
  * resident size stays about the file's; the file's pages are then no longer shared with

@@ -62,12 +62,67 @@ int fcpu_repack8_row(int type, int64_t n, const void *src, void *dst)
     return 0;
 }
 
+/* Q6_K's 6-bit codes of a block's 256 elements (quants.c's definition), all at once: one
+ * element at a time made the repack 10x slower than the other types'. */
+static void q6k_codes(const fq_block_q6_K *b, uint8_t c[256])
+{
+    for (int h = 0; h < 2; h++)
+        for (int k = 0; k < 4; k++)
+            for (int l = 0; l < 32; l++) {
+                const uint8_t lb = b->ql[64 * h + l + 32 * (k & 1)];
+                c[128 * h + 32 * k + l] = (uint8_t)((k < 2 ? lb & 15 : lb >> 4) |
+                                                    ((b->qh[32 * h + l] >> (2 * k)) & 3) << 4);
+            }
+}
+
 int fcpu_repack16_rows(int type, int64_t n, const void *src, size_t ld, void *dst)
 {
-    if (type != GG_Q8_0 && type != GG_Q4_0)
+    if (type != GG_Q8_0 && type != GG_Q4_0 && type != GG_Q4_K && type != GG_Q6_K)
         return FD_EUNSUP;
     const int64_t nb = n / 32;
     uint8_t *d = dst;
+    if (type == GG_Q6_K) {
+        for (int64_t j = 0; j < n / 256; j++, d += FCPU_G16 * sizeof(fq_block_q6_K)) {
+            /* the fp16 d's at the end of an even super-block and the start of an odd one, so
+             * that every vector of a pair of super-blocks (3360 bytes each) is 64-byte aligned */
+            uint8_t *dd = d + (j % 2 ? 0 : FCPU_G16 * sizeof(fq_block_q6_K) - 32);
+            uint8_t *v = d + (j % 2 ? 32 : 0);
+            for (int i = 0; i < FCPU_G16; i++) {
+                const fq_block_q6_K *b = (const fq_block_q6_K *)(const void *)((const uint8_t *)src + (size_t)i * ld) + j;
+                uint8_t c[256];
+                q6k_codes(b, c);
+                memcpy(dd + 2 * i, &b->d, 2);
+                for (int k = 0; k < 4; k++)
+                    memcpy(v + 64 * k + 4 * i, b->scales + 4 * k, 4);
+                for (int sb = 0; sb < 16; sb++)
+                    for (int t = 0; t < 4; t++) {
+                        /* codes 16 sb + t, + 4, + 8 in 6 bits each, code 16 sb + 12 + t in their
+                         * top two bits, two bits a byte */
+                        const uint8_t *e = c + 16 * sb + t;
+                        uint8_t *o = v + 256 + 192 * sb + 4 * i + t;
+                        o[0] = (uint8_t)(e[0] | (e[12] & 3) << 6);
+                        o[64] = (uint8_t)(e[4] | (e[12] >> 2 & 3) << 6);
+                        o[128] = (uint8_t)(e[8] | (e[12] >> 4) << 6);
+                    }
+            }
+        }
+        return 0;
+    }
+    if (type == GG_Q4_K) {
+        /* every byte moved as it is (4 at a time), so the copy is the source's size: the
+         * kernel unpacks the 6-bit scales of 16 rows with a few vector ops per super-block */
+        for (int64_t j = 0; j < n / 256; j++, d += FCPU_G16 * sizeof(fq_block_q4_K))
+            for (int i = 0; i < FCPU_G16; i++) {
+                const fq_block_q4_K *b = (const fq_block_q4_K *)(const void *)((const uint8_t *)src + (size_t)i * ld) + j;
+                memcpy(d + 2 * i, &b->d, 2);
+                memcpy(d + 32 + 2 * i, &b->dmin, 2);
+                for (int k = 0; k < 3; k++)
+                    memcpy(d + 64 + 64 * k + 4 * i, b->scales + 4 * k, 4);
+                for (int v = 0; v < 32; v++)
+                    memcpy(d + 256 + 64 * v + 4 * i, b->qs + 4 * v, 4);
+            }
+        return 0;
+    }
     if (type == GG_Q4_0) {
         for (int64_t j = 0; j < nb; j++, d += FCPU_G16 * sizeof(fq_block_q4_0))
             for (int i = 0; i < FCPU_G16; i++) {

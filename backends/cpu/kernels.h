@@ -81,7 +81,8 @@ typedef struct fcpu_kern {
     fcpu_dot_fn dot8r[GG_TYPE_COUNT];
     /* batches on a group of FCPU_G16 weight rows in the FCPU_REPACK16 layout of
      * fcpu_repack16_rows, against nr <= FCPU_NR8 activation rows in the form xform[type]
-     * (XQ32 for Q8_0, XQ32I for Q4_0): y[r * ldy + i] = W_i . X_r for the 16 rows W_i (NULL: none) */
+     * (XQ32 for Q8_0, XQ32I for Q4_0, XQK for Q4_K and Q6_K): y[r * ldy + i] = W_i . X_r for
+     * the 16 rows W_i (NULL: none) */
     void (*gemm16[GG_TYPE_COUNT])(int64_t n, const void *w, const void *x, size_t ldx, int nr,
                                   float *y, size_t ldy);
     /* dot8 with its software prefetches at chosen distances: each weight group read is
@@ -127,14 +128,25 @@ typedef struct fcpu_kern {
  * dst holds gg_row_bytes(type, n) bytes. */
 int fcpu_repack8_row(int type, int64_t n, const void *src, void *dst);
 
-/* FCPU_REPACK16 (Q8_0, Q4_0): FCPU_G16 rows of n elements (row i at src + i * ld)
+/* FCPU_REPACK16 (Q8_0, Q4_0, Q4_K, Q6_K): FCPU_G16 rows of n elements (row i at src + i * ld)
  * interleaved, so that one 512-bit vector holds the same 4 inputs of all 16 rows (a lane per
  * row) and a batch kernel reads each weight byte once for all its activation rows.  For each
  * block j of 32 inputs, 16 block sizes (the rows' own bytes for that block): Q8_0: 8
  * vectors of 64 bytes, vector s byte 4i + k = code 4s + k of row i's block j + 128
  * (unsigned); Q4_0: 4 vectors of 64 bytes, vector s byte 4i + k = qs[4s + k] of row i's
  * block j (codes 4s + k in the low nibble, 16 + 4s + k in the high one); then the 16 rows'
- * fp16 scales.  Returns 0, or FD_EUNSUP for other types; dst holds FCPU_G16 *
+ * fp16 scales.  Q4_K, for each super-block j of 256 inputs, 16 x 144 bytes: the 16 rows' fp16
+ * d (bytes 2i), then their fp16 dmin (32 + 2i), then 3 vectors of 64 bytes, vector k byte
+ * 4i + t = scales[4k + t] of row i (the packed 6-bit scales and mins as they are), then 32
+ * vectors of 64 bytes, vector v byte 4i + t = qs[4v + t] of row i (vector 8p + s: inputs
+ * 4s..4s+3 of sub-block 2p in the low nibbles, of sub-block 2p + 1 in the high ones).
+ * Q6_K, for each super-block j, 16 x 210 bytes: the 16 rows' fp16 d (32 bytes) last when j is
+ * even and first when j is odd (so that the vectors of both stay 64-byte aligned when the
+ * group is), around 4 vectors of 64 bytes, vector k byte 4i + t = scales[4k + t] of row i,
+ * then per sub-block s of 16 inputs 3 vectors of 64 bytes: byte 4i + t of vector m (m < 3)
+ * holds the 6-bit code (value + 32) of input 16s + 4m + t of row i in its low 6 bits and
+ * bits 2m, 2m + 1 of the code of input 16s + 12 + t in its top two.  Each copy has the
+ * source's size.  Returns 0, or FD_EUNSUP for other types; dst holds FCPU_G16 *
  * gg_row_bytes(type, n) bytes. */
 #define FCPU_G16 16
 int fcpu_repack16_rows(int type, int64_t n, const void *src, size_t ld, void *dst);

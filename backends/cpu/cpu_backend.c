@@ -27,14 +27,15 @@
  * float types; default 1), repack=0|1|2 (weights prepared while it is 1 get a copy of their
  * Q8_0 / Q4_0 rows in the FCPU_REPACK8 layout, while it is 2 a copy of their Q8_0 / Q4_0 /
  * Q4_K / Q6_K rows in groups of 16 in the FCPU_REPACK16 layout (the rows after the last full
- * group as they are; the copy the source's size); the batches read the copies while it has the value they were prepared with.  1
- * costs as much memory again as the weights.  Under 2 every product of the matrix, decode
- * included, reads the copy, so the source's pages are handed back (MADV_PAGEOUT) and the
- * resident size stays about the file's; the file's pages are then no longer shared with
- * the page cache, and loading takes longer by the repacking; default 0), kslice=N (int8
- * batches of matrices with n_in above N are computed N inputs at a time, so that the
- * prepared activations stay in L1; a multiple of 256, 0 = never; default 2048), farpf=N (int8 batches prefetch the weights
- * into L2 N times as far ahead as into L1, 0..64, 0 = not; default 8: 16 KiB),
+ * group as they are; the copy has the source's size), made on every pool thread; the
+ * batches read the copies while it has the value they were prepared with.  1 costs as much
+ * memory again as the weights.  Under 2 every product of the matrix, decode included, reads
+ * the copy, so the source's pages are handed back (MADV_PAGEOUT) and the resident size
+ * stays about the file's; the file's pages are then no longer shared with the page cache,
+ * and loading takes longer by the repacking; default 0), kslice=N (int8 batches of matrices
+ * with n_in above N are computed N inputs at a time, so that the prepared activations stay
+ * in L1; a multiple of 256, 0 = never; default 2048), farpf=N (int8 batches prefetch the
+ * weights into L2 N times as far ahead as into L1, 0..64, 0 = not; default 8: 16 KiB),
  * streams=1|4|8 (decode of larger matrices: each chunk of weight rows read as that many
  * parts side by side, each part a sequential stream; default 4: one Zen 4 core read
  * 1.06-1.3x faster that way than with one stream, eight streams were slower again),

@@ -293,19 +293,27 @@ static void dq_q5_K(const void *vb, float *y)
     }
 }
 
+/* Element 128 h + 32 k + l (h < 2, k < 4, l < 32): the low 4 bits in ql[64 h + l + 32 (k & 1)]
+ * (low nibble for k < 2, high for k >= 2), the top 2 in bits 2k of qh[32 h + l]. */
+void fq_q6k_codes(const fq_block_q6_K *b, uint8_t q[256])
+{
+    for (int h = 0; h < 2; h++)
+        for (int k = 0; k < 4; k++)
+            for (int l = 0; l < 32; l++) {
+                const uint8_t lb = b->ql[64 * h + l + 32 * (k & 1)];
+                q[128 * h + 32 * k + l] = (uint8_t)((k < 2 ? lb & 0xf : lb >> 4) |
+                                                    ((b->qh[32 * h + l] >> (2 * k)) & 3) << 4);
+            }
+}
+
 static void dq_q6_K(const void *vb, float *y)
 {
     const fq_block_q6_K *b = vb;
     float d = H2F(b->d);
-    for (int h = 0; h < 2; h++)
-        for (int k = 0; k < 4; k++)
-            for (int l = 0; l < 32; l++) {
-                uint8_t lb = b->ql[64 * h + l + 32 * (k & 1)];
-                int lo = k < 2 ? (lb & 0xf) : (lb >> 4);
-                int hi = (b->qh[32 * h + l] >> (2 * k)) & 3;
-                int sb = 8 * h + 2 * k + l / 16;
-                y[128 * h + 32 * k + l] = d * (float)b->scales[sb] * (float)((lo | (hi << 4)) - 32);
-            }
+    uint8_t q[256];
+    fq_q6k_codes(b, q);
+    for (int e = 0; e < 256; e++)
+        y[e] = d * (float)b->scales[e / 16] * (float)((int)q[e] - 32);
 }
 
 static void dq_q8_K(const void *vb, float *y)

@@ -31,6 +31,9 @@ typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } fq_block_q8_K;
 
 /* Q4_K / Q5_K: the 6-bit scale and min of sub-block j (0..7) from the 12 packed bytes. */
 void fq_scale_min_k4(int j, const uint8_t *scales, uint8_t *sc, uint8_t *m);
+/* Q6_K: the 6-bit codes (0..63, value + 32) of a block's 256 elements in element order;
+ * element e has the sub-block scale scales[e / 16]. */
+void fq_q6k_codes(const fq_block_q6_K *b, uint8_t q[256]);
 /* Q3_K: the 16 6-bit sub-block scales (biased by 32, returned unbiased: -32..31). */
 void fq_q3k_scales(const uint8_t *scales12, int8_t out[16]);
 

@@ -62,19 +62,6 @@ int fcpu_repack8_row(int type, int64_t n, const void *src, void *dst)
     return 0;
 }
 
-/* Q6_K's 6-bit codes of a block's 256 elements (quants.c's definition), all at once: one
- * element at a time made the repack 10x slower than the other types'. */
-static void q6k_codes(const fq_block_q6_K *b, uint8_t c[256])
-{
-    for (int h = 0; h < 2; h++)
-        for (int k = 0; k < 4; k++)
-            for (int l = 0; l < 32; l++) {
-                const uint8_t lb = b->ql[64 * h + l + 32 * (k & 1)];
-                c[128 * h + 32 * k + l] = (uint8_t)((k < 2 ? lb & 15 : lb >> 4) |
-                                                    ((b->qh[32 * h + l] >> (2 * k)) & 3) << 4);
-            }
-}
-
 int fcpu_repack16_rows(int type, int64_t n, const void *src, size_t ld, void *dst)
 {
     if (type != GG_Q8_0 && type != GG_Q4_0 && type != GG_Q4_K && type != GG_Q6_K)
@@ -90,7 +77,7 @@ int fcpu_repack16_rows(int type, int64_t n, const void *src, size_t ld, void *ds
             for (int i = 0; i < FCPU_G16; i++) {
                 const fq_block_q6_K *b = (const fq_block_q6_K *)(const void *)((const uint8_t *)src + (size_t)i * ld) + j;
                 uint8_t c[256];
-                q6k_codes(b, c);
+                fq_q6k_codes(b, c); /* a block at once: one code at a time was 10x slower */
                 memcpy(dd + 2 * i, &b->d, 2);
                 for (int k = 0; k < 4; k++)
                     memcpy(v + 64 * k + 4 * i, b->scales + 4 * k, 4);

@@ -177,19 +177,15 @@ static void dot_q6_K(int64_t n, const void *vw, const void *x, size_t ldx, int n
         for (int64_t b = 0; b < n / 256; b++) {
             const fq_block_q6_K *wb = &w[b];
             const int8_t *qb = q + 256 * b;
+            uint8_t c[256];
+            fq_q6k_codes(wb, c);
             int isum = 0;
-            for (int h = 0; h < 2; h++)
-                for (int k = 0; k < 4; k++)
-                    for (int half = 0; half < 2; half++) {
-                        int s = 0;
-                        for (int l = 16 * half; l < 16 * half + 16; l++) {
-                            uint8_t lb = wb->ql[64 * h + l + 32 * (k & 1)];
-                            int lo = k < 2 ? (lb & 15) : (lb >> 4);
-                            int hi = (wb->qh[32 * h + l] >> (2 * k)) & 3;
-                            s += ((lo | (hi << 4)) - 32) * qb[128 * h + 32 * k + l];
-                        }
-                        isum += wb->scales[8 * h + 2 * k + half] * s;
-                    }
+            for (int sb = 0; sb < 16; sb++) {
+                int s = 0;
+                for (int l = 16 * sb; l < 16 * sb + 16; l++)
+                    s += ((int)c[l] - 32) * qb[l];
+                isum += wb->scales[sb] * s;
+            }
             a += d[b] * fq_f16_to_f32(wb->d) * (float)isum;
         }
         out[r] = a;

@@ -145,8 +145,24 @@ START_TEST(test_chat_fields)
     ck_assert_int_eq(mt, 9);
     ck_assert_int_eq(rq_resolve_max_tokens(&r, 60, 64, &mt, &e), -EINVAL);
     ck_assert_str_eq(e.param, "max_completion_tokens");
+    ck_assert_str_eq(e.code, "context_length_exceeded");
     ck_assert_ptr_nonnull(strstr(e.message, "64"));
     ck_assert_ptr_nonnull(strstr(e.message, "69"));
+    rq_free(&r);
+
+    /* A chat with max_tokens: the error names max_tokens, the field the client sent. */
+    ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                                    "\"max_tokens\":50}", &r, &e), 0);
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 20, 64, &mt, &e), -EINVAL);
+    ck_assert_str_eq(e.param, "max_tokens");
+    ck_assert_str_eq(e.code, "context_length_exceeded");
+    ck_assert_ptr_nonnull(strstr(e.message, "max_tokens (50)"));
+    /* A prompt that fills the context; an empty one is not a context error. */
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 64, 64, &mt, &e), -EINVAL);
+    ck_assert_str_eq(e.param, "messages");
+    ck_assert_str_eq(e.code, "context_length_exceeded");
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 0, 64, &mt, &e), -EINVAL);
+    ck_assert_ptr_null(e.code);
     rq_free(&r);
 
     ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"

@@ -129,6 +129,9 @@ const tk = await raw('POST', '/tokenize', { content: PROMPT });
 const nPrompt = JSON.parse(tk.body).tokens.length;
 eq(u.prompt_tokens, nPrompt, 'usage.prompt_tokens == the prompt\'s tokens (/tokenize)');
 eq(c2.choices[0].text, text, 'the same greedy request twice gives the same text');
+// X-Request-Id: the SDK's _request_id, the completion's id (what fusiond's access log prints).
+eq(c1._request_id, c1.id, '_request_id (X-Request-Id) is the completion id');
+check(c2._request_id !== c1._request_id, 'each request has its own _request_id');
 
 const cli = process.env.FUSIOND_CLI_TEXT ? JSON.parse(process.env.FUSIOND_CLI_TEXT) : null;
 if (cli) {
@@ -179,7 +182,10 @@ async function collect(stream) {
   return chunks;
 }
 {
-  const chunks = await collect(await client.completions.create({ ...base, stream: true }));
+  const { data: stream, request_id: rid } = await client.completions
+    .create({ ...base, stream: true }).withResponse();
+  const chunks = await collect(stream);
+  eq(chunks[0].id, rid, 'completion stream: X-Request-Id is the chunks\' id');
   const withChoice = chunks.filter((c) => c.choices.length > 0);
   eq(withChoice.map((c) => c.choices[0].text).join(''), text, 'completion stream: deltas join to the whole text');
   eq(withChoice[withChoice.length - 1].choices[0].finish_reason, 'length',
@@ -304,6 +310,19 @@ await expectError('chat without messages', () => client.chat.completions.create(
   OpenAI.BadRequestError, 400, { param: 'messages' });
 await expectError('streamed bad request', () => client.chat.completions.create({ ...chatBase,
   top_logprobs: 2, stream: true }), OpenAI.BadRequestError, 400, { param: 'top_logprobs' });
+// Beyond the context (512 tokens): OpenAI's code, which clients test to shorten and retry;
+// param is the field the client sent.
+const overflow = await expectError('a prompt beyond the context', () => client.completions.create({
+  ...base, prompt: 'And God said unto Moses, '.repeat(100) }), OpenAI.BadRequestError, 400,
+{ code: 'context_length_exceeded', param: 'prompt' });
+check(overflow && typeof overflow.requestID === 'string' && overflow.requestID.startsWith('cmpl-'),
+  'an error has a requestID (X-Request-Id)', show(overflow && overflow.requestID));
+await expectError('chat max_tokens beyond the context', () => client.chat.completions.create({
+  ...chatBase, max_tokens: 100000 }), OpenAI.BadRequestError, 400,
+{ code: 'context_length_exceeded', param: 'max_tokens' });
+await expectError('chat max_completion_tokens beyond the context', () => client.chat.completions
+  .create({ model, messages, max_completion_tokens: 100000 }), OpenAI.BadRequestError, 400,
+{ code: 'context_length_exceeded', param: 'max_completion_tokens' });
 await expectError('unknown model', () => client.completions.create({ ...base, model: 'gpt-nope' }),
   OpenAI.NotFoundError, 404, { code: 'model_not_found' });
 const wrong = new OpenAI({ baseURL, apiKey: 'wrong-key', maxRetries: 0 });

@@ -553,6 +553,24 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
                 return bad(e, "response_format", "'response_format' other than "
                            "{\"type\": \"text\"} is not supported");
         }
+        /* Function calling is not supported: a request that offers tools and lets the
+         * model use them would get plain text and never a tool call, which a client (the
+         * SDKs' runTools) cannot tell from the model declining.  An empty list, or
+         * tool_choice (function_call) "none", asks for text and is served. */
+        static const char *const tool_keys[] = {"tools", "functions"};
+        const cJSON *tc = field(root, "tool_choice"), *fc = field(root, "function_call");
+        bool text_only = (cJSON_IsString(tc) && strcmp(tc->valuestring, "none") == 0) ||
+                         (cJSON_IsString(fc) && strcmp(fc->valuestring, "none") == 0);
+        for (size_t i = 0; i < FD_ARRAY_LEN(tool_keys); i++) {
+            const cJSON *t = field(root, tool_keys[i]);
+            if (t && !cJSON_IsArray(t))
+                return bad(e, tool_keys[i], "'%s' must be an array, not %s", tool_keys[i],
+                           type_name(t));
+            if (t && cJSON_GetArraySize(t) > 0 && !text_only)
+                return bad(e, tool_keys[i], "'%s' (function calling) is not supported: "
+                           "fusiond answers with text only (leave '%s' out, or set "
+                           "'tool_choice' to \"none\")", tool_keys[i], tool_keys[i]);
+        }
     }
     s->n_probs = r->logprobs;
     return 0;

@@ -171,6 +171,20 @@ START_TEST(test_chat_fields)
     ck_assert_int_eq(rq_resolve_max_tokens(&r, 20, 64, &mt, &e), 0);
     ck_assert_int_eq(mt, 44); /* chat: the rest of the context */
     rq_free(&r);
+
+    /* Tools that the model may not use ask for text: served (a non-empty list otherwise is
+     * a 400, in the table of bad bodies). */
+    static const char *const text_only[] = {
+        "\"tools\":[]", "\"tools\":null", "\"tools\":[{}],\"tool_choice\":\"none\"",
+        "\"functions\":[{}],\"function_call\":\"none\"",
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(text_only); i++) {
+        char b[256];
+        snprintf(b, sizeof b, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],%s}",
+                 text_only[i]);
+        ck_assert_msg(parse(RQ_CHAT, b, &r, &e) == 0, "%s: %s", b, e.message);
+        rq_free(&r);
+    }
 }
 END_TEST
 
@@ -297,6 +311,14 @@ static const struct bad_case {
               "\"max_completion_tokens\":0}", 400, "max_completion_tokens"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
               "\"response_format\":{\"type\":\"json_object\"}}", 400, "response_format"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+              "\"function\",\"function\":{\"name\":\"f\"}}]}", 400, "tools"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{}],"
+              "\"tool_choice\":\"auto\"}", 400, "tools"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":{}}", 400,
+     "tools"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"functions\":[{}]}",
+     400, "functions"},
     {RQ_TOKENIZE, "{}", 400, "content"},
     {RQ_TOKENIZE, "{\"content\":[1]}", 400, "content"},
     {RQ_TOKENIZE, "{\"content\":\"x\",\"add_special\":\"no\"}", 400, "add_special"},

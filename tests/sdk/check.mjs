@@ -323,6 +323,16 @@ await expectError('chat max_tokens beyond the context', () => client.chat.comple
 await expectError('chat max_completion_tokens beyond the context', () => client.chat.completions
   .create({ model, messages, max_completion_tokens: 100000 }), OpenAI.BadRequestError, 400,
 { code: 'context_length_exceeded', param: 'max_completion_tokens' });
+// Function calling is not supported: offering tools is refused rather than answered with
+// text that never calls one; tool_choice 'none' asks for text and gets it.
+const tools = [{ type: 'function', function: { name: 'get_weather', description: 'The weather',
+  parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
+await expectError('chat with tools', () => client.chat.completions.create({ ...chatBase, tools }),
+  OpenAI.BadRequestError, 400, { param: 'tools' });
+{
+  const r = await client.chat.completions.create({ ...chatBase, tools, tool_choice: 'none' });
+  eq(r.choices[0].message.content, msg.content, 'tools with tool_choice none: the text answer');
+}
 await expectError('unknown model', () => client.completions.create({ ...base, model: 'gpt-nope' }),
   OpenAI.NotFoundError, 404, { code: 'model_not_found' });
 const wrong = new OpenAI({ baseURL, apiKey: 'wrong-key', maxRetries: 0 });

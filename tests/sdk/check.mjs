@@ -315,8 +315,9 @@ await expectError('streamed bad request', () => client.chat.completions.create({
 const overflow = await expectError('a prompt beyond the context', () => client.completions.create({
   ...base, prompt: 'And God said unto Moses, '.repeat(100) }), OpenAI.BadRequestError, 400,
 { code: 'context_length_exceeded', param: 'prompt' });
-check(overflow && typeof overflow.requestID === 'string' && overflow.requestID.startsWith('cmpl-'),
-  'an error has a requestID (X-Request-Id)', show(overflow && overflow.requestID));
+const errId = overflow && (overflow.requestID || overflow.request_id); // openai 4.x: request_id
+check(typeof errId === 'string' && errId.startsWith('cmpl-'), 'an error has a requestID (X-Request-Id)',
+  show(errId));
 await expectError('chat max_tokens beyond the context', () => client.chat.completions.create({
   ...chatBase, max_tokens: 100000 }), OpenAI.BadRequestError, 400,
 { code: 'context_length_exceeded', param: 'max_tokens' });

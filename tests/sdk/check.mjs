@@ -94,6 +94,42 @@ async function expectError(what, fn, cls, status, want = {}) {
 const client = new OpenAI({ baseURL, apiKey, maxRetries: 0, timeout: 60_000 });
 console.log('openai ' + sdkVersion + ' on node ' + process.version + ' against ' + baseURL);
 
+// FUSIOND_CHECK=busy: a server with max_running 1, max_waiting 0, retry_after 1.  A request
+// that finds it full gets 503 with Retry-After, which the SDK's own retries (maxRetries,
+// default 2) honour: the same call with retries succeeds once the running one is done.
+if (process.env.FUSIOND_CHECK === 'busy') {
+  const model = (await client.models.list()).data[0].id;
+  const req = { model, prompt: 'And God said', max_tokens: 8, temperature: 0 };
+  const busy = async () => {
+    const stream = await client.completions.create({ model, prompt: 'And', max_tokens: 80,
+      ignore_eos: true, temperature: 0, stream: true });
+    const it = stream[Symbol.asyncIterator]();
+    await it.next(); // running now: the engine has produced a token
+    return { it, rest: async () => { let n = 1; while (!(await it.next()).done) n++; return n; } };
+  };
+  let b = await busy();
+  const e = await expectError('queue full', () => client.completions.create(req),
+    OpenAI.InternalServerError, 503, { code: 'overloaded', type: 'service_unavailable_error' });
+  eq(e && e.headers && (e.headers.get ? e.headers.get('retry-after') : e.headers['retry-after']),
+    '1', 'queue full: Retry-After 1');
+  await b.rest();
+  b = await busy();
+  const retrying = new OpenAI({ baseURL, apiKey, maxRetries: 4 });
+  const t0 = Date.now();
+  const [r] = await Promise.all([retrying.completions.create(req), b.rest()]);
+  const waited = Date.now() - t0;
+  check(r.choices[0].text.length > 0 && r.choices[0].finish_reason === 'length',
+    'queue full: the SDK\'s retry succeeds', show(r.choices[0]));
+  check(waited >= 900, 'queue full: the SDK waited Retry-After before retrying (' + waited + ' ms)');
+  const m = await metrics();
+  // A slow machine (ASan) may refuse a retry too; the SDK then waits again.
+  const n503 = m['fusiond_requests_total{endpoint="completions",status="503"}'];
+  check(n503 >= 2 && n503 <= 5, 'queue full: the refused request and the retried one got 503',
+    show(n503));
+  console.log(failures ? failures + ' check(s) FAILED' : 'all checks passed');
+  process.exit(failures ? 1 : 0);
+}
+
 // ---- models
 const list = await client.models.list();
 const ids = list.data.map((m) => m.id);

@@ -5,7 +5,8 @@ key on a free loopback port and runs tests/sdk/check.mjs, which uses the SDK as 
 (models, completions and chat whole and streamed, usage, stop, n, logprobs, seeds, typed
 errors, a wrong key, an aborted stream); the greedy text must equal fusion-cli's.  A second
 daemon with room for one request proves a full queue's 503 + Retry-After and the SDK's
-retries honouring it.  Skips (77)
+retries honouring it, then a SIGTERM that cancels a stream midway: the SDK's iterator raises
+the server's error frame.  Skips (77)
 when node (>= 18) or the SDK is missing, unless FUSIOND_REQUIRE_SDK=1 (CI's make check), where
 that is a failure.  The SDK is looked for in FUSIOND_SDK_DIR, else $top_srcdir/tests/sdk
 (install it there: cd tests/sdk && npm ci)."""
@@ -110,15 +111,20 @@ def main():
         d = None
 
         # A full queue: 503 + Retry-After, and the SDK's retries honour it.
+        # Then SIGTERM cancels a stream midway (drain_timeout 0): the SDK raises its error.
         conf = tmp.write("busy.conf", "model = %s\napi_keys = %s\nmax_running = 1\n"
-                                      "max_waiting = 0\nretry_after = 1\n" % (model, KEY))
+                                      "max_waiting = 0\nretry_after = 1\ndrain_timeout = 0\n"
+                         % (model, KEY))
         d = Daemon(["-c", conf, "--port=0", "--threads=2"], tmp)
         d.wait_ready()
         env["FUSIOND_BASE_URL"] = "http://127.0.0.1:%d/v1" % d.port
         env["FUSIOND_CHECK"] = "busy"
+        env["FUSIOND_PID"] = str(d.wait_pid())
         p = run_check(node, env)
         check(p.returncode == 0, "check.mjs (busy) failed (exit %d)" % p.returncode)
-        stop(d)
+        rc = d.wait_exit()
+        check(rc == 0, "fusiond exited with %s after SIGTERM with a stream running" % rc)
+        check(not d.log_has(r"\b(error|crit|alert|emerg):"), "fusiond logged an error")
     finally:
         if d:
             d.close()

@@ -6,7 +6,9 @@
 //   FUSIOND_BASE_URL=http://127.0.0.1:8080/v1 FUSIOND_API_KEY=KEY node tests/sdk/check.mjs
 // Environment: FUSIOND_SDK_DIR (the folder whose node_modules holds `openai`; default: this
 // script's folder), FUSIOND_CLI_TEXT (JSON {prompt, max_tokens, text}: fusion-cli's greedy
-// text, which the server must reproduce).  Exit 0: all passed, 1: a check failed.
+// text, which the server must reproduce), FUSIOND_CHECK=busy (the checks for a server with
+// max_running 1, max_waiting 0, retry_after 1, drain_timeout 0, whose pid is FUSIOND_PID).
+// Exit 0: all passed, 1: a check failed.
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -97,6 +99,7 @@ console.log('openai ' + sdkVersion + ' on node ' + process.version + ' against '
 // FUSIOND_CHECK=busy: a server with max_running 1, max_waiting 0, retry_after 1.  A request
 // that finds it full gets 503 with Retry-After, which the SDK's own retries (maxRetries,
 // default 2) honour: the same call with retries succeeds once the running one is done.
+// Then SIGTERM (drain_timeout 0, FUSIOND_PID) cancels a stream midway.
 if (process.env.FUSIOND_CHECK === 'busy') {
   const model = (await client.models.list()).data[0].id;
   const req = { model, prompt: 'And God said', max_tokens: 8, temperature: 0 };
@@ -126,6 +129,27 @@ if (process.env.FUSIOND_CHECK === 'busy') {
   const n503 = m['fusiond_requests_total{endpoint="completions",status="503"}'];
   check(n503 >= 2 && n503 <= 5, 'queue full: the refused request and the retried one got 503',
     show(n503));
+
+  // SIGTERM with drain_timeout 0 cancels a running stream: the error frame fusiond then sends
+  // (data: {"error": ...}) surfaces from the SDK's iterator as an APIError with its message.
+  const pid = Number(process.env.FUSIOND_PID);
+  if (check(pid > 0, 'FUSIOND_PID is set')) {
+    const stream = await client.completions.create({ model, prompt: 'And', max_tokens: 300,
+      ignore_eos: true, temperature: 0, stream: true });
+    let n = 0;
+    let err = null;
+    try {
+      for await (const ch of stream) {
+        if (ch.choices.length && ++n === 2) process.kill(pid, 'SIGTERM');
+      }
+    } catch (e) {
+      err = e;
+    }
+    check(err instanceof OpenAI.APIError && /shutting down/.test(err.message) &&
+      err.error && err.error.code === 'cancelled' && n >= 2 && n < 300,
+    'SIGTERM mid-stream: the iterator throws APIError (code cancelled) after ' + n + ' chunks',
+    String(err) + ' ' + show(err && err.error));
+  }
   console.log(failures ? failures + ' check(s) FAILED' : 'all checks passed');
   process.exit(failures ? 1 : 0);
 }

@@ -688,6 +688,7 @@ static void sse_chunk(srv_job_t *j, srv_choice_t *c, const char *text, size_t le
     resp_init(j, &r, true);
     r.choices = &ch;
     r.n_choices = 1;
+    r.usage_null = j->rq.include_usage;
     if (timings) {
         job_timings(j, &t);
         r.timings = &t;

@@ -263,7 +263,8 @@ async function collect(stream) {
   const last = chunks[chunks.length - 1];
   eq(last.choices, [], 'include_usage: the last chunk has no choices');
   eq(last.usage, c1.usage, 'include_usage: the last chunk\'s usage == the whole answer\'s');
-  check(chunks.slice(0, -1).every((c) => !c.usage), 'include_usage: only the last chunk has usage');
+  check(chunks.slice(0, -1).every((c) => c.usage === null),
+    'include_usage: the other chunks have usage null, as OpenAI sends them');
   eq(chunks.filter((c) => c.choices.length).map((c) => c.choices[0].text).join(''), text,
     'include_usage: deltas still join to the text');
 }
@@ -278,6 +279,7 @@ const ch1 = await client.chat.completions.create(chatBase);
 const msg = ch1.choices[0].message;
 eq(ch1.object, 'chat.completion', 'chat object');
 eq(msg.role, 'assistant', 'chat message role');
+eq(msg.refusal, null, 'chat message refusal is null (the SDK\'s type requires the field)');
 check(typeof msg.content === 'string' && msg.content.length > 0, 'chat content is not empty', show(msg));
 eq(ch1.choices[0].finish_reason, 'length', 'chat finish_reason length');
 eq(ch1.usage.completion_tokens, 10, 'chat usage.completion_tokens == max_tokens');
@@ -351,6 +353,7 @@ eq(ch2.usage.completion_tokens, 10, 'max_completion_tokens: completion_tokens');
   if (check(Array.isArray(content) && content.length === 5, 'chat logprobs.content: one per token',
     show(r.choices[0].logprobs))) {
     eq(content.map((t) => t.token).join(''), r.choices[0].message.content, 'chat logprobs tokens join to the content');
+    eq(r.choices[0].logprobs.refusal, null, 'chat logprobs.refusal is null (required by the type)');
     check(content.every((t) => t.logprob <= 0 && Array.isArray(t.bytes) && t.top_logprobs.length === 2 &&
       Math.abs(t.top_logprobs[0].logprob - t.logprob) < 1e-4),
     'chat logprobs: logprob, bytes, 2 top_logprobs, greedy = the best', show(content[0]));

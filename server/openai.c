@@ -148,12 +148,13 @@ static cJSON *chat_token(const tok_t *tok, int32_t id, float logprob)
     return NULL;
 }
 
-/* Chat: {"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}. */
+/* Chat: {"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}], "refusal": null}
+ * (the SDKs' types require "refusal"; fusiond never refuses). */
 static cJSON *chat_logprobs(const oai_resp_t *r, const oai_choice_t *c)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON *content = cJSON_CreateArray();
-    bool ok = put(o, "content", content);
+    bool ok = put(o, "content", content) && put(o, "refusal", cJSON_CreateNull());
     for (size_t i = 0; ok && i < c->n_lp; i++) {
         const oai_lp_t *lp = &c->lp[i];
         cJSON *t = chat_token(r->tok, lp->token, lp->logprob);
@@ -210,6 +211,10 @@ static cJSON *choice_obj(const oai_resp_t *r, const oai_choice_t *c)
             ok = put(m, "role", cJSON_CreateString("assistant"));
         if (ok && (!r->chunk || c->role || c->text_len))
             ok = put(m, "content", str_n(c->text, c->text_len));
+        /* A whole message's "refusal" is required by the SDKs' types (openai-node's
+         * ChatCompletionMessage): null, as OpenAI sends when the model answered. */
+        if (ok && !r->chunk)
+            ok = put(m, "refusal", cJSON_CreateNull());
     } else {
         ok = ok && put(o, "text", str_n(c->text, c->text_len));
     }
@@ -244,6 +249,8 @@ char *oai_response(const oai_resp_t *r)
     ok = ok && put(root, "choices", choices);
     for (int i = 0; ok && i < r->n_choices; i++)
         ok = put(choices, NULL, choice_obj(r, &r->choices[i]));
+    if (ok && !r->usage && r->usage_null)
+        ok = put(root, "usage", cJSON_CreateNull());
     if (ok && r->usage) {
         cJSON *u = cJSON_CreateObject();
         ok = put(root, "usage", u) &&

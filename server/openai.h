@@ -60,6 +60,8 @@ typedef struct oai_resp {
     const oai_choice_t *choices;
     int n_choices;
     bool usage;                 /* include "usage" */
+    bool usage_null;            /* else "usage": null (the chunks before the include_usage
+                                   one, as OpenAI sends them) */
     long long prompt_tokens;
     long long completion_tokens;
     const oai_timings_t *timings; /* NULL = none */

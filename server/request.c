@@ -474,8 +474,10 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
         mt = "max_completion_tokens";
     if ((rc = get_int(root, mt, 1, 0x7fffffff, &have, &v, e)))
         return rc;
-    if (have)
+    if (have) {
         r->max_tokens = (int)v;
+        r->max_tokens_field = mt;
+    }
     if ((rc = get_int(root, "n", 1, lim->max_n, &have, &v, e)))
         return rc;
     if (have)
@@ -550,6 +552,24 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
             if (!cJSON_IsString(t) || strcmp(t->valuestring, "text") != 0)
                 return bad(e, "response_format", "'response_format' other than "
                            "{\"type\": \"text\"} is not supported");
+        }
+        /* Function calling is not supported: a request that offers tools and lets the
+         * model use them would get plain text and never a tool call, which a client (the
+         * SDKs' runTools) cannot tell from the model declining.  An empty list, or
+         * tool_choice (function_call) "none", asks for text and is served. */
+        static const char *const tool_keys[] = {"tools", "functions"};
+        const cJSON *tc = field(root, "tool_choice"), *fc = field(root, "function_call");
+        bool text_only = (cJSON_IsString(tc) && strcmp(tc->valuestring, "none") == 0) ||
+                         (cJSON_IsString(fc) && strcmp(fc->valuestring, "none") == 0);
+        for (size_t i = 0; i < FD_ARRAY_LEN(tool_keys); i++) {
+            const cJSON *t = field(root, tool_keys[i]);
+            if (t && !cJSON_IsArray(t))
+                return bad(e, tool_keys[i], "'%s' must be an array, not %s", tool_keys[i],
+                           type_name(t));
+            if (t && cJSON_GetArraySize(t) > 0 && !text_only)
+                return bad(e, tool_keys[i], "'%s' (function calling) is not supported: "
+                           "fusiond answers with text only (leave '%s' out, or set "
+                           "'tool_choice' to \"none\")", tool_keys[i], tool_keys[i]);
         }
     }
     s->n_probs = r->logprobs;
@@ -741,19 +761,27 @@ int rq_resolve_max_tokens(const rq_t *r, size_t n_prompt, int n_ctx, int *max_to
                           rq_err_t *e)
 {
     const char *pkey = r->kind == RQ_CHAT ? "messages" : "prompt";
-    const char *mkey = r->kind == RQ_CHAT ? "max_completion_tokens" : "max_tokens";
+    /* The field the client sent: a chat request may use either name. */
+    const char *mkey = r->max_tokens_field ? r->max_tokens_field : "max_tokens";
     if (n_prompt == 0)
         return bad(e, pkey, "the prompt is empty after tokenization");
-    if (n_prompt >= (size_t)n_ctx)
-        return bad(e, pkey, "the prompt has %zu tokens; the context length is %d, so at most "
-                   "%d prompt tokens leave room for one generated token", n_prompt, n_ctx,
-                   n_ctx - 1);
+    /* OpenAI's code for both overflows: clients (the SDKs' users, LangChain) test it to
+     * shorten the prompt and retry. */
+    if (n_prompt >= (size_t)n_ctx) {
+        bad(e, pkey, "the prompt has %zu tokens; the context length is %d, so at most %d "
+            "prompt tokens leave room for one generated token", n_prompt, n_ctx, n_ctx - 1);
+        e->code = "context_length_exceeded";
+        return -EINVAL;
+    }
     int room = n_ctx - (int)n_prompt;
     if (r->max_tokens > 0) {
-        if (r->max_tokens > room)
-            return bad(e, mkey, "the prompt (%zu tokens) plus %s (%d) is %lld tokens, more "
-                       "than the context length %d", n_prompt, mkey, r->max_tokens,
-                       (long long)n_prompt + r->max_tokens, n_ctx);
+        if (r->max_tokens > room) {
+            bad(e, mkey, "the prompt (%zu tokens) plus %s (%d) is %lld tokens, more than the "
+                "context length %d", n_prompt, mkey, r->max_tokens,
+                (long long)n_prompt + r->max_tokens, n_ctx);
+            e->code = "context_length_exceeded";
+            return -EINVAL;
+        }
         *max_tokens = r->max_tokens;
     } else {
         *max_tokens = r->kind == RQ_CHAT ? room : FD_MIN(16, room);

@@ -61,6 +61,8 @@ typedef struct rq {
     bool add_generation_prompt; /* chat (default true) */
     /* generation */
     int max_tokens;             /* 0 = not given (the caller applies its default) */
+    const char *max_tokens_field; /* the field it came from: "max_tokens" or (chat)
+                                     "max_completion_tokens"; NULL when not given */
     int n;
     bool stream;
     bool include_usage;         /* stream_options.include_usage */
@@ -90,7 +92,9 @@ int rq_check_vocab(const rq_t *r, int32_t n_vocab, rq_err_t *e);
 
 /* Resolves max_tokens for a prompt of n_prompt tokens in a context of n_ctx and checks the
  * sum fits: the requested value, else the default (16 for completions, the rest of the
- * context for chat).  0 and *max_tokens set, or -EINVAL (400, the numbers in the message). */
+ * context for chat).  0 and *max_tokens set, or -EINVAL (400, the numbers in the message;
+ * a prompt or a sum beyond the context has OpenAI's code "context_length_exceeded", and
+ * param the field the client sent). */
 int rq_resolve_max_tokens(const rq_t *r, size_t n_prompt, int n_ctx, int *max_tokens,
                           rq_err_t *e);
 

@@ -437,10 +437,34 @@ static struct MHD_Response *make_response(srv_t *s, int status, const char *ctyp
     return r;
 }
 
+static void new_id(srv_t *s, const char *prefix, char *out, size_t cap)
+{
+    uint64_t z = s->id_seed + 0x9e3779b97f4a7c15ull * ++s->id_ctr;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    snprintf(out, cap, "%s%016llx%08llx", prefix, (unsigned long long)z,
+             (unsigned long long)(s->id_ctr & 0xffffffffu));
+}
+
+/* The request's id: a completion's `id` and every answer's X-Request-Id, which the OpenAI
+ * SDKs show as a response's `_request_id` and an error's `requestID`, and the access log
+ * prints, so what a client reports names the server's log line.  Made on first use
+ * (generation makes it before it answers). */
+static const char *job_id(srv_job_t *j)
+{
+    if (!j->id[0])
+        new_id(j->srv, j->route == R_CHAT ? "chatcmpl-" : j->route == R_COMPLETIONS ? "cmpl-"
+                                                                                    : "req-",
+               j->id, sizeof j->id);
+    return j->id;
+}
+
 static enum MHD_Result queue(srv_job_t *j, int status, struct MHD_Response *r)
 {
     if (!r)
         return MHD_NO;
+    MHD_add_response_header(r, "X-Request-Id", job_id(j));
     if (j->in_upload || !j->in_handler) {
         /* MHD takes a response only inside the access handler, and there only before or
          * after the body: hold it, and outside the handler wake the connection for it. */
@@ -664,6 +688,7 @@ static void sse_chunk(srv_job_t *j, srv_choice_t *c, const char *text, size_t le
     resp_init(j, &r, true);
     r.choices = &ch;
     r.n_choices = 1;
+    r.usage_null = j->rq.include_usage;
     if (timings) {
         job_timings(j, &t);
         r.timings = &t;
@@ -1119,16 +1144,6 @@ static int chat_prompt(srv_t *s, const rq_t *r, char **text, size_t *len, bool *
     return 0;
 }
 
-static void new_id(srv_t *s, const char *prefix, char *out, size_t cap)
-{
-    uint64_t z = s->id_seed + 0x9e3779b97f4a7c15ull * ++s->id_ctr;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    snprintf(out, cap, "%s%016llx%08llx", prefix, (unsigned long long)z,
-             (unsigned long long)(s->id_ctr & 0xffffffffu));
-}
-
 /* Tokenizes the prompts (or the chat), checks them against the model, and fills j->pids. */
 static int prepare_prompts(srv_job_t *j, rq_err_t *e)
 {
@@ -1231,7 +1246,7 @@ static enum MHD_Result start_generation(srv_job_t *j)
     j->stream = r->stream;
     j->model = s->model_id;
     j->created = (long long)time(NULL);
-    new_id(s, r->kind == RQ_CHAT ? "chatcmpl-" : "cmpl-", j->id, sizeof j->id);
+    job_id(j);
     double timeout = 0;
     if (s->cfg.request_timeout_s > 0) {
         double spent = (double)(fd_now_ns() - j->t0_ns) * 1e-9;
@@ -1549,11 +1564,11 @@ static void access_log(srv_job_t *j)
     }
     double total_ms = (double)(fd_now_ns() - j->t0_ns) * 1e-6;
     fd_log_info("access: %s %s %d prompt_tokens=%lld gen_tokens=%lld queue_ms=%.2f ttft_ms=%.2f "
-                "tpot_ms=%.3f total_ms=%.2f finish=%s%s",
+                "tpot_ms=%.3f total_ms=%.2f finish=%s%s id=%s",
                 j->method, j->path, j->status,
                 j->preparing ? 0LL : j->prompt_tokens, /* the thread pool may be writing it */
                 gen, queue_ms, ttft_ms, tpot_ms, total_ms, finish,
-                j->client_gone ? " client_gone" : "");
+                j->client_gone ? " client_gone" : "", j->id[0] ? j->id : "-");
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,

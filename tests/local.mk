@@ -204,3 +204,10 @@ check-valgrind: $(check_PROGRAMS)
 	@$(AM_TESTS_ENVIRONMENT) $(SHELL) $(top_srcdir)/tests/valgrind.sh \
 	  $(if $(VALGRIND_ALL),,$(VALGRIND_SUITES))
 .PHONY: check-valgrind
+
+# Black-box: the official OpenAI Node SDK (npm `openai`, pinned in tests/sdk/package-lock.json)
+# against the real fusiond with the demo model.  Skips without node or the SDK (install it:
+# cd tests/sdk && npm ci) unless FUSIOND_REQUIRE_SDK=1 (CI's make check).
+dist_check_SCRIPTS += tests/test_sdk.py
+EXTRA_DIST += tests/sdk/check.mjs tests/sdk/package.json tests/sdk/package-lock.json
+TESTS += tests/test_sdk.py

@@ -436,6 +436,7 @@ START_TEST(test_routes)
     resp_t r = request("GET", "/health", NULL, NULL);
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(r.body, "{\"status\":\"ok\"}");
+    ck_assert(strncmp(header(&r, "X-Request-Id"), "req-", 4) == 0);
     free_resp(&r);
 
     r = request("GET", "/nope", NULL, NULL);
@@ -500,6 +501,11 @@ START_TEST(test_completion)
     ck_assert(jnum(j, "timings.prompt_n") == 3);
     ck_assert(jnum(j, "timings.ttft_ms") >= 0);
     ck_assert(jnum(j, "timings.predicted_per_second") > 0);
+    /* X-Request-Id is the body's id (the OpenAI SDKs' `_request_id`). */
+    ck_assert_ptr_nonnull(header(&r, "X-Request-Id"));
+    ck_assert_str_eq(header(&r, "X-Request-Id"), jstr(j, "id"));
+    char first_id[64];
+    snprintf(first_id, sizeof first_id, "%s", jstr(j, "id"));
     cJSON_Delete(j);
     free_resp(&r);
 
@@ -516,6 +522,8 @@ START_TEST(test_completion)
     ck_assert(jnum(j, "choices.1.index") == 1);
     ck_assert(jnum(j, "usage.prompt_tokens") == 2);
     ck_assert(jnum(j, "usage.completion_tokens") == 6);
+    ck_assert_str_eq(header(&r, "X-Request-Id"), jstr(j, "id"));
+    ck_assert_str_ne(jstr(j, "id"), first_id);
     cJSON_Delete(j);
     free_resp(&r);
 
@@ -554,6 +562,30 @@ START_TEST(test_bad_requests)
     check_error(&r, 400, "max_tokens");
     ck_assert_ptr_nonnull(strstr(r.body, "128")); /* the context length */
     ck_assert_ptr_nonnull(strstr(r.body, "6 tokens"));
+    /* OpenAI's code, which clients test; errors have an X-Request-Id too. */
+    ck_assert_ptr_nonnull(strstr(r.body, "\"code\":\"context_length_exceeded\""));
+    ck_assert(strncmp(header(&r, "X-Request-Id"), "cmpl-", 5) == 0);
+    free_resp(&r);
+    /* A chat names the field it was sent. */
+    r = request("POST", "/v1/chat/completions", NULL,
+                "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":200}");
+    check_error(&r, 400, "max_tokens");
+    ck_assert_ptr_nonnull(strstr(r.body, "\"code\":\"context_length_exceeded\""));
+    ck_assert(strncmp(header(&r, "X-Request-Id"), "chatcmpl-", 9) == 0);
+    free_resp(&r);
+    r = request("POST", "/v1/chat/completions", NULL,
+                "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+                "\"max_completion_tokens\":200}");
+    check_error(&r, 400, "max_completion_tokens");
+    free_resp(&r);
+    r = request("POST", "/v1/completions", NULL, "{\"prompt\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,"
+                "16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,"
+                "44,45,46,47,48,49,50,51,52,53,54,55,56,57,58,59,60,61,62,63,64,65,66,67,68,69,70,71,"
+                "72,73,74,75,76,77,78,79,80,81,82,83,84,85,86,87,88,89,90,91,92,93,94,95,96,97,98,99,"
+                "100,101,102,103,104,105,106,107,108,109,110,111,112,113,114,115,116,117,118,119,120,"
+                "121,122,123,124,125,126,127,128]}");
+    check_error(&r, 400, "prompt");
+    ck_assert_ptr_nonnull(strstr(r.body, "\"code\":\"context_length_exceeded\""));
     free_resp(&r);
     r = request("POST", "/v1/completions", NULL, "");
     check_error(&r, 400, NULL);
@@ -563,7 +595,7 @@ START_TEST(test_bad_requests)
     free_resp(&r);
     /* Nothing was left running by any of these. */
     ck_assert_int_eq(fake_live(eng), 0);
-    ck_assert(metric("fusiond_requests_total{endpoint=\"completions\",status=\"400\"}") == 6);
+    ck_assert(metric("fusiond_requests_total{endpoint=\"completions\",status=\"400\"}") == 7);
     stop();
 }
 END_TEST
@@ -686,6 +718,10 @@ START_TEST(test_stream_equals_whole)
                        "\"stream_options\":{\"include_usage\":true}}");
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(header(&r, "Content-Type"), "text/event-stream");
+    /* A stream's X-Request-Id is its chunks' id. */
+    char idf[80];
+    snprintf(idf, sizeof idf, "\"id\":\"%s\"", header(&r, "X-Request-Id"));
+    ck_assert_ptr_nonnull(strstr(r.body, idf));
     sse_t s;
     parse_sse(r.body, 0, false, &s);
     ck_assert_str_eq(s.text, jstr(j, "choices.0.text"));

@@ -145,8 +145,24 @@ START_TEST(test_chat_fields)
     ck_assert_int_eq(mt, 9);
     ck_assert_int_eq(rq_resolve_max_tokens(&r, 60, 64, &mt, &e), -EINVAL);
     ck_assert_str_eq(e.param, "max_completion_tokens");
+    ck_assert_str_eq(e.code, "context_length_exceeded");
     ck_assert_ptr_nonnull(strstr(e.message, "64"));
     ck_assert_ptr_nonnull(strstr(e.message, "69"));
+    rq_free(&r);
+
+    /* A chat with max_tokens: the error names max_tokens, the field the client sent. */
+    ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                                    "\"max_tokens\":50}", &r, &e), 0);
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 20, 64, &mt, &e), -EINVAL);
+    ck_assert_str_eq(e.param, "max_tokens");
+    ck_assert_str_eq(e.code, "context_length_exceeded");
+    ck_assert_ptr_nonnull(strstr(e.message, "max_tokens (50)"));
+    /* A prompt that fills the context; an empty one is not a context error. */
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 64, 64, &mt, &e), -EINVAL);
+    ck_assert_str_eq(e.param, "messages");
+    ck_assert_str_eq(e.code, "context_length_exceeded");
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 0, 64, &mt, &e), -EINVAL);
+    ck_assert_ptr_null(e.code);
     rq_free(&r);
 
     ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
@@ -155,6 +171,20 @@ START_TEST(test_chat_fields)
     ck_assert_int_eq(rq_resolve_max_tokens(&r, 20, 64, &mt, &e), 0);
     ck_assert_int_eq(mt, 44); /* chat: the rest of the context */
     rq_free(&r);
+
+    /* Tools that the model may not use ask for text: served (a non-empty list otherwise is
+     * a 400, in the table of bad bodies). */
+    static const char *const text_only[] = {
+        "\"tools\":[]", "\"tools\":null", "\"tools\":[{}],\"tool_choice\":\"none\"",
+        "\"functions\":[{}],\"function_call\":\"none\"",
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(text_only); i++) {
+        char b[256];
+        snprintf(b, sizeof b, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],%s}",
+                 text_only[i]);
+        ck_assert_msg(parse(RQ_CHAT, b, &r, &e) == 0, "%s: %s", b, e.message);
+        rq_free(&r);
+    }
 }
 END_TEST
 
@@ -281,6 +311,14 @@ static const struct bad_case {
               "\"max_completion_tokens\":0}", 400, "max_completion_tokens"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
               "\"response_format\":{\"type\":\"json_object\"}}", 400, "response_format"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+              "\"function\",\"function\":{\"name\":\"f\"}}]}", 400, "tools"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{}],"
+              "\"tool_choice\":\"auto\"}", 400, "tools"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":{}}", 400,
+     "tools"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"functions\":[{}]}",
+     400, "functions"},
     {RQ_TOKENIZE, "{}", 400, "content"},
     {RQ_TOKENIZE, "{\"content\":[1]}", 400, "content"},
     {RQ_TOKENIZE, "{\"content\":\"x\",\"add_special\":\"no\"}", 400, "add_special"},

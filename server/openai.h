@@ -68,7 +68,9 @@ typedef struct oai_resp {
     const tok_t *tok;           /* token strings for logprobs (needed when any choice has them) */
 } oai_resp_t;
 
-/* Each returns a malloc'd NUL-terminated JSON text (free()), NULL when out of memory. */
+/* Each returns a malloc'd NUL-terminated JSON text (free()), NULL when out of memory.
+ * oai_error: a NULL code or param is null in the body, as OpenAI sends them; status is not
+ * part of the body (the caller sends it as the HTTP status). */
 char *oai_response(const oai_resp_t *r);
 char *oai_error(int status, const char *type, const char *code, const char *param,
                 const char *message);

@@ -422,7 +422,7 @@ static struct MHD_Response *make_response(srv_t *s, int status, const char *ctyp
                                           size_t len)
 {
     static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":"
-                              "\"server_error\",\"param\":null,\"code\":\"500\"}}";
+                              "\"server_error\",\"param\":null,\"code\":null}}";
     struct MHD_Response *r;
     if (body)
         r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
@@ -1299,7 +1299,8 @@ static enum MHD_Result start_generation(srv_job_t *j)
         if (rc == -ESHUTDOWN)
             return answer_unavailable(j, "shutting_down", "the server is shutting down");
         if (rc == FD_ECTX || rc == -EINVAL)
-            return answer_fail(j, 400, "invalid_request_error", NULL,
+            return answer_fail(j, 400, "invalid_request_error",
+                               rc == FD_ECTX ? "context_length_exceeded" : NULL,
                                rc == FD_ECTX ? "prompt" : NULL, "%s",
                                err[0] ? err : fd_strerror(rc));
         return answer_fail(j, 500, "server_error", NULL, NULL, "cannot start the request: %s",

@@ -550,6 +550,12 @@ START_TEST(test_bad_requests)
     free_resp(&r);
     r = request("POST", "/v1/completions", NULL, "{\"prompt\":\"x\",\"temperature\":\"hot\"}");
     check_error(&r, 400, "temperature");
+    /* No specific code: null, as OpenAI's. */
+    ck_assert_ptr_nonnull(strstr(r.body, "\"code\":null"));
+    free_resp(&r);
+    r = request("POST", "/v1/completions", NULL, "{\"prompt\":\"x\",\"suffix\":\"!\"}");
+    check_error(&r, 400, "suffix");
+    ck_assert_ptr_nonnull(strstr(r.body, "\"code\":\"unsupported_parameter\""));
     free_resp(&r);
     r = request("POST", "/v1/completions", NULL, "{\"prompt\":\"x\",\"model\":\"gpt-4\"}");
     check_error(&r, 404, "model");
@@ -595,7 +601,7 @@ START_TEST(test_bad_requests)
     free_resp(&r);
     /* Nothing was left running by any of these. */
     ck_assert_int_eq(fake_live(eng), 0);
-    ck_assert(metric("fusiond_requests_total{endpoint=\"completions\",status=\"400\"}") == 7);
+    ck_assert(metric("fusiond_requests_total{endpoint=\"completions\",status=\"400\"}") == 8);
     stop();
 }
 END_TEST

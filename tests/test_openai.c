@@ -155,7 +155,17 @@ START_TEST(test_error_body)
     ck_assert_str_eq(at(er, "message")->valuestring, "bad \"x\n\"");
     ck_assert_str_eq(at(er, "type")->valuestring, "invalid_request_error");
     ck_assert_str_eq(at(er, "param")->valuestring, "stop[1]");
-    ck_assert_str_eq(at(er, "code")->valuestring, "400");
+    /* No specific code: null, as OpenAI's (not the status as a string). */
+    ck_assert(cJSON_IsNull(at(er, "code")));
+    ck_assert_ptr_null(cJSON_GetObjectItem(er, "status"));
+    cJSON_Delete(j);
+    e.code = "unsupported_parameter";
+    j = parse(oai_error_from(&e));
+    ck_assert_str_eq(at(at(j, "error"), "code")->valuestring, "unsupported_parameter");
+    cJSON_Delete(j);
+    j = parse(oai_error(500, "server_error", NULL, NULL, "boom"));
+    ck_assert(cJSON_IsNull(at(at(j, "error"), "code")));
+    ck_assert(cJSON_IsNull(at(at(j, "error"), "param")));
     cJSON_Delete(j);
     j = parse(oai_error(503, "service_unavailable_error", "overloaded", NULL, "busy"));
     er = at(j, "error");

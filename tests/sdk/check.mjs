@@ -367,8 +367,19 @@ eq(ch2.usage.completion_tokens, 10, 'max_completion_tokens: completion_tokens');
 }
 
 // ---- errors: typed, with the right status and the server's message
+// No specific code is null, as OpenAI's (the SDK's e.code), not the status as a string.
 await expectError('temperature -1', () => client.completions.create({ ...base, temperature: -1 }),
-  OpenAI.BadRequestError, 400, { param: 'temperature', type: 'invalid_request_error' });
+  OpenAI.BadRequestError, 400, { param: 'temperature', type: 'invalid_request_error', code: null });
+// A field fusiond does not implement is refused rather than silently ignored; at the value
+// that asks for nothing it is served.
+await expectError('suffix', () => client.completions.create({ ...base, suffix: ' Amen.' }),
+  OpenAI.BadRequestError, 400, { param: 'suffix', code: 'unsupported_parameter' });
+await expectError('best_of above n', () => client.completions.create({ ...base, best_of: 3 }),
+  OpenAI.BadRequestError, 400, { param: 'best_of', code: 'unsupported_parameter' });
+{
+  const r = await client.completions.create({ ...base, suffix: null, best_of: 1 });
+  check(r.choices.length === 1 && r.choices[0].text.length > 0, 'suffix null, best_of 1: served');
+}
 await expectError('chat without messages', () => client.chat.completions.create({ model, max_tokens: 4 }),
   OpenAI.BadRequestError, 400, { param: 'messages' });
 await expectError('streamed bad request', () => client.chat.completions.create({ ...chatBase,
@@ -392,7 +403,10 @@ await expectError('chat max_completion_tokens beyond the context', () => client.
 const tools = [{ type: 'function', function: { name: 'get_weather', description: 'The weather',
   parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
 await expectError('chat with tools', () => client.chat.completions.create({ ...chatBase, tools }),
-  OpenAI.BadRequestError, 400, { param: 'tools' });
+  OpenAI.BadRequestError, 400, { param: 'tools', code: 'unsupported_parameter' });
+await expectError('chat with a JSON response_format', () => client.chat.completions.create({
+  ...chatBase, response_format: { type: 'json_object' } }), OpenAI.BadRequestError, 400,
+{ param: 'response_format', code: 'unsupported_value' });
 {
   const r = await client.chat.completions.create({ ...chatBase, tools, tool_choice: 'none' });
   eq(r.choices[0].message.content, msg.content, 'tools with tool_choice none: the text answer');

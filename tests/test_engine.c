@@ -2073,6 +2073,109 @@ START_TEST(test_model_prefill_interleaves)
 }
 END_TEST
 
+/* A three-turn conversation on stories260K with and without the prefix cache: each turn's
+ * prompt is the previous prompt and answer plus new text.  Greedy answers must be the same
+ * token for token; the logprobs agree to 1e-4 (prefilling the reused prefix in other
+ * batches changes nothing but the summation order, if anything). */
+START_TEST(test_model_prefix_cache)
+{
+    static const char *const turns[] = { "Once upon a time", " The cat", " Lily said" };
+    eng_t *slot_a, *slot_b;
+    eng_t *plain = open_model(2, 4, 8, 0, &slot_a);
+    const char *path = tu_shared("models/stories260K.gguf", 1);
+    eng_params_t p;
+    eng_params_default(&p);
+    p.model_path = path;
+    p.threads = 1;
+    p.max_running = 2;
+    p.prefill_chunk = 8;
+    p.prefix_cache = true;
+    p.prefix_cache_min = 4;
+    p.check = true;
+    p.on_step = on_step_check;
+    p.on_step_ud = &slot_b;
+    char err[512];
+    eng_t *cached = NULL;
+    ck_assert_msg(eng_open(&cached, &p, err, sizeof err) == 0, "eng_open: %s", err);
+    slot_b = cached;
+    const tok_t *tok = eng_tokenizer(cached);
+    static int32_t conv[512];
+    int n = 0, expect_cached = 0, n1_first = 0;
+    eng_sampling_t smp;
+    eng_sampling_default(&smp);
+    smp.temperature = 0;
+    smp.n_probs = 2;
+    for (int t = 0; t < 3; t++) {
+        int32_t ids[64];
+        size_t k = 0;
+        ck_assert_int_eq(tok_encode(tok, turns[t], strlen(turns[t]), t == 0, false, ids, 64,
+                                    &k), 0);
+        memcpy(conv + n, ids, k * sizeof *ids);
+        n += (int)k;
+        if (t == 0)
+            n1_first = n;
+        coll_t *a = coll_new(), *b = coll_new();
+        eng_stats_t s0, s1;
+        eng_stats(cached, &s0);
+        submit(plain, conv, n, 24, &smp, a);
+        submit(cached, conv, n, 24, &smp, b);
+        coll_wait(a);
+        coll_wait(b);
+        eng_stats(cached, &s1);
+        ck_assert_int_eq(a->t.n_cached, 0);
+        ck_assert_int_eq(b->t.n_cached, expect_cached);
+        ck_assert_uint_eq(s1.prompt_tokens - s0.prompt_tokens, (uint64_t)(n - expect_cached));
+        ck_assert_int_eq(b->finish, a->finish);
+        ck_assert_int_eq(b->n, a->n);
+        for (int i = 0; i < a->n; i++) {
+            ck_assert_msg(b->tok[i] == a->tok[i], "turn %d token %d: %d cached, %d not", t,
+                          i, b->tok[i], a->tok[i]);
+            ck_assert_msg(fabsf(b->lp[i] - a->lp[i]) < 1e-4f, "turn %d token %d: logprob %g "
+                          "cached, %g not", t, i, b->lp[i], a->lp[i]);
+        }
+        ck_assert_uint_eq(b->n_text, a->n_text);
+        ck_assert(memcmp(b->text, a->text, a->n_text) == 0);
+        /* the next turn reuses this prompt and the answer's tokens but the last */
+        memcpy(conv + n, a->tok, (size_t)a->n * sizeof *conv);
+        n += a->n;
+        expect_cached = n - 1;
+        coll_free(a);
+        coll_free(b);
+    }
+    /* back to the first turn's prompt (a prefix of the cached conversation: cut back), the
+     * same again (all but its last token reused), then the conversation diverging after
+     * its first 8 tokens */
+    int n1 = n1_first;
+    int32_t div[64];
+    memcpy(div, conv, 8 * sizeof *div);
+    div[8] = conv[8] == 100 ? 101 : 100;
+    const struct { const int32_t *ids; int n, want_cached; } more[] = {
+        { conv, n1, n1 - 1 }, { conv, n1, n1 - 1 }, { div, 9, 8 },
+    };
+    for (size_t m = 0; m < FD_ARRAY_LEN(more); m++) {
+        coll_t *a = coll_new(), *b = coll_new();
+        submit(plain, more[m].ids, more[m].n, 24, &smp, a);
+        submit(cached, more[m].ids, more[m].n, 24, &smp, b);
+        coll_wait(a);
+        coll_wait(b);
+        ck_assert_int_eq(b->t.n_cached, more[m].want_cached);
+        ck_assert_int_eq(b->n, a->n);
+        for (int i = 0; i < a->n; i++)
+            ck_assert_msg(b->tok[i] == a->tok[i] && fabsf(b->lp[i] - a->lp[i]) < 1e-4f,
+                          "prompt %zu token %d: %d (%g) cached, %d (%g) not", m, i, b->tok[i],
+                          b->lp[i], a->tok[i], a->lp[i]);
+        coll_free(a);
+        coll_free(b);
+    }
+    eng_stats_t st;
+    eng_stats(cached, &st);
+    ck_assert_uint_eq(st.cache_hits, 5);
+    eng_close(plain);
+    eng_close(cached);
+    ck_assert_msg(n_check_failures == 0, "eng_check: %s", check_msg);
+}
+END_TEST
+
 START_TEST(test_model_open_errors)
 {
     eng_params_t p;
@@ -2130,6 +2233,7 @@ int main(void)
         tcase_add_test(tm, test_model_seed_cancel_bounds);
         tcase_add_test(tm, test_model_prefill_interleaves);
         tcase_add_test(tm, test_model_open_errors);
+        tcase_add_test(tm, test_model_prefix_cache);
         suite_add_tcase(s, tm);
     } else {
         fprintf(stderr, "SKIP: the stories260K tests: shared test data missing (set "

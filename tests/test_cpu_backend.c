@@ -1015,70 +1015,53 @@ START_TEST(test_kmin_kernels)
                 if (k->dot8[type])
                     k->quant_qkt(x + r * n, n, xt + (size_t)r * ldx);
             }
+            double mag[4][FCPU_NR8];
+            float want[4][FCPU_NR8];
             for (int64_t o = 0; o < n_out; o++) {
                 const uint8_t *wo = w + rb * (uint64_t)o;
                 fq_dequantize_row(type, wo, wf, n);
-                double mag[FCPU_NR8];
-                float want[FCPU_NR8];
                 for (int r = 0; r < FCPU_NR8; r++) {
                     const uint8_t *row = xq + (size_t)r * ldx;
                     const int8_t *q = fcpu_x_qs(row);
                     const float *d = fcpu_xqk_d(row, n);
-                    mag[r] = 0;
+                    mag[o][r] = 0;
                     for (int64_t i = 0; i < n; i++) {
                         xd[i] = (float)q[i] * d[i / 256];
-                        mag[r] += fabs((double)wf[i] * xd[i]);
+                        mag[o][r] += fabs((double)wf[i] * xd[i]);
                     }
-                    ref->dot[type](n, wo, row, ldx, 1, &want[r]);
+                    ref->dot[type](n, wo, row, ldx, 1, &want[o][r]);
                     double oracle = fq_dot_ref(type, wo, xd, n);
-                    CHECKM(fabs(want[r] - oracle) <= 1e-5 * mag[r] + 1e-30,
+                    CHECKM(fabs(want[o][r] - oracle) <= 1e-5 * mag[o][r] + 1e-30,
                            "scalar %s n %lld out %lld row %d: %.9g vs dequantized %.9g",
-                           gg_type_name(type), (long long)n, (long long)o, r, (double)want[r], oracle);
+                           gg_type_name(type), (long long)n, (long long)o, r,
+                           (double)want[o][r], oracle);
                 }
-                for (int nr = 1; nr <= FCPU_NR8; nr++) {
-                    float got[FCPU_NR8];
-                    if (nr <= FCPU_NR) {
+                for (int nr = 1; nr <= FCPU_NR8; nr++)
+                    for (int b8 = 0; b8 < 2; b8++) { /* dot on XQK rows, dot8 on XQKT rows */
+                        fcpu_dot_fn f = b8 ? k->dot8[type] : k->dot[type];
+                        if (!f || (!b8 && nr > FCPU_NR))
+                            continue;
+                        float got[FCPU_NR8];
                         for (int r = 0; r < FCPU_NR8; r++)
                             got[r] = NAN;
-                        k->dot[type](n, wo, xq, ldx, nr, got);
+                        f(n, wo, b8 ? xt : xq, ldx, nr, got);
                         for (int r = 0; r < FCPU_NR8; r++)
-                            CHECKM(r < nr ? fabs((double)got[r] - want[r]) <= 1e-5 * mag[r] + 1e-30 : isnan(got[r]),
-                                   "%s dot %s n %lld out %lld rows %d row %d: %.9g vs %.9g",
-                                   k->name, gg_type_name(type), (long long)n, (long long)o, nr, r,
-                                   (double)got[r], (double)want[r]);
+                            CHECKM(r < nr ? fabs((double)got[r] - want[o][r]) <= 1e-5 * mag[o][r] + 1e-30 : isnan(got[r]),
+                                   "%s %s %s n %lld out %lld rows %d row %d: %.9g vs %.9g",
+                                   k->name, b8 ? "dot8" : "dot", gg_type_name(type), (long long)n,
+                                   (long long)o, nr, r, (double)got[r], (double)want[o][r]);
+                        tested8 += b8;
                     }
-                    if (!k->dot8[type])
-                        continue;
-                    for (int r = 0; r < FCPU_NR8; r++)
-                        got[r] = NAN;
-                    k->dot8[type](n, wo, xt, ldx, nr, got);
-                    for (int r = 0; r < FCPU_NR8; r++)
-                        CHECKM(r < nr ? fabs((double)got[r] - want[r]) <= 1e-5 * mag[r] + 1e-30 : isnan(got[r]),
-                               "%s dot8 %s n %lld out %lld rows %d row %d: %.9g vs %.9g",
-                               k->name, gg_type_name(type), (long long)n, (long long)o, nr, r,
-                               (double)got[r], (double)want[r]);
-                    tested8++;
-                }
             }
             if (k->dot4[type]) /* the four weight rows against each activation row */
                 for (int r = 0; r < FCPU_NR8; r++) {
-                    const uint8_t *row = xq + (size_t)r * ldx;
-                    float got[4], want;
-                    k->dot4[type](n, w, rb, row, got);
-                    for (int64_t o = 0; o < n_out; o++) {
-                        const uint8_t *wo = w + rb * (uint64_t)o;
-                        ref->dot[type](n, wo, row, ldx, 1, &want);
-                        fq_dequantize_row(type, wo, wf, n);
-                        const int8_t *q = fcpu_x_qs(row);
-                        const float *d = fcpu_xqk_d(row, n);
-                        double mag = 0;
-                        for (int64_t i = 0; i < n; i++)
-                            mag += fabs((double)wf[i] * q[i] * d[i / 256]);
-                        CHECKM(fabs((double)got[o] - want) <= 1e-5 * mag + 1e-30,
+                    float got[4];
+                    k->dot4[type](n, w, rb, xq + (size_t)r * ldx, got);
+                    for (int64_t o = 0; o < n_out; o++)
+                        CHECKM(fabs((double)got[o] - want[o][r]) <= 1e-5 * mag[o][r] + 1e-30,
                                "%s dot4 %s n %lld out %lld row %d: %.9g vs %.9g", k->name,
                                gg_type_name(type), (long long)n, (long long)o, r,
-                               (double)got[o], (double)want);
-                    }
+                               (double)got[o], (double)want[o][r]);
                     tested4++;
                 }
             free(w); free(xq); free(xt); free(x); free(wf); free(xd);

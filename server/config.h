@@ -58,6 +58,7 @@ typedef struct cfg {
     int retry_after;        /* seconds, in every 503 */
     double sse_ping_interval; /* seconds */
     cfg_list_t api_keys;    /* as configured */
+    cfg_list_t cors_origins; /* origins allowed to call from a browser; "*" any; empty none */
     char *api_key_file;     /* one key per line */
     int log_level;          /* enum cfg_log_level */
     int log_format;         /* enum cfg_log_format (restart to change) */

@@ -148,12 +148,13 @@ static cJSON *chat_token(const tok_t *tok, int32_t id, float logprob)
     return NULL;
 }
 
-/* Chat: {"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}. */
+/* Chat: {"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}], "refusal": null}
+ * (the SDKs' types require "refusal"; fusiond never refuses). */
 static cJSON *chat_logprobs(const oai_resp_t *r, const oai_choice_t *c)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON *content = cJSON_CreateArray();
-    bool ok = put(o, "content", content);
+    bool ok = put(o, "content", content) && put(o, "refusal", cJSON_CreateNull());
     for (size_t i = 0; ok && i < c->n_lp; i++) {
         const oai_lp_t *lp = &c->lp[i];
         cJSON *t = chat_token(r->tok, lp->token, lp->logprob);
@@ -210,6 +211,10 @@ static cJSON *choice_obj(const oai_resp_t *r, const oai_choice_t *c)
             ok = put(m, "role", cJSON_CreateString("assistant"));
         if (ok && (!r->chunk || c->role || c->text_len))
             ok = put(m, "content", str_n(c->text, c->text_len));
+        /* A whole message's "refusal" is required by the SDKs' types (openai-node's
+         * ChatCompletionMessage): null, as OpenAI sends when the model answered. */
+        if (ok && !r->chunk)
+            ok = put(m, "refusal", cJSON_CreateNull());
     } else {
         ok = ok && put(o, "text", str_n(c->text, c->text_len));
     }
@@ -244,6 +249,8 @@ char *oai_response(const oai_resp_t *r)
     ok = ok && put(root, "choices", choices);
     for (int i = 0; ok && i < r->n_choices; i++)
         ok = put(choices, NULL, choice_obj(r, &r->choices[i]));
+    if (ok && !r->usage && r->usage_null)
+        ok = put(root, "usage", cJSON_CreateNull());
     if (ok && r->usage) {
         cJSON *u = cJSON_CreateObject();
         ok = put(root, "usage", u) &&
@@ -260,17 +267,15 @@ char *oai_response(const oai_resp_t *r)
 char *oai_error(int status, const char *type, const char *code, const char *param,
                 const char *message)
 {
+    (void)status; /* OpenAI's body has no status: the HTTP status line carries it */
     cJSON *root = cJSON_CreateObject();
     cJSON *e = cJSON_CreateObject();
-    char codebuf[16];
-    if (!code) {
-        snprintf(codebuf, sizeof codebuf, "%d", status);
-        code = codebuf;
-    }
+    /* No specific code is null, as OpenAI sends it: clients branch on `code` being one of
+     * OpenAI's strings (context_length_exceeded, ...), and "400" would be none of them. */
     bool ok = put(root, "error", e) && put(e, "message", str_n(message, strlen(message))) &&
               put(e, "type", cJSON_CreateString(type ? type : "invalid_request_error")) &&
               put(e, "param", param && *param ? str_n(param, strlen(param)) : cJSON_CreateNull()) &&
-              put(e, "code", cJSON_CreateString(code));
+              put(e, "code", code ? cJSON_CreateString(code) : cJSON_CreateNull());
     return finish(root, ok);
 }
 

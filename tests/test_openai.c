@@ -95,8 +95,16 @@ START_TEST(test_chat_chunks)
     const cJSON *d = at(c, "delta");
     ck_assert_str_eq(at(d, "role")->valuestring, "assistant");
     ck_assert_str_eq(at(d, "content")->valuestring, "");
+    ck_assert(cJSON_GetObjectItem(d, "refusal") == NULL); /* a delta's refusal is optional */
     ck_assert(cJSON_IsNull(at(c, "finish_reason")));
+    ck_assert(cJSON_GetObjectItem(j, "usage") == NULL);
     cJSON_Delete(j);
+    /* With include_usage, the chunks before the usage one carry "usage": null. */
+    r.usage_null = true;
+    j = parse(oai_response(&r));
+    ck_assert(cJSON_IsNull(at(j, "usage")));
+    cJSON_Delete(j);
+    r.usage_null = false;
 
     ch.role = false;
     ch.finish_reason = "length";
@@ -108,6 +116,7 @@ START_TEST(test_chat_chunks)
     /* The include_usage chunk: no choices. */
     r.n_choices = 0;
     r.usage = true;
+    r.usage_null = true; /* the usage chunk's own usage wins */
     r.prompt_tokens = 3;
     j = parse(oai_response(&r));
     ck_assert_int_eq(cJSON_GetArraySize(at(j, "choices")), 0);
@@ -125,6 +134,9 @@ START_TEST(test_chat_chunks)
     const cJSON *m = at(cJSON_GetArrayItem(at(j, "choices"), 0), "message");
     ck_assert_str_eq(at(m, "role")->valuestring, "assistant");
     ck_assert_str_eq(at(m, "content")->valuestring, "A");
+    ck_assert(cJSON_IsNull(at(m, "refusal"))); /* required by the SDKs' types */
+    ck_assert(cJSON_IsNull(at(at(cJSON_GetArrayItem(at(j, "choices"), 0), "logprobs"),
+                              "refusal")));
     const cJSON *e = cJSON_GetArrayItem(at(at(cJSON_GetArrayItem(at(j, "choices"), 0),
                                               "logprobs"), "content"), 0);
     ck_assert_str_eq(at(e, "token")->valuestring, "<65>");
@@ -143,7 +155,17 @@ START_TEST(test_error_body)
     ck_assert_str_eq(at(er, "message")->valuestring, "bad \"x\n\"");
     ck_assert_str_eq(at(er, "type")->valuestring, "invalid_request_error");
     ck_assert_str_eq(at(er, "param")->valuestring, "stop[1]");
-    ck_assert_str_eq(at(er, "code")->valuestring, "400");
+    /* No specific code: null, as OpenAI's (not the status as a string). */
+    ck_assert(cJSON_IsNull(at(er, "code")));
+    ck_assert_ptr_null(cJSON_GetObjectItem(er, "status"));
+    cJSON_Delete(j);
+    e.code = "unsupported_parameter";
+    j = parse(oai_error_from(&e));
+    ck_assert_str_eq(at(at(j, "error"), "code")->valuestring, "unsupported_parameter");
+    cJSON_Delete(j);
+    j = parse(oai_error(500, "server_error", NULL, NULL, "boom"));
+    ck_assert(cJSON_IsNull(at(at(j, "error"), "code")));
+    ck_assert(cJSON_IsNull(at(at(j, "error"), "param")));
     cJSON_Delete(j);
     j = parse(oai_error(503, "service_unavailable_error", "overloaded", NULL, "busy"));
     er = at(j, "error");

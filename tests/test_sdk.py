@@ -3,7 +3,10 @@
 in tests/sdk/package-lock.json): it starts the real fusiond with the demo model and an API
 key on a free loopback port and runs tests/sdk/check.mjs, which uses the SDK as a user would
 (models, completions and chat whole and streamed, usage, stop, n, logprobs, seeds, typed
-errors, a wrong key, an aborted stream); the greedy text must equal fusion-cli's.  Skips (77)
+errors, a wrong key, an aborted stream); the greedy text must equal fusion-cli's.  A second
+daemon with room for one request proves a full queue's 503 + Retry-After and the SDK's
+retries honouring it, then a SIGTERM that cancels a stream midway: the SDK's iterator raises
+the server's error frame.  Skips (77)
 when node (>= 18) or the SDK is missing, unless FUSIOND_REQUIRE_SDK=1 (CI's make check), where
 that is a failure.  The SDK is looked for in FUSIOND_SDK_DIR, else $top_srcdir/tests/sdk
 (install it there: cd tests/sdk && npm ci)."""
@@ -21,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon_harness import Daemon, TmpDir, check, fail, time_scale  # noqa: E402
 
 KEY = "sk-fusiond-sdk-test-3Jq8"
+CORS_ORIGIN = "http://localhost:5173"  # a web UI's dev server
 CLI_PROMPT, CLI_TOKENS = "And God said", 24
 SRC = os.environ.get("top_srcdir") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 BUILD = os.environ.get("top_builddir", ".")
@@ -63,6 +67,23 @@ def cli_text(model):
     return text
 
 
+def run_check(node, env):
+    try:
+        return subprocess.run([node, os.path.join(SRC, "tests", "sdk", "check.mjs")], env=env,
+                              stdin=subprocess.DEVNULL, timeout=120 * time_scale())
+    except subprocess.TimeoutExpired:
+        fail("check.mjs did not finish within %gs" % (120 * time_scale()))
+
+
+def stop(d):
+    """SIGTERM: fusiond must still run, exit 0 and have logged no error."""
+    check(d.proc.poll() is None, "fusiond exited during the SDK checks")
+    d.signal(signal.SIGTERM)
+    rc = d.wait_exit()
+    check(rc == 0, "fusiond exited with %s after SIGTERM" % rc)
+    check(not d.log_has(r"\b(error|crit|alert|emerg):"), "fusiond logged an error")
+
+
 def main():
     node, sdk, node_ver, sdk_ver = find_sdk()
     model = os.path.abspath(os.path.join(SRC, "models", "demo.gguf"))
@@ -71,29 +92,41 @@ def main():
     tmp = TmpDir()
     d = None
     try:
-        conf = tmp.write("fusiond.conf", "model = %s\napi_keys = %s\n" % (model, KEY))
+        conf = tmp.write("fusiond.conf", "model = %s\napi_keys = %s\ncors_origins = %s\n"
+                         % (model, KEY, CORS_ORIGIN))
         d = Daemon(["-c", conf, "--port=0", "--threads=2"], tmp)
         d.wait_ready()
         env = dict(os.environ)
         env.update({
             "FUSIOND_BASE_URL": "http://127.0.0.1:%d/v1" % d.port,
             "FUSIOND_API_KEY": KEY,
+            "FUSIOND_CORS_ORIGIN": CORS_ORIGIN,
             "FUSIOND_SDK_DIR": sdk,
             "FUSIOND_CLI_TEXT": json.dumps({"prompt": CLI_PROMPT, "max_tokens": CLI_TOKENS,
                                             "text": cli}),
             "NODE_NO_WARNINGS": "1",
         })
         print("node %s, openai %s (%s)" % (node_ver, sdk_ver, sdk), flush=True)
-        try:
-            p = subprocess.run([node, os.path.join(SRC, "tests", "sdk", "check.mjs")], env=env,
-                               stdin=subprocess.DEVNULL, timeout=120 * time_scale())
-        except subprocess.TimeoutExpired:
-            fail("check.mjs did not finish within %gs" % (120 * time_scale()))
+        p = run_check(node, env)
         check(p.returncode == 0, "check.mjs failed (exit %d)" % p.returncode)
-        check(d.proc.poll() is None, "fusiond exited during the SDK checks")
-        d.signal(signal.SIGTERM)
+        stop(d)
+        d.close()
+        d = None
+
+        # A full queue: 503 + Retry-After, and the SDK's retries honour it.
+        # Then SIGTERM cancels a stream midway (drain_timeout 0): the SDK raises its error.
+        conf = tmp.write("busy.conf", "model = %s\napi_keys = %s\nmax_running = 1\n"
+                                      "max_waiting = 0\nretry_after = 1\ndrain_timeout = 0\n"
+                         % (model, KEY))
+        d = Daemon(["-c", conf, "--port=0", "--threads=2"], tmp)
+        d.wait_ready()
+        env["FUSIOND_BASE_URL"] = "http://127.0.0.1:%d/v1" % d.port
+        env["FUSIOND_CHECK"] = "busy"
+        env["FUSIOND_PID"] = str(d.wait_pid())
+        p = run_check(node, env)
+        check(p.returncode == 0, "check.mjs (busy) failed (exit %d)" % p.returncode)
         rc = d.wait_exit()
-        check(rc == 0, "fusiond exited with %s after SIGTERM" % rc)
+        check(rc == 0, "fusiond exited with %s after SIGTERM with a stream running" % rc)
         check(not d.log_has(r"\b(error|crit|alert|emerg):"), "fusiond logged an error")
     finally:
         if d:

@@ -6,7 +6,9 @@
 //   FUSIOND_BASE_URL=http://127.0.0.1:8080/v1 FUSIOND_API_KEY=KEY node tests/sdk/check.mjs
 // Environment: FUSIOND_SDK_DIR (the folder whose node_modules holds `openai`; default: this
 // script's folder), FUSIOND_CLI_TEXT (JSON {prompt, max_tokens, text}: fusion-cli's greedy
-// text, which the server must reproduce).  Exit 0: all passed, 1: a check failed.
+// text, which the server must reproduce), FUSIOND_CHECK=busy (the checks for a server with
+// max_running 1, max_waiting 0, retry_after 1, drain_timeout 0, whose pid is FUSIOND_PID).
+// Exit 0: all passed, 1: a check failed.
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -93,6 +95,64 @@ async function expectError(what, fn, cls, status, want = {}) {
 
 const client = new OpenAI({ baseURL, apiKey, maxRetries: 0, timeout: 60_000 });
 console.log('openai ' + sdkVersion + ' on node ' + process.version + ' against ' + baseURL);
+
+// FUSIOND_CHECK=busy: a server with max_running 1, max_waiting 0, retry_after 1.  A request
+// that finds it full gets 503 with Retry-After, which the SDK's own retries (maxRetries,
+// default 2) honour: the same call with retries succeeds once the running one is done.
+// Then SIGTERM (drain_timeout 0, FUSIOND_PID) cancels a stream midway.
+if (process.env.FUSIOND_CHECK === 'busy') {
+  const model = (await client.models.list()).data[0].id;
+  const req = { model, prompt: 'And God said', max_tokens: 8, temperature: 0 };
+  const busy = async () => {
+    const stream = await client.completions.create({ model, prompt: 'And', max_tokens: 80,
+      ignore_eos: true, temperature: 0, stream: true });
+    const it = stream[Symbol.asyncIterator]();
+    await it.next(); // running now: the engine has produced a token
+    return { it, rest: async () => { let n = 1; while (!(await it.next()).done) n++; return n; } };
+  };
+  let b = await busy();
+  const e = await expectError('queue full', () => client.completions.create(req),
+    OpenAI.InternalServerError, 503, { code: 'overloaded', type: 'service_unavailable_error' });
+  eq(e && e.headers && (e.headers.get ? e.headers.get('retry-after') : e.headers['retry-after']),
+    '1', 'queue full: Retry-After 1');
+  await b.rest();
+  b = await busy();
+  const retrying = new OpenAI({ baseURL, apiKey, maxRetries: 4 });
+  const t0 = Date.now();
+  const [r] = await Promise.all([retrying.completions.create(req), b.rest()]);
+  const waited = Date.now() - t0;
+  check(r.choices[0].text.length > 0 && r.choices[0].finish_reason === 'length',
+    'queue full: the SDK\'s retry succeeds', show(r.choices[0]));
+  check(waited >= 900, 'queue full: the SDK waited Retry-After before retrying (' + waited + ' ms)');
+  const m = await metrics();
+  // A slow machine (ASan) may refuse a retry too; the SDK then waits again.
+  const n503 = m['fusiond_requests_total{endpoint="completions",status="503"}'];
+  check(n503 >= 2 && n503 <= 5, 'queue full: the refused request and the retried one got 503',
+    show(n503));
+
+  // SIGTERM with drain_timeout 0 cancels a running stream: the error frame fusiond then sends
+  // (data: {"error": ...}) surfaces from the SDK's iterator as an APIError with its message.
+  const pid = Number(process.env.FUSIOND_PID);
+  if (check(pid > 0, 'FUSIOND_PID is set')) {
+    const stream = await client.completions.create({ model, prompt: 'And', max_tokens: 300,
+      ignore_eos: true, temperature: 0, stream: true });
+    let n = 0;
+    let err = null;
+    try {
+      for await (const ch of stream) {
+        if (ch.choices.length && ++n === 2) process.kill(pid, 'SIGTERM');
+      }
+    } catch (e) {
+      err = e;
+    }
+    check(err instanceof OpenAI.APIError && /shutting down/.test(err.message) &&
+      err.error && err.error.code === 'cancelled' && n >= 2 && n < 300,
+    'SIGTERM mid-stream: the iterator throws APIError (code cancelled) after ' + n + ' chunks',
+    String(err) + ' ' + show(err && err.error));
+  }
+  console.log(failures ? failures + ' check(s) FAILED' : 'all checks passed');
+  process.exit(failures ? 1 : 0);
+}
 
 // ---- models
 const list = await client.models.list();
@@ -203,7 +263,8 @@ async function collect(stream) {
   const last = chunks[chunks.length - 1];
   eq(last.choices, [], 'include_usage: the last chunk has no choices');
   eq(last.usage, c1.usage, 'include_usage: the last chunk\'s usage == the whole answer\'s');
-  check(chunks.slice(0, -1).every((c) => !c.usage), 'include_usage: only the last chunk has usage');
+  check(chunks.slice(0, -1).every((c) => c.usage === null),
+    'include_usage: the other chunks have usage null, as OpenAI sends them');
   eq(chunks.filter((c) => c.choices.length).map((c) => c.choices[0].text).join(''), text,
     'include_usage: deltas still join to the text');
 }
@@ -218,6 +279,7 @@ const ch1 = await client.chat.completions.create(chatBase);
 const msg = ch1.choices[0].message;
 eq(ch1.object, 'chat.completion', 'chat object');
 eq(msg.role, 'assistant', 'chat message role');
+eq(msg.refusal, null, 'chat message refusal is null (the SDK\'s type requires the field)');
 check(typeof msg.content === 'string' && msg.content.length > 0, 'chat content is not empty', show(msg));
 eq(ch1.choices[0].finish_reason, 'length', 'chat finish_reason length');
 eq(ch1.usage.completion_tokens, 10, 'chat usage.completion_tokens == max_tokens');
@@ -291,6 +353,7 @@ eq(ch2.usage.completion_tokens, 10, 'max_completion_tokens: completion_tokens');
   if (check(Array.isArray(content) && content.length === 5, 'chat logprobs.content: one per token',
     show(r.choices[0].logprobs))) {
     eq(content.map((t) => t.token).join(''), r.choices[0].message.content, 'chat logprobs tokens join to the content');
+    eq(r.choices[0].logprobs.refusal, null, 'chat logprobs.refusal is null (required by the type)');
     check(content.every((t) => t.logprob <= 0 && Array.isArray(t.bytes) && t.top_logprobs.length === 2 &&
       Math.abs(t.top_logprobs[0].logprob - t.logprob) < 1e-4),
     'chat logprobs: logprob, bytes, 2 top_logprobs, greedy = the best', show(content[0]));
@@ -304,8 +367,19 @@ eq(ch2.usage.completion_tokens, 10, 'max_completion_tokens: completion_tokens');
 }
 
 // ---- errors: typed, with the right status and the server's message
+// No specific code is null, as OpenAI's (the SDK's e.code), not the status as a string.
 await expectError('temperature -1', () => client.completions.create({ ...base, temperature: -1 }),
-  OpenAI.BadRequestError, 400, { param: 'temperature', type: 'invalid_request_error' });
+  OpenAI.BadRequestError, 400, { param: 'temperature', type: 'invalid_request_error', code: null });
+// A field fusiond does not implement is refused rather than silently ignored; at the value
+// that asks for nothing it is served.
+await expectError('suffix', () => client.completions.create({ ...base, suffix: ' Amen.' }),
+  OpenAI.BadRequestError, 400, { param: 'suffix', code: 'unsupported_parameter' });
+await expectError('best_of above n', () => client.completions.create({ ...base, best_of: 3 }),
+  OpenAI.BadRequestError, 400, { param: 'best_of', code: 'unsupported_parameter' });
+{
+  const r = await client.completions.create({ ...base, suffix: null, best_of: 1 });
+  check(r.choices.length === 1 && r.choices[0].text.length > 0, 'suffix null, best_of 1: served');
+}
 await expectError('chat without messages', () => client.chat.completions.create({ model, max_tokens: 4 }),
   OpenAI.BadRequestError, 400, { param: 'messages' });
 await expectError('streamed bad request', () => client.chat.completions.create({ ...chatBase,
@@ -329,7 +403,10 @@ await expectError('chat max_completion_tokens beyond the context', () => client.
 const tools = [{ type: 'function', function: { name: 'get_weather', description: 'The weather',
   parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
 await expectError('chat with tools', () => client.chat.completions.create({ ...chatBase, tools }),
-  OpenAI.BadRequestError, 400, { param: 'tools' });
+  OpenAI.BadRequestError, 400, { param: 'tools', code: 'unsupported_parameter' });
+await expectError('chat with a JSON response_format', () => client.chat.completions.create({
+  ...chatBase, response_format: { type: 'json_object' } }), OpenAI.BadRequestError, 400,
+{ param: 'response_format', code: 'unsupported_value' });
 {
   const r = await client.chat.completions.create({ ...chatBase, tools, tool_choice: 'none' });
   eq(r.choices[0].message.content, msg.content, 'tools with tool_choice none: the text answer');
@@ -341,6 +418,59 @@ await expectError('a wrong API key', () => wrong.models.list(), OpenAI.Authentic
   { type: 'authentication_error' });
 await expectError('a wrong API key on a completion', () => wrong.completions.create(base),
   OpenAI.AuthenticationError, 401);
+
+// ---- CORS (the daemon runs with cors_origins = FUSIOND_CORS_ORIGIN): what a browser does
+// around the SDK's requests (new OpenAI({ dangerouslyAllowBrowser: true }) in a page of that
+// origin).  The headers the SDK sends are taken from a real call, then preflighted.
+const corsOrigin = process.env.FUSIOND_CORS_ORIGIN;
+function corsRaw(method, p, headers, body) {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const req = http.request(root + p, { method, headers: { ...headers,
+      ...(data ? { 'Content-Type': 'application/json', 'Content-Length': data.length } : {}) } },
+    (res) => {
+      const parts = [];
+      res.on('data', (c) => parts.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers,
+        body: Buffer.concat(parts).toString() }));
+    });
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+if (corsOrigin) {
+  let sent = null;
+  const spy = new OpenAI({ baseURL, apiKey, maxRetries: 0,
+    fetch: (url, init) => { sent = new Headers(init.headers); return fetch(url, init); } });
+  await spy.completions.create({ ...base, max_tokens: 2 });
+  // What a browser preflights: every header but the CORS-safelisted ones.
+  const safe = new Set(['accept', 'accept-language', 'content-language']);
+  const names = sent ? [...sent.keys()].filter((h) => !safe.has(h)) : [];
+  check(names.includes('authorization') && names.some((h) => h.startsWith('x-stainless-')),
+    'CORS: the SDK sends authorization and x-stainless-* headers', show(names));
+  const pre = await corsRaw('OPTIONS', '/v1/chat/completions', { Origin: corsOrigin,
+    'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': names.join(',') });
+  const allowed = String(pre.headers['access-control-allow-headers'] || '').toLowerCase()
+    .split(/\s*,\s*/);
+  check(pre.status === 204 && pre.headers['access-control-allow-origin'] === corsOrigin &&
+    /\bPOST\b/.test(pre.headers['access-control-allow-methods'] || '') &&
+    names.every((h) => allowed.includes(h)),
+  'CORS: the preflight (no API key) allows the SDK\'s method and headers', show(pre));
+  const real = await corsRaw('POST', '/v1/chat/completions', { Origin: corsOrigin,
+    Authorization: 'Bearer ' + apiKey }, { ...chatBase, max_tokens: 2, stream: true });
+  const expose = String(real.headers['access-control-expose-headers'] || '').toLowerCase();
+  check(real.status === 200 && real.headers['access-control-allow-origin'] === corsOrigin &&
+    expose.includes('x-request-id') && expose.includes('retry-after') &&
+    real.body.includes('data: [DONE]'),
+  'CORS: a stream from the allowed origin is shared with it, request id exposed', show(real.headers));
+  const nokey = await corsRaw('POST', '/v1/completions', { Origin: corsOrigin }, base);
+  check(nokey.status === 401 && nokey.headers['access-control-allow-origin'] === corsOrigin,
+    'CORS: the real request still needs the key (a 401 the page can read)', show(nokey.status));
+  const other = await corsRaw('OPTIONS', '/v1/chat/completions', { Origin: 'http://evil.example',
+    'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'authorization' });
+  check(other.status !== 204 && !other.headers['access-control-allow-origin'],
+    'CORS: another origin\'s preflight is refused', show(other.status));
+}
 
 // ---- cancellation: abort a stream midway; the server cancels it and keeps serving.
 {

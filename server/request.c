@@ -470,7 +470,7 @@ enum neutral {
     NEU_NULL,  /* only null (absent) */
     NEU_EMPTY, /* null, "", {} or [] */
     NEU_FALSE, /* null or false */
-    NEU_ZERO,  /* null or 0 */
+    NEU_NUM,   /* null or the number `num` (a sampler's "off") */
 };
 
 #define K_CMPL (1u << RQ_COMPLETION)
@@ -480,24 +480,34 @@ static const struct unsupported {
     const char *key;
     unsigned kinds;
     int neutral;
+    double num;         /* NEU_NUM's value */
     const char *what;   /* what the field asks for */
 } unsupported[] = {
-    {"suffix", K_CMPL, NEU_EMPTY, "insertion (text after the completion)"},
-    {"echo", K_CHAT, NEU_FALSE, "echoing the last message (vLLM's chat echo)"},
-    {"audio", K_CHAT, NEU_NULL, "audio output"},
-    {"web_search_options", K_CHAT, NEU_NULL, "web search"},
-    {"use_beam_search", K_CMPL | K_CHAT, NEU_FALSE, "beam search"},
-    {"min_tokens", K_CMPL | K_CHAT, NEU_ZERO, "a minimum number of generated tokens"},
-    {"grammar", K_CMPL | K_CHAT, NEU_EMPTY, "grammar-constrained output"},
-    {"json_schema", K_CMPL | K_CHAT, NEU_EMPTY, "schema-constrained output"},
-    {"guided_json", K_CMPL | K_CHAT, NEU_EMPTY, "schema-constrained output"},
-    {"guided_regex", K_CMPL | K_CHAT, NEU_EMPTY, "regex-constrained output"},
-    {"guided_choice", K_CMPL | K_CHAT, NEU_EMPTY, "choice-constrained output"},
-    {"guided_grammar", K_CMPL | K_CHAT, NEU_EMPTY, "grammar-constrained output"},
-    {"structured_outputs", K_CMPL | K_CHAT, NEU_EMPTY, "constrained output"},
+    {"suffix", K_CMPL, NEU_EMPTY, 0, "insertion (text after the completion)"},
+    {"echo", K_CHAT, NEU_FALSE, 0, "echoing the last message (vLLM's chat echo)"},
+    {"audio", K_CHAT, NEU_NULL, 0, "audio output"},
+    {"web_search_options", K_CHAT, NEU_NULL, 0, "web search"},
+    {"use_beam_search", K_CMPL | K_CHAT, NEU_FALSE, 0, "beam search"},
+    {"min_tokens", K_CMPL | K_CHAT, NEU_NUM, 0, "a minimum number of generated tokens"},
+    {"grammar", K_CMPL | K_CHAT, NEU_EMPTY, 0, "grammar-constrained output"},
+    {"json_schema", K_CMPL | K_CHAT, NEU_EMPTY, 0, "schema-constrained output"},
+    {"guided_json", K_CMPL | K_CHAT, NEU_EMPTY, 0, "schema-constrained output"},
+    {"guided_regex", K_CMPL | K_CHAT, NEU_EMPTY, 0, "regex-constrained output"},
+    {"guided_choice", K_CMPL | K_CHAT, NEU_EMPTY, 0, "choice-constrained output"},
+    {"guided_grammar", K_CMPL | K_CHAT, NEU_EMPTY, 0, "grammar-constrained output"},
+    {"structured_outputs", K_CMPL | K_CHAT, NEU_EMPTY, 0, "constrained output"},
+    {"prompt_logprobs", K_CMPL | K_CHAT, NEU_NULL, 0, "log-probabilities of the prompt"},
+    /* llama-server's: n_probs is its logprobs (use logprobs), the others switch on samplers
+     * fusiond does not have; their "off" values, which its web UI sends, are served. */
+    {"n_probs", K_CMPL | K_CHAT, NEU_NUM, 0, "log-probabilities (use 'logprobs')"},
+    {"mirostat", K_CMPL | K_CHAT, NEU_NUM, 0, "Mirostat sampling"},
+    {"typical_p", K_CMPL | K_CHAT, NEU_NUM, 1, "locally typical sampling"},
+    {"dynatemp_range", K_CMPL | K_CHAT, NEU_NUM, 0, "dynamic temperature"},
+    {"xtc_probability", K_CMPL | K_CHAT, NEU_NUM, 0, "XTC sampling"},
+    {"dry_multiplier", K_CMPL | K_CHAT, NEU_NUM, 0, "DRY repetition penalty"},
 };
 
-static bool is_neutral(const cJSON *v, int neutral)
+static bool is_neutral(const cJSON *v, int neutral, double num)
 {
     switch (neutral) {
     case NEU_EMPTY:
@@ -505,8 +515,8 @@ static bool is_neutral(const cJSON *v, int neutral)
                ((cJSON_IsObject(v) || cJSON_IsArray(v)) && !v->child);
     case NEU_FALSE:
         return cJSON_IsFalse(v);
-    case NEU_ZERO:
-        return cJSON_IsNumber(v) && v->valuedouble == 0;
+    case NEU_NUM:
+        return cJSON_IsNumber(v) && v->valuedouble == num;
     default:
         return false;
     }
@@ -532,7 +542,7 @@ static int check_unsupported(const cJSON *root, int kind, const rq_t *r, rq_err_
     for (size_t i = 0; i < FD_ARRAY_LEN(unsupported); i++) {
         const struct unsupported *u = &unsupported[i];
         const cJSON *v = field(root, u->key);
-        if (!(u->kinds & (1u << kind)) || !v || is_neutral(v, u->neutral))
+        if (!(u->kinds & (1u << kind)) || !v || is_neutral(v, u->neutral, u->num))
             continue;
         return unsupported_param(e, u->key, "'%s' (%s) is not supported by fusiond; leave it "
                                  "out", u->key, u->what);
@@ -635,6 +645,18 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
     if (user && !cJSON_IsString(user))
         return bad(e, "user", "'user' must be a string, not %s", type_name(user));
 
+    /* OpenAI's chat field; vLLM and llama-server take it on completions too. */
+    const cJSON *rf = field(root, "response_format");
+    if (rf) {
+        const cJSON *t = cJSON_IsObject(rf) ? field(rf, "type") : NULL;
+        if (!cJSON_IsString(t) || strcmp(t->valuestring, "text") != 0) {
+            bad(e, "response_format", "'response_format' other than {\"type\": \"text\"} "
+                "is not supported: fusiond cannot constrain the output");
+            e->code = "unsupported_value";
+            return -EINVAL;
+        }
+    }
+
     if (kind == RQ_COMPLETION) {
         if ((rc = get_bool(root, "echo", &r->echo, e)))
             return rc;
@@ -654,16 +676,6 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
             r->logprobs = have ? (int)v : 0;
         if ((rc = get_bool(root, "add_generation_prompt", &r->add_generation_prompt, e)))
             return rc;
-        const cJSON *rf = field(root, "response_format");
-        if (rf) {
-            const cJSON *t = cJSON_IsObject(rf) ? field(rf, "type") : NULL;
-            if (!cJSON_IsString(t) || strcmp(t->valuestring, "text") != 0) {
-                bad(e, "response_format", "'response_format' other than "
-                    "{\"type\": \"text\"} is not supported");
-                e->code = "unsupported_value";
-                return -EINVAL;
-            }
-        }
         /* Function calling is not supported: a request that offers tools and lets the
          * model use them would get plain text and never a tool call, which a client (the
          * SDKs' runTools) cannot tell from the model declining.  An empty list, or

@@ -200,6 +200,10 @@ START_TEST(test_unsupported_fields)
         {RQ_COMPLETION, "\"logit_bias\":{}"}, {RQ_COMPLETION, "\"min_tokens\":0"},
         {RQ_COMPLETION, "\"use_beam_search\":false"}, {RQ_COMPLETION, "\"grammar\":\"\""},
         {RQ_COMPLETION, "\"metadata\":{\"a\":\"b\"},\"store\":true"},
+        {RQ_COMPLETION, "\"response_format\":{\"type\":\"text\"},\"prompt_logprobs\":null"},
+        /* llama-server's web UI sends its samplers' "off" values. */
+        {RQ_CHAT, "\"n_probs\":0,\"mirostat\":0,\"typical_p\":1,\"dynatemp_range\":0,"
+                  "\"xtc_probability\":0,\"dry_multiplier\":0,\"min_tokens\":0"},
         {RQ_CHAT, "\"echo\":false"}, {RQ_CHAT, "\"audio\":null"},
         {RQ_CHAT, "\"modalities\":[\"text\"]"}, {RQ_CHAT, "\"json_schema\":{}"},
         {RQ_CHAT, "\"guided_choice\":[]"}, {RQ_CHAT, "\"response_format\":{\"type\":\"text\"}"},
@@ -385,6 +389,18 @@ static const struct bad_case {
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"use_beam_search\":true}", 400, "use_beam_search"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"grammar\":\"root ::= \\\"a\\\"\"}", 400, "grammar"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"guided_regex\":\"a+\"}", 400, "guided_regex"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"response_format\":{\"type\":\"json_object\"}}", 400,
+     "response_format"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"prompt_logprobs\":0}", 400, "prompt_logprobs"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"n_probs\":5}", 400, "n_probs"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"mirostat\":2}", 400, "mirostat"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"typical_p\":0.9}", 400, "typical_p"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"dry_multiplier\":0.8}",
+     400, "dry_multiplier"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"xtc_probability\":"
+              "0.5}", 400, "xtc_probability"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"dynatemp_range\":"
+              "\"1\"}", 400, "dynatemp_range"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"echo\":true}", 400,
      "echo"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"json_schema\":"

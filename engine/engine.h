@@ -179,7 +179,8 @@ typedef struct eng_request {
  * called.  At most ENG_MAX_STOP stop strings, none empty. */
 #define ENG_MAX_STOP 16
 int eng_submit(eng_t *e, const eng_request_t *r, uint64_t *id, char *err, size_t errlen);
-/* Cancels at the next step (frees its KV at once); DONE with ENG_FINISH_CANCEL follows.
+/* Cancels at the next step (frees its KV at once, or keeps it as a cached slot with
+ * params.prefix_cache); DONE with ENG_FINISH_CANCEL follows.
  * -ENOENT when id is unknown or already done. */
 int eng_cancel(eng_t *e, uint64_t id);
 void eng_cancel_all(eng_t *e);
@@ -199,7 +200,8 @@ typedef struct eng_stats {
                                    max_tokens each): admission stops at kv_total */
     /* prefix cache (params.prefix_cache) */
     int cached_slots;           /* finished sequences' slots kept for reuse */
-    int64_t kv_cached;          /* their tokens: with kv_reserved at most kv_total */
+    int64_t kv_cached;          /* their tokens (not in kv_used): with kv_reserved at most
+                                   kv_total */
     uint64_t cache_hits;        /* requests that reused a cached slot's KV */
     uint64_t cached_tokens;     /* prompt tokens those requests did not prefill */
     uint64_t cache_evictions;   /* cached slots dropped to make room */

@@ -574,8 +574,13 @@ static float fit_asym(int n, int nmax, const float *x, const float *w, uint8_t *
         best += w[i] * e * e;
     }
     uint8_t cand[FQ_QK_K];
-    for (int s = 0; s <= 20; s++) {
-        float iscale = ((float)nmax - 1.f + 0.1f * (float)s) / (hi - lo);
+    /* with 32 levels (Q5_K) a sub-block of 32 often uses fewer than its range holds; the
+     * candidates k / (max - min), k < nmax - 1, find those grids (so that values on one
+     * re-quantize exactly) */
+    const int extra = nmax > 15 ? nmax / 2 : 0;
+    for (int s = 0; s <= 20 + extra; s++) {
+        float iscale = s <= 20 ? ((float)nmax - 1.f + 0.1f * (float)s) / (hi - lo)
+                               : (float)(nmax - 1 - (s - 20)) / (hi - lo);
         double sl = 0, sl2 = 0, sxl = 0;
         for (int i = 0; i < n; i++) {
             cand[i] = (uint8_t)clampi(nearest(iscale * (x[i] - lo)), 0, nmax);
@@ -607,11 +612,12 @@ static float fit_asym(int n, int nmax, const float *x, const float *w, uint8_t *
     return scale;
 }
 
-static void q_q4_K(const float *x, void *vb)
+/* The shared part of Q4_K and Q5_K (nmax 15 / 31): fits each sub-block of 32, writes the
+ * fp16 d and dmin and the 12 packed bytes of 6-bit scales and mins at b (the first 16 bytes
+ * of both layouts), and leaves the codes, rounded with the stored scales, in L. */
+static void q_kmin(const float *x, int nmax, uint8_t *b, uint8_t L[256])
 {
-    fq_block_q4_K *b = vb;
     float sc[8], mn[8], w[32];
-    uint8_t L[256];
     float max_sc = 0, max_mn = 0;
     for (int j = 0; j < 8; j++) {
         const float *xs = x + 32 * j;
@@ -621,36 +627,59 @@ static void q_q4_K(const float *x, void *vb)
         float av = sqrtf(s2 / 32);
         for (int l = 0; l < 32; l++)
             w[l] = av + fabsf(xs[l]);
-        sc[j] = fit_asym(32, 15, xs, w, L + 32 * j, &mn[j]);
+        sc[j] = fit_asym(32, nmax, xs, w, L + 32 * j, &mn[j]);
         max_sc = fmaxf(max_sc, sc[j]);
         max_mn = fmaxf(max_mn, mn[j]);
     }
     float isc = max_sc > 0 ? 63.f / max_sc : 0, imn = max_mn > 0 ? 63.f / max_mn : 0;
-    memset(b->scales, 0, sizeof(b->scales));
+    uint8_t *scales = b + 4;
+    memset(scales, 0, 12);
     for (int j = 0; j < 8; j++) {
         int ls = clampi(nearest(isc * sc[j]), 0, 63), lm = clampi(nearest(imn * mn[j]), 0, 63);
         if (j < 4) {
-            b->scales[j] = (uint8_t)ls;
-            b->scales[j + 4] = (uint8_t)lm;
+            scales[j] = (uint8_t)ls;
+            scales[j + 4] = (uint8_t)lm;
         } else {
-            b->scales[j + 4] = (uint8_t)((ls & 0xf) | ((lm & 0xf) << 4));
-            b->scales[j - 4] |= (uint8_t)((ls >> 4) << 6);
-            b->scales[j] |= (uint8_t)((lm >> 4) << 6);
+            scales[j + 4] = (uint8_t)((ls & 0xf) | ((lm & 0xf) << 4));
+            scales[j - 4] |= (uint8_t)((ls >> 4) << 6);
+            scales[j] |= (uint8_t)((lm >> 4) << 6);
         }
     }
-    b->d = fq_f32_to_f16(max_sc / 63.f);
-    b->dmin = fq_f32_to_f16(max_mn / 63.f);
-    float d = H2F(b->d), dmin = H2F(b->dmin);
+    uint16_t hd = fq_f32_to_f16(max_sc / 63.f), hm = fq_f32_to_f16(max_mn / 63.f);
+    memcpy(b, &hd, 2);
+    memcpy(b + 2, &hm, 2);
+    float d = H2F(hd), dmin = H2F(hm);
     for (int j = 0; j < 8; j++) {
         uint8_t s, m;
-        fq_scale_min_k4(j, b->scales, &s, &m);
+        fq_scale_min_k4(j, scales, &s, &m);
         float dd = d * s, dm = dmin * m;
         for (int l = 0; l < 32; l++)
-            L[32 * j + l] = dd != 0 ? (uint8_t)clampi(nearest((x[32 * j + l] + dm) / dd), 0, 15) : 0;
+            L[32 * j + l] = dd != 0 ? (uint8_t)clampi(nearest((x[32 * j + l] + dm) / dd), 0, nmax) : 0;
     }
+}
+
+static void q_q4_K(const float *x, void *vb)
+{
+    fq_block_q4_K *b = vb;
+    uint8_t L[256];
+    q_kmin(x, 15, vb, L);
     for (int p = 0; p < 4; p++)
         for (int l = 0; l < 32; l++)
             b->qs[32 * p + l] = (uint8_t)(L[64 * p + l] | (L[64 * p + 32 + l] << 4));
+}
+
+static void q_q5_K(const float *x, void *vb)
+{
+    fq_block_q5_K *b = vb;
+    uint8_t L[256];
+    q_kmin(x, 31, vb, L);
+    memset(b->qh, 0, sizeof(b->qh));
+    for (int p = 0; p < 4; p++)
+        for (int l = 0; l < 32; l++) {
+            int q0 = L[64 * p + l], q1 = L[64 * p + 32 + l];
+            b->qs[32 * p + l] = (uint8_t)((q0 & 0xf) | ((q1 & 0xf) << 4));
+            b->qh[l] |= (uint8_t)(((q0 >> 4) << (2 * p)) | ((q1 >> 4) << (2 * p + 1)));
+        }
 }
 
 /* Symmetric fit x ~ scale * q, q in -nmax..nmax-1, weights x^2 (large elements matter
@@ -756,6 +785,7 @@ static q_fn q_for(int type)
     case GG_Q8_0: return q_q8_0;
     case GG_Q8_1: return q_q8_1;
     case GG_Q4_K: return q_q4_K;
+    case GG_Q5_K: return q_q5_K;
     case GG_Q6_K: return q_q6_K;
     case GG_Q8_K: return q_q8_K;
     default: return NULL;

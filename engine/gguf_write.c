@@ -605,7 +605,7 @@ static bool wtype_ok(int t)
 {
     switch (t) {
     case GG_F32: case GG_F16: case GG_BF16: case GG_Q8_0: case GG_Q4_0: case GG_Q4_K:
-    case GG_Q6_K: case GGUF_W_MIX_Q4_K_M:
+    case GG_Q5_K: case GG_Q6_K: case GGUF_W_MIX_Q4_K_M: case GGUF_W_MIX_Q5_K_M:
         return true;
     default:
         return false;
@@ -636,7 +636,7 @@ int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen)
         return werr(err, errlen, FD_ESHAPE, "rope base and norm eps must be positive");
     if (!wtype_ok(p->wtype))
         return werr(err, errlen, FD_EUNSUP, "weight type %d is not one of F32, F16, BF16, Q8_0, "
-                    "Q4_0, Q4_K, Q6_K, Q4_K_M", p->wtype);
+                    "Q4_0, Q4_K, Q5_K, Q6_K, Q4_K_M, Q5_K_M", p->wtype);
     return 0;
 }
 
@@ -650,8 +650,8 @@ static int matrix_type(const gguf_w_llama_t *p, const char *role, int il, int64_
                        int *n_fallback)
 {
     int t = p->wtype;
-    if (t == GGUF_W_MIX_Q4_K_M) {
-        t = GG_Q4_K;
+    if (t == GGUF_W_MIX_Q4_K_M || t == GGUF_W_MIX_Q5_K_M) {
+        t = t == GGUF_W_MIX_Q4_K_M ? GG_Q4_K : GG_Q5_K;
         if (strcmp(role, "output") == 0)
             t = GG_Q6_K;
         else if ((strcmp(role, "attn_v") == 0 || strcmp(role, "ffn_down") == 0) &&
@@ -728,6 +728,8 @@ static int llama_ftype(int wtype)
     case GG_Q8_0: return 7;     /* MOSTLY_Q8_0 */
     case GG_Q4_K: return 14;    /* MOSTLY_Q4_K_S */
     case GGUF_W_MIX_Q4_K_M: return 15;
+    case GG_Q5_K: return 16;    /* MOSTLY_Q5_K_S */
+    case GGUF_W_MIX_Q5_K_M: return 17;
     case GG_Q6_K: return 18;    /* MOSTLY_Q6_K */
     case GG_BF16: return 32;    /* MOSTLY_BF16 */
     default: return 0;

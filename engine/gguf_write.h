@@ -77,6 +77,8 @@ int gguf_w_write_mem(gguf_w_t *w, uint8_t **out, size_t *size, char *err, size_t
  * with Q6_K for output.weight and for attn_v / ffn_down of the first and last eighth of the
  * layers and every third layer between). */
 #define GGUF_W_MIX_Q4_K_M 1000
+/* The same recipe on Q5_K (llama.cpp's Q5_K_M). */
+#define GGUF_W_MIX_Q5_K_M 1001
 
 typedef struct gguf_w_llama {
     const char *name;        /* general.name */
@@ -84,8 +86,8 @@ typedef struct gguf_w_llama {
     float rope_base;         /* llama.rope.freq_base */
     float norm_eps;          /* llama.attention.layer_norm_rms_epsilon */
     bool tied;               /* no output.weight: the embedding is the output matrix */
-    int wtype;               /* GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q6_K or
-                                GGUF_W_MIX_Q4_K_M */
+    int wtype;               /* GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q5_K,
+                                GG_Q6_K, GGUF_W_MIX_Q4_K_M or GGUF_W_MIX_Q5_K_M */
     uint64_t seed;
     /* out: matrices whose row length does not fit the block size of the requested type
      * (filled in by gguf_w_llama_add); they use Q8_0 when the row is a multiple of 32,

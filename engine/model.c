@@ -226,7 +226,7 @@ static bool matrix_type_ok(int type)
 {
     switch (type) {
     case GG_F32: case GG_F16: case GG_BF16: case GG_Q8_0: case GG_Q4_0: case GG_Q4_K:
-    case GG_Q6_K:
+    case GG_Q5_K: case GG_Q6_K:
         return true;
     }
     return false;
@@ -271,7 +271,7 @@ static int find(const llm_model_t *m, const char *name, int64_t ne0, int64_t ne1
     if (!matrix_type_ok(t->type) || !fq_type_supported(t->type)) {
         const char *tn = gg_type_name(t->type);
         snprintf(err, errlen, "%s: tensor %s has type %s, which is not supported (F32, F16, "
-                 "BF16, Q8_0, Q4_0, Q4_K, Q6_K)", gguf_path(m->g), name, tn ? tn : "unknown");
+                 "BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)", gguf_path(m->g), name, tn ? tn : "unknown");
         return FD_EUNSUP;
     }
     return 0;

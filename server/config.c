@@ -72,6 +72,7 @@ static int check_host(const char *v, char *why, size_t n);
 static int check_backend_option(const char *v, char *why, size_t n);
 static int check_api_key(const char *v, char *why, size_t n);
 static int check_user(const char *v, char *why, size_t n);
+static int check_cors_origin(const char *v, char *why, size_t n);
 
 #define O(field) offsetof(cfg_t, field)
 #define BIG 1e18
@@ -111,6 +112,14 @@ static const opt_t opts[] = {
     {"prefill_chunk", 0, T_INT, O(prefill_chunk), "256", 1, 1048576, NULL, 0, NULL,
      "Model and engine", "TOKENS",
      "Prompt tokens per sequence per step, so long prompts do not stall running streams."},
+    {"prefix_cache", 0, T_BOOL, O(prefix_cache), "off", 0, 0, NULL, 0, NULL,
+     "Model and engine", NULL,
+     "Keep a finished request's KV cache slot: a later prompt that starts with the same "
+     "tokens (the next turn of a chat) prefills only the rest.  Cached slots give way to "
+     "any request that needs their room."},
+    {"prefix_cache_min", 0, T_INT, O(prefix_cache_min), "16", 1, 16777216, NULL, 0, NULL,
+     "Model and engine", "TOKENS",
+     "Fewest prompt tokens worth reusing from a cached slot (with prefix_cache on)."},
 
     {"host", 0, T_STR, O(host), "127.0.0.1", 0, 0, NULL, 0, check_host, "Network", "ADDR",
      "Address to listen on (0.0.0.0 or :: for all; keep the default unless a proxy or "
@@ -149,6 +158,14 @@ static const opt_t opts[] = {
     {"api_key_file", 0, T_STR, O(api_key_file), "", 0, 0, NULL, F_RELOAD, NULL,
      "Authentication", "PATH",
      "File with more API keys, one per line ('#' comments); keep it unreadable to others."},
+
+    {"cors_origins", 0, T_LIST, O(cors_origins), "", 0, 0, NULL, F_RELOAD, check_cors_origin,
+     "Authentication", "ORIGIN,...",
+     "Web pages that may call the API from a browser (CORS), by origin: scheme://host[:port] "
+     "as the browser sends it (http://localhost:3000), comma separated, or * for any page; "
+     "their requests still need an API key when keys are set.  Empty: no CORS headers, so "
+     "browsers keep other sites' pages from using the server (any page a user opens could "
+     "otherwise call a local server)."},
 
     {"log_level", 'l', T_ENUM, O(log_level), "info", 0, 0, level_names, F_RELOAD, NULL,
      "Logging", NULL, "Messages at this level and more severe are logged (to stderr)."},
@@ -300,6 +317,49 @@ static int check_api_key(const char *v, char *why, size_t n)
     for (const char *p = v; *p; p++)
         if (*p <= 0x20 || *p >= 0x7f || *p == ',')
             return seterr(why, n, "an API key is printable ASCII without spaces or commas");
+    return 0;
+}
+
+/* What a browser sends as Origin: scheme "://" host [":" port], no path, no trailing slash
+ * (a copied URL's "/" would never match), or "*". */
+static int check_cors_origin(const char *v, char *why, size_t n)
+{
+    if (strcmp(v, "*") == 0)
+        return 0;
+    const char *p = v;
+    while (isalnum((unsigned char)*p) || (p > v && *p && strchr("+.-", *p)))
+        p++;
+    bool ok = p > v && isalpha((unsigned char)*v) && strncmp(p, "://", 3) == 0;
+    const char *host = ok ? p + 3 : p;
+    const char *end = host + strlen(host);
+    const char *port = NULL;
+    if (ok && *host == '[') { /* IPv6 literal */
+        const char *rb = strchr(host, ']');
+        ok = rb && rb > host + 1;
+        for (const char *q = host + 1; ok && q < rb; q++)
+            ok = isxdigit((unsigned char)*q) || *q == ':' || *q == '.';
+        if (ok && rb[1]) {
+            ok = rb[1] == ':';
+            port = rb + 2;
+        }
+    } else if (ok) {
+        const char *colon = strchr(host, ':');
+        const char *hend = colon ? colon : end;
+        ok = hend > host;
+        for (const char *q = host; ok && q < hend; q++)
+            ok = isalnum((unsigned char)*q) || *q == '-' || *q == '.' || *q == '_';
+        port = colon ? colon + 1 : NULL;
+    }
+    if (ok && port) {
+        ok = *port && strlen(port) <= 5;
+        for (const char *q = port; ok && *q; q++)
+            ok = isdigit((unsigned char)*q);
+        ok = ok && atoi(port) <= 65535;
+    }
+    if (!ok)
+        return seterr(why, n, "'%s' is not an origin: write scheme://host[:port] with no path "
+                      "or trailing slash (for example http://localhost:3000), or * for any",
+                      v);
     return 0;
 }
 

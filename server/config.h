@@ -45,6 +45,8 @@ typedef struct cfg {
     int max_waiting;
     int64_t kv_tokens;      /* 0 = max_running * ctx_size */
     int prefill_chunk;
+    bool prefix_cache;      /* keep finished sequences' KV for prompts that extend them */
+    int prefix_cache_min;   /* fewest reusable tokens worth a cached slot */
     /* network (restart to change) */
     char *host;
     int port;               /* 0 = any free port (tests) */
@@ -58,6 +60,7 @@ typedef struct cfg {
     int retry_after;        /* seconds, in every 503 */
     double sse_ping_interval; /* seconds */
     cfg_list_t api_keys;    /* as configured */
+    cfg_list_t cors_origins; /* origins allowed to call from a browser; "*" any; empty none */
     char *api_key_file;     /* one key per line */
     int log_level;          /* enum cfg_log_level */
     int log_format;         /* enum cfg_log_format (restart to change) */

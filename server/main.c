@@ -287,6 +287,8 @@ static int engine_init(daemon_t *d)
     p->max_waiting = c->max_waiting;
     p->kv_tokens = c->kv_tokens;
     p->prefill_chunk = c->prefill_chunk;
+    p->prefix_cache = c->prefix_cache;
+    p->prefix_cache_min = c->prefix_cache_min;
     p->on_step = on_engine_step;
     p->on_step_ud = d;
     if (!p->model_path) {
@@ -329,6 +331,7 @@ static void srv_config_from(srv_config_t *s, const cfg_t *c)
     s->model_id = *c->model_alias ? c->model_alias : NULL;
     s->chat_template = *c->chat_template ? c->chat_template : NULL;
     s->api_keys = c->auth_keys.n ? (const char *const *)c->auth_keys.v : NULL;
+    s->cors_origins = c->cors_origins.n ? (const char *const *)c->cors_origins.v : NULL;
     s->max_body_bytes = (size_t)c->max_body_bytes;
     s->request_timeout_s = c->request_timeout;
     s->max_connections = c->max_connections;
@@ -337,6 +340,7 @@ static void srv_config_from(srv_config_t *s, const cfg_t *c)
     s->ping_interval_s = c->sse_ping_interval;
     s->max_n = c->max_n;
     s->access_log = c->access_log;
+    s->prefix_cache = c->prefix_cache;
 }
 
 static int listen_now(daemon_t *d)

@@ -258,6 +258,11 @@ char *oai_response(const oai_resp_t *r)
              put(u, "completion_tokens", cJSON_CreateNumber((double)r->completion_tokens)) &&
              put(u, "total_tokens",
                  cJSON_CreateNumber((double)(r->prompt_tokens + r->completion_tokens)));
+        if (ok && r->cached_details) {
+            cJSON *d = cJSON_CreateObject();
+            ok = put(u, "prompt_tokens_details", d) &&
+                 put(d, "cached_tokens", cJSON_CreateNumber((double)r->cached_tokens));
+        }
     }
     if (ok && r->timings)
         ok = put(root, "timings", timings_obj(r->timings));
@@ -267,17 +272,15 @@ char *oai_response(const oai_resp_t *r)
 char *oai_error(int status, const char *type, const char *code, const char *param,
                 const char *message)
 {
+    (void)status; /* OpenAI's body has no status: the HTTP status line carries it */
     cJSON *root = cJSON_CreateObject();
     cJSON *e = cJSON_CreateObject();
-    char codebuf[16];
-    if (!code) {
-        snprintf(codebuf, sizeof codebuf, "%d", status);
-        code = codebuf;
-    }
+    /* No specific code is null, as OpenAI sends it: clients branch on `code` being one of
+     * OpenAI's strings (context_length_exceeded, ...), and "400" would be none of them. */
     bool ok = put(root, "error", e) && put(e, "message", str_n(message, strlen(message))) &&
               put(e, "type", cJSON_CreateString(type ? type : "invalid_request_error")) &&
               put(e, "param", param && *param ? str_n(param, strlen(param)) : cJSON_CreateNull()) &&
-              put(e, "code", cJSON_CreateString(code));
+              put(e, "code", code ? cJSON_CreateString(code) : cJSON_CreateNull());
     return finish(root, ok);
 }
 

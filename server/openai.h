@@ -64,11 +64,16 @@ typedef struct oai_resp {
                                    one, as OpenAI sends them) */
     long long prompt_tokens;
     long long completion_tokens;
+    bool cached_details;        /* usage.prompt_tokens_details.cached_tokens (the prefix
+                                   cache is on) */
+    long long cached_tokens;    /* of prompt_tokens, those whose KV was reused */
     const oai_timings_t *timings; /* NULL = none */
     const tok_t *tok;           /* token strings for logprobs (needed when any choice has them) */
 } oai_resp_t;
 
-/* Each returns a malloc'd NUL-terminated JSON text (free()), NULL when out of memory. */
+/* Each returns a malloc'd NUL-terminated JSON text (free()), NULL when out of memory.
+ * oai_error: a NULL code or param is null in the body, as OpenAI sends them; status is not
+ * part of the body (the caller sends it as the HTTP status). */
 char *oai_response(const oai_resp_t *r);
 char *oai_error(int status, const char *type, const char *code, const char *param,
                 const char *message);

@@ -461,6 +461,124 @@ static int parse_messages(const cJSON *root, rq_t *r, rq_err_t *e)
     return 0;
 }
 
+/* Fields fusiond does not implement and whose value would change what the client gets.
+ * Each is accepted only at a value that asks for nothing (null always; "neutral" below),
+ * else a 400 naming it: a plain answer would otherwise pass for the one asked for.  Fields
+ * that change nothing in the text (user, metadata, store, service_tier, parallel_tool_calls
+ * with no tools, prediction) are left to the rule that unknown fields are ignored. */
+enum neutral {
+    NEU_NULL,  /* only null (absent) */
+    NEU_EMPTY, /* null, "", {} or [] */
+    NEU_FALSE, /* null or false */
+    NEU_NUM,   /* null or the number `num` (a sampler's "off") */
+};
+
+#define K_CMPL (1u << RQ_COMPLETION)
+#define K_CHAT (1u << RQ_CHAT)
+
+static const struct unsupported {
+    const char *key;
+    unsigned kinds;
+    int neutral;
+    double num;         /* NEU_NUM's value */
+    const char *what;   /* what the field asks for */
+} unsupported[] = {
+    {"suffix", K_CMPL, NEU_EMPTY, 0, "insertion (text after the completion)"},
+    {"echo", K_CHAT, NEU_FALSE, 0, "echoing the last message (vLLM's chat echo)"},
+    {"audio", K_CHAT, NEU_NULL, 0, "audio output"},
+    {"web_search_options", K_CHAT, NEU_NULL, 0, "web search"},
+    {"use_beam_search", K_CMPL | K_CHAT, NEU_FALSE, 0, "beam search"},
+    {"min_tokens", K_CMPL | K_CHAT, NEU_NUM, 0, "a minimum number of generated tokens"},
+    {"grammar", K_CMPL | K_CHAT, NEU_EMPTY, 0, "grammar-constrained output"},
+    {"json_schema", K_CMPL | K_CHAT, NEU_EMPTY, 0, "schema-constrained output"},
+    {"guided_json", K_CMPL | K_CHAT, NEU_EMPTY, 0, "schema-constrained output"},
+    {"guided_regex", K_CMPL | K_CHAT, NEU_EMPTY, 0, "regex-constrained output"},
+    {"guided_choice", K_CMPL | K_CHAT, NEU_EMPTY, 0, "choice-constrained output"},
+    {"guided_grammar", K_CMPL | K_CHAT, NEU_EMPTY, 0, "grammar-constrained output"},
+    {"structured_outputs", K_CMPL | K_CHAT, NEU_EMPTY, 0, "constrained output"},
+    {"prompt_logprobs", K_CMPL | K_CHAT, NEU_NULL, 0, "log-probabilities of the prompt"},
+    /* llama-server's: n_probs is its logprobs (use logprobs), the others switch on samplers
+     * fusiond does not have; their "off" values, which its web UI sends, are served. */
+    {"n_probs", K_CMPL | K_CHAT, NEU_NUM, 0, "log-probabilities (use 'logprobs')"},
+    {"mirostat", K_CMPL | K_CHAT, NEU_NUM, 0, "Mirostat sampling"},
+    {"typical_p", K_CMPL | K_CHAT, NEU_NUM, 1, "locally typical sampling"},
+    {"dynatemp_range", K_CMPL | K_CHAT, NEU_NUM, 0, "dynamic temperature"},
+    {"xtc_probability", K_CMPL | K_CHAT, NEU_NUM, 0, "XTC sampling"},
+    {"dry_multiplier", K_CMPL | K_CHAT, NEU_NUM, 0, "DRY repetition penalty"},
+};
+
+static bool is_neutral(const cJSON *v, int neutral, double num)
+{
+    switch (neutral) {
+    case NEU_EMPTY:
+        return (cJSON_IsString(v) && !v->valuestring[0]) ||
+               ((cJSON_IsObject(v) || cJSON_IsArray(v)) && !v->child);
+    case NEU_FALSE:
+        return cJSON_IsFalse(v);
+    case NEU_NUM:
+        return cJSON_IsNumber(v) && v->valuedouble == num;
+    default:
+        return false;
+    }
+}
+
+/* A 400 with OpenAI's code for a parameter this server does not support. */
+static int unsupported_param(rq_err_t *e, const char *param, const char *fmt, ...)
+    FD_PRINTF(3, 4);
+static int unsupported_param(rq_err_t *e, const char *param, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    rq_fail(e, 400, "invalid_request_error", param, "%s", msg);
+    e->code = "unsupported_parameter";
+    return -EINVAL;
+}
+
+static int check_unsupported(const cJSON *root, int kind, const rq_t *r, rq_err_t *e)
+{
+    for (size_t i = 0; i < FD_ARRAY_LEN(unsupported); i++) {
+        const struct unsupported *u = &unsupported[i];
+        const cJSON *v = field(root, u->key);
+        if (!(u->kinds & (1u << kind)) || !v || is_neutral(v, u->neutral, u->num))
+            continue;
+        return unsupported_param(e, u->key, "'%s' (%s) is not supported by fusiond; leave it "
+                                 "out", u->key, u->what);
+    }
+    if (kind == RQ_COMPLETION) {
+        /* best_of == n returns every choice generated, which is what n alone does. */
+        long long b = 0;
+        bool have = false;
+        int rc = get_int(root, "best_of", 1, 0x7fffffff, &have, &b, e);
+        if (rc)
+            return rc;
+        if (have && b != 1 && b != r->n)
+            return b < r->n ? bad(e, "best_of", "'best_of' (%lld) must be at least 'n' (%d)",
+                                  b, r->n)
+                            : unsupported_param(e, "best_of", "'best_of' (%lld) above 'n' "
+                                                "(%d) is not supported: fusiond returns every "
+                                                "choice it generates (ask for n = %lld "
+                                                "instead)", b, r->n, b);
+    } else {
+        const cJSON *m = field(root, "modalities");
+        if (m) {
+            bool text_only = cJSON_IsArray(m);
+            const cJSON *it;
+            cJSON_ArrayForEach(it, m)
+            {
+                text_only &= cJSON_IsString(it) && strcmp(it->valuestring, "text") == 0;
+            }
+            if (!text_only)
+                return unsupported_param(e, "modalities", "'modalities' other than "
+                                         "[\"text\"] is not supported: fusiond answers with "
+                                         "text only");
+        }
+    }
+    return 0;
+}
+
 static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim, rq_t *r,
                             rq_err_t *e)
 {
@@ -527,6 +645,18 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
     if (user && !cJSON_IsString(user))
         return bad(e, "user", "'user' must be a string, not %s", type_name(user));
 
+    /* OpenAI's chat field; vLLM and llama-server take it on completions too. */
+    const cJSON *rf = field(root, "response_format");
+    if (rf) {
+        const cJSON *t = cJSON_IsObject(rf) ? field(rf, "type") : NULL;
+        if (!cJSON_IsString(t) || strcmp(t->valuestring, "text") != 0) {
+            bad(e, "response_format", "'response_format' other than {\"type\": \"text\"} "
+                "is not supported: fusiond cannot constrain the output");
+            e->code = "unsupported_value";
+            return -EINVAL;
+        }
+    }
+
     if (kind == RQ_COMPLETION) {
         if ((rc = get_bool(root, "echo", &r->echo, e)))
             return rc;
@@ -546,13 +676,6 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
             r->logprobs = have ? (int)v : 0;
         if ((rc = get_bool(root, "add_generation_prompt", &r->add_generation_prompt, e)))
             return rc;
-        const cJSON *rf = field(root, "response_format");
-        if (rf) {
-            const cJSON *t = cJSON_IsObject(rf) ? field(rf, "type") : NULL;
-            if (!cJSON_IsString(t) || strcmp(t->valuestring, "text") != 0)
-                return bad(e, "response_format", "'response_format' other than "
-                           "{\"type\": \"text\"} is not supported");
-        }
         /* Function calling is not supported: a request that offers tools and lets the
          * model use them would get plain text and never a tool call, which a client (the
          * SDKs' runTools) cannot tell from the model declining.  An empty list, or
@@ -567,13 +690,14 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
                 return bad(e, tool_keys[i], "'%s' must be an array, not %s", tool_keys[i],
                            type_name(t));
             if (t && cJSON_GetArraySize(t) > 0 && !text_only)
-                return bad(e, tool_keys[i], "'%s' (function calling) is not supported: "
-                           "fusiond answers with text only (leave '%s' out, or set "
-                           "'tool_choice' to \"none\")", tool_keys[i], tool_keys[i]);
+                return unsupported_param(e, tool_keys[i], "'%s' (function calling) is not "
+                                         "supported: fusiond answers with text only (leave "
+                                         "'%s' out, or set 'tool_choice' to \"none\")",
+                                         tool_keys[i], tool_keys[i]);
         }
     }
     s->n_probs = r->logprobs;
-    return 0;
+    return check_unsupported(root, kind, r, e);
 }
 
 static int parse_tokenize(const cJSON *root, rq_t *r, rq_err_t *e)

@@ -7,6 +7,7 @@
 #include "server/server.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <microhttpd.h>
@@ -150,6 +151,8 @@ struct srv {
     char *chat_template;
     char **keys;
     int n_keys;
+    char **origins;             /* CORS: allowed origins ("*" among them: any) */
+    int n_origins;
     rq_limits_t lim;
     /* HTTP */
     struct MHD_Daemon *mhd;
@@ -220,6 +223,18 @@ static int check_reloadable(const srv_config_t *c, char *err, size_t errlen)
             return -EINVAL;
         }
     }
+    /* An origin is sent back in a header: nothing that could break the header line. */
+    for (int i = 0; c->cors_origins && c->cors_origins[i]; i++) {
+        const char *o = c->cors_origins[i];
+        bool ok = o[0] != 0;
+        for (const char *p = o; *p; p++)
+            ok &= *p > 0x20 && *p < 0x7f && *p != ',';
+        if (!ok) {
+            snprintf(err, errlen, "CORS origin %d ('%.100s') is empty or not printable ASCII",
+                     i + 1, o);
+            return -EINVAL;
+        }
+    }
     return 0;
 }
 
@@ -266,15 +281,23 @@ int srv_reconfigure(srv_t *s, const srv_config_t *c, char *err, size_t errlen)
     int rc = check_reloadable(c, err, errlen);
     if (rc)
         return rc;
-    char **keys;
-    int n;
+    char **keys, **origins;
+    int n, n_origins;
     if ((rc = copy_keys(c->api_keys, &keys, &n))) {
+        snprintf(err, errlen, "out of memory");
+        return rc;
+    }
+    if ((rc = copy_keys(c->cors_origins, &origins, &n_origins))) {
+        free_keys(keys, n);
         snprintf(err, errlen, "out of memory");
         return rc;
     }
     free_keys(s->keys, s->n_keys);
     s->keys = keys;
     s->n_keys = n;
+    free_keys(s->origins, s->n_origins);
+    s->origins = origins;
+    s->n_origins = n_origins;
     apply_reloadable(s, c);
     return 0;
 }
@@ -422,7 +445,7 @@ static struct MHD_Response *make_response(srv_t *s, int status, const char *ctyp
                                           size_t len)
 {
     static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":"
-                              "\"server_error\",\"param\":null,\"code\":\"500\"}}";
+                              "\"server_error\",\"param\":null,\"code\":null}}";
     struct MHD_Response *r;
     if (body)
         r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
@@ -460,11 +483,64 @@ static const char *job_id(srv_job_t *j)
     return j->id;
 }
 
+/* CORS (srv_config.cors_origins).  The origin this request's answer is shared with: its
+ * Origin header when that is on the list (*any set when the list allows every origin), else
+ * NULL: no CORS configured, no Origin (not a browser's cross-origin call), or an origin not
+ * allowed, whose page the browser then keeps from reading the answer. */
+static const char *cors_origin(const srv_job_t *j, bool *any)
+{
+    const srv_t *s = j->srv;
+    *any = false;
+    const char *o = s->n_origins && j->conn
+                        ? MHD_lookup_connection_value(j->conn, MHD_HEADER_KIND, "Origin")
+                        : NULL;
+    if (!o || !*o)
+        return NULL;
+    for (int i = 0; i < s->n_origins; i++) {
+        if (strcmp(s->origins[i], "*") == 0)
+            *any = true;
+        else if (strcasecmp(s->origins[i], o) == 0)
+            return o;
+    }
+    return *any ? o : NULL;
+}
+
+static bool cors_any(const srv_t *s)
+{
+    for (int i = 0; i < s->n_origins; i++)
+        if (strcmp(s->origins[i], "*") == 0)
+            return true;
+    return false;
+}
+
+static void add_cors_headers(srv_job_t *j, struct MHD_Response *r)
+{
+    srv_t *s = j->srv;
+    if (!s->n_origins)
+        return;
+    bool any;
+    const char *o = cors_origin(j, &any);
+    /* With a list, the answer depends on the Origin: caches must key on it, whichever
+     * origin (or none) this one came from. */
+    if (!cors_any(s))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_VARY, "Origin");
+    if (!o)
+        return;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, any ? "*" : o);
+    /* What the OpenAI SDKs read besides the safelisted headers: the request id (a response's
+     * _request_id, an error's requestID) and Retry-After (their retries wait it out). */
+    MHD_add_response_header(r, "Access-Control-Expose-Headers", "X-Request-Id, Retry-After");
+}
+
 static enum MHD_Result queue(srv_job_t *j, int status, struct MHD_Response *r)
 {
     if (!r)
         return MHD_NO;
-    MHD_add_response_header(r, "X-Request-Id", job_id(j));
+    /* A held answer passes here twice (held, then queued): its headers go on once. */
+    if (!MHD_get_response_header(r, "X-Request-Id")) {
+        MHD_add_response_header(r, "X-Request-Id", job_id(j));
+        add_cors_headers(j, r);
+    }
     if (j->in_upload || !j->in_handler) {
         /* MHD takes a response only inside the access handler, and there only before or
          * after the body: hold it, and outside the handler wake the connection for it. */
@@ -653,6 +729,23 @@ static void job_timings(const srv_job_t *j, oai_timings_t *t)
     t->total_ms = (double)(fd_now_ns() - j->t0_ns) * 1e-6;
 }
 
+/* Usage's prompt tokens served from the prefix cache: per prompt the most any of its
+ * choices reused (prompt_tokens counts each prompt once however many choices it has). */
+static void job_usage(const srv_job_t *j, oai_resp_t *r)
+{
+    r->usage = true;
+    r->prompt_tokens = j->prompt_tokens;
+    r->cached_details = j->srv->cfg.prefix_cache;
+    r->cached_tokens = 0;
+    for (size_t p = 0; p < j->n_prompts; p++) {
+        int most = 0;
+        for (int i = 0; i < j->n_choices; i++)
+            if (j->choices[i].prompt == p)
+                most = FD_MAX(most, j->choices[i].t.n_cached);
+        r->cached_tokens += most;
+    }
+}
+
 static void sse_add_json(srv_job_t *j, char *json)
 {
     if (!json) {
@@ -717,8 +810,7 @@ static void stream_done(srv_job_t *j)
         oai_resp_t r;
         oai_timings_t t;
         resp_init(j, &r, true);
-        r.usage = true;
-        r.prompt_tokens = j->prompt_tokens;
+        job_usage(j, &r);
         for (int i = 0; i < j->n_choices; i++)
             r.completion_tokens += j->choices[i].n_gen;
         job_timings(j, &t);
@@ -792,8 +884,7 @@ static void build_final(srv_job_t *j)
         if (ok) {
             r.choices = ch;
             r.n_choices = j->n_choices;
-            r.usage = true;
-            r.prompt_tokens = j->prompt_tokens;
+            job_usage(j, &r);
             job_timings(j, &t);
             r.timings = &t;
             body = oai_response(&r);
@@ -1299,7 +1390,8 @@ static enum MHD_Result start_generation(srv_job_t *j)
         if (rc == -ESHUTDOWN)
             return answer_unavailable(j, "shutting_down", "the server is shutting down");
         if (rc == FD_ECTX || rc == -EINVAL)
-            return answer_fail(j, 400, "invalid_request_error", NULL,
+            return answer_fail(j, 400, "invalid_request_error",
+                               rc == FD_ECTX ? "context_length_exceeded" : NULL,
                                rc == FD_ECTX ? "prompt" : NULL, "%s",
                                err[0] ? err : fd_strerror(rc));
         return answer_fail(j, 500, "server_error", NULL, NULL, "cannot start the request: %s",
@@ -1403,11 +1495,52 @@ static enum MHD_Result on_body_complete(srv_job_t *j)
     return MHD_YES;
 }
 
+/* A header value made of HTTP token characters, commas and spaces only (a list of header
+ * names), short enough to send back. */
+static bool header_list_ok(const char *v)
+{
+    size_t n = 0;
+    for (; v[n]; n++)
+        if (!(isalnum((unsigned char)v[n]) || strchr("!#$%&'*+-.^_`|~, ", v[n])))
+            return false;
+    return n > 0 && n <= 1024;
+}
+
+/* A CORS preflight from an allowed origin: 204 with what the browser asked to use.  No API
+ * key is needed (browsers never send one on a preflight); the real request still needs it. */
+static enum MHD_Result answer_preflight(srv_job_t *j, const struct route_def *path_route)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"",
+                                                             MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    bool get = strcmp(path_route->method, "GET") == 0;
+    MHD_add_response_header(r, "Access-Control-Allow-Methods",
+                            get ? "GET, HEAD, OPTIONS" : "POST, OPTIONS");
+    /* The headers asked for, echoed: the OpenAI SDKs send X-Stainless-* ones (OS, Arch,
+     * Runtime, Retry-Count, Timeout, ...) that change between versions, and Authorization,
+     * which a wildcard "*" would not cover. */
+    const char *want = MHD_lookup_connection_value(j->conn, MHD_HEADER_KIND,
+                                                   "Access-Control-Request-Headers");
+    MHD_add_response_header(r, "Access-Control-Allow-Headers",
+                            want && header_list_ok(want) ? want
+                                : "Authorization, Content-Type, X-Api-Key");
+    MHD_add_response_header(r, "Access-Control-Max-Age", "7200");
+    /* Chrome's Private Network Access: a public page calling a server on this machine or
+     * the LAN asks for this too; an allowed origin may. */
+    const char *pna = MHD_lookup_connection_value(j->conn, MHD_HEADER_KIND,
+                                                  "Access-Control-Request-Private-Network");
+    if (pna && strcasecmp(pna, "true") == 0)
+        MHD_add_response_header(r, "Access-Control-Allow-Private-Network", "true");
+    add_common_headers(j->srv, r, 204);
+    return queue(j, 204, r);
+}
+
 /* The first call for a request: everything decided from the request line and headers. */
 static enum MHD_Result on_headers(srv_job_t *j, const char *url, const char *method)
 {
     srv_t *s = j->srv;
-    const struct route_def *rd = NULL;
+    const struct route_def *rd = NULL, *path_route = NULL;
     bool path_known = false;
     for (size_t i = 0; i < FD_ARRAY_LEN(routes); i++) {
         bool match = routes[i].prefix ? strncmp(url, routes[i].path, strlen(routes[i].path)) == 0 &&
@@ -1416,6 +1549,7 @@ static enum MHD_Result on_headers(srv_job_t *j, const char *url, const char *met
         if (!match)
             continue;
         path_known = true;
+        path_route = &routes[i];
         j->route = routes[i].route;
         j->ep = routes[i].ep;
         bool head = strcmp(method, "HEAD") == 0 && strcmp(routes[i].method, "GET") == 0;
@@ -1430,6 +1564,10 @@ static enum MHD_Result on_headers(srv_job_t *j, const char *url, const char *met
         return answer_fail(j, 404, "not_found_error", "not_found", NULL,
                            "no route for %.8s %.100s", method, url);
     }
+    bool any;
+    if (!rd && strcmp(method, "OPTIONS") == 0 && cors_origin(j, &any) &&
+        MHD_lookup_connection_value(j->conn, MHD_HEADER_KIND, "Access-Control-Request-Method"))
+        return answer_preflight(j, path_route);
     if (!rd)
         return answer_fail(j, 405, "invalid_request_error", "method_not_allowed", NULL,
                            "%.8s is not allowed on %.100s", method, url);
@@ -1671,8 +1809,11 @@ int srv_create(srv_t **out, uv_loop_t *loop, eng_t *eng, const srv_config_t *cfg
     s->cfg.chat_template = s->chat_template;
     s->cfg.model_id = s->model_id;
     s->cfg.api_keys = NULL;
+    s->cfg.cors_origins = NULL;
     if (copy_keys(cfg->api_keys, &s->keys, &s->n_keys))
         goto fail_strings;
+    if (copy_keys(cfg->cors_origins, &s->origins, &s->n_origins))
+        goto fail_origins;
     if (met_create(&s->met))
         goto fail_met;
     if ((rc = evq_init(&s->q, loop, on_events, s)))
@@ -1693,6 +1834,8 @@ int srv_create(srv_t **out, uv_loop_t *loop, eng_t *eng, const srv_config_t *cfg
 fail_evq:
     met_free(s->met);
 fail_met:
+    free_keys(s->origins, s->n_origins);
+fail_origins:
     free_keys(s->keys, s->n_keys);
 fail_strings:
     free(s->host);
@@ -1904,6 +2047,7 @@ void srv_destroy(srv_t *s)
         evq_fini(&s->q);
     met_free(s->met);
     free_keys(s->keys, s->n_keys);
+    free_keys(s->origins, s->n_origins);
     free(s->host);
     free(s->chat_template);
     free(s->model_id);

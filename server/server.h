@@ -46,6 +46,15 @@ typedef struct srv_config {
     double ping_interval_s;     /* (R) SSE comment ping after this much silence (default 5) */
     int max_n;                  /* (R) upper bound of a request's n x prompts (default 16) */
     bool access_log;            /* (R) one log line per request (default on) */
+    /* (R) CORS: NULL-terminated origins ("http://localhost:3000", compared without regard
+     * to case) whose pages may call the server from a browser, or "*" for any; NULL or empty
+     * = no CORS headers at all (browsers then keep other sites' pages out).  A request
+     * from an allowed origin gets Access-Control-Allow-Origin (its origin with Vary:
+     * Origin, or "*") on every answer, streams included; a preflight (OPTIONS with
+     * Access-Control-Request-Method) on a known route is answered 204 without an API key. */
+    const char *const *cors_origins;
+    bool prefix_cache;          /* the engine runs with eng_params.prefix_cache: usage
+                                   reports prompt_tokens_details.cached_tokens */
 } srv_config_t;
 
 void srv_config_default(srv_config_t *c);

@@ -64,6 +64,8 @@ START_TEST(test_defaults)
     expect_get(&c, "max_running", "16");
     expect_get(&c, "max_waiting", "64");
     expect_get(&c, "prefill_chunk", "256");
+    expect_get(&c, "prefix_cache", "off");
+    expect_get(&c, "prefix_cache_min", "16");
     expect_get(&c, "max_body_bytes", "4M");
     expect_get(&c, "request_timeout", "600");
     expect_get(&c, "drain_timeout", "30");
@@ -113,6 +115,10 @@ static const struct {
      {"0.5", "0"}},
     {"api_keys = a, b,c\n", {"api_keys"}, {"a,b,c"}},
     {"api_keys = \"k1 k2\"\n", {"api_keys"}, {"k1,k2"}},
+    {"cors_origins = http://localhost:3000, https://app.example.com,*\n", {"cors_origins"},
+     {"http://localhost:3000,https://app.example.com,*"}},
+    {"cors_origins = http://[::1]:8080 chrome-extension://abc HTTP://Host.Example\n",
+     {"cors_origins"}, {"http://[::1]:8080,chrome-extension://abc,HTTP://Host.Example"}},
     {"backend_option = x=1\nbackend_option = y.z=a b\n", {"backend_option"}, {"x=1\ny.z=a b"}},
     {"log_level = debug\nlog_format = plain\n", {"log_level", "log_format"},
      {"debug", "plain"}},
@@ -155,6 +161,9 @@ START_TEST(test_escapes)
 END_TEST
 
 /* Bad files and the exact message. */
+#define ORIGIN_WHY "is not an origin: write scheme://host[:port] with no path or trailing " \
+    "slash (for example http://localhost:3000), or * for any"
+
 static const struct {
     const char *text;
     const char *err;
@@ -196,6 +205,26 @@ static const struct {
     {"backend_option = a b=1\n", "t.conf:1: backend_option: 'a b' is not a valid key"},
     {"api_keys = caf\xc3\xa9\n",
      "t.conf:1: api_keys: an API key is printable ASCII without spaces or commas"},
+    {"cors_origins = http://ok.example, http://localhost:3000/\n",
+     "t.conf:1: cors_origins: 'http://localhost:3000/' " ORIGIN_WHY},
+    {"cors_origins = http://ok.example, localhost:3000\n",
+     "t.conf:1: cors_origins: 'localhost:3000' " ORIGIN_WHY},
+    {"cors_origins = http://ok.example, http://\n",
+     "t.conf:1: cors_origins: 'http://' " ORIGIN_WHY},
+    {"cors_origins = http://ok.example, http://a:99999\n",
+     "t.conf:1: cors_origins: 'http://a:99999' " ORIGIN_WHY},
+    {"cors_origins = http://ok.example, null\n",
+     "t.conf:1: cors_origins: 'null' " ORIGIN_WHY},
+    {"cors_origins = http://ok.example, http://a:\n",
+     "t.conf:1: cors_origins: 'http://a:' " ORIGIN_WHY},
+    {"cors_origins = http://ok.example, http://u@h\n",
+     "t.conf:1: cors_origins: 'http://u@h' " ORIGIN_WHY},
+    {"cors_origins = http://ok.example, http://[zz]\n",
+     "t.conf:1: cors_origins: 'http://[zz]' " ORIGIN_WHY},
+    {"cors_origins = http://ok.example, 3http://x\n",
+     "t.conf:1: cors_origins: '3http://x' " ORIGIN_WHY},
+    {"cors_origins = http://ok.example, http://a/b\n",
+     "t.conf:1: cors_origins: 'http://a/b' " ORIGIN_WHY},
     {"host =\n", "t.conf:1: host: must not be empty"},
     {"host = a/b\n", "t.conf:1: host: 'a/b' is not an address or host name"},
     {"user = a b\n", "t.conf:1: user: 'a b' is not a user name"},
@@ -259,6 +288,9 @@ START_TEST(test_flags)
         {{"--fusion", "--dump-config"}, "fusion", "on"},
         {{"--fusion=on", "--no-fusion", "--dump-config"}, "fusion", "off"},
         {{"--dump-config"}, "fusion", "off"},
+        {{"--prefix-cache", "--prefix-cache-min=32", "--dump-config"}, "prefix_cache", "on"},
+        {{"--prefix-cache", "--prefix-cache-min=32", "--dump-config"}, "prefix_cache_min",
+         "32"},
         {{"--api-keys=c", "--dump-config"}, "api_keys", "c"},
         {{"--dump-config"}, "api_keys", "a,b"},
         {{"--backend-option", "y=2", "--backend-option=z=3", "--dump-config"},
@@ -306,6 +338,8 @@ START_TEST(test_bad_flags)
         {{"--fusion=perhaps"}, "--fusion: 'perhaps' is not on or off"},
         {{"--backend=tpu"}, "--backend: 'tpu' is not one of cpu, corsair, cuda"},
         {{"--backend-option=nokv"}, "--backend-option: 'nokv' is not KEY=VALUE"},
+        {{"--cors-origins=http://localhost:5173/"},
+         "--cors-origins: 'http://localhost:5173/' " ORIGIN_WHY},
         {{"-c", "@bad"}, "%s:2: port: 'nine' is not an integer"},
         {{"-c", "/tmp"}, "/tmp: cannot read: Is a directory"},
         {{"-c", "/nonexistent/fusiond.conf"},

@@ -525,7 +525,7 @@ static int act_block(int type)
 {
     switch (type) {
     case GG_Q8_0: case GG_Q4_0: return 32;
-    case GG_Q4_K: case GG_Q6_K: return 256;
+    case GG_Q4_K: case GG_Q5_K: case GG_Q6_K: return 256;
     default: return 0;
     }
 }
@@ -655,8 +655,8 @@ END_TEST
  * untouched; XQKT's sums are d times the sums of 32), and its dot8 gives, for 1..8 rows, what the scalar table's per-row dot gives
  * on XQ32 (XQK) rows: the integer sums are exact, so
  * only the float summation order differs.  Block counts 1, 3, 8, 9, 17 and 65 cover rows of
- * no full group, of groups only, and of groups with 1..7 blocks after them; Q4_K takes 1, 2
- * and 5 super-blocks. */
+ * no full group, of groups only, and of groups with 1..7 blocks after them; Q4_K and Q5_K
+ * take 1, 2 and 5 super-blocks. */
 START_TEST(test_dot8_kernels)
 {
     const fcpu_kern_t *k = fcpu_kernels(_i), *ref = fcpu_kernels(FCPU_ISA_SCALAR);
@@ -664,13 +664,13 @@ START_TEST(test_dot8_kernels)
         return;
     uint64_t s = 2100 + (uint64_t)_i;
     static const int64_t blocks[] = {1, 3, 8, 9, 17, 65}, supers[] = {1, 2, 5};
-    static const int types[] = {GG_Q8_0, GG_Q4_0, GG_Q4_K};
+    static const int types[] = {GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q5_K};
     int tested = 0, tested_r = 0, tested_pf = 0;
     for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
         int type = types[t];
         if (!k->dot8[type])
             continue;
-        const bool kq = type == GG_Q4_K;
+        const bool kq = type == GG_Q4_K || type == GG_Q5_K;
         const int form = kq ? FCPU_XQK : FCPU_XQ32, blk = kq ? 256 : 32;
         void (*qt)(const float *, int64_t, void *) = kq ? k->quant_qkt : k->quant_q32t;
         void (*qn)(const float *, int64_t, void *) = kq ? k->quant_qk : k->quant_q32;
@@ -780,7 +780,7 @@ START_TEST(test_dot8_kernels)
         }
     }
     if (_i == FCPU_ISA_AVX512)
-        CHECK(tested == 15 && tested_r == 12 && tested_pf == 15 * 3 * FCPU_NR8); /* the VNNI table has every batch form */
+        CHECK(tested == 18 && tested_r == 12 && tested_pf == 18 * 3 * FCPU_NR8); /* the VNNI table has every batch form */
 }
 END_TEST
 
@@ -972,6 +972,105 @@ START_TEST(test_dot8_q6_K)
         }
         free(w); free(xq); free(x); free(wf);
     }
+}
+END_TEST
+
+/* Q4_K and Q5_K, every table: the scalar per-row dot is the dequantized weights times the
+ * activations' codes (fq_dot_ref, fp64), and each table's dot (1..4 rows), dot4 (four
+ * weight rows, decode) and dot8 (1..8 rows on its own XQKT form) give what the scalar dot
+ * gives on the same codes (exact integer sums; only the float order differs), for 1, 2, 15,
+ * 17 and 33 super-blocks.  Weights quantized from random floats (Q5_K's fifth bits set about
+ * half the time) and, in the last of the four rows, every code 31 or 0 / 16 alternating, so
+ * the fifth bits meet both the largest and the zero codes. */
+START_TEST(test_kmin_kernels)
+{
+    const fcpu_kern_t *k = fcpu_kernels(_i), *ref = fcpu_kernels(FCPU_ISA_SCALAR);
+    if (!k)
+        return;
+    static const int types[] = {GG_Q4_K, GG_Q5_K};
+    static const int64_t supers[] = {1, 2, 15, 17, 33};
+    uint64_t s = 2300 + (uint64_t)_i;
+    int tested4 = 0, tested8 = 0;
+    for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
+        const int type = types[t];
+        CHECK(k->dot[type] != NULL && k->xform[type] == FCPU_XQK);
+        for (size_t bi = 0; bi < FD_ARRAY_LEN(supers); bi++) {
+            const int64_t n = 256 * supers[bi], n_out = 4;
+            const size_t ldx = fcpu_xrow_bytes(FCPU_XQK, n);
+            const uint64_t rb = gg_row_bytes(type, (uint64_t)n);
+            uint8_t *w = mk_weight(&s, type, n, n_out);
+            if (type == GG_Q5_K) /* row 3: codes 31 and 0 / 16, the nibble 15 or 0 */
+                for (int64_t b = 0; b < n / 256; b++) {
+                    fq_block_q5_K *blk = (fq_block_q5_K *)(void *)(w + 3 * rb) + b;
+                    memset(blk->qs, b % 2 ? 0xff : 0x00, sizeof(blk->qs));
+                    memset(blk->qh, b % 2 ? 0xff : 0x55, sizeof(blk->qh));
+                }
+            uint8_t *xq = malloc(ldx * FCPU_NR8), *xt = malloc(ldx * FCPU_NR8);
+            float *x = rnd(&s, n * FCPU_NR8, 1), *wf = malloc(sizeof(float) * (size_t)n);
+            float *xd = malloc(sizeof(float) * (size_t)n);
+            for (int64_t i = 0; i < n; i++)
+                x[2 * n + i] *= 1000; /* a large-magnitude row */
+            for (int r = 0; r < FCPU_NR8; r++) {
+                k->quant_qk(x + r * n, n, xq + (size_t)r * ldx);
+                if (k->dot8[type])
+                    k->quant_qkt(x + r * n, n, xt + (size_t)r * ldx);
+            }
+            double mag[4][FCPU_NR8];
+            float want[4][FCPU_NR8];
+            for (int64_t o = 0; o < n_out; o++) {
+                const uint8_t *wo = w + rb * (uint64_t)o;
+                fq_dequantize_row(type, wo, wf, n);
+                for (int r = 0; r < FCPU_NR8; r++) {
+                    const uint8_t *row = xq + (size_t)r * ldx;
+                    const int8_t *q = fcpu_x_qs(row);
+                    const float *d = fcpu_xqk_d(row, n);
+                    mag[o][r] = 0;
+                    for (int64_t i = 0; i < n; i++) {
+                        xd[i] = (float)q[i] * d[i / 256];
+                        mag[o][r] += fabs((double)wf[i] * xd[i]);
+                    }
+                    ref->dot[type](n, wo, row, ldx, 1, &want[o][r]);
+                    double oracle = fq_dot_ref(type, wo, xd, n);
+                    CHECKM(fabs(want[o][r] - oracle) <= 1e-5 * mag[o][r] + 1e-30,
+                           "scalar %s n %lld out %lld row %d: %.9g vs dequantized %.9g",
+                           gg_type_name(type), (long long)n, (long long)o, r,
+                           (double)want[o][r], oracle);
+                }
+                for (int nr = 1; nr <= FCPU_NR8; nr++)
+                    for (int b8 = 0; b8 < 2; b8++) { /* dot on XQK rows, dot8 on XQKT rows */
+                        fcpu_dot_fn f = b8 ? k->dot8[type] : k->dot[type];
+                        if (!f || (!b8 && nr > FCPU_NR))
+                            continue;
+                        float got[FCPU_NR8];
+                        for (int r = 0; r < FCPU_NR8; r++)
+                            got[r] = NAN;
+                        f(n, wo, b8 ? xt : xq, ldx, nr, got);
+                        for (int r = 0; r < FCPU_NR8; r++)
+                            CHECKM(r < nr ? fabs((double)got[r] - want[o][r]) <= 1e-5 * mag[o][r] + 1e-30 : isnan(got[r]),
+                                   "%s %s %s n %lld out %lld rows %d row %d: %.9g vs %.9g",
+                                   k->name, b8 ? "dot8" : "dot", gg_type_name(type), (long long)n,
+                                   (long long)o, nr, r, (double)got[r], (double)want[o][r]);
+                        tested8 += b8;
+                    }
+            }
+            if (k->dot4[type]) /* the four weight rows against each activation row */
+                for (int r = 0; r < FCPU_NR8; r++) {
+                    float got[4];
+                    k->dot4[type](n, w, rb, xq + (size_t)r * ldx, got);
+                    for (int64_t o = 0; o < n_out; o++)
+                        CHECKM(fabs((double)got[o] - want[o][r]) <= 1e-5 * mag[o][r] + 1e-30,
+                               "%s dot4 %s n %lld out %lld row %d: %.9g vs %.9g", k->name,
+                               gg_type_name(type), (long long)n, (long long)o, r,
+                               (double)got[o], (double)want[o][r]);
+                    tested4++;
+                }
+            free(w); free(xq); free(xt); free(x); free(wf); free(xd);
+        }
+    }
+    if (_i != FCPU_ISA_SCALAR) /* the SIMD tables decode four rows at a time */
+        CHECK(tested4 == 2 * 5 * FCPU_NR8);
+    if (_i == FCPU_ISA_AVX512) /* and the VNNI one has the batch kernels */
+        CHECK(tested8 == 2 * 5 * 4 * FCPU_NR8);
 }
 END_TEST
 
@@ -1469,6 +1568,7 @@ int main(void)
     tcase_add_loop_test(tc, test_dot8_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_dot2x8_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_dot8_q6_K, 0, FCPU_ISA_COUNT);
+    tcase_add_loop_test(tc, test_kmin_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_gemm16_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_batch_rows, 0, N_CFG);
     tcase_add_loop_test(tc, test_fast_attention, 0, N_CFG);

@@ -547,14 +547,15 @@ START_TEST(test_llama_stories_layout)
 END_TEST
 
 /* Every weight type on a shape the K-quants fit: the types used are the ones asked for (the
- * Q4_K_M mix exactly as llama.cpp's recipe), and each quantized matrix dequantizes to the
- * F32 model's values within its format's error. */
+ * Q4_K_M and Q5_K_M mixes exactly as llama.cpp's recipes), and each quantized matrix
+ * dequantizes to the F32 model's values within its format's error. */
 START_TEST(test_llama_types)
 {
     static const struct { const char *name; int type; double tol; } cases[] = {
         {"F16", GG_F16, 1e-3}, {"BF16", GG_BF16, 8e-3}, {"Q8_0", GG_Q8_0, 1e-2},
         {"Q4_0", GG_Q4_0, 0.12}, {"Q4_K", GG_Q4_K, 0.1}, {"Q6_K", GG_Q6_K, 0.03},
-        {"Q4_K_M", GGUF_W_MIX_Q4_K_M, 0.1},
+        {"Q4_K_M", GGUF_W_MIX_Q4_K_M, 0.1}, {"Q5_K", GG_Q5_K, 0.05},
+        {"Q5_K_M", GGUF_W_MIX_Q5_K_M, 0.05},
     };
     gguf_w_llama_t p = {.name = "t", .n_embd = 256, .n_layer = 8, .n_head = 4, .n_head_kv = 2,
                         .n_ff = 512, .n_vocab = 300, .n_ctx = 64, .rope_base = 10000,
@@ -577,12 +578,13 @@ START_TEST(test_llama_types)
             int want = cases[c].type;
             if (t->n_dims == 1) {
                 want = GG_F32;
-            } else if (want == GGUF_W_MIX_Q4_K_M) {
+            } else if (want == GGUF_W_MIX_Q4_K_M || want == GGUF_W_MIX_Q5_K_M) {
+                const int base = want == GGUF_W_MIX_Q4_K_M ? GG_Q4_K : GG_Q5_K;
                 int il = -1;
                 sscanf(t->name, "blk.%d.", &il);
                 /* llama.cpp's use_more_bits(il, 8): il < 1, il >= 7, (il - 1) % 3 == 2 */
                 bool more = il == 0 || il == 3 || il == 6 || il == 7;
-                want = GG_Q4_K;
+                want = base;
                 if (strcmp(t->name, "output.weight") == 0 ||
                     (more && (strstr(t->name, "attn_v") || strstr(t->name, "ffn_down"))))
                     want = GG_Q6_K;

@@ -550,6 +550,12 @@ START_TEST(test_bad_requests)
     free_resp(&r);
     r = request("POST", "/v1/completions", NULL, "{\"prompt\":\"x\",\"temperature\":\"hot\"}");
     check_error(&r, 400, "temperature");
+    /* No specific code: null, as OpenAI's. */
+    ck_assert_ptr_nonnull(strstr(r.body, "\"code\":null"));
+    free_resp(&r);
+    r = request("POST", "/v1/completions", NULL, "{\"prompt\":\"x\",\"suffix\":\"!\"}");
+    check_error(&r, 400, "suffix");
+    ck_assert_ptr_nonnull(strstr(r.body, "\"code\":\"unsupported_parameter\""));
     free_resp(&r);
     r = request("POST", "/v1/completions", NULL, "{\"prompt\":\"x\",\"model\":\"gpt-4\"}");
     check_error(&r, 404, "model");
@@ -595,7 +601,7 @@ START_TEST(test_bad_requests)
     free_resp(&r);
     /* Nothing was left running by any of these. */
     ck_assert_int_eq(fake_live(eng), 0);
-    ck_assert(metric("fusiond_requests_total{endpoint=\"completions\",status=\"400\"}") == 7);
+    ck_assert(metric("fusiond_requests_total{endpoint=\"completions\",status=\"400\"}") == 8);
     stop();
 }
 END_TEST
@@ -701,6 +707,162 @@ START_TEST(test_reconfigure)
                 "words until it passes the new limit\"}");
     check_error(&r, 413, NULL);
     free_resp(&r);
+    stop();
+}
+END_TEST
+
+static const char *const *cors_next;
+static void reconf_cors(void)
+{
+    srv_config_t c = cfg;
+    c.cors_origins = cors_next;
+    char err[128];
+    ck_assert_int_eq(srv_reconfigure(srv, &c, err, sizeof err), 0);
+}
+
+/* A preflight as browsers send it (no API key), from origin. */
+static resp_t preflight(const char *path, const char *origin, const char *extra)
+{
+    char h[512];
+    snprintf(h, sizeof h, "Origin: %s\r\nAccess-Control-Request-Method: POST\r\n"
+             "Access-Control-Request-Headers: authorization,content-type,x-stainless-os,"
+             "x-stainless-retry-count\r\n%s", origin, extra ? extra : "");
+    return request("OPTIONS", path, h, NULL);
+}
+
+START_TEST(test_cors)
+{
+    static const char *const origins[] = {"http://localhost:3000", "https://App.Example.com",
+                                          NULL};
+    keys[0] = "sekrit";
+    keys[1] = NULL;
+    cfg.api_keys = keys;
+    cfg.cors_origins = origins;
+    start();
+    const char *key = "Authorization: Bearer sekrit\r\n";
+    /* An allowed origin: its own name back, Vary, and the headers the SDKs read exposed. */
+    resp_t r = request("GET", "/v1/models", "Origin: http://localhost:3000\r\n"
+                       "Authorization: Bearer sekrit\r\n", NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(header(&r, "Access-Control-Allow-Origin"), "http://localhost:3000");
+    ck_assert_str_eq(header(&r, "Vary"), "Origin");
+    ck_assert_ptr_nonnull(strstr(header(&r, "Access-Control-Expose-Headers"), "X-Request-Id"));
+    ck_assert_ptr_nonnull(strstr(header(&r, "Access-Control-Expose-Headers"), "Retry-After"));
+    free_resp(&r);
+    /* Origins compare without regard to case (browsers send them in lower case). */
+    r = request("GET", "/health", "Origin: https://app.example.com\r\n", NULL);
+    ck_assert_str_eq(header(&r, "Access-Control-Allow-Origin"), "https://app.example.com");
+    free_resp(&r);
+    /* Another origin, a port off, or none: no CORS headers (the browser blocks), but Vary. */
+    static const char *const others[] = {"Origin: http://evil.example\r\n",
+                                         "Origin: http://localhost:3001\r\n",
+                                         "Origin: null\r\n", ""};
+    for (size_t i = 0; i < FD_ARRAY_LEN(others); i++) {
+        char h[256];
+        snprintf(h, sizeof h, "%s%s", others[i], key);
+        r = request("GET", "/v1/models", h, NULL);
+        ck_assert_int_eq(r.status, 200);
+        ck_assert_ptr_null(header(&r, "Access-Control-Allow-Origin"));
+        ck_assert_ptr_null(header(&r, "Access-Control-Expose-Headers"));
+        ck_assert_str_eq(header(&r, "Vary"), "Origin");
+        free_resp(&r);
+    }
+
+    /* The preflight needs no key; it allows the method and echoes the headers asked for. */
+    r = preflight("/v1/chat/completions", "http://localhost:3000", NULL);
+    ck_assert_msg(r.status == 204, "%d %s", r.status, r.body);
+    ck_assert_uint_eq(r.len, 0);
+    ck_assert_str_eq(header(&r, "Access-Control-Allow-Origin"), "http://localhost:3000");
+    ck_assert_str_eq(header(&r, "Access-Control-Allow-Methods"), "POST, OPTIONS");
+    ck_assert_str_eq(header(&r, "Access-Control-Allow-Headers"),
+                     "authorization,content-type,x-stainless-os,x-stainless-retry-count");
+    ck_assert_str_eq(header(&r, "Access-Control-Max-Age"), "7200");
+    ck_assert_ptr_null(header(&r, "Access-Control-Allow-Private-Network"));
+    free_resp(&r);
+    r = preflight("/v1/models", "http://localhost:3000",
+                  "Access-Control-Request-Private-Network: true\r\n");
+    ck_assert_int_eq(r.status, 204);
+    ck_assert_str_eq(header(&r, "Access-Control-Allow-Methods"), "GET, HEAD, OPTIONS");
+    ck_assert_str_eq(header(&r, "Access-Control-Allow-Private-Network"), "true");
+    free_resp(&r);
+    /* Without Access-Control-Request-Headers, or with odd bytes in it: the usual ones. */
+    r = request("OPTIONS", "/v1/completions", "Origin: http://localhost:3000\r\n"
+                "Access-Control-Request-Method: POST\r\n"
+                "Access-Control-Request-Headers: x-a\"b\r\n", NULL);
+    ck_assert_int_eq(r.status, 204);
+    ck_assert_str_eq(header(&r, "Access-Control-Allow-Headers"),
+                     "Authorization, Content-Type, X-Api-Key");
+    free_resp(&r);
+    /* Not a preflight (no Access-Control-Request-Method), a disallowed origin, an unknown
+     * route: what OPTIONS got before (405 with Allow, 404). */
+    r = request("OPTIONS", "/v1/completions", "Origin: http://localhost:3000\r\n", NULL);
+    check_error(&r, 405, NULL);
+    ck_assert_str_eq(header(&r, "Allow"), "POST");
+    free_resp(&r);
+    r = preflight("/v1/completions", "http://evil.example", NULL);
+    check_error(&r, 405, NULL);
+    ck_assert_ptr_null(header(&r, "Access-Control-Allow-Origin"));
+    ck_assert_ptr_null(header(&r, "Access-Control-Allow-Methods"));
+    free_resp(&r);
+    r = preflight("/v1/nope", "http://localhost:3000", NULL);
+    check_error(&r, 404, NULL);
+    free_resp(&r);
+
+    /* The real request still needs the key, and its 401 is readable by the page. */
+    r = request("POST", "/v1/completions", "Origin: http://localhost:3000\r\n",
+                "{\"prompt\":\"x\",\"max_tokens\":2}");
+    check_error(&r, 401, NULL);
+    ck_assert_str_eq(header(&r, "Access-Control-Allow-Origin"), "http://localhost:3000");
+    free_resp(&r);
+    /* A stream carries the headers too; so do errors and whole answers. */
+    r = request("POST", "/v1/chat/completions", "Origin: http://localhost:3000\r\n"
+                "Authorization: Bearer sekrit\r\n",
+                "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":3,"
+                "\"stream\":true}");
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(header(&r, "Content-Type"), "text/event-stream");
+    ck_assert_str_eq(header(&r, "Access-Control-Allow-Origin"), "http://localhost:3000");
+    ck_assert_ptr_nonnull(strstr(r.body, "data: [DONE]"));
+    free_resp(&r);
+    r = request("POST", "/v1/completions", "Origin: http://localhost:3000\r\n"
+                "Authorization: Bearer sekrit\r\n", "{\"prompt\":\"x\",\"suffix\":\"y\"}");
+    check_error(&r, 400, "suffix");
+    ck_assert_str_eq(header(&r, "Access-Control-Allow-Origin"), "http://localhost:3000");
+    free_resp(&r);
+
+    /* "*": any origin gets "*" (no Vary: the answer is the same for all). */
+    static const char *const any[] = {"*", NULL};
+    cors_next = any;
+    on_loop(reconf_cors);
+    r = request("GET", "/v1/models", "Origin: http://elsewhere.example:8000\r\n"
+                "Authorization: Bearer sekrit\r\n", NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(header(&r, "Access-Control-Allow-Origin"), "*");
+    ck_assert_ptr_null(header(&r, "Vary"));
+    free_resp(&r);
+    r = preflight("/v1/completions", "null", NULL);
+    ck_assert_int_eq(r.status, 204);
+    ck_assert_str_eq(header(&r, "Access-Control-Allow-Origin"), "*");
+    free_resp(&r);
+
+    /* None (the default): no CORS headers at all, and OPTIONS is a 405 as before.  (No keys
+     * either, for the scrape below.) */
+    cors_next = NULL;
+    cfg.api_keys = NULL;
+    on_loop(reconf_cors);
+    r = request("GET", "/v1/models", "Origin: http://localhost:3000\r\n"
+                "Authorization: Bearer sekrit\r\n", NULL);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_ptr_null(header(&r, "Access-Control-Allow-Origin"));
+    ck_assert_ptr_null(header(&r, "Vary"));
+    free_resp(&r);
+    r = preflight("/v1/completions", "http://localhost:3000", NULL);
+    check_error(&r, 405, NULL);
+    ck_assert_ptr_null(header(&r, "Access-Control-Allow-Origin"));
+    free_resp(&r);
+    ck_assert(metric("fusiond_requests_total{endpoint=\"chat_completions\",status=\"204\"}")
+              == 1);
+    ck_assert(metric("fusiond_requests_total{endpoint=\"completions\",status=\"204\"}") == 2);
     stop();
 }
 END_TEST
@@ -1075,6 +1237,10 @@ START_TEST(test_large_bodies)
     r = request("POST", "/v1/completions", NULL, body);
     check_error(&r, 400, "prompt");
     ck_assert_ptr_nonnull(strstr(r.body, "40001"));
+    /* That answer was held, then queued: its headers went on once. */
+    const char *rid = strstr(r.head, "X-Request-Id:");
+    ck_assert_ptr_nonnull(rid);
+    ck_assert_ptr_null(strstr(rid + 1, "X-Request-Id:"));
     free_resp(&r);
     r = request("POST", "/tokenize", NULL, body); /* "prompt" is vLLM's name for content */
     ck_assert_int_eq(r.status, 200);
@@ -1231,6 +1397,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_body_limit);
     tcase_add_test(tc, test_auth);
     tcase_add_test(tc, test_reconfigure);
+    tcase_add_test(tc, test_cors);
     tcase_add_test(tc, test_stream_equals_whole);
     tcase_add_test(tc, test_chat_whole);
     tcase_add_test(tc, test_keep_alive);

@@ -339,7 +339,7 @@ static double weight_error(int type, int64_t n, uint64_t seed)
 START_TEST(test_quantized_types)
 {
     static const int types[] = { GG_F16, GG_BF16, GG_Q8_0, GG_Q6_K, GG_Q4_K, GG_Q4_0,
-                                 GGUF_W_MIX_Q4_K_M };
+                                 GGUF_W_MIX_Q4_K_M, GG_Q5_K, GGUF_W_MIX_Q5_K_M };
     char p32[512], p32t[512];
     snprintf(p32, sizeof(p32), "%s", write_llama("f32.gguf", GG_F32, false));
     snprintf(p32t, sizeof(p32t), "%s", write_llama("f32tied.gguf", GG_F32, true));
@@ -371,11 +371,12 @@ START_TEST(test_quantized_types)
                 den += (double)l32[i] * l32[i];
             }
             double e = sqrt(num / den);
-            int wt = t == GGUF_W_MIX_Q4_K_M ? GG_Q4_K : t;
+            int wt = t == GGUF_W_MIX_Q4_K_M ? GG_Q4_K : t == GGUF_W_MIX_Q5_K_M ? GG_Q5_K : t;
             double eps = weight_error(wt, 256, 7);
             double hi = 2 * paths * (wt == GG_F16 || wt == GG_BF16 ? eps : hypot(eps, eps8));
             fprintf(stderr, "%-8s fusion %d: logits rel err %.2e, weight eps %.2e, ratio %.2f, "
-                    "of bound %.2f\n", t == GGUF_W_MIX_Q4_K_M ? "Q4_K_M" : gg_type_name(t),
+                    "of bound %.2f\n", t == GGUF_W_MIX_Q4_K_M ? "Q4_K_M" :
+                    t == GGUF_W_MIX_Q5_K_M ? "Q5_K_M" : gg_type_name(t),
                     fused, e, eps, e / eps, e / hi);
             ck_assert_msg(e <= hi && e >= 0.25 * paths * eps,
                           "%s: logits rel err %.3g outside [%.3g, %.3g]", name, e,

@@ -188,6 +188,64 @@ START_TEST(test_chat_fields)
 }
 END_TEST
 
+/* Unsupported fields at a value that asks for nothing are served (clients send their
+ * defaults), and fields that change nothing in the answer are accepted; the others are 400s
+ * with OpenAI's code (the table of bad bodies has one per field). */
+START_TEST(test_unsupported_fields)
+{
+    static const struct { int kind; const char *extra; } neutral[] = {
+        {RQ_COMPLETION, "\"suffix\":null"}, {RQ_COMPLETION, "\"suffix\":\"\""},
+        {RQ_COMPLETION, "\"best_of\":1"}, {RQ_COMPLETION, "\"best_of\":null"},
+        {RQ_COMPLETION, "\"n\":3,\"best_of\":3"}, {RQ_COMPLETION, "\"n\":3,\"best_of\":1"},
+        {RQ_COMPLETION, "\"logit_bias\":{}"}, {RQ_COMPLETION, "\"min_tokens\":0"},
+        {RQ_COMPLETION, "\"use_beam_search\":false"}, {RQ_COMPLETION, "\"grammar\":\"\""},
+        {RQ_COMPLETION, "\"metadata\":{\"a\":\"b\"},\"store\":true"},
+        {RQ_COMPLETION, "\"response_format\":{\"type\":\"text\"},\"prompt_logprobs\":null"},
+        /* llama-server's web UI sends its samplers' "off" values. */
+        {RQ_CHAT, "\"n_probs\":0,\"mirostat\":0,\"typical_p\":1,\"dynatemp_range\":0,"
+                  "\"xtc_probability\":0,\"dry_multiplier\":0,\"min_tokens\":0"},
+        {RQ_CHAT, "\"echo\":false"}, {RQ_CHAT, "\"audio\":null"},
+        {RQ_CHAT, "\"modalities\":[\"text\"]"}, {RQ_CHAT, "\"json_schema\":{}"},
+        {RQ_CHAT, "\"guided_choice\":[]"}, {RQ_CHAT, "\"response_format\":{\"type\":\"text\"}"},
+        {RQ_CHAT, "\"parallel_tool_calls\":false,\"store\":false,\"metadata\":{},"
+                  "\"service_tier\":\"auto\",\"user\":\"u\""},
+    };
+    rq_t r;
+    rq_err_t e;
+    for (size_t i = 0; i < FD_ARRAY_LEN(neutral); i++) {
+        char b[256];
+        snprintf(b, sizeof b, neutral[i].kind == RQ_CHAT
+                 ? "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],%s}"
+                 : "{\"prompt\":\"x\",%s}", neutral[i].extra);
+        ck_assert_msg(parse(neutral[i].kind, b, &r, &e) == 0, "%s: %s", b, e.message);
+        rq_free(&r);
+    }
+    ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":\"x\",\"suffix\":\"!\"}", &r, &e),
+                     -EINVAL);
+    ck_assert_str_eq(e.code, "unsupported_parameter");
+    ck_assert_ptr_nonnull(strstr(e.message, "suffix"));
+    ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":\"x\",\"n\":2,\"best_of\":4}", &r,
+                           &e), -EINVAL);
+    ck_assert_str_eq(e.code, "unsupported_parameter");
+    ck_assert_ptr_nonnull(strstr(e.message, "(4)"));
+    /* best_of below n is wrong rather than unsupported (OpenAI refuses it too). */
+    ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":\"x\",\"n\":3,\"best_of\":2}", &r,
+                           &e), -EINVAL);
+    ck_assert_ptr_null(e.code);
+    ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                                    "\"response_format\":{\"type\":\"json_object\"}}", &r, &e),
+                     -EINVAL);
+    ck_assert_str_eq(e.code, "unsupported_value");
+    ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                                    "\"tools\":[{}]}", &r, &e), -EINVAL);
+    ck_assert_str_eq(e.code, "unsupported_parameter");
+    /* A wrong type or range is a plain 400 with no code. */
+    ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":\"x\",\"temperature\":9}", &r, &e),
+                     -EINVAL);
+    ck_assert_ptr_null(e.code);
+}
+END_TEST
+
 START_TEST(test_tokenize_bodies)
 {
     rq_t r;
@@ -319,6 +377,46 @@ static const struct bad_case {
      "tools"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"functions\":[{}]}",
      400, "functions"},
+    /* Fields fusiond does not implement, at a value that asks for something. */
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"suffix\":\" end\"}", 400, "suffix"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"suffix\":5}", 400, "suffix"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"best_of\":3}", 400, "best_of"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"n\":2,\"best_of\":3}", 400, "best_of"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"n\":3,\"best_of\":2}", 400, "best_of"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"best_of\":0}", 400, "best_of"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"best_of\":\"2\"}", 400, "best_of"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"min_tokens\":4}", 400, "min_tokens"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"use_beam_search\":true}", 400, "use_beam_search"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"grammar\":\"root ::= \\\"a\\\"\"}", 400, "grammar"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"guided_regex\":\"a+\"}", 400, "guided_regex"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"response_format\":{\"type\":\"json_object\"}}", 400,
+     "response_format"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"prompt_logprobs\":0}", 400, "prompt_logprobs"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"n_probs\":5}", 400, "n_probs"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"mirostat\":2}", 400, "mirostat"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"typical_p\":0.9}", 400, "typical_p"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"dry_multiplier\":0.8}",
+     400, "dry_multiplier"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"xtc_probability\":"
+              "0.5}", 400, "xtc_probability"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"dynatemp_range\":"
+              "\"1\"}", 400, "dynatemp_range"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"echo\":true}", 400,
+     "echo"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"json_schema\":"
+              "{\"type\":\"object\"}}", 400, "json_schema"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"guided_json\":"
+              "{\"type\":\"object\"}}", 400, "guided_json"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"guided_choice\":"
+              "[\"a\",\"b\"]}", 400, "guided_choice"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"audio\":"
+              "{\"voice\":\"alloy\",\"format\":\"wav\"}}", 400, "audio"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"modalities\":"
+              "[\"text\",\"audio\"]}", 400, "modalities"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"modalities\":"
+              "\"text\"}", 400, "modalities"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+              "\"web_search_options\":{}}", 400, "web_search_options"},
     {RQ_TOKENIZE, "{}", 400, "content"},
     {RQ_TOKENIZE, "{\"content\":[1]}", 400, "content"},
     {RQ_TOKENIZE, "{\"content\":\"x\",\"add_special\":\"no\"}", 400, "add_special"},
@@ -426,6 +524,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_completion_defaults);
     tcase_add_test(tc, test_prompt_forms);
     tcase_add_test(tc, test_chat_fields);
+    tcase_add_test(tc, test_unsupported_fields);
     tcase_add_test(tc, test_tokenize_bodies);
     tcase_add_loop_test(tc, test_bad_bodies, 0, (int)FD_ARRAY_LEN(bad_cases));
     tcase_add_test(tc, test_deep_nesting);

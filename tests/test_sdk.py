@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon_harness import Daemon, TmpDir, check, fail, time_scale  # noqa: E402
 
 KEY = "sk-fusiond-sdk-test-3Jq8"
+CORS_ORIGIN = "http://localhost:5173"  # a web UI's dev server
 CLI_PROMPT, CLI_TOKENS = "And God said", 24
 SRC = os.environ.get("top_srcdir") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 BUILD = os.environ.get("top_builddir", ".")
@@ -91,13 +92,15 @@ def main():
     tmp = TmpDir()
     d = None
     try:
-        conf = tmp.write("fusiond.conf", "model = %s\napi_keys = %s\n" % (model, KEY))
+        conf = tmp.write("fusiond.conf", "model = %s\napi_keys = %s\ncors_origins = %s\n"
+                         % (model, KEY, CORS_ORIGIN))
         d = Daemon(["-c", conf, "--port=0", "--threads=2"], tmp)
         d.wait_ready()
         env = dict(os.environ)
         env.update({
             "FUSIOND_BASE_URL": "http://127.0.0.1:%d/v1" % d.port,
             "FUSIOND_API_KEY": KEY,
+            "FUSIOND_CORS_ORIGIN": CORS_ORIGIN,
             "FUSIOND_SDK_DIR": sdk,
             "FUSIOND_CLI_TEXT": json.dumps({"prompt": CLI_PROMPT, "max_tokens": CLI_TOKENS,
                                             "text": cli}),

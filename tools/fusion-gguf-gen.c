@@ -25,7 +25,8 @@ static void usage(FILE *f)
         fprintf(f, " %s", *n);
     fprintf(f,
             "\n"
-            "  -t, --type TYPE       F32 (default), F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K, Q4_K_M\n"
+            "  -t, --type TYPE       F32 (default), F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K,\n"
+            "                        Q4_K_M, Q5_K_M\n"
             "  -s, --seed N          weights seed (default 1)\n"
             "  -j, --threads N       threads that fill and quantize (default: online CPUs)\n"
             "      --arch NAME       llama (the only one)\n"
@@ -41,6 +42,8 @@ static int parse_type(const char *s)
 {
     if (strcasecmp(s, "Q4_K_M") == 0)
         return GGUF_W_MIX_Q4_K_M;
+    if (strcasecmp(s, "Q5_K_M") == 0)
+        return GGUF_W_MIX_Q5_K_M;
     return gg_type_from_name(s);
 }
 

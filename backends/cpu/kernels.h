@@ -10,7 +10,7 @@
  *   XQ32  int8 blocks of 32 with a float scale and the block's sum of codes (for the
  *         32-element weight types: Q8_0, Q4_0);
  *   XQK   int8 super-blocks of 256 with one float scale and the sums of each 16 codes (for
- *         the K-quants: Q4_K, Q6_K);
+ *         the K-quants: Q4_K, Q5_K, Q6_K);
  *   XQ32I XQ32 with the codes of each pair of blocks (2p, 2p+1) interleaved by halves:
  *         [2p: 0..15][2p+1: 0..15][2p: 16..31][2p+1: 16..31] (a last odd block stays as is),
  *         so that two Q4_0 blocks' low nibbles meet their 32 activations in one vector.

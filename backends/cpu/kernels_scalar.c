@@ -3,6 +3,7 @@
  * quantized types are exact; their scales are applied once per block as in the SIMD tables,
  * so all three tables agree to float rounding. */
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "backends/cpu/kernels.h"
@@ -138,9 +139,12 @@ static void dot_q4_0(int64_t n, const void *vw, const void *x, size_t ldx, int n
     }
 }
 
-static void dot_q4_K(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
+/* Q4_K and Q5_K: the same super-block head (d, dmin, 12 bytes of scales and mins) and nibble
+ * order; Q5_K adds the fifth bit of element l of sub-block j as bit j of qh[l].  w holds
+ * blocks of bb bytes with qh (qh_at 0: none) and qs at those offsets. */
+static void dot_kmin(int64_t n, const uint8_t *w, size_t bb, size_t qh_at, size_t qs_at,
+                     const void *x, size_t ldx, int nr, float *out)
 {
-    const fq_block_q4_K *w = vw;
     for (int r = 0; r < nr; r++) {
         const void *row = XROW(x, ldx, r);
         const int8_t *q = fcpu_x_qs(row);
@@ -148,15 +152,20 @@ static void dot_q4_K(int64_t n, const void *vw, const void *x, size_t ldx, int n
         const int16_t *bs = fcpu_xqk_bsum(row, n);
         float a = 0;
         for (int64_t b = 0; b < n / 256; b++) {
-            const fq_block_q4_K *wb = &w[b];
+            const fq_block_q4_K *wb = (const fq_block_q4_K *)(const void *)(w + (size_t)b * bb);
+            const uint8_t *qs = w + (size_t)b * bb + qs_at, *qh = w + (size_t)b * bb + qh_at;
             const int8_t *qb = q + 256 * b;
             int isum = 0, msum = 0;
             for (int j = 0; j < 8; j++) {
                 uint8_t sc, m;
                 fq_scale_min_k4(j, wb->scales, &sc, &m);
                 int s = 0, sh = (j & 1) * 4;
-                for (int l = 0; l < 32; l++)
-                    s += ((wb->qs[32 * (j / 2) + l] >> sh) & 15) * qb[32 * j + l];
+                for (int l = 0; l < 32; l++) {
+                    int c = (qs[32 * (j / 2) + l] >> sh) & 15;
+                    if (qh_at)
+                        c |= ((qh[l] >> j) & 1) << 4;
+                    s += c * qb[32 * j + l];
+                }
                 isum += sc * s;
                 msum += m * (bs[16 * b + 2 * j] + bs[16 * b + 2 * j + 1]);
             }
@@ -164,6 +173,17 @@ static void dot_q4_K(int64_t n, const void *vw, const void *x, size_t ldx, int n
         }
         out[r] = a;
     }
+}
+
+static void dot_q4_K(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
+{
+    dot_kmin(n, vw, sizeof(fq_block_q4_K), 0, offsetof(fq_block_q4_K, qs), x, ldx, nr, out);
+}
+
+static void dot_q5_K(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
+{
+    dot_kmin(n, vw, sizeof(fq_block_q5_K), offsetof(fq_block_q5_K, qh),
+             offsetof(fq_block_q5_K, qs), x, ldx, nr, out);
 }
 
 static void dot_q6_K(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
@@ -304,10 +324,11 @@ static const fcpu_kern_t table = {
     .quant_q32 = quant_q32,
     .quant_qk = quant_qk,
     .dot = {[GG_F32] = dot_f32, [GG_F16] = dot_f16, [GG_BF16] = dot_bf16, [GG_Q8_0] = dot_q8_0,
-            [GG_Q4_0] = dot_q4_0, [GG_Q4_K] = dot_q4_K, [GG_Q6_K] = dot_q6_K},
+            [GG_Q4_0] = dot_q4_0, [GG_Q4_K] = dot_q4_K, [GG_Q5_K] = dot_q5_K,
+            [GG_Q6_K] = dot_q6_K},
     .pv = pv,
     .xform = {[GG_Q8_0] = FCPU_XQ32, [GG_Q4_0] = FCPU_XQ32, [GG_Q4_K] = FCPU_XQK,
-              [GG_Q6_K] = FCPU_XQK},
+              [GG_Q5_K] = FCPU_XQK, [GG_Q6_K] = FCPU_XQK},
     .vdot = vdot,
     .axpy = axpy,
     .scale = scale,

@@ -367,8 +367,19 @@ eq(ch2.usage.completion_tokens, 10, 'max_completion_tokens: completion_tokens');
 }
 
 // ---- errors: typed, with the right status and the server's message
+// No specific code is null, as OpenAI's (the SDK's e.code), not the status as a string.
 await expectError('temperature -1', () => client.completions.create({ ...base, temperature: -1 }),
-  OpenAI.BadRequestError, 400, { param: 'temperature', type: 'invalid_request_error' });
+  OpenAI.BadRequestError, 400, { param: 'temperature', type: 'invalid_request_error', code: null });
+// A field fusiond does not implement is refused rather than silently ignored; at the value
+// that asks for nothing it is served.
+await expectError('suffix', () => client.completions.create({ ...base, suffix: ' Amen.' }),
+  OpenAI.BadRequestError, 400, { param: 'suffix', code: 'unsupported_parameter' });
+await expectError('best_of above n', () => client.completions.create({ ...base, best_of: 3 }),
+  OpenAI.BadRequestError, 400, { param: 'best_of', code: 'unsupported_parameter' });
+{
+  const r = await client.completions.create({ ...base, suffix: null, best_of: 1 });
+  check(r.choices.length === 1 && r.choices[0].text.length > 0, 'suffix null, best_of 1: served');
+}
 await expectError('chat without messages', () => client.chat.completions.create({ model, max_tokens: 4 }),
   OpenAI.BadRequestError, 400, { param: 'messages' });
 await expectError('streamed bad request', () => client.chat.completions.create({ ...chatBase,
@@ -392,7 +403,10 @@ await expectError('chat max_completion_tokens beyond the context', () => client.
 const tools = [{ type: 'function', function: { name: 'get_weather', description: 'The weather',
   parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
 await expectError('chat with tools', () => client.chat.completions.create({ ...chatBase, tools }),
-  OpenAI.BadRequestError, 400, { param: 'tools' });
+  OpenAI.BadRequestError, 400, { param: 'tools', code: 'unsupported_parameter' });
+await expectError('chat with a JSON response_format', () => client.chat.completions.create({
+  ...chatBase, response_format: { type: 'json_object' } }), OpenAI.BadRequestError, 400,
+{ param: 'response_format', code: 'unsupported_value' });
 {
   const r = await client.chat.completions.create({ ...chatBase, tools, tool_choice: 'none' });
   eq(r.choices[0].message.content, msg.content, 'tools with tool_choice none: the text answer');
@@ -404,6 +418,59 @@ await expectError('a wrong API key', () => wrong.models.list(), OpenAI.Authentic
   { type: 'authentication_error' });
 await expectError('a wrong API key on a completion', () => wrong.completions.create(base),
   OpenAI.AuthenticationError, 401);
+
+// ---- CORS (the daemon runs with cors_origins = FUSIOND_CORS_ORIGIN): what a browser does
+// around the SDK's requests (new OpenAI({ dangerouslyAllowBrowser: true }) in a page of that
+// origin).  The headers the SDK sends are taken from a real call, then preflighted.
+const corsOrigin = process.env.FUSIOND_CORS_ORIGIN;
+function corsRaw(method, p, headers, body) {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const req = http.request(root + p, { method, headers: { ...headers,
+      ...(data ? { 'Content-Type': 'application/json', 'Content-Length': data.length } : {}) } },
+    (res) => {
+      const parts = [];
+      res.on('data', (c) => parts.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers,
+        body: Buffer.concat(parts).toString() }));
+    });
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+if (corsOrigin) {
+  let sent = null;
+  const spy = new OpenAI({ baseURL, apiKey, maxRetries: 0,
+    fetch: (url, init) => { sent = new Headers(init.headers); return fetch(url, init); } });
+  await spy.completions.create({ ...base, max_tokens: 2 });
+  // What a browser preflights: every header but the CORS-safelisted ones.
+  const safe = new Set(['accept', 'accept-language', 'content-language']);
+  const names = sent ? [...sent.keys()].filter((h) => !safe.has(h)) : [];
+  check(names.includes('authorization') && names.some((h) => h.startsWith('x-stainless-')),
+    'CORS: the SDK sends authorization and x-stainless-* headers', show(names));
+  const pre = await corsRaw('OPTIONS', '/v1/chat/completions', { Origin: corsOrigin,
+    'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': names.join(',') });
+  const allowed = String(pre.headers['access-control-allow-headers'] || '').toLowerCase()
+    .split(/\s*,\s*/);
+  check(pre.status === 204 && pre.headers['access-control-allow-origin'] === corsOrigin &&
+    /\bPOST\b/.test(pre.headers['access-control-allow-methods'] || '') &&
+    names.every((h) => allowed.includes(h)),
+  'CORS: the preflight (no API key) allows the SDK\'s method and headers', show(pre));
+  const real = await corsRaw('POST', '/v1/chat/completions', { Origin: corsOrigin,
+    Authorization: 'Bearer ' + apiKey }, { ...chatBase, max_tokens: 2, stream: true });
+  const expose = String(real.headers['access-control-expose-headers'] || '').toLowerCase();
+  check(real.status === 200 && real.headers['access-control-allow-origin'] === corsOrigin &&
+    expose.includes('x-request-id') && expose.includes('retry-after') &&
+    real.body.includes('data: [DONE]'),
+  'CORS: a stream from the allowed origin is shared with it, request id exposed', show(real.headers));
+  const nokey = await corsRaw('POST', '/v1/completions', { Origin: corsOrigin }, base);
+  check(nokey.status === 401 && nokey.headers['access-control-allow-origin'] === corsOrigin,
+    'CORS: the real request still needs the key (a 401 the page can read)', show(nokey.status));
+  const other = await corsRaw('OPTIONS', '/v1/chat/completions', { Origin: 'http://evil.example',
+    'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'authorization' });
+  check(other.status !== 204 && !other.headers['access-control-allow-origin'],
+    'CORS: another origin\'s preflight is refused', show(other.status));
+}
 
 // ---- cancellation: abort a stream midway; the server cancels it and keeps serving.
 {

@@ -35,6 +35,18 @@
  *      finish as in step 2.
  *   5. Counters published, on_step called, invariants checked (params.check, FD_DEBUG).
  *
+ * Prefix cache (params.prefix_cache, engine thread; membership and counters under e->mu)
+ *   A request that ends with its KV intact (stop, length, cancel, timeout: the engine acts
+ *   on those between steps, so the slot holds exactly n_past valid tokens; not an error,
+ *   whose step may have left the backend's state unknown) leaves its slot and tokens as a
+ *   cached slot instead of freeing them.  Admission looks for the cached slot with the
+ *   longest common prefix with the prompt; when at least prefix_cache_min tokens can be
+ *   kept (never the last prompt token: its logits must be computed) the request takes that
+ *   slot, truncated, and prefills only the rest.  Cached slots count against the slots and
+ *   kv_total with the running ones; admission decides exactly as without the cache (places
+ *   and reservations of running requests only) and then evicts least recently cached slots
+ *   until the admitted request fits, so the cache never delays or refuses a request.
+ *
  * Stop strings: generated text is kept in r->held until it can no longer be part of a stop
  * string; what is released is final.  A match anywhere in held ends the request with the text
  * before it (the stop string and anything after are dropped). */
@@ -69,6 +81,7 @@ typedef struct req {
     int n_past;                  /* tokens in the KV cache */
     int n_gen;
     int slot;                    /* -1 until admitted */
+    int n_cached;                /* prompt tokens reused from a cached slot */
     int64_t kv_need;             /* n_prompt + max_tokens, reserved while running */
     smp_t *smp;
     int n_probs;
@@ -88,6 +101,14 @@ typedef struct req {
     uint64_t t_submit, t_sched, t_prefill, t_first, t_done;
     double dev_s;
 } req_t;
+
+/* A finished sequence's KV slot kept for reuse. */
+typedef struct cslot {
+    int slot;
+    int32_t *tokens;             /* the n tokens whose KV the slot holds (owned) */
+    int n;
+    uint64_t stamp;              /* when it was cached: the lowest is evicted first */
+} cslot_t;
 
 typedef struct sampled {
     int32_t tok;                 /* < 0: none */
@@ -114,6 +135,13 @@ struct eng {
     req_t **run;                 /* admission order; membership changes under e->mu */
     int n_run;
     eng_stats_t pub;             /* published counters (e->mu) */
+    bool cache_on;               /* params.prefix_cache and the driver can truncate */
+    int cache_min;
+    cslot_t *cache;              /* n_cache of d.n_slots; changes under e->mu */
+    int n_cache;
+    uint64_t cache_stamp;
+    int *evict;                  /* slots schedule took out of the cache, freed after it */
+    int n_evict;
 
     /* engine thread only */
     llm_batch_entry_t *ent;
@@ -415,6 +443,7 @@ static void emit_done(req_t *r)
     t->device_s = r->dev_s;
     t->n_prompt = r->n_prompt;
     t->n_gen = r->n_gen;
+    t->n_cached = r->n_cached;
     r->on_event(r->ud, &ev);
 }
 
@@ -426,10 +455,67 @@ static void finish_mark(req_t *r, int reason, const char *msg)
     }
 }
 
-/* Ends a running request: slot and reservation back, counters, DONE, free. */
+/* Whether a finished request's slot holds exactly its n_past tokens' valid KV, worth
+ * keeping.  Errors are not kept: a failed step may have left the backend in any state. */
+static bool cache_keepable(eng_t *e, const req_t *r)
+{
+    if (!e->cache_on || r->slot < 0 || r->n_past < e->cache_min)
+        return false;
+    if (r->finish != ENG_FINISH_STOP && r->finish != ENG_FINISH_LENGTH &&
+        r->finish != ENG_FINISH_CANCEL && r->finish != ENG_FINISH_TIMEOUT)
+        return false;
+    return !e->d.seq_len || e->d.seq_len(e->d.ctx, r->slot) == r->n_past;
+}
+
+/* Takes cache entry i out (e->mu held); its tokens are freed, its slot is the caller's. */
+static cslot_t cache_take(eng_t *e, int i)
+{
+    cslot_t c = e->cache[i];
+    e->cache[i] = e->cache[--e->n_cache];
+    e->pub.cached_slots = e->n_cache;
+    e->pub.kv_cached -= c.n;
+    free(c.tokens);
+    c.tokens = NULL;
+    return c;
+}
+
+/* Evicts the least recently cached slot (e->mu held); freed by the engine after schedule. */
+static void cache_evict_lru(eng_t *e)
+{
+    int lru = 0;
+    for (int i = 1; i < e->n_cache; i++)
+        if (e->cache[i].stamp < e->cache[lru].stamp)
+            lru = i;
+    e->evict[e->n_evict++] = cache_take(e, lru).slot;
+    e->pub.cache_evictions++;
+}
+
+/* The cached slot r can reuse the most prompt tokens from (at least cache_min), or -1. */
+static int cache_lookup(const eng_t *e, const req_t *r, int *keep)
+{
+    int best = -1, best_keep = 0;
+    for (int i = 0; i < e->n_cache; i++) {
+        const cslot_t *c = &e->cache[i];
+        int n = FD_MIN(c->n, r->n_prompt - 1), k = 0;
+        while (k < n && c->tokens[k] == r->tokens[k])
+            k++;
+        if (k > best_keep || (k == best_keep && best >= 0 && c->stamp > e->cache[best].stamp)) {
+            best = i;
+            best_keep = k;
+        }
+    }
+    if (best < 0 || best_keep < e->cache_min)
+        return -1;
+    *keep = best_keep;
+    return best;
+}
+
+/* Ends a running request: slot (to the cache or freed) and reservation back, counters,
+ * DONE, free. */
 static void finish_running(eng_t *e, req_t *r)
 {
-    if (r->slot >= 0)
+    bool keep = cache_keepable(e, r);
+    if (r->slot >= 0 && !keep)
         e->d.seq_free(e->d.ctx, r->slot);
     engine_lock(e);
     int i = 0;
@@ -440,6 +526,13 @@ static void finish_running(eng_t *e, req_t *r)
     e->pub.running = e->n_run;
     e->pub.kv_reserved -= r->kv_need;
     e->pub.kv_used -= r->slot >= 0 ? r->n_past : 0;
+    if (keep) {
+        /* its reservation covered n_past, so reserved + cached stays within kv_total */
+        e->cache[e->n_cache++] = (cslot_t){ r->slot, r->tokens, r->n_past, ++e->cache_stamp };
+        r->tokens = NULL;
+        e->pub.cached_slots = e->n_cache;
+        e->pub.kv_cached += r->n_past;
+    }
     engine_unlock(e);
     r->slot = -1;
     r->t_done = fd_now_ns();
@@ -725,6 +818,18 @@ static bool schedule(eng_t *e, req_t **gone)
         e->run[e->n_run++] = r;
         e->pub.kv_reserved += r->kv_need;
         e->admitted[e->n_admitted++] = r;
+        int keep = 0, hit = cache_lookup(e, r, &keep);
+        if (hit >= 0) {
+            r->slot = cache_take(e, hit).slot;
+            r->n_past = r->n_cached = keep;
+            e->pub.kv_used += keep;
+            e->pub.cache_hits++;
+            e->pub.cached_tokens += (uint64_t)keep;
+        }
+        /* the cached slots give way to what admission decided without them */
+        while (e->n_cache > 0 && (e->n_run + e->n_cache > e->d.n_slots ||
+                                  e->pub.kv_reserved + e->pub.kv_cached > e->kv_total))
+            cache_evict_lru(e);
     }
     e->pub.waiting = e->n_waiting;
     e->pub.running = e->n_run;
@@ -744,8 +849,19 @@ static void *engine_main(void *arg)
             finish_waiting(gone);
             gone = next;
         }
+        for (int i = 0; i < e->n_evict; i++)
+            e->d.seq_free(e->d.ctx, e->evict[i]);
+        e->n_evict = 0;
         for (int i = 0; i < e->n_admitted; i++) {
             req_t *r = e->admitted[i];
+            if (r->slot >= 0) {
+                /* a cached slot: forget what follows the common prefix */
+                if (e->d.seq_truncate(e->d.ctx, r->slot, r->n_past) < 0)
+                    finish_mark(r, ENG_FINISH_ERROR, "cannot reuse a cached KV cache slot");
+                else
+                    e->d.stream_init(e->d.ctx, &r->ts, r->tokens[r->n_prompt - 1]);
+                continue;
+            }
             int rc = e->d.seq_alloc(e->d.ctx, &r->slot);
             if (rc < 0) {
                 r->slot = -1;
@@ -789,6 +905,13 @@ static void *engine_main(void *arg)
         finish_mark(r, ENG_FINISH_CANCEL, NULL);
         finish_running(e, r);
     }
+    engine_lock(e);
+    while (e->n_cache > 0)
+        cache_evict_lru(e);
+    engine_unlock(e);
+    for (int i = 0; i < e->n_evict; i++)
+        e->d.seq_free(e->d.ctx, e->evict[i]);
+    e->n_evict = 0;
     return NULL;
 }
 
@@ -859,9 +982,41 @@ int eng_check(eng_t *e, char *err, size_t errlen)
         CHECK(r->n_stop == 0 || r->n_held < r->max_stop + 3,
               "request %llu holds back %zu bytes, longest stop string %zu", id, r->n_held,
               r->max_stop);
+        CHECK(r->n_cached >= 0 && r->n_cached < r->n_prompt &&
+              (r->n_cached == 0 || (e->cache_on && r->n_cached >= e->cache_min)),
+              "request %llu: %d prompt tokens from the cache of %d", id, r->n_cached,
+              r->n_prompt);
         reserved += r->kv_need;
         used += r->n_past;
     }
+    int64_t cached = 0;
+    CHECK(e->n_cache == 0 || e->cache_on, "cached slots with the prefix cache off");
+    CHECK(e->n_cache >= 0 && e->n_run + e->n_cache <= e->d.n_slots,
+          "%d running and %d cached slots, %d slots", e->n_run, e->n_cache, e->d.n_slots);
+    CHECK(e->pub.cached_slots == e->n_cache, "published cached slots %d, actual %d",
+          e->pub.cached_slots, e->n_cache);
+    for (int i = 0; i < e->n_cache; i++) {
+        const cslot_t *c = &e->cache[i];
+        CHECK(c->slot >= 0 && c->slot < e->d.n_slots, "cached slot %d out of range", c->slot);
+        CHECK(c->tokens && c->n >= e->cache_min && c->n <= e->d.n_ctx,
+              "cached slot %d holds %d tokens", c->slot, c->n);
+        CHECK(c->stamp >= 1 && c->stamp <= e->cache_stamp, "cached slot %d stamped %llu",
+              c->slot, (unsigned long long)c->stamp);
+        for (int j = 0; j < e->n_run; j++)
+            CHECK(e->run[j]->slot != c->slot, "request %llu runs in cached slot %d",
+                  (unsigned long long)e->run[j]->id, c->slot);
+        for (int j = 0; j < i; j++)
+            CHECK(e->cache[j].slot != c->slot, "slot %d cached twice", c->slot);
+        if (e->d.seq_len)
+            CHECK(e->d.seq_len(e->d.ctx, c->slot) == c->n,
+                  "the model holds %d tokens in cached slot %d, the cache %d",
+                  e->d.seq_len(e->d.ctx, c->slot), c->slot, c->n);
+        cached += c->n;
+    }
+    CHECK(cached == e->pub.kv_cached && reserved + cached <= e->kv_total,
+          "KV cached %lld, published %lld, with %lld reserved, budget %lld",
+          (long long)cached, (long long)e->pub.kv_cached, (long long)reserved,
+          (long long)e->kv_total);
     CHECK(reserved == e->pub.kv_reserved && reserved <= e->kv_total,
           "KV reserved %lld, counted %lld, budget %lld", (long long)reserved,
           (long long)e->pub.kv_reserved, (long long)e->kv_total);
@@ -906,12 +1061,12 @@ int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, c
         goto fail_params;
     }
     if (p->max_running < 1 || p->max_waiting < 0 || p->prefill_chunk < 1 || p->kv_tokens < 0 ||
-        p->max_batch_tokens < 0) {
+        p->max_batch_tokens < 0 || p->prefix_cache_min < 0) {
         rc = OPEN_ERR(FD_ECONFIG,
                       "max_running %d (>= 1), max_waiting %d (>= 0), prefill_chunk %d (>= 1), "
-                      "kv_tokens %lld and max_batch_tokens %d (>= 0)",
+                      "kv_tokens %lld, max_batch_tokens %d and prefix_cache_min %d (>= 0)",
                       p->max_running, p->max_waiting, p->prefill_chunk,
-                      (long long)p->kv_tokens, p->max_batch_tokens);
+                      (long long)p->kv_tokens, p->max_batch_tokens, p->prefix_cache_min);
         goto fail_params;
     }
     e = calloc(1, sizeof *e);
@@ -937,6 +1092,8 @@ int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, c
     e->info.n_ctx = e->info.n_ctx_train = d->n_ctx;
     e->info.n_vocab = d->n_vocab;
     e->pub.kv_total = e->kv_total;
+    e->cache_on = p->prefix_cache && d->seq_truncate;
+    e->cache_min = p->prefix_cache_min ? p->prefix_cache_min : 16;
 
     const size_t R = (size_t)e->max_running;
     e->run = calloc(R, sizeof *e->run);
@@ -944,6 +1101,8 @@ int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, c
     e->ent = calloc(R, sizeof *e->ent);
     e->ent_req = calloc(R, sizeof *e->ent_req);
     e->sampled = calloc(R, sizeof *e->sampled);
+    e->cache = calloc((size_t)d->n_slots, sizeof *e->cache);
+    e->evict = calloc((size_t)d->n_slots, sizeof *e->evict);
     size_t n_logits;
     if (fd_mul_size(R, (size_t)d->n_vocab, &n_logits) < 0 ||
         fd_mul_size(n_logits, sizeof(float), &n_logits) < 0) {
@@ -951,7 +1110,8 @@ int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, c
         goto fail_alloc;
     }
     e->logits = d->host_alloc && d->host_free ? d->host_alloc(d->ctx, n_logits) : malloc(n_logits);
-    if (!e->run || !e->admitted || !e->ent || !e->ent_req || !e->sampled || !e->logits) {
+    if (!e->run || !e->admitted || !e->ent || !e->ent_req || !e->sampled || !e->logits ||
+        !e->cache || !e->evict) {
         rc = OPEN_ERR(-ENOMEM, "out of memory for %d running sequences", e->max_running);
         goto fail_alloc;
     }
@@ -976,6 +1136,8 @@ fail_cond:
     pthread_mutex_destroy(&e->mu);
 fail_alloc:
     logits_free(e);
+    free(e->evict);
+    free(e->cache);
     free(e->sampled);
     free(e->ent_req);
     free(e->ent);
@@ -1002,6 +1164,8 @@ void eng_close(eng_t *e)
     logits_free(e); /* before close: the driver's memory may belong to its backend */
     if (e->d.close)
         e->d.close(e->d.ctx);
+    free(e->evict);
+    free(e->cache);
     free(e->sampled);
     free(e->ent_req);
     free(e->ent);

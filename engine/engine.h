@@ -41,6 +41,14 @@ typedef struct eng_params {
                                    max_running + 1) */
     bool check;                 /* run eng_check after every step and abort on a broken
                                    invariant (always on in --enable-debug builds) */
+    bool prefix_cache;          /* keep a finished sequence's KV slot and tokens; a later
+                                   prompt that starts with them reuses that KV and prefills
+                                   only the rest.  Cached slots are evicted (least recently
+                                   used first) whenever admission needs a slot or KV tokens,
+                                   so they never delay or refuse a request (default off;
+                                   needs the driver's seq_truncate) */
+    int prefix_cache_min;       /* fewest reusable prompt tokens worth a cached slot
+                                   (0 = 16) */
 } eng_params_t;
 
 void eng_params_default(eng_params_t *p);
@@ -118,6 +126,8 @@ typedef struct eng_timings {
     double device_s;            /* simulated/measured device time (corsair, cuda), else 0 */
     int n_prompt;
     int n_gen;
+    int n_cached;               /* prompt tokens whose KV came from the prefix cache (not
+                                   prefilled) */
 } eng_timings_t;
 
 typedef struct eng_event {
@@ -169,7 +179,8 @@ typedef struct eng_request {
  * called.  At most ENG_MAX_STOP stop strings, none empty. */
 #define ENG_MAX_STOP 16
 int eng_submit(eng_t *e, const eng_request_t *r, uint64_t *id, char *err, size_t errlen);
-/* Cancels at the next step (frees its KV at once); DONE with ENG_FINISH_CANCEL follows.
+/* Cancels at the next step (frees its KV at once, or keeps it as a cached slot with
+ * params.prefix_cache); DONE with ENG_FINISH_CANCEL follows.
  * -ENOENT when id is unknown or already done. */
 int eng_cancel(eng_t *e, uint64_t id);
 void eng_cancel_all(eng_t *e);
@@ -187,12 +198,20 @@ typedef struct eng_stats {
     fb_stats_t ops;             /* per op-class time (fusion/backends) */
     int64_t kv_reserved;        /* KV tokens promised to running requests (prompt +
                                    max_tokens each): admission stops at kv_total */
+    /* prefix cache (params.prefix_cache) */
+    int cached_slots;           /* finished sequences' slots kept for reuse */
+    int64_t kv_cached;          /* their tokens (not in kv_used): with kv_reserved at most
+                                   kv_total */
+    uint64_t cache_hits;        /* requests that reused a cached slot's KV */
+    uint64_t cached_tokens;     /* prompt tokens those requests did not prefill */
+    uint64_t cache_evictions;   /* cached slots dropped to make room */
 } eng_stats_t;
 
 void eng_stats(eng_t *e, eng_stats_t *out);
 
 /* Checks the scheduler's invariants (queue links and counts, FIFO order, slots distinct,
- * KV reservations and lengths, against the model's own sequence lengths).  0, or FD_EFORMAT
+ * KV reservations and lengths, against the model's own sequence lengths; cached slots:
+ * distinct from running ones, their lengths, within the slot count and the KV budget).  0, or FD_EFORMAT
  * with the first broken one in err.  ENGINE THREAD ONLY, between steps: call it from
  * on_step (the engine runs it after every step when params.check is set). */
 int eng_check(eng_t *e, char *err, size_t errlen);
@@ -210,6 +229,8 @@ typedef struct eng_driver {
     int (*seq_alloc)(void *ctx, int *slot);
     void (*seq_free)(void *ctx, int slot);
     int (*seq_len)(void *ctx, int slot);        /* for eng_check; may be NULL */
+    /* llm_seq_truncate's contract; NULL: no prefix cache (params.prefix_cache ignored) */
+    int (*seq_truncate)(void *ctx, int slot, int len);
     /* llm_decode's contract. */
     int (*decode)(void *ctx, const llm_batch_entry_t *e, int n, float *logits);
     bool (*is_eog)(void *ctx, int32_t token);

@@ -36,6 +36,11 @@ static int d_seq_len(void *ctx, int slot)
     return llm_seq_len(((llm_drv_t *)ctx)->m, slot);
 }
 
+static int d_seq_truncate(void *ctx, int slot, int len)
+{
+    return llm_seq_truncate(((llm_drv_t *)ctx)->m, slot, len);
+}
+
 static int d_decode(void *ctx, const llm_batch_entry_t *e, int n, float *logits)
 {
     return llm_decode(((llm_drv_t *)ctx)->m, e, n, logits);
@@ -202,6 +207,7 @@ int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
         .seq_alloc = d_seq_alloc,
         .seq_free = d_seq_free,
         .seq_len = d_seq_len,
+        .seq_truncate = d_seq_truncate,
         .decode = d_decode,
         .is_eog = d_is_eog,
         .stream_init = d_stream_init,

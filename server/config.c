@@ -112,6 +112,14 @@ static const opt_t opts[] = {
     {"prefill_chunk", 0, T_INT, O(prefill_chunk), "256", 1, 1048576, NULL, 0, NULL,
      "Model and engine", "TOKENS",
      "Prompt tokens per sequence per step, so long prompts do not stall running streams."},
+    {"prefix_cache", 0, T_BOOL, O(prefix_cache), "off", 0, 0, NULL, 0, NULL,
+     "Model and engine", NULL,
+     "Keep a finished request's KV cache slot: a later prompt that starts with the same "
+     "tokens (the next turn of a chat) prefills only the rest.  Cached slots give way to "
+     "any request that needs their room."},
+    {"prefix_cache_min", 0, T_INT, O(prefix_cache_min), "16", 1, 16777216, NULL, 0, NULL,
+     "Model and engine", "TOKENS",
+     "Fewest prompt tokens worth reusing from a cached slot (with prefix_cache on)."},
 
     {"host", 0, T_STR, O(host), "127.0.0.1", 0, 0, NULL, 0, check_host, "Network", "ADDR",
      "Address to listen on (0.0.0.0 or :: for all; keep the default unless a proxy or "

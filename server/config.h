@@ -45,6 +45,8 @@ typedef struct cfg {
     int max_waiting;
     int64_t kv_tokens;      /* 0 = max_running * ctx_size */
     int prefill_chunk;
+    bool prefix_cache;      /* keep finished sequences' KV for prompts that extend them */
+    int prefix_cache_min;   /* fewest reusable tokens worth a cached slot */
     /* network (restart to change) */
     char *host;
     int port;               /* 0 = any free port (tests) */

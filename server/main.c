@@ -287,6 +287,8 @@ static int engine_init(daemon_t *d)
     p->max_waiting = c->max_waiting;
     p->kv_tokens = c->kv_tokens;
     p->prefill_chunk = c->prefill_chunk;
+    p->prefix_cache = c->prefix_cache;
+    p->prefix_cache_min = c->prefix_cache_min;
     p->on_step = on_engine_step;
     p->on_step_ud = d;
     if (!p->model_path) {
@@ -338,6 +340,7 @@ static void srv_config_from(srv_config_t *s, const cfg_t *c)
     s->ping_interval_s = c->sse_ping_interval;
     s->max_n = c->max_n;
     s->access_log = c->access_log;
+    s->prefix_cache = c->prefix_cache;
 }
 
 static int listen_now(daemon_t *d)

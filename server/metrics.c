@@ -244,6 +244,23 @@ void met_render(met_t *m, const met_view_t *v, sb_t *b)
     header(b, "fusiond_prompt_tokens_total", "counter", "Prompt tokens processed.");
     sb_printf(b, "fusiond_prompt_tokens_total %llu\n",
               st ? (unsigned long long)st->prompt_tokens : 0ULL);
+    header(b, "fusiond_prefix_cache_hits_total", "counter",
+           "Requests that reused a cached KV cache slot (prefix_cache).");
+    sb_printf(b, "fusiond_prefix_cache_hits_total %llu\n",
+              st ? (unsigned long long)st->cache_hits : 0ULL);
+    header(b, "fusiond_prefix_cache_cached_tokens_total", "counter",
+           "Prompt tokens whose KV came from the prefix cache: prefill saved.");
+    sb_printf(b, "fusiond_prefix_cache_cached_tokens_total %llu\n",
+              st ? (unsigned long long)st->cached_tokens : 0ULL);
+    header(b, "fusiond_prefix_cache_evictions_total", "counter",
+           "Cached KV cache slots dropped to make room for admitted requests.");
+    sb_printf(b, "fusiond_prefix_cache_evictions_total %llu\n",
+              st ? (unsigned long long)st->cache_evictions : 0ULL);
+    header(b, "fusiond_prefix_cache_slots", "gauge", "KV cache slots kept for reuse.");
+    sb_printf(b, "fusiond_prefix_cache_slots %d\n", st ? st->cached_slots : 0);
+    header(b, "fusiond_prefix_cache_tokens", "gauge",
+           "Tokens held by the cached slots (given up whenever a request needs them).");
+    sb_printf(b, "fusiond_prefix_cache_tokens %lld\n", st ? (long long)st->kv_cached : 0LL);
     header(b, "fusiond_generation_tokens_total", "counter", "Tokens generated.");
     sb_printf(b, "fusiond_generation_tokens_total %llu\n",
               st ? (unsigned long long)st->gen_tokens : 0ULL);

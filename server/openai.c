@@ -258,6 +258,11 @@ char *oai_response(const oai_resp_t *r)
              put(u, "completion_tokens", cJSON_CreateNumber((double)r->completion_tokens)) &&
              put(u, "total_tokens",
                  cJSON_CreateNumber((double)(r->prompt_tokens + r->completion_tokens)));
+        if (ok && r->cached_details) {
+            cJSON *d = cJSON_CreateObject();
+            ok = put(u, "prompt_tokens_details", d) &&
+                 put(d, "cached_tokens", cJSON_CreateNumber((double)r->cached_tokens));
+        }
     }
     if (ok && r->timings)
         ok = put(root, "timings", timings_obj(r->timings));

@@ -64,6 +64,9 @@ typedef struct oai_resp {
                                    one, as OpenAI sends them) */
     long long prompt_tokens;
     long long completion_tokens;
+    bool cached_details;        /* usage.prompt_tokens_details.cached_tokens (the prefix
+                                   cache is on) */
+    long long cached_tokens;    /* of prompt_tokens, those whose KV was reused */
     const oai_timings_t *timings; /* NULL = none */
     const tok_t *tok;           /* token strings for logprobs (needed when any choice has them) */
 } oai_resp_t;

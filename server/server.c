@@ -729,6 +729,23 @@ static void job_timings(const srv_job_t *j, oai_timings_t *t)
     t->total_ms = (double)(fd_now_ns() - j->t0_ns) * 1e-6;
 }
 
+/* Usage's prompt tokens served from the prefix cache: per prompt the most any of its
+ * choices reused (prompt_tokens counts each prompt once however many choices it has). */
+static void job_usage(const srv_job_t *j, oai_resp_t *r)
+{
+    r->usage = true;
+    r->prompt_tokens = j->prompt_tokens;
+    r->cached_details = j->srv->cfg.prefix_cache;
+    r->cached_tokens = 0;
+    for (size_t p = 0; p < j->n_prompts; p++) {
+        int most = 0;
+        for (int i = 0; i < j->n_choices; i++)
+            if (j->choices[i].prompt == p)
+                most = FD_MAX(most, j->choices[i].t.n_cached);
+        r->cached_tokens += most;
+    }
+}
+
 static void sse_add_json(srv_job_t *j, char *json)
 {
     if (!json) {
@@ -793,8 +810,7 @@ static void stream_done(srv_job_t *j)
         oai_resp_t r;
         oai_timings_t t;
         resp_init(j, &r, true);
-        r.usage = true;
-        r.prompt_tokens = j->prompt_tokens;
+        job_usage(j, &r);
         for (int i = 0; i < j->n_choices; i++)
             r.completion_tokens += j->choices[i].n_gen;
         job_timings(j, &t);
@@ -868,8 +884,7 @@ static void build_final(srv_job_t *j)
         if (ok) {
             r.choices = ch;
             r.n_choices = j->n_choices;
-            r.usage = true;
-            r.prompt_tokens = j->prompt_tokens;
+            job_usage(j, &r);
             job_timings(j, &t);
             r.timings = &t;
             body = oai_response(&r);

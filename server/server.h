@@ -53,6 +53,8 @@ typedef struct srv_config {
      * Origin, or "*") on every answer, streams included; a preflight (OPTIONS with
      * Access-Control-Request-Method) on a known route is answered 204 without an API key. */
     const char *const *cors_origins;
+    bool prefix_cache;          /* the engine runs with eng_params.prefix_cache: usage
+                                   reports prompt_tokens_details.cached_tokens */
 } srv_config_t;
 
 void srv_config_default(srv_config_t *c);

@@ -64,6 +64,8 @@ START_TEST(test_defaults)
     expect_get(&c, "max_running", "16");
     expect_get(&c, "max_waiting", "64");
     expect_get(&c, "prefill_chunk", "256");
+    expect_get(&c, "prefix_cache", "off");
+    expect_get(&c, "prefix_cache_min", "16");
     expect_get(&c, "max_body_bytes", "4M");
     expect_get(&c, "request_timeout", "600");
     expect_get(&c, "drain_timeout", "30");
@@ -286,6 +288,9 @@ START_TEST(test_flags)
         {{"--fusion", "--dump-config"}, "fusion", "on"},
         {{"--fusion=on", "--no-fusion", "--dump-config"}, "fusion", "off"},
         {{"--dump-config"}, "fusion", "off"},
+        {{"--prefix-cache", "--prefix-cache-min=32", "--dump-config"}, "prefix_cache", "on"},
+        {{"--prefix-cache", "--prefix-cache-min=32", "--dump-config"}, "prefix_cache_min",
+         "32"},
         {{"--api-keys=c", "--dump-config"}, "api_keys", "c"},
         {{"--dump-config"}, "api_keys", "a,b"},
         {{"--backend-option", "y=2", "--backend-option=z=3", "--dump-config"},

@@ -7,7 +7,12 @@
  * (a driver whose logits hash the whole sequence, so any mix-up of tokens, positions or slots
  * changes the output) runs the scheduler; then stories260K through eng_open: greedy equals
  * the reference continuation, 16 concurrent requests equal each alone, and the same bounds,
- * stop strings, cancellation, time limit and prefill interleaving on the real model. */
+ * stop strings, cancellation, time limit and prefill interleaving on the real model.  The
+ * prefix cache: a prompt extending a finished one (or equal to it, or a prefix of it)
+ * prefills only what the cached slot lacks and answers as without the cache; least recently
+ * cached slots are evicted for new requests and for KV tokens, never making a request wait;
+ * no reuse after a failed step; a cancelled one's valid KV is reused; the same on
+ * stories260K against an engine without the cache. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <pthread.h>
@@ -110,6 +115,17 @@ static int fk_seq_len(void *ctx, int slot)
 {
     fake_t *f = ctx;
     return f->len[slot];
+}
+
+static int fk_seq_truncate(void *ctx, int slot, int len)
+{
+    fake_t *f = ctx;
+    if (slot < 0 || slot >= f->n_slots || !f->used[slot] || len < 0 || len > f->len[slot]) {
+        fk_violation(f, "bad truncate", slot, len);
+        return -EINVAL;
+    }
+    f->len[slot] = len;
+    return 0;
 }
 
 static int fk_decode(void *ctx, const llm_batch_entry_t *e, int n, float *logits)
@@ -274,6 +290,7 @@ static eng_t *open_fake(fake_t *f, eng_params_t *p, eng_t **slot)
     eng_driver_t d = {
         .ctx = f, .n_vocab = FK_VOCAB, .n_ctx = FK_CTX, .n_slots = f->n_slots,
         .seq_alloc = fk_seq_alloc, .seq_free = fk_seq_free, .seq_len = fk_seq_len,
+        .seq_truncate = fk_seq_truncate,
         .decode = fk_decode, .is_eog = fk_is_eog, .stream_init = fk_stream_init,
         .stream_push = fk_stream_push, .stream_flush = fk_stream_flush, .stats = fk_stats,
         .host_alloc = fk_host_alloc, .host_free = fk_host_free, .close = fk_close,
@@ -1015,6 +1032,383 @@ START_TEST(test_bounds_and_bad_requests)
 }
 END_TEST
 
+/* ---- the prefix cache ---- */
+
+/* Runs one greedy request to its end and checks it against the sequential reference; returns
+ * the collector (the caller frees it) and the prompt tokens the engine prefilled for it. */
+static coll_t *pc_run(eng_t *e, const int32_t *prompt, int n_prompt, int max_tokens,
+                      uint64_t *prefilled)
+{
+    eng_stats_t a, b;
+    eng_stats(e, &a);
+    coll_t *c = coll_new();
+    submit(e, prompt, n_prompt, max_tokens, NULL, c);
+    coll_wait(c);
+    eng_stats(e, &b);
+    ck_assert_int_eq(c->finish, ENG_FINISH_LENGTH);
+    ck_assert_int_eq(c->n, max_tokens);
+    int32_t ref[128];
+    ref_greedy(prompt, n_prompt, max_tokens, ref);
+    for (int k = 0; k < max_tokens; k++)
+        ck_assert_msg(c->tok[k] == ref[k], "token %d: %d, reference %d (%d cached)", k,
+                      c->tok[k], ref[k], c->t.n_cached);
+    *prefilled = b.prompt_tokens - a.prompt_tokens;
+    ck_assert_uint_eq(*prefilled + (uint64_t)c->t.n_cached, (uint64_t)n_prompt);
+    return c;
+}
+
+/* The most sequences in one step since step log0 (the engine may take the first of two
+ * requests submitted together before the second is queued: they still overlap). */
+static int fk_most_seqs(fake_t *f, int log0)
+{
+    int most = 0;
+    pthread_mutex_lock(&f->mu);
+    for (int s = log0; s < f->n_log; s++)
+        most = FD_MAX(most, f->log[s].n);
+    pthread_mutex_unlock(&f->mu);
+    return most;
+}
+
+static void pc_params(eng_params_t *p)
+{
+    eng_params_default(p);
+    p->prefix_cache = true;
+    p->prefix_cache_min = 4;
+    p->prefill_chunk = 8;
+}
+
+START_TEST(test_prefix_cache_reuse)
+{
+    fake_t *f = fk_new();
+    eng_params_t p;
+    pc_params(&p);
+    p.max_running = 4;
+    eng_t *e, *slot;
+    e = open_fake(f, &p, &slot);
+    uint64_t pre;
+    int32_t p1[20], p2[64];
+    make_prompt(p1, 20, 77);
+    coll_t *a = pc_run(e, p1, 20, 10, &pre);
+    ck_assert_int_eq(a->t.n_cached, 0);
+    ck_assert_uint_eq(pre, 20);
+    eng_stats_t st;
+    eng_stats(e, &st);
+    /* the last sampled token never went into the KV cache */
+    ck_assert_int_eq(st.cached_slots, 1);
+    ck_assert_int_eq(st.kv_cached, 29);
+    ck_assert_int_eq(st.kv_used, 0);
+    ck_assert_int_eq(st.kv_reserved, 0);
+
+    /* the next turn: prompt, answer and 5 new tokens: only the last 6 are prefilled */
+    memcpy(p2, p1, sizeof p1);
+    memcpy(p2 + 20, a->tok, 10 * sizeof *p2);
+    make_prompt(p2 + 30, 5, 78);
+    coll_t *b = pc_run(e, p2, 35, 12, &pre);
+    ck_assert_int_eq(b->t.n_cached, 29);
+    ck_assert_uint_eq(pre, 6);
+    eng_stats(e, &st);
+    ck_assert_uint_eq(st.cache_hits, 1);
+    ck_assert_uint_eq(st.cached_tokens, 29);
+    ck_assert_int_eq(st.cached_slots, 1);
+    ck_assert_int_eq(st.kv_cached, 35 + 12 - 1);
+
+    /* the same prompt again: everything but its last token is reused */
+    coll_t *c = pc_run(e, p2, 35, 3, &pre);
+    ck_assert_int_eq(c->t.n_cached, 34);
+    ck_assert_uint_eq(pre, 1);
+    /* a prefix of a cached sequence: the slot is cut back to it */
+    coll_t *d = pc_run(e, p1, 12, 6, &pre);
+    ck_assert_int_eq(d->t.n_cached, 11);
+    ck_assert_uint_eq(pre, 1);
+    /* too little in common (3 < prefix_cache_min): a fresh slot, the cached one stays */
+    int32_t p3[16];
+    make_prompt(p3, 16, 79);
+    memcpy(p3, p1, 3 * sizeof *p3);
+    p3[3] = p1[3] % (FK_VOCAB - 2) + 1;
+    coll_t *g = pc_run(e, p3, 16, 5, &pre);
+    ck_assert_int_eq(g->t.n_cached, 0);
+    ck_assert_uint_eq(pre, 16);
+    /* nothing in common: a fresh slot */
+    int32_t p4[9];
+    make_prompt(p4, 9, 80);
+    p4[0] = p1[0] % (FK_VOCAB - 2) + 1;
+    coll_t *h = pc_run(e, p4, 9, 5, &pre);
+    ck_assert_int_eq(h->t.n_cached, 0);
+    eng_stats(e, &st);
+    ck_assert_int_eq(st.cached_slots, 3);
+    ck_assert_uint_eq(st.cache_hits, 3);
+    ck_assert_uint_eq(st.cache_evictions, 0);
+    ck_assert_int_eq(st.kv_cached, (12 + 6 - 1) + (16 + 5 - 1) + (9 + 5 - 1));
+    /* a one-token prompt can reuse nothing (its only token must be computed) */
+    coll_t *k = pc_run(e, p1, 1, 4, &pre);
+    ck_assert_int_eq(k->t.n_cached, 0);
+    coll_t *all[] = { a, b, c, d, g, h, k };
+    for (size_t i = 0; i < FD_ARRAY_LEN(all); i++)
+        coll_free(all[i]);
+    eng_close(e);
+    fk_delete(f);
+
+    /* off by default: nothing is kept */
+    f = fk_new();
+    eng_params_default(&p);
+    e = open_fake(f, &p, &slot);
+    coll_t *x = pc_run(e, p1, 20, 10, &pre);
+    coll_t *y = pc_run(e, p2, 35, 4, &pre);
+    ck_assert_int_eq(y->t.n_cached, 0);
+    ck_assert_uint_eq(pre, 35);
+    eng_stats(e, &st);
+    ck_assert_int_eq(st.cached_slots, 0);
+    ck_assert_uint_eq(st.cache_hits, 0);
+    coll_free(x);
+    coll_free(y);
+    eng_close(e);
+    fk_delete(f);
+    ck_assert_msg(n_check_failures == 0, "eng_check: %s", check_msg);
+}
+END_TEST
+
+START_TEST(test_prefix_cache_eviction)
+{
+    fake_t *f = fk_new();
+    f->n_slots = 2;
+    eng_params_t p;
+    pc_params(&p);
+    p.max_running = 2;
+    eng_t *e, *slot;
+    e = open_fake(f, &p, &slot);
+    uint64_t pre;
+    int32_t pa[40], pb[40], pc[12], pd[12];
+    make_prompt(pa, 40, 91);
+    make_prompt(pb, 40, 92);
+    make_prompt(pc, 12, 93);
+    make_prompt(pd, 12, 94);
+    pb[0] = pa[0] % (FK_VOCAB - 2) + 1;
+    pc[0] = pb[0] % (FK_VOCAB - 2) + 1;
+    pd[0] = pc[0] % (FK_VOCAB - 2) + 1;
+    coll_t *a = pc_run(e, pa, 30, 5, &pre);
+    coll_t *b = pc_run(e, pb, 30, 5, &pre);
+    eng_stats_t st;
+    eng_stats(e, &st);
+    ck_assert_int_eq(st.cached_slots, 2);     /* every slot cached */
+    /* a new prompt: the least recently cached (a's) goes */
+    coll_t *c = pc_run(e, pc, 12, 5, &pre);
+    eng_stats(e, &st);
+    ck_assert_uint_eq(st.cache_evictions, 1);
+    ck_assert_int_eq(st.cached_slots, 2);
+    coll_t *b2 = pc_run(e, pb, 40, 5, &pre);
+    ck_assert_int_eq(b2->t.n_cached, 30);
+    coll_t *a2 = pc_run(e, pa, 40, 5, &pre);
+    ck_assert_int_eq(a2->t.n_cached, 0);
+    /* two new prompts while both slots are cached: both run together */
+    fk_gate(f, true);
+    int log0 = f->n_log;
+    coll_t *x = coll_new(), *y = coll_new();
+    submit(e, pc, 12, 5, NULL, x);
+    submit(e, pd, 12, 5, NULL, y);
+    fk_gate(f, false);
+    coll_wait(x);
+    coll_wait(y);
+    ck_assert_int_eq(x->finish, ENG_FINISH_LENGTH);
+    ck_assert_int_eq(y->finish, ENG_FINISH_LENGTH);
+    ck_assert_int_eq(fk_most_seqs(f, log0), 2);
+    coll_t *all[] = { a, b, c, b2, a2, x, y };
+    for (size_t i = 0; i < FD_ARRAY_LEN(all); i++)
+        coll_free(all[i]);
+    eng_close(e);
+    fk_delete(f);
+
+    /* one slot, no waiting room: a cached slot never makes a request FD_EFULL */
+    f = fk_new();
+    f->n_slots = 1;
+    pc_params(&p);
+    p.max_running = 1;
+    p.max_waiting = 0;
+    e = open_fake(f, &p, &slot);
+    a = pc_run(e, pa, 30, 5, &pre);
+    b = pc_run(e, pb, 30, 5, &pre);
+    ck_assert_int_eq(b->t.n_cached, 0);
+    eng_stats(e, &st);
+    ck_assert_uint_eq(st.cache_evictions, 1);
+    coll_free(a);
+    coll_free(b);
+    eng_close(e);
+    fk_delete(f);
+    ck_assert_msg(n_check_failures == 0, "eng_check: %s", check_msg);
+}
+END_TEST
+
+START_TEST(test_prefix_cache_kv_budget)
+{
+    /* 100 KV tokens: a finished request leaves 59 cached; requests that fit the budget
+     * without the cache are admitted at once, evicting it */
+    fake_t *f = fk_new();
+    eng_params_t p;
+    pc_params(&p);
+    p.max_running = 4;
+    p.kv_tokens = 100;
+    eng_t *e, *slot;
+    e = open_fake(f, &p, &slot);
+    uint64_t pre;
+    int32_t pa[64], pb[64], pc[64];
+    make_prompt(pa, 64, 101);
+    make_prompt(pb, 64, 102);
+    make_prompt(pc, 64, 103);
+    pb[0] = pa[0] % (FK_VOCAB - 2) + 1;
+    pc[0] = pb[0] % (FK_VOCAB - 2) + 1;
+    coll_t *a = pc_run(e, pa, 30, 30, &pre);
+    eng_stats_t st;
+    eng_stats(e, &st);
+    ck_assert_int_eq(st.kv_cached, 59);
+    /* the whole budget in one request */
+    coll_t *b = pc_run(e, pb, 50, 50, &pre);
+    eng_stats(e, &st);
+    ck_assert_uint_eq(st.cache_evictions, 1);
+    ck_assert_int_eq(st.kv_cached, 99);
+    /* two that fit together run together */
+    fk_gate(f, true);
+    int log0 = f->n_log;
+    coll_t *x = coll_new(), *y = coll_new();
+    submit(e, pa, 20, 30, NULL, x);
+    submit(e, pc, 20, 30, NULL, y);
+    fk_gate(f, false);
+    coll_wait(x);
+    coll_wait(y);
+    ck_assert_int_eq(x->finish, ENG_FINISH_LENGTH);
+    ck_assert_int_eq(y->finish, ENG_FINISH_LENGTH);
+    ck_assert_int_eq(fk_most_seqs(f, log0), 2);
+    /* a reused prefix moves from the cache to the request's reservation: a prompt
+     * extending a cached one as large as the budget still fits */
+    eng_stats(e, &st);
+    int32_t big[64];
+    memcpy(big, pa, 20 * sizeof *big);
+    memcpy(big + 20, x->tok, 30 * sizeof *big);
+    coll_t *z = pc_run(e, big, 50, 50, &pre);
+    ck_assert_int_eq(z->t.n_cached, 49);
+    eng_stats(e, &st);
+    ck_assert_int_le(st.kv_cached + st.kv_reserved, 100);
+    coll_t *all[] = { a, b, x, y, z };
+    for (size_t i = 0; i < FD_ARRAY_LEN(all); i++)
+        coll_free(all[i]);
+    eng_close(e);
+    fk_delete(f);
+    ck_assert_msg(n_check_failures == 0, "eng_check: %s", check_msg);
+}
+END_TEST
+
+START_TEST(test_prefix_cache_cancel_and_error)
+{
+    fake_t *f = fk_new();
+    eng_params_t p;
+    pc_params(&p);
+    p.max_running = 2;
+    eng_t *e, *slot;
+    e = open_fake(f, &p, &slot);
+    uint64_t pre;
+    int32_t pa[40];
+    make_prompt(pa, 40, 111);
+
+    /* a failed step: its slot is not kept, the same prompt is prefilled in full */
+    f->fail_at_step = f->n_log + 3;
+    coll_t *a = coll_new();
+    submit(e, pa, 30, 20, NULL, a);
+    coll_wait(a);
+    ck_assert_int_eq(a->finish, ENG_FINISH_ERROR);
+    eng_stats_t st;
+    eng_stats(e, &st);
+    ck_assert_int_eq(st.cached_slots, 0);
+    ck_assert_int_eq(st.kv_cached, 0);
+    coll_t *b = pc_run(e, pa, 30, 5, &pre);
+    ck_assert_int_eq(b->t.n_cached, 0);
+    ck_assert_uint_eq(pre, 30);
+
+    /* cancelled in the middle of its prefill (the model held in its first chunk): the
+     * chunk that went in is valid and reused, the rest is prefilled */
+    int32_t pb[40];
+    make_prompt(pb, 40, 112);
+    pb[0] = pa[0] % (FK_VOCAB - 2) + 1;
+    fk_gate(f, true);
+    coll_t *c = coll_new();
+    submit(e, pb, 40, 5, NULL, c);
+    /* admitted (published before its first step, which waits at the gate) */
+    for (int i = 0; i < 5000; i++) {
+        eng_stats(e, &st);
+        if (st.running == 1)
+            break;
+        usleep(1000);
+    }
+    ck_assert_int_eq(st.running, 1);
+    ck_assert_int_eq(eng_cancel(e, c->id), 0);
+    fk_gate(f, false);
+    coll_wait(c);
+    ck_assert_int_eq(c->finish, ENG_FINISH_CANCEL);
+    ck_assert_int_eq(c->n, 0);
+    eng_stats(e, &st);
+    ck_assert_int_eq(st.kv_cached, 30 + 5 - 1 + 8);
+    coll_t *d = pc_run(e, pb, 40, 5, &pre);
+    ck_assert_int_eq(d->t.n_cached, 8);
+    ck_assert_uint_eq(pre, 32);
+
+    /* cancelled mid-generation: prompt and the tokens decoded so far are reused */
+    coll_t *g = coll_new();
+    g->hold_at = 4;
+    submit(e, pa, 20, 100, NULL, g);
+    coll_wait_held(g);
+    ck_assert_int_eq(eng_cancel(e, g->id), 0);
+    coll_release(g);
+    coll_wait(g);
+    ck_assert_int_eq(g->finish, ENG_FINISH_CANCEL);
+    int32_t next[64];
+    memcpy(next, pa, 20 * sizeof *next);
+    memcpy(next + 20, g->tok, (size_t)g->n * sizeof *next);
+    make_prompt(next + 20 + g->n, 6, 113);
+    coll_t *h = pc_run(e, next, 26 + g->n, 5, &pre);
+    ck_assert_int_eq(h->t.n_cached, 20 + g->n - 1);
+    coll_t *all[] = { a, b, c, d, g, h };
+    for (size_t i = 0; i < FD_ARRAY_LEN(all); i++)
+        coll_free(all[i]);
+    eng_close(e);
+    fk_delete(f);
+    ck_assert_msg(n_check_failures == 0, "eng_check: %s", check_msg);
+}
+END_TEST
+
+START_TEST(test_prefix_cache_params)
+{
+    fake_t *f = fk_new();
+    eng_params_t p;
+    pc_params(&p);
+    p.prefix_cache_min = -1;
+    eng_driver_t d = {
+        .ctx = f, .n_vocab = FK_VOCAB, .n_ctx = FK_CTX, .n_slots = f->n_slots,
+        .seq_alloc = fk_seq_alloc, .seq_free = fk_seq_free, .seq_len = fk_seq_len,
+        .decode = fk_decode, .is_eog = fk_is_eog, .stream_init = fk_stream_init,
+        .stream_push = fk_stream_push, .stream_flush = fk_stream_flush, .close = fk_close,
+    };
+    eng_t *e = NULL;
+    char err[256];
+    ck_assert_int_eq(eng_open_driver(&e, &p, &d, err, sizeof err), FD_ECONFIG);
+    ck_assert_msg(strstr(err, "prefix_cache_min -1"), "%s", err);
+    ck_assert_ptr_null(e);
+    /* a driver that cannot truncate: the cache stays off */
+    p.prefix_cache_min = 4;
+    f->n_closed = 0;
+    ck_assert_int_eq(eng_open_driver(&e, &p, &d, err, sizeof err), 0);
+    int32_t pa[20];
+    make_prompt(pa, 20, 121);
+    uint64_t pre;
+    coll_t *a = pc_run(e, pa, 20, 5, &pre);
+    coll_t *b = pc_run(e, pa, 20, 5, &pre);
+    ck_assert_int_eq(b->t.n_cached, 0);
+    eng_stats_t st;
+    eng_stats(e, &st);
+    ck_assert_int_eq(st.cached_slots, 0);
+    coll_free(a);
+    coll_free(b);
+    eng_close(e);
+    fk_delete(f);
+}
+END_TEST
+
 START_TEST(test_bad_engine_params)
 {
     fake_t *f = fk_new();
@@ -1679,6 +2073,109 @@ START_TEST(test_model_prefill_interleaves)
 }
 END_TEST
 
+/* A three-turn conversation on stories260K with and without the prefix cache: each turn's
+ * prompt is the previous prompt and answer plus new text.  Greedy answers must be the same
+ * token for token; the logprobs agree to 1e-4 (prefilling the reused prefix in other
+ * batches changes nothing but the summation order, if anything). */
+START_TEST(test_model_prefix_cache)
+{
+    static const char *const turns[] = { "Once upon a time", " The cat", " Lily said" };
+    eng_t *slot_a, *slot_b;
+    eng_t *plain = open_model(2, 4, 8, 0, &slot_a);
+    const char *path = tu_shared("models/stories260K.gguf", 1);
+    eng_params_t p;
+    eng_params_default(&p);
+    p.model_path = path;
+    p.threads = 1;
+    p.max_running = 2;
+    p.prefill_chunk = 8;
+    p.prefix_cache = true;
+    p.prefix_cache_min = 4;
+    p.check = true;
+    p.on_step = on_step_check;
+    p.on_step_ud = &slot_b;
+    char err[512];
+    eng_t *cached = NULL;
+    ck_assert_msg(eng_open(&cached, &p, err, sizeof err) == 0, "eng_open: %s", err);
+    slot_b = cached;
+    const tok_t *tok = eng_tokenizer(cached);
+    static int32_t conv[512];
+    int n = 0, expect_cached = 0, n1_first = 0;
+    eng_sampling_t smp;
+    eng_sampling_default(&smp);
+    smp.temperature = 0;
+    smp.n_probs = 2;
+    for (int t = 0; t < 3; t++) {
+        int32_t ids[64];
+        size_t k = 0;
+        ck_assert_int_eq(tok_encode(tok, turns[t], strlen(turns[t]), t == 0, false, ids, 64,
+                                    &k), 0);
+        memcpy(conv + n, ids, k * sizeof *ids);
+        n += (int)k;
+        if (t == 0)
+            n1_first = n;
+        coll_t *a = coll_new(), *b = coll_new();
+        eng_stats_t s0, s1;
+        eng_stats(cached, &s0);
+        submit(plain, conv, n, 24, &smp, a);
+        submit(cached, conv, n, 24, &smp, b);
+        coll_wait(a);
+        coll_wait(b);
+        eng_stats(cached, &s1);
+        ck_assert_int_eq(a->t.n_cached, 0);
+        ck_assert_int_eq(b->t.n_cached, expect_cached);
+        ck_assert_uint_eq(s1.prompt_tokens - s0.prompt_tokens, (uint64_t)(n - expect_cached));
+        ck_assert_int_eq(b->finish, a->finish);
+        ck_assert_int_eq(b->n, a->n);
+        for (int i = 0; i < a->n; i++) {
+            ck_assert_msg(b->tok[i] == a->tok[i], "turn %d token %d: %d cached, %d not", t,
+                          i, b->tok[i], a->tok[i]);
+            ck_assert_msg(fabsf(b->lp[i] - a->lp[i]) < 1e-4f, "turn %d token %d: logprob %g "
+                          "cached, %g not", t, i, b->lp[i], a->lp[i]);
+        }
+        ck_assert_uint_eq(b->n_text, a->n_text);
+        ck_assert(memcmp(b->text, a->text, a->n_text) == 0);
+        /* the next turn reuses this prompt and the answer's tokens but the last */
+        memcpy(conv + n, a->tok, (size_t)a->n * sizeof *conv);
+        n += a->n;
+        expect_cached = n - 1;
+        coll_free(a);
+        coll_free(b);
+    }
+    /* back to the first turn's prompt (a prefix of the cached conversation: cut back), the
+     * same again (all but its last token reused), then the conversation diverging after
+     * its first 8 tokens */
+    int n1 = n1_first;
+    int32_t div[64];
+    memcpy(div, conv, 8 * sizeof *div);
+    div[8] = conv[8] == 100 ? 101 : 100;
+    const struct { const int32_t *ids; int n, want_cached; } more[] = {
+        { conv, n1, n1 - 1 }, { conv, n1, n1 - 1 }, { div, 9, 8 },
+    };
+    for (size_t m = 0; m < FD_ARRAY_LEN(more); m++) {
+        coll_t *a = coll_new(), *b = coll_new();
+        submit(plain, more[m].ids, more[m].n, 24, &smp, a);
+        submit(cached, more[m].ids, more[m].n, 24, &smp, b);
+        coll_wait(a);
+        coll_wait(b);
+        ck_assert_int_eq(b->t.n_cached, more[m].want_cached);
+        ck_assert_int_eq(b->n, a->n);
+        for (int i = 0; i < a->n; i++)
+            ck_assert_msg(b->tok[i] == a->tok[i] && fabsf(b->lp[i] - a->lp[i]) < 1e-4f,
+                          "prompt %zu token %d: %d (%g) cached, %d (%g) not", m, i, b->tok[i],
+                          b->lp[i], a->tok[i], a->lp[i]);
+        coll_free(a);
+        coll_free(b);
+    }
+    eng_stats_t st;
+    eng_stats(cached, &st);
+    ck_assert_uint_eq(st.cache_hits, 5);
+    eng_close(plain);
+    eng_close(cached);
+    ck_assert_msg(n_check_failures == 0, "eng_check: %s", check_msg);
+}
+END_TEST
+
 START_TEST(test_model_open_errors)
 {
     eng_params_t p;
@@ -1717,6 +2214,11 @@ int main(void)
     tcase_add_test(tc, test_chunked_prefill_interleaves);
     tcase_add_test(tc, test_decode_error);
     tcase_add_test(tc, test_idle_and_close);
+    tcase_add_test(tc, test_prefix_cache_reuse);
+    tcase_add_test(tc, test_prefix_cache_eviction);
+    tcase_add_test(tc, test_prefix_cache_kv_budget);
+    tcase_add_test(tc, test_prefix_cache_cancel_and_error);
+    tcase_add_test(tc, test_prefix_cache_params);
     suite_add_tcase(s, tc);
     /* the model tests only where the shared models are (tu_shared fails under CI's
      * FUSIOND_REQUIRE_SHARED=1); the scheduler tests run regardless */
@@ -1731,6 +2233,7 @@ int main(void)
         tcase_add_test(tm, test_model_seed_cancel_bounds);
         tcase_add_test(tm, test_model_prefill_interleaves);
         tcase_add_test(tm, test_model_open_errors);
+        tcase_add_test(tm, test_model_prefix_cache);
         suite_add_tcase(s, tm);
     } else {
         fprintf(stderr, "SKIP: the stories260K tests: shared test data missing (set "

@@ -95,6 +95,11 @@ START_TEST(test_counters_and_engine_view)
     st.kv_total = 1024;
     st.prompt_tokens = 77;
     st.gen_tokens = 1234;
+    st.cache_hits = 6;
+    st.cached_tokens = 345;
+    st.cache_evictions = 2;
+    st.cached_slots = 3;
+    st.kv_cached = 99;
     st.ops.host_ns[FB_OP_GEMM] = 1500000000ull;
     st.ops.calls[FB_OP_NORM] = 9;
     st.ops.dev_total_s = 0.25;
@@ -127,6 +132,11 @@ START_TEST(test_counters_and_engine_view)
     ck_assert_double_eq(value_of(page, "fusiond_batch_tokens"), 40);
     ck_assert_double_eq(value_of(page, "fusiond_prompt_tokens_total"), 77);
     ck_assert_double_eq(value_of(page, "fusiond_generation_tokens_total"), 1234);
+    ck_assert_double_eq(value_of(page, "fusiond_prefix_cache_hits_total"), 6);
+    ck_assert_double_eq(value_of(page, "fusiond_prefix_cache_cached_tokens_total"), 345);
+    ck_assert_double_eq(value_of(page, "fusiond_prefix_cache_evictions_total"), 2);
+    ck_assert_double_eq(value_of(page, "fusiond_prefix_cache_slots"), 3);
+    ck_assert_double_eq(value_of(page, "fusiond_prefix_cache_tokens"), 99);
     ck_assert_double_eq(value_of(page, "fusiond_ready"), 1);
     ck_assert_double_eq(value_of(page, "fusiond_op_seconds_total{op=\"gemm\",fused=\"true\"}"), 1.5);
     ck_assert_double_eq(value_of(page, "fusiond_op_calls_total{op=\"norm\",fused=\"true\"}"), 9);

@@ -76,6 +76,7 @@ START_TEST(test_completion_whole)
     ck_assert_double_eq(at(top, "<9>")->valuedouble, -1.5);
     const cJSON *u = at(j, "usage");
     ck_assert_int_eq(at(u, "total_tokens")->valueint, 9);
+    ck_assert_ptr_null(cJSON_GetObjectItem(u, "prompt_tokens_details")); /* cache off */
     const cJSON *tm = at(j, "timings");
     ck_assert_double_eq(at(tm, "predicted_per_second")->valuedouble, 500);
     ck_assert_double_eq(at(tm, "prompt_per_token_ms")->valuedouble, 0.5);
@@ -122,6 +123,19 @@ START_TEST(test_chat_chunks)
     ck_assert_int_eq(cJSON_GetArraySize(at(j, "choices")), 0);
     ck_assert_int_eq(at(at(j, "usage"), "prompt_tokens")->valueint, 3);
     cJSON_Delete(j);
+    /* With the prefix cache on: OpenAI's prompt_tokens_details.cached_tokens, 0 included. */
+    r.cached_details = true;
+    r.cached_tokens = 2;
+    j = parse(oai_response(&r));
+    ck_assert_int_eq(at(at(at(j, "usage"), "prompt_tokens_details"), "cached_tokens")->valueint,
+                     2);
+    cJSON_Delete(j);
+    r.cached_tokens = 0;
+    j = parse(oai_response(&r));
+    ck_assert_int_eq(at(at(at(j, "usage"), "prompt_tokens_details"), "cached_tokens")->valueint,
+                     0);
+    cJSON_Delete(j);
+    r.cached_details = false;
 
     /* Chat logprobs carry bytes and their alternatives. */
     oai_lp_t lp = {.token = 65, .logprob = -0.25f, .n_top = 1};

@@ -3,7 +3,8 @@
 completions, chat, streaming equal to whole answers, n=2, seeded reproducibility, stop
 strings, logprobs, 16 parallel greedy streams equal to each alone, a client disconnect
 cancelling its sequence, a full queue (503 + Retry-After), an oversized body (413), API keys,
-OpenAI-shaped errors, and a /metrics scrape that promtool accepts.
+OpenAI-shaped errors, a /metrics scrape that promtool accepts, and a daemon with the prefix
+cache answering a 3-turn chat as one without it while reusing the conversation's KV.
 
 Usage: test_server.py FUSIOND MODEL  (python3 standard library only)."""
 
@@ -384,6 +385,56 @@ def limits():
         d.stop()
 
 
+def prefix_cache(plain):
+    """A daemon with the prefix cache: a 3-turn chat answers as the plain daemon does, each
+    turn reusing more of the conversation (usage.prompt_tokens_details.cached_tokens, the
+    stream's usage chunk and /metrics agree); the plain daemon reports no details."""
+    d = Daemon("--prefix-cache", "--prefix-cache-min", "4", "--max-running", "2")
+    try:
+        msgs = [{"role": "system", "content": "You tell stories."}]
+        turns = ["Once upon a time", "Tell me about the cat.", "And then?"]
+        last, total = -1, 0
+        for i, text in enumerate(turns):
+            msgs.append({"role": "user", "content": text})
+            body = {"messages": msgs, "max_tokens": 16, "temperature": 0}
+            st0, _, ref, _ = plain.post("/v1/chat/completions", body)
+            check(st0 == 200 and "prompt_tokens_details" not in ref["usage"],
+                  "no cached_tokens without the cache: %s" % ref.get("usage"))
+            if i < 2:
+                st, _, js, _ = d.post("/v1/chat/completions", body)
+                check(st == 200, "cached chat turn %d: %s" % (i, st))
+                answer = js["choices"][0]["message"]["content"]
+                usage = js["usage"]
+            else:
+                body = dict(body, stream=True, stream_options={"include_usage": True})
+                st, frames, done, _ = d.stream("/v1/chat/completions", body)
+                check(st == 200 and done, "cached chat stream")
+                answer = stream_text(frames, chat=True)
+                usage = frames[-1]["usage"]
+            ref_answer = ref["choices"][0]["message"]["content"]
+            check(answer == ref_answer, "turn %d: cached %r, plain %r" % (i, answer, ref_answer))
+            cached = usage["prompt_tokens_details"]["cached_tokens"]
+            check(usage["prompt_tokens"] == ref["usage"]["prompt_tokens"], "turn %d prompt "
+                  "tokens %s, plain %s" % (i, usage["prompt_tokens"], ref["usage"]["prompt_tokens"]))
+            check(cached > last and cached < usage["prompt_tokens"],
+                  "turn %d: cached_tokens %s after %s, of %s" % (i, cached, last,
+                                                                usage["prompt_tokens"]))
+            if i == 0:
+                check(cached == 0, "first turn reuses nothing (%s)" % cached)
+            print("  turn %d: prompt %d, cached %d" % (i, usage["prompt_tokens"], cached))
+            last, total = cached, total + cached
+            msgs.append({"role": "assistant", "content": answer})
+        check(d.metric("fusiond_prefix_cache_hits_total") == 2, "2 cache hits")
+        check(d.metric("fusiond_prefix_cache_cached_tokens_total") == total,
+              "cached tokens metric %s, usage %s" %
+              (d.metric("fusiond_prefix_cache_cached_tokens_total"), total))
+        check(d.metric("fusiond_prefix_cache_slots") >= 1, "a cached slot")
+        check(d.metric("fusiond_kv_cache_usage_ratio") == 0, "cached slots are not in use")
+        check(plain.metric("fusiond_prefix_cache_hits_total") == 0, "no hits without the cache")
+    finally:
+        d.stop()
+
+
 def main():
     d = Daemon()
     try:
@@ -397,6 +448,9 @@ def main():
                     traceback.print_exc()
                     FAILS.append("%s raised %r" % (name, e))
                 print("%-20s %.2fs" % (name, time.time() - t0))
+        t0 = time.time()
+        prefix_cache(d)
+        print("%-20s %.2fs" % ("prefix_cache", time.time() - t0))
     finally:
         d.stop()
     limits()

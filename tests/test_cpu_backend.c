@@ -785,7 +785,7 @@ START_TEST(test_dot8_kernels)
 END_TEST
 
 /* gemm16 on FCPU_REPACK16 groups: fcpu_repack16_rows puts every code and scale where
- * kernels.h says (Q8_0, Q4_0, Q4_K, Q6_K), and gemm16 gives, for 1..8 rows in the table's
+ * kernels.h says (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K), and gemm16 gives, for 1..8 rows in the table's
  * form xform (XQ32; XQ32I for Q4_0; XQK for the K-quants), what the scalar table's per-row
  * dot gives on XQ32 (XQK) rows for each of the 16 rows (exact integer sums; float order
  * differs), storing 16 outputs per activation row at the stride asked and nothing else.
@@ -800,14 +800,14 @@ START_TEST(test_gemm16_kernels)
     uint64_t s = 2400 + (uint64_t)_i;
     static const int64_t blocks[] = {1, 3, 9, 65, 130};
     static const int64_t supers[] = {1, 2, 15, 17, 33};
-    static const int types[] = {GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q6_K};
+    static const int types[] = {GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q5_K, GG_Q6_K};
     const int G = FCPU_G16;
     const size_t ldy = 21;
     int tested = 0;
     for (size_t t = 0; t < FD_ARRAY_LEN(types); t++)
     for (size_t bi = 0; bi < FD_ARRAY_LEN(blocks); bi++) {
         const int type = types[t];
-        const bool kq = type == GG_Q4_K || type == GG_Q6_K;
+        const bool kq = type == GG_Q4_K || type == GG_Q5_K || type == GG_Q6_K;
         const int64_t nb = kq ? supers[bi] : blocks[bi], n = gg_block_elems(type) * nb, n_out = 2 * G + 5;
         const uint64_t rb = gg_row_bytes(type, (uint64_t)n), gb = rb / (uint64_t)nb * G;
         void *w = mk_weight(&s, type, n, n_out);
@@ -815,7 +815,7 @@ START_TEST(test_gemm16_kernels)
         memset(wp, 0xa5, rb * G * 2);
         for (int g = 0; g < 2; g++)
             CHECK(fcpu_repack16_rows(type, n, (const uint8_t *)w + rb * G * g, rb, wp + rb * G * g) == 0);
-        CHECK(fcpu_repack16_rows(GG_Q5_K, n, w, rb, wp) == FD_EUNSUP); /* before the layout check: writes nothing */
+        CHECK(fcpu_repack16_rows(GG_Q5_0, n, w, rb, wp) == FD_EUNSUP); /* before the layout check: writes nothing */
         for (int g = 0; g < 2; g++)
             for (int i = 0; i < G; i++)
                 for (int64_t j = 0; j < nb; j++) {
@@ -852,13 +852,23 @@ START_TEST(test_gemm16_kernels)
                             CHECK((int8_t)v[64 * (e / 4) + 4 * i + e % 4] == b->scales[e]);
                         CHECK(memcmp(dp + 2 * i, &b->d, 2) == 0);
                     } else { /* input e: sub-block e / 32, code of sub-block 2p + h at the h
-                              * nibble of qs[32 p + e % 32]; the scales' 12 bytes as they are */
-                        const fq_block_q4_K *b = (const fq_block_q4_K *)(const void *)src + j;
+                              * nibble of qs[32 p + e % 32] (Q5_K: + 16 for bit sb of qh[e % 32],
+                              * in vector e % 32 / 4 after the nibbles); the scales' 12 bytes as
+                              * they are */
+                        const bool five = type == GG_Q5_K;
+                        const fq_block_q4_K *b = (const fq_block_q4_K *)(const void *)(src + (size_t)j * (five ? sizeof(fq_block_q5_K) : sizeof(fq_block_q4_K)));
+                        const uint8_t *qs = five ? ((const fq_block_q5_K *)(const void *)b)->qs : b->qs;
+                        const uint8_t *qh = ((const fq_block_q5_K *)(const void *)b)->qh;
                         for (int e = 0; e < 256; e++) {
                             const int sb = e / 32, l = e % 32;
-                            const int code = (b->qs[32 * (sb / 2) + l] >> (4 * (sb % 2))) & 15;
+                            int code = (qs[32 * (sb / 2) + l] >> (4 * (sb % 2))) & 15;
                             const uint8_t byte = p[256 + 64 * (8 * (sb / 2) + l / 4) + 4 * i + l % 4];
-                            CHECK(((byte >> (4 * (sb % 2))) & 15) == code);
+                            int got = (byte >> (4 * (sb % 2))) & 15;
+                            if (five) {
+                                code |= ((qh[l] >> sb) & 1) << 4;
+                                got |= ((p[2304 + 64 * (l / 4) + 4 * i + l % 4] >> sb) & 1) << 4;
+                            }
+                            CHECK(got == code);
                         }
                         for (int e = 0; e < 12; e++)
                             CHECK(p[64 + 64 * (e / 4) + 4 * i + e % 4] == b->scales[e]);
@@ -916,7 +926,7 @@ START_TEST(test_gemm16_kernels)
         free(w); free(wp); free(xq); free(xn); free(x); free(wf);
     }
     if (_i == FCPU_ISA_AVX512)
-        CHECK(tested == 4 * (int)FD_ARRAY_LEN(blocks)); /* the VNNI table has gemm16 for all four */
+        CHECK(tested == 5 * (int)FD_ARRAY_LEN(blocks)); /* the VNNI table has gemm16 for all five */
 }
 END_TEST
 

@@ -26,7 +26,7 @@
  * dot8=0|1 (batches through the 8-row kernels: dot8 for Q8_0 / Q4_0 / Q4_K / Q5_K / Q6_K,
  * dot2x8 for the float types; default 1), repack=0|1|2 (weights prepared while it is 1 get a copy of their
  * Q8_0 / Q4_0 rows in the FCPU_REPACK8 layout, while it is 2 a copy of their Q8_0 / Q4_0 /
- * Q4_K / Q6_K rows in groups of 16 in the FCPU_REPACK16 layout (the rows after the last full
+ * Q4_K / Q5_K / Q6_K rows in groups of 16 in the FCPU_REPACK16 layout (the rows after the last full
  * group as they are; the copy has the source's size), made on every pool thread; the
  * batches read the copies while it has the value they were prepared with.  1 costs as much
  * memory again as the weights.  Under 2 every product of the matrix, decode included, reads

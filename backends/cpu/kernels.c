@@ -2,6 +2,7 @@
 #include "backends/cpu/kernels.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "backends/quants.h"
@@ -64,7 +65,8 @@ int fcpu_repack8_row(int type, int64_t n, const void *src, void *dst)
 
 int fcpu_repack16_rows(int type, int64_t n, const void *src, size_t ld, void *dst)
 {
-    if (type != GG_Q8_0 && type != GG_Q4_0 && type != GG_Q4_K && type != GG_Q6_K)
+    if (type != GG_Q8_0 && type != GG_Q4_0 && type != GG_Q4_K && type != GG_Q5_K &&
+        type != GG_Q6_K)
         return FD_EUNSUP;
     const int64_t nb = n / 32;
     uint8_t *d = dst;
@@ -95,18 +97,26 @@ int fcpu_repack16_rows(int type, int64_t n, const void *src, size_t ld, void *ds
         }
         return 0;
     }
-    if (type == GG_Q4_K) {
+    if (type == GG_Q4_K || type == GG_Q5_K) {
         /* every byte moved as it is (4 at a time), so the copy is the source's size: the
-         * kernel unpacks the 6-bit scales of 16 rows with a few vector ops per super-block */
-        for (int64_t j = 0; j < n / 256; j++, d += FCPU_G16 * sizeof(fq_block_q4_K))
+         * kernel unpacks the 6-bit scales of 16 rows with a few vector ops per super-block.
+         * Both blocks start with d, dmin and the scales; Q5_K's qh comes before its qs. */
+        const bool five = type == GG_Q5_K;
+        const size_t bb = five ? sizeof(fq_block_q5_K) : sizeof(fq_block_q4_K);
+        const size_t qs_at = five ? offsetof(fq_block_q5_K, qs) : offsetof(fq_block_q4_K, qs);
+        for (int64_t j = 0; j < n / 256; j++, d += FCPU_G16 * bb)
             for (int i = 0; i < FCPU_G16; i++) {
-                const fq_block_q4_K *b = (const fq_block_q4_K *)(const void *)((const uint8_t *)src + (size_t)i * ld) + j;
+                const fq_block_q4_K *b = (const fq_block_q4_K *)(const void *)((const uint8_t *)src + (size_t)i * ld + (size_t)j * bb);
                 memcpy(d + 2 * i, &b->d, 2);
                 memcpy(d + 32 + 2 * i, &b->dmin, 2);
                 for (int k = 0; k < 3; k++)
                     memcpy(d + 64 + 64 * k + 4 * i, b->scales + 4 * k, 4);
                 for (int v = 0; v < 32; v++)
-                    memcpy(d + 256 + 64 * v + 4 * i, b->qs + 4 * v, 4);
+                    memcpy(d + 256 + 64 * v + 4 * i, (const uint8_t *)b + qs_at + 4 * v, 4);
+                if (five)
+                    for (int v = 0; v < 8; v++)
+                        memcpy(d + 2304 + 64 * v + 4 * i,
+                               (const uint8_t *)b + offsetof(fq_block_q5_K, qh) + 4 * v, 4);
             }
         return 0;
     }

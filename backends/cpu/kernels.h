@@ -81,7 +81,7 @@ typedef struct fcpu_kern {
     fcpu_dot_fn dot8r[GG_TYPE_COUNT];
     /* batches on a group of FCPU_G16 weight rows in the FCPU_REPACK16 layout of
      * fcpu_repack16_rows, against nr <= FCPU_NR8 activation rows in the form xform[type]
-     * (XQ32 for Q8_0, XQ32I for Q4_0, XQK for Q4_K and Q6_K): y[r * ldy + i] = W_i . X_r for
+     * (XQ32 for Q8_0, XQ32I for Q4_0, XQK for the K-quants): y[r * ldy + i] = W_i . X_r for
      * the 16 rows W_i (NULL: none) */
     void (*gemm16[GG_TYPE_COUNT])(int64_t n, const void *w, const void *x, size_t ldx, int nr,
                                   float *y, size_t ldy);
@@ -128,9 +128,9 @@ typedef struct fcpu_kern {
  * dst holds gg_row_bytes(type, n) bytes. */
 int fcpu_repack8_row(int type, int64_t n, const void *src, void *dst);
 
-/* FCPU_REPACK16 (Q8_0, Q4_0, Q4_K, Q6_K): FCPU_G16 rows of n elements (row i at src + i * ld)
- * interleaved, so that one 512-bit vector holds the same 4 inputs of all 16 rows (a lane per
- * row) and a batch kernel reads each weight byte once for all its activation rows.  For each
+/* FCPU_REPACK16 (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K): FCPU_G16 rows of n elements (row i at
+ * src + i * ld) interleaved, so that one 512-bit vector holds the same 4 inputs of all 16 rows
+ * (a lane per row) and a batch kernel reads each weight byte once for all its activation rows.  For each
  * block j of 32 inputs, 16 block sizes (the rows' own bytes for that block): Q8_0: 8
  * vectors of 64 bytes, vector s byte 4i + k = code 4s + k of row i's block j + 128
  * (unsigned); Q4_0: 4 vectors of 64 bytes, vector s byte 4i + k = qs[4s + k] of row i's
@@ -140,6 +140,9 @@ int fcpu_repack8_row(int type, int64_t n, const void *src, void *dst);
  * 4i + t = scales[4k + t] of row i (the packed 6-bit scales and mins as they are), then 32
  * vectors of 64 bytes, vector v byte 4i + t = qs[4v + t] of row i (vector 8p + s: inputs
  * 4s..4s+3 of sub-block 2p in the low nibbles, of sub-block 2p + 1 in the high ones).
+ * Q5_K, 16 x 176 bytes: Q4_K's 2304, then 8 vectors of 64 bytes, vector s byte 4i + t =
+ * qh[4s + t] of row i (the fifth bits of inputs 4s + t of every sub-block: bit j for
+ * sub-block j).
  * Q6_K, for each super-block j, 16 x 210 bytes: the 16 rows' fp16 d (32 bytes) last when j is
  * even and first when j is odd (so that the vectors of both stay 64-byte aligned when the
  * group is), around 4 vectors of 64 bytes, vector k byte 4i + t = scales[4k + t] of row i,

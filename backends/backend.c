@@ -18,7 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backends/quants.h"
 #include "common/fd.h"
+#include "common/ggtypes.h"
 
 typedef int (*fb_ctor)(const fb_config_t *cfg, fb_backend_t **out, char *err, size_t errlen);
 
@@ -156,6 +158,17 @@ int fb_to_host(fb_backend_t *be, void *dst, const void *src, size_t bytes)
 int fb_sync(fb_backend_t *be)
 {
     return be->ops->sync(be);
+}
+
+int fb_weight_check(const fb_weight_t *w)
+{
+    if (!w || !w->src || w->n_in <= 0 || w->n_out <= 0)
+        return -EINVAL;
+    if (!fq_type_supported(w->type))
+        return FD_EUNSUP;
+    if (gg_row_bytes(w->type, (uint64_t)w->n_in) == 0)
+        return -EINVAL; /* n_in not a multiple of the block size */
+    return 0;
 }
 
 int fb_weight_prepare(fb_backend_t *be, fb_weight_t *w)

@@ -190,6 +190,10 @@ int fb_to_device(fb_backend_t *be, void *dst, const void *src, size_t bytes);
 int fb_to_host(fb_backend_t *be, void *dst, const void *src, size_t bytes);
 int fb_sync(fb_backend_t *be);
 int fb_weight_prepare(fb_backend_t *be, fb_weight_t *w);
+/* The checks every backend makes on a weight before it prepares or multiplies it: 0, -EINVAL
+ * (no data, an empty shape, n_in not a whole number of blocks) or FD_EUNSUP (a type the
+ * quants module cannot read). */
+int fb_weight_check(const fb_weight_t *w);
 void fb_weight_release(fb_backend_t *be, fb_weight_t *w);
 int fb_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, int64_t n_rows,
               float *y, const fb_defer_t *defer);

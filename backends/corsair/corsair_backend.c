@@ -182,17 +182,6 @@ static int cs_sync(fb_backend_t *be)
 
 /* ---- weights ---- */
 
-static int check_weight(const fb_weight_t *w)
-{
-    if (!w || !w->src || w->n_in <= 0 || w->n_out <= 0)
-        return -EINVAL;
-    if (!fq_type_supported(w->type))
-        return FD_EUNSUP;
-    if (gg_row_bytes(w->type, (uint64_t)w->n_in) == 0)
-        return -EINVAL;
-    return 0;
-}
-
 static int layer_of(const char *name)
 {
     int l;
@@ -210,7 +199,7 @@ static bool is_head(const char *name)
 static int cs_weight_prepare(fb_backend_t *be, fb_weight_t *w)
 {
     fcs_t *c = (fcs_t *)be;
-    int rc = check_weight(w);
+    int rc = fb_weight_check(w);
     if (rc)
         return rc;
     fcs_weight_t *cw = calloc(1, sizeof(*cw));
@@ -328,7 +317,7 @@ static int cs_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, int
                      float *y, const fb_defer_t *defer)
 {
     fcs_t *c = (fcs_t *)be;
-    int rc = check_weight(w);
+    int rc = fb_weight_check(w);
     if (rc)
         return rc;
     const fcs_weight_t *cw = w->impl;
@@ -649,7 +638,7 @@ static int cs_get_rows(fb_backend_t *be, const fb_weight_t *w, const int32_t *id
                        float *out)
 {
     fcs_t *c = (fcs_t *)be;
-    int rc = check_weight(w);
+    int rc = fb_weight_check(w);
     if (rc)
         return rc;
     for (int64_t r = 0; r < n; r++)

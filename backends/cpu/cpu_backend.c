@@ -203,17 +203,6 @@ static int cpu_sync(fb_backend_t *be)
 
 /* ---- weights -------------------------------------------------------------------------- */
 
-static int check_weight(const fb_weight_t *w)
-{
-    if (!w || !w->src || w->n_in <= 0 || w->n_out <= 0)
-        return -EINVAL;
-    if (!fq_type_supported(w->type))
-        return FD_EUNSUP;
-    if (gg_row_bytes(w->type, (uint64_t)w->n_in) == 0)
-        return -EINVAL; /* n_in not a multiple of the block size */
-    return 0;
-}
-
 /* The repack of one matrix at prepare (option repack), split over the pool's threads. */
 typedef struct repack_ctx {
     int type;
@@ -245,7 +234,7 @@ static void repack8_rows(void *ctx, int64_t o0, int64_t o1, int ith)
 static int cpu_weight_prepare(fb_backend_t *be, fb_weight_t *w)
 {
     fcpu_t *c = (fcpu_t *)be;
-    int rc = check_weight(w);
+    int rc = fb_weight_check(w);
     if (rc)
         return rc;
     fcpu_weight_t *cw = calloc(1, sizeof(*cw));
@@ -312,7 +301,7 @@ static void cpu_weight_release(fb_backend_t *be, fb_weight_t *w)
 static const float *weight_vec(const fb_weight_t *w, int64_t n, float **tmp)
 {
     *tmp = NULL;
-    if (check_weight(w) || (int64_t)w->n_in * w->n_out != n)
+    if (fb_weight_check(w) || (int64_t)w->n_in * w->n_out != n)
         return NULL;
     const fcpu_weight_t *cw = w->impl;
     if (w->type == GG_F32)
@@ -732,7 +721,7 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
                       float *y, const fb_defer_t *defer)
 {
     fcpu_t *c = (fcpu_t *)be;
-    int rc = check_weight(w);
+    int rc = fb_weight_check(w);
     if (rc)
         return rc;
     int kind = defer ? defer->kind : FB_NORM_NONE;
@@ -1156,7 +1145,7 @@ static int cpu_add(fb_backend_t *be, float *y, const float *x, int64_t n)
 static int cpu_get_rows(fb_backend_t *be, const fb_weight_t *w, const int32_t *ids, int64_t n,
                         float *out)
 {
-    int rc = check_weight(w);
+    int rc = fb_weight_check(w);
     if (rc)
         return rc;
     for (int64_t r = 0; r < n; r++)

@@ -36,15 +36,26 @@ int rq_fail(rq_err_t *e, int status, const char *type, const char *param, const 
     return -EINVAL;
 }
 
+/* A 400 invalid_request_error about param, with OpenAI's code (NULL: none). */
+static int vbad(rq_err_t *e, const char *code, const char *param, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+static int vbad(rq_err_t *e, const char *code, const char *param, const char *fmt, va_list ap)
+{
+    char msg[400];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    rq_fail(e, 400, "invalid_request_error", param, "%s", msg);
+    e->code = code;
+    return -EINVAL;
+}
+
 static int bad(rq_err_t *e, const char *param, const char *fmt, ...) FD_PRINTF(3, 4);
 static int bad(rq_err_t *e, const char *param, const char *fmt, ...)
 {
-    char msg[400];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    int rc = vbad(e, NULL, param, fmt, ap);
     va_end(ap);
-    return rq_fail(e, 400, "invalid_request_error", param, "%s", msg);
+    return rc;
 }
 
 bool rq_utf8_valid(const char *str, size_t len)
@@ -527,14 +538,11 @@ static int unsupported_param(rq_err_t *e, const char *param, const char *fmt, ..
     FD_PRINTF(3, 4);
 static int unsupported_param(rq_err_t *e, const char *param, const char *fmt, ...)
 {
-    char msg[400];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    int rc = vbad(e, "unsupported_parameter", param, fmt, ap);
     va_end(ap);
-    rq_fail(e, 400, "invalid_request_error", param, "%s", msg);
-    e->code = "unsupported_parameter";
-    return -EINVAL;
+    return rc;
 }
 
 static int check_unsupported(const cJSON *root, int kind, const rq_t *r, rq_err_t *e)

@@ -211,3 +211,12 @@ check-valgrind: $(check_PROGRAMS)
 dist_check_SCRIPTS += tests/test_sdk.py
 EXTRA_DIST += tests/sdk/check.mjs tests/sdk/package.json tests/sdk/package-lock.json
 TESTS += tests/test_sdk.py
+
+# Tool calling: server/chat.c against the real templates rendered by jinja2 (python3-jinja2),
+# through tests/chat_render.  Skips without jinja2 unless FUSIOND_REQUIRE_JINJA=1 (CI).
+check_PROGRAMS += tests/chat_render
+tests_chat_render_SOURCES = tests/chat_render.c
+tests_chat_render_CFLAGS = $(AM_CFLAGS) $(CJSON_CFLAGS)
+tests_chat_render_LDADD = $(SRV_LIBS)
+dist_check_SCRIPTS += tests/test_chat_jinja.py
+TESTS += tests/test_chat_jinja.py

@@ -220,3 +220,14 @@ tests_chat_render_CFLAGS = $(AM_CFLAGS) $(CJSON_CFLAGS)
 tests_chat_render_LDADD = $(SRV_LIBS)
 dist_check_SCRIPTS += tests/test_chat_jinja.py
 TESTS += tests/test_chat_jinja.py
+
+check_PROGRAMS += tests/test_toolcall
+tests_test_toolcall_SOURCES = tests/test_toolcall.c
+tests_test_toolcall_CFLAGS = $(TEST_CFLAGS)
+tests_test_toolcall_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_toolcall
+
+# Black-box function calling: the real fusiond with a stories260K copy that carries Qwen 2.5's
+# template (and call text in a few tokens, picked by logit_bias), then as llama3.1 and mistral.
+dist_check_SCRIPTS += tests/test_tools_server.py
+TESTS += tests/test_tools_server.py

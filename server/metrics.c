@@ -221,51 +221,51 @@ void met_render(met_t *m, const met_view_t *v, sb_t *b)
         sb_printf(b, "\",fusion=\"%s\",n_ctx=\"%d\"} 1\n", info->fusion ? "true" : "false",
                   info->n_ctx);
     }
-    header(b, "fusiond_ready", "gauge", "1 when the model is loaded and the server not draining.");
-    sb_printf(b, "fusiond_ready %d\n", v->ready && !v->draining);
-
-    header(b, "fusiond_requests_running", "gauge", "Sequences in the running batch.");
-    sb_printf(b, "fusiond_requests_running %d\n", st ? st->running : 0);
-    header(b, "fusiond_requests_waiting", "gauge", "Requests queued, waiting for a batch slot.");
-    sb_printf(b, "fusiond_requests_waiting %d\n", st ? st->waiting : 0);
-    header(b, "fusiond_http_requests_in_flight", "gauge",
-           "Generating HTTP requests admitted and not yet answered.");
-    sb_printf(b, "fusiond_http_requests_in_flight %d\n", v->http_in_flight);
+    /* Every single-valued metric, its name written once.  Unsigned 64-bit counters stay
+     * far below 2^63, so one signed integer type holds them all; the usage ratio is the one
+     * fraction and is written on its own. */
+    static const eng_stats_t none;
+    const eng_stats_t *s = st ? st : &none;
+    const struct {
+        const char *name, *type, *help;
+        long long v;
+    } rows[] = {
+        {"fusiond_ready", "gauge", "1 when the model is loaded and the server not draining.",
+         v->ready && !v->draining},
+        {"fusiond_requests_running", "gauge", "Sequences in the running batch.", s->running},
+        {"fusiond_requests_waiting", "gauge", "Requests queued, waiting for a batch slot.",
+         s->waiting},
+        {"fusiond_http_requests_in_flight", "gauge",
+         "Generating HTTP requests admitted and not yet answered.", v->http_in_flight},
+        {"fusiond_kv_cache_tokens", "gauge", "KV cache capacity in tokens.", s->kv_total},
+        {"fusiond_batch_size", "gauge", "Sequences in the last engine step.", snap.batch_seqs},
+        {"fusiond_batch_tokens", "gauge", "Tokens processed by the last engine step.",
+         snap.batch_tokens},
+        {"fusiond_prompt_tokens_total", "counter", "Prompt tokens processed.",
+         (long long)s->prompt_tokens},
+        {"fusiond_prefix_cache_hits_total", "counter",
+         "Requests that reused a cached KV cache slot (prefix_cache).", (long long)s->cache_hits},
+        {"fusiond_prefix_cache_cached_tokens_total", "counter",
+         "Prompt tokens whose KV came from the prefix cache: prefill saved.",
+         (long long)s->cached_tokens},
+        {"fusiond_prefix_cache_evictions_total", "counter",
+         "Cached KV cache slots dropped to make room for admitted requests.",
+         (long long)s->cache_evictions},
+        {"fusiond_prefix_cache_slots", "gauge", "KV cache slots kept for reuse.", s->cached_slots},
+        {"fusiond_prefix_cache_tokens", "gauge",
+         "Tokens held by the cached slots (given up whenever a request needs them).",
+         s->kv_cached},
+        {"fusiond_generation_tokens_total", "counter", "Tokens generated.",
+         (long long)s->gen_tokens},
+        {"fusiond_steps_total", "counter", "Engine steps run.", (long long)s->steps},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        header(b, rows[i].name, rows[i].type, rows[i].help);
+        sb_printf(b, "%s %lld\n", rows[i].name, rows[i].v);
+    }
     header(b, "fusiond_kv_cache_usage_ratio", "gauge", "Fraction of the KV cache in use (0-1).");
     sb_printf(b, "fusiond_kv_cache_usage_ratio %.6g\n",
-              st && st->kv_total > 0 ? (double)st->kv_used / (double)st->kv_total : 0.0);
-    header(b, "fusiond_kv_cache_tokens", "gauge", "KV cache capacity in tokens.");
-    sb_printf(b, "fusiond_kv_cache_tokens %lld\n", st ? (long long)st->kv_total : 0LL);
-    header(b, "fusiond_batch_size", "gauge", "Sequences in the last engine step.");
-    sb_printf(b, "fusiond_batch_size %d\n", snap.batch_seqs);
-    header(b, "fusiond_batch_tokens", "gauge", "Tokens processed by the last engine step.");
-    sb_printf(b, "fusiond_batch_tokens %d\n", snap.batch_tokens);
-
-    header(b, "fusiond_prompt_tokens_total", "counter", "Prompt tokens processed.");
-    sb_printf(b, "fusiond_prompt_tokens_total %llu\n",
-              st ? (unsigned long long)st->prompt_tokens : 0ULL);
-    header(b, "fusiond_prefix_cache_hits_total", "counter",
-           "Requests that reused a cached KV cache slot (prefix_cache).");
-    sb_printf(b, "fusiond_prefix_cache_hits_total %llu\n",
-              st ? (unsigned long long)st->cache_hits : 0ULL);
-    header(b, "fusiond_prefix_cache_cached_tokens_total", "counter",
-           "Prompt tokens whose KV came from the prefix cache: prefill saved.");
-    sb_printf(b, "fusiond_prefix_cache_cached_tokens_total %llu\n",
-              st ? (unsigned long long)st->cached_tokens : 0ULL);
-    header(b, "fusiond_prefix_cache_evictions_total", "counter",
-           "Cached KV cache slots dropped to make room for admitted requests.");
-    sb_printf(b, "fusiond_prefix_cache_evictions_total %llu\n",
-              st ? (unsigned long long)st->cache_evictions : 0ULL);
-    header(b, "fusiond_prefix_cache_slots", "gauge", "KV cache slots kept for reuse.");
-    sb_printf(b, "fusiond_prefix_cache_slots %d\n", st ? st->cached_slots : 0);
-    header(b, "fusiond_prefix_cache_tokens", "gauge",
-           "Tokens held by the cached slots (given up whenever a request needs them).");
-    sb_printf(b, "fusiond_prefix_cache_tokens %lld\n", st ? (long long)st->kv_cached : 0LL);
-    header(b, "fusiond_generation_tokens_total", "counter", "Tokens generated.");
-    sb_printf(b, "fusiond_generation_tokens_total %llu\n",
-              st ? (unsigned long long)st->gen_tokens : 0ULL);
-    header(b, "fusiond_steps_total", "counter", "Engine steps run.");
-    sb_printf(b, "fusiond_steps_total %llu\n", st ? (unsigned long long)st->steps : 0ULL);
+              s->kv_total > 0 ? (double)s->kv_used / (double)s->kv_total : 0.0);
 
     header(b, "fusiond_requests_total", "counter",
            "HTTP requests answered, by endpoint and status code.");

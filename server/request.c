@@ -518,6 +518,7 @@ static const struct unsupported {
     {"dynatemp_range", K_CMPL | K_CHAT, NEU_NUM, 0, "dynamic temperature"},
     {"xtc_probability", K_CMPL | K_CHAT, NEU_NUM, 0, "XTC sampling"},
     {"dry_multiplier", K_CMPL | K_CHAT, NEU_NUM, 0, "DRY repetition penalty"},
+    {"top_n_sigma", K_CMPL | K_CHAT, NEU_NUM, -1, "top-n-sigma sampling"},
 };
 
 static bool is_neutral(const cJSON *v, int neutral, double num)
@@ -636,6 +637,17 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
     if (have) {
         r->max_tokens = (int)v;
         r->max_tokens_field = mt;
+    } else if (field(root, "n_predict")) {
+        /* llama-server's name for it, which its clients send to the OpenAI endpoints too;
+         * -1 there means "until the context is full" (0 there evaluates the prompt only,
+         * which a completion endpoint here does not do). */
+        if ((rc = get_int(root, "n_predict", -1, 0x7fffffff, &have, &v, e)))
+            return rc;
+        if (v == 0)
+            return bad(e, "n_predict", "'n_predict' must be -1 (until the context is full) "
+                       "or at least 1");
+        r->max_tokens = v < 0 ? RQ_TO_CONTEXT : (int)v;
+        r->max_tokens_field = "n_predict";
     }
     if ((rc = get_int(root, "n", 1, lim->max_n, &have, &v, e)))
         return rc;
@@ -931,7 +943,9 @@ int rq_resolve_max_tokens(const rq_t *r, size_t n_prompt, int n_ctx, int *max_to
         return -EINVAL;
     }
     int room = n_ctx - (int)n_prompt;
-    if (r->max_tokens > 0) {
+    if (r->max_tokens == RQ_TO_CONTEXT) {
+        *max_tokens = room;
+    } else if (r->max_tokens > 0) {
         if (r->max_tokens > room) {
             bad(e, mkey, "the prompt (%zu tokens) plus %s (%d) is %lld tokens, more than the "
                 "context length %d", n_prompt, mkey, r->max_tokens,

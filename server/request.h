@@ -15,6 +15,9 @@
 
 enum rq_kind { RQ_COMPLETION = 1, RQ_CHAT, RQ_TOKENIZE, RQ_DETOKENIZE };
 
+/* max_tokens: generate until the context is full (llama-server's n_predict -1). */
+#define RQ_TO_CONTEXT (-1)
+
 /* Bounds a request is checked against (from the server's configuration). */
 typedef struct rq_limits {
     int max_n;                  /* n x number of prompts */
@@ -60,9 +63,11 @@ typedef struct rq {
     size_t n_msgs;
     bool add_generation_prompt; /* chat (default true) */
     /* generation */
-    int max_tokens;             /* 0 = not given (the caller applies its default) */
-    const char *max_tokens_field; /* the field it came from: "max_tokens" or (chat)
-                                     "max_completion_tokens"; NULL when not given */
+    int max_tokens;             /* 0 = not given (the caller applies its default);
+                                   RQ_TO_CONTEXT = as many as the context holds */
+    const char *max_tokens_field; /* the field it came from: "max_tokens", (chat)
+                                     "max_completion_tokens" or llama-server's "n_predict";
+                                     NULL when not given */
     int n;
     bool stream;
     bool include_usage;         /* stream_options.include_usage */

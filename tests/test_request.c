@@ -515,6 +515,55 @@ START_TEST(test_utf8)
 }
 END_TEST
 
+/* llama-server's n_predict on the OpenAI endpoints: a count, or -1 for the rest of the
+ * context; max_tokens wins when both are sent; the context errors name the field sent. */
+START_TEST(test_n_predict)
+{
+    rq_t r;
+    rq_err_t e;
+    int mt = 0;
+    ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":\"x\",\"n_predict\":-1}", &r, &e), 0);
+    ck_assert_int_eq(r.max_tokens, RQ_TO_CONTEXT);
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 20, 64, &mt, &e), 0);
+    ck_assert_int_eq(mt, 44); /* not the completion default of 16 */
+    rq_free(&r);
+
+    ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":\"x\",\"n_predict\":7}", &r, &e), 0);
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 20, 64, &mt, &e), 0);
+    ck_assert_int_eq(mt, 7);
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 60, 64, &mt, &e), -EINVAL);
+    ck_assert_str_eq(e.param, "n_predict");
+    ck_assert_str_eq(e.code, "context_length_exceeded");
+    rq_free(&r);
+
+    ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":\"x\",\"max_tokens\":5,\"n_predict\":9}",
+                           &r, &e), 0);
+    ck_assert_int_eq(r.max_tokens, 5);
+    ck_assert_str_eq(r.max_tokens_field, "max_tokens");
+    rq_free(&r);
+
+    ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                                    "\"n_predict\":3,\"top_n_sigma\":-1}", &r, &e), 0);
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 20, 64, &mt, &e), 0);
+    ck_assert_int_eq(mt, 3);
+    rq_free(&r);
+
+    static const char *const bad_bodies[] = {
+        "{\"prompt\":\"x\",\"n_predict\":0}", "{\"prompt\":\"x\",\"n_predict\":-2}",
+        "{\"prompt\":\"x\",\"n_predict\":\"5\"}", "{\"prompt\":\"x\",\"n_predict\":1.5}",
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(bad_bodies); i++) {
+        ck_assert_msg(parse(RQ_COMPLETION, bad_bodies[i], &r, &e) != 0, "%s", bad_bodies[i]);
+        ck_assert_int_eq(e.status, 400);
+        ck_assert_str_eq(e.param, "n_predict");
+    }
+    ck_assert(parse(RQ_COMPLETION, "{\"prompt\":\"x\",\"top_n_sigma\":1.5}", &r, &e) != 0);
+    ck_assert_int_eq(e.status, 400);
+    ck_assert_str_eq(e.param, "top_n_sigma");
+    ck_assert_str_eq(e.code, "unsupported_parameter");
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("request");
@@ -531,6 +580,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_nul_escape_text);
     tcase_add_test(tc, test_prompt_length_check);
     tcase_add_test(tc, test_utf8);
+    tcase_add_test(tc, test_n_predict);
     suite_add_tcase(s, tc);
     return s;
 }

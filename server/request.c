@@ -3,6 +3,8 @@
  * Every error names the field in `param` with the path a user would write ("stop[1]"). */
 #include "server/request.h"
 
+#include "engine/grammar.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -799,6 +801,37 @@ static int parse_tools(const cJSON *root, rq_t *r, rq_err_t *e)
     return 0;
 }
 
+/* response_format: OpenAI's chat field; vLLM and llama-server take it on completions too.
+ * {"type": "text"} is free text; "json_object" constrains the output to one JSON object. */
+static int parse_response_format(const cJSON *root, rq_t *r, rq_err_t *e)
+{
+    const cJSON *rf = field(root, "response_format");
+    if (!rf)
+        return 0;
+    if (!cJSON_IsObject(rf))
+        return bad(e, "response_format", "'response_format' must be an object, not %s",
+                   type_name(rf));
+    const cJSON *t = field(rf, "type");
+    if (!t)
+        return bad(e, "response_format.type", "'response_format.type' is required");
+    if (!cJSON_IsString(t))
+        return bad(e, "response_format.type", "'response_format.type' must be a string, not "
+                   "%s", type_name(t));
+    if (strcmp(t->valuestring, "text") == 0)
+        return 0;
+    if (strcmp(t->valuestring, "json_object") == 0) {
+        int rc = gr_spec_json(&r->grammar, true);
+        if (rc < 0)
+            return rq_fail(e, 500, "server_error", NULL, "out of memory");
+        r->sampling.grammar = r->grammar;
+        return 0;
+    }
+    bad(e, "response_format.type", "'response_format.type' \"%.64s\" is not supported: "
+        "fusiond takes \"text\" and \"json_object\"", t->valuestring);
+    e->code = "unsupported_value";
+    return -EINVAL;
+}
+
 static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim, rq_t *r,
                             rq_err_t *e)
 {
@@ -876,17 +909,8 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
     if (user && !cJSON_IsString(user))
         return bad(e, "user", "'user' must be a string, not %s", type_name(user));
 
-    /* OpenAI's chat field; vLLM and llama-server take it on completions too. */
-    const cJSON *rf = field(root, "response_format");
-    if (rf) {
-        const cJSON *t = cJSON_IsObject(rf) ? field(rf, "type") : NULL;
-        if (!cJSON_IsString(t) || strcmp(t->valuestring, "text") != 0) {
-            bad(e, "response_format", "'response_format' other than {\"type\": \"text\"} "
-                "is not supported: fusiond cannot constrain the output");
-            e->code = "unsupported_value";
-            return -EINVAL;
-        }
-    }
+    if ((rc = parse_response_format(root, r, e)))
+        return rc;
 
     if (kind == RQ_COMPLETION) {
         if ((rc = get_bool(root, "echo", &r->echo, e)))
@@ -909,6 +933,12 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
             return rc;
         if ((rc = parse_tools(root, r, e)))
             return rc;
+        /* The JSON constraint would forbid the call syntax of Qwen (<tool_call>) and
+         * Mistral ([TOOL_CALLS]); fusiond does not mix the two. */
+        if (r->tools && r->grammar)
+            return unsupported_param(e, "response_format", "'response_format' other than "
+                                     "\"text\" cannot be combined with 'tools' (set "
+                                     "'tool_choice' to \"none\" for a JSON answer)");
     }
     s->n_probs = r->logprobs;
     return check_unsupported(root, kind, r, e);
@@ -1048,6 +1078,7 @@ void rq_free(rq_t *r)
 {
     if (!r)
         return;
+    gr_spec_unref(r->grammar);
     free(r->model);
     for (size_t i = 0; i < r->n_prompts && r->prompts; i++) {
         free(r->prompts[i].text);

@@ -99,7 +99,8 @@ typedef struct rq {
     char **stop;
     int n_stop;
     bool ignore_eos;
-    eng_sampling_t sampling;    /* logit_bias points into bias below */
+    eng_sampling_t sampling;    /* logit_bias points into bias below, grammar to grammar */
+    gr_spec_t *grammar;         /* response_format's constraint (owned), NULL: free text */
     eng_logit_bias_t *bias;
     int n_bias;
     /* tokenize */

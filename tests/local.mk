@@ -101,6 +101,12 @@ tests_test_model_CFLAGS = $(TEST_CFLAGS)
 tests_test_model_LDADD = $(TEST_LIBS)
 TESTS += tests/test_model
 
+check_PROGRAMS += tests/test_grammar
+tests_test_grammar_SOURCES = tests/test_grammar.c
+tests_test_grammar_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
+tests_test_grammar_LDADD = $(TEST_LIBS) $(CJSON_LIBS)
+TESTS += tests/test_grammar
+
 check_PROGRAMS += tests/test_sampler
 tests_test_sampler_SOURCES = tests/test_sampler.c
 tests_test_sampler_CFLAGS = $(TEST_CFLAGS)

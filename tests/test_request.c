@@ -305,9 +305,25 @@ START_TEST(test_unsupported_fields)
                            &e), -EINVAL);
     ck_assert_ptr_null(e.code);
     ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
-                                    "\"response_format\":{\"type\":\"json_object\"}}", &r, &e),
+                                    "\"response_format\":{\"type\":\"yaml\"}}", &r, &e),
                      -EINVAL);
     ck_assert_str_eq(e.code, "unsupported_value");
+    ck_assert_str_eq(e.param, "response_format.type");
+    /* json_object: a spec the request owns, handed to the engine through sampling */
+    for (int kind = RQ_COMPLETION; kind <= RQ_CHAT; kind++) {
+        const char *body = kind == RQ_CHAT
+                               ? "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                                 "\"response_format\":{\"type\":\"json_object\"}}"
+                               : "{\"prompt\":\"x\",\"response_format\":{\"type\":\"json_object\"}}";
+        ck_assert_int_eq(parse(kind, body, &r, &e), 0);
+        ck_assert_ptr_nonnull(r.grammar);
+        ck_assert_ptr_eq(r.sampling.grammar, r.grammar);
+        rq_free(&r);
+    }
+    ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":\"x\",\"response_format\":{\"type\":"
+                                          "\"text\"}}", &r, &e), 0);
+    ck_assert_ptr_null(r.sampling.grammar);
+    rq_free(&r);
     ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
                                     "\"functions\":[{\"name\":\"f\"}]}", &r, &e), -EINVAL);
     ck_assert_str_eq(e.code, "unsupported_parameter");
@@ -469,7 +485,11 @@ static const struct bad_case {
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
               "\"max_completion_tokens\":0}", 400, "max_completion_tokens"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
-              "\"response_format\":{\"type\":\"json_object\"}}", 400, "response_format"},
+              "\"response_format\":{\"type\":\"grammar\"}}", 400, "response_format.type"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+              "\"response_format\":\"json_object\"}", 400, "response_format"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+              "\"response_format\":{\"type\":null}}", 400, "response_format.type"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{}],"
               "\"tool_choice\":\"auto\"}", 400, "tools[0].type"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[7]}", 400,
@@ -524,6 +544,8 @@ static const struct bad_case {
               "\"tool_choice\":{\"type\":\"function\"}}", 400, "tool_choice.function"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[" TOOL_F "],"
               "\"parallel_tool_calls\":\"no\"}", 400, "parallel_tool_calls"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[" TOOL_F "],"
+              "\"response_format\":{\"type\":\"json_object\"}}", 400, "response_format"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":{}}", 400,
      "tools"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"functions\":[{}]}",
@@ -540,8 +562,8 @@ static const struct bad_case {
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"use_beam_search\":true}", 400, "use_beam_search"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"grammar\":\"root ::= \\\"a\\\"\"}", 400, "grammar"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"guided_regex\":\"a+\"}", 400, "guided_regex"},
-    {RQ_COMPLETION, "{\"prompt\":\"x\",\"response_format\":{\"type\":\"json_object\"}}", 400,
-     "response_format"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"response_format\":{\"type\":[\"json_object\"]}}",
+     400, "response_format.type"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"prompt_logprobs\":0}", 400, "prompt_logprobs"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"n_probs\":5}", 400, "n_probs"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"mirostat\":2}", 400, "mirostat"},

@@ -30,7 +30,8 @@
  *      last sampled token; then prompts still in prefill get chunks of at most
  *      prefill_chunk tokens, in admission order, until max_batch_tokens.  Only a prompt's
  *      last chunk asks for logits.
- *   4. Each sequence with logits samples a token; text goes through the tokenizer's stream
+ *   4. Each sequence with logits samples a token (a constrained one through its grammar
+ *      matcher's mask first: engine/grammar.h); text goes through the tokenizer's stream
  *      (complete UTF-8 only) and the stop-string matcher; TOKEN events; finished requests
  *      finish as in step 2.
  *   5. Counters published, on_step called, invariants checked (params.check, FD_DEBUG).
@@ -62,6 +63,7 @@
 #include <string.h>
 
 #include "common/fd.h"
+#include "engine/grammar.h"
 #include "engine/sampler.h"
 
 enum req_state { REQ_WAITING = 1, REQ_RUNNING = 2 };
@@ -84,6 +86,8 @@ typedef struct req {
     int n_cached;                /* prompt tokens reused from a cached slot */
     int64_t kv_need;             /* n_prompt + max_tokens, reserved while running */
     smp_t *smp;
+    gr_matcher_t *gm;            /* constrained output, else NULL */
+    uint32_t *allow;             /* its mask: one bit per vocabulary token */
     int n_probs;
     bool ignore_eos;
     char **stop;
@@ -152,6 +156,11 @@ struct eng {
     sampled_t *sampled;          /* per batch entry */
     char check_err[256];
     char step_err[160];
+
+    /* the vocabulary trie for constrained output: built by the first eng_submit that asks
+     * for it (under vocab_mu), then read-only until eng_close */
+    pthread_mutex_t vocab_mu;
+    gr_vocab_t *vocab;
 };
 
 static void engine_lock(eng_t *e)
@@ -198,6 +207,8 @@ static void req_free(req_t *r)
     free(r->stop);
     free(r->stop_len);
     smp_free(r->smp);
+    gr_matcher_free(r->gm);
+    free(r->allow);
     free(r->held);
     free(r->tokens);
     free(r);
@@ -218,6 +229,22 @@ static int held_reserve(req_t *r, size_t extra)
 }
 
 #define SUBMIT_ERR(code, ...) (snprintf(err, errlen, __VA_ARGS__), (code))
+
+/* The vocabulary trie, built at the first request that constrains its output. */
+static int vocab_get(eng_t *e, const gr_vocab_t **out, char *err, size_t errlen)
+{
+    if (!e->d.tok)
+        return SUBMIT_ERR(-EINVAL, "constrained output needs the model's tokenizer");
+    int rc = 0;
+    pthread_mutex_lock(&e->vocab_mu);
+    if (!e->vocab)
+        rc = gr_vocab_build(&e->vocab, e->d.tok);
+    *out = e->vocab;
+    pthread_mutex_unlock(&e->vocab_mu);
+    return rc < 0 ? SUBMIT_ERR(rc, "cannot index the vocabulary for constrained output: %s",
+                               fd_strerror(rc))
+                  : 0;
+}
 
 /* Validates r and builds the engine's request (no lock taken). */
 static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, size_t errlen)
@@ -255,6 +282,9 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
     int rc = smp_check_params(&q->sampling, e->d.n_vocab, err, errlen);
     if (rc < 0)
         return rc;
+    const gr_vocab_t *vocab = NULL;
+    if (q->sampling.grammar && (rc = vocab_get(e, &vocab, err, errlen)) < 0)
+        return rc;
 
     req_t *r = calloc(1, sizeof *r);
     if (!r)
@@ -270,6 +300,14 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
     r->n_tokens = r->n_prompt;
     if ((rc = smp_create(&r->smp, &q->sampling, e->d.n_vocab)) < 0)
         goto fail;
+    if (vocab) {
+        size_t bits = (size_t)FD_MAX(e->d.n_vocab, gr_vocab_n(vocab));
+        r->allow = calloc((bits + 31) / 32, sizeof *r->allow);
+        if (!r->allow)
+            goto nomem;
+        if ((rc = gr_matcher_new(&r->gm, q->sampling.grammar, vocab)) < 0)
+            goto fail;
+    }
     for (int i = 0; i < r->n_prompt; i++)
         if ((rc = smp_accept(r->smp, r->tokens[i], 0)) < 0)
             goto fail;
@@ -610,6 +648,13 @@ static void on_sampled(eng_t *e, req_t *r, int32_t tok, float logprob, const eng
     if (!r->t_first)
         r->t_first = fd_now_ns();
     int rc = smp_accept(r->smp, tok, 1);
+    if (rc == 0 && r->gm && gr_matcher_accept(r->gm, tok) < 0) {
+        /* the mask allowed it: only a driver whose end-of-generation ids differ from the
+         * tokenizer's gets here */
+        finish_mark(r, ENG_FINISH_ERROR, "the sampled token breaks response_format");
+        emit_token(r, tok, 0, logprob, top, n_top);
+        return;
+    }
     bool eog = !r->ignore_eos && e->d.is_eog(e->d.ctx, tok);
     if (rc == 0)
         rc = text_append(e, r, eog ? -1 : tok);
@@ -732,12 +777,24 @@ static void run_step(eng_t *e)
             float *lg = e->logits + (size_t)li++ * (size_t)V;
             sp->n_top = r->n_probs > 0 ? FD_MIN(r->n_probs, V) : 0;
             sp->lp = 0;
-            sp->tok = smp_sample(r->smp, lg, r->n_probs >= 0 ? &sp->lp : NULL, sp->top,
-                                 sp->n_top);
+            if (r->gm) {
+                int allowed = gr_matcher_mask(r->gm, r->allow);
+                if (allowed == 0) {
+                    finish_mark(r, ENG_FINISH_ERROR, "no token of the vocabulary can continue "
+                                "the output as response_format requires");
+                    continue;
+                }
+                /* no banned token (logprob -inf) among the alternatives */
+                sp->n_top = FD_MIN(sp->n_top, allowed);
+            }
+            sp->tok = smp_sample_masked(r->smp, lg, r->allow,
+                                        r->n_probs >= 0 ? &sp->lp : NULL, sp->top, sp->n_top);
             if (sp->tok < 0)
                 finish_mark(r, ENG_FINISH_ERROR,
-                            sp->tok == FD_ERANGE ? "every token is banned by logit_bias"
-                                                 : "out of memory while sampling");
+                            sp->tok != FD_ERANGE ? "out of memory while sampling"
+                            : r->gm ? "every token that response_format allows is banned by "
+                                      "logit_bias"
+                                    : "every token is banned by logit_bias");
             else
                 gen_tok++;
         }
@@ -1123,6 +1180,10 @@ int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, c
         snprintf(err, errlen, "condition variable: %s", fd_strerror(rc));
         goto fail_cond;
     }
+    if ((rc = -pthread_mutex_init(&e->vocab_mu, NULL))) {
+        snprintf(err, errlen, "mutex: %s", fd_strerror(rc));
+        goto fail_vocab_mu;
+    }
     if ((rc = -pthread_create(&e->thread, NULL, engine_main, e))) {
         snprintf(err, errlen, "cannot start the engine thread: %s", fd_strerror(rc));
         goto fail_thread;
@@ -1131,6 +1192,8 @@ int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, c
     return 0;
 
 fail_thread:
+    pthread_mutex_destroy(&e->vocab_mu);
+fail_vocab_mu:
     pthread_cond_destroy(&e->cv);
 fail_cond:
     pthread_mutex_destroy(&e->mu);
@@ -1159,6 +1222,8 @@ void eng_close(eng_t *e)
     pthread_cond_signal(&e->cv);
     engine_unlock(e);
     pthread_join(e->thread, NULL);
+    gr_vocab_free(e->vocab);
+    pthread_mutex_destroy(&e->vocab_mu);
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->mu);
     logits_free(e); /* before close: the driver's memory may belong to its backend */

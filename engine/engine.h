@@ -17,6 +17,7 @@
 #include "engine/tokenizer.h"
 
 typedef struct eng eng_t;
+typedef struct gr_spec gr_spec_t;   /* engine/grammar.h */
 
 typedef struct eng_params {
     const char *model_path;     /* GGUF file */
@@ -96,6 +97,11 @@ typedef struct eng_sampling {
     const eng_logit_bias_t *logit_bias; /* copied at submit */
     int n_logit_bias;
     int n_probs;                /* -1: no logprobs; 0..20: chosen token + n alternatives */
+    gr_spec_t *grammar;         /* constrained output (JSON mode, a schema: engine/grammar.h);
+                                   NULL: none.  eng_submit takes its own reference.  Each
+                                   step only tokens that keep the output a valid prefix may
+                                   be sampled; the end of generation only once it is
+                                   complete (a stop string or max_tokens may still cut it) */
 } eng_sampling_t;
 
 void eng_sampling_default(eng_sampling_t *s);

@@ -158,6 +158,7 @@ int smp_create(smp_t **out, const eng_sampling_t *params, int n_vocab)
         memcpy(s->bias, params->logit_bias, (size_t)params->n_logit_bias * sizeof *s->bias);
     }
     s->p.logit_bias = s->bias;
+    s->p.grammar = NULL;        /* the engine's: the sampler only sees its mask */
     if (params->repeat_last_n > 0) {
         s->ring = malloc((size_t)params->repeat_last_n * sizeof *s->ring);
         if (!s->ring)
@@ -476,8 +477,8 @@ static int cand_reserve(smp_t *s, int n)
 
 /* ---- sampling ---- */
 
-/* Steps 1-3 of the pipeline (sparse: only the biased and seen tokens). */
-static void apply_bias_penalties(smp_t *s, float *logits)
+/* Steps 1-3 of the pipeline (bias and penalties sparse: only the biased and seen tokens). */
+static void apply_bias_penalties(smp_t *s, float *logits, const uint32_t *allow)
 {
     for (int i = 0; i < s->p.n_logit_bias; i++) {
         const eng_logit_bias_t *b = &s->bias[i];
@@ -485,6 +486,18 @@ static void apply_bias_penalties(smp_t *s, float *logits)
             logits[b->token] = -INFINITY;
         else
             logits[b->token] += b->bias;
+    }
+    if (allow) {
+        for (int w = 0; w * 32 < s->n_vocab; w++) {
+            uint32_t ban = ~allow[w];
+            while (ban) {
+                int i = w * 32 + __builtin_ctz(ban);
+                ban &= ban - 1;
+                if (i >= s->n_vocab)
+                    break;
+                logits[i] = -INFINITY;
+            }
+        }
     }
     const float rp = s->p.repeat_penalty;
     const float fp = s->p.frequency_penalty, pp = s->p.presence_penalty;
@@ -751,10 +764,16 @@ static int32_t clean_argmax(float *l, int V, float *max_out)
 
 int32_t smp_sample(smp_t *s, float *logits, float *logprob, eng_top_t *top, int n_top)
 {
+    return smp_sample_masked(s, logits, NULL, logprob, top, n_top);
+}
+
+int32_t smp_sample_masked(smp_t *s, float *logits, const uint32_t *allow, float *logprob,
+                          eng_top_t *top, int n_top)
+{
     const int V = s->n_vocab;
     if (n_top < 0 || n_top > SMP_MAX_TOP || n_top > V || (n_top > 0 && !top))
         return -EINVAL;
-    apply_bias_penalties(s, logits);
+    apply_bias_penalties(s, logits, allow);
 
     float max;
     int32_t best = clean_argmax(logits, V, &max);

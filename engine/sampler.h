@@ -8,6 +8,9 @@
  * The pipeline, in order (each step on what the previous one left):
  *   1. logit bias: logits[t] += bias; a bias <= -100 (or -inf) bans t (logit = -inf).
  *      Several entries for one token add up.
+ *   1b. the allowed set (constrained decoding, smp_sample_masked): every token outside it
+ *      is banned (logit = -inf), so every later step and the logprobs see only what the
+ *      constraint allows.
  *   2. repetition penalty (llama.cpp): each distinct token among the last repeat_last_n
  *      tokens of the context (prompt and generated; -1 = the whole context, 0 = off):
  *      logit > 0 ? logit / repeat_penalty : logit * repeat_penalty.
@@ -58,6 +61,11 @@ int smp_accept(smp_t *s, int32_t token, int generated);
  * -ENOMEM (scratch space is allocated at the first draw that needs it: n_vocab floats
  * unless top-k is set; nothing for greedy). */
 int32_t smp_sample(smp_t *s, float *logits, float *logprob, eng_top_t *top, int n_top);
+/* As smp_sample with step 1b: allow is a bit set of n_vocab bits (32 per word, LSB first;
+ * NULL: every token).  Alternatives in top that are banned have logprob -inf (when fewer
+ * than n_top tokens are allowed).  FD_ERANGE when no allowed token has a finite logit. */
+int32_t smp_sample_masked(smp_t *s, float *logits, const uint32_t *allow, float *logprob,
+                          eng_top_t *top, int n_top);
 
 /* The sampler's exp kernel, for its test: y[i] = e^x[i] for x[i] <= 0 (relative error about
  * 1e-7; below -87 a value under 2e-38; -inf gives 0).  Any thread. */

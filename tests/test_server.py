@@ -293,6 +293,108 @@ def errors(d):
     check(st == 200, "unknown fields are ignored")
 
 
+def json_valid_prefix(text):
+    """Whether text is a prefix of some JSON document (a few closing tries suffice for what
+    stories260K writes within max_tokens: an open string, number, literal or containers)."""
+    stack = []
+    in_str = esc = False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            stack.append("]" if ch == "[" else "}")
+        elif ch in "]}":
+            if not stack or stack.pop() != ch:
+                return False
+    closer = "".join(reversed(stack))
+    for mid in ("", '"', '0', 'e', 'rue', 'alse', 'ull', ':0', '":0', '\\"', '0":0'):
+        for tail in ("", '"', ":0"):
+            try:
+                json.loads(text + mid + tail + closer)
+                return True
+            except ValueError:
+                pass
+    return False
+
+
+@test
+def json_mode(d):
+    """response_format json_object on both endpoints, whole and streamed, n = 2: every
+    answer that stops is a JSON object; one cut by max_tokens is a valid prefix."""
+    stops = 0
+    fmt = {"type": "json_object"}
+    bias = {}
+    st, _, js, _ = d.post("/tokenize", {"content": "}\"", "add_special": False,
+                                        "with_pieces": True})
+    # closing braces and quotes are favoured so that stories260K finishes some documents
+    # within max_tokens; the constraint still bans them where they would be invalid
+    for t in (js or {}).get("tokens", []):
+        if t["piece"] in ("}", '"'):
+            bias[str(t["id"])] = 10 if t["piece"] == "}" else 5
+    check(len(bias) == 2, "tokens for } and \": %s" % js)
+    for seed in range(6):
+        for path, body in (("/v1/completions", {"prompt": "Once upon a time"}),
+                           ("/v1/chat/completions",
+                            {"messages": [{"role": "user", "content": "Tell me a story"}]})):
+            chat_ = "chat" in path
+            req = dict(body, response_format=fmt, max_tokens=96, seed=seed, n=2,
+                       logit_bias=bias, logprobs=(True if chat_ else 3))
+            if chat_:
+                req["top_logprobs"] = 3
+            st, _, js, raw = d.post(path, req)
+            if not check(st == 200, "%s json_object: %s %s" % (path, st, raw[:300])):
+                continue
+            for ch in js["choices"]:
+                text = ch["message"]["content"] if chat_ else ch["text"]
+                if ch["finish_reason"] == "stop":
+                    stops += 1
+                    try:
+                        v = json.loads(text)
+                        check(isinstance(v, dict), "%s: not an object: %r" % (path, text))
+                    except ValueError:
+                        check(False, "%s: not JSON: %r" % (path, text))
+                else:
+                    check(ch["finish_reason"] == "length" and json_valid_prefix(text),
+                          "%s: %s, not a JSON prefix: %r" % (path, ch["finish_reason"], text))
+                lp = ch["logprobs"]
+                tops = [t["top_logprobs"] for t in lp["content"]] if chat_ else lp["top_logprobs"]
+                check(all(len(t) >= 1 for t in tops), "top_logprobs present")
+            sreq = dict(req, stream=True)
+            st, frames, done, _ = d.stream(path, sreq)
+            check(st == 200 and done, "%s json_object stream" % path)
+            for i in range(2):
+                check(stream_text(frames, i, chat_) ==
+                      (js["choices"][i]["message"]["content"] if chat_ else js["choices"][i]["text"]),
+                      "%s: streamed json_object equals the whole answer (seed %d)" % (path, seed))
+    check(stops >= 4, "only %d json_object answers finished" % stops)
+
+
+@test
+def response_format_errors(d):
+    def err(body, param, code=None, path="/v1/chat/completions"):
+        base = {"messages": [{"role": "user", "content": "x"}]} if "chat" in path else {"prompt": "x"}
+        st, _, js, raw = d.post(path, dict(base, **body))
+        if check(st == 400, "response_format %s: status %s %s" % (body, st, raw[:200])):
+            e = js["error"]
+            check(e["param"] == param, "param %r, want %r" % (e["param"], param))
+            check(code is None or e["code"] == code, "code %r, want %r" % (e["code"], code))
+    err({"response_format": "json"}, "response_format")
+    err({"response_format": {}}, "response_format.type")
+    err({"response_format": {"type": 3}}, "response_format.type")
+    err({"response_format": {"type": "yaml"}}, "response_format.type", "unsupported_value")
+    err({"response_format": {"type": "yaml"}}, "response_format.type", path="/v1/completions")
+    st, _, js, _ = d.post("/v1/completions", {"prompt": "x", "max_tokens": 2,
+                                               "response_format": {"type": "text"}})
+    check(st == 200, "response_format text is served")
+
+
 @test
 def models_and_health(d):
     st, _, body = d.get("/v1/models")

@@ -10,6 +10,7 @@
 
 #include <ctype.h>
 #include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <limits.h>
 #include <math.h>
 #include <pwd.h>
@@ -751,6 +752,7 @@ static char *read_file(const char *path, size_t *len)
         errno = bad;
         return NULL;
     }
+    buf[n] = '\0'; /* the loop leaves n < cap: text readers (the PEM checks) may use str* */
     *len = n;
     return buf;
 }
@@ -1057,22 +1059,41 @@ static int check_tls(cfg_t *c, char *err, size_t errlen)
                              &c->tls_key_pem, err, errlen)))
         return rc;
     /* What libmicrohttpd will do with them at startup, done here so that the error names
-     * the files: parse both and check that the key is the certificate's. */
-    gnutls_certificate_credentials_t cred;
-    if (gnutls_certificate_allocate_credentials(&cred) < 0)
-        return seterr(err, errlen, "out of memory checking the TLS certificate");
+     * the file: read each (GnuTLS 3.7 leaks what it had parsed when the pair call below meets
+     * a bad certificate, so each is read on its own first), then check that the key is the
+     * certificate's. */
+    char loc[600];
     gnutls_datum_t cert = {(unsigned char *)c->tls_cert_pem,
                            (unsigned int)strlen(c->tls_cert_pem)};
     gnutls_datum_t key = {(unsigned char *)c->tls_key_pem, (unsigned int)strlen(c->tls_key_pem)};
-    int g = gnutls_certificate_set_x509_key_mem2(cred, &cert, &key, GNUTLS_X509_FMT_PEM, NULL,
-                                                 0);
-    gnutls_certificate_free_credentials(cred);
+    gnutls_x509_crt_t *crts = NULL;
+    unsigned n_crts = 0;
+    int g = gnutls_x509_crt_list_import2(&crts, &n_crts, &cert, GNUTLS_X509_FMT_PEM, 0);
+    for (unsigned i = 0; g >= 0 && i < n_crts; i++)
+        gnutls_x509_crt_deinit(crts[i]);
+    gnutls_free(crts);
     if (g < 0) {
-        char loc[600];
-        where(c, idx_of("tls_key_file"), loc, sizeof(loc));
+        where(c, idx_of("tls_cert_file"), loc, sizeof(loc));
+        return seterr(err, errlen, "%s: %s: cannot read the certificate: %s", loc,
+                      c->tls_cert_file, gnutls_strerror(g));
+    }
+    gnutls_x509_privkey_t pk;
+    if (gnutls_x509_privkey_init(&pk) < 0)
+        return seterr(err, errlen, "out of memory checking the TLS key");
+    g = gnutls_x509_privkey_import2(pk, &key, GNUTLS_X509_FMT_PEM, NULL, 0);
+    gnutls_x509_privkey_deinit(pk);
+    where(c, idx_of("tls_key_file"), loc, sizeof(loc));
+    if (g < 0)
+        return seterr(err, errlen, "%s: %s: cannot read the private key: %s", loc,
+                      c->tls_key_file, gnutls_strerror(g));
+    gnutls_certificate_credentials_t cred;
+    if (gnutls_certificate_allocate_credentials(&cred) < 0)
+        return seterr(err, errlen, "out of memory checking the TLS certificate");
+    g = gnutls_certificate_set_x509_key_mem2(cred, &cert, &key, GNUTLS_X509_FMT_PEM, NULL, 0);
+    gnutls_certificate_free_credentials(cred);
+    if (g < 0)
         return seterr(err, errlen, "%s: %s and %s cannot serve HTTPS together: %s", loc,
                       c->tls_cert_file, c->tls_key_file, gnutls_strerror(g));
-    }
     return 0;
 }
 

@@ -5,7 +5,7 @@ as plain HTTP), a plain-HTTP request to that port gets no answer, a world-readab
 warned about, and every bad pair is a configuration error (exit 78; --test-config exit 1)
 naming the file and the reason: one file without the other, a missing file, a key given as
 the certificate and the reverse, a key of another certificate, an encrypted key, a
-certificate whose body is not base64.  Test certificates come from the openssl command
+certificate whose body is not base64, a key cut short.  Test certificates come from the openssl command
 (skip when it is missing)."""
 
 import http.client
@@ -80,6 +80,10 @@ def main():
             lines = f.read().splitlines()
         junk = tmp.write("junk-cert.pem", "\n".join([lines[0], "not base64 at all!"] + lines[-1:])
                          + "\n")
+        # base64 that is not DER: a key cut short
+        with open(key) as f:
+            klines = f.read().splitlines()
+        cut_key = tmp.write("cut-key.pem", "\n".join(klines[:2] + ["AAAA"] + klines[-1:]) + "\n")
         base = ["--model", model, "--port", "0", "--threads", "1"]
 
         # ---- bad pairs: exit 78 when starting, 1 under --test-config, the reason named
@@ -99,7 +103,9 @@ def main():
             (["--tls-cert-file", cert, "--tls-key-file", enc_key],
              "%s holds an encrypted private key" % enc_key),
             (["--tls-cert-file", junk, "--tls-key-file", key],
-             "%s and %s cannot serve HTTPS together: " % (junk, key)),
+             "--tls-cert-file: %s: cannot read the certificate: " % junk),
+            (["--tls-cert-file", cert, "--tls-key-file", cut_key],
+             "--tls-key-file: %s: cannot read the private key: " % cut_key),
         ]
         for args, want in bad:
             rc, err = run(base + args)

@@ -236,4 +236,5 @@ TESTS += tests/test_toolcall
 # Black-box function calling: the real fusiond with a stories260K copy that carries Qwen 2.5's
 # template (and call text in a few tokens, picked by logit_bias), then as llama3.1 and mistral.
 dist_check_SCRIPTS += tests/test_tools_server.py
+EXTRA_DIST += tests/gguf_copy.py
 TESTS += tests/test_tools_server.py

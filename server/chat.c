@@ -1,12 +1,16 @@
 /* chat.c: one formatter per chat-template family.  Each function below follows its Jinja
  * template statement by statement (the templates are in ../shared/chat-templates, or quoted
- * where shared has none), with add_generation_prompt and no tools; the refusals
- * (raise_exception) become -EINVAL with the template's own message. */
+ * where shared has none), with add_generation_prompt, and with tools for the three families
+ * whose templates have them; the refusals (raise_exception) become -EINVAL with the
+ * template's own message.  tojson is Python's json.dumps(ensure_ascii=False), as transformers
+ * registers it (not Jinja's own HTML-safe, key-sorting filter). */
 #include "config.h"
 
 #include "server/chat.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -23,11 +27,11 @@ static const char *const family_names[CHAT_N_FAMILIES] = {
     [CHAT_ZEPHYR] = "zephyr",
 };
 
-static const char *const role_names[] = {"system", "user", "assistant"};
+static const char *const role_names[] = {"system", "user", "assistant", "tool"};
 
 int chat_role_from_name(const char *name)
 {
-    for (int i = 0; name && i < 3; i++)
+    for (int i = 0; name && i < 4; i++)
         if (strcmp(name, role_names[i]) == 0)
             return i;
     return -EINVAL;
@@ -35,7 +39,7 @@ int chat_role_from_name(const char *name)
 
 const char *chat_role_name(int role)
 {
-    return role >= 0 && role < 3 ? role_names[role] : "?";
+    return role >= 0 && role < 4 ? role_names[role] : "?";
 }
 
 int chat_family_from_name(const char *name)
@@ -188,6 +192,151 @@ static void put_content_trimmed(buf_t *b, const chat_msg_t *m)
     put_trimmed(b, m->content, m->len);
 }
 
+/* ---------------------------------------------------------------- Python's json.dumps */
+
+/* A JSON string as json.dumps writes it with ensure_ascii=False: the two-character escapes
+ * for " \\ \n \r \t \b \f, \u00XX for the other control characters, everything else raw. */
+static void pj_string(buf_t *b, const char *s)
+{
+    puts_(b, "\"");
+    for (const char *p = s; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        const char *esc = NULL;
+        switch (c) {
+        case '"': esc = "\\\""; break;
+        case '\\': esc = "\\\\"; break;
+        case '\n': esc = "\\n"; break;
+        case '\r': esc = "\\r"; break;
+        case '\t': esc = "\\t"; break;
+        case '\b': esc = "\\b"; break;
+        case '\f': esc = "\\f"; break;
+        default: break;
+        }
+        if (esc) {
+            puts_(b, esc);
+        } else if (c < 0x20) {
+            char u[8];
+            snprintf(u, sizeof u, "\\u%04x", c);
+            puts_(b, u);
+        } else {
+            put(b, p, 1);
+        }
+    }
+    puts_(b, "\"");
+}
+
+/* A number as Python prints it.  cJSON keeps no int/float distinction: integral values
+ * below 2^53 print as integers (what a schema's "minimum": 0 was), others as the shortest
+ * repr that reads back to the same double, with Python's exponent rule (e-05, e+16). */
+static void pj_number(buf_t *b, double d)
+{
+    char t[40];
+    if (!isfinite(d)) {
+        puts_(b, isnan(d) ? "NaN" : d > 0 ? "Infinity" : "-Infinity");
+        return;
+    }
+    if (d == floor(d) && fabs(d) < 9007199254740992.0) {
+        snprintf(t, sizeof t, "%.0f", d);
+        puts_(b, t);
+        return;
+    }
+    /* the shortest digits that read back, from %.Ne */
+    for (int prec = 0; prec <= 16; prec++) {
+        snprintf(t, sizeof t, "%.*e", prec, d);
+        if (strtod(t, NULL) == d)
+            break;
+    }
+    char *e = strchr(t, 'e');
+    int ex = atoi(e + 1);
+    *e = 0;
+    bool neg = t[0] == '-';
+    char dig[24];
+    int nd = 0;
+    for (const char *q = t + neg; *q && nd < 23; q++)
+        if (*q != '.')
+            dig[nd++] = *q;
+    dig[nd] = 0;
+    if (neg)
+        puts_(b, "-");
+    if (ex >= -4 && ex < 16) {
+        if (ex < 0) {
+            puts_(b, "0.");
+            for (int i = 0; i < -ex - 1; i++)
+                puts_(b, "0");
+            puts_(b, dig);
+        } else {
+            for (int i = 0; i <= ex; i++)
+                put(b, i < nd ? &dig[i] : "0", 1);
+            puts_(b, ".");
+            puts_(b, nd > ex + 1 ? &dig[ex + 1] : "0");
+        }
+    } else {
+        put(b, dig, 1);
+        if (nd > 1) {
+            puts_(b, ".");
+            puts_(b, dig + 1);
+        }
+        snprintf(t, sizeof t, "e%c%02d", ex < 0 ? '-' : '+', ex < 0 ? -ex : ex);
+        puts_(b, t);
+    }
+}
+
+static void pj_indent(buf_t *b, int indent, int level)
+{
+    puts_(b, "\n");
+    for (int i = 0; i < indent * level; i++)
+        puts_(b, " ");
+}
+
+/* json.dumps(v, ensure_ascii=False, indent=indent): separators ", " and ": " on one line
+ * (indent < 0), "," and ": " with newlines when indented; empty containers are [] and {}. */
+static void pj_value(buf_t *b, const cJSON *v, int indent, int level)
+{
+    if (cJSON_IsNull(v)) {
+        puts_(b, "null");
+    } else if (cJSON_IsBool(v)) {
+        puts_(b, cJSON_IsTrue(v) ? "true" : "false");
+    } else if (cJSON_IsNumber(v)) {
+        pj_number(b, v->valuedouble);
+    } else if (cJSON_IsString(v)) {
+        pj_string(b, v->valuestring);
+    } else if (cJSON_IsArray(v) || cJSON_IsObject(v)) {
+        bool obj = cJSON_IsObject(v);
+        puts_(b, obj ? "{" : "[");
+        for (const cJSON *it = v->child; it; it = it->next) {
+            if (indent >= 0)
+                pj_indent(b, indent, level + 1);
+            if (obj) {
+                pj_string(b, it->string ? it->string : "");
+                puts_(b, ": ");
+            }
+            pj_value(b, it, indent, level + 1);
+            if (it->next)
+                puts_(b, indent >= 0 ? "," : ", ");
+        }
+        if (indent >= 0 && v->child)
+            pj_indent(b, indent, level);
+        puts_(b, obj ? "}" : "]");
+    }
+}
+
+int chat_pyjson(const char *json, int indent, char **out)
+{
+    *out = NULL;
+    cJSON *v = json ? cJSON_Parse(json) : NULL;
+    if (!v)
+        return -EINVAL;
+    buf_t b = {0};
+    pj_value(&b, v, indent, 0);
+    cJSON_Delete(v);
+    if (b.failed || !b.p) {
+        free(b.p);
+        return -ENOMEM;
+    }
+    *out = b.p;
+    return 0;
+}
+
 static void set_err(char *err, size_t errlen, const char *fmt, ...) FD_PRINTF(3, 4);
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -208,12 +357,36 @@ typedef struct ctx {
     buf_t *b;
     char *err;
     size_t errlen;
+    const cJSON *tools; /* the parsed tools array, NULL for none */
 } ctx_t;
 
 static int refuse(ctx_t *c, const char *msg)
 {
     set_err(c->err, c->errlen, "%s", msg);
     return -EINVAL;
+}
+
+/* A tool call's arguments through tojson (the caller checked they parse). */
+static int put_args(ctx_t *c, const chat_call_t *call, int indent)
+{
+    cJSON *v = cJSON_Parse(call->arguments);
+    if (!v) {
+        set_err(c->err, c->errlen, "the arguments of tool call '%.64s' are not JSON",
+                call->name);
+        return -EINVAL;
+    }
+    pj_value(c->b, v, indent, 0);
+    cJSON_Delete(v);
+    return 0;
+}
+
+/* Jinja's length of a string: characters, not bytes. */
+static size_t n_chars(const char *s)
+{
+    size_t n = 0;
+    for (; s && *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
 }
 
 /* The Jinja check (message['role'] == 'user') != (loop.index0 % 2 == 0) over m[from..n). */
@@ -307,35 +480,107 @@ static int fmt_llama3(ctx_t *c)
     return 0;
 }
 
-/* Llama 3.1 (shared/chat-templates/meta-llama-Llama-3.1-8B-Instruct.jinja), no tools: bos;
- * a system header always, with the knowledge and (undefined date_string) fixed dates, then
- * the first message's text if it is a system message (trimmed); then the other messages as
- * in 3.0. */
+/* Llama 3.1 (shared/chat-templates/meta-llama-Llama-3.1-8B-Instruct.jinja) at its defaults
+ * (tools_in_user_message, no builtin_tools, undefined date_string): bos; a system header
+ * always, "Environment: ipython" in it when there are tools, the knowledge and fixed dates,
+ * then the first message's text if it is a system message (trimmed).  With tools, the next
+ * message (whatever its role) becomes a user turn that lists them (tojson, indent 4) before
+ * its trimmed text.  Then the messages as in 3.0, except: one tool call (exactly one) as
+ * {"name": ..., "parameters": tojson(arguments)}, and a tool result as an ipython turn whose
+ * content goes through tojson (a string is "iterable" to Jinja, so it is quoted). */
 static int fmt_llama31(ctx_t *c)
 {
     puts_(c->b, c->o->bos);
-    puts_(c->b, "<|start_header_id|>system<|end_header_id|>\n\n"
-                "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n");
+    puts_(c->b, "<|start_header_id|>system<|end_header_id|>\n\n");
+    if (c->tools)
+        puts_(c->b, "Environment: ipython\n");
+    puts_(c->b, "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n");
     size_t from = 0;
     if (c->m[0].role == CHAT_SYSTEM) {
         put_content_trimmed(c->b, &c->m[0]);
         from = 1;
     }
     puts_(c->b, "<|eot_id|>");
-    for (size_t i = from; i < c->n; i++)
-        llama3_turn(c, &c->m[i]);
+    if (c->tools) {
+        if (from >= c->n)
+            return refuse(c, "Cannot put tools in the first user message when there's no "
+                             "first user message!");
+        if (!c->m[from].content)
+            return refuse(c, "the message after the system message carries the tools and "
+                             "must have text content");
+        puts_(c->b, "<|start_header_id|>user<|end_header_id|>\n\n"
+                    "Given the following functions, please respond with a JSON for a function "
+                    "call with its proper arguments that best answers the given prompt.\n\n"
+                    "Respond in the format {\"name\": function name, \"parameters\": "
+                    "dictionary of argument name and its value}.Do not use variables.\n\n");
+        for (const cJSON *t = c->tools->child; t; t = t->next) {
+            pj_value(c->b, t, 4, 0);
+            puts_(c->b, "\n\n");
+        }
+        put_content_trimmed(c->b, &c->m[from]);
+        puts_(c->b, "<|eot_id|>");
+        from++;
+    }
+    for (size_t i = from; i < c->n; i++) {
+        const chat_msg_t *m = &c->m[i];
+        if (m->n_calls) {
+            if (m->n_calls != 1)
+                return refuse(c, "This model only supports single tool-calls at once!");
+            puts_(c->b, "<|start_header_id|>assistant<|end_header_id|>\n\n{\"name\": \"");
+            puts_(c->b, m->calls[0].name);
+            puts_(c->b, "\", \"parameters\": ");
+            int rc = put_args(c, &m->calls[0], -1);
+            if (rc)
+                return rc;
+            puts_(c->b, "}<|eot_id|>");
+        } else if (m->role == CHAT_TOOL) {
+            puts_(c->b, "<|start_header_id|>ipython<|end_header_id|>\n\n");
+            buf_t tmp = {0};
+            put_content(&tmp, m);
+            pj_string(c->b, tmp.p ? tmp.p : "");
+            free(tmp.p);
+            if (tmp.failed)
+                return -ENOMEM;
+            puts_(c->b, "<|eot_id|>");
+        } else {
+            llama3_turn(c, m);
+        }
+    }
     if (c->o->add_generation_prompt)
         puts_(c->b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
     return 0;
 }
 
-/* ChatML, and Qwen 2.5 (shared/chat-templates/Qwen-Qwen2.5-7B-Instruct.jinja), no tools:
- * the first message, if system, opens the text (Qwen: else its default system message);
- * every other message is '<|im_start|>' + role + '\n' + content + '<|im_end|>\n'. */
+/* ChatML, and Qwen 2.5 (shared/chat-templates/Qwen-Qwen2.5-7B-Instruct.jinja): the first
+ * message, if system, opens the text (Qwen: else its default system message); with tools
+ * (Qwen only) that system turn goes on with the "# Tools" instructions listing each tool
+ * (tojson) in <tools>.  Every other message is '<|im_start|>' + role + '\n' + content +
+ * '<|im_end|>\n', except (Qwen) an assistant message with tool calls: its content only when
+ * not empty, then each call as <tool_call> {"name": ..., "arguments": tojson} </tool_call>;
+ * and a run of tool messages, which shares one user turn of <tool_response> blocks. */
 static int fmt_chatml(ctx_t *c, bool qwen)
 {
     size_t from = 0;
-    if (c->m[0].role == CHAT_SYSTEM) {
+    bool sys = c->m[0].role == CHAT_SYSTEM;
+    if (c->tools) {
+        puts_(c->b, "<|im_start|>system\n");
+        if (sys)
+            put_content(c->b, &c->m[0]);
+        else
+            puts_(c->b, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
+        puts_(c->b, "\n\n# Tools\n\nYou may call one or more functions to assist with the "
+                    "user query.\n\nYou are provided with function signatures within "
+                    "<tools></tools> XML tags:\n<tools>");
+        for (const cJSON *t = c->tools->child; t; t = t->next) {
+            puts_(c->b, "\n");
+            pj_value(c->b, t, -1, 0);
+        }
+        puts_(c->b, "\n</tools>\n\nFor each function call, return a json object with "
+                    "function name and arguments within <tool_call></tool_call> XML tags:\n"
+                    "<tool_call>\n{\"name\": <function-name>, \"arguments\": "
+                    "<args-json-object>}\n</tool_call><|im_end|>\n");
+        from = sys;
+    } else if (sys) {
         puts_(c->b, "<|im_start|>system\n");
         put_content(c->b, &c->m[0]);
         puts_(c->b, "<|im_end|>\n");
@@ -345,10 +590,38 @@ static int fmt_chatml(ctx_t *c, bool qwen)
                     "helpful assistant.<|im_end|>\n");
     }
     for (size_t i = from; i < c->n; i++) {
+        const chat_msg_t *m = &c->m[i];
+        if (m->role == CHAT_TOOL) {
+            if (i == 0 || c->m[i - 1].role != CHAT_TOOL)
+                puts_(c->b, "<|im_start|>user");
+            puts_(c->b, "\n<tool_response>\n");
+            put_content(c->b, m);
+            puts_(c->b, "\n</tool_response>");
+            if (i + 1 == c->n || c->m[i + 1].role != CHAT_TOOL)
+                puts_(c->b, "<|im_end|>\n");
+            continue;
+        }
         puts_(c->b, "<|im_start|>");
-        puts_(c->b, chat_role_name(c->m[i].role));
+        puts_(c->b, chat_role_name(m->role));
+        if (m->role == CHAT_ASSISTANT && m->n_calls) {
+            if (m->len) {
+                puts_(c->b, "\n");
+                put_content(c->b, m);
+            }
+            for (size_t k = 0; k < m->n_calls; k++) {
+                puts_(c->b, "\n<tool_call>\n{\"name\": \"");
+                puts_(c->b, m->calls[k].name);
+                puts_(c->b, "\", \"arguments\": ");
+                int rc = put_args(c, &m->calls[k], -1);
+                if (rc)
+                    return rc;
+                puts_(c->b, "}\n</tool_call>");
+            }
+            puts_(c->b, "<|im_end|>\n");
+            continue;
+        }
         puts_(c->b, "\n");
-        put_content(c->b, &c->m[i]);
+        put_content(c->b, m);
         puts_(c->b, "<|im_end|>\n");
     }
     if (c->o->add_generation_prompt)
@@ -356,22 +629,84 @@ static int fmt_chatml(ctx_t *c, bool qwen)
     return 0;
 }
 
-/* Mistral Nemo (shared/chat-templates/mistralai-Mistral-Nemo-Instruct-2407.jinja), no tools:
- * an optional first system message; the rest must alternate user/assistant; bos; user:
- * '[INST]' + content + '[/INST]', the system text + '\n\n' going before the content of the
- * user message only when it is the last message; assistant: content + eos.  Any other
- * system message is refused.  No generation prompt is written (the text ends in [/INST]). */
+/* [AVAILABLE_TOOLS][...][/AVAILABLE_TOOLS]: each tool's function object key by key (not
+ * "return"), a string value written raw between quotes (the template does not escape it),
+ * any other value through tojson. */
+static int mistral_tools(ctx_t *c)
+{
+    puts_(c->b, "[AVAILABLE_TOOLS][");
+    for (const cJSON *t = c->tools->child; t; t = t->next) {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+        if (!cJSON_IsObject(fn))
+            return refuse(c, "a tool has no 'function' object");
+        puts_(c->b, "{\"type\": \"function\", \"function\": {");
+        bool first = true;
+        for (const cJSON *kv = fn->child; kv; kv = kv->next) {
+            if (strcmp(kv->string, "return") == 0)
+                continue;
+            if (!first)
+                puts_(c->b, ", ");
+            first = false;
+            puts_(c->b, "\"");
+            puts_(c->b, kv->string);
+            if (cJSON_IsString(kv)) {
+                puts_(c->b, "\": \"");
+                puts_(c->b, kv->valuestring);
+                puts_(c->b, "\"");
+            } else {
+                puts_(c->b, "\": ");
+                pj_value(c->b, kv, -1, 0);
+            }
+        }
+        puts_(c->b, "}}");
+        puts_(c->b, t->next ? ", " : "]");
+    }
+    puts_(c->b, "[/AVAILABLE_TOOLS]");
+    return 0;
+}
+
+static bool same_text(const chat_msg_t *a, const chat_msg_t *b)
+{
+    return a->len == b->len && (a->len == 0 || memcmp(a->content, b->content, a->len) == 0);
+}
+
+/* Mistral Nemo (shared/chat-templates/mistralai-Mistral-Nemo-Instruct-2407.jinja): an
+ * optional first system message; the rest, tool messages and tool-calling messages left out,
+ * must alternate user/assistant; bos; user: the tools block first when there are tools and
+ * the message equals the last user message (Jinja compares the dicts, so an earlier copy of
+ * it gets the tools too), then '[INST]' + content + '[/INST]', the system text + '\n\n'
+ * going before the content only when it is the last message; tool calls: '[TOOL_CALLS][' +
+ * each call's {"name", "arguments"} through tojson with ', "id": "<id>"' spliced in before
+ * its closing brace + ']' + eos; assistant: content + eos; tool: [TOOL_RESULTS] with the
+ * content raw and the call id.  Ids must be 9 characters.  Any other system message is
+ * refused.  No generation prompt is written (the text ends in [/INST] or [/TOOL_RESULTS]). */
 static int fmt_mistral(ctx_t *c)
 {
+    static const char bad_id[] = "Tool call IDs should be alphanumeric strings with length 9!";
     const chat_msg_t *sys = c->m[0].role == CHAT_SYSTEM ? &c->m[0] : NULL;
     size_t from = sys ? 1 : 0;
-    if (!alternates(c, from))
-        return refuse(c, "After the optional system message, conversation roles must "
-                         "alternate user/assistant/user/assistant/...");
+    const chat_msg_t *last_user = NULL;
+    size_t k = 0;
+    for (size_t i = from; i < c->n; i++) {
+        const chat_msg_t *m = &c->m[i];
+        if (m->role == CHAT_USER)
+            last_user = m;
+        if (m->role == CHAT_TOOL || m->n_calls)
+            continue;
+        if ((m->role == CHAT_USER) != (k % 2 == 0))
+            return refuse(c, "After the optional system message, conversation roles must "
+                             "alternate user/assistant/user/assistant/...");
+        k++;
+    }
     puts_(c->b, c->o->bos);
     for (size_t i = from; i < c->n; i++) {
         const chat_msg_t *m = &c->m[i];
         if (m->role == CHAT_USER) {
+            if (c->tools && same_text(m, last_user)) {
+                int rc = mistral_tools(c);
+                if (rc)
+                    return rc;
+            }
             puts_(c->b, "[INST]");
             if (i == c->n - 1 && sys) {
                 put_content(c->b, sys);
@@ -379,9 +714,40 @@ static int fmt_mistral(ctx_t *c)
             }
             put_content(c->b, m);
             puts_(c->b, "[/INST]");
+        } else if (m->n_calls) {
+            puts_(c->b, "[TOOL_CALLS][");
+            for (size_t j = 0; j < m->n_calls; j++) {
+                const chat_call_t *call = &m->calls[j];
+                puts_(c->b, "{\"name\": ");
+                pj_string(c->b, call->name);
+                puts_(c->b, ", \"arguments\": ");
+                int rc = put_args(c, call, -1);
+                if (rc)
+                    return rc;
+                if (n_chars(call->id) != 9)
+                    return refuse(c, bad_id);
+                puts_(c->b, ", \"id\": \"");
+                puts_(c->b, call->id);
+                puts_(c->b, "\"}");
+                if (j + 1 < m->n_calls)
+                    puts_(c->b, ", ");
+                else {
+                    puts_(c->b, "]");
+                    puts_(c->b, c->o->eos);
+                }
+            }
         } else if (m->role == CHAT_ASSISTANT) {
             put_content(c->b, m);
             puts_(c->b, c->o->eos);
+        } else if (m->role == CHAT_TOOL) {
+            puts_(c->b, "[TOOL_RESULTS]{\"content\": ");
+            put_content(c->b, m);
+            puts_(c->b, ", ");
+            if (n_chars(m->call_id) != 9)
+                return refuse(c, bad_id);
+            puts_(c->b, "\"call_id\": \"");
+            puts_(c->b, m->call_id);
+            puts_(c->b, "\"}[/TOOL_RESULTS]");
         } else {
             return refuse(c, "Only user and assistant roles are supported, with the exception "
                              "of an initial optional system message!");
@@ -466,6 +832,36 @@ static int fmt_zephyr(ctx_t *c)
     return 0;
 }
 
+bool chat_has_tools(int family)
+{
+    return family == CHAT_LLAMA31 || family == CHAT_QWEN || family == CHAT_MISTRAL;
+}
+
+int chat_tool_prefill(int family, const char *name, char **out)
+{
+    /* each family's call up to the function name, or with a name up to the arguments */
+    const char *open, *args;
+    switch (family) {
+    case CHAT_LLAMA31: open = "{\"name\": \""; args = "\", \"parameters\": "; break;
+    case CHAT_QWEN: open = "<tool_call>\n{\"name\": \""; args = "\", \"arguments\": "; break;
+    case CHAT_MISTRAL: open = "[TOOL_CALLS][{\"name\": \""; args = "\", \"arguments\": "; break;
+    default: *out = NULL; return -ENOTSUP;
+    }
+    buf_t b = {0};
+    puts_(&b, open);
+    if (name) {
+        puts_(&b, name);
+        puts_(&b, args);
+    }
+    if (b.failed || !b.p) {
+        free(b.p);
+        *out = NULL;
+        return -ENOMEM;
+    }
+    *out = b.p;
+    return 0;
+}
+
 int chat_format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t *opts,
                 char **out, size_t *len, char *err, size_t errlen)
 {
@@ -485,18 +881,57 @@ int chat_format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t 
         set_err(err, errlen, "no messages");
         return -EINVAL;
     }
+    bool tooled = chat_has_tools(family);
     for (size_t i = 0; i < n; i++) {
-        if (msgs[i].role < CHAT_SYSTEM || msgs[i].role > CHAT_ASSISTANT) {
+        const chat_msg_t *m = &msgs[i];
+        if (m->role < CHAT_SYSTEM || m->role > CHAT_TOOL) {
             set_err(err, errlen, "message %zu: unknown role", i);
             return -EINVAL;
         }
-        if (!msgs[i].content && msgs[i].len) {
+        if (!m->content && m->len) {
             set_err(err, errlen, "message %zu: no content", i);
             return -EINVAL;
         }
+        if (!tooled && (m->role == CHAT_TOOL || m->n_calls)) {
+            set_err(err, errlen, "message %zu: the %s chat format has no tool calls or tool "
+                    "results", i, chat_family_name(family));
+            return -ENOTSUP;
+        }
+        if (m->role == CHAT_TOOL && (!m->content || !m->call_id)) {
+            set_err(err, errlen, "message %zu: a tool message needs content and call_id", i);
+            return -EINVAL;
+        }
+        if (m->n_calls && m->role != CHAT_ASSISTANT) {
+            set_err(err, errlen, "message %zu: only assistant messages make tool calls", i);
+            return -EINVAL;
+        }
+        for (size_t k = 0; k < m->n_calls; k++) {
+            if (!m->calls[k].name || !m->calls[k].arguments || !m->calls[k].id) {
+                set_err(err, errlen, "message %zu: tool call %zu is incomplete", i, k);
+                return -EINVAL;
+            }
+        }
+    }
+    cJSON *tools = NULL;
+    if (o.tools && *o.tools) {
+        if (!tooled) {
+            set_err(err, errlen, "the %s chat format has no tool calling",
+                    chat_family_name(family));
+            return -ENOTSUP;
+        }
+        tools = cJSON_Parse(o.tools);
+        if (!cJSON_IsArray(tools)) {
+            cJSON_Delete(tools);
+            set_err(err, errlen, "the tools are not a JSON array");
+            return -EINVAL;
+        }
+        if (!tools->child) { /* an empty list offers nothing, as no list */
+            cJSON_Delete(tools);
+            tools = NULL;
+        }
     }
     buf_t b = {0};
-    ctx_t c = {msgs, n, &o, &b, err, errlen};
+    ctx_t c = {msgs, n, &o, &b, err, errlen, tools};
     int rc;
     switch (family) {
     case CHAT_LLAMA2: rc = fmt_llama2(&c); break;
@@ -510,6 +945,7 @@ int chat_format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t 
     case CHAT_ZEPHYR: rc = fmt_zephyr(&c); break;
     default: rc = fmt_plain(&c); break;
     }
+    cJSON_Delete(tools);
     if (rc == 0 && b.failed)
         rc = -ENOMEM;
     if (rc == 0 && !b.p) { /* nothing written (e.g. Llama 2 with a lone system message) */

@@ -1,8 +1,9 @@
 /* chat.h: turns chat messages into the prompt text a model was trained on.  Recognises the
  * family of a GGUF tokenizer.chat_template by its markers and formats with a built-in C
  * formatter per family that renders exactly what that template renders (Jinja is not
- * interpreted).  Pure functions: any thread (the HTTP handlers, fusion-cli) may call them.
- * Layer: server; uses engine/unicode.h only. */
+ * interpreted), tools and tool calls included for the families whose template has them.
+ * Pure functions: any thread (the HTTP handlers, fusion-cli) may call them.
+ * Layer: server; uses engine/unicode.h and cJSON (for the JSON the templates print). */
 #ifndef FD_CHAT_H
 #define FD_CHAT_H
 
@@ -23,12 +24,22 @@ enum chat_family {
     CHAT_N_FAMILIES
 };
 
-enum chat_role { CHAT_SYSTEM = 0, CHAT_USER = 1, CHAT_ASSISTANT = 2 };
+enum chat_role { CHAT_SYSTEM = 0, CHAT_USER = 1, CHAT_ASSISTANT = 2, CHAT_TOOL = 3 };
+
+typedef struct chat_call {   /* one tool call of an assistant message */
+    const char *id;          /* NUL-terminated; Mistral's template requires 9 characters */
+    const char *name;
+    const char *arguments;   /* JSON text of an object, as OpenAI sends it */
+} chat_call_t;
 
 typedef struct chat_msg {
     int role;            /* enum chat_role */
-    const char *content; /* len bytes (need not be NUL-terminated) */
+    const char *content; /* len bytes (need not be NUL-terminated); NULL with len 0 is the
+                            null content of an assistant message that only calls tools */
     size_t len;
+    const chat_call_t *calls; /* assistant: the tool calls it made (n_calls of them) */
+    size_t n_calls;
+    const char *call_id; /* tool: the tool_call_id it answers (NUL-terminated) */
 } chat_msg_t;
 
 typedef struct chat_opts {
@@ -38,9 +49,13 @@ typedef struct chat_opts {
     /* A system message the template rejects (Gemma 2): false merges it into the first user
      * turn ("system\n\nuser", as Gemma 3's template and llama.cpp do); true is an error. */
     bool strict;
+    /* The request's tools as the JSON text of OpenAI's array ([{"type": "function",
+     * "function": {...}}]); NULL or "" for none.  Only the families chat_has_tools() names
+     * accept them (else -ENOTSUP). */
+    const char *tools;
 } chat_opts_t;
 
-/* "system", "user", "assistant" -> enum chat_role; -EINVAL otherwise. */
+/* "system", "user", "assistant", "tool" -> enum chat_role; -EINVAL otherwise. */
 int chat_role_from_name(const char *name);
 const char *chat_role_name(int role);
 
@@ -59,13 +74,29 @@ int chat_detect(const char *tmpl, size_t len);
 int chat_select(const char *override, const char *tmpl, size_t len, int *family,
                 const char **note);
 
+/* Whether the family's template renders tools, tool calls and tool results: Llama 3.1,
+ * Qwen 2.5 and Mistral Nemo. */
+bool chat_has_tools(int family);
+
+/* The text a model of the family writes to open a tool call, for the server to append to
+ * the generation prompt when the request demands a call (tool_choice "required", or a named
+ * function when name is not NULL: then the text runs up to where the arguments begin).
+ * A malloc'd string in *out, or -ENOTSUP for a family without tool calls, -ENOMEM. */
+int chat_tool_prefill(int family, const char *name, char **out);
+
+/* Python's json.dumps(v, ensure_ascii=False[, indent=N]) of the JSON text json (what the
+ * templates' tojson prints, as transformers defines it): malloc'd in *out, or -EINVAL when
+ * json is not JSON, -ENOMEM.  indent < 0: on one line. */
+int chat_pyjson(const char *json, int indent, char **out);
+
 /* Formats n messages into a malloc'd NUL-terminated string (*out, *len bytes; the caller
  * frees it).  The text contains the family's special-token texts (BOS included where the
  * template writes bos_token): tokenize it with parse_special, and add BOS only where the
  * vocabulary asks for one and the text does not already begin with it.
  * Errors (message in err): -EINVAL for no messages, an unknown role, NULL content, or a
  * conversation the template refuses (roles not alternating, a system message where none is
- * allowed under strict), -ENOMEM.
+ * allowed under strict, a Mistral tool call id that is not 9 characters), -ENOTSUP for tools,
+ * tool calls or tool messages given to a family without them, -ENOMEM.
  *
  * CHAT_PLAIN renders "<system>\n\n" for each system message, "User: <content>\n" and
  * "Assistant: <content>\n" for the others, and "Assistant:" as the generation prompt. */

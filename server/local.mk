@@ -28,6 +28,9 @@ FUZZ_SRCS += server/schema.c
 
 # Chat prompt formatting (template family detection, one formatter per family).
 libfusiond_server_a_SOURCES += server/chat.h server/chat.c
+# Tool calls read back out of generated text, per chat family.
+libfusiond_server_a_SOURCES += server/toolcall.h server/toolcall.c
+FUZZ_SRCS += server/toolcall.c
 FUZZ_SRCS += server/chat.c
 
 # fusiond, the daemon: main() in server/main.c.

@@ -200,6 +200,35 @@ static cJSON *timings_obj(const oai_timings_t *t)
     return o;
 }
 
+/* [{"index"?, "id", "type": "function", "function": {"name", "arguments"}}]: whole in a
+ * message (no index), in pieces with their index in a chunk. */
+static cJSON *tool_calls(const oai_choice_t *c, bool chunk)
+{
+    cJSON *a = cJSON_CreateArray();
+    bool ok = a != NULL;
+    for (size_t i = 0; ok && i < c->n_calls; i++) {
+        const oai_tool_call_t *t = &c->calls[i];
+        cJSON *o = cJSON_CreateObject();
+        ok = put(a, NULL, o);
+        if (ok && chunk)
+            ok = put(o, "index", cJSON_CreateNumber(t->index));
+        if (ok && t->id)
+            ok = put(o, "id", cJSON_CreateString(t->id)) &&
+                 put(o, "type", cJSON_CreateString("function"));
+        cJSON *fn = ok ? cJSON_CreateObject() : NULL;
+        ok = ok && put(o, "function", fn);
+        if (ok && t->name)
+            ok = put(fn, "name", cJSON_CreateString(t->name));
+        if (ok && t->arguments)
+            ok = put(fn, "arguments", str_n(t->arguments, strlen(t->arguments)));
+    }
+    if (!ok) {
+        cJSON_Delete(a);
+        return NULL;
+    }
+    return a;
+}
+
 static cJSON *choice_obj(const oai_resp_t *r, const oai_choice_t *c)
 {
     cJSON *o = cJSON_CreateObject();
@@ -210,7 +239,10 @@ static cJSON *choice_obj(const oai_resp_t *r, const oai_choice_t *c)
         if (ok && (!r->chunk || c->role))
             ok = put(m, "role", cJSON_CreateString("assistant"));
         if (ok && (!r->chunk || c->role || c->text_len))
-            ok = put(m, "content", str_n(c->text, c->text_len));
+            ok = put(m, "content", c->content_null && !r->chunk ? cJSON_CreateNull()
+                                                                : str_n(c->text, c->text_len));
+        if (ok && c->n_calls)
+            ok = put(m, "tool_calls", tool_calls(c, r->chunk));
         /* A whole message's "refusal" is required by the SDKs' types (openai-node's
          * ChatCompletionMessage): null, as OpenAI sends when the model answered. */
         if (ok && !r->chunk)

@@ -25,11 +25,21 @@ typedef struct oai_lp {         /* one generated token and its log-probabilities
     size_t text_offset;         /* byte offset of the token's text in the choice's text */
 } oai_lp_t;
 
+typedef struct oai_tool_call {  /* one entry of message.tool_calls or of a delta's */
+    int index;
+    const char *id;             /* chunks: NULL fields are left out (id, type and name come */
+    const char *name;           /* in a call's first chunk, arguments in the ones after) */
+    const char *arguments;
+} oai_tool_call_t;
+
 typedef struct oai_choice {
     int index;
     const char *text;           /* the text (whole, or this chunk's delta) */
     size_t text_len;
-    const char *finish_reason;  /* "stop", "length", or NULL (null in JSON) */
+    const char *finish_reason;  /* "stop", "length", "tool_calls", or NULL (null in JSON) */
+    bool content_null;          /* chat message: "content": null (it only calls tools) */
+    const oai_tool_call_t *calls; /* chat: message.tool_calls, or a chunk's delta.tool_calls */
+    size_t n_calls;
     bool role;                  /* chat chunk: the delta carries "role": "assistant" */
     bool logprobs;              /* emit a logprobs object (else null) */
     const oai_lp_t *lp;

@@ -358,7 +358,84 @@ static int parse_logit_bias(const cJSON *root, const rq_limits_t *lim, rq_t *r, 
     return 0;
 }
 
-static const char *const chat_roles[] = {"system", "developer", "user", "assistant"};
+static const char *const chat_roles[] = {"system", "developer", "user", "assistant", "tool"};
+enum { ROLE_ASSISTANT = 3, ROLE_TOOL = 4 };
+
+/* OpenAI's rule for function names (which the templates print unescaped). */
+static bool fn_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'))
+            return false;
+    return true;
+}
+
+/* A required string member of o: a UTF-8 copy in *out, or a 400 naming pp.key. */
+static int member_str(const cJSON *o, const char *pp, const char *key, bool nonempty,
+                      char **out, rq_err_t *e)
+{
+    char kp[128];
+    snprintf(kp, sizeof kp, "%.100s.%s", pp, key);
+    const cJSON *v = field(o, key);
+    if (!v)
+        return bad(e, kp, "'%s' is required", kp);
+    if (!cJSON_IsString(v))
+        return bad(e, kp, "'%s' must be a string, not %s", kp, type_name(v));
+    if (nonempty && !v->valuestring[0])
+        return bad(e, kp, "'%s' is an empty string", kp);
+    return dup_str(v, kp, out, NULL, e);
+}
+
+/* An assistant message's tool_calls: [{"id", "type": "function", "function": {"name",
+ * "arguments": JSON text of an object}}]. */
+static int parse_tool_calls(const cJSON *tc, const char *pp, rq_msg_t *msg, rq_err_t *e)
+{
+    char tp[128];
+    snprintf(tp, sizeof tp, "%.80s.tool_calls", pp);
+    if (!cJSON_IsArray(tc))
+        return bad(e, tp, "'%s' must be an array, not %s", tp, type_name(tc));
+    int cnt = cJSON_GetArraySize(tc);
+    if (cnt == 0)
+        return 0;
+    msg->calls = calloc((size_t)cnt, sizeof *msg->calls);
+    if (!msg->calls)
+        return -ENOMEM;
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, tc)
+    {
+        char cp[128], fp[140];
+        snprintf(cp, sizeof cp, "%.100s[%d]", tp, i);
+        snprintf(fp, sizeof fp, "%.100s.function", cp);
+        if (!cJSON_IsObject(it))
+            return bad(e, cp, "'%s' must be an object, not %s", cp, type_name(it));
+        rq_call_t *c = &msg->calls[i];
+        msg->n_calls = (size_t)i + 1;
+        const cJSON *type = field(it, "type"), *fn = field(it, "function");
+        if (type && (!cJSON_IsString(type) || strcmp(type->valuestring, "function") != 0))
+            return bad(e, cp, "'%s.type' must be \"function\"", cp);
+        if (!fn)
+            return bad(e, fp, "'%s' is required", fp);
+        if (!cJSON_IsObject(fn))
+            return bad(e, fp, "'%s' must be an object, not %s", fp, type_name(fn));
+        int rc;
+        if ((rc = member_str(it, cp, "id", true, &c->id, e)) ||
+            (rc = member_str(fn, fp, "name", true, &c->name, e)) ||
+            (rc = member_str(fn, fp, "arguments", false, &c->arguments, e)))
+            return rc;
+        cJSON *args = cJSON_Parse(c->arguments);
+        bool obj = cJSON_IsObject(args);
+        cJSON_Delete(args);
+        if (!obj)
+            return bad(e, fp, "'%s.arguments' must be the JSON text of an object", fp);
+        i++;
+    }
+    return 0;
+}
 
 static int parse_content(const cJSON *c, const char *pp, char **out, rq_err_t *e)
 {
@@ -452,19 +529,35 @@ static int parse_messages(const cJSON *root, rq_t *r, rq_err_t *e)
             if (strcmp(role->valuestring, chat_roles[k]) == 0)
                 break;
         if (k == FD_ARRAY_LEN(chat_roles))
-            return bad(e, rp, "'%s' is \"%.40s\"; it must be system, developer, user "
-                       "or assistant", rp, role->valuestring);
+            return bad(e, rp, "'%s' is \"%.40s\"; it must be system, developer, user, "
+                       "assistant or tool", rp, role->valuestring);
         r->msgs[i].role = strdup(chat_roles[k]);
         if (!r->msgs[i].role)
             return -ENOMEM;
+        int rc;
+        const cJSON *tc = field(it, "tool_calls");
+        if (tc && k != ROLE_ASSISTANT) {
+            snprintf(rp, sizeof rp, "%.80s.tool_calls", pp);
+            return bad(e, rp, "'%s' is only for assistant messages", rp);
+        }
+        if (tc && (rc = parse_tool_calls(tc, pp, &r->msgs[i], e)))
+            return rc;
+        if (k == ROLE_TOOL && (rc = member_str(it, pp, "tool_call_id", true,
+                                               &r->msgs[i].tool_call_id, e)))
+            return rc;
         const cJSON *c = field(it, "content");
         snprintf(rp, sizeof rp, "%.80s.content", pp);
-        int rc;
         if (!c) {
-            if (k != 3)
+            if (k != ROLE_ASSISTANT)
                 return bad(e, rp, "'%s' is required for a %s message", rp, chat_roles[k]);
-            r->msgs[i].content = strdup("");
-            rc = r->msgs[i].content ? 0 : -ENOMEM;
+            /* null content: a message that only calls tools keeps it null (Qwen's template
+             * tells it from ""); a plain one is empty text */
+            if (!r->msgs[i].n_calls) {
+                r->msgs[i].content = strdup("");
+                rc = r->msgs[i].content ? 0 : -ENOMEM;
+            } else {
+                rc = 0;
+            }
         } else {
             rc = parse_content(c, rp, &r->msgs[i].content, e);
         }
@@ -613,6 +706,124 @@ static int compile_schema(const cJSON *schema, const char *param, rq_t *r, rq_er
     if (rc < 0)
         return rq_fail(e, 500, "server_error", NULL, "out of memory");
     r->sampling.grammar = r->grammar;
+    return 0;
+}
+
+/* tools, tool_choice, parallel_tool_calls (chat).  Whether the model's chat format has a
+ * tool syntax is the server's check: it knows the model. */
+static int parse_tools(const cJSON *root, rq_t *r, rq_err_t *e)
+{
+    const cJSON *t = field(root, "tools"), *tc = field(root, "tool_choice");
+    int rc;
+    r->parallel_tool_calls = true;
+    if ((rc = get_bool(root, "parallel_tool_calls", &r->parallel_tool_calls, e)))
+        return rc;
+    /* The legacy functions API (functions / function_call) is not served: only "none". */
+    const cJSON *fns = field(root, "functions"), *fc = field(root, "function_call");
+    if (fns && !cJSON_IsArray(fns))
+        return bad(e, "functions", "'functions' must be an array, not %s", type_name(fns));
+    if (fns && cJSON_GetArraySize(fns) > 0 &&
+        !(cJSON_IsString(fc) && strcmp(fc->valuestring, "none") == 0))
+        return unsupported_param(e, "functions", "'functions' (the deprecated function "
+                                 "calling API) is not supported: send 'tools' instead");
+    if (t && !cJSON_IsArray(t))
+        return bad(e, "tools", "'tools' must be an array, not %s", type_name(t));
+    int n = t ? cJSON_GetArraySize(t) : 0;
+    if (n > 0) {
+        r->tool_names = calloc((size_t)n, sizeof *r->tool_names);
+        if (!r->tool_names)
+            return -ENOMEM;
+    }
+    const cJSON *it;
+    int i = 0;
+    cJSON_ArrayForEach(it, t)
+    {
+        char tp[64], fp[80];
+        snprintf(tp, sizeof tp, "tools[%d]", i);
+        snprintf(fp, sizeof fp, "tools[%d].function", i);
+        if (!cJSON_IsObject(it))
+            return bad(e, tp, "'%s' must be an object {\"type\": \"function\", \"function\": "
+                       "{...}}, not %s", tp, type_name(it));
+        const cJSON *type = field(it, "type"), *fn = field(it, "function");
+        if (!cJSON_IsString(type) || strcmp(type->valuestring, "function") != 0) {
+            char kp[80];
+            snprintf(kp, sizeof kp, "%s.type", tp);
+            return bad(e, kp, "'%s' must be \"function\" (the only tool type fusiond serves)",
+                       kp);
+        }
+        if (!fn)
+            return bad(e, fp, "'%s' is required", fp);
+        if (!cJSON_IsObject(fn))
+            return bad(e, fp, "'%s' must be an object, not %s", fp, type_name(fn));
+        char *name = NULL;
+        if ((rc = member_str(fn, fp, "name", true, &name, e)))
+            return rc;
+        r->tool_names[i] = name;
+        r->n_tools = i + 1;
+        char kp[100];
+        snprintf(kp, sizeof kp, "%s.name", fp);
+        if (!fn_name_ok(name))
+            return bad(e, kp, "'%s' (\"%.70s\") must be 1 to 64 letters, digits, '_' or '-'",
+                       kp, name);
+        for (int k = 0; k < i; k++)
+            if (strcmp(r->tool_names[k], name) == 0)
+                return bad(e, kp, "'%s': the function name \"%s\" is also tools[%d]'s", kp,
+                           name, k);
+        const cJSON *d = field(fn, "description"), *pa = field(fn, "parameters"),
+                    *st = field(fn, "strict");
+        snprintf(kp, sizeof kp, "%s.description", fp);
+        if (d && !cJSON_IsString(d))
+            return bad(e, kp, "'%s' must be a string, not %s", kp, type_name(d));
+        if (d && !rq_utf8_valid(d->valuestring, strlen(d->valuestring)))
+            return bad(e, kp, "'%s' is not valid UTF-8", kp);
+        snprintf(kp, sizeof kp, "%s.parameters", fp);
+        if (pa && !cJSON_IsObject(pa))
+            return bad(e, kp, "'%s' must be a JSON Schema object, not %s", kp, type_name(pa));
+        snprintf(kp, sizeof kp, "%s.strict", fp);
+        if (st && !cJSON_IsBool(st))
+            return bad(e, kp, "'%s' must be a boolean, not %s", kp, type_name(st));
+        i++;
+    }
+    r->tool_choice = n > 0 ? RQ_TOOLS_AUTO : RQ_TOOLS_NONE;
+    if (cJSON_IsString(tc)) {
+        const char *v = tc->valuestring;
+        if (strcmp(v, "none") == 0)
+            r->tool_choice = RQ_TOOLS_NONE;
+        else if (strcmp(v, "auto") == 0)
+            r->tool_choice = n > 0 ? RQ_TOOLS_AUTO : RQ_TOOLS_NONE;
+        else if (strcmp(v, "required") == 0)
+            r->tool_choice = RQ_TOOLS_REQUIRED;
+        else
+            return bad(e, "tool_choice", "'tool_choice' is \"%.40s\"; it must be \"none\", "
+                       "\"auto\", \"required\" or {\"type\": \"function\", \"function\": "
+                       "{\"name\": ...}}", v);
+    } else if (cJSON_IsObject(tc)) {
+        const cJSON *type = field(tc, "type"), *fn = field(tc, "function");
+        if (!cJSON_IsString(type) || strcmp(type->valuestring, "function") != 0)
+            return bad(e, "tool_choice.type", "'tool_choice.type' must be \"function\"");
+        if (!cJSON_IsObject(fn))
+            return bad(e, "tool_choice.function", "'tool_choice.function' must be an object "
+                       "with the function's name");
+        if ((rc = member_str(fn, "tool_choice.function", "name", true, &r->tool_name, e)))
+            return rc;
+        r->tool_choice = RQ_TOOLS_NAMED;
+        bool known = false;
+        for (int k = 0; k < r->n_tools; k++)
+            known |= strcmp(r->tool_names[k], r->tool_name) == 0;
+        if (!known)
+            return bad(e, "tool_choice.function.name", "'tool_choice.function.name' is "
+                       "\"%.64s\", which is not a function in 'tools'", r->tool_name);
+    } else if (tc) {
+        return bad(e, "tool_choice", "'tool_choice' must be a string or an object, not %s",
+                   type_name(tc));
+    }
+    if (r->tool_choice == RQ_TOOLS_REQUIRED && n == 0)
+        return bad(e, "tool_choice", "'tool_choice' \"required\" needs 'tools'");
+    if (r->tool_choice != RQ_TOOLS_NONE) {
+        r->tools = cJSON_PrintUnformatted(t);
+        if (!r->tools)
+            return -ENOMEM;
+    }
     return 0;
 }
 
@@ -781,25 +992,14 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
             r->logprobs = have ? (int)v : 0;
         if ((rc = get_bool(root, "add_generation_prompt", &r->add_generation_prompt, e)))
             return rc;
-        /* Function calling is not supported: a request that offers tools and lets the
-         * model use them would get plain text and never a tool call, which a client (the
-         * SDKs' runTools) cannot tell from the model declining.  An empty list, or
-         * tool_choice (function_call) "none", asks for text and is served. */
-        static const char *const tool_keys[] = {"tools", "functions"};
-        const cJSON *tc = field(root, "tool_choice"), *fc = field(root, "function_call");
-        bool text_only = (cJSON_IsString(tc) && strcmp(tc->valuestring, "none") == 0) ||
-                         (cJSON_IsString(fc) && strcmp(fc->valuestring, "none") == 0);
-        for (size_t i = 0; i < FD_ARRAY_LEN(tool_keys); i++) {
-            const cJSON *t = field(root, tool_keys[i]);
-            if (t && !cJSON_IsArray(t))
-                return bad(e, tool_keys[i], "'%s' must be an array, not %s", tool_keys[i],
-                           type_name(t));
-            if (t && cJSON_GetArraySize(t) > 0 && !text_only)
-                return unsupported_param(e, tool_keys[i], "'%s' (function calling) is not "
-                                         "supported: fusiond answers with text only (leave "
-                                         "'%s' out, or set 'tool_choice' to \"none\")",
-                                         tool_keys[i], tool_keys[i]);
-        }
+        if ((rc = parse_tools(root, r, e)))
+            return rc;
+        /* The JSON constraint would forbid the call syntax of Qwen (<tool_call>) and
+         * Mistral ([TOOL_CALLS]); fusiond does not mix the two. */
+        if (r->tools && r->grammar)
+            return unsupported_param(e, "response_format", "'response_format' other than "
+                                     "\"text\" cannot be combined with 'tools' (set "
+                                     "'tool_choice' to \"none\" for a JSON answer)");
     }
     s->n_probs = r->logprobs;
     return check_unsupported(root, kind, r, e);
@@ -949,8 +1149,20 @@ void rq_free(rq_t *r)
     for (size_t i = 0; i < r->n_msgs && r->msgs; i++) {
         free(r->msgs[i].role);
         free(r->msgs[i].content);
+        for (size_t k = 0; k < r->msgs[i].n_calls; k++) {
+            free(r->msgs[i].calls[k].id);
+            free(r->msgs[i].calls[k].name);
+            free(r->msgs[i].calls[k].arguments);
+        }
+        free(r->msgs[i].calls);
+        free(r->msgs[i].tool_call_id);
     }
     free(r->msgs);
+    free(r->tools);
+    for (int i = 0; i < r->n_tools; i++)
+        free(r->tool_names[i]);
+    free(r->tool_names);
+    free(r->tool_name);
     for (int i = 0; i < r->n_stop && r->stop; i++)
         free(r->stop[i]);
     free(r->stop);

@@ -47,10 +47,23 @@ typedef struct rq_prompt {      /* one prompt of a completion request */
     size_t n_ids;
 } rq_prompt_t;
 
+typedef struct rq_call {        /* one tool call of an assistant message in the history */
+    char *id;
+    char *name;
+    char *arguments;            /* JSON text of an object (checked to parse) */
+} rq_call_t;
+
 typedef struct rq_msg {         /* one chat message; parts are joined into content */
-    char *role;
-    char *content;
+    char *role;                 /* system, developer, user, assistant or tool */
+    char *content;              /* NULL only for an assistant message with tool calls and a
+                                   null or absent content */
+    rq_call_t *calls;           /* assistant: its tool_calls (NULL when none or []) */
+    size_t n_calls;
+    char *tool_call_id;         /* tool: the call it answers */
 } rq_msg_t;
+
+/* tool_choice: RQ_TOOLS_NONE also when no tools are given. */
+enum rq_tool_choice { RQ_TOOLS_NONE = 0, RQ_TOOLS_AUTO, RQ_TOOLS_REQUIRED, RQ_TOOLS_NAMED };
 
 typedef struct rq {
     int kind;                   /* enum rq_kind */
@@ -62,6 +75,16 @@ typedef struct rq {
     rq_msg_t *msgs;
     size_t n_msgs;
     bool add_generation_prompt; /* chat (default true) */
+    /* chat function calling: the validated tools as the JSON text of OpenAI's array (NULL:
+     * none given, or tool_choice "none", which asks for text), their names, the choice
+     * (tool_name: the function a named choice forces) and parallel_tool_calls (default
+     * true; false: at most one call is returned). */
+    char *tools;
+    char **tool_names;
+    int n_tools;
+    int tool_choice;            /* enum rq_tool_choice */
+    char *tool_name;
+    bool parallel_tool_calls;
     /* generation */
     int max_tokens;             /* 0 = not given (the caller applies its default);
                                    RQ_TO_CONTEXT = as many as the context holds */

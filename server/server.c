@@ -26,6 +26,7 @@
 #include "common/fd.h"
 #include "common/log.h"
 #include "server/chat.h"
+#include "server/toolcall.h"
 #include "server/evq.h"
 #include "server/metrics.h"
 #include "server/openai.h"
@@ -73,6 +74,8 @@ typedef struct srv_choice {
     int finish;
     char error[240];
     sb_t text;                  /* non-streamed: the generated text */
+    sb_t tc;                    /* function calling: the call prefill + the generated text */
+    size_t tc_sent;             /* streamed: bytes of tc sent as content */
     size_t stream_off;          /* streamed: bytes of text sent so far */
     oai_lp_t *lp;
     size_t n_lp, cap_lp;
@@ -126,6 +129,9 @@ struct srv_job {
     long long prompt_tokens;
     srv_choice_t *choices;
     int n_choices;
+    bool tc_on;                 /* tools offered: calls are parsed out of the output */
+    char *tc_prefill;           /* tool_choice required / named: the call's opening, already
+                                   in the prompt, which the output continues */
     int n_running;
     uint64_t deadline_ns;
     bool client_gone, server_cancel, server_timeout;
@@ -349,9 +355,11 @@ static void job_free(srv_job_t *j)
         MHD_destroy_response(j->pending);
     for (int i = 0; i < j->n_choices; i++) {
         sb_free(&j->choices[i].text);
+        sb_free(&j->choices[i].tc);
         free(j->choices[i].lp);
     }
     free(j->choices);
+    free(j->tc_prefill);
     free(j->prep_body);
     free(j->max_tokens);
     for (size_t p = 0; p < j->n_prompts; p++) {
@@ -789,6 +797,49 @@ static void sse_chunk(srv_job_t *j, srv_choice_t *c, const char *text, size_t le
     sse_add_json(j, oai_response(&r));
 }
 
+/* Parses choice c's tool calls (function calling on); 0 and *out filled, else the output is
+ * content.  Ids differ per server, request and choice. */
+static int choice_calls(srv_job_t *j, const srv_choice_t *c, tc_result_t *out)
+{
+    const rq_t *r = &j->rq;
+    if (!j->tc_on || !c->tc.buf)
+        return -ENOENT;
+    uint64_t seed = j->srv->id_seed ^ fd_now_ns() ^ ((uint64_t)c->index << 40);
+    return tc_parse(j->srv->chat_family, c->tc.buf, c->tc.len, r->tool_names, r->n_tools,
+                    r->parallel_tool_calls, seed, out);
+}
+
+/* A streamed choice's end with function calling on: its calls as OpenAI's delta.tool_calls
+ * (a first chunk with the index, id, type and name, then the arguments), or, when the
+ * output held back is no call after all, that text as content.  The finish reason to send. */
+static const char *stream_calls(srv_job_t *j, srv_choice_t *c, const char *finish)
+{
+    tc_result_t res;
+    if (choice_calls(j, c, &res) != 0) {
+        if (c->tc.len > c->tc_sent)
+            sse_chunk(j, c, c->tc.buf + c->tc_sent, c->tc.len - c->tc_sent, NULL, NULL, false,
+                      false);
+        c->tc_sent = c->tc.len;
+        return finish;
+    }
+    for (size_t k = 0; k < res.n_calls; k++) {
+        const tc_call_t *t = &res.calls[k];
+        oai_tool_call_t head = {.index = (int)k, .id = t->id, .name = t->name, .arguments = ""};
+        oai_tool_call_t args = {.index = (int)k, .arguments = t->arguments};
+        for (int part = 0; part < 2; part++) {
+            oai_choice_t ch = {.index = c->index, .calls = part ? &args : &head, .n_calls = 1};
+            oai_resp_t r;
+            resp_init(j, &r, true);
+            r.choices = &ch;
+            r.n_choices = 1;
+            r.usage_null = j->rq.include_usage;
+            sse_add_json(j, oai_response(&r));
+        }
+    }
+    tc_free(&res);
+    return "tool_calls";
+}
+
 static void sse_error(srv_job_t *j, int status, const char *type, const char *code,
                       const char *msg)
 {
@@ -858,7 +909,9 @@ static void build_final(srv_job_t *j)
     } else {
         oai_choice_t *ch = calloc((size_t)j->n_choices, sizeof *ch);
         char **texts = calloc((size_t)j->n_choices, sizeof *texts);
-        bool ok = ch && texts;
+        tc_result_t *res = calloc((size_t)j->n_choices, sizeof *res);
+        oai_tool_call_t **calls = calloc((size_t)j->n_choices, sizeof *calls);
+        bool ok = ch && texts && res && calls;
         oai_resp_t r;
         oai_timings_t t;
         resp_init(j, &r, false);
@@ -880,6 +933,26 @@ static void build_final(srv_job_t *j)
                 ch[i].n_echo = j->pn[c->prompt];
             }
             r.completion_tokens += c->n_gen;
+            if (ok && j->tc_on) {
+                /* the output continues the prefill: both are the model's message */
+                ch[i].text = c->tc.buf ? c->tc.buf : "";
+                ch[i].text_len = c->tc.len;
+                int rc = choice_calls(j, c, &res[i]);
+                ok = rc != -ENOMEM && !sb_failed(&c->tc);
+                if (ok && rc == 0) {
+                    calls[i] = calloc(res[i].n_calls, sizeof **calls);
+                    ok = calls[i] != NULL;
+                    for (size_t k = 0; ok && k < res[i].n_calls; k++)
+                        calls[i][k] = (oai_tool_call_t){(int)k, res[i].calls[k].id,
+                                                        res[i].calls[k].name,
+                                                        res[i].calls[k].arguments};
+                    ch[i].calls = calls[i];
+                    ch[i].n_calls = res[i].n_calls;
+                    ch[i].text_len = res[i].content_len;
+                    ch[i].content_null = res[i].content_len == 0;
+                    ch[i].finish_reason = "tool_calls";
+                }
+            }
         }
         if (ok) {
             r.choices = ch;
@@ -891,6 +964,12 @@ static void build_final(srv_job_t *j)
         }
         for (int i = 0; texts && i < j->n_choices; i++)
             free(texts[i]);
+        for (int i = 0; res && calls && i < j->n_choices; i++) {
+            tc_free(&res[i]);
+            free(calls[i]);
+        }
+        free(res);
+        free(calls);
         free(texts);
         free(ch);
         if (!body)
@@ -933,7 +1012,24 @@ static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
         size_t echo = j->rq.echo ? j->echo_len[c->prompt] : 0;
         lp->text_offset = echo + (j->stream ? c->stream_off : c->text.len);
     }
-    if (j->stream) {
+    if (j->tc_on) {
+        sb_add(&c->tc, ev->text, ev->text_len);
+        if (sb_failed(&c->tc)) {
+            choice_lose(c);
+            return;
+        }
+    }
+    if (j->stream && j->tc_on) {
+        /* what may be a tool call is held back until the choice ends */
+        size_t safe = tc_stream_safe(s->chat_family, c->tc.buf, c->tc.len);
+        size_t n = safe > c->tc_sent ? safe - c->tc_sent : 0;
+        if (n || lp)
+            sse_chunk(j, c, c->tc.buf + c->tc_sent, n, lp, NULL, false, false);
+        c->tc_sent += n;
+        c->stream_off += ev->text_len;
+        c->n_lp = 0;
+        sse_flush(j);
+    } else if (j->stream) {
         if (ev->text_len || lp)
             sse_chunk(j, c, ev->text, ev->text_len, lp, NULL, false, false);
         c->stream_off += ev->text_len;
@@ -967,8 +1063,10 @@ static void on_done(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
             int f = ev->finish;
             bool timeout = f == ENG_FINISH_TIMEOUT || (f == ENG_FINISH_CANCEL && j->server_timeout);
             if (f == ENG_FINISH_STOP || f == ENG_FINISH_LENGTH || timeout) {
-                sse_chunk(j, c, "", 0, NULL, finish_reason(timeout ? ENG_FINISH_LENGTH : f), false,
-                          j->n_running == 0 && !j->rq.include_usage);
+                const char *fr = finish_reason(timeout ? ENG_FINISH_LENGTH : f);
+                if (j->tc_on)
+                    fr = stream_calls(j, c, fr);
+                sse_chunk(j, c, "", 0, NULL, fr, false, j->n_running == 0 && !j->rq.include_usage);
             } else if (f == ENG_FINISH_CANCEL) {
                 sse_error(j, 503, "service_unavailable_error", "cancelled",
                           j->server_cancel
@@ -1194,44 +1292,82 @@ static int prepare_tokenize(srv_job_t *j)
 }
 
 /* The chat prompt as text in the model's template family (server/chat.h), and whether the
- * tokenizer should add BOS (not when the template already wrote it). */
-static int chat_prompt(srv_t *s, const rq_t *r, char **text, size_t *len, bool *add_special,
-                       rq_err_t *e)
+ * tokenizer should add BOS (not when the template already wrote it).  With tools and
+ * tool_choice "required" or a named function, the family's call opening follows the
+ * generation prompt (also kept in j->tc_prefill): with no constrained decoding, the model is
+ * made to write a call by starting it. */
+static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special, rq_err_t *e)
 {
+    srv_t *s = j->srv;
+    const rq_t *r = &j->rq;
+    int fam = s->chat_family;
+    if (r->tools && !chat_has_tools(fam)) {
+        rq_fail(e, 400, "invalid_request_error", "tools", "'tools' cannot be used with this "
+                "model: its chat format (%s) has no tool calling (fusiond renders tools for "
+                "the llama3.1, qwen and mistral formats); leave 'tools' out or set "
+                "'tool_choice' to \"none\"", chat_family_name(fam));
+        e->code = "unsupported_parameter";
+        return -EINVAL;
+    }
+    size_t n_calls = 0;
+    for (size_t i = 0; i < r->n_msgs; i++)
+        n_calls += r->msgs[i].n_calls;
     chat_msg_t *m = calloc(r->n_msgs, sizeof *m);
-    if (!m)
+    chat_call_t *calls = calloc(n_calls ? n_calls : 1, sizeof *calls);
+    if (!m || !calls) {
+        free(m);
+        free(calls);
         return rq_fail(e, 500, "server_error", NULL, "out of memory");
+    }
+    chat_call_t *next = calls;
     for (size_t i = 0; i < r->n_msgs; i++) {
+        const rq_msg_t *q = &r->msgs[i];
         /* OpenAI's "developer" is the newer name of "system". */
-        const char *role = strcmp(r->msgs[i].role, "developer") == 0 ? "system" : r->msgs[i].role;
+        const char *role = strcmp(q->role, "developer") == 0 ? "system" : q->role;
         m[i].role = chat_role_from_name(role);
-        m[i].content = r->msgs[i].content;
-        m[i].len = strlen(r->msgs[i].content);
-        if (m[i].role < 0) {
-            free(m);
-            char pp[48];
-            snprintf(pp, sizeof pp, "messages[%zu].role", i);
-            return rq_fail(e, 400, "invalid_request_error", pp,
-                           "'%s' is \"%.20s\": only system, developer, user and assistant "
-                           "messages can be formatted", pp, r->msgs[i].role);
-        }
+        m[i].content = q->content;
+        m[i].len = q->content ? strlen(q->content) : 0;
+        m[i].call_id = q->tool_call_id;
+        m[i].calls = next;
+        m[i].n_calls = q->n_calls;
+        for (size_t k = 0; k < q->n_calls; k++, next++)
+            *next = (chat_call_t){q->calls[k].id, q->calls[k].name, q->calls[k].arguments};
     }
     const tok_t *tok = s->tok;
     int32_t bos = tok_bos(tok), eos = tok_eos(tok);
     chat_opts_t o = {.bos = bos >= 0 ? tok_token_text(tok, bos) : NULL,
                      .eos = eos >= 0 ? tok_token_text(tok, eos) : NULL,
-                     .add_generation_prompt = r->add_generation_prompt};
+                     .add_generation_prompt = r->add_generation_prompt,
+                     .tools = r->tools};
     char err[256] = "";
-    int rc = chat_format(s->chat_family, m, r->n_msgs, &o, text, len, err, sizeof err);
+    int rc = chat_format(fam, m, r->n_msgs, &o, text, len, err, sizeof err);
     free(m);
+    free(calls);
     if (rc == -ENOMEM)
         return rq_fail(e, 500, "server_error", NULL, "out of memory formatting the chat");
-    if (rc)
-        return rq_fail(e, 400, "invalid_request_error", "messages", "the %s chat format "
-                       "refuses these messages: %s", chat_family_name(s->chat_family),
-                       err[0] ? err : fd_strerror(rc));
+    if (rc) {
+        rq_fail(e, 400, "invalid_request_error", "messages", "the %s chat format refuses "
+                "these messages: %s", chat_family_name(fam), err[0] ? err : fd_strerror(rc));
+        if (rc == -ENOTSUP)
+            e->code = "unsupported_parameter";
+        return -EINVAL;
+    }
     size_t bl = o.bos ? strlen(o.bos) : 0;
     *add_special = tok_add_bos(tok) && !(bl && *len >= bl && memcmp(*text, o.bos, bl) == 0);
+    j->tc_on = r->tools != NULL;
+    if (r->tools && (r->tool_choice == RQ_TOOLS_REQUIRED || r->tool_choice == RQ_TOOLS_NAMED)) {
+        rc = chat_tool_prefill(fam, r->tool_choice == RQ_TOOLS_NAMED ? r->tool_name : NULL,
+                               &j->tc_prefill);
+        char *t = rc ? NULL : realloc(*text, *len + strlen(j->tc_prefill) + 1);
+        if (!t) {
+            free(*text);
+            *text = NULL;
+            return rq_fail(e, 500, "server_error", NULL, "out of memory");
+        }
+        memcpy(t + *len, j->tc_prefill, strlen(j->tc_prefill) + 1);
+        *len += strlen(j->tc_prefill);
+        *text = t;
+    }
     return 0;
 }
 
@@ -1253,7 +1389,7 @@ static int prepare_prompts(srv_job_t *j, rq_err_t *e)
         char *text = NULL;
         size_t len = 0;
         bool add_special = true;
-        if ((rc = chat_prompt(s, r, &text, &len, &add_special, e)))
+        if ((rc = chat_prompt(j, &text, &len, &add_special, e)))
             return rc;
         rc = encode(s->tok, text, len, add_special, &j->pids[0], &j->pn[0]);
         free(text);
@@ -1354,6 +1490,9 @@ static enum MHD_Result start_generation(srv_job_t *j)
         c->index = i;
         c->prompt = (size_t)i / (size_t)r->n;
         sb_init(&c->text);
+        sb_init(&c->tc);
+        if (j->tc_prefill)
+            sb_adds(&c->tc, j->tc_prefill);
         eng_request_t er;
         memset(&er, 0, sizeof er);
         er.prompt = j->pids[c->prompt];

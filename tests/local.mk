@@ -223,3 +223,23 @@ check-valgrind: $(check_PROGRAMS)
 dist_check_SCRIPTS += tests/test_sdk.py
 EXTRA_DIST += tests/sdk/check.mjs tests/sdk/package.json tests/sdk/package-lock.json
 TESTS += tests/test_sdk.py
+
+# Tool calling: server/chat.c against the real templates rendered by jinja2 (python3-jinja2),
+# through tests/chat_render.  Skips without jinja2 unless FUSIOND_REQUIRE_JINJA=1 (CI).
+check_PROGRAMS += tests/chat_render
+tests_chat_render_SOURCES = tests/chat_render.c
+tests_chat_render_CFLAGS = $(AM_CFLAGS) $(CJSON_CFLAGS)
+tests_chat_render_LDADD = $(SRV_LIBS)
+dist_check_SCRIPTS += tests/test_chat_jinja.py
+TESTS += tests/test_chat_jinja.py
+
+check_PROGRAMS += tests/test_toolcall
+tests_test_toolcall_SOURCES = tests/test_toolcall.c
+tests_test_toolcall_CFLAGS = $(TEST_CFLAGS)
+tests_test_toolcall_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_toolcall
+
+# Black-box function calling: the real fusiond with a stories260K copy that carries Qwen 2.5's
+# template (and call text in a few tokens, picked by logit_bias), then as llama3.1 and mistral.
+dist_check_SCRIPTS += tests/test_tools_server.py
+TESTS += tests/test_tools_server.py

@@ -7,7 +7,7 @@
 #include "common/fd.h"
 #include "tests/testutil.h"
 
-#define MSG(r, s) {r, s, sizeof(s) - 1}
+#define MSG(r, s) {.role = (r), .content = (s), .len = sizeof(s) - 1}
 
 /* system, user, assistant (with spaces to trim), user (ending in a newline) */
 static const chat_msg_t conv[] = {
@@ -64,7 +64,7 @@ static const struct {
 static char *fmt(int family, const chat_msg_t *m, size_t n, const char *bos, const char *eos,
                  bool gen, bool strict, int *rc, char *err)
 {
-    chat_opts_t o = {bos, eos, gen, strict};
+    chat_opts_t o = {.bos = bos, .eos = eos, .add_generation_prompt = gen, .strict = strict};
     char *out = (char *)1;
     size_t len = 99;
     *rc = chat_format(family, m, n, &o, &out, &len, err, 256);
@@ -156,8 +156,8 @@ START_TEST(test_template_details)
     ck_assert_str_eq(out, "");
     free(out);
     /* NULL bos/eos are empty strings; NUL bytes inside content are kept */
-    static const chat_msg_t nul[] = {{CHAT_USER, "a\0b", 3}};
-    chat_opts_t o = {NULL, NULL, true, false};
+    static const chat_msg_t nul[] = {{.role = CHAT_USER, .content = "a\0b", .len = 3}};
+    chat_opts_t o = {.add_generation_prompt = true};
     size_t len;
     ck_assert_int_eq(chat_format(CHAT_ZEPHYR, nul, 1, &o, &out, &len, err, sizeof err), 0);
     ck_assert_uint_eq(len, strlen("<|user|>\na") + 1 + strlen("b\n<|assistant|>\n"));
@@ -200,11 +200,11 @@ START_TEST(test_refusals)
     ck_assert_str_eq(err, "no messages");
     ck_assert_ptr_null(fmt(CHAT_LLAMA3, NULL, 2, "", "", true, false, &rc, err));
     ck_assert_int_eq(rc, -EINVAL);
-    static const chat_msg_t badrole[] = {MSG(CHAT_USER, "u"), {7, "x", 1}};
+    static const chat_msg_t badrole[] = {MSG(CHAT_USER, "u"), {.role = 7, .content = "x", .len = 1}};
     ck_assert_ptr_null(fmt(CHAT_PLAIN, badrole, 2, "", "", true, false, &rc, err));
     ck_assert_int_eq(rc, -EINVAL);
     ck_assert_str_eq(err, "message 1: unknown role");
-    static const chat_msg_t nocontent[] = {{CHAT_USER, NULL, 4}};
+    static const chat_msg_t nocontent[] = {{.role = CHAT_USER, .content = NULL, .len = 4}};
     ck_assert_ptr_null(fmt(CHAT_PLAIN, nocontent, 1, "", "", true, false, &rc, err));
     ck_assert_int_eq(rc, -EINVAL);
     ck_assert_ptr_null(fmt(CHAT_N_FAMILIES, conv, 1, "", "", true, false, &rc, err));
@@ -213,7 +213,8 @@ START_TEST(test_refusals)
 
     ck_assert_int_eq(chat_role_from_name("user"), CHAT_USER);
     ck_assert_int_eq(chat_role_from_name("assistant"), CHAT_ASSISTANT);
-    ck_assert_int_eq(chat_role_from_name("tool"), -EINVAL);
+    ck_assert_int_eq(chat_role_from_name("tool"), CHAT_TOOL);
+    ck_assert_int_eq(chat_role_from_name("ipython"), -EINVAL);
     ck_assert_int_eq(chat_role_from_name(NULL), -EINVAL);
     ck_assert_str_eq(chat_role_name(CHAT_SYSTEM), "system");
 }

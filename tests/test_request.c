@@ -172,19 +172,91 @@ START_TEST(test_chat_fields)
     ck_assert_int_eq(mt, 44); /* chat: the rest of the context */
     rq_free(&r);
 
-    /* Tools that the model may not use ask for text: served (a non-empty list otherwise is
-     * a 400, in the table of bad bodies). */
+    /* Tools that the model may not use ask for text: served, with no tools kept (the
+     * deprecated functions are a 400 otherwise, in the table of bad bodies). */
     static const char *const text_only[] = {
-        "\"tools\":[]", "\"tools\":null", "\"tools\":[{}],\"tool_choice\":\"none\"",
-        "\"functions\":[{}],\"function_call\":\"none\"",
+        "\"tools\":[]", "\"tools\":null",
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+        "\"tool_choice\":\"none\"",
+        "\"functions\":[{}],\"function_call\":\"none\"", "\"tool_choice\":\"auto\"",
     };
     for (size_t i = 0; i < FD_ARRAY_LEN(text_only); i++) {
         char b[256];
         snprintf(b, sizeof b, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],%s}",
                  text_only[i]);
         ck_assert_msg(parse(RQ_CHAT, b, &r, &e) == 0, "%s: %s", b, e.message);
+        ck_assert_ptr_null(r.tools);
+        ck_assert_int_eq(r.tool_choice, RQ_TOOLS_NONE);
         rq_free(&r);
     }
+}
+END_TEST
+
+#define TOOL_F "{\"type\":\"function\",\"function\":{\"name\":\"f\",\"description\":\"d\"," \
+               "\"parameters\":{\"type\":\"object\"}}}"
+#define TOOL_G "{\"type\":\"function\",\"function\":{\"name\":\"g-2_x\"}}"
+
+/* Tools, tool_choice and parallel_tool_calls are parsed to what the server renders; the
+ * history's tool calls and tool results keep their ids, names and arguments. */
+START_TEST(test_tool_fields)
+{
+    rq_t r;
+    rq_err_t e;
+    ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                                    "\"tools\":[" TOOL_F "," TOOL_G "]}", &r, &e), 0);
+    ck_assert_int_eq(r.tool_choice, RQ_TOOLS_AUTO);
+    ck_assert_int_eq(r.n_tools, 2);
+    ck_assert_str_eq(r.tool_names[0], "f");
+    ck_assert_str_eq(r.tool_names[1], "g-2_x");
+    ck_assert(r.parallel_tool_calls);
+    ck_assert_str_eq(r.tools, "[" TOOL_F "," TOOL_G "]");
+    rq_free(&r);
+
+    ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                                    "\"tools\":[" TOOL_F "," TOOL_G "],\"tool_choice\":{\"type\":"
+                                    "\"function\",\"function\":{\"name\":\"g-2_x\"}},"
+                                    "\"parallel_tool_calls\":false}", &r, &e), 0);
+    ck_assert_int_eq(r.tool_choice, RQ_TOOLS_NAMED);
+    ck_assert_str_eq(r.tool_name, "g-2_x");
+    ck_assert(!r.parallel_tool_calls);
+    rq_free(&r);
+
+    ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                                    "\"tools\":[" TOOL_F "],\"tool_choice\":\"required\"}", &r,
+                           &e), 0);
+    ck_assert_int_eq(r.tool_choice, RQ_TOOLS_REQUIRED);
+    rq_free(&r);
+
+    /* a round trip: the call (content null, then absent) and its result */
+    static const char *const contents[] = {"\"content\":null,", ""};
+    for (int k = 0; k < 2; k++) {
+        char b[1024];
+        snprintf(b, sizeof b, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
+                 "{\"role\":\"assistant\",%s\"tool_calls\":[{\"id\":\"call_1\",\"type\":"
+                 "\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\": "
+                 "\\\"\\u00fc}\\\"}\"}},{\"id\":\"call_2\",\"function\":{\"name\":\"f\","
+                 "\"arguments\":\"{}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"call_1\","
+                 "\"content\":[{\"type\":\"text\",\"text\":\"ok\"}]}],\"tools\":[" TOOL_F "]}",
+                 contents[k]);
+        ck_assert_msg(parse(RQ_CHAT, b, &r, &e) == 0, "%s: %s", b, e.message);
+        ck_assert_uint_eq(r.n_msgs, 3);
+        ck_assert_ptr_null(r.msgs[1].content);
+        ck_assert_uint_eq(r.msgs[1].n_calls, 2);
+        ck_assert_str_eq(r.msgs[1].calls[0].id, "call_1");
+        ck_assert_str_eq(r.msgs[1].calls[0].name, "f");
+        ck_assert_str_eq(r.msgs[1].calls[0].arguments, "{\"a\": \"\xc3\xbc}\"}");
+        ck_assert_str_eq(r.msgs[1].calls[1].arguments, "{}");
+        ck_assert_str_eq(r.msgs[2].role, "tool");
+        ck_assert_str_eq(r.msgs[2].tool_call_id, "call_1");
+        ck_assert_str_eq(r.msgs[2].content, "ok");
+        rq_free(&r);
+    }
+    /* an assistant message without calls still reads a null content as empty text */
+    ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"content\":null,"
+                                    "\"tool_calls\":[]}]}", &r, &e), 0);
+    ck_assert_str_eq(r.msgs[0].content, "");
+    ck_assert_uint_eq(r.msgs[0].n_calls, 0);
+    rq_free(&r);
 }
 END_TEST
 
@@ -265,7 +337,7 @@ START_TEST(test_unsupported_fields)
     ck_assert_ptr_null(r.sampling.grammar);
     rq_free(&r);
     ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
-                                    "\"tools\":[{}]}", &r, &e), -EINVAL);
+                                    "\"functions\":[{\"name\":\"f\"}]}", &r, &e), -EINVAL);
     ck_assert_str_eq(e.code, "unsupported_parameter");
     /* A wrong type or range is a plain 400 with no code. */
     ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":\"x\",\"temperature\":9}", &r, &e),
@@ -377,7 +449,36 @@ static const struct bad_case {
     {RQ_CHAT, "{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", 400,
      "messages[0].role"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", 400,
-     "messages[0].role"},
+     "messages[0].tool_call_id"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"tool\",\"tool_call_id\":\"\",\"content\":\"x\"}]}",
+     400, "messages[0].tool_call_id"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"tool\",\"tool_call_id\":\"c\"}]}", 400,
+     "messages[0].content"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\",\"tool_calls\":[]}]}", 400,
+     "messages[0].tool_calls"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":{}}]}", 400,
+     "messages[0].tool_calls"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[5]}]}", 400,
+     "messages[0].tool_calls[0]"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"function\":{"
+              "\"name\":\"f\",\"arguments\":\"{}\"}}]}]}", 400, "messages[0].tool_calls[0].id"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"c\"}]}]}", 400,
+     "messages[0].tool_calls[0].function"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"c\","
+              "\"function\":{\"arguments\":\"{}\"}}]}]}", 400,
+     "messages[0].tool_calls[0].function.name"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"c\","
+              "\"function\":{\"name\":\"f\",\"arguments\":{}}}]}]}", 400,
+     "messages[0].tool_calls[0].function.arguments"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"c\","
+              "\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\":\"}}]}]}", 400,
+     "messages[0].tool_calls[0].function"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"c\","
+              "\"function\":{\"name\":\"f\",\"arguments\":\"[1]\"}}]}]}", 400,
+     "messages[0].tool_calls[0].function"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"c\","
+              "\"type\":\"code\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]}]}", 400,
+     "messages[0].tool_calls[0]"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\"}]}", 400, "messages[0].content"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":\"user\","
               "\"content\":5}]}", 400, "messages[1].content"},
@@ -410,10 +511,62 @@ static const struct bad_case {
      400, "response_format.schema"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
               "\"response_format\":{\"type\":null}}", 400, "response_format.type"},
-    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
-              "\"function\",\"function\":{\"name\":\"f\"}}]}", 400, "tools"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{}],"
-              "\"tool_choice\":\"auto\"}", 400, "tools"},
+              "\"tool_choice\":\"auto\"}", 400, "tools[0].type"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[7]}", 400,
+     "tools[0]"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+              "\"retrieval\"}]}", 400, "tools[0].type"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+              "\"function\"}]}", 400, "tools[0].function"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+              "\"function\",\"function\":\"f\"}]}", 400, "tools[0].function"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+              "\"function\",\"function\":{}}]}", 400, "tools[0].function.name"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+              "\"function\",\"function\":{\"name\":5}}]}", 400, "tools[0].function.name"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+              "\"function\",\"function\":{\"name\":\"a b\"}}]}", 400, "tools[0].function.name"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+              "\"function\",\"function\":{\"name\":\"a\\\"}\"}}]}", 400, "tools[0].function.name"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+              "\"function\",\"function\":{\"name\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+              "aaaaaaaaaaaaaaa\"}}]}", 400, "tools[0].function.name"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[" TOOL_F ","
+              TOOL_F "]}", 400, "tools[1].function.name"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+              "\"function\",\"function\":{\"name\":\"f\",\"parameters\":\"{}\"}}]}", 400,
+     "tools[0].function.parameters"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+              "\"function\",\"function\":{\"name\":\"f\",\"description\":[]}}]}", 400,
+     "tools[0].function.description"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+              "\"function\",\"function\":{\"name\":\"f\",\"strict\":\"yes\"}}]}", 400,
+     "tools[0].function.strict"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[" TOOL_F "],"
+              "\"tool_choice\":\"any\"}", 400, "tool_choice"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[" TOOL_F "],"
+              "\"tool_choice\":3}", 400, "tool_choice"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+              "\"tool_choice\":\"required\"}", 400, "tool_choice"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[" TOOL_F "],"
+              "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"g\"}}}", 400,
+     "tool_choice.function.name"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+              "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}}}", 400,
+     "tool_choice.function.name"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[" TOOL_F "],"
+              "\"tool_choice\":{\"type\":\"function\",\"function\":{}}}", 400,
+     "tool_choice.function.name"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[" TOOL_F "],"
+              "\"tool_choice\":{\"type\":\"tool\",\"function\":{\"name\":\"f\"}}}", 400,
+     "tool_choice.type"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[" TOOL_F "],"
+              "\"tool_choice\":{\"type\":\"function\"}}", 400, "tool_choice.function"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[" TOOL_F "],"
+              "\"parallel_tool_calls\":\"no\"}", 400, "parallel_tool_calls"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[" TOOL_F "],"
+              "\"response_format\":{\"type\":\"json_object\"}}", 400, "response_format"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":{}}", 400,
      "tools"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"functions\":[{}]}",
@@ -614,6 +767,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_completion_defaults);
     tcase_add_test(tc, test_prompt_forms);
     tcase_add_test(tc, test_chat_fields);
+    tcase_add_test(tc, test_tool_fields);
     tcase_add_test(tc, test_unsupported_fields);
     tcase_add_test(tc, test_tokenize_bodies);
     tcase_add_loop_test(tc, test_bad_bodies, 0, (int)FD_ARRAY_LEN(bad_cases));

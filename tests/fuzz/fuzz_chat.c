@@ -20,6 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     /* byte 0: options; then messages separated by 0xFF, each led by its role byte */
     chat_msg_t m[32];
+    memset(m, 0, sizeof m);
     size_t n = 0;
     const uint8_t *p = data + 1, *end = data + size;
     while (p < end && n < 32) {
@@ -34,7 +35,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         p = q + 1;
     }
-    chat_opts_t o = {"<s>", "</s>", data[0] & 1, data[0] & 2};
+    chat_opts_t o = {.bos = "<s>", .eos = "</s>", .add_generation_prompt = data[0] & 1,
+                     .strict = data[0] & 2};
     for (int f = 0; f < CHAT_N_FAMILIES; f++) {
         char *out = NULL, err[128];
         size_t len = 0;

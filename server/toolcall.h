@@ -1,0 +1,41 @@
+/* toolcall.h: reads the tool calls a model wrote, in its chat family's syntax, out of the
+ * generated text: Llama 3.1's one JSON object {"name", "parameters"}, Qwen 2.5's <tool_call>
+ * blocks after optional text, Mistral Nemo's [TOOL_CALLS] JSON array.  Whole (tc_parse, at
+ * the end of a choice) or while it streams (tc_stream_safe: how much is certainly text).
+ * Pure functions; any thread.  Layer: server (uses server/chat.h's family numbers, cJSON). */
+#ifndef FD_TOOLCALL_H
+#define FD_TOOLCALL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct tc_call {
+    char *id;                   /* "call_" + 24 letters and digits; Mistral: 9 of them, the
+                                   length its template requires when the call comes back */
+    char *name;
+    char *arguments;            /* compact JSON text of the arguments object */
+} tc_call_t;
+
+typedef struct tc_result {
+    size_t content_len;         /* text[0..content_len) is text the model wrote before the
+                                   calls (Qwen), trailing whitespace left out; 0: none */
+    tc_call_t *calls;
+    size_t n_calls;
+} tc_result_t;
+
+/* Parses text[0..len) as family's tool calls to the functions names[0..n_names): 0 and *out
+ * filled (free with tc_free) when the text after any leading prose is nothing but well-formed
+ * calls to those functions; -ENOENT when it is not (it is then ordinary content), -ENOTSUP
+ * for a family without tool calls, -ENOMEM.  parallel false keeps the first call only.
+ * seed makes the call ids (each call's id differs). */
+int tc_parse(int family, const char *text, size_t len, char *const *names, int n_names,
+             bool parallel, uint64_t seed, tc_result_t *out);
+void tc_free(tc_result_t *r);
+
+/* For a stream: of the text generated so far, the length of the prefix that is certainly
+ * content, whatever follows; the rest may be (the start of) a tool call and is held back.
+ * Never shrinks as text grows, so what was sent stays right. */
+size_t tc_stream_safe(int family, const char *text, size_t len);
+
+#endif

@@ -1,0 +1,178 @@
+/* test_toolcall.c: proves tool calls are read back out of generated text per family (Qwen
+ * 2.5's <tool_call> blocks after prose, Llama 3.1's JSON object, Mistral Nemo's array) with
+ * the arguments intact (escaped quotes, braces inside strings, unicode), that anything not
+ * entirely well-formed calls to offered functions stays content, that parallel_tool_calls
+ * false keeps one call, that ids have each family's shape, and that the streaming hold-back
+ * never releases a marker and never takes back what it released. */
+#include <ctype.h>
+#include <errno.h>
+
+#include "common/fd.h"
+#include "server/chat.h"
+#include "server/toolcall.h"
+#include "tests/testutil.h"
+
+static char *names[] = {"get_weather", "clock"};
+
+static int parse(int fam, const char *text, bool parallel, tc_result_t *r)
+{
+    return tc_parse(fam, text, strlen(text), names, 2, parallel, 42, r);
+}
+
+START_TEST(test_qwen)
+{
+    tc_result_t r;
+    const char *t = "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": "
+                    "{\"city\": \"Z\\u00fcrich \\\"old\\\" {town}\", \"days\": 3}}\n"
+                    "</tool_call>\n<tool_call>\n{\"name\": \"clock\", \"arguments\": {}}\n"
+                    "</tool_call>";
+    ck_assert_int_eq(parse(CHAT_QWEN, t, true, &r), 0);
+    ck_assert_uint_eq(r.content_len, strlen("Let me check."));
+    ck_assert_uint_eq(r.n_calls, 2);
+    ck_assert_str_eq(r.calls[0].name, "get_weather");
+    ck_assert_str_eq(r.calls[0].arguments,
+                     "{\"city\":\"Z\xc3\xbcrich \\\"old\\\" {town}\",\"days\":3}");
+    ck_assert_str_eq(r.calls[1].name, "clock");
+    ck_assert_str_eq(r.calls[1].arguments, "{}");
+    ck_assert_uint_eq(strlen(r.calls[0].id), 29);
+    ck_assert(strncmp(r.calls[0].id, "call_", 5) == 0);
+    ck_assert_str_ne(r.calls[0].id, r.calls[1].id);
+    tc_free(&r);
+
+    ck_assert_int_eq(parse(CHAT_QWEN, t, false, &r), 0);
+    ck_assert_uint_eq(r.n_calls, 1);
+    ck_assert_str_eq(r.calls[0].name, "get_weather");
+    tc_free(&r);
+
+    /* no prose; the last block cut before its closing tag */
+    ck_assert_int_eq(parse(CHAT_QWEN, "<tool_call>\n{\"name\": \"clock\", \"arguments\": "
+                                      "{\"tz\": \"\xe6\x9d\xb1\xe4\xba\xac\"}}\n", true, &r), 0);
+    ck_assert_uint_eq(r.content_len, 0);
+    ck_assert_str_eq(r.calls[0].arguments, "{\"tz\":\"\xe6\x9d\xb1\xe4\xba\xac\"}");
+    tc_free(&r);
+
+    static const char *const malformed[] = {
+        "just text",
+        "<tool_call>\n{\"name\": \"clock\", \"arguments\": {}\n</tool_call>",     /* JSON cut */
+        "<tool_call>\n{\"name\": \"rm_rf\", \"arguments\": {}}\n</tool_call>",    /* not offered */
+        "<tool_call>\n{\"name\": \"clock\"}\n</tool_call>",                       /* no args */
+        "<tool_call>\n{\"name\": \"clock\", \"arguments\": \"{}\"}\n</tool_call>", /* a string */
+        "<tool_call>\n{\"name\": 7, \"arguments\": {}}\n</tool_call>",
+        "<tool_call>\n[{\"name\": \"clock\", \"arguments\": {}}]\n</tool_call>",
+        "<tool_call>\n{\"name\": \"clock\", \"arguments\": {}}\n</tool_call> and more text",
+        "<tool_call>\n{\"name\": \"clock\", \"arguments\": {}} trailing\n</tool_call>",
+        "<tool_call>",
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(malformed); i++) {
+        ck_assert_msg(parse(CHAT_QWEN, malformed[i], true, &r) == -ENOENT, "%s", malformed[i]);
+        ck_assert_uint_eq(r.n_calls, 0);
+        ck_assert_ptr_null(r.calls);
+    }
+}
+END_TEST
+
+START_TEST(test_llama)
+{
+    tc_result_t r;
+    ck_assert_int_eq(parse(CHAT_LLAMA31, " {\"name\": \"get_weather\", \"parameters\": "
+                                         "{\"city\": \"}{\\\\\"}} \n", true, &r), 0);
+    ck_assert_uint_eq(r.n_calls, 1);
+    ck_assert_uint_eq(r.content_len, 0);
+    ck_assert_str_eq(r.calls[0].arguments, "{\"city\":\"}{\\\\\"}");
+    tc_free(&r);
+    ck_assert_int_eq(parse(CHAT_LLAMA31, "<|python_tag|>{\"name\": \"clock\", \"arguments\": "
+                                         "{\"n\": [1, 2.5, null, true]}}", true, &r), 0);
+    ck_assert_str_eq(r.calls[0].arguments, "{\"n\":[1,2.5,null,true]}");
+    tc_free(&r);
+    static const char *const malformed[] = {
+        "The weather is {\"name\": \"clock\", \"parameters\": {}}",
+        "{\"name\": \"clock\", \"parameters\": {}} and so on",
+        "{\"name\": \"clock\", \"parameters\": {}}; {\"name\": \"clock\", \"parameters\": {}}",
+        "{\"name\": \"clock\", \"parameters\": []}",
+        "{\"name\": \"clocks\", \"parameters\": {}}",
+        "{\"name\": \"clock\", \"parameters\": {}",
+        "",
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(malformed); i++)
+        ck_assert_msg(parse(CHAT_LLAMA31, malformed[i], true, &r) == -ENOENT, "%s",
+                      malformed[i]);
+}
+END_TEST
+
+START_TEST(test_mistral)
+{
+    tc_result_t r;
+    const char *t = "[TOOL_CALLS][{\"name\": \"clock\", \"arguments\": {}}, {\"name\": "
+                    "\"get_weather\", \"arguments\": {\"city\": \"Oslo\"}, \"id\": \"abc\"}]";
+    ck_assert_int_eq(parse(CHAT_MISTRAL, t, true, &r), 0);
+    ck_assert_uint_eq(r.n_calls, 2);
+    ck_assert_str_eq(r.calls[1].arguments, "{\"city\":\"Oslo\"}");
+    for (int k = 0; k < 2; k++) {
+        ck_assert_uint_eq(strlen(r.calls[k].id), 9); /* what the template takes back */
+        for (const char *p = r.calls[k].id; *p; p++)
+            ck_assert(isalnum((unsigned char)*p));
+    }
+    tc_free(&r);
+    /* the control token itself is not in the detokenized text */
+    ck_assert_int_eq(parse(CHAT_MISTRAL, t + strlen("[TOOL_CALLS]"), false, &r), 0);
+    ck_assert_uint_eq(r.n_calls, 1);
+    tc_free(&r);
+    static const char *const malformed[] = {
+        "[]", "[1, 2]", "[TOOL_CALLS]{\"name\": \"clock\", \"arguments\": {}}",
+        "[{\"name\": \"clock\", \"arguments\": {}}] ok?", "[{\"name\": \"clock\"}]",
+        "Sure: [{\"name\": \"clock\", \"arguments\": {}}]",
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(malformed); i++)
+        ck_assert_msg(parse(CHAT_MISTRAL, malformed[i], true, &r) == -ENOENT, "%s",
+                      malformed[i]);
+    ck_assert_int_eq(parse(CHAT_GEMMA, t, true, &r), -ENOTSUP);
+    ck_assert_int_eq(parse(CHAT_CHATML, "<tool_call>\n{}", true, &r), -ENOTSUP);
+}
+END_TEST
+
+/* Every prefix of each text: safe never exceeds the prefix, never shrinks as text grows, and
+ * what it releases never contains the start of a call. */
+START_TEST(test_stream_safe)
+{
+    static const struct {
+        int fam;
+        const char *text;
+        size_t content; /* bytes released once all of it is there */
+    } cases[] = {
+        {CHAT_QWEN, "Hi <tool! <tool_call>\n{\"name\": \"clock\", \"arguments\": {}}", 10},
+        {CHAT_QWEN, "no call at all, <tool_cal", 16}, /* the end is held until it ends */
+        {CHAT_QWEN, "<tool_call>", 0},
+        {CHAT_LLAMA31, "  {\"name\": \"clock\", \"parameters\": {}}", 0},
+        {CHAT_LLAMA31, "<|python_tag|>{\"name\": \"clock\"", 0},
+        {CHAT_LLAMA31, "<|pyt", 0},
+        {CHAT_LLAMA31, "Sunny {today}", 13},
+        {CHAT_MISTRAL, "[TOOL_CALLS][{\"name\": \"clock\"}]", 0},
+        {CHAT_MISTRAL, " [ {\"name\"", 0},
+        {CHAT_MISTRAL, "[1, 2, 3]", 9},
+        {CHAT_MISTRAL, "[TOOLS are] fine", 16},
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(cases); i++) {
+        const char *t = cases[i].text;
+        size_t len = strlen(t), prev = 0;
+        for (size_t n = 0; n <= len; n++) {
+            size_t s = tc_stream_safe(cases[i].fam, t, n);
+            ck_assert_msg(s <= n && s >= prev, "case %zu at %zu: %zu after %zu", i, n, s, prev);
+            prev = s;
+        }
+        ck_assert_msg(prev == cases[i].content, "case %zu: %zu released, want %zu", i, prev,
+                      cases[i].content);
+    }
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("toolcall");
+    TCase *tc = tcase_create("parse");
+    tcase_add_test(tc, test_qwen);
+    tcase_add_test(tc, test_llama);
+    tcase_add_test(tc, test_mistral);
+    tcase_add_test(tc, test_stream_safe);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}

@@ -1,0 +1,362 @@
+#!/usr/bin/env python3
+"""test_tools_server.py: proves OpenAI function calling end to end through the real fusiond:
+a copy of stories260K written with Qwen 2.5's chat template (and a longer context) is served,
+and since a random model writes no tool call by itself, a few of its tokens are rewritten to
+hold call text and logit_bias picks them.  Checked whole and streamed: auto calls (content
+null, finish_reason "tool_calls", call ids), a named tool_choice and "required" continuing the
+prefilled call opening, parallel_tool_calls false, text that is no call staying content (and
+held-back text released when it turns out not to be one), a history with tool calls and tool
+results, the 400s; the same GGUF under --chat-template llama3.1 and mistral (9-character
+ids); the plain model refusing tools.  Usage: test_tools_server.py (python3 stdlib only)."""
+
+import json
+import os
+import struct
+import sys
+import tempfile
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import loopback  # noqa: E402
+
+FAILS = []
+
+# Token ids of stories260K (single rare characters) rewritten to carry call text.
+QWEN_CALL, NAMED_ARGS, REQUIRED_REST, QWEN_TWO, LLAMA_CALL, MISTRAL_CALL, NOT_A_CALL = (
+    503, 507, 476, 482, 511, 486, 481)
+TOKENS = {
+    QWEN_CALL: '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Z\u00fcrich '
+               '\\"old\\" {town}"}}\n</tool_call>',
+    NAMED_ARGS: '{"city": "Paris"}}\n</tool_call>',
+    REQUIRED_REST: 'clock", "arguments": {}}',
+    QWEN_TWO: 'Two.\n<tool_call>\n{"name": "clock", "arguments": {}}\n</tool_call>\n'
+              '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>',
+    LLAMA_CALL: '{"name": "get_weather", "parameters": {"city": "Oslo"}}',
+    MISTRAL_CALL: '[{"name": "get_weather", "arguments": {"city": "Rome"}}]',
+    NOT_A_CALL: '{"name": "get_weather", "parameters": 5} is no call',
+}
+
+
+def check(cond, what):
+    if not cond:
+        FAILS.append(what)
+        print("FAIL: " + what)
+
+
+# ---- a GGUF copy with another chat template, context length and some token texts
+
+SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q",
+          11: "<q", 12: "<d"}
+
+
+def gguf_rewrite(src, dst, template, n_ctx, tokens):
+    b = open(src, "rb").read()
+    o = 0
+
+    def u(fmt):
+        nonlocal o
+        v = struct.unpack_from(fmt, b, o)[0]
+        o += struct.calcsize(fmt)
+        return v
+
+    def s():
+        nonlocal o
+        n = u("<Q")
+        o += n
+        return b[o - n:o]
+
+    def val(t):
+        if t == 8:
+            return s()
+        if t == 9:
+            at, n = u("<I"), u("<Q")
+            return (at, [val(at) for _ in range(n)])
+        return u(SCALAR[t])
+
+    def wstr(x):
+        return struct.pack("<Q", len(x)) + x
+
+    def wval(t, v):
+        if t == 8:
+            return wstr(v)
+        if t == 9:
+            return struct.pack("<IQ", v[0], len(v[1])) + b"".join(wval(v[0], x) for x in v[1])
+        return struct.pack(SCALAR[t], v)
+
+    assert b[:4] == b"GGUF"
+    o = 4
+    version, n_t, n_kv = u("<I"), u("<Q"), u("<Q")
+    kvs = []
+    for _ in range(n_kv):
+        k = s()
+        t = u("<I")
+        kvs.append([k, t, val(t)])
+    info_start = o
+    for _ in range(n_t):
+        s()
+        nd = u("<I")
+        o += 8 * nd + 4 + 8
+    infos = b[info_start:o]
+    align = next((v for k, t, v in kvs if k == b"general.alignment"), 32)
+    data_start = (o + align - 1) // align * align
+    kvs = [kv for kv in kvs if kv[0] != b"tokenizer.chat_template"]
+    kvs.append([b"tokenizer.chat_template", 8, template.encode()])
+    for kv in kvs:
+        if kv[0].endswith(b".context_length"):
+            kv[2] = n_ctx
+        if kv[0] == b"tokenizer.ggml.tokens":
+            for i, text in tokens.items():
+                kv[2][1][i] = text.encode()
+    out = b"GGUF" + struct.pack("<IQQ", version, n_t, len(kvs))
+    out += b"".join(wstr(k) + struct.pack("<I", t) + wval(t, v) for k, t, v in kvs) + infos
+    out += b"\0" * ((-len(out)) % align)
+    with open(dst, "wb") as f:
+        f.write(out + b[data_start:])
+
+
+# ---- requests
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather",
+                                           "parameters": {"type": "object", "properties": {
+                                               "city": {"type": "string"}}}}},
+         {"type": "function", "function": {"name": "clock"}}]
+USER = [{"role": "user", "content": "Weather?"}]
+
+
+def body(bias=None, **kw):
+    b = {"messages": USER, "tools": TOOLS, "max_tokens": 1, "temperature": 0}
+    if bias is not None:
+        b["logit_bias"] = {str(bias): 100}
+    b.update(kw)
+    return b
+
+
+def chat(d, b):
+    st, _, js = d.post("/v1/chat/completions", b)
+    return st, js
+
+
+def stream(d, b):
+    """The chunks of a streamed answer, checked to end in [DONE]."""
+    b = dict(b, stream=True)
+    st, _, raw = d.request("POST", "/v1/chat/completions", b)
+    frames = []
+    done = False
+    for block in raw.decode().split("\n\n"):
+        if not block or block.startswith(":"):
+            continue
+        if block == "data: [DONE]":
+            done = True
+            continue
+        frames.append(json.loads(block[6:]))
+    check(st == 200 and done, "stream: status %d, [DONE] %s" % (st, done))
+    return frames
+
+
+def assemble(frames):
+    """content, tool calls (index -> {id, type, name, arguments}) and the finish reasons."""
+    content, calls, finishes = "", {}, []
+    for f in frames:
+        for c in f.get("choices", []):
+            dl = c.get("delta", {})
+            content += dl.get("content") or ""
+            for tc in dl.get("tool_calls") or []:
+                e = calls.setdefault(tc["index"], {"id": None, "type": None, "name": None,
+                                                   "arguments": ""})
+                if "id" in tc:
+                    check(e["id"] is None, "a call's id is sent once")
+                    e["id"], e["type"] = tc["id"], tc.get("type")
+                fn = tc.get("function", {})
+                if "name" in fn:
+                    e["name"] = fn["name"]
+                e["arguments"] += fn.get("arguments", "")
+            if c.get("finish_reason"):
+                finishes.append(c["finish_reason"])
+    return content, calls, finishes
+
+
+def one_call(js, name, args, what, content=None):
+    """The whole answer holds exactly the one call expected."""
+    try:
+        ch = js["choices"][0]
+        msg = ch["message"]
+        check(ch["finish_reason"] == "tool_calls", what + ": finish_reason " + str(ch["finish_reason"]))
+        check(msg["content"] == content, what + ": content %r" % (msg["content"],))
+        check(msg["role"] == "assistant", what + ": role")
+        calls = msg["tool_calls"]
+        check(len(calls) == 1, what + ": %d calls" % len(calls))
+        c = calls[0]
+        check(c["type"] == "function" and c["function"]["name"] == name,
+              what + ": call " + json.dumps(c))
+        check(json.loads(c["function"]["arguments"]) == args, what + ": arguments " +
+              c["function"]["arguments"])
+        return c
+    except (KeyError, TypeError, IndexError) as e:
+        check(False, "%s: malformed answer %r (%s)" % (what, js, e))
+        return {"id": ""}
+
+
+def streamed_call(d, b, name, args, what):
+    frames = stream(d, b)
+    content, calls, finishes = assemble(frames)
+    check(content == "", what + " streamed: no content, got %r" % content)
+    check("<tool_call>" not in json.dumps(frames) and "[TOOL_CALLS]" not in json.dumps(frames),
+          what + " streamed: markup leaked")
+    check(finishes == ["tool_calls"], what + " streamed: finishes %r" % finishes)
+    check(list(calls) == [0], what + " streamed: call indexes %r" % list(calls))
+    if calls:
+        c = calls[0]
+        check(c["type"] == "function" and c["name"] == name and c["id"],
+              what + " streamed: head " + json.dumps(c))
+        check(json.loads(c["arguments"]) == args, what + " streamed: arguments " + c["arguments"])
+    return calls
+
+
+def error(d, b, param, what, code=None):
+    st, js = chat(d, b)
+    err = (js or {}).get("error", {})
+    check(st == 400 and err.get("param") == param and err.get("type") == "invalid_request_error"
+          and (code is None or err.get("code") == code),
+          "%s: want 400 param %s, got %d %r" % (what, param, st, js))
+    return err.get("message", "")
+
+
+def main():
+    model = loopback.shared_model()
+    shared = os.path.dirname(os.path.dirname(model))
+    tpath = os.path.join(shared, "chat-templates", "Qwen-Qwen2.5-7B-Instruct.jinja")
+    with open(tpath, encoding="utf-8") as f:
+        qwen_template = f.read()
+    tmp = tempfile.mkdtemp(prefix="fusiond-tools-")
+    gguf = os.path.join(tmp, "qwen-tools.gguf")
+    gguf_rewrite(model, gguf, qwen_template, 2048, TOKENS)
+
+    d = loopback.Daemon(model=gguf)
+    try:
+        check(b"qwen" in d.logtext(), "the Qwen template is detected")
+        # auto: one call, whole and streamed
+        st, js = chat(d, body(QWEN_CALL))
+        check(st == 200, "auto call: status %d %r" % (st, js))
+        c = one_call(js, "get_weather", {"city": "Z\u00fcrich \"old\" {town}"}, "auto call")
+        check(c["id"].startswith("call_") and len(c["id"]) == 29, "call id " + c["id"])
+        streamed_call(d, body(QWEN_CALL), "get_weather", {"city": "Z\u00fcrich \"old\" {town}"},
+                      "auto call")
+        # two calls after prose; parallel_tool_calls false keeps the first
+        st, js = chat(d, body(QWEN_TWO))
+        msg = js["choices"][0]["message"]
+        check(msg["content"] == "Two." and len(msg["tool_calls"]) == 2 and
+              msg["tool_calls"][1]["function"]["name"] == "get_weather" and
+              msg["tool_calls"][0]["id"] != msg["tool_calls"][1]["id"],
+              "two calls: %r" % msg)
+        content, calls, finishes = assemble(stream(d, body(QWEN_TWO)))
+        check(content == "Two.\n" and sorted(calls) == [0, 1] and finishes == ["tool_calls"] and
+              calls[1]["name"] == "get_weather", "two calls streamed: %r %r %r" % (content, calls, finishes))
+        st, js = chat(d, body(QWEN_TWO, parallel_tool_calls=False))
+        one_call(js, "clock", {}, "parallel_tool_calls false", content="Two.")
+        # named: the prefill ends where the arguments begin
+        named = {"type": "function", "function": {"name": "get_weather"}}
+        st, js = chat(d, body(NAMED_ARGS, tool_choice=named))
+        one_call(js, "get_weather", {"city": "Paris"}, "named tool_choice")
+        streamed_call(d, body(NAMED_ARGS, tool_choice=named), "get_weather", {"city": "Paris"},
+                      "named tool_choice")
+        # required: the prefill ends where the name begins
+        st, js = chat(d, body(REQUIRED_REST, tool_choice="required"))
+        one_call(js, "clock", {}, "required tool_choice")
+        # no call: the text is content (a named choice the model does not finish too)
+        st, js = chat(d, body(None, max_tokens=6))
+        ch = js["choices"][0]
+        check(ch["finish_reason"] == "length" and isinstance(ch["message"]["content"], str) and
+              "tool_calls" not in ch["message"], "no call: %r" % ch)
+        st, js = chat(d, body(None, max_tokens=3, tool_choice=named))
+        ch = js["choices"][0]
+        check(ch["finish_reason"] == "length" and ch["message"]["content"].startswith(
+            '<tool_call>\n{"name": "get_weather", "arguments": ') and "tool_calls" not in ch["message"],
+            "unfinished named call is content: %r" % ch)
+        content, calls, finishes = assemble(stream(d, body(None, max_tokens=3, tool_choice=named)))
+        check(content == ch["message"]["content"] and not calls and finishes == ["length"],
+              "unfinished named call streamed: %r" % content)
+        # tool_choice none: tools are not offered, the answer is text
+        st, js = chat(d, body(QWEN_CALL, tool_choice="none"))
+        check(st == 200 and "tool_calls" not in js["choices"][0]["message"] and
+              js["choices"][0]["finish_reason"] == "length", "tool_choice none: %r" % js)
+        # a history with a call and its result is rendered and answered
+        hist = USER + [{"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_1", "type": "function", "function": {"name": "get_weather",
+                                                            "arguments": '{"city": "Oslo"}'}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
+        st, js = chat(d, body(None, messages=hist, max_tokens=2))
+        check(st == 200, "history with tool results: %d %r" % (st, js))
+        # bad requests
+        error(d, body(None, tool_choice={"type": "function", "function": {"name": "nope"}}),
+              "tool_choice.function.name", "named tool not offered")
+        error(d, body(None, tools=TOOLS + TOOLS[:1]), "tools[2].function.name", "duplicate tool")
+        error(d, body(None, tools=[{"type": "function", "function": {"name": "x",
+                                                                     "parameters": []}}]),
+              "tools[0].function.parameters", "parameters not an object")
+        error(d, body(None, messages=USER + [{"role": "tool", "content": "x"}]),
+              "messages[1].tool_call_id", "tool result without its call id")
+    finally:
+        check(d.stop(timeout=30) == 0, "qwen daemon exit")
+        d.cleanup()
+
+    d = loopback.Daemon("--chat-template", "llama3.1", model=gguf)
+    try:
+        st, js = chat(d, body(LLAMA_CALL))
+        one_call(js, "get_weather", {"city": "Oslo"}, "llama3.1 call")
+        streamed_call(d, body(LLAMA_CALL), "get_weather", {"city": "Oslo"}, "llama3.1 call")
+        # held back as a possible call, released as content when it is not one
+        st, js = chat(d, body(NOT_A_CALL))
+        check(js["choices"][0]["message"]["content"] == TOKENS[NOT_A_CALL] and
+              js["choices"][0]["finish_reason"] == "length", "llama3.1 not a call: %r" % js)
+        content, calls, finishes = assemble(stream(d, body(NOT_A_CALL)))
+        check(content == TOKENS[NOT_A_CALL] and not calls and finishes == ["length"],
+              "llama3.1 not a call streamed: %r %r" % (content, finishes))
+        two = USER + [{"role": "assistant", "tool_calls": [
+            {"id": "a", "type": "function", "function": {"name": "clock", "arguments": "{}"}},
+            {"id": "b", "type": "function", "function": {"name": "clock", "arguments": "{}"}}]}]
+        msg = error(d, body(None, messages=two), "messages", "llama3.1 two calls in one message")
+        check("single tool-calls" in msg, "llama3.1 refusal says why: " + msg)
+    finally:
+        check(d.stop(timeout=30) == 0, "llama3.1 daemon exit")
+        d.cleanup()
+
+    d = loopback.Daemon("--chat-template", "mistral", model=gguf)
+    try:
+        st, js = chat(d, body(MISTRAL_CALL))
+        c = one_call(js, "get_weather", {"city": "Rome"}, "mistral call")
+        check(len(c["id"]) == 9 and c["id"].isalnum(), "mistral call id " + c["id"])
+        calls = streamed_call(d, body(MISTRAL_CALL), "get_weather", {"city": "Rome"}, "mistral call")
+        # the id it gave comes back in the history and is accepted
+        hist = USER + [{"role": "assistant", "content": None, "tool_calls": [{
+            "id": c["id"], "type": "function", "function": {"name": "get_weather",
+                                                           "arguments": '{"city": "Rome"}'}}]},
+            {"role": "tool", "tool_call_id": c["id"], "content": "warm"}]
+        st, js = chat(d, body(None, messages=hist, max_tokens=2))
+        check(st == 200, "mistral history with its own ids: %d %r" % (st, js))
+        hist[1]["tool_calls"][0]["id"] = hist[2]["tool_call_id"] = "call_1"
+        msg = error(d, body(None, messages=hist), "messages", "mistral id of the wrong length")
+        check("length 9" in msg, "mistral refusal says why: " + msg)
+    finally:
+        check(d.stop(timeout=30) == 0, "mistral daemon exit")
+        d.cleanup()
+
+    d = loopback.Daemon()  # stories260K itself: no template, the plain format
+    try:
+        error(d, body(None), "tools", "plain format with tools", code="unsupported_parameter")
+        st, js = chat(d, body(None, tool_choice="none", max_tokens=2))
+        check(st == 200, "plain format, tool_choice none: %d" % st)
+        error(d, body(None, tool_choice="none", messages=USER + [
+            {"role": "tool", "tool_call_id": "c", "content": "x"}]), "messages",
+            "plain format with a tool result", code="unsupported_parameter")
+    finally:
+        check(d.stop(timeout=30) == 0, "plain daemon exit")
+        d.cleanup()
+    os.unlink(gguf)
+    os.rmdir(tmp)
+
+
+main()
+if FAILS:
+    print("%d failures" % len(FAILS))
+    sys.exit(1)
+print("function calling: all checks passed")

@@ -243,10 +243,34 @@ int fb_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int n_heads,
     return rc;
 }
 
+/* What every backend needs of one sequence's attention: buffers, a position per query row
+ * (none negative), whole GQA groups, row strides that hold every head, a known mode. */
+static int attn_check(const fb_attn_t *a)
+{
+    if (!a->q || !a->k || !a->v || !a->out || a->n_q < 0 || !(a->pos || !a->n_q))
+        return -EINVAL;
+    if (a->n_head <= 0 || a->n_head_kv <= 0 || a->head_dim <= 0 || a->n_head % a->n_head_kv)
+        return -EINVAL;
+    if (a->ldq < (int64_t)a->n_head * a->head_dim || a->ldo < (int64_t)a->n_head * a->head_dim ||
+        a->ldkv < (int64_t)a->n_head_kv * a->head_dim)
+        return -EINVAL;
+    if (a->mode < FB_SOFTMAX_REF || a->mode > FB_SOFTMAX_SUMONLY)
+        return -EINVAL;
+    for (int i = 0; i < a->n_q; i++)
+        if (a->pos[i] < 0)
+            return -EINVAL;
+    return 0;
+}
+
 int fb_attention(fb_backend_t *be, const fb_attn_t *a, int n_seq)
 {
     if (n_seq < 0 || (!a && n_seq))
         return -EINVAL;
+    for (int s = 0; s < n_seq; s++) {
+        int rc = attn_check(&a[s]);
+        if (rc)
+            return rc;
+    }
     uint64_t t0 = fd_now_ns();
     int rc = be->ops->attention(be, a, n_seq);
     charge(be, FB_OP_ATTN, t0);

@@ -124,7 +124,9 @@ typedef struct fb_ops {
     /* Rotates n_heads heads of head_dim in each of n_rows rows (row stride ld) in place. */
     int (*rope)(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int n_heads,
                 int head_dim, const int32_t *pos, const fb_rope_t *rope);
-    /* n_seq independent attentions (one per sequence). */
+    /* n_seq independent attentions (one per sequence).  fb_attention has checked each
+     * (buffers, positions, head counts and strides, mode; -EINVAL): a backend checks only
+     * its own limits. */
     int (*attention)(fb_backend_t *be, const fb_attn_t *a, int n_seq);
     /* out[r, i] = silu(gate[r, i]) * up[r, i]; gate/up rows have stride ld_in. */
     int (*silu_mul)(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,

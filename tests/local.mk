@@ -107,6 +107,12 @@ tests_test_grammar_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
 tests_test_grammar_LDADD = $(TEST_LIBS) $(CJSON_LIBS)
 TESTS += tests/test_grammar
 
+check_PROGRAMS += tests/test_schema
+tests_test_schema_SOURCES = tests/test_schema.c
+tests_test_schema_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
+tests_test_schema_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_schema
+
 check_PROGRAMS += tests/test_sampler
 tests_test_sampler_SOURCES = tests/test_sampler.c
 tests_test_sampler_CFLAGS = $(TEST_CFLAGS)

@@ -458,6 +458,15 @@ START_TEST(test_attention)
     a.mode = 0;
     a.ldkv = 5;
     ck_assert_int_eq(fb_attention(be, &a, 1), -EINVAL);
+    a.ldkv = ldkv;
+    int32_t p1 = pos[1];
+    pos[1] = -1; /* a negative position, in the second sequence of a call */
+    two[0].pos = two[1].pos = NULL;
+    two[0].n_q = 0;
+    two[1] = a;
+    ck_assert_int_eq(fb_attention(be, two, 2), -EINVAL);
+    pos[1] = p1;
+    ck_assert_int_eq(fb_attention(be, two, 2), 0);
     free(k); free(v); free(q); free(out); free(want);
     fb_destroy(be);
 }

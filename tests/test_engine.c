@@ -307,6 +307,15 @@ static eng_t *open_fake(fake_t *f, eng_params_t *p, eng_t **slot)
     return e;
 }
 
+/* Closes an engine open_fake opened and its fake, then asserts that eng_check held after
+ * every step it ran. */
+static void close_fake(eng_t *e, fake_t *f)
+{
+    eng_close(e);
+    fk_delete(f);
+    ck_assert_msg(n_check_failures == 0, "eng_check: %s", check_msg);
+}
+
 /* ---- collecting a request's events ---- */
 
 enum { CO_MAX = 600 };
@@ -1161,9 +1170,7 @@ START_TEST(test_prefix_cache_reuse)
     ck_assert_uint_eq(st.cache_hits, 0);
     coll_free(x);
     coll_free(y);
-    eng_close(e);
-    fk_delete(f);
-    ck_assert_msg(n_check_failures == 0, "eng_check: %s", check_msg);
+    close_fake(e, f);
 }
 END_TEST
 
@@ -1231,9 +1238,7 @@ START_TEST(test_prefix_cache_eviction)
     ck_assert_uint_eq(st.cache_evictions, 1);
     coll_free(a);
     coll_free(b);
-    eng_close(e);
-    fk_delete(f);
-    ck_assert_msg(n_check_failures == 0, "eng_check: %s", check_msg);
+    close_fake(e, f);
 }
 END_TEST
 
@@ -1289,9 +1294,7 @@ START_TEST(test_prefix_cache_kv_budget)
     coll_t *all[] = { a, b, x, y, z };
     for (size_t i = 0; i < FD_ARRAY_LEN(all); i++)
         coll_free(all[i]);
-    eng_close(e);
-    fk_delete(f);
-    ck_assert_msg(n_check_failures == 0, "eng_check: %s", check_msg);
+    close_fake(e, f);
 }
 END_TEST
 
@@ -1366,9 +1369,7 @@ START_TEST(test_prefix_cache_cancel_and_error)
     coll_t *all[] = { a, b, c, d, g, h };
     for (size_t i = 0; i < FD_ARRAY_LEN(all); i++)
         coll_free(all[i]);
-    eng_close(e);
-    fk_delete(f);
-    ck_assert_msg(n_check_failures == 0, "eng_check: %s", check_msg);
+    close_fake(e, f);
 }
 END_TEST
 
@@ -1575,9 +1576,7 @@ START_TEST(test_chunked_prefill_interleaves)
     coll_free(a);
     coll_free(b);
     coll_free(c);
-    eng_close(e);
-    fk_delete(f);
-    ck_assert_msg(n_check_failures == 0, "eng_check: %s", check_msg);
+    close_fake(e, f);
 }
 END_TEST
 

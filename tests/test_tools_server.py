@@ -178,7 +178,7 @@ def main():
               msg["tool_calls"][0]["id"] != msg["tool_calls"][1]["id"],
               "two calls: %r" % msg)
         content, calls, finishes = assemble(stream(d, body(QWEN_TWO)))
-        check(content == "Two.\n" and sorted(calls) == [0, 1] and finishes == ["tool_calls"] and
+        check(content == "Two." and sorted(calls) == [0, 1] and finishes == ["tool_calls"] and
               calls[1]["name"] == "get_weather", "two calls streamed: %r %r %r" % (content, calls, finishes))
         st, js = chat(d, body(QWEN_TWO, parallel_tool_calls=False))
         one_call(js, "clock", {}, "parallel_tool_calls false", content="Two.")

@@ -22,6 +22,10 @@ libfusiond_daemon_a_CPPFLAGS = $(AM_CPPFLAGS) \
 	-DFD_SRC_DEMO_MODEL='"$(abs_top_srcdir)/models/demo.gguf"'
 DAEMON_LIBS = libfusiond_daemon.a $(SYSTEMD_LIBS) $(GNUTLS_LIBS)
 
+# response_format json_schema: JSON Schema compiled into an engine grammar spec.
+libfusiond_server_a_SOURCES += server/schema.h server/schema.c
+FUZZ_SRCS += server/schema.c
+
 # Chat prompt formatting (template family detection, one formatter per family).
 libfusiond_server_a_SOURCES += server/chat.h server/chat.c
 # Tool calls read back out of generated text, per chat family.

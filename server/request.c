@@ -4,6 +4,7 @@
 #include "server/request.h"
 
 #include "engine/grammar.h"
+#include "server/schema.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -683,6 +684,31 @@ static int check_unsupported(const cJSON *root, int kind, const rq_t *r, rq_err_
     return 0;
 }
 
+/* The constraint of a schema (absent: any JSON value): param names the field it is in. */
+static int compile_schema(const cJSON *schema, const char *param, rq_t *r, rq_err_t *e)
+{
+    int rc;
+    if (!schema) {
+        rc = gr_spec_json(&r->grammar, false);
+    } else {
+        if (!cJSON_IsObject(schema) && !cJSON_IsBool(schema))
+            return bad(e, param, "'%s' must be a JSON Schema object, not %s", param,
+                       type_name(schema));
+        char why[256], where[256];
+        rc = sch_compile(schema, &r->grammar, why, sizeof why, where, sizeof where);
+        if (rc == FD_EUNSUP || rc == -EINVAL) {
+            bad(e, param, "'%s'%s%s: %s", param, where[0] ? " at " : "", where, why);
+            if (rc == FD_EUNSUP)
+                e->code = "unsupported_parameter";
+            return -EINVAL;
+        }
+    }
+    if (rc < 0)
+        return rq_fail(e, 500, "server_error", NULL, "out of memory");
+    r->sampling.grammar = r->grammar;
+    return 0;
+}
+
 /* tools, tool_choice, parallel_tool_calls (chat).  Whether the model's chat format has a
  * tool syntax is the server's check: it knows the model. */
 static int parse_tools(const cJSON *root, rq_t *r, rq_err_t *e)
@@ -802,7 +828,9 @@ static int parse_tools(const cJSON *root, rq_t *r, rq_err_t *e)
 }
 
 /* response_format: OpenAI's chat field; vLLM and llama-server take it on completions too.
- * {"type": "text"} is free text; "json_object" constrains the output to one JSON object. */
+ * {"type": "text"} is free text; "json_object" constrains the output to one JSON object
+ * (llama-server's "schema" beside it, to that schema); "json_schema" to
+ * json_schema.schema (server/schema.h says which keywords). */
 static int parse_response_format(const cJSON *root, rq_t *r, rq_err_t *e)
 {
     const cJSON *rf = field(root, "response_format");
@@ -820,14 +848,47 @@ static int parse_response_format(const cJSON *root, rq_t *r, rq_err_t *e)
     if (strcmp(t->valuestring, "text") == 0)
         return 0;
     if (strcmp(t->valuestring, "json_object") == 0) {
-        int rc = gr_spec_json(&r->grammar, true);
-        if (rc < 0)
+        const cJSON *schema = field(rf, "schema");
+        if (schema)
+            return compile_schema(schema, "response_format.schema", r, e);
+        if (gr_spec_json(&r->grammar, true) < 0)
             return rq_fail(e, 500, "server_error", NULL, "out of memory");
         r->sampling.grammar = r->grammar;
         return 0;
     }
+    if (strcmp(t->valuestring, "json_schema") == 0) {
+        const cJSON *js = field(rf, "json_schema");
+        if (!js)
+            return bad(e, "response_format.json_schema", "'response_format.json_schema' is "
+                       "required when 'type' is \"json_schema\"");
+        if (!cJSON_IsObject(js))
+            return bad(e, "response_format.json_schema", "'response_format.json_schema' must "
+                       "be an object, not %s", type_name(js));
+        const cJSON *name = field(js, "name");
+        if (!name)
+            return bad(e, "response_format.json_schema.name",
+                       "'response_format.json_schema.name' is required");
+        size_t nl = cJSON_IsString(name) ? strlen(name->valuestring) : 0;
+        bool name_ok = nl >= 1 && nl <= 64 &&
+                       strspn(name->valuestring, "abcdefghijklmnopqrstuvwxyz"
+                              "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") == nl;
+        if (!name_ok)
+            return bad(e, "response_format.json_schema.name",
+                       "'response_format.json_schema.name' must be 1 to 64 letters, digits, "
+                       "underscores or dashes");
+        const cJSON *desc = field(js, "description"), *strict = field(js, "strict");
+        if (desc && !cJSON_IsString(desc))
+            return bad(e, "response_format.json_schema.description",
+                       "'response_format.json_schema.description' must be a string, not %s",
+                       type_name(desc));
+        if (strict && !cJSON_IsBool(strict))
+            return bad(e, "response_format.json_schema.strict",
+                       "'response_format.json_schema.strict' must be a boolean, not %s",
+                       type_name(strict));
+        return compile_schema(field(js, "schema"), "response_format.json_schema.schema", r, e);
+    }
     bad(e, "response_format.type", "'response_format.type' \"%.64s\" is not supported: "
-        "fusiond takes \"text\" and \"json_object\"", t->valuestring);
+        "fusiond takes \"text\", \"json_object\" and \"json_schema\"", t->valuestring);
     e->code = "unsupported_value";
     return -EINVAL;
 }

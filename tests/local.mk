@@ -108,6 +108,12 @@ tests_test_grammar_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
 tests_test_grammar_LDADD = $(TEST_LIBS) $(CJSON_LIBS)
 TESTS += tests/test_grammar
 
+check_PROGRAMS += tests/test_schema
+tests_test_schema_SOURCES = tests/test_schema.c
+tests_test_schema_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
+tests_test_schema_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_schema
+
 check_PROGRAMS += tests/test_sampler
 tests_test_sampler_SOURCES = tests/test_sampler.c
 tests_test_sampler_CFLAGS = $(TEST_CFLAGS)
@@ -233,8 +239,11 @@ tests_test_toolcall_SOURCES = tests/test_toolcall.c
 tests_test_toolcall_CFLAGS = $(TEST_CFLAGS)
 tests_test_toolcall_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_toolcall
+FUZZ_TARGETS += tests/fuzz/fuzz_toolcall.c
+EXTRA_DIST += tests/fuzz/fuzz_toolcall.c
 
 # Black-box function calling: the real fusiond with a stories260K copy that carries Qwen 2.5's
 # template (and call text in a few tokens, picked by logit_bias), then as llama3.1 and mistral.
 dist_check_SCRIPTS += tests/test_tools_server.py
+EXTRA_DIST += tests/gguf_copy.py
 TESTS += tests/test_tools_server.py

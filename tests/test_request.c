@@ -320,6 +320,18 @@ START_TEST(test_unsupported_fields)
         ck_assert_ptr_eq(r.sampling.grammar, r.grammar);
         rq_free(&r);
     }
+    ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                                    "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
+                                    "{\"name\":\"n\",\"schema\":{\"type\":\"string\",\"pattern\":"
+                                    "\"a\"}}}}", &r, &e), -EINVAL);
+    ck_assert_str_eq(e.code, "unsupported_parameter");
+    ck_assert_ptr_nonnull(strstr(e.message, "pattern"));
+    ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                                    "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":"
+                                    "{\"name\":\"n\",\"strict\":true,\"schema\":{\"type\":"
+                                    "\"string\"}}}}", &r, &e), 0);
+    ck_assert_ptr_nonnull(r.sampling.grammar);
+    rq_free(&r);
     ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":\"x\",\"response_format\":{\"type\":"
                                           "\"text\"}}", &r, &e), 0);
     ck_assert_ptr_null(r.sampling.grammar);
@@ -488,6 +500,15 @@ static const struct bad_case {
               "\"response_format\":{\"type\":\"grammar\"}}", 400, "response_format.type"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
               "\"response_format\":\"json_object\"}", 400, "response_format"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+              "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"schema\":{}}}}",
+     400, "response_format.json_schema.name"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"response_format\":{\"type\":\"json_schema\","
+                    "\"json_schema\":{\"name\":\"n\",\"schema\":{\"not\":{}}}}}",
+     400, "response_format.json_schema.schema"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"response_format\":{\"type\":\"json_object\","
+                    "\"schema\":{\"type\":\"object\",\"minProperties\":1}}}",
+     400, "response_format.schema"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
               "\"response_format\":{\"type\":null}}", 400, "response_format.type"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{}],"

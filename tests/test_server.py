@@ -376,6 +376,71 @@ def json_mode(d):
     check(stops >= 4, "only %d json_object answers finished" % stops)
 
 
+SCHEMA = {"type": "object",
+          "properties": {"name": {"type": "string"},
+                         "mood": {"enum": ["happy", "sad"]},
+                         "age": {"type": "integer"},
+                         "pets": {"type": "array", "items": {"type": "string"}, "maxItems": 2}},
+          "required": ["name", "mood"], "additionalProperties": False}
+
+
+def schema_ok(v):
+    """The validator for SCHEMA, written out."""
+    if not isinstance(v, dict) or set(v) - set(SCHEMA["properties"]) or \
+            not {"name", "mood"} <= set(v):
+        return False
+    if list(v) != [k for k in SCHEMA["properties"] if k in v]:
+        return False  # fusiond writes properties in the schema's order
+    return isinstance(v["name"], str) and v["mood"] in ("happy", "sad") and \
+        (type(v.get("age", 0)) is int) and \
+        isinstance(v.get("pets", []), list) and len(v.get("pets", [])) <= 2 and \
+        all(isinstance(p, str) for p in v.get("pets", []))
+
+
+@test
+def json_schema_mode(d):
+    """response_format json_schema on both endpoints, whole and streamed, n = 2: every
+    answer that stops validates; one cut by max_tokens is a valid prefix."""
+    st, _, js, _ = d.post("/tokenize", {"content": "}\" \n]", "add_special": False,
+                                        "with_pieces": True})
+    # as in json_mode: closers favoured, whitespace disfavoured, so stories260K finishes
+    bias = {}
+    for t in (js or {}).get("tokens", []):
+        bias[str(t["id"])] = {"}": 10, "]": 10, '"': 5, " ": -8, "\n": -8}.get(t["piece"], 0)
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "strict": True,
+                                                  "schema": SCHEMA}}
+    stops = 0
+    for seed in range(4):
+        for path, body in (("/v1/completions", {"prompt": "Once upon a time"}),
+                           ("/v1/chat/completions",
+                            {"messages": [{"role": "user", "content": "Who is Lily?"}]})):
+            chat_ = "chat" in path
+            req = dict(body, response_format=fmt, max_tokens=128, seed=seed, n=2,
+                       logit_bias=bias)
+            st, _, js, raw = d.post(path, req)
+            if not check(st == 200, "%s json_schema: %s %s" % (path, st, raw[:300])):
+                continue
+            texts = []
+            for ch in js["choices"]:
+                text = ch["message"]["content"] if chat_ else ch["text"]
+                texts.append(text)
+                if ch["finish_reason"] == "stop":
+                    stops += 1
+                    try:
+                        check(schema_ok(json.loads(text)), "%s: does not validate: %r" % (path, text))
+                    except ValueError:
+                        check(False, "%s: not JSON: %r" % (path, text))
+                else:
+                    check(ch["finish_reason"] == "length" and json_valid_prefix(text),
+                          "%s: %s, not a JSON prefix: %r" % (path, ch["finish_reason"], text))
+            st, frames, done, _ = d.stream(path, dict(req, stream=True))
+            check(st == 200 and done, "%s json_schema stream" % path)
+            for i in range(2):
+                check(stream_text(frames, i, chat_) == texts[i],
+                      "%s: streamed json_schema equals the whole answer (seed %d)" % (path, seed))
+    check(stops >= 4, "only %d json_schema answers finished" % stops)
+
+
 @test
 def response_format_errors(d):
     def err(body, param, code=None, path="/v1/chat/completions"):
@@ -390,6 +455,22 @@ def response_format_errors(d):
     err({"response_format": {"type": 3}}, "response_format.type")
     err({"response_format": {"type": "yaml"}}, "response_format.type", "unsupported_value")
     err({"response_format": {"type": "yaml"}}, "response_format.type", path="/v1/completions")
+    js_ = lambda **kw: {"response_format": {"type": "json_schema", "json_schema": kw}}
+    err({"response_format": {"type": "json_schema"}}, "response_format.json_schema")
+    err(js_(schema={"type": "object"}), "response_format.json_schema.name")
+    err(js_(name="a b", schema={}), "response_format.json_schema.name")
+    err(js_(name="x", schema="{}"), "response_format.json_schema.schema")
+    err(js_(name="x", strict="yes", schema={}), "response_format.json_schema.strict")
+    err(js_(name="x", schema={"type": "string", "maxLength": 5}),
+        "response_format.json_schema.schema", "unsupported_parameter")
+    err(js_(name="x", schema={"type": "string", "maxLength": 5}),
+        "response_format.json_schema.schema", "unsupported_parameter", path="/v1/completions")
+    err(js_(name="x", schema={"type": "strin"}), "response_format.json_schema.schema", None)
+    st, _, js, _ = d.post("/v1/chat/completions", dict(js_(name="x", schema={"type": "object",
+                                                       "properties": {"a": {"minimum": 1}}}),
+                                                       messages=[{"role": "user", "content": "x"}]))
+    check(st == 400 and "minimum" in js["error"]["message"] and
+          "/properties/a" in js["error"]["message"], "the refusal names keyword and place: %s" % js)
     st, _, js, _ = d.post("/v1/completions", {"prompt": "x", "max_tokens": 2,
                                                "response_format": {"type": "text"}})
     check(st == 200, "response_format text is served")

@@ -230,13 +230,19 @@ size_t tc_stream_safe(int family, const char *s, size_t len)
 {
     if (family == CHAT_QWEN) {
         const char *open = find(s, len, QWEN_OPEN);
-        if (open)
-            return (size_t)(open - s);
+        size_t safe = open ? (size_t)(open - s) : len;
         /* hold a tail that could be the marker's beginning */
-        for (size_t k = FD_MIN(len, sizeof QWEN_OPEN - 2); k > 0; k--)
-            if (memcmp(s + len - k, QWEN_OPEN, k) == 0)
-                return len - k;
-        return len;
+        for (size_t k = open ? 0 : FD_MIN(len, sizeof QWEN_OPEN - 2); k > 0; k--) {
+            if (memcmp(s + len - k, QWEN_OPEN, k) == 0) {
+                safe = len - k;
+                break;
+            }
+        }
+        /* and the whitespace before it, which tc_parse leaves out of the content when a
+         * call follows: streamed and whole answers then carry the same text */
+        while (safe > 0 && ws(s[safe - 1]))
+            safe--;
+        return safe;
     }
     /* Llama 3.1 and Mistral: a call is the whole output, so the first visible character
      * decides: until it comes nothing is sent, after a call's opening everything is held */

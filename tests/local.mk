@@ -238,8 +238,11 @@ tests_test_toolcall_SOURCES = tests/test_toolcall.c
 tests_test_toolcall_CFLAGS = $(TEST_CFLAGS)
 tests_test_toolcall_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_toolcall
+FUZZ_TARGETS += tests/fuzz/fuzz_toolcall.c
+EXTRA_DIST += tests/fuzz/fuzz_toolcall.c
 
 # Black-box function calling: the real fusiond with a stories260K copy that carries Qwen 2.5's
 # template (and call text in a few tokens, picked by logit_bias), then as llama3.1 and mistral.
 dist_check_SCRIPTS += tests/test_tools_server.py
+EXTRA_DIST += tests/gguf_copy.py
 TESTS += tests/test_tools_server.py

@@ -1,7 +1,10 @@
 /* test_chat.c: proves chat formatting renders what each model's Jinja template renders (the
  * expected strings were read off the templates in ../shared/chat-templates and checked by
- * rendering them with Python's jinja2 as transformers does), recognises each shared template's
- * family, falls back plainly, and refuses bad conversations with the template's message. */
+ * rendering them with Python's jinja2 as transformers does; test_chat_jinja.py does that at
+ * test time for many tool conversations), tools, tool calls and tool results included,
+ * recognises each shared template's family, falls back plainly, refuses bad conversations
+ * with the template's message and tools where a family has none, writes each family's call
+ * opening for the prefill, and prints JSON exactly as Python's json.dumps. */
 #include "server/chat.h"
 
 #include "common/fd.h"
@@ -300,6 +303,188 @@ START_TEST(test_detect_markers)
 }
 END_TEST
 
+/* One round trip with one tool in each family that has tools. */
+static const char tools_one[] =
+    "[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\"}}}]";
+static const chat_call_t call_f = {"abcdefghi", "f", "{\"x\":1}"};
+static const chat_msg_t round_trip[] = {
+    MSG(CHAT_USER, "Hi"),
+    {.role = CHAT_ASSISTANT, .calls = &call_f, .n_calls = 1},
+    {.role = CHAT_TOOL, .content = "ok", .len = 2, .call_id = "abcdefghi"},
+};
+
+static char *fmt_tools(int family, const chat_msg_t *m, size_t n, const char *tools,
+                       const char *bos, const char *eos, int *rc, char *err)
+{
+    chat_opts_t o = {.bos = bos, .eos = eos, .add_generation_prompt = true, .tools = tools};
+    char *out = NULL;
+    size_t len = 0;
+    *rc = chat_format(family, m, n, &o, &out, &len, err, 256);
+    if (*rc == 0)
+        ck_assert_uint_eq(len, strlen(out));
+    return out;
+}
+
+START_TEST(test_tools)
+{
+    static const struct {
+        int family;
+        const char *bos, *eos, *want;
+    } cases[] = {
+        {CHAT_QWEN, "", "<|im_end|>",
+         "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+         "assistant.\n\n# Tools\n\nYou may call one or more functions to assist with the user "
+         "query.\n\nYou are provided with function signatures within <tools></tools> XML tags:"
+         "\n<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\": "
+         "{\"type\": \"object\"}}}\n</tools>\n\nFor each function call, return a json object "
+         "with function name and arguments within <tool_call></tool_call> XML tags:\n"
+         "<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n"
+         "</tool_call><|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+         "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n</tool_call><|im_end|>\n"
+         "<|im_start|>user\n<tool_response>\nok\n</tool_response><|im_end|>\n"
+         "<|im_start|>assistant\n"},
+        {CHAT_LLAMA31, "<|begin_of_text|>", "<|eot_id|>",
+         "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nEnvironment: ipython"
+         "\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>"
+         "<|start_header_id|>user<|end_header_id|>\n\nGiven the following functions, please "
+         "respond with a JSON for a function call with its proper arguments that best answers "
+         "the given prompt.\n\nRespond in the format {\"name\": function name, \"parameters\": "
+         "dictionary of argument name and its value}.Do not use variables.\n\n{\n    \"type\": "
+         "\"function\",\n    \"function\": {\n        \"name\": \"f\",\n        \"parameters\": "
+         "{\n            \"type\": \"object\"\n        }\n    }\n}\n\nHi<|eot_id|>"
+         "<|start_header_id|>assistant<|end_header_id|>\n\n{\"name\": \"f\", \"parameters\": "
+         "{\"x\": 1}}<|eot_id|><|start_header_id|>ipython<|end_header_id|>\n\n\"ok\"<|eot_id|>"
+         "<|start_header_id|>assistant<|end_header_id|>\n\n"},
+        {CHAT_MISTRAL, "<s>", "</s>",
+         "<s>[AVAILABLE_TOOLS][{\"type\": \"function\", \"function\": {\"name\": \"f\", "
+         "\"parameters\": {\"type\": \"object\"}}}][/AVAILABLE_TOOLS][INST]Hi[/INST]"
+         "[TOOL_CALLS][{\"name\": \"f\", \"arguments\": {\"x\": 1}, \"id\": \"abcdefghi\"}]"
+         "</s>[TOOL_RESULTS]{\"content\": ok, \"call_id\": \"abcdefghi\"}[/TOOL_RESULTS]"},
+    };
+    char err[256];
+    int rc;
+    for (size_t i = 0; i < FD_ARRAY_LEN(cases); i++) {
+        ck_assert(chat_has_tools(cases[i].family));
+        char *out = fmt_tools(cases[i].family, round_trip, 3, tools_one, cases[i].bos,
+                              cases[i].eos, &rc, err);
+        ck_assert_msg(rc == 0, "%s: %s", chat_family_name(cases[i].family), err);
+        ck_assert_str_eq(out, cases[i].want);
+        free(out);
+        /* an empty list offers nothing: the text without tools */
+        chat_opts_t o = {.bos = cases[i].bos, .eos = cases[i].eos, .add_generation_prompt = true};
+        char *plain = NULL, *empty = NULL;
+        size_t l1, l2;
+        ck_assert_int_eq(chat_format(cases[i].family, round_trip, 3, &o, &plain, &l1, err,
+                                     sizeof err), 0);
+        o.tools = "[]";
+        ck_assert_int_eq(chat_format(cases[i].family, round_trip, 3, &o, &empty, &l2, err,
+                                     sizeof err), 0);
+        ck_assert_str_eq(plain, empty);
+        ck_assert(strstr(plain, "\"x\": 1") != NULL); /* the history still has its call */
+        free(plain);
+        free(empty);
+    }
+}
+END_TEST
+
+START_TEST(test_tool_refusals)
+{
+    char err[256];
+    int rc;
+    /* families without tools refuse tools, tool calls and tool results (not drop them) */
+    static const int none[] = {CHAT_PLAIN, CHAT_LLAMA2, CHAT_LLAMA3, CHAT_CHATML, CHAT_GEMMA,
+                               CHAT_PHI3, CHAT_ZEPHYR};
+    for (size_t i = 0; i < FD_ARRAY_LEN(none); i++) {
+        ck_assert(!chat_has_tools(none[i]));
+        ck_assert_ptr_null(fmt_tools(none[i], conv + 1, 1, tools_one, "", "", &rc, err));
+        ck_assert_int_eq(rc, -ENOTSUP);
+        ck_assert_ptr_null(fmt_tools(none[i], round_trip, 3, NULL, "", "", &rc, err));
+        ck_assert_int_eq(rc, -ENOTSUP);
+        char *p = NULL;
+        ck_assert_int_eq(chat_tool_prefill(none[i], "f", &p), -ENOTSUP);
+        ck_assert_ptr_null(p);
+    }
+    /* Mistral: ids of 9 characters, in calls and in results */
+    static const chat_call_t short_id = {"call_1", "f", "{}"};
+    const chat_msg_t bad_call[] = {MSG(CHAT_USER, "Hi"),
+                                   {.role = CHAT_ASSISTANT, .calls = &short_id, .n_calls = 1}};
+    ck_assert_ptr_null(fmt_tools(CHAT_MISTRAL, bad_call, 2, NULL, "", "", &rc, err));
+    ck_assert_int_eq(rc, -EINVAL);
+    ck_assert_str_eq(err, "Tool call IDs should be alphanumeric strings with length 9!");
+    const chat_msg_t bad_result[] = {MSG(CHAT_USER, "Hi"),
+                                     {.role = CHAT_TOOL, .content = "x", .len = 1,
+                                      .call_id = "\xc3\xbc" "2345678"}}; /* 9 bytes, 8 chars */
+    ck_assert_ptr_null(fmt_tools(CHAT_MISTRAL, bad_result, 2, NULL, "", "", &rc, err));
+    ck_assert_int_eq(rc, -EINVAL);
+    /* Llama 3.1: one call per message; tools need a message to carry them */
+    const chat_call_t two[] = {call_f, call_f};
+    const chat_msg_t two_calls[] = {MSG(CHAT_USER, "Hi"),
+                                    {.role = CHAT_ASSISTANT, .calls = two, .n_calls = 2}};
+    ck_assert_ptr_null(fmt_tools(CHAT_LLAMA31, two_calls, 2, NULL, "", "", &rc, err));
+    ck_assert_str_eq(err, "This model only supports single tool-calls at once!");
+    char *q = fmt_tools(CHAT_QWEN, two_calls, 2, NULL, "", "", &rc, err); /* Qwen takes both */
+    ck_assert_int_eq(rc, 0);
+    free(q);
+    ck_assert_ptr_null(fmt_tools(CHAT_LLAMA31, conv, 1, tools_one, "", "", &rc, err));
+    ck_assert_str_eq(err, "Cannot put tools in the first user message when there's no first "
+                          "user message!");
+    /* not JSON: the tools, a call's arguments */
+    ck_assert_ptr_null(fmt_tools(CHAT_QWEN, conv + 1, 1, "{\"a\":1}", "", "", &rc, err));
+    ck_assert_int_eq(rc, -EINVAL);
+    static const chat_call_t broken = {"abcdefghi", "f", "{\"x\":"};
+    const chat_msg_t broken_call[] = {MSG(CHAT_USER, "Hi"),
+                                      {.role = CHAT_ASSISTANT, .calls = &broken, .n_calls = 1}};
+    for (int f = CHAT_LLAMA31; f <= CHAT_MISTRAL; f++) {
+        if (!chat_has_tools(f))
+            continue;
+        ck_assert_ptr_null(fmt_tools(f, broken_call, 2, NULL, "", "", &rc, err));
+        ck_assert_int_eq(rc, -EINVAL);
+    }
+    /* a tool message needs its call id */
+    const chat_msg_t no_id[] = {MSG(CHAT_USER, "Hi"), MSG(CHAT_TOOL, "x")};
+    ck_assert_ptr_null(fmt_tools(CHAT_QWEN, no_id, 2, NULL, "", "", &rc, err));
+    ck_assert_int_eq(rc, -EINVAL);
+}
+END_TEST
+
+START_TEST(test_prefill_and_json)
+{
+    static const struct {
+        int family;
+        const char *name, *want;
+    } pre[] = {
+        {CHAT_QWEN, NULL, "<tool_call>\n{\"name\": \""},
+        {CHAT_QWEN, "get-x", "<tool_call>\n{\"name\": \"get-x\", \"arguments\": "},
+        {CHAT_LLAMA31, NULL, "{\"name\": \""},
+        {CHAT_LLAMA31, "f", "{\"name\": \"f\", \"parameters\": "},
+        {CHAT_MISTRAL, NULL, "[TOOL_CALLS][{\"name\": \""},
+        {CHAT_MISTRAL, "f", "[TOOL_CALLS][{\"name\": \"f\", \"arguments\": "},
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(pre); i++) {
+        char *p = NULL;
+        ck_assert_int_eq(chat_tool_prefill(pre[i].family, pre[i].name, &p), 0);
+        ck_assert_str_eq(p, pre[i].want);
+        free(p);
+    }
+    /* what Python's json.dumps(ensure_ascii=False) prints for the same values */
+    char *j = NULL;
+    ck_assert_int_eq(chat_pyjson("{\"a\": [0.5, 1e-05, 1e16, 3, -2.5, 1.5e300, 123456.789, 0.1],"
+                                 " \"s\": \"q\\\"b\\\\ \\u001f\\u007f \xc3\xbc\xe6\x9d\xb1 "
+                                 "\\n\\t\\r\\b\\f \\/\", \"e\": {}, \"l\": [], \"t\": true, "
+                                 "\"n\": null}", -1, &j), 0);
+    ck_assert_str_eq(j, "{\"a\": [0.5, 1e-05, 1e+16, 3, -2.5, 1.5e+300, 123456.789, 0.1], "
+                        "\"s\": \"q\\\"b\\\\ \\u001f\x7f \xc3\xbc\xe6\x9d\xb1 \\n\\t\\r\\b\\f /\", "
+                        "\"e\": {}, \"l\": [], \"t\": true, \"n\": null}");
+    free(j);
+    ck_assert_int_eq(chat_pyjson("{\"k\": [1, {\"x\": []}], \"e\": {}}", 4, &j), 0);
+    ck_assert_str_eq(j, "{\n    \"k\": [\n        1,\n        {\n            \"x\": []\n"
+                        "        }\n    ],\n    \"e\": {}\n}");
+    free(j);
+    ck_assert_int_eq(chat_pyjson("{\"a\":", -1, &j), -EINVAL);
+    ck_assert_ptr_null(j);
+}
+END_TEST
+
 static const char *const shared_files[] = {
     "chat-templates/Qwen-Qwen2.5-7B-Instruct.jinja",
     "chat-templates/google-gemma-2-2b-it.jinja",
@@ -320,6 +505,9 @@ int main(void)
     tcase_add_test(tc, test_template_details);
     tcase_add_test(tc, test_refusals);
     tcase_add_test(tc, test_detect_markers);
+    tcase_add_test(tc, test_tools);
+    tcase_add_test(tc, test_tool_refusals);
+    tcase_add_test(tc, test_prefill_and_json);
     suite_add_tcase(s, tc);
     if (!missing) {
         tc = tcase_create("shared templates");

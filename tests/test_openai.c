@@ -1,5 +1,6 @@
 /* test_openai.c: proves the response builders: OpenAI field names and types for whole answers
- * and stream chunks, logprobs in both APIs (echo offsets, duplicate spellings), the error
+ * and stream chunks, tool calls in both (message.tool_calls with a null content, the deltas'
+ * indexed pieces), logprobs in both APIs (echo offsets, duplicate spellings), the error
  * body, and that any bytes become valid UTF-8 JSON (U+FFFD for invalid bytes and NULs). */
 #include <cjson/cJSON.h>
 
@@ -160,6 +161,72 @@ START_TEST(test_chat_chunks)
 }
 END_TEST
 
+START_TEST(test_tool_calls)
+{
+    const oai_tool_call_t calls[] = {
+        {0, "call_a", "get_weather", "{\"city\":\"Z\xc3\xbcrich \\\"x\\\"\"}"},
+        {1, "call_b", "clock", "{}"},
+    };
+    oai_choice_t ch = {.index = 0, .text = "", .text_len = 0, .finish_reason = "tool_calls",
+                       .content_null = true, .calls = calls, .n_calls = 2};
+    oai_resp_t r = {.kind = RQ_CHAT, .id = "chatcmpl-t", .model = "m", .choices = &ch,
+                    .n_choices = 1};
+    cJSON *j = parse(oai_response(&r));
+    const cJSON *c = cJSON_GetArrayItem(at(j, "choices"), 0);
+    const cJSON *m = at(c, "message");
+    ck_assert(cJSON_IsNull(at(m, "content")));
+    ck_assert_str_eq(at(c, "finish_reason")->valuestring, "tool_calls");
+    const cJSON *tc = at(m, "tool_calls");
+    ck_assert_int_eq(cJSON_GetArraySize(tc), 2);
+    const cJSON *t0 = cJSON_GetArrayItem(tc, 0);
+    ck_assert(cJSON_GetObjectItem(t0, "index") == NULL); /* a message's calls have none */
+    ck_assert_str_eq(at(t0, "id")->valuestring, "call_a");
+    ck_assert_str_eq(at(t0, "type")->valuestring, "function");
+    ck_assert_str_eq(at(at(t0, "function"), "name")->valuestring, "get_weather");
+    /* arguments are a string holding JSON, as OpenAI sends them */
+    const cJSON *args = at(at(t0, "function"), "arguments");
+    ck_assert(cJSON_IsString(args));
+    ck_assert_str_eq(args->valuestring, "{\"city\":\"Z\xc3\xbcrich \\\"x\\\"\"}");
+    ck_assert_str_eq(at(cJSON_GetArrayItem(tc, 1), "id")->valuestring, "call_b");
+    cJSON_Delete(j);
+
+    /* text before the calls (Qwen) is the content */
+    ch.content_null = false;
+    ch.text = "Checking.";
+    ch.text_len = 9;
+    j = parse(oai_response(&r));
+    m = at(cJSON_GetArrayItem(at(j, "choices"), 0), "message");
+    ck_assert_str_eq(at(m, "content")->valuestring, "Checking.");
+    cJSON_Delete(j);
+
+    /* chunks: the head (index, id, type, name, empty arguments), then arguments alone */
+    r.chunk = true;
+    oai_tool_call_t head = {1, "call_b", "clock", ""}, more = {1, NULL, NULL, "{}"};
+    oai_choice_t d = {.index = 0, .text = "", .calls = &head, .n_calls = 1};
+    r.choices = &d;
+    j = parse(oai_response(&r));
+    const cJSON *dl = at(cJSON_GetArrayItem(at(j, "choices"), 0), "delta");
+    ck_assert(cJSON_GetObjectItem(dl, "content") == NULL);
+    t0 = cJSON_GetArrayItem(at(dl, "tool_calls"), 0);
+    ck_assert_int_eq(at(t0, "index")->valueint, 1);
+    ck_assert_str_eq(at(t0, "id")->valuestring, "call_b");
+    ck_assert_str_eq(at(t0, "type")->valuestring, "function");
+    ck_assert_str_eq(at(at(t0, "function"), "name")->valuestring, "clock");
+    ck_assert_str_eq(at(at(t0, "function"), "arguments")->valuestring, "");
+    cJSON_Delete(j);
+    d.calls = &more;
+    j = parse(oai_response(&r));
+    t0 = cJSON_GetArrayItem(at(at(cJSON_GetArrayItem(at(j, "choices"), 0), "delta"),
+                               "tool_calls"), 0);
+    ck_assert_int_eq(at(t0, "index")->valueint, 1);
+    ck_assert(cJSON_GetObjectItem(t0, "id") == NULL);
+    ck_assert(cJSON_GetObjectItem(t0, "type") == NULL);
+    ck_assert(cJSON_GetObjectItem(at(t0, "function"), "name") == NULL);
+    ck_assert_str_eq(at(at(t0, "function"), "arguments")->valuestring, "{}");
+    cJSON_Delete(j);
+}
+END_TEST
+
 START_TEST(test_error_body)
 {
     rq_err_t e;
@@ -220,6 +287,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_utf8_clean);
     tcase_add_test(tc, test_completion_whole);
     tcase_add_test(tc, test_chat_chunks);
+    tcase_add_test(tc, test_tool_calls);
     tcase_add_test(tc, test_error_body);
     tcase_add_test(tc, test_models_and_tokens);
     suite_add_tcase(s, tc);

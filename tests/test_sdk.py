@@ -6,7 +6,10 @@ key on a free loopback port and runs tests/sdk/check.mjs, which uses the SDK as 
 errors, a wrong key, an aborted stream); the greedy text must equal fusion-cli's.  A second
 daemon with room for one request proves a full queue's 503 + Retry-After and the SDK's
 retries honouring it, then a SIGTERM that cancels a stream midway: the SDK's iterator raises
-the server's error frame.  Skips (77)
+the server's error frame.  A third runs a stories260K copy with Qwen 2.5's chat template whose
+token 503 is a whole tool call (the shared model and template: skipped without them unless
+FUSIOND_REQUIRE_SHARED=1): function calling through the SDK, whole and with its stream
+helper.  Skips (77)
 when node (>= 18) or the SDK is missing, unless FUSIOND_REQUIRE_SDK=1 (CI's make check), where
 that is a failure.  The SDK is looked for in FUSIOND_SDK_DIR, else $top_srcdir/tests/sdk
 (install it there: cd tests/sdk && npm ci)."""
@@ -22,6 +25,10 @@ import sys
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon_harness import Daemon, TmpDir, check, fail, time_scale  # noqa: E402
+from gguf_copy import gguf_rewrite  # noqa: E402
+
+TOOL_TOKEN = 503
+TOOL_CALL = {"name": "get_weather", "arguments": {"city": "Z\u00fcrich"}}
 
 KEY = "sk-fusiond-sdk-test-3Jq8"
 CORS_ORIGIN = "http://localhost:5173"  # a web UI's dev server
@@ -128,6 +135,35 @@ def main():
         rc = d.wait_exit()
         check(rc == 0, "fusiond exited with %s after SIGTERM with a stream running" % rc)
         check(not d.log_has(r"\b(error|crit|alert|emerg):"), "fusiond logged an error")
+        d.close()
+        d = None
+
+        # Function calling: a model whose template has tools and whose token is a call.
+        shared = os.environ.get("FUSIOND_SHARED") or os.path.join(SRC, "..", "shared")
+        src = os.path.join(shared, "models", "stories260K.gguf")
+        tmpl = os.path.join(shared, "chat-templates", "Qwen-Qwen2.5-7B-Instruct.jinja")
+        if not (os.access(src, os.R_OK) and os.access(tmpl, os.R_OK)):
+            if os.environ.get("FUSIOND_REQUIRE_SHARED") == "1":
+                fail("shared data missing for the tools check: %s, %s" % (src, tmpl))
+            print("SKIP (tools part only): shared data missing: %s, %s" % (src, tmpl))
+        else:
+            with open(tmpl, encoding="utf-8") as f:
+                qwen = f.read()
+            call = '<tool_call>\n%s\n</tool_call>' % json.dumps(TOOL_CALL, ensure_ascii=False)
+            tools_model = os.path.join(tmp.path, "qwen-tools.gguf")
+            gguf_rewrite(src, tools_model, qwen, 2048, {TOOL_TOKEN: call})
+            conf = tmp.write("tools.conf", "model = %s\napi_keys = %s\n" % (tools_model, KEY))
+            d = Daemon(["-c", conf, "--port=0", "--threads=2"], tmp)
+            d.wait_ready()
+            env["FUSIOND_BASE_URL"] = "http://127.0.0.1:%d/v1" % d.port
+            env["FUSIOND_CHECK"] = "tools"
+            env["FUSIOND_TOOL_TOKEN"] = str(TOOL_TOKEN)
+            env["FUSIOND_TOOL_CALL"] = json.dumps(TOOL_CALL)
+            p = run_check(node, env)
+            check(p.returncode == 0, "check.mjs (tools) failed (exit %d)" % p.returncode)
+            stop(d)
+            d.close()
+            d = None
     finally:
         if d:
             d.close()

@@ -139,8 +139,9 @@ START_TEST(test_stream_safe)
         const char *text;
         size_t content; /* bytes released once all of it is there */
     } cases[] = {
-        {CHAT_QWEN, "Hi <tool! <tool_call>\n{\"name\": \"clock\", \"arguments\": {}}", 10},
-        {CHAT_QWEN, "no call at all, <tool_cal", 16}, /* the end is held until it ends */
+        {CHAT_QWEN, "Hi <tool! <tool_call>\n{\"name\": \"clock\", \"arguments\": {}}", 9},
+        {CHAT_QWEN, "no call at all, <tool_cal", 15}, /* the end is held until it ends */
+        {CHAT_QWEN, "spaces \n \t", 6},
         {CHAT_QWEN, "<tool_call>", 0},
         {CHAT_LLAMA31, "  {\"name\": \"clock\", \"parameters\": {}}", 0},
         {CHAT_LLAMA31, "<|python_tag|>{\"name\": \"clock\"", 0},

@@ -11,13 +11,13 @@ ids); the plain model refusing tools.  Usage: test_tools_server.py (python3 stdl
 
 import json
 import os
-import struct
 import sys
 import tempfile
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import loopback  # noqa: E402
+from gguf_copy import gguf_rewrite  # noqa: E402
 
 FAILS = []
 
@@ -41,77 +41,6 @@ def check(cond, what):
     if not cond:
         FAILS.append(what)
         print("FAIL: " + what)
-
-
-# ---- a GGUF copy with another chat template, context length and some token texts
-
-SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q",
-          11: "<q", 12: "<d"}
-
-
-def gguf_rewrite(src, dst, template, n_ctx, tokens):
-    b = open(src, "rb").read()
-    o = 0
-
-    def u(fmt):
-        nonlocal o
-        v = struct.unpack_from(fmt, b, o)[0]
-        o += struct.calcsize(fmt)
-        return v
-
-    def s():
-        nonlocal o
-        n = u("<Q")
-        o += n
-        return b[o - n:o]
-
-    def val(t):
-        if t == 8:
-            return s()
-        if t == 9:
-            at, n = u("<I"), u("<Q")
-            return (at, [val(at) for _ in range(n)])
-        return u(SCALAR[t])
-
-    def wstr(x):
-        return struct.pack("<Q", len(x)) + x
-
-    def wval(t, v):
-        if t == 8:
-            return wstr(v)
-        if t == 9:
-            return struct.pack("<IQ", v[0], len(v[1])) + b"".join(wval(v[0], x) for x in v[1])
-        return struct.pack(SCALAR[t], v)
-
-    assert b[:4] == b"GGUF"
-    o = 4
-    version, n_t, n_kv = u("<I"), u("<Q"), u("<Q")
-    kvs = []
-    for _ in range(n_kv):
-        k = s()
-        t = u("<I")
-        kvs.append([k, t, val(t)])
-    info_start = o
-    for _ in range(n_t):
-        s()
-        nd = u("<I")
-        o += 8 * nd + 4 + 8
-    infos = b[info_start:o]
-    align = next((v for k, t, v in kvs if k == b"general.alignment"), 32)
-    data_start = (o + align - 1) // align * align
-    kvs = [kv for kv in kvs if kv[0] != b"tokenizer.chat_template"]
-    kvs.append([b"tokenizer.chat_template", 8, template.encode()])
-    for kv in kvs:
-        if kv[0].endswith(b".context_length"):
-            kv[2] = n_ctx
-        if kv[0] == b"tokenizer.ggml.tokens":
-            for i, text in tokens.items():
-                kv[2][1][i] = text.encode()
-    out = b"GGUF" + struct.pack("<IQQ", version, n_t, len(kvs))
-    out += b"".join(wstr(k) + struct.pack("<I", t) + wval(t, v) for k, t, v in kvs) + infos
-    out += b"\0" * ((-len(out)) % align)
-    with open(dst, "wb") as f:
-        f.write(out + b[data_start:])
 
 
 # ---- requests
@@ -249,7 +178,7 @@ def main():
               msg["tool_calls"][0]["id"] != msg["tool_calls"][1]["id"],
               "two calls: %r" % msg)
         content, calls, finishes = assemble(stream(d, body(QWEN_TWO)))
-        check(content == "Two.\n" and sorted(calls) == [0, 1] and finishes == ["tool_calls"] and
+        check(content == "Two." and sorted(calls) == [0, 1] and finishes == ["tool_calls"] and
               calls[1]["name"] == "get_weather", "two calls streamed: %r %r %r" % (content, calls, finishes))
         st, js = chat(d, body(QWEN_TWO, parallel_tool_calls=False))
         one_call(js, "clock", {}, "parallel_tool_calls false", content="Two.")

@@ -7,7 +7,9 @@
 // Environment: FUSIOND_SDK_DIR (the folder whose node_modules holds `openai`; default: this
 // script's folder), FUSIOND_CLI_TEXT (JSON {prompt, max_tokens, text}: fusion-cli's greedy
 // text, which the server must reproduce), FUSIOND_CHECK=busy (the checks for a server with
-// max_running 1, max_waiting 0, retry_after 1, drain_timeout 0, whose pid is FUSIOND_PID).
+// max_running 1, max_waiting 0, retry_after 1, drain_timeout 0, whose pid is FUSIOND_PID),
+// FUSIOND_CHECK=tools (function calling against a model with Qwen's template whose token
+// FUSIOND_TOOL_TOKEN is a whole call, FUSIOND_TOOL_CALL its JSON {name, arguments}).
 // Exit 0: all passed, 1: a check failed.
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
@@ -150,6 +152,55 @@ if (process.env.FUSIOND_CHECK === 'busy') {
     'SIGTERM mid-stream: the iterator throws APIError (code cancelled) after ' + n + ' chunks',
     String(err) + ' ' + show(err && err.error));
   }
+  console.log(failures ? failures + ' check(s) FAILED' : 'all checks passed');
+  process.exit(failures ? 1 : 0);
+}
+
+// FUSIOND_CHECK=tools: what the SDK's users do with function calling.  logit_bias makes the
+// random model write the call token, so the answer is known: a typed message.tool_calls,
+// the SDK's stream helper assembling the same call from delta.tool_calls, and a history with
+// the call and its result sent back.
+if (process.env.FUSIOND_CHECK === 'tools') {
+  const model = (await client.models.list()).data[0].id;
+  const want = JSON.parse(process.env.FUSIOND_TOOL_CALL);
+  const tools = [{ type: 'function', function: { name: 'get_weather', description: 'The weather',
+    parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
+  const req = { model, messages: [{ role: 'user', content: 'Weather?' }], tools, max_tokens: 1,
+    temperature: 0, logit_bias: { [process.env.FUSIOND_TOOL_TOKEN]: 100 } };
+  const r = await client.chat.completions.create(req);
+  const c = r.choices[0];
+  const call = c.message.tool_calls && c.message.tool_calls[0];
+  check(c.finish_reason === 'tool_calls' && c.message.content === null && call &&
+    c.message.tool_calls.length === 1 && call.type === 'function' &&
+    call.function.name === want.name && /^call_/.test(call.id),
+  'tools: message.tool_calls holds the call, content null, finish_reason tool_calls', show(c));
+  eq(call && JSON.parse(call.function.arguments), want.arguments, 'tools: the arguments');
+
+  const stream = client.chat.completions.stream(req);
+  let deltas = 0;
+  stream.on('chunk', (ch) => { if (ch.choices[0] && ch.choices[0].delta.tool_calls) deltas++; });
+  let argsDone = null;
+  stream.on('tool_calls.function.arguments.done', (e) => { argsDone = e; });
+  const fin = await stream.finalChatCompletion();
+  const sc = fin.choices[0];
+  const scall = sc.message.tool_calls && sc.message.tool_calls[0];
+  check(sc.finish_reason === 'tool_calls' && scall && scall.function.name === want.name &&
+    deltas >= 2 && !sc.message.content,
+  'tools streamed: the SDK assembles the call from delta.tool_calls (' + deltas + ' deltas)',
+  show(sc));
+  eq(scall && JSON.parse(scall.function.arguments), want.arguments, 'tools streamed: the arguments');
+  check(argsDone && argsDone.name === want.name && argsDone.index === 0 &&
+    show(JSON.parse(argsDone.arguments)) === show(want.arguments),
+  'tools streamed: the SDK\'s arguments.done event', show(argsDone));
+
+  const back = await client.chat.completions.create({ ...req, logit_bias: undefined,
+    max_tokens: 2, messages: [...req.messages, c.message,
+      { role: 'tool', tool_call_id: call ? call.id : 'x', content: '21 C' }] });
+  check(back.choices.length === 1 && typeof back.choices[0].message.content === 'string',
+    'tools: the call and its result sent back are answered', show(back.choices[0]));
+  await expectError('tools: a named tool that is not offered', () => client.chat.completions
+    .create({ ...req, tool_choice: { type: 'function', function: { name: 'nope' } } }),
+  OpenAI.BadRequestError, 400, { param: 'tool_choice.function.name' });
   console.log(failures ? failures + ' check(s) FAILED' : 'all checks passed');
   process.exit(failures ? 1 : 0);
 }
@@ -398,8 +449,9 @@ await expectError('chat max_tokens beyond the context', () => client.chat.comple
 await expectError('chat max_completion_tokens beyond the context', () => client.chat.completions
   .create({ model, messages, max_completion_tokens: 100000 }), OpenAI.BadRequestError, 400,
 { code: 'context_length_exceeded', param: 'max_completion_tokens' });
-// Function calling is not supported: offering tools is refused rather than answered with
-// text that never calls one; tool_choice 'none' asks for text and gets it.
+// The demo model has no chat template (the plain format has no tool syntax): offering tools
+// is refused rather than answered with text that never calls one; tool_choice 'none' asks
+// for text and gets it.  FUSIOND_CHECK=tools has a model that calls them.
 const tools = [{ type: 'function', function: { name: 'get_weather', description: 'The weather',
   parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
 await expectError('chat with tools', () => client.chat.completions.create({ ...chatBase, tools }),

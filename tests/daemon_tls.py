@@ -11,6 +11,7 @@ certificate whose body is not base64, a key cut short.  Test certificates come f
 import http.client
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -129,7 +130,7 @@ def main():
             st, _, plain = d.request("POST", "/v1/completions", body)
             check(st == 200, "plain HTTP completion: %d" % st)
             plain_text = json.loads(plain)["choices"][0]["text"]
-            check(d.log_has(r"listening on http://127\.0\.0\.1:\d+$"), "plain: log line")
+            d.wait_log(r"listening on http://127\.0\.0\.1:\d+$")
         finally:
             d.signal(15)
             d.wait_exit()
@@ -140,10 +141,10 @@ def main():
         d = Daemon(base + ["--tls-cert-file", cert, "--tls-key-file", key], tmp)
         try:
             d.wait_ready()
-            check(d.log_has(r"listening on https://127\.0\.0\.1:%d$" % d.port),
-                  "HTTPS: no 'listening on https://' line")
-            check(d.log_has(r"%s is readable by every user" % key),
-                  "HTTPS: no warning about a world-readable key")
+            # (the log is read on another thread: wait for the lines, the READY message
+            # may come first)
+            d.wait_log(r"listening on https://127\.0\.0\.1:%d$" % d.port)
+            d.wait_log(r"%s is readable by every user" % re.escape(key))
             ctx = ssl.create_default_context(cafile=cert)
             d.tls = ctx
             st, _, b = d.request("GET", "/health")

@@ -811,11 +811,10 @@ static void run_step(eng_t *e)
         }
         bool last = r->n_past + take == r->n_prompt;
         bool want = last && r->max_tokens > 0;
-        /* with prompt log-probabilities every row, but the last prompt row's logits only to
-         * sample from */
-        int nl = r->plp ? take - (last && !want) : 0;
+        /* with prompt log-probabilities every row's (wanted rows are the trailing ones: with
+         * max_tokens 0 the last row's go unused rather than shift the others) */
         e->ent[n] = (llm_batch_entry_t){ r->slot, &r->tokens[r->n_past], take,
-                                         r->plp ? nl : want };
+                                         r->plp ? take : want };
         e->ent_req[n++] = r;
         n_tok += take;
         n_logits += e->ent[n - 1].want_logits;
@@ -859,8 +858,8 @@ static void run_step(eng_t *e)
             r->dev_s += dev;
             if (!r->t_prefill && r->n_past >= r->n_prompt)
                 r->t_prefill = t1;
-            if (r->n_past < r->n_prompt || sp->n_rows == 0)
-                continue;   /* a prefill chunk before the last, or max_tokens 0 */
+            if (r->n_past < r->n_prompt || sp->n_rows == 0 || r->max_tokens == 0)
+                continue;   /* a prefill chunk before the last, or nothing to generate */
             float *lg = e->logits + (size_t)(li - 1) * (size_t)V;
             sp->n_top = r->n_probs > 0 ? FD_MIN(r->n_probs, V) : 0;
             sp->lp = 0;

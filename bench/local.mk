@@ -14,6 +14,11 @@ noinst_PROGRAMS += sampler-bench
 sampler_bench_SOURCES = bench/sampler-bench.c
 sampler_bench_LDADD = $(FD_LIBS)
 
+# grammar-bench: constrained decoding's per-step token mask on a model's vocabulary.
+noinst_PROGRAMS += grammar-bench
+grammar_bench_SOURCES = bench/grammar-bench.c
+grammar_bench_LDADD = $(FD_LIBS)
+
 # corsair-report: the tables of docs/corsair.md (simulated Corsair latency, fused vs unfused,
 # sensitivity sweep, BFP numerics).
 noinst_PROGRAMS += corsair-report

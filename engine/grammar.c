@@ -100,9 +100,11 @@ static int tab_copy(gtab_t *dst, const gtab_t *src)
     dst->alts = malloc((size_t)FD_MAX(src->n_alts, 1) * sizeof *dst->alts);
     if (!dst->nodes || !dst->props || !dst->lits || !dst->alts)
         goto nomem;
-    memcpy(dst->nodes, src->nodes, (size_t)src->n_nodes * sizeof *dst->nodes);
+    if (src->n_nodes)
+        memcpy(dst->nodes, src->nodes, (size_t)src->n_nodes * sizeof *dst->nodes);
     dst->n_nodes = dst->cap_nodes = src->n_nodes;
-    memcpy(dst->alts, src->alts, (size_t)src->n_alts * sizeof *dst->alts);
+    if (src->n_alts)
+        memcpy(dst->alts, src->alts, (size_t)src->n_alts * sizeof *dst->alts);
     dst->n_alts = dst->cap_alts = src->n_alts;
     for (int i = 0; i < src->n_props; i++) {
         dst->props[i] = src->props[i];

@@ -9,6 +9,8 @@
 #include "server/config.h"
 
 #include <ctype.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <limits.h>
 #include <math.h>
 #include <pwd.h>
@@ -134,6 +136,12 @@ static const opt_t opts[] = {
      "Network", "N", "Open HTTP connections at most."},
     {"idle_timeout", 0, T_SECS, O(idle_timeout), "60", 1, 86400, NULL, 0, NULL, "Network",
      "SECONDS", "A keep-alive connection idle this long is closed."},
+    {"tls_cert_file", 0, T_STR, O(tls_cert_file), "", 0, 0, NULL, 0, NULL, "Network", "PATH",
+     "HTTPS: the server's certificate in PEM (followed by its chain, if any); set together "
+     "with tls_key_file.  Empty: plain HTTP."},
+    {"tls_key_file", 0, T_STR, O(tls_key_file), "", 0, 0, NULL, 0, NULL, "Network", "PATH",
+     "HTTPS: the certificate's private key in PEM, unencrypted; read at startup before "
+     "privileges are dropped, so it may be readable by root alone."},
 
     {"request_timeout", 0, T_SECS, O(request_timeout), "600", 0, 1e9, NULL, F_RELOAD, NULL,
      "Limits", "SECONDS", "Time limit per request, counted from its arrival; 0: none."},
@@ -575,6 +583,8 @@ void cfg_fini(cfg_t *c)
     for (int i = 0; i < N_OPTS; i++)
         free_value(c, &opts[i]);
     list_clear(&c->auth_keys);
+    free(c->tls_cert_pem);
+    free(c->tls_key_pem);
     free(c->config_path);
     free(c->src_line);
     for (int i = 0; i < c->argc; i++)
@@ -742,6 +752,7 @@ static char *read_file(const char *path, size_t *len)
         errno = bad;
         return NULL;
     }
+    buf[n] = '\0'; /* the loop leaves n < cap: text readers (the PEM checks) may use str* */
     *len = n;
     return buf;
 }
@@ -981,6 +992,111 @@ static int load_keys(cfg_t *c, char *err, size_t errlen)
     return rc;
 }
 
+/* Whether a PEM text has a block whose label ends in `label` (a key's label may be
+ * "PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"). */
+static bool pem_has(const char *text, const char *label)
+{
+    static const char begin[] = "-----BEGIN ";
+    size_t ll = strlen(label);
+    for (const char *p = strstr(text, begin); p; p = strstr(p + 1, begin)) {
+        const char *l = p + strlen(begin), *end = strstr(l, "-----");
+        if (end && !memchr(l, '\n', (size_t)(end - l)) && (size_t)(end - l) >= ll &&
+            memcmp(end - ll, label, ll) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* One of the TLS files, read whole: a PEM text with a `label` block.  The key must not be
+ * encrypted (PKCS#8's ENCRYPTED PRIVATE KEY, or OpenSSL's "Proc-Type: 4,ENCRYPTED"
+ * header): there is no one to type a passphrase.  It is secret: a warning when others may
+ * read it. */
+static int load_pem(cfg_t *c, const char *opt, const char *path, const char *label,
+                    char **out, char *err, size_t errlen)
+{
+    char loc[600];
+    where(c, idx_of(opt), loc, sizeof(loc));
+    size_t len = 0;
+    char *text = read_file(path, &len);
+    if (!text)
+        return seterr(err, errlen, "%s: cannot read %s: %s", loc, path, strerror(errno));
+    bool key = strcmp(label, "PRIVATE KEY") == 0;
+    int rc = 0;
+    if (memchr(text, 0, len) || !pem_has(text, label))
+        rc = seterr(err, errlen, "%s: %s is not a PEM file with a %s (no '-----BEGIN %s-----' "
+                    "line)", loc, path, key ? "private key" : "certificate", label);
+    else if (key && (pem_has(text, "ENCRYPTED PRIVATE KEY") || strstr(text, ",ENCRYPTED")))
+        rc = seterr(err, errlen, "%s: %s holds an encrypted private key; fusiond needs it "
+                    "unencrypted (openssl pkey -in %s -out NEWFILE), readable by root alone",
+                    loc, path, path);
+    if (rc) {
+        free(text);
+        return rc;
+    }
+    struct stat st;
+    if (key && stat(path, &st) == 0 && (st.st_mode & S_IROTH))
+        fd_log_warn("%s is readable by every user: chmod o-r it", path);
+    free(*out);
+    *out = text;
+    return 0;
+}
+
+static int check_tls(cfg_t *c, char *err, size_t errlen)
+{
+    if (!*c->tls_cert_file && !*c->tls_key_file)
+        return 0;
+    if (!*c->tls_cert_file || !*c->tls_key_file) {
+        char loc[600];
+        where(c, idx_of(*c->tls_cert_file ? "tls_cert_file" : "tls_key_file"), loc,
+              sizeof(loc));
+        return seterr(err, errlen, "%s: HTTPS needs both tls_cert_file and tls_key_file; "
+                      "%s is not set", loc, *c->tls_cert_file ? "tls_key_file"
+                                                               : "tls_cert_file");
+    }
+    int rc = load_pem(c, "tls_cert_file", c->tls_cert_file, "CERTIFICATE", &c->tls_cert_pem,
+                      err, errlen);
+    if (rc || (rc = load_pem(c, "tls_key_file", c->tls_key_file, "PRIVATE KEY",
+                             &c->tls_key_pem, err, errlen)))
+        return rc;
+    /* What libmicrohttpd will do with them at startup, done here so that the error names
+     * the file: read each (GnuTLS 3.7 leaks what it had parsed when the pair call below meets
+     * a bad certificate, so each is read on its own first), then check that the key is the
+     * certificate's. */
+    char loc[600];
+    gnutls_datum_t cert = {(unsigned char *)c->tls_cert_pem,
+                           (unsigned int)strlen(c->tls_cert_pem)};
+    gnutls_datum_t key = {(unsigned char *)c->tls_key_pem, (unsigned int)strlen(c->tls_key_pem)};
+    gnutls_x509_crt_t *crts = NULL;
+    unsigned n_crts = 0;
+    int g = gnutls_x509_crt_list_import2(&crts, &n_crts, &cert, GNUTLS_X509_FMT_PEM, 0);
+    for (unsigned i = 0; g >= 0 && i < n_crts; i++)
+        gnutls_x509_crt_deinit(crts[i]);
+    gnutls_free(crts);
+    if (g < 0) {
+        where(c, idx_of("tls_cert_file"), loc, sizeof(loc));
+        return seterr(err, errlen, "%s: %s: cannot read the certificate: %s", loc,
+                      c->tls_cert_file, gnutls_strerror(g));
+    }
+    gnutls_x509_privkey_t pk;
+    if (gnutls_x509_privkey_init(&pk) < 0)
+        return seterr(err, errlen, "out of memory checking the TLS key");
+    g = gnutls_x509_privkey_import2(pk, &key, GNUTLS_X509_FMT_PEM, NULL, 0);
+    gnutls_x509_privkey_deinit(pk);
+    where(c, idx_of("tls_key_file"), loc, sizeof(loc));
+    if (g < 0)
+        return seterr(err, errlen, "%s: %s: cannot read the private key: %s", loc,
+                      c->tls_key_file, gnutls_strerror(g));
+    gnutls_certificate_credentials_t cred;
+    if (gnutls_certificate_allocate_credentials(&cred) < 0)
+        return seterr(err, errlen, "out of memory checking the TLS certificate");
+    g = gnutls_certificate_set_x509_key_mem2(cred, &cert, &key, GNUTLS_X509_FMT_PEM, NULL, 0);
+    gnutls_certificate_free_credentials(cred);
+    if (g < 0)
+        return seterr(err, errlen, "%s: %s and %s cannot serve HTTPS together: %s", loc,
+                      c->tls_cert_file, c->tls_key_file, gnutls_strerror(g));
+    return 0;
+}
+
 static int check_all(cfg_t *c, bool startup, char *err, size_t errlen)
 {
     char loc[600];
@@ -1008,7 +1124,7 @@ static int check_all(cfg_t *c, bool startup, char *err, size_t errlen)
         where(c, idx_of("user"), loc, sizeof(loc));
         return seterr(err, errlen, "%s: no such user '%s'", loc, c->user);
     }
-    return 0;
+    return check_tls(c, err, errlen);
 }
 
 const char *cfg_model_path(const cfg_t *c)

@@ -53,6 +53,8 @@ typedef struct cfg {
     char *user;             /* drop to this user when started as root; "" = stay */
     int max_connections;
     double idle_timeout;    /* seconds */
+    char *tls_cert_file;    /* PEM certificate (chain); with tls_key_file: HTTPS */
+    char *tls_key_file;     /* PEM private key of that certificate */
     /* run-time changeable (SIGHUP) */
     double request_timeout; /* seconds, 0 = none */
     int64_t max_body_bytes;
@@ -70,6 +72,10 @@ typedef struct cfg {
     /* Derived by cfg_load/cfg_reload: api_keys plus the keys read from api_key_file.  Empty
      * means no authentication. */
     cfg_list_t auth_keys;
+    /* Derived at startup: the contents of tls_cert_file and tls_key_file (read before
+     * privileges are dropped, so the key may be readable by root alone); NULL without TLS. */
+    char *tls_cert_pem;
+    char *tls_key_pem;
 
     /* Bookkeeping (read-only for callers). */
     int action;             /* enum cfg_action */

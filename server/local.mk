@@ -17,10 +17,10 @@ FUZZ_SRCS += server/request.c server/openai.c
 # its own library so the fusiond program and test_config link the same objects.
 noinst_LIBRARIES += libfusiond_daemon.a
 libfusiond_daemon_a_SOURCES = server/config.h server/config.c server/notify.h server/notify.c
-libfusiond_daemon_a_CFLAGS = $(AM_CFLAGS) $(SYSTEMD_CFLAGS)
+libfusiond_daemon_a_CFLAGS = $(AM_CFLAGS) $(SYSTEMD_CFLAGS) $(GNUTLS_CFLAGS)
 libfusiond_daemon_a_CPPFLAGS = $(AM_CPPFLAGS) \
 	-DFD_SRC_DEMO_MODEL='"$(abs_top_srcdir)/models/demo.gguf"'
-DAEMON_LIBS = libfusiond_daemon.a $(SYSTEMD_LIBS)
+DAEMON_LIBS = libfusiond_daemon.a $(SYSTEMD_LIBS) $(GNUTLS_LIBS)
 
 # response_format json_schema: JSON Schema compiled into an engine grammar spec.
 libfusiond_server_a_SOURCES += server/schema.h server/schema.c

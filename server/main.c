@@ -260,9 +260,9 @@ static void load_done(uv_work_t *w, int status)
         return;
     }
     const eng_info_t *in = eng_info(d->eng);
-    fd_log_info("serving %s (%s, %s, fusion %s, context %d) on http://%s:%d/", in->model_id,
-                in->arch, in->backend, in->fusion ? "on" : "off", in->n_ctx, d->cfg.host,
-                srv_port(d->srv));
+    fd_log_info("serving %s (%s, %s, fusion %s, context %d) on %s://%s:%d/", in->model_id,
+                in->arch, in->backend, in->fusion ? "on" : "off", in->n_ctx,
+                srv_scheme(d->srv), d->cfg.host, srv_port(d->srv));
     d->ready = true;
     ntf_send("READY=1\nSTATUS=serving %s on %s:%d", in->model_id, d->cfg.host,
              srv_port(d->srv));
@@ -341,6 +341,8 @@ static void srv_config_from(srv_config_t *s, const cfg_t *c)
     s->max_n = c->max_n;
     s->access_log = c->access_log;
     s->prefix_cache = c->prefix_cache;
+    s->tls_cert_pem = c->tls_cert_pem;
+    s->tls_key_pem = c->tls_key_pem;
 }
 
 static int listen_now(daemon_t *d)
@@ -350,7 +352,8 @@ static int listen_now(daemon_t *d)
     if (rc)
         fd_log_error("cannot listen on %s:%d: %s", d->cfg.host, d->cfg.port, err);
     else
-        fd_log_info("listening on %s:%d", d->cfg.host, srv_port(d->srv));
+        fd_log_info("listening on %s://%s:%d", srv_scheme(d->srv), d->cfg.host,
+                    srv_port(d->srv));
     return rc;
 }
 

@@ -158,6 +158,7 @@ struct srv {
     srv_config_t cfg;
     char *host;
     char *chat_template;
+    char *tls_cert, *tls_key; /* PEM texts (cfg.tls_*_pem point here) or NULL */
     char **keys;
     int n_keys;
     char **origins;             /* CORS: allowed origins ("*" among them: any) */
@@ -1997,6 +1998,16 @@ int srv_create(srv_t **out, uv_loop_t *loop, eng_t *eng, const srv_config_t *cfg
                  cfg->chat_template);
         return -EINVAL;
     }
+    if (!cfg->tls_cert_pem != !cfg->tls_key_pem) {
+        snprintf(err, errlen, "HTTPS needs both a certificate and its private key");
+        return -EINVAL;
+    }
+    if (cfg->tls_cert_pem && !MHD_is_feature_supported(MHD_FEATURE_TLS)) {
+        snprintf(err, errlen, "this libmicrohttpd was built without TLS: HTTPS is not "
+                 "available (leave tls_cert_file and tls_key_file empty, or put a TLS proxy "
+                 "in front)");
+        return -EINVAL;
+    }
     srv_t *s = calloc(1, sizeof *s);
     if (!s)
         goto fail_alloc;
@@ -2009,10 +2020,15 @@ int srv_create(srv_t **out, uv_loop_t *loop, eng_t *eng, const srv_config_t *cfg
     s->host = strdup(cfg->host ? cfg->host : "127.0.0.1");
     s->chat_template = cfg->chat_template ? strdup(cfg->chat_template) : NULL;
     s->model_id = cfg->model_id && cfg->model_id[0] ? strdup(cfg->model_id) : NULL;
+    s->tls_cert = cfg->tls_cert_pem ? strdup(cfg->tls_cert_pem) : NULL;
+    s->tls_key = cfg->tls_key_pem ? strdup(cfg->tls_key_pem) : NULL;
     if (!s->host || (cfg->chat_template && !s->chat_template) ||
-        (cfg->model_id && cfg->model_id[0] && !s->model_id))
+        (cfg->model_id && cfg->model_id[0] && !s->model_id) ||
+        (cfg->tls_cert_pem && (!s->tls_cert || !s->tls_key)))
         goto fail_strings;
     s->cfg.host = s->host;
+    s->cfg.tls_cert_pem = s->tls_cert;
+    s->cfg.tls_key_pem = s->tls_key;
     s->cfg.chat_template = s->chat_template;
     s->cfg.model_id = s->model_id;
     s->cfg.api_keys = NULL;
@@ -2048,6 +2064,8 @@ fail_strings:
     free(s->host);
     free(s->chat_template);
     free(s->model_id);
+    free(s->tls_key);
+    free(s->tls_cert);
     free(s);
 fail_alloc:
     snprintf(err, errlen, "out of memory creating the server");
@@ -2120,14 +2138,27 @@ int srv_listen(srv_t *s, char *err, size_t errlen)
     } else if ((rc = open_listener(s, err, errlen))) {
         return rc;
     }
+    /* HTTPS: libmicrohttpd hands the PEM texts to GnuTLS when it starts (it keeps the
+     * pointers: they live as long as s). */
+    struct MHD_OptionItem tls[] = {
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_cert},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_key},
+        {MHD_OPTION_END, 0, NULL},
+    };
     s->mhd = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request,
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+            (s->tls_cert ? MHD_USE_TLS : 0), 0, NULL, NULL, on_request,
         s, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)s->listen_fd, MHD_OPTION_NOTIFY_COMPLETED,
         on_completed, s, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)s->cfg.max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)(s->cfg.idle_timeout_s + 0.5),
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, s, MHD_OPTION_END);
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, s,
+        MHD_OPTION_ARRAY, s->tls_cert ? tls : tls + 2, MHD_OPTION_END);
     if (!s->mhd) {
-        snprintf(err, errlen, "libmicrohttpd failed to start on the listening socket");
+        if (s->tls_cert)
+            snprintf(err, errlen, "libmicrohttpd could not start HTTPS with this "
+                     "certificate and key");
+        else
+            snprintf(err, errlen, "libmicrohttpd failed to start on the listening socket");
         if (s->cfg.listen_fd < 0)
             close(s->listen_fd);
         s->listen_fd = -1;
@@ -2156,6 +2187,11 @@ int srv_listen(srv_t *s, char *err, size_t errlen)
 int srv_port(const srv_t *s)
 {
     return s->port;
+}
+
+const char *srv_scheme(const srv_t *s)
+{
+    return s->tls_cert ? "https" : "http";
 }
 
 void srv_drain(srv_t *s)
@@ -2258,6 +2294,8 @@ void srv_destroy(srv_t *s)
     free(s->host);
     free(s->chat_template);
     free(s->model_id);
+    free(s->tls_key);
+    free(s->tls_cert);
     free(s);
 }
 

@@ -55,6 +55,11 @@ typedef struct srv_config {
     const char *const *cors_origins;
     bool prefix_cache;          /* the engine runs with eng_params.prefix_cache: usage
                                    reports prompt_tokens_details.cached_tokens */
+    /* HTTPS: the certificate (chain) and its unencrypted private key, PEM texts; both or
+     * neither (srv_create: -EINVAL).  NULL: plain HTTP.  A certificate and key that
+     * libmicrohttpd's TLS library refuses (a key of another certificate) fail srv_listen. */
+    const char *tls_cert_pem;
+    const char *tls_key_pem;
 } srv_config_t;
 
 void srv_config_default(srv_config_t *c);
@@ -74,6 +79,8 @@ void srv_set_engine(srv_t *s, eng_t *eng);
 int srv_listen(srv_t *s, char *err, size_t errlen);
 /* The port actually bound (useful with port 0), or -1 before srv_listen. */
 int srv_port(const srv_t *s);
+/* "https" when the server has a certificate, else "http" (for log lines and URLs). */
+const char *srv_scheme(const srv_t *s);
 
 /* Graceful drain: from now on /health and every new model request answer 503 with
  * Retry-After, and responses ask clients to close their connection; requests already

@@ -99,6 +99,7 @@ class Daemon:
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         self.port = None
+        self.tls = None  # an ssl.SSLContext: request() speaks HTTPS with it
 
     def _read(self):
         for raw in self.proc.stderr:
@@ -213,7 +214,11 @@ class Daemon:
 
     def request(self, method, path, body=None, headers=None, timeout=60.0):
         """(status, headers dict (lower-case names), body bytes)."""
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        if self.tls:
+            c = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout,
+                                            context=self.tls)
+        else:
+            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         h = dict(headers or {})
         data = None
         if body is not None:

@@ -47,8 +47,9 @@ TESTS += tests/test_notify
 # Black-box daemon tests: the real fusiond, its flags, signals, sd_notify and unit.
 EXTRA_DIST += tests/daemon_harness.py
 dist_check_SCRIPTS += tests/daemon_config.py tests/daemon_signals.py tests/daemon_sandbox.py \
-	tests/daemon_unit.sh
-TESTS += tests/daemon_config.py tests/daemon_signals.py tests/daemon_sandbox.py tests/daemon_unit.sh
+	tests/daemon_unit.sh tests/daemon_tls.py
+TESTS += tests/daemon_config.py tests/daemon_signals.py tests/daemon_sandbox.py tests/daemon_unit.sh \
+	tests/daemon_tls.py
 
 check_PROGRAMS += tests/test_request
 tests_test_request_SOURCES = tests/test_request.c

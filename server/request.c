@@ -1023,9 +1023,10 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
         /* The JSON constraint would forbid the call syntax of Qwen (<tool_call>) and
          * Mistral ([TOOL_CALLS]); fusiond does not mix the two. */
         if (r->tools && r->grammar)
-            return unsupported_param(e, "response_format", "'response_format' other than "
-                                     "\"text\" cannot be combined with 'tools' (set "
-                                     "'tool_choice' to \"none\" for a JSON answer)");
+            return unsupported_param(e, "tools", "'tools' cannot be combined with a JSON "
+                                     "constraint (response_format, json_schema or "
+                                     "guided_json): set 'tool_choice' to \"none\" for a JSON "
+                                     "answer");
     }
     s->n_probs = r->logprobs;
     return check_unsupported(root, kind, r, e);

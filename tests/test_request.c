@@ -577,7 +577,9 @@ static const struct bad_case {
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[" TOOL_F "],"
               "\"parallel_tool_calls\":\"no\"}", 400, "parallel_tool_calls"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[" TOOL_F "],"
-              "\"response_format\":{\"type\":\"json_object\"}}", 400, "response_format"},
+              "\"response_format\":{\"type\":\"json_object\"}}", 400, "tools"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[" TOOL_F "],"
+              "\"guided_json\":{\"type\":\"object\"}}", 400, "tools"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":{}}", 400,
      "tools"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"functions\":[{}]}",

@@ -597,8 +597,6 @@ static const struct unsupported {
     {"use_beam_search", K_CMPL | K_CHAT, NEU_FALSE, 0, "beam search"},
     {"min_tokens", K_CMPL | K_CHAT, NEU_NUM, 0, "a minimum number of generated tokens"},
     {"grammar", K_CMPL | K_CHAT, NEU_EMPTY, 0, "grammar-constrained output"},
-    {"json_schema", K_CMPL | K_CHAT, NEU_EMPTY, 0, "schema-constrained output"},
-    {"guided_json", K_CMPL | K_CHAT, NEU_EMPTY, 0, "schema-constrained output"},
     {"guided_regex", K_CMPL | K_CHAT, NEU_EMPTY, 0, "regex-constrained output"},
     {"guided_choice", K_CMPL | K_CHAT, NEU_EMPTY, 0, "choice-constrained output"},
     {"guided_grammar", K_CMPL | K_CHAT, NEU_EMPTY, 0, "grammar-constrained output"},
@@ -893,6 +891,34 @@ static int parse_response_format(const cJSON *root, rq_t *r, rq_err_t *e)
     return -EINVAL;
 }
 
+/* vLLM's guided_json and llama-server's json_schema: a schema as a top-level field (an
+ * object, or, as vLLM also takes it, the JSON text of one).  "", {} and [] ask for nothing,
+ * as before fusiond served them. */
+static int parse_schema_field(const cJSON *root, rq_t *r, rq_err_t *e)
+{
+    static const char *const keys[] = { "guided_json", "json_schema" };
+    for (size_t i = 0; i < FD_ARRAY_LEN(keys); i++) {
+        const cJSON *v = field(root, keys[i]);
+        if (!v || is_neutral(v, NEU_EMPTY, 0))
+            continue;
+        if (r->grammar)
+            return bad(e, keys[i], "'%s' and %s both constrain the output: send one",
+                       keys[i], i == 0 ? "'response_format'" : "'response_format' or "
+                       "'guided_json'");
+        cJSON *parsed = NULL;
+        if (cJSON_IsString(v)) {
+            if (!(parsed = cJSON_Parse(v->valuestring)))
+                return bad(e, keys[i], "'%s' is a string that is not JSON", keys[i]);
+            v = parsed;
+        }
+        int rc = compile_schema(v, keys[i], r, e);
+        cJSON_Delete(parsed);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim, rq_t *r,
                             rq_err_t *e)
 {
@@ -970,7 +996,7 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
     if (user && !cJSON_IsString(user))
         return bad(e, "user", "'user' must be a string, not %s", type_name(user));
 
-    if ((rc = parse_response_format(root, r, e)))
+    if ((rc = parse_response_format(root, r, e)) || (rc = parse_schema_field(root, r, e)))
         return rc;
 
     if (kind == RQ_COMPLETION) {
@@ -997,9 +1023,10 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
         /* The JSON constraint would forbid the call syntax of Qwen (<tool_call>) and
          * Mistral ([TOOL_CALLS]); fusiond does not mix the two. */
         if (r->tools && r->grammar)
-            return unsupported_param(e, "response_format", "'response_format' other than "
-                                     "\"text\" cannot be combined with 'tools' (set "
-                                     "'tool_choice' to \"none\" for a JSON answer)");
+            return unsupported_param(e, "tools", "'tools' cannot be combined with a JSON "
+                                     "constraint (response_format, json_schema or "
+                                     "guided_json): set 'tool_choice' to \"none\" for a JSON "
+                                     "answer");
     }
     s->n_probs = r->logprobs;
     return check_unsupported(root, kind, r, e);

@@ -76,6 +76,9 @@ typedef struct srv_choice {
     sb_t text;                  /* non-streamed: the generated text */
     sb_t tc;                    /* function calling: the call prefill + the generated text */
     size_t tc_sent;             /* streamed: bytes of tc sent as content */
+    char **tc_ids;              /* streamed: the calls whose first chunk was sent (ids) */
+    size_t *tc_args_sent;       /* and the bytes of each one's arguments sent so far */
+    size_t tc_heads, tc_cap;
     size_t stream_off;          /* streamed: bytes of text sent so far */
     oai_lp_t *lp;
     size_t n_lp, cap_lp;
@@ -357,6 +360,10 @@ static void job_free(srv_job_t *j)
     for (int i = 0; i < j->n_choices; i++) {
         sb_free(&j->choices[i].text);
         sb_free(&j->choices[i].tc);
+        for (size_t k = 0; k < j->choices[i].tc_heads; k++)
+            free(j->choices[i].tc_ids[k]);
+        free(j->choices[i].tc_ids);
+        free(j->choices[i].tc_args_sent);
         free(j->choices[i].lp);
     }
     free(j->choices);
@@ -810,34 +817,93 @@ static int choice_calls(srv_job_t *j, const srv_choice_t *c, tc_result_t *out)
                     r->parallel_tool_calls, seed, out);
 }
 
-/* A streamed choice's end with function calling on: its calls as OpenAI's delta.tool_calls
- * (a first chunk with the index, id, type and name, then the arguments), or, when the
- * output held back is no call after all, that text as content.  The finish reason to send. */
+static void sse_call(srv_job_t *j, const srv_choice_t *c, const oai_tool_call_t *t)
+{
+    oai_choice_t ch = {.index = c->index, .calls = t, .n_calls = 1};
+    oai_resp_t r;
+    resp_init(j, &r, true);
+    r.choices = &ch;
+    r.n_choices = 1;
+    r.usage_null = j->rq.include_usage;
+    sse_add_json(j, oai_response(&r));
+}
+
+/* Streams the calls as far as the held text shows them (toolcall.h's tc_scan): a call's
+ * first chunk (index, id, type, name, "" arguments) once its name is complete and offered
+ * and its arguments object has begun, then each new piece of the arguments as written. */
+static void stream_call_deltas(srv_job_t *j, srv_choice_t *c)
+{
+    const rq_t *r = &j->rq;
+    tc_span_t sp[16];
+    size_t n = 0;
+    tc_scan(j->srv->chat_family, c->tc.buf, c->tc.len, sp, FD_ARRAY_LEN(sp), &n);
+    if (!r->parallel_tool_calls)
+        n = FD_MIN(n, 1);
+    for (size_t k = 0; k < n; k++) {
+        const char *name = NULL;
+        for (int t = 0; t < r->n_tools && sp[k].name_done; t++)
+            if (strlen(r->tool_names[t]) == sp[k].name_len &&
+                memcmp(r->tool_names[t], c->tc.buf + sp[k].name_off, sp[k].name_len) == 0)
+                name = r->tool_names[t];
+        if (k == c->tc_heads) {
+            if (!name || !sp[k].args_started || c->tc.buf[sp[k].args_off] != '{')
+                return; /* not (yet) a call to stream */
+            if (c->tc_heads == c->tc_cap) {
+                size_t cap = c->tc_cap ? c->tc_cap * 2 : 4;
+                char **ids = realloc(c->tc_ids, cap * sizeof *ids);
+                if (ids)
+                    c->tc_ids = ids;
+                size_t *sent = ids ? realloc(c->tc_args_sent, cap * sizeof *sent) : NULL;
+                if (!sent) {
+                    choice_lose(c);
+                    return;
+                }
+                c->tc_args_sent = sent;
+                c->tc_cap = cap;
+            }
+            uint64_t st = j->srv->id_seed ^ fd_now_ns() ^ ((uint64_t)c->index << 40) ^ k;
+            char *id = tc_make_id(j->srv->chat_family, &st);
+            if (!id) {
+                choice_lose(c);
+                return;
+            }
+            c->tc_ids[k] = id;
+            c->tc_args_sent[k] = 0;
+            c->tc_heads++;
+            oai_tool_call_t head = {.index = (int)k, .id = id, .name = name, .arguments = ""};
+            sse_call(j, c, &head);
+        }
+        if (sp[k].args_len > c->tc_args_sent[k]) {
+            char *piece = strndup(c->tc.buf + sp[k].args_off + c->tc_args_sent[k],
+                                  sp[k].args_len - c->tc_args_sent[k]);
+            if (!piece) {
+                choice_lose(c);
+                return;
+            }
+            oai_tool_call_t more = {.index = (int)k, .arguments = piece};
+            sse_call(j, c, &more);
+            free(piece);
+            c->tc_args_sent[k] = sp[k].args_len;
+        }
+    }
+}
+
+/* A streamed choice's end with function calling on: when the whole output is well-formed
+ * calls, what is left of them is sent and the finish reason is "tool_calls".  Otherwise the
+ * held text goes out as content, unless part of a call was streamed already: that cannot be
+ * taken back, and the choice ends with the reason it stopped for. */
 static const char *stream_calls(srv_job_t *j, srv_choice_t *c, const char *finish)
 {
     tc_result_t res;
     if (choice_calls(j, c, &res) != 0) {
-        if (c->tc.len > c->tc_sent)
+        if (c->tc_heads == 0 && c->tc.len > c->tc_sent)
             sse_chunk(j, c, c->tc.buf + c->tc_sent, c->tc.len - c->tc_sent, NULL, NULL, false,
                       false);
         c->tc_sent = c->tc.len;
         return finish;
     }
-    for (size_t k = 0; k < res.n_calls; k++) {
-        const tc_call_t *t = &res.calls[k];
-        oai_tool_call_t head = {.index = (int)k, .id = t->id, .name = t->name, .arguments = ""};
-        oai_tool_call_t args = {.index = (int)k, .arguments = t->arguments};
-        for (int part = 0; part < 2; part++) {
-            oai_choice_t ch = {.index = c->index, .calls = part ? &args : &head, .n_calls = 1};
-            oai_resp_t r;
-            resp_init(j, &r, true);
-            r.choices = &ch;
-            r.n_choices = 1;
-            r.usage_null = j->rq.include_usage;
-            sse_add_json(j, oai_response(&r));
-        }
-    }
     tc_free(&res);
+    stream_call_deltas(j, c);
     return "tool_calls";
 }
 
@@ -1027,6 +1093,8 @@ static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
         if (n || lp)
             sse_chunk(j, c, c->tc.buf + c->tc_sent, n, lp, NULL, false, false);
         c->tc_sent += n;
+        if (safe < c->tc.len)
+            stream_call_deltas(j, c);
         c->stream_off += ev->text_len;
         c->n_lp = 0;
         sse_flush(j);

@@ -1,11 +1,14 @@
 /* toolcall.c: tool-call syntax per chat family.  The model's text is trusted for nothing: a
- * call must parse as JSON, name a function the request offered and carry an arguments
- * object, and nothing but whitespace may follow the calls; anything else is content. */
+ * call must parse as JSON, name a function the request offered (exactly as written, no
+ * escapes) and carry an arguments object, and nothing but whitespace may follow the calls;
+ * anything else is content.  The arguments are returned as the model wrote them: a stream
+ * sends them as they come, before the call is complete, and the two must agree. */
 #include "config.h"
 
 #include "server/toolcall.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,14 +44,13 @@ static bool partial(const char *s, size_t i, size_t len, const char *lit)
     return len - i < k && memcmp(s + i, lit, len - i) == 0;
 }
 
-/* Parses one JSON value at s[*i..len), moving *i past it; NULL if there is none. */
-static cJSON *json_at(const char *s, size_t *i, size_t len)
+static const char *find(const char *s, size_t len, const char *lit)
 {
-    const char *end = NULL;
-    cJSON *v = cJSON_ParseWithLengthOpts(s + *i, len - *i, &end, 0);
-    if (v)
-        *i = (size_t)(end - s);
-    return v;
+    size_t k = strlen(lit);
+    for (size_t i = 0; i + k <= len; i++)
+        if (s[i] == lit[0] && memcmp(s + i, lit, k) == 0)
+            return s + i;
+    return NULL;
 }
 
 static uint64_t next_rand(uint64_t *st)
@@ -62,7 +64,7 @@ static uint64_t next_rand(uint64_t *st)
     return x * 0x2545F4914F6CDD1Dull;
 }
 
-static char *make_id(int family, uint64_t *st)
+char *tc_make_id(int family, uint64_t *st)
 {
     static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     bool mistral = family == CHAT_MISTRAL;
@@ -77,115 +79,294 @@ static char *make_id(int family, uint64_t *st)
     return id;
 }
 
-/* Appends the call in object o (name + the arguments under key, or alt) to r. */
-static int add_call(tc_result_t *r, const cJSON *o, const char *key, const char *alt,
-                    char *const *names, int n_names, int family, uint64_t *st)
+/* ---------------------------------------------------------------- the scanner
+ * One pass over the text that finds each call's object, its name and its arguments value
+ * without needing the text to be complete: the stream asks it after every token, and
+ * tc_parse uses the same spans (then checks each object with cJSON), so the arguments a
+ * stream sends piece by piece are the text a whole answer returns. */
+
+enum { SC_OK = 0, SC_MORE = 1, SC_BAD = -1 };
+
+typedef struct sc_call {
+    tc_span_t sp;
+    size_t obj_off, obj_end;    /* the call's object, when closed (obj_end > obj_off) */
+} sc_call_t;
+
+typedef struct scan {
+    const char *s;
+    size_t len;
+    sc_call_t *calls;
+    size_t n, cap;
+    size_t content_len;
+    bool nomem;
+} scan_t;
+
+static int scan_string(const char *s, size_t i, size_t len, size_t *end)
 {
-    if (!cJSON_IsObject(o))
-        return -ENOENT;
-    const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "name");
-    const cJSON *args = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!args && alt)
-        args = cJSON_GetObjectItemCaseSensitive(o, alt);
-    if (!cJSON_IsString(name) || !cJSON_IsObject(args))
-        return -ENOENT;
-    bool known = false;
-    for (int k = 0; k < n_names && !known; k++)
-        known = strcmp(names[k], name->valuestring) == 0;
-    if (!known)
-        return -ENOENT;
-    tc_call_t *c = realloc(r->calls, (r->n_calls + 1) * sizeof *c);
-    if (!c)
-        return -ENOMEM;
-    r->calls = c;
-    c = &r->calls[r->n_calls];
-    c->id = make_id(family, st);
-    c->name = strdup(name->valuestring);
-    c->arguments = cJSON_PrintUnformatted(args);
-    r->n_calls++;
-    return c->id && c->name && c->arguments ? 0 : -ENOMEM;
+    for (size_t j = i + 1; j < len; j++) {
+        if (s[j] == '\\') {
+            j++;
+            continue;
+        }
+        if (s[j] == '"') {
+            *end = j + 1;
+            return SC_OK;
+        }
+    }
+    return SC_MORE;
 }
 
-static int parse_llama(const char *s, size_t len, tc_result_t *r, char *const *names,
-                       int n_names, uint64_t *st)
+/* The end of the JSON value at s[i] (brackets and strings matched; its validity is cJSON's
+ * to judge once it is complete). */
+static int skip_value(const char *s, size_t i, size_t len, size_t *end)
 {
-    size_t i = skip_ws(s, 0, len);
-    if (starts(s, i, len, LLAMA_TAG))
-        i = skip_ws(s, i + strlen(LLAMA_TAG), len);
-    if (i >= len || s[i] != '{')
-        return -ENOENT;
-    cJSON *o = json_at(s, &i, len);
-    if (!o)
-        return -ENOENT;
-    int rc = add_call(r, o, "parameters", "arguments", names, n_names, CHAT_LLAMA31, st);
-    cJSON_Delete(o);
-    if (rc)
-        return rc;
-    return skip_ws(s, i, len) == len ? 0 : -ENOENT;
+    char c = s[i];
+    if (c == '"')
+        return scan_string(s, i, len, end);
+    if (c == '{' || c == '[') {
+        int depth = 0;
+        for (size_t j = i; j < len; j++) {
+            if (s[j] == '"') {
+                size_t e;
+                if (scan_string(s, j, len, &e) != SC_OK)
+                    return SC_MORE;
+                j = e - 1;
+            } else if (s[j] == '{' || s[j] == '[') {
+                depth++;
+            } else if ((s[j] == '}' || s[j] == ']') && --depth == 0) {
+                *end = j + 1;
+                return SC_OK;
+            }
+        }
+        return SC_MORE;
+    }
+    if (!strchr("-0123456789tfn", c) || c == 0)
+        return SC_BAD;
+    size_t j = i;
+    while (j < len && (isalnum((unsigned char)s[j]) || s[j] == '.' || s[j] == '+' ||
+                       s[j] == '-'))
+        j++;
+    if (j == len)
+        return SC_MORE; /* a number may go on */
+    *end = j;
+    return SC_OK;
 }
 
-static const char *find(const char *s, size_t len, const char *lit)
+static bool key_is(const char *s, size_t k0, size_t k1, const char *key)
 {
-    size_t k = strlen(lit);
-    for (size_t i = 0; i + k <= len; i++)
-        if (s[i] == lit[0] && memcmp(s + i, lit, k) == 0)
-            return s + i;
-    return NULL;
+    return key && k1 - k0 == strlen(key) && memcmp(s + k0, key, k1 - k0) == 0;
 }
 
-static int parse_qwen(const char *s, size_t len, tc_result_t *r, char *const *names,
-                      int n_names, uint64_t *st)
+/* The call object at s[i] == '{': its name (a string) and its arguments (under key, or alt),
+ * as far as the text goes. */
+static int scan_call(scan_t *sc, size_t i, const char *key, const char *alt, size_t *end)
 {
+    const char *s = sc->s;
+    size_t len = sc->len;
+    if (sc->n == sc->cap) {
+        size_t cap = sc->cap ? sc->cap * 2 : 4;
+        sc_call_t *c = realloc(sc->calls, cap * sizeof *c);
+        if (!c) {
+            sc->nomem = true;
+            return SC_BAD;
+        }
+        sc->calls = c;
+        sc->cap = cap;
+    }
+    sc_call_t *c = &sc->calls[sc->n++];
+    memset(c, 0, sizeof *c);
+    c->obj_off = i;
+    i++;
+    for (bool first = true;; first = false) {
+        i = skip_ws(s, i, len);
+        if (i == len)
+            return SC_MORE;
+        if (s[i] == '}' && first)
+            break; /* {} */
+        if (s[i] != '"')
+            return SC_BAD;
+        size_t k0 = i + 1, k1;
+        if (scan_string(s, i, len, &i) != SC_OK)
+            return SC_MORE;
+        k1 = i - 1;
+        i = skip_ws(s, i, len);
+        if (i == len)
+            return SC_MORE;
+        if (s[i] != ':')
+            return SC_BAD;
+        i = skip_ws(s, i + 1, len);
+        if (i == len)
+            return SC_MORE;
+        size_t e;
+        int rc;
+        /* a repeated key is skipped: the first one counts, as in cJSON, and what was
+         * streamed of it stays right */
+        if (key_is(s, k0, k1, "name") && !c->sp.name_off) {
+            if (s[i] != '"')
+                return SC_BAD;
+            c->sp.name_off = i + 1;
+            rc = scan_string(s, i, len, &e);
+            c->sp.name_done = rc == SC_OK;
+            c->sp.name_len = (rc == SC_OK ? e - 1 : len) - (i + 1);
+        } else if ((key_is(s, k0, k1, key) || key_is(s, k0, k1, alt)) && !c->sp.args_started) {
+            c->sp.args_off = i;
+            c->sp.args_started = true;
+            rc = skip_value(s, i, len, &e);
+            c->sp.args_done = rc == SC_OK;
+            c->sp.args_len = (rc == SC_OK ? e : len) - i;
+        } else {
+            rc = skip_value(s, i, len, &e);
+        }
+        if (rc != SC_OK)
+            return rc;
+        i = skip_ws(s, e, len);
+        if (i == len)
+            return SC_MORE;
+        if (s[i] == '}')
+            break;
+        if (s[i] != ',')
+            return SC_BAD;
+        i++;
+    }
+    c->obj_end = i + 1;
+    *end = i + 1;
+    return SC_OK;
+}
+
+static int scan_qwen(scan_t *sc)
+{
+    const char *s = sc->s;
+    size_t len = sc->len;
     const char *first = find(s, len, QWEN_OPEN);
     if (!first)
-        return -ENOENT;
+        return SC_OK; /* no call (yet) */
     size_t i = (size_t)(first - s), c = i;
     while (c > 0 && ws(s[c - 1]))
         c--;
-    r->content_len = c;
+    sc->content_len = c;
     while (i < len) {
         if (!starts(s, i, len, QWEN_OPEN))
-            return -ENOENT;
-        i += strlen(QWEN_OPEN);
-        cJSON *o = json_at(s, &i, len);
-        if (!o)
-            return -ENOENT;
-        int rc = add_call(r, o, "arguments", NULL, names, n_names, CHAT_QWEN, st);
-        cJSON_Delete(o);
-        if (rc)
+            return partial(s, i, len, QWEN_OPEN) ? SC_MORE : SC_BAD;
+        i = skip_ws(s, i + strlen(QWEN_OPEN), len);
+        if (i == len)
+            return SC_MORE;
+        if (s[i] != '{')
+            return SC_BAD;
+        int rc = scan_call(sc, i, "arguments", NULL, &i);
+        if (rc != SC_OK)
             return rc;
         i = skip_ws(s, i, len);
         if (i == len) /* the last block may end without its closing tag (stopped there) */
             break;
         if (!starts(s, i, len, QWEN_CLOSE))
-            return -ENOENT;
+            return partial(s, i, len, QWEN_CLOSE) ? SC_MORE : SC_BAD;
         i = skip_ws(s, i + strlen(QWEN_CLOSE), len);
     }
-    return 0;
+    return SC_OK;
 }
 
-static int parse_mistral(const char *s, size_t len, tc_result_t *r, char *const *names,
-                         int n_names, uint64_t *st)
+/* Llama 3.1 (one object) and Mistral (an array of them): the call is the whole output. */
+static int scan_whole(scan_t *sc, bool mistral)
 {
+    const char *s = sc->s, *tag = mistral ? MISTRAL_TAG : LLAMA_TAG;
+    size_t len = sc->len;
     size_t i = skip_ws(s, 0, len);
+    if (i == len)
+        return SC_OK;
     /* [TOOL_CALLS] is a control token that the server's detokenizer leaves out, so the
-     * array alone counts too */
-    if (starts(s, i, len, MISTRAL_TAG))
-        i = skip_ws(s, i + strlen(MISTRAL_TAG), len);
-    if (i >= len || s[i] != '[')
-        return -ENOENT;
-    cJSON *a = json_at(s, &i, len);
-    if (!cJSON_IsArray(a) || !a->child) {
-        cJSON_Delete(a);
-        return -ENOENT;
+     * array alone counts too; Llama's <|python_tag|> likewise */
+    if (starts(s, i, len, tag))
+        i = skip_ws(s, i + strlen(tag), len);
+    else if (partial(s, i, len, tag))
+        return SC_MORE;
+    if (i == len)
+        return SC_MORE;
+    if (!mistral) {
+        if (s[i] != '{')
+            return SC_BAD;
+        int rc = scan_call(sc, i, "parameters", "arguments", &i);
+        if (rc != SC_OK)
+            return rc;
+        return skip_ws(s, i, len) == len ? SC_OK : SC_BAD;
     }
-    int rc = 0;
-    for (const cJSON *o = a->child; o && !rc; o = o->next)
-        rc = add_call(r, o, "arguments", NULL, names, n_names, CHAT_MISTRAL, st);
+    if (s[i] != '[')
+        return SC_BAD;
+    i++;
+    for (;;) {
+        i = skip_ws(s, i, len);
+        if (i == len)
+            return SC_MORE;
+        if (s[i] != '{')
+            return SC_BAD;
+        int rc = scan_call(sc, i, "arguments", NULL, &i);
+        if (rc != SC_OK)
+            return rc;
+        i = skip_ws(s, i, len);
+        if (i == len)
+            return SC_MORE;
+        if (s[i] == ']')
+            return skip_ws(s, i + 1, len) == len ? SC_OK : SC_BAD;
+        if (s[i] != ',')
+            return SC_BAD;
+        i++;
+    }
+}
+
+static int scan_text(int family, const char *text, size_t len, scan_t *sc)
+{
+    memset(sc, 0, sizeof *sc);
+    sc->s = text;
+    sc->len = len;
+    switch (family) {
+    case CHAT_QWEN: return scan_qwen(sc);
+    case CHAT_LLAMA31: return scan_whole(sc, false);
+    case CHAT_MISTRAL: return scan_whole(sc, true);
+    default: return SC_BAD;
+    }
+}
+
+int tc_scan(int family, const char *text, size_t len, tc_span_t *spans, size_t max,
+            size_t *n)
+{
+    *n = 0;
+    if (!chat_has_tools(family))
+        return -ENOTSUP;
+    scan_t sc;
+    int rc = scan_text(family, text, len, &sc);
+    for (size_t k = 0; k < sc.n && k < max; k++)
+        spans[(*n)++] = sc.calls[k].sp;
+    free(sc.calls);
+    if (sc.nomem)
+        return -ENOMEM;
+    return rc == SC_BAD ? -ENOENT : 0;
+}
+
+/* The name as written is one of the offered functions. */
+static const char *offered(const char *s, const tc_span_t *sp, char *const *names, int n)
+{
+    for (int k = 0; k < n; k++)
+        if (strlen(names[k]) == sp->name_len &&
+            memcmp(names[k], s + sp->name_off, sp->name_len) == 0)
+            return names[k];
+    return NULL;
+}
+
+/* A complete call: its object is JSON, its name an offered function, its arguments an
+ * object. */
+static bool call_ok(const char *s, const sc_call_t *c, char *const *names, int n_names)
+{
+    if (c->obj_end <= c->obj_off || !c->sp.name_done || !c->sp.args_done ||
+        !offered(s, &c->sp, names, n_names))
+        return false;
+    /* cJSON reads a NUL byte as whitespace; arguments go out as a C string */
+    if (memchr(s + c->obj_off, 0, c->obj_end - c->obj_off))
+        return false;
+    cJSON *o = cJSON_ParseWithLength(s + c->obj_off, c->obj_end - c->obj_off);
+    cJSON *a = cJSON_ParseWithLength(s + c->sp.args_off, c->sp.args_len);
+    bool ok = cJSON_IsObject(o) && cJSON_IsObject(a);
+    cJSON_Delete(o);
     cJSON_Delete(a);
-    if (rc)
-        return rc;
-    return skip_ws(s, i, len) == len ? 0 : -ENOENT;
+    return ok;
 }
 
 void tc_free(tc_result_t *r)
@@ -205,23 +386,35 @@ int tc_parse(int family, const char *text, size_t len, char *const *names, int n
              bool parallel, uint64_t seed, tc_result_t *out)
 {
     memset(out, 0, sizeof *out);
+    if (!chat_has_tools(family))
+        return -ENOTSUP;
+    scan_t sc;
+    int rc = scan_text(family, text, len, &sc);
+    if (sc.nomem) {
+        free(sc.calls);
+        return -ENOMEM;
+    }
+    bool ok = rc == SC_OK && sc.n > 0;
+    for (size_t k = 0; ok && k < sc.n; k++)
+        ok = call_ok(text, &sc.calls[k], names, n_names);
+    size_t n = parallel ? sc.n : FD_MIN(sc.n, 1);
+    if (ok && !(out->calls = calloc(n, sizeof *out->calls)))
+        rc = -ENOMEM;
     uint64_t st = seed;
-    int rc;
-    switch (family) {
-    case CHAT_LLAMA31: rc = parse_llama(text, len, out, names, n_names, &st); break;
-    case CHAT_QWEN: rc = parse_qwen(text, len, out, names, n_names, &st); break;
-    case CHAT_MISTRAL: rc = parse_mistral(text, len, out, names, n_names, &st); break;
-    default: return -ENOTSUP;
+    for (size_t k = 0; ok && out->calls && k < n; k++) {
+        const tc_span_t *sp = &sc.calls[k].sp;
+        tc_call_t *c = &out->calls[out->n_calls++];
+        c->id = tc_make_id(family, &st);
+        c->name = strdup(offered(text, sp, names, n_names));
+        c->arguments = strndup(text + sp->args_off, sp->args_len);
+        if (!c->id || !c->name || !c->arguments)
+            rc = -ENOMEM;
     }
-    if (rc) {
+    out->content_len = sc.content_len;
+    free(sc.calls);
+    if (rc == -ENOMEM || !ok) {
         tc_free(out);
-        return rc;
-    }
-    while (!parallel && out->n_calls > 1) {
-        tc_call_t *c = &out->calls[--out->n_calls];
-        free(c->id);
-        free(c->name);
-        free(c->arguments);
+        return rc == -ENOMEM ? -ENOMEM : -ENOENT;
     }
     return 0;
 }

@@ -1,7 +1,8 @@
 /* toolcall.h: reads the tool calls a model wrote, in its chat family's syntax, out of the
  * generated text: Llama 3.1's one JSON object {"name", "parameters"}, Qwen 2.5's <tool_call>
  * blocks after optional text, Mistral Nemo's [TOOL_CALLS] JSON array.  Whole (tc_parse, at
- * the end of a choice) or while it streams (tc_stream_safe: how much is certainly text).
+ * the end of a choice) or while it streams (tc_stream_safe: how much is certainly text;
+ * tc_scan: how far each call has come, to stream its name and arguments as they arrive).
  * Pure functions; any thread.  Layer: server (uses server/chat.h's family numbers, cJSON). */
 #ifndef FD_TOOLCALL_H
 #define FD_TOOLCALL_H
@@ -14,7 +15,7 @@ typedef struct tc_call {
     char *id;                   /* "call_" + 24 letters and digits; Mistral: 9 of them, the
                                    length its template requires when the call comes back */
     char *name;
-    char *arguments;            /* compact JSON text of the arguments object */
+    char *arguments;            /* the arguments object as the model wrote it (JSON text) */
 } tc_call_t;
 
 typedef struct tc_result {
@@ -33,9 +34,28 @@ int tc_parse(int family, const char *text, size_t len, char *const *names, int n
              bool parallel, uint64_t seed, tc_result_t *out);
 void tc_free(tc_result_t *r);
 
+/* A new call id in family's shape from the generator state *st (any value to start). */
+char *tc_make_id(int family, uint64_t *st);
+
 /* For a stream: of the text generated so far, the length of the prefix that is certainly
  * content, whatever follows; the rest may be (the start of) a tool call and is held back.
  * Never shrinks as text grows, so what was sent stays right. */
 size_t tc_stream_safe(int family, const char *text, size_t len);
+
+typedef struct tc_span {        /* one call as far as the text so far shows it */
+    size_t name_off, name_len;  /* the name as written, between its quotes */
+    bool name_done;             /* its closing quote has come */
+    size_t args_off, args_len;  /* the arguments value as written so far */
+    bool args_started;          /* its first character has come */
+    bool args_done;             /* it is complete */
+} tc_span_t;
+
+/* The calls in text[0..len) so far, in order (at most max in spans, *n of them; a call
+ * appears once its object has begun).  The offsets only grow as the text does, and a
+ * complete text that tc_parse accepts has the same calls with the same argument texts.
+ * 0 while the text is, so far, well-formed calls after the prose; -ENOENT once it cannot
+ * be (the spans found until then stay valid); -ENOTSUP for a family without tool calls. */
+int tc_scan(int family, const char *text, size_t len, tc_span_t *spans, size_t max,
+            size_t *n);
 
 #endif

@@ -482,6 +482,39 @@ START_TEST(test_build_errors)
     ck_assert_int_eq(run(g, "\"s\"", 3, NULL), 1);
     gr_spec_unref(g);
     gr_build_free(b);
+
+    /* a long enum with shared prefixes (numbers that are prefixes of each other, strings):
+     * each value is accepted, complete exactly at its end, and a near miss is refused */
+    ck_assert_int_eq(gr_build_new(&b), 0);
+    enum { NE = 600 };
+    char *texts[NE];
+    size_t lens[NE];
+    for (int q = 0; q < NE; q++) {
+        char buf[32];
+        int n = q % 2 ? snprintf(buf, sizeof buf, "%d", q * 7) : snprintf(buf, sizeof buf,
+                                                                          "\"v%d\"", q);
+        texts[q] = strdup(buf);
+        lens[q] = (size_t)n;
+    }
+    int big = gr_node_literals(b, NE, (const char *const *)texts, lens);
+    ck_assert_int_ge(big, 0);
+    ck_assert_int_eq(gr_build_finish(b, big, &g, err, sizeof err), 0);
+    for (int q = 0; q < NE; q++) {
+        ck_assert_msg(run(g, texts[q], lens[q], NULL) == 1, "refused %s", texts[q]);
+        char miss[40];
+        snprintf(miss, sizeof miss, q % 2 ? "%d9" : "\"v%dx\"", q % 2 ? q * 7 : q);
+        bool listed = false;
+        for (int k = 0; k < NE; k++)
+            listed |= strcmp(texts[k], miss) == 0;
+        ck_assert_msg(listed || run(g, miss, strlen(miss), NULL) != 1, "accepted %s", miss);
+    }
+    ck_assert_int_eq(run(g, "7", 1, NULL), 1);   /* i = 1 */
+    ck_assert_int_eq(run(g, "70", 2, NULL), 0);  /* a prefix of 707 (i = 101) */
+    ck_assert_int_eq(run(g, "\"v1\"", 4, NULL), -1);
+    gr_spec_unref(g);
+    for (int q = 0; q < NE; q++)
+        free(texts[q]);
+    gr_build_free(b);
 }
 END_TEST
 
@@ -779,7 +812,8 @@ static int32_t find_piece(const tok_t *t, const char *text, const char *byte_for
  * stories260K writes stories, so a string or a run of whitespace goes on until its bound:
  * a logit bias towards closing quotes and braces (which the mask still bans wherever they
  * would be invalid) lets enough documents finish within max_tokens. */
-static void generate(eng_t *e, gr_spec_t *g, int n, int max_tokens, gen_t *out)
+static void generate(eng_t *e, gr_spec_t *g, int n, int max_tokens, const char *stop,
+                     gen_t *out)
 {
     const tok_t *t = eng_tokenizer(e);
     eng_logit_bias_t bias[] = { { find_piece(t, "}", "<0x7D>"), 10 },
@@ -810,6 +844,8 @@ static void generate(eng_t *e, gr_spec_t *g, int n, int max_tokens, gen_t *out)
         q.sampling.n_logit_bias = (int)FD_ARRAY_LEN(bias);
         q.on_event = gen_event;
         q.ud = o;
+        q.stop = &stop;
+        q.n_stop = stop ? 1 : 0;
         char err[256];
         uint64_t id;
         ck_assert_msg(eng_submit(e, &q, &id, err, sizeof err) == 0, "%s", err);
@@ -831,7 +867,7 @@ START_TEST(test_engine_json_object)
     gr_spec_t *g = json_spec(true);
     for (int cache = 0; cache < 2; cache++) {
         eng_t *e = open_stories(cache);
-        generate(e, g, N, 128, out);
+        generate(e, g, N, 128, NULL, out);
         int stops = 0;
         for (int i = 0; i < N; i++) {
             gen_t *o = &out[i];
@@ -862,6 +898,33 @@ START_TEST(test_engine_json_object)
 }
 END_TEST
 
+/* A stop string still ends the output where it appears, even inside the JSON value: the
+ * text is then a valid prefix without it (as vLLM does; the client checks finish_reason). */
+START_TEST(test_engine_stop_string)
+{
+    enum { N = 8 };
+    gen_t *out = calloc(N, sizeof *out);
+    gr_spec_t *g = json_spec(true);
+    eng_t *e = open_stories(false);
+    generate(e, g, N, 128, "\"", out);
+    int cut = 0;
+    for (int i = 0; i < N; i++) {
+        gen_t *o = &out[i];
+        REQUIRE(!memchr(o->text, '"', o->n_text), "seed %d: the stop string is in [%.*s]",
+                i + 1, (int)o->n_text, o->text);
+        REQUIRE(run(g, o->text, o->n_text, NULL) >= 0, "seed %d: [%.*s] is no prefix", i + 1,
+                (int)o->n_text, o->text);
+        if (o->finish == ENG_FINISH_STOP && run(g, o->text, o->n_text, NULL) == 0)
+            cut++;
+    }
+    /* the first key starts with the stop string: every answer that got that far was cut */
+    ck_assert_int_ge(cut, N / 2);
+    eng_close(e);
+    gr_spec_unref(g);
+    free(out);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("grammar");
@@ -877,6 +940,7 @@ int main(void)
     tcase_add_test(tc, test_mask_spm);
     tcase_add_test(tc, test_mask_gpt2);
     tcase_add_test(tc, test_engine_json_object);
+    tcase_add_test(tc, test_engine_stop_string);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

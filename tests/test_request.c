@@ -332,6 +332,17 @@ START_TEST(test_unsupported_fields)
                                     "\"string\"}}}}", &r, &e), 0);
     ck_assert_ptr_nonnull(r.sampling.grammar);
     rq_free(&r);
+    /* vLLM's guided_json (an object or its JSON text) and llama-server's json_schema */
+    static const char *const extra[] = {
+        "{\"prompt\":\"x\",\"guided_json\":{\"type\":\"object\"}}",
+        "{\"prompt\":\"x\",\"guided_json\":\"{\\\"type\\\":\\\"integer\\\"}\"}",
+        "{\"prompt\":\"x\",\"json_schema\":{\"enum\":[1,2]}}",
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(extra); i++) {
+        ck_assert_msg(parse(RQ_COMPLETION, extra[i], &r, &e) == 0, "%s: %s", extra[i], e.message);
+        ck_assert_ptr_nonnull(r.sampling.grammar);
+        rq_free(&r);
+    }
     ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":\"x\",\"response_format\":{\"type\":"
                                           "\"text\"}}", &r, &e), 0);
     ck_assert_ptr_null(r.sampling.grammar);
@@ -566,7 +577,9 @@ static const struct bad_case {
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[" TOOL_F "],"
               "\"parallel_tool_calls\":\"no\"}", 400, "parallel_tool_calls"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[" TOOL_F "],"
-              "\"response_format\":{\"type\":\"json_object\"}}", 400, "response_format"},
+              "\"response_format\":{\"type\":\"json_object\"}}", 400, "tools"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[" TOOL_F "],"
+              "\"guided_json\":{\"type\":\"object\"}}", 400, "tools"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":{}}", 400,
      "tools"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"functions\":[{}]}",
@@ -598,9 +611,13 @@ static const struct bad_case {
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"echo\":true}", 400,
      "echo"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"json_schema\":"
-              "{\"type\":\"object\"}}", 400, "json_schema"},
+              "{\"type\":\"object\",\"maxProperties\":2}}", 400, "json_schema"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"guided_json\":"
-              "{\"type\":\"object\"}}", 400, "guided_json"},
+              "\"{\\\"type\\\":\"}", 400, "guided_json"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"guided_json\":"
+              "{\"type\":\"object\"},\"response_format\":{\"type\":\"json_object\"}}", 400,
+     "guided_json"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"guided_json\":\"[1]\"}", 400, "guided_json"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"guided_choice\":"
               "[\"a\",\"b\"]}", 400, "guided_choice"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"audio\":"

@@ -2,8 +2,9 @@
  * 2.5's <tool_call> blocks after prose, Llama 3.1's JSON object, Mistral Nemo's array) with
  * the arguments intact (escaped quotes, braces inside strings, unicode), that anything not
  * entirely well-formed calls to offered functions stays content, that parallel_tool_calls
- * false keeps one call, that ids have each family's shape, and that the streaming hold-back
- * never releases a marker and never takes back what it released. */
+ * false keeps one call, that ids have each family's shape, that the streaming hold-back
+ * never releases a marker and never takes back what it released, and that the incremental
+ * scan grows toward exactly the calls and argument texts of the whole parse. */
 #include <ctype.h>
 #include <errno.h>
 
@@ -30,8 +31,9 @@ START_TEST(test_qwen)
     ck_assert_uint_eq(r.content_len, strlen("Let me check."));
     ck_assert_uint_eq(r.n_calls, 2);
     ck_assert_str_eq(r.calls[0].name, "get_weather");
+    /* the arguments as written: what a stream sends piece by piece */
     ck_assert_str_eq(r.calls[0].arguments,
-                     "{\"city\":\"Z\xc3\xbcrich \\\"old\\\" {town}\",\"days\":3}");
+                     "{\"city\": \"Z\\u00fcrich \\\"old\\\" {town}\", \"days\": 3}");
     ck_assert_str_eq(r.calls[1].name, "clock");
     ck_assert_str_eq(r.calls[1].arguments, "{}");
     ck_assert_uint_eq(strlen(r.calls[0].id), 29);
@@ -48,7 +50,7 @@ START_TEST(test_qwen)
     ck_assert_int_eq(parse(CHAT_QWEN, "<tool_call>\n{\"name\": \"clock\", \"arguments\": "
                                       "{\"tz\": \"\xe6\x9d\xb1\xe4\xba\xac\"}}\n", true, &r), 0);
     ck_assert_uint_eq(r.content_len, 0);
-    ck_assert_str_eq(r.calls[0].arguments, "{\"tz\":\"\xe6\x9d\xb1\xe4\xba\xac\"}");
+    ck_assert_str_eq(r.calls[0].arguments, "{\"tz\": \"\xe6\x9d\xb1\xe4\xba\xac\"}");
     tc_free(&r);
 
     static const char *const malformed[] = {
@@ -62,6 +64,10 @@ START_TEST(test_qwen)
         "<tool_call>\n{\"name\": \"clock\", \"arguments\": {}}\n</tool_call> and more text",
         "<tool_call>\n{\"name\": \"clock\", \"arguments\": {}} trailing\n</tool_call>",
         "<tool_call>",
+        "<tool_call>\n{\"name\": \"clock\", \"arguments\": {\"a\": 1,}}\n</tool_call>",
+        "<tool_call>\n{\"name\": \"clock\", \"arguments\": {\"a\": [1}]}}\n</tool_call>",
+        "<tool_call>\n{\"name\": \"clock\", \"arguments\": {}, \"x\": tru}\n</tool_call>",
+        "<tool_call>\n{\"name\": \"cl\\u006fck\", \"arguments\": {}}\n</tool_call>",
     };
     for (size_t i = 0; i < FD_ARRAY_LEN(malformed); i++) {
         ck_assert_msg(parse(CHAT_QWEN, malformed[i], true, &r) == -ENOENT, "%s", malformed[i]);
@@ -78,11 +84,11 @@ START_TEST(test_llama)
                                          "{\"city\": \"}{\\\\\"}} \n", true, &r), 0);
     ck_assert_uint_eq(r.n_calls, 1);
     ck_assert_uint_eq(r.content_len, 0);
-    ck_assert_str_eq(r.calls[0].arguments, "{\"city\":\"}{\\\\\"}");
+    ck_assert_str_eq(r.calls[0].arguments, "{\"city\": \"}{\\\\\"}");
     tc_free(&r);
     ck_assert_int_eq(parse(CHAT_LLAMA31, "<|python_tag|>{\"name\": \"clock\", \"arguments\": "
                                          "{\"n\": [1, 2.5, null, true]}}", true, &r), 0);
-    ck_assert_str_eq(r.calls[0].arguments, "{\"n\":[1,2.5,null,true]}");
+    ck_assert_str_eq(r.calls[0].arguments, "{\"n\": [1, 2.5, null, true]}");
     tc_free(&r);
     static const char *const malformed[] = {
         "The weather is {\"name\": \"clock\", \"parameters\": {}}",
@@ -106,7 +112,7 @@ START_TEST(test_mistral)
                     "\"get_weather\", \"arguments\": {\"city\": \"Oslo\"}, \"id\": \"abc\"}]";
     ck_assert_int_eq(parse(CHAT_MISTRAL, t, true, &r), 0);
     ck_assert_uint_eq(r.n_calls, 2);
-    ck_assert_str_eq(r.calls[1].arguments, "{\"city\":\"Oslo\"}");
+    ck_assert_str_eq(r.calls[1].arguments, "{\"city\": \"Oslo\"}");
     for (int k = 0; k < 2; k++) {
         ck_assert_uint_eq(strlen(r.calls[k].id), 9); /* what the template takes back */
         for (const char *p = r.calls[k].id; *p; p++)
@@ -127,6 +133,66 @@ START_TEST(test_mistral)
                       malformed[i]);
     ck_assert_int_eq(parse(CHAT_GEMMA, t, true, &r), -ENOTSUP);
     ck_assert_int_eq(parse(CHAT_CHATML, "<tool_call>\n{}", true, &r), -ENOTSUP);
+}
+END_TEST
+
+/* tc_scan over every prefix of a streamed output: a call appears once its object begins, its
+ * name once complete, its arguments grow as the text does and end as tc_parse's. */
+START_TEST(test_scan)
+{
+    static const struct {
+        int fam;
+        const char *text;
+    } cases[] = {
+        {CHAT_QWEN, "Two.\n<tool_call>\n{\"name\": \"clock\", \"arguments\": {}}\n</tool_call>\n"
+                    "<tool_call>\n{\"arguments\": {\"city\": \"O\\\"}{slo\", \"n\": [1, {\"a\": 2}]}, "
+                    "\"name\": \"get_weather\"}\n</tool_call>"},
+        {CHAT_LLAMA31, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"\xc3\xbc\", \"d\": 3}}"},
+        {CHAT_MISTRAL, "[{\"name\": \"clock\", \"arguments\": {\"t\": -1.5e3}}, {\"name\": "
+                       "\"get_weather\", \"arguments\": {\"city\": \"Rome\"}}]"},
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(cases); i++) {
+        const char *t = cases[i].text;
+        size_t len = strlen(t);
+        tc_result_t whole;
+        ck_assert_int_eq(parse(cases[i].fam, t, true, &whole), 0);
+        tc_span_t prev[4];
+        size_t n_prev = 0;
+        for (size_t n = 0; n <= len; n++) {
+            tc_span_t sp[4];
+            size_t ns = 0;
+            ck_assert_msg(tc_scan(cases[i].fam, t, n, sp, 4, &ns) == 0, "case %zu at %zu", i, n);
+            ck_assert(ns >= n_prev && ns <= whole.n_calls);
+            for (size_t k = 0; k < n_prev; k++) {
+                ck_assert(sp[k].name_len >= prev[k].name_len || !prev[k].name_len);
+                ck_assert(!prev[k].name_done || sp[k].name_done);
+                ck_assert(sp[k].args_len >= prev[k].args_len);
+                ck_assert(!prev[k].args_started || sp[k].args_off == prev[k].args_off);
+                /* what could have been streamed is a prefix of the final arguments */
+                if (sp[k].args_started && k < whole.n_calls)
+                    ck_assert(strncmp(t + sp[k].args_off, whole.calls[k].arguments,
+                                      sp[k].args_len) == 0);
+            }
+            memcpy(prev, sp, sizeof sp);
+            n_prev = ns;
+        }
+        ck_assert_uint_eq(n_prev, whole.n_calls);
+        for (size_t k = 0; k < whole.n_calls; k++) {
+            ck_assert(prev[k].name_done && prev[k].args_done);
+            ck_assert_uint_eq(prev[k].args_len, strlen(whole.calls[k].arguments));
+            ck_assert(strncmp(t + prev[k].name_off, whole.calls[k].name, prev[k].name_len) == 0);
+        }
+        tc_free(&whole);
+    }
+    /* once the text cannot be calls, the scan says so */
+    tc_span_t sp[4];
+    size_t ns;
+    ck_assert_int_eq(tc_scan(CHAT_LLAMA31, "{\"name\": \"clock\"} no", 20, sp, 4, &ns), -ENOENT);
+    ck_assert_uint_eq(ns, 1);
+    ck_assert_int_eq(tc_scan(CHAT_QWEN, "hi <tool_call> [", 16, sp, 4, &ns), -ENOENT);
+    ck_assert_int_eq(tc_scan(CHAT_QWEN, "plain text", 10, sp, 4, &ns), 0);
+    ck_assert_uint_eq(ns, 0);
+    ck_assert_int_eq(tc_scan(CHAT_GEMMA, "x", 1, sp, 4, &ns), -ENOTSUP);
 }
 END_TEST
 
@@ -174,6 +240,7 @@ int main(void)
     tcase_add_test(tc, test_llama);
     tcase_add_test(tc, test_mistral);
     tcase_add_test(tc, test_stream_safe);
+    tcase_add_test(tc, test_scan);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

@@ -22,8 +22,8 @@ from gguf_copy import gguf_rewrite  # noqa: E402
 FAILS = []
 
 # Token ids of stories260K (single rare characters) rewritten to carry call text.
-QWEN_CALL, NAMED_ARGS, REQUIRED_REST, QWEN_TWO, LLAMA_CALL, MISTRAL_CALL, NOT_A_CALL = (
-    503, 507, 476, 482, 511, 486, 481)
+QWEN_CALL, NAMED_ARGS, REQUIRED_REST, QWEN_TWO, LLAMA_CALL, MISTRAL_CALL, NOT_A_CALL, ARGS_OPEN = (
+    503, 507, 476, 482, 511, 486, 481, 498)
 TOKENS = {
     QWEN_CALL: '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Z\u00fcrich '
                '\\"old\\" {town}"}}\n</tool_call>',
@@ -34,6 +34,7 @@ TOKENS = {
     LLAMA_CALL: '{"name": "get_weather", "parameters": {"city": "Oslo"}}',
     MISTRAL_CALL: '[{"name": "get_weather", "arguments": {"city": "Rome"}}]',
     NOT_A_CALL: '{"name": "get_weather", "parameters": 5} is no call',
+    ARGS_OPEN: '{"a": [',
 }
 
 
@@ -188,6 +189,19 @@ def main():
         one_call(js, "get_weather", {"city": "Paris"}, "named tool_choice")
         streamed_call(d, body(NAMED_ARGS, tool_choice=named), "get_weather", {"city": "Paris"},
                       "named tool_choice")
+        # a call's arguments stream as they are written, a piece per token; cut by max_tokens
+        # the call is not well-formed, so the whole answer is content, and the stream (which
+        # cannot take back what it sent) ends with "length"
+        frames = stream(d, body(ARGS_OPEN, max_tokens=3, tool_choice=named))
+        pieces = [tc["function"].get("arguments") for f in frames for c in f["choices"]
+                  for tc in (c["delta"].get("tool_calls") or [])]
+        content, calls, finishes = assemble(frames)
+        check(pieces == ["", '{"a": [', '{"a": [', '{"a": ['] and calls[0]["name"] == "get_weather"
+              and content == "" and finishes == ["length"],
+              "arguments streamed piece by piece: %r %r %r" % (pieces, content, finishes))
+        st, js = chat(d, body(ARGS_OPEN, max_tokens=3, tool_choice=named))
+        check(js["choices"][0]["message"]["content"].endswith('"arguments": ' + '{"a": [' * 3) and
+              js["choices"][0]["finish_reason"] == "length", "cut call, whole: %r" % js)
         # required: the prefill ends where the name begins
         st, js = chat(d, body(REQUIRED_REST, tool_choice="required"))
         one_call(js, "clock", {}, "required tool_choice")

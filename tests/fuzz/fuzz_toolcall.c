@@ -1,7 +1,7 @@
 /* fuzz_toolcall.c: libFuzzer target: arbitrary bytes as a model's output, read for tool calls
  * in each family, must not fault; a success names an offered function with a JSON object
  * for arguments and content inside the text; the stream hold-back never exceeds the text and
- * never shrinks as it grows.  The same bytes through chat_pyjson reparse when accepted
+ * never shrinks as it grows, nor do the scanned calls and their arguments.  The same bytes through chat_pyjson reparse when accepted
  * (unless a number overflowed to Infinity, which Python's json.dumps writes too). */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -42,12 +42,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         } else if (rc != -ENOENT && rc != -ENOMEM) {
             abort();
         }
-        size_t prev = 0, step = len > 256 ? len / 64 : 1;
+        size_t prev = 0, step = len > 256 ? len / 64 : 1, n_prev = 0;
+        tc_span_t sp[8], last[8];
         for (size_t n = 0; n <= len; n += step) {
             size_t s = tc_stream_safe(fams[k], text, n);
             if (s > n || s < prev)
                 abort();
             prev = s;
+            size_t ns = 0;
+            if (tc_scan(fams[k], text, n, sp, 8, &ns) == -ENOENT)
+                break; /* past the point where it can be calls: nothing more is streamed */
+            for (size_t c = 0; c < n_prev && c < ns; c++)
+                if (sp[c].args_len < last[c].args_len ||
+                    (last[c].args_started && sp[c].args_off != last[c].args_off) ||
+                    sp[c].args_off + sp[c].args_len > n)
+                    abort();
+            if (ns < n_prev)
+                abort();
+            memcpy(last, sp, sizeof sp);
+            n_prev = ns;
         }
     }
     char *z = malloc(len + 1);

@@ -799,23 +799,40 @@ static bool num_complete(const gr_frame_t *f)
 }
 
 /* Narrows the literal range [i, j) to those with byte b at pos: 1 consumed, 0 complete and
- * b not part of it, -1 refused. */
+ * b not part of it, -1 refused.  The range shares its first pos bytes and is sorted, so the
+ * one literal that ends at pos (if any) comes first and the rest are in order of their byte
+ * at pos: two binary searches find the sub-range (an enum may be long). */
 static int lit_byte(const gr_spec_t *g, gr_frame_t *f, uint8_t b)
 {
     const glit_t *l = g->t.lits;
     uint32_t lo = f->i, hi = f->j;
-    while (lo < hi && (l[lo].len <= f->pos || (uint8_t)l[lo].s[f->pos] < b))
+    const bool ends = l[lo].len == f->pos;
+    if (ends)
         lo++;
-    uint32_t e = lo;
-    while (e < hi && l[e].len > f->pos && (uint8_t)l[e].s[f->pos] == b)
-        e++;
-    if (e > lo) {
-        f->i = lo;
+    uint32_t a = lo, z = hi;
+    while (a < z) {
+        uint32_t m = a + (z - a) / 2;
+        if ((uint8_t)l[m].s[f->pos] < b)
+            a = m + 1;
+        else
+            z = m;
+    }
+    uint32_t e = a;
+    z = hi;
+    while (e < z) {
+        uint32_t m = e + (z - e) / 2;
+        if ((uint8_t)l[m].s[f->pos] <= b)
+            e = m + 1;
+        else
+            z = m;
+    }
+    if (e > a) {
+        f->i = a;
         f->j = e;
         f->pos++;
         return 1;
     }
-    return l[f->i].len == f->pos ? 0 : -1;
+    return ends ? 0 : -1;
 }
 
 static bool lit_complete(const gr_spec_t *g, const gr_frame_t *f)

@@ -113,6 +113,8 @@ tests_test_schema_SOURCES = tests/test_schema.c
 tests_test_schema_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
 tests_test_schema_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_schema
+FUZZ_TARGETS += tests/fuzz/fuzz_schema.c
+EXTRA_DIST += tests/fuzz/fuzz_schema.c tests/fuzz/fuzz_schema.dict tests/fuzz/corpus/fuzz_schema
 
 check_PROGRAMS += tests/test_sampler
 tests_test_sampler_SOURCES = tests/test_sampler.c

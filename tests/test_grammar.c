@@ -482,6 +482,39 @@ START_TEST(test_build_errors)
     ck_assert_int_eq(run(g, "\"s\"", 3, NULL), 1);
     gr_spec_unref(g);
     gr_build_free(b);
+
+    /* a long enum with shared prefixes (numbers that are prefixes of each other, strings):
+     * each value is accepted, complete exactly at its end, and a near miss is refused */
+    ck_assert_int_eq(gr_build_new(&b), 0);
+    enum { NE = 600 };
+    char *texts[NE];
+    size_t lens[NE];
+    for (int q = 0; q < NE; q++) {
+        char buf[32];
+        int n = q % 2 ? snprintf(buf, sizeof buf, "%d", q * 7) : snprintf(buf, sizeof buf,
+                                                                          "\"v%d\"", q);
+        texts[q] = strdup(buf);
+        lens[q] = (size_t)n;
+    }
+    int big = gr_node_literals(b, NE, (const char *const *)texts, lens);
+    ck_assert_int_ge(big, 0);
+    ck_assert_int_eq(gr_build_finish(b, big, &g, err, sizeof err), 0);
+    for (int q = 0; q < NE; q++) {
+        ck_assert_msg(run(g, texts[q], lens[q], NULL) == 1, "refused %s", texts[q]);
+        char miss[40];
+        snprintf(miss, sizeof miss, q % 2 ? "%d9" : "\"v%dx\"", q % 2 ? q * 7 : q);
+        bool listed = false;
+        for (int k = 0; k < NE; k++)
+            listed |= strcmp(texts[k], miss) == 0;
+        ck_assert_msg(listed || run(g, miss, strlen(miss), NULL) != 1, "accepted %s", miss);
+    }
+    ck_assert_int_eq(run(g, "7", 1, NULL), 1);   /* i = 1 */
+    ck_assert_int_eq(run(g, "70", 2, NULL), 0);  /* a prefix of 707 (i = 101) */
+    ck_assert_int_eq(run(g, "\"v1\"", 4, NULL), -1);
+    gr_spec_unref(g);
+    for (int q = 0; q < NE; q++)
+        free(texts[q]);
+    gr_build_free(b);
 }
 END_TEST
 

@@ -89,6 +89,8 @@ typedef struct req {
     gr_matcher_t *gm;            /* constrained output, else NULL */
     uint32_t *allow;             /* its mask: one bit per vocabulary token */
     int n_probs;
+    bool plp;                    /* prompt log-probabilities wanted */
+    int plp_top;
     bool ignore_eos;
     char **stop;
     size_t *stop_len;
@@ -115,6 +117,8 @@ typedef struct cslot {
 } cslot_t;
 
 typedef struct sampled {
+    int row0, n_rows;            /* the entry's rows in e->logits */
+    int p0;                      /* the position of its first token */
     int32_t tok;                 /* < 0: none */
     float lp;
     int n_top;
@@ -150,7 +154,9 @@ struct eng {
     /* engine thread only */
     llm_batch_entry_t *ent;
     req_t **ent_req;
-    float *logits;
+    float *logits;               /* logits_rows rows of n_vocab */
+    int logits_rows;
+    int plp_rows;                /* prompt rows with logits per step (all requests) */
     req_t **admitted;
     int n_admitted;
     sampled_t *sampled;          /* per batch entry */
@@ -252,8 +258,13 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
     *out = NULL;
     if (!q->prompt || q->n_prompt == 0)
         return SUBMIT_ERR(-EINVAL, "empty prompt");
-    if (q->max_tokens < 1)
-        return SUBMIT_ERR(-EINVAL, "max_tokens %d: must be >= 1", q->max_tokens);
+    if (q->max_tokens < (q->prompt_logprobs ? 0 : 1))
+        return SUBMIT_ERR(-EINVAL, "max_tokens %d: must be >= 1 (0 only with prompt "
+                          "log-probabilities)", q->max_tokens);
+    if (q->prompt_logprobs &&
+        (q->prompt_top < 0 || q->prompt_top > SMP_MAX_TOP || q->prompt_top > e->d.n_vocab))
+        return SUBMIT_ERR(-EINVAL, "prompt log-probabilities with %d alternatives: 0..%d",
+                          q->prompt_top, FD_MIN(SMP_MAX_TOP, e->d.n_vocab));
     if (!q->on_event)
         return SUBMIT_ERR(-EINVAL, "no event callback");
     if (!(q->timeout_s >= 0) || isinf(q->timeout_s))
@@ -325,6 +336,8 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
         }
     }
     r->n_probs = q->sampling.n_probs;
+    r->plp = q->prompt_logprobs;
+    r->plp_top = q->prompt_top;
     r->ignore_eos = q->ignore_eos;
     r->on_event = q->on_event;
     r->ud = q->ud;
@@ -439,6 +452,8 @@ const tok_t *eng_tokenizer(const eng_t *e)
     return e->d.tok;
 }
 
+static void logits_free(eng_t *e);
+
 /* ---- events (engine thread) ---- */
 
 static void emit_token(req_t *r, int32_t tok, size_t n_text, float logprob,
@@ -532,6 +547,8 @@ static void cache_evict_lru(eng_t *e)
 static int cache_lookup(const eng_t *e, const req_t *r, int *keep)
 {
     int best = -1, best_keep = 0;
+    if (r->plp)
+        return -1;  /* a cached prefix's rows would have no logits */
     for (int i = 0; i < e->n_cache; i++) {
         const cslot_t *c = &e->cache[i];
         int n = FD_MIN(c->n, r->n_prompt - 1), k = 0;
@@ -719,6 +736,51 @@ static double dev_total(eng_t *e)
     return st.dev_total_s;
 }
 
+/* Grows the logits buffer to rows rows (its contents are not kept). */
+static int logits_grow(eng_t *e, int rows)
+{
+    size_t bytes;
+    if (fd_mul_size((size_t)rows, (size_t)e->d.n_vocab, &bytes) < 0 ||
+        fd_mul_size(bytes, sizeof(float), &bytes) < 0)
+        return FD_ERANGE;
+    float *p = e->d.host_alloc && e->d.host_free ? e->d.host_alloc(e->d.ctx, bytes)
+                                                 : malloc(bytes);
+    if (!p)
+        return -ENOMEM;
+    logits_free(e);
+    e->logits = p;
+    e->logits_rows = rows;
+    return 0;
+}
+
+/* The prompt TOKEN events of one prefill chunk: row k of the entry's logits (position
+ * p0 + k of the prompt, the chunk's rows being all wanted) predicts prompt token p0 + k + 1.
+ * The rows are read one at a time: no per-position vocabulary-sized state is kept. */
+static void emit_prompt(eng_t *e, req_t *r, const sampled_t *sp)
+{
+    const int V = e->d.n_vocab;
+    eng_top_t top[SMP_MAX_TOP];
+    for (int k = 0; k < sp->n_rows && r->finish == ENG_FINISH_NONE; k++) {
+        int pos = sp->p0 + k + 1;
+        if (pos >= r->n_prompt)
+            break;
+        float *lg = e->logits + (size_t)(sp->row0 + k) * (size_t)V;
+        eng_event_t ev = { .type = ENG_EV_TOKEN, .id = r->id, .token = r->tokens[pos],
+                           .text = "", .prompt = true, .n_top = r->plp_top,
+                           .top = r->plp_top > 0 ? top : NULL };
+        int rc = smp_logprobs(r->smp, lg, r->tokens[pos], &ev.logprob, &ev.rank, top,
+                              r->plp_top);
+        if (rc < 0) {
+            finish_mark(r, ENG_FINISH_ERROR, rc == FD_ERANGE
+                        ? "the model gave no finite logit for a prompt position"
+                        : "out of memory for the prompt's log-probabilities");
+            return;
+        }
+        ev.t_ns = fd_now_ns();
+        r->on_event(r->ud, &ev);
+    }
+}
+
 static void run_step(eng_t *e)
 {
     const int V = e->d.n_vocab;
@@ -733,21 +795,41 @@ static void run_step(eng_t *e)
             n_logits++;
         }
     }
+    int plp_left = e->plp_rows;
     for (int i = 0; i < e->n_run && n_tok < e->max_batch; i++) {
         req_t *r = e->run[i];
         if (r->n_past >= r->n_prompt)
             continue;
         int take = FD_MIN(e->p.prefill_chunk, r->n_prompt - r->n_past);
         take = FD_MIN(take, e->max_batch - n_tok);
-        bool want = r->n_past + take == r->n_prompt;
-        e->ent[n] = (llm_batch_entry_t){ r->slot, &r->tokens[r->n_past], take, want };
+        if (r->plp) {
+            /* every row's logits: a step holds at most plp_rows of them (the buffer) */
+            take = FD_MIN(take, plp_left);
+            if (take == 0)
+                continue;
+            plp_left -= take;
+        }
+        bool last = r->n_past + take == r->n_prompt;
+        bool want = last && r->max_tokens > 0;
+        /* with prompt log-probabilities every row's (wanted rows are the trailing ones: with
+         * max_tokens 0 the last row's go unused rather than shift the others) */
+        e->ent[n] = (llm_batch_entry_t){ r->slot, &r->tokens[r->n_past], take,
+                                         r->plp ? take : want };
         e->ent_req[n++] = r;
         n_tok += take;
-        n_logits += want;
+        n_logits += e->ent[n - 1].want_logits;
         prompt_tok += (uint64_t)take;
     }
     if (n == 0)
         return;
+    if (n_logits > e->logits_rows && logits_grow(e, n_logits) < 0) {
+        /* only prompt log-probabilities need more than the rows allocated at open */
+        for (int i = 0; i < n; i++)
+            if (e->ent_req[i]->plp && e->ent_req[i]->n_past < e->ent_req[i]->n_prompt)
+                finish_mark(e->ent_req[i], ENG_FINISH_ERROR,
+                            "out of memory for the prompt's logits");
+        return;
+    }
 
     const uint64_t t0 = fd_now_ns();
     const double dev0 = dev_total(e);
@@ -768,13 +850,17 @@ static void run_step(eng_t *e)
             req_t *r = e->ent_req[i];
             sampled_t *sp = &e->sampled[i];
             sp->tok = -1;
+            sp->row0 = li;
+            sp->n_rows = e->ent[i].want_logits;
+            sp->p0 = r->n_past;
+            li += sp->n_rows;
             r->n_past += e->ent[i].n_tokens;
             r->dev_s += dev;
             if (!r->t_prefill && r->n_past >= r->n_prompt)
                 r->t_prefill = t1;
-            if (!e->ent[i].want_logits)
-                continue;
-            float *lg = e->logits + (size_t)li++ * (size_t)V;
+            if (r->n_past < r->n_prompt || sp->n_rows == 0 || r->max_tokens == 0)
+                continue;   /* a prefill chunk before the last, or nothing to generate */
+            float *lg = e->logits + (size_t)(li - 1) * (size_t)V;
             sp->n_top = r->n_probs > 0 ? FD_MIN(r->n_probs, V) : 0;
             sp->lp = 0;
             if (r->gm) {
@@ -802,8 +888,13 @@ static void run_step(eng_t *e)
     publish_step(e, n, n_tok, prompt_tok, gen_tok, rc >= 0);
     for (int i = 0; i < n && rc >= 0; i++) {
         const sampled_t *sp = &e->sampled[i];
+        req_t *r = e->ent_req[i];
+        if (r->plp && sp->p0 < r->n_prompt)
+            emit_prompt(e, r, sp);
+        if (r->max_tokens == 0 && r->n_past >= r->n_prompt)
+            finish_mark(r, ENG_FINISH_LENGTH, NULL);
         if (sp->tok >= 0)
-            on_sampled(e, e->ent_req[i], sp->tok, sp->lp, sp->top, sp->n_top);
+            on_sampled(e, r, sp->tok, sp->lp, sp->top, sp->n_top);
     }
     for (int i = 0; i < n; i++)
         if (e->ent_req[i]->finish != ENG_FINISH_NONE)
@@ -1024,7 +1115,8 @@ int eng_check(eng_t *e, char *err, size_t errlen)
                   (unsigned long long)e->run[j]->id, id, r->slot);
         CHECK(r->n_tokens == r->n_prompt + r->n_gen, "request %llu: %d tokens != %d + %d", id,
               r->n_tokens, r->n_prompt, r->n_gen);
-        CHECK(r->n_gen < r->max_tokens && r->n_tokens <= e->d.n_ctx,
+        CHECK((r->n_gen < r->max_tokens || (r->max_tokens == 0 && r->n_past < r->n_prompt)) &&
+              r->n_tokens <= e->d.n_ctx,
               "request %llu still running with %d of %d tokens", id, r->n_gen, r->max_tokens);
         CHECK(r->n_past <= r->n_tokens && r->kv_need == r->n_prompt + r->max_tokens,
               "request %llu: %d tokens in the KV cache, %d known", id, r->n_past, r->n_tokens);
@@ -1167,6 +1259,10 @@ int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, c
         goto fail_alloc;
     }
     e->logits = d->host_alloc && d->host_free ? d->host_alloc(d->ctx, n_logits) : malloc(n_logits);
+    e->logits_rows = e->max_running;
+    /* prompt log-probabilities: 16 MiB of logits rows per step, at least one row */
+    e->plp_rows = (int)FD_MAX((size_t)1, FD_MIN((size_t)p->prefill_chunk,
+                                                ((size_t)16 << 20) / ((size_t)d->n_vocab * sizeof(float))));
     if (!e->run || !e->admitted || !e->ent || !e->ent_req || !e->sampled || !e->logits ||
         !e->cache || !e->evict) {
         rc = OPEN_ERR(-ENOMEM, "out of memory for %d running sequences", e->max_running);

@@ -154,6 +154,13 @@ typedef struct eng_event {
     float logprob;              /* of the chosen token (valid when n_probs >= 0) */
     const eng_top_t *top;       /* n_top alternatives, best first */
     int n_top;
+    /* prompt log-probabilities (eng_request_t.prompt_logprobs): TOKEN events with prompt
+     * set come first, one per prompt position 1..n_prompt-1 in order, before any generated
+     * token: token is the prompt token at that position, logprob its log-probability given
+     * the tokens before it (the raw model distribution: smp_logprobs), rank its rank, top
+     * the request's prompt_top alternatives; no text. */
+    bool prompt;
+    int rank;
     /* DONE */
     int finish;                 /* enum eng_finish */
     const char *error;          /* message when finish == ENG_FINISH_ERROR */
@@ -165,7 +172,8 @@ typedef void (*eng_event_cb)(void *ud, const eng_event_t *ev);
 typedef struct eng_request {
     const int32_t *prompt;      /* copied at submit; must not be empty */
     size_t n_prompt;
-    int max_tokens;             /* > 0 */
+    int max_tokens;             /* > 0, or 0 with prompt_logprobs: the prompt's
+                                   log-probabilities alone, then DONE (ENG_FINISH_LENGTH) */
     eng_sampling_t sampling;
     const char *const *stop;    /* copied; matched across token boundaries */
     int n_stop;
@@ -177,6 +185,10 @@ typedef struct eng_request {
                                    still queued ends with no token). */
     eng_event_cb on_event;      /* called on the engine thread; DONE is the last call */
     void *ud;
+    bool prompt_logprobs;       /* a prompt TOKEN event per position >= 1 (eng_event_t.prompt).
+                                   Such a request never reuses the prefix cache: every
+                                   prompt row's logits must be computed */
+    int prompt_top;             /* 0..SMP_MAX_TOP alternatives with each (prompt_logprobs) */
 } eng_request_t;
 
 /* Queues a request.  0 and *id set, or: -EINVAL (bad field, message in err), FD_ECTX (prompt

@@ -618,7 +618,8 @@ static int check_batch(const llm_model_t *m, const llm_batch_entry_t *e, int n, 
     for (int i = 0; i < n; i++) {
         if (!slot_ok(m, e[i].slot) || e[i].n_tokens < 1 || !e[i].tokens)
             return -EINVAL;
-        if (e[i].want_logits && !logits)
+        if (e[i].want_logits < 0 || e[i].want_logits > e[i].n_tokens ||
+            (e[i].want_logits > 0 && !logits))
             return -EINVAL;
         for (int j = 0; j < i; j++)
             if (e[j].slot == e[i].slot)
@@ -653,11 +654,14 @@ int llm_decode(llm_model_t *m, const llm_batch_entry_t *e, int n_entries, float 
                 m->ids[rows + t] = b->tokens[off + t];
                 m->pos[rows + t] = base + t;
             }
+            /* the entry's rows wanting logits are its last ones: this piece's share of them
+             * is its own last rows */
+            int first_want = b->n_tokens - b->want_logits;
+            int nl = FD_MAX(0, off + take - FD_MAX(off, first_want));
             off += take;
             bool last = off == b->n_tokens;
-            m->seqs[n_seqs++] = (fz_seq_t){ .slot = b->slot, .n_rows = take,
-                                            .want_logits = last && b->want_logits };
-            n_logits += last && b->want_logits;
+            m->seqs[n_seqs++] = (fz_seq_t){ .slot = b->slot, .n_rows = take, .want_logits = nl };
+            n_logits += nl;
             rows += take;
             if (last) {
                 ent++;

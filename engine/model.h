@@ -71,19 +71,23 @@ int llm_seq_len(const llm_model_t *m, int slot);
 int llm_seq_truncate(llm_model_t *m, int slot, int len); /* forget positions >= len */
 
 /* One batch entry: n_tokens new tokens appended to slot's sequence at positions
- * len..len+n_tokens-1.  want_logits: produce the logits of the LAST token. */
+ * len..len+n_tokens-1.  want_logits: how many of its LAST tokens produce logits, 0 to
+ * n_tokens: true (1) is the last token's, the next token's distribution; more serve
+ * prompt log-probabilities, which need every row's. */
 typedef struct llm_batch_entry {
     int slot;
     const int32_t *tokens;
     int n_tokens;
-    bool want_logits;
+    int want_logits;
 } llm_batch_entry_t;
 
-/* Runs one step.  logits receives n_vocab floats per entry with want_logits, in entry order
- * (host memory; may be NULL when no entry wants logits).  Entries name distinct allocated
+/* Runs one step.  logits receives n_vocab floats per row that wants them (want_logits
+ * rows an entry), entry after entry, each entry's rows in order (host memory; may be
+ * NULL when no entry wants logits).  Entries name distinct allocated
  * slots (at most n_seq_max entries), each with n_tokens >= 1.  Any number of tokens may be
  * passed: rows beyond n_batch_max run as further sub-batches inside the call.
- * Errors: -EINVAL (bad slot/token id, empty or duplicate entry), FD_ECTX (past n_ctx),
+ * Errors: -EINVAL (bad slot/token id, empty or duplicate entry, want_logits outside
+ * [0, n_tokens]), FD_ECTX (past n_ctx),
  * FD_EBACKEND or -ENOMEM from the backend.  On error no sequence's length changes. */
 int llm_decode(llm_model_t *m, const llm_batch_entry_t *e, int n_entries, float *logits);
 

@@ -801,6 +801,34 @@ int32_t smp_sample_masked(smp_t *s, float *logits, const uint32_t *allow, float 
     return tok;
 }
 
+int smp_logprobs(smp_t *s, float *logits, int32_t tok, float *logprob, int *rank,
+                 eng_top_t *top, int n_top)
+{
+    const int V = s->n_vocab;
+    if (tok < 0 || tok >= V || n_top < 0 || n_top > SMP_MAX_TOP || n_top > V ||
+        (n_top > 0 && !top))
+        return -EINVAL;
+    float max;
+    if (clean_argmax(logits, V, &max) < 0)
+        return FD_ERANGE;
+    double lse = log_sum_exp(logits, V, max);
+    *logprob = (float)((double)logits[tok] - lse);
+    int above = 0;
+    for (int i = 0; i < V; i++)
+        above += logits[i] > logits[tok];
+    *rank = above + 1;
+    if (n_top > 0) {
+        if (cand_reserve(s, n_top) < 0)
+            return -ENOMEM;
+        select_top(logits, V, n_top, 1, s->cand);
+        for (int i = 0; i < n_top; i++) {
+            top[i].token = s->cand[i].id;
+            top[i].logprob = (float)((double)s->cand[i].logit - lse);
+        }
+    }
+    return 0;
+}
+
 /* OpenAI's defaults (temperature 1, nothing truncated, no penalties): what a client that
  * sets nothing expects.  repeat_last_n only matters once repeat_penalty != 1. */
 void eng_sampling_default(eng_sampling_t *s)

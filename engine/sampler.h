@@ -67,6 +67,16 @@ int32_t smp_sample(smp_t *s, float *logits, float *logprob, eng_top_t *top, int 
 int32_t smp_sample_masked(smp_t *s, float *logits, const uint32_t *allow, float *logprob,
                           eng_top_t *top, int n_top);
 
+/* The log-probability of token tok under the model's own distribution: the log-softmax of
+ * the raw logits at temperature 1, before any bias, penalty, mask or truncation (what vLLM
+ * reports for prompt tokens, and what a perplexity needs).  *rank: 1 + the number of tokens
+ * with a higher logit.  n_top alternatives as smp_sample gives them.  The logits are
+ * cleaned as smp_sample cleans them (NaN -> -inf, +inf -> FLT_MAX), nothing else changes.
+ * Returns 0, -EINVAL (tok outside the vocabulary, n_top out of range), FD_ERANGE (no
+ * finite logit), -ENOMEM. */
+int smp_logprobs(smp_t *s, float *logits, int32_t tok, float *logprob, int *rank,
+                 eng_top_t *top, int n_top);
+
 /* The sampler's exp kernel, for its test: y[i] = e^x[i] for x[i] <= 0 (relative error about
  * 1e-7; below -87 a value under 2e-38; -inf gives 0).  Any thread. */
 void smp_exp(const float *x, float *y, int n);

@@ -381,6 +381,25 @@ static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *
     return 0;
 }
 
+/* The LM head over the first n rows of hx, into host logits (n rows of n_vocab); fused:
+ * hx holds raw residual rows and the final RMS scale is deferred to the output. */
+static int head(fz_plan_t *p, int n, float *logits)
+{
+    const fz_model_src_t *m = &p->src;
+    int rc;
+    if (p->o.fused) {
+        fb_defer_t defer = { .kind = FB_NORM_RMS, .eps = m->eps };
+        rc = fb_matmul(p->be, &p->head.w, p->hx, n, p->logits, &defer);
+    } else {
+        rc = fb_rmsnorm(p->be, p->hx, n, m->n_embd, &p->out_norm, m->eps, p->hxn);
+        if (rc == 0)
+            rc = fb_matmul(p->be, &p->head.w, p->hxn, n, p->logits, NULL);
+    }
+    if (rc == 0)
+        rc = fb_to_host(p->be, logits, p->logits, (size_t)n * (size_t)m->n_vocab * sizeof(float));
+    return rc;
+}
+
 int fz_forward(fz_plan_t *p, const fz_kv_t *kv, const int32_t *tokens, const int32_t *pos,
                int n_rows, const fz_seq_t *seqs, int n_seqs, float *logits)
 {
@@ -395,27 +414,23 @@ int fz_forward(fz_plan_t *p, const fz_kv_t *kv, const int32_t *tokens, const int
         rc = layer_forward(p, l, kv, pos, n_rows, seqs, n_seqs);
     }
 
-    /* the last row of every sequence that wants logits, gathered */
-    int n_out = 0, row = 0;
+    /* the rows that want logits, gathered max_seqs at a time into hx: the head's output
+     * (n_vocab floats a row) is what must stay small, not the rows */
+    int n_out = 0, row = 0, n_done = 0;
     for (int s = 0; s < n_seqs && rc == 0; s++) {
         row += seqs[s].n_rows;
-        if (seqs[s].want_logits)
-            rc = fb_copy2d(p->be, p->hx + (size_t)n_out++ * E, E, p->x + (size_t)(row - 1) * E,
-                           E, 1, E);
-    }
-    if (rc == 0 && n_out > 0) {
-        if (p->o.fused) {
-            fb_defer_t defer = { .kind = FB_NORM_RMS, .eps = m->eps };
-            rc = fb_matmul(p->be, &p->head.w, p->hx, n_out, p->logits, &defer);
-        } else {
-            rc = fb_rmsnorm(p->be, p->hx, n_out, E, &p->out_norm, m->eps, p->hxn);
-            if (rc == 0)
-                rc = fb_matmul(p->be, &p->head.w, p->hxn, n_out, p->logits, NULL);
+        int nl = FD_MIN(FD_MAX(seqs[s].want_logits, 0), seqs[s].n_rows);
+        for (int r = row - nl; r < row && rc == 0; r++) {
+            rc = fb_copy2d(p->be, p->hx + (size_t)n_out++ * E, E, p->x + (size_t)r * E, E, 1, E);
+            if (rc == 0 && n_out == p->o.max_seqs) {
+                rc = head(p, n_out, logits + (size_t)n_done * (size_t)m->n_vocab);
+                n_done += n_out;
+                n_out = 0;
+            }
         }
-        if (rc == 0)
-            rc = fb_to_host(p->be, logits, p->logits,
-                            (size_t)n_out * (size_t)m->n_vocab * sizeof(float));
     }
+    if (rc == 0 && n_out > 0)
+        rc = head(p, n_out, logits + (size_t)n_done * (size_t)m->n_vocab);
     int rs = fb_sync(p->be);
     fb_mark(p->be, FB_MARK_STEP_END, n_rows);
     return rc ? rc : rs;

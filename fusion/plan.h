@@ -71,13 +71,16 @@ typedef struct fz_kv {
 typedef struct fz_seq {
     int slot;
     int n_rows;
-    bool want_logits;                /* the logits of its last row */
+    int want_logits;                 /* the logits of its last want_logits rows (0..n_rows;
+                                        true: the last row's) */
 } fz_seq_t;
 
 /* Runs every layer over n_rows tokens (host ids and positions), writes each row's K and V
  * into the cache at its slot and position, lets row i attend to positions 0..pos[i] of its
- * slot, and writes the logits of the last row of every sequence with want_logits to logits
- * (host, n_vocab floats each, in sequence order).  Returns after the backend is done.
+ * slot, and writes the logits of the rows that want them (the last want_logits rows of
+ * a sequence) to logits (host, n_vocab floats each, in row
+ * order).  Any number of rows up to n_rows may want logits: the LM head runs over them in
+ * groups of max_seqs rows, so its scratch stays max_seqs rows of n_vocab.  Returns after the backend is done.
  * Preconditions (the caller validates): n_rows <= max_rows, n_seqs <= max_seqs, ids in
  * range, positions inside the cache. */
 int fz_forward(fz_plan_t *p, const fz_kv_t *kv, const int32_t *tokens, const int32_t *pos,

@@ -1087,7 +1087,8 @@ static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
         }
     }
     if (j->stream && j->tc_on) {
-        /* what may be a tool call is held back until the choice ends */
+        /* what may be a tool call is held back: sent as calls as they take shape, or as
+         * content at the end when it turns out to be none */
         size_t safe = tc_stream_safe(s->chat_family, c->tc.buf, c->tc.len);
         size_t n = safe > c->tc_sent ? safe - c->tc_sent : 0;
         if (n || lp)

@@ -328,6 +328,8 @@ typedef struct coll {
     float lp[CO_MAX];
     eng_top_t top[CO_MAX][4];
     int n_top[CO_MAX];
+    bool prompt[CO_MAX];     /* a prompt log-probability event */
+    int rank[CO_MAX];
     int n;
     char text[8 * CO_MAX];
     size_t n_text;
@@ -374,6 +376,8 @@ static void on_event(void *ud, const eng_event_t *ev)
             c->tok[c->n] = ev->token;
             c->lp[c->n] = ev->logprob;
             c->n_top[c->n] = ev->n_top;
+            c->prompt[c->n] = ev->prompt;
+            c->rank[c->n] = ev->rank;
             for (int i = 0; i < ev->n_top && i < 4; i++)
                 c->top[c->n][i] = ev->top[i];
             c->n++;
@@ -2175,6 +2179,166 @@ START_TEST(test_model_prefix_cache)
 }
 END_TEST
 
+/* Prompt log-probabilities: for every prompt position i >= 1 a TOKEN event (prompt set), in
+ * order and before the first generated token, whose logprob, rank and top 3 equal the
+ * log-softmax (in double, here) of the logits the model gives feeding the prompt one token
+ * at a time, within 1e-4 nats.  A 30-token prompt, prefill chunks of 7 and sub-batches of 9
+ * rows (both shorter), CPU fused and unfused; the request's logit_bias (+5 on prompt[5])
+ * and repetition penalty leave the prompt's values alone (the raw model distribution); a
+ * cached prefix of the same prompt is not reused (n_cached 0); max_tokens 0 gives the
+ * prompt's alone and ends with "length"; bad requests are refused. */
+static void prompt_logprobs_match(bool fusion)
+{
+    enum { N = 30, V = 512, TOP = 3 };
+    const char *path = tu_shared("models/stories260K.gguf", 1);
+    int32_t prompt[N];
+    for (int i = 0; i < N; i++)
+        prompt[i] = i ? 2 + (i * 37) % 500 : 1;
+    /* the reference: one token a time, log-softmax in double */
+    static double ref[N][V];
+    {
+        llm_load_params_t lp;
+        llm_load_params_default(&lp);
+        lp.path = path;
+        lp.fusion = fusion;
+        lp.threads = 1;
+        llm_model_t *m = NULL;
+        char err[256];
+        ck_assert_msg(llm_load(&m, &lp, err, sizeof err) == 0, "%s", err);
+        int slot;
+        ck_assert_int_eq(llm_seq_alloc(m, &slot), 0);
+        float lg[V];
+        for (int i = 0; i < N; i++) {
+            llm_batch_entry_t e = { slot, &prompt[i], 1, true };
+            ck_assert_int_eq(llm_decode(m, &e, 1, lg), 0);
+            double mx = lg[0], sum = 0;
+            for (int v = 1; v < V; v++)
+                mx = fmax(mx, lg[v]);
+            for (int v = 0; v < V; v++)
+                sum += exp((double)lg[v] - mx);
+            for (int v = 0; v < V; v++)
+                ref[i][v] = (double)lg[v] - mx - log(sum);
+        }
+        llm_free(m);
+    }
+    eng_t *slot_e;
+    eng_params_t p;
+    eng_params_default(&p);
+    p.model_path = path;
+    p.threads = 1;
+    p.fusion = fusion;
+    p.max_running = 2;
+    p.prefill_chunk = 7;
+    p.max_batch_tokens = 9;
+    p.prefix_cache = true;
+    p.prefix_cache_min = 4;
+    p.check = true;
+    p.on_step = on_step_check;
+    p.on_step_ud = &slot_e;
+    slot_e = NULL;
+    char err[256];
+    eng_t *e = NULL;
+    ck_assert_msg(eng_open(&e, &p, err, sizeof err) == 0, "eng_open: %s", err);
+    slot_e = e;
+    /* the same prompt first without: its slot goes to the prefix cache */
+    coll_t *plain = coll_new();
+    submit(e, prompt, N, 2, NULL, plain);
+    coll_wait(plain);
+    ck_assert_int_eq(plain->n, 2);
+
+    eng_logit_bias_t bias = { prompt[5], 5.0f };
+    for (int mt = 0; mt <= 2; mt += 2) {
+        eng_request_t q;
+        memset(&q, 0, sizeof q);
+        q.prompt = prompt;
+        q.n_prompt = N;
+        q.max_tokens = mt;
+        eng_sampling_default(&q.sampling);
+        q.sampling.temperature = 0;
+        q.sampling.n_probs = 1;
+        q.sampling.logit_bias = &bias;
+        q.sampling.n_logit_bias = 1;
+        q.sampling.repeat_penalty = 1.3f;
+        q.prompt_logprobs = true;
+        q.prompt_top = TOP;
+        q.on_event = on_event;
+        coll_t *c = coll_new();
+        q.ud = c;
+        ck_assert_msg(eng_submit(e, &q, &c->id, err, sizeof err) == 0, "%s", err);
+        /* a plain request beside it, sharing the steps */
+        coll_t *other = coll_new();
+        submit(e, prompt + 3, 11, 3, NULL, other);
+        coll_wait(c);
+        coll_wait(other);
+        ck_assert_int_eq(other->n, 3);
+        ck_assert_msg(c->finish == ENG_FINISH_LENGTH, "finish %d", c->finish);
+        ck_assert_int_eq(c->t.n_cached, 0);
+        ck_assert_int_eq(c->n, N - 1 + mt);
+        double worst = 0;
+        for (int i = 1; i < N; i++) {
+            int k = i - 1;
+            const double *r = ref[i - 1];
+            ck_assert(c->prompt[k]);
+            ck_assert_int_eq(c->tok[k], prompt[i]);
+            worst = fmax(worst, fabs(c->lp[k] - r[prompt[i]]));
+            ck_assert_msg(fabs(c->lp[k] - r[prompt[i]]) <= 1e-4, "pos %d: %g, reference %g",
+                          i, (double)c->lp[k], r[prompt[i]]);
+            /* ranks: the reference's, up to tokens within 1e-4 of the token (near ties) */
+            int lo = 1, hi = 1;
+            for (int v = 0; v < V; v++) {
+                lo += r[v] > r[prompt[i]] + 1e-4;
+                hi += r[v] > r[prompt[i]] - 1e-4;
+            }
+            ck_assert_msg(c->rank[k] >= lo && c->rank[k] <= hi, "pos %d: rank %d, reference "
+                          "%d..%d", i, c->rank[k], lo, hi);
+            ck_assert_int_eq(c->n_top[k], TOP);
+            for (int t = 0; t < TOP; t++) {
+                int better = 0, close = 0;
+                for (int v = 0; v < V; v++) {
+                    better += r[v] > r[c->top[k][t].token] + 1e-4;
+                    close += r[v] > r[c->top[k][t].token] - 1e-4;
+                }
+                ck_assert_msg(better <= t && close >= t, "pos %d alternative %d is rank %d..%d",
+                              i, t, better + 1, close + 1);
+                ck_assert(fabs(c->top[k][t].logprob - r[c->top[k][t].token]) <= 1e-4);
+            }
+        }
+        for (int g = 0; g < mt; g++)
+            ck_assert(!c->prompt[N - 1 + g]);
+        printf("prompt logprobs (fusion %d, max_tokens %d): worst %.3g nats off the "
+               "reference\n", fusion, mt, worst);
+        coll_free(c);
+        coll_free(other);
+    }
+    /* bad requests */
+    eng_request_t q;
+    memset(&q, 0, sizeof q);
+    q.prompt = prompt;
+    q.n_prompt = N;
+    q.max_tokens = 0;
+    eng_sampling_default(&q.sampling);
+    q.on_event = on_event;
+    ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), -EINVAL);
+    ck_assert_msg(strstr(err, "max_tokens"), "%s", err);
+    q.prompt_logprobs = true;
+    q.prompt_top = 21;
+    ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), -EINVAL);
+    q.prompt_top = -1;
+    ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), -EINVAL);
+    q.max_tokens = -1;
+    q.prompt_top = 0;
+    ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), -EINVAL);
+    coll_free(plain);
+    eng_close(e);
+    ck_assert_msg(n_check_failures == 0, "invariant: %s", check_msg);
+}
+
+START_TEST(test_model_prompt_logprobs_fused) { prompt_logprobs_match(true); }
+END_TEST
+
+START_TEST(test_model_prompt_logprobs_unfused) { prompt_logprobs_match(false); }
+END_TEST
+
 START_TEST(test_model_open_errors)
 {
     eng_params_t p;
@@ -2233,6 +2397,8 @@ int main(void)
         tcase_add_test(tm, test_model_prefill_interleaves);
         tcase_add_test(tm, test_model_open_errors);
         tcase_add_test(tm, test_model_prefix_cache);
+        tcase_add_test(tm, test_model_prompt_logprobs_fused);
+        tcase_add_test(tm, test_model_prompt_logprobs_unfused);
         suite_add_tcase(s, tm);
     } else {
         fprintf(stderr, "SKIP: the stories260K tests: shared test data missing (set "

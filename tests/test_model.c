@@ -2,7 +2,9 @@
  * exactly the reference (both files, fusion on and off), fused and unfused logits agree,
  * quantized random models stay within a justified bound of their F32 twin, several
  * sequences decoded together (mixed prefill and decode, split sub-batches) give what each
- * gives alone, qwen2-style models run, and bad files and bad batches fail clearly. */
+ * gives alone, qwen2-style models run, an entry's logits of all its rows (prompt
+ * log-probabilities) equal those of its tokens fed one at a time, and bad files and bad
+ * batches fail clearly. */
 #include <math.h>
 
 #include "backends/quants.h"
@@ -481,6 +483,67 @@ START_TEST(test_batch_equals_alone)
 }
 END_TEST
 
+/* want_logits > 1: every wanted row's logits equal the last-row logits of the same prompt fed
+ * one token at a time (an independent path: one row per step, 1 wanted), for both plans,
+ * with 5-row sub-batches (the prompt spans several), a head of 3 rows at a time (n_seq_max
+ * 3: the rows go through it in groups), prefill chunks of 10 and 13 tokens, a partial
+ * want (the last 4 rows) and other entries in the same batch before and after it. */
+static void all_rows_match(bool fusion)
+{
+    const char *path = tu_shared("models/stories260K.gguf", 1);
+    enum { N = 23, V = 512 };
+    int32_t toks[N], other[4] = { 1, 50, 60, 70 };
+    for (int i = 0; i < N; i++)
+        toks[i] = i ? 2 + (i * 37) % 500 : 1;
+    static float ref[N][V], got[N + 2][V];
+    llm_model_t *m = load(path, fusion, 1, 0, 0);
+    int slot;
+    ck_assert_int_eq(llm_seq_alloc(m, &slot), 0);
+    for (int i = 0; i < N; i++) {
+        llm_batch_entry_t e = { slot, &toks[i], 1, true };
+        ck_assert_int_eq(llm_decode(m, &e, 1, ref[i]), 0);
+    }
+    llm_free(m);
+
+    m = load(path, fusion, 3, 5, 0);
+    int a, b;
+    ck_assert_int_eq(llm_seq_alloc(m, &a), 0);
+    ck_assert_int_eq(llm_seq_alloc(m, &b), 0);
+    /* chunk 1: another sequence's prompt (last row), then 10 prompt rows, all wanted */
+    llm_batch_entry_t c1[2] = { { b, other, 4, true }, { a, toks, 10, 10 } };
+    ck_assert_int_eq(llm_decode(m, c1, 2, got[0]), 0);
+    for (int i = 0; i < 10; i++)
+        ck_assert_msg(logit_diff(got[1 + i], ref[i], V) <= 1e-5, "row %d (fusion %d)", i,
+                      fusion);
+    /* chunk 2: the remaining 13 rows, all wanted, then the other sequence's next token */
+    int32_t next = 9;
+    llm_batch_entry_t c2[2] = { { a, toks + 10, 13, 13 }, { b, &next, 1, true } };
+    ck_assert_int_eq(llm_decode(m, c2, 2, got[0]), 0);
+    for (int i = 10; i < N; i++)
+        ck_assert_msg(logit_diff(got[i - 10], ref[i], V) <= 1e-5, "row %d (fusion %d)", i,
+                      fusion);
+    /* the same 13 rows again, only the last 4 wanted: those rows, in order */
+    ck_assert_int_eq(llm_seq_truncate(m, a, 10), 0);
+    llm_batch_entry_t c3 = { a, toks + 10, 13, 4 };
+    ck_assert_int_eq(llm_decode(m, &c3, 1, got[0]), 0);
+    for (int i = 0; i < 4; i++)
+        ck_assert_msg(logit_diff(got[i], ref[N - 4 + i], V) <= 1e-5, "partial row %d", i);
+    /* a count outside 0..n_tokens is refused, nothing runs */
+    ck_assert_int_eq(llm_seq_truncate(m, a, 10), 0);
+    c3.want_logits = 14;
+    ck_assert_int_eq(llm_decode(m, &c3, 1, got[0]), -EINVAL);
+    c3.want_logits = -1;
+    ck_assert_int_eq(llm_decode(m, &c3, 1, got[0]), -EINVAL);
+    ck_assert_int_eq(llm_seq_len(m, a), 10);
+    llm_free(m);
+}
+
+START_TEST(test_all_rows_fused) { all_rows_match(true); }
+END_TEST
+
+START_TEST(test_all_rows_unfused) { all_rows_match(false); }
+END_TEST
+
 /* ---- bad input ---- */
 
 START_TEST(test_bad_batch)
@@ -835,6 +898,8 @@ int main(void)
     tcase_add_test(ref, test_fused_unfused_logits);
     tcase_add_test(ref, test_batch_equals_alone);
     tcase_add_test(ref, test_bad_batch);
+    tcase_add_test(ref, test_all_rows_fused);
+    tcase_add_test(ref, test_all_rows_unfused);
     suite_add_tcase(s, ref);
     TCase *rnd = tcase_create("random");
     tcase_add_test(rnd, test_quantized_types);

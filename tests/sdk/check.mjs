@@ -286,6 +286,27 @@ if (check(L && Array.isArray(L.tokens), 'completion logprobs object', show(L))) 
     show(L.text_offset));
 }
 
+// Echo with logprobs (lm-evaluation-harness's loglikelihood request): the prompt's tokens
+// first, position 0 null, every later one a logprob; max_tokens 0 answers the prompt alone.
+{
+  const ev = await client.completions.create({ model, prompt: PROMPT, max_tokens: 1,
+    temperature: 0, logprobs: 1, echo: true });
+  const E = ev.choices[0].logprobs;
+  if (check(E && Array.isArray(E.token_logprobs), 'echo logprobs object', show(E))) {
+    check(E.token_logprobs[0] === null && E.top_logprobs[0] === null, 'echo: position 0 is null',
+      show(E.token_logprobs));
+    check(E.token_logprobs.slice(1).every((x) => typeof x === 'number' && x <= 0),
+      'echo: every later position has a logprob', show(E.token_logprobs));
+    eq(E.tokens.length, ev.usage.prompt_tokens + 1, 'echo: the prompt tokens and the generated one');
+  }
+  const z = await client.completions.create({ model, prompt: PROMPT, max_tokens: 0,
+    logprobs: 0, echo: true });
+  eq(z.choices[0].text, PROMPT, 'echo with max_tokens 0: the prompt alone');
+  eq(z.usage.completion_tokens, 0, 'echo with max_tokens 0: no generated token');
+  eq(z.choices[0].logprobs.token_logprobs.length, z.usage.prompt_tokens,
+    'echo with max_tokens 0: one entry per prompt token');
+}
+
 // Streamed completion == the whole one; the last choice chunk has finish_reason.
 async function collect(stream) {
   const chunks = [];

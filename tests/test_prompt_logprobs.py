@@ -220,6 +220,16 @@ def streaming(d):
     check(st == 200 and frames and len(frames[0]["choices"][0]["logprobs"]["tokens"]) == len(ids),
           "streamed max_tokens 0: the prompt's tokens")
     check(frames[-1]["choices"][0]["finish_reason"] == "length", "then finish_reason length")
+    # chat streamed with prompt_logprobs: on the first chunk (the role's)
+    st, frames = d.stream("/v1/chat/completions", {
+        "messages": [{"role": "user", "content": "Hi there"}], "max_tokens": 2,
+        "prompt_logprobs": 1, "stream": True, "stream_options": {"include_usage": True}})
+    n = frames[-1]["usage"]["prompt_tokens"] if frames and frames[-1].get("usage") else -1
+    pl = frames[0].get("prompt_logprobs") if frames else None
+    check(st == 200 and frames[0]["choices"][0]["delta"].get("role") == "assistant" and
+          isinstance(pl, list) and len(pl) == n and pl[0] is None and
+          all(isinstance(x, dict) and 1 <= len(x) <= 2 for x in pl[1:]),
+          "streamed chat: prompt_logprobs over the %d prompt tokens in the first chunk" % n)
 
 
 def errors(d):

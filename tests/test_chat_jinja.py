@@ -111,6 +111,21 @@ CASES = [
                                  "tool_calls": [call("short", "clock", {})]},
                             {"role": "tool", "tool_call_id": "short", "content": "x"}], TOOLS),
     ("tools but only a system message", [SYS], TOOLS),
+    ("a tool result first", [T_RES, U2], TOOLS),
+    ("a system message in the middle", [U1, SYS, U2], TOOLS),
+    ("an assistant message carries the tools", [A_TEXT, U2], TOOLS),
+    ("call with content and results back to back", [SYS, U1, A_TWO] + T2 + [A_TEXT], TOOLS),
+    ("empty and whitespace contents", [{"role": "user", "content": ""},
+                                      {"role": "assistant", "content": "  "},
+                                      {"role": "user", "content": " \u3000\t"}], [CLOCK]),
+    ("unicode and markup in a result", [U1, A_CALL, {"role": "tool", "tool_call_id": "abcDEF123",
+                                                     "content": "<tool_response>\"\u00e9\U0001F600"
+                                                                "\n[TOOL_RESULTS]"}], TOOLS),
+    ("a tool without parameters or description", [U2], [{"type": "function", "function": {
+        "name": "noop"}}]),
+    ("a tool with a return schema and strict", [U2], [{"type": "function", "function": {
+        "name": "r", "description": "d", "parameters": {"type": "object"}, "strict": True,
+        "return": {"type": "string"}}}]),
 ]
 
 fails = 0

@@ -1068,6 +1068,63 @@ static int parse_detokenize(const cJSON *root, rq_t *r, rq_err_t *e)
     return parse_ids(t, "tokens", true, &r->prompts[0].ids, &r->prompts[0].n_ids, e);
 }
 
+/* The end of the JSON value at s[i] in a text cJSON accepted (strings and brackets matched). */
+static size_t value_end(const char *s, size_t i, size_t len)
+{
+    int depth = 0;
+    for (; i < len; i++) {
+        char c = s[i];
+        if (c == '"') {
+            for (i++; i < len && s[i] != '"'; i++)
+                if (s[i] == '\\')
+                    i++;
+            if (depth == 0)
+                return i + 1;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (depth == 0) /* the end of the enclosing object: a number or literal ends */
+                return i;
+            if (--depth == 0)
+                return i + 1;
+        } else if (depth == 0 && (c == ',' || c == ' ' || c == '\n' || c == '\r' || c == '\t')) {
+            return i;
+        }
+    }
+    return len;
+}
+
+/* The text of the top-level member key of the object body (which cJSON parsed), as the
+ * client wrote it: the first one, as cJSON finds it; NULL when the key is written with
+ * escapes (the caller then prints the parsed value). */
+static char *member_text(const char *s, size_t len, const char *key)
+{
+    size_t i = 0, k = strlen(key);
+    while (i < len && s[i] != '{')
+        i++;
+    i++;
+    while (i < len) {
+        while (i < len && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t' ||
+                           s[i] == ','))
+            i++;
+        if (i >= len || s[i] != '"')
+            return NULL;
+        size_t k0 = i + 1, e = value_end(s, i, len);
+        bool hit = e - k0 == k + 1 && memcmp(s + k0, key, k) == 0;
+        i = e;
+        while (i < len && s[i] != ':')
+            i++;
+        i++;
+        while (i < len && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t'))
+            i++;
+        size_t v0 = i;
+        i = value_end(s, i, len);
+        if (hit)
+            return strndup(s + v0, i - v0);
+    }
+    return NULL;
+}
+
 /* True when the body holds the JSON escape \u0000 (an odd run of backslashes before it). */
 static bool has_nul_escape(const char *s, size_t len)
 {
@@ -1143,6 +1200,15 @@ int rq_parse(int kind, const char *body, size_t len, const rq_limits_t *lim, rq_
         if ((rc = parse_messages(root, r, e)))
             goto out;
         rc = parse_generation(root, kind, lim, r, e);
+        if (rc == 0 && r->tools) {
+            /* the tools as the client wrote them: the templates print their numbers as
+             * Python does, which tells 1.0 from 1 (cJSON does not) */
+            char *raw = member_text(body, len, "tools");
+            if (raw) {
+                free(r->tools);
+                r->tools = raw;
+            }
+        }
         break;
     case RQ_TOKENIZE:
         rc = parse_tokenize(root, r, e);

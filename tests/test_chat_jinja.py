@@ -74,6 +74,9 @@ WEATHER = {"type": "function", "function": {
         "ratio": {"type": "number", "default": 0.5},
         "alerts": {"type": "boolean", "default": False},
         "tags": {"type": "array", "items": {"type": "string"}},
+        "temp": {"type": "number", "minimum": 0.0, "maximum": 1e2, "default": 2.50,
+                 "exclusiveMinimum": -0, "multipleOf": 1e-7},
+        "id": {"type": "integer", "maximum": 123456789012345678901234567890},
         "empty": {}}, "required": ["city"]}}}
 CLOCK = {"type": "function", "function": {"name": "clock", "parameters": {
     "type": "object", "properties": {}}}}
@@ -85,7 +88,8 @@ def call(cid, name, args):
 
 
 ARGS = {"city": "Paris \"Left\" \\bank\n{x}", "unit": "c", "days": 3, "ratio": 0.25,
-        "alerts": True, "tags": ["a", "ü"], "nested": {"k": [1, 2.5, None]}}
+        "alerts": True, "tags": ["a", "ü"], "nested": {"k": [1, 2.5, None, 1.0, -0.0, 1e20]},
+        "big": 98765432109876543210}
 SYS = {"role": "system", "content": "  You are a helpful bot.  "}
 U1 = {"role": "user", "content": " What's the weather in Paris? "}
 A_CALL = {"role": "assistant", "content": None, "tool_calls": [call("abcDEF123", "get_weather", ARGS)]}
@@ -141,10 +145,14 @@ for fam, (fname, bos, eos) in FAMILIES.items():
                 refused = None
             except Refused as e:
                 want, refused = None, str(e)
+            # as a client sends them: arguments and tools as JSON text (numbers as written)
+            sent = [dict(m, tool_calls=[dict(c, function=dict(
+                c["function"], arguments=json.dumps(c["function"]["arguments"])))
+                for c in m["tool_calls"]]) if m.get("tool_calls") else m for m in msgs]
             req = {"family": fam, "bos": bos, "eos": eos, "add_generation_prompt": agp,
-                   "messages": msgs}
+                   "messages": sent}
             if tools is not None:
-                req["tools"] = tools
+                req["tools_text"] = json.dumps(tools)
             p = subprocess.run([RENDER], input=json.dumps(req).encode(), capture_output=True)
             got = p.stdout.decode("utf-8")
             checked += 1

@@ -227,6 +227,22 @@ START_TEST(test_tool_fields)
     ck_assert_int_eq(r.tool_choice, RQ_TOOLS_REQUIRED);
     rq_free(&r);
 
+    /* the tools as written (1.0 stays 1.0 for the templates), the first of two; a key
+     * written with escapes falls back to cJSON's print */
+    ck_assert_int_eq(parse(RQ_CHAT, "{ \"n\" : 1 , \"tools\" :\n [ {\"type\": \"function\", "
+                                    "\"function\": {\"name\": \"f\", \"parameters\": {\"x\": "
+                                    "[1.0, \"]\\\"\"]}}} ] , \"tools\": [], \"messages\":[{\"role\":"
+                                    "\"user\",\"content\":\"x\"}]}", &r, &e), 0);
+    ck_assert_str_eq(r.tools, "[ {\"type\": \"function\", \"function\": {\"name\": \"f\", "
+                              "\"parameters\": {\"x\": [1.0, \"]\\\"\"]}}} ]");
+    rq_free(&r);
+    ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                                    "\"tool\\u0073\":[{\"type\":\"function\",\"function\":{"
+                                    "\"name\":\"f\",\"parameters\":{\"m\":1.0}}}]}", &r, &e), 0);
+    ck_assert_str_eq(r.tools, "[{\"type\":\"function\",\"function\":{\"name\":\"f\","
+                              "\"parameters\":{\"m\":1}}}]");
+    rq_free(&r);
+
     /* a round trip: the call (content null, then absent) and its result */
     static const char *const contents[] = {"\"content\":null,", ""};
     for (int k = 0; k < 2; k++) {

@@ -601,7 +601,6 @@ static const struct unsupported {
     {"guided_choice", K_CMPL | K_CHAT, NEU_EMPTY, 0, "choice-constrained output"},
     {"guided_grammar", K_CMPL | K_CHAT, NEU_EMPTY, 0, "grammar-constrained output"},
     {"structured_outputs", K_CMPL | K_CHAT, NEU_EMPTY, 0, "constrained output"},
-    {"prompt_logprobs", K_CMPL | K_CHAT, NEU_NULL, 0, "log-probabilities of the prompt"},
     /* llama-server's: n_probs is its logprobs (use logprobs), the others switch on samplers
      * fusiond does not have; their "off" values, which its web UI sends, are served. */
     {"n_probs", K_CMPL | K_CHAT, NEU_NUM, 0, "log-probabilities (use 'logprobs')"},
@@ -930,10 +929,11 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
     const char *mt = "max_tokens";
     if (kind == RQ_CHAT && field(root, "max_completion_tokens"))
         mt = "max_completion_tokens";
-    if ((rc = get_int(root, mt, 1, 0x7fffffff, &have, &v, e)))
+    if ((rc = get_int(root, mt, 0, 0x7fffffff, &have, &v, e)))
         return rc;
     if (have) {
-        r->max_tokens = (int)v;
+        /* 0 is only the prompt-alone request of echo, checked once echo is known */
+        r->max_tokens = v == 0 ? RQ_PROMPT_ONLY : (int)v;
         r->max_tokens_field = mt;
     } else if (field(root, "n_predict")) {
         /* llama-server's name for it, which its clients send to the OpenAI endpoints too;
@@ -977,6 +977,12 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
     if ((rc = parse_stop(root, lim, r, e)) || (rc = parse_logit_bias(root, lim, r, e)))
         return rc;
 
+    /* vLLM's -1 (the whole vocabulary at every position) is not served: 20 at most */
+    if ((rc = get_int(root, "prompt_logprobs", 0, RQ_MAX_LOGPROBS, &have, &v, e)))
+        return rc;
+    if (have)
+        r->prompt_logprobs = (int)v;
+
     if ((rc = get_bool(root, "stream", &r->stream, e)) ||
         (rc = get_bool(root, "ignore_eos", &r->ignore_eos, e)))
         return rc;
@@ -1006,6 +1012,9 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
             return rc;
         if (have)
             r->logprobs = (int)v;
+        if (r->max_tokens == RQ_PROMPT_ONLY && !r->echo)
+            return bad(e, mt, "'%s' is 0: it must be at least 1 (0 only with 'echo': true, "
+                       "for the prompt alone)", mt);
     } else {
         bool lp = false;
         if ((rc = get_bool(root, "logprobs", &lp, e)))
@@ -1016,6 +1025,8 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
             return bad(e, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
         if (lp)
             r->logprobs = have ? (int)v : 0;
+        if (r->max_tokens == RQ_PROMPT_ONLY)
+            return bad(e, mt, "'%s' is 0: it must be at least 1", mt);
         if ((rc = get_bool(root, "add_generation_prompt", &r->add_generation_prompt, e)))
             return rc;
         if ((rc = parse_tools(root, r, e)))
@@ -1148,6 +1159,7 @@ int rq_parse(int kind, const char *body, size_t len, const rq_limits_t *lim, rq_
     r->kind = kind;
     r->n = 1;
     r->logprobs = -1;
+    r->prompt_logprobs = -1;
     r->add_special = true;
     r->add_generation_prompt = true;
     /* OpenAI's defaults, which are the API's business rather than the engine's. */
@@ -1309,7 +1321,9 @@ int rq_resolve_max_tokens(const rq_t *r, size_t n_prompt, int n_ctx, int *max_to
         return -EINVAL;
     }
     int room = n_ctx - (int)n_prompt;
-    if (r->max_tokens == RQ_TO_CONTEXT) {
+    if (r->max_tokens == RQ_PROMPT_ONLY) {
+        *max_tokens = 0;
+    } else if (r->max_tokens == RQ_TO_CONTEXT) {
         *max_tokens = room;
     } else if (r->max_tokens > 0) {
         if (r->max_tokens > room) {

@@ -97,6 +97,73 @@ static cJSON *bytes_array(const tok_t *tok, int32_t id)
     return a;
 }
 
+/* A completions top_logprobs entry: {"<token text>": logprob} of the n best alternatives
+ * (best first), and with self the token itself when it is not among them. */
+static bool top_put(const oai_resp_t *r, cJSON *t, int32_t id, float logprob)
+{
+    char buf[512];
+    size_t n = token_bytes(r->tok, id, buf, sizeof buf);
+    char *key = oai_utf8_clean(buf, n);
+    bool ok = key && !cJSON_GetObjectItemCaseSensitive(t, key)
+                  ? put(t, key, cJSON_CreateNumber(logprob))
+                  : key != NULL; /* two ids with one spelling: keep the better one */
+    free(key);
+    return ok;
+}
+
+static cJSON *top_object(const oai_resp_t *r, const oai_lp_t *lp, int n, bool self)
+{
+    cJSON *t = cJSON_CreateObject();
+    bool ok = t != NULL, have_self = false;
+    for (int k = 0; ok && k < n; k++) {
+        ok = top_put(r, t, lp->top[k].token, lp->top[k].logprob);
+        have_self |= lp->top[k].token == lp->token;
+    }
+    if (ok && self && !have_self)
+        ok = top_put(r, t, lp->token, lp->logprob);
+    if (!ok) {
+        cJSON_Delete(t);
+        return NULL;
+    }
+    return t;
+}
+
+/* vLLM's prompt_logprobs: [null, {"<id>": {"logprob", "rank", "decoded_token"}, ...}, ...]
+ * over the prompt's positions: the prompt token, then the best n alternatives (rank k + 1). */
+static bool plp_put(const oai_resp_t *r, cJSON *d, int32_t id, float logprob, int rank)
+{
+    char key[16];
+    snprintf(key, sizeof key, "%d", (int)id);
+    if (cJSON_GetObjectItemCaseSensitive(d, key))
+        return true;
+    cJSON *o = cJSON_CreateObject();
+    return put(d, key, o) && put(o, "logprob", cJSON_CreateNumber(logprob)) &&
+           put(o, "rank", cJSON_CreateNumber(rank)) &&
+           put(o, "decoded_token", token_string(r->tok, id));
+}
+
+static cJSON *prompt_logprobs(const oai_resp_t *r, const oai_choice_t *c)
+{
+    cJSON *a = cJSON_CreateArray();
+    bool ok = a != NULL;
+    for (size_t i = 0; ok && i < c->n_plp_ids; i++) {
+        const oai_lp_t *pl = i >= 1 && i - 1 < c->n_plp ? &c->plp[i - 1] : NULL;
+        if (!pl) {
+            ok = put(a, NULL, cJSON_CreateNull());
+            continue;
+        }
+        cJSON *d = cJSON_CreateObject();
+        ok = put(a, NULL, d) && plp_put(r, d, pl->token, pl->logprob, pl->rank);
+        for (int k = 0; ok && k < FD_MIN(pl->n_top, c->prompt_top); k++)
+            ok = plp_put(r, d, pl->top[k].token, pl->top[k].logprob, k + 1);
+    }
+    if (!ok) {
+        cJSON_Delete(a);
+        return NULL;
+    }
+    return a;
+}
+
 /* Completions: {"tokens", "token_logprobs", "top_logprobs", "text_offset"}. */
 static cJSON *completion_logprobs(const oai_resp_t *r, const oai_choice_t *c)
 {
@@ -109,8 +176,11 @@ static cJSON *completion_logprobs(const oai_resp_t *r, const oai_choice_t *c)
     for (size_t i = 0; ok && i < c->n_echo; i++) {
         char buf[512];
         size_t n = token_bytes(r->tok, c->echo_ids[i], buf, sizeof buf);
-        ok = put(toks, NULL, str_n(buf, n)) && put(lps, NULL, cJSON_CreateNull()) &&
-             put(tops, NULL, cJSON_CreateNull()) &&
+        const oai_lp_t *pl = i >= 1 && i - 1 < c->n_plp ? &c->plp[i - 1] : NULL;
+        ok = put(toks, NULL, str_n(buf, n)) &&
+             put(lps, NULL, pl ? cJSON_CreateNumber(pl->logprob) : cJSON_CreateNull()) &&
+             put(tops, NULL, pl ? top_object(r, pl, FD_MIN(pl->n_top, c->echo_top), true)
+                                : cJSON_CreateNull()) &&
              put(offs, NULL, cJSON_CreateNumber((double)off));
         off += n;
     }
@@ -119,17 +189,7 @@ static cJSON *completion_logprobs(const oai_resp_t *r, const oai_choice_t *c)
         ok = put(toks, NULL, token_string(r->tok, lp->token)) &&
              put(lps, NULL, cJSON_CreateNumber(lp->logprob)) &&
              put(offs, NULL, cJSON_CreateNumber((double)lp->text_offset));
-        cJSON *t = ok ? cJSON_CreateObject() : NULL;
-        ok = ok && put(tops, NULL, t);
-        for (int k = 0; ok && k < lp->n_top; k++) {
-            char buf[512];
-            size_t n = token_bytes(r->tok, lp->top[k].token, buf, sizeof buf);
-            char *key = oai_utf8_clean(buf, n);
-            ok = key && !cJSON_GetObjectItemCaseSensitive(t, key)
-                     ? put(t, key, cJSON_CreateNumber(lp->top[k].logprob))
-                     : key != NULL; /* two ids with one spelling: keep the better one */
-            free(key);
-        }
+        ok = ok && put(tops, NULL, top_object(r, lp, lp->n_top, false));
     }
     if (!ok) {
         cJSON_Delete(o);
@@ -256,6 +316,8 @@ static cJSON *choice_obj(const oai_resp_t *r, const oai_choice_t *c)
                                          : completion_logprobs(r, c);
         ok = put(o, "logprobs", lp);
     }
+    if (ok && r->kind != RQ_CHAT && c->prompt_logprobs)
+        ok = put(o, "prompt_logprobs", prompt_logprobs(r, c));
     if (ok)
         ok = put(o, "finish_reason", c->finish_reason ? cJSON_CreateString(c->finish_reason)
                                                       : cJSON_CreateNull());
@@ -281,6 +343,8 @@ char *oai_response(const oai_resp_t *r)
     ok = ok && put(root, "choices", choices);
     for (int i = 0; ok && i < r->n_choices; i++)
         ok = put(choices, NULL, choice_obj(r, &r->choices[i]));
+    if (ok && r->kind == RQ_CHAT && r->n_choices > 0 && r->choices[0].prompt_logprobs)
+        ok = put(root, "prompt_logprobs", prompt_logprobs(r, &r->choices[0]));
     if (ok && !r->usage && r->usage_null)
         ok = put(root, "usage", cJSON_CreateNull());
     if (ok && r->usage) {

@@ -17,12 +17,13 @@
 
 #define OAI_MAX_TOP 20
 
-typedef struct oai_lp {         /* one generated token and its log-probabilities */
+typedef struct oai_lp {         /* one generated (or prompt) token and its log-probabilities */
     int32_t token;
     float logprob;
     int n_top;
     eng_top_t top[OAI_MAX_TOP];
     size_t text_offset;         /* byte offset of the token's text in the choice's text */
+    int rank;                   /* prompt tokens: rank in the vocabulary (1 = the best) */
 } oai_lp_t;
 
 typedef struct oai_tool_call {  /* one entry of message.tool_calls or of a delta's */
@@ -44,8 +45,23 @@ typedef struct oai_choice {
     bool logprobs;              /* emit a logprobs object (else null) */
     const oai_lp_t *lp;
     size_t n_lp;
-    const int32_t *echo_ids;    /* completions with echo and logprobs: prompt tokens, whose */
-    size_t n_echo;              /* logprobs are null, before the generated ones */
+    const int32_t *echo_ids;    /* completions with echo and logprobs: prompt tokens, before */
+    size_t n_echo;              /* the generated ones */
+    /* The prompt's log-probabilities: plp[i - 1] is prompt position i's (i >= 1; position 0
+     * has none: null, as OpenAI and vLLM answer).  Positions past n_plp are null.
+     * Completions with echo and logprobs: in token_logprobs / top_logprobs (the top
+     * alternatives, up to echo_top, and the prompt token itself, as vLLM lists it).
+     * prompt_logprobs (vLLM's field): "prompt_logprobs" over plp_ids (the prompt):
+     * [null, {"<id>": {"logprob", "rank", "decoded_token"}, ...}, ...], the prompt token and
+     * the best prompt_top alternatives; on the choice for completions, on the response
+     * (the first choice's) for chat, where vLLM puts it. */
+    const oai_lp_t *plp;
+    size_t n_plp;
+    int echo_top;
+    bool prompt_logprobs;
+    int prompt_top;
+    const int32_t *plp_ids;
+    size_t n_plp_ids;
 } oai_choice_t;
 
 typedef struct oai_timings {

@@ -601,7 +601,6 @@ static const struct unsupported {
     {"guided_choice", K_CMPL | K_CHAT, NEU_EMPTY, 0, "choice-constrained output"},
     {"guided_grammar", K_CMPL | K_CHAT, NEU_EMPTY, 0, "grammar-constrained output"},
     {"structured_outputs", K_CMPL | K_CHAT, NEU_EMPTY, 0, "constrained output"},
-    {"prompt_logprobs", K_CMPL | K_CHAT, NEU_NULL, 0, "log-probabilities of the prompt"},
     /* llama-server's: n_probs is its logprobs (use logprobs), the others switch on samplers
      * fusiond does not have; their "off" values, which its web UI sends, are served. */
     {"n_probs", K_CMPL | K_CHAT, NEU_NUM, 0, "log-probabilities (use 'logprobs')"},
@@ -930,10 +929,11 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
     const char *mt = "max_tokens";
     if (kind == RQ_CHAT && field(root, "max_completion_tokens"))
         mt = "max_completion_tokens";
-    if ((rc = get_int(root, mt, 1, 0x7fffffff, &have, &v, e)))
+    if ((rc = get_int(root, mt, 0, 0x7fffffff, &have, &v, e)))
         return rc;
     if (have) {
-        r->max_tokens = (int)v;
+        /* 0 is only the prompt-alone request of echo, checked once echo is known */
+        r->max_tokens = v == 0 ? RQ_PROMPT_ONLY : (int)v;
         r->max_tokens_field = mt;
     } else if (field(root, "n_predict")) {
         /* llama-server's name for it, which its clients send to the OpenAI endpoints too;
@@ -977,6 +977,12 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
     if ((rc = parse_stop(root, lim, r, e)) || (rc = parse_logit_bias(root, lim, r, e)))
         return rc;
 
+    /* vLLM's -1 (the whole vocabulary at every position) is not served: 20 at most */
+    if ((rc = get_int(root, "prompt_logprobs", 0, RQ_MAX_LOGPROBS, &have, &v, e)))
+        return rc;
+    if (have)
+        r->prompt_logprobs = (int)v;
+
     if ((rc = get_bool(root, "stream", &r->stream, e)) ||
         (rc = get_bool(root, "ignore_eos", &r->ignore_eos, e)))
         return rc;
@@ -1006,6 +1012,9 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
             return rc;
         if (have)
             r->logprobs = (int)v;
+        if (r->max_tokens == RQ_PROMPT_ONLY && !r->echo)
+            return bad(e, mt, "'%s' is 0: it must be at least 1 (0 only with 'echo': true, "
+                       "for the prompt alone)", mt);
     } else {
         bool lp = false;
         if ((rc = get_bool(root, "logprobs", &lp, e)))
@@ -1016,6 +1025,8 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
             return bad(e, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
         if (lp)
             r->logprobs = have ? (int)v : 0;
+        if (r->max_tokens == RQ_PROMPT_ONLY)
+            return bad(e, mt, "'%s' is 0: it must be at least 1", mt);
         if ((rc = get_bool(root, "add_generation_prompt", &r->add_generation_prompt, e)))
             return rc;
         if ((rc = parse_tools(root, r, e)))
@@ -1068,6 +1079,63 @@ static int parse_detokenize(const cJSON *root, rq_t *r, rq_err_t *e)
     return parse_ids(t, "tokens", true, &r->prompts[0].ids, &r->prompts[0].n_ids, e);
 }
 
+/* The end of the JSON value at s[i] in a text cJSON accepted (strings and brackets matched). */
+static size_t value_end(const char *s, size_t i, size_t len)
+{
+    int depth = 0;
+    for (; i < len; i++) {
+        char c = s[i];
+        if (c == '"') {
+            for (i++; i < len && s[i] != '"'; i++)
+                if (s[i] == '\\')
+                    i++;
+            if (depth == 0)
+                return i + 1;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (depth == 0) /* the end of the enclosing object: a number or literal ends */
+                return i;
+            if (--depth == 0)
+                return i + 1;
+        } else if (depth == 0 && (c == ',' || c == ' ' || c == '\n' || c == '\r' || c == '\t')) {
+            return i;
+        }
+    }
+    return len;
+}
+
+/* The text of the top-level member key of the object body (which cJSON parsed), as the
+ * client wrote it: the first one, as cJSON finds it; NULL when the key is written with
+ * escapes (the caller then prints the parsed value). */
+static char *member_text(const char *s, size_t len, const char *key)
+{
+    size_t i = 0, k = strlen(key);
+    while (i < len && s[i] != '{')
+        i++;
+    i++;
+    while (i < len) {
+        while (i < len && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t' ||
+                           s[i] == ','))
+            i++;
+        if (i >= len || s[i] != '"')
+            return NULL;
+        size_t k0 = i + 1, e = value_end(s, i, len);
+        bool hit = e - k0 == k + 1 && memcmp(s + k0, key, k) == 0;
+        i = e;
+        while (i < len && s[i] != ':')
+            i++;
+        i++;
+        while (i < len && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t'))
+            i++;
+        size_t v0 = i;
+        i = value_end(s, i, len);
+        if (hit)
+            return strndup(s + v0, i - v0);
+    }
+    return NULL;
+}
+
 /* True when the body holds the JSON escape \u0000 (an odd run of backslashes before it). */
 static bool has_nul_escape(const char *s, size_t len)
 {
@@ -1091,6 +1159,7 @@ int rq_parse(int kind, const char *body, size_t len, const rq_limits_t *lim, rq_
     r->kind = kind;
     r->n = 1;
     r->logprobs = -1;
+    r->prompt_logprobs = -1;
     r->add_special = true;
     r->add_generation_prompt = true;
     /* OpenAI's defaults, which are the API's business rather than the engine's. */
@@ -1143,6 +1212,15 @@ int rq_parse(int kind, const char *body, size_t len, const rq_limits_t *lim, rq_
         if ((rc = parse_messages(root, r, e)))
             goto out;
         rc = parse_generation(root, kind, lim, r, e);
+        if (rc == 0 && r->tools) {
+            /* the tools as the client wrote them: the templates print their numbers as
+             * Python does, which tells 1.0 from 1 (cJSON does not) */
+            char *raw = member_text(body, len, "tools");
+            if (raw) {
+                free(r->tools);
+                r->tools = raw;
+            }
+        }
         break;
     case RQ_TOKENIZE:
         rc = parse_tokenize(root, r, e);
@@ -1243,7 +1321,9 @@ int rq_resolve_max_tokens(const rq_t *r, size_t n_prompt, int n_ctx, int *max_to
         return -EINVAL;
     }
     int room = n_ctx - (int)n_prompt;
-    if (r->max_tokens == RQ_TO_CONTEXT) {
+    if (r->max_tokens == RQ_PROMPT_ONLY) {
+        *max_tokens = 0;
+    } else if (r->max_tokens == RQ_TO_CONTEXT) {
         *max_tokens = room;
     } else if (r->max_tokens > 0) {
         if (r->max_tokens > room) {

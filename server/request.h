@@ -17,6 +17,9 @@ enum rq_kind { RQ_COMPLETION = 1, RQ_CHAT, RQ_TOKENIZE, RQ_DETOKENIZE };
 
 /* max_tokens: generate until the context is full (llama-server's n_predict -1). */
 #define RQ_TO_CONTEXT (-1)
+/* max_tokens 0 with echo (completions): the prompt alone, with its log-probabilities when
+ * logprobs asks for them, and no generated token (vLLM; lm-evaluation-harness sends it). */
+#define RQ_PROMPT_ONLY (-2)
 
 /* Bounds a request is checked against (from the server's configuration). */
 typedef struct rq_limits {
@@ -87,7 +90,8 @@ typedef struct rq {
     bool parallel_tool_calls;
     /* generation */
     int max_tokens;             /* 0 = not given (the caller applies its default);
-                                   RQ_TO_CONTEXT = as many as the context holds */
+                                   RQ_TO_CONTEXT = as many as the context holds;
+                                   RQ_PROMPT_ONLY = none (max_tokens 0 with echo) */
     const char *max_tokens_field; /* the field it came from: "max_tokens", (chat)
                                      "max_completion_tokens" or llama-server's "n_predict";
                                      NULL when not given */
@@ -96,6 +100,8 @@ typedef struct rq {
     bool include_usage;         /* stream_options.include_usage */
     bool echo;
     int logprobs;               /* -1: none; else alternatives per token (0..20) */
+    int prompt_logprobs;        /* vLLM's: -1 none; else alternatives per prompt position
+                                   (0..20), answered in its prompt_logprobs shape */
     char **stop;
     int n_stop;
     bool ignore_eos;

@@ -82,6 +82,9 @@ typedef struct srv_choice {
     size_t stream_off;          /* streamed: bytes of text sent so far */
     oai_lp_t *lp;
     size_t n_lp, cap_lp;
+    oai_lp_t *plp;              /* the prompt's log-probabilities: positions 1.. */
+    size_t n_plp, cap_plp;
+    bool head_pending;          /* streamed: the first chunk (echo, role) waits for them */
     int n_gen;
     uint64_t last_ns;
     eng_timings_t t;
@@ -365,6 +368,7 @@ static void job_free(srv_job_t *j)
         free(j->choices[i].tc_ids);
         free(j->choices[i].tc_args_sent);
         free(j->choices[i].lp);
+        free(j->choices[i].plp);
     }
     free(j->choices);
     free(j->tc_prefill);
@@ -785,6 +789,54 @@ static void resp_init(const srv_job_t *j, oai_resp_t *r, bool chunk)
     r->tok = j->srv->tok;
 }
 
+/* Whether the prompt's log-probabilities are asked for: completions with echo and logprobs,
+ * or vLLM's prompt_logprobs. */
+static bool job_wants_plp(const srv_job_t *j)
+{
+    return (j->rq.echo && j->rq.logprobs >= 0) || j->rq.prompt_logprobs >= 0;
+}
+
+/* Choice c's prompt part of an answer: echoed tokens, their logprobs, prompt_logprobs. */
+static void choice_prompt(const srv_job_t *j, const srv_choice_t *c, oai_choice_t *ch)
+{
+    if (j->rq.echo && j->rq.logprobs >= 0) {
+        ch->logprobs = true;
+        ch->echo_ids = j->pids[c->prompt];
+        ch->n_echo = j->pn[c->prompt];
+        ch->echo_top = j->rq.logprobs;
+    }
+    ch->plp = c->plp;
+    ch->n_plp = c->n_plp;
+    ch->prompt_logprobs = j->rq.prompt_logprobs >= 0;
+    ch->prompt_top = FD_MAX(j->rq.prompt_logprobs, 0);
+    ch->plp_ids = j->pids[c->prompt];
+    ch->n_plp_ids = j->pn[c->prompt];
+}
+
+/* The first streamed chunk of choice c: the role (chat) or the echoed prompt (completions),
+ * with the prompt's log-probabilities when they were asked for. */
+static void sse_head(srv_job_t *j, srv_choice_t *c)
+{
+    c->head_pending = false;
+    bool chat = j->rq.kind == RQ_CHAT;
+    if (!chat && !j->rq.echo && j->rq.prompt_logprobs < 0)
+        return;
+    if (!chat && !j->echo_len[c->prompt] && !job_wants_plp(j))
+        return;
+    oai_choice_t ch = {.index = c->index, .role = chat};
+    if (!chat && j->rq.echo) {
+        ch.text = j->echo[c->prompt];
+        ch.text_len = j->echo_len[c->prompt];
+    }
+    choice_prompt(j, c, &ch);
+    oai_resp_t r;
+    resp_init(j, &r, true);
+    r.choices = &ch;
+    r.n_choices = 1;
+    r.usage_null = j->rq.include_usage;
+    sse_add_json(j, oai_response(&r));
+}
+
 /* One streamed chunk for choice c: text delta and/or logprobs and/or finish. */
 static void sse_chunk(srv_job_t *j, srv_choice_t *c, const char *text, size_t len,
                       const oai_lp_t *lp, const char *finish, bool role, bool timings)
@@ -995,10 +1047,7 @@ static void build_final(srv_job_t *j)
             ch[i] = (oai_choice_t){.index = c->index, .text = texts[i], .text_len = len,
                                    .finish_reason = finish_reason(c->finish),
                                    .logprobs = j->rq.logprobs >= 0, .lp = c->lp, .n_lp = c->n_lp};
-            if (j->rq.echo && j->rq.logprobs >= 0) {
-                ch[i].echo_ids = j->pids[c->prompt];
-                ch[i].n_echo = j->pn[c->prompt];
-            }
+            choice_prompt(j, c, &ch[i]);
             r.completion_tokens += c->n_gen;
             if (ok && j->tc_on) {
                 /* the output continues the prefill: both are the model's message */
@@ -1046,9 +1095,44 @@ static void build_final(srv_job_t *j)
     j->pending_status = status;
 }
 
+/* A prompt position's log-probabilities (they come first, in order). */
+static void on_prompt_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
+{
+    if (j->abandoned || j->client_gone)
+        return;
+    if (c->n_plp == c->cap_plp) {
+        size_t cap = c->cap_plp ? c->cap_plp * 2 : 16;
+        oai_lp_t *p = realloc(c->plp, cap * sizeof *p);
+        if (!p) {
+            choice_lose(c);
+            return;
+        }
+        c->plp = p;
+        c->cap_plp = cap;
+    }
+    oai_lp_t *lp = &c->plp[c->n_plp++];
+    memset(lp, 0, sizeof *lp);
+    lp->token = ev->token;
+    lp->logprob = ev->logprob;
+    lp->rank = ev->rank;
+    lp->n_top = FD_MIN(ev->n_top, OAI_MAX_TOP);
+    if (lp->n_top > 0)
+        memcpy(lp->top, ev->top, (size_t)lp->n_top * sizeof *lp->top);
+    if (j->stream && c->head_pending && c->n_plp + 1 >= j->pn[c->prompt]) {
+        sse_head(j, c);
+        sse_flush(j);
+    }
+}
+
 static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
 {
     srv_t *s = j->srv;
+    if (ev->prompt) {
+        on_prompt_token(j, c, ev);
+        return;
+    }
+    if (j->stream && c->head_pending && !j->abandoned && !j->client_gone)
+        sse_head(j, c);
     c->n_gen++;
     if (c->n_gen == 1)
         met_observe(s->met, MET_TTFT, (double)(ev->t_ns - j->t0_ns) * 1e-9);
@@ -1132,6 +1216,8 @@ static void on_done(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
         if (j->stream) {
             int f = ev->finish;
             bool timeout = f == ENG_FINISH_TIMEOUT || (f == ENG_FINISH_CANCEL && j->server_timeout);
+            if (c->head_pending && !j->client_gone)
+                sse_head(j, c); /* ended before its prompt was evaluated: what there is */
             if (f == ENG_FINISH_STOP || f == ENG_FINISH_LENGTH || timeout) {
                 const char *fr = finish_reason(timeout ? ENG_FINISH_LENGTH : f);
                 if (j->tc_on)
@@ -1575,6 +1661,11 @@ static enum MHD_Result start_generation(srv_job_t *j)
         er.stop = (const char *const *)r->stop;
         er.n_stop = r->n_stop;
         er.ignore_eos = r->ignore_eos;
+        /* max_tokens 0 (echo): the engine evaluates the prompt alone, which it does with
+         * the prompt's log-probabilities */
+        er.prompt_logprobs = job_wants_plp(j) || er.max_tokens == 0;
+        er.prompt_top = FD_MAX(r->prompt_logprobs, r->echo ? r->logprobs : 0);
+        er.prompt_top = FD_MAX(er.prompt_top, 0);
         er.timeout_s = timeout;
         er.on_event = on_engine_event;
         er.ud = c;
@@ -1626,10 +1717,11 @@ static enum MHD_Result start_generation(srv_job_t *j)
     j->last_send_ns = fd_now_ns();
     for (int i = 0; i < j->n_choices; i++) {
         srv_choice_t *c = &j->choices[i];
-        if (r->kind == RQ_CHAT)
-            sse_chunk(j, c, "", 0, NULL, NULL, true, false);
-        else if (r->echo && j->echo_len[c->prompt])
-            sse_chunk(j, c, j->echo[c->prompt], j->echo_len[c->prompt], NULL, NULL, false, false);
+        /* with the prompt's log-probabilities the head waits for them (on_prompt_token) */
+        if (job_wants_plp(j) && j->pn[c->prompt] > 1)
+            c->head_pending = true;
+        else
+            sse_head(j, c);
     }
     return queue(j, 200, resp);
 }

@@ -89,6 +89,9 @@ TESTS += tests/test_http
 dist_check_SCRIPTS += tests/test_server.sh
 EXTRA_DIST += tests/test_server.py
 TESTS += tests/test_server.sh
+dist_check_SCRIPTS += tests/test_prompt_logprobs.sh
+EXTRA_DIST += tests/test_prompt_logprobs.py
+TESTS += tests/test_prompt_logprobs.sh
 
 check_PROGRAMS += tests/test_gguf
 tests_test_gguf_SOURCES = tests/test_gguf.c
@@ -213,7 +216,7 @@ endif
 # picks others, VALGRIND_ALL=1 runs every suite (about 26 minutes; docs/reliability.md).
 VALGRIND_SUITES = tests/test_common tests/test_chat tests/test_config tests/test_notify \
 	tests/test_openai tests/test_request tests/test_metrics tests/test_http \
-	tests/test_tokenizer tests/test_quants tests/test_gguf
+	tests/test_tokenizer tests/test_quants tests/test_gguf tests/test_toolcall
 EXTRA_DIST += tests/valgrind.sh
 check-valgrind: $(check_PROGRAMS)
 	@$(AM_TESTS_ENVIRONMENT) $(SHELL) $(top_srcdir)/tests/valgrind.sh \

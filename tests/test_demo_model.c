@@ -379,6 +379,69 @@ START_TEST(test_greedy_golden_fusion_on_off)
 }
 END_TEST
 
+/* Prompt log-probabilities on the demo model: a golden prompt and its golden greedy
+ * continuation (PyTorch's) as one prompt, decoded as two chunks whose every row wants logits
+ * (sub-batches of 5 rows, the head 2 rows at a time), gives row for row the logits of the
+ * same tokens fed one at a time (within 1e-5 of their scale: only summation order
+ * differs); the arg max of each row from the prompt's last on is the next golden token,
+ * fusion on and off. */
+static void all_rows(bool fusion)
+{
+    load_golden("tests/data/demo-greedy.txt");
+    const rec_t *r = &recs[0];
+    static int32_t seq[MAX_IDS];
+    int n = 0;
+    for (int i = 0; i < r->n_ids; i++)
+        seq[n++] = r->ids[i];
+    for (int i = 0; i < r->n_gen && n < 40; i++)
+        seq[n++] = r->gen[i];
+    ck_assert_int_ge(n, 12);
+    float *ref = malloc(sizeof(float) * N_VOCAB * (size_t)n);
+    float *got = malloc(sizeof(float) * N_VOCAB * (size_t)n);
+    llm_model_t *m = load(fusion);
+    int slot;
+    ck_assert_int_eq(llm_seq_alloc(m, &slot), 0);
+    for (int i = 0; i < n; i++) {
+        llm_batch_entry_t e = {slot, &seq[i], 1, true};
+        ck_assert_int_eq(llm_decode(m, &e, 1, ref + (size_t)i * N_VOCAB), 0);
+    }
+    llm_free(m);
+    llm_load_params_t p;
+    llm_load_params_default(&p);
+    p.path = src_path("models/demo.gguf");
+    p.fusion = fusion;
+    p.threads = 1;
+    p.n_seq_max = 2;
+    p.n_batch_max = 5;
+    char err[512];
+    ck_assert_msg(llm_load(&m, &p, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_int_eq(llm_seq_alloc(m, &slot), 0);
+    const int half = n / 2;
+    llm_batch_entry_t c1 = {slot, seq, half, half};
+    llm_batch_entry_t c2 = {slot, seq + half, n - half, n - half};
+    ck_assert_int_eq(llm_decode(m, &c1, 1, got), 0);
+    ck_assert_int_eq(llm_decode(m, &c2, 1, got + (size_t)half * N_VOCAB), 0);
+    for (int i = 0; i < n; i++) {
+        double d = 0, sc = 0;
+        for (int k = 0; k < N_VOCAB; k++) {
+            d = fmax(d, fabs(got[(size_t)i * N_VOCAB + k] - ref[(size_t)i * N_VOCAB + k]));
+            sc = fmax(sc, fabs(ref[(size_t)i * N_VOCAB + k]));
+        }
+        ck_assert_msg(d <= 1e-5 * sc, "fusion %d row %d: %g of scale %g", fusion, i, d, sc);
+    }
+    for (int i = r->n_ids - 1; i + 1 < n; i++)
+        ck_assert_int_eq(argmax(got + (size_t)i * N_VOCAB, N_VOCAB), seq[i + 1]);
+    llm_free(m);
+    free(ref);
+    free(got);
+    free_golden();
+}
+
+START_TEST(test_all_rows_fused) { all_rows(true); }
+END_TEST
+START_TEST(test_all_rows_unfused) { all_rows(false); }
+END_TEST
+
 /* Out-of-range ids fail without touching the sequence. */
 START_TEST(test_bad_tokens)
 {
@@ -409,6 +472,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_logits_unfused);
     tcase_add_test(tc, test_greedy_golden_fusion_on_off);
     tcase_add_test(tc, test_bad_tokens);
+    tcase_add_test(tc, test_all_rows_fused);
+    tcase_add_test(tc, test_all_rows_unfused);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -227,6 +227,22 @@ START_TEST(test_tool_fields)
     ck_assert_int_eq(r.tool_choice, RQ_TOOLS_REQUIRED);
     rq_free(&r);
 
+    /* the tools as written (1.0 stays 1.0 for the templates), the first of two; a key
+     * written with escapes falls back to cJSON's print */
+    ck_assert_int_eq(parse(RQ_CHAT, "{ \"n\" : 1 , \"tools\" :\n [ {\"type\": \"function\", "
+                                    "\"function\": {\"name\": \"f\", \"parameters\": {\"x\": "
+                                    "[1.0, \"]\\\"\"]}}} ] , \"tools\": [], \"messages\":[{\"role\":"
+                                    "\"user\",\"content\":\"x\"}]}", &r, &e), 0);
+    ck_assert_str_eq(r.tools, "[ {\"type\": \"function\", \"function\": {\"name\": \"f\", "
+                              "\"parameters\": {\"x\": [1.0, \"]\\\"\"]}}} ]");
+    rq_free(&r);
+    ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                                    "\"tool\\u0073\":[{\"type\":\"function\",\"function\":{"
+                                    "\"name\":\"f\",\"parameters\":{\"m\":1.0}}}]}", &r, &e), 0);
+    ck_assert_str_eq(r.tools, "[{\"type\":\"function\",\"function\":{\"name\":\"f\","
+                              "\"parameters\":{\"m\":1}}}]");
+    rq_free(&r);
+
     /* a round trip: the call (content null, then absent) and its result */
     static const char *const contents[] = {"\"content\":null,", ""};
     for (int k = 0; k < 2; k++) {
@@ -598,7 +614,14 @@ static const struct bad_case {
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"guided_regex\":\"a+\"}", 400, "guided_regex"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"response_format\":{\"type\":[\"json_object\"]}}",
      400, "response_format.type"},
-    {RQ_COMPLETION, "{\"prompt\":\"x\",\"prompt_logprobs\":0}", 400, "prompt_logprobs"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"prompt_logprobs\":21}", 400, "prompt_logprobs"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"prompt_logprobs\":-1}", 400, "prompt_logprobs"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"prompt_logprobs\":\"2\"}", 400, "prompt_logprobs"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"max_tokens\":0,\"echo\":false}", 400, "max_tokens"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":0}", 400,
+     "max_tokens"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"prompt_logprobs\":"
+              "25}", 400, "prompt_logprobs"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"n_probs\":5}", 400, "n_probs"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"mirostat\":2}", 400, "mirostat"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"typical_p\":0.9}", 400, "typical_p"},
@@ -709,6 +732,19 @@ START_TEST(test_prompt_length_check)
     ck_assert_str_eq(e.param, "prompt");
     ck_assert_int_eq(rq_resolve_max_tokens(&r, 0, 512, &mt, &e), -EINVAL);
     ck_assert_str_eq(e.param, "prompt");
+    rq_free(&r);
+    /* max_tokens 0 with echo: the prompt alone (lm-evaluation-harness), vLLM's
+     * prompt_logprobs taken */
+    ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":[1,2,3],\"max_tokens\":0,\"echo\":true,"
+                                          "\"logprobs\":1,\"prompt_logprobs\":2}", &r, &e), 0);
+    ck_assert_int_eq(r.max_tokens, RQ_PROMPT_ONLY);
+    ck_assert_int_eq(r.prompt_logprobs, 2);
+    ck_assert_int_eq(r.logprobs, 1);
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 10, 512, &mt, &e), 0);
+    ck_assert_int_eq(mt, 0);
+    rq_free(&r);
+    ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":\"x\"}", &r, &e), 0);
+    ck_assert_int_eq(r.prompt_logprobs, -1);
     rq_free(&r);
 }
 END_TEST

@@ -225,19 +225,29 @@ static void pj_string(buf_t *b, const char *s)
     puts_(b, "\"");
 }
 
-/* A number as Python prints it.  cJSON keeps no int/float distinction: integral values
- * below 2^53 print as integers (what a schema's "minimum": 0 was), others as the shortest
- * repr that reads back to the same double, with Python's exponent rule (e-05, e+16). */
-static void pj_number(buf_t *b, double d)
+/* A number as Python prints it.  json.loads makes an int of a number written without '.',
+ * 'e' or 'E' (printed back digit for digit, any size) and a float of the others (printed as
+ * the shortest repr that reads back to the same double: "1.0", "1e-05", "1e+16").  lexeme is
+ * the number as the JSON text wrote it (pj_lexemes); without it an integral value below
+ * 2^53 counts as an int. */
+static void pj_number(buf_t *b, double d, const char *lexeme)
 {
     char t[40];
+    bool is_float = lexeme ? strpbrk(lexeme, ".eE") != NULL
+                           : !(d == floor(d) && fabs(d) < 9007199254740992.0);
     if (!isfinite(d)) {
         puts_(b, isnan(d) ? "NaN" : d > 0 ? "Infinity" : "-Infinity");
         return;
     }
-    if (d == floor(d) && fabs(d) < 9007199254740992.0) {
-        snprintf(t, sizeof t, "%.0f", d);
-        puts_(b, t);
+    if (!is_float) {
+        if (lexeme) {
+            bool zero = strspn(lexeme + (lexeme[0] == '-'), "0") ==
+                        strlen(lexeme + (lexeme[0] == '-'));
+            puts_(b, zero ? "0" : lexeme); /* int("-0") is 0 */
+        } else {
+            snprintf(t, sizeof t, "%.0f", d);
+            puts_(b, t);
+        }
         return;
     }
     /* the shortest digits that read back, from %.Ne */
@@ -297,7 +307,7 @@ static void pj_value(buf_t *b, const cJSON *v, int indent, int level)
     } else if (cJSON_IsBool(v)) {
         puts_(b, cJSON_IsTrue(v) ? "true" : "false");
     } else if (cJSON_IsNumber(v)) {
-        pj_number(b, v->valuedouble);
+        pj_number(b, v->valuedouble, v->valuestring);
     } else if (cJSON_IsString(v)) {
         pj_string(b, v->valuestring);
     } else if (cJSON_IsArray(v) || cJSON_IsObject(v)) {
@@ -320,10 +330,72 @@ static void pj_value(buf_t *b, const cJSON *v, int indent, int level)
     }
 }
 
+/* Gives each number of the tree parsed from text its lexeme (in valuestring, which cJSON
+ * leaves unused for numbers and frees with the node): the numbers come in the same order
+ * in the text as in a pre-order walk of the tree. */
+static void pj_assign(cJSON *v, const char **lex, const size_t *lens, size_t n, size_t *k,
+                      bool *ok)
+{
+    for (; v && *ok; v = v->next) {
+        if (cJSON_IsNumber(v)) {
+            if (*k >= n || !(v->valuestring = strndup(lex[*k], lens[*k]))) {
+                *ok = false;
+                return;
+            }
+            (*k)++;
+        } else if (v->child) {
+            pj_assign(v->child, lex, lens, n, k, ok);
+        }
+    }
+}
+
+static cJSON *pj_parse(const char *text)
+{
+    cJSON *v = cJSON_Parse(text);
+    if (!v)
+        return NULL;
+    size_t cap = 0, n = 0;
+    for (const char *p = text; *p; p++) /* an upper bound on the numbers */
+        cap += *p >= '0' && *p <= '9' && (p == text || !(p[-1] >= '0' && p[-1] <= '9'));
+    const char **lex = malloc((cap ? cap : 1) * sizeof *lex);
+    size_t *lens = malloc((cap ? cap : 1) * sizeof *lens);
+    bool ok = lex && lens;
+    for (const char *p = text; ok && *p; p++) {
+        if (*p == '"') { /* skip the string */
+            for (p++; *p && *p != '"'; p++)
+                if (*p == '\\' && p[1])
+                    p++;
+            if (!*p)
+                break;
+        } else if ((*p >= '0' && *p <= '9') || *p == '-') {
+            size_t len = strspn(p, "0123456789+-.eE");
+            if (n < cap) {
+                lex[n] = p;
+                lens[n++] = len;
+            }
+            p += len - 1;
+        }
+    }
+    size_t k = 0;
+    if (ok) {
+        /* the root itself may be a number */
+        cJSON head = {.next = NULL, .child = v};
+        pj_assign(&head, lex, lens, n, &k, &ok);
+        ok = ok && k == n;
+    }
+    if (!ok) { /* no lexemes rather than wrong ones */
+        cJSON_Delete(v);
+        v = cJSON_Parse(text);
+    }
+    free(lex);
+    free(lens);
+    return v;
+}
+
 int chat_pyjson(const char *json, int indent, char **out)
 {
     *out = NULL;
-    cJSON *v = json ? cJSON_Parse(json) : NULL;
+    cJSON *v = json ? pj_parse(json) : NULL;
     if (!v)
         return -EINVAL;
     buf_t b = {0};
@@ -369,7 +441,7 @@ static int refuse(ctx_t *c, const char *msg)
 /* A tool call's arguments through tojson (the caller checked they parse). */
 static int put_args(ctx_t *c, const chat_call_t *call, int indent)
 {
-    cJSON *v = cJSON_Parse(call->arguments);
+    cJSON *v = pj_parse(call->arguments);
     if (!v) {
         set_err(c->err, c->errlen, "the arguments of tool call '%.64s' are not JSON",
                 call->name);
@@ -919,7 +991,7 @@ int chat_format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t 
                     chat_family_name(family));
             return -ENOTSUP;
         }
-        tools = cJSON_Parse(o.tools);
+        tools = pj_parse(o.tools);
         if (!cJSON_IsArray(tools)) {
             cJSON_Delete(tools);
             set_err(err, errlen, "the tools are not a JSON array");

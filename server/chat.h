@@ -84,9 +84,12 @@ bool chat_has_tools(int family);
  * A malloc'd string in *out, or -ENOTSUP for a family without tool calls, -ENOMEM. */
 int chat_tool_prefill(int family, const char *name, char **out);
 
-/* Python's json.dumps(v, ensure_ascii=False[, indent=N]) of the JSON text json (what the
- * templates' tojson prints, as transformers defines it): malloc'd in *out, or -EINVAL when
- * json is not JSON, -ENOMEM.  indent < 0: on one line. */
+/* Python's json.dumps(json.loads(json), ensure_ascii=False[, indent=N]) (what the
+ * templates' tojson prints, as transformers defines it): numbers written with '.', 'e' or 'E'
+ * print as Python floats (1.0, 1e-05), others as ints, digit for digit.  malloc'd in *out,
+ * or -EINVAL when json is not JSON, -ENOMEM.  indent < 0: on one line.  The tools and the
+ * tool call arguments given to chat_format are printed the same way, so pass them as the
+ * client wrote them. */
 int chat_pyjson(const char *json, int indent, char **out);
 
 /* Formats n messages into a malloc'd NUL-terminated string (*out, *len bytes; the caller

@@ -600,7 +600,6 @@ static const struct unsupported {
     {"guided_regex", K_CMPL | K_CHAT, NEU_EMPTY, 0, "regex-constrained output"},
     {"guided_choice", K_CMPL | K_CHAT, NEU_EMPTY, 0, "choice-constrained output"},
     {"guided_grammar", K_CMPL | K_CHAT, NEU_EMPTY, 0, "grammar-constrained output"},
-    {"structured_outputs", K_CMPL | K_CHAT, NEU_EMPTY, 0, "constrained output"},
     /* llama-server's: n_probs is its logprobs (use logprobs), the others switch on samplers
      * fusiond does not have; their "off" values, which its web UI sends, are served. */
     {"n_probs", K_CMPL | K_CHAT, NEU_NUM, 0, "log-probabilities (use 'logprobs')"},
@@ -890,9 +889,60 @@ static int parse_response_format(const cJSON *root, rq_t *r, rq_err_t *e)
     return -EINVAL;
 }
 
-/* vLLM's guided_json and llama-server's json_schema: a schema as a top-level field (an
- * object, or, as vLLM also takes it, the JSON text of one).  "", {} and [] ask for nothing,
- * as before fusiond served them. */
+/* vLLM's structured_outputs (its newer form of the guided_* fields): "json" (a schema or
+ * its JSON text) and "json_object": true are served; its other kinds (regex, choice,
+ * grammar, structural_tag) are refused by name. */
+static int parse_structured_outputs(const cJSON *so, rq_t *r, rq_err_t *e)
+{
+    if (!cJSON_IsObject(so))
+        return bad(e, "structured_outputs", "'structured_outputs' must be an object, not %s",
+                   type_name(so));
+    const cJSON *it;
+    cJSON_ArrayForEach(it, so)
+    {
+        char param[96];
+        snprintf(param, sizeof param, "structured_outputs.%.60s", it->string);
+        if (cJSON_IsNull(it) || strcmp(it->string, "json") == 0)
+            continue;
+        if (strcmp(it->string, "json_object") == 0) {
+            if (!cJSON_IsBool(it))
+                return bad(e, param, "'%s' must be a boolean, not %s", param, type_name(it));
+            continue;
+        }
+        return unsupported_param(e, param, "'%s' is not supported: fusiond constrains output "
+                                 "to JSON only ('structured_outputs.json' or 'json_object')",
+                                 param);
+    }
+    const cJSON *js = field(so, "json"), *jo = field(so, "json_object");
+    if (js && cJSON_IsTrue(jo))
+        return bad(e, "structured_outputs", "'structured_outputs' asks for both 'json' and "
+                   "'json_object': send one");
+    if (!js && !cJSON_IsTrue(jo))
+        return 0;
+    if (r->grammar)
+        return bad(e, "structured_outputs", "'structured_outputs' and 'response_format' both "
+                   "constrain the output: send one");
+    if (!js) {
+        if (gr_spec_json(&r->grammar, true) < 0)
+            return rq_fail(e, 500, "server_error", NULL, "out of memory");
+        r->sampling.grammar = r->grammar;
+        return 0;
+    }
+    cJSON *parsed = NULL;
+    if (cJSON_IsString(js)) {
+        if (!(parsed = cJSON_Parse(js->valuestring)))
+            return bad(e, "structured_outputs.json", "'structured_outputs.json' is a string "
+                       "that is not JSON");
+        js = parsed;
+    }
+    int rc = compile_schema(js, "structured_outputs.json", r, e);
+    cJSON_Delete(parsed);
+    return rc;
+}
+
+/* vLLM's guided_json and structured_outputs, llama-server's json_schema: a schema as a
+ * top-level field (an object, or, as vLLM also takes it, the JSON text of one).  "", {} and
+ * [] ask for nothing, as before fusiond served them. */
 static int parse_schema_field(const cJSON *root, rq_t *r, rq_err_t *e)
 {
     static const char *const keys[] = { "guided_json", "json_schema" };
@@ -915,6 +965,9 @@ static int parse_schema_field(const cJSON *root, rq_t *r, rq_err_t *e)
         if (rc)
             return rc;
     }
+    const cJSON *so = field(root, "structured_outputs");
+    if (so && !is_neutral(so, NEU_EMPTY, 0))
+        return parse_structured_outputs(so, r, e);
     return 0;
 }
 
@@ -1079,6 +1132,63 @@ static int parse_detokenize(const cJSON *root, rq_t *r, rq_err_t *e)
     return parse_ids(t, "tokens", true, &r->prompts[0].ids, &r->prompts[0].n_ids, e);
 }
 
+/* The end of the JSON value at s[i] in a text cJSON accepted (strings and brackets matched). */
+static size_t value_end(const char *s, size_t i, size_t len)
+{
+    int depth = 0;
+    for (; i < len; i++) {
+        char c = s[i];
+        if (c == '"') {
+            for (i++; i < len && s[i] != '"'; i++)
+                if (s[i] == '\\')
+                    i++;
+            if (depth == 0)
+                return i + 1;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (depth == 0) /* the end of the enclosing object: a number or literal ends */
+                return i;
+            if (--depth == 0)
+                return i + 1;
+        } else if (depth == 0 && (c == ',' || c == ' ' || c == '\n' || c == '\r' || c == '\t')) {
+            return i;
+        }
+    }
+    return len;
+}
+
+/* The text of the top-level member key of the object body (which cJSON parsed), as the
+ * client wrote it: the first one, as cJSON finds it; NULL when the key is written with
+ * escapes (the caller then prints the parsed value). */
+static char *member_text(const char *s, size_t len, const char *key)
+{
+    size_t i = 0, k = strlen(key);
+    while (i < len && s[i] != '{')
+        i++;
+    i++;
+    while (i < len) {
+        while (i < len && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t' ||
+                           s[i] == ','))
+            i++;
+        if (i >= len || s[i] != '"')
+            return NULL;
+        size_t k0 = i + 1, e = value_end(s, i, len);
+        bool hit = e - k0 == k + 1 && memcmp(s + k0, key, k) == 0;
+        i = e;
+        while (i < len && s[i] != ':')
+            i++;
+        i++;
+        while (i < len && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t'))
+            i++;
+        size_t v0 = i;
+        i = value_end(s, i, len);
+        if (hit)
+            return strndup(s + v0, i - v0);
+    }
+    return NULL;
+}
+
 /* True when the body holds the JSON escape \u0000 (an odd run of backslashes before it). */
 static bool has_nul_escape(const char *s, size_t len)
 {
@@ -1155,6 +1265,15 @@ int rq_parse(int kind, const char *body, size_t len, const rq_limits_t *lim, rq_
         if ((rc = parse_messages(root, r, e)))
             goto out;
         rc = parse_generation(root, kind, lim, r, e);
+        if (rc == 0 && r->tools) {
+            /* the tools as the client wrote them: the templates print their numbers as
+             * Python does, which tells 1.0 from 1 (cJSON does not) */
+            char *raw = member_text(body, len, "tools");
+            if (raw) {
+                free(r->tools);
+                r->tools = raw;
+            }
+        }
         break;
     case RQ_TOKENIZE:
         rc = parse_tokenize(root, r, e);

@@ -1450,8 +1450,8 @@ static int prepare_tokenize(srv_job_t *j)
 /* The chat prompt as text in the model's template family (server/chat.h), and whether the
  * tokenizer should add BOS (not when the template already wrote it).  With tools and
  * tool_choice "required" or a named function, the family's call opening follows the
- * generation prompt (also kept in j->tc_prefill): with no constrained decoding, the model is
- * made to write a call by starting it. */
+ * generation prompt (also kept in j->tc_prefill): the model is made to write a call by
+ * starting it (tool calls are not grammar-constrained). */
 static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special, rq_err_t *e)
 {
     srv_t *s = j->srv;

@@ -1,8 +1,9 @@
 /* chat_render: the test helper that prints what server/chat.c renders for one conversation,
  * for tests/test_chat_jinja.py to compare with the real template rendered by jinja2.  Reads
  * one JSON object on stdin: {"family", "bos", "eos", "add_generation_prompt", "tools",
- * "messages": [{"role", "content", "tool_calls": [{"id", "function": {"name",
- * "arguments"}}], "tool_call_id"}]} (arguments an object or its JSON text).  Prints the
+ * "tools_text", "messages": [{"role", "content", "tool_calls": [{"id", "function": {"name",
+ * "arguments"}}], "tool_call_id"}]} (arguments an object or its JSON text; tools_text, the
+ * tools as JSON text, wins over tools).  Prints the
  * prompt and exits 0, or prints "REFUSED: <message>" and exits 3. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -57,8 +58,11 @@ int main(void)
         }
         i++;
     }
+    /* "tools_text": the tools as JSON text, numbers as written (cJSON would print 1.0 as 1) */
     const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
-    char *tools_text = cJSON_IsArray(tools) ? cJSON_PrintUnformatted(tools) : NULL;
+    const char *raw = str(root, "tools_text");
+    char *tools_text = raw ? strdup(raw)
+                           : cJSON_IsArray(tools) ? cJSON_PrintUnformatted(tools) : NULL;
     const cJSON *agp = cJSON_GetObjectItemCaseSensitive(root, "add_generation_prompt");
     chat_opts_t o = {.bos = str(root, "bos"), .eos = str(root, "eos"),
                      .add_generation_prompt = !cJSON_IsFalse(agp), .tools = tools_text};

@@ -216,7 +216,7 @@ endif
 # picks others, VALGRIND_ALL=1 runs every suite (about 26 minutes; docs/reliability.md).
 VALGRIND_SUITES = tests/test_common tests/test_chat tests/test_config tests/test_notify \
 	tests/test_openai tests/test_request tests/test_metrics tests/test_http \
-	tests/test_tokenizer tests/test_quants tests/test_gguf
+	tests/test_tokenizer tests/test_quants tests/test_gguf tests/test_toolcall
 EXTRA_DIST += tests/valgrind.sh
 check-valgrind: $(check_PROGRAMS)
 	@$(AM_TESTS_ENVIRONMENT) $(SHELL) $(top_srcdir)/tests/valgrind.sh \

@@ -480,6 +480,15 @@ START_TEST(test_prefill_and_json)
     ck_assert_str_eq(j, "{\n    \"k\": [\n        1,\n        {\n            \"x\": []\n"
                         "        }\n    ],\n    \"e\": {}\n}");
     free(j);
+    /* numbers as written: an int or a float is what json.loads made of the text */
+    ck_assert_int_eq(chat_pyjson("[1.0, -0, -0.0, 1E2, 2.50, 12345678901234567890123, 0.0, "
+                                 "1e-7, 5, -12]", -1, &j), 0);
+    ck_assert_str_eq(j, "[1.0, 0, -0.0, 100.0, 2.5, 12345678901234567890123, 0.0, 1e-07, 5, "
+                        "-12]");
+    free(j);
+    ck_assert_int_eq(chat_pyjson("{\"s\": \"1.0 -2\", \"n\": 7.0}", -1, &j), 0);
+    ck_assert_str_eq(j, "{\"s\": \"1.0 -2\", \"n\": 7.0}"); /* digits in strings are text */
+    free(j);
     ck_assert_int_eq(chat_pyjson("{\"a\":", -1, &j), -EINVAL);
     ck_assert_ptr_null(j);
 }

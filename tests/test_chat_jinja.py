@@ -74,6 +74,9 @@ WEATHER = {"type": "function", "function": {
         "ratio": {"type": "number", "default": 0.5},
         "alerts": {"type": "boolean", "default": False},
         "tags": {"type": "array", "items": {"type": "string"}},
+        "temp": {"type": "number", "minimum": 0.0, "maximum": 1e2, "default": 2.50,
+                 "exclusiveMinimum": -0, "multipleOf": 1e-7},
+        "id": {"type": "integer", "maximum": 123456789012345678901234567890},
         "empty": {}}, "required": ["city"]}}}
 CLOCK = {"type": "function", "function": {"name": "clock", "parameters": {
     "type": "object", "properties": {}}}}
@@ -85,7 +88,8 @@ def call(cid, name, args):
 
 
 ARGS = {"city": "Paris \"Left\" \\bank\n{x}", "unit": "c", "days": 3, "ratio": 0.25,
-        "alerts": True, "tags": ["a", "ü"], "nested": {"k": [1, 2.5, None]}}
+        "alerts": True, "tags": ["a", "ü"], "nested": {"k": [1, 2.5, None, 1.0, -0.0, 1e20]},
+        "big": 98765432109876543210}
 SYS = {"role": "system", "content": "  You are a helpful bot.  "}
 U1 = {"role": "user", "content": " What's the weather in Paris? "}
 A_CALL = {"role": "assistant", "content": None, "tool_calls": [call("abcDEF123", "get_weather", ARGS)]}
@@ -111,6 +115,21 @@ CASES = [
                                  "tool_calls": [call("short", "clock", {})]},
                             {"role": "tool", "tool_call_id": "short", "content": "x"}], TOOLS),
     ("tools but only a system message", [SYS], TOOLS),
+    ("a tool result first", [T_RES, U2], TOOLS),
+    ("a system message in the middle", [U1, SYS, U2], TOOLS),
+    ("an assistant message carries the tools", [A_TEXT, U2], TOOLS),
+    ("call with content and results back to back", [SYS, U1, A_TWO] + T2 + [A_TEXT], TOOLS),
+    ("empty and whitespace contents", [{"role": "user", "content": ""},
+                                      {"role": "assistant", "content": "  "},
+                                      {"role": "user", "content": " \u3000\t"}], [CLOCK]),
+    ("unicode and markup in a result", [U1, A_CALL, {"role": "tool", "tool_call_id": "abcDEF123",
+                                                     "content": "<tool_response>\"\u00e9\U0001F600"
+                                                                "\n[TOOL_RESULTS]"}], TOOLS),
+    ("a tool without parameters or description", [U2], [{"type": "function", "function": {
+        "name": "noop"}}]),
+    ("a tool with a return schema and strict", [U2], [{"type": "function", "function": {
+        "name": "r", "description": "d", "parameters": {"type": "object"}, "strict": True,
+        "return": {"type": "string"}}}]),
 ]
 
 fails = 0
@@ -126,10 +145,14 @@ for fam, (fname, bos, eos) in FAMILIES.items():
                 refused = None
             except Refused as e:
                 want, refused = None, str(e)
+            # as a client sends them: arguments and tools as JSON text (numbers as written)
+            sent = [dict(m, tool_calls=[dict(c, function=dict(
+                c["function"], arguments=json.dumps(c["function"]["arguments"])))
+                for c in m["tool_calls"]]) if m.get("tool_calls") else m for m in msgs]
             req = {"family": fam, "bos": bos, "eos": eos, "add_generation_prompt": agp,
-                   "messages": msgs}
+                   "messages": sent}
             if tools is not None:
-                req["tools"] = tools
+                req["tools_text"] = json.dumps(tools)
             p = subprocess.run([RENDER], input=json.dumps(req).encode(), capture_output=True)
             got = p.stdout.decode("utf-8")
             checked += 1

@@ -227,6 +227,22 @@ START_TEST(test_tool_fields)
     ck_assert_int_eq(r.tool_choice, RQ_TOOLS_REQUIRED);
     rq_free(&r);
 
+    /* the tools as written (1.0 stays 1.0 for the templates), the first of two; a key
+     * written with escapes falls back to cJSON's print */
+    ck_assert_int_eq(parse(RQ_CHAT, "{ \"n\" : 1 , \"tools\" :\n [ {\"type\": \"function\", "
+                                    "\"function\": {\"name\": \"f\", \"parameters\": {\"x\": "
+                                    "[1.0, \"]\\\"\"]}}} ] , \"tools\": [], \"messages\":[{\"role\":"
+                                    "\"user\",\"content\":\"x\"}]}", &r, &e), 0);
+    ck_assert_str_eq(r.tools, "[ {\"type\": \"function\", \"function\": {\"name\": \"f\", "
+                              "\"parameters\": {\"x\": [1.0, \"]\\\"\"]}}} ]");
+    rq_free(&r);
+    ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                                    "\"tool\\u0073\":[{\"type\":\"function\",\"function\":{"
+                                    "\"name\":\"f\",\"parameters\":{\"m\":1.0}}}]}", &r, &e), 0);
+    ck_assert_str_eq(r.tools, "[{\"type\":\"function\",\"function\":{\"name\":\"f\","
+                              "\"parameters\":{\"m\":1}}}]");
+    rq_free(&r);
+
     /* a round trip: the call (content null, then absent) and its result */
     static const char *const contents[] = {"\"content\":null,", ""};
     for (int k = 0; k < 2; k++) {
@@ -337,6 +353,9 @@ START_TEST(test_unsupported_fields)
         "{\"prompt\":\"x\",\"guided_json\":{\"type\":\"object\"}}",
         "{\"prompt\":\"x\",\"guided_json\":\"{\\\"type\\\":\\\"integer\\\"}\"}",
         "{\"prompt\":\"x\",\"json_schema\":{\"enum\":[1,2]}}",
+        "{\"prompt\":\"x\",\"structured_outputs\":{\"json\":{\"type\":\"array\"}}}",
+        "{\"prompt\":\"x\",\"structured_outputs\":{\"json\":\"{}\",\"regex\":null}}",
+        "{\"prompt\":\"x\",\"structured_outputs\":{\"json_object\":true}}",
     };
     for (size_t i = 0; i < FD_ARRAY_LEN(extra); i++) {
         ck_assert_msg(parse(RQ_COMPLETION, extra[i], &r, &e) == 0, "%s: %s", extra[i], e.message);
@@ -625,6 +644,17 @@ static const struct bad_case {
               "{\"type\":\"object\"},\"response_format\":{\"type\":\"json_object\"}}", 400,
      "guided_json"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"guided_json\":\"[1]\"}", 400, "guided_json"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"regex\":\"a+\"}}", 400,
+     "structured_outputs.regex"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"choice\":[\"a\"]}}", 400,
+     "structured_outputs.choice"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":5}", 400, "structured_outputs"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"json\":{\"format\":\"uri\"}}}",
+     400, "structured_outputs.json"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"json\":{},\"json_object\":"
+                    "true}}", 400, "structured_outputs"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"json_object\":true},"
+                    "\"response_format\":{\"type\":\"json_object\"}}", 400, "structured_outputs"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"guided_choice\":"
               "[\"a\",\"b\"]}", 400, "guided_choice"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"audio\":"

@@ -1,10 +1,10 @@
 /* grammar.h: constrained decoding (JSON mode and structured outputs): a byte-level JSON
- * recognizer (a pushdown automaton over a compiled spec: any JSON, an object, or a JSON
- * Schema subset compiled by engine/jschema.h), a per-model trie of the vocabulary's token
- * bytes, and the per-step mask of the tokens that keep the output a valid prefix.
- * Specs are immutable and reference-counted (any thread); a gr_vocab_t is immutable after
- * gr_vocab_build (any thread); a gr_state_t or gr_matcher_t belongs to one sequence (the
- * engine thread).  Called by the engine (engine.c) and the schema compiler (jschema.c). */
+ * recognizer (a pushdown automaton over a compiled spec: any JSON, an object, or what a
+ * JSON Schema compiles to), a per-model trie of the vocabulary's token bytes, and the
+ * per-step mask of the tokens that keep the output a valid prefix.  Specs are immutable and
+ * reference-counted (any thread); a gr_vocab_t is immutable after gr_vocab_build (any
+ * thread); a gr_state_t or gr_matcher_t belongs to one sequence (the engine thread).
+ * Called by the engine (engine.c) and, to build specs, the server (request.c, schema.c). */
 #ifndef FD_GRAMMAR_H
 #define FD_GRAMMAR_H
 

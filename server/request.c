@@ -600,7 +600,6 @@ static const struct unsupported {
     {"guided_regex", K_CMPL | K_CHAT, NEU_EMPTY, 0, "regex-constrained output"},
     {"guided_choice", K_CMPL | K_CHAT, NEU_EMPTY, 0, "choice-constrained output"},
     {"guided_grammar", K_CMPL | K_CHAT, NEU_EMPTY, 0, "grammar-constrained output"},
-    {"structured_outputs", K_CMPL | K_CHAT, NEU_EMPTY, 0, "constrained output"},
     /* llama-server's: n_probs is its logprobs (use logprobs), the others switch on samplers
      * fusiond does not have; their "off" values, which its web UI sends, are served. */
     {"n_probs", K_CMPL | K_CHAT, NEU_NUM, 0, "log-probabilities (use 'logprobs')"},
@@ -914,9 +913,60 @@ static int parse_response_format(const cJSON *root, rq_t *r, rq_err_t *e)
     return -EINVAL;
 }
 
-/* vLLM's guided_json and llama-server's json_schema: a schema as a top-level field (an
- * object, or, as vLLM also takes it, the JSON text of one).  "", {} and [] ask for nothing,
- * as before fusiond served them. */
+/* vLLM's structured_outputs (its newer form of the guided_* fields): "json" (a schema or
+ * its JSON text) and "json_object": true are served; its other kinds (regex, choice,
+ * grammar, structural_tag) are refused by name. */
+static int parse_structured_outputs(const cJSON *so, rq_t *r, rq_err_t *e)
+{
+    if (!cJSON_IsObject(so))
+        return bad(e, "structured_outputs", "'structured_outputs' must be an object, not %s",
+                   type_name(so));
+    const cJSON *it;
+    cJSON_ArrayForEach(it, so)
+    {
+        char param[96];
+        snprintf(param, sizeof param, "structured_outputs.%.60s", it->string);
+        if (cJSON_IsNull(it) || strcmp(it->string, "json") == 0)
+            continue;
+        if (strcmp(it->string, "json_object") == 0) {
+            if (!cJSON_IsBool(it))
+                return bad(e, param, "'%s' must be a boolean, not %s", param, type_name(it));
+            continue;
+        }
+        return unsupported_param(e, param, "'%s' is not supported: fusiond constrains output "
+                                 "to JSON only ('structured_outputs.json' or 'json_object')",
+                                 param);
+    }
+    const cJSON *js = field(so, "json"), *jo = field(so, "json_object");
+    if (js && cJSON_IsTrue(jo))
+        return bad(e, "structured_outputs", "'structured_outputs' asks for both 'json' and "
+                   "'json_object': send one");
+    if (!js && !cJSON_IsTrue(jo))
+        return 0;
+    if (r->grammar)
+        return bad(e, "structured_outputs", "'structured_outputs' and 'response_format' both "
+                   "constrain the output: send one");
+    if (!js) {
+        if (gr_spec_json(&r->grammar, true) < 0)
+            return rq_fail(e, 500, "server_error", NULL, "out of memory");
+        r->sampling.grammar = r->grammar;
+        return 0;
+    }
+    cJSON *parsed = NULL;
+    if (cJSON_IsString(js)) {
+        if (!(parsed = cJSON_Parse(js->valuestring)))
+            return bad(e, "structured_outputs.json", "'structured_outputs.json' is a string "
+                       "that is not JSON");
+        js = parsed;
+    }
+    int rc = compile_schema(js, "structured_outputs.json", r, e);
+    cJSON_Delete(parsed);
+    return rc;
+}
+
+/* vLLM's guided_json and structured_outputs, llama-server's json_schema: a schema as a
+ * top-level field (an object, or, as vLLM also takes it, the JSON text of one).  "", {} and
+ * [] ask for nothing, as before fusiond served them. */
 static int parse_schema_field(const cJSON *root, rq_t *r, rq_err_t *e)
 {
     static const char *const keys[] = { "guided_json", "json_schema" };
@@ -939,6 +989,9 @@ static int parse_schema_field(const cJSON *root, rq_t *r, rq_err_t *e)
         if (rc)
             return rc;
     }
+    const cJSON *so = field(root, "structured_outputs");
+    if (so && !is_neutral(so, NEU_EMPTY, 0))
+        return parse_structured_outputs(so, r, e);
     return 0;
 }
 

@@ -376,6 +376,9 @@ START_TEST(test_unsupported_fields)
         "{\"prompt\":\"x\",\"guided_json\":{\"type\":\"object\"}}",
         "{\"prompt\":\"x\",\"guided_json\":\"{\\\"type\\\":\\\"integer\\\"}\"}",
         "{\"prompt\":\"x\",\"json_schema\":{\"enum\":[1,2]}}",
+        "{\"prompt\":\"x\",\"structured_outputs\":{\"json\":{\"type\":\"array\"}}}",
+        "{\"prompt\":\"x\",\"structured_outputs\":{\"json\":\"{}\",\"regex\":null}}",
+        "{\"prompt\":\"x\",\"structured_outputs\":{\"json_object\":true}}",
     };
     for (size_t i = 0; i < FD_ARRAY_LEN(extra); i++) {
         ck_assert_msg(parse(RQ_COMPLETION, extra[i], &r, &e) == 0, "%s: %s", extra[i], e.message);
@@ -667,6 +670,17 @@ static const struct bad_case {
               "{\"type\":\"object\"},\"response_format\":{\"type\":\"json_object\"}}", 400,
      "guided_json"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"guided_json\":\"[1]\"}", 400, "guided_json"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"regex\":\"a+\"}}", 400,
+     "structured_outputs.regex"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"choice\":[\"a\"]}}", 400,
+     "structured_outputs.choice"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":5}", 400, "structured_outputs"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"json\":{\"format\":\"uri\"}}}",
+     400, "structured_outputs.json"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"json\":{},\"json_object\":"
+                    "true}}", 400, "structured_outputs"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"json_object\":true},"
+                    "\"response_format\":{\"type\":\"json_object\"}}", 400, "structured_outputs"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"guided_choice\":"
               "[\"a\",\"b\"]}", 400, "guided_choice"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"audio\":"

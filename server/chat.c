@@ -934,6 +934,16 @@ int chat_tool_prefill(int family, const char *name, char **out)
     return 0;
 }
 
+const char *chat_tool_close(int family)
+{
+    switch (family) {
+    case CHAT_LLAMA31: return "}";
+    case CHAT_QWEN: return "}\n</tool_call>";
+    case CHAT_MISTRAL: return "}]";
+    default: return NULL;
+    }
+}
+
 int chat_format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t *opts,
                 char **out, size_t *len, char *err, size_t errlen)
 {

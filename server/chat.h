@@ -84,6 +84,10 @@ bool chat_has_tools(int family);
  * A malloc'd string in *out, or -ENOTSUP for a family without tool calls, -ENOMEM. */
 int chat_tool_prefill(int family, const char *name, char **out);
 
+/* What closes the call that chat_tool_prefill(family, name) opened, once its arguments are
+ * written ("}\n</tool_call>", "}", "}]"); NULL for a family without tool calls. */
+const char *chat_tool_close(int family);
+
 /* Python's json.dumps(json.loads(json), ensure_ascii=False[, indent=N]) (what the
  * templates' tojson prints, as transformers defines it): numbers written with '.', 'e' or 'E'
  * print as Python floats (1.0, 1e-05), others as ints, digit for digit.  malloc'd in *out,

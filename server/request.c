@@ -815,6 +815,30 @@ static int parse_tools(const cJSON *root, rq_t *r, rq_err_t *e)
     }
     if (r->tool_choice == RQ_TOOLS_REQUIRED && n == 0)
         return bad(e, "tool_choice", "'tool_choice' \"required\" needs 'tools'");
+    if (r->tool_choice == RQ_TOOLS_NAMED && !r->grammar) {
+        /* The server writes the call up to its arguments; the grammar makes the arguments
+         * an object that fits the function's parameters.  A schema outside the compiler's
+         * subset leaves them free (the call is then only as good as the model). */
+        const cJSON *params = NULL;
+        cJSON_ArrayForEach(it, t)
+        {
+            const cJSON *fn = field(it, "function"), *nm = field(fn, "name");
+            if (strcmp(nm->valuestring, r->tool_name) == 0)
+                params = field(fn, "parameters");
+        }
+        gr_spec_t *g = NULL;
+        char why[160], where[96];
+        int grc = params && params->child
+                      ? sch_compile(params, &g, why, sizeof why, where, sizeof where)
+                      : gr_spec_json(&g, true);
+        if (grc == -ENOMEM)
+            return -ENOMEM;
+        if (grc == 0) {
+            r->grammar = g;
+            r->sampling.grammar = g;
+            r->tool_grammar = true;
+        }
+    }
     if (r->tool_choice != RQ_TOOLS_NONE) {
         r->tools = cJSON_PrintUnformatted(t);
         if (!r->tools)
@@ -1086,7 +1110,7 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
             return rc;
         /* The JSON constraint would forbid the call syntax of Qwen (<tool_call>) and
          * Mistral ([TOOL_CALLS]); fusiond does not mix the two. */
-        if (r->tools && r->grammar)
+        if (r->tools && r->grammar && !r->tool_grammar)
             return unsupported_param(e, "tools", "'tools' cannot be combined with a JSON "
                                      "constraint (response_format, json_schema, "
                                      "guided_json or structured_outputs): set 'tool_choice' to \"none\" for a JSON "

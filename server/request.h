@@ -87,6 +87,9 @@ typedef struct rq {
     int n_tools;
     int tool_choice;            /* enum rq_tool_choice */
     char *tool_name;
+    bool tool_grammar;          /* named: grammar holds the output (the arguments, after the
+                                   call opening the server writes) to the function's
+                                   parameters schema */
     bool parallel_tool_calls;
     /* generation */
     int max_tokens;             /* 0 = not given (the caller applies its default);

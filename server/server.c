@@ -1211,6 +1211,13 @@ static void on_done(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
     if (c->n_gen > 0)
         met_observe(s->met, MET_DECODE, ev->timings.decode_s);
     j->n_running--;
+    /* A named call's arguments, held to its schema, ended the document: the call is closed
+     * as the family closes it, for the parse below to read the whole call. */
+    if (j->tc_on && j->rq.tool_grammar && ev->finish == ENG_FINISH_STOP) {
+        const char *close = chat_tool_close(s->chat_family);
+        if (close)
+            sb_adds(&c->tc, close);
+    }
 
     if (!j->abandoned && j->conn) {
         if (j->stream) {
@@ -1451,7 +1458,7 @@ static int prepare_tokenize(srv_job_t *j)
  * tokenizer should add BOS (not when the template already wrote it).  With tools and
  * tool_choice "required" or a named function, the family's call opening follows the
  * generation prompt (also kept in j->tc_prefill): the model is made to write a call by
- * starting it (tool calls are not grammar-constrained). */
+ * starting it (a named function's arguments are then held to its schema: rq_t.tool_grammar). */
 static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special, rq_err_t *e)
 {
     srv_t *s = j->srv;

@@ -219,6 +219,29 @@ START_TEST(test_tool_fields)
     ck_assert_int_eq(r.tool_choice, RQ_TOOLS_NAMED);
     ck_assert_str_eq(r.tool_name, "g-2_x");
     ck_assert(!r.parallel_tool_calls);
+    /* no parameters: the arguments are held to be an object */
+    ck_assert(r.tool_grammar);
+    ck_assert_ptr_nonnull(r.grammar);
+    ck_assert_ptr_eq(r.sampling.grammar, r.grammar);
+    rq_free(&r);
+    /* named with a schema: held to it; one outside the compiler's subset: left free */
+    ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                                    "\"tools\":[" TOOL_F "],\"tool_choice\":{\"type\":\"function\","
+                                    "\"function\":{\"name\":\"f\"}}}", &r, &e), 0);
+    ck_assert(r.tool_grammar && r.grammar);
+    rq_free(&r);
+    ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                                    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\","
+                                    "\"parameters\":{\"type\":\"string\",\"pattern\":\"a\"}}}],"
+                                    "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":"
+                                    "\"f\"}}}", &r, &e), 0);
+    ck_assert(!r.tool_grammar);
+    ck_assert_ptr_null(r.grammar);
+    rq_free(&r);
+    /* auto and required: no grammar (the call's syntax is the model's to write) */
+    ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                                    "\"tools\":[" TOOL_F "]}", &r, &e), 0);
+    ck_assert(!r.tool_grammar && !r.grammar);
     rq_free(&r);
 
     ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
@@ -599,6 +622,9 @@ static const struct bad_case {
               "\"response_format\":{\"type\":\"json_object\"}}", 400, "tools"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[" TOOL_F "],"
               "\"guided_json\":{\"type\":\"object\"}}", 400, "tools"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[" TOOL_F "],"
+              "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}},"
+              "\"response_format\":{\"type\":\"json_object\"}}", 400, "tools"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":{}}", 400,
      "tools"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"functions\":[{}]}",

@@ -4,7 +4,8 @@ a copy of stories260K written with Qwen 2.5's chat template (and a longer contex
 and since a random model writes no tool call by itself, a few of its tokens are rewritten to
 hold call text and logit_bias picks them.  Checked whole and streamed: auto calls (content
 null, finish_reason "tool_calls", call ids), a named tool_choice and "required" continuing the
-prefilled call opening, parallel_tool_calls false, text that is no call staying content (and
+prefilled call opening (named: arguments held to the parameters schema, even unbiased),
+arguments streamed piece by piece, parallel_tool_calls false, text that is no call staying content (and
 held-back text released when it turns out not to be one), a history with tool calls and tool
 results, the 400s; the same GGUF under --chat-template llama3.1 and mistral (9-character
 ids); the plain model refusing tools.  Usage: test_tools_server.py (python3 stdlib only)."""
@@ -22,19 +23,20 @@ from gguf_copy import gguf_rewrite  # noqa: E402
 FAILS = []
 
 # Token ids of stories260K (single rare characters) rewritten to carry call text.
-QWEN_CALL, NAMED_ARGS, REQUIRED_REST, QWEN_TWO, LLAMA_CALL, MISTRAL_CALL, NOT_A_CALL, ARGS_OPEN = (
-    503, 507, 476, 482, 511, 486, 481, 498)
+QWEN_CALL, NAMED_ARGS, REQUIRED_REST, QWEN_TWO, LLAMA_CALL, MISTRAL_CALL, NOT_A_CALL, ARGS_OPEN, \
+    ARGS_MORE = (503, 507, 476, 482, 511, 486, 481, 498, 493)
 TOKENS = {
     QWEN_CALL: '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Z\u00fcrich '
                '\\"old\\" {town}"}}\n</tool_call>',
-    NAMED_ARGS: '{"city": "Paris"}}\n</tool_call>',
+    NAMED_ARGS: '{"city": "Paris"}',
     REQUIRED_REST: 'clock", "arguments": {}}',
     QWEN_TWO: 'Two.\n<tool_call>\n{"name": "clock", "arguments": {}}\n</tool_call>\n'
               '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>',
     LLAMA_CALL: '{"name": "get_weather", "parameters": {"city": "Oslo"}}',
     MISTRAL_CALL: '[{"name": "get_weather", "arguments": {"city": "Rome"}}]',
     NOT_A_CALL: '{"name": "get_weather", "parameters": 5} is no call',
-    ARGS_OPEN: '{"a": [',
+    ARGS_OPEN: '{"city": "',
+    ARGS_MORE: 'ris ',
 }
 
 
@@ -49,7 +51,11 @@ def check(cond, what):
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather",
                                            "parameters": {"type": "object", "properties": {
                                                "city": {"type": "string"}}}}},
-         {"type": "function", "function": {"name": "clock"}}]
+         {"type": "function", "function": {"name": "clock"}},
+         {"type": "function", "function": {"name": "set_unit", "parameters": {
+             "type": "object", "properties": {"unit": {"enum": ["c", "f"]}}, "required": ["unit"],
+             "additionalProperties": False}}}]
+SET_UNIT = {"type": "function", "function": {"name": "set_unit"}}
 USER = [{"role": "user", "content": "Weather?"}]
 
 
@@ -183,24 +189,45 @@ def main():
               calls[1]["name"] == "get_weather", "two calls streamed: %r %r %r" % (content, calls, finishes))
         st, js = chat(d, body(QWEN_TWO, parallel_tool_calls=False))
         one_call(js, "clock", {}, "parallel_tool_calls false", content="Two.")
-        # named: the prefill ends where the arguments begin
+        # named: the prefill ends where the arguments begin, and the grammar holds them to
+        # the parameters schema; the document complete, the model must end, and the server
+        # closes the call
         named = {"type": "function", "function": {"name": "get_weather"}}
-        st, js = chat(d, body(NAMED_ARGS, tool_choice=named))
+        st, js = chat(d, body(NAMED_ARGS, tool_choice=named, max_tokens=3))
         one_call(js, "get_weather", {"city": "Paris"}, "named tool_choice")
-        streamed_call(d, body(NAMED_ARGS, tool_choice=named), "get_weather", {"city": "Paris"},
-                      "named tool_choice")
-        # a call's arguments stream as they are written, a piece per token; cut by max_tokens
-        # the call is not well-formed, so the whole answer is content, and the stream (which
-        # cannot take back what it sent) ends with "length"
-        frames = stream(d, body(ARGS_OPEN, max_tokens=3, tool_choice=named))
+        check(js["usage"]["completion_tokens"] == 2, "named: the arguments, then the end")
+        streamed_call(d, body(NAMED_ARGS, tool_choice=named, max_tokens=3), "get_weather",
+                      {"city": "Paris"}, "named tool_choice")
+        # no bias at all: the random model's arguments still fit the schema (an enum)
+        for what, stream_it in (("whole", False), ("streamed", True)):
+            b = body(None, tool_choice=SET_UNIT, max_tokens=200)
+            if stream_it:
+                content, calls, finishes = assemble(stream(d, b))
+                call = calls.get(0, {})
+                args, name, finish = call.get("arguments"), call.get("name"), finishes
+            else:
+                st, js = chat(d, b)
+                m = js["choices"][0]["message"]
+                call = (m.get("tool_calls") or [{}])[0].get("function", {})
+                args, name, finish = call.get("arguments"), call.get("name"), [
+                    js["choices"][0]["finish_reason"]]
+            check(name == "set_unit" and finish == ["tool_calls"] and args and
+                  json.loads(args) in ({"unit": "c"}, {"unit": "f"}),
+                  "named, schema-held arguments (%s): %r %r %r" % (what, name, args, finish))
+        # a call's arguments stream as they are written, a piece per token (the grammar lets
+        # the second biased token in once the string is open); cut by max_tokens the call is
+        # not well-formed, so the whole answer is content, and the stream (which cannot take
+        # back what it sent) ends with "length"
+        two = {str(ARGS_OPEN): 100, str(ARGS_MORE): 100}
+        frames = stream(d, body(None, max_tokens=3, tool_choice=named, logit_bias=two))
         pieces = [tc["function"].get("arguments") for f in frames for c in f["choices"]
                   for tc in (c["delta"].get("tool_calls") or [])]
         content, calls, finishes = assemble(frames)
-        check(pieces == ["", '{"a": [', '{"a": [', '{"a": ['] and calls[0]["name"] == "get_weather"
+        check(pieces == ["", '{"city": "', 'ris ', 'ris '] and calls[0]["name"] == "get_weather"
               and content == "" and finishes == ["length"],
               "arguments streamed piece by piece: %r %r %r" % (pieces, content, finishes))
-        st, js = chat(d, body(ARGS_OPEN, max_tokens=3, tool_choice=named))
-        check(js["choices"][0]["message"]["content"].endswith('"arguments": ' + '{"a": [' * 3) and
+        st, js = chat(d, body(None, max_tokens=3, tool_choice=named, logit_bias=two))
+        check(js["choices"][0]["message"]["content"].endswith('"arguments": {"city": "ris ris ') and
               js["choices"][0]["finish_reason"] == "length", "cut call, whole: %r" % js)
         # required: the prefill ends where the name begins
         st, js = chat(d, body(REQUIRED_REST, tool_choice="required"))
@@ -210,14 +237,11 @@ def main():
         ch = js["choices"][0]
         check(ch["finish_reason"] == "length" and isinstance(ch["message"]["content"], str) and
               "tool_calls" not in ch["message"], "no call: %r" % ch)
-        st, js = chat(d, body(None, max_tokens=3, tool_choice=named))
+        st, js = chat(d, body(None, max_tokens=1, tool_choice=named))
         ch = js["choices"][0]
         check(ch["finish_reason"] == "length" and ch["message"]["content"].startswith(
             '<tool_call>\n{"name": "get_weather", "arguments": ') and "tool_calls" not in ch["message"],
             "unfinished named call is content: %r" % ch)
-        content, calls, finishes = assemble(stream(d, body(None, max_tokens=3, tool_choice=named)))
-        check(content == ch["message"]["content"] and not calls and finishes == ["length"],
-              "unfinished named call streamed: %r" % content)
         # tool_choice none: tools are not offered, the answer is text
         st, js = chat(d, body(QWEN_CALL, tool_choice="none"))
         check(st == 200 and "tool_calls" not in js["choices"][0]["message"] and
@@ -232,7 +256,7 @@ def main():
         # bad requests
         error(d, body(None, tool_choice={"type": "function", "function": {"name": "nope"}}),
               "tool_choice.function.name", "named tool not offered")
-        error(d, body(None, tools=TOOLS + TOOLS[:1]), "tools[2].function.name", "duplicate tool")
+        error(d, body(None, tools=TOOLS + TOOLS[:1]), "tools[3].function.name", "duplicate tool")
         error(d, body(None, tools=[{"type": "function", "function": {"name": "x",
                                                                      "parameters": []}}]),
               "tools[0].function.parameters", "parameters not an object")
@@ -246,6 +270,10 @@ def main():
     try:
         st, js = chat(d, body(LLAMA_CALL))
         one_call(js, "get_weather", {"city": "Oslo"}, "llama3.1 call")
+        st, js = chat(d, body(None, tool_choice=SET_UNIT, max_tokens=200))
+        c = (js["choices"][0]["message"].get("tool_calls") or [{"function": {}}])[0]["function"]
+        check(c.get("name") == "set_unit" and json.loads(c.get("arguments") or "0") in (
+            {"unit": "c"}, {"unit": "f"}), "llama3.1 named, schema-held: %r" % js["choices"][0])
         streamed_call(d, body(LLAMA_CALL), "get_weather", {"city": "Oslo"}, "llama3.1 call")
         # held back as a possible call, released as content when it is not one
         st, js = chat(d, body(NOT_A_CALL))
@@ -265,6 +293,10 @@ def main():
 
     d = loopback.Daemon("--chat-template", "mistral", model=gguf)
     try:
+        st, js = chat(d, body(None, tool_choice=SET_UNIT, max_tokens=200))
+        c = (js["choices"][0]["message"].get("tool_calls") or [{"function": {}}])[0]["function"]
+        check(c.get("name") == "set_unit" and json.loads(c.get("arguments") or "0") in (
+            {"unit": "c"}, {"unit": "f"}), "mistral named, schema-held: %r" % js["choices"][0])
         st, js = chat(d, body(MISTRAL_CALL))
         c = one_call(js, "get_weather", {"city": "Rome"}, "mistral call")
         check(len(c["id"]) == 9 and c["id"].isalnum(), "mistral call id " + c["id"])

@@ -1112,8 +1112,8 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
          * Mistral ([TOOL_CALLS]); fusiond does not mix the two. */
         if (r->tools && r->grammar && !r->tool_grammar)
             return unsupported_param(e, "tools", "'tools' cannot be combined with a JSON "
-                                     "constraint (response_format, json_schema or "
-                                     "guided_json): set 'tool_choice' to \"none\" for a JSON "
+                                     "constraint (response_format, json_schema, "
+                                     "guided_json or structured_outputs): set 'tool_choice' to \"none\" for a JSON "
                                      "answer");
     }
     s->n_probs = r->logprobs;

@@ -29,7 +29,9 @@
  *   3. One llm_decode batch: every running sequence whose prompt is processed feeds its
  *      last sampled token; then prompts still in prefill get chunks of at most
  *      prefill_chunk tokens, in admission order, until max_batch_tokens.  Only a prompt's
- *      last chunk asks for logits.
+ *      last chunk asks for logits, except with prompt log-probabilities: then every chunk
+ *      asks for all its rows' (at most plp_rows such rows a step: a bounded buffer), and
+ *      each row becomes a prompt TOKEN event (emit_prompt) before any sampled token.
  *   4. Each sequence with logits samples a token (a constrained one through its grammar
  *      matcher's mask first: engine/grammar.h); text goes through the tokenizer's stream
  *      (complete UTF-8 only) and the stop-string matcher; TOKEN events; finished requests

@@ -762,6 +762,20 @@ static int32_t clean_argmax(float *l, int V, float *max_out)
     return -1;
 }
 
+/* The n_top best tokens of logits (best first, ties to the lower id) with their
+ * log-probabilities, lse being the log of the sum of exp(logits). */
+static int fill_top(smp_t *s, const float *logits, double lse, eng_top_t *top, int n_top)
+{
+    if (cand_reserve(s, n_top) < 0)
+        return -ENOMEM;
+    select_top(logits, s->n_vocab, n_top, 1, s->cand);
+    for (int i = 0; i < n_top; i++) {
+        top[i].token = s->cand[i].id;
+        top[i].logprob = (float)((double)s->cand[i].logit - lse);
+    }
+    return 0;
+}
+
 int32_t smp_sample(smp_t *s, float *logits, float *logprob, eng_top_t *top, int n_top)
 {
     return smp_sample_masked(s, logits, NULL, logprob, top, n_top);
@@ -788,15 +802,8 @@ int32_t smp_sample_masked(smp_t *s, float *logits, const uint32_t *allow, float 
         double lse = log_sum_exp(logits, V, max);
         if (logprob)
             *logprob = (float)((double)logits[tok] - lse);
-        if (n_top > 0) {
-            if (cand_reserve(s, n_top) < 0)
-                return -ENOMEM;
-            select_top(logits, V, n_top, 1, s->cand);
-            for (int i = 0; i < n_top; i++) {
-                top[i].token = s->cand[i].id;
-                top[i].logprob = (float)((double)s->cand[i].logit - lse);
-            }
-        }
+        if (n_top > 0 && fill_top(s, logits, lse, top, n_top) < 0)
+            return -ENOMEM;
     }
     return tok;
 }
@@ -817,15 +824,8 @@ int smp_logprobs(smp_t *s, float *logits, int32_t tok, float *logprob, int *rank
     for (int i = 0; i < V; i++)
         above += logits[i] > logits[tok];
     *rank = above + 1;
-    if (n_top > 0) {
-        if (cand_reserve(s, n_top) < 0)
-            return -ENOMEM;
-        select_top(logits, V, n_top, 1, s->cand);
-        for (int i = 0; i < n_top; i++) {
-            top[i].token = s->cand[i].id;
-            top[i].logprob = (float)((double)s->cand[i].logit - lse);
-        }
-    }
+    if (n_top > 0 && fill_top(s, logits, lse, top, n_top) < 0)
+        return -ENOMEM;
     return 0;
 }
 

@@ -1095,23 +1095,33 @@ static void build_final(srv_job_t *j)
     j->pending_status = status;
 }
 
+/* A zeroed entry at the end of a choice's logprobs array (generated or prompt), or NULL
+ * when it cannot grow (the choice is then lost). */
+static oai_lp_t *lp_push(srv_choice_t *c, oai_lp_t **arr, size_t *n, size_t *cap)
+{
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 16;
+        oai_lp_t *p = realloc(*arr, ncap * sizeof *p);
+        if (!p) {
+            choice_lose(c);
+            return NULL;
+        }
+        *arr = p;
+        *cap = ncap;
+    }
+    oai_lp_t *lp = &(*arr)[(*n)++];
+    memset(lp, 0, sizeof *lp);
+    return lp;
+}
+
 /* A prompt position's log-probabilities (they come first, in order). */
 static void on_prompt_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
 {
     if (j->abandoned || j->client_gone)
         return;
-    if (c->n_plp == c->cap_plp) {
-        size_t cap = c->cap_plp ? c->cap_plp * 2 : 16;
-        oai_lp_t *p = realloc(c->plp, cap * sizeof *p);
-        if (!p) {
-            choice_lose(c);
-            return;
-        }
-        c->plp = p;
-        c->cap_plp = cap;
-    }
-    oai_lp_t *lp = &c->plp[c->n_plp++];
-    memset(lp, 0, sizeof *lp);
+    oai_lp_t *lp = lp_push(c, &c->plp, &c->n_plp, &c->cap_plp);
+    if (!lp)
+        return;
     lp->token = ev->token;
     lp->logprob = ev->logprob;
     lp->rank = ev->rank;
@@ -1144,17 +1154,8 @@ static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
 
     oai_lp_t *lp = NULL;
     if (j->rq.logprobs >= 0) {
-        if (c->n_lp == c->cap_lp) {
-            size_t cap = c->cap_lp ? c->cap_lp * 2 : 16;
-            oai_lp_t *p = realloc(c->lp, cap * sizeof *p);
-            if (!p) {
-                choice_lose(c);
-                return;
-            }
-            c->lp = p;
-            c->cap_lp = cap;
-        }
-        lp = &c->lp[c->n_lp++];
+        if (!(lp = lp_push(c, &c->lp, &c->n_lp, &c->cap_lp)))
+            return;
         lp->token = ev->token;
         lp->logprob = ev->logprob;
         lp->n_top = FD_MIN(ev->n_top, FD_MIN(j->rq.logprobs, OAI_MAX_TOP));

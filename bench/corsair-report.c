@@ -570,7 +570,7 @@ static void numerics_stories(const char *path)
         die("out of memory");
     ref[0] = 1;
     for (int i = 0; i < N; i++) {
-        llm_batch_entry_t e = { slot, &ref[i], 1, true };
+        llm_batch_entry_t e = { .slot = slot, .tokens = &ref[i], .n_tokens = 1, .want_logits = true };
         if (llm_decode(c, &e, 1, lc + (size_t)i * V))
             die("cpu decode failed");
         ref[i + 1] = argmax(lc + (size_t)i * V, V);
@@ -601,7 +601,7 @@ static void numerics_stories(const char *path)
         if (llm_seq_alloc(m, &s2))
             die("no slot");
         for (int i = 0; i < N; i++) {
-            llm_batch_entry_t e = { s2, &ref[i], 1, true };
+            llm_batch_entry_t e = { .slot = s2, .tokens = &ref[i], .n_tokens = 1, .want_logits = true };
             if (llm_decode(m, &e, 1, lg))
                 die("corsair decode failed");
             int a = argmax(lg, V);
@@ -614,7 +614,7 @@ static void numerics_stories(const char *path)
         llm_seq_alloc(m, &s2);
         int32_t t = 1;
         for (int i = 0; i < N && first < 0; i++) {
-            llm_batch_entry_t e = { s2, &t, 1, true };
+            llm_batch_entry_t e = { .slot = s2, .tokens = &t, .n_tokens = 1, .want_logits = true };
             if (llm_decode(m, &e, 1, lg))
                 die("corsair decode failed");
             t = argmax(lg, V);

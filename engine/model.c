@@ -139,6 +139,9 @@ static int read_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, s
         (rc = get_u32(g, ar, "attention.head_count_kv", false, heads, &heads_kv, err, errlen)))
         return rc;
     char kk[128];
+    uint32_t pool;
+    snprintf(kk, sizeof(kk), "%s.pooling_type", ar);
+    hp->pooling = gguf_get_u32(g, kk, &pool) == 0 && pool <= 3 ? (int)pool : -1;
     snprintf(kk, sizeof(kk), "%s.attention.key_length", ar);
     if (embd % heads && !gguf_find(g, kk)) {
         snprintf(err, errlen, "%s: embedding_length %u is not a multiple of head_count %u "
@@ -621,6 +624,9 @@ static int check_batch(const llm_model_t *m, const llm_batch_entry_t *e, int n, 
         if (e[i].want_logits < 0 || e[i].want_logits > e[i].n_tokens ||
             (e[i].want_logits > 0 && !logits))
             return -EINVAL;
+        if (e[i].want_hidden < 0 || e[i].want_hidden > e[i].n_tokens ||
+            (e[i].want_hidden > 0 && !e[i].hidden))
+            return -EINVAL;
         for (int j = 0; j < i; j++)
             if (e[j].slot == e[i].slot)
                 return -EINVAL;
@@ -658,9 +664,12 @@ int llm_decode(llm_model_t *m, const llm_batch_entry_t *e, int n_entries, float 
              * is its own last rows */
             int first_want = b->n_tokens - b->want_logits;
             int nl = FD_MAX(0, off + take - FD_MAX(off, first_want));
+            int first_hid = b->n_tokens - b->want_hidden;
+            int nh = FD_MAX(0, off + take - FD_MAX(off, first_hid));
             off += take;
             bool last = off == b->n_tokens;
-            m->seqs[n_seqs++] = (fz_seq_t){ .slot = b->slot, .n_rows = take, .want_logits = nl };
+            m->seqs[n_seqs++] = (fz_seq_t){ .slot = b->slot, .n_rows = take, .want_logits = nl,
+                                            .want_hidden = nh, .hidden = b->hidden };
             n_logits += nl;
             rows += take;
             if (last) {

@@ -35,6 +35,8 @@ typedef struct llm_hparams {
     int rope_mode;              /* enum fb_rope_mode */
     bool tied_output;           /* output.weight absent: token_embd used */
     bool qkv_bias;              /* qwen2 */
+    int pooling;                /* <arch>.pooling_type (llama.cpp's numbering: 0 none, 1 mean,
+                                   2 cls, 3 last); -1 when the file has none */
     int64_t n_params;
 } llm_hparams_t;
 
@@ -79,6 +81,13 @@ typedef struct llm_batch_entry {
     const int32_t *tokens;
     int n_tokens;
     int want_logits;
+    /* Embeddings: the final hidden states (after the output RMSNorm and its gamma: the
+     * vector the LM head multiplies) of its last want_hidden rows, 0 to n_tokens, are ADDED
+     * into hidden (n_embd host floats the caller zeroed): with 1 the last token's state, with
+     * n_tokens the sum a mean pools, over chunks too.  hidden may be NULL when want_hidden
+     * is 0. */
+    int want_hidden;
+    float *hidden;
 } llm_batch_entry_t;
 
 /* Runs one step.  logits receives n_vocab floats per row that wants them (want_logits
@@ -86,8 +95,8 @@ typedef struct llm_batch_entry {
  * NULL when no entry wants logits).  Entries name distinct allocated
  * slots (at most n_seq_max entries), each with n_tokens >= 1.  Any number of tokens may be
  * passed: rows beyond n_batch_max run as further sub-batches inside the call.
- * Errors: -EINVAL (bad slot/token id, empty or duplicate entry, want_logits outside
- * [0, n_tokens]), FD_ECTX (past n_ctx),
+ * Errors: -EINVAL (bad slot/token id, empty or duplicate entry, want_logits or want_hidden
+ * outside [0, n_tokens], want_hidden without hidden), FD_ECTX (past n_ctx),
  * FD_EBACKEND or -ENOMEM from the backend.  On error no sequence's length changes. */
 int llm_decode(llm_model_t *m, const llm_batch_entry_t *e, int n_entries, float *logits);
 

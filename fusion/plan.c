@@ -40,6 +40,8 @@ struct fz_plan {
     float *x, *xn, *qkv, *att, *tmp, *gu, *h;
     float *hx, *hxn, *logits;        /* max_seqs rows */
     fb_attn_t *attn;                 /* host, max_seqs */
+    float *hid;                      /* host, max_seqs rows of n_embd: hidden states read back */
+    float **hid_dst;                 /* host, max_seqs: the sum each of those rows goes to */
 };
 
 bool fz_plan_fused(const fz_plan_t *p) { return p->o.fused; }
@@ -171,6 +173,8 @@ void fz_plan_free(fz_plan_t *p)
     free(p->layers);
     free(p->prepared);
     free(p->attn);
+    free(p->hid);
+    free(p->hid_dst);
     free(p);
 }
 
@@ -202,7 +206,9 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
     p->layers = calloc((size_t)L, sizeof(*p->layers));
     p->prepared = calloc((size_t)p->cap_prepared, sizeof(*p->prepared));
     p->attn = calloc((size_t)opts->max_seqs, sizeof(*p->attn));
-    if (!p->layers || !p->prepared || !p->attn)
+    p->hid = calloc((size_t)opts->max_seqs * (size_t)src->n_embd, sizeof(*p->hid));
+    p->hid_dst = calloc((size_t)opts->max_seqs, sizeof(*p->hid_dst));
+    if (!p->layers || !p->prepared || !p->attn || !p->hid || !p->hid_dst)
         goto nomem;
 
     int rc;
@@ -229,12 +235,12 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
     p->tok_embd = src->tok_embd;
     if ((rc = prep(p, &p->tok_embd, err, errlen)))
         goto fail;
+    /* both plans: the fused head folds this gamma in, but hidden states (embeddings) are
+     * normalized explicitly */
     int n_head_parts;
-    if (!opts->fused) {
-        p->out_norm = gamma_weight(src->out_norm, src->n_embd, "output_norm");
-        if ((rc = prep(p, &p->out_norm, err, errlen)))
-            goto fail;
-    }
+    p->out_norm = gamma_weight(src->out_norm, src->n_embd, "output_norm");
+    if ((rc = prep(p, &p->out_norm, err, errlen)))
+        goto fail;
     if ((rc = build_product(p, &src->output, 1, src->out_norm, "output", &p->head,
                             &n_head_parts, err, errlen)))
         goto fail;
@@ -244,11 +250,10 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
     if ((rc = alloc_act(p, &p->x, R, E)) || (rc = alloc_act(p, &p->qkv, R, (size_t)p->n_qkv)) ||
         (rc = alloc_act(p, &p->att, R, (size_t)p->n_q)) || (rc = alloc_act(p, &p->tmp, R, E)) ||
         (rc = alloc_act(p, &p->gu, R, 2 * F)) || (rc = alloc_act(p, &p->h, R, F)) ||
-        (rc = alloc_act(p, &p->hx, S, E)) ||
+        (rc = alloc_act(p, &p->hx, S, E)) || (rc = alloc_act(p, &p->hxn, S, E)) ||
         (rc = alloc_act(p, &p->logits, S, (size_t)src->n_vocab)))
         goto fail_mem;
-    if (!opts->fused &&
-        ((rc = alloc_act(p, &p->xn, R, E)) || (rc = alloc_act(p, &p->hxn, S, E))))
+    if (!opts->fused && (rc = alloc_act(p, &p->xn, R, E)))
         goto fail_mem;
     *out = p;
     return 0;
@@ -400,6 +405,22 @@ static int head(fz_plan_t *p, int n, float *logits)
     return rc;
 }
 
+/* The final hidden states of the first n rows of hx: RMSNorm with the output gamma (the plain
+ * operator in both plans), read back and added into each row's sum. */
+static int hidden_out(fz_plan_t *p, int n)
+{
+    const size_t E = (size_t)p->src.n_embd;
+    int rc = fb_rmsnorm(p->be, p->hx, n, (int64_t)E, &p->out_norm, p->src.eps, p->hxn);
+    if (rc == 0)
+        rc = fb_to_host(p->be, p->hid, p->hxn, (size_t)n * E * sizeof(float));
+    if (rc == 0)
+        rc = fb_sync(p->be);
+    for (int i = 0; i < n && rc == 0; i++)
+        for (size_t j = 0; j < E; j++)
+            p->hid_dst[i][j] += p->hid[(size_t)i * E + j];
+    return rc;
+}
+
 int fz_forward(fz_plan_t *p, const fz_kv_t *kv, const int32_t *tokens, const int32_t *pos,
                int n_rows, const fz_seq_t *seqs, int n_seqs, float *logits)
 {
@@ -431,6 +452,24 @@ int fz_forward(fz_plan_t *p, const fz_kv_t *kv, const int32_t *tokens, const int
     }
     if (rc == 0 && n_out > 0)
         rc = head(p, n_out, logits + (size_t)n_done * (size_t)m->n_vocab);
+
+    /* the rows that want hidden states, likewise max_seqs at a time through hx */
+    n_out = 0;
+    row = 0;
+    for (int s = 0; s < n_seqs && rc == 0; s++) {
+        row += seqs[s].n_rows;
+        int nh = seqs[s].hidden ? FD_MIN(FD_MAX(seqs[s].want_hidden, 0), seqs[s].n_rows) : 0;
+        for (int r = row - nh; r < row && rc == 0; r++) {
+            p->hid_dst[n_out] = seqs[s].hidden;
+            rc = fb_copy2d(p->be, p->hx + (size_t)n_out++ * E, E, p->x + (size_t)r * E, E, 1, E);
+            if (rc == 0 && n_out == p->o.max_seqs) {
+                rc = hidden_out(p, n_out);
+                n_out = 0;
+            }
+        }
+    }
+    if (rc == 0 && n_out > 0)
+        rc = hidden_out(p, n_out);
     int rs = fb_sync(p->be);
     fb_mark(p->be, FB_MARK_STEP_END, n_rows);
     return rc ? rc : rs;

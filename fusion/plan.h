@@ -73,13 +73,21 @@ typedef struct fz_seq {
     int n_rows;
     int want_logits;                 /* the logits of its last want_logits rows (0..n_rows;
                                         true: the last row's) */
+    int want_hidden;                 /* its last want_hidden rows' final hidden states
+                                        (0..n_rows): each row after the output RMSNorm and
+                                        its gamma, the vector the LM head multiplies ... */
+    float *hidden;                   /* ... ADDED into these n_embd host floats (a sum, so
+                                        a pooled mean accumulates row by row and chunk by
+                                        chunk; the caller zeroes it first) */
 } fz_seq_t;
 
 /* Runs every layer over n_rows tokens (host ids and positions), writes each row's K and V
  * into the cache at its slot and position, lets row i attend to positions 0..pos[i] of its
  * slot, and writes the logits of the rows that want them (the last want_logits rows of
  * a sequence) to logits (host, n_vocab floats each, in row
- * order).  Any number of rows up to n_rows may want logits: the LM head runs over them in
+ * order), and adds the normalized hidden states of the rows that want them into their
+ * sequence's hidden sum (both plans compute that normalization explicitly: the fused plan's
+ * head defers it into its GEMM, which an embedding cannot).  Any number of rows up to n_rows may want logits: the LM head runs over them in
  * groups of max_seqs rows, so its scratch stays max_seqs rows of n_vocab.  Returns after the backend is done.
  * Preconditions (the caller validates): n_rows <= max_rows, n_seqs <= max_seqs, ids in
  * range, positions inside the cache. */

@@ -300,7 +300,7 @@ static void check_logits(bool fusion)
         ck_assert(memcmp(ids, r->ids, n * sizeof(int32_t)) == 0);
         int slot;
         ck_assert_int_eq(llm_seq_alloc(m, &slot), 0);
-        llm_batch_entry_t e = {slot, r->ids, r->n_ids, true};
+        llm_batch_entry_t e = { .slot = slot, .tokens = r->ids, .n_tokens = r->n_ids, .want_logits = true };
         ck_assert_int_eq(llm_decode(m, &e, 1, logits), 0);
         double d = 0;
         for (int k = 0; k < N_VOCAB; k++)
@@ -335,7 +335,7 @@ static void greedy(bool fusion, int32_t out[][MAX_IDS], int *n_out)
         const rec_t *r = &recs[i];
         int slot;
         ck_assert_int_eq(llm_seq_alloc(m, &slot), 0);
-        llm_batch_entry_t e = {slot, r->ids, r->n_ids, true};
+        llm_batch_entry_t e = { .slot = slot, .tokens = r->ids, .n_tokens = r->n_ids, .want_logits = true };
         ck_assert_int_eq(llm_decode(m, &e, 1, logits), 0);
         int n = 0;
         while (n < r->max) {
@@ -343,7 +343,7 @@ static void greedy(bool fusion, int32_t out[][MAX_IDS], int *n_out)
             out[i][n++] = id;
             if (id == tok_eos(t))
                 break;
-            e = (llm_batch_entry_t){slot, &out[i][n - 1], 1, true};
+            e = (llm_batch_entry_t){.slot = slot, .tokens = &out[i][n - 1], .n_tokens = 1, .want_logits = true};
             ck_assert_int_eq(llm_decode(m, &e, 1, logits), 0);
         }
         n_out[i] = n;
@@ -402,7 +402,7 @@ static void all_rows(bool fusion)
     int slot;
     ck_assert_int_eq(llm_seq_alloc(m, &slot), 0);
     for (int i = 0; i < n; i++) {
-        llm_batch_entry_t e = {slot, &seq[i], 1, true};
+        llm_batch_entry_t e = { .slot = slot, .tokens = &seq[i], .n_tokens = 1, .want_logits = true };
         ck_assert_int_eq(llm_decode(m, &e, 1, ref + (size_t)i * N_VOCAB), 0);
     }
     llm_free(m);
@@ -417,8 +417,8 @@ static void all_rows(bool fusion)
     ck_assert_msg(llm_load(&m, &p, err, sizeof(err)) == 0, "%s", err);
     ck_assert_int_eq(llm_seq_alloc(m, &slot), 0);
     const int half = n / 2;
-    llm_batch_entry_t c1 = {slot, seq, half, half};
-    llm_batch_entry_t c2 = {slot, seq + half, n - half, n - half};
+    llm_batch_entry_t c1 = { .slot = slot, .tokens = seq, .n_tokens = half, .want_logits = half };
+    llm_batch_entry_t c2 = { .slot = slot, .tokens = seq + half, .n_tokens = n - half, .want_logits = n - half };
     ck_assert_int_eq(llm_decode(m, &c1, 1, got), 0);
     ck_assert_int_eq(llm_decode(m, &c2, 1, got + (size_t)half * N_VOCAB), 0);
     for (int i = 0; i < n; i++) {
@@ -450,11 +450,11 @@ START_TEST(test_bad_tokens)
     ck_assert_int_eq(llm_seq_alloc(m, &slot), 0);
     static float logits[N_VOCAB];
     const int32_t bad[] = {1, N_VOCAB};
-    llm_batch_entry_t e = {slot, bad, 2, true};
+    llm_batch_entry_t e = { .slot = slot, .tokens = bad, .n_tokens = 2, .want_logits = true };
     ck_assert_int_eq(llm_decode(m, &e, 1, logits), -EINVAL);
     ck_assert_int_eq(llm_seq_len(m, slot), 0);
     const int32_t neg[] = {-1};
-    e = (llm_batch_entry_t){slot, neg, 1, true};
+    e = (llm_batch_entry_t){.slot = slot, .tokens = neg, .n_tokens = 1, .want_logits = true};
     ck_assert_int_eq(llm_decode(m, &e, 1, logits), -EINVAL);
     ck_assert_int_eq(llm_seq_len(m, slot), 0);
     llm_free(m);

@@ -2219,7 +2219,7 @@ static void prompt_logprobs_match(const char *backend, bool fusion)
         static float lgs[N][V];
         for (int i = 0; i < N; i += corsair ? 7 : 1) {
             int n = corsair ? FD_MIN(7, N - i) : 1;
-            llm_batch_entry_t e = { slot, &prompt[i], n, n };
+            llm_batch_entry_t e = { .slot = slot, .tokens = &prompt[i], .n_tokens = n, .want_logits = n };
             ck_assert_int_eq(llm_decode(m, &e, 1, lgs[i]), 0);
         }
         for (int i = 0; i < N; i++) {

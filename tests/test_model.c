@@ -3,8 +3,10 @@
  * quantized random models stay within a justified bound of their F32 twin, several
  * sequences decoded together (mixed prefill and decode, split sub-batches) give what each
  * gives alone, qwen2-style models run, an entry's logits of all its rows (prompt
- * log-probabilities) equal those of its tokens fed one at a time, and bad files and bad
- * batches fail clearly. */
+ * log-probabilities) equal those of its tokens fed one at a time, the final hidden states
+ * an entry returns (embeddings) are the vectors the LM head multiplies (the reference
+ * plan's logits through the file's own head matrix, CPU and Corsair, fused and unfused,
+ * across chunks and sub-batches), and bad files and bad batches fail clearly. */
 #include <math.h>
 
 #include "backends/quants.h"
@@ -15,6 +17,14 @@
 #include "tests/testutil.h"
 
 /* ---- helpers ---- */
+
+/* The Corsair backend computes in block floating point, and a chunk rounds differently from
+ * single steps (test_corsair.c's all-rows test: worst 3.9% unfused, 4.9% fused of the logit
+ * scale); its bound against the CPU's one-token steps is that test's 10%.  Against its own
+ * logits of the same call (the head's BFP product the only difference) it is tighter.
+ * Measured: vs the CPU 1.6% (sum) and 6.5% (last row), vs its own logits 1.6%. */
+#define CORSAIR_TOL 0.10
+#define CORSAIR_SELF_TOL 0.02
 
 static const char *const *load_opts; /* backend options for load() */
 
@@ -417,11 +427,11 @@ START_TEST(test_batch_equals_alone)
         llm_model_t *m = load(path, true, 1, 0, 0);
         int slot;
         ck_assert_int_eq(llm_seq_alloc(m, &slot), 0);
-        llm_batch_entry_t e = { slot, prompts[s], plen[s], true };
+        llm_batch_entry_t e = { .slot = slot, .tokens = prompts[s], .n_tokens = plen[s], .want_logits = true };
         ck_assert_int_eq(llm_decode(m, &e, 1, alone[s][0]), 0);
         for (int i = 0; i < steps; i++) {
             alone_tok[s][i] = argmax(alone[s][i], V);
-            llm_batch_entry_t d = { slot, &alone_tok[s][i], 1, true };
+            llm_batch_entry_t d = { .slot = slot, .tokens = &alone_tok[s][i], .n_tokens = 1, .want_logits = true };
             ck_assert_int_eq(llm_decode(m, &d, 1, alone[s][i + 1]), 0);
         }
         llm_free(m);
@@ -433,20 +443,20 @@ START_TEST(test_batch_equals_alone)
             ck_assert_int_eq(llm_seq_alloc(m, &slot[s]), 0);
         /* step 0: A's prompt alone (no logits: only the cache) in two pieces: first 4
          * tokens now, the rest later with the others */
-        llm_batch_entry_t e0 = { slot[0], pa, 4, false };
+        llm_batch_entry_t e0 = { .slot = slot[0], .tokens = pa, .n_tokens = 4, .want_logits = false };
         ck_assert_int_eq(llm_decode(m, &e0, 1, NULL), 0);
         ck_assert_int_eq(llm_seq_len(m, slot[0]), 4);
         /* step 1: A finishes its prompt, B prefills whole, C prefills part */
         float lg[3][512];
-        llm_batch_entry_t e1[3] = { { slot[1], pb, 3, true }, { slot[0], pa + 4, 3, true },
-                                    { slot[2], pc, 5, false } };
+        llm_batch_entry_t e1[3] = { { .slot = slot[1], .tokens = pb, .n_tokens = 3, .want_logits = true }, { .slot = slot[0], .tokens = pa + 4, .n_tokens = 3, .want_logits = true },
+                                    { .slot = slot[2], .tokens = pc, .n_tokens = 5, .want_logits = false } };
         ck_assert_int_eq(llm_decode(m, e1, 3, lg[0]), 0);
         ck_assert_msg(logit_diff(lg[0], alone[1][0], V) <= 1e-5, "B prompt");
         ck_assert_msg(logit_diff(lg[1], alone[0][0], V) <= 1e-5, "A prompt");
         /* step 2: A and B decode, C finishes its prompt */
         int32_t ta = argmax(lg[1], V), tb = argmax(lg[0], V);
-        llm_batch_entry_t e2[3] = { { slot[0], &ta, 1, true }, { slot[2], pc + 5, 6, true },
-                                    { slot[1], &tb, 1, true } };
+        llm_batch_entry_t e2[3] = { { .slot = slot[0], .tokens = &ta, .n_tokens = 1, .want_logits = true }, { .slot = slot[2], .tokens = pc + 5, .n_tokens = 6, .want_logits = true },
+                                    { .slot = slot[1], .tokens = &tb, .n_tokens = 1, .want_logits = true } };
         ck_assert_int_eq(llm_decode(m, e2, 3, lg[0]), 0);
         ck_assert_int_eq(ta, alone_tok[0][0]);
         ck_assert_int_eq(tb, alone_tok[1][0]);
@@ -457,8 +467,8 @@ START_TEST(test_batch_equals_alone)
         int32_t t[3] = { argmax(lg[0], V), argmax(lg[2], V), argmax(lg[1], V) };
         int k[3] = { 2, 2, 1 }; /* next index into alone[s] */
         for (int i = 0; i < 4; i++) {
-            llm_batch_entry_t e[3] = { { slot[2], &t[2], 1, true }, { slot[0], &t[0], 1, true },
-                                       { slot[1], &t[1], 1, true } };
+            llm_batch_entry_t e[3] = { { .slot = slot[2], .tokens = &t[2], .n_tokens = 1, .want_logits = true }, { .slot = slot[0], .tokens = &t[0], .n_tokens = 1, .want_logits = true },
+                                       { .slot = slot[1], .tokens = &t[1], .n_tokens = 1, .want_logits = true } };
             ck_assert_int_eq(llm_decode(m, e, 3, lg[0]), 0);
             const int order[3] = { 2, 0, 1 };
             for (int j = 0; j < 3; j++) {
@@ -475,7 +485,7 @@ START_TEST(test_batch_equals_alone)
         ck_assert_int_eq(llm_seq_len(m, slot[2]), 11 + 4);
         /* truncating and re-feeding gives the same logits again */
         ck_assert_int_eq(llm_seq_truncate(m, slot[1], 3), 0);
-        llm_batch_entry_t r = { slot[1], &alone_tok[1][0], 1, true };
+        llm_batch_entry_t r = { .slot = slot[1], .tokens = &alone_tok[1][0], .n_tokens = 1, .want_logits = true };
         ck_assert_int_eq(llm_decode(m, &r, 1, lg[0]), 0);
         ck_assert_msg(logit_diff(lg[0], alone[1][1], V) <= 1e-5, "after truncate");
         llm_free(m);
@@ -500,7 +510,7 @@ static void all_rows_match(bool fusion)
     int slot;
     ck_assert_int_eq(llm_seq_alloc(m, &slot), 0);
     for (int i = 0; i < N; i++) {
-        llm_batch_entry_t e = { slot, &toks[i], 1, true };
+        llm_batch_entry_t e = { .slot = slot, .tokens = &toks[i], .n_tokens = 1, .want_logits = true };
         ck_assert_int_eq(llm_decode(m, &e, 1, ref[i]), 0);
     }
     llm_free(m);
@@ -510,21 +520,21 @@ static void all_rows_match(bool fusion)
     ck_assert_int_eq(llm_seq_alloc(m, &a), 0);
     ck_assert_int_eq(llm_seq_alloc(m, &b), 0);
     /* chunk 1: another sequence's prompt (last row), then 10 prompt rows, all wanted */
-    llm_batch_entry_t c1[2] = { { b, other, 4, true }, { a, toks, 10, 10 } };
+    llm_batch_entry_t c1[2] = { { .slot = b, .tokens = other, .n_tokens = 4, .want_logits = true }, { .slot = a, .tokens = toks, .n_tokens = 10, .want_logits = 10 } };
     ck_assert_int_eq(llm_decode(m, c1, 2, got[0]), 0);
     for (int i = 0; i < 10; i++)
         ck_assert_msg(logit_diff(got[1 + i], ref[i], V) <= 1e-5, "row %d (fusion %d)", i,
                       fusion);
     /* chunk 2: the remaining 13 rows, all wanted, then the other sequence's next token */
     int32_t next = 9;
-    llm_batch_entry_t c2[2] = { { a, toks + 10, 13, 13 }, { b, &next, 1, true } };
+    llm_batch_entry_t c2[2] = { { .slot = a, .tokens = toks + 10, .n_tokens = 13, .want_logits = 13 }, { .slot = b, .tokens = &next, .n_tokens = 1, .want_logits = true } };
     ck_assert_int_eq(llm_decode(m, c2, 2, got[0]), 0);
     for (int i = 10; i < N; i++)
         ck_assert_msg(logit_diff(got[i - 10], ref[i], V) <= 1e-5, "row %d (fusion %d)", i,
                       fusion);
     /* the same 13 rows again, only the last 4 wanted: those rows, in order */
     ck_assert_int_eq(llm_seq_truncate(m, a, 10), 0);
-    llm_batch_entry_t c3 = { a, toks + 10, 13, 4 };
+    llm_batch_entry_t c3 = { .slot = a, .tokens = toks + 10, .n_tokens = 13, .want_logits = 4 };
     ck_assert_int_eq(llm_decode(m, &c3, 1, got[0]), 0);
     for (int i = 0; i < 4; i++)
         ck_assert_msg(logit_diff(got[i], ref[N - 4 + i], V) <= 1e-5, "partial row %d", i);
@@ -537,6 +547,133 @@ static void all_rows_match(bool fusion)
     ck_assert_int_eq(llm_seq_len(m, a), 10);
     llm_free(m);
 }
+
+/* The LM head matrix of a file, dequantized (n_vocab rows of n_embd). */
+static float *head_matrix(const llm_model_t *m)
+{
+    const gguf_t *g = llm_gguf(m);
+    const gguf_tensor_t *t = gguf_find_tensor(g, "output.weight");
+    if (!t)
+        t = gguf_find_tensor(g, "token_embd.weight");
+    ck_assert_ptr_nonnull(t);
+    int64_t E = t->ne[0], V = t->ne[1];
+    float *w = malloc((size_t)(E * V) * sizeof *w);
+    ck_assert_ptr_nonnull(w);
+    size_t row_bytes = (size_t)t->nbytes / (size_t)V;
+    for (int64_t r = 0; r < V; r++)
+        ck_assert_int_eq(fq_dequantize_row(t->type, (const uint8_t *)t->data +
+                                           (size_t)r * row_bytes, w + r * E, E), 0);
+    return w;
+}
+
+/* max |W.h - want| / max |want| over the vocabulary */
+static double head_err(const float *w, const float *h, const float *want, int E, int V)
+{
+    double worst = 0, scale = 0;
+    for (int v = 0; v < V; v++) {
+        double d = 0;
+        for (int j = 0; j < E; j++)
+            d += (double)w[(size_t)v * E + j] * h[j];
+        worst = fmax(worst, fabs(d - want[v]));
+        scale = fmax(scale, fabs(want[v]));
+    }
+    return worst / scale;
+}
+
+/* Hidden states: the reference (CPU, unfused, one token a step) gives every row's logits;
+ * the plan under test (backend, fusion) returns an entry's hidden-state sum over all its
+ * rows in two chunks of 10 and 13 rows (5-row sub-batches, 3 hidden rows read back at a
+ * time) next to another sequence, and the last row's alone.  The head matrix is linear, so
+ * W . sum must equal the sum of the reference logits, and W . last the last row's. */
+static void hidden_match(const char *backend, bool fusion, double tol, double self_tol)
+{
+    const char *path = tu_shared("models/stories260K.gguf", 1);
+    enum { N = 23, V = 512, E = 64 };
+    int32_t toks[N], other[4] = { 1, 50, 60, 70 };
+    for (int i = 0; i < N; i++)
+        toks[i] = i ? 2 + (i * 41) % 500 : 1;
+    static float ref[N][V], lg[4][V];
+    float want_sum[V] = { 0 };
+    llm_model_t *m = load(path, false, 1, 0, 0);
+    ck_assert_int_eq(llm_hparams(m)->n_embd, E);
+    float *w = head_matrix(m);
+    int slot;
+    ck_assert_int_eq(llm_seq_alloc(m, &slot), 0);
+    for (int i = 0; i < N; i++) {
+        llm_batch_entry_t e = { .slot = slot, .tokens = &toks[i], .n_tokens = 1,
+                                .want_logits = true };
+        ck_assert_int_eq(llm_decode(m, &e, 1, ref[i]), 0);
+        for (int v = 0; v < V; v++)
+            want_sum[v] += ref[i][v];
+    }
+    llm_free(m);
+
+    llm_load_params_t p;
+    llm_load_params_default(&p);
+    p.path = path;
+    p.backend = backend;
+    p.fusion = fusion;
+    p.n_seq_max = 3;
+    p.n_batch_max = 5;
+    p.threads = 1;
+    char err[256];
+    ck_assert_msg(llm_load(&m, &p, err, sizeof err) == 0, "%s", err);
+    int a, b;
+    ck_assert_int_eq(llm_seq_alloc(m, &a), 0);
+    ck_assert_int_eq(llm_seq_alloc(m, &b), 0);
+    float sum[E] = { 0 }, last[E] = { 0 }, junk[E] = { 0 };
+    llm_batch_entry_t c1[2] = {
+        { .slot = b, .tokens = other, .n_tokens = 4, .want_logits = 1, .want_hidden = 2,
+          .hidden = junk },
+        { .slot = a, .tokens = toks, .n_tokens = 10, .want_hidden = 10, .hidden = sum } };
+    ck_assert_int_eq(llm_decode(m, c1, 2, lg[0]), 0);
+    llm_batch_entry_t c2 = { .slot = a, .tokens = toks + 10, .n_tokens = 13, .want_logits = 1,
+                             .want_hidden = 13, .hidden = sum };
+    ck_assert_int_eq(llm_decode(m, &c2, 1, lg[0]), 0);
+    double es = head_err(w, sum, want_sum, E, V);
+    ck_assert_msg(es <= tol, "%s fusion %d: the sum of 23 rows is off by %g", backend, fusion,
+                  es);
+    /* the last row alone, recomputed over the cached prefix */
+    ck_assert_int_eq(llm_seq_truncate(m, a, N - 3), 0);
+    llm_batch_entry_t c3 = { .slot = a, .tokens = toks + N - 3, .n_tokens = 3, .want_logits = 1,
+                             .want_hidden = 1, .hidden = last };
+    ck_assert_int_eq(llm_decode(m, &c3, 1, lg[0]), 0);
+    double el = head_err(w, last, ref[N - 1], E, V), eo = head_err(w, last, lg[0], E, V);
+    ck_assert_msg(el <= tol, "%s fusion %d: the last row is off by %g", backend, fusion, el);
+    ck_assert_msg(eo <= self_tol, "%s fusion %d: the last row is off its own logits by %g",
+                  backend, fusion, eo);
+    printf("hidden %s fusion %d: sum %.3g, last %.3g, last vs own logits %.3g\n", backend,
+           fusion, es, el, eo);
+    c3.want_logits = 0;
+    ck_assert_int_eq(llm_seq_truncate(m, a, N), 0);
+    /* bad counts and a missing buffer are refused, nothing runs or is added */
+    float before = last[0];
+    c3.want_hidden = 4;
+    ck_assert_int_eq(llm_decode(m, &c3, 1, NULL), -EINVAL);
+    c3.want_hidden = -1;
+    ck_assert_int_eq(llm_decode(m, &c3, 1, NULL), -EINVAL);
+    c3.want_hidden = 1;
+    c3.hidden = NULL;
+    ck_assert_int_eq(llm_decode(m, &c3, 1, NULL), -EINVAL);
+    ck_assert(last[0] == before);
+    ck_assert_int_eq(llm_seq_len(m, a), N);
+    llm_free(m);
+    free(w);
+}
+
+START_TEST(test_hidden_cpu)
+{
+    hidden_match("cpu", false, 1e-5, 1e-5);
+    hidden_match("cpu", true, 1e-5, 1e-5);
+}
+END_TEST
+
+START_TEST(test_hidden_corsair)
+{
+    hidden_match("corsair", false, CORSAIR_TOL, CORSAIR_SELF_TOL);
+    hidden_match("corsair", true, CORSAIR_TOL, CORSAIR_SELF_TOL);
+}
+END_TEST
 
 START_TEST(test_all_rows_fused) { all_rows_match(true); }
 END_TEST
@@ -556,7 +693,7 @@ START_TEST(test_bad_batch)
     float lg[2 * 512];
     int32_t toks[9] = { 1, 2, 3, 4, 5, 6, 7, 8, 9 }, bad = 512, neg = -1;
     /* longer than the context (8): refused, nothing changes */
-    llm_batch_entry_t e = { a, toks, 9, true };
+    llm_batch_entry_t e = { .slot = a, .tokens = toks, .n_tokens = 9, .want_logits = true };
     ck_assert_int_eq(llm_decode(m, &e, 1, lg), FD_ECTX);
     ck_assert_int_eq(llm_seq_len(m, a), 0);
     e.n_tokens = 8;
@@ -565,21 +702,21 @@ START_TEST(test_bad_batch)
     ck_assert_int_eq(llm_decode(m, &e, 1, lg), FD_ECTX);
     ck_assert_int_eq(llm_seq_len(m, a), 8);
     /* empty entry, no entries, bad ids, unknown or free slot, duplicate slot, NULL logits */
-    llm_batch_entry_t z = { b, toks, 0, true };
+    llm_batch_entry_t z = { .slot = b, .tokens = toks, .n_tokens = 0, .want_logits = true };
     ck_assert_int_eq(llm_decode(m, &z, 1, lg), -EINVAL);
     ck_assert_int_eq(llm_decode(m, &z, 0, lg), -EINVAL);
-    llm_batch_entry_t x = { b, &bad, 1, true };
+    llm_batch_entry_t x = { .slot = b, .tokens = &bad, .n_tokens = 1, .want_logits = true };
     ck_assert_int_eq(llm_decode(m, &x, 1, lg), -EINVAL);
     x.tokens = &neg;
     ck_assert_int_eq(llm_decode(m, &x, 1, lg), -EINVAL);
-    llm_batch_entry_t y = { 7, toks, 1, true };
+    llm_batch_entry_t y = { .slot = 7, .tokens = toks, .n_tokens = 1, .want_logits = true };
     ck_assert_int_eq(llm_decode(m, &y, 1, lg), -EINVAL);
-    llm_batch_entry_t d[2] = { { b, toks, 1, true }, { b, toks, 1, true } };
+    llm_batch_entry_t d[2] = { { .slot = b, .tokens = toks, .n_tokens = 1, .want_logits = true }, { .slot = b, .tokens = toks, .n_tokens = 1, .want_logits = true } };
     ck_assert_int_eq(llm_decode(m, d, 2, lg), -EINVAL);
-    llm_batch_entry_t nl = { b, toks, 1, true };
+    llm_batch_entry_t nl = { .slot = b, .tokens = toks, .n_tokens = 1, .want_logits = true };
     ck_assert_int_eq(llm_decode(m, &nl, 1, NULL), -EINVAL);
     /* a bad entry next to a good one: neither runs */
-    llm_batch_entry_t mix[2] = { { b, toks, 2, true }, { a, toks, 1, true } };
+    llm_batch_entry_t mix[2] = { { .slot = b, .tokens = toks, .n_tokens = 2, .want_logits = true }, { .slot = a, .tokens = toks, .n_tokens = 1, .want_logits = true } };
     ck_assert_int_eq(llm_decode(m, mix, 2, lg), FD_ECTX);
     ck_assert_int_eq(llm_seq_len(m, b), 0);
     ck_assert_int_eq(llm_seq_truncate(m, a, 9), -EINVAL);
@@ -900,6 +1037,8 @@ int main(void)
     tcase_add_test(ref, test_bad_batch);
     tcase_add_test(ref, test_all_rows_fused);
     tcase_add_test(ref, test_all_rows_unfused);
+    tcase_add_test(ref, test_hidden_cpu);
+    tcase_add_test(ref, test_hidden_corsair);
     suite_add_tcase(s, ref);
     TCase *rnd = tcase_create("random");
     tcase_add_test(rnd, test_quantized_types);

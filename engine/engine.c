@@ -93,6 +93,10 @@ typedef struct req {
     int n_probs;
     bool plp;                    /* prompt log-probabilities wanted */
     int plp_top;
+    int pool;                    /* enum eng_pooling: an embedding request when not NONE */
+    bool pool_norm;
+    int n_embd;
+    float *emb;                  /* pooling: the sum of the pooled rows' hidden states */
     bool ignore_eos;
     char **stop;
     size_t *stop_len;
@@ -218,6 +222,7 @@ static void req_free(req_t *r)
     gr_matcher_free(r->gm);
     free(r->allow);
     free(r->held);
+    free(r->emb);
     free(r->tokens);
     free(r);
 }
@@ -260,7 +265,15 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
     *out = NULL;
     if (!q->prompt || q->n_prompt == 0)
         return SUBMIT_ERR(-EINVAL, "empty prompt");
-    if (q->max_tokens < (q->prompt_logprobs ? 0 : 1))
+    const bool embed = q->pooling != ENG_POOL_NONE;
+    if (embed && (q->pooling < ENG_POOL_MEAN || q->pooling > ENG_POOL_LAST))
+        return SUBMIT_ERR(-EINVAL, "pooling %d: 1 (mean), 2 (cls) or 3 (last)", q->pooling);
+    if (embed && (q->max_tokens != 0 || q->prompt_logprobs))
+        return SUBMIT_ERR(-EINVAL, "an embedding request generates nothing: max_tokens 0 and "
+                          "no prompt log-probabilities");
+    if (embed && eng_info(e)->n_embd < 1)
+        return SUBMIT_ERR(-EINVAL, "this model gives no embeddings");
+    if (q->max_tokens < (q->prompt_logprobs || embed ? 0 : 1))
         return SUBMIT_ERR(-EINVAL, "max_tokens %d: must be >= 1 (0 only with prompt "
                           "log-probabilities)", q->max_tokens);
     if (q->prompt_logprobs &&
@@ -340,6 +353,13 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
     r->n_probs = q->sampling.n_probs;
     r->plp = q->prompt_logprobs;
     r->plp_top = q->prompt_top;
+    if (embed) {
+        r->pool = q->pooling;
+        r->pool_norm = q->normalize;
+        r->n_embd = eng_info(e)->n_embd;
+        if (!(r->emb = calloc((size_t)r->n_embd, sizeof *r->emb)))
+            goto nomem;
+    }
     r->ignore_eos = q->ignore_eos;
     r->on_event = q->on_event;
     r->ud = q->ud;
@@ -484,10 +504,34 @@ static double ns_s(uint64_t a, uint64_t b)
     return b > a ? (double)(b - a) * 1e-9 : 0.0;
 }
 
+/* The pooled embedding from the sum of the pooled rows' states: a mean divides by the prompt
+ * length; the L2 norm is taken in double so long vectors of small values keep precision. */
+static void pool_finish(req_t *r)
+{
+    if (r->pool == ENG_POOL_MEAN)
+        for (int j = 0; j < r->n_embd; j++)
+            r->emb[j] /= (float)r->n_prompt;
+    if (!r->pool_norm)
+        return;
+    double ss = 0;
+    for (int j = 0; j < r->n_embd; j++)
+        ss += (double)r->emb[j] * r->emb[j];
+    if (ss > 0) {
+        float inv = (float)(1.0 / sqrt(ss));
+        for (int j = 0; j < r->n_embd; j++)
+            r->emb[j] *= inv;
+    }
+}
+
 static void emit_done(req_t *r)
 {
     eng_event_t ev = { .type = ENG_EV_DONE, .id = r->id, .t_ns = r->t_done,
                        .finish = r->finish, .error = r->finish_msg };
+    if (r->pool != ENG_POOL_NONE && r->finish == ENG_FINISH_STOP) {
+        pool_finish(r);
+        ev.embedding = r->emb;
+        ev.n_embedding = r->n_embd;
+    }
     eng_timings_t *t = &ev.timings;
     uint64_t sched = r->t_sched ? r->t_sched : r->t_done;
     t->queue_s = ns_s(r->t_submit, sched);
@@ -549,8 +593,8 @@ static void cache_evict_lru(eng_t *e)
 static int cache_lookup(const eng_t *e, const req_t *r, int *keep)
 {
     int best = -1, best_keep = 0;
-    if (r->plp)
-        return -1;  /* a cached prefix's rows would have no logits */
+    if (r->plp || r->pool != ENG_POOL_NONE)
+        return -1;  /* a cached prefix's rows would have no logits or hidden states */
     for (int i = 0; i < e->n_cache; i++) {
         const cslot_t *c = &e->cache[i];
         int n = FD_MIN(c->n, r->n_prompt - 1), k = 0;
@@ -791,7 +835,8 @@ static void run_step(eng_t *e)
     for (int i = 0; i < e->n_run; i++) {
         req_t *r = e->run[i];
         if (r->n_past >= r->n_prompt) {
-            e->ent[n] = (llm_batch_entry_t){ r->slot, &r->tokens[r->n_past], 1, true };
+            e->ent[n] = (llm_batch_entry_t){ .slot = r->slot, .tokens = &r->tokens[r->n_past],
+                                             .n_tokens = 1, .want_logits = true };
             e->ent_req[n++] = r;
             n_tok++;
             n_logits++;
@@ -804,6 +849,10 @@ static void run_step(eng_t *e)
             continue;
         int take = FD_MIN(e->p.prefill_chunk, r->n_prompt - r->n_past);
         take = FD_MIN(take, e->max_batch - n_tok);
+        /* CLS pools the first row: a first chunk of one token makes it a trailing row, the
+         * only kind llm_decode returns */
+        if (r->pool == ENG_POOL_CLS && r->n_past == 0)
+            take = 1;
         if (r->plp) {
             /* every row's logits: a step holds at most plp_rows of them (the buffer) */
             take = FD_MIN(take, plp_left);
@@ -815,8 +864,14 @@ static void run_step(eng_t *e)
         bool want = last && r->max_tokens > 0;
         /* with prompt log-probabilities every row's (wanted rows are the trailing ones: with
          * max_tokens 0 the last row's go unused rather than shift the others) */
-        e->ent[n] = (llm_batch_entry_t){ r->slot, &r->tokens[r->n_past], take,
-                                         r->plp ? take : want };
+        e->ent[n] = (llm_batch_entry_t){ .slot = r->slot, .tokens = &r->tokens[r->n_past],
+                                         .n_tokens = take, .want_logits = r->plp ? take : want };
+        if (r->pool != ENG_POOL_NONE) {
+            e->ent[n].hidden = r->emb;
+            e->ent[n].want_hidden = r->pool == ENG_POOL_MEAN ? take
+                                  : r->pool == ENG_POOL_CLS ? (r->n_past == 0)
+                                  : last;
+        }
         e->ent_req[n++] = r;
         n_tok += take;
         n_logits += e->ent[n - 1].want_logits;
@@ -894,7 +949,7 @@ static void run_step(eng_t *e)
         if (r->plp && sp->p0 < r->n_prompt)
             emit_prompt(e, r, sp);
         if (r->max_tokens == 0 && r->n_past >= r->n_prompt)
-            finish_mark(r, ENG_FINISH_LENGTH, NULL);
+            finish_mark(r, r->pool != ENG_POOL_NONE ? ENG_FINISH_STOP : ENG_FINISH_LENGTH, NULL);
         if (sp->tok >= 0)
             on_sampled(e, r, sp->tok, sp->lp, sp->top, sp->n_top);
     }
@@ -1242,6 +1297,7 @@ int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, c
     e->info.softmax_mode = "";
     e->info.n_ctx = e->info.n_ctx_train = d->n_ctx;
     e->info.n_vocab = d->n_vocab;
+    e->info.pooling = -1;
     e->pub.kv_total = e->kv_total;
     e->cache_on = p->prefix_cache && d->seq_truncate;
     e->cache_min = p->prefix_cache_min ? p->prefix_cache_min : 16;

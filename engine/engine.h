@@ -68,7 +68,12 @@ typedef struct eng_info {
     uint64_t file_bytes;
     const char *chat_template;  /* tokenizer.chat_template or NULL */
     int threads;
+    int pooling;                /* the file's pooling type (enum eng_pooling), -1: none given */
 } eng_info_t;
+
+/* How an embedding request pools its prompt's final hidden states (llama.cpp's numbering of
+ * <arch>.pooling_type, so the file's value maps directly). */
+enum eng_pooling { ENG_POOL_NONE = 0, ENG_POOL_MEAN = 1, ENG_POOL_CLS = 2, ENG_POOL_LAST = 3 };
 
 /* Loads the model, prepares the backend and starts the engine thread. */
 int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen);
@@ -163,6 +168,9 @@ typedef struct eng_event {
     int rank;
     /* DONE */
     int finish;                 /* enum eng_finish */
+    const float *embedding;     /* embedding requests finished with ENG_FINISH_STOP: n_embd
+                                   floats, valid during the callback; else NULL */
+    int n_embedding;
     const char *error;          /* message when finish == ENG_FINISH_ERROR */
     eng_timings_t timings;
 } eng_event_t;
@@ -189,6 +197,14 @@ typedef struct eng_request {
                                    Such a request never reuses the prefix cache: every
                                    prompt row's logits must be computed */
     int prompt_top;             /* 0..SMP_MAX_TOP alternatives with each (prompt_logprobs) */
+    /* An embedding request (pooling != ENG_POOL_NONE, max_tokens 0, no prompt_logprobs):
+     * the prompt is prefilled like any other (in chunks, sharing steps), nothing is
+     * sampled, and DONE (ENG_FINISH_STOP) carries the pooled final hidden state: the mean
+     * of every prompt token's, the first token's (CLS) or the last token's, L2-normalized
+     * when normalize is set.  It never reuses the prefix cache (the cached rows would give
+     * no hidden states), though its finished KV may be cached for later prompts. */
+    int pooling;                /* enum eng_pooling */
+    bool normalize;
 } eng_request_t;
 
 /* Queues a request.  0 and *id set, or: -EINVAL (bad field, message in err), FD_ECTX (prompt

@@ -12,7 +12,12 @@
  * prefills only what the cached slot lacks and answers as without the cache; least recently
  * cached slots are evicted for new requests and for KV tokens, never making a request wait;
  * no reuse after a failed step; a cancelled one's valid KV is reused; the same on
- * stories260K against an engine without the cache. */
+ * stories260K against an engine without the cache.  Embedding requests (stories260K, fused
+ * and unfused): mean, CLS and last pooling, normalized or not, equal the model's hidden
+ * states of each token fed alone, pooled and normalized here; they share steps with
+ * generating requests, are chunked, neither reuse nor break the prefix cache, and bad ones
+ * (pooling out of range, max_tokens, prompt log-probabilities, a model without hidden
+ * states) are refused. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <pthread.h>
@@ -337,6 +342,8 @@ typedef struct coll {
     int finish;
     char error[200];
     eng_timings_t t;
+    float emb[256];          /* DONE's embedding (embedding requests) */
+    int n_emb;
     int after_done;          /* events after DONE: must stay 0 */
     bool bad_utf8;
     eng_t *cancel_eng;       /* cancel itself from the callback after cancel_after tokens */
@@ -408,6 +415,10 @@ static void on_event(void *ud, const eng_event_t *ev)
         c->done = true;
         c->finish = ev->finish;
         c->t = ev->timings;
+        if (ev->embedding && ev->n_embedding <= 256) {
+            memcpy(c->emb, ev->embedding, sizeof(float) * (size_t)ev->n_embedding);
+            c->n_emb = ev->n_embedding;
+        }
         if (ev->error)
             snprintf(c->error, sizeof c->error, "%s", ev->error);
         pthread_cond_broadcast(&c->cv);
@@ -964,6 +975,16 @@ START_TEST(test_bounds_and_bad_requests)
     char err[256];
     eng_request_t q;
     memset(&q, 0, sizeof q);
+    {
+        /* a scripted model has no hidden states: an embedding request is refused */
+        coll_t *c = coll_new();
+        eng_request_t qe = { .prompt = prompt, .n_prompt = 4, .pooling = ENG_POOL_MEAN,
+                             .on_event = on_event, .ud = c };
+        eng_sampling_default(&qe.sampling);
+        ck_assert_int_eq(eng_submit(e, &qe, &c->id, err, sizeof err), -EINVAL);
+        ck_assert_msg(strstr(err, "embeddings"), "%s", err);
+        coll_free(c);
+    }
     eng_sampling_default(&q.sampling);
     q.on_event = on_event;
     coll_t *c[4];
@@ -2363,6 +2384,159 @@ START_TEST(test_model_prompt_logprobs_corsair)
 }
 END_TEST
 
+static int submit_embed(eng_t *e, const int32_t *prompt, int n, int pooling, bool norm,
+                        int max_tokens, bool plp, coll_t *c, char *err, size_t errlen)
+{
+    eng_request_t q;
+    memset(&q, 0, sizeof q);
+    q.prompt = prompt;
+    q.n_prompt = (size_t)n;
+    q.max_tokens = max_tokens;
+    eng_sampling_default(&q.sampling);
+    q.pooling = pooling;
+    q.normalize = norm;
+    q.prompt_logprobs = plp;
+    q.on_event = on_event;
+    q.ud = c;
+    return eng_submit(e, &q, &c->id, err, errlen);
+}
+
+/* Embeddings through the engine against the model's per-token hidden states (one token a
+ * step, want_hidden 1 each: an independent path through llm_decode), pooled and normalized
+ * here in double.  The engine runs the 30-token prompt in chunks of 7 beside a generating
+ * request, with the prefix cache on and the same prompt cached by an earlier request. */
+static void embeddings_match(bool fusion)
+{
+    enum { N = 30, E = 64 };
+    const char *path = tu_shared("models/stories260K.gguf", 1);
+    int32_t prompt[N];
+    for (int i = 0; i < N; i++)
+        prompt[i] = i ? 2 + (i * 53) % 500 : 1;
+    static float h[N][E];
+    {
+        llm_load_params_t lp;
+        llm_load_params_default(&lp);
+        lp.path = path;
+        lp.fusion = fusion;
+        lp.threads = 1;
+        llm_model_t *m = NULL;
+        char err[256];
+        ck_assert_msg(llm_load(&m, &lp, err, sizeof err) == 0, "%s", err);
+        ck_assert_int_eq(llm_hparams(m)->n_embd, E);
+        int slot;
+        ck_assert_int_eq(llm_seq_alloc(m, &slot), 0);
+        memset(h, 0, sizeof h);
+        for (int i = 0; i < N; i++) {
+            llm_batch_entry_t b = { .slot = slot, .tokens = &prompt[i], .n_tokens = 1,
+                                    .want_hidden = 1, .hidden = h[i] };
+            ck_assert_int_eq(llm_decode(m, &b, 1, NULL), 0);
+        }
+        llm_free(m);
+    }
+    /* the references: mean, cls, last; each raw and L2-normalized */
+    double want[4][2][E];
+    for (int j = 0; j < E; j++) {
+        double sum = 0;
+        for (int i = 0; i < N; i++)
+            sum += h[i][j];
+        want[ENG_POOL_MEAN][0][j] = sum / N;
+        want[ENG_POOL_CLS][0][j] = h[0][j];
+        want[ENG_POOL_LAST][0][j] = h[N - 1][j];
+    }
+    for (int k = 1; k <= 3; k++) {
+        double ss = 0;
+        for (int j = 0; j < E; j++)
+            ss += want[k][0][j] * want[k][0][j];
+        for (int j = 0; j < E; j++)
+            want[k][1][j] = want[k][0][j] / sqrt(ss);
+    }
+
+    eng_t *slot_e = NULL;
+    eng_params_t p;
+    eng_params_default(&p);
+    p.model_path = path;
+    p.threads = 1;
+    p.fusion = fusion;
+    p.max_running = 3;
+    p.prefill_chunk = 7;
+    p.max_batch_tokens = 12;
+    p.prefix_cache = true;
+    p.prefix_cache_min = 4;
+    p.check = true;
+    p.on_step = on_step_check;
+    p.on_step_ud = &slot_e;
+    char err[256];
+    eng_t *e = NULL;
+    ck_assert_msg(eng_open(&e, &p, err, sizeof err) == 0, "eng_open: %s", err);
+    slot_e = e;
+    ck_assert_int_eq(eng_info(e)->n_embd, E);
+    ck_assert_int_eq(eng_info(e)->pooling, -1);  /* stories260K names none */
+    /* the same prompt generated first: its slot is cached, and must not be reused */
+    coll_t *plain = coll_new();
+    submit(e, prompt, N, 4, NULL, plain);
+    coll_wait(plain);
+    ck_assert_int_eq(plain->n, 4);
+
+    for (int k = 1; k <= 3; k++) {
+        for (int norm = 0; norm < 2; norm++) {
+            coll_t *c = coll_new(), *other = coll_new();
+            ck_assert_msg(submit_embed(e, prompt, N, k, norm, 0, false, c, err,
+                                       sizeof err) == 0, "%s", err);
+            submit(e, prompt + 2, 9, 3, NULL, other);   /* shares the steps */
+            coll_wait(c);
+            coll_wait(other);
+            ck_assert_int_eq(other->n, 3);
+            ck_assert_msg(c->finish == ENG_FINISH_STOP, "finish %d: %s", c->finish, c->error);
+            ck_assert_int_eq(c->n, 0);                   /* nothing generated */
+            ck_assert_int_eq(c->t.n_gen, 0);
+            ck_assert_int_eq(c->t.n_prompt, N);
+            ck_assert_int_eq(c->t.n_cached, 0);
+            ck_assert_int_eq(c->n_emb, E);
+            double worst = 0, ss = 0;
+            for (int j = 0; j < E; j++) {
+                worst = fmax(worst, fabs(c->emb[j] - want[k][norm][j]));
+                ss += (double)c->emb[j] * c->emb[j];
+            }
+            ck_assert_msg(worst <= 1e-5, "pooling %d norm %d fusion %d: off by %g", k, norm,
+                          fusion, worst);
+            if (norm)
+                ck_assert(fabs(ss - 1) <= 1e-5);
+            coll_free(c);
+            coll_free(other);
+        }
+    }
+    /* the cache the embeddings left: the generating request still answers as before */
+    coll_t *again = coll_new();
+    submit(e, prompt, N, 4, NULL, again);
+    coll_wait(again);
+    ck_assert_int_eq(again->n, 4);
+    ck_assert_mem_eq(again->tok, plain->tok, 4 * sizeof(int32_t));
+
+    /* bad embedding requests: refused at submit, no callback */
+    coll_t *bad = coll_new();
+    ck_assert_int_eq(submit_embed(e, prompt, N, 4, true, 0, false, bad, err, sizeof err),
+                     -EINVAL);
+    ck_assert_int_eq(submit_embed(e, prompt, N, -1, true, 0, false, bad, err, sizeof err),
+                     -EINVAL);
+    ck_assert_int_eq(submit_embed(e, prompt, N, ENG_POOL_MEAN, true, 1, false, bad, err,
+                                  sizeof err), -EINVAL);
+    ck_assert_int_eq(submit_embed(e, prompt, N, ENG_POOL_MEAN, true, 0, true, bad, err,
+                                  sizeof err), -EINVAL);
+    ck_assert_int_eq(submit_embed(e, prompt, 0, ENG_POOL_MEAN, true, 0, false, bad, err,
+                                  sizeof err), -EINVAL);
+    ck_assert(!bad->done);
+    coll_free(bad);
+    coll_free(again);
+    coll_free(plain);
+    eng_close(e);
+}
+
+START_TEST(test_model_embeddings_fused) { embeddings_match(true); }
+END_TEST
+
+START_TEST(test_model_embeddings_unfused) { embeddings_match(false); }
+END_TEST
+
 START_TEST(test_model_open_errors)
 {
     eng_params_t p;
@@ -2424,6 +2598,8 @@ int main(void)
         tcase_add_test(tm, test_model_prompt_logprobs_fused);
         tcase_add_test(tm, test_model_prompt_logprobs_unfused);
         tcase_add_test(tm, test_model_prompt_logprobs_corsair);
+        tcase_add_test(tm, test_model_embeddings_fused);
+        tcase_add_test(tm, test_model_embeddings_unfused);
         suite_add_tcase(s, tm);
     } else {
         fprintf(stderr, "SKIP: the stories260K tests: shared test data missing (set "

@@ -69,6 +69,8 @@ static const char *const backend_names[] = {"cpu", "corsair", "cuda", NULL};
 static const char *const softmax_names[] = {"maxsum", "sumonly", NULL};
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const format_names[] = {"auto", "journal", "plain", NULL};
+/* indices are enum eng_pooling's values, auto in NONE's place */
+static const char *const pooling_names[] = {"auto", "mean", "cls", "last", NULL};
 
 static int check_host(const char *v, char *why, size_t n);
 static int check_backend_option(const char *v, char *why, size_t n);
@@ -122,6 +124,13 @@ static const opt_t opts[] = {
     {"prefix_cache_min", 0, T_INT, O(prefix_cache_min), "16", 1, 16777216, NULL, 0, NULL,
      "Model and engine", "TOKENS",
      "Fewest prompt tokens worth reusing from a cached slot (with prefix_cache on)."},
+    {"embeddings", 0, T_BOOL, O(embeddings), "on", 0, 0, NULL, 0, NULL, "Model and engine",
+     NULL, "Serve /v1/embeddings: an embedding request only prefills its input, beside the "
+     "generating requests, so it costs nothing while unused (off: 404)."},
+    {"pooling", 0, T_ENUM, O(pooling), "auto", 0, 0, pooling_names, 0, NULL,
+     "Model and engine", NULL, "How /v1/embeddings pools the input's final hidden states: "
+     "the mean over its tokens, its first (cls) or last token; auto: the model's "
+     "pooling_type, else mean."},
 
     {"host", 0, T_STR, O(host), "127.0.0.1", 0, 0, NULL, 0, check_host, "Network", "ADDR",
      "Address to listen on (0.0.0.0 or :: for all; keep the default unless a proxy or "

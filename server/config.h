@@ -47,6 +47,8 @@ typedef struct cfg {
     int prefill_chunk;
     bool prefix_cache;      /* keep finished sequences' KV for prompts that extend them */
     int prefix_cache_min;   /* fewest reusable tokens worth a cached slot */
+    bool embeddings;        /* serve /v1/embeddings */
+    int pooling;            /* enum eng_pooling; 0 (auto): the model's, else mean */
     /* network (restart to change) */
     char *host;
     int port;               /* 0 = any free port (tests) */

@@ -341,6 +341,8 @@ static void srv_config_from(srv_config_t *s, const cfg_t *c)
     s->max_n = c->max_n;
     s->access_log = c->access_log;
     s->prefix_cache = c->prefix_cache;
+    s->embeddings = c->embeddings;
+    s->pooling = c->pooling;
     s->tls_cert_pem = c->tls_cert_pem;
     s->tls_key_pem = c->tls_key_pem;
 }

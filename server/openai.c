@@ -446,6 +446,59 @@ char *oai_tokenize(const tok_t *tok, const int32_t *ids, size_t n, bool with_pie
     return finish(root, ok);
 }
 
+/* Base64 (RFC 4648, padded) of dim floats as little-endian float32, whatever the host order. */
+static cJSON *base64_floats(const float *v, int dim)
+{
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t n = (size_t)dim * 4;
+    uint8_t *b = malloc(n ? n : 1);
+    char *out = malloc((n + 2) / 3 * 4 + 1);
+    cJSON *s = NULL;
+    if (b && out) {
+        for (int i = 0; i < dim; i++) {
+            uint32_t u;
+            memcpy(&u, &v[i], 4);
+            for (int k = 0; k < 4; k++)
+                b[(size_t)i * 4 + (size_t)k] = (uint8_t)(u >> (8 * k));
+        }
+        size_t o = 0;
+        for (size_t i = 0; i < n; i += 3) {
+            uint32_t w = (uint32_t)b[i] << 16 | (i + 1 < n ? (uint32_t)b[i + 1] << 8 : 0) |
+                         (i + 2 < n ? b[i + 2] : 0);
+            out[o++] = abc[w >> 18 & 63];
+            out[o++] = abc[w >> 12 & 63];
+            out[o++] = i + 1 < n ? abc[w >> 6 & 63] : '=';
+            out[o++] = i + 2 < n ? abc[w & 63] : '=';
+        }
+        out[o] = 0;
+        s = cJSON_CreateString(out);
+    }
+    free(b);
+    free(out);
+    return s;
+}
+
+char *oai_embeddings(const char *model, const float *const *vecs, int n, int dim, bool base64,
+                     long long prompt_tokens)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *data = cJSON_CreateArray();
+    bool ok = put(root, "data", data) && put(root, "object", cJSON_CreateString("list"));
+    for (int i = 0; ok && i < n; i++) {
+        cJSON *o = cJSON_CreateObject();
+        ok = put(data, NULL, o) && put(o, "object", cJSON_CreateString("embedding")) &&
+             put(o, "index", cJSON_CreateNumber(i)) &&
+             put(o, "embedding", base64 ? base64_floats(vecs[i], dim)
+                                        : cJSON_CreateFloatArray(vecs[i], dim));
+    }
+    cJSON *usage = NULL;
+    ok = ok && put(root, "model", cJSON_CreateString(model)) &&
+         put(root, "usage", usage = cJSON_CreateObject()) &&
+         put(usage, "prompt_tokens", cJSON_CreateNumber((double)prompt_tokens)) &&
+         put(usage, "total_tokens", cJSON_CreateNumber((double)prompt_tokens));
+    return finish(root, ok);
+}
+
 char *oai_detokenize(const char *text, size_t len)
 {
     cJSON *root = cJSON_CreateObject();

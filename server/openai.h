@@ -1,6 +1,6 @@
 /* openai.h: the JSON fusiond answers with, in OpenAI's shapes: completions and chat
  * completions (whole or as stream chunks), usage, logprobs, llama-server-style timings, the
- * error body, /v1/models, /tokenize and /detokenize.  Pure functions of their arguments
+ * error body, /v1/models, /v1/embeddings, /tokenize and /detokenize.  Pure functions of their arguments
  * (built with cJSON); token strings come from the tokenizer and are always valid UTF-8 in
  * the output (invalid bytes become U+FFFD; chat logprobs also carry the raw `bytes`).
  * Any thread. */
@@ -109,6 +109,12 @@ char *oai_models(const eng_info_t *info, const char *model_id, long long created
 /* /tokenize: tokens, count, max_model_len; with pieces: [{"id", "piece"}]. */
 char *oai_tokenize(const tok_t *tok, const int32_t *ids, size_t n, bool with_pieces,
                    int n_ctx);
+/* /v1/embeddings: {"object": "list", "data": [{"object": "embedding", "index": i,
+ * "embedding": ...}], "model", "usage"}; each of the n vectors (dim floats) as an array of
+ * numbers, or with base64 as the base64 of its little-endian float32 bytes (what the SDKs
+ * decode). */
+char *oai_embeddings(const char *model, const float *const *vecs, int n, int dim, bool base64,
+                     long long prompt_tokens);
 /* /detokenize: {"content": text, "prompt": text}. */
 char *oai_detokenize(const char *text, size_t len);
 

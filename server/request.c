@@ -1229,6 +1229,43 @@ static bool has_nul_escape(const char *s, size_t len)
     return false;
 }
 
+/* /v1/embeddings: input in any of the prompt forms, none empty (OpenAI refuses those); at
+ * most max_n inputs, like a completion's prompts; encoding_format, dimensions; user is the
+ * client's own tag and ignored. */
+static int parse_embeddings(const cJSON *root, const rq_limits_t *lim, rq_t *r, rq_err_t *e)
+{
+    int rc = parse_prompt(root, "input", r, e);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < r->n_prompts; i++) {
+        if (r->prompts[i].text && r->prompts[i].text_len == 0) {
+            char pp[32];
+            snprintf(pp, sizeof pp, r->n_prompts > 1 ? "input[%zu]" : "input", i);
+            return bad(e, pp, "'%s' is an empty string", pp);
+        }
+    }
+    if (r->n_prompts > (size_t)lim->max_n)
+        return bad(e, "input", "'input' has %zu inputs; at most %d are accepted", r->n_prompts,
+                   lim->max_n);
+    const cJSON *f = field(root, "encoding_format");
+    if (f && !cJSON_IsNull(f)) {
+        if (!cJSON_IsString(f) ||
+            (strcmp(f->valuestring, "float") != 0 && strcmp(f->valuestring, "base64") != 0))
+            return bad(e, "encoding_format", "'encoding_format' must be \"float\" or "
+                       "\"base64\"");
+        r->base64 = strcmp(f->valuestring, "base64") == 0;
+    }
+    long long v = 0;
+    bool have = false;
+    if ((rc = get_int(root, "dimensions", 1, 1 << 20, &have, &v, e)))
+        return rc;
+    r->dimensions = have ? (int)v : 0;
+    const cJSON *u = field(root, "user");
+    if (u && !cJSON_IsString(u) && !cJSON_IsNull(u))
+        return bad(e, "user", "'user' must be a string, not %s", type_name(u));
+    return 0;
+}
+
 int rq_parse(int kind, const char *body, size_t len, const rq_limits_t *lim, rq_t *r,
              rq_err_t *e)
 {
@@ -1302,6 +1339,9 @@ int rq_parse(int kind, const char *body, size_t len, const rq_limits_t *lim, rq_
     case RQ_TOKENIZE:
         rc = parse_tokenize(root, r, e);
         break;
+    case RQ_EMBEDDINGS:
+        rc = parse_embeddings(root, lim, r, e);
+        break;
     case RQ_DETOKENIZE:
         rc = parse_detokenize(root, r, e);
         break;
@@ -1354,7 +1394,9 @@ void rq_free(rq_t *r)
 
 int rq_check_vocab(const rq_t *r, int32_t n_vocab, rq_err_t *e)
 {
-    const char *key = r->kind == RQ_DETOKENIZE ? "tokens" : "prompt";
+    const char *key = r->kind == RQ_DETOKENIZE ? "tokens"
+                      : r->kind == RQ_EMBEDDINGS ? "input"
+                                                 : "prompt";
     for (size_t p = 0; p < r->n_prompts; p++) {
         if (r->prompts[p].text)
             continue;

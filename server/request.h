@@ -1,5 +1,5 @@
 /* request.h: the OpenAI request bodies, parsed and validated as pure functions (no I/O, no
- * engine): /v1/completions, /v1/chat/completions, /tokenize, /detokenize.  Owns the parsed
+ * engine): /v1/completions, /v1/chat/completions, /v1/embeddings, /tokenize, /detokenize.  Owns the parsed
  * rq_t and everything it points to.  A failure fills rq_err_t with the HTTP status, the
  * OpenAI error type, the offending field as `param` ("stop[2]", "messages[0].content") and
  * a message that says what was expected.  Any thread; no shared state. */
@@ -13,7 +13,7 @@
 #include "common/fd.h"
 #include "engine/engine.h"
 
-enum rq_kind { RQ_COMPLETION = 1, RQ_CHAT, RQ_TOKENIZE, RQ_DETOKENIZE };
+enum rq_kind { RQ_COMPLETION = 1, RQ_CHAT, RQ_TOKENIZE, RQ_DETOKENIZE, RQ_EMBEDDINGS };
 
 /* max_tokens: generate until the context is full (llama-server's n_predict -1). */
 #define RQ_TO_CONTEXT (-1)
@@ -112,6 +112,9 @@ typedef struct rq {
     gr_spec_t *grammar;         /* response_format's constraint (owned), NULL: free text */
     eng_logit_bias_t *bias;
     int n_bias;
+    /* embeddings: the inputs are prompts (param "input"; none empty) */
+    bool base64;                /* encoding_format "base64" (default "float") */
+    int dimensions;             /* 0: not given; else checked against the model's size */
     /* tokenize */
     bool add_special;           /* default true */
     bool with_pieces;

@@ -40,7 +40,7 @@
 
 enum route {
     R_NONE, R_HEALTH, R_METRICS, R_MODELS, R_MODEL_ONE, R_COMPLETIONS, R_CHAT, R_TOKENIZE,
-    R_DETOKENIZE
+    R_DETOKENIZE, R_EMBEDDINGS
 };
 
 static const struct route_def {
@@ -60,6 +60,8 @@ static const struct route_def {
     {"/chat/completions", "POST", R_CHAT, MET_EP_CHAT, false},
     {"/tokenize", "POST", R_TOKENIZE, MET_EP_TOKENIZE, false},
     {"/detokenize", "POST", R_DETOKENIZE, MET_EP_DETOKENIZE, false},
+    {"/v1/embeddings", "POST", R_EMBEDDINGS, MET_EP_EMBEDDINGS, false},
+    {"/embeddings", "POST", R_EMBEDDINGS, MET_EP_EMBEDDINGS, false},
 };
 
 typedef struct srv_job srv_job_t;
@@ -91,6 +93,9 @@ typedef struct srv_choice {
     int lost;                   /* output dropped for lack of memory; the engine thread adds
                                    to it too, so every access is atomic (choice_lost) */
     evq_node_t done_node;       /* DONE never waits on malloc */
+    float *emb;                 /* embeddings: n_embd floats, written by the engine thread in
+                                   its DONE callback before the push (the queue's lock orders
+                                   it before the loop's read) */
 } srv_choice_t;
 
 struct srv_job {
@@ -157,6 +162,7 @@ struct srv {
     const eng_info_t *info;
     const tok_t *tok;
     char *model_id;
+    int pooling;                /* embeddings' enum eng_pooling: cfg.pooling, else the model's */
     /* configuration (strings owned) */
     srv_config_t cfg;
     char *host;
@@ -206,6 +212,7 @@ void srv_config_default(srv_config_t *c)
     c->ping_interval_s = 5;
     c->max_n = 16;
     c->access_log = true;
+    c->embeddings = true;
 }
 
 static int check_reloadable(const srv_config_t *c, char *err, size_t errlen)
@@ -369,6 +376,7 @@ static void job_free(srv_job_t *j)
         free(j->choices[i].tc_args_sent);
         free(j->choices[i].lp);
         free(j->choices[i].plp);
+        free(j->choices[i].emb);
     }
     free(j->choices);
     free(j->tc_prefill);
@@ -712,6 +720,8 @@ static void on_engine_event(void *ud, const eng_event_t *ev)
 {
     srv_choice_t *c = ud;
     evq_t *q = c->q;
+    if (ev->embedding && c->emb && ev->n_embedding == c->job->srv->info->n_embd)
+        memcpy(c->emb, ev->embedding, sizeof(float) * (size_t)ev->n_embedding);
     evq_node_t *n = evq_copy(ev, c, ev->type == ENG_EV_DONE ? &c->done_node : NULL);
     if (!n) {
         choice_lose(c);
@@ -992,6 +1002,32 @@ static void stream_done(srv_job_t *j)
 }
 
 /* The non-streamed answer once every choice is done. */
+/* The /v1/embeddings answer once every input ended without an error or a cancel: all of
+ * them, or a 503 when any timed out (a partial list would drop inputs silently). */
+static char *embeddings_body(const srv_job_t *j, int *status)
+{
+    const float **vecs = calloc((size_t)j->n_choices, sizeof *vecs);
+    if (!vecs) {
+        *status = 500;
+        return NULL;
+    }
+    for (int i = 0; i < j->n_choices; i++) {
+        if (j->choices[i].finish != ENG_FINISH_STOP) {
+            free(vecs);
+            *status = 503;
+            return oai_error(503, "service_unavailable_error", "timeout", NULL,
+                             "the request timed out before every input was embedded "
+                             "(server busy)");
+        }
+        vecs[i] = j->choices[i].emb;
+    }
+    char *body = oai_embeddings(j->model, vecs, j->n_choices, j->srv->info->n_embd,
+                                j->rq.base64, j->prompt_tokens);
+    free(vecs);
+    *status = body ? 200 : 500;
+    return body;
+}
+
 static void build_final(srv_job_t *j)
 {
     srv_t *s = j->srv;
@@ -1025,6 +1061,8 @@ static void build_final(srv_job_t *j)
         status = 503;
         body = oai_error(503, "service_unavailable_error", "timeout", NULL,
                          "the request timed out before its first token (server busy)");
+    } else if (j->rq.kind == RQ_EMBEDDINGS) {
+        body = embeddings_body(j, &status);
     } else {
         oai_choice_t *ch = calloc((size_t)j->n_choices, sizeof *ch);
         char **texts = calloc((size_t)j->n_choices, sizeof *texts);
@@ -1563,10 +1601,11 @@ static int prepare_prompts(srv_job_t *j, rq_err_t *e)
     } else {
         if ((rc = rq_check_vocab(r, s->info->n_vocab, e)))
             return rc;
+        const char *key = r->kind == RQ_EMBEDDINGS ? "input" : "prompt";
         for (size_t p = 0; p < np; p++) {
             rq_prompt_t *pr = &r->prompts[p];
             char pp[32];
-            snprintf(pp, sizeof pp, np > 1 ? "prompt[%zu]" : "prompt", p);
+            snprintf(pp, sizeof pp, np > 1 ? "%s[%zu]" : "%s", key, p);
             if (pr->text) {
                 rc = encode(s->tok, pr->text, pr->text_len, true, &j->pids[p], &j->pn[p]);
                 if (!rc && r->echo) {
@@ -1607,6 +1646,29 @@ static int prepare_generation(srv_job_t *j)
     j->max_tokens = calloc(j->n_prompts, sizeof *j->max_tokens);
     if (!j->max_tokens)
         return rq_fail(e, 500, "server_error", NULL, "out of memory");
+    if (r->kind == RQ_EMBEDDINGS) {
+        /* an input is prefilled alone: the whole context is its room */
+        if (r->dimensions && r->dimensions != s->info->n_embd)
+            return rq_fail(e, 400, "invalid_request_error", "dimensions",
+                           "'dimensions' %d is not supported: this model's embeddings have %d "
+                           "dimensions (leave it out, or send %d)", r->dimensions,
+                           s->info->n_embd, s->info->n_embd);
+        for (size_t p = 0; p < j->n_prompts; p++) {
+            if (j->pn[p] <= (size_t)s->info->n_ctx && j->pn[p] > 0)
+                continue;
+            char pp[32];
+            snprintf(pp, sizeof pp, j->n_prompts > 1 ? "input[%zu]" : "input", p);
+            if (j->pn[p] == 0)
+                return rq_fail(e, 400, "invalid_request_error", pp,
+                               "'%s' is empty after tokenization", pp);
+            rc = rq_fail(e, 400, "invalid_request_error", pp,
+                         "'%s' has %zu tokens, more than the context length %d", pp, j->pn[p],
+                         s->info->n_ctx);
+            e->code = "context_length_exceeded";
+            return rc;
+        }
+        return 0;
+    }
     for (size_t p = 0; p < j->n_prompts; p++) {
         if ((rc = rq_resolve_max_tokens(r, j->pn[p], s->info->n_ctx, &j->max_tokens[p], e))) {
             if (j->n_prompts > 1 && strcmp(e->param, "prompt") == 0)
@@ -1630,7 +1692,8 @@ static enum MHD_Result start_generation(srv_job_t *j)
     srv_t *s = j->srv;
     rq_t *r = &j->rq;
     int *max_tokens = j->max_tokens;
-    j->n_choices = (int)j->n_prompts * r->n;
+    const bool embed = r->kind == RQ_EMBEDDINGS;
+    j->n_choices = (int)j->n_prompts * (embed ? 1 : r->n);
     j->choices = calloc((size_t)j->n_choices, sizeof *j->choices);
     if (!j->choices)
         return answer_json(j, 500, NULL);
@@ -1655,6 +1718,10 @@ static enum MHD_Result start_generation(srv_job_t *j)
         c->prompt = (size_t)i / (size_t)r->n;
         sb_init(&c->text);
         sb_init(&c->tc);
+        if (embed && !(c->emb = calloc((size_t)s->info->n_embd, sizeof *c->emb))) {
+            rc = -ENOMEM;
+            break;
+        }
         if (j->tc_prefill)
             sb_adds(&c->tc, j->tc_prefill);
         eng_request_t er;
@@ -1674,6 +1741,12 @@ static enum MHD_Result start_generation(srv_job_t *j)
         er.prompt_logprobs = job_wants_plp(j) || er.max_tokens == 0;
         er.prompt_top = FD_MAX(r->prompt_logprobs, r->echo ? r->logprobs : 0);
         er.prompt_top = FD_MAX(er.prompt_top, 0);
+        if (embed) {
+            er.prompt_logprobs = false;
+            er.max_tokens = 0;
+            er.pooling = s->pooling;
+            er.normalize = true;     /* OpenAI's embeddings have length 1 */
+        }
         er.timeout_s = timeout;
         er.on_event = on_engine_event;
         er.ud = c;
@@ -1700,7 +1773,7 @@ static enum MHD_Result start_generation(srv_job_t *j)
         if (rc == FD_ECTX || rc == -EINVAL)
             return answer_fail(j, 400, "invalid_request_error",
                                rc == FD_ECTX ? "context_length_exceeded" : NULL,
-                               rc == FD_ECTX ? "prompt" : NULL, "%s",
+                               rc == FD_ECTX ? (embed ? "input" : "prompt") : NULL, "%s",
                                err[0] ? err : fd_strerror(rc));
         return answer_fail(j, 500, "server_error", NULL, NULL, "cannot start the request: %s",
                            err[0] ? err : fd_strerror(rc));
@@ -1775,6 +1848,7 @@ static enum MHD_Result on_body_complete(srv_job_t *j)
     int kind = j->route == R_COMPLETIONS ? RQ_COMPLETION
                : j->route == R_CHAT      ? RQ_CHAT
                : j->route == R_TOKENIZE  ? RQ_TOKENIZE
+               : j->route == R_EMBEDDINGS ? RQ_EMBEDDINGS
                                          : RQ_DETOKENIZE;
     rq_err_t e;
     if (rq_parse(kind, j->body.buf ? j->body.buf : "", j->body.len, &s->lim, &j->rq, &e))
@@ -1783,7 +1857,7 @@ static enum MHD_Result on_body_complete(srv_job_t *j)
     size_t body_len = j->body.len;
     sb_free(&j->body);
     if (j->rq.model && strcmp(j->rq.model, s->model_id) != 0 &&
-        (kind == RQ_COMPLETION || kind == RQ_CHAT))
+        (kind == RQ_COMPLETION || kind == RQ_CHAT || kind == RQ_EMBEDDINGS))
         return answer_fail(j, 404, "not_found_error", "model_not_found", "model",
                            "the model '%.100s' does not exist; this server serves '%.100s'",
                            j->rq.model, s->model_id);
@@ -1892,6 +1966,9 @@ static enum MHD_Result on_headers(srv_job_t *j, const char *url, const char *met
         return answer_unavailable(j, "loading", "the model is loading; retry shortly");
     if (j->route == R_MODELS || j->route == R_MODEL_ONE)
         return answer_models(j, url);
+    if (j->route == R_EMBEDDINGS && !s->cfg.embeddings)
+        return answer_fail(j, 404, "not_found_error", "not_found", NULL,
+                           "embeddings are off on this server (the embeddings option)");
     if (s->draining)
         return answer_unavailable(j, "draining", "the server is shutting down (draining)");
     return MHD_YES;
@@ -2177,6 +2254,12 @@ void srv_set_engine(srv_t *s, eng_t *eng)
 {
     s->info = eng_info(eng);
     s->tok = eng_tokenizer(eng);
+    /* the file's pooling_type (llama.cpp writes it for embedding models), unless the config
+     * says otherwise; none or "none" in the file: mean, which suits any model */
+    s->pooling = s->cfg.pooling != ENG_POOL_NONE ? s->cfg.pooling
+                 : s->info->pooling >= ENG_POOL_MEAN && s->info->pooling <= ENG_POOL_LAST
+                     ? s->info->pooling
+                     : ENG_POOL_MEAN;
     if (!s->model_id)
         s->model_id = fd_xstrdup(s->info->model_id ? s->info->model_id : "model");
     const char *tmpl = s->info->chat_template;

@@ -55,6 +55,9 @@ typedef struct srv_config {
     const char *const *cors_origins;
     bool prefix_cache;          /* the engine runs with eng_params.prefix_cache: usage
                                    reports prompt_tokens_details.cached_tokens */
+    bool embeddings;            /* serve /v1/embeddings (default on; off: 404) */
+    int pooling;                /* enum eng_pooling for embeddings; ENG_POOL_NONE (auto,
+                                   the default): the model's pooling type, else mean */
     /* HTTPS: the certificate (chain) and its unencrypted private key, PEM texts; both or
      * neither (srv_create: -EINVAL).  NULL: plain HTTP.  A certificate and key that
      * libmicrohttpd's TLS library refuses (a key of another certificate) fail srv_listen. */

@@ -92,6 +92,9 @@ TESTS += tests/test_server.sh
 dist_check_SCRIPTS += tests/test_prompt_logprobs.sh
 EXTRA_DIST += tests/test_prompt_logprobs.py
 TESTS += tests/test_prompt_logprobs.sh
+dist_check_SCRIPTS += tests/test_embeddings.sh
+EXTRA_DIST += tests/test_embeddings.py
+TESTS += tests/test_embeddings.sh
 
 check_PROGRAMS += tests/test_gguf
 tests_test_gguf_SOURCES = tests/test_gguf.c

@@ -523,6 +523,13 @@ START_TEST(test_bad_input)
     fb_weight_t w = {.type = GG_F32, .n_in = 64, .n_out = 4, .src = hw};
     float *x = fb_alloc(be, 64 * 4 * sizeof(float)), *y = fb_alloc(be, 64 * 4 * sizeof(float));
     ck_assert_int_eq(fb_matmul(be, &w, x, 1, y, NULL), -EINVAL); /* not prepared */
+    /* the weight checks every backend makes (fb_weight_check), then this one's own */
+    fb_weight_t wi8 = {.type = GG_I8, .n_in = 64, .n_out = 4, .src = hw};
+    ck_assert_int_eq(fb_weight_prepare(be, &wi8), FD_EUNSUP);
+    fb_weight_t wq = {.type = GG_Q8_0, .n_in = 40, .n_out = 4, .src = hw};
+    ck_assert_int_eq(fb_weight_prepare(be, &wq), -EINVAL); /* not whole blocks */
+    fb_weight_t wbig = {.type = GG_F32, .n_in = 64, .n_out = (int64_t)INT32_MAX + 1, .src = hw};
+    ck_assert_int_eq(fb_weight_prepare(be, &wbig), -EINVAL); /* rows past 32 bits */
     ck_assert_int_eq(fb_weight_prepare(be, &w), 0);
     int32_t ids[2] = {0, 4};
     ck_assert_int_eq(fb_get_rows(be, &w, ids, 2, y), -EINVAL);

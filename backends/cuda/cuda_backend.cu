@@ -1130,12 +1130,12 @@ static void cuda_weight_release(fb_backend_t *be, fb_weight_t *w)
 static int cuda_weight_prepare(fb_backend_t *be, fb_weight_t *w)
 {
     fcuda_t *c = (fcuda_t *)be;
-    if (!fq_type_supported(w->type))
-        return FD_EUNSUP;
-    if (gg_row_bytes(w->type, (uint64_t)w->n_in) == 0 || w->n_in > INT32_MAX ||
-        w->n_out > INT32_MAX)
-        return -EINVAL;
-    int rc = flush(c);
+    int rc = fb_weight_check(w);
+    if (rc)
+        return rc;
+    if (w->n_in > INT32_MAX || w->n_out > INT32_MAX)
+        return -EINVAL; /* the kernels index a weight's rows and columns in 32 bits */
+    rc = flush(c);
     if (rc || c->err)
         return rc ? rc : c->err;
     fcuda_weight_t *cw = (fcuda_weight_t *)calloc(1, sizeof(*cw));

@@ -2,7 +2,7 @@
 """test_sdk.py: proves fusiond works with the official OpenAI Node SDK (npm `openai`, pinned
 in tests/sdk/package-lock.json): it starts the real fusiond with the demo model and an API
 key on a free loopback port and runs tests/sdk/check.mjs, which uses the SDK as a user would
-(models, completions and chat whole and streamed, usage, stop, n, logprobs, seeds, typed
+(models, completions, embeddings, chat whole and streamed, usage, stop, n, logprobs, seeds, typed
 errors, a wrong key, an aborted stream); the greedy text must equal fusion-cli's.  A second
 daemon with room for one request proves a full queue's 503 + Retry-After and the SDK's
 retries honouring it, then a SIGTERM that cancels a stream midway: the SDK's iterator raises

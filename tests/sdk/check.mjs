@@ -1,6 +1,6 @@
 // check.mjs: the official OpenAI Node SDK (the `openai` package) used against a running
-// fusiond exactly as a user would, asserting real values: models, completions and chat
-// completions (whole and streamed, usage, stop, n, logprobs, seeds), typed errors for bad
+// fusiond exactly as a user would, asserting real values: models, completions, embeddings and
+// chat completions (whole and streamed, usage, stop, n, logprobs, seeds), typed errors for bad
 // requests and a wrong key, and a stream aborted midway.  tests/test_sdk.py starts the daemon
 // and runs this; by hand:
 //   FUSIOND_BASE_URL=http://127.0.0.1:8080/v1 FUSIOND_API_KEY=KEY node tests/sdk/check.mjs
@@ -340,6 +340,28 @@ async function collect(stream) {
   eq(chunks.filter((c) => c.choices.length).map((c) => c.choices[0].text).join(''), text,
     'include_usage: deltas still join to the text');
 }
+
+// ---- embeddings: the SDK asks for base64 unless told otherwise and decodes it to floats
+const emb = await client.embeddings.create({ model, input: PROMPT });
+const ev = emb.data[0] && emb.data[0].embedding;
+check(emb.object === 'list' && emb.data.length === 1 && emb.data[0].index === 0 &&
+  Array.isArray(ev) && ev.length > 0 && ev.every((x) => typeof x === 'number'),
+  'embeddings.create: one embedding of numbers', show(emb).slice(0, 300));
+const norm = Math.sqrt(ev.reduce((a, x) => a + x * x, 0));
+check(Math.abs(norm - 1) < 1e-5, 'the embedding has length 1', norm);
+eq(emb.usage.prompt_tokens, nPrompt, 'embeddings usage.prompt_tokens == the prompt\'s tokens');
+const embf = await client.embeddings.create({ model, input: [PROMPT, 'Once upon a time'],
+  encoding_format: 'float' });
+eq(embf.data.map((d) => d.index), [0, 1], 'two inputs, two embeddings in order');
+const worst = Math.max(...ev.map((x, i) => Math.abs(x - embf.data[0].embedding[i])));
+check(worst < 1e-6, 'the float answer equals the SDK-decoded base64 one', worst);
+const dots = ev.reduce((a, x, i) => a + x * embf.data[1].embedding[i], 0);
+check(dots < 0.9999, 'different texts give different embeddings', dots);
+await expectError('embeddings of an empty string', () => client.embeddings.create({ model,
+  input: '' }), OpenAI.BadRequestError, 400, { param: 'input' });
+await expectError('embeddings with other dimensions', () => client.embeddings.create({ model,
+  input: PROMPT, dimensions: ev.length + 1 }), OpenAI.BadRequestError, 400,
+{ param: 'dimensions' });
 
 // ---- chat completions
 const messages = [

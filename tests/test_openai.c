@@ -1,7 +1,8 @@
 /* test_openai.c: proves the response builders: OpenAI field names and types for whole answers
  * and stream chunks, tool calls in both (message.tool_calls with a null content, the deltas'
  * indexed pieces), logprobs in both APIs (echo offsets, duplicate spellings), the error
- * body, and that any bytes become valid UTF-8 JSON (U+FFFD for invalid bytes and NULs). */
+ * body, embeddings (floats, and base64 against hand-encoded little-endian bytes), and that
+ * any bytes become valid UTF-8 JSON (U+FFFD for invalid bytes and NULs). */
 #include <cjson/cJSON.h>
 
 #include "server/openai.h"
@@ -280,6 +281,35 @@ START_TEST(test_models_and_tokens)
 }
 END_TEST
 
+/* /v1/embeddings: the shape, floats as numbers, and base64 of little-endian float32 checked
+ * against hand-encoded bytes (1.0f = 00 00 80 3f, -2.0f = 00 00 00 c0: "AACAPwAAAMA="; one
+ * float leaves padding: "AACAPw=="). */
+START_TEST(test_embeddings_body)
+{
+    const float a[2] = {1.0f, -2.0f}, b[2] = {0.5f, 0.25f};
+    const float *v[2] = {a, b};
+    cJSON *j = parse(oai_embeddings("m1", v, 2, 2, false, 7));
+    ck_assert_str_eq(at(j, "object")->valuestring, "list");
+    ck_assert_str_eq(at(j, "model")->valuestring, "m1");
+    ck_assert_int_eq(cJSON_GetArraySize(at(j, "data")), 2);
+    const cJSON *d1 = cJSON_GetArrayItem(at(j, "data"), 1);
+    ck_assert_str_eq(at(d1, "object")->valuestring, "embedding");
+    ck_assert_int_eq(at(d1, "index")->valueint, 1);
+    ck_assert(cJSON_GetArrayItem(at(d1, "embedding"), 1)->valuedouble == 0.25);
+    ck_assert_int_eq(at(at(j, "usage"), "prompt_tokens")->valueint, 7);
+    ck_assert_int_eq(at(at(j, "usage"), "total_tokens")->valueint, 7);
+    cJSON_Delete(j);
+    j = parse(oai_embeddings("m1", v, 1, 2, true, 3));
+    ck_assert_str_eq(at(cJSON_GetArrayItem(at(j, "data"), 0), "embedding")->valuestring,
+                     "AACAPwAAAMA=");
+    cJSON_Delete(j);
+    j = parse(oai_embeddings("m1", v, 1, 1, true, 3));
+    ck_assert_str_eq(at(cJSON_GetArrayItem(at(j, "data"), 0), "embedding")->valuestring,
+                     "AACAPw==");
+    cJSON_Delete(j);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("openai");
@@ -290,6 +320,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_tool_calls);
     tcase_add_test(tc, test_error_body);
     tcase_add_test(tc, test_models_and_tokens);
+    tcase_add_test(tc, test_embeddings_body);
     suite_add_tcase(s, tc);
     return s;
 }

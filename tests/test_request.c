@@ -1,5 +1,6 @@
-/* test_request.c: proves the request parser: every field of the OpenAI bodies lands where it
- * belongs, and every bad body (a table) fails with the right HTTP status and `param`. */
+/* test_request.c: proves the request parser: every field of the OpenAI bodies (embeddings
+ * too) lands where it belongs, and every bad body (a table) fails with the right HTTP status
+ * and `param`. */
 #include <math.h>
 
 #include "server/request.h"
@@ -399,6 +400,37 @@ START_TEST(test_unsupported_fields)
 }
 END_TEST
 
+START_TEST(test_embeddings_bodies)
+{
+    rq_t r;
+    rq_err_t e;
+    ck_assert_int_eq(parse(RQ_EMBEDDINGS, "{\"input\":\"hi\",\"model\":\"m\",\"user\":\"u\"}",
+                           &r, &e), 0);
+    ck_assert_uint_eq(r.n_prompts, 1);
+    ck_assert_str_eq(r.prompts[0].text, "hi");
+    ck_assert_str_eq(r.model, "m");
+    ck_assert(!r.base64);
+    ck_assert_int_eq(r.dimensions, 0);
+    rq_free(&r);
+    ck_assert_int_eq(parse(RQ_EMBEDDINGS, "{\"input\":[[1,2],[3]],\"encoding_format\":"
+                           "\"base64\",\"dimensions\":64}", &r, &e), 0);
+    ck_assert_uint_eq(r.n_prompts, 2);
+    ck_assert_uint_eq(r.prompts[1].n_ids, 1);
+    ck_assert(r.base64);
+    ck_assert_int_eq(r.dimensions, 64);
+    ck_assert_int_eq(rq_check_vocab(&r, 3, &e), -EINVAL);
+    ck_assert_str_eq(e.param, "input[1][0]");
+    rq_free(&r);
+    /* more inputs than max_n: refused */
+    char body[256] = "{\"input\":[\"a\"";
+    for (int i = 1; i <= lim.max_n; i++)
+        strcat(body, ",\"a\"");
+    strcat(body, "]}");
+    ck_assert_int_eq(parse(RQ_EMBEDDINGS, body, &r, &e), -EINVAL);
+    ck_assert_str_eq(e.param, "input");
+}
+END_TEST
+
 START_TEST(test_tokenize_bodies)
 {
     rq_t r;
@@ -694,6 +726,21 @@ static const struct bad_case {
     {RQ_TOKENIZE, "{}", 400, "content"},
     {RQ_TOKENIZE, "{\"content\":[1]}", 400, "content"},
     {RQ_TOKENIZE, "{\"content\":\"x\",\"add_special\":\"no\"}", 400, "add_special"},
+    {RQ_EMBEDDINGS, "{}", 400, "input"},
+    {RQ_EMBEDDINGS, "{\"input\":\"\"}", 400, "input"},
+    {RQ_EMBEDDINGS, "{\"input\":[]}", 400, "input"},
+    {RQ_EMBEDDINGS, "{\"input\":[\"a\",\"\"]}", 400, "input[1]"},
+    {RQ_EMBEDDINGS, "{\"input\":[[1],[]]}", 400, "input[1]"},
+    {RQ_EMBEDDINGS, "{\"input\":[\"a\",[1]]}", 400, "input[1]"},
+    {RQ_EMBEDDINGS, "{\"input\":{\"text\":\"a\"}}", 400, "input"},
+    {RQ_EMBEDDINGS, "{\"input\":[-1]}", 400, "input[0]"},
+    {RQ_EMBEDDINGS, "{\"input\":\"a\",\"encoding_format\":\"int8\"}", 400,
+     "encoding_format"},
+    {RQ_EMBEDDINGS, "{\"input\":\"a\",\"encoding_format\":true}", 400, "encoding_format"},
+    {RQ_EMBEDDINGS, "{\"input\":\"a\",\"dimensions\":0}", 400, "dimensions"},
+    {RQ_EMBEDDINGS, "{\"input\":\"a\",\"dimensions\":1.5}", 400, "dimensions"},
+    {RQ_EMBEDDINGS, "{\"input\":\"a\",\"user\":[]}", 400, "user"},
+    {RQ_EMBEDDINGS, "{\"input\":\"a\",\"model\":1}", 400, "model"},
     {RQ_DETOKENIZE, "{}", 400, "tokens"},
     {RQ_DETOKENIZE, "{\"tokens\":\"1 2\"}", 400, "tokens"},
     {RQ_DETOKENIZE, "{\"tokens\":[1,null]}", 400, "tokens[1]"},
@@ -869,6 +916,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_prompt_length_check);
     tcase_add_test(tc, test_utf8);
     tcase_add_test(tc, test_n_predict);
+    tcase_add_test(tc, test_embeddings_bodies);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -2,11 +2,12 @@
  * exactly the reference (both files, fusion on and off), fused and unfused logits agree,
  * quantized random models stay within a justified bound of their F32 twin, several
  * sequences decoded together (mixed prefill and decode, split sub-batches) give what each
- * gives alone, qwen2-style models run, an entry's logits of all its rows (prompt
- * log-probabilities) equal those of its tokens fed one at a time, the final hidden states
- * an entry returns (embeddings) are the vectors the LM head multiplies (the reference
- * plan's logits through the file's own head matrix, CPU and Corsair, fused and unfused,
- * across chunks and sub-batches), and bad files and bad batches fail clearly. */
+ * gives alone, qwen2-style models run (their pooling_type read), an entry's logits of all
+ * its rows (prompt log-probabilities) equal those of its tokens fed one at a time, the final
+ * hidden states an entry returns (embeddings) are the vectors the LM head multiplies (the
+ * reference plan's logits through the file's own head matrix, CPU and Corsair, fused and
+ * unfused, across chunks and sub-batches; qwen2 too), and bad files and bad batches fail
+ * clearly. */
 #include <math.h>
 
 #include "backends/quants.h"
@@ -180,6 +181,7 @@ START_TEST(test_hparams)
     ck_assert_int_eq(h->n_ctx_train, 512);
     ck_assert_int_eq(h->n_ctx, 512);
     ck_assert_int_eq(h->n_embd, 64);
+    ck_assert_int_eq(h->pooling, -1);    /* no pooling_type: the server picks */
     ck_assert_int_eq(h->n_layer, 5);
     ck_assert_int_eq(h->n_head, 8);
     ck_assert_int_eq(h->n_head_kv, 4);
@@ -746,6 +748,7 @@ typedef struct spec {
     int experts;            /* expert_count (mixture of experts), 0: absent */
     uint64_t seed;
     uint32_t block_count;   /* written instead of n_layer when nonzero */
+    int pooling;            /* <arch>.pooling_type written when > 0 */
 } spec_t;
 
 static int fill_rand(void *ud, const char *name, int64_t row, float *dst, int64_t n)
@@ -783,6 +786,8 @@ static const char *write_spec(const char *fname, const spec_t *sp)
     KEY("feed_forward_length", sp->n_ff);
     KEY("attention.head_count", sp->n_head);
     KEY("attention.head_count_kv", sp->n_head_kv);
+    if (sp->pooling > 0)
+        KEY("pooling_type", sp->pooling);
 #undef KEY
     snprintf(k, sizeof(k), "%s.attention.layer_norm_rms_epsilon", a);
     if (!sp->skip_key || strcmp(sp->skip_key, "attention.layer_norm_rms_epsilon"))
@@ -971,6 +976,7 @@ START_TEST(test_qwen2)
     s.arch = "qwen2";
     s.bias = true;
     s.scaling = "linear";
+    s.pooling = 3;          /* last, as gte-Qwen2's files say */
     for (int q = 0; q < 2; q++) {
         s.wtype = q ? GG_Q8_0 : GG_F32;
         const char *path = write_spec(q ? "qwen2-q8.gguf" : "qwen2.gguf", &s);
@@ -984,7 +990,28 @@ START_TEST(test_qwen2)
         ck_assert_int_eq(h->rope_mode, FB_ROPE_NEOX);
         ck_assert_float_eq(h->rope_freq_scale, 0.25f);
         ck_assert_float_eq(h->rope_freq_base, 1000000.0f);
+        ck_assert_int_eq(h->pooling, 3);
         int V = h->n_vocab;
+        if (q == 0) {
+            /* the last row's hidden state is what the head multiplies, in both plans */
+            float *w = head_matrix(mf), *lg = malloc(sizeof(float) * V);
+            for (int f = 0; f < 2; f++) {
+                llm_model_t *m = f ? mf : mu;
+                static const int32_t toks[] = { 1, 70, 100, 261, 299 };
+                float hid[256] = { 0 };
+                ck_assert_int_le(h->n_embd, 256);
+                int slot;
+                ck_assert_int_eq(llm_seq_alloc(m, &slot), 0);
+                llm_batch_entry_t e = { .slot = slot, .tokens = toks, .n_tokens = 5,
+                                        .want_logits = 1, .want_hidden = 1, .hidden = hid };
+                ck_assert_int_eq(llm_decode(m, &e, 1, lg), 0);
+                llm_seq_free(m, slot);
+                double err = head_err(w, hid, lg, h->n_embd, V);
+                ck_assert_msg(err <= 1e-5, "qwen2 fusion %d: hidden off by %g", f, err);
+            }
+            free(w);
+            free(lg);
+        }
         float *lu = malloc(sizeof(float) * 6 * V), *lf = malloc(sizeof(float) * 6 * V);
         float *lr = malloc(sizeof(float) * 6 * V);
         run_tokens(mu, lu);

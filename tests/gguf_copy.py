@@ -9,9 +9,10 @@ SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?"
           11: "<q", 12: "<d"}
 
 
-def gguf_rewrite(src, dst, template, n_ctx, tokens):
+def gguf_rewrite(src, dst, template, n_ctx, tokens, extra=()):
     """src -> dst with chat_template `template`, `<arch>.context_length` n_ctx and the token
-    texts in `tokens` ({id: text}) replaced."""
+    texts in `tokens` ({id: text}) replaced (None: template and n_ctx kept), and the metadata
+    in `extra` ((key bytes, GGUF type, value) triples) set."""
     b = open(src, "rb").read()
     o = 0
 
@@ -62,10 +63,14 @@ def gguf_rewrite(src, dst, template, n_ctx, tokens):
     infos = b[info_start:o]
     align = next((v for k, t, v in kvs if k == b"general.alignment"), 32)
     data_start = (o + align - 1) // align * align
-    kvs = [kv for kv in kvs if kv[0] != b"tokenizer.chat_template"]
-    kvs.append([b"tokenizer.chat_template", 8, template.encode()])
+    if template is not None:
+        kvs = [kv for kv in kvs if kv[0] != b"tokenizer.chat_template"]
+        kvs.append([b"tokenizer.chat_template", 8, template.encode()])
+    for k, t, v in extra:
+        kvs = [kv for kv in kvs if kv[0] != k]
+        kvs.append([k, t, v])
     for kv in kvs:
-        if kv[0].endswith(b".context_length"):
+        if kv[0].endswith(b".context_length") and n_ctx is not None:
             kv[2] = n_ctx
         if kv[0] == b"tokenizer.ggml.tokens":
             for i, text in tokens.items():

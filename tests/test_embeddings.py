@@ -3,7 +3,8 @@
 every input form (a string, strings, token ids, arrays of token ids) gives the vector its text
 gives; vectors have length 1; base64 decodes (little-endian float32, as the SDKs do) to the
 float answer; a batch equals its inputs sent alone; the same text repeats its vector while
-different texts differ; last pooling differs from mean; usage counts the tokens; the
+different texts differ; last pooling differs from mean, and a file's pooling_type (last) is
+followed under auto and overridden by the option; usage counts the tokens; the
 endpoint is counted in fusiond_requests_total; every 400 (empty, too long, bad types,
 dimensions, encoding_format, unknown model is 404), and the embeddings option off is 404.
 
@@ -13,11 +14,14 @@ import base64
 import json
 import math
 import os
+import shutil
 import struct
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import loopback  # noqa: E402
+from gguf_copy import gguf_rewrite  # noqa: E402
 
 FUSIOND, MODEL = sys.argv[1], sys.argv[2]
 FAILS = []
@@ -32,8 +36,8 @@ def check(cond, what):
 
 
 class Daemon(loopback.Daemon):
-    def __init__(self, *args):
-        super().__init__("--ctx-size", str(CTX), *args, fusiond=FUSIOND, model=MODEL)
+    def __init__(self, *args, model=MODEL):
+        super().__init__("--ctx-size", str(CTX), *args, fusiond=FUSIOND, model=model)
 
     def stop(self):
         rc = super().stop(timeout=30)
@@ -184,13 +188,32 @@ def main():
     finally:
         d.stop()
     # last-token pooling (the config's choice over the model's) gives another vector
+    last = None
     d = Daemon("--pooling", "last")
     try:
         js = embed(d, "Once upon a time")
-        check(js is not None and mean is not None and not close(vecs(js)[0], mean, 1e-3),
+        last = js and vecs(js)[0]
+        check(js is not None and mean is not None and not close(last, mean, 1e-3),
               "pooling last differs from mean")
     finally:
         d.stop()
+    # a copy of the model whose file says llama.pooling_type = 3 (last): auto follows the
+    # file, and the option still overrides it
+    tmp = tempfile.mkdtemp(prefix="fusiond-embd-")
+    try:
+        copy = os.path.join(tmp, "last.gguf")
+        gguf_rewrite(MODEL, copy, None, None, {}, [(b"llama.pooling_type", 4, 3)])
+        for args, want, what in (((), last, "the file's pooling_type (last)"),
+                                 (("--pooling", "mean"), mean, "--pooling mean over the file's")):
+            d = Daemon(*args, model=copy)
+            try:
+                js = embed(d, "Once upon a time")
+                check(js is not None and want is not None and close(vecs(js)[0], want, 0),
+                      "pooling auto: %s" % what)
+            finally:
+                d.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     d = Daemon("--embeddings=off")
     try:
         st, js = d.post("/v1/embeddings", {"input": "a"})

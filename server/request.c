@@ -23,6 +23,7 @@ void rq_limits_default(rq_limits_t *l)
     l->max_stop = 16;
     l->max_stop_len = 256;
     l->max_logit_bias = 1024;
+    l->max_inputs = 2048;
 }
 
 int rq_fail(rq_err_t *e, int status, const char *type, const char *param, const char *fmt,
@@ -1230,8 +1231,9 @@ static bool has_nul_escape(const char *s, size_t len)
 }
 
 /* /v1/embeddings: input in any of the prompt forms, none empty (OpenAI refuses those); at
- * most max_n inputs, like a completion's prompts; encoding_format, dimensions; user is the
- * client's own tag and ignored. */
+ * most max_inputs of them (OpenAI's 2048: clients such as LangChain send hundreds at once;
+ * the server feeds them to the engine a few at a time); encoding_format, dimensions; user
+ * is the client's own tag and ignored. */
 static int parse_embeddings(const cJSON *root, const rq_limits_t *lim, rq_t *r, rq_err_t *e)
 {
     int rc = parse_prompt(root, "input", r, e);
@@ -1244,9 +1246,9 @@ static int parse_embeddings(const cJSON *root, const rq_limits_t *lim, rq_t *r, 
             return bad(e, pp, "'%s' is an empty string", pp);
         }
     }
-    if (r->n_prompts > (size_t)lim->max_n)
+    if (r->n_prompts > (size_t)lim->max_inputs)
         return bad(e, "input", "'input' has %zu inputs; at most %d are accepted", r->n_prompts,
-                   lim->max_n);
+                   lim->max_inputs);
     const cJSON *f = field(root, "encoding_format");
     if (f && !cJSON_IsNull(f)) {
         if (!cJSON_IsString(f) ||

@@ -27,6 +27,7 @@ typedef struct rq_limits {
     int max_stop;               /* stop strings (16) */
     int max_stop_len;           /* bytes per stop string (256) */
     int max_logit_bias;         /* entries (1024) */
+    int max_inputs;             /* /v1/embeddings inputs per request (2048, OpenAI's) */
 } rq_limits_t;
 
 void rq_limits_default(rq_limits_t *l);

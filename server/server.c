@@ -34,6 +34,9 @@
 #include "server/strbuf.h"
 
 #define TICK_MS 200
+/* Inputs of one /v1/embeddings request in the engine at once (embed_next feeds the rest):
+ * a full batch of the default max_running, and well below max_waiting. */
+#define EMBED_WINDOW 16
 #define MAX_DISCARD (64u << 20) /* body bytes read past the limit before hanging up */
 #define SHUTDOWN_WAIT_S 10.0
 #define INLINE_PREP_BYTES (16u << 10) /* bodies prepared on the loop; larger: thread pool */
@@ -144,6 +147,9 @@ struct srv_job {
     char *tc_prefill;           /* tool_choice required / named: the call's opening, already
                                    in the prompt, which the output continues */
     int n_running;
+    /* embeddings: inputs go to the engine EMBED_WINDOW at a time, the next as one ends */
+    int next_choice;            /* the first not yet submitted */
+    int wave_rc;                /* a later submit failed: the answer is that error */
     uint64_t deadline_ns;
     bool client_gone, server_cancel, server_timeout;
     bool suspended;
@@ -1047,7 +1053,22 @@ static void build_final(srv_job_t *j)
         else if (c->finish == ENG_FINISH_CANCEL && !j->server_timeout)
             cancelled = c;
     }
-    if (err) {
+    if (j->wave_rc == FD_EFULL || j->wave_rc == -ESHUTDOWN || j->wave_rc == -ETIMEDOUT) {
+        status = 503;
+        body = oai_error(503, "service_unavailable_error",
+                         j->wave_rc == FD_EFULL ? "overloaded"
+                         : j->wave_rc == -ESHUTDOWN ? "shutting_down" : "timeout", NULL,
+                         j->wave_rc == FD_EFULL
+                             ? "the server is busy: the request queue is full; retry later"
+                         : j->wave_rc == -ESHUTDOWN ? "the server is shutting down"
+                                                    : "the request timed out before every "
+                                                      "input was embedded (server busy)");
+    } else if (j->wave_rc) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "cannot start an input: %s", fd_strerror(j->wave_rc));
+        status = 500;
+        body = oai_error(500, "server_error", NULL, NULL, msg);
+    } else if (err) {
         status = 500;
         body = oai_error(500, "server_error", NULL, NULL,
                          choice_lost(err) ? "out of memory while collecting the output"
@@ -1235,6 +1256,8 @@ static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
     }
 }
 
+static void embed_next(srv_job_t *j, int finish);
+
 static void on_done(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
 {
     srv_t *s = j->srv;
@@ -1250,6 +1273,7 @@ static void on_done(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
     if (c->n_gen > 0)
         met_observe(s->met, MET_DECODE, ev->timings.decode_s);
     j->n_running--;
+    embed_next(j, ev->finish);
     /* A named call's arguments, held to its schema, ended the document: the call is closed
      * as the family closes it, for the parse below to read the whole call. */
     if (j->tc_on && j->rq.tool_grammar && ev->finish == ENG_FINISH_STOP) {
@@ -1687,11 +1711,85 @@ static void prep_work(uv_work_t *w)
 }
 
 /* Submits every choice and starts the answer (loop thread, prepared job). */
+/* Hands choice i to the engine; timeout is what is left of request_timeout (0: none). */
+static int submit_choice(srv_job_t *j, int i, double timeout, char *err, size_t errlen)
+{
+    srv_t *s = j->srv;
+    const rq_t *r = &j->rq;
+    const bool embed = r->kind == RQ_EMBEDDINGS;
+    srv_choice_t *c = &j->choices[i];
+    eng_request_t er;
+    memset(&er, 0, sizeof er);
+    er.prompt = j->pids[c->prompt];
+    er.n_prompt = j->pn[c->prompt];
+    er.max_tokens = j->max_tokens[c->prompt];
+    er.sampling = r->sampling;
+    /* Choices of one request differ; the same request with the same seed repeats. */
+    if (er.sampling.has_seed)
+        er.sampling.seed += (uint64_t)(i % r->n);
+    er.stop = (const char *const *)r->stop;
+    er.n_stop = r->n_stop;
+    er.ignore_eos = r->ignore_eos;
+    /* max_tokens 0 (echo): the engine evaluates the prompt alone, which it does with
+     * the prompt's log-probabilities */
+    er.prompt_logprobs = job_wants_plp(j) || er.max_tokens == 0;
+    er.prompt_top = FD_MAX(r->prompt_logprobs, r->echo ? r->logprobs : 0);
+    er.prompt_top = FD_MAX(er.prompt_top, 0);
+    if (embed) {
+        er.prompt_logprobs = false;
+        er.max_tokens = 0;
+        er.pooling = s->pooling;
+        er.normalize = true;     /* OpenAI's embeddings have length 1 */
+    }
+    er.timeout_s = timeout;
+    er.on_event = on_engine_event;
+    er.ud = c;
+    int rc = eng_submit(s->eng, &er, &c->eng_id, err, errlen);
+    if (rc)
+        return rc;
+    c->running = true;
+    j->n_running++;
+    j->refs++;
+    return 0;
+}
+
+/* An embeddings job's next inputs, once one has ended well: each request keeps at most
+ * EMBED_WINDOW inputs in the engine, so a batch of hundreds neither fills the engine's queue
+ * (503 for everyone) nor waits on it.  A full queue while some of its inputs still run is
+ * no error: the next one to end tries again. */
+static void embed_next(srv_job_t *j, int finish)
+{
+    if (j->rq.kind != RQ_EMBEDDINGS || j->wave_rc || j->abandoned || j->client_gone ||
+        finish != ENG_FINISH_STOP)
+        return;
+    while (j->next_choice < j->n_choices && j->n_running < EMBED_WINDOW) {
+        double timeout = 0;
+        if (j->deadline_ns) {
+            uint64_t now = fd_now_ns();
+            if (now >= j->deadline_ns) {
+                j->wave_rc = -ETIMEDOUT;
+                return;
+            }
+            timeout = FD_MAX((double)(j->deadline_ns - now) * 1e-9, 0.001);
+        }
+        char err[256] = "";
+        int rc = submit_choice(j, j->next_choice, timeout, err, sizeof err);
+        if (rc == FD_EFULL && j->n_running > 0)
+            return;
+        if (rc) {
+            j->wave_rc = rc;
+            fd_log_warn("embeddings: input %d of %d not started: %s", j->next_choice,
+                        j->n_choices, err[0] ? err : fd_strerror(rc));
+            return;
+        }
+        j->next_choice++;
+    }
+}
+
 static enum MHD_Result start_generation(srv_job_t *j)
 {
     srv_t *s = j->srv;
     rq_t *r = &j->rq;
-    int *max_tokens = j->max_tokens;
     const bool embed = r->kind == RQ_EMBEDDINGS;
     j->n_choices = (int)j->n_prompts * (embed ? 1 : r->n);
     j->choices = calloc((size_t)j->n_choices, sizeof *j->choices);
@@ -1724,38 +1822,16 @@ static enum MHD_Result start_generation(srv_job_t *j)
         }
         if (j->tc_prefill)
             sb_adds(&c->tc, j->tc_prefill);
-        eng_request_t er;
-        memset(&er, 0, sizeof er);
-        er.prompt = j->pids[c->prompt];
-        er.n_prompt = j->pn[c->prompt];
-        er.max_tokens = max_tokens[c->prompt];
-        er.sampling = r->sampling;
-        /* Choices of one request differ; the same request with the same seed repeats. */
-        if (er.sampling.has_seed)
-            er.sampling.seed += (uint64_t)(i % r->n);
-        er.stop = (const char *const *)r->stop;
-        er.n_stop = r->n_stop;
-        er.ignore_eos = r->ignore_eos;
-        /* max_tokens 0 (echo): the engine evaluates the prompt alone, which it does with
-         * the prompt's log-probabilities */
-        er.prompt_logprobs = job_wants_plp(j) || er.max_tokens == 0;
-        er.prompt_top = FD_MAX(r->prompt_logprobs, r->echo ? r->logprobs : 0);
-        er.prompt_top = FD_MAX(er.prompt_top, 0);
-        if (embed) {
-            er.prompt_logprobs = false;
-            er.max_tokens = 0;
-            er.pooling = s->pooling;
-            er.normalize = true;     /* OpenAI's embeddings have length 1 */
-        }
-        er.timeout_s = timeout;
-        er.on_event = on_engine_event;
-        er.ud = c;
-        rc = eng_submit(s->eng, &er, &c->eng_id, err, sizeof err);
-        if (rc)
+    }
+    /* embeddings: a first window of inputs, fewer when the engine's queue fills first (the
+     * rest follow as these end: embed_next) */
+    int first = embed ? FD_MIN(j->n_choices, EMBED_WINDOW) : j->n_choices;
+    for (j->next_choice = 0; rc == 0 && j->next_choice < first; j->next_choice++) {
+        rc = submit_choice(j, j->next_choice, timeout, err, sizeof err);
+        if (rc == FD_EFULL && embed && j->next_choice > 0) {
+            rc = 0;
             break;
-        c->running = true;
-        j->n_running++;
-        j->refs++;
+        }
     }
     job_list_add(j);
     j->admitted = true;

@@ -214,6 +214,27 @@ def main():
                 d.stop()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    # hundreds of inputs (LangChain sends up to a thousand) through an engine whose queue
+    # holds four: the server feeds them a few at a time, in order, each as if alone
+    d = Daemon("--max-running", "2", "--max-waiting", "2")
+    try:
+        texts = ["Input number %d of the batch" % i for i in range(40)]
+        js = embed(d, texts)
+        many = js and vecs(js)
+        if check(many is not None and len(many) == 40 and
+                 [x["index"] for x in js["data"]] == list(range(40)),
+                 "40 inputs through a 2 + 2 engine: 40 vectors in order"):
+            for i in (0, 17, 39):
+                one = vecs(embed(d, texts[i]))[0]
+                check(close(many[i], one, 1e-5), "input %d of 40 equals it alone" % i)
+            check(js["usage"]["prompt_tokens"] > 40, "usage counts every input")
+        st, js = d.post("/v1/embeddings", {"input": ["x"] * 2049})
+        check(st == 400 and js["error"]["param"] == "input",
+              "2049 inputs: 400 on input (%s)" % st)
+        st, js = d.post("/v1/embeddings", {"input": ["a b"] * 2048})
+        check(st == 200 and len(js["data"]) == 2048, "2048 inputs: served (%s)" % st)
+    finally:
+        d.stop()
     d = Daemon("--embeddings=off")
     try:
         st, js = d.post("/v1/embeddings", {"input": "a"})

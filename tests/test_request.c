@@ -421,13 +421,23 @@ START_TEST(test_embeddings_bodies)
     ck_assert_int_eq(rq_check_vocab(&r, 3, &e), -EINVAL);
     ck_assert_str_eq(e.param, "input[1][0]");
     rq_free(&r);
-    /* more inputs than max_n: refused */
-    char body[256] = "{\"input\":[\"a\"";
-    for (int i = 1; i <= lim.max_n; i++)
+    /* max_inputs inputs (more than max_n: they are not choices) are served, one more is
+     * refused */
+    char *body = malloc(16 + 4 * (size_t)(lim.max_inputs + 1));
+    ck_assert_ptr_nonnull(body);
+    strcpy(body, "{\"input\":[\"a\"");
+    for (int i = 1; i < lim.max_inputs; i++)
         strcat(body, ",\"a\"");
     strcat(body, "]}");
+    ck_assert_int_gt(lim.max_inputs, lim.max_n);
+    ck_assert_int_eq(parse(RQ_EMBEDDINGS, body, &r, &e), 0);
+    ck_assert_uint_eq(r.n_prompts, (size_t)lim.max_inputs);
+    rq_free(&r);
+    body[strlen(body) - 2] = 0;
+    strcat(body, ",\"a\"]}");
     ck_assert_int_eq(parse(RQ_EMBEDDINGS, body, &r, &e), -EINVAL);
     ck_assert_str_eq(e.param, "input");
+    free(body);
 }
 END_TEST
 

@@ -5,7 +5,8 @@
  * softmax modes with contexts split across blocks; bad input answered with -EINVAL, device
  * errors with FD_EBACKEND; CUDA graph replay equal to eager execution; per-op device time;
  * stories260K greedy text identical to the CPU backend in fp32, fused and unfused, and
- * batched decode logits equal to the CPU's. */
+ * batched decode logits equal to the CPU's, and final hidden states (embeddings) equal to the
+ * CPU's. */
 #include <math.h>
 
 #include "backends/backend.h"
@@ -816,6 +817,42 @@ START_TEST(test_stories_batched)
 }
 END_TEST
 
+/* Final hidden states (embeddings) on the GPU equal the CPU backend's, fused and unfused:
+ * an entry's sum over all 12 prompt rows and its last row's, through the plan's explicit
+ * output RMSNorm, which neither plan's logits path runs on the fused side. */
+START_TEST(test_stories_hidden)
+{
+    const char *cpu_opt[] = {"blas_rows=0", NULL};
+    int32_t prompt[12] = {1, 403, 407, 261, 378, 284, 356, 306, 393, 270, 263, 306};
+    for (int fused = 0; fused < 2; fused++) {
+        float sum[2][64] = {{0}}, last[2][64] = {{0}};
+        for (int b = 0; b < 2; b++) {
+            llm_model_t *m = b ? load("cuda", fused, NULL, 1) : load("cpu", fused, cpu_opt, 1);
+            ck_assert_int_eq(llm_hparams(m)->n_embd, 64);
+            int slot;
+            ck_assert_int_eq(llm_seq_alloc(m, &slot), 0);
+            llm_batch_entry_t e = {.slot = slot, .tokens = prompt, .n_tokens = 12,
+                                   .want_hidden = 12, .hidden = sum[b]};
+            ck_assert_int_eq(llm_decode(m, &e, 1, NULL), 0);
+            ck_assert_int_eq(llm_seq_truncate(m, slot, 11), 0);
+            e = (llm_batch_entry_t){.slot = slot, .tokens = &prompt[11], .n_tokens = 1,
+                                    .want_hidden = 1, .hidden = last[b]};
+            ck_assert_int_eq(llm_decode(m, &e, 1, NULL), 0);
+            llm_free(m);
+        }
+        float ds = 0, dl = 0, scale = 0;
+        for (int j = 0; j < 64; j++) {
+            ds = fmaxf(ds, fabsf(sum[0][j] - sum[1][j]));
+            dl = fmaxf(dl, fabsf(last[0][j] - last[1][j]));
+            scale = fmaxf(scale, fabsf(last[0][j]));
+        }
+        printf("hidden fused %d: sum off by %g, last by %g (scale %g)\n", fused, ds, dl, scale);
+        ck_assert_msg(scale > 0.1f && ds <= 1e-3f * 12 * scale && dl <= 1e-3f * scale,
+                      "fused %d: sum off by %g, last by %g (scale %g)", fused, ds, dl, scale);
+    }
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cuda");
@@ -835,6 +872,7 @@ static Suite *suite(void)
     tcase_add_test(m, test_stories_greedy);
     tcase_add_test(m, test_stories_pdl);
     tcase_add_test(m, test_stories_batched);
+    tcase_add_test(m, test_stories_hidden);
     suite_add_tcase(s, m);
     return s;
 }

@@ -86,6 +86,7 @@ tests_test_http_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_http
 
 # Black-box: the real fusiond on a loopback port with stories260K (python3, stdlib only).
+EXTRA_DIST += tests/model_test.sh
 dist_check_SCRIPTS += tests/test_server.sh
 EXTRA_DIST += tests/test_server.py
 TESTS += tests/test_server.sh

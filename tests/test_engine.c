@@ -1703,28 +1703,40 @@ END_TEST
 
 /* ---- the real model: stories260K ---- */
 
+/* Parameters for stories260K on one thread (the tests set the rest). */
+static void stories_params(eng_params_t *p)
+{
+    eng_params_default(p);
+    p->model_path = tu_shared("models/stories260K.gguf", 1);
+    p->threads = 1;
+}
+
+/* Opens an engine with p, eng_check run after every step (its failures counted in
+ * n_check_failures; *slot is the engine the hook checks). */
+static eng_t *open_checked(eng_params_t *p, eng_t **slot)
+{
+    p->check = true;
+    p->on_step = on_step_check;
+    p->on_step_ud = slot;
+    *slot = NULL;
+    char err[512];
+    eng_t *e = NULL;
+    int rc = eng_open(&e, p, err, sizeof err);
+    ck_assert_msg(rc == 0, "eng_open: %s", err);
+    *slot = e;
+    return e;
+}
+
 static eng_t *open_model(int max_running, int max_waiting, int prefill_chunk, int max_batch,
                          eng_t **slot)
 {
-    const char *path = tu_shared("models/stories260K.gguf", 1);
     eng_params_t p;
-    eng_params_default(&p);
-    p.model_path = path;
-    p.threads = 1;
+    stories_params(&p);
     p.max_running = max_running;
     p.max_waiting = max_waiting;
     p.prefill_chunk = prefill_chunk;
     p.max_batch_tokens = max_batch;
-    p.check = true;
-    p.on_step = on_step_check;
-    p.on_step_ud = slot;
-    *slot = NULL;
-    char err[512];
-    eng_t *e = NULL;
-    int rc = eng_open(&e, &p, err, sizeof err);
-    ck_assert_msg(rc == 0, "eng_open: %s", err);
-    *slot = e;
-    return e;
+    return open_checked(&p, slot);
 }
 
 /* The reference ids and text of stories260K.reference.json. */
@@ -2106,22 +2118,13 @@ START_TEST(test_model_prefix_cache)
     static const char *const turns[] = { "Once upon a time", " The cat", " Lily said" };
     eng_t *slot_a, *slot_b;
     eng_t *plain = open_model(2, 4, 8, 0, &slot_a);
-    const char *path = tu_shared("models/stories260K.gguf", 1);
     eng_params_t p;
-    eng_params_default(&p);
-    p.model_path = path;
-    p.threads = 1;
+    stories_params(&p);
     p.max_running = 2;
     p.prefill_chunk = 8;
     p.prefix_cache = true;
     p.prefix_cache_min = 4;
-    p.check = true;
-    p.on_step = on_step_check;
-    p.on_step_ud = &slot_b;
-    char err[512];
-    eng_t *cached = NULL;
-    ck_assert_msg(eng_open(&cached, &p, err, sizeof err) == 0, "eng_open: %s", err);
-    slot_b = cached;
+    eng_t *cached = open_checked(&p, &slot_b);
     const tok_t *tok = eng_tokenizer(cached);
     static int32_t conv[512];
     int n = 0, expect_cached = 0, n1_first = 0;
@@ -2257,9 +2260,7 @@ static void prompt_logprobs_match(const char *backend, bool fusion)
     }
     eng_t *slot_e;
     eng_params_t p;
-    eng_params_default(&p);
-    p.model_path = path;
-    p.threads = 1;
+    stories_params(&p);
     p.fusion = fusion;
     p.backend = backend;
     p.max_running = 2;
@@ -2267,14 +2268,8 @@ static void prompt_logprobs_match(const char *backend, bool fusion)
     p.max_batch_tokens = 9;
     p.prefix_cache = true;
     p.prefix_cache_min = 4;
-    p.check = true;
-    p.on_step = on_step_check;
-    p.on_step_ud = &slot_e;
-    slot_e = NULL;
+    eng_t *e = open_checked(&p, &slot_e);
     char err[256];
-    eng_t *e = NULL;
-    ck_assert_msg(eng_open(&e, &p, err, sizeof err) == 0, "eng_open: %s", err);
-    slot_e = e;
     /* the same prompt first without: its slot goes to the prefix cache */
     coll_t *plain = coll_new();
     submit(e, prompt, N, 2, NULL, plain);
@@ -2451,24 +2446,17 @@ static void embeddings_match(bool fusion)
             want[k][1][j] = want[k][0][j] / sqrt(ss);
     }
 
-    eng_t *slot_e = NULL;
+    eng_t *slot_e;
     eng_params_t p;
-    eng_params_default(&p);
-    p.model_path = path;
-    p.threads = 1;
+    stories_params(&p);
     p.fusion = fusion;
     p.max_running = 3;
     p.prefill_chunk = 7;
     p.max_batch_tokens = 12;
     p.prefix_cache = true;
     p.prefix_cache_min = 4;
-    p.check = true;
-    p.on_step = on_step_check;
-    p.on_step_ud = &slot_e;
+    eng_t *e = open_checked(&p, &slot_e);
     char err[256];
-    eng_t *e = NULL;
-    ck_assert_msg(eng_open(&e, &p, err, sizeof err) == 0, "eng_open: %s", err);
-    slot_e = e;
     ck_assert_int_eq(eng_info(e)->n_embd, E);
     ck_assert_int_eq(eng_info(e)->pooling, -1);  /* stories260K names none */
     /* the same prompt generated first: its slot is cached, and must not be reused */

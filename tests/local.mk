@@ -1,5 +1,5 @@
 # tests/local.mk: one Check program per module (tests/test_<module>.c) and black-box scripts.
-EXTRA_DIST += tests/testutil.h
+EXTRA_DIST += tests/testutil.h tests/gen_collect.h
 
 check_PROGRAMS += tests/test_common
 tests_test_common_SOURCES = tests/test_common.c

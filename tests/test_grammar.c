@@ -11,6 +11,7 @@
 #include "engine/gguf.h"
 #include "engine/grammar.h"
 #include "engine/sampler.h"
+#include "tests/gen_collect.h"
 #include "tests/testutil.h"
 
 #define REQUIRE(cond, ...)                                                    \
@@ -753,39 +754,7 @@ END_TEST
 
 /* ---- the engine with stories260K: constrained generation end to end ---- */
 
-#include <pthread.h>
-
 #include "engine/engine.h"
-
-typedef struct gen {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done;
-    char text[4096];
-    size_t n_text;
-    int finish, n_tok;
-    bool bad_logprob;
-} gen_t;
-
-static void gen_event(void *ud, const eng_event_t *ev)
-{
-    gen_t *g = ud;
-    pthread_mutex_lock(&g->mu);
-    if (ev->type == ENG_EV_TOKEN) {
-        if (g->n_text + ev->text_len < sizeof g->text) {
-            memcpy(g->text + g->n_text, ev->text, ev->text_len);
-            g->n_text += ev->text_len;
-        }
-        g->n_tok++;
-        if (!isfinite(ev->logprob) || ev->logprob > 0)
-            g->bad_logprob = true;
-    } else {
-        g->finish = ev->finish;
-        g->done = 1;
-        pthread_cond_signal(&g->cv);
-    }
-    pthread_mutex_unlock(&g->mu);
-}
 
 static eng_t *open_stories(bool prefix_cache)
 {
@@ -827,9 +796,7 @@ static void generate(eng_t *e, gr_spec_t *g, int n, int max_tokens, const char *
     ck_assert_int_eq(tok_encode(t, prompt, strlen(prompt), true, false, ids, 64, &n_ids), 0);
     for (int i = 0; i < n; i++) {
         gen_t *o = &out[i];
-        memset(o, 0, sizeof *o);
-        pthread_mutex_init(&o->mu, NULL);
-        pthread_cond_init(&o->cv, NULL);
+        gen_init(o);
         eng_request_t q;
         memset(&q, 0, sizeof q);
         q.prompt = ids;
@@ -850,14 +817,8 @@ static void generate(eng_t *e, gr_spec_t *g, int n, int max_tokens, const char *
         uint64_t id;
         ck_assert_msg(eng_submit(e, &q, &id, err, sizeof err) == 0, "%s", err);
     }
-    for (int i = 0; i < n; i++) {
-        pthread_mutex_lock(&out[i].mu);
-        while (!out[i].done)
-            pthread_cond_wait(&out[i].cv, &out[i].mu);
-        pthread_mutex_unlock(&out[i].mu);
-        pthread_mutex_destroy(&out[i].mu);
-        pthread_cond_destroy(&out[i].cv);
-    }
+    for (int i = 0; i < n; i++)
+        gen_wait(&out[i]);
 }
 
 START_TEST(test_engine_json_object)
@@ -876,7 +837,6 @@ START_TEST(test_engine_json_object)
                 stops++;
                 REQUIRE(ref_doc(o->text, o->n_text, true), "seed %d: [%.*s] is no object",
                         i + 1, (int)o->n_text, o->text);
-                o->text[o->n_text] = 0;
                 cJSON *c = cJSON_Parse(o->text);
                 REQUIRE(c && cJSON_IsObject(c), "cJSON: [%s] is no object", o->text);
                 cJSON_Delete(c);

@@ -12,6 +12,7 @@
 #include "engine/engine.h"
 #include "engine/grammar.h"
 #include "server/schema.h"
+#include "tests/gen_collect.h"
 #include "tests/testutil.h"
 
 #define REQUIRE(cond, ...)                                                    \
@@ -272,32 +273,6 @@ END_TEST
 
 /* ---- stories260K under a schema ---- */
 
-typedef struct gen {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done, finish, n_tok;
-    char text[8192];
-    size_t n_text;
-} gen_t;
-
-static void gen_event(void *ud, const eng_event_t *ev)
-{
-    gen_t *g = ud;
-    pthread_mutex_lock(&g->mu);
-    if (ev->type == ENG_EV_TOKEN) {
-        if (g->n_text + ev->text_len < sizeof g->text) {
-            memcpy(g->text + g->n_text, ev->text, ev->text_len);
-            g->n_text += ev->text_len;
-        }
-        g->n_tok++;
-    } else {
-        g->finish = ev->finish;
-        g->done = 1;
-        pthread_cond_signal(&g->cv);
-    }
-    pthread_mutex_unlock(&g->mu);
-}
-
 static int32_t piece_id(const tok_t *t, const char *text, const char *byte_form)
 {
     int32_t id = tok_find(t, text);
@@ -338,9 +313,7 @@ START_TEST(test_engine_schemas)
         ck_assert_int_eq(rc, 0);
         cJSON *s = cJSON_Parse(cases[c].schema);
         for (int i = 0; i < N; i++) {
-            memset(&out[i], 0, sizeof out[i]);
-            pthread_mutex_init(&out[i].mu, NULL);
-            pthread_cond_init(&out[i].cv, NULL);
+            gen_init(&out[i]);
             eng_request_t q;
             memset(&q, 0, sizeof q);
             q.prompt = ids;
@@ -360,13 +333,7 @@ START_TEST(test_engine_schemas)
         int stops = 0;
         for (int i = 0; i < N; i++) {
             gen_t *o = &out[i];
-            pthread_mutex_lock(&o->mu);
-            while (!o->done)
-                pthread_cond_wait(&o->cv, &o->mu);
-            pthread_mutex_unlock(&o->mu);
-            pthread_mutex_destroy(&o->mu);
-            pthread_cond_destroy(&o->cv);
-            o->text[o->n_text] = 0;
+            gen_wait(o);
             if (o->finish == ENG_FINISH_STOP) {
                 stops++;
                 cJSON *v = cJSON_Parse(o->text);

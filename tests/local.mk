@@ -256,3 +256,8 @@ EXTRA_DIST += tests/fuzz/fuzz_toolcall.c
 dist_check_SCRIPTS += tests/test_tools_server.py
 EXTRA_DIST += tests/gguf_copy.py
 TESTS += tests/test_tools_server.py
+
+# The Responses API (/v1/responses) end to end: the real fusiond with stories260K (and a
+# Qwen-template copy for function calling), against the chat endpoint's answers.
+dist_check_SCRIPTS += tests/test_responses.py
+TESTS += tests/test_responses.py

@@ -146,6 +146,12 @@ tests_test_engine_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
 tests_test_engine_LDADD = $(TEST_LIBS) $(CJSON_LIBS)
 TESTS += tests/test_engine
 
+check_PROGRAMS += tests/test_spec
+tests_test_spec_SOURCES = tests/test_spec.c
+tests_test_spec_CFLAGS = $(TEST_CFLAGS)
+tests_test_spec_LDADD = $(TEST_LIBS)
+TESTS += tests/test_spec
+
 check_PROGRAMS += tests/test_chat
 tests_test_chat_SOURCES = tests/test_chat.c
 tests_test_chat_CFLAGS = $(TEST_CFLAGS)

@@ -66,6 +66,7 @@
 
 #include "common/fd.h"
 #include "engine/grammar.h"
+#include "engine/ngram.h"
 #include "engine/sampler.h"
 
 enum req_state { REQ_WAITING = 1, REQ_RUNNING = 2 };
@@ -122,13 +123,24 @@ typedef struct cslot {
     uint64_t stamp;              /* when it was cached: the lowest is evicted first */
 } cslot_t;
 
+/* One sampled token of a decoding sequence's run (n-gram speculation: several a step). */
+typedef struct run_tok {
+    int32_t tok;
+    float lp;
+    int n_top;
+    int hist;                    /* recording it: 0, SAMPLED_GRAMMAR, or a negative errno */
+} run_tok_t;
+
+#define SAMPLED_GRAMMAR 1        /* the grammar matcher refused the token */
+
 typedef struct sampled {
     int row0, n_rows;            /* the entry's rows in e->logits */
     int p0;                      /* the position of its first token */
-    int32_t tok;                 /* < 0: none */
-    float lp;
-    int n_top;
-    eng_top_t top[SMP_MAX_TOP];
+    int n_draft;                 /* draft tokens fed after the last sampled one */
+    int n_run;                   /* tokens sampled this step (the run), 0: none */
+    run_tok_t *run;              /* e->spec_rows of them */
+    eng_top_t *top;              /* e->spec_rows * SMP_MAX_TOP alternatives */
+    const char *fail;            /* an error that ends the request after the run's tokens */
 } sampled_t;
 
 struct eng {
@@ -156,6 +168,9 @@ struct eng {
     uint64_t cache_stamp;
     int *evict;                  /* slots schedule took out of the cache, freed after it */
     int n_evict;
+    int spec_k;                  /* draft tokens a sequence a step at most, 0: speculation off */
+    int spec_rows;               /* spec_k + 1: sampled tokens a sequence a step at most */
+    int draft_min, lookup_min, lookup_max;
 
     /* engine thread only */
     llm_batch_entry_t *ent;
@@ -166,6 +181,8 @@ struct eng {
     req_t **admitted;
     int n_admitted;
     sampled_t *sampled;          /* per batch entry */
+    run_tok_t *run_buf;          /* their runs and alternatives */
+    eng_top_t *top_buf;
     char check_err[256];
     char step_err[160];
 
@@ -466,7 +483,7 @@ void eng_stats(eng_t *e, eng_stats_t *out)
 
 const eng_info_t *eng_info(const eng_t *e)
 {
-    return e->d.info ? e->d.info : &e->info;
+    return &e->info;
 }
 
 const tok_t *eng_tokenizer(const eng_t *e)
@@ -702,18 +719,20 @@ static int text_append(eng_t *e, req_t *r, int32_t tok)
     }
 }
 
-/* A sampled token: text, stop strings, the TOKEN event, and the finish it causes. */
-static void on_sampled(eng_t *e, req_t *r, int32_t tok, float logprob, const eng_top_t *top,
-                       int n_top)
+/* A sampled token (already recorded in the sampler's history and the grammar matcher when
+ * it was sampled: t->hist says how that went): text, stop strings, the TOKEN event, and the
+ * finish it causes. */
+static void on_sampled(eng_t *e, req_t *r, const run_tok_t *t, const eng_top_t *top)
 {
+    const int32_t tok = t->tok;
+    const float logprob = t->lp;
+    const int n_top = t->n_top;
     r->tokens[r->n_tokens++] = tok;
     r->n_gen++;
     if (!r->t_first)
         r->t_first = fd_now_ns();
-    int rc = smp_accept(r->smp, tok, 1);
-    if (rc == 0 && r->gm && gr_matcher_accept(r->gm, tok) < 0) {
-        /* the mask allowed it: only a driver whose end-of-generation ids differ from the
-         * tokenizer's gets here */
+    int rc = t->hist < 0 ? t->hist : 0;
+    if (t->hist == SAMPLED_GRAMMAR) {
         finish_mark(r, ENG_FINISH_ERROR, "the sampled token breaks response_format");
         emit_token(r, tok, 0, logprob, top, n_top);
         return;
@@ -755,7 +774,7 @@ static void on_sampled(eng_t *e, req_t *r, int32_t tok, float logprob, const eng
 /* Publishes a step's counters, before any of its events goes out: a client that sees a
  * token or DONE also sees the step in eng_stats. */
 static void publish_step(eng_t *e, int n_seqs, int n_tok, uint64_t prompt_tok, uint64_t gen_tok,
-                         bool decoded)
+                         int64_t kv_add, uint64_t drafted, uint64_t accepted)
 {
     fb_stats_t ops;
     memset(&ops, 0, sizeof ops);
@@ -767,8 +786,9 @@ static void publish_step(eng_t *e, int n_seqs, int n_tok, uint64_t prompt_tok, u
     e->pub.last_batch_tokens = n_tok;
     e->pub.prompt_tokens += prompt_tok;
     e->pub.gen_tokens += gen_tok;
-    if (decoded)
-        e->pub.kv_used += n_tok;
+    e->pub.kv_used += kv_add;
+    e->pub.draft_tokens += drafted;
+    e->pub.draft_accepted += accepted;
     e->pub.ops = ops;
     engine_unlock(e);
 }
@@ -827,20 +847,122 @@ static void emit_prompt(eng_t *e, req_t *r, const sampled_t *sp)
     }
 }
 
+/* The draft of decoding sequence r this step (n-gram speculation), written in place after
+ * its tokens: at most cap tokens, and never so many that its run could pass max_tokens or
+ * the context end (a run emits up to k + 1 tokens; the context's last token is emitted but
+ * never fed, as without speculation).  r->tokens holds n_prompt + max_tokens, so the draft
+ * fits.  0: speculation off, or no draft worth verifying. */
+static int draft_for(const eng_t *e, req_t *r, int cap)
+{
+    if (e->spec_k == 0)
+        return 0;
+    int k = FD_MIN(e->spec_k, cap);
+    k = FD_MIN(k, r->max_tokens - r->n_gen - 1);
+    k = FD_MIN(k, e->d.n_ctx - r->n_tokens - 1);
+    if (k < e->draft_min)
+        return 0;
+    k = ngram_draft(r->tokens, r->n_tokens, e->lookup_min, e->lookup_max, k,
+                    &r->tokens[r->n_tokens]);
+    return k >= e->draft_min ? k : 0;
+}
+
+/* Samples one logits row of r into t (the grammar's mask first), then records the token in
+ * the sampler's history and the grammar matcher, so that the run's next row sees it as the
+ * next step would.  NULL, or the message of the error that ends the request (no token). */
+static const char *sample_row(eng_t *e, req_t *r, float *lg, run_tok_t *t, eng_top_t *top)
+{
+    t->n_top = r->n_probs > 0 ? FD_MIN(r->n_probs, e->d.n_vocab) : 0;
+    t->lp = 0;
+    t->hist = 0;
+    if (r->gm) {
+        int allowed = gr_matcher_mask(r->gm, r->allow);
+        if (allowed == 0)
+            return "no token of the vocabulary can continue the output as response_format "
+                   "requires";
+        /* no banned token (logprob -inf) among the alternatives */
+        t->n_top = FD_MIN(t->n_top, allowed);
+    }
+    t->tok = smp_sample_masked(r->smp, lg, r->allow, r->n_probs >= 0 ? &t->lp : NULL, top,
+                               t->n_top);
+    if (t->tok < 0)
+        return t->tok != FD_ERANGE ? "out of memory while sampling"
+             : r->gm ? "every token that response_format allows is banned by logit_bias"
+                     : "every token is banned by logit_bias";
+    t->hist = smp_accept(r->smp, t->tok, 1);
+    /* the mask allowed it: only a driver whose end-of-generation ids differ from the
+     * tokenizer's gets a refusal */
+    if (t->hist == 0 && r->gm && gr_matcher_accept(r->gm, t->tok) < 0)
+        t->hist = SAMPLED_GRAMMAR;
+    return NULL;
+}
+
+/* The run of one entry: its last k + 1 logits rows (k draft tokens, r->tokens[n_tokens..])
+ * sampled in order while the sampler picks the draft token: the first other token, an
+ * end of generation or a refused token ends it (and is part of it).  Then the rejected
+ * drafts' KV is forgotten, so the cache holds every token but the last sampled, as always.
+ * Returns the KV rows dropped. */
+static int sample_run(eng_t *e, req_t *r, sampled_t *sp, int last_row, uint64_t *gen_tok,
+                      uint64_t *accepted)
+{
+    const int k = sp->n_draft;
+    for (int j = 0; j <= k; j++) {
+        run_tok_t *t = &sp->run[j];
+        float *lg = e->logits + (size_t)(last_row - k + j) * (size_t)e->d.n_vocab;
+        if ((sp->fail = sample_row(e, r, lg, t, sp->top + (size_t)j * SMP_MAX_TOP)))
+            break;
+        sp->n_run++;
+        (*gen_tok)++;
+        bool hit = j < k && t->tok == r->tokens[r->n_tokens + j];
+        *accepted += hit;
+        if (!hit || t->hist != 0 || (!r->ignore_eos && e->d.is_eog(e->d.ctx, t->tok)))
+            break;
+    }
+    if (k == 0)
+        return 0;
+    int keep = sp->p0 + FD_MAX(sp->n_run, 1);
+    if (keep >= r->n_past)
+        return 0;
+    if (e->d.seq_truncate(e->d.ctx, r->slot, keep) < 0) {
+        if (!sp->fail)
+            sp->fail = "cannot drop the rejected draft tokens from the KV cache";
+        return 0;
+    }
+    int dropped = r->n_past - keep;
+    r->n_past = keep;
+    return dropped;
+}
+
 static void run_step(eng_t *e)
 {
-    const int V = e->d.n_vocab;
-    int n = 0, n_tok = 0, n_logits = 0;
-    uint64_t prompt_tok = 0, gen_tok = 0;
+    int n = 0, n_tok = 0, n_logits = 0, n_dec = 0;
+    uint64_t prompt_tok = 0, gen_tok = 0, drafted = 0, accepted = 0;
+    int64_t dropped = 0;
+    for (int i = 0; i < e->n_run; i++)
+        n_dec += e->run[i]->n_past >= e->run[i]->n_prompt;
+    /* every decoding sequence's next token first, then their drafts, then prefill chunks */
+    int draft_cap = e->max_batch - n_dec;
     for (int i = 0; i < e->n_run; i++) {
         req_t *r = e->run[i];
         if (r->n_past >= r->n_prompt) {
+            int k = draft_for(e, r, draft_cap);
+            draft_cap -= k;
             e->ent[n] = (llm_batch_entry_t){ .slot = r->slot, .tokens = &r->tokens[r->n_past],
-                                             .n_tokens = 1, .want_logits = true };
+                                             .n_tokens = 1 + k, .want_logits = 1 + k };
+            e->sampled[n].n_draft = k;
             e->ent_req[n++] = r;
-            n_tok++;
-            n_logits++;
+            n_tok += 1 + k;
+            n_logits += 1 + k;
+            drafted += (uint64_t)k;
         }
+    }
+    if (n_logits > e->logits_rows && logits_grow(e, n_logits) < 0) {
+        /* no memory for the drafts' logits: this step verifies none */
+        for (int i = 0; i < n; i++) {
+            e->ent[i].n_tokens = e->ent[i].want_logits = 1;
+            e->sampled[i].n_draft = 0;
+        }
+        n_tok = n_logits = n;
+        drafted = 0;
     }
     int plp_left = e->plp_rows;
     for (int i = 0; i < e->n_run && n_tok < e->max_batch; i++) {
@@ -872,6 +994,7 @@ static void run_step(eng_t *e)
                                   : r->pool == ENG_POOL_CLS ? (r->n_past == 0)
                                   : last;
         }
+        e->sampled[n].n_draft = 0;
         e->ent_req[n++] = r;
         n_tok += take;
         n_logits += e->ent[n - 1].want_logits;
@@ -900,13 +1023,15 @@ static void run_step(eng_t *e)
         for (int i = 0; i < n; i++)
             finish_mark(e->ent_req[i], ENG_FINISH_ERROR, e->step_err);
         prompt_tok = 0;
+        drafted = 0;
     } else {
         /* sample every sequence first, so the counters go out before the events */
         int li = 0;
         for (int i = 0; i < n; i++) {
             req_t *r = e->ent_req[i];
             sampled_t *sp = &e->sampled[i];
-            sp->tok = -1;
+            sp->n_run = 0;
+            sp->fail = NULL;
             sp->row0 = li;
             sp->n_rows = e->ent[i].want_logits;
             sp->p0 = r->n_past;
@@ -917,32 +1042,13 @@ static void run_step(eng_t *e)
                 r->t_prefill = t1;
             if (r->n_past < r->n_prompt || sp->n_rows == 0 || r->max_tokens == 0)
                 continue;   /* a prefill chunk before the last, or nothing to generate */
-            float *lg = e->logits + (size_t)(li - 1) * (size_t)V;
-            sp->n_top = r->n_probs > 0 ? FD_MIN(r->n_probs, V) : 0;
-            sp->lp = 0;
-            if (r->gm) {
-                int allowed = gr_matcher_mask(r->gm, r->allow);
-                if (allowed == 0) {
-                    finish_mark(r, ENG_FINISH_ERROR, "no token of the vocabulary can continue "
-                                "the output as response_format requires");
-                    continue;
-                }
-                /* no banned token (logprob -inf) among the alternatives */
-                sp->n_top = FD_MIN(sp->n_top, allowed);
-            }
-            sp->tok = smp_sample_masked(r->smp, lg, r->allow,
-                                        r->n_probs >= 0 ? &sp->lp : NULL, sp->top, sp->n_top);
-            if (sp->tok < 0)
-                finish_mark(r, ENG_FINISH_ERROR,
-                            sp->tok != FD_ERANGE ? "out of memory while sampling"
-                            : r->gm ? "every token that response_format allows is banned by "
-                                      "logit_bias"
-                                    : "every token is banned by logit_bias");
-            else
-                gen_tok++;
+            dropped += sample_run(e, r, sp, li - 1, &gen_tok, &accepted);
         }
     }
-    publish_step(e, n, n_tok, prompt_tok, gen_tok, rc >= 0);
+    publish_step(e, n, n_tok, prompt_tok, gen_tok, rc >= 0 ? n_tok - dropped : 0, drafted,
+                 accepted);
+    uint64_t unsent = 0;
+    int64_t unkept = 0;
     for (int i = 0; i < n && rc >= 0; i++) {
         const sampled_t *sp = &e->sampled[i];
         req_t *r = e->ent_req[i];
@@ -950,8 +1056,27 @@ static void run_step(eng_t *e)
             emit_prompt(e, r, sp);
         if (r->max_tokens == 0 && r->n_past >= r->n_prompt)
             finish_mark(r, r->pool != ENG_POOL_NONE ? ENG_FINISH_STOP : ENG_FINISH_LENGTH, NULL);
-        if (sp->tok >= 0)
-            on_sampled(e, r, sp->tok, sp->lp, sp->top, sp->n_top);
+        int j = 0;
+        for (; j < sp->n_run && (j == 0 || r->finish == ENG_FINISH_NONE); j++)
+            on_sampled(e, r, &sp->run[j], sp->top + (size_t)j * SMP_MAX_TOP);
+        if (j < sp->n_run) {
+            /* a stop string inside the run: what follows it was never emitted, and the KV
+             * keeps only what was (a cached slot must match its tokens) */
+            unsent += (uint64_t)(sp->n_run - j);
+            int keep = r->n_tokens - 1;
+            if (r->n_past > keep && e->d.seq_truncate(e->d.ctx, r->slot, keep) == 0) {
+                unkept += r->n_past - keep;
+                r->n_past = keep;
+            }
+        }
+        if (sp->fail)
+            finish_mark(r, ENG_FINISH_ERROR, sp->fail);
+    }
+    if (unsent || unkept) {
+        engine_lock(e);
+        e->pub.gen_tokens -= unsent;
+        e->pub.kv_used -= unkept;
+        engine_unlock(e);
     }
     for (int i = 0; i < n; i++)
         if (e->ent_req[i]->finish != ENG_FINISH_NONE)
@@ -1266,6 +1391,17 @@ int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, c
         rc = OPEN_ERR(-EINVAL, "incomplete model driver");
         goto fail_params;
     }
+    const int lk_min = p->lookup_min ? p->lookup_min : 2;
+    const int lk_max = p->lookup_max ? p->lookup_max : 4;
+    if (p->draft_max < 0 || p->draft_max > ENG_DRAFT_MAX || p->draft_min < 0 ||
+        p->draft_min > FD_MAX(p->draft_max, 1) || p->lookup_min < 0 || p->lookup_max < 0 ||
+        lk_min > lk_max) {
+        rc = OPEN_ERR(FD_ECONFIG,
+                      "speculation: draft_max %d (0..%d), draft_min %d (0..draft_max), "
+                      "lookup_min %d and lookup_max %d (>= 0, min <= max; 0: 2 and 4)",
+                      p->draft_max, ENG_DRAFT_MAX, p->draft_min, p->lookup_min, p->lookup_max);
+        goto fail_params;
+    }
     if (p->max_running < 1 || p->max_waiting < 0 || p->prefill_chunk < 1 || p->kv_tokens < 0 ||
         p->max_batch_tokens < 0 || p->prefix_cache_min < 0) {
         rc = OPEN_ERR(FD_ECONFIG,
@@ -1290,14 +1426,25 @@ int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, c
                                        : e->max_running + 2 * p->prefill_chunk;
     e->max_batch = FD_MAX(e->max_batch, e->max_running + 1);
     e->kv_total = p->kv_tokens ? p->kv_tokens : (int64_t)e->max_running * d->n_ctx;
-    e->info.model_id = "driver";
-    e->info.model_path = "";
-    e->info.arch = "";
-    e->info.backend = "";
-    e->info.softmax_mode = "";
-    e->info.n_ctx = e->info.n_ctx_train = d->n_ctx;
-    e->info.n_vocab = d->n_vocab;
-    e->info.pooling = -1;
+    /* the driver's strings live until its close */
+    if (d->info) {
+        e->info = *d->info;
+    } else {
+        e->info.model_id = "driver";
+        e->info.model_path = "";
+        e->info.arch = "";
+        e->info.backend = "";
+        e->info.softmax_mode = "";
+        e->info.n_ctx = e->info.n_ctx_train = d->n_ctx;
+        e->info.n_vocab = d->n_vocab;
+        e->info.pooling = -1;
+    }
+    e->spec_k = d->seq_truncate ? p->draft_max : 0;
+    e->spec_rows = e->spec_k + 1;
+    e->draft_min = FD_MAX(p->draft_min, 1);
+    e->lookup_min = lk_min;
+    e->lookup_max = lk_max;
+    e->info.draft_max = e->spec_k;
     e->pub.kv_total = e->kv_total;
     e->cache_on = p->prefix_cache && d->seq_truncate;
     e->cache_min = p->prefix_cache_min ? p->prefix_cache_min : 16;
@@ -1308,6 +1455,8 @@ int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, c
     e->ent = calloc(R, sizeof *e->ent);
     e->ent_req = calloc(R, sizeof *e->ent_req);
     e->sampled = calloc(R, sizeof *e->sampled);
+    e->run_buf = calloc(R * (size_t)e->spec_rows, sizeof *e->run_buf);
+    e->top_buf = calloc(R * (size_t)e->spec_rows * SMP_MAX_TOP, sizeof *e->top_buf);
     e->cache = calloc((size_t)d->n_slots, sizeof *e->cache);
     e->evict = calloc((size_t)d->n_slots, sizeof *e->evict);
     size_t n_logits;
@@ -1322,9 +1471,13 @@ int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, c
     e->plp_rows = (int)FD_MAX((size_t)1, FD_MIN((size_t)p->prefill_chunk,
                                                 ((size_t)16 << 20) / ((size_t)d->n_vocab * sizeof(float))));
     if (!e->run || !e->admitted || !e->ent || !e->ent_req || !e->sampled || !e->logits ||
-        !e->cache || !e->evict) {
+        !e->cache || !e->evict || !e->run_buf || !e->top_buf) {
         rc = OPEN_ERR(-ENOMEM, "out of memory for %d running sequences", e->max_running);
         goto fail_alloc;
+    }
+    for (size_t i = 0; i < R; i++) {
+        e->sampled[i].run = e->run_buf + i * (size_t)e->spec_rows;
+        e->sampled[i].top = e->top_buf + i * (size_t)e->spec_rows * SMP_MAX_TOP;
     }
     if ((rc = -pthread_mutex_init(&e->mu, NULL))) {
         snprintf(err, errlen, "mutex: %s", fd_strerror(rc));
@@ -1355,6 +1508,8 @@ fail_alloc:
     logits_free(e);
     free(e->evict);
     free(e->cache);
+    free(e->top_buf);
+    free(e->run_buf);
     free(e->sampled);
     free(e->ent_req);
     free(e->ent);
@@ -1385,6 +1540,8 @@ void eng_close(eng_t *e)
         e->d.close(e->d.ctx);
     free(e->evict);
     free(e->cache);
+    free(e->top_buf);
+    free(e->run_buf);
     free(e->sampled);
     free(e->ent_req);
     free(e->ent);

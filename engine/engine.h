@@ -50,7 +50,22 @@ typedef struct eng_params {
                                    needs the driver's seq_truncate) */
     int prefix_cache_min;       /* fewest reusable prompt tokens worth a cached slot
                                    (0 = 16) */
+    /* n-gram (prompt-lookup) speculative decoding: each step a decoding sequence whose last
+     * n tokens (n from lookup_max down to lookup_min) occurred earlier in its own prompt or
+     * output also feeds up to draft_max tokens that followed there; they are verified in the
+     * same step (the sampler runs on each row in turn and keeps going while it picks the
+     * draft token), so a step emits 1 to draft_max + 1 tokens a sequence, with exactly the
+     * outputs (and seeded RNG stream) of decoding without it.  Draft tokens count against
+     * max_batch_tokens after every sequence's next token, before prefill chunks.  Needs the
+     * driver's seq_truncate (the rejected rows' KV is forgotten): without it, off. */
+    int draft_max;              /* most draft tokens a sequence a step, 0 (default): off;
+                                   at most ENG_DRAFT_MAX */
+    int draft_min;              /* fewest draft tokens worth verifying (0 = 1) */
+    int lookup_max;             /* longest n-gram matched (0 = 4) */
+    int lookup_min;             /* shortest n-gram matched (0 = 2) */
 } eng_params_t;
+
+#define ENG_DRAFT_MAX 64
 
 void eng_params_default(eng_params_t *p);
 
@@ -69,6 +84,8 @@ typedef struct eng_info {
     const char *chat_template;  /* tokenizer.chat_template or NULL */
     int threads;
     int pooling;                /* the file's pooling type (enum eng_pooling), -1: none given */
+    int draft_max;              /* n-gram speculation's draft_max in use; 0: off (not asked
+                                   for, or the driver cannot truncate a sequence) */
 } eng_info_t;
 
 /* How an embedding request pools its prompt's final hidden states (llama.cpp's numbering of
@@ -239,6 +256,10 @@ typedef struct eng_stats {
     uint64_t cache_hits;        /* requests that reused a cached slot's KV */
     uint64_t cached_tokens;     /* prompt tokens those requests did not prefill */
     uint64_t cache_evictions;   /* cached slots dropped to make room */
+    /* n-gram speculation (params.draft_max): draft tokens fed for verification, and those
+     * the sampler picked (accepted / drafted: the acceptance rate) */
+    uint64_t draft_tokens;
+    uint64_t draft_accepted;
 } eng_stats_t;
 
 void eng_stats(eng_t *e, eng_stats_t *out);

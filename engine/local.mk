@@ -11,6 +11,7 @@ libfusiond_a_SOURCES += engine/unicode.h engine/unicode_data.h engine/unicode.c 
 FUZZ_SRCS += engine/unicode.c engine/tokenizer.c
 EXTRA_DIST += tools/gen-unicode-tables.py
 
+libfusiond_a_SOURCES += engine/ngram.h engine/ngram.c
 libfusiond_a_SOURCES += engine/engine.c engine/engine_llm.c
 
 libfusiond_a_SOURCES += engine/gguf_write.h engine/gguf_write.c

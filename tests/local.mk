@@ -146,6 +146,12 @@ tests_test_engine_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
 tests_test_engine_LDADD = $(TEST_LIBS) $(CJSON_LIBS)
 TESTS += tests/test_engine
 
+check_PROGRAMS += tests/test_spec
+tests_test_spec_SOURCES = tests/test_spec.c
+tests_test_spec_CFLAGS = $(TEST_CFLAGS)
+tests_test_spec_LDADD = $(TEST_LIBS)
+TESTS += tests/test_spec
+
 check_PROGRAMS += tests/test_chat
 tests_test_chat_SOURCES = tests/test_chat.c
 tests_test_chat_CFLAGS = $(TEST_CFLAGS)
@@ -270,3 +276,8 @@ EXTRA_DIST += tests/fuzz/fuzz_toolcall.c
 dist_check_SCRIPTS += tests/test_tools_server.py
 EXTRA_DIST += tests/gguf_copy.py
 TESTS += tests/test_tools_server.py
+
+# The Responses API (/v1/responses) end to end: the real fusiond with stories260K (and a
+# Qwen-template copy for function calling), against the chat endpoint's answers.
+dist_check_SCRIPTS += tests/test_responses.py
+TESTS += tests/test_responses.py

@@ -188,6 +188,14 @@ static const opt_t opts[] = {
     {"drain_timeout", 0, T_SECS, O(drain_timeout), "30", 0, 1e6, NULL, F_RELOAD, NULL,
      "Limits", "SECONDS",
      "On SIGTERM/SIGINT, how long running requests may finish before they are cancelled."},
+    {"responses_store", 0, T_INT, O(responses_store), "1000", 0, 10000000, NULL, 0, NULL,
+     "Limits", "N",
+     "Finished /v1/responses answers kept in memory for previous_response_id and GET "
+     "/v1/responses/{id} (requests with store false are not kept); the least recently used "
+     "go first; 0: none is kept."},
+    {"responses_store_bytes", 0, T_SIZE, O(responses_store_bytes), "64M", 0, 1099511627776.0,
+     NULL, 0, NULL, "Limits", "BYTES",
+     "Most memory (their JSON) the stored responses take; older ones make room."},
 
     {"api_keys", 0, T_LIST, O(api_keys), "", 0, 0, NULL, F_RELOAD | F_SECRET, check_api_key,
      "Authentication", "KEY,...",

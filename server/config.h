@@ -76,6 +76,8 @@ typedef struct cfg {
     int log_format;         /* enum cfg_log_format (restart to change) */
     bool access_log;
     double drain_timeout;   /* seconds */
+    int responses_store;    /* finished /v1/responses kept (restart to change) */
+    int64_t responses_store_bytes; /* and the most bytes they take */
 
     /* Derived by cfg_load/cfg_reload: api_keys plus the keys read from api_key_file.  Empty
      * means no authentication. */

@@ -356,6 +356,8 @@ static void srv_config_from(srv_config_t *s, const cfg_t *c)
     s->prefix_cache = c->prefix_cache;
     s->embeddings = c->embeddings;
     s->pooling = c->pooling;
+    s->responses_store = c->responses_store;
+    s->responses_store_bytes = (size_t)c->responses_store_bytes;
     s->tls_cert_pem = c->tls_cert_pem;
     s->tls_key_pem = c->tls_key_pem;
 }

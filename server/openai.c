@@ -230,6 +230,16 @@ static cJSON *chat_logprobs(const oai_resp_t *r, const oai_choice_t *c)
     return o;
 }
 
+char *oai_token_logprobs(const tok_t *tok, const oai_lp_t *lp, size_t n)
+{
+    oai_resp_t r = {.tok = tok};
+    oai_choice_t c = {.lp = lp, .n_lp = n};
+    cJSON *o = chat_logprobs(&r, &c);
+    cJSON *content = cJSON_DetachItemFromObjectCaseSensitive(o, "content");
+    cJSON_Delete(o);
+    return finish(content, content != NULL);
+}
+
 static cJSON *timings_obj(const oai_timings_t *t)
 {
     cJSON *o = cJSON_CreateObject();

@@ -115,6 +115,10 @@ char *oai_tokenize(const tok_t *tok, const int32_t *ids, size_t n, bool with_pie
  * decode). */
 char *oai_embeddings(const char *model, const float *const *vecs, int n, int dim, bool base64,
                      long long prompt_tokens);
+/* The chat shape of n tokens' log-probabilities, as a JSON array text: [{"token", "logprob",
+ * "bytes", "top_logprobs": [{"token", "logprob", "bytes"}]}] (the Responses API's
+ * output_text logprobs have the same shape). */
+char *oai_token_logprobs(const tok_t *tok, const oai_lp_t *lp, size_t n);
 /* /detokenize: {"content": text, "prompt": text}. */
 char *oai_detokenize(const char *text, size_t len);
 

@@ -31,6 +31,7 @@
 #include "server/metrics.h"
 #include "server/openai.h"
 #include "server/request.h"
+#include "server/responses.h"
 #include "server/strbuf.h"
 
 #define TICK_MS 200
@@ -43,7 +44,7 @@
 
 enum route {
     R_NONE, R_HEALTH, R_METRICS, R_MODELS, R_MODEL_ONE, R_COMPLETIONS, R_CHAT, R_TOKENIZE,
-    R_DETOKENIZE, R_EMBEDDINGS
+    R_DETOKENIZE, R_EMBEDDINGS, R_RESPONSES, R_RESPONSE_ONE
 };
 
 static const struct route_def {
@@ -65,6 +66,12 @@ static const struct route_def {
     {"/detokenize", "POST", R_DETOKENIZE, MET_EP_DETOKENIZE, false},
     {"/v1/embeddings", "POST", R_EMBEDDINGS, MET_EP_EMBEDDINGS, false},
     {"/embeddings", "POST", R_EMBEDDINGS, MET_EP_EMBEDDINGS, false},
+    {"/v1/responses", "POST", R_RESPONSES, MET_EP_RESPONSES, false},
+    {"/responses", "POST", R_RESPONSES, MET_EP_RESPONSES, false},
+    {"/v1/responses/", "GET", R_RESPONSE_ONE, MET_EP_RESPONSES, true},
+    {"/v1/responses/", "DELETE", R_RESPONSE_ONE, MET_EP_RESPONSES, true},
+    {"/responses/", "GET", R_RESPONSE_ONE, MET_EP_RESPONSES, true},
+    {"/responses/", "DELETE", R_RESPONSE_ONE, MET_EP_RESPONSES, true},
 };
 
 typedef struct srv_job srv_job_t;
@@ -156,6 +163,11 @@ struct srv_job {
     uv_poll_t *watch;
     struct MHD_Response *pending; /* non-streamed answer to queue once resumed */
     int pending_status;
+    /* /v1/responses: the request as sent (rq is its chat translation), the conversation it
+     * continues (previous_response_id's input and output items), its stream's state */
+    rs_req_t *rs;
+    cJSON *rs_hist;
+    rs_stream_t *rss;
     sb_t sse;
     bool sse_end;
     bool error_sent;
@@ -200,6 +212,7 @@ struct srv {
     int chat_family;            /* enum chat_family */
     long long loaded_at;        /* "created" of the model in /v1/models */
     uint64_t id_seed, id_ctr;
+    rs_store_t *store;          /* finished responses (previous_response_id, GET) */
 };
 
 /* ---------------------------------------------------------------- configuration */
@@ -219,6 +232,8 @@ void srv_config_default(srv_config_t *c)
     c->max_n = 16;
     c->access_log = true;
     c->embeddings = true;
+    c->responses_store = 1000;
+    c->responses_store_bytes = 64u << 20;
 }
 
 static int check_reloadable(const srv_config_t *c, char *err, size_t errlen)
@@ -400,6 +415,15 @@ static void job_free(srv_job_t *j)
     free(j->echo_len);
     if (j->have_rq)
         rq_free(&j->rq);
+    if (j->rs) {
+        rs_free(j->rs);
+        free(j->rs);
+    }
+    cJSON_Delete(j->rs_hist);
+    if (j->rss) {
+        rs_stream_free(j->rss);
+        free(j->rss);
+    }
     sb_free(&j->body);
     sb_free(&j->sse);
     free(j);
@@ -512,7 +536,7 @@ static const char *job_id(srv_job_t *j)
 {
     if (!j->id[0])
         new_id(j->srv, j->route == R_CHAT ? "chatcmpl-" : j->route == R_COMPLETIONS ? "cmpl-"
-                                                                                    : "req-",
+                       : j->route == R_RESPONSES ? "resp_" : "req-",
                j->id, sizeof j->id);
     return j->id;
 }
@@ -834,6 +858,11 @@ static void choice_prompt(const srv_job_t *j, const srv_choice_t *c, oai_choice_
 static void sse_head(srv_job_t *j, srv_choice_t *c)
 {
     c->head_pending = false;
+    if (j->rss) {
+        if (j->rss->seq == 0)
+            rs_stream_begin(j->rss, &j->sse);
+        return;
+    }
     bool chat = j->rq.kind == RQ_CHAT;
     if (!chat && !j->rq.echo && j->rq.prompt_logprobs < 0)
         return;
@@ -854,9 +883,29 @@ static void sse_head(srv_job_t *j, srv_choice_t *c)
 }
 
 /* One streamed chunk for choice c: text delta and/or logprobs and/or finish. */
+/* A choice's log-probabilities as the Responses API's output_text logprobs. */
+static cJSON *rs_logprobs(const srv_job_t *j, const oai_lp_t *lp, size_t n)
+{
+    char *t = oai_token_logprobs(j->srv->tok, lp, n);
+    cJSON *a = t ? cJSON_Parse(t) : NULL;
+    free(t);
+    return a;
+}
+
 static void sse_chunk(srv_job_t *j, srv_choice_t *c, const char *text, size_t len,
                       const oai_lp_t *lp, const char *finish, bool role, bool timings)
 {
+    if (j->rss) {
+        /* /v1/responses: text deltas of the message item, which the finish closes */
+        cJSON *lj = lp ? rs_logprobs(j, lp, 1) : NULL;
+        if (len || (lj && j->rss->msg >= 0))
+            rs_stream_text(j->rss, &j->sse, text, len, lj);
+        else
+            cJSON_Delete(lj);
+        if (finish)
+            rs_stream_close(j->rss, &j->sse, strcmp(finish, "length") == 0);
+        return;
+    }
     oai_choice_t ch = {.index = c->index, .text = text, .text_len = len,
                        .finish_reason = finish, .role = role,
                        .logprobs = lp != NULL, .lp = lp, .n_lp = lp ? 1 : 0};
@@ -887,6 +936,13 @@ static int choice_calls(srv_job_t *j, const srv_choice_t *c, tc_result_t *out)
 
 static void sse_call(srv_job_t *j, const srv_choice_t *c, const oai_tool_call_t *t)
 {
+    if (j->rss) {
+        if (t->id)
+            rs_stream_call(j->rss, &j->sse, t->id, t->name);
+        if (t->arguments && t->arguments[0])
+            rs_stream_args(j->rss, &j->sse, t->arguments);
+        return;
+    }
     oai_choice_t ch = {.index = c->index, .calls = t, .n_calls = 1};
     oai_resp_t r;
     resp_init(j, &r, true);
@@ -981,6 +1037,10 @@ static void sse_error(srv_job_t *j, int status, const char *type, const char *co
     if (j->error_sent)
         return;
     j->error_sent = true;
+    if (j->rss) {
+        rs_stream_error(j->rss, &j->sse, code ? code : type, msg);
+        return;
+    }
     sse_add_json(j, oai_error(status, type, code, NULL, msg));
 }
 
@@ -990,8 +1050,16 @@ static void sse_flush(srv_job_t *j)
         resume(j);
 }
 
+static void responses_stream_done(srv_job_t *j);
+
 static void stream_done(srv_job_t *j)
 {
+    if (j->rss) {
+        /* the Responses API's stream ends with its last event, without [DONE] */
+        responses_stream_done(j);
+        j->sse_end = true;
+        return;
+    }
     if (j->rq.include_usage) {
         oai_resp_t r;
         oai_timings_t t;
@@ -1032,6 +1100,113 @@ static char *embeddings_body(const srv_job_t *j, int *status)
     free(vecs);
     *status = body ? 200 : 500;
     return body;
+}
+
+/* ---- /v1/responses answers (the generation is the chat request's) */
+
+static bool choice_incomplete(const srv_job_t *j, const srv_choice_t *c)
+{
+    return c->finish != ENG_FINISH_STOP;
+}
+
+/* Keeps a finished response for previous_response_id and GET /v1/responses/{id}: its
+ * input items (the conversation it continued, then its own) and output items. */
+static void responses_store(srv_job_t *j, const char *body, const cJSON *output)
+{
+    if (!j->rs->store)
+        return;
+    cJSON *in = j->rs_hist ? cJSON_Duplicate(j->rs_hist, true) : cJSON_CreateArray();
+    const cJSON *it;
+    bool ok = in != NULL;
+    cJSON_ArrayForEach(it, j->rs->input)
+    {
+        cJSON *d = ok ? cJSON_Duplicate(it, true) : NULL;
+        ok = d && cJSON_AddItemToArray(in, d);
+        if (!ok)
+            cJSON_Delete(d);
+    }
+    if (!ok || rs_store_put(j->srv->store, j->id, body, in, output) != 0)
+        fd_log_warn("responses: %s not stored: out of memory", j->id);
+    cJSON_Delete(in);
+}
+
+static void responses_result(const srv_job_t *j, const srv_choice_t *c, const cJSON *output,
+                             rs_result_t *r)
+{
+    oai_resp_t u;
+    resp_init(j, &u, false);
+    job_usage(j, &u);
+    bool inc = choice_incomplete(j, c);
+    *r = (rs_result_t){.id = j->id, .created_at = j->created, .model = j->model,
+                       .status = inc ? "incomplete" : "completed",
+                       .incomplete_reason = inc ? "max_output_tokens" : NULL,
+                       .output = output, .usage = true, .input_tokens = j->prompt_tokens,
+                       .cached_tokens = u.cached_tokens, .output_tokens = c->n_gen};
+}
+
+/* The response object of a non-streamed /v1/responses request (one choice). */
+static char *responses_body(srv_job_t *j, int *status)
+{
+    srv_choice_t *c = &j->choices[0];
+    const char *st = choice_incomplete(j, c) ? "incomplete" : "completed";
+    cJSON *out = cJSON_CreateArray();
+    int rc = out ? 0 : -ENOMEM;
+    tc_result_t res;
+    int trc = -ENOENT;
+    if (!rc && j->tc_on) {
+        trc = choice_calls(j, c, &res);
+        if (trc == -ENOMEM || sb_failed(&c->tc))
+            rc = -ENOMEM;
+    }
+    if (!rc && trc == 0) {
+        if (res.content_len)
+            rc = rs_add_message(out, j->id, c->tc.buf, res.content_len, NULL, st);
+        for (size_t k = 0; !rc && k < res.n_calls; k++)
+            rc = rs_add_call(out, j->id, res.calls[k].id, res.calls[k].name,
+                             res.calls[k].arguments, "completed");
+    } else if (!rc) {
+        const sb_t *t = j->tc_on ? &c->tc : &c->text;
+        cJSON *lp = j->rq.logprobs >= 0 ? rs_logprobs(j, c->lp, c->n_lp) : NULL;
+        if (j->rq.logprobs >= 0 && !lp)
+            rc = -ENOMEM;
+        else
+            rc = rs_add_message(out, j->id, t->buf ? t->buf : "", t->len, lp, st);
+    }
+    if (trc == 0)
+        tc_free(&res);
+    char *body = NULL;
+    if (!rc) {
+        rs_result_t r;
+        responses_result(j, c, out, &r);
+        cJSON *o = rs_response_obj(j->rs, &r);
+        body = o ? cJSON_PrintUnformatted(o) : NULL;
+        cJSON_Delete(o);
+        if (body)
+            responses_store(j, body, out);
+    }
+    cJSON_Delete(out);
+    *status = body ? 200 : 500;
+    return body;
+}
+
+/* The end of a /v1/responses stream: response.completed (or .incomplete) with the whole
+ * response, which is then stored; after an error event, nothing more. */
+static void responses_stream_done(srv_job_t *j)
+{
+    rs_stream_t *st = j->rss;
+    if (j->error_sent)
+        return;
+    srv_choice_t *c = &j->choices[0];
+    rs_result_t r;
+    responses_result(j, c, st->output, &r);
+    st->res = r;
+    rs_stream_end(st, &j->sse);
+    cJSON *o = rs_response_obj(j->rs, &r);
+    char *body = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    if (body && !st->failed)
+        responses_store(j, body, st->output);
+    free(body);
 }
 
 static void build_final(srv_job_t *j)
@@ -1084,6 +1259,8 @@ static void build_final(srv_job_t *j)
                          "the request timed out before its first token (server busy)");
     } else if (j->rq.kind == RQ_EMBEDDINGS) {
         body = embeddings_body(j, &status);
+    } else if (j->rs) {
+        body = responses_body(j, &status);
     } else {
         oai_choice_t *ch = calloc((size_t)j->n_choices, sizeof *ch);
         char **texts = calloc((size_t)j->n_choices, sizeof *texts);
@@ -1437,6 +1614,52 @@ static enum MHD_Result answer_models(srv_job_t *j, const char *url)
     }
     return answer_json(j, 200, oai_models(s->info, s->model_id, s->loaded_at,
                                           j->route == R_MODEL_ONE));
+}
+
+/* GET /v1/responses/{id} (the stored response), GET /v1/responses/{id}/input_items, DELETE
+ * /v1/responses/{id}. */
+static enum MHD_Result answer_stored(srv_job_t *j, const char *url, const char *method)
+{
+    srv_t *s = j->srv;
+    const char *p = strstr(url, "responses/") + strlen("responses/");
+    const char *slash = strchr(p, '/');
+    char id[128];
+    snprintf(id, sizeof id, "%.*s", (int)(slash ? (size_t)(slash - p) : strlen(p)), p);
+    bool items = slash && strcmp(slash, "/input_items") == 0;
+    bool del = strcmp(method, "DELETE") == 0;
+    if ((slash && !items) || (items && del))
+        return answer_fail(j, 404, "not_found_error", "not_found", NULL,
+                           "no route for %.8s %.100s", method, url);
+    const char *resp = NULL;
+    const cJSON *in = NULL;
+    if (rs_store_get(s->store, id, &resp, &in, NULL) != 0)
+        return answer_fail(j, 404, "invalid_request_error", "not_found", NULL,
+                           "Response with id '%.100s' not found.", id);
+    if (del) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "id", id);
+        cJSON_AddStringToObject(o, "object", "response");
+        cJSON_AddBoolToObject(o, "deleted", true);
+        char *body = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        rs_store_del(s->store, id);
+        return answer_json(j, 200, body);
+    }
+    if (!items)
+        return answer_json(j, 200, strdup(resp));
+    const char *order = MHD_lookup_connection_value(j->conn, MHD_GET_ARGUMENT_KIND, "order");
+    const char *lim = MHD_lookup_connection_value(j->conn, MHD_GET_ARGUMENT_KIND, "limit");
+    const char *after = MHD_lookup_connection_value(j->conn, MHD_GET_ARGUMENT_KIND, "after");
+    if (order && strcmp(order, "asc") != 0 && strcmp(order, "desc") != 0)
+        return answer_fail(j, 400, "invalid_request_error", NULL, "order",
+                           "'order' must be \"asc\" or \"desc\"");
+    char *end = NULL;
+    long limit = lim ? strtol(lim, &end, 10) : 20;
+    if (lim && (!*lim || *end || limit < 1 || limit > 100))
+        return answer_fail(j, 400, "invalid_request_error", NULL, "limit",
+                           "'limit' must be an integer in [1, 100]");
+    return answer_json(j, 200, rs_input_items(in, !order || strcmp(order, "desc") == 0,
+                                              (int)limit, after && *after ? after : NULL));
 }
 
 /* Text -> token ids; -ENOMEM or a tokenizer error. */
@@ -1799,6 +2022,11 @@ static enum MHD_Result start_generation(srv_job_t *j)
     j->model = s->model_id;
     j->created = (long long)time(NULL);
     job_id(j);
+    if (j->rs && j->stream) {
+        if (!(j->rss = calloc(1, sizeof *j->rss)))
+            return answer_json(j, 500, NULL);
+        rs_stream_init(j->rss, j->rs, j->id, j->created, j->model);
+    }
     double timeout = 0;
     if (s->cfg.request_timeout_s > 0) {
         double spent = (double)(fd_now_ns() - j->t0_ns) * 1e-9;
@@ -1887,8 +2115,11 @@ static enum MHD_Result start_generation(srv_job_t *j)
 static enum MHD_Result finish_prep(srv_job_t *j)
 {
     srv_t *s = j->srv;
-    if (j->prep_rc)
+    if (j->prep_rc) {
+        if (j->rs)
+            rs_map_error(&j->prep_err);
         return answer_err(j, &j->prep_err);
+    }
     if (j->rq.kind == RQ_TOKENIZE || j->rq.kind == RQ_DETOKENIZE) {
         char *body = j->prep_body;
         j->prep_body = NULL;
@@ -1914,6 +2145,44 @@ static void prep_done(uv_work_t *w, int status)
     job_unref(j);
 }
 
+/* A /v1/responses body -> the chat completions body of the same request (*chat), with the
+ * conversation previous_response_id names before its input.  0, or -EINVAL with e. */
+static int responses_translate(srv_job_t *j, char **chat, rq_err_t *e)
+{
+    srv_t *s = j->srv;
+    if (!(j->rs = calloc(1, sizeof *j->rs)))
+        return rq_fail(e, 500, "server_error", NULL, "out of memory");
+    if (rs_parse(j->body.buf ? j->body.buf : "", j->body.len, j->rs, e)) {
+        free(j->rs);
+        j->rs = NULL;
+        return -EINVAL;
+    }
+    job_id(j);
+    rs_name_input(j->rs, j->id);
+    const char *prev = j->rs->prev_id;
+    if (prev) {
+        const cJSON *in = NULL, *out = NULL, *it;
+        if (rs_store_get(s->store, prev, NULL, &in, &out) != 0) {
+            rq_fail(e, 404, "invalid_request_error", "previous_response_id",
+                    "Previous response with id '%.100s' not found.", prev);
+            e->code = "previous_response_not_found";
+            return -ENOENT;
+        }
+        j->rs_hist = cJSON_Duplicate(in, true);
+        bool ok = j->rs_hist != NULL;
+        cJSON_ArrayForEach(it, out)
+        {
+            cJSON *d = ok ? cJSON_Duplicate(it, true) : NULL;
+            ok = d && cJSON_AddItemToArray(j->rs_hist, d);
+            if (!ok)
+                cJSON_Delete(d);
+        }
+        if (!ok)
+            return rq_fail(e, 500, "server_error", NULL, "out of memory");
+    }
+    return rs_chat_body(j->rs, j->rs_hist, chat, e);
+}
+
 static enum MHD_Result on_body_complete(srv_job_t *j)
 {
     srv_t *s = j->srv;
@@ -1922,13 +2191,23 @@ static enum MHD_Result on_body_complete(srv_job_t *j)
                            "the request body is larger than the limit of %zu bytes",
                            s->cfg.max_body_bytes);
     int kind = j->route == R_COMPLETIONS ? RQ_COMPLETION
-               : j->route == R_CHAT      ? RQ_CHAT
+               : j->route == R_CHAT || j->route == R_RESPONSES ? RQ_CHAT
                : j->route == R_TOKENIZE  ? RQ_TOKENIZE
                : j->route == R_EMBEDDINGS ? RQ_EMBEDDINGS
                                          : RQ_DETOKENIZE;
     rq_err_t e;
-    if (rq_parse(kind, j->body.buf ? j->body.buf : "", j->body.len, &s->lim, &j->rq, &e))
+    char *chat = NULL;
+    if (j->route == R_RESPONSES && responses_translate(j, &chat, &e))
         return answer_err(j, &e);
+    int prc = chat ? rq_parse(kind, chat, strlen(chat), &s->lim, &j->rq, &e)
+                   : rq_parse(kind, j->body.buf ? j->body.buf : "", j->body.len, &s->lim,
+                              &j->rq, &e);
+    free(chat);
+    if (prc) {
+        if (j->rs)
+            rs_map_error(&e);
+        return answer_err(j, &e);
+    }
     j->have_rq = true;
     size_t body_len = j->body.len;
     sb_free(&j->body);
@@ -2042,6 +2321,8 @@ static enum MHD_Result on_headers(srv_job_t *j, const char *url, const char *met
         return answer_unavailable(j, "loading", "the model is loading; retry shortly");
     if (j->route == R_MODELS || j->route == R_MODEL_ONE)
         return answer_models(j, url);
+    if (j->route == R_RESPONSE_ONE)
+        return answer_stored(j, url, method);
     if (j->route == R_EMBEDDINGS && !s->cfg.embeddings)
         return answer_fail(j, 404, "not_found_error", "not_found", NULL,
                            "embeddings are off on this server (the embeddings option)");
@@ -2291,6 +2572,9 @@ int srv_create(srv_t **out, uv_loop_t *loop, eng_t *eng, const srv_config_t *cfg
         goto fail_strings;
     if (copy_keys(cfg->cors_origins, &s->origins, &s->n_origins))
         goto fail_origins;
+    if (rs_store_create(&s->store, FD_MAX(cfg->responses_store, 0),
+                        cfg->responses_store_bytes))
+        goto fail_store;
     if (met_create(&s->met))
         goto fail_met;
     if ((rc = evq_init(&s->q, loop, on_events, s)))
@@ -2311,6 +2595,8 @@ int srv_create(srv_t **out, uv_loop_t *loop, eng_t *eng, const srv_config_t *cfg
 fail_evq:
     met_free(s->met);
 fail_met:
+    rs_store_free(s->store);
+fail_store:
     free_keys(s->origins, s->n_origins);
 fail_origins:
     free_keys(s->keys, s->n_keys);
@@ -2549,6 +2835,7 @@ void srv_destroy(srv_t *s)
     if (s->q_init)
         evq_fini(&s->q);
     met_free(s->met);
+    rs_store_free(s->store);
     free_keys(s->keys, s->n_keys);
     free_keys(s->origins, s->n_origins);
     free(s->host);

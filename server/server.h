@@ -63,6 +63,11 @@ typedef struct srv_config {
      * libmicrohttpd's TLS library refuses (a key of another certificate) fail srv_listen. */
     const char *tls_cert_pem;
     const char *tls_key_pem;
+    /* /v1/responses' store of finished responses (previous_response_id, GET and DELETE
+     * /v1/responses/{id}): at most this many (default 1000; 0: none is kept) and this many
+     * bytes of their JSON (default 64 MiB), the least recently used dropped first. */
+    int responses_store;
+    size_t responses_store_bytes;
 } srv_config_t;
 
 void srv_config_default(srv_config_t *c);

@@ -1,6 +1,7 @@
 // check.mjs: the official OpenAI Node SDK (the `openai` package) used against a running
-// fusiond exactly as a user would, asserting real values: models, completions, embeddings and
-// chat completions (whole and streamed, usage, stop, n, logprobs, seeds), typed errors for bad
+// fusiond exactly as a user would, asserting real values: models, completions, embeddings,
+// chat completions (whole and streamed, usage, stop, n, logprobs, seeds), the Responses API
+// (create, the stream helper, retrieve, delete, previous_response_id), typed errors for bad
 // requests and a wrong key, and a stream aborted midway.  tests/test_sdk.py starts the daemon
 // and runs this; by hand:
 //   FUSIOND_BASE_URL=http://127.0.0.1:8080/v1 FUSIOND_API_KEY=KEY node tests/sdk/check.mjs
@@ -198,6 +199,28 @@ if (process.env.FUSIOND_CHECK === 'tools') {
       { role: 'tool', tool_call_id: call ? call.id : 'x', content: '21 C' }] });
   check(back.choices.length === 1 && typeof back.choices[0].message.content === 'string',
     'tools: the call and its result sent back are answered', show(back.choices[0]));
+  // the same call through the Responses API: a function_call item, whole and streamed
+  const rtools = [{ type: 'function', name: 'get_weather', description: 'The weather',
+    parameters: { type: 'object', properties: { city: { type: 'string' } } }, strict: false }];
+  const rreq = { model, input: 'Weather?', tools: rtools, max_output_tokens: 1, temperature: 0,
+    logit_bias: { [process.env.FUSIOND_TOOL_TOKEN]: 100 } };
+  const rr = await client.responses.create(rreq);
+  const fc = rr.output.find((o) => o.type === 'function_call');
+  check(fc && fc.name === want.name && /^call_/.test(fc.call_id) && rr.output.length === 1,
+    'responses tools: a function_call item', show(rr.output));
+  eq(fc && JSON.parse(fc.arguments), want.arguments, 'responses tools: the arguments');
+  const rs = client.responses.stream(rreq);
+  let rdone = null;
+  rs.on('response.function_call_arguments.done', (e) => { rdone = e; });
+  const rfin = await rs.finalResponse();
+  const sfc = rfin.output.find((o) => o.type === 'function_call');
+  check(sfc && sfc.name === want.name && rdone && rdone.arguments === sfc.arguments,
+    'responses tools streamed: the call and its arguments.done event', show(rfin.output));
+  const rback = await client.responses.create({ model, tools: rtools, max_output_tokens: 2,
+    previous_response_id: rr.id, input: [{ type: 'function_call_output',
+      call_id: fc ? fc.call_id : 'x', output: '21 C' }] });
+  check(typeof rback.output_text === 'string' && rback.status !== 'failed',
+    'responses tools: the call\'s output sent back is answered', show(rback.output));
   await expectError('tools: a named tool that is not offered', () => client.chat.completions
     .create({ ...req, tool_choice: { type: 'function', function: { name: 'nope' } } }),
   OpenAI.BadRequestError, 400, { param: 'tool_choice.function.name' });
@@ -608,6 +631,45 @@ if (corsOrigin) {
     'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'authorization' });
   check(other.status !== 204 && !other.headers['access-control-allow-origin'],
     'CORS: another origin\'s preflight is refused', show(other.status));
+}
+
+// ---- the Responses API: the same conversation as chatBase, the same greedy answer
+{
+  const rq = { model, input: messages, max_output_tokens: 10, temperature: 0 };
+  const r = await client.responses.create(rq);
+  eq(r.output_text, msg.content, 'responses.create: output_text == the chat completion\'s content');
+  check(r.object === 'response' && /^resp_/.test(r.id) && r.status === 'incomplete' &&
+    r.incomplete_details && r.incomplete_details.reason === 'max_output_tokens',
+  'responses.create: a response, incomplete at max_output_tokens', show(r).slice(0, 300));
+  eq([r.usage.input_tokens, r.usage.output_tokens, r.usage.total_tokens],
+    [ch1.usage.prompt_tokens, 10, ch1.usage.total_tokens], 'responses usage == chat usage');
+  const got = await client.responses.retrieve(r.id);
+  eq(got.output_text, r.output_text, 'responses.retrieve: the stored response');
+  const stream = client.responses.stream(rq);
+  const deltas = [];
+  stream.on('response.output_text.delta', (e) => deltas.push(e.delta));
+  const fin = await stream.finalResponse();
+  eq(deltas.join(''), msg.content, 'responses.stream: deltas join to the chat content');
+  // (the helper's final response has no output_text convenience field: the SDK adds that in
+  // create() only)
+  eq(fin.output.filter((o) => o.type === 'message').flatMap((o) => o.content)
+    .map((c) => c.text).join(''), msg.content, 'responses.stream: finalResponse()\'s message');
+  check(/^resp_/.test(fin.id) && fin.output.length === 1,
+    'responses.stream: the final response', show(fin.id));
+  const evs = [];
+  for await (const e of await client.responses.create({ ...rq, stream: true })) evs.push(e);
+  check(evs[0].type === 'response.created' && evs[evs.length - 1].type === 'response.incomplete' &&
+    evs.every((e, i) => e.sequence_number === i),
+  'responses stream: created ... incomplete, sequence numbers in order', show(evs.map((e) => e.type)));
+  const next = await client.responses.create({ model, input: 'And then?', previous_response_id: r.id,
+    max_output_tokens: 4, temperature: 0 });
+  check(next.usage.input_tokens > r.usage.input_tokens && next.previous_response_id === r.id,
+    'responses: previous_response_id carries the conversation', show(next.usage));
+  await client.responses.delete(r.id);
+  await expectError('responses.retrieve after delete', () => client.responses.retrieve(r.id),
+    OpenAI.NotFoundError, 404);
+  await expectError('responses with a built-in tool', () => client.responses.create({ ...rq,
+    tools: [{ type: 'web_search' }] }), OpenAI.BadRequestError, 400, { param: 'tools[0].type' });
 }
 
 // ---- cancellation: abort a stream midway; the server cancels it and keeps serving.

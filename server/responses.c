@@ -1,0 +1,1476 @@
+/* responses.c: the Responses API as a translation to the chat path, its answers and its
+ * store.  A NULL from any cJSON call (out of memory) propagates; nothing here aborts. */
+#include <config.h>
+
+#include "server/responses.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/fd.h"
+
+#define RS_MAX_META 16          /* OpenAI's metadata limits */
+#define RS_MAX_META_KEY 64
+#define RS_MAX_META_VAL 512
+
+static int bad(rq_err_t *e, const char *code, const char *param, const char *fmt, ...)
+    FD_PRINTF(4, 5);
+static int bad(rq_err_t *e, const char *code, const char *param, const char *fmt, ...)
+{
+    char msg[480];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    rq_fail(e, 400, "invalid_request_error", param, "%s", msg);
+    e->code = code;
+    return -EINVAL;
+}
+
+static int oom(rq_err_t *e)
+{
+    rq_fail(e, 500, "server_error", NULL, "out of memory while reading the request");
+    return -ENOMEM;
+}
+
+static const cJSON *field(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return v && !cJSON_IsNull(v) ? v : NULL;
+}
+
+static const char *type_name(const cJSON *v)
+{
+    return cJSON_IsBool(v)     ? "a boolean"
+           : cJSON_IsNumber(v) ? "a number"
+           : cJSON_IsString(v) ? "a string"
+           : cJSON_IsArray(v)  ? "an array"
+           : cJSON_IsObject(v) ? "an object"
+                               : "null";
+}
+
+static bool is_str(const cJSON *v, const char *s)
+{
+    return cJSON_IsString(v) && strcmp(v->valuestring, s) == 0;
+}
+
+/* Adds item under key (or to an array when key is NULL); false (item freed) on failure. */
+static bool put(cJSON *o, const char *key, cJSON *item)
+{
+    if (!item)
+        return false;
+    if (key ? cJSON_AddItemToObject(o, key, item) : cJSON_AddItemToArray(o, item))
+        return true;
+    cJSON_Delete(item);
+    return false;
+}
+
+static cJSON *dup(const cJSON *v)
+{
+    return cJSON_Duplicate(v, true);
+}
+
+/* ---------------------------------------------------------------- the request */
+
+/* Top-level fields and what becomes of them.  Any other field is a 400 (OpenAI's answer to
+ * an unknown parameter), so a misspelt one is not silently dropped. */
+enum fkind {
+    F_OWN,      /* checked and translated here */
+    F_PASS,     /* a fusiond sampling extension the chat parser checks under the same name */
+    F_NEUTRAL,  /* accepted at values that ask for nothing (checked here) */
+};
+
+static const struct {
+    const char *key;
+    int kind;
+} fields[] = {
+    {"model", F_OWN}, {"input", F_OWN}, {"instructions", F_OWN}, {"max_output_tokens", F_OWN},
+    {"temperature", F_PASS}, {"top_p", F_PASS}, {"tools", F_OWN}, {"tool_choice", F_OWN},
+    {"parallel_tool_calls", F_OWN}, {"text", F_OWN}, {"metadata", F_OWN}, {"user", F_OWN},
+    {"top_logprobs", F_OWN}, {"include", F_OWN}, {"stream", F_OWN},
+    {"stream_options", F_OWN}, {"store", F_OWN}, {"previous_response_id", F_OWN},
+    {"service_tier", F_OWN}, {"safety_identifier", F_OWN}, {"prompt_cache_key", F_OWN},
+    {"prompt_cache_retention", F_OWN}, {"truncation", F_NEUTRAL}, {"background", F_NEUTRAL},
+    {"reasoning", F_NEUTRAL}, {"conversation", F_NEUTRAL}, {"prompt", F_NEUTRAL},
+    {"context_management", F_NEUTRAL}, {"max_tool_calls", F_NEUTRAL},
+    /* fusiond's (and vLLM's) sampling extensions, as on the chat endpoint */
+    {"seed", F_PASS}, {"top_k", F_PASS}, {"min_p", F_PASS}, {"presence_penalty", F_PASS},
+    {"frequency_penalty", F_PASS}, {"repetition_penalty", F_PASS}, {"stop", F_PASS},
+    {"logit_bias", F_PASS}, {"ignore_eos", F_PASS},
+};
+
+static int check_fields(const cJSON *root, rq_err_t *e)
+{
+    const cJSON *it;
+    cJSON_ArrayForEach(it, root)
+    {
+        size_t k;
+        for (k = 0; k < FD_ARRAY_LEN(fields); k++)
+            if (strcmp(it->string, fields[k].key) == 0)
+                break;
+        if (k == FD_ARRAY_LEN(fields))
+            return bad(e, "unknown_parameter", it->string, "Unknown parameter: '%.100s'.",
+                       it->string);
+        if (fields[k].kind != F_NEUTRAL || cJSON_IsNull(it))
+            continue;
+        const char *key = it->string;
+        bool ok = (strcmp(key, "truncation") == 0 && is_str(it, "disabled")) ||
+                  (strcmp(key, "background") == 0 && cJSON_IsFalse(it)) ||
+                  (strcmp(key, "reasoning") == 0 && cJSON_IsObject(it) && !it->child);
+        if (!ok)
+            return bad(e, "unsupported_parameter", key, "'%s' is not supported by fusiond "
+                       "(%s); leave it out", key,
+                       strcmp(key, "truncation") == 0 ? "only \"disabled\": a conversation "
+                                                        "longer than the context is refused"
+                       : strcmp(key, "background") == 0 ? "responses run in the foreground"
+                       : strcmp(key, "reasoning") == 0  ? "the model does not reason"
+                       : strcmp(key, "conversation") == 0
+                           ? "conversations are not kept; use 'previous_response_id'"
+                       : strcmp(key, "prompt") == 0 ? "there are no stored prompt templates"
+                                                    : "no built-in tools run here");
+    }
+    return 0;
+}
+
+static int want_str(const cJSON *v, const char *param, rq_err_t *e)
+{
+    if (!cJSON_IsString(v))
+        return bad(e, NULL, param, "'%s' must be a string, not %s", param, type_name(v));
+    if (!rq_utf8_valid(v->valuestring, strlen(v->valuestring)))
+        return bad(e, NULL, param, "'%s' is not valid UTF-8", param);
+    return 0;
+}
+
+/* A message's content: a string, or text parts (input_text; output_text and refusal in an
+ * assistant's).  The text, parts joined with newlines as the chat endpoint joins them, goes
+ * to *text (malloc'd); *parts gets the content as a parts array (for input_items). */
+static int message_content(const cJSON *c, const char *pp, bool assistant, char **text,
+                           cJSON **parts, rq_err_t *e)
+{
+    const char *ptype = assistant ? "output_text" : "input_text";
+    *parts = cJSON_CreateArray();
+    if (!*parts)
+        return oom(e);
+    if (cJSON_IsString(c)) {
+        if (want_str(c, pp, e))
+            return -EINVAL;
+        cJSON *p = cJSON_CreateObject();
+        if (!put(*parts, NULL, p) || !put(p, "type", cJSON_CreateString(ptype)) ||
+            !put(p, "text", cJSON_CreateString(c->valuestring)) ||
+            (assistant && !put(p, "annotations", cJSON_CreateArray())))
+            return oom(e);
+        *text = strdup(c->valuestring);
+        return *text ? 0 : oom(e);
+    }
+    if (!cJSON_IsArray(c))
+        return bad(e, NULL, pp, "'%s' must be a string or an array of content parts, not %s",
+                   pp, type_name(c));
+    sb_t b;
+    sb_init(&b);
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, c)
+    {
+        char ip[128], tp[140];
+        snprintf(ip, sizeof ip, "%.100s[%d]", pp, i);
+        snprintf(tp, sizeof tp, "%s.type", ip);
+        if (!cJSON_IsObject(it)) {
+            sb_free(&b);
+            return bad(e, NULL, ip, "'%s' must be an object {\"type\": \"%s\", \"text\": ...}, "
+                       "not %s", ip, ptype, type_name(it));
+        }
+        const cJSON *t = field(it, "type");
+        if (!cJSON_IsString(t)) {
+            sb_free(&b);
+            return bad(e, NULL, tp, "'%s' is required: a string such as \"%s\"", tp, ptype);
+        }
+        const char *tv = t->valuestring;
+        bool text_part = strcmp(tv, "input_text") == 0 || strcmp(tv, "output_text") == 0 ||
+                         strcmp(tv, "refusal") == 0 || strcmp(tv, "text") == 0;
+        if (!text_part) {
+            sb_free(&b);
+            bool known = strcmp(tv, "input_image") == 0 || strcmp(tv, "input_file") == 0 ||
+                         strcmp(tv, "input_audio") == 0;
+            return bad(e, known ? "unsupported_parameter" : NULL, tp,
+                       known ? "'%s' is \"%.40s\": fusiond serves text models; only "
+                               "\"input_text\" parts are supported"
+                             : "'%s' is \"%.40s\"; it must be \"input_text\" (or "
+                               "\"output_text\" in an assistant message)", tp, tv);
+        }
+        const char *key = strcmp(tv, "refusal") == 0 ? "refusal" : "text";
+        char xp[150];
+        snprintf(xp, sizeof xp, "%s.%s", ip, key);
+        const cJSON *x = field(it, key);
+        if (!x) {
+            sb_free(&b);
+            return bad(e, NULL, xp, "'%s' is required", xp);
+        }
+        if (want_str(x, xp, e)) {
+            sb_free(&b);
+            return -EINVAL;
+        }
+        if (i)
+            sb_adds(&b, "\n");
+        sb_adds(&b, x->valuestring);
+        cJSON *p = dup(it);
+        if (!put(*parts, NULL, p)) {
+            sb_free(&b);
+            return oom(e);
+        }
+        i++;
+    }
+    size_t n;
+    *text = sb_take(&b, &n);
+    if (!*text && !sb_failed(&b))
+        *text = strdup("");
+    return *text ? 0 : oom(e);
+}
+
+/* One input item, checked and normalized (into *out: what input_items lists). */
+static int input_item(const cJSON *it, const char *pp, cJSON **out, rq_err_t *e)
+{
+    char kp[160];
+    if (!cJSON_IsObject(it))
+        return bad(e, NULL, pp, "'%s' must be an object (a message, a function_call or a "
+                   "function_call_output item), not %s", pp, type_name(it));
+    const cJSON *type = field(it, "type");
+    snprintf(kp, sizeof kp, "%s.type", pp);
+    if (type && !cJSON_IsString(type))
+        return bad(e, NULL, kp, "'%s' must be a string, not %s", kp, type_name(type));
+    const char *tv = type ? type->valuestring : "message";
+    const cJSON *id = field(it, "id");
+    snprintf(kp, sizeof kp, "%s.id", pp);
+    if (id && want_str(id, kp, e))
+        return -EINVAL;
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return oom(e);
+    *out = o;
+    if (id && !put(o, "id", dup(id)))
+        return oom(e);
+    if (strcmp(tv, "message") == 0) {
+        const cJSON *role = field(it, "role"), *content = field(it, "content");
+        snprintf(kp, sizeof kp, "%s.role", pp);
+        if (!role)
+            return bad(e, NULL, kp, "'%s' is required", kp);
+        if (!is_str(role, "user") && !is_str(role, "system") && !is_str(role, "developer") &&
+            !is_str(role, "assistant"))
+            return bad(e, NULL, kp, "'%s' must be \"user\", \"system\", \"developer\" or "
+                       "\"assistant\"%s", kp, cJSON_IsString(role) ? "" : ", not a string");
+        snprintf(kp, sizeof kp, "%s.content", pp);
+        if (!content)
+            return bad(e, NULL, kp, "'%s' is required", kp);
+        char *text = NULL;
+        cJSON *parts = NULL;
+        int rc = message_content(content, kp, is_str(role, "assistant"), &text, &parts, e);
+        free(text);
+        if (rc) {
+            cJSON_Delete(parts);
+            return rc;
+        }
+        if (!put(o, "type", cJSON_CreateString("message")) || !put(o, "role", dup(role)) ||
+            !put(o, "content", parts))
+            return oom(e);
+        const cJSON *st = field(it, "status");
+        if (st && !put(o, "status", dup(st)))
+            return oom(e);
+        return 0;
+    }
+    if (strcmp(tv, "function_call") == 0) {
+        static const char *const keys[] = {"call_id", "name", "arguments"};
+        if (!put(o, "type", cJSON_CreateString("function_call")))
+            return oom(e);
+        for (size_t k = 0; k < FD_ARRAY_LEN(keys); k++) {
+            const cJSON *v = field(it, keys[k]);
+            snprintf(kp, sizeof kp, "%s.%s", pp, keys[k]);
+            if (!v)
+                return bad(e, NULL, kp, "'%s' is required", kp);
+            if (want_str(v, kp, e))
+                return -EINVAL;
+            if (k < 2 && !v->valuestring[0])
+                return bad(e, NULL, kp, "'%s' is an empty string", kp);
+            if (k == 2) {
+                cJSON *a = cJSON_Parse(v->valuestring);
+                bool obj = cJSON_IsObject(a);
+                cJSON_Delete(a);
+                if (!obj)
+                    return bad(e, NULL, kp, "'%s' must be the JSON text of an object", kp);
+            }
+            if (!put(o, keys[k], dup(v)))
+                return oom(e);
+        }
+        const cJSON *st = field(it, "status");
+        return st && !put(o, "status", dup(st)) ? oom(e) : 0;
+    }
+    if (strcmp(tv, "function_call_output") == 0) {
+        const cJSON *cid = field(it, "call_id"), *output = field(it, "output");
+        snprintf(kp, sizeof kp, "%s.call_id", pp);
+        if (!cid)
+            return bad(e, NULL, kp, "'%s' is required", kp);
+        if (want_str(cid, kp, e))
+            return -EINVAL;
+        if (!cid->valuestring[0])
+            return bad(e, NULL, kp, "'%s' is an empty string", kp);
+        snprintf(kp, sizeof kp, "%s.output", pp);
+        if (!output)
+            return bad(e, NULL, kp, "'%s' is required", kp);
+        if (!cJSON_IsString(output)) {
+            /* output as text parts: checked (and joined) as a user message's content */
+            char *text = NULL;
+            cJSON *parts = NULL;
+            int rc = message_content(output, kp, false, &text, &parts, e);
+            free(text);
+            cJSON_Delete(parts);
+            if (rc)
+                return rc;
+        } else if (want_str(output, kp, e)) {
+            return -EINVAL;
+        }
+        if (!put(o, "type", cJSON_CreateString("function_call_output")) ||
+            !put(o, "call_id", dup(cid)) || !put(o, "output", dup(output)))
+            return oom(e);
+        return 0;
+    }
+    snprintf(kp, sizeof kp, "%s.type", pp);
+    return bad(e, "unsupported_parameter", kp, "'%s' is \"%.40s\": fusiond takes message, "
+               "function_call and function_call_output items", kp, tv);
+}
+
+static int parse_input(const cJSON *root, rs_req_t *q, rq_err_t *e)
+{
+    const cJSON *in = field(root, "input");
+    q->input = cJSON_CreateArray();
+    if (!q->input)
+        return oom(e);
+    if (!in) {
+        if (!q->prev_id)
+            return bad(e, "missing_required_parameter", "input", "'input' is required");
+        return 0;
+    }
+    if (cJSON_IsString(in)) {
+        if (want_str(in, "input", e))
+            return -EINVAL;
+        cJSON *o = cJSON_CreateObject(), *parts = cJSON_CreateArray(), *p = cJSON_CreateObject();
+        bool ok = put(q->input, NULL, o) && put(o, "type", cJSON_CreateString("message")) &&
+                  put(o, "role", cJSON_CreateString("user"));
+        if (!ok || !put(o, "content", parts)) {
+            cJSON_Delete(parts);
+            cJSON_Delete(p);
+            return oom(e);
+        }
+        if (!put(parts, NULL, p) || !put(p, "type", cJSON_CreateString("input_text")) ||
+            !put(p, "text", cJSON_CreateString(in->valuestring)))
+            return oom(e);
+        return 0;
+    }
+    if (!cJSON_IsArray(in))
+        return bad(e, NULL, "input", "'input' must be a string or an array of input items, "
+                   "not %s", type_name(in));
+    if (!in->child && !q->prev_id)
+        return bad(e, NULL, "input", "'input' is an empty array");
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, in)
+    {
+        char pp[48];
+        snprintf(pp, sizeof pp, "input[%d]", i++);
+        cJSON *o = NULL;
+        int rc = input_item(it, pp, &o, e);
+        if (o && !put(q->input, NULL, o) && !rc)
+            rc = oom(e);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* OpenAI's rule for function names. */
+static bool fn_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'))
+            return false;
+    return true;
+}
+
+static int check_tools(const cJSON *root, rq_err_t *e)
+{
+    const cJSON *t = field(root, "tools");
+    if (t && !cJSON_IsArray(t))
+        return bad(e, NULL, "tools", "'tools' must be an array, not %s", type_name(t));
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, t)
+    {
+        char tp[32], kp[64];
+        snprintf(tp, sizeof tp, "tools[%d]", i++);
+        if (!cJSON_IsObject(it))
+            return bad(e, NULL, tp, "'%s' must be an object {\"type\": \"function\", \"name\": "
+                       "...}, not %s", tp, type_name(it));
+        const cJSON *type = field(it, "type");
+        snprintf(kp, sizeof kp, "%s.type", tp);
+        if (!type)
+            return bad(e, NULL, kp, "'%s' is required", kp);
+        if (!cJSON_IsString(type))
+            return bad(e, NULL, kp, "'%s' must be a string, not %s", kp, type_name(type));
+        if (strcmp(type->valuestring, "function") != 0)
+            return bad(e, "unsupported_parameter", kp, "'%s' is \"%.40s\": fusiond runs no "
+                       "built-in tools; only \"function\" tools (which the client runs) are "
+                       "supported", kp, type->valuestring);
+        if (field(it, "function"))
+            return bad(e, NULL, tp, "'%s' is in the chat completions shape; the Responses "
+                       "API takes {\"type\": \"function\", \"name\", \"description\", "
+                       "\"parameters\", \"strict\"} without \"function\"", tp);
+        const cJSON *name = field(it, "name"), *d = field(it, "description"),
+                    *pa = field(it, "parameters"), *st = field(it, "strict");
+        snprintf(kp, sizeof kp, "%s.name", tp);
+        if (!name)
+            return bad(e, NULL, kp, "'%s' is required", kp);
+        if (want_str(name, kp, e))
+            return -EINVAL;
+        if (!fn_name_ok(name->valuestring))
+            return bad(e, NULL, kp, "'%s' (\"%.70s\") must be 1 to 64 letters, digits, '_' or "
+                       "'-'", kp, name->valuestring);
+        snprintf(kp, sizeof kp, "%s.description", tp);
+        if (d && want_str(d, kp, e))
+            return -EINVAL;
+        snprintf(kp, sizeof kp, "%s.parameters", tp);
+        if (pa && !cJSON_IsObject(pa))
+            return bad(e, NULL, kp, "'%s' must be a JSON Schema object, not %s", kp,
+                       type_name(pa));
+        snprintf(kp, sizeof kp, "%s.strict", tp);
+        if (st && !cJSON_IsBool(st))
+            return bad(e, NULL, kp, "'%s' must be a boolean, not %s", kp, type_name(st));
+    }
+    const cJSON *tc = field(root, "tool_choice");
+    if (!tc || cJSON_IsString(tc))
+        return 0; /* the chat parser checks the value */
+    if (!cJSON_IsObject(tc))
+        return bad(e, NULL, "tool_choice", "'tool_choice' must be a string or an object, not "
+                   "%s", type_name(tc));
+    const cJSON *type = field(tc, "type");
+    if (!is_str(type, "function"))
+        return bad(e, "unsupported_parameter", "tool_choice.type", "'tool_choice.type' must "
+                   "be \"function\" (fusiond runs no built-in tools)");
+    const cJSON *name = field(tc, "name");
+    if (!name)
+        return bad(e, NULL, "tool_choice.name", "'tool_choice.name' is required");
+    return want_str(name, "tool_choice.name", e);
+}
+
+static int check_text(const cJSON *root, rq_err_t *e)
+{
+    const cJSON *t = field(root, "text");
+    if (!t)
+        return 0;
+    if (!cJSON_IsObject(t))
+        return bad(e, NULL, "text", "'text' must be an object, not %s", type_name(t));
+    const cJSON *it;
+    cJSON_ArrayForEach(it, t)
+    {
+        if (strcmp(it->string, "format") != 0 && strcmp(it->string, "verbosity") != 0) {
+            char kp[96];
+            snprintf(kp, sizeof kp, "text.%.60s", it->string);
+            return bad(e, "unknown_parameter", kp, "Unknown parameter: '%s'.", kp);
+        }
+    }
+    const cJSON *v = field(t, "verbosity");
+    if (v && !is_str(v, "medium"))
+        return bad(e, "unsupported_parameter", "text.verbosity", "'text.verbosity' other "
+                   "than \"medium\" is not supported by fusiond");
+    const cJSON *f = field(t, "format");
+    if (!f)
+        return 0;
+    if (!cJSON_IsObject(f))
+        return bad(e, NULL, "text.format", "'text.format' must be an object, not %s",
+                   type_name(f));
+    const cJSON *ty = field(f, "type");
+    if (!ty)
+        return bad(e, NULL, "text.format.type", "'text.format.type' is required");
+    if (!is_str(ty, "text") && !is_str(ty, "json_object") && !is_str(ty, "json_schema"))
+        return bad(e, NULL, "text.format.type", "'text.format.type' must be \"text\", "
+                   "\"json_object\" or \"json_schema\"");
+    if (!is_str(ty, "json_schema"))
+        return 0;
+    const cJSON *name = field(f, "name"), *schema = field(f, "schema"),
+                *strict = field(f, "strict");
+    if (!name)
+        return bad(e, "missing_required_parameter", "text.format.name",
+                   "'text.format.name' is required");
+    if (want_str(name, "text.format.name", e))
+        return -EINVAL;
+    if (!schema)
+        return bad(e, "missing_required_parameter", "text.format.schema",
+                   "'text.format.schema' is required");
+    if (!cJSON_IsObject(schema))
+        return bad(e, NULL, "text.format.schema", "'text.format.schema' must be a JSON Schema "
+                   "object, not %s", type_name(schema));
+    if (strict && !cJSON_IsBool(strict))
+        return bad(e, NULL, "text.format.strict", "'text.format.strict' must be a boolean, "
+                   "not %s", type_name(strict));
+    return 0;
+}
+
+static int check_metadata(const cJSON *root, rq_err_t *e)
+{
+    const cJSON *m = field(root, "metadata");
+    if (!m)
+        return 0;
+    if (!cJSON_IsObject(m))
+        return bad(e, NULL, "metadata", "'metadata' must be an object of strings, not %s",
+                   type_name(m));
+    if (cJSON_GetArraySize(m) > RS_MAX_META)
+        return bad(e, NULL, "metadata", "'metadata' has %d keys; at most %d are allowed",
+                   cJSON_GetArraySize(m), RS_MAX_META);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, m)
+    {
+        char kp[96];
+        snprintf(kp, sizeof kp, "metadata.%.64s", it->string);
+        if (strlen(it->string) > RS_MAX_META_KEY)
+            return bad(e, NULL, "metadata", "a 'metadata' key is longer than %d characters",
+                       RS_MAX_META_KEY);
+        if (want_str(it, kp, e))
+            return -EINVAL;
+        if (strlen(it->valuestring) > RS_MAX_META_VAL)
+            return bad(e, NULL, kp, "'%s' is longer than %d characters", kp, RS_MAX_META_VAL);
+    }
+    return 0;
+}
+
+int rs_parse(const char *body, size_t len, rs_req_t *q, rq_err_t *e)
+{
+    memset(q, 0, sizeof *q);
+    q->store = true;
+    if (len == 0)
+        return bad(e, NULL, NULL, "the request body is empty; a JSON object is expected");
+    const char *end = NULL;
+    q->root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    int rc = 0;
+    if (!q->root) {
+        size_t at = end && end >= body && end <= body + len ? (size_t)(end - body) : 0;
+        return bad(e, NULL, NULL, "malformed JSON near byte %zu of %zu", at, len);
+    }
+    const cJSON *root = q->root;
+    if (!cJSON_IsObject(root)) {
+        rc = bad(e, NULL, NULL, "the request body must be a JSON object, not %s",
+                 type_name(root));
+        goto fail;
+    }
+    if ((rc = check_fields(root, e)))
+        goto fail;
+    static const char *const strs[] = {"model", "instructions", "user", "service_tier",
+                                       "safety_identifier", "prompt_cache_key",
+                                       "prompt_cache_retention", "previous_response_id"};
+    for (size_t k = 0; k < FD_ARRAY_LEN(strs); k++) {
+        const cJSON *v = field(root, strs[k]);
+        if (v && (rc = want_str(v, strs[k], e)))
+            goto fail;
+    }
+    static const char *const bools[] = {"stream", "store", "parallel_tool_calls"};
+    for (size_t k = 0; k < FD_ARRAY_LEN(bools); k++) {
+        const cJSON *v = field(root, bools[k]);
+        if (v && !cJSON_IsBool(v)) {
+            rc = bad(e, NULL, bools[k], "'%s' must be a boolean, not %s", bools[k],
+                     type_name(v));
+            goto fail;
+        }
+    }
+    const cJSON *v = field(root, "previous_response_id");
+    if (v && !(q->prev_id = strdup(v->valuestring))) {
+        rc = oom(e);
+        goto fail;
+    }
+    q->stream = cJSON_IsTrue(field(root, "stream"));
+    v = field(root, "store");
+    q->store = !v || cJSON_IsTrue(v);
+    v = field(root, "max_output_tokens");
+    if (v && (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
+              v->valuedouble < 1 || v->valuedouble > 0x7fffffff)) {
+        rc = bad(e, NULL, "max_output_tokens", "'max_output_tokens' must be an integer of at "
+                 "least 1, not %s", cJSON_IsNumber(v) ? "this number" : type_name(v));
+        goto fail;
+    }
+    v = field(root, "top_logprobs");
+    if (v && (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
+              v->valuedouble < 0 || v->valuedouble > 20)) {
+        rc = bad(e, NULL, "top_logprobs", "'top_logprobs' must be an integer in [0, 20]");
+        goto fail;
+    }
+    q->logprobs = v != NULL;
+    v = field(root, "include");
+    if (v && !cJSON_IsArray(v)) {
+        rc = bad(e, NULL, "include", "'include' must be an array of strings, not %s",
+                 type_name(v));
+        goto fail;
+    }
+    const cJSON *it;
+    cJSON_ArrayForEach(it, v)
+    {
+        if (!cJSON_IsString(it)) {
+            rc = bad(e, NULL, "include", "'include' must be an array of strings");
+            goto fail;
+        }
+        /* the others ask for the output of built-in tools, which never run here */
+        q->logprobs |= strcmp(it->valuestring, "message.output_text.logprobs") == 0;
+    }
+    v = field(root, "stream_options");
+    if (v && !cJSON_IsObject(v)) {
+        rc = bad(e, NULL, "stream_options", "'stream_options' must be an object, not %s",
+                 type_name(v));
+        goto fail;
+    }
+    if (v && !q->stream) {
+        rc = bad(e, NULL, "stream_options", "'stream_options' needs 'stream': true");
+        goto fail;
+    }
+    if ((rc = parse_input(root, q, e)) || (rc = check_tools(root, e)) ||
+        (rc = check_text(root, e)) || (rc = check_metadata(root, e)))
+        goto fail;
+    return 0;
+fail:
+    if (rc == -ENOMEM)
+        oom(e);
+    rs_free(q);
+    return rc;
+}
+
+void rs_free(rs_req_t *q)
+{
+    if (!q)
+        return;
+    cJSON_Delete(q->root);
+    cJSON_Delete(q->input);
+    free(q->prev_id);
+    memset(q, 0, sizeof *q);
+}
+
+/* The text of a content (a string, or parts joined with newlines). */
+static char *content_text(const cJSON *c)
+{
+    if (cJSON_IsString(c))
+        return strdup(c->valuestring);
+    sb_t b;
+    sb_init(&b);
+    const cJSON *it;
+    int i = 0;
+    cJSON_ArrayForEach(it, c)
+    {
+        const cJSON *x = field(it, "text");
+        if (!x)
+            x = field(it, "refusal");
+        if (i++)
+            sb_adds(&b, "\n");
+        if (cJSON_IsString(x))
+            sb_adds(&b, x->valuestring);
+    }
+    size_t n;
+    char *s = sb_take(&b, &n);
+    return s || sb_failed(&b) ? s : strdup("");
+}
+
+/* Appends the chat messages of items to msgs.  Consecutive function calls, and the calls
+ * right after an assistant message, are one assistant message's tool_calls: the turn in
+ * which the model wrote them. */
+static int items_to_messages(const cJSON *items, cJSON *msgs, rq_err_t *e)
+{
+    const cJSON *it;
+    cJSON_ArrayForEach(it, items)
+    {
+        const cJSON *type = field(it, "type");
+        const char *tv = cJSON_IsString(type) ? type->valuestring : "message";
+        cJSON *last = cJSON_GetArrayItem(msgs, cJSON_GetArraySize(msgs) - 1);
+        cJSON *m = NULL;
+        if (strcmp(tv, "message") == 0) {
+            char *text = content_text(field(it, "content"));
+            m = cJSON_CreateObject();
+            bool ok = text && put(msgs, NULL, m) && put(m, "role", dup(field(it, "role"))) &&
+                      put(m, "content", cJSON_CreateString(text));
+            free(text);
+            if (!ok)
+                return oom(e);
+        } else if (strcmp(tv, "function_call") == 0) {
+            bool join = last && is_str(field(last, "role"), "assistant");
+            if (!join) {
+                m = cJSON_CreateObject();
+                if (!put(msgs, NULL, m) || !put(m, "role", cJSON_CreateString("assistant")) ||
+                    !put(m, "content", cJSON_CreateNull()))
+                    return oom(e);
+                last = m;
+            }
+            cJSON *calls = cJSON_GetObjectItemCaseSensitive(last, "tool_calls");
+            if (!calls && !put(last, "tool_calls", calls = cJSON_CreateArray()))
+                return oom(e);
+            cJSON *c = cJSON_CreateObject(), *fn = cJSON_CreateObject();
+            bool ok = put(calls, NULL, c) && put(c, "id", dup(field(it, "call_id"))) &&
+                      put(c, "type", cJSON_CreateString("function"));
+            if (!ok || !put(c, "function", fn)) {
+                if (ok)
+                    cJSON_Delete(fn);
+                return oom(e);
+            }
+            if (!put(fn, "name", dup(field(it, "name"))) ||
+                !put(fn, "arguments", dup(field(it, "arguments"))))
+                return oom(e);
+        } else if (strcmp(tv, "function_call_output") == 0) {
+            char *text = content_text(field(it, "output"));
+            m = cJSON_CreateObject();
+            bool ok = text && put(msgs, NULL, m) && put(m, "role", cJSON_CreateString("tool")) &&
+                      put(m, "tool_call_id", dup(field(it, "call_id"))) &&
+                      put(m, "content", cJSON_CreateString(text));
+            free(text);
+            if (!ok)
+                return oom(e);
+        }
+    }
+    return 0;
+}
+
+int rs_chat_body(const rs_req_t *q, const cJSON *history, char **out, rq_err_t *e)
+{
+    const cJSON *root = q->root;
+    cJSON *c = cJSON_CreateObject(), *msgs = cJSON_CreateArray();
+    if (!c || !put(c, "messages", msgs)) {
+        cJSON_Delete(c);
+        cJSON_Delete(msgs);
+        return oom(e);
+    }
+    int rc = 0;
+    const cJSON *v = field(root, "instructions");
+    if (v) {
+        cJSON *m = cJSON_CreateObject();
+        if (!put(msgs, NULL, m) || !put(m, "role", cJSON_CreateString("system")) ||
+            !put(m, "content", dup(v))) {
+            rc = oom(e);
+            goto out;
+        }
+    }
+    if ((history && (rc = items_to_messages(history, msgs, e))) ||
+        (rc = items_to_messages(q->input, msgs, e)))
+        goto out;
+    if (!msgs->child) {
+        rc = bad(e, NULL, "input", "the conversation is empty: send 'input'");
+        goto out;
+    }
+    for (size_t k = 0; k < FD_ARRAY_LEN(fields); k++) {
+        v = field(root, fields[k].key);
+        if (v && fields[k].kind == F_PASS && !put(c, fields[k].key, dup(v))) {
+            rc = oom(e);
+            goto out;
+        }
+    }
+    static const char *const same[] = {"model", "stream", "parallel_tool_calls", "user"};
+    for (size_t k = 0; k < FD_ARRAY_LEN(same); k++) {
+        v = field(root, same[k]);
+        if (v && !put(c, same[k], dup(v))) {
+            rc = oom(e);
+            goto out;
+        }
+    }
+    v = field(root, "max_output_tokens");
+    if (v && !put(c, "max_completion_tokens", dup(v)))
+        rc = oom(e);
+    if (!rc && q->logprobs) {
+        v = field(root, "top_logprobs");
+        if (!put(c, "logprobs", cJSON_CreateTrue()) ||
+            (v && !put(c, "top_logprobs", dup(v))))
+            rc = oom(e);
+    }
+    /* tools: the chat shape nests each function under "function" */
+    const cJSON *tools = field(root, "tools"), *it;
+    if (!rc && tools && tools->child) {
+        cJSON *arr = cJSON_CreateArray();
+        if (!put(c, "tools", arr))
+            rc = oom(e);
+        cJSON_ArrayForEach(it, tools)
+        {
+            cJSON *t = cJSON_CreateObject(), *fn = cJSON_CreateObject();
+            if (rc || !put(arr, NULL, t) || !put(t, "type", cJSON_CreateString("function"))) {
+                cJSON_Delete(fn);
+                rc = oom(e);
+                break;
+            }
+            if (!put(t, "function", fn)) {
+                rc = oom(e);
+                break;
+            }
+            static const char *const keys[] = {"name", "description", "parameters", "strict"};
+            for (size_t k = 0; k < FD_ARRAY_LEN(keys) && !rc; k++) {
+                const cJSON *x = field(it, keys[k]);
+                if (x && !put(fn, keys[k], dup(x)))
+                    rc = oom(e);
+            }
+        }
+    }
+    v = field(root, "tool_choice");
+    if (!rc && v) {
+        cJSON *tc = NULL;
+        if (cJSON_IsString(v)) {
+            tc = dup(v);
+        } else {
+            cJSON *fn = cJSON_CreateObject();
+            tc = cJSON_CreateObject();
+            if (!put(tc, "type", cJSON_CreateString("function")) || !put(tc, "function", fn) ||
+                !put(fn, "name", dup(field(v, "name")))) {
+                cJSON_Delete(tc);
+                tc = NULL;
+            }
+        }
+        if (!put(c, "tool_choice", tc))
+            rc = oom(e);
+    }
+    v = field(field(root, "text"), "format");
+    if (!rc && v) {
+        cJSON *rf = cJSON_CreateObject();
+        const cJSON *ty = field(v, "type");
+        bool ok = put(c, "response_format", rf) && put(rf, "type", dup(ty));
+        if (ok && is_str(ty, "json_schema")) {
+            cJSON *js = cJSON_CreateObject();
+            ok = put(rf, "json_schema", js);
+            static const char *const keys[] = {"name", "schema", "strict", "description"};
+            for (size_t k = 0; ok && k < FD_ARRAY_LEN(keys); k++) {
+                const cJSON *x = field(v, keys[k]);
+                ok = !x || put(js, keys[k], dup(x));
+            }
+        }
+        if (!ok)
+            rc = oom(e);
+    }
+out:
+    if (!rc) {
+        *out = cJSON_PrintUnformatted(c);
+        if (!*out)
+            rc = oom(e);
+    }
+    cJSON_Delete(c);
+    return rc;
+}
+
+/* Replaces every from with to in s (cap bytes). */
+static void replace_all(char *s, size_t cap, const char *from, const char *to)
+{
+    size_t fl = strlen(from), tl = strlen(to);
+    char *p = s;
+    while ((p = strstr(p, from))) {
+        size_t rest = strlen(p + fl);
+        if ((size_t)(p - s) + tl + rest + 1 > cap)
+            return;
+        memmove(p + tl, p + fl, rest + 1);
+        memcpy(p, to, tl);
+        p += tl;
+    }
+}
+
+void rs_map_error(rq_err_t *e)
+{
+    static const char *const map[][2] = {
+        {"max_completion_tokens", "max_output_tokens"},
+        {"response_format.json_schema.schema", "text.format.schema"},
+        {"response_format.json_schema.name", "text.format.name"},
+        {"response_format.json_schema.strict", "text.format.strict"},
+        {"response_format.json_schema", "text.format"},
+        {"response_format", "text.format"},
+        {"tool_choice.function.name", "tool_choice.name"},
+        {"].function", "]"},
+        {"top_logprobs", "top_logprobs"},
+        {"'logprobs'", "'top_logprobs'"},
+        {"messages", "input"},
+    };
+    for (size_t k = 0; k < FD_ARRAY_LEN(map); k++) {
+        replace_all(e->param, sizeof e->param, map[k][0], map[k][1]);
+        replace_all(e->message, sizeof e->message, map[k][0], map[k][1]);
+    }
+    if (strcmp(e->param, "logprobs") == 0)
+        snprintf(e->param, sizeof e->param, "top_logprobs");
+}
+
+/* ---------------------------------------------------------------- answers */
+
+static void item_id(char *out, size_t cap, const char *prefix, const char *resp_id, int index)
+{
+    const char *tail = strncmp(resp_id, "resp_", 5) == 0 ? resp_id + 5 : resp_id;
+    snprintf(out, cap, "%s%s%04x", prefix, tail, (unsigned)index);
+}
+
+void rs_name_input(rs_req_t *q, const char *resp_id)
+{
+    int k = 0;
+    cJSON *it;
+    cJSON_ArrayForEach(it, q->input)
+    {
+        const cJSON *type = field(it, "type");
+        const char *prefix = is_str(type, "function_call")          ? "fc_"
+                             : is_str(type, "function_call_output") ? "fco_"
+                                                                    : "msg_";
+        char id[80];
+        /* inputs count from 0x8000, outputs from 0: the ids of one response never meet */
+        item_id(id, sizeof id, prefix, resp_id, 0x8000 + k++);
+        if (!field(it, "id")) {
+            cJSON *s = cJSON_CreateString(id);
+            if (s && !cJSON_AddItemToObject(it, "id", s))
+                cJSON_Delete(s);
+        }
+    }
+}
+
+static cJSON *text_part(const char *text, size_t len, cJSON *lp)
+{
+    cJSON *p = cJSON_CreateObject();
+    char *t = text ? strndup(text, len) : strdup("");
+    bool ok = t && put(p, "type", cJSON_CreateString("output_text")) &&
+              put(p, "annotations", cJSON_CreateArray()) &&
+              put(p, "logprobs", lp ? lp : cJSON_CreateArray()) &&
+              put(p, "text", cJSON_CreateString(t));
+    lp = NULL;
+    free(t);
+    if (!ok) {
+        cJSON_Delete(p);
+        return NULL;
+    }
+    return p;
+}
+
+static cJSON *message_item(const char *id, const char *status, cJSON *part)
+{
+    cJSON *m = cJSON_CreateObject(), *content = cJSON_CreateArray();
+    if (!put(m, "content", content)) {
+        cJSON_Delete(m);
+        cJSON_Delete(part);
+        return NULL;
+    }
+    if ((part && !put(content, NULL, part)) || !put(m, "id", cJSON_CreateString(id)) ||
+        !put(m, "role", cJSON_CreateString("assistant")) ||
+        !put(m, "status", cJSON_CreateString(status)) ||
+        !put(m, "type", cJSON_CreateString("message"))) {
+        cJSON_Delete(m);
+        return NULL;
+    }
+    return m;
+}
+
+static cJSON *call_item(const char *id, const char *call_id, const char *name,
+                        const char *args, const char *status)
+{
+    cJSON *c = cJSON_CreateObject();
+    if (put(c, "id", cJSON_CreateString(id)) && put(c, "type", cJSON_CreateString("function_call")) &&
+        put(c, "status", cJSON_CreateString(status)) &&
+        put(c, "arguments", cJSON_CreateString(args)) &&
+        put(c, "call_id", cJSON_CreateString(call_id)) && put(c, "name", cJSON_CreateString(name)))
+        return c;
+    cJSON_Delete(c);
+    return NULL;
+}
+
+int rs_add_message(cJSON *arr, const char *resp_id, const char *text, size_t len, cJSON *lp,
+                   const char *status)
+{
+    char id[80];
+    item_id(id, sizeof id, "msg_", resp_id, cJSON_GetArraySize(arr));
+    cJSON *part = text_part(text, len, lp);
+    return part && put(arr, NULL, message_item(id, status, part)) ? 0 : -ENOMEM;
+}
+
+int rs_add_call(cJSON *arr, const char *resp_id, const char *call_id, const char *name,
+                const char *arguments, const char *status)
+{
+    char id[80];
+    item_id(id, sizeof id, "fc_", resp_id, cJSON_GetArraySize(arr));
+    return put(arr, NULL, call_item(id, call_id, name, arguments, status)) ? 0 : -ENOMEM;
+}
+
+/* A member of the request echoed as given, or def (a new value, taken) when absent. */
+static bool echo(cJSON *o, const cJSON *root, const char *key, cJSON *def)
+{
+    const cJSON *v = field(root, key);
+    if (v) {
+        cJSON_Delete(def);
+        return put(o, key, dup(v));
+    }
+    return put(o, key, def);
+}
+
+cJSON *rs_response_obj(const rs_req_t *q, const rs_result_t *r)
+{
+    const cJSON *root = q->root;
+    cJSON *o = cJSON_CreateObject();
+    bool done = strcmp(r->status, "in_progress") != 0;
+    bool ok = put(o, "id", cJSON_CreateString(r->id)) &&
+              put(o, "object", cJSON_CreateString("response")) &&
+              put(o, "created_at", cJSON_CreateNumber((double)r->created_at)) &&
+              put(o, "status", cJSON_CreateString(r->status)) &&
+              put(o, "background", cJSON_CreateFalse()) &&
+              put(o, "completed_at", strcmp(r->status, "completed") == 0
+                                         ? cJSON_CreateNumber((double)time(NULL))
+                                         : cJSON_CreateNull()) &&
+              put(o, "error", cJSON_CreateNull());
+    if (ok && r->incomplete_reason) {
+        cJSON *d = cJSON_CreateObject();
+        ok = put(o, "incomplete_details", d) &&
+             put(d, "reason", cJSON_CreateString(r->incomplete_reason));
+    } else if (ok) {
+        ok = put(o, "incomplete_details", cJSON_CreateNull());
+    }
+    ok = ok && echo(o, root, "instructions", cJSON_CreateNull()) &&
+         echo(o, root, "max_output_tokens", cJSON_CreateNull()) &&
+         put(o, "max_tool_calls", cJSON_CreateNull()) &&
+         put(o, "model", cJSON_CreateString(r->model)) &&
+         put(o, "output", r->output ? dup(r->output) : cJSON_CreateArray()) &&
+         echo(o, root, "parallel_tool_calls", cJSON_CreateTrue()) &&
+         echo(o, root, "previous_response_id", cJSON_CreateNull()) &&
+         echo(o, root, "prompt_cache_key", cJSON_CreateNull()) &&
+         echo(o, root, "safety_identifier", cJSON_CreateNull()) &&
+         put(o, "service_tier", cJSON_CreateString("default")) &&
+         put(o, "store", cJSON_CreateBool(q->store)) &&
+         echo(o, root, "temperature", cJSON_CreateNumber(1.0)) &&
+         echo(o, root, "tool_choice", cJSON_CreateString("auto")) &&
+         echo(o, root, "tools", cJSON_CreateArray()) &&
+         echo(o, root, "top_logprobs", cJSON_CreateNumber(0)) &&
+         echo(o, root, "top_p", cJSON_CreateNumber(1.0)) &&
+         put(o, "truncation", cJSON_CreateString("disabled")) &&
+         echo(o, root, "user", cJSON_CreateNull()) &&
+         echo(o, root, "metadata", cJSON_CreateObject());
+    if (ok) {
+        cJSON *reason = cJSON_CreateObject();
+        ok = put(o, "reasoning", reason) && put(reason, "effort", cJSON_CreateNull()) &&
+             put(reason, "summary", cJSON_CreateNull());
+    }
+    if (ok) {
+        /* text: the format as given (default text) and the verbosity */
+        cJSON *t = cJSON_CreateObject();
+        const cJSON *f = field(field(root, "text"), "format");
+        cJSON *fmt = f ? dup(f) : cJSON_CreateObject();
+        ok = put(o, "text", t) && put(t, "format", fmt) &&
+             (f || put(fmt, "type", cJSON_CreateString("text"))) &&
+             put(t, "verbosity", cJSON_CreateString("medium"));
+    }
+    if (ok && done && r->usage) {
+        cJSON *u = cJSON_CreateObject(), *id = cJSON_CreateObject(), *od = cJSON_CreateObject();
+        bool uo = put(o, "usage", u);
+        ok = uo && put(u, "input_tokens", cJSON_CreateNumber((double)r->input_tokens));
+        if (!uo)
+            id = od = (cJSON_Delete(id), cJSON_Delete(od), NULL);
+        ok = ok && put(u, "input_tokens_details", id) &&
+             put(id, "cached_tokens", cJSON_CreateNumber((double)r->cached_tokens)) &&
+             put(u, "output_tokens", cJSON_CreateNumber((double)r->output_tokens)) &&
+             put(u, "output_tokens_details", od) &&
+             put(od, "reasoning_tokens", cJSON_CreateNumber(0)) &&
+             put(u, "total_tokens",
+                 cJSON_CreateNumber((double)(r->input_tokens + r->output_tokens)));
+    } else if (ok) {
+        ok = put(o, "usage", cJSON_CreateNull());
+    }
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* ---------------------------------------------------------------- streaming */
+
+void rs_stream_init(rs_stream_t *st, const rs_req_t *q, const char *id, long long created,
+                    const char *model)
+{
+    memset(st, 0, sizeof *st);
+    st->q = q;
+    st->res.id = id;
+    st->res.created_at = created;
+    st->res.model = model;
+    st->res.status = "in_progress";
+    st->output = cJSON_CreateArray();
+    st->failed = !st->output;
+    st->msg = st->call = -1;
+    sb_init(&st->text);
+    sb_init(&st->args);
+}
+
+void rs_stream_free(rs_stream_t *st)
+{
+    cJSON_Delete(st->output);
+    cJSON_Delete(st->lps);
+    sb_free(&st->text);
+    sb_free(&st->args);
+    memset(st, 0, sizeof *st);
+}
+
+/* Sends ev (taken) as an SSE frame with the next sequence number. */
+static void emit(rs_stream_t *st, sb_t *out, const char *type, cJSON *ev)
+{
+    bool ok = ev && put(ev, "type", cJSON_CreateString(type)) &&
+              put(ev, "sequence_number", cJSON_CreateNumber(st->seq));
+    char *json = ok ? cJSON_PrintUnformatted(ev) : NULL;
+    cJSON_Delete(ev);
+    if (!json) {
+        st->failed = true;
+        return;
+    }
+    st->seq++;
+    sb_adds(out, "event: ");
+    sb_adds(out, type);
+    sb_adds(out, "\ndata: ");
+    sb_adds(out, json);
+    sb_adds(out, "\n\n");
+    free(json);
+}
+
+static cJSON *ev_response(rs_stream_t *st)
+{
+    cJSON *ev = cJSON_CreateObject();
+    st->res.output = st->output;
+    if (!put(ev, "response", rs_response_obj(st->q, &st->res))) {
+        cJSON_Delete(ev);
+        return NULL;
+    }
+    return ev;
+}
+
+void rs_stream_begin(rs_stream_t *st, sb_t *out)
+{
+    emit(st, out, "response.created", ev_response(st));
+    emit(st, out, "response.in_progress", ev_response(st));
+}
+
+/* An event about output item idx (output_index, and item_id unless with_item). */
+static cJSON *ev_item(rs_stream_t *st, int idx, bool with_item, bool content)
+{
+    cJSON *ev = cJSON_CreateObject();
+    const cJSON *item = cJSON_GetArrayItem(st->output, idx);
+    bool ok = item && put(ev, "output_index", cJSON_CreateNumber(idx));
+    if (ok && with_item)
+        ok = put(ev, "item", dup(item));
+    else if (ok)
+        ok = put(ev, "item_id", dup(field(item, "id")));
+    if (ok && content)
+        ok = put(ev, "content_index", cJSON_CreateNumber(0));
+    if (!ok) {
+        cJSON_Delete(ev);
+        return NULL;
+    }
+    return ev;
+}
+
+void rs_stream_text(rs_stream_t *st, sb_t *out, const char *text, size_t len, cJSON *lp)
+{
+    if (st->msg < 0) {
+        char id[80];
+        item_id(id, sizeof id, "msg_", st->res.id, cJSON_GetArraySize(st->output));
+        if (!put(st->output, NULL, message_item(id, "in_progress", NULL))) {
+            st->failed = true;
+            cJSON_Delete(lp);
+            return;
+        }
+        st->msg = cJSON_GetArraySize(st->output) - 1;
+        emit(st, out, "response.output_item.added", ev_item(st, st->msg, true, false));
+        cJSON *ev = ev_item(st, st->msg, false, true);
+        if (ev && !put(ev, "part", text_part("", 0, NULL)))
+            ev = (cJSON_Delete(ev), NULL);
+        emit(st, out, "response.content_part.added", ev);
+        st->lps = cJSON_CreateArray();
+    }
+    sb_add(&st->text, text, len);
+    cJSON *ev = ev_item(st, st->msg, false, true);
+    char *t = strndup(text, len);
+    if (!t || !put(ev, "delta", cJSON_CreateString(t)) ||
+        !put(ev, "logprobs", lp ? dup(lp) : cJSON_CreateArray()))
+        ev = (cJSON_Delete(ev), NULL);
+    free(t);
+    /* the tokens' logprobs are kept for the .done events and the final response */
+    for (cJSON *x = lp ? lp->child : NULL; x && st->lps; x = x->next)
+        if (!put(st->lps, NULL, dup(x)))
+            st->failed = true;
+    cJSON_Delete(lp);
+    emit(st, out, "response.output_text.delta", ev);
+}
+
+static void close_msg(rs_stream_t *st, sb_t *out, const char *status)
+{
+    if (st->msg < 0)
+        return;
+    cJSON *item = cJSON_GetArrayItem(st->output, st->msg);
+    const char *text = st->text.buf ? st->text.buf : "";
+    cJSON *ev = ev_item(st, st->msg, false, true);
+    if (ev && (!put(ev, "text", cJSON_CreateString(text)) ||
+               !put(ev, "logprobs", st->lps ? dup(st->lps) : cJSON_CreateArray())))
+        ev = (cJSON_Delete(ev), NULL);
+    emit(st, out, "response.output_text.done", ev);
+    cJSON *part = text_part(text, st->text.len, st->lps);
+    st->lps = NULL;
+    ev = ev_item(st, st->msg, false, true);
+    if (ev && !put(ev, "part", dup(part)))
+        ev = (cJSON_Delete(ev), NULL);
+    emit(st, out, "response.content_part.done", ev);
+    cJSON *content = cJSON_GetObjectItemCaseSensitive(item, "content");
+    if (!part || !put(content, NULL, part))
+        st->failed = true;
+    cJSON_ReplaceItemInObjectCaseSensitive(item, "status", cJSON_CreateString(status));
+    emit(st, out, "response.output_item.done", ev_item(st, st->msg, true, false));
+    st->msg = -1;
+    sb_reset(&st->text);
+}
+
+static void close_call(rs_stream_t *st, sb_t *out, const char *status)
+{
+    if (st->call < 0)
+        return;
+    cJSON *item = cJSON_GetArrayItem(st->output, st->call);
+    const char *args = st->args.buf ? st->args.buf : "";
+    cJSON *ev = ev_item(st, st->call, false, false);
+    if (ev && (!put(ev, "arguments", cJSON_CreateString(args)) ||
+               !put(ev, "name", dup(field(item, "name")))))
+        ev = (cJSON_Delete(ev), NULL);
+    emit(st, out, "response.function_call_arguments.done", ev);
+    cJSON_ReplaceItemInObjectCaseSensitive(item, "arguments", cJSON_CreateString(args));
+    cJSON_ReplaceItemInObjectCaseSensitive(item, "status", cJSON_CreateString(status));
+    emit(st, out, "response.output_item.done", ev_item(st, st->call, true, false));
+    st->call = -1;
+    sb_reset(&st->args);
+}
+
+void rs_stream_call(rs_stream_t *st, sb_t *out, const char *call_id, const char *name)
+{
+    close_msg(st, out, "completed");
+    close_call(st, out, "completed");
+    char id[80];
+    item_id(id, sizeof id, "fc_", st->res.id, cJSON_GetArraySize(st->output));
+    if (!put(st->output, NULL, call_item(id, call_id, name, "", "in_progress"))) {
+        st->failed = true;
+        return;
+    }
+    st->call = cJSON_GetArraySize(st->output) - 1;
+    emit(st, out, "response.output_item.added", ev_item(st, st->call, true, false));
+}
+
+void rs_stream_args(rs_stream_t *st, sb_t *out, const char *delta)
+{
+    if (st->call < 0)
+        return;
+    sb_adds(&st->args, delta);
+    cJSON *ev = ev_item(st, st->call, false, false);
+    if (ev && !put(ev, "delta", cJSON_CreateString(delta)))
+        ev = (cJSON_Delete(ev), NULL);
+    emit(st, out, "response.function_call_arguments.delta", ev);
+}
+
+void rs_stream_close(rs_stream_t *st, sb_t *out, bool incomplete)
+{
+    const char *status = incomplete ? "incomplete" : "completed";
+    close_msg(st, out, status);
+    close_call(st, out, status);
+}
+
+void rs_stream_end(rs_stream_t *st, sb_t *out)
+{
+    emit(st, out, strcmp(st->res.status, "incomplete") == 0 ? "response.incomplete"
+                                                            : "response.completed",
+         ev_response(st));
+}
+
+void rs_stream_error(rs_stream_t *st, sb_t *out, const char *code, const char *message)
+{
+    cJSON *ev = cJSON_CreateObject();
+    if (!put(ev, "code", code ? cJSON_CreateString(code) : cJSON_CreateNull()) ||
+        !put(ev, "message", cJSON_CreateString(message)) ||
+        !put(ev, "param", cJSON_CreateNull()))
+        ev = (cJSON_Delete(ev), NULL);
+    emit(st, out, "error", ev);
+}
+
+/* ---------------------------------------------------------------- the store */
+
+typedef struct rs_entry {
+    struct rs_entry *prev, *next; /* most recently used first */
+    char *id;
+    char *response;
+    cJSON *input, *output;
+    size_t bytes;
+} rs_entry_t;
+
+struct rs_store {
+    rs_entry_t *head, *tail;
+    int count, max_count;
+    size_t bytes, max_bytes;
+};
+
+int rs_store_create(rs_store_t **out, int max_count, size_t max_bytes)
+{
+    rs_store_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->max_count = max_count;
+    s->max_bytes = max_bytes;
+    *out = s;
+    return 0;
+}
+
+static void unlink_entry(rs_store_t *s, rs_entry_t *x)
+{
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        s->head = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    else
+        s->tail = x->prev;
+    x->prev = x->next = NULL;
+}
+
+static void push_front(rs_store_t *s, rs_entry_t *x)
+{
+    x->prev = NULL;
+    x->next = s->head;
+    if (s->head)
+        s->head->prev = x;
+    s->head = x;
+    if (!s->tail)
+        s->tail = x;
+}
+
+static void drop(rs_store_t *s, rs_entry_t *x)
+{
+    unlink_entry(s, x);
+    s->count--;
+    s->bytes -= x->bytes;
+    free(x->id);
+    free(x->response);
+    cJSON_Delete(x->input);
+    cJSON_Delete(x->output);
+    free(x);
+}
+
+void rs_store_free(rs_store_t *s)
+{
+    if (!s)
+        return;
+    while (s->head)
+        drop(s, s->head);
+    free(s);
+}
+
+static rs_entry_t *find(rs_store_t *s, const char *id)
+{
+    for (rs_entry_t *x = s->head; x; x = x->next)
+        if (strcmp(x->id, id) == 0)
+            return x;
+    return NULL;
+}
+
+static size_t json_size(const cJSON *v)
+{
+    char *t = cJSON_PrintUnformatted(v);
+    size_t n = t ? strlen(t) : 0;
+    free(t);
+    return n;
+}
+
+int rs_store_put(rs_store_t *s, const char *id, const char *response, const cJSON *input,
+                 const cJSON *output)
+{
+    rs_entry_t *old = find(s, id);
+    if (old)
+        drop(s, old);
+    if (s->max_count <= 0)
+        return 0;
+    size_t bytes = strlen(id) + strlen(response) + json_size(input) + json_size(output) +
+                   sizeof(rs_entry_t);
+    if (bytes > s->max_bytes)
+        return 0;
+    rs_entry_t *x = calloc(1, sizeof *x);
+    if (!x)
+        return -ENOMEM;
+    x->id = strdup(id);
+    x->response = strdup(response);
+    x->input = input ? dup(input) : cJSON_CreateArray();
+    x->output = output ? dup(output) : cJSON_CreateArray();
+    x->bytes = bytes;
+    if (!x->id || !x->response || !x->input || !x->output) {
+        free(x->id);
+        free(x->response);
+        cJSON_Delete(x->input);
+        cJSON_Delete(x->output);
+        free(x);
+        return -ENOMEM;
+    }
+    while (s->tail && (s->count >= s->max_count || s->bytes + bytes > s->max_bytes))
+        drop(s, s->tail);
+    push_front(s, x);
+    s->count++;
+    s->bytes += bytes;
+    return 0;
+}
+
+int rs_store_get(rs_store_t *s, const char *id, const char **response, const cJSON **input,
+                 const cJSON **output)
+{
+    rs_entry_t *x = find(s, id);
+    if (!x)
+        return -ENOENT;
+    unlink_entry(s, x);
+    push_front(s, x);
+    if (response)
+        *response = x->response;
+    if (input)
+        *input = x->input;
+    if (output)
+        *output = x->output;
+    return 0;
+}
+
+int rs_store_del(rs_store_t *s, const char *id)
+{
+    rs_entry_t *x = find(s, id);
+    if (!x)
+        return -ENOENT;
+    drop(s, x);
+    return 0;
+}
+
+int rs_store_count(const rs_store_t *s)
+{
+    return s->count;
+}
+
+size_t rs_store_bytes(const rs_store_t *s)
+{
+    return s->bytes;
+}
+
+char *rs_input_items(const cJSON *input, bool desc, int limit, const char *after)
+{
+    int n = cJSON_GetArraySize(input);
+    cJSON *o = cJSON_CreateObject(), *data = cJSON_CreateArray();
+    bool ok = put(o, "object", cJSON_CreateString("list")) && put(o, "data", data);
+    if (!ok)
+        cJSON_Delete(data);
+    bool started = after == NULL, more = false;
+    for (int k = 0; ok && k < n; k++) {
+        const cJSON *it = cJSON_GetArrayItem(input, desc ? n - 1 - k : k);
+        if (!started) {
+            started = is_str(field(it, "id"), after);
+            continue;
+        }
+        if (cJSON_GetArraySize(data) >= limit) {
+            more = true;
+            break;
+        }
+        ok = put(data, NULL, dup(it));
+    }
+    int m = ok ? cJSON_GetArraySize(data) : 0;
+    const cJSON *first = m ? cJSON_GetArrayItem(data, 0) : NULL;
+    const cJSON *last = m ? cJSON_GetArrayItem(data, m - 1) : NULL;
+    ok = ok && put(o, "first_id", first ? dup(field(first, "id")) : cJSON_CreateNull()) &&
+         put(o, "last_id", last ? dup(field(last, "id")) : cJSON_CreateNull()) &&
+         put(o, "has_more", cJSON_CreateBool(more));
+    char *s = ok ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    return s;
+}

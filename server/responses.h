@@ -1,0 +1,132 @@
+/* responses.h: OpenAI's Responses API (POST /v1/responses) on top of the chat path.  A
+ * Responses body is checked here with Responses' own field names, then translated into the
+ * chat completions body that request.c parses (rq_t), so the chat template, tools, JSON
+ * grammar and sampling are the chat endpoint's; the answers (the response object, the
+ * stream's typed events) are written here, and finished responses are kept in a bounded
+ * store for previous_response_id and GET/DELETE /v1/responses/{id}.
+ * Pure functions except the store; everything is called on the server's loop thread (the
+ * store has no lock: only that thread touches it).  Layer: server; uses cJSON. */
+#ifndef FD_RESPONSES_H
+#define FD_RESPONSES_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "server/request.h"
+#include "server/strbuf.h"
+
+/* A parsed, checked Responses body.  Owns everything. */
+typedef struct rs_req {
+    cJSON *root;                /* the body as sent (its parameters are echoed) */
+    cJSON *input;               /* the input as items (a string becomes one user message),
+                                   each with an id: what input_items lists */
+    char *prev_id;              /* previous_response_id, NULL when none */
+    bool store;                 /* default true */
+    bool stream;
+    bool logprobs;              /* top_logprobs given or include has the output logprobs */
+} rs_req_t;
+
+/* Gives q's input items without an id one ("msg_..." and so on, from the response's id). */
+void rs_name_input(rs_req_t *q, const char *resp_id);
+
+/* Parses and checks body: 0 and *q (free with rs_free), or -EINVAL with e filled (400
+ * naming the field as the Responses API spells it), -ENOMEM (e filled, 500). */
+int rs_parse(const char *body, size_t len, rs_req_t *q, rq_err_t *e);
+void rs_free(rs_req_t *q);
+
+/* The chat completions body equivalent to q, with history (a stored conversation's items,
+ * NULL for none) between the instructions and q's input: a malloc'd JSON text in *out.
+ * 0, -EINVAL (e filled: an item the chat path cannot carry), -ENOMEM. */
+int rs_chat_body(const rs_req_t *q, const cJSON *history, char **out, rq_err_t *e);
+
+/* Renames, in an error from parsing or preparing the translated chat request, the chat
+ * fields to the Responses fields they came from (max_completion_tokens ->
+ * max_output_tokens, response_format -> text.format, messages -> input, ...). */
+void rs_map_error(rq_err_t *e);
+
+/* ---- answers */
+
+typedef struct rs_result {
+    const char *id;             /* "resp_..." */
+    long long created_at;
+    const char *model;
+    const char *status;         /* "completed", "incomplete" or "in_progress" */
+    const char *incomplete_reason; /* with "incomplete": "max_output_tokens" */
+    const cJSON *output;        /* the output items (NULL: none yet) */
+    bool usage;                 /* include usage (else null) */
+    long long input_tokens, cached_tokens, output_tokens;
+} rs_result_t;
+
+/* The response object: the result and the request's parameters as OpenAI echoes them. */
+cJSON *rs_response_obj(const rs_req_t *q, const rs_result_t *r);
+
+/* Output items, appended to arr (which owns them).  An item id is prefix + the response
+ * id's tail + the item's index, so ids are unique per response.  lp: the output_text's
+ * logprobs array (taken; NULL: []).  0 or -ENOMEM. */
+int rs_add_message(cJSON *arr, const char *resp_id, const char *text, size_t len, cJSON *lp,
+                   const char *status);
+int rs_add_call(cJSON *arr, const char *resp_id, const char *call_id, const char *name,
+                const char *arguments, const char *status);
+
+/* ---- streaming: the typed events of one response, as SSE frames ("event: T\ndata: J") */
+
+typedef struct rs_stream {
+    const rs_req_t *q;
+    rs_result_t res;            /* id, created_at, model; status and usage at the end */
+    int seq;                    /* sequence_number of the next event */
+    cJSON *output;              /* the items so far (owned) */
+    int msg;                    /* output index of the open message item, -1 none */
+    sb_t text;                  /* its text so far */
+    cJSON *lps;                 /* its logprobs so far */
+    int call;                   /* output index of the open function call, -1 none */
+    sb_t args;                  /* its arguments so far */
+    bool failed;                /* out of memory: events were lost */
+} rs_stream_t;
+
+void rs_stream_init(rs_stream_t *st, const rs_req_t *q, const char *id, long long created,
+                    const char *model);
+void rs_stream_free(rs_stream_t *st);
+/* response.created, response.in_progress. */
+void rs_stream_begin(rs_stream_t *st, sb_t *out);
+/* Text of the assistant message (opened on first use: output_item.added,
+ * content_part.added) as an output_text.delta; lp (taken, may be NULL) its logprobs. */
+void rs_stream_text(rs_stream_t *st, sb_t *out, const char *text, size_t len, cJSON *lp);
+/* A function call's first event (output_item.added), closing an open message first. */
+void rs_stream_call(rs_stream_t *st, sb_t *out, const char *call_id, const char *name);
+void rs_stream_args(rs_stream_t *st, sb_t *out, const char *delta);
+/* Closes the open items (their .done events); incomplete marks them so. */
+void rs_stream_close(rs_stream_t *st, sb_t *out, bool incomplete);
+/* response.completed or response.incomplete (st->res carries status and usage). */
+void rs_stream_end(rs_stream_t *st, sb_t *out);
+/* An "error" event. */
+void rs_stream_error(rs_stream_t *st, sb_t *out, const char *code, const char *message);
+
+/* ---- the store of finished responses (loop thread only) */
+
+typedef struct rs_store rs_store_t;
+
+/* At most max_count responses and max_bytes of their JSON; the least recently used go
+ * first.  max_count 0: nothing is stored.  0 or -ENOMEM. */
+int rs_store_create(rs_store_t **out, int max_count, size_t max_bytes);
+void rs_store_free(rs_store_t *s);
+/* Keeps response (the object's JSON text) with its input items (the history it continued
+ * and its own input) and output items, all copied, under id (replacing one of that id).
+ * One larger than max_bytes is not kept.  0 or -ENOMEM. */
+int rs_store_put(rs_store_t *s, const char *id, const char *response, const cJSON *input,
+                 const cJSON *output);
+/* The stored response's JSON text, input and output items (borrowed until the next store
+ * call; any out pointer may be NULL), marking it recently used; -ENOENT when unknown. */
+int rs_store_get(rs_store_t *s, const char *id, const char **response, const cJSON **input,
+                 const cJSON **output);
+/* 0, or -ENOENT. */
+int rs_store_del(rs_store_t *s, const char *id);
+int rs_store_count(const rs_store_t *s);
+size_t rs_store_bytes(const rs_store_t *s);
+
+/* GET /v1/responses/{id}/input_items: the list object of the input items, newest first
+ * when desc (OpenAI's default order), at most limit of them, starting after the item whose
+ * id is after (NULL: from the first); NULL when out of memory. */
+char *rs_input_items(const cJSON *input, bool desc, int limit, const char *after);
+
+#endif

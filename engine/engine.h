@@ -72,7 +72,7 @@ void eng_params_default(eng_params_t *p);
 typedef struct eng_info {
     const char *model_id;       /* general.name, else the file name without .gguf */
     const char *model_path;
-    const char *arch;           /* "llama", "qwen2" */
+    const char *arch;           /* "llama", "qwen2", "qwen3" */
     const char *backend;
     bool fusion;
     const char *softmax_mode;   /* "ref", "maxsum", "sumonly" */

@@ -565,15 +565,18 @@ struct preset {
     int n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, n_ctx;
     float rope_base, eps;
     bool tied;
+    const char *arch;   /* NULL: llama */
+    int head_dim;       /* 0: n_embd / n_head */
 };
 
 /* Hyperparameters as published for each model. */
 static const struct preset presets[] = {
-    {"stories260K", 64, 5, 8, 4, 172, 512, 512, 10000.0f, 1e-5f, false},
-    {"stories110M", 768, 12, 12, 12, 2048, 32000, 1024, 10000.0f, 1e-5f, true},
-    {"TinyLlama-1.1B", 2048, 22, 32, 4, 5632, 32000, 2048, 10000.0f, 1e-5f, false},
-    {"Llama-2-7B", 4096, 32, 32, 32, 11008, 32000, 4096, 10000.0f, 1e-5f, false},
-    {"Llama-3-8B", 4096, 32, 32, 8, 14336, 128256, 8192, 500000.0f, 1e-5f, false},
+    {"stories260K", 64, 5, 8, 4, 172, 512, 512, 10000.0f, 1e-5f, false, NULL, 0},
+    {"stories110M", 768, 12, 12, 12, 2048, 32000, 1024, 10000.0f, 1e-5f, true, NULL, 0},
+    {"TinyLlama-1.1B", 2048, 22, 32, 4, 5632, 32000, 2048, 10000.0f, 1e-5f, false, NULL, 0},
+    {"Llama-2-7B", 4096, 32, 32, 32, 11008, 32000, 4096, 10000.0f, 1e-5f, false, NULL, 0},
+    {"Llama-3-8B", 4096, 32, 32, 8, 14336, 128256, 8192, 500000.0f, 1e-5f, false, NULL, 0},
+    {"Qwen3-0.6B", 1024, 28, 16, 8, 3072, 151936, 40960, 1000000.0f, 1e-6f, true, "qwen3", 128},
 };
 
 const char *const *gguf_w_llama_preset_names(void)
@@ -594,7 +597,7 @@ int gguf_w_llama_preset(const char *name, gguf_w_llama_t *p)
             .name = s->name, .n_embd = s->n_embd, .n_layer = s->n_layer, .n_head = s->n_head,
             .n_head_kv = s->n_head_kv, .n_ff = s->n_ff, .n_vocab = s->n_vocab,
             .n_ctx = s->n_ctx, .rope_base = s->rope_base, .norm_eps = s->eps, .tied = s->tied,
-            .wtype = GG_F32, .seed = 1,
+            .wtype = GG_F32, .seed = 1, .arch = s->arch, .head_dim = s->head_dim,
         };
         return 0;
     }
@@ -612,18 +615,32 @@ static bool wtype_ok(int t)
     }
 }
 
+static const char *llama_arch(const gguf_w_llama_t *p)
+{
+    return p->arch ? p->arch : "llama";
+}
+
+static int head_dim(const gguf_w_llama_t *p)
+{
+    return p->head_dim ? p->head_dim : p->n_embd / p->n_head;
+}
+
 int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen)
 {
     if (p->n_embd <= 0 || p->n_layer <= 0 || p->n_head <= 0 || p->n_head_kv <= 0 ||
         p->n_ff <= 0 || p->n_ctx <= 0)
         return werr(err, errlen, FD_ESHAPE, "n_embd, n_layer, n_head, n_head_kv, n_ff and n_ctx "
                     "must be positive");
-    if (p->n_embd % p->n_head)
+    const char *arch = llama_arch(p);
+    if (strcmp(arch, "llama") && strcmp(arch, "qwen2") && strcmp(arch, "qwen3"))
+        return werr(err, errlen, FD_EUNSUP, "architecture '%s' is not one of llama, qwen2, "
+                    "qwen3", arch);
+    if (p->head_dim < 0 || (p->head_dim == 0 && p->n_embd % p->n_head))
         return werr(err, errlen, FD_ESHAPE, "n_embd %d is not a multiple of n_head %d",
                     p->n_embd, p->n_head);
-    if ((p->n_embd / p->n_head) % 2)
+    if (head_dim(p) % 2)
         return werr(err, errlen, FD_ESHAPE, "head size %d is odd (RoPE rotates pairs)",
-                    p->n_embd / p->n_head);
+                    head_dim(p));
     if (p->n_head % p->n_head_kv)
         return werr(err, errlen, FD_ESHAPE, "n_head %d is not a multiple of n_head_kv %d",
                     p->n_head, p->n_head_kv);
@@ -682,19 +699,27 @@ static uint64_t name_hash(const char *s)
     return h;
 }
 
-static bool is_norm(const char *name)
+enum { V_MATRIX, V_NORM, V_BIAS };
+
+static int value_kind(const char *name)
 {
     size_t n = strlen(name);
-    return n >= 11 && strcmp(name + n - 11, "norm.weight") == 0;
+    if (n >= 11 && strcmp(name + n - 11, "norm.weight") == 0)
+        return V_NORM;
+    if (n >= 5 && strcmp(name + n - 5, ".bias") == 0)
+        return V_BIAS;
+    return V_MATRIX;
 }
 
 /* Counter-based (splitmix64 stream per row), so any element can be recomputed on its own. */
-static float value_at(uint64_t rowseed, int64_t i, bool norm, int64_t ne0)
+static float value_at(uint64_t rowseed, int64_t i, int kind, int64_t ne0)
 {
     uint64_t z = mix64(rowseed + (uint64_t)(i + 1) * 0x9e3779b97f4a7c15ull);
     float u = (float)((double)(z >> 11) * (2.0 / 9007199254740992.0) - 1.0); /* [-1, 1) */
-    if (norm)
+    if (kind == V_NORM)
         return 1.0f + 0.1f * u;
+    if (kind == V_BIAS)
+        return 0.5f * u;
     return u * sqrtf(3.0f / (float)ne0); /* variance 1/ne0 */
 }
 
@@ -706,16 +731,16 @@ static uint64_t row_seed(uint64_t seed, const char *name, int64_t row)
 float gguf_w_llama_value(const gguf_w_llama_t *p, const char *name, int64_t row, int64_t i,
                          int64_t ne0)
 {
-    return value_at(row_seed(p->seed, name, row), i, is_norm(name), ne0);
+    return value_at(row_seed(p->seed, name, row), i, value_kind(name), ne0);
 }
 
 static int fill_random(void *ud, const char *name, int64_t row, float *dst, int64_t n)
 {
     const gguf_w_llama_t *p = ud;
     uint64_t rs = row_seed(p->seed, name, row);
-    bool norm = is_norm(name);
+    int kind = value_kind(name);
     for (int64_t i = 0; i < n; i++)
-        dst[i] = value_at(rs, i, norm, n);
+        dst[i] = value_at(rs, i, kind, n);
     return 0;
 }
 
@@ -820,9 +845,17 @@ static int add_matrix(gguf_w_t *w, gguf_w_llama_t *p, const char *name, const ch
     return gguf_w_add_tensor(w, name, t, 2, ne, NULL, fill_random, p);
 }
 
+/* An F32 vector: a norm's gamma or a bias. */
 static int add_norm(gguf_w_t *w, gguf_w_llama_t *p, const char *name, int64_t n)
 {
     return gguf_w_add_tensor(w, name, GG_F32, 1, &n, NULL, fill_random, p);
+}
+
+/* "<arch>.<key>" into buf. */
+static const char *akey(char *buf, size_t len, const char *arch, const char *key)
+{
+    snprintf(buf, len, "%s.%s", arch, key);
+    return buf;
 }
 
 int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
@@ -831,21 +864,33 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
     if (rc)
         return rc;
     p->n_fallback = 0;
-    int hd = p->n_embd / p->n_head;
-    int64_t kv_dim = (int64_t)hd * p->n_head_kv;
-    if ((rc = gguf_w_add_str(w, "general.architecture", "llama")) ||
+    const char *ar = llama_arch(p);
+    int hd = head_dim(p);
+    int64_t kv_dim = (int64_t)hd * p->n_head_kv, q_dim = (int64_t)hd * p->n_head;
+    char k[96];
+    if ((rc = gguf_w_add_str(w, "general.architecture", ar)) ||
         (rc = gguf_w_add_str(w, "general.name", p->name ? p->name : "random-llama")) ||
         (rc = gguf_w_add_u32(w, "general.file_type", (uint32_t)llama_ftype(p->wtype))) ||
-        (rc = gguf_w_add_u32(w, "llama.context_length", (uint32_t)p->n_ctx)) ||
-        (rc = gguf_w_add_u32(w, "llama.embedding_length", (uint32_t)p->n_embd)) ||
-        (rc = gguf_w_add_u32(w, "llama.block_count", (uint32_t)p->n_layer)) ||
-        (rc = gguf_w_add_u32(w, "llama.feed_forward_length", (uint32_t)p->n_ff)) ||
-        (rc = gguf_w_add_u32(w, "llama.attention.head_count", (uint32_t)p->n_head)) ||
-        (rc = gguf_w_add_u32(w, "llama.attention.head_count_kv", (uint32_t)p->n_head_kv)) ||
-        (rc = gguf_w_add_u32(w, "llama.rope.dimension_count", (uint32_t)hd)) ||
-        (rc = gguf_w_add_f32(w, "llama.rope.freq_base", p->rope_base)) ||
-        (rc = gguf_w_add_f32(w, "llama.attention.layer_norm_rms_epsilon", p->norm_eps)) ||
-        (rc = gguf_w_add_u32(w, "llama.vocab_size", (uint32_t)p->n_vocab)) ||
+        (rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "context_length"), (uint32_t)p->n_ctx)) ||
+        (rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "embedding_length"),
+                             (uint32_t)p->n_embd)) ||
+        (rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "block_count"), (uint32_t)p->n_layer)) ||
+        (rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "feed_forward_length"),
+                             (uint32_t)p->n_ff)) ||
+        (rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "attention.head_count"),
+                             (uint32_t)p->n_head)) ||
+        (rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "attention.head_count_kv"),
+                             (uint32_t)p->n_head_kv)) ||
+        (p->head_dim &&
+         ((rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "attention.key_length"),
+                               (uint32_t)hd)) ||
+          (rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "attention.value_length"),
+                               (uint32_t)hd)))) ||
+        (rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "rope.dimension_count"), (uint32_t)hd)) ||
+        (rc = gguf_w_add_f32(w, akey(k, sizeof(k), ar, "rope.freq_base"), p->rope_base)) ||
+        (rc = gguf_w_add_f32(w, akey(k, sizeof(k), ar, "attention.layer_norm_rms_epsilon"),
+                             p->norm_eps)) ||
+        (rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "vocab_size"), (uint32_t)p->n_vocab)) ||
         (rc = gguf_w_add_u64(w, "fusiond.seed", p->seed)) ||
         (rc = add_vocab(w, p->n_vocab)))
         return werr(err, errlen, rc, "metadata: %s", fd_strerror(rc));
@@ -855,22 +900,35 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
         (!p->tied &&
          (rc = add_matrix(w, p, "output.weight", "output", 0, p->n_embd, p->n_vocab))))
         return werr(err, errlen, rc, "tensors: %s", fd_strerror(rc));
+    /* shapes: 0 n_embd, 1 kv_dim, 2 n_ff, 3 q_dim, 4 head_dim; kind: matrix, norm (a vector
+     * of `out`), or a bias of `out` (qwen2) */
+    enum { MAT, NORM, BIAS };
     static const struct {
-        const char *role;
-        int in, out; /* 0 n_embd, 1 kv_dim, 2 n_ff, 3 norm */
+        const char *role, *suffix;
+        int in, out, kind;
+        const char *only;      /* the one architecture that has it, NULL: all */
     } blk[] = {
-        {"attn_norm", 0, 3}, {"attn_q", 0, 0}, {"attn_k", 0, 1}, {"attn_v", 0, 1},
-        {"attn_output", 0, 0}, {"ffn_norm", 0, 3}, {"ffn_gate", 0, 2}, {"ffn_up", 0, 2},
-        {"ffn_down", 2, 0},
+        {"attn_norm", "weight", 0, 0, NORM, NULL}, {"attn_q", "weight", 0, 3, MAT, NULL},
+        {"attn_k", "weight", 0, 1, MAT, NULL}, {"attn_v", "weight", 0, 1, MAT, NULL},
+        {"attn_q", "bias", 0, 3, BIAS, "qwen2"}, {"attn_k", "bias", 0, 1, BIAS, "qwen2"},
+        {"attn_v", "bias", 0, 1, BIAS, "qwen2"},
+        {"attn_q_norm", "weight", 0, 4, NORM, "qwen3"},
+        {"attn_k_norm", "weight", 0, 4, NORM, "qwen3"},
+        {"attn_output", "weight", 3, 0, MAT, NULL}, {"ffn_norm", "weight", 0, 0, NORM, NULL},
+        {"ffn_gate", "weight", 0, 2, MAT, NULL}, {"ffn_up", "weight", 0, 2, MAT, NULL},
+        {"ffn_down", "weight", 2, 0, MAT, NULL},
     };
+    const int64_t dims[5] = {p->n_embd, kv_dim, p->n_ff, q_dim, hd};
     for (int il = 0; il < p->n_layer; il++)
-        for (size_t k = 0; k < FD_ARRAY_LEN(blk); k++) {
-            int64_t dims[3] = {p->n_embd, kv_dim, p->n_ff};
-            snprintf(name, sizeof(name), "blk.%d.%s.weight", il, blk[k].role);
-            if (blk[k].out == 3)
-                rc = add_norm(w, p, name, p->n_embd);
+        for (size_t j = 0; j < FD_ARRAY_LEN(blk); j++) {
+            if (blk[j].only && strcmp(blk[j].only, ar) != 0)
+                continue;
+            snprintf(name, sizeof(name), "blk.%d.%s.%s", il, blk[j].role, blk[j].suffix);
+            if (blk[j].kind == MAT)
+                rc = add_matrix(w, p, name, blk[j].role, il, dims[blk[j].in],
+                                dims[blk[j].out]);
             else
-                rc = add_matrix(w, p, name, blk[k].role, il, dims[blk[k].in], dims[blk[k].out]);
+                rc = add_norm(w, p, name, dims[blk[j].out]);
             if (rc)
                 return werr(err, errlen, rc, "tensor %s: %s", name, fd_strerror(rc));
         }

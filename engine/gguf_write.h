@@ -82,6 +82,11 @@ int gguf_w_write_mem(gguf_w_t *w, uint8_t **out, size_t *size, char *err, size_t
 
 typedef struct gguf_w_llama {
     const char *name;        /* general.name */
+    const char *arch;        /* general.architecture: "llama" (NULL too), "qwen2" (Q/K/V
+                                biases, NEOX RoPE) or "qwen3" (per-head RMSNorm of Q and K
+                                before RoPE, NEOX RoPE); the keys are "<arch>.*" */
+    int head_dim;            /* attention.key_length; 0: n_embd / n_head (qwen3 models have
+                                n_head * head_dim != n_embd) */
     int n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, n_ctx;
     float rope_base;         /* llama.rope.freq_base */
     float norm_eps;          /* llama.attention.layer_norm_rms_epsilon */
@@ -103,7 +108,8 @@ const char *const *gguf_w_llama_preset_names(void); /* NULL-terminated */
 int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen);
 /* Adds the metadata, an SPM-style vocabulary (<unk>, <s>, </s>, the 256 byte tokens, then
  * generated pieces) and every tensor, with weights drawn from p->seed: matrices uniform with
- * variance 1/ne[0] (so activations keep unit scale), norms 1 +- 0.1.  A given tensor's
+ * variance 1/ne[0] (so activations keep unit scale), norms 1 +- 0.1, biases uniform in
+ * +-0.5.  A given tensor's
  * values depend only on seed and name, not on its type: F32 and quantized files of one seed
  * hold the same model up to quantization. */
 int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen);

@@ -1,4 +1,4 @@
-/* model.c: loading a Llama-family GGUF model (llama, qwen2), its KV cache slots and the
+/* model.c: loading a Llama-family GGUF model (llama, qwen2, qwen3), its KV cache slots and the
  * batched decoder step (model.h).  Every tensor is checked here (presence, type, shape)
  * before anything is prepared, so a bad file fails with a message naming the tensor and no
  * backend work started.  Weights stay in the GGUF mapping; only the norm vectors of non-F32
@@ -121,9 +121,9 @@ static int read_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, s
                  rc == -ENOENT ? "missing" : "not a string");
         return rc == -ENOENT ? FD_EFORMAT : rc;
     }
-    if (!str_is(a, "llama") && !str_is(a, "qwen2")) {
+    if (!str_is(a, "llama") && !str_is(a, "qwen2") && !str_is(a, "qwen3")) {
         snprintf(err, errlen, "%s: architecture '%.*s' is not supported (supported: llama, "
-                 "qwen2)", gguf_path(g), (int)FD_MIN(a.len, 64), a.ptr);
+                 "qwen2, qwen3)", gguf_path(g), (int)FD_MIN(a.len, 64), a.ptr);
         return FD_EUNSUP;
     }
     memcpy(hp->arch, a.ptr, a.len);
@@ -217,9 +217,11 @@ static int read_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, s
     hp->n_ff = (int)ff;
     hp->n_rot = (int)rot;
     hp->rope_freq_scale = 1.0f / factor;
-    bool qwen = strcmp(ar, "qwen2") == 0;
-    hp->rope_mode = qwen ? FB_ROPE_NEOX : FB_ROPE_ADJACENT;
-    hp->qkv_bias = qwen;
+    /* llama.cpp's rope types: NEOX for both Qwen generations */
+    bool qwen2 = strcmp(ar, "qwen2") == 0, qwen3 = strcmp(ar, "qwen3") == 0;
+    hp->rope_mode = qwen2 || qwen3 ? FB_ROPE_NEOX : FB_ROPE_ADJACENT;
+    hp->qkv_bias = qwen2;
+    hp->qk_norm = qwen3;
     return 0;
 }
 
@@ -392,6 +394,15 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
             for (int i = 0; i < 3; i++) {
                 snprintf(n[9], sizeof(n[9]), "blk.%d.%s", l, bn[i]);
                 if ((rc = vector(m, n[9], w[i]->n_out, true, &w[i]->bias, err, errlen)))
+                    return rc;
+            }
+        }
+        if (hp->qk_norm) {
+            const float **g[2] = { &y->q_norm, &y->k_norm };
+            const char *gn[2] = { "attn_q_norm.weight", "attn_k_norm.weight" };
+            for (int i = 0; i < 2; i++) {
+                snprintf(n[9], sizeof(n[9]), "blk.%d.%s", l, gn[i]);
+                if ((rc = vector(m, n[9], hp->head_dim, true, g[i], err, errlen)))
                     return rc;
             }
         }

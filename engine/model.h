@@ -1,4 +1,4 @@
-/* model.h: one loaded Llama-family model (llama, qwen2) and its batched decoder step.
+/* model.h: one loaded Llama-family model (llama, qwen2, qwen3) and its batched decoder step.
  * Owns the GGUF mapping, the hyperparameters, the tokenizer, the backend, the fusion plan
  * (fusion/: folded weights, fused or unfused operators) and the KV cache pool.
  * llm_decode runs one step over several sequences, each at its own position, some in
@@ -18,7 +18,7 @@
 typedef struct llm_model llm_model_t;
 
 typedef struct llm_hparams {
-    char arch[32];              /* "llama" or "qwen2" */
+    char arch[32];              /* "llama", "qwen2" or "qwen3" */
     int n_vocab;
     int n_ctx_train;
     int n_ctx;                  /* effective (override or n_ctx_train) */
@@ -35,6 +35,7 @@ typedef struct llm_hparams {
     int rope_mode;              /* enum fb_rope_mode */
     bool tied_output;           /* output.weight absent: token_embd used */
     bool qkv_bias;              /* qwen2 */
+    bool qk_norm;               /* qwen3: RMSNorm of each Q and K head before RoPE */
     int pooling;                /* <arch>.pooling_type (llama.cpp's numbering: 0 none, 1 mean,
                                    2 cls, 3 last); -1 when the file has none */
     int64_t n_params;

@@ -19,6 +19,8 @@
  * re-quantization). */
 typedef struct layer {
     fb_weight_t norm1, norm2;        /* unfused: the RMSNorm gammas as 1-D weights */
+    fb_weight_t qn, kn;              /* qwen3: the Q and K head norms (both plans) */
+    bool qk_norm;
     fz_folded_t qkv[3];
     int n_qkv;
     fb_weight_t wo, wdown;
@@ -31,6 +33,7 @@ struct fz_plan {
     fz_model_src_t src;              /* dims and rope; the pointers are not used after load */
     fz_plan_opts_t o;
     int n_q, n_kv, n_qkv;            /* n_head * head_dim, n_head_kv * head_dim, sum */
+    bool qk_norm;                    /* some layer has head norms (qs, ks allocated) */
     layer_t *layers;
     fb_weight_t tok_embd, out_norm;
     fz_folded_t head;
@@ -38,6 +41,7 @@ struct fz_plan {
     int n_prepared, cap_prepared;
     /* activations (backend memory), max_rows rows each unless noted */
     float *x, *xn, *qkv, *att, *tmp, *gu, *h;
+    float *qs, *ks;                  /* qwen3: Q and K rows made contiguous for their norms */
     float *hx, *hxn, *logits;        /* max_seqs rows */
     fb_attn_t *attn;                 /* host, max_seqs */
     float *hid;                      /* host, max_seqs rows of n_embd: hidden states read back */
@@ -146,7 +150,7 @@ static int alloc_act(fz_plan_t *p, float **buf, size_t rows, size_t cols)
 static void free_act(fz_plan_t *p)
 {
     float **bufs[] = { &p->x, &p->xn, &p->qkv, &p->att, &p->tmp, &p->gu, &p->h,
-                       &p->hx, &p->hxn, &p->logits };
+                       &p->hx, &p->hxn, &p->logits, &p->qs, &p->ks };
     for (size_t i = 0; i < FD_ARRAY_LEN(bufs); i++) {
         if (*bufs[i])
             fb_free(p->be, *bufs[i]);
@@ -227,6 +231,22 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
             (rc = build_product(p, gu, 2, s->ffn_norm, "ffn_gate_up", y->gu, &y->n_gu, err,
                                 errlen)))
             goto fail;
+        /* the head norms are plain operators in both plans: what follows them is RoPE, not a
+         * product a scale could be deferred past */
+        if (s->q_norm || s->k_norm) {
+            if (!s->q_norm || !s->k_norm) {
+                snprintf(err, errlen, "plan: layer %d has one of the Q and K head norms only",
+                         l);
+                rc = -EINVAL;
+                goto fail;
+            }
+            y->qk_norm = true;
+            y->qn = gamma_weight(s->q_norm, src->head_dim, "attn_q_norm");
+            y->kn = gamma_weight(s->k_norm, src->head_dim, "attn_k_norm");
+            if ((rc = prep(p, &y->qn, err, errlen)) || (rc = prep(p, &y->kn, err, errlen)))
+                goto fail;
+            p->qk_norm = true;
+        }
         y->wo = s->wo;
         y->wdown = s->w_down;
         if ((rc = prep(p, &y->wo, err, errlen)) || (rc = prep(p, &y->wdown, err, errlen)))
@@ -254,6 +274,9 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
         (rc = alloc_act(p, &p->logits, S, (size_t)src->n_vocab)))
         goto fail_mem;
     if (!opts->fused && (rc = alloc_act(p, &p->xn, R, E)))
+        goto fail_mem;
+    if (p->qk_norm && ((rc = alloc_act(p, &p->qs, R, (size_t)p->n_q)) ||
+                       (rc = alloc_act(p, &p->ks, R, (size_t)p->n_kv))))
         goto fail_mem;
     *out = p;
     return 0;
@@ -313,6 +336,23 @@ static void view(const fz_plan_t *p, float *buf, const fz_folded_t *parts, int n
     }
 }
 
+/* RMSNorm of each head of n rows of *x (row stride *ld) with gamma g, as one operator over
+ * n * n_heads rows of head_dim: rows that are not contiguous (a concatenated Q|K|V product)
+ * are first copied into scratch, and *x, *ld then point there. */
+static int head_norm(fz_plan_t *p, float **x, int64_t *ld, int n, int n_heads,
+                     const fb_weight_t *g, float *scratch)
+{
+    int64_t width = (int64_t)n_heads * p->src.head_dim;
+    int rc;
+    if (*ld != width) {
+        if ((rc = fb_copy2d(p->be, scratch, width, *x, *ld, n, width)))
+            return rc;
+        *x = scratch;
+        *ld = width;
+    }
+    return fb_rmsnorm(p->be, *x, (int64_t)n * n_heads, p->src.head_dim, g, p->src.eps, *x);
+}
+
 static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *pos, int n,
                          const fz_seq_t *seqs, int n_seqs)
 {
@@ -335,6 +375,10 @@ static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *
     view(p, p->qkv, y->qkv, y->n_qkv, 0, &q, &ldq);
     view(p, p->qkv, y->qkv, y->n_qkv, p->n_q, &k, &ldk);
     view(p, p->qkv, y->qkv, y->n_qkv, p->n_q + p->n_kv, &v, &ldv);
+    if (y->qk_norm &&
+        ((rc = head_norm(p, &q, &ldq, n, m->n_head, &y->qn, p->qs)) ||
+         (rc = head_norm(p, &k, &ldk, n, m->n_head_kv, &y->kn, p->ks))))
+        return rc;
     if ((rc = fb_rope(p->be, q, n, ldq, m->n_head, m->head_dim, pos, &m->rope)) ||
         (rc = fb_rope(p->be, k, n, ldk, m->n_head_kv, m->head_dim, pos, &m->rope)))
         return rc;

@@ -1,4 +1,4 @@
-/* plan.h: the operator plans of a Llama-family decoder (llama, qwen2) on one backend.
+/* plan.h: the operator plans of a Llama-family decoder (llama, qwen2, qwen3) on one backend.
  * The unfused plan is the reference: RMSNorm, separate Q, K, V products, RoPE, attention
  * with a normalized softmax, ...  The fused plan is ../shared/design/fusion.md: norm gammas
  * folded at load (fold.h), one concatenated Q|K|V product and one gate|up product on the
@@ -23,6 +23,8 @@ typedef struct fz_plan fz_plan_t;
 typedef struct fz_layer_src {
     const float *attn_norm;          /* n_embd */
     fb_weight_t wq, wk, wv, wo;
+    const float *q_norm, *k_norm;    /* head_dim each (qwen3: every Q and K head is
+                                        RMS-normalized with these before RoPE), or NULL */
     const float *ffn_norm;           /* n_embd */
     fb_weight_t w_gate, w_up, w_down;
 } fz_layer_src_t;

@@ -185,6 +185,20 @@ tests_test_demo_model_LDADD = $(TEST_LIBS)
 TESTS += tests/test_demo_model
 EXTRA_DIST += tests/data/demo-tok.txt tests/data/demo-logits.txt tests/data/demo-greedy.txt
 
+# llama.cpp's logits for random models of each architecture and type (tests/ref/make-refs.sh)
+check_PROGRAMS += tests/test_llamacpp_ref
+tests_test_llamacpp_ref_SOURCES = tests/test_llamacpp_ref.c
+tests_test_llamacpp_ref_CFLAGS = $(TEST_CFLAGS)
+tests_test_llamacpp_ref_LDADD = $(TEST_LIBS)
+TESTS += tests/test_llamacpp_ref
+EXTRA_DIST += tests/data/llamacpp-llama-f32.txt tests/data/llamacpp-qwen2-f32.txt \
+	tests/data/llamacpp-qwen3-f32.txt tests/data/llamacpp-llama-f16.txt \
+	tests/data/llamacpp-llama-bf16.txt tests/data/llamacpp-llama-q8_0.txt \
+	tests/data/llamacpp-llama-q4_0.txt tests/data/llamacpp-llama-q4_k_m.txt \
+	tests/data/llamacpp-llama-q5_k_m.txt tests/data/llamacpp-llama-q6_k.txt \
+	tests/data/llamacpp-qwen3-q4_k_m.txt tests/ref/make-refs.sh tests/ref/llamacpp-logits.mjs \
+	tests/ref/package.json
+
 check_PROGRAMS += tests/test_corsair
 tests_test_corsair_SOURCES = tests/test_corsair.c
 tests_test_corsair_CFLAGS = $(TEST_CFLAGS)

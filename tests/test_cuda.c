@@ -14,6 +14,7 @@
 #include "backends/quants.h"
 #include "common/fd.h"
 #include "common/ggtypes.h"
+#include "engine/gguf_write.h"
 #include "engine/model.h"
 #include "tests/testutil.h"
 
@@ -657,11 +658,12 @@ END_TEST
 
 /* ---- a whole model: stories260K on the GPU against the CPU backend ------------------------- */
 
-static llm_model_t *load(const char *backend, bool fusion, const char *const *opts, int n_seq)
+static llm_model_t *load_path(const char *path, const char *backend, bool fusion,
+                              const char *const *opts, int n_seq)
 {
     llm_load_params_t p;
     llm_load_params_default(&p);
-    p.path = tu_shared("models/stories260K.gguf", 1);
+    p.path = path;
     p.backend = backend;
     p.backend_options = opts;
     p.fusion = fusion;
@@ -671,6 +673,11 @@ static llm_model_t *load(const char *backend, bool fusion, const char *const *op
     char err[512];
     CHECKM(llm_load(&m, &p, err, sizeof(err)) == 0, "llm_load %s: %s", backend, err);
     return m;
+}
+
+static llm_model_t *load(const char *backend, bool fusion, const char *const *opts, int n_seq)
+{
+    return load_path(tu_shared("models/stories260K.gguf", 1), backend, fusion, opts, n_seq);
 }
 
 static int argmax(const float *v, int n)
@@ -749,6 +756,49 @@ START_TEST(test_stories_greedy)
         }
         llm_free(cpu);
     }
+}
+END_TEST
+
+/* A qwen3 model (random weights; head_dim 128 with n_head * head_dim = 2 n_embd, and the Q and K
+ * head norms between the product and RoPE, which the graph's epilogue merging must leave in
+ * order): greedy ids equal the CPU backend's and the logits along the way agree, fused and
+ * unfused, in graphs and eager.  test_llamacpp_ref proves the CPU backend equals llama.cpp on
+ * this architecture. */
+START_TEST(test_qwen3)
+{
+    char path[] = "/tmp/fusiond-cuda-qwen3-XXXXXX";
+    int fd = mkstemp(path);
+    CHECKM(fd >= 0, "mkstemp");
+    close(fd);
+    gguf_w_llama_t sp = { .name = "qwen3-test", .arch = "qwen3", .n_embd = 256, .n_layer = 3,
+                          .n_head = 4, .n_head_kv = 2, .head_dim = 128, .n_ff = 512,
+                          .n_vocab = 512, .n_ctx = 256, .rope_base = 1e6f, .norm_eps = 1e-6f,
+                          .tied = true, .wtype = GG_F32, .seed = 5 };
+    char err[512];
+    CHECKM(gguf_w_llama_write(&sp, path, 1, err, sizeof(err)) == 0, "%s", err);
+    const char *cpu_opt[] = {"blas_rows=0", NULL}, *eager[] = {"graphs=0", NULL};
+    const char *const *gopts[] = {NULL, eager};
+    const int n = 40;
+    for (int f = 0; f < 2; f++) {
+        llm_model_t *cpu = load_path(path, "cpu", f, cpu_opt, 1);
+        ck_assert_int_eq(llm_hparams(cpu)->qk_norm, true);
+        int32_t want[40], got[40];
+        float d;
+        greedy(cpu, want, n, &d, NULL);
+        for (int k = 0; k < 2; k++) {
+            llm_model_t *g = load_path(path, "cuda", f, gopts[k], 1);
+            llm_model_t *c2 = load_path(path, "cpu", f, cpu_opt, 1);
+            greedy(g, got, n, &d, c2);
+            for (int i = 0; i < n; i++)
+                CHECKM(got[i] == want[i], "qwen3 fusion %d %s: token %d is %d, cpu %d", f,
+                       k ? "eager" : "graphs", i, got[i], want[i]);
+            CHECKM(d <= 1e-3f, "qwen3 fusion %d: logits differ from the CPU's by %g", f, d);
+            llm_free(g);
+            llm_free(c2);
+        }
+        llm_free(cpu);
+    }
+    unlink(path);
 }
 END_TEST
 
@@ -873,6 +923,7 @@ static Suite *suite(void)
     tcase_add_test(m, test_stories_pdl);
     tcase_add_test(m, test_stories_batched);
     tcase_add_test(m, test_stories_hidden);
+    tcase_add_test(m, test_qwen3);
     suite_add_tcase(s, m);
     return s;
 }

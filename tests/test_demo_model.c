@@ -41,33 +41,6 @@ static rec_t recs[MAX_REC];
 static int n_recs;
 static char *golden_buf;   /* the file recs' strings point into */
 
-static const char *src_path(const char *rel)
-{
-    static char buf[4][4096];
-    static int slot;
-    const char *top = getenv("top_srcdir");
-    char *p = buf[slot++ & 3];
-    snprintf(p, 4096, "%s/%s", top && *top ? top : ".", rel);
-    return p;
-}
-
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    ck_assert_int_eq(fseek(f, 0, SEEK_END), 0);
-    long n = ftell(f);
-    ck_assert_int_ge(n, 0);
-    rewind(f);
-    char *b = malloc((size_t)n + 1);
-    ck_assert_ptr_nonnull(b);
-    ck_assert_uint_eq(fread(b, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    b[n] = '\0';
-    *len = (size_t)n;
-    return b;
-}
-
 /* Undoes make_golden.py's escaping (\\ \n \t \r \xHH) in place. */
 static size_t unescape(char *s)
 {
@@ -129,7 +102,7 @@ static void load_golden(const char *rel)
 {
     free_golden();
     size_t len;
-    char *buf = golden_buf = slurp(src_path(rel), &len);
+    char *buf = golden_buf = tu_slurp(tu_src(rel), &len);
     char *first = NULL;
     rec_t *r = NULL;
     for (char *line = buf, *next; line && *line; line = next) {
@@ -182,7 +155,7 @@ static llm_model_t *load(bool fusion)
 {
     llm_load_params_t p;
     llm_load_params_default(&p);
-    p.path = src_path("models/demo.gguf");
+    p.path = tu_src("models/demo.gguf");
     p.fusion = fusion;
     p.threads = 1;
     p.n_seq_max = 2;
@@ -408,7 +381,7 @@ static void all_rows(bool fusion)
     llm_free(m);
     llm_load_params_t p;
     llm_load_params_default(&p);
-    p.path = src_path("models/demo.gguf");
+    p.path = tu_src("models/demo.gguf");
     p.fusion = fusion;
     p.threads = 1;
     p.n_seq_max = 2;

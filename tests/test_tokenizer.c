@@ -11,22 +11,6 @@
 #include "engine/unicode.h"
 #include "tests/testutil.h"
 
-static char *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    ck_assert_msg(f != NULL, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long l = ftell(f);
-    rewind(f);
-    char *b = malloc((size_t)l + 1);
-    ck_assert(b != NULL);
-    ck_assert_uint_eq(fread(b, 1, (size_t)l, f), (size_t)l);
-    b[l] = '\0';
-    fclose(f);
-    *n = (size_t)l;
-    return b;
-}
-
 typedef struct vocab {
     gguf_t *g;
     tok_t *t;
@@ -93,9 +77,9 @@ static void check_vectors(const char *name)
     size_t ni, no;
     char path[4096];
     snprintf(path, sizeof path, "%s.inp", tu_shared(rel, 1));
-    char *inp = slurp(path, &ni);
+    char *inp = tu_slurp(path, &ni);
     snprintf(path, sizeof path, "%s.out", tu_shared(rel, 1));
-    char *outp = slurp(path, &no);
+    char *outp = tu_slurp(path, &no);
     const char *sep = "\n__ggml_vocab_test__\n";
     char *p = inp, *o = outp;
     int cases = 0, bad = 0;
@@ -220,7 +204,7 @@ START_TEST(test_stories_reference)
 {
     const char *files[] = {"models/stories260K.gguf", "models/stories260K-ggml-org.gguf"};
     size_t jl;
-    char *json = slurp(tu_shared("models/stories260K.reference.json", 1), &jl);
+    char *json = tu_slurp(tu_shared("models/stories260K.reference.json", 1), &jl);
     cJSON *root = cJSON_Parse(json);
     ck_assert_ptr_nonnull(root);
     const cJSON *gen = cJSON_GetObjectItem(root, "generated_ids");

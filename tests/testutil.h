@@ -58,6 +58,35 @@ static inline float tu_randf(uint64_t *s) /* uniform in [-1, 1) */
     return (float)((double)(tu_rand64(s) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
 }
 
+/* A whole file, NUL-terminated (not counted in *len); fails the test when it cannot be read. */
+static inline char *tu_slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    ck_assert_int_eq(fseek(f, 0, SEEK_END), 0);
+    long n = ftell(f);
+    ck_assert_int_ge(n, 0);
+    rewind(f);
+    char *b = malloc((size_t)n + 1);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_uint_eq(fread(b, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    b[n] = '\0';
+    *len = (size_t)n;
+    return b;
+}
+
+/* Path of a file of the source tree (make check sets $top_srcdir; else the current folder). */
+static inline const char *tu_src(const char *rel)
+{
+    static char buf[4][4096];
+    static int slot;
+    const char *top = getenv("top_srcdir");
+    char *p = buf[slot++ & 3];
+    snprintf(p, 4096, "%s/%s", top && *top ? top : ".", rel);
+    return p;
+}
+
 /* Runs one suite; returns the process exit status. */
 static inline int tu_run(Suite *s)
 {

@@ -49,7 +49,7 @@ static void usage(FILE *f)
             "Prints the continuation of PROMPT (empty: from the beginning-of-sequence token)\n"
             "to stdout as it is generated, then prompt and generation speed on stderr.\n"
             "\n"
-            "  -m, --model FILE     GGUF model (llama, qwen2; default: the demo model,\n"
+            "  -m, --model FILE     GGUF model (llama, qwen2, qwen3; default: the demo model,\n"
             "                       " FD_DATADIR "/" FD_DEMO_MODEL ")\n"
             "  -p, --prompt TEXT    prompt (default: empty)\n"
             "  -n, --n-predict N    tokens to generate at most (default 128)\n"

@@ -29,8 +29,10 @@ static void usage(FILE *f)
             "                        Q4_K_M, Q5_K_M\n"
             "  -s, --seed N          weights seed (default 1)\n"
             "  -j, --threads N       threads that fill and quantize (default: online CPUs)\n"
-            "      --arch NAME       llama (the only one)\n"
+            "      --arch NAME       llama, qwen2 (Q/K/V biases) or qwen3 (Q/K norms)\n"
+            "                        (default: the preset's)\n"
             "      --n-embd N  --n-layer N  --n-head N  --n-head-kv N  --n-ff N\n"
+            "      --head-dim N      attention.key_length (default n_embd / n_head)\n"
             "      --n-vocab N  --n-ctx N  --rope-base F  --eps F\n"
             "      --tied | --untied  output matrix shared with the embedding or not\n"
             "      --name S          general.name\n"
@@ -71,8 +73,8 @@ static int parse_float(const char *opt, const char *s, float *out)
     return 0;
 }
 
-enum { O_ARCH = 256, O_EMBD, O_LAYER, O_HEAD, O_HEAD_KV, O_FF, O_VOCAB, O_CTX, O_ROPE, O_EPS,
-       O_TIED, O_UNTIED, O_NAME };
+enum { O_ARCH = 256, O_EMBD, O_LAYER, O_HEAD, O_HEAD_KV, O_FF, O_VOCAB, O_CTX, O_HEAD_DIM,
+       O_ROPE, O_EPS, O_TIED, O_UNTIED, O_NAME };
 
 int main(int argc, char **argv)
 {
@@ -86,12 +88,13 @@ int main(int argc, char **argv)
         {"n-ctx", required_argument, 0, O_CTX}, {"rope-base", required_argument, 0, O_ROPE},
         {"eps", required_argument, 0, O_EPS}, {"tied", no_argument, 0, O_TIED},
         {"untied", no_argument, 0, O_UNTIED}, {"name", required_argument, 0, O_NAME},
+        {"head-dim", required_argument, 0, O_HEAD_DIM},
         {0, 0, 0, 0},
     };
     const char *out = NULL, *preset = "stories260K", *type = "F32", *seed = NULL;
-    const char *name = NULL;
+    const char *name = NULL, *arch = NULL;
     /* Explicit shape options apply after the preset, whatever their order. */
-    const char *shape_arg[O_CTX + 1] = {0};
+    const char *shape_arg[O_HEAD_DIM + 1] = {0};
     int tied = -1;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int threads = ncpu > 0 ? (int)FD_MIN(ncpu, 256) : 1;
@@ -107,14 +110,15 @@ int main(int argc, char **argv)
         case 'j': if (parse_int("--threads", optarg, &threads)) return 2; break;
         case 'h': usage(stdout); return 0;
         case O_ARCH:
-            if (strcmp(optarg, "llama") != 0) {
-                fprintf(stderr, "fusion-gguf-gen: architecture '%s' not supported (llama)\n",
-                        optarg);
+            if (strcmp(optarg, "llama") && strcmp(optarg, "qwen2") && strcmp(optarg, "qwen3")) {
+                fprintf(stderr, "fusion-gguf-gen: architecture '%s' not supported (llama, "
+                        "qwen2, qwen3)\n", optarg);
                 return 2;
             }
+            arch = optarg;
             break;
         case O_EMBD: case O_LAYER: case O_HEAD: case O_HEAD_KV: case O_FF: case O_VOCAB:
-        case O_CTX:
+        case O_CTX: case O_HEAD_DIM:
             shape_arg[c] = optarg;
             break;
         case O_ROPE: if (parse_float("--rope-base", optarg, &rope)) return 2; break;
@@ -137,7 +141,7 @@ int main(int argc, char **argv)
         {O_EMBD, "--n-embd", &p.n_embd}, {O_LAYER, "--n-layer", &p.n_layer},
         {O_HEAD, "--n-head", &p.n_head}, {O_HEAD_KV, "--n-head-kv", &p.n_head_kv},
         {O_FF, "--n-ff", &p.n_ff}, {O_VOCAB, "--n-vocab", &p.n_vocab},
-        {O_CTX, "--n-ctx", &p.n_ctx},
+        {O_CTX, "--n-ctx", &p.n_ctx}, {O_HEAD_DIM, "--head-dim", &p.head_dim},
     };
     for (size_t i = 0; i < FD_ARRAY_LEN(shape); i++)
         if (shape_arg[shape[i].opt] && parse_int(shape[i].name, shape_arg[shape[i].opt],
@@ -149,6 +153,8 @@ int main(int argc, char **argv)
         p.norm_eps = eps;
     if (tied >= 0)
         p.tied = tied;
+    if (arch)
+        p.arch = arch;
     char defname[64];
     snprintf(defname, sizeof(defname), "random-%s", p.name);
     p.name = name ? name : defname;
@@ -181,9 +187,10 @@ int main(int argc, char **argv)
     int64_t params = 0;
     for (int64_t i = 0; i < gguf_n_tensors(g); i++)
         params += gguf_tensor_nelems(gguf_tensor_at(g, i));
-    printf("%s: %s-shaped llama, n_embd %d, n_layer %d, n_head %d/%d, n_ff %d, n_vocab %d, "
-           "n_ctx %d, %s, type %s, seed %" PRIu64 "\n",
-           out, preset, p.n_embd, p.n_layer, p.n_head, p.n_head_kv, p.n_ff, p.n_vocab, p.n_ctx,
+    printf("%s: %s-shaped %s, n_embd %d, n_layer %d, n_head %d/%d, head_dim %d, n_ff %d, "
+           "n_vocab %d, n_ctx %d, %s, type %s, seed %" PRIu64 "\n",
+           out, preset, p.arch ? p.arch : "llama", p.n_embd, p.n_layer, p.n_head, p.n_head_kv,
+           p.head_dim ? p.head_dim : p.n_embd / p.n_head, p.n_ff, p.n_vocab, p.n_ctx,
            p.tied ? "tied output" : "separate output", type, p.seed);
     printf("%" PRId64 " tensors, %" PRId64 " parameters, %" PRIu64 " bytes, written in %.1f s",
            gguf_n_tensors(g), params, gguf_file_size(g), dt);

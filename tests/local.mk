@@ -96,6 +96,9 @@ TESTS += tests/test_prompt_logprobs.sh
 dist_check_SCRIPTS += tests/test_embeddings.sh
 EXTRA_DIST += tests/test_embeddings.py
 TESTS += tests/test_embeddings.sh
+dist_check_SCRIPTS += tests/test_spec_server.sh
+EXTRA_DIST += tests/test_spec_server.py
+TESTS += tests/test_spec_server.sh
 
 check_PROGRAMS += tests/test_gguf
 tests_test_gguf_SOURCES = tests/test_gguf.c

@@ -33,3 +33,8 @@ EXTRA_DIST += bench/cuda/cuda-all.sh bench/cuda/bwprobe.cu bench/cuda/torch_ref.
 	bench/cuda/compat-blas/cblas_lite.c bench/cuda/kbench.cu
 # fusiond itself on the GPU machine (Debian packages unpacked into a private prefix).
 EXTRA_DIST += bench/cuda/fusiond-gpu.sh bench/cuda/fusiond-client.py
+
+# spec-bench: decode tokens/s with n-gram speculative decoding off and on (BENCHMARKS.md).
+noinst_PROGRAMS += spec-bench
+spec_bench_SOURCES = bench/spec-bench.c
+spec_bench_LDADD = $(FD_LIBS)

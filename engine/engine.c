@@ -87,6 +87,11 @@ typedef struct req {
     int n_gen;
     int slot;                    /* -1 until admitted */
     int n_cached;                /* prompt tokens reused from a cached slot */
+    /* n-gram speculation's adaptive draft length: grows while drafts are taken whole,
+     * shrinks to what was taken; a failed shortest draft pauses drafting for draft_wait
+     * steps, doubling (to 64) with each further failure */
+    int draft_len;
+    int draft_wait, draft_fails;
     int64_t kv_need;             /* n_prompt + max_tokens, reserved while running */
     smp_t *smp;
     gr_matcher_t *gm;            /* constrained output, else NULL */
@@ -341,6 +346,7 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
         goto nomem;
     memcpy(r->tokens, q->prompt, q->n_prompt * sizeof *r->tokens);
     r->n_tokens = r->n_prompt;
+    r->draft_len = e->spec_k;
     if ((rc = smp_create(&r->smp, &q->sampling, e->d.n_vocab)) < 0)
         goto fail;
     if (vocab) {
@@ -856,7 +862,11 @@ static int draft_for(const eng_t *e, req_t *r, int cap)
 {
     if (e->spec_k == 0)
         return 0;
-    int k = FD_MIN(e->spec_k, cap);
+    if (r->draft_wait > 0) {
+        r->draft_wait--;
+        return 0;
+    }
+    int k = FD_MIN(r->draft_len, cap);
     k = FD_MIN(k, r->max_tokens - r->n_gen - 1);
     k = FD_MIN(k, e->d.n_ctx - r->n_tokens - 1);
     if (k < e->draft_min)
@@ -905,6 +915,7 @@ static int sample_run(eng_t *e, req_t *r, sampled_t *sp, int last_row, uint64_t 
                       uint64_t *accepted)
 {
     const int k = sp->n_draft;
+    int taken = 0;
     for (int j = 0; j <= k; j++) {
         run_tok_t *t = &sp->run[j];
         float *lg = e->logits + (size_t)(last_row - k + j) * (size_t)e->d.n_vocab;
@@ -913,12 +924,27 @@ static int sample_run(eng_t *e, req_t *r, sampled_t *sp, int last_row, uint64_t 
         sp->n_run++;
         (*gen_tok)++;
         bool hit = j < k && t->tok == r->tokens[r->n_tokens + j];
-        *accepted += hit;
+        taken += hit;
         if (!hit || t->hist != 0 || (!r->ignore_eos && e->d.is_eog(e->d.ctx, t->tok)))
             break;
     }
     if (k == 0)
         return 0;
+    *accepted += (uint64_t)taken;
+    /* an extra row costs a good part of a step on the CPU backend: draft only as far as
+     * drafts are taken (a no-repetition stream soon stops drafting) */
+    if (taken == k) {
+        r->draft_len = FD_MIN(e->spec_k, r->draft_len + 2);
+        r->draft_fails = 0;
+    } else if (taken > 0) {
+        r->draft_len = FD_MAX(e->draft_min, taken + 1);
+        r->draft_fails = 0;
+    } else if (k > e->draft_min) {
+        r->draft_len = FD_MAX(e->draft_min, k / 2);
+    } else {
+        r->draft_wait = FD_MIN(64, 1 << FD_MIN(r->draft_fails, 6));
+        r->draft_fails++;
+    }
     int keep = sp->p0 + FD_MAX(sp->n_run, 1);
     if (keep >= r->n_past)
         return 0;

@@ -56,7 +56,9 @@ typedef struct eng_params {
      * same step (the sampler runs on each row in turn and keeps going while it picks the
      * draft token), so a step emits 1 to draft_max + 1 tokens a sequence, with exactly the
      * outputs (and seeded RNG stream) of decoding without it.  Draft tokens count against
-     * max_batch_tokens after every sequence's next token, before prefill chunks.  Needs the
+     * max_batch_tokens after every sequence's next token, before prefill chunks.  A
+     * sequence's draft length adapts between draft_min and draft_max to how much of its
+     * drafts was taken, and it pauses drafting after failed shortest drafts.  Needs the
      * driver's seq_truncate (the rejected rows' KV is forgotten): without it, off. */
     int draft_max;              /* most draft tokens a sequence a step, 0 (default): off;
                                    at most ENG_DRAFT_MAX */

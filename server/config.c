@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "engine/engine.h"
 
 #ifndef FD_SYSCONFDIR
 #define FD_SYSCONFDIR "/etc"
@@ -71,6 +72,7 @@ static const char *const level_names[] = {"error", "warn", "info", "debug", NULL
 static const char *const format_names[] = {"auto", "journal", "plain", NULL};
 /* indices are enum eng_pooling's values, auto in NONE's place */
 static const char *const pooling_names[] = {"auto", "mean", "cls", "last", NULL};
+static const char *const spec_names[] = {"none", "ngram", NULL};
 
 static int check_host(const char *v, char *why, size_t n);
 static int check_backend_option(const char *v, char *why, size_t n);
@@ -124,6 +126,25 @@ static const opt_t opts[] = {
     {"prefix_cache_min", 0, T_INT, O(prefix_cache_min), "16", 1, 16777216, NULL, 0, NULL,
      "Model and engine", "TOKENS",
      "Fewest prompt tokens worth reusing from a cached slot (with prefix_cache on)."},
+    {"spec_type", 0, T_ENUM, O(spec_type), "none", 0, 0, spec_names, 0, NULL,
+     "Model and engine", NULL,
+     "Speculative decoding: ngram drafts the tokens that followed the last earlier "
+     "occurrence of a sequence's last few tokens in its own prompt and output (prompt "
+     "lookup: no draft model) and verifies them in the same step; the output is exactly "
+     "what decoding without it gives.  Faster where the output repeats its context "
+     "(summaries, code edits, quotes)."},
+    {"draft_max", 0, T_INT, O(draft_max), "8", 1, ENG_DRAFT_MAX, NULL, 0, NULL,
+     "Model and engine", "TOKENS",
+     "Most draft tokens verified per sequence per step (with spec_type ngram)."},
+    {"draft_min", 0, T_INT, O(draft_min), "1", 1, ENG_DRAFT_MAX, NULL, 0, NULL,
+     "Model and engine", "TOKENS",
+     "Fewest draft tokens worth verifying; at most draft_max (with spec_type ngram)."},
+    {"prompt_lookup_max", 0, T_INT, O(prompt_lookup_max), "4", 1, 64, NULL, 0, NULL,
+     "Model and engine", "TOKENS",
+     "Longest n-gram of the last tokens looked up in the history (with spec_type ngram)."},
+    {"prompt_lookup_min", 0, T_INT, O(prompt_lookup_min), "2", 1, 64, NULL, 0, NULL,
+     "Model and engine", "TOKENS",
+     "Shortest n-gram looked up; at most prompt_lookup_max (with spec_type ngram)."},
     {"embeddings", 0, T_BOOL, O(embeddings), "on", 0, 0, NULL, 0, NULL, "Model and engine",
      NULL, "Serve /v1/embeddings: an embedding request only prefills its input, beside the "
      "generating requests, so it costs nothing while unused (off: 404)."},
@@ -1133,6 +1154,16 @@ static int check_all(cfg_t *c, bool startup, char *err, size_t errlen)
                       "no model configured and no demo model in %s: set model in %s or pass "
                       "--model PATH",
                       FD_DATADIR, c->config_path);
+    }
+    if (c->draft_min > c->draft_max) {
+        where(c, idx_of("draft_min"), loc, sizeof(loc));
+        return seterr(err, errlen, "%s: %d is more than draft_max (%d)", loc, c->draft_min,
+                      c->draft_max);
+    }
+    if (c->prompt_lookup_min > c->prompt_lookup_max) {
+        where(c, idx_of("prompt_lookup_min"), loc, sizeof(loc));
+        return seterr(err, errlen, "%s: %d is more than prompt_lookup_max (%d)", loc,
+                      c->prompt_lookup_min, c->prompt_lookup_max);
     }
     struct stat st;
     if (stat(model, &st) != 0 || !S_ISREG(st.st_mode))

@@ -26,6 +26,7 @@ enum cfg_backend { CFG_BACKEND_CPU = 0, CFG_BACKEND_CORSAIR, CFG_BACKEND_CUDA };
 enum cfg_softmax { CFG_SOFTMAX_MAXSUM = 0, CFG_SOFTMAX_SUMONLY };
 enum cfg_log_level { CFG_LOG_ERROR = 0, CFG_LOG_WARN, CFG_LOG_INFO, CFG_LOG_DEBUG };
 enum cfg_log_format { CFG_LOG_AUTO = 0, CFG_LOG_JOURNAL, CFG_LOG_PLAIN };
+enum cfg_spec { CFG_SPEC_NONE = 0, CFG_SPEC_NGRAM };
 
 /* What main() should do after cfg_load. */
 enum cfg_action { CFG_RUN = 0, CFG_HELP, CFG_VERSION, CFG_DUMP, CFG_TEST };
@@ -47,6 +48,11 @@ typedef struct cfg {
     int prefill_chunk;
     bool prefix_cache;      /* keep finished sequences' KV for prompts that extend them */
     int prefix_cache_min;   /* fewest reusable tokens worth a cached slot */
+    int spec_type;          /* enum cfg_spec: speculative decoding */
+    int draft_max;          /* most draft tokens per sequence per step */
+    int draft_min;          /* fewest worth verifying */
+    int prompt_lookup_max;  /* n-gram lengths looked up (ngram) */
+    int prompt_lookup_min;
     bool embeddings;        /* serve /v1/embeddings */
     int pooling;            /* enum eng_pooling; 0 (auto): the model's, else mean */
     /* network (restart to change) */

@@ -263,6 +263,13 @@ static void load_done(uv_work_t *w, int status)
     fd_log_info("serving %s (%s, %s, fusion %s, context %d) on %s://%s:%d/", in->model_id,
                 in->arch, in->backend, in->fusion ? "on" : "off", in->n_ctx,
                 srv_scheme(d->srv), d->cfg.host, srv_port(d->srv));
+    if (d->cfg.spec_type == CFG_SPEC_NGRAM && in->draft_max == 0)
+        fd_log_warn("speculative decoding off: the %s backend's driver cannot drop rejected "
+                    "draft tokens from its KV cache", in->backend);
+    else if (in->draft_max > 0)
+        fd_log_info("speculative decoding: ngram, up to %d draft tokens (at least %d), "
+                    "n-grams of %d..%d tokens", in->draft_max, d->eng_params.draft_min,
+                    d->eng_params.lookup_min, d->eng_params.lookup_max);
     d->ready = true;
     ntf_send("READY=1\nSTATUS=serving %s on %s:%d", in->model_id, d->cfg.host,
              srv_port(d->srv));
@@ -289,6 +296,12 @@ static int engine_init(daemon_t *d)
     p->prefill_chunk = c->prefill_chunk;
     p->prefix_cache = c->prefix_cache;
     p->prefix_cache_min = c->prefix_cache_min;
+    if (c->spec_type == CFG_SPEC_NGRAM) {
+        p->draft_max = c->draft_max;
+        p->draft_min = c->draft_min;
+        p->lookup_max = c->prompt_lookup_max;
+        p->lookup_min = c->prompt_lookup_min;
+    }
     p->on_step = on_engine_step;
     p->on_step_ud = d;
     if (!p->model_path) {

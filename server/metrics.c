@@ -257,6 +257,12 @@ void met_render(met_t *m, const met_view_t *v, sb_t *b)
          s->kv_cached},
         {"fusiond_generation_tokens_total", "counter", "Tokens generated.",
          (long long)s->gen_tokens},
+        {"fusiond_spec_draft_tokens_total", "counter",
+         "Draft tokens verified by speculative decoding (spec_type ngram).",
+         (long long)s->draft_tokens},
+        {"fusiond_spec_accepted_tokens_total", "counter",
+         "Draft tokens the sampler accepted: over fusiond_spec_draft_tokens_total, the "
+         "acceptance rate.", (long long)s->draft_accepted},
         {"fusiond_steps_total", "counter", "Engine steps run.", (long long)s->steps},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {

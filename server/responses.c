@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "common/fd.h"
+#include "server/openai.h"
 
 #define RS_MAX_META 16          /* OpenAI's metadata limits */
 #define RS_MAX_META_KEY 64
@@ -73,6 +74,15 @@ static bool put(cJSON *o, const char *key, cJSON *item)
 static cJSON *dup(const cJSON *v)
 {
     return cJSON_Duplicate(v, true);
+}
+
+/* A string the model wrote: bytes that are not UTF-8 become U+FFFD, as in every answer. */
+static cJSON *gen_str(const char *s, size_t len)
+{
+    char *c = oai_utf8_clean(s ? s : "", s ? len : 0);
+    cJSON *v = c ? cJSON_CreateString(c) : NULL;
+    free(c);
+    return v;
 }
 
 /* ---------------------------------------------------------------- the request */
@@ -925,13 +935,14 @@ void rs_name_input(rs_req_t *q, const char *resp_id)
 static cJSON *text_part(const char *text, size_t len, cJSON *lp)
 {
     cJSON *p = cJSON_CreateObject();
-    char *t = text ? strndup(text, len) : strdup("");
-    bool ok = t && put(p, "type", cJSON_CreateString("output_text")) &&
-              put(p, "annotations", cJSON_CreateArray()) &&
-              put(p, "logprobs", lp ? lp : cJSON_CreateArray()) &&
-              put(p, "text", cJSON_CreateString(t));
-    lp = NULL;
-    free(t);
+    if (!lp)
+        lp = cJSON_CreateArray();
+    if (!put(p, "logprobs", lp)) {
+        cJSON_Delete(p);
+        return NULL;
+    }
+    bool ok = put(p, "type", cJSON_CreateString("output_text")) &&
+              put(p, "annotations", cJSON_CreateArray()) && put(p, "text", gen_str(text, len));
     if (!ok) {
         cJSON_Delete(p);
         return NULL;
@@ -942,15 +953,18 @@ static cJSON *text_part(const char *text, size_t len, cJSON *lp)
 static cJSON *message_item(const char *id, const char *status, cJSON *part)
 {
     cJSON *m = cJSON_CreateObject(), *content = cJSON_CreateArray();
-    if (!put(m, "content", content)) {
+    bool ok = put(m, "id", cJSON_CreateString(id)) &&
+              put(m, "type", cJSON_CreateString("message")) &&
+              put(m, "status", cJSON_CreateString(status));
+    if (!ok || !put(m, "content", content)) {
+        if (ok)
+            content = NULL; /* put freed it */
+        cJSON_Delete(content);
         cJSON_Delete(m);
         cJSON_Delete(part);
         return NULL;
     }
-    if ((part && !put(content, NULL, part)) || !put(m, "id", cJSON_CreateString(id)) ||
-        !put(m, "role", cJSON_CreateString("assistant")) ||
-        !put(m, "status", cJSON_CreateString(status)) ||
-        !put(m, "type", cJSON_CreateString("message"))) {
+    if ((part && !put(content, NULL, part)) || !put(m, "role", cJSON_CreateString("assistant"))) {
         cJSON_Delete(m);
         return NULL;
     }
@@ -961,10 +975,12 @@ static cJSON *call_item(const char *id, const char *call_id, const char *name,
                         const char *args, const char *status)
 {
     cJSON *c = cJSON_CreateObject();
-    if (put(c, "id", cJSON_CreateString(id)) && put(c, "type", cJSON_CreateString("function_call")) &&
+    if (put(c, "id", cJSON_CreateString(id)) &&
+        put(c, "type", cJSON_CreateString("function_call")) &&
         put(c, "status", cJSON_CreateString(status)) &&
-        put(c, "arguments", cJSON_CreateString(args)) &&
-        put(c, "call_id", cJSON_CreateString(call_id)) && put(c, "name", cJSON_CreateString(name)))
+        put(c, "arguments", gen_str(args, strlen(args))) &&
+        put(c, "call_id", cJSON_CreateString(call_id)) &&
+        put(c, "name", gen_str(name, strlen(name))))
         return c;
     cJSON_Delete(c);
     return NULL;
@@ -1178,11 +1194,9 @@ void rs_stream_text(rs_stream_t *st, sb_t *out, const char *text, size_t len, cJ
     }
     sb_add(&st->text, text, len);
     cJSON *ev = ev_item(st, st->msg, false, true);
-    char *t = strndup(text, len);
-    if (!t || !put(ev, "delta", cJSON_CreateString(t)) ||
+    if (!put(ev, "delta", gen_str(text, len)) ||
         !put(ev, "logprobs", lp ? dup(lp) : cJSON_CreateArray()))
         ev = (cJSON_Delete(ev), NULL);
-    free(t);
     /* the tokens' logprobs are kept for the .done events and the final response */
     for (cJSON *x = lp ? lp->child : NULL; x && st->lps; x = x->next)
         if (!put(st->lps, NULL, dup(x)))
@@ -1198,7 +1212,7 @@ static void close_msg(rs_stream_t *st, sb_t *out, const char *status)
     cJSON *item = cJSON_GetArrayItem(st->output, st->msg);
     const char *text = st->text.buf ? st->text.buf : "";
     cJSON *ev = ev_item(st, st->msg, false, true);
-    if (ev && (!put(ev, "text", cJSON_CreateString(text)) ||
+    if (ev && (!put(ev, "text", gen_str(text, st->text.len)) ||
                !put(ev, "logprobs", st->lps ? dup(st->lps) : cJSON_CreateArray())))
         ev = (cJSON_Delete(ev), NULL);
     emit(st, out, "response.output_text.done", ev);
@@ -1224,11 +1238,11 @@ static void close_call(rs_stream_t *st, sb_t *out, const char *status)
     cJSON *item = cJSON_GetArrayItem(st->output, st->call);
     const char *args = st->args.buf ? st->args.buf : "";
     cJSON *ev = ev_item(st, st->call, false, false);
-    if (ev && (!put(ev, "arguments", cJSON_CreateString(args)) ||
+    if (ev && (!put(ev, "arguments", gen_str(args, st->args.len)) ||
                !put(ev, "name", dup(field(item, "name")))))
         ev = (cJSON_Delete(ev), NULL);
     emit(st, out, "response.function_call_arguments.done", ev);
-    cJSON_ReplaceItemInObjectCaseSensitive(item, "arguments", cJSON_CreateString(args));
+    cJSON_ReplaceItemInObjectCaseSensitive(item, "arguments", gen_str(args, st->args.len));
     cJSON_ReplaceItemInObjectCaseSensitive(item, "status", cJSON_CreateString(status));
     emit(st, out, "response.output_item.done", ev_item(st, st->call, true, false));
     st->call = -1;
@@ -1255,7 +1269,7 @@ void rs_stream_args(rs_stream_t *st, sb_t *out, const char *delta)
         return;
     sb_adds(&st->args, delta);
     cJSON *ev = ev_item(st, st->call, false, false);
-    if (ev && !put(ev, "delta", cJSON_CreateString(delta)))
+    if (ev && !put(ev, "delta", gen_str(delta, strlen(delta))))
         ev = (cJSON_Delete(ev), NULL);
     emit(st, out, "response.function_call_arguments.delta", ev);
 }

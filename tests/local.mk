@@ -96,6 +96,9 @@ TESTS += tests/test_prompt_logprobs.sh
 dist_check_SCRIPTS += tests/test_embeddings.sh
 EXTRA_DIST += tests/test_embeddings.py
 TESTS += tests/test_embeddings.sh
+dist_check_SCRIPTS += tests/test_spec_server.sh
+EXTRA_DIST += tests/test_spec_server.py
+TESTS += tests/test_spec_server.sh
 
 check_PROGRAMS += tests/test_gguf
 tests_test_gguf_SOURCES = tests/test_gguf.c
@@ -241,7 +244,8 @@ endif
 # picks others, VALGRIND_ALL=1 runs every suite (about 26 minutes; docs/reliability.md).
 VALGRIND_SUITES = tests/test_common tests/test_chat tests/test_config tests/test_notify \
 	tests/test_openai tests/test_request tests/test_metrics tests/test_http \
-	tests/test_tokenizer tests/test_quants tests/test_gguf tests/test_toolcall
+	tests/test_tokenizer tests/test_quants tests/test_gguf tests/test_toolcall \
+	tests/test_responses
 EXTRA_DIST += tests/valgrind.sh
 check-valgrind: $(check_PROGRAMS)
 	@$(AM_TESTS_ENVIRONMENT) $(SHELL) $(top_srcdir)/tests/valgrind.sh \
@@ -282,3 +286,8 @@ TESTS += tests/test_tools_server.py
 # Qwen-template copy for function calling), against the chat endpoint's answers.
 dist_check_SCRIPTS += tests/test_responses.py
 TESTS += tests/test_responses.py
+check_PROGRAMS += tests/test_responses
+tests_test_responses_SOURCES = tests/test_responses.c
+tests_test_responses_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
+tests_test_responses_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_responses

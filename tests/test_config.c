@@ -66,6 +66,11 @@ START_TEST(test_defaults)
     expect_get(&c, "prefill_chunk", "256");
     expect_get(&c, "prefix_cache", "off");
     expect_get(&c, "prefix_cache_min", "16");
+    expect_get(&c, "spec_type", "none");
+    expect_get(&c, "draft_max", "8");
+    expect_get(&c, "draft_min", "1");
+    expect_get(&c, "prompt_lookup_max", "4");
+    expect_get(&c, "prompt_lookup_min", "2");
     expect_get(&c, "max_body_bytes", "4M");
     expect_get(&c, "request_timeout", "600");
     expect_get(&c, "drain_timeout", "30");
@@ -291,6 +296,9 @@ START_TEST(test_flags)
         {{"--prefix-cache", "--prefix-cache-min=32", "--dump-config"}, "prefix_cache", "on"},
         {{"--prefix-cache", "--prefix-cache-min=32", "--dump-config"}, "prefix_cache_min",
          "32"},
+        {{"--spec-type=ngram", "--draft-max=16", "--dump-config"}, "spec_type", "ngram"},
+        {{"--spec-type=ngram", "--draft-max=16", "--dump-config"}, "draft_max", "16"},
+        {{"--prompt-lookup-min", "1", "--dump-config"}, "prompt_lookup_min", "1"},
         {{"--api-keys=c", "--dump-config"}, "api_keys", "c"},
         {{"--dump-config"}, "api_keys", "a,b"},
         {{"--backend-option", "y=2", "--backend-option=z=3", "--dump-config"},
@@ -337,6 +345,10 @@ START_TEST(test_bad_flags)
         {{"--no-port"}, "unknown option --no-port (see --help)"},
         {{"--fusion=perhaps"}, "--fusion: 'perhaps' is not on or off"},
         {{"--backend=tpu"}, "--backend: 'tpu' is not one of cpu, corsair, cuda"},
+        {{"--spec-type=eagle"}, "--spec-type: 'eagle' is not one of none, ngram"},
+        {{"--draft-max=0"}, "--draft-max: 0 is out of range 1..64"},
+        {{"--draft-max=65"}, "--draft-max: 65 is out of range 1..64"},
+        {{"--prompt-lookup-min=0"}, "--prompt-lookup-min: 0 is out of range 1..64"},
         {{"--backend-option=nokv"}, "--backend-option: 'nokv' is not KEY=VALUE"},
         {{"--cors-origins=http://localhost:5173/"},
          "--cors-origins: 'http://localhost:5173/' " ORIGIN_WHY},
@@ -424,6 +436,23 @@ START_TEST(test_test_config)
     ck_assert_int_eq(load(&c, err, sizeof(err), (const char *[]){"-c", user, NULL}), FD_ECONFIG);
     snprintf(want, sizeof(want), "%s:2: user: no such user 'no-such-user-fd'", user);
     ck_assert_str_eq(err, want);
+    cfg_fini(&c);
+
+    /* speculation's bounds that depend on each other */
+    snprintf(text, sizeof(text), "model = %s\nspec_type = ngram\ndraft_max = 4\ndraft_min = 5\n",
+             model);
+    const char *draft = write_tmp("draft.conf", text);
+    ck_assert_int_eq(load(&c, err, sizeof(err), (const char *[]){"-c", draft, NULL}), FD_ECONFIG);
+    snprintf(want, sizeof(want), "%s:4: draft_min: 5 is more than draft_max (4)", draft);
+    ck_assert_str_eq(err, want);
+    cfg_fini(&c);
+    snprintf(text, sizeof(text), "model = %s\n", model);
+    const char *plain = write_tmp("plain.conf", text);
+    ck_assert_int_eq(load(&c, err, sizeof(err),
+                          (const char *[]){"-c", plain, "--prompt-lookup-min=3",
+                                           "--prompt-lookup-max", "2", NULL}),
+                     FD_ECONFIG);
+    ck_assert_str_eq(err, "--prompt-lookup-min: 3 is more than prompt_lookup_max (2)");
     cfg_fini(&c);
 
     /* Without a model and without the demo model the message says what to do. */

@@ -5,6 +5,7 @@ speeds go to stderr only, and bad input (too long a prompt, bad options, missing
 fails with a clear message and exit status 1."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -72,11 +73,30 @@ check(rc == 1 and "longer than the context" in err and out == "", "prompt longer
 rc, out, err = run("-m", model, "-n", "40", "--temp", "0", "--ctx", "20")
 check(rc == 0 and "context full" in err and ref["text"].startswith(out), "stops at the context end", err)
 
+# n-gram speculative decoding: the same text, greedy from the reference, seeded, at the ends
+rc, out, err = run("-m", model, "-n", "200", "--temp", "0", "--draft-max", "6", "--lookup-min", "1")
+m = re.search(r"speculation: \d+ steps, (\d+) draft tokens, (\d+) accepted", err)
+check(rc == 0 and out == ref["text"] and m and 0 < int(m.group(2)) < int(m.group(1)),
+      "greedy with speculation equals the reference (drafts taken and refused)", err)
+rc1, out1, _ = run("-m", model, "-n", "60", "--temp", "0.9", "--seed", "7", "-p", "Lily and Ben. Lily and Ben.")
+rc2, out2, err = run("-m", model, "-n", "60", "--temp", "0.9", "--seed", "7", "-p", "Lily and Ben. Lily and Ben.",
+                     "--draft-max", "4")
+check(rc1 == rc2 == 0 and out1 == out2 and "speculation:" in err, "seeded sampling with speculation", err)
+for n in ("1", "3", "7"):
+    rc1, out1, _ = run("-m", model, "-n", n, "--temp", "0")
+    rc2, out2, _ = run("-m", model, "-n", n, "--temp", "0", "--draft-max", "8", "--lookup-min", "1")
+    check(rc1 == rc2 == 0 and out1 == out2, "-n %s with speculation" % n)
+rc, out, err = run("-m", model, "-n", "40", "--temp", "0", "--ctx", "20", "--draft-max", "8", "--lookup-min", "1")
+check(rc == 0 and "context full" in err and ref["text"].startswith(out) and len(out) > 40,
+      "speculation stops at the context end", err)
+
 rc, out, err = run("--info", model)
 check(rc == 0 and "llama.block_count" in out and "blk.4.ffn_down.weight" in out, "--info", err)
 
 for args, what in ((["-m", model, "--fusion", "maybe"], "on or off"),
                    (["-m", model, "--temp", "x"], "--temp"),
+                   (["-m", model, "--draft-max", "65"], "--draft-max"),
+                   (["-m", model, "--lookup-min", "3", "--lookup-max", "2"], "--lookup-min 3"),
                    (["-m", model, "--backend", "nope"], "nope"),
                    (["-m", os.path.join(models, "missing.gguf")], "missing.gguf")):
     rc, out, err = run(*args)

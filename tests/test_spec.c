@@ -198,6 +198,240 @@ static void out_free(out_t *o)
     free(o);
 }
 
+/* ---- a scripted driver: no truncation, a failing step, a failing truncation ---- */
+
+enum { FV = 32, FC = 200, FS = 4 };
+
+typedef struct fdrv {
+    bool used[FS];
+    int len[FS];
+    int32_t seq[FS][FC];
+    int calls, fail_call;        /* decode call fail_call (1-based) fails; 0: none */
+    bool trunc_fail;
+    int truncs;
+} fdrv_t;
+
+/* The next token's logits: a cycle of five through the last token, broken every eleventh
+ * position by a jump, so drafts are taken along the cycle and refused at the jumps. */
+static void fd_logits(const int32_t *seq, int len, float *out)
+{
+    int a = seq[len - 1];
+    int next = len % 11 == 0 ? (a + len) % FV : (a / 5) * 5 + (a % 5 + 1) % 5;
+    for (int v = 0; v < FV; v++)
+        out[v] = v == next ? 2.0f : (float)((v * 7 + a) % 13) * 0.1f;
+}
+
+static int fd_alloc(void *ctx, int *slot)
+{
+    fdrv_t *f = ctx;
+    for (int i = 0; i < FS; i++)
+        if (!f->used[i]) {
+            f->used[i] = true;
+            f->len[i] = 0;
+            *slot = i;
+            return 0;
+        }
+    return FD_EFULL;
+}
+
+static void fd_free(void *ctx, int slot)
+{
+    ((fdrv_t *)ctx)->used[slot] = false;
+}
+
+static int fd_len(void *ctx, int slot)
+{
+    return ((fdrv_t *)ctx)->len[slot];
+}
+
+static int fd_truncate(void *ctx, int slot, int len)
+{
+    fdrv_t *f = ctx;
+    f->truncs++;
+    if (f->trunc_fail || len < 0 || len > f->len[slot])
+        return -EINVAL;
+    f->len[slot] = len;
+    return 0;
+}
+
+static int fd_decode(void *ctx, const llm_batch_entry_t *e, int n, float *logits)
+{
+    fdrv_t *f = ctx;
+    if (++f->calls == f->fail_call)
+        return FD_EBACKEND;
+    for (int i = 0; i < n; i++)
+        if (f->len[e[i].slot] + e[i].n_tokens > FC)
+            return FD_ECTX;
+    float *out = logits;
+    for (int i = 0; i < n; i++) {
+        int s = e[i].slot;
+        for (int t = 0; t < e[i].n_tokens; t++) {
+            f->seq[s][f->len[s]++] = e[i].tokens[t];
+            if (t >= e[i].n_tokens - e[i].want_logits) {
+                fd_logits(f->seq[s], f->len[s], out);
+                out += FV;
+            }
+        }
+    }
+    return 0;
+}
+
+static bool fd_eog(void *ctx, int32_t t)
+{
+    (void)ctx;
+    (void)t;
+    return false;
+}
+
+static void fd_stream_init(void *ctx, tok_stream_t *s, int32_t last)
+{
+    (void)ctx;
+    (void)last;
+    memset(s, 0, sizeof *s);
+}
+
+static int fd_push(void *ctx, tok_stream_t *s, int32_t t, char *out, size_t cap, size_t *len)
+{
+    (void)ctx;
+    (void)s;
+    *len = 1;
+    if (cap < 1)
+        return -ENOSPC;
+    out[0] = (char)('a' + t % 26);
+    return 0;
+}
+
+static int fd_flush(void *ctx, tok_stream_t *s, char *out, size_t cap, size_t *len)
+{
+    (void)ctx;
+    (void)s;
+    (void)out;
+    (void)cap;
+    *len = 0;
+    return 0;
+}
+
+static eng_t *open_fd(fdrv_t *f, bool truncate, int draft_max)
+{
+    memset(f, 0, sizeof *f);
+    eng_driver_t d = {
+        .ctx = f, .n_vocab = FV, .n_ctx = FC, .n_slots = FS, .seq_alloc = fd_alloc,
+        .seq_free = fd_free, .seq_len = fd_len, .seq_truncate = truncate ? fd_truncate : NULL,
+        .decode = fd_decode, .is_eog = fd_eog, .stream_init = fd_stream_init,
+        .stream_push = fd_push, .stream_flush = fd_flush,
+    };
+    eng_params_t p;
+    eng_params_default(&p);
+    p.max_running = FS;
+    p.draft_max = draft_max;
+    p.lookup_min = 1;
+    p.check = true;
+    char err[256];
+    eng_t *e = NULL;
+    ck_assert_msg(eng_open_driver(&e, &p, &d, err, sizeof err) == 0, "%s", err);
+    return e;
+}
+
+/* The plain greedy reference on the scripted logits. */
+static void fd_ref(const int32_t *prompt, int n, int max_tokens, int32_t *out)
+{
+    int32_t seq[FC];
+    float lg[FV];
+    memcpy(seq, prompt, sizeof *seq * (size_t)n);
+    for (int k = 0; k < max_tokens; k++) {
+        fd_logits(seq, n, lg);
+        int best = 0;
+        for (int v = 1; v < FV; v++)
+            if (lg[v] > lg[best])
+                best = v;
+        out[k] = seq[n++] = best;
+    }
+}
+
+static const int32_t fd_prompt[] = { 3, 9, 4, 3, 9, 4, 3 };
+
+static out_t *fd_run(eng_t *e, int max_tokens)
+{
+    out_t *o = out_new();
+    eng_request_t q;
+    memset(&q, 0, sizeof q);
+    q.prompt = fd_prompt;
+    q.n_prompt = FD_ARRAY_LEN(fd_prompt);
+    q.max_tokens = max_tokens;
+    eng_sampling_default(&q.sampling);
+    q.sampling.temperature = 0;
+    q.on_event = on_event;
+    q.ud = o;
+    ck_assert_int_eq(eng_submit(e, &q, &o->id, NULL, 0), 0);
+    out_wait(o);
+    return o;
+}
+
+START_TEST(test_driver)
+{
+    int32_t ref[FC];
+    const int n_gen = FC - (int)FD_ARRAY_LEN(fd_prompt);
+    fd_ref(fd_prompt, FD_ARRAY_LEN(fd_prompt), n_gen, ref);
+    fdrv_t *f = calloc(1, sizeof *f);
+    /* speculation: the reference, to the context end; drafts taken and refused */
+    eng_t *e = open_fd(f, true, 6);
+    ck_assert_int_eq(eng_info(e)->draft_max, 6);
+    out_t *o = fd_run(e, n_gen);
+    ck_assert_int_eq(o->n, n_gen);
+    ck_assert_int_eq(o->finish, ENG_FINISH_LENGTH);
+    for (int k = 0; k < n_gen; k++)
+        ck_assert_msg(o->tok[k] == ref[k], "token %d: %d, reference %d", k, o->tok[k], ref[k]);
+    eng_stats_t st;
+    eng_stats(e, &st);
+    ck_assert_uint_gt(st.draft_accepted, 20);
+    ck_assert_uint_lt(st.draft_accepted, st.draft_tokens);
+    ck_assert_uint_lt(st.steps, (uint64_t)n_gen / 2);
+    ck_assert_int_gt(f->truncs, 0);
+    out_free(o);
+    eng_close(e);
+
+    /* a driver that cannot truncate: speculation off, the same tokens */
+    e = open_fd(f, false, 6);
+    ck_assert_int_eq(eng_info(e)->draft_max, 0);
+    o = fd_run(e, 60);
+    for (int k = 0; k < 60; k++)
+        ck_assert_int_eq(o->tok[k], ref[k]);
+    eng_stats(e, &st);
+    ck_assert_uint_eq(st.draft_tokens, 0);
+    out_free(o);
+    eng_close(e);
+
+    /* a step that fails while verifying drafts: the tokens before it, then the error */
+    for (int call = 3; call <= 9; call += 3) {
+        e = open_fd(f, true, 6);
+        f->fail_call = call;
+        o = fd_run(e, 100);
+        ck_assert_int_eq(o->finish, ENG_FINISH_ERROR);
+        ck_assert_int_gt(o->n, call - 2);
+        for (int k = 0; k < o->n; k++)
+            ck_assert_int_eq(o->tok[k], ref[k]);
+        eng_stats(e, &st);
+        ck_assert_int_eq(st.kv_used, 0);
+        ck_assert_int_eq(st.running, 0);
+        out_free(o);
+        eng_close(e);
+    }
+
+    /* a refused draft the driver cannot drop: the tokens sampled, then the error */
+    e = open_fd(f, true, 6);
+    f->trunc_fail = true;
+    o = fd_run(e, 100);
+    ck_assert_int_eq(o->finish, ENG_FINISH_ERROR);
+    ck_assert_int_gt(o->n, 0);
+    ck_assert_int_lt(o->n, 100);
+    for (int k = 0; k < o->n; k++)
+        ck_assert_int_eq(o->tok[k], ref[k]);
+    out_free(o);
+    eng_close(e);
+    free(f);
+}
+END_TEST
+
 /* ---- engines on stories260K ---- */
 
 static int n_check_failures;
@@ -689,6 +923,7 @@ int main(void)
     TCase *tc = tcase_create("ngram");
     tcase_add_test(tc, test_ngram_random);
     tcase_add_test(tc, test_ngram_cases);
+    tcase_add_test(tc, test_driver);
     suite_add_tcase(s, tc);
     if (tu_shared("models/stories260K.gguf", 0) ||
         (getenv("FUSIOND_REQUIRE_SHARED") &&

@@ -18,6 +18,7 @@
 #include "engine/engine.h"
 #include "engine/gguf.h"
 #include "engine/model.h"
+#include "engine/ngram.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
 
@@ -33,6 +34,7 @@
 typedef struct cli {
     const char *model, *prompt, *backend, *info;
     int n_gen, threads, n_ctx;
+    int draft_max, lookup_min, lookup_max;  /* n-gram speculation (draft_max 0: off) */
     bool fusion, stats;
     int softmax_mode;
     eng_sampling_t sampling;
@@ -65,6 +67,11 @@ static void usage(FILE *f)
             "      --fusion on|off  deferred-normalization plan (default on)\n"
             "      --softmax MODE   fused softmax: maxsum (default) or sumonly\n"
             "      --ctx N          context length (default: the model's)\n"
+            "      --draft-max N    n-gram speculative decoding: verify up to N tokens that\n"
+            "                       followed the last occurrence of the last tokens in the\n"
+            "                       prompt and output, in one step (default 0: off; the\n"
+            "                       output is the same, the speed is not)\n"
+            "      --lookup-min N, --lookup-max N  n-gram lengths looked up (default 2, 4)\n"
             "      --info FILE      print the model's metadata and tensors, then exit\n"
             "  -h, --help           this text\n");
 }
@@ -100,7 +107,7 @@ static int parse_float(const char *opt, const char *v, float lo, float hi, float
 static int parse_args(cli_t *c, int argc, char **argv)
 {
     enum { O_TEMP = 256, O_TOPK, O_TOPP, O_MINP, O_SEED, O_THREADS, O_BACKEND, O_FUSION,
-           O_SOFTMAX, O_CTX, O_INFO, O_BACKEND_OPT };
+           O_SOFTMAX, O_CTX, O_INFO, O_BACKEND_OPT, O_DRAFT, O_LKMIN, O_LKMAX };
     static const struct option opts[] = {
         { "model", required_argument, NULL, 'm' },  { "prompt", required_argument, NULL, 'p' },
         { "n-predict", required_argument, NULL, 'n' }, { "help", no_argument, NULL, 'h' },
@@ -113,6 +120,9 @@ static int parse_args(cli_t *c, int argc, char **argv)
         { "fusion", required_argument, NULL, O_FUSION },
         { "softmax", required_argument, NULL, O_SOFTMAX },
         { "ctx", required_argument, NULL, O_CTX }, { "info", required_argument, NULL, O_INFO },
+        { "draft-max", required_argument, NULL, O_DRAFT },
+        { "lookup-min", required_argument, NULL, O_LKMIN },
+        { "lookup-max", required_argument, NULL, O_LKMAX },
         { NULL, 0, NULL, 0 },
     };
     memset(c, 0, sizeof(*c));
@@ -121,6 +131,8 @@ static int parse_args(cli_t *c, int argc, char **argv)
     c->n_gen = 128;
     c->fusion = true;
     c->softmax_mode = FB_SOFTMAX_MAXSUM;
+    c->lookup_min = 2;
+    c->lookup_max = 4;
     eng_sampling_default(&c->sampling);
     c->sampling.temperature = 0.8f;
     c->sampling.top_k = 40;
@@ -183,6 +195,9 @@ static int parse_args(cli_t *c, int argc, char **argv)
             break;
         case O_CTX: rc = parse_int("--ctx", optarg, 1, 1 << 24, &c->n_ctx); break;
         case O_INFO: c->info = optarg; break;
+        case O_DRAFT: rc = parse_int("--draft-max", optarg, 0, ENG_DRAFT_MAX, &c->draft_max); break;
+        case O_LKMIN: rc = parse_int("--lookup-min", optarg, 1, 64, &c->lookup_min); break;
+        case O_LKMAX: rc = parse_int("--lookup-max", optarg, 1, 64, &c->lookup_max); break;
         default: usage(stderr); return -1;
         }
         if (rc)
@@ -190,6 +205,11 @@ static int parse_args(cli_t *c, int argc, char **argv)
     }
     if (optind < argc) {
         fprintf(stderr, "fusion-cli: unexpected argument '%s'\n", argv[optind]);
+        return -1;
+    }
+    if (c->lookup_min > c->lookup_max) {
+        fprintf(stderr, "fusion-cli: --lookup-min %d is more than --lookup-max %d\n",
+                c->lookup_min, c->lookup_max);
         return -1;
     }
     if (!c->info && !c->model) {
@@ -306,17 +326,25 @@ static int generate(const cli_t *c)
     }
     for (size_t i = 0; i < n_prompt; i++)
         smp_accept(smp, ids[i], 0);
-    logits = malloc(sizeof(float) * (size_t)hp->n_vocab);
-    if (!logits || llm_seq_alloc(m, &slot)) {
+    /* the history (prompt, output, then the draft being verified) and a logits row for the
+     * last token and each draft token */
+    const int K = c->draft_max;
+    int32_t *hist = malloc(sizeof *hist * (n_prompt + (size_t)c->n_gen + (size_t)K + 1));
+    logits = malloc(sizeof(float) * (size_t)hp->n_vocab * (size_t)(K + 1));
+    if (!hist || !logits || llm_seq_alloc(m, &slot)) {
         fprintf(stderr, "fusion-cli: out of memory\n");
+        free(hist);
         goto out;
     }
+    memcpy(hist, ids, sizeof *hist * n_prompt);
+    int n_hist = (int)n_prompt;
 
     double t0 = fd_now_s();
     llm_batch_entry_t e = { .slot = slot, .tokens = ids, .n_tokens = (int)n_prompt,
                             .want_logits = true };
     if ((rc = llm_decode(m, &e, 1, logits))) {
         fprintf(stderr, "fusion-cli: prompt: %s\n", fd_strerror(rc));
+        free(hist);
         goto out;
     }
     double t1 = fd_now_s();
@@ -325,35 +353,64 @@ static int generate(const cli_t *c)
     tok_stream_init(&ts, tk, c->prompt[0] == '\0');
     char piece[256];
     size_t len;
-    int n_out = 0;
+    int n_out = 0, nd = 0, n_steps = 0;
+    long long drafted = 0, accepted = 0;
     const char *stop = NULL;
-    while (n_out < c->n_gen) {
-        int32_t t = smp_sample(smp, logits, NULL, NULL, 0);
-        if (t < 0) {
-            fprintf(stderr, "fusion-cli: sampling: %s\n", fd_strerror(t));
+    while (n_out < c->n_gen && !stop) {
+        /* the rows of the last step: sample each while it picks the draft token after it */
+        int32_t t = -1;
+        int taken = 0;
+        for (int j = 0; j <= nd; j++) {
+            t = smp_sample(smp, logits + (size_t)j * (size_t)hp->n_vocab, NULL, NULL, 0);
+            if (t < 0) {
+                fprintf(stderr, "fusion-cli: sampling: %s\n", fd_strerror(t));
+                free(hist);
+                goto out;
+            }
+            bool hit = j < nd && t == hist[n_hist];
+            if (tok_is_eog(tk, t)) {
+                stop = "end of text";
+                break;
+            }
+            n_out++;
+            taken += hit;
+            smp_accept(smp, t, 1);
+            hist[n_hist++] = t;
+            if (tok_stream_push(&ts, tk, t, piece, sizeof(piece), &len) == 0)
+                write_out(piece, len);
+            if (!hit || n_out == c->n_gen)
+                break;
+        }
+        drafted += nd;
+        accepted += taken;
+        /* the KV cache keeps the fed token and the drafts taken */
+        if (nd > taken && (rc = llm_seq_truncate(m, slot, llm_seq_len(m, slot) - (nd - taken)))) {
+            fprintf(stderr, "\nfusion-cli: truncate: %s\n", fd_strerror(rc));
+            free(hist);
             goto out;
         }
-        if (tok_is_eog(tk, t)) {
-            stop = "end of text";
-            break;
-        }
-        n_out++;
-        smp_accept(smp, t, 1);
-        if (tok_stream_push(&ts, tk, t, piece, sizeof(piece), &len) == 0)
-            write_out(piece, len);
-        if (n_out == c->n_gen)
+        if (stop || n_out == c->n_gen)
             break;
         if (llm_seq_len(m, slot) >= hp->n_ctx) {
             stop = "context full";
             break;
         }
-        e.tokens = &t;
-        e.n_tokens = 1;
+        /* a step never passes -n or the context end: at most nd + 1 tokens come out of it */
+        nd = FD_MIN(K, c->n_gen - n_out - 1);
+        nd = FD_MIN(nd, hp->n_ctx - llm_seq_len(m, slot) - 1);
+        nd = nd > 0 ? ngram_draft(hist, n_hist, c->lookup_min, c->lookup_max, nd,
+                                  hist + n_hist)
+                    : 0;
+        e.tokens = &hist[n_hist - 1];
+        e.n_tokens = e.want_logits = 1 + nd;
+        n_steps++;
         if ((rc = llm_decode(m, &e, 1, logits))) {
             fprintf(stderr, "\nfusion-cli: decode: %s\n", fd_strerror(rc));
+            free(hist);
             goto out;
         }
     }
+    free(hist);
     if (tok_stream_flush(&ts, piece, sizeof(piece), &len) == 0)
         write_out(piece, len);
     double t2 = fd_now_s();
@@ -362,6 +419,10 @@ static int generate(const cli_t *c)
         fputc('\n', stderr);
     if (stop)
         fprintf(stderr, "fusion-cli: stopped after %d tokens: %s\n", n_out, stop);
+    if (K > 0)
+        fprintf(stderr, "speculation: %d steps, %lld draft tokens, %lld accepted (%.1f%%)\n",
+                n_steps, drafted, accepted, drafted ? 100.0 * (double)accepted / (double)drafted
+                                                    : 0.0);
     fprintf(stderr, "prompt: %zu tokens in %.3f s (%.1f tokens/s); generation: %d tokens in "
             "%.3f s (%.1f tokens/s)\n", n_prompt, t1 - t0, (double)n_prompt / (t1 - t0),
             n_out, t2 - t1, n_out > 0 ? (double)n_out / (t2 - t1) : 0.0);

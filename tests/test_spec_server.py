@@ -1,0 +1,130 @@
+"""test_spec_server.py: fusiond with speculative decoding (--spec-type ngram) answers exactly
+what fusiond without it answers: greedy and seeded completions, logprobs, a stop string,
+streamed and whole, several requests at once; its /metrics count drafted and accepted
+tokens (none without it); and the daemon refuses bad speculation settings.  python3
+standard library only; run by tests/test_spec_server.sh with the built fusiond and
+stories260K."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import loopback  # noqa: E402
+
+FUSIOND, MODEL = sys.argv[1], sys.argv[2]
+FAILS = []
+
+PROMPTS = [
+    "Lily and Ben went to the park. Lily and Ben went to the park. Lily and Ben",
+    "The cat sat on the mat. The dog sat on the log. The cat sat on the",
+    "Once upon a time",
+]
+
+
+def check(cond, what):
+    if not cond:
+        FAILS.append(what)
+        print("FAIL:", what)
+    return cond
+
+
+def complete(d, body):
+    st, _, js = d.post("/v1/completions", body)
+    check(st == 200, "completion %r: %s %s" % (body, st, js))
+    return js
+
+
+def stream(d, body):
+    b = dict(body)
+    b["stream"] = True
+    st, _, out = d.request("POST", "/v1/completions", b)
+    check(st == 200, "stream: %s" % st)
+    text, finish = "", None
+    for line in out.decode().splitlines():
+        if line.startswith("data: ") and line != "data: [DONE]":
+            ch = json.loads(line[6:])["choices"]
+            if ch:
+                text += ch[0].get("text", "")
+                finish = ch[0].get("finish_reason") or finish
+    return text, finish
+
+
+def same_choice(a, b, what):
+    ca, cb = a["choices"][0], b["choices"][0]
+    check(ca["text"] == cb["text"], "%s: text %r without speculation, %r with" % (what, ca["text"], cb["text"]))
+    check(ca["finish_reason"] == cb["finish_reason"], "%s: finish reason" % what)
+    check(a["usage"]["completion_tokens"] == b["usage"]["completion_tokens"], "%s: usage" % what)
+    la, lb = ca.get("logprobs"), cb.get("logprobs")
+    if la or lb:
+        check(la["tokens"] == lb["tokens"], "%s: logprob tokens" % what)
+        check(all(abs(x - y) <= 1e-4 for x, y in zip(la["token_logprobs"], lb["token_logprobs"])),
+              "%s: logprobs" % what)
+
+
+def main():
+    off = loopback.Daemon(fusiond=FUSIOND, model=MODEL)
+    on = loopback.Daemon("--spec-type", "ngram", "--draft-max", "6", "--prompt-lookup-min", "1",
+                         fusiond=FUSIOND, model=MODEL)
+    try:
+        check(b"speculative decoding: ngram, up to 6 draft tokens" in on.logtext(),
+              "the daemon logs speculation's settings")
+        for i, p in enumerate(PROMPTS):
+            bodies = [
+                {"prompt": p, "max_tokens": 80, "temperature": 0, "logprobs": 2},
+                {"prompt": p, "max_tokens": 80, "temperature": 0.8, "top_p": 0.9, "seed": 11 + i,
+                 "presence_penalty": 0.4},
+                {"prompt": p, "max_tokens": 80, "temperature": 0, "stop": [" the"]},
+            ]
+            for j, body in enumerate(bodies):
+                same_choice(complete(off, body), complete(on, body), "prompt %d body %d" % (i, j))
+                check(stream(off, body) == stream(on, body), "prompt %d body %d streamed" % (i, j))
+        # several at once on the speculating daemon: each as it is alone without it
+        body = {"prompt": PROMPTS[0], "max_tokens": 60, "temperature": 0}
+        want = complete(off, body)
+        got = [None] * 6
+
+        def one(k):
+            got[k] = complete(on, body)
+
+        ts = [threading.Thread(target=one, args=(k,)) for k in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        for k in range(6):
+            same_choice(want, got[k], "concurrent %d" % k)
+        m_on, m_off = on.settle(), off.settle()
+        drafted = m_on.get("fusiond_spec_draft_tokens_total", -1)
+        accepted = m_on.get("fusiond_spec_accepted_tokens_total", -1)
+        check(drafted > 0 and 0 < accepted <= drafted,
+              "metrics: %s drafted, %s accepted" % (drafted, accepted))
+        check(m_off.get("fusiond_spec_draft_tokens_total") == 0 and
+              m_off.get("fusiond_spec_accepted_tokens_total") == 0, "no drafts without speculation")
+        # the same tokens counted: the speculating daemon ran five more copies of `body`
+        extra = 5 * want["usage"]["completion_tokens"]
+        check(m_on["fusiond_generation_tokens_total"] == m_off["fusiond_generation_tokens_total"] + extra,
+              "tokens generated: %s with speculation, %s + %d without" % (
+                  m_on["fusiond_generation_tokens_total"], m_off["fusiond_generation_tokens_total"], extra))
+    finally:
+        for d in (off, on):
+            rc = d.stop(timeout=30)
+            check(rc == 0, "fusiond exited with %s" % rc)
+            d.cleanup()
+    # bad settings are refused before anything starts
+    for args, want in [(["--draft-max", "0"], "--draft-max: 0 is out of range 1..64"),
+                       (["--spec-type", "medusa"], "--spec-type: 'medusa' is not one of none, ngram"),
+                       (["--draft-max", "2", "--draft-min", "3"], "--draft-min: 3 is more than draft_max (2)")]:
+        r = subprocess.run([FUSIOND, "--config=/dev/null", "--model", MODEL, "--test-config"] + args,
+                           capture_output=True, timeout=60)
+        check(r.returncode != 0 and want.encode() in r.stderr,
+              "%s: exit %d, %r" % (args, r.returncode, r.stderr))
+    if FAILS:
+        print("%d failure(s)" % len(FAILS))
+        sys.exit(1)
+    print("PASS: speculative decoding through the daemon")
+
+
+main()

@@ -237,6 +237,9 @@ int fb_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int n_heads,
     if (!x || !pos || !rope || n_rows < 0 || n_heads <= 0 || head_dim <= 0 ||
         ld < (int64_t)n_heads * head_dim)
         return -EINVAL;
+    const fb_weight_t *ff = rope->freq_factors;
+    if (ff && (ff->type != GG_F32 || !ff->src || (int64_t)ff->n_in * ff->n_out != rope->n_rot / 2))
+        return -EINVAL;
     uint64_t t0 = fd_now_ns();
     int rc = be->ops->rope(be, x, n_rows, ld, n_heads, head_dim, pos, rope);
     charge(be, FB_OP_OTHER, t0);

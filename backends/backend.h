@@ -74,6 +74,9 @@ typedef struct fb_rope {
     int n_rot;           /* rotated dimensions per head (usually head_dim) */
     float freq_base;     /* theta, e.g. 10000 */
     float freq_scale;    /* linear scaling: position multiplied by this (1 = none) */
+    /* NULL, or n_rot / 2 F32 factors (a prepared weight whose host bytes src holds): pair i
+     * turns at base^(-2i / n_rot) / factor[i] (Llama 3.1's rope_freqs.weight) */
+    const fb_weight_t *freq_factors;
 } fb_rope_t;
 
 /* Softmax -> P.V.  REF: the unfused reference (normalize p, then p V).  MAXSUM: deferred,

@@ -699,11 +699,13 @@ static uint64_t name_hash(const char *s)
     return h;
 }
 
-enum { V_MATRIX, V_NORM, V_BIAS };
+enum { V_MATRIX, V_NORM, V_BIAS, V_FREQ };
 
 static int value_kind(const char *name)
 {
     size_t n = strlen(name);
+    if (strcmp(name, "rope_freqs.weight") == 0)
+        return V_FREQ;
     if (n >= 11 && strcmp(name + n - 11, "norm.weight") == 0)
         return V_NORM;
     if (n >= 5 && strcmp(name + n - 5, ".bias") == 0)
@@ -720,6 +722,8 @@ static float value_at(uint64_t rowseed, int64_t i, int kind, int64_t ne0)
         return 1.0f + 0.1f * u;
     if (kind == V_BIAS)
         return 0.5f * u;
+    if (kind == V_FREQ)
+        return 4.5f + 3.5f * u;
     return u * sqrtf(3.0f / (float)ne0); /* variance 1/ne0 */
 }
 
@@ -896,6 +900,7 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
         return werr(err, errlen, rc, "metadata: %s", fd_strerror(rc));
     char name[64];
     if ((rc = add_matrix(w, p, "token_embd.weight", "token_embd", 0, p->n_embd, p->n_vocab)) ||
+        (p->rope_freqs && (rc = add_norm(w, p, "rope_freqs.weight", hd / 2))) ||
         (rc = add_norm(w, p, "output_norm.weight", p->n_embd)) ||
         (!p->tied &&
          (rc = add_matrix(w, p, "output.weight", "output", 0, p->n_embd, p->n_vocab))))

@@ -91,6 +91,8 @@ typedef struct gguf_w_llama {
     float rope_base;         /* llama.rope.freq_base */
     float norm_eps;          /* llama.attention.layer_norm_rms_epsilon */
     bool tied;               /* no output.weight: the embedding is the output matrix */
+    bool rope_freqs;         /* a rope_freqs.weight tensor (Llama 3.1's per-pair RoPE
+                                frequency factors), values in [1, 8) */
     int wtype;               /* GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q5_K,
                                 GG_Q6_K, GGUF_W_MIX_Q4_K_M or GGUF_W_MIX_Q5_K_M */
     uint64_t seed;
@@ -109,7 +111,7 @@ int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen);
 /* Adds the metadata, an SPM-style vocabulary (<unk>, <s>, </s>, the 256 byte tokens, then
  * generated pieces) and every tensor, with weights drawn from p->seed: matrices uniform with
  * variance 1/ne[0] (so activations keep unit scale), norms 1 +- 0.1, biases uniform in
- * +-0.5.  A given tensor's
+ * +-0.5, RoPE frequency factors uniform in [1, 8).  A given tensor's
  * values depend only on seed and name, not on its type: F32 and quantized files of one seed
  * hold the same model up to quantization. */
 int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen);

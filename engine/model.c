@@ -6,6 +6,7 @@
 #include "engine/model.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,11 +202,6 @@ static int read_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, s
         snprintf(err, errlen, "%s: %s is not a string", gguf_path(g), k);
         return rc;
     }
-    if (gguf_find_tensor(g, "rope_freqs.weight")) {
-        snprintf(err, errlen, "%s: tensor rope_freqs.weight (per-frequency RoPE factors, "
-                 "Llama 3.1 style) is not supported", gguf_path(g));
-        return FD_EUNSUP;
-    }
 
     hp->n_ctx_train = (int)ctx;
     hp->n_ctx = p->n_ctx > 0 ? p->n_ctx : (int)ctx;
@@ -365,6 +361,16 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
         (rc = vector(m, "output_norm.weight", E, true, &s->out_norm, err, errlen)) ||
         (rc = matrix(m, "output.weight", E, V, false, &s->output, err, errlen)))
         return rc;
+    /* Llama 3.1's long-context RoPE: a factor dividing each pair's frequency */
+    if ((rc = vector(m, "rope_freqs.weight", hp->n_rot / 2, false, &s->rope_freqs, err, errlen)))
+        return rc;
+    for (int i = 0; s->rope_freqs && i < hp->n_rot / 2; i++)
+        if (!(s->rope_freqs[i] > 0.0f) || !isfinite(s->rope_freqs[i])) {
+            snprintf(err, errlen, "%s: tensor rope_freqs.weight: factor %d is %g (must be "
+                     "positive and finite)", gguf_path(m->g), i, (double)s->rope_freqs[i]);
+            return FD_EFORMAT;
+        }
+    hp->rope_freqs = s->rope_freqs != NULL;
     hp->tied_output = s->output.src == NULL;
     if (hp->tied_output) {
         s->output = s->tok_embd;

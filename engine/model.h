@@ -36,6 +36,7 @@ typedef struct llm_hparams {
     bool tied_output;           /* output.weight absent: token_embd used */
     bool qkv_bias;              /* qwen2 */
     bool qk_norm;               /* qwen3: RMSNorm of each Q and K head before RoPE */
+    bool rope_freqs;            /* rope_freqs.weight: per-pair RoPE frequency factors */
     int pooling;                /* <arch>.pooling_type (llama.cpp's numbering: 0 none, 1 mean,
                                    2 cls, 3 last); -1 when the file has none */
     int64_t n_params;

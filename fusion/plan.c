@@ -36,6 +36,7 @@ struct fz_plan {
     bool qk_norm;                    /* some layer has head norms (qs, ks allocated) */
     layer_t *layers;
     fb_weight_t tok_embd, out_norm;
+    fb_weight_t rope_ff;             /* src.rope_freqs as a weight (src.rope points to it) */
     fz_folded_t head;
     fb_weight_t **prepared;          /* every prepared weight, released in reverse */
     int n_prepared, cap_prepared;
@@ -255,6 +256,13 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
     p->tok_embd = src->tok_embd;
     if ((rc = prep(p, &p->tok_embd, err, errlen)))
         goto fail;
+    p->src.rope.freq_factors = NULL;
+    if (src->rope_freqs) {
+        p->rope_ff = gamma_weight(src->rope_freqs, src->rope.n_rot / 2, "rope_freqs");
+        if ((rc = prep(p, &p->rope_ff, err, errlen)))
+            goto fail;
+        p->src.rope.freq_factors = &p->rope_ff;
+    }
     /* both plans: the fused head folds this gamma in, but hidden states (embeddings) are
      * normalized explicitly */
     int n_head_parts;

@@ -32,7 +32,8 @@ typedef struct fz_layer_src {
 typedef struct fz_model_src {
     int n_layer, n_embd, n_head, n_head_kv, head_dim, n_ff, n_vocab;
     float eps;                       /* RMSNorm epsilon */
-    fb_rope_t rope;
+    fb_rope_t rope;                  /* its freq_factors are the plan's own (rope_freqs) */
+    const float *rope_freqs;         /* n_rot / 2 RoPE frequency factors, or NULL */
     fb_weight_t tok_embd;            /* n_vocab rows of n_embd */
     const float *out_norm;           /* n_embd */
     fb_weight_t output;              /* LM head; tok_embd's bytes when the model ties them */

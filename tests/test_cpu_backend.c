@@ -1331,20 +1331,50 @@ START_TEST(test_fast_rowops)
         ck_assert_int_eq(memcmp(y1, y2, sizeof(float) * (size_t)(rows * n)), 0);
         free(x); free(g); free(b); free(y1); free(y2); free(u); free(gt);
     }
-    /* rope: float cos/sin of the fp64 angles; |err| <= 2 ulp-ish of |x| */
+    /* rope: float cos/sin of the fp64 angles; |err| <= 2 ulp-ish of |x|; with and without
+     * frequency factors (which change the result: the fast path must use them) */
     static const int rp[][4] = {{1, 8, 8, 0}, {4, 64, 64, 1}, {3, 100, 64, 0}, {32, 128, 128, 1}};
-    for (size_t k = 0; k < FD_ARRAY_LEN(rp); k++) {
-        int nh = rp[k][0], hd = rp[k][1];
+    for (size_t k = 0; k < 2 * FD_ARRAY_LEN(rp); k++) {
+        const int *c = rp[k % FD_ARRAY_LEN(rp)];
+        bool with_ff = k >= FD_ARRAY_LEN(rp);
+        int nh = c[0], hd = c[1];
         int64_t rows = 5, ld = (int64_t)nh * hd + 2;
         float *x1 = rnd(&s, rows * ld, 2), *x2 = malloc(sizeof(float) * (size_t)(rows * ld));
+        float *x0 = malloc(sizeof(float) * (size_t)(rows * ld));
         memcpy(x2, x1, sizeof(float) * (size_t)(rows * ld));
+        memcpy(x0, x1, sizeof(float) * (size_t)(rows * ld));
         int32_t pos[5] = {0, 1, 17, 4000, 123456};
-        fb_rope_t r = {.mode = rp[k][3], .n_rot = rp[k][2], .freq_base = 500000, .freq_scale = 0.25f};
+        float *ffv = rnd(&s, c[2] / 2, 1);
+        for (int i = 0; i < c[2] / 2; i++)
+            ffv[i] = 4.5f + 3.5f * ffv[i];
+        fb_weight_t ff = {.type = GG_F32, .n_in = c[2] / 2, .n_out = 1, .src = ffv,
+                          .name = "rope_freqs"};
+        ck_assert_int_eq(fb_weight_prepare(be, &ff), 0);
+        fb_rope_t r = {.mode = c[3], .n_rot = c[2], .freq_base = 500000, .freq_scale = 0.25f,
+                       .freq_factors = with_ff ? &ff : NULL};
         ck_assert_int_eq(fb_rope(be, x1, rows, ld, nh, hd, pos, &r), 0);
         fcpu_ref_rope(x2, rows, ld, nh, hd, pos, &r);
         for (int64_t i = 0; i < rows * ld; i++)
             CHECKM(fabsf(x1[i] - x2[i]) <= 1e-6f * 4, "%g vs %g", (double)x1[i], (double)x2[i]);
-        free(x1); free(x2);
+        if (with_ff) {
+            fb_rope_t plain = r;
+            plain.freq_factors = NULL;
+            fcpu_ref_rope(x0, rows, ld, nh, hd, pos, &plain);
+            double d = 0;
+            for (int64_t i = 0; i < rows * ld; i++)
+                d = fmax(d, fabsf(x0[i] - x2[i]));
+            CHECKM(d > 0.1, "the factors change nothing (%g)", d);
+            /* factors of the wrong length, or not F32, are refused */
+            fb_weight_t bad = ff;
+            bad.n_in = c[2] / 2 + 1;
+            r.freq_factors = &bad;
+            ck_assert_int_eq(fb_rope(be, x1, rows, ld, nh, hd, pos, &r), -EINVAL);
+            bad.n_in = c[2] / 2;
+            bad.type = GG_F16;
+            ck_assert_int_eq(fb_rope(be, x1, rows, ld, nh, hd, pos, &r), -EINVAL);
+        }
+        fb_weight_release(be, &ff);
+        free(x0); free(x1); free(x2); free(ffv);
     }
     fb_destroy(be);
 }

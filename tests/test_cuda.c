@@ -6,7 +6,8 @@
  * errors with FD_EBACKEND; CUDA graph replay equal to eager execution; per-op device time;
  * stories260K greedy text identical to the CPU backend in fp32, fused and unfused, and
  * batched decode logits equal to the CPU's, and final hidden states (embeddings) equal to the
- * CPU's. */
+ * CPU's; RoPE with Llama 3.1's frequency factors, and qwen3 and Llama 3.1-style models equal
+ * to the CPU's. */
 #include <math.h>
 
 #include "backends/backend.h"
@@ -305,15 +306,24 @@ START_TEST(test_rope)
             float *hx = rnd(tot, 1.f), *ref = malloc(sizeof(float) * (size_t)tot);
             memcpy(ref, hx, sizeof(float) * (size_t)tot);
             int32_t pos[5] = {0, 1, 17, 999, 4095};
+            /* Llama 3.1's frequency factors on the second half of the cases */
+            float ffv[64];
+            for (int i = 0; i < cfg[k][2] / 2; i++)
+                ffv[i] = 1.0f + 0.25f * (float)((i * 7) % 29);
+            fb_weight_t ff = {.type = GG_F32, .n_in = cfg[k][2] / 2, .n_out = 1, .src = ffv,
+                              .name = "rope_freqs"};
+            ck_assert_int_eq(fb_weight_prepare(be, &ff), 0);
             fb_rope_t r = {.mode = mode, .n_rot = cfg[k][2], .freq_base = 500000.f,
-                           .freq_scale = mode ? 0.5f : 1.f};
+                           .freq_scale = mode ? 0.5f : 1.f, .freq_factors = k % 2 ? &ff : NULL};
             float *x = up(be, hx, tot);
             ck_assert_int_eq(fb_rope(be, x, rows, ld, H, hd, pos, &r), 0);
             fcpu_ref_rope(ref, rows, ld, H, hd, pos, &r);
             float *got = down(be, x, tot);
             double e = rel_err(got, ref, tot);
-            CHECKM(e <= 1e-6, "rope mode %d heads %d hd %d: %.3g", mode, H, hd, e);
+            CHECKM(e <= 1e-6, "rope mode %d heads %d hd %d factors %d: %.3g", mode, H, hd,
+                   (int)(k % 2), e);
             fb_free(be, x);
+            fb_weight_release(be, &ff);
             free(hx); free(ref); free(got);
         }
     fb_destroy(be);
@@ -759,46 +769,56 @@ START_TEST(test_stories_greedy)
 }
 END_TEST
 
-/* A qwen3 model (random weights; head_dim 128 with n_head * head_dim = 2 n_embd, and the Q and K
- * head norms between the product and RoPE, which the graph's epilogue merging must leave in
- * order): greedy ids equal the CPU backend's and the logits along the way agree, fused and
- * unfused, in graphs and eager.  test_llamacpp_ref proves the CPU backend equals llama.cpp on
- * this architecture. */
-START_TEST(test_qwen3)
+/* Random-weight models of the other shapes the loader takes: qwen3 (head_dim 128 with
+ * n_head * head_dim = 2 n_embd, and the Q and K head norms between the product and RoPE,
+ * which the graph's epilogue merging must leave in order) and llama with Llama 3.1's RoPE
+ * frequency factors (adjacent RoPE: the one the product's epilogue rotates).  Greedy ids equal
+ * the CPU backend's and the logits along the way agree, fused and unfused, in graphs and
+ * eager.  test_llamacpp_ref proves the CPU backend equals llama.cpp on both. */
+START_TEST(test_other_archs)
 {
-    char path[] = "/tmp/fusiond-cuda-qwen3-XXXXXX";
-    int fd = mkstemp(path);
-    CHECKM(fd >= 0, "mkstemp");
-    close(fd);
-    gguf_w_llama_t sp = { .name = "qwen3-test", .arch = "qwen3", .n_embd = 256, .n_layer = 3,
-                          .n_head = 4, .n_head_kv = 2, .head_dim = 128, .n_ff = 512,
-                          .n_vocab = 512, .n_ctx = 256, .rope_base = 1e6f, .norm_eps = 1e-6f,
-                          .tied = true, .wtype = GG_F32, .seed = 5 };
-    char err[512];
-    CHECKM(gguf_w_llama_write(&sp, path, 1, err, sizeof(err)) == 0, "%s", err);
-    const char *cpu_opt[] = {"blas_rows=0", NULL}, *eager[] = {"graphs=0", NULL};
-    const char *const *gopts[] = {NULL, eager};
-    const int n = 40;
-    for (int f = 0; f < 2; f++) {
-        llm_model_t *cpu = load_path(path, "cpu", f, cpu_opt, 1);
-        ck_assert_int_eq(llm_hparams(cpu)->qk_norm, true);
-        int32_t want[40], got[40];
-        float d;
-        greedy(cpu, want, n, &d, NULL);
-        for (int k = 0; k < 2; k++) {
-            llm_model_t *g = load_path(path, "cuda", f, gopts[k], 1);
-            llm_model_t *c2 = load_path(path, "cpu", f, cpu_opt, 1);
-            greedy(g, got, n, &d, c2);
-            for (int i = 0; i < n; i++)
-                CHECKM(got[i] == want[i], "qwen3 fusion %d %s: token %d is %d, cpu %d", f,
-                       k ? "eager" : "graphs", i, got[i], want[i]);
-            CHECKM(d <= 1e-3f, "qwen3 fusion %d: logits differ from the CPU's by %g", f, d);
-            llm_free(g);
-            llm_free(c2);
+    const gguf_w_llama_t specs[2] = {
+        { .name = "qwen3-test", .arch = "qwen3", .n_embd = 256, .n_layer = 3, .n_head = 4,
+          .n_head_kv = 2, .head_dim = 128, .n_ff = 512, .n_vocab = 512, .n_ctx = 256,
+          .rope_base = 1e6f, .norm_eps = 1e-6f, .tied = true, .wtype = GG_F32, .seed = 5 },
+        { .name = "llama31-test", .arch = "llama", .n_embd = 256, .n_layer = 3, .n_head = 4,
+          .n_head_kv = 2, .n_ff = 512, .n_vocab = 512, .n_ctx = 256, .rope_base = 5e5f,
+          .norm_eps = 1e-5f, .tied = true, .rope_freqs = true, .wtype = GG_F32, .seed = 6 },
+    };
+    for (int m = 0; m < 2; m++) {
+        char path[] = "/tmp/fusiond-cuda-arch-XXXXXX";
+        int fd = mkstemp(path);
+        CHECKM(fd >= 0, "mkstemp");
+        close(fd);
+        gguf_w_llama_t sp = specs[m];
+        char err[512];
+        CHECKM(gguf_w_llama_write(&sp, path, 1, err, sizeof(err)) == 0, "%s", err);
+        const char *cpu_opt[] = {"blas_rows=0", NULL}, *eager[] = {"graphs=0", NULL};
+        const char *const *gopts[] = {NULL, eager};
+        const int n = 40;
+        for (int f = 0; f < 2; f++) {
+            llm_model_t *cpu = load_path(path, "cpu", f, cpu_opt, 1);
+            ck_assert_int_eq(llm_hparams(cpu)->qk_norm, m == 0);
+            ck_assert_int_eq(llm_hparams(cpu)->rope_freqs, m == 1);
+            int32_t want[40], got[40];
+            float d;
+            greedy(cpu, want, n, &d, NULL);
+            for (int k = 0; k < 2; k++) {
+                llm_model_t *g = load_path(path, "cuda", f, gopts[k], 1);
+                llm_model_t *c2 = load_path(path, "cpu", f, cpu_opt, 1);
+                greedy(g, got, n, &d, c2);
+                for (int i = 0; i < n; i++)
+                    CHECKM(got[i] == want[i], "%s fusion %d %s: token %d is %d, cpu %d",
+                           sp.name, f, k ? "eager" : "graphs", i, got[i], want[i]);
+                CHECKM(d <= 1e-3f, "%s fusion %d: logits differ from the CPU's by %g", sp.name,
+                       f, d);
+                llm_free(g);
+                llm_free(c2);
+            }
+            llm_free(cpu);
         }
-        llm_free(cpu);
+        unlink(path);
     }
-    unlink(path);
 }
 END_TEST
 
@@ -923,7 +943,7 @@ static Suite *suite(void)
     tcase_add_test(m, test_stories_pdl);
     tcase_add_test(m, test_stories_batched);
     tcase_add_test(m, test_stories_hidden);
-    tcase_add_test(m, test_qwen3);
+    tcase_add_test(m, test_other_archs);
     suite_add_tcase(s, m);
     return s;
 }

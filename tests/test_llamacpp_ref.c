@@ -2,7 +2,8 @@
  * architecture and weight type by weight type: for small random-weight models (llama, qwen2,
  * qwen3; F32, F16, BF16, Q8_0, Q4_0, Q4_K_M, Q5_K_M, Q6_K) the logits after every prompt
  * position, on the CPU backend (fast kernels and reference ops, fused and unfused plans),
- * equal llama.cpp's within the bound each type justifies.  The references are
+ * equal llama.cpp's within the bound each type justifies; Llama 3.1's RoPE frequency
+ * factors (rope_freqs.weight) too.  The references are
  * tests/data/llamacpp-*.txt, written by tests/ref/make-refs.sh with llama.cpp's own CPU
  * binaries; each file's "model" line is the recipe this test writes the same model from. */
 #define _GNU_SOURCE /* memmem */
@@ -72,11 +73,12 @@ static void parse_model(ref_t *r, char *line)
         else if (!strcmp(k, "n_vocab")) s->n_vocab = key_int(v);
         else if (!strcmp(k, "n_ctx")) s->n_ctx = key_int(v);
         else if (!strcmp(k, "tied")) s->tied = key_int(v) != 0;
+        else if (!strcmp(k, "rope_freqs")) s->rope_freqs = key_int(v) != 0;
         else if (!strcmp(k, "seed")) s->seed = (uint64_t)key_int(v);
         else
             ck_abort_msg("model line: unknown key '%s'", k);
     }
-    ck_assert_int_eq(seen, 12);
+    ck_assert_int_eq(seen, 13);
     ck_assert_int_eq(s->n_vocab, N_VOCAB);
     s->arch = r->arch;
     s->wtype = parse_type(r->type);
@@ -220,6 +222,7 @@ static double bound(const char *type)
 static const char *const refs[] = {
     "llama-f32", "qwen2-f32", "qwen3-f32", "llama-f16", "llama-bf16", "llama-q8_0",
     "llama-q4_0", "llama-q4_k_m", "llama-q5_k_m", "llama-q6_k", "qwen3-q4_k_m",
+    "llama3-ropefreqs-f32", "llama3-ropefreqs-q4_k_m",
 };
 
 START_TEST(test_matches_llamacpp)

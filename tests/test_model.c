@@ -923,9 +923,9 @@ START_TEST(test_bad_files)
     ck_assert_int_eq(load_err(write_spec("yarn.gguf", &s), err, sizeof(err)), FD_EUNSUP);
     ck_assert_ptr_nonnull(strstr(err, "yarn"));
     s = base_spec();
-    s.rope_freqs = true;
-    ck_assert_int_eq(load_err(write_spec("rope-freqs.gguf", &s), err, sizeof(err)), FD_EUNSUP);
-    ck_assert_ptr_nonnull(strstr(err, "rope_freqs.weight"));
+    s.rope_freqs = true;        /* uniform in [-1, 1): some factors are negative */
+    ck_assert_int_eq(load_err(write_spec("rope-freqs.gguf", &s), err, sizeof(err)), FD_EFORMAT);
+    ck_assert_ptr_nonnull(strstr(err, "rope_freqs.weight: factor"));
     s = base_spec();
     s.experts = 8;
     ck_assert_int_eq(load_err(write_spec("moe.gguf", &s), err, sizeof(err)), FD_EUNSUP);

@@ -35,6 +35,7 @@ static void usage(FILE *f)
             "      --head-dim N      attention.key_length (default n_embd / n_head)\n"
             "      --n-vocab N  --n-ctx N  --rope-base F  --eps F\n"
             "      --tied | --untied  output matrix shared with the embedding or not\n"
+            "      --rope-freqs      a rope_freqs.weight tensor (Llama 3.1 RoPE factors)\n"
             "      --name S          general.name\n"
             "  -h, --help\n"
             "Matrices whose rows do not fit the type's block size fall back to Q8_0 or F16.\n");
@@ -74,7 +75,7 @@ static int parse_float(const char *opt, const char *s, float *out)
 }
 
 enum { O_ARCH = 256, O_EMBD, O_LAYER, O_HEAD, O_HEAD_KV, O_FF, O_VOCAB, O_CTX, O_HEAD_DIM,
-       O_ROPE, O_EPS, O_TIED, O_UNTIED, O_NAME };
+       O_ROPE, O_EPS, O_TIED, O_UNTIED, O_NAME, O_ROPE_FREQS };
 
 int main(int argc, char **argv)
 {
@@ -89,6 +90,7 @@ int main(int argc, char **argv)
         {"eps", required_argument, 0, O_EPS}, {"tied", no_argument, 0, O_TIED},
         {"untied", no_argument, 0, O_UNTIED}, {"name", required_argument, 0, O_NAME},
         {"head-dim", required_argument, 0, O_HEAD_DIM},
+        {"rope-freqs", no_argument, 0, O_ROPE_FREQS},
         {0, 0, 0, 0},
     };
     const char *out = NULL, *preset = "stories260K", *type = "F32", *seed = NULL;
@@ -96,6 +98,7 @@ int main(int argc, char **argv)
     /* Explicit shape options apply after the preset, whatever their order. */
     const char *shape_arg[O_HEAD_DIM + 1] = {0};
     int tied = -1;
+    bool rope_freqs = false;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int threads = ncpu > 0 ? (int)FD_MIN(ncpu, 256) : 1;
     float rope = 0, eps = 0;
@@ -126,6 +129,7 @@ int main(int argc, char **argv)
         case O_TIED: tied = 1; break;
         case O_UNTIED: tied = 0; break;
         case O_NAME: name = optarg; break;
+        case O_ROPE_FREQS: rope_freqs = true; break;
         default: usage(stderr); return 2;
         }
     }
@@ -155,6 +159,7 @@ int main(int argc, char **argv)
         p.tied = tied;
     if (arch)
         p.arch = arch;
+    p.rope_freqs = rope_freqs;
     char defname[64];
     snprintf(defname, sizeof(defname), "random-%s", p.name);
     p.name = name ? name : defname;

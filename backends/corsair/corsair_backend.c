@@ -422,11 +422,12 @@ static int cs_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int n
         if (pos[r] < 0)
             return -EINVAL;
     const int half = rope->n_rot / 2;
+    const float *ff = rope->freq_factors ? rope->freq_factors->src : NULL;
     for (int64_t r = 0; r < n_rows; r++)
         for (int i = 0; i < half; i++) {
             /* the SIMD reads cos/sin from a table computed once in high precision */
             double th = (double)pos[r] * rope->freq_scale *
-                        pow(rope->freq_base, -2.0 * i / rope->n_rot);
+                        pow(rope->freq_base, -2.0 * i / rope->n_rot) / (ff ? ff[i] : 1.0);
             const float cs = (float)cos(th), sn = (float)sin(th);
             int a = rope->mode == FB_ROPE_NEOX ? i : 2 * i;
             int b = rope->mode == FB_ROPE_NEOX ? i + half : 2 * i + 1;

@@ -102,9 +102,11 @@ typedef struct fcpu {
     bool ref;
     scratch_t scr[MAX_THREADS];
     scratch_t attn_scr[MAX_THREADS];
-    double *rope_inv;          /* base^(-2i/n_rot) for the last (base, n_rot) seen */
+    double *rope_inv;          /* base^(-2i/n_rot) / factor_i for the last (base, n_rot,
+                                  factor values: rope_ff, a copy, or NULL) seen */
     float rope_base;
     int rope_n_rot;
+    float *rope_ff;
 } fcpu_t;
 
 typedef struct fcpu_weight {
@@ -955,13 +957,25 @@ static int cpu_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int 
         fcpu_ref_rope(x, n_rows, ld, n_heads, head_dim, pos, rope);
         return 0;
     }
-    if (!c->rope_inv || c->rope_base != rope->freq_base || c->rope_n_rot != rope->n_rot) {
-        double *inv = realloc(c->rope_inv, (size_t)rope->n_rot / 2 * sizeof(double));
+    const float *ff = rope->freq_factors ? rope->freq_factors->src : NULL;
+    const size_t half = (size_t)rope->n_rot / 2;
+    if (!c->rope_inv || c->rope_base != rope->freq_base || c->rope_n_rot != rope->n_rot ||
+        !c->rope_ff != !ff || (ff && memcmp(c->rope_ff, ff, half * sizeof(float)))) {
+        double *inv = realloc(c->rope_inv, half * sizeof(double));
         if (!inv)
             return -ENOMEM;
-        for (int i = 0; i < rope->n_rot / 2; i++) /* as ref_ops.c computes theta */
-            inv[i] = pow(rope->freq_base, -2.0 * i / rope->n_rot);
         c->rope_inv = inv;
+        float *copy = NULL;
+        if (ff && !(copy = malloc(half * sizeof(float)))) {
+            c->rope_n_rot = 0;
+            return -ENOMEM;
+        }
+        for (size_t i = 0; i < half; i++) /* as ref_ops.c computes theta */
+            inv[i] = pow(rope->freq_base, -2.0 * (double)i / rope->n_rot) / (ff ? ff[i] : 1.0);
+        if (ff)
+            memcpy(copy, ff, half * sizeof(float));
+        free(c->rope_ff);
+        c->rope_ff = copy;
         c->rope_base = rope->freq_base;
         c->rope_n_rot = rope->n_rot;
     }
@@ -1272,6 +1286,7 @@ static void cpu_destroy(fb_backend_t *be)
         free(c->attn_scr[i].p);
     }
     free(c->rope_inv);
+    free(c->rope_ff);
     free(c);
 }
 

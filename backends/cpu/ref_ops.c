@@ -99,13 +99,14 @@ void fcpu_ref_rope(float *x, int64_t n_rows, int64_t ld, int n_heads, int head_d
                    const int32_t *pos, const fb_rope_t *rope)
 {
     const int half = rope->n_rot / 2;
+    const float *ff = rope->freq_factors ? rope->freq_factors->src : NULL;
     for (int64_t r = 0; r < n_rows; r++)
         for (int h = 0; h < n_heads; h++) {
             float *v = x + r * ld + (int64_t)h * head_dim;
             for (int i = 0; i < half; i++) {
-                /* theta_i = p * scale * base^(-2i / n_rot) */
+                /* theta_i = p * scale * base^(-2i / n_rot) / factor_i */
                 double th = (double)pos[r] * rope->freq_scale *
-                            pow(rope->freq_base, -2.0 * i / rope->n_rot);
+                            pow(rope->freq_base, -2.0 * i / rope->n_rot) / (ff ? ff[i] : 1.0);
                 double c = cos(th), s = sin(th);
                 int a = rope->mode == FB_ROPE_NEOX ? i : 2 * i;
                 int b = rope->mode == FB_ROPE_NEOX ? i + half : 2 * i + 1;

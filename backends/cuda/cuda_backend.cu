@@ -208,7 +208,8 @@ typedef struct fcuda {
     wdev_t **wc;
     int n_wc, cap_wc;
     /* RoPE frequency tables, one per (n_rot, base) seen */
-    struct { int n_rot; float base; double *d; } rf[4];
+    /* RoPE tables, by (n_rot, base, the factors' values: hf, a host copy, or NULL) */
+    struct { int n_rot; float base; float *hf; double *d; } rf[4];
     int n_rf;
     /* steptime=1: where a step's wall time goes (summary logged when the option is set) */
     bool steptime, st_on;
@@ -1389,29 +1390,40 @@ static int cuda_layernorm(fb_backend_t *be, const float *x, int64_t n_rows, int6
 
 /* ---- rope, attention, element-wise ----------------------------------------------------- */
 
-/* The device table base^(-2i / n_rot) for the RoPE kernels, made once (by a kernel launched
- * straight on the stream, ahead of anything recorded that reads it); NULL (the kernels then
- * compute each value themselves, with the same result) if it cannot be made. */
-static const double *rope_table(fcuda_t *c, int n_rot, float base)
+/* The device table base^(-2i / n_rot) / factor_i for the RoPE kernels (hf: the rope's
+ * frequency factors on the host, df the same on the device, or both NULL), made once (by a
+ * kernel launched straight on the stream, ahead of anything recorded that reads it) for each
+ * (n_rot, base, factor values); NULL if it cannot be made: without factors the kernels then
+ * compute each value themselves, with the same result; with factors the rope fails. */
+static const double *rope_table(fcuda_t *c, int n_rot, float base, const float *hf,
+                                const float *df)
 {
+    const size_t fb = sizeof(float) * (size_t)(n_rot / 2);
     for (int k = 0; k < c->n_rf; k++)
-        if (c->rf[k].n_rot == n_rot && c->rf[k].base == base)
+        if (c->rf[k].n_rot == n_rot && c->rf[k].base == base && !c->rf[k].hf == !hf &&
+            (!hf || memcmp(c->rf[k].hf, hf, fb) == 0))
             return c->rf[k].d;
     double *d = NULL;
-    if (c->n_rf == (int)FD_ARRAY_LEN(c->rf) ||
+    float *copy = NULL;
+    if (c->n_rf == (int)FD_ARRAY_LEN(c->rf) || (hf && !(copy = (float *)malloc(fb))) ||
         cudaMalloc((void **)&d, sizeof(double) * (size_t)(n_rot / 2)) != cudaSuccess) {
         cudaGetLastError();
+        free(copy);
         return NULL;
     }
-    if (fcu_rope_freq(d, n_rot, base, c->st) != cudaSuccess) {
+    if (copy)
+        memcpy(copy, hf, fb);
+    if (fcu_rope_freq(d, n_rot, base, df, c->st) != cudaSuccess) {
         cudaGetLastError();
         cudaFree(d);
+        free(copy);
         return NULL;
     }
     c->chain = false;
     c->pending = true;
     c->rf[c->n_rf].n_rot = n_rot;
     c->rf[c->n_rf].base = base;
+    c->rf[c->n_rf].hf = copy;
     c->rf[c->n_rf++].d = d;
     return d;
 }
@@ -1434,7 +1446,17 @@ static int cuda_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int
     if (rc)
         return rc;
     const int half = rope->n_rot / 2;
-    const double *freq = rope_table(c, rope->n_rot, rope->freq_base);
+    const float *factors = NULL;
+    if (rope->freq_factors && !(factors = vec_of(c, rope->freq_factors, half)))
+        return -EINVAL;
+    const double *freq = rope_table(c, rope->n_rot, rope->freq_base,
+                                    factors ? (const float *)rope->freq_factors->src : NULL,
+                                    factors);
+    if (factors && !freq) {
+        fd_log(FD_LOG_ERROR, "cuda backend: cannot make the RoPE frequency table (%d factors)",
+               half);
+        return FD_EBACKEND;
+    }
     fcu_gemv_p *g = &c->pend.u.g;
     if (c->pend.kind == PEND_GEMV && !g->glu_out && !g->add_to && g->cp_n == 0 &&
         g->rope_n < 2 && rope->mode == FB_ROPE_ADJACENT && ld == g->n_out && n_rows == g->rows &&
@@ -1442,7 +1464,7 @@ static int cuda_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int
         (x - g->y) % 2 == 0 && head_dim % 2 == 0 &&
         (g->rope_n == 0 || (g->rope_pos == dpos && g->rope_hd == head_dim &&
                             g->rope_nrot == rope->n_rot && g->rope_base == rope->freq_base &&
-                            g->rope_scale == rope->freq_scale &&
+                            g->rope_scale == rope->freq_scale && g->rope_freq == freq &&
                             (x - g->y >= g->rope_c1[0] ||
                              x - g->y + (int64_t)n_heads * head_dim <= g->rope_c0[0])))) {
         /* Q|K|V product then RoPE of its Q (and K) columns: the product's epilogue rotates */
@@ -1460,7 +1482,7 @@ static int cuda_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int
     fcu_rope_p *q = &c->pend.u.r;
     if (c->pend.kind == PEND_ROPE && !q->x2 && q->pos == dpos && q->rows == n_rows &&
         q->head_dim == head_dim && q->mode == rope->mode && q->n_rot == rope->n_rot &&
-        q->base == rope->freq_base && q->scale == rope->freq_scale) {
+        q->base == rope->freq_base && q->scale == rope->freq_scale && q->freq == freq) {
         /* Q then K of the same rows: one launch, if the heads cannot overlap */
         const int64_t w1 = (int64_t)q->n_heads * head_dim, w2 = (int64_t)n_heads * head_dim;
         const int64_t dlt = x - q->x;
@@ -1966,8 +1988,10 @@ static void cuda_destroy(fb_backend_t *be)
         free(c->wc[i]);
     }
     free(c->wc);
-    for (int k = 0; k < c->n_rf; k++)
+    for (int k = 0; k < c->n_rf; k++) {
         cudaFree(c->rf[k].d);
+        free(c->rf[k].hf);
+    }
     void *dev[] = {c->stage_d, c->conv, c->deq, c->scales, c->part, c->cnt, c->scores};
     for (size_t i = 0; i < FD_ARRAY_LEN(dev); i++)
         cudaFree(dev[i]);

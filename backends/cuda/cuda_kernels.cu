@@ -733,16 +733,17 @@ const void *fcu_k_layernorm(void) { return (const void *)k_layernorm; }
 
 /* ---- RoPE, element-wise, rows --------------------------------------------------------- */
 
-__global__ void k_rope_freq(double *f, int n_rot, float base)
+__global__ void k_rope_freq(double *f, int n_rot, float base, const float *factors)
 {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n_rot / 2)
-        f[i] = pow((double)base, -2.0 * i / n_rot);
+        f[i] = pow((double)base, -2.0 * i / n_rot) / (factors ? (double)factors[i] : 1.0);
 }
 
-cudaError_t fcu_rope_freq(double *freq, int n_rot, float base, cudaStream_t st)
+cudaError_t fcu_rope_freq(double *freq, int n_rot, float base, const float *factors,
+                          cudaStream_t st)
 {
-    k_rope_freq<<<(n_rot / 2 + 127) / 128, 128, 0, st>>>(freq, n_rot, base);
+    k_rope_freq<<<(n_rot / 2 + 127) / 128, 128, 0, st>>>(freq, n_rot, base, factors);
     return cudaGetLastError();
 }
 

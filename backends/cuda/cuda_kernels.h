@@ -106,12 +106,15 @@ typedef struct fcu_rope_p {  /* one or two buffers (Q and K) with the same rows 
     int64_t ld, ld2;
     int rows, n_heads, n_heads2, head_dim, mode, n_rot;
     float base, scale;
-    const double *freq;       /* n_rot / 2 values base^(-2i / n_rot) (fcu_rope_freq), or NULL */
+    const double *freq;       /* n_rot / 2 values base^(-2i / n_rot) (fcu_rope_freq), or NULL;
+                                 never NULL when the rope has frequency factors */
 } fcu_rope_p;
 
-/* Fills freq[i] = base^(-2i / n_rot), i < n_rot / 2, on stream st, computed exactly as the
- * RoPE kernels would compute each value themselves (so a table changes no result). */
-cudaError_t fcu_rope_freq(double *freq, int n_rot, float base, cudaStream_t st);
+/* Fills freq[i] = base^(-2i / n_rot) / factors[i] (factors: device floats, or NULL for 1),
+ * i < n_rot / 2, on stream st, computed exactly as the RoPE kernels would compute each value
+ * without factors themselves (so a table changes no result). */
+cudaError_t fcu_rope_freq(double *freq, int n_rot, float base, const float *factors,
+                          cudaStream_t st);
 
 #define FCU_COPY_MAX 16
 typedef struct fcu_copy_p {  /* up to FCU_COPY_MAX 2-D copies of rows of n floats (grid z) */

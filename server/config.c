@@ -93,7 +93,8 @@ static const opt_t opts[] = {
      "its file name."},
     {"chat_template", 0, T_STR, O(chat_template), "", 0, 0, NULL, 0, NULL, "Model and engine",
      "FAMILY", "Chat prompt format for /v1/chat/completions: a family name (llama2, llama3, "
-     "chatml, mistral, gemma, phi3, zephyr) or template text; empty: the model's "
+     "llama3.1, chatml, qwen, qwen3, mistral, gemma, phi3, zephyr) or template text; empty: "
+     "the model's "
      "tokenizer.chat_template."},
     {"backend", 'b', T_ENUM, O(backend), "cpu", 0, 0, backend_names, 0, NULL,
      "Model and engine", NULL, "Compute backend."},

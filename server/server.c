@@ -1753,7 +1753,7 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
     if (r->tools && !chat_has_tools(fam)) {
         rq_fail(e, 400, "invalid_request_error", "tools", "'tools' cannot be used with this "
                 "model: its chat format (%s) has no tool calling (fusiond renders tools for "
-                "the llama3.1, qwen and mistral formats); leave 'tools' out or set "
+                "the llama3.1, qwen, qwen3 and mistral formats); leave 'tools' out or set "
                 "'tool_choice' to \"none\"", chat_family_name(fam));
         e->code = "unsupported_parameter";
         return -EINVAL;
@@ -1777,6 +1777,7 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
         m[i].content = q->content;
         m[i].len = q->content ? strlen(q->content) : 0;
         m[i].call_id = q->tool_call_id;
+        m[i].reasoning = q->reasoning;
         m[i].calls = next;
         m[i].n_calls = q->n_calls;
         for (size_t k = 0; k < q->n_calls; k++, next++)
@@ -1787,7 +1788,7 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
     chat_opts_t o = {.bos = bos >= 0 ? tok_token_text(tok, bos) : NULL,
                      .eos = eos >= 0 ? tok_token_text(tok, eos) : NULL,
                      .add_generation_prompt = r->add_generation_prompt,
-                     .tools = r->tools};
+                     .tools = r->tools, .no_thinking = r->no_thinking};
     char err[256] = "";
     int rc = chat_format(fam, m, r->n_msgs, &o, text, len, err, sizeof err);
     free(m);
@@ -2529,7 +2530,7 @@ int srv_create(srv_t **out, uv_loop_t *loop, eng_t *eng, const srv_config_t *cfg
     if (cfg->chat_template && cfg->chat_template[0] && strcmp(cfg->chat_template, "auto") != 0 &&
         chat_family_from_name(cfg->chat_template) < 0) {
         snprintf(err, errlen, "unknown chat template family '%s' (plain, llama2, llama3, "
-                 "llama3.1, chatml, qwen, mistral, gemma, phi3, zephyr or auto)",
+                 "llama3.1, chatml, qwen, qwen3, mistral, gemma, phi3, zephyr or auto)",
                  cfg->chat_template);
         return -EINVAL;
     }

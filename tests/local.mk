@@ -267,6 +267,7 @@ tests_chat_render_CFLAGS = $(AM_CFLAGS) $(CJSON_CFLAGS)
 tests_chat_render_LDADD = $(SRV_LIBS)
 dist_check_SCRIPTS += tests/test_chat_jinja.py
 TESTS += tests/test_chat_jinja.py
+EXTRA_DIST += tests/data/chat-templates/Qwen-Qwen3-0.6B.jinja tests/data/chat-templates/README.md
 
 check_PROGRAMS += tests/test_toolcall
 tests_test_toolcall_SOURCES = tests/test_toolcall.c
@@ -291,3 +292,10 @@ tests_test_responses_SOURCES = tests/test_responses.c
 tests_test_responses_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
 tests_test_responses_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_responses
+
+# Reasoning (<think>) split from the answer: server/reasoning.c on given texts and cuts.
+check_PROGRAMS += tests/test_reasoning
+tests_test_reasoning_SOURCES = tests/test_reasoning.c
+tests_test_reasoning_CFLAGS = $(TEST_CFLAGS)
+tests_test_reasoning_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_reasoning

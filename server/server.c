@@ -623,6 +623,15 @@ static enum MHD_Result answer_json(srv_job_t *j, int status, char *body)
                  make_response(j->srv, status, "application/json", body, len));
 }
 
+/* The method of route (the first listed: a stored response's also takes DELETE). */
+static const char *route_method(int route)
+{
+    for (size_t i = 0; i < FD_ARRAY_LEN(routes); i++)
+        if (routes[i].route == route)
+            return routes[i].method;
+    return "GET";
+}
+
 static enum MHD_Result answer_err(srv_job_t *j, const rq_err_t *e)
 {
     struct MHD_Response *r;
@@ -631,11 +640,8 @@ static enum MHD_Result answer_err(srv_job_t *j, const rq_err_t *e)
     if (r && e->status == 401)
         MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
     if (r && e->status == 405)
-        for (size_t i = 0; i < FD_ARRAY_LEN(routes); i++)
-            if (routes[i].route == j->route) {
-                MHD_add_response_header(r, "Allow", routes[i].method);
-                break;
-            }
+        MHD_add_response_header(r, "Allow", j->route == R_RESPONSE_ONE ? "GET, DELETE"
+                                                                         : route_method(j->route));
     return queue(j, e->status, r);
 }
 
@@ -2255,7 +2261,9 @@ static enum MHD_Result answer_preflight(srv_job_t *j, const struct route_def *pa
         return MHD_NO;
     bool get = strcmp(path_route->method, "GET") == 0;
     MHD_add_response_header(r, "Access-Control-Allow-Methods",
-                            get ? "GET, HEAD, OPTIONS" : "POST, OPTIONS");
+                            path_route->route == R_RESPONSE_ONE ? "GET, HEAD, DELETE, OPTIONS"
+                            : get                               ? "GET, HEAD, OPTIONS"
+                                                                : "POST, OPTIONS");
     /* The headers asked for, echoed: the OpenAI SDKs send X-Stainless-* ones (OS, Arch,
      * Runtime, Retry-Count, Timeout, ...) that change between versions, and Authorization,
      * which a wildcard "*" would not cover. */

@@ -292,6 +292,8 @@ tests_test_responses_SOURCES = tests/test_responses.c
 tests_test_responses_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
 tests_test_responses_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_responses
+FUZZ_TARGETS += tests/fuzz/fuzz_responses.c
+EXTRA_DIST += tests/fuzz/fuzz_responses.c tests/fuzz/fuzz_responses.dict
 
 # Reasoning (<think>) split from the answer: server/reasoning.c on given texts and cuts.
 check_PROGRAMS += tests/test_reasoning

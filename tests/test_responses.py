@@ -341,6 +341,8 @@ def store(d):
           "deleted previous_response_id: %d %r" % (st, js))
     st, _, _ = d.get("/v1/responses/" + r2["id"] + "/bogus")
     check(st == 404, "unknown sub-route: %d" % st)
+    st, h, _ = d.request("PUT", "/v1/responses/" + r2["id"])
+    check(st == 405 and h.get("allow") == "GET, DELETE", "PUT: 405, Allow %r" % h.get("allow"))
 
 
 BAD = [
@@ -452,9 +454,13 @@ def disconnect(d):
 
 
 def eviction():
-    d = loopback.Daemon("--responses-store", "2")
-    d.model = None
+    d = loopback.Daemon("--responses-store", "2", "--cors-origins", "*")
     try:
+        # a browser's DELETE is preflighted: the stored-response route allows it
+        st, h, _ = d.request("OPTIONS", "/v1/responses/resp_x", headers={
+            "Origin": "http://a.example", "Access-Control-Request-Method": "DELETE"})
+        check(st == 204 and "DELETE" in h.get("access-control-allow-methods", ""),
+              "DELETE preflight: %d %r" % (st, h.get("access-control-allow-methods")))
         ids = []
         for i in range(3):
             st, r = resp(d, {"input": "x%d" % i, "max_output_tokens": 2})

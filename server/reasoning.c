@@ -46,32 +46,16 @@ static const char *find(const char *s, size_t n, const char *p)
     return NULL;
 }
 
-static const char *rfind(const char *s, size_t n, const char *p)
-{
-    size_t k = strlen(p);
-    for (size_t i = n; i >= k; i--)
-        if (memcmp(s + i - k, p, k) == 0)
-            return s + i - k;
-    return NULL;
-}
-
-bool rsn_prompt_open(const char *prompt, size_t len)
-{
-    const char *open = rfind(prompt, len, OPEN);
-    const char *close = rfind(prompt, len, CLOSE);
-    return open && (!close || open > close);
-}
-
 static bool space(char c)
 {
     return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
 }
 
-void rsn_init(rsn_t *r, bool open)
+void rsn_init(rsn_t *r)
 {
     memset(r, 0, sizeof *r);
     sb_init(&r->hold);
-    r->state = open ? ST_LEAD : ST_START;
+    r->state = ST_START;
 }
 
 void rsn_free(rsn_t *r)

@@ -1,7 +1,8 @@
 /* reasoning.h: separates a reasoning model's "<think>...</think>" block from its answer, as
- * llama-server's --reasoning-format deepseek does: the text after a leading "<think>" (or
- * from the start, when the prompt left a think block open) up to "</think>" is the reasoning,
- * whitespace-trimmed, and the rest, leading whitespace dropped, the content.  Fed piece by
+ * llama-server's --reasoning-format deepseek does: the text after a leading "<think>" up to
+ * "</think>" is the reasoning, whitespace-trimmed, and the rest, leading whitespace dropped,
+ * the content (an output without the leading tag is all content; an unclosed block is all
+ * reasoning).  Fed piece by
  * piece as tokens arrive (rsn_feed), it releases each byte once it is sure where it goes, so
  * streamed deltas add up to the whole answer's fields.  Pure; one splitter per choice, used
  * by one thread at a time.  Layer: server (uses server/strbuf.h). */
@@ -21,10 +22,6 @@ enum rsn_format { RSN_AUTO = 0, RSN_NONE, RSN_DEEPSEEK };
 int rsn_format_from_name(const char *name);
 const char *rsn_format_name(int format);
 
-/* Whether a chat prompt ends inside an open think block (its last "<think>" comes after its
- * last "</think>"): the output then starts in the reasoning. */
-bool rsn_prompt_open(const char *prompt, size_t len);
-
 typedef struct rsn {
     int state;          /* where the next byte goes (reasoning.c) */
     sb_t hold;          /* bytes not yet released: a possible tag, or whitespace that may
@@ -37,8 +34,7 @@ typedef struct rsn {
                                      them while it is open, 0 when the output has none */
 } rsn_t;
 
-/* open: the output starts inside the reasoning (rsn_prompt_open). */
-void rsn_init(rsn_t *r, bool open);
+void rsn_init(rsn_t *r);
 void rsn_free(rsn_t *r);
 
 /* Feeds one token's len bytes of output; appends what is now certain to *reasoning and *content.

@@ -3,36 +3,32 @@
  * trimmed, the content's leading whitespace dropped, an unclosed block all reasoning, no
  * leading "<think>" all content), the same whether the text comes whole, byte by byte or cut
  * anywhere in two or three pieces (a tag split across tokens); counts the think block's
- * tokens; tells a prompt that leaves a block open; and knows the format names. */
+ * tokens; and knows the format names. */
 #include "server/reasoning.h"
 
 #include "tests/testutil.h"
 
 static const struct {
-    bool open;
     const char *text, *reasoning, *content;
 } cases[] = {
-    {false, "<think>\nI think.\n</think>\n\nAnswer.", "I think.", "Answer."},
-    {false, "Answer without a block", "", "Answer without a block"},
-    {false, "<think>", "", ""},
-    {false, "<thi", "", "<thi"},
-    {false, "<thinking>x", "", "<thinking>x"},
-    {false, " <think>x</think>y", "", " <think>x</think>y"},
-    {false, "<think>\n\n</think>\n\nHi", "", "Hi"},
-    {false, "<think>a </th b</think> c", "a </th b", "c"},
-    {false, "<think> unclosed \t\n", "unclosed", ""},
-    {false, "<think>a</think>b</think>c", "a", "b</think>c"},
-    {false, "<think>a\n</thi", "a\n</thi", ""},
-    {false, "<think>x</think>", "x", ""},
-    {false, "<think>r</think>\n\n<think>again</think>", "r", "<think>again</think>"},
-    {false, "<think>\xc3\xa9 \xc3\xbc\n</think>\r\n\xc3\xb1 \n", "\xc3\xa9 \xc3\xbc",
+    {"<think>\nI think.\n</think>\n\nAnswer.", "I think.", "Answer."},
+    {"Answer without a block", "", "Answer without a block"},
+    {"<think>", "", ""},
+    {"<thi", "", "<thi"},
+    {"<thinking>x", "", "<thinking>x"},
+    {" <think>x</think>y", "", " <think>x</think>y"},
+    {"<think>\n\n</think>\n\nHi", "", "Hi"},
+    {"<think>a </th b</think> c", "a </th b", "c"},
+    {"<think> unclosed \t\n", "unclosed", ""},
+    {"<think>a</think>b</think>c", "a", "b</think>c"},
+    {"<think>a\n</thi", "a\n</thi", ""},
+    {"<think>x</think>", "x", ""},
+    {"<think>r</think>\n\n<think>again</think>", "r", "<think>again</think>"},
+    {"<think>\xc3\xa9 \xc3\xbc\n</think>\r\n\xc3\xb1 \n", "\xc3\xa9 \xc3\xbc",
      "\xc3\xb1 \n"},
-    {false, "<think>two\n\nparas \n\n more</think>ok", "two\n\nparas \n\n more", "ok"},
-    {false, "", "", ""},
-    {true, "reasoning here</think>\n\nanswer", "reasoning here", "answer"},
-    {true, "\n\nno close\n", "no close", ""},
-    {true, "<think>x</think>y", "<think>x", "y"},
-    {true, "</think>", "", ""},
+    {"<think>two\n\nparas \n\n more</think>ok", "two\n\nparas \n\n more", "ok"},
+    {"", "", ""},
+    {"reasoning</think>\n\nanswer", "", "reasoning</think>\n\nanswer"},
 };
 
 typedef struct out {
@@ -48,7 +44,7 @@ static void run_cut(size_t i, size_t a, size_t b)
     out_t o;
     sb_init(&o.r);
     sb_init(&o.c);
-    rsn_init(&s, cases[i].open);
+    rsn_init(&s);
     ck_assert_int_eq(rsn_feed(&s, t, a, &o.r, &o.c), 0);
     ck_assert_int_eq(rsn_feed(&s, t + a, b - a, &o.r, &o.c), 0);
     ck_assert_int_eq(rsn_feed(&s, t + b, n - b, &o.r, &o.c), 0);
@@ -87,7 +83,7 @@ START_TEST(test_bytewise)
         out_t o;
         sb_init(&o.r);
         sb_init(&o.c);
-        rsn_init(&s, cases[i].open);
+        rsn_init(&s);
         for (size_t k = 0; t[k]; k++) {
             ck_assert_int_eq(rsn_feed(&s, t + k, 1, &o.r, &o.c), 0);
             /* what was released so far is a prefix of the final fields */
@@ -111,26 +107,24 @@ END_TEST
 START_TEST(test_token_count)
 {
     static const struct {
-        bool open;
         const char *toks[12];
         long long want;
         bool thinking; /* still in the block (or undecided) at the end */
     } tc[] = {
-        {false, {"<", "think", ">\n", "r1", " r2", "\n</", "think", ">\n\n", "A", "B"}, 8,
+        {{"<", "think", ">\n", "r1", " r2", "\n</", "think", ">\n\n", "A", "B"}, 8,
          false},
-        {false, {"Hello", "<think>", "x"}, 0, false},
-        {false, {"<", "thi"}, 0, true},
-        {false, {"<think>", "a", "b"}, 3, true},
-        {false, {"<think>", "</think>", "\n\n", "A"}, 2, false},
-        {true, {"a", "b"}, 2, true},
-        {true, {"a", "</think>x", "y"}, 2, false},
+        {{"Hello", "<think>", "x"}, 0, false},
+        {{"<", "thi"}, 0, true},
+        {{"<think>", "a", "b"}, 3, true},
+        {{"<think>", "</think>", "\n\n", "A"}, 2, false},
+        {{"<think>x</thi", "nk>", "y"}, 2, false},
     };
     for (size_t i = 0; i < FD_ARRAY_LEN(tc); i++) {
         rsn_t s;
         sb_t r, c;
         sb_init(&r);
         sb_init(&c);
-        rsn_init(&s, tc[i].open);
+        rsn_init(&s);
         for (size_t k = 0; k < 12 && tc[i].toks[k]; k++)
             ck_assert_int_eq(rsn_feed(&s, tc[i].toks[k], strlen(tc[i].toks[k]), &r, &c), 0);
         ck_assert_msg(s.n_reasoning_tokens == tc[i].want, "case %zu: %lld reasoning tokens",
@@ -143,16 +137,8 @@ START_TEST(test_token_count)
 }
 END_TEST
 
-START_TEST(test_prompt_and_names)
+START_TEST(test_names)
 {
-    static const char gen[] = "<|im_start|>assistant\n<think>\n";
-    static const char closed[] = "<|im_start|>assistant\n<think>\n\n</think>\n\n";
-    ck_assert(rsn_prompt_open(gen, strlen(gen)));
-    ck_assert(!rsn_prompt_open(closed, strlen(closed)));
-    ck_assert(!rsn_prompt_open("", 0));
-    ck_assert(!rsn_prompt_open("<think", 6));
-    ck_assert(rsn_prompt_open("</think><think>", 15));
-    ck_assert(!rsn_prompt_open("<think></think>", 15));
     ck_assert_int_eq(rsn_format_from_name("auto"), RSN_AUTO);
     ck_assert_int_eq(rsn_format_from_name("none"), RSN_NONE);
     ck_assert_int_eq(rsn_format_from_name("deepseek"), RSN_DEEPSEEK);
@@ -172,7 +158,7 @@ int main(void)
     tcase_add_test(tc, test_splits);
     tcase_add_test(tc, test_bytewise);
     tcase_add_test(tc, test_token_count);
-    tcase_add_test(tc, test_prompt_and_names);
+    tcase_add_test(tc, test_names);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

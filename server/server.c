@@ -30,6 +30,7 @@
 #include "server/evq.h"
 #include "server/metrics.h"
 #include "server/openai.h"
+#include "server/reasoning.h"
 #include "server/request.h"
 #include "server/responses.h"
 #include "server/strbuf.h"
@@ -92,6 +93,9 @@ typedef struct srv_choice {
     size_t *tc_args_sent;       /* and the bytes of each one's arguments sent so far */
     size_t tc_heads, tc_cap;
     size_t stream_off;          /* streamed: bytes of text sent so far */
+    rsn_t rsn;                  /* the reasoning splitter (job rsn_on) */
+    sb_t rsn_text;              /* non-streamed: the reasoning */
+    sb_t rsn_r, rsn_c;          /* one token's reasoning and content pieces */
     oai_lp_t *lp;
     size_t n_lp, cap_lp;
     oai_lp_t *plp;              /* the prompt's log-probabilities: positions 1.. */
@@ -151,6 +155,7 @@ struct srv_job {
     srv_choice_t *choices;
     int n_choices;
     bool tc_on;                 /* tools offered: calls are parsed out of the output */
+    bool rsn_on;                /* the think block is separated (reasoning_format) */
     char *tc_prefill;           /* tool_choice required / named: the call's opening, already
                                    in the prompt, which the output continues */
     int n_running;
@@ -390,6 +395,10 @@ static void job_free(srv_job_t *j)
         MHD_destroy_response(j->pending);
     for (int i = 0; i < j->n_choices; i++) {
         sb_free(&j->choices[i].text);
+        rsn_free(&j->choices[i].rsn);
+        sb_free(&j->choices[i].rsn_text);
+        sb_free(&j->choices[i].rsn_r);
+        sb_free(&j->choices[i].rsn_c);
         sb_free(&j->choices[i].tc);
         for (size_t k = 0; k < j->choices[i].tc_heads; k++)
             free(j->choices[i].tc_ids[k]);
@@ -810,6 +819,10 @@ static void job_usage(const srv_job_t *j, oai_resp_t *r)
                 most = FD_MAX(most, j->choices[i].t.n_cached);
         r->cached_tokens += most;
     }
+    r->reasoning_details = j->rsn_on;
+    r->reasoning_tokens = 0;
+    for (int i = 0; j->rsn_on && i < j->n_choices; i++)
+        r->reasoning_tokens += j->choices[i].rsn.n_reasoning_tokens;
 }
 
 static void sse_add_json(srv_job_t *j, char *json)
@@ -1290,6 +1303,10 @@ static void build_final(srv_job_t *j)
                                    .finish_reason = finish_reason(c->finish),
                                    .logprobs = j->rq.logprobs >= 0, .lp = c->lp, .n_lp = c->n_lp};
             choice_prompt(j, c, &ch[i]);
+            if (j->rsn_on && c->rsn_text.len) {
+                ch[i].reasoning = c->rsn_text.buf;
+                ch[i].reasoning_len = c->rsn_text.len;
+            }
             r.completion_tokens += c->n_gen;
             if (ok && j->tc_on) {
                 /* the output continues the prefill: both are the model's message */
@@ -1376,6 +1393,84 @@ static void on_prompt_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev
     }
 }
 
+/* A piece of a choice's answer text (the content when the reasoning is separated): held for
+ * the tool-call parse, streamed, or kept for the whole answer; lp is the token's
+ * log-probabilities, for the chunk when streamed. */
+static void choice_text(srv_job_t *j, srv_choice_t *c, const char *text, size_t len,
+                        const oai_lp_t *lp)
+{
+    srv_t *s = j->srv;
+    if (j->tc_on) {
+        sb_add(&c->tc, text, len);
+        if (sb_failed(&c->tc)) {
+            choice_lose(c);
+            return;
+        }
+    }
+    if (j->stream && j->tc_on) {
+        /* what may be a tool call is held back: sent as calls as they take shape, or as
+         * content at the end when it turns out to be none */
+        size_t safe = tc_stream_safe(s->chat_family, c->tc.buf, c->tc.len);
+        size_t n = safe > c->tc_sent ? safe - c->tc_sent : 0;
+        if (n || lp)
+            sse_chunk(j, c, c->tc.buf + c->tc_sent, n, lp, NULL, false, false);
+        c->tc_sent += n;
+        if (safe < c->tc.len)
+            stream_call_deltas(j, c);
+        c->n_lp = 0;
+        sse_flush(j);
+    } else if (j->stream) {
+        if (len || lp)
+            sse_chunk(j, c, text, len, lp, NULL, false, false);
+        c->n_lp = 0; /* streamed logprobs left with their chunk */
+        sse_flush(j);
+    } else {
+        sb_add(&c->text, text, len);
+        if (sb_failed(&c->text))
+            choice_lose(c);
+    }
+}
+
+/* A piece of a choice's reasoning: a delta.reasoning_content chunk, or kept for
+ * message.reasoning_content. */
+static void choice_reasoning(srv_job_t *j, srv_choice_t *c, const char *text, size_t len,
+                             const oai_lp_t *lp)
+{
+    if (j->stream) {
+        oai_choice_t ch = {.index = c->index, .reasoning = text, .reasoning_len = len,
+                           .logprobs = lp != NULL, .lp = lp, .n_lp = lp ? 1 : 0};
+        oai_resp_t r;
+        resp_init(j, &r, true);
+        r.choices = &ch;
+        r.n_choices = 1;
+        r.usage_null = j->rq.include_usage;
+        sse_add_json(j, oai_response(&r));
+        c->n_lp = 0;
+        sse_flush(j);
+    } else {
+        sb_add(&c->rsn_text, text, len);
+        if (sb_failed(&c->rsn_text))
+            choice_lose(c);
+    }
+}
+
+/* The end of a choice's output: what the reasoning splitter still held. */
+static void choice_rsn_finish(srv_job_t *j, srv_choice_t *c)
+{
+    if (!j->rsn_on || j->abandoned || j->client_gone)
+        return;
+    sb_reset(&c->rsn_r);
+    sb_reset(&c->rsn_c);
+    if (rsn_finish(&c->rsn, &c->rsn_r, &c->rsn_c)) {
+        choice_lose(c);
+        return;
+    }
+    if (c->rsn_r.len)
+        choice_reasoning(j, c, c->rsn_r.buf, c->rsn_r.len, NULL);
+    if (c->rsn_c.len)
+        choice_text(j, c, c->rsn_c.buf, c->rsn_c.len, NULL);
+}
+
 static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
 {
     srv_t *s = j->srv;
@@ -1406,37 +1501,25 @@ static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
         size_t echo = j->rq.echo ? j->echo_len[c->prompt] : 0;
         lp->text_offset = echo + (j->stream ? c->stream_off : c->text.len);
     }
-    if (j->tc_on) {
-        sb_add(&c->tc, ev->text, ev->text_len);
-        if (sb_failed(&c->tc)) {
+    const char *text = ev->text;
+    size_t len = ev->text_len;
+    if (j->rsn_on) {
+        /* the think block goes out as reasoning; the rest goes on as the token's text */
+        sb_reset(&c->rsn_r);
+        sb_reset(&c->rsn_c);
+        if (rsn_feed(&c->rsn, text, len, &c->rsn_r, &c->rsn_c)) {
             choice_lose(c);
             return;
         }
+        if (c->rsn_r.len) {
+            choice_reasoning(j, c, c->rsn_r.buf, c->rsn_r.len, lp);
+            lp = NULL;
+        }
+        text = c->rsn_c.buf;
+        len = c->rsn_c.len;
     }
-    if (j->stream && j->tc_on) {
-        /* what may be a tool call is held back: sent as calls as they take shape, or as
-         * content at the end when it turns out to be none */
-        size_t safe = tc_stream_safe(s->chat_family, c->tc.buf, c->tc.len);
-        size_t n = safe > c->tc_sent ? safe - c->tc_sent : 0;
-        if (n || lp)
-            sse_chunk(j, c, c->tc.buf + c->tc_sent, n, lp, NULL, false, false);
-        c->tc_sent += n;
-        if (safe < c->tc.len)
-            stream_call_deltas(j, c);
-        c->stream_off += ev->text_len;
-        c->n_lp = 0;
-        sse_flush(j);
-    } else if (j->stream) {
-        if (ev->text_len || lp)
-            sse_chunk(j, c, ev->text, ev->text_len, lp, NULL, false, false);
-        c->stream_off += ev->text_len;
-        c->n_lp = 0; /* streamed logprobs left with their chunk */
-        sse_flush(j);
-    } else {
-        sb_add(&c->text, ev->text, ev->text_len);
-        if (sb_failed(&c->text))
-            choice_lose(c);
-    }
+    choice_text(j, c, text, len, lp);
+    c->stream_off += ev->text_len;
 }
 
 static void embed_next(srv_job_t *j, int finish);
@@ -1457,6 +1540,7 @@ static void on_done(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
         met_observe(s->met, MET_DECODE, ev->timings.decode_s);
     j->n_running--;
     embed_next(j, ev->finish);
+    choice_rsn_finish(j, c);
     /* A named call's arguments, held to its schema, ended the document: the call is closed
      * as the family closes it, for the parse below to read the whole call. */
     if (j->tc_on && j->rq.tool_grammar && ev->finish == ENG_FINISH_STOP) {
@@ -1811,6 +1895,14 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
     size_t bl = o.bos ? strlen(o.bos) : 0;
     *add_special = tok_add_bos(tok) && !(bl && *len >= bl && memcmp(*text, o.bos, bl) == 0);
     j->tc_on = r->tools != NULL;
+    /* The think block is separated unless the format says none, thinking was switched off
+     * (the prompt closed an empty block), the answer is a forced call (prefilled below), or
+     * it is a /v1/responses answer (which has no reasoning field here). */
+    int rf = r->reasoning_format >= 0 ? r->reasoning_format : s->cfg.reasoning_format;
+    j->rsn_on = (rf == RSN_DEEPSEEK || (rf == RSN_AUTO && chat_has_thinking(fam))) &&
+                !r->no_thinking && !j->rs &&
+                !(r->tools && (r->tool_choice == RQ_TOOLS_REQUIRED ||
+                               r->tool_choice == RQ_TOOLS_NAMED));
     if (r->tools && (r->tool_choice == RQ_TOOLS_REQUIRED || r->tool_choice == RQ_TOOLS_NAMED)) {
         rc = chat_tool_prefill(fam, r->tool_choice == RQ_TOOLS_NAMED ? r->tool_name : NULL,
                                &j->tc_prefill);
@@ -2051,6 +2143,10 @@ static enum MHD_Result start_generation(srv_job_t *j)
         c->prompt = (size_t)i / (size_t)r->n;
         sb_init(&c->text);
         sb_init(&c->tc);
+        rsn_init(&c->rsn);
+        sb_init(&c->rsn_text);
+        sb_init(&c->rsn_r);
+        sb_init(&c->rsn_c);
         if (embed && !(c->emb = calloc((size_t)s->info->n_embd, sizeof *c->emb))) {
             rc = -ENOMEM;
             break;
@@ -2540,6 +2636,11 @@ int srv_create(srv_t **out, uv_loop_t *loop, eng_t *eng, const srv_config_t *cfg
         snprintf(err, errlen, "unknown chat template family '%s' (plain, llama2, llama3, "
                  "llama3.1, chatml, qwen, qwen3, mistral, gemma, phi3, zephyr or auto)",
                  cfg->chat_template);
+        return -EINVAL;
+    }
+    if (strcmp(rsn_format_name(cfg->reasoning_format), "?") == 0) {
+        snprintf(err, errlen, "reasoning_format %d is not one of auto, none, deepseek",
+                 cfg->reasoning_format);
         return -EINVAL;
     }
     if (!cfg->tls_cert_pem != !cfg->tls_key_pem) {

@@ -301,3 +301,7 @@ tests_test_reasoning_SOURCES = tests/test_reasoning.c
 tests_test_reasoning_CFLAGS = $(TEST_CFLAGS)
 tests_test_reasoning_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_reasoning
+# Black-box: the reasoning split through the real fusiond (a stories260K copy carrying Qwen3's
+# template, think blocks in a few tokens picked by logit_bias).
+dist_check_SCRIPTS += tests/test_reasoning_server.py
+TESTS += tests/test_reasoning_server.py

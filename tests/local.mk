@@ -305,3 +305,5 @@ TESTS += tests/test_reasoning
 # template, think blocks in a few tokens picked by logit_bias).
 dist_check_SCRIPTS += tests/test_reasoning_server.py
 TESTS += tests/test_reasoning_server.py
+FUZZ_TARGETS += tests/fuzz/fuzz_reasoning.c
+EXTRA_DIST += tests/fuzz/fuzz_reasoning.c tests/fuzz/fuzz_reasoning.dict

@@ -45,7 +45,7 @@
 
 enum route {
     R_NONE, R_HEALTH, R_METRICS, R_MODELS, R_MODEL_ONE, R_COMPLETIONS, R_CHAT, R_TOKENIZE,
-    R_DETOKENIZE, R_EMBEDDINGS, R_RESPONSES, R_RESPONSE_ONE
+    R_DETOKENIZE, R_EMBEDDINGS, R_RESPONSES, R_RESPONSE_ONE, R_RESPONSE_TOKENS
 };
 
 static const struct route_def {
@@ -69,6 +69,9 @@ static const struct route_def {
     {"/embeddings", "POST", R_EMBEDDINGS, MET_EP_EMBEDDINGS, false},
     {"/v1/responses", "POST", R_RESPONSES, MET_EP_RESPONSES, false},
     {"/responses", "POST", R_RESPONSES, MET_EP_RESPONSES, false},
+    /* before the prefix routes below, which the same path also matches */
+    {"/v1/responses/input_tokens", "POST", R_RESPONSE_TOKENS, MET_EP_RESPONSES, false},
+    {"/responses/input_tokens", "POST", R_RESPONSE_TOKENS, MET_EP_RESPONSES, false},
     {"/v1/responses/", "GET", R_RESPONSE_ONE, MET_EP_RESPONSES, true},
     {"/v1/responses/", "DELETE", R_RESPONSE_ONE, MET_EP_RESPONSES, true},
     {"/responses/", "GET", R_RESPONSE_ONE, MET_EP_RESPONSES, true},
@@ -2025,11 +2028,28 @@ static int prepare_generation(srv_job_t *j)
     return 0;
 }
 
+/* POST /v1/responses/input_tokens (thread pool): the prompt the request would run, counted
+ * (a prompt beyond the context is counted too: the client asks in order to know). */
+static int prepare_count(srv_job_t *j)
+{
+    int rc = prepare_prompts(j, &j->prep_err);
+    if (rc)
+        return rc;
+    j->prep_body = malloc(96);
+    if (!j->prep_body)
+        return rq_fail(&j->prep_err, 500, "server_error", NULL, "out of memory");
+    snprintf(j->prep_body, 96, "{\"object\":\"response.input_tokens\",\"input_tokens\":%lld}",
+             j->prompt_tokens);
+    return 0;
+}
+
 static void prep_work(uv_work_t *w)
 {
     srv_job_t *j = w->data;
     bool tok = j->rq.kind == RQ_TOKENIZE || j->rq.kind == RQ_DETOKENIZE;
-    j->prep_rc = tok ? prepare_tokenize(j) : prepare_generation(j);
+    j->prep_rc = tok                                ? prepare_tokenize(j)
+                 : j->route == R_RESPONSE_TOKENS ? prepare_count(j)
+                                                 : prepare_generation(j);
 }
 
 /* Submits every choice and starts the answer (loop thread, prepared job). */
@@ -2223,7 +2243,8 @@ static enum MHD_Result finish_prep(srv_job_t *j)
             rs_map_error(&j->prep_err);
         return answer_err(j, &j->prep_err);
     }
-    if (j->rq.kind == RQ_TOKENIZE || j->rq.kind == RQ_DETOKENIZE) {
+    if (j->rq.kind == RQ_TOKENIZE || j->rq.kind == RQ_DETOKENIZE ||
+        j->route == R_RESPONSE_TOKENS) {
         char *body = j->prep_body;
         j->prep_body = NULL;
         return answer_json(j, 200, body);
@@ -2294,13 +2315,15 @@ static enum MHD_Result on_body_complete(srv_job_t *j)
                            "the request body is larger than the limit of %zu bytes",
                            s->cfg.max_body_bytes);
     int kind = j->route == R_COMPLETIONS ? RQ_COMPLETION
-               : j->route == R_CHAT || j->route == R_RESPONSES ? RQ_CHAT
+               : j->route == R_CHAT || j->route == R_RESPONSES ||
+                       j->route == R_RESPONSE_TOKENS ? RQ_CHAT
                : j->route == R_TOKENIZE  ? RQ_TOKENIZE
                : j->route == R_EMBEDDINGS ? RQ_EMBEDDINGS
                                          : RQ_DETOKENIZE;
     rq_err_t e;
     char *chat = NULL;
-    if (j->route == R_RESPONSES && responses_translate(j, &chat, &e))
+    if ((j->route == R_RESPONSES || j->route == R_RESPONSE_TOKENS) &&
+        responses_translate(j, &chat, &e))
         return answer_err(j, &e);
     int prc = chat ? rq_parse(kind, chat, strlen(chat), &s->lim, &j->rq, &e)
                    : rq_parse(kind, j->body.buf ? j->body.buf : "", j->body.len, &s->lim,

@@ -307,3 +307,4 @@ dist_check_SCRIPTS += tests/test_reasoning_server.py
 TESTS += tests/test_reasoning_server.py
 FUZZ_TARGETS += tests/fuzz/fuzz_reasoning.c
 EXTRA_DIST += tests/fuzz/fuzz_reasoning.c tests/fuzz/fuzz_reasoning.dict
+VALGRIND_SUITES += tests/test_reasoning

@@ -6,7 +6,8 @@ tokens are rewritten to hold one and logit_bias picks them.  Checked whole and s
 (the deltas adding up to the whole answer's fields, reasoning before content): the exact
 split (reasoning trimmed, the content's leading whitespace dropped, a later "<think>" left in
 the content), an unclosed block (all reasoning), an output without one (all content),
-usage.completion_tokens_details.reasoning_tokens, tool calls after the reasoning,
+usage.completion_tokens_details.reasoning_tokens, logprobs and n > 1, tool calls after the
+reasoning,
 reasoning_format none per request and per server (and deepseek forcing the split under
 another format), enable_thinking false (the prompt closes an empty block and the answer is
 all content), /v1/completions untouched, history with reasoning_content, and the 400s and
@@ -166,6 +167,19 @@ def main():
         split_case(d, body(OPEN, 3), "Still thinking \n" + TOKENS[OPEN] + TOKENS[OPEN].rstrip(),
                    "", 3, "length", "an unclosed block")
         split_case(d, body(PLAIN, 2), None, TOKENS[PLAIN] * 2, 0, "length", "no block")
+        # logprobs cover every token, the think block's too, streamed (each with its chunk)
+        # or whole; n = 2 splits each choice on its own
+        st, js = chat(d, body(THINK, 3, logprobs=True, n=2))
+        check(st == 200 and len(js["choices"]) == 2 and
+              all(len(c["logprobs"]["content"]) == 3 and
+                  c["message"].get("reasoning_content") == "Step one." for c in js["choices"]) and
+              js["usage"]["completion_tokens_details"] == {"reasoning_tokens": 2},
+              "logprobs and n=2: %r" % js)
+        frames = stream(d, body(THINK, 3, logprobs=True))
+        n_lp = sum(len((c.get("logprobs") or {}).get("content") or [])
+                   for f in frames for c in f.get("choices", []))
+        check(n_lp == 3 and assemble(frames)[0] == "Step one.",
+              "streamed logprobs: %d entries" % n_lp)
         # none: everything stays content, and no reasoning count
         split_case(d, body(THINK, reasoning_format="none"), None, TOKENS[THINK], None, "length",
                    "reasoning_format none")

@@ -55,7 +55,9 @@ typedef struct eng_params {
      * output also feeds up to draft_max tokens that followed there; they are verified in the
      * same step (the sampler runs on each row in turn and keeps going while it picks the
      * draft token), so a step emits 1 to draft_max + 1 tokens a sequence, with exactly the
-     * outputs (and seeded RNG stream) of decoding without it.  Draft tokens count against
+     * outputs (and seeded RNG stream) of decoding without it for the same logits (a backend
+     * may round a step's rows slightly differently with more of them, as it does when
+     * sequences share a step: README).  Draft tokens count against
      * max_batch_tokens after every sequence's next token, before prefill chunks.  A
      * sequence's draft length adapts between draft_min and draft_max to how much of its
      * drafts was taken, and it pauses drafting after failed shortest drafts.  Needs the

@@ -4,7 +4,10 @@
  * sampling with penalties, logprobs within 1e-4, stop strings, max_tokens and the context
  * end, an EOS inside an accepted run, a JSON-constrained request, cancel, several sequences
  * at once with a tight batch budget, the prefix cache), drafts being both accepted and
- * rejected; its counters add up; bad speculation parameters are refused. */
+ * rejected; its counters add up; bad speculation parameters are refused; on a scripted
+ * driver: the greedy reference to the context end, speculation off without seq_truncate, a
+ * failing step, a failing truncation and the time limit end a request after the tokens
+ * already sampled. */
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>

@@ -211,6 +211,24 @@ def jinja_msgs(fam, msgs):
     return [dict(m, content="") if m.get("content") is None else m for m in msgs]
 
 
+def random_qwen3_cases(n, seed=1234):
+    """Conversations drawn from the pieces above (a fixed seed: the same ones every run), for
+    the orderings no hand-written case thought of."""
+    import random
+    rng = random.Random(seed)
+    pool = [SYS, U1, U2, U_WRAP, A_TEXT, A_R, A_THINK, A_THINK_ODD, A_THINK_NOOPEN, A_EMPTY_THINK,
+            A_BOTH, A_R_EMPTY, A_R_NL, A_CALL_R, A_CALL_TEXT, A_CALL, A_TWO, T_C1, T_RES] + T2
+    out = []
+    for i in range(n):
+        msgs = [rng.choice(pool) for _ in range(rng.randint(1, 7))]
+        tools = rng.choice([None, TOOLS, [CLOCK]])
+        kw = rng.choice([{}, NO_THINK, THINK])
+        out.append(("random %d" % i, msgs, tools, kw))
+    return out
+
+
+QWEN3_CASES += random_qwen3_cases(150)
+
 fails = 0
 checked = 0
 for fam, (fname, bos, eos) in FAMILIES.items():

@@ -779,7 +779,7 @@ END_TEST
  * eager.  test_llamacpp_ref proves the CPU backend equals llama.cpp on both. */
 START_TEST(test_other_archs)
 {
-    const gguf_w_llama_t specs[2] = {
+    const gguf_w_llama_t specs[] = {
         { .name = "qwen3-test", .arch = "qwen3", .n_embd = 256, .n_layer = 3, .n_head = 4,
           .n_head_kv = 2, .head_dim = 128, .n_ff = 512, .n_vocab = 512, .n_ctx = 256,
           .rope_base = 1e6f, .norm_eps = 1e-6f, .tied = true, .wtype = GG_F32, .seed = 5 },
@@ -791,7 +791,7 @@ START_TEST(test_other_archs)
           .norm_eps = 1e-5f, .orig_ctx = 128, .attn_factor = 1.19f, .wtype = GG_F32,
           .seed = 7 },
     };
-    for (int m = 0; m < 3; m++) {
+    for (int m = 0; m < (int)FD_ARRAY_LEN(specs); m++) {
         char path[] = "/tmp/fusiond-cuda-arch-XXXXXX";
         int fd = mkstemp(path);
         CHECKM(fd >= 0, "mkstemp");

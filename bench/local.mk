@@ -38,3 +38,5 @@ EXTRA_DIST += bench/cuda/fusiond-gpu.sh bench/cuda/fusiond-client.py
 noinst_PROGRAMS += spec-bench
 spec_bench_SOURCES = bench/spec-bench.c
 spec_bench_LDADD = $(FD_LIBS)
+# ... and on the CUDA backend of a GPU machine (built there without configure).
+EXTRA_DIST += bench/cuda/spec-gpu.sh

@@ -5,18 +5,27 @@
  * (generated tokens after the first, over the time from the first token to the last, summed
  * over the sequences of a run), the steps the engine took, and with speculation the drafted
  * and accepted tokens (the acceptance rate).  The outputs of both variants are compared token
- * by token (they must be equal: greedy, or a seeded sampler). */
+ * by token (they must be equal: greedy, or a seeded sampler).  --clock cpu times the engine
+ * thread's CPU time instead of the wall clock (events are delivered on the engine thread):
+ * on a shared, loaded machine preemption then inflates nothing; it is the work done only with
+ * --threads 1 (the backend computes on the engine thread).
+ * --row-cost: instead, the time of one llm_decode step of one sequence feeding 1, 2, 3, 4, 5,
+ * 9 and 17 tokens with every row's logits (what verifying 0..16 drafts costs), best of
+ * --reps, against one row. */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/fd.h"
 #include "engine/engine.h"
+#include "engine/model.h"
 
 enum { MAX_SEQS = 64, MAX_GEN = 4096 };
 
@@ -31,6 +40,15 @@ typedef struct seq {
     uint64_t t_first, t_last;
 } seq_t;
 
+static bool cpu_clock;
+
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static void on_event(void *ud, const eng_event_t *ev)
 {
     seq_t *s = ud;
@@ -39,9 +57,10 @@ static void on_event(void *ud, const eng_event_t *ev)
         if (s->n < MAX_GEN)
             s->tok[s->n] = ev->token;
         s->n++;
+        uint64_t t = cpu_clock ? thread_cpu_ns() : ev->t_ns;
         if (!s->t_first)
-            s->t_first = ev->t_ns;
-        s->t_last = ev->t_ns;
+            s->t_first = t;
+        s->t_last = t;
     } else {
         s->finish = ev->finish;
         s->t = ev->timings;
@@ -108,6 +127,58 @@ static int run_once(eng_t *e, const int32_t *prompt, int n_prompt, int n_gen, in
     return 0;
 }
 
+/* --row-cost: one sequence 64 tokens deep, a step of R rows timed and rolled back. */
+static int row_cost(const char *model, const char *backend, int threads, int reps)
+{
+    llm_load_params_t lp;
+    llm_load_params_default(&lp);
+    lp.path = model;
+    lp.backend = backend;
+    lp.threads = threads;
+    lp.n_ctx = 128;
+    char err[512];
+    llm_model_t *m;
+    if (llm_load(&m, &lp, err, sizeof err) < 0) {
+        fprintf(stderr, "spec-bench: %s\n", err);
+        return 1;
+    }
+    const int V = llm_hparams(m)->n_vocab;
+    float *lg = malloc(sizeof(float) * (size_t)V * 17);
+    int32_t tok[96];
+    for (int i = 0; i < 96; i++)
+        tok[i] = (int32_t)((i * 37 + 11) % (V - 3)) + 3;
+    int slot, rc = lg ? llm_seq_alloc(m, &slot) : -ENOMEM;
+    llm_batch_entry_t e = { .slot = slot, .tokens = tok, .n_tokens = 64, .want_logits = 1 };
+    if (rc == 0)
+        rc = llm_decode(m, &e, 1, lg);
+    static const int rows[] = { 1, 2, 3, 4, 5, 9, 17 };
+    double one = 0;
+    printf("# spec-bench --row-cost: %s, backend %s, %d threads, best of %d %s\n", model,
+           backend, threads, reps, cpu_clock ? "(thread cpu time)" : "(wall time)");
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0] && rc == 0; i++) {
+        double best = 1e30;
+        for (int r = 0; r < reps && rc == 0; r++) {
+            e.tokens = tok + 64;
+            e.n_tokens = e.want_logits = rows[i];
+            uint64_t t0 = cpu_clock ? thread_cpu_ns() : fd_now_ns();
+            rc = llm_decode(m, &e, 1, lg);
+            uint64_t t1 = cpu_clock ? thread_cpu_ns() : fd_now_ns();
+            if (rc == 0)
+                rc = llm_seq_truncate(m, slot, 64);
+            best = FD_MIN(best, (double)(t1 - t0) * 1e-6);
+        }
+        if (rows[i] == 1)
+            one = best;
+        if (rc == 0)
+            printf("rows %2d  %9.3f ms  %5.2f x one row\n", rows[i], best, best / one);
+    }
+    if (rc < 0)
+        fprintf(stderr, "spec-bench: %s\n", fd_strerror(rc));
+    free(lg);
+    llm_free(m);
+    return rc < 0;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -131,11 +202,13 @@ static void usage(FILE *f)
             "usage: spec-bench -m MODEL [--prompt TEXT | --prompt-file FILE] [-n TOKENS]\n"
             "                  [--reps N] [--seqs N] [--threads N] [--backend B]\n"
             "                  [--draft-max K] [--draft-min N] [--lookup-min N] [--lookup-max N]\n"
-            "                  [--temp T] [--seed N]\n"
+            "                  [--temp T] [--seed N] [--clock wall|cpu]\n"
+            "       spec-bench --row-cost -m MODEL [--reps N] [--threads N] [--clock wall|cpu]\n"
             "  decode tokens/s with n-gram speculation off and on (medians of --reps runs,\n"
             "  alternating), acceptance rate, and whether the outputs are equal.\n"
             "  defaults: a repetitive story prompt, n 128, reps 5, seqs 1, threads 1,\n"
-            "  draft-max 8, lookup 2..4, temp 0 (greedy)\n");
+            "  draft-max 8, lookup 2..4, temp 0 (greedy), wall clock (cpu: the engine\n"
+            "  thread's CPU time, with --threads 1 on a loaded machine)\n");
 }
 
 static char *read_file(const char *path)
@@ -159,6 +232,7 @@ int main(int argc, char **argv)
     eng_params_t on_p;
     eng_params_default(&on_p);
     on_p.draft_max = 8;
+    bool rows = false;
     eng_sampling_t smp;
     eng_sampling_default(&smp);
     smp.temperature = 0;
@@ -169,6 +243,10 @@ int main(int argc, char **argv)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
+        }
+        if (!strcmp(a, "--row-cost")) {
+            rows = true;
+            continue;
         }
         if (!v) {
             fprintf(stderr, "spec-bench: %s needs a value\n", a);
@@ -207,6 +285,8 @@ int main(int argc, char **argv)
             smp.temperature = strtof(v, NULL);
         else if (!strcmp(a, "--seed"))
             smp.seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--clock") && (!strcmp(v, "wall") || !strcmp(v, "cpu")))
+            cpu_clock = !strcmp(v, "cpu");
         else {
             fprintf(stderr, "spec-bench: unknown option %s\n", a);
             usage(stderr);
@@ -218,6 +298,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 1;
     }
+    if (rows)
+        return row_cost(model, backend, threads, reps);
     eng_t *eng[2] = { NULL, NULL };
     char err[512];
     for (int v = 0; v < 2; v++) {
@@ -246,10 +328,10 @@ int main(int argc, char **argv)
     if ((int)n_prompt + n_gen > n_ctx)
         n_gen = n_ctx - (int)n_prompt;
     printf("# spec-bench: %s, backend %s, %d threads, prompt %zu tokens, %d generated x %d "
-           "seqs, %d runs (medians), draft_max %d, lookup %d..%d, temp %g\n", model, backend,
+           "seqs, %d runs (medians), draft_max %d, lookup %d..%d, temp %g, %s time\n", model, backend,
            threads, n_prompt, n_gen, seqs, reps, on_p.draft_max,
            on_p.lookup_min ? on_p.lookup_min : 2, on_p.lookup_max ? on_p.lookup_max : 4,
-           (double)smp.temperature);
+           (double)smp.temperature, cpu_clock ? "engine-thread cpu" : "wall");
     static seq_t out[2][MAX_SEQS];
     double *ts[2] = { calloc((size_t)reps, sizeof(double)), calloc((size_t)reps, sizeof(double)) };
     double *speedup = calloc((size_t)reps, sizeof(double));

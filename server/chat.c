@@ -24,7 +24,7 @@ static const char *const family_names[CHAT_N_FAMILIES] = {
     [CHAT_PLAIN] = "plain",   [CHAT_LLAMA2] = "llama2",   [CHAT_LLAMA3] = "llama3",
     [CHAT_LLAMA31] = "llama3.1", [CHAT_CHATML] = "chatml", [CHAT_QWEN] = "qwen",
     [CHAT_MISTRAL] = "mistral", [CHAT_GEMMA] = "gemma",   [CHAT_PHI3] = "phi3",
-    [CHAT_ZEPHYR] = "zephyr",
+    [CHAT_ZEPHYR] = "zephyr", [CHAT_QWEN3] = "qwen3",
 };
 
 static const char *const role_names[] = {"system", "user", "assistant", "tool"};
@@ -71,8 +71,14 @@ int chat_detect(const char *t, size_t n)
     if (!t || n == 0)
         return CHAT_PLAIN;
     /* most specific markers first: several families share [INST] or <|user|> */
-    if (has(t, n, "<|im_start|>"))
-        return has(t, n, "You are Qwen, created by Alibaba Cloud") ? CHAT_QWEN : CHAT_CHATML;
+    if (has(t, n, "<|im_start|>")) {
+        if (has(t, n, "You are Qwen, created by Alibaba Cloud"))
+            return CHAT_QWEN;
+        /* Qwen3's reasoning blocks (its enable_thinking switch, or <think> in the history) */
+        if (has(t, n, "enable_thinking") || has(t, n, "<think>"))
+            return CHAT_QWEN3;
+        return CHAT_CHATML;
+    }
     if (has(t, n, "<|start_header_id|>"))
         return has(t, n, "Cutting Knowledge Date") ? CHAT_LLAMA31 : CHAT_LLAMA3;
     if (has(t, n, "<start_of_turn>"))
@@ -623,6 +629,22 @@ static int fmt_llama31(ctx_t *c)
     return 0;
 }
 
+/* The "# Tools" system turn Qwen 2.5 and Qwen3 share, after its opening text. */
+static void qwen_tools(ctx_t *c)
+{
+    puts_(c->b, "# Tools\n\nYou may call one or more functions to assist with the user query."
+                "\n\nYou are provided with function signatures within <tools></tools> XML "
+                "tags:\n<tools>");
+    for (const cJSON *t = c->tools->child; t; t = t->next) {
+        puts_(c->b, "\n");
+        pj_value(c->b, t, -1, 0);
+    }
+    puts_(c->b, "\n</tools>\n\nFor each function call, return a json object with function "
+                "name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
+                "{\"name\": <function-name>, \"arguments\": <args-json-object>}\n"
+                "</tool_call><|im_end|>\n");
+}
+
 /* ChatML, and Qwen 2.5 (shared/chat-templates/Qwen-Qwen2.5-7B-Instruct.jinja): the first
  * message, if system, opens the text (Qwen: else its default system message); with tools
  * (Qwen only) that system turn goes on with the "# Tools" instructions listing each tool
@@ -640,17 +662,8 @@ static int fmt_chatml(ctx_t *c, bool qwen)
             put_content(c->b, &c->m[0]);
         else
             puts_(c->b, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
-        puts_(c->b, "\n\n# Tools\n\nYou may call one or more functions to assist with the "
-                    "user query.\n\nYou are provided with function signatures within "
-                    "<tools></tools> XML tags:\n<tools>");
-        for (const cJSON *t = c->tools->child; t; t = t->next) {
-            puts_(c->b, "\n");
-            pj_value(c->b, t, -1, 0);
-        }
-        puts_(c->b, "\n</tools>\n\nFor each function call, return a json object with "
-                    "function name and arguments within <tool_call></tool_call> XML tags:\n"
-                    "<tool_call>\n{\"name\": <function-name>, \"arguments\": "
-                    "<args-json-object>}\n</tool_call><|im_end|>\n");
+        puts_(c->b, "\n\n");
+        qwen_tools(c);
         from = sys;
     } else if (sys) {
         puts_(c->b, "<|im_start|>system\n");
@@ -698,6 +711,163 @@ static int fmt_chatml(ctx_t *c, bool qwen)
     }
     if (c->o->add_generation_prompt)
         puts_(c->b, "<|im_start|>assistant\n");
+    return 0;
+}
+
+/* Python's s.startswith(p) / s.endswith(p) on len bytes. */
+static bool starts(const char *s, size_t n, const char *p)
+{
+    size_t k = strlen(p);
+    return n >= k && memcmp(s, p, k) == 0;
+}
+
+static bool ends(const char *s, size_t n, const char *p)
+{
+    size_t k = strlen(p);
+    return n >= k && memcmp(s + n - k, p, k) == 0;
+}
+
+/* The first (last: from the end) occurrence of p in s[0..n), or NULL. */
+static const char *find(const char *s, size_t n, const char *p, bool last)
+{
+    size_t k = strlen(p);
+    if (k > n)
+        return NULL;
+    for (size_t i = 0; i + k <= n; i++) {
+        size_t at = last ? n - k - i : i;
+        if (memcmp(s + at, p, k) == 0)
+            return s + at;
+    }
+    return NULL;
+}
+
+/* str.strip('\n') in either direction, on a span */
+static void nl_lstrip(const char **s, size_t *n)
+{
+    while (*n && **s == '\n') {
+        (*s)++;
+        (*n)--;
+    }
+}
+
+static void nl_rstrip(const char *s, size_t *n)
+{
+    while (*n && s[*n - 1] == '\n')
+        (*n)--;
+}
+
+/* Qwen3 (tests/data/chat-templates/Qwen-Qwen3-0.6B.jinja): with tools, a system turn of the
+ * first message's text (if system) + '\n\n' and Qwen's "# Tools" block; without, the first
+ * system message alone.  last_query_index is the last user message that is not a
+ * "<tool_response>...</tool_response>" wrapper (else the last message).  Users, and system
+ * messages after the first, are '<|im_start|>role\n' + content + '<|im_end|>\n'.  An
+ * assistant message's reasoning is its reasoning_content, else what content holds before the
+ * first "</think>" (after the last "<think>" in that part, newlines trimmed), content then
+ * being what follows the last "</think>" (leading newlines trimmed).  After the last query,
+ * the final message and any with reasoning get '<think>\n' + reasoning.strip('\n') +
+ * '\n</think>\n\n' + content.lstrip('\n'); the others their content alone.  Tool calls
+ * follow as Qwen 2.5's (a '\n' before the first only when content is not empty), then
+ * '<|im_end|>\n'.  A run of tool messages shares one user turn of <tool_response> blocks.
+ * The generation prompt is '<|im_start|>assistant\n', plus an empty think block when
+ * enable_thinking is false.  A null content (a message that only calls tools) renders as ""
+ * (the template itself cannot take None; vLLM sends "" for it). */
+static int fmt_qwen3(ctx_t *c)
+{
+    bool sys = c->m[0].role == CHAT_SYSTEM;
+    if (c->tools) {
+        puts_(c->b, "<|im_start|>system\n");
+        if (sys) {
+            put_content(c->b, &c->m[0]);
+            puts_(c->b, "\n\n");
+        }
+        qwen_tools(c);
+    } else if (sys) {
+        puts_(c->b, "<|im_start|>system\n");
+        put_content(c->b, &c->m[0]);
+        puts_(c->b, "<|im_end|>\n");
+    }
+    size_t last_query = c->n - 1;
+    for (size_t k = c->n; k-- > 0;) {
+        const chat_msg_t *m = &c->m[k];
+        if (m->role == CHAT_USER && !(starts(m->content, m->len, "<tool_response>") &&
+                                      ends(m->content, m->len, "</tool_response>"))) {
+            last_query = k;
+            break;
+        }
+    }
+    for (size_t i = 0; i < c->n; i++) {
+        const chat_msg_t *m = &c->m[i];
+        if (m->role == CHAT_USER || (m->role == CHAT_SYSTEM && i > 0)) {
+            puts_(c->b, "<|im_start|>");
+            puts_(c->b, chat_role_name(m->role));
+            puts_(c->b, "\n");
+            put_content(c->b, m);
+            puts_(c->b, "<|im_end|>\n");
+        } else if (m->role == CHAT_ASSISTANT) {
+            const char *content = m->content ? m->content : "";
+            size_t clen = m->len;
+            const char *rsn = "";
+            size_t rlen = 0;
+            if (m->reasoning) {
+                rsn = m->reasoning;
+                rlen = strlen(rsn);
+            } else if (find(content, clen, "</think>", false)) {
+                const char *first = find(content, clen, "</think>", false);
+                const char *last = find(content, clen, "</think>", true);
+                rsn = content;
+                rlen = (size_t)(first - content);
+                nl_rstrip(rsn, &rlen);
+                const char *open = find(rsn, rlen, "<think>", true);
+                if (open) {
+                    rlen -= (size_t)(open + 7 - rsn);
+                    rsn = open + 7;
+                }
+                nl_lstrip(&rsn, &rlen);
+                clen -= (size_t)(last + 8 - content);
+                content = last + 8;
+                nl_lstrip(&content, &clen);
+            }
+            puts_(c->b, "<|im_start|>assistant\n");
+            if (i > last_query && (i + 1 == c->n || rlen)) {
+                puts_(c->b, "<think>\n");
+                nl_lstrip(&rsn, &rlen);
+                nl_rstrip(rsn, &rlen);
+                put(c->b, rsn, rlen);
+                puts_(c->b, "\n</think>\n\n");
+                const char *body = content;
+                size_t blen = clen;
+                nl_lstrip(&body, &blen);
+                put(c->b, body, blen);
+            } else {
+                put(c->b, content, clen);
+            }
+            for (size_t k = 0; k < m->n_calls; k++) {
+                if (k > 0 || clen)
+                    puts_(c->b, "\n");
+                puts_(c->b, "<tool_call>\n{\"name\": \"");
+                puts_(c->b, m->calls[k].name);
+                puts_(c->b, "\", \"arguments\": ");
+                int rc = put_args(c, &m->calls[k], -1);
+                if (rc)
+                    return rc;
+                puts_(c->b, "}\n</tool_call>");
+            }
+            puts_(c->b, "<|im_end|>\n");
+        } else if (m->role == CHAT_TOOL) {
+            if (i == 0 || c->m[i - 1].role != CHAT_TOOL)
+                puts_(c->b, "<|im_start|>user");
+            puts_(c->b, "\n<tool_response>\n");
+            put_content(c->b, m);
+            puts_(c->b, "\n</tool_response>");
+            if (i + 1 == c->n || c->m[i + 1].role != CHAT_TOOL)
+                puts_(c->b, "<|im_end|>\n");
+        }
+    }
+    if (c->o->add_generation_prompt) {
+        puts_(c->b, "<|im_start|>assistant\n");
+        if (c->o->no_thinking)
+            puts_(c->b, "<think>\n\n</think>\n\n");
+    }
     return 0;
 }
 
@@ -906,7 +1076,13 @@ static int fmt_zephyr(ctx_t *c)
 
 bool chat_has_tools(int family)
 {
-    return family == CHAT_LLAMA31 || family == CHAT_QWEN || family == CHAT_MISTRAL;
+    return family == CHAT_LLAMA31 || family == CHAT_QWEN || family == CHAT_QWEN3 ||
+           family == CHAT_MISTRAL;
+}
+
+bool chat_has_thinking(int family)
+{
+    return family == CHAT_QWEN3;
 }
 
 int chat_tool_prefill(int family, const char *name, char **out)
@@ -915,7 +1091,8 @@ int chat_tool_prefill(int family, const char *name, char **out)
     const char *open, *args;
     switch (family) {
     case CHAT_LLAMA31: open = "{\"name\": \""; args = "\", \"parameters\": "; break;
-    case CHAT_QWEN: open = "<tool_call>\n{\"name\": \""; args = "\", \"arguments\": "; break;
+    case CHAT_QWEN:
+    case CHAT_QWEN3: open = "<tool_call>\n{\"name\": \""; args = "\", \"arguments\": "; break;
     case CHAT_MISTRAL: open = "[TOOL_CALLS][{\"name\": \""; args = "\", \"arguments\": "; break;
     default: *out = NULL; return -ENOTSUP;
     }
@@ -938,7 +1115,8 @@ const char *chat_tool_close(int family)
 {
     switch (family) {
     case CHAT_LLAMA31: return "}";
-    case CHAT_QWEN: return "}\n</tool_call>";
+    case CHAT_QWEN:
+    case CHAT_QWEN3: return "}\n</tool_call>";
     case CHAT_MISTRAL: return "}]";
     default: return NULL;
     }
@@ -1021,6 +1199,7 @@ int chat_format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t 
     case CHAT_LLAMA31: rc = fmt_llama31(&c); break;
     case CHAT_CHATML: rc = fmt_chatml(&c, false); break;
     case CHAT_QWEN: rc = fmt_chatml(&c, true); break;
+    case CHAT_QWEN3: rc = fmt_qwen3(&c); break;
     case CHAT_MISTRAL: rc = fmt_mistral(&c); break;
     case CHAT_GEMMA: rc = fmt_gemma(&c); break;
     case CHAT_PHI3: rc = fmt_phi3(&c); break;

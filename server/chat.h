@@ -21,6 +21,7 @@ enum chat_family {
     CHAT_GEMMA,     /* <start_of_turn>user / model */
     CHAT_PHI3,      /* <|user|> ... <|end|> */
     CHAT_ZEPHYR,    /* <|user|> ... EOS */
+    CHAT_QWEN3,     /* ChatML as Qwen3: <think> reasoning blocks, Qwen's tool syntax */
     CHAT_N_FAMILIES
 };
 
@@ -40,6 +41,10 @@ typedef struct chat_msg {
     const chat_call_t *calls; /* assistant: the tool calls it made (n_calls of them) */
     size_t n_calls;
     const char *call_id; /* tool: the tool_call_id it answers (NUL-terminated) */
+    /* assistant: the message's reasoning_content (NUL-terminated); NULL when not given
+     * (Qwen3 then splits it from content at "</think>", as its template does).  Only
+     * CHAT_QWEN3 renders it; the other families' templates ignore it. */
+    const char *reasoning;
 } chat_msg_t;
 
 typedef struct chat_opts {
@@ -53,6 +58,10 @@ typedef struct chat_opts {
      * "function": {...}}]); NULL or "" for none.  Only the families chat_has_tools() names
      * accept them (else -ENOTSUP). */
     const char *tools;
+    /* chat_template_kwargs {"enable_thinking": false}: Qwen3's generation prompt then
+     * closes an empty <think> block.  false (zeroed options) keeps the template's default,
+     * thinking on; the other families ignore it. */
+    bool no_thinking;
 } chat_opts_t;
 
 /* "system", "user", "assistant", "tool" -> enum chat_role; -EINVAL otherwise. */
@@ -60,7 +69,7 @@ int chat_role_from_name(const char *name);
 const char *chat_role_name(int role);
 
 /* Family names, as accepted in the configuration: "plain", "llama2", "llama3", "llama3.1",
- * "chatml", "qwen", "mistral", "gemma", "phi3", "zephyr".  -EINVAL for others. */
+ * "chatml", "qwen", "qwen3", "mistral", "gemma", "phi3", "zephyr".  -EINVAL for others. */
 int chat_family_from_name(const char *name);
 const char *chat_family_name(int family);
 
@@ -75,8 +84,12 @@ int chat_select(const char *override, const char *tmpl, size_t len, int *family,
                 const char **note);
 
 /* Whether the family's template renders tools, tool calls and tool results: Llama 3.1,
- * Qwen 2.5 and Mistral Nemo. */
+ * Qwen 2.5, Qwen3 and Mistral Nemo. */
 bool chat_has_tools(int family);
+
+/* Whether the family's models write their reasoning as "<think>...</think>" before the
+ * answer (Qwen3): what reasoning_format "auto" separates. */
+bool chat_has_thinking(int family);
 
 /* The text a model of the family writes to open a tool call, for the server to append to
  * the generation prompt when the request demands a call (tool_choice "required", or a named

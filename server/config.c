@@ -70,6 +70,8 @@ static const char *const backend_names[] = {"cpu", "corsair", "cuda", NULL};
 static const char *const softmax_names[] = {"maxsum", "sumonly", NULL};
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const format_names[] = {"auto", "journal", "plain", NULL};
+/* indices are server/reasoning.h's enum rsn_format */
+static const char *const reasoning_names[] = {"auto", "none", "deepseek", NULL};
 /* indices are enum eng_pooling's values, auto in NONE's place */
 static const char *const pooling_names[] = {"auto", "mean", "cls", "last", NULL};
 static const char *const spec_names[] = {"none", "ngram", NULL};
@@ -93,8 +95,15 @@ static const opt_t opts[] = {
      "its file name."},
     {"chat_template", 0, T_STR, O(chat_template), "", 0, 0, NULL, 0, NULL, "Model and engine",
      "FAMILY", "Chat prompt format for /v1/chat/completions: a family name (llama2, llama3, "
-     "chatml, mistral, gemma, phi3, zephyr) or template text; empty: the model's "
+     "llama3.1, chatml, qwen, qwen3, mistral, gemma, phi3, zephyr) or template text; empty: "
+     "the model's "
      "tokenizer.chat_template."},
+    {"reasoning_format", 0, T_ENUM, O(reasoning_format), "auto", 0, 0, reasoning_names, 0,
+     NULL, "Model and engine", NULL, "Where a chat answer's \"<think>...</think>\" block "
+     "goes (llama-server's --reasoning-format): deepseek: message.reasoning_content "
+     "(delta.reasoning_content when streamed), the rest in content; none: left in content; "
+     "auto: deepseek for the qwen3 chat format, none for the others.  A request's "
+     "reasoning_format overrides it."},
     {"backend", 'b', T_ENUM, O(backend), "cpu", 0, 0, backend_names, 0, NULL,
      "Model and engine", NULL, "Compute backend."},
     {"backend_option", 0, T_LIST, O(backend_options), "", 0, 0, NULL, F_REPEAT,

@@ -36,6 +36,7 @@ typedef struct cfg {
     char *model;            /* GGUF path; "" = the demo model (cfg_model_path) */
     char *model_alias;      /* id in /v1/models and responses; "" = from the model */
     char *chat_template;    /* chat format family override; "" = from the model */
+    int reasoning_format;   /* enum rsn_format (server/reasoning.h) */
     int backend;            /* enum cfg_backend */
     cfg_list_t backend_options; /* "key=value" strings for the backend */
     bool fusion;

@@ -30,6 +30,8 @@ FUZZ_SRCS += server/schema.c
 libfusiond_server_a_SOURCES += server/chat.h server/chat.c
 # Tool calls read back out of generated text, per chat family.
 libfusiond_server_a_SOURCES += server/toolcall.h server/toolcall.c
+# Reasoning ("<think>...</think>") separated from the answer (reasoning_format).
+libfusiond_server_a_SOURCES += server/reasoning.h server/reasoning.c
 # The Responses API (/v1/responses): translated to the chat path; its answers and store.
 libfusiond_server_a_SOURCES += server/responses.h server/responses.c
 FUZZ_SRCS += server/toolcall.c

@@ -311,6 +311,8 @@ static cJSON *choice_obj(const oai_resp_t *r, const oai_choice_t *c)
         if (ok && (!r->chunk || c->role || c->text_len))
             ok = put(m, "content", c->content_null && !r->chunk ? cJSON_CreateNull()
                                                                 : str_n(c->text, c->text_len));
+        if (ok && c->reasoning)
+            ok = put(m, "reasoning_content", str_n(c->reasoning, c->reasoning_len));
         if (ok && c->n_calls)
             ok = put(m, "tool_calls", tool_calls(c, r->chunk));
         /* A whole message's "refusal" is required by the SDKs' types (openai-node's
@@ -368,6 +370,11 @@ char *oai_response(const oai_resp_t *r)
             cJSON *d = cJSON_CreateObject();
             ok = put(u, "prompt_tokens_details", d) &&
                  put(d, "cached_tokens", cJSON_CreateNumber((double)r->cached_tokens));
+        }
+        if (ok && r->reasoning_details) {
+            cJSON *d = cJSON_CreateObject();
+            ok = put(u, "completion_tokens_details", d) &&
+                 put(d, "reasoning_tokens", cJSON_CreateNumber((double)r->reasoning_tokens));
         }
     }
     if (ok && r->timings)

@@ -39,6 +39,9 @@ typedef struct oai_choice {
     size_t text_len;
     const char *finish_reason;  /* "stop", "length", "tool_calls", or NULL (null in JSON) */
     bool content_null;          /* chat message: "content": null (it only calls tools) */
+    const char *reasoning;      /* chat: the message's (or this chunk's) reasoning_content,
+                                   reasoning_len bytes; NULL: left out */
+    size_t reasoning_len;
     const oai_tool_call_t *calls; /* chat: message.tool_calls, or a chunk's delta.tool_calls */
     size_t n_calls;
     bool role;                  /* chat chunk: the delta carries "role": "assistant" */
@@ -93,6 +96,9 @@ typedef struct oai_resp {
     bool cached_details;        /* usage.prompt_tokens_details.cached_tokens (the prefix
                                    cache is on) */
     long long cached_tokens;    /* of prompt_tokens, those whose KV was reused */
+    bool reasoning_details;     /* usage.completion_tokens_details.reasoning_tokens (the
+                                   reasoning was separated from the content) */
+    long long reasoning_tokens; /* of completion_tokens, the think blocks' */
     const oai_timings_t *timings; /* NULL = none */
     const tok_t *tok;           /* token strings for logprobs (needed when any choice has them) */
 } oai_resp_t;

@@ -4,6 +4,7 @@
 #include "server/request.h"
 
 #include "engine/grammar.h"
+#include "server/reasoning.h"
 #include "server/schema.h"
 
 #include <cjson/cJSON.h>
@@ -494,6 +495,36 @@ static int parse_content(const cJSON *c, const char *pp, char **out, rq_err_t *e
     return 0;
 }
 
+/* chat_template_kwargs (an object: enable_thinking must be a boolean, other keys are
+ * ignored as vLLM's templates ignore variables they do not use) and reasoning_format
+ * (llama-server's per-request override: none, deepseek or auto). */
+static int parse_reasoning(const cJSON *root, rq_t *r, rq_err_t *e)
+{
+    const cJSON *kw = field(root, "chat_template_kwargs");
+    if (kw) {
+        if (!cJSON_IsObject(kw))
+            return bad(e, "chat_template_kwargs", "'chat_template_kwargs' must be an object, "
+                       "not %s", type_name(kw));
+        const cJSON *th = field(kw, "enable_thinking");
+        if (th && !cJSON_IsBool(th))
+            return bad(e, "chat_template_kwargs.enable_thinking", "'chat_template_kwargs."
+                       "enable_thinking' must be a boolean, not %s", type_name(th));
+        r->no_thinking = th && cJSON_IsFalse(th);
+    }
+    const cJSON *rf = field(root, "reasoning_format");
+    if (rf) {
+        if (!cJSON_IsString(rf))
+            return bad(e, "reasoning_format", "'reasoning_format' must be a string (none, "
+                       "deepseek or auto), not %s", type_name(rf));
+        int f = rsn_format_from_name(rf->valuestring);
+        if (f < 0)
+            return bad(e, "reasoning_format", "'reasoning_format' is \"%.40s\"; it must be "
+                       "none, deepseek or auto", rf->valuestring);
+        r->reasoning_format = f;
+    }
+    return 0;
+}
+
 static int parse_messages(const cJSON *root, rq_t *r, rq_err_t *e)
 {
     const cJSON *m = field(root, "messages");
@@ -546,6 +577,16 @@ static int parse_messages(const cJSON *root, rq_t *r, rq_err_t *e)
         if (k == ROLE_TOOL && (rc = member_str(it, pp, "tool_call_id", true,
                                                &r->msgs[i].tool_call_id, e)))
             return rc;
+        /* vLLM's and llama-server's field for an assistant turn's reasoning (the others'
+         * is ignored, as those servers do) */
+        const cJSON *rs = field(it, "reasoning_content");
+        if (rs && k == ROLE_ASSISTANT) {
+            snprintf(rp, sizeof rp, "%.80s.reasoning_content", pp);
+            if (!cJSON_IsString(rs))
+                return bad(e, rp, "'%s' must be a string or null, not %s", rp, type_name(rs));
+            if ((rc = dup_str(rs, rp, &r->msgs[i].reasoning, NULL, e)))
+                return rc;
+        }
         const cJSON *c = field(it, "content");
         snprintf(rp, sizeof rp, "%.80s.content", pp);
         if (!c) {
@@ -1107,7 +1148,7 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
             return bad(e, mt, "'%s' is 0: it must be at least 1", mt);
         if ((rc = get_bool(root, "add_generation_prompt", &r->add_generation_prompt, e)))
             return rc;
-        if ((rc = parse_tools(root, r, e)))
+        if ((rc = parse_tools(root, r, e)) || (rc = parse_reasoning(root, r, e)))
             return rc;
         /* The JSON constraint would forbid the call syntax of Qwen (<tool_call>) and
          * Mistral ([TOOL_CALLS]); fusiond does not mix the two. */
@@ -1278,6 +1319,7 @@ int rq_parse(int kind, const char *body, size_t len, const rq_limits_t *lim, rq_
     r->prompt_logprobs = -1;
     r->add_special = true;
     r->add_generation_prompt = true;
+    r->reasoning_format = -1;
     /* OpenAI's defaults, which are the API's business rather than the engine's. */
     r->sampling.temperature = 1.0f;
     r->sampling.top_p = 1.0f;
@@ -1380,6 +1422,7 @@ void rq_free(rq_t *r)
         }
         free(r->msgs[i].calls);
         free(r->msgs[i].tool_call_id);
+        free(r->msgs[i].reasoning);
     }
     free(r->msgs);
     free(r->tools);

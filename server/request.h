@@ -64,6 +64,7 @@ typedef struct rq_msg {         /* one chat message; parts are joined into conte
     rq_call_t *calls;           /* assistant: its tool_calls (NULL when none or []) */
     size_t n_calls;
     char *tool_call_id;         /* tool: the call it answers */
+    char *reasoning;            /* assistant: its reasoning_content; NULL when absent or null */
 } rq_msg_t;
 
 /* tool_choice: RQ_TOOLS_NONE also when no tools are given. */
@@ -92,6 +93,11 @@ typedef struct rq {
                                    call opening the server writes) to the function's
                                    parameters schema */
     bool parallel_tool_calls;
+    /* chat reasoning: chat_template_kwargs.enable_thinking false (other keys are accepted
+     * and ignored, as a template ignores variables it does not use), and llama-server's
+     * per-request reasoning_format (-1: not given, else enum rsn_format) */
+    bool no_thinking;
+    int reasoning_format;
     /* generation */
     int max_tokens;             /* 0 = not given (the caller applies its default);
                                    RQ_TO_CONTEXT = as many as the context holds;

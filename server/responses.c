@@ -893,6 +893,7 @@ void rs_map_error(rq_err_t *e)
         {"].function", "]"},
         {"top_logprobs", "top_logprobs"},
         {"'logprobs'", "'top_logprobs'"},
+        {"refuses these messages", "refuses this conversation"},
         {"messages", "input"},
     };
     for (size_t k = 0; k < FD_ARRAY_LEN(map); k++) {

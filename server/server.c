@@ -30,6 +30,7 @@
 #include "server/evq.h"
 #include "server/metrics.h"
 #include "server/openai.h"
+#include "server/reasoning.h"
 #include "server/request.h"
 #include "server/responses.h"
 #include "server/strbuf.h"
@@ -44,7 +45,7 @@
 
 enum route {
     R_NONE, R_HEALTH, R_METRICS, R_MODELS, R_MODEL_ONE, R_COMPLETIONS, R_CHAT, R_TOKENIZE,
-    R_DETOKENIZE, R_EMBEDDINGS, R_RESPONSES, R_RESPONSE_ONE
+    R_DETOKENIZE, R_EMBEDDINGS, R_RESPONSES, R_RESPONSE_ONE, R_RESPONSE_TOKENS
 };
 
 static const struct route_def {
@@ -68,6 +69,9 @@ static const struct route_def {
     {"/embeddings", "POST", R_EMBEDDINGS, MET_EP_EMBEDDINGS, false},
     {"/v1/responses", "POST", R_RESPONSES, MET_EP_RESPONSES, false},
     {"/responses", "POST", R_RESPONSES, MET_EP_RESPONSES, false},
+    /* before the prefix routes below, which the same path also matches */
+    {"/v1/responses/input_tokens", "POST", R_RESPONSE_TOKENS, MET_EP_RESPONSES, false},
+    {"/responses/input_tokens", "POST", R_RESPONSE_TOKENS, MET_EP_RESPONSES, false},
     {"/v1/responses/", "GET", R_RESPONSE_ONE, MET_EP_RESPONSES, true},
     {"/v1/responses/", "DELETE", R_RESPONSE_ONE, MET_EP_RESPONSES, true},
     {"/responses/", "GET", R_RESPONSE_ONE, MET_EP_RESPONSES, true},
@@ -92,6 +96,9 @@ typedef struct srv_choice {
     size_t *tc_args_sent;       /* and the bytes of each one's arguments sent so far */
     size_t tc_heads, tc_cap;
     size_t stream_off;          /* streamed: bytes of text sent so far */
+    rsn_t rsn;                  /* the reasoning splitter (job rsn_on) */
+    sb_t rsn_text;              /* non-streamed: the reasoning */
+    sb_t rsn_r, rsn_c;          /* one token's reasoning and content pieces */
     oai_lp_t *lp;
     size_t n_lp, cap_lp;
     oai_lp_t *plp;              /* the prompt's log-probabilities: positions 1.. */
@@ -151,6 +158,7 @@ struct srv_job {
     srv_choice_t *choices;
     int n_choices;
     bool tc_on;                 /* tools offered: calls are parsed out of the output */
+    bool rsn_on;                /* the think block is separated (reasoning_format) */
     char *tc_prefill;           /* tool_choice required / named: the call's opening, already
                                    in the prompt, which the output continues */
     int n_running;
@@ -390,6 +398,10 @@ static void job_free(srv_job_t *j)
         MHD_destroy_response(j->pending);
     for (int i = 0; i < j->n_choices; i++) {
         sb_free(&j->choices[i].text);
+        rsn_free(&j->choices[i].rsn);
+        sb_free(&j->choices[i].rsn_text);
+        sb_free(&j->choices[i].rsn_r);
+        sb_free(&j->choices[i].rsn_c);
         sb_free(&j->choices[i].tc);
         for (size_t k = 0; k < j->choices[i].tc_heads; k++)
             free(j->choices[i].tc_ids[k]);
@@ -623,6 +635,15 @@ static enum MHD_Result answer_json(srv_job_t *j, int status, char *body)
                  make_response(j->srv, status, "application/json", body, len));
 }
 
+/* The method of route (the first listed: a stored response's also takes DELETE). */
+static const char *route_method(int route)
+{
+    for (size_t i = 0; i < FD_ARRAY_LEN(routes); i++)
+        if (routes[i].route == route)
+            return routes[i].method;
+    return "GET";
+}
+
 static enum MHD_Result answer_err(srv_job_t *j, const rq_err_t *e)
 {
     struct MHD_Response *r;
@@ -631,11 +652,8 @@ static enum MHD_Result answer_err(srv_job_t *j, const rq_err_t *e)
     if (r && e->status == 401)
         MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
     if (r && e->status == 405)
-        for (size_t i = 0; i < FD_ARRAY_LEN(routes); i++)
-            if (routes[i].route == j->route) {
-                MHD_add_response_header(r, "Allow", routes[i].method);
-                break;
-            }
+        MHD_add_response_header(r, "Allow", j->route == R_RESPONSE_ONE ? "GET, DELETE"
+                                                                         : route_method(j->route));
     return queue(j, e->status, r);
 }
 
@@ -804,6 +822,10 @@ static void job_usage(const srv_job_t *j, oai_resp_t *r)
                 most = FD_MAX(most, j->choices[i].t.n_cached);
         r->cached_tokens += most;
     }
+    r->reasoning_details = j->rsn_on;
+    r->reasoning_tokens = 0;
+    for (int i = 0; j->rsn_on && i < j->n_choices; i++)
+        r->reasoning_tokens += j->choices[i].rsn.n_reasoning_tokens;
 }
 
 static void sse_add_json(srv_job_t *j, char *json)
@@ -1284,6 +1306,10 @@ static void build_final(srv_job_t *j)
                                    .finish_reason = finish_reason(c->finish),
                                    .logprobs = j->rq.logprobs >= 0, .lp = c->lp, .n_lp = c->n_lp};
             choice_prompt(j, c, &ch[i]);
+            if (j->rsn_on && c->rsn_text.len) {
+                ch[i].reasoning = c->rsn_text.buf;
+                ch[i].reasoning_len = c->rsn_text.len;
+            }
             r.completion_tokens += c->n_gen;
             if (ok && j->tc_on) {
                 /* the output continues the prefill: both are the model's message */
@@ -1370,6 +1396,84 @@ static void on_prompt_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev
     }
 }
 
+/* A piece of a choice's answer text (the content when the reasoning is separated): held for
+ * the tool-call parse, streamed, or kept for the whole answer; lp is the token's
+ * log-probabilities, for the chunk when streamed. */
+static void choice_text(srv_job_t *j, srv_choice_t *c, const char *text, size_t len,
+                        const oai_lp_t *lp)
+{
+    srv_t *s = j->srv;
+    if (j->tc_on) {
+        sb_add(&c->tc, text, len);
+        if (sb_failed(&c->tc)) {
+            choice_lose(c);
+            return;
+        }
+    }
+    if (j->stream && j->tc_on) {
+        /* what may be a tool call is held back: sent as calls as they take shape, or as
+         * content at the end when it turns out to be none */
+        size_t safe = tc_stream_safe(s->chat_family, c->tc.buf, c->tc.len);
+        size_t n = safe > c->tc_sent ? safe - c->tc_sent : 0;
+        if (n || lp)
+            sse_chunk(j, c, c->tc.buf + c->tc_sent, n, lp, NULL, false, false);
+        c->tc_sent += n;
+        if (safe < c->tc.len)
+            stream_call_deltas(j, c);
+        c->n_lp = 0;
+        sse_flush(j);
+    } else if (j->stream) {
+        if (len || lp)
+            sse_chunk(j, c, text, len, lp, NULL, false, false);
+        c->n_lp = 0; /* streamed logprobs left with their chunk */
+        sse_flush(j);
+    } else {
+        sb_add(&c->text, text, len);
+        if (sb_failed(&c->text))
+            choice_lose(c);
+    }
+}
+
+/* A piece of a choice's reasoning: a delta.reasoning_content chunk, or kept for
+ * message.reasoning_content. */
+static void choice_reasoning(srv_job_t *j, srv_choice_t *c, const char *text, size_t len,
+                             const oai_lp_t *lp)
+{
+    if (j->stream) {
+        oai_choice_t ch = {.index = c->index, .reasoning = text, .reasoning_len = len,
+                           .logprobs = lp != NULL, .lp = lp, .n_lp = lp ? 1 : 0};
+        oai_resp_t r;
+        resp_init(j, &r, true);
+        r.choices = &ch;
+        r.n_choices = 1;
+        r.usage_null = j->rq.include_usage;
+        sse_add_json(j, oai_response(&r));
+        c->n_lp = 0;
+        sse_flush(j);
+    } else {
+        sb_add(&c->rsn_text, text, len);
+        if (sb_failed(&c->rsn_text))
+            choice_lose(c);
+    }
+}
+
+/* The end of a choice's output: what the reasoning splitter still held. */
+static void choice_rsn_finish(srv_job_t *j, srv_choice_t *c)
+{
+    if (!j->rsn_on || j->abandoned || j->client_gone)
+        return;
+    sb_reset(&c->rsn_r);
+    sb_reset(&c->rsn_c);
+    if (rsn_finish(&c->rsn, &c->rsn_r, &c->rsn_c)) {
+        choice_lose(c);
+        return;
+    }
+    if (c->rsn_r.len)
+        choice_reasoning(j, c, c->rsn_r.buf, c->rsn_r.len, NULL);
+    if (c->rsn_c.len)
+        choice_text(j, c, c->rsn_c.buf, c->rsn_c.len, NULL);
+}
+
 static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
 {
     srv_t *s = j->srv;
@@ -1400,37 +1504,25 @@ static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
         size_t echo = j->rq.echo ? j->echo_len[c->prompt] : 0;
         lp->text_offset = echo + (j->stream ? c->stream_off : c->text.len);
     }
-    if (j->tc_on) {
-        sb_add(&c->tc, ev->text, ev->text_len);
-        if (sb_failed(&c->tc)) {
+    const char *text = ev->text;
+    size_t len = ev->text_len;
+    if (j->rsn_on) {
+        /* the think block goes out as reasoning; the rest goes on as the token's text */
+        sb_reset(&c->rsn_r);
+        sb_reset(&c->rsn_c);
+        if (rsn_feed(&c->rsn, text, len, &c->rsn_r, &c->rsn_c)) {
             choice_lose(c);
             return;
         }
+        if (c->rsn_r.len) {
+            choice_reasoning(j, c, c->rsn_r.buf, c->rsn_r.len, lp);
+            lp = NULL;
+        }
+        text = c->rsn_c.buf;
+        len = c->rsn_c.len;
     }
-    if (j->stream && j->tc_on) {
-        /* what may be a tool call is held back: sent as calls as they take shape, or as
-         * content at the end when it turns out to be none */
-        size_t safe = tc_stream_safe(s->chat_family, c->tc.buf, c->tc.len);
-        size_t n = safe > c->tc_sent ? safe - c->tc_sent : 0;
-        if (n || lp)
-            sse_chunk(j, c, c->tc.buf + c->tc_sent, n, lp, NULL, false, false);
-        c->tc_sent += n;
-        if (safe < c->tc.len)
-            stream_call_deltas(j, c);
-        c->stream_off += ev->text_len;
-        c->n_lp = 0;
-        sse_flush(j);
-    } else if (j->stream) {
-        if (ev->text_len || lp)
-            sse_chunk(j, c, ev->text, ev->text_len, lp, NULL, false, false);
-        c->stream_off += ev->text_len;
-        c->n_lp = 0; /* streamed logprobs left with their chunk */
-        sse_flush(j);
-    } else {
-        sb_add(&c->text, ev->text, ev->text_len);
-        if (sb_failed(&c->text))
-            choice_lose(c);
-    }
+    choice_text(j, c, text, len, lp);
+    c->stream_off += ev->text_len;
 }
 
 static void embed_next(srv_job_t *j, int finish);
@@ -1451,6 +1543,7 @@ static void on_done(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
         met_observe(s->met, MET_DECODE, ev->timings.decode_s);
     j->n_running--;
     embed_next(j, ev->finish);
+    choice_rsn_finish(j, c);
     /* A named call's arguments, held to its schema, ended the document: the call is closed
      * as the family closes it, for the parse below to read the whole call. */
     if (j->tc_on && j->rq.tool_grammar && ev->finish == ENG_FINISH_STOP) {
@@ -1753,7 +1846,7 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
     if (r->tools && !chat_has_tools(fam)) {
         rq_fail(e, 400, "invalid_request_error", "tools", "'tools' cannot be used with this "
                 "model: its chat format (%s) has no tool calling (fusiond renders tools for "
-                "the llama3.1, qwen and mistral formats); leave 'tools' out or set "
+                "the llama3.1, qwen, qwen3 and mistral formats); leave 'tools' out or set "
                 "'tool_choice' to \"none\"", chat_family_name(fam));
         e->code = "unsupported_parameter";
         return -EINVAL;
@@ -1777,6 +1870,7 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
         m[i].content = q->content;
         m[i].len = q->content ? strlen(q->content) : 0;
         m[i].call_id = q->tool_call_id;
+        m[i].reasoning = q->reasoning;
         m[i].calls = next;
         m[i].n_calls = q->n_calls;
         for (size_t k = 0; k < q->n_calls; k++, next++)
@@ -1787,7 +1881,7 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
     chat_opts_t o = {.bos = bos >= 0 ? tok_token_text(tok, bos) : NULL,
                      .eos = eos >= 0 ? tok_token_text(tok, eos) : NULL,
                      .add_generation_prompt = r->add_generation_prompt,
-                     .tools = r->tools};
+                     .tools = r->tools, .no_thinking = r->no_thinking};
     char err[256] = "";
     int rc = chat_format(fam, m, r->n_msgs, &o, text, len, err, sizeof err);
     free(m);
@@ -1804,6 +1898,14 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
     size_t bl = o.bos ? strlen(o.bos) : 0;
     *add_special = tok_add_bos(tok) && !(bl && *len >= bl && memcmp(*text, o.bos, bl) == 0);
     j->tc_on = r->tools != NULL;
+    /* The think block is separated unless the format says none, thinking was switched off
+     * (the prompt closed an empty block), the answer is a forced call (prefilled below), or
+     * it is a /v1/responses answer (which has no reasoning field here). */
+    int rf = r->reasoning_format >= 0 ? r->reasoning_format : s->cfg.reasoning_format;
+    j->rsn_on = (rf == RSN_DEEPSEEK || (rf == RSN_AUTO && chat_has_thinking(fam))) &&
+                !r->no_thinking && !j->rs &&
+                !(r->tools && (r->tool_choice == RQ_TOOLS_REQUIRED ||
+                               r->tool_choice == RQ_TOOLS_NAMED));
     if (r->tools && (r->tool_choice == RQ_TOOLS_REQUIRED || r->tool_choice == RQ_TOOLS_NAMED)) {
         rc = chat_tool_prefill(fam, r->tool_choice == RQ_TOOLS_NAMED ? r->tool_name : NULL,
                                &j->tc_prefill);
@@ -1926,11 +2028,28 @@ static int prepare_generation(srv_job_t *j)
     return 0;
 }
 
+/* POST /v1/responses/input_tokens (thread pool): the prompt the request would run, counted
+ * (a prompt beyond the context is counted too: the client asks in order to know). */
+static int prepare_count(srv_job_t *j)
+{
+    int rc = prepare_prompts(j, &j->prep_err);
+    if (rc)
+        return rc;
+    j->prep_body = malloc(96);
+    if (!j->prep_body)
+        return rq_fail(&j->prep_err, 500, "server_error", NULL, "out of memory");
+    snprintf(j->prep_body, 96, "{\"object\":\"response.input_tokens\",\"input_tokens\":%lld}",
+             j->prompt_tokens);
+    return 0;
+}
+
 static void prep_work(uv_work_t *w)
 {
     srv_job_t *j = w->data;
     bool tok = j->rq.kind == RQ_TOKENIZE || j->rq.kind == RQ_DETOKENIZE;
-    j->prep_rc = tok ? prepare_tokenize(j) : prepare_generation(j);
+    j->prep_rc = tok                                ? prepare_tokenize(j)
+                 : j->route == R_RESPONSE_TOKENS ? prepare_count(j)
+                                                 : prepare_generation(j);
 }
 
 /* Submits every choice and starts the answer (loop thread, prepared job). */
@@ -2044,6 +2163,10 @@ static enum MHD_Result start_generation(srv_job_t *j)
         c->prompt = (size_t)i / (size_t)r->n;
         sb_init(&c->text);
         sb_init(&c->tc);
+        rsn_init(&c->rsn);
+        sb_init(&c->rsn_text);
+        sb_init(&c->rsn_r);
+        sb_init(&c->rsn_c);
         if (embed && !(c->emb = calloc((size_t)s->info->n_embd, sizeof *c->emb))) {
             rc = -ENOMEM;
             break;
@@ -2120,7 +2243,8 @@ static enum MHD_Result finish_prep(srv_job_t *j)
             rs_map_error(&j->prep_err);
         return answer_err(j, &j->prep_err);
     }
-    if (j->rq.kind == RQ_TOKENIZE || j->rq.kind == RQ_DETOKENIZE) {
+    if (j->rq.kind == RQ_TOKENIZE || j->rq.kind == RQ_DETOKENIZE ||
+        j->route == R_RESPONSE_TOKENS) {
         char *body = j->prep_body;
         j->prep_body = NULL;
         return answer_json(j, 200, body);
@@ -2191,13 +2315,15 @@ static enum MHD_Result on_body_complete(srv_job_t *j)
                            "the request body is larger than the limit of %zu bytes",
                            s->cfg.max_body_bytes);
     int kind = j->route == R_COMPLETIONS ? RQ_COMPLETION
-               : j->route == R_CHAT || j->route == R_RESPONSES ? RQ_CHAT
+               : j->route == R_CHAT || j->route == R_RESPONSES ||
+                       j->route == R_RESPONSE_TOKENS ? RQ_CHAT
                : j->route == R_TOKENIZE  ? RQ_TOKENIZE
                : j->route == R_EMBEDDINGS ? RQ_EMBEDDINGS
                                          : RQ_DETOKENIZE;
     rq_err_t e;
     char *chat = NULL;
-    if (j->route == R_RESPONSES && responses_translate(j, &chat, &e))
+    if ((j->route == R_RESPONSES || j->route == R_RESPONSE_TOKENS) &&
+        responses_translate(j, &chat, &e))
         return answer_err(j, &e);
     int prc = chat ? rq_parse(kind, chat, strlen(chat), &s->lim, &j->rq, &e)
                    : rq_parse(kind, j->body.buf ? j->body.buf : "", j->body.len, &s->lim,
@@ -2254,7 +2380,9 @@ static enum MHD_Result answer_preflight(srv_job_t *j, const struct route_def *pa
         return MHD_NO;
     bool get = strcmp(path_route->method, "GET") == 0;
     MHD_add_response_header(r, "Access-Control-Allow-Methods",
-                            get ? "GET, HEAD, OPTIONS" : "POST, OPTIONS");
+                            path_route->route == R_RESPONSE_ONE ? "GET, HEAD, DELETE, OPTIONS"
+                            : get                               ? "GET, HEAD, OPTIONS"
+                                                                : "POST, OPTIONS");
     /* The headers asked for, echoed: the OpenAI SDKs send X-Stainless-* ones (OS, Arch,
      * Runtime, Retry-Count, Timeout, ...) that change between versions, and Authorization,
      * which a wildcard "*" would not cover. */
@@ -2529,8 +2657,13 @@ int srv_create(srv_t **out, uv_loop_t *loop, eng_t *eng, const srv_config_t *cfg
     if (cfg->chat_template && cfg->chat_template[0] && strcmp(cfg->chat_template, "auto") != 0 &&
         chat_family_from_name(cfg->chat_template) < 0) {
         snprintf(err, errlen, "unknown chat template family '%s' (plain, llama2, llama3, "
-                 "llama3.1, chatml, qwen, mistral, gemma, phi3, zephyr or auto)",
+                 "llama3.1, chatml, qwen, qwen3, mistral, gemma, phi3, zephyr or auto)",
                  cfg->chat_template);
+        return -EINVAL;
+    }
+    if (strcmp(rsn_format_name(cfg->reasoning_format), "?") == 0) {
+        snprintf(err, errlen, "reasoning_format %d is not one of auto, none, deepseek",
+                 cfg->reasoning_format);
         return -EINVAL;
     }
     if (!cfg->tls_cert_pem != !cfg->tls_key_pem) {

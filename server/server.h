@@ -32,8 +32,12 @@ typedef struct srv_config {
     const char *chat_template;  /* chat format family instead of the one detected from the
                                    GGUF's tokenizer.chat_template: a server/chat.h name
                                    ("plain", "llama2", "llama3", "llama3.1", "chatml",
-                                   "qwen", "mistral", "gemma", "phi3", "zephyr"); NULL, ""
-                                   or "auto" = detect.  srv_create: -EINVAL for others */
+                                   "qwen", "qwen3", "mistral", "gemma", "phi3", "zephyr");
+                                   NULL, "" or "auto" = detect.  srv_create: -EINVAL for
+                                   others */
+    int reasoning_format;       /* enum rsn_format (server/reasoning.h): where a chat
+                                   answer's think block goes, unless the request says;
+                                   default RSN_AUTO.  srv_create: -EINVAL out of range */
     /* (R) API keys: NULL-terminated array; NULL or empty = no authentication.  When set,
      * every route but /health needs "Authorization: Bearer KEY" or "X-Api-Key: KEY". */
     const char *const *api_keys;

@@ -318,7 +318,8 @@ static int scan_text(int family, const char *text, size_t len, scan_t *sc)
     sc->s = text;
     sc->len = len;
     switch (family) {
-    case CHAT_QWEN: return scan_qwen(sc);
+    case CHAT_QWEN:
+    case CHAT_QWEN3: return scan_qwen(sc);
     case CHAT_LLAMA31: return scan_whole(sc, false);
     case CHAT_MISTRAL: return scan_whole(sc, true);
     default: return SC_BAD;
@@ -421,7 +422,7 @@ int tc_parse(int family, const char *text, size_t len, char *const *names, int n
 
 size_t tc_stream_safe(int family, const char *s, size_t len)
 {
-    if (family == CHAT_QWEN) {
+    if (family == CHAT_QWEN || family == CHAT_QWEN3) {
         const char *open = find(s, len, QWEN_OPEN);
         size_t safe = open ? (size_t)(open - s) : len;
         /* hold a tail that could be the marker's beginning */

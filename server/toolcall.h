@@ -1,6 +1,6 @@
 /* toolcall.h: reads the tool calls a model wrote, in its chat family's syntax, out of the
- * generated text: Llama 3.1's one JSON object {"name", "parameters"}, Qwen 2.5's <tool_call>
- * blocks after optional text, Mistral Nemo's [TOOL_CALLS] JSON array.  Whole (tc_parse, at
+ * generated text: Llama 3.1's one JSON object {"name", "parameters"}, Qwen 2.5's and
+ * Qwen3's <tool_call> blocks after optional text, Mistral Nemo's [TOOL_CALLS] JSON array.  Whole (tc_parse, at
  * the end of a choice) or while it streams (tc_stream_safe: how much is certainly text;
  * tc_scan: how far each call has come, to stream its name and arguments as they arrive).
  * Pure functions; any thread.  Layer: server (uses server/chat.h's family numbers, cJSON). */

@@ -2,8 +2,8 @@
  * for tests/test_chat_jinja.py to compare with the real template rendered by jinja2.  Reads
  * one JSON object on stdin: {"family", "bos", "eos", "add_generation_prompt", "tools",
  * "tools_text", "messages": [{"role", "content", "tool_calls": [{"id", "function": {"name",
- * "arguments"}}], "tool_call_id"}]} (arguments an object or its JSON text; tools_text, the
- * tools as JSON text, wins over tools).  Prints the
+ * "arguments"}}], "tool_call_id", "reasoning_content"}], "enable_thinking"} (arguments an
+ * object or its JSON text; tools_text, the tools as JSON text, wins over tools).  Prints the
  * prompt and exits 0, or prints "REFUSED: <message>" and exits 3. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -42,6 +42,7 @@ int main(void)
         m[i].content = str(it, "content");
         m[i].len = m[i].content ? strlen(m[i].content) : 0;
         m[i].call_id = str(it, "tool_call_id");
+        m[i].reasoning = str(it, "reasoning_content");
         const cJSON *tc = cJSON_GetObjectItemCaseSensitive(it, "tool_calls");
         m[i].calls = calls + ncalls;
         const cJSON *c;
@@ -65,7 +66,9 @@ int main(void)
                            : cJSON_IsArray(tools) ? cJSON_PrintUnformatted(tools) : NULL;
     const cJSON *agp = cJSON_GetObjectItemCaseSensitive(root, "add_generation_prompt");
     chat_opts_t o = {.bos = str(root, "bos"), .eos = str(root, "eos"),
-                     .add_generation_prompt = !cJSON_IsFalse(agp), .tools = tools_text};
+                     .add_generation_prompt = !cJSON_IsFalse(agp), .tools = tools_text,
+                     .no_thinking = cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(
+                         root, "enable_thinking"))};
     char *out = NULL, err[512] = "";
     size_t len = 0;
     int rc = chat_format(family, m, nm, &o, &out, &len, err, sizeof err);

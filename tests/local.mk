@@ -269,6 +269,7 @@ tests_chat_render_CFLAGS = $(AM_CFLAGS) $(CJSON_CFLAGS)
 tests_chat_render_LDADD = $(SRV_LIBS)
 dist_check_SCRIPTS += tests/test_chat_jinja.py
 TESTS += tests/test_chat_jinja.py
+EXTRA_DIST += tests/data/chat-templates/Qwen-Qwen3-0.6B.jinja tests/data/chat-templates/README.md
 
 check_PROGRAMS += tests/test_toolcall
 tests_test_toolcall_SOURCES = tests/test_toolcall.c
@@ -293,3 +294,19 @@ tests_test_responses_SOURCES = tests/test_responses.c
 tests_test_responses_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
 tests_test_responses_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_responses
+FUZZ_TARGETS += tests/fuzz/fuzz_responses.c
+EXTRA_DIST += tests/fuzz/fuzz_responses.c tests/fuzz/fuzz_responses.dict
+
+# Reasoning (<think>) split from the answer: server/reasoning.c on given texts and cuts.
+check_PROGRAMS += tests/test_reasoning
+tests_test_reasoning_SOURCES = tests/test_reasoning.c
+tests_test_reasoning_CFLAGS = $(TEST_CFLAGS)
+tests_test_reasoning_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_reasoning
+# Black-box: the reasoning split through the real fusiond (a stories260K copy carrying Qwen3's
+# template, think blocks in a few tokens picked by logit_bias).
+dist_check_SCRIPTS += tests/test_reasoning_server.py
+TESTS += tests/test_reasoning_server.py
+FUZZ_TARGETS += tests/fuzz/fuzz_reasoning.c
+EXTRA_DIST += tests/fuzz/fuzz_reasoning.c tests/fuzz/fuzz_reasoning.dict
+VALGRIND_SUITES += tests/test_reasoning

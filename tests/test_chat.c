@@ -43,6 +43,11 @@ static const struct {
      "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nHello!<|im_end|>\n"
      "<|im_start|>assistant\n Hi there. <|im_end|>\n<|im_start|>user\nWhat is 2+2?\n<|im_end|>\n"
      "<|im_start|>assistant\n"},
+    /* Qwen3: an assistant turn before the last query keeps its content as written */
+    {CHAT_QWEN3, "", "<|im_end|>",
+     "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nHello!<|im_end|>\n"
+     "<|im_start|>assistant\n Hi there. <|im_end|>\n<|im_start|>user\nWhat is 2+2?\n<|im_end|>\n"
+     "<|im_start|>assistant\n"},
     {CHAT_CHATML, "", "<|im_end|>",
      "<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\nHello!<|im_end|>\n"
      "<|im_start|>assistant\n Hi there. <|im_end|>\n<|im_start|>user\nWhat is 2+2?\n<|im_end|>\n"
@@ -278,6 +283,13 @@ START_TEST(test_detect_markers)
          CHAT_CHATML},
         {"{{ bos_token }}{% for m in messages %}[INST] {{ m.content }} [/INST]{% endfor %}",
          CHAT_MISTRAL},
+        /* Qwen3: ChatML with its thinking switch or <think> blocks, but not Qwen 2.5's
+         * default system message (which stays CHAT_QWEN) */
+        {"{{'<|im_start|>assistant\\n'}}{% if enable_thinking is false %}x{% endif %}",
+         CHAT_QWEN3},
+        {"{{'<|im_start|>' + role + '\\n<think>\\n' + reasoning_content}}", CHAT_QWEN3},
+        {"{{'<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud.'}}", CHAT_QWEN},
+        {"{{ '<think>' + enable_thinking }}", -ENOENT},
         {"{{ messages[0].content }}", -ENOENT},
         {"", CHAT_PLAIN},
     };
@@ -455,6 +467,8 @@ START_TEST(test_prefill_and_json)
     } pre[] = {
         {CHAT_QWEN, NULL, "<tool_call>\n{\"name\": \""},
         {CHAT_QWEN, "get-x", "<tool_call>\n{\"name\": \"get-x\", \"arguments\": "},
+        {CHAT_QWEN3, NULL, "<tool_call>\n{\"name\": \""},
+        {CHAT_QWEN3, "f", "<tool_call>\n{\"name\": \"f\", \"arguments\": "},
         {CHAT_LLAMA31, NULL, "{\"name\": \""},
         {CHAT_LLAMA31, "f", "{\"name\": \"f\", \"parameters\": "},
         {CHAT_MISTRAL, NULL, "[TOOL_CALLS][{\"name\": \""},
@@ -494,6 +508,80 @@ START_TEST(test_prefill_and_json)
 }
 END_TEST
 
+/* Qwen3's reasoning: reasoning_content or <think> in content, rendered after the last real
+ * query only; the enable_thinking switch; the repository's copy of its template detected;
+ * the other families ignore reasoning and the switch. */
+START_TEST(test_qwen3)
+{
+    static const chat_msg_t r_final[] = {
+        MSG(CHAT_USER, "Q1"),
+        {.role = CHAT_ASSISTANT, .content = "\nA1", .len = 3, .reasoning = "\n\nwhy\n"},
+    };
+    int rc;
+    char err[256];
+    char *out = fmt(CHAT_QWEN3, r_final, 2, "", "", false, false, &rc, err);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_str_eq(out, "<|im_start|>user\nQ1<|im_end|>\n<|im_start|>assistant\n<think>\nwhy\n"
+                          "</think>\n\nA1<|im_end|>\n");
+    free(out);
+    /* the same reasoning before a later query is dropped; content stays as written */
+    static const chat_msg_t r_early[] = {
+        MSG(CHAT_USER, "Q1"),
+        {.role = CHAT_ASSISTANT, .content = "\nA1", .len = 3, .reasoning = "why"},
+        MSG(CHAT_USER, "Q2"),
+    };
+    out = fmt(CHAT_QWEN3, r_early, 3, "", "", true, false, &rc, err);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_str_eq(out, "<|im_start|>user\nQ1<|im_end|>\n<|im_start|>assistant\n\nA1<|im_end|>\n"
+                          "<|im_start|>user\nQ2<|im_end|>\n<|im_start|>assistant\n");
+    free(out);
+    /* split from content: before the first </think> (after the last <think>), after the last */
+    static const chat_msg_t split[] = {
+        MSG(CHAT_USER, "Q"),
+        MSG(CHAT_ASSISTANT, "x<think>\n<think>\nr1\n</think>mid</think>\n\nA"),
+    };
+    out = fmt(CHAT_QWEN3, split, 2, "", "", false, false, &rc, err);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_str_eq(out, "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n<think>\nr1\n"
+                          "</think>\n\nA<|im_end|>\n");
+    free(out);
+    /* a tool result wrapped in a user message is not a query: the turns after the real one
+     * keep their reasoning; a null content with a call renders as "" */
+    static const chat_msg_t steps[] = {
+        MSG(CHAT_USER, "Q"),
+        {.role = CHAT_ASSISTANT, .reasoning = "need f", .calls = &call_f, .n_calls = 1},
+        MSG(CHAT_USER, "<tool_response>\nok\n</tool_response>"),
+        {.role = CHAT_ASSISTANT, .content = "done", .len = 4, .reasoning = "got it"},
+    };
+    chat_opts_t o = {.tools = tools_one, .no_thinking = true, .add_generation_prompt = true};
+    size_t len;
+    ck_assert_int_eq(chat_format(CHAT_QWEN3, steps, 4, &o, &out, &len, err, sizeof err), 0);
+    ck_assert_ptr_nonnull(strstr(out, "<|im_start|>assistant\n<think>\nneed f\n</think>\n\n"
+                                      "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n"
+                                      "</tool_call><|im_end|>\n"));
+    ck_assert_ptr_nonnull(strstr(out, "<|im_start|>assistant\n<think>\ngot it\n</think>\n\n"
+                                      "done<|im_end|>\n<|im_start|>assistant\n<think>\n\n"
+                                      "</think>\n\n"));
+    ck_assert_ptr_nonnull(strstr(out, "<|im_start|>system\n# Tools\n"));
+    free(out);
+    /* Qwen 2.5 ignores both */
+    ck_assert_int_eq(chat_format(CHAT_QWEN, r_final, 2, &o, &out, &len, err, sizeof err), 0);
+    ck_assert_ptr_null(strstr(out, "think>"));
+    free(out);
+    ck_assert(chat_has_tools(CHAT_QWEN3));
+    ck_assert(chat_has_thinking(CHAT_QWEN3));
+    ck_assert(!chat_has_thinking(CHAT_QWEN));
+    ck_assert(!chat_has_thinking(CHAT_CHATML));
+    ck_assert_str_eq(chat_tool_close(CHAT_QWEN3), "}\n</tool_call>");
+    ck_assert_int_eq(chat_family_from_name("qwen3"), CHAT_QWEN3);
+    /* the template Qwen3's GGUFs carry (tests/data/chat-templates) */
+    size_t n;
+    char *t = tu_slurp(tu_src("tests/data/chat-templates/Qwen-Qwen3-0.6B.jinja"), &n);
+    ck_assert_int_eq(chat_detect(t, n), CHAT_QWEN3);
+    free(t);
+}
+END_TEST
+
 static const char *const shared_files[] = {
     "chat-templates/Qwen-Qwen2.5-7B-Instruct.jinja",
     "chat-templates/google-gemma-2-2b-it.jinja",
@@ -517,6 +605,7 @@ int main(void)
     tcase_add_test(tc, test_tools);
     tcase_add_test(tc, test_tool_refusals);
     tcase_add_test(tc, test_prefill_and_json);
+    tcase_add_test(tc, test_qwen3);
     suite_add_tcase(s, tc);
     if (!missing) {
         tc = tcase_create("shared templates");

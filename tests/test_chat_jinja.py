@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """test_chat_jinja.py: proves server/chat.c renders conversations with tools, tool calls and
 tool results byte for byte as the real templates do: each of Llama 3.1, Qwen 2.5 and Mistral
-Nemo's .jinja files in $FUSIOND_SHARED/chat-templates is rendered with jinja2 the way
-transformers renders it (trim_blocks, lstrip_blocks, loopcontrols, tojson as json.dumps with
-ensure_ascii=False, raise_exception) and compared with tests/chat_render's output; a template
-that refuses a conversation must be refused by chat.c too.  Skips (77) when python3-jinja2
-or the shared folder is missing, unless FUSIOND_REQUIRE_JINJA=1 (or FUSIOND_REQUIRE_SHARED=1
-for the folder), CI's flags, where that is a failure."""
+Nemo's .jinja files in $FUSIOND_SHARED/chat-templates, and Qwen3's in the repository
+(tests/data/chat-templates), is rendered with jinja2 the way transformers renders it
+(trim_blocks, lstrip_blocks, loopcontrols, tojson as json.dumps with ensure_ascii=False,
+raise_exception) and compared with tests/chat_render's output; a template that refuses a
+conversation must be refused by chat.c too.  Qwen3 also gets reasoning (reasoning_content,
+<think> in content), multi-step tool use and enable_thinking.  Skips (77) when python3-jinja2
+is missing, unless FUSIOND_REQUIRE_JINJA=1 (CI's flag), where that is a failure; without the
+shared folder only Qwen3 is compared (a failure under FUSIOND_REQUIRE_SHARED=1)."""
 
 import json
 import os
@@ -35,9 +37,16 @@ except ImportError:
 
 SHARED = os.environ.get("FUSIOND_SHARED", "")
 TDIR = os.path.join(SHARED, "chat-templates")
-if not SHARED or not os.path.isdir(TDIR):
-    skip_or_fail("no shared chat templates in FUSIOND_SHARED (%r)" % SHARED,
-                 "FUSIOND_REQUIRE_SHARED")
+HAVE_SHARED = bool(SHARED) and os.path.isdir(TDIR)
+if not HAVE_SHARED:
+    if os.environ.get("FUSIOND_REQUIRE_SHARED") == "1":
+        print("FAIL: no shared chat templates in FUSIOND_SHARED (%r) "
+              "(FUSIOND_REQUIRE_SHARED=1)" % SHARED)
+        sys.exit(1)
+    print("note: no shared chat templates in FUSIOND_SHARED (%r): Qwen3's alone" % SHARED)
+SRCDIR = os.environ.get("top_srcdir", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                   ".."))
+QWEN3 = os.path.join(SRCDIR, "tests", "data", "chat-templates", "Qwen-Qwen3-0.6B.jinja")
 
 
 class Refused(Exception):
@@ -59,10 +68,14 @@ ENV.filters["tojson"] = tojson
 ENV.globals["raise_exception"] = raise_exception
 
 FAMILIES = {
-    "llama3.1": ("meta-llama-Llama-3.1-8B-Instruct.jinja", "<|begin_of_text|>", "<|eot_id|>"),
-    "qwen": ("Qwen-Qwen2.5-7B-Instruct.jinja", "", "<|im_end|>"),
-    "mistral": ("mistralai-Mistral-Nemo-Instruct-2407.jinja", "<s>", "</s>"),
+    "llama3.1": (os.path.join(TDIR, "meta-llama-Llama-3.1-8B-Instruct.jinja"),
+                 "<|begin_of_text|>", "<|eot_id|>"),
+    "qwen": (os.path.join(TDIR, "Qwen-Qwen2.5-7B-Instruct.jinja"), "", "<|im_end|>"),
+    "mistral": (os.path.join(TDIR, "mistralai-Mistral-Nemo-Instruct-2407.jinja"), "<s>", "</s>"),
+    "qwen3": (QWEN3, "", "<|im_end|>"),
 }
+if not HAVE_SHARED:
+    FAMILIES = {"qwen3": FAMILIES["qwen3"]}
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather",
@@ -132,16 +145,103 @@ CASES = [
         "return": {"type": "string"}}}]),
 ]
 
+
+# Qwen3's reasoning: reasoning_content given, or "<think>...</think>" inside content, rendered
+# only for assistant turns after the last real user query (the final one always).
+def asst(content, reasoning=None, calls=None):
+    m = {"role": "assistant", "content": content}
+    if reasoning is not None:
+        m["reasoning_content"] = reasoning
+    if calls:
+        m["tool_calls"] = calls
+    return m
+
+
+A_R = asst("It is sunny.", "The user asks about weather.\nCheck Paris.")
+A_THINK = asst("<think>\nI should answer briefly.\n</think>\n\nIt is 21 degrees.")
+A_THINK_ODD = asst("\n\npre<think>a<think>\n\nb\n\n</think>mid</think>\n\nend\n")
+A_THINK_NOOPEN = asst("just thoughts\n</think>answer")
+A_EMPTY_THINK = asst("<think>\n\n</think>\n\nPlain answer.")
+A_BOTH = asst("<think>in content</think>shown", "given reasoning")
+A_R_EMPTY = asst("no reasoning here", "")
+A_R_NL = asst("\n\nleading newlines", "\n\nnewlines around\n\n")
+A_CALL_R = asst(None, "I need the weather.", [call("c1", "get_weather", {"city": "Paris"})])
+A_CALL_TEXT = asst("<think>\nlook it up\n</think>\n\nLet me check.",
+                   calls=[call("c2", "get_weather", {"city": "Oslo"}),
+                          call("c3", "clock", {})])
+T_C1 = {"role": "tool", "tool_call_id": "c1", "content": "sunny"}
+T_C2 = [{"role": "tool", "tool_call_id": "c2", "content": "cold"},
+        {"role": "tool", "tool_call_id": "c3", "content": "12:00"}]
+U_WRAP = {"role": "user", "content": "<tool_response>\nwrapped result\n</tool_response>"}
+NO_THINK = {"enable_thinking": False}
+THINK = {"enable_thinking": True}
+
+QWEN3_CASES = [
+    ("plain chat", [U1], None),
+    ("plain chat, enable_thinking false", [U1], None, NO_THINK),
+    ("plain chat, enable_thinking true", [SYS, U1], None, THINK),
+    ("multi-turn, reasoning_content before the last query", [SYS, U1, A_R, U2], None),
+    ("reasoning_content in the final message", [U1, A_R], None),
+    ("think in content, final", [U1, A_THINK], None),
+    ("think in content, earlier turn", [U1, A_THINK, U2], None),
+    ("odd think markup", [U1, A_THINK_ODD], None),
+    ("odd think markup, then a query", [U1, A_THINK_ODD, U2, A_THINK_ODD], None),
+    ("closing tag only", [U1, A_THINK_NOOPEN], None),
+    ("empty think block", [U1, A_EMPTY_THINK], None),
+    ("reasoning_content wins over think in content", [U1, A_BOTH], None),
+    ("empty reasoning_content, not last", [U1, A_R_EMPTY, A_TEXT], None),
+    ("newlines around reasoning and content", [U1, A_R_NL], None),
+    ("tools, call with reasoning, result, answer", [SYS, U1, A_CALL_R, T_C1, A_R], TOOLS),
+    ("multi-step tool use", [U1, A_CALL_R, T_C1, A_CALL_TEXT] + T_C2 + [A_THINK], TOOLS),
+    ("multi-step, unfinished", [U1, A_CALL_TEXT] + T_C2, TOOLS, NO_THINK),
+    ("a user message wrapping a tool response", [U1, A_CALL_R, U_WRAP, A_R], TOOLS),
+    ("only wrapped user messages", [U_WRAP, A_THINK, U_WRAP, A_R], None),
+    ("tool calls in history, no tools", [U1, A_CALL_R, T_C1, A_R, U2], None),
+    ("system in the middle, tools", [SYS, U1, SYS, A_R_NL, U2], TOOLS, NO_THINK),
+    ("assistant first", [A_THINK, U2], None),
+    ("tools, no system, thinking off", [U1], TOOLS, NO_THINK),
+]
+
+
+def jinja_msgs(fam, msgs):
+    """What the template is given: the messages as vLLM hands them over (a null content,
+    which Qwen3's template cannot take, as "")."""
+    if fam != "qwen3":
+        return msgs
+    return [dict(m, content="") if m.get("content") is None else m for m in msgs]
+
+
+def random_qwen3_cases(n, seed=1234):
+    """Conversations drawn from the pieces above (a fixed seed: the same ones every run), for
+    the orderings no hand-written case thought of."""
+    import random
+    rng = random.Random(seed)
+    pool = [SYS, U1, U2, U_WRAP, A_TEXT, A_R, A_THINK, A_THINK_ODD, A_THINK_NOOPEN, A_EMPTY_THINK,
+            A_BOTH, A_R_EMPTY, A_R_NL, A_CALL_R, A_CALL_TEXT, A_CALL, A_TWO, T_C1, T_RES] + T2
+    out = []
+    for i in range(n):
+        msgs = [rng.choice(pool) for _ in range(rng.randint(1, 7))]
+        tools = rng.choice([None, TOOLS, [CLOCK]])
+        kw = rng.choice([{}, NO_THINK, THINK])
+        out.append(("random %d" % i, msgs, tools, kw))
+    return out
+
+
+QWEN3_CASES += random_qwen3_cases(150)
+
 fails = 0
 checked = 0
 for fam, (fname, bos, eos) in FAMILIES.items():
-    with open(os.path.join(TDIR, fname), encoding="utf-8") as f:
+    with open(fname, encoding="utf-8") as f:
         tmpl = ENV.from_string(f.read())
-    for name, msgs, tools in CASES:
+    cases = [c if len(c) == 4 else c + ({},) for c in CASES]
+    if fam == "qwen3":
+        cases += [c if len(c) == 4 else c + ({},) for c in QWEN3_CASES]
+    for name, msgs, tools, kw in cases:
         for agp in (True, False):
             try:
-                want = tmpl.render(messages=msgs, tools=tools, bos_token=bos, eos_token=eos,
-                                   add_generation_prompt=agp)
+                want = tmpl.render(messages=jinja_msgs(fam, msgs), tools=tools, bos_token=bos,
+                                   eos_token=eos, add_generation_prompt=agp, **kw)
                 refused = None
             except Refused as e:
                 want, refused = None, str(e)
@@ -149,8 +249,8 @@ for fam, (fname, bos, eos) in FAMILIES.items():
             sent = [dict(m, tool_calls=[dict(c, function=dict(
                 c["function"], arguments=json.dumps(c["function"]["arguments"])))
                 for c in m["tool_calls"]]) if m.get("tool_calls") else m for m in msgs]
-            req = {"family": fam, "bos": bos, "eos": eos, "add_generation_prompt": agp,
-                   "messages": sent}
+            req = dict(kw, family=fam, bos=bos, eos=eos, add_generation_prompt=agp,
+                       messages=sent)
             if tools is not None:
                 req["tools_text"] = json.dumps(tools)
             p = subprocess.run([RENDER], input=json.dumps(req).encode(), capture_output=True)

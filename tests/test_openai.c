@@ -1,8 +1,9 @@
 /* test_openai.c: proves the response builders: OpenAI field names and types for whole answers
  * and stream chunks, tool calls in both (message.tool_calls with a null content, the deltas'
- * indexed pieces), logprobs in both APIs (echo offsets, duplicate spellings), the error
- * body, embeddings (floats, and base64 against hand-encoded little-endian bytes), and that
- * any bytes become valid UTF-8 JSON (U+FFFD for invalid bytes and NULs). */
+ * indexed pieces), reasoning_content in both, logprobs in both APIs (echo offsets, duplicate
+ * spellings), the error body, embeddings (floats, and base64 against hand-encoded
+ * little-endian bytes), and that any bytes become valid UTF-8 JSON (U+FFFD for invalid bytes
+ * and NULs). */
 #include <cjson/cJSON.h>
 
 #include "server/openai.h"
@@ -228,6 +229,43 @@ START_TEST(test_tool_calls)
 }
 END_TEST
 
+/* Reasoning: message.reasoning_content after content (invalid bytes cleaned), a chunk's
+ * delta.reasoning_content alone, usage.completion_tokens_details; left out when not set. */
+START_TEST(test_reasoning)
+{
+    oai_choice_t ch = {.index = 0, .text = "A.", .text_len = 2, .finish_reason = "stop",
+                       .reasoning = "why\xff", .reasoning_len = 4};
+    oai_resp_t r = {.kind = RQ_CHAT, .id = "chatcmpl-r", .model = "m", .choices = &ch,
+                    .n_choices = 1, .usage = true, .prompt_tokens = 3, .completion_tokens = 5,
+                    .reasoning_details = true, .reasoning_tokens = 4};
+    cJSON *j = parse(oai_response(&r));
+    const cJSON *m = at(cJSON_GetArrayItem(at(j, "choices"), 0), "message");
+    ck_assert_str_eq(at(m, "content")->valuestring, "A.");
+    ck_assert_str_eq(at(m, "reasoning_content")->valuestring, "why\xef\xbf\xbd");
+    ck_assert_ptr_eq(m->child->next->next, at(m, "reasoning_content")); /* role, content, */
+    ck_assert_int_eq(at(at(at(j, "usage"), "completion_tokens_details"),
+                        "reasoning_tokens")->valueint, 4);
+    cJSON_Delete(j);
+    ch.reasoning = NULL;
+    r.reasoning_details = false;
+    j = parse(oai_response(&r));
+    m = at(cJSON_GetArrayItem(at(j, "choices"), 0), "message");
+    ck_assert(cJSON_GetObjectItem(m, "reasoning_content") == NULL);
+    ck_assert(cJSON_GetObjectItem(at(j, "usage"), "completion_tokens_details") == NULL);
+    cJSON_Delete(j);
+    /* a chunk: the reasoning piece, no content key */
+    oai_choice_t d = {.index = 1, .reasoning = "step", .reasoning_len = 4};
+    oai_resp_t c = {.kind = RQ_CHAT, .chunk = true, .id = "chatcmpl-r", .model = "m",
+                    .choices = &d, .n_choices = 1};
+    j = parse(oai_response(&c));
+    const cJSON *dl = at(cJSON_GetArrayItem(at(j, "choices"), 0), "delta");
+    ck_assert_str_eq(at(dl, "reasoning_content")->valuestring, "step");
+    ck_assert(cJSON_GetObjectItem(dl, "content") == NULL);
+    ck_assert(cJSON_GetObjectItem(dl, "role") == NULL);
+    cJSON_Delete(j);
+}
+END_TEST
+
 START_TEST(test_error_body)
 {
     rq_err_t e;
@@ -318,6 +356,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_completion_whole);
     tcase_add_test(tc, test_chat_chunks);
     tcase_add_test(tc, test_tool_calls);
+    tcase_add_test(tc, test_reasoning);
     tcase_add_test(tc, test_error_body);
     tcase_add_test(tc, test_models_and_tokens);
     tcase_add_test(tc, test_embeddings_body);

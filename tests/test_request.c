@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "server/request.h"
+#include "server/reasoning.h"
 #include "tests/testutil.h"
 
 static rq_limits_t lim;
@@ -171,6 +172,35 @@ START_TEST(test_chat_fields)
     ck_assert_int_eq(r.logprobs, 0);
     ck_assert_int_eq(rq_resolve_max_tokens(&r, 20, 64, &mt, &e), 0);
     ck_assert_int_eq(mt, 44); /* chat: the rest of the context */
+    rq_free(&r);
+
+    /* reasoning: reasoning_content on assistant messages (null: not given; other roles':
+     * ignored), chat_template_kwargs' enable_thinking (other keys ignored), and
+     * reasoning_format */
+    ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"q\","
+                                    "\"reasoning_content\":5},{\"role\":\"assistant\","
+                                    "\"content\":\"a\",\"reasoning_content\":\"r \\u00fc\"},"
+                                    "{\"role\":\"assistant\",\"content\":\"b\","
+                                    "\"reasoning_content\":null}],\"chat_template_kwargs\":"
+                                    "{\"enable_thinking\":false,\"x\":[1]},"
+                                    "\"reasoning_format\":\"none\"}", &r, &e), 0);
+    ck_assert_ptr_null(r.msgs[0].reasoning);
+    ck_assert_str_eq(r.msgs[1].reasoning, "r \xc3\xbc");
+    ck_assert_ptr_null(r.msgs[2].reasoning);
+    ck_assert(r.no_thinking);
+    ck_assert_int_eq(r.reasoning_format, RSN_NONE);
+    rq_free(&r);
+    ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],"
+                                    "\"chat_template_kwargs\":{\"enable_thinking\":true}}",
+                     &r, &e), 0);
+    ck_assert(!r.no_thinking);
+    ck_assert_int_eq(r.reasoning_format, -1);
+    rq_free(&r);
+    ck_assert_int_eq(parse(RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],"
+                                    "\"chat_template_kwargs\":null,\"reasoning_format\":"
+                                    "\"deepseek\"}", &r, &e), 0);
+    ck_assert(!r.no_thinking);
+    ck_assert_int_eq(r.reasoning_format, RSN_DEEPSEEK);
     rq_free(&r);
 
     /* Tools that the model may not use ask for text: served, with no tools kept (the
@@ -545,6 +575,25 @@ static const struct bad_case {
      "messages[0].role"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", 400,
      "messages[0].tool_call_id"},
+    /* reasoning: reasoning_content, chat_template_kwargs, reasoning_format */
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\","
+              "\"content\":\"y\",\"reasoning_content\":5}]}", 400, "messages[1].reasoning_content"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"content\":\"y\",\"reasoning_content\":"
+              "[\"a\"]}]}", 400, "messages[0].reasoning_content"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"content\":\"y\",\"reasoning_content\":"
+              "\"\xff\"}]}", 400, "messages[0].reasoning_content"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"chat_template_kwargs\":"
+              "true}", 400, "chat_template_kwargs"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"chat_template_kwargs\":"
+              "[]}", 400, "chat_template_kwargs"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"chat_template_kwargs\":"
+              "{\"enable_thinking\":\"false\"}}", 400, "chat_template_kwargs.enable_thinking"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"chat_template_kwargs\":"
+              "{\"enable_thinking\":0}}", 400, "chat_template_kwargs.enable_thinking"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"reasoning_format\":"
+              "\"deepseek-legacy\"}", 400, "reasoning_format"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"reasoning_format\":"
+              "true}", 400, "reasoning_format"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"tool\",\"tool_call_id\":\"\",\"content\":\"x\"}]}",
      400, "messages[0].tool_call_id"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"tool\",\"tool_call_id\":\"c\"}]}", 400,

@@ -7,7 +7,8 @@ echoes; max_output_tokens -> status incomplete; text.format json_object / json_s
 chat answer and parse; logprobs; the stream's typed events in order with increasing
 sequence numbers, deltas that add up to the whole answer and no [DONE]; the store
 (previous_response_id continues a conversation as the chat endpoint would see it, GET,
-input_items, DELETE, store false, LRU eviction under --responses-store); the endpoint's
+input_items, DELETE, store false, LRU eviction under --responses-store); input_tokens counts
+what create would prefill; the endpoint's
 requests counted in fusiond_requests_total; a client leaving mid-stream cancels its request;
 every malformed request a 400 (or 404) naming the field; and function calling through a
 stories260K copy with Qwen 2.5's template (calls whole and streamed, a named tool_choice,
@@ -341,6 +342,8 @@ def store(d):
           "deleted previous_response_id: %d %r" % (st, js))
     st, _, _ = d.get("/v1/responses/" + r2["id"] + "/bogus")
     check(st == 404, "unknown sub-route: %d" % st)
+    st, h, _ = d.request("PUT", "/v1/responses/" + r2["id"])
+    check(st == 405 and h.get("allow") == "GET, DELETE", "PUT: 405, Allow %r" % h.get("allow"))
 
 
 BAD = [
@@ -412,6 +415,20 @@ def bad_requests(d):
     check(st == 400 and js["error"]["param"] == "input", "stream 400")
 
 
+def input_tokens(d):
+    for part, _ in CASES:
+        st, r = resp(d, dict(part, max_output_tokens=1))
+        st2, _, c = d.post("/v1/responses/input_tokens", part)
+        check(st == st2 == 200 and c == {"object": "response.input_tokens",
+                                         "input_tokens": r["usage"]["input_tokens"]},
+              "input_tokens %r vs usage %r" % (c, r.get("usage")))
+    # a prompt beyond the context (512) is counted, not refused
+    st, _, c = d.post("/responses/input_tokens", {"input": "Once upon a time " * 200})
+    check(st == 200 and c["input_tokens"] > 512, "input_tokens beyond the context: %d %r" % (st, c))
+    st, _, c = d.post("/v1/responses/input_tokens", {"input": [{"role": "nobody"}]})
+    check(st == 400 and c["error"]["param"] == "input[0].role", "input_tokens 400: %r" % c)
+
+
 def metrics(d):
     before = d.metrics()
     key = 'fusiond_requests_total{endpoint="responses",status="%d"}'
@@ -452,9 +469,13 @@ def disconnect(d):
 
 
 def eviction():
-    d = loopback.Daemon("--responses-store", "2")
-    d.model = None
+    d = loopback.Daemon("--responses-store", "2", "--cors-origins", "*")
     try:
+        # a browser's DELETE is preflighted: the stored-response route allows it
+        st, h, _ = d.request("OPTIONS", "/v1/responses/resp_x", headers={
+            "Origin": "http://a.example", "Access-Control-Request-Method": "DELETE"})
+        check(st == 204 and "DELETE" in h.get("access-control-allow-methods", ""),
+              "DELETE preflight: %d %r" % (st, h.get("access-control-allow-methods")))
         ids = []
         for i in range(3):
             st, r = resp(d, {"input": "x%d" % i, "max_output_tokens": 2})
@@ -581,7 +602,7 @@ def main():
         st, _, raw = d.get("/v1/models")
         d.model = json.loads(raw)["data"][0]["id"]
         for t in (same_as_chat, shapes, formats, logprobs, streaming, store, bad_requests,
-                  metrics, disconnect):
+                  input_tokens, metrics, disconnect):
             t(d)
     finally:
         check(d.stop(timeout=30) == 0, "daemon exit")

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/fd.h"
 #include "engine/engine.h"
@@ -209,6 +210,7 @@ typedef struct fdrv {
     int calls, fail_call;        /* decode call fail_call (1-based) fails; 0: none */
     bool trunc_fail;
     int truncs;
+    int step_us;                 /* a pause in every decode call */
 } fdrv_t;
 
 /* The next token's logits: a cycle of five through the last token, broken every eleventh
@@ -259,6 +261,8 @@ static int fd_decode(void *ctx, const llm_batch_entry_t *e, int n, float *logits
     fdrv_t *f = ctx;
     if (++f->calls == f->fail_call)
         return FD_EBACKEND;
+    if (f->step_us)
+        usleep((useconds_t)f->step_us);
     for (int i = 0; i < n; i++)
         if (f->len[e[i].slot] + e[i].n_tokens > FC)
             return FD_ECTX;
@@ -350,7 +354,7 @@ static void fd_ref(const int32_t *prompt, int n, int max_tokens, int32_t *out)
 
 static const int32_t fd_prompt[] = { 3, 9, 4, 3, 9, 4, 3 };
 
-static out_t *fd_run(eng_t *e, int max_tokens)
+static out_t *fd_run_timeout(eng_t *e, int max_tokens, double timeout_s)
 {
     out_t *o = out_new();
     eng_request_t q;
@@ -358,6 +362,7 @@ static out_t *fd_run(eng_t *e, int max_tokens)
     q.prompt = fd_prompt;
     q.n_prompt = FD_ARRAY_LEN(fd_prompt);
     q.max_tokens = max_tokens;
+    q.timeout_s = timeout_s;
     eng_sampling_default(&q.sampling);
     q.sampling.temperature = 0;
     q.on_event = on_event;
@@ -365,6 +370,11 @@ static out_t *fd_run(eng_t *e, int max_tokens)
     ck_assert_int_eq(eng_submit(e, &q, &o->id, NULL, 0), 0);
     out_wait(o);
     return o;
+}
+
+static out_t *fd_run(eng_t *e, int max_tokens)
+{
+    return fd_run_timeout(e, max_tokens, 0);
 }
 
 START_TEST(test_driver)
@@ -416,6 +426,21 @@ START_TEST(test_driver)
         out_free(o);
         eng_close(e);
     }
+
+    /* the time limit between two speculative steps: the tokens of the steps before it */
+    e = open_fd(f, true, 6);
+    f->step_us = 40000;         /* 190 tokens take at least 28 steps: over a second */
+    o = fd_run_timeout(e, 190, 0.15 * tu_time_scale());
+    ck_assert_int_eq(o->finish, ENG_FINISH_TIMEOUT);
+    ck_assert_int_gt(o->n, 0);
+    ck_assert_int_lt(o->n, 190);
+    ck_assert_int_eq(o->t.n_gen, o->n);
+    for (int k = 0; k < o->n; k++)
+        ck_assert_int_eq(o->tok[k], ref[k]);
+    eng_stats(e, &st);
+    ck_assert_int_eq(st.kv_used, 0);
+    out_free(o);
+    eng_close(e);
 
     /* a refused draft the driver cannot drop: the tokens sampled, then the error */
     e = open_fd(f, true, 6);

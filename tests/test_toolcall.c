@@ -147,6 +147,8 @@ START_TEST(test_scan)
         {CHAT_QWEN, "Two.\n<tool_call>\n{\"name\": \"clock\", \"arguments\": {}}\n</tool_call>\n"
                     "<tool_call>\n{\"arguments\": {\"city\": \"O\\\"}{slo\", \"n\": [1, {\"a\": 2}]}, "
                     "\"name\": \"get_weather\"}\n</tool_call>"},
+        {CHAT_QWEN3, "<tool_call>\n{\"name\": \"clock\", \"arguments\": {\"a\": [1]}}\n"
+                     "</tool_call>"},
         {CHAT_LLAMA31, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"\xc3\xbc\", \"d\": 3}}"},
         {CHAT_MISTRAL, "[{\"name\": \"clock\", \"arguments\": {\"t\": -1.5e3}}, {\"name\": "
                        "\"get_weather\", \"arguments\": {\"city\": \"Rome\"}}]"},
@@ -209,6 +211,8 @@ START_TEST(test_stream_safe)
         {CHAT_QWEN, "no call at all, <tool_cal", 15}, /* the end is held until it ends */
         {CHAT_QWEN, "spaces \n \t", 6},
         {CHAT_QWEN, "<tool_call>", 0},
+        {CHAT_QWEN3, "Hi <tool! <tool_call>\n{\"name\": \"clock\", \"arguments\": {}}", 9},
+        {CHAT_QWEN3, "no call, <tool_cal", 8},
         {CHAT_LLAMA31, "  {\"name\": \"clock\", \"parameters\": {}}", 0},
         {CHAT_LLAMA31, "<|python_tag|>{\"name\": \"clock\"", 0},
         {CHAT_LLAMA31, "<|pyt", 0},

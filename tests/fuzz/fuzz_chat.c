@@ -1,6 +1,7 @@
 /* fuzz_chat.c: libFuzzer target: arbitrary bytes as a chat template (family detection) and as
  * a conversation (roles and contents, NULs and ill-formed UTF-8 included) formatted by every
- * family must not fault, and a success must hold every user content. */
+ * family must not fault (with or without assistant reasoning and thinking switched off), and a
+ * success must hold every user content. */
 #define _GNU_SOURCE /* memmem */
 #include <errno.h>
 #include <stdint.h>
@@ -31,12 +32,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             m[n].role = p[0] % 4 == 3 ? 7 : p[0] % 4; /* 7: an invalid role */
             m[n].content = (const char *)p + 1;
             m[n].len = (size_t)(q - p - 1);
+            if ((data[0] & 4) && m[n].role == CHAT_ASSISTANT)
+                m[n].reasoning = "\n<think>r</think>\n";
             n++;
         }
         p = q + 1;
     }
     chat_opts_t o = {.bos = "<s>", .eos = "</s>", .add_generation_prompt = data[0] & 1,
-                     .strict = data[0] & 2};
+                     .strict = data[0] & 2, .no_thinking = data[0] & 8};
     for (int f = 0; f < CHAT_N_FAMILIES; f++) {
         char *out = NULL, err[128];
         size_t len = 0;

@@ -643,6 +643,9 @@ if (corsOrigin) {
   'responses.create: a response, incomplete at max_output_tokens', show(r).slice(0, 300));
   eq([r.usage.input_tokens, r.usage.output_tokens, r.usage.total_tokens],
     [ch1.usage.prompt_tokens, 10, ch1.usage.total_tokens], 'responses usage == chat usage');
+  const count = await client.responses.inputTokens.count({ model, input: messages });
+  eq(count, { object: 'response.input_tokens', input_tokens: ch1.usage.prompt_tokens },
+    'responses.inputTokens.count == the chat\'s prompt_tokens');
   const got = await client.responses.retrieve(r.id);
   eq(got.output_text, r.output_text, 'responses.retrieve: the stored response');
   const stream = client.responses.stream(rq);

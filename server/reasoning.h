@@ -1,0 +1,51 @@
+/* reasoning.h: separates a reasoning model's "<think>...</think>" block from its answer, as
+ * llama-server's --reasoning-format deepseek does: the text after a leading "<think>" up to
+ * "</think>" is the reasoning, whitespace-trimmed, and the rest, leading whitespace dropped,
+ * the content (an output without the leading tag is all content; an unclosed block is all
+ * reasoning).  Fed piece by
+ * piece as tokens arrive (rsn_feed), it releases each byte once it is sure where it goes, so
+ * streamed deltas add up to the whole answer's fields.  Pure; one splitter per choice, used
+ * by one thread at a time.  Layer: server (uses server/strbuf.h). */
+#ifndef FD_REASONING_H
+#define FD_REASONING_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "server/strbuf.h"
+
+/* reasoning_format (configuration and per request).  RSN_AUTO: deepseek for the chat
+ * families whose models think (chat_has_thinking), none for the others. */
+enum rsn_format { RSN_AUTO = 0, RSN_NONE, RSN_DEEPSEEK };
+
+/* "auto", "none", "deepseek" -> enum rsn_format; -EINVAL otherwise. */
+int rsn_format_from_name(const char *name);
+const char *rsn_format_name(int format);
+
+typedef struct rsn {
+    int state;          /* where the next byte goes (reasoning.c) */
+    sb_t hold;          /* bytes not yet released: a possible tag, or whitespace that may
+                           still be trimmed */
+    size_t n_reasoning; /* bytes released as reasoning so far */
+    bool closed;        /* "</think>" was seen */
+    long long n_tokens; /* rsn_feed calls (one per generated token) */
+    long long n_reasoning_tokens; /* of them, the think block's: every token up to the one
+                                     that completed "</think>" (the tags' included), all of
+                                     them while it is open, 0 when the output has none */
+} rsn_t;
+
+void rsn_init(rsn_t *r);
+void rsn_free(rsn_t *r);
+
+/* Feeds one token's len bytes of output; appends what is now certain to *reasoning and *content.
+ * -ENOMEM when a buffer could not grow (the outputs are then incomplete). */
+int rsn_feed(rsn_t *r, const char *text, size_t len, sb_t *reasoning, sb_t *content);
+
+/* The output has ended: releases what was held (trailing whitespace of the reasoning, which
+ * is trimmed, is dropped; a partial tag is what it is, text). */
+int rsn_finish(rsn_t *r, sb_t *reasoning, sb_t *content);
+
+/* Whether the splitter is still inside (or before) the reasoning. */
+bool rsn_thinking(const rsn_t *r);
+
+#endif

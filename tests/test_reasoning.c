@@ -1,0 +1,164 @@
+/* test_reasoning.c: proves the <think> splitter (server/reasoning.c) splits an answer into
+ * reasoning and content as llama-server's deepseek reasoning format does (the reasoning
+ * trimmed, the content's leading whitespace dropped, an unclosed block all reasoning, no
+ * leading "<think>" all content), the same whether the text comes whole, byte by byte or cut
+ * anywhere in two or three pieces (a tag split across tokens); counts the think block's
+ * tokens; and knows the format names. */
+#include "server/reasoning.h"
+
+#include "tests/testutil.h"
+
+static const struct {
+    const char *text, *reasoning, *content;
+} cases[] = {
+    {"<think>\nI think.\n</think>\n\nAnswer.", "I think.", "Answer."},
+    {"Answer without a block", "", "Answer without a block"},
+    {"<think>", "", ""},
+    {"<thi", "", "<thi"},
+    {"<thinking>x", "", "<thinking>x"},
+    {" <think>x</think>y", "", " <think>x</think>y"},
+    {"<think>\n\n</think>\n\nHi", "", "Hi"},
+    {"<think>a </th b</think> c", "a </th b", "c"},
+    {"<think> unclosed \t\n", "unclosed", ""},
+    {"<think>a</think>b</think>c", "a", "b</think>c"},
+    {"<think>a\n</thi", "a\n</thi", ""},
+    {"<think>x</think>", "x", ""},
+    {"<think>r</think>\n\n<think>again</think>", "r", "<think>again</think>"},
+    {"<think>\xc3\xa9 \xc3\xbc\n</think>\r\n\xc3\xb1 \n", "\xc3\xa9 \xc3\xbc",
+     "\xc3\xb1 \n"},
+    {"<think>two\n\nparas \n\n more</think>ok", "two\n\nparas \n\n more", "ok"},
+    {"", "", ""},
+    {"reasoning</think>\n\nanswer", "", "reasoning</think>\n\nanswer"},
+};
+
+typedef struct out {
+    sb_t r, c;
+} out_t;
+
+/* Feeds text cut at a and b (a <= b) and finishes; checks the result. */
+static void run_cut(size_t i, size_t a, size_t b)
+{
+    const char *t = cases[i].text;
+    size_t n = strlen(t);
+    rsn_t s;
+    out_t o;
+    sb_init(&o.r);
+    sb_init(&o.c);
+    rsn_init(&s);
+    ck_assert_int_eq(rsn_feed(&s, t, a, &o.r, &o.c), 0);
+    ck_assert_int_eq(rsn_feed(&s, t + a, b - a, &o.r, &o.c), 0);
+    ck_assert_int_eq(rsn_feed(&s, t + b, n - b, &o.r, &o.c), 0);
+    ck_assert_int_eq(rsn_finish(&s, &o.r, &o.c), 0);
+    ck_assert_msg(o.r.len == strlen(cases[i].reasoning) &&
+                      memcmp(o.r.buf ? o.r.buf : "", cases[i].reasoning, o.r.len) == 0,
+                  "case %zu cut %zu/%zu: reasoning [%.*s], want [%s]", i, a, b, (int)o.r.len,
+                  o.r.buf ? o.r.buf : "", cases[i].reasoning);
+    ck_assert_msg(o.c.len == strlen(cases[i].content) &&
+                      memcmp(o.c.buf ? o.c.buf : "", cases[i].content, o.c.len) == 0,
+                  "case %zu cut %zu/%zu: content [%.*s], want [%s]", i, a, b, (int)o.c.len,
+                  o.c.buf ? o.c.buf : "", cases[i].content);
+    ck_assert_uint_eq(s.n_reasoning, o.r.len);
+    rsn_free(&s);
+    sb_free(&o.r);
+    sb_free(&o.c);
+}
+
+START_TEST(test_splits)
+{
+    for (size_t i = 0; i < FD_ARRAY_LEN(cases); i++) {
+        size_t n = strlen(cases[i].text);
+        for (size_t a = 0; a <= n; a++)
+            for (size_t b = a; b <= n; b++)
+                run_cut(i, a, b);
+    }
+}
+END_TEST
+
+/* Byte by byte: nothing is released that a later byte could change. */
+START_TEST(test_bytewise)
+{
+    for (size_t i = 0; i < FD_ARRAY_LEN(cases); i++) {
+        const char *t = cases[i].text;
+        rsn_t s;
+        out_t o;
+        sb_init(&o.r);
+        sb_init(&o.c);
+        rsn_init(&s);
+        for (size_t k = 0; t[k]; k++) {
+            ck_assert_int_eq(rsn_feed(&s, t + k, 1, &o.r, &o.c), 0);
+            /* what was released so far is a prefix of the final fields */
+            ck_assert(o.r.len <= strlen(cases[i].reasoning));
+            ck_assert(o.c.len <= strlen(cases[i].content));
+            ck_assert(memcmp(o.r.buf ? o.r.buf : "", cases[i].reasoning, o.r.len) == 0);
+            ck_assert(memcmp(o.c.buf ? o.c.buf : "", cases[i].content, o.c.len) == 0);
+        }
+        ck_assert_int_eq(rsn_finish(&s, &o.r, &o.c), 0);
+        ck_assert_str_eq(o.r.buf ? o.r.buf : "", cases[i].reasoning);
+        ck_assert_str_eq(o.c.buf ? o.c.buf : "", cases[i].content);
+        ck_assert_int_eq(s.n_tokens, (long long)strlen(t));
+        rsn_free(&s);
+        sb_free(&o.r);
+        sb_free(&o.c);
+    }
+}
+END_TEST
+
+/* The think block's tokens: up to the one that completes "</think>", the tags included. */
+START_TEST(test_token_count)
+{
+    static const struct {
+        const char *toks[12];
+        long long want;
+        bool thinking; /* still in the block (or undecided) at the end */
+    } tc[] = {
+        {{"<", "think", ">\n", "r1", " r2", "\n</", "think", ">\n\n", "A", "B"}, 8,
+         false},
+        {{"Hello", "<think>", "x"}, 0, false},
+        {{"<", "thi"}, 0, true},
+        {{"<think>", "a", "b"}, 3, true},
+        {{"<think>", "</think>", "\n\n", "A"}, 2, false},
+        {{"<think>x</thi", "nk>", "y"}, 2, false},
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(tc); i++) {
+        rsn_t s;
+        sb_t r, c;
+        sb_init(&r);
+        sb_init(&c);
+        rsn_init(&s);
+        for (size_t k = 0; k < 12 && tc[i].toks[k]; k++)
+            ck_assert_int_eq(rsn_feed(&s, tc[i].toks[k], strlen(tc[i].toks[k]), &r, &c), 0);
+        ck_assert_msg(s.n_reasoning_tokens == tc[i].want, "case %zu: %lld reasoning tokens",
+                      i, s.n_reasoning_tokens);
+        ck_assert_int_eq(rsn_thinking(&s), tc[i].thinking);
+        rsn_free(&s);
+        sb_free(&r);
+        sb_free(&c);
+    }
+}
+END_TEST
+
+START_TEST(test_names)
+{
+    ck_assert_int_eq(rsn_format_from_name("auto"), RSN_AUTO);
+    ck_assert_int_eq(rsn_format_from_name("none"), RSN_NONE);
+    ck_assert_int_eq(rsn_format_from_name("deepseek"), RSN_DEEPSEEK);
+    ck_assert_int_eq(rsn_format_from_name("deepseek-legacy"), -EINVAL);
+    ck_assert_int_eq(rsn_format_from_name("DeepSeek"), -EINVAL);
+    ck_assert_int_eq(rsn_format_from_name(NULL), -EINVAL);
+    for (int f = RSN_AUTO; f <= RSN_DEEPSEEK; f++)
+        ck_assert_int_eq(rsn_format_from_name(rsn_format_name(f)), f);
+    ck_assert_str_eq(rsn_format_name(9), "?");
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("reasoning");
+    TCase *tc = tcase_create("split");
+    tcase_add_test(tc, test_splits);
+    tcase_add_test(tc, test_bytewise);
+    tcase_add_test(tc, test_token_count);
+    tcase_add_test(tc, test_names);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}

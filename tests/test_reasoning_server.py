@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""test_reasoning_server.py: proves the reasoning output end to end through the real fusiond:
+a copy of stories260K written with Qwen3's chat template (tests/data/chat-templates) is
+served as the qwen3 format, and since a random model writes no think block, a few of its
+tokens are rewritten to hold one and logit_bias picks them.  Checked whole and streamed
+(the deltas adding up to the whole answer's fields, reasoning before content): the exact
+split (reasoning trimmed, the content's leading whitespace dropped, a later "<think>" left in
+the content), an unclosed block (all reasoning), an output without one (all content),
+usage.completion_tokens_details.reasoning_tokens, logprobs and n > 1, tool calls after the
+reasoning,
+reasoning_format none per request and per server (and deepseek forcing the split under
+another format), enable_thinking false (the prompt closes an empty block and the answer is
+all content), /v1/completions untouched, history with reasoning_content, and the 400s and
+refused configuration values.  Usage: test_reasoning_server.py (python3 stdlib only)."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import loopback  # noqa: E402
+from gguf_copy import gguf_rewrite  # noqa: E402
+
+FAILS = []
+
+# Token ids of stories260K (single rare characters) rewritten to carry reasoning text.
+THINK, OPEN, PLAIN, CALL = 503, 507, 476, 482
+TOKENS = {
+    THINK: "<think>\nStep one.\n\n</think>\n\nThe answer. ",
+    OPEN: "<think>\n Still thinking \n",
+    PLAIN: "Plain text, no block.",
+    CALL: "<think>\nI need the weather.\n</think>\n\n<tool_call>\n{\"name\": \"get_weather\", "
+          "\"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>",
+}
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}}}}]
+USER = [{"role": "user", "content": "Why?"}]
+
+
+def check(cond, what):
+    if not cond:
+        FAILS.append(what)
+        print("FAIL: " + what)
+
+
+def body(bias, max_tokens=1, **kw):
+    b = {"messages": USER, "max_tokens": max_tokens, "temperature": 0,
+         "logit_bias": {str(bias): 100}}
+    b.update(kw)
+    return b
+
+
+def chat(d, b):
+    st, _, js = d.post("/v1/chat/completions", b)
+    return st, js
+
+
+def stream(d, b):
+    """The chunks of a streamed answer, checked to end in [DONE]."""
+    b = dict(b, stream=True, stream_options={"include_usage": True})
+    st, _, raw = d.request("POST", "/v1/chat/completions", b)
+    frames, done = [], False
+    for block in raw.decode().split("\n\n"):
+        if not block or block.startswith(":"):
+            continue
+        if block == "data: [DONE]":
+            done = True
+            continue
+        frames.append(json.loads(block[6:]))
+    check(st == 200 and done, "stream: status %d, [DONE] %s" % (st, done))
+    return frames
+
+
+def assemble(frames):
+    """reasoning, content, tool call text, finishes, usage; and whether every reasoning
+    delta came before the first content delta."""
+    reasoning, content, calls, finishes, usage, order = "", "", "", [], None, True
+    for f in frames:
+        if f.get("usage"):
+            usage = f["usage"]
+        for c in f.get("choices", []):
+            dl = c.get("delta", {})
+            if dl.get("reasoning_content"):
+                order = order and content == ""
+                reasoning += dl["reasoning_content"]
+            content += dl.get("content") or ""
+            for tc in dl.get("tool_calls") or []:
+                calls += tc.get("function", {}).get("arguments", "")
+            if c.get("finish_reason"):
+                finishes.append(c["finish_reason"])
+    return reasoning, content, calls, finishes, usage, order
+
+
+def split_case(d, b, reasoning, content, n_reasoning, finish, what):
+    """The whole answer and the streamed one both carry exactly this split."""
+    st, js = chat(d, b)
+    try:
+        ch = js["choices"][0]
+        msg = ch["message"]
+        check(st == 200 and ch["finish_reason"] == finish,
+              what + ": status %d finish %s" % (st, ch["finish_reason"]))
+        check(msg.get("reasoning_content") == reasoning,
+              what + ": reasoning_content %r, want %r" % (msg.get("reasoning_content"), reasoning))
+        check(reasoning is not None or "reasoning_content" not in msg,
+              what + ": no reasoning_content key without reasoning")
+        check(msg["content"] == content, what + ": content %r, want %r" % (msg["content"], content))
+        det = js["usage"].get("completion_tokens_details")
+        want = None if n_reasoning is None else {"reasoning_tokens": n_reasoning}
+        check(det == want, what + ": completion_tokens_details %r, want %r" % (det, want))
+    except (KeyError, TypeError, IndexError) as e:
+        check(False, "%s: malformed answer %r (%s)" % (what, js, e))
+    r, c, _, finishes, usage, order = assemble(stream(d, b))
+    check(r == (reasoning or "") and c == content,
+          what + " streamed: reasoning %r content %r" % (r, c))
+    check(order, what + " streamed: reasoning after content")
+    check(finishes == [finish], what + " streamed: finishes %r" % finishes)
+    det = (usage or {}).get("completion_tokens_details")
+    check(det == (None if n_reasoning is None else {"reasoning_tokens": n_reasoning}),
+          what + " streamed: usage %r" % usage)
+
+
+def error(d, b, param, what):
+    st, js = chat(d, b)
+    err = (js or {}).get("error", {})
+    check(st == 400 and err.get("param") == param and err.get("type") == "invalid_request_error",
+          "%s: want 400 param %s, got %d %r" % (what, param, st, js))
+
+
+def bad_config(args, what, conf="/dev/null"):
+    """fusiond refuses the value at configuration load (exit 1, the option named)."""
+    p = subprocess.run([loopback.fusiond_path(), "--config=" + conf, "--test-config"] + args,
+                       capture_output=True, timeout=60)
+    err = p.stderr.decode(errors="replace")
+    check(p.returncode == 1 and "reasoning_format" in err.replace("-", "_") and
+          "not one of auto, none, deepseek" in err, "%s: exit %d %r" % (what, p.returncode, err))
+
+
+def main():
+    model = loopback.shared_model()
+    src = os.environ.get("top_srcdir", os.path.join(os.path.dirname(__file__), ".."))
+    with open(os.path.join(src, "tests", "data", "chat-templates", "Qwen-Qwen3-0.6B.jinja"),
+              encoding="utf-8") as f:
+        template = f.read()
+    tmp = tempfile.mkdtemp(prefix="fusiond-reason-")
+    gguf = os.path.join(tmp, "qwen3-think.gguf")
+    gguf_rewrite(model, gguf, template, 2048, TOKENS)
+
+    bad_config(["--reasoning-format=deepseek-legacy"], "--reasoning-format deepseek-legacy")
+    bad_config(["--reasoning-format="], "--reasoning-format empty")
+    conf = os.path.join(tmp, "bad.conf")
+    with open(conf, "w") as f:
+        f.write("reasoning_format = DeepSeek\n")
+    bad_config([], "reasoning_format in the file", conf)
+    os.unlink(conf)
+
+    d = loopback.Daemon(model=gguf)
+    try:
+        check(b"qwen3" in d.logtext(), "the Qwen3 template is detected")
+        after = "The answer. "
+        split_case(d, body(THINK), "Step one.", after, 1, "length", "one closed block")
+        # a block only at the start: later ones are content
+        split_case(d, body(THINK, 3), "Step one.", after + 2 * (TOKENS[THINK]), 1, "length",
+                   "a closed block, then more")
+        split_case(d, body(OPEN, 3), "Still thinking \n" + TOKENS[OPEN] + TOKENS[OPEN].rstrip(),
+                   "", 3, "length", "an unclosed block")
+        split_case(d, body(PLAIN, 2), None, TOKENS[PLAIN] * 2, 0, "length", "no block")
+        # logprobs cover every token, the think block's too, streamed (each with its chunk)
+        # or whole; n = 2 splits each choice on its own
+        st, js = chat(d, body(THINK, 3, logprobs=True, n=2))
+        check(st == 200 and len(js["choices"]) == 2 and
+              all(len(c["logprobs"]["content"]) == 3 and
+                  c["message"].get("reasoning_content") == "Step one." for c in js["choices"]) and
+              js["usage"]["completion_tokens_details"] == {"reasoning_tokens": 2},
+              "logprobs and n=2: %r" % js)
+        frames = stream(d, body(THINK, 3, logprobs=True))
+        n_lp = sum(len((c.get("logprobs") or {}).get("content") or [])
+                   for f in frames for c in f.get("choices", []))
+        check(n_lp == 3 and assemble(frames)[0] == "Step one.",
+              "streamed logprobs: %d entries" % n_lp)
+        # none: everything stays content, and no reasoning count
+        split_case(d, body(THINK, reasoning_format="none"), None, TOKENS[THINK], None, "length",
+                   "reasoning_format none")
+        split_case(d, body(THINK, reasoning_format="auto"), "Step one.", after, 1, "length",
+                   "reasoning_format auto")
+        # enable_thinking false: the prompt closes an empty block (more prompt tokens) and the
+        # answer is content, think block or not
+        st, on = chat(d, body(PLAIN))
+        st2, off = chat(d, body(THINK, chat_template_kwargs={"enable_thinking": False,
+                                                             "other": 1}))
+        check(st == 200 and st2 == 200 and
+              off["usage"]["prompt_tokens"] > on["usage"]["prompt_tokens"],
+              "enable_thinking false: prompt tokens %r vs %r" % (off.get("usage"), on.get("usage")))
+        check(off["choices"][0]["message"]["content"] == TOKENS[THINK] and
+              "reasoning_content" not in off["choices"][0]["message"],
+              "enable_thinking false: all content %r" % off)
+        st, on2 = chat(d, body(PLAIN, chat_template_kwargs={"enable_thinking": True}))
+        check(on2["usage"]["prompt_tokens"] == on["usage"]["prompt_tokens"],
+              "enable_thinking true is the default")
+        # tool calls are read from the content only
+        st, js = chat(d, body(CALL, tools=TOOLS))
+        msg = js["choices"][0]["message"]
+        check(js["choices"][0]["finish_reason"] == "tool_calls" and msg["content"] is None and
+              msg.get("reasoning_content") == "I need the weather." and
+              len(msg.get("tool_calls", [])) == 1 and
+              json.loads(msg["tool_calls"][0]["function"]["arguments"]) == {"city": "Oslo"},
+              "reasoning then a call: %r" % js)
+        r, c, calls, finishes, _, _ = assemble(stream(d, body(CALL, tools=TOOLS)))
+        check(r == "I need the weather." and c == "" and json.loads(calls) == {"city": "Oslo"}
+              and finishes == ["tool_calls"], "reasoning then a call, streamed: %r %r %r %r"
+              % (r, c, calls, finishes))
+        # a history with reasoning (given, or in content) is rendered and served
+        hist = USER + [{"role": "assistant", "content": "A.", "reasoning_content": "R."},
+                       {"role": "user", "content": "And?"},
+                       {"role": "assistant", "content": "<think>x</think>B.",
+                        "reasoning_content": None}, {"role": "user", "content": "So?"}]
+        st, js = chat(d, body(PLAIN, messages=hist))
+        check(st == 200, "history with reasoning: %d %r" % (st, js))
+        # the raw completion endpoint is not a chat: nothing is split
+        st, _, js = d.post("/v1/completions", {"prompt": "Once", "max_tokens": 1,
+                                               "temperature": 0, "logit_bias": {str(THINK): 100}})
+        check(st == 200 and js["choices"][0]["text"] == TOKENS[THINK] and
+              "completion_tokens_details" not in js["usage"], "completions untouched: %r" % js)
+        # bad requests
+        error(d, body(PLAIN, messages=USER + [{"role": "assistant", "content": "x",
+                                               "reasoning_content": 7}]),
+              "messages[1].reasoning_content", "reasoning_content a number")
+        error(d, body(PLAIN, chat_template_kwargs="enable_thinking"), "chat_template_kwargs",
+              "chat_template_kwargs a string")
+        error(d, body(PLAIN, chat_template_kwargs={"enable_thinking": "no"}),
+              "chat_template_kwargs.enable_thinking", "enable_thinking a string")
+        error(d, body(PLAIN, reasoning_format="deepseek-legacy"), "reasoning_format",
+              "reasoning_format deepseek-legacy")
+        error(d, body(PLAIN, reasoning_format=1), "reasoning_format", "reasoning_format 1")
+    finally:
+        check(d.stop(timeout=30) == 0, "qwen3 daemon exit")
+        d.cleanup()
+
+    # the server's setting: none leaves the block in content unless a request asks
+    d = loopback.Daemon("--reasoning-format", "none", model=gguf)
+    try:
+        split_case(d, body(THINK), None, TOKENS[THINK], None, "length", "server none")
+        split_case(d, body(THINK, reasoning_format="deepseek"), "Step one.", after, 1, "length",
+                   "server none, request deepseek")
+    finally:
+        check(d.stop(timeout=30) == 0, "none daemon exit")
+        d.cleanup()
+
+    # another format: auto separates nothing; deepseek (server-wide) does
+    d = loopback.Daemon("--chat-template", "chatml", model=gguf)
+    try:
+        split_case(d, body(THINK), None, TOKENS[THINK], None, "length", "chatml auto")
+    finally:
+        check(d.stop(timeout=30) == 0, "chatml daemon exit")
+        d.cleanup()
+    d = loopback.Daemon("--chat-template", "chatml", "--reasoning-format", "deepseek", model=gguf)
+    try:
+        split_case(d, body(THINK), "Step one.", after, 1, "length", "chatml deepseek")
+    finally:
+        check(d.stop(timeout=30) == 0, "chatml deepseek daemon exit")
+        d.cleanup()
+    os.unlink(gguf)
+    os.rmdir(tmp)
+
+
+main()
+if FAILS:
+    print("%d failures" % len(FAILS))
+    sys.exit(1)
+print("reasoning: all checks passed")

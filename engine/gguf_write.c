@@ -632,9 +632,13 @@ int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen)
         return werr(err, errlen, FD_ESHAPE, "n_embd, n_layer, n_head, n_head_kv, n_ff and n_ctx "
                     "must be positive");
     const char *arch = llama_arch(p);
-    if (strcmp(arch, "llama") && strcmp(arch, "qwen2") && strcmp(arch, "qwen3"))
+    if (strcmp(arch, "llama") && strcmp(arch, "qwen2") && strcmp(arch, "qwen3") &&
+        strcmp(arch, "phi3"))
         return werr(err, errlen, FD_EUNSUP, "architecture '%s' is not one of llama, qwen2, "
-                    "qwen3", arch);
+                    "qwen3, phi3", arch);
+    if (p->orig_ctx < 0 || (p->orig_ctx > 0 && !(p->attn_factor > 0)))
+        return werr(err, errlen, FD_ESHAPE, "LongRoPE needs an original context > 0 and an "
+                    "attention factor > 0");
     if (p->head_dim < 0 || (p->head_dim == 0 && p->n_embd % p->n_head))
         return werr(err, errlen, FD_ESHAPE, "n_embd %d is not a multiple of n_head %d",
                     p->n_embd, p->n_head);
@@ -704,7 +708,8 @@ enum { V_MATRIX, V_NORM, V_BIAS, V_FREQ };
 static int value_kind(const char *name)
 {
     size_t n = strlen(name);
-    if (strcmp(name, "rope_freqs.weight") == 0)
+    if (strcmp(name, "rope_freqs.weight") == 0 || strcmp(name, "rope_factors_long.weight") == 0 ||
+        strcmp(name, "rope_factors_short.weight") == 0)
         return V_FREQ;
     if (n >= 11 && strcmp(name + n - 11, "norm.weight") == 0)
         return V_NORM;
@@ -895,38 +900,50 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
         (rc = gguf_w_add_f32(w, akey(k, sizeof(k), ar, "attention.layer_norm_rms_epsilon"),
                              p->norm_eps)) ||
         (rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "vocab_size"), (uint32_t)p->n_vocab)) ||
+        (p->orig_ctx > 0 &&
+         ((rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "rope.scaling.original_context_length"),
+                               (uint32_t)p->orig_ctx)) ||
+          (rc = gguf_w_add_f32(w, akey(k, sizeof(k), ar, "rope.scaling.attn_factor"),
+                               p->attn_factor)))) ||
         (rc = gguf_w_add_u64(w, "fusiond.seed", p->seed)) ||
         (rc = add_vocab(w, p->n_vocab)))
         return werr(err, errlen, rc, "metadata: %s", fd_strerror(rc));
     char name[64];
     if ((rc = add_matrix(w, p, "token_embd.weight", "token_embd", 0, p->n_embd, p->n_vocab)) ||
         (p->rope_freqs && (rc = add_norm(w, p, "rope_freqs.weight", hd / 2))) ||
+        (p->orig_ctx > 0 && ((rc = add_norm(w, p, "rope_factors_long.weight", hd / 2)) ||
+                             (rc = add_norm(w, p, "rope_factors_short.weight", hd / 2)))) ||
         (rc = add_norm(w, p, "output_norm.weight", p->n_embd)) ||
         (!p->tied &&
          (rc = add_matrix(w, p, "output.weight", "output", 0, p->n_embd, p->n_vocab))))
         return werr(err, errlen, rc, "tensors: %s", fd_strerror(rc));
-    /* shapes: 0 n_embd, 1 kv_dim, 2 n_ff, 3 q_dim, 4 head_dim; kind: matrix, norm (a vector
-     * of `out`), or a bias of `out` (qwen2) */
+    /* shapes: 0 n_embd, 1 kv_dim, 2 n_ff, 3 q_dim, 4 head_dim, 5 q_dim + 2 kv_dim, 6 2 n_ff;
+     * kind: matrix, norm (a vector of `out`), or a bias of `out` (qwen2) */
     enum { MAT, NORM, BIAS };
     static const struct {
         const char *role, *suffix;
         int in, out, kind;
-        const char *only;      /* the one architecture that has it, NULL: all */
+        const char *only;      /* the one architecture that has it, NULL: all; "!phi3": all
+                                  but phi3 */
     } blk[] = {
-        {"attn_norm", "weight", 0, 0, NORM, NULL}, {"attn_q", "weight", 0, 3, MAT, NULL},
-        {"attn_k", "weight", 0, 1, MAT, NULL}, {"attn_v", "weight", 0, 1, MAT, NULL},
+        {"attn_norm", "weight", 0, 0, NORM, NULL}, {"attn_q", "weight", 0, 3, MAT, "!phi3"},
+        {"attn_k", "weight", 0, 1, MAT, "!phi3"}, {"attn_v", "weight", 0, 1, MAT, "!phi3"},
+        {"attn_qkv", "weight", 0, 5, MAT, "phi3"},
         {"attn_q", "bias", 0, 3, BIAS, "qwen2"}, {"attn_k", "bias", 0, 1, BIAS, "qwen2"},
         {"attn_v", "bias", 0, 1, BIAS, "qwen2"},
         {"attn_q_norm", "weight", 0, 4, NORM, "qwen3"},
         {"attn_k_norm", "weight", 0, 4, NORM, "qwen3"},
         {"attn_output", "weight", 3, 0, MAT, NULL}, {"ffn_norm", "weight", 0, 0, NORM, NULL},
-        {"ffn_gate", "weight", 0, 2, MAT, NULL}, {"ffn_up", "weight", 0, 2, MAT, NULL},
+        {"ffn_gate", "weight", 0, 2, MAT, "!phi3"}, {"ffn_up", "weight", 0, 2, MAT, "!phi3"},
+        {"ffn_up", "weight", 0, 6, MAT, "phi3"},
         {"ffn_down", "weight", 2, 0, MAT, NULL},
     };
-    const int64_t dims[5] = {p->n_embd, kv_dim, p->n_ff, q_dim, hd};
+    const int64_t dims[7] = {p->n_embd, kv_dim, p->n_ff, q_dim, hd, q_dim + 2 * kv_dim,
+                             2 * (int64_t)p->n_ff};
     for (int il = 0; il < p->n_layer; il++)
         for (size_t j = 0; j < FD_ARRAY_LEN(blk); j++) {
-            if (blk[j].only && strcmp(blk[j].only, ar) != 0)
+            const char *only = blk[j].only;
+            if (only && (only[0] == '!' ? strcmp(only + 1, ar) == 0 : strcmp(only, ar) != 0))
                 continue;
             snprintf(name, sizeof(name), "blk.%d.%s.%s", il, blk[j].role, blk[j].suffix);
             if (blk[j].kind == MAT)

@@ -83,8 +83,10 @@ int gguf_w_write_mem(gguf_w_t *w, uint8_t **out, size_t *size, char *err, size_t
 typedef struct gguf_w_llama {
     const char *name;        /* general.name */
     const char *arch;        /* general.architecture: "llama" (NULL too), "qwen2" (Q/K/V
-                                biases, NEOX RoPE) or "qwen3" (per-head RMSNorm of Q and K
-                                before RoPE, NEOX RoPE); the keys are "<arch>.*" */
+                                biases, NEOX RoPE), "qwen3" (per-head RMSNorm of Q and K
+                                before RoPE, NEOX RoPE) or "phi3" (one attn_qkv tensor, and
+                                ffn_up holding gate then up rows; NEOX RoPE); the keys are
+                                "<arch>.*" */
     int head_dim;            /* attention.key_length; 0: n_embd / n_head (qwen3 models have
                                 n_head * head_dim != n_embd) */
     int n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, n_ctx;
@@ -93,6 +95,10 @@ typedef struct gguf_w_llama {
     bool tied;               /* no output.weight: the embedding is the output matrix */
     bool rope_freqs;         /* a rope_freqs.weight tensor (Llama 3.1's per-pair RoPE
                                 frequency factors), values in [1, 8) */
+    int orig_ctx;            /* > 0: Phi-3.5's LongRoPE: rope_factors_short/long.weight
+                                (values in [1, 8)), rope.scaling.original_context_length =
+                                orig_ctx and rope.scaling.attn_factor = attn_factor */
+    float attn_factor;
     int wtype;               /* GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q5_K,
                                 GG_Q6_K, GGUF_W_MIX_Q4_K_M or GGUF_W_MIX_Q5_K_M */
     uint64_t seed;
@@ -111,7 +117,8 @@ int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen);
 /* Adds the metadata, an SPM-style vocabulary (<unk>, <s>, </s>, the 256 byte tokens, then
  * generated pieces) and every tensor, with weights drawn from p->seed: matrices uniform with
  * variance 1/ne[0] (so activations keep unit scale), norms 1 +- 0.1, biases uniform in
- * +-0.5, RoPE frequency factors uniform in [1, 8).  A given tensor's
+ * +-0.5, RoPE frequency factors uniform in [1, 8).  A phi3 model's fused tensors hold the
+ * same values as the llama model's separate ones would only by name, not by value.  A given tensor's
  * values depend only on seed and name, not on its type: F32 and quantized files of one seed
  * hold the same model up to quantization. */
 int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen);

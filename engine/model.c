@@ -14,6 +14,7 @@
 #include "backends/quants.h"
 #include "common/fd.h"
 #include "common/ggtypes.h"
+#include "common/log.h"
 #include "fusion/plan.h"
 
 typedef struct slot {
@@ -122,9 +123,10 @@ static int read_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, s
                  rc == -ENOENT ? "missing" : "not a string");
         return rc == -ENOENT ? FD_EFORMAT : rc;
     }
-    if (!str_is(a, "llama") && !str_is(a, "qwen2") && !str_is(a, "qwen3")) {
+    if (!str_is(a, "llama") && !str_is(a, "qwen2") && !str_is(a, "qwen3") &&
+        !str_is(a, "phi3")) {
         snprintf(err, errlen, "%s: architecture '%.*s' is not supported (supported: llama, "
-                 "qwen2, qwen3)", gguf_path(g), (int)FD_MIN(a.len, 64), a.ptr);
+                 "qwen2, qwen3, phi3)", gguf_path(g), (int)FD_MIN(a.len, 64), a.ptr);
         return FD_EUNSUP;
     }
     memcpy(hp->arch, a.ptr, a.len);
@@ -213,11 +215,27 @@ static int read_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, s
     hp->n_ff = (int)ff;
     hp->n_rot = (int)rot;
     hp->rope_freq_scale = 1.0f / factor;
-    /* llama.cpp's rope types: NEOX for both Qwen generations */
+    /* llama.cpp's rope types: NEOX for both Qwen generations and Phi-3 */
     bool qwen2 = strcmp(ar, "qwen2") == 0, qwen3 = strcmp(ar, "qwen3") == 0;
-    hp->rope_mode = qwen2 || qwen3 ? FB_ROPE_NEOX : FB_ROPE_ADJACENT;
+    bool phi3 = strcmp(ar, "phi3") == 0;
+    hp->rope_mode = qwen2 || qwen3 || phi3 ? FB_ROPE_NEOX : FB_ROPE_ADJACENT;
     hp->qkv_bias = qwen2;
     hp->qk_norm = qwen3;
+    hp->fused_gate_up = phi3;
+    /* Phi-3.5's LongRoPE: a factor on cos and sin (so attention scores scale by its square),
+     * and per-pair frequency factors chosen by the context length */
+    if ((rc = get_f32(g, ar, "rope.scaling.attn_factor", false, 1.0f, &hp->rope_attn_factor,
+                      err, errlen)) ||
+        (rc = get_u32(g, ar, "rope.scaling.original_context_length", false, ctx,
+                      &hp->n_ctx_orig, err, errlen)))
+        return rc;
+    if (phi3) {
+        uint32_t swa;
+        snprintf(kk, sizeof(kk), "%s.attention.sliding_window", ar);
+        if (gguf_get_u32(g, kk, &swa) == 0 && swa > 0)
+            fd_log_info("%s: %s = %u is not applied (full attention, as llama.cpp does for "
+                        "phi3)", gguf_path(g), kk, swa);
+    }
     return 0;
 }
 
@@ -294,6 +312,15 @@ static int matrix(const llm_model_t *m, const char *name, int64_t n_in, int64_t 
     return 0;
 }
 
+/* Rows [r0, r0 + n) of a matrix, as a matrix of its own over the same bytes. */
+static fb_weight_t rows_of(const fb_weight_t *w, int64_t r0, int64_t n)
+{
+    fb_weight_t v = *w;
+    v.src = (const uint8_t *)w->src + gg_row_bytes(w->type, (uint64_t)w->n_in) * (uint64_t)r0;
+    v.n_out = n;
+    return v;
+}
+
 /* A 1-D vector as fp32: in place in the mapping when stored as F32, else converted. */
 static int vector(llm_model_t *m, const char *name, int64_t n, bool need, const float **out,
                   char *err, size_t errlen)
@@ -344,11 +371,12 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
     int64_t E = hp->n_embd, V = hp->n_vocab, F = hp->n_ff;
     int64_t NQ = (int64_t)hp->n_head * hp->head_dim, NKV = (int64_t)hp->n_head_kv * hp->head_dim;
 
-    /* Nine tensors per layer at least: an absurd block_count is refused before anything is
-     * allocated for it (a file of a few bytes could otherwise ask for gigabytes). */
-    if ((int64_t)hp->n_layer * 9 > gguf_n_tensors(m->g)) {
+    /* Six tensors per layer at least (Phi-3's fused Q|K|V and gate|up): an absurd
+     * block_count is refused before anything is allocated for it (a file of a few bytes could
+     * otherwise ask for gigabytes). */
+    if ((int64_t)hp->n_layer * 6 > gguf_n_tensors(m->g)) {
         snprintf(err, errlen, "%s: block_count %d needs at least %lld tensors; the file has "
-                 "%lld", gguf_path(m->g), hp->n_layer, (long long)hp->n_layer * 9,
+                 "%lld", gguf_path(m->g), hp->n_layer, (long long)hp->n_layer * 6,
                  (long long)gguf_n_tensors(m->g));
         return FD_EFORMAT;
     }
@@ -361,13 +389,18 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
         (rc = vector(m, "output_norm.weight", E, true, &s->out_norm, err, errlen)) ||
         (rc = matrix(m, "output.weight", E, V, false, &s->output, err, errlen)))
         return rc;
-    /* Llama 3.1's long-context RoPE: a factor dividing each pair's frequency */
-    if ((rc = vector(m, "rope_freqs.weight", hp->n_rot / 2, false, &s->rope_freqs, err, errlen)))
+    /* Llama 3.1's long-context RoPE: a factor dividing each pair's frequency; Phi-3.5's
+     * LongRoPE has two sets, long for a context beyond the original one, else short */
+    const char *rf = "rope_freqs.weight";
+    if (!gguf_find_tensor(m->g, rf) && gguf_find_tensor(m->g, "rope_factors_short.weight"))
+        rf = hp->n_ctx > (int)hp->n_ctx_orig ? "rope_factors_long.weight"
+                                             : "rope_factors_short.weight";
+    if ((rc = vector(m, rf, hp->n_rot / 2, false, &s->rope_freqs, err, errlen)))
         return rc;
     for (int i = 0; s->rope_freqs && i < hp->n_rot / 2; i++)
         if (!(s->rope_freqs[i] > 0.0f) || !isfinite(s->rope_freqs[i])) {
-            snprintf(err, errlen, "%s: tensor rope_freqs.weight: factor %d is %g (must be "
-                     "positive and finite)", gguf_path(m->g), i, (double)s->rope_freqs[i]);
+            snprintf(err, errlen, "%s: tensor %s: factor %d is %g (must be positive and "
+                     "finite)", gguf_path(m->g), rf, i, (double)s->rope_freqs[i]);
             return FD_EFORMAT;
         }
     hp->rope_freqs = s->rope_freqs != NULL;
@@ -384,16 +417,36 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
                                 "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight", "" };
         for (int i = 0; i < 9; i++)
             snprintf(n[i], sizeof(n[i]), "blk.%d.%s", l, suf[i]);
+        /* Q|K|V in one attn_qkv tensor (Phi-3), else three */
+        fb_weight_t qkv;
+        snprintf(n[9], sizeof(n[9]), "blk.%d.attn_qkv.weight", l);
+        if ((rc = matrix(m, n[9], E, NQ + 2 * NKV, false, &qkv, err, errlen)))
+            return rc;
+        if (qkv.src) {
+            y->wq = rows_of(&qkv, 0, NQ);
+            y->wk = rows_of(&qkv, NQ, NKV);
+            y->wv = rows_of(&qkv, NQ + NKV, NKV);
+        } else if ((rc = matrix(m, n[1], E, NQ, true, &y->wq, err, errlen)) ||
+                   (rc = matrix(m, n[2], E, NKV, true, &y->wk, err, errlen)) ||
+                   (rc = matrix(m, n[3], E, NKV, true, &y->wv, err, errlen))) {
+            return rc;
+        }
         if ((rc = vector(m, n[0], E, true, &y->attn_norm, err, errlen)) ||
-            (rc = matrix(m, n[1], E, NQ, true, &y->wq, err, errlen)) ||
-            (rc = matrix(m, n[2], E, NKV, true, &y->wk, err, errlen)) ||
-            (rc = matrix(m, n[3], E, NKV, true, &y->wv, err, errlen)) ||
             (rc = matrix(m, n[4], NQ, E, true, &y->wo, err, errlen)) ||
             (rc = vector(m, n[5], E, true, &y->ffn_norm, err, errlen)) ||
-            (rc = matrix(m, n[6], E, F, true, &y->w_gate, err, errlen)) ||
-            (rc = matrix(m, n[7], E, F, true, &y->w_up, err, errlen)) ||
             (rc = matrix(m, n[8], F, E, true, &y->w_down, err, errlen)))
             return rc;
+        if (hp->fused_gate_up) {
+            /* Phi-3's ffn_up holds gate rows, then up rows (llama.cpp's SwiGLU halves) */
+            fb_weight_t gu;
+            if ((rc = matrix(m, n[7], E, 2 * F, true, &gu, err, errlen)))
+                return rc;
+            y->w_gate = rows_of(&gu, 0, F);
+            y->w_up = rows_of(&gu, F, F);
+        } else if ((rc = matrix(m, n[6], E, F, true, &y->w_gate, err, errlen)) ||
+                   (rc = matrix(m, n[7], E, F, true, &y->w_up, err, errlen))) {
+            return rc;
+        }
         if (hp->qkv_bias) {
             fb_weight_t *w[3] = { &y->wq, &y->wk, &y->wv };
             const char *bn[3] = { "attn_q.bias", "attn_k.bias", "attn_v.bias" };
@@ -426,6 +479,7 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
     s->n_ff = hp->n_ff;
     s->n_vocab = hp->n_vocab;
     s->eps = hp->norm_eps;
+    s->rope_attn_factor = hp->rope_attn_factor;
     s->rope = (fb_rope_t){ .mode = hp->rope_mode, .n_rot = hp->n_rot,
                            .freq_base = hp->rope_freq_base,
                            .freq_scale = hp->rope_freq_scale };

@@ -36,7 +36,12 @@ typedef struct llm_hparams {
     bool tied_output;           /* output.weight absent: token_embd used */
     bool qkv_bias;              /* qwen2 */
     bool qk_norm;               /* qwen3: RMSNorm of each Q and K head before RoPE */
-    bool rope_freqs;            /* rope_freqs.weight: per-pair RoPE frequency factors */
+    bool rope_freqs;            /* per-pair RoPE frequency factors: rope_freqs.weight, or
+                                   Phi-3.5's rope_factors_short/long.weight */
+    bool fused_gate_up;         /* phi3: ffn_up.weight holds gate then up rows */
+    float rope_attn_factor;     /* rope.scaling.attn_factor (1: none): scales cos and sin */
+    uint32_t n_ctx_orig;        /* rope.scaling.original_context_length (else the training
+                                   context): beyond it LongRoPE takes its long factors */
     int pooling;                /* <arch>.pooling_type (llama.cpp's numbering: 0 none, 1 mean,
                                    2 cls, 3 last); -1 when the file has none */
     int64_t n_params;

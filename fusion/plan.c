@@ -34,6 +34,7 @@ struct fz_plan {
     fz_plan_opts_t o;
     int n_q, n_kv, n_qkv;            /* n_head * head_dim, n_head_kv * head_dim, sum */
     bool qk_norm;                    /* some layer has head norms (qs, ks allocated) */
+    float attn_scale;                /* of the Q.K scores */
     layer_t *layers;
     fb_weight_t tok_embd, out_norm;
     fb_weight_t rope_ff;             /* src.rope_freqs as a weight (src.rope points to it) */
@@ -206,6 +207,10 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
     p->n_q = src->n_head * src->head_dim;
     p->n_kv = src->n_head_kv * src->head_dim;
     p->n_qkv = p->n_q + 2 * p->n_kv;
+    /* RoPE's cos and sin times an attention factor a make Q.K scores a^2 times larger: the
+     * same as scaling the scores, which is where the plan applies it */
+    float af = src->rope_attn_factor > 0 ? src->rope_attn_factor : 1.0f;
+    p->attn_scale = af * af / sqrtf((float)src->head_dim);
     int L = src->n_layer;
     p->cap_prepared = 12 * L + 4;
     p->layers = calloc((size_t)L, sizeof(*p->layers));
@@ -408,7 +413,7 @@ static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *
             .out = p->att + (size_t)row * p->n_q, .ldo = p->n_q,
             .n_q = sq->n_rows, .pos = pos + row,
             .n_head = m->n_head, .n_head_kv = m->n_head_kv, .head_dim = m->head_dim,
-            .scale = 1.0f / sqrtf((float)m->head_dim),
+            .scale = p->attn_scale,
             .mode = fz_plan_softmax_mode(p),
         };
         row += sq->n_rows;

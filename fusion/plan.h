@@ -32,6 +32,8 @@ typedef struct fz_layer_src {
 typedef struct fz_model_src {
     int n_layer, n_embd, n_head, n_head_kv, head_dim, n_ff, n_vocab;
     float eps;                       /* RMSNorm epsilon */
+    float rope_attn_factor;          /* multiplies RoPE's cos and sin (Phi-3.5's LongRoPE; 0
+                                        or 1: none): attention scores scale by its square */
     fb_rope_t rope;                  /* its freq_factors are the plan's own (rope_freqs) */
     const float *rope_freqs;         /* n_rot / 2 RoPE frequency factors, or NULL */
     fb_weight_t tok_embd;            /* n_vocab rows of n_embd */

@@ -200,7 +200,9 @@ EXTRA_DIST += tests/data/llamacpp-llama-f32.txt tests/data/llamacpp-qwen2-f32.tx
 	tests/data/llamacpp-llama-q4_0.txt tests/data/llamacpp-llama-q4_k_m.txt \
 	tests/data/llamacpp-llama-q5_k_m.txt tests/data/llamacpp-llama-q6_k.txt \
 	tests/data/llamacpp-qwen3-q4_k_m.txt tests/data/llamacpp-llama3-ropefreqs-f32.txt \
-	tests/data/llamacpp-llama3-ropefreqs-q4_k_m.txt tests/ref/make-refs.sh \
+	tests/data/llamacpp-llama3-ropefreqs-q4_k_m.txt tests/data/llamacpp-phi3-f32.txt \
+	tests/data/llamacpp-phi3-longrope-short-f32.txt tests/data/llamacpp-phi3-longrope-long-f32.txt \
+	tests/data/llamacpp-phi3-q4_k_m.txt tests/ref/make-refs.sh \
 	tests/ref/llamacpp-logits.mjs tests/ref/package.json
 
 check_PROGRAMS += tests/test_corsair

@@ -1,9 +1,10 @@
 /* test_llamacpp_ref.c: proves fusiond computes what llama.cpp computes, architecture by
  * architecture and weight type by weight type: for small random-weight models (llama, qwen2,
- * qwen3; F32, F16, BF16, Q8_0, Q4_0, Q4_K_M, Q5_K_M, Q6_K) the logits after every prompt
+ * qwen3, phi3; F32, F16, BF16, Q8_0, Q4_0, Q4_K_M, Q5_K_M, Q6_K) the logits after every prompt
  * position, on the CPU backend (fast kernels and reference ops, fused and unfused plans),
  * equal llama.cpp's within the bound each type justifies; Llama 3.1's RoPE frequency
- * factors (rope_freqs.weight) too.  The references are
+ * factors (rope_freqs.weight), phi3 (fused tensors) and Phi-3.5's LongRoPE (short and long
+ * factors, attention factor) too.  The references are
  * tests/data/llamacpp-*.txt, written by tests/ref/make-refs.sh with llama.cpp's own CPU
  * binaries; each file's "model" line is the recipe this test writes the same model from. */
 #define _GNU_SOURCE /* memmem */
@@ -74,11 +75,13 @@ static void parse_model(ref_t *r, char *line)
         else if (!strcmp(k, "n_ctx")) s->n_ctx = key_int(v);
         else if (!strcmp(k, "tied")) s->tied = key_int(v) != 0;
         else if (!strcmp(k, "rope_freqs")) s->rope_freqs = key_int(v) != 0;
+        else if (!strcmp(k, "orig_ctx")) s->orig_ctx = key_int(v);
+        else if (!strcmp(k, "attn_factor")) s->attn_factor = strtof(v, NULL);
         else if (!strcmp(k, "seed")) s->seed = (uint64_t)key_int(v);
         else
             ck_abort_msg("model line: unknown key '%s'", k);
     }
-    ck_assert_int_eq(seen, 13);
+    ck_assert_int_eq(seen, 15);
     ck_assert_int_eq(s->n_vocab, N_VOCAB);
     s->arch = r->arch;
     s->wtype = parse_type(r->type);
@@ -222,7 +225,8 @@ static double bound(const char *type)
 static const char *const refs[] = {
     "llama-f32", "qwen2-f32", "qwen3-f32", "llama-f16", "llama-bf16", "llama-q8_0",
     "llama-q4_0", "llama-q4_k_m", "llama-q5_k_m", "llama-q6_k", "qwen3-q4_k_m",
-    "llama3-ropefreqs-f32", "llama3-ropefreqs-q4_k_m",
+    "llama3-ropefreqs-f32", "llama3-ropefreqs-q4_k_m", "phi3-f32", "phi3-longrope-short-f32",
+    "phi3-longrope-long-f32", "phi3-q4_k_m",
 };
 
 START_TEST(test_matches_llamacpp)

@@ -29,13 +29,16 @@ static void usage(FILE *f)
             "                        Q4_K_M, Q5_K_M\n"
             "  -s, --seed N          weights seed (default 1)\n"
             "  -j, --threads N       threads that fill and quantize (default: online CPUs)\n"
-            "      --arch NAME       llama, qwen2 (Q/K/V biases) or qwen3 (Q/K norms)\n"
+            "      --arch NAME       llama, qwen2 (Q/K/V biases), qwen3 (Q/K norms) or phi3\n"
+            "                        (fused Q|K|V and gate|up tensors)\n"
             "                        (default: the preset's)\n"
             "      --n-embd N  --n-layer N  --n-head N  --n-head-kv N  --n-ff N\n"
             "      --head-dim N      attention.key_length (default n_embd / n_head)\n"
             "      --n-vocab N  --n-ctx N  --rope-base F  --eps F\n"
             "      --tied | --untied  output matrix shared with the embedding or not\n"
             "      --rope-freqs      a rope_freqs.weight tensor (Llama 3.1 RoPE factors)\n"
+            "      --longrope N,F    Phi-3.5 LongRoPE: short and long factor tensors, original\n"
+            "                        context N and attention factor F\n"
             "      --name S          general.name\n"
             "  -h, --help\n"
             "Matrices whose rows do not fit the type's block size fall back to Q8_0 or F16.\n");
@@ -75,7 +78,7 @@ static int parse_float(const char *opt, const char *s, float *out)
 }
 
 enum { O_ARCH = 256, O_EMBD, O_LAYER, O_HEAD, O_HEAD_KV, O_FF, O_VOCAB, O_CTX, O_HEAD_DIM,
-       O_ROPE, O_EPS, O_TIED, O_UNTIED, O_NAME, O_ROPE_FREQS };
+       O_ROPE, O_EPS, O_TIED, O_UNTIED, O_NAME, O_ROPE_FREQS, O_LONGROPE };
 
 int main(int argc, char **argv)
 {
@@ -91,6 +94,7 @@ int main(int argc, char **argv)
         {"untied", no_argument, 0, O_UNTIED}, {"name", required_argument, 0, O_NAME},
         {"head-dim", required_argument, 0, O_HEAD_DIM},
         {"rope-freqs", no_argument, 0, O_ROPE_FREQS},
+        {"longrope", required_argument, 0, O_LONGROPE},
         {0, 0, 0, 0},
     };
     const char *out = NULL, *preset = "stories260K", *type = "F32", *seed = NULL;
@@ -99,6 +103,8 @@ int main(int argc, char **argv)
     const char *shape_arg[O_HEAD_DIM + 1] = {0};
     int tied = -1;
     bool rope_freqs = false;
+    int orig_ctx = 0;
+    float attn_factor = 0;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int threads = ncpu > 0 ? (int)FD_MIN(ncpu, 256) : 1;
     float rope = 0, eps = 0;
@@ -113,9 +119,10 @@ int main(int argc, char **argv)
         case 'j': if (parse_int("--threads", optarg, &threads)) return 2; break;
         case 'h': usage(stdout); return 0;
         case O_ARCH:
-            if (strcmp(optarg, "llama") && strcmp(optarg, "qwen2") && strcmp(optarg, "qwen3")) {
+            if (strcmp(optarg, "llama") && strcmp(optarg, "qwen2") && strcmp(optarg, "qwen3") &&
+                strcmp(optarg, "phi3")) {
                 fprintf(stderr, "fusion-gguf-gen: architecture '%s' not supported (llama, "
-                        "qwen2, qwen3)\n", optarg);
+                        "qwen2, qwen3, phi3)\n", optarg);
                 return 2;
             }
             arch = optarg;
@@ -130,6 +137,15 @@ int main(int argc, char **argv)
         case O_UNTIED: tied = 0; break;
         case O_NAME: name = optarg; break;
         case O_ROPE_FREQS: rope_freqs = true; break;
+        case O_LONGROPE: {
+            char *end;
+            long n = strtol(optarg, &end, 10);
+            if (end == optarg || *end != ',' || n <= 0 || n > (1L << 30) ||
+                parse_float("--longrope", end + 1, &attn_factor))
+                return fprintf(stderr, "fusion-gguf-gen: --longrope: N,F with N > 0 and F > 0\n"), 2;
+            orig_ctx = (int)n;
+            break;
+        }
         default: usage(stderr); return 2;
         }
     }
@@ -160,6 +176,8 @@ int main(int argc, char **argv)
     if (arch)
         p.arch = arch;
     p.rope_freqs = rope_freqs;
+    p.orig_ctx = orig_ctx;
+    p.attn_factor = attn_factor;
     char defname[64];
     snprintf(defname, sizeof(defname), "random-%s", p.name);
     p.name = name ? name : defname;

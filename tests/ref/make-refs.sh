@@ -21,16 +21,19 @@ release=$(node -p "const m=require('$ref/node_modules/@node-llama-cpp/linux-x64/
 ids="1 300 45 511 259 400 3 260 77 128"
 
 # name | arch n_embd n_layer n_head n_head_kv head_dim n_ff type tied seed rope_freqs
+#        orig_ctx attn_factor (orig_ctx > 0: Phi-3.5 LongRoPE; the context is 256)
 while IFS='|' read -r name spec; do
     set -- $spec
     arch=$1 embd=$2 layer=$3 head=$4 headkv=$5 hd=$6 ff=$7 type=$8 tied=$9 seed=${10} rf=${11}
+    orig=${12} af=${13}
     model=$tmp/$name.gguf
     tflag=--untied; [ "$tied" = 1 ] && tflag=--tied
     hdflag=; [ "$hd" != 0 ] && hdflag="--head-dim $hd"
     rfflag=; [ "$rf" = 1 ] && rfflag=--rope-freqs
+    lrflag=; [ "$orig" != 0 ] && lrflag="--longrope $orig,$af"
     "$gen" -o "$model" --arch "$arch" --n-embd "$embd" --n-layer "$layer" \
         --n-head "$head" --n-head-kv "$headkv" $hdflag --n-ff "$ff" --n-vocab 512 \
-        --n-ctx 256 -t "$type" $tflag $rfflag -s "$seed" -j 1 >/dev/null
+        --n-ctx 256 -t "$type" $tflag $rfflag $lrflag -s "$seed" -j 1 >/dev/null
     out=$top/tests/data/llamacpp-$name.txt
     {
         echo "# llama.cpp's next-token logits after each prompt position, for the random model"
@@ -38,24 +41,28 @@ while IFS='|' read -r name spec; do
         echo "# with node-llama-cpp $version (llama.cpp tag $release, prebuilt CPU binaries, 1 thread)"
         echo "model arch=$arch n_embd=$embd n_layer=$layer n_head=$head n_head_kv=$headkv" \
              "head_dim=$hd n_ff=$ff n_vocab=512 n_ctx=256 type=$type tied=$tied seed=$seed" \
-             "rope_freqs=$rf"
+             "rope_freqs=$rf orig_ctx=$orig attn_factor=$af"
         echo "ids $ids"
         node "$ref/llamacpp-logits.mjs" "$model" $ids
     } > "$out.tmp"
     mv "$out.tmp" "$out"
     echo "wrote $out"
 done <<'MODELS'
-llama-f32|llama 64 2 4 2 0 160 F32 0 11 0
-qwen2-f32|qwen2 64 2 4 2 0 160 F32 1 12 0
-qwen3-f32|qwen3 64 2 4 2 32 160 F32 0 13 0
-llama-q8_0|llama 256 2 4 2 0 512 Q8_0 0 14 0
-llama-q4_0|llama 256 2 4 2 0 512 Q4_0 1 15 0
-llama-q4_k_m|llama 256 2 4 2 0 512 Q4_K_M 0 16 0
-llama-q5_k_m|llama 256 2 4 2 0 512 Q5_K_M 0 17 0
-llama-q6_k|llama 256 2 4 2 0 512 Q6_K 0 18 0
-qwen3-q4_k_m|qwen3 256 2 4 2 128 512 Q4_K_M 1 19 0
-llama-f16|llama 64 2 4 2 0 160 F16 0 20 0
-llama-bf16|llama 64 2 4 2 0 160 BF16 0 21 0
-llama3-ropefreqs-f32|llama 64 2 4 2 0 160 F32 1 22 1
-llama3-ropefreqs-q4_k_m|llama 256 2 4 2 0 512 Q4_K_M 1 23 1
+llama-f32|llama 64 2 4 2 0 160 F32 0 11 0 0 0
+qwen2-f32|qwen2 64 2 4 2 0 160 F32 1 12 0 0 0
+qwen3-f32|qwen3 64 2 4 2 32 160 F32 0 13 0 0 0
+llama-q8_0|llama 256 2 4 2 0 512 Q8_0 0 14 0 0 0
+llama-q4_0|llama 256 2 4 2 0 512 Q4_0 1 15 0 0 0
+llama-q4_k_m|llama 256 2 4 2 0 512 Q4_K_M 0 16 0 0 0
+llama-q5_k_m|llama 256 2 4 2 0 512 Q5_K_M 0 17 0 0 0
+llama-q6_k|llama 256 2 4 2 0 512 Q6_K 0 18 0 0 0
+qwen3-q4_k_m|qwen3 256 2 4 2 128 512 Q4_K_M 1 19 0 0 0
+llama-f16|llama 64 2 4 2 0 160 F16 0 20 0 0 0
+llama-bf16|llama 64 2 4 2 0 160 BF16 0 21 0 0 0
+llama3-ropefreqs-f32|llama 64 2 4 2 0 160 F32 1 22 1 0 0
+llama3-ropefreqs-q4_k_m|llama 256 2 4 2 0 512 Q4_K_M 1 23 1 0 0
+phi3-f32|phi3 64 2 4 2 0 160 F32 0 24 0 0 0
+phi3-longrope-short-f32|phi3 64 2 4 2 0 160 F32 0 25 0 4096 1.1902
+phi3-longrope-long-f32|phi3 64 2 4 2 0 160 F32 1 26 0 128 1.1902
+phi3-q4_k_m|phi3 256 2 4 2 0 512 Q4_K_M 0 27 0 0 0
 MODELS

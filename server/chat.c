@@ -645,6 +645,31 @@ static void qwen_tools(ctx_t *c)
                 "</tool_call><|im_end|>\n");
 }
 
+/* Qwen's call syntax (2.5 and 3): <tool_call>\n{"name": ..., "arguments": tojson}\n</tool_call>. */
+static int qwen_call(ctx_t *c, const chat_call_t *call)
+{
+    puts_(c->b, "<tool_call>\n{\"name\": \"");
+    puts_(c->b, call->name);
+    puts_(c->b, "\", \"arguments\": ");
+    int rc = put_args(c, call, -1);
+    if (rc == 0)
+        puts_(c->b, "}\n</tool_call>");
+    return rc;
+}
+
+/* Tool message i of a run (Qwen 2.5 and 3): the run shares one user turn of <tool_response>
+ * blocks. */
+static void qwen_tool_response(ctx_t *c, size_t i)
+{
+    if (i == 0 || c->m[i - 1].role != CHAT_TOOL)
+        puts_(c->b, "<|im_start|>user");
+    puts_(c->b, "\n<tool_response>\n");
+    put_content(c->b, &c->m[i]);
+    puts_(c->b, "\n</tool_response>");
+    if (i + 1 == c->n || c->m[i + 1].role != CHAT_TOOL)
+        puts_(c->b, "<|im_end|>\n");
+}
+
 /* ChatML, and Qwen 2.5 (shared/chat-templates/Qwen-Qwen2.5-7B-Instruct.jinja): the first
  * message, if system, opens the text (Qwen: else its default system message); with tools
  * (Qwen only) that system turn goes on with the "# Tools" instructions listing each tool
@@ -677,13 +702,7 @@ static int fmt_chatml(ctx_t *c, bool qwen)
     for (size_t i = from; i < c->n; i++) {
         const chat_msg_t *m = &c->m[i];
         if (m->role == CHAT_TOOL) {
-            if (i == 0 || c->m[i - 1].role != CHAT_TOOL)
-                puts_(c->b, "<|im_start|>user");
-            puts_(c->b, "\n<tool_response>\n");
-            put_content(c->b, m);
-            puts_(c->b, "\n</tool_response>");
-            if (i + 1 == c->n || c->m[i + 1].role != CHAT_TOOL)
-                puts_(c->b, "<|im_end|>\n");
+            qwen_tool_response(c, i);
             continue;
         }
         puts_(c->b, "<|im_start|>");
@@ -694,13 +713,10 @@ static int fmt_chatml(ctx_t *c, bool qwen)
                 put_content(c->b, m);
             }
             for (size_t k = 0; k < m->n_calls; k++) {
-                puts_(c->b, "\n<tool_call>\n{\"name\": \"");
-                puts_(c->b, m->calls[k].name);
-                puts_(c->b, "\", \"arguments\": ");
-                int rc = put_args(c, &m->calls[k], -1);
+                puts_(c->b, "\n");
+                int rc = qwen_call(c, &m->calls[k]);
                 if (rc)
                     return rc;
-                puts_(c->b, "}\n</tool_call>");
             }
             puts_(c->b, "<|im_end|>\n");
             continue;
@@ -844,23 +860,13 @@ static int fmt_qwen3(ctx_t *c)
             for (size_t k = 0; k < m->n_calls; k++) {
                 if (k > 0 || clen)
                     puts_(c->b, "\n");
-                puts_(c->b, "<tool_call>\n{\"name\": \"");
-                puts_(c->b, m->calls[k].name);
-                puts_(c->b, "\", \"arguments\": ");
-                int rc = put_args(c, &m->calls[k], -1);
+                int rc = qwen_call(c, &m->calls[k]);
                 if (rc)
                     return rc;
-                puts_(c->b, "}\n</tool_call>");
             }
             puts_(c->b, "<|im_end|>\n");
         } else if (m->role == CHAT_TOOL) {
-            if (i == 0 || c->m[i - 1].role != CHAT_TOOL)
-                puts_(c->b, "<|im_start|>user");
-            puts_(c->b, "\n<tool_response>\n");
-            put_content(c->b, m);
-            puts_(c->b, "\n</tool_response>");
-            if (i + 1 == c->n || c->m[i + 1].role != CHAT_TOOL)
-                puts_(c->b, "<|im_end|>\n");
+            qwen_tool_response(c, i);
         }
     }
     if (c->o->add_generation_prompt) {

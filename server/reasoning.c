@@ -83,6 +83,16 @@ static void release_reasoning(rsn_t *r, sb_t *out, const char *s, size_t n)
     r->n_reasoning += n;
 }
 
+/* Drops hold's leading whitespace (s, n: its text); true when something else follows. */
+static bool drop_space(sb_t *h, const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n && space(s[i]))
+        i++;
+    sb_consume(h, i);
+    return i < n;
+}
+
 /* Classifies what hold has, leaving in it only what is still undecided. */
 static void step(rsn_t *r, sb_t *reasoning, sb_t *content)
 {
@@ -105,16 +115,11 @@ static void step(rsn_t *r, sb_t *reasoning, sb_t *content)
             r->state = ST_LEAD;
             continue;
         }
-        case ST_LEAD: {
-            size_t i = 0;
-            while (i < n && space(s[i]))
-                i++;
-            sb_consume(h, i);
-            if (i == n)
+        case ST_LEAD:
+            if (!drop_space(h, s, n))
                 return;
             r->state = ST_THINK;
             continue;
-        }
         case ST_THINK: {
             const char *close = find(s, n, CLOSE);
             if (close) {
@@ -134,16 +139,11 @@ static void step(rsn_t *r, sb_t *reasoning, sb_t *content)
             sb_consume(h, e);
             return;
         }
-        case ST_AFTER: {
-            size_t i = 0;
-            while (i < n && space(s[i]))
-                i++;
-            sb_consume(h, i);
-            if (i == n)
+        case ST_AFTER:
+            if (!drop_space(h, s, n))
                 return;
             r->state = ST_CONTENT;
             continue;
-        }
         default:
             sb_add(content, s, n);
             sb_reset(h);

@@ -363,8 +363,7 @@ static int parse_logit_bias(const cJSON *root, const rq_limits_t *lim, rq_t *r, 
 static const char *const chat_roles[] = {"system", "developer", "user", "assistant", "tool"};
 enum { ROLE_ASSISTANT = 3, ROLE_TOOL = 4 };
 
-/* OpenAI's rule for function names (which the templates print unescaped). */
-static bool fn_name_ok(const char *s)
+bool rq_fn_name_ok(const char *s)
 {
     size_t n = strlen(s);
     if (n == 0 || n > 64)
@@ -800,7 +799,7 @@ static int parse_tools(const cJSON *root, rq_t *r, rq_err_t *e)
         r->n_tools = i + 1;
         char kp[100];
         snprintf(kp, sizeof kp, "%s.name", fp);
-        if (!fn_name_ok(name))
+        if (!rq_fn_name_ok(name))
             return bad(e, kp, "'%s' (\"%.70s\") must be 1 to 64 letters, digits, '_' or '-'",
                        kp, name);
         for (int k = 0; k < i; k++)

@@ -148,5 +148,8 @@ int rq_resolve_max_tokens(const rq_t *r, size_t n_prompt, int n_ctx, int *max_to
 
 /* true when s[0..len) is valid UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF). */
 bool rq_utf8_valid(const char *s, size_t len);
+/* OpenAI's rule for function names (which the templates print unescaped): 1-64 of a-z, A-Z,
+ * 0-9, '_' and '-'. */
+bool rq_fn_name_ok(const char *s);
 
 #endif

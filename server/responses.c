@@ -399,19 +399,6 @@ static int parse_input(const cJSON *root, rs_req_t *q, rq_err_t *e)
     return 0;
 }
 
-/* OpenAI's rule for function names. */
-static bool fn_name_ok(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > 64)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
-              (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'))
-            return false;
-    return true;
-}
-
 static int check_tools(const cJSON *root, rq_err_t *e)
 {
     const cJSON *t = field(root, "tools");
@@ -447,7 +434,7 @@ static int check_tools(const cJSON *root, rq_err_t *e)
             return bad(e, NULL, kp, "'%s' is required", kp);
         if (want_str(name, kp, e))
             return -EINVAL;
-        if (!fn_name_ok(name->valuestring))
+        if (!rq_fn_name_ok(name->valuestring))
             return bad(e, NULL, kp, "'%s' (\"%.70s\") must be 1 to 64 letters, digits, '_' or "
                        "'-'", kp, name->valuestring);
         snprintf(kp, sizeof kp, "%s.description", tp);

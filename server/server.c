@@ -877,6 +877,19 @@ static void choice_prompt(const srv_job_t *j, const srv_choice_t *c, oai_choice_
 
 /* The first streamed chunk of choice c: the role (chat) or the echoed prompt (completions),
  * with the prompt's log-probabilities when they were asked for. */
+/* One chunk of a chat or completions stream holding the one choice ch (and timings, or
+ * NULL). */
+static void sse_choice(srv_job_t *j, const oai_choice_t *ch, const oai_timings_t *t)
+{
+    oai_resp_t r;
+    resp_init(j, &r, true);
+    r.choices = ch;
+    r.n_choices = 1;
+    r.usage_null = j->rq.include_usage;
+    r.timings = t;
+    sse_add_json(j, oai_response(&r));
+}
+
 static void sse_head(srv_job_t *j, srv_choice_t *c)
 {
     c->head_pending = false;
@@ -896,15 +909,9 @@ static void sse_head(srv_job_t *j, srv_choice_t *c)
         ch.text_len = j->echo_len[c->prompt];
     }
     choice_prompt(j, c, &ch);
-    oai_resp_t r;
-    resp_init(j, &r, true);
-    r.choices = &ch;
-    r.n_choices = 1;
-    r.usage_null = j->rq.include_usage;
-    sse_add_json(j, oai_response(&r));
+    sse_choice(j, &ch, NULL);
 }
 
-/* One streamed chunk for choice c: text delta and/or logprobs and/or finish. */
 /* A choice's log-probabilities as the Responses API's output_text logprobs. */
 static cJSON *rs_logprobs(const srv_job_t *j, const oai_lp_t *lp, size_t n)
 {
@@ -914,6 +921,7 @@ static cJSON *rs_logprobs(const srv_job_t *j, const oai_lp_t *lp, size_t n)
     return a;
 }
 
+/* One streamed chunk for choice c: text delta and/or logprobs and/or finish. */
 static void sse_chunk(srv_job_t *j, srv_choice_t *c, const char *text, size_t len,
                       const oai_lp_t *lp, const char *finish, bool role, bool timings)
 {
@@ -931,17 +939,10 @@ static void sse_chunk(srv_job_t *j, srv_choice_t *c, const char *text, size_t le
     oai_choice_t ch = {.index = c->index, .text = text, .text_len = len,
                        .finish_reason = finish, .role = role,
                        .logprobs = lp != NULL, .lp = lp, .n_lp = lp ? 1 : 0};
-    oai_resp_t r;
     oai_timings_t t;
-    resp_init(j, &r, true);
-    r.choices = &ch;
-    r.n_choices = 1;
-    r.usage_null = j->rq.include_usage;
-    if (timings) {
+    if (timings)
         job_timings(j, &t);
-        r.timings = &t;
-    }
-    sse_add_json(j, oai_response(&r));
+    sse_choice(j, &ch, timings ? &t : NULL);
 }
 
 /* Parses choice c's tool calls (function calling on); 0 and *out filled, else the output is
@@ -966,12 +967,7 @@ static void sse_call(srv_job_t *j, const srv_choice_t *c, const oai_tool_call_t 
         return;
     }
     oai_choice_t ch = {.index = c->index, .calls = t, .n_calls = 1};
-    oai_resp_t r;
-    resp_init(j, &r, true);
-    r.choices = &ch;
-    r.n_choices = 1;
-    r.usage_null = j->rq.include_usage;
-    sse_add_json(j, oai_response(&r));
+    sse_choice(j, &ch, NULL);
 }
 
 /* Streams the calls as far as the held text shows them (toolcall.h's tc_scan): a call's
@@ -1442,12 +1438,7 @@ static void choice_reasoning(srv_job_t *j, srv_choice_t *c, const char *text, si
     if (j->stream) {
         oai_choice_t ch = {.index = c->index, .reasoning = text, .reasoning_len = len,
                            .logprobs = lp != NULL, .lp = lp, .n_lp = lp ? 1 : 0};
-        oai_resp_t r;
-        resp_init(j, &r, true);
-        r.choices = &ch;
-        r.n_choices = 1;
-        r.usage_null = j->rq.include_usage;
-        sse_add_json(j, oai_response(&r));
+        sse_choice(j, &ch, NULL);
         c->n_lp = 0;
         sse_flush(j);
     } else {

@@ -38,6 +38,20 @@ def shared_model():
     sys.exit(SKIP)
 
 
+def sse_frames(raw):
+    """(the JSON frames of an OpenAI SSE body, whether it ended with data: [DONE]); comment
+    blocks (the server's pings) are skipped."""
+    frames, done = [], False
+    for block in (raw.decode() if isinstance(raw, bytes) else raw).split("\n\n"):
+        if not block or block.startswith(":"):
+            continue
+        if block == "data: [DONE]":
+            done = True
+            continue
+        frames.append(json.loads(block[6:]))
+    return frames, done
+
+
 class Daemon:
     """fusiond and model default to $FUSIOND (or the build's) and the shared stories260K."""
 

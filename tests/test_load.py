@@ -22,7 +22,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from loopback import Daemon  # noqa: E402
+from loopback import Daemon, sse_frames  # noqa: E402
 
 LONG = os.environ.get("RELY_LOAD_LONG") == "1"
 N_REQ = int(os.environ.get("RELY_LOAD_N", "0")) or (20000 if LONG else 1000)
@@ -47,18 +47,8 @@ PROMPTS = ["Once upon a time", "Lily and Ben", "The little dog", "One day, a gir
 
 def read_stream(r):
     """(frames, saw [DONE], error frames) of an SSE answer."""
-    frames, done, errors = 0, False, 0
-    for block in r.read().decode().split("\n\n"):
-        if not block or block.startswith(":"):
-            continue
-        if block == "data: [DONE]":
-            done = True
-            continue
-        js = json.loads(block[6:])
-        if "error" in js:
-            errors += 1
-        frames += 1
-    return frames, done, errors
+    frames, done = sse_frames(r.read())
+    return len(frames), done, sum("error" in js for js in frames)
 
 
 class Stats:

@@ -22,6 +22,7 @@ import tempfile
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import loopback  # noqa: E402
+from loopback import sse_frames  # noqa: E402
 from gguf_copy import gguf_rewrite  # noqa: E402
 
 FAILS = []
@@ -62,14 +63,7 @@ def stream(d, b):
     """The chunks of a streamed answer, checked to end in [DONE]."""
     b = dict(b, stream=True, stream_options={"include_usage": True})
     st, _, raw = d.request("POST", "/v1/chat/completions", b)
-    frames, done = [], False
-    for block in raw.decode().split("\n\n"):
-        if not block or block.startswith(":"):
-            continue
-        if block == "data: [DONE]":
-            done = True
-            continue
-        frames.append(json.loads(block[6:]))
+    frames, done = sse_frames(raw)
     check(st == 200 and done, "stream: status %d, [DONE] %s" % (st, done))
     return frames
 

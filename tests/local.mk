@@ -57,7 +57,7 @@ tests_test_request_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
 tests_test_request_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_request
 FUZZ_TARGETS += tests/fuzz/fuzz_request.c
-EXTRA_DIST += tests/fuzz/fuzz_request.c
+EXTRA_DIST += tests/fuzz/fuzz_request.c tests/fuzz/fuzz.h
 
 check_PROGRAMS += tests/test_fusion
 tests_test_fusion_SOURCES = tests/test_fusion.c

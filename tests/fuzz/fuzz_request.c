@@ -16,14 +16,7 @@
 #include "engine/unicode.h"
 #include "server/openai.h"
 #include "server/request.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                               \
-    do {                                                                                       \
-        if (!(c))                                                                              \
-            abort();                                                                           \
-    } while (0)
+#include "tests/fuzz/fuzz.h"
 
 static bool utf8_ok(const char *s)
 {

@@ -13,14 +13,7 @@
 
 #include "server/openai.h"
 #include "server/responses.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                               \
-    do {                                                                                       \
-        if (!(c))                                                                              \
-            abort();                                                                           \
-    } while (0)
+#include "tests/fuzz/fuzz.h"
 
 static void check_error(const rq_err_t *e)
 {

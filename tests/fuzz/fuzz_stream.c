@@ -26,14 +26,7 @@
 #include "engine/tokenizer.h"
 #include "engine/unicode.h"
 #include "server/openai.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                               \
-    do {                                                                                       \
-        if (!(c))                                                                              \
-            abort();                                                                           \
-    } while (0)
+#include "tests/fuzz/fuzz.h"
 
 enum { MAX_SCRIPT = 96, N_CTX = 128, N_VOCABS = 2 };
 

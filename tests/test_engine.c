@@ -2571,10 +2571,7 @@ int main(void)
     suite_add_tcase(s, tc);
     /* the model tests only where the shared models are (tu_shared fails under CI's
      * FUSIOND_REQUIRE_SHARED=1); the scheduler tests run regardless */
-    if (tu_shared("models/stories260K.gguf", 0) ||
-        (getenv("FUSIOND_REQUIRE_SHARED") &&
-         strcmp(getenv("FUSIOND_REQUIRE_SHARED"), "1") == 0 &&
-         tu_shared("models/stories260K.gguf", 1))) {
+    if (tu_shared_part("models/stories260K.gguf", "the model tests")) {
         TCase *tm = tcase_create("model");
         tcase_set_timeout(tm, 300);
         tcase_add_test(tm, test_model_reference);

@@ -18,7 +18,8 @@
 #include "engine/engine.h"
 #include "engine/grammar.h"
 #include "engine/ngram.h"
-#include "testutil.h"
+#include "tests/gen_collect.h"
+#include "tests/testutil.h"
 
 /* ---- the draft finder against a brute-force reference ---- */
 
@@ -118,89 +119,6 @@ START_TEST(test_ngram_cases)
     ck_assert_int_eq(ngram_draft(NULL, 7, 1, 3, 4, d), 0);
 }
 END_TEST
-
-/* ---- collecting a request's events ---- */
-
-enum { OUT_MAX = 400 };
-
-typedef struct out {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    uint64_t id;
-    int32_t tok[OUT_MAX];
-    float lp[OUT_MAX];
-    eng_top_t top[OUT_MAX][3];
-    int n_top[OUT_MAX];
-    int n;
-    char text[8 * OUT_MAX];
-    size_t n_text;
-    bool done;
-    int finish;
-    eng_timings_t t;
-    int after_done;
-    eng_t *cancel_eng;           /* cancel from the callback at token cancel_after */
-    int cancel_after;
-} out_t;
-
-static void on_event(void *ud, const eng_event_t *ev)
-{
-    out_t *o = ud;
-    pthread_mutex_lock(&o->mu);
-    if (o->done) {
-        o->after_done++;
-    } else if (ev->type == ENG_EV_TOKEN) {
-        if (o->n < OUT_MAX) {
-            o->tok[o->n] = ev->token;
-            o->lp[o->n] = ev->logprob;
-            o->n_top[o->n] = ev->n_top;
-            for (int i = 0; i < ev->n_top && i < 3; i++)
-                o->top[o->n][i] = ev->top[i];
-            o->n++;
-        }
-        if (o->n_text + ev->text_len <= sizeof o->text) {
-            memcpy(o->text + o->n_text, ev->text, ev->text_len);
-            o->n_text += ev->text_len;
-        }
-        if (o->cancel_eng && o->n == o->cancel_after)
-            eng_cancel(o->cancel_eng, ev->id);
-    } else {
-        o->done = true;
-        o->finish = ev->finish;
-        o->t = ev->timings;
-        pthread_cond_broadcast(&o->cv);
-    }
-    pthread_mutex_unlock(&o->mu);
-}
-
-static out_t *out_new(void)
-{
-    out_t *o = calloc(1, sizeof *o);
-    pthread_mutex_init(&o->mu, NULL);
-    pthread_cond_init(&o->cv, NULL);
-    return o;
-}
-
-static void out_wait(out_t *o)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += (time_t)(60 * tu_time_scale());
-    pthread_mutex_lock(&o->mu);
-    while (!o->done)
-        if (pthread_cond_timedwait(&o->cv, &o->mu, &ts) == ETIMEDOUT)
-            break;
-    bool done = o->done;
-    pthread_mutex_unlock(&o->mu);
-    ck_assert_msg(done, "request %llu never finished", (unsigned long long)o->id);
-    ck_assert_int_eq(o->after_done, 0);
-}
-
-static void out_free(out_t *o)
-{
-    pthread_cond_destroy(&o->cv);
-    pthread_mutex_destroy(&o->mu);
-    free(o);
-}
 
 /* ---- a scripted driver: no truncation, a failing step, a failing truncation ---- */
 
@@ -357,9 +275,9 @@ static void fd_ref(const int32_t *prompt, int n, int max_tokens, int32_t *out)
 
 static const int32_t fd_prompt[] = { 3, 9, 4, 3, 9, 4, 3 };
 
-static out_t *fd_run_timeout(eng_t *e, int max_tokens, double timeout_s)
+static gen_t *fd_run_timeout(eng_t *e, int max_tokens, double timeout_s)
 {
-    out_t *o = out_new();
+    gen_t *o = gen_new();
     eng_request_t q;
     memset(&q, 0, sizeof q);
     q.prompt = fd_prompt;
@@ -368,14 +286,14 @@ static out_t *fd_run_timeout(eng_t *e, int max_tokens, double timeout_s)
     q.timeout_s = timeout_s;
     eng_sampling_default(&q.sampling);
     q.sampling.temperature = 0;
-    q.on_event = on_event;
+    q.on_event = gen_event;
     q.ud = o;
     ck_assert_int_eq(eng_submit(e, &q, &o->id, NULL, 0), 0);
-    out_wait(o);
+    gen_wait(o);
     return o;
 }
 
-static out_t *fd_run(eng_t *e, int max_tokens)
+static gen_t *fd_run(eng_t *e, int max_tokens)
 {
     return fd_run_timeout(e, max_tokens, 0);
 }
@@ -389,7 +307,7 @@ START_TEST(test_driver)
     /* speculation: the reference, to the context end; drafts taken and refused */
     eng_t *e = open_fd(f, true, 6);
     ck_assert_int_eq(eng_info(e)->draft_max, 6);
-    out_t *o = fd_run(e, n_gen);
+    gen_t *o = fd_run(e, n_gen);
     ck_assert_int_eq(o->n, n_gen);
     ck_assert_int_eq(o->finish, ENG_FINISH_LENGTH);
     for (int k = 0; k < n_gen; k++)
@@ -400,7 +318,7 @@ START_TEST(test_driver)
     ck_assert_uint_lt(st.draft_accepted, st.draft_tokens);
     ck_assert_uint_lt(st.steps, (uint64_t)n_gen / 2);
     ck_assert_int_gt(f->truncs, 0);
-    out_free(o);
+    free(o);
     eng_close(e);
 
     /* a driver that cannot truncate: speculation off, the same tokens */
@@ -411,7 +329,7 @@ START_TEST(test_driver)
         ck_assert_int_eq(o->tok[k], ref[k]);
     eng_stats(e, &st);
     ck_assert_uint_eq(st.draft_tokens, 0);
-    out_free(o);
+    free(o);
     eng_close(e);
 
     /* a step that fails while verifying drafts: the tokens before it, then the error */
@@ -426,7 +344,7 @@ START_TEST(test_driver)
         eng_stats(e, &st);
         ck_assert_int_eq(st.kv_used, 0);
         ck_assert_int_eq(st.running, 0);
-        out_free(o);
+        free(o);
         eng_close(e);
     }
 
@@ -442,7 +360,7 @@ START_TEST(test_driver)
         ck_assert_int_eq(o->tok[k], ref[k]);
     eng_stats(e, &st);
     ck_assert_int_eq(st.kv_used, 0);
-    out_free(o);
+    free(o);
     eng_close(e);
 
     /* a refused draft the driver cannot drop: the tokens sampled, then the error */
@@ -454,7 +372,7 @@ START_TEST(test_driver)
     ck_assert_int_lt(o->n, 100);
     for (int k = 0; k < o->n; k++)
         ck_assert_int_eq(o->tok[k], ref[k]);
-    out_free(o);
+    free(o);
     eng_close(e);
     free(f);
 }
@@ -532,7 +450,7 @@ static void job_default(job_t *j, const char *text, int max_tokens)
     j->s.temperature = 0;
 }
 
-static out_t *start(eng_t *e, const job_t *j)
+static gen_t *start(eng_t *e, const job_t *j)
 {
     int32_t ids[512];
     const int32_t *prompt = j->ids;
@@ -542,7 +460,7 @@ static out_t *start(eng_t *e, const job_t *j)
                                     512, &n), 0);
         prompt = ids;
     }
-    out_t *o = out_new();
+    gen_t *o = gen_new();
     o->cancel_eng = j->cancel_eng;
     o->cancel_after = j->cancel_after;
     eng_request_t q;
@@ -553,7 +471,7 @@ static out_t *start(eng_t *e, const job_t *j)
     q.sampling = j->s;
     q.stop = j->stop ? &j->stop : NULL;
     q.n_stop = j->stop ? 1 : 0;
-    q.on_event = on_event;
+    q.on_event = gen_event;
     q.ud = o;
     char err[256];
     int rc = eng_submit(e, &q, &o->id, err, sizeof err);
@@ -561,15 +479,15 @@ static out_t *start(eng_t *e, const job_t *j)
     return o;
 }
 
-static out_t *run(eng_t *e, const job_t *j)
+static gen_t *run(eng_t *e, const job_t *j)
 {
-    out_t *o = start(e, j);
-    out_wait(o);
+    gen_t *o = start(e, j);
+    gen_wait(o);
     return o;
 }
 
 /* b (speculation on) gave what a (off) gave: tokens, text, finish, logprobs within tol. */
-static void same(const out_t *a, const out_t *b, const char *what)
+static void same(const gen_t *a, const gen_t *b, const char *what)
 {
     ck_assert_msg(a->n == b->n, "%s: %d tokens without speculation, %d with", what, a->n, b->n);
     for (int k = 0; k < a->n; k++) {
@@ -612,12 +530,12 @@ static void compare_all(eng_t *off, eng_t *on, const eng_sampling_t *s, int max_
         job_t j;
         job_default(&j, repeating[i], max_tokens);
         j.s = *s;
-        out_t *a = run(off, &j), *b = run(on, &j);
+        gen_t *a = run(off, &j), *b = run(on, &j);
         char what[64];
         snprintf(what, sizeof what, "prompt %zu", i);
         same(a, b, what);
-        out_free(a);
-        out_free(b);
+        free(a);
+        free(b);
     }
     eng_stats(on, &s1);
     *drafted = s1.draft_tokens - s0.draft_tokens;
@@ -698,12 +616,12 @@ START_TEST(test_limits_and_stops)
     for (int m = 1; m <= 12; m++) {
         job_t j;
         job_default(&j, repeating[0], m);
-        out_t *a = run(off, &j), *b = run(on, &j);
+        gen_t *a = run(off, &j), *b = run(on, &j);
         ck_assert_int_eq(b->n, m);
         ck_assert_int_eq(b->finish, ENG_FINISH_LENGTH);
         same(a, b, "max_tokens");
-        out_free(a);
-        out_free(b);
+        free(a);
+        free(b);
     }
     /* the context end: prompt + max_tokens = n_ctx */
     {
@@ -722,17 +640,17 @@ START_TEST(test_limits_and_stops)
         job_default(&j, NULL, n_ctx - np);
         j.ids = p;
         j.n_ids = np;
-        out_t *a = run(off, &j), *b = run(on, &j);
+        gen_t *a = run(off, &j), *b = run(on, &j);
         ck_assert_int_eq(b->n, n_ctx - np);
         same(a, b, "context end");
-        out_free(a);
-        out_free(b);
+        free(a);
+        free(b);
         free(p);
     }
     /* stop strings found inside runs: each a piece of the text generated without them */
     job_t j;
     job_default(&j, repeating[0], 80);
-    out_t *full = run(off, &j);
+    gen_t *full = run(off, &j);
     ck_assert_uint_gt(full->n_text, 60);
     int n_stops = 0;
     for (size_t at = 10; at + 4 < full->n_text && n_stops < 12; at += 9, n_stops++) {
@@ -740,13 +658,13 @@ START_TEST(test_limits_and_stops)
         memcpy(stop, full->text + at, 4);
         stop[4] = 0;
         j.stop = stop;
-        out_t *a = run(off, &j), *b = run(on, &j);
+        gen_t *a = run(off, &j), *b = run(on, &j);
         ck_assert_int_eq(a->finish, ENG_FINISH_STOP);
         same(a, b, stop);
-        out_free(a);
-        out_free(b);
+        free(a);
+        free(b);
     }
-    out_free(full);
+    free(full);
     eng_stats_t st;
     eng_stats(on, &st);
     ck_assert_uint_gt(st.draft_accepted, 0);
@@ -790,7 +708,7 @@ START_TEST(test_eos_in_run)
         j.s.n_probs = 2;
         eng_stats_t s0, s1b;
         eng_stats(on, &s0);
-        out_t *a = run(off, &j), *b = run(on, &j);
+        gen_t *a = run(off, &j), *b = run(on, &j);
         eng_stats(on, &s1b);
         same(a, b, "eos");
         if (b->finish == ENG_FINISH_STOP && b->n > 1) {
@@ -799,8 +717,8 @@ START_TEST(test_eos_in_run)
             ck_assert_uint_gt(s1b.draft_accepted, s0.draft_accepted);
             stops++;
         }
-        out_free(a);
-        out_free(b);
+        free(a);
+        free(b);
     }
     ck_assert_int_ge(stops, 3);
     close_spec(on);
@@ -822,12 +740,12 @@ START_TEST(test_grammar)
         job_default(&j, prompts[i], 60);
         j.s.grammar = g;
         j.s.n_probs = 1;
-        out_t *a = run(off, &j), *b = run(on, &j);
+        gen_t *a = run(off, &j), *b = run(on, &j);
         same(a, b, "json");
         ck_assert_uint_gt(b->n_text, 0);
         ck_assert_ptr_nonnull(memchr(b->text, '{', b->n_text));
-        out_free(a);
-        out_free(b);
+        free(a);
+        free(b);
     }
     eng_stats_t st;
     eng_stats(on, &st);
@@ -843,11 +761,11 @@ START_TEST(test_cancel)
     eng_t *off = open_spec(0, 2, 0, false, 0), *on = open_spec(8, 2, 0, false, 1);
     job_t j;
     job_default(&j, repeating[0], 150);
-    out_t *a = run(off, &j);
+    gen_t *a = run(off, &j);
     for (int at = 1; at <= 25; at += 6) {
         j.cancel_eng = on;
         j.cancel_after = at;
-        out_t *b = run(on, &j);
+        gen_t *b = run(on, &j);
         ck_assert_int_eq(b->finish, ENG_FINISH_CANCEL);
         /* the step that ran on: at most one run more */
         ck_assert_int_ge(b->n, at);
@@ -855,9 +773,9 @@ START_TEST(test_cancel)
         for (int k = 0; k < b->n; k++)
             ck_assert_int_eq(b->tok[k], a->tok[k]);
         ck_assert_int_eq(b->t.n_gen, b->n);
-        out_free(b);
+        free(b);
     }
-    out_free(a);
+    free(a);
     eng_stats_t st;
     eng_stats(on, &st);
     ck_assert_int_eq(st.running, 0);
@@ -873,7 +791,7 @@ START_TEST(test_concurrent)
 {
     enum { N = 8 };
     eng_t *off = open_spec(0, 1, 0, false, 0);
-    out_t *alone[N];
+    gen_t *alone[N];
     job_t jobs[N];
     for (int i = 0; i < N; i++) {
         job_default(&jobs[i], repeating[i % FD_ARRAY_LEN(repeating)], 30 + 11 * i);
@@ -890,15 +808,15 @@ START_TEST(test_concurrent)
         eng_t *on = open_spec(8, 4, pass ? 7 : 0, pass == 1, 1);
         eng_stats_t s0;
         eng_stats(on, &s0);
-        out_t *b[N];
+        gen_t *b[N];
         for (int i = 0; i < N; i++)
             b[i] = start(on, &jobs[i]);
         uint64_t n_gen = 0;
         for (int i = 0; i < N; i++) {
-            out_wait(b[i]);
+            gen_wait(b[i]);
             same(alone[i], b[i], pass ? "together, tight budget" : "together");
             n_gen += (uint64_t)b[i]->n;
-            out_free(b[i]);
+            free(b[i]);
         }
         eng_stats_t st;
         eng_stats(on, &st);
@@ -910,7 +828,7 @@ START_TEST(test_concurrent)
         close_spec(on);
     }
     for (int i = 0; i < N; i++)
-        out_free(alone[i]);
+        free(alone[i]);
 }
 END_TEST
 
@@ -953,10 +871,7 @@ int main(void)
     tcase_add_test(tc, test_ngram_cases);
     tcase_add_test(tc, test_driver);
     suite_add_tcase(s, tc);
-    if (tu_shared("models/stories260K.gguf", 0) ||
-        (getenv("FUSIOND_REQUIRE_SHARED") &&
-         strcmp(getenv("FUSIOND_REQUIRE_SHARED"), "1") == 0 &&
-         tu_shared("models/stories260K.gguf", 1))) {
+    if (tu_shared_part("models/stories260K.gguf", "the model tests")) {
         TCase *tm = tcase_create("model");
         tcase_set_timeout(tm, 300);
         tcase_add_test(tm, test_greedy_and_logprobs);

@@ -35,6 +35,20 @@ static inline const char *tu_shared(const char *rel, int need)
     exit(77);
 }
 
+/* Whether the shared file for an optional part of a suite is there: true if so; false (and a
+ * line saying that part is skipped) if not, except under FUSIOND_REQUIRE_SHARED=1, where a
+ * missing file fails the run as tu_shared(rel, 1) does. */
+static inline int tu_shared_part(const char *rel, const char *part)
+{
+    if (tu_shared(rel, 0))
+        return 1;
+    const char *req = getenv("FUSIOND_REQUIRE_SHARED");
+    if (req && strcmp(req, "1") == 0)
+        tu_shared(rel, 1);
+    fprintf(stderr, "SKIP: %s (shared test data missing: %s)\n", part, rel);
+    return 0;
+}
+
 /* FUSIOND_TEST_TIME_SCALE (>= 1; make check sets 4 in --enable-asan builds): multiplies the
  * time bounds that only a slow build or a loaded machine can reach.  Prefer waiting for an
  * observable state; scale what is honestly a time bound. */

@@ -24,7 +24,7 @@ static const char *const family_names[CHAT_N_FAMILIES] = {
     [CHAT_PLAIN] = "plain",   [CHAT_LLAMA2] = "llama2",   [CHAT_LLAMA3] = "llama3",
     [CHAT_LLAMA31] = "llama3.1", [CHAT_CHATML] = "chatml", [CHAT_QWEN] = "qwen",
     [CHAT_MISTRAL] = "mistral", [CHAT_GEMMA] = "gemma",   [CHAT_PHI3] = "phi3",
-    [CHAT_ZEPHYR] = "zephyr", [CHAT_QWEN3] = "qwen3",
+    [CHAT_ZEPHYR] = "zephyr", [CHAT_QWEN3] = "qwen3", [CHAT_DEEPSEEK_R1] = "deepseek-r1",
 };
 
 static const char *const role_names[] = {"system", "user", "assistant", "tool"};
@@ -70,6 +70,10 @@ int chat_detect(const char *t, size_t n)
 {
     if (!t || n == 0)
         return CHAT_PLAIN;
+    /* DeepSeek's full-width turn markers; no other family's template has them */
+    if (has(t, n, "<\xef\xbd\x9cUser\xef\xbd\x9c>") &&
+        has(t, n, "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>"))
+        return CHAT_DEEPSEEK_R1;
     /* most specific markers first: several families share [INST] or <|user|> */
     if (has(t, n, "<|im_start|>")) {
         if (has(t, n, "You are Qwen, created by Alibaba Cloud"))
@@ -877,6 +881,104 @@ static int fmt_qwen3(ctx_t *c)
     return 0;
 }
 
+/* DeepSeek's full-width markers (U+FF5C around the names, U+2581 for the spaces) */
+#define DS_USER "<\xef\xbd\x9cUser\xef\xbd\x9c>"
+#define DS_ASSISTANT "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>"
+#define DS_EOS "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"
+#define DS_CALLS_BEGIN "<\xef\xbd\x9ctool\xe2\x96\x81" "calls\xe2\x96\x81" "begin\xef\xbd\x9c>"
+#define DS_CALLS_END "<\xef\xbd\x9ctool\xe2\x96\x81" "calls\xe2\x96\x81" "end\xef\xbd\x9c>"
+#define DS_CALL_BEGIN "<\xef\xbd\x9ctool\xe2\x96\x81" "call\xe2\x96\x81" "begin\xef\xbd\x9c>"
+#define DS_CALL_END "<\xef\xbd\x9ctool\xe2\x96\x81" "call\xe2\x96\x81" "end\xef\xbd\x9c>"
+#define DS_SEP "<\xef\xbd\x9ctool\xe2\x96\x81sep\xef\xbd\x9c>"
+#define DS_OUTS_BEGIN "<\xef\xbd\x9ctool\xe2\x96\x81outputs\xe2\x96\x81" "begin\xef\xbd\x9c>"
+#define DS_OUTS_END "<\xef\xbd\x9ctool\xe2\x96\x81outputs\xe2\x96\x81" "end\xef\xbd\x9c>"
+#define DS_OUT_BEGIN "<\xef\xbd\x9ctool\xe2\x96\x81output\xe2\x96\x81" "begin\xef\xbd\x9c>"
+#define DS_OUT_END "<\xef\xbd\x9ctool\xe2\x96\x81output\xe2\x96\x81" "end\xef\xbd\x9c>"
+
+/* DeepSeek-R1-Distill (tests/data/chat-templates/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja):
+ * bos + the LAST system message's text, then per message: user '<｜User｜>' + content; an
+ * assistant's tool calls, the first call of the whole conversation as '<｜Assistant｜>' +
+ * calls-begin + call-begin and every later one (in this message or any other: the template's
+ * is_first flag is never reset) as '\n' + call-begin, each 'function<｜tool▁sep｜>' + name +
+ * '\n```json\n' + arguments (raw text) + '\n```' + call-end, then calls-end + the literal
+ * end-of-sentence marker; an assistant's content when not null: right after tool outputs
+ * '<｜tool▁outputs▁end｜>' + content + eos-marker, else '<｜Assistant｜>' + what follows the
+ * last '</think>' + eos-marker; tool: the first of the conversation (is_output_first is never
+ * reset either) outputs-begin + output-begin + content + output-end, later ones '\n' +
+ * output-begin + content + output-end.  Ending on tool output closes the outputs (and writes
+ * no generation prompt); else the prompt is '<｜Assistant｜><think>\n'. */
+static int fmt_deepseek_r1(ctx_t *c)
+{
+    const chat_msg_t *sys = NULL;
+    for (size_t i = 0; i < c->n; i++)
+        if (c->m[i].role == CHAT_SYSTEM)
+            sys = &c->m[i];
+    puts_(c->b, c->o->bos);
+    if (sys)
+        put_content(c->b, sys);
+    bool is_first = false, is_tool = false, is_output_first = true;
+    for (size_t i = 0; i < c->n; i++) {
+        const chat_msg_t *m = &c->m[i];
+        if (m->role == CHAT_USER) {
+            is_tool = false;
+            puts_(c->b, DS_USER);
+            put_content(c->b, m);
+        }
+        if (m->role == CHAT_ASSISTANT && m->n_calls) {
+            is_tool = false;
+            for (size_t k = 0; k < m->n_calls; k++) {
+                if (!is_first) {
+                    puts_(c->b, DS_ASSISTANT DS_CALLS_BEGIN DS_CALL_BEGIN);
+                    is_first = true;
+                } else {
+                    puts_(c->b, "\n" DS_CALL_BEGIN);
+                }
+                puts_(c->b, "function" DS_SEP);
+                puts_(c->b, m->calls[k].name);
+                puts_(c->b, "\n```json\n");
+                puts_(c->b, m->calls[k].arguments);
+                puts_(c->b, "\n```" DS_CALL_END);
+            }
+            puts_(c->b, DS_CALLS_END DS_EOS);
+        }
+        if (m->role == CHAT_ASSISTANT && m->content) {
+            if (is_tool) {
+                puts_(c->b, DS_OUTS_END);
+                put_content(c->b, m);
+                puts_(c->b, DS_EOS);
+                is_tool = false;
+            } else {
+                const char *body = m->content;
+                size_t blen = m->len;
+                const char *last = find(body, blen, "</think>", true);
+                if (last) {
+                    blen -= (size_t)(last + 8 - body);
+                    body = last + 8;
+                }
+                puts_(c->b, DS_ASSISTANT);
+                put(c->b, body, blen);
+                puts_(c->b, DS_EOS);
+            }
+        }
+        if (m->role == CHAT_TOOL) {
+            is_tool = true;
+            if (is_output_first) {
+                puts_(c->b, DS_OUTS_BEGIN DS_OUT_BEGIN);
+                is_output_first = false;
+            } else {
+                puts_(c->b, "\n" DS_OUT_BEGIN);
+            }
+            put_content(c->b, m);
+            puts_(c->b, DS_OUT_END);
+        }
+    }
+    if (is_tool)
+        puts_(c->b, DS_OUTS_END);
+    if (c->o->add_generation_prompt && !is_tool)
+        puts_(c->b, DS_ASSISTANT "<think>\n");
+    return 0;
+}
+
 /* [AVAILABLE_TOOLS][...][/AVAILABLE_TOOLS]: each tool's function object key by key (not
  * "return"), a string value written raw between quotes (the template does not escape it),
  * any other value through tojson. */
@@ -1088,7 +1190,7 @@ bool chat_has_tools(int family)
 
 bool chat_has_thinking(int family)
 {
-    return family == CHAT_QWEN3;
+    return family == CHAT_QWEN3 || family == CHAT_DEEPSEEK_R1;
 }
 
 int chat_tool_prefill(int family, const char *name, char **out)
@@ -1147,7 +1249,8 @@ int chat_format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t 
         set_err(err, errlen, "no messages");
         return -EINVAL;
     }
-    bool tooled = chat_has_tools(family);
+    /* DeepSeek-R1's template renders calls and outputs in the history, but not the tools */
+    bool tooled = chat_has_tools(family) || family == CHAT_DEEPSEEK_R1;
     for (size_t i = 0; i < n; i++) {
         const chat_msg_t *m = &msgs[i];
         if (m->role < CHAT_SYSTEM || m->role > CHAT_TOOL) {
@@ -1180,7 +1283,7 @@ int chat_format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t 
     }
     cJSON *tools = NULL;
     if (o.tools && *o.tools) {
-        if (!tooled) {
+        if (!chat_has_tools(family)) {
             set_err(err, errlen, "the %s chat format has no tool calling",
                     chat_family_name(family));
             return -ENOTSUP;
@@ -1206,6 +1309,7 @@ int chat_format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t 
     case CHAT_CHATML: rc = fmt_chatml(&c, false); break;
     case CHAT_QWEN: rc = fmt_chatml(&c, true); break;
     case CHAT_QWEN3: rc = fmt_qwen3(&c); break;
+    case CHAT_DEEPSEEK_R1: rc = fmt_deepseek_r1(&c); break;
     case CHAT_MISTRAL: rc = fmt_mistral(&c); break;
     case CHAT_GEMMA: rc = fmt_gemma(&c); break;
     case CHAT_PHI3: rc = fmt_phi3(&c); break;

@@ -22,6 +22,7 @@ enum chat_family {
     CHAT_PHI3,      /* <|user|> ... <|end|> */
     CHAT_ZEPHYR,    /* <|user|> ... EOS */
     CHAT_QWEN3,     /* ChatML as Qwen3: <think> reasoning blocks, Qwen's tool syntax */
+    CHAT_DEEPSEEK_R1, /* DeepSeek-R1-Distill: <｜User｜>/<｜Assistant｜>, the prompt opens <think> */
     CHAT_N_FAMILIES
 };
 
@@ -69,7 +70,7 @@ int chat_role_from_name(const char *name);
 const char *chat_role_name(int role);
 
 /* Family names, as accepted in the configuration: "plain", "llama2", "llama3", "llama3.1",
- * "chatml", "qwen", "qwen3", "mistral", "gemma", "phi3", "zephyr".  -EINVAL for others. */
+ * "chatml", "qwen", "qwen3", "mistral", "gemma", "phi3", "zephyr", "deepseek-r1".  -EINVAL for others. */
 int chat_family_from_name(const char *name);
 const char *chat_family_name(int family);
 
@@ -84,11 +85,12 @@ int chat_select(const char *override, const char *tmpl, size_t len, int *family,
                 const char **note);
 
 /* Whether the family's template renders tools, tool calls and tool results: Llama 3.1,
- * Qwen 2.5, Qwen3 and Mistral Nemo. */
+ * Qwen 2.5, Qwen3 and Mistral Nemo.  DeepSeek-R1's renders the calls and results of the
+ * history (chat_format takes them) but not the tools, so it does not count here. */
 bool chat_has_tools(int family);
 
 /* Whether the family's models write their reasoning as "<think>...</think>" before the
- * answer (Qwen3): what reasoning_format "auto" separates. */
+ * answer (Qwen3, DeepSeek-R1): what reasoning_format "auto" separates. */
 bool chat_has_thinking(int family);
 
 /* The text a model of the family writes to open a tool call, for the server to append to

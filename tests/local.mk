@@ -270,6 +270,7 @@ tests_chat_render_LDADD = $(SRV_LIBS)
 dist_check_SCRIPTS += tests/test_chat_jinja.py
 TESTS += tests/test_chat_jinja.py
 EXTRA_DIST += tests/data/chat-templates/Qwen-Qwen3-0.6B.jinja tests/data/chat-templates/README.md
+EXTRA_DIST += tests/data/chat-templates/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja
 
 check_PROGRAMS += tests/test_toolcall
 tests_test_toolcall_SOURCES = tests/test_toolcall.c

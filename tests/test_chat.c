@@ -65,6 +65,10 @@ static const struct {
     {CHAT_ZEPHYR, "<s>", "</s>",
      "<|system|>\nYou are terse.</s>\n<|user|>\nHello!</s>\n<|assistant|>\n Hi there. </s>\n"
      "<|user|>\nWhat is 2+2?\n</s>\n<|assistant|>\n"},
+    /* DeepSeek-R1: the system text right after BOS; the prompt opens the think block */
+    {CHAT_DEEPSEEK_R1, "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>",
+     "<｜begin▁of▁sentence｜>You are terse.<｜User｜>Hello!<｜Assistant｜> Hi there. "
+     "<｜end▁of▁sentence｜><｜User｜>What is 2+2?\n<｜Assistant｜><think>\n"},
     {CHAT_PLAIN, "<s>", "</s>",
      "You are terse.\n\nUser: Hello!\nAssistant:  Hi there. \nUser: What is 2+2?\n\nAssistant:"},
 };
@@ -582,6 +586,72 @@ START_TEST(test_qwen3)
 }
 END_TEST
 
+/* DeepSeek-R1-Distill: history drops everything up to the last </think>; tool calls and
+ * outputs with the template's conversation-wide first-call and first-output flags; ending on
+ * a tool output closes the outputs without a generation prompt; the last system message is
+ * the one written; the tools list itself is refused (the template renders none); the
+ * repository's copy of the template is detected. */
+START_TEST(test_deepseek_r1)
+{
+    static const chat_call_t c1 = {"id1", "get", "{\"q\": 1}"};
+    static const chat_call_t c23[] = {{"id2", "a", "{}"}, {"id3", "b", "[1]"}};
+    static const chat_msg_t conv_r1[] = {
+        MSG(CHAT_SYSTEM, "S1"),
+        MSG(CHAT_USER, "Q"),
+        MSG(CHAT_ASSISTANT, "<think>\nr\n</think>x</think>\n\nA"),
+        MSG(CHAT_SYSTEM, "S2"),
+        MSG(CHAT_USER, "Q2"),
+        {.role = CHAT_ASSISTANT, .calls = &c1, .n_calls = 1},
+        {.role = CHAT_TOOL, .content = "R1", .len = 2, .call_id = "id1"},
+        MSG(CHAT_ASSISTANT, "said"),
+        {.role = CHAT_ASSISTANT, .content = "pre", .len = 3, .calls = c23, .n_calls = 2},
+        {.role = CHAT_TOOL, .content = "R2", .len = 2, .call_id = "id2"},
+        {.role = CHAT_TOOL, .content = "R3", .len = 2, .call_id = "id3"},
+    };
+    int rc;
+    char err[256];
+    char *out = fmt(CHAT_DEEPSEEK_R1, conv_r1, FD_ARRAY_LEN(conv_r1), "<B>", "<E>", true, false,
+                    &rc, err);
+    ck_assert_msg(rc == 0, "%s", err);
+    ck_assert_str_eq(out,
+        "<B>S2<｜User｜>Q<｜Assistant｜>\n\nA<｜end▁of▁sentence｜><｜User｜>Q2"
+        "<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get\n"
+        "```json\n{\"q\": 1}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜><｜end▁of▁sentence｜>"
+        "<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>R1<｜tool▁output▁end｜>"
+        "<｜tool▁outputs▁end｜>said<｜end▁of▁sentence｜>"
+        "\n<｜tool▁call▁begin｜>function<｜tool▁sep｜>a\n```json\n{}\n```<｜tool▁call▁end｜>"
+        "\n<｜tool▁call▁begin｜>function<｜tool▁sep｜>b\n```json\n[1]\n```<｜tool▁call▁end｜>"
+        "<｜tool▁calls▁end｜><｜end▁of▁sentence｜><｜Assistant｜>pre<｜end▁of▁sentence｜>"
+        "\n<｜tool▁output▁begin｜>R2<｜tool▁output▁end｜>"
+        "\n<｜tool▁output▁begin｜>R3<｜tool▁output▁end｜><｜tool▁outputs▁end｜>");
+    free(out);
+    /* without a generation prompt, a user turn ends the text */
+    out = fmt(CHAT_DEEPSEEK_R1, conv_r1 + 1, 1, "", "", false, false, &rc, err);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_str_eq(out, "<｜User｜>Q");
+    free(out);
+    /* the tools list: the template has no place for it */
+    chat_opts_t o = {.tools = tools_one, .add_generation_prompt = true};
+    size_t len;
+    out = (char *)1;
+    ck_assert_int_eq(chat_format(CHAT_DEEPSEEK_R1, conv_r1 + 1, 1, &o, &out, &len, err,
+                                 sizeof err), -ENOTSUP);
+    ck_assert_ptr_null(out);
+    ck_assert(!chat_has_tools(CHAT_DEEPSEEK_R1));
+    ck_assert(chat_has_thinking(CHAT_DEEPSEEK_R1));
+    ck_assert_ptr_null(chat_tool_close(CHAT_DEEPSEEK_R1));
+    ck_assert_int_eq(chat_family_from_name("deepseek-r1"), CHAT_DEEPSEEK_R1);
+    ck_assert_str_eq(chat_family_name(CHAT_DEEPSEEK_R1), "deepseek-r1");
+    size_t n;
+    char *t = tu_slurp(tu_src("tests/data/chat-templates/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"),
+                       &n);
+    ck_assert_int_eq(chat_detect(t, n), CHAT_DEEPSEEK_R1);
+    free(t);
+    /* one marker alone is not the family */
+    ck_assert_int_eq(chat_detect("<｜User｜>{{x}}", strlen("<｜User｜>{{x}}")), -ENOENT);
+}
+END_TEST
+
 static const char *const shared_files[] = {
     "chat-templates/Qwen-Qwen2.5-7B-Instruct.jinja",
     "chat-templates/google-gemma-2-2b-it.jinja",
@@ -606,6 +676,7 @@ int main(void)
     tcase_add_test(tc, test_tool_refusals);
     tcase_add_test(tc, test_prefill_and_json);
     tcase_add_test(tc, test_qwen3);
+    tcase_add_test(tc, test_deepseek_r1);
     suite_add_tcase(s, tc);
     if (!missing) {
         tc = tcase_create("shared templates");

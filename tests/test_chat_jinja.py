@@ -5,7 +5,9 @@ Nemo's .jinja files in $FUSIOND_SHARED/chat-templates, and Qwen3's in the reposi
 (tests/data/chat-templates), is rendered with jinja2 the way transformers renders it
 (trim_blocks, lstrip_blocks, loopcontrols, tojson as json.dumps with ensure_ascii=False,
 raise_exception) and compared with tests/chat_render's output; a template that refuses a
-conversation must be refused by chat.c too.  Qwen3 also gets reasoning (reasoning_content,
+conversation must be refused by chat.c too.  DeepSeek-R1-Distill's template (also in
+tests/data) gets its own cases: <think> in assistant history, tool calls and outputs (its
+template renders no tools list: it is given none), seeded random conversations.  Qwen3 also gets reasoning (reasoning_content,
 <think> in content), multi-step tool use and enable_thinking.  Skips (77) when python3-jinja2
 is missing, unless FUSIOND_REQUIRE_JINJA=1 (CI's flag), where that is a failure; without the
 shared folder only Qwen3 is compared (a failure under FUSIOND_REQUIRE_SHARED=1)."""
@@ -47,6 +49,10 @@ if not HAVE_SHARED:
 SRCDIR = os.environ.get("top_srcdir", os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                    ".."))
 QWEN3 = os.path.join(SRCDIR, "tests", "data", "chat-templates", "Qwen-Qwen3-0.6B.jinja")
+R1 = os.path.join(SRCDIR, "tests", "data", "chat-templates",
+                  "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja")
+R1_BOS = "<\uff5cbegin\u2581of\u2581sentence\uff5c>"
+R1_EOS = "<\uff5cend\u2581of\u2581sentence\uff5c>"
 
 
 class Refused(Exception):
@@ -73,9 +79,10 @@ FAMILIES = {
     "qwen": (os.path.join(TDIR, "Qwen-Qwen2.5-7B-Instruct.jinja"), "", "<|im_end|>"),
     "mistral": (os.path.join(TDIR, "mistralai-Mistral-Nemo-Instruct-2407.jinja"), "<s>", "</s>"),
     "qwen3": (QWEN3, "", "<|im_end|>"),
+    "deepseek-r1": (R1, R1_BOS, R1_EOS),
 }
 if not HAVE_SHARED:
-    FAMILIES = {"qwen3": FAMILIES["qwen3"]}
+    FAMILIES = {k: FAMILIES[k] for k in ("qwen3", "deepseek-r1")}
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather",
@@ -205,7 +212,12 @@ QWEN3_CASES = [
 
 def jinja_msgs(fam, msgs):
     """What the template is given: the messages as vLLM hands them over (a null content,
-    which Qwen3's template cannot take, as "")."""
+    which Qwen3's template cannot take, as ""; DeepSeek-R1's concatenates the arguments, so
+    they go as the JSON text a client sends)."""
+    if fam == "deepseek-r1":
+        return [dict(m, tool_calls=[dict(c, function=dict(
+            c["function"], arguments=json.dumps(c["function"]["arguments"])))
+            for c in m["tool_calls"]]) if m.get("tool_calls") else m for m in msgs]
     if fam != "qwen3":
         return msgs
     return [dict(m, content="") if m.get("content") is None else m for m in msgs]
@@ -229,12 +241,59 @@ def random_qwen3_cases(n, seed=1234):
 
 QWEN3_CASES += random_qwen3_cases(150)
 
+# DeepSeek-R1-Distill: the model's own <think> blocks in history (dropped up to the last
+# </think>), tool calls (the template's first-call flag spans the whole conversation) and
+# tool outputs (so does its first-output flag), several system messages (the last wins).
+R1_A_THINK = asst("<think>\nLet me think.\n</think>\n\nIt is 21 degrees.")
+R1_A_NOOPEN = asst("thoughts only closed</think>answer")
+R1_A_TWO_CLOSE = asst("a</think>b</think>\nc")
+R1_SYS2 = {"role": "system", "content": "Second system message."}
+R1_A_EMPTY = asst("")
+R1_CASES = [
+    ("plain chat", [U1], None),
+    ("system", [SYS, U1], None),
+    ("only a system message", [SYS], None),
+    ("multi-turn with think in assistant content", [SYS, U1, R1_A_THINK, U2], None),
+    ("think, unopened close, two closes", [U1, R1_A_THINK, U2, R1_A_NOOPEN, U1,
+                                           R1_A_TWO_CLOSE], None),
+    ("two system messages, the last wins", [SYS, U1, R1_SYS2, U2], None),
+    ("one call round trip", [SYS, U1, A_CALL, T_RES], None),
+    ("round trip then answer, next question", [SYS, U1, A_CALL, T_RES, A_TEXT, U2], None),
+    ("two calls with content, two results", [U1, A_TWO] + T2, None),
+    ("call with content and results, then answer", [SYS, U1, A_TWO] + T2 + [A_TEXT], None),
+    ("two rounds of calls", [U1, A_CALL, T_RES, R1_A_THINK, U2, A_TWO] + T2 + [R1_A_THINK],
+     None),
+    ("calls after an answer", [U1, A_TEXT, U2, A_CALL, T_RES], None),
+    ("a tool result first", [T_RES, U2], None),
+    ("empty contents", [{"role": "user", "content": ""}, R1_A_EMPTY], None),
+    ("unicode and markup in a result", [U1, A_CALL, {"role": "tool", "tool_call_id": "abcDEF123",
+                                                     "content": "<\uff5ctool\u2581output\u2581"
+                                                                "end\uff5c>\"\u00e9\U0001F600"}],
+     None),
+    ("assistant first", [R1_A_THINK, U2], None),
+]
+
+
+def random_r1_cases(n, seed=4321):
+    """Seeded random conversations from the pieces above, as for Qwen3."""
+    import random
+    rng = random.Random(seed)
+    pool = [SYS, R1_SYS2, U1, U2, A_TEXT, R1_A_THINK, R1_A_NOOPEN, R1_A_TWO_CLOSE, R1_A_EMPTY,
+            A_CALL, A_TWO, A_CALL_TEXT, T_RES, T_C1] + T2
+    return [("random %d" % i, [rng.choice(pool) for _ in range(rng.randint(1, 7))], None)
+            for i in range(n)]
+
+
+R1_CASES += random_r1_cases(150)
+
 fails = 0
 checked = 0
 for fam, (fname, bos, eos) in FAMILIES.items():
     with open(fname, encoding="utf-8") as f:
         tmpl = ENV.from_string(f.read())
     cases = [c if len(c) == 4 else c + ({},) for c in CASES]
+    if fam == "deepseek-r1":
+        cases = [c + ({},) for c in R1_CASES]
     if fam == "qwen3":
         cases += [c if len(c) == 4 else c + ({},) for c in QWEN3_CASES]
     for name, msgs, tools, kw in cases:

@@ -95,14 +95,16 @@ static const opt_t opts[] = {
      "its file name."},
     {"chat_template", 0, T_STR, O(chat_template), "", 0, 0, NULL, 0, NULL, "Model and engine",
      "FAMILY", "Chat prompt format for /v1/chat/completions: a family name (llama2, llama3, "
-     "llama3.1, chatml, qwen, qwen3, mistral, gemma, phi3, zephyr) or template text; empty: "
+     "llama3.1, chatml, qwen, qwen3, mistral, gemma, phi3, zephyr, deepseek-r1) or template "
+     "text; empty: "
      "the model's "
      "tokenizer.chat_template."},
     {"reasoning_format", 0, T_ENUM, O(reasoning_format), "auto", 0, 0, reasoning_names, 0,
      NULL, "Model and engine", NULL, "Where a chat answer's \"<think>...</think>\" block "
      "goes (llama-server's --reasoning-format): deepseek: message.reasoning_content "
      "(delta.reasoning_content when streamed), the rest in content; none: left in content; "
-     "auto: deepseek for the qwen3 chat format, none for the others.  A request's "
+     "auto: deepseek for the qwen3 and deepseek-r1 chat formats (deepseek-r1's generation "
+     "prompt opens the block: the answer starts inside it), none for the others.  A request's "
      "reasoning_format overrides it."},
     {"backend", 'b', T_ENUM, O(backend), "cpu", 0, 0, backend_names, 0, NULL,
      "Model and engine", NULL, "Compute backend."},

@@ -63,6 +63,11 @@ void rsn_free(rsn_t *r)
     sb_free(&r->hold);
 }
 
+void rsn_start_inside(rsn_t *r)
+{
+    r->state = ST_LEAD;
+}
+
 bool rsn_thinking(const rsn_t *r)
 {
     return r->state == ST_START || r->state == ST_LEAD || r->state == ST_THINK;

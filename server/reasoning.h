@@ -45,6 +45,12 @@ int rsn_feed(rsn_t *r, const char *text, size_t len, sb_t *reasoning, sb_t *cont
  * is trimmed, is dropped; a partial tag is what it is, text). */
 int rsn_finish(rsn_t *r, sb_t *reasoning, sb_t *content);
 
+/* The prompt already opened the block (DeepSeek-R1's generation prompt ends in "<think>\n"):
+ * the output starts inside the reasoning, so "abc</think>answer" is reasoning "abc" and
+ * content "answer", and an output that never closes it is all reasoning.  Call right after
+ * rsn_init, before the first rsn_feed. */
+void rsn_start_inside(rsn_t *r);
+
 /* Whether the splitter is still inside (or before) the reasoning. */
 bool rsn_thinking(const rsn_t *r);
 

@@ -159,6 +159,8 @@ struct srv_job {
     int n_choices;
     bool tc_on;                 /* tools offered: calls are parsed out of the output */
     bool rsn_on;                /* the think block is separated (reasoning_format) */
+    bool rsn_inside;            /* the prompt opened it (ends in "<think>\n"): the output
+                                   starts inside the reasoning */
     char *tc_prefill;           /* tool_choice required / named: the call's opening, already
                                    in the prompt, which the output continues */
     int n_running;
@@ -1897,6 +1899,7 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
                 !r->no_thinking && !j->rs &&
                 !(r->tools && (r->tool_choice == RQ_TOOLS_REQUIRED ||
                                r->tool_choice == RQ_TOOLS_NAMED));
+    j->rsn_inside = j->rsn_on && *len >= 8 && memcmp(*text + *len - 8, "<think>\n", 8) == 0;
     if (r->tools && (r->tool_choice == RQ_TOOLS_REQUIRED || r->tool_choice == RQ_TOOLS_NAMED)) {
         rc = chat_tool_prefill(fam, r->tool_choice == RQ_TOOLS_NAMED ? r->tool_name : NULL,
                                &j->tc_prefill);
@@ -2155,6 +2158,8 @@ static enum MHD_Result start_generation(srv_job_t *j)
         sb_init(&c->text);
         sb_init(&c->tc);
         rsn_init(&c->rsn);
+        if (j->rsn_inside)
+            rsn_start_inside(&c->rsn);
         sb_init(&c->rsn_text);
         sb_init(&c->rsn_r);
         sb_init(&c->rsn_c);
@@ -2648,7 +2653,8 @@ int srv_create(srv_t **out, uv_loop_t *loop, eng_t *eng, const srv_config_t *cfg
     if (cfg->chat_template && cfg->chat_template[0] && strcmp(cfg->chat_template, "auto") != 0 &&
         chat_family_from_name(cfg->chat_template) < 0) {
         snprintf(err, errlen, "unknown chat template family '%s' (plain, llama2, llama3, "
-                 "llama3.1, chatml, qwen, qwen3, mistral, gemma, phi3, zephyr or auto)",
+                 "llama3.1, chatml, qwen, qwen3, mistral, gemma, phi3, zephyr, deepseek-r1 or "
+                 "auto)",
                  cfg->chat_template);
         return -EINVAL;
     }

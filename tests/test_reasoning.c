@@ -3,32 +3,43 @@
  * trimmed, the content's leading whitespace dropped, an unclosed block all reasoning, no
  * leading "<think>" all content), the same whether the text comes whole, byte by byte or cut
  * anywhere in two or three pieces (a tag split across tokens); counts the think block's
- * tokens; and knows the format names. */
+ * tokens; and knows the format names.  Started inside the block (rsn_start_inside, as
+ * DeepSeek-R1's prompt opens it), the text up to "</think>" is the reasoning and an output
+ * that never closes it is all reasoning. */
 #include "server/reasoning.h"
 
 #include "tests/testutil.h"
 
 static const struct {
     const char *text, *reasoning, *content;
+    bool inside; /* the prompt opened the block */
 } cases[] = {
-    {"<think>\nI think.\n</think>\n\nAnswer.", "I think.", "Answer."},
-    {"Answer without a block", "", "Answer without a block"},
-    {"<think>", "", ""},
-    {"<thi", "", "<thi"},
-    {"<thinking>x", "", "<thinking>x"},
-    {" <think>x</think>y", "", " <think>x</think>y"},
-    {"<think>\n\n</think>\n\nHi", "", "Hi"},
-    {"<think>a </th b</think> c", "a </th b", "c"},
-    {"<think> unclosed \t\n", "unclosed", ""},
-    {"<think>a</think>b</think>c", "a", "b</think>c"},
-    {"<think>a\n</thi", "a\n</thi", ""},
-    {"<think>x</think>", "x", ""},
-    {"<think>r</think>\n\n<think>again</think>", "r", "<think>again</think>"},
+    {"<think>\nI think.\n</think>\n\nAnswer.", "I think.", "Answer.", false},
+    {"Answer without a block", "", "Answer without a block", false},
+    {"<think>", "", "", false},
+    {"<thi", "", "<thi", false},
+    {"<thinking>x", "", "<thinking>x", false},
+    {" <think>x</think>y", "", " <think>x</think>y", false},
+    {"<think>\n\n</think>\n\nHi", "", "Hi", false},
+    {"<think>a </th b</think> c", "a </th b", "c", false},
+    {"<think> unclosed \t\n", "unclosed", "", false},
+    {"<think>a</think>b</think>c", "a", "b</think>c", false},
+    {"<think>a\n</thi", "a\n</thi", "", false},
+    {"<think>x</think>", "x", "", false},
+    {"<think>r</think>\n\n<think>again</think>", "r", "<think>again</think>", false},
     {"<think>\xc3\xa9 \xc3\xbc\n</think>\r\n\xc3\xb1 \n", "\xc3\xa9 \xc3\xbc",
-     "\xc3\xb1 \n"},
-    {"<think>two\n\nparas \n\n more</think>ok", "two\n\nparas \n\n more", "ok"},
-    {"", "", ""},
-    {"reasoning</think>\n\nanswer", "", "reasoning</think>\n\nanswer"},
+     "\xc3\xb1 \n", false},
+    {"<think>two\n\nparas \n\n more</think>ok", "two\n\nparas \n\n more", "ok", false},
+    {"", "", "", false},
+    {"reasoning</think>\n\nanswer", "", "reasoning</think>\n\nanswer", false},
+    {"abc</think>\n\nanswer", "abc", "answer", true},
+    {"never closes \n", "never closes", "", true},
+    {"\n  lead \n</think> x\n", "lead", "x\n", true},
+    {"", "", "", true},
+    {"</think>", "", "", true},
+    {"<think>x</think>y", "<think>x", "y", true},
+    {"a</th", "a</th", "", true},
+    {"r</think>c</think>d", "r", "c</think>d", true},
 };
 
 typedef struct out {
@@ -45,6 +56,8 @@ static void run_cut(size_t i, size_t a, size_t b)
     sb_init(&o.r);
     sb_init(&o.c);
     rsn_init(&s);
+    if (cases[i].inside)
+        rsn_start_inside(&s);
     ck_assert_int_eq(rsn_feed(&s, t, a, &o.r, &o.c), 0);
     ck_assert_int_eq(rsn_feed(&s, t + a, b - a, &o.r, &o.c), 0);
     ck_assert_int_eq(rsn_feed(&s, t + b, n - b, &o.r, &o.c), 0);
@@ -84,6 +97,8 @@ START_TEST(test_bytewise)
         sb_init(&o.r);
         sb_init(&o.c);
         rsn_init(&s);
+        if (cases[i].inside)
+            rsn_start_inside(&s);
         for (size_t k = 0; t[k]; k++) {
             ck_assert_int_eq(rsn_feed(&s, t + k, 1, &o.r, &o.c), 0);
             /* what was released so far is a prefix of the final fields */
@@ -110,14 +125,18 @@ START_TEST(test_token_count)
         const char *toks[12];
         long long want;
         bool thinking; /* still in the block (or undecided) at the end */
+        bool inside;   /* started inside it */
     } tc[] = {
         {{"<", "think", ">\n", "r1", " r2", "\n</", "think", ">\n\n", "A", "B"}, 8,
-         false},
-        {{"Hello", "<think>", "x"}, 0, false},
-        {{"<", "thi"}, 0, true},
-        {{"<think>", "a", "b"}, 3, true},
-        {{"<think>", "</think>", "\n\n", "A"}, 2, false},
-        {{"<think>x</thi", "nk>", "y"}, 2, false},
+         false, false},
+        {{"Hello", "<think>", "x"}, 0, false, false},
+        {{"<", "thi"}, 0, true, false},
+        {{"<think>", "a", "b"}, 3, true, false},
+        {{"<think>", "</think>", "\n\n", "A"}, 2, false, false},
+        {{"<think>x</thi", "nk>", "y"}, 2, false, false},
+        {{"ab", "c</think>", "\n\n", "d"}, 2, false, true},
+        {{"ab", "cd"}, 2, true, true},
+        {{"</think>", "d"}, 1, false, true},
     };
     for (size_t i = 0; i < FD_ARRAY_LEN(tc); i++) {
         rsn_t s;
@@ -125,6 +144,8 @@ START_TEST(test_token_count)
         sb_init(&r);
         sb_init(&c);
         rsn_init(&s);
+        if (tc[i].inside)
+            rsn_start_inside(&s);
         for (size_t k = 0; k < 12 && tc[i].toks[k]; k++)
             ck_assert_int_eq(rsn_feed(&s, tc[i].toks[k], strlen(tc[i].toks[k]), &r, &c), 0);
         ck_assert_msg(s.n_reasoning_tokens == tc[i].want, "case %zu: %lld reasoning tokens",

@@ -242,6 +242,55 @@ static int message_content(const cJSON *c, const char *pp, bool assistant, char 
 }
 
 /* One input item, checked and normalized (into *out: what input_items lists). */
+/* parts (at pp) must be an array of {"type": type, "text": string} objects. */
+static int text_parts(const cJSON *parts, const char *pp, const char *type, rq_err_t *e)
+{
+    char kp[160];
+    if (!cJSON_IsArray(parts))
+        return bad(e, NULL, pp, "'%s' must be an array of %s parts, not %s", pp, type,
+                   type_name(parts));
+    int i = 0;
+    const cJSON *p;
+    cJSON_ArrayForEach(p, parts)
+    {
+        snprintf(kp, sizeof kp, "%s[%d]", pp, i++);
+        if (!cJSON_IsObject(p) || !is_str(field(p, "type"), type))
+            return bad(e, NULL, kp, "'%s' must be a {\"type\": \"%s\", \"text\": ...} "
+                       "object", kp, type);
+        snprintf(kp, sizeof kp, "%s[%d].text", pp, i - 1);
+        if (want_str(field(p, "text"), kp, e))
+            return -EINVAL;
+    }
+    return 0;
+}
+
+/* A reasoning item given back (an earlier answer's think block): its summary and
+ * content parts are kept; encrypted reasoning cannot be read here. */
+static int reasoning_input(const cJSON *it, const char *pp, cJSON *o, rq_err_t *e)
+{
+    char kp[160];
+    const cJSON *summary = field(it, "summary"), *content = field(it, "content");
+    const cJSON *enc = field(it, "encrypted_content");
+    snprintf(kp, sizeof kp, "%s.encrypted_content", pp);
+    if (enc && !cJSON_IsNull(enc))
+        return bad(e, "unsupported_parameter", kp, "'%s': encrypted reasoning is not "
+                   "supported (send the reasoning item as fusiond returned it)", kp);
+    snprintf(kp, sizeof kp, "%s.summary", pp);
+    if (!summary)
+        return bad(e, NULL, kp, "'%s' is required", kp);
+    int rc = text_parts(summary, kp, "summary_text", e);
+    snprintf(kp, sizeof kp, "%s.content", pp);
+    if (!rc && content && !cJSON_IsNull(content))
+        rc = text_parts(content, kp, "reasoning_text", e);
+    if (rc)
+        return rc;
+    if (!put(o, "type", cJSON_CreateString("reasoning")) || !put(o, "summary", dup(summary)) ||
+        (content && !cJSON_IsNull(content) && !put(o, "content", dup(content))))
+        return oom(e);
+    const cJSON *st = field(it, "status");
+    return st && !put(o, "status", dup(st)) ? oom(e) : 0;
+}
+
 static int input_item(const cJSON *it, const char *pp, cJSON **out, rq_err_t *e)
 {
     char kp[160];
@@ -346,9 +395,11 @@ static int input_item(const cJSON *it, const char *pp, cJSON **out, rq_err_t *e)
             return oom(e);
         return 0;
     }
+    if (strcmp(tv, "reasoning") == 0)
+        return reasoning_input(it, pp, o, e);
     snprintf(kp, sizeof kp, "%s.type", pp);
     return bad(e, "unsupported_parameter", kp, "'%s' is \"%.40s\": fusiond takes message, "
-               "function_call and function_call_output items", kp, tv);
+               "function_call, function_call_output and reasoning items", kp, tv);
 }
 
 static int parse_input(const cJSON *root, rs_req_t *q, rq_err_t *e)
@@ -677,16 +728,22 @@ static char *content_text(const cJSON *c)
 
 /* Appends the chat messages of items to msgs.  Consecutive function calls, and the calls
  * right after an assistant message, are one assistant message's tool_calls: the turn in
- * which the model wrote them. */
+ * which the model wrote them.  A reasoning item is the reasoning_content of the assistant
+ * message that follows it (its content parts, else its summary); it is left out when no
+ * assistant message follows. */
 static int items_to_messages(const cJSON *items, cJSON *msgs, rq_err_t *e)
 {
-    const cJSON *it;
+    const cJSON *it, *reasoning = NULL;
     cJSON_ArrayForEach(it, items)
     {
         const cJSON *type = field(it, "type");
         const char *tv = cJSON_IsString(type) ? type->valuestring : "message";
         cJSON *last = cJSON_GetArrayItem(msgs, cJSON_GetArraySize(msgs) - 1);
         cJSON *m = NULL;
+        if (strcmp(tv, "reasoning") == 0) {
+            reasoning = it;
+            continue;
+        }
         if (strcmp(tv, "message") == 0) {
             char *text = content_text(field(it, "content"));
             m = cJSON_CreateObject();
@@ -727,6 +784,17 @@ static int items_to_messages(const cJSON *items, cJSON *msgs, rq_err_t *e)
             free(text);
             if (!ok)
                 return oom(e);
+        }
+        if (m && reasoning) {
+            if (is_str(field(m, "role"), "assistant")) {
+                const cJSON *parts = field(reasoning, "content");
+                char *t = content_text(parts ? parts : field(reasoning, "summary"));
+                bool ok = t && put(m, "reasoning_content", cJSON_CreateString(t));
+                free(t);
+                if (!ok)
+                    return oom(e);
+            }
+            reasoning = NULL;
         }
     }
     return 0;
@@ -908,6 +976,7 @@ void rs_name_input(rs_req_t *q, const char *resp_id)
         const cJSON *type = field(it, "type");
         const char *prefix = is_str(type, "function_call")          ? "fc_"
                              : is_str(type, "function_call_output") ? "fco_"
+                             : is_str(type, "reasoning")            ? "rs_"
                                                                     : "msg_";
         char id[80];
         /* inputs count from 0x8000, outputs from 0: the ids of one response never meet */
@@ -981,6 +1050,49 @@ int rs_add_message(cJSON *arr, const char *resp_id, const char *text, size_t len
     item_id(id, sizeof id, "msg_", resp_id, cJSON_GetArraySize(arr));
     cJSON *part = text_part(text, len, lp);
     return part && put(arr, NULL, message_item(id, status, part)) ? 0 : -ENOMEM;
+}
+
+/* A reasoning item's content part. */
+static cJSON *reasoning_part(const char *text, size_t len)
+{
+    cJSON *p = cJSON_CreateObject();
+    if (!put(p, "type", cJSON_CreateString("reasoning_text")) ||
+        !put(p, "text", gen_str(text, len))) {
+        cJSON_Delete(p);
+        return NULL;
+    }
+    return p;
+}
+
+static cJSON *reasoning_item(const char *id, const char *status, cJSON *part)
+{
+    cJSON *r = cJSON_CreateObject(), *content = cJSON_CreateArray();
+    bool ok = put(r, "id", cJSON_CreateString(id)) &&
+              put(r, "type", cJSON_CreateString("reasoning")) &&
+              put(r, "summary", cJSON_CreateArray()) &&
+              put(r, "status", cJSON_CreateString(status));
+    if (!ok || !put(r, "content", content)) {
+        if (ok)
+            content = NULL;
+        cJSON_Delete(content);
+        cJSON_Delete(r);
+        cJSON_Delete(part);
+        return NULL;
+    }
+    if (part && !put(content, NULL, part)) {
+        cJSON_Delete(r);
+        return NULL;
+    }
+    return r;
+}
+
+int rs_add_reasoning(cJSON *arr, const char *resp_id, const char *text, size_t len,
+                     const char *status)
+{
+    char id[80];
+    item_id(id, sizeof id, "rs_", resp_id, cJSON_GetArraySize(arr));
+    cJSON *part = reasoning_part(text, len);
+    return part && put(arr, NULL, reasoning_item(id, status, part)) ? 0 : -ENOMEM;
 }
 
 int rs_add_call(cJSON *arr, const char *resp_id, const char *call_id, const char *name,
@@ -1066,7 +1178,7 @@ cJSON *rs_response_obj(const rs_req_t *q, const rs_result_t *r)
              put(id, "cached_tokens", cJSON_CreateNumber((double)r->cached_tokens)) &&
              put(u, "output_tokens", cJSON_CreateNumber((double)r->output_tokens)) &&
              put(u, "output_tokens_details", od) &&
-             put(od, "reasoning_tokens", cJSON_CreateNumber(0)) &&
+             put(od, "reasoning_tokens", cJSON_CreateNumber((double)r->reasoning_tokens)) &&
              put(u, "total_tokens",
                  cJSON_CreateNumber((double)(r->input_tokens + r->output_tokens)));
     } else if (ok) {
@@ -1092,9 +1204,10 @@ void rs_stream_init(rs_stream_t *st, const rs_req_t *q, const char *id, long lon
     st->res.status = "in_progress";
     st->output = cJSON_CreateArray();
     st->failed = !st->output;
-    st->msg = st->call = -1;
+    st->msg = st->call = st->rsn = -1;
     sb_init(&st->text);
     sb_init(&st->args);
+    sb_init(&st->rtext);
 }
 
 void rs_stream_free(rs_stream_t *st)
@@ -1103,6 +1216,7 @@ void rs_stream_free(rs_stream_t *st)
     cJSON_Delete(st->lps);
     sb_free(&st->text);
     sb_free(&st->args);
+    sb_free(&st->rtext);
     memset(st, 0, sizeof *st);
 }
 
@@ -1162,8 +1276,56 @@ static cJSON *ev_item(rs_stream_t *st, int idx, bool with_item, bool content)
     return ev;
 }
 
+static void close_reasoning(rs_stream_t *st, sb_t *out, const char *status)
+{
+    if (st->rsn < 0)
+        return;
+    cJSON *item = cJSON_GetArrayItem(st->output, st->rsn);
+    const char *text = st->rtext.buf ? st->rtext.buf : "";
+    cJSON *ev = ev_item(st, st->rsn, false, true);
+    if (ev && !put(ev, "text", gen_str(text, st->rtext.len)))
+        ev = (cJSON_Delete(ev), NULL);
+    emit(st, out, "response.reasoning_text.done", ev);
+    cJSON *part = reasoning_part(text, st->rtext.len);
+    ev = ev_item(st, st->rsn, false, true);
+    if (ev && !put(ev, "part", dup(part)))
+        ev = (cJSON_Delete(ev), NULL);
+    emit(st, out, "response.content_part.done", ev);
+    cJSON *content = cJSON_GetObjectItemCaseSensitive(item, "content");
+    if (!part || !put(content, NULL, part))
+        st->failed = true;
+    cJSON_ReplaceItemInObjectCaseSensitive(item, "status", cJSON_CreateString(status));
+    emit(st, out, "response.output_item.done", ev_item(st, st->rsn, true, false));
+    st->rsn = -1;
+    sb_reset(&st->rtext);
+}
+
+void rs_stream_reasoning(rs_stream_t *st, sb_t *out, const char *text, size_t len)
+{
+    if (st->rsn < 0) {
+        char id[80];
+        item_id(id, sizeof id, "rs_", st->res.id, cJSON_GetArraySize(st->output));
+        if (!put(st->output, NULL, reasoning_item(id, "in_progress", NULL))) {
+            st->failed = true;
+            return;
+        }
+        st->rsn = cJSON_GetArraySize(st->output) - 1;
+        emit(st, out, "response.output_item.added", ev_item(st, st->rsn, true, false));
+        cJSON *ev = ev_item(st, st->rsn, false, true);
+        if (ev && !put(ev, "part", reasoning_part("", 0)))
+            ev = (cJSON_Delete(ev), NULL);
+        emit(st, out, "response.content_part.added", ev);
+    }
+    sb_add(&st->rtext, text, len);
+    cJSON *ev = ev_item(st, st->rsn, false, true);
+    if (ev && !put(ev, "delta", gen_str(text, len)))
+        ev = (cJSON_Delete(ev), NULL);
+    emit(st, out, "response.reasoning_text.delta", ev);
+}
+
 void rs_stream_text(rs_stream_t *st, sb_t *out, const char *text, size_t len, cJSON *lp)
 {
+    close_reasoning(st, out, "completed");
     if (st->msg < 0) {
         char id[80];
         item_id(id, sizeof id, "msg_", st->res.id, cJSON_GetArraySize(st->output));
@@ -1239,6 +1401,7 @@ static void close_call(rs_stream_t *st, sb_t *out, const char *status)
 
 void rs_stream_call(rs_stream_t *st, sb_t *out, const char *call_id, const char *name)
 {
+    close_reasoning(st, out, "completed");
     close_msg(st, out, "completed");
     close_call(st, out, "completed");
     char id[80];
@@ -1265,6 +1428,7 @@ void rs_stream_args(rs_stream_t *st, sb_t *out, const char *delta)
 void rs_stream_close(rs_stream_t *st, sb_t *out, bool incomplete)
 {
     const char *status = incomplete ? "incomplete" : "completed";
+    close_reasoning(st, out, status);
     close_msg(st, out, status);
     close_call(st, out, status);
 }

@@ -56,6 +56,7 @@ typedef struct rs_result {
     const cJSON *output;        /* the output items (NULL: none yet) */
     bool usage;                 /* include usage (else null) */
     long long input_tokens, cached_tokens, output_tokens;
+    long long reasoning_tokens; /* of output_tokens, those of the reasoning */
 } rs_result_t;
 
 /* The response object: the result and the request's parameters as OpenAI echoes them. */
@@ -68,6 +69,10 @@ int rs_add_message(cJSON *arr, const char *resp_id, const char *text, size_t len
                    const char *status);
 int rs_add_call(cJSON *arr, const char *resp_id, const char *call_id, const char *name,
                 const char *arguments, const char *status);
+/* A reasoning item (the model's think block: content [{type: reasoning_text, text}], an
+ * empty summary), which comes before the message it led to. */
+int rs_add_reasoning(cJSON *arr, const char *resp_id, const char *text, size_t len,
+                     const char *status);
 
 /* ---- streaming: the typed events of one response, as SSE frames ("event: T\ndata: J") */
 
@@ -81,6 +86,8 @@ typedef struct rs_stream {
     cJSON *lps;                 /* its logprobs so far */
     int call;                   /* output index of the open function call, -1 none */
     sb_t args;                  /* its arguments so far */
+    int rsn;                    /* output index of the open reasoning item, -1 none */
+    sb_t rtext;                 /* its text so far */
     bool failed;                /* out of memory: events were lost */
 } rs_stream_t;
 
@@ -90,8 +97,12 @@ void rs_stream_free(rs_stream_t *st);
 /* response.created, response.in_progress. */
 void rs_stream_begin(rs_stream_t *st, sb_t *out);
 /* Text of the assistant message (opened on first use: output_item.added,
- * content_part.added) as an output_text.delta; lp (taken, may be NULL) its logprobs. */
+ * content_part.added, after closing an open reasoning item) as an output_text.delta; lp
+ * (taken, may be NULL) its logprobs. */
 void rs_stream_text(rs_stream_t *st, sb_t *out, const char *text, size_t len, cJSON *lp);
+/* Reasoning text (the item opened on first use: output_item.added, content_part.added) as a
+ * reasoning_text.delta. */
+void rs_stream_reasoning(rs_stream_t *st, sb_t *out, const char *text, size_t len);
 /* A function call's first event (output_item.added), closing an open message first. */
 void rs_stream_call(rs_stream_t *st, sb_t *out, const char *call_id, const char *name);
 void rs_stream_args(rs_stream_t *st, sb_t *out, const char *delta);

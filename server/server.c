@@ -1161,7 +1161,8 @@ static void responses_result(const srv_job_t *j, const srv_choice_t *c, const cJ
                        .status = inc ? "incomplete" : "completed",
                        .incomplete_reason = inc ? "max_output_tokens" : NULL,
                        .output = output, .usage = true, .input_tokens = j->prompt_tokens,
-                       .cached_tokens = u.cached_tokens, .output_tokens = c->n_gen};
+                       .cached_tokens = u.cached_tokens, .output_tokens = c->n_gen,
+                       .reasoning_tokens = j->rsn_on ? c->rsn.n_reasoning_tokens : 0};
 }
 
 /* The response object of a non-streamed /v1/responses request (one choice). */
@@ -1178,6 +1179,9 @@ static char *responses_body(srv_job_t *j, int *status)
         if (trc == -ENOMEM || sb_failed(&c->tc))
             rc = -ENOMEM;
     }
+    /* the think block (reasoning_format) is an item of its own, before what it led to */
+    if (!rc && j->rsn_on && c->rsn_text.len)
+        rc = rs_add_reasoning(out, j->id, c->rsn_text.buf, c->rsn_text.len, "completed");
     if (!rc && trc == 0) {
         if (res.content_len)
             rc = rs_add_message(out, j->id, c->tc.buf, res.content_len, NULL, st);
@@ -1437,7 +1441,12 @@ static void choice_text(srv_job_t *j, srv_choice_t *c, const char *text, size_t 
 static void choice_reasoning(srv_job_t *j, srv_choice_t *c, const char *text, size_t len,
                              const oai_lp_t *lp)
 {
-    if (j->stream) {
+    if (j->stream && j->rss) {
+        /* /v1/responses: the reasoning item's text (its tokens' logprobs are not sent) */
+        rs_stream_reasoning(j->rss, &j->sse, text, len);
+        c->n_lp = 0;
+        sse_flush(j);
+    } else if (j->stream) {
         oai_choice_t ch = {.index = c->index, .reasoning = text, .reasoning_len = len,
                            .logprobs = lp != NULL, .lp = lp, .n_lp = lp ? 1 : 0};
         sse_choice(j, &ch, NULL);
@@ -1891,12 +1900,12 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
     size_t bl = o.bos ? strlen(o.bos) : 0;
     *add_special = tok_add_bos(tok) && !(bl && *len >= bl && memcmp(*text, o.bos, bl) == 0);
     j->tc_on = r->tools != NULL;
-    /* The think block is separated unless the format says none, thinking was switched off
-     * (the prompt closed an empty block), the answer is a forced call (prefilled below), or
-     * it is a /v1/responses answer (which has no reasoning field here). */
+    /* The think block is separated (a /v1/responses answer: as a reasoning item) unless the
+     * format says none, thinking was switched off (the prompt closed an empty block), or the
+     * answer is a forced call (prefilled below). */
     int rf = r->reasoning_format >= 0 ? r->reasoning_format : s->cfg.reasoning_format;
     j->rsn_on = (rf == RSN_DEEPSEEK || (rf == RSN_AUTO && chat_has_thinking(fam))) &&
-                !r->no_thinking && !j->rs &&
+                !r->no_thinking &&
                 !(r->tools && (r->tool_choice == RQ_TOOLS_REQUIRED ||
                                r->tool_choice == RQ_TOOLS_NAMED));
     j->rsn_inside = j->rsn_on && *len >= 8 && memcmp(*text + *len - 8, "<think>\n", 8) == 0;

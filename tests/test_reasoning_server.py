@@ -10,8 +10,9 @@ usage.completion_tokens_details.reasoning_tokens, logprobs and n > 1, tool calls
 reasoning,
 reasoning_format none per request and per server (and deepseek forcing the split under
 another format), enable_thinking false (the prompt closes an empty block and the answer is
-all content), /v1/completions untouched, history with reasoning_content, and the 400s and
-refused configuration values.  Usage: test_reasoning_server.py (python3 stdlib only)."""
+all content), /v1/completions untouched, history with reasoning_content, the 400s and
+refused configuration values; and /v1/responses: the block as a reasoning item (whole and
+streamed), and a reasoning item given back as input.  Usage: test_reasoning_server.py (python3 stdlib only)."""
 
 import json
 import os
@@ -114,6 +115,98 @@ def split_case(d, b, reasoning, content, n_reasoning, finish, what):
     det = (usage or {}).get("completion_tokens_details")
     check(det == (None if n_reasoning is None else {"reasoning_tokens": n_reasoning}),
           what + " streamed: usage %r" % usage)
+
+
+def rs_body(bias, max_tokens=1, **kw):
+    b = {"input": "Why?", "max_output_tokens": max_tokens, "temperature": 0,
+         "logit_bias": {str(bias): 100}}
+    b.update(kw)
+    return b
+
+
+def rs_events(raw):
+    """The typed events of a /v1/responses stream, in order."""
+    out = []
+    for block in raw.decode().split("\n\n"):
+        if block.startswith("event: "):
+            head, data = block.split("\ndata: ", 1)
+            ev = json.loads(data)
+            check(ev["type"] == head[7:], "event line %r vs type %r" % (head, ev["type"]))
+            out.append(ev)
+    return out
+
+
+def responses_cases(d):
+    """/v1/responses: the think block is a reasoning item before the message, whole and
+    streamed, counted in output_tokens_details; given back as input it is the assistant
+    message's reasoning_content (the same prompt as the chat request with it)."""
+    st, _, js = d.post("/v1/responses", rs_body(THINK))
+    out = (js or {}).get("output", [])
+    check(st == 200 and [o.get("type") for o in out] == ["reasoning", "message"],
+          "responses: output items %r" % js)
+    if len(out) == 2:
+        check(out[0].get("content") == [{"type": "reasoning_text", "text": "Step one."}] and
+              out[0].get("summary") == [] and out[0].get("status") == "completed" and
+              out[0].get("id", "").startswith("rs_"), "responses: reasoning item %r" % out[0])
+        check(out[1]["content"][0]["text"] == "The answer. ",
+              "responses: message %r" % out[1])
+    check(js["usage"]["output_tokens_details"]["reasoning_tokens"] == 1,
+          "responses: reasoning_tokens %r" % js.get("usage"))
+    st, _, js = d.post("/v1/responses", rs_body(PLAIN, 2))
+    check(st == 200 and [o["type"] for o in js["output"]] == ["message"] and
+          js["usage"]["output_tokens_details"]["reasoning_tokens"] == 0,
+          "responses without a block: %r" % js)
+    whole = d.post("/v1/responses", rs_body(THINK, 3))[2]
+    st, _, raw = d.request("POST", "/v1/responses", dict(rs_body(THINK, 3), stream=True))
+    evs = rs_events(raw)
+    deltas = "".join(e["delta"] for e in evs if e["type"] == "response.reasoning_text.delta")
+    done = [e["text"] for e in evs if e["type"] == "response.reasoning_text.done"]
+    added = [(e["output_index"], e["item"]["type"]) for e in evs
+             if e["type"] == "response.output_item.added"]
+    parts = [e["part"]["type"] for e in evs if e["type"] == "response.content_part.added"]
+    final = evs[-1]["response"] if evs else {}
+    check(st == 200 and deltas == "Step one." and done == ["Step one."] and
+          added == [(0, "reasoning"), (1, "message")] and
+          parts == ["reasoning_text", "output_text"] and
+          [e["sequence_number"] for e in evs] == list(range(len(evs))),
+          "responses streamed: deltas %r done %r added %r parts %r" % (deltas, done, added,
+                                                                     parts))
+    strip = [{k: v for k, v in o.items() if k != "id"} for o in whole.get("output", [])]
+    check([{k: v for k, v in o.items() if k != "id"} for o in final.get("output", [])] == strip,
+          "responses streamed: the final output %r vs whole %r" % (final.get("output"),
+                                                                   whole.get("output")))
+    # given back: a reasoning item before the call is that assistant turn's reasoning
+    tools = [{"type": "function", "name": "get_weather",
+              "parameters": TOOLS[0]["function"]["parameters"]}]
+    call = {"type": "function_call", "call_id": "c1", "name": "get_weather",
+            "arguments": "{\"city\": \"Oslo\"}"}
+    back = [{"role": "user", "content": "Why?"},
+            {"type": "reasoning", "summary": [],
+             "content": [{"type": "reasoning_text", "text": "I need the weather."}]},
+            call, {"type": "function_call_output", "call_id": "c1", "output": "sunny"}]
+    st, _, with_r = d.post("/v1/responses/input_tokens", {"input": back, "tools": tools})
+    st2, _, without = d.post("/v1/responses/input_tokens",
+                             {"input": [back[0]] + back[2:], "tools": tools})
+    msgs = USER + [{"role": "assistant", "content": None,
+                    "reasoning_content": "I need the weather.",
+                    "tool_calls": [{"id": "c1", "type": "function", "function": {
+                        "name": "get_weather", "arguments": call["arguments"]}}]},
+                   {"role": "tool", "tool_call_id": "c1", "content": "sunny"}]
+    st3, js = chat(d, body(PLAIN, messages=msgs, tools=TOOLS))
+    check(st == 200 and st2 == 200 and st3 == 200 and
+          with_r.get("input_tokens") == js["usage"]["prompt_tokens"] and
+          without.get("input_tokens", 0) < with_r.get("input_tokens", 0),
+          "a reasoning item given back: %r tokens, chat %r, without it %r"
+          % (with_r, js.get("usage"), without))
+    for item, param in (({"type": "reasoning", "summary": [], "encrypted_content": "x"},
+                         "input[1].encrypted_content"),
+                        ({"type": "reasoning"}, "input[1].summary"),
+                        ({"type": "reasoning", "summary": [],
+                          "content": [{"type": "output_text", "text": "x"}]},
+                         "input[1].content[0]")):
+        st, _, js = d.post("/v1/responses", {"input": [back[0], item]})
+        check(st == 400 and js["error"]["param"] == param,
+              "a bad reasoning item: want 400 %s, got %d %r" % (param, st, js))
 
 
 def error(d, b, param, what):
@@ -228,6 +321,7 @@ def main():
         error(d, body(PLAIN, reasoning_format="deepseek-legacy"), "reasoning_format",
               "reasoning_format deepseek-legacy")
         error(d, body(PLAIN, reasoning_format=1), "reasoning_format", "reasoning_format 1")
+        responses_cases(d)
     finally:
         check(d.stop(timeout=30) == 0, "qwen3 daemon exit")
         d.cleanup()

@@ -359,7 +359,7 @@ BAD = [
      "input[0].content[0].type"),
     ({"input": [{"role": "user", "content": [{"type": "input_text"}]}]}, 400,
      "input[0].content[0].text"),
-    ({"input": [{"type": "reasoning", "summary": []}]}, 400, "input[0].type"),
+    ({"input": [{"type": "item_reference", "id": "x"}]}, 400, "input[0].type"),
     ({"input": [{"type": "function_call", "name": "f", "arguments": "{}"}]}, 400,
      "input[0].call_id"),
     ({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "[1]"}]},

@@ -182,7 +182,9 @@ static const opt_t opts[] = {
      "with tls_key_file.  Empty: plain HTTP."},
     {"tls_key_file", 0, T_STR, O(tls_key_file), "", 0, 0, NULL, 0, NULL, "Network", "PATH",
      "HTTPS: the certificate's private key in PEM, unencrypted; read at startup before "
-     "privileges are dropped, so it may be readable by root alone."},
+     "privileges are dropped, so it may be readable by root alone.  SIGHUP reads both files "
+     "again and serves a renewed pair if the daemon's user can read them (a new path: "
+     "restart)."},
 
     {"request_timeout", 0, T_SECS, O(request_timeout), "600", 0, 1e9, NULL, F_RELOAD, NULL,
      "Limits", "SECONDS", "Time limit per request, counted from its arrival; 0: none."},
@@ -1090,6 +1092,66 @@ static int load_pem(cfg_t *c, const char *opt, const char *path, const char *lab
     return 0;
 }
 
+/* Reads the TLS pair into *cert and *key (malloc'd) and checks what libmicrohttpd will do
+ * with them, so that the error names the file: read each (GnuTLS 3.7 leaks what it had
+ * parsed when the pair call below meets a bad certificate, so each is read on its own
+ * first), then check that the key is the certificate's. */
+static int read_tls(cfg_t *c, char **cert_pem, char **key_pem, char *err, size_t errlen)
+{
+    *cert_pem = *key_pem = NULL;
+    int rc = load_pem(c, "tls_cert_file", c->tls_cert_file, "CERTIFICATE", cert_pem, err,
+                      errlen);
+    if (rc || (rc = load_pem(c, "tls_key_file", c->tls_key_file, "PRIVATE KEY", key_pem, err,
+                             errlen)))
+        goto fail;
+    char loc[600];
+    gnutls_datum_t cert = {(unsigned char *)*cert_pem, (unsigned int)strlen(*cert_pem)};
+    gnutls_datum_t key = {(unsigned char *)*key_pem, (unsigned int)strlen(*key_pem)};
+    gnutls_x509_crt_t *crts = NULL;
+    unsigned n_crts = 0;
+    int g = gnutls_x509_crt_list_import2(&crts, &n_crts, &cert, GNUTLS_X509_FMT_PEM, 0);
+    for (unsigned i = 0; g >= 0 && i < n_crts; i++)
+        gnutls_x509_crt_deinit(crts[i]);
+    gnutls_free(crts);
+    if (g < 0) {
+        where(c, idx_of("tls_cert_file"), loc, sizeof(loc));
+        rc = seterr(err, errlen, "%s: %s: cannot read the certificate: %s", loc,
+                    c->tls_cert_file, gnutls_strerror(g));
+        goto fail;
+    }
+    gnutls_x509_privkey_t pk;
+    if (gnutls_x509_privkey_init(&pk) < 0) {
+        rc = seterr(err, errlen, "out of memory checking the TLS key");
+        goto fail;
+    }
+    g = gnutls_x509_privkey_import2(pk, &key, GNUTLS_X509_FMT_PEM, NULL, 0);
+    gnutls_x509_privkey_deinit(pk);
+    where(c, idx_of("tls_key_file"), loc, sizeof(loc));
+    if (g < 0) {
+        rc = seterr(err, errlen, "%s: %s: cannot read the private key: %s", loc,
+                    c->tls_key_file, gnutls_strerror(g));
+        goto fail;
+    }
+    gnutls_certificate_credentials_t cred;
+    if (gnutls_certificate_allocate_credentials(&cred) < 0) {
+        rc = seterr(err, errlen, "out of memory checking the TLS certificate");
+        goto fail;
+    }
+    g = gnutls_certificate_set_x509_key_mem2(cred, &cert, &key, GNUTLS_X509_FMT_PEM, NULL, 0);
+    gnutls_certificate_free_credentials(cred);
+    if (g < 0) {
+        rc = seterr(err, errlen, "%s: %s and %s cannot serve HTTPS together: %s", loc,
+                    c->tls_cert_file, c->tls_key_file, gnutls_strerror(g));
+        goto fail;
+    }
+    return 0;
+fail:
+    free(*cert_pem);
+    free(*key_pem);
+    *cert_pem = *key_pem = NULL;
+    return rc;
+}
+
 static int check_tls(cfg_t *c, char *err, size_t errlen)
 {
     if (!*c->tls_cert_file && !*c->tls_key_file)
@@ -1102,47 +1164,35 @@ static int check_tls(cfg_t *c, char *err, size_t errlen)
                       "%s is not set", loc, *c->tls_cert_file ? "tls_key_file"
                                                                : "tls_cert_file");
     }
-    int rc = load_pem(c, "tls_cert_file", c->tls_cert_file, "CERTIFICATE", &c->tls_cert_pem,
-                      err, errlen);
-    if (rc || (rc = load_pem(c, "tls_key_file", c->tls_key_file, "PRIVATE KEY",
-                             &c->tls_key_pem, err, errlen)))
+    char *cert, *key;
+    int rc = read_tls(c, &cert, &key, err, errlen);
+    if (rc)
         return rc;
-    /* What libmicrohttpd will do with them at startup, done here so that the error names
-     * the file: read each (GnuTLS 3.7 leaks what it had parsed when the pair call below meets
-     * a bad certificate, so each is read on its own first), then check that the key is the
-     * certificate's. */
-    char loc[600];
-    gnutls_datum_t cert = {(unsigned char *)c->tls_cert_pem,
-                           (unsigned int)strlen(c->tls_cert_pem)};
-    gnutls_datum_t key = {(unsigned char *)c->tls_key_pem, (unsigned int)strlen(c->tls_key_pem)};
-    gnutls_x509_crt_t *crts = NULL;
-    unsigned n_crts = 0;
-    int g = gnutls_x509_crt_list_import2(&crts, &n_crts, &cert, GNUTLS_X509_FMT_PEM, 0);
-    for (unsigned i = 0; g >= 0 && i < n_crts; i++)
-        gnutls_x509_crt_deinit(crts[i]);
-    gnutls_free(crts);
-    if (g < 0) {
-        where(c, idx_of("tls_cert_file"), loc, sizeof(loc));
-        return seterr(err, errlen, "%s: %s: cannot read the certificate: %s", loc,
-                      c->tls_cert_file, gnutls_strerror(g));
+    free(c->tls_cert_pem);
+    free(c->tls_key_pem);
+    c->tls_cert_pem = cert;
+    c->tls_key_pem = key;
+    return 0;
+}
+
+int cfg_tls_reread(cfg_t *c, bool *changed, char *err, size_t errlen)
+{
+    *changed = false;
+    if (!c->tls_cert_pem)
+        return 0;
+    char *cert, *key;
+    if (read_tls(c, &cert, &key, err, errlen))
+        return -1;
+    if (strcmp(cert, c->tls_cert_pem) == 0 && strcmp(key, c->tls_key_pem) == 0) {
+        free(cert);
+        free(key);
+        return 0;
     }
-    gnutls_x509_privkey_t pk;
-    if (gnutls_x509_privkey_init(&pk) < 0)
-        return seterr(err, errlen, "out of memory checking the TLS key");
-    g = gnutls_x509_privkey_import2(pk, &key, GNUTLS_X509_FMT_PEM, NULL, 0);
-    gnutls_x509_privkey_deinit(pk);
-    where(c, idx_of("tls_key_file"), loc, sizeof(loc));
-    if (g < 0)
-        return seterr(err, errlen, "%s: %s: cannot read the private key: %s", loc,
-                      c->tls_key_file, gnutls_strerror(g));
-    gnutls_certificate_credentials_t cred;
-    if (gnutls_certificate_allocate_credentials(&cred) < 0)
-        return seterr(err, errlen, "out of memory checking the TLS certificate");
-    g = gnutls_certificate_set_x509_key_mem2(cred, &cert, &key, GNUTLS_X509_FMT_PEM, NULL, 0);
-    gnutls_certificate_free_credentials(cred);
-    if (g < 0)
-        return seterr(err, errlen, "%s: %s and %s cannot serve HTTPS together: %s", loc,
-                      c->tls_cert_file, c->tls_key_file, gnutls_strerror(g));
+    free(c->tls_cert_pem);
+    free(c->tls_key_pem);
+    c->tls_cert_pem = cert;
+    c->tls_key_pem = key;
+    *changed = true;
     return 0;
 }
 

@@ -84,7 +84,8 @@ typedef struct cfg {
      * means no authentication. */
     cfg_list_t auth_keys;
     /* Derived at startup: the contents of tls_cert_file and tls_key_file (read before
-     * privileges are dropped, so the key may be readable by root alone); NULL without TLS. */
+     * privileges are dropped, so the key may be readable by root alone); NULL without TLS.
+     * cfg_tls_reread replaces them. */
     char *tls_cert_pem;
     char *tls_key_pem;
 
@@ -120,6 +121,12 @@ int cfg_parse_text(cfg_t *c, const char *name, const char *text, size_t len, cha
  * ignored.  If not valid, c is untouched and err says why.  *changed counts the options
  * that took a new value. */
 int cfg_reload(cfg_t *c, int *changed, char *err, size_t errlen);
+
+/* SIGHUP with HTTPS on: reads tls_cert_file and tls_key_file again (as the user the daemon
+ * now runs as) and checks the pair as at startup.  A valid pair that differs from the one in
+ * use replaces tls_cert_pem/tls_key_pem (*changed set); a file that cannot be read or a pair
+ * that does not fit leaves them as they are, with err saying why (-1).  0 without HTTPS. */
+int cfg_tls_reread(cfg_t *c, bool *changed, char *err, size_t errlen);
 
 /* The model to load: c->model, or the demo model when that is empty.  NULL (errno set) when
  * that is not readable. */

@@ -8,8 +8,9 @@ libfusiond_server_a_SOURCES = server/server.h \
 	server/openai.h server/openai.c \
 	server/evq.h server/evq.c \
 	server/server.c
-libfusiond_server_a_CFLAGS = $(AM_CFLAGS) $(MHD_CFLAGS) $(CJSON_CFLAGS) $(UV_CFLAGS)
-SRV_LIBS = libfusiond_server.a $(FD_LIBS) $(MHD_LIBS) $(CJSON_LIBS) $(UV_LIBS)
+libfusiond_server_a_CFLAGS = $(AM_CFLAGS) $(MHD_CFLAGS) $(CJSON_CFLAGS) $(UV_CFLAGS) \
+	$(GNUTLS_CFLAGS)
+SRV_LIBS = libfusiond_server.a $(FD_LIBS) $(MHD_LIBS) $(CJSON_LIBS) $(UV_LIBS) $(GNUTLS_LIBS)
 EXTRA_DIST += server/DESIGN.md
 FUZZ_SRCS += server/request.c server/openai.c
 
@@ -34,6 +35,8 @@ libfusiond_server_a_SOURCES += server/toolcall.h server/toolcall.c
 libfusiond_server_a_SOURCES += server/reasoning.h server/reasoning.c
 # The Responses API (/v1/responses): translated to the chat path; its answers and store.
 libfusiond_server_a_SOURCES += server/responses.h server/responses.c
+# HTTPS certificate pairs, replaceable while serving (SIGHUP).
+libfusiond_server_a_SOURCES += server/tls.h server/tls.c
 FUZZ_SRCS += server/toolcall.c
 FUZZ_SRCS += server/chat.c
 

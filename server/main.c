@@ -470,6 +470,20 @@ static void reload(daemon_t *d)
         srv_config_from(&sc, &d->cfg);
         if (d->srv && srv_reconfigure(d->srv, &sc, err, sizeof(err)) != 0)
             fd_log_error("reload: the server refused the new limits: %s", err);
+        /* HTTPS: the files are read again (a renewed certificate); the paths need a restart */
+        bool tls_new = false;
+        if (cfg_tls_reread(&d->cfg, &tls_new, err, sizeof(err)) != 0) {
+            fd_log_error("reload: keeping the certificate in use: %s", err);
+        } else if (tls_new) {
+            if (srv_tls_update(d->srv, d->cfg.tls_cert_pem, d->cfg.tls_key_pem, err,
+                               sizeof(err)) != 0) {
+                fd_log_error("reload: keeping the certificate in use: %s", err);
+            } else {
+                fd_log_info("reload: %s and %s: the new certificate is served to new "
+                            "connections", d->cfg.tls_cert_file, d->cfg.tls_key_file);
+                changed++;
+            }
+        }
         fd_log_info("reload done: %d change(s) applied", changed);
     }
     if (d->ready)

@@ -34,6 +34,7 @@
 #include "server/request.h"
 #include "server/responses.h"
 #include "server/strbuf.h"
+#include "server/tls.h"
 
 #define TICK_MS 200
 /* Inputs of one /v1/embeddings request in the engine at once (embed_next feeds the rest):
@@ -195,7 +196,7 @@ struct srv {
     srv_config_t cfg;
     char *host;
     char *chat_template;
-    char *tls_cert, *tls_key; /* PEM texts (cfg.tls_*_pem point here) or NULL */
+    bool tls;                   /* HTTPS: the pair is tls.c's (srv_tls_update replaces it) */
     char **keys;
     int n_keys;
     char **origins;             /* CORS: allowed origins ("*" among them: any) */
@@ -2694,19 +2695,30 @@ int srv_create(srv_t **out, uv_loop_t *loop, eng_t *eng, const srv_config_t *cfg
     s->host = strdup(cfg->host ? cfg->host : "127.0.0.1");
     s->chat_template = cfg->chat_template ? strdup(cfg->chat_template) : NULL;
     s->model_id = cfg->model_id && cfg->model_id[0] ? strdup(cfg->model_id) : NULL;
-    s->tls_cert = cfg->tls_cert_pem ? strdup(cfg->tls_cert_pem) : NULL;
-    s->tls_key = cfg->tls_key_pem ? strdup(cfg->tls_key_pem) : NULL;
     if (!s->host || (cfg->chat_template && !s->chat_template) ||
-        (cfg->model_id && cfg->model_id[0] && !s->model_id) ||
-        (cfg->tls_cert_pem && (!s->tls_cert || !s->tls_key)))
+        (cfg->model_id && cfg->model_id[0] && !s->model_id))
         goto fail_strings;
     s->cfg.host = s->host;
-    s->cfg.tls_cert_pem = s->tls_cert;
-    s->cfg.tls_key_pem = s->tls_key;
+    s->cfg.tls_cert_pem = s->cfg.tls_key_pem = NULL;
     s->cfg.chat_template = s->chat_template;
     s->cfg.model_id = s->model_id;
     s->cfg.api_keys = NULL;
     s->cfg.cors_origins = NULL;
+    if (cfg->tls_cert_pem) {
+        char why[256];
+        rc = tls_count() > 0 ? -EBUSY : tls_set(cfg->tls_cert_pem, cfg->tls_key_pem, why,
+                                                 sizeof why);
+        if (rc) {
+            snprintf(err, errlen, "HTTPS: %s", rc == -EBUSY ? "another server of this "
+                     "process serves it" : why);
+            free(s->host);
+            free(s->chat_template);
+            free(s->model_id);
+            free(s);
+            return rc;
+        }
+        s->tls = true;
+    }
     if (copy_keys(cfg->api_keys, &s->keys, &s->n_keys))
         goto fail_strings;
     if (copy_keys(cfg->cors_origins, &s->origins, &s->n_origins))
@@ -2740,11 +2752,11 @@ fail_store:
 fail_origins:
     free_keys(s->keys, s->n_keys);
 fail_strings:
+    if (s->tls)
+        tls_clear();
     free(s->host);
     free(s->chat_template);
     free(s->model_id);
-    free(s->tls_key);
-    free(s->tls_cert);
     free(s);
 fail_alloc:
     snprintf(err, errlen, "out of memory creating the server");
@@ -2823,23 +2835,22 @@ int srv_listen(srv_t *s, char *err, size_t errlen)
     } else if ((rc = open_listener(s, err, errlen))) {
         return rc;
     }
-    /* HTTPS: libmicrohttpd hands the PEM texts to GnuTLS when it starts (it keeps the
-     * pointers: they live as long as s). */
+    /* HTTPS: each handshake asks tls.c for the current pair, so a renewed certificate is
+     * served without a restart (srv_tls_update) */
     struct MHD_OptionItem tls[] = {
-        {MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_cert},
-        {MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_key},
+        {MHD_OPTION_HTTPS_CERT_CALLBACK, 0, tls_callback()},
         {MHD_OPTION_END, 0, NULL},
     };
     s->mhd = MHD_start_daemon(
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
-            (s->tls_cert ? MHD_USE_TLS : 0), 0, NULL, NULL, on_request,
+            (s->tls ? MHD_USE_TLS : 0), 0, NULL, NULL, on_request,
         s, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)s->listen_fd, MHD_OPTION_NOTIFY_COMPLETED,
         on_completed, s, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)s->cfg.max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)(s->cfg.idle_timeout_s + 0.5),
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, s,
-        MHD_OPTION_ARRAY, s->tls_cert ? tls : tls + 2, MHD_OPTION_END);
+        MHD_OPTION_ARRAY, s->tls ? tls : tls + 1, MHD_OPTION_END);
     if (!s->mhd) {
-        if (s->tls_cert)
+        if (s->tls)
             snprintf(err, errlen, "libmicrohttpd could not start HTTPS with this "
                      "certificate and key");
         else
@@ -2876,7 +2887,17 @@ int srv_port(const srv_t *s)
 
 const char *srv_scheme(const srv_t *s)
 {
-    return s->tls_cert ? "https" : "http";
+    return s->tls ? "https" : "http";
+}
+
+int srv_tls_update(srv_t *s, const char *cert_pem, const char *key_pem, char *err,
+                   size_t errlen)
+{
+    if (!s->tls) {
+        snprintf(err, errlen, "the server does not serve HTTPS");
+        return -EINVAL;
+    }
+    return tls_set(cert_pem, key_pem, err, errlen);
 }
 
 void srv_drain(srv_t *s)
@@ -2980,8 +3001,8 @@ void srv_destroy(srv_t *s)
     free(s->host);
     free(s->chat_template);
     free(s->model_id);
-    free(s->tls_key);
-    free(s->tls_cert);
+    if (s->tls)
+        tls_clear();
     free(s);
 }
 

@@ -64,8 +64,9 @@ typedef struct srv_config {
     int pooling;                /* enum eng_pooling for embeddings; ENG_POOL_NONE (auto,
                                    the default): the model's pooling type, else mean */
     /* HTTPS: the certificate (chain) and its unencrypted private key, PEM texts; both or
-     * neither (srv_create: -EINVAL).  NULL: plain HTTP.  A certificate and key that
-     * libmicrohttpd's TLS library refuses (a key of another certificate) fail srv_listen. */
+     * neither (srv_create: -EINVAL).  NULL: plain HTTP.  A certificate or key GnuTLS cannot
+     * read fails srv_create; the pair itself is the configuration's to check (a key of
+     * another certificate fails every handshake).  One HTTPS server per process (-EBUSY). */
     const char *tls_cert_pem;
     const char *tls_key_pem;
     /* /v1/responses' store of finished responses (previous_response_id, GET and DELETE
@@ -94,6 +95,11 @@ int srv_listen(srv_t *s, char *err, size_t errlen);
 int srv_port(const srv_t *s);
 /* "https" when the server has a certificate, else "http" (for log lines and URLs). */
 const char *srv_scheme(const srv_t *s);
+/* HTTPS: makes cert_pem / key_pem (PEM texts, a pair the configuration has checked) the
+ * certificate new handshakes get; connections already made keep theirs.  0, or -EINVAL (err
+ * says why; the current pair kept, or the server has no HTTPS) / -ENOMEM.  Loop thread. */
+int srv_tls_update(srv_t *s, const char *cert_pem, const char *key_pem, char *err,
+                   size_t errlen);
 
 /* Graceful drain: from now on /health and every new model request answer 503 with
  * Retry-After, and responses ask clients to close their connection; requests already

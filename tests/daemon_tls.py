@@ -5,7 +5,9 @@ as plain HTTP), a plain-HTTP request to that port gets no answer, a world-readab
 warned about, and every bad pair is a configuration error (exit 78; --test-config exit 1)
 naming the file and the reason: one file without the other, a missing file, a key given as
 the certificate and the reverse, a key of another certificate, an encrypted key, a
-certificate whose body is not base64, a key cut short.  Test certificates come from the openssl command
+certificate whose body is not base64, a key cut short.  A renewal rewritten in place and a
+SIGHUP put the new certificate on new connections (a client trusting only the old one is
+refused); a pair that does not fit at a reload is logged and the one in use kept.  Test certificates come from the openssl command
 (skip when it is missing)."""
 
 import http.client
@@ -13,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -138,7 +141,9 @@ def main():
 
         # ---- HTTPS, verified against the certificate (hostname 127.0.0.1 in its SAN)
         os.chmod(key, 0o644)  # readable by every user: warned about, still served
-        d = Daemon(base + ["--tls-cert-file", cert, "--tls-key-file", key], tmp)
+        conf = tmp.write("empty.conf", "")
+        d = Daemon(base + ["--config", conf, "--tls-cert-file", cert, "--tls-key-file", key],
+                   tmp)
         try:
             d.wait_ready()
             # (the log is read on another thread: wait for the lines, the READY message
@@ -173,6 +178,45 @@ def main():
             d.tls = ctx
             st, _, _ = d.request("GET", "/health")
             check(st == 200, "/health over HTTPS after a plain request: %d" % st)
+
+            # ---- a renewal: the files rewritten in place, SIGHUP, new handshakes get the
+            # new certificate, which a client trusting only the old one refuses
+            new_cert, new_key = make_pair(tmp, "renewed", "ec")
+            shutil.copyfile(new_cert, cert)
+            shutil.copyfile(new_key, key)
+            n = d.log_count()
+            d.signal(signal.SIGHUP)
+            d.wait_log(r"reload: %s and %s: the new certificate is served to new connections"
+                       % (re.escape(cert), re.escape(key)), start=n)
+            d.wait_log(r"reload done: 1 change\(s\) applied", start=n)
+            renewed = ssl.create_default_context(cafile=new_cert)
+            d.tls = renewed
+            st, _, b = d.request("POST", "/v1/completions", body)
+            check(st == 200 and json.loads(b)["choices"][0]["text"] == plain_text,
+                  "a completion with the renewed certificate: %d" % st)
+            d.tls = ctx
+            try:
+                d.request("GET", "/health")
+                fail("the old certificate was still served after the reload")
+            except ssl.SSLCertVerificationError:
+                pass
+            # a pair that does not fit, at a reload: logged, the renewed one kept
+            shutil.copyfile(other_key, key)
+            n = d.log_count()
+            d.signal(signal.SIGHUP)
+            d.wait_log(r"reload: keeping the certificate in use: .*%s and %s cannot serve "
+                       r"HTTPS together" % (re.escape(cert), re.escape(key)), start=n)
+            d.wait_log(r"reload done: 0 change\(s\) applied", start=n)
+            d.tls = renewed
+            st, _, _ = d.request("GET", "/health")
+            check(st == 200, "HTTPS after a refused pair: %d" % st)
+            # the same pair again is no change
+            shutil.copyfile(new_key, key)
+            n = d.log_count()
+            d.signal(signal.SIGHUP)
+            d.wait_log(r"reload done: 0 change\(s\) applied", start=n)
+            check(not d.log_has(r"new certificate is served", start=n),
+                  "an unchanged pair was loaded again")
         finally:
             d.signal(15)
             rc = d.wait_exit()

@@ -2,7 +2,7 @@
  * llama-server's --reasoning-format deepseek does: the text after a leading "<think>" up to
  * "</think>" is the reasoning, whitespace-trimmed, and the rest, leading whitespace dropped,
  * the content (an output without the leading tag is all content; an unclosed block is all
- * reasoning).  Fed piece by
+ * reasoning; rsn_start_inside: the prompt opened the block, and the output starts in it).  Fed piece by
  * piece as tokens arrive (rsn_feed), it releases each byte once it is sure where it goes, so
  * streamed deltas add up to the whole answer's fields.  Pure; one splitter per choice, used
  * by one thread at a time.  Layer: server (uses server/strbuf.h). */

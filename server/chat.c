@@ -906,7 +906,8 @@ static int fmt_qwen3(ctx_t *c)
  * last '</think>' + eos-marker; tool: the first of the conversation (is_output_first is never
  * reset either) outputs-begin + output-begin + content + output-end, later ones '\n' +
  * output-begin + content + output-end.  Ending on tool output closes the outputs (and writes
- * no generation prompt); else the prompt is '<｜Assistant｜><think>\n'. */
+ * no generation prompt); else the prompt is '<｜Assistant｜><think>\n', + '</think>' when
+ * thinking is switched off (not the template's: llama-server does so for this format). */
 static int fmt_deepseek_r1(ctx_t *c)
 {
     const chat_msg_t *sys = NULL;
@@ -974,8 +975,12 @@ static int fmt_deepseek_r1(ctx_t *c)
     }
     if (is_tool)
         puts_(c->b, DS_OUTS_END);
-    if (c->o->add_generation_prompt && !is_tool)
+    if (c->o->add_generation_prompt && !is_tool) {
         puts_(c->b, DS_ASSISTANT "<think>\n");
+        /* thinking switched off: the template has no switch; llama.cpp closes the block */
+        if (c->o->no_thinking)
+            puts_(c->b, "</think>");
+    }
     return 0;
 }
 

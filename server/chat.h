@@ -60,8 +60,9 @@ typedef struct chat_opts {
      * accept them (else -ENOTSUP). */
     const char *tools;
     /* chat_template_kwargs {"enable_thinking": false}: Qwen3's generation prompt then
-     * closes an empty <think> block.  false (zeroed options) keeps the template's default,
-     * thinking on; the other families ignore it. */
+     * closes an empty <think> block, and DeepSeek-R1's "<think>\n" gets "</think>" (its
+     * template has no switch; llama-server does this).  false (zeroed options) keeps the
+     * template's default, thinking on; the other families ignore it. */
     bool no_thinking;
 } chat_opts_t;
 

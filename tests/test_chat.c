@@ -625,6 +625,19 @@ START_TEST(test_deepseek_r1)
         "\n<｜tool▁output▁begin｜>R2<｜tool▁output▁end｜>"
         "\n<｜tool▁output▁begin｜>R3<｜tool▁output▁end｜><｜tool▁outputs▁end｜>");
     free(out);
+    /* thinking switched off closes the block the prompt opened (llama-server's addition) */
+    chat_opts_t off = {.bos = "", .add_generation_prompt = true, .no_thinking = true};
+    size_t olen;
+    ck_assert_int_eq(chat_format(CHAT_DEEPSEEK_R1, conv_r1 + 1, 1, &off, &out, &olen, err,
+                                 sizeof err), 0);
+    ck_assert_str_eq(out, "<｜User｜>Q<｜Assistant｜><think>\n</think>");
+    free(out);
+    /* ... but not after tool outputs, where the template writes no generation prompt */
+    ck_assert_int_eq(chat_format(CHAT_DEEPSEEK_R1, conv_r1 + 9, 2, &off, &out, &olen, err,
+                                 sizeof err), 0);
+    ck_assert_str_eq(out, "<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>R2<｜tool▁output▁end｜>"
+                          "\n<｜tool▁output▁begin｜>R3<｜tool▁output▁end｜><｜tool▁outputs▁end｜>");
+    free(out);
     /* without a generation prompt, a user turn ends the text */
     out = fmt(CHAT_DEEPSEEK_R1, conv_r1 + 1, 1, "", "", false, false, &rc, err);
     ck_assert_int_eq(rc, 0);

@@ -7,7 +7,8 @@ logit_bias picks them.  Checked whole and streamed (the deltas adding up to the 
 answer's fields, reasoning before content): "r</think>\\n\\nanswer" splits into reasoning and
 content, an unclosed block is all reasoning, reasoning_tokens counted, reasoning_format none
 leaves it all in content; after tool outputs (the prompt opens no block) the answer is
-content; a history with tool calls and </think> is served; 'tools' is refused (400).
+content; enable_thinking false closes the block in the prompt (all content); a history with
+tool calls and </think> is served; 'tools' is refused (400).
 Usage: test_r1_server.py (python3 stdlib only)."""
 
 import os
@@ -122,6 +123,16 @@ def main():
                    "after tool outputs")
         split_case(d, body(ANS, messages=hist[:2] + [{"role": "user", "content": "So?"}]),
                    "I reason.", "The answer. ", 1, "history with </think>")
+        # enable_thinking false: llama-server's "</think>" after the prompt's "<think>\n" (one
+        # more prompt token or more), and the answer is all content
+        st, on = d.post("/v1/chat/completions", body(ANS))[::2]
+        st2, off = d.post("/v1/chat/completions",
+                          body(ANS, chat_template_kwargs={"enable_thinking": False}))[::2]
+        check(st == 200 and st2 == 200 and
+              off["usage"]["prompt_tokens"] > on["usage"]["prompt_tokens"] and
+              off["choices"][0]["message"]["content"] == TOKENS[ANS] and
+              "reasoning_content" not in off["choices"][0]["message"],
+              "enable_thinking false: %r vs %r" % (off, on))
         # the template renders no tools list: 'tools' is refused
         st, _, js = d.post("/v1/chat/completions", body(ANS, tools=TOOLS))
         err = (js or {}).get("error", {})

@@ -18,10 +18,8 @@ import tempfile
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import loopback  # noqa: E402
-from loopback import sse_frames  # noqa: E402
 from gguf_copy import gguf_rewrite  # noqa: E402
-
-FAILS = []
+from test_reasoning_server import FAILS, body, check, split_case  # noqa: E402
 
 # Token ids of stories260K (single rare characters) rewritten to carry R1 output.
 ANS, OPEN = 503, 507
@@ -29,62 +27,9 @@ TOKENS = {
     ANS: "\nI reason.\n</think>\n\nThe answer. ",
     OPEN: " Still thinking \n",
 }
-USER = [{"role": "user", "content": "Why?"}]
+USER = [{"role": "user", "content": "Why?"}]  # as body()'s
 TOOLS = [{"type": "function", "function": {"name": "clock", "parameters": {
     "type": "object", "properties": {}}}}]
-
-
-def check(cond, what):
-    if not cond:
-        FAILS.append(what)
-        print("FAIL: " + what)
-
-
-def body(bias, max_tokens=1, **kw):
-    b = {"messages": USER, "max_tokens": max_tokens, "temperature": 0,
-         "logit_bias": {str(bias): 100}}
-    b.update(kw)
-    return b
-
-
-def assemble(frames):
-    reasoning, content, order, usage = "", "", True, None
-    for f in frames:
-        if f.get("usage"):
-            usage = f["usage"]
-        for c in f.get("choices", []):
-            dl = c.get("delta", {})
-            if dl.get("reasoning_content"):
-                order = order and content == ""
-                reasoning += dl["reasoning_content"]
-            content += dl.get("content") or ""
-    return reasoning, content, order, usage
-
-
-def split_case(d, b, reasoning, content, n_reasoning, what):
-    st, _, js = d.post("/v1/chat/completions", b)
-    try:
-        msg = js["choices"][0]["message"]
-        check(st == 200, what + ": status %d" % st)
-        check(msg.get("reasoning_content") == reasoning,
-              what + ": reasoning_content %r, want %r" % (msg.get("reasoning_content"), reasoning))
-        check(msg["content"] == content, what + ": content %r, want %r" % (msg["content"], content))
-        det = js["usage"].get("completion_tokens_details")
-        want = None if n_reasoning is None else {"reasoning_tokens": n_reasoning}
-        check(det == want, what + ": completion_tokens_details %r, want %r" % (det, want))
-    except (KeyError, TypeError, IndexError) as e:
-        check(False, "%s: malformed answer %r (%s)" % (what, js, e))
-    sb = dict(b, stream=True, stream_options={"include_usage": True})
-    st, _, raw = d.request("POST", "/v1/chat/completions", sb)
-    frames, done = sse_frames(raw)
-    check(st == 200 and done, what + " streamed: status %d, [DONE] %s" % (st, done))
-    r, c, order, usage = assemble(frames)
-    check(r == (reasoning or "") and c == content,
-          what + " streamed: reasoning %r content %r" % (r, c))
-    check(order, what + " streamed: reasoning after content")
-    det = (usage or {}).get("completion_tokens_details")
-    check(det == (None if n_reasoning is None else {"reasoning_tokens": n_reasoning}),
-          what + " streamed: usage %r" % usage)
 
 
 def main():
@@ -101,15 +46,16 @@ def main():
     d = loopback.Daemon(model=gguf)
     try:
         check(b"deepseek-r1" in d.logtext(), "the DeepSeek-R1 template is detected")
-        split_case(d, body(ANS), "I reason.", "The answer. ", 1, "closed in the first token")
-        split_case(d, body(ANS, 3), "I reason.", "The answer. " + 2 * TOKENS[ANS], 1,
+        split_case(d, body(ANS), "I reason.", "The answer. ", 1, "length",
+                   "closed in the first token")
+        split_case(d, body(ANS, 3), "I reason.", "The answer. " + 2 * TOKENS[ANS], 1, "length",
                    "closed, then more")
         split_case(d, body(OPEN, 3), "Still thinking \n Still thinking \n Still thinking", "",
-                   3, "never closed")
-        split_case(d, body(ANS, reasoning_format="none"), None, TOKENS[ANS], None,
+                   3, "length", "never closed")
+        split_case(d, body(ANS, reasoning_format="none"), None, TOKENS[ANS], None, "length",
                    "reasoning_format none")
         split_case(d, body(ANS, reasoning_format="deepseek"), "I reason.", "The answer. ", 1,
-                   "reasoning_format deepseek")
+                   "length", "reasoning_format deepseek")
         # ending on tool outputs, the template writes no "<｜Assistant｜><think>\n": the
         # answer does not start inside a block
         hist = USER + [
@@ -119,10 +65,10 @@ def main():
                 {"id": "c1", "type": "function",
                  "function": {"name": "clock", "arguments": "{}"}}]},
             {"role": "tool", "tool_call_id": "c1", "content": "12:00"}]
-        split_case(d, body(ANS, messages=hist), None, TOKENS[ANS], 0,
+        split_case(d, body(ANS, messages=hist), None, TOKENS[ANS], 0, "length",
                    "after tool outputs")
         split_case(d, body(ANS, messages=hist[:2] + [{"role": "user", "content": "So?"}]),
-                   "I reason.", "The answer. ", 1, "history with </think>")
+                   "I reason.", "The answer. ", 1, "length", "history with </think>")
         # enable_thinking false: llama-server's "</think>" after the prompt's "<think>\n" (one
         # more prompt token or more), and the answer is all content
         st, on = d.post("/v1/chat/completions", body(ANS))[::2]

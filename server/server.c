@@ -1191,7 +1191,9 @@ static char *responses_body(srv_job_t *j, int *status)
                              res.calls[k].arguments, "completed");
     } else if (!rc) {
         const sb_t *t = j->tc_on ? &c->tc : &c->text;
-        cJSON *lp = j->rq.logprobs >= 0 ? rs_logprobs(j, c->lp, c->n_lp) : NULL;
+        /* the message's logprobs are its own tokens': the reasoning item's come first */
+        size_t skip = j->rsn_on ? FD_MIN((size_t)c->rsn.n_reasoning_tokens, c->n_lp) : 0;
+        cJSON *lp = j->rq.logprobs >= 0 ? rs_logprobs(j, c->lp + skip, c->n_lp - skip) : NULL;
         if (j->rq.logprobs >= 0 && !lp)
             rc = -ENOMEM;
         else

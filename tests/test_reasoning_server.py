@@ -157,6 +157,12 @@ def responses_cases(d):
           js["usage"]["output_tokens_details"]["reasoning_tokens"] == 0,
           "responses without a block: %r" % js)
     whole = d.post("/v1/responses", rs_body(THINK, 3))[2]
+    # logprobs: the message's are its own 2 tokens' (the first token, which closed the block,
+    # is the reasoning item's)
+    st, _, js = d.post("/v1/responses", rs_body(THINK, 3, top_logprobs=1))
+    lps = js["output"][-1]["content"][0]["logprobs"] if st == 200 else []
+    check(st == 200 and len(lps) == 2 and all(t["token"] == TOKENS[THINK] for t in lps),
+          "responses logprobs: %d entries %r" % (len(lps), lps))
     st, _, raw = d.request("POST", "/v1/responses", dict(rs_body(THINK, 3), stream=True))
     evs = rs_events(raw)
     deltas = "".join(e["delta"] for e in evs if e["type"] == "response.reasoning_text.delta")

@@ -1007,11 +1007,11 @@ static cJSON *text_part(const char *text, size_t len, cJSON *lp)
     return p;
 }
 
-static cJSON *message_item(const char *id, const char *status, cJSON *part)
+/* An output item {id, type, status, content: [part]} (part taken, may be NULL). */
+static cJSON *content_item(const char *id, const char *type, const char *status, cJSON *part)
 {
     cJSON *m = cJSON_CreateObject(), *content = cJSON_CreateArray();
-    bool ok = put(m, "id", cJSON_CreateString(id)) &&
-              put(m, "type", cJSON_CreateString("message")) &&
+    bool ok = put(m, "id", cJSON_CreateString(id)) && put(m, "type", cJSON_CreateString(type)) &&
               put(m, "status", cJSON_CreateString(status));
     if (!ok || !put(m, "content", content)) {
         if (ok)
@@ -1021,7 +1021,17 @@ static cJSON *message_item(const char *id, const char *status, cJSON *part)
         cJSON_Delete(part);
         return NULL;
     }
-    if ((part && !put(content, NULL, part)) || !put(m, "role", cJSON_CreateString("assistant"))) {
+    if (part && !put(content, NULL, part)) {
+        cJSON_Delete(m);
+        return NULL;
+    }
+    return m;
+}
+
+static cJSON *message_item(const char *id, const char *status, cJSON *part)
+{
+    cJSON *m = content_item(id, "message", status, part);
+    if (m && !put(m, "role", cJSON_CreateString("assistant"))) {
         cJSON_Delete(m);
         return NULL;
     }
@@ -1066,20 +1076,8 @@ static cJSON *reasoning_part(const char *text, size_t len)
 
 static cJSON *reasoning_item(const char *id, const char *status, cJSON *part)
 {
-    cJSON *r = cJSON_CreateObject(), *content = cJSON_CreateArray();
-    bool ok = put(r, "id", cJSON_CreateString(id)) &&
-              put(r, "type", cJSON_CreateString("reasoning")) &&
-              put(r, "summary", cJSON_CreateArray()) &&
-              put(r, "status", cJSON_CreateString(status));
-    if (!ok || !put(r, "content", content)) {
-        if (ok)
-            content = NULL;
-        cJSON_Delete(content);
-        cJSON_Delete(r);
-        cJSON_Delete(part);
-        return NULL;
-    }
-    if (part && !put(content, NULL, part)) {
+    cJSON *r = content_item(id, "reasoning", status, part);
+    if (r && !put(r, "summary", cJSON_CreateArray())) {
         cJSON_Delete(r);
         return NULL;
     }
@@ -1276,18 +1274,32 @@ static cJSON *ev_item(rs_stream_t *st, int idx, bool with_item, bool content)
     return ev;
 }
 
-static void close_reasoning(rs_stream_t *st, sb_t *out, const char *status)
+/* Adds item (taken; NULL: out of memory) to the output and sends output_item.added and
+ * content_part.added with empty (taken); its output index, or -1. */
+static int open_item(rs_stream_t *st, sb_t *out, cJSON *item, cJSON *empty)
 {
-    if (st->rsn < 0)
-        return;
-    cJSON *item = cJSON_GetArrayItem(st->output, st->rsn);
-    const char *text = st->rtext.buf ? st->rtext.buf : "";
-    cJSON *ev = ev_item(st, st->rsn, false, true);
-    if (ev && !put(ev, "text", gen_str(text, st->rtext.len)))
+    if (!put(st->output, NULL, item)) {
+        st->failed = true;
+        cJSON_Delete(empty);
+        return -1;
+    }
+    int idx = cJSON_GetArraySize(st->output) - 1;
+    emit(st, out, "response.output_item.added", ev_item(st, idx, true, false));
+    cJSON *ev = ev_item(st, idx, false, true);
+    if (ev && !put(ev, "part", empty))
         ev = (cJSON_Delete(ev), NULL);
-    emit(st, out, "response.reasoning_text.done", ev);
-    cJSON *part = reasoning_part(text, st->rtext.len);
-    ev = ev_item(st, st->rsn, false, true);
+    else if (!ev)
+        cJSON_Delete(empty);
+    emit(st, out, "response.content_part.added", ev);
+    return idx;
+}
+
+/* After an item's text .done event: content_part.done with part (taken), the part in the
+ * item, its status, and output_item.done. */
+static void finish_item(rs_stream_t *st, sb_t *out, int idx, cJSON *part, const char *status)
+{
+    cJSON *item = cJSON_GetArrayItem(st->output, idx);
+    cJSON *ev = ev_item(st, idx, false, true);
     if (ev && !put(ev, "part", dup(part)))
         ev = (cJSON_Delete(ev), NULL);
     emit(st, out, "response.content_part.done", ev);
@@ -1295,7 +1307,19 @@ static void close_reasoning(rs_stream_t *st, sb_t *out, const char *status)
     if (!part || !put(content, NULL, part))
         st->failed = true;
     cJSON_ReplaceItemInObjectCaseSensitive(item, "status", cJSON_CreateString(status));
-    emit(st, out, "response.output_item.done", ev_item(st, st->rsn, true, false));
+    emit(st, out, "response.output_item.done", ev_item(st, idx, true, false));
+}
+
+static void close_reasoning(rs_stream_t *st, sb_t *out, const char *status)
+{
+    if (st->rsn < 0)
+        return;
+    const char *text = st->rtext.buf ? st->rtext.buf : "";
+    cJSON *ev = ev_item(st, st->rsn, false, true);
+    if (ev && !put(ev, "text", gen_str(text, st->rtext.len)))
+        ev = (cJSON_Delete(ev), NULL);
+    emit(st, out, "response.reasoning_text.done", ev);
+    finish_item(st, out, st->rsn, reasoning_part(text, st->rtext.len), status);
     st->rsn = -1;
     sb_reset(&st->rtext);
 }
@@ -1305,16 +1329,10 @@ void rs_stream_reasoning(rs_stream_t *st, sb_t *out, const char *text, size_t le
     if (st->rsn < 0) {
         char id[80];
         item_id(id, sizeof id, "rs_", st->res.id, cJSON_GetArraySize(st->output));
-        if (!put(st->output, NULL, reasoning_item(id, "in_progress", NULL))) {
-            st->failed = true;
+        st->rsn = open_item(st, out, reasoning_item(id, "in_progress", NULL),
+                            reasoning_part("", 0));
+        if (st->rsn < 0)
             return;
-        }
-        st->rsn = cJSON_GetArraySize(st->output) - 1;
-        emit(st, out, "response.output_item.added", ev_item(st, st->rsn, true, false));
-        cJSON *ev = ev_item(st, st->rsn, false, true);
-        if (ev && !put(ev, "part", reasoning_part("", 0)))
-            ev = (cJSON_Delete(ev), NULL);
-        emit(st, out, "response.content_part.added", ev);
     }
     sb_add(&st->rtext, text, len);
     cJSON *ev = ev_item(st, st->rsn, false, true);
@@ -1329,17 +1347,12 @@ void rs_stream_text(rs_stream_t *st, sb_t *out, const char *text, size_t len, cJ
     if (st->msg < 0) {
         char id[80];
         item_id(id, sizeof id, "msg_", st->res.id, cJSON_GetArraySize(st->output));
-        if (!put(st->output, NULL, message_item(id, "in_progress", NULL))) {
-            st->failed = true;
+        st->msg = open_item(st, out, message_item(id, "in_progress", NULL),
+                            text_part("", 0, NULL));
+        if (st->msg < 0) {
             cJSON_Delete(lp);
             return;
         }
-        st->msg = cJSON_GetArraySize(st->output) - 1;
-        emit(st, out, "response.output_item.added", ev_item(st, st->msg, true, false));
-        cJSON *ev = ev_item(st, st->msg, false, true);
-        if (ev && !put(ev, "part", text_part("", 0, NULL)))
-            ev = (cJSON_Delete(ev), NULL);
-        emit(st, out, "response.content_part.added", ev);
         st->lps = cJSON_CreateArray();
     }
     sb_add(&st->text, text, len);
@@ -1359,24 +1372,14 @@ static void close_msg(rs_stream_t *st, sb_t *out, const char *status)
 {
     if (st->msg < 0)
         return;
-    cJSON *item = cJSON_GetArrayItem(st->output, st->msg);
     const char *text = st->text.buf ? st->text.buf : "";
     cJSON *ev = ev_item(st, st->msg, false, true);
     if (ev && (!put(ev, "text", gen_str(text, st->text.len)) ||
                !put(ev, "logprobs", st->lps ? dup(st->lps) : cJSON_CreateArray())))
         ev = (cJSON_Delete(ev), NULL);
     emit(st, out, "response.output_text.done", ev);
-    cJSON *part = text_part(text, st->text.len, st->lps);
+    finish_item(st, out, st->msg, text_part(text, st->text.len, st->lps), status);
     st->lps = NULL;
-    ev = ev_item(st, st->msg, false, true);
-    if (ev && !put(ev, "part", dup(part)))
-        ev = (cJSON_Delete(ev), NULL);
-    emit(st, out, "response.content_part.done", ev);
-    cJSON *content = cJSON_GetObjectItemCaseSensitive(item, "content");
-    if (!part || !put(content, NULL, part))
-        st->failed = true;
-    cJSON_ReplaceItemInObjectCaseSensitive(item, "status", cJSON_CreateString(status));
-    emit(st, out, "response.output_item.done", ev_item(st, st->msg, true, false));
     st->msg = -1;
     sb_reset(&st->text);
 }

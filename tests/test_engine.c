@@ -2203,6 +2203,26 @@ START_TEST(test_model_prefix_cache)
 }
 END_TEST
 
+/* stories260K at the model layer (no engine), one sequence allocated in *slot: the reference
+ * the engine's outputs are compared with (n_batch_max 0: the default). */
+static llm_model_t *load_stories_model(const char *backend, bool fusion, int n_batch_max,
+                                       int *slot)
+{
+    llm_load_params_t lp;
+    llm_load_params_default(&lp);
+    lp.path = tu_shared("models/stories260K.gguf", 1);
+    lp.backend = backend;
+    lp.fusion = fusion;
+    lp.threads = 1;
+    lp.n_seq_max = 2;
+    lp.n_batch_max = n_batch_max;
+    llm_model_t *m = NULL;
+    char err[256];
+    ck_assert_msg(llm_load(&m, &lp, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(llm_seq_alloc(m, slot), 0);
+    return m;
+}
+
 /* Prompt log-probabilities: for every prompt position i >= 1 a TOKEN event (prompt set), in
  * order and before the first generated token, whose logprob, rank and top 3 equal the
  * log-softmax (in double, here) of the logits the model gives feeding the prompt one token
@@ -2220,26 +2240,14 @@ static void prompt_logprobs_match(const char *backend, bool fusion)
 {
     const bool corsair = strcmp(backend, "cpu") != 0;
     enum { N = 30, V = 512, TOP = 3 };
-    const char *path = tu_shared("models/stories260K.gguf", 1);
     int32_t prompt[N];
     for (int i = 0; i < N; i++)
         prompt[i] = i ? 2 + (i * 37) % 500 : 1;
     /* the reference: one token a time, log-softmax in double */
     static double ref[N][V];
     {
-        llm_load_params_t lp;
-        llm_load_params_default(&lp);
-        lp.path = path;
-        lp.fusion = fusion;
-        lp.threads = 1;
-        lp.backend = backend;
-        lp.n_seq_max = 2;
-        lp.n_batch_max = 9;
-        llm_model_t *m = NULL;
-        char err[256];
-        ck_assert_msg(llm_load(&m, &lp, err, sizeof err) == 0, "%s", err);
         int slot;
-        ck_assert_int_eq(llm_seq_alloc(m, &slot), 0);
+        llm_model_t *m = load_stories_model(backend, fusion, 9, &slot);
         static float lgs[N][V];
         for (int i = 0; i < N; i += corsair ? 7 : 1) {
             int n = corsair ? FD_MIN(7, N - i) : 1;
@@ -2403,23 +2411,14 @@ static int submit_embed(eng_t *e, const int32_t *prompt, int n, int pooling, boo
 static void embeddings_match(bool fusion)
 {
     enum { N = 30, E = 64 };
-    const char *path = tu_shared("models/stories260K.gguf", 1);
     int32_t prompt[N];
     for (int i = 0; i < N; i++)
         prompt[i] = i ? 2 + (i * 53) % 500 : 1;
     static float h[N][E];
     {
-        llm_load_params_t lp;
-        llm_load_params_default(&lp);
-        lp.path = path;
-        lp.fusion = fusion;
-        lp.threads = 1;
-        llm_model_t *m = NULL;
-        char err[256];
-        ck_assert_msg(llm_load(&m, &lp, err, sizeof err) == 0, "%s", err);
-        ck_assert_int_eq(llm_hparams(m)->n_embd, E);
         int slot;
-        ck_assert_int_eq(llm_seq_alloc(m, &slot), 0);
+        llm_model_t *m = load_stories_model("cpu", fusion, 0, &slot);
+        ck_assert_int_eq(llm_hparams(m)->n_embd, E);
         memset(h, 0, sizeof h);
         for (int i = 0; i < N; i++) {
             llm_batch_entry_t b = { .slot = slot, .tokens = &prompt[i], .n_tokens = 1,

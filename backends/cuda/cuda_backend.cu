@@ -1590,6 +1590,7 @@ static int attn_launch(fcuda_t *c, const fb_attn_t *a, int s0, int s1)
     memset(&p, 0, sizeof(p));
     const fb_attn_t *a0 = &a[s0];
     int rows = 0, groups = 0, t_max = 1, rc;
+    bool gemma = false; /* a window or soft-cap: the general kernel, which masks and caps */
     for (int s = s0; s < s1; s++) {
         fcu_att_seq *q = &p.s[s - s0];
         q->q = a[s].q;
@@ -1607,6 +1608,9 @@ static int attn_launch(fcuda_t *c, const fb_attn_t *a, int s0, int s1)
         for (int i = 0; i < a[s].n_q; i++)
             t_max = FD_MAX(t_max, a[s].pos[i] + 1);
         q->T = a[s].n_q == 1 ? a[s].pos[0] + 1 : 0;
+        q->window = a[s].window;
+        q->softcap = a[s].softcap;
+        gemma |= a[s].window > 0 || a[s].softcap > 0;
         rows += a[s].n_q;
         groups += (a[s].n_q + FCU_ATT_QB - 1) / FCU_ATT_QB;
     }
@@ -1619,7 +1623,7 @@ static int attn_launch(fcuda_t *c, const fb_attn_t *a, int s0, int s1)
     p.mode = a0->mode;
     p.scale = a0->scale;
     p.t_max = t_max;
-    if (p.mode != FB_SOFTMAX_REF && rows == s1 - s0 && p.head_dim % 4 == 0) {
+    if (p.mode != FB_SOFTMAX_REF && rows == s1 - s0 && p.head_dim % 4 == 0 && !gemma) {
         bool ok = true;
         for (int s = s0; s < s1; s++)
             ok &= a[s].n_q == 1 && a[s].ldkv % 4 == 0 && aligned16(a[s].k) &&
@@ -1715,6 +1719,49 @@ static int cuda_silu_mul(fb_backend_t *be, const float *gate, const float *up, i
     rc = launch(c, fcu_k_silu_mul(), dim3(blocks_for(c, n_rows * n, 256)), dim3(256), p);
     time_end(c);
     return rc;
+}
+
+/* Gemma's gating: a launch of its own (the gate|up product's GLU epilogue is SiLU's). */
+static int cuda_gelu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
+                         int64_t n, int64_t ld_in, float *out)
+{
+    fcuda_t *c = (fcuda_t *)be;
+    if (n_rows * n == 0)
+        return c->err;
+    int rc = pend_flush(c);
+    if (rc)
+        return rc;
+    fcu_ew_p p = {out, gate, up, n, n_rows, ld_in, n};
+    time_begin(c, FB_OP_OTHER);
+    rc = launch(c, fcu_k_gelu_mul(), dim3(blocks_for(c, n_rows * n, 256)), dim3(256), p);
+    time_end(c);
+    return rc;
+}
+
+/* The embedding scale (which = 0) and the logits' soft-cap (1). */
+static int scal_launch(fcuda_t *c, int which, float *y, int64_t n, float s)
+{
+    if (n == 0)
+        return c->err;
+    int rc = pend_flush(c);
+    if (rc)
+        return rc;
+    fcu_scal_p p = {y, n, s};
+    time_begin(c, FB_OP_OTHER);
+    rc = launch(c, which ? fcu_k_softcap() : fcu_k_scale(), dim3(blocks_for(c, n, 256)),
+                dim3(256), p);
+    time_end(c);
+    return rc;
+}
+
+static int cuda_scale(fb_backend_t *be, float *y, int64_t n, float s)
+{
+    return scal_launch((fcuda_t *)be, 0, y, n, s);
+}
+
+static int cuda_softcap(fb_backend_t *be, float *y, int64_t n, float cap)
+{
+    return scal_launch((fcuda_t *)be, 1, y, n, cap);
 }
 
 static int cuda_add(fb_backend_t *be, float *y, const float *x, int64_t n)
@@ -2047,6 +2094,10 @@ static const fb_ops_t cuda_ops = {
     /* .roof = */ NULL,
     /* .host_alloc = */ cuda_host_alloc,
     /* .host_free = */ cuda_host_free,
+    /* .gelu_mul = */ cuda_gelu_mul,
+    /* .scale = */ cuda_scale,
+    /* .softcap = */ cuda_softcap,
+    /* .attn_window = */ true,
 };
 
 #define CKC(call)                                                                              \

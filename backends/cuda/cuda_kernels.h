@@ -131,6 +131,12 @@ typedef struct fcu_ew_p {     /* add, silu_mul */
     int64_t n, rows, ld_a, ld_y;
 } fcu_ew_p;
 
+typedef struct fcu_scal_p {   /* scale (y *= s) and softcap (y = s tanh(y / s)) */
+    float *y;
+    int64_t n;
+    float s;
+} fcu_scal_p;
+
 typedef struct fcu_getrows_p {
     const void *w;
     const __half *wscale;
@@ -148,6 +154,9 @@ typedef struct fcu_att_seq {
     int row0;                 /* its first query row among the launch's rows */
     int grp0;                 /* its first row group (grid y) */
     int T;                    /* decode kernel: positions in its context (pos[0] + 1) */
+    int window;               /* fb_attn_t.window: positions t with pos - t >= window are
+                                 masked (general kernel only; 0 = none) */
+    float softcap;            /* fb_attn_t.softcap (general kernel only; 0 = none) */
 } fcu_att_seq;
 
 /* Attention of up to FCU_ATT_MAX_SEQ sequences.  Grid: x = n_head_kv, y = row groups of
@@ -181,9 +190,14 @@ const void *fcu_k_layernorm(void);
 const void *fcu_k_rope(void);
 const void *fcu_k_add(int vec4);
 const void *fcu_k_silu_mul(void);
+const void *fcu_k_gelu_mul(void);   /* fcu_ew_p as silu_mul's: GELU's tanh form */
+const void *fcu_k_scale(void);      /* fcu_scal_p */
+const void *fcu_k_softcap(void);    /* fcu_scal_p */
 const void *fcu_k_copy2d(void);
 const void *fcu_k_get_rows(int wtype);
-/* which: 0 fused (MAXSUM / SUMONLY), 1 REF scores, 2 REF softmax, 3 REF P.V */
+/* which: 0 fused (MAXSUM / SUMONLY), 1 REF scores, 2 REF softmax, 3 REF P.V.  These honour
+ * each sequence's window and softcap (masked scores are -inf; a split whose positions are
+ * all masked contributes nothing); the decode kernel does not. */
 const void *fcu_k_attention(int which);
 /* The decode kernel (fused modes, one query row per sequence, 16-byte aligned q/k/v rows,
  * head_dim % 4 == 0): nv 16-byte pieces per lane, 1 for head_dim <= 128, 2 up to 256; grp

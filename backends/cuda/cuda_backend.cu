@@ -1590,7 +1590,6 @@ static int attn_launch(fcuda_t *c, const fb_attn_t *a, int s0, int s1)
     memset(&p, 0, sizeof(p));
     const fb_attn_t *a0 = &a[s0];
     int rows = 0, groups = 0, t_max = 1, rc;
-    bool gemma = false; /* a window or soft-cap: the general kernel, which masks and caps */
     for (int s = s0; s < s1; s++) {
         fcu_att_seq *q = &p.s[s - s0];
         q->q = a[s].q;
@@ -1608,9 +1607,6 @@ static int attn_launch(fcuda_t *c, const fb_attn_t *a, int s0, int s1)
         for (int i = 0; i < a[s].n_q; i++)
             t_max = FD_MAX(t_max, a[s].pos[i] + 1);
         q->T = a[s].n_q == 1 ? a[s].pos[0] + 1 : 0;
-        q->window = a[s].window;
-        q->softcap = a[s].softcap;
-        gemma |= a[s].window > 0 || a[s].softcap > 0;
         rows += a[s].n_q;
         groups += (a[s].n_q + FCU_ATT_QB - 1) / FCU_ATT_QB;
     }
@@ -1622,6 +1618,10 @@ static int attn_launch(fcuda_t *c, const fb_attn_t *a, int s0, int s1)
     p.head_dim = a0->head_dim;
     p.mode = a0->mode;
     p.scale = a0->scale;
+    p.window = a0->window;
+    p.softcap = a0->softcap;
+    /* a window or soft-cap: the general kernel, which masks and caps */
+    const bool gemma = p.window > 0 || p.softcap > 0;
     p.t_max = t_max;
     if (p.mode != FB_SOFTMAX_REF && rows == s1 - s0 && p.head_dim % 4 == 0 && !gemma) {
         bool ok = true;
@@ -1681,7 +1681,8 @@ static int cuda_attention(fb_backend_t *be, const fb_attn_t *a, int n_seq)
         int s1 = s0 + 1;
         while (s1 < n_seq && s1 - s0 < FCU_ATT_MAX_SEQ && a[s1].n_head == a[s0].n_head &&
                a[s1].n_head_kv == a[s0].n_head_kv && a[s1].head_dim == a[s0].head_dim &&
-               a[s1].mode == a[s0].mode && a[s1].scale == a[s0].scale)
+               a[s1].mode == a[s0].mode && a[s1].scale == a[s0].scale &&
+               a[s1].window == a[s0].window && a[s1].softcap == a[s0].softcap)
             s1++;
         rc = attn_launch(c, a, s0, s1);
         s0 = s1;

@@ -996,13 +996,13 @@ __global__ void __launch_bounds__(ATT_THREADS) k_att(const fcu_att_p p)
                 }
                 /* Gemma: the soft-cap of each scaled score, and the sliding window's mask
                  * (row position T - 1 sees t0 + t when T - 1 - (t0 + t) < window) */
-                const bool masked = S.window > 0 && T - 1 - (t0 + t) >= S.window;
+                const bool masked = p.window > 0 && T - 1 - (t0 + t) >= p.window;
 #pragma unroll
                 for (int h = 0; h < FCU_ATT_MAX_GROUP; h++)
                     if (h < grp) {
                         float sc = a[h] * p.scale;
-                        if (S.softcap > 0.f)
-                            sc = S.softcap * tanhf(sc / S.softcap);
+                        if (p.softcap > 0.f)
+                            sc = p.softcap * tanhf(sc / p.softcap);
                         sp[h][t] = masked ? -INFINITY : sc;
                     }
             }

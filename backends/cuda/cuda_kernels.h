@@ -154,9 +154,6 @@ typedef struct fcu_att_seq {
     int row0;                 /* its first query row among the launch's rows */
     int grp0;                 /* its first row group (grid y) */
     int T;                    /* decode kernel: positions in its context (pos[0] + 1) */
-    int window;               /* fb_attn_t.window: positions t with pos - t >= window are
-                                 masked (general kernel only; 0 = none) */
-    float softcap;            /* fb_attn_t.softcap (general kernel only; 0 = none) */
 } fcu_att_seq;
 
 /* Attention of up to FCU_ATT_MAX_SEQ sequences.  Grid: x = n_head_kv, y = row groups of
@@ -174,6 +171,11 @@ typedef struct fcu_att_p {
     int vec4;                 /* K rows and head offsets allow 16-byte loads */
     int lg;                   /* decode kernel: lanes per cached position (a power of 2) */
     float scale;
+    int window;               /* fb_attn_t.window, the same for the launch's sequences (one
+                                 layer's): positions t with pos - t >= window are masked
+                                 (general kernel only; 0 = none).  Here, not per sequence, so
+                                 the parameters stay within MAX_BLOB */
+    float softcap;            /* fb_attn_t.softcap (general kernel only; 0 = none) */
 } fcu_att_p;
 
 /* Kernel getters (host).  gemv: vec=1 needs n_in % 8 == 0 and 16-byte aligned rows and x;

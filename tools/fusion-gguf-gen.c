@@ -41,6 +41,7 @@ static void usage(FILE *f)
             "                        context N and attention factor F\n"
             "      --swa N           gemma: the local layers' sliding window (gemma3 512)\n"
             "      --softcap A,F     gemma2: attention and final logit soft-caps\n"
+            "      --rope-scale F    linear RoPE scaling by F (rope.scaling.factor)\n"
             "      --gemma-vocab     a Gemma-style vocabulary (<bos> 2, <eos> 1, user-defined\n"
             "                        pieces, no space prefix)\n"
             "      --name S          general.name\n"
@@ -83,7 +84,7 @@ static int parse_float(const char *opt, const char *s, float *out)
 
 enum { O_ARCH = 256, O_EMBD, O_LAYER, O_HEAD, O_HEAD_KV, O_FF, O_VOCAB, O_CTX, O_HEAD_DIM,
        O_ROPE, O_EPS, O_TIED, O_UNTIED, O_NAME, O_ROPE_FREQS, O_LONGROPE, O_SWA, O_SOFTCAP,
-       O_GEMMA_VOCAB };
+       O_GEMMA_VOCAB, O_ROPE_SCALE };
 
 int main(int argc, char **argv)
 {
@@ -102,6 +103,7 @@ int main(int argc, char **argv)
         {"longrope", required_argument, 0, O_LONGROPE},
         {"swa", required_argument, 0, O_SWA}, {"softcap", required_argument, 0, O_SOFTCAP},
         {"gemma-vocab", no_argument, 0, O_GEMMA_VOCAB},
+        {"rope-scale", required_argument, 0, O_ROPE_SCALE},
         {0, 0, 0, 0},
     };
     const char *out = NULL, *preset = "stories260K", *type = "F32", *seed = NULL;
@@ -117,7 +119,7 @@ int main(int argc, char **argv)
     float softcap[2] = { -1, -1 };
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int threads = ncpu > 0 ? (int)FD_MIN(ncpu, 256) : 1;
-    float rope = 0, eps = 0;
+    float rope = 0, eps = 0, rope_scale = 0;
     gguf_w_llama_t p;
     int c;
     while ((c = getopt_long(argc, argv, "o:p:t:s:j:h", opts, NULL)) != -1) {
@@ -158,6 +160,7 @@ int main(int argc, char **argv)
         }
         case O_SWA: if (parse_int("--swa", optarg, &n_swa)) return 2; break;
         case O_GEMMA_VOCAB: gemma_vocab = true; break;
+        case O_ROPE_SCALE: if (parse_float("--rope-scale", optarg, &rope_scale)) return 2; break;
         case O_SOFTCAP: {
             char *end;
             softcap[0] = strtof(optarg, &end);
@@ -197,6 +200,8 @@ int main(int argc, char **argv)
         p.arch = arch;
     p.rope_freqs = rope_freqs;
     p.gemma_vocab = gemma_vocab;
+    if (rope_scale > 0)
+        p.rope_scale = rope_scale;
     if (n_swa > 0)
         p.n_swa = n_swa;
     else if (p.n_swa == 0 && p.arch && strcmp(p.arch, "gemma3") == 0)

@@ -3,8 +3,9 @@
 # models of each architecture and weight type fusiond runs, which test_llamacpp_ref compares
 # fusiond's logits with.  Not part of make check: run it by hand after `make` (it needs
 # fusion-gguf-gen) when a model is added here, and commit the files it writes:
-#   (cd tests/ref && npm install) && tests/ref/make-refs.sh
-# Each file's "model" line is the whole recipe: the test writes the same model from it.
+#   (cd tests/ref && npm install) && tests/ref/make-refs.sh [NAME...]
+# (names: only those models; default all).  Each file's "model" line is the whole recipe:
+# the test writes the same model from it.
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
 gen=${FUSION_GGUF_GEN:-$top/fusion-gguf-gen}
@@ -19,13 +20,28 @@ release=$(node -p "const m=require('$ref/node_modules/@node-llama-cpp/linux-x64/
 
 # The prompt: BOS, then ids spread over the vocabulary (all models have 512 tokens).
 ids="1 300 45 511 259 400 3 260 77 128"
+# Mixtures of experts: a longer one, so that every expert of every layer is chosen somewhere
+# (the test checks that it is; with random weights the later layers' rows look alike and
+# favour a few experts, so the seeds below are ones where the prompt reaches all 8).
+moe_ids="$ids 5 200 333 444 17 99 350 480 12 64 150 222 390 500"
 
 # name | arch n_embd n_layer n_head n_head_kv head_dim n_ff type tied seed rope_freqs
-#        orig_ctx attn_factor (orig_ctx > 0: Phi-3.5 LongRoPE; the context is 256)
+#        orig_ctx attn_factor [experts N,K] (orig_ctx > 0: Phi-3.5 LongRoPE; the context is
+#        256; experts: a mixture of N experts, K per token, n_ff each)
+want="$*"
 while IFS='|' read -r name spec; do
+    if [ -n "$want" ]; then
+        case " $want " in *" $name "*) ;; *) continue ;; esac
+    fi
     set -- $spec
     arch=$1 embd=$2 layer=$3 head=$4 headkv=$5 hd=$6 ff=$7 type=$8 tied=$9 seed=${10} rf=${11}
-    orig=${12} af=${13}
+    orig=${12} af=${13} experts=${14:-}
+    xflag=; xkeys=; pids=$ids
+    if [ -n "$experts" ]; then
+        xflag="--experts $experts"
+        xkeys=" n_expert=${experts%,*} n_expert_used=${experts#*,}"
+        pids=$moe_ids
+    fi
     model=$tmp/$name.gguf
     tflag=--untied; [ "$tied" = 1 ] && tflag=--tied
     hdflag=; [ "$hd" != 0 ] && hdflag="--head-dim $hd"
@@ -33,7 +49,7 @@ while IFS='|' read -r name spec; do
     lrflag=; [ "$orig" != 0 ] && lrflag="--longrope $orig,$af"
     "$gen" -o "$model" --arch "$arch" --n-embd "$embd" --n-layer "$layer" \
         --n-head "$head" --n-head-kv "$headkv" $hdflag --n-ff "$ff" --n-vocab 512 \
-        --n-ctx 256 -t "$type" $tflag $rfflag $lrflag -s "$seed" -j 1 >/dev/null
+        --n-ctx 256 -t "$type" $tflag $rfflag $lrflag $xflag -s "$seed" -j 1 >/dev/null
     out=$top/tests/data/llamacpp-$name.txt
     {
         echo "# llama.cpp's next-token logits after each prompt position, for the random model"
@@ -41,9 +57,9 @@ while IFS='|' read -r name spec; do
         echo "# with node-llama-cpp $version (llama.cpp tag $release, prebuilt CPU binaries, 1 thread)"
         echo "model arch=$arch n_embd=$embd n_layer=$layer n_head=$head n_head_kv=$headkv" \
              "head_dim=$hd n_ff=$ff n_vocab=512 n_ctx=256 type=$type tied=$tied seed=$seed" \
-             "rope_freqs=$rf orig_ctx=$orig attn_factor=$af"
-        echo "ids $ids"
-        node "$ref/llamacpp-logits.mjs" "$model" $ids
+             "rope_freqs=$rf orig_ctx=$orig attn_factor=$af$xkeys"
+        echo "ids $pids"
+        node "$ref/llamacpp-logits.mjs" "$model" $pids
     } > "$out.tmp"
     mv "$out.tmp" "$out"
     echo "wrote $out"
@@ -65,4 +81,11 @@ phi3-f32|phi3 64 2 4 2 0 160 F32 0 24 0 0 0
 phi3-longrope-short-f32|phi3 64 2 4 2 0 160 F32 0 25 0 4096 1.1902
 phi3-longrope-long-f32|phi3 64 2 4 2 0 160 F32 1 26 0 128 1.1902
 phi3-q4_k_m|phi3 256 2 4 2 0 512 Q4_K_M 0 27 0 0 0
+qwen3moe-f32|qwen3moe 64 2 4 2 32 96 F32 0 31 0 0 0 8,4
+qwen3moe-q8_0|qwen3moe 256 2 4 2 64 256 Q8_0 0 32 0 0 0 8,4
+qwen3moe-q4_k_m|qwen3moe 256 2 4 2 64 256 Q4_K_M 0 42 0 0 0 8,4
+olmoe-f32|olmoe 64 2 4 4 0 96 F32 0 34 0 0 0 8,4
+olmoe-q4_k_m|olmoe 256 2 4 4 0 256 Q4_K_M 0 39 0 0 0 8,4
+mixtral-f32|llama 64 2 4 2 0 96 F32 0 41 0 0 0 8,2
+mixtral-q4_0|llama 256 2 4 2 0 256 Q4_0 1 39 0 0 0 8,2
 MODELS

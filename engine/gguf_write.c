@@ -567,26 +567,38 @@ struct preset {
     bool tied;
     const char *arch;   /* NULL: llama */
     int head_dim;       /* 0: n_embd / n_head */
+    int n_swa;          /* gemma: the sliding window */
+    float attn_softcap, final_softcap;
     int n_expert, n_expert_used; /* n_ff: each expert's width */
 };
 
 /* Hyperparameters as published for each model. */
 static const struct preset presets[] = {
-    {"stories260K", 64, 5, 8, 4, 172, 512, 512, 10000.0f, 1e-5f, false, NULL, 0, 0, 0},
-    {"stories110M", 768, 12, 12, 12, 2048, 32000, 1024, 10000.0f, 1e-5f, true, NULL, 0, 0, 0},
-    {"TinyLlama-1.1B", 2048, 22, 32, 4, 5632, 32000, 2048, 10000.0f, 1e-5f, false, NULL, 0, 0, 0},
-    {"Llama-2-7B", 4096, 32, 32, 32, 11008, 32000, 4096, 10000.0f, 1e-5f, false, NULL, 0, 0, 0},
-    {"Llama-3-8B", 4096, 32, 32, 8, 14336, 128256, 8192, 500000.0f, 1e-5f, false, NULL, 0, 0, 0},
+    {"stories260K", 64, 5, 8, 4, 172, 512, 512, 10000.0f, 1e-5f, false, NULL, 0, 0, 0, 0, 0, 0},
+    {"stories110M", 768, 12, 12, 12, 2048, 32000, 1024, 10000.0f, 1e-5f, true, NULL, 0, 0, 0, 0,
+     0, 0},
+    {"TinyLlama-1.1B", 2048, 22, 32, 4, 5632, 32000, 2048, 10000.0f, 1e-5f, false, NULL, 0, 0, 0,
+     0, 0, 0},
+    {"Llama-2-7B", 4096, 32, 32, 32, 11008, 32000, 4096, 10000.0f, 1e-5f, false, NULL, 0, 0, 0, 0,
+     0, 0},
+    {"Llama-3-8B", 4096, 32, 32, 8, 14336, 128256, 8192, 500000.0f, 1e-5f, false, NULL, 0, 0, 0,
+     0, 0, 0},
     {"Qwen3-0.6B", 1024, 28, 16, 8, 3072, 151936, 40960, 1000000.0f, 1e-6f, true, "qwen3", 128, 0,
-     0},
+     0, 0, 0, 0},
+    {"Gemma-3-270M", 640, 18, 4, 1, 2048, 262144, 32768, 1000000.0f, 1e-6f, true, "gemma3", 256,
+     512, 0, 0, 0, 0},
+    {"Gemma-3-1B", 1152, 26, 4, 1, 6912, 262144, 32768, 1000000.0f, 1e-6f, true, "gemma3", 256,
+     512, 0, 0, 0, 0},
+    {"Gemma-2-2B", 2304, 26, 8, 4, 9216, 256000, 8192, 10000.0f, 1e-6f, true, "gemma2", 256,
+     4096, 50.0f, 30.0f, 0, 0},
     {"Qwen3-30B-A3B", 2048, 48, 32, 4, 768, 151936, 40960, 1000000.0f, 1e-6f, false, "qwen3moe",
-     128, 128, 8},
-    {"OLMoE-1B-7B", 2048, 16, 16, 16, 1024, 50304, 4096, 10000.0f, 1e-5f, false, "olmoe", 0, 64,
-     8},
-    {"Mixtral-8x7B", 4096, 32, 32, 8, 14336, 32000, 32768, 1000000.0f, 1e-5f, false, NULL, 0, 8,
-     2},
-    {"Qwen3-MoE-tiny", 256, 4, 4, 2, 128, 512, 512, 1000000.0f, 1e-6f, false, "qwen3moe", 64, 16,
-     4},
+     128, 0, 0, 0, 128, 8},
+    {"OLMoE-1B-7B", 2048, 16, 16, 16, 1024, 50304, 4096, 10000.0f, 1e-5f, false, "olmoe", 0, 0, 0,
+     0, 64, 8},
+    {"Mixtral-8x7B", 4096, 32, 32, 8, 14336, 32000, 32768, 1000000.0f, 1e-5f, false, NULL, 0, 0, 0,
+     0, 8, 2},
+    {"Qwen3-MoE-tiny", 256, 4, 4, 2, 128, 512, 512, 1000000.0f, 1e-6f, false, "qwen3moe", 64, 0,
+     0, 0, 16, 4},
 };
 
 const char *const *gguf_w_llama_preset_names(void)
@@ -608,6 +620,8 @@ int gguf_w_llama_preset(const char *name, gguf_w_llama_t *p)
             .n_head_kv = s->n_head_kv, .n_ff = s->n_ff, .n_vocab = s->n_vocab,
             .n_ctx = s->n_ctx, .rope_base = s->rope_base, .norm_eps = s->eps, .tied = s->tied,
             .wtype = GG_F32, .seed = 1, .arch = s->arch, .head_dim = s->head_dim,
+            .n_swa = s->n_swa, .attn_softcap = s->attn_softcap,
+            .final_softcap = s->final_softcap,
             .n_expert = s->n_expert, .n_expert_used = s->n_expert_used,
         };
         return 0;
@@ -644,9 +658,15 @@ int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen)
                     "must be positive");
     const char *arch = llama_arch(p);
     if (strcmp(arch, "llama") && strcmp(arch, "qwen2") && strcmp(arch, "qwen3") &&
-        strcmp(arch, "phi3") && strcmp(arch, "qwen3moe") && strcmp(arch, "olmoe"))
+        strcmp(arch, "phi3") && strcmp(arch, "gemma2") && strcmp(arch, "gemma3") &&
+        strcmp(arch, "qwen3moe") && strcmp(arch, "olmoe"))
         return werr(err, errlen, FD_EUNSUP, "architecture '%s' is not one of llama, qwen2, "
-                    "qwen3, phi3, qwen3moe, olmoe", arch);
+                    "qwen3, phi3, gemma2, gemma3, qwen3moe, olmoe", arch);
+    if (p->n_swa < 0 || (strcmp(arch, "gemma3") == 0 && p->n_swa == 0))
+        return werr(err, errlen, FD_ESHAPE, "sliding window %d: gemma3 needs one > 0",
+                    p->n_swa);
+    if (p->attn_softcap < 0 || p->final_softcap < 0)
+        return werr(err, errlen, FD_ESHAPE, "soft-caps must not be negative");
     bool moe_arch = !strcmp(arch, "qwen3moe") || !strcmp(arch, "olmoe");
     if (p->n_expert < 0 || p->n_expert > 1024 || (p->n_expert == 0 && moe_arch) ||
         (p->n_expert > 0 && !moe_arch && strcmp(arch, "llama")))
@@ -880,27 +900,25 @@ static int add_norm(gguf_w_t *w, gguf_w_llama_t *p, const char *name, int64_t n)
     return gguf_w_add_tensor(w, name, GG_F32, 1, &n, NULL, fill_random, p);
 }
 
-/* Whether a layer tensor of the table below belongs to this model (its `only`). */
-static bool has_part(const char *only, const char *ar, bool moe)
-{
-    if (!only)
-        return true;
-    if (!strcmp(only, "dense") || !strcmp(only, "moe"))
-        return moe == !strcmp(only, "moe");
-    if (only[0] == '!')
-        return strcmp(only + 1, ar) != 0;
-    size_t n = strlen(ar);
-    for (const char *s = only; s; s = strchr(s, ',') ? strchr(s, ',') + 1 : NULL)
-        if (!strncmp(s, ar, n) && (s[n] == ',' || s[n] == '\0'))
-            return true;
-    return false;
-}
-
 /* "<arch>.<key>" into buf. */
 static const char *akey(char *buf, size_t len, const char *arch, const char *key)
 {
     snprintf(buf, len, "%s.%s", arch, key);
     return buf;
+}
+
+/* Whether architecture ar has a tensor whose `only` list is spec (see blk[] below). */
+static bool arch_has(const char *spec, const char *ar)
+{
+    if (spec[0] == '!')
+        return strcmp(spec + 1, ar) != 0;
+    if (strcmp(spec, "gemma") == 0)
+        return strncmp(ar, "gemma", 5) == 0;
+    size_t n = strlen(ar);
+    for (const char *s = spec; (s = strstr(s, ar)) != NULL; s += n)
+        if ((s == spec || s[-1] == ' ') && (s[n] == ' ' || s[n] == '\0'))
+            return true;
+    return false;
 }
 
 int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
@@ -941,6 +959,15 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
                                (uint32_t)p->orig_ctx)) ||
           (rc = gguf_w_add_f32(w, akey(k, sizeof(k), ar, "rope.scaling.attn_factor"),
                                p->attn_factor)))) ||
+        (p->n_swa > 0 && (rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar,
+                                                  "attention.sliding_window"),
+                                              (uint32_t)p->n_swa))) ||
+        (p->attn_softcap > 0 &&
+         (rc = gguf_w_add_f32(w, akey(k, sizeof(k), ar, "attn_logit_softcapping"),
+                              p->attn_softcap))) ||
+        (p->final_softcap > 0 &&
+         (rc = gguf_w_add_f32(w, akey(k, sizeof(k), ar, "final_logit_softcapping"),
+                              p->final_softcap))) ||
         (p->n_expert > 0 &&
          ((rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "expert_count"), (uint32_t)p->n_expert)) ||
           (rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "expert_used_count"),
@@ -966,23 +993,27 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
     static const struct {
         const char *role, *suffix;
         int in, out, kind;
-        const char *only;      /* the architectures that have it ("qwen3,qwen3moe"), NULL:
-                                  all; "!phi3": all but phi3; "dense" / "moe": models without
-                                  / with experts */
+        const char *only;      /* the architectures that have it ("qwen3 gemma3"), NULL:
+                                  all; "!phi3": all but phi3; "gemma": gemma2 and gemma3;
+                                  "moe": models with experts (whose ffn_gate/up/down are
+                                  then left out) */
     } blk[] = {
         {"attn_norm", "weight", 0, 0, NORM, NULL}, {"attn_q", "weight", 0, 3, MAT, "!phi3"},
         {"attn_k", "weight", 0, 1, MAT, "!phi3"}, {"attn_v", "weight", 0, 1, MAT, "!phi3"},
         {"attn_qkv", "weight", 0, 5, MAT, "phi3"},
         {"attn_q", "bias", 0, 3, BIAS, "qwen2"}, {"attn_k", "bias", 0, 1, BIAS, "qwen2"},
         {"attn_v", "bias", 0, 1, BIAS, "qwen2"},
-        {"attn_q_norm", "weight", 0, 4, NORM, "qwen3,qwen3moe"},
-        {"attn_k_norm", "weight", 0, 4, NORM, "qwen3,qwen3moe"},
+        {"attn_q_norm", "weight", 0, 4, NORM, "qwen3 gemma3 qwen3moe"},
+        {"attn_k_norm", "weight", 0, 4, NORM, "qwen3 gemma3 qwen3moe"},
         {"attn_q_norm", "weight", 0, 3, NORM, "olmoe"},
         {"attn_k_norm", "weight", 0, 1, NORM, "olmoe"},
-        {"attn_output", "weight", 3, 0, MAT, NULL}, {"ffn_norm", "weight", 0, 0, NORM, NULL},
+        {"attn_output", "weight", 3, 0, MAT, NULL},
+        {"post_attention_norm", "weight", 0, 0, NORM, "gemma"},
+        {"ffn_norm", "weight", 0, 0, NORM, NULL},
         {"ffn_gate", "weight", 0, 2, MAT, "!phi3"}, {"ffn_up", "weight", 0, 2, MAT, "!phi3"},
         {"ffn_up", "weight", 0, 6, MAT, "phi3"},
-        {"ffn_down", "weight", 2, 0, MAT, "dense"},
+        {"ffn_down", "weight", 2, 0, MAT, NULL},
+        {"post_ffw_norm", "weight", 0, 0, NORM, "gemma"},
         {"ffn_gate_inp", "weight", 0, 7, ROUTER, "moe"},
         {"ffn_gate_exps", "weight", 0, 2, EXPS, "moe"},
         {"ffn_up_exps", "weight", 0, 2, EXPS, "moe"},
@@ -993,7 +1024,8 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
     const bool moe = p->n_expert > 0;
     for (int il = 0; il < p->n_layer; il++)
         for (size_t j = 0; j < FD_ARRAY_LEN(blk); j++) {
-            if (!has_part(blk[j].only, ar, moe) ||
+            const char *only = blk[j].only;
+            if ((only && (!strcmp(only, "moe") ? !moe : !arch_has(only, ar))) ||
                 (moe && blk[j].kind == MAT && !strncmp(blk[j].role, "ffn_", 4)))
                 continue;
             snprintf(name, sizeof(name), "blk.%d.%s.%s", il, blk[j].role, blk[j].suffix);

@@ -27,12 +27,20 @@ typedef struct fz_layer_src {
                                         RMS-normalized with these before RoPE), or NULL */
     const float *ffn_norm;           /* n_embd */
     fb_weight_t w_gate, w_up, w_down; /* dense layers (n_expert 0) */
+    /* Gemma 2/3: RMSNorms of the attention block's and the feed-forward block's outputs
+     * before each residual add (n_embd each), or NULL */
+    const float *post_attn_norm, *post_ffn_norm;
+    bool swa;                        /* a local layer: sliding-window attention (n_swa) and
+                                        fz_model_src_t.rope_swa */
     /* Mixture of experts (fz_model_src_t.n_expert > 0): the router (n_expert rows of
      * n_embd) and each expert's gate, up (n_ff_exp rows of n_embd) and down (n_embd rows of
      * n_ff_exp), n_expert of each, views of the file's 3-D tensors */
     fb_weight_t router;
     const fb_weight_t *exp_gate, *exp_up, *exp_down;
 } fz_layer_src_t;
+
+/* The feed-forward activation of gate times up. */
+enum fz_act { FZ_ACT_SILU = 0, FZ_ACT_GELU = 1 };
 
 /* How the router's logits become expert weights (llama.cpp's build_moe_ffn): probabilities
  * by softmax over all experts (or a sigmoid each), the top n_expert_used of them chosen, their
@@ -51,6 +59,14 @@ typedef struct fz_model_src {
     const float *out_norm;           /* n_embd */
     fb_weight_t output;              /* LM head; tok_embd's bytes when the model ties them */
     const fz_layer_src_t *layers;    /* n_layer */
+    /* Gemma's parts (all zero for the other families) */
+    int act;                         /* enum fz_act */
+    float embd_scale;                /* token embeddings multiplied by this (0: not) */
+    float attn_scale;                /* of the Q.K scores (0: 1/sqrt(head_dim)) */
+    float attn_softcap;              /* fb_attn_t.softcap of every layer (0: none) */
+    float final_softcap;             /* logits become c tanh(logit / c) (0: none) */
+    int n_swa;                       /* the local layers' window (fb_attn_t.window) */
+    fb_rope_t rope_swa;              /* the local layers' RoPE (freq_factors unused) */
     bool qk_norm_full;               /* OLMoE: q_norm / k_norm normalize each whole Q row
                                         (n_head * head_dim) and K row, not each head */
     int n_expert, n_expert_used;     /* 0: dense feed-forward */

@@ -30,8 +30,9 @@ static void usage(FILE *f)
             "  -s, --seed N          weights seed (default 1)\n"
             "  -j, --threads N       threads that fill and quantize (default: online CPUs)\n"
             "      --arch NAME       llama, qwen2 (Q/K/V biases), qwen3 (Q/K norms), phi3\n"
-            "                        (fused Q|K|V and gate|up tensors), or the mixtures of\n"
-            "                        experts qwen3moe and olmoe (default: the preset's)\n"
+            "                        (fused Q|K|V and gate|up tensors), gemma2, gemma3, or\n"
+            "                        the mixtures of experts qwen3moe and olmoe (default:\n"
+            "                        the preset's)\n"
             "      --experts N,K     N experts, K of them per token (qwen3moe, olmoe; llama:\n"
             "                        Mixtral-style); --n-ff is then each expert's width;\n"
             "                        0,0: dense\n"
@@ -42,6 +43,8 @@ static void usage(FILE *f)
             "      --rope-freqs      a rope_freqs.weight tensor (Llama 3.1 RoPE factors)\n"
             "      --longrope N,F    Phi-3.5 LongRoPE: short and long factor tensors, original\n"
             "                        context N and attention factor F\n"
+            "      --swa N           gemma: the local layers' sliding window (gemma3 512)\n"
+            "      --softcap A,F     gemma2: attention and final logit soft-caps\n"
             "      --name S          general.name\n"
             "  -h, --help\n"
             "Matrices whose rows do not fit the type's block size fall back to Q8_0 or F16.\n");
@@ -81,7 +84,8 @@ static int parse_float(const char *opt, const char *s, float *out)
 }
 
 enum { O_ARCH = 256, O_EMBD, O_LAYER, O_HEAD, O_HEAD_KV, O_FF, O_VOCAB, O_CTX, O_HEAD_DIM,
-       O_ROPE, O_EPS, O_TIED, O_UNTIED, O_NAME, O_ROPE_FREQS, O_LONGROPE, O_EXPERTS };
+       O_ROPE, O_EPS, O_TIED, O_UNTIED, O_NAME, O_ROPE_FREQS, O_LONGROPE, O_SWA, O_SOFTCAP,
+       O_EXPERTS };
 
 int main(int argc, char **argv)
 {
@@ -98,6 +102,7 @@ int main(int argc, char **argv)
         {"head-dim", required_argument, 0, O_HEAD_DIM},
         {"rope-freqs", no_argument, 0, O_ROPE_FREQS},
         {"longrope", required_argument, 0, O_LONGROPE},
+        {"swa", required_argument, 0, O_SWA}, {"softcap", required_argument, 0, O_SOFTCAP},
         {"experts", required_argument, 0, O_EXPERTS},
         {0, 0, 0, 0},
     };
@@ -109,6 +114,8 @@ int main(int argc, char **argv)
     bool rope_freqs = false;
     int orig_ctx = 0;
     float attn_factor = 0;
+    int n_swa = 0;
+    float softcap[2] = { -1, -1 };
     int n_expert = -1, n_used = 0;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int threads = ncpu > 0 ? (int)FD_MIN(ncpu, 256) : 1;
@@ -125,9 +132,10 @@ int main(int argc, char **argv)
         case 'h': usage(stdout); return 0;
         case O_ARCH:
             if (strcmp(optarg, "llama") && strcmp(optarg, "qwen2") && strcmp(optarg, "qwen3") &&
-                strcmp(optarg, "phi3") && strcmp(optarg, "qwen3moe") && strcmp(optarg, "olmoe")) {
+                strcmp(optarg, "phi3") && strcmp(optarg, "gemma2") && strcmp(optarg, "gemma3") &&
+                strcmp(optarg, "qwen3moe") && strcmp(optarg, "olmoe")) {
                 fprintf(stderr, "fusion-gguf-gen: architecture '%s' not supported (llama, "
-                        "qwen2, qwen3, phi3, qwen3moe, olmoe)\n", optarg);
+                        "qwen2, qwen3, phi3, gemma2, gemma3, qwen3moe, olmoe)\n", optarg);
                 return 2;
             }
             arch = optarg;
@@ -160,6 +168,15 @@ int main(int argc, char **argv)
                                "1024 (or 0,0)\n"), 2;
             n_expert = (int)n;
             n_used = (int)k;
+            break;
+        }
+        case O_SWA: if (parse_int("--swa", optarg, &n_swa)) return 2; break;
+        case O_SOFTCAP: {
+            char *end;
+            softcap[0] = strtof(optarg, &end);
+            if (end == optarg || *end != ',' || !(softcap[0] > 0) ||
+                parse_float("--softcap", end + 1, &softcap[1]))
+                return fprintf(stderr, "fusion-gguf-gen: --softcap: A,F both > 0\n"), 2;
             break;
         }
         default: usage(stderr); return 2;
@@ -196,6 +213,14 @@ int main(int argc, char **argv)
         p.n_expert_used = n_used;
     }
     p.rope_freqs = rope_freqs;
+    if (n_swa > 0)
+        p.n_swa = n_swa;
+    else if (p.n_swa == 0 && p.arch && strcmp(p.arch, "gemma3") == 0)
+        p.n_swa = 512;
+    if (softcap[0] > 0) {
+        p.attn_softcap = softcap[0];
+        p.final_softcap = softcap[1];
+    }
     p.orig_ctx = orig_ctx;
     p.attn_factor = attn_factor;
     char defname[64];

@@ -2095,6 +2095,10 @@ static const fb_ops_t cuda_ops = {
     /* .roof = */ NULL,
     /* .host_alloc = */ cuda_host_alloc,
     /* .host_free = */ cuda_host_free,
+    /* .gelu_mul = */ NULL,
+    /* .scale = */ NULL,
+    /* .softcap = */ NULL,
+    /* .attn_window = */ false,
     /* .gather_rows = */ cuda_gather_rows,
     /* .scatter_add_rows = */ cuda_scatter_add_rows,
 };

@@ -3,9 +3,8 @@
 # models of each architecture and weight type fusiond runs, which test_llamacpp_ref compares
 # fusiond's logits with.  Not part of make check: run it by hand after `make` (it needs
 # fusion-gguf-gen) when a model is added here, and commit the files it writes:
-#   (cd tests/ref && npm install) && tests/ref/make-refs.sh [NAME...]
-# (names: only those models; default all).  Each file's "model" line is the whole recipe:
-# the test writes the same model from it.
+#   (cd tests/ref && npm install) && tests/ref/make-refs.sh
+# Each file's "model" line is the whole recipe: the test writes the same model from it.
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
 gen=${FUSION_GGUF_GEN:-$top/fusion-gguf-gen}
@@ -26,22 +25,29 @@ ids="1 300 45 511 259 400 3 260 77 128"
 moe_ids="$ids 5 200 333 444 17 99 350 480 12 64 150 222 390 500"
 
 # name | arch n_embd n_layer n_head n_head_kv head_dim n_ff type tied seed rope_freqs
-#        orig_ctx attn_factor [experts N,K] (orig_ctx > 0: Phi-3.5 LongRoPE; the context is
-#        256; experts: a mixture of N experts, K per token, n_ff each)
-want="$*"
+#        orig_ctx attn_factor (orig_ctx > 0: Phi-3.5 LongRoPE; the context is 256)
+#        [swa attn_softcap final_softcap rope_base] (gemma2/gemma3 only: the sliding window,
+#        gemma2's soft-caps, the RoPE base; a window shorter than the prompt, so it matters)
+#        [N,K] (the other architectures: a mixture of N experts, K per token, n_ff each)
+# MAKE_REFS_ONLY='gemma*' (a shell pattern) rewrites only the files of the names it matches.
 while IFS='|' read -r name spec; do
-    if [ -n "$want" ]; then
-        case " $want " in *" $name "*) ;; *) continue ;; esac
-    fi
+    case $name in ${MAKE_REFS_ONLY:-*}) ;; *) continue ;; esac
     set -- $spec
     arch=$1 embd=$2 layer=$3 head=$4 headkv=$5 hd=$6 ff=$7 type=$8 tied=$9 seed=${10} rf=${11}
-    orig=${12} af=${13} experts=${14:-}
-    xflag=; xkeys=; pids=$ids
-    if [ -n "$experts" ]; then
-        xflag="--experts $experts"
-        xkeys=" n_expert=${experts%,*} n_expert_used=${experts#*,}"
-        pids=$moe_ids
-    fi
+    orig=${12} af=${13} swa=${14:-0} acap=${15:-0} fcap=${16:-0} base=${17:-10000}
+    gflags=; gkeys=; pids=$ids
+    case $arch in
+    gemma*)
+        gflags="--swa $swa --rope-base $base"
+        [ "$acap" != 0 ] && gflags="$gflags --softcap $acap,$fcap"
+        gkeys=" n_swa=$swa attn_softcap=$acap final_softcap=$fcap rope_base=$base";;
+    *)
+        if [ -n "${14:-}" ]; then
+            gflags="--experts $14"
+            gkeys=" n_expert=${14%,*} n_expert_used=${14#*,}"
+            pids=$moe_ids
+        fi;;
+    esac
     model=$tmp/$name.gguf
     tflag=--untied; [ "$tied" = 1 ] && tflag=--tied
     hdflag=; [ "$hd" != 0 ] && hdflag="--head-dim $hd"
@@ -49,7 +55,7 @@ while IFS='|' read -r name spec; do
     lrflag=; [ "$orig" != 0 ] && lrflag="--longrope $orig,$af"
     "$gen" -o "$model" --arch "$arch" --n-embd "$embd" --n-layer "$layer" \
         --n-head "$head" --n-head-kv "$headkv" $hdflag --n-ff "$ff" --n-vocab 512 \
-        --n-ctx 256 -t "$type" $tflag $rfflag $lrflag $xflag -s "$seed" -j 1 >/dev/null
+        --n-ctx 256 -t "$type" $tflag $rfflag $lrflag $gflags -s "$seed" -j 1 >/dev/null
     out=$top/tests/data/llamacpp-$name.txt
     {
         echo "# llama.cpp's next-token logits after each prompt position, for the random model"
@@ -57,7 +63,7 @@ while IFS='|' read -r name spec; do
         echo "# with node-llama-cpp $version (llama.cpp tag $release, prebuilt CPU binaries, 1 thread)"
         echo "model arch=$arch n_embd=$embd n_layer=$layer n_head=$head n_head_kv=$headkv" \
              "head_dim=$hd n_ff=$ff n_vocab=512 n_ctx=256 type=$type tied=$tied seed=$seed" \
-             "rope_freqs=$rf orig_ctx=$orig attn_factor=$af$xkeys"
+             "rope_freqs=$rf orig_ctx=$orig attn_factor=$af$gkeys"
         echo "ids $pids"
         node "$ref/llamacpp-logits.mjs" "$model" $pids
     } > "$out.tmp"
@@ -81,6 +87,12 @@ phi3-f32|phi3 64 2 4 2 0 160 F32 0 24 0 0 0
 phi3-longrope-short-f32|phi3 64 2 4 2 0 160 F32 0 25 0 4096 1.1902
 phi3-longrope-long-f32|phi3 64 2 4 2 0 160 F32 1 26 0 128 1.1902
 phi3-q4_k_m|phi3 256 2 4 2 0 512 Q4_K_M 0 27 0 0 0
+gemma2-f32|gemma2 64 2 4 2 32 160 F32 1 28 0 0 0 4 2.5 4 10000
+gemma3-f32|gemma3 64 6 4 2 32 160 F32 1 29 0 0 0 4 0 0 1000000
+gemma2-q8_0|gemma2 256 2 4 2 64 512 Q8_0 1 30 0 0 0 4 2.5 4 10000
+gemma3-q8_0|gemma3 256 6 4 1 128 512 Q8_0 1 31 0 0 0 4 0 0 1000000
+gemma2-q4_k_m|gemma2 256 2 4 2 64 512 Q4_K_M 1 32 0 0 0 4 2.5 4 10000
+gemma3-q4_k_m|gemma3 256 6 4 1 128 512 Q4_K_M 1 33 0 0 0 4 0 0 1000000
 qwen3moe-f32|qwen3moe 64 2 4 2 32 96 F32 0 31 0 0 0 8,4
 qwen3moe-q8_0|qwen3moe 256 2 4 2 64 256 Q8_0 0 32 0 0 0 8,4
 qwen3moe-q4_k_m|qwen3moe 256 2 4 2 64 256 Q4_K_M 0 42 0 0 0 8,4

@@ -43,7 +43,7 @@ while IFS='|' read -r name spec; do
         gkeys=" n_swa=$swa attn_softcap=$acap final_softcap=$fcap rope_base=$base";;
     *)
         if [ -n "${14:-}" ]; then
-            gflags="--experts $14"
+            gflags="--experts ${14}"
             gkeys=" n_expert=${14%,*} n_expert_used=${14#*,}"
             pids=$moe_ids
         fi;;

@@ -665,8 +665,9 @@ int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen)
     if (p->n_swa < 0 || (strcmp(arch, "gemma3") == 0 && p->n_swa == 0))
         return werr(err, errlen, FD_ESHAPE, "sliding window %d: gemma3 needs one > 0",
                     p->n_swa);
-    if (p->attn_softcap < 0 || p->final_softcap < 0)
-        return werr(err, errlen, FD_ESHAPE, "soft-caps must not be negative");
+    if (p->attn_softcap < 0 || p->final_softcap < 0 || p->rope_scale < 0)
+        return werr(err, errlen, FD_ESHAPE, "soft-caps and the RoPE scale must not be "
+                    "negative");
     bool moe_arch = !strcmp(arch, "qwen3moe") || !strcmp(arch, "olmoe");
     if (p->n_expert < 0 || p->n_expert > 1024 || (p->n_expert == 0 && moe_arch) ||
         (p->n_expert > 0 && !moe_arch && strcmp(arch, "llama")))
@@ -973,6 +974,10 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
                                (uint32_t)p->orig_ctx)) ||
           (rc = gguf_w_add_f32(w, akey(k, sizeof(k), ar, "rope.scaling.attn_factor"),
                                p->attn_factor)))) ||
+        (p->rope_scale > 0 &&
+         ((rc = gguf_w_add_str(w, akey(k, sizeof(k), ar, "rope.scaling.type"), "linear")) ||
+          (rc = gguf_w_add_f32(w, akey(k, sizeof(k), ar, "rope.scaling.factor"),
+                               p->rope_scale)))) ||
         (p->n_swa > 0 && (rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar,
                                                   "attention.sliding_window"),
                                               (uint32_t)p->n_swa))) ||

@@ -113,6 +113,9 @@ typedef struct gguf_w_llama {
      * the default generator's pieces with runs of spaces ("\u2581\u2581", four of them)
      * among the best-scored, and tokenizer.ggml.add_space_prefix false. */
     bool gemma_vocab;
+    /* > 0: linear RoPE scaling by this factor (rope.scaling.type "linear" and
+     * rope.scaling.factor, as Gemma 3 4B-27B files have it) */
+    float rope_scale;
     int wtype;               /* GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q5_K,
                                 GG_Q6_K, GGUF_W_MIX_Q4_K_M or GGUF_W_MIX_Q5_K_M */
     uint64_t seed;

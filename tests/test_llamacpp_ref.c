@@ -90,6 +90,7 @@ static void parse_model(ref_t *r, char *line)
         else if (!strcmp(k, "n_expert")) s->n_expert = key_int(v), moe++;
         else if (!strcmp(k, "n_expert_used")) s->n_expert_used = key_int(v), moe++;
         else if (!strcmp(k, "gemma_vocab")) s->gemma_vocab = key_int(v) != 0, seen--;
+        else if (!strcmp(k, "rope_scale")) s->rope_scale = strtof(v, NULL), seen--;
         else
             ck_abort_msg("model line: unknown key '%s'", k);
     }
@@ -266,8 +267,9 @@ static const char *const refs[] = {
     "llama-q4_0", "llama-q4_k_m", "llama-q5_k_m", "llama-q6_k", "qwen3-q4_k_m",
     "llama3-ropefreqs-f32", "llama3-ropefreqs-q4_k_m", "phi3-f32", "phi3-longrope-short-f32",
     "phi3-longrope-long-f32", "phi3-q4_k_m", "gemma2-f32", "gemma3-f32", "gemma2-q8_0",
-    "gemma3-q8_0", "gemma2-q4_k_m", "gemma3-q4_k_m", "qwen3moe-f32", "qwen3moe-q8_0",
-    "qwen3moe-q4_k_m", "olmoe-f32", "olmoe-q4_k_m", "mixtral-f32", "mixtral-q4_0",
+    "gemma3-q8_0", "gemma2-q4_k_m", "gemma3-q4_k_m", "gemma3-ropescale-f32", "qwen3moe-f32",
+    "qwen3moe-q8_0", "qwen3moe-q4_k_m", "olmoe-f32", "olmoe-q4_k_m", "mixtral-f32",
+    "mixtral-q4_0",
 };
 
 START_TEST(test_matches_llamacpp)
@@ -435,6 +437,94 @@ START_TEST(test_gemma_bad)
     ck_assert_msg(strstr(err, "architecture 'gemma3n' is not supported") &&
                   strstr(err, "gemma2, gemma3"), "error: %s", err);
     free(file);
+}
+END_TEST
+
+/* Loads a gemma model written from s, with one extra metadata key added by `extra` (or
+ * none), and returns it (the caller frees it). */
+static llm_model_t *load_gemma(gguf_w_llama_t *s, void (*extra)(gguf_w_t *w))
+{
+    gguf_w_t *w;
+    char err[512], path[4096];
+    ck_assert_int_eq(gguf_w_new(&w), 0);
+    ck_assert_int_eq(gguf_w_llama_add(w, s, err, sizeof(err)), 0);
+    if (extra)
+        extra(w);
+    snprintf(path, sizeof(path), "%s/hp.gguf", tmpdir);
+    ck_assert_int_eq(gguf_w_write_file(w, path, err, sizeof(err)), 0);
+    gguf_w_free(w);
+    llm_load_params_t p;
+    llm_load_params_default(&p);
+    p.path = path;
+    p.threads = 1;
+    llm_model_t *m = NULL;
+    ck_assert_msg(llm_load(&m, &p, err, sizeof(err)) == 0, "%s", err);
+    unlink(path);
+    return m;
+}
+
+static void pattern_u32(gguf_w_t *w)
+{
+    ck_assert_int_eq(gguf_w_add_u32(w, "gemma3.attention.sliding_window_pattern", 3), 0);
+}
+
+static void pattern_bools(gguf_w_t *w)
+{
+    const uint8_t b[6] = { 1, 0, 1, 0, 0, 1 };
+    ck_assert_int_eq(gguf_w_add_arr(w, "gemma3.attention.sliding_window_pattern", GGUF_BOOL, b,
+                                    6), 0);
+}
+
+/* llama.cpp's Gemma hyperparameters: the local layers (Gemma 2 every other one from layer 0,
+ * Gemma 3 five of six, or the file's attention.sliding_window_pattern as a period or a list),
+ * the query scale (1/sqrt(n_embd / n_head) for the 27B sizes, 46 and 62 layers, else
+ * 1/sqrt(head_dim)), the soft-caps' defaults (Gemma 2: 50 and 30; Gemma 3: none) and the
+ * local RoPE base (Gemma 3: 10000). */
+START_TEST(test_gemma_hparams)
+{
+    gguf_w_llama_t s = { .name = "hp", .arch = "gemma3", .n_embd = 64, .n_layer = 6,
+                         .n_head = 4, .n_head_kv = 2, .head_dim = 32, .n_ff = 64,
+                         .n_vocab = N_VOCAB, .n_ctx = 64, .rope_base = 1e6f, .norm_eps = 1e-6f,
+                         .wtype = GG_F32, .seed = 3, .tied = true, .n_swa = 4 };
+    llm_model_t *m = load_gemma(&s, NULL);
+    const llm_hparams_t *hp = llm_hparams(m);
+    ck_assert(hp->gemma && hp->qk_norm);
+    ck_assert_int_eq(hp->n_swa_layers, 5);
+    ck_assert_int_eq(hp->swa_period, 6);
+    ck_assert_float_eq(hp->attn_scale, 1.0f / sqrtf(32.0f));
+    ck_assert_float_eq(hp->final_softcap, 0.0f);
+    ck_assert_float_eq(hp->attn_softcap, 0.0f);
+    ck_assert_float_eq(hp->rope_freq_base_swa, 10000.0f);
+    llm_free(m);
+    m = load_gemma(&s, pattern_u32);
+    ck_assert_int_eq(llm_hparams(m)->n_swa_layers, 4); /* 0 1 local, 2 global, 3 4 local */
+    llm_free(m);
+    m = load_gemma(&s, pattern_bools);
+    ck_assert_int_eq(llm_hparams(m)->n_swa_layers, 3);
+    ck_assert_int_eq(llm_hparams(m)->swa_period, 0);
+    llm_free(m);
+    s.n_layer = 62; /* Gemma 3 27B's depth: n_embd / n_head = 16 */
+    m = load_gemma(&s, NULL);
+    ck_assert_float_eq(llm_hparams(m)->attn_scale, 1.0f / sqrtf(16.0f));
+    llm_free(m);
+
+    s.arch = "gemma2";
+    s.n_layer = 5;
+    s.n_swa = 0; /* absent: llama.cpp's 4096 */
+    m = load_gemma(&s, NULL);
+    hp = llm_hparams(m);
+    ck_assert(hp->gemma && !hp->qk_norm);
+    ck_assert_int_eq(hp->n_swa, 4096);
+    ck_assert_int_eq(hp->n_swa_layers, 3); /* 0, 2, 4 */
+    ck_assert_float_eq(hp->attn_softcap, 50.0f);
+    ck_assert_float_eq(hp->final_softcap, 30.0f);
+    ck_assert_float_eq(hp->rope_freq_base_swa, 1e6f); /* Gemma 2: the file's base */
+    ck_assert_float_eq(hp->attn_scale, 1.0f / sqrtf(32.0f));
+    llm_free(m);
+    s.n_layer = 46; /* Gemma 2 27B's depth */
+    m = load_gemma(&s, NULL);
+    ck_assert_float_eq(llm_hparams(m)->attn_scale, 1.0f / sqrtf(16.0f));
+    llm_free(m);
 }
 END_TEST
 
@@ -646,6 +736,7 @@ static Suite *suite(void)
     tcase_add_test(c, test_qwen3_bad_norm);
     tcase_add_test(c, test_gemma_bad);
     tcase_add_test(c, test_gemma_tokens);
+    tcase_add_test(c, test_gemma_hparams);
     tcase_add_test(c, test_moe_batched);
     tcase_add_test(c, test_moe_bad_files);
     suite_add_tcase(s, c);

@@ -45,6 +45,7 @@ static void usage(FILE *f)
             "                        context N and attention factor F\n"
             "      --swa N           gemma: the local layers' sliding window (gemma3 512)\n"
             "      --softcap A,F     gemma2: attention and final logit soft-caps\n"
+            "      --rope-scale F    linear RoPE scaling by F (rope.scaling.factor)\n"
             "      --gemma-vocab     a Gemma-style vocabulary (<bos> 2, <eos> 1, user-defined\n"
             "                        pieces, no space prefix)\n"
             "      --name S          general.name\n"
@@ -87,7 +88,7 @@ static int parse_float(const char *opt, const char *s, float *out)
 
 enum { O_ARCH = 256, O_EMBD, O_LAYER, O_HEAD, O_HEAD_KV, O_FF, O_VOCAB, O_CTX, O_HEAD_DIM,
        O_ROPE, O_EPS, O_TIED, O_UNTIED, O_NAME, O_ROPE_FREQS, O_LONGROPE, O_SWA, O_SOFTCAP,
-       O_GEMMA_VOCAB, O_EXPERTS };
+       O_GEMMA_VOCAB, O_ROPE_SCALE, O_EXPERTS };
 
 int main(int argc, char **argv)
 {
@@ -106,6 +107,7 @@ int main(int argc, char **argv)
         {"longrope", required_argument, 0, O_LONGROPE},
         {"swa", required_argument, 0, O_SWA}, {"softcap", required_argument, 0, O_SOFTCAP},
         {"gemma-vocab", no_argument, 0, O_GEMMA_VOCAB},
+        {"rope-scale", required_argument, 0, O_ROPE_SCALE},
         {"experts", required_argument, 0, O_EXPERTS},
         {0, 0, 0, 0},
     };
@@ -123,7 +125,7 @@ int main(int argc, char **argv)
     int n_expert = -1, n_used = 0;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int threads = ncpu > 0 ? (int)FD_MIN(ncpu, 256) : 1;
-    float rope = 0, eps = 0;
+    float rope = 0, eps = 0, rope_scale = 0;
     gguf_w_llama_t p;
     int c;
     while ((c = getopt_long(argc, argv, "o:p:t:s:j:h", opts, NULL)) != -1) {
@@ -176,6 +178,7 @@ int main(int argc, char **argv)
         }
         case O_SWA: if (parse_int("--swa", optarg, &n_swa)) return 2; break;
         case O_GEMMA_VOCAB: gemma_vocab = true; break;
+        case O_ROPE_SCALE: if (parse_float("--rope-scale", optarg, &rope_scale)) return 2; break;
         case O_SOFTCAP: {
             char *end;
             softcap[0] = strtof(optarg, &end);
@@ -219,6 +222,8 @@ int main(int argc, char **argv)
     }
     p.rope_freqs = rope_freqs;
     p.gemma_vocab = gemma_vocab;
+    if (rope_scale > 0)
+        p.rope_scale = rope_scale;
     if (n_swa > 0)
         p.n_swa = n_swa;
     else if (p.n_swa == 0 && p.arch && strcmp(p.arch, "gemma3") == 0)

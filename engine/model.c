@@ -741,6 +741,10 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
                            .freq_scale = hp->rope_freq_scale };
     s->layers = m->layers;
     if (hp->gemma) {
+        if (hp->n_swa_layers > 0)
+            fd_log_info("%s: sliding window of %d on %d of %d layers (the KV cache keeps every "
+                        "position of every layer; --ctx bounds it)", gguf_path(m->g), hp->n_swa,
+                        hp->n_swa_layers, hp->n_layer);
         s->act = FZ_ACT_GELU;
         s->embd_scale = sqrtf((float)hp->n_embd);
         s->attn_scale = hp->attn_scale;

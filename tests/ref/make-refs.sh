@@ -22,10 +22,20 @@ ids="1 300 45 511 259 400 3 260 77 128"
 
 # name | arch n_embd n_layer n_head n_head_kv head_dim n_ff type tied seed rope_freqs
 #        orig_ctx attn_factor (orig_ctx > 0: Phi-3.5 LongRoPE; the context is 256)
+#        [swa attn_softcap final_softcap rope_base] (gemma2/gemma3 only: the sliding window,
+#        gemma2's soft-caps, the RoPE base; a window shorter than the prompt, so it matters)
+# MAKE_REFS_ONLY='gemma*' (a shell pattern) rewrites only the files of the names it matches.
 while IFS='|' read -r name spec; do
+    case $name in ${MAKE_REFS_ONLY:-*}) ;; *) continue ;; esac
     set -- $spec
     arch=$1 embd=$2 layer=$3 head=$4 headkv=$5 hd=$6 ff=$7 type=$8 tied=$9 seed=${10} rf=${11}
-    orig=${12} af=${13}
+    orig=${12} af=${13} swa=${14:-0} acap=${15:-0} fcap=${16:-0} base=${17:-10000}
+    gflags=; gkeys=
+    case $arch in gemma*)
+        gflags="--swa $swa --rope-base $base"
+        [ "$acap" != 0 ] && gflags="$gflags --softcap $acap,$fcap"
+        gkeys=" n_swa=$swa attn_softcap=$acap final_softcap=$fcap rope_base=$base";;
+    esac
     model=$tmp/$name.gguf
     tflag=--untied; [ "$tied" = 1 ] && tflag=--tied
     hdflag=; [ "$hd" != 0 ] && hdflag="--head-dim $hd"
@@ -33,7 +43,7 @@ while IFS='|' read -r name spec; do
     lrflag=; [ "$orig" != 0 ] && lrflag="--longrope $orig,$af"
     "$gen" -o "$model" --arch "$arch" --n-embd "$embd" --n-layer "$layer" \
         --n-head "$head" --n-head-kv "$headkv" $hdflag --n-ff "$ff" --n-vocab 512 \
-        --n-ctx 256 -t "$type" $tflag $rfflag $lrflag -s "$seed" -j 1 >/dev/null
+        --n-ctx 256 -t "$type" $tflag $rfflag $lrflag $gflags -s "$seed" -j 1 >/dev/null
     out=$top/tests/data/llamacpp-$name.txt
     {
         echo "# llama.cpp's next-token logits after each prompt position, for the random model"
@@ -41,7 +51,7 @@ while IFS='|' read -r name spec; do
         echo "# with node-llama-cpp $version (llama.cpp tag $release, prebuilt CPU binaries, 1 thread)"
         echo "model arch=$arch n_embd=$embd n_layer=$layer n_head=$head n_head_kv=$headkv" \
              "head_dim=$hd n_ff=$ff n_vocab=512 n_ctx=256 type=$type tied=$tied seed=$seed" \
-             "rope_freqs=$rf orig_ctx=$orig attn_factor=$af"
+             "rope_freqs=$rf orig_ctx=$orig attn_factor=$af$gkeys"
         echo "ids $ids"
         node "$ref/llamacpp-logits.mjs" "$model" $ids
     } > "$out.tmp"
@@ -65,4 +75,10 @@ phi3-f32|phi3 64 2 4 2 0 160 F32 0 24 0 0 0
 phi3-longrope-short-f32|phi3 64 2 4 2 0 160 F32 0 25 0 4096 1.1902
 phi3-longrope-long-f32|phi3 64 2 4 2 0 160 F32 1 26 0 128 1.1902
 phi3-q4_k_m|phi3 256 2 4 2 0 512 Q4_K_M 0 27 0 0 0
+gemma2-f32|gemma2 64 2 4 2 32 160 F32 1 28 0 0 0 4 2.5 4 10000
+gemma3-f32|gemma3 64 6 4 2 32 160 F32 1 29 0 0 0 4 0 0 1000000
+gemma2-q8_0|gemma2 256 2 4 2 64 512 Q8_0 1 30 0 0 0 4 2.5 4 10000
+gemma3-q8_0|gemma3 256 6 4 1 128 512 Q8_0 1 31 0 0 0 4 0 0 1000000
+gemma2-q4_k_m|gemma2 256 2 4 2 64 512 Q4_K_M 1 32 0 0 0 4 2.5 4 10000
+gemma3-q4_k_m|gemma3 256 6 4 1 128 512 Q4_K_M 1 33 0 0 0 4 0 0 1000000
 MODELS

@@ -663,9 +663,10 @@ int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen)
     if (p->n_head % p->n_head_kv)
         return werr(err, errlen, FD_ESHAPE, "n_head %d is not a multiple of n_head_kv %d",
                     p->n_head, p->n_head_kv);
-    if (p->n_vocab < 259 + 1)
-        return werr(err, errlen, FD_ESHAPE, "n_vocab %d: at least 260 (3 special and 256 byte "
-                    "tokens come first)", p->n_vocab);
+    if (p->n_vocab < 259 + 1 || (p->gemma_vocab && p->n_vocab < 268 + 1))
+        return werr(err, errlen, FD_ESHAPE, "n_vocab %d: at least %d (%d special and 256 byte "
+                    "tokens come first)", p->n_vocab, p->gemma_vocab ? 269 : 260,
+                    p->gemma_vocab ? 12 : 3);
     if (p->n_vocab > 1 << 24)
         return werr(err, errlen, FD_ESHAPE, "n_vocab %d is too large", p->n_vocab);
     if (!(p->rope_base > 0) || !(p->norm_eps > 0))
@@ -787,8 +788,9 @@ static int llama_ftype(int wtype)
 
 /* The SPM-style vocabulary: pieces after the byte tokens are the printable ASCII characters,
  * then the same with a leading U+2581 (SentencePiece's space), then ever longer lowercase
- * strings, with and without it, until n_vocab; all distinct. */
-static int add_vocab(gguf_w_t *w, int n_vocab)
+ * strings, with and without it, until n_vocab; all distinct.  gemma: Gemma's special and
+ * user-defined pieces first (gguf_w_llama_t.gemma_vocab). */
+static int add_vocab(gguf_w_t *w, int n_vocab, bool gemma)
 {
     char **tok = calloc((size_t)n_vocab, sizeof(*tok));
     float *score = malloc((size_t)n_vocab * sizeof(*score));
@@ -798,11 +800,19 @@ static int add_vocab(gguf_w_t *w, int n_vocab)
     if (!tok || !score || !type)
         goto out;
     static const char *const special[3] = {"<unk>", "<s>", "</s>"};
-    for (int i = 0; i < 3; i++, n++) {
-        if (!(tok[n] = strdup(special[i])))
+    /* Gemma's first ids, then its chat markers and a few user-defined pieces */
+    static const struct { const char *text; int type; } gspecial[] = {
+        {"<pad>", 3}, {"<eos>", 3}, {"<bos>", 3}, {"<unk>", 2}, {"<mask>", 3},
+        {"<start_of_turn>", 4}, {"<end_of_turn>", 4}, {"\n\n", 4}, {"\t\t", 4}, {"<b>", 4},
+        {"\xe2\x96\x81\xe2\x96\x81", 1},
+        {"\xe2\x96\x81\xe2\x96\x81\xe2\x96\x81\xe2\x96\x81", 1},
+    };
+    int n_special = gemma ? (int)FD_ARRAY_LEN(gspecial) : 3;
+    for (int i = 0; i < n_special; i++, n++) {
+        if (!(tok[n] = strdup(gemma ? gspecial[i].text : special[i])))
             goto out;
-        score[n] = 0;
-        type[n] = i == 0 ? 2 : 3; /* unknown, control */
+        score[n] = 0; /* the runs of spaces: the best scores of the normal pieces */
+        type[n] = gemma ? gspecial[i].type : i == 0 ? 2 : 3; /* unknown, control */
     }
     for (int b = 0; b < 256; b++, n++) {
         char s[8];
@@ -838,6 +848,10 @@ static int add_vocab(gguf_w_t *w, int n_vocab)
                 type[n] = 1; /* normal */
             }
     }
+    if (gemma &&
+        ((rc = gguf_w_add_bool(w, "tokenizer.ggml.add_space_prefix", false)) ||
+         (rc = gguf_w_add_u32(w, "tokenizer.ggml.padding_token_id", 0))))
+        goto out;
     if ((rc = gguf_w_add_str(w, "tokenizer.ggml.model", "llama")) ||
         (rc = gguf_w_add_str_arr(w, "tokenizer.ggml.tokens", (const char *const *)tok,
                                  (uint64_t)n_vocab)) ||
@@ -845,9 +859,9 @@ static int add_vocab(gguf_w_t *w, int n_vocab)
                              (uint64_t)n_vocab)) ||
         (rc = gguf_w_add_arr(w, "tokenizer.ggml.token_type", GGUF_INT32, type,
                              (uint64_t)n_vocab)) ||
-        (rc = gguf_w_add_u32(w, "tokenizer.ggml.unknown_token_id", 0)) ||
-        (rc = gguf_w_add_u32(w, "tokenizer.ggml.bos_token_id", 1)) ||
-        (rc = gguf_w_add_u32(w, "tokenizer.ggml.eos_token_id", 2)) ||
+        (rc = gguf_w_add_u32(w, "tokenizer.ggml.unknown_token_id", gemma ? 3 : 0)) ||
+        (rc = gguf_w_add_u32(w, "tokenizer.ggml.bos_token_id", gemma ? 2 : 1)) ||
+        (rc = gguf_w_add_u32(w, "tokenizer.ggml.eos_token_id", gemma ? 1 : 2)) ||
         (rc = gguf_w_add_bool(w, "tokenizer.ggml.add_bos_token", true)) ||
         (rc = gguf_w_add_bool(w, "tokenizer.ggml.add_eos_token", false)))
         goto out;
@@ -944,7 +958,7 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
          (rc = gguf_w_add_f32(w, akey(k, sizeof(k), ar, "final_logit_softcapping"),
                               p->final_softcap))) ||
         (rc = gguf_w_add_u64(w, "fusiond.seed", p->seed)) ||
-        (rc = add_vocab(w, p->n_vocab)))
+        (rc = add_vocab(w, p->n_vocab, p->gemma_vocab)))
         return werr(err, errlen, rc, "metadata: %s", fd_strerror(rc));
     char name[64];
     if ((rc = add_matrix(w, p, "token_embd.weight", "token_embd", 0, p->n_embd, p->n_vocab)) ||

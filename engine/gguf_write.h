@@ -106,6 +106,12 @@ typedef struct gguf_w_llama {
      * attn_q_norm / attn_k_norm too; the token embedding is its output (tied) unless untied. */
     int n_swa;
     float attn_softcap, final_softcap;
+    /* A Gemma-style SentencePiece vocabulary in place of the default one: <pad> <eos> <bos>
+     * <unk> (ids 0-3: BOS 2, EOS 1), <mask> (control), <start_of_turn>, <end_of_turn>,
+     * "\n\n", "\t\t", "<b>" (user-defined, so always matched whole), the byte tokens, then
+     * the default generator's pieces with runs of spaces ("\u2581\u2581", four of them)
+     * among the best-scored, and tokenizer.ggml.add_space_prefix false. */
+    bool gemma_vocab;
     int wtype;               /* GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q5_K,
                                 GG_Q6_K, GGUF_W_MIX_Q4_K_M or GGUF_W_MIX_Q5_K_M */
     uint64_t seed;

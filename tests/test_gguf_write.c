@@ -716,6 +716,30 @@ START_TEST(test_llama_gemma)
     gguf_close(g);
     free(b);
 
+    /* the Gemma-style vocabulary: <bos> 2, <eos> 1, user-defined pieces, no space prefix */
+    p.gemma_vocab = true;
+    g = gen(&p, &b, &sz);
+    bool sp = true;
+    ck_assert_int_eq(gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &u), 0);
+    ck_assert_uint_eq(u, 2);
+    ck_assert_int_eq(gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &u), 0);
+    ck_assert_uint_eq(u, 1);
+    ck_assert_int_eq(gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &sp), 0);
+    ck_assert(!sp);
+    gguf_arr_t toks;
+    gguf_str_t piece;
+    ck_assert_int_eq(gguf_get_arr(g, "tokenizer.ggml.tokens", &toks), 0);
+    ck_assert_int_eq(gguf_arr_str(&toks, 6, &piece), 0);
+    ck_assert(piece.len == 13 && memcmp(piece.ptr, "<end_of_turn>", 13) == 0);
+    ck_assert_int_eq(gguf_arr_str(&toks, 12, &piece), 0);
+    ck_assert(piece.len == 6 && memcmp(piece.ptr, "<0x00>", 6) == 0);
+    gguf_close(g);
+    free(b);
+    p.n_vocab = 268; /* 12 specials and 256 bytes leave no piece */
+    ck_assert_int_eq(gguf_w_llama_check(&p, err, sizeof(err)), FD_ESHAPE);
+    p.n_vocab = 512;
+    p.gemma_vocab = false;
+
     p.n_swa = 0; /* gemma3 needs its window */
     ck_assert_int_eq(gguf_w_llama_check(&p, err, sizeof(err)), FD_ESHAPE);
     ck_assert_ptr_nonnull(strstr(err, "sliding window"));

@@ -5,8 +5,8 @@
  * unfused plans), equal llama.cpp's within the bound each type justifies; Llama 3.1's RoPE
  * frequency factors (rope_freqs.weight), phi3 (fused tensors), Phi-3.5's LongRoPE (short and
  * long factors, attention factor) and Gemma 2/3 (embedding scale, GELU, post norms,
- * soft-caps, a sliding window of 4 under a 10-token prompt, Gemma 3's local RoPE base) too.
- * The references are tests/data/llamacpp-*.txt, written by tests/ref/make-refs.sh with
+ * soft-caps, a sliding window of 4 under a 10-token prompt, Gemma 3's local RoPE base) too,
+ * and a Gemma-style vocabulary tokenizes as llama.cpp tokenizes it.  The references are tests/data/llamacpp-*.txt, written by tests/ref/make-refs.sh with
  * llama.cpp's own CPU binaries; each file's "model" line is the recipe this test writes the
  * same model from. */
 #define _GNU_SOURCE /* memmem */
@@ -84,6 +84,7 @@ static void parse_model(ref_t *r, char *line)
         else if (!strcmp(k, "attn_softcap")) s->attn_softcap = strtof(v, NULL), gemma++;
         else if (!strcmp(k, "final_softcap")) s->final_softcap = strtof(v, NULL), gemma++;
         else if (!strcmp(k, "rope_base")) s->rope_base = strtof(v, NULL), gemma++;
+        else if (!strcmp(k, "gemma_vocab")) s->gemma_vocab = key_int(v) != 0, seen--;
         else
             ck_abort_msg("model line: unknown key '%s'", k);
     }
@@ -412,6 +413,87 @@ START_TEST(test_gemma_bad)
 }
 END_TEST
 
+/* Gemma's tokenizer (SentencePiece with no space prefix, user-defined pieces matched whole,
+ * <end_of_turn> made a control token as llama.cpp makes it, byte fallback): on the
+ * Gemma-style vocabulary of tests/data/llamacpp-tok-gemma.txt every text encodes to
+ * llama.cpp's ids, with and without special-token parsing; the model loads with it. */
+START_TEST(test_gemma_tokens)
+{
+    size_t len;
+    char *buf = tu_slurp(tu_src("tests/data/llamacpp-tok-gemma.txt"), &len);
+    ref_t r;
+    memset(&r, 0, sizeof(r));
+    llm_model_t *m = NULL;
+    int cases = 0;
+    for (char *line = buf, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        if (line[0] == '#' || !line[0])
+            continue;
+        if (!strncmp(line, "model ", 6)) {
+            parse_model(&r, line + 6);
+            ck_assert(r.spec.gemma_vocab);
+            const char *path = write_model(&r, "tok-gemma");
+            llm_load_params_t p;
+            llm_load_params_default(&p);
+            p.path = path;
+            p.threads = 1;
+            char err[512];
+            ck_assert_msg(llm_load(&m, &p, err, sizeof(err)) == 0, "%s", err);
+            unlink(path);
+            continue;
+        }
+        ck_assert_ptr_nonnull(m);
+        const tok_t *t = llm_tok(m);
+        int a, b;
+        if (sscanf(line, "bos %d eos %d", &a, &b) == 2) {
+            ck_assert_int_eq(tok_bos(t), a);
+            ck_assert_int_eq(tok_eos(t), b);
+            ck_assert(tok_add_bos(t));
+            continue;
+        }
+        int special, n_want;
+        char hex[512];
+        ck_assert_msg(sscanf(line, "tokens %d %511s %d", &special, hex, &n_want) == 3,
+                      "bad line '%.60s'", line);
+        char text[256];
+        size_t tl = 0;
+        for (const char *h = hex; strcmp(hex, "-") && h[0] && h[1]; h += 2) {
+            unsigned v;
+            ck_assert_int_eq(sscanf(h, "%2x", &v), 1);
+            ck_assert_uint_lt(tl, sizeof(text));
+            text[tl++] = (char)v;
+        }
+        int32_t got[256], want[256];
+        const char *p = line;
+        for (int skip = 0; skip < 4; skip++)
+            p = strchr(p, ' ') ? strchr(p, ' ') + 1 : p + strlen(p);
+        for (int i = 0; i < n_want; i++) {
+            char *end;
+            want[i] = (int32_t)strtol(p, &end, 10);
+            ck_assert_msg(end != p, "short line '%.60s'", line);
+            p = end;
+        }
+        size_t n = 0;
+        ck_assert_int_eq(tok_encode(t, text, tl, false, special != 0, got, 256, &n), 0);
+        char gs[1024] = "", ws[1024] = "";
+        for (size_t i = 0; i < n; i++)
+            snprintf(gs + strlen(gs), sizeof(gs) - strlen(gs), " %d", got[i]);
+        for (int i = 0; i < n_want; i++)
+            snprintf(ws + strlen(ws), sizeof(ws) - strlen(ws), " %d", want[i]);
+        ck_assert_msg(n == (size_t)n_want && memcmp(got, want, n * sizeof(int32_t)) == 0,
+                      "'%.*s' (special %d): fusiond%s, llama.cpp%s", (int)tl, text, special,
+                      gs, ws);
+        cases++;
+    }
+    ck_assert_int_eq(cases, 24);
+    llm_free(m);
+    free(r.logits);
+    free(buf);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("llamacpp_ref");
@@ -421,6 +503,7 @@ static Suite *suite(void)
     tcase_add_test(c, test_discriminates);
     tcase_add_test(c, test_qwen3_bad_norm);
     tcase_add_test(c, test_gemma_bad);
+    tcase_add_test(c, test_gemma_tokens);
     suite_add_tcase(s, c);
     return s;
 }

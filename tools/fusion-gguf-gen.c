@@ -41,6 +41,8 @@ static void usage(FILE *f)
             "                        context N and attention factor F\n"
             "      --swa N           gemma: the local layers' sliding window (gemma3 512)\n"
             "      --softcap A,F     gemma2: attention and final logit soft-caps\n"
+            "      --gemma-vocab     a Gemma-style vocabulary (<bos> 2, <eos> 1, user-defined\n"
+            "                        pieces, no space prefix)\n"
             "      --name S          general.name\n"
             "  -h, --help\n"
             "Matrices whose rows do not fit the type's block size fall back to Q8_0 or F16.\n");
@@ -80,7 +82,8 @@ static int parse_float(const char *opt, const char *s, float *out)
 }
 
 enum { O_ARCH = 256, O_EMBD, O_LAYER, O_HEAD, O_HEAD_KV, O_FF, O_VOCAB, O_CTX, O_HEAD_DIM,
-       O_ROPE, O_EPS, O_TIED, O_UNTIED, O_NAME, O_ROPE_FREQS, O_LONGROPE, O_SWA, O_SOFTCAP };
+       O_ROPE, O_EPS, O_TIED, O_UNTIED, O_NAME, O_ROPE_FREQS, O_LONGROPE, O_SWA, O_SOFTCAP,
+       O_GEMMA_VOCAB };
 
 int main(int argc, char **argv)
 {
@@ -98,6 +101,7 @@ int main(int argc, char **argv)
         {"rope-freqs", no_argument, 0, O_ROPE_FREQS},
         {"longrope", required_argument, 0, O_LONGROPE},
         {"swa", required_argument, 0, O_SWA}, {"softcap", required_argument, 0, O_SOFTCAP},
+        {"gemma-vocab", no_argument, 0, O_GEMMA_VOCAB},
         {0, 0, 0, 0},
     };
     const char *out = NULL, *preset = "stories260K", *type = "F32", *seed = NULL;
@@ -109,6 +113,7 @@ int main(int argc, char **argv)
     int orig_ctx = 0;
     float attn_factor = 0;
     int n_swa = 0;
+    bool gemma_vocab = false;
     float softcap[2] = { -1, -1 };
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int threads = ncpu > 0 ? (int)FD_MIN(ncpu, 256) : 1;
@@ -152,6 +157,7 @@ int main(int argc, char **argv)
             break;
         }
         case O_SWA: if (parse_int("--swa", optarg, &n_swa)) return 2; break;
+        case O_GEMMA_VOCAB: gemma_vocab = true; break;
         case O_SOFTCAP: {
             char *end;
             softcap[0] = strtof(optarg, &end);
@@ -190,6 +196,7 @@ int main(int argc, char **argv)
     if (arch)
         p.arch = arch;
     p.rope_freqs = rope_freqs;
+    p.gemma_vocab = gemma_vocab;
     if (n_swa > 0)
         p.n_swa = n_swa;
     else if (p.n_swa == 0 && p.arch && strcmp(p.arch, "gemma3") == 0)

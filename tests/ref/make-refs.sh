@@ -82,3 +82,35 @@ gemma3-q8_0|gemma3 256 6 4 1 128 512 Q8_0 1 31 0 0 0 4 0 0 1000000
 gemma2-q4_k_m|gemma2 256 2 4 2 64 512 Q4_K_M 1 32 0 0 0 4 2.5 4 10000
 gemma3-q4_k_m|gemma3 256 6 4 1 128 512 Q4_K_M 1 33 0 0 0 4 0 0 1000000
 MODELS
+
+# The Gemma-style vocabulary (fusion-gguf-gen --gemma-vocab) tokenized by llama.cpp: texts with
+# spaces and runs of them, newlines, tabs, user-defined and control pieces, UTF-8 that falls
+# back to bytes; each without and with special-token parsing, no BOS added.
+case tok-gemma in ${MAKE_REFS_ONLY:-*})
+    model=$tmp/tok-gemma.gguf
+    "$gen" -o "$model" --arch gemma3 --n-embd 64 --n-layer 1 --n-head 2 --n-head-kv 1 \
+        --head-dim 32 --n-ff 64 --n-vocab 512 --n-ctx 256 -t F32 --tied --swa 4 \
+        --rope-base 1000000 --gemma-vocab -s 34 -j 1 >/dev/null
+    hex() { printf '%b' "$1" | od -An -v -tx1 | tr -d ' \n'; }
+    set --
+    for t in 'Hello world' ' Hello  world' 'a  b   c    d     e' 'line\n\nbreak\n' \
+             'tab\t\tx\t' '<start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n' \
+             '<b>bold</b> <bos> <eos> <pad> <unk> <mask>' 'Gr\303\274\303\237e, \344\270\226\347\225\214! \360\237\231\202' \
+             ' ' '\n' 'x<end_of_turn>y<start_of_turn>z'; do
+        set -- "$@" "$(hex "$t")"
+    done
+    set -- "$@" -
+    out=$top/tests/data/llamacpp-tok-gemma.txt
+    {
+        echo "# llama.cpp's token ids for texts (hex UTF-8; - is the empty text) in the Gemma-style"
+        echo "# vocabulary of the model line (fusion-gguf-gen --gemma-vocab), without (0) and with (1)"
+        echo "# special-token parsing, no BOS added; written by tests/ref/make-refs.sh with"
+        echo "# node-llama-cpp $version (llama.cpp tag $release)"
+        echo "model arch=gemma3 n_embd=64 n_layer=1 n_head=2 n_head_kv=1 head_dim=32 n_ff=64" \
+             "n_vocab=512 n_ctx=256 type=F32 tied=1 seed=34 rope_freqs=0 orig_ctx=0 attn_factor=0" \
+             "n_swa=4 attn_softcap=0 final_softcap=0 rope_base=1000000 gemma_vocab=1"
+        node "$ref/llamacpp-tokens.mjs" "$model" "$@"
+    } > "$out.tmp"
+    mv "$out.tmp" "$out"
+    echo "wrote $out";;
+esac

@@ -105,6 +105,8 @@ olmoe-f32|olmoe 64 2 4 4 0 96 F32 0 34 0 0 0 8,4
 olmoe-q4_k_m|olmoe 256 2 4 4 0 256 Q4_K_M 0 39 0 0 0 8,4
 mixtral-f32|llama 64 2 4 2 0 96 F32 0 41 0 0 0 8,2
 mixtral-q4_0|llama 256 2 4 2 0 256 Q4_0 1 39 0 0 0 8,2
+qwen2moe-f32|qwen2moe 64 2 4 2 0 96 F32 0 44 0 0 0 8,4
+qwen2moe-q4_k_m|qwen2moe 256 2 4 2 0 256 Q4_K_M 0 44 0 0 0 8,4
 MODELS
 
 # The Gemma-style vocabulary (fusion-gguf-gen --gemma-vocab) tokenized by llama.cpp: texts with

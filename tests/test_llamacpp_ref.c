@@ -289,10 +289,13 @@ START_TEST(test_matches_llamacpp)
         bool fusion = v != 1, ref_ops = v == 2, stepwise = v == 3;
         float *lg = run(path, fusion, ref_ops, stepwise, v == 4 ? 3 : 0, &r);
         int worst = 0;
-        double e = rel_err(lg, &r, &worst);
+        double e = rel_err(lg, &r, &worst), mx = 0;
+        for (size_t i = 0; i < (size_t)r.n_ids * N_VOCAB; i++) /* for the reader only */
+            mx = fmax(mx, fabs((double)lg[i] - r.logits[i]));
         fprintf(stderr, "%-16s fusion %-3s %-7s %-8s relative error %.2e (bound %.0e, "
-                "position %d)\n", name, fusion ? "on" : "off", ref_ops ? "ref ops" : "fast",
-                stepwise ? "stepwise" : v == 4 ? "batch3" : "prefill", e, b, worst);
+                "position %d), max |logit difference| %.2e\n", name, fusion ? "on" : "off",
+                ref_ops ? "ref ops" : "fast", stepwise ? "stepwise" : v == 4 ? "batch3" : "prefill",
+                e, b, worst, mx);
         ck_assert_msg(e <= b, "%s fusion %d ref %d stepwise %d: logits at position %d differ "
                       "from llama.cpp's by %.3e relative (bound %.0e)", name, fusion, ref_ops,
                       stepwise, worst, e, b);

@@ -270,7 +270,8 @@ static const char *const refs[] = {
     "llama-q4_0", "llama-q4_k_m", "llama-q5_k_m", "llama-q6_k", "qwen3-q4_k_m",
     "llama3-ropefreqs-f32", "llama3-ropefreqs-q4_k_m", "phi3-f32", "phi3-longrope-short-f32",
     "phi3-longrope-long-f32", "phi3-q4_k_m", "gemma2-f32", "gemma3-f32", "gemma2-q8_0",
-    "gemma3-q8_0", "gemma2-q4_k_m", "gemma3-q4_k_m", "gemma3-ropescale-f32", "qwen3moe-f32",
+    "gemma3-q8_0", "gemma2-q4_k_m", "gemma3-q4_k_m", "gemma3-ropescale-f32", "gemma-f32",
+    "gemma-q4_k_m", "qwen3moe-f32",
     "qwen3moe-q8_0", "qwen3moe-q4_k_m", "olmoe-f32", "olmoe-q4_k_m", "mixtral-f32",
     "mixtral-q4_0", "qwen2moe-f32", "qwen2moe-q4_k_m",
 };

@@ -207,6 +207,11 @@ def qwen_cases(d):
     text, _ = completion_text(d, want, 8)
     check(st == 200 and js["choices"][0]["text"] == text and
           js["usage"]["prompt_tokens"] == len(want), "suffix: %d %r" % (st, js))
+    st, _, raw = d.request("POST", "/v1/completions", {
+        "prompt": prefix, "suffix": suffix, "max_tokens": 8, "temperature": 0, "stream": True})
+    frames, done = sse_frames(raw)
+    check(st == 200 and done and "".join(f["choices"][0]["text"] for f in frames) == text,
+          "suffix streamed: %r vs %r" % (frames, text))
     # token ids as the prompt: used as the prefix as they are (no BOS added)
     st, _, js = d.post("/v1/completions", {"prompt": p, "suffix": suffix, "max_tokens": 8,
                                            "temperature": 0})

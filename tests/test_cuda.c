@@ -559,7 +559,7 @@ START_TEST(test_attention_window)
                     att_case_ws(be, cfg[k][0], cfg[k][1], cfg[k][2], seqs + 4, 1, mode,
                                 windows[w], sc ? 2.5f : 0.f);
                 }
-    /* a soft-cap alone, decode rows in one launch */
+    /* a soft-cap alone, decode rows in one launch (the decode kernel in the fused modes) */
     static const att_seq_t dec[] = {{1, 0}, {1, 15}, {1, 299}, {1, 4096}};
     for (int mode = 0; mode < 3; mode++)
         att_case_ws(be, 8, 2, 64, dec, 4, mode, 0, 1.5f);

@@ -210,6 +210,34 @@ int fb_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, int64_t n_
     return rc;
 }
 
+int fb_matmul_group(fb_backend_t *be, const fb_mm_part_t *parts, int n_parts,
+                    const fb_defer_t *defer)
+{
+    if (n_parts < 0 || (n_parts && !parts))
+        return -EINVAL;
+    if (defer && (defer->kind < FB_NORM_NONE || defer->kind > FB_NORM_LAYER || defer->scale_out))
+        return -EINVAL;
+    for (int i = 0; i < n_parts; i++) {
+        const fb_mm_part_t *q = &parts[i];
+        if (!q->w || !q->x || !q->y || q->n_rows < 0)
+            return -EINVAL;
+        int rc = fb_weight_check(q->w);
+        if (rc)
+            return rc;
+    }
+    uint64_t t0 = fd_now_ns();
+    int rc = 0;
+    if (be->ops->matmul_group)
+        rc = be->ops->matmul_group(be, parts, n_parts, defer);
+    else
+        for (int i = 0; i < n_parts && rc == 0; i++)
+            if (parts[i].n_rows)
+                rc = be->ops->matmul(be, parts[i].w, parts[i].x, parts[i].n_rows, parts[i].y,
+                                     defer);
+    charge(be, FB_OP_GEMM, t0);
+    return rc;
+}
+
 int fb_rmsnorm(fb_backend_t *be, const float *x, int64_t n_rows, int64_t n,
                const fb_weight_t *gamma, float eps, float *y)
 {

@@ -109,6 +109,14 @@ typedef struct fb_config {
     const char *const *options;     /* backend-specific "key=value" strings, NULL-terminated */
 } fb_config_t;
 
+/* One product of a group: y (n_rows x w->n_out) = x (n_rows x w->n_in) W^T, as fb_matmul. */
+typedef struct fb_mm_part {
+    const fb_weight_t *w;
+    const float *x;
+    int64_t n_rows;      /* 0: skipped */
+    float *y;
+} fb_mm_part_t;
+
 /* The vtable.  Every op may be asynchronous; fb_sync waits. */
 typedef struct fb_ops {
     const char *name;
@@ -194,7 +202,16 @@ typedef struct fb_ops {
                        const int32_t *ids, int64_t n_rows, int64_t n);
     int (*scatter_add_rows)(fb_backend_t *be, float *dst, int64_t ld_dst, const float *src,
                             const int32_t *ids, const float *w, int64_t n_rows, int64_t n);
+    /* Optional: n_parts independent products (fb_mm_part_t) as one op, each exactly as
+     * matmul would compute it with the same defer, so a backend can spread the union of
+     * their output rows over its workers in one dispatch (a mixture-of-experts layer's many
+     * small expert products).  fb_matmul_group has checked every part (fb_weight_check
+     * too) and the defer, whose scale_out is NULL; a backend skips parts of 0 rows.  NULL here: fb_matmul_group loops over matmul, which is how
+     * Corsair and CUDA run it, unchanged. */
+    int (*matmul_group)(fb_backend_t *be, const fb_mm_part_t *parts, int n_parts,
+                        const fb_defer_t *defer);
 } fb_ops_t;
+
 
 enum fb_roof { FB_ROOF_READ = 0, FB_ROOF_SGEMM = 1 };
 
@@ -248,6 +265,12 @@ int fb_get_rows(fb_backend_t *be, const fb_weight_t *w, const int32_t *ids, int6
                 float *out);
 int fb_copy2d(fb_backend_t *be, float *dst, int64_t ld_dst, const float *src, int64_t ld_src,
               int64_t n_rows, int64_t n);
+/* fb_ops_t.matmul_group, or a loop of fb_matmul's op where the backend has none (same
+ * results, one op per part).  -EINVAL: n_parts < 0, parts NULL with n_parts > 0, a part
+ * with no weight, no x or y, or n_rows < 0, a bad defer kind, or a defer with scale_out
+ * (whose rows would be ambiguous across parts).  Timed as one GEMM. */
+int fb_matmul_group(fb_backend_t *be, const fb_mm_part_t *parts, int n_parts,
+                    const fb_defer_t *defer);
 /* fb_ops_t.gather_rows / scatter_add_rows (FD_EUNSUP for a backend without them); ids must
  * lie in [0, n_src_rows) of the rows the caller addresses (checked here: -EINVAL). */
 int fb_gather_rows(fb_backend_t *be, float *dst, const float *src, int64_t ld_src,

@@ -71,6 +71,7 @@ struct fz_plan {
     uint64_t *moe_count;             /* host: n_layer * n_expert choices so far */
     float *moe_sg, *moe_sgh;         /* shared expert's gate logits: max_rows (and host) */
     int32_t *moe_iota;               /* host: 0, 1, .. max_rows - 1 */
+    fb_mm_part_t *moe_parts;         /* host: a layer step's expert products (2 * n_expert) */
     bool shared;                     /* some layer has a shared expert */
 };
 
@@ -284,6 +285,7 @@ void fz_plan_free(fz_plan_t *p)
     if (p->moe_sgh)
         fb_host_free(p->be, p->moe_sgh);
     free(p->moe_iota);
+    free(p->moe_parts);
     fz_folded_free(&p->head);
     free(p->layers);
     free(p->prepared);
@@ -450,8 +452,9 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
         p->moe_off = malloc((NE + 1) * sizeof(int));
         p->moe_fill = malloc(NE * sizeof(int));
         p->moe_count = calloc((size_t)L * NE, sizeof(uint64_t));
+        p->moe_parts = malloc(2 * NE * sizeof(fb_mm_part_t));
         if (!p->moe_lgh || !p->moe_prob || !p->moe_w || !p->moe_wr || !p->moe_ids ||
-            !p->moe_sel || !p->moe_off || !p->moe_fill || !p->moe_count)
+            !p->moe_sel || !p->moe_off || !p->moe_fill || !p->moe_count || !p->moe_parts)
             goto nomem;
         if (p->shared) {
             if ((rc = alloc_act(p, &p->moe_sg, R, 1)))
@@ -652,23 +655,30 @@ static int moe_ffn(fz_plan_t *p, int l, const float *in, int n)
     route(p, l, n);
     if ((rc = fb_gather_rows(p->be, p->moe_x, in, E, n, p->moe_ids, nk, E)))
         return rc;
+    /* the chosen experts' products as two groups (gate and up, then down), each one op a
+     * backend may spread over its workers at once (fb_matmul_group) */
+    fb_mm_part_t *pt = p->moe_parts;
+    int np = 0;
     for (int e = 0; e < NE; e++) {
         int r0 = p->moe_off[e], cnt = p->moe_off[e + 1] - r0;
         if (cnt == 0)
             continue;
         const float *xe = p->moe_x + (size_t)r0 * (size_t)E;
-        if ((rc = fb_matmul(p->be, &y->xg[e].w, xe, cnt, p->moe_g + (size_t)r0 * (size_t)FE, d)) ||
-            (rc = fb_matmul(p->be, &y->xu[e].w, xe, cnt, p->moe_u + (size_t)r0 * (size_t)FE, d)))
-            return rc;
+        pt[np++] = (fb_mm_part_t){ &y->xg[e].w, xe, cnt, p->moe_g + (size_t)r0 * (size_t)FE };
+        pt[np++] = (fb_mm_part_t){ &y->xu[e].w, xe, cnt, p->moe_u + (size_t)r0 * (size_t)FE };
     }
-    if ((rc = fb_silu_mul(p->be, p->moe_g, p->moe_u, nk, FE, FE, p->moe_h)))
+    if ((rc = fb_matmul_group(p->be, pt, np, d)) ||
+        (rc = fb_silu_mul(p->be, p->moe_g, p->moe_u, nk, FE, FE, p->moe_h)))
         return rc;
+    np = 0;
     for (int e = 0; e < NE; e++) {
         int r0 = p->moe_off[e], cnt = p->moe_off[e + 1] - r0;
-        if (cnt > 0 && (rc = fb_matmul(p->be, &y->xd[e], p->moe_h + (size_t)r0 * (size_t)FE,
-                                       cnt, p->moe_y + (size_t)r0 * (size_t)E, NULL)))
-            return rc;
+        if (cnt > 0)
+            pt[np++] = (fb_mm_part_t){ &y->xd[e], p->moe_h + (size_t)r0 * (size_t)FE, cnt,
+                                       p->moe_y + (size_t)r0 * (size_t)E };
     }
+    if ((rc = fb_matmul_group(p->be, pt, np, NULL)))
+        return rc;
     if ((rc = fb_scatter_add_rows(p->be, p->x, E, n, p->moe_y, p->moe_ids, p->moe_w, nk, E)))
         return rc;
     if (!y->shared)

@@ -4,7 +4,8 @@
  * scaling, in_scale and bias); the fast kernels against the scalar reference (ref_ops.c);
  * the batch kernels (dot8, dot2x8, gemm16; every row count 1..9) against the scalar table's
  * per-row kernels;
- * the mixture-of-experts gather and weighted scatter-add;
+ * the mixture-of-experts gather and weighted scatter-add, and grouped products
+ * (fb_matmul_group) bit-identical to one fb_matmul per part;
  * per-class timing; and clear errors for bad input and unknown backends. */
 #include <math.h>
 
@@ -756,6 +757,152 @@ START_TEST(test_fast_matmul)
             free(ryd); free(bound); free(scl);
         }
     }
+    fb_destroy(be);
+}
+END_TEST
+
+/* Grouped products (fb_matmul_group, a mixture-of-experts layer's experts): on every
+ * configuration and every expert weight type, groups of parts with 0, 1 and several rows,
+ * two shapes in one group (gate-like and down-like), in_scale on some parts, every deferred
+ * kind: each part is bit-identical to the same configuration's fb_matmul of that part (the
+ * per-expert path: the same per-row kernels), within the fast bounds of the reference, and
+ * a part of 0 rows leaves its output untouched; then bad input. */
+START_TEST(test_matmul_group)
+{
+    fb_backend_t *be = mk_cfg(_i);
+    if (!be)
+        return;
+    uint64_t s = 900 + (uint64_t)_i;
+    enum { NP = 7 };
+    static const int64_t rows_of[NP] = {1, 0, 3, 9, 1, 0, 2};
+    for (size_t t = 0; t < FD_ARRAY_LEN(fast_types); t++) {
+        const int type = fast_types[t];
+        const int bel = gg_block_elems(type);
+        const int64_t n_in_a = bel == 1 ? 100 : bel == 32 ? 160 : 512;
+        const int64_t n_in_b = bel == 1 ? 17 : bel == 32 ? 96 : 256;
+        fb_weight_t w[NP];
+        float *x[NP], *y[NP], *y1[NP], *isc[NP];
+        fb_mm_part_t parts[NP];
+        for (int i = 0; i < NP; i++) {
+            int64_t n_in = i % 3 == 2 ? n_in_b : n_in_a, n_out = i % 3 == 2 ? 65 : 33;
+            int64_t r = rows_of[(i + (int)t) % NP];
+            isc[i] = i % 2 ? rnd(&s, n_in, 2) : NULL;
+            w[i] = (fb_weight_t){.type = type, .n_in = n_in, .n_out = n_out,
+                                 .src = mk_weight(&s, type, n_in, n_out), .in_scale = isc[i]};
+            ck_assert_int_eq(fb_weight_prepare(be, &w[i]), 0);
+            x[i] = rnd(&s, r * n_in, 1);
+            y[i] = malloc(sizeof(float) * (size_t)(FD_MAX(r, 1) * n_out));
+            y1[i] = malloc(sizeof(float) * (size_t)(FD_MAX(r, 1) * n_out));
+            for (int64_t j = 0; j < FD_MAX(r, 1) * n_out; j++)
+                y[i][j] = y1[i][j] = NAN; /* a row no chunk computed stays NaN */
+            if (r == 0)
+                y[i][0] = 42.f;
+            parts[i] = (fb_mm_part_t){&w[i], x[i], r, y[i]};
+        }
+        const int kind = (int)(t % 3);
+        fb_defer_t d = {.kind = kind, .eps = 1e-5f};
+        ck_assert_int_eq(fb_matmul_group(be, parts, NP, kind ? &d : NULL), 0);
+        for (int i = 0; i < NP; i++) {
+            const int64_t r = parts[i].n_rows, n_in = w[i].n_in, n_out = w[i].n_out;
+            if (r == 0) {
+                CHECK(y[i][0] == 42.f);
+                continue;
+            }
+            ck_assert_int_eq(fb_matmul(be, &w[i], x[i], r, y1[i], kind ? &d : NULL), 0);
+            CHECKM(memcmp(y[i], y1[i], sizeof(float) * (size_t)(r * n_out)) == 0,
+                   "cfg %d %s part %d rows %lld: grouped differs from fb_matmul", _i,
+                   gg_type_name(type), i, (long long)r);
+            float *ry = malloc(sizeof(float) * (size_t)(r * n_out)), *scl = NULL;
+            double *ryd = malloc(sizeof(double) * (size_t)(r * n_out));
+            double *bound = malloc(sizeof(double) * (size_t)(r * n_out));
+            ck_assert_int_eq(fcpu_ref_matmul(&w[i], x[i], r, ry, kind ? &d : NULL), 0);
+            for (int64_t j = 0; j < r * n_out; j++)
+                ryd[j] = ry[j];
+            if (kind != FB_NORM_NONE) {
+                scl = malloc(sizeof(float) * (size_t)r);
+                for (int64_t k = 0; k < r; k++)
+                    scl[k] = (float)fcpu_ref_norm_scale(kind, x[i] + k * n_in, n_in, 1e-5f);
+            }
+            fast_bounds(&w[i], x[i], r, ryd, scl, bound);
+            for (int64_t j = 0; j < r * n_out; j++)
+                CHECKM(fabs((double)y[i][j] - ryd[j]) <= bound[j],
+                       "cfg %d %s part %d j %lld: %.9g vs ref %.9g", _i, gg_type_name(type), i,
+                       (long long)j, (double)y[i][j], ryd[j]);
+            free(ry);
+            free(ryd);
+            free(bound);
+            free(scl);
+        }
+        if (t == 0) { /* bad input, on parts that are otherwise good */
+            fb_defer_t so = {.kind = FB_NORM_RMS, .eps = 1e-5f, .scale_out = y1[0]};
+            fb_defer_t bk = {.kind = 7};
+            ck_assert_int_eq(fb_matmul_group(be, parts, 0, NULL), 0);
+            ck_assert_int_eq(fb_matmul_group(be, NULL, 0, NULL), 0);
+            ck_assert_int_eq(fb_matmul_group(be, parts, -1, NULL), -EINVAL);
+            ck_assert_int_eq(fb_matmul_group(be, NULL, 2, NULL), -EINVAL);
+            ck_assert_int_eq(fb_matmul_group(be, parts, NP, &so), -EINVAL);
+            ck_assert_int_eq(fb_matmul_group(be, parts, NP, &bk), -EINVAL);
+            fb_mm_part_t bad[2] = {parts[0], parts[0]};
+            bad[1].x = NULL;
+            ck_assert_int_eq(fb_matmul_group(be, bad, 2, NULL), -EINVAL);
+            bad[1] = parts[0];
+            bad[1].n_rows = -1;
+            ck_assert_int_eq(fb_matmul_group(be, bad, 2, NULL), -EINVAL);
+            bad[1] = parts[0];
+            bad[1].w = NULL;
+            ck_assert_int_eq(fb_matmul_group(be, bad, 2, NULL), -EINVAL);
+            fb_weight_t wb = w[0];
+            wb.n_in = 0;
+            bad[1] = parts[0];
+            bad[1].w = &wb;
+            ck_assert_int_eq(fb_matmul_group(be, bad, 2, NULL), -EINVAL);
+            fb_defer_t neg = {.kind = FB_NORM_RMS, .eps = -1.f};
+            ck_assert_int_eq(fb_matmul_group(be, parts, NP, &neg), -EINVAL);
+        }
+        for (int i = 0; i < NP; i++) {
+            fb_weight_release(be, &w[i]);
+            free((void *)w[i].src);
+            free(isc[i]);
+            free(x[i]);
+            free(y[i]);
+            free(y1[i]);
+        }
+    }
+    fb_destroy(be);
+}
+END_TEST
+
+/* A backend without the op (corsair) runs fb_matmul_group as one fb_matmul per part. */
+START_TEST(test_matmul_group_fallback)
+{
+    fb_config_t cfg = {.threads = 1};
+    fb_backend_t *be = NULL;
+    char err[160];
+    ck_assert_int_eq(fb_create("corsair", &cfg, &be, err, sizeof(err)), 0);
+    uint64_t s = 77;
+    fb_weight_t w = {.type = GG_Q8_0, .n_in = 64, .n_out = 5,
+                     .src = mk_weight(&s, GG_Q8_0, 64, 5)};
+    ck_assert_int_eq(fb_weight_prepare(be, &w), 0);
+    float *xh = rnd(&s, 3 * 64, 1);
+    float *x = fb_alloc(be, 3 * 64 * sizeof(float)), *y = fb_alloc(be, 3 * 5 * sizeof(float));
+    float *y1 = fb_alloc(be, 3 * 5 * sizeof(float));
+    float a[15], b[15];
+    ck_assert_int_eq(fb_to_device(be, x, xh, 3 * 64 * sizeof(float)), 0);
+    fb_mm_part_t parts[3] = {{&w, x, 1, y}, {&w, x, 0, y1}, {&w, x + 64, 2, y + 5}};
+    fb_defer_t d = {.kind = FB_NORM_RMS, .eps = 1e-5f};
+    ck_assert_int_eq(fb_matmul_group(be, parts, 3, &d), 0);
+    ck_assert_int_eq(fb_matmul(be, &w, x, 3, y1, &d), 0);
+    ck_assert_int_eq(fb_to_host(be, a, y, sizeof(a)), 0);
+    ck_assert_int_eq(fb_to_host(be, b, y1, sizeof(b)), 0);
+    ck_assert_int_eq(fb_sync(be), 0);
+    for (int i = 0; i < 15; i++)
+        CHECKM(a[i] == b[i], "corsair grouped %d: %.9g vs %.9g", i, (double)a[i], (double)b[i]);
+    fb_free(be, x);
+    fb_free(be, y);
+    fb_free(be, y1);
+    fb_weight_release(be, &w);
+    free((void *)w.src);
+    free(xh);
     fb_destroy(be);
 }
 END_TEST
@@ -1738,6 +1885,8 @@ int main(void)
     tcase_add_test(tc, test_roof);
     tcase_add_loop_test(tc, test_decode_rows, 0, N_CFG);
     tcase_add_loop_test(tc, test_fast_matmul, 0, N_CFG);
+    tcase_add_loop_test(tc, test_matmul_group, 0, N_CFG);
+    tcase_add_test(tc, test_matmul_group_fallback);
     tcase_add_loop_test(tc, test_dot8_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_dot2x8_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_dot8_q6_K, 0, FCPU_ISA_COUNT);

@@ -43,6 +43,9 @@
  * about 1/8 of a thread's share; guided: each take the rows left / (2 x threads), never
  * below 1/32 of a share, so long streams first and short chunks at the end; auto: guided
  * for one-row products (decode), even for the rest; default auto),
+ * group=0|1 (matmul_group's products, a mixture-of-experts layer's experts, in one pool
+ * dispatch whose threads share out the union of their output rows, or 0: one matmul
+ * after another, as before the op existed; default 1),
  * ref=1 (every op on the plain reference of ref_ops.c).  set_option changes any of them
  * between ops (fusion-bench llama --ab). */
 #include <cblas.h>
@@ -100,6 +103,7 @@ typedef struct fcpu {
     int64_t kslice;            /* int8 batches: n_in split into slices this long (0: not) */
     int farpf;                 /* int8 batches: L2 prefetch this many times as far as L1's */
     bool ref;
+    bool group;                /* matmul_group in one dispatch (else one matmul per part) */
     scratch_t scr[MAX_THREADS];
     scratch_t attn_scr[MAX_THREADS];
     double *rope_inv;          /* base^(-2i/n_rot) / factor_i for the last (base, n_rot,
@@ -578,16 +582,23 @@ static void mm_rows16(const mm_ctx_t *m, const uint8_t *wsrc, const uint8_t *xba
         }
 }
 
-static void mm_task(void *arg, int ith, int nth)
+/* One thread's view of a product: its scratch, its row scales and its prepared rows. */
+typedef struct mm_thr {
+    float *xpack, *s, *wbuf;
+    const uint8_t *xbase;
+} mm_thr_t;
+
+/* Step 1 of a product on thread ith: its scratch, its own copy of the activations, and the
+ * row statistics on the way (every row when each, else only on the first thread, which
+ * also writes scale_out).  -ENOMEM when the scratch does not fit. */
+static int mm_prep(mm_ctx_t *m, int ith, bool each, bool first, mm_thr_t *t)
 {
-    mm_ctx_t *m = arg;
     fcpu_t *c = m->c;
     const fcpu_kern_t *k = c->k;
     const fb_weight_t *w = m->w;
     const int64_t n_in = m->n_in, n_rows = m->n_rows;
     const bool scaled_x = w->in_scale != NULL;
     const bool need_x = m->xform != FCPU_XF32 || scaled_x;
-    const bool each = m->kind != FB_NORM_NONE && (c->defer_mode == DEFER_EACH || nth == 1);
 
     /* scratch: [packed x pieces][scales n_rows][x row n_in floats][prepared x][weights] */
     size_t off_s = m->xform == FCPU_XF32 && n_rows >= FCPU_NR && m->nr != FCPU_NR8
@@ -599,20 +610,19 @@ static void mm_task(void *arg, int ith, int nth)
     size_t off_w = off_xp + (need_x ? (size_t)n_sl * (size_t)n_rows * m->ldx : 0);
     size_t wtile = m->path == MM_QBLAS ? QTILE : m->path == MM_GENERIC ? MM_OB : 0;
     uint8_t *buf = scratch_get(&c->scr[ith], off_w + wtile * (size_t)n_in * 4 + 64);
-    if (!buf) {
-        atomic_store(&m->err, -ENOMEM);
-        return;
-    }
-    float *xpack = (float *)buf, *s = (float *)(buf + off_s), *xtmp = (float *)(buf + off_x);
-    float *wbuf = (float *)(buf + off_w);
+    if (!buf)
+        return -ENOMEM;
+    float *s = (float *)(buf + off_s), *xtmp = (float *)(buf + off_x);
     uint8_t *xp = buf + off_xp;
+    t->xpack = (float *)buf;
+    t->s = s;
+    t->wbuf = (float *)(buf + off_w);
 
-    /* 1. this thread's own copy of the activations, and the row statistics on the way */
     for (int64_t r = 0; r < n_rows; r++) {
         const float *xr = m->x + r * n_in;
-        if (each || (m->kind != FB_NORM_NONE && ith == 0)) {
+        if (each || (m->kind != FB_NORM_NONE && first)) {
             s[r] = row_scale(k, m->kind, xr, n_in, m->eps);
-            if (ith == 0 && m->scale_out)
+            if (first && m->scale_out)
                 m->scale_out[r] = s[r];
         }
         if (!need_x)
@@ -642,20 +652,21 @@ static void mm_task(void *arg, int ith, int nth)
         else if (m->xform == FCPU_XQK)
             k->quant_qk(src, n_in, xp + (size_t)r * m->ldx);
     }
-    if (m->kind != FB_NORM_NONE && !each && ith == 0) {
-        memcpy(m->shared_scale, s, (size_t)n_rows * sizeof(float));
-        atomic_store_explicit(&m->scale_ready, 1, memory_order_release);
-    }
-    const uint8_t *xbase = need_x ? xp : (const uint8_t *)m->x;
-    const float *xf = (const float *)xbase; /* the F32 activations (BLAS paths) */
+    t->xbase = need_x ? xp : (const uint8_t *)m->x;
+    return 0;
+}
 
-    /* 2. chunks of weight rows */
-    int64_t done[64][2];
-    int n_done = 0;
-    for (;;) {
-        int64_t o0, o1;
-        if (!take_chunk(m, &o0, &o1))
-            break;
+/* Step 2: weight rows [o0, o1) against every activation row (no epilogue). */
+static void mm_chunk(mm_ctx_t *m, const mm_thr_t *t, int64_t o0, int64_t o1)
+{
+    fcpu_t *c = m->c;
+    const fcpu_kern_t *k = c->k;
+    const fb_weight_t *w = m->w;
+    const int64_t n_in = m->n_in, n_rows = m->n_rows;
+    const uint8_t *xbase = t->xbase;
+    const float *xf = (const float *)xbase; /* the F32 activations (BLAS paths) */
+    float *wbuf = t->wbuf;
+    {
         const uint8_t *wsrc = m->wrows;
         if (m->path == MM_BLAS) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n_rows, (int)(o1 - o0),
@@ -699,10 +710,35 @@ static void mm_task(void *arg, int ith, int nth)
         } else if (m->ks) {
             mm_rows_sliced(m, wsrc, xbase, o0, o1);
         } else {
-            mm_rows(m, k, wsrc, xbase, wbuf, xpack, o0, o1);
+            mm_rows(m, k, wsrc, xbase, wbuf, t->xpack, o0, o1);
         }
+    }
+}
+
+static void mm_task(void *arg, int ith, int nth)
+{
+    mm_ctx_t *m = arg;
+    const bool each = m->kind != FB_NORM_NONE && (m->c->defer_mode == DEFER_EACH || nth == 1);
+    mm_thr_t t;
+    int rc = mm_prep(m, ith, each, ith == 0, &t);
+    if (rc) {
+        atomic_store(&m->err, rc);
+        return;
+    }
+    if (m->kind != FB_NORM_NONE && !each && ith == 0) {
+        memcpy(m->shared_scale, t.s, (size_t)m->n_rows * sizeof(float));
+        atomic_store_explicit(&m->scale_ready, 1, memory_order_release);
+    }
+
+    int64_t done[64][2];
+    int n_done = 0;
+    for (;;) {
+        int64_t o0, o1;
+        if (!take_chunk(m, &o0, &o1))
+            break;
+        mm_chunk(m, &t, o0, o1);
         if (m->kind == FB_NORM_NONE || each) {
-            mm_epilogue(m, m->kind != FB_NORM_NONE ? s : NULL, o0, o1);
+            mm_epilogue(m, m->kind != FB_NORM_NONE ? t.s : NULL, o0, o1);
         } else if (n_done < 64) {
             done[n_done][0] = o0;
             done[n_done++][1] = o1;
@@ -719,19 +755,12 @@ static void mm_task(void *arg, int ith, int nth)
     }
 }
 
-static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, int64_t n_rows,
-                      float *y, const fb_defer_t *defer)
+/* Chooses the path, kernels and chunking of one product into *mp, as a run on nth threads
+ * (0: as many as its work deserves, threads_for), and returns that thread count. */
+static int mm_setup(fcpu_t *c, const fb_weight_t *w, const float *x, int64_t n_rows, float *y,
+                    const fb_defer_t *defer, int nth, mm_ctx_t *mp)
 {
-    fcpu_t *c = (fcpu_t *)be;
-    int rc = fb_weight_check(w);
-    if (rc)
-        return rc;
-    int kind = defer ? defer->kind : FB_NORM_NONE;
-    if (kind != FB_NORM_NONE && !(defer->eps >= 0))
-        return -EINVAL;
-    if (c->ref)
-        return fcpu_ref_matmul(w, x, n_rows, y, defer);
-
+    const int kind = defer ? defer->kind : FB_NORM_NONE;
     mm_ctx_t m = {.c = c, .w = w, .x = x, .n_rows = n_rows, .n_in = w->n_in, .n_out = w->n_out,
                   .row_bytes = gg_row_bytes(w->type, (uint64_t)w->n_in), .y = y, .kind = kind,
                   .wrows = w->src,
@@ -792,8 +821,8 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
     if (m.path == MM_BLAS || m.path == MM_QBLAS)
         m.ldx = (size_t)w->n_in * sizeof(float); /* sgemm reads packed rows */
 
-    double work = (double)w->n_in * (double)w->n_out * (double)n_rows;
-    int nth = threads_for(c, work);
+    if (nth <= 0)
+        nth = threads_for(c, (double)w->n_in * (double)w->n_out * (double)n_rows);
     /* chunks: about 8 per thread, for balance when a core is shared; BLAS wants big ones */
     int64_t per = (w->n_out + nth * 8 - 1) / (nth * 8);
     if (m.path == MM_BLAS || m.path == MM_QBLAS)
@@ -812,6 +841,24 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
         per = (w->n_out + nth * 32 - 1) / (nth * 32);
     }
     m.chunk = FD_MAX((per + m.align - 1) / m.align * m.align, (int64_t)m.align);
+    *mp = m;
+    return nth;
+}
+
+static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, int64_t n_rows,
+                      float *y, const fb_defer_t *defer)
+{
+    fcpu_t *c = (fcpu_t *)be;
+    int rc = fb_weight_check(w);
+    if (rc)
+        return rc;
+    int kind = defer ? defer->kind : FB_NORM_NONE;
+    if (kind != FB_NORM_NONE && !(defer->eps >= 0))
+        return -EINVAL;
+    if (c->ref)
+        return fcpu_ref_matmul(w, x, n_rows, y, defer);
+    mm_ctx_t m;
+    int nth = mm_setup(c, w, x, n_rows, y, defer, 0, &m);
     float *shared = NULL;
     if (kind != FB_NORM_NONE && c->defer_mode == DEFER_ONE && nth > 1) {
         if (!(shared = malloc((size_t)n_rows * sizeof(float))))
@@ -821,6 +868,82 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
     fcpu_pool_run(c->pool, nth, mm_task, &m);
     free(shared);
     return atomic_load(&m.err);
+}
+
+/* ---- grouped products (mixture-of-experts) -------------------------------------------- */
+
+typedef struct mm_group {
+    mm_ctx_t *m;
+    int n;
+} mm_group_t;
+
+/* Every thread walks the products in order and takes chunks of each until none is left, so
+ * the threads move on to the next product without a barrier and the union of the output
+ * rows is shared out in one dispatch.  A thread prepares a product's activations only when
+ * it gets a chunk of it; with one dispatch there is no first thread to publish the row
+ * statistics, so each computes its own (DEFER_EACH: the same function of the same row,
+ * hence the same scale). */
+static void mm_group_task(void *arg, int ith, int nth)
+{
+    mm_group_t *g = arg;
+    (void)nth;
+    for (int i = 0; i < g->n; i++) {
+        mm_ctx_t *m = &g->m[i];
+        int64_t o0, o1;
+        if (!take_chunk(m, &o0, &o1))
+            continue;
+        mm_thr_t t;
+        int rc = mm_prep(m, ith, true, false, &t);
+        if (rc) {
+            atomic_store(&m->err, rc);
+            continue;
+        }
+        do {
+            mm_chunk(m, &t, o0, o1);
+            mm_epilogue(m, m->kind != FB_NORM_NONE ? t.s : NULL, o0, o1);
+        } while (take_chunk(m, &o0, &o1));
+    }
+}
+
+static int cpu_matmul_group(fb_backend_t *be, const fb_mm_part_t *parts, int n_parts,
+                            const fb_defer_t *defer)
+{
+    fcpu_t *c = (fcpu_t *)be;
+    if (defer && defer->kind != FB_NORM_NONE && !(defer->eps >= 0))
+        return -EINVAL;
+    int rc = 0;
+    if (c->ref || !c->group) { /* the reference, or group=0: one product after another */
+        for (int i = 0; i < n_parts && rc == 0; i++)
+            if (parts[i].n_rows)
+                rc = c->ref ? fcpu_ref_matmul(parts[i].w, parts[i].x, parts[i].n_rows, parts[i].y,
+                                              defer)
+                            : cpu_matmul(be, parts[i].w, parts[i].x, parts[i].n_rows, parts[i].y,
+                                         defer);
+        return rc;
+    }
+    double work = 0;
+    int n = 0;
+    for (int i = 0; i < n_parts; i++)
+        if (parts[i].n_rows) {
+            work += (double)parts[i].w->n_in * (double)parts[i].w->n_out * (double)parts[i].n_rows;
+            n++;
+        }
+    if (n == 0)
+        return 0;
+    mm_ctx_t one, *ms = n == 1 ? &one : malloc((size_t)n * sizeof(*ms));
+    if (!ms)
+        return -ENOMEM;
+    const int nth = threads_for(c, work);
+    for (int i = 0, j = 0; i < n_parts; i++)
+        if (parts[i].n_rows)
+            mm_setup(c, parts[i].w, parts[i].x, parts[i].n_rows, parts[i].y, defer, nth, &ms[j++]);
+    mm_group_t g = {.m = ms, .n = n};
+    fcpu_pool_run(c->pool, nth, mm_group_task, &g);
+    for (int i = 0; i < n && rc == 0; i++)
+        rc = atomic_load(&ms[i].err);
+    if (ms != &one)
+        free(ms);
+    return rc;
 }
 
 /* ---- norms ---------------------------------------------------------------------------- */
@@ -1433,6 +1556,7 @@ static const fb_ops_t cpu_ops = {
     .host_weights = true,
     .roof = cpu_roof,
     .gather_rows = cpu_gather_rows,
+    .matmul_group = cpu_matmul_group,
     .scatter_add_rows = cpu_scatter_add_rows,
 };
 
@@ -1478,10 +1602,12 @@ static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t er
             c->kslice = ks;
         } else if (kl == 3 && !strncmp(o, "ref", 3) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
             c->ref = v[0] == '1';
+        } else if (kl == 5 && !strncmp(o, "group", 5) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
+            c->group = v[0] == '1';
         } else {
             snprintf(err, errlen, "cpu backend: bad option \"%s\" (isa=scalar|avx2|avx512, "
                      "defer=each|one, blas_rows=N, qblas_rows=N, dot4_max=BYTES, streams=1|4|8, "
-                     "sched=even|guided|auto, dot8=0|1, repack=0|1|2, kslice=N (a multiple of 256), farpf=N, ref=0|1)", o);
+                     "sched=even|guided|auto, dot8=0|1, repack=0|1|2, kslice=N (a multiple of 256), farpf=N, ref=0|1, group=0|1)", o);
             return FD_ECONFIG;
         }
     }
@@ -1520,6 +1646,7 @@ int fb_cpu_create(const fb_config_t *cfg, fb_backend_t **out, char *err, size_t 
     c->dot8 = true;
     c->kslice = KSLICE;
     c->farpf = DOT8_FAR;
+    c->group = true;
     int rc = parse_options(c, cfg ? cfg->options : NULL, err, errlen);
     if (rc)
         goto fail_options;

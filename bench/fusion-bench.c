@@ -619,7 +619,7 @@ static int synth_shape(const opts_t *o, const shape_t *sh)
     }
     /* the KV cache: max_b slots of max_c positions, zeroed */
     size_t stride = (size_t)max_c * (size_t)nkv, kvb = stride * (size_t)max_b * sizeof(float);
-    float **kc = calloc((size_t)L, sizeof(float *)), **vc = calloc((size_t)L, sizeof(float *));
+    void **kc = calloc((size_t)L, sizeof(void *)), **vc = calloc((size_t)L, sizeof(void *));
     size_t zn = FD_MIN(kvb, (size_t)64 << 20);
     void *zero = calloc(1, zn);
     for (int l = 0; l < L; l++) {
@@ -632,7 +632,7 @@ static int synth_shape(const opts_t *o, const shape_t *sh)
     }
     free(zero);
     fb_sync(r.be);
-    r.kv = (fz_kv_t){ .k = kc, .v = vc, .slot_stride = (int64_t)stride };
+    r.kv = (fz_kv_t){ .k = kc, .v = vc, .n_ctx = max_c };
     double rb = (double)gg_row_bytes(type, 1024) / 1024.0; /* bytes per weight */
     double wgb = rb * ((double)L * ((double)E * (nq + 2 * nkv) + (double)nq * E + 3.0 * E * F) +
                        (double)sh->n_vocab * E) / 1e9;

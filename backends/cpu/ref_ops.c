@@ -117,6 +117,20 @@ void fcpu_ref_rope(float *x, int64_t n_rows, int64_t ld, int n_heads, int head_d
         }
 }
 
+/* Head g of cache row t as floats: the F32 row itself, or the typed row dequantized into
+ * buf (head_dim rounded up to whole blocks). */
+static const float *kv_head(int type, const void *base, int64_t ld, int64_t t, int g, int hd,
+                            int n_head_kv, float *buf)
+{
+    if (type == GG_F32)
+        return (const float *)base + t * ld + (int64_t)g * hd;
+    const size_t hb = fb_kv_head_bytes(type, hd);
+    const int be = gg_block_elems(type);
+    const uint8_t *row = (const uint8_t *)base + (size_t)t * hb * (size_t)n_head_kv;
+    fq_dequantize_row(type, row + (size_t)g * hb, buf, (int64_t)(hd + be - 1) / be * be);
+    return buf;
+}
+
 int fcpu_ref_attention(const fb_attn_t *a)
 {
     const int hd = a->head_dim, group = a->n_head / a->n_head_kv;
@@ -125,9 +139,11 @@ int fcpu_ref_attention(const fb_attn_t *a)
         n_ctx = FD_MAX(n_ctx, (int64_t)a->pos[i] + 1);
     double *s = malloc((size_t)(n_ctx ? n_ctx : 1) * sizeof(double));
     double *o = malloc((size_t)hd * sizeof(double));
-    if (!s || !o) {
+    float *buf = malloc(((size_t)hd + 256) * sizeof(float));
+    if (!s || !o || !buf) {
         free(s);
         free(o);
+        free(buf);
         return -ENOMEM;
     }
     for (int i = 0; i < a->n_q; i++) {
@@ -137,7 +153,8 @@ int fcpu_ref_attention(const fb_attn_t *a)
             int g = h / group;
             double mx = -INFINITY;
             for (int64_t t = 0; t < T; t++) {
-                const float *k = a->k + t * a->ldkv + (int64_t)g * hd;
+                const float *k = kv_head(a->type_k, a->k_data, a->ldkv, t, g, hd, a->n_head_kv,
+                                         buf);
                 double d = 0;
                 for (int j = 0; j < hd; j++)
                     d += (double)q[j] * k[j];
@@ -155,7 +172,8 @@ int fcpu_ref_attention(const fb_attn_t *a)
             for (int j = 0; j < hd; j++)
                 o[j] = 0;
             for (int64_t t = 0; t < T; t++) {
-                const float *v = a->v + t * a->ldkv + (int64_t)g * hd;
+                const float *v = kv_head(a->type_v, a->v_data, a->ldkv, t, g, hd, a->n_head_kv,
+                                         buf);
                 for (int j = 0; j < hd; j++)
                     o[j] += s[t] * v[j];
             }
@@ -166,7 +184,30 @@ int fcpu_ref_attention(const fb_attn_t *a)
     }
     free(s);
     free(o);
+    free(buf);
     return 0;
+}
+
+int fcpu_ref_kv_store(void *dst, int type, const float *src, int64_t ld_src, int64_t n_rows,
+                      int n_head_kv, int head_dim)
+{
+    const size_t hb = fb_kv_head_bytes(type, head_dim);
+    const int be = gg_block_elems(type);
+    const int64_t hdp = (int64_t)(head_dim + be - 1) / be * be;
+    float *buf = calloc((size_t)hdp, sizeof(float));
+    if (!buf)
+        return -ENOMEM;
+    int rc = 0;
+    for (int64_t r = 0; r < n_rows && rc == 0; r++)
+        for (int g = 0; g < n_head_kv && rc == 0; g++) {
+            /* the padding past head_dim stays zero */
+            memcpy(buf, src + r * ld_src + (int64_t)g * head_dim, (size_t)head_dim * sizeof(float));
+            rc = fq_quantize_row(type, buf,
+                                 (uint8_t *)dst + ((size_t)r * (size_t)n_head_kv + (size_t)g) * hb,
+                                 hdp);
+        }
+    free(buf);
+    return rc;
 }
 
 void fcpu_ref_silu_mul(const float *gate, const float *up, int64_t n_rows, int64_t n,

@@ -24,8 +24,13 @@ void fcpu_ref_layernorm(const float *x, int64_t n_rows, int64_t n, const float *
                         const float *beta, float eps, float *y);
 void fcpu_ref_rope(float *x, int64_t n_rows, int64_t ld, int n_heads, int head_dim,
                    const int32_t *pos, const fb_rope_t *rope);
-/* One sequence.  -ENOMEM or 0. */
+/* One sequence, over a cache of any fb_kv_type_valid types (rows dequantized as read).
+ * -ENOMEM or 0. */
 int fcpu_ref_attention(const fb_attn_t *a);
+/* fb_kv_store: each head of each row quantized (type's reference rounding, quants.h) from
+ * head_dim floats padded with zeros to whole blocks.  0, -ENOMEM or fq_quantize_row's error. */
+int fcpu_ref_kv_store(void *dst, int type, const float *src, int64_t ld_src, int64_t n_rows,
+                      int n_head_kv, int head_dim);
 void fcpu_ref_silu_mul(const float *gate, const float *up, int64_t n_rows, int64_t n,
                        int64_t ld_in, float *out);
 void fcpu_ref_add(float *y, const float *x, int64_t n);

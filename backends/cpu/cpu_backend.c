@@ -1063,12 +1063,15 @@ static size_t typed_scratch(const fcpu_kern_t *k, const fb_attn_t *a, int64_t T,
 #undef A64
 }
 
-/* attn_unit over a cache of other types (backend.h's typed layout).  K: F16 and BF16 rows
- * against the query in fp32 (exact widening, only the summation order differs from the
- * reference); Q8_0 and Q4_0 rows against the query quantized to int8 blocks of 32, as
- * llama.cpp quantizes the activations of a Q8_0 / Q4_0 product (its vec_dot_type), with the
- * product kernels of the weights: the integer dot products read a quarter of the bytes the
- * float form would.  V: pvq[type], or each row dequantized and added. */
+/* attn_unit over a cache of other types (backend.h's typed layout), with the reference's
+ * roundings (fcpu_ref_attention: llama.cpp's).  K: F16 and BF16 rows against the query
+ * rounded to their type, then widened exactly (dot4/dot on floats); Q8_0 and Q4_0 rows
+ * against the query quantized to int8 blocks of 32 (XQ32/XQ32I), as llama.cpp quantizes the
+ * activations of a Q8_0 / Q4_0 product, with the weights' product kernels: the integer dot
+ * products read a quarter of the bytes the float form would; the other types (no kernel)
+ * dequantize each row against the query rounded the same way in floats.  V: pvq[type], or
+ * each row dequantized and added; an F16 / BF16 V gets p normalized and rounded to its
+ * type. */
 static void attn_unit_typed(const fcpu_kern_t *k, const fb_attn_t *a, int i, int g,
                             uint8_t *scr, const size_t *off)
 {
@@ -1096,12 +1099,15 @@ static void attn_unit_typed(const fcpu_kern_t *k, const fb_attn_t *a, int i, int
             else
                 k->quant_q32(qp, hpk, xq);
             x = xq;
+        } else if (tk != GG_F32) {
+            fcpu_ref_kv_query(tk, q, hd, qp); /* hd floats a head: cheap next to T rows */
+            x = qp;
         }
         int64_t t = 0;
         if (!k->dot[tk]) {
             for (; t < T; t++) {
                 fq_dequantize_row(tk, kg + (size_t)t * lk, row, hpk);
-                s[t] = k->vdot(q, row, hd);
+                s[t] = k->vdot(qp, row, hpk);
             }
         } else {
             const int64_t n = xf == FCPU_XF32 ? hd : hpk;
@@ -1114,8 +1120,11 @@ static void attn_unit_typed(const fcpu_kern_t *k, const fb_attn_t *a, int i, int
         k->scale(s, a->scale, T);
         float mx = a->mode == FB_SOFTMAX_SUMONLY ? 0.f : k->vmax(s, T);
         float l = k->exp_sum(s, mx, s, T);
-        if (a->mode == FB_SOFTMAX_REF)
+        const bool p_round = tv == GG_F16 || tv == GG_BF16;
+        if (a->mode == FB_SOFTMAX_REF || p_round)
             k->scale(s, 1.f / l, T);
+        if (p_round)
+            k->round_to[tv](s, T);
         if (tv == GG_F32) {
             k->pv(s, (const float *)vg, a->ldkv, T, hd, ob);
         } else if (k->pvq[tv]) {
@@ -1128,7 +1137,7 @@ static void attn_unit_typed(const fcpu_kern_t *k, const fb_attn_t *a, int i, int
             }
         }
         memcpy(o, ob, (size_t)hd * sizeof(float));
-        if (a->mode != FB_SOFTMAX_REF)
+        if (a->mode != FB_SOFTMAX_REF && !p_round)
             k->scale(o, 1.f / l, hd);
     }
 }

@@ -103,6 +103,9 @@ typedef struct fcpu_kern {
      * backend dequantizes each row and uses axpy) */
     void (*pvq[GG_TYPE_COUNT])(const float *p, const void *v, size_t ldv, int64_t T, int n,
                                float *o);
+    /* x[i] rounded to type and widened back, round to nearest even (F16, BF16; NULL for the
+     * others): the probabilities of P.V over an F16 / BF16 V cache */
+    void (*round_to[GG_TYPE_COUNT])(float *x, int64_t n);
     /* vector helpers */
     float (*vdot)(const float *a, const float *b, int64_t n);
     void (*axpy)(float a, const float *x, float *y, int64_t n);      /* y += a x */

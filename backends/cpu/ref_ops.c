@@ -131,6 +131,31 @@ static const float *kv_head(int type, const void *base, int64_t ld, int64_t t, i
     return buf;
 }
 
+/* The query as a product with K of type multiplies it (llama.cpp's dot type of the K type):
+ * F16 and BF16 round it to their own type; the block types to int8 blocks of 32 with a float
+ * scale amax / 127 (cpu/kernels.h's XQ32: codes lrintf(x * 127 / amax)), zero padded to whole
+ * blocks; F32 keeps it.  out holds head_dim rounded up to whole blocks. */
+void fcpu_ref_kv_query(int type, const float *q, int hd, float *out)
+{
+    const int be = gg_block_elems(type), hp = (hd + be - 1) / be * be;
+    for (int j = 0; j < hp; j++)
+        out[j] = j < hd ? q[j] : 0.f;
+    if (type == GG_F16 || type == GG_BF16) {
+        for (int j = 0; j < hd; j++)
+            out[j] = type == GG_F16 ? fq_f16_to_f32(fq_f32_to_f16(q[j]))
+                                    : fq_bf16_to_f32(fq_f32_to_bf16(q[j]));
+    } else if (type != GG_F32) {
+        for (int b = 0; b < hp; b += 32) {
+            float amax = 0;
+            for (int j = b; j < b + 32; j++)
+                amax = fmaxf(amax, fabsf(out[j]));
+            const float id = amax > 0 ? 127.f / amax : 0.f, d = amax / 127.f;
+            for (int j = b; j < b + 32; j++)
+                out[j] = (float)lrintf(out[j] * id) * d;
+        }
+    }
+}
+
 int fcpu_ref_attention(const fb_attn_t *a)
 {
     const int hd = a->head_dim, group = a->n_head / a->n_head_kv;
@@ -140,16 +165,24 @@ int fcpu_ref_attention(const fb_attn_t *a)
     double *s = malloc((size_t)(n_ctx ? n_ctx : 1) * sizeof(double));
     double *o = malloc((size_t)hd * sizeof(double));
     float *buf = malloc(((size_t)hd + 256) * sizeof(float));
-    if (!s || !o || !buf) {
+    float *qr = malloc(((size_t)hd + 256) * sizeof(float));
+    if (!s || !o || !buf || !qr) {
         free(s);
         free(o);
         free(buf);
+        free(qr);
         return -ENOMEM;
     }
+    /* an F16 / BF16 V multiplies p in its own type, normalized first (llama.cpp's F16 P.V) */
+    const bool p_round = a->type_v == GG_F16 || a->type_v == GG_BF16;
     for (int i = 0; i < a->n_q; i++) {
         int64_t T = (int64_t)a->pos[i] + 1;
         for (int h = 0; h < a->n_head; h++) {
             const float *q = a->q + (int64_t)i * a->ldq + (int64_t)h * hd;
+            if (a->type_k != GG_F32) {
+                fcpu_ref_kv_query(a->type_k, q, hd, qr);
+                q = qr;
+            }
             int g = h / group;
             double mx = -INFINITY;
             for (int64_t t = 0; t < T; t++) {
@@ -166,9 +199,13 @@ int fcpu_ref_attention(const fb_attn_t *a)
                 s[t] = exp(s[t] - m);
                 l += s[t];
             }
-            if (a->mode == FB_SOFTMAX_REF) /* normalize p first, then P.V */
+            if (a->mode == FB_SOFTMAX_REF || p_round) /* normalize p first, then P.V */
                 for (int64_t t = 0; t < T; t++)
                     s[t] /= l;
+            if (p_round)
+                for (int64_t t = 0; t < T; t++)
+                    s[t] = a->type_v == GG_F16 ? fq_f16_to_f32(fq_f32_to_f16((float)s[t]))
+                                               : fq_bf16_to_f32(fq_f32_to_bf16((float)s[t]));
             for (int j = 0; j < hd; j++)
                 o[j] = 0;
             for (int64_t t = 0; t < T; t++) {
@@ -179,12 +216,13 @@ int fcpu_ref_attention(const fb_attn_t *a)
             }
             float *out = a->out + (int64_t)i * a->ldo + (int64_t)h * hd;
             for (int j = 0; j < hd; j++)
-                out[j] = (float)(a->mode == FB_SOFTMAX_REF ? o[j] : o[j] / l);
+                out[j] = (float)(a->mode == FB_SOFTMAX_REF || p_round ? o[j] : o[j] / l);
         }
     }
     free(s);
     free(o);
     free(buf);
+    free(qr);
     return 0;
 }
 

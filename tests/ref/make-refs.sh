@@ -21,11 +21,13 @@ release=$(node -p "const m=require('$ref/node_modules/@node-llama-cpp/linux-x64/
 ids="1 300 45 511 259 400 3 260 77 128"
 
 # name | arch n_embd n_layer n_head n_head_kv head_dim n_ff type tied seed rope_freqs
-#        orig_ctx attn_factor (orig_ctx > 0: Phi-3.5 LongRoPE; the context is 256)
+#        orig_ctx attn_factor [cache] (orig_ctx > 0: Phi-3.5 LongRoPE; the context is 256;
+#        cache: llama.cpp's KV cache type for K and V, f32 when absent, else written on a
+#        "cache" line)
 while IFS='|' read -r name spec; do
     set -- $spec
     arch=$1 embd=$2 layer=$3 head=$4 headkv=$5 hd=$6 ff=$7 type=$8 tied=$9 seed=${10} rf=${11}
-    orig=${12} af=${13}
+    orig=${12} af=${13} cache=${14:-f32}
     model=$tmp/$name.gguf
     tflag=--untied; [ "$tied" = 1 ] && tflag=--tied
     hdflag=; [ "$hd" != 0 ] && hdflag="--head-dim $hd"
@@ -42,8 +44,9 @@ while IFS='|' read -r name spec; do
         echo "model arch=$arch n_embd=$embd n_layer=$layer n_head=$head n_head_kv=$headkv" \
              "head_dim=$hd n_ff=$ff n_vocab=512 n_ctx=256 type=$type tied=$tied seed=$seed" \
              "rope_freqs=$rf orig_ctx=$orig attn_factor=$af"
+        [ "$cache" = f32 ] || echo "cache $cache $cache"
         echo "ids $ids"
-        node "$ref/llamacpp-logits.mjs" "$model" $ids
+        LLAMACPP_CACHE_TYPE=$cache node "$ref/llamacpp-logits.mjs" "$model" $ids
     } > "$out.tmp"
     mv "$out.tmp" "$out"
     echo "wrote $out"
@@ -65,4 +68,9 @@ phi3-f32|phi3 64 2 4 2 0 160 F32 0 24 0 0 0
 phi3-longrope-short-f32|phi3 64 2 4 2 0 160 F32 0 25 0 4096 1.1902
 phi3-longrope-long-f32|phi3 64 2 4 2 0 160 F32 1 26 0 128 1.1902
 phi3-q4_k_m|phi3 256 2 4 2 0 512 Q4_K_M 0 27 0 0 0
+qwen3-f32-kv-f16|qwen3 64 2 4 2 32 160 F32 0 13 0 0 0 f16
+qwen3-f32-kv-q8_0|qwen3 64 2 4 2 32 160 F32 0 13 0 0 0 q8_0
+llama-hd64-f32-kv-f16|llama 128 2 4 2 64 256 F32 0 28 0 0 0 f16
+llama-hd64-f32-kv-q8_0|llama 128 2 4 2 64 256 F32 0 28 0 0 0 q8_0
+llama-hd64-f32|llama 128 2 4 2 64 256 F32 0 28 0 0 0
 MODELS

@@ -1533,6 +1533,10 @@ static int check_attn(const fb_attn_t *a)
 {
     if (a->ldq > INT32_MAX || a->ldo > INT32_MAX || a->ldkv > INT32_MAX)
         return -EINVAL;
+    /* F32 caches only (no kv_check: the model refuses other types at load); a typed cache's
+     * bytes read as floats would be garbage */
+    if (a->type_k != GG_F32 || a->type_v != GG_F32)
+        return FD_EUNSUP;
     if (a->n_head / a->n_head_kv > FCU_ATT_MAX_GROUP || a->head_dim > 256) {
         fd_log(FD_LOG_ERROR, "cuda backend: attention with %d query heads per KV head and "
                "head_dim %d (at most %d and 256)", a->n_head / a->n_head_kv, a->head_dim,

@@ -14,6 +14,7 @@
 
 #include "backends/backend.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -267,6 +268,8 @@ static int attn_check(const fb_attn_t *a)
     for (int i = 0; i < a->n_q; i++)
         if (a->pos[i] < 0)
             return -EINVAL;
+    if (a->window < 0 || !(a->softcap >= 0.0f) || isinf(a->softcap))
+        return -EINVAL;
     return 0;
 }
 
@@ -278,6 +281,8 @@ int fb_attention(fb_backend_t *be, const fb_attn_t *a, int n_seq)
         int rc = attn_check(&a[s]);
         if (rc)
             return rc;
+        if ((a[s].window || a[s].softcap > 0.0f) && !be->ops->attn_window)
+            return FD_EUNSUP;
     }
     uint64_t t0 = fd_now_ns();
     int rc = be->ops->attention(be, a, n_seq);
@@ -302,6 +307,43 @@ int fb_add(fb_backend_t *be, float *y, const float *x, int64_t n)
         return -EINVAL;
     uint64_t t0 = fd_now_ns();
     int rc = be->ops->add(be, y, x, n);
+    charge(be, FB_OP_OTHER, t0);
+    return rc;
+}
+
+int fb_gelu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
+                int64_t n, int64_t ld_in, float *out)
+{
+    if (!gate || !up || !out || n_rows < 0 || n < 0 || ld_in < n)
+        return -EINVAL;
+    if (!be->ops->gelu_mul)
+        return FD_EUNSUP;
+    uint64_t t0 = fd_now_ns();
+    int rc = be->ops->gelu_mul(be, gate, up, n_rows, n, ld_in, out);
+    charge(be, FB_OP_OTHER, t0);
+    return rc;
+}
+
+int fb_scale(fb_backend_t *be, float *y, int64_t n, float s)
+{
+    if (!y || n < 0 || !isfinite(s))
+        return -EINVAL;
+    if (!be->ops->scale)
+        return FD_EUNSUP;
+    uint64_t t0 = fd_now_ns();
+    int rc = be->ops->scale(be, y, n, s);
+    charge(be, FB_OP_OTHER, t0);
+    return rc;
+}
+
+int fb_softcap(fb_backend_t *be, float *y, int64_t n, float cap)
+{
+    if (!y || n < 0 || !(cap > 0.0f) || isinf(cap))
+        return -EINVAL;
+    if (!be->ops->softcap)
+        return FD_EUNSUP;
+    uint64_t t0 = fd_now_ns();
+    int rc = be->ops->softcap(be, y, n, cap);
     charge(be, FB_OP_OTHER, t0);
     return rc;
 }

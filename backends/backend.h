@@ -101,6 +101,13 @@ typedef struct fb_attn {
     int n_head, n_head_kv, head_dim;
     float scale;                    /* usually 1/sqrt(head_dim) */
     int mode;                       /* enum fb_softmax_mode */
+    /* Sliding window (Gemma 2/3's local layers; 0 = none): row i attends only to cache rows
+     * t with pos[i] - t < window, i.e. pos[i] - window + 1 .. pos[i] (llama.cpp's standard
+     * SWA mask).  The cache still holds every position. */
+    int window;
+    /* Score soft-capping (Gemma 2; 0 = none): each scaled score s becomes
+     * softcap * tanh(s / softcap) before the softmax. */
+    float softcap;
     int type_k, type_v;             /* enum gg_type of the cache (0: GG_F32, as above) */
 } fb_attn_t;
 
@@ -186,6 +193,18 @@ typedef struct fb_ops {
      * host_alloc returned. */
     void *(*host_alloc)(fb_backend_t *be, size_t bytes);
     void (*host_free)(fb_backend_t *be, void *p);
+    /* Gemma's ops (optional: NULL makes the wrapper answer FD_EUNSUP).
+     * out[r, i] = gelu(gate[r, i]) * up[r, i], GELU's tanh form
+     * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); gate/up rows have stride ld_in. */
+    int (*gelu_mul)(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
+                    int64_t n, int64_t ld_in, float *out);
+    /* y[i] *= s, i < n. */
+    int (*scale)(fb_backend_t *be, float *y, int64_t n, float s);
+    /* y[i] = cap * tanh(y[i] / cap), i < n (cap > 0). */
+    int (*softcap)(fb_backend_t *be, float *y, int64_t n, float cap);
+    /* True when attention honours fb_attn_t.window and .softcap; fb_attention refuses
+     * (FD_EUNSUP) either on a backend without it. */
+    bool attn_window;
     /* Optional, KV cache types other than F32 (NULL: F32 caches only).  kv_check: 0 when
      * attention reads K caches of type_k and V caches of type_v at this head size, else
      * FD_EUNSUP (the model refuses the types at load).  kv_store: n_rows rows of n_head_kv
@@ -240,6 +259,10 @@ int fb_attention(fb_backend_t *be, const fb_attn_t *a, int n_seq);
 int fb_silu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
                 int64_t n, int64_t ld_in, float *out);
 int fb_add(fb_backend_t *be, float *y, const float *x, int64_t n);
+int fb_gelu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
+                int64_t n, int64_t ld_in, float *out);
+int fb_scale(fb_backend_t *be, float *y, int64_t n, float s);
+int fb_softcap(fb_backend_t *be, float *y, int64_t n, float cap);
 int fb_get_rows(fb_backend_t *be, const fb_weight_t *w, const int32_t *ids, int64_t n,
                 float *out);
 int fb_copy2d(fb_backend_t *be, float *dst, int64_t ld_dst, const float *src, int64_t ld_src,

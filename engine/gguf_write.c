@@ -567,16 +567,24 @@ struct preset {
     bool tied;
     const char *arch;   /* NULL: llama */
     int head_dim;       /* 0: n_embd / n_head */
+    int n_swa;          /* gemma: the sliding window */
+    float attn_softcap, final_softcap;
 };
 
 /* Hyperparameters as published for each model. */
 static const struct preset presets[] = {
-    {"stories260K", 64, 5, 8, 4, 172, 512, 512, 10000.0f, 1e-5f, false, NULL, 0},
-    {"stories110M", 768, 12, 12, 12, 2048, 32000, 1024, 10000.0f, 1e-5f, true, NULL, 0},
-    {"TinyLlama-1.1B", 2048, 22, 32, 4, 5632, 32000, 2048, 10000.0f, 1e-5f, false, NULL, 0},
-    {"Llama-2-7B", 4096, 32, 32, 32, 11008, 32000, 4096, 10000.0f, 1e-5f, false, NULL, 0},
-    {"Llama-3-8B", 4096, 32, 32, 8, 14336, 128256, 8192, 500000.0f, 1e-5f, false, NULL, 0},
-    {"Qwen3-0.6B", 1024, 28, 16, 8, 3072, 151936, 40960, 1000000.0f, 1e-6f, true, "qwen3", 128},
+    {"stories260K", 64, 5, 8, 4, 172, 512, 512, 10000.0f, 1e-5f, false, NULL, 0, 0, 0, 0},
+    {"stories110M", 768, 12, 12, 12, 2048, 32000, 1024, 10000.0f, 1e-5f, true, NULL, 0, 0, 0, 0},
+    {"TinyLlama-1.1B", 2048, 22, 32, 4, 5632, 32000, 2048, 10000.0f, 1e-5f, false, NULL, 0, 0, 0, 0},
+    {"Llama-2-7B", 4096, 32, 32, 32, 11008, 32000, 4096, 10000.0f, 1e-5f, false, NULL, 0, 0, 0, 0},
+    {"Llama-3-8B", 4096, 32, 32, 8, 14336, 128256, 8192, 500000.0f, 1e-5f, false, NULL, 0, 0, 0, 0},
+    {"Qwen3-0.6B", 1024, 28, 16, 8, 3072, 151936, 40960, 1000000.0f, 1e-6f, true, "qwen3", 128, 0, 0, 0},
+    {"Gemma-3-270M", 640, 18, 4, 1, 2048, 262144, 32768, 1000000.0f, 1e-6f, true, "gemma3", 256,
+     512, 0, 0},
+    {"Gemma-3-1B", 1152, 26, 4, 1, 6912, 262144, 32768, 1000000.0f, 1e-6f, true, "gemma3", 256,
+     512, 0, 0},
+    {"Gemma-2-2B", 2304, 26, 8, 4, 9216, 256000, 8192, 10000.0f, 1e-6f, true, "gemma2", 256,
+     4096, 50.0f, 30.0f},
 };
 
 const char *const *gguf_w_llama_preset_names(void)
@@ -598,6 +606,8 @@ int gguf_w_llama_preset(const char *name, gguf_w_llama_t *p)
             .n_head_kv = s->n_head_kv, .n_ff = s->n_ff, .n_vocab = s->n_vocab,
             .n_ctx = s->n_ctx, .rope_base = s->rope_base, .norm_eps = s->eps, .tied = s->tied,
             .wtype = GG_F32, .seed = 1, .arch = s->arch, .head_dim = s->head_dim,
+            .n_swa = s->n_swa, .attn_softcap = s->attn_softcap,
+            .final_softcap = s->final_softcap,
         };
         return 0;
     }
@@ -633,9 +643,14 @@ int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen)
                     "must be positive");
     const char *arch = llama_arch(p);
     if (strcmp(arch, "llama") && strcmp(arch, "qwen2") && strcmp(arch, "qwen3") &&
-        strcmp(arch, "phi3"))
+        strcmp(arch, "phi3") && strcmp(arch, "gemma2") && strcmp(arch, "gemma3"))
         return werr(err, errlen, FD_EUNSUP, "architecture '%s' is not one of llama, qwen2, "
-                    "qwen3, phi3", arch);
+                    "qwen3, phi3, gemma2, gemma3", arch);
+    if (p->n_swa < 0 || (strcmp(arch, "gemma3") == 0 && p->n_swa == 0))
+        return werr(err, errlen, FD_ESHAPE, "sliding window %d: gemma3 needs one > 0",
+                    p->n_swa);
+    if (p->attn_softcap < 0 || p->final_softcap < 0)
+        return werr(err, errlen, FD_ESHAPE, "soft-caps must not be negative");
     if (p->orig_ctx < 0 || (p->orig_ctx > 0 && !(p->attn_factor > 0)))
         return werr(err, errlen, FD_ESHAPE, "LongRoPE needs an original context > 0 and an "
                     "attention factor > 0");
@@ -648,9 +663,10 @@ int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen)
     if (p->n_head % p->n_head_kv)
         return werr(err, errlen, FD_ESHAPE, "n_head %d is not a multiple of n_head_kv %d",
                     p->n_head, p->n_head_kv);
-    if (p->n_vocab < 259 + 1)
-        return werr(err, errlen, FD_ESHAPE, "n_vocab %d: at least 260 (3 special and 256 byte "
-                    "tokens come first)", p->n_vocab);
+    if (p->n_vocab < 259 + 1 || (p->gemma_vocab && p->n_vocab < 268 + 1))
+        return werr(err, errlen, FD_ESHAPE, "n_vocab %d: at least %d (%d special and 256 byte "
+                    "tokens come first)", p->n_vocab, p->gemma_vocab ? 269 : 260,
+                    p->gemma_vocab ? 12 : 3);
     if (p->n_vocab > 1 << 24)
         return werr(err, errlen, FD_ESHAPE, "n_vocab %d is too large", p->n_vocab);
     if (!(p->rope_base > 0) || !(p->norm_eps > 0))
@@ -772,8 +788,9 @@ static int llama_ftype(int wtype)
 
 /* The SPM-style vocabulary: pieces after the byte tokens are the printable ASCII characters,
  * then the same with a leading U+2581 (SentencePiece's space), then ever longer lowercase
- * strings, with and without it, until n_vocab; all distinct. */
-static int add_vocab(gguf_w_t *w, int n_vocab)
+ * strings, with and without it, until n_vocab; all distinct.  gemma: Gemma's special and
+ * user-defined pieces first (gguf_w_llama_t.gemma_vocab). */
+static int add_vocab(gguf_w_t *w, int n_vocab, bool gemma)
 {
     char **tok = calloc((size_t)n_vocab, sizeof(*tok));
     float *score = malloc((size_t)n_vocab * sizeof(*score));
@@ -783,11 +800,19 @@ static int add_vocab(gguf_w_t *w, int n_vocab)
     if (!tok || !score || !type)
         goto out;
     static const char *const special[3] = {"<unk>", "<s>", "</s>"};
-    for (int i = 0; i < 3; i++, n++) {
-        if (!(tok[n] = strdup(special[i])))
+    /* Gemma's first ids, then its chat markers and a few user-defined pieces */
+    static const struct { const char *text; int type; } gspecial[] = {
+        {"<pad>", 3}, {"<eos>", 3}, {"<bos>", 3}, {"<unk>", 2}, {"<mask>", 3},
+        {"<start_of_turn>", 4}, {"<end_of_turn>", 4}, {"\n\n", 4}, {"\t\t", 4}, {"<b>", 4},
+        {"\xe2\x96\x81\xe2\x96\x81", 1},
+        {"\xe2\x96\x81\xe2\x96\x81\xe2\x96\x81\xe2\x96\x81", 1},
+    };
+    int n_special = gemma ? (int)FD_ARRAY_LEN(gspecial) : 3;
+    for (int i = 0; i < n_special; i++, n++) {
+        if (!(tok[n] = strdup(gemma ? gspecial[i].text : special[i])))
             goto out;
-        score[n] = 0;
-        type[n] = i == 0 ? 2 : 3; /* unknown, control */
+        score[n] = 0; /* the runs of spaces: the best scores of the normal pieces */
+        type[n] = gemma ? gspecial[i].type : i == 0 ? 2 : 3; /* unknown, control */
     }
     for (int b = 0; b < 256; b++, n++) {
         char s[8];
@@ -823,6 +848,10 @@ static int add_vocab(gguf_w_t *w, int n_vocab)
                 type[n] = 1; /* normal */
             }
     }
+    if (gemma &&
+        ((rc = gguf_w_add_bool(w, "tokenizer.ggml.add_space_prefix", false)) ||
+         (rc = gguf_w_add_u32(w, "tokenizer.ggml.padding_token_id", 0))))
+        goto out;
     if ((rc = gguf_w_add_str(w, "tokenizer.ggml.model", "llama")) ||
         (rc = gguf_w_add_str_arr(w, "tokenizer.ggml.tokens", (const char *const *)tok,
                                  (uint64_t)n_vocab)) ||
@@ -830,9 +859,9 @@ static int add_vocab(gguf_w_t *w, int n_vocab)
                              (uint64_t)n_vocab)) ||
         (rc = gguf_w_add_arr(w, "tokenizer.ggml.token_type", GGUF_INT32, type,
                              (uint64_t)n_vocab)) ||
-        (rc = gguf_w_add_u32(w, "tokenizer.ggml.unknown_token_id", 0)) ||
-        (rc = gguf_w_add_u32(w, "tokenizer.ggml.bos_token_id", 1)) ||
-        (rc = gguf_w_add_u32(w, "tokenizer.ggml.eos_token_id", 2)) ||
+        (rc = gguf_w_add_u32(w, "tokenizer.ggml.unknown_token_id", gemma ? 3 : 0)) ||
+        (rc = gguf_w_add_u32(w, "tokenizer.ggml.bos_token_id", gemma ? 2 : 1)) ||
+        (rc = gguf_w_add_u32(w, "tokenizer.ggml.eos_token_id", gemma ? 1 : 2)) ||
         (rc = gguf_w_add_bool(w, "tokenizer.ggml.add_bos_token", true)) ||
         (rc = gguf_w_add_bool(w, "tokenizer.ggml.add_eos_token", false)))
         goto out;
@@ -865,6 +894,20 @@ static const char *akey(char *buf, size_t len, const char *arch, const char *key
 {
     snprintf(buf, len, "%s.%s", arch, key);
     return buf;
+}
+
+/* Whether architecture ar has a tensor whose `only` list is spec (see blk[] below). */
+static bool arch_has(const char *spec, const char *ar)
+{
+    if (spec[0] == '!')
+        return strcmp(spec + 1, ar) != 0;
+    if (strcmp(spec, "gemma") == 0)
+        return strncmp(ar, "gemma", 5) == 0;
+    size_t n = strlen(ar);
+    for (const char *s = spec; (s = strstr(s, ar)) != NULL; s += n)
+        if ((s == spec || s[-1] == ' ') && (s[n] == ' ' || s[n] == '\0'))
+            return true;
+    return false;
 }
 
 int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
@@ -905,8 +948,17 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
                                (uint32_t)p->orig_ctx)) ||
           (rc = gguf_w_add_f32(w, akey(k, sizeof(k), ar, "rope.scaling.attn_factor"),
                                p->attn_factor)))) ||
+        (p->n_swa > 0 && (rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar,
+                                                  "attention.sliding_window"),
+                                              (uint32_t)p->n_swa))) ||
+        (p->attn_softcap > 0 &&
+         (rc = gguf_w_add_f32(w, akey(k, sizeof(k), ar, "attn_logit_softcapping"),
+                              p->attn_softcap))) ||
+        (p->final_softcap > 0 &&
+         (rc = gguf_w_add_f32(w, akey(k, sizeof(k), ar, "final_logit_softcapping"),
+                              p->final_softcap))) ||
         (rc = gguf_w_add_u64(w, "fusiond.seed", p->seed)) ||
-        (rc = add_vocab(w, p->n_vocab)))
+        (rc = add_vocab(w, p->n_vocab, p->gemma_vocab)))
         return werr(err, errlen, rc, "metadata: %s", fd_strerror(rc));
     char name[64];
     if ((rc = add_matrix(w, p, "token_embd.weight", "token_embd", 0, p->n_embd, p->n_vocab)) ||
@@ -923,27 +975,30 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
     static const struct {
         const char *role, *suffix;
         int in, out, kind;
-        const char *only;      /* the one architecture that has it, NULL: all; "!phi3": all
-                                  but phi3 */
+        const char *only;      /* the architectures that have it ("qwen3 gemma3"), NULL:
+                                  all; "!phi3": all but phi3; "gemma": gemma2 and gemma3 */
     } blk[] = {
         {"attn_norm", "weight", 0, 0, NORM, NULL}, {"attn_q", "weight", 0, 3, MAT, "!phi3"},
         {"attn_k", "weight", 0, 1, MAT, "!phi3"}, {"attn_v", "weight", 0, 1, MAT, "!phi3"},
         {"attn_qkv", "weight", 0, 5, MAT, "phi3"},
         {"attn_q", "bias", 0, 3, BIAS, "qwen2"}, {"attn_k", "bias", 0, 1, BIAS, "qwen2"},
         {"attn_v", "bias", 0, 1, BIAS, "qwen2"},
-        {"attn_q_norm", "weight", 0, 4, NORM, "qwen3"},
-        {"attn_k_norm", "weight", 0, 4, NORM, "qwen3"},
-        {"attn_output", "weight", 3, 0, MAT, NULL}, {"ffn_norm", "weight", 0, 0, NORM, NULL},
+        {"attn_q_norm", "weight", 0, 4, NORM, "qwen3 gemma3"},
+        {"attn_k_norm", "weight", 0, 4, NORM, "qwen3 gemma3"},
+        {"attn_output", "weight", 3, 0, MAT, NULL},
+        {"post_attention_norm", "weight", 0, 0, NORM, "gemma"},
+        {"ffn_norm", "weight", 0, 0, NORM, NULL},
         {"ffn_gate", "weight", 0, 2, MAT, "!phi3"}, {"ffn_up", "weight", 0, 2, MAT, "!phi3"},
         {"ffn_up", "weight", 0, 6, MAT, "phi3"},
         {"ffn_down", "weight", 2, 0, MAT, NULL},
+        {"post_ffw_norm", "weight", 0, 0, NORM, "gemma"},
     };
     const int64_t dims[7] = {p->n_embd, kv_dim, p->n_ff, q_dim, hd, q_dim + 2 * kv_dim,
                              2 * (int64_t)p->n_ff};
     for (int il = 0; il < p->n_layer; il++)
         for (size_t j = 0; j < FD_ARRAY_LEN(blk); j++) {
             const char *only = blk[j].only;
-            if (only && (only[0] == '!' ? strcmp(only + 1, ar) == 0 : strcmp(only, ar) != 0))
+            if (only && !arch_has(only, ar))
                 continue;
             snprintf(name, sizeof(name), "blk.%d.%s.%s", il, blk[j].role, blk[j].suffix);
             if (blk[j].kind == MAT)

@@ -84,9 +84,9 @@ typedef struct gguf_w_llama {
     const char *name;        /* general.name */
     const char *arch;        /* general.architecture: "llama" (NULL too), "qwen2" (Q/K/V
                                 biases, NEOX RoPE), "qwen3" (per-head RMSNorm of Q and K
-                                before RoPE, NEOX RoPE) or "phi3" (one attn_qkv tensor, and
-                                ffn_up holding gate then up rows; NEOX RoPE); the keys are
-                                "<arch>.*" */
+                                before RoPE, NEOX RoPE), "phi3" (one attn_qkv tensor, and
+                                ffn_up holding gate then up rows; NEOX RoPE), "gemma2" or
+                                "gemma3" (see n_swa); the keys are "<arch>.*" */
     int head_dim;            /* attention.key_length; 0: n_embd / n_head (qwen3 models have
                                 n_head * head_dim != n_embd) */
     int n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, n_ctx;
@@ -99,6 +99,19 @@ typedef struct gguf_w_llama {
                                 (values in [1, 8)), rope.scaling.original_context_length =
                                 orig_ctx and rope.scaling.attn_factor = attn_factor */
     float attn_factor;
+    /* gemma2 / gemma3: attention.sliding_window (gemma3 needs one; llama.cpp's pattern:
+     * gemma2 local layers 0, 2, 4 ..., gemma3 five local to one global) and gemma2's
+     * attn_logit_softcapping / final_logit_softcapping (0: keys absent, llama.cpp's 50 and
+     * 30 apply).  Every gemma model has post_attention_norm and post_ffw_norm tensors, gemma3
+     * attn_q_norm / attn_k_norm too; the token embedding is its output (tied) unless untied. */
+    int n_swa;
+    float attn_softcap, final_softcap;
+    /* A Gemma-style SentencePiece vocabulary in place of the default one: <pad> <eos> <bos>
+     * <unk> (ids 0-3: BOS 2, EOS 1), <mask> (control), <start_of_turn>, <end_of_turn>,
+     * "\n\n", "\t\t", "<b>" (user-defined, so always matched whole), the byte tokens, then
+     * the default generator's pieces with runs of spaces ("\u2581\u2581", four of them)
+     * among the best-scored, and tokenizer.ggml.add_space_prefix false. */
+    bool gemma_vocab;
     int wtype;               /* GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q5_K,
                                 GG_Q6_K, GGUF_W_MIX_Q4_K_M or GGUF_W_MIX_Q5_K_M */
     uint64_t seed;
@@ -109,7 +122,7 @@ typedef struct gguf_w_llama {
 } gguf_w_llama_t;
 
 /* Shapes of known models: "stories260K", "stories110M", "TinyLlama-1.1B", "Llama-2-7B",
- * "Llama-3-8B" (case-insensitive).  Type F32, seed 1.  -ENOENT for an unknown name. */
+ * "Llama-3-8B", "Qwen3-0.6B", "Gemma-3-270M", "Gemma-3-1B", "Gemma-2-2B" (case-insensitive).  Type F32, seed 1.  -ENOENT for an unknown name. */
 int gguf_w_llama_preset(const char *name, gguf_w_llama_t *p);
 const char *const *gguf_w_llama_preset_names(void); /* NULL-terminated */
 /* Checks the shape (FD_ESHAPE / FD_EUNSUP with a message). */

@@ -1,4 +1,5 @@
-/* model.c: loading a Llama-family GGUF model (llama, qwen2, qwen3), its KV cache slots and the
+/* model.c: loading a Llama-family GGUF model (llama, qwen2, qwen3, phi3, gemma2, gemma3), its KV
+ * cache slots and the
  * batched decoder step (model.h).  Every tensor is checked here (presence, type, shape)
  * before anything is prepared, so a bad file fails with a message naming the tensor and no
  * backend work started.  Weights stay in the GGUF mapping; only the norm vectors of non-F32
@@ -116,6 +117,113 @@ static bool str_is(gguf_str_t s, const char *lit)
     return s.len == strlen(lit) && memcmp(s.ptr, lit, s.len) == 0;
 }
 
+/* An optional float key that may be 0 (a soft-cap the file turns off). */
+static int get_f32_or(const gguf_t *g, const char *arch, const char *key, float dflt, float *out,
+                      char *err, size_t errlen)
+{
+    char k[128];
+    snprintf(k, sizeof(k), "%s.%s", arch, key);
+    int rc = gguf_get_f32(g, k, out);
+    if (rc == -ENOENT) {
+        *out = dflt;
+        return 0;
+    }
+    if (rc == 0 && !(*out >= 0.0f && *out < 1e30f)) {
+        snprintf(err, errlen, "%s: metadata key %s = %g is out of range", gguf_path(g), k,
+                 (double)*out);
+        return FD_ERANGE;
+    }
+    if (rc)
+        snprintf(err, errlen, "%s: metadata key %s: %s", gguf_path(g), k, fd_strerror(rc));
+    return rc;
+}
+
+/* Whether layer l of a Gemma model is local (sliding window): llama.cpp's rule, the pattern
+ * period p making every p-th layer global (l % p == p - 1), or the file's per-layer list. */
+static bool gemma_layer_swa(const llm_model_t *m, int l)
+{
+    const llm_hparams_t *hp = &m->hp;
+    if (hp->n_swa == 0)
+        return false;
+    if (hp->swa_period > 0)
+        return l % hp->swa_period < hp->swa_period - 1;
+    char k[128];
+    gguf_arr_t arr;
+    int64_t v = 0;
+    snprintf(k, sizeof(k), "%s.attention.sliding_window_pattern", hp->arch);
+    if (gguf_get_arr(m->g, k, &arr) || (uint64_t)l >= arr.n)
+        return false;
+    if (arr.elem_type == GGUF_BOOL)
+        return arr.data[l] != 0;
+    return gguf_arr_i64(&arr, (uint64_t)l, &v) == 0 && v;
+}
+
+/* Gemma 2 and 3 (llama.cpp's hparams for LLM_ARCH_GEMMA2 / GEMMA3): the window and its
+ * pattern (Gemma 2 alternates local and global from layer 0; Gemma 3 has 5 local layers to a
+ * global one), the local layers' RoPE base (Gemma 3: 10000 unless rope.freq_base_swa says),
+ * the query scale (1/sqrt(n_embd / n_head) for the 27B sizes, known by their layer count,
+ * else 1/sqrt(head_dim)) and the soft-caps (Gemma 2 only for the scores; default 50 and 30). */
+static int read_gemma(llm_model_t *m, char *err, size_t errlen)
+{
+    const gguf_t *g = m->g;
+    llm_hparams_t *hp = &m->hp;
+    const char *ar = hp->arch;
+    bool g2 = strcmp(ar, "gemma2") == 0;
+    uint32_t layers, embd, heads, kl, swa, period = g2 ? 2 : 6;
+    int rc;
+    char k[128];
+    hp->gemma = true;
+    if ((rc = get_u32(g, ar, "block_count", true, 0, &layers, err, errlen)) ||
+        (rc = get_u32(g, ar, "embedding_length", true, 0, &embd, err, errlen)) ||
+        (rc = get_u32(g, ar, "attention.head_count", true, 0, &heads, err, errlen)) ||
+        (rc = get_u32(g, ar, "attention.key_length", false, embd / heads, &kl, err, errlen)))
+        return rc;
+    snprintf(k, sizeof(k), "%s.attention.sliding_window", ar);
+    rc = gguf_get_u32(g, k, &swa);
+    if (rc == -ENOENT && g2)
+        swa = 4096, rc = 0;
+    if (rc) {
+        snprintf(err, errlen, "%s: metadata key %s is %s", gguf_path(g), k,
+                 rc == -ENOENT ? "missing" : "not an unsigned integer");
+        return rc == -ENOENT ? FD_EFORMAT : rc;
+    }
+    if (swa > (1u << 30)) {
+        snprintf(err, errlen, "%s: %s = %u is out of range", gguf_path(g), k, swa);
+        return FD_ERANGE;
+    }
+    hp->n_swa = (int)swa;
+    snprintf(k, sizeof(k), "%s.attention.sliding_window_pattern", ar);
+    const gguf_kv_t *pk = gguf_find(g, k);
+    gguf_arr_t arr;
+    if (pk && gguf_kv_arr(pk, &arr) == 0) {
+        int64_t v;
+        if (arr.n != layers || (arr.elem_type != GGUF_BOOL && gguf_arr_i64(&arr, 0, &v))) {
+            snprintf(err, errlen, "%s: %s is not a list of %u booleans (one per layer)",
+                     gguf_path(g), k, layers);
+            return FD_EFORMAT;
+        }
+        period = 0;
+    } else if (pk && (rc = get_u32(g, ar, "attention.sliding_window_pattern", true, 0, &period,
+                                   err, errlen))) {
+        return rc;
+    }
+    hp->swa_period = (int)period;
+    bool big = layers == (g2 ? 46u : 62u);
+    hp->attn_scale = 1.0f / sqrtf((float)(big ? embd / heads : kl));
+    if ((rc = get_f32_or(g, ar, "final_logit_softcapping", g2 ? 30.0f : 0.0f,
+                         &hp->final_softcap, err, errlen)))
+        return rc;
+    if (g2 && (rc = get_f32_or(g, ar, "attn_logit_softcapping", 50.0f, &hp->attn_softcap, err,
+                               errlen)))
+        return rc;
+    float base;
+    if ((rc = get_f32(g, ar, "rope.freq_base", false, 10000.0f, &base, err, errlen)) ||
+        (rc = get_f32(g, ar, "rope.freq_base_swa", false, g2 ? base : 10000.0f,
+                      &hp->rope_freq_base_swa, err, errlen)))
+        return rc;
+    return 0;
+}
+
 static int read_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, size_t errlen)
 {
     const gguf_t *g = m->g;
@@ -128,9 +236,10 @@ static int read_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, s
         return rc == -ENOENT ? FD_EFORMAT : rc;
     }
     if (!str_is(a, "llama") && !str_is(a, "qwen2") && !str_is(a, "qwen3") &&
-        !str_is(a, "phi3")) {
+        !str_is(a, "phi3") && !str_is(a, "gemma2") && !str_is(a, "gemma3")) {
         snprintf(err, errlen, "%s: architecture '%.*s' is not supported (supported: llama, "
-                 "qwen2, qwen3, phi3)", gguf_path(g), (int)FD_MIN(a.len, 64), a.ptr);
+                 "qwen2, qwen3, phi3, gemma2, gemma3 text models)", gguf_path(g),
+                 (int)FD_MIN(a.len, 64), a.ptr);
         return FD_EUNSUP;
     }
     memcpy(hp->arch, a.ptr, a.len);
@@ -222,9 +331,14 @@ static int read_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, s
     /* llama.cpp's rope types: NEOX for both Qwen generations and Phi-3 */
     bool qwen2 = strcmp(ar, "qwen2") == 0, qwen3 = strcmp(ar, "qwen3") == 0;
     bool phi3 = strcmp(ar, "phi3") == 0;
-    hp->rope_mode = qwen2 || qwen3 || phi3 ? FB_ROPE_NEOX : FB_ROPE_ADJACENT;
+    bool gemma2 = strcmp(ar, "gemma2") == 0, gemma3 = strcmp(ar, "gemma3") == 0;
+    hp->rope_mode = qwen2 || qwen3 || phi3 || gemma2 || gemma3 ? FB_ROPE_NEOX
+                                                               : FB_ROPE_ADJACENT;
     hp->qkv_bias = qwen2;
-    hp->qk_norm = qwen3;
+    hp->qk_norm = qwen3 || gemma3;
+    if (gemma2 || gemma3)
+        if ((rc = read_gemma(m, err, errlen)))
+            return rc;
     hp->fused_gate_up = phi3;
     /* Phi-3.5's LongRoPE: a factor on cos and sin (so attention scores scale by its square),
      * and per-pair frequency factors chosen by the context length */
@@ -460,6 +574,17 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
                     return rc;
             }
         }
+        if (hp->gemma) {
+            const float **g[2] = { &y->post_attn_norm, &y->post_ffn_norm };
+            const char *gn[2] = { "post_attention_norm.weight", "post_ffw_norm.weight" };
+            for (int i = 0; i < 2; i++) {
+                snprintf(n[9], sizeof(n[9]), "blk.%d.%s", l, gn[i]);
+                if ((rc = vector(m, n[9], E, true, g[i], err, errlen)))
+                    return rc;
+            }
+            y->swa = gemma_layer_swa(m, l);
+            hp->n_swa_layers += y->swa;
+        }
         if (hp->qk_norm) {
             const float **g[2] = { &y->q_norm, &y->k_norm };
             const char *gn[2] = { "attn_q_norm.weight", "attn_k_norm.weight" };
@@ -488,6 +613,19 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
                            .freq_base = hp->rope_freq_base,
                            .freq_scale = hp->rope_freq_scale };
     s->layers = m->layers;
+    if (hp->gemma) {
+        s->act = FZ_ACT_GELU;
+        s->embd_scale = sqrtf((float)hp->n_embd);
+        s->attn_scale = hp->attn_scale;
+        s->attn_softcap = hp->attn_softcap;
+        s->final_softcap = hp->final_softcap;
+        s->n_swa = hp->n_swa;
+        /* llama.cpp's local layers: their own base, no linear scaling */
+        s->rope_swa = s->rope;
+        s->rope_swa.freq_base = hp->rope_freq_base_swa;
+        if (strcmp(hp->arch, "gemma3") == 0)
+            s->rope_swa.freq_scale = 1.0f;
+    }
     return 0;
 }
 

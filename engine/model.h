@@ -1,4 +1,4 @@
-/* model.h: one loaded Llama-family model (llama, qwen2, qwen3) and its batched decoder step.
+/* model.h: one loaded Llama-family model (llama, qwen2, qwen3, phi3, gemma2, gemma3) and its batched decoder step.
  * Owns the GGUF mapping, the hyperparameters, the tokenizer, the backend, the fusion plan
  * (fusion/: folded weights, fused or unfused operators) and the KV cache pool.
  * llm_decode runs one step over several sequences, each at its own position, some in
@@ -18,7 +18,7 @@
 typedef struct llm_model llm_model_t;
 
 typedef struct llm_hparams {
-    char arch[32];              /* "llama", "qwen2" or "qwen3" */
+    char arch[32];              /* "llama", "qwen2", "qwen3", "phi3", "gemma2" or "gemma3" */
     int n_vocab;
     int n_ctx_train;
     int n_ctx;                  /* effective (override or n_ctx_train) */
@@ -45,6 +45,17 @@ typedef struct llm_hparams {
     int pooling;                /* <arch>.pooling_type (llama.cpp's numbering: 0 none, 1 mean,
                                    2 cls, 3 last); -1 when the file has none */
     int64_t n_params;
+    /* Gemma 2/3 (zero elsewhere): token embeddings times sqrt(n_embd), GELU gating, RMSNorms
+     * after attention and after the FFN, local layers with a sliding window */
+    bool gemma;
+    float attn_scale;           /* of the Q.K scores (llama.cpp's f_attention_scale) */
+    float attn_softcap;         /* gemma2.attn_logit_softcapping (0: none) */
+    float final_softcap;        /* <arch>.final_logit_softcapping (0: none) */
+    int n_swa;                  /* attention.sliding_window (0: every layer global) */
+    int swa_period;             /* every swa_period-th layer is global (the others local);
+                                   0 when the file lists the local layers one by one */
+    int n_swa_layers;           /* local layers */
+    float rope_freq_base_swa;   /* RoPE base of the local layers */
 } llm_hparams_t;
 
 typedef struct llm_load_params {

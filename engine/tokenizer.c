@@ -498,6 +498,12 @@ static void find_eog(tok_t *t)
     if (t->eot < 0)
         for (size_t i = 0; i < 5 && t->eot < 0; i++) /* the first five end a turn */
             t->eot = found[i];
+    /* as llama.cpp: an end-of-generation marker the file types user-defined becomes a control
+     * token (Gemma's <end_of_turn>), so plain text that spells it is not read as it unless
+     * special tokens are parsed */
+    for (size_t i = 0; i < FD_ARRAY_LEN(names); i++)
+        if (found[i] >= 0 && t->type[found[i]] == TOK_T_USER_DEFINED)
+            t->type[found[i]] = TOK_T_CONTROL;
     int32_t cand[3 + FD_ARRAY_LEN(names)];
     size_t nc = 0;
     cand[nc++] = t->eos;

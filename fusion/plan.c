@@ -21,6 +21,9 @@ typedef struct layer {
     fb_weight_t norm1, norm2;        /* unfused: the RMSNorm gammas as 1-D weights */
     fb_weight_t qn, kn;              /* qwen3: the Q and K head norms (both plans) */
     bool qk_norm;
+    fb_weight_t post1, post2;        /* Gemma's post-attention and post-FFN norms (both
+                                        plans: no product follows them to defer into) */
+    bool post_norm, swa;
     fz_folded_t qkv[3];
     int n_qkv;
     fb_weight_t wo, wdown;
@@ -213,9 +216,10 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
     /* RoPE's cos and sin times an attention factor a make Q.K scores a^2 times larger: the
      * same as scaling the scores, which is where the plan applies it */
     float af = src->rope_attn_factor > 0 ? src->rope_attn_factor : 1.0f;
-    p->attn_scale = af * af / sqrtf((float)src->head_dim);
+    p->attn_scale = af * af * (src->attn_scale > 0 ? src->attn_scale
+                                                   : 1.0f / sqrtf((float)src->head_dim));
     int L = src->n_layer;
-    p->cap_prepared = 12 * L + 4;
+    p->cap_prepared = 14 * L + 4;
     p->layers = calloc((size_t)L, sizeof(*p->layers));
     p->prepared = calloc((size_t)p->cap_prepared, sizeof(*p->prepared));
     p->attn = calloc((size_t)opts->max_seqs, sizeof(*p->attn));
@@ -255,6 +259,19 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
             if ((rc = prep(p, &y->qn, err, errlen)) || (rc = prep(p, &y->kn, err, errlen)))
                 goto fail;
             p->qk_norm = true;
+        }
+        y->swa = s->swa;
+        if (s->post_attn_norm || s->post_ffn_norm) {
+            if (!s->post_attn_norm || !s->post_ffn_norm) {
+                snprintf(err, errlen, "plan: layer %d has one of the two post norms only", l);
+                rc = -EINVAL;
+                goto fail;
+            }
+            y->post_norm = true;
+            y->post1 = gamma_weight(s->post_attn_norm, src->n_embd, "post_attention_norm");
+            y->post2 = gamma_weight(s->post_ffn_norm, src->n_embd, "post_ffw_norm");
+            if ((rc = prep(p, &y->post1, err, errlen)) || (rc = prep(p, &y->post2, err, errlen)))
+                goto fail;
         }
         y->wo = s->wo;
         y->wdown = s->w_down;
@@ -403,8 +420,9 @@ static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *
         ((rc = head_norm(p, &q, &ldq, n, m->n_head, &y->qn, p->qs)) ||
          (rc = head_norm(p, &k, &ldk, n, m->n_head_kv, &y->kn, p->ks))))
         return rc;
-    if ((rc = fb_rope(p->be, q, n, ldq, m->n_head, m->head_dim, pos, &m->rope)) ||
-        (rc = fb_rope(p->be, k, n, ldk, m->n_head_kv, m->head_dim, pos, &m->rope)))
+    const fb_rope_t *rope = y->swa && m->rope_swa.n_rot ? &m->rope_swa : &m->rope;
+    if ((rc = fb_rope(p->be, q, n, ldq, m->n_head, m->head_dim, pos, rope)) ||
+        (rc = fb_rope(p->be, k, n, ldk, m->n_head_kv, m->head_dim, pos, rope)))
         return rc;
 
     int row = 0;
@@ -428,11 +446,14 @@ static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *
             .n_head = m->n_head, .n_head_kv = m->n_head_kv, .head_dim = m->head_dim,
             .scale = p->attn_scale,
             .mode = fz_plan_softmax_mode(p),
+            .window = y->swa ? m->n_swa : 0,
+            .softcap = m->attn_softcap,
         };
         row += sq->n_rows;
     }
     if ((rc = fb_attention(p->be, p->attn, n_seqs)) ||
         (rc = fb_matmul(p->be, &y->wo, p->att, n, p->tmp, NULL)) ||
+        (y->post_norm && (rc = fb_rmsnorm(p->be, p->tmp, n, E, &y->post1, m->eps, p->tmp))) ||
         (rc = fb_add(p->be, p->x, p->tmp, (int64_t)n * E)))
         return rc;
 
@@ -449,8 +470,10 @@ static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *
     int64_t ldg, ldu;
     view(p, p->gu, y->gu, y->n_gu, 0, &g, &ldg);
     view(p, p->gu, y->gu, y->n_gu, F, &u, &ldu);
-    if ((rc = fb_silu_mul(p->be, g, u, n, F, ldg, p->h)) ||
+    if ((rc = m->act == FZ_ACT_GELU ? fb_gelu_mul(p->be, g, u, n, F, ldg, p->h)
+                                    : fb_silu_mul(p->be, g, u, n, F, ldg, p->h)) ||
         (rc = fb_matmul(p->be, &y->wdown, p->h, n, p->tmp, NULL)) ||
+        (y->post_norm && (rc = fb_rmsnorm(p->be, p->tmp, n, E, &y->post2, m->eps, p->tmp))) ||
         (rc = fb_add(p->be, p->x, p->tmp, (int64_t)n * E)))
         return rc;
     return 0;
@@ -470,6 +493,8 @@ static int head(fz_plan_t *p, int n, float *logits)
         if (rc == 0)
             rc = fb_matmul(p->be, &p->head.w, p->hxn, n, p->logits, NULL);
     }
+    if (rc == 0 && m->final_softcap > 0)
+        rc = fb_softcap(p->be, p->logits, (int64_t)n * m->n_vocab, m->final_softcap);
     if (rc == 0)
         rc = fb_to_host(p->be, logits, p->logits, (size_t)n * (size_t)m->n_vocab * sizeof(float));
     return rc;
@@ -500,6 +525,8 @@ int fz_forward(fz_plan_t *p, const fz_kv_t *kv, const int32_t *tokens, const int
         return -EINVAL;
     fb_mark(p->be, FB_MARK_STEP_BEGIN, n_rows);
     int rc = fb_get_rows(p->be, &p->tok_embd, tokens, n_rows, p->x);
+    if (rc == 0 && m->embd_scale > 0)
+        rc = fb_scale(p->be, p->x, (int64_t)n_rows * E, m->embd_scale);
     for (int l = 0; l < m->n_layer && rc == 0; l++) {
         fb_mark(p->be, FB_MARK_LAYER, l);
         rc = layer_forward(p, l, kv, pos, n_rows, seqs, n_seqs);

@@ -27,7 +27,15 @@ typedef struct fz_layer_src {
                                         RMS-normalized with these before RoPE), or NULL */
     const float *ffn_norm;           /* n_embd */
     fb_weight_t w_gate, w_up, w_down;
+    /* Gemma 2/3: RMSNorms of the attention block's and the feed-forward block's outputs
+     * before each residual add (n_embd each), or NULL */
+    const float *post_attn_norm, *post_ffn_norm;
+    bool swa;                        /* a local layer: sliding-window attention (n_swa) and
+                                        fz_model_src_t.rope_swa */
 } fz_layer_src_t;
+
+/* The feed-forward activation of gate times up. */
+enum fz_act { FZ_ACT_SILU = 0, FZ_ACT_GELU = 1 };
 
 typedef struct fz_model_src {
     int n_layer, n_embd, n_head, n_head_kv, head_dim, n_ff, n_vocab;
@@ -40,6 +48,14 @@ typedef struct fz_model_src {
     const float *out_norm;           /* n_embd */
     fb_weight_t output;              /* LM head; tok_embd's bytes when the model ties them */
     const fz_layer_src_t *layers;    /* n_layer */
+    /* Gemma's parts (all zero for the other families) */
+    int act;                         /* enum fz_act */
+    float embd_scale;                /* token embeddings multiplied by this (0: not) */
+    float attn_scale;                /* of the Q.K scores (0: 1/sqrt(head_dim)) */
+    float attn_softcap;              /* fb_attn_t.softcap of every layer (0: none) */
+    float final_softcap;             /* logits become c tanh(logit / c) (0: none) */
+    int n_swa;                       /* the local layers' window (fb_attn_t.window) */
+    fb_rope_t rope_swa;              /* the local layers' RoPE (freq_factors unused) */
 } fz_model_src_t;
 
 typedef struct fz_plan_opts {

@@ -12,6 +12,7 @@
 #include "backends/quants.h"
 #include "common/fd.h"
 #include "common/ggtypes.h"
+#include "engine/gguf_write.h"
 #include "engine/model.h"
 #include "fusion/fold.h"
 #include "tests/testutil.h"
@@ -577,6 +578,110 @@ START_TEST(test_kv_types)
     ck_assert_int_eq(fb_kv_check(be, GG_Q4_K, GG_F32, 64), -EINVAL);
     fb_destroy(be);
     free(q); free(k); free(v); free(kd); free(vd); free(o1); free(o2);
+/* Gemma's attention: a sliding window and a soft-cap on Corsair's BFP path against the CPU
+ * backend's fp64 reference ops.  Errors are BFP8's (scores within ~2e-2, P.V within a few
+ * 1e-2 of |v| <= 1); leaving the window out moves the outputs by far more, so the check sees
+ * it. */
+START_TEST(test_attention_window)
+{
+    uint64_t seed = 19;
+    const int hd = 64, nh = 4, nkv = 2, nq = 3, T = 90;
+    const int nqd = nh * hd, nkvd = nkv * hd;
+    float *q = malloc(sizeof(float) * nq * nqd), *k = malloc(sizeof(float) * T * nkvd);
+    float *v = malloc(sizeof(float) * T * nkvd), *want = malloc(sizeof(float) * nq * nqd);
+    float *full = malloc(sizeof(float) * nq * nqd);
+    for (int i = 0; i < nq * nqd; i++)
+        q[i] = tu_randf(&seed) * 2;
+    for (int i = 0; i < T * nkvd; i++) {
+        k[i] = tu_randf(&seed) * 2;
+        v[i] = tu_randf(&seed);
+    }
+    int32_t pos[3] = { 5, 60, 89 };
+    static const char *const ref_opt[] = { "ref=1", NULL };
+    fb_config_t cc = { .threads = 1, .options = ref_opt };
+    fb_backend_t *cpu;
+    char err[256];
+    ck_assert_int_eq(fb_create("cpu", &cc, &cpu, err, sizeof(err)), 0);
+    fb_backend_t *be = corsair(NULL);
+    float *dq = dev_copy(be, q, (size_t)(nq * nqd)), *dk = dev_copy(be, k, (size_t)(T * nkvd));
+    float *dv = dev_copy(be, v, (size_t)(T * nkvd)), *out = fb_alloc(be, sizeof(float) * nq * nqd);
+    for (int md = 0; md < 3; md++) {
+        fb_attn_t a = { .q = dq, .ldq = nqd, .k = dk, .v = dv, .ldkv = nkvd, .out = out,
+                        .ldo = nqd, .n_q = nq, .pos = pos, .n_head = nh, .n_head_kv = nkv,
+                        .head_dim = hd, .scale = 1.0f / sqrtf((float)hd), .mode = md,
+                        .window = 16, .softcap = 2.0f };
+        ck_assert_int_eq(fb_attention(be, &a, 1), 0);
+        fb_attn_t r = a;
+        r.q = q, r.k = k, r.v = v, r.out = want;
+        ck_assert_int_eq(fb_attention(cpu, &r, 1), 0);
+        r.window = 0, r.out = full;
+        ck_assert_int_eq(fb_attention(cpu, &r, 1), 0);
+        double e = 0, d = 0;
+        for (int i = 0; i < nq * nqd; i++) {
+            e = fmax(e, fabs(out[i] - want[i]));
+            d = fmax(d, fabs(full[i] - want[i]));
+        }
+        ck_assert_msg(e < 0.03 && d > 0.1, "mode %d: corsair within %g of the window's "
+                      "reference, the full attention %g away", md, e, d);
+    }
+    fb_free(be, dq); fb_free(be, dk); fb_free(be, dv); fb_free(be, out);
+    fb_destroy(be);
+    fb_destroy(cpu);
+    free(q); free(k); free(v); free(want); free(full);
+}
+END_TEST
+
+/* Gemma 2 and Gemma 3 random models (the shapes of test_llamacpp_ref's references: a window
+ * of 4 under a 12-token prompt, soft-caps, post norms, GELU) on Corsair, fused and unfused,
+ * against the CPU backend: relative RMS difference of the logits within BFP8's error
+ * (measured 2.9e-2 to 5.0e-2; a missing window, post norm or embedding scale is off by 0.3
+ * to 1 on the CPU backend, GELU as SiLU or a missing soft-cap by 0.1 to 0.2). */
+START_TEST(test_gemma_models)
+{
+    static const char *const arch[2] = { "gemma2", "gemma3" };
+    gguf_w_llama_t sp = { .name = "g", .arch = arch[_i], .n_embd = 64, .n_layer = _i ? 6 : 2,
+                          .n_head = 4, .n_head_kv = 2, .head_dim = 32, .n_ff = 160,
+                          .n_vocab = 512, .n_ctx = 64, .rope_base = _i ? 1e6f : 1e4f,
+                          .norm_eps = 1e-6f, .tied = true, .wtype = GG_F32, .seed = 40,
+                          .n_swa = 4, .attn_softcap = _i ? 0 : 2.5f,
+                          .final_softcap = _i ? 0 : 4 };
+    char path[] = "/tmp/fusiond-corsair-gemma-XXXXXX", err[512];
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    ck_assert_int_eq(gguf_w_llama_write(&sp, path, 1, err, sizeof(err)), 0);
+    const int32_t ids[12] = { 1, 300, 45, 511, 259, 400, 3, 260, 77, 128, 90, 17 };
+    const int N = 12, V = 512;
+    float *lg[3];
+    for (int run = 0; run < 3; run++) {
+        llm_load_params_t p;
+        llm_load_params_default(&p);
+        p.path = path;
+        p.backend = run ? "corsair" : "cpu";
+        p.fusion = run != 2;
+        p.threads = 1;
+        llm_model_t *m = NULL;
+        ck_assert_msg(llm_load(&m, &p, err, sizeof(err)) == 0, "%s", err);
+        int slot;
+        ck_assert_int_eq(llm_seq_alloc(m, &slot), 0);
+        lg[run] = malloc(sizeof(float) * (size_t)(N * V));
+        llm_batch_entry_t e = { .slot = slot, .tokens = ids, .n_tokens = N, .want_logits = N };
+        ck_assert_int_eq(llm_decode(m, &e, 1, lg[run]), 0);
+        llm_free(m);
+    }
+    for (int run = 1; run < 3; run++) {
+        double d2 = 0, r2 = 0;
+        for (int i = 0; i < N * V; i++) {
+            d2 += (double)(lg[run][i] - lg[0][i]) * (lg[run][i] - lg[0][i]);
+            r2 += (double)lg[0][i] * lg[0][i];
+        }
+        fprintf(stderr, "%s corsair %s: relative RMS difference %.2e\n", arch[_i],
+                run == 1 ? "fused" : "unfused", sqrt(d2 / r2));
+        ck_assert_msg(sqrt(d2 / r2) < 0.08, "%s run %d: %g", arch[_i], run, sqrt(d2 / r2));
+    }
+    for (int run = 0; run < 3; run++)
+        free(lg[run]);
+    unlink(path);
 }
 END_TEST
 
@@ -1080,6 +1185,8 @@ int main(void)
     tcase_add_test(to, test_fused_equals_unfused);
     tcase_add_test(to, test_attention_bound);
     tcase_add_test(to, test_kv_types);
+    tcase_add_test(to, test_attention_window);
+    tcase_add_loop_test(to, test_gemma_models, 0, 2);
     tcase_add_test(to, test_backend_bad_inputs);
     suite_add_tcase(s, to);
     TCase *tt = tcase_create("timing");

@@ -380,7 +380,8 @@ START_TEST(test_rope)
 }
 END_TEST
 
-/* Attention computed here: fp64 scores, softmax, P.V. */
+/* Attention computed here: fp64 scores (soft-capped when asked), a mask (the causal one,
+ * and the sliding window's: masked when pos - t >= window), softmax, P.V. */
 static void naive_attn(const fb_attn_t *a, double *out)
 {
     int hd = a->head_dim, grp = a->n_head / a->n_head_kv;
@@ -393,6 +394,10 @@ static void naive_attn(const fb_attn_t *a, double *out)
                 for (int j = 0; j < hd; j++)
                     d += (double)a->q[i * a->ldq + h * hd + j] * a->k[t * a->ldkv + g * hd + j];
                 sc[t] = d * a->scale;
+                if (a->softcap > 0)
+                    sc[t] = a->softcap * tanh(sc[t] / a->softcap);
+                if (a->window > 0 && a->pos[i] - t >= a->window)
+                    sc[t] = -INFINITY;
                 mx = fmax(mx, sc[t]);
             }
             for (int t = 0; t < T; t++)
@@ -419,18 +424,31 @@ START_TEST(test_attention)
     float *out = malloc(sizeof(float) * nq * ldo);
     int32_t pos[5] = {0, 1, 17, 35, 36};
     double *want = malloc(sizeof(double) * nq * n_head * hd);
-    for (int mode = 0; mode < 3; mode++) {
-        fb_attn_t a = {.q = q, .ldq = ldq, .k = k, .v = v, .ldkv = ldkv, .out = out, .ldo = ldo,
-                       .n_q = nq, .pos = pos, .n_head = n_head, .n_head_kv = n_kv,
-                       .head_dim = hd, .scale = 1 / sqrtf(hd), .mode = mode};
-        ck_assert_int_eq(fb_attention(be, &a, 1), 0);
-        naive_attn(&a, want);
-        for (int i = 0; i < nq; i++)
-            for (int j = 0; j < n_head * hd; j++)
-                CHECKM(fabs(out[i * ldo + j] - want[i * n_head * hd + j]) < 1e-5,
-                              "mode %d q %d j %d: %g vs %g", mode, i, j, (double)out[i * ldo + j],
-                              want[i * n_head * hd + j]);
-    }
+    /* window and soft-cap variants, then (last) the plain one the checks below rely on:
+     * windows of 1 (the row itself), 5, and 40 (past every position: no effect) */
+    static const struct { int window; float softcap; } var[] = {
+        {5, 0}, {1, 0}, {0, 0.7f}, {5, 1.5f}, {40, 0}, {0, 0},
+    };
+    for (size_t vi = 0; vi < FD_ARRAY_LEN(var); vi++)
+        for (int mode = 0; mode < 3; mode++) {
+            fb_attn_t a = {.q = q, .ldq = ldq, .k = k, .v = v, .ldkv = ldkv, .out = out,
+                           .ldo = ldo, .n_q = nq, .pos = pos, .n_head = n_head,
+                           .n_head_kv = n_kv, .head_dim = hd, .scale = 1 / sqrtf(hd),
+                           .mode = mode, .window = var[vi].window, .softcap = var[vi].softcap};
+            ck_assert_int_eq(fb_attention(be, &a, 1), 0);
+            naive_attn(&a, want);
+            for (int i = 0; i < nq; i++)
+                for (int j = 0; j < n_head * hd; j++)
+                    CHECKM(fabs(out[i * ldo + j] - want[i * n_head * hd + j]) < 1e-5,
+                           "window %d softcap %g mode %d q %d j %d: %g vs %g", var[vi].window,
+                           (double)var[vi].softcap, mode, i, j, (double)out[i * ldo + j],
+                           want[i * n_head * hd + j]);
+            if (var[vi].window == 1) /* each row sees itself only: out = v[pos] */
+                for (int i = 0; i < nq; i++)
+                    for (int j = 0; j < n_head * hd; j++)
+                        CHECK(fabsf(out[i * ldo + j] -
+                                    v[pos[i] * ldkv + (j / hd / 3) * hd + j % hd]) < 1e-6f);
+        }
     /* position 0 attends to key 0 only: out = v[0] of its group */
     for (int h = 0; h < n_head; h++)
         for (int j = 0; j < hd; j++)
@@ -459,6 +477,14 @@ START_TEST(test_attention)
     a.ldkv = 5;
     ck_assert_int_eq(fb_attention(be, &a, 1), -EINVAL);
     a.ldkv = ldkv;
+    a.window = -1;
+    ck_assert_int_eq(fb_attention(be, &a, 1), -EINVAL);
+    a.window = 0;
+    a.softcap = -1;
+    ck_assert_int_eq(fb_attention(be, &a, 1), -EINVAL);
+    a.softcap = NAN;
+    ck_assert_int_eq(fb_attention(be, &a, 1), -EINVAL);
+    a.softcap = 0;
     int32_t p1 = pos[1];
     pos[1] = -1; /* a negative position, in the second sequence of a call */
     two[0].pos = two[1].pos = NULL;
@@ -492,6 +518,25 @@ START_TEST(test_elementwise)
     CHECK(d[0] == 10 && d[1] == 20 && d[2] == 0 && d[4] == 30 && d[8] == 50 && d[9] == 60 && d[10] == 0);
     ck_assert_int_eq(fb_copy2d(be, d, 1, x, 2, 3, 2), -EINVAL);
     ck_assert_int_eq(fb_silu_mul(be, g, u, 2, 4, 3, o), -EINVAL);
+    /* gelu_mul (tanh form): gelu(1) = 0.841192, gelu(3) = 2.996363, gelu(-2) = -0.045402;
+     * far out it is x or 0 */
+    float g2[6] = {1, -2, 3, 50, -50, 0};
+    ck_assert_int_eq(fb_gelu_mul(be, g2, u, 2, 3, 3, o), 0);
+    CHECKM(fabsf(o[0] - 0.8411920f) < 1e-6f, "%.7g", (double)o[0]);
+    CHECKM(fabsf(o[1] - -0.0454023f * 2) < 1e-6f, "%.7g", (double)o[1]);
+    CHECKM(fabsf(o[2] - 2.9963627f * 3) < 1e-5f, "%.7g", (double)o[2]);
+    CHECK(fabsf(o[3] - 50 * 4) < 1e-4f && fabsf(o[4]) < 1e-20f && o[5] == 0);
+    ck_assert_int_eq(fb_gelu_mul(be, g2, u, 2, 4, 3, o), -EINVAL);
+    /* scale and softcap: 2 tanh(x / 2) */
+    float sc[4] = {1, -2, 0, 100};
+    ck_assert_int_eq(fb_scale(be, sc, 3, 0.5f), 0);
+    CHECK(sc[0] == 0.5f && sc[1] == -1 && sc[2] == 0 && sc[3] == 100);
+    ck_assert_int_eq(fb_softcap(be, sc, 4, 2), 0);
+    CHECK(fabsf(sc[0] - 0.4898374f) < 1e-6f && fabsf(sc[1] - -0.9242344f) < 1e-6f);
+    CHECK(sc[2] == 0 && fabsf(sc[3] - 2) < 1e-6f);
+    ck_assert_int_eq(fb_softcap(be, sc, 4, 0), -EINVAL);
+    ck_assert_int_eq(fb_softcap(be, sc, 4, INFINITY), -EINVAL);
+    ck_assert_int_eq(fb_scale(be, sc, 4, NAN), -EINVAL);
     fb_destroy(be);
 }
 END_TEST
@@ -1201,12 +1246,15 @@ START_TEST(test_fast_attention)
         int32_t pos[5];
         for (int i = 0; i < nq; i++)
             pos[i] = T - nq + i;
-        for (int mode = 0; mode < 3; mode++) {
-            /* two sequences: the second sees the first half of the cache */
+        for (int mode = 0; mode < 6; mode++) {
+            /* two sequences: the second sees the first half of the cache; modes 3..5 again
+             * with a sliding window of 7 or 33 (Gemma's local layers) and a soft-cap */
             int32_t pos2[1] = {T / 2};
             fb_attn_t a[2] = {
                 {.q = q, .ldq = ldq, .k = k, .v = v, .ldkv = ldkv, .out = o1, .ldo = ldo, .n_q = nq,
-                 .pos = pos, .n_head = nh, .n_head_kv = nkv, .head_dim = hd, .scale = 1 / sqrtf(hd), .mode = mode},
+                 .pos = pos, .n_head = nh, .n_head_kv = nkv, .head_dim = hd, .scale = 1 / sqrtf(hd),
+                 .mode = mode % 3, .window = mode < 3 ? 0 : sh % 2 ? 7 : 33,
+                 .softcap = mode < 3 ? 0.0f : 3.0f},
             };
             a[1] = a[0];
             a[1].n_q = 1;
@@ -1276,11 +1324,15 @@ START_TEST(test_kv_types)
             ck_assert(!memcmp(kc, kr, rk * (size_t)T) && !memcmp(vc, vr, rv * (size_t)T));
             /* F32 "typed" rows are the floats without the source stride */
             const void *kd = tk == GG_F32 ? (const void *)kf : kc, *vd = tv == GG_F32 ? (const void *)vf : vc;
-            for (int mode = 0; mode < 3; mode++) {
+            for (int mode = 0; mode < 4; mode++) {
+                /* mode 3: MAXSUM with Gemma's sliding window and soft-cap */
                 fb_attn_t a = {.q = q, .ldq = ldq, .k_data = kd, .v_data = vd, .ldkv = kvd,
                                .out = o1, .ldo = ldo, .n_q = nq, .pos = pos, .n_head = nh,
                                .n_head_kv = nkv, .head_dim = hd, .scale = 1 / sqrtf(hd),
-                               .mode = mode, .type_k = tk, .type_v = tv};
+                               .mode = mode % 3, .type_k = tk, .type_v = tv,
+                               .window = mode == 3 ? 9 : 0, .softcap = mode == 3 ? 0.5f : 0};
+                if (mode == 3)
+                    a.mode = FB_SOFTMAX_MAXSUM;
                 ck_assert_int_eq(fb_attention(be, &a, 1), 0);
                 fb_attn_t r = a;
                 r.out = o2;
@@ -1495,6 +1547,22 @@ START_TEST(test_fast_rowops)
         fcpu_ref_silu_mul(gt, u, rows, n, n, y2);
         for (int64_t i = 0; i < rows * n; i++)
             CHECK(fabsf(y1[i] - y2[i]) <= 1e-6f * fabsf(y2[i]) + 1e-30f);
+        /* gelu_mul: the same form as silu_mul's (x / (1 + exp(-2z))) after the cubic z, which
+         * costs a few ulp; near its zero crossing at x = 0 the error is absolute */
+        ck_assert_int_eq(fb_gelu_mul(be, gt, u, rows, n, n, y1), 0);
+        fcpu_ref_gelu_mul(gt, u, rows, n, n, y2);
+        for (int64_t i = 0; i < rows * n; i++)
+            CHECKM(fabsf(y1[i] - y2[i]) <= 2e-6f * fabsf(y2[i]) + 1e-7f, "gelu %g vs %g",
+                   (double)y1[i], (double)y2[i]);
+        /* scale and softcap over the rows as one vector */
+        memcpy(y1, gt, sizeof(float) * (size_t)(rows * n));
+        memcpy(y2, gt, sizeof(float) * (size_t)(rows * n));
+        ck_assert_int_eq(fb_scale(be, y1, rows * n, 0.37f), 0);
+        fcpu_ref_scale(y2, rows * n, 0.37f);
+        ck_assert_int_eq(fb_softcap(be, y1, rows * n, 5.0f), 0);
+        fcpu_ref_softcap(y2, rows * n, 5.0f);
+        for (int64_t i = 0; i < rows * n; i++)
+            CHECK(fabsf(y1[i] - y2[i]) <= 1e-6f * fabsf(y2[i]) + 1e-7f);
         memcpy(y1, x, sizeof(float) * (size_t)(rows * n));
         memcpy(y2, x, sizeof(float) * (size_t)(rows * n));
         ck_assert_int_eq(fb_add(be, y1, u, rows * n), 0);

@@ -7,7 +7,9 @@
  * stories260K greedy text identical to the CPU backend in fp32, fused and unfused, and
  * batched decode logits equal to the CPU's, and final hidden states (embeddings) equal to the
  * CPU's; RoPE with Llama 3.1's frequency factors, and qwen3, Llama 3.1-style and Phi-3.5
- * models equal to the CPU's; KV cache types other than F32 refused at load. */
+ * models equal to the CPU's; Gemma's ops (GELU gating, scale, soft-cap, windowed and
+ * soft-capped attention) and Gemma 2 / Gemma 3 models equal to the CPU's; KV cache types
+ * other than F32 refused at load. */
 #include <math.h>
 
 #include "backends/backend.h"
@@ -390,6 +392,28 @@ START_TEST(test_elementwise)
         fb_free(be, o);
         free(wq);
     }
+    /* Gemma: gelu_mul (same layout as silu_mul's), scale and softcap */
+    poison(be, h, rows * n);
+    ck_assert_int_eq(fb_gelu_mul(be, gu, gu + n, rows, n, 2 * n, h), 0);
+    fcpu_ref_gelu_mul(hgu, hgu + n, rows, n, 2 * n, ref);
+    got = down(be, h, rows * n);
+    CHECKM(rel_err(got, ref, rows * n) <= 1e-6, "gelu_mul %.3g", rel_err(got, ref, rows * n));
+    free(got);
+    for (int op = 0; op < 2; op++) {
+        const int64_t m = 5003;
+        float *hy = rnd(m, 20.f), *y = up(be, hy, m);
+        ck_assert_int_eq(op ? fb_softcap(be, y, m, 7.5f) : fb_scale(be, y, m, 45.25f), 0);
+        if (op)
+            fcpu_ref_softcap(hy, m, 7.5f);
+        else
+            fcpu_ref_scale(hy, m, 45.25f);
+        got = down(be, y, m);
+        CHECKM(rel_err(got, hy, m) <= 1e-6, "%s %.3g", op ? "softcap" : "scale",
+               rel_err(got, hy, m));
+        free(got);
+        free(hy);
+        fb_free(be, y);
+    }
     fb_free(be, gu);
     fb_free(be, h);
     free(hgu); free(ref);
@@ -424,8 +448,9 @@ typedef struct att_seq {
     int n_q, start;          /* rows at positions start..start+n_q-1 */
 } att_seq_t;
 
-static void att_case(fb_backend_t *be, int H, int Hkv, int hd, const att_seq_t *sq, int n_seq,
-                     int mode)
+/* window, softcap: fb_attn_t's (Gemma's sliding window and score soft-cap; 0 = none) */
+static void att_case_ws(fb_backend_t *be, int H, int Hkv, int hd, const att_seq_t *sq,
+                        int n_seq, int mode, int window, float softcap)
 {
     int64_t ldq = (int64_t)(H + 2 * Hkv) * hd, ldkv = (int64_t)Hkv * hd + 8, ldo = (int64_t)H * hd;
     fb_attn_t *a = calloc((size_t)n_seq, sizeof(*a)), *ha = calloc((size_t)n_seq, sizeof(*a));
@@ -451,7 +476,8 @@ static void att_case(fb_backend_t *be, int H, int Hkv, int hd, const att_seq_t *
         a[s] = (fb_attn_t){.q = dq[s], .ldq = ldq, .k = dk[s], .v = dv[s], .ldkv = ldkv,
                            .out = dout[s], .ldo = ldo, .n_q = sq[s].n_q, .pos = pos[s],
                            .n_head = H, .n_head_kv = Hkv, .head_dim = hd,
-                           .scale = 1.f / sqrtf((float)hd), .mode = mode};
+                           .scale = 1.f / sqrtf((float)hd), .mode = mode, .window = window,
+                           .softcap = softcap};
         ha[s] = a[s];
         ha[s].q = hq[s];
         ha[s].k = hk[s];
@@ -463,14 +489,21 @@ static void att_case(fb_backend_t *be, int H, int Hkv, int hd, const att_seq_t *
     for (int s = 0; s < n_seq; s++) {
         float *got = down(be, dout[s], sq[s].n_q * ldo);
         double e = rel_err(got, ref[s], sq[s].n_q * ldo);
-        CHECKM(e <= 1e-5, "attention mode %d heads %d/%d hd %d seq %d (n_q %d at %d): %.3g",
-               mode, H, Hkv, hd, s, sq[s].n_q, sq[s].start, e);
+        CHECKM(e <= 1e-5, "attention mode %d heads %d/%d hd %d seq %d (n_q %d at %d) window %d "
+               "softcap %g: %.3g", mode, H, Hkv, hd, s, sq[s].n_q, sq[s].start, window,
+               (double)softcap, e);
         free(got);
         fb_free(be, dq[s]); fb_free(be, dk[s]); fb_free(be, dv[s]); fb_free(be, dout[s]);
         free(hq[s]); free(hk[s]); free(hv[s]); free(ref[s]); free(pos[s]);
     }
     free(a); free(ha); free(dq); free(dk); free(dv); free(dout);
     free(hq); free(hk); free(hv); free(ref); free(pos);
+}
+
+static void att_case(fb_backend_t *be, int H, int Hkv, int hd, const att_seq_t *sq, int n_seq,
+                     int mode)
+{
+    att_case_ws(be, H, Hkv, hd, sq, n_seq, mode, 0, 0.f);
 }
 
 START_TEST(test_attention)
@@ -501,6 +534,34 @@ START_TEST(test_attention)
         many[s] = (att_seq_t){1 + s % 3, 37 * s};
     att_case(be, 8, 2, 64, many, 19, FB_SOFTMAX_MAXSUM);
     att_case(be, 8, 2, 64, many, 19, FB_SOFTMAX_REF);
+    fb_destroy(be);
+}
+END_TEST
+
+/* Gemma's attention: sliding windows of 1 (the row itself), 7, 100 (within a split of the
+ * general kernel or across two) and 512 (past most rows), with and without a soft-cap, over
+ * prefill rows, chunks and decode rows whose earlier splits the window masks whole (contexts
+ * of 300 and 4001), in every mode, against the CPU's reference; decode rows go to the general
+ * kernel (the decode kernel has no window). */
+START_TEST(test_attention_window)
+{
+    fb_backend_t *be = gpu();
+    static const int cfg[][3] = {{8, 4, 8}, {8, 2, 64}, {4, 1, 256}};
+    static const att_seq_t seqs[] = {{1, 299}, {13, 0}, {1, 0}, {9, 100}, {1, 4000}};
+    static const int windows[] = {1, 7, 100, 512};
+    for (size_t k = 0; k < FD_ARRAY_LEN(cfg); k++)
+        for (int mode = 0; mode < 3; mode++)
+            for (size_t w = 0; w < FD_ARRAY_LEN(windows); w++)
+                for (int sc = 0; sc < 2; sc++) {
+                    att_case_ws(be, cfg[k][0], cfg[k][1], cfg[k][2], seqs, 4, mode,
+                                windows[w], sc ? 2.5f : 0.f);
+                    att_case_ws(be, cfg[k][0], cfg[k][1], cfg[k][2], seqs + 4, 1, mode,
+                                windows[w], sc ? 2.5f : 0.f);
+                }
+    /* a soft-cap alone, decode rows in one launch */
+    static const att_seq_t dec[] = {{1, 0}, {1, 15}, {1, 299}, {1, 4096}};
+    for (int mode = 0; mode < 3; mode++)
+        att_case_ws(be, 8, 2, 64, dec, 4, mode, 0, 1.5f);
     fb_destroy(be);
 }
 END_TEST
@@ -872,6 +933,60 @@ START_TEST(test_other_archs)
 }
 END_TEST
 
+/* Gemma 2 and Gemma 3 random models (post norms, GELU, embedding scale, Gemma 2's soft-caps,
+ * Gemma 3's head norms and local RoPE base, a sliding window of 8 under the 12-token prompt
+ * and 40 decode steps): greedy ids equal the CPU backend's and the logits agree, fused and
+ * unfused, in graphs and eager.  test_llamacpp_ref proves the CPU backend equals llama.cpp
+ * on these architectures. */
+START_TEST(test_gemma)
+{
+    const gguf_w_llama_t specs[] = {
+        { .name = "gemma2-test", .arch = "gemma2", .n_embd = 256, .n_layer = 4, .n_head = 4,
+          .n_head_kv = 2, .head_dim = 128, .n_ff = 512, .n_vocab = 512, .n_ctx = 256,
+          .rope_base = 1e4f, .norm_eps = 1e-6f, .tied = true, .wtype = GG_F32, .seed = 8,
+          .n_swa = 8, .attn_softcap = 2.5f, .final_softcap = 6 },
+        { .name = "gemma3-test", .arch = "gemma3", .n_embd = 256, .n_layer = 7, .n_head = 4,
+          .n_head_kv = 1, .head_dim = 64, .n_ff = 512, .n_vocab = 512, .n_ctx = 256,
+          .rope_base = 1e6f, .norm_eps = 1e-6f, .tied = true, .wtype = GG_F32, .seed = 9,
+          .n_swa = 8 },
+    };
+    for (int m = 0; m < (int)FD_ARRAY_LEN(specs); m++) {
+        char path[] = "/tmp/fusiond-cuda-gemma-XXXXXX";
+        int fd = mkstemp(path);
+        CHECKM(fd >= 0, "mkstemp");
+        close(fd);
+        gguf_w_llama_t sp = specs[m];
+        char err[512];
+        CHECKM(gguf_w_llama_write(&sp, path, 1, err, sizeof(err)) == 0, "%s", err);
+        const char *cpu_opt[] = {"blas_rows=0", NULL}, *eager[] = {"graphs=0", NULL};
+        const char *const *gopts[] = {NULL, eager};
+        const int n = 40;
+        for (int f = 0; f < 2; f++) {
+            llm_model_t *cpu = load_path(path, "cpu", f, cpu_opt, 1);
+            ck_assert(llm_hparams(cpu)->gemma);
+            ck_assert_int_eq(llm_hparams(cpu)->n_swa_layers, m ? 6 : 2);
+            int32_t want[40], got[40];
+            float d;
+            greedy(cpu, want, n, &d, NULL);
+            for (int k = 0; k < 2; k++) {
+                llm_model_t *g = load_path(path, "cuda", f, gopts[k], 1);
+                llm_model_t *c2 = load_path(path, "cpu", f, cpu_opt, 1);
+                greedy(g, got, n, &d, c2);
+                for (int i = 0; i < n; i++)
+                    CHECKM(got[i] == want[i], "%s fusion %d %s: token %d is %d, cpu %d",
+                           sp.name, f, k ? "eager" : "graphs", i, got[i], want[i]);
+                CHECKM(d <= 1e-3f, "%s fusion %d: logits differ from the CPU's by %g", sp.name,
+                       f, d);
+                llm_free(g);
+                llm_free(c2);
+            }
+            llm_free(cpu);
+        }
+        unlink(path);
+    }
+}
+END_TEST
+
 /* Programmatic dependent launch changes when kernels start, never what they compute: the
  * default (pdl=2: in one-row steps only, so a 12-row prefill runs without it and the decode
  * steps with it, into grids of pdl_blocks or more) and pdl=1 give logits bit-identical to
@@ -984,6 +1099,7 @@ static Suite *suite(void)
     tcase_add_test(t, test_rope);
     tcase_add_test(t, test_elementwise);
     tcase_add_test(t, test_attention);
+    tcase_add_test(t, test_attention_window);
     tcase_add_test(t, test_bad_input);
     tcase_add_test(t, test_graphs);
     suite_add_tcase(s, t);
@@ -995,6 +1111,7 @@ static Suite *suite(void)
     tcase_add_test(m, test_stories_hidden);
     tcase_add_test(m, test_other_archs);
     tcase_add_test(m, test_cache_types_refused);
+    tcase_add_test(m, test_gemma);
     suite_add_tcase(s, m);
     return s;
 }

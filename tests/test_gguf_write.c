@@ -667,6 +667,91 @@ START_TEST(test_llama_fallback_and_tied)
 }
 END_TEST
 
+/* Gemma shapes: the presets as published, the tensors and keys each generation has (post
+ * norms for both, head norms for gemma3, soft-caps only when given) and the refusals. */
+START_TEST(test_llama_gemma)
+{
+    gguf_w_llama_t p;
+    char err[256];
+    ck_assert_int_eq(gguf_w_llama_preset("gemma-3-270m", &p), 0);
+    ck_assert_str_eq(p.arch, "gemma3");
+    ck_assert_int_eq(p.n_embd, 640);
+    ck_assert_int_eq(p.head_dim, 256);
+    ck_assert_int_eq(p.n_swa, 512);
+    ck_assert_int_eq(p.n_vocab, 262144);
+    ck_assert_int_eq(gguf_w_llama_preset("Gemma-2-2B", &p), 0);
+    ck_assert_float_eq(p.attn_softcap, 50.0f);
+    ck_assert_float_eq(p.final_softcap, 30.0f);
+
+    p = (gguf_w_llama_t){ .name = "g", .arch = "gemma2", .n_embd = 64, .n_layer = 2,
+                          .n_head = 4, .n_head_kv = 2, .head_dim = 32, .n_ff = 96,
+                          .n_vocab = 512, .n_ctx = 64, .rope_base = 1e4f, .norm_eps = 1e-6f,
+                          .tied = true, .wtype = GG_F32, .seed = 5, .n_swa = 8,
+                          .attn_softcap = 2.5f, .final_softcap = 4 };
+    uint8_t *b;
+    size_t sz;
+    gguf_t *g = gen(&p, &b, &sz);
+    uint32_t u;
+    float f;
+    ck_assert_int_eq(gguf_get_u32(g, "gemma2.attention.sliding_window", &u), 0);
+    ck_assert_uint_eq(u, 8);
+    ck_assert_int_eq(gguf_get_f32(g, "gemma2.attn_logit_softcapping", &f), 0);
+    ck_assert_float_eq(f, 2.5f);
+    ck_assert_int_eq(gguf_get_f32(g, "gemma2.final_logit_softcapping", &f), 0);
+    ck_assert_float_eq(f, 4.0f);
+    ck_assert_ptr_nonnull(gguf_find_tensor(g, "blk.1.post_attention_norm.weight"));
+    ck_assert_ptr_nonnull(gguf_find_tensor(g, "blk.1.post_ffw_norm.weight"));
+    ck_assert_ptr_null(gguf_find_tensor(g, "blk.0.attn_q_norm.weight"));
+    ck_assert_ptr_null(gguf_find_tensor(g, "output.weight"));
+    gguf_close(g);
+    free(b);
+
+    p.arch = "gemma3";
+    p.attn_softcap = p.final_softcap = 0;
+    g = gen(&p, &b, &sz);
+    ck_assert_ptr_nonnull(gguf_find_tensor(g, "blk.0.attn_q_norm.weight"));
+    ck_assert_ptr_nonnull(gguf_find_tensor(g, "blk.0.attn_k_norm.weight"));
+    ck_assert_ptr_nonnull(gguf_find_tensor(g, "blk.0.post_ffw_norm.weight"));
+    ck_assert_int_eq(gguf_get_f32(g, "gemma3.final_logit_softcapping", &f), -ENOENT);
+    gguf_close(g);
+    free(b);
+
+    /* the Gemma-style vocabulary: <bos> 2, <eos> 1, user-defined pieces, no space prefix */
+    p.gemma_vocab = true;
+    g = gen(&p, &b, &sz);
+    bool sp = true;
+    ck_assert_int_eq(gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &u), 0);
+    ck_assert_uint_eq(u, 2);
+    ck_assert_int_eq(gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &u), 0);
+    ck_assert_uint_eq(u, 1);
+    ck_assert_int_eq(gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &sp), 0);
+    ck_assert(!sp);
+    gguf_arr_t toks;
+    gguf_str_t piece;
+    ck_assert_int_eq(gguf_get_arr(g, "tokenizer.ggml.tokens", &toks), 0);
+    ck_assert_int_eq(gguf_arr_str(&toks, 6, &piece), 0);
+    ck_assert(piece.len == 13 && memcmp(piece.ptr, "<end_of_turn>", 13) == 0);
+    ck_assert_int_eq(gguf_arr_str(&toks, 12, &piece), 0);
+    ck_assert(piece.len == 6 && memcmp(piece.ptr, "<0x00>", 6) == 0);
+    gguf_close(g);
+    free(b);
+    p.n_vocab = 268; /* 12 specials and 256 bytes leave no piece */
+    ck_assert_int_eq(gguf_w_llama_check(&p, err, sizeof(err)), FD_ESHAPE);
+    p.n_vocab = 512;
+    p.gemma_vocab = false;
+
+    p.n_swa = 0; /* gemma3 needs its window */
+    ck_assert_int_eq(gguf_w_llama_check(&p, err, sizeof(err)), FD_ESHAPE);
+    ck_assert_ptr_nonnull(strstr(err, "sliding window"));
+    p.n_swa = 8;
+    p.final_softcap = -1;
+    ck_assert_int_eq(gguf_w_llama_check(&p, err, sizeof(err)), FD_ESHAPE);
+    p.final_softcap = 0;
+    p.arch = "gemma3n";
+    ck_assert_int_eq(gguf_w_llama_check(&p, err, sizeof(err)), FD_EUNSUP);
+}
+END_TEST
+
 static int cmp_str(const void *a, const void *b)
 {
     const gguf_str_t *x = a, *y = b;
@@ -714,6 +799,7 @@ int main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_llama_types);
     tcase_add_test(tc, test_llama_fallback_and_tied);
+    tcase_add_test(tc, test_llama_gemma);
     tcase_add_test(tc, test_llama_big_vocab);
     suite_add_tcase(s, tc);
     bool have_shared = tu_shared("models/stories260K.gguf", 0) != NULL;

@@ -29,8 +29,8 @@ static void usage(FILE *f)
             "                        Q4_K_M, Q5_K_M\n"
             "  -s, --seed N          weights seed (default 1)\n"
             "  -j, --threads N       threads that fill and quantize (default: online CPUs)\n"
-            "      --arch NAME       llama, qwen2 (Q/K/V biases), qwen3 (Q/K norms) or phi3\n"
-            "                        (fused Q|K|V and gate|up tensors)\n"
+            "      --arch NAME       llama, qwen2 (Q/K/V biases), qwen3 (Q/K norms), phi3\n"
+            "                        (fused Q|K|V and gate|up tensors), gemma2 or gemma3\n"
             "                        (default: the preset's)\n"
             "      --n-embd N  --n-layer N  --n-head N  --n-head-kv N  --n-ff N\n"
             "      --head-dim N      attention.key_length (default n_embd / n_head)\n"
@@ -39,6 +39,10 @@ static void usage(FILE *f)
             "      --rope-freqs      a rope_freqs.weight tensor (Llama 3.1 RoPE factors)\n"
             "      --longrope N,F    Phi-3.5 LongRoPE: short and long factor tensors, original\n"
             "                        context N and attention factor F\n"
+            "      --swa N           gemma: the local layers' sliding window (gemma3 512)\n"
+            "      --softcap A,F     gemma2: attention and final logit soft-caps\n"
+            "      --gemma-vocab     a Gemma-style vocabulary (<bos> 2, <eos> 1, user-defined\n"
+            "                        pieces, no space prefix)\n"
             "      --name S          general.name\n"
             "  -h, --help\n"
             "Matrices whose rows do not fit the type's block size fall back to Q8_0 or F16.\n");
@@ -78,7 +82,8 @@ static int parse_float(const char *opt, const char *s, float *out)
 }
 
 enum { O_ARCH = 256, O_EMBD, O_LAYER, O_HEAD, O_HEAD_KV, O_FF, O_VOCAB, O_CTX, O_HEAD_DIM,
-       O_ROPE, O_EPS, O_TIED, O_UNTIED, O_NAME, O_ROPE_FREQS, O_LONGROPE };
+       O_ROPE, O_EPS, O_TIED, O_UNTIED, O_NAME, O_ROPE_FREQS, O_LONGROPE, O_SWA, O_SOFTCAP,
+       O_GEMMA_VOCAB };
 
 int main(int argc, char **argv)
 {
@@ -95,6 +100,8 @@ int main(int argc, char **argv)
         {"head-dim", required_argument, 0, O_HEAD_DIM},
         {"rope-freqs", no_argument, 0, O_ROPE_FREQS},
         {"longrope", required_argument, 0, O_LONGROPE},
+        {"swa", required_argument, 0, O_SWA}, {"softcap", required_argument, 0, O_SOFTCAP},
+        {"gemma-vocab", no_argument, 0, O_GEMMA_VOCAB},
         {0, 0, 0, 0},
     };
     const char *out = NULL, *preset = "stories260K", *type = "F32", *seed = NULL;
@@ -105,6 +112,9 @@ int main(int argc, char **argv)
     bool rope_freqs = false;
     int orig_ctx = 0;
     float attn_factor = 0;
+    int n_swa = 0;
+    bool gemma_vocab = false;
+    float softcap[2] = { -1, -1 };
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int threads = ncpu > 0 ? (int)FD_MIN(ncpu, 256) : 1;
     float rope = 0, eps = 0;
@@ -120,9 +130,9 @@ int main(int argc, char **argv)
         case 'h': usage(stdout); return 0;
         case O_ARCH:
             if (strcmp(optarg, "llama") && strcmp(optarg, "qwen2") && strcmp(optarg, "qwen3") &&
-                strcmp(optarg, "phi3")) {
+                strcmp(optarg, "phi3") && strcmp(optarg, "gemma2") && strcmp(optarg, "gemma3")) {
                 fprintf(stderr, "fusion-gguf-gen: architecture '%s' not supported (llama, "
-                        "qwen2, qwen3, phi3)\n", optarg);
+                        "qwen2, qwen3, phi3, gemma2, gemma3)\n", optarg);
                 return 2;
             }
             arch = optarg;
@@ -144,6 +154,16 @@ int main(int argc, char **argv)
                 parse_float("--longrope", end + 1, &attn_factor))
                 return fprintf(stderr, "fusion-gguf-gen: --longrope: N,F with N > 0 and F > 0\n"), 2;
             orig_ctx = (int)n;
+            break;
+        }
+        case O_SWA: if (parse_int("--swa", optarg, &n_swa)) return 2; break;
+        case O_GEMMA_VOCAB: gemma_vocab = true; break;
+        case O_SOFTCAP: {
+            char *end;
+            softcap[0] = strtof(optarg, &end);
+            if (end == optarg || *end != ',' || !(softcap[0] > 0) ||
+                parse_float("--softcap", end + 1, &softcap[1]))
+                return fprintf(stderr, "fusion-gguf-gen: --softcap: A,F both > 0\n"), 2;
             break;
         }
         default: usage(stderr); return 2;
@@ -176,6 +196,15 @@ int main(int argc, char **argv)
     if (arch)
         p.arch = arch;
     p.rope_freqs = rope_freqs;
+    p.gemma_vocab = gemma_vocab;
+    if (n_swa > 0)
+        p.n_swa = n_swa;
+    else if (p.n_swa == 0 && p.arch && strcmp(p.arch, "gemma3") == 0)
+        p.n_swa = 512;
+    if (softcap[0] > 0) {
+        p.attn_softcap = softcap[0];
+        p.final_softcap = softcap[1];
+    }
     p.orig_ctx = orig_ctx;
     p.attn_factor = attn_factor;
     char defname[64];

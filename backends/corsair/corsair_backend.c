@@ -8,7 +8,9 @@
  *    and the bias applied to the fp32 outputs;
  *  - attention: Q and K rows in BFP blocks along head_dim for the scores, P and V in blocks
  *    along the context for P.V (V's blocks cover the positions in the cache at the call, as
- *    a cache held in BFP would); softmax, norms, RoPE, SiLU and adds in fp32 on the SIMD,
+ *    a cache held in BFP would; a sliding window masks the rows before it as the causal mask
+ *    masks those after, and a soft-cap is an fp32 tanh of the scores); softmax, norms, RoPE,
+ *    SiLU, GELU, scales and adds in fp32 on the SIMD,
  *    reductions summed over 64 lanes then a tree, as a SIMD unit sums;
  *  - the embedding table is looked up in its file format (an LPDDR table, not a DIMC operand).
  * Timing: each op's inputs are ready when the op that wrote their buffer finished on the
@@ -557,18 +559,25 @@ static int attn_one(fcs_t *c, const fb_attn_t *a, attn_buf_t *b)
         }
         for (int i = 0; i < a->n_q; i++) {
             const int64_t Ti = (int64_t)a->pos[i] + 1;
+            /* a sliding window: positions before t0 are masked like those after pos */
+            const int64_t t0 = a->window > 0 ? FD_MAX((int64_t)0, Ti - a->window) : 0;
             for (int hh = 0; hh < group; hh++) {
                 const int h = g * group + hh;
                 cs_bfp_encode(xf, a->q + (int64_t)i * a->ldq + (int64_t)h * hd, hd, b->qq, b->qe);
-                for (int64_t t = 0; t < Ti; t++)
+                for (int64_t t = t0; t < Ti; t++)
                     sc[t] = cs_bfp_dot(xf, b->qq, b->qe, xf, b->kq + t * hd, b->ke + t * nbh,
                                        hd) * a->scale;
-                const float l = softmax_exp(c, sc, Ti, a->mode, b->e);
+                if (a->softcap > 0.0f) /* fp32 tanh on the SIMD */
+                    for (int64_t t = t0; t < Ti; t++)
+                        sc[t] = a->softcap * tanhf(sc[t] / a->softcap);
+                const float l = softmax_exp(c, sc + t0, Ti - t0, a->mode, b->e + t0);
                 const float inv = 1.0f / l;
                 if (a->mode == FB_SOFTMAX_REF) /* normalize p before P.V */
-                    for (int64_t t = 0; t < Ti; t++)
+                    for (int64_t t = t0; t < Ti; t++)
                         b->e[t] *= inv;
-                for (int64_t t = Ti; t < T; t++) /* masked positions */
+                for (int64_t t = 0; t < t0; t++) /* masked positions */
+                    b->e[t] = 0;
+                for (int64_t t = Ti; t < T; t++)
                     b->e[t] = 0;
                 cs_bfp_encode(xf, b->e, T, b->pq, b->pe);
                 float *out = a->out + (int64_t)i * a->ldo + (int64_t)h * hd;
@@ -603,8 +612,13 @@ static int cs_attention(fb_backend_t *be, const fb_attn_t *a, int n_seq)
             }
         }
         ready = FD_MAX(ready, ready_of(c, a[s].q));
+        /* a window bounds the cache rows read: the last row's window and the rows before
+         * it in the call */
         if (a[s].n_q > 0)
-            seqs[n_valid++] = (cs_attn_seq_t){ a[s].n_q, a[s].pos[a[s].n_q - 1] };
+            seqs[n_valid++] = (cs_attn_seq_t){
+                a[s].n_q, a[s].window > 0 ? FD_MIN(a[s].pos[a[s].n_q - 1],
+                                                   a[s].window + a[s].n_q - 2)
+                                          : a[s].pos[a[s].n_q - 1] };
     }
     if (rc == 0 && n_valid > 0) {
         map_once(c);
@@ -633,6 +647,52 @@ static int cs_silu_mul(fb_backend_t *be, const float *gate, const float *up, int
     double t0 = cs_sim_now(c->sim);
     double ready = FD_MAX(ready_of(c, gate), ready_of(c, up));
     set_ready(c, out, cs_sim_silu_mul(c->sim, ready, n_rows, n));
+    charge(c, FB_OP_OTHER, t0);
+    return 0;
+}
+
+/* GELU (tanh form) gating in fp32 on the SIMD, timed as SiLU's gating: one transcendental
+ * and a few products an element. */
+static int cs_gelu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
+                       int64_t n, int64_t ld_in, float *out)
+{
+    fcs_t *c = (fcs_t *)be;
+    for (int64_t r = 0; r < n_rows; r++)
+        for (int64_t i = 0; i < n; i++) {
+            float g = gate[r * ld_in + i];
+            float z = 0.7978845608f * (g + 0.044715f * g * g * g);
+            out[r * n + i] = 0.5f * g * (1.0f + tanhf(z)) * up[r * ld_in + i];
+        }
+    map_once(c);
+    double t0 = cs_sim_now(c->sim);
+    double ready = FD_MAX(ready_of(c, gate), ready_of(c, up));
+    set_ready(c, out, cs_sim_silu_mul(c->sim, ready, n_rows, n));
+    charge(c, FB_OP_OTHER, t0);
+    return 0;
+}
+
+/* The embedding scale: one product an element, timed as an add. */
+static int cs_scale(fb_backend_t *be, float *y, int64_t n, float sc)
+{
+    fcs_t *c = (fcs_t *)be;
+    for (int64_t i = 0; i < n; i++)
+        y[i] *= sc;
+    map_once(c);
+    double t0 = cs_sim_now(c->sim);
+    set_ready(c, y, cs_sim_add(c->sim, ready_of(c, y), n));
+    charge(c, FB_OP_OTHER, t0);
+    return 0;
+}
+
+/* The logits' soft-cap: a tanh an element, timed as a row of SiLU gating. */
+static int cs_softcap(fb_backend_t *be, float *y, int64_t n, float cap)
+{
+    fcs_t *c = (fcs_t *)be;
+    for (int64_t i = 0; i < n; i++)
+        y[i] = cap * tanhf(y[i] / cap);
+    map_once(c);
+    double t0 = cs_sim_now(c->sim);
+    set_ready(c, y, cs_sim_silu_mul(c->sim, ready_of(c, y), 1, n));
     charge(c, FB_OP_OTHER, t0);
     return 0;
 }
@@ -788,6 +848,10 @@ static const fb_ops_t corsair_ops = {
     .rope = cs_rope,
     .attention = cs_attention,
     .silu_mul = cs_silu_mul,
+    .gelu_mul = cs_gelu_mul,
+    .scale = cs_scale,
+    .softcap = cs_softcap,
+    .attn_window = true,
     .add = cs_add,
     .get_rows = cs_get_rows,
     .copy2d = cs_copy2d,

@@ -1002,8 +1002,11 @@ typedef struct attn_ctx {
 static void attn_unit(const fcpu_kern_t *k, const fb_attn_t *a, int i, int g, float *sc)
 {
     const int hd = a->head_dim, grp = a->n_head / a->n_head_kv;
-    const int64_t T = (int64_t)a->pos[i] + 1;
-    const float *kg = a->k + (int64_t)g * hd, *vg = a->v + (int64_t)g * hd;
+    /* the cache rows attended: all up to pos, or the window's last ones */
+    const int64_t end = (int64_t)a->pos[i] + 1;
+    const int64_t t0 = a->window > 0 ? FD_MAX((int64_t)0, end - a->window) : 0, T = end - t0;
+    const float *kg = a->k + (t0 * a->ldkv + (int64_t)g * hd);
+    const float *vg = a->v + (t0 * a->ldkv + (int64_t)g * hd);
     for (int j = 0; j < grp; j++) {
         const int h = g * grp + j;
         const float *q = a->q + (int64_t)i * a->ldq + (int64_t)h * hd;
@@ -1016,6 +1019,11 @@ static void attn_unit(const fcpu_kern_t *k, const fb_attn_t *a, int i, int g, fl
         for (; t < T; t++)
             s[t] = k->vdot(q, kg + t * a->ldkv, hd);
         k->scale(s, a->scale, T);
+        if (a->softcap > 0.0f) {
+            const float c = a->softcap, ic = 1.0f / a->softcap;
+            for (int64_t u = 0; u < T; u++)
+                s[u] = c * tanhf(s[u] * ic);
+        }
         /* SUMONLY: the paper's form, M = 0, one reduction; otherwise the row max */
         float mx = a->mode == FB_SOFTMAX_SUMONLY ? 0.f : k->vmax(s, T);
         float l = k->exp_sum(s, mx, s, T);
@@ -1078,9 +1086,13 @@ static void attn_unit_typed(const fcpu_kern_t *k, const fb_attn_t *a, int i, int
     const int hd = a->head_dim, grp = a->n_head / a->n_head_kv;
     const int tk = a->type_k, tv = a->type_v;
     const int hpk = kv_pad(tk, hd), hpv = kv_pad(tv, hd);
-    const int64_t T = (int64_t)a->pos[i] + 1;
+    /* the cache rows attended: all up to pos, or the window's last ones (as attn_unit) */
+    const int64_t end = (int64_t)a->pos[i] + 1;
+    const int64_t t0 = a->window > 0 ? FD_MAX((int64_t)0, end - a->window) : 0, T = end - t0;
     size_t lk, lv;
     const uint8_t *kg = kv_base(tk, a->k_data, a, g, &lk), *vg = kv_base(tv, a->v_data, a, g, &lv);
+    kg += (size_t)t0 * lk;
+    vg += (size_t)t0 * lv;
     float *s = (float *)scr, *qp = (float *)(scr + off[0]), *row = (float *)(scr + off[1]);
     float *ob = (float *)(scr + off[2]);
     void *xq = scr + off[3];
@@ -1118,6 +1130,11 @@ static void attn_unit_typed(const fcpu_kern_t *k, const fb_attn_t *a, int i, int
                 k->dot[tk](n, kg + (size_t)t * lk, x, 0, 1, s + t);
         }
         k->scale(s, a->scale, T);
+        if (a->softcap > 0.0f) {
+            const float c = a->softcap, ic = 1.0f / a->softcap;
+            for (int64_t u = 0; u < T; u++)
+                s[u] = c * tanhf(s[u] * ic);
+        }
         float mx = a->mode == FB_SOFTMAX_SUMONLY ? 0.f : k->vmax(s, T);
         float l = k->exp_sum(s, mx, s, T);
         const bool p_round = tv == GG_F16 || tv == GG_BF16;
@@ -1198,7 +1215,9 @@ static int cpu_attention(fb_backend_t *be, const fb_attn_t *a, int n_seq)
         }
         starts[s + 1] = starts[s] + (int64_t)a[s].n_q * a[s].n_head_kv;
         for (int i = 0; i < a[s].n_q; i++)
-            work += 2.0 * (a[s].pos[i] + 1) * a[s].n_head * a[s].head_dim;
+            work += 2.0 * (a[s].window > 0 ? FD_MIN(a[s].pos[i] + 1, a[s].window)
+                                            : a[s].pos[i] + 1) *
+                    a[s].n_head * a[s].head_dim;
     }
     attn_ctx_t x = {.c = c, .a = a, .n_seq = n_seq, .unit_start = starts, .n_units = starts[n_seq]};
     int nth = (int)FD_MIN((double)threads_for(c, work), (double)FD_MAX(x.n_units, 1));
@@ -1234,6 +1253,50 @@ static int cpu_silu_mul(fb_backend_t *be, const float *gate, const float *up, in
     }
     ew_ctx_t e = {.k = c->k, .a = gate, .b = up, .y = out, .n = n, .ld = ld_in};
     par_rows(c, n_rows, 8.0 * (double)n, silu_rows, &e);
+    return 0;
+}
+
+static void gelu_rows(void *arg, int64_t r0, int64_t r1, int ith)
+{
+    ew_ctx_t *e = arg;
+    for (int64_t r = r0; r < r1; r++)
+        e->k->gelu_mul(e->a + r * e->ld, e->b + r * e->ld, e->y + r * e->n, e->n);
+}
+
+static int cpu_gelu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
+                        int64_t n, int64_t ld_in, float *out)
+{
+    fcpu_t *c = (fcpu_t *)be;
+    if (c->ref) {
+        fcpu_ref_gelu_mul(gate, up, n_rows, n, ld_in, out);
+        return 0;
+    }
+    ew_ctx_t e = {.k = c->k, .a = gate, .b = up, .y = out, .n = n, .ld = ld_in};
+    par_rows(c, n_rows, 12.0 * (double)n, gelu_rows, &e);
+    return 0;
+}
+
+/* scale and softcap run once a step on one row of n_embd or the logits: one thread */
+static int cpu_scale(fb_backend_t *be, float *y, int64_t n, float s)
+{
+    fcpu_t *c = (fcpu_t *)be;
+    if (c->ref)
+        fcpu_ref_scale(y, n, s);
+    else
+        c->k->scale(y, s, n);
+    return 0;
+}
+
+static int cpu_softcap(fb_backend_t *be, float *y, int64_t n, float cap)
+{
+    fcpu_t *c = (fcpu_t *)be;
+    if (c->ref) {
+        fcpu_ref_softcap(y, n, cap);
+        return 0;
+    }
+    const float ic = 1.0f / cap;
+    for (int64_t i = 0; i < n; i++)
+        y[i] = cap * tanhf(y[i] * ic);
     return 0;
 }
 
@@ -1467,6 +1530,10 @@ static const fb_ops_t cpu_ops = {
     .rope = cpu_rope,
     .attention = cpu_attention,
     .silu_mul = cpu_silu_mul,
+    .gelu_mul = cpu_gelu_mul,
+    .scale = cpu_scale,
+    .softcap = cpu_softcap,
+    .attn_window = true,
     .add = cpu_add,
     .get_rows = cpu_get_rows,
     .copy2d = cpu_copy2d,

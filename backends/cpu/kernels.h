@@ -117,6 +117,9 @@ typedef struct fcpu_kern {
     /* e[i] = exp(s[i] - m); returns sum e (s may equal e) */
     float (*exp_sum)(const float *s, float m, float *e, int64_t n);
     void (*silu_mul)(const float *g, const float *u, float *out, int64_t n);
+    /* out = gelu(g) * u, GELU's tanh form as x / (1 + exp(-2 sqrt(2/pi) (x + 0.044715 x^3)))
+     * (the same function: 0.5 (1 + tanh z) = 1 / (1 + exp(-2z))) */
+    void (*gelu_mul)(const float *g, const float *u, float *out, int64_t n);
     void (*mul_scale)(const float *x, const float *g, float s, float *y, int64_t n); /* y = x*s*g */
     void (*mul)(const float *x, const float *g, float *y, int64_t n);               /* y = x*g */
     void (*add)(float *y, const float *x, int64_t n);

@@ -290,6 +290,15 @@ static void silu_mul(const float *g, const float *u, float *out, int64_t n)
         out[i] = g[i] / (1.f + expf(-g[i])) * u[i];
 }
 
+static void gelu_mul(const float *g, const float *u, float *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float x = g[i];
+        float z = -1.5957691216057308f * (x + 0.044715f * x * x * x); /* -2 sqrt(2/pi) (.) */
+        out[i] = x / (1.f + expf(z)) * u[i];
+    }
+}
+
 static void mul_scale(const float *x, const float *g, float s, float *y, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
@@ -351,6 +360,7 @@ static const fcpu_kern_t table = {
     .vmax = vmax,
     .exp_sum = exp_sum,
     .silu_mul = silu_mul,
+    .gelu_mul = gelu_mul,
     .mul_scale = mul_scale,
     .mul = mul,
     .add = add,

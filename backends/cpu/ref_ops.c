@@ -177,6 +177,8 @@ int fcpu_ref_attention(const fb_attn_t *a)
     const bool p_round = a->type_v == GG_F16 || a->type_v == GG_BF16;
     for (int i = 0; i < a->n_q; i++) {
         int64_t T = (int64_t)a->pos[i] + 1;
+        /* the sliding window: cache rows t with pos - t < window */
+        int64_t t0 = a->window > 0 ? FD_MAX((int64_t)0, T - a->window) : 0;
         for (int h = 0; h < a->n_head; h++) {
             const float *q = a->q + (int64_t)i * a->ldq + (int64_t)h * hd;
             if (a->type_k != GG_F32) {
@@ -185,30 +187,32 @@ int fcpu_ref_attention(const fb_attn_t *a)
             }
             int g = h / group;
             double mx = -INFINITY;
-            for (int64_t t = 0; t < T; t++) {
+            for (int64_t t = t0; t < T; t++) {
                 const float *k = kv_head(a->type_k, a->k_data, a->ldkv, t, g, hd, a->n_head_kv,
                                          buf);
                 double d = 0;
                 for (int j = 0; j < hd; j++)
                     d += (double)q[j] * k[j];
                 s[t] = d * a->scale;
+                if (a->softcap > 0.0f)
+                    s[t] = a->softcap * tanh(s[t] / a->softcap);
                 mx = fmax(mx, s[t]);
             }
             double m = a->mode == FB_SOFTMAX_SUMONLY ? 0.0 : mx, l = 0;
-            for (int64_t t = 0; t < T; t++) {
+            for (int64_t t = t0; t < T; t++) {
                 s[t] = exp(s[t] - m);
                 l += s[t];
             }
             if (a->mode == FB_SOFTMAX_REF || p_round) /* normalize p first, then P.V */
-                for (int64_t t = 0; t < T; t++)
+                for (int64_t t = t0; t < T; t++)
                     s[t] /= l;
             if (p_round)
-                for (int64_t t = 0; t < T; t++)
+                for (int64_t t = t0; t < T; t++)
                     s[t] = a->type_v == GG_F16 ? fq_f16_to_f32(fq_f32_to_f16((float)s[t]))
                                                : fq_bf16_to_f32(fq_f32_to_bf16((float)s[t]));
             for (int j = 0; j < hd; j++)
                 o[j] = 0;
-            for (int64_t t = 0; t < T; t++) {
+            for (int64_t t = t0; t < T; t++) {
                 const float *v = kv_head(a->type_v, a->v_data, a->ldkv, t, g, hd, a->n_head_kv,
                                          buf);
                 for (int j = 0; j < hd; j++)
@@ -256,6 +260,30 @@ void fcpu_ref_silu_mul(const float *gate, const float *up, int64_t n_rows, int64
             double g = gate[r * ld_in + i];
             out[r * n + i] = (float)(g / (1.0 + exp(-g)) * up[r * ld_in + i]);
         }
+}
+
+void fcpu_ref_gelu_mul(const float *gate, const float *up, int64_t n_rows, int64_t n,
+                       int64_t ld_in, float *out)
+{
+    const double c = 0.79788456080286535588; /* sqrt(2 / pi) */
+    for (int64_t r = 0; r < n_rows; r++)
+        for (int64_t i = 0; i < n; i++) {
+            double g = gate[r * ld_in + i];
+            double gl = 0.5 * g * (1.0 + tanh(c * (g + 0.044715 * g * g * g)));
+            out[r * n + i] = (float)(gl * up[r * ld_in + i]);
+        }
+}
+
+void fcpu_ref_scale(float *y, int64_t n, float s)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = (float)((double)y[i] * s);
+}
+
+void fcpu_ref_softcap(float *y, int64_t n, float cap)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = (float)(cap * tanh((double)y[i] / cap));
 }
 
 void fcpu_ref_add(float *y, const float *x, int64_t n)

@@ -40,6 +40,11 @@ int fcpu_ref_kv_store(void *dst, int type, const float *src, int64_t ld_src, int
 void fcpu_ref_silu_mul(const float *gate, const float *up, int64_t n_rows, int64_t n,
                        int64_t ld_in, float *out);
 void fcpu_ref_add(float *y, const float *x, int64_t n);
+/* GELU's tanh form times up (backend.h fb_ops_t.gelu_mul). */
+void fcpu_ref_gelu_mul(const float *gate, const float *up, int64_t n_rows, int64_t n,
+                       int64_t ld_in, float *out);
+void fcpu_ref_scale(float *y, int64_t n, float s);
+void fcpu_ref_softcap(float *y, int64_t n, float cap);
 /* ids must be in range. */
 void fcpu_ref_get_rows(const fb_weight_t *w, const int32_t *ids, int64_t n, float *out);
 void fcpu_ref_copy2d(float *dst, int64_t ld_dst, const float *src, int64_t ld_src,

@@ -1622,8 +1622,12 @@ static int attn_launch(fcuda_t *c, const fb_attn_t *a, int s0, int s1)
     p.head_dim = a0->head_dim;
     p.mode = a0->mode;
     p.scale = a0->scale;
+    p.window = a0->window;
+    p.softcap = a0->softcap;
+    /* a window or soft-cap: the general kernel, which masks and caps */
+    const bool gemma = p.window > 0 || p.softcap > 0;
     p.t_max = t_max;
-    if (p.mode != FB_SOFTMAX_REF && rows == s1 - s0 && p.head_dim % 4 == 0) {
+    if (p.mode != FB_SOFTMAX_REF && rows == s1 - s0 && p.head_dim % 4 == 0 && !gemma) {
         bool ok = true;
         for (int s = s0; s < s1; s++)
             ok &= a[s].n_q == 1 && a[s].ldkv % 4 == 0 && aligned16(a[s].k) &&
@@ -1681,7 +1685,8 @@ static int cuda_attention(fb_backend_t *be, const fb_attn_t *a, int n_seq)
         int s1 = s0 + 1;
         while (s1 < n_seq && s1 - s0 < FCU_ATT_MAX_SEQ && a[s1].n_head == a[s0].n_head &&
                a[s1].n_head_kv == a[s0].n_head_kv && a[s1].head_dim == a[s0].head_dim &&
-               a[s1].mode == a[s0].mode && a[s1].scale == a[s0].scale)
+               a[s1].mode == a[s0].mode && a[s1].scale == a[s0].scale &&
+               a[s1].window == a[s0].window && a[s1].softcap == a[s0].softcap)
             s1++;
         rc = attn_launch(c, a, s0, s1);
         s0 = s1;
@@ -1719,6 +1724,49 @@ static int cuda_silu_mul(fb_backend_t *be, const float *gate, const float *up, i
     rc = launch(c, fcu_k_silu_mul(), dim3(blocks_for(c, n_rows * n, 256)), dim3(256), p);
     time_end(c);
     return rc;
+}
+
+/* Gemma's gating: a launch of its own (the gate|up product's GLU epilogue is SiLU's). */
+static int cuda_gelu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
+                         int64_t n, int64_t ld_in, float *out)
+{
+    fcuda_t *c = (fcuda_t *)be;
+    if (n_rows * n == 0)
+        return c->err;
+    int rc = pend_flush(c);
+    if (rc)
+        return rc;
+    fcu_ew_p p = {out, gate, up, n, n_rows, ld_in, n};
+    time_begin(c, FB_OP_OTHER);
+    rc = launch(c, fcu_k_gelu_mul(), dim3(blocks_for(c, n_rows * n, 256)), dim3(256), p);
+    time_end(c);
+    return rc;
+}
+
+/* The embedding scale (which = 0) and the logits' soft-cap (1). */
+static int scal_launch(fcuda_t *c, int which, float *y, int64_t n, float s)
+{
+    if (n == 0)
+        return c->err;
+    int rc = pend_flush(c);
+    if (rc)
+        return rc;
+    fcu_scal_p p = {y, n, s};
+    time_begin(c, FB_OP_OTHER);
+    rc = launch(c, which ? fcu_k_softcap() : fcu_k_scale(), dim3(blocks_for(c, n, 256)),
+                dim3(256), p);
+    time_end(c);
+    return rc;
+}
+
+static int cuda_scale(fb_backend_t *be, float *y, int64_t n, float s)
+{
+    return scal_launch((fcuda_t *)be, 0, y, n, s);
+}
+
+static int cuda_softcap(fb_backend_t *be, float *y, int64_t n, float cap)
+{
+    return scal_launch((fcuda_t *)be, 1, y, n, cap);
 }
 
 static int cuda_add(fb_backend_t *be, float *y, const float *x, int64_t n)
@@ -2051,6 +2099,10 @@ static const fb_ops_t cuda_ops = {
     /* .roof = */ NULL,
     /* .host_alloc = */ cuda_host_alloc,
     /* .host_free = */ cuda_host_free,
+    /* .gelu_mul = */ cuda_gelu_mul,
+    /* .scale = */ cuda_scale,
+    /* .softcap = */ cuda_softcap,
+    /* .attn_window = */ true,
 };
 
 #define CKC(call)                                                                              \

@@ -822,6 +822,46 @@ __global__ void k_silu_mul(const fcu_ew_p p)
 
 const void *fcu_k_silu_mul(void) { return (const void *)k_silu_mul; }
 
+/* y[r][i] = gelu(a[r][i]) * b[r][i], GELU's tanh form; strides as k_silu_mul's. */
+__global__ void k_gelu_mul(const fcu_ew_p p)
+{
+    pdl_launch();
+    pdl_wait();
+    const int64_t total = p.rows * p.n;
+    for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
+         idx += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = idx / p.n, i = idx % p.n;
+        const float g = p.a[r * p.ld_a + i];
+        const float z = 0.7978845608f * fmaf(0.044715f * g, g * g, g); /* sqrt(2/pi) */
+        p.y[idx] = 0.5f * g * (1.f + tanhf(z)) * p.b[r * p.ld_a + i];
+    }
+}
+
+const void *fcu_k_gelu_mul(void) { return (const void *)k_gelu_mul; }
+
+__global__ void k_scale(const fcu_scal_p p)
+{
+    pdl_launch();
+    pdl_wait();
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < p.n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        p.y[i] *= p.s;
+}
+
+const void *fcu_k_scale(void) { return (const void *)k_scale; }
+
+__global__ void k_softcap(const fcu_scal_p p)
+{
+    pdl_launch();
+    pdl_wait();
+    const float inv = 1.f / p.s;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < p.n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        p.y[i] = p.s * tanhf(p.y[i] * inv);
+}
+
+const void *fcu_k_softcap(void) { return (const void *)k_softcap; }
+
 /* grid: x covers n, y = rows, z = which copy */
 __global__ void k_copy2d(const fcu_copy_p p)
 {
@@ -954,10 +994,17 @@ __global__ void __launch_bounds__(ATT_THREADS) k_att(const fcu_att_p p)
                                 a[h] = fmaf(sq[h * hd + j], kv, a[h]);
                     }
                 }
+                /* Gemma: the soft-cap of each scaled score, and the sliding window's mask
+                 * (row position T - 1 sees t0 + t when T - 1 - (t0 + t) < window) */
+                const bool masked = p.window > 0 && T - 1 - (t0 + t) >= p.window;
 #pragma unroll
                 for (int h = 0; h < FCU_ATT_MAX_GROUP; h++)
-                    if (h < grp)
-                        sp[h][t] = a[h] * p.scale;
+                    if (h < grp) {
+                        float sc = a[h] * p.scale;
+                        if (p.softcap > 0.f)
+                            sc = p.softcap * tanhf(sc / p.softcap);
+                        sp[h][t] = masked ? -INFINITY : sc;
+                    }
             }
             __syncthreads();
         }
@@ -981,7 +1028,10 @@ __global__ void __launch_bounds__(ATT_THREADS) k_att(const fcu_att_p p)
                 }
                 float l = 0.f;
                 for (int t = lane; t < n; t += 32) {
-                    const float e = expf(sp[h][t] - m);
+                    /* a split the window masks whole has m = -inf: it weighs nothing (the
+                     * merge's exp(m - M) is 0 for it; the row's own position is never
+                     * masked, so a row of one split always has a finite m) */
+                    const float e = m == -INFINITY ? 0.f : expf(sp[h][t] - m);
                     sp[h][t] = e;
                     l += e;
                 }

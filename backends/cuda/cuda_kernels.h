@@ -131,6 +131,12 @@ typedef struct fcu_ew_p {     /* add, silu_mul */
     int64_t n, rows, ld_a, ld_y;
 } fcu_ew_p;
 
+typedef struct fcu_scal_p {   /* scale (y *= s) and softcap (y = s tanh(y / s)) */
+    float *y;
+    int64_t n;
+    float s;
+} fcu_scal_p;
+
 typedef struct fcu_getrows_p {
     const void *w;
     const __half *wscale;
@@ -165,6 +171,11 @@ typedef struct fcu_att_p {
     int vec4;                 /* K rows and head offsets allow 16-byte loads */
     int lg;                   /* decode kernel: lanes per cached position (a power of 2) */
     float scale;
+    int window;               /* fb_attn_t.window, the same for the launch's sequences (one
+                                 layer's): positions t with pos - t >= window are masked
+                                 (general kernel only; 0 = none).  Here, not per sequence, so
+                                 the parameters stay within MAX_BLOB */
+    float softcap;            /* fb_attn_t.softcap (general kernel only; 0 = none) */
 } fcu_att_p;
 
 /* Kernel getters (host).  gemv: vec=1 needs n_in % 8 == 0 and 16-byte aligned rows and x;
@@ -181,9 +192,14 @@ const void *fcu_k_layernorm(void);
 const void *fcu_k_rope(void);
 const void *fcu_k_add(int vec4);
 const void *fcu_k_silu_mul(void);
+const void *fcu_k_gelu_mul(void);   /* fcu_ew_p as silu_mul's: GELU's tanh form */
+const void *fcu_k_scale(void);      /* fcu_scal_p */
+const void *fcu_k_softcap(void);    /* fcu_scal_p */
 const void *fcu_k_copy2d(void);
 const void *fcu_k_get_rows(int wtype);
-/* which: 0 fused (MAXSUM / SUMONLY), 1 REF scores, 2 REF softmax, 3 REF P.V */
+/* which: 0 fused (MAXSUM / SUMONLY), 1 REF scores, 2 REF softmax, 3 REF P.V.  These honour
+ * each sequence's window and softcap (masked scores are -inf; a split whose positions are
+ * all masked contributes nothing); the decode kernel does not. */
 const void *fcu_k_attention(int which);
 /* The decode kernel (fused modes, one query row per sequence, 16-byte aligned q/k/v rows,
  * head_dim % 4 == 0): nv 16-byte pieces per lane, 1 for head_dim <= 128, 2 up to 256; grp

@@ -21,13 +21,24 @@ release=$(node -p "const m=require('$ref/node_modules/@node-llama-cpp/linux-x64/
 ids="1 300 45 511 259 400 3 260 77 128"
 
 # name | arch n_embd n_layer n_head n_head_kv head_dim n_ff type tied seed rope_freqs
-#        orig_ctx attn_factor [cache] (orig_ctx > 0: Phi-3.5 LongRoPE; the context is 256;
-#        cache: llama.cpp's KV cache type for K and V, f32 when absent, else written on a
-#        "cache" line)
+#        orig_ctx attn_factor (orig_ctx > 0: Phi-3.5 LongRoPE; the context is 256)
+#        [swa attn_softcap final_softcap rope_base] (gemma2/gemma3 only: the sliding window,
+#        gemma2's soft-caps, the RoPE base; a window shorter than the prompt, so it matters)
+#        [cache] (llama.cpp's KV cache type for K and V, after the four gemma columns; f32
+#        when absent, else written on a "cache" line)
+# MAKE_REFS_ONLY='gemma*' (a shell pattern) rewrites only the files of the names it matches.
 while IFS='|' read -r name spec; do
+    case $name in ${MAKE_REFS_ONLY:-*}) ;; *) continue ;; esac
     set -- $spec
     arch=$1 embd=$2 layer=$3 head=$4 headkv=$5 hd=$6 ff=$7 type=$8 tied=$9 seed=${10} rf=${11}
-    orig=${12} af=${13} cache=${14:-f32}
+    orig=${12} af=${13} swa=${14:-0} acap=${15:-0} fcap=${16:-0} base=${17:-10000}
+    cache=${18:-f32}
+    gflags=; gkeys=
+    case $arch in gemma*)
+        gflags="--swa $swa --rope-base $base"
+        [ "$acap" != 0 ] && gflags="$gflags --softcap $acap,$fcap"
+        gkeys=" n_swa=$swa attn_softcap=$acap final_softcap=$fcap rope_base=$base";;
+    esac
     model=$tmp/$name.gguf
     tflag=--untied; [ "$tied" = 1 ] && tflag=--tied
     hdflag=; [ "$hd" != 0 ] && hdflag="--head-dim $hd"
@@ -35,7 +46,7 @@ while IFS='|' read -r name spec; do
     lrflag=; [ "$orig" != 0 ] && lrflag="--longrope $orig,$af"
     "$gen" -o "$model" --arch "$arch" --n-embd "$embd" --n-layer "$layer" \
         --n-head "$head" --n-head-kv "$headkv" $hdflag --n-ff "$ff" --n-vocab 512 \
-        --n-ctx 256 -t "$type" $tflag $rfflag $lrflag -s "$seed" -j 1 >/dev/null
+        --n-ctx 256 -t "$type" $tflag $rfflag $lrflag $gflags -s "$seed" -j 1 >/dev/null
     out=$top/tests/data/llamacpp-$name.txt
     {
         echo "# llama.cpp's next-token logits after each prompt position, for the random model"
@@ -43,7 +54,7 @@ while IFS='|' read -r name spec; do
         echo "# with node-llama-cpp $version (llama.cpp tag $release, prebuilt CPU binaries, 1 thread)"
         echo "model arch=$arch n_embd=$embd n_layer=$layer n_head=$head n_head_kv=$headkv" \
              "head_dim=$hd n_ff=$ff n_vocab=512 n_ctx=256 type=$type tied=$tied seed=$seed" \
-             "rope_freqs=$rf orig_ctx=$orig attn_factor=$af"
+             "rope_freqs=$rf orig_ctx=$orig attn_factor=$af$gkeys"
         [ "$cache" = f32 ] || echo "cache $cache $cache"
         echo "ids $ids"
         LLAMACPP_CACHE_TYPE=$cache node "$ref/llamacpp-logits.mjs" "$model" $ids
@@ -68,9 +79,47 @@ phi3-f32|phi3 64 2 4 2 0 160 F32 0 24 0 0 0
 phi3-longrope-short-f32|phi3 64 2 4 2 0 160 F32 0 25 0 4096 1.1902
 phi3-longrope-long-f32|phi3 64 2 4 2 0 160 F32 1 26 0 128 1.1902
 phi3-q4_k_m|phi3 256 2 4 2 0 512 Q4_K_M 0 27 0 0 0
-qwen3-f32-kv-f16|qwen3 64 2 4 2 32 160 F32 0 13 0 0 0 f16
-qwen3-f32-kv-q8_0|qwen3 64 2 4 2 32 160 F32 0 13 0 0 0 q8_0
-llama-hd64-f32-kv-f16|llama 128 2 4 2 64 256 F32 0 28 0 0 0 f16
-llama-hd64-f32-kv-q8_0|llama 128 2 4 2 64 256 F32 0 28 0 0 0 q8_0
+gemma2-f32|gemma2 64 2 4 2 32 160 F32 1 28 0 0 0 4 2.5 4 10000
+gemma3-f32|gemma3 64 6 4 2 32 160 F32 1 29 0 0 0 4 0 0 1000000
+gemma2-q8_0|gemma2 256 2 4 2 64 512 Q8_0 1 30 0 0 0 4 2.5 4 10000
+gemma3-q8_0|gemma3 256 6 4 1 128 512 Q8_0 1 31 0 0 0 4 0 0 1000000
+gemma2-q4_k_m|gemma2 256 2 4 2 64 512 Q4_K_M 1 32 0 0 0 4 2.5 4 10000
+gemma3-q4_k_m|gemma3 256 6 4 1 128 512 Q4_K_M 1 33 0 0 0 4 0 0 1000000
+qwen3-f32-kv-f16|qwen3 64 2 4 2 32 160 F32 0 13 0 0 0 0 0 0 10000 f16
+qwen3-f32-kv-q8_0|qwen3 64 2 4 2 32 160 F32 0 13 0 0 0 0 0 0 10000 q8_0
+llama-hd64-f32-kv-f16|llama 128 2 4 2 64 256 F32 0 28 0 0 0 0 0 0 10000 f16
+llama-hd64-f32-kv-q8_0|llama 128 2 4 2 64 256 F32 0 28 0 0 0 0 0 0 10000 q8_0
 llama-hd64-f32|llama 128 2 4 2 64 256 F32 0 28 0 0 0
 MODELS
+
+# The Gemma-style vocabulary (fusion-gguf-gen --gemma-vocab) tokenized by llama.cpp: texts with
+# spaces and runs of them, newlines, tabs, user-defined and control pieces, UTF-8 that falls
+# back to bytes; each without and with special-token parsing, no BOS added.
+case tok-gemma in ${MAKE_REFS_ONLY:-*})
+    model=$tmp/tok-gemma.gguf
+    "$gen" -o "$model" --arch gemma3 --n-embd 64 --n-layer 1 --n-head 2 --n-head-kv 1 \
+        --head-dim 32 --n-ff 64 --n-vocab 512 --n-ctx 256 -t F32 --tied --swa 4 \
+        --rope-base 1000000 --gemma-vocab -s 34 -j 1 >/dev/null
+    hex() { printf '%b' "$1" | od -An -v -tx1 | tr -d ' \n'; }
+    set --
+    for t in 'Hello world' ' Hello  world' 'a  b   c    d     e' 'line\n\nbreak\n' \
+             'tab\t\tx\t' '<start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n' \
+             '<b>bold</b> <bos> <eos> <pad> <unk> <mask>' 'Gr\303\274\303\237e, \344\270\226\347\225\214! \360\237\231\202' \
+             ' ' '\n' 'x<end_of_turn>y<start_of_turn>z'; do
+        set -- "$@" "$(hex "$t")"
+    done
+    set -- "$@" -
+    out=$top/tests/data/llamacpp-tok-gemma.txt
+    {
+        echo "# llama.cpp's token ids for texts (hex UTF-8; - is the empty text) in the Gemma-style"
+        echo "# vocabulary of the model line (fusion-gguf-gen --gemma-vocab), without (0) and with (1)"
+        echo "# special-token parsing, no BOS added; written by tests/ref/make-refs.sh with"
+        echo "# node-llama-cpp $version (llama.cpp tag $release)"
+        echo "model arch=gemma3 n_embd=64 n_layer=1 n_head=2 n_head_kv=1 head_dim=32 n_ff=64" \
+             "n_vocab=512 n_ctx=256 type=F32 tied=1 seed=34 rope_freqs=0 orig_ctx=0 attn_factor=0" \
+             "n_swa=4 attn_softcap=0 final_softcap=0 rope_base=1000000 gemma_vocab=1"
+        node "$ref/llamacpp-tokens.mjs" "$model" "$@"
+    } > "$out.tmp"
+    mv "$out.tmp" "$out"
+    echo "wrote $out";;
+esac

@@ -578,6 +578,9 @@ START_TEST(test_kv_types)
     ck_assert_int_eq(fb_kv_check(be, GG_Q4_K, GG_F32, 64), -EINVAL);
     fb_destroy(be);
     free(q); free(k); free(v); free(kd); free(vd); free(o1); free(o2);
+}
+END_TEST
+
 /* Gemma's attention: a sliding window and a soft-cap on Corsair's BFP path against the CPU
  * backend's fp64 reference ops.  Errors are BFP8's (scores within ~2e-2, P.V within a few
  * 1e-2 of |v| <= 1); leaving the window out moves the outputs by far more, so the check sees

@@ -370,6 +370,45 @@ int fb_copy2d(fb_backend_t *be, float *dst, int64_t ld_dst, const float *src, in
     return rc;
 }
 
+static int check_ids(const int32_t *ids, int64_t n_rows, int64_t limit)
+{
+    if (n_rows && !ids)
+        return -EINVAL;
+    for (int64_t r = 0; r < n_rows; r++)
+        if (ids[r] < 0 || ids[r] >= limit)
+            return -EINVAL;
+    return 0;
+}
+
+int fb_gather_rows(fb_backend_t *be, float *dst, const float *src, int64_t ld_src,
+                   int64_t n_src_rows, const int32_t *ids, int64_t n_rows, int64_t n)
+{
+    if (!dst || !src || n_rows < 0 || n < 0 || ld_src < n ||
+        check_ids(ids, n_rows, n_src_rows))
+        return -EINVAL;
+    if (!be->ops->gather_rows)
+        return FD_EUNSUP;
+    uint64_t t0 = fd_now_ns();
+    int rc = n_rows ? be->ops->gather_rows(be, dst, src, ld_src, ids, n_rows, n) : 0;
+    charge(be, FB_OP_OTHER, t0);
+    return rc;
+}
+
+int fb_scatter_add_rows(fb_backend_t *be, float *dst, int64_t ld_dst, int64_t n_dst_rows,
+                        const float *src, const int32_t *ids, const float *w, int64_t n_rows,
+                        int64_t n)
+{
+    if (!dst || !src || n_rows < 0 || n < 0 || ld_dst < n || (n_rows && !w) ||
+        check_ids(ids, n_rows, n_dst_rows))
+        return -EINVAL;
+    if (!be->ops->scatter_add_rows)
+        return FD_EUNSUP;
+    uint64_t t0 = fd_now_ns();
+    int rc = n_rows ? be->ops->scatter_add_rows(be, dst, ld_dst, src, ids, w, n_rows, n) : 0;
+    charge(be, FB_OP_OTHER, t0);
+    return rc;
+}
+
 /* ---- KV cache types ---- */
 
 static const struct { int type; const char *name; } kv_types[] = {

@@ -205,6 +205,15 @@ typedef struct fb_ops {
     /* True when attention honours fb_attn_t.window and .softcap; fb_attention refuses
      * (FD_EUNSUP) either on a backend without it. */
     bool attn_window;
+    /* Mixture-of-experts (fusion/plan.c groups a batch's rows by expert).  ids and w are
+     * host memory; fb_gather_rows / fb_scatter_add_rows check them (-EINVAL) first.
+     * gather_rows: dst[r, :] = src[ids[r] * ld_src + 0..n), r < n_rows (dst contiguous, n
+     * floats a row).  scatter_add_rows: dst[ids[r] * ld_dst + i] += w[r] * src[r * n + i]
+     * for r = 0, 1, .. in that order (an id may repeat: each row adds in turn). */
+    int (*gather_rows)(fb_backend_t *be, float *dst, const float *src, int64_t ld_src,
+                       const int32_t *ids, int64_t n_rows, int64_t n);
+    int (*scatter_add_rows)(fb_backend_t *be, float *dst, int64_t ld_dst, const float *src,
+                            const int32_t *ids, const float *w, int64_t n_rows, int64_t n);
     /* Optional, KV cache types other than F32 (NULL: F32 caches only).  kv_check: 0 when
      * attention reads K caches of type_k and V caches of type_v at this head size, else
      * FD_EUNSUP (the model refuses the types at load).  kv_store: n_rows rows of n_head_kv
@@ -275,6 +284,13 @@ int fb_kv_check(fb_backend_t *be, int type_k, int type_v, int head_dim);
  * n_head_kv * head_dim floats). */
 int fb_kv_store(fb_backend_t *be, void *dst, int type, const float *src, int64_t ld_src,
                 int64_t n_rows, int n_head_kv, int head_dim);
+/* fb_ops_t.gather_rows / scatter_add_rows (FD_EUNSUP for a backend without them); ids must
+ * lie in [0, n_src_rows) of the rows the caller addresses (checked here: -EINVAL). */
+int fb_gather_rows(fb_backend_t *be, float *dst, const float *src, int64_t ld_src,
+                   int64_t n_src_rows, const int32_t *ids, int64_t n_rows, int64_t n);
+int fb_scatter_add_rows(fb_backend_t *be, float *dst, int64_t ld_dst, int64_t n_dst_rows,
+                        const float *src, const int32_t *ids, const float *w, int64_t n_rows,
+                        int64_t n);
 void fb_mark(fb_backend_t *be, int what, int arg);
 /* fb_ops_t.host_weights of the backend (false for NULL). */
 bool fb_host_weights(const fb_backend_t *be);

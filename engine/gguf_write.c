@@ -569,22 +569,36 @@ struct preset {
     int head_dim;       /* 0: n_embd / n_head */
     int n_swa;          /* gemma: the sliding window */
     float attn_softcap, final_softcap;
+    int n_expert, n_expert_used; /* n_ff: each expert's width */
 };
 
 /* Hyperparameters as published for each model. */
 static const struct preset presets[] = {
-    {"stories260K", 64, 5, 8, 4, 172, 512, 512, 10000.0f, 1e-5f, false, NULL, 0, 0, 0, 0},
-    {"stories110M", 768, 12, 12, 12, 2048, 32000, 1024, 10000.0f, 1e-5f, true, NULL, 0, 0, 0, 0},
-    {"TinyLlama-1.1B", 2048, 22, 32, 4, 5632, 32000, 2048, 10000.0f, 1e-5f, false, NULL, 0, 0, 0, 0},
-    {"Llama-2-7B", 4096, 32, 32, 32, 11008, 32000, 4096, 10000.0f, 1e-5f, false, NULL, 0, 0, 0, 0},
-    {"Llama-3-8B", 4096, 32, 32, 8, 14336, 128256, 8192, 500000.0f, 1e-5f, false, NULL, 0, 0, 0, 0},
-    {"Qwen3-0.6B", 1024, 28, 16, 8, 3072, 151936, 40960, 1000000.0f, 1e-6f, true, "qwen3", 128, 0, 0, 0},
+    {"stories260K", 64, 5, 8, 4, 172, 512, 512, 10000.0f, 1e-5f, false, NULL, 0, 0, 0, 0, 0, 0},
+    {"stories110M", 768, 12, 12, 12, 2048, 32000, 1024, 10000.0f, 1e-5f, true, NULL, 0, 0, 0, 0,
+     0, 0},
+    {"TinyLlama-1.1B", 2048, 22, 32, 4, 5632, 32000, 2048, 10000.0f, 1e-5f, false, NULL, 0, 0, 0,
+     0, 0, 0},
+    {"Llama-2-7B", 4096, 32, 32, 32, 11008, 32000, 4096, 10000.0f, 1e-5f, false, NULL, 0, 0, 0, 0,
+     0, 0},
+    {"Llama-3-8B", 4096, 32, 32, 8, 14336, 128256, 8192, 500000.0f, 1e-5f, false, NULL, 0, 0, 0,
+     0, 0, 0},
+    {"Qwen3-0.6B", 1024, 28, 16, 8, 3072, 151936, 40960, 1000000.0f, 1e-6f, true, "qwen3", 128, 0,
+     0, 0, 0, 0},
     {"Gemma-3-270M", 640, 18, 4, 1, 2048, 262144, 32768, 1000000.0f, 1e-6f, true, "gemma3", 256,
-     512, 0, 0},
+     512, 0, 0, 0, 0},
     {"Gemma-3-1B", 1152, 26, 4, 1, 6912, 262144, 32768, 1000000.0f, 1e-6f, true, "gemma3", 256,
-     512, 0, 0},
+     512, 0, 0, 0, 0},
     {"Gemma-2-2B", 2304, 26, 8, 4, 9216, 256000, 8192, 10000.0f, 1e-6f, true, "gemma2", 256,
-     4096, 50.0f, 30.0f},
+     4096, 50.0f, 30.0f, 0, 0},
+    {"Qwen3-30B-A3B", 2048, 48, 32, 4, 768, 151936, 40960, 1000000.0f, 1e-6f, false, "qwen3moe",
+     128, 0, 0, 0, 128, 8},
+    {"OLMoE-1B-7B", 2048, 16, 16, 16, 1024, 50304, 4096, 10000.0f, 1e-5f, false, "olmoe", 0, 0, 0,
+     0, 64, 8},
+    {"Mixtral-8x7B", 4096, 32, 32, 8, 14336, 32000, 32768, 1000000.0f, 1e-5f, false, NULL, 0, 0, 0,
+     0, 8, 2},
+    {"Qwen3-MoE-tiny", 256, 4, 4, 2, 128, 512, 512, 1000000.0f, 1e-6f, false, "qwen3moe", 64, 0,
+     0, 0, 16, 4},
 };
 
 const char *const *gguf_w_llama_preset_names(void)
@@ -608,6 +622,7 @@ int gguf_w_llama_preset(const char *name, gguf_w_llama_t *p)
             .wtype = GG_F32, .seed = 1, .arch = s->arch, .head_dim = s->head_dim,
             .n_swa = s->n_swa, .attn_softcap = s->attn_softcap,
             .final_softcap = s->final_softcap,
+            .n_expert = s->n_expert, .n_expert_used = s->n_expert_used,
         };
         return 0;
     }
@@ -643,14 +658,25 @@ int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen)
                     "must be positive");
     const char *arch = llama_arch(p);
     if (strcmp(arch, "llama") && strcmp(arch, "qwen2") && strcmp(arch, "qwen3") &&
-        strcmp(arch, "phi3") && strcmp(arch, "gemma2") && strcmp(arch, "gemma3"))
+        strcmp(arch, "phi3") && strcmp(arch, "gemma2") && strcmp(arch, "gemma3") &&
+        strcmp(arch, "qwen3moe") && strcmp(arch, "olmoe"))
         return werr(err, errlen, FD_EUNSUP, "architecture '%s' is not one of llama, qwen2, "
-                    "qwen3, phi3, gemma2, gemma3", arch);
+                    "qwen3, phi3, gemma2, gemma3, qwen3moe, olmoe", arch);
     if (p->n_swa < 0 || (strcmp(arch, "gemma3") == 0 && p->n_swa == 0))
         return werr(err, errlen, FD_ESHAPE, "sliding window %d: gemma3 needs one > 0",
                     p->n_swa);
-    if (p->attn_softcap < 0 || p->final_softcap < 0)
-        return werr(err, errlen, FD_ESHAPE, "soft-caps must not be negative");
+    if (p->attn_softcap < 0 || p->final_softcap < 0 || p->rope_scale < 0)
+        return werr(err, errlen, FD_ESHAPE, "soft-caps and the RoPE scale must not be "
+                    "negative");
+    bool moe_arch = !strcmp(arch, "qwen3moe") || !strcmp(arch, "olmoe");
+    if (p->n_expert < 0 || p->n_expert > 1024 || (p->n_expert == 0 && moe_arch) ||
+        (p->n_expert > 0 && !moe_arch && strcmp(arch, "llama")))
+        return werr(err, errlen, FD_ESHAPE, "%d experts: %s", p->n_expert,
+                    moe_arch ? "qwen3moe and olmoe need 1 to 1024"
+                             : "only llama, qwen3moe and olmoe take experts (at most 1024)");
+    if (p->n_expert > 0 && (p->n_expert_used < 1 || p->n_expert_used > p->n_expert))
+        return werr(err, errlen, FD_ESHAPE, "%d of %d experts used per token: must be 1 to %d",
+                    p->n_expert_used, p->n_expert, p->n_expert);
     if (p->orig_ctx < 0 || (p->orig_ctx > 0 && !(p->attn_factor > 0)))
         return werr(err, errlen, FD_ESHAPE, "LongRoPE needs an original context > 0 and an "
                     "attention factor > 0");
@@ -948,6 +974,10 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
                                (uint32_t)p->orig_ctx)) ||
           (rc = gguf_w_add_f32(w, akey(k, sizeof(k), ar, "rope.scaling.attn_factor"),
                                p->attn_factor)))) ||
+        (p->rope_scale > 0 &&
+         ((rc = gguf_w_add_str(w, akey(k, sizeof(k), ar, "rope.scaling.type"), "linear")) ||
+          (rc = gguf_w_add_f32(w, akey(k, sizeof(k), ar, "rope.scaling.factor"),
+                               p->rope_scale)))) ||
         (p->n_swa > 0 && (rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar,
                                                   "attention.sliding_window"),
                                               (uint32_t)p->n_swa))) ||
@@ -957,6 +987,13 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
         (p->final_softcap > 0 &&
          (rc = gguf_w_add_f32(w, akey(k, sizeof(k), ar, "final_logit_softcapping"),
                               p->final_softcap))) ||
+        (p->n_expert > 0 &&
+         ((rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "expert_count"), (uint32_t)p->n_expert)) ||
+          (rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "expert_used_count"),
+                               (uint32_t)p->n_expert_used)) ||
+          (!strcmp(ar, "qwen3moe") &&
+           (rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "expert_feed_forward_length"),
+                                (uint32_t)p->n_ff))))) ||
         (rc = gguf_w_add_u64(w, "fusiond.seed", p->seed)) ||
         (rc = add_vocab(w, p->n_vocab, p->gemma_vocab)))
         return werr(err, errlen, rc, "metadata: %s", fd_strerror(rc));
@@ -971,20 +1008,24 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
         return werr(err, errlen, rc, "tensors: %s", fd_strerror(rc));
     /* shapes: 0 n_embd, 1 kv_dim, 2 n_ff, 3 q_dim, 4 head_dim, 5 q_dim + 2 kv_dim, 6 2 n_ff;
      * kind: matrix, norm (a vector of `out`), or a bias of `out` (qwen2) */
-    enum { MAT, NORM, BIAS };
+    enum { MAT, NORM, BIAS, ROUTER, EXPS };
     static const struct {
         const char *role, *suffix;
         int in, out, kind;
         const char *only;      /* the architectures that have it ("qwen3 gemma3"), NULL:
-                                  all; "!phi3": all but phi3; "gemma": gemma2 and gemma3 */
+                                  all; "!phi3": all but phi3; "gemma": gemma2 and gemma3;
+                                  "moe": models with experts (whose ffn_gate/up/down are
+                                  then left out) */
     } blk[] = {
         {"attn_norm", "weight", 0, 0, NORM, NULL}, {"attn_q", "weight", 0, 3, MAT, "!phi3"},
         {"attn_k", "weight", 0, 1, MAT, "!phi3"}, {"attn_v", "weight", 0, 1, MAT, "!phi3"},
         {"attn_qkv", "weight", 0, 5, MAT, "phi3"},
         {"attn_q", "bias", 0, 3, BIAS, "qwen2"}, {"attn_k", "bias", 0, 1, BIAS, "qwen2"},
         {"attn_v", "bias", 0, 1, BIAS, "qwen2"},
-        {"attn_q_norm", "weight", 0, 4, NORM, "qwen3 gemma3"},
-        {"attn_k_norm", "weight", 0, 4, NORM, "qwen3 gemma3"},
+        {"attn_q_norm", "weight", 0, 4, NORM, "qwen3 gemma3 qwen3moe"},
+        {"attn_k_norm", "weight", 0, 4, NORM, "qwen3 gemma3 qwen3moe"},
+        {"attn_q_norm", "weight", 0, 3, NORM, "olmoe"},
+        {"attn_k_norm", "weight", 0, 1, NORM, "olmoe"},
         {"attn_output", "weight", 3, 0, MAT, NULL},
         {"post_attention_norm", "weight", 0, 0, NORM, "gemma"},
         {"ffn_norm", "weight", 0, 0, NORM, NULL},
@@ -992,20 +1033,38 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
         {"ffn_up", "weight", 0, 6, MAT, "phi3"},
         {"ffn_down", "weight", 2, 0, MAT, NULL},
         {"post_ffw_norm", "weight", 0, 0, NORM, "gemma"},
+        {"ffn_gate_inp", "weight", 0, 7, ROUTER, "moe"},
+        {"ffn_gate_exps", "weight", 0, 2, EXPS, "moe"},
+        {"ffn_up_exps", "weight", 0, 2, EXPS, "moe"},
+        {"ffn_down_exps", "weight", 2, 0, EXPS, "moe"},
     };
-    const int64_t dims[7] = {p->n_embd, kv_dim, p->n_ff, q_dim, hd, q_dim + 2 * kv_dim,
-                             2 * (int64_t)p->n_ff};
+    const int64_t dims[8] = {p->n_embd, kv_dim, p->n_ff, q_dim, hd, q_dim + 2 * kv_dim,
+                             2 * (int64_t)p->n_ff, p->n_expert};
+    const bool moe = p->n_expert > 0;
     for (int il = 0; il < p->n_layer; il++)
         for (size_t j = 0; j < FD_ARRAY_LEN(blk); j++) {
             const char *only = blk[j].only;
-            if (only && !arch_has(only, ar))
+            if ((only && (!strcmp(only, "moe") ? !moe : !arch_has(only, ar))) ||
+                (moe && blk[j].kind == MAT && !strncmp(blk[j].role, "ffn_", 4)))
                 continue;
             snprintf(name, sizeof(name), "blk.%d.%s.%s", il, blk[j].role, blk[j].suffix);
-            if (blk[j].kind == MAT)
+            if (blk[j].kind == MAT) {
                 rc = add_matrix(w, p, name, blk[j].role, il, dims[blk[j].in],
                                 dims[blk[j].out]);
-            else
+            } else if (blk[j].kind == ROUTER) {
+                int64_t ne[2] = {dims[blk[j].in], dims[blk[j].out]};
+                rc = gguf_w_add_tensor(w, name, GG_F32, 2, ne, NULL, fill_random, p);
+            } else if (blk[j].kind == EXPS) {
+                /* the dense role's type (ffn_down_exps as ffn_down in the Q4_K_M recipe) */
+                char role[16];
+                snprintf(role, sizeof(role), "%.*s", (int)(strlen(blk[j].role) - 5),
+                         blk[j].role);
+                int64_t ne[3] = {dims[blk[j].in], dims[blk[j].out], p->n_expert};
+                int t = matrix_type(p, role, il, ne[0], &p->n_fallback);
+                rc = gguf_w_add_tensor(w, name, t, 3, ne, NULL, fill_random, p);
+            } else {
                 rc = add_norm(w, p, name, dims[blk[j].out]);
+            }
             if (rc)
                 return werr(err, errlen, rc, "tensor %s: %s", name, fd_strerror(rc));
         }

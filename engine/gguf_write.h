@@ -86,7 +86,8 @@ typedef struct gguf_w_llama {
                                 biases, NEOX RoPE), "qwen3" (per-head RMSNorm of Q and K
                                 before RoPE, NEOX RoPE), "phi3" (one attn_qkv tensor, and
                                 ffn_up holding gate then up rows; NEOX RoPE), "gemma2" or
-                                "gemma3" (see n_swa); the keys are "<arch>.*" */
+                                "gemma3" (see n_swa), or the mixtures of experts "qwen3moe"
+                                and "olmoe" (n_expert below); the keys are "<arch>.*" */
     int head_dim;            /* attention.key_length; 0: n_embd / n_head (qwen3 models have
                                 n_head * head_dim != n_embd) */
     int n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, n_ctx;
@@ -112,9 +113,19 @@ typedef struct gguf_w_llama {
      * the default generator's pieces with runs of spaces ("\u2581\u2581", four of them)
      * among the best-scored, and tokenizer.ggml.add_space_prefix false. */
     bool gemma_vocab;
+    /* > 0: linear RoPE scaling by this factor (rope.scaling.type "linear" and
+     * rope.scaling.factor, as Gemma 3 4B-27B files have it) */
+    float rope_scale;
     int wtype;               /* GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q5_K,
                                 GG_Q6_K, GGUF_W_MIX_Q4_K_M or GGUF_W_MIX_Q5_K_M */
     uint64_t seed;
+    /* Mixture of experts: n_expert > 0 replaces each layer's ffn_gate/up/down by a router
+     * (ffn_gate_inp, F32, n_expert rows, as llama.cpp's quantizer keeps it) and 3-D
+     * ffn_gate_exps / ffn_up_exps / ffn_down_exps of n_expert matrices of the dense shapes
+     * (n_ff is each expert's width), n_expert_used of which run per token.  Required by
+     * "qwen3moe" (qwen3's head norms) and "olmoe" (Q and K RMS-normalized over whole rows),
+     * allowed for "llama" (Mixtral). */
+    int n_expert, n_expert_used;
     /* out: matrices whose row length does not fit the block size of the requested type
      * (filled in by gguf_w_llama_add); they use Q8_0 when the row is a multiple of 32,
      * else F16. */
@@ -122,7 +133,9 @@ typedef struct gguf_w_llama {
 } gguf_w_llama_t;
 
 /* Shapes of known models: "stories260K", "stories110M", "TinyLlama-1.1B", "Llama-2-7B",
- * "Llama-3-8B", "Qwen3-0.6B", "Gemma-3-270M", "Gemma-3-1B", "Gemma-2-2B" (case-insensitive).  Type F32, seed 1.  -ENOENT for an unknown name. */
+ * "Llama-3-8B", "Qwen3-0.6B", "Gemma-3-270M", "Gemma-3-1B", "Gemma-2-2B", and the mixtures
+ * of experts "Qwen3-30B-A3B", "OLMoE-1B-7B", "Mixtral-8x7B" and "Qwen3-MoE-tiny" (a small
+ * qwen3moe for tests) (case-insensitive).  Type F32, seed 1.  -ENOENT for an unknown name. */
 int gguf_w_llama_preset(const char *name, gguf_w_llama_t *p);
 const char *const *gguf_w_llama_preset_names(void); /* NULL-terminated */
 /* Checks the shape (FD_ESHAPE / FD_EUNSUP with a message). */

@@ -1,5 +1,5 @@
-/* model.c: loading a Llama-family GGUF model (llama, qwen2, qwen3, phi3, gemma2, gemma3), its KV
- * cache slots and the
+/* model.c: loading a Llama-family GGUF model (llama, qwen2, qwen3, phi3, gemma2, gemma3, and
+ * the mixture-of-experts qwen3moe, olmoe and Mixtral-style llama), its KV cache slots and the
  * batched decoder step (model.h).  Every tensor is checked here (presence, type, shape)
  * before anything is prepared, so a bad file fails with a message naming the tensor and no
  * backend work started.  Weights stay in the GGUF mapping; only the norm vectors of non-F32
@@ -41,6 +41,7 @@ struct llm_model {
     slot_t *slots;
     int32_t *ids, *pos;              /* llm_decode scratch, n_batch_max */
     fz_seq_t *seqs;                  /* n_seq_max */
+    fb_weight_t *experts;            /* n_layer * 3 * n_expert views: gate, up, down */
 };
 
 void llm_load_params_default(llm_load_params_t *p)
@@ -64,6 +65,7 @@ int llm_n_batch_max(const llm_model_t *m) { return m->n_batch_max; }
 int llm_cache_type_k(const llm_model_t *m) { return m->type_k; }
 int llm_cache_type_v(const llm_model_t *m) { return m->type_v; }
 size_t llm_cache_bytes(const llm_model_t *m) { return m->cache_bytes; }
+const uint64_t *llm_expert_counts(const llm_model_t *m) { return fz_plan_expert_counts(m->plan); }
 
 /* ---- hyperparameters ---- */
 
@@ -115,6 +117,79 @@ static int get_f32(const gguf_t *g, const char *arch, const char *key, bool need
 static bool str_is(gguf_str_t s, const char *lit)
 {
     return s.len == strlen(lit) && memcmp(s.ptr, lit, s.len) == 0;
+}
+
+/* The mixture-of-experts keys.  llama.cpp's graphs for these architectures fix the routing
+ * rather than read it from the file: softmax over all experts, top expert_used_count, the
+ * chosen weights renormalized for qwen3moe and llama (Mixtral) but not for olmoe, and no
+ * scale (expert_gating_func, expert_weights_norm and expert_weights_scale are read only by
+ * other architectures' graphs); fusiond does the same, and says so when a file's keys
+ * disagree. */
+static int read_experts(const gguf_t *g, const char *ar, uint32_t ff, uint32_t *experts,
+                        llm_hparams_t *hp, char *err, size_t errlen)
+{
+    char k[128];
+    snprintf(k, sizeof(k), "%s.expert_count", ar);
+    int rc = gguf_get_u32(g, k, experts);
+    if (rc == -ENOENT || (rc == 0 && *experts == 0)) {
+        *experts = 0;
+        if (!strcmp(ar, "qwen3moe") || !strcmp(ar, "olmoe")) {
+            snprintf(err, errlen, "%s: %s is %s: a %s model needs experts", gguf_path(g), k,
+                     rc ? "missing" : "0", ar);
+            return FD_EFORMAT;
+        }
+        return 0;
+    }
+    if (rc) {
+        snprintf(err, errlen, "%s: metadata key %s: %s", gguf_path(g), k, fd_strerror(rc));
+        return rc;
+    }
+    if (strcmp(ar, "llama") && strcmp(ar, "qwen3moe") && strcmp(ar, "olmoe")) {
+        snprintf(err, errlen, "%s: %s = %u: mixture-of-experts %s models are not supported "
+                 "(qwen3moe, olmoe, llama)", gguf_path(g), k, *experts, ar);
+        return FD_EUNSUP;
+    }
+    uint32_t used, fe;
+    if (*experts > 1024) {
+        snprintf(err, errlen, "%s: %s = %u is out of range (at most 1024)", gguf_path(g), k,
+                 *experts);
+        return FD_ERANGE;
+    }
+    if ((rc = get_u32(g, ar, "expert_used_count", true, 0, &used, err, errlen)))
+        return rc;
+    if (used > *experts) {
+        snprintf(err, errlen, "%s: %s.expert_used_count %u exceeds expert_count %u",
+                 gguf_path(g), ar, used, *experts);
+        return FD_EFORMAT;
+    }
+    /* qwen3moe: its own key, else llama.cpp's fallback n_ff / used; the others: n_ff */
+    bool q3 = !strcmp(ar, "qwen3moe");
+    if ((rc = get_u32(g, ar, "expert_feed_forward_length", false, q3 ? ff / used : ff, &fe, err,
+                      errlen)))
+        return rc;
+    if (!q3)
+        fe = ff;
+    hp->n_expert = (int)*experts;
+    hp->n_expert_used = (int)used;
+    hp->n_ff_exp = (int)fe;
+    hp->moe_norm_w = strcmp(ar, "olmoe") != 0;
+    bool b;
+    uint32_t gf;
+    float sc;
+    snprintf(k, sizeof(k), "%s.expert_weights_norm", ar);
+    if (gguf_get_bool(g, k, &b) == 0 && b != hp->moe_norm_w)
+        fd_log_info("%s: %s = %s is not applied (llama.cpp's %s graph %s the weights)",
+                    gguf_path(g), k, b ? "true" : "false", ar,
+                    hp->moe_norm_w ? "renormalizes" : "does not renormalize");
+    snprintf(k, sizeof(k), "%s.expert_gating_func", ar);
+    if (gguf_get_u32(g, k, &gf) == 0 && gf > 1)
+        fd_log_info("%s: %s = %u is not applied (llama.cpp's %s graph uses softmax)",
+                    gguf_path(g), k, gf, ar);
+    snprintf(k, sizeof(k), "%s.expert_weights_scale", ar);
+    if (gguf_get_f32(g, k, &sc) == 0 && sc != 0.0f && sc != 1.0f)
+        fd_log_info("%s: %s = %g is not applied (llama.cpp's %s graph does not scale)",
+                    gguf_path(g), k, (double)sc, ar);
+    return 0;
 }
 
 /* An optional float key that may be 0 (a soft-cap the file turns off). */
@@ -236,10 +311,11 @@ static int read_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, s
         return rc == -ENOENT ? FD_EFORMAT : rc;
     }
     if (!str_is(a, "llama") && !str_is(a, "qwen2") && !str_is(a, "qwen3") &&
-        !str_is(a, "phi3") && !str_is(a, "gemma2") && !str_is(a, "gemma3")) {
+        !str_is(a, "phi3") && !str_is(a, "gemma2") && !str_is(a, "gemma3") &&
+        !str_is(a, "qwen3moe") && !str_is(a, "olmoe")) {
         snprintf(err, errlen, "%s: architecture '%.*s' is not supported (supported: llama, "
-                 "qwen2, qwen3, phi3, gemma2, gemma3 text models)", gguf_path(g),
-                 (int)FD_MIN(a.len, 64), a.ptr);
+                 "qwen2, qwen3, phi3, gemma2, gemma3 text models, qwen3moe, olmoe)",
+                 gguf_path(g), (int)FD_MIN(a.len, 64), a.ptr);
         return FD_EUNSUP;
     }
     memcpy(hp->arch, a.ptr, a.len);
@@ -268,13 +344,8 @@ static int read_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, s
         (rc = get_u32(g, ar, "attention.value_length", false, kl, &vl, err, errlen)) ||
         (rc = get_u32(g, ar, "rope.dimension_count", false, kl, &rot, err, errlen)))
         return rc;
-    char ek[128];
-    snprintf(ek, sizeof(ek), "%s.expert_count", ar);
-    if (gguf_get_u32(g, ek, &experts) == 0 && experts > 0) {
-        snprintf(err, errlen, "%s: %s = %u: mixture-of-experts models are not supported",
-                 gguf_path(g), ek, experts);
-        return FD_EUNSUP;
-    }
+    if ((rc = read_experts(g, ar, ff, &experts, hp, err, errlen)))
+        return rc;
     if (heads % heads_kv) {
         snprintf(err, errlen, "%s: head_count %u is not a multiple of head_count_kv %u",
                  gguf_path(g), heads, heads_kv);
@@ -330,12 +401,14 @@ static int read_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, s
     hp->rope_freq_scale = 1.0f / factor;
     /* llama.cpp's rope types: NEOX for both Qwen generations and Phi-3 */
     bool qwen2 = strcmp(ar, "qwen2") == 0, qwen3 = strcmp(ar, "qwen3") == 0;
-    bool phi3 = strcmp(ar, "phi3") == 0;
+    bool phi3 = strcmp(ar, "phi3") == 0, qwen3moe = strcmp(ar, "qwen3moe") == 0;
+    bool olmoe = strcmp(ar, "olmoe") == 0;
     bool gemma2 = strcmp(ar, "gemma2") == 0, gemma3 = strcmp(ar, "gemma3") == 0;
-    hp->rope_mode = qwen2 || qwen3 || phi3 || gemma2 || gemma3 ? FB_ROPE_NEOX
-                                                               : FB_ROPE_ADJACENT;
+    hp->rope_mode = qwen2 || qwen3 || phi3 || gemma2 || gemma3 || qwen3moe || olmoe
+                        ? FB_ROPE_NEOX : FB_ROPE_ADJACENT;
     hp->qkv_bias = qwen2;
-    hp->qk_norm = qwen3 || gemma3;
+    hp->qk_norm = qwen3 || gemma3 || qwen3moe || olmoe;
+    hp->qk_norm_full = olmoe;
     if (gemma2 || gemma3)
         if ((rc = read_gemma(m, err, errlen)))
             return rc;
@@ -411,6 +484,37 @@ static int find(const llm_model_t *m, const char *name, int64_t ne0, int64_t ne1
                  "BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)", gguf_path(m->g), name, tn ? tn : "unknown");
         return FD_EUNSUP;
     }
+    return 0;
+}
+
+/* A 3-D tensor of n_expert matrices of n_out rows by n_in (one after the other in the
+ * file), as n views into its bytes (no copy), like rows_of. */
+static int experts_of(const llm_model_t *m, const char *name, int64_t n_in, int64_t n_out,
+                      int n, fb_weight_t *views, char *err, size_t errlen)
+{
+    const gguf_tensor_t *t = gguf_find_tensor(m->g, name);
+    if (!t) {
+        snprintf(err, errlen, "%s: tensor %s is missing", gguf_path(m->g), name);
+        return FD_EFORMAT;
+    }
+    if (t->ne[0] != n_in || t->ne[1] != n_out || t->ne[2] != n || t->ne[3] != 1) {
+        char have[96];
+        shape_str(t, have, sizeof(have));
+        snprintf(err, errlen, "%s: tensor %s has shape %s, expected [%lld, %lld, %d]",
+                 gguf_path(m->g), name, have, (long long)n_in, (long long)n_out, n);
+        return FD_ESHAPE;
+    }
+    if (!matrix_type_ok(t->type) || !fq_type_supported(t->type)) {
+        const char *tn = gg_type_name(t->type);
+        snprintf(err, errlen, "%s: tensor %s has type %s, which is not supported (F32, F16, "
+                 "BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)", gguf_path(m->g), name, tn ? tn : "unknown");
+        return FD_EUNSUP;
+    }
+    const uint64_t bytes = gg_row_bytes(t->type, (uint64_t)n_in) * (uint64_t)n_out;
+    for (int e = 0; e < n; e++)
+        views[e] = (fb_weight_t){ .type = t->type, .n_in = n_in, .n_out = n_out,
+                                  .src = (const uint8_t *)t->data + bytes * (uint64_t)e,
+                                  .name = t->name };
     return 0;
 }
 
@@ -502,6 +606,12 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
     m->layers = calloc((size_t)hp->n_layer, sizeof(*m->layers));
     if (!m->layers)
         return -ENOMEM;
+    const int NE = hp->n_expert;
+    if (NE > 0) {
+        m->experts = calloc((size_t)hp->n_layer * 3 * (size_t)NE, sizeof(*m->experts));
+        if (!m->experts)
+            return -ENOMEM;
+    }
     int rc;
     if ((rc = matrix(m, "token_embd.weight", E, V, true, &s->tok_embd, err, errlen)) ||
         (rc = vector(m, "output_norm.weight", E, true, &s->out_norm, err, errlen)) ||
@@ -551,10 +661,28 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
         }
         if ((rc = vector(m, n[0], E, true, &y->attn_norm, err, errlen)) ||
             (rc = matrix(m, n[4], NQ, E, true, &y->wo, err, errlen)) ||
-            (rc = vector(m, n[5], E, true, &y->ffn_norm, err, errlen)) ||
-            (rc = matrix(m, n[8], F, E, true, &y->w_down, err, errlen)))
+            (rc = vector(m, n[5], E, true, &y->ffn_norm, err, errlen)))
             return rc;
-        if (hp->fused_gate_up) {
+        if (NE > 0) {
+            /* the router, then gate, up and down of every expert */
+            fb_weight_t *v = m->experts + (size_t)l * 3 * (size_t)NE;
+            const int64_t FE = hp->n_ff_exp;
+            char xn[3][64];
+            snprintf(n[9], sizeof(n[9]), "blk.%d.ffn_gate_inp.weight", l);
+            snprintf(xn[0], sizeof(xn[0]), "blk.%d.ffn_gate_exps.weight", l);
+            snprintf(xn[1], sizeof(xn[1]), "blk.%d.ffn_up_exps.weight", l);
+            snprintf(xn[2], sizeof(xn[2]), "blk.%d.ffn_down_exps.weight", l);
+            if ((rc = matrix(m, n[9], E, NE, true, &y->router, err, errlen)) ||
+                (rc = experts_of(m, xn[0], E, FE, NE, v, err, errlen)) ||
+                (rc = experts_of(m, xn[1], E, FE, NE, v + NE, err, errlen)) ||
+                (rc = experts_of(m, xn[2], FE, E, NE, v + 2 * NE, err, errlen)))
+                return rc;
+            y->exp_gate = v;
+            y->exp_up = v + NE;
+            y->exp_down = v + 2 * NE;
+        } else if ((rc = matrix(m, n[8], F, E, true, &y->w_down, err, errlen))) {
+            return rc;
+        } else if (hp->fused_gate_up) {
             /* Phi-3's ffn_up holds gate rows, then up rows (llama.cpp's SwiGLU halves) */
             fb_weight_t gu;
             if ((rc = matrix(m, n[7], E, 2 * F, true, &gu, err, errlen)))
@@ -588,9 +716,12 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
         if (hp->qk_norm) {
             const float **g[2] = { &y->q_norm, &y->k_norm };
             const char *gn[2] = { "attn_q_norm.weight", "attn_k_norm.weight" };
+            /* per head, or (olmoe) over the whole Q and K rows */
+            const int64_t len[2] = { hp->qk_norm_full ? NQ : hp->head_dim,
+                                     hp->qk_norm_full ? NKV : hp->head_dim };
             for (int i = 0; i < 2; i++) {
                 snprintf(n[9], sizeof(n[9]), "blk.%d.%s", l, gn[i]);
-                if ((rc = vector(m, n[9], hp->head_dim, true, g[i], err, errlen)))
+                if ((rc = vector(m, n[9], len[i], true, g[i], err, errlen)))
                     return rc;
             }
         }
@@ -626,6 +757,13 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
         if (strcmp(hp->arch, "gemma3") == 0)
             s->rope_swa.freq_scale = 1.0f;
     }
+    s->qk_norm_full = hp->qk_norm_full;
+    s->n_expert = hp->n_expert;
+    s->n_expert_used = hp->n_expert_used;
+    s->n_ff_exp = hp->n_ff_exp;
+    s->moe_gating = FZ_GATING_SOFTMAX;
+    s->moe_norm_w = hp->moe_norm_w;
+    s->moe_w_scale = 0.0f;
     return 0;
 }
 
@@ -776,6 +914,7 @@ fail_model:
         free(m->owned[i]);
     free(m->owned);
     free(m->layers);
+    free(m->experts);
     gguf_close(m->g);
 fail_open:
     free(m);
@@ -798,6 +937,7 @@ void llm_free(llm_model_t *m)
         free(m->owned[i]);
     free(m->owned);
     free(m->layers);
+    free(m->experts);
     gguf_close(m->g);
     free(m);
 }

@@ -1,4 +1,5 @@
-/* model.h: one loaded Llama-family model (llama, qwen2, qwen3, phi3, gemma2, gemma3) and its batched decoder step.
+/* model.h: one loaded Llama-family model (llama, qwen2, qwen3, phi3, gemma2, gemma3, and the
+ * mixture-of-experts qwen3moe, olmoe and Mixtral-style llama) and its batched decoder step.
  * Owns the GGUF mapping, the hyperparameters, the tokenizer, the backend, the fusion plan
  * (fusion/: folded weights, fused or unfused operators) and the KV cache pool.
  * llm_decode runs one step over several sequences, each at its own position, some in
@@ -18,7 +19,8 @@
 typedef struct llm_model llm_model_t;
 
 typedef struct llm_hparams {
-    char arch[32];              /* "llama", "qwen2", "qwen3", "phi3", "gemma2" or "gemma3" */
+    char arch[32];              /* "llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3",
+                                   "qwen3moe" or "olmoe" */
     int n_vocab;
     int n_ctx_train;
     int n_ctx;                  /* effective (override or n_ctx_train) */
@@ -56,6 +58,12 @@ typedef struct llm_hparams {
                                    0 when the file lists the local layers one by one */
     int n_swa_layers;           /* local layers */
     float rope_freq_base_swa;   /* RoPE base of the local layers */
+    /* mixture of experts (qwen3moe, olmoe, llama with experts: Mixtral); 0 experts: dense */
+    int n_expert;               /* <arch>.expert_count */
+    int n_expert_used;          /* <arch>.expert_used_count: experts run per token */
+    int n_ff_exp;               /* rows of each expert's gate and up */
+    bool moe_norm_w;            /* the chosen experts' weights renormalized to sum 1 */
+    bool qk_norm_full;          /* olmoe: Q and K RMS-normalized over whole rows */
 } llm_hparams_t;
 
 typedef struct llm_load_params {
@@ -89,6 +97,9 @@ int llm_n_batch_max(const llm_model_t *m);   /* rows per internal sub-batch */
 int llm_cache_type_k(const llm_model_t *m);  /* enum gg_type of the KV cache */
 int llm_cache_type_v(const llm_model_t *m);
 size_t llm_cache_bytes(const llm_model_t *m); /* bytes of the KV cache (K and V, all layers) */
+/* Mixture of experts: how often each expert of each layer was chosen since loading
+ * (n_layer * n_expert counts, layer-major), or NULL for a dense model. */
+const uint64_t *llm_expert_counts(const llm_model_t *m);
 
 /* KV cache slots: each holds one sequence of up to n_ctx tokens at positions 0..len-1. */
 int llm_seq_alloc(llm_model_t *m, int *slot);        /* FD_EFULL when none is free */

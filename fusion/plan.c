@@ -29,6 +29,12 @@ typedef struct layer {
     fb_weight_t wo, wdown;
     fz_folded_t gu[2];
     int n_gu;
+    /* mixture of experts: the router (folded in the fused plan, like gate|up) and each
+     * expert's gate and up (views of the file's bytes, or folded copies where the policy
+     * folds) and down */
+    fz_folded_t router;
+    fz_folded_t *xg, *xu;
+    fb_weight_t *xd;
 } layer_t;
 
 struct fz_plan {
@@ -53,6 +59,14 @@ struct fz_plan {
     int kv_type_k, kv_type_v;        /* the cache types kv_row_k / kv_row_v were computed for */
     size_t kv_row_k, kv_row_v;       /* bytes of one cache row */
     float **hid_dst;                 /* host, max_seqs: the sum each of those rows goes to */
+    /* mixture of experts: router logits (max_rows rows of n_expert, and their host copy);
+     * the rows each expert runs on, gathered (max_rows * n_expert_used rows of n_embd), their
+     * gate, up and SiLU products (of n_ff_exp) and down products (of n_embd) */
+    float *moe_lg, *moe_x, *moe_g, *moe_u, *moe_h, *moe_y;
+    float *moe_lgh, *moe_prob, *moe_w, *moe_wr; /* host (moe_wr: weights in row order) */
+    int32_t *moe_ids, *moe_sel;      /* host: source row of each gathered row; choices */
+    int *moe_off, *moe_fill;         /* host: n_expert + 1 segment offsets; fill counters */
+    uint64_t *moe_count;             /* host: n_layer * n_expert choices so far */
 };
 
 bool fz_plan_fused(const fz_plan_t *p) { return p->o.fused; }
@@ -65,8 +79,16 @@ size_t fz_plan_weight_copies(const fz_plan_t *p)
             n += fz_folded_bytes(&p->layers[l].qkv[i]);
         for (int i = 0; i < 2; i++)
             n += fz_folded_bytes(&p->layers[l].gu[i]);
+        n += fz_folded_bytes(&p->layers[l].router);
+        for (int e = 0; p->layers[l].xg && e < p->src.n_expert; e++)
+            n += fz_folded_bytes(&p->layers[l].xg[e]) + fz_folded_bytes(&p->layers[l].xu[e]);
     }
     return n;
+}
+
+const uint64_t *fz_plan_expert_counts(const fz_plan_t *p)
+{
+    return p->moe_count;
 }
 int fz_plan_softmax_mode(const fz_plan_t *p)
 {
@@ -145,6 +167,59 @@ static int build_product(fz_plan_t *p, const fb_weight_t *parts, int n_parts,
     return rc;
 }
 
+/* One expert's gate or up: in the fused plan with the ffn_norm gamma as in_scale on the
+ * model's own bytes (no copy per expert: gamma is the model's vector, which outlives the
+ * plan) unless the policy folds this type, as build_product does for a single part. */
+static int expert_weight(fz_plan_t *p, const fb_weight_t *w, const float *gamma,
+                         fz_folded_t *out, char *err, size_t errlen)
+{
+    int rc = 0;
+    memset(out, 0, sizeof(*out));
+    const int policy = plan_policy(p);
+    if (p->o.fused && fz_fold_policy_for(w->type, policy) != FZ_FOLD_INSCALE) {
+        rc = fz_fold_rms(w, 1, gamma, policy, w->name, out, err, errlen);
+    } else {
+        out->w = *w;
+        out->w.impl = NULL;
+        out->w.owner = NULL;
+        if (p->o.fused)
+            out->w.in_scale = gamma;
+    }
+    return rc ? rc : prep(p, &out->w, err, errlen);
+}
+
+/* The router and the experts of layer l. */
+static int build_moe(fz_plan_t *p, const fz_layer_src_t *s, layer_t *y, int l, char *err,
+                     size_t errlen)
+{
+    const fz_model_src_t *m = &p->src;
+    int n_router, rc;
+    if (!s->exp_gate || !s->exp_up || !s->exp_down || !s->router.src) {
+        snprintf(err, errlen, "plan: layer %d has no router or experts", l);
+        return -EINVAL;
+    }
+    if ((rc = build_product(p, &s->router, 1, s->ffn_norm, "ffn_gate_inp", &y->router,
+                            &n_router, err, errlen)))
+        return rc;
+    const size_t NE = (size_t)m->n_expert;
+    y->xg = calloc(NE, sizeof(*y->xg));
+    y->xu = calloc(NE, sizeof(*y->xu));
+    y->xd = calloc(NE, sizeof(*y->xd));
+    if (!y->xg || !y->xu || !y->xd) {
+        snprintf(err, errlen, "plan: out of memory");
+        return -ENOMEM;
+    }
+    for (size_t e = 0; e < NE; e++) {
+        if ((rc = expert_weight(p, &s->exp_gate[e], s->ffn_norm, &y->xg[e], err, errlen)) ||
+            (rc = expert_weight(p, &s->exp_up[e], s->ffn_norm, &y->xu[e], err, errlen)))
+            return rc;
+        y->xd[e] = s->exp_down[e];
+        if ((rc = prep(p, &y->xd[e], err, errlen)))
+            return rc;
+    }
+    return 0;
+}
+
 static int alloc_act(fz_plan_t *p, float **buf, size_t rows, size_t cols)
 {
     size_t n;
@@ -157,7 +232,8 @@ static int alloc_act(fz_plan_t *p, float **buf, size_t rows, size_t cols)
 static void free_act(fz_plan_t *p)
 {
     float **bufs[] = { &p->x, &p->xn, &p->qkv, &p->att, &p->tmp, &p->gu, &p->h,
-                       &p->hx, &p->hxn, &p->logits, &p->qs, &p->ks };
+                       &p->hx, &p->hxn, &p->logits, &p->qs, &p->ks, &p->moe_lg, &p->moe_x,
+                       &p->moe_g, &p->moe_u, &p->moe_h, &p->moe_y };
     for (size_t i = 0; i < FD_ARRAY_LEN(bufs); i++) {
         if (*bufs[i])
             fb_free(p->be, *bufs[i]);
@@ -178,8 +254,27 @@ void fz_plan_free(fz_plan_t *p)
                 fz_folded_free(&p->layers[l].qkv[i]);
             for (int i = 0; i < 2; i++)
                 fz_folded_free(&p->layers[l].gu[i]);
+            layer_t *y = &p->layers[l];
+            fz_folded_free(&y->router);
+            for (int e = 0; y->xg && e < p->src.n_expert; e++) {
+                fz_folded_free(&y->xg[e]);
+                fz_folded_free(&y->xu[e]);
+            }
+            free(y->xg);
+            free(y->xu);
+            free(y->xd);
         }
     }
+    if (p->moe_lgh)
+        fb_host_free(p->be, p->moe_lgh);
+    free(p->moe_prob);
+    free(p->moe_w);
+    free(p->moe_wr);
+    free(p->moe_ids);
+    free(p->moe_sel);
+    free(p->moe_off);
+    free(p->moe_fill);
+    free(p->moe_count);
     fz_folded_free(&p->head);
     free(p->layers);
     free(p->prepared);
@@ -219,7 +314,15 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
     p->attn_scale = af * af * (src->attn_scale > 0 ? src->attn_scale
                                                    : 1.0f / sqrtf((float)src->head_dim));
     int L = src->n_layer;
-    p->cap_prepared = 14 * L + 4;
+    const bool moe = src->n_expert > 0;
+    if (moe && (src->n_expert_used < 1 || src->n_expert_used > src->n_expert ||
+                src->n_ff_exp < 1)) {
+        snprintf(err, errlen, "plan: %d of %d experts, expert width %d", src->n_expert_used,
+                 src->n_expert, src->n_ff_exp);
+        free(p);
+        return -EINVAL;
+    }
+    p->cap_prepared = 14 * L + 4 + (moe ? L * (2 + 3 * src->n_expert) : 0);
     p->layers = calloc((size_t)L, sizeof(*p->layers));
     p->prepared = calloc((size_t)p->cap_prepared, sizeof(*p->prepared));
     p->attn = calloc((size_t)opts->max_seqs, sizeof(*p->attn));
@@ -240,9 +343,14 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
         }
         fb_weight_t qkv[3] = { s->wq, s->wk, s->wv }, gu[2] = { s->w_gate, s->w_up };
         if ((rc = build_product(p, qkv, 3, s->attn_norm, "attn_qkv", y->qkv, &y->n_qkv, err,
-                                errlen)) ||
-            (rc = build_product(p, gu, 2, s->ffn_norm, "ffn_gate_up", y->gu, &y->n_gu, err,
                                 errlen)))
+            goto fail;
+        if (moe)
+            rc = build_moe(p, s, y, l, err, errlen);
+        else
+            rc = build_product(p, gu, 2, s->ffn_norm, "ffn_gate_up", y->gu, &y->n_gu, err,
+                               errlen);
+        if (rc)
             goto fail;
         /* the head norms are plain operators in both plans: what follows them is RoPE, not a
          * product a scale could be deferred past */
@@ -254,8 +362,10 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
                 goto fail;
             }
             y->qk_norm = true;
-            y->qn = gamma_weight(s->q_norm, src->head_dim, "attn_q_norm");
-            y->kn = gamma_weight(s->k_norm, src->head_dim, "attn_k_norm");
+            y->qn = gamma_weight(s->q_norm, src->qk_norm_full ? p->n_q : src->head_dim,
+                                 "attn_q_norm");
+            y->kn = gamma_weight(s->k_norm, src->qk_norm_full ? p->n_kv : src->head_dim,
+                                 "attn_k_norm");
             if ((rc = prep(p, &y->qn, err, errlen)) || (rc = prep(p, &y->kn, err, errlen)))
                 goto fail;
             p->qk_norm = true;
@@ -275,7 +385,8 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
         }
         y->wo = s->wo;
         y->wdown = s->w_down;
-        if ((rc = prep(p, &y->wo, err, errlen)) || (rc = prep(p, &y->wdown, err, errlen)))
+        if ((rc = prep(p, &y->wo, err, errlen)) ||
+            (!moe && (rc = prep(p, &y->wdown, err, errlen))))
             goto fail;
     }
     p->tok_embd = src->tok_embd;
@@ -302,10 +413,30 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
     size_t E = (size_t)src->n_embd, F = (size_t)src->n_ff;
     if ((rc = alloc_act(p, &p->x, R, E)) || (rc = alloc_act(p, &p->qkv, R, (size_t)p->n_qkv)) ||
         (rc = alloc_act(p, &p->att, R, (size_t)p->n_q)) || (rc = alloc_act(p, &p->tmp, R, E)) ||
-        (rc = alloc_act(p, &p->gu, R, 2 * F)) || (rc = alloc_act(p, &p->h, R, F)) ||
+        (!moe && ((rc = alloc_act(p, &p->gu, R, 2 * F)) || (rc = alloc_act(p, &p->h, R, F)))) ||
         (rc = alloc_act(p, &p->hx, S, E)) || (rc = alloc_act(p, &p->hxn, S, E)) ||
         (rc = alloc_act(p, &p->logits, S, (size_t)src->n_vocab)))
         goto fail_mem;
+    if (moe) {
+        size_t NE = (size_t)src->n_expert, RK = R * (size_t)src->n_expert_used;
+        size_t FE = (size_t)src->n_ff_exp;
+        if ((rc = alloc_act(p, &p->moe_lg, R, NE)) || (rc = alloc_act(p, &p->moe_x, RK, E)) ||
+            (rc = alloc_act(p, &p->moe_g, RK, FE)) || (rc = alloc_act(p, &p->moe_u, RK, FE)) ||
+            (rc = alloc_act(p, &p->moe_h, RK, FE)) || (rc = alloc_act(p, &p->moe_y, RK, E)))
+            goto fail_mem;
+        p->moe_lgh = fb_host_alloc(p->be, R * NE * sizeof(float)); /* page-locked on a GPU */
+        p->moe_prob = malloc(NE * sizeof(float));
+        p->moe_w = malloc(RK * sizeof(float));
+        p->moe_wr = malloc(RK * sizeof(float));
+        p->moe_ids = malloc(RK * sizeof(int32_t));
+        p->moe_sel = malloc(RK * sizeof(int32_t));
+        p->moe_off = malloc((NE + 1) * sizeof(int));
+        p->moe_fill = malloc(NE * sizeof(int));
+        p->moe_count = calloc((size_t)L * NE, sizeof(uint64_t));
+        if (!p->moe_lgh || !p->moe_prob || !p->moe_w || !p->moe_wr || !p->moe_ids ||
+            !p->moe_sel || !p->moe_off || !p->moe_fill || !p->moe_count)
+            goto nomem;
+    }
     if (!opts->fused && (rc = alloc_act(p, &p->xn, R, E)))
         goto fail_mem;
     if (p->qk_norm && ((rc = alloc_act(p, &p->qs, R, (size_t)p->n_q)) ||
@@ -372,10 +503,10 @@ static void view(const fz_plan_t *p, float *buf, const fz_folded_t *parts, int n
 /* RMSNorm of each head of n rows of *x (row stride *ld) with gamma g, as one operator over
  * n * n_heads rows of head_dim: rows that are not contiguous (a concatenated Q|K|V product)
  * are first copied into scratch, and *x, *ld then point there. */
-static int head_norm(fz_plan_t *p, float **x, int64_t *ld, int n, int n_heads,
+static int head_norm(fz_plan_t *p, float **x, int64_t *ld, int n, int n_heads, int dim,
                      const fb_weight_t *g, float *scratch)
 {
-    int64_t width = (int64_t)n_heads * p->src.head_dim;
+    int64_t width = (int64_t)n_heads * dim;
     int rc;
     if (*ld != width) {
         if ((rc = fb_copy2d(p->be, scratch, width, *x, *ld, n, width)))
@@ -383,7 +514,120 @@ static int head_norm(fz_plan_t *p, float **x, int64_t *ld, int n, int n_heads,
         *x = scratch;
         *ld = width;
     }
-    return fb_rmsnorm(p->be, *x, (int64_t)n * n_heads, p->src.head_dim, g, p->src.eps, *x);
+    return fb_rmsnorm(p->be, *x, (int64_t)n * n_heads, dim, g, p->src.eps, *x);
+}
+
+/* The expert weights of one row from its n_expert router logits (enum fz_moe_gating):
+ * sel[0..k) the chosen experts, best first (ties to the lower index), w their weights. */
+static void route_row(fz_plan_t *p, const float *lg, int32_t *sel, float *w)
+{
+    const fz_model_src_t *m = &p->src;
+    const int NE = m->n_expert, K = m->n_expert_used;
+    float *prob = p->moe_prob;
+    if (m->moe_gating == FZ_GATING_SIGMOID) {
+        for (int e = 0; e < NE; e++)
+            prob[e] = 1.0f / (1.0f + expf(-lg[e]));
+    } else {
+        float mx = lg[0];
+        for (int e = 1; e < NE; e++)
+            mx = fmaxf(mx, lg[e]);
+        double sum = 0;
+        for (int e = 0; e < NE; e++) {
+            prob[e] = expf(lg[e] - mx);
+            sum += prob[e];
+        }
+        float inv = (float)(1.0 / sum);
+        for (int e = 0; e < NE; e++)
+            prob[e] *= inv;
+    }
+    for (int j = 0; j < K; j++) {
+        int best = -1;
+        for (int e = 0; e < NE; e++) {
+            bool taken = false;
+            for (int i = 0; i < j && !taken; i++)
+                taken = sel[i] == e;
+            if (!taken && (best < 0 || prob[e] > prob[best]))
+                best = e;
+        }
+        sel[j] = best;
+        w[j] = prob[best];
+    }
+    if (m->moe_norm_w) {
+        float sum = 0;
+        for (int j = 0; j < K; j++)
+            sum += w[j];
+        for (int j = 0; j < K; j++)
+            w[j] /= sum;
+    }
+    if (m->moe_w_scale != 0.0f && m->moe_w_scale != 1.0f)
+        for (int j = 0; j < K; j++)
+            w[j] *= m->moe_w_scale;
+}
+
+/* Routes n rows from the host router logits: each expert's rows become one segment
+ * moe_off[e] .. moe_off[e + 1] of the gathered rows, in row order, with the row it came
+ * from in moe_ids and its weight in moe_w. */
+static void route(fz_plan_t *p, int l, int n)
+{
+    const fz_model_src_t *m = &p->src;
+    const int NE = m->n_expert, K = m->n_expert_used;
+    for (int r = 0; r < n; r++)
+        route_row(p, p->moe_lgh + (size_t)r * NE, p->moe_sel + (size_t)r * K,
+                  p->moe_wr + (size_t)r * K);
+    memset(p->moe_off, 0, (size_t)(NE + 1) * sizeof(int));
+    for (int i = 0; i < n * K; i++)
+        p->moe_off[p->moe_sel[i] + 1]++;
+    for (int e = 0; e < NE; e++) {
+        p->moe_off[e + 1] += p->moe_off[e];
+        p->moe_fill[e] = p->moe_off[e];
+        p->moe_count[(size_t)l * NE + e] += (uint64_t)(p->moe_off[e + 1] - p->moe_off[e]);
+    }
+    for (int i = 0; i < n * K; i++) {
+        int at = p->moe_fill[p->moe_sel[i]]++;
+        p->moe_ids[at] = i / K;
+        p->moe_w[at] = p->moe_wr[i];
+    }
+}
+
+/* The mixture-of-experts feed-forward of layer l over n rows of in (the fused plan: raw
+ * residual rows, every product's RMS scale deferred, which commutes with gathering rows),
+ * added into the residual x.  The router's logits come back to the host to be routed: on a
+ * device backend that is one copy of n x n_expert floats and a wait for the queue, per
+ * layer and step. */
+static int moe_ffn(fz_plan_t *p, int l, const float *in, int n)
+{
+    const layer_t *y = &p->layers[l];
+    const fz_model_src_t *m = &p->src;
+    const int NE = m->n_expert, nk = n * m->n_expert_used;
+    const int64_t E = m->n_embd, FE = m->n_ff_exp;
+    fb_defer_t defer = { .kind = FB_NORM_RMS, .eps = m->eps };
+    const fb_defer_t *d = p->o.fused ? &defer : NULL;
+    int rc;
+    if ((rc = fb_matmul(p->be, &y->router.w, in, n, p->moe_lg, d)) ||
+        (rc = fb_to_host(p->be, p->moe_lgh, p->moe_lg, (size_t)n * (size_t)NE * sizeof(float))) ||
+        (rc = fb_sync(p->be)))
+        return rc;
+    route(p, l, n);
+    if ((rc = fb_gather_rows(p->be, p->moe_x, in, E, n, p->moe_ids, nk, E)))
+        return rc;
+    for (int e = 0; e < NE; e++) {
+        int r0 = p->moe_off[e], cnt = p->moe_off[e + 1] - r0;
+        if (cnt == 0)
+            continue;
+        const float *xe = p->moe_x + (size_t)r0 * (size_t)E;
+        if ((rc = fb_matmul(p->be, &y->xg[e].w, xe, cnt, p->moe_g + (size_t)r0 * (size_t)FE, d)) ||
+            (rc = fb_matmul(p->be, &y->xu[e].w, xe, cnt, p->moe_u + (size_t)r0 * (size_t)FE, d)))
+            return rc;
+    }
+    if ((rc = fb_silu_mul(p->be, p->moe_g, p->moe_u, nk, FE, FE, p->moe_h)))
+        return rc;
+    for (int e = 0; e < NE; e++) {
+        int r0 = p->moe_off[e], cnt = p->moe_off[e + 1] - r0;
+        if (cnt > 0 && (rc = fb_matmul(p->be, &y->xd[e], p->moe_h + (size_t)r0 * (size_t)FE,
+                                       cnt, p->moe_y + (size_t)r0 * (size_t)E, NULL)))
+            return rc;
+    }
+    return fb_scatter_add_rows(p->be, p->x, E, n, p->moe_y, p->moe_ids, p->moe_w, nk, E);
 }
 
 static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *pos, int n,
@@ -416,9 +660,12 @@ static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *
     view(p, p->qkv, y->qkv, y->n_qkv, 0, &q, &ldq);
     view(p, p->qkv, y->qkv, y->n_qkv, p->n_q, &k, &ldk);
     view(p, p->qkv, y->qkv, y->n_qkv, p->n_q + p->n_kv, &v, &ldv);
+    /* per head (qwen3), or OLMoE's over the whole Q and K rows: one "head" of their width */
+    int hq = m->qk_norm_full ? 1 : m->n_head, hk = m->qk_norm_full ? 1 : m->n_head_kv;
+    int dq = m->qk_norm_full ? p->n_q : m->head_dim, dk = m->qk_norm_full ? p->n_kv : m->head_dim;
     if (y->qk_norm &&
-        ((rc = head_norm(p, &q, &ldq, n, m->n_head, &y->qn, p->qs)) ||
-         (rc = head_norm(p, &k, &ldk, n, m->n_head_kv, &y->kn, p->ks))))
+        ((rc = head_norm(p, &q, &ldq, n, hq, dq, &y->qn, p->qs)) ||
+         (rc = head_norm(p, &k, &ldk, n, hk, dk, &y->kn, p->ks))))
         return rc;
     const fb_rope_t *rope = y->swa && m->rope_swa.n_rot ? &m->rope_swa : &m->rope;
     if ((rc = fb_rope(p->be, q, n, ldq, m->n_head, m->head_dim, pos, rope)) ||
@@ -464,6 +711,8 @@ static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *
             return rc;
         in = p->xn;
     }
+    if (m->n_expert > 0)
+        return moe_ffn(p, l, in, n);
     if ((rc = product(p, y->gu, y->n_gu, in, n, p->gu)))
         return rc;
     float *g, *u;

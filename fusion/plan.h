@@ -26,16 +26,27 @@ typedef struct fz_layer_src {
     const float *q_norm, *k_norm;    /* head_dim each (qwen3: every Q and K head is
                                         RMS-normalized with these before RoPE), or NULL */
     const float *ffn_norm;           /* n_embd */
-    fb_weight_t w_gate, w_up, w_down;
+    fb_weight_t w_gate, w_up, w_down; /* dense layers (n_expert 0) */
     /* Gemma 2/3: RMSNorms of the attention block's and the feed-forward block's outputs
      * before each residual add (n_embd each), or NULL */
     const float *post_attn_norm, *post_ffn_norm;
     bool swa;                        /* a local layer: sliding-window attention (n_swa) and
                                         fz_model_src_t.rope_swa */
+    /* Mixture of experts (fz_model_src_t.n_expert > 0): the router (n_expert rows of
+     * n_embd) and each expert's gate, up (n_ff_exp rows of n_embd) and down (n_embd rows of
+     * n_ff_exp), n_expert of each, views of the file's 3-D tensors */
+    fb_weight_t router;
+    const fb_weight_t *exp_gate, *exp_up, *exp_down;
 } fz_layer_src_t;
 
 /* The feed-forward activation of gate times up. */
 enum fz_act { FZ_ACT_SILU = 0, FZ_ACT_GELU = 1 };
+
+/* How the router's logits become expert weights (llama.cpp's build_moe_ffn): probabilities
+ * by softmax over all experts (or a sigmoid each), the top n_expert_used of them chosen, their
+ * probabilities renormalized to sum 1 when norm_w, then multiplied by w_scale (0 or 1:
+ * not). */
+enum fz_moe_gating { FZ_GATING_SOFTMAX = 0, FZ_GATING_SIGMOID = 1 };
 
 typedef struct fz_model_src {
     int n_layer, n_embd, n_head, n_head_kv, head_dim, n_ff, n_vocab;
@@ -56,6 +67,13 @@ typedef struct fz_model_src {
     float final_softcap;             /* logits become c tanh(logit / c) (0: none) */
     int n_swa;                       /* the local layers' window (fb_attn_t.window) */
     fb_rope_t rope_swa;              /* the local layers' RoPE (freq_factors unused) */
+    bool qk_norm_full;               /* OLMoE: q_norm / k_norm normalize each whole Q row
+                                        (n_head * head_dim) and K row, not each head */
+    int n_expert, n_expert_used;     /* 0: dense feed-forward */
+    int n_ff_exp;                    /* rows of each expert's gate and up */
+    int moe_gating;                  /* enum fz_moe_gating */
+    bool moe_norm_w;
+    float moe_w_scale;
 } fz_model_src_t;
 
 typedef struct fz_plan_opts {
@@ -77,6 +95,9 @@ int fz_plan_softmax_mode(const fz_plan_t *p);
 /* Bytes of weight copies the plan holds (folded or concatenated matrices); 0 when every
  * product reads the model's own bytes, as the fused plan's do on the CPU backend. */
 size_t fz_plan_weight_copies(const fz_plan_t *p);
+/* Mixture of experts: how many times each expert of each layer was chosen since the plan was
+ * created (n_layer * n_expert counts, layer-major), or NULL for a dense model. */
+const uint64_t *fz_plan_expert_counts(const fz_plan_t *p);
 
 /* The KV cache the forward writes and attends to (backend memory, owned by the caller):
  * layer l, slot s, position t is row s * n_ctx + t of k[l] (and of v[l]), each row n_head_kv

@@ -8,8 +8,9 @@
  * batched decode logits equal to the CPU's, and final hidden states (embeddings) equal to the
  * CPU's; RoPE with Llama 3.1's frequency factors, and qwen3, Llama 3.1-style and Phi-3.5
  * models equal to the CPU's; Gemma's ops (GELU gating, scale, soft-cap, windowed and
- * soft-capped attention) and Gemma 2 / Gemma 3 models equal to the CPU's; KV cache types
- * other than F32 refused at load. */
+ * soft-capped attention) and Gemma 2 / Gemma 3 models equal to the CPU's; the
+ * mixture-of-experts row ops and qwen3moe, OLMoE and Mixtral-style models (one and two
+ * sequences a step) equal to the CPU's; KV cache types other than F32 refused at load. */
 #include <math.h>
 
 #include "backends/backend.h"
@@ -987,6 +988,116 @@ START_TEST(test_gemma)
 }
 END_TEST
 
+/* Mixture of experts on the device: gather_rows and scatter_add_rows against the CPU
+ * reference (repeated destinations, 40 rows of 2051 floats), then qwen3moe, OLMoE and a
+ * Mixtral-style llama (Q8_0) whose greedy ids equal the CPU backend's and whose logits agree,
+ * fused and unfused, in graphs and eager; two sequences decoded together route per row. */
+START_TEST(test_moe)
+{
+    fb_backend_t *be = gpu();
+    const int64_t n = 2051, n_src = 13, rows = 40;
+    float *hx = rnd(n_src * n, 2.f), *hw = rnd(rows, 1.f), *hy = rnd(n_src * n, 1.f);
+    float *hg = malloc(sizeof(float) * (size_t)(rows * n));
+    int32_t ids[40];
+    for (int r = 0; r < rows; r++)
+        ids[r] = (int32_t)((r * 7 + 3) % n_src);
+    float *x = up(be, hx, n_src * n), *y = up(be, hy, n_src * n);
+    float *g = fb_alloc(be, sizeof(float) * (size_t)(rows * n));
+    poison(be, g, rows * n);
+    ck_assert_int_eq(fb_gather_rows(be, g, x, n, n_src, ids, rows, n), 0);
+    fcpu_ref_gather_rows(hg, hx, n, ids, rows, n);
+    float *got = down(be, g, rows * n);
+    CHECKM(rel_err(got, hg, rows * n) == 0, "gather_rows");
+    free(got);
+    ck_assert_int_eq(fb_scatter_add_rows(be, y, n, n_src, g, ids, hw, rows, n), 0);
+    fcpu_ref_scatter_add_rows(hy, n, hg, ids, hw, rows, n);
+    got = down(be, y, n_src * n);
+    CHECKM(rel_err(got, hy, n_src * n) <= 1e-6, "scatter_add_rows %.3g",
+           rel_err(got, hy, n_src * n));
+    free(got);
+    ids[5] = (int32_t)n_src;
+    ck_assert_int_eq(fb_gather_rows(be, g, x, n, n_src, ids, rows, n), -EINVAL);
+    free(hx); free(hw); free(hy); free(hg);
+    fb_free(be, x);
+    fb_free(be, y);
+    fb_free(be, g);
+    fb_destroy(be);
+
+    const gguf_w_llama_t specs[] = {
+        { .name = "qwen3moe-test", .arch = "qwen3moe", .n_embd = 256, .n_layer = 3,
+          .n_head = 4, .n_head_kv = 2, .head_dim = 64, .n_ff = 128, .n_vocab = 512,
+          .n_ctx = 256, .rope_base = 1e6f, .norm_eps = 1e-6f, .wtype = GG_F32, .seed = 8,
+          .n_expert = 16, .n_expert_used = 4 },
+        { .name = "olmoe-test", .arch = "olmoe", .n_embd = 256, .n_layer = 3, .n_head = 4,
+          .n_head_kv = 4, .n_ff = 128, .n_vocab = 512, .n_ctx = 256, .rope_base = 1e4f,
+          .norm_eps = 1e-5f, .wtype = GG_F32, .seed = 9, .n_expert = 8, .n_expert_used = 2 },
+        { .name = "mixtral-test", .arch = "llama", .n_embd = 256, .n_layer = 3, .n_head = 4,
+          .n_head_kv = 2, .n_ff = 256, .n_vocab = 512, .n_ctx = 256, .rope_base = 1e6f,
+          .norm_eps = 1e-5f, .tied = true, .wtype = GG_Q8_0, .seed = 10, .n_expert = 8,
+          .n_expert_used = 2 },
+    };
+    for (int m = 0; m < (int)FD_ARRAY_LEN(specs); m++) {
+        char path[] = "/tmp/fusiond-cuda-moe-XXXXXX";
+        int fd = mkstemp(path);
+        CHECKM(fd >= 0, "mkstemp");
+        close(fd);
+        gguf_w_llama_t sp = specs[m];
+        char err[512];
+        CHECKM(gguf_w_llama_write(&sp, path, 1, err, sizeof(err)) == 0, "%s", err);
+        const char *cpu_opt[] = {"blas_rows=0", NULL}, *eager[] = {"graphs=0", NULL};
+        const char *const *gopts[] = {NULL, eager};
+        const int nt = 40;
+        for (int f = 0; f < 2; f++) {
+            llm_model_t *cpu = load_path(path, "cpu", f, cpu_opt, 1);
+            ck_assert_int_eq(llm_hparams(cpu)->n_expert, sp.n_expert);
+            int32_t want[40], got_ids[40];
+            float d;
+            greedy(cpu, want, nt, &d, NULL);
+            for (int k = 0; k < 2; k++) {
+                llm_model_t *gm = load_path(path, "cuda", f, gopts[k], 1);
+                llm_model_t *c2 = load_path(path, "cpu", f, cpu_opt, 1);
+                greedy(gm, got_ids, nt, &d, c2);
+                for (int i = 0; i < nt; i++)
+                    CHECKM(got_ids[i] == want[i], "%s fusion %d %s: token %d is %d, cpu %d",
+                           sp.name, f, k ? "eager" : "graphs", i, got_ids[i], want[i]);
+                CHECKM(d <= 1e-3f, "%s fusion %d: logits differ from the CPU's by %g", sp.name,
+                       f, d);
+                llm_free(gm);
+                llm_free(c2);
+            }
+            llm_free(cpu);
+        }
+        /* two sequences at different lengths in one step */
+        llm_model_t *gm = load_path(path, "cuda", true, NULL, 2);
+        llm_model_t *cm = load_path(path, "cpu", true, cpu_opt, 2);
+        int32_t prompt[12] = {1, 403, 407, 261, 378, 284, 356, 306, 393, 270, 263, 306};
+        float *lg = malloc(sizeof(float) * 512 * 19), *lc = malloc(sizeof(float) * 512 * 19);
+        llm_model_t *both[2] = {gm, cm};
+        float *outs[2] = {lg, lc};
+        for (int b = 0; b < 2; b++) {
+            int s0, s1;
+            ck_assert_int_eq(llm_seq_alloc(both[b], &s0), 0);
+            ck_assert_int_eq(llm_seq_alloc(both[b], &s1), 0);
+            llm_batch_entry_t e[2] = {
+                {.slot = s0, .tokens = prompt, .n_tokens = 12, .want_logits = 12},
+                {.slot = s1, .tokens = prompt + 5, .n_tokens = 7, .want_logits = 7},
+            };
+            ck_assert_int_eq(llm_decode(both[b], e, 2, outs[b]), 0);
+        }
+        float dmax = 0;
+        for (int i = 0; i < 512 * 19; i++)
+            dmax = fmaxf(dmax, fabsf(lg[i] - lc[i]));
+        CHECKM(dmax <= 1e-3f, "%s two sequences: logits differ from the CPU's by %g", sp.name,
+               dmax);
+        free(lg);
+        free(lc);
+        llm_free(gm);
+        llm_free(cm);
+        unlink(path);
+    }
+}
+END_TEST
+
 /* Programmatic dependent launch changes when kernels start, never what they compute: the
  * default (pdl=2: in one-row steps only, so a 12-row prefill runs without it and the decode
  * steps with it, into grids of pdl_blocks or more) and pdl=1 give logits bit-identical to
@@ -1112,6 +1223,7 @@ static Suite *suite(void)
     tcase_add_test(m, test_other_archs);
     tcase_add_test(m, test_cache_types_refused);
     tcase_add_test(m, test_gemma);
+    tcase_add_test(m, test_moe);
     suite_add_tcase(s, m);
     return s;
 }

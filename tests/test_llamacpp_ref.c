@@ -1,13 +1,15 @@
 /* test_llamacpp_ref.c: proves fusiond computes what llama.cpp computes, architecture by
  * architecture and weight type by weight type: for small random-weight models (llama, qwen2,
- * qwen3, phi3, gemma2, gemma3; F32, F16, BF16, Q8_0, Q4_0, Q4_K_M, Q5_K_M, Q6_K) the logits
- * after every prompt position, on the CPU backend (fast kernels and reference ops, fused and
- * unfused plans), equal llama.cpp's within the bound each type justifies; Llama 3.1's RoPE
- * frequency factors (rope_freqs.weight), phi3 (fused tensors), Phi-3.5's LongRoPE (short and
- * long factors, attention factor) and Gemma 2/3 (embedding scale, GELU, post norms,
- * soft-caps, a sliding window of 4 under a 10-token prompt, Gemma 3's local RoPE base) too,
- * and a Gemma-style vocabulary tokenizes as llama.cpp tokenizes it; and with f16 and q8_0 KV
- * caches, against llama.cpp's runs with the same cache types.  The references are
+ * qwen3, phi3, gemma2, gemma3, qwen3moe, olmoe; F32, F16, BF16, Q8_0, Q4_0, Q4_K_M, Q5_K_M,
+ * Q6_K) the logits after every prompt position, on the CPU backend (fast kernels and reference
+ * ops, fused and unfused plans), equal llama.cpp's within the bound each type justifies;
+ * Llama 3.1's RoPE frequency factors (rope_freqs.weight), phi3 (fused tensors), Phi-3.5's
+ * LongRoPE (short and long factors, attention factor), Gemma 2/3 (embedding scale, GELU, post
+ * norms, soft-caps, a sliding window of 4 under a 10-token prompt, Gemma 3's local RoPE base)
+ * and the mixtures of experts qwen3moe, olmoe and Mixtral-style llama (routing,
+ * renormalization or not, OLMoE's whole-row Q/K norms, a prompt that reaches every expert)
+ * too, and a Gemma-style vocabulary tokenizes as llama.cpp tokenizes it; and with f16 and q8_0
+ * KV caches, against llama.cpp's runs with the same cache types.  The references are
  * tests/data/llamacpp-*.txt, written by tests/ref/make-refs.sh with
  * llama.cpp's own CPU binaries; each file's "model" line is the recipe this test writes the
  * same model from. */
@@ -60,7 +62,7 @@ static void parse_model(ref_t *r, char *line)
 {
     gguf_w_llama_t *s = &r->spec;
     *s = (gguf_w_llama_t){ .rope_base = 10000.0f, .norm_eps = 1e-5f, .name = "llamacpp-ref" };
-    int seen = 0, gemma = 0;
+    int seen = 0, gemma = 0, moe = 0;
     for (char *tok = strtok(line, " "); tok; tok = strtok(NULL, " ")) {
         char *eq = strchr(tok, '=');
         ck_assert_msg(eq != NULL, "model line: '%s' is not key=value", tok);
@@ -88,13 +90,17 @@ static void parse_model(ref_t *r, char *line)
         else if (!strcmp(k, "attn_softcap")) s->attn_softcap = strtof(v, NULL), gemma++;
         else if (!strcmp(k, "final_softcap")) s->final_softcap = strtof(v, NULL), gemma++;
         else if (!strcmp(k, "rope_base")) s->rope_base = strtof(v, NULL), gemma++;
+        else if (!strcmp(k, "n_expert")) s->n_expert = key_int(v), moe++;
+        else if (!strcmp(k, "n_expert_used")) s->n_expert_used = key_int(v), moe++;
         else if (!strcmp(k, "gemma_vocab")) s->gemma_vocab = key_int(v) != 0, seen--;
+        else if (!strcmp(k, "rope_scale")) s->rope_scale = strtof(v, NULL), seen--;
         else
             ck_abort_msg("model line: unknown key '%s'", k);
     }
-    /* the gemma models' four keys come together */
-    ck_assert_int_eq(seen, 15 + gemma);
+    /* the gemma models' four keys come together, and the mixtures' two */
+    ck_assert_int_eq(seen, 15 + gemma + moe);
     ck_assert(gemma == 0 || gemma == 4);
+    ck_assert(moe == 0 || moe == 2);
     ck_assert_int_eq(s->n_vocab, N_VOCAB);
     s->arch = r->arch;
     s->wtype = parse_type(r->type);
@@ -198,6 +204,24 @@ static float *run_cache(const char *path, bool fusion, bool ref_ops, bool stepwi
                                 .want_logits = step };
         ck_assert_int_eq(llm_decode(m, &e, 1, lg + (size_t)t * N_VOCAB), 0);
     }
+    /* a mixture of experts: the prompt reaches every expert of every layer, and each row
+     * ran exactly n_expert_used of them */
+    const llm_hparams_t *hp = llm_hparams(m);
+    if (hp->n_expert > 0) {
+        const uint64_t *cnt = llm_expert_counts(m);
+        ck_assert_ptr_nonnull(cnt);
+        for (int l = 0; l < hp->n_layer; l++) {
+            uint64_t sum = 0;
+            for (int x = 0; x < hp->n_expert; x++) {
+                ck_assert_msg(cnt[l * hp->n_expert + x] > 0, "%s: expert %d of layer %d was "
+                              "never chosen", path, x, l);
+                sum += cnt[l * hp->n_expert + x];
+            }
+            ck_assert_uint_eq(sum, (uint64_t)r->n_ids * (uint64_t)hp->n_expert_used);
+        }
+    } else {
+        ck_assert_ptr_null(llm_expert_counts(m));
+    }
     llm_free(m);
     return lg;
 }
@@ -256,7 +280,7 @@ static double bound(const char *arch, const char *type)
     return 5e-2;
 }
 
-/* The bound of a reference with a KV cache other than F32 (F32 weights).  Both programs
+* The bound of a reference with a KV cache other than F32 (F32 weights).  Both programs
  * round each K and V value to the cache type the same way (f16: round to nearest even; q8_0:
  * ggml's blocks, d = amax / 127 in fp16, codes rounded to nearest), and fusiond computes
  * around the rounded cache as llama.cpp does (cpu/ref_ops.h): the query rounded for the K
@@ -279,8 +303,10 @@ static const char *const refs[] = {
     "llama-q4_0", "llama-q4_k_m", "llama-q5_k_m", "llama-q6_k", "qwen3-q4_k_m",
     "llama3-ropefreqs-f32", "llama3-ropefreqs-q4_k_m", "phi3-f32", "phi3-longrope-short-f32",
     "phi3-longrope-long-f32", "phi3-q4_k_m", "gemma2-f32", "gemma3-f32", "gemma2-q8_0",
-    "gemma3-q8_0", "gemma2-q4_k_m", "gemma3-q4_k_m", "llama-hd64-f32", "qwen3-f32-kv-f16",
-    "qwen3-f32-kv-q8_0", "llama-hd64-f32-kv-f16", "llama-hd64-f32-kv-q8_0",
+    "gemma3-q8_0", "gemma2-q4_k_m", "gemma3-q4_k_m", "gemma3-ropescale-f32", "qwen3moe-f32",
+    "qwen3moe-q8_0", "qwen3moe-q4_k_m", "olmoe-f32", "olmoe-q4_k_m", "mixtral-f32",
+    "mixtral-q4_0", "llama-hd64-f32", "qwen3-f32-kv-f16", "qwen3-f32-kv-q8_0",
+    "llama-hd64-f32-kv-f16", "llama-hd64-f32-kv-q8_0",
 };
 
 START_TEST(test_matches_llamacpp)
@@ -295,7 +321,7 @@ START_TEST(test_matches_llamacpp)
         float *lg = run(path, fusion, ref_ops, stepwise, &r);
         int worst = 0;
         double e = rel_err(lg, &r, &worst);
-        fprintf(stderr, "%-14s fusion %-3s %-7s %-8s relative error %.2e (bound %.1e, "
+        fprintf(stderr, "%-16s fusion %-3s %-7s %-8s relative error %.2e (bound %.1e, "
                 "position %d)\n", name, fusion ? "on" : "off", ref_ops ? "ref ops" : "fast",
                 stepwise ? "stepwise" : "prefill", e, b, worst);
         ck_assert_msg(e <= b, "%s fusion %d ref %d stepwise %d: logits at position %d differ "
@@ -481,6 +507,94 @@ START_TEST(test_gemma_bad)
 }
 END_TEST
 
+/* Loads a gemma model written from s, with one extra metadata key added by `extra` (or
+ * none), and returns it (the caller frees it). */
+static llm_model_t *load_gemma(gguf_w_llama_t *s, void (*extra)(gguf_w_t *w))
+{
+    gguf_w_t *w;
+    char err[512], path[4096];
+    ck_assert_int_eq(gguf_w_new(&w), 0);
+    ck_assert_int_eq(gguf_w_llama_add(w, s, err, sizeof(err)), 0);
+    if (extra)
+        extra(w);
+    snprintf(path, sizeof(path), "%s/hp.gguf", tmpdir);
+    ck_assert_int_eq(gguf_w_write_file(w, path, err, sizeof(err)), 0);
+    gguf_w_free(w);
+    llm_load_params_t p;
+    llm_load_params_default(&p);
+    p.path = path;
+    p.threads = 1;
+    llm_model_t *m = NULL;
+    ck_assert_msg(llm_load(&m, &p, err, sizeof(err)) == 0, "%s", err);
+    unlink(path);
+    return m;
+}
+
+static void pattern_u32(gguf_w_t *w)
+{
+    ck_assert_int_eq(gguf_w_add_u32(w, "gemma3.attention.sliding_window_pattern", 3), 0);
+}
+
+static void pattern_bools(gguf_w_t *w)
+{
+    const uint8_t b[6] = { 1, 0, 1, 0, 0, 1 };
+    ck_assert_int_eq(gguf_w_add_arr(w, "gemma3.attention.sliding_window_pattern", GGUF_BOOL, b,
+                                    6), 0);
+}
+
+/* llama.cpp's Gemma hyperparameters: the local layers (Gemma 2 every other one from layer 0,
+ * Gemma 3 five of six, or the file's attention.sliding_window_pattern as a period or a list),
+ * the query scale (1/sqrt(n_embd / n_head) for the 27B sizes, 46 and 62 layers, else
+ * 1/sqrt(head_dim)), the soft-caps' defaults (Gemma 2: 50 and 30; Gemma 3: none) and the
+ * local RoPE base (Gemma 3: 10000). */
+START_TEST(test_gemma_hparams)
+{
+    gguf_w_llama_t s = { .name = "hp", .arch = "gemma3", .n_embd = 64, .n_layer = 6,
+                         .n_head = 4, .n_head_kv = 2, .head_dim = 32, .n_ff = 64,
+                         .n_vocab = N_VOCAB, .n_ctx = 64, .rope_base = 1e6f, .norm_eps = 1e-6f,
+                         .wtype = GG_F32, .seed = 3, .tied = true, .n_swa = 4 };
+    llm_model_t *m = load_gemma(&s, NULL);
+    const llm_hparams_t *hp = llm_hparams(m);
+    ck_assert(hp->gemma && hp->qk_norm);
+    ck_assert_int_eq(hp->n_swa_layers, 5);
+    ck_assert_int_eq(hp->swa_period, 6);
+    ck_assert_float_eq(hp->attn_scale, 1.0f / sqrtf(32.0f));
+    ck_assert_float_eq(hp->final_softcap, 0.0f);
+    ck_assert_float_eq(hp->attn_softcap, 0.0f);
+    ck_assert_float_eq(hp->rope_freq_base_swa, 10000.0f);
+    llm_free(m);
+    m = load_gemma(&s, pattern_u32);
+    ck_assert_int_eq(llm_hparams(m)->n_swa_layers, 4); /* 0 1 local, 2 global, 3 4 local */
+    llm_free(m);
+    m = load_gemma(&s, pattern_bools);
+    ck_assert_int_eq(llm_hparams(m)->n_swa_layers, 3);
+    ck_assert_int_eq(llm_hparams(m)->swa_period, 0);
+    llm_free(m);
+    s.n_layer = 62; /* Gemma 3 27B's depth: n_embd / n_head = 16 */
+    m = load_gemma(&s, NULL);
+    ck_assert_float_eq(llm_hparams(m)->attn_scale, 1.0f / sqrtf(16.0f));
+    llm_free(m);
+
+    s.arch = "gemma2";
+    s.n_layer = 5;
+    s.n_swa = 0; /* absent: llama.cpp's 4096 */
+    m = load_gemma(&s, NULL);
+    hp = llm_hparams(m);
+    ck_assert(hp->gemma && !hp->qk_norm);
+    ck_assert_int_eq(hp->n_swa, 4096);
+    ck_assert_int_eq(hp->n_swa_layers, 3); /* 0, 2, 4 */
+    ck_assert_float_eq(hp->attn_softcap, 50.0f);
+    ck_assert_float_eq(hp->final_softcap, 30.0f);
+    ck_assert_float_eq(hp->rope_freq_base_swa, 1e6f); /* Gemma 2: the file's base */
+    ck_assert_float_eq(hp->attn_scale, 1.0f / sqrtf(32.0f));
+    llm_free(m);
+    s.n_layer = 46; /* Gemma 2 27B's depth */
+    m = load_gemma(&s, NULL);
+    ck_assert_float_eq(llm_hparams(m)->attn_scale, 1.0f / sqrtf(16.0f));
+    llm_free(m);
+}
+END_TEST
+
 /* Gemma's tokenizer (SentencePiece with no space prefix, user-defined pieces matched whole,
  * <end_of_turn> made a control token as llama.cpp makes it, byte fallback): on the
  * Gemma-style vocabulary of tests/data/llamacpp-tok-gemma.txt every text encodes to
@@ -562,6 +676,123 @@ START_TEST(test_gemma_tokens)
 }
 END_TEST
 
+/* Mixture of experts, several sequences in one step: routing is per row, so two sequences
+ * of the qwen3moe reference's prompt (the whole prompt and its first 10 tokens), prefilled
+ * together and then decoded a token each per step, give each row llama.cpp's logits. */
+START_TEST(test_moe_batched)
+{
+    ref_t r;
+    load_ref("qwen3moe-f32", &r);
+    const char *path = write_model(&r, "moe-batched");
+    for (int fusion = 0; fusion < 2; fusion++) {
+        llm_load_params_t p;
+        llm_load_params_default(&p);
+        p.path = path;
+        p.fusion = fusion;
+        p.threads = 2;
+        p.n_seq_max = 2;
+        llm_model_t *m = NULL;
+        char err[512];
+        ck_assert_msg(llm_load(&m, &p, err, sizeof(err)) == 0, "%s", err);
+        int a, b;
+        ck_assert_int_eq(llm_seq_alloc(m, &a), 0);
+        ck_assert_int_eq(llm_seq_alloc(m, &b), 0);
+        const int na = 16, nb = 10;
+        float *lg = malloc(sizeof(float) * (size_t)(na + nb) * N_VOCAB);
+        ck_assert_ptr_nonnull(lg);
+        llm_batch_entry_t e[2] = {
+            { .slot = a, .tokens = r.ids, .n_tokens = na, .want_logits = na },
+            { .slot = b, .tokens = r.ids, .n_tokens = nb, .want_logits = nb },
+        };
+        ck_assert_int_eq(llm_decode(m, e, 2, lg), 0);
+        double worst = 0;
+        for (int row = 0; row < na + nb; row++) {
+            int t = row < na ? row : row - na;
+            for (int i = 0; i < N_VOCAB; i++)
+                worst = fmax(worst, fabs(lg[(size_t)row * N_VOCAB + (size_t)i] -
+                                         r.logits[(size_t)t * N_VOCAB + (size_t)i]));
+        }
+        /* then one token each per step: a at na.., b at nb.. */
+        for (int step = 0; step < 6; step++) {
+            e[0] = (llm_batch_entry_t){ .slot = a, .tokens = r.ids + na + step, .n_tokens = 1,
+                                        .want_logits = 1 };
+            e[1] = (llm_batch_entry_t){ .slot = b, .tokens = r.ids + nb + step, .n_tokens = 1,
+                                        .want_logits = 1 };
+            ck_assert_int_eq(llm_decode(m, e, 2, lg), 0);
+            for (int i = 0; i < N_VOCAB; i++) {
+                worst = fmax(worst, fabs(lg[i] - r.logits[(size_t)(na + step) * N_VOCAB +
+                                                          (size_t)i]));
+                worst = fmax(worst, fabs(lg[N_VOCAB + i] -
+                                         r.logits[(size_t)(nb + step) * N_VOCAB + (size_t)i]));
+            }
+        }
+        fprintf(stderr, "qwen3moe-f32 two sequences, fusion %s: max |logit difference| %.2e\n",
+                fusion ? "on" : "off", worst);
+        ck_assert_msg(worst < 1e-4, "batched MoE rows differ from llama.cpp's by %g", worst);
+        free(lg);
+        llm_free(m);
+    }
+    unlink(path);
+    free(r.logits);
+}
+END_TEST
+
+/* Writes the qwen3moe reference model to memory. */
+static uint8_t *moe_file(size_t *size)
+{
+    ref_t r;
+    load_ref("qwen3moe-f32", &r);
+    free(r.logits);
+    gguf_w_t *w;
+    ck_assert_int_eq(gguf_w_new(&w), 0);
+    char err[512];
+    ck_assert_msg(gguf_w_llama_add(w, &r.spec, err, sizeof(err)) == 0, "%s", err);
+    uint8_t *file;
+    ck_assert_int_eq(gguf_w_write_mem(w, &file, size, err, sizeof(err)), 0);
+    gguf_w_free(w);
+    return file;
+}
+
+/* Damaged mixture-of-experts files are refused with a message naming what is wrong: more
+ * experts used than there are, a missing router, an expert tensor of the wrong shape. */
+START_TEST(test_moe_bad_files)
+{
+    size_t size;
+    uint8_t *file = moe_file(&size);
+    char err[512];
+    /* expert_used_count (4) -> 9 of 8: the key's value follows its name and u32 type */
+    const char *key = "qwen3moe.expert_used_count";
+    uint8_t *at = memmem(file, size, key, strlen(key));
+    ck_assert_ptr_nonnull(at);
+    uint32_t v;
+    memcpy(&v, at + strlen(key) + 4, 4);
+    ck_assert_uint_eq(v, 4);
+    v = 9;
+    memcpy(at + strlen(key) + 4, &v, 4);
+    int rc = load_patched(file, size, "blk.0.attn_q.weight", "blk.0.attn_q.weight", err,
+                          sizeof(err));
+    ck_assert_int_eq(rc, FD_EFORMAT);
+    ck_assert_msg(strstr(err, "expert_used_count 9 exceeds expert_count 8"), "error: %s", err);
+    v = 4;
+    memcpy(at + strlen(key) + 4, &v, 4);
+
+    rc = load_patched(file, size, "blk.1.ffn_gate_inp.weight", "blk.1.ffn_gate_inq.weight",
+                      err, sizeof(err));
+    ck_assert_int_eq(rc, FD_EFORMAT);
+    ck_assert_msg(strstr(err, "blk.1.ffn_gate_inp.weight is missing"), "error: %s", err);
+
+    rc = load_patched(file, size, "blk.0.ffn_up_exps.weight", NULL, err, sizeof(err));
+    ck_assert_int_ne(rc, 0);
+    ck_assert_msg(strstr(err, "blk.0.ffn_up_exps.weight"), "error: %s", err);
+
+    rc = load_patched(file, size, "blk.1.ffn_down_exps.weight", "blk.1.ffn_down_exps.weighz",
+                      err, sizeof(err));
+    ck_assert_int_eq(rc, FD_EFORMAT);
+    ck_assert_msg(strstr(err, "blk.1.ffn_down_exps.weight is missing"), "error: %s", err);
+    free(file);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("llamacpp_ref");
@@ -573,6 +804,9 @@ static Suite *suite(void)
     tcase_add_test(c, test_qwen3_bad_norm);
     tcase_add_test(c, test_gemma_bad);
     tcase_add_test(c, test_gemma_tokens);
+    tcase_add_test(c, test_gemma_hparams);
+    tcase_add_test(c, test_moe_batched);
+    tcase_add_test(c, test_moe_bad_files);
     suite_add_tcase(s, c);
     return s;
 }

@@ -927,9 +927,12 @@ START_TEST(test_bad_files)
     ck_assert_int_eq(load_err(write_spec("rope-freqs.gguf", &s), err, sizeof(err)), FD_EFORMAT);
     ck_assert_ptr_nonnull(strstr(err, "rope_freqs.weight: factor"));
     s = base_spec();
-    s.experts = 8;
-    ck_assert_int_eq(load_err(write_spec("moe.gguf", &s), err, sizeof(err)), FD_EUNSUP);
-    ck_assert_ptr_nonnull(strstr(err, "llama.expert_count = 8"));
+    s.experts = 8; /* a mixture of experts without expert_used_count (nor expert tensors) */
+    ck_assert_int_eq(load_err(write_spec("moe.gguf", &s), err, sizeof(err)), FD_EFORMAT);
+    ck_assert_ptr_nonnull(strstr(err, "llama.expert_used_count is missing"));
+    s.arch = "qwen2";   /* experts in an architecture that has none */
+    ck_assert_int_eq(load_err(write_spec("moe2.gguf", &s), err, sizeof(err)), FD_EUNSUP);
+    ck_assert_ptr_nonnull(strstr(err, "qwen2.expert_count = 8"));
     s = base_spec();
     s.n_head_kv = 3;
     ck_assert_int_eq(load_err(write_spec("gqa.gguf", &s), err, sizeof(err)), FD_EFORMAT);

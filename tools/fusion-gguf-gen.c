@@ -30,8 +30,12 @@ static void usage(FILE *f)
             "  -s, --seed N          weights seed (default 1)\n"
             "  -j, --threads N       threads that fill and quantize (default: online CPUs)\n"
             "      --arch NAME       llama, qwen2 (Q/K/V biases), qwen3 (Q/K norms), phi3\n"
-            "                        (fused Q|K|V and gate|up tensors), gemma2 or gemma3\n"
-            "                        (default: the preset's)\n"
+            "                        (fused Q|K|V and gate|up tensors), gemma2, gemma3, or\n"
+            "                        the mixtures of experts qwen3moe and olmoe (default:\n"
+            "                        the preset's)\n"
+            "      --experts N,K     N experts, K of them per token (qwen3moe, olmoe; llama:\n"
+            "                        Mixtral-style); --n-ff is then each expert's width;\n"
+            "                        0,0: dense\n"
             "      --n-embd N  --n-layer N  --n-head N  --n-head-kv N  --n-ff N\n"
             "      --head-dim N      attention.key_length (default n_embd / n_head)\n"
             "      --n-vocab N  --n-ctx N  --rope-base F  --eps F\n"
@@ -41,6 +45,7 @@ static void usage(FILE *f)
             "                        context N and attention factor F\n"
             "      --swa N           gemma: the local layers' sliding window (gemma3 512)\n"
             "      --softcap A,F     gemma2: attention and final logit soft-caps\n"
+            "      --rope-scale F    linear RoPE scaling by F (rope.scaling.factor)\n"
             "      --gemma-vocab     a Gemma-style vocabulary (<bos> 2, <eos> 1, user-defined\n"
             "                        pieces, no space prefix)\n"
             "      --name S          general.name\n"
@@ -83,7 +88,7 @@ static int parse_float(const char *opt, const char *s, float *out)
 
 enum { O_ARCH = 256, O_EMBD, O_LAYER, O_HEAD, O_HEAD_KV, O_FF, O_VOCAB, O_CTX, O_HEAD_DIM,
        O_ROPE, O_EPS, O_TIED, O_UNTIED, O_NAME, O_ROPE_FREQS, O_LONGROPE, O_SWA, O_SOFTCAP,
-       O_GEMMA_VOCAB };
+       O_GEMMA_VOCAB, O_ROPE_SCALE, O_EXPERTS };
 
 int main(int argc, char **argv)
 {
@@ -102,6 +107,8 @@ int main(int argc, char **argv)
         {"longrope", required_argument, 0, O_LONGROPE},
         {"swa", required_argument, 0, O_SWA}, {"softcap", required_argument, 0, O_SOFTCAP},
         {"gemma-vocab", no_argument, 0, O_GEMMA_VOCAB},
+        {"rope-scale", required_argument, 0, O_ROPE_SCALE},
+        {"experts", required_argument, 0, O_EXPERTS},
         {0, 0, 0, 0},
     };
     const char *out = NULL, *preset = "stories260K", *type = "F32", *seed = NULL;
@@ -115,9 +122,10 @@ int main(int argc, char **argv)
     int n_swa = 0;
     bool gemma_vocab = false;
     float softcap[2] = { -1, -1 };
+    int n_expert = -1, n_used = 0;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int threads = ncpu > 0 ? (int)FD_MIN(ncpu, 256) : 1;
-    float rope = 0, eps = 0;
+    float rope = 0, eps = 0, rope_scale = 0;
     gguf_w_llama_t p;
     int c;
     while ((c = getopt_long(argc, argv, "o:p:t:s:j:h", opts, NULL)) != -1) {
@@ -130,9 +138,10 @@ int main(int argc, char **argv)
         case 'h': usage(stdout); return 0;
         case O_ARCH:
             if (strcmp(optarg, "llama") && strcmp(optarg, "qwen2") && strcmp(optarg, "qwen3") &&
-                strcmp(optarg, "phi3") && strcmp(optarg, "gemma2") && strcmp(optarg, "gemma3")) {
+                strcmp(optarg, "phi3") && strcmp(optarg, "gemma2") && strcmp(optarg, "gemma3") &&
+                strcmp(optarg, "qwen3moe") && strcmp(optarg, "olmoe")) {
                 fprintf(stderr, "fusion-gguf-gen: architecture '%s' not supported (llama, "
-                        "qwen2, qwen3, phi3, gemma2, gemma3)\n", optarg);
+                        "qwen2, qwen3, phi3, gemma2, gemma3, qwen3moe, olmoe)\n", optarg);
                 return 2;
             }
             arch = optarg;
@@ -156,8 +165,20 @@ int main(int argc, char **argv)
             orig_ctx = (int)n;
             break;
         }
+        case O_EXPERTS: {
+            char *end, *end2;
+            long n = strtol(optarg, &end, 10), k = *end == ',' ? strtol(end + 1, &end2, 10) : -1;
+            if (end == optarg || *end != ',' || end2 == end + 1 || *end2 || n < 0 || n > 1024 ||
+                k < 0 || k > n || (n > 0 && k == 0))
+                return fprintf(stderr, "fusion-gguf-gen: --experts: N,K with 1 <= K <= N <= "
+                               "1024 (or 0,0)\n"), 2;
+            n_expert = (int)n;
+            n_used = (int)k;
+            break;
+        }
         case O_SWA: if (parse_int("--swa", optarg, &n_swa)) return 2; break;
         case O_GEMMA_VOCAB: gemma_vocab = true; break;
+        case O_ROPE_SCALE: if (parse_float("--rope-scale", optarg, &rope_scale)) return 2; break;
         case O_SOFTCAP: {
             char *end;
             softcap[0] = strtof(optarg, &end);
@@ -195,8 +216,14 @@ int main(int argc, char **argv)
         p.tied = tied;
     if (arch)
         p.arch = arch;
+    if (n_expert >= 0) {
+        p.n_expert = n_expert;
+        p.n_expert_used = n_used;
+    }
     p.rope_freqs = rope_freqs;
     p.gemma_vocab = gemma_vocab;
+    if (rope_scale > 0)
+        p.rope_scale = rope_scale;
     if (n_swa > 0)
         p.n_swa = n_swa;
     else if (p.n_swa == 0 && p.arch && strcmp(p.arch, "gemma3") == 0)
@@ -244,6 +271,9 @@ int main(int argc, char **argv)
            out, preset, p.arch ? p.arch : "llama", p.n_embd, p.n_layer, p.n_head, p.n_head_kv,
            p.head_dim ? p.head_dim : p.n_embd / p.n_head, p.n_ff, p.n_vocab, p.n_ctx,
            p.tied ? "tied output" : "separate output", type, p.seed);
+    if (p.n_expert)
+        printf("%d experts, %d per token (n_ff is each expert's)\n", p.n_expert,
+               p.n_expert_used);
     printf("%" PRId64 " tensors, %" PRId64 " parameters, %" PRIu64 " bytes, written in %.1f s",
            gguf_n_tensors(g), params, gguf_file_size(g), dt);
     if (p.n_fallback)

@@ -747,6 +747,39 @@ static int cs_copy2d(fb_backend_t *be, float *dst, int64_t ld_dst, const float *
     return 0;
 }
 
+/* Mixture-of-experts row movement: the device moves whole rows between its activation
+ * buffers, timed as a copy (gather) and as an add of the rows (scatter-add); the expert
+ * products that come between are charged for the experts actually run, by cs_matmul. */
+static int cs_gather_rows(fb_backend_t *be, float *dst, const float *src, int64_t ld_src,
+                          const int32_t *ids, int64_t n_rows, int64_t n)
+{
+    fcs_t *c = (fcs_t *)be;
+    for (int64_t r = 0; r < n_rows; r++)
+        memcpy(dst + r * n, src + (int64_t)ids[r] * ld_src, (size_t)n * sizeof(float));
+    map_once(c);
+    double t0 = cs_sim_now(c->sim);
+    double end = cs_sim_copy(c->sim, FD_MAX(ready_of(c, src), ready_of(c, dst)), n_rows, n,
+                             false);
+    set_ready(c, dst, end);
+    charge(c, FB_OP_OTHER, t0);
+    return 0;
+}
+
+static int cs_scatter_add_rows(fb_backend_t *be, float *dst, int64_t ld_dst, const float *src,
+                               const int32_t *ids, const float *w, int64_t n_rows, int64_t n)
+{
+    fcs_t *c = (fcs_t *)be;
+    for (int64_t r = 0; r < n_rows; r++)
+        for (int64_t i = 0; i < n; i++)
+            dst[(int64_t)ids[r] * ld_dst + i] += w[r] * src[r * n + i];
+    map_once(c);
+    double t0 = cs_sim_now(c->sim);
+    set_ready(c, dst, cs_sim_add(c->sim, FD_MAX(ready_of(c, src), ready_of(c, dst)),
+                                 n_rows * n));
+    charge(c, FB_OP_OTHER, t0);
+    return 0;
+}
+
 /* Every cache type: attention dequantizes the rows it reads into the device's BFP blocks
  * (the type's rounding, then BFP's), and the timing charges the bytes the type stores. */
 static int cs_kv_check(fb_backend_t *be, int type_k, int type_v, int head_dim)
@@ -859,6 +892,8 @@ static const fb_ops_t corsair_ops = {
     .kv_store = cs_kv_store,
     .mark = cs_mark,
     .describe = cs_describe,
+    .gather_rows = cs_gather_rows,
+    .scatter_add_rows = cs_scatter_add_rows,
 };
 
 cs_sim_t *fb_corsair_sim(fb_backend_t *be)

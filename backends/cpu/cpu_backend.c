@@ -1339,6 +1339,66 @@ static int cpu_copy2d(fb_backend_t *be, float *dst, int64_t ld_dst, const float 
     return 0;
 }
 
+/* ---- mixture-of-experts row movement ---- */
+
+typedef struct mv_ctx {
+    const fcpu_kern_t *k;
+    float *dst;
+    const float *src;
+    const int32_t *ids;
+    const float *w;
+    int64_t ld, n_rows, n;
+} mv_ctx_t;
+
+static void gather_task(void *arg, int64_t r0, int64_t r1, int ith)
+{
+    mv_ctx_t *m = arg;
+    for (int64_t r = r0; r < r1; r++)
+        memcpy(m->dst + r * m->n, m->src + (int64_t)m->ids[r] * m->ld,
+               (size_t)m->n * sizeof(float));
+}
+
+static int cpu_gather_rows(fb_backend_t *be, float *dst, const float *src, int64_t ld_src,
+                           const int32_t *ids, int64_t n_rows, int64_t n)
+{
+    fcpu_t *c = (fcpu_t *)be;
+    if (c->ref) {
+        fcpu_ref_gather_rows(dst, src, ld_src, ids, n_rows, n);
+        return 0;
+    }
+    mv_ctx_t m = {.dst = dst, .src = src, .ids = ids, .ld = ld_src, .n = n};
+    par_rows(c, n_rows, 2.0 * (double)n, gather_task, &m);
+    return 0;
+}
+
+/* Split by columns, not rows: two rows of src may add into one row of dst, and every thread
+ * then still adds them in row order (the result does not depend on the thread count). */
+#define SCATTER_COLS 256
+
+static void scatter_task(void *arg, int64_t c0, int64_t c1, int ith)
+{
+    mv_ctx_t *m = arg;
+    int64_t i0 = c0 * SCATTER_COLS, i1 = FD_MIN(c1 * SCATTER_COLS, m->n);
+    for (int64_t r = 0; r < m->n_rows; r++)
+        m->k->axpy(m->w[r], m->src + r * m->n + i0, m->dst + (int64_t)m->ids[r] * m->ld + i0,
+                   i1 - i0);
+}
+
+static int cpu_scatter_add_rows(fb_backend_t *be, float *dst, int64_t ld_dst, const float *src,
+                                const int32_t *ids, const float *w, int64_t n_rows, int64_t n)
+{
+    fcpu_t *c = (fcpu_t *)be;
+    if (c->ref) {
+        fcpu_ref_scatter_add_rows(dst, ld_dst, src, ids, w, n_rows, n);
+        return 0;
+    }
+    mv_ctx_t m = {.k = c->k, .dst = dst, .src = src, .ids = ids, .w = w, .ld = ld_dst,
+                  .n_rows = n_rows, .n = n};
+    par_rows(c, (n + SCATTER_COLS - 1) / SCATTER_COLS, 3.0 * SCATTER_COLS * (double)n_rows,
+             scatter_task, &m);
+    return 0;
+}
+
 static int cpu_kv_check(fb_backend_t *be, int type_k, int type_v, int head_dim)
 {
     return fq_type_quantizable(type_k) && fq_type_quantizable(type_v) ? 0 : FD_EUNSUP;
@@ -1542,6 +1602,8 @@ static const fb_ops_t cpu_ops = {
     .set_option = cpu_set_option,
     .host_weights = true,
     .roof = cpu_roof,
+    .gather_rows = cpu_gather_rows,
+    .scatter_add_rows = cpu_scatter_add_rows,
     .kv_check = cpu_kv_check,
     .kv_store = cpu_kv_store,
 };

@@ -306,3 +306,19 @@ void fcpu_ref_copy2d(float *dst, int64_t ld_dst, const float *src, int64_t ld_sr
     for (int64_t r = 0; r < n_rows; r++)
         memmove(dst + r * ld_dst, src + r * ld_src, (size_t)n * sizeof(float));
 }
+
+void fcpu_ref_gather_rows(float *dst, const float *src, int64_t ld_src, const int32_t *ids,
+                          int64_t n_rows, int64_t n)
+{
+    for (int64_t r = 0; r < n_rows; r++)
+        for (int64_t i = 0; i < n; i++)
+            dst[r * n + i] = src[(int64_t)ids[r] * ld_src + i];
+}
+
+void fcpu_ref_scatter_add_rows(float *dst, int64_t ld_dst, const float *src,
+                               const int32_t *ids, const float *w, int64_t n_rows, int64_t n)
+{
+    for (int64_t r = 0; r < n_rows; r++)
+        for (int64_t i = 0; i < n; i++)
+            dst[(int64_t)ids[r] * ld_dst + i] += w[r] * src[r * n + i];
+}

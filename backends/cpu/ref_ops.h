@@ -49,5 +49,10 @@ void fcpu_ref_softcap(float *y, int64_t n, float cap);
 void fcpu_ref_get_rows(const fb_weight_t *w, const int32_t *ids, int64_t n, float *out);
 void fcpu_ref_copy2d(float *dst, int64_t ld_dst, const float *src, int64_t ld_src,
                      int64_t n_rows, int64_t n);
+/* Mixture-of-experts row movement (backend.h fb_ops_t.gather_rows / scatter_add_rows). */
+void fcpu_ref_gather_rows(float *dst, const float *src, int64_t ld_src, const int32_t *ids,
+                          int64_t n_rows, int64_t n);
+void fcpu_ref_scatter_add_rows(float *dst, int64_t ld_dst, const float *src,
+                               const int32_t *ids, const float *w, int64_t n_rows, int64_t n);
 
 #endif

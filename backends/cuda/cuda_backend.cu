@@ -1821,6 +1821,54 @@ static int cuda_get_rows(fb_backend_t *be, const fb_weight_t *w, const int32_t *
     return rc;
 }
 
+/* Mixture of experts (fusion/plan.c): the ids (and weights) go up through the staging area
+ * as get_rows' ids do; the wrappers (backend.c) checked them. */
+static int cuda_gather_rows(fb_backend_t *be, float *dst, const float *src, int64_t ld_src,
+                            const int32_t *ids, int64_t n_rows, int64_t n)
+{
+    fcuda_t *c = (fcuda_t *)be;
+    if (n_rows > INT32_MAX)
+        return -EINVAL;
+    int rc = pend_flush(c);
+    if (rc)
+        return rc;
+    time_begin(c, FB_OP_OTHER);
+    const int32_t *dids;
+    rc = upload_ints(c, ids, n_rows, &dids);
+    if (rc == 0) {
+        fcu_moe_p p = {dst, src, dids, NULL, ld_src, n, (int)n_rows};
+        dim3 grid((unsigned)((n + 255) / 256), (unsigned)FD_MIN(n_rows, (int64_t)65535));
+        rc = launch(c, fcu_k_gather_rows(), grid, dim3(256), p);
+    }
+    time_end(c);
+    return rc;
+}
+
+static int cuda_scatter_add_rows(fb_backend_t *be, float *dst, int64_t ld_dst,
+                                 const float *src, const int32_t *ids, const float *w,
+                                 int64_t n_rows, int64_t n)
+{
+    fcuda_t *c = (fcuda_t *)be;
+    if (n_rows > INT32_MAX)
+        return -EINVAL;
+    int rc = pend_flush(c);
+    if (rc)
+        return rc;
+    time_begin(c, FB_OP_OTHER);
+    const int32_t *dids, *dw;
+    static_assert(sizeof(float) == sizeof(int32_t), "weights staged as 32-bit words");
+    rc = upload_ints(c, ids, n_rows, &dids);
+    if (rc == 0)
+        rc = upload_ints(c, (const int32_t *)(const void *)w, n_rows, &dw);
+    if (rc == 0) {
+        fcu_moe_p p = {dst, src, dids, (const float *)(const void *)dw, ld_dst, n, (int)n_rows};
+        rc = launch(c, fcu_k_scatter_add_rows(), dim3((unsigned)((n + 127) / 128)), dim3(128),
+                    p);
+    }
+    time_end(c);
+    return rc;
+}
+
 /* Whether copy (dst, src) may be merged after the copies already held in q: no copy may read
  * what another writes, nor two write the same floats. */
 static bool copy_independent(const fcu_copy_p *q, int nseg, const float *dst, int64_t ld_dst,
@@ -2103,6 +2151,8 @@ static const fb_ops_t cuda_ops = {
     /* .scale = */ cuda_scale,
     /* .softcap = */ cuda_softcap,
     /* .attn_window = */ true,
+    /* .gather_rows = */ cuda_gather_rows,
+    /* .scatter_add_rows = */ cuda_scatter_add_rows,
 };
 
 #define CKC(call)                                                                              \

@@ -875,6 +875,36 @@ __global__ void k_copy2d(const fcu_copy_p p)
 
 const void *fcu_k_copy2d(void) { return (const void *)k_copy2d; }
 
+/* dst[r][i] = src[ids[r] * ld + i] */
+__global__ void k_gather_rows(const fcu_moe_p p)
+{
+    pdl_launch();
+    pdl_wait();
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= p.n)
+        return;
+    for (int r = blockIdx.y; r < p.rows; r += gridDim.y)
+        p.dst[(int64_t)r * p.n + i] = p.src[(int64_t)p.ids[r] * p.ld + i];
+}
+
+const void *fcu_k_gather_rows(void) { return (const void *)k_gather_rows; }
+
+/* dst[ids[r] * ld + i] += w[r] * src[r][i], r in order: one thread owns column i of every
+ * destination row, so rows that share a destination add without atomics, in the order the
+ * host (and the CPU backend) adds them */
+__global__ void k_scatter_add_rows(const fcu_moe_p p)
+{
+    pdl_launch();
+    pdl_wait();
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= p.n)
+        return;
+    for (int r = 0; r < p.rows; r++)
+        p.dst[(int64_t)p.ids[r] * p.ld + i] += p.w[r] * p.src[(int64_t)r * p.n + i];
+}
+
+const void *fcu_k_scatter_add_rows(void) { return (const void *)k_scatter_add_rows; }
+
 template <int T>
 __global__ void k_get_rows(const fcu_getrows_p p)
 {

@@ -136,6 +136,14 @@ typedef struct fcu_scal_p {   /* scale (y *= s) and softcap (y = s tanh(y / s)) 
     int64_t n;
     float s;
 } fcu_scal_p;
+typedef struct fcu_moe_p {     /* gather_rows, scatter_add_rows (mixture of experts) */
+    float *dst;
+    const float *src;
+    const int32_t *ids;       /* device: rows of src (gather) or of dst (scatter) */
+    const float *w;           /* device: a weight per row (scatter) */
+    int64_t ld, n;            /* ld: the stride of the addressed rows; n: floats a row */
+    int rows;
+} fcu_moe_p;
 
 typedef struct fcu_getrows_p {
     const void *w;
@@ -197,6 +205,10 @@ const void *fcu_k_scale(void);      /* fcu_scal_p */
 const void *fcu_k_softcap(void);    /* fcu_scal_p */
 const void *fcu_k_copy2d(void);
 const void *fcu_k_get_rows(int wtype);
+/* gather: grid x covers n, y rows (grid-stride beyond 65535).  scatter_add: grid x covers n,
+ * each thread adds every row into its column in row order (rows may share a destination). */
+const void *fcu_k_gather_rows(void);
+const void *fcu_k_scatter_add_rows(void);
 /* which: 0 fused (MAXSUM / SUMONLY), 1 REF scores, 2 REF softmax, 3 REF P.V.  These honour
  * each sequence's window and softcap (masked scores are -inf; a split whose positions are
  * all masked contributes nothing); the decode kernel does not. */

@@ -19,25 +19,41 @@ release=$(node -p "const m=require('$ref/node_modules/@node-llama-cpp/linux-x64/
 
 # The prompt: BOS, then ids spread over the vocabulary (all models have 512 tokens).
 ids="1 300 45 511 259 400 3 260 77 128"
+# Mixtures of experts: a longer one, so that every expert of every layer is chosen somewhere
+# (the test checks that it is; with random weights the later layers' rows look alike and
+# favour a few experts, so the seeds below are ones where the prompt reaches all 8).
+moe_ids="$ids 5 200 333 444 17 99 350 480 12 64 150 222 390 500"
 
 # name | arch n_embd n_layer n_head n_head_kv head_dim n_ff type tied seed rope_freqs
 #        orig_ctx attn_factor (orig_ctx > 0: Phi-3.5 LongRoPE; the context is 256)
-#        [swa attn_softcap final_softcap rope_base] (gemma2/gemma3 only: the sliding window,
-#        gemma2's soft-caps, the RoPE base; a window shorter than the prompt, so it matters)
-#        [cache] (llama.cpp's KV cache type for K and V, after the four gemma columns; f32
-#        when absent, else written on a "cache" line)
+#        [swa attn_softcap final_softcap rope_base [rope_scale]] (gemma2/gemma3 only: the
+#        sliding window, gemma2's soft-caps, the RoPE base, a linear RoPE scaling factor; a
+#        window shorter than the prompt, so it matters)
+#        [N,K] (the other architectures: a mixture of N experts, K per token, n_ff each)
+# A name ending in -kv-TYPE (f16, q8_0, ...): llama.cpp's KV cache (K and V) of that type,
+# written on a "cache" line; else f32.
 # MAKE_REFS_ONLY='gemma*' (a shell pattern) rewrites only the files of the names it matches.
 while IFS='|' read -r name spec; do
     case $name in ${MAKE_REFS_ONLY:-*}) ;; *) continue ;; esac
     set -- $spec
     arch=$1 embd=$2 layer=$3 head=$4 headkv=$5 hd=$6 ff=$7 type=$8 tied=$9 seed=${10} rf=${11}
     orig=${12} af=${13} swa=${14:-0} acap=${15:-0} fcap=${16:-0} base=${17:-10000}
-    cache=${18:-f32}
-    gflags=; gkeys=
-    case $arch in gemma*)
+    rscale=${18:-0}
+    case $name in *-kv-*) cache=${name##*-kv-};; *) cache=f32;; esac
+    gflags=; gkeys=; pids=$ids
+    case $arch in
+    gemma*)
         gflags="--swa $swa --rope-base $base"
         [ "$acap" != 0 ] && gflags="$gflags --softcap $acap,$fcap"
-        gkeys=" n_swa=$swa attn_softcap=$acap final_softcap=$fcap rope_base=$base";;
+        gkeys=" n_swa=$swa attn_softcap=$acap final_softcap=$fcap rope_base=$base"
+        [ "$rscale" != 0 ] && gflags="$gflags --rope-scale $rscale" &&
+            gkeys="$gkeys rope_scale=$rscale";;
+    *)
+        if [ -n "${14:-}" ]; then
+            gflags="--experts ${14}"
+            gkeys=" n_expert=${14%,*} n_expert_used=${14#*,}"
+            pids=$moe_ids
+        fi;;
     esac
     model=$tmp/$name.gguf
     tflag=--untied; [ "$tied" = 1 ] && tflag=--tied
@@ -56,8 +72,8 @@ while IFS='|' read -r name spec; do
              "head_dim=$hd n_ff=$ff n_vocab=512 n_ctx=256 type=$type tied=$tied seed=$seed" \
              "rope_freqs=$rf orig_ctx=$orig attn_factor=$af$gkeys"
         [ "$cache" = f32 ] || echo "cache $cache $cache"
-        echo "ids $ids"
-        LLAMACPP_CACHE_TYPE=$cache node "$ref/llamacpp-logits.mjs" "$model" $ids
+        echo "ids $pids"
+        LLAMACPP_CACHE_TYPE=$cache node "$ref/llamacpp-logits.mjs" "$model" $pids
     } > "$out.tmp"
     mv "$out.tmp" "$out"
     echo "wrote $out"
@@ -85,10 +101,18 @@ gemma2-q8_0|gemma2 256 2 4 2 64 512 Q8_0 1 30 0 0 0 4 2.5 4 10000
 gemma3-q8_0|gemma3 256 6 4 1 128 512 Q8_0 1 31 0 0 0 4 0 0 1000000
 gemma2-q4_k_m|gemma2 256 2 4 2 64 512 Q4_K_M 1 32 0 0 0 4 2.5 4 10000
 gemma3-q4_k_m|gemma3 256 6 4 1 128 512 Q4_K_M 1 33 0 0 0 4 0 0 1000000
-qwen3-f32-kv-f16|qwen3 64 2 4 2 32 160 F32 0 13 0 0 0 0 0 0 10000 f16
-qwen3-f32-kv-q8_0|qwen3 64 2 4 2 32 160 F32 0 13 0 0 0 0 0 0 10000 q8_0
-llama-hd64-f32-kv-f16|llama 128 2 4 2 64 256 F32 0 28 0 0 0 0 0 0 10000 f16
-llama-hd64-f32-kv-q8_0|llama 128 2 4 2 64 256 F32 0 28 0 0 0 0 0 0 10000 q8_0
+gemma3-ropescale-f32|gemma3 64 6 4 2 32 160 F32 1 35 0 0 0 4 0 0 1000000 8
+qwen3moe-f32|qwen3moe 64 2 4 2 32 96 F32 0 31 0 0 0 8,4
+qwen3moe-q8_0|qwen3moe 256 2 4 2 64 256 Q8_0 0 32 0 0 0 8,4
+qwen3moe-q4_k_m|qwen3moe 256 2 4 2 64 256 Q4_K_M 0 42 0 0 0 8,4
+olmoe-f32|olmoe 64 2 4 4 0 96 F32 0 34 0 0 0 8,4
+olmoe-q4_k_m|olmoe 256 2 4 4 0 256 Q4_K_M 0 39 0 0 0 8,4
+mixtral-f32|llama 64 2 4 2 0 96 F32 0 41 0 0 0 8,2
+mixtral-q4_0|llama 256 2 4 2 0 256 Q4_0 1 39 0 0 0 8,2
+qwen3-f32-kv-f16|qwen3 64 2 4 2 32 160 F32 0 13 0 0 0
+qwen3-f32-kv-q8_0|qwen3 64 2 4 2 32 160 F32 0 13 0 0 0
+llama-hd64-f32-kv-f16|llama 128 2 4 2 64 256 F32 0 28 0 0 0
+llama-hd64-f32-kv-q8_0|llama 128 2 4 2 64 256 F32 0 28 0 0 0
 llama-hd64-f32|llama 128 2 4 2 64 256 F32 0 28 0 0 0
 MODELS
 

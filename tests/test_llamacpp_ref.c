@@ -280,7 +280,7 @@ static double bound(const char *arch, const char *type)
     return 5e-2;
 }
 
-* The bound of a reference with a KV cache other than F32 (F32 weights).  Both programs
+/* The bound of a reference with a KV cache other than F32 (F32 weights).  Both programs
  * round each K and V value to the cache type the same way (f16: round to nearest even; q8_0:
  * ggml's blocks, d = amax / 127 in fp16, codes rounded to nearest), and fusiond computes
  * around the rounded cache as llama.cpp does (cpu/ref_ops.h): the query rounded for the K

@@ -64,6 +64,7 @@ struct tok {
     int16_t uni2byte[324];  /* BPE: code point of the byte mapping -> byte, -1 if none */
     uint16_t byte_cp[256];  /* BPE: byte -> code point of its mapped character */
     int32_t bos, eos, eot, eom, unk, pad;
+    int32_t fim[TOK_FIM_N];
     bool add_bos, add_eos, add_space_prefix, ignore_merges;
     int32_t eog[MAX_EOG];
     int n_eog;
@@ -192,6 +193,10 @@ int32_t tok_eos(const tok_t *t) { return t->eos; }
 int32_t tok_eot(const tok_t *t) { return t->eot; }
 int32_t tok_unk(const tok_t *t) { return t->unk; }
 int32_t tok_pad(const tok_t *t) { return t->pad; }
+int32_t tok_fim(const tok_t *t, int which)
+{
+    return which >= 0 && which < TOK_FIM_N ? t->fim[which] : -1;
+}
 bool tok_add_bos(const tok_t *t) { return t->add_bos; }
 bool tok_add_eos(const tok_t *t) { return t->add_eos; }
 
@@ -233,6 +238,8 @@ void tok_spec_init(tok_spec_t *s)
     memset(s, 0, sizeof *s);
     s->bos = s->eos = s->eot = s->eom = s->unk = s->pad = -1;
     s->add_bos = s->add_eos = s->add_space_prefix = -1;
+    for (int i = 0; i < TOK_FIM_N; i++)
+        s->fim[i] = -1;
 }
 
 void tok_free(tok_t *t)
@@ -504,8 +511,13 @@ static void find_eog(tok_t *t)
     for (size_t i = 0; i < FD_ARRAY_LEN(names); i++)
         if (found[i] >= 0 && t->type[found[i]] == TOK_T_USER_DEFINED)
             t->type[found[i]] = TOK_T_CONTROL;
-    int32_t cand[3 + FD_ARRAY_LEN(names)];
+    int32_t cand[6 + FD_ARRAY_LEN(names)];
     size_t nc = 0;
+    /* llama.cpp ends a generation at the FIM padding, repository and file separator tokens:
+     * a code model writes them when the middle is done */
+    cand[nc++] = t->fim[TOK_FIM_PAD];
+    cand[nc++] = t->fim[TOK_FIM_REP];
+    cand[nc++] = t->fim[TOK_FIM_SEP];
     cand[nc++] = t->eos;
     cand[nc++] = t->eot;
     cand[nc++] = t->eom;
@@ -514,6 +526,52 @@ static void find_eog(tok_t *t)
     for (size_t i = 0; i < nc && t->n_eog < MAX_EOG; i++)
         if (cand[i] >= 0 && !tok_is_eog(t, cand[i]))
             t->eog[t->n_eog++] = cand[i];
+}
+
+/* The FIM token texts of the common code models (llama.cpp's list, in its order of preference
+ * within each kind), for vocabularies whose GGUF does not give the ids. */
+static const char *const fim_texts[TOK_FIM_N][9] = {
+    [TOK_FIM_PRE] = {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>",
+                     "<\xef\xbd\x9c" "fim\xe2\x96\x81" "begin\xef\xbd\x9c>", "<PRE>",
+                     "\xe2\x96\x81<PRE>", "<|code_prefix|>", "<|prefix|>", NULL},
+    [TOK_FIM_SUF] = {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>",
+                     "<\xef\xbd\x9c" "fim\xe2\x96\x81" "hole\xef\xbd\x9c>", "<SUF>",
+                     "\xe2\x96\x81<SUF>", "<|code_suffix|>", "<|suffix|>", NULL},
+    [TOK_FIM_MID] = {"<|fim_middle|>", "<fim-middle>", "<fim_middle>",
+                     "<\xef\xbd\x9c" "fim\xe2\x96\x81" "end\xef\xbd\x9c>", "<MID>",
+                     "\xe2\x96\x81<MID>", "<|code_middle|>", "<|middle|>", NULL},
+    [TOK_FIM_PAD] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]", NULL},
+    [TOK_FIM_REP] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>",
+                     NULL},
+    [TOK_FIM_SEP] = {"<|file_sep|>", NULL},
+};
+
+static const char *const fim_names[TOK_FIM_N] = {
+    "prefix", "suffix", "middle", "padding", "repository", "file separator"
+};
+
+/* The FIM ids: the spec's (checked), else found by text; a token found by its text is made
+ * a control token (llama.cpp does the same), so that it renders as nothing and its text in a
+ * prompt is a special token only when special tokens are parsed. */
+static int find_fim(tok_t *t, const tok_spec_t *sp, char *err, size_t errlen)
+{
+    for (int k = 0; k < TOK_FIM_N; k++) {
+        int32_t id = sp->fim[k];
+        if (id >= t->n) {
+            set_err(err, errlen, "tokenizer: the FIM %s token id %d is past the vocabulary "
+                    "(%d tokens)", fim_names[k], id, t->n);
+            return FD_EFORMAT;
+        }
+        if (id < 0) {
+            id = -1;
+            for (size_t i = 0; fim_texts[k][i] && id < 0; i++)
+                id = map_find(t, &t->pieces, fim_texts[k][i], strlen(fim_texts[k][i]));
+            if (id >= 0 && t->type[id] != TOK_T_CONTROL)
+                t->type[id] = TOK_T_CONTROL;
+        }
+        t->fim[k] = id;
+    }
+    return 0;
 }
 
 static int32_t check_id(int32_t id, int32_t n, const char *what)
@@ -601,6 +659,8 @@ int tok_build(tok_t **out, const tok_spec_t *sp, char *err, size_t errlen)
         goto fail;
     for (int32_t i = 0; i < n; i++)
         map_put(t, &t->pieces, i);
+    if ((rc = find_fim(t, sp, err, errlen)) != 0)
+        goto fail;
 
     for (int i = 0; i < 256; i++)
         t->byte_tok[i] = -1;
@@ -692,6 +752,32 @@ static int get_id(const gguf_t *g, const char *key, int32_t dflt, int32_t *out)
         return rc;
     }
     *out = v > INT32_MAX ? -1 : (int32_t)v;
+    return 0;
+}
+
+/* The FIM ids; llama.cpp reads the older keys after the new ones, so they win. */
+static int get_fim(const gguf_t *g, tok_spec_t *sp)
+{
+    static const char *const keys[TOK_FIM_N] = {
+        "tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.fim_suf_token_id",
+        "tokenizer.ggml.fim_mid_token_id", "tokenizer.ggml.fim_pad_token_id",
+        "tokenizer.ggml.fim_rep_token_id", "tokenizer.ggml.fim_sep_token_id",
+    };
+    static const char *const old[3] = {
+        "tokenizer.ggml.prefix_token_id", "tokenizer.ggml.suffix_token_id",
+        "tokenizer.ggml.middle_token_id",
+    };
+    int rc;
+    for (int k = 0; k < TOK_FIM_N; k++)
+        if ((rc = get_id(g, keys[k], -1, &sp->fim[k])) != 0)
+            return rc;
+    for (int k = 0; k < 3; k++) {
+        int32_t v;
+        if ((rc = get_id(g, old[k], -2, &v)) != 0)
+            return rc;
+        if (v != -2)
+            sp->fim[k] = v;
+    }
     return 0;
 }
 
@@ -821,6 +907,7 @@ int tok_load(tok_t **out, const gguf_t *g, char *err, size_t errlen)
         (rc = get_id(g, "tokenizer.ggml.eot_token_id", -1, &sp.eot)) ||
         (rc = get_id(g, "tokenizer.ggml.eom_token_id", -1, &sp.eom)) ||
         (rc = get_id(g, "tokenizer.ggml.padding_token_id", -1, &sp.pad)) ||
+        (rc = get_fim(g, &sp)) ||
         (rc = get_flag(g, "tokenizer.ggml.add_bos_token", &sp.add_bos)) ||
         (rc = get_flag(g, "tokenizer.ggml.add_eos_token", &sp.add_eos)) ||
         (rc = get_flag(g, "tokenizer.ggml.add_space_prefix", &sp.add_space_prefix))) {

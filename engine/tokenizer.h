@@ -32,7 +32,9 @@ enum tok_pre {
 };
 
 /* Loads tokenizer.ggml.* from g (tokens, scores, token_type, merges, model, pre, special ids,
- * add_bos/add_eos/add_space_prefix).  Copies what it keeps: g may be closed afterwards.
+ * add_bos/add_eos/add_space_prefix, the FIM ids: fim_{pre,suf,mid,pad,rep,sep}_token_id and
+ * the older prefix/suffix/middle_token_id, which win when both are present, as in
+ * llama.cpp).  Copies what it keeps: g may be closed afterwards.
  * FD_EUNSUP for a tokenizer model other than llama/gpt2, FD_EFORMAT for inconsistent data
  * (message in err). */
 int tok_load(tok_t **out, const gguf_t *g, char *err, size_t errlen);
@@ -41,6 +43,12 @@ void tok_free(tok_t *t);
 /* A vocabulary described in memory, for tests, the fuzzer and tools: tok_load fills one of
  * these from GGUF metadata.  tok_spec_init sets every id to -1 and every flag to -1 (the
  * kind's default: SPM adds BOS and the dummy prefix, BPE neither, except llama3 adds BOS). */
+/* Fill-in-the-middle tokens (code models: Qwen2.5-Coder, CodeLlama, StarCoder2, DeepSeek-Coder,
+ * Codestral): prefix, suffix, middle, and the padding, repository and file-separator tokens
+ * of the repo-level pattern.  PAD, REP and SEP also end a generation, as in llama.cpp. */
+enum tok_fim { TOK_FIM_PRE, TOK_FIM_SUF, TOK_FIM_MID, TOK_FIM_PAD, TOK_FIM_REP, TOK_FIM_SEP,
+               TOK_FIM_N };
+
 typedef struct tok_spec {
     int kind;                     /* TOK_SPM or TOK_BPE */
     const char *pre;              /* tokenizer.ggml.pre; NULL: "default" */
@@ -54,6 +62,9 @@ typedef struct tok_spec {
     const uint32_t *merge_lens;   /* NULL: NUL-ended */
     int32_t bos, eos, eot, eom, unk, pad; /* -1: none (eot: found by text when -1) */
     int add_bos, add_eos, add_space_prefix; /* 0, 1, or -1 for the default */
+    int32_t fim[TOK_FIM_N];       /* enum tok_fim -> id; -1: found by text as llama.cpp does
+                                     (a token found so becomes a control token); an id past
+                                     the vocabulary is an error (FD_EFORMAT) */
 } tok_spec_t;
 void tok_spec_init(tok_spec_t *s);
 int tok_build(tok_t **out, const tok_spec_t *spec, char *err, size_t errlen);
@@ -66,6 +77,7 @@ int32_t tok_eos(const tok_t *t);
 int32_t tok_eot(const tok_t *t);  /* end of turn (e.g. <|eot_id|>), -1 when none */
 int32_t tok_unk(const tok_t *t);
 int32_t tok_pad(const tok_t *t);
+int32_t tok_fim(const tok_t *t, int which); /* enum tok_fim; -1 when none (or which is bad) */
 bool tok_add_bos(const tok_t *t); /* tokenizer.ggml.add_bos_token (or the kind's default) */
 bool tok_add_eos(const tok_t *t);
 bool tok_is_eog(const tok_t *t, int32_t id); /* EOS, EOT or another end-of-generation id */

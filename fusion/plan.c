@@ -55,6 +55,8 @@ struct fz_plan {
     float *qs, *ks;                  /* qwen3: Q and K rows made contiguous for their norms */
     float *hx, *hxn, *logits;        /* max_seqs rows */
     fb_attn_t *attn;                 /* host, max_seqs */
+    int32_t *wpos;                   /* host, max_rows: positions relative to a sliding
+                                        window's first cache row */
     float *hid;                      /* host, max_seqs rows of n_embd: hidden states read back */
     int kv_type_k, kv_type_v;        /* the cache types kv_row_k / kv_row_v were computed for */
     size_t kv_row_k, kv_row_v;       /* bytes of one cache row */
@@ -279,6 +281,7 @@ void fz_plan_free(fz_plan_t *p)
     free(p->layers);
     free(p->prepared);
     free(p->attn);
+    free(p->wpos);
     free(p->hid);
     free(p->hid_dst);
     free(p);
@@ -326,9 +329,10 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
     p->layers = calloc((size_t)L, sizeof(*p->layers));
     p->prepared = calloc((size_t)p->cap_prepared, sizeof(*p->prepared));
     p->attn = calloc((size_t)opts->max_seqs, sizeof(*p->attn));
+    p->wpos = calloc((size_t)opts->max_rows, sizeof(*p->wpos));
     p->hid = calloc((size_t)opts->max_seqs * (size_t)src->n_embd, sizeof(*p->hid));
     p->hid_dst = calloc((size_t)opts->max_seqs, sizeof(*p->hid_dst));
-    if (!p->layers || !p->prepared || !p->attn || !p->hid || !p->hid_dst)
+    if (!p->layers || !p->prepared || !p->attn || !p->wpos || !p->hid || !p->hid_dst)
         goto nomem;
 
     int rc;
@@ -684,16 +688,31 @@ static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *
             (rc = fb_kv_store(p->be, vc + at * p->kv_row_v, kv->type_v, v + (size_t)row * ldv,
                               ldv, sq->n_rows, m->n_head_kv, m->head_dim)))
             return rc;
+        /* A local layer's rows see only the window's cache rows: the attention starts at the
+         * first row's window (lo), with positions relative to it, so no backend reads or
+         * scores the rows before (a long context costs the window, not the context); the
+         * mask is needed only while a later row's window starts after lo, and without it a
+         * decode row is plain causal attention over the window. */
+        const int32_t *apos = pos + row;
+        int window = 0;
+        size_t lo = 0;
+        if (y->swa && m->n_swa > 0) {
+            lo = (size_t)FD_MAX(0, pos[row] - m->n_swa + 1);
+            for (int i = 0; i < sq->n_rows; i++)
+                p->wpos[row + i] = pos[row + i] - (int32_t)lo;
+            apos = p->wpos + row;
+            window = apos[sq->n_rows - 1] >= m->n_swa ? m->n_swa : 0;
+        }
         p->attn[s] = (fb_attn_t){
             .q = q + (size_t)row * ldq, .ldq = ldq,
-            .k_data = kc, .v_data = vc, .ldkv = p->n_kv,
+            .k_data = kc + lo * p->kv_row_k, .v_data = vc + lo * p->kv_row_v, .ldkv = p->n_kv,
             .type_k = kv->type_k, .type_v = kv->type_v,
             .out = p->att + (size_t)row * p->n_q, .ldo = p->n_q,
-            .n_q = sq->n_rows, .pos = pos + row,
+            .n_q = sq->n_rows, .pos = apos,
             .n_head = m->n_head, .n_head_kv = m->n_head_kv, .head_dim = m->head_dim,
             .scale = p->attn_scale,
             .mode = fz_plan_softmax_mode(p),
-            .window = y->swa ? m->n_swa : 0,
+            .window = window,
             .softcap = m->attn_softcap,
         };
         row += sq->n_rows;

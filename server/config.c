@@ -174,6 +174,9 @@ static const opt_t opts[] = {
     {"embeddings", 0, T_BOOL, O(embeddings), "on", 0, 0, NULL, 0, NULL, "Model and engine",
      NULL, "Serve /v1/embeddings: an embedding request only prefills its input, beside the "
      "generating requests, so it costs nothing while unused (off: 404)."},
+    {"spm_infill", 0, T_BOOL, O(spm_infill), "off", 0, 0, NULL, 0, NULL, "Model and engine",
+     NULL, "/infill puts the suffix before the prefix (Suffix-Prefix-Middle), for code "
+     "models trained so (llama-server's --spm-infill); off: Prefix-Suffix-Middle."},
     {"pooling", 0, T_ENUM, O(pooling), "auto", 0, 0, pooling_names, 0, NULL,
      "Model and engine", NULL, "How /v1/embeddings pools the input's final hidden states: "
      "the mean over its tokens, its first (cls) or last token; auto: the model's "

@@ -57,6 +57,7 @@ typedef struct cfg {
     int prompt_lookup_max;  /* n-gram lengths looked up (ngram) */
     int prompt_lookup_min;
     bool embeddings;        /* serve /v1/embeddings */
+    bool spm_infill;        /* /infill in Suffix-Prefix-Middle order */
     int pooling;            /* enum eng_pooling; 0 (auto): the model's, else mean */
     /* network (restart to change) */
     char *host;

@@ -623,6 +623,7 @@ enum neutral {
 
 #define K_CMPL (1u << RQ_COMPLETION)
 #define K_CHAT (1u << RQ_CHAT)
+#define K_INF (1u << RQ_INFILL)
 
 static const struct unsupported {
     const char *key;
@@ -631,25 +632,24 @@ static const struct unsupported {
     double num;         /* NEU_NUM's value */
     const char *what;   /* what the field asks for */
 } unsupported[] = {
-    {"suffix", K_CMPL, NEU_EMPTY, 0, "insertion (text after the completion)"},
     {"echo", K_CHAT, NEU_FALSE, 0, "echoing the last message (vLLM's chat echo)"},
     {"audio", K_CHAT, NEU_NULL, 0, "audio output"},
     {"web_search_options", K_CHAT, NEU_NULL, 0, "web search"},
-    {"use_beam_search", K_CMPL | K_CHAT, NEU_FALSE, 0, "beam search"},
-    {"min_tokens", K_CMPL | K_CHAT, NEU_NUM, 0, "a minimum number of generated tokens"},
-    {"grammar", K_CMPL | K_CHAT, NEU_EMPTY, 0, "grammar-constrained output"},
-    {"guided_regex", K_CMPL | K_CHAT, NEU_EMPTY, 0, "regex-constrained output"},
-    {"guided_choice", K_CMPL | K_CHAT, NEU_EMPTY, 0, "choice-constrained output"},
-    {"guided_grammar", K_CMPL | K_CHAT, NEU_EMPTY, 0, "grammar-constrained output"},
+    {"use_beam_search", K_CMPL | K_CHAT | K_INF, NEU_FALSE, 0, "beam search"},
+    {"min_tokens", K_CMPL | K_CHAT | K_INF, NEU_NUM, 0, "a minimum number of generated tokens"},
+    {"grammar", K_CMPL | K_CHAT | K_INF, NEU_EMPTY, 0, "grammar-constrained output"},
+    {"guided_regex", K_CMPL | K_CHAT | K_INF, NEU_EMPTY, 0, "regex-constrained output"},
+    {"guided_choice", K_CMPL | K_CHAT | K_INF, NEU_EMPTY, 0, "choice-constrained output"},
+    {"guided_grammar", K_CMPL | K_CHAT | K_INF, NEU_EMPTY, 0, "grammar-constrained output"},
     /* llama-server's: n_probs is its logprobs (use logprobs), the others switch on samplers
      * fusiond does not have; their "off" values, which its web UI sends, are served. */
-    {"n_probs", K_CMPL | K_CHAT, NEU_NUM, 0, "log-probabilities (use 'logprobs')"},
-    {"mirostat", K_CMPL | K_CHAT, NEU_NUM, 0, "Mirostat sampling"},
-    {"typical_p", K_CMPL | K_CHAT, NEU_NUM, 1, "locally typical sampling"},
-    {"dynatemp_range", K_CMPL | K_CHAT, NEU_NUM, 0, "dynamic temperature"},
-    {"xtc_probability", K_CMPL | K_CHAT, NEU_NUM, 0, "XTC sampling"},
-    {"dry_multiplier", K_CMPL | K_CHAT, NEU_NUM, 0, "DRY repetition penalty"},
-    {"top_n_sigma", K_CMPL | K_CHAT, NEU_NUM, -1, "top-n-sigma sampling"},
+    {"n_probs", K_CMPL | K_CHAT | K_INF, NEU_NUM, 0, "log-probabilities (use 'logprobs')"},
+    {"mirostat", K_CMPL | K_CHAT | K_INF, NEU_NUM, 0, "Mirostat sampling"},
+    {"typical_p", K_CMPL | K_CHAT | K_INF, NEU_NUM, 1, "locally typical sampling"},
+    {"dynatemp_range", K_CMPL | K_CHAT | K_INF, NEU_NUM, 0, "dynamic temperature"},
+    {"xtc_probability", K_CMPL | K_CHAT | K_INF, NEU_NUM, 0, "XTC sampling"},
+    {"dry_multiplier", K_CMPL | K_CHAT | K_INF, NEU_NUM, 0, "DRY repetition penalty"},
+    {"top_n_sigma", K_CMPL | K_CHAT | K_INF, NEU_NUM, -1, "top-n-sigma sampling"},
 };
 
 static bool is_neutral(const cJSON *v, int neutral, double num)
@@ -703,7 +703,7 @@ static int check_unsupported(const cJSON *root, int kind, const rq_t *r, rq_err_
                                                 "(%d) is not supported: fusiond returns every "
                                                 "choice it generates (ask for n = %lld "
                                                 "instead)", b, r->n, b);
-    } else {
+    } else if (kind == RQ_CHAT) {
         const cJSON *m = field(root, "modalities");
         if (m) {
             bool text_only = cJSON_IsArray(m);
@@ -1123,7 +1123,24 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
     if ((rc = parse_response_format(root, r, e)) || (rc = parse_schema_field(root, r, e)))
         return rc;
 
-    if (kind == RQ_COMPLETION) {
+    if (kind == RQ_INFILL) {
+        /* the native answer has none of these */
+        static const char *const no[] = {"echo", "logprobs", "prompt_logprobs",
+                                         "stream_options"};
+        for (size_t i = 0; i < FD_ARRAY_LEN(no); i++)
+            if (field(root, no[i]) && !is_neutral(field(root, no[i]), NEU_FALSE, 0) &&
+                !is_neutral(field(root, no[i]), NEU_EMPTY, 0))
+                return unsupported_param(e, no[i], "'%s' is not supported on /infill; leave "
+                                         "it out", no[i]);
+        r->logprobs = -1;
+        r->prompt_logprobs = -1;
+        r->include_usage = false;
+        if (r->n != 1)
+            return unsupported_param(e, "n", "'n' must be 1 on /infill (it answers one "
+                                     "completion)");
+        if (r->max_tokens == RQ_PROMPT_ONLY)
+            return bad(e, mt, "'%s' is 0: it must be at least 1", mt);
+    } else if (kind == RQ_COMPLETION) {
         if ((rc = get_bool(root, "echo", &r->echo, e)))
             return rc;
         if ((rc = get_int(root, "logprobs", 0, RQ_MAX_LOGPROBS, &have, &v, e)))
@@ -1133,6 +1150,16 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
         if (r->max_tokens == RQ_PROMPT_ONLY && !r->echo)
             return bad(e, mt, "'%s' is 0: it must be at least 1 (0 only with 'echo': true, "
                        "for the prompt alone)", mt);
+        const cJSON *sf = field(root, "suffix");
+        if (sf && !cJSON_IsString(sf))
+            return bad(e, "suffix", "'suffix' must be a string, not %s", type_name(sf));
+        if (sf && sf->valuestring[0]) {
+            if (r->echo)
+                return bad(e, "suffix", "'suffix' cannot be combined with 'echo': the echoed "
+                           "prompt would not be the text the completion goes after");
+            if ((rc = dup_str(sf, "suffix", &r->suffix, &r->suffix_len, e)))
+                return rc;
+        }
     } else {
         bool lp = false;
         if ((rc = get_bool(root, "logprobs", &lp, e)))
@@ -1308,6 +1335,92 @@ static int parse_embeddings(const cJSON *root, const rq_limits_t *lim, rq_t *r, 
     return 0;
 }
 
+/* /infill's own fields, with llama-server's messages. */
+static int parse_infill(const cJSON *root, rq_t *r, rq_err_t *e)
+{
+    static const char *const req[2] = {"input_prefix", "input_suffix"};
+    char **dst[2] = {&r->input_prefix, &r->input_suffix};
+    size_t *lens[2] = {&r->input_prefix_len, &r->input_suffix_len};
+    int rc;
+    for (int k = 0; k < 2; k++) {
+        const cJSON *v = field(root, req[k]);
+        if (!v)
+            return bad(e, req[k], "\"%s\" is required", req[k]);
+        if (!cJSON_IsString(v))
+            return bad(e, req[k], "\"%s\" must be a string, not %s", req[k], type_name(v));
+        if ((rc = dup_str(v, req[k], dst[k], lens[k], e)))
+            return rc;
+    }
+    r->prompts = calloc(1, sizeof *r->prompts);
+    if (!r->prompts)
+        return -ENOMEM;
+    r->n_prompts = 1;
+    const cJSON *p = field(root, "prompt");
+    if (p && !cJSON_IsString(p))
+        return bad(e, "prompt", "\"prompt\" must be a string, not %s", type_name(p));
+    if ((rc = p ? dup_str(p, "prompt", &r->prompts[0].text, &r->prompts[0].text_len, e)
+                : ((r->prompts[0].text = strdup("")) ? 0 : -ENOMEM)))
+        return rc;
+    const cJSON *x = field(root, "input_extra");
+    if (x && !cJSON_IsArray(x))
+        return bad(e, "input_extra", "\"input_extra\" must be an array of {\"filename\": "
+                   "string, \"text\": string}");
+    int cnt = x ? cJSON_GetArraySize(x) : 0;
+    if (cnt > RQ_MAX_EXTRA)
+        return bad(e, "input_extra", "'input_extra' has %d chunks; at most %d are accepted", cnt,
+                   RQ_MAX_EXTRA);
+    if (cnt && !(r->extra = calloc((size_t)cnt, sizeof *r->extra)))
+        return -ENOMEM;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, x)
+    {
+        char pp[64];
+        size_t i = r->n_extra;
+        snprintf(pp, sizeof pp, "input_extra[%zu]", i);
+        const cJSON *t = cJSON_IsObject(it) ? field(it, "text") : NULL;
+        if (!t || !cJSON_IsString(t))
+            return bad(e, pp, "extra_context chunk must contain a \"text\" field with a string "
+                       "value (%s)", pp);
+        const cJSON *fn = field(it, "filename");
+        if (fn && !cJSON_IsString(fn))
+            return bad(e, pp, "extra_context chunk's \"filename\" field must be a string (%s)",
+                       pp);
+        r->n_extra++;
+        if ((rc = dup_str(t, pp, &r->extra[i].text, &r->extra[i].text_len, e)) ||
+            (fn && (rc = dup_str(fn, pp, &r->extra[i].filename, &r->extra[i].filename_len, e))))
+            return rc;
+    }
+    const cJSON *rf = field(root, "response_fields");
+    if (rf) {
+        if (!cJSON_IsArray(rf))
+            return bad(e, "response_fields", "'response_fields' must be an array of strings, "
+                       "not %s", type_name(rf));
+        cnt = cJSON_GetArraySize(rf);
+        if (cnt > RQ_MAX_RESPONSE_FIELDS)
+            return bad(e, "response_fields", "'response_fields' has %d entries; at most %d are "
+                       "accepted", cnt, RQ_MAX_RESPONSE_FIELDS);
+        if (cnt && !(r->response_fields = calloc((size_t)cnt, sizeof *r->response_fields)))
+            return -ENOMEM;
+        cJSON_ArrayForEach(it, rf)
+        {
+            char pp[64];
+            snprintf(pp, sizeof pp, "response_fields[%d]", r->n_response_fields);
+            if (!cJSON_IsString(it))
+                return bad(e, pp, "'%s' must be a string, not %s", pp, type_name(it));
+            if ((rc = dup_str(it, pp, &r->response_fields[r->n_response_fields], NULL, e)))
+                return rc;
+            r->n_response_fields++;
+        }
+    }
+    /* llama-server's sampling defaults for its native endpoints */
+    r->sampling.temperature = 0.8f;
+    r->sampling.top_k = 40;
+    r->sampling.top_p = 0.95f;
+    r->sampling.min_p = 0.05f;
+    r->max_tokens = RQ_TO_CONTEXT;
+    return 0;
+}
+
 int rq_parse(int kind, const char *body, size_t len, const rq_limits_t *lim, rq_t *r,
              rq_err_t *e)
 {
@@ -1379,6 +1492,11 @@ int rq_parse(int kind, const char *body, size_t len, const rq_limits_t *lim, rq_
             }
         }
         break;
+    case RQ_INFILL:
+        if ((rc = parse_infill(root, r, e)))
+            goto out;
+        rc = parse_generation(root, kind, lim, r, e);
+        break;
     case RQ_TOKENIZE:
         rc = parse_tokenize(root, r, e);
         break;
@@ -1411,6 +1529,17 @@ void rq_free(rq_t *r)
         free(r->prompts[i].ids);
     }
     free(r->prompts);
+    free(r->suffix);
+    free(r->input_prefix);
+    free(r->input_suffix);
+    for (size_t i = 0; i < r->n_extra; i++) {
+        free(r->extra[i].filename);
+        free(r->extra[i].text);
+    }
+    free(r->extra);
+    for (int i = 0; i < r->n_response_fields; i++)
+        free(r->response_fields[i]);
+    free(r->response_fields);
     for (size_t i = 0; i < r->n_msgs && r->msgs; i++) {
         free(r->msgs[i].role);
         free(r->msgs[i].content);
@@ -1470,7 +1599,8 @@ int rq_check_vocab(const rq_t *r, int32_t n_vocab, rq_err_t *e)
 int rq_resolve_max_tokens(const rq_t *r, size_t n_prompt, int n_ctx, int *max_tokens,
                           rq_err_t *e)
 {
-    const char *pkey = r->kind == RQ_CHAT ? "messages" : "prompt";
+    const char *pkey = r->kind == RQ_CHAT ? "messages"
+                       : r->kind == RQ_INFILL ? "input_prefix" : "prompt";
     /* The field the client sent: a chat request may use either name. */
     const char *mkey = r->max_tokens_field ? r->max_tokens_field : "max_tokens";
     if (n_prompt == 0)
@@ -1489,6 +1619,10 @@ int rq_resolve_max_tokens(const rq_t *r, size_t n_prompt, int n_ctx, int *max_to
     } else if (r->max_tokens == RQ_TO_CONTEXT) {
         *max_tokens = room;
     } else if (r->max_tokens > 0) {
+        if (r->max_tokens > room && r->kind == RQ_INFILL) {
+            *max_tokens = room;
+            return 0;
+        }
         if (r->max_tokens > room) {
             bad(e, mkey, "the prompt (%zu tokens) plus %s (%d) is %lld tokens, more than the "
                 "context length %d", n_prompt, mkey, r->max_tokens,

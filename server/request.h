@@ -13,7 +13,8 @@
 #include "common/fd.h"
 #include "engine/engine.h"
 
-enum rq_kind { RQ_COMPLETION = 1, RQ_CHAT, RQ_TOKENIZE, RQ_DETOKENIZE, RQ_EMBEDDINGS };
+enum rq_kind { RQ_COMPLETION = 1, RQ_CHAT, RQ_TOKENIZE, RQ_DETOKENIZE, RQ_EMBEDDINGS,
+               RQ_INFILL };
 
 /* max_tokens: generate until the context is full (llama-server's n_predict -1). */
 #define RQ_TO_CONTEXT (-1)
@@ -50,6 +51,13 @@ typedef struct rq_prompt {      /* one prompt of a completion request */
     int32_t *ids;               /* given as token ids, or set later by tokenization */
     size_t n_ids;
 } rq_prompt_t;
+
+typedef struct rq_extra {      /* one /infill input_extra chunk */
+    char *filename;             /* NULL when absent */
+    size_t filename_len;
+    char *text;
+    size_t text_len;
+} rq_extra_t;
 
 typedef struct rq_call {        /* one tool call of an assistant message in the history */
     char *id;
@@ -125,7 +133,26 @@ typedef struct rq {
     /* tokenize */
     bool add_special;           /* default true */
     bool with_pieces;
+    /* completions: OpenAI's suffix (NULL: none; the FIM prompt needs the model's tokens) */
+    char *suffix;
+    size_t suffix_len;
+    /* infill (llama-server's /infill): input_prefix, input_suffix (both required strings),
+     * prompt (prompts[0], "" when absent), input_extra, response_fields.  Other fields
+     * are /v1/completions' (llama-server's n_predict, top_k, ...); unknown ones (llama.vim's
+     * n_indent, samplers, cache_prompt, t_max_*_ms, id_slot) are ignored as llama-server
+     * ignores what it does not know, except the unsupported ones that would change the
+     * answer, refused as on the OpenAI endpoints. */
+    char *input_prefix, *input_suffix;
+    size_t input_prefix_len, input_suffix_len;
+    rq_extra_t *extra;
+    size_t n_extra;
+    char **response_fields;
+    int n_response_fields;
 } rq_t;
+
+/* Bounds of an /infill body. */
+#define RQ_MAX_EXTRA 4096          /* input_extra chunks */
+#define RQ_MAX_RESPONSE_FIELDS 64
 
 /* Parses body (len bytes, need not be NUL-terminated) as a request of kind.  0 and *out
  * filled (free with rq_free), or -EINVAL with e filled (400 for bad JSON, wrong types and
@@ -140,9 +167,10 @@ int rq_check_vocab(const rq_t *r, int32_t n_vocab, rq_err_t *e);
 
 /* Resolves max_tokens for a prompt of n_prompt tokens in a context of n_ctx and checks the
  * sum fits: the requested value, else the default (16 for completions, the rest of the
- * context for chat).  0 and *max_tokens set, or -EINVAL (400, the numbers in the message;
- * a prompt or a sum beyond the context has OpenAI's code "context_length_exceeded", and
- * param the field the client sent). */
+ * context for chat and infill; infill also cuts a larger value to what the context holds,
+ * as llama-server stops there).  0 and *max_tokens set, or -EINVAL (400, the numbers in the
+ * message; a prompt or a sum beyond the context has OpenAI's code
+ * "context_length_exceeded", and param the field the client sent). */
 int rq_resolve_max_tokens(const rq_t *r, size_t n_prompt, int n_ctx, int *max_tokens,
                           rq_err_t *e);
 

@@ -28,6 +28,7 @@
 #include "server/chat.h"
 #include "server/toolcall.h"
 #include "server/evq.h"
+#include "server/infill.h"
 #include "server/metrics.h"
 #include "server/openai.h"
 #include "server/reasoning.h"
@@ -46,7 +47,7 @@
 
 enum route {
     R_NONE, R_HEALTH, R_METRICS, R_MODELS, R_MODEL_ONE, R_COMPLETIONS, R_CHAT, R_TOKENIZE,
-    R_DETOKENIZE, R_EMBEDDINGS, R_RESPONSES, R_RESPONSE_ONE, R_RESPONSE_TOKENS
+    R_DETOKENIZE, R_EMBEDDINGS, R_RESPONSES, R_RESPONSE_ONE, R_RESPONSE_TOKENS, R_INFILL
 };
 
 static const struct route_def {
@@ -68,6 +69,7 @@ static const struct route_def {
     {"/detokenize", "POST", R_DETOKENIZE, MET_EP_DETOKENIZE, false},
     {"/v1/embeddings", "POST", R_EMBEDDINGS, MET_EP_EMBEDDINGS, false},
     {"/embeddings", "POST", R_EMBEDDINGS, MET_EP_EMBEDDINGS, false},
+    {"/infill", "POST", R_INFILL, MET_EP_INFILL, false},
     {"/v1/responses", "POST", R_RESPONSES, MET_EP_RESPONSES, false},
     {"/responses", "POST", R_RESPONSES, MET_EP_RESPONSES, false},
     /* before the prefix routes below, which the same path also matches */
@@ -111,6 +113,9 @@ typedef struct srv_choice {
     int lost;                   /* output dropped for lack of memory; the engine thread adds
                                    to it too, so every access is atomic (choice_lost) */
     evq_node_t done_node;       /* DONE never waits on malloc */
+    int32_t *gen;               /* infill: the generated ids (stop_type, stopping_word) */
+    size_t n_gen_ids, cap_gen;
+    bool has_nl;                /* infill: the output has a newline */
     float *emb;                 /* embeddings: n_embd floats, written by the engine thread in
                                    its DONE callback before the push (the queue's lock orders
                                    it before the loop's read) */
@@ -413,6 +418,7 @@ static void job_free(srv_job_t *j)
         free(j->choices[i].lp);
         free(j->choices[i].plp);
         free(j->choices[i].emb);
+        free(j->choices[i].gen);
     }
     free(j->choices);
     free(j->tc_prefill);
@@ -924,6 +930,59 @@ static cJSON *rs_logprobs(const srv_job_t *j, const oai_lp_t *lp, size_t n)
     return a;
 }
 
+static int decode_text(const tok_t *tok, const int32_t *ids, size_t n, bool render_special,
+                       char **out, size_t *len);
+
+/* /infill's answer for choice c in llama-server's native shape: a stream frame of text, or
+ * (final) the whole answer with content (streamed: "", the text went out in frames). */
+static char *infill_answer(const srv_job_t *j, const srv_choice_t *c, const char *text,
+                           size_t len, bool final)
+{
+    srv_t *s = j->srv;
+    inf_answer_t a = {.content = text, .content_len = len, .stop = final, .model = j->model,
+                      .tokens_predicted = c->n_gen, .tokens_evaluated = (long long)j->pn[0]};
+    if (!final)
+        return inf_answer_json(&a);
+    oai_timings_t t;
+    job_timings(j, &t);
+    a.timings = &t;
+    a.tokens_cached = (long long)j->pn[0] + c->n_gen;
+    a.cache_n = c->t.n_cached;
+    a.has_new_line = c->has_nl;
+    bool timeout = c->finish == ENG_FINISH_TIMEOUT || j->server_timeout;
+    a.truncated = c->finish == ENG_FINISH_LENGTH &&
+                  (long long)j->pn[0] + c->n_gen >= s->info->n_ctx;
+    a.stop_type = c->finish == ENG_FINISH_LENGTH || timeout ? "limit" : "none";
+    char *gen = NULL, *prompt = NULL;
+    size_t gen_len = 0;
+    if (c->finish == ENG_FINISH_STOP) {
+        int32_t last = c->n_gen_ids ? c->gen[c->n_gen_ids - 1] : -1;
+        a.stop_type = last >= 0 && tok_is_eog(s->tok, last) && !j->rq.ignore_eos ? "eos"
+                                                                                 : "word";
+        /* the stop string that matched: the one the generated text holds where the
+         * released text ends (the engine trims it) */
+        if (strcmp(a.stop_type, "word") == 0 &&
+            decode_text(s->tok, c->gen, c->n_gen_ids, false, &gen, &gen_len) == 0)
+            for (int i = 0; i < j->rq.n_stop && !a.stopping_word; i++) {
+                size_t sl = strlen(j->rq.stop[i]);
+                if (c->stream_off + sl <= gen_len &&
+                    memcmp(gen + c->stream_off, j->rq.stop[i], sl) == 0)
+                    a.stopping_word = j->rq.stop[i];
+            }
+    }
+    size_t plen = 0;
+    if (decode_text(s->tok, j->pids[0], j->pn[0], true, &prompt, &plen) == 0) {
+        a.prompt = prompt;
+        a.prompt_len = plen;
+    }
+    a.fields = (const char *const *)j->rq.response_fields;
+    a.n_fields = j->rq.n_response_fields;
+    char *out = inf_answer_json(&a);
+    free(gen);
+    free(prompt);
+    return out;
+}
+
 /* One streamed chunk for choice c: text delta and/or logprobs and/or finish. */
 static void sse_chunk(srv_job_t *j, srv_choice_t *c, const char *text, size_t len,
                       const oai_lp_t *lp, const char *finish, bool role, bool timings)
@@ -937,6 +996,10 @@ static void sse_chunk(srv_job_t *j, srv_choice_t *c, const char *text, size_t le
             cJSON_Delete(lj);
         if (finish)
             rs_stream_close(j->rss, &j->sse, strcmp(finish, "length") == 0);
+        return;
+    }
+    if (j->rq.kind == RQ_INFILL) {
+        sse_add_json(j, infill_answer(j, c, finish ? "" : text, finish ? 0 : len, finish));
         return;
     }
     oai_choice_t ch = {.index = c->index, .text = text, .text_len = len,
@@ -1078,6 +1141,10 @@ static void stream_done(srv_job_t *j)
     if (j->rss) {
         /* the Responses API's stream ends with its last event, without [DONE] */
         responses_stream_done(j);
+        j->sse_end = true;
+        return;
+    }
+    if (j->rq.kind == RQ_INFILL) { /* llama-server's native stream has no [DONE] */
         j->sse_end = true;
         return;
     }
@@ -1288,6 +1355,11 @@ static void build_final(srv_job_t *j)
         body = embeddings_body(j, &status);
     } else if (j->rs) {
         body = responses_body(j, &status);
+    } else if (j->rq.kind == RQ_INFILL) {
+        const srv_choice_t *c = &j->choices[0];
+        body = infill_answer(j, c, c->text.buf ? c->text.buf : "", c->text.len, true);
+        if (!body)
+            status = 500;
     } else {
         oai_choice_t *ch = calloc((size_t)j->n_choices, sizeof *ch);
         char **texts = calloc((size_t)j->n_choices, sizeof *texts);
@@ -1496,6 +1568,20 @@ static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
     c->last_ns = ev->t_ns;
     if (j->abandoned || j->client_gone)
         return;
+    if (j->rq.kind == RQ_INFILL) {
+        if (c->n_gen_ids == c->cap_gen) {
+            size_t cap = c->cap_gen ? c->cap_gen * 2 : 64;
+            int32_t *g = realloc(c->gen, cap * sizeof *g);
+            if (!g) {
+                choice_lose(c);
+                return;
+            }
+            c->gen = g;
+            c->cap_gen = cap;
+        }
+        c->gen[c->n_gen_ids++] = ev->token;
+        c->has_nl |= ev->text_len && memchr(ev->text, '\n', ev->text_len) != NULL;
+    }
 
     oai_lp_t *lp = NULL;
     if (j->rq.logprobs >= 0) {
@@ -1784,7 +1870,8 @@ static int encode(const tok_t *tok, const char *text, size_t len, bool add_speci
     return -ENOSPC;
 }
 
-static int decode_text(const tok_t *tok, const int32_t *ids, size_t n, char **out, size_t *len)
+static int decode_text(const tok_t *tok, const int32_t *ids, size_t n, bool render_special,
+                       char **out, size_t *len)
 {
     size_t cap = n * 8 + 16;
     for (int tries = 0; tries < 3; tries++) {
@@ -1792,7 +1879,7 @@ static int decode_text(const tok_t *tok, const int32_t *ids, size_t n, char **ou
         if (!buf)
             return -ENOMEM;
         size_t need = 0;
-        int rc = tok_decode(tok, ids, n, false, false, buf, cap, &need);
+        int rc = tok_decode(tok, ids, n, render_special, false, buf, cap, &need);
         if (rc == 0 && need < cap) {
             buf[need] = 0;
             *out = buf;
@@ -1828,7 +1915,8 @@ static int prepare_tokenize(srv_job_t *j)
             return -EINVAL;
         char *text = NULL;
         size_t len = 0;
-        int rc = decode_text(s->tok, r->prompts[0].ids, r->prompts[0].n_ids, &text, &len);
+        int rc = decode_text(s->tok, r->prompts[0].ids, r->prompts[0].n_ids, false, &text,
+                             &len);
         if (rc)
             return rq_fail(e, rc == -ENOMEM ? 500 : 400, "invalid_request_error", "tokens",
                            "cannot detokenize: %s", fd_strerror(rc));
@@ -1929,6 +2017,47 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
 }
 
 /* Tokenizes the prompts (or the chat), checks them against the model, and fills j->pids. */
+/* The /infill prompt (llama.cpp's layout and cuts) as prompt 0.  The cuts are sized from
+ * llama-server's default batch of 2048 tokens, but at most half the context (llama-server
+ * keeps 2048 there, so that below 4096 its prefix and suffix alone can fill the context),
+ * and from the request's n_predict (llama-server uses its own -n default, -1), so that the
+ * extra context leaves room for what is asked (without one, for INFILL_RESERVE tokens).
+ * The prompt then always fits: at most n_ctx + 2 - 2 * n_predict tokens. */
+#define INFILL_RESERVE 16
+static int infill_prompt(srv_job_t *j, rq_err_t *e)
+{
+    srv_t *s = j->srv;
+    const rq_t *r = &j->rq;
+    char msg[200];
+    if (inf_check(s->tok, msg, sizeof msg))
+        return rq_fail(e, 400, "invalid_request_error", NULL, "%s", msg);
+    inf_chunk_t *ch = calloc(r->n_extra ? r->n_extra : 1, sizeof *ch);
+    if (!ch)
+        return rq_fail(e, 500, "server_error", NULL, "out of memory");
+    for (size_t i = 0; i < r->n_extra; i++)
+        ch[i] = (inf_chunk_t){r->extra[i].filename, r->extra[i].filename_len, r->extra[i].text,
+                              r->extra[i].text_len};
+    int n_ctx = s->info->n_ctx;
+    inf_input_t in = {.prefix = r->input_prefix, .prefix_len = r->input_prefix_len,
+                      .suffix = r->input_suffix, .suffix_len = r->input_suffix_len,
+                      .prompt = r->prompts[0].text, .prompt_len = r->prompts[0].text_len,
+                      .extra = ch, .n_extra = r->n_extra, .spm = s->cfg.spm_infill,
+                      .n_ctx = n_ctx, .n_batch = FD_MIN(2048, n_ctx / 2),
+                      .n_predict = r->max_tokens > 0 ? r->max_tokens : INFILL_RESERVE};
+    inf_prompt_t ip;
+    int rc = inf_build(s->tok, &in, &ip);
+    free(ch);
+    if (rc)
+        return rq_fail(e, rc == -ENOMEM ? 500 : 400, "invalid_request_error", "input_prefix",
+                       "cannot tokenize the infill input: %s", fd_strerror(rc));
+    if (ip.cut_prefix || ip.cut_suffix || ip.cut_extra)
+        fd_log_debug("infill: %zu prefix, %zu suffix and %zu extra tokens left out to fit",
+                     ip.cut_prefix, ip.cut_suffix, ip.cut_extra);
+    j->pids[0] = ip.ids;
+    j->pn[0] = ip.n;
+    return 0;
+}
+
 static int prepare_prompts(srv_job_t *j, rq_err_t *e)
 {
     srv_t *s = j->srv;
@@ -1953,6 +2082,9 @@ static int prepare_prompts(srv_job_t *j, rq_err_t *e)
         if (rc)
             return rq_fail(e, rc == -ENOMEM ? 500 : 400, "invalid_request_error", "messages",
                            "cannot tokenize the chat: %s", fd_strerror(rc));
+    } else if (r->kind == RQ_INFILL) {
+        if ((rc = rq_check_vocab(r, s->info->n_vocab, e)) || (rc = infill_prompt(j, e)))
+            return rc;
     } else {
         if ((rc = rq_check_vocab(r, s->info->n_vocab, e)))
             return rc;
@@ -1962,7 +2094,8 @@ static int prepare_prompts(srv_job_t *j, rq_err_t *e)
             char pp[32];
             snprintf(pp, sizeof pp, np > 1 ? "%s[%zu]" : "%s", key, p);
             if (pr->text) {
-                rc = encode(s->tok, pr->text, pr->text_len, true, &j->pids[p], &j->pn[p]);
+                /* with a suffix, BOS goes before the FIM prefix token (below) */
+                rc = encode(s->tok, pr->text, pr->text_len, !r->suffix, &j->pids[p], &j->pn[p]);
                 if (!rc && r->echo) {
                     j->echo[p] = strdup(pr->text);
                     j->echo_len[p] = pr->text_len;
@@ -1977,7 +2110,26 @@ static int prepare_prompts(srv_job_t *j, rq_err_t *e)
                     j->pn[p] = pr->n_ids;
                 }
                 if (!rc && r->echo)
-                    rc = decode_text(s->tok, pr->ids, pr->n_ids, &j->echo[p], &j->echo_len[p]);
+                    rc = decode_text(s->tok, pr->ids, pr->n_ids, false, &j->echo[p],
+                                     &j->echo_len[p]);
+            }
+            if (!rc && r->suffix) {
+                int32_t *fim = NULL;
+                size_t nf = 0;
+                rc = inf_psm(s->tok, pr->text && tok_add_bos(s->tok), j->pids[p], j->pn[p],
+                             r->suffix, r->suffix_len, &fim, &nf);
+                if (rc == -ENOENT) {
+                    rq_fail(e, 400, "invalid_request_error", "suffix",
+                            "'suffix' needs a model with fill-in-the-middle tokens; this "
+                            "model's vocabulary has no FIM prefix, suffix and middle tokens");
+                    e->code = "unsupported_parameter";
+                    return -EINVAL;
+                }
+                if (!rc) {
+                    free(j->pids[p]);
+                    j->pids[p] = fim;
+                    j->pn[p] = nf;
+                }
             }
             if (rc)
                 return rq_fail(e, rc == -ENOMEM ? 500 : 400, "invalid_request_error", pp,
@@ -2323,6 +2475,7 @@ static enum MHD_Result on_body_complete(srv_job_t *j)
                            "the request body is larger than the limit of %zu bytes",
                            s->cfg.max_body_bytes);
     int kind = j->route == R_COMPLETIONS ? RQ_COMPLETION
+               : j->route == R_INFILL ? RQ_INFILL
                : j->route == R_CHAT || j->route == R_RESPONSES ||
                        j->route == R_RESPONSE_TOKENS ? RQ_CHAT
                : j->route == R_TOKENIZE  ? RQ_TOKENIZE

@@ -61,6 +61,8 @@ typedef struct srv_config {
     bool prefix_cache;          /* the engine runs with eng_params.prefix_cache: usage
                                    reports prompt_tokens_details.cached_tokens */
     bool embeddings;            /* serve /v1/embeddings (default on; off: 404) */
+    bool spm_infill;            /* /infill's prompt in Suffix-Prefix-Middle order (default
+                                   off: Prefix-Suffix-Middle) */
     int pooling;                /* enum eng_pooling for embeddings; ENG_POOL_NONE (auto,
                                    the default): the model's pooling type, else mean */
     /* HTTPS: the certificate (chain) and its unencrypted private key, PEM texts; both or

@@ -355,6 +355,17 @@ bool tok_add_bos(const tok_t *t)
     return true;
 }
 
+/* no fill-in-the-middle tokens: /infill answers its 400 */
+int32_t tok_fim(const tok_t *t, int which)
+{
+    return -1;
+}
+
+bool tok_is_eog(const tok_t *t, int32_t id)
+{
+    return id == 2;
+}
+
 const char *tok_token_text(const tok_t *t, int32_t id)
 {
     return id == 1 ? "<s>" : id == 2 ? "</s>" : "?";

@@ -71,6 +71,12 @@ tests_test_metrics_CFLAGS = $(TEST_CFLAGS)
 tests_test_metrics_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_metrics
 
+check_PROGRAMS += tests/test_infill
+tests_test_infill_SOURCES = tests/test_infill.c
+tests_test_infill_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
+tests_test_infill_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_infill
+
 check_PROGRAMS += tests/test_openai
 tests_test_openai_SOURCES = tests/test_openai.c
 tests_test_openai_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
@@ -311,6 +317,10 @@ TESTS += tests/test_reasoning_server.py
 # The deepseek-r1 chat format through the daemon: starting inside the think block.
 dist_check_SCRIPTS += tests/test_r1_server.py
 TESTS += tests/test_r1_server.py
+# Fill-in-the-middle through the daemon: /infill and OpenAI's suffix on stories260K copies
+# given FIM tokens (by text, and by GGUF keys).
+dist_check_SCRIPTS += tests/test_infill_server.py
+TESTS += tests/test_infill_server.py
 FUZZ_TARGETS += tests/fuzz/fuzz_reasoning.c
 EXTRA_DIST += tests/fuzz/fuzz_reasoning.c tests/fuzz/fuzz_reasoning.dict
 VALGRIND_SUITES += tests/test_reasoning

@@ -553,9 +553,18 @@ START_TEST(test_bad_requests)
     /* No specific code: null, as OpenAI's. */
     ck_assert_ptr_nonnull(strstr(r.body, "\"code\":null"));
     free_resp(&r);
+    /* the fake vocabulary has no FIM tokens */
     r = request("POST", "/v1/completions", NULL, "{\"prompt\":\"x\",\"suffix\":\"!\"}");
     check_error(&r, 400, "suffix");
     ck_assert_ptr_nonnull(strstr(r.body, "\"code\":\"unsupported_parameter\""));
+    free_resp(&r);
+    r = request("POST", "/infill", NULL, "{\"input_prefix\":\"a\",\"input_suffix\":\"b\"}");
+    check_error(&r, 400, NULL);
+    ck_assert_ptr_nonnull(strstr(r.body, "Infill is not supported by this model: prefix token "
+                                         "is missing. "));
+    free_resp(&r);
+    r = request("POST", "/infill", NULL, "{\"input_prefix\":\"a\"}");
+    check_error(&r, 400, "input_suffix");
     free_resp(&r);
     r = request("POST", "/v1/completions", NULL, "{\"prompt\":\"x\",\"model\":\"gpt-4\"}");
     check_error(&r, 404, "model");

@@ -362,10 +362,14 @@ START_TEST(test_unsupported_fields)
         ck_assert_msg(parse(neutral[i].kind, b, &r, &e) == 0, "%s: %s", b, e.message);
         rq_free(&r);
     }
-    ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":\"x\",\"suffix\":\"!\"}", &r, &e),
-                     -EINVAL);
-    ck_assert_str_eq(e.code, "unsupported_parameter");
-    ck_assert_ptr_nonnull(strstr(e.message, "suffix"));
+    /* a suffix is parsed (the server builds the FIM prompt, or refuses without FIM tokens) */
+    ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":\"x\",\"suffix\":\"!\"}", &r, &e), 0);
+    ck_assert_str_eq(r.suffix, "!");
+    ck_assert_uint_eq(r.suffix_len, 1);
+    rq_free(&r);
+    ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":\"x\",\"suffix\":\"\"}", &r, &e), 0);
+    ck_assert_ptr_null(r.suffix);
+    rq_free(&r);
     ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":\"x\",\"n\":2,\"best_of\":4}", &r,
                            &e), -EINVAL);
     ck_assert_str_eq(e.code, "unsupported_parameter");
@@ -721,9 +725,36 @@ static const struct bad_case {
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"functions\":[{}]}",
      400, "functions"},
     /* Fields fusiond does not implement, at a value that asks for something. */
-    {RQ_COMPLETION, "{\"prompt\":\"x\",\"suffix\":\" end\"}", 400, "suffix"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"suffix\":\" end\",\"echo\":true}", 400, "suffix"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"suffix\":5}", 400, "suffix"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"best_of\":3}", 400, "best_of"},
+    /* /infill, with llama-server's messages */
+    {RQ_INFILL, "{}", 400, "input_prefix"},
+    {RQ_INFILL, "{\"input_prefix\":\"a\"}", 400, "input_suffix"},
+    {RQ_INFILL, "{\"input_prefix\":1,\"input_suffix\":\"\"}", 400, "input_prefix"},
+    {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":[]}", 400, "input_suffix"},
+    {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"prompt\":[1]}", 400, "prompt"},
+    {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"input_extra\":{}}", 400,
+     "input_extra"},
+    {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"input_extra\":[\"x\"]}", 400,
+     "input_extra[0]"},
+    {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"input_extra\":[{\"text\":\"a\"},"
+                "{\"filename\":\"f\"}]}", 400, "input_extra[1]"},
+    {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"input_extra\":[{\"text\":\"a\","
+                "\"filename\":3}]}", 400, "input_extra[0]"},
+    {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"response_fields\":\"content\"}",
+     400, "response_fields"},
+    {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"response_fields\":[1]}", 400,
+     "response_fields[0]"},
+    {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"n\":2}", 400, "n"},
+    {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"logprobs\":2}", 400, "logprobs"},
+    {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"echo\":true}", 400, "echo"},
+    {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"max_tokens\":0}", 400,
+     "max_tokens"},
+    {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"n_predict\":\"8\"}", 400,
+     "n_predict"},
+    {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"mirostat\":2}", 400,
+     "mirostat"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"n\":2,\"best_of\":3}", 400, "best_of"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"n\":3,\"best_of\":2}", 400, "best_of"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"best_of\":0}", 400, "best_of"},
@@ -813,6 +844,60 @@ static const struct bad_case {
      * rounds to 2^63, and its conversion to long long was undefined. */
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"seed\":9223372036854775808}", 400, "seed"},
 };
+
+/* llama.vim's request, whole: its fields are read, its unknown ones ignored, and the
+ * sampling defaults are llama-server's. */
+START_TEST(test_infill_body)
+{
+    rq_t r;
+    rq_err_t e;
+    const char *vim =
+        "{\"input_prefix\":\"def f():\\n\",\"input_suffix\":\"\\n\",\"prompt\":\"    re\","
+        "\"input_extra\":[{\"filename\":\"a.py\",\"text\":\"x = 1\\n\"},{\"text\":\"y\"}],"
+        "\"n_predict\":128,\"stop\":[],\"n_indent\":4,\"top_k\":40,\"top_p\":0.99,"
+        "\"samplers\":[\"top_k\",\"top_p\",\"infill\"],\"stream\":false,\"cache_prompt\":true,"
+        "\"t_max_prompt_ms\":500,\"t_max_predict_ms\":1000,\"id_slot\":-1,"
+        "\"response_fields\":[\"content\",\"timings/prompt_n\",\"truncated\"]}";
+    ck_assert_msg(parse(RQ_INFILL, vim, &r, &e) == 0, "%s", e.message);
+    ck_assert_int_eq(r.kind, RQ_INFILL);
+    ck_assert_str_eq(r.input_prefix, "def f():\n");
+    ck_assert_uint_eq(r.input_prefix_len, 9);
+    ck_assert_str_eq(r.input_suffix, "\n");
+    ck_assert_uint_eq(r.n_prompts, 1);
+    ck_assert_str_eq(r.prompts[0].text, "    re");
+    ck_assert_uint_eq(r.n_extra, 2);
+    ck_assert_str_eq(r.extra[0].filename, "a.py");
+    ck_assert_str_eq(r.extra[0].text, "x = 1\n");
+    ck_assert_ptr_null(r.extra[1].filename);
+    ck_assert_int_eq(r.max_tokens, 128);
+    ck_assert_int_eq(r.sampling.top_k, 40);
+    ck_assert_float_eq_tol(r.sampling.top_p, 0.99f, 1e-6f);
+    ck_assert_float_eq_tol(r.sampling.temperature, 0.8f, 1e-6f);
+    ck_assert_float_eq_tol(r.sampling.min_p, 0.05f, 1e-6f);
+    ck_assert_int_eq(r.n_response_fields, 3);
+    ck_assert_str_eq(r.response_fields[1], "timings/prompt_n");
+    ck_assert_int_eq(r.logprobs, -1);
+    rq_free(&r);
+    /* the least: no prompt ("" then), no n_predict (to the end of the context) */
+    ck_assert_int_eq(parse(RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\"}", &r, &e), 0);
+    ck_assert_str_eq(r.prompts[0].text, "");
+    ck_assert_int_eq(r.max_tokens, RQ_TO_CONTEXT);
+    ck_assert_uint_eq(r.n_extra, 0);
+    int mt = 0;
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 10, 64, &mt, &e), 0);
+    ck_assert_int_eq(mt, 54);
+    rq_free(&r);
+    /* n_predict past the context is cut to it (llama-server stops there) */
+    ck_assert_int_eq(parse(RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\","
+                                      "\"n_predict\":500}", &r, &e), 0);
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 10, 64, &mt, &e), 0);
+    ck_assert_int_eq(mt, 54);
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 64, 64, &mt, &e), -EINVAL);
+    ck_assert_str_eq(e.param, "input_prefix");
+    ck_assert_str_eq(e.code, "context_length_exceeded");
+    rq_free(&r);
+}
+END_TEST
 
 START_TEST(test_bad_bodies)
 {
@@ -969,6 +1054,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_tool_fields);
     tcase_add_test(tc, test_unsupported_fields);
     tcase_add_test(tc, test_tokenize_bodies);
+    tcase_add_test(tc, test_infill_body);
     tcase_add_loop_test(tc, test_bad_bodies, 0, (int)FD_ARRAY_LEN(bad_cases));
     tcase_add_test(tc, test_deep_nesting);
     tcase_add_test(tc, test_nul_escape_text);

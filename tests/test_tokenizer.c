@@ -8,6 +8,7 @@
 
 #include "common/fd.h"
 #include "engine/gguf.h"
+#include "engine/gguf_write.h"
 #include "engine/unicode.h"
 #include "tests/testutil.h"
 
@@ -729,6 +730,144 @@ START_TEST(test_build_errors)
 }
 END_TEST
 
+/* FIM ids: given by the spec (out of range: an error), else found by llama.cpp's texts (the
+ * token becomes a control token); PAD, REP and SEP end a generation. */
+START_TEST(test_fim_tokens)
+{
+    static mem_vocab_t m;
+    m.n = 0;
+    add_tok(&m, "a", 0, TOK_T_NORMAL);
+    int pre = add_tok(&m, "<|fim_prefix|>", 0, TOK_T_NORMAL);
+    int suf = add_tok(&m, "<|fim_suffix|>", 0, TOK_T_CONTROL);
+    int mid = add_tok(&m, "<|fim_middle|>", 0, TOK_T_CONTROL);
+    int pad = add_tok(&m, "<|fim_pad|>", 0, TOK_T_CONTROL);
+    int rep = add_tok(&m, "<|repo_name|>", 0, TOK_T_CONTROL);
+    int sep = add_tok(&m, "<|file_sep|>", 0, TOK_T_CONTROL);
+    int cl = add_tok(&m, "\xE2\x96\x81<PRE>", 0, TOK_T_NORMAL);
+    tok_spec_t s;
+    tok_spec_init(&s);
+    for (int k = 0; k < TOK_FIM_N; k++)
+        ck_assert_int_eq(s.fim[k], -1);
+    s.kind = TOK_BPE;
+    tok_t *t = build(&m, &s);
+    ck_assert_int_eq(tok_fim(t, TOK_FIM_PRE), pre); /* the first text of the list wins */
+    ck_assert_int_eq(tok_fim(t, TOK_FIM_SUF), suf);
+    ck_assert_int_eq(tok_fim(t, TOK_FIM_MID), mid);
+    ck_assert_int_eq(tok_fim(t, TOK_FIM_PAD), pad);
+    ck_assert_int_eq(tok_fim(t, TOK_FIM_REP), rep);
+    ck_assert_int_eq(tok_fim(t, TOK_FIM_SEP), sep);
+    ck_assert_int_eq(tok_fim(t, TOK_FIM_N), -1);
+    ck_assert_int_eq(tok_fim(t, -1), -1);
+    ck_assert_int_eq(tok_token_type(t, pre), TOK_T_CONTROL); /* made control */
+    ck_assert_int_eq(tok_token_type(t, cl), TOK_T_NORMAL);
+    ck_assert(tok_is_eog(t, pad) && tok_is_eog(t, rep) && tok_is_eog(t, sep));
+    ck_assert(!tok_is_eog(t, pre) && !tok_is_eog(t, suf) && !tok_is_eog(t, mid));
+    char buf[16];
+    size_t len = 9;
+    ck_assert_int_eq(tok_piece(t, pre, false, buf, sizeof buf, &len), 0);
+    ck_assert_uint_eq(len, 0); /* a control token renders as nothing */
+    expect_ids(t, "<|fim_prefix|>", true, (int32_t[]){pre}, 1);
+    tok_free(t);
+
+    s.fim[TOK_FIM_PRE] = cl; /* given: kept as it is */
+    s.fim[TOK_FIM_SEP] = 0;
+    t = build(&m, &s);
+    ck_assert_int_eq(tok_fim(t, TOK_FIM_PRE), cl);
+    ck_assert_int_eq(tok_token_type(t, cl), TOK_T_NORMAL);
+    ck_assert_int_eq(tok_token_type(t, pre), TOK_T_NORMAL);
+    ck_assert_int_eq(tok_fim(t, TOK_FIM_SEP), 0);
+    ck_assert(tok_is_eog(t, 0) && !tok_is_eog(t, sep));
+    tok_free(t);
+
+    s.fim[TOK_FIM_MID] = m.n; /* past the vocabulary */
+    char err[160] = "";
+    s.n_tokens = m.n;
+    ck_assert_int_eq(tok_build(&t, &s, err, sizeof err), FD_EFORMAT);
+    ck_assert_ptr_null(t);
+    ck_assert_msg(strstr(err, "FIM middle token id 8 is past the vocabulary (8 tokens)"), "%s",
+                  err);
+
+    /* CodeLlama's SentencePiece texts, and a vocabulary without any */
+    m.n = 0;
+    add_tok(&m, "<unk>", 0, TOK_T_UNKNOWN);
+    int cpre = add_tok(&m, "\xE2\x96\x81<PRE>", 0, TOK_T_CONTROL);
+    int cmid = add_tok(&m, "\xE2\x96\x81<MID>", 0, TOK_T_CONTROL);
+    int csuf = add_tok(&m, "\xE2\x96\x81<SUF>", 0, TOK_T_CONTROL);
+    int ceot = add_tok(&m, "\xE2\x96\x81<EOT>", 0, TOK_T_CONTROL);
+    tok_spec_init(&s);
+    s.kind = TOK_SPM;
+    t = build(&m, &s);
+    ck_assert_int_eq(tok_fim(t, TOK_FIM_PRE), cpre);
+    ck_assert_int_eq(tok_fim(t, TOK_FIM_SUF), csuf);
+    ck_assert_int_eq(tok_fim(t, TOK_FIM_MID), cmid);
+    ck_assert_int_eq(tok_fim(t, TOK_FIM_PAD), -1);
+    ck_assert_int_eq(tok_fim(t, TOK_FIM_REP), -1);
+    ck_assert(!tok_is_eog(t, ceot)); /* "_<EOT>" (ASCII underscore) is llama.cpp's, not this */
+    tok_free(t);
+}
+END_TEST
+
+/* A GGUF vocabulary with FIM keys, in memory; key < 0 left out. */
+static tok_t *load_fim_gguf(int64_t pre, int64_t old_pre, int64_t mid, int *rc_out, char *err,
+                            size_t errlen)
+{
+    static const char *const toks[] = {"a", "b", "<|fim_prefix|>", "<|fim_middle|>", "x"};
+    gguf_w_t *w;
+    ck_assert_int_eq(gguf_w_new(&w), 0);
+    ck_assert_int_eq(gguf_w_add_str(w, "tokenizer.ggml.model", "gpt2"), 0);
+    ck_assert_int_eq(gguf_w_add_str_arr(w, "tokenizer.ggml.tokens", toks, 5), 0);
+    static const char *const merges[] = {"a b"};
+    ck_assert_int_eq(gguf_w_add_str_arr(w, "tokenizer.ggml.merges", merges, 1), 0);
+    if (pre >= 0)
+        ck_assert_int_eq(gguf_w_add_u32(w, "tokenizer.ggml.fim_pre_token_id", (uint32_t)pre), 0);
+    if (old_pre >= 0)
+        ck_assert_int_eq(gguf_w_add_u32(w, "tokenizer.ggml.prefix_token_id", (uint32_t)old_pre),
+                         0);
+    if (mid >= 0)
+        ck_assert_int_eq(gguf_w_add_i32(w, "tokenizer.ggml.middle_token_id", (int32_t)mid), 0);
+    uint8_t *mem;
+    size_t size;
+    ck_assert_int_eq(gguf_w_write_mem(w, &mem, &size, err, errlen), 0);
+    gguf_w_free(w);
+    gguf_t *g;
+    ck_assert_int_eq(gguf_open_mem(&g, mem, size, "fim.gguf", err, errlen), 0);
+    tok_t *t = NULL;
+    *rc_out = tok_load(&t, g, err, errlen);
+    gguf_close(g);
+    free(mem);
+    return t;
+}
+
+START_TEST(test_fim_gguf_keys)
+{
+    char err[200];
+    int rc;
+    tok_t *t = load_fim_gguf(-1, -1, -1, &rc, err, sizeof err);
+    ck_assert_msg(rc == 0, "%s", err);
+    ck_assert_int_eq(tok_fim(t, TOK_FIM_PRE), 2); /* by text */
+    ck_assert_int_eq(tok_fim(t, TOK_FIM_MID), 3);
+    ck_assert_int_eq(tok_fim(t, TOK_FIM_SUF), -1);
+    tok_free(t);
+    t = load_fim_gguf(4, -1, 1, &rc, err, sizeof err);
+    ck_assert_msg(rc == 0, "%s", err);
+    ck_assert_int_eq(tok_fim(t, TOK_FIM_PRE), 4);
+    ck_assert_int_eq(tok_fim(t, TOK_FIM_MID), 1); /* the older key */
+    tok_free(t);
+    t = load_fim_gguf(4, 0, -1, &rc, err, sizeof err);
+    ck_assert_msg(rc == 0, "%s", err);
+    ck_assert_int_eq(tok_fim(t, TOK_FIM_PRE), 0); /* the older key wins, as in llama.cpp */
+    tok_free(t);
+    t = load_fim_gguf(5, -1, -1, &rc, err, sizeof err);
+    ck_assert_int_eq(rc, FD_EFORMAT);
+    ck_assert_ptr_null(t);
+    ck_assert_msg(strstr(err, "FIM prefix token id 5 is past the vocabulary (5 tokens)"), "%s",
+                  err);
+    t = load_fim_gguf(-1, -1, 77, &rc, err, sizeof err);
+    ck_assert_int_eq(rc, FD_EFORMAT);
+    ck_assert_msg(strstr(err, "FIM middle token id 77"), "%s", err);
+}
+END_TEST
+
 static const char *const shared_files[] = {
     "tokenizer-tests/ggml-vocab-llama-spm.gguf", "tokenizer-tests/ggml-vocab-llama-spm.gguf.inp",
     "tokenizer-tests/ggml-vocab-llama-spm.gguf.out", "tokenizer-tests/ggml-vocab-gpt-2.gguf",
@@ -751,6 +890,8 @@ int main(void)
     tcase_add_test(tc, test_bpe_merges);
     tcase_add_test(tc, test_splits);
     tcase_add_test(tc, test_build_errors);
+    tcase_add_test(tc, test_fim_tokens);
+    tcase_add_test(tc, test_fim_gguf_keys);
     suite_add_tcase(s, tc);
     if (!missing) {
         tc = tcase_create("real vocabularies");

@@ -1,5 +1,6 @@
 /* fuzz_request.c: libFuzzer target for the OpenAI request bodies (server/request.h) and the
- * JSON that answers them (server/openai.h).  Byte 0 picks the endpoint and the limits; the
+ * JSON that answers them (server/openai.h), and llama-server's /infill body with its native
+ * answer (server/infill.h).  Byte 0 picks the endpoint (bit 7: /infill) and the limits; the
  * rest is the body.  A parsed request must hold only values in range; the checks that need
  * the model must answer 0 or a 400; a refusal must be a 4xx with a message and a param that
  * serialize to valid JSON and UTF-8.  rq_utf8_valid must agree with the tokenizer's UTF-8
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include "engine/unicode.h"
+#include "server/infill.h"
 #include "server/openai.h"
 #include "server/request.h"
 #include "tests/fuzz/fuzz.h"
@@ -89,10 +91,35 @@ static void check_parsed(const rq_t *r, const rq_limits_t *lim, int kind)
             roundtrip(r->msgs[i].content, strlen(r->msgs[i].content), RQ_CHAT);
         }
     }
-    if (kind != RQ_COMPLETION && kind != RQ_CHAT)
+    if (kind == RQ_INFILL) {
+        CHECK(r->n_prompts == 1 && r->prompts[0].text && r->input_prefix && r->input_suffix);
+        CHECK(strlen(r->input_prefix) == r->input_prefix_len && utf8_ok(r->input_prefix));
+        CHECK(strlen(r->input_suffix) == r->input_suffix_len && utf8_ok(r->input_suffix));
+        CHECK(r->n_extra <= RQ_MAX_EXTRA && (r->n_extra == 0 || r->extra));
+        for (size_t i = 0; i < r->n_extra; i++) {
+            const rq_extra_t *x = &r->extra[i];
+            CHECK(x->text && strlen(x->text) == x->text_len && utf8_ok(x->text));
+            CHECK(!x->filename || (strlen(x->filename) == x->filename_len &&
+                                   utf8_ok(x->filename)));
+        }
+        CHECK(r->n_response_fields >= 0 && r->n_response_fields <= RQ_MAX_RESPONSE_FIELDS);
+        CHECK(r->n == 1 && r->logprobs == -1 && !r->echo && r->max_tokens != 0);
+        /* the native answer with the client's fields: valid JSON, an object */
+        inf_answer_t a = {.content = r->input_prefix, .content_len = r->input_prefix_len,
+                          .stop = true, .model = "m", .stop_type = "eos",
+                          .fields = (const char *const *)r->response_fields,
+                          .n_fields = r->n_response_fields};
+        char *js = inf_answer_json(&a);
+        CHECK(js && utf8_ok(js));
+        cJSON *o = cJSON_Parse(js);
+        CHECK(cJSON_IsObject(o));
+        cJSON_Delete(o);
+        free(js);
+    } else if (kind != RQ_COMPLETION && kind != RQ_CHAT) {
         return;
+    }
     const eng_sampling_t *s = &r->sampling;
-    CHECK(r->max_tokens >= 0);
+    CHECK(r->max_tokens >= 0 || r->max_tokens == RQ_TO_CONTEXT);
     CHECK(r->n >= 1 && (size_t)r->n * (r->n_prompts ? r->n_prompts : 1) <= (size_t)lim->max_n);
     CHECK(s->temperature >= 0 && s->temperature <= 2);
     CHECK(s->top_p > 0 && s->top_p <= 1 && s->min_p >= 0 && s->min_p <= 1);
@@ -125,7 +152,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(strlen(clean) == len && memcmp(clean, body, len) == 0);
     free(clean);
 
-    int kind = RQ_COMPLETION + (data[0] & 3);
+    int kind = data[0] & 0x80 ? RQ_INFILL : RQ_COMPLETION + (data[0] & 3);
     rq_limits_t lim;
     rq_limits_default(&lim);
     if (data[0] & 4) { /* tight limits */
@@ -157,13 +184,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(e.status == 400);
         check_error(&e);
     }
-    if (kind == RQ_COMPLETION || kind == RQ_CHAT) {
-        size_t n_prompt = (size_t)(data[0] >> 3) * 3; /* 0 .. 93 tokens */
+    if (kind == RQ_COMPLETION || kind == RQ_CHAT || kind == RQ_INFILL) {
+        size_t n_prompt = (size_t)((data[0] >> 3) & 15) * 6; /* 0 .. 90 tokens */
         int mt = -1;
         memset(&e, 0, sizeof e);
         if (rq_resolve_max_tokens(&r, n_prompt, 64, &mt, &e) == 0) {
             CHECK(n_prompt > 0 && mt >= 1 && n_prompt + (size_t)mt <= 64);
-            CHECK(r.max_tokens == 0 || mt == r.max_tokens);
+            CHECK(r.max_tokens == 0 || r.max_tokens == RQ_TO_CONTEXT || mt == r.max_tokens ||
+                  (kind == RQ_INFILL && r.max_tokens > mt));
         } else {
             CHECK(e.status == 400);
             check_error(&e);

@@ -1,0 +1,320 @@
+#!/usr/bin/env python3
+"""test_infill_server.py: proves fill-in-the-middle end to end through the real fusiond, on
+copies of stories260K given FIM tokens (tests/gguf_copy.py): one whose tokens are renamed to
+Qwen2.5-Coder's texts (<|fim_prefix|> ... <|file_sep|>, found by text, repo-level pattern,
+4096 context) and one with the ids in GGUF keys (the older prefix_token_id among them) and
+no FIM_REP/FIM_SEP (snippet pattern, 512 context).  POST /infill: the exact token sequence
+of the prompt (PSM with and without input_extra, the cuts, SPM with --spm-infill), checked
+as the greedy output being /v1/completions' on that token sequence and as tokens_evaluated;
+llama-server's native answer (content, stop_type eos/word/limit, stopping_word, timings,
+response_fields as llama.vim asks) whole and streamed (data: frames, stop false, then the
+final one, no [DONE]); FIM_PAD ending a generation; the 400s (wrong types, input_extra not
+an array of objects, no FIM tokens with llama-server's message), the 413 of an oversize
+body; a client gone mid-stream; the metrics label.  OpenAI's suffix on /v1/completions (the
+PSM prompt; a 400 without FIM tokens).  Usage: test_infill_server.py (python3 stdlib only)."""
+
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import loopback  # noqa: E402
+from loopback import sse_frames  # noqa: E402
+from gguf_copy import gguf_rewrite  # noqa: E402
+
+FAILS = []
+BOS = 1
+# stories260K ids (rare single characters) renamed to Qwen2.5-Coder's FIM texts
+PRE, SUF, MID, PAD, REP, SEP = 503, 507, 511, 498, 493, 502
+QWEN = {PRE: "<|fim_prefix|>", SUF: "<|fim_suffix|>", MID: "<|fim_middle|>",
+        PAD: "<|fim_pad|>", REP: "<|fim_repo|>", SEP: "<|file_sep|>"}
+U32 = 4
+
+
+def check(cond, what):
+    if not cond:
+        FAILS.append(what)
+        print("FAIL: " + what)
+
+
+def tok(d, text):
+    st, _, js = d.post("/tokenize", {"content": text, "add_special": False})
+    assert st == 200, js
+    return js["tokens"]
+
+
+def infill(d, body):
+    b = {"temperature": 0, "n_predict": 8}
+    b.update(body)
+    return d.post("/infill", b)
+
+
+def completion_text(d, ids, n):
+    st, _, js = d.post("/v1/completions", {"prompt": ids, "max_tokens": n, "temperature": 0})
+    assert st == 200, js
+    return js["choices"][0]["text"], js["usage"]["prompt_tokens"]
+
+
+def same_as_completion(d, body, want_ids, what):
+    """/infill's greedy output is /v1/completions' on want_ids, and it evaluated them."""
+    st, _, js = infill(d, body)
+    check(st == 200, "%s: status %d %r" % (what, st, js))
+    if st != 200:
+        return js
+    text, n = completion_text(d, want_ids, body.get("n_predict", 8))
+    check(js["tokens_evaluated"] == len(want_ids),
+          "%s: tokens_evaluated %d, want %d" % (what, js["tokens_evaluated"], len(want_ids)))
+    check(js["content"] == text, "%s: content %r, /v1/completions %r" % (what, js["content"], text))
+    check(js["stop"] is True and js["stop_type"] in ("limit", "eos"),
+          "%s: stop %r stop_type %r" % (what, js["stop"], js["stop_type"]))
+    return js
+
+
+def qwen_cases(d):
+    prefix, suffix, prompt = "Once upon a time", " the end.", " there"
+    extra = [{"filename": "a.py", "text": "Lily ran."}, {"text": "Tom sat."}]
+    p, s, q = tok(d, prefix), tok(d, suffix), tok(d, prompt)
+    head = [REP] + tok(d, "myproject\n")
+    files = [SEP] + tok(d, "a.py\n") + tok(d, "Lily ran.") + [SEP] + tok(d, "tmp\n") + \
+        tok(d, "Tom sat.")
+    cur = [SEP] + tok(d, "filename\n")
+    # PSM, repo-level: extra, BOS, FIM_PRE prefix prompt, FIM_SUF suffix, FIM_MID
+    want = head + files + cur + [BOS, PRE] + p + q + [SUF] + s + [MID]
+    js = same_as_completion(d, {"input_prefix": prefix, "input_suffix": suffix,
+                                "prompt": prompt, "input_extra": extra}, want, "repo-level")
+    check(js.get("prompt", "").startswith("<|fim_repo|>") and
+          js.get("prompt", "").endswith("<|fim_middle|>"),
+          "the final answer's prompt shows the FIM tokens: %r" % js.get("prompt"))
+    check(js.get("tokens_cached") == js["tokens_evaluated"] + js["tokens_predicted"],
+          "tokens_cached: %r" % js)
+    t = js.get("timings", {})
+    check(t.get("prompt_n") == len(want) and t.get("predicted_n") == js["tokens_predicted"] and
+          t.get("predicted_ms", -1) >= 0 and "predicted_per_second" in t,
+          "timings: %r" % t)
+    # no input_extra: the header and the current file's separator only
+    want = head + cur + [BOS, PRE] + p + [SUF] + s + [MID]
+    same_as_completion(d, {"input_prefix": prefix, "input_suffix": suffix}, want, "no extra")
+    # the extra context keeps its end: 4096 - 2048 - 2 * n_predict tokens
+    big = [{"filename": "b.txt", "text": "The cat sat on the mat. " * 200}]
+    run = head + [SEP] + tok(d, "b.txt\n") + tok(d, big[0]["text"]) + cur
+    n = 400
+    keep = 4096 - 2048 - 2 * n
+    check(len(run) > keep, "the extra context is long enough to be cut (%d)" % len(run))
+    want = run[-keep:] + [BOS, PRE] + p + [SUF] + s + [MID]
+    same_as_completion(d, {"input_prefix": prefix, "input_suffix": suffix, "input_extra": big,
+                           "n_predict": n}, want, "extra cut")
+
+    # llama.vim's request: its fields accepted, response_fields flattened
+    vim = {"input_prefix": prefix, "input_suffix": suffix, "prompt": prompt,
+           "input_extra": extra, "n_predict": 4, "stop": [], "n_indent": 0, "top_k": 40,
+           "top_p": 0.99, "samplers": ["top_k", "top_p", "infill"], "stream": False,
+           "cache_prompt": True, "t_max_prompt_ms": 500, "t_max_predict_ms": 1000,
+           "id_slot": -1, "model": "whatever",
+           "response_fields": ["content", "timings/prompt_n", "timings/prompt_ms",
+                               "timings/prompt_per_token_ms", "timings/prompt_per_second",
+                               "timings/predicted_n", "timings/predicted_ms",
+                               "timings/predicted_per_token_ms",
+                               "timings/predicted_per_second", "truncated", "tokens_cached"]}
+    st, _, js = d.post("/infill", vim)
+    check(st == 200 and js and sorted(js) == sorted(vim["response_fields"]),
+          "llama.vim's response_fields: %d %r" % (st, js))
+
+    # streamed: frames of text, then the final answer; no [DONE]
+    body = {"input_prefix": prefix, "input_suffix": suffix, "temperature": 0, "n_predict": 12}
+    st, _, whole = d.post("/infill", body)
+    body["stream"] = True
+    st2, h, raw = d.request("POST", "/infill", body)
+    frames, done = sse_frames(raw)
+    check(st2 == 200 and h.get("content-type", "").startswith("text/event-stream"),
+          "stream status %d %r" % (st2, h))
+    check(not done, "the native stream has no [DONE]")
+    check(len(frames) >= 2 and all(f["stop"] is False for f in frames[:-1]) and
+          frames[-1]["stop"] is True, "frames: stop false then true: %r" % frames)
+    check("".join(f["content"] for f in frames) == whole["content"],
+          "streamed content adds up to the whole: %r vs %r" % (frames, whole["content"]))
+    check(frames[-1].get("timings", {}).get("predicted_n") == whole["tokens_predicted"] and
+          frames[-1]["stop_type"] == whole["stop_type"],
+          "the last frame is the final answer: %r" % frames[-1])
+    check(all(set(f) >= {"content", "stop", "tokens_predicted", "tokens_evaluated"}
+              for f in frames[:-1]), "frame fields: %r" % frames[:1])
+
+    # a stop string: stop_type word, the word named, the text before it
+    gen = whole["content"]
+    cut = next((i for i in range(1, len(gen) - 1) if gen[i] != " "), None)
+    if cut:
+        word = gen[cut:cut + 2]
+        st, _, js = d.post("/infill", dict(body, stream=False, stop=[word, "zzzq"]))
+        check(st == 200 and js["stop_type"] == "word" and js["stopping_word"] == word and
+              js["content"] == gen[:gen.index(word)],
+              "stop string: %r (word %r in %r)" % (js, word, gen))
+    # FIM_PAD ends a generation (llama.cpp's end-of-generation set)
+    st, _, js = d.post("/infill", dict(body, stream=False, logit_bias={str(PAD): 100}))
+    check(st == 200 and js["stop_type"] == "eos" and js["tokens_predicted"] == 1 and
+          js["content"] == "", "FIM_PAD is end of generation: %r" % js)
+    # the context end: to-context generation stops there as "limit", truncated
+    st, _, js = d.post("/infill", dict(body, stream=False, n_predict=5000, ignore_eos=True,
+                                       logit_bias={str(PAD): -100}))
+    check(st == 200 and js["stop_type"] == "limit" and js["truncated"] is True and
+          js["tokens_evaluated"] + js["tokens_predicted"] == 4096,
+          "n_predict past the context: cut to it: %r" % {k: js.get(k) for k in (
+              "stop_type", "truncated", "tokens_evaluated", "tokens_predicted")})
+
+    # OpenAI's suffix: [BOS] FIM_PRE prompt FIM_SUF suffix FIM_MID
+    st, _, js = d.post("/v1/completions", {"prompt": prefix, "suffix": suffix,
+                                           "max_tokens": 8, "temperature": 0})
+    want = [BOS, PRE] + p + [SUF] + s + [MID]
+    text, _ = completion_text(d, want, 8)
+    check(st == 200 and js["choices"][0]["text"] == text and
+          js["usage"]["prompt_tokens"] == len(want), "suffix: %d %r" % (st, js))
+    # token ids as the prompt: used as the prefix as they are (no BOS added)
+    st, _, js = d.post("/v1/completions", {"prompt": p, "suffix": suffix, "max_tokens": 8,
+                                           "temperature": 0})
+    check(st == 200 and js["usage"]["prompt_tokens"] == len(want) - 1,
+          "suffix after a token-id prompt: %d %r" % (st, js))
+    st, _, js = d.post("/v1/completions", {"prompt": prefix, "suffix": suffix, "echo": True})
+    check(st == 400 and js["error"]["param"] == "suffix", "suffix with echo: %d %r" % (st, js))
+
+    # bad input
+    for b, param, msg in [
+        ({"input_suffix": ""}, "input_prefix", '"input_prefix" is required'),
+        ({"input_prefix": ""}, "input_suffix", '"input_suffix" is required'),
+        ({"input_prefix": 3, "input_suffix": ""}, "input_prefix", "must be a string"),
+        ({"input_prefix": "", "input_suffix": "", "prompt": ["a"]}, "prompt",
+         '"prompt" must be a string'),
+        ({"input_prefix": "", "input_suffix": "", "input_extra": {"text": "a"}}, "input_extra",
+         '"input_extra" must be an array of {"filename": string, "text": string}'),
+        ({"input_prefix": "", "input_suffix": "", "input_extra": ["a"]}, "input_extra[0]",
+         'extra_context chunk must contain a "text" field with a string value'),
+        ({"input_prefix": "", "input_suffix": "", "input_extra": [{"text": 1}]},
+         "input_extra[0]", "extra_context chunk must contain"),
+        ({"input_prefix": "", "input_suffix": "", "input_extra": [{"text": "", "filename": 2}]},
+         "input_extra[0]", "\"filename\" field must be a string"),
+        ({"input_prefix": "", "input_suffix": "", "n_predict": "8"}, "n_predict", "n_predict"),
+        ({"input_prefix": "", "input_suffix": "", "temperature": "hot"}, "temperature",
+         "temperature"),
+        ({"input_prefix": "", "input_suffix": "", "logit_bias": {"99999": 1}},
+         "logit_bias.99999", "not in the vocabulary"),
+    ]:
+        st, _, js = d.post("/infill", b)
+        err = (js or {}).get("error", {})
+        check(st == 400 and err.get("param") == param and msg in err.get("message", ""),
+              "bad %r: %d %r" % (b, st, js))
+    st, _, js = d.post("/infill", b"{not json")
+    check(st == 400, "malformed JSON: %d" % st)
+    st, _, js = d.post("/infill", {"input_prefix": "a" * (100 << 10), "input_suffix": ""})
+    check(st == 413, "oversize body: %d %r" % (st, js))
+    st, h, js = d.request("GET", "/infill")
+    check(st == 405 and "POST" in h.get("allow", ""), "GET /infill: %d %r" % (st, h))
+
+    # a client gone mid-stream: its sequence is cancelled, nothing stays running
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=30)
+    data = json.dumps({"input_prefix": prefix, "input_suffix": suffix, "stream": True,
+                       "ignore_eos": True, "n_predict": 3000}).encode()
+    s.sendall(b"POST /infill HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n" % len(data) + data)
+    got = b""
+    while b"data: " not in got:
+        got += s.recv(4096)
+    s.close()
+    m = d.settle()
+    check(m.get("fusiond_requests_running") == 0, "the gone client's request ended: %r" %
+          {k: v for k, v in m.items() if "running" in k})
+    check(any('endpoint="infill"' in k for k in m), "the metrics label the endpoint infill")
+
+
+def keys_cases(d):
+    """ids in GGUF keys, no FIM_REP/FIM_SEP, 512 context (the cuts from n_batch 256)."""
+    prefix = " ".join("Lily and Tom went to the park number %d." % i for i in range(40))
+    suffix = " ".join("They were happy %d times." % i for i in range(40))
+    p, s, q = tok(d, prefix), tok(d, suffix), tok(d, " and")
+    check(len(p) > 192 and len(s) > 64, "long inputs (%d, %d)" % (len(p), len(s)))
+    extra = [{"filename": "x.txt", "text": "A dog."}]
+    snip = tok(d, "\n\n--- snippet ---\n\n") + tok(d, "A dog.")
+    n = 16
+    keep = min(len(snip), 512 - 256 - 2 * n)
+    # prefix: its last 3 * (256 / 4) = 192 tokens; suffix: its first 256/4 - 2 - prompt
+    want = snip[len(snip) - keep:] + [BOS, PRE] + p[-192:] + q + [SUF] + \
+        s[:64 - 2 - len(q)] + [MID]
+    same_as_completion(d, {"input_prefix": prefix, "input_suffix": suffix, "prompt": " and",
+                           "input_extra": extra, "n_predict": n}, want, "keys, cuts")
+
+
+def spm_cases(d):
+    p, s = tok(d, "Once"), tok(d, " end")
+    want = [REP] + tok(d, "myproject\n") + [SEP] + tok(d, "filename\n") + \
+        [BOS, SUF] + s + [PRE] + p + [MID]
+    same_as_completion(d, {"input_prefix": "Once", "input_suffix": " end"}, want, "SPM")
+    # the prefix cache (on here) serves an editor's next request, which shares its start
+    # (a keystroke more in the prefix, which comes after the suffix in SPM)
+    body = {"input_prefix": "Once upon a time " * 8, "input_suffix": " end", "n_predict": 4,
+            "temperature": 0}
+    st, _, a = d.post("/infill", body)
+    st2, _, b = d.post("/infill", dict(body, input_prefix=body["input_prefix"] + "Lily"))
+    check(st == 200 and st2 == 200 and a["timings"]["cache_n"] < b["timings"]["cache_n"] and
+          a["tokens_evaluated"] - 4 <= b["timings"]["cache_n"] < b["tokens_evaluated"],
+          "prefix cache: cache_n %r then %r" % (a.get("timings"), b.get("timings")))
+
+
+def plain_cases(d):
+    st, _, js = d.post("/infill", {"input_prefix": "a", "input_suffix": "b"})
+    check(st == 400 and js["error"]["message"] ==
+          "Infill is not supported by this model: prefix token is missing. suffix token is "
+          "missing. middle token is missing. ", "no FIM tokens: %d %r" % (st, js))
+    st, _, js = d.post("/v1/completions", {"prompt": "a", "suffix": "b"})
+    check(st == 400 and js["error"]["param"] == "suffix" and
+          "fill-in-the-middle" in js["error"]["message"], "suffix without FIM: %d %r" % (st, js))
+    st, _, js = d.post("/v1/completions", {"prompt": "a", "suffix": "", "max_tokens": 1})
+    check(st == 200, "an empty suffix asks for nothing: %d %r" % (st, js))
+
+
+def run(what, fn, *args, model):
+    d = loopback.Daemon(*args, model=model)
+    try:
+        fn(d)
+    finally:
+        check(d.stop() == 0, "%s: clean exit" % what)
+        d.cleanup()
+
+
+def main():
+    model = loopback.shared_model()
+    tmp = tempfile.mkdtemp(prefix="fusiond-fim-")
+    qwen = os.path.join(tmp, "fim-qwen.gguf")
+    gguf_rewrite(model, qwen, None, 4096, QWEN)
+    keys = os.path.join(tmp, "fim-keys.gguf")
+    gguf_rewrite(model, keys, None, None, {}, [
+        (b"tokenizer.ggml.prefix_token_id", U32, PRE),
+        (b"tokenizer.ggml.fim_suf_token_id", U32, SUF),
+        (b"tokenizer.ggml.fim_mid_token_id", U32, MID)])
+    bad = os.path.join(tmp, "fim-bad.gguf")
+    gguf_rewrite(model, bad, None, None, {}, [(b"tokenizer.ggml.fim_mid_token_id", U32, 512)])
+    t0 = time.time()
+    try:
+        run("qwen", qwen_cases, "--max-body-bytes", "64K", model=qwen)
+        run("keys", keys_cases, model=keys)
+        run("spm", spm_cases, "--spm-infill", "--prefix-cache", model=qwen)
+        run("plain", plain_cases, model=model)
+        # an id past the vocabulary is a load error
+        try:
+            d = loopback.Daemon(model=bad)
+            d.stop()
+            d.cleanup()
+            check(False, "a FIM id past the vocabulary: the model loaded")
+        except RuntimeError as e:
+            check("the FIM middle token id 512 is past the vocabulary (512 tokens)" in str(e),
+                  "a FIM id past the vocabulary: %s" % str(e)[-300:])
+    finally:
+        for f in (qwen, keys, bad):
+            if os.path.exists(f):
+                os.unlink(f)
+        os.rmdir(tmp)
+    print("%s (%.1f s)" % ("FAIL" if FAILS else "PASS", time.time() - t0))
+    return 1 if FAILS else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -659,21 +659,23 @@ int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen)
     const char *arch = llama_arch(p);
     if (strcmp(arch, "llama") && strcmp(arch, "qwen2") && strcmp(arch, "qwen3") &&
         strcmp(arch, "phi3") && strcmp(arch, "gemma2") && strcmp(arch, "gemma3") &&
-        strcmp(arch, "qwen3moe") && strcmp(arch, "olmoe"))
+        strcmp(arch, "qwen3moe") && strcmp(arch, "olmoe") && strcmp(arch, "qwen2moe"))
         return werr(err, errlen, FD_EUNSUP, "architecture '%s' is not one of llama, qwen2, "
-                    "qwen3, phi3, gemma2, gemma3, qwen3moe, olmoe", arch);
+                    "qwen3, phi3, gemma2, gemma3, qwen3moe, qwen2moe, olmoe", arch);
     if (p->n_swa < 0 || (strcmp(arch, "gemma3") == 0 && p->n_swa == 0))
         return werr(err, errlen, FD_ESHAPE, "sliding window %d: gemma3 needs one > 0",
                     p->n_swa);
     if (p->attn_softcap < 0 || p->final_softcap < 0 || p->rope_scale < 0)
         return werr(err, errlen, FD_ESHAPE, "soft-caps and the RoPE scale must not be "
                     "negative");
-    bool moe_arch = !strcmp(arch, "qwen3moe") || !strcmp(arch, "olmoe");
+    bool moe_arch = !strcmp(arch, "qwen3moe") || !strcmp(arch, "olmoe") ||
+                    !strcmp(arch, "qwen2moe");
     if (p->n_expert < 0 || p->n_expert > 1024 || (p->n_expert == 0 && moe_arch) ||
         (p->n_expert > 0 && !moe_arch && strcmp(arch, "llama")))
         return werr(err, errlen, FD_ESHAPE, "%d experts: %s", p->n_expert,
-                    moe_arch ? "qwen3moe and olmoe need 1 to 1024"
-                             : "only llama, qwen3moe and olmoe take experts (at most 1024)");
+                    moe_arch ? "qwen3moe, qwen2moe and olmoe need 1 to 1024"
+                             : "only llama, qwen3moe, qwen2moe and olmoe take experts (at "
+                               "most 1024)");
     if (p->n_expert > 0 && (p->n_expert_used < 1 || p->n_expert_used > p->n_expert))
         return werr(err, errlen, FD_ESHAPE, "%d of %d experts used per token: must be 1 to %d",
                     p->n_expert_used, p->n_expert, p->n_expert);
@@ -991,8 +993,12 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
          ((rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "expert_count"), (uint32_t)p->n_expert)) ||
           (rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "expert_used_count"),
                                (uint32_t)p->n_expert_used)) ||
-          (!strcmp(ar, "qwen3moe") &&
+          ((!strcmp(ar, "qwen3moe") || !strcmp(ar, "qwen2moe")) &&
            (rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "expert_feed_forward_length"),
+                                (uint32_t)p->n_ff))) ||
+          (!strcmp(ar, "qwen2moe") &&
+           (rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar,
+                                     "expert_shared_feed_forward_length"),
                                 (uint32_t)p->n_ff))))) ||
         (rc = gguf_w_add_u64(w, "fusiond.seed", p->seed)) ||
         (rc = add_vocab(w, p->n_vocab, p->gemma_vocab)))
@@ -1020,8 +1026,9 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
         {"attn_norm", "weight", 0, 0, NORM, NULL}, {"attn_q", "weight", 0, 3, MAT, "!phi3"},
         {"attn_k", "weight", 0, 1, MAT, "!phi3"}, {"attn_v", "weight", 0, 1, MAT, "!phi3"},
         {"attn_qkv", "weight", 0, 5, MAT, "phi3"},
-        {"attn_q", "bias", 0, 3, BIAS, "qwen2"}, {"attn_k", "bias", 0, 1, BIAS, "qwen2"},
-        {"attn_v", "bias", 0, 1, BIAS, "qwen2"},
+        {"attn_q", "bias", 0, 3, BIAS, "qwen2 qwen2moe"},
+        {"attn_k", "bias", 0, 1, BIAS, "qwen2 qwen2moe"},
+        {"attn_v", "bias", 0, 1, BIAS, "qwen2 qwen2moe"},
         {"attn_q_norm", "weight", 0, 4, NORM, "qwen3 gemma3 qwen3moe"},
         {"attn_k_norm", "weight", 0, 4, NORM, "qwen3 gemma3 qwen3moe"},
         {"attn_q_norm", "weight", 0, 3, NORM, "olmoe"},
@@ -1037,6 +1044,10 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
         {"ffn_gate_exps", "weight", 0, 2, EXPS, "moe"},
         {"ffn_up_exps", "weight", 0, 2, EXPS, "moe"},
         {"ffn_down_exps", "weight", 2, 0, EXPS, "moe"},
+        {"ffn_gate_inp_shexp", "weight", 0, 0, NORM, "qwen2moe"},
+        {"ffn_gate_shexp", "weight", 0, 2, MAT, "qwen2moe"},
+        {"ffn_up_shexp", "weight", 0, 2, MAT, "qwen2moe"},
+        {"ffn_down_shexp", "weight", 2, 0, MAT, "qwen2moe"},
     };
     const int64_t dims[8] = {p->n_embd, kv_dim, p->n_ff, q_dim, hd, q_dim + 2 * kv_dim,
                              2 * (int64_t)p->n_ff, p->n_expert};
@@ -1045,7 +1056,8 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
         for (size_t j = 0; j < FD_ARRAY_LEN(blk); j++) {
             const char *only = blk[j].only;
             if ((only && (!strcmp(only, "moe") ? !moe : !arch_has(only, ar))) ||
-                (moe && blk[j].kind == MAT && !strncmp(blk[j].role, "ffn_", 4)))
+                (moe && (!strcmp(blk[j].role, "ffn_gate") || !strcmp(blk[j].role, "ffn_up") ||
+                         !strcmp(blk[j].role, "ffn_down"))))
                 continue;
             snprintf(name, sizeof(name), "blk.%d.%s.%s", il, blk[j].role, blk[j].suffix);
             if (blk[j].kind == MAT) {

@@ -86,8 +86,9 @@ typedef struct gguf_w_llama {
                                 biases, NEOX RoPE), "qwen3" (per-head RMSNorm of Q and K
                                 before RoPE, NEOX RoPE), "phi3" (one attn_qkv tensor, and
                                 ffn_up holding gate then up rows; NEOX RoPE), "gemma2" or
-                                "gemma3" (see n_swa), or the mixtures of experts "qwen3moe"
-                                and "olmoe" (n_expert below); the keys are "<arch>.*" */
+                                "gemma3" (see n_swa), or the mixtures of experts "qwen3moe",
+                                "qwen2moe" and "olmoe" (n_expert below); the keys are
+                                "<arch>.*" */
     int head_dim;            /* attention.key_length; 0: n_embd / n_head (qwen3 models have
                                 n_head * head_dim != n_embd) */
     int n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, n_ctx;
@@ -123,8 +124,9 @@ typedef struct gguf_w_llama {
      * (ffn_gate_inp, F32, n_expert rows, as llama.cpp's quantizer keeps it) and 3-D
      * ffn_gate_exps / ffn_up_exps / ffn_down_exps of n_expert matrices of the dense shapes
      * (n_ff is each expert's width), n_expert_used of which run per token.  Required by
-     * "qwen3moe" (qwen3's head norms) and "olmoe" (Q and K RMS-normalized over whole rows),
-     * allowed for "llama" (Mixtral). */
+     * "qwen3moe" (qwen3's head norms), "qwen2moe" (qwen2's biases, and a shared expert of
+     * width n_ff: ffn_gate/up/down_shexp and its gate vector ffn_gate_inp_shexp) and "olmoe"
+     * (Q and K RMS-normalized over whole rows), allowed for "llama" (Mixtral). */
     int n_expert, n_expert_used;
     /* out: matrices whose row length does not fit the block size of the requested type
      * (filled in by gguf_w_llama_add); they use Q8_0 when the row is a multiple of 32,

@@ -1,5 +1,6 @@
 /* model.c: loading a Llama-family GGUF model (llama, qwen2, qwen3, phi3, gemma2, gemma3, and
- * the mixture-of-experts qwen3moe, olmoe and Mixtral-style llama), its KV cache slots and the
+ * the mixture-of-experts qwen3moe, qwen2moe, olmoe and Mixtral-style llama), its KV cache
+ * slots and the
  * batched decoder step (model.h).  Every tensor is checked here (presence, type, shape)
  * before anything is prepared, so a bad file fails with a message naming the tensor and no
  * backend work started.  Weights stay in the GGUF mapping; only the norm vectors of non-F32
@@ -121,7 +122,8 @@ static bool str_is(gguf_str_t s, const char *lit)
 
 /* The mixture-of-experts keys.  llama.cpp's graphs for these architectures fix the routing
  * rather than read it from the file: softmax over all experts, top expert_used_count, the
- * chosen weights renormalized for qwen3moe and llama (Mixtral) but not for olmoe, and no
+ * chosen weights renormalized for qwen3moe and llama (Mixtral) but not for olmoe and
+ * qwen2moe, and no
  * scale (expert_gating_func, expert_weights_norm and expert_weights_scale are read only by
  * other architectures' graphs); fusiond does the same, and says so when a file's keys
  * disagree. */
@@ -133,7 +135,7 @@ static int read_experts(const gguf_t *g, const char *ar, uint32_t ff, uint32_t *
     int rc = gguf_get_u32(g, k, experts);
     if (rc == -ENOENT || (rc == 0 && *experts == 0)) {
         *experts = 0;
-        if (!strcmp(ar, "qwen3moe") || !strcmp(ar, "olmoe")) {
+        if (!strcmp(ar, "qwen3moe") || !strcmp(ar, "olmoe") || !strcmp(ar, "qwen2moe")) {
             snprintf(err, errlen, "%s: %s is %s: a %s model needs experts", gguf_path(g), k,
                      rc ? "missing" : "0", ar);
             return FD_EFORMAT;
@@ -144,9 +146,10 @@ static int read_experts(const gguf_t *g, const char *ar, uint32_t ff, uint32_t *
         snprintf(err, errlen, "%s: metadata key %s: %s", gguf_path(g), k, fd_strerror(rc));
         return rc;
     }
-    if (strcmp(ar, "llama") && strcmp(ar, "qwen3moe") && strcmp(ar, "olmoe")) {
+    if (strcmp(ar, "llama") && strcmp(ar, "qwen3moe") && strcmp(ar, "olmoe") &&
+        strcmp(ar, "qwen2moe")) {
         snprintf(err, errlen, "%s: %s = %u: mixture-of-experts %s models are not supported "
-                 "(qwen3moe, olmoe, llama)", gguf_path(g), k, *experts, ar);
+                 "(qwen3moe, qwen2moe, olmoe, llama)", gguf_path(g), k, *experts, ar);
         return FD_EUNSUP;
     }
     uint32_t used, fe;
@@ -162,8 +165,9 @@ static int read_experts(const gguf_t *g, const char *ar, uint32_t ff, uint32_t *
                  gguf_path(g), ar, used, *experts);
         return FD_EFORMAT;
     }
-    /* qwen3moe: its own key, else llama.cpp's fallback n_ff / used; the others: n_ff */
-    bool q3 = !strcmp(ar, "qwen3moe");
+    /* qwen3moe, qwen2moe: its own key, else llama.cpp's fallback n_ff / used; the others:
+     * n_ff.  qwen2moe's shared expert: its own key, else n_ff. */
+    bool q3 = !strcmp(ar, "qwen3moe") || !strcmp(ar, "qwen2moe");
     if ((rc = get_u32(g, ar, "expert_feed_forward_length", false, q3 ? ff / used : ff, &fe, err,
                       errlen)))
         return rc;
@@ -172,7 +176,14 @@ static int read_experts(const gguf_t *g, const char *ar, uint32_t ff, uint32_t *
     hp->n_expert = (int)*experts;
     hp->n_expert_used = (int)used;
     hp->n_ff_exp = (int)fe;
-    hp->moe_norm_w = strcmp(ar, "olmoe") != 0;
+    hp->moe_norm_w = strcmp(ar, "olmoe") != 0 && strcmp(ar, "qwen2moe") != 0;
+    if (!strcmp(ar, "qwen2moe")) {
+        uint32_t fs;
+        if ((rc = get_u32(g, ar, "expert_shared_feed_forward_length", false, ff, &fs, err,
+                          errlen)))
+            return rc;
+        hp->n_ff_shexp = (int)fs;
+    }
     bool b;
     uint32_t gf;
     float sc;
@@ -312,9 +323,9 @@ static int read_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, s
     }
     if (!str_is(a, "llama") && !str_is(a, "qwen2") && !str_is(a, "qwen3") &&
         !str_is(a, "phi3") && !str_is(a, "gemma2") && !str_is(a, "gemma3") &&
-        !str_is(a, "qwen3moe") && !str_is(a, "olmoe")) {
+        !str_is(a, "qwen3moe") && !str_is(a, "olmoe") && !str_is(a, "qwen2moe")) {
         snprintf(err, errlen, "%s: architecture '%.*s' is not supported (supported: llama, "
-                 "qwen2, qwen3, phi3, gemma2, gemma3 text models, qwen3moe, olmoe)",
+                 "qwen2, qwen3, phi3, gemma2, gemma3 text models, qwen3moe, qwen2moe, olmoe)",
                  gguf_path(g), (int)FD_MIN(a.len, 64), a.ptr);
         return FD_EUNSUP;
     }
@@ -402,11 +413,11 @@ static int read_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, s
     /* llama.cpp's rope types: NEOX for both Qwen generations and Phi-3 */
     bool qwen2 = strcmp(ar, "qwen2") == 0, qwen3 = strcmp(ar, "qwen3") == 0;
     bool phi3 = strcmp(ar, "phi3") == 0, qwen3moe = strcmp(ar, "qwen3moe") == 0;
-    bool olmoe = strcmp(ar, "olmoe") == 0;
+    bool olmoe = strcmp(ar, "olmoe") == 0, qwen2moe = strcmp(ar, "qwen2moe") == 0;
     bool gemma2 = strcmp(ar, "gemma2") == 0, gemma3 = strcmp(ar, "gemma3") == 0;
-    hp->rope_mode = qwen2 || qwen3 || phi3 || gemma2 || gemma3 || qwen3moe || olmoe
+    hp->rope_mode = qwen2 || qwen3 || phi3 || gemma2 || gemma3 || qwen3moe || olmoe || qwen2moe
                         ? FB_ROPE_NEOX : FB_ROPE_ADJACENT;
-    hp->qkv_bias = qwen2;
+    hp->qkv_bias = qwen2 || qwen2moe;
     hp->qk_norm = qwen3 || gemma3 || qwen3moe || olmoe;
     hp->qk_norm_full = olmoe;
     if (gemma2 || gemma3)
@@ -680,6 +691,21 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
             y->exp_gate = v;
             y->exp_up = v + NE;
             y->exp_down = v + 2 * NE;
+            /* qwen2moe's shared expert, in the dense slots, and its sigmoid gate (a vector,
+             * taken as a product of one output) */
+            if (hp->n_ff_shexp > 0) {
+                const int64_t FS = hp->n_ff_shexp;
+                char sn[4][64];
+                const char *ss[4] = { "ffn_gate_shexp", "ffn_up_shexp", "ffn_down_shexp",
+                                      "ffn_gate_inp_shexp" };
+                for (int i = 0; i < 4; i++)
+                    snprintf(sn[i], sizeof(sn[i]), "blk.%d.%s.weight", l, ss[i]);
+                if ((rc = matrix(m, sn[0], E, FS, true, &y->w_gate, err, errlen)) ||
+                    (rc = matrix(m, sn[1], E, FS, true, &y->w_up, err, errlen)) ||
+                    (rc = matrix(m, sn[2], FS, E, true, &y->w_down, err, errlen)) ||
+                    (rc = matrix(m, sn[3], E, 1, true, &y->shexp_gate, err, errlen)))
+                    return rc;
+            }
         } else if ((rc = matrix(m, n[8], F, E, true, &y->w_down, err, errlen))) {
             return rc;
         } else if (hp->fused_gate_up) {
@@ -761,6 +787,8 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
     s->n_expert = hp->n_expert;
     s->n_expert_used = hp->n_expert_used;
     s->n_ff_exp = hp->n_ff_exp;
+    if (hp->n_ff_shexp > 0)
+        s->n_ff = hp->n_ff_shexp; /* the plan's dense feed-forward is the shared expert */
     s->moe_gating = FZ_GATING_SOFTMAX;
     s->moe_norm_w = hp->moe_norm_w;
     s->moe_w_scale = 0.0f;

@@ -1,5 +1,6 @@
 /* model.h: one loaded Llama-family model (llama, qwen2, qwen3, phi3, gemma2, gemma3, and the
- * mixture-of-experts qwen3moe, olmoe and Mixtral-style llama) and its batched decoder step.
+ * mixture-of-experts qwen3moe, qwen2moe, olmoe and Mixtral-style llama) and its batched
+ * decoder step.
  * Owns the GGUF mapping, the hyperparameters, the tokenizer, the backend, the fusion plan
  * (fusion/: folded weights, fused or unfused operators) and the KV cache pool.
  * llm_decode runs one step over several sequences, each at its own position, some in
@@ -20,7 +21,7 @@ typedef struct llm_model llm_model_t;
 
 typedef struct llm_hparams {
     char arch[32];              /* "llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3",
-                                   "qwen3moe" or "olmoe" */
+                                   "qwen3moe", "qwen2moe" or "olmoe" */
     int n_vocab;
     int n_ctx_train;
     int n_ctx;                  /* effective (override or n_ctx_train) */
@@ -64,6 +65,7 @@ typedef struct llm_hparams {
     int n_ff_exp;               /* rows of each expert's gate and up */
     bool moe_norm_w;            /* the chosen experts' weights renormalized to sum 1 */
     bool qk_norm_full;          /* olmoe: Q and K RMS-normalized over whole rows */
+    int n_ff_shexp;             /* qwen2moe: the shared expert's width (0: none) */
 } llm_hparams_t;
 
 typedef struct llm_load_params {

@@ -35,6 +35,8 @@ typedef struct layer {
     fz_folded_t router;
     fz_folded_t *xg, *xu;
     fb_weight_t *xd;
+    bool shared;                     /* qwen2moe: gu and wdown are the shared expert's */
+    fz_folded_t shg;                 /* its gate (one output, folded like the router) */
 } layer_t;
 
 struct fz_plan {
@@ -69,6 +71,9 @@ struct fz_plan {
     int32_t *moe_ids, *moe_sel;      /* host: source row of each gathered row; choices */
     int *moe_off, *moe_fill;         /* host: n_expert + 1 segment offsets; fill counters */
     uint64_t *moe_count;             /* host: n_layer * n_expert choices so far */
+    float *moe_sg, *moe_sgh;         /* shared expert's gate logits: max_rows (and host) */
+    int32_t *moe_iota;               /* host: 0, 1, .. max_rows - 1 */
+    bool shared;                     /* some layer has a shared expert */
 };
 
 bool fz_plan_fused(const fz_plan_t *p) { return p->o.fused; }
@@ -81,7 +86,7 @@ size_t fz_plan_weight_copies(const fz_plan_t *p)
             n += fz_folded_bytes(&p->layers[l].qkv[i]);
         for (int i = 0; i < 2; i++)
             n += fz_folded_bytes(&p->layers[l].gu[i]);
-        n += fz_folded_bytes(&p->layers[l].router);
+        n += fz_folded_bytes(&p->layers[l].router) + fz_folded_bytes(&p->layers[l].shg);
         for (int e = 0; p->layers[l].xg && e < p->src.n_expert; e++)
             n += fz_folded_bytes(&p->layers[l].xg[e]) + fz_folded_bytes(&p->layers[l].xu[e]);
     }
@@ -235,7 +240,7 @@ static void free_act(fz_plan_t *p)
 {
     float **bufs[] = { &p->x, &p->xn, &p->qkv, &p->att, &p->tmp, &p->gu, &p->h,
                        &p->hx, &p->hxn, &p->logits, &p->qs, &p->ks, &p->moe_lg, &p->moe_x,
-                       &p->moe_g, &p->moe_u, &p->moe_h, &p->moe_y };
+                       &p->moe_g, &p->moe_u, &p->moe_h, &p->moe_y, &p->moe_sg };
     for (size_t i = 0; i < FD_ARRAY_LEN(bufs); i++) {
         if (*bufs[i])
             fb_free(p->be, *bufs[i]);
@@ -258,6 +263,7 @@ void fz_plan_free(fz_plan_t *p)
                 fz_folded_free(&p->layers[l].gu[i]);
             layer_t *y = &p->layers[l];
             fz_folded_free(&y->router);
+            fz_folded_free(&y->shg);
             for (int e = 0; y->xg && e < p->src.n_expert; e++) {
                 fz_folded_free(&y->xg[e]);
                 fz_folded_free(&y->xu[e]);
@@ -277,6 +283,9 @@ void fz_plan_free(fz_plan_t *p)
     free(p->moe_off);
     free(p->moe_fill);
     free(p->moe_count);
+    if (p->moe_sgh)
+        fb_host_free(p->be, p->moe_sgh);
+    free(p->moe_iota);
     fz_folded_free(&p->head);
     free(p->layers);
     free(p->prepared);
@@ -325,7 +334,7 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
         free(p);
         return -EINVAL;
     }
-    p->cap_prepared = 14 * L + 4 + (moe ? L * (2 + 3 * src->n_expert) : 0);
+    p->cap_prepared = 14 * L + 4 + (moe ? L * (3 + 3 * src->n_expert) : 0);
     p->layers = calloc((size_t)L, sizeof(*p->layers));
     p->prepared = calloc((size_t)p->cap_prepared, sizeof(*p->prepared));
     p->attn = calloc((size_t)opts->max_seqs, sizeof(*p->attn));
@@ -351,7 +360,13 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
             goto fail;
         if (moe)
             rc = build_moe(p, s, y, l, err, errlen);
-        else
+        if (rc == 0 && moe && s->shexp_gate.src) {
+            int n_shg;
+            y->shared = p->shared = true;
+            rc = build_product(p, &s->shexp_gate, 1, s->ffn_norm, "ffn_gate_inp_shexp",
+                               &y->shg, &n_shg, err, errlen);
+        }
+        if (rc == 0 && (!moe || y->shared))
             rc = build_product(p, gu, 2, s->ffn_norm, "ffn_gate_up", y->gu, &y->n_gu, err,
                                errlen);
         if (rc)
@@ -390,7 +405,7 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
         y->wo = s->wo;
         y->wdown = s->w_down;
         if ((rc = prep(p, &y->wo, err, errlen)) ||
-            (!moe && (rc = prep(p, &y->wdown, err, errlen))))
+            ((!moe || y->shared) && (rc = prep(p, &y->wdown, err, errlen))))
             goto fail;
     }
     p->tok_embd = src->tok_embd;
@@ -417,7 +432,8 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
     size_t E = (size_t)src->n_embd, F = (size_t)src->n_ff;
     if ((rc = alloc_act(p, &p->x, R, E)) || (rc = alloc_act(p, &p->qkv, R, (size_t)p->n_qkv)) ||
         (rc = alloc_act(p, &p->att, R, (size_t)p->n_q)) || (rc = alloc_act(p, &p->tmp, R, E)) ||
-        (!moe && ((rc = alloc_act(p, &p->gu, R, 2 * F)) || (rc = alloc_act(p, &p->h, R, F)))) ||
+        ((!moe || p->shared) &&
+         ((rc = alloc_act(p, &p->gu, R, 2 * F)) || (rc = alloc_act(p, &p->h, R, F)))) ||
         (rc = alloc_act(p, &p->hx, S, E)) || (rc = alloc_act(p, &p->hxn, S, E)) ||
         (rc = alloc_act(p, &p->logits, S, (size_t)src->n_vocab)))
         goto fail_mem;
@@ -440,6 +456,16 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
         if (!p->moe_lgh || !p->moe_prob || !p->moe_w || !p->moe_wr || !p->moe_ids ||
             !p->moe_sel || !p->moe_off || !p->moe_fill || !p->moe_count)
             goto nomem;
+        if (p->shared) {
+            if ((rc = alloc_act(p, &p->moe_sg, R, 1)))
+                goto fail_mem;
+            p->moe_sgh = fb_host_alloc(p->be, R * sizeof(float));
+            p->moe_iota = malloc(R * sizeof(int32_t));
+            if (!p->moe_sgh || !p->moe_iota)
+                goto nomem;
+            for (size_t r = 0; r < R; r++)
+                p->moe_iota[r] = (int32_t)r;
+        }
     }
     if (!opts->fused && (rc = alloc_act(p, &p->xn, R, E)))
         goto fail_mem;
@@ -607,6 +633,21 @@ static int moe_ffn(fz_plan_t *p, int l, const float *in, int n)
     fb_defer_t defer = { .kind = FB_NORM_RMS, .eps = m->eps };
     const fb_defer_t *d = p->o.fused ? &defer : NULL;
     int rc;
+    /* qwen2moe's shared expert, first: in is the residual x itself in the fused plan, which
+     * the experts' scatter-add changes */
+    if (y->shared) {
+        float *g, *u;
+        int64_t ldg, ldu;
+        if ((rc = product(p, y->gu, y->n_gu, in, n, p->gu)))
+            return rc;
+        view(p, p->gu, y->gu, y->n_gu, 0, &g, &ldg);
+        view(p, p->gu, y->gu, y->n_gu, m->n_ff, &u, &ldu);
+        if ((rc = fb_silu_mul(p->be, g, u, n, m->n_ff, ldg, p->h)) ||
+            (rc = fb_matmul(p->be, &y->wdown, p->h, n, p->tmp, NULL)) ||
+            (rc = fb_matmul(p->be, &y->shg.w, in, n, p->moe_sg, d)) ||
+            (rc = fb_to_host(p->be, p->moe_sgh, p->moe_sg, (size_t)n * sizeof(float))))
+            return rc;
+    }
     if ((rc = fb_matmul(p->be, &y->router.w, in, n, p->moe_lg, d)) ||
         (rc = fb_to_host(p->be, p->moe_lgh, p->moe_lg, (size_t)n * (size_t)NE * sizeof(float))) ||
         (rc = fb_sync(p->be)))
@@ -631,7 +672,14 @@ static int moe_ffn(fz_plan_t *p, int l, const float *in, int n)
                                        cnt, p->moe_y + (size_t)r0 * (size_t)E, NULL)))
             return rc;
     }
-    return fb_scatter_add_rows(p->be, p->x, E, n, p->moe_y, p->moe_ids, p->moe_w, nk, E);
+    if ((rc = fb_scatter_add_rows(p->be, p->x, E, n, p->moe_y, p->moe_ids, p->moe_w, nk, E)))
+        return rc;
+    if (!y->shared)
+        return 0;
+    /* the shared expert's rows, each scaled by the sigmoid of its gate logit */
+    for (int r = 0; r < n; r++)
+        p->moe_sgh[r] = 1.0f / (1.0f + expf(-p->moe_sgh[r]));
+    return fb_scatter_add_rows(p->be, p->x, E, n, p->tmp, p->moe_iota, p->moe_sgh, n, E);
 }
 
 static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *pos, int n,

@@ -37,6 +37,9 @@ typedef struct fz_layer_src {
      * n_ff_exp), n_expert of each, views of the file's 3-D tensors */
     fb_weight_t router;
     const fb_weight_t *exp_gate, *exp_up, *exp_down;
+    /* qwen2moe: a shared expert every row runs (w_gate, w_up, w_down, n_ff wide), its output
+     * scaled by sigmoid(x . shexp_gate) (one output row of n_embd); src NULL: none */
+    fb_weight_t shexp_gate;
 } fz_layer_src_t;
 
 /* The feed-forward activation of gate times up. */

@@ -989,8 +989,9 @@ START_TEST(test_gemma)
 END_TEST
 
 /* Mixture of experts on the device: gather_rows and scatter_add_rows against the CPU
- * reference (repeated destinations, 40 rows of 2051 floats), then qwen3moe, OLMoE and a
- * Mixtral-style llama (Q8_0) whose greedy ids equal the CPU backend's and whose logits agree,
+ * reference (repeated destinations, 40 rows of 2051 floats), then qwen3moe, OLMoE, a
+ * Mixtral-style llama (Q8_0) and qwen2moe (a sigmoid-gated shared expert) whose greedy ids
+ * equal the CPU backend's and whose logits agree,
  * fused and unfused, in graphs and eager; two sequences decoded together route per row. */
 START_TEST(test_moe)
 {
@@ -1035,6 +1036,10 @@ START_TEST(test_moe)
           .n_head_kv = 2, .n_ff = 256, .n_vocab = 512, .n_ctx = 256, .rope_base = 1e6f,
           .norm_eps = 1e-5f, .tied = true, .wtype = GG_Q8_0, .seed = 10, .n_expert = 8,
           .n_expert_used = 2 },
+        { .name = "qwen2moe-test", .arch = "qwen2moe", .n_embd = 256, .n_layer = 3,
+          .n_head = 4, .n_head_kv = 2, .n_ff = 128, .n_vocab = 512, .n_ctx = 256,
+          .rope_base = 1e6f, .norm_eps = 1e-6f, .wtype = GG_F32, .seed = 11, .n_expert = 8,
+          .n_expert_used = 4 },
     };
     for (int m = 0; m < (int)FD_ARRAY_LEN(specs); m++) {
         char path[] = "/tmp/fusiond-cuda-moe-XXXXXX";

@@ -6,8 +6,9 @@
  * Llama 3.1's RoPE frequency factors (rope_freqs.weight), phi3 (fused tensors), Phi-3.5's
  * LongRoPE (short and long factors, attention factor), Gemma 2/3 (embedding scale, GELU, post
  * norms, soft-caps, a sliding window of 4 under a 10-token prompt, Gemma 3's local RoPE base)
- * and the mixtures of experts qwen3moe, olmoe and Mixtral-style llama (routing,
- * renormalization or not, OLMoE's whole-row Q/K norms, a prompt that reaches every expert)
+ * and the mixtures of experts qwen3moe, olmoe, qwen2moe and Mixtral-style llama (routing,
+ * renormalization or not, OLMoE's whole-row Q/K norms, qwen2moe's sigmoid-gated shared
+ * expert, a prompt that reaches every expert)
  * too, and a Gemma-style vocabulary tokenizes as llama.cpp tokenizes it; and with f16 and q8_0
  * KV caches, against llama.cpp's runs with the same cache types.  The references are
  * tests/data/llamacpp-*.txt, written by tests/ref/make-refs.sh with
@@ -307,8 +308,8 @@ static const char *const refs[] = {
     "phi3-longrope-long-f32", "phi3-q4_k_m", "gemma2-f32", "gemma3-f32", "gemma2-q8_0",
     "gemma3-q8_0", "gemma2-q4_k_m", "gemma3-q4_k_m", "gemma3-ropescale-f32", "qwen3moe-f32",
     "qwen3moe-q8_0", "qwen3moe-q4_k_m", "olmoe-f32", "olmoe-q4_k_m", "mixtral-f32",
-    "mixtral-q4_0", "llama-hd64-f32", "qwen3-f32-kv-f16", "qwen3-f32-kv-q8_0",
-    "llama-hd64-f32-kv-f16", "llama-hd64-f32-kv-q8_0",
+    "mixtral-q4_0", "qwen2moe-f32", "qwen2moe-q4_k_m", "llama-hd64-f32", "qwen3-f32-kv-f16",
+    "qwen3-f32-kv-q8_0", "llama-hd64-f32-kv-f16", "llama-hd64-f32-kv-q8_0",
 };
 
 START_TEST(test_matches_llamacpp)
@@ -741,11 +742,11 @@ START_TEST(test_moe_batched)
 }
 END_TEST
 
-/* Writes the qwen3moe reference model to memory. */
-static uint8_t *moe_file(size_t *size)
+/* Writes a reference's model to memory. */
+static uint8_t *moe_file(const char *name, size_t *size)
 {
     ref_t r;
-    load_ref("qwen3moe-f32", &r);
+    load_ref(name, &r);
     free(r.logits);
     gguf_w_t *w;
     ck_assert_int_eq(gguf_w_new(&w), 0);
@@ -762,7 +763,7 @@ static uint8_t *moe_file(size_t *size)
 START_TEST(test_moe_bad_files)
 {
     size_t size;
-    uint8_t *file = moe_file(&size);
+    uint8_t *file = moe_file("qwen3moe-f32", &size);
     char err[512];
     /* expert_used_count (4) -> 9 of 8: the key's value follows its name and u32 type */
     const char *key = "qwen3moe.expert_used_count";
@@ -793,6 +794,16 @@ START_TEST(test_moe_bad_files)
                       err, sizeof(err));
     ck_assert_int_eq(rc, FD_EFORMAT);
     ck_assert_msg(strstr(err, "blk.1.ffn_down_exps.weight is missing"), "error: %s", err);
+    free(file);
+
+    /* qwen2moe without its shared expert's gate, or with a shared expert of the wrong width */
+    file = moe_file("qwen2moe-f32", &size);
+    rc = load_patched(file, size, "blk.1.ffn_gate_inp_shexp.weight",
+                      "blk.1.ffn_gate_inp_shexq.weight", err, sizeof(err));
+    ck_assert_int_eq(rc, FD_EFORMAT);
+    ck_assert_msg(strstr(err, "blk.1.ffn_gate_inp_shexp.weight is missing"), "error: %s", err);
+    rc = load_patched(file, size, "blk.0.ffn_up_shexp.weight", NULL, err, sizeof(err));
+    ck_assert_msg(rc != 0 && strstr(err, "blk.0.ffn_up_shexp.weight"), "error: %s", err);
     free(file);
 }
 END_TEST

@@ -109,6 +109,8 @@ olmoe-f32|olmoe 64 2 4 4 0 96 F32 0 34 0 0 0 8,4
 olmoe-q4_k_m|olmoe 256 2 4 4 0 256 Q4_K_M 0 39 0 0 0 8,4
 mixtral-f32|llama 64 2 4 2 0 96 F32 0 41 0 0 0 8,2
 mixtral-q4_0|llama 256 2 4 2 0 256 Q4_0 1 39 0 0 0 8,2
+qwen2moe-f32|qwen2moe 64 2 4 2 0 96 F32 0 44 0 0 0 8,4
+qwen2moe-q4_k_m|qwen2moe 256 2 4 2 0 256 Q4_K_M 0 44 0 0 0 8,4
 qwen3-f32-kv-f16|qwen3 64 2 4 2 32 160 F32 0 13 0 0 0
 qwen3-f32-kv-q8_0|qwen3 64 2 4 2 32 160 F32 0 13 0 0 0
 llama-hd64-f32-kv-f16|llama 128 2 4 2 64 256 F32 0 28 0 0 0

@@ -658,10 +658,11 @@ int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen)
                     "must be positive");
     const char *arch = llama_arch(p);
     if (strcmp(arch, "llama") && strcmp(arch, "qwen2") && strcmp(arch, "qwen3") &&
-        strcmp(arch, "phi3") && strcmp(arch, "gemma2") && strcmp(arch, "gemma3") &&
-        strcmp(arch, "qwen3moe") && strcmp(arch, "olmoe") && strcmp(arch, "qwen2moe"))
+        strcmp(arch, "phi3") && strcmp(arch, "gemma") && strcmp(arch, "gemma2") &&
+        strcmp(arch, "gemma3") && strcmp(arch, "qwen3moe") && strcmp(arch, "olmoe") &&
+        strcmp(arch, "qwen2moe"))
         return werr(err, errlen, FD_EUNSUP, "architecture '%s' is not one of llama, qwen2, "
-                    "qwen3, phi3, gemma2, gemma3, qwen3moe, qwen2moe, olmoe", arch);
+                    "qwen3, phi3, gemma, gemma2, gemma3, qwen3moe, qwen2moe, olmoe", arch);
     if (p->n_swa < 0 || (strcmp(arch, "gemma3") == 0 && p->n_swa == 0))
         return werr(err, errlen, FD_ESHAPE, "sliding window %d: gemma3 needs one > 0",
                     p->n_swa);
@@ -929,8 +930,8 @@ static bool arch_has(const char *spec, const char *ar)
 {
     if (spec[0] == '!')
         return strcmp(spec + 1, ar) != 0;
-    if (strcmp(spec, "gemma") == 0)
-        return strncmp(ar, "gemma", 5) == 0;
+    if (strcmp(spec, "gemma") == 0) /* Gemma 2 and 3 (Gemma 1 has no post norms) */
+        return strcmp(ar, "gemma2") == 0 || strcmp(ar, "gemma3") == 0;
     size_t n = strlen(ar);
     for (const char *s = spec; (s = strstr(s, ar)) != NULL; s += n)
         if ((s == spec || s[-1] == ' ') && (s[n] == ' ' || s[n] == '\0'))

@@ -244,7 +244,8 @@ static bool gemma_layer_swa(const llm_model_t *m, int l)
     return gguf_arr_i64(&arr, (uint64_t)l, &v) == 0 && v;
 }
 
-/* Gemma 2 and 3 (llama.cpp's hparams for LLM_ARCH_GEMMA2 / GEMMA3): the window and its
+/* Gemma 2 and 3 (llama.cpp's hparams for LLM_ARCH_GEMMA2 / GEMMA3; Gemma 1 has none of
+ * what follows but the query scale): the window and its
  * pattern (Gemma 2 alternates local and global from layer 0; Gemma 3 has 5 local layers to a
  * global one), the local layers' RoPE base (Gemma 3: 10000 unless rope.freq_base_swa says),
  * the query scale (1/sqrt(n_embd / n_head) for the 27B sizes, known by their layer count,
@@ -264,6 +265,13 @@ static int read_gemma(llm_model_t *m, char *err, size_t errlen)
         (rc = get_u32(g, ar, "attention.head_count", true, 0, &heads, err, errlen)) ||
         (rc = get_u32(g, ar, "attention.key_length", false, embd / heads, &kl, err, errlen)))
         return rc;
+    if (strcmp(ar, "gemma") == 0) {
+        /* Gemma 1: every layer global, no soft-caps, no post norms; Q scaled by
+         * 1/sqrt(head_dim) */
+        hp->attn_scale = 1.0f / sqrtf((float)kl);
+        return get_f32(g, ar, "rope.freq_base", false, 10000.0f, &hp->rope_freq_base_swa, err,
+                       errlen);
+    }
     snprintf(k, sizeof(k), "%s.attention.sliding_window", ar);
     rc = gguf_get_u32(g, k, &swa);
     if (rc == -ENOENT && g2)
@@ -322,10 +330,12 @@ static int read_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, s
         return rc == -ENOENT ? FD_EFORMAT : rc;
     }
     if (!str_is(a, "llama") && !str_is(a, "qwen2") && !str_is(a, "qwen3") &&
-        !str_is(a, "phi3") && !str_is(a, "gemma2") && !str_is(a, "gemma3") &&
-        !str_is(a, "qwen3moe") && !str_is(a, "olmoe") && !str_is(a, "qwen2moe")) {
+        !str_is(a, "phi3") && !str_is(a, "gemma") && !str_is(a, "gemma2") &&
+        !str_is(a, "gemma3") && !str_is(a, "qwen3moe") && !str_is(a, "olmoe") &&
+        !str_is(a, "qwen2moe")) {
         snprintf(err, errlen, "%s: architecture '%.*s' is not supported (supported: llama, "
-                 "qwen2, qwen3, phi3, gemma2, gemma3 text models, qwen3moe, qwen2moe, olmoe)",
+                 "qwen2, qwen3, phi3, gemma, gemma2, gemma3 text models, qwen3moe, qwen2moe, "
+                 "olmoe)",
                  gguf_path(g), (int)FD_MIN(a.len, 64), a.ptr);
         return FD_EUNSUP;
     }
@@ -415,12 +425,13 @@ static int read_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, s
     bool phi3 = strcmp(ar, "phi3") == 0, qwen3moe = strcmp(ar, "qwen3moe") == 0;
     bool olmoe = strcmp(ar, "olmoe") == 0, qwen2moe = strcmp(ar, "qwen2moe") == 0;
     bool gemma2 = strcmp(ar, "gemma2") == 0, gemma3 = strcmp(ar, "gemma3") == 0;
-    hp->rope_mode = qwen2 || qwen3 || phi3 || gemma2 || gemma3 || qwen3moe || olmoe || qwen2moe
-                        ? FB_ROPE_NEOX : FB_ROPE_ADJACENT;
+    bool gemma1 = strcmp(ar, "gemma") == 0;
+    hp->rope_mode = qwen2 || qwen3 || phi3 || gemma1 || gemma2 || gemma3 || qwen3moe || olmoe ||
+                    qwen2moe ? FB_ROPE_NEOX : FB_ROPE_ADJACENT;
     hp->qkv_bias = qwen2 || qwen2moe;
     hp->qk_norm = qwen3 || gemma3 || qwen3moe || olmoe;
     hp->qk_norm_full = olmoe;
-    if (gemma2 || gemma3)
+    if (gemma1 || gemma2 || gemma3)
         if ((rc = read_gemma(m, err, errlen)))
             return rc;
     hp->fused_gate_up = phi3;
@@ -728,7 +739,7 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
                     return rc;
             }
         }
-        if (hp->gemma) {
+        if (hp->gemma && strcmp(hp->arch, "gemma") != 0) { /* Gemma 1 has no post norms */
             const float **g[2] = { &y->post_attn_norm, &y->post_ffn_norm };
             const char *gn[2] = { "post_attention_norm.weight", "post_ffw_norm.weight" };
             for (int i = 0; i < 2; i++) {
@@ -771,6 +782,10 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
                            .freq_scale = hp->rope_freq_scale };
     s->layers = m->layers;
     if (hp->gemma) {
+        if (hp->n_swa_layers > 0)
+            fd_log_info("%s: sliding window of %d on %d of %d layers (the KV cache keeps every "
+                        "position of every layer; --ctx bounds it)", gguf_path(m->g), hp->n_swa,
+                        hp->n_swa_layers, hp->n_layer);
         s->act = FZ_ACT_GELU;
         s->embd_scale = sqrtf((float)hp->n_embd);
         s->attn_scale = hp->attn_scale;

@@ -48,8 +48,8 @@ typedef struct llm_hparams {
     int pooling;                /* <arch>.pooling_type (llama.cpp's numbering: 0 none, 1 mean,
                                    2 cls, 3 last); -1 when the file has none */
     int64_t n_params;
-    /* Gemma 2/3 (zero elsewhere): token embeddings times sqrt(n_embd), GELU gating, RMSNorms
-     * after attention and after the FFN, local layers with a sliding window */
+    /* Gemma 1/2/3 (zero elsewhere): token embeddings times sqrt(n_embd), GELU gating; Gemma
+     * 2/3: RMSNorms after attention and after the FFN, local layers with a sliding window */
     bool gemma;
     float attn_scale;           /* of the Q.K scores (llama.cpp's f_attention_scale) */
     float attn_softcap;         /* gemma2.attn_logit_softcapping (0: none) */

@@ -1412,6 +1412,12 @@ static int parse_infill(const cJSON *root, rq_t *r, rq_err_t *e)
             r->n_response_fields++;
         }
     }
+    long long ni = 0;
+    bool have = false;
+    if ((rc = get_num(root, "t_max_predict_ms", 0, 1e9f, false, &r->t_max_predict_ms, e)) ||
+        (rc = get_int(root, "n_indent", 0, 1 << 20, &have, &ni, e)))
+        return rc;
+    r->n_indent = (int)ni;
     /* llama-server's sampling defaults for its native endpoints */
     r->sampling.temperature = 0.8f;
     r->sampling.top_k = 40;

@@ -148,6 +148,11 @@ typedef struct rq {
     size_t n_extra;
     char **response_fields;
     int n_response_fields;
+    /* llama-server's stops for editors (0: off): t_max_predict_ms, a time limit since the
+     * first token, applied at a token that ends a line; n_indent, the least indentation of
+     * a line after the first (a line indented less ends the answer, cut before its text) */
+    float t_max_predict_ms;
+    int n_indent;
 } rq_t;
 
 /* Bounds of an /infill body. */

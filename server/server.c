@@ -116,6 +116,10 @@ typedef struct srv_choice {
     int32_t *gen;               /* infill: the generated ids (stop_type, stopping_word) */
     size_t n_gen_ids, cap_gen;
     bool has_nl;                /* infill: the output has a newline */
+    uint64_t first_ns;          /* when its first token came */
+    size_t last_nl;             /* infill: just past the newline n_indent looks at next */
+    bool limit_stop;            /* infill: t_max_predict_ms or n_indent cancelled it (a
+                                   "limit" stop) */
     float *emb;                 /* embeddings: n_embd floats, written by the engine thread in
                                    its DONE callback before the push (the queue's lock orders
                                    it before the loop's read) */
@@ -1551,6 +1555,47 @@ static void choice_rsn_finish(srv_job_t *j, srv_choice_t *c)
         choice_text(j, c, c->rsn_c.buf, c->rsn_c.len, NULL);
 }
 
+/* llama-server's n_indent and t_max_predict_ms, after each token of an /infill answer: a
+ * stop cancels the sequence, which then ends as a "limit" stop (on_done).  n_indent: once a
+ * line has ended, the next line that has text and is indented less than n_indent ends the
+ * answer, whose text (whole answers; a stream has sent it) is cut after that line's
+ * indentation; the newline looked at moves one line per token, as llama-server's does. */
+static void infill_limits(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
+{
+    srv_t *s = j->srv;
+    bool stop = false;
+    if (j->stream && ev->text_len) /* the text n_indent reads (a whole answer has it) */
+        sb_add(&c->text, ev->text, ev->text_len);
+    if (j->rq.n_indent > 0 && c->text.buf) {
+        const char *g = c->text.buf;
+        size_t n = c->text.len, pos = c->last_nl;
+        if (pos > 0) {
+            int ind = 0;
+            while (pos < n && (g[pos] == ' ' || g[pos] == '\t')) {
+                ind++;
+                pos++;
+            }
+            if (pos < n && ind < j->rq.n_indent) {
+                stop = true;
+                if (!j->stream) {
+                    c->text.len = pos;
+                    c->text.buf[pos] = '\0';
+                }
+            }
+        }
+        const char *nl = c->last_nl < n ? memchr(g + c->last_nl, '\n', n - c->last_nl) : NULL;
+        if (nl)
+            c->last_nl = (size_t)(nl - g) + 1;
+    }
+    if (j->rq.t_max_predict_ms > 0 && ev->text_len && memchr(ev->text, '\n', ev->text_len) &&
+        (double)(ev->t_ns - c->first_ns) * 1e-6 > j->rq.t_max_predict_ms)
+        stop = true;
+    if (stop && !c->limit_stop) {
+        c->limit_stop = true;
+        eng_cancel(s->eng, c->eng_id);
+    }
+}
+
 static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
 {
     srv_t *s = j->srv;
@@ -1558,13 +1603,17 @@ static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
         on_prompt_token(j, c, ev);
         return;
     }
+    if (c->limit_stop)
+        return; /* a token the engine had sampled before the cancel: dropped */
     if (j->stream && c->head_pending && !j->abandoned && !j->client_gone)
         sse_head(j, c);
     c->n_gen++;
-    if (c->n_gen == 1)
+    if (c->n_gen == 1) {
+        c->first_ns = ev->t_ns;
         met_observe(s->met, MET_TTFT, (double)(ev->t_ns - j->t0_ns) * 1e-9);
-    else
+    } else {
         met_observe(s->met, MET_ITL, (double)(ev->t_ns - c->last_ns) * 1e-9);
+    }
     c->last_ns = ev->t_ns;
     if (j->abandoned || j->client_gone)
         return;
@@ -1614,6 +1663,8 @@ static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
     }
     choice_text(j, c, text, len, lp);
     c->stream_off += ev->text_len;
+    if (j->rq.kind == RQ_INFILL && (j->rq.n_indent > 0 || j->rq.t_max_predict_ms > 0))
+        infill_limits(j, c, ev);
 }
 
 static void embed_next(srv_job_t *j, int finish);
@@ -1623,6 +1674,8 @@ static void on_done(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
     srv_t *s = j->srv;
     c->running = false;
     c->finish = ev->finish;
+    if (c->limit_stop && c->finish == ENG_FINISH_CANCEL && !j->server_cancel)
+        c->finish = ENG_FINISH_LENGTH;
     c->t = ev->timings;
     if (ev->error)
         snprintf(c->error, sizeof c->error, "%s", ev->error);
@@ -1645,7 +1698,7 @@ static void on_done(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
 
     if (!j->abandoned && j->conn) {
         if (j->stream) {
-            int f = ev->finish;
+            int f = c->finish;
             bool timeout = f == ENG_FINISH_TIMEOUT || (f == ENG_FINISH_CANCEL && j->server_timeout);
             if (c->head_pending && !j->client_gone)
                 sse_head(j, c); /* ended before its prompt was evaluated: what there is */

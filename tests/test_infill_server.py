@@ -8,7 +8,8 @@ of the prompt (PSM with and without input_extra, the cuts, SPM with --spm-infill
 as the greedy output being /v1/completions' on that token sequence and as tokens_evaluated;
 llama-server's native answer (content, stop_type eos/word/limit, stopping_word, timings,
 response_fields as llama.vim asks) whole and streamed (data: frames, stop false, then the
-final one, no [DONE]); FIM_PAD ending a generation; the 400s (wrong types, input_extra not
+final one, no [DONE]); llama-server's n_indent and t_max_predict_ms stops; FIM_PAD ending a
+generation; the prefix cache serving the next keystroke; the 400s (wrong types, input_extra not
 an array of objects, no FIM tokens with llama-server's message), the 413 of an oversize
 body; a client gone mid-stream; the metrics label.  OpenAI's suffix on /v1/completions (the
 PSM prompt; a 400 without FIM tokens).  Usage: test_infill_server.py (python3 stdlib only)."""
@@ -151,6 +152,42 @@ def qwen_cases(d):
         check(st == 200 and js["stop_type"] == "word" and js["stopping_word"] == word and
               js["content"] == gen[:gen.index(word)],
               "stop string: %r (word %r in %r)" % (js, word, gen))
+    # llama-server's editor stops, both "limit": t_max_predict_ms at a token that ends a
+    # line (stories260K's newline is a byte token of its own), n_indent at a line with text
+    # indented less (the text cut after its indentation)
+    lim = dict(body, stream=False, n_predict=300, ignore_eos=True, logit_bias={str(PAD): -100})
+    st, _, full = d.post("/infill", lim)
+    g = full["content"]
+    nl = g.find("\n")
+    check(st == 200 and nl > 0, "a whole answer with a newline: %r" % g[:80])
+    st, _, js = d.post("/infill", dict(lim, t_max_predict_ms=0.001))
+    check(st == 200 and js["stop_type"] == "limit" and js["content"] == g[:nl + 1] and
+          js["tokens_predicted"] < full["tokens_predicted"],
+          "t_max_predict_ms: %r (whole %r)" % (js.get("content"), g[:80]))
+    n_indent = 2
+    cut, line = None, nl + 1
+    while cut is None and line < len(g):
+        pos = line
+        while pos < len(g) and g[pos] in " \t":
+            pos += 1
+        if pos < len(g) and pos - line < n_indent:
+            cut = pos
+        elif "\n" in g[line:]:
+            line = g.index("\n", line) + 1
+        else:
+            break
+    check(cut is not None, "the whole answer has a line indented less than %d: %r" %
+          (n_indent, g[:200]))
+    st, _, js = d.post("/infill", dict(lim, n_indent=n_indent))
+    check(st == 200 and js["stop_type"] == "limit" and js["content"] == g[:cut],
+          "n_indent: %r, want %r" % (js.get("content"), g[:cut or 0]))
+    st, _, raw = d.request("POST", "/infill", dict(lim, n_indent=n_indent, stream=True))
+    frames, _ = sse_frames(raw)
+    text = "".join(f["content"] for f in frames)
+    check(st == 200 and frames and frames[-1]["stop_type"] == "limit" and
+          g.startswith(text) and len(text) >= cut and
+          frames[-1]["tokens_predicted"] < full["tokens_predicted"],
+          "n_indent streamed (not cut: sent): %r" % text[-40:])
     # FIM_PAD ends a generation (llama.cpp's end-of-generation set)
     st, _, js = d.post("/infill", dict(body, stream=False, logit_bias={str(PAD): 100}))
     check(st == 200 and js["stop_type"] == "eos" and js["tokens_predicted"] == 1 and
@@ -170,6 +207,11 @@ def qwen_cases(d):
     text, _ = completion_text(d, want, 8)
     check(st == 200 and js["choices"][0]["text"] == text and
           js["usage"]["prompt_tokens"] == len(want), "suffix: %d %r" % (st, js))
+    st, _, raw = d.request("POST", "/v1/completions", {
+        "prompt": prefix, "suffix": suffix, "max_tokens": 8, "temperature": 0, "stream": True})
+    frames, done = sse_frames(raw)
+    check(st == 200 and done and "".join(f["choices"][0]["text"] for f in frames) == text,
+          "suffix streamed: %r vs %r" % (frames, text))
     # token ids as the prompt: used as the prefix as they are (no BOS added)
     st, _, js = d.post("/v1/completions", {"prompt": p, "suffix": suffix, "max_tokens": 8,
                                            "temperature": 0})

@@ -755,6 +755,10 @@ static const struct bad_case {
      "n_predict"},
     {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"mirostat\":2}", 400,
      "mirostat"},
+    {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"n_indent\":-1}", 400,
+     "n_indent"},
+    {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"t_max_predict_ms\":\"1\"}",
+     400, "t_max_predict_ms"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"n\":2,\"best_of\":3}", 400, "best_of"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"n\":3,\"best_of\":2}", 400, "best_of"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"best_of\":0}", 400, "best_of"},
@@ -877,6 +881,8 @@ START_TEST(test_infill_body)
     ck_assert_int_eq(r.n_response_fields, 3);
     ck_assert_str_eq(r.response_fields[1], "timings/prompt_n");
     ck_assert_int_eq(r.logprobs, -1);
+    ck_assert_int_eq(r.n_indent, 4);
+    ck_assert_float_eq_tol(r.t_max_predict_ms, 1000.0f, 1e-3f);
     rq_free(&r);
     /* the least: no prompt ("" then), no n_predict (to the end of the context) */
     ck_assert_int_eq(parse(RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\"}", &r, &e), 0);

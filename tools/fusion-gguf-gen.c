@@ -30,9 +30,9 @@ static void usage(FILE *f)
             "  -s, --seed N          weights seed (default 1)\n"
             "  -j, --threads N       threads that fill and quantize (default: online CPUs)\n"
             "      --arch NAME       llama, qwen2 (Q/K/V biases), qwen3 (Q/K norms), phi3\n"
-            "                        (fused Q|K|V and gate|up tensors), gemma2, gemma3, or\n"
-            "                        the mixtures of experts qwen3moe, qwen2moe (a shared\n"
-            "                        expert) and olmoe (default: the preset's)\n"
+            "                        (fused Q|K|V and gate|up tensors), gemma, gemma2,\n"
+            "                        gemma3, or the mixtures of experts qwen3moe, qwen2moe\n"
+            "                        (a shared expert) and olmoe (default: the preset's)\n"
             "      --experts N,K     N experts, K of them per token (qwen3moe, olmoe; llama:\n"
             "                        Mixtral-style); --n-ff is then each expert's width;\n"
             "                        0,0: dense\n"
@@ -138,12 +138,12 @@ int main(int argc, char **argv)
         case 'h': usage(stdout); return 0;
         case O_ARCH:
             if (strcmp(optarg, "llama") && strcmp(optarg, "qwen2") && strcmp(optarg, "qwen3") &&
-                strcmp(optarg, "phi3") && strcmp(optarg, "gemma2") && strcmp(optarg, "gemma3") &&
-                strcmp(optarg, "qwen3moe") && strcmp(optarg, "olmoe") &&
+                strcmp(optarg, "phi3") && strcmp(optarg, "gemma") && strcmp(optarg, "gemma2") &&
+                strcmp(optarg, "gemma3") && strcmp(optarg, "qwen3moe") && strcmp(optarg, "olmoe") &&
                 strcmp(optarg, "qwen2moe")) {
                 fprintf(stderr, "fusion-gguf-gen: architecture '%s' not supported (llama, "
-                        "qwen2, qwen3, phi3, gemma2, gemma3, qwen3moe, qwen2moe, olmoe)\n",
-                        optarg);
+                        "qwen2, qwen3, phi3, gemma, gemma2, gemma3, qwen3moe, qwen2moe, "
+                        "olmoe)\n", optarg);
                 return 2;
             }
             arch = optarg;

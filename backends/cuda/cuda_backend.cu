@@ -1624,8 +1624,8 @@ static int attn_launch(fcuda_t *c, const fb_attn_t *a, int s0, int s1)
     p.scale = a0->scale;
     p.window = a0->window;
     p.softcap = a0->softcap;
-    /* a window or soft-cap: the general kernel, which masks and caps */
-    const bool gemma = p.window > 0 || p.softcap > 0;
+    /* a window: the general kernel, which masks (both kernels soft-cap) */
+    const bool gemma = p.window > 0;
     p.t_max = t_max;
     if (p.mode != FB_SOFTMAX_REF && rows == s1 - s0 && p.head_dim % 4 == 0 && !gemma) {
         bool ok = true;

@@ -1286,6 +1286,14 @@ __global__ void __launch_bounds__(ATT_THREADS) k_att_dec(const fcu_att_p p)
 #pragma unroll
                 for (int h = 0; h < G; h++)
                     sc[pp][h] += __shfl_xor_sync(0xffffffffu, sc[pp][h], off);
+        /* the scaled scores, soft-capped when asked (Gemma 2) */
+#pragma unroll
+        for (int pp = 0; pp < P; pp++)
+#pragma unroll
+            for (int h = 0; h < G; h++) {
+                const float sv = sc[pp][h] * p.scale;
+                sc[pp][h] = p.softcap > 0.f ? p.softcap * tanhf(sv / p.softcap) : sv;
+            }
         const int nv_pos = min(P, (t1 - tw - gi + ng - 1) / ng); /* valid positions, may be <= 0 */
 #pragma unroll
         for (int h = 0; h < G; h++) {
@@ -1296,7 +1304,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_att_dec(const fcu_att_p p)
 #pragma unroll
                 for (int pp = 0; pp < P; pp++)
                     if (pp < nv_pos)
-                        mx = fmaxf(mx, sc[pp][h] * p.scale);
+                        mx = fmaxf(mx, sc[pp][h]);
             }
             /* one rescale per batch; m = -inf (nothing seen yet) gives 0 */
             const float corr = maxsum ? att_w(m[h], mx) : 1.f;
@@ -1311,7 +1319,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_att_dec(const fcu_att_p p)
 #pragma unroll
             for (int pp = 0; pp < P; pp++) {
                 if (pp < nv_pos) {
-                    const float e = expf(sc[pp][h] * p.scale - mx);
+                    const float e = expf(sc[pp][h] - mx);
                     lh += e;
 #pragma unroll
                     for (int v = 0; v < NV; v++)

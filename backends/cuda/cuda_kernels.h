@@ -210,8 +210,8 @@ const void *fcu_k_get_rows(int wtype);
 const void *fcu_k_gather_rows(void);
 const void *fcu_k_scatter_add_rows(void);
 /* which: 0 fused (MAXSUM / SUMONLY), 1 REF scores, 2 REF softmax, 3 REF P.V.  These honour
- * each sequence's window and softcap (masked scores are -inf; a split whose positions are
- * all masked contributes nothing); the decode kernel does not. */
+ * the launch's window and softcap (masked scores are -inf; a split whose positions are all
+ * masked contributes nothing); the decode kernel honours the softcap only. */
 const void *fcu_k_attention(int which);
 /* The decode kernel (fused modes, one query row per sequence, 16-byte aligned q/k/v rows,
  * head_dim % 4 == 0): nv 16-byte pieces per lane, 1 for head_dim <= 128, 2 up to 256; grp

@@ -43,7 +43,8 @@ while IFS='|' read -r name spec; do
     gflags=; gkeys=; pids=$ids
     case $arch in
     gemma*)
-        gflags="--swa $swa --rope-base $base"
+        gflags="--rope-base $base"
+        [ "$swa" != 0 ] && gflags="$gflags --swa $swa"
         [ "$acap" != 0 ] && gflags="$gflags --softcap $acap,$fcap"
         gkeys=" n_swa=$swa attn_softcap=$acap final_softcap=$fcap rope_base=$base"
         [ "$rscale" != 0 ] && gflags="$gflags --rope-scale $rscale" &&
@@ -102,6 +103,8 @@ gemma3-q8_0|gemma3 256 6 4 1 128 512 Q8_0 1 31 0 0 0 4 0 0 1000000
 gemma2-q4_k_m|gemma2 256 2 4 2 64 512 Q4_K_M 1 32 0 0 0 4 2.5 4 10000
 gemma3-q4_k_m|gemma3 256 6 4 1 128 512 Q4_K_M 1 33 0 0 0 4 0 0 1000000
 gemma3-ropescale-f32|gemma3 64 6 4 2 32 160 F32 1 35 0 0 0 4 0 0 1000000 8
+gemma-f32|gemma 64 2 4 1 32 160 F32 1 36 0 0 0 0 0 0 10000
+gemma-q4_k_m|gemma 256 2 4 1 128 512 Q4_K_M 1 37 0 0 0 0 0 0 10000
 qwen3moe-f32|qwen3moe 64 2 4 2 32 96 F32 0 31 0 0 0 8,4
 qwen3moe-q8_0|qwen3moe 256 2 4 2 64 256 Q8_0 0 32 0 0 0 8,4
 qwen3moe-q4_k_m|qwen3moe 256 2 4 2 64 256 Q4_K_M 0 42 0 0 0 8,4

@@ -1070,7 +1070,11 @@ START_TEST(test_moe)
                 for (int i = 0; i < nt; i++)
                     CHECKM(got_ids[i] == want[i], "%s fusion %d %s: token %d is %d, cpu %d",
                            sp.name, f, k ? "eager" : "graphs", i, got_ids[i], want[i]);
-                CHECKM(d <= 1e-3f, "%s fusion %d: logits differ from the CPU's by %g", sp.name,
+                /* Q8_0: the 12-row prompt goes through cuBLAS on weights dequantized to f16
+                 * with the activations rounded to f16 (2^-11 relative), which the CPU's
+                 * reference does not do; measured 2.3e-3 on mixtral-test, unfused */
+                const float bound = sp.wtype == GG_F32 ? 1e-3f : 1e-2f;
+                CHECKM(d <= bound, "%s fusion %d: logits differ from the CPU's by %g", sp.name,
                        f, d);
                 llm_free(gm);
                 llm_free(c2);

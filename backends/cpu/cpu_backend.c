@@ -1100,48 +1100,48 @@ static int cpu_attention(fb_backend_t *be, const fb_attn_t *a, int n_seq)
 
 typedef struct ew_ctx {
     const fcpu_kern_t *k;
+    void (*glu)(const float *g, const float *u, float *out, int64_t n); /* gated rows */
     const float *a, *b;
     float *y;
     int64_t n, ld;
 } ew_ctx_t;
 
-static void silu_rows(void *arg, int64_t r0, int64_t r1, int ith)
+static void glu_rows(void *arg, int64_t r0, int64_t r1, int ith)
 {
     ew_ctx_t *e = arg;
     for (int64_t r = r0; r < r1; r++)
-        e->k->silu_mul(e->a + r * e->ld, e->b + r * e->ld, e->y + r * e->n, e->n);
+        e->glu(e->a + r * e->ld, e->b + r * e->ld, e->y + r * e->n, e->n);
+}
+
+/* SiLU's and GELU's gating differ only in the row kernel and its work an element (par_rows'
+ * estimate, which sizes the split). */
+static void glu_mul(fcpu_t *c, void (*glu)(const float *, const float *, float *, int64_t),
+                    double cost, const float *gate, const float *up, int64_t n_rows, int64_t n,
+                    int64_t ld_in, float *out)
+{
+    ew_ctx_t e = {.k = c->k, .glu = glu, .a = gate, .b = up, .y = out, .n = n, .ld = ld_in};
+    par_rows(c, n_rows, cost * (double)n, glu_rows, &e);
 }
 
 static int cpu_silu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
                         int64_t n, int64_t ld_in, float *out)
 {
     fcpu_t *c = (fcpu_t *)be;
-    if (c->ref) {
+    if (c->ref)
         fcpu_ref_silu_mul(gate, up, n_rows, n, ld_in, out);
-        return 0;
-    }
-    ew_ctx_t e = {.k = c->k, .a = gate, .b = up, .y = out, .n = n, .ld = ld_in};
-    par_rows(c, n_rows, 8.0 * (double)n, silu_rows, &e);
+    else
+        glu_mul(c, c->k->silu_mul, 8.0, gate, up, n_rows, n, ld_in, out);
     return 0;
-}
-
-static void gelu_rows(void *arg, int64_t r0, int64_t r1, int ith)
-{
-    ew_ctx_t *e = arg;
-    for (int64_t r = r0; r < r1; r++)
-        e->k->gelu_mul(e->a + r * e->ld, e->b + r * e->ld, e->y + r * e->n, e->n);
 }
 
 static int cpu_gelu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
                         int64_t n, int64_t ld_in, float *out)
 {
     fcpu_t *c = (fcpu_t *)be;
-    if (c->ref) {
+    if (c->ref)
         fcpu_ref_gelu_mul(gate, up, n_rows, n, ld_in, out);
-        return 0;
-    }
-    ew_ctx_t e = {.k = c->k, .a = gate, .b = up, .y = out, .n = n, .ld = ld_in};
-    par_rows(c, n_rows, 12.0 * (double)n, gelu_rows, &e);
+    else
+        glu_mul(c, c->k->gelu_mul, 12.0, gate, up, n_rows, n, ld_in, out);
     return 0;
 }
 

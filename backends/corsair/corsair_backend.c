@@ -597,6 +597,19 @@ static int cs_attention(fb_backend_t *be, const fb_attn_t *a, int n_seq)
     return rc;
 }
 
+/* The simulated time of a gated product (SiLU's or GELU's: one transcendental and a few
+ * products an element), once its values are computed. */
+static int glu_timed(fcs_t *c, const float *gate, const float *up, int64_t n_rows, int64_t n,
+                     const float *out)
+{
+    map_once(c);
+    double t0 = cs_sim_now(c->sim);
+    double ready = FD_MAX(ready_of(c, gate), ready_of(c, up));
+    set_ready(c, out, cs_sim_silu_mul(c->sim, ready, n_rows, n));
+    charge(c, FB_OP_OTHER, t0);
+    return 0;
+}
+
 static int cs_silu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
                        int64_t n, int64_t ld_in, float *out)
 {
@@ -606,16 +619,10 @@ static int cs_silu_mul(fb_backend_t *be, const float *gate, const float *up, int
             float g = gate[r * ld_in + i];
             out[r * n + i] = g / (1.0f + expf(-g)) * up[r * ld_in + i];
         }
-    map_once(c);
-    double t0 = cs_sim_now(c->sim);
-    double ready = FD_MAX(ready_of(c, gate), ready_of(c, up));
-    set_ready(c, out, cs_sim_silu_mul(c->sim, ready, n_rows, n));
-    charge(c, FB_OP_OTHER, t0);
-    return 0;
+    return glu_timed(c, gate, up, n_rows, n, out);
 }
 
-/* GELU (tanh form) gating in fp32 on the SIMD, timed as SiLU's gating: one transcendental
- * and a few products an element. */
+/* GELU (tanh form) gating in fp32 on the SIMD, timed as SiLU's gating. */
 static int cs_gelu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
                        int64_t n, int64_t ld_in, float *out)
 {
@@ -626,12 +633,7 @@ static int cs_gelu_mul(fb_backend_t *be, const float *gate, const float *up, int
             float z = 0.7978845608f * (g + 0.044715f * g * g * g);
             out[r * n + i] = 0.5f * g * (1.0f + tanhf(z)) * up[r * ld_in + i];
         }
-    map_once(c);
-    double t0 = cs_sim_now(c->sim);
-    double ready = FD_MAX(ready_of(c, gate), ready_of(c, up));
-    set_ready(c, out, cs_sim_silu_mul(c->sim, ready, n_rows, n));
-    charge(c, FB_OP_OTHER, t0);
-    return 0;
+    return glu_timed(c, gate, up, n_rows, n, out);
 }
 
 /* The embedding scale: one product an element, timed as an add. */

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "backends/quants.h"
 #include "common/fd.h"
@@ -255,7 +256,11 @@ static int attn_check(const fb_attn_t *a)
         return -EINVAL;
     if (a->n_head <= 0 || a->n_head_kv <= 0 || a->head_dim <= 0 || a->n_head % a->n_head_kv)
         return -EINVAL;
-    if (a->ldq < (int64_t)a->n_head * a->head_dim || a->ldo < (int64_t)a->n_head * a->head_dim ||
+    if (!fb_kv_type_valid(a->type_k) || !fb_kv_type_valid(a->type_v))
+        return -EINVAL;
+    if (a->ldq < (int64_t)a->n_head * a->head_dim || a->ldo < (int64_t)a->n_head * a->head_dim)
+        return -EINVAL;
+    if ((a->type_k == GG_F32 || a->type_v == GG_F32) &&
         a->ldkv < (int64_t)a->n_head_kv * a->head_dim)
         return -EINVAL;
     if (a->mode < FB_SOFTMAX_REF || a->mode > FB_SOFTMAX_SUMONLY)
@@ -400,6 +405,76 @@ int fb_scatter_add_rows(fb_backend_t *be, float *dst, int64_t ld_dst, int64_t n_
         return FD_EUNSUP;
     uint64_t t0 = fd_now_ns();
     int rc = n_rows ? be->ops->scatter_add_rows(be, dst, ld_dst, src, ids, w, n_rows, n) : 0;
+    charge(be, FB_OP_OTHER, t0);
+    return rc;
+}
+
+/* ---- KV cache types ---- */
+
+static const struct { int type; const char *name; } kv_types[] = {
+    { GG_F32, "f32" },   { GG_F16, "f16" },   { GG_BF16, "bf16" }, { GG_Q8_0, "q8_0" },
+    { GG_Q4_0, "q4_0" }, { GG_Q4_1, "q4_1" }, { GG_Q5_0, "q5_0" }, { GG_Q5_1, "q5_1" },
+};
+
+bool fb_kv_type_valid(int type)
+{
+    for (size_t i = 0; i < FD_ARRAY_LEN(kv_types); i++)
+        if (kv_types[i].type == type)
+            return true;
+    return false;
+}
+
+int fb_kv_type_from_name(const char *name)
+{
+    for (size_t i = 0; name && i < FD_ARRAY_LEN(kv_types); i++)
+        if (!strcasecmp(name, kv_types[i].name))
+            return kv_types[i].type;
+    return -1;
+}
+
+const char *fb_kv_type_name(int type)
+{
+    for (size_t i = 0; i < FD_ARRAY_LEN(kv_types); i++)
+        if (kv_types[i].type == type)
+            return kv_types[i].name;
+    return "?";
+}
+
+size_t fb_kv_head_bytes(int type, int head_dim)
+{
+    if (!fb_kv_type_valid(type) || head_dim <= 0)
+        return 0;
+    const int be = gg_block_elems(type);
+    return (size_t)((head_dim + be - 1) / be) * (size_t)gg_block_bytes(type);
+}
+
+size_t fb_kv_row_bytes(int type, int n_head_kv, int head_dim)
+{
+    return n_head_kv > 0 ? (size_t)n_head_kv * fb_kv_head_bytes(type, head_dim) : 0;
+}
+
+int fb_kv_check(fb_backend_t *be, int type_k, int type_v, int head_dim)
+{
+    if (!fb_kv_type_valid(type_k) || !fb_kv_type_valid(type_v) || head_dim <= 0)
+        return -EINVAL;
+    if (type_k == GG_F32 && type_v == GG_F32)
+        return 0;
+    return be->ops->kv_check ? be->ops->kv_check(be, type_k, type_v, head_dim) : FD_EUNSUP;
+}
+
+int fb_kv_store(fb_backend_t *be, void *dst, int type, const float *src, int64_t ld_src,
+                int64_t n_rows, int n_head_kv, int head_dim)
+{
+    const int64_t w = (int64_t)n_head_kv * head_dim;
+    if (!dst || !src || n_rows < 0 || n_head_kv <= 0 || head_dim <= 0 || ld_src < w ||
+        !fb_kv_type_valid(type))
+        return -EINVAL;
+    if (type == GG_F32)
+        return fb_copy2d(be, dst, w, src, ld_src, n_rows, w);
+    if (!be->ops->kv_store)
+        return FD_EUNSUP;
+    uint64_t t0 = fd_now_ns();
+    int rc = be->ops->kv_store(be, dst, type, src, ld_src, n_rows, n_head_kv, head_dim);
     charge(be, FB_OP_OTHER, t0);
     return rc;
 }

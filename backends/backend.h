@@ -87,7 +87,14 @@ enum fb_softmax_mode { FB_SOFTMAX_REF = 0, FB_SOFTMAX_MAXSUM = 1, FB_SOFTMAX_SUM
 /* Attention of one sequence's new query rows against its KV cache. */
 typedef struct fb_attn {
     const float *q;  int64_t ldq;   /* n_q rows; head h at q + i*ldq + h*head_dim */
-    const float *k;  const float *v; int64_t ldkv; /* cache row t, kv head g: k + t*ldkv + g*head_dim */
+    /* F32 cache (type_k / type_v 0, GG_F32): row t, kv head g at k + t*ldkv + g*head_dim.
+     * Other types (fb_kv_*): k_data / v_data hold the typed rows, row t at byte
+     * t * fb_kv_row_bytes(type, n_head_kv, head_dim), kv head g at byte
+     * g * fb_kv_head_bytes(type, head_dim) of it (each head's blocks contiguous, padded to
+     * whole blocks); ldkv is then not read.  The unions name one pointer two ways. */
+    union { const float *k; const void *k_data; };
+    union { const float *v; const void *v_data; };
+    int64_t ldkv;
     float *out;      int64_t ldo;   /* n_q rows of n_head*head_dim */
     int n_q;
     const int32_t *pos;             /* host: row i attends to cache rows 0..pos[i] */
@@ -101,7 +108,20 @@ typedef struct fb_attn {
     /* Score soft-capping (Gemma 2; 0 = none): each scaled score s becomes
      * softcap * tanh(s / softcap) before the softmax. */
     float softcap;
+    int type_k, type_v;             /* enum gg_type of the cache (0: GG_F32, as above) */
 } fb_attn_t;
+
+/* KV cache element types (llama-server's --cache-type-k / --cache-type-v): GG_F32, GG_F16,
+ * GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_1, GG_Q5_0, GG_Q5_1.  A row of a typed cache holds
+ * n_head_kv heads, each head_dim elements rounded up to whole blocks (the padding holds
+ * zeros), so one head's blocks are contiguous and attention streams them. */
+bool fb_kv_type_valid(int type);
+/* llama.cpp's lower-case names ("f32", "f16", "bf16", "q8_0", ...): the type, or -1 when the
+ * name is none of fb_kv_type_valid's. */
+int fb_kv_type_from_name(const char *name);
+const char *fb_kv_type_name(int type);        /* "f16", ...; "?" when not a cache type */
+size_t fb_kv_head_bytes(int type, int head_dim); /* 0 when the type is not a cache type */
+size_t fb_kv_row_bytes(int type, int n_head_kv, int head_dim);
 
 typedef struct fb_config {
     int threads;                    /* CPU workers; 0 = online cores */
@@ -194,6 +214,14 @@ typedef struct fb_ops {
                        const int32_t *ids, int64_t n_rows, int64_t n);
     int (*scatter_add_rows)(fb_backend_t *be, float *dst, int64_t ld_dst, const float *src,
                             const int32_t *ids, const float *w, int64_t n_rows, int64_t n);
+    /* Optional, KV cache types other than F32 (NULL: F32 caches only).  kv_check: 0 when
+     * attention reads K caches of type_k and V caches of type_v at this head size, else
+     * FD_EUNSUP (the model refuses the types at load).  kv_store: n_rows rows of n_head_kv
+     * heads of head_dim floats (src, row stride ld_src floats) converted into consecutive
+     * cache rows of type at dst (layout of fb_attn_t), as a cache write. */
+    int (*kv_check)(fb_backend_t *be, int type_k, int type_v, int head_dim);
+    int (*kv_store)(fb_backend_t *be, void *dst, int type, const float *src, int64_t ld_src,
+                    int64_t n_rows, int n_head_kv, int head_dim);
 } fb_ops_t;
 
 enum fb_roof { FB_ROOF_READ = 0, FB_ROOF_SGEMM = 1 };
@@ -248,6 +276,14 @@ int fb_get_rows(fb_backend_t *be, const fb_weight_t *w, const int32_t *ids, int6
                 float *out);
 int fb_copy2d(fb_backend_t *be, float *dst, int64_t ld_dst, const float *src, int64_t ld_src,
               int64_t n_rows, int64_t n);
+/* 0 when be's attention reads caches of these types at head_dim; FD_EUNSUP when not (F32 and
+ * F32 always), -EINVAL for a type that is no cache type. */
+int fb_kv_check(fb_backend_t *be, int type_k, int type_v, int head_dim);
+/* Writes n_rows K or V rows (n_head_kv heads of head_dim floats, src row stride ld_src)
+ * into consecutive cache rows of type at dst (fb_attn_t's layout; F32: a copy2d of rows of
+ * n_head_kv * head_dim floats). */
+int fb_kv_store(fb_backend_t *be, void *dst, int type, const float *src, int64_t ld_src,
+                int64_t n_rows, int n_head_kv, int head_dim);
 /* fb_ops_t.gather_rows / scatter_add_rows (FD_EUNSUP for a backend without them); ids must
  * lie in [0, n_src_rows) of the rows the caller addresses (checked here: -EINVAL). */
 int fb_gather_rows(fb_backend_t *be, float *dst, const float *src, int64_t ld_src,

@@ -47,6 +47,7 @@ static const shape_t shapes[] = {
 typedef struct opts {
     const char *backend, *model_filter, *op_filter, *model_path;
     const char *batches, *ctxs, *sets;
+    const char *cache_types, *depths; /* decode: KV cache types and context depths */
     int type, reps, threads, ctx, n_gen, prefill;
     bool cpu_clock;
     bool steptime;           /* synth: the backend's steptime=1 summary per variant */
@@ -75,6 +76,8 @@ static int cmp_double(const void *a, const void *b)
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
 }
+
+static int parse_list(const char *s, int *out, int cap);
 
 static double median(double *v, int n)
 {
@@ -329,8 +332,115 @@ static int decode_run(llm_model_t *m, int n_gen, double *tok_s)
     return rc;
 }
 
+/* The process's resident set in MiB (VmRSS of /proc/self/status), or -1. */
+static double rss_mib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (!strncmp(line, "VmRSS:", 6))
+            kb = atof(line + 6);
+    if (f)
+        fclose(f);
+    return kb < 0 ? -1 : kb / 1024;
+}
+
+/* `decode --cache-types f32,f16,q8_0 --depths 2048,4096`: for each KV cache type (K and V
+ * alike) the fused model is loaded alone, a prompt of random tokens is prefilled to each
+ * depth in turn, and n_gen greedy tokens are decoded from there reps times (the slot cut
+ * back to the depth between runs): the median tokens/s, the cache's bytes and the resident
+ * set after the deepest run (the cache is written as far as that depth). */
+static int cmd_decode_cache(const opts_t *o)
+{
+    int depths[8], nd = parse_list(o->depths ? o->depths : "2048,4096", depths, 8);
+    if (nd < 1) {
+        fprintf(stderr, "fusion-bench: bad --depths\n");
+        return 1;
+    }
+    int max_d = 0;
+    for (int i = 0; i < nd; i++)
+        max_d = FD_MAX(max_d, depths[i]);
+    printf("# fusion-bench decode: %s, backend %s, %d threads, %d tokens per run, %d runs "
+           "(medians), %s time\n", o->model_path, o->backend, o->threads, o->n_gen, o->reps,
+           o->cpu_clock ? "cpu" : "wall");
+    char list[128];
+    snprintf(list, sizeof(list), "%s", o->cache_types);
+    for (char *save = NULL, *name = strtok_r(list, ",", &save); name;
+         name = strtok_r(NULL, ",", &save)) {
+        int type = fb_kv_type_from_name(name);
+        if (type < 0) {
+            fprintf(stderr, "fusion-bench: --cache-types: '%s' is no cache type\n", name);
+            return 1;
+        }
+        llm_load_params_t p;
+        llm_load_params_default(&p);
+        p.path = o->model_path;
+        p.backend = o->backend;
+        p.threads = o->threads;
+        p.n_ctx = max_d + o->n_gen + 8;
+        p.cache_type_k = p.cache_type_v = type;
+        llm_model_t *m;
+        char err[512];
+        if (llm_load(&m, &p, err, sizeof(err))) {
+            fprintf(stderr, "fusion-bench: %s\n", err);
+            return 1;
+        }
+        const int V = llm_hparams(m)->n_vocab, B = llm_n_batch_max(m);
+        float *logits = malloc(sizeof(float) * (size_t)V);
+        int32_t *toks = malloc(sizeof(int32_t) * (size_t)FD_MAX(B, 1));
+        double *ts = malloc(sizeof(double) * (size_t)o->reps);
+        int slot, rc = logits && toks && ts ? llm_seq_alloc(m, &slot) : -ENOMEM;
+        for (int di = 0; di < nd && rc == 0; di++) {
+            /* prefill from where the slot is to this depth, in batches */
+            int len = llm_seq_len(m, slot);
+            while (rc == 0 && len < depths[di]) {
+                int n = FD_MIN(B, depths[di] - len);
+                for (int i = 0; i < n; i++)
+                    toks[i] = (int32_t)((frand() * 0.5 + 0.5) * (V - 1));
+                llm_batch_entry_t e = { .slot = slot, .tokens = toks, .n_tokens = n };
+                rc = llm_decode(m, &e, 1, NULL);
+                len = llm_seq_len(m, slot);
+            }
+            for (int r = 0; r < o->reps && rc == 0; r++) {
+                rc = llm_seq_truncate(m, slot, depths[di]);
+                int32_t t = 1;
+                double t0 = now_s();
+                for (int i = 0; i < o->n_gen && rc == 0; i++) {
+                    llm_batch_entry_t e = { .slot = slot, .tokens = &t, .n_tokens = 1,
+                                            .want_logits = true };
+                    rc = llm_decode(m, &e, 1, logits);
+                    int best = 0;
+                    for (int v = 1; v < V; v++)
+                        if (logits[v] > logits[best])
+                            best = v;
+                    t = best;
+                }
+                ts[r] = o->n_gen / (now_s() - t0);
+            }
+            if (rc == 0)
+                printf("decode cache %-5s depth %5d %8.2f tok/s  cache %8.1f MiB  rss %8.1f MiB\n",
+                       name, depths[di], median(ts, o->reps),
+                       (double)llm_cache_bytes(m) / (1024.0 * 1024.0), rss_mib());
+            rc = rc ? rc : llm_seq_truncate(m, slot, depths[di]);
+            fflush(stdout);
+        }
+        if (rc)
+            fprintf(stderr, "fusion-bench: decode: %s\n", fd_strerror(rc));
+        free(logits);
+        free(toks);
+        free(ts);
+        llm_free(m);
+        if (rc)
+            return 1;
+    }
+    return 0;
+}
+
 static int cmd_decode(const opts_t *o)
 {
+    if (o->cache_types && o->model_path)
+        return cmd_decode_cache(o);
     if (!o->model_path) {
         fprintf(stderr, "fusion-bench decode: give -m MODEL (fusion-gguf-gen writes one)\n");
         return 1;
@@ -619,7 +729,7 @@ static int synth_shape(const opts_t *o, const shape_t *sh)
     }
     /* the KV cache: max_b slots of max_c positions, zeroed */
     size_t stride = (size_t)max_c * (size_t)nkv, kvb = stride * (size_t)max_b * sizeof(float);
-    float **kc = calloc((size_t)L, sizeof(float *)), **vc = calloc((size_t)L, sizeof(float *));
+    void **kc = calloc((size_t)L, sizeof(void *)), **vc = calloc((size_t)L, sizeof(void *));
     size_t zn = FD_MIN(kvb, (size_t)64 << 20);
     void *zero = calloc(1, zn);
     for (int l = 0; l < L; l++) {
@@ -632,7 +742,7 @@ static int synth_shape(const opts_t *o, const shape_t *sh)
     }
     free(zero);
     fb_sync(r.be);
-    r.kv = (fz_kv_t){ .k = kc, .v = vc, .slot_stride = (int64_t)stride };
+    r.kv = (fz_kv_t){ .k = kc, .v = vc, .n_ctx = max_c };
     double rb = (double)gg_row_bytes(type, 1024) / 1024.0; /* bytes per weight */
     double wgb = rb * ((double)L * ((double)E * (nq + 2 * nkv) + (double)nq * E + 3.0 * E * F) +
                        (double)sh->n_vocab * E) / 1e9;
@@ -765,6 +875,9 @@ static void usage(FILE *f)
             "usage: fusion-bench ops [--backend B] [--type T] [--models a,b] [--ops qkv,gate_up,head,attn]\n"
             "                        [--reps N] [--threads N] [--ctx N]\n"
             "       fusion-bench decode -m MODEL [--backend B] [--threads N] [--reps N] [-n N]\n"
+            "                          [--cache-types f32,f16,q8_0 [--depths 2048,4096]]\n"
+            "         (with --cache-types: the fused model per KV cache type, decode at each\n"
+            "         context depth, cache bytes and resident memory)\n"
             "       fusion-bench fold\n"
             "       fusion-bench schedule --backend corsair [--model NAME | -m FILE] [--batch N]\n"
             "                          [--ctx N] [--prefill N] [--all-blocks] [-o KEY=VALUE]\n"
@@ -858,6 +971,10 @@ int main(int argc, char **argv)
             o.prefill = atoi(v);
         else if (strcmp(a, "--sets") == 0)
             o.sets = v;
+        else if (strcmp(a, "--cache-types") == 0)
+            o.cache_types = v;
+        else if (strcmp(a, "--depths") == 0)
+            o.depths = v;
         else if (strcmp(a, "--steptime") == 0)
             o.steptime = atoi(v) != 0;
         else if (strcmp(a, "--clock") == 0 && (!strcmp(v, "wall") || !strcmp(v, "cpu")))

@@ -27,6 +27,8 @@ typedef struct eng_params {
     int softmax_mode;           /* enum fb_softmax_mode used when fusion is on (MAXSUM) */
     int threads;                /* 0 = online cores */
     int n_ctx;                  /* 0 = the model's context length */
+    int cache_type_k;           /* KV cache types (enum gg_type, backend.h's fb_kv_*: 0 = */
+    int cache_type_v;           /* F32); eng_open fails on types the backend cannot read */
     int max_running;            /* sequences decoded together (default 16) */
     int max_waiting;            /* requests queued beyond the free running places before
                                    eng_submit answers FD_EFULL (default 64; 0: none) */
@@ -90,6 +92,9 @@ typedef struct eng_info {
     int pooling;                /* the file's pooling type (enum eng_pooling), -1: none given */
     int draft_max;              /* n-gram speculation's draft_max in use; 0: off (not asked
                                    for, or the driver cannot truncate a sequence) */
+    const char *cache_type_k;   /* "f32", "f16", "q8_0", ... (NULL: the driver has none) */
+    const char *cache_type_v;
+    uint64_t cache_bytes;       /* bytes the KV cache holds (all layers, K and V) */
 } eng_info_t;
 
 /* How an embedding request pools its prompt's final hidden states (llama.cpp's numbering of

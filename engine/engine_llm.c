@@ -153,6 +153,8 @@ int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
     lp.fusion = p->fusion;
     lp.softmax_mode = p->softmax_mode;
     lp.n_ctx = p->n_ctx;
+    lp.cache_type_k = p->cache_type_k;
+    lp.cache_type_v = p->cache_type_v;
     lp.n_seq_max = p->max_running;
     /* the scheduler's step is one llm_decode call: size the activations for all of it */
     lp.n_batch_max = p->max_batch_tokens ? p->max_batch_tokens
@@ -197,6 +199,9 @@ int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
         .file_bytes = gguf_file_size(llm_gguf(d->m)),
         .chat_template = d->chat_template,
         .threads = p->threads > 0 ? p->threads : (online > 0 ? (int)online : 1),
+        .cache_type_k = fb_kv_type_name(llm_cache_type_k(d->m)),
+        .cache_type_v = fb_kv_type_name(llm_cache_type_v(d->m)),
+        .cache_bytes = llm_cache_bytes(d->m),
     };
     eng_driver_t drv = {
         .ctx = d,

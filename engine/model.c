@@ -36,8 +36,9 @@ struct llm_model {
     int n_owned, cap_owned;
     bool fusion;
     int n_seq_max, n_batch_max;
-    float **kc, **vc;                /* per layer, backend memory */
-    int64_t slot_stride;
+    void **kc, **vc;                 /* per layer, backend memory */
+    int type_k, type_v;              /* enum gg_type of the cache */
+    size_t cache_bytes;              /* of kc and vc over all layers */
     slot_t *slots;
     int32_t *ids, *pos;              /* llm_decode scratch, n_batch_max */
     fz_seq_t *seqs;                  /* n_seq_max */
@@ -62,6 +63,9 @@ bool llm_fusion(const llm_model_t *m) { return m->fusion; }
 int llm_softmax_mode(const llm_model_t *m) { return fz_plan_softmax_mode(m->plan); }
 int llm_n_seq_max(const llm_model_t *m) { return m->n_seq_max; }
 int llm_n_batch_max(const llm_model_t *m) { return m->n_batch_max; }
+int llm_cache_type_k(const llm_model_t *m) { return m->type_k; }
+int llm_cache_type_v(const llm_model_t *m) { return m->type_v; }
+size_t llm_cache_bytes(const llm_model_t *m) { return m->cache_bytes; }
 const uint64_t *llm_expert_counts(const llm_model_t *m) { return fz_plan_expert_counts(m->plan); }
 
 /* ---- hyperparameters ---- */
@@ -812,30 +816,34 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
 
 /* ---- KV cache ---- */
 
+/* Each layer's K and V caches hold n_seq_max slots of n_ctx rows of their type
+ * (fz_kv_t's layout). */
 static int alloc_cache(llm_model_t *m, char *err, size_t errlen)
 {
     const llm_hparams_t *hp = &m->hp;
-    size_t kv_dim = (size_t)hp->n_head_kv * (size_t)hp->head_dim, stride, bytes;
-    if (fd_mul_size(kv_dim, (size_t)hp->n_ctx, &stride) ||
-        fd_mul_size(stride, (size_t)m->n_seq_max, &bytes) ||
-        fd_mul_size(bytes, sizeof(float), &bytes)) {
+    size_t rows, bytes_k, bytes_v;
+    size_t rk = fb_kv_row_bytes(m->type_k, hp->n_head_kv, hp->head_dim);
+    size_t rv = fb_kv_row_bytes(m->type_v, hp->n_head_kv, hp->head_dim);
+    if (fd_mul_size((size_t)hp->n_ctx, (size_t)m->n_seq_max, &rows) ||
+        fd_mul_size(rows, rk, &bytes_k) || fd_mul_size(rows, rv, &bytes_v) ||
+        fd_mul_size(bytes_k + bytes_v, (size_t)hp->n_layer, &m->cache_bytes)) {
         snprintf(err, errlen, "KV cache size overflows (n_ctx %d, %d sequences)", hp->n_ctx,
                  m->n_seq_max);
         return FD_ERANGE;
     }
-    m->slot_stride = (int64_t)stride;
     m->kc = calloc((size_t)hp->n_layer, sizeof(*m->kc));
     m->vc = calloc((size_t)hp->n_layer, sizeof(*m->vc));
     m->slots = calloc((size_t)m->n_seq_max, sizeof(*m->slots));
     if (!m->kc || !m->vc || !m->slots)
         return -ENOMEM;
     for (int l = 0; l < hp->n_layer; l++) {
-        m->kc[l] = fb_alloc(m->be, bytes);
-        m->vc[l] = fb_alloc(m->be, bytes);
+        m->kc[l] = fb_alloc(m->be, bytes_k);
+        m->vc[l] = fb_alloc(m->be, bytes_v);
         if (!m->kc[l] || !m->vc[l]) {
-            snprintf(err, errlen, "cannot allocate the KV cache: %d layers x 2 x %zu bytes "
-                     "(n_ctx %d, %d sequences); lower --ctx", hp->n_layer, bytes, hp->n_ctx,
-                     m->n_seq_max);
+            snprintf(err, errlen, "cannot allocate the KV cache: %d layers x %zu + %zu bytes "
+                     "(n_ctx %d, %d sequences, K %s, V %s); lower --ctx", hp->n_layer, bytes_k,
+                     bytes_v, hp->n_ctx, m->n_seq_max, fb_kv_type_name(m->type_k),
+                     fb_kv_type_name(m->type_v));
             return -ENOMEM;
         }
     }
@@ -904,6 +912,18 @@ int llm_load(llm_model_t **out, const llm_load_params_t *p, char *err, size_t er
     fb_config_t cfg = { .threads = p->threads, .options = p->backend_options };
     if ((rc = fb_create(p->backend ? p->backend : "cpu", &cfg, &m->be, err, errlen)))
         goto fail_tok;
+    m->type_k = p->cache_type_k;
+    m->type_v = p->cache_type_v;
+    if ((rc = fb_kv_check(m->be, m->type_k, m->type_v, m->hp.head_dim))) {
+        if (rc == -EINVAL)
+            snprintf(err, errlen, "KV cache types %d and %d: not cache types (%s)", m->type_k,
+                     m->type_v, "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1");
+        else
+            snprintf(err, errlen, "backend %s cannot attend over a KV cache of K %s and V %s "
+                     "(head_dim %d): choose other cache types", fb_name(m->be),
+                     fb_kv_type_name(m->type_k), fb_kv_type_name(m->type_v), m->hp.head_dim);
+        goto fail_backend;
+    }
     fz_plan_opts_t po = { .fused = p->fusion, .softmax_mode = p->softmax_mode,
                           .fold_policy = 0, .max_rows = m->n_batch_max,
                           .max_seqs = m->n_seq_max };
@@ -1043,7 +1063,8 @@ int llm_decode(llm_model_t *m, const llm_batch_entry_t *e, int n_entries, float 
     int rc = check_batch(m, e, n_entries, logits);
     if (rc)
         return rc;
-    fz_kv_t kv = { .k = m->kc, .v = m->vc, .slot_stride = m->slot_stride };
+    fz_kv_t kv = { .k = m->kc, .v = m->vc, .type_k = m->type_k, .type_v = m->type_v,
+                   .n_ctx = m->hp.n_ctx };
     int V = m->hp.n_vocab, n_logits = 0;
     int ent = 0, off = 0;      /* next token: entry ent, offset off */
     while (ent < n_entries) {

@@ -79,6 +79,9 @@ typedef struct llm_load_params {
     int n_seq_max;              /* KV cache slots (sequences at once; 0 = 1) */
     int n_batch_max;            /* most rows the backend runs at once (0 = 512): sizes the
                                    activation buffers; llm_decode splits larger calls */
+    int cache_type_k;           /* KV cache element types (enum gg_type, fb_kv_type_valid:
+                                   0 = F32); a backend that cannot attend over them fails */
+    int cache_type_v;           /* the load with FD_EUNSUP and a message */
 } llm_load_params_t;
 
 void llm_load_params_default(llm_load_params_t *p);
@@ -93,6 +96,9 @@ bool llm_fusion(const llm_model_t *m);
 int llm_softmax_mode(const llm_model_t *m);  /* enum fb_softmax_mode in use (REF unfused) */
 int llm_n_seq_max(const llm_model_t *m);     /* KV cache slots */
 int llm_n_batch_max(const llm_model_t *m);   /* rows per internal sub-batch */
+int llm_cache_type_k(const llm_model_t *m);  /* enum gg_type of the KV cache */
+int llm_cache_type_v(const llm_model_t *m);
+size_t llm_cache_bytes(const llm_model_t *m); /* bytes of the KV cache (K and V, all layers) */
 /* Mixture of experts: how often each expert of each layer was chosen since loading
  * (n_layer * n_expert counts, layer-major), or NULL for a dense model. */
 const uint64_t *llm_expert_counts(const llm_model_t *m);

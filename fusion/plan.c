@@ -60,6 +60,8 @@ struct fz_plan {
     int32_t *wpos;                   /* host, max_rows: positions relative to a sliding
                                         window's first cache row */
     float *hid;                      /* host, max_seqs rows of n_embd: hidden states read back */
+    int kv_type_k, kv_type_v;        /* the cache types kv_row_k / kv_row_v were computed for */
+    size_t kv_row_k, kv_row_v;       /* bytes of one cache row */
     float **hid_dst;                 /* host, max_seqs: the sum each of those rows goes to */
     /* mixture of experts: router logits (max_rows rows of n_expert, and their host copy);
      * the rows each expert runs on, gathered (max_rows * n_expert_used rows of n_embd), their
@@ -317,6 +319,7 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
     p->n_q = src->n_head * src->head_dim;
     p->n_kv = src->n_head_kv * src->head_dim;
     p->n_qkv = p->n_q + 2 * p->n_kv;
+    p->kv_row_k = p->kv_row_v = (size_t)p->n_kv * sizeof(float);
     /* RoPE's cos and sin times an attention factor a make Q.K scores a^2 times larger: the
      * same as scaling the scores, which is where the plan applies it */
     float af = src->rope_attn_factor > 0 ? src->rope_attn_factor : 1.0f;
@@ -684,6 +687,14 @@ static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *
 {
     const layer_t *y = &p->layers[l];
     const fz_model_src_t *m = &p->src;
+    if (kv->type_k != p->kv_type_k || kv->type_v != p->kv_type_v) {
+        p->kv_type_k = kv->type_k;
+        p->kv_type_v = kv->type_v;
+        p->kv_row_k = fb_kv_row_bytes(kv->type_k, m->n_head_kv, m->head_dim);
+        p->kv_row_v = fb_kv_row_bytes(kv->type_v, m->n_head_kv, m->head_dim);
+    }
+    if (!p->kv_row_k || !p->kv_row_v)
+        return -EINVAL;
     int64_t E = m->n_embd, F = m->n_ff;
     int rc;
 
@@ -716,13 +727,14 @@ static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *
     int row = 0;
     for (int s = 0; s < n_seqs; s++) {
         const fz_seq_t *sq = &seqs[s];
-        float *kc = kv->k[l] + (size_t)sq->slot * (size_t)kv->slot_stride;
-        float *vc = kv->v[l] + (size_t)sq->slot * (size_t)kv->slot_stride;
-        size_t at = (size_t)pos[row] * (size_t)p->n_kv;
-        if ((rc = fb_copy2d(p->be, kc + at, p->n_kv, k + (size_t)row * ldk, ldk, sq->n_rows,
-                            p->n_kv)) ||
-            (rc = fb_copy2d(p->be, vc + at, p->n_kv, v + (size_t)row * ldv, ldv, sq->n_rows,
-                            p->n_kv)))
+        const int64_t r0 = (int64_t)sq->slot * kv->n_ctx;
+        uint8_t *kc = (uint8_t *)kv->k[l] + (size_t)r0 * p->kv_row_k;
+        uint8_t *vc = (uint8_t *)kv->v[l] + (size_t)r0 * p->kv_row_v;
+        const size_t at = (size_t)pos[row];
+        if ((rc = fb_kv_store(p->be, kc + at * p->kv_row_k, kv->type_k, k + (size_t)row * ldk,
+                              ldk, sq->n_rows, m->n_head_kv, m->head_dim)) ||
+            (rc = fb_kv_store(p->be, vc + at * p->kv_row_v, kv->type_v, v + (size_t)row * ldv,
+                              ldv, sq->n_rows, m->n_head_kv, m->head_dim)))
             return rc;
         /* A local layer's rows see only the window's cache rows: the attention starts at the
          * first row's window (lo), with positions relative to it, so no backend reads or
@@ -741,7 +753,8 @@ static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *
         }
         p->attn[s] = (fb_attn_t){
             .q = q + (size_t)row * ldq, .ldq = ldq,
-            .k = kc + lo * (size_t)p->n_kv, .v = vc + lo * (size_t)p->n_kv, .ldkv = p->n_kv,
+            .k_data = kc + lo * p->kv_row_k, .v_data = vc + lo * p->kv_row_v, .ldkv = p->n_kv,
+            .type_k = kv->type_k, .type_v = kv->type_v,
             .out = p->att + (size_t)row * p->n_q, .ldo = p->n_q,
             .n_q = sq->n_rows, .pos = apos,
             .n_head = m->n_head, .n_head_kv = m->n_head_kv, .head_dim = m->head_dim,

@@ -103,12 +103,14 @@ size_t fz_plan_weight_copies(const fz_plan_t *p);
 const uint64_t *fz_plan_expert_counts(const fz_plan_t *p);
 
 /* The KV cache the forward writes and attends to (backend memory, owned by the caller):
- * layer l, slot s, position t: k[l] + s * slot_stride + t * kv_dim (kv_dim =
- * n_head_kv * head_dim), the same for v. */
+ * layer l, slot s, position t is row s * n_ctx + t of k[l] (and of v[l]), each row n_head_kv
+ * heads in the layout of backend.h's typed caches: fb_kv_row_bytes(type_k, n_head_kv,
+ * head_dim) bytes (F32: kv_dim = n_head_kv * head_dim floats). */
 typedef struct fz_kv {
-    float *const *k;
-    float *const *v;
-    int64_t slot_stride;
+    void *const *k;
+    void *const *v;
+    int type_k, type_v;              /* enum gg_type, fb_kv_type_valid (0: F32) */
+    int64_t n_ctx;                   /* rows per slot */
 } fz_kv_t;
 
 /* One sequence's share of a forward: n_rows consecutive rows of the batch (sequences in

@@ -68,6 +68,9 @@ typedef struct opt {
 
 static const char *const backend_names[] = {"cpu", "corsair", "cuda", NULL};
 static const char *const softmax_names[] = {"maxsum", "sumonly", NULL};
+/* backend.h's KV cache types, by llama.cpp's names */
+static const char *const cache_type_names[] = {"f32", "f16", "bf16", "q8_0", "q4_0",
+                                               "q4_1", "q5_0", "q5_1", NULL};
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const format_names[] = {"auto", "journal", "plain", NULL};
 /* indices are server/reasoning.h's enum rsn_format */
@@ -81,6 +84,10 @@ static int check_backend_option(const char *v, char *why, size_t n);
 static int check_api_key(const char *v, char *why, size_t n);
 static int check_user(const char *v, char *why, size_t n);
 static int check_cors_origin(const char *v, char *why, size_t n);
+
+/* The KV cache type by default: f32 keeps every shipped reference output (BENCHMARKS.md
+ * has the measurements behind the choice) */
+#define CFG_CACHE_TYPE_DEFAULT "f32"
 
 #define O(field) offsetof(cfg_t, field)
 #define BIG 1e18
@@ -115,6 +122,14 @@ static const opt_t opts[] = {
      "Deferred-normalization fused operators (off: the plain reference plan)."},
     {"softmax", 0, T_ENUM, O(softmax), "maxsum", 0, 0, softmax_names, 0, NULL,
      "Model and engine", NULL, "Fused attention softmax variant (with fusion on)."},
+    {"cache_type_k", 0, T_ENUM, O(cache_type_k), CFG_CACHE_TYPE_DEFAULT, 0, 0,
+     cache_type_names, 0, NULL, "Model and engine", NULL,
+     "KV cache type of K (llama-server's --cache-type-k, also -ctk): f16 and bf16 halve "
+     "the cache, q8_0 about quarters it, q4_0 stores about an eighth; f32 is exact.  The "
+     "cpu backend takes every type, corsair f32 f16 bf16 q8_0 q4_0, cuda f32."},
+    {"cache_type_v", 0, T_ENUM, O(cache_type_v), CFG_CACHE_TYPE_DEFAULT, 0, 0,
+     cache_type_names, 0, NULL, "Model and engine", NULL,
+     "KV cache type of V (llama-server's --cache-type-v, also -ctv)."},
     {"threads", 't', T_INT, O(threads), "0", 0, 4096, NULL, 0, NULL, "Model and engine", "N",
      "CPU worker threads; 0: one per online core."},
     {"ctx_size", 0, T_INT, O(ctx_size), "0", 0, 16777216, NULL, 0, NULL, "Model and engine",
@@ -863,6 +878,21 @@ static bool flag_eq(const char *flag, size_t len, const char *name)
     return i == len && !name[i];
 }
 
+/* llama-server's multi-letter single-dash flags that fusiond takes too: the option index,
+ * or -1. */
+static int long_alias(const char *flag)
+{
+    static const struct { const char *flag, *name; } aliases[] = {
+        {"ctk", "cache_type_k"}, {"ctv", "cache_type_v"},
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(aliases); i++)
+        if (!strcmp(flag, aliases[i].flag))
+            for (int k = 0; k < N_OPTS; k++)
+                if (!strcmp(opts[k].name, aliases[i].name))
+                    return k;
+    return -1;
+}
+
 /* One pass over the flags.  apply=false: meta flags only (config path, action); apply=true:
  * the table's options.  Both passes check the syntax so errors surface early. */
 static int walk_flags(cfg_t *c, int argc, char *const *argv, bool apply, char *err,
@@ -920,6 +950,9 @@ static int walk_flags(cfg_t *c, int argc, char *const *argv, bool apply, char *e
                 }
                 return seterr(err, errlen, "unknown option %s (see --help)", shown);
             }
+        } else if (a[0] == '-' && long_alias(a + 1) >= 0) {
+            snprintf(shown, sizeof(shown), "%.80s", a);
+            idx = long_alias(a + 1);
         } else if (a[0] == '-' && a[1] && a[1] != '-') {
             snprintf(shown, sizeof(shown), "-%c", a[1]);
             for (size_t m = 0; m < FD_ARRAY_LEN(meta_flags); m++)
@@ -1359,6 +1392,12 @@ const char *cfg_backend_name(int backend)
 {
     return backend >= 0 && backend < (int)FD_ARRAY_LEN(backend_names) - 1
                ? backend_names[backend] : "?";
+}
+
+const char *cfg_cache_type_name(int cache_type)
+{
+    return cache_type >= 0 && cache_type < (int)FD_ARRAY_LEN(cache_type_names) - 1
+               ? cache_type_names[cache_type] : "?";
 }
 
 const char *cfg_softmax_name(int softmax)

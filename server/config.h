@@ -41,6 +41,8 @@ typedef struct cfg {
     cfg_list_t backend_options; /* "key=value" strings for the backend */
     bool fusion;
     int softmax;            /* enum cfg_softmax */
+    int cache_type_k;       /* KV cache types: indices into cfg_cache_type_name's names */
+    int cache_type_v;       /* (llama.cpp's: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1) */
     int threads;            /* 0 = online cores */
     int ctx_size;           /* 0 = the model's */
     int max_running;
@@ -139,6 +141,9 @@ const char *cfg_demo_model_path(void);
 /* "cpu", "corsair", "cuda" etc.: the names of enumerated values. */
 const char *cfg_backend_name(int backend);
 const char *cfg_softmax_name(int softmax);
+/* "f32", "f16", ... for a cache_type_k / cache_type_v value ("?" out of range): the name
+ * backends/backend.h's fb_kv_type_from_name takes. */
+const char *cfg_cache_type_name(int cache_type);
 /* The common/log.h level for c->log_level and format for c->log_format. */
 int cfg_fd_log_level(const cfg_t *c);
 int cfg_fd_log_format(const cfg_t *c);

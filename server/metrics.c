@@ -218,8 +218,19 @@ void met_render(met_t *m, const met_view_t *v, sb_t *b)
         label_value(b, info->arch);
         sb_adds(b, "\",backend=\"");
         label_value(b, info->backend);
-        sb_printf(b, "\",fusion=\"%s\",n_ctx=\"%d\"} 1\n", info->fusion ? "true" : "false",
+        sb_printf(b, "\",fusion=\"%s\",n_ctx=\"%d\"", info->fusion ? "true" : "false",
                   info->n_ctx);
+        if (info->cache_type_k && info->cache_type_v) {
+            sb_adds(b, ",cache_type_k=\"");
+            label_value(b, info->cache_type_k);
+            sb_adds(b, "\",cache_type_v=\"");
+            label_value(b, info->cache_type_v);
+            sb_adds(b, "\"");
+        }
+        sb_adds(b, "} 1\n");
+        header(b, "fusiond_kv_cache_bytes", "gauge",
+               "Bytes the KV cache holds (every layer's K and V, at its cache types).");
+        sb_printf(b, "fusiond_kv_cache_bytes %llu\n", (unsigned long long)info->cache_bytes);
     }
     /* Every single-valued metric, its name written once.  Unsigned 64-bit counters stay
      * far below 2^63, so one signed integer type holds them all; the usage ratio is the one

@@ -61,6 +61,8 @@ START_TEST(test_defaults)
     expect_get(&c, "backend", "cpu");
     expect_get(&c, "fusion", "on");
     expect_get(&c, "softmax", "maxsum");
+    expect_get(&c, "cache_type_k", "f32");
+    expect_get(&c, "cache_type_v", "f32");
     expect_get(&c, "max_running", "16");
     expect_get(&c, "max_waiting", "64");
     expect_get(&c, "prefill_chunk", "256");
@@ -111,6 +113,8 @@ static const struct {
      {"fusion", "softmax", "backend"}, {"off", "sumonly", "corsair"}},
     {"fusion = yes\naccess_log = false\n", {"fusion", "access_log"}, {"on", "off"}},
     {"fusion = 0\n", {"fusion"}, {"off"}},
+    {"cache_type_k = q8_0\ncache_type_v = f16\n", {"cache_type_k", "cache_type_v"},
+     {"q8_0", "f16"}},
     {"max_body_bytes = 16K\n", {"max_body_bytes"}, {"16K"}},
     {"max_body_bytes = 1048576\n", {"max_body_bytes"}, {"1M"}},
     {"max_body_bytes = 2MiB\n", {"max_body_bytes"}, {"2M"}},
@@ -195,6 +199,8 @@ static const struct {
     {"model = a\001b\n", "t.conf:1: control character in the value"},
     {"backend = gpu\n", "t.conf:1: backend: 'gpu' is not one of cpu, corsair, cuda"},
     {"softmax = ref\n", "t.conf:1: softmax: 'ref' is not one of maxsum, sumonly"},
+    {"cache_type_k = q4_k\n", "t.conf:1: cache_type_k: 'q4_k' is not one of f32, f16, bf16, "
+     "q8_0, q4_0, q4_1, q5_0, q5_1"},
     {"log_level = verbose\n", "t.conf:1: log_level: 'verbose' is not one of error, warn, info, debug"},
     {"fusion = maybe\n", "t.conf:1: fusion: 'maybe' is not on or off"},
     {"max_body_bytes = 10X\n", "t.conf:1: max_body_bytes: '10X' is not a size (bytes, or with K, M, G)"},
@@ -308,6 +314,10 @@ START_TEST(test_flags)
         {{"--log-level", "debug", "--dump-config"}, "log_level", "debug"},
         {{"-b", "cuda", "--dump-config"}, "backend", "cuda"},
         {{"--max-body-bytes=64K", "--dump-config"}, "max_body_bytes", "64K"},
+        {{"--cache-type-k", "q8_0", "--dump-config"}, "cache_type_k", "q8_0"},
+        {{"-ctk", "q4_0", "--dump-config"}, "cache_type_k", "q4_0"},
+        {{"-ctv", "bf16", "--dump-config"}, "cache_type_v", "bf16"},
+        {{"-ctv", "bf16", "--cache_type_v=q5_1", "--dump-config"}, "cache_type_v", "q5_1"},
     };
     for (size_t i = 0; i < FD_ARRAY_LEN(cases); i++) {
         const char *args[12] = {"-c", conf};
@@ -345,6 +355,11 @@ START_TEST(test_bad_flags)
         {{"--no-port"}, "unknown option --no-port (see --help)"},
         {{"--fusion=perhaps"}, "--fusion: 'perhaps' is not on or off"},
         {{"--backend=tpu"}, "--backend: 'tpu' is not one of cpu, corsair, cuda"},
+        {{"-ctk", "fp16"}, "-ctk: 'fp16' is not one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, "
+         "q5_1"},
+        {{"--cache-type-v=iq4_nl"}, "--cache-type-v: 'iq4_nl' is not one of f32, f16, bf16, "
+         "q8_0, q4_0, q4_1, q5_0, q5_1"},
+        {{"-ctk"}, "-ctk needs a value"},
         {{"--spec-type=eagle"}, "--spec-type: 'eagle' is not one of none, ngram"},
         {{"--draft-max=0"}, "--draft-max: 0 is out of range 1..64"},
         {{"--draft-max=65"}, "--draft-max: 65 is out of range 1..64"},

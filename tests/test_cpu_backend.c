@@ -1339,6 +1339,181 @@ START_TEST(test_fast_attention)
 }
 END_TEST
 
+/* Typed KV caches (fb_kv_store + attention): every configuration against the reference
+ * (fcpu_ref_attention, rows dequantized as read) on awkward shapes: head_dim 64, 80 (not a
+ * whole number of blocks: padded), 128 and 20, GQA groups of 1 to 4, lengths that are no
+ * multiple of 32, and every type pair the fast path treats differently. */
+START_TEST(test_kv_types)
+{
+    fb_backend_t *be = mk_cfg(_i);
+    if (!be)
+        return;
+    uint64_t s = 4200 + (uint64_t)_i;
+    static const int shapes[][4] = {/* n_head, n_kv, head_dim, ctx */
+                                    {8, 2, 64, 45}, {4, 4, 80, 33}, {8, 2, 128, 70}, {6, 2, 20, 37}};
+    static const int types[][2] = {
+        {GG_F16, GG_F16},   {GG_BF16, GG_BF16}, {GG_Q8_0, GG_Q8_0}, {GG_Q4_0, GG_Q4_0},
+        {GG_Q8_0, GG_F16},  {GG_F32, GG_Q8_0},  {GG_Q4_1, GG_Q5_0}, {GG_Q5_1, GG_F32},
+    };
+    for (size_t sh = 0; sh < FD_ARRAY_LEN(shapes); sh++) {
+        const int nh = shapes[sh][0], nkv = shapes[sh][1], hd = shapes[sh][2], T = shapes[sh][3];
+        const int nq = sh % 2 ? 1 : 3, kvd = nkv * hd;
+        const int64_t ldsrc = kvd + 5, ldq = (int64_t)nh * hd + 1, ldo = (int64_t)nh * hd + 2;
+        float *k = rnd(&s, T * ldsrc, 1), *v = rnd(&s, T * ldsrc, 1), *q = rnd(&s, nq * ldq, 1);
+        float *kf = malloc(sizeof(float) * (size_t)T * kvd), *vf = malloc(sizeof(float) * (size_t)T * kvd);
+        for (int t = 0; t < T; t++) {
+            memcpy(kf + t * kvd, k + t * ldsrc, sizeof(float) * (size_t)kvd);
+            memcpy(vf + t * kvd, v + t * ldsrc, sizeof(float) * (size_t)kvd);
+        }
+        float *o1 = malloc(sizeof(float) * (size_t)(nq * ldo)), *o2 = malloc(sizeof(float) * (size_t)(nq * ldo));
+        int32_t pos[3];
+        for (int i = 0; i < nq; i++)
+            pos[i] = T - nq + i;
+        for (size_t ty = 0; ty < FD_ARRAY_LEN(types); ty++) {
+            const int tk = types[ty][0], tv = types[ty][1];
+            ck_assert_int_eq(fb_kv_check(be, tk, tv, hd), 0);
+            size_t rk = fb_kv_row_bytes(tk, nkv, hd), rv = fb_kv_row_bytes(tv, nkv, hd);
+            uint8_t *kc = malloc(rk * (size_t)T), *vc = malloc(rv * (size_t)T);
+            uint8_t *kr = malloc(rk * (size_t)T), *vr = malloc(rv * (size_t)T);
+            /* the write: the backend's store is the reference's, byte for byte */
+            ck_assert_int_eq(fb_kv_store(be, kc, tk, k, ldsrc, T, nkv, hd), 0);
+            ck_assert_int_eq(fb_kv_store(be, vc, tv, v, ldsrc, T, nkv, hd), 0);
+            ck_assert_int_eq(fcpu_ref_kv_store(kr, tk, k, ldsrc, T, nkv, hd), 0);
+            ck_assert_int_eq(fcpu_ref_kv_store(vr, tv, v, ldsrc, T, nkv, hd), 0);
+            ck_assert(!memcmp(kc, kr, rk * (size_t)T) && !memcmp(vc, vr, rv * (size_t)T));
+            /* F32 "typed" rows are the floats without the source stride */
+            const void *kd = tk == GG_F32 ? (const void *)kf : kc, *vd = tv == GG_F32 ? (const void *)vf : vc;
+            for (int mode = 0; mode < 4; mode++) {
+                /* mode 3: MAXSUM with Gemma's sliding window and soft-cap */
+                fb_attn_t a = {.q = q, .ldq = ldq, .k_data = kd, .v_data = vd, .ldkv = kvd,
+                               .out = o1, .ldo = ldo, .n_q = nq, .pos = pos, .n_head = nh,
+                               .n_head_kv = nkv, .head_dim = hd, .scale = 1 / sqrtf(hd),
+                               .mode = mode % 3, .type_k = tk, .type_v = tv,
+                               .window = mode == 3 ? 9 : 0, .softcap = mode == 3 ? 0.5f : 0};
+                if (mode == 3)
+                    a.mode = FB_SOFTMAX_MAXSUM;
+                ck_assert_int_eq(fb_attention(be, &a, 1), 0);
+                fb_attn_t r = a;
+                r.out = o2;
+                ck_assert_int_eq(fcpu_ref_attention(&r), 0);
+                /* as test_fast_attention: the fast path rounds the query and p as the
+                 * reference does, only the summation order differs; but a p that the
+                 * reference (fp64) and the fast path (fp32) compute a hair apart can round
+                 * to neighbouring F16 / BF16 values: one such p (< 1) moves the output by
+                 * at most its ulp (2^-11, 2^-8) times |v| <= 1 */
+                const float tol = tv == GG_BF16 ? 4e-3f : tv == GG_F16 ? 5e-4f : 3e-5f;
+                for (int i = 0; i < nq; i++)
+                    for (int j = 0; j < nh * hd; j++)
+                        CHECKM(fabsf(o1[i * ldo + j] - o2[i * ldo + j]) <= tol,
+                               "cfg %d shape %zu types %s/%s mode %d q %d j %d: %g vs %g", _i, sh,
+                               fb_kv_type_name(tk), fb_kv_type_name(tv), mode, i, j,
+                               (double)o1[i * ldo + j], (double)o2[i * ldo + j]);
+            }
+            /* and the typed cache is the float cache, give or take its rounding: Q4 rounds
+             * each value by up to half a step of amax / 8 (|x| <= 1: 1/16), the output
+             * averages many such errors */
+            if (sh == 0 && tk != GG_F32 && tv != GG_F32) {
+                fb_attn_t a = {.q = q, .ldq = ldq, .k_data = kd, .v_data = vd, .ldkv = kvd,
+                               .out = o1, .ldo = ldo, .n_q = nq, .pos = pos, .n_head = nh,
+                               .n_head_kv = nkv, .head_dim = hd, .scale = 1 / sqrtf(hd),
+                               .mode = FB_SOFTMAX_MAXSUM, .type_k = tk, .type_v = tv};
+                fb_attn_t f = a;
+                f.k = kf;
+                f.v = vf;
+                f.type_k = f.type_v = GG_F32;
+                f.out = o2;
+                ck_assert_int_eq(fb_attention(be, &a, 1), 0);
+                ck_assert_int_eq(fcpu_ref_attention(&f), 0);
+                double e = 0, m = 0;
+                for (int i = 0; i < nq; i++)
+                    for (int j = 0; j < nh * hd; j++) {
+                        e = fmax(e, fabs(o1[i * ldo + j] - o2[i * ldo + j]));
+                        m = fmax(m, fabs(o2[i * ldo + j]));
+                    }
+                const double bound = tk == GG_F16 || tk == GG_BF16 ? 1e-2 : 5e-2;
+                CHECKM(e < bound && e > 0, "types %s/%s: max error %g against the f32 cache",
+                       fb_kv_type_name(tk), fb_kv_type_name(tv), e);
+                (void)m;
+            }
+            free(kc); free(vc); free(kr); free(vr);
+        }
+        /* bad: no cache type, and a typed K cache with an F32 V cache still needs ldkv */
+        fb_attn_t a = {.q = q, .ldq = ldq, .k_data = kf, .v_data = vf, .ldkv = kvd, .out = o1,
+                       .ldo = ldo, .n_q = nq, .pos = pos, .n_head = nh, .n_head_kv = nkv,
+                       .head_dim = hd, .scale = 1, .mode = 0, .type_k = GG_Q4_K};
+        ck_assert_int_eq(fb_attention(be, &a, 1), -EINVAL);
+        a.type_k = GG_F16;
+        a.ldkv = 1;
+        ck_assert_int_eq(fb_attention(be, &a, 1), -EINVAL);
+        a.type_v = GG_F16;
+        ck_assert_int_eq(fb_attention(be, &a, 1), 0);
+        free(k); free(v); free(q); free(kf); free(vf); free(o1); free(o2);
+    }
+    ck_assert_int_eq(fb_kv_check(be, GG_Q4_K, GG_F16, 64), -EINVAL);
+    ck_assert_int_eq(fb_kv_store(be, &s, GG_Q6_K, (float *)&s, 64, 1, 1, 64), -EINVAL);
+    fb_destroy(be);
+}
+END_TEST
+
+/* round_to (the p of P.V over an F16 / BF16 V) of each kernel table equals quants.c's
+ * conversions, ties, overflow, denormals and NaN included. */
+START_TEST(test_round_kernels)
+{
+    const fcpu_kern_t *k = fcpu_kernels(_i);
+    if (!k)
+        return;
+    uint64_t s = 77;
+    float x[203], y[203];
+    for (int i = 0; i < 203; i++)
+        x[i] = tu_randf(&s) * (i % 3 ? 1.f : 1e-6f);
+    x[0] = 1.f + 1.f / 2048;           /* an f16 tie: rounds to even (1) */
+    x[1] = 1.f + 3.f / 2048;           /* the other tie: up */
+    x[2] = 70000.f;                    /* past f16's range: inf */
+    x[3] = NAN;
+    x[4] = 1e-8f;                      /* an f16 denormal */
+    x[5] = 1.f + 1.f / 256;            /* a bf16 tie */
+    for (int ty = 0; ty < 2; ty++) {
+        const int t = ty ? GG_BF16 : GG_F16;
+        ck_assert_ptr_nonnull(k->round_to[t]);
+        memcpy(y, x, sizeof(x));
+        k->round_to[t](y, 203);
+        for (int i = 0; i < 203; i++) {
+            float w = t == GG_F16 ? fq_f16_to_f32(fq_f32_to_f16(x[i]))
+                                  : fq_bf16_to_f32(fq_f32_to_bf16(x[i]));
+            CHECKM((isnan(w) && isnan(y[i])) || w == y[i], "%s %s x %g: %g vs %g", k->name,
+                   gg_type_name(t), (double)x[i], (double)y[i], (double)w);
+        }
+    }
+    CHECK(!k->round_to[GG_Q8_0]);
+}
+END_TEST
+
+/* The names and sizes of the cache types (backend.h). */
+START_TEST(test_kv_type_names)
+{
+    static const char *const names[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"};
+    for (size_t i = 0; i < FD_ARRAY_LEN(names); i++) {
+        int t = fb_kv_type_from_name(names[i]);
+        ck_assert(fb_kv_type_valid(t));
+        ck_assert_str_eq(fb_kv_type_name(t), names[i]);
+    }
+    ck_assert_int_eq(fb_kv_type_from_name("Q8_0"), GG_Q8_0);
+    ck_assert_int_eq(fb_kv_type_from_name("q4_k"), -1);
+    ck_assert_int_eq(fb_kv_type_from_name("iq4_nl"), -1);
+    ck_assert_int_eq(fb_kv_type_from_name(""), -1);
+    ck_assert_int_eq(fb_kv_type_from_name(NULL), -1);
+    ck_assert_str_eq(fb_kv_type_name(GG_Q6_K), "?");
+    /* head_dim 80: three Q8_0 blocks (34 bytes), 160 F16 bytes; 4 heads */
+    ck_assert_uint_eq(fb_kv_head_bytes(GG_Q8_0, 80), 102);
+    ck_assert_uint_eq(fb_kv_row_bytes(GG_Q8_0, 4, 80), 408);
+    ck_assert_uint_eq(fb_kv_row_bytes(GG_F16, 4, 80), 640);
+    ck_assert_uint_eq(fb_kv_row_bytes(GG_F32, 4, 80), 1280);
+    ck_assert_uint_eq(fb_kv_row_bytes(GG_Q4_0, 4, 64), 4 * 2 * 18);
+    ck_assert_uint_eq(fb_kv_head_bytes(GG_Q4_K, 256), 0);
+    ck_assert_uint_eq(fb_kv_head_bytes(GG_F16, 0), 0);
+}
+END_TEST
+
 /* SUMONLY has no max: a score above ~88 overflows fp32's exp (backend.h); the fast path
  * must show it (a hidden max would not), MAXSUM must not. */
 START_TEST(test_sumonly_overflow)
@@ -1746,6 +1921,9 @@ int main(void)
     tcase_add_loop_test(tc, test_batch_rows, 0, N_CFG);
     tcase_add_loop_test(tc, test_fast_attention, 0, N_CFG);
     tcase_add_loop_test(tc, test_sumonly_overflow, 0, N_CFG);
+    tcase_add_loop_test(tc, test_kv_types, 0, 7);
+    tcase_add_test(tc, test_kv_type_names);
+    tcase_add_loop_test(tc, test_round_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_fast_rowops, 0, N_CFG);
     tcase_add_loop_test(tc, test_nonfinite_rows, 0, N_CFG);
     suite_add_tcase(s, tc);

@@ -10,7 +10,7 @@
  * models equal to the CPU's; Gemma's ops (GELU gating, scale, soft-cap, windowed and
  * soft-capped attention) and Gemma 2 / Gemma 3 models equal to the CPU's; the
  * mixture-of-experts row ops and qwen3moe, OLMoE and Mixtral-style models (one and two
- * sequences a step) equal to the CPU's. */
+ * sequences a step) equal to the CPU's; KV cache types other than F32 refused at load. */
 #include <math.h>
 
 #include "backends/backend.h"
@@ -831,6 +831,50 @@ START_TEST(test_stories_greedy)
 }
 END_TEST
 
+/* KV cache types: this backend attends over F32 caches only, and says so at load, for every
+ * other type of K or V, naming the backend and the types (never a garbage result); F32 still
+ * loads and runs. */
+START_TEST(test_cache_types_refused)
+{
+    fb_backend_t *be = gpu();
+    ck_assert_int_eq(fb_kv_check(be, GG_F32, GG_F32, 64), 0);
+    static const int types[] = {GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_1, GG_Q5_0, GG_Q5_1};
+    for (size_t i = 0; i < FD_ARRAY_LEN(types); i++) {
+        ck_assert_int_eq(fb_kv_check(be, types[i], GG_F32, 64), FD_EUNSUP);
+        ck_assert_int_eq(fb_kv_check(be, GG_F32, types[i], 64), FD_EUNSUP);
+    }
+    ck_assert_int_eq(fb_kv_check(be, GG_Q4_K, GG_F32, 64), -EINVAL);
+    float x[64] = {0};
+    ck_assert_int_eq(fb_kv_store(be, x, GG_F16, x, 64, 1, 1, 64), FD_EUNSUP);
+    /* and attention over typed rows handed to it anyway */
+    float *d = up(be, x, 64);
+    int32_t pos[1] = {0};
+    fb_attn_t a = {.q = d, .ldq = 64, .k_data = d, .v_data = d, .ldkv = 64, .out = d, .ldo = 64,
+                   .n_q = 1, .pos = pos, .n_head = 1, .n_head_kv = 1, .head_dim = 64,
+                   .scale = 1, .mode = FB_SOFTMAX_MAXSUM, .type_k = GG_F16, .type_v = GG_F16};
+    ck_assert_int_eq(fb_attention(be, &a, 1), FD_EUNSUP);
+    fb_free(be, d);
+    fb_destroy(be);
+
+    for (int kv = 0; kv < 2; kv++) {
+        llm_load_params_t p;
+        llm_load_params_default(&p);
+        p.path = tu_shared("models/stories260K.gguf", 1);
+        p.backend = "cuda";
+        p.threads = 1;
+        *(kv ? &p.cache_type_v : &p.cache_type_k) = GG_Q8_0;
+        llm_model_t *m = NULL;
+        char err[512] = "";
+        ck_assert_int_eq(llm_load(&m, &p, err, sizeof(err)), FD_EUNSUP);
+        ck_assert_ptr_null(m);
+        CHECKM(strstr(err, "backend cuda cannot attend over a KV cache of K") &&
+                   strstr(err, "q8_0"), "error: %s", err);
+    }
+    llm_model_t *m = load("cuda", true, NULL, 1);
+    llm_free(m);
+}
+END_TEST
+
 /* Writes sp's random model to a new file named from the template path (XXXXXX replaced). */
 static void write_spec(gguf_w_llama_t *sp, char *path)
 {
@@ -1173,6 +1217,7 @@ static Suite *suite(void)
     tcase_add_test(m, test_stories_batched);
     tcase_add_test(m, test_stories_hidden);
     tcase_add_test(m, test_other_archs);
+    tcase_add_test(m, test_cache_types_refused);
     tcase_add_test(m, test_gemma);
     tcase_add_test(m, test_moe);
     suite_add_tcase(s, m);

@@ -1049,7 +1049,7 @@ static void rmodel_adjacent(rmodel_t *m)
 }
 
 typedef struct rkv {
-    float *k[RM_LAYERS], *v[RM_LAYERS];
+    void *k[RM_LAYERS], *v[RM_LAYERS];
     fz_kv_t kv;
 } rkv_t;
 
@@ -1060,7 +1060,7 @@ static void rkv_init(rkv_t *c, fb_backend_t *be, const fz_model_src_t *r, int sl
         c->k[l] = dev(be, NULL, (size_t)stride * slots);
         c->v[l] = dev(be, NULL, (size_t)stride * slots);
     }
-    c->kv = (fz_kv_t){ .k = c->k, .v = c->v, .slot_stride = stride };
+    c->kv = (fz_kv_t){ .k = c->k, .v = c->v, .n_ctx = n_ctx };
 }
 
 static void rkv_free(rkv_t *c, fb_backend_t *be)

@@ -9,7 +9,8 @@
  * and the mixtures of experts qwen3moe, olmoe, qwen2moe and Mixtral-style llama (routing,
  * renormalization or not, OLMoE's whole-row Q/K norms, qwen2moe's sigmoid-gated shared
  * expert, a prompt that reaches every expert)
- * too, and a Gemma-style vocabulary tokenizes as llama.cpp tokenizes it.  The references are
+ * too, and a Gemma-style vocabulary tokenizes as llama.cpp tokenizes it; and with f16 and q8_0
+ * KV caches, against llama.cpp's runs with the same cache types.  The references are
  * tests/data/llamacpp-*.txt, written by tests/ref/make-refs.sh with
  * llama.cpp's own CPU binaries; each file's "model" line is the recipe this test writes the
  * same model from. */
@@ -20,6 +21,7 @@
 #include "common/fd.h"
 #include "common/ggtypes.h"
 #include "engine/gguf_write.h"
+#include "backends/backend.h"
 #include "engine/model.h"
 #include "tests/testutil.h"
 
@@ -32,6 +34,7 @@ typedef struct ref {
     int32_t ids[MAX_IDS];
     int n_ids;
     float *logits;          /* n_ids rows of N_VOCAB */
+    int cache_k, cache_v;   /* llama.cpp's KV cache types (the "cache" line; F32 without) */
 } ref_t;
 
 static char tmpdir[] = "/tmp/fusiond-llamacpp-XXXXXX";
@@ -122,6 +125,12 @@ static void load_ref(const char *name, ref_t *r)
         if (!strncmp(line, "model ", 6)) {
             parse_model(r, line + 6);
             have_model = 1;
+        } else if (!strncmp(line, "cache ", 6)) {
+            char k[16], v[16];
+            ck_assert_int_eq(sscanf(line + 6, "%15s %15s", k, v), 2);
+            r->cache_k = fb_kv_type_from_name(k);
+            r->cache_v = fb_kv_type_from_name(v);
+            ck_assert_msg(r->cache_k >= 0 && r->cache_v >= 0, "%s: bad cache line", rel);
         } else if (!strncmp(line, "ids ", 4)) {
             char *p = line + 4, *end;
             for (long v; (v = strtol(p, &end, 10)), end != p; p = end) {
@@ -169,13 +178,15 @@ static const char *write_model(ref_t *r, const char *name)
 
 /* fusiond's logits for every prompt position: in one prefill step, or (stepwise) one token
  * per step as decoding runs. */
-static float *run(const char *path, bool fusion, bool ref_ops, bool stepwise, int n_batch,
-                  const ref_t *r)
+static float *run_cache(const char *path, bool fusion, bool ref_ops, bool stepwise, int n_batch,
+                        const ref_t *r, int cache_k, int cache_v)
 {
     static const char *const ref_opt[] = { "ref=1", NULL };
     llm_load_params_t p;
     llm_load_params_default(&p);
     p.path = path;
+    p.cache_type_k = cache_k;
+    p.cache_type_v = cache_v;
     p.fusion = fusion;
     p.threads = 1;
     p.backend_options = ref_ops ? ref_opt : NULL;
@@ -215,6 +226,13 @@ static float *run(const char *path, bool fusion, bool ref_ops, bool stepwise, in
     }
     llm_free(m);
     return lg;
+}
+
+/* run() with the reference's own cache types. */
+static float *run(const char *path, bool fusion, bool ref_ops, bool stepwise, int n_batch,
+                  const ref_t *r)
+{
+    return run_cache(path, fusion, ref_ops, stepwise, n_batch, r, r->cache_k, r->cache_v);
 }
 
 /* The worst position's RMS difference over the RMS of llama.cpp's logits there. */
@@ -265,6 +283,24 @@ static double bound(const char *arch, const char *type)
     return 5e-2;
 }
 
+/* The bound of a reference with a KV cache other than F32 (F32 weights).  Both programs
+ * round each K and V value to the cache type the same way (f16: round to nearest even; q8_0:
+ * ggml's blocks, d = amax / 127 in fp16, codes rounded to nearest), and fusiond computes
+ * around the rounded cache as llama.cpp does (cpu/ref_ops.h): the query rounded for the K
+ * type (f16; q8_0 blocks, whose scale fusiond keeps in fp32 where llama.cpp stores fp16),
+ * p normalized and rounded to f16 for an f16 V.  The references turn off this llama.cpp's
+ * Hadamard rotation of quantized caches (LLAMA_ATTN_ROT_DISABLE, tests/ref), which fusiond
+ * does not do.  Measured, relative RMS of the logits: f16 2.6e-6 (llama, head_dim 64) and
+ * 1.2e-4 (qwen3, head_dim 32) against llama.cpp's f16 run, where fusiond's f32 run is 8.7e-4
+ * and 5.3e-4 away (the cache's own rounding); q8_0 1.0e-3 and 1.3e-3 against llama.cpp's
+ * q8_0 run, where the f32 run is 1.6e-2 and 1.4e-2 away.  The bounds sit between, well
+ * below the distance to the f32 run, so fusiond with the wrong cache type fails them
+ * (test_cache_type_discriminates). */
+static double cache_bound(int cache_type)
+{
+    return cache_type == GG_F16 ? 1.5e-4 : 5e-3;
+}
+
 static const char *const refs[] = {
     "llama-f32", "qwen2-f32", "qwen3-f32", "llama-f16", "llama-bf16", "llama-q8_0",
     "llama-q4_0", "llama-q4_k_m", "llama-q5_k_m", "llama-q6_k", "qwen3-q4_k_m",
@@ -273,7 +309,8 @@ static const char *const refs[] = {
     "gemma3-q8_0", "gemma2-q4_k_m", "gemma3-q4_k_m", "gemma3-ropescale-f32", "gemma-f32",
     "gemma-q4_k_m", "qwen3moe-f32",
     "qwen3moe-q8_0", "qwen3moe-q4_k_m", "olmoe-f32", "olmoe-q4_k_m", "mixtral-f32",
-    "mixtral-q4_0", "qwen2moe-f32", "qwen2moe-q4_k_m",
+    "mixtral-q4_0", "qwen2moe-f32", "qwen2moe-q4_k_m", "llama-hd64-f32", "qwen3-f32-kv-f16",
+    "qwen3-f32-kv-q8_0", "llama-hd64-f32-kv-f16", "llama-hd64-f32-kv-q8_0",
 };
 
 START_TEST(test_matches_llamacpp)
@@ -282,7 +319,7 @@ START_TEST(test_matches_llamacpp)
     ref_t r;
     load_ref(name, &r);
     const char *path = write_model(&r, name);
-    double b = bound(r.arch, r.type);
+    double b = r.cache_k != GG_F32 ? cache_bound(r.cache_k) : bound(r.arch, r.type);
     /* the last variant: the prompt in sub-batches of 3 rows (later rows find the earlier
      * ones in the cache; Gemma's windows start inside a sub-batch's past) */
     for (int v = 0; v < 5; v++) {
@@ -292,12 +329,12 @@ START_TEST(test_matches_llamacpp)
         double e = rel_err(lg, &r, &worst), mx = 0;
         for (size_t i = 0; i < (size_t)r.n_ids * N_VOCAB; i++) /* for the reader only */
             mx = fmax(mx, fabs((double)lg[i] - r.logits[i]));
-        fprintf(stderr, "%-16s fusion %-3s %-7s %-8s relative error %.2e (bound %.0e, "
+        fprintf(stderr, "%-16s fusion %-3s %-7s %-8s relative error %.2e (bound %.1e, "
                 "position %d), max |logit difference| %.2e\n", name, fusion ? "on" : "off",
                 ref_ops ? "ref ops" : "fast", stepwise ? "stepwise" : v == 4 ? "batch3" : "prefill",
                 e, b, worst, mx);
         ck_assert_msg(e <= b, "%s fusion %d ref %d stepwise %d: logits at position %d differ "
-                      "from llama.cpp's by %.3e relative (bound %.0e)", name, fusion, ref_ops,
+                      "from llama.cpp's by %.3e relative (bound %.1e)", name, fusion, ref_ops,
                       stepwise, worst, e, b);
         free(lg);
     }
@@ -333,6 +370,36 @@ START_TEST(test_discriminates)
     free(lg);
     unlink(path);
     free(r.logits);
+}
+END_TEST
+
+/* The cache references tell the cache types apart: fusiond with an F32 cache is outside the
+ * bound of llama.cpp's f16 and q8_0 runs (and with an f16 cache outside q8_0's), so a cache
+ * that silently kept F32, or rounded to another type, would fail test_matches_llamacpp. */
+START_TEST(test_cache_type_discriminates)
+{
+    static const struct { const char *name; int k, v; } wrong[] = {
+        { "qwen3-f32-kv-f16", GG_F32, GG_F32 },       { "qwen3-f32-kv-q8_0", GG_F32, GG_F32 },
+        { "llama-hd64-f32-kv-f16", GG_F32, GG_F32 },  { "llama-hd64-f32-kv-q8_0", GG_F32, GG_F32 },
+        { "llama-hd64-f32-kv-q8_0", GG_F16, GG_F16 }, { "llama-hd64-f32-kv-f16", GG_Q8_0, GG_Q8_0 },
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(wrong); i++) {
+        ref_t r;
+        load_ref(wrong[i].name, &r);
+        const char *path = write_model(&r, "wrong-cache");
+        for (int ref_ops = 0; ref_ops < 2; ref_ops++) {
+            float *lg = run_cache(path, true, ref_ops, false, 0, &r, wrong[i].k, wrong[i].v);
+            int worst = 0;
+            double e = rel_err(lg, &r, &worst), b = cache_bound(r.cache_k);
+            fprintf(stderr, "%-22s with a %s cache (%s): relative error %.2e (bound %.1e)\n",
+                    wrong[i].name, fb_kv_type_name(wrong[i].k), ref_ops ? "ref ops" : "fast", e, b);
+            ck_assert_msg(e > b, "%s: fusiond with a %s cache is within the bound (%.3e <= %.0e)",
+                          wrong[i].name, fb_kv_type_name(wrong[i].k), e, b);
+            free(lg);
+        }
+        unlink(path);
+        free(r.logits);
+    }
 }
 END_TEST
 
@@ -743,6 +810,7 @@ static Suite *suite(void)
     tcase_set_timeout(c, 120);
     tcase_add_loop_test(c, test_matches_llamacpp, 0, (int)FD_ARRAY_LEN(refs));
     tcase_add_test(c, test_discriminates);
+    tcase_add_test(c, test_cache_type_discriminates);
     tcase_add_test(c, test_qwen3_bad_norm);
     tcase_add_test(c, test_gemma_bad);
     tcase_add_test(c, test_gemma_tokens);

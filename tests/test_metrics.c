@@ -113,6 +113,9 @@ START_TEST(test_counters_and_engine_view)
     info.backend = "corsair";
     info.fusion = true;
     info.n_ctx = 512;
+    info.cache_type_k = "q8_0";
+    info.cache_type_v = "f16";
+    info.cache_bytes = 123456789;
     met_view_t v = {.stats = &st, .info = &info, .http_in_flight = 4, .ready = true};
 
     sb_t b;
@@ -149,6 +152,8 @@ START_TEST(test_counters_and_engine_view)
     ck_assert_double_eq(value_of(page, "fusiond_step_seconds_bucket{le=\"0.00025\"}"), 1);
     ck_assert_double_eq(value_of(page, "fusiond_step_seconds_bucket{le=\"0.0001\"}"), 0);
     ck_assert_ptr_nonnull(strstr(page, "model=\"stories \\\"260K\\\"\""));
+    ck_assert_ptr_nonnull(strstr(page, ",n_ctx=\"512\",cache_type_k=\"q8_0\",cache_type_v=\"f16\"} 1\n"));
+    ck_assert_double_eq(value_of(page, "fusiond_kv_cache_bytes"), 123456789);
 
     /* promtool, when installed, must accept the page as it is. */
     if (access("/usr/bin/promtool", X_OK) == 0) {

@@ -37,6 +37,7 @@ typedef struct cli {
     int draft_max, lookup_min, lookup_max;  /* n-gram speculation (draft_max 0: off) */
     bool fusion, stats;
     int softmax_mode;
+    int cache_type_k, cache_type_v; /* enum gg_type */
     eng_sampling_t sampling;
     const char *backend_opts[33];   /* --backend-option KEY=VALUE, NULL-terminated */
     int n_backend_opts;
@@ -70,6 +71,9 @@ static void usage(FILE *f)
             "      --fusion on|off  deferred-normalization plan (default on)\n"
             "      --softmax MODE   fused softmax: maxsum (default) or sumonly\n"
             "      --ctx N          context length (default: the model's)\n"
+            "  -ctk, --cache-type-k TYPE  KV cache type of K: f32 (default), f16, bf16, q8_0,\n"
+            "                       q4_0, q4_1, q5_0, q5_1 (llama.cpp's names)\n"
+            "  -ctv, --cache-type-v TYPE  KV cache type of V (the same types)\n"
             "      --draft-max N    n-gram speculative decoding: verify up to N tokens that\n"
             "                       followed the last occurrence of the last tokens in the\n"
             "                       prompt and output, in one step (default 0: off; the\n"
@@ -110,7 +114,7 @@ static int parse_float(const char *opt, const char *v, float lo, float hi, float
 static int parse_args(cli_t *c, int argc, char **argv)
 {
     enum { O_TEMP = 256, O_TOPK, O_TOPP, O_MINP, O_SEED, O_THREADS, O_BACKEND, O_FUSION,
-           O_SOFTMAX, O_CTX, O_INFO, O_BACKEND_OPT, O_DRAFT, O_LKMIN, O_LKMAX };
+           O_SOFTMAX, O_CTX, O_INFO, O_BACKEND_OPT, O_DRAFT, O_LKMIN, O_LKMAX, O_CTK, O_CTV };
     static const struct option opts[] = {
         { "model", required_argument, NULL, 'm' },  { "prompt", required_argument, NULL, 'p' },
         { "n-predict", required_argument, NULL, 'n' }, { "help", no_argument, NULL, 'h' },
@@ -126,8 +130,17 @@ static int parse_args(cli_t *c, int argc, char **argv)
         { "draft-max", required_argument, NULL, O_DRAFT },
         { "lookup-min", required_argument, NULL, O_LKMIN },
         { "lookup-max", required_argument, NULL, O_LKMAX },
+        { "cache-type-k", required_argument, NULL, O_CTK },
+        { "cache-type-v", required_argument, NULL, O_CTV },
         { NULL, 0, NULL, 0 },
     };
+    /* llama.cpp's single-dash spellings */
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-ctk"))
+            argv[i] = (char *)"--cache-type-k";
+        else if (!strcmp(argv[i], "-ctv"))
+            argv[i] = (char *)"--cache-type-v";
+    }
     memset(c, 0, sizeof(*c));
     c->prompt = "";
     c->backend = "cpu";
@@ -198,6 +211,19 @@ static int parse_args(cli_t *c, int argc, char **argv)
             break;
         case O_CTX: rc = parse_int("--ctx", optarg, 1, 1 << 24, &c->n_ctx); break;
         case O_INFO: c->info = optarg; break;
+        case O_CTK:
+        case O_CTV: {
+            int t = fb_kv_type_from_name(optarg);
+            if (t < 0) {
+                fprintf(stderr, "fusion-cli: %s takes f32, f16, bf16, q8_0, q4_0, q4_1, q5_0 or "
+                        "q5_1, not '%s'\n", o == O_CTK ? "--cache-type-k" : "--cache-type-v",
+                        optarg);
+                rc = -1;
+            } else {
+                *(o == O_CTK ? &c->cache_type_k : &c->cache_type_v) = t;
+            }
+            break;
+        }
         case O_DRAFT: rc = parse_int("--draft-max", optarg, 0, ENG_DRAFT_MAX, &c->draft_max); break;
         case O_LKMIN: rc = parse_int("--lookup-min", optarg, 1, 64, &c->lookup_min); break;
         case O_LKMAX: rc = parse_int("--lookup-max", optarg, 1, 64, &c->lookup_max); break;
@@ -303,6 +329,8 @@ static int generate(const cli_t *c)
     lp.fusion = c->fusion;
     lp.softmax_mode = c->softmax_mode;
     lp.n_ctx = c->n_ctx;
+    lp.cache_type_k = c->cache_type_k;
+    lp.cache_type_v = c->cache_type_v;
     char err[512];
     llm_model_t *m = NULL;
     smp_t *smp = NULL;

@@ -452,6 +452,7 @@ typedef struct attn_buf {
     int8_t *kq, *vq, *qq, *pq;
     uint8_t *ke, *ve, *qe, *pe;
     float *e;
+    float *kf, *vf, *row;  /* a typed cache's kv head dequantized (T rows of head_dim) */
 } attn_buf_t;
 
 static void attn_buf_free(attn_buf_t *b)
@@ -459,6 +460,27 @@ static void attn_buf_free(attn_buf_t *b)
     free(b->kq); free(b->vq); free(b->qq); free(b->pq);
     free(b->ke); free(b->ve); free(b->qe); free(b->pe);
     free(b->e);
+    free(b->kf); free(b->vf); free(b->row);
+}
+
+/* T rows of kv head g of a cache of type (backend.h's layout; F32: ldkv floats apart) into
+ * out, head_dim floats a row; row holds a padded head. */
+static void kv_rows(int type, const void *data, const fb_attn_t *a, int g, int64_t T,
+                    float *out, float *row)
+{
+    const int hd = a->head_dim;
+    if (type == GG_F32) {
+        for (int64_t t = 0; t < T; t++)
+            memcpy(out + t * hd, (const float *)data + t * a->ldkv + (int64_t)g * hd,
+                   (size_t)hd * sizeof(float));
+        return;
+    }
+    const size_t hb = fb_kv_head_bytes(type, hd), rb = hb * (size_t)a->n_head_kv;
+    const int be = gg_block_elems(type), hp = (hd + be - 1) / be * be;
+    for (int64_t t = 0; t < T; t++) {
+        fq_dequantize_row(type, (const uint8_t *)data + (size_t)t * rb + (size_t)g * hb, row, hp);
+        memcpy(out + t * hd, row, (size_t)hd * sizeof(float));
+    }
 }
 
 /* exp(s - max) (or exp(s) for SUMONLY) of T scores into e; returns their fp32 sum. */
@@ -507,17 +529,32 @@ static int attn_one(fcs_t *c, const fb_attn_t *a, attn_buf_t *b)
     if (!(b->kq = malloc(kn)) || !(b->vq = malloc(kn)) || !(b->qq = malloc((size_t)hd)) ||
         !(b->pq = malloc((size_t)T)) || !(b->ke = malloc((size_t)T * (size_t)nbh)) ||
         !(b->ve = malloc((size_t)hd * (size_t)nbt)) || !(b->qe = malloc((size_t)nbh)) ||
-        !(b->pe = malloc((size_t)nbt)) || !(b->e = malloc(3 * (size_t)T * sizeof(float))))
+        !(b->pe = malloc((size_t)nbt)) || !(b->e = malloc(3 * (size_t)T * sizeof(float))) ||
+        !(b->row = malloc(((size_t)hd + 32) * sizeof(float))))
         return -ENOMEM;
     float *sc = b->e + T, *col = b->e + 2 * T;
+    const bool typed = a->type_k != GG_F32 || a->type_v != GG_F32;
+    if (typed && !(b->kf = malloc(kn * sizeof(float))))
+        return -ENOMEM;
+    if (typed && !(b->vf = malloc(kn * sizeof(float))))
+        return -ENOMEM;
     for (int g = 0; g < a->n_head_kv; g++) {
+        /* a typed cache's values as its type rounds them, then in the device's own blocks */
+        const float *kr = a->k + (int64_t)g * hd, *vr = a->v + (int64_t)g * hd;
+        int64_t ldk = a->ldkv, ldv = a->ldkv;
+        if (typed) {
+            kv_rows(a->type_k, a->k_data, a, g, T, b->kf, b->row);
+            kv_rows(a->type_v, a->v_data, a, g, T, b->vf, b->row);
+            kr = b->kf;
+            vr = b->vf;
+            ldk = ldv = hd;
+        }
         /* K rows in blocks along head_dim; V columns in blocks along the context */
         for (int64_t t = 0; t < T; t++)
-            cs_bfp_encode(xf, a->k + t * a->ldkv + (int64_t)g * hd, hd, b->kq + t * hd,
-                          b->ke + t * nbh);
+            cs_bfp_encode(xf, kr + t * ldk, hd, b->kq + t * hd, b->ke + t * nbh);
         for (int j = 0; j < hd; j++) {
             for (int64_t t = 0; t < T; t++)
-                col[t] = a->v[t * a->ldkv + (int64_t)g * hd + j];
+                col[t] = vr[t * ldv + j];
             cs_bfp_encode(xf, col, T, b->vq + (size_t)j * (size_t)T, b->ve + (size_t)j * nbt);
         }
         for (int i = 0; i < a->n_q; i++) {
@@ -745,6 +782,50 @@ static int cs_scatter_add_rows(fb_backend_t *be, float *dst, int64_t ld_dst, con
     return 0;
 }
 
+/* Every cache type: attention dequantizes the rows it reads into the device's BFP blocks
+ * (the type's rounding, then BFP's), and the timing charges the bytes the type stores. */
+static int cs_kv_check(fb_backend_t *be, int type_k, int type_v, int head_dim)
+{
+    fcs_t *c = (fcs_t *)be;
+    if (!fq_type_quantizable(type_k) || !fq_type_quantizable(type_v))
+        return FD_EUNSUP;
+    double bk = type_k == GG_F32 ? 0 : (double)fb_kv_head_bytes(type_k, head_dim) / head_dim;
+    double bv = type_v == GG_F32 ? 0 : (double)fb_kv_head_bytes(type_v, head_dim) / head_dim;
+    cs_sim_set_kv_bytes(c->sim, bk, bv);
+    return 0;
+}
+
+static int cs_kv_store(fb_backend_t *be, void *dst, int type, const float *src, int64_t ld_src,
+                       int64_t n_rows, int n_head_kv, int head_dim)
+{
+    fcs_t *c = (fcs_t *)be;
+    const size_t hb = fb_kv_head_bytes(type, head_dim);
+    const int bl = gg_block_elems(type), hp = (head_dim + bl - 1) / bl * bl;
+    float *row = calloc((size_t)hp, sizeof(float));
+    if (!row)
+        return -ENOMEM;
+    int rc = 0;
+    for (int64_t r = 0; r < n_rows && rc == 0; r++)
+        for (int g = 0; g < n_head_kv && rc == 0; g++) {
+            memcpy(row, src + r * ld_src + (int64_t)g * head_dim, (size_t)head_dim * sizeof(float));
+            rc = fq_quantize_row(type, row,
+                                 (uint8_t *)dst + ((size_t)r * (size_t)n_head_kv + (size_t)g) * hb,
+                                 hp);
+        }
+    free(row);
+    if (rc)
+        return rc;
+    map_once(c);
+    cs_alloc_t *d = find_alloc(c, dst);
+    if (d)
+        d->kv = true;
+    double t0 = cs_sim_now(c->sim);
+    set_ready(c, dst, cs_sim_copy(c->sim, FD_MAX(ready_of(c, src), ready_of(c, dst)), n_rows,
+                                  (int64_t)n_head_kv * head_dim, true));
+    charge(c, FB_OP_OTHER, t0);
+    return 0;
+}
+
 static void cs_mark(fb_backend_t *be, int what, int arg)
 {
     fcs_t *c = (fcs_t *)be;
@@ -809,6 +890,8 @@ static const fb_ops_t corsair_ops = {
     .add = cs_add,
     .get_rows = cs_get_rows,
     .copy2d = cs_copy2d,
+    .kv_check = cs_kv_check,
+    .kv_store = cs_kv_store,
     .mark = cs_mark,
     .describe = cs_describe,
     .gather_rows = cs_gather_rows,

@@ -304,9 +304,16 @@ struct cs_sim {
     cs_acct_t cls[FB_OP_CLASS_COUNT], total;
     cs_op_rec_t *ops;
     int n_ops, cap_ops;
+    double kv_k_bytes, kv_v_bytes; /* bytes per cached K / V element (0: act_bytes) */
 };
 
 #define P(id) (s->p.v[CS_P_##id])
+
+void cs_sim_set_kv_bytes(cs_sim_t *s, double k_bytes, double v_bytes)
+{
+    s->kv_k_bytes = k_bytes;
+    s->kv_v_bytes = v_bytes;
+}
 
 int cs_sim_create(cs_sim_t **out, const cs_params_t *p)
 {
@@ -714,7 +721,9 @@ double cs_sim_attention(cs_sim_t *s, double ready, const cs_attn_seq_t *seqs, in
             vec_tiles += n_head_kv * ceil(ctx / T) * hd_t * group;
         }
         rows += q->n_q;
-        kv_bytes += 2.0 * (double)(q->pos_last + 1) * n_head_kv * head_dim * P(ABYTES);
+        kv_bytes += (double)(q->pos_last + 1) * n_head_kv * head_dim *
+                    ((s->kv_k_bytes > 0 ? s->kv_k_bytes : P(ABYTES)) +
+                     (s->kv_v_bytes > 0 ? s->kv_v_bytes : P(ABYTES)));
     }
     if (n_seq <= 0 || rows <= 0)
         return op_end(&o, ready);
@@ -783,6 +792,13 @@ double cs_sim_add(cs_sim_t *s, double ready, int64_t n)
     return op_end(&o, t);
 }
 
+/* bytes per element of a KV write: the cache's K and V types alike (their mean) */
+static double kv_write_bytes(const cs_sim_t *s)
+{
+    return ((s->kv_k_bytes > 0 ? s->kv_k_bytes : P(ABYTES)) +
+            (s->kv_v_bytes > 0 ? s->kv_v_bytes : P(ABYTES))) / 2;
+}
+
 double cs_sim_copy(cs_sim_t *s, double ready, int64_t rows, int64_t n, bool to_kv)
 {
     opctx_t o;
@@ -791,7 +807,7 @@ double cs_sim_copy(cs_sim_t *s, double ready, int64_t rows, int64_t n, bool to_k
     double t = task(&o, R_SIMD, ready, simd_dur(s, e, 1, s->hw.stage_slices));
     if (to_kv && s->hw.kv_lpddr)
         t = task(&o, R_XFER, t, P(LPDDR_NS) * 1e-9 +
-                 e * P(ABYTES) / (P(LPDDR_GBS) * 1e9 * s->hw.cards_per_stage));
+                 e * kv_write_bytes(s) / (P(LPDDR_GBS) * 1e9 * s->hw.cards_per_stage));
     return op_end(&o, t);
 }
 

@@ -154,6 +154,9 @@ double cs_sim_add(cs_sim_t *s, double ready, int64_t n);
 /* A copy of rows x n floats; to_kv: a KV cache write, which also pays the LPDDR write when
  * the cache lives there. */
 double cs_sim_copy(cs_sim_t *s, double ready, int64_t rows, int64_t n, bool to_kv);
+/* Bytes per element of the KV cache's K and V as the device stores them (a typed cache:
+ * its row bytes over head_dim); 0: act_bytes, the BFP activations (the default). */
+void cs_sim_set_kv_bytes(cs_sim_t *s, double k_bytes, double v_bytes);
 double cs_sim_get_rows(cs_sim_t *s, double ready, int64_t rows, double row_bytes);
 double cs_sim_transfer_host(cs_sim_t *s, double ready, double bytes);
 

@@ -1035,6 +1035,130 @@ static void attn_unit(const fcpu_kern_t *k, const fb_attn_t *a, int i, int g, fl
     }
 }
 
+/* A typed cache's K or V of kv head g: the first row and the bytes between rows. */
+static const uint8_t *kv_base(int type, const void *data, const fb_attn_t *a, int g,
+                              size_t *stride)
+{
+    if (type == GG_F32) {
+        *stride = (size_t)a->ldkv * sizeof(float);
+        return (const uint8_t *)((const float *)data + (int64_t)g * a->head_dim);
+    }
+    const size_t hb = fb_kv_head_bytes(type, a->head_dim);
+    *stride = hb * (size_t)a->n_head_kv;
+    return (const uint8_t *)data + (size_t)g * hb;
+}
+
+static int kv_pad(int type, int hd)
+{
+    const int be = gg_block_elems(type);
+    return (hd + be - 1) / be * be;
+}
+
+/* attn_unit's scratch for caches that are not F32/F32: the scores, then (64-byte aligned)
+ * the query padded to whole blocks, a dequantized row, the padded output, the query in the
+ * K type's activation form. */
+static size_t typed_scratch(const fcpu_kern_t *k, const fb_attn_t *a, int64_t T, size_t *off)
+{
+    const int hpk = kv_pad(a->type_k, a->head_dim), hpv = kv_pad(a->type_v, a->head_dim);
+    const int xf = a->type_k == GG_F32 || a->type_k == GG_F16 || a->type_k == GG_BF16 ||
+                           !k->dot[a->type_k] ? FCPU_XF32 : k->xform[a->type_k];
+#define A64(n) (((n) + 63) & ~(size_t)63)
+    off[0] = A64((size_t)T * sizeof(float));
+    off[1] = off[0] + A64((size_t)hpk * sizeof(float));
+    off[2] = off[1] + A64((size_t)FD_MAX(hpk, hpv) * sizeof(float));
+    off[3] = off[2] + A64((size_t)hpv * sizeof(float));
+    return off[3] + (xf == FCPU_XF32 ? 0 : fcpu_xrow_bytes(xf, hpk));
+#undef A64
+}
+
+/* attn_unit over a cache of other types (backend.h's typed layout), with the reference's
+ * roundings (fcpu_ref_attention: llama.cpp's).  K: F16 and BF16 rows against the query
+ * rounded to their type, then widened exactly (dot4/dot on floats); Q8_0 and Q4_0 rows
+ * against the query quantized to int8 blocks of 32 (XQ32/XQ32I), as llama.cpp quantizes the
+ * activations of a Q8_0 / Q4_0 product, with the weights' product kernels: the integer dot
+ * products read a quarter of the bytes the float form would; the other types (no kernel)
+ * dequantize each row against the query rounded the same way in floats.  V: pvq[type], or
+ * each row dequantized and added; an F16 / BF16 V gets p normalized and rounded to its
+ * type. */
+static void attn_unit_typed(const fcpu_kern_t *k, const fb_attn_t *a, int i, int g,
+                            uint8_t *scr, const size_t *off)
+{
+    const int hd = a->head_dim, grp = a->n_head / a->n_head_kv;
+    const int tk = a->type_k, tv = a->type_v;
+    const int hpk = kv_pad(tk, hd), hpv = kv_pad(tv, hd);
+    /* the cache rows attended: all up to pos, or the window's last ones (as attn_unit) */
+    const int64_t end = (int64_t)a->pos[i] + 1;
+    const int64_t t0 = a->window > 0 ? FD_MAX((int64_t)0, end - a->window) : 0, T = end - t0;
+    size_t lk, lv;
+    const uint8_t *kg = kv_base(tk, a->k_data, a, g, &lk), *vg = kv_base(tv, a->v_data, a, g, &lv);
+    kg += (size_t)t0 * lk;
+    vg += (size_t)t0 * lv;
+    float *s = (float *)scr, *qp = (float *)(scr + off[0]), *row = (float *)(scr + off[1]);
+    float *ob = (float *)(scr + off[2]);
+    void *xq = scr + off[3];
+    const bool fl = tk == GG_F32 || tk == GG_F16 || tk == GG_BF16;
+    const int xf = fl || !k->dot[tk] ? FCPU_XF32 : k->xform[tk];
+    for (int j = 0; j < grp; j++) {
+        const int h = g * grp + j;
+        const float *q = a->q + (int64_t)i * a->ldq + (int64_t)h * hd;
+        float *o = a->out + (int64_t)i * a->ldo + (int64_t)h * hd;
+        const void *x = q;
+        if (xf != FCPU_XF32) {
+            memcpy(qp, q, (size_t)hd * sizeof(float));
+            memset(qp + hd, 0, (size_t)(hpk - hd) * sizeof(float));
+            if (xf == FCPU_XQ32I)
+                k->quant_q32i(qp, hpk, xq);
+            else
+                k->quant_q32(qp, hpk, xq);
+            x = xq;
+        } else if (tk != GG_F32) {
+            fcpu_ref_kv_query(tk, q, hd, qp); /* hd floats a head: cheap next to T rows */
+            x = qp;
+        }
+        int64_t t = 0;
+        if (!k->dot[tk]) {
+            for (; t < T; t++) {
+                fq_dequantize_row(tk, kg + (size_t)t * lk, row, hpk);
+                s[t] = k->vdot(qp, row, hpk);
+            }
+        } else {
+            const int64_t n = xf == FCPU_XF32 ? hd : hpk;
+            if (k->dot4[tk])
+                for (; t + 4 <= T; t += 4)
+                    k->dot4[tk](n, kg + (size_t)t * lk, lk, x, s + t);
+            for (; t < T; t++)
+                k->dot[tk](n, kg + (size_t)t * lk, x, 0, 1, s + t);
+        }
+        k->scale(s, a->scale, T);
+        if (a->softcap > 0.0f) {
+            const float c = a->softcap, ic = 1.0f / a->softcap;
+            for (int64_t u = 0; u < T; u++)
+                s[u] = c * tanhf(s[u] * ic);
+        }
+        float mx = a->mode == FB_SOFTMAX_SUMONLY ? 0.f : k->vmax(s, T);
+        float l = k->exp_sum(s, mx, s, T);
+        const bool p_round = tv == GG_F16 || tv == GG_BF16;
+        if (a->mode == FB_SOFTMAX_REF || p_round)
+            k->scale(s, 1.f / l, T);
+        if (p_round)
+            k->round_to[tv](s, T);
+        if (tv == GG_F32) {
+            k->pv(s, (const float *)vg, a->ldkv, T, hd, ob);
+        } else if (k->pvq[tv]) {
+            k->pvq[tv](s, vg, lv, T, hpv, ob);
+        } else {
+            memset(ob, 0, (size_t)hpv * sizeof(float));
+            for (t = 0; t < T; t++) {
+                fq_dequantize_row(tv, vg + (size_t)t * lv, row, hpv);
+                k->axpy(s[t], row, ob, hpv);
+            }
+        }
+        memcpy(o, ob, (size_t)hd * sizeof(float));
+        if (a->mode != FB_SOFTMAX_REF && !p_round)
+            k->scale(o, 1.f / l, hd);
+    }
+}
+
 static void attn_task(void *arg, int ith, int nth)
 {
     attn_ctx_t *x = arg;
@@ -1048,12 +1172,19 @@ static void attn_task(void *arg, int ith, int nth)
         const fb_attn_t *a = &x->a[s];
         int64_t lu = u - x->unit_start[s];
         int i = (int)(lu / a->n_head_kv), g = (int)(lu % a->n_head_kv);
-        float *sc = scratch_get(&x->c->attn_scr[ith], ((size_t)a->pos[i] + 1) * sizeof(float));
+        const bool typed = a->type_k != GG_F32 || a->type_v != GG_F32;
+        size_t off[4], need = ((size_t)a->pos[i] + 1) * sizeof(float);
+        if (typed)
+            need = typed_scratch(x->c->k, a, (int64_t)a->pos[i] + 1, off);
+        float *sc = scratch_get(&x->c->attn_scr[ith], need);
         if (!sc) {
             atomic_store(&x->err, -ENOMEM);
             return;
         }
-        attn_unit(x->c->k, a, i, g, sc);
+        if (typed)
+            attn_unit_typed(x->c->k, a, i, g, (uint8_t *)sc, off);
+        else
+            attn_unit(x->c->k, a, i, g, sc);
     }
 }
 
@@ -1268,6 +1399,45 @@ static int cpu_scatter_add_rows(fb_backend_t *be, float *dst, int64_t ld_dst, co
     return 0;
 }
 
+static int cpu_kv_check(fb_backend_t *be, int type_k, int type_v, int head_dim)
+{
+    return fq_type_quantizable(type_k) && fq_type_quantizable(type_v) ? 0 : FD_EUNSUP;
+}
+
+typedef struct kvs_ctx {
+    uint8_t *dst;
+    int type;
+    const float *src;
+    int64_t ld;
+    int n_head_kv, head_dim;
+    size_t row_bytes;
+    _Atomic int err;
+} kvs_ctx_t;
+
+static void kvs_rows(void *arg, int64_t r0, int64_t r1, int ith)
+{
+    kvs_ctx_t *x = arg;
+    int rc = fcpu_ref_kv_store(x->dst + (size_t)r0 * x->row_bytes, x->type, x->src + r0 * x->ld,
+                               x->ld, r1 - r0, x->n_head_kv, x->head_dim);
+    if (rc)
+        atomic_store(&x->err, rc);
+}
+
+/* The reference rounding (quants.c) on the pool: a step writes one row a sequence a layer,
+ * a prefill chunk a few hundred, next to attention over all of them. */
+static int cpu_kv_store(fb_backend_t *be, void *dst, int type, const float *src, int64_t ld_src,
+                        int64_t n_rows, int n_head_kv, int head_dim)
+{
+    fcpu_t *c = (fcpu_t *)be;
+    if (!fq_type_quantizable(type))
+        return FD_EUNSUP;
+    kvs_ctx_t x = {.dst = dst, .type = type, .src = src, .ld = ld_src, .n_head_kv = n_head_kv,
+                   .head_dim = head_dim, .row_bytes = fb_kv_row_bytes(type, n_head_kv, head_dim)};
+    if (n_rows > 0)
+        par_rows(c, n_rows, 8.0 * n_head_kv * head_dim, kvs_rows, &x);
+    return atomic_load(&x.err);
+}
+
 /* ---- roofs (benchmarks) --------------------------------------------------------------- */
 
 /* The read loops a product's weight stream could at best match, on the pool's threads:
@@ -1434,6 +1604,8 @@ static const fb_ops_t cpu_ops = {
     .roof = cpu_roof,
     .gather_rows = cpu_gather_rows,
     .scatter_add_rows = cpu_scatter_add_rows,
+    .kv_check = cpu_kv_check,
+    .kv_store = cpu_kv_store,
 };
 
 static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t errlen)

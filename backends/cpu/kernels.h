@@ -98,6 +98,14 @@ typedef struct fcpu_kern {
                                   size_t ldx, int nr, float *out);
     /* o[0..hd) = sum_t p[t] V[t * ldv + 0..hd) */
     void (*pv)(const float *p, const float *v, int64_t ldv, int64_t T, int hd, float *o);
+    /* KV cache types: o[0..n) = sum_t p[t] V_t, V_t the first n elements of a row of type
+     * (F16, BF16: any n; Q8_0, Q4_0: a multiple of 32) at v + t * ldv bytes (NULL: the
+     * backend dequantizes each row and uses axpy) */
+    void (*pvq[GG_TYPE_COUNT])(const float *p, const void *v, size_t ldv, int64_t T, int n,
+                               float *o);
+    /* x[i] rounded to type and widened back, round to nearest even (F16, BF16; NULL for the
+     * others): the probabilities of P.V over an F16 / BF16 V cache */
+    void (*round_to[GG_TYPE_COUNT])(float *x, int64_t n);
     /* vector helpers */
     float (*vdot)(const float *a, const float *b, int64_t n);
     void (*axpy)(float a, const float *x, float *y, int64_t n);      /* y += a x */

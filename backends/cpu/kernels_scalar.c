@@ -327,6 +327,18 @@ static uint64_t read_sum(const void *p, size_t n, int mode)
     return a[0] + a[1] + a[2] + a[3];
 }
 
+static void round_f16(float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] = fq_f16_to_f32(fq_f32_to_f16(x[i]));
+}
+
+static void round_bf16(float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] = fq_bf16_to_f32(fq_f32_to_bf16(x[i]));
+}
+
 static const fcpu_kern_t table = {
     .name = "scalar",
     .isa = FCPU_ISA_SCALAR,
@@ -336,6 +348,7 @@ static const fcpu_kern_t table = {
             [GG_Q4_0] = dot_q4_0, [GG_Q4_K] = dot_q4_K, [GG_Q5_K] = dot_q5_K,
             [GG_Q6_K] = dot_q6_K},
     .pv = pv,
+    .round_to = {[GG_F16] = round_f16, [GG_BF16] = round_bf16},
     .xform = {[GG_Q8_0] = FCPU_XQ32, [GG_Q4_0] = FCPU_XQ32, [GG_Q4_K] = FCPU_XQK,
               [GG_Q5_K] = FCPU_XQK, [GG_Q6_K] = FCPU_XQK},
     .vdot = vdot,

@@ -117,6 +117,45 @@ void fcpu_ref_rope(float *x, int64_t n_rows, int64_t ld, int n_heads, int head_d
         }
 }
 
+/* Head g of cache row t as floats: the F32 row itself, or the typed row dequantized into
+ * buf (head_dim rounded up to whole blocks). */
+static const float *kv_head(int type, const void *base, int64_t ld, int64_t t, int g, int hd,
+                            int n_head_kv, float *buf)
+{
+    if (type == GG_F32)
+        return (const float *)base + t * ld + (int64_t)g * hd;
+    const size_t hb = fb_kv_head_bytes(type, hd);
+    const int be = gg_block_elems(type);
+    const uint8_t *row = (const uint8_t *)base + (size_t)t * hb * (size_t)n_head_kv;
+    fq_dequantize_row(type, row + (size_t)g * hb, buf, (int64_t)(hd + be - 1) / be * be);
+    return buf;
+}
+
+/* The query as a product with K of type multiplies it (llama.cpp's dot type of the K type):
+ * F16 and BF16 round it to their own type; the block types to int8 blocks of 32 with a float
+ * scale amax / 127 (cpu/kernels.h's XQ32: codes lrintf(x * 127 / amax)), zero padded to whole
+ * blocks; F32 keeps it.  out holds head_dim rounded up to whole blocks. */
+void fcpu_ref_kv_query(int type, const float *q, int hd, float *out)
+{
+    const int be = gg_block_elems(type), hp = (hd + be - 1) / be * be;
+    for (int j = 0; j < hp; j++)
+        out[j] = j < hd ? q[j] : 0.f;
+    if (type == GG_F16 || type == GG_BF16) {
+        for (int j = 0; j < hd; j++)
+            out[j] = type == GG_F16 ? fq_f16_to_f32(fq_f32_to_f16(q[j]))
+                                    : fq_bf16_to_f32(fq_f32_to_bf16(q[j]));
+    } else if (type != GG_F32) {
+        for (int b = 0; b < hp; b += 32) {
+            float amax = 0;
+            for (int j = b; j < b + 32; j++)
+                amax = fmaxf(amax, fabsf(out[j]));
+            const float id = amax > 0 ? 127.f / amax : 0.f, d = amax / 127.f;
+            for (int j = b; j < b + 32; j++)
+                out[j] = (float)lrintf(out[j] * id) * d;
+        }
+    }
+}
+
 int fcpu_ref_attention(const fb_attn_t *a)
 {
     const int hd = a->head_dim, group = a->n_head / a->n_head_kv;
@@ -125,21 +164,32 @@ int fcpu_ref_attention(const fb_attn_t *a)
         n_ctx = FD_MAX(n_ctx, (int64_t)a->pos[i] + 1);
     double *s = malloc((size_t)(n_ctx ? n_ctx : 1) * sizeof(double));
     double *o = malloc((size_t)hd * sizeof(double));
-    if (!s || !o) {
+    float *buf = malloc(((size_t)hd + 256) * sizeof(float));
+    float *qr = malloc(((size_t)hd + 256) * sizeof(float));
+    if (!s || !o || !buf || !qr) {
         free(s);
         free(o);
+        free(buf);
+        free(qr);
         return -ENOMEM;
     }
+    /* an F16 / BF16 V multiplies p in its own type, normalized first (llama.cpp's F16 P.V) */
+    const bool p_round = a->type_v == GG_F16 || a->type_v == GG_BF16;
     for (int i = 0; i < a->n_q; i++) {
         int64_t T = (int64_t)a->pos[i] + 1;
         /* the sliding window: cache rows t with pos - t < window */
         int64_t t0 = a->window > 0 ? FD_MAX((int64_t)0, T - a->window) : 0;
         for (int h = 0; h < a->n_head; h++) {
             const float *q = a->q + (int64_t)i * a->ldq + (int64_t)h * hd;
+            if (a->type_k != GG_F32) {
+                fcpu_ref_kv_query(a->type_k, q, hd, qr);
+                q = qr;
+            }
             int g = h / group;
             double mx = -INFINITY;
             for (int64_t t = t0; t < T; t++) {
-                const float *k = a->k + t * a->ldkv + (int64_t)g * hd;
+                const float *k = kv_head(a->type_k, a->k_data, a->ldkv, t, g, hd, a->n_head_kv,
+                                         buf);
                 double d = 0;
                 for (int j = 0; j < hd; j++)
                     d += (double)q[j] * k[j];
@@ -153,24 +203,53 @@ int fcpu_ref_attention(const fb_attn_t *a)
                 s[t] = exp(s[t] - m);
                 l += s[t];
             }
-            if (a->mode == FB_SOFTMAX_REF) /* normalize p first, then P.V */
+            if (a->mode == FB_SOFTMAX_REF || p_round) /* normalize p first, then P.V */
                 for (int64_t t = t0; t < T; t++)
                     s[t] /= l;
+            if (p_round)
+                for (int64_t t = t0; t < T; t++)
+                    s[t] = a->type_v == GG_F16 ? fq_f16_to_f32(fq_f32_to_f16((float)s[t]))
+                                               : fq_bf16_to_f32(fq_f32_to_bf16((float)s[t]));
             for (int j = 0; j < hd; j++)
                 o[j] = 0;
             for (int64_t t = t0; t < T; t++) {
-                const float *v = a->v + t * a->ldkv + (int64_t)g * hd;
+                const float *v = kv_head(a->type_v, a->v_data, a->ldkv, t, g, hd, a->n_head_kv,
+                                         buf);
                 for (int j = 0; j < hd; j++)
                     o[j] += s[t] * v[j];
             }
             float *out = a->out + (int64_t)i * a->ldo + (int64_t)h * hd;
             for (int j = 0; j < hd; j++)
-                out[j] = (float)(a->mode == FB_SOFTMAX_REF ? o[j] : o[j] / l);
+                out[j] = (float)(a->mode == FB_SOFTMAX_REF || p_round ? o[j] : o[j] / l);
         }
     }
     free(s);
     free(o);
+    free(buf);
+    free(qr);
     return 0;
+}
+
+int fcpu_ref_kv_store(void *dst, int type, const float *src, int64_t ld_src, int64_t n_rows,
+                      int n_head_kv, int head_dim)
+{
+    const size_t hb = fb_kv_head_bytes(type, head_dim);
+    const int be = gg_block_elems(type);
+    const int64_t hdp = (int64_t)(head_dim + be - 1) / be * be;
+    float *buf = calloc((size_t)hdp, sizeof(float));
+    if (!buf)
+        return -ENOMEM;
+    int rc = 0;
+    for (int64_t r = 0; r < n_rows && rc == 0; r++)
+        for (int g = 0; g < n_head_kv && rc == 0; g++) {
+            /* the padding past head_dim stays zero */
+            memcpy(buf, src + r * ld_src + (int64_t)g * head_dim, (size_t)head_dim * sizeof(float));
+            rc = fq_quantize_row(type, buf,
+                                 (uint8_t *)dst + ((size_t)r * (size_t)n_head_kv + (size_t)g) * hb,
+                                 hdp);
+        }
+    free(buf);
+    return rc;
 }
 
 void fcpu_ref_silu_mul(const float *gate, const float *up, int64_t n_rows, int64_t n,

@@ -1533,6 +1533,10 @@ static int check_attn(const fb_attn_t *a)
 {
     if (a->ldq > INT32_MAX || a->ldo > INT32_MAX || a->ldkv > INT32_MAX)
         return -EINVAL;
+    /* F32 caches only (no kv_check: the model refuses other types at load); a typed cache's
+     * bytes read as floats would be garbage */
+    if (a->type_k != GG_F32 || a->type_v != GG_F32)
+        return FD_EUNSUP;
     if (a->n_head / a->n_head_kv > FCU_ATT_MAX_GROUP || a->head_dim > 256) {
         fd_log(FD_LOG_ERROR, "cuda backend: attention with %d query heads per KV head and "
                "head_dim %d (at most %d and 256)", a->n_head / a->n_head_kv, a->head_dim,
@@ -1691,6 +1695,20 @@ static int cuda_attention(fb_backend_t *be, const fb_attn_t *a, int n_seq)
     return rc;
 }
 
+/* out = act(gate) * up as a launch of its own (fcu_ew_p's layout), after what is pending. */
+static int glu_launch(fcuda_t *c, const void *func, const float *gate, const float *up,
+                      int64_t n_rows, int64_t n, int64_t ld_in, float *out)
+{
+    int rc = pend_flush(c);
+    if (rc)
+        return rc;
+    fcu_ew_p p = {out, gate, up, n, n_rows, ld_in, n};
+    time_begin(c, FB_OP_OTHER);
+    rc = launch(c, func, dim3(blocks_for(c, n_rows * n, 256)), dim3(256), p);
+    time_end(c);
+    return rc;
+}
+
 static int cuda_silu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
                          int64_t n, int64_t ld_in, float *out)
 {
@@ -1712,14 +1730,7 @@ static int cuda_silu_mul(fb_backend_t *be, const float *gate, const float *up, i
         c->pend.block = dim3(threads);
         return pend_flush(c);
     }
-    int rc = pend_flush(c);
-    if (rc)
-        return rc;
-    fcu_ew_p p = {out, gate, up, n, n_rows, ld_in, n};
-    time_begin(c, FB_OP_OTHER);
-    rc = launch(c, fcu_k_silu_mul(), dim3(blocks_for(c, n_rows * n, 256)), dim3(256), p);
-    time_end(c);
-    return rc;
+    return glu_launch(c, fcu_k_silu_mul(), gate, up, n_rows, n, ld_in, out);
 }
 
 /* Gemma's gating: a launch of its own (the gate|up product's GLU epilogue is SiLU's). */
@@ -1729,14 +1740,7 @@ static int cuda_gelu_mul(fb_backend_t *be, const float *gate, const float *up, i
     fcuda_t *c = (fcuda_t *)be;
     if (n_rows * n == 0)
         return c->err;
-    int rc = pend_flush(c);
-    if (rc)
-        return rc;
-    fcu_ew_p p = {out, gate, up, n, n_rows, ld_in, n};
-    time_begin(c, FB_OP_OTHER);
-    rc = launch(c, fcu_k_gelu_mul(), dim3(blocks_for(c, n_rows * n, 256)), dim3(256), p);
-    time_end(c);
-    return rc;
+    return glu_launch(c, fcu_k_gelu_mul(), gate, up, n_rows, n, ld_in, out);
 }
 
 /* The embedding scale (which = 0) and the logits' soft-cap (1). */

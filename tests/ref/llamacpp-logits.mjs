@@ -13,10 +13,24 @@ const ids = idArgs.map(Number);
 const llama = await getLlama({gpu: false, build: "never", logLevel: "error"});
 const model = await llama.loadModel({modelPath});
 const n = model.tokens.size ?? undefined;
-// F32 KV cache (llama.cpp defaults to F16, fusiond keeps F32) and no flash attention, so the
-// references differ from fusiond only where the computation does
+// The KV cache type: F32 (fusiond's default; llama.cpp's is F16) unless LLAMACPP_CACHE_TYPE
+// names another (f16, q8_0, ...: K and V alike), and no flash attention, so the references
+// differ from fusiond only where the computation does.  llama.cpp reads a quantized V cache
+// only in its flash attention, so a quantized type turns that on (on the CPU it dequantizes
+// each V row to fp32 and accumulates in fp32; an F16 V, which it would accumulate in fp16
+// there, keeps the plain path).
+// This llama.cpp rotates Q, K and V by a Hadamard transform before a quantized cache
+// stores them (for some head sizes), which fusiond does not: LLAMA_ATTN_ROT_DISABLE (read
+// when the context is made) keeps the references to the plain quantization both share.
+const env = process.env;
+env.LLAMA_ATTN_ROT_DISABLE = env.LLAMA_ATTN_ROT_DISABLE ?? "1";
+const cacheK = (env.LLAMACPP_CACHE_TYPE_K || env.LLAMACPP_CACHE_TYPE || "f32").toUpperCase();
+const cacheV = (env.LLAMACPP_CACHE_TYPE_V || env.LLAMACPP_CACHE_TYPE || "f32").toUpperCase();
+const flash = env.LLAMACPP_FLASH ? env.LLAMACPP_FLASH === "1"
+                                 : !["F32", "F16", "BF16"].includes(cacheV);
 const ctx = await model.createContext({contextSize: 256, batchSize: 256, threads: 1,
-    flashAttention: false, experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32"});
+    flashAttention: flash, experimentalKvCacheKeyType: cacheK,
+    experimentalKvCacheValueType: cacheV});
 const seq = ctx.getSequence();
 const out = await seq.controlledEvaluate(ids.map(t => [t, {generateNext: {logits: true}}]));
 for (let i = 0; i < ids.length; i++) {

@@ -30,6 +30,8 @@ moe_ids="$ids 5 200 333 444 17 99 350 480 12 64 150 222 390 500"
 #        sliding window, gemma2's soft-caps, the RoPE base, a linear RoPE scaling factor; a
 #        window shorter than the prompt, so it matters)
 #        [N,K] (the other architectures: a mixture of N experts, K per token, n_ff each)
+# A name ending in -kv-TYPE (f16, q8_0, ...): llama.cpp's KV cache (K and V) of that type,
+# written on a "cache" line; else f32.
 # MAKE_REFS_ONLY='gemma*' (a shell pattern) rewrites only the files of the names it matches.
 while IFS='|' read -r name spec; do
     case $name in ${MAKE_REFS_ONLY:-*}) ;; *) continue ;; esac
@@ -37,6 +39,7 @@ while IFS='|' read -r name spec; do
     arch=$1 embd=$2 layer=$3 head=$4 headkv=$5 hd=$6 ff=$7 type=$8 tied=$9 seed=${10} rf=${11}
     orig=${12} af=${13} swa=${14:-0} acap=${15:-0} fcap=${16:-0} base=${17:-10000}
     rscale=${18:-0}
+    case $name in *-kv-*) cache=${name##*-kv-};; *) cache=f32;; esac
     gflags=; gkeys=; pids=$ids
     case $arch in
     gemma*)
@@ -69,8 +72,9 @@ while IFS='|' read -r name spec; do
         echo "model arch=$arch n_embd=$embd n_layer=$layer n_head=$head n_head_kv=$headkv" \
              "head_dim=$hd n_ff=$ff n_vocab=512 n_ctx=256 type=$type tied=$tied seed=$seed" \
              "rope_freqs=$rf orig_ctx=$orig attn_factor=$af$gkeys"
+        [ "$cache" = f32 ] || echo "cache $cache $cache"
         echo "ids $pids"
-        node "$ref/llamacpp-logits.mjs" "$model" $pids
+        LLAMACPP_CACHE_TYPE=$cache node "$ref/llamacpp-logits.mjs" "$model" $pids
     } > "$out.tmp"
     mv "$out.tmp" "$out"
     echo "wrote $out"
@@ -110,6 +114,11 @@ mixtral-f32|llama 64 2 4 2 0 96 F32 0 41 0 0 0 8,2
 mixtral-q4_0|llama 256 2 4 2 0 256 Q4_0 1 39 0 0 0 8,2
 qwen2moe-f32|qwen2moe 64 2 4 2 0 96 F32 0 44 0 0 0 8,4
 qwen2moe-q4_k_m|qwen2moe 256 2 4 2 0 256 Q4_K_M 0 44 0 0 0 8,4
+qwen3-f32-kv-f16|qwen3 64 2 4 2 32 160 F32 0 13 0 0 0
+qwen3-f32-kv-q8_0|qwen3 64 2 4 2 32 160 F32 0 13 0 0 0
+llama-hd64-f32-kv-f16|llama 128 2 4 2 64 256 F32 0 28 0 0 0
+llama-hd64-f32-kv-q8_0|llama 128 2 4 2 64 256 F32 0 28 0 0 0
+llama-hd64-f32|llama 128 2 4 2 64 256 F32 0 28 0 0 0
 MODELS
 
 # The Gemma-style vocabulary (fusion-gguf-gen --gemma-vocab) tokenized by llama.cpp: texts with

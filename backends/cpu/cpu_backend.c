@@ -1244,36 +1244,32 @@ static void glu_rows(void *arg, int64_t r0, int64_t r1, int ith)
         e->glu(e->a + r * e->ld, e->b + r * e->ld, e->y + r * e->n, e->n);
 }
 
-/* SiLU's and GELU's gating differ only in the row kernel and its work an element (par_rows'
- * estimate, which sizes the split). */
-static void glu_mul(fcpu_t *c, void (*glu)(const float *, const float *, float *, int64_t),
-                    double cost, const float *gate, const float *up, int64_t n_rows, int64_t n,
-                    int64_t ld_in, float *out)
+/* SiLU's and GELU's gating differ only in the reference op, the row kernel and its work an
+ * element (par_rows' estimate, which sizes the split). */
+static int glu_mul(fb_backend_t *be, bool gelu, const float *gate, const float *up,
+                   int64_t n_rows, int64_t n, int64_t ld_in, float *out)
 {
-    ew_ctx_t e = {.k = c->k, .glu = glu, .a = gate, .b = up, .y = out, .n = n, .ld = ld_in};
-    par_rows(c, n_rows, cost * (double)n, glu_rows, &e);
+    fcpu_t *c = (fcpu_t *)be;
+    if (c->ref) {
+        (gelu ? fcpu_ref_gelu_mul : fcpu_ref_silu_mul)(gate, up, n_rows, n, ld_in, out);
+        return 0;
+    }
+    ew_ctx_t e = {.k = c->k, .glu = gelu ? c->k->gelu_mul : c->k->silu_mul, .a = gate,
+                  .b = up, .y = out, .n = n, .ld = ld_in};
+    par_rows(c, n_rows, (gelu ? 12.0 : 8.0) * (double)n, glu_rows, &e);
+    return 0;
 }
 
 static int cpu_silu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
                         int64_t n, int64_t ld_in, float *out)
 {
-    fcpu_t *c = (fcpu_t *)be;
-    if (c->ref)
-        fcpu_ref_silu_mul(gate, up, n_rows, n, ld_in, out);
-    else
-        glu_mul(c, c->k->silu_mul, 8.0, gate, up, n_rows, n, ld_in, out);
-    return 0;
+    return glu_mul(be, false, gate, up, n_rows, n, ld_in, out);
 }
 
 static int cpu_gelu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
                         int64_t n, int64_t ld_in, float *out)
 {
-    fcpu_t *c = (fcpu_t *)be;
-    if (c->ref)
-        fcpu_ref_gelu_mul(gate, up, n_rows, n, ld_in, out);
-    else
-        glu_mul(c, c->k->gelu_mul, 12.0, gate, up, n_rows, n, ld_in, out);
-    return 0;
+    return glu_mul(be, true, gate, up, n_rows, n, ld_in, out);
 }
 
 /* scale and softcap run once a step on one row of n_embd or the logits: one thread */

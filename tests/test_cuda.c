@@ -915,6 +915,21 @@ static void greedy_vs_cpu(const char *path, const char *name, const char *const 
     }
 }
 
+/* greedy_vs_cpu on each of n F32 specs (hp gets the spec's index), the CPU backend without
+ * BLAS, logits within 1e-3. */
+static void specs_vs_cpu(const gguf_w_llama_t *specs, int n,
+                         void (*hp)(const llm_hparams_t *h, int m))
+{
+    for (int m = 0; m < n; m++) {
+        char path[] = "/tmp/fusiond-cuda-model-XXXXXX";
+        gguf_w_llama_t sp = specs[m];
+        write_spec(&sp, path);
+        const char *cpu_opt[] = {"blas_rows=0", NULL};
+        greedy_vs_cpu(path, sp.name, cpu_opt, 1e-3f, hp, m);
+        unlink(path);
+    }
+}
+
 /* test_other_archs' specs: qwen3 (m 0) has head norms, the llama and phi3 ones frequency
  * factors. */
 static void archs_hp(const llm_hparams_t *h, int m)
@@ -957,14 +972,7 @@ START_TEST(test_other_archs)
           .norm_eps = 1e-5f, .orig_ctx = 128, .attn_factor = 1.19f, .wtype = GG_F32,
           .seed = 7 },
     };
-    for (int m = 0; m < (int)FD_ARRAY_LEN(specs); m++) {
-        char path[] = "/tmp/fusiond-cuda-arch-XXXXXX";
-        gguf_w_llama_t sp = specs[m];
-        write_spec(&sp, path);
-        const char *cpu_opt[] = {"blas_rows=0", NULL};
-        greedy_vs_cpu(path, sp.name, cpu_opt, 1e-3f, archs_hp, m);
-        unlink(path);
-    }
+    specs_vs_cpu(specs, (int)FD_ARRAY_LEN(specs), archs_hp);
 }
 END_TEST
 
@@ -985,14 +993,7 @@ START_TEST(test_gemma)
           .rope_base = 1e6f, .norm_eps = 1e-6f, .tied = true, .wtype = GG_F32, .seed = 9,
           .n_swa = 8 },
     };
-    for (int m = 0; m < (int)FD_ARRAY_LEN(specs); m++) {
-        char path[] = "/tmp/fusiond-cuda-gemma-XXXXXX";
-        gguf_w_llama_t sp = specs[m];
-        write_spec(&sp, path);
-        const char *cpu_opt[] = {"blas_rows=0", NULL};
-        greedy_vs_cpu(path, sp.name, cpu_opt, 1e-3f, gemma_hp, m);
-        unlink(path);
-    }
+    specs_vs_cpu(specs, (int)FD_ARRAY_LEN(specs), gemma_hp);
 }
 END_TEST
 

@@ -116,12 +116,7 @@ static void load_ref(const char *name, ref_t *r)
     char *buf = tu_slurp(tu_src(rel), &len);
     memset(r, 0, sizeof(*r));
     int have_model = 0, rows = 0;
-    for (char *line = buf, *next; line && *line; line = next) {
-        next = strchr(line, '\n');
-        if (next)
-            *next++ = '\0';
-        if (line[0] == '#' || !line[0])
-            continue;
+    for (char *cur = buf, *line; (line = tu_next_line(&cur));) {
         if (!strncmp(line, "model ", 6)) {
             parse_model(r, line + 6);
             have_model = 1;
@@ -144,7 +139,7 @@ static void load_ref(const char *name, ref_t *r)
             ck_assert_int_eq(sscanf(line + 7, "%d %d", &pos, &n), 2);
             ck_assert_msg(r->logits && pos == rows && pos < r->n_ids && n == N_VOCAB,
                           "%s: logits row %d out of order or of %d values", rel, pos, n);
-            char *p = next;
+            char *p = cur;
             ck_assert_ptr_nonnull(p);
             for (int i = 0; i < N_VOCAB; i++) {
                 char *end;
@@ -152,9 +147,9 @@ static void load_ref(const char *name, ref_t *r)
                 ck_assert_msg(end != p, "%s: row %d is short", rel, pos);
                 p = end;
             }
-            next = strchr(p, '\n');
-            if (next)
-                next++;
+            cur = strchr(p, '\n');
+            if (cur)
+                cur++;
             rows++;
         } else {
             ck_abort_msg("%s: unknown line '%.40s'", rel, line);
@@ -625,12 +620,7 @@ START_TEST(test_gemma_tokens)
     memset(&r, 0, sizeof(r));
     llm_model_t *m = NULL;
     int cases = 0;
-    for (char *line = buf, *next; line && *line; line = next) {
-        next = strchr(line, '\n');
-        if (next)
-            *next++ = '\0';
-        if (line[0] == '#' || !line[0])
-            continue;
+    for (char *cur = buf, *line; (line = tu_next_line(&cur));) {
         if (!strncmp(line, "model ", 6)) {
             parse_model(&r, line + 6);
             ck_assert(r.spec.gemma_vocab);

@@ -799,20 +799,7 @@ static int cs_kv_store(fb_backend_t *be, void *dst, int type, const float *src, 
                        int64_t n_rows, int n_head_kv, int head_dim)
 {
     fcs_t *c = (fcs_t *)be;
-    const size_t hb = fb_kv_head_bytes(type, head_dim);
-    const int bl = gg_block_elems(type), hp = (head_dim + bl - 1) / bl * bl;
-    float *row = calloc((size_t)hp, sizeof(float));
-    if (!row)
-        return -ENOMEM;
-    int rc = 0;
-    for (int64_t r = 0; r < n_rows && rc == 0; r++)
-        for (int g = 0; g < n_head_kv && rc == 0; g++) {
-            memcpy(row, src + r * ld_src + (int64_t)g * head_dim, (size_t)head_dim * sizeof(float));
-            rc = fq_quantize_row(type, row,
-                                 (uint8_t *)dst + ((size_t)r * (size_t)n_head_kv + (size_t)g) * hb,
-                                 hp);
-        }
-    free(row);
+    int rc = fb_kv_quantize(dst, type, src, ld_src, n_rows, n_head_kv, head_dim);
     if (rc)
         return rc;
     map_once(c);

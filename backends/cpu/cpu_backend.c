@@ -999,6 +999,15 @@ typedef struct attn_ctx {
     _Atomic int err;
 } attn_ctx_t;
 
+/* cap * tanh(y / cap) in float: the fast paths' soft-cap of attention scores and logits
+ * (the reference ops keep their own, fcpu_ref_softcap). */
+static void softcap_f(float *y, int64_t n, float cap)
+{
+    const float ic = 1.0f / cap;
+    for (int64_t i = 0; i < n; i++)
+        y[i] = cap * tanhf(y[i] * ic);
+}
+
 static void attn_unit(const fcpu_kern_t *k, const fb_attn_t *a, int i, int g, float *sc)
 {
     const int hd = a->head_dim, grp = a->n_head / a->n_head_kv;
@@ -1019,11 +1028,8 @@ static void attn_unit(const fcpu_kern_t *k, const fb_attn_t *a, int i, int g, fl
         for (; t < T; t++)
             s[t] = k->vdot(q, kg + t * a->ldkv, hd);
         k->scale(s, a->scale, T);
-        if (a->softcap > 0.0f) {
-            const float c = a->softcap, ic = 1.0f / a->softcap;
-            for (int64_t u = 0; u < T; u++)
-                s[u] = c * tanhf(s[u] * ic);
-        }
+        if (a->softcap > 0.0f)
+            softcap_f(s, T, a->softcap);
         /* SUMONLY: the paper's form, M = 0, one reduction; otherwise the row max */
         float mx = a->mode == FB_SOFTMAX_SUMONLY ? 0.f : k->vmax(s, T);
         float l = k->exp_sum(s, mx, s, T);
@@ -1130,11 +1136,8 @@ static void attn_unit_typed(const fcpu_kern_t *k, const fb_attn_t *a, int i, int
                 k->dot[tk](n, kg + (size_t)t * lk, x, 0, 1, s + t);
         }
         k->scale(s, a->scale, T);
-        if (a->softcap > 0.0f) {
-            const float c = a->softcap, ic = 1.0f / a->softcap;
-            for (int64_t u = 0; u < T; u++)
-                s[u] = c * tanhf(s[u] * ic);
-        }
+        if (a->softcap > 0.0f)
+            softcap_f(s, T, a->softcap);
         float mx = a->mode == FB_SOFTMAX_SUMONLY ? 0.f : k->vmax(s, T);
         float l = k->exp_sum(s, mx, s, T);
         const bool p_round = tv == GG_F16 || tv == GG_BF16;
@@ -1290,9 +1293,7 @@ static int cpu_softcap(fb_backend_t *be, float *y, int64_t n, float cap)
         fcpu_ref_softcap(y, n, cap);
         return 0;
     }
-    const float ic = 1.0f / cap;
-    for (int64_t i = 0; i < n; i++)
-        y[i] = cap * tanhf(y[i] * ic);
+    softcap_f(y, n, cap);
     return 0;
 }
 

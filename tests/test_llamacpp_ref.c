@@ -398,6 +398,17 @@ START_TEST(test_cache_type_discriminates)
 }
 END_TEST
 
+/* Loads the model at path with the defaults on one thread (*m NULL on failure). */
+static int load_file(const char *path, llm_model_t **m, char *err, size_t errlen)
+{
+    llm_load_params_t p;
+    llm_load_params_default(&p);
+    p.path = path;
+    p.threads = 1;
+    *m = NULL;
+    return llm_load(m, &p, err, errlen);
+}
+
 /* Writes the model of spec s to memory (the caller frees it). */
 static uint8_t *spec_file(gguf_w_llama_t *s, size_t *size)
 {
@@ -439,12 +450,8 @@ static int load_patched(const uint8_t *file, size_t size, const char *find, cons
     ck_assert_uint_eq(fwrite(buf, 1, size, f), size);
     fclose(f);
     free(buf);
-    llm_load_params_t p;
-    llm_load_params_default(&p);
-    p.path = path;
-    p.threads = 1;
-    llm_model_t *m = NULL;
-    int rc = llm_load(&m, &p, err, errlen);
+    llm_model_t *m;
+    int rc = load_file(path, &m, err, errlen);
     ck_assert_ptr_null(m);
     unlink(path);
     return rc;
@@ -533,12 +540,8 @@ static llm_model_t *load_gemma(gguf_w_llama_t *s, void (*extra)(gguf_w_t *w))
     snprintf(path, sizeof(path), "%s/hp.gguf", tmpdir);
     ck_assert_int_eq(gguf_w_write_file(w, path, err, sizeof(err)), 0);
     gguf_w_free(w);
-    llm_load_params_t p;
-    llm_load_params_default(&p);
-    p.path = path;
-    p.threads = 1;
-    llm_model_t *m = NULL;
-    ck_assert_msg(llm_load(&m, &p, err, sizeof(err)) == 0, "%s", err);
+    llm_model_t *m;
+    ck_assert_msg(load_file(path, &m, err, sizeof(err)) == 0, "%s", err);
     unlink(path);
     return m;
 }
@@ -625,12 +628,8 @@ START_TEST(test_gemma_tokens)
             parse_model(&r, line + 6);
             ck_assert(r.spec.gemma_vocab);
             const char *path = write_model(&r, "tok-gemma");
-            llm_load_params_t p;
-            llm_load_params_default(&p);
-            p.path = path;
-            p.threads = 1;
             char err[512];
-            ck_assert_msg(llm_load(&m, &p, err, sizeof(err)) == 0, "%s", err);
+            ck_assert_msg(load_file(path, &m, err, sizeof(err)) == 0, "%s", err);
             unlink(path);
             continue;
         }

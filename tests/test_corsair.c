@@ -433,6 +433,21 @@ START_TEST(test_fused_equals_unfused)
 }
 END_TEST
 
+/* Attention inputs: n_q query floats in [-2, 2), then n_kv K in [-2, 2) and V in [-1, 1)
+ * drawn in turn (the caller frees all three). */
+static void rand_qkv(uint64_t *seed, int n_q, int n_kv, float **q, float **k, float **v)
+{
+    *q = malloc(sizeof(float) * (size_t)n_q);
+    *k = malloc(sizeof(float) * (size_t)n_kv);
+    *v = malloc(sizeof(float) * (size_t)n_kv);
+    for (int i = 0; i < n_q; i++)
+        (*q)[i] = tu_randf(seed) * 2;
+    for (int i = 0; i < n_kv; i++) {
+        (*k)[i] = tu_randf(seed) * 2;
+        (*v)[i] = tu_randf(seed);
+    }
+}
+
 /* Attention of one sequence, every mode, against fp64 with the bound of bfp.c applied to
  * each product: scores from BFP q and k rows; p (or exp(s - max)) and V columns in BFP along
  * the context. */
@@ -441,14 +456,8 @@ START_TEST(test_attention_bound)
     uint64_t seed = 9;
     const int hd = 64, nh = 4, nkv = 2, nq = 3, T = 150;
     const int nqd = nh * hd, nkvd = nkv * hd;
-    float *q = malloc(sizeof(float) * nq * nqd), *k = malloc(sizeof(float) * T * nkvd);
-    float *v = malloc(sizeof(float) * T * nkvd);
-    for (int i = 0; i < nq * nqd; i++)
-        q[i] = tu_randf(&seed) * 2;
-    for (int i = 0; i < T * nkvd; i++) {
-        k[i] = tu_randf(&seed) * 2;
-        v[i] = tu_randf(&seed);
-    }
+    float *q, *k, *v;
+    rand_qkv(&seed, nq * nqd, T * nkvd, &q, &k, &v);
     int32_t pos[3] = { 97, 148, 149 };
     const float scale = 1.0f / sqrtf((float)hd);
     static const int modes[3] = { FB_SOFTMAX_REF, FB_SOFTMAX_MAXSUM, FB_SOFTMAX_SUMONLY };
@@ -591,15 +600,9 @@ START_TEST(test_attention_window)
     uint64_t seed = 19;
     const int hd = 64, nh = 4, nkv = 2, nq = 3, T = 90;
     const int nqd = nh * hd, nkvd = nkv * hd;
-    float *q = malloc(sizeof(float) * nq * nqd), *k = malloc(sizeof(float) * T * nkvd);
-    float *v = malloc(sizeof(float) * T * nkvd), *want = malloc(sizeof(float) * nq * nqd);
-    float *full = malloc(sizeof(float) * nq * nqd);
-    for (int i = 0; i < nq * nqd; i++)
-        q[i] = tu_randf(&seed) * 2;
-    for (int i = 0; i < T * nkvd; i++) {
-        k[i] = tu_randf(&seed) * 2;
-        v[i] = tu_randf(&seed);
-    }
+    float *q, *k, *v;
+    rand_qkv(&seed, nq * nqd, T * nkvd, &q, &k, &v);
+    float *want = malloc(sizeof(float) * nq * nqd), *full = malloc(sizeof(float) * nq * nqd);
     int32_t pos[3] = { 5, 60, 89 };
     static const char *const ref_opt[] = { "ref=1", NULL };
     fb_config_t cc = { .threads = 1, .options = ref_opt };

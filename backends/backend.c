@@ -481,6 +481,28 @@ size_t fb_kv_row_bytes(int type, int n_head_kv, int head_dim)
     return n_head_kv > 0 ? (size_t)n_head_kv * fb_kv_head_bytes(type, head_dim) : 0;
 }
 
+int fb_kv_quantize(void *dst, int type, const float *src, int64_t ld_src, int64_t n_rows,
+                   int n_head_kv, int head_dim)
+{
+    const size_t hb = fb_kv_head_bytes(type, head_dim);
+    const int be = gg_block_elems(type);
+    const int64_t hdp = (int64_t)(head_dim + be - 1) / be * be;
+    float *buf = calloc((size_t)hdp, sizeof(float));
+    if (!buf)
+        return -ENOMEM;
+    int rc = 0;
+    for (int64_t r = 0; r < n_rows && rc == 0; r++)
+        for (int g = 0; g < n_head_kv && rc == 0; g++) {
+            /* the padding past head_dim stays zero */
+            memcpy(buf, src + r * ld_src + (int64_t)g * head_dim, (size_t)head_dim * sizeof(float));
+            rc = fq_quantize_row(type, buf,
+                                 (uint8_t *)dst + ((size_t)r * (size_t)n_head_kv + (size_t)g) * hb,
+                                 hdp);
+        }
+    free(buf);
+    return rc;
+}
+
 int fb_kv_check(fb_backend_t *be, int type_k, int type_v, int head_dim)
 {
     if (!fb_kv_type_valid(type_k) || !fb_kv_type_valid(type_v) || head_dim <= 0)

@@ -122,6 +122,12 @@ int fb_kv_type_from_name(const char *name);
 const char *fb_kv_type_name(int type);        /* "f16", ...; "?" when not a cache type */
 size_t fb_kv_head_bytes(int type, int head_dim); /* 0 when the type is not a cache type */
 size_t fb_kv_row_bytes(int type, int n_head_kv, int head_dim);
+/* n_rows rows of n_head_kv heads of head_dim floats (rows ld_src apart) as typed cache rows
+ * at dst (layout above): each head quantized by its type's reference rounding (quants.h),
+ * zero padded to whole blocks.  Shared by the backends' fb_kv_store.  0, -ENOMEM or
+ * fq_quantize_row's error. */
+int fb_kv_quantize(void *dst, int type, const float *src, int64_t ld_src, int64_t n_rows,
+                   int n_head_kv, int head_dim);
 
 typedef struct fb_config {
     int threads;                    /* CPU workers; 0 = online cores */

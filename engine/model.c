@@ -473,6 +473,19 @@ static void shape_str(const gguf_tensor_t *t, char *buf, size_t len)
         snprintf(buf + o, len - (size_t)o, "]");
 }
 
+/* A tensor's type is one the backends' matrix products take (find and experts_of). */
+static int type_check(const llm_model_t *m, const gguf_tensor_t *t, const char *name,
+                      char *err, size_t errlen)
+{
+    if (!matrix_type_ok(t->type) || !fq_type_supported(t->type)) {
+        const char *tn = gg_type_name(t->type);
+        snprintf(err, errlen, "%s: tensor %s has type %s, which is not supported (F32, F16, "
+                 "BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)", gguf_path(m->g), name, tn ? tn : "unknown");
+        return FD_EUNSUP;
+    }
+    return 0;
+}
+
 /* Finds a tensor and checks its shape {ne0} (ne1 = 0) or {ne0, ne1}. */
 static int find(const llm_model_t *m, const char *name, int64_t ne0, int64_t ne1, bool need,
                 const gguf_tensor_t **out, char *err, size_t errlen)
@@ -500,13 +513,7 @@ static int find(const llm_model_t *m, const char *name, int64_t ne0, int64_t ne1
                      gguf_path(m->g), name, have, (long long)ne0);
         return FD_ESHAPE;
     }
-    if (!matrix_type_ok(t->type) || !fq_type_supported(t->type)) {
-        const char *tn = gg_type_name(t->type);
-        snprintf(err, errlen, "%s: tensor %s has type %s, which is not supported (F32, F16, "
-                 "BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)", gguf_path(m->g), name, tn ? tn : "unknown");
-        return FD_EUNSUP;
-    }
-    return 0;
+    return type_check(m, t, name, err, errlen);
 }
 
 /* A 3-D tensor of n_expert matrices of n_out rows by n_in (one after the other in the
@@ -526,12 +533,9 @@ static int experts_of(const llm_model_t *m, const char *name, int64_t n_in, int6
                  gguf_path(m->g), name, have, (long long)n_in, (long long)n_out, n);
         return FD_ESHAPE;
     }
-    if (!matrix_type_ok(t->type) || !fq_type_supported(t->type)) {
-        const char *tn = gg_type_name(t->type);
-        snprintf(err, errlen, "%s: tensor %s has type %s, which is not supported (F32, F16, "
-                 "BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)", gguf_path(m->g), name, tn ? tn : "unknown");
-        return FD_EUNSUP;
-    }
+    int rc = type_check(m, t, name, err, errlen);
+    if (rc)
+        return rc;
     const uint64_t bytes = gg_row_bytes(t->type, (uint64_t)n_in) * (uint64_t)n_out;
     for (int e = 0; e < n; e++)
         views[e] = (fb_weight_t){ .type = t->type, .n_in = n_in, .n_out = n_out,

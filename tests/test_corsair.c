@@ -433,6 +433,21 @@ START_TEST(test_fused_equals_unfused)
 }
 END_TEST
 
+/* Attention inputs: n_q query floats in [-2, 2), then n_kv K in [-2, 2) and V in [-1, 1)
+ * drawn in turn (the caller frees all three). */
+static void rand_qkv(uint64_t *seed, int n_q, int n_kv, float **q, float **k, float **v)
+{
+    *q = malloc(sizeof(float) * (size_t)n_q);
+    *k = malloc(sizeof(float) * (size_t)n_kv);
+    *v = malloc(sizeof(float) * (size_t)n_kv);
+    for (int i = 0; i < n_q; i++)
+        (*q)[i] = tu_randf(seed) * 2;
+    for (int i = 0; i < n_kv; i++) {
+        (*k)[i] = tu_randf(seed) * 2;
+        (*v)[i] = tu_randf(seed);
+    }
+}
+
 /* Attention of one sequence, every mode, against fp64 with the bound of bfp.c applied to
  * each product: scores from BFP q and k rows; p (or exp(s - max)) and V columns in BFP along
  * the context. */
@@ -441,14 +456,8 @@ START_TEST(test_attention_bound)
     uint64_t seed = 9;
     const int hd = 64, nh = 4, nkv = 2, nq = 3, T = 150;
     const int nqd = nh * hd, nkvd = nkv * hd;
-    float *q = malloc(sizeof(float) * nq * nqd), *k = malloc(sizeof(float) * T * nkvd);
-    float *v = malloc(sizeof(float) * T * nkvd);
-    for (int i = 0; i < nq * nqd; i++)
-        q[i] = tu_randf(&seed) * 2;
-    for (int i = 0; i < T * nkvd; i++) {
-        k[i] = tu_randf(&seed) * 2;
-        v[i] = tu_randf(&seed);
-    }
+    float *q, *k, *v;
+    rand_qkv(&seed, nq * nqd, T * nkvd, &q, &k, &v);
     int32_t pos[3] = { 97, 148, 149 };
     const float scale = 1.0f / sqrtf((float)hd);
     static const int modes[3] = { FB_SOFTMAX_REF, FB_SOFTMAX_MAXSUM, FB_SOFTMAX_SUMONLY };
@@ -591,15 +600,9 @@ START_TEST(test_attention_window)
     uint64_t seed = 19;
     const int hd = 64, nh = 4, nkv = 2, nq = 3, T = 90;
     const int nqd = nh * hd, nkvd = nkv * hd;
-    float *q = malloc(sizeof(float) * nq * nqd), *k = malloc(sizeof(float) * T * nkvd);
-    float *v = malloc(sizeof(float) * T * nkvd), *want = malloc(sizeof(float) * nq * nqd);
-    float *full = malloc(sizeof(float) * nq * nqd);
-    for (int i = 0; i < nq * nqd; i++)
-        q[i] = tu_randf(&seed) * 2;
-    for (int i = 0; i < T * nkvd; i++) {
-        k[i] = tu_randf(&seed) * 2;
-        v[i] = tu_randf(&seed);
-    }
+    float *q, *k, *v;
+    rand_qkv(&seed, nq * nqd, T * nkvd, &q, &k, &v);
+    float *want = malloc(sizeof(float) * nq * nqd), *full = malloc(sizeof(float) * nq * nqd);
     int32_t pos[3] = { 5, 60, 89 };
     static const char *const ref_opt[] = { "ref=1", NULL };
     fb_config_t cc = { .threads = 1, .options = ref_opt };
@@ -635,26 +638,25 @@ START_TEST(test_attention_window)
 }
 END_TEST
 
-/* Gemma 2 and Gemma 3 random models (the shapes of test_llamacpp_ref's references: a window
- * of 4 under a 12-token prompt, soft-caps, post norms, GELU) on Corsair, fused and unfused,
- * against the CPU backend: relative RMS difference of the logits within BFP8's error
- * (measured 2.9e-2 to 5.0e-2; a missing window, post norm or embedding scale is off by 0.3
- * to 1 on the CPU backend, GELU as SiLU or a missing soft-cap by 0.1 to 0.2). */
-START_TEST(test_gemma_models)
+/* Writes sp's random model to a new file named from the template path (XXXXXX replaced). */
+static void write_spec(gguf_w_llama_t *sp, char *path)
 {
-    static const char *const arch[2] = { "gemma2", "gemma3" };
-    gguf_w_llama_t sp = { .name = "g", .arch = arch[_i], .n_embd = 64, .n_layer = _i ? 6 : 2,
-                          .n_head = 4, .n_head_kv = 2, .head_dim = 32, .n_ff = 160,
-                          .n_vocab = 512, .n_ctx = 64, .rope_base = _i ? 1e6f : 1e4f,
-                          .norm_eps = 1e-6f, .tied = true, .wtype = GG_F32, .seed = 40,
-                          .n_swa = 4, .attn_softcap = _i ? 0 : 2.5f,
-                          .final_softcap = _i ? 0 : 4 };
-    char path[] = "/tmp/fusiond-corsair-gemma-XXXXXX", err[512];
+    char err[512];
     int fd = mkstemp(path);
     ck_assert_int_ge(fd, 0);
     close(fd);
-    ck_assert_int_eq(gguf_w_llama_write(&sp, path, 1, err, sizeof(err)), 0);
-    const int32_t ids[12] = { 1, 300, 45, 511, 259, 400, 3, 260, 77, 128, 90, 17 };
+    ck_assert_msg(gguf_w_llama_write(sp, path, 1, err, sizeof(err)) == 0, "%s", err);
+}
+
+/* the prompt of vs_cpu and test_moe_models' decode step (ids below the vocabulary's 512) */
+static const int32_t prompt12[12] = { 1, 300, 45, 511, 259, 400, 3, 260, 77, 128, 90, 17 };
+
+/* The logits of a 12-token prompt on Corsair, fused (run 1) and unfused (run 2), against
+ * the CPU backend's (run 0): relative RMS difference below bound. */
+static void vs_cpu(const char *path, const char *label, double bound)
+{
+    char err[512];
+    const int32_t *ids = prompt12;
     const int N = 12, V = 512;
     float *lg[3];
     for (int run = 0; run < 3; run++) {
@@ -679,12 +681,31 @@ START_TEST(test_gemma_models)
             d2 += (double)(lg[run][i] - lg[0][i]) * (lg[run][i] - lg[0][i]);
             r2 += (double)lg[0][i] * lg[0][i];
         }
-        fprintf(stderr, "%s corsair %s: relative RMS difference %.2e\n", arch[_i],
+        fprintf(stderr, "%s corsair %s: relative RMS difference %.2e\n", label,
                 run == 1 ? "fused" : "unfused", sqrt(d2 / r2));
-        ck_assert_msg(sqrt(d2 / r2) < 0.08, "%s run %d: %g", arch[_i], run, sqrt(d2 / r2));
+        ck_assert_msg(sqrt(d2 / r2) < bound, "%s run %d: %g", label, run, sqrt(d2 / r2));
     }
     for (int run = 0; run < 3; run++)
         free(lg[run]);
+}
+
+/* Gemma 2 and Gemma 3 random models (the shapes of test_llamacpp_ref's references: a window
+ * of 4 under a 12-token prompt, soft-caps, post norms, GELU) on Corsair, fused and unfused,
+ * against the CPU backend: relative RMS difference of the logits within BFP8's error
+ * (measured 2.9e-2 to 5.0e-2; a missing window, post norm or embedding scale is off by 0.3
+ * to 1 on the CPU backend, GELU as SiLU or a missing soft-cap by 0.1 to 0.2). */
+START_TEST(test_gemma_models)
+{
+    static const char *const arch[2] = { "gemma2", "gemma3" };
+    gguf_w_llama_t sp = { .name = "g", .arch = arch[_i], .n_embd = 64, .n_layer = _i ? 6 : 2,
+                          .n_head = 4, .n_head_kv = 2, .head_dim = 32, .n_ff = 160,
+                          .n_vocab = 512, .n_ctx = 64, .rope_base = _i ? 1e6f : 1e4f,
+                          .norm_eps = 1e-6f, .tied = true, .wtype = GG_F32, .seed = 40,
+                          .n_swa = 4, .attn_softcap = _i ? 0 : 2.5f,
+                          .final_softcap = _i ? 0 : 4 };
+    char path[] = "/tmp/fusiond-corsair-gemma-XXXXXX";
+    write_spec(&sp, path);
+    vs_cpu(path, arch[_i], 0.08);
     unlink(path);
 }
 END_TEST
@@ -703,42 +724,13 @@ START_TEST(test_moe_models)
                           .norm_eps = 1e-6f, .wtype = GG_F32, .seed = 41, .n_expert = 8,
                           .n_expert_used = 2 };
     char path[] = "/tmp/fusiond-corsair-moe-XXXXXX", err[512];
-    int fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    close(fd);
-    ck_assert_int_eq(gguf_w_llama_write(&sp, path, 1, err, sizeof(err)), 0);
-    const int32_t ids[12] = { 1, 300, 45, 511, 259, 400, 3, 260, 77, 128, 90, 17 };
-    const int N = 12, V = 512;
-    float *lg[3];
-    for (int run = 0; run < 3; run++) {
-        llm_load_params_t p;
-        llm_load_params_default(&p);
-        p.path = path;
-        p.backend = run ? "corsair" : "cpu";
-        p.fusion = run != 2;
-        p.threads = 1;
-        llm_model_t *m = NULL;
-        ck_assert_msg(llm_load(&m, &p, err, sizeof(err)) == 0, "%s", err);
-        int slot;
-        ck_assert_int_eq(llm_seq_alloc(m, &slot), 0);
-        lg[run] = malloc(sizeof(float) * (size_t)(N * V));
-        llm_batch_entry_t e = { .slot = slot, .tokens = ids, .n_tokens = N, .want_logits = N };
-        ck_assert_int_eq(llm_decode(m, &e, 1, lg[run]), 0);
-        llm_free(m);
-    }
-    for (int run = 1; run < 3; run++) {
-        double d2 = 0, r2 = 0;
-        for (int i = 0; i < N * V; i++) {
-            d2 += (double)(lg[run][i] - lg[0][i]) * (lg[run][i] - lg[0][i]);
-            r2 += (double)lg[0][i] * lg[0][i];
-        }
-        fprintf(stderr, "%s (experts) corsair %s: relative RMS difference %.2e\n", arch[_i],
-                run == 1 ? "fused" : "unfused", sqrt(d2 / r2));
-        ck_assert_msg(sqrt(d2 / r2) < 0.1, "%s run %d: %g", arch[_i], run, sqrt(d2 / r2));
-    }
-    for (int run = 0; run < 3; run++)
-        free(lg[run]);
+    write_spec(&sp, path);
+    char label[64];
+    snprintf(label, sizeof(label), "%s (experts)", arch[_i]);
+    vs_cpu(path, label, 0.1);
     /* one decode step after the prompt, with 1 and with 8 experts a token */
+    const int32_t *ids = prompt12;
+    const int N = 12, V = 512;
     double gemm[2];
     for (int k = 0; k < 2; k++) {
         sp.n_expert_used = k ? 8 : 1;

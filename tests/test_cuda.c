@@ -875,6 +875,81 @@ START_TEST(test_cache_types_refused)
 }
 END_TEST
 
+/* Writes sp's random model to a new file named from the template path (XXXXXX replaced). */
+static void write_spec(gguf_w_llama_t *sp, char *path)
+{
+    int fd = mkstemp(path);
+    CHECKM(fd >= 0, "mkstemp");
+    close(fd);
+    char err[512];
+    CHECKM(gguf_w_llama_write(sp, path, 1, err, sizeof(err)) == 0, "%s", err);
+}
+
+/* The model at path on the GPU, fused and unfused, in graphs and eager: 40 greedy ids equal
+ * the CPU backend's (loaded with cpu_opt) and the logits along the way differ by at most
+ * bound; hp checks the CPU model's hyperparameters (what the file must have made of arg). */
+static void greedy_vs_cpu(const char *path, const char *name, const char *const *cpu_opt,
+                          float bound, void (*hp)(const llm_hparams_t *h, int arg), int arg)
+{
+    const char *eager[] = {"graphs=0", NULL};
+    const char *const *gopts[] = {NULL, eager};
+    const int n = 40;
+    for (int f = 0; f < 2; f++) {
+        llm_model_t *cpu = load_path(path, "cpu", f, cpu_opt, 1);
+        hp(llm_hparams(cpu), arg);
+        int32_t want[40], got[40];
+        float d;
+        greedy(cpu, want, n, &d, NULL);
+        for (int k = 0; k < 2; k++) {
+            llm_model_t *g = load_path(path, "cuda", f, gopts[k], 1);
+            llm_model_t *c2 = load_path(path, "cpu", f, cpu_opt, 1);
+            greedy(g, got, n, &d, c2);
+            for (int i = 0; i < n; i++)
+                CHECKM(got[i] == want[i], "%s fusion %d %s: token %d is %d, cpu %d", name, f,
+                       k ? "eager" : "graphs", i, got[i], want[i]);
+            CHECKM(d <= bound, "%s fusion %d: logits differ from the CPU's by %g", name, f, d);
+            llm_free(g);
+            llm_free(c2);
+        }
+        llm_free(cpu);
+    }
+}
+
+/* greedy_vs_cpu on each of n F32 specs (hp gets the spec's index), the CPU backend without
+ * BLAS, logits within 1e-3. */
+static void specs_vs_cpu(const gguf_w_llama_t *specs, int n,
+                         void (*hp)(const llm_hparams_t *h, int m))
+{
+    for (int m = 0; m < n; m++) {
+        char path[] = "/tmp/fusiond-cuda-model-XXXXXX";
+        gguf_w_llama_t sp = specs[m];
+        write_spec(&sp, path);
+        const char *cpu_opt[] = {"blas_rows=0", NULL};
+        greedy_vs_cpu(path, sp.name, cpu_opt, 1e-3f, hp, m);
+        unlink(path);
+    }
+}
+
+/* test_other_archs' specs: qwen3 (m 0) has head norms, the llama and phi3 ones frequency
+ * factors. */
+static void archs_hp(const llm_hparams_t *h, int m)
+{
+    ck_assert_int_eq(h->qk_norm, m == 0);
+    ck_assert_int_eq(h->rope_freqs, m >= 1);
+}
+
+/* test_gemma's specs: gemma2 (m 0) slides in 2 of its 4 layers, gemma3 in 6 of its 7. */
+static void gemma_hp(const llm_hparams_t *h, int m)
+{
+    ck_assert(h->gemma);
+    ck_assert_int_eq(h->n_swa_layers, m ? 6 : 2);
+}
+
+static void moe_hp(const llm_hparams_t *h, int n_expert)
+{
+    ck_assert_int_eq(h->n_expert, n_expert);
+}
+
 /* Random-weight models of the other shapes the loader takes: qwen3 (head_dim 128 with
  * n_head * head_dim = 2 n_embd, and the Q and K head norms between the product and RoPE,
  * which the graph's epilogue merging must leave in order), llama with Llama 3.1's RoPE
@@ -897,40 +972,7 @@ START_TEST(test_other_archs)
           .norm_eps = 1e-5f, .orig_ctx = 128, .attn_factor = 1.19f, .wtype = GG_F32,
           .seed = 7 },
     };
-    for (int m = 0; m < (int)FD_ARRAY_LEN(specs); m++) {
-        char path[] = "/tmp/fusiond-cuda-arch-XXXXXX";
-        int fd = mkstemp(path);
-        CHECKM(fd >= 0, "mkstemp");
-        close(fd);
-        gguf_w_llama_t sp = specs[m];
-        char err[512];
-        CHECKM(gguf_w_llama_write(&sp, path, 1, err, sizeof(err)) == 0, "%s", err);
-        const char *cpu_opt[] = {"blas_rows=0", NULL}, *eager[] = {"graphs=0", NULL};
-        const char *const *gopts[] = {NULL, eager};
-        const int n = 40;
-        for (int f = 0; f < 2; f++) {
-            llm_model_t *cpu = load_path(path, "cpu", f, cpu_opt, 1);
-            ck_assert_int_eq(llm_hparams(cpu)->qk_norm, m == 0);
-            ck_assert_int_eq(llm_hparams(cpu)->rope_freqs, m >= 1);
-            int32_t want[40], got[40];
-            float d;
-            greedy(cpu, want, n, &d, NULL);
-            for (int k = 0; k < 2; k++) {
-                llm_model_t *g = load_path(path, "cuda", f, gopts[k], 1);
-                llm_model_t *c2 = load_path(path, "cpu", f, cpu_opt, 1);
-                greedy(g, got, n, &d, c2);
-                for (int i = 0; i < n; i++)
-                    CHECKM(got[i] == want[i], "%s fusion %d %s: token %d is %d, cpu %d",
-                           sp.name, f, k ? "eager" : "graphs", i, got[i], want[i]);
-                CHECKM(d <= 1e-3f, "%s fusion %d: logits differ from the CPU's by %g", sp.name,
-                       f, d);
-                llm_free(g);
-                llm_free(c2);
-            }
-            llm_free(cpu);
-        }
-        unlink(path);
-    }
+    specs_vs_cpu(specs, (int)FD_ARRAY_LEN(specs), archs_hp);
 }
 END_TEST
 
@@ -951,40 +993,7 @@ START_TEST(test_gemma)
           .rope_base = 1e6f, .norm_eps = 1e-6f, .tied = true, .wtype = GG_F32, .seed = 9,
           .n_swa = 8 },
     };
-    for (int m = 0; m < (int)FD_ARRAY_LEN(specs); m++) {
-        char path[] = "/tmp/fusiond-cuda-gemma-XXXXXX";
-        int fd = mkstemp(path);
-        CHECKM(fd >= 0, "mkstemp");
-        close(fd);
-        gguf_w_llama_t sp = specs[m];
-        char err[512];
-        CHECKM(gguf_w_llama_write(&sp, path, 1, err, sizeof(err)) == 0, "%s", err);
-        const char *cpu_opt[] = {"blas_rows=0", NULL}, *eager[] = {"graphs=0", NULL};
-        const char *const *gopts[] = {NULL, eager};
-        const int n = 40;
-        for (int f = 0; f < 2; f++) {
-            llm_model_t *cpu = load_path(path, "cpu", f, cpu_opt, 1);
-            ck_assert(llm_hparams(cpu)->gemma);
-            ck_assert_int_eq(llm_hparams(cpu)->n_swa_layers, m ? 6 : 2);
-            int32_t want[40], got[40];
-            float d;
-            greedy(cpu, want, n, &d, NULL);
-            for (int k = 0; k < 2; k++) {
-                llm_model_t *g = load_path(path, "cuda", f, gopts[k], 1);
-                llm_model_t *c2 = load_path(path, "cpu", f, cpu_opt, 1);
-                greedy(g, got, n, &d, c2);
-                for (int i = 0; i < n; i++)
-                    CHECKM(got[i] == want[i], "%s fusion %d %s: token %d is %d, cpu %d",
-                           sp.name, f, k ? "eager" : "graphs", i, got[i], want[i]);
-                CHECKM(d <= 1e-3f, "%s fusion %d: logits differ from the CPU's by %g", sp.name,
-                       f, d);
-                llm_free(g);
-                llm_free(c2);
-            }
-            llm_free(cpu);
-        }
-        unlink(path);
-    }
+    specs_vs_cpu(specs, (int)FD_ARRAY_LEN(specs), gemma_hp);
 }
 END_TEST
 
@@ -1043,44 +1052,18 @@ START_TEST(test_moe)
     };
     for (int m = 0; m < (int)FD_ARRAY_LEN(specs); m++) {
         char path[] = "/tmp/fusiond-cuda-moe-XXXXXX";
-        int fd = mkstemp(path);
-        CHECKM(fd >= 0, "mkstemp");
-        close(fd);
         gguf_w_llama_t sp = specs[m];
-        char err[512];
-        CHECKM(gguf_w_llama_write(&sp, path, 1, err, sizeof(err)) == 0, "%s", err);
+        write_spec(&sp, path);
         /* The CPU's fast Q8_0 kernels round the activations to int8 (llama.cpp's way), the
          * GPU's keep them in float: a near tie among random weights then resolves differently
          * (mixtral-test's token 32 did).  The CPU's plain reference ops compute as the GPU
          * does, to float rounding. */
-        const char *cpu_opt[] = {sp.wtype == GG_F32 ? "blas_rows=0" : "ref=1", NULL},
-                   *eager[] = {"graphs=0", NULL};
-        const char *const *gopts[] = {NULL, eager};
-        const int nt = 40;
-        for (int f = 0; f < 2; f++) {
-            llm_model_t *cpu = load_path(path, "cpu", f, cpu_opt, 1);
-            ck_assert_int_eq(llm_hparams(cpu)->n_expert, sp.n_expert);
-            int32_t want[40], got_ids[40];
-            float d;
-            greedy(cpu, want, nt, &d, NULL);
-            for (int k = 0; k < 2; k++) {
-                llm_model_t *gm = load_path(path, "cuda", f, gopts[k], 1);
-                llm_model_t *c2 = load_path(path, "cpu", f, cpu_opt, 1);
-                greedy(gm, got_ids, nt, &d, c2);
-                for (int i = 0; i < nt; i++)
-                    CHECKM(got_ids[i] == want[i], "%s fusion %d %s: token %d is %d, cpu %d",
-                           sp.name, f, k ? "eager" : "graphs", i, got_ids[i], want[i]);
-                /* Q8_0: the 12-row prompt goes through cuBLAS on weights dequantized to f16
-                 * with the activations rounded to f16 (2^-11 relative), which the CPU's
-                 * reference does not do; measured 2.3e-3 on mixtral-test, unfused */
-                const float bound = sp.wtype == GG_F32 ? 1e-3f : 1e-2f;
-                CHECKM(d <= bound, "%s fusion %d: logits differ from the CPU's by %g", sp.name,
-                       f, d);
-                llm_free(gm);
-                llm_free(c2);
-            }
-            llm_free(cpu);
-        }
+        const char *cpu_opt[] = {sp.wtype == GG_F32 ? "blas_rows=0" : "ref=1", NULL};
+        /* Q8_0: the 12-row prompt goes through cuBLAS on weights dequantized to f16
+         * with the activations rounded to f16 (2^-11 relative), which the CPU's
+         * reference does not do; measured 2.3e-3 on mixtral-test, unfused */
+        greedy_vs_cpu(path, sp.name, cpu_opt, sp.wtype == GG_F32 ? 1e-3f : 1e-2f, moe_hp,
+                      (int)sp.n_expert);
         /* two sequences at different lengths in one step */
         llm_model_t *gm = load_path(path, "cuda", true, NULL, 2);
         llm_model_t *cm = load_path(path, "cpu", true, cpu_opt, 2);

@@ -105,12 +105,7 @@ static void load_golden(const char *rel)
     char *buf = golden_buf = tu_slurp(tu_src(rel), &len);
     char *first = NULL;
     rec_t *r = NULL;
-    for (char *line = buf, *next; line && *line; line = next) {
-        next = strchr(line, '\n');
-        if (next)
-            *next++ = '\0';
-        if (line[0] == '#' || !line[0])
-            continue;
+    for (char *cur = buf, *line; (line = tu_next_line(&cur));) {
         char *val = strchr(line, ' ');
         val = val ? (*val = '\0', val + 1) : line + strlen(line);
         if (!first)
@@ -134,16 +129,16 @@ static void load_golden(const char *rel)
             ck_assert_int_eq(r->n_logits, N_VOCAB);
             r->logits = malloc(sizeof(float) * (size_t)r->n_logits);
             ck_assert_ptr_nonnull(r->logits);
-            char *p = next;
+            char *p = cur;
             for (int i = 0; i < r->n_logits; i++) {
                 char *end;
                 r->logits[i] = strtof(p, &end);
                 ck_assert_msg(end != p, "%s: short logits list", rel);
                 p = end;
             }
-            next = strchr(p, '\n');
-            if (next)
-                next++;
+            cur = strchr(p, '\n');
+            if (cur)
+                cur++;
         } else if (strcmp(line, "margin") != 0) {
             ck_abort_msg("%s: unknown key '%s'", rel, line);
         }

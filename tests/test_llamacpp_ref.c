@@ -116,12 +116,7 @@ static void load_ref(const char *name, ref_t *r)
     char *buf = tu_slurp(tu_src(rel), &len);
     memset(r, 0, sizeof(*r));
     int have_model = 0, rows = 0;
-    for (char *line = buf, *next; line && *line; line = next) {
-        next = strchr(line, '\n');
-        if (next)
-            *next++ = '\0';
-        if (line[0] == '#' || !line[0])
-            continue;
+    for (char *cur = buf, *line; (line = tu_next_line(&cur));) {
         if (!strncmp(line, "model ", 6)) {
             parse_model(r, line + 6);
             have_model = 1;
@@ -144,7 +139,7 @@ static void load_ref(const char *name, ref_t *r)
             ck_assert_int_eq(sscanf(line + 7, "%d %d", &pos, &n), 2);
             ck_assert_msg(r->logits && pos == rows && pos < r->n_ids && n == N_VOCAB,
                           "%s: logits row %d out of order or of %d values", rel, pos, n);
-            char *p = next;
+            char *p = cur;
             ck_assert_ptr_nonnull(p);
             for (int i = 0; i < N_VOCAB; i++) {
                 char *end;
@@ -152,9 +147,9 @@ static void load_ref(const char *name, ref_t *r)
                 ck_assert_msg(end != p, "%s: row %d is short", rel, pos);
                 p = end;
             }
-            next = strchr(p, '\n');
-            if (next)
-                next++;
+            cur = strchr(p, '\n');
+            if (cur)
+                cur++;
             rows++;
         } else {
             ck_abort_msg("%s: unknown line '%.40s'", rel, line);
@@ -403,6 +398,30 @@ START_TEST(test_cache_type_discriminates)
 }
 END_TEST
 
+/* Loads the model at path with the defaults on one thread (*m NULL on failure). */
+static int load_file(const char *path, llm_model_t **m, char *err, size_t errlen)
+{
+    llm_load_params_t p;
+    llm_load_params_default(&p);
+    p.path = path;
+    p.threads = 1;
+    *m = NULL;
+    return llm_load(m, &p, err, errlen);
+}
+
+/* Writes the model of spec s to memory (the caller frees it). */
+static uint8_t *spec_file(gguf_w_llama_t *s, size_t *size)
+{
+    gguf_w_t *w;
+    ck_assert_int_eq(gguf_w_new(&w), 0);
+    char err[512];
+    ck_assert_msg(gguf_w_llama_add(w, s, err, sizeof(err)) == 0, "%s", err);
+    uint8_t *file;
+    ck_assert_int_eq(gguf_w_write_mem(w, &file, size, err, sizeof(err)), 0);
+    gguf_w_free(w);
+    return file;
+}
+
 /* Loads a copy of a qwen3 file with one change at the first occurrence of `find`: `repl`
  * (same length) written over it, or, with repl NULL, the 64-bit ne[0] of the tensor named
  * there halved.  Returns the loader's error. */
@@ -431,15 +450,29 @@ static int load_patched(const uint8_t *file, size_t size, const char *find, cons
     ck_assert_uint_eq(fwrite(buf, 1, size, f), size);
     fclose(f);
     free(buf);
-    llm_load_params_t p;
-    llm_load_params_default(&p);
-    p.path = path;
-    p.threads = 1;
-    llm_model_t *m = NULL;
-    int rc = llm_load(&m, &p, err, errlen);
+    llm_model_t *m;
+    int rc = load_file(path, &m, err, errlen);
     ck_assert_ptr_null(m);
     unlink(path);
     return rc;
+}
+
+/* load_patched with `find` renamed to `repl` is refused: FD_EFORMAT, "<find> is missing". */
+static void expect_missing(const uint8_t *file, size_t size, const char *find, const char *repl)
+{
+    char err[512], want[256];
+    int rc = load_patched(file, size, find, repl, err, sizeof(err));
+    ck_assert_int_eq(rc, FD_EFORMAT);
+    snprintf(want, sizeof(want), "%s is missing", find);
+    ck_assert_msg(strstr(err, want), "error: %s", err);
+}
+
+/* load_patched with tensor `name`'s ne[0] halved is refused, naming it. */
+static void expect_halved(const uint8_t *file, size_t size, const char *name)
+{
+    char err[512];
+    int rc = load_patched(file, size, name, NULL, err, sizeof(err));
+    ck_assert_msg(rc != 0 && strstr(err, name), "error: %s", err);
 }
 
 /* A qwen3 file missing a head norm, or with one of the wrong length, is refused naming it. */
@@ -449,23 +482,11 @@ START_TEST(test_qwen3_bad_norm)
                          .n_head = 4, .n_head_kv = 2, .head_dim = 32, .n_ff = 96,
                          .n_vocab = N_VOCAB, .n_ctx = 64, .rope_base = 1e4f, .norm_eps = 1e-6f,
                          .wtype = GG_F32, .seed = 3 };
-    gguf_w_t *w;
-    ck_assert_int_eq(gguf_w_new(&w), 0);
-    char err[512];
-    ck_assert_int_eq(gguf_w_llama_add(w, &s, err, sizeof(err)), 0);
-    uint8_t *file;
     size_t size;
-    ck_assert_int_eq(gguf_w_write_mem(w, &file, &size, err, sizeof(err)), 0);
-    gguf_w_free(w);
+    uint8_t *file = spec_file(&s, &size);
 
-    int rc = load_patched(file, size, "blk.1.attn_k_norm.weight", "blk.1.attn_k_form.weight",
-                          err, sizeof(err));
-    ck_assert_int_eq(rc, FD_EFORMAT);
-    ck_assert_msg(strstr(err, "blk.1.attn_k_norm.weight is missing"), "error: %s", err);
-
-    rc = load_patched(file, size, "blk.0.attn_q_norm.weight", NULL, err, sizeof(err));
-    ck_assert_int_ne(rc, 0);
-    ck_assert_msg(strstr(err, "blk.0.attn_q_norm.weight"), "error: %s", err);
+    expect_missing(file, size, "blk.1.attn_k_norm.weight", "blk.1.attn_k_form.weight");
+    expect_halved(file, size, "blk.0.attn_q_norm.weight");
     free(file);
 }
 END_TEST
@@ -479,31 +500,21 @@ START_TEST(test_gemma_bad)
                          .n_head = 4, .n_head_kv = 2, .head_dim = 32, .n_ff = 96,
                          .n_vocab = N_VOCAB, .n_ctx = 64, .rope_base = 1e6f, .norm_eps = 1e-6f,
                          .wtype = GG_F32, .seed = 3, .tied = true, .n_swa = 4 };
-    gguf_w_t *w;
-    ck_assert_int_eq(gguf_w_new(&w), 0);
     char err[512];
-    ck_assert_int_eq(gguf_w_llama_add(w, &s, err, sizeof(err)), 0);
-    uint8_t *file;
     size_t size;
-    ck_assert_int_eq(gguf_w_write_mem(w, &file, &size, err, sizeof(err)), 0);
-    gguf_w_free(w);
+    uint8_t *file = spec_file(&s, &size);
 
-    int rc = load_patched(file, size, "blk.1.post_ffw_norm.weight", "blk.1.post_ffw_form.weight",
-                          err, sizeof(err));
-    ck_assert_int_eq(rc, FD_EFORMAT);
-    ck_assert_msg(strstr(err, "blk.1.post_ffw_norm.weight is missing"), "error: %s", err);
-    rc = load_patched(file, size, "blk.0.post_attention_norm.weight", NULL, err, sizeof(err));
-    ck_assert_msg(rc != 0 && strstr(err, "blk.0.post_attention_norm.weight"), "error: %s", err);
-    rc = load_patched(file, size, "gemma3.attention.sliding_window",
-                      "gemma3.attention.sliding_windoh", err, sizeof(err));
-    ck_assert_int_eq(rc, FD_EFORMAT);
-    ck_assert_msg(strstr(err, "gemma3.attention.sliding_window is missing"), "error: %s", err);
-    rc = load_patched(file, size, "gemma3", "gemmax", err, sizeof(err));
+    expect_missing(file, size, "blk.1.post_ffw_norm.weight", "blk.1.post_ffw_form.weight");
+    expect_halved(file, size, "blk.0.post_attention_norm.weight");
+    expect_missing(file, size, "gemma3.attention.sliding_window",
+                   "gemma3.attention.sliding_windoh");
+    int rc = load_patched(file, size, "gemma3", "gemmax", err, sizeof(err));
     ck_assert_int_eq(rc, FD_EUNSUP);
     ck_assert_msg(strstr(err, "architecture 'gemmax' is not supported"), "error: %s", err);
     free(file);
 
     /* gemma3n: refused on its architecture alone, before any other key is read */
+    gguf_w_t *w;
     ck_assert_int_eq(gguf_w_new(&w), 0);
     ck_assert_int_eq(gguf_w_add_str(w, "general.architecture", "gemma3n"), 0);
     ck_assert_int_eq(gguf_w_write_mem(w, &file, &size, err, sizeof(err)), 0);
@@ -529,12 +540,8 @@ static llm_model_t *load_gemma(gguf_w_llama_t *s, void (*extra)(gguf_w_t *w))
     snprintf(path, sizeof(path), "%s/hp.gguf", tmpdir);
     ck_assert_int_eq(gguf_w_write_file(w, path, err, sizeof(err)), 0);
     gguf_w_free(w);
-    llm_load_params_t p;
-    llm_load_params_default(&p);
-    p.path = path;
-    p.threads = 1;
-    llm_model_t *m = NULL;
-    ck_assert_msg(llm_load(&m, &p, err, sizeof(err)) == 0, "%s", err);
+    llm_model_t *m;
+    ck_assert_msg(load_file(path, &m, err, sizeof(err)) == 0, "%s", err);
     unlink(path);
     return m;
 }
@@ -616,22 +623,13 @@ START_TEST(test_gemma_tokens)
     memset(&r, 0, sizeof(r));
     llm_model_t *m = NULL;
     int cases = 0;
-    for (char *line = buf, *next; line && *line; line = next) {
-        next = strchr(line, '\n');
-        if (next)
-            *next++ = '\0';
-        if (line[0] == '#' || !line[0])
-            continue;
+    for (char *cur = buf, *line; (line = tu_next_line(&cur));) {
         if (!strncmp(line, "model ", 6)) {
             parse_model(&r, line + 6);
             ck_assert(r.spec.gemma_vocab);
             const char *path = write_model(&r, "tok-gemma");
-            llm_load_params_t p;
-            llm_load_params_default(&p);
-            p.path = path;
-            p.threads = 1;
             char err[512];
-            ck_assert_msg(llm_load(&m, &p, err, sizeof(err)) == 0, "%s", err);
+            ck_assert_msg(load_file(path, &m, err, sizeof(err)) == 0, "%s", err);
             unlink(path);
             continue;
         }
@@ -752,14 +750,7 @@ static uint8_t *moe_file(const char *name, size_t *size)
     ref_t r;
     load_ref(name, &r);
     free(r.logits);
-    gguf_w_t *w;
-    ck_assert_int_eq(gguf_w_new(&w), 0);
-    char err[512];
-    ck_assert_msg(gguf_w_llama_add(w, &r.spec, err, sizeof(err)) == 0, "%s", err);
-    uint8_t *file;
-    ck_assert_int_eq(gguf_w_write_mem(w, &file, size, err, sizeof(err)), 0);
-    gguf_w_free(w);
-    return file;
+    return spec_file(&r.spec, size);
 }
 
 /* Damaged mixture-of-experts files are refused with a message naming what is wrong: more
@@ -785,29 +776,18 @@ START_TEST(test_moe_bad_files)
     v = 4;
     memcpy(at + strlen(key) + 4, &v, 4);
 
-    rc = load_patched(file, size, "blk.1.ffn_gate_inp.weight", "blk.1.ffn_gate_inq.weight",
-                      err, sizeof(err));
-    ck_assert_int_eq(rc, FD_EFORMAT);
-    ck_assert_msg(strstr(err, "blk.1.ffn_gate_inp.weight is missing"), "error: %s", err);
+    expect_missing(file, size, "blk.1.ffn_gate_inp.weight", "blk.1.ffn_gate_inq.weight");
 
-    rc = load_patched(file, size, "blk.0.ffn_up_exps.weight", NULL, err, sizeof(err));
-    ck_assert_int_ne(rc, 0);
-    ck_assert_msg(strstr(err, "blk.0.ffn_up_exps.weight"), "error: %s", err);
+    expect_halved(file, size, "blk.0.ffn_up_exps.weight");
 
-    rc = load_patched(file, size, "blk.1.ffn_down_exps.weight", "blk.1.ffn_down_exps.weighz",
-                      err, sizeof(err));
-    ck_assert_int_eq(rc, FD_EFORMAT);
-    ck_assert_msg(strstr(err, "blk.1.ffn_down_exps.weight is missing"), "error: %s", err);
+    expect_missing(file, size, "blk.1.ffn_down_exps.weight", "blk.1.ffn_down_exps.weighz");
     free(file);
 
     /* qwen2moe without its shared expert's gate, or with a shared expert of the wrong width */
     file = moe_file("qwen2moe-f32", &size);
-    rc = load_patched(file, size, "blk.1.ffn_gate_inp_shexp.weight",
-                      "blk.1.ffn_gate_inp_shexq.weight", err, sizeof(err));
-    ck_assert_int_eq(rc, FD_EFORMAT);
-    ck_assert_msg(strstr(err, "blk.1.ffn_gate_inp_shexp.weight is missing"), "error: %s", err);
-    rc = load_patched(file, size, "blk.0.ffn_up_shexp.weight", NULL, err, sizeof(err));
-    ck_assert_msg(rc != 0 && strstr(err, "blk.0.ffn_up_shexp.weight"), "error: %s", err);
+    expect_missing(file, size, "blk.1.ffn_gate_inp_shexp.weight",
+                   "blk.1.ffn_gate_inp_shexq.weight");
+    expect_halved(file, size, "blk.0.ffn_up_shexp.weight");
     free(file);
 }
 END_TEST

@@ -101,6 +101,21 @@ static inline const char *tu_src(const char *rel)
     return p;
 }
 
+/* Line-oriented reference files: the next line from *cur that is neither blank nor a '#'
+ * comment, cut in place at its newline, *cur moved past it; NULL at the end. */
+static inline char *tu_next_line(char **cur)
+{
+    while (*cur && **cur) {
+        char *line = *cur, *nl = strchr(line, '\n');
+        *cur = nl ? nl + 1 : NULL;
+        if (nl)
+            *nl = '\0';
+        if (line[0] != '#' && line[0])
+            return line;
+    }
+    return NULL;
+}
+
 /* Runs one suite; returns the process exit status. */
 static inline int tu_run(Suite *s)
 {

@@ -634,6 +634,19 @@ static int cs_attention(fb_backend_t *be, const fb_attn_t *a, int n_seq)
     return rc;
 }
 
+/* The simulated time of a gated product (SiLU's or GELU's: one transcendental and a few
+ * products an element), once its values are computed. */
+static int glu_timed(fcs_t *c, const float *gate, const float *up, int64_t n_rows, int64_t n,
+                     const float *out)
+{
+    map_once(c);
+    double t0 = cs_sim_now(c->sim);
+    double ready = FD_MAX(ready_of(c, gate), ready_of(c, up));
+    set_ready(c, out, cs_sim_silu_mul(c->sim, ready, n_rows, n));
+    charge(c, FB_OP_OTHER, t0);
+    return 0;
+}
+
 static int cs_silu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
                        int64_t n, int64_t ld_in, float *out)
 {
@@ -643,16 +656,10 @@ static int cs_silu_mul(fb_backend_t *be, const float *gate, const float *up, int
             float g = gate[r * ld_in + i];
             out[r * n + i] = g / (1.0f + expf(-g)) * up[r * ld_in + i];
         }
-    map_once(c);
-    double t0 = cs_sim_now(c->sim);
-    double ready = FD_MAX(ready_of(c, gate), ready_of(c, up));
-    set_ready(c, out, cs_sim_silu_mul(c->sim, ready, n_rows, n));
-    charge(c, FB_OP_OTHER, t0);
-    return 0;
+    return glu_timed(c, gate, up, n_rows, n, out);
 }
 
-/* GELU (tanh form) gating in fp32 on the SIMD, timed as SiLU's gating: one transcendental
- * and a few products an element. */
+/* GELU (tanh form) gating in fp32 on the SIMD, timed as SiLU's gating. */
 static int cs_gelu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
                        int64_t n, int64_t ld_in, float *out)
 {
@@ -663,12 +670,7 @@ static int cs_gelu_mul(fb_backend_t *be, const float *gate, const float *up, int
             float z = 0.7978845608f * (g + 0.044715f * g * g * g);
             out[r * n + i] = 0.5f * g * (1.0f + tanhf(z)) * up[r * ld_in + i];
         }
-    map_once(c);
-    double t0 = cs_sim_now(c->sim);
-    double ready = FD_MAX(ready_of(c, gate), ready_of(c, up));
-    set_ready(c, out, cs_sim_silu_mul(c->sim, ready, n_rows, n));
-    charge(c, FB_OP_OTHER, t0);
-    return 0;
+    return glu_timed(c, gate, up, n_rows, n, out);
 }
 
 /* The embedding scale: one product an element, timed as an add. */
@@ -797,20 +799,7 @@ static int cs_kv_store(fb_backend_t *be, void *dst, int type, const float *src, 
                        int64_t n_rows, int n_head_kv, int head_dim)
 {
     fcs_t *c = (fcs_t *)be;
-    const size_t hb = fb_kv_head_bytes(type, head_dim);
-    const int bl = gg_block_elems(type), hp = (head_dim + bl - 1) / bl * bl;
-    float *row = calloc((size_t)hp, sizeof(float));
-    if (!row)
-        return -ENOMEM;
-    int rc = 0;
-    for (int64_t r = 0; r < n_rows && rc == 0; r++)
-        for (int g = 0; g < n_head_kv && rc == 0; g++) {
-            memcpy(row, src + r * ld_src + (int64_t)g * head_dim, (size_t)head_dim * sizeof(float));
-            rc = fq_quantize_row(type, row,
-                                 (uint8_t *)dst + ((size_t)r * (size_t)n_head_kv + (size_t)g) * hb,
-                                 hp);
-        }
-    free(row);
+    int rc = fb_kv_quantize(dst, type, src, ld_src, n_rows, n_head_kv, head_dim);
     if (rc)
         return rc;
     map_once(c);

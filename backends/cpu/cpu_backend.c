@@ -1122,6 +1122,15 @@ typedef struct attn_ctx {
     _Atomic int err;
 } attn_ctx_t;
 
+/* cap * tanh(y / cap) in float: the fast paths' soft-cap of attention scores and logits
+ * (the reference ops keep their own, fcpu_ref_softcap). */
+static void softcap_f(float *y, int64_t n, float cap)
+{
+    const float ic = 1.0f / cap;
+    for (int64_t i = 0; i < n; i++)
+        y[i] = cap * tanhf(y[i] * ic);
+}
+
 static void attn_unit(const fcpu_kern_t *k, const fb_attn_t *a, int i, int g, float *sc)
 {
     const int hd = a->head_dim, grp = a->n_head / a->n_head_kv;
@@ -1142,11 +1151,8 @@ static void attn_unit(const fcpu_kern_t *k, const fb_attn_t *a, int i, int g, fl
         for (; t < T; t++)
             s[t] = k->vdot(q, kg + t * a->ldkv, hd);
         k->scale(s, a->scale, T);
-        if (a->softcap > 0.0f) {
-            const float c = a->softcap, ic = 1.0f / a->softcap;
-            for (int64_t u = 0; u < T; u++)
-                s[u] = c * tanhf(s[u] * ic);
-        }
+        if (a->softcap > 0.0f)
+            softcap_f(s, T, a->softcap);
         /* SUMONLY: the paper's form, M = 0, one reduction; otherwise the row max */
         float mx = a->mode == FB_SOFTMAX_SUMONLY ? 0.f : k->vmax(s, T);
         float l = k->exp_sum(s, mx, s, T);
@@ -1253,11 +1259,8 @@ static void attn_unit_typed(const fcpu_kern_t *k, const fb_attn_t *a, int i, int
                 k->dot[tk](n, kg + (size_t)t * lk, x, 0, 1, s + t);
         }
         k->scale(s, a->scale, T);
-        if (a->softcap > 0.0f) {
-            const float c = a->softcap, ic = 1.0f / a->softcap;
-            for (int64_t u = 0; u < T; u++)
-                s[u] = c * tanhf(s[u] * ic);
-        }
+        if (a->softcap > 0.0f)
+            softcap_f(s, T, a->softcap);
         float mx = a->mode == FB_SOFTMAX_SUMONLY ? 0.f : k->vmax(s, T);
         float l = k->exp_sum(s, mx, s, T);
         const bool p_round = tv == GG_F16 || tv == GG_BF16;
@@ -1354,49 +1357,45 @@ static int cpu_attention(fb_backend_t *be, const fb_attn_t *a, int n_seq)
 
 typedef struct ew_ctx {
     const fcpu_kern_t *k;
+    void (*glu)(const float *g, const float *u, float *out, int64_t n); /* gated rows */
     const float *a, *b;
     float *y;
     int64_t n, ld;
 } ew_ctx_t;
 
-static void silu_rows(void *arg, int64_t r0, int64_t r1, int ith)
+static void glu_rows(void *arg, int64_t r0, int64_t r1, int ith)
 {
     ew_ctx_t *e = arg;
     for (int64_t r = r0; r < r1; r++)
-        e->k->silu_mul(e->a + r * e->ld, e->b + r * e->ld, e->y + r * e->n, e->n);
+        e->glu(e->a + r * e->ld, e->b + r * e->ld, e->y + r * e->n, e->n);
+}
+
+/* SiLU's and GELU's gating differ only in the reference op, the row kernel and its work an
+ * element (par_rows' estimate, which sizes the split). */
+static int glu_mul(fb_backend_t *be, bool gelu, const float *gate, const float *up,
+                   int64_t n_rows, int64_t n, int64_t ld_in, float *out)
+{
+    fcpu_t *c = (fcpu_t *)be;
+    if (c->ref) {
+        (gelu ? fcpu_ref_gelu_mul : fcpu_ref_silu_mul)(gate, up, n_rows, n, ld_in, out);
+        return 0;
+    }
+    ew_ctx_t e = {.k = c->k, .glu = gelu ? c->k->gelu_mul : c->k->silu_mul, .a = gate,
+                  .b = up, .y = out, .n = n, .ld = ld_in};
+    par_rows(c, n_rows, (gelu ? 12.0 : 8.0) * (double)n, glu_rows, &e);
+    return 0;
 }
 
 static int cpu_silu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
                         int64_t n, int64_t ld_in, float *out)
 {
-    fcpu_t *c = (fcpu_t *)be;
-    if (c->ref) {
-        fcpu_ref_silu_mul(gate, up, n_rows, n, ld_in, out);
-        return 0;
-    }
-    ew_ctx_t e = {.k = c->k, .a = gate, .b = up, .y = out, .n = n, .ld = ld_in};
-    par_rows(c, n_rows, 8.0 * (double)n, silu_rows, &e);
-    return 0;
-}
-
-static void gelu_rows(void *arg, int64_t r0, int64_t r1, int ith)
-{
-    ew_ctx_t *e = arg;
-    for (int64_t r = r0; r < r1; r++)
-        e->k->gelu_mul(e->a + r * e->ld, e->b + r * e->ld, e->y + r * e->n, e->n);
+    return glu_mul(be, false, gate, up, n_rows, n, ld_in, out);
 }
 
 static int cpu_gelu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
                         int64_t n, int64_t ld_in, float *out)
 {
-    fcpu_t *c = (fcpu_t *)be;
-    if (c->ref) {
-        fcpu_ref_gelu_mul(gate, up, n_rows, n, ld_in, out);
-        return 0;
-    }
-    ew_ctx_t e = {.k = c->k, .a = gate, .b = up, .y = out, .n = n, .ld = ld_in};
-    par_rows(c, n_rows, 12.0 * (double)n, gelu_rows, &e);
-    return 0;
+    return glu_mul(be, true, gate, up, n_rows, n, ld_in, out);
 }
 
 /* scale and softcap run once a step on one row of n_embd or the logits: one thread */
@@ -1417,9 +1416,7 @@ static int cpu_softcap(fb_backend_t *be, float *y, int64_t n, float cap)
         fcpu_ref_softcap(y, n, cap);
         return 0;
     }
-    const float ic = 1.0f / cap;
-    for (int64_t i = 0; i < n; i++)
-        y[i] = cap * tanhf(y[i] * ic);
+    softcap_f(y, n, cap);
     return 0;
 }
 

@@ -233,23 +233,7 @@ int fcpu_ref_attention(const fb_attn_t *a)
 int fcpu_ref_kv_store(void *dst, int type, const float *src, int64_t ld_src, int64_t n_rows,
                       int n_head_kv, int head_dim)
 {
-    const size_t hb = fb_kv_head_bytes(type, head_dim);
-    const int be = gg_block_elems(type);
-    const int64_t hdp = (int64_t)(head_dim + be - 1) / be * be;
-    float *buf = calloc((size_t)hdp, sizeof(float));
-    if (!buf)
-        return -ENOMEM;
-    int rc = 0;
-    for (int64_t r = 0; r < n_rows && rc == 0; r++)
-        for (int g = 0; g < n_head_kv && rc == 0; g++) {
-            /* the padding past head_dim stays zero */
-            memcpy(buf, src + r * ld_src + (int64_t)g * head_dim, (size_t)head_dim * sizeof(float));
-            rc = fq_quantize_row(type, buf,
-                                 (uint8_t *)dst + ((size_t)r * (size_t)n_head_kv + (size_t)g) * hb,
-                                 hdp);
-        }
-    free(buf);
-    return rc;
+    return fb_kv_quantize(dst, type, src, ld_src, n_rows, n_head_kv, head_dim);
 }
 
 void fcpu_ref_silu_mul(const float *gate, const float *up, int64_t n_rows, int64_t n,

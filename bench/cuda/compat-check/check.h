@@ -62,13 +62,21 @@ static void ckl_fail(const char *file, int line, const char *fmt, ...)
             ckl_fail(__FILE__, __LINE__, __VA_ARGS__);                                         \
     } while (0)
 #define ck_assert(c) ck_assert_msg(c, "assertion '%s' failed", #c)
-#define ck_assert_int_eq(a, b)                                                                 \
+#define ckl_cmp(T, F, a, op, b)                                                                \
     do {                                                                                       \
-        intmax_t a_ = (intmax_t)(a), b_ = (intmax_t)(b);                                       \
-        if (a_ != b_)                                                                          \
-            ckl_fail(__FILE__, __LINE__, "'%s == %s' failed: %jd != %jd", #a, #b, a_, b_);     \
+        T a_ = (T)(a), b_ = (T)(b);                                                            \
+        if (!(a_ op b_))                                                                       \
+            ckl_fail(__FILE__, __LINE__, "'%s %s %s' failed: " F " vs " F, #a, #op, #b, a_, b_); \
     } while (0)
+#define ck_assert_int_eq(a, b) ckl_cmp(intmax_t, "%jd", a, ==, b)
+#define ck_assert_int_ne(a, b) ckl_cmp(intmax_t, "%jd", a, !=, b)
+#define ck_assert_int_lt(a, b) ckl_cmp(intmax_t, "%jd", a, <, b)
+#define ck_assert_int_le(a, b) ckl_cmp(intmax_t, "%jd", a, <=, b)
+#define ck_assert_int_gt(a, b) ckl_cmp(intmax_t, "%jd", a, >, b)
+#define ck_assert_int_ge(a, b) ckl_cmp(intmax_t, "%jd", a, >=, b)
+#define ck_assert_uint_eq(a, b) ckl_cmp(uintmax_t, "%ju", a, ==, b)
 #define ck_assert_ptr_nonnull(p) ck_assert_msg((p) != NULL, "'%s' is NULL", #p)
+#define ck_assert_ptr_null(p) ck_assert_msg((p) == NULL, "'%s' is not NULL", #p)
 #define ck_assert_str_eq(a, b)                                                                 \
     ck_assert_msg(strcmp((a), (b)) == 0, "'%s' != '%s'", (a), (b))
 

@@ -56,6 +56,8 @@ static const cfg_t cfgs[] = {
     /* shrinking chunks for batches too (and 16-row groups), and even chunks for decode */
     {{"isa=avx512", "sched=guided", "repack=2"}, 3},
     {{"sched=even"}, 3},
+    /* a group's parts each below dot4_max, their sum above: the group streams them */
+    {{"dot4_max=20000"}, 2},
 };
 #define N_CFG ((int)FD_ARRAY_LEN(cfgs))
 

@@ -756,9 +756,10 @@ static void mm_task(void *arg, int ith, int nth)
 }
 
 /* Chooses the path, kernels and chunking of one product into *mp, as a run on nth threads
- * (0: as many as its work deserves, threads_for), and returns that thread count. */
+ * (0: as many as its work deserves, threads_for), and returns that thread count.  streamed:
+ * decode reads the matrix as a stream from memory whatever its size (dot4q, never dot4). */
 static int mm_setup(fcpu_t *c, const fb_weight_t *w, const float *x, int64_t n_rows, float *y,
-                    const fb_defer_t *defer, int nth, mm_ctx_t *mp)
+                    const fb_defer_t *defer, int nth, bool streamed, mm_ctx_t *mp)
 {
     const int kind = defer ? defer->kind : FB_NORM_NONE;
     mm_ctx_t m = {.c = c, .w = w, .x = x, .n_rows = n_rows, .n_in = w->n_in, .n_out = w->n_out,
@@ -778,7 +779,7 @@ static int mm_setup(fcpu_t *c, const fb_weight_t *w, const float *x, int64_t n_r
         m.path = MM_DOT;
         m.dot = k->dot[w->type];
         m.xform = k->xform[w->type];
-        if (m.row_bytes * (uint64_t)w->n_out <= (uint64_t)c->dot4_max)
+        if (m.row_bytes * (uint64_t)w->n_out <= (uint64_t)c->dot4_max && !streamed)
             m.dot4 = k->dot4[w->type];
         else if (c->streams > 1)
             m.dot4q = k->dot4[w->type];
@@ -858,7 +859,7 @@ static int cpu_matmul(fb_backend_t *be, const fb_weight_t *w, const float *x, in
     if (c->ref)
         return fcpu_ref_matmul(w, x, n_rows, y, defer);
     mm_ctx_t m;
-    int nth = mm_setup(c, w, x, n_rows, y, defer, 0, &m);
+    int nth = mm_setup(c, w, x, n_rows, y, defer, 0, false, &m);
     float *shared = NULL;
     if (kind != FB_NORM_NONE && c->defer_mode == DEFER_ONE && nth > 1) {
         if (!(shared = malloc((size_t)n_rows * sizeof(float))))
@@ -922,10 +923,13 @@ static int cpu_matmul_group(fb_backend_t *be, const fb_mm_part_t *parts, int n_p
         return rc;
     }
     double work = 0;
+    uint64_t bytes = 0;
     int n = 0;
     for (int i = 0; i < n_parts; i++)
         if (parts[i].n_rows) {
-            work += (double)parts[i].w->n_in * (double)parts[i].w->n_out * (double)parts[i].n_rows;
+            const fb_weight_t *w = parts[i].w;
+            work += (double)w->n_in * (double)w->n_out * (double)parts[i].n_rows;
+            bytes += gg_row_bytes(w->type, (uint64_t)w->n_in) * (uint64_t)w->n_out;
             n++;
         }
     if (n == 0)
@@ -934,9 +938,15 @@ static int cpu_matmul_group(fb_backend_t *be, const fb_mm_part_t *parts, int n_p
     if (!ms)
         return -ENOMEM;
     const int nth = threads_for(c, work);
+    /* A group's matrices are as cold as their sum is large: experts are chosen afresh every
+     * step, so a small expert matrix is no more in the caches than a large dense one, and
+     * four adjacent rows a call (dot4, for matrices that stay cached) read it at a fraction
+     * of the rate of dot4q's streams (BENCHMARKS.md, grouped expert products) */
+    const bool streamed = bytes > (uint64_t)c->dot4_max;
     for (int i = 0, j = 0; i < n_parts; i++)
         if (parts[i].n_rows)
-            mm_setup(c, parts[i].w, parts[i].x, parts[i].n_rows, parts[i].y, defer, nth, &ms[j++]);
+            mm_setup(c, parts[i].w, parts[i].x, parts[i].n_rows, parts[i].y, defer, nth, streamed,
+                     &ms[j++]);
     mm_group_t g = {.m = ms, .n = n};
     fcpu_pool_run(c->pool, nth, mm_group_task, &g);
     for (int i = 0; i < n && rc == 0; i++)

@@ -1061,9 +1061,10 @@ START_TEST(test_moe)
         const char *cpu_opt[] = {sp.wtype == GG_F32 ? "blas_rows=0" : "ref=1", NULL};
         /* Q8_0: the 12-row prompt goes through cuBLAS on weights dequantized to f16
          * with the activations rounded to f16 (2^-11 relative), which the CPU's
-         * reference does not do; measured 2.3e-3 on mixtral-test, unfused */
-        greedy_vs_cpu(path, sp.name, cpu_opt, sp.wtype == GG_F32 ? 1e-3f : 1e-2f, moe_hp,
-                      (int)sp.n_expert);
+         * reference does not do; measured on mixtral-test: 2.3e-3 unfused, 3.0e-3 for the
+         * two sequences below (19 rows) */
+        const float bound = sp.wtype == GG_F32 ? 1e-3f : 1e-2f;
+        greedy_vs_cpu(path, sp.name, cpu_opt, bound, moe_hp, (int)sp.n_expert);
         /* two sequences at different lengths in one step */
         llm_model_t *gm = load_path(path, "cuda", true, NULL, 2);
         llm_model_t *cm = load_path(path, "cpu", true, cpu_opt, 2);
@@ -1084,7 +1085,7 @@ START_TEST(test_moe)
         float dmax = 0;
         for (int i = 0; i < 512 * 19; i++)
             dmax = fmaxf(dmax, fabsf(lg[i] - lc[i]));
-        CHECKM(dmax <= 1e-3f, "%s two sequences: logits differ from the CPU's by %g", sp.name,
+        CHECKM(dmax <= bound, "%s two sequences: logits differ from the CPU's by %g", sp.name,
                dmax);
         free(lg);
         free(lc);

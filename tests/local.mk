@@ -200,16 +200,29 @@ tests_test_llamacpp_ref_SOURCES = tests/test_llamacpp_ref.c
 tests_test_llamacpp_ref_CFLAGS = $(TEST_CFLAGS)
 tests_test_llamacpp_ref_LDADD = $(TEST_LIBS)
 TESTS += tests/test_llamacpp_ref
-EXTRA_DIST += tests/data/llamacpp-llama-f32.txt tests/data/llamacpp-qwen2-f32.txt \
-	tests/data/llamacpp-qwen3-f32.txt tests/data/llamacpp-llama-f16.txt \
-	tests/data/llamacpp-llama-bf16.txt tests/data/llamacpp-llama-q8_0.txt \
+EXTRA_DIST += tests/data/llamacpp-gemma-f32.txt tests/data/llamacpp-gemma-q4_k_m.txt \
+	tests/data/llamacpp-gemma2-f32.txt tests/data/llamacpp-gemma2-q4_k_m.txt \
+	tests/data/llamacpp-gemma2-q8_0.txt tests/data/llamacpp-gemma3-f32.txt \
+	tests/data/llamacpp-gemma3-q4_k_m.txt tests/data/llamacpp-gemma3-q8_0.txt \
+	tests/data/llamacpp-gemma3-ropescale-f32.txt tests/data/llamacpp-llama-bf16.txt \
+	tests/data/llamacpp-llama-f16.txt tests/data/llamacpp-llama-f32.txt \
+	tests/data/llamacpp-llama-hd64-f32-kv-f16.txt \
+	tests/data/llamacpp-llama-hd64-f32-kv-q8_0.txt tests/data/llamacpp-llama-hd64-f32.txt \
 	tests/data/llamacpp-llama-q4_0.txt tests/data/llamacpp-llama-q4_k_m.txt \
 	tests/data/llamacpp-llama-q5_k_m.txt tests/data/llamacpp-llama-q6_k.txt \
-	tests/data/llamacpp-qwen3-q4_k_m.txt tests/data/llamacpp-llama3-ropefreqs-f32.txt \
-	tests/data/llamacpp-llama3-ropefreqs-q4_k_m.txt tests/data/llamacpp-phi3-f32.txt \
-	tests/data/llamacpp-phi3-longrope-short-f32.txt tests/data/llamacpp-phi3-longrope-long-f32.txt \
-	tests/data/llamacpp-phi3-q4_k_m.txt tests/ref/make-refs.sh \
-	tests/ref/llamacpp-logits.mjs tests/ref/package.json
+	tests/data/llamacpp-llama-q8_0.txt tests/data/llamacpp-llama3-ropefreqs-f32.txt \
+	tests/data/llamacpp-llama3-ropefreqs-q4_k_m.txt tests/data/llamacpp-mixtral-f32.txt \
+	tests/data/llamacpp-mixtral-q4_0.txt tests/data/llamacpp-olmoe-f32.txt \
+	tests/data/llamacpp-olmoe-q4_k_m.txt tests/data/llamacpp-phi3-f32.txt \
+	tests/data/llamacpp-phi3-longrope-long-f32.txt \
+	tests/data/llamacpp-phi3-longrope-short-f32.txt tests/data/llamacpp-phi3-q4_k_m.txt \
+	tests/data/llamacpp-qwen2-f32.txt tests/data/llamacpp-qwen2moe-f32.txt \
+	tests/data/llamacpp-qwen2moe-q4_k_m.txt tests/data/llamacpp-qwen3-f32-kv-f16.txt \
+	tests/data/llamacpp-qwen3-f32-kv-q8_0.txt tests/data/llamacpp-qwen3-f32.txt \
+	tests/data/llamacpp-qwen3-q4_k_m.txt tests/data/llamacpp-qwen3moe-f32.txt \
+	tests/data/llamacpp-qwen3moe-q4_k_m.txt tests/data/llamacpp-qwen3moe-q8_0.txt \
+	tests/data/llamacpp-tok-gemma.txt tests/ref/llamacpp-logits.mjs \
+	tests/ref/llamacpp-tokens.mjs tests/ref/make-refs.sh tests/ref/package.json
 
 check_PROGRAMS += tests/test_corsair
 tests_test_corsair_SOURCES = tests/test_corsair.c
@@ -302,7 +315,7 @@ tests_test_responses_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
 tests_test_responses_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_responses
 FUZZ_TARGETS += tests/fuzz/fuzz_responses.c
-EXTRA_DIST += tests/fuzz/fuzz_responses.c tests/fuzz/fuzz_responses.dict
+EXTRA_DIST += tests/fuzz/fuzz_responses.c tests/fuzz/fuzz_responses.dict tests/fuzz/corpus/fuzz_responses
 
 # Reasoning (<think>) split from the answer: server/reasoning.c on given texts and cuts.
 check_PROGRAMS += tests/test_reasoning

@@ -4,6 +4,7 @@ black-box reliability tests (test_badinput.py, test_load.py): raw and JSON reque
 the exit status; test_server.py builds on it too.  The skip/fail rules of the C suites: exit 77 skips when the shared model
 is missing, unless FUSIOND_REQUIRE_SHARED=1 (CI).  python3 standard library only."""
 
+import contextlib
 import http.client
 import json
 import os
@@ -50,6 +51,18 @@ def sse_frames(raw):
             continue
         frames.append(json.loads(block[6:]))
     return frames, done
+
+
+@contextlib.contextmanager
+def daemon(check, what, *args, **kw):
+    """A Daemon(*args, **kw) for a with block; at its end, however it ends, check(cond, what)
+    is told whether it exited cleanly, and its log is removed."""
+    d = Daemon(*args, **kw)
+    try:
+        yield d
+    finally:
+        check(d.stop(timeout=30) == 0, what)
+        d.cleanup()
 
 
 class Daemon:

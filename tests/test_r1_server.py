@@ -43,8 +43,7 @@ def main():
     gguf = os.path.join(tmp, "r1-think.gguf")
     gguf_rewrite(model, gguf, template, 2048, TOKENS)
 
-    d = loopback.Daemon(model=gguf)
-    try:
+    with loopback.daemon(check, "deepseek-r1 daemon exit", model=gguf) as d:
         check(b"deepseek-r1" in d.logtext(), "the DeepSeek-R1 template is detected")
         split_case(d, body(ANS), "I reason.", "The answer. ", 1, "length",
                    "closed in the first token")
@@ -84,9 +83,6 @@ def main():
         err = (js or {}).get("error", {})
         check(st == 400 and err.get("param") == "tools" and "deepseek-r1" in err.get("message", ""),
               "tools refused: %d %r" % (st, js))
-    finally:
-        check(d.stop(timeout=30) == 0, "deepseek-r1 daemon exit")
-        d.cleanup()
     os.unlink(gguf)
     os.rmdir(tmp)
 

@@ -249,8 +249,7 @@ def main():
     bad_config([], "reasoning_format in the file", conf)
     os.unlink(conf)
 
-    d = loopback.Daemon(model=gguf)
-    try:
+    with loopback.daemon(check, "qwen3 daemon exit", model=gguf) as d:
         check(b"qwen3" in d.logtext(), "the Qwen3 template is detected")
         after = "The answer. "
         split_case(d, body(THINK), "Step one.", after, 1, "length", "one closed block")
@@ -328,33 +327,21 @@ def main():
               "reasoning_format deepseek-legacy")
         error(d, body(PLAIN, reasoning_format=1), "reasoning_format", "reasoning_format 1")
         responses_cases(d)
-    finally:
-        check(d.stop(timeout=30) == 0, "qwen3 daemon exit")
-        d.cleanup()
 
     # the server's setting: none leaves the block in content unless a request asks
-    d = loopback.Daemon("--reasoning-format", "none", model=gguf)
-    try:
+    with loopback.daemon(check, "none daemon exit", "--reasoning-format", "none",
+                         model=gguf) as d:
         split_case(d, body(THINK), None, TOKENS[THINK], None, "length", "server none")
         split_case(d, body(THINK, reasoning_format="deepseek"), "Step one.", after, 1, "length",
                    "server none, request deepseek")
-    finally:
-        check(d.stop(timeout=30) == 0, "none daemon exit")
-        d.cleanup()
 
     # another format: auto separates nothing; deepseek (server-wide) does
-    d = loopback.Daemon("--chat-template", "chatml", model=gguf)
-    try:
+    with loopback.daemon(check, "chatml daemon exit", "--chat-template", "chatml",
+                         model=gguf) as d:
         split_case(d, body(THINK), None, TOKENS[THINK], None, "length", "chatml auto")
-    finally:
-        check(d.stop(timeout=30) == 0, "chatml daemon exit")
-        d.cleanup()
-    d = loopback.Daemon("--chat-template", "chatml", "--reasoning-format", "deepseek", model=gguf)
-    try:
+    with loopback.daemon(check, "chatml deepseek daemon exit", "--chat-template", "chatml",
+                         "--reasoning-format", "deepseek", model=gguf) as d:
         split_case(d, body(THINK), "Step one.", after, 1, "length", "chatml deepseek")
-    finally:
-        check(d.stop(timeout=30) == 0, "chatml deepseek daemon exit")
-        d.cleanup()
     os.unlink(gguf)
     os.rmdir(tmp)
 

@@ -469,8 +469,8 @@ def disconnect(d):
 
 
 def eviction():
-    d = loopback.Daemon("--responses-store", "2", "--cors-origins", "*")
-    try:
+    with loopback.daemon(check, "eviction daemon exit", "--responses-store", "2",
+                         "--cors-origins", "*") as d:
         # a browser's DELETE is preflighted: the stored-response route allows it
         st, h, _ = d.request("OPTIONS", "/v1/responses/resp_x", headers={
             "Origin": "http://a.example", "Access-Control-Request-Method": "DELETE"})
@@ -486,16 +486,9 @@ def eviction():
         st, r = resp(d, {"input": "x3", "max_output_tokens": 2})
         check(d.get("/v1/responses/" + ids[1])[0] == 200 and
               d.get("/v1/responses/" + ids[2])[0] == 404, "LRU: recently read kept")
-    finally:
-        check(d.stop(timeout=30) == 0, "eviction daemon exit")
-        d.cleanup()
-    d = loopback.Daemon("--responses-store", "0")
-    try:
+    with loopback.daemon(check, "no-store daemon exit", "--responses-store", "0") as d:
         st, r = resp(d, {"input": "x", "max_output_tokens": 2})
         check(st == 200 and d.get("/v1/responses/" + r["id"])[0] == 404, "store of 0 keeps none")
-    finally:
-        check(d.stop(timeout=30) == 0, "no-store daemon exit")
-        d.cleanup()
 
 
 # ---- function calling (a Qwen-template copy of stories260K, call text in rare tokens)
@@ -518,8 +511,7 @@ def tools(model):
     tmp = tempfile.mkdtemp(prefix="fusiond-resp-")
     gguf = os.path.join(tmp, "qwen.gguf")
     gguf_rewrite(model, gguf, tmpl, 2048, TOKENS)
-    d = loopback.Daemon(model=gguf)
-    try:
+    with loopback.daemon(check, "tools daemon exit", model=gguf) as d:
         # one token: the call (the biased token would come again)
         b = {"input": "Weather?", "tools": TOOLS, "max_output_tokens": 1, "temperature": 0,
              "logit_bias": {str(QWEN_CALL): 100}}
@@ -588,25 +580,18 @@ def tools(model):
                                      "output": "Rain"}]})
         check(st == 200 and r2["usage"]["input_tokens"] > r1["usage"]["input_tokens"],
               "function_call_output after previous_response_id: %d %r" % (st, r2))
-    finally:
-        check(d.stop(timeout=30) == 0, "tools daemon exit")
-        d.cleanup()
-        os.unlink(gguf)
-        os.rmdir(tmp)
+    os.unlink(gguf)
+    os.rmdir(tmp)
 
 
 def main():
     model = loopback.shared_model()
-    d = loopback.Daemon()
-    try:
+    with loopback.daemon(check, "daemon exit") as d:
         st, _, raw = d.get("/v1/models")
         d.model = json.loads(raw)["data"][0]["id"]
         for t in (same_as_chat, shapes, formats, logprobs, streaming, store, bad_requests,
                   input_tokens, metrics, disconnect):
             t(d)
-    finally:
-        check(d.stop(timeout=30) == 0, "daemon exit")
-        d.cleanup()
     eviction()
     tools(model)
 

@@ -160,8 +160,7 @@ def main():
     gguf = os.path.join(tmp, "qwen-tools.gguf")
     gguf_rewrite(model, gguf, qwen_template, 2048, TOKENS)
 
-    d = loopback.Daemon(model=gguf)
-    try:
+    with loopback.daemon(check, "qwen daemon exit", model=gguf) as d:
         check(b"qwen" in d.logtext(), "the Qwen template is detected")
         # auto: one call, whole and streamed
         st, js = chat(d, body(QWEN_CALL))
@@ -255,12 +254,9 @@ def main():
               "tools[0].function.parameters", "parameters not an object")
         error(d, body(None, messages=USER + [{"role": "tool", "content": "x"}]),
               "messages[1].tool_call_id", "tool result without its call id")
-    finally:
-        check(d.stop(timeout=30) == 0, "qwen daemon exit")
-        d.cleanup()
 
-    d = loopback.Daemon("--chat-template", "llama3.1", model=gguf)
-    try:
+    with loopback.daemon(check, "llama3.1 daemon exit", "--chat-template", "llama3.1",
+                         model=gguf) as d:
         st, js = chat(d, body(LLAMA_CALL))
         one_call(js, "get_weather", {"city": "Oslo"}, "llama3.1 call")
         st, js = chat(d, body(None, tool_choice=SET_UNIT, max_tokens=200))
@@ -280,12 +276,9 @@ def main():
             {"id": "b", "type": "function", "function": {"name": "clock", "arguments": "{}"}}]}]
         msg = error(d, body(None, messages=two), "messages", "llama3.1 two calls in one message")
         check("single tool-calls" in msg, "llama3.1 refusal says why: " + msg)
-    finally:
-        check(d.stop(timeout=30) == 0, "llama3.1 daemon exit")
-        d.cleanup()
 
-    d = loopback.Daemon("--chat-template", "mistral", model=gguf)
-    try:
+    with loopback.daemon(check, "mistral daemon exit", "--chat-template", "mistral",
+                         model=gguf) as d:
         st, js = chat(d, body(None, tool_choice=SET_UNIT, max_tokens=200))
         c = (js["choices"][0]["message"].get("tool_calls") or [{"function": {}}])[0]["function"]
         check(c.get("name") == "set_unit" and json.loads(c.get("arguments") or "0") in (
@@ -304,21 +297,15 @@ def main():
         hist[1]["tool_calls"][0]["id"] = hist[2]["tool_call_id"] = "call_1"
         msg = error(d, body(None, messages=hist), "messages", "mistral id of the wrong length")
         check("length 9" in msg, "mistral refusal says why: " + msg)
-    finally:
-        check(d.stop(timeout=30) == 0, "mistral daemon exit")
-        d.cleanup()
 
-    d = loopback.Daemon()  # stories260K itself: no template, the plain format
-    try:
+    # stories260K itself: no template, the plain format
+    with loopback.daemon(check, "plain daemon exit") as d:
         error(d, body(None), "tools", "plain format with tools", code="unsupported_parameter")
         st, js = chat(d, body(None, tool_choice="none", max_tokens=2))
         check(st == 200, "plain format, tool_choice none: %d" % st)
         error(d, body(None, tool_choice="none", messages=USER + [
             {"role": "tool", "tool_call_id": "c", "content": "x"}]), "messages",
             "plain format with a tool result", code="unsupported_parameter")
-    finally:
-        check(d.stop(timeout=30) == 0, "plain daemon exit")
-        d.cleanup()
     os.unlink(gguf)
     os.rmdir(tmp)
 

@@ -58,6 +58,7 @@ typedef struct cfg {
     int prompt_lookup_min;
     bool embeddings;        /* serve /v1/embeddings */
     bool spm_infill;        /* /infill in Suffix-Prefix-Middle order */
+    bool slots;             /* serve GET /slots */
     int pooling;            /* enum eng_pooling; 0 (auto): the model's, else mean */
     /* network (restart to change) */
     char *host;

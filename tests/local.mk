@@ -337,3 +337,6 @@ TESTS += tests/test_infill_server.py
 FUZZ_TARGETS += tests/fuzz/fuzz_reasoning.c
 EXTRA_DIST += tests/fuzz/fuzz_reasoning.c tests/fuzz/fuzz_reasoning.dict
 VALGRIND_SUITES += tests/test_reasoning
+# llama-server's native API through the daemon: /completion, /props, /slots, /apply-template.
+dist_check_SCRIPTS += tests/test_native_server.py
+TESTS += tests/test_native_server.py

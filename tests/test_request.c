@@ -561,7 +561,7 @@ static const struct bad_case {
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"echo\":\"no\"}", 400, "echo"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"presence_penalty\":3}", 400, "presence_penalty"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"frequency_penalty\":-2.5}", 400, "frequency_penalty"},
-    {RQ_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":[1]}", 400, "logit_bias"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":[1]}", 400, "logit_bias[0]"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"abc\":1}}", 400, "logit_bias.abc"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"-1\":1}}", 400, "logit_bias.-1"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{\"5\":\"a\"}}", 400, "logit_bias.5"},

@@ -360,12 +360,13 @@ static int parse_bias_pairs(const cJSON *b, const rq_limits_t *lim, rq_t *r, rq_
     return 0;
 }
 
-static int parse_logit_bias(const cJSON *root, const rq_limits_t *lim, rq_t *r, rq_err_t *e)
+static int parse_logit_bias(const cJSON *root, int kind, const rq_limits_t *lim, rq_t *r,
+                            rq_err_t *e)
 {
     const cJSON *b = field(root, "logit_bias");
     if (!b)
         return 0;
-    if (cJSON_IsArray(b))
+    if (cJSON_IsArray(b) && (kind == RQ_NATIVE || kind == RQ_INFILL))
         return parse_bias_pairs(b, lim, r, e);
     if (!cJSON_IsObject(b))
         return bad(e, "logit_bias", "'logit_bias' must be an object mapping token ids to "
@@ -1262,7 +1263,7 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
         s->seed = (uint64_t)v;
         s->has_seed = true;
     }
-    if ((rc = parse_stop(root, lim, r, e)) || (rc = parse_logit_bias(root, lim, r, e)))
+    if ((rc = parse_stop(root, lim, r, e)) || (rc = parse_logit_bias(root, kind, lim, r, e)))
         return rc;
 
     /* vLLM's -1 (the whole vocabulary at every position) is not served: 20 at most */

@@ -1196,10 +1196,9 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
         mt = field(root, "n_predict") || !field(root, "max_tokens") ? "n_predict" : "max_tokens";
         if ((rc = get_int(root, mt, -1, 0x7fffffff, &have, &v, e)))
             return rc;
-        if (have && v == 0)
-            return bad(e, mt, "'%s' must be -1 (until the context is full) or at least 1", mt);
+        /* 0 evaluates the prompt alone (into the prefix cache: llama.vim warms it so) */
         if (have) {
-            r->max_tokens = v < 0 ? RQ_TO_CONTEXT : (int)v;
+            r->max_tokens = v < 0 ? RQ_TO_CONTEXT : v == 0 ? RQ_PROMPT_ONLY : (int)v;
             r->max_tokens_field = mt;
         }
     } else if ((rc = get_int(root, mt, 0, 0x7fffffff, &have, &v, e))) {
@@ -1304,8 +1303,6 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
         r->prompt_logprobs = -1;
         r->include_usage = false;
         r->echo = false;
-        if (r->max_tokens == RQ_PROMPT_ONLY)
-            return bad(e, mt, "'%s' is 0: it must be -1 or at least 1", mt);
     } else if (kind == RQ_INFILL) {
         /* the native answer has none of these */
         static const char *const no[] = {"echo", "logprobs", "prompt_logprobs",

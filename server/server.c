@@ -1719,7 +1719,9 @@ static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
 {
     srv_t *s = j->srv;
     if (ev->prompt) {
-        on_prompt_token(j, c, ev);
+        /* a native n_predict 0 evaluates the prompt with no use for its log-probabilities */
+        if (!native_answer(j) || job_wants_plp(j))
+            on_prompt_token(j, c, ev);
         return;
     }
     if (c->limit_stop)
@@ -2053,6 +2055,16 @@ static enum MHD_Result answer_slots(srv_job_t *j)
                              .params = &pp[k], .n_decoded = c->n_gen,
                              .n_remain = max >= 0 ? FD_MAX(max - c->n_gen, 0) : -1,
                              .has_new_line = c->has_nl};
+    }
+    /* ?fail_on_no_slot=1: a 503 when every place is taken (llama-server's probe) */
+    const char *fail = MHD_lookup_connection_value(j->conn, MHD_GET_ARGUMENT_KIND,
+                                                   "fail_on_no_slot");
+    if (fail && strcmp(fail, "0") != 0 && n_run >= n) {
+        free(run);
+        free(sl);
+        free(pp);
+        return answer_fail(j, 503, "service_unavailable_error", NULL, NULL,
+                           "no slot available");
     }
     nat_server_t sv = {.n_ctx = s->info->n_ctx, .speculative = s->info->draft_max > 0};
     char *body = nat_slots(&sv, sl, n);

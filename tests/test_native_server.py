@@ -8,7 +8,7 @@ n_probs equal to /v1/completions' logprobs; stop_type eos, limit and word with
 stopping_word; timings consistent with the token counts; generation_settings the request's),
 GET /props (slots, context, model path, BOS/EOS, template), POST /props refused (501),
 GET /slots (a slot is_processing with the running request's settings while streams run;
---no-slots answers 501), POST /apply-template (the prompt /v1/chat/completions runs: the
+--no-slots answers 501), n_predict 0 (the prompt alone, left in the prefix cache), POST /apply-template (the prompt /v1/chat/completions runs: the
 same greedy answer from /completion), llama-server's error shape for malformed bodies, the
 fields it ignores, and the metrics labels.  Usage: test_native_server.py (python3 stdlib)."""
 
@@ -169,6 +169,13 @@ def test_stops(d):
     st, _, js = native(d, {"prompt": PROMPT, "n_predict": 12, "stop": ["zzz", word]})
     check(st == 200 and js["stop_type"] == "word" and js["stopping_word"] == word and
           js["content"] == greedy[:greedy.index(word)], "stop_type word: %r" % js)
+    # n_predict 0: the prompt is evaluated, nothing generated
+    st, _, js = native(d, {"prompt": PROMPT, "n_predict": 0})
+    check(st == 200 and js["content"] == "" and js["tokens_predicted"] == 0 and
+          js["stop_type"] == "limit" and js["tokens_evaluated"] == 5, "n_predict 0: %r" % js)
+    st, _, frames, done = stream(d, {"prompt": PROMPT, "n_predict": 0})
+    check(st == 200 and len(frames) == 1 and frames[0]["stop"] is True and not done,
+          "n_predict 0 streamed: the final frame alone: %r" % frames)
     # limit: n_predict; -1 runs until the context is full (truncated) or EOS
     st, _, js = native(d, {"prompt": PROMPT, "n_predict": 3})
     check(js["stop_type"] == "limit" and js["tokens_predicted"] == 3, "limit: %r" % js)
@@ -249,7 +256,7 @@ def test_props_slots(d):
             finally:
                 c.close()
 
-    th = [threading.Thread(target=worker) for _ in range(3)]
+    th = [threading.Thread(target=worker) for _ in range(4)]
     for t in th:
         t.start()
     seen = None
@@ -258,10 +265,20 @@ def test_props_slots(d):
         for s in json.loads(d.get("/slots")[2]):
             if s["is_processing"] and s["next_token"]["n_decoded"] > 0:
                 seen = s
+    # four streams on four slots: at times every one is taken
+    full = None
+    while time.time() < deadline and full is None:
+        st, _, raw = d.get("/slots?fail_on_no_slot=1")
+        if st == 503:
+            full = json.loads(raw)
     stop.set()
     for t in th:
         t.join()
     check(seen is not None, "a slot is_processing while streams run")
+    if full is not None:
+        llama_error(503, full, 503, "?fail_on_no_slot=1 with every slot busy")
+    else:
+        check(False, "?fail_on_no_slot=1 never saw every slot busy")
     if seen:
         p, nt = seen["params"], seen["next_token"]
         check(p["n_predict"] == 400 and p["stream"] is True and p["top_k"] == 7 and
@@ -269,8 +286,9 @@ def test_props_slots(d):
               nt["n_remain"] == 400 - nt["n_decoded"] and nt["has_next_token"] is True,
               "the busy slot shows its request: %r" % seen)
     d.settle()
-    slots = json.loads(d.get("/slots")[2])
-    check(not any(s["is_processing"] for s in slots), "idle again: %r" % slots)
+    st, _, raw = d.get("/slots?fail_on_no_slot=1")
+    slots = json.loads(raw)
+    check(st == 200 and not any(s["is_processing"] for s in slots), "idle again: %r" % slots)
 
 
 def test_apply_template(d):
@@ -309,7 +327,6 @@ def test_errors(d):
         ({"prompt": "x", "post_sampling_probs": True}, "post_sampling_probs"),
         ({"prompt": "x", "mirostat": 2}, "mirostat"),
         ({"prompt": "x", "grammar": "root ::= \"a\""}, "a GBNF grammar"),
-        ({"prompt": "x", "n_predict": 0}, "n_predict 0"),
         ({"prompt": "x", "return_tokens": "yes"}, "return_tokens a string"),
         ({"prompt": {"prompt_string": "x", "multimodal_data": ["AAAA"]}}, "multimodal data"),
     ]
@@ -355,9 +372,18 @@ def main():
         m = d.metrics()
         for ep in ("completion", "props", "slots", "apply_template"):
             check(any('endpoint="%s"' % ep in k for k in m), "the metrics label %s" % ep)
-    with loopback.daemon(check, "fusiond exits 0 (--no-slots)", "--no-slots") as d:
+    with loopback.daemon(check, "fusiond exits 0 (--no-slots)", "--no-slots",
+                         "--prefix-cache") as d:
         st, _, raw = d.get("/slots")
         llama_error(st, json.loads(raw), 501, "--no-slots: /slots")
+        # n_predict 0 leaves the prompt in the prefix cache for the next request (llama.vim)
+        long = PROMPT + ", there was a little girl named Lily. She loved to play outside"
+        st, _, js = native(d, {"prompt": long, "n_predict": 0})
+        check(st == 200 and js["timings"]["cache_n"] == 0, "a cold prompt: %r" % js)
+        st, _, js = native(d, {"prompt": long + " in the sun.", "n_predict": 4})
+        check(st == 200 and js["timings"]["cache_n"] >= 16 and
+              js["timings"]["prompt_n"] + js["timings"]["cache_n"] == js["tokens_evaluated"],
+              "n_predict 0 warmed the prefix cache: %r" % js.get("timings"))
     if FAILS:
         print("%d check(s) failed" % len(FAILS))
         return 1

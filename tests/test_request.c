@@ -767,7 +767,6 @@ static const struct bad_case {
     {RQ_NATIVE, "{\"prompt\":[\"a\",[]]}", 400, "prompt[1]"},
     {RQ_NATIVE, "{\"prompt\":[\"a\",{\"x\":1}]}", 400, "prompt[1]"},
     {RQ_NATIVE, "{\"prompt\":\"x\",\"n_probs\":21}", 400, "n_probs"},
-    {RQ_NATIVE, "{\"prompt\":\"x\",\"n_predict\":0}", 400, "n_predict"},
     {RQ_NATIVE, "{\"prompt\":\"x\",\"max_tokens\":-2}", 400, "max_tokens"},
     {RQ_NATIVE, "{\"prompt\":\"x\",\"return_tokens\":1}", 400, "return_tokens"},
     {RQ_NATIVE, "{\"prompt\":\"x\",\"cache_prompt\":\"yes\"}", 400, "cache_prompt"},
@@ -979,6 +978,12 @@ START_TEST(test_native_body)
     int mt = 0;
     ck_assert_int_eq(rq_resolve_max_tokens(&r, 10, 64, &mt, &e), 0);
     ck_assert_int_eq(mt, 54); /* cut to the context, as llama-server stops there */
+    rq_free(&r);
+    /* n_predict 0: the prompt alone */
+    ck_assert_int_eq(parse(RQ_NATIVE, "{\"prompt\":\"a\",\"n_predict\":0}", &r, &e), 0);
+    ck_assert_int_eq(r.max_tokens, RQ_PROMPT_ONLY);
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 10, 64, &mt, &e), 0);
+    ck_assert_int_eq(mt, 0);
     rq_free(&r);
 }
 END_TEST

@@ -105,7 +105,7 @@ static void check_parsed(const rq_t *r, const rq_limits_t *lim, int kind)
     if (kind == RQ_NATIVE) {
         CHECK(r->n_prompts >= 1 && r->prompts && r->n_probs >= 0 && r->n_probs <= 20);
         CHECK(r->logprobs == (r->n_probs > 0 ? r->n_probs : -1) && !r->echo);
-        CHECK(r->max_tokens != 0 && r->max_tokens != RQ_PROMPT_ONLY);
+        CHECK(r->max_tokens != 0);
         /* its settings object prints, for any parsed request */
         nat_params_t np = {.n_predict = r->max_tokens > 0 ? r->max_tokens : -1,
                            .s = &r->sampling, .stop = (const char *const *)r->stop,
@@ -142,7 +142,8 @@ static void check_parsed(const rq_t *r, const rq_limits_t *lim, int kind)
         return;
     }
     const eng_sampling_t *s = &r->sampling;
-    CHECK(r->max_tokens >= 0 || r->max_tokens == RQ_TO_CONTEXT);
+    CHECK(r->max_tokens >= 0 || r->max_tokens == RQ_TO_CONTEXT ||
+          r->max_tokens == RQ_PROMPT_ONLY);
     CHECK(r->n >= 1 && (size_t)r->n * (r->n_prompts ? r->n_prompts : 1) <= (size_t)lim->max_n);
     CHECK(s->temperature >= 0 && (s->temperature <= 2 || kind == RQ_NATIVE));
     CHECK(s->top_p > 0 && s->top_p <= 1 && s->min_p >= 0 && s->min_p <= 1);
@@ -215,7 +216,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int mt = -1;
         memset(&e, 0, sizeof e);
         if (rq_resolve_max_tokens(&r, n_prompt, 64, &mt, &e) == 0) {
-            CHECK(n_prompt > 0 && mt >= 1 && n_prompt + (size_t)mt <= 64);
+            CHECK(n_prompt > 0 && mt >= (r.max_tokens == RQ_PROMPT_ONLY ? 0 : 1) &&
+                  n_prompt + (size_t)mt <= 64);
             CHECK(r.max_tokens == 0 || r.max_tokens == RQ_TO_CONTEXT || mt == r.max_tokens ||
                   ((kind == RQ_INFILL || kind == RQ_NATIVE) && r.max_tokens > mt));
         } else {

@@ -13,12 +13,11 @@ Usage: test_r1_server.py (python3 stdlib only)."""
 
 import os
 import sys
-import tempfile
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import loopback  # noqa: E402
-from gguf_copy import gguf_rewrite  # noqa: E402
+from gguf_copy import gguf_rewrite, scratch_dir  # noqa: E402
 from test_reasoning_server import FAILS, body, check, split_case  # noqa: E402
 
 # Token ids of stories260K (single rare characters) rewritten to carry R1 output.
@@ -39,7 +38,7 @@ def main():
                            "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"),
               encoding="utf-8") as f:
         template = f.read()
-    tmp = tempfile.mkdtemp(prefix="fusiond-r1-")
+    tmp = scratch_dir("fusiond-r1-")
     gguf = os.path.join(tmp, "r1-think.gguf")
     gguf_rewrite(model, gguf, template, 2048, TOKENS)
 
@@ -83,8 +82,6 @@ def main():
         err = (js or {}).get("error", {})
         check(st == 400 and err.get("param") == "tools" and "deepseek-r1" in err.get("message", ""),
               "tools refused: %d %r" % (st, js))
-    os.unlink(gguf)
-    os.rmdir(tmp)
 
 
 main()

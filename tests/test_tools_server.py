@@ -13,13 +13,12 @@ ids); the plain model refusing tools.  Usage: test_tools_server.py (python3 stdl
 import json
 import os
 import sys
-import tempfile
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import loopback  # noqa: E402
 from loopback import sse_frames  # noqa: E402
-from gguf_copy import gguf_rewrite  # noqa: E402
+from gguf_copy import gguf_rewrite, scratch_dir  # noqa: E402
 
 FAILS = []
 
@@ -156,7 +155,7 @@ def main():
     tpath = os.path.join(shared, "chat-templates", "Qwen-Qwen2.5-7B-Instruct.jinja")
     with open(tpath, encoding="utf-8") as f:
         qwen_template = f.read()
-    tmp = tempfile.mkdtemp(prefix="fusiond-tools-")
+    tmp = scratch_dir("fusiond-tools-")
     gguf = os.path.join(tmp, "qwen-tools.gguf")
     gguf_rewrite(model, gguf, qwen_template, 2048, TOKENS)
 
@@ -306,8 +305,6 @@ def main():
         error(d, body(None, tool_choice="none", messages=USER + [
             {"role": "tool", "tool_call_id": "c", "content": "x"}]), "messages",
             "plain format with a tool result", code="unsupported_parameter")
-    os.unlink(gguf)
-    os.rmdir(tmp)
 
 
 main()

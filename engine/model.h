@@ -86,6 +86,11 @@ typedef struct llm_load_params {
      * n_batch_max - 1 positions a slot (llm_swa_ring), where the backend reads rings and that
      * is less than n_ctx; true keeps every position there too (llama.cpp's --swa-full). */
     bool swa_full;
+    /* LoRA adapter files (engine/lora.h), adapter i being lora[i]: each checked against the
+     * model (a bad one fails the load with a message naming file and tensor); whether and
+     * how much each applies is per batch entry (llm_batch_entry_t.lora) */
+    const char *const *lora;
+    int n_lora;
 } llm_load_params_t;
 
 void llm_load_params_default(llm_load_params_t *p);
@@ -110,6 +115,12 @@ int llm_swa_ring(const llm_model_t *m);
 /* Mixture of experts: how often each expert of each layer was chosen since loading
  * (n_layer * n_expert counts, layer-major), or NULL for a dense model. */
 const uint64_t *llm_expert_counts(const llm_model_t *m);
+/* LoRA adapters loaded (llm_load_params_t.lora), each file's path, adapter.lora.alpha (0:
+ * absent) and number of adapted matrices. */
+int llm_n_lora(const llm_model_t *m);
+const char *llm_lora_path(const llm_model_t *m, int i);
+float llm_lora_alpha(const llm_model_t *m, int i);
+int llm_lora_n_mats(const llm_model_t *m, int i);
 
 /* KV cache slots: each holds one sequence of up to n_ctx tokens at positions 0..len-1. */
 int llm_seq_alloc(llm_model_t *m, int *slot);        /* FD_EFULL when none is free */
@@ -141,6 +152,10 @@ typedef struct llm_batch_entry {
      * is 0. */
     int want_hidden;
     float *hidden;
+    /* llm_n_lora scales, one per adapter: y = W x + scale * alpha / rank * B (A x) on every
+     * adapted matrix (0: that adapter not applied; entries of one call may differ), or NULL:
+     * the base model */
+    const float *lora;
 } llm_batch_entry_t;
 
 /* Runs one step.  logits receives n_vocab floats per row that wants them (want_logits

@@ -346,3 +346,9 @@ tests_test_native_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_native
 dist_check_SCRIPTS += tests/test_native_server.py
 TESTS += tests/test_native_server.py
+
+check_PROGRAMS += tests/test_lora
+tests_test_lora_SOURCES = tests/test_lora.c
+tests_test_lora_CFLAGS = $(TEST_CFLAGS)
+tests_test_lora_LDADD = $(TEST_LIBS)
+TESTS += tests/test_lora

@@ -1774,7 +1774,7 @@ void cfg_dump(const cfg_t *c, FILE *f, bool verbose)
         if ((o->flags & F_REPEAT)) {
             const cfg_list_t *l = cfield(c, o);
             if (l->n == 0 && verbose)
-                fprintf(f, "#%s = KEY=VALUE\n", o->name);
+                fprintf(f, "#%s = %s\n", o->name, o->meta ? o->meta : "VALUE");
             for (int k = 0; k < l->n; k++) {
                 char q[1100];
                 quote(l->v[k], q, sizeof(q));

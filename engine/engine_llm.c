@@ -42,6 +42,11 @@ static int d_seq_truncate(void *ctx, int slot, int len)
     return llm_seq_truncate(((llm_drv_t *)ctx)->m, slot, len);
 }
 
+static int d_seq_reusable(void *ctx, int slot, int len)
+{
+    return llm_seq_reusable(((llm_drv_t *)ctx)->m, slot, len);
+}
+
 static int d_decode(void *ctx, const llm_batch_entry_t *e, int n, float *logits)
 {
     return llm_decode(((llm_drv_t *)ctx)->m, e, n, logits);
@@ -159,6 +164,7 @@ int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
     lp.cache_type_v = p->cache_type_v;
     lp.lora = p->lora;
     lp.n_lora = p->n_lora;
+    lp.swa_full = p->swa_full;
     lp.n_seq_max = p->max_running;
     /* the scheduler's step is one llm_decode call: size the activations for all of it */
     lp.n_batch_max = p->max_batch_tokens ? p->max_batch_tokens
@@ -218,6 +224,7 @@ int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
         .cache_bytes = llm_cache_bytes(d->m),
         .n_lora = llm_n_lora(d->m),
         .lora_paths = d->lora_paths,
+        .swa_ring = llm_swa_ring(d->m),
     };
     eng_driver_t drv = {
         .ctx = d,
@@ -239,6 +246,7 @@ int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
         .host_alloc = d_host_alloc,
         .host_free = d_host_free,
         .close = d_close,
+        .seq_reusable = d_seq_reusable,
     };
     /* eng_open_driver closes the driver (and so the model) when it fails */
     return eng_open_driver(out, p, &drv, err, errlen);

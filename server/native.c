@@ -109,8 +109,7 @@ cJSON *nat_params_json(const nat_params_t *p)
               put(o, "grammar", cJSON_CreateString(p->json_schema ? "(json_schema)" : "")) &&
               put(o, "samplers", smp) &&
               put(o, "timings_per_token", cJSON_CreateFalse()) &&
-              put(o, "post_sampling_probs", cJSON_CreateFalse()) &&
-              put(o, "lora", cJSON_CreateArray());
+              put(o, "post_sampling_probs", cJSON_CreateFalse());
     if (!ok) {
         if (!o || !cJSON_GetObjectItemCaseSensitive(o, "stop"))
             cJSON_Delete(stop);

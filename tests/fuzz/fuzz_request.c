@@ -219,6 +219,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             CHECK(n_prompt > 0 && mt >= (r.max_tokens == RQ_PROMPT_ONLY ? 0 : 1) &&
                   n_prompt + (size_t)mt <= 64);
             CHECK(r.max_tokens == 0 || r.max_tokens == RQ_TO_CONTEXT || mt == r.max_tokens ||
+                  (r.max_tokens == RQ_PROMPT_ONLY && mt == 0) ||
                   ((kind == RQ_INFILL || kind == RQ_NATIVE) && r.max_tokens > mt));
         } else {
             CHECK(e.status == 400);

@@ -290,6 +290,7 @@ dist_check_SCRIPTS += tests/test_chat_jinja.py
 TESTS += tests/test_chat_jinja.py
 EXTRA_DIST += tests/data/chat-templates/Qwen-Qwen3-0.6B.jinja tests/data/chat-templates/README.md
 EXTRA_DIST += tests/data/chat-templates/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja
+EXTRA_DIST += tests/data/chat-templates/unsloth-mistral-Devstral-Small-2507.jinja
 
 check_PROGRAMS += tests/test_toolcall
 tests_test_toolcall_SOURCES = tests/test_toolcall.c

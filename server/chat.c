@@ -907,16 +907,36 @@ static int fmt_qwen3(ctx_t *c)
  * reset either) outputs-begin + output-begin + content + output-end, later ones '\n' +
  * output-begin + content + output-end.  Ending on tool output closes the outputs (and writes
  * no generation prompt); else the prompt is '<｜Assistant｜><think>\n', + '</think>' when
- * thinking is switched off (not the template's: llama-server does so for this format). */
+ * thinking is switched off (not the template's: llama-server does so for this format).
+ * With tools, the system text is llama-server's polyfill (below): the tools as
+ * json.dumps(indent=2) and an example call in the syntax above. */
 static int fmt_deepseek_r1(ctx_t *c)
 {
     const chat_msg_t *sys = NULL;
+    size_t sys_at = 0;
     for (size_t i = 0; i < c->n; i++)
-        if (c->m[i].role == CHAT_SYSTEM)
+        if (c->m[i].role == CHAT_SYSTEM) {
             sys = &c->m[i];
+            sys_at = i;
+        }
     puts_(c->b, c->o->bos);
-    if (sys)
+    if (c->tools && (!sys || sys_at == 0)) {
+        /* The template has no tools list.  llama-server (minja's polyfill) puts one in the
+         * system message: the first message's text + "\n\n" when it is a system message,
+         * else a new system message first; the template then prints the last system
+         * message, so a later one hides the list, as it does there. */
+        if (sys) {
+            put_content(c->b, sys);
+            puts_(c->b, "\n\n");
+        }
+        puts_(c->b, "You can call any of the following tools to satisfy the user's requests: ");
+        pj_value(c->b, c->tools, 2, 0);
+        puts_(c->b, "\n\nExample tool call syntax:\n\n" DS_CALLS_BEGIN DS_CALL_BEGIN "function"
+                    DS_SEP "tool_name\n```json\n{\"arg1\": \"some_value\"}\n```" DS_CALL_END
+                    DS_CALLS_END "\n\n");
+    } else if (sys) {
         put_content(c->b, sys);
+    }
     bool is_first = false, is_tool = false, is_output_first = true;
     for (size_t i = 0; i < c->n; i++) {
         const chat_msg_t *m = &c->m[i];
@@ -1190,7 +1210,7 @@ static int fmt_zephyr(ctx_t *c)
 bool chat_has_tools(int family)
 {
     return family == CHAT_LLAMA31 || family == CHAT_QWEN || family == CHAT_QWEN3 ||
-           family == CHAT_MISTRAL;
+           family == CHAT_MISTRAL || family == CHAT_DEEPSEEK_R1;
 }
 
 bool chat_has_thinking(int family)
@@ -1207,6 +1227,10 @@ int chat_tool_prefill(int family, const char *name, char **out)
     case CHAT_QWEN:
     case CHAT_QWEN3: open = "<tool_call>\n{\"name\": \""; args = "\", \"arguments\": "; break;
     case CHAT_MISTRAL: open = "[TOOL_CALLS][{\"name\": \""; args = "\", \"arguments\": "; break;
+    case CHAT_DEEPSEEK_R1:
+        open = DS_CALLS_BEGIN DS_CALL_BEGIN "function" DS_SEP;
+        args = "\n```json\n";
+        break;
     default: *out = NULL; return -ENOTSUP;
     }
     buf_t b = {0};
@@ -1231,6 +1255,7 @@ const char *chat_tool_close(int family)
     case CHAT_QWEN:
     case CHAT_QWEN3: return "}\n</tool_call>";
     case CHAT_MISTRAL: return "}]";
+    case CHAT_DEEPSEEK_R1: return "\n```" DS_CALL_END DS_CALLS_END;
     default: return NULL;
     }
 }
@@ -1254,8 +1279,7 @@ int chat_format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t 
         set_err(err, errlen, "no messages");
         return -EINVAL;
     }
-    /* DeepSeek-R1's template renders calls and outputs in the history, but not the tools */
-    bool tooled = chat_has_tools(family) || family == CHAT_DEEPSEEK_R1;
+    bool tooled = chat_has_tools(family);
     for (size_t i = 0; i < n; i++) {
         const chat_msg_t *m = &msgs[i];
         if (m->role < CHAT_SYSTEM || m->role > CHAT_TOOL) {

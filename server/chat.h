@@ -86,8 +86,9 @@ int chat_select(const char *override, const char *tmpl, size_t len, int *family,
                 const char **note);
 
 /* Whether the family's template renders tools, tool calls and tool results: Llama 3.1,
- * Qwen 2.5, Qwen3 and Mistral Nemo.  DeepSeek-R1's renders the calls and results of the
- * history (chat_format takes them) but not the tools, so it does not count here. */
+ * Qwen 2.5, Qwen3, Mistral Nemo and DeepSeek-R1 (whose template renders the calls and
+ * results but no tools list: chat_format puts the tools in its system text as llama-server
+ * does). */
 bool chat_has_tools(int family);
 
 /* Whether the family's models write their reasoning as "<think>...</think>" before the
@@ -101,7 +102,8 @@ bool chat_has_thinking(int family);
 int chat_tool_prefill(int family, const char *name, char **out);
 
 /* What closes the call that chat_tool_prefill(family, name) opened, once its arguments are
- * written ("}\n</tool_call>", "}", "}]"); NULL for a family without tool calls. */
+ * written ("}\n</tool_call>", "}", "}]", DeepSeek's "\n```" + call-end + calls-end); NULL
+ * for a family without tool calls. */
 const char *chat_tool_close(int family);
 
 /* Python's json.dumps(json.loads(json), ensure_ascii=False[, indent=N]) (what the

@@ -1992,7 +1992,7 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
     if (r->tools && !chat_has_tools(fam)) {
         rq_fail(e, 400, "invalid_request_error", "tools", "'tools' cannot be used with this "
                 "model: its chat format (%s) has no tool calling (fusiond renders tools for "
-                "the llama3.1, qwen, qwen3 and mistral formats); leave 'tools' out or set "
+                "the llama3.1, qwen, qwen3, mistral and deepseek-r1 formats); leave 'tools' out or set "
                 "'tool_choice' to \"none\"", chat_family_name(fam));
         e->code = "unsupported_parameter";
         return -EINVAL;
@@ -2056,14 +2056,20 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
     if (r->tools && (r->tool_choice == RQ_TOOLS_REQUIRED || r->tool_choice == RQ_TOOLS_NAMED)) {
         rc = chat_tool_prefill(fam, r->tool_choice == RQ_TOOLS_NAMED ? r->tool_name : NULL,
                                &j->tc_prefill);
-        char *t = rc ? NULL : realloc(*text, *len + strlen(j->tc_prefill) + 1);
+        /* a prompt that opened the think block (DeepSeek-R1's) has it closed first: the
+         * call is the answer, after the reasoning, not inside it */
+        const char *close = *len >= 8 && memcmp(*text + *len - 8, "<think>\n", 8) == 0
+                                ? "</think>\n\n" : "";
+        size_t cl = strlen(close);
+        char *t = rc ? NULL : realloc(*text, *len + cl + strlen(j->tc_prefill) + 1);
         if (!t) {
             free(*text);
             *text = NULL;
             return rq_fail(e, 500, "server_error", NULL, "out of memory");
         }
-        memcpy(t + *len, j->tc_prefill, strlen(j->tc_prefill) + 1);
-        *len += strlen(j->tc_prefill);
+        memcpy(t + *len, close, cl);
+        memcpy(t + *len + cl, j->tc_prefill, strlen(j->tc_prefill) + 1);
+        *len += cl + strlen(j->tc_prefill);
         *text = t;
     }
     return 0;

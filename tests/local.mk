@@ -300,7 +300,7 @@ tests_test_toolcall_CFLAGS = $(TEST_CFLAGS)
 tests_test_toolcall_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_toolcall
 FUZZ_TARGETS += tests/fuzz/fuzz_toolcall.c
-EXTRA_DIST += tests/fuzz/fuzz_toolcall.c
+EXTRA_DIST += tests/fuzz/fuzz_toolcall.c tests/fuzz/corpus/fuzz_toolcall
 
 # Black-box function calling: the real fusiond with a stories260K copy that carries Qwen 2.5's
 # template (and call text in a few tokens, picked by logit_bias), then as llama3.1 and mistral.

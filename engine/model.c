@@ -18,6 +18,7 @@
 #include "common/ggtypes.h"
 #include "common/log.h"
 #include "fusion/plan.h"
+#include "engine/lora.h"
 
 typedef struct slot {
     bool used;
@@ -43,6 +44,9 @@ struct llm_model {
     int32_t *ids, *pos;              /* llm_decode scratch, n_batch_max */
     fz_seq_t *seqs;                  /* n_seq_max */
     fb_weight_t *experts;            /* n_layer * 3 * n_expert views: gate, up, down */
+    lora_file_t *lora;               /* n_lora adapters */
+    int n_lora;
+    fz_lora_mat_t *lora_mats;        /* all adapters' matrices, for the plan */
 };
 
 void llm_load_params_default(llm_load_params_t *p)
@@ -67,6 +71,67 @@ int llm_cache_type_k(const llm_model_t *m) { return m->type_k; }
 int llm_cache_type_v(const llm_model_t *m) { return m->type_v; }
 size_t llm_cache_bytes(const llm_model_t *m) { return m->cache_bytes; }
 const uint64_t *llm_expert_counts(const llm_model_t *m) { return fz_plan_expert_counts(m->plan); }
+int llm_n_lora(const llm_model_t *m) { return m->n_lora; }
+const char *llm_lora_path(const llm_model_t *m, int i)
+{
+    return i >= 0 && i < m->n_lora ? gguf_path(m->lora[i].g) : NULL;
+}
+float llm_lora_alpha(const llm_model_t *m, int i)
+{
+    return i >= 0 && i < m->n_lora ? m->lora[i].alpha : 0.0f;
+}
+int llm_lora_n_mats(const llm_model_t *m, int i)
+{
+    return i >= 0 && i < m->n_lora ? m->lora[i].n_mats : 0;
+}
+
+/* Opens the adapters and hands their matrices to the plan (m->src.lora). */
+static int load_lora(llm_model_t *m, const llm_load_params_t *p, char *err, size_t errlen)
+{
+    if (p->n_lora <= 0)
+        return 0;
+    m->lora = calloc((size_t)p->n_lora, sizeof(*m->lora));
+    if (!m->lora)
+        return -ENOMEM;
+    const llm_hparams_t *hp = &m->hp;
+    lora_base_t base = { .g = m->g, .arch = hp->arch, .n_layer = hp->n_layer,
+                         .n_q = hp->n_head * hp->head_dim, .n_kv = hp->n_head_kv * hp->head_dim,
+                         .n_ff = hp->n_ff, .fused_gate_up = hp->fused_gate_up,
+                         .moe = hp->n_expert > 0 };
+    int total = 0, rc;
+    for (int i = 0; i < p->n_lora; i++) {
+        if (!p->lora[i]) {
+            snprintf(err, errlen, "LoRA adapter %d has no path", i);
+            return -EINVAL;
+        }
+        if ((rc = lora_open(&m->lora[i], p->lora[i], i, &base, err, errlen)))
+            return rc;
+        m->n_lora++;
+        total += m->lora[i].n_mats;
+    }
+    m->lora_mats = calloc((size_t)FD_MAX(total, 1), sizeof(*m->lora_mats));
+    if (!m->lora_mats)
+        return -ENOMEM;
+    int k = 0;
+    for (int i = 0; i < m->n_lora; i++)
+        for (int j = 0; j < m->lora[i].n_mats; j++)
+            m->lora_mats[k++] = m->lora[i].mats[j];
+    m->src.n_lora = m->n_lora;
+    m->src.n_lora_mats = total;
+    m->src.lora = m->lora_mats;
+    return 0;
+}
+
+static void free_lora(llm_model_t *m)
+{
+    for (int i = 0; i < m->n_lora; i++)
+        lora_close(&m->lora[i]);
+    free(m->lora);
+    free(m->lora_mats);
+    m->lora = NULL;
+    m->lora_mats = NULL;
+    m->n_lora = 0;
+}
 
 /* ---- hyperparameters ---- */
 
@@ -1012,6 +1077,8 @@ int llm_load(llm_model_t **out, const llm_load_params_t *p, char *err, size_t er
         goto fail_model;
     if ((rc = read_tensors(m, err, errlen)))
         goto fail_model;
+    if ((rc = load_lora(m, p, err, errlen)))
+        goto fail_model;
     if ((rc = tok_load(&m->tok, m->g, err, errlen)))
         goto fail_model;
     if (tok_n_vocab(m->tok) != m->hp.n_vocab) {
@@ -1074,6 +1141,7 @@ fail_model:
     free(m->owned);
     free(m->layers);
     free(m->experts);
+    free_lora(m);
     gguf_close(m->g);
 fail_open:
     free(m);
@@ -1097,6 +1165,7 @@ void llm_free(llm_model_t *m)
     free(m->owned);
     free(m->layers);
     free(m->experts);
+    free_lora(m);
     gguf_close(m->g);
     free(m);
 }
@@ -1198,7 +1267,8 @@ int llm_decode(llm_model_t *m, const llm_batch_entry_t *e, int n_entries, float 
             off += take;
             bool last = off == b->n_tokens;
             m->seqs[n_seqs++] = (fz_seq_t){ .slot = b->slot, .n_rows = take, .want_logits = nl,
-                                            .want_hidden = nh, .hidden = b->hidden };
+                                            .want_hidden = nh, .hidden = b->hidden,
+                                            .lora = m->n_lora > 0 ? b->lora : NULL };
             n_logits += nl;
             rows += take;
             if (last) {

@@ -120,6 +120,11 @@ typedef struct llm_load_params {
                                    0 = F32); a backend that cannot attend over them fails */
     int cache_type_v;           /* the load with FD_EUNSUP and a message */
     llm_rope_params_t rope;     /* RoPE overrides (all zero: the file's) */
+    /* LoRA adapter files (engine/lora.h), adapter i being lora[i]: each checked against the
+     * model (a bad one fails the load with a message naming file and tensor); whether and
+     * how much each applies is per batch entry (llm_batch_entry_t.lora) */
+    const char *const *lora;
+    int n_lora;
 } llm_load_params_t;
 
 void llm_load_params_default(llm_load_params_t *p);
@@ -140,6 +145,12 @@ size_t llm_cache_bytes(const llm_model_t *m); /* bytes of the KV cache (K and V,
 /* Mixture of experts: how often each expert of each layer was chosen since loading
  * (n_layer * n_expert counts, layer-major), or NULL for a dense model. */
 const uint64_t *llm_expert_counts(const llm_model_t *m);
+/* LoRA adapters loaded (llm_load_params_t.lora), each file's path, adapter.lora.alpha (0:
+ * absent) and number of adapted matrices. */
+int llm_n_lora(const llm_model_t *m);
+const char *llm_lora_path(const llm_model_t *m, int i);
+float llm_lora_alpha(const llm_model_t *m, int i);
+int llm_lora_n_mats(const llm_model_t *m, int i);
 
 /* KV cache slots: each holds one sequence of up to n_ctx tokens at positions 0..len-1. */
 int llm_seq_alloc(llm_model_t *m, int *slot);        /* FD_EFULL when none is free */
@@ -163,6 +174,10 @@ typedef struct llm_batch_entry {
      * is 0. */
     int want_hidden;
     float *hidden;
+    /* llm_n_lora scales, one per adapter: y = W x + scale * alpha / rank * B (A x) on every
+     * adapted matrix (0: that adapter not applied; entries of one call may differ), or NULL:
+     * the base model */
+    const float *lora;
 } llm_batch_entry_t;
 
 /* Runs one step.  logits receives n_vocab floats per row that wants them (want_logits

@@ -42,6 +42,23 @@ typedef struct fz_layer_src {
     fb_weight_t shexp_gate;
 } fz_layer_src_t;
 
+/* LoRA: one adapted matrix of one adapter.  Its product adds scale * u * B (A x) to the
+ * base matrix's outputs, u being the adapter's scale of each row's sequence (fz_seq_t
+ * .lora); A has the base matrix's n_in and `rank` outputs, B rank inputs and the base's
+ * n_out.  In the fused plan A gets the same gamma (folded or in_scale) and the same deferred
+ * row scale as the base product: B is linear, so the deferred 1/r passes through it. */
+enum fz_lora_target {
+    FZ_LORA_Q = 0, FZ_LORA_K, FZ_LORA_V, FZ_LORA_O, FZ_LORA_GATE, FZ_LORA_UP, FZ_LORA_DOWN,
+    FZ_LORA_OUTPUT, FZ_LORA_N_TARGETS
+};
+typedef struct fz_lora_mat {
+    int adapter;                     /* index into fz_seq_t.lora */
+    int layer;                       /* ignored for FZ_LORA_OUTPUT */
+    int target;                      /* enum fz_lora_target */
+    fb_weight_t a, b;
+    float scale;                     /* alpha / rank (1 without alpha), llama.cpp's rule */
+} fz_lora_mat_t;
+
 /* The feed-forward activation of gate times up. */
 enum fz_act { FZ_ACT_SILU = 0, FZ_ACT_GELU = 1 };
 
@@ -77,6 +94,10 @@ typedef struct fz_model_src {
     int moe_gating;                  /* enum fz_moe_gating */
     bool moe_norm_w;
     float moe_w_scale;
+    /* LoRA adapters (0: none): n_lora adapters whose n_lora_mats matrices are here; the
+     * plan prepares its own copies of the weights (the bytes must outlive the plan) */
+    int n_lora, n_lora_mats;
+    const fz_lora_mat_t *lora;
 } fz_model_src_t;
 
 typedef struct fz_plan_opts {
@@ -126,6 +147,8 @@ typedef struct fz_seq {
     float *hidden;                   /* ... ADDED into these n_embd host floats (a sum, so
                                         a pooled mean accumulates row by row and chunk by
                                         chunk; the caller zeroes it first) */
+    const float *lora;               /* fz_model_src_t.n_lora scales of this sequence's
+                                        adapters (0: not applied), or NULL: none applied */
 } fz_seq_t;
 
 /* Runs every layer over n_rows tokens (host ids and positions), writes each row's K and V

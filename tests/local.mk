@@ -340,3 +340,9 @@ TESTS += tests/test_infill_server.py
 FUZZ_TARGETS += tests/fuzz/fuzz_reasoning.c
 EXTRA_DIST += tests/fuzz/fuzz_reasoning.c tests/fuzz/fuzz_reasoning.dict
 VALGRIND_SUITES += tests/test_reasoning
+
+check_PROGRAMS += tests/test_lora
+tests_test_lora_SOURCES = tests/test_lora.c
+tests_test_lora_CFLAGS = $(TEST_CFLAGS)
+tests_test_lora_LDADD = $(TEST_LIBS)
+TESTS += tests/test_lora

@@ -612,10 +612,14 @@ static void cache_evict_lru(eng_t *e)
     e->pub.cache_evictions++;
 }
 
-/* The cached slot r can reuse the most prompt tokens from (at least cache_min), or -1. */
-static int cache_lookup(const eng_t *e, const req_t *r, int *keep)
+/* The cached slot r can reuse the most prompt tokens from (at least cache_min, keep), or -1.
+ * A driver with sliding-window rings may keep less of a slot than the common prefix
+ * (seq_reusable);
+ * *ring_miss is set when that made the best choice worse than the common prefix alone. */
+static int cache_lookup(const eng_t *e, const req_t *r, int *keep, bool *ring_miss)
 {
-    int best = -1, best_keep = 0;
+    int best = -1, best_keep = 0, best_common = 0;
+    *ring_miss = false;
     if (r->plp || r->pool != ENG_POOL_NONE)
         return -1;  /* a cached prefix's rows would have no logits or hidden states */
     for (int i = 0; i < e->n_cache; i++) {
@@ -623,11 +627,18 @@ static int cache_lookup(const eng_t *e, const req_t *r, int *keep)
         int n = FD_MIN(c->n, r->n_prompt - 1), k = 0;
         while (k < n && c->tokens[k] == r->tokens[k])
             k++;
+        best_common = FD_MAX(best_common, k);
+        if (k > 0 && e->d.seq_reusable) {
+            int u = e->d.seq_reusable(e->d.ctx, c->slot, k);
+            k = u < 0 ? 0 : FD_MIN(u, k);
+        }
         if (k > best_keep || (k == best_keep && best >= 0 && c->stamp > e->cache[best].stamp)) {
             best = i;
             best_keep = k;
         }
     }
+    if (best_common >= e->cache_min && best_keep < best_common)
+        *ring_miss = true;
     if (best < 0 || best_keep < e->cache_min)
         return -1;
     *keep = best_keep;
@@ -1174,7 +1185,10 @@ static bool schedule(eng_t *e, req_t **gone)
         e->run[e->n_run++] = r;
         e->pub.kv_reserved += r->kv_need;
         e->admitted[e->n_admitted++] = r;
-        int keep = 0, hit = cache_lookup(e, r, &keep);
+        int keep = 0;
+        bool ring_miss;
+        int hit = cache_lookup(e, r, &keep, &ring_miss);
+        e->pub.cache_ring_misses += ring_miss;
         if (hit >= 0) {
             r->slot = cache_take(e, hit).slot;
             r->n_past = r->n_cached = keep;

@@ -41,6 +41,11 @@ static int d_seq_truncate(void *ctx, int slot, int len)
     return llm_seq_truncate(((llm_drv_t *)ctx)->m, slot, len);
 }
 
+static int d_seq_reusable(void *ctx, int slot, int len)
+{
+    return llm_seq_reusable(((llm_drv_t *)ctx)->m, slot, len);
+}
+
 static int d_decode(void *ctx, const llm_batch_entry_t *e, int n, float *logits)
 {
     return llm_decode(((llm_drv_t *)ctx)->m, e, n, logits);
@@ -155,6 +160,7 @@ int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
     lp.n_ctx = p->n_ctx;
     lp.cache_type_k = p->cache_type_k;
     lp.cache_type_v = p->cache_type_v;
+    lp.swa_full = p->swa_full;
     lp.n_seq_max = p->max_running;
     /* the scheduler's step is one llm_decode call: size the activations for all of it */
     lp.n_batch_max = p->max_batch_tokens ? p->max_batch_tokens
@@ -202,6 +208,7 @@ int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
         .cache_type_k = fb_kv_type_name(llm_cache_type_k(d->m)),
         .cache_type_v = fb_kv_type_name(llm_cache_type_v(d->m)),
         .cache_bytes = llm_cache_bytes(d->m),
+        .swa_ring = llm_swa_ring(d->m),
     };
     eng_driver_t drv = {
         .ctx = d,
@@ -223,6 +230,7 @@ int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
         .host_alloc = d_host_alloc,
         .host_free = d_host_free,
         .close = d_close,
+        .seq_reusable = d_seq_reusable,
     };
     /* eng_open_driver closes the driver (and so the model) when it fails */
     return eng_open_driver(out, p, &drv, err, errlen);

@@ -927,23 +927,38 @@ static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *
         (rc = fb_rope(p->be, k, n, ldk, m->n_head_kv, m->head_dim, pos, rope)))
         return rc;
 
+    const int64_t ring = kv->ring && y->swa && m->n_swa > 0 ? kv->ring[l] : 0;
+    if (ring > 0 && ring < (int64_t)m->n_swa)
+        return -EINVAL;
     int row = 0;
     for (int s = 0; s < n_seqs; s++) {
         const fz_seq_t *sq = &seqs[s];
-        const int64_t r0 = (int64_t)sq->slot * kv->n_ctx;
+        const int64_t r0 = (int64_t)sq->slot * (ring > 0 ? ring : kv->n_ctx);
         uint8_t *kc = (uint8_t *)kv->k[l] + (size_t)r0 * p->kv_row_k;
         uint8_t *vc = (uint8_t *)kv->v[l] + (size_t)r0 * p->kv_row_v;
-        const size_t at = (size_t)pos[row];
-        if ((rc = fb_kv_store(p->be, kc + at * p->kv_row_k, kv->type_k, k + (size_t)row * ldk,
-                              ldk, sq->n_rows, m->n_head_kv, m->head_dim)) ||
-            (rc = fb_kv_store(p->be, vc + at * p->kv_row_v, kv->type_v, v + (size_t)row * ldv,
-                              ldv, sq->n_rows, m->n_head_kv, m->head_dim)))
-            return rc;
+        /* a ring takes the rows up to its end, then the rest from its row 0 */
+        const size_t at = (size_t)(ring > 0 ? pos[row] % ring : pos[row]);
+        const int n1 = ring > 0 ? (int)FD_MIN((int64_t)sq->n_rows, ring - (int64_t)at)
+                                : sq->n_rows;
+        if (ring > 0 && sq->n_rows > ring)
+            return -EINVAL;
+        for (int part = 0; part < 2; part++) {
+            const int nr = part ? sq->n_rows - n1 : n1, r = row + (part ? n1 : 0);
+            const size_t dst = part ? 0 : at;
+            if (nr == 0)
+                continue;
+            if ((rc = fb_kv_store(p->be, kc + dst * p->kv_row_k, kv->type_k,
+                                  k + (size_t)r * ldk, ldk, nr, m->n_head_kv, m->head_dim)) ||
+                (rc = fb_kv_store(p->be, vc + dst * p->kv_row_v, kv->type_v,
+                                  v + (size_t)r * ldv, ldv, nr, m->n_head_kv, m->head_dim)))
+                return rc;
+        }
         /* A local layer's rows see only the window's cache rows: the attention starts at the
          * first row's window (lo), with positions relative to it, so no backend reads or
          * scores the rows before (a long context costs the window, not the context); the
          * mask is needed only while a later row's window starts after lo, and without it a
-         * decode row is plain causal attention over the window. */
+         * decode row is plain causal attention over the window.  A ring holds those rows
+         * from lo % ring on, wrapping at its end. */
         const int32_t *apos = pos + row;
         int window = 0;
         size_t lo = 0;
@@ -954,9 +969,11 @@ static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *
             apos = p->wpos + row;
             window = apos[sq->n_rows - 1] >= m->n_swa ? m->n_swa : 0;
         }
+        const size_t base = ring > 0 ? 0 : lo;
         p->attn[s] = (fb_attn_t){
             .q = q + (size_t)row * ldq, .ldq = ldq,
-            .k_data = kc + lo * p->kv_row_k, .v_data = vc + lo * p->kv_row_v, .ldkv = p->n_kv,
+            .k_data = kc + base * p->kv_row_k, .v_data = vc + base * p->kv_row_v,
+            .ldkv = p->n_kv,
             .type_k = kv->type_k, .type_v = kv->type_v,
             .out = p->att + (size_t)row * p->n_q, .ldo = p->n_q,
             .n_q = sq->n_rows, .pos = apos,
@@ -965,6 +982,7 @@ static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *
             .mode = fz_plan_softmax_mode(p),
             .window = window,
             .softcap = m->attn_softcap,
+            .ring = ring, .ring_start = ring > 0 ? (int64_t)(lo % (size_t)ring) : 0,
         };
         row += sq->n_rows;
     }

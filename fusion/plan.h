@@ -126,12 +126,17 @@ const uint64_t *fz_plan_expert_counts(const fz_plan_t *p);
 /* The KV cache the forward writes and attends to (backend memory, owned by the caller):
  * layer l, slot s, position t is row s * n_ctx + t of k[l] (and of v[l]), each row n_head_kv
  * heads in the layout of backend.h's typed caches: fb_kv_row_bytes(type_k, n_head_kv,
- * head_dim) bytes (F32: kv_dim = n_head_kv * head_dim floats). */
+ * head_dim) bytes (F32: kv_dim = n_head_kv * head_dim floats).  A local layer may keep a
+ * ring instead (ring[l] > 0 rows a slot): position t is row s * ring[l] + t % ring[l], so it
+ * holds the last ring[l] positions written; ring[l] must be at least the window plus the
+ * most rows a sequence has in one forward, minus 1 (what the first row's window and the
+ * last row reach together), and the backend must read rings (fb_attn_ring). */
 typedef struct fz_kv {
     void *const *k;
     void *const *v;
     int type_k, type_v;              /* enum gg_type, fb_kv_type_valid (0: F32) */
     int64_t n_ctx;                   /* rows per slot */
+    const int64_t *ring;             /* n_layer ring sizes (0: n_ctx rows), or NULL: none */
 } fz_kv_t;
 
 /* One sequence's share of a forward: n_rows consecutive rows of the batch (sequences in

@@ -130,6 +130,11 @@ static const opt_t opts[] = {
     {"cache_type_v", 0, T_ENUM, O(cache_type_v), CFG_CACHE_TYPE_DEFAULT, 0, 0,
      cache_type_names, 0, NULL, "Model and engine", NULL,
      "KV cache type of V (llama-server's --cache-type-v, also -ctv)."},
+    {"swa_full", 0, T_BOOL, O(swa_full), "off", 0, 0, NULL, 0, NULL, "Model and engine", NULL,
+     "Keep every position in the KV cache of sliding-window layers too (llama-server's "
+     "--swa-full).  Off: Gemma 2/3's local layers keep a ring of the window plus one step's "
+     "tokens, and a cached prefix is reused only while the ring still holds the window it "
+     "needs (else the prompt is prefilled again)."},
     {"threads", 't', T_INT, O(threads), "0", 0, 4096, NULL, 0, NULL, "Model and engine", "N",
      "CPU worker threads; 0: one per online core."},
     {"ctx_size", 0, T_INT, O(ctx_size), "0", 0, 16777216, NULL, 0, NULL, "Model and engine",

@@ -43,6 +43,7 @@ typedef struct cfg {
     int softmax;            /* enum cfg_softmax */
     int cache_type_k;       /* KV cache types: indices into cfg_cache_type_name's names */
     int cache_type_v;       /* (llama.cpp's: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1) */
+    bool swa_full;          /* sliding-window layers keep every position (no ring) */
     int threads;            /* 0 = online cores */
     int ctx_size;           /* 0 = the model's */
     int max_running;

@@ -264,8 +264,9 @@ static void load_done(uv_work_t *w, int status)
                 in->arch, in->backend, in->fusion ? "on" : "off", in->n_ctx,
                 srv_scheme(d->srv), d->cfg.host, srv_port(d->srv));
     if (in->cache_type_k)
-        fd_log_info("KV cache: K %s, V %s, %.1f MiB", in->cache_type_k, in->cache_type_v,
-                    (double)in->cache_bytes / (1024.0 * 1024.0));
+        fd_log_info("KV cache: K %s, V %s, %.1f MiB%s", in->cache_type_k, in->cache_type_v,
+                    (double)in->cache_bytes / (1024.0 * 1024.0),
+                    in->swa_ring > 0 ? " (sliding-window layers: a ring a sequence)" : "");
     if (d->cfg.spec_type == CFG_SPEC_NGRAM && in->draft_max == 0)
         fd_log_warn("speculative decoding off: the %s backend's driver cannot drop rejected "
                     "draft tokens from its KV cache", in->backend);
@@ -294,6 +295,7 @@ static int engine_init(daemon_t *d)
     p->threads = c->threads;
     p->cache_type_k = fb_kv_type_from_name(cfg_cache_type_name(c->cache_type_k));
     p->cache_type_v = fb_kv_type_from_name(cfg_cache_type_name(c->cache_type_v));
+    p->swa_full = c->swa_full;
     p->n_ctx = c->ctx_size;
     p->max_running = c->max_running;
     p->max_waiting = c->max_waiting;

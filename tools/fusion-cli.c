@@ -35,7 +35,7 @@ typedef struct cli {
     const char *model, *prompt, *backend, *info;
     int n_gen, threads, n_ctx;
     int draft_max, lookup_min, lookup_max;  /* n-gram speculation (draft_max 0: off) */
-    bool fusion, stats;
+    bool fusion, stats, swa_full;
     int softmax_mode;
     int cache_type_k, cache_type_v; /* enum gg_type */
     eng_sampling_t sampling;
@@ -77,6 +77,8 @@ static void usage(FILE *f)
             "  -ctk, --cache-type-k TYPE  KV cache type of K: f32 (default), f16, bf16, q8_0,\n"
             "                       q4_0, q4_1, q5_0, q5_1 (llama.cpp's names)\n"
             "  -ctv, --cache-type-v TYPE  KV cache type of V (the same types)\n"
+            "      --swa-full       sliding-window layers (Gemma 2/3) keep every position,\n"
+            "                       not a ring of the window plus one batch\n"
             "      --lora FILE      a LoRA adapter (llama.cpp's GGUF adapters), scale 1;\n"
             "                       repeatable\n"
             "      --lora-scaled FILE SCALE  a LoRA adapter at this scale\n"
@@ -121,7 +123,7 @@ static int parse_args(cli_t *c, int argc, char **argv)
 {
     enum { O_TEMP = 256, O_TOPK, O_TOPP, O_MINP, O_SEED, O_THREADS, O_BACKEND, O_FUSION,
            O_SOFTMAX, O_CTX, O_INFO, O_BACKEND_OPT, O_DRAFT, O_LKMIN, O_LKMAX, O_CTK, O_CTV,
-           O_LORA, O_LORA_SCALED };
+           O_SWA_FULL, O_LORA, O_LORA_SCALED };
     static const struct option opts[] = {
         { "model", required_argument, NULL, 'm' },  { "prompt", required_argument, NULL, 'p' },
         { "n-predict", required_argument, NULL, 'n' }, { "help", no_argument, NULL, 'h' },
@@ -139,6 +141,7 @@ static int parse_args(cli_t *c, int argc, char **argv)
         { "lookup-max", required_argument, NULL, O_LKMAX },
         { "cache-type-k", required_argument, NULL, O_CTK },
         { "cache-type-v", required_argument, NULL, O_CTV },
+        { "swa-full", no_argument, NULL, O_SWA_FULL },
         { "lora", required_argument, NULL, O_LORA },
         { "lora-scaled", required_argument, NULL, O_LORA_SCALED },
         { NULL, 0, NULL, 0 },
@@ -220,6 +223,7 @@ static int parse_args(cli_t *c, int argc, char **argv)
             break;
         case O_CTX: rc = parse_int("--ctx", optarg, 1, 1 << 24, &c->n_ctx); break;
         case O_INFO: c->info = optarg; break;
+        case O_SWA_FULL: c->swa_full = true; break;
         case O_CTK:
         case O_CTV: {
             int t = fb_kv_type_from_name(optarg);
@@ -359,6 +363,7 @@ static int generate(const cli_t *c)
     lp.n_ctx = c->n_ctx;
     lp.cache_type_k = c->cache_type_k;
     lp.cache_type_v = c->cache_type_v;
+    lp.swa_full = c->swa_full;
     lp.lora = c->lora;
     lp.n_lora = c->n_lora;
     char err[512];

@@ -408,6 +408,67 @@ const char *llm_rope_scaling_name(int type)
     }
 }
 
+const char *const llm_rope_option_names[] = {
+    "rope-scaling", "rope-scale", "rope-freq-base", "rope-freq-scale", "yarn-orig-ctx",
+    "yarn-ext-factor", "yarn-attn-factor", "yarn-beta-slow", "yarn-beta-fast", NULL};
+
+int llm_rope_option(llm_rope_params_t *r, const char *name, const char *value, char *err,
+                    size_t errlen)
+{
+    int k = 0;
+    while (llm_rope_option_names[k] && strcmp(llm_rope_option_names[k], name))
+        k++;
+    if (!llm_rope_option_names[k])
+        return -ENOENT;
+    if (k == 0) {
+        if (llm_rope_scaling_parse(value, &r->scaling) == 0)
+            return 0;
+        snprintf(err, errlen, "--rope-scaling takes none, linear or yarn, not '%s'", value);
+        return -EINVAL;
+    }
+    char *end;
+    errno = 0;
+    double v = strtod(value, &end);
+    bool num = !errno && end != value && !*end && isfinite(v) && fabs(v) < 1e30;
+    if (k == 4) {
+        if (num && v >= 0 && v <= (1 << 30) && v == (int)v) {
+            r->yarn_orig_ctx = (int)v;
+            return 0;
+        }
+        snprintf(err, errlen, "--yarn-orig-ctx takes a whole number of positions (0: the "
+                 "model's), not '%s'", value);
+        return -EINVAL;
+    }
+    if (k <= 3) { /* 0 keeps the model's */
+        if (num && v >= 0 && (k != 1 || v == 0 || v >= 1e-30)) {
+            if (k == 1)
+                r->freq_scale = v > 0 ? (float)(1.0 / v) : 0.0f;
+            else
+                *(k == 2 ? &r->freq_base : &r->freq_scale) = (float)v;
+            return 0;
+        }
+        snprintf(err, errlen, "--%s takes a number >= 0 (0: the model's), not '%s'", name, value);
+        return -EINVAL;
+    }
+    static const unsigned bit[] = {LLM_YARN_EXT, LLM_YARN_ATTN, LLM_YARN_BETA_SLOW,
+                                   LLM_YARN_BETA_FAST};
+    float *dst[] = {&r->yarn_ext_factor, &r->yarn_attn_factor, &r->yarn_beta_slow,
+                    &r->yarn_beta_fast};
+    const int i = k - 5;
+    if (num && v < 0) { /* llama.cpp's -1: unset */
+        r->set &= ~bit[i];
+        return 0;
+    }
+    if (num && (i == 0 ? v >= 0 : v > 0)) {
+        r->set |= bit[i];
+        *dst[i] = (float)v;
+        return 0;
+    }
+    snprintf(err, errlen, "--%s takes a number %s (negative: the default), not '%s'", name,
+             i == 0 ? ">= 0" : "> 0", value);
+    return -EINVAL;
+}
+
 /* The scaling type, frequency base and scale, and YaRN's blend and ramp as llama.cpp's
  * context resolves them: an override wins over the file; type none never scales; the blend
  * (ext_factor) defaults to 1 with YaRN, else 0; the ramp's betas to 32 and 1.  llama.cpp

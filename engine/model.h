@@ -84,7 +84,7 @@ enum llm_rope_scaling {
     LLM_ROPE_SCALING_LINEAR,
     LLM_ROPE_SCALING_YARN
 };
-/* llm_load_params_t.yarn_set: which yarn_* overrides are given */
+/* llm_rope_params_t.set: which yarn_* overrides are given */
 enum { LLM_YARN_EXT = 1, LLM_YARN_ATTN = 2, LLM_YARN_BETA_FAST = 4, LLM_YARN_BETA_SLOW = 8 };
 /* "none", "linear", "yarn" to enum llm_rope_scaling (never _FILE); -EINVAL otherwise. */
 int llm_rope_scaling_parse(const char *s, int *out);
@@ -104,6 +104,15 @@ typedef struct llm_rope_params {
     float yarn_beta_fast;       /* > 0 (32) */
     float yarn_beta_slow;       /* > 0 (1) */
 } llm_rope_params_t;
+
+/* One RoPE override by llama-server's flag name without the dashes: rope-scaling
+ * (none|linear|yarn), rope-scale (the factor F: freq_scale 1/F), rope-freq-base,
+ * rope-freq-scale, yarn-orig-ctx, yarn-ext-factor, yarn-attn-factor, yarn-beta-slow,
+ * yarn-beta-fast; a negative yarn-* float unsets it (llama.cpp's -1).  0, -ENOENT for
+ * another name, or -EINVAL with a message naming the flag and the values it takes. */
+int llm_rope_option(llm_rope_params_t *r, const char *name, const char *value, char *err,
+                    size_t errlen);
+extern const char *const llm_rope_option_names[]; /* the nine, NULL-terminated */
 
 typedef struct llm_load_params {
     const char *path;

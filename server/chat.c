@@ -25,6 +25,7 @@ static const char *const family_names[CHAT_N_FAMILIES] = {
     [CHAT_LLAMA31] = "llama3.1", [CHAT_CHATML] = "chatml", [CHAT_QWEN] = "qwen",
     [CHAT_MISTRAL] = "mistral", [CHAT_GEMMA] = "gemma",   [CHAT_PHI3] = "phi3",
     [CHAT_ZEPHYR] = "zephyr", [CHAT_QWEN3] = "qwen3", [CHAT_DEEPSEEK_R1] = "deepseek-r1",
+    [CHAT_MISTRAL3] = "mistral3",
 };
 
 static const char *const role_names[] = {"system", "user", "assistant", "tool"};
@@ -91,6 +92,9 @@ int chat_detect(const char *t, size_t n)
         return CHAT_PHI3;
     if (has(t, n, "<|user|>"))
         return CHAT_ZEPHYR;
+    /* Mistral's newer call syntax, [TOOL_CALLS]name[ARGS]{...} */
+    if (has(t, n, "[INST]") && has(t, n, "[ARGS]") && has(t, n, "[SYSTEM_PROMPT]"))
+        return CHAT_MISTRAL3;
     if (has(t, n, "[INST]"))
         return has(t, n, "<<SYS>>") ? CHAT_LLAMA2 : CHAT_MISTRAL;
     return -ENOENT;
@@ -1173,6 +1177,63 @@ static int fmt_gemma(ctx_t *c)
 /* Phi 3.5 (shared/chat-templates/microsoft-Phi-3.5-mini-instruct.jinja): '<|role|>\n' +
  * content + '<|end|>\n' per message, system messages only when not empty; then
  * '<|assistant|>\n', or eos without a generation prompt. */
+/* Mistral Small 3.2 / Devstral / Magistral (tests/data/chat-templates/
+ * unsloth-mistral-Devstral-Small-2507.jinja): bos; a first system message as
+ * '[SYSTEM_PROMPT]' + text + '[/SYSTEM_PROMPT]' (without one the template writes its model's
+ * own default system text, which differs per model and is left out here); with tools
+ * '[AVAILABLE_TOOLS]' + tojson(tools) + '[/AVAILABLE_TOOLS]'; then per message: user
+ * '[INST]' + content + '[/INST]'; a later system message as the first; assistant: content,
+ * each call '[TOOL_CALLS]' + name + '[ARGS]' + arguments (the text as given), eos; tool:
+ * '[TOOL_RESULTS]' + content + '[/TOOL_RESULTS]'.  No order is enforced and there is no
+ * generation prompt: the model answers after '[/INST]' or '[/TOOL_RESULTS]'. */
+static int fmt_mistral3(ctx_t *c)
+{
+    puts_(c->b, c->o->bos);
+    size_t from = 0;
+    if (c->m[0].role == CHAT_SYSTEM) {
+        puts_(c->b, "[SYSTEM_PROMPT]");
+        put_content(c->b, &c->m[0]);
+        puts_(c->b, "[/SYSTEM_PROMPT]");
+        from = 1;
+    }
+    if (c->tools) {
+        puts_(c->b, "[AVAILABLE_TOOLS]");
+        pj_value(c->b, c->tools, -1, 0);
+        puts_(c->b, "[/AVAILABLE_TOOLS]");
+    }
+    for (size_t i = from; i < c->n; i++) {
+        const chat_msg_t *m = &c->m[i];
+        switch (m->role) {
+        case CHAT_USER:
+            puts_(c->b, "[INST]");
+            put_content(c->b, m);
+            puts_(c->b, "[/INST]");
+            break;
+        case CHAT_SYSTEM:
+            puts_(c->b, "[SYSTEM_PROMPT]");
+            put_content(c->b, m);
+            puts_(c->b, "[/SYSTEM_PROMPT]");
+            break;
+        case CHAT_ASSISTANT:
+            put_content(c->b, m);
+            for (size_t k = 0; k < m->n_calls; k++) {
+                puts_(c->b, "[TOOL_CALLS]");
+                puts_(c->b, m->calls[k].name);
+                puts_(c->b, "[ARGS]");
+                puts_(c->b, m->calls[k].arguments);
+            }
+            puts_(c->b, c->o->eos);
+            break;
+        default:
+            puts_(c->b, "[TOOL_RESULTS]");
+            put_content(c->b, m);
+            puts_(c->b, "[/TOOL_RESULTS]");
+            break;
+        }
+    }
+    return 0;
+}
+
 static int fmt_phi3(ctx_t *c)
 {
     for (size_t i = 0; i < c->n; i++) {
@@ -1210,7 +1271,7 @@ static int fmt_zephyr(ctx_t *c)
 bool chat_has_tools(int family)
 {
     return family == CHAT_LLAMA31 || family == CHAT_QWEN || family == CHAT_QWEN3 ||
-           family == CHAT_MISTRAL || family == CHAT_DEEPSEEK_R1;
+           family == CHAT_MISTRAL || family == CHAT_DEEPSEEK_R1 || family == CHAT_MISTRAL3;
 }
 
 bool chat_has_thinking(int family)
@@ -1227,6 +1288,7 @@ int chat_tool_prefill(int family, const char *name, char **out)
     case CHAT_QWEN:
     case CHAT_QWEN3: open = "<tool_call>\n{\"name\": \""; args = "\", \"arguments\": "; break;
     case CHAT_MISTRAL: open = "[TOOL_CALLS][{\"name\": \""; args = "\", \"arguments\": "; break;
+    case CHAT_MISTRAL3: open = "[TOOL_CALLS]"; args = "[ARGS]"; break;
     case CHAT_DEEPSEEK_R1:
         open = DS_CALLS_BEGIN DS_CALL_BEGIN "function" DS_SEP;
         args = "\n```json\n";
@@ -1256,6 +1318,7 @@ const char *chat_tool_close(int family)
     case CHAT_QWEN3: return "}\n</tool_call>";
     case CHAT_MISTRAL: return "}]";
     case CHAT_DEEPSEEK_R1: return "\n```" DS_CALL_END DS_CALLS_END;
+    case CHAT_MISTRAL3: return "";
     default: return NULL;
     }
 }
@@ -1339,6 +1402,7 @@ int chat_format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t 
     case CHAT_QWEN: rc = fmt_chatml(&c, true); break;
     case CHAT_QWEN3: rc = fmt_qwen3(&c); break;
     case CHAT_DEEPSEEK_R1: rc = fmt_deepseek_r1(&c); break;
+    case CHAT_MISTRAL3: rc = fmt_mistral3(&c); break;
     case CHAT_MISTRAL: rc = fmt_mistral(&c); break;
     case CHAT_GEMMA: rc = fmt_gemma(&c); break;
     case CHAT_PHI3: rc = fmt_phi3(&c); break;

@@ -75,7 +75,7 @@ static uint64_t next_rand(uint64_t *st)
 char *tc_make_id(int family, uint64_t *st)
 {
     static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    bool mistral = family == CHAT_MISTRAL;
+    bool mistral = family == CHAT_MISTRAL || family == CHAT_MISTRAL3;
     size_t n = mistral ? 9 : 24, pre = mistral ? 0 : 5;
     char *id = malloc(pre + n + 1);
     if (!id)
@@ -439,6 +439,100 @@ static int scan_deepseek(scan_t *sc)
     }
 }
 
+/* mistral3's names: what the requests allow (letters, digits, '_', '-') and '.' */
+static bool name_char(char c)
+{
+    return isalnum((unsigned char)c) || c == '_' || c == '-' || c == '.';
+}
+
+/* Where mistral3's calls begin: at the first visible character when the text opens with
+ * [TOOL_CALLS] (or a part of it) or with a name run that ends the text or meets '{' / '['
+ * (the detokenizer leaves the control tokens [TOOL_CALLS] and [ARGS] out, so a call may be
+ * just "name{...}"); else at the first [TOOL_CALLS] after prose, or nowhere (len). */
+static size_t m3_start(const char *s, size_t len, bool *at_front)
+{
+    size_t i = skip_ws(s, 0, len);
+    *at_front = true;
+    if (i == len || starts(s, i, len, MISTRAL_TAG) || partial(s, i, len, MISTRAL_TAG))
+        return i;
+    size_t j = i;
+    while (j < len && name_char(s[j]))
+        j++;
+    if (j > i && (j == len || s[j] == '{' || s[j] == '['))
+        return i;
+    *at_front = false;
+    const char *m = find(s, len, MISTRAL_TAG);
+    return m ? (size_t)(m - s) : len;
+}
+
+/* Mistral Small 3.2 / Devstral: each call '[TOOL_CALLS]' + name + '[ARGS]' + arguments
+ * (markers optional, as above; a '[CALL_ID]' + id before '[ARGS]' is taken too). */
+static int scan_mistral3(scan_t *sc)
+{
+    const char *s = sc->s;
+    size_t len = sc->len;
+    bool front;
+    size_t i = m3_start(s, len, &front), c = i;
+    if (i == len)
+        return SC_OK; /* no call (yet) */
+    while (c > 0 && ws(s[c - 1]))
+        c--;
+    sc->content_len = front ? 0 : c;
+    for (;;) {
+        i = skip_ws(s, i, len);
+        if (i == len)
+            return SC_OK;
+        if (starts(s, i, len, MISTRAL_TAG))
+            i += strlen(MISTRAL_TAG);
+        else if (partial(s, i, len, MISTRAL_TAG))
+            return SC_MORE;
+        size_t j = i;
+        while (j < len && name_char(s[j]))
+            j++;
+        if (j == len)
+            return SC_MORE; /* the name may go on (a call appears once it ends) */
+        if (j == i)
+            return SC_BAD;
+        sc_call_t *call = new_call(sc);
+        if (!call)
+            return SC_BAD;
+        tc_span_t *sp = &call->sp;
+        sp->name_off = i;
+        sp->name_len = j - i;
+        if (s[j] == '[') {
+            if (partial(s, j, len, "[CALL_ID]"))
+                return SC_MORE;
+            if (starts(s, j, len, "[CALL_ID]")) {
+                j += strlen("[CALL_ID]");
+                while (j < len && isalnum((unsigned char)s[j]))
+                    j++;
+                if (j == len)
+                    return SC_MORE;
+            }
+            int rc = expect(s, &j, len, "[ARGS]");
+            if (rc != SC_OK)
+                return rc;
+        } else if (s[j] != '{') {
+            return SC_BAD;
+        }
+        sp->name_done = true;
+        i = skip_ws(s, j, len);
+        if (i == len)
+            return SC_MORE;
+        if (s[i] != '{')
+            return SC_BAD;
+        size_t e;
+        sp->args_off = call->obj_off = i;
+        sp->args_started = true;
+        int rc = skip_value(s, i, len, &e);
+        sp->args_done = rc == SC_OK;
+        sp->args_len = (rc == SC_OK ? e : len) - i;
+        if (rc != SC_OK)
+            return rc;
+        call->obj_end = i = e;
+    }
+}
+
 static int scan_text(int family, const char *text, size_t len, scan_t *sc)
 {
     memset(sc, 0, sizeof *sc);
@@ -450,6 +544,7 @@ static int scan_text(int family, const char *text, size_t len, scan_t *sc)
     case CHAT_LLAMA31: return scan_whole(sc, false);
     case CHAT_MISTRAL: return scan_whole(sc, true);
     case CHAT_DEEPSEEK_R1: return scan_deepseek(sc);
+    case CHAT_MISTRAL3: return scan_mistral3(sc);
     default: return SC_BAD;
     }
 }
@@ -574,6 +669,11 @@ size_t tc_stream_safe(int family, const char *s, size_t len)
         return safe_before(s, len, QWEN_OPEN);
     if (family == CHAT_DEEPSEEK_R1)
         return safe_before(s, len, DS_CALLS_BEGIN);
+    if (family == CHAT_MISTRAL3) {
+        bool front;
+        m3_start(s, len, &front);
+        return front ? 0 : safe_before(s, len, MISTRAL_TAG);
+    }
     /* Llama 3.1 and Mistral: a call is the whole output, so the first visible character
      * decides: until it comes nothing is sent, after a call's opening everything is held */
     size_t i = skip_ws(s, 0, len);

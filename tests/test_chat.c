@@ -691,6 +691,57 @@ START_TEST(test_deepseek_r1)
 }
 END_TEST
 
+/* Mistral Small 3.2 / Devstral (mistral3): [SYSTEM_PROMPT] only for a given system message,
+ * the tools as one-line JSON, calls as [TOOL_CALLS]name[ARGS]arguments, results in
+ * [TOOL_RESULTS]; the repository's Devstral template is detected as it, Mistral Nemo's
+ * markers without [ARGS] are not. */
+START_TEST(test_mistral3)
+{
+    static const chat_call_t two[] = {{"abcdefghi", "f", "{\"x\":1}"}, {"b", "g", "{}"}};
+    const chat_msg_t conv_m3[] = {
+        MSG(CHAT_SYSTEM, "S"),
+        MSG(CHAT_USER, "Hi"),
+        {.role = CHAT_ASSISTANT, .content = "ok", .len = 2, .calls = two, .n_calls = 2},
+        {.role = CHAT_TOOL, .content = "R", .len = 1, .call_id = "abcdefghi"},
+        MSG(CHAT_SYSTEM, "S2"),
+        MSG(CHAT_ASSISTANT, "A"),
+    };
+    int rc;
+    char err[256];
+    char *out = fmt_tools(CHAT_MISTRAL3, conv_m3, FD_ARRAY_LEN(conv_m3), tools_one, "<s>",
+                          "</s>", &rc, err);
+    ck_assert_msg(rc == 0, "%s", err);
+    ck_assert_str_eq(out, "<s>[SYSTEM_PROMPT]S[/SYSTEM_PROMPT][AVAILABLE_TOOLS][{\"type\": "
+                          "\"function\", \"function\": {\"name\": \"f\", \"parameters\": "
+                          "{\"type\": \"object\"}}}][/AVAILABLE_TOOLS][INST]Hi[/INST]ok"
+                          "[TOOL_CALLS]f[ARGS]{\"x\":1}[TOOL_CALLS]g[ARGS]{}</s>"
+                          "[TOOL_RESULTS]R[/TOOL_RESULTS][SYSTEM_PROMPT]S2[/SYSTEM_PROMPT]A</s>");
+    free(out);
+    out = fmt(CHAT_MISTRAL3, conv_m3 + 1, 1, "<s>", "</s>", true, false, &rc, err);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_str_eq(out, "<s>[INST]Hi[/INST]");
+    free(out);
+    ck_assert(chat_has_tools(CHAT_MISTRAL3));
+    ck_assert(!chat_has_thinking(CHAT_MISTRAL3));
+    ck_assert_str_eq(chat_tool_close(CHAT_MISTRAL3), "");
+    char *p = NULL;
+    ck_assert_int_eq(chat_tool_prefill(CHAT_MISTRAL3, "get_x", &p), 0);
+    ck_assert_str_eq(p, "[TOOL_CALLS]get_x[ARGS]");
+    free(p);
+    ck_assert_int_eq(chat_tool_prefill(CHAT_MISTRAL3, NULL, &p), 0);
+    ck_assert_str_eq(p, "[TOOL_CALLS]");
+    free(p);
+    ck_assert_int_eq(chat_family_from_name("mistral3"), CHAT_MISTRAL3);
+    size_t n;
+    char *t = tu_slurp(tu_src("tests/data/chat-templates/unsloth-mistral-Devstral-Small-2507.jinja"),
+                       &n);
+    ck_assert_int_eq(chat_detect(t, n), CHAT_MISTRAL3);
+    free(t);
+    const char *nemo = "{{ '[INST]' }}{{ '[TOOL_CALLS]' }}{{ '[SYSTEM_PROMPT]' }}";
+    ck_assert_int_eq(chat_detect(nemo, strlen(nemo)), CHAT_MISTRAL);
+}
+END_TEST
+
 static const char *const shared_files[] = {
     "chat-templates/Qwen-Qwen2.5-7B-Instruct.jinja",
     "chat-templates/google-gemma-2-2b-it.jinja",
@@ -716,6 +767,7 @@ int main(void)
     tcase_add_test(tc, test_prefill_and_json);
     tcase_add_test(tc, test_qwen3);
     tcase_add_test(tc, test_deepseek_r1);
+    tcase_add_test(tc, test_mistral3);
     suite_add_tcase(s, tc);
     if (!missing) {
         tc = tcase_create("shared templates");

@@ -9,7 +9,9 @@ conversation must be refused by chat.c too.  DeepSeek-R1-Distill's template (als
 tests/data) gets its own cases: <think> in assistant history, tool calls and outputs, tools
 (its template renders no tools list: it is given the messages with llama-server's polyfill,
 the tools and an example call in the system message, as r1_polyfill writes them), seeded
-random conversations.  Qwen3 also gets reasoning (reasoning_content,
+random conversations.  Mistral Small 3.2's family (mistral3) is compared with Unsloth's
+Devstral-Small-2507 template (tests/data), less the model's own default system text that the
+template writes when the conversation has no system message (chat.c leaves it out).  Qwen3 also gets reasoning (reasoning_content,
 <think> in content), multi-step tool use and enable_thinking.  Skips (77) when python3-jinja2
 is missing, unless FUSIOND_REQUIRE_JINJA=1 (CI's flag), where that is a failure; without the
 shared folder only Qwen3 is compared (a failure under FUSIOND_REQUIRE_SHARED=1)."""
@@ -53,6 +55,8 @@ SRCDIR = os.environ.get("top_srcdir", os.path.join(os.path.dirname(os.path.abspa
 QWEN3 = os.path.join(SRCDIR, "tests", "data", "chat-templates", "Qwen-Qwen3-0.6B.jinja")
 R1 = os.path.join(SRCDIR, "tests", "data", "chat-templates",
                   "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja")
+MISTRAL3 = os.path.join(SRCDIR, "tests", "data", "chat-templates",
+                        "unsloth-mistral-Devstral-Small-2507.jinja")
 R1_BOS = "<\uff5cbegin\u2581of\u2581sentence\uff5c>"
 R1_EOS = "<\uff5cend\u2581of\u2581sentence\uff5c>"
 
@@ -82,9 +86,10 @@ FAMILIES = {
     "mistral": (os.path.join(TDIR, "mistralai-Mistral-Nemo-Instruct-2407.jinja"), "<s>", "</s>"),
     "qwen3": (QWEN3, "", "<|im_end|>"),
     "deepseek-r1": (R1, R1_BOS, R1_EOS),
+    "mistral3": (MISTRAL3, "<s>", "</s>"),
 }
 if not HAVE_SHARED:
-    FAMILIES = {k: FAMILIES[k] for k in ("qwen3", "deepseek-r1")}
+    FAMILIES = {k: FAMILIES[k] for k in ("qwen3", "deepseek-r1", "mistral3")}
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather",
@@ -214,10 +219,14 @@ QWEN3_CASES = [
 
 def jinja_msgs(fam, msgs, tools):
     """What the template is given: the messages as vLLM hands them over (a null content,
-    which Qwen3's template cannot take, as ""; DeepSeek-R1's concatenates the arguments, so
-    they go as the JSON text a client sends, and its tools as llama-server polyfills them)."""
-    if fam == "deepseek-r1":
-        msgs = r1_polyfill(msgs, tools)
+    which Qwen3's and mistral3's templates cannot take, as ""; DeepSeek-R1's and mistral3's
+    concatenate the arguments, so they go as the JSON text a client sends; DeepSeek-R1's
+    tools as llama-server polyfills them)."""
+    if fam == "mistral3":
+        msgs = [dict(m, content="") if m.get("content") is None else m for m in msgs]
+    if fam in ("deepseek-r1", "mistral3"):
+        if fam == "deepseek-r1":
+            msgs = r1_polyfill(msgs, tools)
         return [dict(m, tool_calls=[dict(c, function=dict(
             c["function"], arguments=json.dumps(c["function"]["arguments"])))
             for c in m["tool_calls"]]) if m.get("tool_calls") else m for m in msgs]
@@ -325,6 +334,8 @@ for fam, (fname, bos, eos) in FAMILIES.items():
         cases = [c + ({},) for c in R1_CASES]
     if fam == "qwen3":
         cases += [c if len(c) == 4 else c + ({},) for c in QWEN3_CASES]
+    if fam == "mistral3":
+        cases += [c + ({},) for c in random_r1_cases(100, seed=777)]
     for name, msgs, tools, kw in cases:
         for agp in (True, False):
             try:
@@ -333,6 +344,11 @@ for fam, (fname, bos, eos) in FAMILIES.items():
                 refused = None
             except Refused as e:
                 want, refused = None, str(e)
+            if fam == "mistral3" and want is not None and not (msgs and msgs[0]["role"] == "system"):
+                # the model's default system text, which chat.c does not write
+                head = bos + "[SYSTEM_PROMPT]"
+                if want.startswith(head):
+                    want = bos + want[want.index("[/SYSTEM_PROMPT]") + len("[/SYSTEM_PROMPT]"):]
             # as a client sends them: arguments and tools as JSON text (numbers as written)
             sent = [dict(m, tool_calls=[dict(c, function=dict(
                 c["function"], arguments=json.dumps(c["function"]["arguments"])))

@@ -1910,6 +1910,110 @@ START_TEST(test_fast_rowops)
 }
 END_TEST
 
+/* YaRN (llama.cpp's rope_yarn): the ramp's ends and blend, the magnitude, values worked by
+ * hand, fast vs reference on awkward shapes, and the fields a backend refuses. */
+START_TEST(test_rope_yarn)
+{
+    fb_backend_t *be = mk_cfg(_i);
+    if (!be)
+        return;
+    /* ggml_rope_yarn_corr_dims of Qwen2.5's 128 dims, base 1e6, 32768 positions, betas 32/1:
+     * 128 ln(32768 / 64 pi) / 2 ln 1e6 = 23.6 floored, 128 ln(32768 / 2 pi) / 2 ln 1e6 =
+     * 39.7 ceiled */
+    fb_rope_t q = {.mode = FB_ROPE_NEOX, .n_rot = 128, .freq_base = 1e6f, .freq_scale = 0.25f,
+                   .ext_factor = 1, .beta_fast = 32, .beta_slow = 1, .n_ctx_orig = 32768};
+    float dims[2];
+    fb_rope_corr_dims(&q, dims);
+    CHECKM(dims[0] == 23 && dims[1] == 40, "corr dims %g %g", (double)dims[0], (double)dims[1]);
+    CHECK(fb_rope_yarn_mix(&q, dims, 0) == 1 && fb_rope_yarn_mix(&q, dims, 23) == 1);
+    CHECK(fabsf(fb_rope_yarn_mix(&q, dims, 30) - (1 - 7.0f / 17)) < 1e-6f);
+    CHECK(fb_rope_yarn_mix(&q, dims, 40) == 0 && fb_rope_yarn_mix(&q, dims, 63) == 0);
+    CHECK(fabsf(fb_rope_mscale(&q) - (float)(1 + 0.1 * log(4.0))) < 1e-6f);
+    q.attn_factor = 0.5f;
+    CHECK(fabsf(fb_rope_mscale(&q) - (float)(0.5 * (1 + 0.1 * log(4.0)))) < 1e-6f);
+    q.ext_factor = 0;
+    CHECK(fb_rope_mscale(&q) == 0.5f && fb_rope_yarn_mix(&q, dims, 0) == 0);
+
+    /* n_rot 8, base 1e4, 64 positions: ends 0 (8 ln(64 / 64 pi) / 2 ln 1e4 = -0.5) and 2
+     * (1.008 ceiled); so at position p, freq_scale 1/4, pair 0 turns by p (all
+     * extrapolation), pair 1 by 0.1 p (0.25 / 2 + 1 / 2), pairs 2 and 3 by 0.01 p / 4 and
+     * 0.001 p / 4; all four times 1 + 0.1 ln 4 */
+    fb_rope_t r = {.mode = FB_ROPE_ADJACENT, .n_rot = 8, .freq_base = 10000, .freq_scale = 0.25f,
+                   .ext_factor = 1, .beta_fast = 32, .beta_slow = 1, .n_ctx_orig = 64};
+    float x[8] = {1, 0, 1, 0, 1, 0, 1, 0};
+    int32_t p3 = 3;
+    ck_assert_int_eq(fb_rope(be, x, 1, 8, 1, 8, &p3, &r), 0);
+    const double th[4] = {3.0, 0.3 * 0.625, 0.03 * 0.25, 0.003 * 0.25}, m = 1 + 0.1 * log(4.0);
+    for (int i = 0; i < 4; i++)
+        CHECKM(fabs(x[2 * i] - m * cos(th[i])) < 2e-6 && fabs(x[2 * i + 1] - m * sin(th[i])) < 2e-6,
+               "pair %d: %g %g, want %g %g", i, (double)x[2 * i], (double)x[2 * i + 1],
+               m * cos(th[i]), m * sin(th[i]));
+
+    /* fast vs reference: partial rotation, padding, odd head counts, far positions, both
+     * pair layouts, frequency factors, a part blend, a ramp that covers every pair */
+    static const int cf[][6] = { /* heads, head_dim, n_rot, mode, orig ctx, factors */
+        {1, 8, 8, 0, 64, 0}, {3, 100, 64, 1, 4096, 0}, {5, 64, 48, 0, 32768, 1},
+        {2, 128, 128, 1, 32, 1}, {7, 6, 6, 1, 2, 0}};
+    uint64_t s = 77;
+    for (size_t k = 0; k < FD_ARRAY_LEN(cf); k++) {
+        const int *c = cf[k];
+        int nh = c[0], hd = c[1];
+        int64_t rows = 7, ld = (int64_t)nh * hd + 3;
+        float *x1 = rnd(&s, rows * ld, 2), *x2 = malloc(sizeof(float) * (size_t)(rows * ld));
+        float *x0 = malloc(sizeof(float) * (size_t)(rows * ld));
+        ck_assert_ptr_nonnull(x2);
+        ck_assert_ptr_nonnull(x0);
+        memcpy(x2, x1, sizeof(float) * (size_t)(rows * ld));
+        memcpy(x0, x1, sizeof(float) * (size_t)(rows * ld));
+        int32_t pos[7] = {0, 1, 2, 31, 33, 4000, 123456};
+        float *ffv = rnd(&s, c[2] / 2, 1);
+        for (int i = 0; i < c[2] / 2; i++)
+            ffv[i] = 4.5f + 3.5f * ffv[i];
+        fb_weight_t ff = {.type = GG_F32, .n_in = c[2] / 2, .n_out = 1, .src = ffv,
+                          .name = "rope_freqs"};
+        ck_assert_int_eq(fb_weight_prepare(be, &ff), 0);
+        fb_rope_t y = {.mode = c[3], .n_rot = c[2], .freq_base = k == 3 ? 1e6f : 1e4f,
+                       .freq_scale = k == 1 ? 0.125f : 0.25f, .freq_factors = c[5] ? &ff : NULL,
+                       .ext_factor = k == 2 ? 0.5f : 1, .beta_fast = 32, .beta_slow = 1,
+                       .n_ctx_orig = c[4], .attn_factor = k == 4 ? 0.75f : 0};
+        ck_assert_int_eq(fb_rope(be, x1, rows, ld, nh, hd, pos, &y), 0);
+        fcpu_ref_rope(x2, rows, ld, nh, hd, pos, &y);
+        double e = 0;
+        for (int64_t i = 0; i < rows * ld; i++)
+            e = fmax(e, fabsf(x1[i] - x2[i]));
+        CHECKM(e <= 1e-5, "case %zu: fast vs reference %g", k, e);
+        /* the same rope without YaRN differs (the blend and magnitude are applied) */
+        fb_rope_t lin = y;
+        lin.ext_factor = 0;
+        fcpu_ref_rope(x0, rows, ld, nh, hd, pos, &lin);
+        double d = 0;
+        for (int64_t i = 0; i < rows * ld; i++)
+            d = fmax(d, fabsf(x0[i] - x2[i]));
+        CHECKM(d > 0.1, "case %zu: YaRN changes nothing (%g)", k, d);
+        fb_weight_release(be, &ff);
+        free(x0); free(x1); free(x2); free(ffv);
+    }
+
+    /* refused: a negative or non-finite blend, a blend without an original context or with
+     * betas that are not positive, a negative attention factor, a base of 1 */
+    fb_rope_t bad[6];
+    for (int i = 0; i < 6; i++)
+        bad[i] = r;
+    bad[0].ext_factor = -1;
+    bad[1].ext_factor = NAN;
+    bad[2].n_ctx_orig = 0;
+    bad[3].beta_slow = 0;
+    bad[4].attn_factor = -2;
+    bad[5].freq_base = 1;
+    for (int i = 0; i < 6; i++)
+        CHECKM(fb_rope(be, x, 1, 8, 1, 8, &p3, &bad[i]) == -EINVAL, "bad rope %d accepted", i);
+    /* without a blend, the YaRN fields are not looked at */
+    bad[2].ext_factor = 0;
+    ck_assert_int_eq(fb_rope(be, x, 1, 8, 1, 8, &p3, &bad[2]), 0);
+    fb_destroy(be);
+}
+END_TEST
+
 /* ---- decode: one activation row ------------------------------------------------------- */
 
 /* One activation row against every weight type on every configuration: the four-row decode
@@ -2136,6 +2240,7 @@ int main(void)
     tcase_add_loop_test(tc, test_defer_equals_norm_then_gemm, 0, N_CFG);
     tcase_add_loop_test(tc, test_norms, 0, N_CFG);
     tcase_add_loop_test(tc, test_rope, 0, N_CFG);
+    tcase_add_loop_test(tc, test_rope_yarn, 0, N_CFG);
     tcase_add_loop_test(tc, test_attention, 0, N_CFG);
     tcase_add_loop_test(tc, test_elementwise, 0, N_CFG);
     tcase_add_loop_test(tc, test_get_rows, 0, N_CFG);

@@ -98,6 +98,11 @@ const char *fb_name(const fb_backend_t *be)
     return be ? be->ops->name : "none";
 }
 
+bool fb_attn_ring(const fb_backend_t *be)
+{
+    return be && be->ops->attn_ring;
+}
+
 bool fb_host_weights(const fb_backend_t *be)
 {
     return be && be->ops->host_weights;
@@ -298,6 +303,11 @@ static int attn_check(const fb_attn_t *a)
             return -EINVAL;
     if (a->window < 0 || !(a->softcap >= 0.0f) || isinf(a->softcap))
         return -EINVAL;
+    if (a->ring < 0 || (a->ring > 0 && (a->ring_start < 0 || a->ring_start >= a->ring)))
+        return -EINVAL;
+    for (int i = 0; a->ring > 0 && i < a->n_q; i++)
+        if (a->pos[i] >= a->ring)
+            return -EINVAL;
     return 0;
 }
 
@@ -310,6 +320,8 @@ int fb_attention(fb_backend_t *be, const fb_attn_t *a, int n_seq)
         if (rc)
             return rc;
         if ((a[s].window || a[s].softcap > 0.0f) && !be->ops->attn_window)
+            return FD_EUNSUP;
+        if (a[s].ring > 0 && !be->ops->attn_ring)
             return FD_EUNSUP;
     }
     uint64_t t0 = fd_now_ns();

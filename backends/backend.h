@@ -109,7 +109,18 @@ typedef struct fb_attn {
      * softcap * tanh(s / softcap) before the softmax. */
     float softcap;
     int type_k, type_v;             /* enum gg_type of the cache (0: GG_F32, as above) */
+    /* A ring cache (a local layer's that keeps only the window; 0 = none): k / v hold ring
+     * rows, and the row numbered t above (the one pos counts) lies at ring row
+     * (ring_start + t) % ring.  Every pos[i] must be below ring (a row's span fits); only a
+     * backend with fb_ops_t.attn_ring takes one (fb_attention: FD_EUNSUP). */
+    int64_t ring, ring_start;
 } fb_attn_t;
+
+/* The stored row of fb_attn_t row t (ring or not). */
+static inline int64_t fb_attn_row(const fb_attn_t *a, int64_t t)
+{
+    return a->ring > 0 ? (a->ring_start + t) % a->ring : t;
+}
 
 /* KV cache element types (llama-server's --cache-type-k / --cache-type-v): GG_F32, GG_F16,
  * GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_1, GG_Q5_0, GG_Q5_1.  A row of a typed cache holds
@@ -245,6 +256,9 @@ typedef struct fb_ops {
      * unchanged. */
     int (*matmul_group)(fb_backend_t *be, const fb_mm_part_t *parts, int n_parts,
                         const fb_defer_t *defer);
+    /* True when attention reads ring caches (fb_attn_t.ring); without it the model keeps
+     * full caches on every layer. */
+    bool attn_ring;
 } fb_ops_t;
 
 enum fb_roof { FB_ROOF_READ = 0, FB_ROOF_SGEMM = 1 };
@@ -321,6 +335,8 @@ int fb_scatter_add_rows(fb_backend_t *be, float *dst, int64_t ld_dst, int64_t n_
                         const float *src, const int32_t *ids, const float *w, int64_t n_rows,
                         int64_t n);
 void fb_mark(fb_backend_t *be, int what, int arg);
+/* fb_ops_t.attn_ring of the backend (false for NULL). */
+bool fb_attn_ring(const fb_backend_t *be);
 /* fb_ops_t.host_weights of the backend (false for NULL). */
 bool fb_host_weights(const fb_backend_t *be);
 /* fb_ops_t.roof, or FD_EUNSUP when the backend has none. */

@@ -48,6 +48,7 @@ typedef struct opts {
     const char *backend, *model_filter, *op_filter, *model_path;
     const char *batches, *ctxs, *sets;
     const char *cache_types, *depths; /* decode: KV cache types and context depths */
+    const char *swa;                  /* decode: "ring", "full" or both, comma-separated */
     int type, reps, threads, ctx, n_gen, prefill;
     bool cpu_clock;
     bool steptime;           /* synth: the backend's steptime=1 summary per variant */
@@ -350,7 +351,9 @@ static double rss_mib(void)
  * alike) the fused model is loaded alone, a prompt of random tokens is prefilled to each
  * depth in turn, and n_gen greedy tokens are decoded from there reps times (the slot cut
  * back to the depth between runs): the median tokens/s, the cache's bytes and the resident
- * set after the deepest run (the cache is written as far as that depth). */
+ * set after the deepest run (the cache is written as far as that depth).  --swa ring,full
+ * loads each type twice, with sliding-window rings (the default) and with swa_full: one
+ * process, so the resident sets of the ring runs come first, before the full caches. */
 static int cmd_decode_cache(const opts_t *o)
 {
     int depths[8], nd = parse_list(o->depths ? o->depths : "2048,4096", depths, 8);
@@ -364,75 +367,83 @@ static int cmd_decode_cache(const opts_t *o)
     printf("# fusion-bench decode: %s, backend %s, %d threads, %d tokens per run, %d runs "
            "(medians), %s time\n", o->model_path, o->backend, o->threads, o->n_gen, o->reps,
            o->cpu_clock ? "cpu" : "wall");
-    char list[128];
-    snprintf(list, sizeof(list), "%s", o->cache_types);
-    for (char *save = NULL, *name = strtok_r(list, ",", &save); name;
-         name = strtok_r(NULL, ",", &save)) {
-        int type = fb_kv_type_from_name(name);
-        if (type < 0) {
-            fprintf(stderr, "fusion-bench: --cache-types: '%s' is no cache type\n", name);
+    char list[128], swal[32];
+    snprintf(swal, sizeof(swal), "%s", o->swa ? o->swa : "ring");
+    for (char *ss = NULL, *swa = strtok_r(swal, ",", &ss); swa; swa = strtok_r(NULL, ",", &ss)) {
+        if (strcmp(swa, "ring") && strcmp(swa, "full")) {
+            fprintf(stderr, "fusion-bench: --swa: '%s' is neither ring nor full\n", swa);
             return 1;
         }
-        llm_load_params_t p;
-        llm_load_params_default(&p);
-        p.path = o->model_path;
-        p.backend = o->backend;
-        p.threads = o->threads;
-        p.n_ctx = max_d + o->n_gen + 8;
-        p.cache_type_k = p.cache_type_v = type;
-        llm_model_t *m;
-        char err[512];
-        if (llm_load(&m, &p, err, sizeof(err))) {
-            fprintf(stderr, "fusion-bench: %s\n", err);
-            return 1;
-        }
-        const int V = llm_hparams(m)->n_vocab, B = llm_n_batch_max(m);
-        float *logits = malloc(sizeof(float) * (size_t)V);
-        int32_t *toks = malloc(sizeof(int32_t) * (size_t)FD_MAX(B, 1));
-        double *ts = malloc(sizeof(double) * (size_t)o->reps);
-        int slot, rc = logits && toks && ts ? llm_seq_alloc(m, &slot) : -ENOMEM;
-        for (int di = 0; di < nd && rc == 0; di++) {
-            /* prefill from where the slot is to this depth, in batches */
-            int len = llm_seq_len(m, slot);
-            while (rc == 0 && len < depths[di]) {
-                int n = FD_MIN(B, depths[di] - len);
-                for (int i = 0; i < n; i++)
-                    toks[i] = (int32_t)((frand() * 0.5 + 0.5) * (V - 1));
-                llm_batch_entry_t e = { .slot = slot, .tokens = toks, .n_tokens = n };
-                rc = llm_decode(m, &e, 1, NULL);
-                len = llm_seq_len(m, slot);
+        snprintf(list, sizeof(list), "%s", o->cache_types);
+        for (char *save = NULL, *name = strtok_r(list, ",", &save); name;
+             name = strtok_r(NULL, ",", &save)) {
+            int type = fb_kv_type_from_name(name);
+            if (type < 0) {
+                fprintf(stderr, "fusion-bench: --cache-types: '%s' is no cache type\n", name);
+                return 1;
             }
-            for (int r = 0; r < o->reps && rc == 0; r++) {
-                rc = llm_seq_truncate(m, slot, depths[di]);
-                int32_t t = 1;
-                double t0 = now_s();
-                for (int i = 0; i < o->n_gen && rc == 0; i++) {
-                    llm_batch_entry_t e = { .slot = slot, .tokens = &t, .n_tokens = 1,
-                                            .want_logits = true };
-                    rc = llm_decode(m, &e, 1, logits);
-                    int best = 0;
-                    for (int v = 1; v < V; v++)
-                        if (logits[v] > logits[best])
-                            best = v;
-                    t = best;
+            llm_load_params_t p;
+            llm_load_params_default(&p);
+            p.path = o->model_path;
+            p.backend = o->backend;
+            p.threads = o->threads;
+            p.n_ctx = max_d + o->n_gen + 8;
+            p.cache_type_k = p.cache_type_v = type;
+            p.swa_full = strcmp(swa, "full") == 0;
+            llm_model_t *m;
+            char err[512];
+            if (llm_load(&m, &p, err, sizeof(err))) {
+                fprintf(stderr, "fusion-bench: %s\n", err);
+                return 1;
+            }
+            const int V = llm_hparams(m)->n_vocab, B = llm_n_batch_max(m);
+            float *logits = malloc(sizeof(float) * (size_t)V);
+            int32_t *toks = malloc(sizeof(int32_t) * (size_t)FD_MAX(B, 1));
+            double *ts = malloc(sizeof(double) * (size_t)o->reps);
+            int slot, rc = logits && toks && ts ? llm_seq_alloc(m, &slot) : -ENOMEM;
+            for (int di = 0; di < nd && rc == 0; di++) {
+                /* prefill from where the slot is to this depth, in batches */
+                int len = llm_seq_len(m, slot);
+                while (rc == 0 && len < depths[di]) {
+                    int n = FD_MIN(B, depths[di] - len);
+                    for (int i = 0; i < n; i++)
+                        toks[i] = (int32_t)((frand() * 0.5 + 0.5) * (V - 1));
+                    llm_batch_entry_t e = { .slot = slot, .tokens = toks, .n_tokens = n };
+                    rc = llm_decode(m, &e, 1, NULL);
+                    len = llm_seq_len(m, slot);
                 }
-                ts[r] = o->n_gen / (now_s() - t0);
+                for (int r = 0; r < o->reps && rc == 0; r++) {
+                    rc = llm_seq_truncate(m, slot, depths[di]);
+                    int32_t t = 1;
+                    double t0 = now_s();
+                    for (int i = 0; i < o->n_gen && rc == 0; i++) {
+                        llm_batch_entry_t e = { .slot = slot, .tokens = &t, .n_tokens = 1,
+                                                .want_logits = true };
+                        rc = llm_decode(m, &e, 1, logits);
+                        int best = 0;
+                        for (int v = 1; v < V; v++)
+                            if (logits[v] > logits[best])
+                                best = v;
+                        t = best;
+                    }
+                    ts[r] = o->n_gen / (now_s() - t0);
+                }
+                if (rc == 0)
+                    printf("decode cache %-5s swa %s depth %5d %8.2f tok/s  cache %8.1f MiB  "
+                           "rss %8.1f MiB\n", name, swa, depths[di], median(ts, o->reps),
+                           (double)llm_cache_bytes(m) / (1024.0 * 1024.0), rss_mib());
+                rc = rc ? rc : llm_seq_truncate(m, slot, depths[di]);
+                fflush(stdout);
             }
-            if (rc == 0)
-                printf("decode cache %-5s depth %5d %8.2f tok/s  cache %8.1f MiB  rss %8.1f MiB\n",
-                       name, depths[di], median(ts, o->reps),
-                       (double)llm_cache_bytes(m) / (1024.0 * 1024.0), rss_mib());
-            rc = rc ? rc : llm_seq_truncate(m, slot, depths[di]);
-            fflush(stdout);
+            if (rc)
+                fprintf(stderr, "fusion-bench: decode: %s\n", fd_strerror(rc));
+            free(logits);
+            free(toks);
+            free(ts);
+            llm_free(m);
+            if (rc)
+                return 1;
         }
-        if (rc)
-            fprintf(stderr, "fusion-bench: decode: %s\n", fd_strerror(rc));
-        free(logits);
-        free(toks);
-        free(ts);
-        llm_free(m);
-        if (rc)
-            return 1;
     }
     return 0;
 }
@@ -875,7 +886,8 @@ static void usage(FILE *f)
             "usage: fusion-bench ops [--backend B] [--type T] [--models a,b] [--ops qkv,gate_up,head,attn]\n"
             "                        [--reps N] [--threads N] [--ctx N]\n"
             "       fusion-bench decode -m MODEL [--backend B] [--threads N] [--reps N] [-n N]\n"
-            "                          [--cache-types f32,f16,q8_0 [--depths 2048,4096]]\n"
+            "                          [--cache-types f32,f16,q8_0 [--depths 2048,4096]\n"
+            "                          [--swa ring,full]]\n"
             "         (with --cache-types: the fused model per KV cache type, decode at each\n"
             "         context depth, cache bytes and resident memory)\n"
             "       fusion-bench fold\n"
@@ -975,6 +987,8 @@ int main(int argc, char **argv)
             o.cache_types = v;
         else if (strcmp(a, "--depths") == 0)
             o.depths = v;
+        else if (strcmp(a, "--swa") == 0)
+            o.swa = v;
         else if (strcmp(a, "--steptime") == 0)
             o.steptime = atoi(v) != 0;
         else if (strcmp(a, "--clock") == 0 && (!strcmp(v, "wall") || !strcmp(v, "cpu")))

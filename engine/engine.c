@@ -104,6 +104,8 @@ typedef struct req {
     int n_embd;
     float *emb;                  /* pooling: the sum of the pooled rows' hidden states */
     bool ignore_eos;
+    float *lora;                 /* n_lora adapter scales, NULL when none or all zero */
+    int n_lora;
     char **stop;
     size_t *stop_len;
     int n_stop;
@@ -126,6 +128,8 @@ typedef struct cslot {
     int32_t *tokens;             /* the n tokens whose KV the slot holds (owned) */
     int n;
     uint64_t stamp;              /* when it was cached: the lowest is evicted first */
+    float *lora;                 /* the adapter scales its KV was computed under (owned;
+                                    NULL: none) */
 } cslot_t;
 
 /* One sampled token of a decoding sequence's run (n-gram speculation: several a step). */
@@ -245,6 +249,7 @@ static void req_free(req_t *r)
     free(r->allow);
     free(r->held);
     free(r->emb);
+    free(r->lora);
     free(r->tokens);
     free(r);
 }
@@ -322,6 +327,12 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
         if (q->prompt[i] < 0 || q->prompt[i] >= e->d.n_vocab)
             return SUBMIT_ERR(-EINVAL, "prompt token %zu is %d: outside the vocabulary (0..%d)",
                               i, (int)q->prompt[i], e->d.n_vocab - 1);
+    if (q->n_lora != 0 && (q->n_lora != eng_info(e)->n_lora || !q->lora))
+        return SUBMIT_ERR(-EINVAL, "%d LoRA scales for %d adapters", q->n_lora,
+                          eng_info(e)->n_lora);
+    for (int i = 0; i < q->n_lora; i++)
+        if (!isfinite(q->lora[i]))
+            return SUBMIT_ERR(-EINVAL, "LoRA scale %d is not a finite number", i);
     if (q->n_stop < 0 || q->n_stop > ENG_MAX_STOP || (q->n_stop > 0 && !q->stop))
         return SUBMIT_ERR(-EINVAL, "%d stop strings: at most %d", q->n_stop, ENG_MAX_STOP);
     for (int i = 0; i < q->n_stop; i++)
@@ -382,6 +393,15 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
         r->n_embd = eng_info(e)->n_embd;
         if (!(r->emb = calloc((size_t)r->n_embd, sizeof *r->emb)))
             goto nomem;
+    }
+    bool any_lora = false;
+    for (int i = 0; i < q->n_lora; i++)
+        any_lora |= q->lora[i] != 0.0f;
+    if (any_lora) {
+        if (!(r->lora = malloc((size_t)q->n_lora * sizeof *r->lora)))
+            goto nomem;
+        memcpy(r->lora, q->lora, (size_t)q->n_lora * sizeof *r->lora);
+        r->n_lora = q->n_lora;
     }
     r->ignore_eos = q->ignore_eos;
     r->on_event = q->on_event;
@@ -597,7 +617,9 @@ static cslot_t cache_take(eng_t *e, int i)
     e->pub.cached_slots = e->n_cache;
     e->pub.kv_cached -= c.n;
     free(c.tokens);
+    free(c.lora);
     c.tokens = NULL;
+    c.lora = NULL;
     return c;
 }
 
@@ -612,22 +634,36 @@ static void cache_evict_lru(eng_t *e)
     e->pub.cache_evictions++;
 }
 
-/* The cached slot r can reuse the most prompt tokens from (at least cache_min), or -1. */
-static int cache_lookup(const eng_t *e, const req_t *r, int *keep)
+/* The cached slot r can reuse the most prompt tokens from (at least cache_min, keep), or -1.
+ * A driver with sliding-window rings may keep less of a slot than the common prefix
+ * (seq_reusable);
+ * *ring_miss is set when that made the best choice worse than the common prefix alone. */
+static int cache_lookup(const eng_t *e, const req_t *r, int *keep, bool *ring_miss)
 {
-    int best = -1, best_keep = 0;
+    int best = -1, best_keep = 0, best_common = 0;
+    *ring_miss = false;
     if (r->plp || r->pool != ENG_POOL_NONE)
         return -1;  /* a cached prefix's rows would have no logits or hidden states */
     for (int i = 0; i < e->n_cache; i++) {
         const cslot_t *c = &e->cache[i];
+        if ((c->lora == NULL) != (r->lora == NULL) ||
+            (r->lora && memcmp(c->lora, r->lora, (size_t)r->n_lora * sizeof *r->lora) != 0))
+            continue;  /* its KV was computed under other adapter scales */
         int n = FD_MIN(c->n, r->n_prompt - 1), k = 0;
         while (k < n && c->tokens[k] == r->tokens[k])
             k++;
+        best_common = FD_MAX(best_common, k);
+        if (k > 0 && e->d.seq_reusable) {
+            int u = e->d.seq_reusable(e->d.ctx, c->slot, k);
+            k = u < 0 ? 0 : FD_MIN(u, k);
+        }
         if (k > best_keep || (k == best_keep && best >= 0 && c->stamp > e->cache[best].stamp)) {
             best = i;
             best_keep = k;
         }
     }
+    if (best_common >= e->cache_min && best_keep < best_common)
+        *ring_miss = true;
     if (best < 0 || best_keep < e->cache_min)
         return -1;
     *keep = best_keep;
@@ -652,8 +688,10 @@ static void finish_running(eng_t *e, req_t *r)
     e->pub.kv_used -= r->slot >= 0 ? r->n_past : 0;
     if (keep) {
         /* its reservation covered n_past, so reserved + cached stays within kv_total */
-        e->cache[e->n_cache++] = (cslot_t){ r->slot, r->tokens, r->n_past, ++e->cache_stamp };
+        e->cache[e->n_cache++] = (cslot_t){ r->slot, r->tokens, r->n_past, ++e->cache_stamp,
+                                            r->lora };
         r->tokens = NULL;
+        r->lora = NULL;
         e->pub.cached_slots = e->n_cache;
         e->pub.kv_cached += r->n_past;
     }
@@ -973,7 +1011,8 @@ static void run_step(eng_t *e)
             int k = draft_for(e, r, draft_cap);
             draft_cap -= k;
             e->ent[n] = (llm_batch_entry_t){ .slot = r->slot, .tokens = &r->tokens[r->n_past],
-                                             .n_tokens = 1 + k, .want_logits = 1 + k };
+                                             .n_tokens = 1 + k, .want_logits = 1 + k,
+                                             .lora = r->lora };
             e->sampled[n].n_draft = k;
             e->ent_req[n++] = r;
             n_tok += 1 + k;
@@ -1013,7 +1052,8 @@ static void run_step(eng_t *e)
         /* with prompt log-probabilities every row's (wanted rows are the trailing ones: with
          * max_tokens 0 the last row's go unused rather than shift the others) */
         e->ent[n] = (llm_batch_entry_t){ .slot = r->slot, .tokens = &r->tokens[r->n_past],
-                                         .n_tokens = take, .want_logits = r->plp ? take : want };
+                                         .n_tokens = take, .want_logits = r->plp ? take : want,
+                                         .lora = r->lora };
         if (r->pool != ENG_POOL_NONE) {
             e->ent[n].hidden = r->emb;
             e->ent[n].want_hidden = r->pool == ENG_POOL_MEAN ? take
@@ -1174,7 +1214,10 @@ static bool schedule(eng_t *e, req_t **gone)
         e->run[e->n_run++] = r;
         e->pub.kv_reserved += r->kv_need;
         e->admitted[e->n_admitted++] = r;
-        int keep = 0, hit = cache_lookup(e, r, &keep);
+        int keep = 0;
+        bool ring_miss;
+        int hit = cache_lookup(e, r, &keep, &ring_miss);
+        e->pub.cache_ring_misses += ring_miss;
         if (hit >= 0) {
             r->slot = cache_take(e, hit).slot;
             r->n_past = r->n_cached = keep;

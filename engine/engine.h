@@ -69,6 +69,12 @@ typedef struct eng_params {
     int draft_min;              /* fewest draft tokens worth verifying (0 = 1) */
     int lookup_max;             /* longest n-gram matched (0 = 4) */
     int lookup_min;             /* shortest n-gram matched (0 = 2) */
+    /* LoRA adapter files (llm_load_params_t.lora): adapter i is lora[i]; each request says
+     * how much of each applies (eng_request_t.lora) */
+    const char *const *lora;
+    int n_lora;
+    bool swa_full;              /* llm_load_params_t.swa_full: sliding-window layers keep
+                                   every position, not a ring */
 } eng_params_t;
 
 #define ENG_DRAFT_MAX 64
@@ -95,6 +101,10 @@ typedef struct eng_info {
     const char *cache_type_k;   /* "f32", "f16", "q8_0", ... (NULL: the driver has none) */
     const char *cache_type_v;
     uint64_t cache_bytes;       /* bytes the KV cache holds (all layers, K and V) */
+    int n_lora;                 /* LoRA adapters loaded (eng_params_t.lora) */
+    const char *const *lora_paths; /* their files, n_lora */
+    int swa_ring;               /* llm_swa_ring: positions a sliding-window layer keeps a
+                                   sequence (0: every layer keeps n_ctx) */
 } eng_info_t;
 
 /* How an embedding request pools its prompt's final hidden states (llama.cpp's numbering of
@@ -231,6 +241,12 @@ typedef struct eng_request {
      * no hidden states), though its finished KV may be cached for later prompts. */
     int pooling;                /* enum eng_pooling */
     bool normalize;
+    /* LoRA: n_lora scales (eng_info_t.n_lora of them, or 0: none), one per adapter, each
+     * finite, copied at submit.  Requests with different scales share steps (each sequence
+     * applies its own); a cached prefix is reused only under the same scales, since its KV
+     * was computed under them (all zero is the same as none). */
+    const float *lora;
+    int n_lora;
 } eng_request_t;
 
 /* Queues a request.  0 and *id set, or: -EINVAL (bad field, message in err), FD_ECTX (prompt
@@ -265,6 +281,9 @@ typedef struct eng_stats {
     uint64_t cache_hits;        /* requests that reused a cached slot's KV */
     uint64_t cached_tokens;     /* prompt tokens those requests did not prefill */
     uint64_t cache_evictions;   /* cached slots dropped to make room */
+    uint64_t cache_ring_misses; /* admissions whose longest cached common prefix could not be
+                                   reused, a ring having overwritten the window it needs
+                                   (driver's seq_reusable): prefilled from less or from 0 */
     /* n-gram speculation (params.draft_max): draft tokens fed for verification, and those
      * the sampler picked (accepted / drafted: the acceptance rate) */
     uint64_t draft_tokens;
@@ -311,6 +330,10 @@ typedef struct eng_driver {
     void (*host_free)(void *ctx, void *p);
     void (*close)(void *ctx);   /* at eng_close (or a failed open), after the engine thread
                                    ended; may be NULL */
+    /* llm_seq_reusable's contract: how much of a cached slot's first len positions a new
+     * prompt can keep (len, or less where a sliding-window ring lost what it needs); NULL:
+     * all of it */
+    int (*seq_reusable)(void *ctx, int slot, int len);
 } eng_driver_t;
 
 /* As eng_open on d instead of a model file (model_path, backend, fusion, threads and n_ctx

@@ -19,6 +19,7 @@ typedef struct llm_drv {
     eng_info_t info;
     char model_id[256];
     char *chat_template;
+    const char **lora_paths;         /* llm_n_lora of them, the model's strings */
 } llm_drv_t;
 
 static int d_seq_alloc(void *ctx, int *slot)
@@ -39,6 +40,11 @@ static int d_seq_len(void *ctx, int slot)
 static int d_seq_truncate(void *ctx, int slot, int len)
 {
     return llm_seq_truncate(((llm_drv_t *)ctx)->m, slot, len);
+}
+
+static int d_seq_reusable(void *ctx, int slot, int len)
+{
+    return llm_seq_reusable(((llm_drv_t *)ctx)->m, slot, len);
 }
 
 static int d_decode(void *ctx, const llm_batch_entry_t *e, int n, float *logits)
@@ -90,6 +96,7 @@ static void d_close(void *ctx)
     llm_drv_t *d = ctx;
     llm_free(d->m);
     free(d->chat_template);
+    free(d->lora_paths);
     free(d);
 }
 
@@ -155,6 +162,9 @@ int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
     lp.n_ctx = p->n_ctx;
     lp.cache_type_k = p->cache_type_k;
     lp.cache_type_v = p->cache_type_v;
+    lp.lora = p->lora;
+    lp.n_lora = p->n_lora;
+    lp.swa_full = p->swa_full;
     lp.n_seq_max = p->max_running;
     /* the scheduler's step is one llm_decode call: size the activations for all of it */
     lp.n_batch_max = p->max_batch_tokens ? p->max_batch_tokens
@@ -179,6 +189,16 @@ int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
         memcpy(d->chat_template, tmpl.ptr, tmpl.len);
         d->chat_template[tmpl.len] = 0;
     }
+    if (llm_n_lora(d->m) > 0) {
+        d->lora_paths = calloc((size_t)llm_n_lora(d->m), sizeof *d->lora_paths);
+        if (!d->lora_paths) {
+            snprintf(err, errlen, "out of memory");
+            d_close(d);
+            return -ENOMEM;
+        }
+        for (int i = 0; i < llm_n_lora(d->m); i++)
+            d->lora_paths[i] = llm_lora_path(d->m, i);
+    }
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     d->info = (eng_info_t){
         .model_id = d->model_id,
@@ -202,6 +222,9 @@ int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
         .cache_type_k = fb_kv_type_name(llm_cache_type_k(d->m)),
         .cache_type_v = fb_kv_type_name(llm_cache_type_v(d->m)),
         .cache_bytes = llm_cache_bytes(d->m),
+        .n_lora = llm_n_lora(d->m),
+        .lora_paths = d->lora_paths,
+        .swa_ring = llm_swa_ring(d->m),
     };
     eng_driver_t drv = {
         .ctx = d,
@@ -223,6 +246,7 @@ int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
         .host_alloc = d_host_alloc,
         .host_free = d_host_free,
         .close = d_close,
+        .seq_reusable = d_seq_reusable,
     };
     /* eng_open_driver closes the driver (and so the model) when it fails */
     return eng_open_driver(out, p, &drv, err, errlen);

@@ -18,10 +18,12 @@
 #include "common/ggtypes.h"
 #include "common/log.h"
 #include "fusion/plan.h"
+#include "engine/lora.h"
 
 typedef struct slot {
     bool used;
     int len;
+    int lo;                          /* rings: the first position they still hold */
 } slot_t;
 
 struct llm_model {
@@ -39,10 +41,15 @@ struct llm_model {
     void **kc, **vc;                 /* per layer, backend memory */
     int type_k, type_v;              /* enum gg_type of the cache */
     size_t cache_bytes;              /* of kc and vc over all layers */
+    int ring;                        /* llm_swa_ring */
+    int64_t *rings;                  /* per layer: ring rows a slot, 0: n_ctx (fz_kv_t.ring) */
     slot_t *slots;
     int32_t *ids, *pos;              /* llm_decode scratch, n_batch_max */
     fz_seq_t *seqs;                  /* n_seq_max */
     fb_weight_t *experts;            /* n_layer * 3 * n_expert views: gate, up, down */
+    lora_file_t *lora;               /* n_lora adapters */
+    int n_lora;
+    fz_lora_mat_t *lora_mats;        /* all adapters' matrices, for the plan */
 };
 
 void llm_load_params_default(llm_load_params_t *p)
@@ -66,7 +73,69 @@ int llm_n_batch_max(const llm_model_t *m) { return m->n_batch_max; }
 int llm_cache_type_k(const llm_model_t *m) { return m->type_k; }
 int llm_cache_type_v(const llm_model_t *m) { return m->type_v; }
 size_t llm_cache_bytes(const llm_model_t *m) { return m->cache_bytes; }
+int llm_swa_ring(const llm_model_t *m) { return m->ring; }
 const uint64_t *llm_expert_counts(const llm_model_t *m) { return fz_plan_expert_counts(m->plan); }
+int llm_n_lora(const llm_model_t *m) { return m->n_lora; }
+const char *llm_lora_path(const llm_model_t *m, int i)
+{
+    return i >= 0 && i < m->n_lora ? gguf_path(m->lora[i].g) : NULL;
+}
+float llm_lora_alpha(const llm_model_t *m, int i)
+{
+    return i >= 0 && i < m->n_lora ? m->lora[i].alpha : 0.0f;
+}
+int llm_lora_n_mats(const llm_model_t *m, int i)
+{
+    return i >= 0 && i < m->n_lora ? m->lora[i].n_mats : 0;
+}
+
+/* Opens the adapters and hands their matrices to the plan (m->src.lora). */
+static int load_lora(llm_model_t *m, const llm_load_params_t *p, char *err, size_t errlen)
+{
+    if (p->n_lora <= 0)
+        return 0;
+    m->lora = calloc((size_t)p->n_lora, sizeof(*m->lora));
+    if (!m->lora)
+        return -ENOMEM;
+    const llm_hparams_t *hp = &m->hp;
+    lora_base_t base = { .g = m->g, .arch = hp->arch, .n_layer = hp->n_layer,
+                         .n_q = hp->n_head * hp->head_dim, .n_kv = hp->n_head_kv * hp->head_dim,
+                         .n_ff = hp->n_ff, .fused_gate_up = hp->fused_gate_up,
+                         .moe = hp->n_expert > 0 };
+    int total = 0, rc;
+    for (int i = 0; i < p->n_lora; i++) {
+        if (!p->lora[i]) {
+            snprintf(err, errlen, "LoRA adapter %d has no path", i);
+            return -EINVAL;
+        }
+        if ((rc = lora_open(&m->lora[i], p->lora[i], i, &base, err, errlen)))
+            return rc;
+        m->n_lora++;
+        total += m->lora[i].n_mats;
+    }
+    m->lora_mats = calloc((size_t)FD_MAX(total, 1), sizeof(*m->lora_mats));
+    if (!m->lora_mats)
+        return -ENOMEM;
+    int k = 0;
+    for (int i = 0; i < m->n_lora; i++)
+        for (int j = 0; j < m->lora[i].n_mats; j++)
+            m->lora_mats[k++] = m->lora[i].mats[j];
+    m->src.n_lora = m->n_lora;
+    m->src.n_lora_mats = total;
+    m->src.lora = m->lora_mats;
+    return 0;
+}
+
+static void free_lora(llm_model_t *m)
+{
+    for (int i = 0; i < m->n_lora; i++)
+        lora_close(&m->lora[i]);
+    free(m->lora);
+    free(m->lora_mats);
+    m->lora = NULL;
+    m->lora_mats = NULL;
+    m->n_lora = 0;
+}
 
 /* ---- hyperparameters ---- */
 
@@ -786,10 +855,6 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
                            .freq_scale = hp->rope_freq_scale };
     s->layers = m->layers;
     if (hp->gemma) {
-        if (hp->n_swa_layers > 0)
-            fd_log_info("%s: sliding window of %d on %d of %d layers (the KV cache keeps every "
-                        "position of every layer; --ctx bounds it)", gguf_path(m->g), hp->n_swa,
-                        hp->n_swa_layers, hp->n_layer);
         s->act = FZ_ACT_GELU;
         s->embd_scale = sqrtf((float)hp->n_embd);
         s->attn_scale = hp->attn_scale;
@@ -817,26 +882,40 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
 /* ---- KV cache ---- */
 
 /* Each layer's K and V caches hold n_seq_max slots of n_ctx rows of their type
- * (fz_kv_t's layout). */
-static int alloc_cache(llm_model_t *m, char *err, size_t errlen)
+ * (fz_kv_t's layout); a local layer's slot holds a ring of window + n_batch_max - 1 rows
+ * instead: a step writes its rows before it attends, so its first row's window (n_swa - 1
+ * rows before it) must survive the step's own n_batch_max rows at most, and every shorter
+ * rewind (a rejected draft, a stop string: rows of the last step) finds its window intact
+ * too.  llama.cpp's SWA cache is window + ubatch cells a sequence for the same reason. */
+static int alloc_cache(llm_model_t *m, const llm_load_params_t *p, char *err, size_t errlen)
 {
     const llm_hparams_t *hp = &m->hp;
-    size_t rows, bytes_k, bytes_v;
     size_t rk = fb_kv_row_bytes(m->type_k, hp->n_head_kv, hp->head_dim);
     size_t rv = fb_kv_row_bytes(m->type_v, hp->n_head_kv, hp->head_dim);
-    if (fd_mul_size((size_t)hp->n_ctx, (size_t)m->n_seq_max, &rows) ||
-        fd_mul_size(rows, rk, &bytes_k) || fd_mul_size(rows, rv, &bytes_v) ||
-        fd_mul_size(bytes_k + bytes_v, (size_t)hp->n_layer, &m->cache_bytes)) {
-        snprintf(err, errlen, "KV cache size overflows (n_ctx %d, %d sequences)", hp->n_ctx,
-                 m->n_seq_max);
-        return FD_ERANGE;
-    }
+    int64_t ring = (int64_t)hp->n_swa + m->n_batch_max - 1;
+    m->ring = 0;
+    if (hp->n_swa_layers > 0 && hp->n_swa > 0 && !p->swa_full && fb_attn_ring(m->be) &&
+        ring < hp->n_ctx)
+        m->ring = (int)ring;
+    m->rings = calloc((size_t)hp->n_layer, sizeof(*m->rings));
     m->kc = calloc((size_t)hp->n_layer, sizeof(*m->kc));
     m->vc = calloc((size_t)hp->n_layer, sizeof(*m->vc));
     m->slots = calloc((size_t)m->n_seq_max, sizeof(*m->slots));
-    if (!m->kc || !m->vc || !m->slots)
+    if (!m->kc || !m->vc || !m->slots || !m->rings)
         return -ENOMEM;
+    m->cache_bytes = 0;
     for (int l = 0; l < hp->n_layer; l++) {
+        m->rings[l] = m->ring > 0 && m->layers[l].swa ? m->ring : 0;
+        size_t rows, bytes_k, bytes_v;
+        if (fd_mul_size((size_t)(m->rings[l] ? m->rings[l] : hp->n_ctx), (size_t)m->n_seq_max,
+                        &rows) ||
+            fd_mul_size(rows, rk, &bytes_k) || fd_mul_size(rows, rv, &bytes_v) ||
+            bytes_k + bytes_v < bytes_k || m->cache_bytes + bytes_k + bytes_v < m->cache_bytes) {
+            snprintf(err, errlen, "KV cache size overflows (n_ctx %d, %d sequences)", hp->n_ctx,
+                     m->n_seq_max);
+            return FD_ERANGE;
+        }
+        m->cache_bytes += bytes_k + bytes_v;
         m->kc[l] = fb_alloc(m->be, bytes_k);
         m->vc[l] = fb_alloc(m->be, bytes_v);
         if (!m->kc[l] || !m->vc[l]) {
@@ -860,7 +939,31 @@ static void free_cache(llm_model_t *m)
             fb_free(m->be, m->vc[l]);
     free(m->kc);
     free(m->vc);
+    free(m->rings);
     m->kc = m->vc = NULL;
+    m->rings = NULL;
+}
+
+/* The sliding-window layers' cache, said once at load. */
+static void log_swa(const llm_model_t *m, const llm_load_params_t *p)
+{
+    const llm_hparams_t *hp = &m->hp;
+    if (hp->n_swa_layers == 0 || hp->n_swa <= 0)
+        return;
+    if (m->ring > 0)
+        fd_log_info("%s: sliding window of %d on %d of %d layers: their KV cache keeps %d "
+                    "positions a sequence (window + batch %d - 1) of n_ctx %d; KV cache %zu "
+                    "bytes (--swa-full keeps every position)", gguf_path(m->g), hp->n_swa,
+                    hp->n_swa_layers, hp->n_layer, m->ring, m->n_batch_max, hp->n_ctx,
+                    m->cache_bytes);
+    else
+        fd_log_info("%s: sliding window of %d on %d of %d layers: the KV cache keeps every "
+                    "position of every layer (%s); KV cache %zu bytes", gguf_path(m->g),
+                    hp->n_swa, hp->n_swa_layers, hp->n_layer,
+                    p->swa_full ? "--swa-full"
+                    : !fb_attn_ring(m->be) ? "the backend reads no ring caches"
+                                           : "window + batch - 1 is not below n_ctx",
+                    m->cache_bytes);
 }
 
 /* ---- load / free ---- */
@@ -900,6 +1003,8 @@ int llm_load(llm_model_t **out, const llm_load_params_t *p, char *err, size_t er
         goto fail_model;
     if ((rc = read_tensors(m, err, errlen)))
         goto fail_model;
+    if ((rc = load_lora(m, p, err, errlen)))
+        goto fail_model;
     if ((rc = tok_load(&m->tok, m->g, err, errlen)))
         goto fail_model;
     if (tok_n_vocab(m->tok) != m->hp.n_vocab) {
@@ -929,8 +1034,9 @@ int llm_load(llm_model_t **out, const llm_load_params_t *p, char *err, size_t er
                           .max_seqs = m->n_seq_max };
     if ((rc = fz_plan_create(&m->plan, m->be, &m->src, &po, err, errlen)))
         goto fail_backend;
-    if ((rc = alloc_cache(m, err, errlen)))
+    if ((rc = alloc_cache(m, p, err, errlen)))
         goto fail_plan;
+    log_swa(m, p);
     m->ids = malloc((size_t)m->n_batch_max * sizeof(*m->ids));
     m->pos = malloc((size_t)m->n_batch_max * sizeof(*m->pos));
     m->seqs = malloc((size_t)m->n_seq_max * sizeof(*m->seqs));
@@ -962,6 +1068,7 @@ fail_model:
     free(m->owned);
     free(m->layers);
     free(m->experts);
+    free_lora(m);
     gguf_close(m->g);
 fail_open:
     free(m);
@@ -985,6 +1092,7 @@ void llm_free(llm_model_t *m)
     free(m->owned);
     free(m->layers);
     free(m->experts);
+    free_lora(m);
     gguf_close(m->g);
     free(m);
 }
@@ -995,8 +1103,7 @@ int llm_seq_alloc(llm_model_t *m, int *slot)
 {
     for (int s = 0; s < m->n_seq_max; s++) {
         if (!m->slots[s].used) {
-            m->slots[s].used = true;
-            m->slots[s].len = 0;
+            m->slots[s] = (slot_t){ .used = true };
             *slot = s;
             return 0;
         }
@@ -1020,11 +1127,28 @@ int llm_seq_len(const llm_model_t *m, int slot)
     return slot_ok(m, slot) ? m->slots[slot].len : -EINVAL;
 }
 
+/* Whether the rings still hold the window before len (positions lo .. len - 1 are held). */
+static bool can_continue(const llm_model_t *m, int slot, int len)
+{
+    return len == 0 || m->ring == 0 || FD_MAX(0, len - m->hp.n_swa + 1) >= m->slots[slot].lo;
+}
+
+int llm_seq_reusable(const llm_model_t *m, int slot, int len)
+{
+    if (!slot_ok(m, slot) || len < 0 || len > m->slots[slot].len)
+        return -EINVAL;
+    return can_continue(m, slot, len) ? len : 0;
+}
+
 int llm_seq_truncate(llm_model_t *m, int slot, int len)
 {
     if (!slot_ok(m, slot) || len < 0 || len > m->slots[slot].len)
         return -EINVAL;
+    if (!can_continue(m, slot, len))
+        return FD_ERANGE;
     m->slots[slot].len = len;
+    if (len == 0)
+        m->slots[slot].lo = 0;
     return 0;
 }
 
@@ -1051,6 +1175,8 @@ static int check_batch(const llm_model_t *m, const llm_batch_entry_t *e, int n, 
                 return -EINVAL;
         if (e[i].n_tokens > m->hp.n_ctx - m->slots[e[i].slot].len)
             return FD_ECTX;
+        if (!can_continue(m, e[i].slot, m->slots[e[i].slot].len))
+            return FD_ERANGE; /* a failed step's rows overwrote the window */
     }
     return 0;
 }
@@ -1064,7 +1190,7 @@ int llm_decode(llm_model_t *m, const llm_batch_entry_t *e, int n_entries, float 
     if (rc)
         return rc;
     fz_kv_t kv = { .k = m->kc, .v = m->vc, .type_k = m->type_k, .type_v = m->type_v,
-                   .n_ctx = m->hp.n_ctx };
+                   .n_ctx = m->hp.n_ctx, .ring = m->ring > 0 ? m->rings : NULL };
     int V = m->hp.n_vocab, n_logits = 0;
     int ent = 0, off = 0;      /* next token: entry ent, offset off */
     while (ent < n_entries) {
@@ -1086,7 +1212,8 @@ int llm_decode(llm_model_t *m, const llm_batch_entry_t *e, int n_entries, float 
             off += take;
             bool last = off == b->n_tokens;
             m->seqs[n_seqs++] = (fz_seq_t){ .slot = b->slot, .n_rows = take, .want_logits = nl,
-                                            .want_hidden = nh, .hidden = b->hidden };
+                                            .want_hidden = nh, .hidden = b->hidden,
+                                            .lora = m->n_lora > 0 ? b->lora : NULL };
             n_logits += nl;
             rows += take;
             if (last) {
@@ -1096,10 +1223,21 @@ int llm_decode(llm_model_t *m, const llm_batch_entry_t *e, int n_entries, float 
         }
         rc = fz_forward(m->plan, &kv, m->ids, m->pos, rows, m->seqs, n_seqs,
                         logits ? logits + (size_t)first_logit * (size_t)V : NULL);
-        if (rc)
+        if (rc) {
+            /* the lengths stay, but the rings may have lost what the rows written replaced */
+            for (int i = 0; i < n_entries && m->ring > 0; i++) {
+                slot_t *sl = &m->slots[e[i].slot];
+                sl->lo = FD_MAX(sl->lo, sl->len + e[i].n_tokens - m->ring);
+            }
             return rc;
+        }
     }
-    for (int i = 0; i < n_entries; i++)
-        m->slots[e[i].slot].len += e[i].n_tokens;
+    for (int i = 0; i < n_entries; i++) {
+        slot_t *sl = &m->slots[e[i].slot];
+        sl->len += e[i].n_tokens;
+        /* the rings now hold the last ring positions written */
+        if (m->ring > 0)
+            sl->lo = FD_MAX(sl->lo, sl->len - m->ring);
+    }
     return 0;
 }

@@ -82,6 +82,15 @@ typedef struct llm_load_params {
     int cache_type_k;           /* KV cache element types (enum gg_type, fb_kv_type_valid:
                                    0 = F32); a backend that cannot attend over them fails */
     int cache_type_v;           /* the load with FD_EUNSUP and a message */
+    /* Sliding-window layers (Gemma 2/3's local layers) keep a ring of the window plus
+     * n_batch_max - 1 positions a slot (llm_swa_ring), where the backend reads rings and that
+     * is less than n_ctx; true keeps every position there too (llama.cpp's --swa-full). */
+    bool swa_full;
+    /* LoRA adapter files (engine/lora.h), adapter i being lora[i]: each checked against the
+     * model (a bad one fails the load with a message naming file and tensor); whether and
+     * how much each applies is per batch entry (llm_batch_entry_t.lora) */
+    const char *const *lora;
+    int n_lora;
 } llm_load_params_t;
 
 void llm_load_params_default(llm_load_params_t *p);
@@ -99,15 +108,33 @@ int llm_n_batch_max(const llm_model_t *m);   /* rows per internal sub-batch */
 int llm_cache_type_k(const llm_model_t *m);  /* enum gg_type of the KV cache */
 int llm_cache_type_v(const llm_model_t *m);
 size_t llm_cache_bytes(const llm_model_t *m); /* bytes of the KV cache (K and V, all layers) */
+/* Positions a slot keeps on each sliding-window layer (a ring: window + n_batch_max - 1), or
+ * 0 when every layer keeps n_ctx (no local layers, swa_full, a backend without rings, or a
+ * ring no smaller than n_ctx). */
+int llm_swa_ring(const llm_model_t *m);
 /* Mixture of experts: how often each expert of each layer was chosen since loading
  * (n_layer * n_expert counts, layer-major), or NULL for a dense model. */
 const uint64_t *llm_expert_counts(const llm_model_t *m);
+/* LoRA adapters loaded (llm_load_params_t.lora), each file's path, adapter.lora.alpha (0:
+ * absent) and number of adapted matrices. */
+int llm_n_lora(const llm_model_t *m);
+const char *llm_lora_path(const llm_model_t *m, int i);
+float llm_lora_alpha(const llm_model_t *m, int i);
+int llm_lora_n_mats(const llm_model_t *m, int i);
 
 /* KV cache slots: each holds one sequence of up to n_ctx tokens at positions 0..len-1. */
 int llm_seq_alloc(llm_model_t *m, int *slot);        /* FD_EFULL when none is free */
 void llm_seq_free(llm_model_t *m, int slot);
 int llm_seq_len(const llm_model_t *m, int slot);
-int llm_seq_truncate(llm_model_t *m, int slot, int len); /* forget positions >= len */
+/* Forgets positions >= len.  With rings (llm_swa_ring) a sequence can go on from len only
+ * while its local layers still hold the window before len (positions len - n_swa + 1 ..
+ * len - 1): otherwise FD_ERANGE and nothing changes.  A step's own rows can always be
+ * dropped again (the ring is sized for it), and len 0 always works. */
+int llm_seq_truncate(llm_model_t *m, int slot, int len);
+/* The longest prefix of slot's sequence, at most len, it can be truncated to and continued
+ * from: len itself, or 0 when a ring has overwritten positions the window at len needs
+ * (-EINVAL for a bad slot or len). */
+int llm_seq_reusable(const llm_model_t *m, int slot, int len);
 
 /* One batch entry: n_tokens new tokens appended to slot's sequence at positions
  * len..len+n_tokens-1.  want_logits: how many of its LAST tokens produce logits, 0 to
@@ -125,6 +152,10 @@ typedef struct llm_batch_entry {
      * is 0. */
     int want_hidden;
     float *hidden;
+    /* llm_n_lora scales, one per adapter: y = W x + scale * alpha / rank * B (A x) on every
+     * adapted matrix (0: that adapter not applied; entries of one call may differ), or NULL:
+     * the base model */
+    const float *lora;
 } llm_batch_entry_t;
 
 /* Runs one step.  logits receives n_vocab floats per row that wants them (want_logits

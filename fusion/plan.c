@@ -39,6 +39,17 @@ typedef struct layer {
     fz_folded_t shg;                 /* its gate (one output, folded like the router) */
 } layer_t;
 
+/* One LoRA matrix pair as prepared: A folded like its base product where a norm precedes
+ * (fused plan), and the rows of the current product that apply it with their weights. */
+typedef struct lmat {
+    fz_lora_mat_t s;
+    fz_folded_t a;
+    fb_weight_t b;
+    bool pre;                        /* a norm precedes the base product */
+    int32_t *ids;                    /* host, max_rows */
+    float *w;                        /* host, max_rows */
+} lmat_t;
+
 struct fz_plan {
     fb_backend_t *be;
     fz_model_src_t src;              /* dims and rope; the pointers are not used after load */
@@ -75,6 +86,15 @@ struct fz_plan {
     int32_t *moe_iota;               /* host: 0, 1, .. max_rows - 1 */
     fb_mm_part_t *moe_parts;         /* host: a layer step's expert products (2 * n_expert) */
     bool shared;                     /* some layer has a shared expert */
+    /* LoRA: the prepared matrices; activations for gathered rows (max_rows of the largest
+     * n_in), A's products (of the largest rank) and B's (the largest n_out, or max_seqs rows
+     * of n_vocab for the LM head); the sequence of each row and of each row the head runs */
+    lmat_t *lm;
+    int n_lm;
+    float *l_in, *l_t, *l_u;
+    int *row_seq, *head_seq;         /* host: max_rows, max_seqs */
+    const fz_seq_t *cur_seqs;        /* the forward's sequences */
+    bool lora_on;                    /* some sequence of the forward applies an adapter */
 };
 
 bool fz_plan_fused(const fz_plan_t *p) { return p->o.fused; }
@@ -241,7 +261,8 @@ static void free_act(fz_plan_t *p)
 {
     float **bufs[] = { &p->x, &p->xn, &p->qkv, &p->att, &p->tmp, &p->gu, &p->h,
                        &p->hx, &p->hxn, &p->logits, &p->qs, &p->ks, &p->moe_lg, &p->moe_x,
-                       &p->moe_g, &p->moe_u, &p->moe_h, &p->moe_y, &p->moe_sg };
+                       &p->moe_g, &p->moe_u, &p->moe_h, &p->moe_y, &p->moe_sg,
+                       &p->l_in, &p->l_t, &p->l_u };
     for (size_t i = 0; i < FD_ARRAY_LEN(bufs); i++) {
         if (*bufs[i])
             fb_free(p->be, *bufs[i]);
@@ -288,6 +309,14 @@ void fz_plan_free(fz_plan_t *p)
         fb_host_free(p->be, p->moe_sgh);
     free(p->moe_iota);
     free(p->moe_parts);
+    for (int i = 0; p->lm && i < p->n_lm; i++) {
+        fz_folded_free(&p->lm[i].a);
+        free(p->lm[i].ids);
+        free(p->lm[i].w);
+    }
+    free(p->lm);
+    free(p->row_seq);
+    free(p->head_seq);
     fz_folded_free(&p->head);
     free(p->layers);
     free(p->prepared);
@@ -296,6 +325,106 @@ void fz_plan_free(fz_plan_t *p)
     free(p->hid);
     free(p->hid_dst);
     free(p);
+}
+
+static const char *const lora_target_names[FZ_LORA_N_TARGETS] = {
+    "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down", "output"
+};
+
+/* Prepares the adapters' matrices (src->lora): each checked against the shape of the matrix
+ * it adapts, A folded with that matrix's norm gamma in the fused plan, and the scratch the
+ * products need. */
+static int build_lora(fz_plan_t *p, const fz_model_src_t *src, char *err, size_t errlen)
+{
+    const int n = src->n_lora_mats;
+    if (n <= 0)
+        return 0;
+    if (src->n_lora < 1 || !src->lora) {
+        snprintf(err, errlen, "plan: %d LoRA matrices of %d adapters", n, src->n_lora);
+        return -EINVAL;
+    }
+    p->lm = calloc((size_t)n, sizeof(*p->lm));
+    p->row_seq = calloc((size_t)p->o.max_rows, sizeof(int));
+    p->head_seq = calloc((size_t)p->o.max_seqs, sizeof(int));
+    if (!p->lm || !p->row_seq || !p->head_seq)
+        goto nomem;
+    const int64_t E = src->n_embd, F = src->n_ff;
+    int64_t max_in = 0, max_rank = 0, max_out = 0, head_out = 0;
+    for (int i = 0; i < n; i++) {
+        const fz_lora_mat_t *m = &src->lora[i];
+        lmat_t *L = &p->lm[p->n_lm];
+        if (m->target < 0 || m->target >= FZ_LORA_N_TARGETS || m->adapter < 0 ||
+            m->adapter >= src->n_lora ||
+            (m->target != FZ_LORA_OUTPUT && (m->layer < 0 || m->layer >= src->n_layer))) {
+            snprintf(err, errlen, "plan: LoRA matrix %d: target %d of layer %d, adapter %d", i,
+                     m->target, m->layer, m->adapter);
+            return -EINVAL;
+        }
+        const int64_t dims[FZ_LORA_N_TARGETS][2] = {
+            { E, p->n_q }, { E, p->n_kv }, { E, p->n_kv }, { p->n_q, E },
+            { E, F }, { E, F }, { F, E }, { E, src->n_vocab } };
+        const int t = m->target;
+        const bool ffn = t == FZ_LORA_GATE || t == FZ_LORA_UP || t == FZ_LORA_DOWN;
+        if (ffn && src->n_expert > 0) {
+            snprintf(err, errlen, "plan: LoRA on %s of layer %d: the feed-forward of a mixture "
+                     "of experts takes no adapter", lora_target_names[t], m->layer);
+            return FD_EUNSUP;
+        }
+        if (m->a.n_in != dims[t][0] || m->b.n_out != dims[t][1] || m->a.n_out != m->b.n_in ||
+            m->a.n_out < 1) {
+            snprintf(err, errlen, "plan: LoRA on %s of layer %d: A is %lld x %lld and B %lld x "
+                     "%lld (outputs x inputs), the matrix is %lld x %lld",
+                     lora_target_names[t], m->layer, (long long)m->a.n_out,
+                     (long long)m->a.n_in, (long long)m->b.n_out, (long long)m->b.n_in,
+                     (long long)dims[t][1], (long long)dims[t][0]);
+            return FD_ESHAPE;
+        }
+        const fz_layer_src_t *ls = t == FZ_LORA_OUTPUT ? NULL : &src->layers[m->layer];
+        const float *gamma = t <= FZ_LORA_V ? ls->attn_norm
+                           : (t == FZ_LORA_GATE || t == FZ_LORA_UP) ? ls->ffn_norm
+                           : t == FZ_LORA_OUTPUT ? src->out_norm : NULL;
+        L->s = *m;
+        L->pre = gamma != NULL;
+        L->ids = malloc((size_t)p->o.max_rows * sizeof(int32_t));
+        L->w = malloc((size_t)p->o.max_rows * sizeof(float));
+        p->n_lm++;
+        if (!L->ids || !L->w)
+            goto nomem;
+        int rc;
+        if (L->pre) {
+            rc = expert_weight(p, &m->a, gamma, &L->a, err, errlen);
+        } else {
+            L->a.w = m->a;
+            L->a.w.impl = NULL;
+            L->a.w.owner = NULL;
+            rc = prep(p, &L->a.w, err, errlen);
+        }
+        L->b = m->b;
+        L->b.impl = NULL;
+        L->b.owner = NULL;
+        if (rc || (rc = prep(p, &L->b, err, errlen)))
+            return rc;
+        max_in = FD_MAX(max_in, m->a.n_in);
+        max_rank = FD_MAX(max_rank, m->a.n_out);
+        if (t == FZ_LORA_OUTPUT)
+            head_out = m->b.n_out;
+        else
+            max_out = FD_MAX(max_out, m->b.n_out);
+    }
+    size_t R = (size_t)p->o.max_rows, S = (size_t)p->o.max_seqs;
+    size_t U = FD_MAX(R * (size_t)max_out, S * (size_t)head_out);
+    int rc;
+    if ((rc = alloc_act(p, &p->l_in, R, (size_t)max_in)) ||
+        (rc = alloc_act(p, &p->l_t, R, (size_t)max_rank)) ||
+        (rc = alloc_act(p, &p->l_u, U, 1))) {
+        snprintf(err, errlen, "plan: cannot allocate LoRA activations on %s (%s)",
+                 fb_name(p->be), fd_strerror(rc));
+        return rc;
+    }
+    return 0;
+nomem:
+    snprintf(err, errlen, "plan: out of memory");
+    return -ENOMEM;
 }
 
 int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
@@ -336,7 +465,8 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
         free(p);
         return -EINVAL;
     }
-    p->cap_prepared = 14 * L + 4 + (moe ? L * (3 + 3 * src->n_expert) : 0);
+    p->cap_prepared = 14 * L + 4 + (moe ? L * (3 + 3 * src->n_expert) : 0) +
+                      2 * FD_MAX(src->n_lora_mats, 0);
     p->layers = calloc((size_t)L, sizeof(*p->layers));
     p->prepared = calloc((size_t)p->cap_prepared, sizeof(*p->prepared));
     p->attn = calloc((size_t)opts->max_seqs, sizeof(*p->attn));
@@ -472,6 +602,8 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
     }
     if (!opts->fused && (rc = alloc_act(p, &p->xn, R, E)))
         goto fail_mem;
+    if ((rc = build_lora(p, src, err, errlen)))
+        goto fail;
     if (p->qk_norm && ((rc = alloc_act(p, &p->qs, R, (size_t)p->n_q)) ||
                        (rc = alloc_act(p, &p->ks, R, (size_t)p->n_kv))))
         goto fail_mem;
@@ -692,6 +824,65 @@ static int moe_ffn(fz_plan_t *p, int l, const float *in, int n)
     return fb_scatter_add_rows(p->be, p->x, E, n, p->tmp, p->moe_iota, p->moe_sgh, n, E);
 }
 
+/* Adds the LoRA terms of (layer, target) to n rows of dst (row stride ld), whose inputs are
+ * the n rows of in (contiguous, the base product's input: raw rows in the fused plan when a
+ * norm precedes); rseq: each row's sequence.  Per adapter only the rows whose sequence
+ * applies it take part (gathered when not all do), each with its own weight, so sequences
+ * with different adapters or scales share a step; rows of scale 0 are left exactly as the
+ * base product wrote them. */
+static int lora_add(fz_plan_t *p, int layer, int target, const float *in, int n,
+                    const int *rseq, float *dst, int64_t ld)
+{
+    if (!p->lora_on)
+        return 0;
+    fb_defer_t defer = { .kind = FB_NORM_RMS, .eps = p->src.eps };
+    for (int i = 0; i < p->n_lm; i++) {
+        lmat_t *L = &p->lm[i];
+        if (L->s.target != target || (target != FZ_LORA_OUTPUT && L->s.layer != layer))
+            continue;
+        int k = 0;
+        for (int r = 0; r < n; r++) {
+            const float *sc = p->cur_seqs[rseq[r]].lora;
+            float u = sc ? sc[L->s.adapter] : 0.0f;
+            if (u != 0.0f) {
+                L->ids[k] = r;
+                L->w[k++] = u * L->s.scale;
+            }
+        }
+        if (k == 0)
+            continue;
+        const int64_t nin = L->a.w.n_in;
+        const float *x = in;
+        int rc = 0;
+        if (k < n) {
+            rc = fb_gather_rows(p->be, p->l_in, in, nin, n, L->ids, k, nin);
+            x = p->l_in;
+        }
+        if (rc || (rc = fb_matmul(p->be, &L->a.w, x, k, p->l_t,
+                                  p->o.fused && L->pre ? &defer : NULL)) ||
+            (rc = fb_matmul(p->be, &L->b, p->l_t, k, p->l_u, NULL)) ||
+            (rc = fb_scatter_add_rows(p->be, dst, ld, n, p->l_u, L->ids, L->w, k, L->b.n_out)))
+            return rc;
+    }
+    return 0;
+}
+
+/* The LoRA terms of Q, K and V (or gate and up: first the target t0, then t0 + 1 ...) at
+ * their columns of a product's output. */
+static int lora_parts(fz_plan_t *p, int l, int t0, int nt, const int64_t *cols,
+                      const fz_folded_t *parts, int n_parts, const float *in, int n, float *buf)
+{
+    for (int i = 0; i < nt && p->lora_on; i++) {
+        float *d;
+        int64_t ld;
+        view(p, buf, parts, n_parts, cols[i], &d, &ld);
+        int rc = lora_add(p, l, t0 + i, in, n, p->row_seq, d, ld);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *pos, int n,
                          const fz_seq_t *seqs, int n_seqs)
 {
@@ -715,7 +906,9 @@ static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *
             return rc;
         in = p->xn;
     }
-    if ((rc = product(p, y->qkv, y->n_qkv, in, n, p->qkv)))
+    const int64_t qkv_cols[3] = { 0, p->n_q, p->n_q + p->n_kv };
+    if ((rc = product(p, y->qkv, y->n_qkv, in, n, p->qkv)) ||
+        (rc = lora_parts(p, l, FZ_LORA_Q, 3, qkv_cols, y->qkv, y->n_qkv, in, n, p->qkv)))
         return rc;
     float *q, *k, *v;
     int64_t ldq, ldk, ldv;
@@ -734,23 +927,38 @@ static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *
         (rc = fb_rope(p->be, k, n, ldk, m->n_head_kv, m->head_dim, pos, rope)))
         return rc;
 
+    const int64_t ring = kv->ring && y->swa && m->n_swa > 0 ? kv->ring[l] : 0;
+    if (ring > 0 && ring < (int64_t)m->n_swa)
+        return -EINVAL;
     int row = 0;
     for (int s = 0; s < n_seqs; s++) {
         const fz_seq_t *sq = &seqs[s];
-        const int64_t r0 = (int64_t)sq->slot * kv->n_ctx;
+        const int64_t r0 = (int64_t)sq->slot * (ring > 0 ? ring : kv->n_ctx);
         uint8_t *kc = (uint8_t *)kv->k[l] + (size_t)r0 * p->kv_row_k;
         uint8_t *vc = (uint8_t *)kv->v[l] + (size_t)r0 * p->kv_row_v;
-        const size_t at = (size_t)pos[row];
-        if ((rc = fb_kv_store(p->be, kc + at * p->kv_row_k, kv->type_k, k + (size_t)row * ldk,
-                              ldk, sq->n_rows, m->n_head_kv, m->head_dim)) ||
-            (rc = fb_kv_store(p->be, vc + at * p->kv_row_v, kv->type_v, v + (size_t)row * ldv,
-                              ldv, sq->n_rows, m->n_head_kv, m->head_dim)))
-            return rc;
+        /* a ring takes the rows up to its end, then the rest from its row 0 */
+        const size_t at = (size_t)(ring > 0 ? pos[row] % ring : pos[row]);
+        const int n1 = ring > 0 ? (int)FD_MIN((int64_t)sq->n_rows, ring - (int64_t)at)
+                                : sq->n_rows;
+        if (ring > 0 && sq->n_rows > ring)
+            return -EINVAL;
+        for (int part = 0; part < 2; part++) {
+            const int nr = part ? sq->n_rows - n1 : n1, r = row + (part ? n1 : 0);
+            const size_t dst = part ? 0 : at;
+            if (nr == 0)
+                continue;
+            if ((rc = fb_kv_store(p->be, kc + dst * p->kv_row_k, kv->type_k,
+                                  k + (size_t)r * ldk, ldk, nr, m->n_head_kv, m->head_dim)) ||
+                (rc = fb_kv_store(p->be, vc + dst * p->kv_row_v, kv->type_v,
+                                  v + (size_t)r * ldv, ldv, nr, m->n_head_kv, m->head_dim)))
+                return rc;
+        }
         /* A local layer's rows see only the window's cache rows: the attention starts at the
          * first row's window (lo), with positions relative to it, so no backend reads or
          * scores the rows before (a long context costs the window, not the context); the
          * mask is needed only while a later row's window starts after lo, and without it a
-         * decode row is plain causal attention over the window. */
+         * decode row is plain causal attention over the window.  A ring holds those rows
+         * from lo % ring on, wrapping at its end. */
         const int32_t *apos = pos + row;
         int window = 0;
         size_t lo = 0;
@@ -761,9 +969,11 @@ static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *
             apos = p->wpos + row;
             window = apos[sq->n_rows - 1] >= m->n_swa ? m->n_swa : 0;
         }
+        const size_t base = ring > 0 ? 0 : lo;
         p->attn[s] = (fb_attn_t){
             .q = q + (size_t)row * ldq, .ldq = ldq,
-            .k_data = kc + lo * p->kv_row_k, .v_data = vc + lo * p->kv_row_v, .ldkv = p->n_kv,
+            .k_data = kc + base * p->kv_row_k, .v_data = vc + base * p->kv_row_v,
+            .ldkv = p->n_kv,
             .type_k = kv->type_k, .type_v = kv->type_v,
             .out = p->att + (size_t)row * p->n_q, .ldo = p->n_q,
             .n_q = sq->n_rows, .pos = apos,
@@ -772,11 +982,13 @@ static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *
             .mode = fz_plan_softmax_mode(p),
             .window = window,
             .softcap = m->attn_softcap,
+            .ring = ring, .ring_start = ring > 0 ? (int64_t)(lo % (size_t)ring) : 0,
         };
         row += sq->n_rows;
     }
     if ((rc = fb_attention(p->be, p->attn, n_seqs)) ||
         (rc = fb_matmul(p->be, &y->wo, p->att, n, p->tmp, NULL)) ||
+        (rc = lora_add(p, l, FZ_LORA_O, p->att, n, p->row_seq, p->tmp, E)) ||
         (y->post_norm && (rc = fb_rmsnorm(p->be, p->tmp, n, E, &y->post1, m->eps, p->tmp))) ||
         (rc = fb_add(p->be, p->x, p->tmp, (int64_t)n * E)))
         return rc;
@@ -790,7 +1002,9 @@ static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *
     }
     if (m->n_expert > 0)
         return moe_ffn(p, l, in, n);
-    if ((rc = product(p, y->gu, y->n_gu, in, n, p->gu)))
+    const int64_t gu_cols[2] = { 0, F };
+    if ((rc = product(p, y->gu, y->n_gu, in, n, p->gu)) ||
+        (rc = lora_parts(p, l, FZ_LORA_GATE, 2, gu_cols, y->gu, y->n_gu, in, n, p->gu)))
         return rc;
     float *g, *u;
     int64_t ldg, ldu;
@@ -799,6 +1013,7 @@ static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *
     if ((rc = m->act == FZ_ACT_GELU ? fb_gelu_mul(p->be, g, u, n, F, ldg, p->h)
                                     : fb_silu_mul(p->be, g, u, n, F, ldg, p->h)) ||
         (rc = fb_matmul(p->be, &y->wdown, p->h, n, p->tmp, NULL)) ||
+        (rc = lora_add(p, l, FZ_LORA_DOWN, p->h, n, p->row_seq, p->tmp, E)) ||
         (y->post_norm && (rc = fb_rmsnorm(p->be, p->tmp, n, E, &y->post2, m->eps, p->tmp))) ||
         (rc = fb_add(p->be, p->x, p->tmp, (int64_t)n * E)))
         return rc;
@@ -814,10 +1029,14 @@ static int head(fz_plan_t *p, int n, float *logits)
     if (p->o.fused) {
         fb_defer_t defer = { .kind = FB_NORM_RMS, .eps = m->eps };
         rc = fb_matmul(p->be, &p->head.w, p->hx, n, p->logits, &defer);
+        if (rc == 0)
+            rc = lora_add(p, -1, FZ_LORA_OUTPUT, p->hx, n, p->head_seq, p->logits, m->n_vocab);
     } else {
         rc = fb_rmsnorm(p->be, p->hx, n, m->n_embd, &p->out_norm, m->eps, p->hxn);
         if (rc == 0)
             rc = fb_matmul(p->be, &p->head.w, p->hxn, n, p->logits, NULL);
+        if (rc == 0)
+            rc = lora_add(p, -1, FZ_LORA_OUTPUT, p->hxn, n, p->head_seq, p->logits, m->n_vocab);
     }
     if (rc == 0 && m->final_softcap > 0)
         rc = fb_softcap(p->be, p->logits, (int64_t)n * m->n_vocab, m->final_softcap);
@@ -849,6 +1068,17 @@ int fz_forward(fz_plan_t *p, const fz_kv_t *kv, const int32_t *tokens, const int
     int64_t E = m->n_embd;
     if (n_rows < 1 || n_rows > p->o.max_rows || n_seqs < 1 || n_seqs > p->o.max_seqs)
         return -EINVAL;
+    p->cur_seqs = seqs;
+    p->lora_on = false;
+    if (p->n_lm > 0) {
+        int row = 0;
+        for (int s = 0; s < n_seqs; s++) {
+            for (int r = 0; r < seqs[s].n_rows && row < n_rows; r++)
+                p->row_seq[row++] = s;
+            for (int a = 0; seqs[s].lora && a < m->n_lora; a++)
+                p->lora_on |= seqs[s].lora[a] != 0.0f;
+        }
+    }
     fb_mark(p->be, FB_MARK_STEP_BEGIN, n_rows);
     int rc = fb_get_rows(p->be, &p->tok_embd, tokens, n_rows, p->x);
     if (rc == 0 && m->embd_scale > 0)
@@ -865,6 +1095,8 @@ int fz_forward(fz_plan_t *p, const fz_kv_t *kv, const int32_t *tokens, const int
         row += seqs[s].n_rows;
         int nl = FD_MIN(FD_MAX(seqs[s].want_logits, 0), seqs[s].n_rows);
         for (int r = row - nl; r < row && rc == 0; r++) {
+            if (p->head_seq)
+                p->head_seq[n_out] = s;
             rc = fb_copy2d(p->be, p->hx + (size_t)n_out++ * E, E, p->x + (size_t)r * E, E, 1, E);
             if (rc == 0 && n_out == p->o.max_seqs) {
                 rc = head(p, n_out, logits + (size_t)n_done * (size_t)m->n_vocab);

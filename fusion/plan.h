@@ -42,6 +42,23 @@ typedef struct fz_layer_src {
     fb_weight_t shexp_gate;
 } fz_layer_src_t;
 
+/* LoRA: one adapted matrix of one adapter.  Its product adds scale * u * B (A x) to the
+ * base matrix's outputs, u being the adapter's scale of each row's sequence (fz_seq_t
+ * .lora); A has the base matrix's n_in and `rank` outputs, B rank inputs and the base's
+ * n_out.  In the fused plan A gets the same gamma (folded or in_scale) and the same deferred
+ * row scale as the base product: B is linear, so the deferred 1/r passes through it. */
+enum fz_lora_target {
+    FZ_LORA_Q = 0, FZ_LORA_K, FZ_LORA_V, FZ_LORA_O, FZ_LORA_GATE, FZ_LORA_UP, FZ_LORA_DOWN,
+    FZ_LORA_OUTPUT, FZ_LORA_N_TARGETS
+};
+typedef struct fz_lora_mat {
+    int adapter;                     /* index into fz_seq_t.lora */
+    int layer;                       /* ignored for FZ_LORA_OUTPUT */
+    int target;                      /* enum fz_lora_target */
+    fb_weight_t a, b;
+    float scale;                     /* alpha / rank (1 without alpha), llama.cpp's rule */
+} fz_lora_mat_t;
+
 /* The feed-forward activation of gate times up. */
 enum fz_act { FZ_ACT_SILU = 0, FZ_ACT_GELU = 1 };
 
@@ -77,6 +94,10 @@ typedef struct fz_model_src {
     int moe_gating;                  /* enum fz_moe_gating */
     bool moe_norm_w;
     float moe_w_scale;
+    /* LoRA adapters (0: none): n_lora adapters whose n_lora_mats matrices are here; the
+     * plan prepares its own copies of the weights (the bytes must outlive the plan) */
+    int n_lora, n_lora_mats;
+    const fz_lora_mat_t *lora;
 } fz_model_src_t;
 
 typedef struct fz_plan_opts {
@@ -105,12 +126,17 @@ const uint64_t *fz_plan_expert_counts(const fz_plan_t *p);
 /* The KV cache the forward writes and attends to (backend memory, owned by the caller):
  * layer l, slot s, position t is row s * n_ctx + t of k[l] (and of v[l]), each row n_head_kv
  * heads in the layout of backend.h's typed caches: fb_kv_row_bytes(type_k, n_head_kv,
- * head_dim) bytes (F32: kv_dim = n_head_kv * head_dim floats). */
+ * head_dim) bytes (F32: kv_dim = n_head_kv * head_dim floats).  A local layer may keep a
+ * ring instead (ring[l] > 0 rows a slot): position t is row s * ring[l] + t % ring[l], so it
+ * holds the last ring[l] positions written; ring[l] must be at least the window plus the
+ * most rows a sequence has in one forward, minus 1 (what the first row's window and the
+ * last row reach together), and the backend must read rings (fb_attn_ring). */
 typedef struct fz_kv {
     void *const *k;
     void *const *v;
     int type_k, type_v;              /* enum gg_type, fb_kv_type_valid (0: F32) */
     int64_t n_ctx;                   /* rows per slot */
+    const int64_t *ring;             /* n_layer ring sizes (0: n_ctx rows), or NULL: none */
 } fz_kv_t;
 
 /* One sequence's share of a forward: n_rows consecutive rows of the batch (sequences in
@@ -126,6 +152,8 @@ typedef struct fz_seq {
     float *hidden;                   /* ... ADDED into these n_embd host floats (a sum, so
                                         a pooled mean accumulates row by row and chunk by
                                         chunk; the caller zeroes it first) */
+    const float *lora;               /* fz_model_src_t.n_lora scales of this sequence's
+                                        adapters (0: not applied), or NULL: none applied */
 } fz_seq_t;
 
 /* Runs every layer over n_rows tokens (host ids and positions), writes each row's K and V

@@ -25,6 +25,7 @@ static const char *const family_names[CHAT_N_FAMILIES] = {
     [CHAT_LLAMA31] = "llama3.1", [CHAT_CHATML] = "chatml", [CHAT_QWEN] = "qwen",
     [CHAT_MISTRAL] = "mistral", [CHAT_GEMMA] = "gemma",   [CHAT_PHI3] = "phi3",
     [CHAT_ZEPHYR] = "zephyr", [CHAT_QWEN3] = "qwen3", [CHAT_DEEPSEEK_R1] = "deepseek-r1",
+    [CHAT_MISTRAL3] = "mistral3",
 };
 
 static const char *const role_names[] = {"system", "user", "assistant", "tool"};
@@ -91,6 +92,9 @@ int chat_detect(const char *t, size_t n)
         return CHAT_PHI3;
     if (has(t, n, "<|user|>"))
         return CHAT_ZEPHYR;
+    /* Mistral's newer call syntax, [TOOL_CALLS]name[ARGS]{...} */
+    if (has(t, n, "[INST]") && has(t, n, "[ARGS]") && has(t, n, "[SYSTEM_PROMPT]"))
+        return CHAT_MISTRAL3;
     if (has(t, n, "[INST]"))
         return has(t, n, "<<SYS>>") ? CHAT_LLAMA2 : CHAT_MISTRAL;
     return -ENOENT;
@@ -907,16 +911,36 @@ static int fmt_qwen3(ctx_t *c)
  * reset either) outputs-begin + output-begin + content + output-end, later ones '\n' +
  * output-begin + content + output-end.  Ending on tool output closes the outputs (and writes
  * no generation prompt); else the prompt is '<｜Assistant｜><think>\n', + '</think>' when
- * thinking is switched off (not the template's: llama-server does so for this format). */
+ * thinking is switched off (not the template's: llama-server does so for this format).
+ * With tools, the system text is llama-server's polyfill (below): the tools as
+ * json.dumps(indent=2) and an example call in the syntax above. */
 static int fmt_deepseek_r1(ctx_t *c)
 {
     const chat_msg_t *sys = NULL;
+    size_t sys_at = 0;
     for (size_t i = 0; i < c->n; i++)
-        if (c->m[i].role == CHAT_SYSTEM)
+        if (c->m[i].role == CHAT_SYSTEM) {
             sys = &c->m[i];
+            sys_at = i;
+        }
     puts_(c->b, c->o->bos);
-    if (sys)
+    if (c->tools && (!sys || sys_at == 0)) {
+        /* The template has no tools list.  llama-server (minja's polyfill) puts one in the
+         * system message: the first message's text + "\n\n" when it is a system message,
+         * else a new system message first; the template then prints the last system
+         * message, so a later one hides the list, as it does there. */
+        if (sys) {
+            put_content(c->b, sys);
+            puts_(c->b, "\n\n");
+        }
+        puts_(c->b, "You can call any of the following tools to satisfy the user's requests: ");
+        pj_value(c->b, c->tools, 2, 0);
+        puts_(c->b, "\n\nExample tool call syntax:\n\n" DS_CALLS_BEGIN DS_CALL_BEGIN "function"
+                    DS_SEP "tool_name\n```json\n{\"arg1\": \"some_value\"}\n```" DS_CALL_END
+                    DS_CALLS_END "\n\n");
+    } else if (sys) {
         put_content(c->b, sys);
+    }
     bool is_first = false, is_tool = false, is_output_first = true;
     for (size_t i = 0; i < c->n; i++) {
         const chat_msg_t *m = &c->m[i];
@@ -1153,6 +1177,63 @@ static int fmt_gemma(ctx_t *c)
 /* Phi 3.5 (shared/chat-templates/microsoft-Phi-3.5-mini-instruct.jinja): '<|role|>\n' +
  * content + '<|end|>\n' per message, system messages only when not empty; then
  * '<|assistant|>\n', or eos without a generation prompt. */
+/* Mistral Small 3.2 / Devstral / Magistral (tests/data/chat-templates/
+ * unsloth-mistral-Devstral-Small-2507.jinja): bos; a first system message as
+ * '[SYSTEM_PROMPT]' + text + '[/SYSTEM_PROMPT]' (without one the template writes its model's
+ * own default system text, which differs per model and is left out here); with tools
+ * '[AVAILABLE_TOOLS]' + tojson(tools) + '[/AVAILABLE_TOOLS]'; then per message: user
+ * '[INST]' + content + '[/INST]'; a later system message as the first; assistant: content,
+ * each call '[TOOL_CALLS]' + name + '[ARGS]' + arguments (the text as given), eos; tool:
+ * '[TOOL_RESULTS]' + content + '[/TOOL_RESULTS]'.  No order is enforced and there is no
+ * generation prompt: the model answers after '[/INST]' or '[/TOOL_RESULTS]'. */
+static int fmt_mistral3(ctx_t *c)
+{
+    puts_(c->b, c->o->bos);
+    size_t from = 0;
+    if (c->m[0].role == CHAT_SYSTEM) {
+        puts_(c->b, "[SYSTEM_PROMPT]");
+        put_content(c->b, &c->m[0]);
+        puts_(c->b, "[/SYSTEM_PROMPT]");
+        from = 1;
+    }
+    if (c->tools) {
+        puts_(c->b, "[AVAILABLE_TOOLS]");
+        pj_value(c->b, c->tools, -1, 0);
+        puts_(c->b, "[/AVAILABLE_TOOLS]");
+    }
+    for (size_t i = from; i < c->n; i++) {
+        const chat_msg_t *m = &c->m[i];
+        switch (m->role) {
+        case CHAT_USER:
+            puts_(c->b, "[INST]");
+            put_content(c->b, m);
+            puts_(c->b, "[/INST]");
+            break;
+        case CHAT_SYSTEM:
+            puts_(c->b, "[SYSTEM_PROMPT]");
+            put_content(c->b, m);
+            puts_(c->b, "[/SYSTEM_PROMPT]");
+            break;
+        case CHAT_ASSISTANT:
+            put_content(c->b, m);
+            for (size_t k = 0; k < m->n_calls; k++) {
+                puts_(c->b, "[TOOL_CALLS]");
+                puts_(c->b, m->calls[k].name);
+                puts_(c->b, "[ARGS]");
+                puts_(c->b, m->calls[k].arguments);
+            }
+            puts_(c->b, c->o->eos);
+            break;
+        default:
+            puts_(c->b, "[TOOL_RESULTS]");
+            put_content(c->b, m);
+            puts_(c->b, "[/TOOL_RESULTS]");
+            break;
+        }
+    }
+    return 0;
+}
+
 static int fmt_phi3(ctx_t *c)
 {
     for (size_t i = 0; i < c->n; i++) {
@@ -1190,7 +1271,7 @@ static int fmt_zephyr(ctx_t *c)
 bool chat_has_tools(int family)
 {
     return family == CHAT_LLAMA31 || family == CHAT_QWEN || family == CHAT_QWEN3 ||
-           family == CHAT_MISTRAL;
+           family == CHAT_MISTRAL || family == CHAT_DEEPSEEK_R1 || family == CHAT_MISTRAL3;
 }
 
 bool chat_has_thinking(int family)
@@ -1207,6 +1288,11 @@ int chat_tool_prefill(int family, const char *name, char **out)
     case CHAT_QWEN:
     case CHAT_QWEN3: open = "<tool_call>\n{\"name\": \""; args = "\", \"arguments\": "; break;
     case CHAT_MISTRAL: open = "[TOOL_CALLS][{\"name\": \""; args = "\", \"arguments\": "; break;
+    case CHAT_MISTRAL3: open = "[TOOL_CALLS]"; args = "[ARGS]"; break;
+    case CHAT_DEEPSEEK_R1:
+        open = DS_CALLS_BEGIN DS_CALL_BEGIN "function" DS_SEP;
+        args = "\n```json\n";
+        break;
     default: *out = NULL; return -ENOTSUP;
     }
     buf_t b = {0};
@@ -1231,6 +1317,8 @@ const char *chat_tool_close(int family)
     case CHAT_QWEN:
     case CHAT_QWEN3: return "}\n</tool_call>";
     case CHAT_MISTRAL: return "}]";
+    case CHAT_DEEPSEEK_R1: return "\n```" DS_CALL_END DS_CALLS_END;
+    case CHAT_MISTRAL3: return "";
     default: return NULL;
     }
 }
@@ -1254,8 +1342,7 @@ int chat_format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t 
         set_err(err, errlen, "no messages");
         return -EINVAL;
     }
-    /* DeepSeek-R1's template renders calls and outputs in the history, but not the tools */
-    bool tooled = chat_has_tools(family) || family == CHAT_DEEPSEEK_R1;
+    bool tooled = chat_has_tools(family);
     for (size_t i = 0; i < n; i++) {
         const chat_msg_t *m = &msgs[i];
         if (m->role < CHAT_SYSTEM || m->role > CHAT_TOOL) {
@@ -1315,6 +1402,7 @@ int chat_format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t 
     case CHAT_QWEN: rc = fmt_chatml(&c, true); break;
     case CHAT_QWEN3: rc = fmt_qwen3(&c); break;
     case CHAT_DEEPSEEK_R1: rc = fmt_deepseek_r1(&c); break;
+    case CHAT_MISTRAL3: rc = fmt_mistral3(&c); break;
     case CHAT_MISTRAL: rc = fmt_mistral(&c); break;
     case CHAT_GEMMA: rc = fmt_gemma(&c); break;
     case CHAT_PHI3: rc = fmt_phi3(&c); break;

@@ -23,6 +23,8 @@ enum chat_family {
     CHAT_ZEPHYR,    /* <|user|> ... EOS */
     CHAT_QWEN3,     /* ChatML as Qwen3: <think> reasoning blocks, Qwen's tool syntax */
     CHAT_DEEPSEEK_R1, /* DeepSeek-R1-Distill: <｜User｜>/<｜Assistant｜>, the prompt opens <think> */
+    CHAT_MISTRAL3,  /* Mistral Small 3.2, Devstral, Magistral: [SYSTEM_PROMPT], calls as
+                       [TOOL_CALLS]name[ARGS]{...} */
     CHAT_N_FAMILIES
 };
 
@@ -71,7 +73,8 @@ int chat_role_from_name(const char *name);
 const char *chat_role_name(int role);
 
 /* Family names, as accepted in the configuration: "plain", "llama2", "llama3", "llama3.1",
- * "chatml", "qwen", "qwen3", "mistral", "gemma", "phi3", "zephyr", "deepseek-r1".  -EINVAL for others. */
+ * "chatml", "qwen", "qwen3", "mistral", "gemma", "phi3", "zephyr", "deepseek-r1",
+ * "mistral3".  -EINVAL for others. */
 int chat_family_from_name(const char *name);
 const char *chat_family_name(int family);
 
@@ -86,8 +89,9 @@ int chat_select(const char *override, const char *tmpl, size_t len, int *family,
                 const char **note);
 
 /* Whether the family's template renders tools, tool calls and tool results: Llama 3.1,
- * Qwen 2.5, Qwen3 and Mistral Nemo.  DeepSeek-R1's renders the calls and results of the
- * history (chat_format takes them) but not the tools, so it does not count here. */
+ * Qwen 2.5, Qwen3, Mistral Nemo, Mistral Small 3.2 (mistral3) and DeepSeek-R1 (whose template renders the calls and
+ * results but no tools list: chat_format puts the tools in its system text as llama-server
+ * does). */
 bool chat_has_tools(int family);
 
 /* Whether the family's models write their reasoning as "<think>...</think>" before the
@@ -101,7 +105,8 @@ bool chat_has_thinking(int family);
 int chat_tool_prefill(int family, const char *name, char **out);
 
 /* What closes the call that chat_tool_prefill(family, name) opened, once its arguments are
- * written ("}\n</tool_call>", "}", "}]"); NULL for a family without tool calls. */
+ * written ("}\n</tool_call>", "}", "}]", DeepSeek's "\n```" + call-end + calls-end,
+ * mistral3's "": its arguments end the call); NULL for a family without tool calls. */
 const char *chat_tool_close(int family);
 
 /* Python's json.dumps(json.loads(json), ensure_ascii=False[, indent=N]) (what the

@@ -262,6 +262,10 @@ void met_render(met_t *m, const met_view_t *v, sb_t *b)
         {"fusiond_prefix_cache_evictions_total", "counter",
          "Cached KV cache slots dropped to make room for admitted requests.",
          (long long)s->cache_evictions},
+        {"fusiond_prefix_cache_ring_misses_total", "counter",
+         "Admissions whose cached common prefix could not be reused because a sliding-window "
+         "layer's ring no longer held the window it needs (prefilled again).",
+         (long long)s->cache_ring_misses},
         {"fusiond_prefix_cache_slots", "gauge", "KV cache slots kept for reuse.", s->cached_slots},
         {"fusiond_prefix_cache_tokens", "gauge",
          "Tokens held by the cached slots (given up whenever a request needs them).",

@@ -19,6 +19,14 @@
 static const char QWEN_OPEN[] = "<tool_call>", QWEN_CLOSE[] = "</tool_call>";
 static const char LLAMA_TAG[] = "<|python_tag|>", MISTRAL_TAG[] = "[TOOL_CALLS]";
 
+/* DeepSeek's markers: full-width bars (U+FF5C) around the names, U+2581 for the spaces */
+#define DS_MARK(x) "<\xef\xbd\x9ctool\xe2\x96\x81" x "\xef\xbd\x9c>"
+static const char DS_CALLS_BEGIN[] = DS_MARK("calls\xe2\x96\x81" "begin"),
+                  DS_CALLS_END[] = DS_MARK("calls\xe2\x96\x81" "end"),
+                  DS_CALL_BEGIN[] = DS_MARK("call\xe2\x96\x81" "begin"),
+                  DS_CALL_END[] = DS_MARK("call\xe2\x96\x81" "end"),
+                  DS_SEP[] = DS_MARK("sep");
+
 static bool ws(char c)
 {
     return c == ' ' || c == '\n' || c == '\r' || c == '\t';
@@ -67,7 +75,7 @@ static uint64_t next_rand(uint64_t *st)
 char *tc_make_id(int family, uint64_t *st)
 {
     static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    bool mistral = family == CHAT_MISTRAL;
+    bool mistral = family == CHAT_MISTRAL || family == CHAT_MISTRAL3;
     size_t n = mistral ? 9 : 24, pre = mistral ? 0 : 5;
     char *id = malloc(pre + n + 1);
     if (!id)
@@ -159,22 +167,30 @@ static bool key_is(const char *s, size_t k0, size_t k1, const char *key)
 
 /* The call object at s[i] == '{': its name (a string) and its arguments (under key, or alt),
  * as far as the text goes. */
-static int scan_call(scan_t *sc, size_t i, const char *key, const char *alt, size_t *end)
+static sc_call_t *new_call(scan_t *sc)
 {
-    const char *s = sc->s;
-    size_t len = sc->len;
     if (sc->n == sc->cap) {
         size_t cap = sc->cap ? sc->cap * 2 : 4;
         sc_call_t *c = realloc(sc->calls, cap * sizeof *c);
         if (!c) {
             sc->nomem = true;
-            return SC_BAD;
+            return NULL;
         }
         sc->calls = c;
         sc->cap = cap;
     }
     sc_call_t *c = &sc->calls[sc->n++];
     memset(c, 0, sizeof *c);
+    return c;
+}
+
+static int scan_call(scan_t *sc, size_t i, const char *key, const char *alt, size_t *end)
+{
+    const char *s = sc->s;
+    size_t len = sc->len;
+    sc_call_t *c = new_call(sc);
+    if (!c)
+        return SC_BAD;
     c->obj_off = i;
     i++;
     for (bool first = true;; first = false) {
@@ -312,6 +328,211 @@ static int scan_whole(scan_t *sc, bool mistral)
     }
 }
 
+/* s[i..) must be lit: SC_OK past it in *i, SC_MORE while the text ends inside it. */
+static int expect(const char *s, size_t *i, size_t len, const char *lit)
+{
+    if (starts(s, *i, len, lit)) {
+        *i += strlen(lit);
+        return SC_OK;
+    }
+    return partial(s, *i, len, lit) ? SC_MORE : SC_BAD;
+}
+
+/* One DeepSeek call after its call-begin marker at s[i]: R1's 'function<｜tool▁sep｜>NAME\n'
+ * + '```json\n' + arguments + '\n```', or V3.1's 'NAME<｜tool▁sep｜>' + arguments.  The name
+ * is raw text (no quotes), so it ends at the newline (R1) or the separator (V3.1); the
+ * arguments are a JSON value whose end the brackets tell. */
+static int scan_ds_call(scan_t *sc, size_t i, size_t *end)
+{
+    const char *s = sc->s;
+    size_t len = sc->len;
+    sc_call_t *c = new_call(sc);
+    if (!c)
+        return SC_BAD;
+    tc_span_t *sp = &c->sp;
+    sp->name_off = i;
+    /* R1's "function" and its separator still arriving: no name yet (a V3.1 name read
+     * from it would then shrink) */
+    if (partial(s, i, len, "function") ||
+        (starts(s, i, len, "function") && partial(s, i + 8, len, DS_SEP)))
+        return SC_MORE;
+    bool r1 = starts(s, i, len, "function") && starts(s, i + 8, len, DS_SEP);
+    size_t j = r1 ? i + 8 + strlen(DS_SEP) : i;
+    sp->name_off = j;
+    while (j < len && s[j] != '\n' && s[j] != '<' && !(!r1 && ws(s[j])))
+        j++;
+    sp->name_len = j - sp->name_off;
+    if (j == len)
+        return SC_MORE;
+    int rc;
+    if (r1) {
+        if (s[j] != '\n' || j == sp->name_off)
+            return SC_BAD;
+        sp->name_done = true;
+        i = j + 1;
+        if ((rc = expect(s, &i, len, "```json")) != SC_OK)
+            return rc;
+    } else {
+        if (s[j] != '<' || j == sp->name_off)
+            return SC_BAD;
+        i = j;
+        if ((rc = expect(s, &i, len, DS_SEP)) != SC_OK)
+            return rc;
+        sp->name_done = true;
+    }
+    i = skip_ws(s, i, len);
+    if (i == len)
+        return SC_MORE;
+    if (s[i] != '{')
+        return SC_BAD;
+    size_t e;
+    sp->args_off = c->obj_off = i;
+    sp->args_started = true;
+    rc = skip_value(s, i, len, &e);
+    sp->args_done = rc == SC_OK;
+    sp->args_len = (rc == SC_OK ? e : len) - i;
+    if (rc != SC_OK)
+        return rc;
+    c->obj_end = e;
+    i = skip_ws(s, e, len);
+    if (r1) {
+        if (i == len)
+            return SC_MORE;
+        if ((rc = expect(s, &i, len, "```")) != SC_OK)
+            return rc;
+        i = skip_ws(s, i, len);
+    }
+    *end = i;
+    return SC_OK;
+}
+
+/* DeepSeek R1 / V3 / V3.1: optional text, then calls-begin, call-begin + call + call-end for
+ * each call (whitespace between them), calls-end.  The text may stop after a whole call
+ * before its end markers (the model ended there). */
+static int scan_deepseek(scan_t *sc)
+{
+    const char *s = sc->s;
+    size_t len = sc->len;
+    const char *first = find(s, len, DS_CALLS_BEGIN);
+    if (!first)
+        return SC_OK; /* no call (yet) */
+    size_t i = (size_t)(first - s), c = i;
+    while (c > 0 && ws(s[c - 1]))
+        c--;
+    sc->content_len = c;
+    i += strlen(DS_CALLS_BEGIN);
+    for (;;) {
+        i = skip_ws(s, i, len);
+        if (i == len)
+            return SC_OK;
+        if (starts(s, i, len, DS_CALLS_END))
+            return skip_ws(s, i + strlen(DS_CALLS_END), len) == len ? SC_OK : SC_BAD;
+        int rc = expect(s, &i, len, DS_CALL_BEGIN);
+        if (rc != SC_OK)
+            return rc == SC_MORE || partial(s, i, len, DS_CALLS_END) ? SC_MORE : SC_BAD;
+        if ((rc = scan_ds_call(sc, i, &i)) != SC_OK)
+            return rc;
+        if (i == len)
+            return SC_OK;
+        if ((rc = expect(s, &i, len, DS_CALL_END)) != SC_OK)
+            return rc;
+    }
+}
+
+/* mistral3's names: what the requests allow (letters, digits, '_', '-') and '.' */
+static bool name_char(char c)
+{
+    return isalnum((unsigned char)c) || c == '_' || c == '-' || c == '.';
+}
+
+/* Where mistral3's calls begin: at the first visible character when the text opens with
+ * [TOOL_CALLS] (or a part of it) or with a name run that ends the text or meets '{' / '['
+ * (the detokenizer leaves the control tokens [TOOL_CALLS] and [ARGS] out, so a call may be
+ * just "name{...}"); else at the first [TOOL_CALLS] after prose, or nowhere (len). */
+static size_t m3_start(const char *s, size_t len, bool *at_front)
+{
+    size_t i = skip_ws(s, 0, len);
+    *at_front = true;
+    if (i == len || starts(s, i, len, MISTRAL_TAG) || partial(s, i, len, MISTRAL_TAG))
+        return i;
+    size_t j = i;
+    while (j < len && name_char(s[j]))
+        j++;
+    if (j > i && (j == len || s[j] == '{' || s[j] == '['))
+        return i;
+    *at_front = false;
+    const char *m = find(s, len, MISTRAL_TAG);
+    return m ? (size_t)(m - s) : len;
+}
+
+/* Mistral Small 3.2 / Devstral: each call '[TOOL_CALLS]' + name + '[ARGS]' + arguments
+ * (markers optional, as above; a '[CALL_ID]' + id before '[ARGS]' is taken too). */
+static int scan_mistral3(scan_t *sc)
+{
+    const char *s = sc->s;
+    size_t len = sc->len;
+    bool front;
+    size_t i = m3_start(s, len, &front), c = i;
+    if (i == len)
+        return SC_OK; /* no call (yet) */
+    while (c > 0 && ws(s[c - 1]))
+        c--;
+    sc->content_len = front ? 0 : c;
+    for (;;) {
+        i = skip_ws(s, i, len);
+        if (i == len)
+            return SC_OK;
+        if (starts(s, i, len, MISTRAL_TAG))
+            i += strlen(MISTRAL_TAG);
+        else if (partial(s, i, len, MISTRAL_TAG))
+            return SC_MORE;
+        size_t j = i;
+        while (j < len && name_char(s[j]))
+            j++;
+        if (j == len)
+            return SC_MORE; /* the name may go on (a call appears once it ends) */
+        if (j == i)
+            return SC_BAD;
+        sc_call_t *call = new_call(sc);
+        if (!call)
+            return SC_BAD;
+        tc_span_t *sp = &call->sp;
+        sp->name_off = i;
+        sp->name_len = j - i;
+        if (s[j] == '[') {
+            if (partial(s, j, len, "[CALL_ID]"))
+                return SC_MORE;
+            if (starts(s, j, len, "[CALL_ID]")) {
+                j += strlen("[CALL_ID]");
+                while (j < len && isalnum((unsigned char)s[j]))
+                    j++;
+                if (j == len)
+                    return SC_MORE;
+            }
+            int rc = expect(s, &j, len, "[ARGS]");
+            if (rc != SC_OK)
+                return rc;
+        } else if (s[j] != '{') {
+            return SC_BAD;
+        }
+        sp->name_done = true;
+        i = skip_ws(s, j, len);
+        if (i == len)
+            return SC_MORE;
+        if (s[i] != '{')
+            return SC_BAD;
+        size_t e;
+        sp->args_off = call->obj_off = i;
+        sp->args_started = true;
+        int rc = skip_value(s, i, len, &e);
+        sp->args_done = rc == SC_OK;
+        sp->args_len = (rc == SC_OK ? e : len) - i;
+        if (rc != SC_OK)
+            return rc;
+        call->obj_end = i = e;
+    }
+}
+
 static int scan_text(int family, const char *text, size_t len, scan_t *sc)
 {
     memset(sc, 0, sizeof *sc);
@@ -322,6 +543,8 @@ static int scan_text(int family, const char *text, size_t len, scan_t *sc)
     case CHAT_QWEN3: return scan_qwen(sc);
     case CHAT_LLAMA31: return scan_whole(sc, false);
     case CHAT_MISTRAL: return scan_whole(sc, true);
+    case CHAT_DEEPSEEK_R1: return scan_deepseek(sc);
+    case CHAT_MISTRAL3: return scan_mistral3(sc);
     default: return SC_BAD;
     }
 }
@@ -420,23 +643,36 @@ int tc_parse(int family, const char *text, size_t len, char *const *names, int n
     return 0;
 }
 
+/* Qwen and DeepSeek: the text before the calls' opening marker is content. */
+static size_t safe_before(const char *s, size_t len, const char *mark)
+{
+    size_t k0 = strlen(mark);
+    const char *open = find(s, len, mark);
+    size_t safe = open ? (size_t)(open - s) : len;
+    /* hold a tail that could be the marker's beginning */
+    for (size_t k = open ? 0 : FD_MIN(len, k0 - 1); k > 0; k--) {
+        if (memcmp(s + len - k, mark, k) == 0) {
+            safe = len - k;
+            break;
+        }
+    }
+    /* and the whitespace before it, which tc_parse leaves out of the content when a call
+     * follows: streamed and whole answers then carry the same text */
+    while (safe > 0 && ws(s[safe - 1]))
+        safe--;
+    return safe;
+}
+
 size_t tc_stream_safe(int family, const char *s, size_t len)
 {
-    if (family == CHAT_QWEN || family == CHAT_QWEN3) {
-        const char *open = find(s, len, QWEN_OPEN);
-        size_t safe = open ? (size_t)(open - s) : len;
-        /* hold a tail that could be the marker's beginning */
-        for (size_t k = open ? 0 : FD_MIN(len, sizeof QWEN_OPEN - 2); k > 0; k--) {
-            if (memcmp(s + len - k, QWEN_OPEN, k) == 0) {
-                safe = len - k;
-                break;
-            }
-        }
-        /* and the whitespace before it, which tc_parse leaves out of the content when a
-         * call follows: streamed and whole answers then carry the same text */
-        while (safe > 0 && ws(s[safe - 1]))
-            safe--;
-        return safe;
+    if (family == CHAT_QWEN || family == CHAT_QWEN3)
+        return safe_before(s, len, QWEN_OPEN);
+    if (family == CHAT_DEEPSEEK_R1)
+        return safe_before(s, len, DS_CALLS_BEGIN);
+    if (family == CHAT_MISTRAL3) {
+        bool front;
+        m3_start(s, len, &front);
+        return front ? 0 : safe_before(s, len, MISTRAL_TAG);
     }
     /* Llama 3.1 and Mistral: a call is the whole output, so the first visible character
      * decides: until it comes nothing is sent, after a call's opening everything is held */

@@ -1,6 +1,8 @@
 /* toolcall.h: reads the tool calls a model wrote, in its chat family's syntax, out of the
  * generated text: Llama 3.1's one JSON object {"name", "parameters"}, Qwen 2.5's and
- * Qwen3's <tool_call> blocks after optional text, Mistral Nemo's [TOOL_CALLS] JSON array.  Whole (tc_parse, at
+ * Qwen3's <tool_call> blocks after optional text, Mistral Nemo's [TOOL_CALLS] JSON array,
+ * DeepSeek R1's (and V3.1's) <｜tool▁calls▁begin｜> blocks after optional text, Mistral Small
+ * 3.2's [TOOL_CALLS]name[ARGS]{...} (its control tokens possibly left out: name{...}).  Whole (tc_parse, at
  * the end of a choice) or while it streams (tc_stream_safe: how much is certainly text;
  * tc_scan: how far each call has come, to stream its name and arguments as they arrive).
  * Pure functions; any thread.  Layer: server (uses server/chat.h's family numbers, cJSON). */
@@ -20,7 +22,8 @@ typedef struct tc_call {
 
 typedef struct tc_result {
     size_t content_len;         /* text[0..content_len) is text the model wrote before the
-                                   calls (Qwen), trailing whitespace left out; 0: none */
+                                   calls (Qwen, DeepSeek), trailing whitespace left out;
+                                   0: none */
     tc_call_t *calls;
     size_t n_calls;
 } tc_result_t;
@@ -43,8 +46,9 @@ char *tc_make_id(int family, uint64_t *st);
 size_t tc_stream_safe(int family, const char *text, size_t len);
 
 typedef struct tc_span {        /* one call as far as the text so far shows it */
-    size_t name_off, name_len;  /* the name as written, between its quotes */
-    bool name_done;             /* its closing quote has come */
+    size_t name_off, name_len;  /* the name as written, between its quotes (DeepSeek: its
+                                   raw text, up to the newline or the separator) */
+    bool name_done;             /* its closing quote (newline, separator) has come */
     size_t args_off, args_len;  /* the arguments value as written so far */
     bool args_started;          /* its first character has come */
     bool args_done;             /* it is complete */

@@ -3,10 +3,21 @@ length and some token texts, for the black-box tests that need a chat template a
 lacks (test_tools_server.py, test_sdk.py).  The tensors are copied byte for byte; only the
 metadata changes.  python3 standard library only."""
 
+import atexit
+import shutil
 import struct
+import tempfile
 
 SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q",
           11: "<q", 12: "<d"}
+
+
+def scratch_dir(prefix):
+    """A new temporary folder for a test's model copies, removed with everything in it when
+    the test's process exits, however it exits (a failed check's exception included)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def gguf_rewrite(src, dst, template, n_ctx, tokens, extra=()):

@@ -223,6 +223,11 @@ EXTRA_DIST += tests/data/llamacpp-gemma-f32.txt tests/data/llamacpp-gemma-q4_k_m
 	tests/data/llamacpp-qwen3moe-q4_k_m.txt tests/data/llamacpp-qwen3moe-q8_0.txt \
 	tests/data/llamacpp-tok-gemma.txt tests/ref/llamacpp-logits.mjs \
 	tests/ref/llamacpp-tokens.mjs tests/ref/make-refs.sh tests/ref/package.json
+# LoRA adapters applied by llama.cpp (tests/ref/make-refs.sh's LORAS)
+EXTRA_DIST += tests/data/llamacpp-lora-llama-f32.txt \
+	tests/data/llamacpp-lora-llama-f32-scaled.txt tests/data/llamacpp-lora-llama-q4_k_m.txt \
+	tests/data/llamacpp-lora-llama-q8_0.txt tests/data/llamacpp-lora-phi3-f32.txt \
+	tests/data/llamacpp-lora-qwen2-f32.txt
 
 check_PROGRAMS += tests/test_corsair
 tests_test_corsair_SOURCES = tests/test_corsair.c
@@ -290,6 +295,7 @@ dist_check_SCRIPTS += tests/test_chat_jinja.py
 TESTS += tests/test_chat_jinja.py
 EXTRA_DIST += tests/data/chat-templates/Qwen-Qwen3-0.6B.jinja tests/data/chat-templates/README.md
 EXTRA_DIST += tests/data/chat-templates/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja
+EXTRA_DIST += tests/data/chat-templates/unsloth-mistral-Devstral-Small-2507.jinja
 
 check_PROGRAMS += tests/test_toolcall
 tests_test_toolcall_SOURCES = tests/test_toolcall.c
@@ -297,7 +303,7 @@ tests_test_toolcall_CFLAGS = $(TEST_CFLAGS)
 tests_test_toolcall_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_toolcall
 FUZZ_TARGETS += tests/fuzz/fuzz_toolcall.c
-EXTRA_DIST += tests/fuzz/fuzz_toolcall.c
+EXTRA_DIST += tests/fuzz/fuzz_toolcall.c tests/fuzz/corpus/fuzz_toolcall
 
 # Black-box function calling: the real fusiond with a stories260K copy that carries Qwen 2.5's
 # template (and call text in a few tokens, picked by logit_bias), then as llama3.1 and mistral.
@@ -337,3 +343,12 @@ TESTS += tests/test_infill_server.py
 FUZZ_TARGETS += tests/fuzz/fuzz_reasoning.c
 EXTRA_DIST += tests/fuzz/fuzz_reasoning.c tests/fuzz/fuzz_reasoning.dict
 VALGRIND_SUITES += tests/test_reasoning
+
+check_PROGRAMS += tests/test_lora
+tests_test_lora_SOURCES = tests/test_lora.c
+tests_test_lora_CFLAGS = $(TEST_CFLAGS)
+tests_test_lora_LDADD = $(TEST_LIBS)
+TESTS += tests/test_lora
+# LoRA adapters through the daemon: /lora-adapters, per-request "lora", the prefix cache.
+dist_check_SCRIPTS += tests/test_lora_server.py
+TESTS += tests/test_lora_server.py

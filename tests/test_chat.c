@@ -589,8 +589,8 @@ END_TEST
 /* DeepSeek-R1-Distill: history drops everything up to the last </think>; tool calls and
  * outputs with the template's conversation-wide first-call and first-output flags; ending on
  * a tool output closes the outputs without a generation prompt; the last system message is
- * the one written; the tools list itself is refused (the template renders none); the
- * repository's copy of the template is detected. */
+ * the one written; the tools list goes in the system text as llama-server's polyfill puts
+ * it (the template renders none); the repository's copy of the template is detected. */
 START_TEST(test_deepseek_r1)
 {
     static const chat_call_t c1 = {"id1", "get", "{\"q\": 1}"};
@@ -643,16 +643,42 @@ START_TEST(test_deepseek_r1)
     ck_assert_int_eq(rc, 0);
     ck_assert_str_eq(out, "<｜User｜>Q");
     free(out);
-    /* the tools list: the template has no place for it */
+    /* the tools list: the template has no place for it, so it goes in the system text as
+     * llama-server's polyfill puts it, after the first message's when that is a system
+     * message; a later system message hides it, as there */
+    static const char tools_text[] =
+        "You can call any of the following tools to satisfy the user's requests: [\n  {\n"
+        "    \"type\": \"function\",\n    \"function\": {\n      \"name\": \"f\",\n"
+        "      \"parameters\": {\n        \"type\": \"object\"\n      }\n    }\n  }\n]\n\n"
+        "Example tool call syntax:\n\n<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function"
+        "<｜tool▁sep｜>tool_name\n```json\n{\"arg1\": \"some_value\"}\n```<｜tool▁call▁end｜>"
+        "<｜tool▁calls▁end｜>\n\n";
     chat_opts_t o = {.tools = tools_one, .add_generation_prompt = true};
     size_t len;
-    out = (char *)1;
     ck_assert_int_eq(chat_format(CHAT_DEEPSEEK_R1, conv_r1 + 1, 1, &o, &out, &len, err,
-                                 sizeof err), -ENOTSUP);
-    ck_assert_ptr_null(out);
-    ck_assert(!chat_has_tools(CHAT_DEEPSEEK_R1));
+                                 sizeof err), 0);
+    char want[1024];
+    snprintf(want, sizeof want, "%s<｜User｜>Q<｜Assistant｜><think>\n", tools_text);
+    ck_assert_str_eq(out, want);
+    free(out);
+    ck_assert_int_eq(chat_format(CHAT_DEEPSEEK_R1, conv_r1, 2, &o, &out, &len, err,
+                                 sizeof err), 0);
+    snprintf(want, sizeof want, "S1\n\n%s<｜User｜>Q<｜Assistant｜><think>\n", tools_text);
+    ck_assert_str_eq(out, want);
+    free(out);
+    ck_assert_int_eq(chat_format(CHAT_DEEPSEEK_R1, conv_r1, 5, &o, &out, &len, err,
+                                 sizeof err), 0);
+    ck_assert(strncmp(out, "S2<｜User｜>Q", strlen("S2<｜User｜>Q")) == 0);
+    free(out);
+    ck_assert(chat_has_tools(CHAT_DEEPSEEK_R1));
     ck_assert(chat_has_thinking(CHAT_DEEPSEEK_R1));
-    ck_assert_ptr_null(chat_tool_close(CHAT_DEEPSEEK_R1));
+    ck_assert_str_eq(chat_tool_close(CHAT_DEEPSEEK_R1),
+                     "\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>");
+    char *p = NULL;
+    ck_assert_int_eq(chat_tool_prefill(CHAT_DEEPSEEK_R1, "f", &p), 0);
+    ck_assert_str_eq(p, "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>f\n"
+                        "```json\n");
+    free(p);
     ck_assert_int_eq(chat_family_from_name("deepseek-r1"), CHAT_DEEPSEEK_R1);
     ck_assert_str_eq(chat_family_name(CHAT_DEEPSEEK_R1), "deepseek-r1");
     size_t n;
@@ -662,6 +688,57 @@ START_TEST(test_deepseek_r1)
     free(t);
     /* one marker alone is not the family */
     ck_assert_int_eq(chat_detect("<｜User｜>{{x}}", strlen("<｜User｜>{{x}}")), -ENOENT);
+}
+END_TEST
+
+/* Mistral Small 3.2 / Devstral (mistral3): [SYSTEM_PROMPT] only for a given system message,
+ * the tools as one-line JSON, calls as [TOOL_CALLS]name[ARGS]arguments, results in
+ * [TOOL_RESULTS]; the repository's Devstral template is detected as it, Mistral Nemo's
+ * markers without [ARGS] are not. */
+START_TEST(test_mistral3)
+{
+    static const chat_call_t two[] = {{"abcdefghi", "f", "{\"x\":1}"}, {"b", "g", "{}"}};
+    const chat_msg_t conv_m3[] = {
+        MSG(CHAT_SYSTEM, "S"),
+        MSG(CHAT_USER, "Hi"),
+        {.role = CHAT_ASSISTANT, .content = "ok", .len = 2, .calls = two, .n_calls = 2},
+        {.role = CHAT_TOOL, .content = "R", .len = 1, .call_id = "abcdefghi"},
+        MSG(CHAT_SYSTEM, "S2"),
+        MSG(CHAT_ASSISTANT, "A"),
+    };
+    int rc;
+    char err[256];
+    char *out = fmt_tools(CHAT_MISTRAL3, conv_m3, FD_ARRAY_LEN(conv_m3), tools_one, "<s>",
+                          "</s>", &rc, err);
+    ck_assert_msg(rc == 0, "%s", err);
+    ck_assert_str_eq(out, "<s>[SYSTEM_PROMPT]S[/SYSTEM_PROMPT][AVAILABLE_TOOLS][{\"type\": "
+                          "\"function\", \"function\": {\"name\": \"f\", \"parameters\": "
+                          "{\"type\": \"object\"}}}][/AVAILABLE_TOOLS][INST]Hi[/INST]ok"
+                          "[TOOL_CALLS]f[ARGS]{\"x\":1}[TOOL_CALLS]g[ARGS]{}</s>"
+                          "[TOOL_RESULTS]R[/TOOL_RESULTS][SYSTEM_PROMPT]S2[/SYSTEM_PROMPT]A</s>");
+    free(out);
+    out = fmt(CHAT_MISTRAL3, conv_m3 + 1, 1, "<s>", "</s>", true, false, &rc, err);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_str_eq(out, "<s>[INST]Hi[/INST]");
+    free(out);
+    ck_assert(chat_has_tools(CHAT_MISTRAL3));
+    ck_assert(!chat_has_thinking(CHAT_MISTRAL3));
+    ck_assert_str_eq(chat_tool_close(CHAT_MISTRAL3), "");
+    char *p = NULL;
+    ck_assert_int_eq(chat_tool_prefill(CHAT_MISTRAL3, "get_x", &p), 0);
+    ck_assert_str_eq(p, "[TOOL_CALLS]get_x[ARGS]");
+    free(p);
+    ck_assert_int_eq(chat_tool_prefill(CHAT_MISTRAL3, NULL, &p), 0);
+    ck_assert_str_eq(p, "[TOOL_CALLS]");
+    free(p);
+    ck_assert_int_eq(chat_family_from_name("mistral3"), CHAT_MISTRAL3);
+    size_t n;
+    char *t = tu_slurp(tu_src("tests/data/chat-templates/unsloth-mistral-Devstral-Small-2507.jinja"),
+                       &n);
+    ck_assert_int_eq(chat_detect(t, n), CHAT_MISTRAL3);
+    free(t);
+    const char *nemo = "{{ '[INST]' }}{{ '[TOOL_CALLS]' }}{{ '[SYSTEM_PROMPT]' }}";
+    ck_assert_int_eq(chat_detect(nemo, strlen(nemo)), CHAT_MISTRAL);
 }
 END_TEST
 
@@ -690,6 +767,7 @@ int main(void)
     tcase_add_test(tc, test_prefill_and_json);
     tcase_add_test(tc, test_qwen3);
     tcase_add_test(tc, test_deepseek_r1);
+    tcase_add_test(tc, test_mistral3);
     suite_add_tcase(s, tc);
     if (!missing) {
         tc = tcase_create("shared templates");

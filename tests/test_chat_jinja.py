@@ -6,8 +6,12 @@ Nemo's .jinja files in $FUSIOND_SHARED/chat-templates, and Qwen3's in the reposi
 (trim_blocks, lstrip_blocks, loopcontrols, tojson as json.dumps with ensure_ascii=False,
 raise_exception) and compared with tests/chat_render's output; a template that refuses a
 conversation must be refused by chat.c too.  DeepSeek-R1-Distill's template (also in
-tests/data) gets its own cases: <think> in assistant history, tool calls and outputs (its
-template renders no tools list: it is given none), seeded random conversations.  Qwen3 also gets reasoning (reasoning_content,
+tests/data) gets its own cases: <think> in assistant history, tool calls and outputs, tools
+(its template renders no tools list: it is given the messages with llama-server's polyfill,
+the tools and an example call in the system message, as r1_polyfill writes them), seeded
+random conversations.  Mistral Small 3.2's family (mistral3) is compared with Unsloth's
+Devstral-Small-2507 template (tests/data), less the model's own default system text that the
+template writes when the conversation has no system message (chat.c leaves it out).  Qwen3 also gets reasoning (reasoning_content,
 <think> in content), multi-step tool use and enable_thinking.  Skips (77) when python3-jinja2
 is missing, unless FUSIOND_REQUIRE_JINJA=1 (CI's flag), where that is a failure; without the
 shared folder only Qwen3 is compared (a failure under FUSIOND_REQUIRE_SHARED=1)."""
@@ -51,6 +55,8 @@ SRCDIR = os.environ.get("top_srcdir", os.path.join(os.path.dirname(os.path.abspa
 QWEN3 = os.path.join(SRCDIR, "tests", "data", "chat-templates", "Qwen-Qwen3-0.6B.jinja")
 R1 = os.path.join(SRCDIR, "tests", "data", "chat-templates",
                   "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja")
+MISTRAL3 = os.path.join(SRCDIR, "tests", "data", "chat-templates",
+                        "unsloth-mistral-Devstral-Small-2507.jinja")
 R1_BOS = "<\uff5cbegin\u2581of\u2581sentence\uff5c>"
 R1_EOS = "<\uff5cend\u2581of\u2581sentence\uff5c>"
 
@@ -80,9 +86,10 @@ FAMILIES = {
     "mistral": (os.path.join(TDIR, "mistralai-Mistral-Nemo-Instruct-2407.jinja"), "<s>", "</s>"),
     "qwen3": (QWEN3, "", "<|im_end|>"),
     "deepseek-r1": (R1, R1_BOS, R1_EOS),
+    "mistral3": (MISTRAL3, "<s>", "</s>"),
 }
 if not HAVE_SHARED:
-    FAMILIES = {k: FAMILIES[k] for k in ("qwen3", "deepseek-r1")}
+    FAMILIES = {k: FAMILIES[k] for k in ("qwen3", "deepseek-r1", "mistral3")}
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather",
@@ -210,17 +217,41 @@ QWEN3_CASES = [
 ]
 
 
-def jinja_msgs(fam, msgs):
+def jinja_msgs(fam, msgs, tools):
     """What the template is given: the messages as vLLM hands them over (a null content,
-    which Qwen3's template cannot take, as ""; DeepSeek-R1's concatenates the arguments, so
-    they go as the JSON text a client sends)."""
-    if fam == "deepseek-r1":
+    which Qwen3's and mistral3's templates cannot take, as ""; DeepSeek-R1's and mistral3's
+    concatenate the arguments, so they go as the JSON text a client sends; DeepSeek-R1's
+    tools as llama-server polyfills them)."""
+    if fam == "mistral3":
+        msgs = [dict(m, content="") if m.get("content") is None else m for m in msgs]
+    if fam in ("deepseek-r1", "mistral3"):
+        if fam == "deepseek-r1":
+            msgs = r1_polyfill(msgs, tools)
         return [dict(m, tool_calls=[dict(c, function=dict(
             c["function"], arguments=json.dumps(c["function"]["arguments"])))
             for c in m["tool_calls"]]) if m.get("tool_calls") else m for m in msgs]
     if fam != "qwen3":
         return msgs
     return [dict(m, content="") if m.get("content") is None else m for m in msgs]
+
+
+R1_EXAMPLE = ("<\uff5ctool\u2581calls\u2581begin\uff5c><\uff5ctool\u2581call\u2581begin\uff5c>"
+              "function<\uff5ctool\u2581sep\uff5c>tool_name\n```json\n{\"arg1\": \"some_value\"}\n"
+              "```<\uff5ctool\u2581call\u2581end\uff5c><\uff5ctool\u2581calls\u2581end\uff5c>")
+
+
+def r1_polyfill(msgs, tools):
+    """llama-server's (minja's) tools polyfill for a template without tools: the list as
+    json.dumps(indent=2) and an example call, after the first message's text and "\n\n" when
+    it is a system message, else as a new system message first."""
+    if not tools:
+        return msgs
+    text = ("You can call any of the following tools to satisfy the user's requests: " +
+            json.dumps(tools, indent=2, ensure_ascii=False) +
+            "\n\nExample tool call syntax:\n\n" + R1_EXAMPLE + "\n\n")
+    if msgs and msgs[0]["role"] == "system":
+        return [dict(msgs[0], content=msgs[0]["content"] + "\n\n" + text)] + msgs[1:]
+    return [{"role": "system", "content": text}] + msgs
 
 
 def random_qwen3_cases(n, seed=1234):
@@ -271,6 +302,13 @@ R1_CASES = [
                                                                 "end\uff5c>\"\u00e9\U0001F600"}],
      None),
     ("assistant first", [R1_A_THINK, U2], None),
+    ("tools, no system", [U1], TOOLS),
+    ("tools and system", [SYS, U1], TOOLS),
+    ("tools, round trip then answer", [SYS, U1, A_CALL, T_RES, A_TEXT, U2], TOOLS),
+    ("tools, two calls, two results", [U1, A_TWO] + T2, TOOLS),
+    ("tools, a later system message wins", [SYS, U1, R1_SYS2, U2], TOOLS),
+    ("tools, a system message after the first", [U1, SYS, U2], TOOLS),
+    ("a tool without parameters", [U2], [{"type": "function", "function": {"name": "noop"}}]),
 ]
 
 
@@ -280,8 +318,8 @@ def random_r1_cases(n, seed=4321):
     rng = random.Random(seed)
     pool = [SYS, R1_SYS2, U1, U2, A_TEXT, R1_A_THINK, R1_A_NOOPEN, R1_A_TWO_CLOSE, R1_A_EMPTY,
             A_CALL, A_TWO, A_CALL_TEXT, T_RES, T_C1] + T2
-    return [("random %d" % i, [rng.choice(pool) for _ in range(rng.randint(1, 7))], None)
-            for i in range(n)]
+    return [("random %d" % i, [rng.choice(pool) for _ in range(rng.randint(1, 7))],
+             rng.choice([None, TOOLS, [CLOCK]])) for i in range(n)]
 
 
 R1_CASES += random_r1_cases(150)
@@ -296,14 +334,21 @@ for fam, (fname, bos, eos) in FAMILIES.items():
         cases = [c + ({},) for c in R1_CASES]
     if fam == "qwen3":
         cases += [c if len(c) == 4 else c + ({},) for c in QWEN3_CASES]
+    if fam == "mistral3":
+        cases += [c + ({},) for c in random_r1_cases(100, seed=777)]
     for name, msgs, tools, kw in cases:
         for agp in (True, False):
             try:
-                want = tmpl.render(messages=jinja_msgs(fam, msgs), tools=tools, bos_token=bos,
+                want = tmpl.render(messages=jinja_msgs(fam, msgs, tools), tools=tools, bos_token=bos,
                                    eos_token=eos, add_generation_prompt=agp, **kw)
                 refused = None
             except Refused as e:
                 want, refused = None, str(e)
+            if fam == "mistral3" and want is not None and not (msgs and msgs[0]["role"] == "system"):
+                # the model's default system text, which chat.c does not write
+                head = bos + "[SYSTEM_PROMPT]"
+                if want.startswith(head):
+                    want = bos + want[want.index("[/SYSTEM_PROMPT]") + len("[/SYSTEM_PROMPT]"):]
             # as a client sends them: arguments and tools as JSON text (numbers as written)
             sent = [dict(m, tool_calls=[dict(c, function=dict(
                 c["function"], arguments=json.dumps(c["function"]["arguments"])))

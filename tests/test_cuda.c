@@ -1021,6 +1021,53 @@ START_TEST(test_gemma)
 }
 END_TEST
 
+/* Sliding-window rings: the CUDA backend reads none, so a gemma3 model keeps every position
+ * on every layer there (llm_swa_ring 0, the bytes of 7 layers of n_ctx rows) while the CPU
+ * backend, with the same 4-row batches, keeps rings of 8 + 4 - 1 on its 6 local layers; 40
+ * greedy steps past a 12-token prompt (six windows) give the same ids and logits within
+ * 1e-3 on both. */
+START_TEST(test_gemma_swa_ring)
+{
+    gguf_w_llama_t sp = { .name = "gemma3-ring", .arch = "gemma3", .n_embd = 256,
+                          .n_layer = 7, .n_head = 4, .n_head_kv = 1, .head_dim = 64,
+                          .n_ff = 512, .n_vocab = 512, .n_ctx = 256, .rope_base = 1e6f,
+                          .norm_eps = 1e-6f, .tied = true, .wtype = GG_F32, .seed = 9,
+                          .n_swa = 8 };
+    char path[] = "/tmp/fusiond-cuda-ring-XXXXXX";
+    write_spec(&sp, path);
+    const char *cpu_opt[] = {"blas_rows=0", NULL};
+    llm_model_t *m[2] = {NULL, NULL};
+    for (int b = 0; b < 2; b++) {
+        llm_load_params_t p;
+        llm_load_params_default(&p);
+        p.path = path;
+        p.backend = b ? "cpu" : "cuda";
+        p.backend_options = b ? cpu_opt : NULL;
+        p.n_batch_max = 4;
+        p.threads = 1;
+        char err[512];
+        CHECKM(llm_load(&m[b], &p, err, sizeof(err)) == 0, "llm_load: %s", err);
+    }
+    const size_t row = 2 * fb_kv_row_bytes(GG_F32, 1, 64);
+    ck_assert_int_eq(llm_swa_ring(m[0]), 0);
+    ck_assert_int_eq(llm_swa_ring(m[1]), 11);
+    CHECKM(llm_cache_bytes(m[0]) == 7 * 256 * row, "cuda cache %zu bytes",
+           llm_cache_bytes(m[0]));
+    CHECKM(llm_cache_bytes(m[1]) == (256 + 6 * 11) * row, "cpu cache %zu bytes",
+           llm_cache_bytes(m[1]));
+    int32_t want[40], got[40];
+    float d;
+    greedy(m[1], want, 40, &d, NULL);
+    greedy(m[0], got, 40, &d, m[1]);
+    for (int i = 0; i < 40; i++)
+        CHECKM(got[i] == want[i], "token %d is %d, cpu (ring) %d", i, got[i], want[i]);
+    CHECKM(d <= 1e-3f, "logits differ from the CPU's (ring) by %g", d);
+    llm_free(m[0]);
+    llm_free(m[1]);
+    unlink(path);
+}
+END_TEST
+
 /* Mixture of experts on the device: gather_rows and scatter_add_rows against the CPU
  * reference (repeated destinations, 40 rows of 2051 floats), then qwen3moe, OLMoE, a
  * Mixtral-style llama (Q8_0) and qwen2moe (a sigmoid-gated shared expert) whose greedy ids
@@ -1246,6 +1293,7 @@ static Suite *suite(void)
     tcase_add_test(m, test_other_archs);
     tcase_add_test(m, test_cache_types_refused);
     tcase_add_test(m, test_gemma);
+    tcase_add_test(m, test_gemma_swa_ring);
     tcase_add_test(m, test_moe);
     suite_add_tcase(s, m);
     return s;

@@ -14,14 +14,12 @@ import base64
 import json
 import math
 import os
-import shutil
 import struct
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import loopback  # noqa: E402
-from gguf_copy import gguf_rewrite  # noqa: E402
+from gguf_copy import gguf_rewrite, scratch_dir  # noqa: E402
 
 FUSIOND, MODEL = sys.argv[1], sys.argv[2]
 FAILS = []
@@ -199,21 +197,18 @@ def main():
         d.stop()
     # a copy of the model whose file says llama.pooling_type = 3 (last): auto follows the
     # file, and the option still overrides it
-    tmp = tempfile.mkdtemp(prefix="fusiond-embd-")
-    try:
-        copy = os.path.join(tmp, "last.gguf")
-        gguf_rewrite(MODEL, copy, None, None, {}, [(b"llama.pooling_type", 4, 3)])
-        for args, want, what in (((), last, "the file's pooling_type (last)"),
-                                 (("--pooling", "mean"), mean, "--pooling mean over the file's")):
-            d = Daemon(*args, model=copy)
-            try:
-                js = embed(d, "Once upon a time")
-                check(js is not None and want is not None and close(vecs(js)[0], want, 0),
-                      "pooling auto: %s" % what)
-            finally:
-                d.stop()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    tmp = scratch_dir("fusiond-embd-")
+    copy = os.path.join(tmp, "last.gguf")
+    gguf_rewrite(MODEL, copy, None, None, {}, [(b"llama.pooling_type", 4, 3)])
+    for args, want, what in (((), last, "the file's pooling_type (last)"),
+                             (("--pooling", "mean"), mean, "--pooling mean over the file's")):
+        d = Daemon(*args, model=copy)
+        try:
+            js = embed(d, "Once upon a time")
+            check(js is not None and want is not None and close(vecs(js)[0], want, 0),
+                  "pooling auto: %s" % what)
+        finally:
+            d.stop()
     # hundreds of inputs (LangChain sends up to a thousand) through an engine whose queue
     # holds four: the server feeds them a few at a time, in order, each as if alone
     d = Daemon("--max-running", "2", "--max-waiting", "2")

@@ -24,7 +24,9 @@
 #include <time.h>
 
 #include "common/fd.h"
+#include "common/ggtypes.h"
 #include "engine/engine.h"
+#include "engine/gguf_write.h"
 #include "tests/testutil.h"
 
 /* ---- the scripted model ---- */
@@ -2546,6 +2548,85 @@ START_TEST(test_model_open_errors)
 }
 END_TEST
 
+/* The prefix cache over sliding-window rings: a gemma3 random model (window 8, 5 of 6 layers
+ * local; 17-token steps, so rings of 8 + 17 - 1 = 24 positions) served with and without
+ * swa_full, both with the prefix cache.  A prompt of 40 tokens, then that prompt and its
+ * answer (the ring still holds the window the 63-token common prefix needs: reused whole
+ * by both), then the first prompt again: its 39-token common prefix needs positions 32..38,
+ * long overwritten in the ring of the cached 87-token conversation, so the ring engine
+ * prefills all of it (a ring miss, counted) and the full one reuses 39.  Every answer is the
+ * same greedy tokens, log-probabilities within 1e-4 (the CPU's kernels read a wrapped ring in
+ * two runs: rounding). */
+START_TEST(test_prefix_cache_ring)
+{
+    char path[] = "/tmp/fusiond-engine-swa-XXXXXX", err[256];
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    gguf_w_llama_t sp = { .name = "swa", .arch = "gemma3", .n_embd = 64, .n_layer = 6,
+                          .n_head = 4, .n_head_kv = 2, .head_dim = 32, .n_ff = 160,
+                          .n_vocab = 512, .n_ctx = 256, .rope_base = 1e6f, .norm_eps = 1e-6f,
+                          .tied = true, .wtype = GG_F32, .seed = 78, .n_swa = 8 };
+    ck_assert_msg(gguf_w_llama_write(&sp, path, 1, err, sizeof(err)) == 0, "%s", err);
+    eng_t *eng[2], *slot[2];
+    for (int i = 0; i < 2; i++) {
+        eng_params_t p;
+        eng_params_default(&p);
+        p.model_path = path;
+        p.threads = 1;
+        p.max_running = 1;
+        p.prefill_chunk = 8;
+        p.prefix_cache = true;
+        p.prefix_cache_min = 4;
+        p.swa_full = i == 0;
+        eng[i] = open_checked(&p, &slot[i]);
+    }
+    ck_assert_uint_eq(eng_info(eng[0])->swa_ring, 0);
+    ck_assert_int_eq(eng_info(eng[1])->swa_ring, 24);
+    ck_assert_uint_lt(eng_info(eng[1])->cache_bytes, eng_info(eng[0])->cache_bytes);
+    eng_sampling_t smp;
+    eng_sampling_default(&smp);
+    smp.temperature = 0;
+    smp.n_probs = 1;
+    static int32_t conv[128];
+    for (int i = 0; i < 40; i++)
+        conv[i] = (int32_t)(5 + 29 * i) % 512;
+    const struct { int n, want_full, want_ring; uint64_t misses; } turn[3] = {
+        { 40, 0, 0, 0 }, { 64, 63, 63, 0 }, { 40, 39, 0, 1 },
+    };
+    for (int t = 0; t < 3; t++) {
+        coll_t *c[2];
+        for (int i = 0; i < 2; i++) {
+            c[i] = coll_new();
+            eng_request_t q = { .prompt = conv, .n_prompt = (size_t)turn[t].n, .max_tokens = 24,
+                                .sampling = smp, .ignore_eos = true, .on_event = on_event,
+                                .ud = c[i] };
+            ck_assert_int_eq(eng_submit(eng[i], &q, &c[i]->id, err, sizeof err), 0);
+            coll_wait(c[i]);
+        }
+        ck_assert_int_eq(c[0]->t.n_cached, turn[t].want_full);
+        ck_assert_int_eq(c[1]->t.n_cached, turn[t].want_ring);
+        eng_stats_t st;
+        eng_stats(eng[1], &st);
+        ck_assert_uint_eq(st.cache_ring_misses, turn[t].misses);
+        ck_assert_int_eq(c[0]->n, 24);
+        ck_assert_int_eq(c[1]->n, 24);
+        for (int k = 0; k < 24; k++)
+            ck_assert_msg(c[0]->tok[k] == c[1]->tok[k] && fabsf(c[0]->lp[k] - c[1]->lp[k]) < 1e-4f,
+                          "turn %d token %d: %d (%g) full, %d (%g) ring", t, k, c[0]->tok[k],
+                          c[0]->lp[k], c[1]->tok[k], c[1]->lp[k]);
+        if (t == 0)
+            memcpy(conv + 40, c[0]->tok, 24 * sizeof *conv);
+        coll_free(c[0]);
+        coll_free(c[1]);
+    }
+    eng_close(eng[0]);
+    eng_close(eng[1]);
+    unlink(path);
+    ck_assert_msg(n_check_failures == 0, "eng_check: %s", check_msg);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("engine");
@@ -2567,6 +2648,7 @@ int main(void)
     tcase_add_test(tc, test_prefix_cache_kv_budget);
     tcase_add_test(tc, test_prefix_cache_cancel_and_error);
     tcase_add_test(tc, test_prefix_cache_params);
+    tcase_add_test(tc, test_prefix_cache_ring);
     suite_add_tcase(s, tc);
     /* the model tests only where the shared models are (tu_shared fails under CI's
      * FUSIOND_REQUIRE_SHARED=1); the scheduler tests run regardless */

@@ -18,14 +18,13 @@ import json
 import os
 import socket
 import sys
-import tempfile
 import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import loopback  # noqa: E402
 from loopback import sse_frames  # noqa: E402
-from gguf_copy import gguf_rewrite  # noqa: E402
+from gguf_copy import gguf_rewrite, scratch_dir  # noqa: E402
 
 FAILS = []
 BOS = 1
@@ -324,7 +323,7 @@ def run(what, fn, *args, model):
 
 def main():
     model = loopback.shared_model()
-    tmp = tempfile.mkdtemp(prefix="fusiond-fim-")
+    tmp = scratch_dir("fusiond-fim-")
     qwen = os.path.join(tmp, "fim-qwen.gguf")
     gguf_rewrite(model, qwen, None, 4096, QWEN)
     keys = os.path.join(tmp, "fim-keys.gguf")
@@ -335,25 +334,19 @@ def main():
     bad = os.path.join(tmp, "fim-bad.gguf")
     gguf_rewrite(model, bad, None, None, {}, [(b"tokenizer.ggml.fim_mid_token_id", U32, 512)])
     t0 = time.time()
+    run("qwen", qwen_cases, "--max-body-bytes", "64K", model=qwen)
+    run("keys", keys_cases, model=keys)
+    run("spm", spm_cases, "--spm-infill", "--prefix-cache", model=qwen)
+    run("plain", plain_cases, model=model)
+    # an id past the vocabulary is a load error
     try:
-        run("qwen", qwen_cases, "--max-body-bytes", "64K", model=qwen)
-        run("keys", keys_cases, model=keys)
-        run("spm", spm_cases, "--spm-infill", "--prefix-cache", model=qwen)
-        run("plain", plain_cases, model=model)
-        # an id past the vocabulary is a load error
-        try:
-            d = loopback.Daemon(model=bad)
-            d.stop()
-            d.cleanup()
-            check(False, "a FIM id past the vocabulary: the model loaded")
-        except RuntimeError as e:
-            check("the FIM middle token id 512 is past the vocabulary (512 tokens)" in str(e),
-                  "a FIM id past the vocabulary: %s" % str(e)[-300:])
-    finally:
-        for f in (qwen, keys, bad):
-            if os.path.exists(f):
-                os.unlink(f)
-        os.rmdir(tmp)
+        d = loopback.Daemon(model=bad)
+        d.stop()
+        d.cleanup()
+        check(False, "a FIM id past the vocabulary: the model loaded")
+    except RuntimeError as e:
+        check("the FIM middle token id 512 is past the vocabulary (512 tokens)" in str(e),
+              "a FIM id past the vocabulary: %s" % str(e)[-300:])
     print("%s (%.1f s)" % ("FAIL" if FAILS else "PASS", time.time() - t0))
     return 1 if FAILS else 0
 

@@ -1053,6 +1053,160 @@ START_TEST(test_qwen2)
 }
 END_TEST
 
+/* ---- sliding-window rings (Gemma 2/3's local layers) ---- */
+
+/* A gemma3 random model (6 layers: 5 local with a window of 8, 1 global), context 256. */
+static const char *swa_file(void)
+{
+    static char path[64];
+    gguf_w_llama_t sp = { .name = "swa", .arch = "gemma3", .n_embd = 64, .n_layer = 6,
+                          .n_head = 4, .n_head_kv = 2, .head_dim = 32, .n_ff = 160,
+                          .n_vocab = 512, .n_ctx = 256, .rope_base = 1e6f, .norm_eps = 1e-6f,
+                          .tied = true, .wtype = GG_F32, .seed = 77, .n_swa = 8 };
+    char err[256];
+    snprintf(path, sizeof(path), "%s", tmp_path("swa-gemma3.gguf"));
+    ck_assert_msg(gguf_w_llama_write(&sp, path, 1, err, sizeof(err)) == 0, "%s", err);
+    return path;
+}
+
+static llm_model_t *load_swa(const char *path, const char *backend, const char *const *opts,
+                             bool fusion, int ctype, bool swa_full)
+{
+    llm_load_params_t p;
+    llm_load_params_default(&p);
+    p.path = path;
+    p.backend = backend;
+    p.backend_options = opts;
+    p.fusion = fusion;
+    p.n_batch_max = 4;
+    p.threads = 1;
+    p.cache_type_k = p.cache_type_v = ctype;
+    p.swa_full = swa_full;
+    llm_model_t *m = NULL;
+    char err[512];
+    int rc = llm_load(&m, &p, err, sizeof(err));
+    ck_assert_msg(rc == 0, "llm_load(%s): %s", path, err);
+    return m;
+}
+
+/* The same steps on a model with rings and one with full caches (backend, plan and cache type
+ * of config _i): a 10-token prompt (three sub-batches of at most 4 rows), then 80 steps of
+ * the full model's greedy token, every seventh a 3-token "draft" whose last 2 rows are
+ * dropped again (llm_seq_truncate, as speculative decoding does), to position 100: twelve
+ * windows and nine rings.  Every step's logits must be the same: exactly where the backend
+ * gathers or addresses each row alone (the CPU's reference ops, Corsair), within rounding
+ * where the CPU's kernels read a wrapped ring as two runs (measured at most 2.4e-6 of the
+ * logit scale; a ring position read from a wrong row or a window cut short is off by 1e-2 or
+ * more).  The cache bytes are exactly those of 1 global layer of n_ctx rows and 5 of window
+ * + 4 - 1, and the ring keeps the rewinds it must (reusable, truncate) and no others. */
+START_TEST(test_swa_ring)
+{
+    const int be = _i % 3, V = 512;
+    const bool fused = (_i / 3) % 2;
+    const int ctype = _i / 6 ? GG_Q8_0 : GG_F32;
+    const char *backend = be == 2 ? "corsair" : "cpu";
+    const char *const *opts = be == 1 ? ref_opts : NULL;
+    const double tol = be == 0 ? 1e-5 : 0.0;
+    const char *path = swa_file();
+    llm_model_t *mf = load_swa(path, backend, opts, fused, ctype, true);
+    llm_model_t *mr = load_swa(path, backend, opts, fused, ctype, false);
+    ck_assert_int_eq(llm_swa_ring(mf), 0);
+    ck_assert_int_eq(llm_swa_ring(mr), 8 + 4 - 1);
+    const size_t row = fb_kv_row_bytes(ctype, 2, 32) * 2;
+    ck_assert_uint_eq(llm_cache_bytes(mf), 6 * 256 * row);
+    ck_assert_uint_eq(llm_cache_bytes(mr), (256 + 5 * 11) * row);
+    int sf, sr;
+    ck_assert_int_eq(llm_seq_alloc(mf, &sf), 0);
+    ck_assert_int_eq(llm_seq_alloc(mr, &sr), 0);
+    float *lf = malloc(sizeof(float) * 3 * (size_t)V);
+    float *lr = malloc(sizeof(float) * 3 * (size_t)V);
+    int32_t tok[10];
+    for (int i = 0; i < 10; i++)
+        tok[i] = (int32_t)(7 + 37 * i) % V;
+    double worst = 0, scale = 0;
+    int n = 10, len = 0;
+    for (int step = 0; step <= 80; step++) {
+        int keep = n;
+        if (step > 0 && step % 7 == 0) {
+            tok[1] = (int32_t)(tok[0] * 5 + 3) % V;
+            tok[2] = (int32_t)(tok[0] * 11 + 1) % V;
+            n = 3;
+            keep = 1;
+        }
+        llm_batch_entry_t ef = { .slot = sf, .tokens = tok, .n_tokens = n,
+                                 .want_logits = n < 10 ? n : 1 };
+        llm_batch_entry_t er = ef;
+        er.slot = sr;
+        ck_assert_int_eq(llm_decode(mf, &ef, 1, lf), 0);
+        ck_assert_int_eq(llm_decode(mr, &er, 1, lr), 0);
+        for (int i = 0; i < ef.want_logits * V; i++) {
+            worst = fmax(worst, fabs((double)lf[i] - lr[i]));
+            scale = fmax(scale, fabs((double)lf[i]));
+        }
+        len += n;
+        if (keep < n) {
+            len -= n - keep;
+            ck_assert_int_eq(llm_seq_truncate(mf, sf, len), 0);
+            ck_assert_int_eq(llm_seq_truncate(mr, sr, len), 0);
+        }
+        /* the next token follows the last row kept */
+        tok[0] = argmax(lf + (size_t)(n == 10 ? 0 : keep - 1) * V, V);
+        n = 1;
+    }
+    fprintf(stderr, "swa ring (%s%s, %s, %s cache): worst logit difference %.3g of scale %.3g\n",
+            backend, be == 1 ? " ref" : "", fused ? "fused" : "unfused", fb_kv_type_name(ctype),
+            worst, scale);
+    ck_assert_msg(worst <= tol * scale, "ring vs full: %g (scale %g)", worst, scale);
+    /* after a 1-token step at len: the ring holds len - 11 .. len - 1, so a rewind to r goes
+     * on while r - 7 >= len - 11 */
+    ck_assert_int_eq(llm_seq_len(mr, sr), len);
+    ck_assert_int_eq(llm_seq_reusable(mr, sr, len), len);
+    ck_assert_int_eq(llm_seq_reusable(mr, sr, len - 4), len - 4);
+    ck_assert_int_eq(llm_seq_reusable(mr, sr, len - 5), 0);
+    ck_assert_int_eq(llm_seq_reusable(mr, sr, len + 1), -EINVAL);
+    ck_assert_int_eq(llm_seq_reusable(mf, sf, 3), 3);
+    ck_assert_int_eq(llm_seq_truncate(mr, sr, len - 5), FD_ERANGE);
+    ck_assert_int_eq(llm_seq_len(mr, sr), len);
+    ck_assert_int_eq(llm_seq_truncate(mf, sf, len - 5), 0);
+    /* from 0 the ring starts over: the prompt's logits again */
+    ck_assert_int_eq(llm_seq_truncate(mr, sr, 0), 0);
+    for (int i = 0; i < 10; i++)
+        tok[i] = (int32_t)(7 + 37 * i) % V;
+    llm_batch_entry_t e0 = { .slot = sr, .tokens = tok, .n_tokens = 10, .want_logits = 1 };
+    ck_assert_int_eq(llm_decode(mr, &e0, 1, lr), 0);
+    ck_assert_int_eq(llm_seq_truncate(mf, sf, 0), 0);
+    e0.slot = sf;
+    ck_assert_int_eq(llm_decode(mf, &e0, 1, lf), 0);
+    for (int i = 0; i < V; i++)
+        ck_assert_msg(fabs((double)lf[i] - lr[i]) <= tol * scale, "restart %d", i);
+    free(lf);
+    free(lr);
+    llm_free(mf);
+    llm_free(mr);
+    unlink(path);
+}
+END_TEST
+
+/* A ring is kept only where it is smaller than the context: a window of 8 with 300-row
+ * batches (ring 307) under n_ctx 256 keeps full caches. */
+START_TEST(test_swa_ring_not_smaller)
+{
+    const char *path = swa_file();
+    llm_load_params_t p;
+    llm_load_params_default(&p);
+    p.path = path;
+    p.n_batch_max = 300;
+    p.threads = 1;
+    llm_model_t *m = NULL;
+    char err[256];
+    ck_assert_int_eq(llm_load(&m, &p, err, sizeof(err)), 0);
+    ck_assert_int_eq(llm_swa_ring(m), 0);
+    ck_assert_uint_eq(llm_cache_bytes(m), 6 * 256 * 2 * fb_kv_row_bytes(GG_F32, 2, 32));
+    llm_free(m);
+    unlink(path);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("model");
@@ -1074,6 +1228,8 @@ int main(void)
     tcase_add_test(rnd, test_quantized_types);
     tcase_add_test(rnd, test_bad_files);
     tcase_add_test(rnd, test_qwen2);
+    tcase_add_loop_test(rnd, test_swa_ring, 0, 12);
+    tcase_add_test(rnd, test_swa_ring_not_smaller);
     suite_add_tcase(s, rnd);
     mk_tmp();
     int rc = tu_run(s);

@@ -18,13 +18,12 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import loopback  # noqa: E402
 from loopback import sse_frames  # noqa: E402
-from gguf_copy import gguf_rewrite  # noqa: E402
+from gguf_copy import gguf_rewrite, scratch_dir  # noqa: E402
 
 FAILS = []
 
@@ -237,7 +236,7 @@ def main():
     with open(os.path.join(src, "tests", "data", "chat-templates", "Qwen-Qwen3-0.6B.jinja"),
               encoding="utf-8") as f:
         template = f.read()
-    tmp = tempfile.mkdtemp(prefix="fusiond-reason-")
+    tmp = scratch_dir("fusiond-reason-")
     gguf = os.path.join(tmp, "qwen3-think.gguf")
     gguf_rewrite(model, gguf, template, 2048, TOKENS)
 
@@ -342,8 +341,6 @@ def main():
     with loopback.daemon(check, "chatml deepseek daemon exit", "--chat-template", "chatml",
                          "--reasoning-format", "deepseek", model=gguf) as d:
         split_case(d, body(THINK), "Step one.", after, 1, "length", "chatml deepseek")
-    os.unlink(gguf)
-    os.rmdir(tmp)
 
 
 if __name__ == "__main__":  # test_r1_server.py imports the helpers

@@ -19,13 +19,12 @@ import json
 import os
 import socket
 import sys
-import tempfile
 import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import loopback  # noqa: E402
-from gguf_copy import gguf_rewrite  # noqa: E402
+from gguf_copy import gguf_rewrite, scratch_dir  # noqa: E402
 
 FAILS = []
 
@@ -508,7 +507,7 @@ def tools(model):
     with open(os.path.join(shared, "chat-templates", "Qwen-Qwen2.5-7B-Instruct.jinja"),
               encoding="utf-8") as f:
         tmpl = f.read()
-    tmp = tempfile.mkdtemp(prefix="fusiond-resp-")
+    tmp = scratch_dir("fusiond-resp-")
     gguf = os.path.join(tmp, "qwen.gguf")
     gguf_rewrite(model, gguf, tmpl, 2048, TOKENS)
     with loopback.daemon(check, "tools daemon exit", model=gguf) as d:
@@ -580,8 +579,6 @@ def tools(model):
                                      "output": "Rain"}]})
         check(st == 200 and r2["usage"]["input_tokens"] > r1["usage"]["input_tokens"],
               "function_call_output after previous_response_id: %d %r" % (st, r2))
-    os.unlink(gguf)
-    os.rmdir(tmp)
 
 
 def main():

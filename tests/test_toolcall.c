@@ -1,5 +1,7 @@
 /* test_toolcall.c: proves tool calls are read back out of generated text per family (Qwen
- * 2.5's <tool_call> blocks after prose, Llama 3.1's JSON object, Mistral Nemo's array) with
+ * 2.5's <tool_call> blocks after prose, Llama 3.1's JSON object, Mistral Nemo's array,
+ * DeepSeek R1's and V3.1's marker-delimited calls after prose, Mistral Small 3.2's
+ * [TOOL_CALLS]name[ARGS]{...} with or without its control tokens) with
  * the arguments intact (escaped quotes, braces inside strings, unicode), that anything not
  * entirely well-formed calls to offered functions stays content, that parallel_tool_calls
  * false keeps one call, that ids have each family's shape, that the streaming hold-back
@@ -14,6 +16,16 @@
 #include "tests/testutil.h"
 
 static char *names[] = {"get_weather", "clock"};
+
+/* DeepSeek's markers (U+FF5C, U+2581) */
+#define DSM(x) "<\xef\xbd\x9ctool\xe2\x96\x81" x "\xef\xbd\x9c>"
+#define CALLS_B DSM("calls\xe2\x96\x81" "begin")
+#define CALLS_E DSM("calls\xe2\x96\x81" "end")
+#define CALL_B DSM("call\xe2\x96\x81" "begin")
+#define CALL_E DSM("call\xe2\x96\x81" "end")
+#define SEP DSM("sep")
+#define R1_CALL(name, args) CALL_B "function" SEP name "\n```json\n" args "\n```" CALL_E
+#define V31_CALL(name, args) CALL_B name SEP args CALL_E
 
 static int parse(int fam, const char *text, bool parallel, tc_result_t *r)
 {
@@ -136,6 +148,122 @@ START_TEST(test_mistral)
 }
 END_TEST
 
+START_TEST(test_deepseek)
+{
+    tc_result_t r;
+    /* R1: prose, then two calls as its template renders them */
+    const char *t = "Let me check.\n\n" CALLS_B R1_CALL("get_weather", "{\"city\": \"}\\\"`\", "
+                    "\"days\": 3}") "\n" R1_CALL("clock", "{}") CALLS_E;
+    ck_assert_int_eq(parse(CHAT_DEEPSEEK_R1, t, true, &r), 0);
+    ck_assert_uint_eq(r.content_len, strlen("Let me check."));
+    ck_assert_uint_eq(r.n_calls, 2);
+    ck_assert_str_eq(r.calls[0].name, "get_weather");
+    ck_assert_str_eq(r.calls[0].arguments, "{\"city\": \"}\\\"`\", \"days\": 3}");
+    ck_assert_str_eq(r.calls[1].name, "clock");
+    ck_assert_str_eq(r.calls[1].arguments, "{}");
+    ck_assert_uint_eq(strlen(r.calls[0].id), 29);
+    ck_assert_str_ne(r.calls[0].id, r.calls[1].id);
+    tc_free(&r);
+    ck_assert_int_eq(parse(CHAT_DEEPSEEK_R1, t, false, &r), 0);
+    ck_assert_uint_eq(r.n_calls, 1);
+    ck_assert_str_eq(r.calls[0].name, "get_weather");
+    tc_free(&r);
+    /* V3.1's form, no prose, stopped before the end markers; whitespace around the fence */
+    ck_assert_int_eq(parse(CHAT_DEEPSEEK_R1, CALLS_B V31_CALL("clock", "{\"tz\": \"\xe6\x9d\xb1\"}")
+                                             CALL_B "get_weather" SEP " {\"city\": \"Oslo\"} ",
+                           true, &r), 0);
+    ck_assert_uint_eq(r.content_len, 0);
+    ck_assert_uint_eq(r.n_calls, 2);
+    ck_assert_str_eq(r.calls[0].name, "clock");
+    ck_assert_str_eq(r.calls[0].arguments, "{\"tz\": \"\xe6\x9d\xb1\"}");
+    ck_assert_str_eq(r.calls[1].arguments, "{\"city\": \"Oslo\"}");
+    tc_free(&r);
+    ck_assert_int_eq(parse(CHAT_DEEPSEEK_R1, CALLS_B CALL_B "function" SEP "clock\n```json\n"
+                                             "{}  \n```\n" CALL_E "\n" CALLS_E "\n", true, &r), 0);
+    ck_assert_uint_eq(r.n_calls, 1);
+    tc_free(&r);
+    static const char *const malformed[] = {
+        "just text",
+        CALLS_B,
+        CALLS_B CALLS_E,
+        CALLS_B R1_CALL("rm_rf", "{}") CALLS_E,                          /* not offered */
+        CALLS_B R1_CALL("clock", "[]") CALLS_E,                          /* not an object */
+        CALLS_B R1_CALL("clock", "{\"a\": 1,}") CALLS_E,                 /* not JSON */
+        CALLS_B R1_CALL("clock", "{\"a\": ") CALLS_E,                    /* cut */
+        CALLS_B R1_CALL("clock", "{}") CALLS_E " and more text",
+        CALLS_B CALL_B "function" SEP "clock\n{}\n" CALL_E CALLS_E,      /* no fence */
+        CALLS_B CALL_B "function" SEP "clock\n```json\n{}" CALL_E CALLS_E, /* fence unclosed */
+        CALLS_B CALL_B "function" SEP "\n```json\n{}\n```" CALL_E CALLS_E, /* no name */
+        CALLS_B CALL_B "clock {}" CALL_E CALLS_E,                          /* no separator */
+        CALLS_B CALL_B "cl ock" SEP "{}" CALL_E CALLS_E,
+        CALLS_B R1_CALL("clock", "{}") " x " CALLS_E,
+        CALLS_B "text" R1_CALL("clock", "{}") CALLS_E,
+        CALL_B "function" SEP "clock\n```json\n{}\n```" CALL_E,      /* no calls-begin */
+        CALLS_B R1_CALL("clock", "{}") R1_CALL("clock", "{}") CALLS_E "\x01",
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(malformed); i++) {
+        ck_assert_msg(parse(CHAT_DEEPSEEK_R1, malformed[i], true, &r) == -ENOENT, "case %zu", i);
+        ck_assert_uint_eq(r.n_calls, 0);
+    }
+}
+END_TEST
+
+START_TEST(test_mistral3)
+{
+    tc_result_t r;
+    /* the markers rendered, two calls, a call id before the arguments */
+    const char *t = "[TOOL_CALLS]get_weather[ARGS]{\"city\": \"}[ARGS]{\\\"\"}"
+                    "[TOOL_CALLS]clock[CALL_ID]a1B2c3D4e[ARGS]{}";
+    ck_assert_int_eq(parse(CHAT_MISTRAL3, t, true, &r), 0);
+    ck_assert_uint_eq(r.n_calls, 2);
+    ck_assert_uint_eq(r.content_len, 0);
+    ck_assert_str_eq(r.calls[0].name, "get_weather");
+    ck_assert_str_eq(r.calls[0].arguments, "{\"city\": \"}[ARGS]{\\\"\"}");
+    ck_assert_str_eq(r.calls[1].name, "clock");
+    ck_assert_str_eq(r.calls[1].arguments, "{}");
+    ck_assert_uint_eq(strlen(r.calls[0].id), 9);
+    tc_free(&r);
+    ck_assert_int_eq(parse(CHAT_MISTRAL3, t, false, &r), 0);
+    ck_assert_uint_eq(r.n_calls, 1);
+    tc_free(&r);
+    /* the control tokens left out by the detokenizer: name{...}name{...} */
+    ck_assert_int_eq(parse(CHAT_MISTRAL3, " get_weather{\"city\": \"Oslo\"}\nclock{} ", true,
+                           &r), 0);
+    ck_assert_uint_eq(r.n_calls, 2);
+    ck_assert_str_eq(r.calls[0].arguments, "{\"city\": \"Oslo\"}");
+    ck_assert_str_eq(r.calls[1].name, "clock");
+    tc_free(&r);
+    /* prose, then a rendered marker */
+    ck_assert_int_eq(parse(CHAT_MISTRAL3, "Let me check. [TOOL_CALLS]clock[ARGS]{\"a\": [1]}",
+                           true, &r), 0);
+    ck_assert_uint_eq(r.content_len, strlen("Let me check."));
+    ck_assert_str_eq(r.calls[0].arguments, "{\"a\": [1]}");
+    tc_free(&r);
+    static const char *const malformed[] = {
+        "just text",
+        "clock",
+        "[TOOL_CALLS]",
+        "[TOOL_CALLS]clock[ARGS]",
+        "[TOOL_CALLS]rm_rf[ARGS]{}",
+        "[TOOL_CALLS]clock[ARGS][]",
+        "[TOOL_CALLS]clock[ARGS]{\"a\": 1,}",
+        "[TOOL_CALLS]clock[ARGS]{\"a\": ",
+        "[TOOL_CALLS]clock[ARGS]{} and more",
+        "[TOOL_CALLS]clock[ARG]{}",
+        "[TOOL_CALLS]clock[CALL_ID]x-y[ARGS]{}",
+        "[TOOL_CALLS] [ARGS]{}",
+        "clock{}get_weather",
+        "Sure{\"a\": 1}",
+        "Hello, clock{}",
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(malformed); i++) {
+        ck_assert_msg(parse(CHAT_MISTRAL3, malformed[i], true, &r) == -ENOENT, "%s",
+                      malformed[i]);
+        ck_assert_uint_eq(r.n_calls, 0);
+    }
+}
+END_TEST
+
 /* tc_scan over every prefix of a streamed output: a call appears once its object begins, its
  * name once complete, its arguments grow as the text does and end as tc_parse's. */
 START_TEST(test_scan)
@@ -152,6 +280,14 @@ START_TEST(test_scan)
         {CHAT_LLAMA31, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"\xc3\xbc\", \"d\": 3}}"},
         {CHAT_MISTRAL, "[{\"name\": \"clock\", \"arguments\": {\"t\": -1.5e3}}, {\"name\": "
                        "\"get_weather\", \"arguments\": {\"city\": \"Rome\"}}]"},
+        {CHAT_DEEPSEEK_R1, "Two.\n" CALLS_B R1_CALL("clock", "{\"t\": [1, {\"a\": \"}\"}]}") "\n"
+                           R1_CALL("get_weather", "{\"city\": \"O\\\"slo\"}") CALLS_E},
+        {CHAT_MISTRAL3, "[TOOL_CALLS]clock[ARGS]{\"t\": [1, {\"a\": \"}[\"}]}[TOOL_CALLS]get_weather"
+                        "[CALL_ID]abcdefghi[ARGS] {\"city\": \"O\\\"slo\"}"},
+        {CHAT_MISTRAL3, "get_weather{\"city\": \"\xc3\xbc\"}clock{}"},
+        {CHAT_MISTRAL3, "Two. [TOOL_CALLS]clock[ARGS]{}"},
+        {CHAT_DEEPSEEK_R1, CALLS_B V31_CALL("get_weather", "{\"city\": \"\xc3\xbc\", \"d\": 3}")
+                           V31_CALL("clock", "{}") CALLS_E},
     };
     for (size_t i = 0; i < FD_ARRAY_LEN(cases); i++) {
         const char *t = cases[i].text;
@@ -195,6 +331,10 @@ START_TEST(test_scan)
     ck_assert_int_eq(tc_scan(CHAT_QWEN, "plain text", 10, sp, 4, &ns), 0);
     ck_assert_uint_eq(ns, 0);
     ck_assert_int_eq(tc_scan(CHAT_GEMMA, "x", 1, sp, 4, &ns), -ENOTSUP);
+    const char *bad = CALLS_B CALL_B "function" SEP "clock\n{";
+    ck_assert_int_eq(tc_scan(CHAT_DEEPSEEK_R1, bad, strlen(bad), sp, 4, &ns), -ENOENT);
+    ck_assert_uint_eq(ns, 1);
+    ck_assert(sp[0].name_done && !sp[0].args_started);
 }
 END_TEST
 
@@ -221,6 +361,17 @@ START_TEST(test_stream_safe)
         {CHAT_MISTRAL, " [ {\"name\"", 0},
         {CHAT_MISTRAL, "[1, 2, 3]", 9},
         {CHAT_MISTRAL, "[TOOLS are] fine", 16},
+        {CHAT_DEEPSEEK_R1, "Hi <\xef\xbd\x9ctool! \n" CALLS_B R1_CALL("clock", "{}"), 12},
+        {CHAT_DEEPSEEK_R1, "no call, <\xef\xbd\x9ctool\xe2\x96\x81" "calls", 8},
+        {CHAT_DEEPSEEK_R1, CALLS_B, 0},
+        {CHAT_DEEPSEEK_R1, "plain", 5},
+        {CHAT_MISTRAL3, "[TOOL_CALLS]clock[ARGS]{}", 0},
+        {CHAT_MISTRAL3, "clock{\"a\": 1}", 0},
+        {CHAT_MISTRAL3, " clock", 0},
+        {CHAT_MISTRAL3, "Hello there [TOOL_CALLS]clock[ARGS]{}", 11},
+        {CHAT_MISTRAL3, "Hello there [TOOL_CA", 11},
+        {CHAT_MISTRAL3, "[1, 2]", 6},
+        {CHAT_MISTRAL3, "Sure{x} y", 0},
     };
     for (size_t i = 0; i < FD_ARRAY_LEN(cases); i++) {
         const char *t = cases[i].text;
@@ -243,6 +394,8 @@ int main(void)
     tcase_add_test(tc, test_qwen);
     tcase_add_test(tc, test_llama);
     tcase_add_test(tc, test_mistral);
+    tcase_add_test(tc, test_deepseek);
+    tcase_add_test(tc, test_mistral3);
     tcase_add_test(tc, test_stream_safe);
     tcase_add_test(tc, test_scan);
     suite_add_tcase(s, tc);

@@ -8,18 +8,23 @@ prefilled call opening (named: arguments held to the parameters schema, even unb
 arguments streamed piece by piece, parallel_tool_calls false, text that is no call staying content (and
 held-back text released when it turns out not to be one), a history with tool calls and tool
 results, the 400s; the same GGUF under --chat-template llama3.1 and mistral (9-character
-ids); the plain model refusing tools.  Usage: test_tools_server.py (python3 stdlib only)."""
+ids); a copy with DeepSeek-R1-Distill's template (tests/data): the tools in its prompt, named
+and required calls after the think block the prompt opened (its markers, which hold U+2581,
+come from the prefill and the server's close: a SentencePiece model writes U+2581 as a
+space), reasoning still split when no call comes; a copy with Devstral's template
+(tests/data, the mistral3 family): [TOOL_CALLS]name[ARGS]{...} calls, with and without those
+control tokens in the text, two of them, named and required; the plain model refusing tools.
+Usage: test_tools_server.py (python3 stdlib only)."""
 
 import json
 import os
 import sys
-import tempfile
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import loopback  # noqa: E402
 from loopback import sse_frames  # noqa: E402
-from gguf_copy import gguf_rewrite  # noqa: E402
+from gguf_copy import gguf_rewrite, scratch_dir  # noqa: E402
 
 FAILS = []
 
@@ -38,6 +43,25 @@ TOKENS = {
     NOT_A_CALL: '{"name": "get_weather", "parameters": 5} is no call',
     ARGS_OPEN: '{"city": "',
     ARGS_MORE: 'ris ',
+}
+
+# The DeepSeek-R1 copy's rewritten tokens.
+R1_ANSWER, R1_REQUIRED_REST = 503, 476
+R1_TOKENS = {
+    R1_ANSWER: "\nHm.\n</think>\n\nNo call needed.",
+    NAMED_ARGS: '{"city": "Paris"}',
+    R1_REQUIRED_REST: 'clock\n```json\n{}\n```',
+}
+
+# The mistral3 (Devstral template) copy's rewritten tokens.
+M3_CALL, M3_BARE, M3_TWO, M3_REQUIRED_REST, M3_NOT_A_CALL = 503, 511, 482, 476, 481
+M3_TOKENS = {
+    M3_CALL: '[TOOL_CALLS]get_weather[ARGS]{"city": "Rome"}',
+    M3_BARE: 'get_weather{"city": "Bern"}',
+    M3_TWO: '[TOOL_CALLS]clock[ARGS]{}[TOOL_CALLS]get_weather[ARGS]{"city": "Oslo"}',
+    NAMED_ARGS: '{"city": "Paris"}',
+    M3_REQUIRED_REST: 'clock[ARGS]{}',
+    M3_NOT_A_CALL: 'Sure{x} is no call',
 }
 
 
@@ -156,7 +180,7 @@ def main():
     tpath = os.path.join(shared, "chat-templates", "Qwen-Qwen2.5-7B-Instruct.jinja")
     with open(tpath, encoding="utf-8") as f:
         qwen_template = f.read()
-    tmp = tempfile.mkdtemp(prefix="fusiond-tools-")
+    tmp = scratch_dir("fusiond-tools-")
     gguf = os.path.join(tmp, "qwen-tools.gguf")
     gguf_rewrite(model, gguf, qwen_template, 2048, TOKENS)
 
@@ -298,6 +322,109 @@ def main():
         msg = error(d, body(None, messages=hist), "messages", "mistral id of the wrong length")
         check("length 9" in msg, "mistral refusal says why: " + msg)
 
+    # DeepSeek-R1-Distill: its template has no tools list (chat.c writes llama-server's);
+    # the generation prompt opens <think>, which a forced call closes first
+    src = os.environ.get("top_srcdir", os.path.join(os.path.dirname(__file__), ".."))
+    with open(os.path.join(src, "tests", "data", "chat-templates",
+                           "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"),
+              encoding="utf-8") as f:
+        r1_template = f.read()
+    r1_gguf = os.path.join(tmp, "r1-tools.gguf")
+    gguf_rewrite(model, r1_gguf, r1_template, 2048, R1_TOKENS)
+    with loopback.daemon(check, "deepseek-r1 daemon exit", model=r1_gguf) as d:
+        check(b"deepseek-r1" in d.logtext(), "the DeepSeek-R1 template is detected")
+        st, with_tools = chat(d, body(R1_ANSWER))
+        st2, without = chat(d, body(R1_ANSWER, tool_choice="none"))
+        check(st == 200 and st2 == 200 and with_tools["usage"]["prompt_tokens"] >
+              without["usage"]["prompt_tokens"] + 50, "r1: the tools are in the prompt: %r %r"
+              % (with_tools.get("usage"), without.get("usage")))
+        # no call: the think block is still split off, the answer is content
+        msg = with_tools["choices"][0]["message"]
+        check(msg.get("reasoning_content") == "Hm." and msg.get("content") == "No call needed."
+              and "tool_calls" not in msg and with_tools["choices"][0]["finish_reason"] == "length",
+              "r1 auto, no call: %r" % with_tools)
+        named = {"type": "function", "function": {"name": "get_weather"}}
+        st, js = chat(d, body(NAMED_ARGS, tool_choice=named, max_tokens=3))
+        one_call(js, "get_weather", {"city": "Paris"}, "r1 named tool_choice")
+        check(js["usage"]["completion_tokens"] == 2 and
+              "reasoning_content" not in js["choices"][0]["message"],
+              "r1 named: the arguments, then the end, no reasoning: %r" % js)
+        streamed_call(d, body(NAMED_ARGS, tool_choice=named, max_tokens=3), "get_weather",
+                      {"city": "Paris"}, "r1 named tool_choice")
+        st, js = chat(d, body(None, tool_choice=SET_UNIT, max_tokens=200))
+        c = (js["choices"][0]["message"].get("tool_calls") or [{"function": {}}])[0]["function"]
+        check(c.get("name") == "set_unit" and json.loads(c.get("arguments") or "0") in (
+            {"unit": "c"}, {"unit": "f"}), "r1 named, schema-held: %r" % js["choices"][0])
+        st, js = chat(d, body(R1_REQUIRED_REST, tool_choice="required"))
+        c = one_call(js, "clock", {}, "r1 required tool_choice")
+        streamed_call(d, body(R1_REQUIRED_REST, tool_choice="required"), "clock", {},
+                      "r1 required tool_choice")
+        # its own call and the result come back in the history
+        hist = USER + [{"role": "assistant", "content": None, "tool_calls": [{
+            "id": c["id"], "type": "function", "function": {"name": "clock", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": c["id"], "content": "12:00"}]
+        st, js = chat(d, body(R1_ANSWER, messages=hist))
+        check(st == 200 and "tool_calls" not in js["choices"][0]["message"],
+              "r1 history with its call and result: %d %r" % (st, js))
+        # a forced call the model does not finish is content
+        st, js = chat(d, body(None, max_tokens=1, tool_choice="required"))
+        ch = js["choices"][0]
+        check(ch["finish_reason"] == "length" and "tool_calls" not in ch["message"] and
+              ch["message"]["content"].startswith("<\uff5ctool\u2581calls\u2581begin\uff5c>"),
+              "r1 unfinished required call is content: %r" % ch)
+
+    # Mistral Small 3.2 / Devstral: [TOOL_CALLS]name[ARGS]{...}; the detokenizer of a real
+    # model leaves those control tokens out, so a bare name{...} is a call too
+    with open(os.path.join(src, "tests", "data", "chat-templates",
+                           "unsloth-mistral-Devstral-Small-2507.jinja"), encoding="utf-8") as f:
+        m3_template = f.read()
+    m3_gguf = os.path.join(tmp, "mistral3-tools.gguf")
+    gguf_rewrite(model, m3_gguf, m3_template, 2048, M3_TOKENS)
+    with loopback.daemon(check, "mistral3 daemon exit", model=m3_gguf) as d:
+        check(b"mistral3" in d.logtext(), "the Devstral template is detected as mistral3")
+        st, js = chat(d, body(M3_CALL))
+        c = one_call(js, "get_weather", {"city": "Rome"}, "mistral3 call")
+        check(len(c["id"]) == 9 and c["id"].isalnum(), "mistral3 call id " + c["id"])
+        streamed_call(d, body(M3_CALL), "get_weather", {"city": "Rome"}, "mistral3 call")
+        st, js = chat(d, body(M3_BARE))
+        one_call(js, "get_weather", {"city": "Bern"}, "mistral3 call without its markers")
+        streamed_call(d, body(M3_BARE), "get_weather", {"city": "Bern"},
+                      "mistral3 call without its markers")
+        st, js = chat(d, body(M3_TWO))
+        msg = js["choices"][0]["message"]
+        check(msg["content"] is None and [t["function"]["name"] for t in msg["tool_calls"]] ==
+              ["clock", "get_weather"], "mistral3 two calls: %r" % msg)
+        content, calls, finishes = assemble(stream(d, body(M3_TWO)))
+        check(content == "" and sorted(calls) == [0, 1] and finishes == ["tool_calls"] and
+              calls[1]["name"] == "get_weather" and json.loads(calls[1]["arguments"]) ==
+              {"city": "Oslo"}, "mistral3 two calls streamed: %r %r %r" % (content, calls, finishes))
+        st, js = chat(d, body(M3_TWO, parallel_tool_calls=False))
+        one_call(js, "clock", {}, "mistral3 parallel_tool_calls false")
+        named = {"type": "function", "function": {"name": "get_weather"}}
+        st, js = chat(d, body(NAMED_ARGS, tool_choice=named, max_tokens=3))
+        one_call(js, "get_weather", {"city": "Paris"}, "mistral3 named tool_choice")
+        check(js["usage"]["completion_tokens"] == 2, "mistral3 named: the arguments, then the end")
+        streamed_call(d, body(NAMED_ARGS, tool_choice=named, max_tokens=3), "get_weather",
+                      {"city": "Paris"}, "mistral3 named tool_choice")
+        st, js = chat(d, body(None, tool_choice=SET_UNIT, max_tokens=200))
+        c = (js["choices"][0]["message"].get("tool_calls") or [{"function": {}}])[0]["function"]
+        check(c.get("name") == "set_unit" and json.loads(c.get("arguments") or "0") in (
+            {"unit": "c"}, {"unit": "f"}), "mistral3 named, schema-held: %r" % js["choices"][0])
+        st, js = chat(d, body(M3_REQUIRED_REST, tool_choice="required"))
+        c = one_call(js, "clock", {}, "mistral3 required tool_choice")
+        # no call: held back while it could be one, then content
+        st, js = chat(d, body(M3_NOT_A_CALL))
+        check(js["choices"][0]["message"]["content"] == M3_TOKENS[M3_NOT_A_CALL] and
+              js["choices"][0]["finish_reason"] == "length", "mistral3 not a call: %r" % js)
+        content, calls, finishes = assemble(stream(d, body(M3_NOT_A_CALL)))
+        check(content == M3_TOKENS[M3_NOT_A_CALL] and not calls and finishes == ["length"],
+              "mistral3 not a call streamed: %r %r" % (content, finishes))
+        hist = USER + [{"role": "assistant", "content": None, "tool_calls": [{
+            "id": c["id"], "type": "function", "function": {"name": "clock", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": c["id"], "content": "12:00"}]
+        st, js = chat(d, body(None, messages=hist, max_tokens=2))
+        check(st == 200, "mistral3 history with its call and result: %d %r" % (st, js))
+
     # stories260K itself: no template, the plain format
     with loopback.daemon(check, "plain daemon exit") as d:
         error(d, body(None), "tools", "plain format with tools", code="unsupported_parameter")
@@ -306,8 +433,6 @@ def main():
         error(d, body(None, tool_choice="none", messages=USER + [
             {"role": "tool", "tool_call_id": "c", "content": "x"}]), "messages",
             "plain format with a tool result", code="unsupported_parameter")
-    os.unlink(gguf)
-    os.rmdir(tmp)
 
 
 main()

@@ -35,12 +35,15 @@ typedef struct cli {
     const char *model, *prompt, *backend, *info;
     int n_gen, threads, n_ctx;
     int draft_max, lookup_min, lookup_max;  /* n-gram speculation (draft_max 0: off) */
-    bool fusion, stats;
+    bool fusion, stats, swa_full;
     int softmax_mode;
     int cache_type_k, cache_type_v; /* enum gg_type */
     eng_sampling_t sampling;
     const char *backend_opts[33];   /* --backend-option KEY=VALUE, NULL-terminated */
     int n_backend_opts;
+    const char *lora[32];           /* --lora FILE / --lora-scaled FILE SCALE */
+    float lora_scale[32];
+    int n_lora;
 } cli_t;
 
 static void usage(FILE *f)
@@ -74,6 +77,11 @@ static void usage(FILE *f)
             "  -ctk, --cache-type-k TYPE  KV cache type of K: f32 (default), f16, bf16, q8_0,\n"
             "                       q4_0, q4_1, q5_0, q5_1 (llama.cpp's names)\n"
             "  -ctv, --cache-type-v TYPE  KV cache type of V (the same types)\n"
+            "      --swa-full       sliding-window layers (Gemma 2/3) keep every position,\n"
+            "                       not a ring of the window plus one batch\n"
+            "      --lora FILE      a LoRA adapter (llama.cpp's GGUF adapters), scale 1;\n"
+            "                       repeatable\n"
+            "      --lora-scaled FILE SCALE  a LoRA adapter at this scale\n"
             "      --draft-max N    n-gram speculative decoding: verify up to N tokens that\n"
             "                       followed the last occurrence of the last tokens in the\n"
             "                       prompt and output, in one step (default 0: off; the\n"
@@ -114,7 +122,8 @@ static int parse_float(const char *opt, const char *v, float lo, float hi, float
 static int parse_args(cli_t *c, int argc, char **argv)
 {
     enum { O_TEMP = 256, O_TOPK, O_TOPP, O_MINP, O_SEED, O_THREADS, O_BACKEND, O_FUSION,
-           O_SOFTMAX, O_CTX, O_INFO, O_BACKEND_OPT, O_DRAFT, O_LKMIN, O_LKMAX, O_CTK, O_CTV };
+           O_SOFTMAX, O_CTX, O_INFO, O_BACKEND_OPT, O_DRAFT, O_LKMIN, O_LKMAX, O_CTK, O_CTV,
+           O_SWA_FULL, O_LORA, O_LORA_SCALED };
     static const struct option opts[] = {
         { "model", required_argument, NULL, 'm' },  { "prompt", required_argument, NULL, 'p' },
         { "n-predict", required_argument, NULL, 'n' }, { "help", no_argument, NULL, 'h' },
@@ -132,6 +141,9 @@ static int parse_args(cli_t *c, int argc, char **argv)
         { "lookup-max", required_argument, NULL, O_LKMAX },
         { "cache-type-k", required_argument, NULL, O_CTK },
         { "cache-type-v", required_argument, NULL, O_CTV },
+        { "swa-full", no_argument, NULL, O_SWA_FULL },
+        { "lora", required_argument, NULL, O_LORA },
+        { "lora-scaled", required_argument, NULL, O_LORA_SCALED },
         { NULL, 0, NULL, 0 },
     };
     /* llama.cpp's single-dash spellings */
@@ -211,6 +223,7 @@ static int parse_args(cli_t *c, int argc, char **argv)
             break;
         case O_CTX: rc = parse_int("--ctx", optarg, 1, 1 << 24, &c->n_ctx); break;
         case O_INFO: c->info = optarg; break;
+        case O_SWA_FULL: c->swa_full = true; break;
         case O_CTK:
         case O_CTV: {
             int t = fb_kv_type_from_name(optarg);
@@ -227,6 +240,25 @@ static int parse_args(cli_t *c, int argc, char **argv)
         case O_DRAFT: rc = parse_int("--draft-max", optarg, 0, ENG_DRAFT_MAX, &c->draft_max); break;
         case O_LKMIN: rc = parse_int("--lookup-min", optarg, 1, 64, &c->lookup_min); break;
         case O_LKMAX: rc = parse_int("--lookup-max", optarg, 1, 64, &c->lookup_max); break;
+        case O_LORA:
+        case O_LORA_SCALED:
+            if (c->n_lora == (int)FD_ARRAY_LEN(c->lora)) {
+                fprintf(stderr, "fusion-cli: at most %d LoRA adapters\n", c->n_lora);
+                rc = -1;
+                break;
+            }
+            c->lora_scale[c->n_lora] = 1.0f;
+            if (o == O_LORA_SCALED) {
+                if (optind >= argc) {
+                    fprintf(stderr, "fusion-cli: --lora-scaled takes FILE SCALE\n");
+                    rc = -1;
+                    break;
+                }
+                rc = parse_float("--lora-scaled", argv[optind++], -1000, 1000,
+                                 &c->lora_scale[c->n_lora]);
+            }
+            c->lora[c->n_lora++] = optarg;
+            break;
         default: usage(stderr); return -1;
         }
         if (rc)
@@ -331,6 +363,9 @@ static int generate(const cli_t *c)
     lp.n_ctx = c->n_ctx;
     lp.cache_type_k = c->cache_type_k;
     lp.cache_type_v = c->cache_type_v;
+    lp.swa_full = c->swa_full;
+    lp.lora = c->lora;
+    lp.n_lora = c->n_lora;
     char err[512];
     llm_model_t *m = NULL;
     smp_t *smp = NULL;
@@ -372,7 +407,7 @@ static int generate(const cli_t *c)
 
     double t0 = fd_now_s();
     llm_batch_entry_t e = { .slot = slot, .tokens = ids, .n_tokens = (int)n_prompt,
-                            .want_logits = true };
+                            .want_logits = true, .lora = c->n_lora ? c->lora_scale : NULL };
     if ((rc = llm_decode(m, &e, 1, logits))) {
         fprintf(stderr, "fusion-cli: prompt: %s\n", fd_strerror(rc));
         free(hist);

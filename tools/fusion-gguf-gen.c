@@ -14,6 +14,7 @@
 #include "common/ggtypes.h"
 #include "engine/gguf.h"
 #include "engine/gguf_write.h"
+#include "engine/lora.h"
 
 static void usage(FILE *f)
 {
@@ -49,6 +50,12 @@ static void usage(FILE *f)
             "      --gemma-vocab     a Gemma-style vocabulary (<bos> 2, <eos> 1, user-defined\n"
             "                        pieces, no space prefix)\n"
             "      --name S          general.name\n"
+            "      --lora BASE.gguf  write a seeded random LoRA adapter for the model BASE\n"
+            "                        instead (llama.cpp's adapter format; -t F32, F16, BF16\n"
+            "                        or Q8_0, -s seed) with:\n"
+            "      --rank R  --alpha A  (default 4 and 8)\n"
+            "      --targets LIST    attn_q,attn_k,attn_v,attn_output,ffn_gate,ffn_up,\n"
+            "                        ffn_down,output (Phi-3: attn_qkv) or all (default)\n"
             "  -h, --help\n"
             "Matrices whose rows do not fit the type's block size fall back to Q8_0 or F16.\n");
 }
@@ -88,7 +95,31 @@ static int parse_float(const char *opt, const char *s, float *out)
 
 enum { O_ARCH = 256, O_EMBD, O_LAYER, O_HEAD, O_HEAD_KV, O_FF, O_VOCAB, O_CTX, O_HEAD_DIM,
        O_ROPE, O_EPS, O_TIED, O_UNTIED, O_NAME, O_ROPE_FREQS, O_LONGROPE, O_SWA, O_SOFTCAP,
-       O_GEMMA_VOCAB, O_ROPE_SCALE, O_EXPERTS };
+       O_GEMMA_VOCAB, O_ROPE_SCALE, O_EXPERTS, O_LORA, O_RANK, O_ALPHA, O_TARGETS };
+
+static int write_lora(const char *base, const char *out, const char *type, const char *seed,
+                      int rank, float alpha, const char *targets)
+{
+    lora_gen_t g = { .base_path = base, .targets = targets, .rank = rank, .alpha = alpha,
+                     .type = gg_type_from_name(type), .seed = 1 };
+    if (seed) {
+        char *end;
+        g.seed = strtoull(seed, &end, 0);
+        if (!*seed || *end) {
+            fprintf(stderr, "fusion-gguf-gen: --seed: '%s' is not a number\n", seed);
+            return 2;
+        }
+    }
+    char err[512];
+    int rc = lora_write_random(&g, out, err, sizeof(err));
+    if (rc) {
+        fprintf(stderr, "fusion-gguf-gen: %s\n", err);
+        return 1;
+    }
+    printf("%s: LoRA adapter for %s, rank %d, alpha %g, type %s, seed %" PRIu64 "\n", out,
+           base, rank, (double)alpha, type, g.seed);
+    return 0;
+}
 
 int main(int argc, char **argv)
 {
@@ -109,6 +140,8 @@ int main(int argc, char **argv)
         {"gemma-vocab", no_argument, 0, O_GEMMA_VOCAB},
         {"rope-scale", required_argument, 0, O_ROPE_SCALE},
         {"experts", required_argument, 0, O_EXPERTS},
+        {"lora", required_argument, 0, O_LORA}, {"rank", required_argument, 0, O_RANK},
+        {"alpha", required_argument, 0, O_ALPHA}, {"targets", required_argument, 0, O_TARGETS},
         {0, 0, 0, 0},
     };
     const char *out = NULL, *preset = "stories260K", *type = "F32", *seed = NULL;
@@ -127,6 +160,9 @@ int main(int argc, char **argv)
     int threads = ncpu > 0 ? (int)FD_MIN(ncpu, 256) : 1;
     float rope = 0, eps = 0, rope_scale = 0;
     gguf_w_llama_t p;
+    const char *lora_base = NULL, *targets = NULL;
+    int rank = 4;
+    float alpha = 8.0f;
     int c;
     while ((c = getopt_long(argc, argv, "o:p:t:s:j:h", opts, NULL)) != -1) {
         switch (c) {
@@ -189,9 +225,15 @@ int main(int argc, char **argv)
                 return fprintf(stderr, "fusion-gguf-gen: --softcap: A,F both > 0\n"), 2;
             break;
         }
+        case O_LORA: lora_base = optarg; break;
+        case O_RANK: if (parse_int("--rank", optarg, &rank)) return 2; break;
+        case O_ALPHA: if (parse_float("--alpha", optarg, &alpha)) return 2; break;
+        case O_TARGETS: targets = optarg; break;
         default: usage(stderr); return 2;
         }
     }
+    if (lora_base && out && optind == argc)
+        return write_lora(lora_base, out, type, seed, rank, alpha, targets);
     if (!out || optind != argc) {
         usage(stderr);
         return 2;

@@ -463,22 +463,25 @@ static void attn_buf_free(attn_buf_t *b)
     free(b->kf); free(b->vf); free(b->row);
 }
 
-/* T rows of kv head g of a cache of type (backend.h's layout; F32: ldkv floats apart) into
- * out, head_dim floats a row; row holds a padded head. */
+/* T rows of kv head g of a cache of type (backend.h's layout; F32: ldkv floats apart; a ring
+ * cache's rows where fb_attn_row puts them) into out, head_dim floats a row; row holds a
+ * padded head. */
 static void kv_rows(int type, const void *data, const fb_attn_t *a, int g, int64_t T,
                     float *out, float *row)
 {
     const int hd = a->head_dim;
     if (type == GG_F32) {
         for (int64_t t = 0; t < T; t++)
-            memcpy(out + t * hd, (const float *)data + t * a->ldkv + (int64_t)g * hd,
+            memcpy(out + t * hd,
+                   (const float *)data + fb_attn_row(a, t) * a->ldkv + (int64_t)g * hd,
                    (size_t)hd * sizeof(float));
         return;
     }
     const size_t hb = fb_kv_head_bytes(type, hd), rb = hb * (size_t)a->n_head_kv;
     const int be = gg_block_elems(type), hp = (hd + be - 1) / be * be;
     for (int64_t t = 0; t < T; t++) {
-        fq_dequantize_row(type, (const uint8_t *)data + (size_t)t * rb + (size_t)g * hb, row, hp);
+        fq_dequantize_row(type, (const uint8_t *)data + (size_t)fb_attn_row(a, t) * rb +
+                                    (size_t)g * hb, row, hp);
         memcpy(out + t * hd, row, (size_t)hd * sizeof(float));
     }
 }
@@ -533,7 +536,8 @@ static int attn_one(fcs_t *c, const fb_attn_t *a, attn_buf_t *b)
         !(b->row = malloc(((size_t)hd + 32) * sizeof(float))))
         return -ENOMEM;
     float *sc = b->e + T, *col = b->e + 2 * T;
-    const bool typed = a->type_k != GG_F32 || a->type_v != GG_F32;
+    /* a ring's rows are gathered in order, as a typed cache's are */
+    const bool typed = a->type_k != GG_F32 || a->type_v != GG_F32 || a->ring > 0;
     if (typed && !(b->kf = malloc(kn * sizeof(float))))
         return -ENOMEM;
     if (typed && !(b->vf = malloc(kn * sizeof(float))))
@@ -874,6 +878,7 @@ static const fb_ops_t corsair_ops = {
     .scale = cs_scale,
     .softcap = cs_softcap,
     .attn_window = true,
+    .attn_ring = true,
     .add = cs_add,
     .get_rows = cs_get_rows,
     .copy2d = cs_copy2d,

@@ -1141,25 +1141,47 @@ static void softcap_f(float *y, int64_t n, float cap)
         y[i] = cap * tanhf(y[i] * ic);
 }
 
+/* The rows attended of a ring cache (fb_attn_t.ring) lie in at most two runs: n1 rows from
+ * the first's stored row, then the rest from the ring's row 0.  Each run is contiguous, so
+ * the kernels stream it as they stream a whole cache. */
+static int64_t ring_run(const fb_attn_t *a, int64_t t0, int64_t T, int64_t *p0)
+{
+    *p0 = fb_attn_row(a, t0);
+    return a->ring > 0 ? FD_MIN(T, a->ring - *p0) : T;
+}
+
+/* s[t] = q . K row t for n F32 rows ld floats apart: four rows per kernel call. */
+static void scores_f32(const fcpu_kern_t *k, const float *kg, int64_t ld, const float *q,
+                       int hd, float *s, int64_t n)
+{
+    int64_t t = 0;
+    if (k->dot4[GG_F32])
+        for (; t + 4 <= n; t += 4)
+            k->dot4[GG_F32](hd, kg + t * ld, (size_t)ld * sizeof(float), q, s + t);
+    for (; t < n; t++)
+        s[t] = k->vdot(q, kg + t * ld, hd);
+}
+
+/* sc holds pos[i] + 1 scores, then head_dim floats for a ring's second run of P.V. */
 static void attn_unit(const fcpu_kern_t *k, const fb_attn_t *a, int i, int g, float *sc)
 {
     const int hd = a->head_dim, grp = a->n_head / a->n_head_kv;
     /* the cache rows attended: all up to pos, or the window's last ones */
     const int64_t end = (int64_t)a->pos[i] + 1;
     const int64_t t0 = a->window > 0 ? FD_MAX((int64_t)0, end - a->window) : 0, T = end - t0;
-    const float *kg = a->k + (t0 * a->ldkv + (int64_t)g * hd);
-    const float *vg = a->v + (t0 * a->ldkv + (int64_t)g * hd);
+    int64_t p0;
+    const int64_t n1 = ring_run(a, t0, T, &p0);
+    const float *kg = a->k + (p0 * a->ldkv + (int64_t)g * hd);
+    const float *vg = a->v + (p0 * a->ldkv + (int64_t)g * hd);
+    const float *kw = a->k + (int64_t)g * hd, *vw = a->v + (int64_t)g * hd;
+    float *o2 = sc + end;
     for (int j = 0; j < grp; j++) {
         const int h = g * grp + j;
         const float *q = a->q + (int64_t)i * a->ldq + (int64_t)h * hd;
         float *o = a->out + (int64_t)i * a->ldo + (int64_t)h * hd, *s = sc;
-        /* scores: four cache rows per kernel call */
-        int64_t t = 0;
-        if (k->dot4[GG_F32])
-            for (; t + 4 <= T; t += 4)
-                k->dot4[GG_F32](hd, kg + t * a->ldkv, (size_t)a->ldkv * sizeof(float), q, s + t);
-        for (; t < T; t++)
-            s[t] = k->vdot(q, kg + t * a->ldkv, hd);
+        scores_f32(k, kg, a->ldkv, q, hd, s, n1);
+        if (T > n1)
+            scores_f32(k, kw, a->ldkv, q, hd, s + n1, T - n1);
         k->scale(s, a->scale, T);
         if (a->softcap > 0.0f)
             softcap_f(s, T, a->softcap);
@@ -1168,7 +1190,11 @@ static void attn_unit(const fcpu_kern_t *k, const fb_attn_t *a, int i, int g, fl
         float l = k->exp_sum(s, mx, s, T);
         if (a->mode == FB_SOFTMAX_REF) /* the unfused order: normalize p, then P.V */
             k->scale(s, 1.f / l, T);
-        k->pv(s, vg, a->ldkv, T, hd, o);
+        k->pv(s, vg, a->ldkv, n1, hd, o);
+        if (T > n1) {
+            k->pv(s + n1, vw, a->ldkv, T - n1, hd, o2);
+            k->add(o, o2, hd);
+        }
         if (a->mode != FB_SOFTMAX_REF) /* deferred: the denominator divides P.V's result */
             k->scale(o, 1.f / l, hd);
     }
@@ -1205,7 +1231,7 @@ static size_t typed_scratch(const fcpu_kern_t *k, const fb_attn_t *a, int64_t T,
     off[0] = A64((size_t)T * sizeof(float));
     off[1] = off[0] + A64((size_t)hpk * sizeof(float));
     off[2] = off[1] + A64((size_t)FD_MAX(hpk, hpv) * sizeof(float));
-    off[3] = off[2] + A64((size_t)hpv * sizeof(float));
+    off[3] = off[2] + A64(2 * (size_t)hpv * sizeof(float)); /* output, a ring's second run */
     return off[3] + (xf == FCPU_XF32 ? 0 : fcpu_xrow_bytes(xf, hpk));
 #undef A64
 }
@@ -1230,10 +1256,14 @@ static void attn_unit_typed(const fcpu_kern_t *k, const fb_attn_t *a, int i, int
     const int64_t t0 = a->window > 0 ? FD_MAX((int64_t)0, end - a->window) : 0, T = end - t0;
     size_t lk, lv;
     const uint8_t *kg = kv_base(tk, a->k_data, a, g, &lk), *vg = kv_base(tv, a->v_data, a, g, &lv);
-    kg += (size_t)t0 * lk;
-    vg += (size_t)t0 * lv;
+    /* a ring's second run starts at its row 0 (ring_run) */
+    const uint8_t *kw = kg, *vw = vg;
+    int64_t p0;
+    const int64_t n1 = ring_run(a, t0, T, &p0);
+    kg += (size_t)p0 * lk;
+    vg += (size_t)p0 * lv;
     float *s = (float *)scr, *qp = (float *)(scr + off[0]), *row = (float *)(scr + off[1]);
-    float *ob = (float *)(scr + off[2]);
+    float *ob = (float *)(scr + off[2]), *ob2 = ob + hpv;
     void *xq = scr + off[3];
     const bool fl = tk == GG_F32 || tk == GG_F16 || tk == GG_BF16;
     const int xf = fl || !k->dot[tk] ? FCPU_XF32 : k->xform[tk];
@@ -1254,19 +1284,24 @@ static void attn_unit_typed(const fcpu_kern_t *k, const fb_attn_t *a, int i, int
             fcpu_ref_kv_query(tk, q, hd, qp); /* hd floats a head: cheap next to T rows */
             x = qp;
         }
-        int64_t t = 0;
-        if (!k->dot[tk]) {
-            for (; t < T; t++) {
-                fq_dequantize_row(tk, kg + (size_t)t * lk, row, hpk);
-                s[t] = k->vdot(qp, row, hpk);
+        for (int run = 0; run < 2; run++) {
+            const uint8_t *kb = run ? kw : kg;
+            const int64_t n = run ? T - n1 : n1;
+            float *sr = run ? s + n1 : s;
+            int64_t t = 0;
+            if (!k->dot[tk]) {
+                for (; t < n; t++) {
+                    fq_dequantize_row(tk, kb + (size_t)t * lk, row, hpk);
+                    sr[t] = k->vdot(qp, row, hpk);
+                }
+            } else {
+                const int64_t nx = xf == FCPU_XF32 ? hd : hpk;
+                if (k->dot4[tk])
+                    for (; t + 4 <= n; t += 4)
+                        k->dot4[tk](nx, kb + (size_t)t * lk, lk, x, sr + t);
+                for (; t < n; t++)
+                    k->dot[tk](nx, kb + (size_t)t * lk, x, 0, 1, sr + t);
             }
-        } else {
-            const int64_t n = xf == FCPU_XF32 ? hd : hpk;
-            if (k->dot4[tk])
-                for (; t + 4 <= T; t += 4)
-                    k->dot4[tk](n, kg + (size_t)t * lk, lk, x, s + t);
-            for (; t < T; t++)
-                k->dot[tk](n, kg + (size_t)t * lk, x, 0, 1, s + t);
         }
         k->scale(s, a->scale, T);
         if (a->softcap > 0.0f)
@@ -1278,16 +1313,26 @@ static void attn_unit_typed(const fcpu_kern_t *k, const fb_attn_t *a, int i, int
             k->scale(s, 1.f / l, T);
         if (p_round)
             k->round_to[tv](s, T);
-        if (tv == GG_F32) {
-            k->pv(s, (const float *)vg, a->ldkv, T, hd, ob);
-        } else if (k->pvq[tv]) {
-            k->pvq[tv](s, vg, lv, T, hpv, ob);
-        } else {
-            memset(ob, 0, (size_t)hpv * sizeof(float));
-            for (t = 0; t < T; t++) {
-                fq_dequantize_row(tv, vg + (size_t)t * lv, row, hpv);
-                k->axpy(s[t], row, ob, hpv);
+        for (int run = 0; run < 2; run++) {
+            const uint8_t *vb = run ? vw : vg;
+            const int64_t n = run ? T - n1 : n1;
+            const float *sr = run ? s + n1 : s;
+            float *od = run ? ob2 : ob;
+            if (run && n == 0)
+                break;
+            if (tv == GG_F32) {
+                k->pv(sr, (const float *)vb, a->ldkv, n, hd, od);
+            } else if (k->pvq[tv]) {
+                k->pvq[tv](sr, vb, lv, n, hpv, od);
+            } else {
+                memset(od, 0, (size_t)hpv * sizeof(float));
+                for (int64_t t = 0; t < n; t++) {
+                    fq_dequantize_row(tv, vb + (size_t)t * lv, row, hpv);
+                    k->axpy(sr[t], row, od, hpv);
+                }
             }
+            if (run)
+                k->add(ob, ob2, hd);
         }
         memcpy(o, ob, (size_t)hd * sizeof(float));
         if (a->mode != FB_SOFTMAX_REF && !p_round)
@@ -1309,7 +1354,7 @@ static void attn_task(void *arg, int ith, int nth)
         int64_t lu = u - x->unit_start[s];
         int i = (int)(lu / a->n_head_kv), g = (int)(lu % a->n_head_kv);
         const bool typed = a->type_k != GG_F32 || a->type_v != GG_F32;
-        size_t off[4], need = ((size_t)a->pos[i] + 1) * sizeof(float);
+        size_t off[4], need = ((size_t)a->pos[i] + 1 + (size_t)a->head_dim) * sizeof(float);
         if (typed)
             need = typed_scratch(x->c->k, a, (int64_t)a->pos[i] + 1, off);
         float *sc = scratch_get(&x->c->attn_scr[ith], need);
@@ -1724,6 +1769,7 @@ static const fb_ops_t cpu_ops = {
     .scale = cpu_scale,
     .softcap = cpu_softcap,
     .attn_window = true,
+    .attn_ring = true,
     .add = cpu_add,
     .get_rows = cpu_get_rows,
     .copy2d = cpu_copy2d,

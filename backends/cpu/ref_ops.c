@@ -188,8 +188,8 @@ int fcpu_ref_attention(const fb_attn_t *a)
             int g = h / group;
             double mx = -INFINITY;
             for (int64_t t = t0; t < T; t++) {
-                const float *k = kv_head(a->type_k, a->k_data, a->ldkv, t, g, hd, a->n_head_kv,
-                                         buf);
+                const float *k = kv_head(a->type_k, a->k_data, a->ldkv, fb_attn_row(a, t), g,
+                                         hd, a->n_head_kv, buf);
                 double d = 0;
                 for (int j = 0; j < hd; j++)
                     d += (double)q[j] * k[j];
@@ -213,8 +213,8 @@ int fcpu_ref_attention(const fb_attn_t *a)
             for (int j = 0; j < hd; j++)
                 o[j] = 0;
             for (int64_t t = t0; t < T; t++) {
-                const float *v = kv_head(a->type_v, a->v_data, a->ldkv, t, g, hd, a->n_head_kv,
-                                         buf);
+                const float *v = kv_head(a->type_v, a->v_data, a->ldkv, fb_attn_row(a, t), g,
+                                         hd, a->n_head_kv, buf);
                 for (int j = 0; j < hd; j++)
                     o[j] += s[t] * v[j];
             }

@@ -17,12 +17,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static char *names[] = {"get_weather", "clock", "f"};
-    static const int fams[] = {CHAT_LLAMA31, CHAT_QWEN, CHAT_MISTRAL};
+    static const int fams[] = {CHAT_LLAMA31, CHAT_QWEN, CHAT_MISTRAL, CHAT_DEEPSEEK_R1,
+                               CHAT_MISTRAL3};
     if (size < 1)
         return 0;
     const char *text = (const char *)data + 1;
     size_t len = size - 1;
-    for (size_t k = 0; k < 3; k++) {
+    for (size_t k = 0; k < sizeof fams / sizeof fams[0]; k++) {
         tc_result_t r;
         int rc = tc_parse(fams[k], text, len, names, 3, data[0] & 1, data[0], &r);
         if (rc == 0) {

@@ -1638,6 +1638,89 @@ START_TEST(test_round_kernels)
 END_TEST
 
 /* The names and sizes of the cache types (backend.h). */
+/* Ring caches (fb_attn_t.ring, a sliding-window layer's): 40 positions written, the last 17
+ * kept in a ring at every possible start, 3 query rows with a window of 9 (a span of 11 rows
+ * that wraps at 10 of the 17 starts): every configuration and cache type gives what the same
+ * backend gives over the whole cache: exactly on the reference, within 2e-5 on the fast path
+ * (a wrapped span's P.V is two runs added); the ring's rows outside the span are never read
+ * (they hold NaN bytes), and a bad ring is refused. */
+START_TEST(test_kv_ring)
+{
+    fb_backend_t *be = mk_cfg(_i);
+    if (!be)
+        return;
+    uint64_t s = 4300 + (uint64_t)_i;
+    enum { NH = 4, NKV = 2, HD = 64, T = 40, R = 17, NQ = 3, KVD = NKV * HD };
+    static const int types[] = { GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_1, GG_Q5_0,
+                                 GG_Q5_1 };
+    float *k = rnd(&s, T * KVD, 1), *v = rnd(&s, T * KVD, 1), *q = rnd(&s, NQ * NH * HD, 1);
+    float o1[NQ * NH * HD], o2[NQ * NH * HD];
+    int32_t pos[NQ] = { T - 3, T - 2, T - 1 };
+    /* the window's rows (29 .. 39) only, positions relative to the first: what a plan passes */
+    const int lo = T - 3 - 9 + 1;
+    int32_t rp[NQ] = { pos[0] - lo, pos[1] - lo, pos[2] - lo };
+    for (size_t ty = 0; ty < FD_ARRAY_LEN(types); ty++) {
+        const int t = types[ty];
+        const size_t rb = fb_kv_row_bytes(t, NKV, HD);
+        uint8_t *kc = malloc(rb * T), *vc = malloc(rb * T), *kr = malloc(rb * R),
+                *vr = malloc(rb * R);
+        ck_assert_int_eq(fb_kv_store(be, kc, t, k, KVD, T, NKV, HD), 0);
+        ck_assert_int_eq(fb_kv_store(be, vc, t, v, KVD, T, NKV, HD), 0);
+        for (int rs = 0; rs < R; rs++) {
+            /* logical row u at ring row (rs + u) % R, the last R rows written; the rows
+             * before the window poisoned */
+            for (int u = T - R; u < T; u++) {
+                const size_t at = (size_t)((rs + u) % R) * rb;
+                if (u < lo) {
+                    memset(kr + at, 0xff, rb);
+                    memset(vr + at, 0xff, rb);
+                } else {
+                    memcpy(kr + at, kc + (size_t)u * rb, rb);
+                    memcpy(vr + at, vc + (size_t)u * rb, rb);
+                }
+            }
+            for (int mode = 0; mode < 3; mode++) {
+                fb_attn_t a = {.q = q, .ldq = NH * HD, .k_data = kc, .v_data = vc, .ldkv = KVD,
+                               .out = o1, .ldo = NH * HD, .n_q = NQ, .pos = pos, .n_head = NH,
+                               .n_head_kv = NKV, .head_dim = HD, .scale = 0.125f,
+                               .mode = mode, .type_k = t, .type_v = t, .window = 9};
+                ck_assert_int_eq(fb_attention(be, &a, 1), 0);
+                fb_attn_t b = a;
+                b.k_data = kr;
+                b.v_data = vr;
+                b.out = o2;
+                b.pos = rp;
+                b.ring = R;
+                b.ring_start = (rs + lo) % R;
+                ck_assert_int_eq(fb_attention(be, &b, 1), 0);
+                const float tol = _i == 0 ? 0.0f : 2e-5f;
+                for (int j = 0; j < NQ * NH * HD; j++)
+                    CHECKM(fabsf(o1[j] - o2[j]) <= tol, "cfg %d %s start %d mode %d j %d: %g "
+                           "vs %g", _i, fb_kv_type_name(t), rs, mode, j, (double)o1[j],
+                           (double)o2[j]);
+                if (ty == 0 && rs == 0 && mode == 0) {
+                    b.ring_start = R;
+                    ck_assert_int_eq(fb_attention(be, &b, 1), -EINVAL);
+                    b.ring_start = 0;
+                    b.ring = -1;
+                    ck_assert_int_eq(fb_attention(be, &b, 1), -EINVAL);
+                    b.ring = 10; /* the last row's position, 10, is no ring row */
+                    ck_assert_int_eq(fb_attention(be, &b, 1), -EINVAL);
+                }
+            }
+        }
+        free(kc);
+        free(vc);
+        free(kr);
+        free(vr);
+    }
+    free(k);
+    free(v);
+    free(q);
+    fb_destroy(be);
+}
+END_TEST
+
 START_TEST(test_kv_type_names)
 {
     static const char *const names[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"};
@@ -2178,6 +2261,7 @@ int main(void)
     tcase_add_loop_test(tc, test_fast_attention, 0, N_CFG);
     tcase_add_loop_test(tc, test_sumonly_overflow, 0, N_CFG);
     tcase_add_loop_test(tc, test_kv_types, 0, 7);
+    tcase_add_loop_test(tc, test_kv_ring, 0, 7);
     tcase_add_test(tc, test_kv_type_names);
     tcase_add_loop_test(tc, test_round_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_fast_rowops, 0, N_CFG);

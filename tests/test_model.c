@@ -6,7 +6,9 @@
  * its rows (prompt log-probabilities) equal those of its tokens fed one at a time, the final
  * hidden states an entry returns (embeddings) are the vectors the LM head multiplies (the
  * reference plan's logits through the file's own head matrix, CPU and Corsair, fused and
- * unfused, across chunks and sub-batches; qwen2 too), and bad files and bad batches fail
+ * unfused, across chunks and sub-batches; qwen2 too), sliding-window rings give the logits
+ * of full caches (CPU, reference ops, Corsair; F32 and Q8_0 caches; draft rollback) in the
+ * bytes they should and refuse rewinds past their window, and bad files and bad batches fail
  * clearly. */
 #include <math.h>
 

@@ -182,10 +182,30 @@ START_TEST(test_deepseek)
                                              "{}  \n```\n" CALL_E "\n" CALLS_E "\n", true, &r), 0);
     ck_assert_uint_eq(r.n_calls, 1);
     tc_free(&r);
+    /* the distills' other spellings of calls-begin, and call-begin left out */
+    static const char *const opens[] = {
+        "<\xef\xbd\x9ctool_calls_begin\xef\xbd\x9c>", "<\xef\xbd\x9ctool calls begin\xef\xbd\x9c>",
+        "<\xef\xbd\x9ctool\\_calls\\_begin\xef\xbd\x9c>", DSM("calls"),
+    };
+    char buf[256];
+    for (size_t i = 0; i < FD_ARRAY_LEN(opens); i++) {
+        snprintf(buf, sizeof buf, "Hm. %s" R1_CALL("clock", "{}") CALLS_E, opens[i]);
+        ck_assert_msg(parse(CHAT_DEEPSEEK_R1, buf, true, &r) == 0, "%s", buf);
+        ck_assert_uint_eq(r.content_len, 3);
+        ck_assert_str_eq(r.calls[0].name, "clock");
+        tc_free(&r);
+        /* held back from the stream like the canonical marker */
+        ck_assert_uint_eq(tc_stream_safe(CHAT_DEEPSEEK_R1, buf, strlen(buf)), 3);
+    }
+    ck_assert_int_eq(parse(CHAT_DEEPSEEK_R1, CALLS_B "function" SEP "clock\n```json\n{}\n```"
+                                             CALL_E CALLS_E, true, &r), 0);
+    ck_assert_uint_eq(r.n_calls, 1);
+    tc_free(&r);
     static const char *const malformed[] = {
         "just text",
         CALLS_B,
         CALLS_B CALLS_E,
+        CALLS_B "fun" SEP "clock\n```json\n{}\n```" CALL_E CALLS_E,
         CALLS_B R1_CALL("rm_rf", "{}") CALLS_E,                          /* not offered */
         CALLS_B R1_CALL("clock", "[]") CALLS_E,                          /* not an object */
         CALLS_B R1_CALL("clock", "{\"a\": 1,}") CALLS_E,                 /* not JSON */
@@ -286,6 +306,8 @@ START_TEST(test_scan)
                         "[CALL_ID]abcdefghi[ARGS] {\"city\": \"O\\\"slo\"}"},
         {CHAT_MISTRAL3, "get_weather{\"city\": \"\xc3\xbc\"}clock{}"},
         {CHAT_MISTRAL3, "Two. [TOOL_CALLS]clock[ARGS]{}"},
+        {CHAT_DEEPSEEK_R1, "<\xef\xbd\x9ctool_calls_begin\xef\xbd\x9c>function" SEP "clock\n```json\n"
+                           "{\"a\": 1}\n```" CALL_E CALLS_E},
         {CHAT_DEEPSEEK_R1, CALLS_B V31_CALL("get_weather", "{\"city\": \"\xc3\xbc\", \"d\": 3}")
                            V31_CALL("clock", "{}") CALLS_E},
     };
@@ -365,6 +387,8 @@ START_TEST(test_stream_safe)
         {CHAT_DEEPSEEK_R1, "no call, <\xef\xbd\x9ctool\xe2\x96\x81" "calls", 8},
         {CHAT_DEEPSEEK_R1, CALLS_B, 0},
         {CHAT_DEEPSEEK_R1, "plain", 5},
+        {CHAT_DEEPSEEK_R1, "a <\xef\xbd\x9ctool_calls_beg", 1},
+        {CHAT_DEEPSEEK_R1, "b <\xef\xbd\x9ctool calls begin\xef\xbd\x9c> x", 1},
         {CHAT_MISTRAL3, "[TOOL_CALLS]clock[ARGS]{}", 0},
         {CHAT_MISTRAL3, "clock{\"a\": 1}", 0},
         {CHAT_MISTRAL3, " clock", 0},

@@ -17,7 +17,8 @@
 #include "server/chat.h"
 
 static const char QWEN_OPEN[] = "<tool_call>", QWEN_CLOSE[] = "</tool_call>";
-static const char LLAMA_TAG[] = "<|python_tag|>", MISTRAL_TAG[] = "[TOOL_CALLS]";
+static const char LLAMA_TAG[] = "<|python_tag|>", MISTRAL_TAG[] = "[TOOL_CALLS]",
+                  GRANITE_TAG[] = "<|tool_call|>";
 
 /* DeepSeek's markers: full-width bars (U+FF5C) around the names, U+2581 for the spaces */
 #define DS_MARK(x) "<\xef\xbd\x9ctool\xe2\x96\x81" x "\xef\xbd\x9c>"
@@ -286,9 +287,13 @@ static int scan_qwen(scan_t *sc)
 }
 
 /* Llama 3.1 (one object) and Mistral (an array of them): the call is the whole output. */
-static int scan_whole(scan_t *sc, bool mistral)
+static int scan_whole(scan_t *sc, int family)
 {
-    const char *s = sc->s, *tag = mistral ? MISTRAL_TAG : LLAMA_TAG;
+    /* Granite's <|tool_call|> + array is Mistral Nemo's syntax with another tag */
+    bool mistral = family != CHAT_LLAMA31;
+    const char *s = sc->s,
+               *tag = family == CHAT_MISTRAL ? MISTRAL_TAG
+                      : family == CHAT_GRANITE ? GRANITE_TAG : LLAMA_TAG;
     size_t len = sc->len;
     size_t i = skip_ws(s, 0, len);
     if (i == len)
@@ -563,8 +568,9 @@ static int scan_text(int family, const char *text, size_t len, scan_t *sc)
     switch (family) {
     case CHAT_QWEN:
     case CHAT_QWEN3: return scan_qwen(sc);
-    case CHAT_LLAMA31: return scan_whole(sc, false);
-    case CHAT_MISTRAL: return scan_whole(sc, true);
+    case CHAT_LLAMA31:
+    case CHAT_MISTRAL:
+    case CHAT_GRANITE: return scan_whole(sc, family);
     case CHAT_DEEPSEEK_R1: return scan_deepseek(sc);
     case CHAT_MISTRAL3: return scan_mistral3(sc);
     default: return SC_BAD;
@@ -708,7 +714,7 @@ size_t tc_stream_safe(int family, const char *s, size_t len)
         m3_start(s, len, &front);
         return front ? 0 : safe_before(s, len, MISTRAL_TAG);
     }
-    /* Llama 3.1 and Mistral: a call is the whole output, so the first visible character
+    /* Llama 3.1, Mistral and Granite: a call is the whole output, so the first visible character
      * decides: until it comes nothing is sent, after a call's opening everything is held */
     size_t i = skip_ws(s, 0, len);
     if (i == len)
@@ -716,8 +722,9 @@ size_t tc_stream_safe(int family, const char *s, size_t len)
     if (family == CHAT_LLAMA31)
         return s[i] == '{' || starts(s, i, len, LLAMA_TAG) || partial(s, i, len, LLAMA_TAG)
                    ? 0 : len;
-    if (family == CHAT_MISTRAL) {
-        if (starts(s, i, len, MISTRAL_TAG) || partial(s, i, len, MISTRAL_TAG))
+    if (family == CHAT_MISTRAL || family == CHAT_GRANITE) {
+        const char *tag = family == CHAT_MISTRAL ? MISTRAL_TAG : GRANITE_TAG;
+        if (starts(s, i, len, tag) || partial(s, i, len, tag))
             return 0;
         if (s[i] == '[') {
             size_t j = skip_ws(s, i + 1, len);

@@ -104,6 +104,8 @@ typedef struct req {
     int n_embd;
     float *emb;                  /* pooling: the sum of the pooled rows' hidden states */
     bool ignore_eos;
+    float *lora;                 /* n_lora adapter scales, NULL when none or all zero */
+    int n_lora;
     char **stop;
     size_t *stop_len;
     int n_stop;
@@ -126,6 +128,8 @@ typedef struct cslot {
     int32_t *tokens;             /* the n tokens whose KV the slot holds (owned) */
     int n;
     uint64_t stamp;              /* when it was cached: the lowest is evicted first */
+    float *lora;                 /* the adapter scales its KV was computed under (owned;
+                                    NULL: none) */
 } cslot_t;
 
 /* One sampled token of a decoding sequence's run (n-gram speculation: several a step). */
@@ -245,6 +249,7 @@ static void req_free(req_t *r)
     free(r->allow);
     free(r->held);
     free(r->emb);
+    free(r->lora);
     free(r->tokens);
     free(r);
 }
@@ -322,6 +327,12 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
         if (q->prompt[i] < 0 || q->prompt[i] >= e->d.n_vocab)
             return SUBMIT_ERR(-EINVAL, "prompt token %zu is %d: outside the vocabulary (0..%d)",
                               i, (int)q->prompt[i], e->d.n_vocab - 1);
+    if (q->n_lora != 0 && (q->n_lora != eng_info(e)->n_lora || !q->lora))
+        return SUBMIT_ERR(-EINVAL, "%d LoRA scales for %d adapters", q->n_lora,
+                          eng_info(e)->n_lora);
+    for (int i = 0; i < q->n_lora; i++)
+        if (!isfinite(q->lora[i]))
+            return SUBMIT_ERR(-EINVAL, "LoRA scale %d is not a finite number", i);
     if (q->n_stop < 0 || q->n_stop > ENG_MAX_STOP || (q->n_stop > 0 && !q->stop))
         return SUBMIT_ERR(-EINVAL, "%d stop strings: at most %d", q->n_stop, ENG_MAX_STOP);
     for (int i = 0; i < q->n_stop; i++)
@@ -382,6 +393,15 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
         r->n_embd = eng_info(e)->n_embd;
         if (!(r->emb = calloc((size_t)r->n_embd, sizeof *r->emb)))
             goto nomem;
+    }
+    bool any_lora = false;
+    for (int i = 0; i < q->n_lora; i++)
+        any_lora |= q->lora[i] != 0.0f;
+    if (any_lora) {
+        if (!(r->lora = malloc((size_t)q->n_lora * sizeof *r->lora)))
+            goto nomem;
+        memcpy(r->lora, q->lora, (size_t)q->n_lora * sizeof *r->lora);
+        r->n_lora = q->n_lora;
     }
     r->ignore_eos = q->ignore_eos;
     r->on_event = q->on_event;
@@ -597,7 +617,9 @@ static cslot_t cache_take(eng_t *e, int i)
     e->pub.cached_slots = e->n_cache;
     e->pub.kv_cached -= c.n;
     free(c.tokens);
+    free(c.lora);
     c.tokens = NULL;
+    c.lora = NULL;
     return c;
 }
 
@@ -624,6 +646,9 @@ static int cache_lookup(const eng_t *e, const req_t *r, int *keep, bool *ring_mi
         return -1;  /* a cached prefix's rows would have no logits or hidden states */
     for (int i = 0; i < e->n_cache; i++) {
         const cslot_t *c = &e->cache[i];
+        if ((c->lora == NULL) != (r->lora == NULL) ||
+            (r->lora && memcmp(c->lora, r->lora, (size_t)r->n_lora * sizeof *r->lora) != 0))
+            continue;  /* its KV was computed under other adapter scales */
         int n = FD_MIN(c->n, r->n_prompt - 1), k = 0;
         while (k < n && c->tokens[k] == r->tokens[k])
             k++;
@@ -663,8 +688,10 @@ static void finish_running(eng_t *e, req_t *r)
     e->pub.kv_used -= r->slot >= 0 ? r->n_past : 0;
     if (keep) {
         /* its reservation covered n_past, so reserved + cached stays within kv_total */
-        e->cache[e->n_cache++] = (cslot_t){ r->slot, r->tokens, r->n_past, ++e->cache_stamp };
+        e->cache[e->n_cache++] = (cslot_t){ r->slot, r->tokens, r->n_past, ++e->cache_stamp,
+                                            r->lora };
         r->tokens = NULL;
+        r->lora = NULL;
         e->pub.cached_slots = e->n_cache;
         e->pub.kv_cached += r->n_past;
     }
@@ -984,7 +1011,8 @@ static void run_step(eng_t *e)
             int k = draft_for(e, r, draft_cap);
             draft_cap -= k;
             e->ent[n] = (llm_batch_entry_t){ .slot = r->slot, .tokens = &r->tokens[r->n_past],
-                                             .n_tokens = 1 + k, .want_logits = 1 + k };
+                                             .n_tokens = 1 + k, .want_logits = 1 + k,
+                                             .lora = r->lora };
             e->sampled[n].n_draft = k;
             e->ent_req[n++] = r;
             n_tok += 1 + k;
@@ -1024,7 +1052,8 @@ static void run_step(eng_t *e)
         /* with prompt log-probabilities every row's (wanted rows are the trailing ones: with
          * max_tokens 0 the last row's go unused rather than shift the others) */
         e->ent[n] = (llm_batch_entry_t){ .slot = r->slot, .tokens = &r->tokens[r->n_past],
-                                         .n_tokens = take, .want_logits = r->plp ? take : want };
+                                         .n_tokens = take, .want_logits = r->plp ? take : want,
+                                         .lora = r->lora };
         if (r->pool != ENG_POOL_NONE) {
             e->ent[n].hidden = r->emb;
             e->ent[n].want_hidden = r->pool == ENG_POOL_MEAN ? take

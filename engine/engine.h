@@ -69,6 +69,10 @@ typedef struct eng_params {
     int draft_min;              /* fewest draft tokens worth verifying (0 = 1) */
     int lookup_max;             /* longest n-gram matched (0 = 4) */
     int lookup_min;             /* shortest n-gram matched (0 = 2) */
+    /* LoRA adapter files (llm_load_params_t.lora): adapter i is lora[i]; each request says
+     * how much of each applies (eng_request_t.lora) */
+    const char *const *lora;
+    int n_lora;
     bool swa_full;              /* llm_load_params_t.swa_full: sliding-window layers keep
                                    every position, not a ring */
 } eng_params_t;
@@ -97,6 +101,8 @@ typedef struct eng_info {
     const char *cache_type_k;   /* "f32", "f16", "q8_0", ... (NULL: the driver has none) */
     const char *cache_type_v;
     uint64_t cache_bytes;       /* bytes the KV cache holds (all layers, K and V) */
+    int n_lora;                 /* LoRA adapters loaded (eng_params_t.lora) */
+    const char *const *lora_paths; /* their files, n_lora */
     int swa_ring;               /* llm_swa_ring: positions a sliding-window layer keeps a
                                    sequence (0: every layer keeps n_ctx) */
 } eng_info_t;
@@ -235,6 +241,12 @@ typedef struct eng_request {
      * no hidden states), though its finished KV may be cached for later prompts. */
     int pooling;                /* enum eng_pooling */
     bool normalize;
+    /* LoRA: n_lora scales (eng_info_t.n_lora of them, or 0: none), one per adapter, each
+     * finite, copied at submit.  Requests with different scales share steps (each sequence
+     * applies its own); a cached prefix is reused only under the same scales, since its KV
+     * was computed under them (all zero is the same as none). */
+    const float *lora;
+    int n_lora;
 } eng_request_t;
 
 /* Queues a request.  0 and *id set, or: -EINVAL (bad field, message in err), FD_ECTX (prompt

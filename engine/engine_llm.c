@@ -19,6 +19,7 @@ typedef struct llm_drv {
     eng_info_t info;
     char model_id[256];
     char *chat_template;
+    const char **lora_paths;         /* llm_n_lora of them, the model's strings */
 } llm_drv_t;
 
 static int d_seq_alloc(void *ctx, int *slot)
@@ -95,6 +96,7 @@ static void d_close(void *ctx)
     llm_drv_t *d = ctx;
     llm_free(d->m);
     free(d->chat_template);
+    free(d->lora_paths);
     free(d);
 }
 
@@ -160,6 +162,8 @@ int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
     lp.n_ctx = p->n_ctx;
     lp.cache_type_k = p->cache_type_k;
     lp.cache_type_v = p->cache_type_v;
+    lp.lora = p->lora;
+    lp.n_lora = p->n_lora;
     lp.swa_full = p->swa_full;
     lp.n_seq_max = p->max_running;
     /* the scheduler's step is one llm_decode call: size the activations for all of it */
@@ -185,6 +189,16 @@ int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
         memcpy(d->chat_template, tmpl.ptr, tmpl.len);
         d->chat_template[tmpl.len] = 0;
     }
+    if (llm_n_lora(d->m) > 0) {
+        d->lora_paths = calloc((size_t)llm_n_lora(d->m), sizeof *d->lora_paths);
+        if (!d->lora_paths) {
+            snprintf(err, errlen, "out of memory");
+            d_close(d);
+            return -ENOMEM;
+        }
+        for (int i = 0; i < llm_n_lora(d->m); i++)
+            d->lora_paths[i] = llm_lora_path(d->m, i);
+    }
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     d->info = (eng_info_t){
         .model_id = d->model_id,
@@ -208,6 +222,8 @@ int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
         .cache_type_k = fb_kv_type_name(llm_cache_type_k(d->m)),
         .cache_type_v = fb_kv_type_name(llm_cache_type_v(d->m)),
         .cache_bytes = llm_cache_bytes(d->m),
+        .n_lora = llm_n_lora(d->m),
+        .lora_paths = d->lora_paths,
         .swa_ring = llm_swa_ring(d->m),
     };
     eng_driver_t drv = {

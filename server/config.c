@@ -9,6 +9,7 @@
 #include "server/config.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 #include <limits.h>
@@ -84,6 +85,8 @@ static int check_backend_option(const char *v, char *why, size_t n);
 static int check_api_key(const char *v, char *why, size_t n);
 static int check_user(const char *v, char *why, size_t n);
 static int check_cors_origin(const char *v, char *why, size_t n);
+static int check_lora(const char *v, char *why, size_t n);
+static int check_lora_scaled(const char *v, char *why, size_t n);
 
 /* The KV cache type by default: f32 keeps every shipped reference output (BENCHMARKS.md
  * has the measurements behind the choice) */
@@ -177,6 +180,16 @@ static const opt_t opts[] = {
     {"prompt_lookup_min", 0, T_INT, O(prompt_lookup_min), "2", 1, 64, NULL, 0, NULL,
      "Model and engine", "TOKENS",
      "Shortest n-gram looked up; at most prompt_lookup_max (with spec_type ngram)."},
+    {"lora", 0, T_LIST, O(lora), "", 0, 0, NULL, F_REPEAT, check_lora, "Model and engine",
+     "FILE", "A LoRA adapter (GGUF, as llama.cpp's convert_lora_to_gguf.py writes it) applied "
+     "at scale 1 (llama-server's --lora); repeat for several.  Adapter ids (GET /lora-adapters)"
+     " are these in order, then lora_scaled's."},
+    {"lora_scaled", 0, T_LIST, O(lora_scaled), "", 0, 0, NULL, F_REPEAT, check_lora_scaled,
+     "Model and engine", "FILE SCALE", "A LoRA adapter and its global scale (llama-server's "
+     "--lora-scaled FILE SCALE; in the file \"lora_scaled = FILE SCALE\"); repeatable."},
+    {"lora_init_without_apply", 0, T_BOOL, O(lora_init_without_apply), "off", 0, 0, NULL, 0,
+     NULL, "Model and engine", NULL, "Load the LoRA adapters with global scale 0 (POST "
+     "/lora-adapters sets the scales; llama-server's --lora-init-without-apply)."},
     {"embeddings", 0, T_BOOL, O(embeddings), "on", 0, 0, NULL, 0, NULL, "Model and engine",
      NULL, "Serve /v1/embeddings: an embedding request only prefills its input, beside the "
      "generating requests, so it costs nothing while unused (off: 404)."},
@@ -390,6 +403,86 @@ static int check_backend_option(const char *v, char *why, size_t n)
         if (!isalnum((unsigned char)*p) && !strchr("._-", *p))
             return seterr(why, n, "'%.*s' is not a valid key", (int)(eq - v), v);
     return 0;
+}
+
+static int check_lora(const char *v, char *why, size_t n)
+{
+    if (!*v || strlen(v) > 4000)
+        return seterr(why, n, "a LoRA adapter is a file path (1 to 4000 characters)");
+    return 0;
+}
+
+/* "FILE SCALE": the scale after the last blank. */
+static int split_lora_scaled(const char *v, size_t *path_len, float *scale)
+{
+    const char *sp = strrchr(v, ' '), *tab = strrchr(v, '\t');
+    if (!sp || (tab && tab > sp))
+        sp = tab;
+    if (!sp || sp == v)
+        return -1;
+    char *end;
+    errno = 0;
+    double d = strtod(sp + 1, &end);
+    if (end == sp + 1 || *end || errno || !isfinite(d) || fabs(d) > 1e6)
+        return -1;
+    size_t k = (size_t)(sp - v);
+    while (k > 0 && (v[k - 1] == ' ' || v[k - 1] == '\t'))
+        k--;
+    if (k == 0)
+        return -1;
+    *path_len = k;
+    *scale = (float)d;
+    return 0;
+}
+
+static int check_lora_scaled(const char *v, char *why, size_t n)
+{
+    size_t k;
+    float s;
+    if (strlen(v) > 4000 || split_lora_scaled(v, &k, &s) != 0)
+        return seterr(why, n, "'%.200s' is not FILE SCALE (a path, a blank, a number)", v);
+    return 0;
+}
+
+int cfg_lora(const cfg_t *c, char ***paths, float **scales, int *n)
+{
+    int total = c->lora.n + c->lora_scaled.n;
+    *paths = NULL;
+    *scales = NULL;
+    *n = 0;
+    if (total == 0)
+        return 0;
+    char **p = calloc((size_t)total, sizeof *p);
+    float *s = calloc((size_t)total, sizeof *s);
+    if (!p || !s)
+        goto nomem;
+    for (int i = 0; i < c->lora.n; i++) {
+        if (!(p[i] = strdup(c->lora.v[i])))
+            goto nomem;
+        s[i] = 1.0f;
+    }
+    for (int i = 0; i < c->lora_scaled.n; i++) {
+        size_t k = 0;
+        float sc = 1.0f;
+        if (split_lora_scaled(c->lora_scaled.v[i], &k, &sc) != 0)
+            k = strlen(c->lora_scaled.v[i]);
+        if (!(p[c->lora.n + i] = strndup(c->lora_scaled.v[i], k)))
+            goto nomem;
+        s[c->lora.n + i] = sc;
+    }
+    if (c->lora_init_without_apply)
+        for (int i = 0; i < total; i++)
+            s[i] = 0.0f;
+    *paths = p;
+    *scales = s;
+    *n = total;
+    return 0;
+nomem:
+    for (int i = 0; p && i < total; i++)
+        free(p[i]);
+    free(p);
+    free(s);
+    return -ENOMEM;
 }
 
 static int check_api_key(const char *v, char *why, size_t n)
@@ -979,10 +1072,18 @@ static int walk_flags(cfg_t *c, int argc, char *const *argv, bool apply, char *e
         bool takes_arg = meta == META_CONFIG || (idx >= 0 && opts[idx].type != T_BOOL);
         if (meta != META_NONE && meta != META_CONFIG && val)
             return seterr(err, errlen, "%s takes no value", shown);
+        char joined[4100];
         if (takes_arg && !val) {
             if (i + 1 >= argc)
                 return seterr(err, errlen, "%s needs a value", shown);
             val = argv[++i];
+            /* llama-server's --lora-scaled FILE SCALE: two arguments */
+            if (idx >= 0 && opts[idx].off == O(lora_scaled)) {
+                if (i + 1 >= argc)
+                    return seterr(err, errlen, "%s needs FILE SCALE", shown);
+                snprintf(joined, sizeof joined, "%s %s", val, argv[++i]);
+                val = joined;
+            }
         }
         if (idx >= 0 && opts[idx].type == T_BOOL && !val)
             val = negated ? "off" : "on";
@@ -1679,7 +1780,7 @@ void cfg_dump(const cfg_t *c, FILE *f, bool verbose)
         if ((o->flags & F_REPEAT)) {
             const cfg_list_t *l = cfield(c, o);
             if (l->n == 0 && verbose)
-                fprintf(f, "#%s = KEY=VALUE\n", o->name);
+                fprintf(f, "#%s = %s\n", o->name, o->meta ? o->meta : "VALUE");
             for (int k = 0; k < l->n; k++) {
                 char q[1100];
                 quote(l->v[k], q, sizeof(q));

@@ -60,6 +60,10 @@ typedef struct cfg {
     bool embeddings;        /* serve /v1/embeddings */
     bool spm_infill;        /* /infill in Suffix-Prefix-Middle order */
     int pooling;            /* enum eng_pooling; 0 (auto): the model's, else mean */
+    cfg_list_t lora;        /* LoRA adapter files at scale 1 (llama-server's --lora) */
+    cfg_list_t lora_scaled; /* "FILE SCALE" items (--lora-scaled FILE SCALE): adapter ids
+                               are lora's items in order, then these */
+    bool lora_init_without_apply; /* load the adapters with global scale 0 */
     /* network (restart to change) */
     char *host;
     int port;               /* 0 = any free port (tests) */
@@ -145,6 +149,10 @@ const char *cfg_softmax_name(int softmax);
 /* "f32", "f16", ... for a cache_type_k / cache_type_v value ("?" out of range): the name
  * backends/backend.h's fb_kv_type_from_name takes. */
 const char *cfg_cache_type_name(int cache_type);
+/* The LoRA adapters configured, in id order (lora, then lora_scaled): *n of them; path[i]
+ * points into c (or into *paths' own copies), scale[i] is the global scale it starts with
+ * (0 for all with lora_init_without_apply).  Both arrays malloc'd (free them); -ENOMEM. */
+int cfg_lora(const cfg_t *c, char ***paths, float **scales, int *n);
 /* The common/log.h level for c->log_level and format for c->log_format. */
 int cfg_fd_log_level(const cfg_t *c);
 int cfg_fd_log_format(const cfg_t *c);

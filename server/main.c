@@ -57,6 +57,9 @@ typedef struct daemon {
     bool cancelled;             /* the drain timed out and cancelled what ran */
     double drain_deadline, cancel_deadline;
     int exit_code;
+    char **lora_paths;          /* the LoRA adapters (cfg_lora), n_lora */
+    float *lora_scales;         /* their global scales at start */
+    int n_lora;
 } daemon_t;
 
 /* ---- configuration ---- */
@@ -99,7 +102,13 @@ static int config_init(daemon_t *d, int argc, char **argv)
                d->cfg.config_read ? "" : " absent: defaults and flags",
                cfg_model_path(&d->cfg));
         break;
-    default: return CONTINUE;
+    default:
+        if (cfg_lora(&d->cfg, &d->lora_paths, &d->lora_scales, &d->n_lora) != 0) {
+            fprintf(stderr, "fusiond: out of memory\n");
+            cfg_fini(&d->cfg);
+            return EXIT_FAILURE;
+        }
+        return CONTINUE;
     }
     cfg_fini(&d->cfg);
     return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
@@ -107,6 +116,13 @@ static int config_init(daemon_t *d, int argc, char **argv)
 
 static void config_fini(daemon_t *d)
 {
+    for (int i = 0; i < d->n_lora; i++)
+        free(d->lora_paths[i]);
+    free(d->lora_paths);
+    free(d->lora_scales);
+    d->lora_paths = NULL;
+    d->lora_scales = NULL;
+    d->n_lora = 0;
     cfg_fini(&d->cfg);
 }
 
@@ -267,6 +283,10 @@ static void load_done(uv_work_t *w, int status)
         fd_log_info("KV cache: K %s, V %s, %.1f MiB%s", in->cache_type_k, in->cache_type_v,
                     (double)in->cache_bytes / (1024.0 * 1024.0),
                     in->swa_ring > 0 ? " (sliding-window layers: a ring a sequence)" : "");
+    for (int i = 0; i < in->n_lora; i++)
+        fd_log_info("LoRA adapter %d: %s (scale %g%s)", i, in->lora_paths[i],
+                    i < d->n_lora ? (double)d->lora_scales[i] : 0.0,
+                    d->cfg.lora_init_without_apply ? ", init without apply" : "");
     if (d->cfg.spec_type == CFG_SPEC_NGRAM && in->draft_max == 0)
         fd_log_warn("speculative decoding off: the %s backend's driver cannot drop rejected "
                     "draft tokens from its KV cache", in->backend);
@@ -309,6 +329,8 @@ static int engine_init(daemon_t *d)
         p->lookup_max = c->prompt_lookup_max;
         p->lookup_min = c->prompt_lookup_min;
     }
+    p->lora = (const char *const *)d->lora_paths;
+    p->n_lora = d->n_lora;
     p->on_step = on_engine_step;
     p->on_step_ud = d;
     if (!p->model_path) {
@@ -391,6 +413,8 @@ static int server_init(daemon_t *d)
     char err[512];
     srv_config_t sc;
     srv_config_from(&sc, &d->cfg);
+    sc.lora_scales = d->lora_scales;
+    sc.n_lora = d->n_lora;
     srv_t *s;
     int rc = srv_create(&s, &d->loop, NULL, &sc, err, sizeof(err));
     if (rc) {

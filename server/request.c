@@ -179,6 +179,41 @@ static int get_int(const cJSON *o, const char *key, long long lo, long long hi, 
     return 0;
 }
 
+/* llama-server's "lora": an array of {"id": integer >= 0, "scale": number}. */
+static int parse_lora(const cJSON *root, rq_t *r, rq_err_t *e)
+{
+    const cJSON *l = field(root, "lora"), *it;
+    if (!l)
+        return 0;
+    if (!cJSON_IsArray(l))
+        return bad(e, "lora", "'lora' must be an array of {\"id\", \"scale\"} objects, not %s",
+                   type_name(l));
+    int n = cJSON_GetArraySize(l);
+    if (n > RQ_MAX_LORA)
+        return bad(e, "lora", "'lora' has %d entries; at most %d", n, RQ_MAX_LORA);
+    r->has_lora = true;
+    if (n == 0)
+        return 0;
+    if (!(r->lora = calloc((size_t)n, sizeof *r->lora)))
+        return -ENOMEM;
+    cJSON_ArrayForEach(it, l)
+    {
+        char p[32];
+        snprintf(p, sizeof p, "lora[%d]", r->n_lora);
+        if (!cJSON_IsObject(it))
+            return bad(e, p, "'%s' must be an object with \"id\" and \"scale\", not %s", p,
+                       type_name(it));
+        const cJSON *id = field(it, "id"), *sc = field(it, "scale");
+        if (!id || !is_int(id, 0, 1e9))
+            return bad(e, p, "'%s.id' must be an adapter id (an integer >= 0)", p);
+        if (!sc || !cJSON_IsNumber(sc) || !isfinite(sc->valuedouble) ||
+            fabs(sc->valuedouble) > 1e6)
+            return bad(e, p, "'%s.scale' must be a finite number", p);
+        r->lora[r->n_lora++] = (struct rq_lora){ (int)id->valuedouble, (float)sc->valuedouble };
+    }
+    return 0;
+}
+
 /* A copy of a JSON string checked to be UTF-8. */
 static int dup_str(const cJSON *v, const char *param, char **out, size_t *len, rq_err_t *e)
 {
@@ -1102,7 +1137,8 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
         r->prompt_logprobs = (int)v;
 
     if ((rc = get_bool(root, "stream", &r->stream, e)) ||
-        (rc = get_bool(root, "ignore_eos", &r->ignore_eos, e)))
+        (rc = get_bool(root, "ignore_eos", &r->ignore_eos, e)) ||
+        (rc = parse_lora(root, r, e)))
         return rc;
     const cJSON *so = field(root, "stream_options");
     if (so) {
@@ -1529,6 +1565,7 @@ void rq_free(rq_t *r)
     if (!r)
         return;
     gr_spec_unref(r->grammar);
+    free(r->lora);
     free(r->model);
     for (size_t i = 0; i < r->n_prompts && r->prompts; i++) {
         free(r->prompts[i].text);

@@ -153,7 +153,16 @@ typedef struct rq {
      * a line after the first (a line indented less ends the answer, cut before its text) */
     float t_max_predict_ms;
     int n_indent;
+    /* llama-server's per-request LoRA scales: "lora": [{"id": N, "scale": S}, ...]; the
+     * adapters not listed get scale 0 (has_lora false: the server's global scales).  Ids are
+     * checked against the adapters loaded by the server. */
+    bool has_lora;
+    struct rq_lora { int id; float scale; } *lora;
+    int n_lora;
 } rq_t;
+
+/* Most entries of a request's "lora". */
+#define RQ_MAX_LORA 64
 
 /* Bounds of an /infill body. */
 #define RQ_MAX_EXTRA 4096          /* input_extra chunks */

@@ -10,6 +10,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -47,7 +48,8 @@
 
 enum route {
     R_NONE, R_HEALTH, R_METRICS, R_MODELS, R_MODEL_ONE, R_COMPLETIONS, R_CHAT, R_TOKENIZE,
-    R_DETOKENIZE, R_EMBEDDINGS, R_RESPONSES, R_RESPONSE_ONE, R_RESPONSE_TOKENS, R_INFILL
+    R_DETOKENIZE, R_EMBEDDINGS, R_RESPONSES, R_RESPONSE_ONE, R_RESPONSE_TOKENS, R_INFILL,
+    R_LORA
 };
 
 static const struct route_def {
@@ -79,6 +81,9 @@ static const struct route_def {
     {"/v1/responses/", "DELETE", R_RESPONSE_ONE, MET_EP_RESPONSES, true},
     {"/responses/", "GET", R_RESPONSE_ONE, MET_EP_RESPONSES, true},
     {"/responses/", "DELETE", R_RESPONSE_ONE, MET_EP_RESPONSES, true},
+    /* llama-server's: list the LoRA adapters with their global scales, and set them */
+    {"/lora-adapters", "GET", R_LORA, MET_EP_OTHER, false},
+    {"/lora-adapters", "POST", R_LORA, MET_EP_OTHER, false},
 };
 
 typedef struct srv_job srv_job_t;
@@ -153,6 +158,7 @@ struct srv_job {
     /* generation */
     rq_t rq;
     bool have_rq;
+    float lora[RQ_MAX_LORA];    /* the LoRA scales its sequences run under */
     bool admitted;              /* counted in srv->running */
     bool abandoned;             /* answered with an error while sequences still ran */
     bool stream;
@@ -211,6 +217,8 @@ struct srv {
     char **origins;             /* CORS: allowed origins ("*" among them: any) */
     int n_origins;
     rq_limits_t lim;
+    /* LoRA: the global scale of each of the engine's adapters (POST /lora-adapters) */
+    float lora_scale[RQ_MAX_LORA];
     /* HTTP */
     struct MHD_Daemon *mhd;
     int listen_fd;
@@ -2300,6 +2308,10 @@ static int submit_choice(srv_job_t *j, int i, double timeout, char *err, size_t 
         er.pooling = s->pooling;
         er.normalize = true;     /* OpenAI's embeddings have length 1 */
     }
+    if (s->info->n_lora > 0) {
+        er.lora = j->lora;
+        er.n_lora = FD_MIN(s->info->n_lora, RQ_MAX_LORA);
+    }
     er.timeout_s = timeout;
     er.on_event = on_engine_event;
     er.ud = c;
@@ -2526,6 +2538,111 @@ static int responses_translate(srv_job_t *j, char **chat, rq_err_t *e)
     return rs_chat_body(j->rs, j->rs_hist, chat, e);
 }
 
+/* ---- LoRA adapters (llama-server's /lora-adapters and per-request "lora") ---- */
+
+static int lora_count(const srv_t *s)
+{
+    return s->info ? FD_MIN(s->info->n_lora, RQ_MAX_LORA) : 0;
+}
+
+/* GET /lora-adapters: [{"id", "path", "scale"}] with the global scales. */
+static enum MHD_Result answer_lora_list(srv_job_t *j)
+{
+    srv_t *s = j->srv;
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; a && i < lora_count(s); i++) {
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddItemToArray(a, o)) {
+            cJSON_Delete(o);
+            cJSON_Delete(a);
+            a = NULL;
+            break;
+        }
+        cJSON_AddNumberToObject(o, "id", i);
+        cJSON_AddStringToObject(o, "path", s->info->lora_paths[i]);
+        cJSON_AddNumberToObject(o, "scale", s->lora_scale[i]);
+    }
+    char *body = a ? cJSON_PrintUnformatted(a) : NULL;
+    cJSON_Delete(a);
+    return answer_json(j, body ? 200 : 500, body);
+}
+
+/* [{"id": N, "scale": S}, ...] into scales (n_lora of them, the unlisted ones 0): 0, or
+ * -EINVAL with e (a 400). */
+static int lora_parse_list(const srv_t *s, const cJSON *arr, float *scales, rq_err_t *e)
+{
+    const int n = lora_count(s);
+    if (!cJSON_IsArray(arr))
+        return rq_fail(e, 400, "invalid_request_error", NULL,
+                       "the body must be an array of {\"id\", \"scale\"} objects");
+    for (int i = 0; i < n; i++)
+        scales[i] = 0.0f;
+    const cJSON *it;
+    int k = 0;
+    cJSON_ArrayForEach(it, arr)
+    {
+        const cJSON *id = cJSON_IsObject(it) ? cJSON_GetObjectItemCaseSensitive(it, "id") : NULL;
+        const cJSON *sc = cJSON_IsObject(it) ? cJSON_GetObjectItemCaseSensitive(it, "scale")
+                                             : NULL;
+        if (!cJSON_IsNumber(id) || id->valuedouble != floor(id->valuedouble) ||
+            id->valuedouble < 0 || id->valuedouble >= n)
+            return rq_fail(e, 400, "invalid_request_error", "id",
+                           "entry %d: invalid adapter id (%d adapters loaded: 0..%d)", k, n,
+                           n - 1);
+        if (!cJSON_IsNumber(sc) || !isfinite(sc->valuedouble) || fabs(sc->valuedouble) > 1e6)
+            return rq_fail(e, 400, "invalid_request_error", "scale",
+                           "entry %d: the scale must be a finite number", k);
+        scales[(int)id->valuedouble] = (float)sc->valuedouble;
+        k++;
+    }
+    return 0;
+}
+
+/* POST /lora-adapters: sets every global scale (the adapters not listed: 0). */
+static enum MHD_Result answer_lora_set(srv_job_t *j)
+{
+    srv_t *s = j->srv;
+    if (!s->eng)
+        return answer_unavailable(j, "loading", "the model is loading; retry shortly");
+    rq_err_t e;
+    cJSON *root = cJSON_ParseWithLength(j->body.buf ? j->body.buf : "", j->body.len);
+    if (!root) {
+        rq_fail(&e, 400, "invalid_request_error", NULL, "the body is not valid JSON");
+        return answer_err(j, &e);
+    }
+    float scales[RQ_MAX_LORA];
+    int rc = lora_parse_list(s, root, scales, &e);
+    cJSON_Delete(root);
+    if (rc)
+        return answer_err(j, &e);
+    for (int i = 0; i < lora_count(s); i++)
+        s->lora_scale[i] = scales[i];
+    fd_log_info("LoRA adapters: global scales set by POST /lora-adapters");
+    char *body = strdup("{\"success\":true}");
+    return answer_json(j, body ? 200 : 500, body);
+}
+
+/* The scales a generation request runs under: its "lora" (unlisted adapters 0), else the
+ * global ones at arrival. */
+static int lora_of_request(srv_job_t *j, rq_err_t *e)
+{
+    srv_t *s = j->srv;
+    const int n = lora_count(s);
+    if (!j->rq.has_lora) {
+        memcpy(j->lora, s->lora_scale, sizeof(float) * (size_t)n);
+        return 0;
+    }
+    memset(j->lora, 0, sizeof j->lora);
+    for (int i = 0; i < j->rq.n_lora; i++) {
+        if (j->rq.lora[i].id >= n)
+            return rq_fail(e, 400, "invalid_request_error", "lora",
+                           "lora[%d]: invalid adapter id %d (%d adapters loaded)", i,
+                           j->rq.lora[i].id, n);
+        j->lora[j->rq.lora[i].id] = j->rq.lora[i].scale;
+    }
+    return 0;
+}
+
 static enum MHD_Result on_body_complete(srv_job_t *j)
 {
     srv_t *s = j->srv;
@@ -2533,6 +2650,8 @@ static enum MHD_Result on_body_complete(srv_job_t *j)
         return answer_fail(j, 413, "invalid_request_error", "request_too_large", NULL,
                            "the request body is larger than the limit of %zu bytes",
                            s->cfg.max_body_bytes);
+    if (j->route == R_LORA)
+        return answer_lora_set(j);
     int kind = j->route == R_COMPLETIONS ? RQ_COMPLETION
                : j->route == R_INFILL ? RQ_INFILL
                : j->route == R_CHAT || j->route == R_RESPONSES ||
@@ -2555,6 +2674,8 @@ static enum MHD_Result on_body_complete(srv_job_t *j)
         return answer_err(j, &e);
     }
     j->have_rq = true;
+    if ((prc = lora_of_request(j, &e)))
+        return answer_err(j, &e);
     size_t body_len = j->body.len;
     sb_free(&j->body);
     if (j->rq.model && strcmp(j->rq.model, s->model_id) != 0 &&
@@ -2669,6 +2790,8 @@ static enum MHD_Result on_headers(srv_job_t *j, const char *url, const char *met
         return answer_unavailable(j, "loading", "the model is loading; retry shortly");
     if (j->route == R_MODELS || j->route == R_MODEL_ONE)
         return answer_models(j, url);
+    if (j->route == R_LORA && strcmp(method, "POST") != 0)
+        return answer_lora_list(j);
     if (j->route == R_RESPONSE_ONE)
         return answer_stored(j, url, method);
     if (j->route == R_EMBEDDINGS && !s->cfg.embeddings)
@@ -2918,6 +3041,9 @@ int srv_create(srv_t **out, uv_loop_t *loop, eng_t *eng, const srv_config_t *cfg
     s->cfg.model_id = s->model_id;
     s->cfg.api_keys = NULL;
     s->cfg.cors_origins = NULL;
+    for (int i = 0; cfg->lora_scales && i < FD_MIN(cfg->n_lora, RQ_MAX_LORA); i++)
+        s->lora_scale[i] = cfg->lora_scales[i];
+    s->cfg.lora_scales = NULL;
     if (cfg->tls_cert_pem) {
         char why[256];
         rc = tls_count() > 0 ? -EBUSY : tls_set(cfg->tls_cert_pem, cfg->tls_key_pem, why,

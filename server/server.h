@@ -76,6 +76,11 @@ typedef struct srv_config {
      * bytes of their JSON (default 64 MiB), the least recently used dropped first. */
     int responses_store;
     size_t responses_store_bytes;
+    /* LoRA: the global scales of the engine's adapters at start (copied; n_lora of them,
+     * the engine's eng_info_t.n_lora; missing ones start at 0).  GET /lora-adapters lists
+     * them, POST /lora-adapters sets them, and a request without "lora" runs under them. */
+    const float *lora_scales;
+    int n_lora;
 } srv_config_t;
 
 void srv_config_default(srv_config_t *c);

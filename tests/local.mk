@@ -223,6 +223,11 @@ EXTRA_DIST += tests/data/llamacpp-gemma-f32.txt tests/data/llamacpp-gemma-q4_k_m
 	tests/data/llamacpp-qwen3moe-q4_k_m.txt tests/data/llamacpp-qwen3moe-q8_0.txt \
 	tests/data/llamacpp-tok-gemma.txt tests/ref/llamacpp-logits.mjs \
 	tests/ref/llamacpp-tokens.mjs tests/ref/make-refs.sh tests/ref/package.json
+# LoRA adapters applied by llama.cpp (tests/ref/make-refs.sh's LORAS)
+EXTRA_DIST += tests/data/llamacpp-lora-llama-f32.txt \
+	tests/data/llamacpp-lora-llama-f32-scaled.txt tests/data/llamacpp-lora-llama-q4_k_m.txt \
+	tests/data/llamacpp-lora-llama-q8_0.txt tests/data/llamacpp-lora-phi3-f32.txt \
+	tests/data/llamacpp-lora-qwen2-f32.txt
 
 check_PROGRAMS += tests/test_corsair
 tests_test_corsair_SOURCES = tests/test_corsair.c
@@ -345,3 +350,6 @@ tests_test_lora_SOURCES = tests/test_lora.c
 tests_test_lora_CFLAGS = $(TEST_CFLAGS)
 tests_test_lora_LDADD = $(TEST_LIBS)
 TESTS += tests/test_lora
+# LoRA adapters through the daemon: /lora-adapters, per-request "lora", the prefix cache.
+dist_check_SCRIPTS += tests/test_lora_server.py
+TESTS += tests/test_lora_server.py

@@ -10,7 +10,9 @@
  * renormalization or not, OLMoE's whole-row Q/K norms, qwen2moe's sigmoid-gated shared
  * expert, a prompt that reaches every expert)
  * too, and a Gemma-style vocabulary tokenizes as llama.cpp tokenizes it; and with f16 and q8_0
- * KV caches, against llama.cpp's runs with the same cache types.  The references are
+ * KV caches, against llama.cpp's runs with the same cache types; and with LoRA adapters
+ * (F32, F16, BF16, Q8_0; one and two at once, scales 1, 0.4, -1.5, 0.7, 0.5) on F32, Q8_0 and
+ * Q4_K_M models, where dropping the adapters' terms or scaling them wrongly fails.  The references are
  * tests/data/llamacpp-*.txt, written by tests/ref/make-refs.sh with
  * llama.cpp's own CPU binaries; each file's "model" line is the recipe this test writes the
  * same model from. */
@@ -22,6 +24,7 @@
 #include "common/ggtypes.h"
 #include "engine/gguf_write.h"
 #include "backends/backend.h"
+#include "engine/lora.h"
 #include "engine/model.h"
 #include "tests/testutil.h"
 
@@ -35,6 +38,14 @@ typedef struct ref {
     int n_ids;
     float *logits;          /* n_ids rows of N_VOCAB */
     int cache_k, cache_v;   /* llama.cpp's KV cache types (the "cache" line; F32 without) */
+    /* LoRA adapters ("lora" lines): the recipe of each (fusion-gguf-gen --lora), its scale,
+     * and the file write_model writes it to */
+    lora_gen_t lora[4];
+    char lora_targets[4][128], lora_type[4][16];
+    float lora_scale[4];
+    char lora_path[4][4096];
+    const char *lora_paths[4];
+    int n_lora;
 } ref_t;
 
 static char tmpdir[] = "/tmp/fusiond-llamacpp-XXXXXX";
@@ -126,6 +137,17 @@ static void load_ref(const char *name, ref_t *r)
             r->cache_k = fb_kv_type_from_name(k);
             r->cache_v = fb_kv_type_from_name(v);
             ck_assert_msg(r->cache_k >= 0 && r->cache_v >= 0, "%s: bad cache line", rel);
+        } else if (!strncmp(line, "lora ", 5)) {
+            ck_assert_int_lt(r->n_lora, 4);
+            int k = r->n_lora++;
+            unsigned long long seed;
+            ck_assert_msg(sscanf(line + 5, "rank=%d alpha=%f seed=%llu type=%15s targets=%127s "
+                                 "scale=%f", &r->lora[k].rank, &r->lora[k].alpha, &seed,
+                                 r->lora_type[k], r->lora_targets[k], &r->lora_scale[k]) == 6,
+                          "%s: bad lora line", rel);
+            r->lora[k].seed = seed;
+            r->lora[k].type = parse_type(r->lora_type[k]);
+            r->lora[k].targets = r->lora_targets[k];
         } else if (!strncmp(line, "ids ", 4)) {
             char *p = line + 4, *end;
             for (long v; (v = strtol(p, &end, 10)), end != p; p = end) {
@@ -168,7 +190,21 @@ static const char *write_model(ref_t *r, const char *name)
     char err[512];
     int rc = gguf_w_llama_write(&r->spec, path, 1, err, sizeof(err));
     ck_assert_msg(rc == 0, "writing %s: %s", path, err);
+    for (int k = 0; k < r->n_lora; k++) {
+        snprintf(r->lora_path[k], sizeof(r->lora_path[k]), "%s/%s-a%d.gguf", tmpdir, name, k);
+        r->lora[k].base_path = path;
+        rc = lora_write_random(&r->lora[k], r->lora_path[k], err, sizeof(err));
+        ck_assert_msg(rc == 0, "writing %s: %s", r->lora_path[k], err);
+        r->lora_paths[k] = r->lora_path[k];
+    }
     return path;
+}
+
+static void unlink_files(const ref_t *r, const char *path)
+{
+    unlink(path);
+    for (int k = 0; k < r->n_lora; k++)
+        unlink(r->lora_path[k]);
 }
 
 /* fusiond's logits for every prompt position: in one prefill step, or (stepwise) one token
@@ -186,6 +222,8 @@ static float *run_cache(const char *path, bool fusion, bool ref_ops, bool stepwi
     p.threads = 1;
     p.backend_options = ref_ops ? ref_opt : NULL;
     p.n_batch_max = n_batch;
+    p.lora = r->n_lora ? r->lora_paths : NULL;
+    p.n_lora = r->n_lora;
     llm_model_t *m = NULL;
     char err[512];
     int rc = llm_load(&m, &p, err, sizeof(err));
@@ -198,7 +236,8 @@ static float *run_cache(const char *path, bool fusion, bool ref_ops, bool stepwi
     int step = stepwise ? 1 : r->n_ids;
     for (int t = 0; t < r->n_ids; t += step) {
         llm_batch_entry_t e = { .slot = slot, .tokens = r->ids + t, .n_tokens = step,
-                                .want_logits = step };
+                                .want_logits = step,
+                                .lora = r->n_lora ? r->lora_scale : NULL };
         ck_assert_int_eq(llm_decode(m, &e, 1, lg + (size_t)t * N_VOCAB), 0);
     }
     /* a mixture of experts: the prompt reaches every expert of every layer, and each row
@@ -306,7 +345,29 @@ static const char *const refs[] = {
     "qwen3moe-q8_0", "qwen3moe-q4_k_m", "olmoe-f32", "olmoe-q4_k_m", "mixtral-f32",
     "mixtral-q4_0", "qwen2moe-f32", "qwen2moe-q4_k_m", "llama-hd64-f32", "qwen3-f32-kv-f16",
     "qwen3-f32-kv-q8_0", "llama-hd64-f32-kv-f16", "llama-hd64-f32-kv-q8_0",
+    "lora-llama-f32", "lora-llama-f32-scaled", "lora-qwen2-f32", "lora-phi3-f32",
+    "lora-llama-q8_0", "lora-llama-q4_k_m",
 };
+
+/* A reference with adapters: every adapted matrix is three products (W x, A x, B (A x)), so
+ * an F32 model's float-order differences double (measured 2.8e-6 llama, 1.4e-5 phi3 in
+ * sub-batches of 3, against 1e-5 without adapters); an adapter of another type rounds the
+ * activations of its two products as a weight of that type does (llama.cpp's CPU products),
+ * on a term as large as the base product here (alpha / rank * scale up to 2.8): F16 as the
+ * F16 models' bound (measured 6.1e-4), BF16 twice the BF16 models' (measured 1.9e-2).  The
+ * terms dropped, alpha not divided by the rank or a wrong scale are 1.3 to 12 away
+ * (test_lora_discriminates). */
+static double ref_bound(const ref_t *r)
+{
+    if (r->cache_k != GG_F32)
+        return cache_bound(r->cache_k);
+    double b = bound(r->arch, r->type);
+    if (r->n_lora > 0 && !strcmp(r->type, "F32"))
+        b *= 2;
+    for (int k = 0; k < r->n_lora; k++)
+        b = fmax(b, strcmp(r->lora_type[k], "BF16") ? bound(r->arch, r->lora_type[k]) : 3e-2);
+    return b;
+}
 
 START_TEST(test_matches_llamacpp)
 {
@@ -314,7 +375,7 @@ START_TEST(test_matches_llamacpp)
     ref_t r;
     load_ref(name, &r);
     const char *path = write_model(&r, name);
-    double b = r.cache_k != GG_F32 ? cache_bound(r.cache_k) : bound(r.arch, r.type);
+    double b = ref_bound(&r);
     /* the last variant: the prompt in sub-batches of 3 rows (later rows find the earlier
      * ones in the cache; Gemma's windows start inside a sub-batch's past) */
     for (int v = 0; v < 5; v++) {
@@ -334,7 +395,44 @@ START_TEST(test_matches_llamacpp)
         free(lg);
     }
     free(r.logits);
-    unlink(path);
+    unlink_files(&r, path);
+}
+END_TEST
+
+/* The LoRA references need the adapters' terms at their scales: fusiond without the terms
+ * (scale 0), with alpha not divided by the rank, or with the scale applied twice, is outside
+ * the bound; with them it is inside (test_matches_llamacpp). */
+START_TEST(test_lora_discriminates)
+{
+    static const char *const names[] = { "lora-llama-f32", "lora-llama-f32-scaled",
+                                         "lora-llama-q4_k_m" };
+    for (size_t n = 0; n < FD_ARRAY_LEN(names); n++) {
+        ref_t r;
+        load_ref(names[n], &r);
+        const char *path = write_model(&r, names[n]);
+        const double b = ref_bound(&r);
+        float scale[4];
+        memcpy(scale, r.lora_scale, sizeof(scale));
+        for (int v = 0; v < 3; v++) {
+            for (int k = 0; k < r.n_lora; k++)
+                r.lora_scale[k] = v == 0 ? 0.0f
+                                : v == 1 ? scale[k] * (float)r.lora[k].rank
+                                         : scale[k] * 2.0f;
+            float *lg = run(path, true, false, false, 0, &r);
+            int worst = 0;
+            double e = rel_err(lg, &r, &worst);
+            static const char *const what[] = { "without the LoRA term",
+                                                "with alpha not divided by the rank",
+                                                "with a wrong scale" };
+            fprintf(stderr, "%-22s %-36s relative error %.2e (bound %.1e)\n", names[n],
+                    what[v], e, b);
+            ck_assert_msg(e > 10 * b, "%s %s: within %.3e of llama.cpp (bound %.1e)",
+                          names[n], what[v], e, b);
+            free(lg);
+        }
+        free(r.logits);
+        unlink_files(&r, path);
+    }
 }
 END_TEST
 
@@ -799,6 +897,7 @@ static Suite *suite(void)
     tcase_set_timeout(c, 120);
     tcase_add_loop_test(c, test_matches_llamacpp, 0, (int)FD_ARRAY_LEN(refs));
     tcase_add_test(c, test_discriminates);
+    tcase_add_test(c, test_lora_discriminates);
     tcase_add_test(c, test_cache_type_discriminates);
     tcase_add_test(c, test_qwen3_bad_norm);
     tcase_add_test(c, test_gemma_bad);

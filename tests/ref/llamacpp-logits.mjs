@@ -28,9 +28,16 @@ const cacheK = (env.LLAMACPP_CACHE_TYPE_K || env.LLAMACPP_CACHE_TYPE || "f32").t
 const cacheV = (env.LLAMACPP_CACHE_TYPE_V || env.LLAMACPP_CACHE_TYPE || "f32").toUpperCase();
 const flash = env.LLAMACPP_FLASH ? env.LLAMACPP_FLASH === "1"
                                  : !["F32", "F16", "BF16"].includes(cacheV);
+// LoRA adapters: LLAMACPP_LORA="FILE:SCALE;FILE:SCALE" (llama.cpp applies each at its scale
+// times alpha / rank).
+const lora = (env.LLAMACPP_LORA || "").split(";").filter(x => x).map(x => {
+    const at = x.lastIndexOf(":");
+    return {filePath: x.slice(0, at), scale: Number(x.slice(at + 1))};
+});
 const ctx = await model.createContext({contextSize: 256, batchSize: 256, threads: 1,
     flashAttention: flash, experimentalKvCacheKeyType: cacheK,
-    experimentalKvCacheValueType: cacheV});
+    experimentalKvCacheValueType: cacheV,
+    ...(lora.length ? {lora: {adapters: lora}} : {})});
 const seq = ctx.getSequence();
 const out = await seq.controlledEvaluate(ids.map(t => [t, {generateNext: {logits: true}}]));
 for (let i = 0; i < ids.length; i++) {

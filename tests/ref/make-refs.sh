@@ -121,6 +121,59 @@ llama-hd64-f32-kv-q8_0|llama 128 2 4 2 64 256 F32 0 28 0 0 0
 llama-hd64-f32|llama 128 2 4 2 64 256 F32 0 28 0 0 0
 MODELS
 
+# LoRA adapters (fusion-gguf-gen --lora: seeded random A and B) applied by llama.cpp:
+# name | arch n_embd n_layer n_head n_head_kv head_dim n_ff type tied seed | adapters, each
+#        "rank alpha seed type targets scale", separated by ';'
+while IFS='|' read -r name spec adapters; do
+    case $name in ${MAKE_REFS_ONLY:-*}) ;; *) continue ;; esac
+    set -- $spec
+    arch=$1 embd=$2 layer=$3 head=$4 headkv=$5 hd=$6 ff=$7 type=$8 tied=$9 seed=${10}
+    model=$tmp/$name.gguf
+    tflag=--untied; [ "$tied" = 1 ] && tflag=--tied
+    hdflag=; [ "$hd" != 0 ] && hdflag="--head-dim $hd"
+    "$gen" -o "$model" --arch "$arch" --n-embd "$embd" --n-layer "$layer" \
+        --n-head "$head" --n-head-kv "$headkv" $hdflag --n-ff "$ff" --n-vocab 512 \
+        --n-ctx 256 -t "$type" $tflag -s "$seed" -j 1 >/dev/null
+    lines= lora= k=0
+    IFS=';'
+    for a in $adapters; do
+        IFS=' '
+        set -- $a
+        f=$tmp/$name-a$k.gguf
+        "$gen" --lora "$model" -o "$f" --rank "$1" --alpha "$2" -s "$3" -t "$4" \
+            --targets "$5" >/dev/null
+        lines="${lines}lora rank=$1 alpha=$2 seed=$3 type=$4 targets=$5 scale=$6
+"
+        lora="$lora$f:$6;"
+        k=$((k + 1))
+        IFS=';'
+    done
+    IFS=' '
+    out=$top/tests/data/llamacpp-$name.txt
+    {
+        echo "# llama.cpp's next-token logits after each prompt position, for the random model"
+        echo "# the model line describes with the LoRA adapters of the lora lines applied at their"
+        echo "# scales (fusion-gguf-gen's weights, fusion-gguf-gen --lora's adapters), written by"
+        echo "# tests/ref/make-refs.sh with node-llama-cpp $version (llama.cpp tag $release,"
+        echo "# prebuilt CPU binaries, 1 thread)"
+        echo "model arch=$arch n_embd=$embd n_layer=$layer n_head=$head n_head_kv=$headkv" \
+             "head_dim=$hd n_ff=$ff n_vocab=512 n_ctx=256 type=$type tied=$tied seed=$seed" \
+             "rope_freqs=0 orig_ctx=0 attn_factor=0"
+        printf '%s' "$lines"
+        echo "ids $ids"
+        LLAMACPP_LORA=$lora node "$ref/llamacpp-logits.mjs" "$model" $ids
+    } > "$out.tmp"
+    mv "$out.tmp" "$out"
+    echo "wrote $out"
+done <<'LORAS'
+lora-llama-f32|llama 64 2 4 2 0 160 F32 0 11|4 8 51 F32 all 1
+lora-llama-f32-scaled|llama 64 2 4 2 0 160 F32 0 11|4 8 51 F32 all 0.4;8 4 52 F16 attn_q,attn_v,ffn_down,output -1.5
+lora-qwen2-f32|qwen2 64 2 4 2 0 160 F32 1 12|4 16 53 BF16 all 0.7
+lora-phi3-f32|phi3 64 2 4 2 0 160 F32 0 24|4 8 54 F32 all 1
+lora-llama-q8_0|llama 256 2 4 2 0 512 Q8_0 0 14|32 32 55 Q8_0 all 1
+lora-llama-q4_k_m|llama 256 2 4 2 0 512 Q4_K_M 0 16|8 16 56 F16 all 0.5
+LORAS
+
 # The Gemma-style vocabulary (fusion-gguf-gen --gemma-vocab) tokenized by llama.cpp: texts with
 # spaces and runs of them, newlines, tabs, user-defined and control pieces, UTF-8 that falls
 # back to bytes; each without and with special-token parsing, no BOS added.

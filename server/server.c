@@ -51,7 +51,7 @@ enum route {
     R_NONE, R_HEALTH, R_METRICS, R_MODELS, R_MODEL_ONE, R_COMPLETIONS, R_CHAT, R_TOKENIZE,
     R_DETOKENIZE, R_EMBEDDINGS, R_RESPONSES, R_RESPONSE_ONE, R_RESPONSE_TOKENS, R_INFILL,
     /* llama-server's native API */
-    R_NATIVE, R_PROPS, R_PROPS_SET, R_SLOTS, R_APPLY_TEMPLATE,
+    R_NATIVE, R_PROPS, R_PROPS_SET, R_SLOTS, R_SLOT_ACTION, R_APPLY_TEMPLATE,
     R_LORA
 };
 
@@ -79,6 +79,7 @@ static const struct route_def {
     {"/props", "GET", R_PROPS, MET_EP_PROPS, false},
     {"/props", "POST", R_PROPS_SET, MET_EP_PROPS, false},
     {"/slots", "GET", R_SLOTS, MET_EP_SLOTS, false},
+    {"/slots/", "POST", R_SLOT_ACTION, MET_EP_SLOTS, true},
     {"/apply-template", "POST", R_APPLY_TEMPLATE, MET_EP_APPLY_TEMPLATE, false},
     {"/v1/responses", "POST", R_RESPONSES, MET_EP_RESPONSES, false},
     {"/responses", "POST", R_RESPONSES, MET_EP_RESPONSES, false},
@@ -582,7 +583,7 @@ static void new_id(srv_t *s, const char *prefix, char *out, size_t cap)
 static bool native_route(int route)
 {
     return route == R_NATIVE || route == R_PROPS || route == R_PROPS_SET || route == R_SLOTS ||
-           route == R_APPLY_TEMPLATE;
+           route == R_SLOT_ACTION || route == R_APPLY_TEMPLATE;
 }
 
 static char *err_body(const srv_job_t *j, int status, const char *type, const char *code,
@@ -3088,6 +3089,10 @@ static enum MHD_Result on_headers(srv_job_t *j, const char *url, const char *met
         return answer_props(j);
     if (j->route == R_SLOTS)
         return answer_slots(j);
+    if (j->route == R_SLOT_ACTION)
+        return answer_fail(j, 501, "not_supported_error", NULL, NULL,
+                           "slot actions (save, restore, erase) are not supported: fusiond "
+                           "keeps no per-slot prompt cache files");
     if (j->route == R_PROPS_SET)
         return answer_fail(j, 501, "not_supported_error", NULL, NULL,
                            "This server does not support changing global properties: fusiond "

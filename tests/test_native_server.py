@@ -218,6 +218,8 @@ def test_stream(d):
 def test_props_slots(d):
     st, _, props = d.post("/props", {})
     llama_error(st, props, 501, "POST /props is refused")
+    st, _, js = d.post("/slots/0?action=save", {"filename": "x.bin"})
+    llama_error(st, js, 501, "POST /slots/0?action=save is refused")
     st, _, raw = d.get("/props")
     props = json.loads(raw)
     models = json.loads(d.get("/v1/models")[2])["data"][0]

@@ -33,7 +33,7 @@ typedef struct srv_config {
                                    GGUF's tokenizer.chat_template: a server/chat.h name
                                    ("plain", "llama2", "llama3", "llama3.1", "chatml",
                                    "qwen", "qwen3", "mistral", "gemma", "phi3", "zephyr",
-                                   "deepseek-r1", "mistral3");
+                                   "deepseek-r1", "mistral3", "granite");
                                    NULL, "" or "auto" = detect.  srv_create: -EINVAL for
                                    others */
     int reasoning_format;       /* enum rsn_format (server/reasoning.h): where a chat
@@ -63,6 +63,8 @@ typedef struct srv_config {
     bool embeddings;            /* serve /v1/embeddings (default on; off: 404) */
     bool spm_infill;            /* /infill's prompt in Suffix-Prefix-Middle order (default
                                    off: Prefix-Suffix-Middle) */
+    bool slots;                 /* serve GET /slots (default on; off: 501, as llama-server's
+                                   --no-slots) */
     int pooling;                /* enum eng_pooling for embeddings; ENG_POOL_NONE (auto,
                                    the default): the model's pooling type, else mean */
     /* HTTPS: the certificate (chain) and its unencrypted private key, PEM texts; both or

@@ -217,9 +217,10 @@ typedef struct fcuda {
     /* weights */
     wdev_t **wc;
     int n_wc, cap_wc;
-    /* RoPE frequency tables, one per (n_rot, base) seen */
-    /* RoPE tables, by (n_rot, base, the factors' values: hf, a host copy, or NULL) */
-    struct { int n_rot; float base; float *hf; double *d; float yarn[4]; } rf[4];
+    /* RoPE tables, by (n_rot, base, the factors' values: hf, a host copy, or NULL, and
+     * YaRN's scale, blend and ramp ends); a model needs one or two (Gemma's local and global
+     * bases), test_rope's YaRN cases a dozen */
+    struct { int n_rot; float base; float *hf; double *d; float yarn[4]; } rf[16];
     int n_rf;
     /* steptime=1: where a step's wall time goes (summary logged when the option is set) */
     bool steptime, st_on;

@@ -266,6 +266,56 @@ int fb_layernorm(fb_backend_t *be, const float *x, int64_t n_rows, int64_t n,
     return rc;
 }
 
+/* ggml's rotation count to pair index: the pair that turns n_turns times in n_ctx_orig
+ * positions, n_rot * ln(n_ctx_orig / (2 pi n_turns)) / (2 ln base) */
+static float corr_dim(const fb_rope_t *r, float n_turns)
+{
+    return (float)r->n_rot * logf((float)r->n_ctx_orig / (n_turns * 2 * (float)M_PI)) /
+           (2 * logf(r->freq_base));
+}
+
+void fb_rope_corr_dims(const fb_rope_t *rope, float dims[2])
+{
+    float lo = floorf(corr_dim(rope, rope->beta_fast));
+    float hi = ceilf(corr_dim(rope, rope->beta_slow));
+    dims[0] = lo > 0 ? lo : 0;
+    dims[1] = hi < (float)(rope->n_rot - 1) ? hi : (float)(rope->n_rot - 1);
+}
+
+float fb_rope_yarn_mix(const fb_rope_t *rope, const float dims[2], int i)
+{
+    if (rope->ext_factor == 0.0f)
+        return 0.0f;
+    float w = dims[1] - dims[0];
+    float y = ((float)i - dims[0]) / (w > 0.001f ? w : 0.001f);
+    y = y < 0 ? 0 : y > 1 ? 1 : y;
+    return (1 - y) * rope->ext_factor;
+}
+
+float fb_rope_mscale(const fb_rope_t *rope)
+{
+    float m = rope->attn_factor > 0 ? rope->attn_factor : 1.0f;
+    if (rope->ext_factor != 0.0f)
+        m *= 1.0f + 0.1f * logf(1.0f / rope->freq_scale);
+    return m;
+}
+
+int fb_rope_check(const fb_rope_t *rope, int head_dim)
+{
+    if (rope->n_rot <= 0 || rope->n_rot > head_dim || rope->n_rot % 2 ||
+        (rope->mode != FB_ROPE_ADJACENT && rope->mode != FB_ROPE_NEOX) ||
+        !(rope->freq_base > 0) || !isfinite(rope->freq_base) || !(rope->freq_scale > 0) ||
+        !isfinite(rope->freq_scale) || !(rope->attn_factor >= 0) ||
+        !isfinite(rope->attn_factor) || !(rope->ext_factor >= 0) || !isfinite(rope->ext_factor))
+        return -EINVAL;
+    /* a base of 1 has no correction dims (ln 1 divides) */
+    if (rope->ext_factor != 0.0f &&
+        (rope->n_ctx_orig <= 0 || !(rope->beta_fast > 0) || !(rope->beta_slow > 0) ||
+         !isfinite(rope->beta_fast) || !isfinite(rope->beta_slow) || rope->freq_base == 1.0f))
+        return -EINVAL;
+    return 0;
+}
+
 int fb_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int n_heads, int head_dim,
             const int32_t *pos, const fb_rope_t *rope)
 {

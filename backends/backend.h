@@ -77,7 +77,27 @@ typedef struct fb_rope {
     /* NULL, or n_rot / 2 F32 factors (a prepared weight whose host bytes src holds): pair i
      * turns at base^(-2i / n_rot) / factor[i] (Llama 3.1's rope_freqs.weight) */
     const fb_weight_t *freq_factors;
+    /* YaRN, as llama.cpp's ggml_rope_ext computes it (all unused while ext_factor is 0): pair
+     * i's angle is the scaled one blended towards the unscaled one by ramp(i) * ext_factor,
+     * where ramp is 1 up to the pair of beta_fast turns in n_ctx_orig positions and 0 from
+     * the pair of beta_slow turns (fb_rope_corr_dims), and cos and sin are multiplied by
+     * 1 + 0.1 ln(1 / freq_scale) on top of attn_factor */
+    float ext_factor;
+    float beta_fast, beta_slow;  /* llama.cpp's defaults: 32 and 1 */
+    int n_ctx_orig;              /* the context the model was trained for (> 0 with YaRN) */
+    float attn_factor;           /* multiplies cos and sin (0: 1) */
 } fb_rope_t;
+
+/* YaRN's ramp ends (pair indices, as ggml_rope_yarn_corr_dims rounds them: the fast end
+ * floored and at least 0, the slow end ceiled and at most n_rot - 1), in float as ggml. */
+void fb_rope_corr_dims(const fb_rope_t *rope, float dims[2]);
+/* ramp(i) * ext_factor of pair i (0 without YaRN), in float as ggml computes it. */
+float fb_rope_yarn_mix(const fb_rope_t *rope, const float dims[2], int i);
+/* What cos and sin are multiplied by: attn_factor (0: 1), times 1 + 0.1 ln(1 / freq_scale)
+ * while ext_factor is not 0. */
+float fb_rope_mscale(const fb_rope_t *rope);
+/* 0 if the rope's fields are ones every backend accepts for head_dim, else -EINVAL. */
+int fb_rope_check(const fb_rope_t *rope, int head_dim);
 
 /* Softmax -> P.V.  REF: the unfused reference (normalize p, then p V).  MAXSUM: deferred,
  * exp(s - max) feeds P.V and the sum divides the result (safe default).  SUMONLY: the

@@ -75,6 +75,7 @@ typedef struct eng_params {
     int n_lora;
     bool swa_full;              /* llm_load_params_t.swa_full: sliding-window layers keep
                                    every position, not a ring */
+    llm_rope_params_t rope;     /* llm_load_params_t.rope: RoPE overrides (zero: none) */
 } eng_params_t;
 
 #define ENG_DRAFT_MAX 64

@@ -165,6 +165,7 @@ int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
     lp.lora = p->lora;
     lp.n_lora = p->n_lora;
     lp.swa_full = p->swa_full;
+    lp.rope = p->rope;
     lp.n_seq_max = p->max_running;
     /* the scheduler's step is one llm_decode call: size the activations for all of it */
     lp.n_batch_max = p->max_batch_tokens ? p->max_batch_tokens

@@ -669,6 +669,9 @@ int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen)
     if (p->attn_softcap < 0 || p->final_softcap < 0 || p->rope_scale < 0)
         return werr(err, errlen, FD_ESHAPE, "soft-caps and the RoPE scale must not be "
                     "negative");
+    if (p->yarn_orig_ctx < 0 || (p->yarn_orig_ctx > 0 && (!(p->rope_scale > 0) || p->orig_ctx)))
+        return werr(err, errlen, FD_ESHAPE, "YaRN's original context %d needs a RoPE scale and "
+                    "no LongRoPE", p->yarn_orig_ctx);
     bool moe_arch = !strcmp(arch, "qwen3moe") || !strcmp(arch, "olmoe") ||
                     !strcmp(arch, "qwen2moe");
     if (p->n_expert < 0 || p->n_expert > 1024 || (p->n_expert == 0 && moe_arch) ||
@@ -978,9 +981,16 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
           (rc = gguf_w_add_f32(w, akey(k, sizeof(k), ar, "rope.scaling.attn_factor"),
                                p->attn_factor)))) ||
         (p->rope_scale > 0 &&
-         ((rc = gguf_w_add_str(w, akey(k, sizeof(k), ar, "rope.scaling.type"), "linear")) ||
+         ((rc = gguf_w_add_str(w, akey(k, sizeof(k), ar, "rope.scaling.type"),
+                               p->yarn_orig_ctx > 0 ? "yarn" : "linear")) ||
           (rc = gguf_w_add_f32(w, akey(k, sizeof(k), ar, "rope.scaling.factor"),
                                p->rope_scale)))) ||
+        (p->yarn_orig_ctx > 0 &&
+         ((rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "rope.scaling.original_context_length"),
+                               (uint32_t)p->yarn_orig_ctx)) ||
+          (p->attn_factor > 0 &&
+           (rc = gguf_w_add_f32(w, akey(k, sizeof(k), ar, "rope.scaling.attn_factor"),
+                                p->attn_factor))))) ||
         (p->n_swa > 0 && (rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar,
                                                   "attention.sliding_window"),
                                               (uint32_t)p->n_swa))) ||

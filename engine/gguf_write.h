@@ -117,6 +117,11 @@ typedef struct gguf_w_llama {
     /* > 0: linear RoPE scaling by this factor (rope.scaling.type "linear" and
      * rope.scaling.factor, as Gemma 3 4B-27B files have it) */
     float rope_scale;
+    /* > 0 with rope_scale: YaRN instead (rope.scaling.type "yarn", rope.scaling.factor, and
+     * rope.scaling.original_context_length = yarn_orig_ctx, as Qwen2.5/Qwen3 long-context
+     * files have them), and rope.scaling.attn_factor = attn_factor if that is > 0; not with
+     * orig_ctx */
+    int yarn_orig_ctx;
     int wtype;               /* GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q5_K,
                                 GG_Q6_K, GGUF_W_MIX_Q4_K_M or GGUF_W_MIX_Q5_K_M */
     uint64_t seed;

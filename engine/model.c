@@ -387,6 +387,156 @@ static int read_gemma(llm_model_t *m, char *err, size_t errlen)
     return 0;
 }
 
+int llm_rope_scaling_parse(const char *s, int *out)
+{
+    static const char *const names[] = {"none", "linear", "yarn"};
+    for (int i = 0; i < 3; i++)
+        if (s && strcmp(s, names[i]) == 0) {
+            *out = LLM_ROPE_SCALING_NONE + i;
+            return 0;
+        }
+    return -EINVAL;
+}
+
+const char *llm_rope_scaling_name(int type)
+{
+    switch (type) {
+    case LLM_ROPE_SCALING_NONE: return "none";
+    case LLM_ROPE_SCALING_LINEAR: return "linear";
+    case LLM_ROPE_SCALING_YARN: return "yarn";
+    default: return "file";
+    }
+}
+
+const char *const llm_rope_option_names[] = {
+    "rope-scaling", "rope-scale", "rope-freq-base", "rope-freq-scale", "yarn-orig-ctx",
+    "yarn-ext-factor", "yarn-attn-factor", "yarn-beta-slow", "yarn-beta-fast", NULL};
+
+int llm_rope_option(llm_rope_params_t *r, const char *name, const char *value, char *err,
+                    size_t errlen)
+{
+    int k = 0;
+    while (llm_rope_option_names[k] && strcmp(llm_rope_option_names[k], name))
+        k++;
+    if (!llm_rope_option_names[k])
+        return -ENOENT;
+    if (k == 0) {
+        if (llm_rope_scaling_parse(value, &r->scaling) == 0)
+            return 0;
+        snprintf(err, errlen, "--rope-scaling takes none, linear or yarn, not '%s'", value);
+        return -EINVAL;
+    }
+    char *end;
+    errno = 0;
+    double v = strtod(value, &end);
+    bool num = !errno && end != value && !*end && isfinite(v) && fabs(v) < 1e30;
+    if (k == 4) {
+        if (num && v >= 0 && v <= (1 << 30) && v == (int)v) {
+            r->yarn_orig_ctx = (int)v;
+            return 0;
+        }
+        snprintf(err, errlen, "--yarn-orig-ctx takes a whole number of positions (0: the "
+                 "model's), not '%s'", value);
+        return -EINVAL;
+    }
+    if (k <= 3) { /* 0 keeps the model's */
+        if (num && v >= 0 && (k != 1 || v == 0 || v >= 1e-30)) {
+            if (k == 1)
+                r->freq_scale = v > 0 ? (float)(1.0 / v) : 0.0f;
+            else
+                *(k == 2 ? &r->freq_base : &r->freq_scale) = (float)v;
+            return 0;
+        }
+        snprintf(err, errlen, "--%s takes a number >= 0 (0: the model's), not '%s'", name, value);
+        return -EINVAL;
+    }
+    static const unsigned bit[] = {LLM_YARN_EXT, LLM_YARN_ATTN, LLM_YARN_BETA_SLOW,
+                                   LLM_YARN_BETA_FAST};
+    float *dst[] = {&r->yarn_ext_factor, &r->yarn_attn_factor, &r->yarn_beta_slow,
+                    &r->yarn_beta_fast};
+    const int i = k - 5;
+    if (num && v < 0) { /* llama.cpp's -1: unset */
+        r->set &= ~bit[i];
+        return 0;
+    }
+    if (num && (i == 0 ? v >= 0 : v > 0)) {
+        r->set |= bit[i];
+        *dst[i] = (float)v;
+        return 0;
+    }
+    snprintf(err, errlen, "--%s takes a number %s (negative: the default), not '%s'", name,
+             i == 0 ? ">= 0" : "> 0", value);
+    return -EINVAL;
+}
+
+/* The scaling type, frequency base and scale, and YaRN's blend and ramp as llama.cpp's
+ * context resolves them: an override wins over the file; type none never scales; the blend
+ * (ext_factor) defaults to 1 with YaRN, else 0; the ramp's betas to 32 and 1.  llama.cpp
+ * reads rope.scaling.yarn_* only for architectures fusiond does not run (grok, mistral3,
+ * deepseek2), so they are not read here either. */
+static int rope_scaling(llm_model_t *m, const llm_load_params_t *p, int stype, float factor,
+                        char *err, size_t errlen)
+{
+    llm_hparams_t *hp = &m->hp;
+    const llm_rope_params_t *o = &p->rope;
+    const unsigned set = o->set;
+    const char *bad = NULL;
+    if (o->scaling < LLM_ROPE_SCALING_FILE || o->scaling > LLM_ROPE_SCALING_YARN)
+        bad = "rope scaling type";
+    else if (!(o->freq_base >= 0) || !isfinite(o->freq_base))
+        bad = "rope freq base";
+    else if (!(o->freq_scale >= 0) || !isfinite(o->freq_scale))
+        bad = "rope freq scale";
+    else if (o->yarn_orig_ctx < 0)
+        bad = "yarn original context";
+    else if ((set & LLM_YARN_EXT) &&
+             (!(o->yarn_ext_factor >= 0) || !isfinite(o->yarn_ext_factor)))
+        bad = "yarn ext factor";
+    else if ((set & LLM_YARN_ATTN) &&
+             (!(o->yarn_attn_factor > 0) || !isfinite(o->yarn_attn_factor)))
+        bad = "yarn attn factor";
+    else if ((set & LLM_YARN_BETA_FAST) &&
+             (!(o->yarn_beta_fast > 0) || !isfinite(o->yarn_beta_fast)))
+        bad = "yarn beta fast";
+    else if ((set & LLM_YARN_BETA_SLOW) &&
+             (!(o->yarn_beta_slow > 0) || !isfinite(o->yarn_beta_slow)))
+        bad = "yarn beta slow";
+    if (bad) {
+        snprintf(err, errlen, "%s: bad %s override", gguf_path(m->g), bad);
+        return -EINVAL;
+    }
+    int type = o->scaling != LLM_ROPE_SCALING_FILE ? o->scaling : stype;
+    hp->rope_scaling = type;
+    if (o->freq_base > 0)
+        hp->rope_freq_base = o->freq_base;
+    hp->rope_freq_scale = o->freq_scale > 0 ? o->freq_scale : 1.0f / factor;
+    if (type == LLM_ROPE_SCALING_NONE)
+        hp->rope_freq_scale = 1.0f;
+    hp->yarn_ext_factor = set & LLM_YARN_EXT ? o->yarn_ext_factor
+                                             : type == LLM_ROPE_SCALING_YARN ? 1.0f : 0.0f;
+    hp->yarn_beta_fast = set & LLM_YARN_BETA_FAST ? o->yarn_beta_fast : 32.0f;
+    hp->yarn_beta_slow = set & LLM_YARN_BETA_SLOW ? o->yarn_beta_slow : 1.0f;
+    hp->yarn_attn_factor = set & LLM_YARN_ATTN ? o->yarn_attn_factor : 1.0f;
+    return 0;
+}
+
+/* After rope.scaling.attn_factor and original_context_length: YaRN's original context and
+ * llama.cpp's attention factor.  With a blend, llama.cpp replaces the attention factor by
+ * YaRN's magnitude (1 + 0.1 ln factor, 1 for a factor up to 1) divided by the same
+ * 1 + 0.1 ln factor that ggml's RoPE multiplies back, so an override of it counts only
+ * without a blend; rope.scaling.attn_factor multiplies either. */
+static void yarn_finish(llm_hparams_t *hp, const llm_load_params_t *p)
+{
+    hp->n_ctx_orig_yarn = p->rope.yarn_orig_ctx > 0 ? (uint32_t)p->rope.yarn_orig_ctx
+                                              : hp->n_ctx_orig;
+    if (hp->yarn_ext_factor != 0.0f) {
+        const float f = 1.0f / hp->rope_freq_scale;
+        hp->yarn_attn_factor = f <= 1.0f ? 1.0f : 0.1f * logf(f) + 1.0f;
+        hp->yarn_attn_factor *= 1.0f / (1.0f + 0.1f * logf(f));
+    }
+    hp->yarn_attn_factor *= hp->rope_attn_factor;
+}
+
 static int read_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, size_t errlen)
 {
     const gguf_t *g = m->g;
@@ -457,26 +607,32 @@ static int read_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, s
                       errlen)))
         return rc;
 
-    /* linear RoPE scaling: rope.scaling.type + factor, or the older rope.scale_linear */
+    /* RoPE scaling: rope.scaling.type (llama.cpp reads a missing one as linear) + factor, or
+     * the older rope.scale_linear */
     float factor = 1.0f;
     char k[128];
     gguf_str_t st;
+    int stype = LLM_ROPE_SCALING_LINEAR;
     snprintf(k, sizeof(k), "%s.rope.scaling.type", ar);
     rc = gguf_get_str(g, k, &st);
-    if (rc == 0 && !str_is(st, "none")) {
-        if (!str_is(st, "linear")) {
-            snprintf(err, errlen, "%s: %s '%.*s' is not supported (none, linear)",
+    if (rc == 0) {
+        char name[16];
+        snprintf(name, sizeof(name), "%.*s", (int)FD_MIN(st.len, sizeof(name) - 1), st.ptr);
+        if (st.len >= sizeof(name) || llm_rope_scaling_parse(name, &stype)) {
+            snprintf(err, errlen, "%s: %s '%.*s' is not supported (none, linear, yarn)",
                      gguf_path(g), k, (int)FD_MIN(st.len, 32), st.ptr);
             return FD_EUNSUP;
         }
-        if ((rc = get_f32(g, ar, "rope.scaling.factor", true, 1.0f, &factor, err, errlen)))
-            return rc;
-    } else if (rc == 0 || rc == -ENOENT) {
-        if ((rc = get_f32(g, ar, "rope.scale_linear", false, 1.0f, &factor, err, errlen)))
-            return rc;
-    } else {
+    } else if (rc != -ENOENT) {
         snprintf(err, errlen, "%s: %s is not a string", gguf_path(g), k);
         return rc;
+    }
+    if (stype != LLM_ROPE_SCALING_NONE || rc == -ENOENT) {
+        snprintf(k, sizeof(k), "%s.rope.scaling.factor", ar);
+        bool has = gguf_get_f32(g, k, &factor) != -ENOENT;
+        if ((rc = get_f32(g, ar, has ? "rope.scaling.factor" : "rope.scale_linear", false,
+                          1.0f, &factor, err, errlen)))
+            return rc;
     }
 
     hp->n_ctx_train = (int)ctx;
@@ -488,7 +644,8 @@ static int read_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, s
     hp->head_dim = (int)kl;
     hp->n_ff = (int)ff;
     hp->n_rot = (int)rot;
-    hp->rope_freq_scale = 1.0f / factor;
+    if ((rc = rope_scaling(m, p, stype, factor, err, errlen)))
+        return rc;
     /* llama.cpp's rope types: NEOX for both Qwen generations and Phi-3 */
     bool qwen2 = strcmp(ar, "qwen2") == 0, qwen3 = strcmp(ar, "qwen3") == 0;
     bool phi3 = strcmp(ar, "phi3") == 0, qwen3moe = strcmp(ar, "qwen3moe") == 0;
@@ -511,6 +668,7 @@ static int read_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, s
         (rc = get_u32(g, ar, "rope.scaling.original_context_length", false, ctx,
                       &hp->n_ctx_orig, err, errlen)))
         return rc;
+    yarn_finish(hp, p);
     if (phi3) {
         uint32_t swa;
         snprintf(kk, sizeof(kk), "%s.attention.sliding_window", ar);
@@ -849,10 +1007,25 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
     s->n_ff = hp->n_ff;
     s->n_vocab = hp->n_vocab;
     s->eps = hp->norm_eps;
-    s->rope_attn_factor = hp->rope_attn_factor;
+    /* without a YaRN blend the attention factor scales the plan's scores (as its square,
+     * which is what scaling cos and sin of every rotated dimension does); with one it goes
+     * with YaRN's magnitude into the RoPE itself, as ggml applies it */
+    const bool yarn = hp->yarn_ext_factor != 0.0f;
+    s->rope_attn_factor = yarn ? 1.0f : hp->yarn_attn_factor;
     s->rope = (fb_rope_t){ .mode = hp->rope_mode, .n_rot = hp->n_rot,
                            .freq_base = hp->rope_freq_base,
-                           .freq_scale = hp->rope_freq_scale };
+                           .freq_scale = hp->rope_freq_scale,
+                           .ext_factor = hp->yarn_ext_factor,
+                           .beta_fast = hp->yarn_beta_fast, .beta_slow = hp->yarn_beta_slow,
+                           .n_ctx_orig = (int)hp->n_ctx_orig_yarn,
+                           .attn_factor = yarn ? hp->yarn_attn_factor : 0.0f };
+    if (yarn || hp->rope_scaling == LLM_ROPE_SCALING_YARN)
+        fd_log_info("%s: RoPE scaling %s, factor %g, YaRN ext_factor %g, original context %u, "
+                    "beta %g/%g, magnitude %g", gguf_path(m->g),
+                    llm_rope_scaling_name(hp->rope_scaling), 1.0 / hp->rope_freq_scale,
+                    (double)hp->yarn_ext_factor, hp->n_ctx_orig_yarn,
+                    (double)hp->yarn_beta_fast, (double)hp->yarn_beta_slow,
+                    (double)fb_rope_mscale(&s->rope));
     s->layers = m->layers;
     if (hp->gemma) {
         s->act = FZ_ACT_GELU;

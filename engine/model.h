@@ -66,7 +66,53 @@ typedef struct llm_hparams {
     bool moe_norm_w;            /* the chosen experts' weights renormalized to sum 1 */
     bool qk_norm_full;          /* olmoe: Q and K RMS-normalized over whole rows */
     int n_ff_shexp;             /* qwen2moe: the shared expert's width (0: none) */
+    /* RoPE scaling as llama.cpp resolves it from the file and the overrides (the values its
+     * context passes to ggml_rope_ext): freq_scale above, and with YaRN (ext_factor not 0)
+     * the blend, its ramp's ends and the magnitude; yarn_attn_factor is llama.cpp's
+     * attn_factor (rope.scaling.attn_factor included) */
+    int rope_scaling;           /* enum llm_rope_scaling in effect (never _FILE) */
+    float yarn_ext_factor;
+    float yarn_attn_factor;
+    float yarn_beta_fast, yarn_beta_slow;
+    uint32_t n_ctx_orig_yarn;   /* the override, else n_ctx_orig */
 } llm_hparams_t;
+
+/* RoPE scaling types (GGUF <arch>.rope.scaling.type; llama-server's --rope-scaling) */
+enum llm_rope_scaling {
+    LLM_ROPE_SCALING_FILE = 0, /* as the file says (an override's "unset") */
+    LLM_ROPE_SCALING_NONE,
+    LLM_ROPE_SCALING_LINEAR,
+    LLM_ROPE_SCALING_YARN
+};
+/* llm_rope_params_t.set: which yarn_* overrides are given */
+enum { LLM_YARN_EXT = 1, LLM_YARN_ATTN = 2, LLM_YARN_BETA_FAST = 4, LLM_YARN_BETA_SLOW = 8 };
+/* "none", "linear", "yarn" to enum llm_rope_scaling (never _FILE); -EINVAL otherwise. */
+int llm_rope_scaling_parse(const char *s, int *out);
+const char *llm_rope_scaling_name(int type);
+
+/* RoPE overrides, llama-server's --rope-scaling, --rope-freq-base, --rope-freq-scale,
+ * --yarn-orig-ctx and the other --yarn-* (0 keeps the file's; the four yarn_* floats count
+ * only with their bit in set, since 0 is a value they may take) */
+typedef struct llm_rope_params {
+    int scaling;                /* enum llm_rope_scaling */
+    float freq_base;
+    float freq_scale;           /* 1 / the scaling factor */
+    int yarn_orig_ctx;
+    unsigned set;               /* LLM_YARN_* bits */
+    float yarn_ext_factor;      /* >= 0 (llama.cpp's default: 1 with YaRN, else 0) */
+    float yarn_attn_factor;     /* > 0; llama.cpp uses it only where ext_factor is 0 */
+    float yarn_beta_fast;       /* > 0 (32) */
+    float yarn_beta_slow;       /* > 0 (1) */
+} llm_rope_params_t;
+
+/* One RoPE override by llama-server's flag name without the dashes: rope-scaling
+ * (none|linear|yarn), rope-scale (the factor F: freq_scale 1/F), rope-freq-base,
+ * rope-freq-scale, yarn-orig-ctx, yarn-ext-factor, yarn-attn-factor, yarn-beta-slow,
+ * yarn-beta-fast; a negative yarn-* float unsets it (llama.cpp's -1).  0, -ENOENT for
+ * another name, or -EINVAL with a message naming the flag and the values it takes. */
+int llm_rope_option(llm_rope_params_t *r, const char *name, const char *value, char *err,
+                    size_t errlen);
+extern const char *const llm_rope_option_names[]; /* the nine, NULL-terminated */
 
 typedef struct llm_load_params {
     const char *path;
@@ -82,6 +128,7 @@ typedef struct llm_load_params {
     int cache_type_k;           /* KV cache element types (enum gg_type, fb_kv_type_valid:
                                    0 = F32); a backend that cannot attend over them fails */
     int cache_type_v;           /* the load with FD_EUNSUP and a message */
+    llm_rope_params_t rope;     /* RoPE overrides (all zero: the file's) */
     /* Sliding-window layers (Gemma 2/3's local layers) keep a ring of the window plus
      * n_batch_max - 1 positions a slot (llm_swa_ring), where the backend reads rings and that
      * is less than n_ctx; true keeps every position there too (llama.cpp's --swa-full). */

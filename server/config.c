@@ -79,6 +79,8 @@ static const char *const reasoning_names[] = {"auto", "none", "deepseek", NULL};
 /* indices are enum eng_pooling's values, auto in NONE's place */
 static const char *const pooling_names[] = {"auto", "mean", "cls", "last", NULL};
 static const char *const spec_names[] = {"none", "ngram", NULL};
+/* indices are enum llm_rope_scaling's, auto for the model's */
+static const char *const rope_scaling_names[] = {"auto", "none", "linear", "yarn", NULL};
 
 static int check_host(const char *v, char *why, size_t n);
 static int check_backend_option(const char *v, char *why, size_t n);
@@ -87,6 +89,26 @@ static int check_user(const char *v, char *why, size_t n);
 static int check_cors_origin(const char *v, char *why, size_t n);
 static int check_lora(const char *v, char *why, size_t n);
 static int check_lora_scaled(const char *v, char *why, size_t n);
+
+/* A RoPE number ("" unset) as llm_rope_option reads its flag. */
+static int check_rope(const char *flag, const char *v, char *why, size_t n)
+{
+    llm_rope_params_t r = {0};
+    char err[160];
+    if (!*v || llm_rope_option(&r, flag, v, err, sizeof(err)) == 0)
+        return 0;
+    snprintf(why, n, "%s", strchr(err, ' ') ? strchr(err, ' ') + 1 : err);
+    return -1;
+}
+#define CHECK_ROPE(fn, flag) \
+    static int fn(const char *v, char *why, size_t n) { return check_rope(flag, v, why, n); }
+CHECK_ROPE(check_rope_scale, "rope-scale")
+CHECK_ROPE(check_rope_freq_base, "rope-freq-base")
+CHECK_ROPE(check_rope_freq_scale, "rope-freq-scale")
+CHECK_ROPE(check_yarn_ext, "yarn-ext-factor")
+CHECK_ROPE(check_yarn_attn, "yarn-attn-factor")
+CHECK_ROPE(check_yarn_beta_slow, "yarn-beta-slow")
+CHECK_ROPE(check_yarn_beta_fast, "yarn-beta-fast")
 
 /* The KV cache type by default: f32 keeps every shipped reference output (BENCHMARKS.md
  * has the measurements behind the choice) */
@@ -138,6 +160,34 @@ static const opt_t opts[] = {
      "--swa-full).  Off: Gemma 2/3's local layers keep a ring of the window plus one step's "
      "tokens, and a cached prefix is reused only while the ring still holds the window it "
      "needs (else the prompt is prefilled again)."},
+    {"rope_scaling", 0, T_ENUM, O(rope_scaling), "auto", 0, 0, rope_scaling_names, 0, NULL,
+     "Model and engine", NULL, "RoPE scaling type (llama-server's --rope-scaling): auto: the "
+     "model's rope.scaling.type; yarn as llama.cpp computes it (Qwen2.5/Qwen3 long-context "
+     "files say yarn)."},
+    {"rope_scale", 0, T_STR, O(rope_scale), "", 0, 0, NULL, 0, check_rope_scale,
+     "Model and engine", "F", "RoPE context scaling factor (llama-server's --rope-scale; the "
+     "frequency scale becomes 1/F); empty or 0: the model's."},
+    {"rope_freq_base", 0, T_STR, O(rope_freq_base), "", 0, 0, NULL, 0, check_rope_freq_base,
+     "Model and engine", "B", "RoPE base frequency (--rope-freq-base); empty or 0: the "
+     "model's."},
+    {"rope_freq_scale", 0, T_STR, O(rope_freq_scale), "", 0, 0, NULL, 0,
+     check_rope_freq_scale, "Model and engine", "S", "RoPE frequency scale, 1 / the scaling "
+     "factor (--rope-freq-scale); empty or 0: the model's."},
+    {"yarn_orig_ctx", 0, T_INT, O(yarn_orig_ctx), "0", 0, 1 << 30, NULL, 0, NULL,
+     "Model and engine", "TOKENS", "YaRN's original context (--yarn-orig-ctx); 0: the "
+     "model's rope.scaling.original_context_length, else its training context."},
+    {"yarn_ext_factor", 0, T_STR, O(yarn_ext_factor), "", 0, 0, NULL, 0, check_yarn_ext,
+     "Model and engine", "X", "YaRN's extrapolation mix (--yarn-ext-factor, >= 0); empty or "
+     "negative: 1 with yarn scaling, else 0."},
+    {"yarn_attn_factor", 0, T_STR, O(yarn_attn_factor), "", 0, 0, NULL, 0, check_yarn_attn,
+     "Model and engine", "A", "Attention factor (--yarn-attn-factor, > 0); llama.cpp (and "
+     "fusiond) replace it by YaRN's own magnitude where the mix is not 0."},
+    {"yarn_beta_slow", 0, T_STR, O(yarn_beta_slow), "", 0, 0, NULL, 0, check_yarn_beta_slow,
+     "Model and engine", "B", "YaRN's high correction dim, in turns (--yarn-beta-slow, > 0); "
+     "empty: 1."},
+    {"yarn_beta_fast", 0, T_STR, O(yarn_beta_fast), "", 0, 0, NULL, 0, check_yarn_beta_fast,
+     "Model and engine", "B", "YaRN's low correction dim, in turns (--yarn-beta-fast, > 0); "
+     "empty: 32."},
     {"threads", 't', T_INT, O(threads), "0", 0, 4096, NULL, 0, NULL, "Model and engine", "N",
      "CPU worker threads; 0: one per online core."},
     {"ctx_size", 0, T_INT, O(ctx_size), "0", 0, 16777216, NULL, 0, NULL, "Model and engine",
@@ -1504,6 +1554,24 @@ const char *cfg_cache_type_name(int cache_type)
 {
     return cache_type >= 0 && cache_type < (int)FD_ARRAY_LEN(cache_type_names) - 1
                ? cache_type_names[cache_type] : "?";
+}
+
+void cfg_rope(const cfg_t *c, llm_rope_params_t *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->scaling = c->rope_scaling;
+    r->yarn_orig_ctx = c->yarn_orig_ctx;
+    const char *const v[] = {c->rope_scale, c->rope_freq_base, c->rope_freq_scale,
+                             c->yarn_ext_factor, c->yarn_attn_factor, c->yarn_beta_slow,
+                             c->yarn_beta_fast};
+    static const char *const flag[] = {"rope-scale", "rope-freq-base", "rope-freq-scale",
+                                       "yarn-ext-factor", "yarn-attn-factor", "yarn-beta-slow",
+                                       "yarn-beta-fast"};
+    char err[160];
+    /* the values passed their checks when the configuration was read */
+    for (size_t i = 0; i < FD_ARRAY_LEN(flag); i++)
+        if (v[i] && *v[i])
+            llm_rope_option(r, flag[i], v[i], err, sizeof(err));
 }
 
 const char *cfg_softmax_name(int softmax)

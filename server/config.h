@@ -13,6 +13,7 @@
 #include <stdio.h>
 
 #include "common/fd.h"
+#include "engine/model.h"
 
 /* A list of strings, NULL-terminated so it can be passed where "const char *const *" is
  * wanted (eng_params.backend_options). */
@@ -44,6 +45,13 @@ typedef struct cfg {
     int cache_type_k;       /* KV cache types: indices into cfg_cache_type_name's names */
     int cache_type_v;       /* (llama.cpp's: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1) */
     bool swa_full;          /* sliding-window layers keep every position (no ring) */
+    /* RoPE overrides (llama-server's --rope-* and --yarn-*): rope_scaling indexes auto,
+     * none, linear, yarn (enum llm_rope_scaling); the strings are numbers or "" (the
+     * model's), read by llm_rope_option; cfg_rope fills llm_rope_params_t from them */
+    int rope_scaling;
+    int yarn_orig_ctx;
+    char *rope_scale, *rope_freq_base, *rope_freq_scale;
+    char *yarn_ext_factor, *yarn_attn_factor, *yarn_beta_slow, *yarn_beta_fast;
     int threads;            /* 0 = online cores */
     int ctx_size;           /* 0 = the model's */
     int max_running;
@@ -149,6 +157,8 @@ const char *cfg_softmax_name(int softmax);
 /* "f32", "f16", ... for a cache_type_k / cache_type_v value ("?" out of range): the name
  * backends/backend.h's fb_kv_type_from_name takes. */
 const char *cfg_cache_type_name(int cache_type);
+/* The RoPE overrides of c (rope_scaling ... yarn_beta_fast) for llm_load_params_t.rope. */
+void cfg_rope(const cfg_t *c, llm_rope_params_t *r);
 /* The LoRA adapters configured, in id order (lora, then lora_scaled): *n of them; path[i]
  * points into c (or into *paths' own copies), scale[i] is the global scale it starts with
  * (0 for all with lora_init_without_apply).  Both arrays malloc'd (free them); -ENOMEM. */

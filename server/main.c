@@ -316,6 +316,7 @@ static int engine_init(daemon_t *d)
     p->cache_type_k = fb_kv_type_from_name(cfg_cache_type_name(c->cache_type_k));
     p->cache_type_v = fb_kv_type_from_name(cfg_cache_type_name(c->cache_type_v));
     p->swa_full = c->swa_full;
+    cfg_rope(c, &p->rope);
     p->n_ctx = c->ctx_size;
     p->max_running = c->max_running;
     p->max_waiting = c->max_waiting;

@@ -210,16 +210,19 @@ EXTRA_DIST += tests/data/llamacpp-gemma-f32.txt tests/data/llamacpp-gemma-q4_k_m
 	tests/data/llamacpp-llama-hd64-f32-kv-q8_0.txt tests/data/llamacpp-llama-hd64-f32.txt \
 	tests/data/llamacpp-llama-q4_0.txt tests/data/llamacpp-llama-q4_k_m.txt \
 	tests/data/llamacpp-llama-q5_k_m.txt tests/data/llamacpp-llama-q6_k.txt \
-	tests/data/llamacpp-llama-q8_0.txt tests/data/llamacpp-llama3-ropefreqs-f32.txt \
+	tests/data/llamacpp-llama-q8_0.txt tests/data/llamacpp-llama-yarn-f32.txt \
+	tests/data/llamacpp-llama3-ropefreqs-f32.txt \
 	tests/data/llamacpp-llama3-ropefreqs-q4_k_m.txt tests/data/llamacpp-mixtral-f32.txt \
 	tests/data/llamacpp-mixtral-q4_0.txt tests/data/llamacpp-olmoe-f32.txt \
 	tests/data/llamacpp-olmoe-q4_k_m.txt tests/data/llamacpp-phi3-f32.txt \
 	tests/data/llamacpp-phi3-longrope-long-f32.txt \
 	tests/data/llamacpp-phi3-longrope-short-f32.txt tests/data/llamacpp-phi3-q4_k_m.txt \
-	tests/data/llamacpp-qwen2-f32.txt tests/data/llamacpp-qwen2moe-f32.txt \
+	tests/data/llamacpp-qwen2-f32.txt tests/data/llamacpp-qwen2-yarn-f32.txt \
+	tests/data/llamacpp-qwen2moe-f32.txt \
 	tests/data/llamacpp-qwen2moe-q4_k_m.txt tests/data/llamacpp-qwen3-f32-kv-f16.txt \
 	tests/data/llamacpp-qwen3-f32-kv-q8_0.txt tests/data/llamacpp-qwen3-f32.txt \
-	tests/data/llamacpp-qwen3-q4_k_m.txt tests/data/llamacpp-qwen3moe-f32.txt \
+	tests/data/llamacpp-qwen3-q4_k_m.txt tests/data/llamacpp-qwen3-yarn-f32.txt \
+	tests/data/llamacpp-qwen3-yarn-q8_0.txt tests/data/llamacpp-qwen3moe-f32.txt \
 	tests/data/llamacpp-qwen3moe-q4_k_m.txt tests/data/llamacpp-qwen3moe-q8_0.txt \
 	tests/data/llamacpp-tok-gemma.txt tests/ref/llamacpp-logits.mjs \
 	tests/ref/llamacpp-tokens.mjs tests/ref/make-refs.sh tests/ref/package.json

@@ -203,6 +203,12 @@ static const struct {
      "q8_0, q4_0, q4_1, q5_0, q5_1"},
     {"log_level = verbose\n", "t.conf:1: log_level: 'verbose' is not one of error, warn, info, debug"},
     {"fusion = maybe\n", "t.conf:1: fusion: 'maybe' is not on or off"},
+    {"rope_scaling = longrope\n", "t.conf:1: rope_scaling: 'longrope' is not one of auto, none, "
+     "linear, yarn"},
+    {"yarn_beta_fast = 0\n", "t.conf:1: yarn_beta_fast: takes a number > 0 (negative: the "
+     "default), not '0'"},
+    {"rope_freq_base = -5\n", "t.conf:1: rope_freq_base: takes a number >= 0 (0: the model's), "
+     "not '-5'"},
     {"max_body_bytes = 10X\n", "t.conf:1: max_body_bytes: '10X' is not a size (bytes, or with K, M, G)"},
     {"max_body_bytes = 10\n", "t.conf:1: max_body_bytes: 10 is out of range 1024..1073741824"},
     {"max_body_bytes = 2G\n", "t.conf:1: max_body_bytes: 2G is out of range 1024..1073741824"},
@@ -267,6 +273,37 @@ START_TEST(test_bad_files)
 END_TEST
 
 /* cfg_load with argv (argv[0] is the program). */
+static int load(cfg_t *c, char *err, size_t errlen, const char *const *args);
+
+/* The RoPE options reach llm_rope_params_t as fusion-cli's flags do: a factor as its
+ * inverse, the yarn values with their bits, a negative yarn value unset, unset ones zero. */
+START_TEST(test_rope_options)
+{
+    static const char *const args[] = {"-c", "/dev/null", "--rope-scaling=yarn",
+                                       "--rope-scale=4", "--yarn-orig-ctx=64",
+                                       "--yarn-beta-fast=16", "--yarn-attn-factor=-1",
+                                       "--rope-freq-base=500000", NULL};
+    cfg_t c;
+    char err[512] = "";
+    ck_assert_msg(load(&c, err, sizeof(err), args) == 0, "%s", err);
+    llm_rope_params_t r;
+    cfg_rope(&c, &r);
+    ck_assert_int_eq(r.scaling, LLM_ROPE_SCALING_YARN);
+    ck_assert_float_eq(r.freq_scale, 0.25f);
+    ck_assert_float_eq(r.freq_base, 500000.0f);
+    ck_assert_int_eq(r.yarn_orig_ctx, 64);
+    ck_assert_uint_eq(r.set, LLM_YARN_BETA_FAST);
+    ck_assert_float_eq(r.yarn_beta_fast, 16.0f);
+    cfg_fini(&c);
+    static const char *const none[] = {"-c", "/dev/null", NULL};
+    ck_assert_int_eq(load(&c, err, sizeof(err), none), 0);
+    cfg_rope(&c, &r);
+    ck_assert(r.scaling == LLM_ROPE_SCALING_FILE && r.set == 0 && r.freq_scale == 0 &&
+              r.freq_base == 0 && r.yarn_orig_ctx == 0);
+    cfg_fini(&c);
+}
+END_TEST
+
 static int load(cfg_t *c, char *err, size_t errlen, const char *const *args)
 {
     char *argv[32];
@@ -317,6 +354,8 @@ START_TEST(test_flags)
         {{"--cache-type-k", "q8_0", "--dump-config"}, "cache_type_k", "q8_0"},
         {{"-ctk", "q4_0", "--dump-config"}, "cache_type_k", "q4_0"},
         {{"-ctv", "bf16", "--dump-config"}, "cache_type_v", "bf16"},
+        {{"--rope-scaling=yarn", "--dump-config"}, "rope_scaling", "yarn"},
+        {{"--yarn-ext-factor", "0.5", "--dump-config"}, "yarn_ext_factor", "0.5"},
         {{"-ctv", "bf16", "--cache_type_v=q5_1", "--dump-config"}, "cache_type_v", "q5_1"},
     };
     for (size_t i = 0; i < FD_ARRAY_LEN(cases); i++) {
@@ -724,6 +763,7 @@ int main(void)
     tcase_add_test(tc, test_escapes);
     tcase_add_test(tc, test_bad_files);
     tcase_add_test(tc, test_flags);
+    tcase_add_test(tc, test_rope_options);
     tcase_add_test(tc, test_bad_flags);
     tcase_add_test(tc, test_actions);
     tcase_add_test(tc, test_test_config);

@@ -767,6 +767,55 @@ START_TEST(test_moe_models)
 }
 END_TEST
 
+/* YaRN on Corsair: its RoPE equals the CPU reference's with a blend, a part ramp and the
+ * magnitude (both fp64 angles, float outputs), and YaRN random models (llama and qwen3, YaRN
+ * by 4 from 32 positions) run fused and unfused within BFP8's error of the CPU backend. */
+START_TEST(test_yarn)
+{
+    fb_backend_t *cs = corsair(NULL), *ref = NULL;
+    static const char *const ref_opt[] = { "ref=1", NULL };
+    fb_config_t rc = { .threads = 1, .options = ref_opt };
+    char err[512];
+    ck_assert_msg(fb_create("cpu", &rc, &ref, err, sizeof(err)) == 0, "%s", err);
+    const int nh = 3, hd = 40, rows = 5, ld = nh * hd + 1;
+    float x1[5 * 121], x2[5 * 121];
+    uint64_t st = 9;
+    for (int i = 0; i < rows * ld; i++) {
+        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+        x1[i] = x2[i] = (float)((double)(st >> 11) / 9007199254740992.0 * 2 - 1);
+    }
+    int32_t pos[5] = { 0, 3, 31, 40, 5000 };
+    for (int mode = 0; mode < 2; mode++) {
+        fb_rope_t r = { .mode = mode, .n_rot = 32, .freq_base = 1e4f, .freq_scale = 0.25f,
+                        .ext_factor = mode ? 0.5f : 1, .beta_fast = 32, .beta_slow = 1,
+                        .n_ctx_orig = 32, .attn_factor = 0.9f };
+        ck_assert_int_eq(fb_rope(cs, x1, rows, ld, nh, hd, pos, &r), 0);
+        ck_assert_int_eq(fb_rope(ref, x2, rows, ld, nh, hd, pos, &r), 0);
+        double e = 0;
+        for (int i = 0; i < rows * ld; i++)
+            e = fmax(e, fabsf(x1[i] - x2[i]));
+        ck_assert_msg(e < 1e-5, "mode %d: corsair vs CPU reference %g", mode, e);
+        r.n_ctx_orig = 0;
+        ck_assert_int_eq(fb_rope(cs, x1, rows, ld, nh, hd, pos, &r), -EINVAL);
+    }
+    fb_destroy(ref);
+    fb_destroy(cs);
+    static const char *const arch[2] = { "llama", "qwen3" };
+    for (int a = 0; a < 2; a++) {
+        gguf_w_llama_t sp = { .name = "y", .arch = arch[a], .n_embd = 64, .n_layer = 2,
+                              .n_head = 4, .n_head_kv = 2, .head_dim = a ? 32 : 0, .n_ff = 160,
+                              .n_vocab = 512, .n_ctx = 64, .rope_base = 1e4f, .norm_eps = 1e-6f,
+                              .tied = true, .wtype = GG_F32, .seed = 43, .rope_scale = 4,
+                              .yarn_orig_ctx = 32 };
+        char path[] = "/tmp/fusiond-corsair-yarn-XXXXXX", label[32];
+        write_spec(&sp, path);
+        snprintf(label, sizeof(label), "%s (yarn)", arch[a]);
+        vs_cpu(path, label, 0.08);
+        unlink(path);
+    }
+}
+END_TEST
+
 START_TEST(test_backend_bad_inputs)
 {
     fb_backend_t *be = NULL;
@@ -1271,6 +1320,7 @@ int main(void)
     tcase_add_loop_test(to, test_gemma_models, 0, 2);
     tcase_add_loop_test(to, test_moe_models, 0, 3);
     tcase_add_test(to, test_backend_bad_inputs);
+    tcase_add_test(to, test_yarn);
     suite_add_tcase(s, to);
     TCase *tt = tcase_create("timing");
     tcase_add_test(tt, test_timing_fused_never_slower);

@@ -1638,6 +1638,89 @@ START_TEST(test_round_kernels)
 END_TEST
 
 /* The names and sizes of the cache types (backend.h). */
+/* Ring caches (fb_attn_t.ring, a sliding-window layer's): 40 positions written, the last 17
+ * kept in a ring at every possible start, 3 query rows with a window of 9 (a span of 11 rows
+ * that wraps at 10 of the 17 starts): every configuration and cache type gives what the same
+ * backend gives over the whole cache: exactly on the reference, within 2e-5 on the fast path
+ * (a wrapped span's P.V is two runs added); the ring's rows outside the span are never read
+ * (they hold NaN bytes), and a bad ring is refused. */
+START_TEST(test_kv_ring)
+{
+    fb_backend_t *be = mk_cfg(_i);
+    if (!be)
+        return;
+    uint64_t s = 4300 + (uint64_t)_i;
+    enum { NH = 4, NKV = 2, HD = 64, T = 40, R = 17, NQ = 3, KVD = NKV * HD };
+    static const int types[] = { GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_1, GG_Q5_0,
+                                 GG_Q5_1 };
+    float *k = rnd(&s, T * KVD, 1), *v = rnd(&s, T * KVD, 1), *q = rnd(&s, NQ * NH * HD, 1);
+    float o1[NQ * NH * HD], o2[NQ * NH * HD];
+    int32_t pos[NQ] = { T - 3, T - 2, T - 1 };
+    /* the window's rows (29 .. 39) only, positions relative to the first: what a plan passes */
+    const int lo = T - 3 - 9 + 1;
+    int32_t rp[NQ] = { pos[0] - lo, pos[1] - lo, pos[2] - lo };
+    for (size_t ty = 0; ty < FD_ARRAY_LEN(types); ty++) {
+        const int t = types[ty];
+        const size_t rb = fb_kv_row_bytes(t, NKV, HD);
+        uint8_t *kc = malloc(rb * T), *vc = malloc(rb * T), *kr = malloc(rb * R),
+                *vr = malloc(rb * R);
+        ck_assert_int_eq(fb_kv_store(be, kc, t, k, KVD, T, NKV, HD), 0);
+        ck_assert_int_eq(fb_kv_store(be, vc, t, v, KVD, T, NKV, HD), 0);
+        for (int rs = 0; rs < R; rs++) {
+            /* logical row u at ring row (rs + u) % R, the last R rows written; the rows
+             * before the window poisoned */
+            for (int u = T - R; u < T; u++) {
+                const size_t at = (size_t)((rs + u) % R) * rb;
+                if (u < lo) {
+                    memset(kr + at, 0xff, rb);
+                    memset(vr + at, 0xff, rb);
+                } else {
+                    memcpy(kr + at, kc + (size_t)u * rb, rb);
+                    memcpy(vr + at, vc + (size_t)u * rb, rb);
+                }
+            }
+            for (int mode = 0; mode < 3; mode++) {
+                fb_attn_t a = {.q = q, .ldq = NH * HD, .k_data = kc, .v_data = vc, .ldkv = KVD,
+                               .out = o1, .ldo = NH * HD, .n_q = NQ, .pos = pos, .n_head = NH,
+                               .n_head_kv = NKV, .head_dim = HD, .scale = 0.125f,
+                               .mode = mode, .type_k = t, .type_v = t, .window = 9};
+                ck_assert_int_eq(fb_attention(be, &a, 1), 0);
+                fb_attn_t b = a;
+                b.k_data = kr;
+                b.v_data = vr;
+                b.out = o2;
+                b.pos = rp;
+                b.ring = R;
+                b.ring_start = (rs + lo) % R;
+                ck_assert_int_eq(fb_attention(be, &b, 1), 0);
+                const float tol = _i == 0 ? 0.0f : 2e-5f;
+                for (int j = 0; j < NQ * NH * HD; j++)
+                    CHECKM(fabsf(o1[j] - o2[j]) <= tol, "cfg %d %s start %d mode %d j %d: %g "
+                           "vs %g", _i, fb_kv_type_name(t), rs, mode, j, (double)o1[j],
+                           (double)o2[j]);
+                if (ty == 0 && rs == 0 && mode == 0) {
+                    b.ring_start = R;
+                    ck_assert_int_eq(fb_attention(be, &b, 1), -EINVAL);
+                    b.ring_start = 0;
+                    b.ring = -1;
+                    ck_assert_int_eq(fb_attention(be, &b, 1), -EINVAL);
+                    b.ring = 10; /* the last row's position, 10, is no ring row */
+                    ck_assert_int_eq(fb_attention(be, &b, 1), -EINVAL);
+                }
+            }
+        }
+        free(kc);
+        free(vc);
+        free(kr);
+        free(vr);
+    }
+    free(k);
+    free(v);
+    free(q);
+    fb_destroy(be);
+}
+END_TEST
+
 START_TEST(test_kv_type_names)
 {
     static const char *const names[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"};
@@ -1823,6 +1906,110 @@ START_TEST(test_fast_rowops)
         fb_weight_release(be, &ff);
         free(x0); free(x1); free(x2); free(ffv);
     }
+    fb_destroy(be);
+}
+END_TEST
+
+/* YaRN (llama.cpp's rope_yarn): the ramp's ends and blend, the magnitude, values worked by
+ * hand, fast vs reference on awkward shapes, and the fields a backend refuses. */
+START_TEST(test_rope_yarn)
+{
+    fb_backend_t *be = mk_cfg(_i);
+    if (!be)
+        return;
+    /* ggml_rope_yarn_corr_dims of Qwen2.5's 128 dims, base 1e6, 32768 positions, betas 32/1:
+     * 128 ln(32768 / 64 pi) / 2 ln 1e6 = 23.6 floored, 128 ln(32768 / 2 pi) / 2 ln 1e6 =
+     * 39.7 ceiled */
+    fb_rope_t q = {.mode = FB_ROPE_NEOX, .n_rot = 128, .freq_base = 1e6f, .freq_scale = 0.25f,
+                   .ext_factor = 1, .beta_fast = 32, .beta_slow = 1, .n_ctx_orig = 32768};
+    float dims[2];
+    fb_rope_corr_dims(&q, dims);
+    CHECKM(dims[0] == 23 && dims[1] == 40, "corr dims %g %g", (double)dims[0], (double)dims[1]);
+    CHECK(fb_rope_yarn_mix(&q, dims, 0) == 1 && fb_rope_yarn_mix(&q, dims, 23) == 1);
+    CHECK(fabsf(fb_rope_yarn_mix(&q, dims, 30) - (1 - 7.0f / 17)) < 1e-6f);
+    CHECK(fb_rope_yarn_mix(&q, dims, 40) == 0 && fb_rope_yarn_mix(&q, dims, 63) == 0);
+    CHECK(fabsf(fb_rope_mscale(&q) - (float)(1 + 0.1 * log(4.0))) < 1e-6f);
+    q.attn_factor = 0.5f;
+    CHECK(fabsf(fb_rope_mscale(&q) - (float)(0.5 * (1 + 0.1 * log(4.0)))) < 1e-6f);
+    q.ext_factor = 0;
+    CHECK(fb_rope_mscale(&q) == 0.5f && fb_rope_yarn_mix(&q, dims, 0) == 0);
+
+    /* n_rot 8, base 1e4, 64 positions: ends 0 (8 ln(64 / 64 pi) / 2 ln 1e4 = -0.5) and 2
+     * (1.008 ceiled); so at position p, freq_scale 1/4, pair 0 turns by p (all
+     * extrapolation), pair 1 by 0.1 p (0.25 / 2 + 1 / 2), pairs 2 and 3 by 0.01 p / 4 and
+     * 0.001 p / 4; all four times 1 + 0.1 ln 4 */
+    fb_rope_t r = {.mode = FB_ROPE_ADJACENT, .n_rot = 8, .freq_base = 10000, .freq_scale = 0.25f,
+                   .ext_factor = 1, .beta_fast = 32, .beta_slow = 1, .n_ctx_orig = 64};
+    float x[8] = {1, 0, 1, 0, 1, 0, 1, 0};
+    int32_t p3 = 3;
+    ck_assert_int_eq(fb_rope(be, x, 1, 8, 1, 8, &p3, &r), 0);
+    const double th[4] = {3.0, 0.3 * 0.625, 0.03 * 0.25, 0.003 * 0.25}, m = 1 + 0.1 * log(4.0);
+    for (int i = 0; i < 4; i++)
+        CHECKM(fabs(x[2 * i] - m * cos(th[i])) < 2e-6 && fabs(x[2 * i + 1] - m * sin(th[i])) < 2e-6,
+               "pair %d: %g %g, want %g %g", i, (double)x[2 * i], (double)x[2 * i + 1],
+               m * cos(th[i]), m * sin(th[i]));
+
+    /* fast vs reference: partial rotation, padding, odd head counts, far positions, both
+     * pair layouts, frequency factors, a part blend, a ramp that covers every pair */
+    static const int cf[][6] = { /* heads, head_dim, n_rot, mode, orig ctx, factors */
+        {1, 8, 8, 0, 64, 0}, {3, 100, 64, 1, 4096, 0}, {5, 64, 48, 0, 32768, 1},
+        {2, 128, 128, 1, 32, 1}, {7, 6, 6, 1, 2, 0}};
+    uint64_t s = 77;
+    for (size_t k = 0; k < FD_ARRAY_LEN(cf); k++) {
+        const int *c = cf[k];
+        int nh = c[0], hd = c[1];
+        int64_t rows = 7, ld = (int64_t)nh * hd + 3;
+        float *x1 = rnd(&s, rows * ld, 2), *x2 = malloc(sizeof(float) * (size_t)(rows * ld));
+        float *x0 = malloc(sizeof(float) * (size_t)(rows * ld));
+        ck_assert_ptr_nonnull(x2);
+        ck_assert_ptr_nonnull(x0);
+        memcpy(x2, x1, sizeof(float) * (size_t)(rows * ld));
+        memcpy(x0, x1, sizeof(float) * (size_t)(rows * ld));
+        int32_t pos[7] = {0, 1, 2, 31, 33, 4000, 123456};
+        float *ffv = rnd(&s, c[2] / 2, 1);
+        for (int i = 0; i < c[2] / 2; i++)
+            ffv[i] = 4.5f + 3.5f * ffv[i];
+        fb_weight_t ff = {.type = GG_F32, .n_in = c[2] / 2, .n_out = 1, .src = ffv,
+                          .name = "rope_freqs"};
+        ck_assert_int_eq(fb_weight_prepare(be, &ff), 0);
+        fb_rope_t y = {.mode = c[3], .n_rot = c[2], .freq_base = k == 3 ? 1e6f : 1e4f,
+                       .freq_scale = k == 1 ? 0.125f : 0.25f, .freq_factors = c[5] ? &ff : NULL,
+                       .ext_factor = k == 2 ? 0.5f : 1, .beta_fast = 32, .beta_slow = 1,
+                       .n_ctx_orig = c[4], .attn_factor = k == 4 ? 0.75f : 0};
+        ck_assert_int_eq(fb_rope(be, x1, rows, ld, nh, hd, pos, &y), 0);
+        fcpu_ref_rope(x2, rows, ld, nh, hd, pos, &y);
+        double e = 0;
+        for (int64_t i = 0; i < rows * ld; i++)
+            e = fmax(e, fabsf(x1[i] - x2[i]));
+        CHECKM(e <= 1e-5, "case %zu: fast vs reference %g", k, e);
+        /* the same rope without YaRN differs (the blend and magnitude are applied) */
+        fb_rope_t lin = y;
+        lin.ext_factor = 0;
+        fcpu_ref_rope(x0, rows, ld, nh, hd, pos, &lin);
+        double d = 0;
+        for (int64_t i = 0; i < rows * ld; i++)
+            d = fmax(d, fabsf(x0[i] - x2[i]));
+        CHECKM(d > 0.1, "case %zu: YaRN changes nothing (%g)", k, d);
+        fb_weight_release(be, &ff);
+        free(x0); free(x1); free(x2); free(ffv);
+    }
+
+    /* refused: a negative or non-finite blend, a blend without an original context or with
+     * betas that are not positive, a negative attention factor, a base of 1 */
+    fb_rope_t bad[6];
+    for (int i = 0; i < 6; i++)
+        bad[i] = r;
+    bad[0].ext_factor = -1;
+    bad[1].ext_factor = NAN;
+    bad[2].n_ctx_orig = 0;
+    bad[3].beta_slow = 0;
+    bad[4].attn_factor = -2;
+    bad[5].freq_base = 1;
+    for (int i = 0; i < 6; i++)
+        CHECKM(fb_rope(be, x, 1, 8, 1, 8, &p3, &bad[i]) == -EINVAL, "bad rope %d accepted", i);
+    /* without a blend, the YaRN fields are not looked at */
+    bad[2].ext_factor = 0;
+    ck_assert_int_eq(fb_rope(be, x, 1, 8, 1, 8, &p3, &bad[2]), 0);
     fb_destroy(be);
 }
 END_TEST
@@ -2053,6 +2240,7 @@ int main(void)
     tcase_add_loop_test(tc, test_defer_equals_norm_then_gemm, 0, N_CFG);
     tcase_add_loop_test(tc, test_norms, 0, N_CFG);
     tcase_add_loop_test(tc, test_rope, 0, N_CFG);
+    tcase_add_loop_test(tc, test_rope_yarn, 0, N_CFG);
     tcase_add_loop_test(tc, test_attention, 0, N_CFG);
     tcase_add_loop_test(tc, test_elementwise, 0, N_CFG);
     tcase_add_loop_test(tc, test_get_rows, 0, N_CFG);
@@ -2073,6 +2261,7 @@ int main(void)
     tcase_add_loop_test(tc, test_fast_attention, 0, N_CFG);
     tcase_add_loop_test(tc, test_sumonly_overflow, 0, N_CFG);
     tcase_add_loop_test(tc, test_kv_types, 0, 7);
+    tcase_add_loop_test(tc, test_kv_ring, 0, 7);
     tcase_add_test(tc, test_kv_type_names);
     tcase_add_loop_test(tc, test_round_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_fast_rowops, 0, N_CFG);

@@ -318,18 +318,72 @@ START_TEST(test_rope)
             ck_assert_int_eq(fb_weight_prepare(be, &ff), 0);
             fb_rope_t r = {.mode = mode, .n_rot = cfg[k][2], .freq_base = 500000.f,
                            .freq_scale = mode ? 0.5f : 1.f, .freq_factors = k % 2 ? &ff : NULL};
-            float *x = up(be, hx, tot);
-            ck_assert_int_eq(fb_rope(be, x, rows, ld, H, hd, pos, &r), 0);
-            fcpu_ref_rope(ref, rows, ld, H, hd, pos, &r);
-            float *got = down(be, x, tot);
-            double e = rel_err(got, ref, tot);
-            CHECKM(e <= 1e-6, "rope mode %d heads %d hd %d factors %d: %.3g", mode, H, hd,
-                   (int)(k % 2), e);
-            fb_free(be, x);
+            for (int yarn = 0; yarn < 2; yarn++) {
+                /* YaRN (the table's blend, the kernels' magnitude): by 4 from 64 positions,
+                 * a part blend in one pair layout, an attention factor on the last shape */
+                if (yarn) {
+                    r.freq_scale = 0.25f;
+                    r.ext_factor = mode ? 0.5f : 1.f;
+                    r.beta_fast = 32;
+                    r.beta_slow = 1;
+                    r.n_ctx_orig = 64;
+                    r.attn_factor = k == 2 ? 0.8f : 0;
+                    memcpy(ref, hx, sizeof(float) * (size_t)tot);
+                }
+                float *x = up(be, hx, tot);
+                ck_assert_int_eq(fb_rope(be, x, rows, ld, H, hd, pos, &r), 0);
+                fcpu_ref_rope(ref, rows, ld, H, hd, pos, &r);
+                float *got = down(be, x, tot);
+                double e = rel_err(got, ref, tot);
+                CHECKM(e <= 1e-6, "rope mode %d heads %d hd %d factors %d yarn %d: %.3g", mode,
+                       H, hd, (int)(k % 2), yarn, e);
+                fb_free(be, x);
+                free(got);
+            }
             fb_weight_release(be, &ff);
-            free(hx); free(ref); free(got);
+            free(hx); free(ref);
         }
     fb_destroy(be);
+}
+END_TEST
+
+/* YaRN in a product's epilogue (one BF16 row, RoPE of its Q and K columns): the default
+ * backend, which rotates there, against the product of a backend that runs every op on its
+ * own (timing=1) rotated by the CPU reference. */
+START_TEST(test_rope_yarn_epilogue)
+{
+    const int E = 64;
+    uint16_t *hb = malloc(2 * 3 * 64 * 64);
+    for (int i = 0; i < 3 * E * E; i++)
+        hb[i] = fq_f32_to_bf16(tu_randf(&seed) * 0.2f);
+    float *hx = rnd(E, 1.f);
+    int32_t pos = 45;
+    fb_rope_t r = {.mode = FB_ROPE_ADJACENT, .n_rot = 32, .freq_base = 10000.f,
+                   .freq_scale = 0.25f, .ext_factor = 1, .beta_fast = 32, .beta_slow = 1,
+                   .n_ctx_orig = 32};
+    const char *plain[] = {"timing=1", NULL};
+    float *res[2];
+    for (int k = 0; k < 2; k++) {
+        fb_backend_t *be = gpu_opts(k ? NULL : plain);
+        fb_weight_t w = {.type = GG_BF16, .n_in = E, .n_out = 3 * E, .src = hb};
+        ck_assert_int_eq(fb_weight_prepare(be, &w), 0);
+        float *x = up(be, hx, E), *y = fb_alloc(be, sizeof(float) * 3 * E);
+        ck_assert_int_eq(fb_matmul(be, &w, x, 1, y, NULL), 0);
+        if (k) {
+            ck_assert_int_eq(fb_rope(be, y, 1, 3 * E, 2, 32, &pos, &r), 0);
+            ck_assert_int_eq(fb_rope(be, y + E, 1, 3 * E, 2, 32, &pos, &r), 0);
+        }
+        res[k] = down(be, y, 3 * E);
+        fb_free(be, x);
+        fb_free(be, y);
+        fb_weight_release(be, &w);
+        fb_destroy(be);
+    }
+    fcpu_ref_rope(res[0], 1, 3 * E, 2, 32, &pos, &r);
+    fcpu_ref_rope(res[0] + E, 1, 3 * E, 2, 32, &pos, &r);
+    double e = rel_err(res[1], res[0], 3 * E);
+    CHECKM(e <= 1e-6, "YaRN in the epilogue: %.3g", e);
+    free(res[0]); free(res[1]); free(hb); free(hx);
 }
 END_TEST
 
@@ -1253,6 +1307,7 @@ static Suite *suite(void)
     tcase_add_test(t, test_matmul_paths);
     tcase_add_test(t, test_norms);
     tcase_add_test(t, test_rope);
+    tcase_add_test(t, test_rope_yarn_epilogue);
     tcase_add_test(t, test_elementwise);
     tcase_add_test(t, test_attention);
     tcase_add_test(t, test_attention_window);

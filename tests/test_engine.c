@@ -17,7 +17,9 @@
  * states of each token fed alone, pooled and normalized here; they share steps with
  * generating requests, are chunked, neither reuse nor break the prefix cache, and bad ones
  * (pooling out of range, max_tokens, prompt log-probabilities, a model without hidden
- * states) are refused. */
+ * states) are refused.  Sliding-window rings (a gemma3 random model): the prefix cache
+ * reuses a slot only while its ring holds the window the prefix needs (ring misses counted)
+ * and speculative drafts are dropped from a ring, both answering as full caches do. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <pthread.h>
@@ -2627,6 +2629,67 @@ START_TEST(test_prefix_cache_ring)
 }
 END_TEST
 
+/* Speculative decoding over sliding-window rings: the gemma3 model of test_prefix_cache_ring
+ * (rings of 24: 17-row steps, window 8) decodes a prompt repeating a 5-token pattern with
+ * n-gram drafts of up to 6 tokens, with rings and with swa_full; drafts are fed (the pattern
+ * proposes them) and some rejected (random weights do not follow it), so the rejected rows
+ * are dropped from a ring that just wrote them.  The 48 greedy tokens are the same, their
+ * log-probabilities within 1e-4. */
+START_TEST(test_spec_ring)
+{
+    char path[] = "/tmp/fusiond-engine-swaspec-XXXXXX", err[256];
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    gguf_w_llama_t sp = { .name = "swa", .arch = "gemma3", .n_embd = 64, .n_layer = 6,
+                          .n_head = 4, .n_head_kv = 2, .head_dim = 32, .n_ff = 160,
+                          .n_vocab = 512, .n_ctx = 256, .rope_base = 1e6f, .norm_eps = 1e-6f,
+                          .tied = true, .wtype = GG_F32, .seed = 79, .n_swa = 8 };
+    ck_assert_msg(gguf_w_llama_write(&sp, path, 1, err, sizeof(err)) == 0, "%s", err);
+    int32_t prompt[40];
+    for (int i = 0; i < 40; i++)
+        prompt[i] = (int32_t)(11 + 53 * (i % 5));
+    eng_sampling_t smp;
+    eng_sampling_default(&smp);
+    smp.temperature = 0;
+    smp.n_probs = 1;
+    coll_t *c[2];
+    eng_stats_t st[2];
+    for (int i = 0; i < 2; i++) {
+        eng_params_t p;
+        eng_params_default(&p);
+        p.model_path = path;
+        p.threads = 1;
+        p.max_running = 1;
+        p.prefill_chunk = 8;
+        p.draft_max = 6;
+        p.swa_full = i == 0;
+        eng_t *slot, *e = open_checked(&p, &slot);
+        ck_assert_int_eq(eng_info(e)->swa_ring, i ? 24 : 0);
+        c[i] = coll_new();
+        eng_request_t q = { .prompt = prompt, .n_prompt = 40, .max_tokens = 48, .sampling = smp,
+                            .ignore_eos = true, .on_event = on_event, .ud = c[i] };
+        ck_assert_int_eq(eng_submit(e, &q, &c[i]->id, err, sizeof err), 0);
+        coll_wait(c[i]);
+        eng_stats(e, &st[i]);
+        eng_close(e);
+    }
+    fprintf(stderr, "spec over rings: %llu draft tokens, %llu accepted\n",
+            (unsigned long long)st[1].draft_tokens, (unsigned long long)st[1].draft_accepted);
+    ck_assert_uint_gt(st[1].draft_tokens, st[1].draft_accepted);
+    ck_assert_int_eq(c[0]->n, 48);
+    ck_assert_int_eq(c[1]->n, 48);
+    for (int k = 0; k < 48; k++)
+        ck_assert_msg(c[0]->tok[k] == c[1]->tok[k] && fabsf(c[0]->lp[k] - c[1]->lp[k]) < 1e-4f,
+                      "token %d: %d (%g) full, %d (%g) ring", k, c[0]->tok[k], c[0]->lp[k],
+                      c[1]->tok[k], c[1]->lp[k]);
+    coll_free(c[0]);
+    coll_free(c[1]);
+    unlink(path);
+    ck_assert_msg(n_check_failures == 0, "eng_check: %s", check_msg);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("engine");
@@ -2649,6 +2712,7 @@ int main(void)
     tcase_add_test(tc, test_prefix_cache_cancel_and_error);
     tcase_add_test(tc, test_prefix_cache_params);
     tcase_add_test(tc, test_prefix_cache_ring);
+    tcase_add_test(tc, test_spec_ring);
     suite_add_tcase(s, tc);
     /* the model tests only where the shared models are (tu_shared fails under CI's
      * FUSIOND_REQUIRE_SHARED=1); the scheduler tests run regardless */

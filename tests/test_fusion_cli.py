@@ -2,13 +2,16 @@
 """test_fusion_cli.py: proves fusion-cli end to end: greedy text from an empty prompt is
 exactly stories260K's reference (both files, fusion on and off, and with an f16 KV cache; a
 q8_0 cache starts the same and then parts), seeded sampling replays,
-speeds go to stderr only, and bad input (too long a prompt, bad options, missing file)
+speeds go to stderr only, the RoPE scaling flags (llama-server's) override a file's YaRN
+keys exactly (a plain model with --rope-scaling yarn --rope-scale 4 --yarn-orig-ctx 32 writes
+the YaRN model's text; none and linear change it), and bad input (too long a prompt, bad options, missing file)
 fails with a clear message and exit status 1."""
 import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
 
 build = os.environ.get("top_builddir", ".")
 cli = os.path.join(build, "fusion-cli")
@@ -103,7 +106,39 @@ check(rc == 0 and "context full" in err and ref["text"].startswith(out) and len(
 rc, out, err = run("--info", model)
 check(rc == 0 and "llama.block_count" in out and "blk.4.ffn_down.weight" in out, "--info", err)
 
+# RoPE scaling: random models from fusion-gguf-gen, with and without rope.scaling.* = yarn
+gen = os.path.join(build, "fusion-gguf-gen")
+with tempfile.TemporaryDirectory() as tmp:
+    shape = ["--arch", "llama", "--n-embd", "64", "--n-layer", "2", "--n-head", "4",
+             "--n-head-kv", "2", "--n-ff", "160", "--n-vocab", "512", "--n-ctx", "256",
+             "-s", "5", "-j", "1"]
+    yarn, plain = os.path.join(tmp, "yarn.gguf"), os.path.join(tmp, "plain.gguf")
+    subprocess.run([gen, "-o", yarn, "--rope-scaling", "yarn:4:32"] + shape, check=True,
+                   capture_output=True)
+    subprocess.run([gen, "-o", plain] + shape, check=True, capture_output=True)
+    greedy = ["-n", "40", "--temp", "0", "--threads", "1"]
+    texts = {}
+    for key, args in (("file", ["-m", yarn]),
+                      ("flags", ["-m", plain, "--rope-scaling", "yarn", "--rope-scale", "4",
+                                 "--yarn-orig-ctx", "32"]),
+                      ("plain", ["-m", plain]),
+                      ("none", ["-m", yarn, "--rope-scaling", "none"]),
+                      ("linear", ["-m", yarn, "--rope-scaling", "linear"])):
+        rc, out, err = run(*(args + greedy))
+        check(rc == 0 and out, "RoPE scaling run %s" % key, err)
+        texts[key] = out
+    check(texts["file"] == texts["flags"], "the flags give the file's YaRN",
+          "%r\n%r" % (texts["file"], texts["flags"]))
+    check(texts["none"] == texts["plain"] and texts["none"] != texts["file"] and
+          texts["linear"] not in (texts["file"], texts["none"]),
+          "--rope-scaling none and linear override the file's yarn", repr(texts))
+
 for args, what in ((["-m", model, "--fusion", "maybe"], "on or off"),
+                   (["-m", model, "--rope-scaling", "longrope"],
+                    "--rope-scaling takes none, linear or yarn, not 'longrope'"),
+                   (["-m", model, "--yarn-beta-fast", "0"], "--yarn-beta-fast takes a number > 0"),
+                   (["-m", model, "--rope-scale", "x"], "--rope-scale takes a number >= 0"),
+                   (["-m", model, "--yarn-orig-ctx", "1.5"], "--yarn-orig-ctx takes a whole"),
                    (["-m", model, "--temp", "x"], "--temp"),
                    (["-m", model, "--draft-max", "65"], "--draft-max"),
                    (["-m", model, "--lookup-min", "3", "--lookup-max", "2"], "--lookup-min 3"),

@@ -28,7 +28,7 @@
 #include "engine/model.h"
 #include "tests/testutil.h"
 
-#define MAX_IDS 32
+#define MAX_IDS 64
 #define N_VOCAB 512
 
 typedef struct ref {
@@ -106,6 +106,14 @@ static void parse_model(ref_t *r, char *line)
         else if (!strcmp(k, "n_expert_used")) s->n_expert_used = key_int(v), moe++;
         else if (!strcmp(k, "gemma_vocab")) s->gemma_vocab = key_int(v) != 0, seen--;
         else if (!strcmp(k, "rope_scale")) s->rope_scale = strtof(v, NULL), seen--;
+        else if (!strcmp(k, "rope_scaling")) { /* yarn:FACTOR:ORIG_CTX */
+            char *end;
+            ck_assert_msg(!strncmp(v, "yarn:", 5), "model line: rope_scaling '%s'", v);
+            s->rope_scale = strtof(v + 5, &end);
+            ck_assert_msg(*end == ':' && s->rope_scale > 0, "model line: rope_scaling '%s'", v);
+            s->yarn_orig_ctx = key_int(end + 1);
+            seen--;
+        }
         else
             ck_abort_msg("model line: unknown key '%s'", k);
     }
@@ -209,12 +217,14 @@ static void unlink_files(const ref_t *r, const char *path)
 
 /* fusiond's logits for every prompt position: in one prefill step, or (stepwise) one token
  * per step as decoding runs. */
-static float *run_cache(const char *path, bool fusion, bool ref_ops, bool stepwise, int n_batch,
-                        const ref_t *r, int cache_k, int cache_v)
+static float *run_with(const char *path, bool fusion, bool ref_ops, bool stepwise, int n_batch,
+                       const ref_t *r, int cache_k, int cache_v, const llm_load_params_t *base)
 {
     static const char *const ref_opt[] = { "ref=1", NULL };
     llm_load_params_t p;
     llm_load_params_default(&p);
+    if (base)
+        p = *base;
     p.path = path;
     p.cache_type_k = cache_k;
     p.cache_type_v = cache_v;
@@ -260,6 +270,12 @@ static float *run_cache(const char *path, bool fusion, bool ref_ops, bool stepwi
     }
     llm_free(m);
     return lg;
+}
+
+static float *run_cache(const char *path, bool fusion, bool ref_ops, bool stepwise, int n_batch,
+                        const ref_t *r, int cache_k, int cache_v)
+{
+    return run_with(path, fusion, ref_ops, stepwise, n_batch, r, cache_k, cache_v, NULL);
 }
 
 /* run() with the reference's own cache types. */
@@ -344,7 +360,8 @@ static const char *const refs[] = {
     "gemma-q4_k_m", "qwen3moe-f32",
     "qwen3moe-q8_0", "qwen3moe-q4_k_m", "olmoe-f32", "olmoe-q4_k_m", "mixtral-f32",
     "mixtral-q4_0", "qwen2moe-f32", "qwen2moe-q4_k_m", "llama-hd64-f32", "qwen3-f32-kv-f16",
-    "qwen3-f32-kv-q8_0", "llama-hd64-f32-kv-f16", "llama-hd64-f32-kv-q8_0",
+    "qwen3-f32-kv-q8_0", "llama-hd64-f32-kv-f16", "llama-hd64-f32-kv-q8_0", "llama-yarn-f32",
+    "qwen2-yarn-f32", "qwen3-yarn-f32", "qwen3-yarn-q8_0",
     "lora-llama-f32", "lora-llama-f32-scaled", "lora-qwen2-f32", "lora-phi3-f32",
     "lora-llama-q8_0", "lora-llama-q4_k_m",
 };
@@ -463,6 +480,63 @@ START_TEST(test_discriminates)
     free(lg);
     unlink(path);
     free(r.logits);
+}
+END_TEST
+
+/* The YaRN references tell YaRN's parts apart: run as linear scaling, without the ramp's
+ * blend (ext_factor 0, YaRN's magnitude kept through the attention factor), with the ramp's
+ * ends moved (betas 8 and 4), or without the magnitude (the file's rope.scaling.attn_factor
+ * dividing it out), fusiond misses llama.cpp's logits by far more than the bound; and an
+ * attention factor override, which llama.cpp drops under a YaRN blend, changes nothing. */
+START_TEST(test_yarn_discriminates)
+{
+    static const char *const names[] = { "llama-yarn-f32", "qwen2-yarn-f32", "qwen3-yarn-f32" };
+    for (size_t i = 0; i < FD_ARRAY_LEN(names); i++) {
+        ref_t r;
+        load_ref(names[i], &r);
+        const double b = bound(r.arch, r.type);
+        const float mscale = 1.0f + 0.1f * logf(r.spec.rope_scale);
+        for (int v = 0; v < 5; v++) {
+            llm_load_params_t p;
+            llm_load_params_default(&p);
+            const char *what = "";
+            ref_t w = r;
+            switch (v) {
+            case 0: what = "linear"; p.rope.scaling = LLM_ROPE_SCALING_LINEAR; break;
+            case 1:
+                what = "no ramp";
+                p.rope.set = LLM_YARN_EXT | LLM_YARN_ATTN;
+                p.rope.yarn_ext_factor = 0;
+                p.rope.yarn_attn_factor = mscale;
+                break;
+            case 2:
+                what = "moved ramp";
+                p.rope.set = LLM_YARN_BETA_FAST | LLM_YARN_BETA_SLOW;
+                p.rope.yarn_beta_fast = 8;
+                p.rope.yarn_beta_slow = 4;
+                break;
+            case 3: what = "no magnitude"; w.spec.attn_factor = 1.0f / mscale; break;
+            case 4:
+                what = "attn override";
+                p.rope.set = LLM_YARN_ATTN;
+                p.rope.yarn_attn_factor = 2;
+                break;
+            }
+            const char *path = write_model(&w, "yarn-broken");
+            float *lg = run_with(path, true, false, false, 0, &r, GG_F32, GG_F32, &p);
+            int worst = 0;
+            double e = rel_err(lg, &r, &worst);
+            fprintf(stderr, "%-16s %-13s relative error %.2e (bound %.1e)\n", names[i], what, e,
+                    b);
+            if (v == 4)
+                ck_assert_msg(e <= b, "%s: %s: %.3e", names[i], what, e);
+            else
+                ck_assert_msg(e > 10 * b, "%s %s: within %.3e of llama.cpp", names[i], what, e);
+            free(lg);
+            unlink(path);
+        }
+        free(r.logits);
+    }
 }
 END_TEST
 
@@ -899,6 +973,7 @@ static Suite *suite(void)
     tcase_add_test(c, test_discriminates);
     tcase_add_test(c, test_lora_discriminates);
     tcase_add_test(c, test_cache_type_discriminates);
+    tcase_add_test(c, test_yarn_discriminates);
     tcase_add_test(c, test_qwen3_bad_norm);
     tcase_add_test(c, test_gemma_bad);
     tcase_add_test(c, test_gemma_tokens);

@@ -6,7 +6,9 @@
  * its rows (prompt log-probabilities) equal those of its tokens fed one at a time, the final
  * hidden states an entry returns (embeddings) are the vectors the LM head multiplies (the
  * reference plan's logits through the file's own head matrix, CPU and Corsair, fused and
- * unfused, across chunks and sub-batches; qwen2 too), and bad files and bad batches fail
+ * unfused, across chunks and sub-batches; qwen2 too), sliding-window rings give the logits
+ * of full caches (CPU, reference ops, Corsair; F32 and Q8_0 caches; draft rollback) in the
+ * bytes they should and refuse rewinds past their window, and bad files and bad batches fail
  * clearly. */
 #include <math.h>
 
@@ -886,6 +888,104 @@ static spec_t base_spec(void)
                      .n_head_kv = 2, .n_vocab = 300, .wtype = GG_F32 };
 }
 
+/* RoPE scaling as llama.cpp resolves it: a file's yarn (factor 4, the original context
+ * the training context of 32, ext_factor 1, betas 32/1, an attention factor that YaRN's
+ * magnitude cancels to 1), the overrides (type, base, scale, the yarn_* values; an attention
+ * factor counts only without a blend), and bad overrides refused with their name. */
+START_TEST(test_rope_scaling)
+{
+    spec_t s = base_spec();
+    s.scaling = "yarn";
+    const char *path = write_spec("yarn.gguf", &s);
+    llm_load_params_t p;
+    llm_load_params_default(&p);
+    p.path = path;
+    p.threads = 1;
+    llm_model_t *m = NULL;
+    char err[512];
+    ck_assert_msg(llm_load(&m, &p, err, sizeof(err)) == 0, "%s", err);
+    const llm_hparams_t *hp = llm_hparams(m);
+    ck_assert_int_eq(hp->rope_scaling, LLM_ROPE_SCALING_YARN);
+    ck_assert_float_eq(hp->rope_freq_scale, 0.25f);
+    ck_assert_float_eq(hp->yarn_ext_factor, 1.0f);
+    ck_assert_float_eq(hp->yarn_beta_fast, 32.0f);
+    ck_assert_float_eq(hp->yarn_beta_slow, 1.0f);
+    ck_assert_uint_eq(hp->n_ctx_orig_yarn, 32);
+    ck_assert_float_eq_tol(hp->yarn_attn_factor, 1.0f, 1e-6f);
+    llm_free(m);
+    /* overrides */
+    p.rope.scaling = LLM_ROPE_SCALING_LINEAR;
+    p.rope.freq_base = 5000;
+    p.rope.yarn_orig_ctx = 64;
+    ck_assert_msg(llm_load(&m, &p, err, sizeof(err)) == 0, "%s", err);
+    hp = llm_hparams(m);
+    ck_assert_int_eq(hp->rope_scaling, LLM_ROPE_SCALING_LINEAR);
+    ck_assert_float_eq(hp->yarn_ext_factor, 0.0f);
+    ck_assert_float_eq(hp->rope_freq_base, 5000.0f);
+    ck_assert_uint_eq(hp->n_ctx_orig_yarn, 64);
+    llm_free(m);
+    llm_load_params_default(&p);
+    p.path = path;
+    p.threads = 1;
+    p.rope.freq_scale = 0.125f;
+    p.rope.set = LLM_YARN_EXT | LLM_YARN_ATTN | LLM_YARN_BETA_FAST | LLM_YARN_BETA_SLOW;
+    p.rope.yarn_ext_factor = 0.5f;
+    p.rope.yarn_attn_factor = 3;
+    p.rope.yarn_beta_fast = 16;
+    p.rope.yarn_beta_slow = 2;
+    ck_assert_msg(llm_load(&m, &p, err, sizeof(err)) == 0, "%s", err);
+    hp = llm_hparams(m);
+    ck_assert_float_eq(hp->rope_freq_scale, 0.125f);
+    ck_assert_float_eq(hp->yarn_ext_factor, 0.5f);
+    ck_assert_float_eq(hp->yarn_beta_fast, 16.0f);
+    ck_assert_float_eq(hp->yarn_beta_slow, 2.0f);
+    ck_assert_float_eq_tol(hp->yarn_attn_factor, 1.0f, 1e-6f); /* the blend drops the 3 */
+    llm_free(m);
+    p.rope.yarn_ext_factor = 0; /* no blend: the override counts */
+    ck_assert_msg(llm_load(&m, &p, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_float_eq(llm_hparams(m)->yarn_attn_factor, 3.0f);
+    llm_free(m);
+    llm_load_params_default(&p);
+    p.path = path;
+    p.rope.scaling = LLM_ROPE_SCALING_NONE;
+    ck_assert_msg(llm_load(&m, &p, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_float_eq(llm_hparams(m)->rope_freq_scale, 1.0f);
+    ck_assert_float_eq(llm_hparams(m)->yarn_ext_factor, 0.0f);
+    llm_free(m);
+    static const struct { int field; float v; const char *name; } bad[] = {
+        { 0, 7, "rope scaling type" }, { 1, -1, "rope freq base" },
+        { 2, NAN, "rope freq scale" }, { 3, -1, "yarn ext factor" },
+        { 4, 0, "yarn attn factor" }, { 5, -3, "yarn beta fast" },
+        { 6, INFINITY, "yarn beta slow" }, { 7, -5, "yarn original context" },
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(bad); i++) {
+        llm_load_params_default(&p);
+        p.path = path;
+        switch (bad[i].field) {
+        case 0: p.rope.scaling = (int)bad[i].v; break;
+        case 1: p.rope.freq_base = bad[i].v; break;
+        case 2: p.rope.freq_scale = bad[i].v; break;
+        case 3: p.rope.set = LLM_YARN_EXT; p.rope.yarn_ext_factor = bad[i].v; break;
+        case 4: p.rope.set = LLM_YARN_ATTN; p.rope.yarn_attn_factor = bad[i].v; break;
+        case 5: p.rope.set = LLM_YARN_BETA_FAST; p.rope.yarn_beta_fast = bad[i].v; break;
+        case 6: p.rope.set = LLM_YARN_BETA_SLOW; p.rope.yarn_beta_slow = bad[i].v; break;
+        case 7: p.rope.yarn_orig_ctx = (int)bad[i].v; break;
+        }
+        m = NULL;
+        ck_assert_int_eq(llm_load(&m, &p, err, sizeof(err)), -EINVAL);
+        ck_assert_ptr_null(m);
+        ck_assert_msg(strstr(err, bad[i].name), "%s: %s", bad[i].name, err);
+    }
+    /* the names */
+    int t = -1;
+    ck_assert_int_eq(llm_rope_scaling_parse("yarn", &t), 0);
+    ck_assert_int_eq(t, LLM_ROPE_SCALING_YARN);
+    ck_assert_int_eq(llm_rope_scaling_parse("Yarn", &t), -EINVAL);
+    ck_assert_int_eq(llm_rope_scaling_parse("longrope", &t), -EINVAL);
+    ck_assert_str_eq(llm_rope_scaling_name(LLM_ROPE_SCALING_NONE), "none");
+}
+END_TEST
+
 START_TEST(test_bad_files)
 {
     char err[512];
@@ -919,9 +1019,9 @@ START_TEST(test_bad_files)
     ck_assert_int_eq(load_err(write_spec("key.gguf", &s), err, sizeof(err)), FD_EFORMAT);
     ck_assert_ptr_nonnull(strstr(err, "llama.attention.layer_norm_rms_epsilon is missing"));
     s = base_spec();
-    s.scaling = "yarn";
-    ck_assert_int_eq(load_err(write_spec("yarn.gguf", &s), err, sizeof(err)), FD_EUNSUP);
-    ck_assert_ptr_nonnull(strstr(err, "yarn"));
+    s.scaling = "longrope"; /* a type llama.cpp knows and fusiond does not run */
+    ck_assert_int_eq(load_err(write_spec("longrope.gguf", &s), err, sizeof(err)), FD_EUNSUP);
+    ck_assert_ptr_nonnull(strstr(err, "'longrope' is not supported (none, linear, yarn)"));
     s = base_spec();
     s.rope_freqs = true;        /* uniform in [-1, 1): some factors are negative */
     ck_assert_int_eq(load_err(write_spec("rope-freqs.gguf", &s), err, sizeof(err)), FD_EFORMAT);
@@ -1227,6 +1327,7 @@ int main(void)
     TCase *rnd = tcase_create("random");
     tcase_add_test(rnd, test_quantized_types);
     tcase_add_test(rnd, test_bad_files);
+    tcase_add_test(rnd, test_rope_scaling);
     tcase_add_test(rnd, test_qwen2);
     tcase_add_loop_test(rnd, test_swa_ring, 0, 12);
     tcase_add_test(rnd, test_swa_ring_not_smaller);

@@ -44,6 +44,7 @@ typedef struct cli {
     const char *lora[32];           /* --lora FILE / --lora-scaled FILE SCALE */
     float lora_scale[32];
     int n_lora;
+    llm_rope_params_t rope;         /* --rope-* / --yarn-* (llama-server's names) */
 } cli_t;
 
 static void usage(FILE *f)
@@ -77,6 +78,13 @@ static void usage(FILE *f)
             "  -ctk, --cache-type-k TYPE  KV cache type of K: f32 (default), f16, bf16, q8_0,\n"
             "                       q4_0, q4_1, q5_0, q5_1 (llama.cpp's names)\n"
             "  -ctv, --cache-type-v TYPE  KV cache type of V (the same types)\n"
+            "      --rope-scaling none|linear|yarn  RoPE scaling type (default: the model's)\n"
+            "      --rope-scale F, --rope-freq-scale S  scaling factor F (S = 1/F)\n"
+            "      --rope-freq-base B  RoPE base (default: the model's)\n"
+            "      --yarn-orig-ctx N  YaRN's original context (default: the model's)\n"
+            "      --yarn-ext-factor X, --yarn-attn-factor A, --yarn-beta-slow B,\n"
+            "      --yarn-beta-fast B  YaRN's blend (default 1 with yarn), attention factor,\n"
+            "                       ramp ends (default 1 and 32), as llama.cpp's\n"
             "      --swa-full       sliding-window layers (Gemma 2/3) keep every position,\n"
             "                       not a ring of the window plus one batch\n"
             "      --lora FILE      a LoRA adapter (llama.cpp's GGUF adapters), scale 1;\n"
@@ -123,7 +131,7 @@ static int parse_args(cli_t *c, int argc, char **argv)
 {
     enum { O_TEMP = 256, O_TOPK, O_TOPP, O_MINP, O_SEED, O_THREADS, O_BACKEND, O_FUSION,
            O_SOFTMAX, O_CTX, O_INFO, O_BACKEND_OPT, O_DRAFT, O_LKMIN, O_LKMAX, O_CTK, O_CTV,
-           O_SWA_FULL, O_LORA, O_LORA_SCALED };
+           O_SWA_FULL, O_LORA, O_LORA_SCALED, O_ROPE0 };
     static const struct option opts[] = {
         { "model", required_argument, NULL, 'm' },  { "prompt", required_argument, NULL, 'p' },
         { "n-predict", required_argument, NULL, 'n' }, { "help", no_argument, NULL, 'h' },
@@ -144,6 +152,15 @@ static int parse_args(cli_t *c, int argc, char **argv)
         { "swa-full", no_argument, NULL, O_SWA_FULL },
         { "lora", required_argument, NULL, O_LORA },
         { "lora-scaled", required_argument, NULL, O_LORA_SCALED },
+        { "rope-scaling", required_argument, NULL, O_ROPE0 },
+        { "rope-scale", required_argument, NULL, O_ROPE0 + 1 },
+        { "rope-freq-base", required_argument, NULL, O_ROPE0 + 2 },
+        { "rope-freq-scale", required_argument, NULL, O_ROPE0 + 3 },
+        { "yarn-orig-ctx", required_argument, NULL, O_ROPE0 + 4 },
+        { "yarn-ext-factor", required_argument, NULL, O_ROPE0 + 5 },
+        { "yarn-attn-factor", required_argument, NULL, O_ROPE0 + 6 },
+        { "yarn-beta-slow", required_argument, NULL, O_ROPE0 + 7 },
+        { "yarn-beta-fast", required_argument, NULL, O_ROPE0 + 8 },
         { NULL, 0, NULL, 0 },
     };
     /* llama.cpp's single-dash spellings */
@@ -259,7 +276,18 @@ static int parse_args(cli_t *c, int argc, char **argv)
             }
             c->lora[c->n_lora++] = optarg;
             break;
-        default: usage(stderr); return -1;
+        default:
+            if (o >= O_ROPE0 && o <= O_ROPE0 + 8) { /* llm_rope_option_names' order */
+                char err[160];
+                if (llm_rope_option(&c->rope, llm_rope_option_names[o - O_ROPE0], optarg, err,
+                                    sizeof(err))) {
+                    fprintf(stderr, "fusion-cli: %s\n", err);
+                    rc = -1;
+                }
+                break;
+            }
+            usage(stderr);
+            return -1;
         }
         if (rc)
             return -1;
@@ -366,6 +394,7 @@ static int generate(const cli_t *c)
     lp.swa_full = c->swa_full;
     lp.lora = c->lora;
     lp.n_lora = c->n_lora;
+    lp.rope = c->rope;
     char err[512];
     llm_model_t *m = NULL;
     smp_t *smp = NULL;

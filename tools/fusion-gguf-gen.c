@@ -4,6 +4,7 @@
  * downloading anything.  The written file is re-opened with the validating reader. */
 #include <getopt.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,9 @@ static void usage(FILE *f)
             "      --swa N           gemma: the local layers' sliding window (gemma3 512)\n"
             "      --softcap A,F     gemma2: attention and final logit soft-caps\n"
             "      --rope-scale F    linear RoPE scaling by F (rope.scaling.factor)\n"
+            "      --rope-scaling linear:F | yarn:F:N\n"
+            "                        linear scaling by F, or YaRN by F from an original\n"
+            "                        context of N (rope.scaling.original_context_length)\n"
             "      --gemma-vocab     a Gemma-style vocabulary (<bos> 2, <eos> 1, user-defined\n"
             "                        pieces, no space prefix)\n"
             "      --name S          general.name\n"
@@ -95,7 +99,8 @@ static int parse_float(const char *opt, const char *s, float *out)
 
 enum { O_ARCH = 256, O_EMBD, O_LAYER, O_HEAD, O_HEAD_KV, O_FF, O_VOCAB, O_CTX, O_HEAD_DIM,
        O_ROPE, O_EPS, O_TIED, O_UNTIED, O_NAME, O_ROPE_FREQS, O_LONGROPE, O_SWA, O_SOFTCAP,
-       O_GEMMA_VOCAB, O_ROPE_SCALE, O_EXPERTS, O_LORA, O_RANK, O_ALPHA, O_TARGETS };
+       O_GEMMA_VOCAB, O_ROPE_SCALE, O_EXPERTS, O_LORA, O_RANK, O_ALPHA, O_TARGETS,
+       O_ROPE_SCALING };
 
 static int write_lora(const char *base, const char *out, const char *type, const char *seed,
                       int rank, float alpha, const char *targets)
@@ -139,6 +144,7 @@ int main(int argc, char **argv)
         {"swa", required_argument, 0, O_SWA}, {"softcap", required_argument, 0, O_SOFTCAP},
         {"gemma-vocab", no_argument, 0, O_GEMMA_VOCAB},
         {"rope-scale", required_argument, 0, O_ROPE_SCALE},
+        {"rope-scaling", required_argument, 0, O_ROPE_SCALING},
         {"experts", required_argument, 0, O_EXPERTS},
         {"lora", required_argument, 0, O_LORA}, {"rank", required_argument, 0, O_RANK},
         {"alpha", required_argument, 0, O_ALPHA}, {"targets", required_argument, 0, O_TARGETS},
@@ -159,6 +165,7 @@ int main(int argc, char **argv)
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int threads = ncpu > 0 ? (int)FD_MIN(ncpu, 256) : 1;
     float rope = 0, eps = 0, rope_scale = 0;
+    int yarn_orig = 0;
     gguf_w_llama_t p;
     const char *lora_base = NULL, *targets = NULL;
     int rank = 4;
@@ -217,6 +224,21 @@ int main(int argc, char **argv)
         case O_SWA: if (parse_int("--swa", optarg, &n_swa)) return 2; break;
         case O_GEMMA_VOCAB: gemma_vocab = true; break;
         case O_ROPE_SCALE: if (parse_float("--rope-scale", optarg, &rope_scale)) return 2; break;
+        case O_ROPE_SCALING: {
+            char *end = NULL;
+            long n = 0;
+            bool yarn = strncmp(optarg, "yarn:", 5) == 0;
+            if (yarn || strncmp(optarg, "linear:", 7) == 0)
+                rope_scale = strtof(optarg + (yarn ? 5 : 7), &end);
+            if (end && yarn && *end == ':')
+                n = strtol(end + 1, &end, 10);
+            if (!end || end == optarg || *end || !(rope_scale > 0) || !isfinite(rope_scale) ||
+                (yarn && (n <= 0 || n > (1L << 30))))
+                return fprintf(stderr, "fusion-gguf-gen: --rope-scaling: linear:F or yarn:F:N "
+                               "with F > 0 and N > 0\n"), 2;
+            yarn_orig = (int)n;
+            break;
+        }
         case O_SOFTCAP: {
             char *end;
             softcap[0] = strtof(optarg, &end);
@@ -268,6 +290,7 @@ int main(int argc, char **argv)
     p.gemma_vocab = gemma_vocab;
     if (rope_scale > 0)
         p.rope_scale = rope_scale;
+    p.yarn_orig_ctx = yarn_orig;
     if (n_swa > 0)
         p.n_swa = n_swa;
     else if (p.n_swa == 0 && p.arch && strcmp(p.arch, "gemma3") == 0)

@@ -416,21 +416,28 @@ static int cs_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int n
                    int head_dim, const int32_t *pos, const fb_rope_t *rope)
 {
     fcs_t *c = (fcs_t *)be;
-    if (rope->n_rot <= 0 || rope->n_rot > head_dim || rope->n_rot % 2 ||
-        (rope->mode != FB_ROPE_ADJACENT && rope->mode != FB_ROPE_NEOX) ||
-        !(rope->freq_base > 0) || !(rope->freq_scale > 0))
+    if (fb_rope_check(rope, head_dim))
         return -EINVAL;
     for (int64_t r = 0; r < n_rows; r++)
         if (pos[r] < 0)
             return -EINVAL;
     const int half = rope->n_rot / 2;
     const float *ff = rope->freq_factors ? rope->freq_factors->src : NULL;
+    float dims[2];
+    fb_rope_corr_dims(rope, dims);
+    const double m = fb_rope_mscale(rope);
     for (int64_t r = 0; r < n_rows; r++)
         for (int i = 0; i < half; i++) {
-            /* the SIMD reads cos/sin from a table computed once in high precision */
+            /* the SIMD reads cos/sin from a table computed once in high precision (YaRN's
+             * blend and magnitude folded in) */
+            double ext = (double)pos[r] * pow(rope->freq_base, -2.0 * i / rope->n_rot) /
+                         (ff ? ff[i] : 1.0);
             double th = (double)pos[r] * rope->freq_scale *
                         pow(rope->freq_base, -2.0 * i / rope->n_rot) / (ff ? ff[i] : 1.0);
-            const float cs = (float)cos(th), sn = (float)sin(th);
+            double mix = fb_rope_yarn_mix(rope, dims, i);
+            if (mix != 0)
+                th = th * (1 - mix) + ext * mix;
+            const float cs = (float)(cos(th) * m), sn = (float)(sin(th) * m);
             int a = rope->mode == FB_ROPE_NEOX ? i : 2 * i;
             int b = rope->mode == FB_ROPE_NEOX ? i + half : 2 * i + 1;
             for (int h = 0; h < n_heads; h++) {

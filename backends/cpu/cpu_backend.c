@@ -1042,6 +1042,8 @@ typedef struct rope_ctx {
     const int32_t *pos;
     const fb_rope_t *rope;
     const double *inv; /* base^(-2i/n_rot) */
+    const float *mix;  /* YaRN's blend of each pair (fb_rope_yarn_mix), or NULL: none */
+    double mscale;     /* fb_rope_mscale */
 } rope_ctx_t;
 
 static void rope_rows(void *arg, int64_t r0, int64_t r1, int ith)
@@ -1053,8 +1055,12 @@ static void rope_rows(void *arg, int64_t r0, int64_t r1, int ith)
         /* the angles depend on the position only: once per row, for all heads */
         for (int i = 0; i < half; i++) {
             double th = (double)a->pos[r] * a->rope->freq_scale * a->inv[i];
-            cs[i] = (float)cos(th);
-            sn[i] = (float)sin(th);
+            if (a->mix && a->mix[i] != 0) {
+                double mix = a->mix[i];
+                th = th * (1 - mix) + (double)a->pos[r] * a->inv[i] * mix;
+            }
+            cs[i] = (float)(cos(th) * a->mscale);
+            sn[i] = (float)(sin(th) * a->mscale);
         }
         for (int h = 0; h < a->n_heads; h++) {
             float *v = a->x + r * a->ld + (int64_t)h * a->head_dim;
@@ -1079,9 +1085,7 @@ static int cpu_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int 
                     int head_dim, const int32_t *pos, const fb_rope_t *rope)
 {
     fcpu_t *c = (fcpu_t *)be;
-    if (rope->n_rot <= 0 || rope->n_rot > head_dim || rope->n_rot % 2 ||
-        (rope->mode != FB_ROPE_ADJACENT && rope->mode != FB_ROPE_NEOX) ||
-        !(rope->freq_base > 0) || !(rope->freq_scale > 0))
+    if (fb_rope_check(rope, head_dim))
         return -EINVAL;
     for (int64_t r = 0; r < n_rows; r++)
         if (pos[r] < 0)
@@ -1112,8 +1116,13 @@ static int cpu_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int 
         c->rope_base = rope->freq_base;
         c->rope_n_rot = rope->n_rot;
     }
+    float mix[512], dims[2];
+    fb_rope_corr_dims(rope, dims);
+    for (size_t i = 0; i < half; i++)
+        mix[i] = fb_rope_yarn_mix(rope, dims, (int)i);
     rope_ctx_t a = {.x = x, .ld = ld, .n_heads = n_heads, .head_dim = head_dim, .pos = pos,
-                    .rope = rope, .inv = c->rope_inv};
+                    .rope = rope, .inv = c->rope_inv, .mix = rope->ext_factor != 0 ? mix : NULL,
+                    .mscale = fb_rope_mscale(rope)};
     par_rows(c, n_rows, 3.0 * n_heads * head_dim + 20.0 * rope->n_rot, rope_rows, &a);
     return 0;
 }

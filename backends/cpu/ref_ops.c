@@ -100,14 +100,24 @@ void fcpu_ref_rope(float *x, int64_t n_rows, int64_t ld, int n_heads, int head_d
 {
     const int half = rope->n_rot / 2;
     const float *ff = rope->freq_factors ? rope->freq_factors->src : NULL;
+    float dims[2];
+    fb_rope_corr_dims(rope, dims);
+    const double m = fb_rope_mscale(rope);
     for (int64_t r = 0; r < n_rows; r++)
         for (int h = 0; h < n_heads; h++) {
             float *v = x + r * ld + (int64_t)h * head_dim;
             for (int i = 0; i < half; i++) {
-                /* theta_i = p * scale * base^(-2i / n_rot) / factor_i */
+                /* theta_i = p * scale * base^(-2i / n_rot) / factor_i; YaRN blends it with
+                 * the unscaled angle by its ramp */
                 double th = (double)pos[r] * rope->freq_scale *
                             pow(rope->freq_base, -2.0 * i / rope->n_rot) / (ff ? ff[i] : 1.0);
-                double c = cos(th), s = sin(th);
+                double mix = fb_rope_yarn_mix(rope, dims, i);
+                if (mix != 0) {
+                    double ext = (double)pos[r] * pow(rope->freq_base, -2.0 * i / rope->n_rot) /
+                                 (ff ? ff[i] : 1.0);
+                    th = th * (1 - mix) + ext * mix;
+                }
+                double c = cos(th) * m, s = sin(th) * m;
                 int a = rope->mode == FB_ROPE_NEOX ? i : 2 * i;
                 int b = rope->mode == FB_ROPE_NEOX ? i + half : 2 * i + 1;
                 double va = v[a], vb = v[b];

@@ -209,7 +209,7 @@ typedef struct fcuda {
     int n_wc, cap_wc;
     /* RoPE frequency tables, one per (n_rot, base) seen */
     /* RoPE tables, by (n_rot, base, the factors' values: hf, a host copy, or NULL) */
-    struct { int n_rot; float base; float *hf; double *d; } rf[4];
+    struct { int n_rot; float base; float *hf; double *d; float yarn[4]; } rf[4];
     int n_rf;
     /* steptime=1: where a step's wall time goes (summary logged when the option is set) */
     bool steptime, st_on;
@@ -1396,12 +1396,13 @@ static int cuda_layernorm(fb_backend_t *be, const float *x, int64_t n_rows, int6
  * (n_rot, base, factor values); NULL if it cannot be made: without factors the kernels then
  * compute each value themselves, with the same result; with factors the rope fails. */
 static const double *rope_table(fcuda_t *c, int n_rot, float base, const float *hf,
-                                const float *df)
+                                const float *df, const float yarn[4])
 {
     const size_t fb = sizeof(float) * (size_t)(n_rot / 2);
     for (int k = 0; k < c->n_rf; k++)
         if (c->rf[k].n_rot == n_rot && c->rf[k].base == base && !c->rf[k].hf == !hf &&
-            (!hf || memcmp(c->rf[k].hf, hf, fb) == 0))
+            (!hf || memcmp(c->rf[k].hf, hf, fb) == 0) &&
+            memcmp(c->rf[k].yarn, yarn, sizeof(c->rf[k].yarn)) == 0)
             return c->rf[k].d;
     double *d = NULL;
     float *copy = NULL;
@@ -1413,7 +1414,8 @@ static const double *rope_table(fcuda_t *c, int n_rot, float base, const float *
     }
     if (copy)
         memcpy(copy, hf, fb);
-    if (fcu_rope_freq(d, n_rot, base, df, c->st) != cudaSuccess) {
+    if (fcu_rope_freq(d, n_rot, base, df, yarn[0], yarn[1], yarn[2], yarn[3], c->st) !=
+        cudaSuccess) {
         cudaGetLastError();
         cudaFree(d);
         free(copy);
@@ -1424,6 +1426,7 @@ static const double *rope_table(fcuda_t *c, int n_rot, float base, const float *
     c->rf[c->n_rf].n_rot = n_rot;
     c->rf[c->n_rf].base = base;
     c->rf[c->n_rf].hf = copy;
+    memcpy(c->rf[c->n_rf].yarn, yarn, sizeof(c->rf[c->n_rf].yarn));
     c->rf[c->n_rf++].d = d;
     return d;
 }
@@ -1432,9 +1435,7 @@ static int cuda_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int
                      int head_dim, const int32_t *pos, const fb_rope_t *rope)
 {
     fcuda_t *c = (fcuda_t *)be;
-    if (rope->n_rot <= 0 || rope->n_rot > head_dim || rope->n_rot % 2 ||
-        (rope->mode != FB_ROPE_ADJACENT && rope->mode != FB_ROPE_NEOX) ||
-        !(rope->freq_base > 0) || !(rope->freq_scale > 0) || n_rows > INT32_MAX)
+    if (fb_rope_check(rope, head_dim) || n_rows > INT32_MAX)
         return -EINVAL;
     for (int64_t r = 0; r < n_rows; r++)
         if (pos[r] < 0)
@@ -1449,12 +1450,24 @@ static int cuda_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int
     const float *factors = NULL;
     if (rope->freq_factors && !(factors = vec_of(c, rope->freq_factors, half)))
         return -EINVAL;
+    /* YaRN: the table carries each pair's blend of the scale, and the kernels a scale of
+     * 1 and the magnitude */
+    const bool yarn = rope->ext_factor != 0.0f;
+    float yv[4] = { 0, 0, 0, 0 }, dims[2];
+    if (yarn) {
+        fb_rope_corr_dims(rope, dims);
+        yv[0] = rope->freq_scale;
+        yv[1] = rope->ext_factor;
+        yv[2] = dims[0];
+        yv[3] = dims[1];
+    }
+    const float scale = yarn ? 1.0f : rope->freq_scale, mscale = fb_rope_mscale(rope);
     const double *freq = rope_table(c, rope->n_rot, rope->freq_base,
                                     factors ? (const float *)rope->freq_factors->src : NULL,
-                                    factors);
-    if (factors && !freq) {
-        fd_log(FD_LOG_ERROR, "cuda backend: cannot make the RoPE frequency table (%d factors)",
-               half);
+                                    factors, yv);
+    if ((factors || yarn) && !freq) {
+        fd_log(FD_LOG_ERROR, "cuda backend: cannot make the RoPE frequency table (%d factors%s)",
+               half, yarn ? ", YaRN" : "");
         return FD_EBACKEND;
     }
     fcu_gemv_p *g = &c->pend.u.g;
@@ -1464,7 +1477,8 @@ static int cuda_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int
         (x - g->y) % 2 == 0 && head_dim % 2 == 0 &&
         (g->rope_n == 0 || (g->rope_pos == dpos && g->rope_hd == head_dim &&
                             g->rope_nrot == rope->n_rot && g->rope_base == rope->freq_base &&
-                            g->rope_scale == rope->freq_scale && g->rope_freq == freq &&
+                            g->rope_scale == scale && g->rope_freq == freq &&
+                            g->rope_mscale == mscale &&
                             (x - g->y >= g->rope_c1[0] ||
                              x - g->y + (int64_t)n_heads * head_dim <= g->rope_c0[0])))) {
         /* Q|K|V product then RoPE of its Q (and K) columns: the product's epilogue rotates */
@@ -1474,15 +1488,17 @@ static int cuda_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int
         g->rope_hd = head_dim;
         g->rope_nrot = rope->n_rot;
         g->rope_base = rope->freq_base;
-        g->rope_scale = rope->freq_scale;
+        g->rope_scale = scale;
         g->rope_pos = dpos;
         g->rope_freq = freq;
+        g->rope_mscale = mscale;
         return 0;
     }
     fcu_rope_p *q = &c->pend.u.r;
     if (c->pend.kind == PEND_ROPE && !q->x2 && q->pos == dpos && q->rows == n_rows &&
         q->head_dim == head_dim && q->mode == rope->mode && q->n_rot == rope->n_rot &&
-        q->base == rope->freq_base && q->scale == rope->freq_scale && q->freq == freq) {
+        q->base == rope->freq_base && q->scale == scale && q->freq == freq &&
+        q->mscale == mscale) {
         /* Q then K of the same rows: one launch, if the heads cannot overlap */
         const int64_t w1 = (int64_t)q->n_heads * head_dim, w2 = (int64_t)n_heads * head_dim;
         const int64_t dlt = x - q->x;
@@ -1510,8 +1526,9 @@ static int cuda_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int
     p.mode = rope->mode;
     p.n_rot = rope->n_rot;
     p.base = rope->freq_base;
-    p.scale = rope->freq_scale;
+    p.scale = scale;
     p.freq = freq;
+    p.mscale = mscale;
     dim3 grid((unsigned)((n_rows * n_heads * half + 255) / 256));
     if (!c->timing) {
         c->pend.kind = PEND_ROPE;

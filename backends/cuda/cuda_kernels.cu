@@ -222,6 +222,8 @@ __device__ __forceinline__ void gemv_pair(const fcu_gemv_p &p, int o, int r, flo
                                                    : pow((double)p.rope_base, -2.0 * i / p.rope_nrot));
                     double sn, cs;
                     sincos(th, &sn, &cs);
+                    sn *= p.rope_mscale;
+                    cs *= p.rope_mscale;
                     const double a = v0, b = v1;
                     v0 = (float)(a * cs - b * sn);
                     v1 = (float)(a * sn + b * cs);
@@ -733,17 +735,27 @@ const void *fcu_k_layernorm(void) { return (const void *)k_layernorm; }
 
 /* ---- RoPE, element-wise, rows --------------------------------------------------------- */
 
-__global__ void k_rope_freq(double *f, int n_rot, float base, const float *factors)
+__global__ void k_rope_freq(double *f, int n_rot, float base, const float *factors,
+                            float scale, float ext, float lo, float hi)
 {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n_rot / 2)
-        f[i] = pow((double)base, -2.0 * i / n_rot) / (factors ? (double)factors[i] : 1.0);
+    if (i >= n_rot / 2)
+        return;
+    f[i] = pow((double)base, -2.0 * i / n_rot) / (factors ? (double)factors[i] : 1.0);
+    if (ext != 0.0f) { /* the ramp in float, as fb_rope_yarn_mix (backend.c) */
+        float y = ((float)i - lo) / fmaxf(0.001f, hi - lo);
+        y = fminf(1.0f, fmaxf(0.0f, y));
+        const double mix = (double)((1 - y) * ext);
+        f[i] *= (double)scale * (1 - mix) + mix;
+    }
 }
 
 cudaError_t fcu_rope_freq(double *freq, int n_rot, float base, const float *factors,
+                          float scale, float ext_factor, float corr0, float corr1,
                           cudaStream_t st)
 {
-    k_rope_freq<<<(n_rot / 2 + 127) / 128, 128, 0, st>>>(freq, n_rot, base, factors);
+    k_rope_freq<<<(n_rot / 2 + 127) / 128, 128, 0, st>>>(freq, n_rot, base, factors, scale,
+                                                         ext_factor, corr0, corr1);
     return cudaGetLastError();
 }
 
@@ -772,6 +784,8 @@ __global__ void k_rope(const fcu_rope_p p)
                       (p.freq ? p.freq[i] : pow((double)p.base, -2.0 * i / p.n_rot));
     double s, c;
     sincos(th, &s, &c);
+    s *= p.mscale;
+    c *= p.mscale;
     const int a = p.mode == FB_ROPE_NEOX ? i : 2 * i;
     const int b = p.mode == FB_ROPE_NEOX ? i + half : 2 * i + 1;
     const double va = v[a], vb = v[b];

@@ -47,6 +47,7 @@ typedef struct fcu_gemv_p {
     float rope_base, rope_scale;
     const int32_t *rope_pos;  /* device, rows */
     const double *rope_freq;  /* as fcu_rope_p.freq */
+    float rope_mscale;        /* as fcu_rope_p.mscale */
     float *cp_dst[2][FCU_GEMV_MAX_ROWS];
     int n_in, n_out, rows;
     int norm;                 /* enum fcu_norm */
@@ -107,13 +108,18 @@ typedef struct fcu_rope_p {  /* one or two buffers (Q and K) with the same rows 
     int rows, n_heads, n_heads2, head_dim, mode, n_rot;
     float base, scale;
     const double *freq;       /* n_rot / 2 values base^(-2i / n_rot) (fcu_rope_freq), or NULL;
-                                 never NULL when the rope has frequency factors */
+                                 never NULL when the rope has frequency factors or YaRN */
+    float mscale;             /* cos and sin times this (fb_rope_mscale; 1 without YaRN) */
 } fcu_rope_p;
 
 /* Fills freq[i] = base^(-2i / n_rot) / factors[i] (factors: device floats, or NULL for 1),
  * i < n_rot / 2, on stream st, computed exactly as the RoPE kernels would compute each value
- * without factors themselves (so a table changes no result). */
+ * without factors themselves (so a table changes no result).  With YaRN (ext_factor not 0)
+ * each value is then multiplied by its pair's blend of freq_scale and 1, scale (1 - mix) +
+ * mix, mix = fb_rope_yarn_mix's ramp between corr0 and corr1 times ext_factor, so that the
+ * kernels run it with a scale of 1. */
 cudaError_t fcu_rope_freq(double *freq, int n_rot, float base, const float *factors,
+                          float scale, float ext_factor, float corr0, float corr1,
                           cudaStream_t st);
 
 #define FCU_COPY_MAX 16

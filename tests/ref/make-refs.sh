@@ -23,6 +23,9 @@ ids="1 300 45 511 259 400 3 260 77 128"
 # (the test checks that it is; with random weights the later layers' rows look alike and
 # favour a few experts, so the seeds below are ones where the prompt reaches all 8).
 moe_ids="$ids 5 200 333 444 17 99 350 480 12 64 150 222 390 500"
+# RoPE scaling (YaRN): a 48-token prompt, so that the later positions turn the ramp's pairs
+# far from where linear scaling puts them.
+long_ids="$moe_ids 7 111 222 303 404 505 6 16 26 36 46 56 66 76 86 96 106 116 126 136 146 156 166 176"
 
 # name | arch n_embd n_layer n_head n_head_kv head_dim n_ff type tied seed rope_freqs
 #        orig_ctx attn_factor (orig_ctx > 0: Phi-3.5 LongRoPE; the context is 256)
@@ -30,6 +33,7 @@ moe_ids="$ids 5 200 333 444 17 99 350 480 12 64 150 222 390 500"
 #        sliding window, gemma2's soft-caps, the RoPE base, a linear RoPE scaling factor; a
 #        window shorter than the prompt, so it matters)
 #        [N,K] (the other architectures: a mixture of N experts, K per token, n_ff each)
+#        [yarn:F:N] (the other architectures: YaRN by F from an original context of N)
 # A name ending in -kv-TYPE (f16, q8_0, ...): llama.cpp's KV cache (K and V) of that type,
 # written on a "cache" line; else f32.
 # MAKE_REFS_ONLY='gemma*' (a shell pattern) rewrites only the files of the names it matches.
@@ -50,7 +54,12 @@ while IFS='|' read -r name spec; do
         [ "$rscale" != 0 ] && gflags="$gflags --rope-scale $rscale" &&
             gkeys="$gkeys rope_scale=$rscale";;
     *)
-        if [ -n "${14:-}" ]; then
+        case ${14:-} in yarn:*)
+            gflags="--rope-scaling ${14}"
+            gkeys=" rope_scaling=${14}"
+            pids=$long_ids;;
+        esac
+        if [ -n "${14:-}" ] && [ -z "$gflags" ]; then
             gflags="--experts ${14}"
             gkeys=" n_expert=${14%,*} n_expert_used=${14#*,}"
             pids=$moe_ids
@@ -119,6 +128,10 @@ qwen3-f32-kv-q8_0|qwen3 64 2 4 2 32 160 F32 0 13 0 0 0
 llama-hd64-f32-kv-f16|llama 128 2 4 2 64 256 F32 0 28 0 0 0
 llama-hd64-f32-kv-q8_0|llama 128 2 4 2 64 256 F32 0 28 0 0 0
 llama-hd64-f32|llama 128 2 4 2 64 256 F32 0 28 0 0 0
+llama-yarn-f32|llama 64 2 4 2 0 160 F32 0 45 0 0 0 yarn:4:4096
+qwen2-yarn-f32|qwen2 64 2 4 2 0 160 F32 1 46 0 0 0 yarn:8:32
+qwen3-yarn-f32|qwen3 64 2 4 2 32 160 F32 0 47 0 0 0 yarn:4:4096
+qwen3-yarn-q8_0|qwen3 256 2 4 2 64 512 Q8_0 1 48 0 0 0 yarn:4:32768
 MODELS
 
 # LoRA adapters (fusion-gguf-gen --lora: seeded random A and B) applied by llama.cpp:

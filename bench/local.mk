@@ -40,3 +40,5 @@ spec_bench_SOURCES = bench/spec-bench.c
 spec_bench_LDADD = $(FD_LIBS)
 # ... and on the CUDA backend of a GPU machine (built there without configure).
 EXTRA_DIST += bench/cuda/spec-gpu.sh
+# The decode step's products at 1-8 activation rows, old path against the multi-row kernel.
+EXTRA_DIST += bench/cuda/gemv-rows.sh

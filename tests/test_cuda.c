@@ -1,7 +1,8 @@
 /* test_cuda.c: proves the CUDA backend on a real GPU (skips with exit 77 when there is none):
  * every op against the scalar CPU reference (ref_ops.c) on fresh random inputs, with the
- * device outputs poisoned (NaN) before each run, for every weight layout and both product
- * paths (GEMV and cuBLAS) with in_scale, bias and deferred RMS / LayerNorm scales; the three
+ * device outputs poisoned (NaN) before each run, for every weight layout and every product
+ * path (the one-row GEMV, the multi-row tensor-core kernel at 2-8 rows and the fp32 multi-row
+ * GEMV of mr=0, cuBLAS) with in_scale, bias and deferred RMS / LayerNorm scales; the three
  * softmax modes with contexts split across blocks; bad input answered with -EINVAL, device
  * errors with FD_EBACKEND; CUDA graph replay equal to eager execution; per-op device time;
  * stories260K greedy text identical to the CPU backend in fp32, fused and unfused, and
@@ -170,19 +171,27 @@ static void mm_case(fb_backend_t *be, int type, int64_t n_in, int64_t n_out, int
     free(wq); free(bias); free(g); free(hx); free(got); free(ref); free(rso);
 }
 
-/* The default gemm_rows: cuBLAS from 5 rows for weights kept in 16 bits on the device
- * (Q4_K as F16), from 9 for the others. */
-static int blas_from(int type)
+/* The default gemm_rows: cuBLAS from 9 rows (2-8 on the multi-row kernel, mr=1); with mr=0
+ * from 5 rows for weights kept in 16 bits on the device (Q4_K as F16), from 9 for the
+ * others. */
+static int blas_from(int type, bool mr)
 {
-    return type == GG_F16 || type == GG_BF16 || type == GG_Q4_K ? 5 : 9;
+    return mr || !(type == GG_F16 || type == GG_BF16 || type == GG_Q4_K) ? 9 : 5;
 }
 
-START_TEST(test_matmul)
+/* Every layout at 1..9 rows (1: the one-row kernels; 2..8: the multi-row kernel, mr=1, or the
+ * fp32 multi-row GEMV, mr=0; 9: cuBLAS) and 33; inputs at block multiples and, where the
+ * layout allows, 8-multiples that end in a partial 32-input tile (264, 8) or no 8-multiple
+ * at all (172: the scalar GEMV); outputs that fill no tile of rows evenly, and 4097 (the
+ * multi-row kernel's two-tile blocks, the last one ragged). */
+static void matmul_all(const char *mr_opt, bool mr)
 {
-    fb_backend_t *be = gpu();
+    const char *opts[] = {mr_opt, NULL};
+    fb_backend_t *be = gpu_opts(opts);
     static const int types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_K};
-    static const int rows[] = {1, 2, 3, 5, 8, 9, 33};
-    static const int64_t shapes[][2] = {{256, 67}, {4096, 300}, {172, 45}, {2048, 13}};
+    static const int rows[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 33};
+    static const int64_t shapes[][2] = {{256, 67}, {4096, 300}, {172, 45}, {2048, 13},
+                                        {264, 37}, {8, 5},      {512, 4097}};
     for (size_t t = 0; t < FD_ARRAY_LEN(types); t++)
         for (size_t s = 0; s < FD_ARRAY_LEN(shapes); s++) {
             if (gg_row_bytes(types[t], (uint64_t)shapes[s][0]) == 0)
@@ -190,10 +199,15 @@ START_TEST(test_matmul)
             for (size_t r = 0; r < FD_ARRAY_LEN(rows); r++)
                 for (int v = 0; v < 3; v++)
                     mm_case(be, types[t], shapes[s][0], shapes[s][1], rows[r], v,
-                            rows[r] >= blas_from(types[t]));
+                            rows[r] >= blas_from(types[t], mr));
         }
     fb_destroy(be);
 }
+
+START_TEST(test_matmul) { matmul_all("mr=1", true); }
+END_TEST
+
+START_TEST(test_matmul_mr0) { matmul_all("mr=0", false); }
 END_TEST
 
 /* An unaligned activation pointer takes the scalar GEMV; gemm_rows moves the cuBLAS switch. */
@@ -204,11 +218,19 @@ START_TEST(test_matmul_paths)
     mm_case(be, GG_BF16, 512, 100, 2, 1, true);
     mm_case(be, GG_Q8_0, 512, 100, 1, 2, false);
     mm_case(be, GG_Q8_0, 512, 100, 3, 1, true);
-    /* back to the default, then the GEMV for 5-8 rows of 16-bit weights */
+    /* back to the default (the multi-row kernel up to 8 rows, cuBLAS from 9), the fp32
+     * multi-row GEMV (mr=0: cuBLAS from 5 rows of 16-bit weights), and back */
     ck_assert_int_eq(fb_set_option(be, "gemm_rows=auto"), 0);
+    mm_case(be, GG_BF16, 512, 100, 4, 1, false);
+    mm_case(be, GG_BF16, 512, 100, 8, 1, false);
+    mm_case(be, GG_BF16, 512, 100, 9, 1, true);
+    mm_case(be, GG_Q8_0, 512, 100, 8, 1, false);
+    ck_assert_int_eq(fb_set_option(be, "mr=0"), 0);
     mm_case(be, GG_BF16, 512, 100, 4, 1, false);
     mm_case(be, GG_BF16, 512, 100, 5, 1, true);
     mm_case(be, GG_Q8_0, 512, 100, 8, 1, false);
+    ck_assert_int_eq(fb_set_option(be, "mr=1"), 0);
+    mm_case(be, GG_F16, 512, 100, 5, 2, false);
     ck_assert_int_eq(fb_set_option(be, "gemm_rows=9"), 0);
     mm_case(be, GG_BF16, 512, 100, 8, 2, false);
     mm_case(be, GG_F16, 4096, 67, 5, 1, false);
@@ -639,6 +661,8 @@ START_TEST(test_bad_input)
     ck_assert_int_eq(fb_set_option(be, "gemm_rows=0"), FD_ECONFIG);
     ck_assert_int_eq(fb_set_option(be, "gemm_rows=autox"), FD_ECONFIG);
     ck_assert_int_eq(fb_set_option(be, "gemm_rows=16"), 0);
+    ck_assert_int_eq(fb_set_option(be, "mr=2"), FD_ECONFIG);
+    ck_assert_int_eq(fb_set_option(be, "mr="), FD_ECONFIG);
     ck_assert_int_eq(fb_set_option(be, "stage=3"), FD_ECONFIG);
     ck_assert_int_eq(fb_set_option(be, "steptime=2"), FD_ECONFIG);
     ck_assert_int_eq(fb_set_option(be, "pdl=3"), FD_ECONFIG);
@@ -1304,6 +1328,7 @@ static Suite *suite(void)
     TCase *t = tcase_create("ops");
     tcase_set_timeout(t, 600);
     tcase_add_test(t, test_matmul);
+    tcase_add_test(t, test_matmul_mr0);
     tcase_add_test(t, test_matmul_paths);
     tcase_add_test(t, test_norms);
     tcase_add_test(t, test_rope);

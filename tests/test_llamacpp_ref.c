@@ -10,7 +10,9 @@
  * renormalization or not, OLMoE's whole-row Q/K norms, qwen2moe's sigmoid-gated shared
  * expert, a prompt that reaches every expert)
  * too, and a Gemma-style vocabulary tokenizes as llama.cpp tokenizes it; and with f16 and q8_0
- * KV caches, against llama.cpp's runs with the same cache types; and with LoRA adapters
+ * KV caches, against llama.cpp's runs with the same cache types; YaRN RoPE scaling (llama,
+ * qwen2 and qwen3 files with rope.scaling.type yarn, a 48-token prompt), where linear scaling
+ * in its place, no ramp, a moved ramp or no magnitude fails; and with LoRA adapters
  * (F32, F16, BF16, Q8_0; one and two at once, scales 1, 0.4, -1.5, 0.7, 0.5) on F32, Q8_0 and
  * Q4_K_M models, where dropping the adapters' terms or scaling them wrongly fails.  The references are
  * tests/data/llamacpp-*.txt, written by tests/ref/make-refs.sh with

@@ -16,9 +16,14 @@
  * before the conversion, where unnormalized activations could overflow fp16), with Q8_0
  * tiles dequantized to fp16 on the way.
  *
- * By default gemm_rows is 5 for 16-bit weights (the GEMV of 5-8 fp32 rows is bound by its FMAs:
- * at 8 rows on an H200 cuBLAS takes 0.55x its time, 1B and 8B) and 9 for the others (Q8_0
- * tiles would be dequantized for every step; F32 is for tests).
+ * Products of 2..GEMV_MR_MAX rows (option mr=1, the default, on sm_80 and later) take the
+ * multi-row kernel, which feeds each weight tile once to the tensor cores for all the rows
+ * (activations split into three bf16 parts: fp32 accuracy), so a product of up to 8 rows
+ * reads its weights once at about the cost of one row; cuBLAS from GEMV_MR_MAX + 1 rows.
+ * With mr=0 (the fp32 multi-row GEMV, kept for comparison) gemm_rows is by default 5 for
+ * 16-bit weights (that GEMV of 5-8 fp32 rows is bound by its FMAs: at 8 rows on an H200 cuBLAS
+ * takes 0.55x its time, 1B and 8B) and 9 for the others (Q8_0 tiles would be dequantized for
+ * every step; F32 is for tests).
  *
  * CUDA graphs: between FB_MARK_STEP_BEGIN and _END, with fewer rows than gemm_rows, the ops
  * are recorded instead of launched: every launch is a kernel, a grid and the bytes of one
@@ -55,8 +60,9 @@
  * name and the line, and the op returns FD_EBACKEND.  Errors that poison the context (an
  * illegal address, say) make every later op fail too.
  *
- * Options: gemm_rows=N|auto (cuBLAS from N rows; default auto: 5 for 16-bit weights, 9 for
- * others), graphs=0|1 (default 1), graph_layers=N (segment length; 0 = whole step; default
+ * Options: gemm_rows=N|auto (cuBLAS from N rows; default auto: GEMV_MR_MAX + 1 with mr=1; with
+ * mr=0 5 for 16-bit weights, 9 for others), mr=0|1 (2..GEMV_MR_MAX rows on the multi-row
+ * tensor-core kernel; default 1 where the device has bf16 tensor cores), graphs=0|1 (default 1), graph_layers=N (segment length; 0 = whole step; default
  * 2), timing=1 (device time of every op by class into fb_stats_t.dev_s, with CUDA events;
  * turns graphs off), nonorm=1 (benchmarks only: skips every normalization, a lower bound that
  * is not a valid model), pdl=0|1|2 (default 2), pdl_blocks=N (with pdl=2, the smallest grid
@@ -161,6 +167,8 @@ typedef struct fcuda {
     int err;                 /* sticky FD_EBACKEND after a context-poisoning error */
     /* options */
     int gemm_rows;           /* 0: by weight type (gemm_from) */
+    bool mr;                 /* option mr: 2..GEMV_MR_MAX rows on the multi-row kernel */
+    bool tc;                 /* the device has bf16 tensor cores (sm_80 and later) */
     int graph_layers, attn_splits;
     int stage;               /* one-row products staging x in shared memory: 0 none, 1 with
                                 in_scale, 2 all */
@@ -504,17 +512,40 @@ static int build_add(fcuda_t *c, graph_t *g, const op_rec_t *op)
 }
 
 /* The fewest activation rows that go to cuBLAS for weights of wtype, and the fewest for any
- * type (a step of fewer rows has no cuBLAS call, so it can be a graph). */
+ * type (a step of fewer rows has no cuBLAS call, so it can be a graph).  GEMV_MR_MAX is the
+ * crossover of the multi-row kernel (mr=1) with cuBLAS: the kernel's limit (8 activation rows,
+ * the n of one mma.m16n8k16), where its cost was measured flat in the row count; the
+ * GEMM_ROWS_* are the fp32 multi-row GEMV's (mr=0). */
+#define GEMV_MR_MAX 8
+static_assert(GEMV_MR_MAX <= FCU_GEMV_MAX_ROWS, "the multi-row kernel's rows are one launch's");
 #define GEMM_ROWS_16 5
 #define GEMM_ROWS_OTHER 9
+static bool mr_on(const fcuda_t *c) { return c->mr && c->tc; }
+
 static int gemm_from(const fcuda_t *c, int wtype)
 {
     if (c->gemm_rows > 0)
         return c->gemm_rows;
+    if (mr_on(c))
+        return GEMV_MR_MAX + 1;
     return wtype == FCU_W_F16 || wtype == FCU_W_BF16 ? GEMM_ROWS_16 : GEMM_ROWS_OTHER;
 }
 
-static int gemm_min(const fcuda_t *c) { return c->gemm_rows > 0 ? c->gemm_rows : GEMM_ROWS_16; }
+static int gemm_min(const fcuda_t *c)
+{
+    return c->gemm_rows > 0 ? c->gemm_rows : mr_on(c) ? GEMV_MR_MAX + 1 : GEMM_ROWS_16;
+}
+
+/* The product kernel for R activation rows (vec: n_in % 8 == 0, aligned rows); glu: the GLU
+ * form, n_out its gate rows. */
+static const void *gemv_kernel(const fcuda_t *c, int wtype, int R, bool vec, bool glu, int n_in,
+                               int n_out, int *rpb, int *threads)
+{
+    if (vec && mr_on(c) && R >= 2 && R <= GEMV_MR_MAX)
+        return fcu_k_gemv_mr(wtype, glu, n_out, rpb, threads);
+    return glu ? fcu_k_gemv_glu(wtype, R, n_in, rpb, threads)
+               : fcu_k_gemv(wtype, R, vec, n_in, rpb, threads);
+}
 
 static uint64_t seg_key(const fcuda_t *c)
 {
@@ -1239,7 +1270,7 @@ static int mm_gemv(fcuda_t *c, const fb_weight_t *w, const fcuda_weight_t *cw, c
         p.stage = vec && (c->stage == 2 || (c->stage == 1 && p.in_scale)) &&
                   fcu_gemv_stage_bytes(R, n_in) > 0;
         int rpb, threads;
-        const void *f = fcu_k_gemv(d->wtype, R, vec, n_in, &rpb, &threads);
+        const void *f = gemv_kernel(c, d->wtype, R, vec, false, n_in, n_out, &rpb, &threads);
         dim3 grid((unsigned)((n_out + rpb - 1) / rpb)), block(threads);
         if (vec && n_rows == R && !c->timing) { /* a following add or SiLU may join it */
             c->pend = (pend_t){PEND_GEMV, f, grid, block, d->wtype, {p}};
@@ -1742,7 +1773,8 @@ static int cuda_silu_mul(fb_backend_t *be, const float *gate, const float *up, i
         int rpb, threads;
         g->glu_out = out;
         g->glu_n = (int)n;
-        c->pend.func = fcu_k_gemv_glu(c->pend.wtype, (int)n_rows, g->n_in, &rpb, &threads);
+        c->pend.func = gemv_kernel(c, c->pend.wtype, (int)n_rows, true, true, g->n_in, (int)n,
+                                   &rpb, &threads);
         c->pend.grid = dim3((unsigned)((n + rpb - 1) / rpb));
         c->pend.block = dim3(threads);
         return pend_flush(c);
@@ -2025,6 +2057,8 @@ static int parse_option(fcuda_t *c, const char *o, char *err, size_t errlen)
         c->gemm_rows = (int)n;
     } else if (kl == 9 && !strncmp(o, "gemm_rows", kl) && !strcmp(v, "auto")) {
         c->gemm_rows = 0;
+    } else if (kl == 2 && !strncmp(o, "mr", kl) && b01) {
+        c->mr = n;
     } else if (kl == 6 && !strncmp(o, "graphs", kl) && b01) {
         c->graphs = n;
     } else if (kl == 12 && !strncmp(o, "graph_layers", kl) && num && n >= 0 && n <= 1 << 20) {
@@ -2046,7 +2080,7 @@ static int parse_option(fcuda_t *c, const char *o, char *err, size_t errlen)
                n <= FCU_ATTD_MAX_SPLIT) {
         c->attn_splits = (int)n;
     } else {
-        snprintf(err, errlen, "cuda backend: bad option \"%s\" (gemm_rows=N|auto, graphs=0|1, "
+        snprintf(err, errlen, "cuda backend: bad option \"%s\" (gemm_rows=N|auto, mr=0|1, graphs=0|1, "
                  "graph_layers=N, timing=0|1, nonorm=0|1, pdl=0|1|2, pdl_blocks=N, stage=0|1|2, "
                  "steptime=0|1, attn_splits=1..%d)", o,
                  FCU_ATTD_MAX_SPLIT);
@@ -2063,12 +2097,13 @@ static int cuda_set_option(fb_backend_t *be, const char *kv)
     if (rc)
         return rc;
     const int pdl = c->pdl, pdl_blocks = c->pdl_blocks;
+    const bool mr = c->mr;
     rc = parse_option(c, kv, err, sizeof(err));
     if (rc)
         fd_log(FD_LOG_WARN, "%s", err);
-    /* a graph's edges follow the launch rule it was built under, which its key does not
-     * hold; flush ended the segment, so no graph is in use */
-    if (c->pdl != pdl || c->pdl_blocks != pdl_blocks)
+    /* a graph's edges follow the launch rule it was built under, and its kernels the mr
+     * option, which its key does not hold; flush ended the segment, so no graph is in use */
+    if (c->pdl != pdl || c->pdl_blocks != pdl_blocks || c->mr != mr)
         for (int i = 0; i < MAX_GRAPHS; i++)
             graph_drop(&c->gr[i]);
     return rc;
@@ -2080,6 +2115,9 @@ static void cuda_describe(fb_backend_t *be, char *buf, size_t len)
     char from[64];
     if (c->gemm_rows > 0)
         snprintf(from, sizeof(from), "%d rows", c->gemm_rows);
+    else if (mr_on(c))
+        snprintf(from, sizeof(from), "%d rows (2-%d on the multi-row kernel)", GEMV_MR_MAX + 1,
+                 GEMV_MR_MAX);
     else
         snprintf(from, sizeof(from), "%d rows (16-bit weights) or %d", GEMM_ROWS_16,
                  GEMM_ROWS_OTHER);
@@ -2209,6 +2247,7 @@ extern "C" int fb_cuda_create(const fb_config_t *cfg, fb_backend_t **out, char *
     c->base.ops = &cuda_ops;
     c->dev = dev;
     c->gemm_rows = 0;
+    c->mr = true;
     c->graphs = true;
     c->graph_layers = 2;
     c->pdl = 2; /* measured: a gain in one-row steps, a loss at 8 rows (docs/gpu.md) */
@@ -2220,6 +2259,7 @@ extern "C" int fb_cuda_create(const fb_config_t *cfg, fb_backend_t **out, char *
             goto fail;
     CKC(cudaSetDevice(dev));
     CKC(cudaGetDeviceProperties(&c->prop, dev));
+    c->tc = c->prop.major >= 8;
     CKC(cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking));
     CKC(fcu_gemv_init());
     CKC(cudaHostAlloc((void **)&c->stage_h, STAGE_BYTES, cudaHostAllocDefault));

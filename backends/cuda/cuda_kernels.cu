@@ -616,6 +616,346 @@ const void *fcu_k_gemv(int wtype, int rows, int vec, int n_in, int *rows_per_blo
     return rows == 1 ? short1[wtype] : tab[wtype][rows - 1];
 }
 
+/* ---- multi-row GEMV on the tensor cores ----------------------------------------------- */
+
+/* 2..8 activation rows (k_gemv_mr).  The fp32 GEMV above spends R FMAs per weight, so from
+ * about 2 rows on it is bound by its FMAs, not by the weight stream.  Here a warp feeds the
+ * weights to mma.m16n8k16 (bf16 in, fp32 out) as the A operand, 16 weight rows by 16 inputs,
+ * and the activations as B, 16 inputs by 8 rows (rows past R are zero), so a weight read once
+ * serves every row at no extra instruction cost.
+ *
+ * fp32 accuracy from bf16 operands: each activation x splits exactly into three bf16 parts
+ * x = h + m + l (h = bf16(x), m = bf16(x - h), l = x - h - m: 8 + 8 + 8 significant bits);
+ * weights split the same way into the parts their type needs (bf16 and Q8_0's int8 values: one,
+ * exact; fp16: two, exact; fp32: three).  Every product of a weight part and an activation
+ * part whose ranks sum to at most 2 is computed (the ones left out are below 2^-24 relative);
+ * products of bf16 values are exact in the tensor core, so the error is the fp32 summation's.
+ * The tensor core's own accumulation is not round-to-nearest, so each 32-input tile starts
+ * from zero and its 4 results are added to fp32 accumulators with ordinary adds (Q8_0: its one
+ * block scale per row multiplies the tile's sum there, as gemv_dot scales each chunk's).
+ *
+ * Fragment layout (PTX ISA, mma.m16n8k16 .bf16): lane = 4 g + t; A: row g / g + 8 at columns
+ * 2t, 2t+1 (registers 0, 1) and 2t+8, 2t+9 (2, 3); B: column (activation row) g at rows 2t,
+ * 2t+1 and 2t+8, 2t+9; C: rows g and g + 8 at columns 2t, 2t+1.  A dot product is a sum, so the
+ * inputs may be visited in any order as long as A and B agree: lane (g, t) loads 8 consecutive
+ * inputs t*8 .. t*8+7 of its weight rows in one 16-byte load (its 4 lanes cover a 32-input
+ * tile), and k-step s of the tile takes its inputs 4s .. 4s+3 in the slots 2t, 2t+1, 2t+8,
+ * 2t+9; the activations of row g come in at the same inputs.  The A rows are chosen so that
+ * the epilogue finds what it needs in one lane: fragment rows g and g + 8 are weight rows o
+ * and o + 1 (a RoPE pair), or in the GLU form gate row o and its up row glu_n + o.
+ *
+ * A block of WPB warps covers MT tiles of 16 weight rows; its warps split the inputs (warp w
+ * takes tiles w, w + WPB, ...) with U tiles of loads in flight, and add their partial sums
+ * through shared memory at the end, in a fixed order (deterministic).  The deferred RMS
+ * statistic comes from the same loads of x. */
+
+__device__ __forceinline__ uint32_t bf2_bits(__nv_bfloat162 h)
+{
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+
+/* 8 floats to NP bf16 parts, packed in pairs: q[k][i] holds elements 2i (low) and 2i+1 of
+ * part k; the parts sum to f exactly (for NP = 3 and any finite f; fewer parts where the
+ * values have that few significant bits). */
+template <int NP>
+__device__ __forceinline__ void split_bf16(const float (&f)[8], uint32_t (&q)[NP][4])
+{
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float a = f[2 * i], b = f[2 * i + 1];
+#pragma unroll
+        for (int k = 0; k < NP; k++) {
+            const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+            q[k][i] = bf2_bits(h);
+            if (k + 1 < NP) {
+                a -= __low2float(h);
+                b -= __high2float(h);
+            }
+        }
+    }
+}
+
+/* Weight access of the multi-row kernel: NW bf16 parts, U tiles in flight. */
+template <int T> struct TC;
+
+template <> struct TC<FCU_W_BF16> {
+    static constexpr int NW = 1, U = 4;
+    typedef uint4 raw;
+    static __device__ __forceinline__ void load(raw &r, const fcu_gemv_p &p, int64_t row, int j,
+                                                bool ok)
+    {
+        r = ok ? __ldcs(reinterpret_cast<const uint4 *>((const uint16_t *)p.w + row * p.n_in + j))
+               : make_uint4(0, 0, 0, 0);
+    }
+    static __device__ __forceinline__ void parts(const raw &r, uint32_t (&q)[NW][4])
+    {
+        q[0][0] = r.x; q[0][1] = r.y; q[0][2] = r.z; q[0][3] = r.w; /* bf16 pairs already */
+    }
+    static __device__ __forceinline__ float scale(const raw &) { return 1.f; }
+};
+
+template <> struct TC<FCU_W_F16> {
+    static constexpr int NW = 2, U = 4;
+    typedef uint4 raw;
+    static __device__ __forceinline__ void load(raw &r, const fcu_gemv_p &p, int64_t row, int j,
+                                                bool ok)
+    {
+        r = ok ? __ldcs(reinterpret_cast<const uint4 *>((const uint16_t *)p.w + row * p.n_in + j))
+               : make_uint4(0, 0, 0, 0);
+    }
+    static __device__ __forceinline__ void parts(const raw &r, uint32_t (&q)[NW][4])
+    {
+        float f[8];
+        WT<FCU_W_F16>::cvt(r, f);
+        split_bf16<NW>(f, q);
+    }
+    static __device__ __forceinline__ float scale(const raw &) { return 1.f; }
+};
+
+template <> struct TC<FCU_W_F32> {
+    static constexpr int NW = 3, U = 2;
+    typedef WT<FCU_W_F32>::raw raw;
+    static __device__ __forceinline__ void load(raw &r, const fcu_gemv_p &p, int64_t row, int j,
+                                                bool ok)
+    {
+        if (ok) {
+            WT<FCU_W_F32>::load(r, p, row, j);
+        } else {
+            r.a = make_float4(0.f, 0.f, 0.f, 0.f);
+            r.b = r.a;
+        }
+    }
+    static __device__ __forceinline__ void parts(const raw &r, uint32_t (&q)[NW][4])
+    {
+        float f[8];
+        WT<FCU_W_F32>::cvt(r, f);
+        split_bf16<NW>(f, q);
+    }
+    static __device__ __forceinline__ float scale(const raw &) { return 1.f; }
+};
+
+template <> struct TC<FCU_W_Q8> {
+    static constexpr int NW = 1, U = 8; /* 8-byte loads: twice the tiles in flight */
+    typedef WT<FCU_W_Q8>::raw raw;
+    static __device__ __forceinline__ void load(raw &r, const fcu_gemv_p &p, int64_t row, int j,
+                                                bool ok)
+    {
+        if (ok) {
+            WT<FCU_W_Q8>::load(r, p, row, j);
+        } else {
+            r.q = make_uint2(0, 0);
+            r.d = 0.f;
+        }
+    }
+    static __device__ __forceinline__ void parts(const raw &r, uint32_t (&q)[NW][4])
+    {
+        float f[8];
+        WT<FCU_W_Q8>::cvt(r, f); /* the int8 values, exact in bf16 */
+        split_bf16<NW>(f, q);
+    }
+    static __device__ __forceinline__ float scale(const raw &r) { return r.d; }
+};
+
+/* c += A B for one m16n8k16 step (bf16 operands, fp32 accumulators). */
+__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                         uint32_t a3, uint32_t b0, uint32_t b1)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+    (void)c; (void)a0; (void)a1; (void)a2; (void)a3; (void)b0; (void)b1;
+    __trap(); /* the backend takes this kernel only on sm_80 and later */
+#endif
+}
+
+/* The U tiles kt, kt + WPB, ... of the lane's weight rows (zeros past n_in). */
+template <int T, int MT, int WPB>
+__device__ __forceinline__ void mr_load(typename TC<T>::raw (&wr)[TC<T>::U][MT][2],
+                                        const fcu_gemv_p &p, const int64_t (&row)[MT][2], int kt,
+                                        int t)
+{
+#pragma unroll
+    for (int u = 0; u < TC<T>::U; u++) {
+        const int j = (kt + u * WPB) * 32 + t * 8;
+        const bool ok = j < p.n_in;
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+            TC<T>::load(wr[u][m][0], p, row[m][0], j, ok);
+            TC<T>::load(wr[u][m][1], p, row[m][1], j, ok);
+        }
+    }
+}
+
+template <int T, int MT, int WPB, bool GLU>
+__global__ void __launch_bounds__(WPB * 32) k_gemv_mr(const fcu_gemv_p p)
+{
+    constexpr int U = TC<T>::U, NW = TC<T>::NW;
+    constexpr int RB = GLU ? 8 * MT : 16 * MT; /* weight rows (GLU: gate rows) per block */
+    __shared__ float red[WPB][MT][4][32];
+    __shared__ float ssh[WPB][8];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int n_in = p.n_in, nkt = (n_in + 31) / 32;
+    const int lim = GLU ? p.glu_n : p.n_out;
+    const bool rms = p.norm == FCU_NORM_RMS, scaled = p.in_scale != NULL;
+    const bool xrow = g < p.rows;
+    int64_t row[MT][2];
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+        if (GLU) {
+            const int o = min((int)blockIdx.x * RB + m * 8 + g, lim - 1);
+            row[m][0] = o;
+            row[m][1] = (int64_t)p.glu_n + o;
+        } else {
+            const int o = (int)blockIdx.x * RB + m * 16 + 2 * g;
+            row[m][0] = min(o, p.n_out - 1);
+            row[m][1] = min(o + 1, p.n_out - 1);
+        }
+    }
+    float acc[MT][4], ss = 0.f;
+#pragma unroll
+    for (int m = 0; m < MT; m++)
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            acc[m][i] = 0.f;
+    typename TC<T>::raw wr[U][MT][2];
+    pdl_launch();
+    mr_load<T, MT, WPB>(wr, p, row, warp, t); /* weights are no kernel's output */
+    pdl_wait();
+    const float *xr = p.x + (int64_t)g * n_in;
+    for (int kt = warp; kt < nkt; kt += WPB * U) {
+        if (kt != warp)
+            mr_load<T, MT, WPB>(wr, p, row, kt, t);
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int j0 = (kt + u * WPB) * 32;
+            if (j0 >= n_in) /* the same for the whole warp */
+                break;
+            const int j = j0 + t * 8;
+            float xv[8];
+#pragma unroll
+            for (int e = 0; e < 8; e++)
+                xv[e] = 0.f;
+            if (xrow && j < n_in) {
+                const float4 a = __ldg(reinterpret_cast<const float4 *>(xr + j));
+                const float4 b = __ldg(reinterpret_cast<const float4 *>(xr + j) + 1);
+                xv[0] = a.x; xv[1] = a.y; xv[2] = a.z; xv[3] = a.w;
+                xv[4] = b.x; xv[5] = b.y; xv[6] = b.z; xv[7] = b.w;
+                if (rms) {
+#pragma unroll
+                    for (int e = 0; e < 8; e++)
+                        ss = fmaf(xv[e], xv[e], ss);
+                }
+                if (scaled) {
+                    const float4 sa = __ldg(reinterpret_cast<const float4 *>(p.in_scale + j));
+                    const float4 sb = __ldg(reinterpret_cast<const float4 *>(p.in_scale + j) + 1);
+                    xv[0] *= sa.x; xv[1] *= sa.y; xv[2] *= sa.z; xv[3] *= sa.w;
+                    xv[4] *= sb.x; xv[5] *= sb.y; xv[6] *= sb.z; xv[7] *= sb.w;
+                }
+            }
+            uint32_t xq[3][4];
+            split_bf16<3>(xv, xq);
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+                uint32_t w0[NW][4], w1[NW][4];
+                TC<T>::parts(wr[u][m][0], w0);
+                TC<T>::parts(wr[u][m][1], w1);
+                float c[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+                for (int s = 0; s < 2; s++)
+#pragma unroll
+                    for (int pw = NW - 1; pw >= 0; pw--)
+#pragma unroll
+                        for (int px = 2 - pw; px >= 0; px--) /* the small products first */
+                            mma_bf16(c, w0[pw][2 * s], w1[pw][2 * s], w0[pw][2 * s + 1],
+                                     w1[pw][2 * s + 1], xq[px][2 * s], xq[px][2 * s + 1]);
+                const float d0 = TC<T>::scale(wr[u][m][0]), d1 = TC<T>::scale(wr[u][m][1]);
+                acc[m][0] = fmaf(d0, c[0], acc[m][0]);
+                acc[m][1] = fmaf(d0, c[1], acc[m][1]);
+                acc[m][2] = fmaf(d1, c[2], acc[m][2]);
+                acc[m][3] = fmaf(d1, c[3], acc[m][3]);
+            }
+        }
+    }
+    /* the warps' partial sums and statistics, added in warp order */
+    ss += __shfl_xor_sync(0xffffffffu, ss, 1);
+    ss += __shfl_xor_sync(0xffffffffu, ss, 2);
+    if (t == 0)
+        ssh[warp][g] = ss;
+#pragma unroll
+    for (int m = 0; m < MT; m++)
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            red[warp][m][i][lane] = acc[m][i];
+    __syncthreads();
+    if (warp >= MT)
+        return;
+    const int m = warp; /* warp m finishes tile m: lane (g, t) holds rows g, g + 8 of it */
+    float v[4], s2[2] = {0.f, 0.f};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float a = 0.f;
+#pragma unroll
+        for (int w = 0; w < WPB; w++)
+            a += red[w][m][i][lane];
+        v[i] = a;
+    }
+#pragma unroll
+    for (int w = 0; w < WPB; w++) {
+        s2[0] += ssh[w][2 * t];
+        s2[1] += ssh[w][2 * t + 1];
+    }
+#pragma unroll
+    for (int h = 0; h < 2; h++) { /* activation rows 2t and 2t + 1: C columns */
+        const int r = 2 * t + h;
+        if (r >= p.rows)
+            continue;
+        if constexpr (!GLU) {
+            const int o = (int)blockIdx.x * RB + m * 16 + 2 * g;
+            if (o >= p.n_out)
+                continue;
+            const bool two = o + 1 < p.n_out;
+            const float v0 = gemv_val(p, o, r, v[h], s2[h]);
+            const float v1 = two ? gemv_val(p, o + 1, r, v[2 + h], s2[h]) : 0.f;
+            gemv_pair(p, o, r, v0, v1, two);
+        } else {
+            const int og = (int)blockIdx.x * RB + m * 8 + g, ou = p.glu_n + og;
+            if (og >= lim)
+                continue;
+            const float gv = gemv_val(p, og, r, v[h], s2[h]);
+            const float uv = gemv_val(p, ou, r, v[2 + h], s2[h]);
+            p.y[(int64_t)r * p.n_out + og] = gv;
+            p.y[(int64_t)r * p.n_out + ou] = uv;
+            p.glu_out[(int64_t)r * p.glu_n + og] = gv / (1.f + expf(-gv)) * uv;
+        }
+    }
+}
+
+/* Two tiles of rows a block where the grid stays large (MR_WIDE rows or more: 128 blocks
+ * and up), one below; 8 warps split the inputs. */
+#define MR_WPB 8
+#define MR_WIDE 4096
+#define MR_TAB(MT, GLU)                                                                         \
+    {(const void *)k_gemv_mr<FCU_W_F32, MT, MR_WPB, GLU>,                                       \
+     (const void *)k_gemv_mr<FCU_W_F16, MT, MR_WPB, GLU>,                                       \
+     (const void *)k_gemv_mr<FCU_W_BF16, MT, MR_WPB, GLU>,                                      \
+     (const void *)k_gemv_mr<FCU_W_Q8, MT, MR_WPB, GLU>}
+
+const void *fcu_k_gemv_mr(int wtype, int glu, int n_out, int *rows_per_block, int *threads)
+{
+    static const void *const tab[2][2][FCU_W_COUNT] = {
+        {MR_TAB(1, false), MR_TAB(2, false)}, {MR_TAB(1, true), MR_TAB(2, true)}};
+    if (wtype < 0 || wtype >= FCU_W_COUNT || n_out < 1)
+        return NULL;
+    const int mt = n_out >= MR_WIDE ? 2 : 1;
+    *rows_per_block = (glu ? 8 : 16) * mt;
+    *threads = 32 * MR_WPB;
+    return tab[glu ? 1 : 0][mt - 1][wtype];
+}
+
 /* ---- statistics + conversion in front of cuBLAS --------------------------------------- */
 
 __global__ void __launch_bounds__(256) k_prep(const fcu_prep_p p)

@@ -198,6 +198,10 @@ typedef struct fcu_att_p {
 const void *fcu_k_gemv(int wtype, int rows, int vec, int n_in, int *rows_per_block, int *threads);
 /* The GLU form (vec only): a block covers rows_per_block gate rows and as many up rows. */
 const void *fcu_k_gemv_glu(int wtype, int rows, int n_in, int *rows_per_block, int *threads);
+/* The multi-row kernel (tensor cores, sm_80 and later): 1..FCU_GEMV_MAX_ROWS activation rows
+ * of any wtype at fp32 accuracy, n_in % 8 == 0 and 16-byte aligned rows and x, as vec above;
+ * glu: the GLU form (n_out: its gate rows).  Grid: n_out / rows_per_block, rounded up. */
+const void *fcu_k_gemv_mr(int wtype, int glu, int n_out, int *rows_per_block, int *threads);
 const void *fcu_k_prep(void);
 const void *fcu_k_deq_q8(void);
 const void *fcu_k_bias_rows(void);

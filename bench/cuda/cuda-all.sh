@@ -59,7 +59,7 @@ int main(void){openblas_set_num_threads(1);return 0;}' | gcc -x c - -lopenblas -
           backends/cpu/ref_ops.c backends/cpu/cpu_backend.c backends/cpu/pool.c
           backends/cpu/kernels.c backends/cpu/kernels_scalar.c backends/cpu/kernels_avx2.c
           backends/cpu/kernels_avx512.c fusion/fold.c fusion/plan.c engine/gguf.c
-          engine/gguf_write.c engine/model.c engine/tokenizer.c engine/unicode.c
+          engine/gguf_write.c engine/model.c engine/lora.c engine/tokenizer.c engine/unicode.c
           engine/sampler.c backends/corsair/bfp.c backends/corsair/corsair_backend.c
           backends/corsair/replay.c backends/corsair/timing.c bench/perf.c $extra"
     log "build: gcc $(gcc -dumpversion), nvcc $(nvcc --version | tail -1), cuBLAS in $libdir"
@@ -73,7 +73,7 @@ int main(void){openblas_set_num_threads(1);return 0;}' | gcc -x c - -lopenblas -
         nvcc -O3 -std=c++17 $NVCC_ARCH -I. -c "backends/cuda/$cu.cu" -o "$obj/$cu.o" &
     done
     nvcc -O3 $NVCC_ARCH -cudart static bench/cuda/bwprobe.cu -o "$dir/bin/bwprobe" &
-    nvcc -O3 -std=c++17 $NVCC_ARCH -I. -I"$obj" bench/cuda/kbench.cu -o "$dir/bin/kbench" &
+    nvcc -O3 -std=c++17 $NVCC_ARCH -I. -I"$obj" bench/cuda/kbench.cu -lcublas -L"$(cuda_libdir)" -Xlinker -rpath -Xlinker "$(cuda_libdir)" -o "$dir/bin/kbench" &
     wait
     for f in $srcs; do [ -s "$obj/$(echo "$f" | tr / _).o" ] || fail=1; done
     [ -s "$obj/cuda_backend.o" ] && [ -s "$obj/cuda_kernels.o" ] || fail=1

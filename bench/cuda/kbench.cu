@@ -5,10 +5,16 @@
  * (programmatic dependent launch on or off), the weights rotating over copies larger than
  * L2; prints microseconds per launch (median of 7 replays) and the weight read bandwidth.
  * Every variant's output is compared with the first variant's (max relative difference).
- * Build: nvcc -O3 -std=c++17 -arch=sm_90 -I. bench/cuda/kbench.cu -o kbench */
+ * `kbench rows` (bench/cuda/gemv-rows.sh): the products of one decode step of TinyLlama-1.1B
+ * and Llama-3-8B (BF16, Q8_0, and Q4_0 as the backend keeps it: F16) at R = 1, 2, 3, 4, 6, 8
+ * activation rows, the old path (the fp32 multi-row GEMV, cuBLAS from 5 rows of 16-bit
+ * weights) against the multi-row tensor-core kernel, after a check of the new kernel's
+ * outputs against the old GEMV's.
+ * Build: nvcc -O3 -std=c++17 -arch=sm_90 -I. bench/cuda/kbench.cu -lcublas -o kbench */
 #include "backends/cuda/cuda_kernels.cu"
 
 #include <algorithm>
+#include <cublas_v2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <vector>
@@ -476,12 +482,343 @@ static void step_case(const char *shape, int E, int F, int H, int Hkv, int hd, i
         CK(cudaFree(f));
 }
 
+/* ---- kbench rows: a decode step's products at R activation rows, old path against new ---- */
+
+/* Random weights in place (a hash of the index: no host copy of 16 GB): kind 0 bf16, 1 fp16,
+ * values in +-1/32; 2 int8 codes; 3 fp16 block scales of 1/(32 * 127). */
+__global__ void k_fill(uint16_t *p, int64_t n16, uint32_t seed, int kind)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n16;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        uint32_t h = (uint32_t)i * 0x9e3779b1u ^ seed ^ (uint32_t)(i >> 32) * 0x85ebca6bu;
+        h ^= h >> 15; h *= 0x2c1b3c6du; h ^= h >> 12; h *= 0x297a2d39u; h ^= h >> 15;
+        const float f = ((float)(h >> 8) * (1.f / 8388608.f) - 1.f) / 32.f;
+        uint16_t v;
+        if (kind == 0) {
+            v = __bfloat16_as_ushort(__float2bfloat16_rn(f));
+        } else if (kind == 1) {
+            v = __half_as_ushort(__float2half_rn(f));
+        } else if (kind == 2) { /* two int8 codes in -127..127 */
+            const uint32_t a = h % 255u, b = (h >> 16) % 255u;
+            v = (uint16_t)(((a - 127u) & 0xffu) | (((b - 127u) & 0xffu) << 8));
+        } else {
+            v = __half_as_ushort(__float2half_rn(1.f / (32.f * 127.f)));
+        }
+        p[i] = v;
+    }
+}
+
+struct rmat {
+    void *w;
+    __half *s;
+    int n_in, n_out;
+};
+
+static rmat rows_mat(int wtype, int n_in, int n_out, uint32_t seed)
+{
+    rmat m = {NULL, NULL, n_in, n_out};
+    const int64_t n = (int64_t)n_in * n_out;
+    if (wtype == FCU_W_Q8) {
+        CK(cudaMalloc(&m.w, (size_t)n));
+        CK(cudaMalloc((void **)&m.s, (size_t)(n / 32) * 2));
+        k_fill<<<1024, 256, 0, st>>>((uint16_t *)m.w, n / 2, seed, 2);
+        k_fill<<<1024, 256, 0, st>>>((uint16_t *)m.s, n / 32, seed, 3);
+    } else {
+        CK(cudaMalloc(&m.w, (size_t)n * 2));
+        k_fill<<<1024, 256, 0, st>>>((uint16_t *)m.w, n, seed, wtype == FCU_W_BF16 ? 0 : 1);
+    }
+    CK(cudaGetLastError());
+    return m;
+}
+
+/* One launch of a step: a GEMV kernel (f) or, with blas, the old path's cuBLAS product (its
+ * prep pass, cublasGemmEx, then the SiLU-gate or residual add as separate kernels). */
+struct rl {
+    const void *f;
+    dim3 grid, block;
+    size_t smem;
+    fcu_gemv_p g;
+    bool blas;
+};
+
+static cublasHandle_t blas_h;
+static void *blas_conv;
+
+static void rows_issue(const rl &l, int wtype)
+{
+    if (!l.blas) {
+        void *args[1] = {(void *)&l.g};
+        cudaLaunchConfig_t cfg = {l.grid, l.block, l.smem, st, NULL, 0};
+        CK(cudaLaunchKernelExC(&cfg, l.f, args));
+        return;
+    }
+    /* as cuda_backend.cu's mm_blas for 16-bit weights, then its silu_mul / add */
+    const fcu_gemv_p &g = l.g;
+    const int ct = wtype; /* FCU_W_F16 or FCU_W_BF16 */
+    fcu_prep_p q;
+    memset(&q, 0, sizeof(q));
+    q.x = g.x;
+    q.out = blas_conv;
+    q.in_scale = g.in_scale;
+    q.n = g.n_in;
+    q.norm = g.norm == FCU_NORM_RMS ? FB_NORM_RMS : FB_NORM_NONE;
+    q.out_type = ct;
+    q.eps = g.eps;
+    void *qa[1] = {&q};
+    CK(cudaLaunchKernel(fcu_k_prep(), dim3(g.rows), dim3(256), qa, 0, st));
+    const float alpha = 1.f, beta = 0.f;
+    const cudaDataType dt = ct == FCU_W_F16 ? CUDA_R_16F : CUDA_R_16BF;
+    if (cublasGemmEx(blas_h, CUBLAS_OP_T, CUBLAS_OP_N, g.n_out, g.rows, g.n_in, &alpha, g.w, dt,
+                     g.n_in, blas_conv, dt, g.n_in, &beta, g.y, CUDA_R_32F, g.n_out,
+                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS) {
+        fprintf(stderr, "cublasGemmEx failed\n");
+        exit(1);
+    }
+    const int64_t cap = (int64_t)n_sm * 16;
+    if (g.glu_out) {
+        fcu_ew_p e = {g.glu_out, g.y, g.y + g.glu_n, g.glu_n, g.rows, g.n_out, g.glu_n};
+        void *ea[1] = {&e};
+        const int64_t b = std::min(cap, ((int64_t)g.rows * g.glu_n + 255) / 256);
+        CK(cudaLaunchKernel(fcu_k_silu_mul(), dim3((unsigned)b), dim3(256), ea, 0, st));
+    } else if (g.add_to) {
+        const int64_t n = (int64_t)g.rows * g.n_out;
+        fcu_ew_p e = {g.add_to, g.y, NULL, n, 1, 0, 0};
+        void *ea[1] = {&e};
+        const int64_t b = std::min(cap, (n / 4 + 255) / 256);
+        CK(cudaLaunchKernel(fcu_k_add(1), dim3((unsigned)b), dim3(256), ea, 0, st));
+    }
+}
+
+/* GPU ms of one step (median of 15 after 3 warm-ups): a graph when it has no cuBLAS call (as
+ * the backend runs such steps), else launched directly (the backend does not graph them). */
+static double rows_time(const std::vector<rl> &ls, int wtype, bool eager)
+{
+    if (!eager) {
+        cudaGraph_t gr;
+        CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+        for (const rl &l : ls)
+            rows_issue(l, wtype);
+        CK(cudaStreamEndCapture(st, &gr));
+        std::vector<float> t = replay_sorted(gr, 18, 3);
+        return t[t.size() / 2];
+    }
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    std::vector<float> t;
+    for (int r = 0; r < 18; r++) {
+        CK(cudaEventRecord(a, st));
+        for (const rl &l : ls)
+            rows_issue(l, wtype);
+        CK(cudaEventRecord(b, st));
+        CK(cudaEventSynchronize(b));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, a, b));
+        if (r >= 3)
+            t.push_back(ms);
+    }
+    std::sort(t.begin(), t.end());
+    CK(cudaEventDestroy(a));
+    CK(cudaEventDestroy(b));
+    return t[t.size() / 2];
+}
+
+struct rshape {
+    const char *name;
+    int E, F, H, Hkv, hd, L, V;
+};
+
+/* The products of one decode step of shape s (Q|K|V and gate|up normed, with gamma as
+ * in_scale; O and down adding into the residual; the LM head) for R rows; mr: the multi-row
+ * kernel for 2..8 rows, else the old path (the fp32 multi-row GEMV, cuBLAS from 5 rows of
+ * 16-bit weights).  One row is the same one-row kernels either way (staged where normed). */
+static void rows_case(const rshape &s, const char *tname, int wtype)
+{
+    const int nq = (s.H + 2 * s.Hkv) * s.hd, ho = s.H * s.hd, R8 = FCU_GEMV_MAX_ROWS;
+    std::vector<rmat> wq(s.L), wo(s.L), wgu(s.L), wd(s.L);
+    uint32_t seed = 1;
+    for (int l = 0; l < s.L; l++) {
+        wq[l] = rows_mat(wtype, s.E, nq, seed++);
+        wo[l] = rows_mat(wtype, ho, s.E, seed++);
+        wgu[l] = rows_mat(wtype, s.E, 2 * s.F, seed++);
+        wd[l] = rows_mat(wtype, s.F, s.E, seed++);
+    }
+    rmat wh = rows_mat(wtype, s.E, s.V, seed++);
+    CK(cudaStreamSynchronize(st));
+    const double bpw = wtype == FCU_W_Q8 ? 1.0 + 2.0 / 32 : 2.0;
+    const double wbytes = bpw * ((double)s.L * ((double)nq * s.E + (double)s.E * ho +
+                                                2.0 * s.F * s.E + (double)s.E * s.F) +
+                                 (double)s.V * s.E);
+    float *x = dev_rand((size_t)R8 * s.E, 1.f), *gam = dev_rand(s.E, 1.f);
+    float *att = dev_rand((size_t)R8 * ho, 1.f), *qkv, *gu, *act, *y, *logits;
+    CK(cudaMalloc(&qkv, (size_t)R8 * nq * 4));
+    CK(cudaMalloc(&gu, (size_t)R8 * 2 * s.F * 4));
+    CK(cudaMalloc(&act, (size_t)R8 * s.F * 4));
+    CK(cudaMalloc(&y, (size_t)R8 * s.E * 4));
+    CK(cudaMalloc(&logits, (size_t)R8 * s.V * 4));
+    CK(cudaMalloc(&blas_conv, (size_t)R8 * std::max(s.E, s.F) * 2));
+    static const int rows[] = {1, 2, 3, 4, 6, 8};
+    double one[2] = {0, 0};
+    for (int R : rows) {
+        double ms[2];
+        bool eager[2];
+        for (int path = 0; path < 2; path++) { /* 0 old, 1 new */
+            const bool blas = path == 0 && R >= 5 && wtype != FCU_W_Q8;
+            std::vector<rl> ls;
+            auto prod = [&](const rmat &m, const float *xin, float *out, float *add, bool norm,
+                            float *glu) {
+                rl l = {};
+                fcu_gemv_p &g = l.g;
+                g.w = m.w;
+                g.wscale = m.s;
+                g.x = xin;
+                g.y = out;
+                g.add_to = add;
+                g.n_in = m.n_in;
+                g.n_out = m.n_out;
+                g.rows = R;
+                g.norm = norm ? FCU_NORM_RMS : FCU_NORM_NONE;
+                g.eps = 1e-5f;
+                g.in_scale = norm ? gam : NULL;
+                g.stage = R == 1 && norm; /* the backend's default stage=1 */
+                g.glu_out = glu;
+                g.glu_n = glu ? m.n_out / 2 : 0;
+                l.blas = blas;
+                int rpb = 1, th = 32;
+                const int lim = glu ? m.n_out / 2 : m.n_out;
+                if (blas)
+                    l.f = NULL;
+                else if (path == 1 && R >= 2)
+                    l.f = fcu_k_gemv_mr(wtype, glu != NULL, lim, &rpb, &th);
+                else if (glu)
+                    l.f = fcu_k_gemv_glu(wtype, R, m.n_in, &rpb, &th);
+                else
+                    l.f = fcu_k_gemv(wtype, R, 1, m.n_in, &rpb, &th);
+                l.grid = dim3((unsigned)((lim + rpb - 1) / rpb));
+                l.block = dim3(th);
+                l.smem = g.stage ? fcu_gemv_stage_bytes(1, m.n_in) : 0;
+                ls.push_back(l);
+            };
+            for (int l = 0; l < s.L; l++) {
+                prod(wq[l], x, qkv, NULL, true, NULL);
+                prod(wo[l], att, y, x, false, NULL);
+                prod(wgu[l], x, gu, NULL, true, act);
+                prod(wd[l], act, y, x, false, NULL);
+            }
+            prod(wh, x, logits, NULL, true, NULL);
+            eager[path] = blas;
+            ms[path] = rows_time(ls, wtype, blas);
+            if (R == 1)
+                one[path] = ms[path];
+        }
+        printf("rows %-15s %-5s R=%d  old %8.3f ms %5.2fx %6.0f GB/s%s   new %8.3f ms %5.2fx %6.0f GB/s   new/old %.2f\n",
+               s.name, tname, R, ms[0], ms[0] / one[0], wbytes / ms[0] * 1e-6,
+               eager[0] ? " (cuBLAS)" : "         ", ms[1], ms[1] / one[1],
+               wbytes / ms[1] * 1e-6, ms[1] / ms[0]);
+        fflush(stdout);
+    }
+    for (int l = 0; l < s.L; l++) {
+        rmat *ms4[4] = {&wq[l], &wo[l], &wgu[l], &wd[l]};
+        for (rmat *m : ms4) {
+            CK(cudaFree(m->w));
+            CK(cudaFree(m->s));
+        }
+    }
+    CK(cudaFree(wh.w));
+    CK(cudaFree(wh.s));
+    void *fr[] = {x, gam, att, qkv, gu, act, y, logits, blas_conv};
+    for (void *f : fr)
+        CK(cudaFree(f));
+}
+
+/* Every output of the multi-row kernel against the fp32 multi-row GEMV at the same inputs
+ * (8B gate|up and down shapes, bf16 / q8 / fp16 weights, 2..8 rows): max relative difference,
+ * a smoke check in the same run as the timings (tests/test_cuda.c checks against the CPU). */
+static void rows_check(void)
+{
+    const int wts[3] = {FCU_W_BF16, FCU_W_Q8, FCU_W_F16};
+    const char *wn[3] = {"BF16", "Q8_0", "F16"};
+    const int shp[2][2] = {{4096, 2 * 14336}, {14336, 4096}};
+    for (int t = 0; t < 3; t++)
+        for (int k = 0; k < 2; k++) {
+            const int n_in = shp[k][0], n_out = shp[k][1];
+            rmat m = rows_mat(wts[t], n_in, n_out, 77);
+            float *x = dev_rand((size_t)8 * n_in, 1.f), *gam = dev_rand(n_in, 1.f), *ya, *yb;
+            CK(cudaMalloc(&ya, (size_t)8 * n_out * 4));
+            CK(cudaMalloc(&yb, (size_t)8 * n_out * 4));
+            std::vector<float> ha((size_t)8 * n_out), hb(ha.size());
+            double worst = 0;
+            for (int R = 2; R <= 8; R++) {
+                for (int path = 0; path < 2; path++) {
+                    fcu_gemv_p g;
+                    memset(&g, 0, sizeof(g));
+                    g.w = m.w;
+                    g.wscale = m.s;
+                    g.x = x;
+                    g.y = path ? yb : ya;
+                    g.n_in = n_in;
+                    g.n_out = n_out;
+                    g.rows = R;
+                    g.norm = FCU_NORM_RMS;
+                    g.eps = 1e-5f;
+                    g.in_scale = gam;
+                    int rpb, th;
+                    const void *f = path ? fcu_k_gemv_mr(wts[t], 0, n_out, &rpb, &th)
+                                         : fcu_k_gemv(wts[t], R, 1, n_in, &rpb, &th);
+                    void *args[1] = {&g};
+                    CK(cudaLaunchKernel(f, dim3((n_out + rpb - 1) / rpb), dim3(th), args, 0, st));
+                }
+                CK(cudaStreamSynchronize(st));
+                CK(cudaMemcpy(ha.data(), ya, (size_t)R * n_out * 4, cudaMemcpyDeviceToHost));
+                CK(cudaMemcpy(hb.data(), yb, (size_t)R * n_out * 4, cudaMemcpyDeviceToHost));
+                double e2 = 0, r2 = 0;
+                for (size_t i = 0; i < (size_t)R * n_out; i++) {
+                    const double d = (double)hb[i] - ha[i];
+                    e2 += d * d;
+                    r2 += (double)ha[i] * ha[i];
+                    if (!std::isfinite(hb[i]))
+                        e2 = INFINITY;
+                }
+                worst = std::max(worst, sqrt(e2 / std::max(r2, 1e-30)));
+            }
+            printf("check %-4s %6d x %-6d rows 2..8: new against old, relative L2 %.2e %s\n", wn[t],
+                   n_out, n_in, worst, worst <= 3e-6 ? "ok" : "FAIL");
+            fflush(stdout);
+            CK(cudaFree(m.w));
+            CK(cudaFree(m.s));
+            void *fr[] = {x, gam, ya, yb};
+            for (void *f : fr)
+                CK(cudaFree(f));
+        }
+}
+
+static void rows_all(void)
+{
+    static const rshape shapes[] = {{"TinyLlama-1.1B", 2048, 5632, 32, 4, 64, 22, 32000},
+                                    {"Llama-3-8B", 4096, 14336, 32, 8, 128, 32, 128256}};
+    static const struct { const char *name; int wtype; } types[] = {
+        {"BF16", FCU_W_BF16}, {"Q8_0", FCU_W_Q8}, {"Q4_0", FCU_W_F16}};
+    if (cublasCreate(&blas_h) != CUBLAS_STATUS_SUCCESS || cublasSetStream(blas_h, st) != CUBLAS_STATUS_SUCCESS) {
+        fprintf(stderr, "cuBLAS: cannot create a handle\n");
+        exit(1);
+    }
+    rows_check();
+    for (const rshape &s : shapes)
+        for (const auto &t : types)
+            rows_case(s, t.name, t.wtype);
+    cublasDestroy(blas_h);
+}
+
 int main(int argc, char **argv)
 {
     const char *what = argc > 1 ? argv[1] : "all";
     CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
     CK(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, 0));
     CK(fcu_gemv_init());
+    if (!strcmp(what, "rows")) { /* only on request: it allocates up to 16 GB */
+        rows_all();
+        return 0;
+    }
     if (strstr(what, "att") || !strcmp(what, "all")) {
         att_case("1B", 32, 8, 64, 512, 1);
         att_case("1B", 32, 8, 64, 4096, 1);

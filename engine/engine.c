@@ -86,6 +86,7 @@ typedef struct req {
     int n_past;                  /* tokens in the KV cache */
     int n_gen;
     int slot;                    /* -1 until admitted */
+    int place;                   /* batch place 0..max_running-1 while running (e->mu) */
     int n_cached;                /* prompt tokens reused from a cached slot */
     /* n-gram speculation's adaptive draft length: grows while drafts are taken whole,
      * shrinks to what was taken; a failed shortest draft pauses drafting for draft_wait
@@ -349,6 +350,7 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
     if (!r)
         return SUBMIT_ERR(-ENOMEM, "out of memory");
     r->slot = -1;
+    r->place = -1;
     r->n_prompt = (int)q->n_prompt;
     r->max_tokens = q->max_tokens;
     r->kv_need = (int64_t)q->n_prompt + q->max_tokens;
@@ -500,6 +502,28 @@ void eng_cancel_all(eng_t *e)
     engine_unlock(e);
 }
 
+/* The lowest batch place no running request holds (e->mu; n_run < max_running). */
+static int free_place(const eng_t *e)
+{
+    for (int p = 0;; p++) {
+        bool used = false;
+        for (int i = 0; i < e->n_run && !used; i++)
+            used = e->run[i]->place == p;
+        if (!used)
+            return p;
+    }
+}
+
+int eng_slots(eng_t *e, eng_slot_t *out, int cap)
+{
+    engine_lock(e);
+    int n = e->n_run;
+    for (int i = 0; i < n && i < cap; i++)
+        out[i] = (eng_slot_t){e->run[i]->place, e->run[i]->id};
+    engine_unlock(e);
+    return n;
+}
+
 void eng_stats(eng_t *e, eng_stats_t *out)
 {
     engine_lock(e);
@@ -534,6 +558,7 @@ static void emit_token(req_t *r, int32_t tok, size_t n_text, float logprob,
         .logprob = logprob,
         .top = n_top > 0 ? top : NULL,
         .n_top = n_top,
+        .slot = r->place,
     };
     r->on_event(r->ud, &ev);
     if (n_text > 0) {
@@ -569,7 +594,7 @@ static void pool_finish(req_t *r)
 static void emit_done(req_t *r)
 {
     eng_event_t ev = { .type = ENG_EV_DONE, .id = r->id, .t_ns = r->t_done,
-                       .finish = r->finish, .error = r->finish_msg };
+                       .finish = r->finish, .error = r->finish_msg, .slot = r->place };
     if (r->pool != ENG_POOL_NONE && r->finish == ENG_FINISH_STOP) {
         pool_finish(r);
         ev.embedding = r->emb;
@@ -876,7 +901,7 @@ static void emit_prompt(eng_t *e, req_t *r, const sampled_t *sp)
             break;
         float *lg = e->logits + (size_t)(sp->row0 + k) * (size_t)V;
         eng_event_t ev = { .type = ENG_EV_TOKEN, .id = r->id, .token = r->tokens[pos],
-                           .text = "", .prompt = true, .n_top = r->plp_top,
+                           .text = "", .prompt = true, .n_top = r->plp_top, .slot = r->place,
                            .top = r->plp_top > 0 ? top : NULL };
         int rc = smp_logprobs(r->smp, lg, r->tokens[pos], &ev.logprob, &ev.rank, top,
                               r->plp_top);
@@ -1211,6 +1236,7 @@ static bool schedule(eng_t *e, req_t **gone)
         r->next = r->prev = NULL;
         r->state = REQ_RUNNING;
         r->t_sched = now;
+        r->place = free_place(e);
         e->run[e->n_run++] = r;
         e->pub.kv_reserved += r->kv_need;
         e->admitted[e->n_admitted++] = r;
@@ -1514,6 +1540,7 @@ int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, c
     e->lookup_min = lk_min;
     e->lookup_max = lk_max;
     e->info.draft_max = e->spec_k;
+    e->info.max_running = e->max_running;
     e->pub.kv_total = e->kv_total;
     e->cache_on = p->prefix_cache && d->seq_truncate;
     e->cache_min = p->prefix_cache_min ? p->prefix_cache_min : 16;

@@ -102,6 +102,7 @@ typedef struct eng_info {
     const char *cache_type_k;   /* "f32", "f16", "q8_0", ... (NULL: the driver has none) */
     const char *cache_type_v;
     uint64_t cache_bytes;       /* bytes the KV cache holds (all layers, K and V) */
+    int max_running;            /* batch places: sequences decoded together (eng_slots) */
     int n_lora;                 /* LoRA adapters loaded (eng_params_t.lora) */
     const char *const *lora_paths; /* their files, n_lora */
     int swa_ring;               /* llm_swa_ring: positions a sliding-window layer keeps a
@@ -203,6 +204,8 @@ typedef struct eng_event {
      * the request's prompt_top alternatives; no text. */
     bool prompt;
     int rank;
+    /* TOKEN and DONE: the batch place it runs in (eng_slots), -1 when it never ran */
+    int slot;
     /* DONE */
     int finish;                 /* enum eng_finish */
     const float *embedding;     /* embedding requests finished with ENG_FINISH_STOP: n_embd
@@ -292,6 +295,17 @@ typedef struct eng_stats {
 } eng_stats_t;
 
 void eng_stats(eng_t *e, eng_stats_t *out);
+
+/* A running request's place in the batch: 0..max_running-1, taken at admission (the lowest
+ * free one) and kept until the request ends (llama-server's slot). */
+typedef struct eng_slot {
+    int slot;
+    uint64_t id;                /* eng_submit's id */
+} eng_slot_t;
+
+/* The running requests' places, read under the engine's lock: any thread.  Fills at most
+ * cap entries (in admission order) and returns how many requests run. */
+int eng_slots(eng_t *e, eng_slot_t *out, int cap);
 
 /* Checks the scheduler's invariants (queue links and counts, FIFO order, slots distinct,
  * KV reservations and lengths, against the model's own sequence lengths; cached slots:

@@ -245,6 +245,9 @@ static const opt_t opts[] = {
     {"spm_infill", 0, T_BOOL, O(spm_infill), "off", 0, 0, NULL, 0, NULL, "Model and engine",
      NULL, "/infill puts the suffix before the prefix (Suffix-Prefix-Middle), for code "
      "models trained so (llama-server's --spm-infill); off: Prefix-Suffix-Middle."},
+    {"slots", 0, T_BOOL, O(slots), "on", 0, 0, NULL, 0, NULL, "Model and engine", NULL,
+     "Serve GET /slots, llama-server's view of the batch slots and the requests in them "
+     "(llama-server's --slots / --no-slots, on by default there too); off: 501."},
     {"pooling", 0, T_ENUM, O(pooling), "auto", 0, 0, pooling_names, 0, NULL,
      "Model and engine", NULL, "How /v1/embeddings pools the input's final hidden states: "
      "the mean over its tokens, its first (cls) or last token; auto: the model's "

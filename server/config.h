@@ -67,6 +67,7 @@ typedef struct cfg {
     int prompt_lookup_min;
     bool embeddings;        /* serve /v1/embeddings */
     bool spm_infill;        /* /infill in Suffix-Prefix-Middle order */
+    bool slots;             /* serve GET /slots */
     int pooling;            /* enum eng_pooling; 0 (auto): the model's, else mean */
     cfg_list_t lora;        /* LoRA adapter files at scale 1 (llama-server's --lora) */
     cfg_list_t lora_scaled; /* "FILE SCALE" items (--lora-scaled FILE SCALE): adapter ids

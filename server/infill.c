@@ -275,11 +275,17 @@ char *inf_answer_json(const inf_answer_t *a)
 {
     cJSON *o = cJSON_CreateObject();
     char *out = NULL;
-    bool ok = o && put(o, "index", cJSON_CreateNumber(0)) &&
-              put(o, "content", str_n(a->content, a->content_len)) &&
-              put(o, "tokens", cJSON_CreateArray()) &&
-              put(o, "id_slot", cJSON_CreateNumber(-1)) &&
-              put(o, "stop", cJSON_CreateBool(a->stop));
+    cJSON *toks = cJSON_CreateArray();
+    bool ok = o && put(o, "index", cJSON_CreateNumber(a->index)) &&
+              put(o, "content", str_n(a->content, a->content_len)) && put(o, "tokens", toks);
+    if (!ok && o && !cJSON_GetObjectItemCaseSensitive(o, "tokens"))
+        cJSON_Delete(toks);
+    for (size_t i = 0; ok && i < a->n_tokens; i++)
+        ok = cJSON_AddItemToArray(toks, cJSON_CreateNumber(a->tokens[i]));
+    ok = ok && put(o, "id_slot", cJSON_CreateNumber(a->slot_known ? a->id_slot : -1)) &&
+         put(o, "stop", cJSON_CreateBool(a->stop));
+    if (ok && a->probs)
+        ok = put(o, "completion_probabilities", cJSON_Duplicate(a->probs, true));
     if (ok && a->stop)
         ok = put(o, "model", cJSON_CreateString(a->model ? a->model : ""));
     ok = ok && put(o, "tokens_predicted", cJSON_CreateNumber((double)a->tokens_predicted)) &&
@@ -292,6 +298,8 @@ char *inf_answer_json(const inf_answer_t *a)
              put(o, "stopping_word",
                  cJSON_CreateString(a->stopping_word ? a->stopping_word : "")) &&
              put(o, "tokens_cached", cJSON_CreateNumber((double)a->tokens_cached)) &&
+             (!a->settings ||
+              put(o, "generation_settings", cJSON_Duplicate(a->settings, true))) &&
              (!a->timings || put(o, "timings", timings_json(a->timings, a->cache_n)));
     }
     if (ok && a->n_fields > 0) {

@@ -61,8 +61,18 @@ void inf_prompt_free(inf_prompt_t *p);
 int inf_psm(const tok_t *t, bool bos, const int32_t *prefix, size_t n_prefix,
             const char *suffix, size_t suffix_len, int32_t **ids, size_t *n);
 
+struct cJSON;
+
 /* llama-server's native answer (/completion, /infill). */
 typedef struct inf_answer {
+    int index;                  /* which completion (prompts x n_cmpl) */
+    bool slot_known;            /* false: id_slot is shown as -1 */
+    int id_slot;                /* the batch slot it ran in */
+    const int32_t *tokens;      /* ids for `tokens` (a frame's new ones; final: all when
+                                   return_tokens), n_tokens of them */
+    size_t n_tokens;
+    const struct cJSON *probs;  /* completion_probabilities (copied), NULL: left out */
+    const struct cJSON *settings; /* final: generation_settings (copied), NULL: left out */
     const char *content;        /* cleaned to valid UTF-8 */
     size_t content_len;
     bool stop;                  /* false: a stream frame (the short form) */

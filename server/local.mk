@@ -47,3 +47,6 @@ sbin_PROGRAMS += fusiond
 fusiond_SOURCES = server/main.c
 fusiond_CFLAGS = $(AM_CFLAGS) $(UV_CFLAGS) $(SYSTEMD_CFLAGS)
 fusiond_LDADD = $(DAEMON_LIBS) $(SRV_LIBS)
+
+# llama-server's native shapes: /completion's probabilities and settings, /props, /slots.
+libfusiond_server_a_SOURCES += server/native.h server/native.c

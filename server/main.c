@@ -387,6 +387,7 @@ static void srv_config_from(srv_config_t *s, const cfg_t *c)
     s->prefix_cache = c->prefix_cache;
     s->embeddings = c->embeddings;
     s->spm_infill = c->spm_infill;
+    s->slots = c->slots;
     s->pooling = c->pooling;
     s->responses_store = c->responses_store;
     s->responses_store_bytes = (size_t)c->responses_store_bytes;

@@ -91,7 +91,8 @@ const char *met_endpoint_name(int ep)
 {
     static const char *const names[MET_EP_COUNT] = {
         "completions", "chat_completions", "models", "health",
-        "metrics", "tokenize", "detokenize", "embeddings", "responses", "infill", "other"};
+        "metrics", "tokenize", "detokenize", "embeddings", "responses", "infill",
+        "completion", "props", "slots", "apply_template", "other"};
     return ep >= 0 && ep < MET_EP_COUNT ? names[ep] : "other";
 }
 

@@ -354,11 +354,55 @@ static int parse_stop(const cJSON *root, const rq_limits_t *lim, rq_t *r, rq_err
     return 0;
 }
 
-static int parse_logit_bias(const cJSON *root, const rq_limits_t *lim, rq_t *r, rq_err_t *e)
+static int unsupported_param(rq_err_t *e, const char *param, const char *fmt, ...)
+    FD_PRINTF(3, 4);
+
+/* llama-server's form of logit_bias: [[token id, bias], ...], false for a bias bans the
+ * token.  Its string form (["text", bias]: every token of the text) is refused by name. */
+static int parse_bias_pairs(const cJSON *b, const rq_limits_t *lim, rq_t *r, rq_err_t *e)
+{
+    int cnt = cJSON_GetArraySize(b);
+    if (cnt > lim->max_logit_bias)
+        return bad(e, "logit_bias", "'logit_bias' has %d entries; at most %d are allowed", cnt,
+                   lim->max_logit_bias);
+    if (cnt == 0)
+        return 0;
+    if (!(r->bias = calloc((size_t)cnt, sizeof *r->bias)))
+        return -ENOMEM;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, b)
+    {
+        char pp[64];
+        snprintf(pp, sizeof pp, "logit_bias[%d]", r->n_bias);
+        const cJSON *id = cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 ? it->child : NULL;
+        const cJSON *v = id ? id->next : NULL;
+        if (id && cJSON_IsString(id))
+            return unsupported_param(e, pp, "'%s': a text key is not supported; give token "
+                                     "ids", pp);
+        if (!id || !is_int(id, 0, RQ_MAX_ID) ||
+            !(cJSON_IsFalse(v) || (cJSON_IsNumber(v) && isfinite(v->valuedouble))))
+            return bad(e, pp, "'%s' must be a pair [token id, bias] (a number, or false to "
+                       "ban the token)", pp);
+        if (cJSON_IsNumber(v) && (v->valuedouble < -100 || v->valuedouble > 100))
+            return bad(e, pp, "'%s' has the bias %g; it must be in [-100, 100]", pp,
+                       v->valuedouble);
+        r->bias[r->n_bias].token = (int32_t)id->valuedouble;
+        r->bias[r->n_bias].bias = cJSON_IsFalse(v) ? -INFINITY : (float)v->valuedouble;
+        r->n_bias++;
+    }
+    r->sampling.logit_bias = r->bias;
+    r->sampling.n_logit_bias = r->n_bias;
+    return 0;
+}
+
+static int parse_logit_bias(const cJSON *root, int kind, const rq_limits_t *lim, rq_t *r,
+                            rq_err_t *e)
 {
     const cJSON *b = field(root, "logit_bias");
     if (!b)
         return 0;
+    if (cJSON_IsArray(b) && (kind == RQ_NATIVE || kind == RQ_INFILL))
+        return parse_bias_pairs(b, lim, r, e);
     if (!cJSON_IsObject(b))
         return bad(e, "logit_bias", "'logit_bias' must be an object mapping token ids to "
                    "biases, not %s", type_name(b));
@@ -659,6 +703,7 @@ enum neutral {
 #define K_CMPL (1u << RQ_COMPLETION)
 #define K_CHAT (1u << RQ_CHAT)
 #define K_INF (1u << RQ_INFILL)
+#define K_NAT (1u << RQ_NATIVE)
 
 static const struct unsupported {
     const char *key;
@@ -670,21 +715,24 @@ static const struct unsupported {
     {"echo", K_CHAT, NEU_FALSE, 0, "echoing the last message (vLLM's chat echo)"},
     {"audio", K_CHAT, NEU_NULL, 0, "audio output"},
     {"web_search_options", K_CHAT, NEU_NULL, 0, "web search"},
-    {"use_beam_search", K_CMPL | K_CHAT | K_INF, NEU_FALSE, 0, "beam search"},
-    {"min_tokens", K_CMPL | K_CHAT | K_INF, NEU_NUM, 0, "a minimum number of generated tokens"},
-    {"grammar", K_CMPL | K_CHAT | K_INF, NEU_EMPTY, 0, "grammar-constrained output"},
-    {"guided_regex", K_CMPL | K_CHAT | K_INF, NEU_EMPTY, 0, "regex-constrained output"},
-    {"guided_choice", K_CMPL | K_CHAT | K_INF, NEU_EMPTY, 0, "choice-constrained output"},
-    {"guided_grammar", K_CMPL | K_CHAT | K_INF, NEU_EMPTY, 0, "grammar-constrained output"},
+    {"use_beam_search", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_FALSE, 0, "beam search"},
+    {"min_tokens", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_NUM, 0, "a minimum number of generated tokens"},
+    {"grammar", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_EMPTY, 0, "grammar-constrained output"},
+    {"guided_regex", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_EMPTY, 0, "regex-constrained output"},
+    {"guided_choice", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_EMPTY, 0, "choice-constrained output"},
+    {"guided_grammar", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_EMPTY, 0, "grammar-constrained output"},
     /* llama-server's: n_probs is its logprobs (use logprobs), the others switch on samplers
      * fusiond does not have; their "off" values, which its web UI sends, are served. */
     {"n_probs", K_CMPL | K_CHAT | K_INF, NEU_NUM, 0, "log-probabilities (use 'logprobs')"},
-    {"mirostat", K_CMPL | K_CHAT | K_INF, NEU_NUM, 0, "Mirostat sampling"},
-    {"typical_p", K_CMPL | K_CHAT | K_INF, NEU_NUM, 1, "locally typical sampling"},
-    {"dynatemp_range", K_CMPL | K_CHAT | K_INF, NEU_NUM, 0, "dynamic temperature"},
-    {"xtc_probability", K_CMPL | K_CHAT | K_INF, NEU_NUM, 0, "XTC sampling"},
-    {"dry_multiplier", K_CMPL | K_CHAT | K_INF, NEU_NUM, 0, "DRY repetition penalty"},
-    {"top_n_sigma", K_CMPL | K_CHAT | K_INF, NEU_NUM, -1, "top-n-sigma sampling"},
+    {"mirostat", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_NUM, 0, "Mirostat sampling"},
+    {"typical_p", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_NUM, 1, "locally typical sampling"},
+    {"dynatemp_range", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_NUM, 0, "dynamic temperature"},
+    {"xtc_probability", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_NUM, 0, "XTC sampling"},
+    {"dry_multiplier", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_NUM, 0, "DRY repetition penalty"},
+    {"top_n_sigma", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_NUM, -1, "top-n-sigma sampling"},
+    /* /completion's own: probabilities after the sampling chain */
+    {"post_sampling_probs", K_NAT, NEU_FALSE, 0, "post-sampling probabilities (n_probs "
+     "answers the model's log-probabilities)"},
 };
 
 static bool is_neutral(const cJSON *v, int neutral, double num)
@@ -752,6 +800,101 @@ static int check_unsupported(const cJSON *root, int kind, const rq_t *r, rq_err_
                                          "[\"text\"] is not supported: fusiond answers with "
                                          "text only");
         }
+    }
+    return 0;
+}
+
+/* One llama-server prompt that is an array (pp names it): token ids alone, or ids and
+ * strings mixed ([12, "text", 34]: segments, tokenized in order by the server). */
+static int parse_mixed(const cJSON *arr, const char *pp, rq_prompt_t *out, rq_err_t *e)
+{
+    int cnt = cJSON_GetArraySize(arr);
+    if (cnt == 0)
+        return bad(e, pp, "'%s' is an empty array", pp);
+    bool text = false;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr)
+    {
+        text |= cJSON_IsString(it);
+    }
+    if (!text)
+        return parse_ids(arr, pp, false, &out->ids, &out->n_ids, e);
+    /* a run of ids is one segment, each string another */
+    if (!(out->segs = calloc((size_t)cnt, sizeof *out->segs)))
+        return -ENOMEM;
+    int i = 0;
+    cJSON_ArrayForEach(it, arr)
+    {
+        char ip[160];
+        snprintf(ip, sizeof ip, "%.100s[%d]", pp, i++);
+        rq_seg_t *sg = out->n_segs ? &out->segs[out->n_segs - 1] : NULL;
+        if (cJSON_IsString(it)) {
+            sg = &out->segs[out->n_segs++];
+            int rc = dup_str(it, ip, &sg->text, &sg->text_len, e);
+            if (rc)
+                return rc;
+            continue;
+        }
+        if (!is_int(it, 0, RQ_MAX_ID))
+            return bad(e, ip, "'%s' must be a token id (an integer >= 0) or a string, not %s",
+                       ip, cJSON_IsNumber(it) ? "this number" : type_name(it));
+        if (!sg || sg->text) {
+            sg = &out->segs[out->n_segs++];
+            if (!(sg->ids = malloc((size_t)cnt * sizeof *sg->ids)))
+                return -ENOMEM;
+        }
+        sg->ids[sg->n_ids++] = (int32_t)it->valuedouble;
+    }
+    return 0;
+}
+
+/* llama-server's /completion prompt: a string, token ids, ids and strings mixed, an object
+ * {"prompt_string": ...} (its multimodal form, text only here), or an array of those
+ * (several prompts, answered as an array).  An array with a number at its top level is one
+ * prompt, as llama-server reads it. */
+static int parse_native_one(const cJSON *v, const char *pp, rq_prompt_t *out, rq_err_t *e)
+{
+    if (cJSON_IsObject(v)) {
+        const cJSON *md = field(v, "multimodal_data");
+        if (md && !is_neutral(md, NEU_EMPTY, 0))
+            return unsupported_param(e, pp, "'%s': multimodal_data is not supported: fusiond "
+                                     "serves text models", pp);
+        v = field(v, "prompt_string");
+        if (!v || !cJSON_IsString(v))
+            return bad(e, pp, "'%s' must hold a \"prompt_string\" string", pp);
+    }
+    if (cJSON_IsString(v))
+        return dup_str(v, pp, &out->text, &out->text_len, e);
+    if (cJSON_IsArray(v))
+        return parse_mixed(v, pp, out, e);
+    return bad(e, pp, "'%s' must be a string, an array of token ids and strings, or an "
+               "object with \"prompt_string\", not %s", pp, type_name(v));
+}
+
+static int parse_native_prompt(const cJSON *root, rq_t *r, rq_err_t *e)
+{
+    const cJSON *p = field(root, "prompt"), *it;
+    if (!p)
+        return bad(e, "prompt", "\"prompt\" is required");
+    bool several = cJSON_IsArray(p);
+    for (it = several ? p->child : NULL; it; it = it->next)
+        several &= !cJSON_IsNumber(it);
+    if (several && cJSON_GetArraySize(p) == 0)
+        return bad(e, "prompt", "'prompt' is an empty array");
+    int cnt = several ? cJSON_GetArraySize(p) : 1;
+    if (!(r->prompts = calloc((size_t)cnt, sizeof *r->prompts)))
+        return -ENOMEM;
+    if (!several) {
+        r->n_prompts = 1;
+        return parse_native_one(p, "prompt", &r->prompts[0], e);
+    }
+    cJSON_ArrayForEach(it, p)
+    {
+        char pp[48];
+        snprintf(pp, sizeof pp, "prompt[%zu]", r->n_prompts);
+        int rc = parse_native_one(it, pp, &r->prompts[r->n_prompts++], e);
+        if (rc)
+            return rc;
     }
     return 0;
 }
@@ -1082,9 +1225,19 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
     const char *mt = "max_tokens";
     if (kind == RQ_CHAT && field(root, "max_completion_tokens"))
         mt = "max_completion_tokens";
-    if ((rc = get_int(root, mt, 0, 0x7fffffff, &have, &v, e)))
+    if (kind == RQ_NATIVE) {
+        /* llama-server reads n_predict, else max_tokens, both with its -1 */
+        mt = field(root, "n_predict") || !field(root, "max_tokens") ? "n_predict" : "max_tokens";
+        if ((rc = get_int(root, mt, -1, 0x7fffffff, &have, &v, e)))
+            return rc;
+        /* 0 evaluates the prompt alone (into the prefix cache: llama.vim warms it so) */
+        if (have) {
+            r->max_tokens = v < 0 ? RQ_TO_CONTEXT : v == 0 ? RQ_PROMPT_ONLY : (int)v;
+            r->max_tokens_field = mt;
+        }
+    } else if ((rc = get_int(root, mt, 0, 0x7fffffff, &have, &v, e))) {
         return rc;
-    if (have) {
+    } else if (have) {
         /* 0 is only the prompt-alone request of echo, checked once echo is known */
         r->max_tokens = v == 0 ? RQ_PROMPT_ONLY : (int)v;
         r->max_tokens_field = mt;
@@ -1100,16 +1253,31 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
         r->max_tokens = v < 0 ? RQ_TO_CONTEXT : (int)v;
         r->max_tokens_field = "n_predict";
     }
-    if ((rc = get_int(root, "n", 1, lim->max_n, &have, &v, e)))
+    /* llama-server's /completion names it n_cmpl */
+    const char *nk = kind == RQ_NATIVE ? "n_cmpl" : "n";
+    if ((rc = get_int(root, nk, 1, lim->max_n, &have, &v, e)))
         return rc;
     if (have)
         r->n = (int)v;
     if ((size_t)r->n * (r->n_prompts ? r->n_prompts : 1) > (size_t)lim->max_n)
-        return bad(e, "n", "'n' (%d) times the number of prompts (%zu) is more than %d", r->n,
-                   r->n_prompts, lim->max_n);
+        return bad(e, nk, "'%s' (%d) times the number of prompts (%zu) is more than %d", nk,
+                   r->n, r->n_prompts, lim->max_n);
 
-    if ((rc = get_num(root, "temperature", 0, 2, false, &s->temperature, e)) ||
-        (rc = get_num(root, "top_p", 0, 1, true, &s->top_p, e)) ||
+    if (kind == RQ_NATIVE) {
+        /* llama-server: any temperature, <= 0 greedy; its penalty names; a negative top_k
+         * or repeat_last_n -1 (the whole context) as its sampler reads them */
+        if ((rc = get_num(root, "temperature", -1e6, 1e6, false, &s->temperature, e)) ||
+            (rc = get_num(root, "repeat_penalty", 0, 10, true, &s->repeat_penalty, e)))
+            return rc;
+        s->temperature = FD_MAX(s->temperature, 0.0f);
+        if ((rc = get_int(root, "repeat_last_n", -1, 1 << 30, &have, &v, e)))
+            return rc;
+        if (have)
+            s->repeat_last_n = (int)v;
+    } else if ((rc = get_num(root, "temperature", 0, 2, false, &s->temperature, e))) {
+        return rc;
+    }
+    if ((rc = get_num(root, "top_p", 0, 1, true, &s->top_p, e)) ||
         (rc = get_num(root, "min_p", 0, 1, false, &s->min_p, e)) ||
         (rc = get_num(root, "presence_penalty", -2, 2, false, &s->presence_penalty, e)) ||
         (rc = get_num(root, "frequency_penalty", -2, 2, false, &s->frequency_penalty, e)) ||
@@ -1123,11 +1291,12 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
     if ((rc = get_int(root, "seed", -9223372036854775807LL, 9223372036854775807LL, &have, &v,
                       e)))
         return rc;
-    if (have) {
+    /* llama-server's -1 (and its default 0xFFFFFFFF, which /props shows) is a random seed */
+    if (have && !(kind == RQ_NATIVE && (v == -1 || v == 0xFFFFFFFFLL))) {
         s->seed = (uint64_t)v;
         s->has_seed = true;
     }
-    if ((rc = parse_stop(root, lim, r, e)) || (rc = parse_logit_bias(root, lim, r, e)))
+    if ((rc = parse_stop(root, lim, r, e)) || (rc = parse_logit_bias(root, kind, lim, r, e)))
         return rc;
 
     /* vLLM's -1 (the whole vocabulary at every position) is not served: 20 at most */
@@ -1159,7 +1328,17 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
     if ((rc = parse_response_format(root, r, e)) || (rc = parse_schema_field(root, r, e)))
         return rc;
 
-    if (kind == RQ_INFILL) {
+    if (kind == RQ_NATIVE) {
+        /* the native answer has its own log-probabilities (n_probs) and no usage chunk:
+         * OpenAI's fields are not its and are ignored, as llama-server ignores them */
+        if ((rc = get_int(root, "n_probs", 0, RQ_MAX_LOGPROBS, &have, &v, e)))
+            return rc;
+        r->n_probs = have ? (int)v : 0;
+        r->logprobs = r->n_probs > 0 ? r->n_probs : -1;
+        r->prompt_logprobs = -1;
+        r->include_usage = false;
+        r->echo = false;
+    } else if (kind == RQ_INFILL) {
         /* the native answer has none of these */
         static const char *const no[] = {"echo", "logprobs", "prompt_logprobs",
                                          "stream_options"};
@@ -1371,6 +1550,43 @@ static int parse_embeddings(const cJSON *root, const rq_limits_t *lim, rq_t *r, 
     return 0;
 }
 
+/* The fields /infill and /completion share: response_fields, and the editors' stops
+ * t_max_predict_ms and n_indent. */
+static int parse_native_common(const cJSON *root, rq_t *r, rq_err_t *e)
+{
+    int rc, cnt;
+    const cJSON *it;
+    const cJSON *rf = field(root, "response_fields");
+    if (rf) {
+        if (!cJSON_IsArray(rf))
+            return bad(e, "response_fields", "'response_fields' must be an array of strings, "
+                       "not %s", type_name(rf));
+        cnt = cJSON_GetArraySize(rf);
+        if (cnt > RQ_MAX_RESPONSE_FIELDS)
+            return bad(e, "response_fields", "'response_fields' has %d entries; at most %d are "
+                       "accepted", cnt, RQ_MAX_RESPONSE_FIELDS);
+        if (cnt && !(r->response_fields = calloc((size_t)cnt, sizeof *r->response_fields)))
+            return -ENOMEM;
+        cJSON_ArrayForEach(it, rf)
+        {
+            char pp[64];
+            snprintf(pp, sizeof pp, "response_fields[%d]", r->n_response_fields);
+            if (!cJSON_IsString(it))
+                return bad(e, pp, "'%s' must be a string, not %s", pp, type_name(it));
+            if ((rc = dup_str(it, pp, &r->response_fields[r->n_response_fields], NULL, e)))
+                return rc;
+            r->n_response_fields++;
+        }
+    }
+    long long ni = 0;
+    bool have = false;
+    if ((rc = get_num(root, "t_max_predict_ms", 0, 1e9f, false, &r->t_max_predict_ms, e)) ||
+        (rc = get_int(root, "n_indent", 0, 1 << 20, &have, &ni, e)))
+        return rc;
+    r->n_indent = (int)ni;
+    return 0;
+}
+
 /* /infill's own fields, with llama-server's messages. */
 static int parse_infill(const cJSON *root, rq_t *r, rq_err_t *e)
 {
@@ -1426,35 +1642,28 @@ static int parse_infill(const cJSON *root, rq_t *r, rq_err_t *e)
             (fn && (rc = dup_str(fn, pp, &r->extra[i].filename, &r->extra[i].filename_len, e))))
             return rc;
     }
-    const cJSON *rf = field(root, "response_fields");
-    if (rf) {
-        if (!cJSON_IsArray(rf))
-            return bad(e, "response_fields", "'response_fields' must be an array of strings, "
-                       "not %s", type_name(rf));
-        cnt = cJSON_GetArraySize(rf);
-        if (cnt > RQ_MAX_RESPONSE_FIELDS)
-            return bad(e, "response_fields", "'response_fields' has %d entries; at most %d are "
-                       "accepted", cnt, RQ_MAX_RESPONSE_FIELDS);
-        if (cnt && !(r->response_fields = calloc((size_t)cnt, sizeof *r->response_fields)))
-            return -ENOMEM;
-        cJSON_ArrayForEach(it, rf)
-        {
-            char pp[64];
-            snprintf(pp, sizeof pp, "response_fields[%d]", r->n_response_fields);
-            if (!cJSON_IsString(it))
-                return bad(e, pp, "'%s' must be a string, not %s", pp, type_name(it));
-            if ((rc = dup_str(it, pp, &r->response_fields[r->n_response_fields], NULL, e)))
-                return rc;
-            r->n_response_fields++;
-        }
-    }
-    long long ni = 0;
-    bool have = false;
-    if ((rc = get_num(root, "t_max_predict_ms", 0, 1e9f, false, &r->t_max_predict_ms, e)) ||
-        (rc = get_int(root, "n_indent", 0, 1 << 20, &have, &ni, e)))
+    if ((rc = parse_native_common(root, r, e)))
         return rc;
-    r->n_indent = (int)ni;
     /* llama-server's sampling defaults for its native endpoints */
+    r->sampling.temperature = 0.8f;
+    r->sampling.top_k = 40;
+    r->sampling.top_p = 0.95f;
+    r->sampling.min_p = 0.05f;
+    r->max_tokens = RQ_TO_CONTEXT;
+    return 0;
+}
+
+/* llama-server's /completion: its prompt forms, its defaults (sampling as its
+ * default_generation_settings, n_predict -1: until the context is full), its own fields. */
+static int parse_native(const cJSON *root, rq_t *r, rq_err_t *e)
+{
+    int rc;
+    if ((rc = parse_native_prompt(root, r, e)) || (rc = parse_native_common(root, r, e)))
+        return rc;
+    r->cache_prompt = true;
+    if ((rc = get_bool(root, "return_tokens", &r->return_tokens, e)) ||
+        (rc = get_bool(root, "cache_prompt", &r->cache_prompt, e)))
+        return rc;
     r->sampling.temperature = 0.8f;
     r->sampling.top_k = 40;
     r->sampling.top_p = 0.95f;
@@ -1539,6 +1748,11 @@ int rq_parse(int kind, const char *body, size_t len, const rq_limits_t *lim, rq_
             goto out;
         rc = parse_generation(root, kind, lim, r, e);
         break;
+    case RQ_NATIVE:
+        if ((rc = parse_native(root, r, e)))
+            goto out;
+        rc = parse_generation(root, kind, lim, r, e);
+        break;
     case RQ_TOKENIZE:
         rc = parse_tokenize(root, r, e);
         break;
@@ -1570,6 +1784,11 @@ void rq_free(rq_t *r)
     for (size_t i = 0; i < r->n_prompts && r->prompts; i++) {
         free(r->prompts[i].text);
         free(r->prompts[i].ids);
+        for (size_t k = 0; k < r->prompts[i].n_segs; k++) {
+            free(r->prompts[i].segs[k].text);
+            free(r->prompts[i].segs[k].ids);
+        }
+        free(r->prompts[i].segs);
     }
     free(r->prompts);
     free(r->suffix);
@@ -1614,18 +1833,27 @@ int rq_check_vocab(const rq_t *r, int32_t n_vocab, rq_err_t *e)
                       : r->kind == RQ_EMBEDDINGS ? "input"
                                                  : "prompt";
     for (size_t p = 0; p < r->n_prompts; p++) {
-        if (r->prompts[p].text)
+        const rq_prompt_t *pr = &r->prompts[p];
+        if (pr->text)
             continue;
-        for (size_t i = 0; i < r->prompts[p].n_ids; i++) {
-            if (r->prompts[p].ids[i] < n_vocab)
-                continue;
-            char pp[128];
-            if (r->n_prompts > 1)
-                snprintf(pp, sizeof pp, "%.80s[%zu][%zu]", key, p, i);
-            else
-                snprintf(pp, sizeof pp, "%.80s[%zu]", key, i);
-            return bad(e, pp, "token id %d at '%s' is not in the vocabulary (%d tokens: "
-                       "0..%d)", r->prompts[p].ids[i], pp, n_vocab, n_vocab - 1);
+        /* a mixed prompt's ids are checked segment by segment (i counts its ids) */
+        size_t n_seg = pr->segs ? pr->n_segs : 1, i = 0;
+        for (size_t k = 0; k < n_seg; k++) {
+            const int32_t *ids = pr->segs ? pr->segs[k].ids : pr->ids;
+            size_t n = pr->segs ? pr->segs[k].n_ids : pr->n_ids;
+            for (size_t t = 0; t < n; t++, i++) {
+                if (ids[t] < n_vocab)
+                    continue;
+                char pp[128];
+                if (pr->segs)
+                    snprintf(pp, sizeof pp, r->n_prompts > 1 ? "%.80s[%zu]" : "%.80s", key, p);
+                else if (r->n_prompts > 1)
+                    snprintf(pp, sizeof pp, "%.80s[%zu][%zu]", key, p, i);
+                else
+                    snprintf(pp, sizeof pp, "%.80s[%zu]", key, i);
+                return bad(e, pp, "token id %d %s '%s' is not in the vocabulary (%d tokens: "
+                           "0..%d)", ids[t], pr->segs ? "in" : "at", pp, n_vocab, n_vocab - 1);
+            }
         }
     }
     for (int i = 0; i < r->n_bias; i++) {
@@ -1662,7 +1890,7 @@ int rq_resolve_max_tokens(const rq_t *r, size_t n_prompt, int n_ctx, int *max_to
     } else if (r->max_tokens == RQ_TO_CONTEXT) {
         *max_tokens = room;
     } else if (r->max_tokens > 0) {
-        if (r->max_tokens > room && r->kind == RQ_INFILL) {
+        if (r->max_tokens > room && (r->kind == RQ_INFILL || r->kind == RQ_NATIVE)) {
             *max_tokens = room;
             return 0;
         }

@@ -1,5 +1,6 @@
 /* request.h: the OpenAI request bodies, parsed and validated as pure functions (no I/O, no
- * engine): /v1/completions, /v1/chat/completions, /v1/embeddings, /tokenize, /detokenize.  Owns the parsed
+ * engine): /v1/completions, /v1/chat/completions, /v1/embeddings, /tokenize, /detokenize,
+ * and llama-server's native /infill and /completion.  Owns the parsed
  * rq_t and everything it points to.  A failure fills rq_err_t with the HTTP status, the
  * OpenAI error type, the offending field as `param` ("stop[2]", "messages[0].content") and
  * a message that says what was expected.  Any thread; no shared state. */
@@ -14,7 +15,7 @@
 #include "engine/engine.h"
 
 enum rq_kind { RQ_COMPLETION = 1, RQ_CHAT, RQ_TOKENIZE, RQ_DETOKENIZE, RQ_EMBEDDINGS,
-               RQ_INFILL };
+               RQ_INFILL, RQ_NATIVE };
 
 /* max_tokens: generate until the context is full (llama-server's n_predict -1). */
 #define RQ_TO_CONTEXT (-1)
@@ -45,11 +46,21 @@ typedef struct rq_err {
 int rq_fail(rq_err_t *e, int status, const char *type, const char *param, const char *fmt,
             ...) FD_PRINTF(5, 6);
 
+typedef struct rq_seg {         /* one piece of a mixed prompt: text or token ids */
+    char *text;                 /* NULL: ids */
+    size_t text_len;
+    int32_t *ids;
+    size_t n_ids;
+} rq_seg_t;
+
 typedef struct rq_prompt {      /* one prompt of a completion request */
     char *text;                 /* given as a string (NUL-terminated copy), else NULL */
     size_t text_len;
     int32_t *ids;               /* given as token ids, or set later by tokenization */
     size_t n_ids;
+    rq_seg_t *segs;             /* /completion's mixed form ([12, "text", 34]): its pieces
+                                   in order (text and ids NULL); NULL otherwise */
+    size_t n_segs;
 } rq_prompt_t;
 
 typedef struct rq_extra {      /* one /infill input_extra chunk */
@@ -153,6 +164,13 @@ typedef struct rq {
      * a line after the first (a line indented less ends the answer, cut before its text) */
     float t_max_predict_ms;
     int n_indent;
+    /* llama-server's /completion (RQ_NATIVE): n_probs (its logprobs: 0 none, else that many
+     * alternatives, answered as completion_probabilities), return_tokens (the generated
+     * ids in `tokens`), cache_prompt (as sent, default true: reported, the server's prefix
+     * cache decides); response_fields and the editor stops above apply as on /infill. */
+    int n_probs;
+    bool return_tokens;
+    bool cache_prompt;
     /* llama-server's per-request LoRA scales: "lora": [{"id": N, "scale": S}, ...]; the
      * adapters not listed get scale 0 (has_lora false: the server's global scales).  Ids are
      * checked against the adapters loaded by the server. */

@@ -31,6 +31,7 @@
 #include "server/evq.h"
 #include "server/infill.h"
 #include "server/metrics.h"
+#include "server/native.h"
 #include "server/openai.h"
 #include "server/reasoning.h"
 #include "server/request.h"
@@ -49,6 +50,8 @@
 enum route {
     R_NONE, R_HEALTH, R_METRICS, R_MODELS, R_MODEL_ONE, R_COMPLETIONS, R_CHAT, R_TOKENIZE,
     R_DETOKENIZE, R_EMBEDDINGS, R_RESPONSES, R_RESPONSE_ONE, R_RESPONSE_TOKENS, R_INFILL,
+    /* llama-server's native API */
+    R_NATIVE, R_PROPS, R_PROPS_SET, R_SLOTS, R_APPLY_TEMPLATE,
     R_LORA
 };
 
@@ -72,6 +75,11 @@ static const struct route_def {
     {"/v1/embeddings", "POST", R_EMBEDDINGS, MET_EP_EMBEDDINGS, false},
     {"/embeddings", "POST", R_EMBEDDINGS, MET_EP_EMBEDDINGS, false},
     {"/infill", "POST", R_INFILL, MET_EP_INFILL, false},
+    {"/completion", "POST", R_NATIVE, MET_EP_COMPLETION, false},
+    {"/props", "GET", R_PROPS, MET_EP_PROPS, false},
+    {"/props", "POST", R_PROPS_SET, MET_EP_PROPS, false},
+    {"/slots", "GET", R_SLOTS, MET_EP_SLOTS, false},
+    {"/apply-template", "POST", R_APPLY_TEMPLATE, MET_EP_APPLY_TEMPLATE, false},
     {"/v1/responses", "POST", R_RESPONSES, MET_EP_RESPONSES, false},
     {"/responses", "POST", R_RESPONSES, MET_EP_RESPONSES, false},
     /* before the prefix routes below, which the same path also matches */
@@ -118,7 +126,11 @@ typedef struct srv_choice {
     int lost;                   /* output dropped for lack of memory; the engine thread adds
                                    to it too, so every access is atomic (choice_lost) */
     evq_node_t done_node;       /* DONE never waits on malloc */
-    int32_t *gen;               /* infill: the generated ids (stop_type, stopping_word) */
+    int32_t *gen;               /* native answers (/infill, /completion): the generated ids
+                                   (stop_type, stopping_word, tokens) */
+    size_t tok_sent;            /* native stream: ids of gen sent in frames so far */
+    int slot;                   /* /completion: the batch place it ran in (slot_known) */
+    bool slot_known;
     size_t n_gen_ids, cap_gen;
     bool has_nl;                /* infill: the output has a newline */
     uint64_t first_ns;          /* when its first token came */
@@ -260,6 +272,7 @@ void srv_config_default(srv_config_t *c)
     c->max_n = 16;
     c->access_log = true;
     c->embeddings = true;
+    c->slots = true;
     c->responses_store = 1000;
     c->responses_store_bytes = 64u << 20;
 }
@@ -565,6 +578,20 @@ static void new_id(srv_t *s, const char *prefix, char *out, size_t cap)
  * SDKs show as a response's `_request_id` and an error's `requestID`, and the access log
  * prints, so what a client reports names the server's log line.  Made on first use
  * (generation makes it before it answers). */
+/* llama-server's native routes answer errors in its shape (native.h). */
+static bool native_route(int route)
+{
+    return route == R_NATIVE || route == R_PROPS || route == R_PROPS_SET || route == R_SLOTS ||
+           route == R_APPLY_TEMPLATE;
+}
+
+static char *err_body(const srv_job_t *j, int status, const char *type, const char *code,
+                      const char *param, const char *msg)
+{
+    return native_route(j->route) ? nat_error(status, type, msg)
+                                  : oai_error(status, type, code, param, msg);
+}
+
 static const char *job_id(srv_job_t *j)
 {
     if (!j->id[0])
@@ -668,7 +695,7 @@ static const char *route_method(int route)
 static enum MHD_Result answer_err(srv_job_t *j, const rq_err_t *e)
 {
     struct MHD_Response *r;
-    char *body = oai_error_from(e);
+    char *body = err_body(j, e->status, e->type, e->code, e->param, e->message);
     r = make_response(j->srv, e->status, "application/json", body, body ? strlen(body) : 0);
     if (r && e->status == 401)
         MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
@@ -945,25 +972,83 @@ static cJSON *rs_logprobs(const srv_job_t *j, const oai_lp_t *lp, size_t n)
 static int decode_text(const tok_t *tok, const int32_t *ids, size_t n, bool render_special,
                        char **out, size_t *len);
 
-/* /infill's answer for choice c in llama-server's native shape: a stream frame of text, or
- * (final) the whole answer with content (streamed: "", the text went out in frames). */
-static char *infill_answer(const srv_job_t *j, const srv_choice_t *c, const char *text,
-                           size_t len, bool final)
+/* The answer of /infill and /completion is llama-server's native shape. */
+static bool native_answer(const srv_job_t *j)
+{
+    return j->rq.kind == RQ_INFILL || j->rq.kind == RQ_NATIVE;
+}
+
+/* A request's settings as llama-server's params object shows them (generation_settings,
+ * /slots). */
+static void job_params(const srv_job_t *j, nat_params_t *p)
+{
+    const rq_t *r = &j->rq;
+    *p = (nat_params_t){.n_predict = r->max_tokens > 0 ? r->max_tokens : -1,
+                        .s = &r->sampling, .stop = (const char *const *)r->stop,
+                        .n_stop = r->n_stop, .ignore_eos = r->ignore_eos, .stream = r->stream,
+                        .n_probs = r->n_probs, .json_schema = r->grammar != NULL};
+}
+
+/* The native answer for choice c: a stream frame of text (with the ids and probabilities
+ * that came since the last frame), or (final) the whole answer with content (streamed: "",
+ * the text went out in frames). */
+static char *infill_answer(srv_job_t *j, srv_choice_t *c, const char *text, size_t len,
+                           bool final, const oai_lp_t *lp)
 {
     srv_t *s = j->srv;
-    inf_answer_t a = {.content = text, .content_len = len, .stop = final, .model = j->model,
-                      .tokens_predicted = c->n_gen, .tokens_evaluated = (long long)j->pn[0]};
-    if (!final)
-        return inf_answer_json(&a);
+    const bool nat = j->rq.kind == RQ_NATIVE;
+    size_t pi = c->prompt;
+    inf_answer_t a = {.index = c->index, .content = text, .content_len = len, .stop = final,
+                      .model = j->model, .tokens_predicted = c->n_gen,
+                      .tokens_evaluated = (long long)j->pn[pi], .slot_known = c->slot_known,
+                      .id_slot = c->slot};
+    cJSON *probs = NULL, *settings = NULL;
+    if (nat && j->stream && !final) {
+        /* a frame carries the ids generated since the last one (text may have been held) */
+        a.tokens = c->gen + c->tok_sent;
+        a.n_tokens = c->n_gen_ids - c->tok_sent;
+        c->tok_sent = c->n_gen_ids;
+        if (lp && !(probs = nat_probs(s->tok, lp, 1)))
+            return NULL;
+        a.probs = probs;
+    }
+    if (!final) {
+        char *out = inf_answer_json(&a);
+        cJSON_Delete(probs);
+        return out;
+    }
     oai_timings_t t;
     job_timings(j, &t);
+    if (nat) {
+        /* this completion's own timings: its prefill beyond what the cache served */
+        t.prompt_n = c->t.n_prompt - c->t.n_cached;
+        t.prompt_ms = c->t.prefill_s * 1e3;
+        t.predicted_n = c->n_gen;
+        t.predicted_ms = c->t.decode_s * 1e3;
+        if (!j->stream) {
+            if (j->rq.return_tokens) {
+                a.tokens = c->gen;
+                a.n_tokens = c->n_gen_ids;
+            }
+            if (j->rq.n_probs > 0 && !(probs = nat_probs(s->tok, c->lp, c->n_lp)))
+                return NULL;
+            a.probs = probs;
+        }
+        nat_params_t np;
+        job_params(j, &np);
+        if (!(settings = nat_params_json(&np))) {
+            cJSON_Delete(probs);
+            return NULL;
+        }
+        a.settings = settings;
+    }
     a.timings = &t;
-    a.tokens_cached = (long long)j->pn[0] + c->n_gen;
+    a.tokens_cached = (long long)j->pn[pi] + c->n_gen;
     a.cache_n = c->t.n_cached;
     a.has_new_line = c->has_nl;
     bool timeout = c->finish == ENG_FINISH_TIMEOUT || j->server_timeout;
     a.truncated = c->finish == ENG_FINISH_LENGTH &&
-                  (long long)j->pn[0] + c->n_gen >= s->info->n_ctx;
+                  (long long)j->pn[pi] + c->n_gen >= s->info->n_ctx;
     a.stop_type = c->finish == ENG_FINISH_LENGTH || timeout ? "limit" : "none";
     char *gen = NULL, *prompt = NULL;
     size_t gen_len = 0;
@@ -983,7 +1068,7 @@ static char *infill_answer(const srv_job_t *j, const srv_choice_t *c, const char
             }
     }
     size_t plen = 0;
-    if (decode_text(s->tok, j->pids[0], j->pn[0], true, &prompt, &plen) == 0) {
+    if (decode_text(s->tok, j->pids[pi], j->pn[pi], true, &prompt, &plen) == 0) {
         a.prompt = prompt;
         a.prompt_len = plen;
     }
@@ -992,6 +1077,8 @@ static char *infill_answer(const srv_job_t *j, const srv_choice_t *c, const char
     char *out = inf_answer_json(&a);
     free(gen);
     free(prompt);
+    cJSON_Delete(probs);
+    cJSON_Delete(settings);
     return out;
 }
 
@@ -1010,8 +1097,9 @@ static void sse_chunk(srv_job_t *j, srv_choice_t *c, const char *text, size_t le
             rs_stream_close(j->rss, &j->sse, strcmp(finish, "length") == 0);
         return;
     }
-    if (j->rq.kind == RQ_INFILL) {
-        sse_add_json(j, infill_answer(j, c, finish ? "" : text, finish ? 0 : len, finish));
+    if (native_answer(j)) {
+        sse_add_json(j, infill_answer(j, c, finish ? "" : text, finish ? 0 : len, finish != NULL,
+                                      lp));
         return;
     }
     oai_choice_t ch = {.index = c->index, .text = text, .text_len = len,
@@ -1137,7 +1225,7 @@ static void sse_error(srv_job_t *j, int status, const char *type, const char *co
         rs_stream_error(j->rss, &j->sse, code ? code : type, msg);
         return;
     }
-    sse_add_json(j, oai_error(status, type, code, NULL, msg));
+    sse_add_json(j, err_body(j, status, type, code, NULL, msg));
 }
 
 static void sse_flush(srv_job_t *j)
@@ -1156,7 +1244,7 @@ static void stream_done(srv_job_t *j)
         j->sse_end = true;
         return;
     }
-    if (j->rq.kind == RQ_INFILL) { /* llama-server's native stream has no [DONE] */
+    if (native_answer(j)) { /* llama-server's native stream has no [DONE] */
         j->sse_end = true;
         return;
     }
@@ -1173,6 +1261,38 @@ static void stream_done(srv_job_t *j)
     }
     sb_adds(&j->sse, "data: [DONE]\n\n");
     j->sse_end = true;
+}
+
+/* The whole native answer: one completion's object, or (several prompts or n_cmpl) an
+ * array of them in order, as llama-server answers. */
+static char *native_final(srv_job_t *j)
+{
+    if (j->n_choices == 1) {
+        srv_choice_t *c = &j->choices[0];
+        return infill_answer(j, c, c->text.buf ? c->text.buf : "", c->text.len, true, NULL);
+    }
+    sb_t b;
+    sb_init(&b);
+    sb_adds(&b, "[");
+    for (int i = 0; i < j->n_choices; i++) {
+        srv_choice_t *c = &j->choices[i];
+        char *one = infill_answer(j, c, c->text.buf ? c->text.buf : "", c->text.len, true, NULL);
+        if (!one) {
+            sb_free(&b);
+            return NULL;
+        }
+        if (i)
+            sb_adds(&b, ",");
+        sb_adds(&b, one);
+        free(one);
+    }
+    sb_adds(&b, "]");
+    if (sb_failed(&b)) {
+        sb_free(&b);
+        return NULL;
+    }
+    size_t len;
+    return sb_take(&b, &len);
 }
 
 /* The non-streamed answer once every choice is done. */
@@ -1336,7 +1456,7 @@ static void build_final(srv_job_t *j)
     }
     if (j->wave_rc == FD_EFULL || j->wave_rc == -ESHUTDOWN || j->wave_rc == -ETIMEDOUT) {
         status = 503;
-        body = oai_error(503, "service_unavailable_error",
+        body = err_body(j, 503, "service_unavailable_error",
                          j->wave_rc == FD_EFULL ? "overloaded"
                          : j->wave_rc == -ESHUTDOWN ? "shutting_down" : "timeout", NULL,
                          j->wave_rc == FD_EFULL
@@ -1348,28 +1468,27 @@ static void build_final(srv_job_t *j)
         char msg[160];
         snprintf(msg, sizeof msg, "cannot start an input: %s", fd_strerror(j->wave_rc));
         status = 500;
-        body = oai_error(500, "server_error", NULL, NULL, msg);
+        body = err_body(j, 500, "server_error", NULL, NULL, msg);
     } else if (err) {
         status = 500;
-        body = oai_error(500, "server_error", NULL, NULL,
+        body = err_body(j, 500, "server_error", NULL, NULL,
                          choice_lost(err) ? "out of memory while collecting the output"
                                    : (err->error[0] ? err->error : "engine error"));
     } else if (cancelled) {
         status = 503;
-        body = oai_error(503, "service_unavailable_error", "cancelled", NULL,
+        body = err_body(j, 503, "service_unavailable_error", "cancelled", NULL,
                          j->server_cancel ? "the request was cancelled: the server is shutting down"
                                           : "the request was cancelled");
     } else if (all_timeout && !any_gen) {
         status = 503;
-        body = oai_error(503, "service_unavailable_error", "timeout", NULL,
+        body = err_body(j, 503, "service_unavailable_error", "timeout", NULL,
                          "the request timed out before its first token (server busy)");
     } else if (j->rq.kind == RQ_EMBEDDINGS) {
         body = embeddings_body(j, &status);
     } else if (j->rs) {
         body = responses_body(j, &status);
-    } else if (j->rq.kind == RQ_INFILL) {
-        const srv_choice_t *c = &j->choices[0];
-        body = infill_answer(j, c, c->text.buf ? c->text.buf : "", c->text.len, true);
+    } else if (native_answer(j)) {
+        body = native_final(j);
         if (!body)
             status = 500;
     } else {
@@ -1608,7 +1727,9 @@ static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
 {
     srv_t *s = j->srv;
     if (ev->prompt) {
-        on_prompt_token(j, c, ev);
+        /* a native n_predict 0 evaluates the prompt with no use for its log-probabilities */
+        if (!native_answer(j) || job_wants_plp(j))
+            on_prompt_token(j, c, ev);
         return;
     }
     if (c->limit_stop)
@@ -1625,7 +1746,7 @@ static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
     c->last_ns = ev->t_ns;
     if (j->abandoned || j->client_gone)
         return;
-    if (j->rq.kind == RQ_INFILL) {
+    if (native_answer(j)) {
         if (c->n_gen_ids == c->cap_gen) {
             size_t cap = c->cap_gen ? c->cap_gen * 2 : 64;
             int32_t *g = realloc(c->gen, cap * sizeof *g);
@@ -1637,7 +1758,11 @@ static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
             c->cap_gen = cap;
         }
         c->gen[c->n_gen_ids++] = ev->token;
-        c->has_nl |= ev->text_len && memchr(ev->text, '\n', ev->text_len) != NULL;
+    }
+    c->has_nl |= ev->text_len && memchr(ev->text, '\n', ev->text_len) != NULL;
+    if (ev->slot >= 0) {
+        c->slot = ev->slot;
+        c->slot_known = true;
     }
 
     oai_lp_t *lp = NULL;
@@ -1671,7 +1796,7 @@ static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
     }
     choice_text(j, c, text, len, lp);
     c->stream_off += ev->text_len;
-    if (j->rq.kind == RQ_INFILL && (j->rq.n_indent > 0 || j->rq.t_max_predict_ms > 0))
+    if (native_answer(j) && (j->rq.n_indent > 0 || j->rq.t_max_predict_ms > 0))
         infill_limits(j, c, ev);
 }
 
@@ -1860,6 +1985,102 @@ static enum MHD_Result answer_models(srv_job_t *j, const char *url)
     }
     return answer_json(j, 200, oai_models(s->info, s->model_id, s->loaded_at,
                                           j->route == R_MODEL_ONE));
+}
+
+/* The defaults /completion runs with, as llama-server's params (its sampling defaults). */
+static void default_params(nat_params_t *p, eng_sampling_t *smp)
+{
+    *smp = (eng_sampling_t){.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f,
+                            .repeat_penalty = 1.0f, .repeat_last_n = 64, .n_probs = -1};
+    *p = (nat_params_t){.n_predict = -1, .s = smp};
+}
+
+static const char *token_text(const tok_t *t, int32_t id)
+{
+    return id >= 0 ? tok_token_text(t, id) : NULL;
+}
+
+/* GET /props: llama-server's server properties, from what the model and server know. */
+static enum MHD_Result answer_props(srv_job_t *j)
+{
+    srv_t *s = j->srv;
+    eng_sampling_t smp;
+    nat_params_t dp;
+    default_params(&dp, &smp);
+    nat_server_t sv = {.n_ctx = s->info->n_ctx, .speculative = s->info->draft_max > 0};
+    nat_props_t p = {.sv = &sv, .defaults = &dp, .total_slots = s->info->max_running,
+                     .model_path = s->info->model_path, .model_alias = s->model_id,
+                     .chat_template = s->info->chat_template,
+                     .bos_token = token_text(s->tok, tok_bos(s->tok)),
+                     .eos_token = token_text(s->tok, tok_eos(s->tok)),
+                     .build_info = "fusiond " PACKAGE_VERSION};
+    return answer_json(j, 200, nat_props(&p));
+}
+
+/* The choice the engine runs as request id (loop thread: the jobs list is the loop's). */
+static srv_choice_t *choice_of(srv_t *s, uint64_t id)
+{
+    for (srv_job_t *j = s->jobs; j; j = j->next)
+        for (int i = 0; i < j->n_choices; i++)
+            if (j->choices[i].running && j->choices[i].eng_id == id)
+                return &j->choices[i];
+    return NULL;
+}
+
+/* GET /slots: one entry per batch place, from the engine's own list of what runs where
+ * (eng_slots, under its lock) and the server's state of each request (this thread's). */
+static enum MHD_Result answer_slots(srv_job_t *j)
+{
+    srv_t *s = j->srv;
+    if (!s->cfg.slots)
+        return answer_fail(j, 501, "not_supported_error", NULL, NULL,
+                           "This server does not support slots endpoint. Start it with "
+                           "`--slots`");
+    int n = FD_MAX(s->info->max_running, 1);
+    eng_slot_t *run = calloc((size_t)n, sizeof *run);
+    nat_slot_t *sl = calloc((size_t)n, sizeof *sl);
+    nat_params_t *pp = calloc((size_t)n, sizeof *pp);
+    if (!run || !sl || !pp) {
+        free(run);
+        free(sl);
+        free(pp);
+        return answer_json(j, 500, NULL);
+    }
+    eng_sampling_t smp;
+    nat_params_t dp;
+    default_params(&dp, &smp);
+    int n_run = FD_MIN(eng_slots(s->eng, run, n), n);
+    for (int k = 0; k < n; k++)
+        sl[k] = (nat_slot_t){.id = k, .id_task = -1, .params = &dp, .n_remain = -1};
+    for (int i = 0; i < n_run; i++) {
+        int k = run[i].slot;
+        srv_choice_t *c = k >= 0 && k < n ? choice_of(s, run[i].id) : NULL;
+        if (!c)
+            continue;
+        srv_job_t *cj = c->job;
+        job_params(cj, &pp[k]);
+        long long max = cj->max_tokens ? cj->max_tokens[c->prompt] : -1;
+        sl[k] = (nat_slot_t){.id = k, .busy = true, .id_task = (long long)run[i].id,
+                             .params = &pp[k], .n_decoded = c->n_gen,
+                             .n_remain = max >= 0 ? FD_MAX(max - c->n_gen, 0) : -1,
+                             .has_new_line = c->has_nl};
+    }
+    /* ?fail_on_no_slot=1: a 503 when every place is taken (llama-server's probe) */
+    const char *fail = MHD_lookup_connection_value(j->conn, MHD_GET_ARGUMENT_KIND,
+                                                   "fail_on_no_slot");
+    if (fail && strcmp(fail, "0") != 0 && n_run >= n) {
+        free(run);
+        free(sl);
+        free(pp);
+        return answer_fail(j, 503, "service_unavailable_error", NULL, NULL,
+                           "no slot available");
+    }
+    nat_server_t sv = {.n_ctx = s->info->n_ctx, .speculative = s->info->draft_max > 0};
+    char *body = nat_slots(&sv, sl, n);
+    free(run);
+    free(sl);
+    free(pp);
+    return answer_json(j, 200, body);
 }
 
 /* GET /v1/responses/{id} (the stored response), GET /v1/responses/{id}/input_items, DELETE
@@ -2126,6 +2347,46 @@ static int infill_prompt(srv_job_t *j, rq_err_t *e)
     return 0;
 }
 
+/* A mixed prompt ([12, "text", 34]) as one run of ids: each text tokenized alone, BOS
+ * before the first only when it opens the prompt (llama-server's rule: a prompt that starts
+ * with a string gets BOS where the model adds it). */
+static int encode_mixed(const tok_t *tok, const rq_prompt_t *pr, int32_t **ids, size_t *n)
+{
+    int32_t *all = NULL;
+    size_t len = 0;
+    int rc = 0;
+    for (size_t k = 0; rc == 0 && k < pr->n_segs; k++) {
+        const rq_seg_t *sg = &pr->segs[k];
+        int32_t *part = NULL;
+        size_t np = 0;
+        if (sg->text) {
+            rc = encode(tok, sg->text, sg->text_len, k == 0, &part, &np);
+        } else if (!(part = malloc(sg->n_ids * sizeof *part))) {
+            rc = -ENOMEM;
+        } else {
+            memcpy(part, sg->ids, sg->n_ids * sizeof *part);
+            np = sg->n_ids;
+        }
+        int32_t *grown = rc ? NULL : realloc(all, (len + np + 1) * sizeof *all);
+        if (!rc && !grown)
+            rc = -ENOMEM;
+        if (!rc) {
+            all = grown;
+            if (np)
+                memcpy(all + len, part, np * sizeof *part);
+            len += np;
+        }
+        free(part);
+    }
+    if (rc) {
+        free(all);
+        return rc;
+    }
+    *ids = all;
+    *n = len;
+    return 0;
+}
+
 static int prepare_prompts(srv_job_t *j, rq_err_t *e)
 {
     srv_t *s = j->srv;
@@ -2161,7 +2422,9 @@ static int prepare_prompts(srv_job_t *j, rq_err_t *e)
             rq_prompt_t *pr = &r->prompts[p];
             char pp[32];
             snprintf(pp, sizeof pp, np > 1 ? "%s[%zu]" : "%s", key, p);
-            if (pr->text) {
+            if (pr->segs) {
+                rc = encode_mixed(s->tok, pr, &j->pids[p], &j->pn[p]);
+            } else if (pr->text) {
                 /* with a suffix, BOS goes before the FIM prefix token (below) */
                 rc = encode(s->tok, pr->text, pr->text_len, !r->suffix, &j->pids[p], &j->pn[p]);
                 if (!rc && r->echo) {
@@ -2269,12 +2532,35 @@ static int prepare_count(srv_job_t *j)
     return 0;
 }
 
+/* POST /apply-template (thread pool): the chat prompt /v1/chat/completions would run, as
+ * text, in llama-server's {"prompt": ...}. */
+static int prepare_template(srv_job_t *j)
+{
+    char *text = NULL;
+    size_t len = 0;
+    bool add_special = true;
+    int rc = chat_prompt(j, &text, &len, &add_special, &j->prep_err);
+    if (rc)
+        return rc;
+    cJSON *o = cJSON_CreateObject();
+    char *clean = oai_utf8_clean(text, len);
+    free(text);
+    if (o && clean && cJSON_AddStringToObject(o, "prompt", clean))
+        j->prep_body = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    free(clean);
+    if (!j->prep_body)
+        return rq_fail(&j->prep_err, 500, "server_error", NULL, "out of memory");
+    return 0;
+}
+
 static void prep_work(uv_work_t *w)
 {
     srv_job_t *j = w->data;
     bool tok = j->rq.kind == RQ_TOKENIZE || j->rq.kind == RQ_DETOKENIZE;
     j->prep_rc = tok                                ? prepare_tokenize(j)
                  : j->route == R_RESPONSE_TOKENS ? prepare_count(j)
+                 : j->route == R_APPLY_TEMPLATE  ? prepare_template(j)
                                                  : prepare_generation(j);
 }
 
@@ -2476,7 +2762,7 @@ static enum MHD_Result finish_prep(srv_job_t *j)
         return answer_err(j, &j->prep_err);
     }
     if (j->rq.kind == RQ_TOKENIZE || j->rq.kind == RQ_DETOKENIZE ||
-        j->route == R_RESPONSE_TOKENS) {
+        j->route == R_RESPONSE_TOKENS || j->route == R_APPLY_TEMPLATE) {
         char *body = j->prep_body;
         j->prep_body = NULL;
         return answer_json(j, 200, body);
@@ -2655,8 +2941,9 @@ static enum MHD_Result on_body_complete(srv_job_t *j)
         return answer_lora_set(j);
     int kind = j->route == R_COMPLETIONS ? RQ_COMPLETION
                : j->route == R_INFILL ? RQ_INFILL
+               : j->route == R_NATIVE ? RQ_NATIVE
                : j->route == R_CHAT || j->route == R_RESPONSES ||
-                       j->route == R_RESPONSE_TOKENS ? RQ_CHAT
+                       j->route == R_RESPONSE_TOKENS || j->route == R_APPLY_TEMPLATE ? RQ_CHAT
                : j->route == R_TOKENIZE  ? RQ_TOKENIZE
                : j->route == R_EMBEDDINGS ? RQ_EMBEDDINGS
                                          : RQ_DETOKENIZE;
@@ -2795,6 +3082,14 @@ static enum MHD_Result on_headers(srv_job_t *j, const char *url, const char *met
         return answer_lora_list(j);
     if (j->route == R_RESPONSE_ONE)
         return answer_stored(j, url, method);
+    if (j->route == R_PROPS)
+        return answer_props(j);
+    if (j->route == R_SLOTS)
+        return answer_slots(j);
+    if (j->route == R_PROPS_SET)
+        return answer_fail(j, 501, "not_supported_error", NULL, NULL,
+                           "This server does not support changing global properties: fusiond "
+                           "has no POST /props (llama-server needs --props for it)");
     if (j->route == R_EMBEDDINGS && !s->cfg.embeddings)
         return answer_fail(j, 404, "not_found_error", "not_found", NULL,
                            "embeddings are off on this server (the embeddings option)");

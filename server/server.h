@@ -63,6 +63,8 @@ typedef struct srv_config {
     bool embeddings;            /* serve /v1/embeddings (default on; off: 404) */
     bool spm_infill;            /* /infill's prompt in Suffix-Prefix-Middle order (default
                                    off: Prefix-Suffix-Middle) */
+    bool slots;                 /* serve GET /slots (default on; off: 501, as llama-server's
+                                   --no-slots) */
     int pooling;                /* enum eng_pooling for embeddings; ENG_POOL_NONE (auto,
                                    the default): the model's pooling type, else mean */
     /* HTTPS: the certificate (chain) and its unencrypted private key, PEM texts; both or

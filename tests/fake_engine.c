@@ -56,6 +56,7 @@ static void emit_done(struct fseq *s, int finish, const char *error)
 {
     eng_event_t ev;
     memset(&ev, 0, sizeof ev);
+    ev.slot = -1;
     ev.type = ENG_EV_DONE;
     ev.id = s->id;
     ev.t_ns = fd_now_ns();
@@ -99,6 +100,7 @@ static bool step(eng_t *e, struct fseq *s)
     eng_top_t top[20];
     eng_event_t ev;
     memset(&ev, 0, sizeof ev);
+    ev.slot = -1;
     ev.type = ENG_EV_TOKEN;
     ev.id = s->id;
     ev.t_ns = now;
@@ -280,6 +282,22 @@ void eng_cancel_all(eng_t *e)
     for (struct fseq *s = e->seqs; s; s = s->next)
         s->cancel = true;
     pthread_mutex_unlock(&e->mu);
+}
+
+/* The started sequences in submission order, each in the place of its rank. */
+int eng_slots(eng_t *e, eng_slot_t *out, int cap)
+{
+    int n = 0;
+    pthread_mutex_lock(&e->mu);
+    for (struct fseq *s = e->seqs; s; s = s->next) {
+        if (!s->started)
+            continue;
+        if (n < cap)
+            out[n] = (eng_slot_t){n, s->id};
+        n++;
+    }
+    pthread_mutex_unlock(&e->mu);
+    return n;
 }
 
 void eng_stats(eng_t *e, eng_stats_t *out)

@@ -346,6 +346,15 @@ TESTS += tests/test_infill_server.py
 FUZZ_TARGETS += tests/fuzz/fuzz_reasoning.c
 EXTRA_DIST += tests/fuzz/fuzz_reasoning.c tests/fuzz/fuzz_reasoning.dict
 VALGRIND_SUITES += tests/test_reasoning
+# llama-server's native shapes (server/native.c), and its API through the daemon:
+# /completion, /props, /slots, /apply-template.
+check_PROGRAMS += tests/test_native
+tests_test_native_SOURCES = tests/test_native.c
+tests_test_native_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
+tests_test_native_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_native
+dist_check_SCRIPTS += tests/test_native_server.py
+TESTS += tests/test_native_server.py
 
 check_PROGRAMS += tests/test_lora
 tests_test_lora_SOURCES = tests/test_lora.c

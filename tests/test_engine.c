@@ -1,6 +1,7 @@
 /* test_engine.c: proves the scheduler core: requests batched together give exactly what each
  * gives alone (and what a plain sequential reference gives); seeds reproduce; stop strings
  * match across token boundaries and are trimmed; EOS; cancellation frees the slot at once;
+ * batch places (eng_slots) are the lowest free one, held to the end and named by events;
  * the queue bound, the context and KV bounds and bad requests are refused with their
  * numbers; time limits; chunked prefill interleaves with running decodes under the per-step
  * token cap; the engine sleeps when idle; invariants hold after every step.  A scripted model
@@ -358,6 +359,7 @@ typedef struct coll {
      * coll_release, so the test can act while the engine is in a known state */
     int hold_at;
     bool holding, released;
+    int slot, done_slot;     /* the batch place the last TOKEN and the DONE named */
 } coll_t;
 
 static bool utf8_complete(const char *s, size_t n)
@@ -389,6 +391,7 @@ static void on_event(void *ud, const eng_event_t *ev)
             c->n_top[c->n] = ev->n_top;
             c->prompt[c->n] = ev->prompt;
             c->rank[c->n] = ev->rank;
+            c->slot = ev->slot;
             for (int i = 0; i < ev->n_top && i < 4; i++)
                 c->top[c->n][i] = ev->top[i];
             c->n++;
@@ -418,6 +421,7 @@ static void on_event(void *ud, const eng_event_t *ev)
             eng_stats(c->stats_eng, &c->stats_at_done);
         c->done = true;
         c->finish = ev->finish;
+        c->done_slot = ev->slot;
         c->t = ev->timings;
         if (ev->embedding && ev->n_embedding <= 256) {
             memcpy(c->emb, ev->embedding, sizeof(float) * (size_t)ev->n_embedding);
@@ -960,6 +964,77 @@ START_TEST(test_cancel)
     }
     eng_close(e);
     fk_delete(f);
+}
+END_TEST
+
+/* eng_slots: a running request holds the lowest free batch place from admission to its end,
+ * its events name it, and a request that never ran names none. */
+START_TEST(test_batch_places)
+{
+    fake_t *f = fk_new();
+    f->sleep_us = 1000;
+    eng_params_t p;
+    eng_params_default(&p);
+    p.max_running = 2;
+    eng_t *e, *slot;
+    e = open_fake(f, &p, &slot);
+    int32_t prompt[4] = { 1, 2, 3, 4 };
+    eng_slot_t out[4];
+    ck_assert_int_eq(eng_slots(e, out, 4), 0);
+    ck_assert_int_eq(eng_info(e)->max_running, 2);
+
+    coll_t *a = coll_new(), *b = coll_new(), *c = coll_new(), *d = coll_new();
+    a->hold_at = 5;
+    submit(e, prompt, 4, 400, NULL, a);
+    submit(e, prompt, 4, 400, NULL, b);
+    coll_wait_held(a);
+    submit(e, prompt, 4, 400, NULL, c);     /* both places taken: c and d wait */
+    submit(e, prompt, 4, 400, NULL, d);
+    ck_assert_int_eq(eng_slots(e, out, 4), 2);
+    ck_assert(out[0].id == a->id && out[1].id == b->id);  /* admission order */
+    ck_assert_int_eq(out[0].slot, 0);
+    ck_assert_int_eq(out[1].slot, 1);
+    ck_assert_int_eq(eng_slots(e, out, 1), 2);           /* cap: the count still */
+    pthread_mutex_lock(&a->mu);
+    ck_assert_int_eq(a->slot, 0);
+    pthread_mutex_unlock(&a->mu);
+    ck_assert_int_eq(eng_cancel(e, d->id), 0);          /* never runs */
+    ck_assert_int_eq(eng_cancel(e, b->id), 0);          /* frees place 1 for c */
+    coll_release(a);
+    coll_wait(d);
+    ck_assert_int_eq(d->done_slot, -1);
+    coll_wait(b);
+    ck_assert_int_eq(b->done_slot, 1);
+    /* c takes the place b left, a keeps its own */
+    struct timespec ts = { 0, 1000000 };
+    for (int i = 0; i < 20000; i++) {
+        pthread_mutex_lock(&c->mu);
+        int n = c->n;
+        pthread_mutex_unlock(&c->mu);
+        if (n > 0)
+            break;
+        nanosleep(&ts, NULL);
+    }
+    pthread_mutex_lock(&c->mu);
+    ck_assert_int_gt(c->n, 0);
+    ck_assert_int_eq(c->slot, 1);
+    pthread_mutex_unlock(&c->mu);
+    int n = eng_slots(e, out, 4);
+    ck_assert_int_le(n, 2);
+    for (int i = 0; i < n; i++)
+        ck_assert_int_eq(out[i].slot, out[i].id == a->id ? 0 : 1);
+    eng_cancel(e, a->id);
+    eng_cancel(e, c->id);
+    coll_wait(a);
+    coll_wait(c);
+    ck_assert_int_eq(a->done_slot, 0);
+    ck_assert_int_eq(c->done_slot, 1);
+    ck_assert_int_eq(eng_slots(e, out, 4), 0);
+    coll_free(a);
+    coll_free(b);
+    coll_free(c);
+    coll_free(d);
+    close_fake(e, f);
 }
 END_TEST
 
@@ -2700,6 +2775,7 @@ int main(void)
     tcase_add_test(tc, test_stop_strings);
     tcase_add_test(tc, test_eos_and_logprobs);
     tcase_add_test(tc, test_cancel);
+    tcase_add_test(tc, test_batch_places);
     tcase_add_test(tc, test_bounds_and_bad_requests);
     tcase_add_test(tc, test_bad_engine_params);
     tcase_add_test(tc, test_timeout);

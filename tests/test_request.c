@@ -759,6 +759,24 @@ static const struct bad_case {
      "n_indent"},
     {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"t_max_predict_ms\":\"1\"}",
      400, "t_max_predict_ms"},
+    {RQ_NATIVE, "{}", 400, "prompt"},
+    {RQ_NATIVE, "{\"prompt\":5}", 400, "prompt"},
+    {RQ_NATIVE, "{\"prompt\":[]}", 400, "prompt"},
+    {RQ_NATIVE, "{\"prompt\":[1,-2]}", 400, "prompt[1]"},
+    {RQ_NATIVE, "{\"prompt\":[1,\"a\",true]}", 400, "prompt[2]"},
+    {RQ_NATIVE, "{\"prompt\":[\"a\",[]]}", 400, "prompt[1]"},
+    {RQ_NATIVE, "{\"prompt\":[\"a\",{\"x\":1}]}", 400, "prompt[1]"},
+    {RQ_NATIVE, "{\"prompt\":\"x\",\"n_probs\":21}", 400, "n_probs"},
+    {RQ_NATIVE, "{\"prompt\":\"x\",\"max_tokens\":-2}", 400, "max_tokens"},
+    {RQ_NATIVE, "{\"prompt\":\"x\",\"return_tokens\":1}", 400, "return_tokens"},
+    {RQ_NATIVE, "{\"prompt\":\"x\",\"cache_prompt\":\"yes\"}", 400, "cache_prompt"},
+    {RQ_NATIVE, "{\"prompt\":\"x\",\"repeat_last_n\":-2}", 400, "repeat_last_n"},
+    {RQ_NATIVE, "{\"prompt\":\"x\",\"n_cmpl\":0}", 400, "n_cmpl"},
+    {RQ_NATIVE, "{\"prompt\":\"x\",\"logit_bias\":[[1,\"a\"]]}", 400, "logit_bias[0]"},
+    {RQ_NATIVE, "{\"prompt\":\"x\",\"logit_bias\":[[1,200]]}", 400, "logit_bias[0]"},
+    {RQ_NATIVE, "{\"prompt\":\"x\",\"post_sampling_probs\":true}", 400,
+     "post_sampling_probs"},
+    {RQ_NATIVE, "{\"prompt\":\"x\",\"grammar\":\"root ::= x\"}", 400, "grammar"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"n\":2,\"best_of\":3}", 400, "best_of"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"n\":3,\"best_of\":2}", 400, "best_of"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"best_of\":0}", 400, "best_of"},
@@ -901,6 +919,71 @@ START_TEST(test_infill_body)
     ck_assert_int_eq(rq_resolve_max_tokens(&r, 64, 64, &mt, &e), -EINVAL);
     ck_assert_str_eq(e.param, "input_prefix");
     ck_assert_str_eq(e.code, "context_length_exceeded");
+    rq_free(&r);
+}
+END_TEST
+
+START_TEST(test_native_body)
+{
+    rq_t r;
+    rq_err_t e;
+    /* the defaults: llama-server's sampling, n_predict -1, no probabilities */
+    ck_assert_int_eq(parse(RQ_NATIVE, "{\"prompt\":\"hi\"}", &r, &e), 0);
+    ck_assert_int_eq(r.kind, RQ_NATIVE);
+    ck_assert_int_eq(r.max_tokens, RQ_TO_CONTEXT);
+    ck_assert_float_eq_tol(r.sampling.temperature, 0.8f, 1e-6f);
+    ck_assert_int_eq(r.sampling.top_k, 40);
+    ck_assert_int_eq(r.n_probs, 0);
+    ck_assert_int_eq(r.logprobs, -1);
+    ck_assert(r.cache_prompt && !r.return_tokens && !r.sampling.has_seed);
+    ck_assert_str_eq(r.prompts[0].text, "hi");
+    rq_free(&r);
+    /* mixed: a run of ids and each string are segments, in order */
+    ck_assert_msg(parse(RQ_NATIVE, "{\"prompt\":[1,2,\"ab\",3],\"n_probs\":2,\"seed\":-1,"
+                                   "\"temperature\":-1,\"return_tokens\":true,"
+                                   "\"max_tokens\":-1,\"repeat_last_n\":-1,"
+                                   "\"logit_bias\":[[5,false],[6,2.5]]}", &r, &e) == 0,
+                  "%s", e.message);
+    ck_assert_uint_eq(r.n_prompts, 1);
+    ck_assert_ptr_null(r.prompts[0].text);
+    ck_assert_uint_eq(r.prompts[0].n_segs, 3);
+    ck_assert_uint_eq(r.prompts[0].segs[0].n_ids, 2);
+    ck_assert_int_eq(r.prompts[0].segs[0].ids[1], 2);
+    ck_assert_str_eq(r.prompts[0].segs[1].text, "ab");
+    ck_assert_int_eq(r.prompts[0].segs[2].ids[0], 3);
+    ck_assert_int_eq(r.n_probs, 2);
+    ck_assert_int_eq(r.logprobs, 2);
+    ck_assert_int_eq(r.sampling.n_probs, 2);
+    ck_assert(!r.sampling.has_seed && r.return_tokens);
+    ck_assert_float_eq(r.sampling.temperature, 0.0f);
+    ck_assert_int_eq(r.max_tokens, RQ_TO_CONTEXT);
+    ck_assert_int_eq(r.sampling.repeat_last_n, -1);
+    ck_assert_int_eq(r.n_bias, 2);
+    ck_assert(isinf(r.bias[0].bias) && r.bias[0].bias < 0 && r.bias[1].token == 6);
+    ck_assert_int_eq(rq_check_vocab(&r, 7, &e), 0);
+    ck_assert_int_eq(rq_check_vocab(&r, 3, &e), -EINVAL); /* id 3 in the last segment */
+    ck_assert_str_eq(e.param, "prompt");
+    rq_free(&r);
+    /* several prompts (no number at the top level), n_cmpl each; a seed is kept */
+    ck_assert_int_eq(parse(RQ_NATIVE, "{\"prompt\":[\"a\",[1,2],[3,\"b\"],"
+                                      "{\"prompt_string\":\"c\"}],\"n_cmpl\":2,\"seed\":7,"
+                                      "\"n_predict\":500}", &r, &e), 0);
+    ck_assert_uint_eq(r.n_prompts, 4);
+    ck_assert_int_eq(r.n, 2);
+    ck_assert_str_eq(r.prompts[0].text, "a");
+    ck_assert_uint_eq(r.prompts[1].n_ids, 2);
+    ck_assert_uint_eq(r.prompts[2].n_segs, 2);
+    ck_assert_str_eq(r.prompts[3].text, "c");
+    ck_assert(r.sampling.has_seed && r.sampling.seed == 7);
+    int mt = 0;
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 10, 64, &mt, &e), 0);
+    ck_assert_int_eq(mt, 54); /* cut to the context, as llama-server stops there */
+    rq_free(&r);
+    /* n_predict 0: the prompt alone */
+    ck_assert_int_eq(parse(RQ_NATIVE, "{\"prompt\":\"a\",\"n_predict\":0}", &r, &e), 0);
+    ck_assert_int_eq(r.max_tokens, RQ_PROMPT_ONLY);
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 10, 64, &mt, &e), 0);
+    ck_assert_int_eq(mt, 0);
     rq_free(&r);
 }
 END_TEST
@@ -1067,6 +1150,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_prompt_length_check);
     tcase_add_test(tc, test_utf8);
     tcase_add_test(tc, test_n_predict);
+    tcase_add_test(tc, test_native_body);
     tcase_add_test(tc, test_embeddings_bodies);
     suite_add_tcase(s, tc);
     return s;

@@ -16,6 +16,7 @@
 
 #include "engine/unicode.h"
 #include "server/infill.h"
+#include "server/native.h"
 #include "server/openai.h"
 #include "server/request.h"
 #include "tests/fuzz/fuzz.h"
@@ -77,6 +78,16 @@ static void check_parsed(const rq_t *r, const rq_limits_t *lim, int kind)
             char *j = oai_detokenize(p->text, p->text_len);
             CHECK(j && utf8_ok(j));
             free(j);
+        } else if (p->segs) {
+            /* /completion's mixed prompt: texts and runs of ids, none empty */
+            CHECK(kind == RQ_NATIVE && p->n_segs > 0 && !p->ids);
+            for (size_t k = 0; k < p->n_segs; k++) {
+                const rq_seg_t *sg = &p->segs[k];
+                CHECK(sg->text ? strlen(sg->text) == sg->text_len && utf8_ok(sg->text) && !sg->ids
+                               : sg->ids && sg->n_ids > 0);
+                for (size_t t = 0; !sg->text && t < sg->n_ids; t++)
+                    CHECK(sg->ids[t] >= 0);
+            }
         } else {
             CHECK(p->ids || p->n_ids == 0);
             CHECK(p->n_ids > 0 || kind == RQ_DETOKENIZE);
@@ -90,6 +101,18 @@ static void check_parsed(const rq_t *r, const rq_limits_t *lim, int kind)
             CHECK(r->msgs[i].role && r->msgs[i].content && utf8_ok(r->msgs[i].content));
             roundtrip(r->msgs[i].content, strlen(r->msgs[i].content), RQ_CHAT);
         }
+    }
+    if (kind == RQ_NATIVE) {
+        CHECK(r->n_prompts >= 1 && r->prompts && r->n_probs >= 0 && r->n_probs <= 20);
+        CHECK(r->logprobs == (r->n_probs > 0 ? r->n_probs : -1) && !r->echo);
+        CHECK(r->max_tokens != 0);
+        /* its settings object prints, for any parsed request */
+        nat_params_t np = {.n_predict = r->max_tokens > 0 ? r->max_tokens : -1,
+                           .s = &r->sampling, .stop = (const char *const *)r->stop,
+                           .n_stop = r->n_stop, .n_probs = r->n_probs};
+        cJSON *o = nat_params_json(&np);
+        CHECK(cJSON_IsObject(o));
+        cJSON_Delete(o);
     }
     if (kind == RQ_INFILL) {
         CHECK(r->n_prompts == 1 && r->prompts[0].text && r->input_prefix && r->input_suffix);
@@ -115,16 +138,18 @@ static void check_parsed(const rq_t *r, const rq_limits_t *lim, int kind)
         CHECK(cJSON_IsObject(o));
         cJSON_Delete(o);
         free(js);
-    } else if (kind != RQ_COMPLETION && kind != RQ_CHAT) {
+    } else if (kind != RQ_COMPLETION && kind != RQ_CHAT && kind != RQ_NATIVE) {
         return;
     }
     const eng_sampling_t *s = &r->sampling;
-    CHECK(r->max_tokens >= 0 || r->max_tokens == RQ_TO_CONTEXT);
+    CHECK(r->max_tokens >= 0 || r->max_tokens == RQ_TO_CONTEXT ||
+          r->max_tokens == RQ_PROMPT_ONLY);
     CHECK(r->n >= 1 && (size_t)r->n * (r->n_prompts ? r->n_prompts : 1) <= (size_t)lim->max_n);
-    CHECK(s->temperature >= 0 && s->temperature <= 2);
+    CHECK(s->temperature >= 0 && (s->temperature <= 2 || kind == RQ_NATIVE));
     CHECK(s->top_p > 0 && s->top_p <= 1 && s->min_p >= 0 && s->min_p <= 1);
     CHECK(fabsf(s->presence_penalty) <= 2 && fabsf(s->frequency_penalty) <= 2);
     CHECK(s->repeat_penalty > 0 && s->repeat_penalty <= 10 && s->top_k >= 0);
+    CHECK(s->repeat_last_n >= -1);
     CHECK(r->logprobs >= -1 && r->logprobs <= 20 && s->n_probs == r->logprobs);
     CHECK(r->n_stop >= 0 && r->n_stop <= lim->max_stop && (r->n_stop == 0 || r->stop));
     for (int i = 0; i < r->n_stop; i++) {
@@ -134,7 +159,8 @@ static void check_parsed(const rq_t *r, const rq_limits_t *lim, int kind)
     CHECK(r->n_bias >= 0 && r->n_bias <= lim->max_logit_bias);
     CHECK(s->n_logit_bias == r->n_bias && (r->n_bias == 0 || s->logit_bias == r->bias));
     for (int i = 0; i < r->n_bias; i++)
-        CHECK(r->bias[i].token >= 0 && fabsf(r->bias[i].bias) <= 100);
+        CHECK(r->bias[i].token >= 0 && (fabsf(r->bias[i].bias) <= 100 ||
+                                         r->bias[i].bias == -INFINITY));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -152,7 +178,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(strlen(clean) == len && memcmp(clean, body, len) == 0);
     free(clean);
 
-    int kind = data[0] & 0x80 ? RQ_INFILL : RQ_COMPLETION + (data[0] & 3);
+    int kind = data[0] & 0x80 ? (data[0] & 0x40 ? RQ_NATIVE : RQ_INFILL)
+                              : RQ_COMPLETION + (data[0] & 3);
     rq_limits_t lim;
     rq_limits_default(&lim);
     if (data[0] & 4) { /* tight limits */
@@ -184,14 +211,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(e.status == 400);
         check_error(&e);
     }
-    if (kind == RQ_COMPLETION || kind == RQ_CHAT || kind == RQ_INFILL) {
+    if (kind == RQ_COMPLETION || kind == RQ_CHAT || kind == RQ_INFILL || kind == RQ_NATIVE) {
         size_t n_prompt = (size_t)((data[0] >> 3) & 15) * 6; /* 0 .. 90 tokens */
         int mt = -1;
         memset(&e, 0, sizeof e);
         if (rq_resolve_max_tokens(&r, n_prompt, 64, &mt, &e) == 0) {
-            CHECK(n_prompt > 0 && mt >= 1 && n_prompt + (size_t)mt <= 64);
+            CHECK(n_prompt > 0 && mt >= (r.max_tokens == RQ_PROMPT_ONLY ? 0 : 1) &&
+                  n_prompt + (size_t)mt <= 64);
             CHECK(r.max_tokens == 0 || r.max_tokens == RQ_TO_CONTEXT || mt == r.max_tokens ||
-                  (kind == RQ_INFILL && r.max_tokens > mt));
+                  (r.max_tokens == RQ_PROMPT_ONLY && mt == 0) ||
+                  ((kind == RQ_INFILL || kind == RQ_NATIVE) && r.max_tokens > mt));
         } else {
             CHECK(e.status == 400);
             check_error(&e);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/fd.h"
 #include "engine/unicode.h"
@@ -25,7 +26,7 @@ static const char *const family_names[CHAT_N_FAMILIES] = {
     [CHAT_LLAMA31] = "llama3.1", [CHAT_CHATML] = "chatml", [CHAT_QWEN] = "qwen",
     [CHAT_MISTRAL] = "mistral", [CHAT_GEMMA] = "gemma",   [CHAT_PHI3] = "phi3",
     [CHAT_ZEPHYR] = "zephyr", [CHAT_QWEN3] = "qwen3", [CHAT_DEEPSEEK_R1] = "deepseek-r1",
-    [CHAT_MISTRAL3] = "mistral3",
+    [CHAT_MISTRAL3] = "mistral3", [CHAT_GRANITE] = "granite",
 };
 
 static const char *const role_names[] = {"system", "user", "assistant", "tool"};
@@ -75,6 +76,8 @@ int chat_detect(const char *t, size_t n)
     if (has(t, n, "<\xef\xbd\x9cUser\xef\xbd\x9c>") &&
         has(t, n, "<\xef\xbd\x9c" "Assistant\xef\xbd\x9c>"))
         return CHAT_DEEPSEEK_R1;
+    if (has(t, n, "<|start_of_role|>") && has(t, n, "<|end_of_role|>"))
+        return CHAT_GRANITE;
     /* most specific markers first: several families share [INST] or <|user|> */
     if (has(t, n, "<|im_start|>")) {
         if (has(t, n, "You are Qwen, created by Alibaba Cloud"))
@@ -1234,6 +1237,56 @@ static int fmt_mistral3(ctx_t *c)
     return 0;
 }
 
+/* IBM Granite 3.3 (tests/data/chat-templates/ibm-granite-granite-3.3-2B-Instruct.jinja; 3.1
+ * and 3.2 word the default system text a little differently): a system turn with the first
+ * message's text if it is a system message, else the default "Knowledge Cutoff Date: April
+ * 2024. Today's Date: " + today ("%B %d, %Y") + ". You are Granite, developed by IBM." + the
+ * tools sentence when there are tools, else " You are a helpful AI assistant."; with tools
+ * an available_tools turn of tojson(indent=4); then every message as
+ * '<|start_of_role|>' + role + '<|end_of_role|>' + content + '<|end_of_text|>\n' (an
+ * assistant's tool calls are not written: the template has no place for them), the
+ * generation prompt after the last one. */
+static int fmt_granite(ctx_t *c)
+{
+    size_t from = 0;
+    puts_(c->b, "<|start_of_role|>system<|end_of_role|>");
+    if (c->m[0].role == CHAT_SYSTEM) {
+        put_content(c->b, &c->m[0]);
+        from = 1;
+    } else {
+        char day[64] = "";
+        time_t now = time(NULL);
+        struct tm tm;
+        if (localtime_r(&now, &tm))
+            strftime(day, sizeof day, "%B %d, %Y", &tm);
+        puts_(c->b, "Knowledge Cutoff Date: April 2024. Today's Date: ");
+        puts_(c->b, day);
+        puts_(c->b, ". You are Granite, developed by IBM.");
+        puts_(c->b, c->tools ? " You are a helpful assistant with access to the following tools. "
+                               "When a tool is required to answer the user's query, respond only "
+                               "with <|tool_call|> followed by a JSON list of tools used. If a "
+                               "tool does not exist in the provided list of tools, notify the "
+                               "user that you do not have the ability to fulfill the request."
+                             : " You are a helpful AI assistant.");
+    }
+    puts_(c->b, "<|end_of_text|>\n");
+    if (c->tools) {
+        puts_(c->b, "<|start_of_role|>available_tools<|end_of_role|>");
+        pj_value(c->b, c->tools, 4, 0);
+        puts_(c->b, "<|end_of_text|>\n");
+    }
+    for (size_t i = from; i < c->n; i++) {
+        puts_(c->b, "<|start_of_role|>");
+        puts_(c->b, chat_role_name(c->m[i].role));
+        puts_(c->b, "<|end_of_role|>");
+        put_content(c->b, &c->m[i]);
+        puts_(c->b, "<|end_of_text|>\n");
+        if (i + 1 == c->n && c->o->add_generation_prompt)
+            puts_(c->b, "<|start_of_role|>assistant<|end_of_role|>");
+    }
+    return 0;
+}
+
 static int fmt_phi3(ctx_t *c)
 {
     for (size_t i = 0; i < c->n; i++) {
@@ -1271,7 +1324,8 @@ static int fmt_zephyr(ctx_t *c)
 bool chat_has_tools(int family)
 {
     return family == CHAT_LLAMA31 || family == CHAT_QWEN || family == CHAT_QWEN3 ||
-           family == CHAT_MISTRAL || family == CHAT_DEEPSEEK_R1 || family == CHAT_MISTRAL3;
+           family == CHAT_MISTRAL || family == CHAT_DEEPSEEK_R1 || family == CHAT_MISTRAL3 ||
+           family == CHAT_GRANITE;
 }
 
 bool chat_has_thinking(int family)
@@ -1289,6 +1343,7 @@ int chat_tool_prefill(int family, const char *name, char **out)
     case CHAT_QWEN3: open = "<tool_call>\n{\"name\": \""; args = "\", \"arguments\": "; break;
     case CHAT_MISTRAL: open = "[TOOL_CALLS][{\"name\": \""; args = "\", \"arguments\": "; break;
     case CHAT_MISTRAL3: open = "[TOOL_CALLS]"; args = "[ARGS]"; break;
+    case CHAT_GRANITE: open = "<|tool_call|>[{\"name\": \""; args = "\", \"arguments\": "; break;
     case CHAT_DEEPSEEK_R1:
         open = DS_CALLS_BEGIN DS_CALL_BEGIN "function" DS_SEP;
         args = "\n```json\n";
@@ -1319,6 +1374,7 @@ const char *chat_tool_close(int family)
     case CHAT_MISTRAL: return "}]";
     case CHAT_DEEPSEEK_R1: return "\n```" DS_CALL_END DS_CALLS_END;
     case CHAT_MISTRAL3: return "";
+    case CHAT_GRANITE: return "}]";
     default: return NULL;
     }
 }
@@ -1403,6 +1459,7 @@ int chat_format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t 
     case CHAT_QWEN3: rc = fmt_qwen3(&c); break;
     case CHAT_DEEPSEEK_R1: rc = fmt_deepseek_r1(&c); break;
     case CHAT_MISTRAL3: rc = fmt_mistral3(&c); break;
+    case CHAT_GRANITE: rc = fmt_granite(&c); break;
     case CHAT_MISTRAL: rc = fmt_mistral(&c); break;
     case CHAT_GEMMA: rc = fmt_gemma(&c); break;
     case CHAT_PHI3: rc = fmt_phi3(&c); break;

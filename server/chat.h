@@ -2,7 +2,8 @@
  * family of a GGUF tokenizer.chat_template by its markers and formats with a built-in C
  * formatter per family that renders exactly what that template renders (Jinja is not
  * interpreted), tools and tool calls included for the families whose template has them.
- * Pure functions: any thread (the HTTP handlers, fusion-cli) may call them.
+ * Pure functions (Granite's default system text carries today's local date, as its
+ * template's strftime_now): any thread (the HTTP handlers, fusion-cli) may call them.
  * Layer: server; uses engine/unicode.h and cJSON (for the JSON the templates print). */
 #ifndef FD_CHAT_H
 #define FD_CHAT_H
@@ -25,6 +26,7 @@ enum chat_family {
     CHAT_DEEPSEEK_R1, /* DeepSeek-R1-Distill: <｜User｜>/<｜Assistant｜>, the prompt opens <think> */
     CHAT_MISTRAL3,  /* Mistral Small 3.2, Devstral, Magistral: [SYSTEM_PROMPT], calls as
                        [TOOL_CALLS]name[ARGS]{...} */
+    CHAT_GRANITE,   /* IBM Granite 3.x: <|start_of_role|>role<|end_of_role|>...<|end_of_text|> */
     CHAT_N_FAMILIES
 };
 
@@ -74,7 +76,7 @@ const char *chat_role_name(int role);
 
 /* Family names, as accepted in the configuration: "plain", "llama2", "llama3", "llama3.1",
  * "chatml", "qwen", "qwen3", "mistral", "gemma", "phi3", "zephyr", "deepseek-r1",
- * "mistral3".  -EINVAL for others. */
+ * "mistral3", "granite".  -EINVAL for others. */
 int chat_family_from_name(const char *name);
 const char *chat_family_name(int family);
 
@@ -89,7 +91,7 @@ int chat_select(const char *override, const char *tmpl, size_t len, int *family,
                 const char **note);
 
 /* Whether the family's template renders tools, tool calls and tool results: Llama 3.1,
- * Qwen 2.5, Qwen3, Mistral Nemo, Mistral Small 3.2 (mistral3) and DeepSeek-R1 (whose template renders the calls and
+ * Qwen 2.5, Qwen3, Mistral Nemo, Mistral Small 3.2 (mistral3), Granite and DeepSeek-R1 (whose template renders the calls and
  * results but no tools list: chat_format puts the tools in its system text as llama-server
  * does). */
 bool chat_has_tools(int family);

@@ -17,15 +17,20 @@
 #include "server/chat.h"
 
 static const char QWEN_OPEN[] = "<tool_call>", QWEN_CLOSE[] = "</tool_call>";
-static const char LLAMA_TAG[] = "<|python_tag|>", MISTRAL_TAG[] = "[TOOL_CALLS]";
+static const char LLAMA_TAG[] = "<|python_tag|>", MISTRAL_TAG[] = "[TOOL_CALLS]",
+                  GRANITE_TAG[] = "<|tool_call|>";
 
 /* DeepSeek's markers: full-width bars (U+FF5C) around the names, U+2581 for the spaces */
 #define DS_MARK(x) "<\xef\xbd\x9ctool\xe2\x96\x81" x "\xef\xbd\x9c>"
-static const char DS_CALLS_BEGIN[] = DS_MARK("calls\xe2\x96\x81" "begin"),
-                  DS_CALLS_END[] = DS_MARK("calls\xe2\x96\x81" "end"),
+static const char DS_CALLS_END[] = DS_MARK("calls\xe2\x96\x81" "end"),
                   DS_CALL_BEGIN[] = DS_MARK("call\xe2\x96\x81" "begin"),
                   DS_CALL_END[] = DS_MARK("call\xe2\x96\x81" "end"),
                   DS_SEP[] = DS_MARK("sep");
+/* calls-begin as the R1 distills also write it (llama-server takes these too) */
+static const char *const DS_OPENS[] = {
+    DS_MARK("calls\xe2\x96\x81" "begin"), "<\xef\xbd\x9ctool_calls_begin\xef\xbd\x9c>",
+    "<\xef\xbd\x9ctool calls begin\xef\xbd\x9c>", "<\xef\xbd\x9ctool\\_calls\\_begin\xef\xbd\x9c>",
+    DS_MARK("calls"), NULL};
 
 static bool ws(char c)
 {
@@ -282,9 +287,13 @@ static int scan_qwen(scan_t *sc)
 }
 
 /* Llama 3.1 (one object) and Mistral (an array of them): the call is the whole output. */
-static int scan_whole(scan_t *sc, bool mistral)
+static int scan_whole(scan_t *sc, int family)
 {
-    const char *s = sc->s, *tag = mistral ? MISTRAL_TAG : LLAMA_TAG;
+    /* Granite's <|tool_call|> + array is Mistral Nemo's syntax with another tag */
+    bool mistral = family != CHAT_LLAMA31;
+    const char *s = sc->s,
+               *tag = family == CHAT_MISTRAL ? MISTRAL_TAG
+                      : family == CHAT_GRANITE ? GRANITE_TAG : LLAMA_TAG;
     size_t len = sc->len;
     size_t i = skip_ws(s, 0, len);
     if (i == len)
@@ -409,18 +418,33 @@ static int scan_ds_call(scan_t *sc, size_t i, size_t *end)
 /* DeepSeek R1 / V3 / V3.1: optional text, then calls-begin, call-begin + call + call-end for
  * each call (whitespace between them), calls-end.  The text may stop after a whole call
  * before its end markers (the model ended there). */
+/* The first of the markers in s[0..len) (its length in *k), or NULL. */
+static const char *find_any(const char *s, size_t len, const char *const *marks, size_t *k)
+{
+    const char *best = NULL;
+    for (size_t m = 0; marks[m]; m++) {
+        size_t n = best ? FD_MIN(len, (size_t)(best - s) + strlen(marks[m])) : len;
+        const char *p = find(s, n, marks[m]);
+        if (p && (!best || p < best)) {
+            best = p;
+            *k = strlen(marks[m]);
+        }
+    }
+    return best;
+}
+
 static int scan_deepseek(scan_t *sc)
 {
     const char *s = sc->s;
-    size_t len = sc->len;
-    const char *first = find(s, len, DS_CALLS_BEGIN);
+    size_t len = sc->len, k = 0;
+    const char *first = find_any(s, len, DS_OPENS, &k);
     if (!first)
         return SC_OK; /* no call (yet) */
     size_t i = (size_t)(first - s), c = i;
     while (c > 0 && ws(s[c - 1]))
         c--;
     sc->content_len = c;
-    i += strlen(DS_CALLS_BEGIN);
+    i += k;
     for (;;) {
         i = skip_ws(s, i, len);
         if (i == len)
@@ -428,6 +452,9 @@ static int scan_deepseek(scan_t *sc)
         if (starts(s, i, len, DS_CALLS_END))
             return skip_ws(s, i + strlen(DS_CALLS_END), len) == len ? SC_OK : SC_BAD;
         int rc = expect(s, &i, len, DS_CALL_BEGIN);
+        /* the distills may leave call-begin out before "function<｜tool▁sep｜>" */
+        if (rc == SC_BAD && (starts(s, i, len, "function") || partial(s, i, len, "function")))
+            rc = SC_OK;
         if (rc != SC_OK)
             return rc == SC_MORE || partial(s, i, len, DS_CALLS_END) ? SC_MORE : SC_BAD;
         if ((rc = scan_ds_call(sc, i, &i)) != SC_OK)
@@ -541,8 +568,9 @@ static int scan_text(int family, const char *text, size_t len, scan_t *sc)
     switch (family) {
     case CHAT_QWEN:
     case CHAT_QWEN3: return scan_qwen(sc);
-    case CHAT_LLAMA31: return scan_whole(sc, false);
-    case CHAT_MISTRAL: return scan_whole(sc, true);
+    case CHAT_LLAMA31:
+    case CHAT_MISTRAL:
+    case CHAT_GRANITE: return scan_whole(sc, family);
     case CHAT_DEEPSEEK_R1: return scan_deepseek(sc);
     case CHAT_MISTRAL3: return scan_mistral3(sc);
     default: return SC_BAD;
@@ -643,18 +671,24 @@ int tc_parse(int family, const char *text, size_t len, char *const *names, int n
     return 0;
 }
 
-/* Qwen and DeepSeek: the text before the calls' opening marker is content. */
-static size_t safe_before(const char *s, size_t len, const char *mark)
+/* Qwen, DeepSeek, mistral3: the text before the calls' opening marker (any of marks) is
+ * content. */
+static size_t safe_before_any(const char *s, size_t len, const char *const *marks)
 {
-    size_t k0 = strlen(mark);
-    const char *open = find(s, len, mark);
-    size_t safe = open ? (size_t)(open - s) : len;
-    /* hold a tail that could be the marker's beginning */
-    for (size_t k = open ? 0 : FD_MIN(len, k0 - 1); k > 0; k--) {
-        if (memcmp(s + len - k, mark, k) == 0) {
-            safe = len - k;
-            break;
+    size_t safe = len;
+    for (size_t m = 0; marks[m]; m++) {
+        const char *mark = marks[m];
+        size_t k0 = strlen(mark);
+        const char *open = find(s, len, mark);
+        size_t here = open ? (size_t)(open - s) : len;
+        /* hold a tail that could be the marker's beginning */
+        for (size_t k = open ? 0 : FD_MIN(len, k0 - 1); k > 0; k--) {
+            if (memcmp(s + len - k, mark, k) == 0) {
+                here = len - k;
+                break;
+            }
         }
+        safe = FD_MIN(safe, here);
     }
     /* and the whitespace before it, which tc_parse leaves out of the content when a call
      * follows: streamed and whole answers then carry the same text */
@@ -663,18 +697,24 @@ static size_t safe_before(const char *s, size_t len, const char *mark)
     return safe;
 }
 
+static size_t safe_before(const char *s, size_t len, const char *mark)
+{
+    const char *marks[] = {mark, NULL};
+    return safe_before_any(s, len, marks);
+}
+
 size_t tc_stream_safe(int family, const char *s, size_t len)
 {
     if (family == CHAT_QWEN || family == CHAT_QWEN3)
         return safe_before(s, len, QWEN_OPEN);
     if (family == CHAT_DEEPSEEK_R1)
-        return safe_before(s, len, DS_CALLS_BEGIN);
+        return safe_before_any(s, len, DS_OPENS);
     if (family == CHAT_MISTRAL3) {
         bool front;
         m3_start(s, len, &front);
         return front ? 0 : safe_before(s, len, MISTRAL_TAG);
     }
-    /* Llama 3.1 and Mistral: a call is the whole output, so the first visible character
+    /* Llama 3.1, Mistral and Granite: a call is the whole output, so the first visible character
      * decides: until it comes nothing is sent, after a call's opening everything is held */
     size_t i = skip_ws(s, 0, len);
     if (i == len)
@@ -682,8 +722,9 @@ size_t tc_stream_safe(int family, const char *s, size_t len)
     if (family == CHAT_LLAMA31)
         return s[i] == '{' || starts(s, i, len, LLAMA_TAG) || partial(s, i, len, LLAMA_TAG)
                    ? 0 : len;
-    if (family == CHAT_MISTRAL) {
-        if (starts(s, i, len, MISTRAL_TAG) || partial(s, i, len, MISTRAL_TAG))
+    if (family == CHAT_MISTRAL || family == CHAT_GRANITE) {
+        const char *tag = family == CHAT_MISTRAL ? MISTRAL_TAG : GRANITE_TAG;
+        if (starts(s, i, len, tag) || partial(s, i, len, tag))
             return 0;
         if (s[i] == '[') {
             size_t j = skip_ws(s, i + 1, len);

@@ -2,7 +2,8 @@
  * generated text: Llama 3.1's one JSON object {"name", "parameters"}, Qwen 2.5's and
  * Qwen3's <tool_call> blocks after optional text, Mistral Nemo's [TOOL_CALLS] JSON array,
  * DeepSeek R1's (and V3.1's) <｜tool▁calls▁begin｜> blocks after optional text, Mistral Small
- * 3.2's [TOOL_CALLS]name[ARGS]{...} (its control tokens possibly left out: name{...}).  Whole (tc_parse, at
+ * 3.2's [TOOL_CALLS]name[ARGS]{...} (its control tokens possibly left out: name{...}),
+ * Granite's <|tool_call|> JSON array.  Whole (tc_parse, at
  * the end of a choice) or while it streams (tc_stream_safe: how much is certainly text;
  * tc_scan: how far each call has come, to stream its name and arguments as they arrive).
  * Pure functions; any thread.  Layer: server (uses server/chat.h's family numbers, cJSON). */

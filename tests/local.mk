@@ -299,6 +299,7 @@ TESTS += tests/test_chat_jinja.py
 EXTRA_DIST += tests/data/chat-templates/Qwen-Qwen3-0.6B.jinja tests/data/chat-templates/README.md
 EXTRA_DIST += tests/data/chat-templates/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja
 EXTRA_DIST += tests/data/chat-templates/unsloth-mistral-Devstral-Small-2507.jinja
+EXTRA_DIST += tests/data/chat-templates/ibm-granite-granite-3.3-2B-Instruct.jinja
 
 check_PROGRAMS += tests/test_toolcall
 tests_test_toolcall_SOURCES = tests/test_toolcall.c

@@ -7,6 +7,8 @@
  * opening for the prefill, and prints JSON exactly as Python's json.dumps. */
 #include "server/chat.h"
 
+#include <time.h>
+
 #include "common/fd.h"
 #include "tests/testutil.h"
 
@@ -742,6 +744,62 @@ START_TEST(test_mistral3)
 }
 END_TEST
 
+/* IBM Granite 3.3: the default system text with today's date and the tools sentence, the
+ * tools at indent 4, every message in its role's turn (tool calls not written), the
+ * generation prompt after the last; the repository's template is detected as granite. */
+START_TEST(test_granite)
+{
+    const chat_msg_t conv_g[] = {
+        MSG(CHAT_USER, "Hi"),
+        {.role = CHAT_ASSISTANT, .content = "ok", .len = 2, .calls = &call_f, .n_calls = 1},
+        {.role = CHAT_TOOL, .content = "R", .len = 1, .call_id = "abcdefghi"},
+    };
+    int rc;
+    char err[256];
+    char *out = fmt_tools(CHAT_GRANITE, conv_g, 3, tools_one, "", "", &rc, err);
+    ck_assert_msg(rc == 0, "%s", err);
+    const char *head = "<|start_of_role|>system<|end_of_role|>Knowledge Cutoff Date: April "
+                       "2024. Today's Date: ";
+    ck_assert(strncmp(out, head, strlen(head)) == 0);
+    char day[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    strftime(day, sizeof day, "%B %d, %Y", &tm);
+    ck_assert_ptr_nonnull(strstr(out, day));
+    ck_assert_ptr_nonnull(strstr(out, ". You are Granite, developed by IBM. You are a helpful "
+                                      "assistant with access to the following tools. When a"));
+    const char *tail = "the request.<|end_of_text|>\n<|start_of_role|>available_tools"
+                       "<|end_of_role|>[\n    {\n        \"type\": \"function\",\n        "
+                       "\"function\": {\n            \"name\": \"f\",\n            "
+                       "\"parameters\": {\n                \"type\": \"object\"\n            }\n"
+                       "        }\n    }\n]<|end_of_text|>\n<|start_of_role|>user<|end_of_role|>Hi"
+                       "<|end_of_text|>\n<|start_of_role|>assistant<|end_of_role|>ok<|end_of_text|>"
+                       "\n<|start_of_role|>tool<|end_of_role|>R<|end_of_text|>\n"
+                       "<|start_of_role|>assistant<|end_of_role|>";
+    ck_assert_ptr_nonnull(strstr(out, tail));
+    ck_assert_str_eq(strstr(out, tail), tail);
+    free(out);
+    const chat_msg_t sys[] = {MSG(CHAT_SYSTEM, "S"), MSG(CHAT_USER, "Q")};
+    out = fmt(CHAT_GRANITE, sys, 2, "", "", false, false, &rc, err);
+    ck_assert_str_eq(out, "<|start_of_role|>system<|end_of_role|>S<|end_of_text|>\n"
+                          "<|start_of_role|>user<|end_of_role|>Q<|end_of_text|>\n");
+    free(out);
+    ck_assert(chat_has_tools(CHAT_GRANITE));
+    ck_assert_str_eq(chat_tool_close(CHAT_GRANITE), "}]");
+    char *p = NULL;
+    ck_assert_int_eq(chat_tool_prefill(CHAT_GRANITE, "f", &p), 0);
+    ck_assert_str_eq(p, "<|tool_call|>[{\"name\": \"f\", \"arguments\": ");
+    free(p);
+    ck_assert_int_eq(chat_family_from_name("granite"), CHAT_GRANITE);
+    size_t n;
+    char *t = tu_slurp(tu_src("tests/data/chat-templates/ibm-granite-granite-3.3-2B-Instruct.jinja"),
+                       &n);
+    ck_assert_int_eq(chat_detect(t, n), CHAT_GRANITE);
+    free(t);
+}
+END_TEST
+
 static const char *const shared_files[] = {
     "chat-templates/Qwen-Qwen2.5-7B-Instruct.jinja",
     "chat-templates/google-gemma-2-2b-it.jinja",
@@ -768,6 +826,7 @@ int main(void)
     tcase_add_test(tc, test_qwen3);
     tcase_add_test(tc, test_deepseek_r1);
     tcase_add_test(tc, test_mistral3);
+    tcase_add_test(tc, test_granite);
     suite_add_tcase(s, tc);
     if (!missing) {
         tc = tcase_create("shared templates");

@@ -11,7 +11,9 @@ tests/data) gets its own cases: <think> in assistant history, tool calls and out
 the tools and an example call in the system message, as r1_polyfill writes them), seeded
 random conversations.  Mistral Small 3.2's family (mistral3) is compared with Unsloth's
 Devstral-Small-2507 template (tests/data), less the model's own default system text that the
-template writes when the conversation has no system message (chat.c leaves it out).  Qwen3 also gets reasoning (reasoning_content,
+template writes when the conversation has no system message (chat.c leaves it out).  IBM
+Granite 3.3's template (tests/data) is rendered with transformers' strftime_now (today's
+date in its default system text).  Qwen3 also gets reasoning (reasoning_content,
 <think> in content), multi-step tool use and enable_thinking.  Skips (77) when python3-jinja2
 is missing, unless FUSIOND_REQUIRE_JINJA=1 (CI's flag), where that is a failure; without the
 shared folder only Qwen3 is compared (a failure under FUSIOND_REQUIRE_SHARED=1)."""
@@ -57,6 +59,8 @@ R1 = os.path.join(SRCDIR, "tests", "data", "chat-templates",
                   "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja")
 MISTRAL3 = os.path.join(SRCDIR, "tests", "data", "chat-templates",
                         "unsloth-mistral-Devstral-Small-2507.jinja")
+GRANITE = os.path.join(SRCDIR, "tests", "data", "chat-templates",
+                       "ibm-granite-granite-3.3-2B-Instruct.jinja")
 R1_BOS = "<\uff5cbegin\u2581of\u2581sentence\uff5c>"
 R1_EOS = "<\uff5cend\u2581of\u2581sentence\uff5c>"
 
@@ -78,6 +82,7 @@ ENV = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
                                     extensions=[jinja2.ext.loopcontrols])
 ENV.filters["tojson"] = tojson
 ENV.globals["raise_exception"] = raise_exception
+ENV.globals["strftime_now"] = lambda fmt: __import__("datetime").datetime.now().strftime(fmt)
 
 FAMILIES = {
     "llama3.1": (os.path.join(TDIR, "meta-llama-Llama-3.1-8B-Instruct.jinja"),
@@ -87,9 +92,10 @@ FAMILIES = {
     "qwen3": (QWEN3, "", "<|im_end|>"),
     "deepseek-r1": (R1, R1_BOS, R1_EOS),
     "mistral3": (MISTRAL3, "<s>", "</s>"),
+    "granite": (GRANITE, "", "<|end_of_text|>"),
 }
 if not HAVE_SHARED:
-    FAMILIES = {k: FAMILIES[k] for k in ("qwen3", "deepseek-r1", "mistral3")}
+    FAMILIES = {k: FAMILIES[k] for k in ("qwen3", "deepseek-r1", "mistral3", "granite")}
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather",
@@ -222,7 +228,7 @@ def jinja_msgs(fam, msgs, tools):
     which Qwen3's and mistral3's templates cannot take, as ""; DeepSeek-R1's and mistral3's
     concatenate the arguments, so they go as the JSON text a client sends; DeepSeek-R1's
     tools as llama-server polyfills them)."""
-    if fam == "mistral3":
+    if fam in ("mistral3", "granite"):
         msgs = [dict(m, content="") if m.get("content") is None else m for m in msgs]
     if fam in ("deepseek-r1", "mistral3"):
         if fam == "deepseek-r1":
@@ -334,7 +340,7 @@ for fam, (fname, bos, eos) in FAMILIES.items():
         cases = [c + ({},) for c in R1_CASES]
     if fam == "qwen3":
         cases += [c if len(c) == 4 else c + ({},) for c in QWEN3_CASES]
-    if fam == "mistral3":
+    if fam in ("mistral3", "granite"):
         cases += [c + ({},) for c in random_r1_cases(100, seed=777)]
     for name, msgs, tools, kw in cases:
         for agp in (True, False):

@@ -1,7 +1,8 @@
 /* test_toolcall.c: proves tool calls are read back out of generated text per family (Qwen
  * 2.5's <tool_call> blocks after prose, Llama 3.1's JSON object, Mistral Nemo's array,
  * DeepSeek R1's and V3.1's marker-delimited calls after prose, Mistral Small 3.2's
- * [TOOL_CALLS]name[ARGS]{...} with or without its control tokens) with
+ * [TOOL_CALLS]name[ARGS]{...} with or without its control tokens, Granite's <|tool_call|>
+ * array) with
  * the arguments intact (escaped quotes, braces inside strings, unicode), that anything not
  * entirely well-formed calls to offered functions stays content, that parallel_tool_calls
  * false keeps one call, that ids have each family's shape, that the streaming hold-back
@@ -182,10 +183,30 @@ START_TEST(test_deepseek)
                                              "{}  \n```\n" CALL_E "\n" CALLS_E "\n", true, &r), 0);
     ck_assert_uint_eq(r.n_calls, 1);
     tc_free(&r);
+    /* the distills' other spellings of calls-begin, and call-begin left out */
+    static const char *const opens[] = {
+        "<\xef\xbd\x9ctool_calls_begin\xef\xbd\x9c>", "<\xef\xbd\x9ctool calls begin\xef\xbd\x9c>",
+        "<\xef\xbd\x9ctool\\_calls\\_begin\xef\xbd\x9c>", DSM("calls"),
+    };
+    char buf[256];
+    for (size_t i = 0; i < FD_ARRAY_LEN(opens); i++) {
+        snprintf(buf, sizeof buf, "Hm. %s" R1_CALL("clock", "{}") CALLS_E, opens[i]);
+        ck_assert_msg(parse(CHAT_DEEPSEEK_R1, buf, true, &r) == 0, "%s", buf);
+        ck_assert_uint_eq(r.content_len, 3);
+        ck_assert_str_eq(r.calls[0].name, "clock");
+        tc_free(&r);
+        /* held back from the stream like the canonical marker */
+        ck_assert_uint_eq(tc_stream_safe(CHAT_DEEPSEEK_R1, buf, strlen(buf)), 3);
+    }
+    ck_assert_int_eq(parse(CHAT_DEEPSEEK_R1, CALLS_B "function" SEP "clock\n```json\n{}\n```"
+                                             CALL_E CALLS_E, true, &r), 0);
+    ck_assert_uint_eq(r.n_calls, 1);
+    tc_free(&r);
     static const char *const malformed[] = {
         "just text",
         CALLS_B,
         CALLS_B CALLS_E,
+        CALLS_B "fun" SEP "clock\n```json\n{}\n```" CALL_E CALLS_E,
         CALLS_B R1_CALL("rm_rf", "{}") CALLS_E,                          /* not offered */
         CALLS_B R1_CALL("clock", "[]") CALLS_E,                          /* not an object */
         CALLS_B R1_CALL("clock", "{\"a\": 1,}") CALLS_E,                 /* not JSON */
@@ -264,6 +285,32 @@ START_TEST(test_mistral3)
 }
 END_TEST
 
+START_TEST(test_granite)
+{
+    tc_result_t r;
+    const char *t = "<|tool_call|>[{\"name\": \"clock\", \"arguments\": {}}, {\"name\": "
+                    "\"get_weather\", \"arguments\": {\"city\": \"]}\"}}]";
+    ck_assert_int_eq(parse(CHAT_GRANITE, t, true, &r), 0);
+    ck_assert_uint_eq(r.n_calls, 2);
+    ck_assert_str_eq(r.calls[1].arguments, "{\"city\": \"]}\"}");
+    ck_assert_uint_eq(strlen(r.calls[0].id), 29);
+    tc_free(&r);
+    /* the tag a control token the text leaves out */
+    ck_assert_int_eq(parse(CHAT_GRANITE, t + strlen("<|tool_call|>"), false, &r), 0);
+    ck_assert_uint_eq(r.n_calls, 1);
+    tc_free(&r);
+    static const char *const malformed[] = {
+        "[]", "<|tool_call|>", "<|tool_call|>{\"name\": \"clock\", \"arguments\": {}}",
+        "<|tool_call|>[{\"name\": \"clock\", \"arguments\": {}}] ok?",
+        "Sure: <|tool_call|>[{\"name\": \"clock\", \"arguments\": {}}]",
+        "[TOOL_CALLS][{\"name\": \"clock\", \"arguments\": {}}]",
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(malformed); i++)
+        ck_assert_msg(parse(CHAT_GRANITE, malformed[i], true, &r) == -ENOENT, "%s",
+                      malformed[i]);
+}
+END_TEST
+
 /* tc_scan over every prefix of a streamed output: a call appears once its object begins, its
  * name once complete, its arguments grow as the text does and end as tc_parse's. */
 START_TEST(test_scan)
@@ -286,6 +333,10 @@ START_TEST(test_scan)
                         "[CALL_ID]abcdefghi[ARGS] {\"city\": \"O\\\"slo\"}"},
         {CHAT_MISTRAL3, "get_weather{\"city\": \"\xc3\xbc\"}clock{}"},
         {CHAT_MISTRAL3, "Two. [TOOL_CALLS]clock[ARGS]{}"},
+        {CHAT_GRANITE, "<|tool_call|>[{\"name\": \"clock\", \"arguments\": {\"t\": [1]}}, "
+                       "{\"arguments\": {\"city\": \"Rome\"}, \"name\": \"get_weather\"}]"},
+        {CHAT_DEEPSEEK_R1, "<\xef\xbd\x9ctool_calls_begin\xef\xbd\x9c>function" SEP "clock\n```json\n"
+                           "{\"a\": 1}\n```" CALL_E CALLS_E},
         {CHAT_DEEPSEEK_R1, CALLS_B V31_CALL("get_weather", "{\"city\": \"\xc3\xbc\", \"d\": 3}")
                            V31_CALL("clock", "{}") CALLS_E},
     };
@@ -365,6 +416,8 @@ START_TEST(test_stream_safe)
         {CHAT_DEEPSEEK_R1, "no call, <\xef\xbd\x9ctool\xe2\x96\x81" "calls", 8},
         {CHAT_DEEPSEEK_R1, CALLS_B, 0},
         {CHAT_DEEPSEEK_R1, "plain", 5},
+        {CHAT_DEEPSEEK_R1, "a <\xef\xbd\x9ctool_calls_beg", 1},
+        {CHAT_DEEPSEEK_R1, "b <\xef\xbd\x9ctool calls begin\xef\xbd\x9c> x", 1},
         {CHAT_MISTRAL3, "[TOOL_CALLS]clock[ARGS]{}", 0},
         {CHAT_MISTRAL3, "clock{\"a\": 1}", 0},
         {CHAT_MISTRAL3, " clock", 0},
@@ -372,6 +425,10 @@ START_TEST(test_stream_safe)
         {CHAT_MISTRAL3, "Hello there [TOOL_CA", 11},
         {CHAT_MISTRAL3, "[1, 2]", 6},
         {CHAT_MISTRAL3, "Sure{x} y", 0},
+        {CHAT_GRANITE, "<|tool_call|>[{\"name\": \"clock\"", 0},
+        {CHAT_GRANITE, "<|tool_c", 0},
+        {CHAT_GRANITE, " [{", 0},
+        {CHAT_GRANITE, "Sunny [1]", 9},
     };
     for (size_t i = 0; i < FD_ARRAY_LEN(cases); i++) {
         const char *t = cases[i].text;
@@ -396,6 +453,7 @@ int main(void)
     tcase_add_test(tc, test_mistral);
     tcase_add_test(tc, test_deepseek);
     tcase_add_test(tc, test_mistral3);
+    tcase_add_test(tc, test_granite);
     tcase_add_test(tc, test_stream_safe);
     tcase_add_test(tc, test_scan);
     suite_add_tcase(s, tc);

@@ -13,7 +13,9 @@ and required calls after the think block the prompt opened (its markers, which h
 come from the prefill and the server's close: a SentencePiece model writes U+2581 as a
 space), reasoning still split when no call comes; a copy with Devstral's template
 (tests/data, the mistral3 family): [TOOL_CALLS]name[ARGS]{...} calls, with and without those
-control tokens in the text, two of them, named and required; the plain model refusing tools.
+control tokens in the text, two of them, named and required; a copy with IBM Granite 3.3's
+template (tests/data): <|tool_call|> arrays, with and without the tag, named and required; the
+plain model refusing tools.
 Usage: test_tools_server.py (python3 stdlib only)."""
 
 import json
@@ -62,6 +64,15 @@ M3_TOKENS = {
     NAMED_ARGS: '{"city": "Paris"}',
     M3_REQUIRED_REST: 'clock[ARGS]{}',
     M3_NOT_A_CALL: 'Sure{x} is no call',
+}
+
+# The Granite copy's rewritten tokens.
+G_CALL, G_BARE, G_REQUIRED_REST = 503, 511, 476
+G_TOKENS = {
+    G_CALL: '<|tool_call|>[{"name": "get_weather", "arguments": {"city": "Lima"}}]',
+    G_BARE: '[{"name": "clock", "arguments": {}}, {"name": "clock", "arguments": {"x": 1}}]',
+    NAMED_ARGS: '{"city": "Paris"}',
+    G_REQUIRED_REST: 'clock", "arguments": {}}]',
 }
 
 
@@ -424,6 +435,36 @@ def main():
             {"role": "tool", "tool_call_id": c["id"], "content": "12:00"}]
         st, js = chat(d, body(None, messages=hist, max_tokens=2))
         check(st == 200, "mistral3 history with its call and result: %d %r" % (st, js))
+
+    # IBM Granite 3.3: <|tool_call|>[{"name", "arguments"}, ...]
+    with open(os.path.join(src, "tests", "data", "chat-templates",
+                           "ibm-granite-granite-3.3-2B-Instruct.jinja"), encoding="utf-8") as f:
+        g_template = f.read()
+    g_gguf = os.path.join(tmp, "granite-tools.gguf")
+    gguf_rewrite(model, g_gguf, g_template, 2048, G_TOKENS)
+    with loopback.daemon(check, "granite daemon exit", model=g_gguf) as d:
+        check(b"granite" in d.logtext(), "the Granite template is detected")
+        st, js = chat(d, body(G_CALL))
+        c = one_call(js, "get_weather", {"city": "Lima"}, "granite call")
+        check(c["id"].startswith("call_"), "granite call id " + c["id"])
+        streamed_call(d, body(G_CALL), "get_weather", {"city": "Lima"}, "granite call")
+        st, js = chat(d, body(G_BARE))
+        msg = js["choices"][0]["message"]
+        check(msg["content"] is None and len(msg["tool_calls"]) == 2 and
+              json.loads(msg["tool_calls"][1]["function"]["arguments"]) == {"x": 1},
+              "granite two calls without the tag: %r" % msg)
+        named = {"type": "function", "function": {"name": "get_weather"}}
+        st, js = chat(d, body(NAMED_ARGS, tool_choice=named, max_tokens=3))
+        one_call(js, "get_weather", {"city": "Paris"}, "granite named tool_choice")
+        streamed_call(d, body(NAMED_ARGS, tool_choice=named, max_tokens=3), "get_weather",
+                      {"city": "Paris"}, "granite named tool_choice")
+        st, js = chat(d, body(G_REQUIRED_REST, tool_choice="required"))
+        one_call(js, "clock", {}, "granite required tool_choice")
+        hist = USER + [{"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_1", "type": "function", "function": {"name": "clock", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "12:00"}]
+        st, js = chat(d, body(None, messages=hist, max_tokens=2))
+        check(st == 200, "granite history with a call and its result: %d %r" % (st, js))
 
     # stories260K itself: no template, the plain format
     with loopback.daemon(check, "plain daemon exit") as d:

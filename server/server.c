@@ -986,7 +986,8 @@ static void job_params(const srv_job_t *j, nat_params_t *p)
     *p = (nat_params_t){.n_predict = r->max_tokens > 0 ? r->max_tokens : -1,
                         .s = &r->sampling, .stop = (const char *const *)r->stop,
                         .n_stop = r->n_stop, .ignore_eos = r->ignore_eos, .stream = r->stream,
-                        .n_probs = r->n_probs, .json_schema = r->grammar != NULL};
+                        .n_probs = r->kind == RQ_NATIVE ? r->n_probs : FD_MAX(r->logprobs, 0),
+                        .json_schema = r->grammar != NULL};
 }
 
 /* The native answer for choice c: a stream frame of text (with the ids and probabilities
@@ -2060,6 +2061,8 @@ static enum MHD_Result answer_slots(srv_job_t *j)
         srv_job_t *cj = c->job;
         job_params(cj, &pp[k]);
         long long max = cj->max_tokens ? cj->max_tokens[c->prompt] : -1;
+        if (cj->rq.max_tokens == 0 && max >= 0) /* the endpoint's default, as resolved */
+            pp[k].n_predict = (int)max;
         sl[k] = (nat_slot_t){.id = k, .busy = true, .id_task = (long long)run[i].id,
                              .params = &pp[k], .n_decoded = c->n_gen,
                              .n_remain = max >= 0 ? FD_MAX(max - c->n_gen, 0) : -1,

@@ -81,6 +81,9 @@ START_TEST(test_counters_and_engine_view)
     met_request(m, MET_EP_COMPLETIONS, 400);
     met_request(m, MET_EP_HEALTH, 503);
     met_request(m, 99, 404);
+    met_request(m, MET_EP_COMPLETION, 200);     /* llama-server's native routes */
+    met_request(m, MET_EP_APPLY_TEMPLATE, 400);
+    met_request(m, MET_EP_SLOTS, 501);
     met_finished(m, ENG_FINISH_LENGTH);
     met_finished(m, ENG_FINISH_CANCEL);
     met_finished(m, ENG_FINISH_CANCEL);
@@ -126,6 +129,11 @@ START_TEST(test_counters_and_engine_view)
     ck_assert_double_eq(value_of(page, "fusiond_requests_total{endpoint=\"completions\",status=\"400\"}"), 1);
     ck_assert_double_eq(value_of(page, "fusiond_requests_total{endpoint=\"health\",status=\"503\"}"), 1);
     ck_assert_double_eq(value_of(page, "fusiond_requests_total{endpoint=\"other\",status=\"404\"}"), 1);
+    ck_assert_double_eq(value_of(page, "fusiond_requests_total{endpoint=\"completion\",status=\"200\"}"), 1);
+    ck_assert_double_eq(value_of(page, "fusiond_requests_total{endpoint=\"apply_template\",status=\"400\"}"), 1);
+    ck_assert_double_eq(value_of(page, "fusiond_requests_total{endpoint=\"slots\",status=\"501\"}"), 1);
+    ck_assert_str_eq(met_endpoint_name(MET_EP_PROPS), "props");
+    ck_assert_str_eq(met_endpoint_name(MET_EP_OTHER), "other");
     ck_assert_double_eq(value_of(page, "fusiond_requests_finished_total{reason=\"cancel\"}"), 2);
     ck_assert_double_eq(value_of(page, "fusiond_requests_finished_total{reason=\"length\"}"), 1);
     ck_assert_double_eq(value_of(page, "fusiond_requests_finished_total{reason=\"stop\"}"), 0);

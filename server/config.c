@@ -804,6 +804,7 @@ void cfg_fini(cfg_t *c)
     for (int i = 0; i < N_OPTS; i++)
         free_value(c, &opts[i]);
     list_clear(&c->auth_keys);
+    list_clear(&c->ignored_flags);
     free(c->tls_cert_pem);
     free(c->tls_key_pem);
     free(c->config_path);
@@ -1030,19 +1031,80 @@ static bool flag_eq(const char *flag, size_t len, const char *name)
     return i == len && !name[i];
 }
 
-/* llama-server's multi-letter single-dash flags that fusiond takes too: the option index,
- * or -1. */
-static int long_alias(const char *flag)
+/* llama-server's flags (tools/server/README.md) for settings fusiond has under another
+ * name, or that have no meaning here, so its command lines start fusiond unchanged.  Its
+ * -c (--ctx-size) and -b (--batch-size) are fusiond's --config and --backend: those two
+ * letters keep fusiond's meaning, and walk_flags names the long spelling when a number
+ * reaches them. */
+enum { LC_ALIAS = 0, LC_IGNORE, LC_REFUSE };
+enum { LC_NOARG = 0, LC_ARG, LC_OPTARG };
+
+static const struct compat {
+    const char *flag, *flag2; /* spellings, with their dashes (flag2 may be NULL) */
+    int kind;
+    const char *name;         /* LC_ALIAS: the table option it sets */
+    int arg;                  /* LC_IGNORE/LC_REFUSE: whether it takes a value */
+    const char *why;          /* LC_IGNORE/LC_REFUSE: the reason, logged or reported */
+} compat[] = {
+    {"-a", "--alias", LC_ALIAS, "model_alias", 0, NULL},
+    {"-np", "--parallel", LC_ALIAS, "max_running", 0, NULL},
+    {"--api-key", NULL, LC_ALIAS, "api_keys", 0, NULL},
+    {"--ssl-cert-file", NULL, LC_ALIAS, "tls_cert_file", 0, NULL},
+    {"--ssl-key-file", NULL, LC_ALIAS, "tls_key_file", 0, NULL},
+    {"-ctk", NULL, LC_ALIAS, "cache_type_k", 0, NULL},
+    {"-ctv", NULL, LC_ALIAS, "cache_type_v", 0, NULL},
+    {"-tb", "--threads-batch", LC_IGNORE, NULL, LC_ARG,
+     "fusiond's --threads serve prompt processing and generation alike"},
+    {"--batch-size", NULL, LC_IGNORE, NULL, LC_ARG,
+     "fusiond batches every running sequence each step (--max-running, --prefill-chunk)"},
+    {"-ub", "--ubatch-size", LC_IGNORE, NULL, LC_ARG,
+     "fusiond batches every running sequence each step; --prefill-chunk caps one "
+     "sequence's prompt tokens per step"},
+    {"-ngl", "--n-gpu-layers", LC_IGNORE, NULL, LC_ARG,
+     "--backend runs every layer (cpu, corsair or cuda); there is no partial offload"},
+    {"--gpu-layers", NULL, LC_IGNORE, NULL, LC_ARG,
+     "--backend runs every layer (cpu, corsair or cuda); there is no partial offload"},
+    {"-fa", "--flash-attn", LC_IGNORE, NULL, LC_OPTARG,
+     "attention is always fusiond's own fused kernel (see --fusion)"},
+    {"--mlock", NULL, LC_IGNORE, NULL, LC_NOARG,
+     "the model file is mapped read-only and not locked in RAM"},
+    {"--no-mmap", NULL, LC_IGNORE, NULL, LC_NOARG, "the model file is always mapped read-only"},
+    {"-cb", "--cont-batching", LC_IGNORE, NULL, LC_NOARG,
+     "continuous batching is always on"},
+    {"--metrics", NULL, LC_IGNORE, NULL, LC_NOARG, "GET /metrics is always served"},
+    {"--no-webui", NULL, LC_IGNORE, NULL, LC_NOARG, "fusiond has no web UI"},
+    {"-nocb", "--no-cont-batching", LC_REFUSE, NULL, LC_NOARG,
+     "fusiond always batches continuously; --max-running=1 runs one request at a time"},
+};
+
+/* The compat entry argument a names ("--flag" or "--flag=value" for long spellings, the
+ * exact word for single-dash ones), with *spelling its matched spelling and *val the text
+ * after '=' (else NULL); NULL when none. */
+static const struct compat *compat_find(const char *a, const char **spelling,
+                                        const char **val)
 {
-    static const struct { const char *flag, *name; } aliases[] = {
-        {"ctk", "cache_type_k"}, {"ctv", "cache_type_v"},
-    };
-    for (size_t i = 0; i < FD_ARRAY_LEN(aliases); i++)
-        if (!strcmp(flag, aliases[i].flag))
-            for (int k = 0; k < N_OPTS; k++)
-                if (!strcmp(opts[k].name, aliases[i].name))
-                    return k;
-    return -1;
+    const char *eq = a[1] == '-' ? strchr(a, '=') : NULL;
+    size_t len = eq ? (size_t)(eq - a) : strlen(a);
+    for (size_t i = 0; i < FD_ARRAY_LEN(compat); i++) {
+        const char *sp[2] = {compat[i].flag, compat[i].flag2};
+        for (int k = 0; k < 2; k++)
+            if (sp[k] && strlen(sp[k]) == len && !strncmp(a, sp[k], len)) {
+                *spelling = sp[k];
+                *val = eq ? eq + 1 : NULL;
+                return &compat[i];
+            }
+    }
+    return NULL;
+}
+
+static bool all_digits(const char *v)
+{
+    if (!*v)
+        return false;
+    for (; *v; v++)
+        if (*v < '0' || *v > '9')
+            return false;
+    return true;
 }
 
 /* One pass over the flags.  apply=false: meta flags only (config path, action); apply=true:
@@ -1050,6 +1112,8 @@ static int long_alias(const char *flag)
 static int walk_flags(cfg_t *c, int argc, char *const *argv, bool apply, char *err,
                       size_t errlen)
 {
+    if (apply)
+        list_clear(&c->ignored_flags);
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *val = NULL;
@@ -1062,7 +1126,38 @@ static int walk_flags(cfg_t *c, int argc, char *const *argv, bool apply, char *e
                 return seterr(err, errlen, "unexpected argument '%s'", argv[i + 1]);
             break;
         }
-        if (a[0] == '-' && a[1] == '-') {
+        const struct compat *lc = NULL;
+        const char *spelling = NULL;
+        if (a[0] == '-' && (lc = compat_find(a, &spelling, &val)) != NULL) {
+            snprintf(shown, sizeof(shown), "%s", spelling);
+            if (lc->kind == LC_ALIAS) {
+                for (int k = 0; k < N_OPTS; k++)
+                    if (!strcmp(opts[k].name, lc->name))
+                        idx = k;
+            } else {
+                if (lc->arg == LC_NOARG && val)
+                    return seterr(err, errlen, "%s takes no value", shown);
+                if (lc->arg == LC_ARG && !val) {
+                    if (i + 1 >= argc)
+                        return seterr(err, errlen, "%s needs a value", shown);
+                    val = argv[++i];
+                }
+                /* llama-server's -fa takes on|off|auto now and took none before */
+                if (lc->arg == LC_OPTARG && !val && i + 1 < argc &&
+                    (!strcmp(argv[i + 1], "on") || !strcmp(argv[i + 1], "off") ||
+                     !strcmp(argv[i + 1], "auto")))
+                    val = argv[++i];
+                if (lc->kind == LC_REFUSE)
+                    return seterr(err, errlen, "%s: %s", shown, lc->why);
+                if (apply) {
+                    char note[384];
+                    int nl = snprintf(note, sizeof(note), "%s%s%.60s: ignored: %s", shown,
+                                      val ? " " : "", val ? val : "", lc->why);
+                    list_add(&c->ignored_flags, note, (size_t)FD_MIN(nl, (int)sizeof(note) - 1));
+                }
+                continue;
+            }
+        } else if (a[0] == '-' && a[1] == '-') {
             const char *nm = a + 2;
             const char *eq = strchr(nm, '=');
             size_t nlen = eq ? (size_t)(eq - nm) : strlen(nm);
@@ -1102,9 +1197,6 @@ static int walk_flags(cfg_t *c, int argc, char *const *argv, bool apply, char *e
                 }
                 return seterr(err, errlen, "unknown option %s (see --help)", shown);
             }
-        } else if (a[0] == '-' && long_alias(a + 1) >= 0) {
-            snprintf(shown, sizeof(shown), "%.80s", a);
-            idx = long_alias(a + 1);
         } else if (a[0] == '-' && a[1] && a[1] != '-') {
             snprintf(shown, sizeof(shown), "-%c", a[1]);
             for (size_t m = 0; m < FD_ARRAY_LEN(meta_flags); m++)
@@ -1140,6 +1232,16 @@ static int walk_flags(cfg_t *c, int argc, char *const *argv, bool apply, char *e
         }
         if (idx >= 0 && opts[idx].type == T_BOOL && !val)
             val = negated ? "off" : "on";
+
+        /* llama-server's -c N and -b N: say where those settings are */
+        if (val && a[0] == '-' && a[1] == 'c' && meta == META_CONFIG && all_digits(val) &&
+            access(val, F_OK) != 0)
+            return seterr(err, errlen, "-c %.20s: -c is fusiond's --config FILE; "
+                          "llama-server's context size is --ctx-size %.20s", val, val);
+        if (val && a[0] == '-' && a[1] == 'b' && idx >= 0 && opts[idx].shrt == 'b' &&
+            all_digits(val))
+            return seterr(err, errlen, "-b %.20s: -b is fusiond's --backend; llama-server's "
+                          "batch size is --batch-size (accepted and ignored)", val);
 
         if (!apply) {
             switch (meta) {
@@ -1800,6 +1902,33 @@ void cfg_print_help(FILE *f, const char *prog)
             fprintf(f, "\n%30s", "");
         wrap(f, "                              ", 30, text, 79);
     }
+    fprintf(f, "\nllama-server compatibility (its flags for the same settings):\n");
+    char list[1024];
+    size_t pos = 0;
+    list[0] = 0;
+    for (size_t i = 0; i < FD_ARRAY_LEN(compat); i++) {
+        const struct compat *lc = &compat[i];
+        if (lc->kind == LC_ALIAS) {
+            snprintf(left, sizeof(left), "  %s%s%s", lc->flag, lc->flag2 ? ", " : "",
+                     lc->flag2 ? lc->flag2 : "");
+            snprintf(text, sizeof(text), "= --%s", lc->name);
+            for (char *q = text; *q; q++)
+                if (*q == '_')
+                    *q = '-';
+            fprintf(f, "%-30s%s\n", left, text);
+        } else if (lc->kind == LC_IGNORE && pos < sizeof(list)) {
+            pos += (size_t)snprintf(list + pos, sizeof(list) - pos, "%s%s%s%s", pos ? ", " : "",
+                                    lc->flag, lc->flag2 ? ", " : "",
+                                    lc->flag2 ? lc->flag2 : "");
+        }
+    }
+    snprintf(text, sizeof(text), "Accepted and ignored, with a startup log line saying why: "
+             "%s.  Refused: -nocb, --no-cont-batching.  -c and -b stay fusiond's --config and "
+             "--backend: use --ctx-size and --batch-size.  --ctx-size, --threads, --host, "
+             "--port, --model, --lora, --cache-type-k and the other same-named flags are "
+             "fusiond's own.", list);
+    fputs("  ", f);
+    wrap(f, "  ", 2, text, 79);
     fprintf(f, "\nSignals: SIGHUP reloads the file (the options marked so); SIGTERM or\n"
                "SIGINT drain (running requests finish, up to drain_timeout); a second\n"
                "SIGINT exits at once.\n");

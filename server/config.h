@@ -105,6 +105,9 @@ typedef struct cfg {
      * cfg_tls_reread replaces them. */
     char *tls_cert_pem;
     char *tls_key_pem;
+    /* Derived by cfg_load/cfg_reload: one line per llama-server flag that was accepted but
+     * has no meaning in fusiond ("-ngl 99: ignored: why"), for main() to log at startup. */
+    cfg_list_t ignored_flags;
 
     /* Bookkeeping (read-only for callers). */
     int action;             /* enum cfg_action */

@@ -101,6 +101,8 @@ static int config_init(daemon_t *d, int argc, char **argv)
         printf("fusiond: configuration OK (%s%s, model %s)\n", d->cfg.config_path,
                d->cfg.config_read ? "" : " absent: defaults and flags",
                cfg_model_path(&d->cfg));
+        for (int i = 0; i < d->cfg.ignored_flags.n; i++)
+            fprintf(stderr, "fusiond: %s\n", d->cfg.ignored_flags.v[i]);
         break;
     default:
         if (cfg_lora(&d->cfg, &d->lora_paths, &d->lora_scales, &d->n_lora) != 0) {
@@ -133,6 +135,9 @@ static int log_init(daemon_t *d)
     fd_log_init(cfg_fd_log_level(&d->cfg), cfg_fd_log_format(&d->cfg));
     fd_log_info("fusiond %s starting (configuration %s)", PACKAGE_VERSION,
                 d->cfg.config_path);
+    /* llama-server flags that mean nothing here are never dropped silently */
+    for (int i = 0; i < d->cfg.ignored_flags.n; i++)
+        fd_log_warn("llama-server flag %s", d->cfg.ignored_flags.v[i]);
     return 0;
 }
 

@@ -3,7 +3,8 @@
 with file:line: reason on bad ones, starting with a bad configuration exits 78 (EX_CONFIG,
 which the unit does not restart), --dump-config prints a file that reads back to the same
 configuration, --help and --version work without a file, and etc/fusiond.conf is the
-documented dump of the defaults."""
+documented dump of the defaults, and llama-server's flags start it (aliases, ignored flags
+reported, refused ones explained)."""
 
 import os
 import subprocess
@@ -62,6 +63,24 @@ def main():
         rc, out, err = run(["--test-config", "-c", tmp.path + "/none.conf"])
         check(rc == 1 and "none.conf: cannot read: No such file or directory" in err,
               "missing file: %d %r" % (rc, err))
+
+        # llama-server's command line: its flags that mean nothing here are accepted and
+        # reported, -nocb and a number after -c are refused with the fusiond spelling.
+        rc, out, err = run(["--test-config", "-c", good, "-ngl", "99", "-fa", "on",
+                            "--alias", "chat", "-np", "4", "--metrics"])
+        check(rc == 0, "llama-server flags: exit %d, %s" % (rc, err))
+        for note in ("fusiond: -ngl 99: ignored: --backend runs every layer",
+                     "fusiond: -fa on: ignored:", "fusiond: --metrics: ignored:"):
+            check(note in err, "--test-config did not report %r: %r" % (note, err))
+        rc, dump, err = run(["--dump-config", "-c", good, "--alias", "chat", "-np", "4"])
+        check(rc == 0 and "model_alias = chat\n" in dump and "max_running = 4\n" in dump,
+              "llama-server aliases in the dump: %d %r" % (rc, dump))
+        rc, out, err = run(["-c", good, "-nocb"])
+        check(rc == 78 and "-nocb: fusiond always batches continuously" in err,
+              "-nocb: %d %r" % (rc, err))
+        rc, out, err = run(["--test-config", "-c", "4096"])
+        check(rc == 1 and "llama-server's context size is --ctx-size 4096" in err,
+              "-c 4096: %d %r" % (rc, err))
 
         # --dump-config: the effective configuration (flags win) reads back identically.
         rc, dump, err = run(["--dump-config", "-c", good, "--port=9200", "--no-fusion"])

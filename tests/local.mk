@@ -221,7 +221,8 @@ EXTRA_DIST += tests/data/llamacpp-gemma-f32.txt tests/data/llamacpp-gemma-q4_k_m
 	tests/data/llamacpp-qwen2moe-f32.txt \
 	tests/data/llamacpp-qwen2moe-q4_k_m.txt tests/data/llamacpp-qwen3-f32-kv-f16.txt \
 	tests/data/llamacpp-qwen3-f32-kv-q8_0.txt tests/data/llamacpp-qwen3-f32.txt \
-	tests/data/llamacpp-qwen3-q4_k_m.txt tests/data/llamacpp-qwen3-yarn-f32.txt \
+	tests/data/llamacpp-qwen3-q4_k_m.txt tests/data/llamacpp-qwen3-yarn-af-f32.txt \
+	tests/data/llamacpp-qwen3-yarn-f32.txt \
 	tests/data/llamacpp-qwen3-yarn-q8_0.txt tests/data/llamacpp-qwen3moe-f32.txt \
 	tests/data/llamacpp-qwen3moe-q4_k_m.txt tests/data/llamacpp-qwen3moe-q8_0.txt \
 	tests/data/llamacpp-tok-gemma.txt tests/ref/llamacpp-logits.mjs \

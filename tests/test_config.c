@@ -2,12 +2,15 @@
  * give and of bad ones with their exact file:line errors, flags over the file (and their
  * errors), --test-config's checks (model, key file, user), --dump-config round trips, the
  * SIGHUP reload rules (run-time options change, the others wait for a restart, a bad file
- * changes nothing), and that etc/fusiond.conf is the documented dump of the defaults. */
+ * changes nothing), llama-server's flags (same values as fusiond's names, ignored ones noted,
+ * refused ones explained, -c still --config), and that etc/fusiond.conf is the documented
+ * dump of the defaults. */
 #include "common/log.h"
 #include "server/config.h"
 #include "tests/testutil.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 static char tmpdir[] = "/tmp/fd_test_config.XXXXXX";
 
@@ -357,6 +360,15 @@ START_TEST(test_flags)
         {{"--rope-scaling=yarn", "--dump-config"}, "rope_scaling", "yarn"},
         {{"--yarn-ext-factor", "0.5", "--dump-config"}, "yarn_ext_factor", "0.5"},
         {{"-ctv", "bf16", "--cache_type_v=q5_1", "--dump-config"}, "cache_type_v", "q5_1"},
+        {{"-a", "m1", "--dump-config"}, "model_alias", "m1"},
+        {{"--alias=m1", "--dump-config"}, "model_alias", "m1"},
+        {{"-np", "4", "--dump-config"}, "max_running", "4"},
+        {{"--parallel", "4", "--dump-config"}, "max_running", "4"},
+        {{"--api-key", "k9,k8", "--dump-config"}, "api_keys", "k9,k8"},
+        {{"--ssl-cert-file", "/c.pem", "--dump-config"}, "tls_cert_file", "/c.pem"},
+        {{"--ssl-key-file=/k.pem", "--dump-config"}, "tls_key_file", "/k.pem"},
+        {{"-t", "3", "--dump-config"}, "threads", "3"},
+        {{"-ngl", "99", "-fa", "--dump-config"}, "backend", "cpu"},
     };
     for (size_t i = 0; i < FD_ARRAY_LEN(cases); i++) {
         const char *args[12] = {"-c", conf};
@@ -406,6 +418,18 @@ START_TEST(test_bad_flags)
         {{"--backend-option=nokv"}, "--backend-option: 'nokv' is not KEY=VALUE"},
         {{"--cors-origins=http://localhost:5173/"},
          "--cors-origins: 'http://localhost:5173/' " ORIGIN_WHY},
+        {{"-nocb"}, "-nocb: fusiond always batches continuously; --max-running=1 runs one "
+         "request at a time"},
+        {{"--no-cont-batching"}, "--no-cont-batching: fusiond always batches continuously; "
+         "--max-running=1 runs one request at a time"},
+        {{"-c", "4096"}, "-c 4096: -c is fusiond's --config FILE; llama-server's context size "
+         "is --ctx-size 4096"},
+        {{"-b", "512"}, "-b 512: -b is fusiond's --backend; llama-server's batch size is "
+         "--batch-size (accepted and ignored)"},
+        {{"-ngl"}, "-ngl needs a value"},
+        {{"--metrics=1"}, "--metrics takes no value"},
+        {{"-np", "0"}, "-np: 0 is out of range 1..4096"},
+        {{"--parallel=x"}, "--parallel: 'x' is not an integer"},
         {{"-c", "@bad"}, "%s:2: port: 'nine' is not an integer"},
         {{"-c", "/tmp"}, "/tmp: cannot read: Is a directory"},
         {{"-c", "/nonexistent/fusiond.conf"},
@@ -424,6 +448,107 @@ START_TEST(test_bad_flags)
         ck_assert_msg(strcmp(err, want) == 0, "case %zu: got [%s], want [%s]", i, err, want);
         cfg_fini(&c);
     }
+}
+END_TEST
+
+static char *dump_of(const char *const *args)
+{
+    cfg_t c;
+    char err[512] = "";
+    ck_assert_msg(load(&c, err, sizeof(err), args) == 0, "%s: %s", args[2], err);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    cfg_dump(&c, f, false);
+    fclose(f);
+    cfg_fini(&c);
+    return buf;
+}
+
+/* llama-server's spellings give the very configuration fusiond's own names give, and the
+ * flags that mean nothing here change nothing but are each noted for the startup log. */
+START_TEST(test_llama_server_flags)
+{
+    static const struct {
+        const char *llama[5], *own[5];
+    } same[] = {
+        {{"-a", "chat"}, {"--model-alias", "chat"}},
+        {{"--alias", "chat"}, {"--model-alias=chat"}},
+        {{"-np", "7"}, {"--max-running", "7"}},
+        {{"--parallel=7"}, {"--max-running=7"}},
+        {{"--api-key", "s1,s2"}, {"--api-keys=s1,s2"}},
+        {{"--ssl-cert-file", "/c.pem", "--ssl-key-file", "/k.pem"},
+         {"--tls-cert-file=/c.pem", "--tls-key-file=/k.pem"}},
+        {{"-ctk", "q8_0", "-ctv", "f16"}, {"--cache-type-k=q8_0", "--cache-type-v=f16"}},
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(same); i++) {
+        const char *a[10] = {"-c", "/dev/null", "--dump-config"};
+        const char *b[10] = {"-c", "/dev/null", "--dump-config"};
+        for (int k = 0; same[i].llama[k]; k++)
+            a[3 + k] = same[i].llama[k];
+        for (int k = 0; same[i].own[k]; k++)
+            b[3 + k] = same[i].own[k];
+        char *da = dump_of(a), *db = dump_of(b), *dd = dump_of((const char *const[]){
+                                                     "-c", "/dev/null", "--dump-config", NULL});
+        size_t d = 0;
+        while (da[d] && da[d] == db[d])
+            d++;
+        ck_assert_msg(!da[d] && !db[d], "case %zu differs at [%.80s] vs [%.80s]", i, da + d,
+                      db + d);
+        ck_assert_msg(strcmp(da, dd) != 0, "case %zu changed nothing", i);
+        free(da);
+        free(db);
+        free(dd);
+    }
+
+    static const char *const ign[] = {
+        "-c", "/dev/null", "--dump-config", "-tb", "4", "--threads-batch=4", "--batch-size",
+        "2048", "-ub", "512", "--ubatch-size", "512", "-ngl", "99", "--n-gpu-layers=all",
+        "--gpu-layers", "0", "-fa", "on", "--flash-attn", "--mlock", "--no-mmap", "-cb",
+        "--cont-batching", "--metrics", "--no-webui", NULL};
+    static const char *const want[] = {
+        "-tb 4: ignored: fusiond's --threads serve prompt processing and generation alike",
+        "--threads-batch 4: ignored:", "--batch-size 2048: ignored:", "-ub 512: ignored:",
+        "--ubatch-size 512: ignored:",
+        "-ngl 99: ignored: --backend runs every layer (cpu, corsair or cuda); there is no "
+        "partial offload",
+        "--n-gpu-layers all: ignored:", "--gpu-layers 0: ignored:",
+        "-fa on: ignored: attention is always fusiond's own fused kernel (see --fusion)",
+        "--flash-attn: ignored:", "--mlock: ignored:", "--no-mmap: ignored:",
+        "-cb: ignored: continuous batching is always on", "--cont-batching: ignored:",
+        "--metrics: ignored: GET /metrics is always served",
+        "--no-webui: ignored: fusiond has no web UI",
+    };
+    char *di = dump_of(ign), *dd = dump_of((const char *const[]){"-c", "/dev/null",
+                                                                  "--dump-config", NULL});
+    ck_assert_msg(strcmp(di, dd) == 0, "an ignored flag changed the configuration");
+    free(di);
+    free(dd);
+    cfg_t c;
+    char err[512] = "";
+    ck_assert_msg(load(&c, err, sizeof(err), ign) == 0, "%s", err);
+    ck_assert_int_eq(c.ignored_flags.n, (int)FD_ARRAY_LEN(want));
+    for (size_t i = 0; i < FD_ARRAY_LEN(want); i++)
+        ck_assert_msg(!strncmp(c.ignored_flags.v[i], want[i], strlen(want[i])),
+                      "note %zu: [%s], want [%s...]", i, c.ignored_flags.v[i], want[i]);
+    /* a reload walks the flags again: the notes are not doubled */
+    int changed = -1;
+    ck_assert_int_eq(cfg_reload(&c, &changed, err, sizeof(err)), 0);
+    ck_assert_int_eq(changed, 0);
+    cfg_fini(&c);
+
+    /* -c keeps meaning --config, also for a file whose name is a number */
+    char cwd[4096];
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof(cwd)));
+    write_tmp("8192", "port = 9300\n");
+    ck_assert_int_eq(chdir(tmpdir), 0);
+    static const char *const dig[] = {"-c", "8192", "--dump-config", NULL};
+    int rc = load(&c, err, sizeof(err), dig);
+    ck_assert_int_eq(chdir(cwd), 0);
+    ck_assert_msg(rc == 0, "%s", err);
+    expect_get(&c, "port", "9300");
+    ck_assert_int_eq(c.ignored_flags.n, 0);
+    cfg_fini(&c);
 }
 END_TEST
 
@@ -716,6 +841,8 @@ START_TEST(test_help)
         "Usage: fusiond", "-m, --model=PATH", "--[no-]fusion", "--backend=cpu|corsair|cuda",
         "--max-body-bytes=BYTES", "--backend-option=KEY=VALUE", "--test-config", "--dump-config",
         "-c, --config=FILE", "Default: 8080.", "Applied on reload (SIGHUP).",
+        "llama-server compatibility", "  -np, --parallel" "             = --max-running",
+        "  --ssl-key-file" "              = --tls-key-file", "-ngl, --n-gpu-layers",
     };
     for (size_t i = 0; i < FD_ARRAY_LEN(must); i++)
         ck_assert_msg(strstr(buf, must[i]), "--help lacks [%s]:\n%s", must[i], buf);
@@ -765,6 +892,7 @@ int main(void)
     tcase_add_test(tc, test_flags);
     tcase_add_test(tc, test_rope_options);
     tcase_add_test(tc, test_bad_flags);
+    tcase_add_test(tc, test_llama_server_flags);
     tcase_add_test(tc, test_actions);
     tcase_add_test(tc, test_test_config);
     tcase_add_test(tc, test_key_file);

@@ -108,11 +108,17 @@ static void parse_model(ref_t *r, char *line)
         else if (!strcmp(k, "n_expert_used")) s->n_expert_used = key_int(v), moe++;
         else if (!strcmp(k, "gemma_vocab")) s->gemma_vocab = key_int(v) != 0, seen--;
         else if (!strcmp(k, "rope_scale")) s->rope_scale = strtof(v, NULL), seen--;
-        else if (!strcmp(k, "rope_scaling")) { /* yarn:FACTOR:ORIG_CTX */
+        else if (!strcmp(k, "rope_scaling")) { /* yarn:FACTOR:ORIG_CTX[:ATTN_FACTOR] */
             char *end;
             ck_assert_msg(!strncmp(v, "yarn:", 5), "model line: rope_scaling '%s'", v);
             s->rope_scale = strtof(v + 5, &end);
             ck_assert_msg(*end == ':' && s->rope_scale > 0, "model line: rope_scaling '%s'", v);
+            char *colon = strchr(end + 1, ':'); /* yarn:F:N:A: rope.scaling.attn_factor A */
+            if (colon) {
+                *colon = '\0';
+                s->attn_factor = strtof(colon + 1, NULL);
+                ck_assert_msg(s->attn_factor > 0, "model line: rope_scaling '%s'", v);
+            }
             s->yarn_orig_ctx = key_int(end + 1);
             seen--;
         }
@@ -363,7 +369,7 @@ static const char *const refs[] = {
     "qwen3moe-q8_0", "qwen3moe-q4_k_m", "olmoe-f32", "olmoe-q4_k_m", "mixtral-f32",
     "mixtral-q4_0", "qwen2moe-f32", "qwen2moe-q4_k_m", "llama-hd64-f32", "qwen3-f32-kv-f16",
     "qwen3-f32-kv-q8_0", "llama-hd64-f32-kv-f16", "llama-hd64-f32-kv-q8_0", "llama-yarn-f32",
-    "qwen2-yarn-f32", "qwen3-yarn-f32", "qwen3-yarn-q8_0",
+    "qwen2-yarn-f32", "qwen3-yarn-f32", "qwen3-yarn-q8_0", "qwen3-yarn-af-f32",
     "lora-llama-f32", "lora-llama-f32-scaled", "lora-qwen2-f32", "lora-phi3-f32",
     "lora-llama-q8_0", "lora-llama-q4_k_m",
 };
@@ -487,18 +493,22 @@ END_TEST
 
 /* The YaRN references tell YaRN's parts apart: run as linear scaling, without the ramp's
  * blend (ext_factor 0, YaRN's magnitude kept through the attention factor), with the ramp's
- * ends moved (betas 8 and 4), or without the magnitude (the file's rope.scaling.attn_factor
- * dividing it out), fusiond misses llama.cpp's logits by far more than the bound; and an
- * attention factor override, which llama.cpp drops under a YaRN blend, changes nothing. */
+ * ends moved (betas 8 and 4), without the magnitude (the file's rope.scaling.attn_factor
+ * dividing it out), or without the file's attention factor (qwen3-yarn-af's 0.75), fusiond
+ * misses llama.cpp's logits by far more than the bound; and an attention factor override,
+ * which llama.cpp drops under a YaRN blend, changes nothing. */
 START_TEST(test_yarn_discriminates)
 {
-    static const char *const names[] = { "llama-yarn-f32", "qwen2-yarn-f32", "qwen3-yarn-f32" };
+    static const char *const names[] = { "llama-yarn-f32", "qwen2-yarn-f32", "qwen3-yarn-f32",
+                                         "qwen3-yarn-af-f32" };
     for (size_t i = 0; i < FD_ARRAY_LEN(names); i++) {
         ref_t r;
         load_ref(names[i], &r);
         const double b = bound(r.arch, r.type);
         const float mscale = 1.0f + 0.1f * logf(r.spec.rope_scale);
-        for (int v = 0; v < 5; v++) {
+        for (int v = 0; v < 6; v++) {
+            if (v == 5 && !(r.spec.attn_factor > 0))
+                continue;
             llm_load_params_t p;
             llm_load_params_default(&p);
             const char *what = "";
@@ -517,7 +527,11 @@ START_TEST(test_yarn_discriminates)
                 p.rope.yarn_beta_fast = 8;
                 p.rope.yarn_beta_slow = 4;
                 break;
-            case 3: what = "no magnitude"; w.spec.attn_factor = 1.0f / mscale; break;
+            case 3:
+                what = "no magnitude";
+                w.spec.attn_factor = (r.spec.attn_factor > 0 ? r.spec.attn_factor : 1) / mscale;
+                break;
+            case 5: what = "no attn_factor"; w.spec.attn_factor = 0; break;
             case 4:
                 what = "attn override";
                 p.rope.set = LLM_YARN_ATTN;

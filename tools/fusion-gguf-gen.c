@@ -48,9 +48,10 @@ static void usage(FILE *f)
             "      --swa N           gemma: the local layers' sliding window (gemma3 512)\n"
             "      --softcap A,F     gemma2: attention and final logit soft-caps\n"
             "      --rope-scale F    linear RoPE scaling by F (rope.scaling.factor)\n"
-            "      --rope-scaling linear:F | yarn:F:N\n"
+            "      --rope-scaling linear:F | yarn:F:N[:A]\n"
             "                        linear scaling by F, or YaRN by F from an original\n"
             "                        context of N (rope.scaling.original_context_length)\n"
+            "                        and attention factor A (rope.scaling.attn_factor)\n"
             "      --gemma-vocab     a Gemma-style vocabulary (<bos> 2, <eos> 1, user-defined\n"
             "                        pieces, no space prefix)\n"
             "      --name S          general.name\n"
@@ -232,10 +233,15 @@ int main(int argc, char **argv)
                 rope_scale = strtof(optarg + (yarn ? 5 : 7), &end);
             if (end && yarn && *end == ':')
                 n = strtol(end + 1, &end, 10);
+            if (end && yarn && *end == ':') { /* rope.scaling.attn_factor */
+                attn_factor = strtof(end + 1, &end);
+                if (!(attn_factor > 0) || !isfinite(attn_factor))
+                    end = NULL;
+            }
             if (!end || end == optarg || *end || !(rope_scale > 0) || !isfinite(rope_scale) ||
                 (yarn && (n <= 0 || n > (1L << 30))))
-                return fprintf(stderr, "fusion-gguf-gen: --rope-scaling: linear:F or yarn:F:N "
-                               "with F > 0 and N > 0\n"), 2;
+                return fprintf(stderr, "fusion-gguf-gen: --rope-scaling: linear:F or "
+                               "yarn:F:N[:A] with F > 0, N > 0 and A > 0\n"), 2;
             yarn_orig = (int)n;
             break;
         }

@@ -18,8 +18,9 @@
  *
  * Products of 2..GEMV_MR_MAX rows (option mr=1, the default, on sm_80 and later) take the
  * multi-row kernel, which feeds each weight tile once to the tensor cores for all the rows
- * (activations split into three bf16 parts: fp32 accuracy), so a product of up to 8 rows
- * reads its weights once at about the cost of one row; cuBLAS from GEMV_MR_MAX + 1 rows.
+ * (activations split into three bf16 parts: fp32 accuracy): it reads the weights once and its
+ * instructions per weight do not grow with the rows, so up to 8 rows should cost about what
+ * one row's weight read does (bench/cuda/gemv-rows.sh times it); cuBLAS from GEMV_MR_MAX + 1.
  * With mr=0 (the fp32 multi-row GEMV, kept for comparison) gemm_rows is by default 5 for
  * 16-bit weights (that GEMV of 5-8 fp32 rows is bound by its FMAs: at 8 rows on an H200 cuBLAS
  * takes 0.55x its time, 1B and 8B) and 9 for the others (Q8_0 tiles would be dequantized for
@@ -62,8 +63,9 @@
  *
  * Options: gemm_rows=N|auto (cuBLAS from N rows; default auto: GEMV_MR_MAX + 1 with mr=1; with
  * mr=0 5 for 16-bit weights, 9 for others), mr=0|1 (2..GEMV_MR_MAX rows on the multi-row
- * tensor-core kernel; default 1 where the device has bf16 tensor cores), graphs=0|1 (default 1), graph_layers=N (segment length; 0 = whole step; default
- * 2), timing=1 (device time of every op by class into fb_stats_t.dev_s, with CUDA events;
+ * tensor-core kernel; default 1, in effect where the device has bf16 tensor cores),
+ * graphs=0|1 (default 1), graph_layers=N (segment length; 0 = whole step; default 2),
+ * timing=1 (device time of every op by class into fb_stats_t.dev_s, with CUDA events;
  * turns graphs off), nonorm=1 (benchmarks only: skips every normalization, a lower bound that
  * is not a valid model), pdl=0|1|2 (default 2), pdl_blocks=N (with pdl=2, the smallest grid
  * that starts early; default two blocks per SM), attn_splits=N (at most N splits of a decode
@@ -215,9 +217,10 @@ typedef struct fcuda {
     /* weights */
     wdev_t **wc;
     int n_wc, cap_wc;
-    /* RoPE frequency tables, one per (n_rot, base) seen */
-    /* RoPE tables, by (n_rot, base, the factors' values: hf, a host copy, or NULL) */
-    struct { int n_rot; float base; float *hf; double *d; float yarn[4]; } rf[4];
+    /* RoPE tables, by (n_rot, base, the factors' values: hf, a host copy, or NULL, and
+     * YaRN's scale, blend and ramp ends); a model needs one or two (Gemma's local and global
+     * bases), test_rope's YaRN cases a dozen */
+    struct { int n_rot; float base; float *hf; double *d; float yarn[4]; } rf[16];
     int n_rf;
     /* steptime=1: where a step's wall time goes (summary logged when the option is set) */
     bool steptime, st_on;
@@ -513,9 +516,11 @@ static int build_add(fcuda_t *c, graph_t *g, const op_rec_t *op)
 
 /* The fewest activation rows that go to cuBLAS for weights of wtype, and the fewest for any
  * type (a step of fewer rows has no cuBLAS call, so it can be a graph).  GEMV_MR_MAX is the
- * crossover of the multi-row kernel (mr=1) with cuBLAS: the kernel's limit (8 activation rows,
- * the n of one mma.m16n8k16), where its cost was measured flat in the row count; the
- * GEMM_ROWS_* are the fp32 multi-row GEMV's (mr=0). */
+ * crossover of the multi-row kernel (mr=1) with cuBLAS, set at the kernel's limit (8 activation
+ * rows, the n of one mma.m16n8k16): its instructions per weight do not grow with the row
+ * count, so it is expected to stay ahead of cuBLAS up to there (bench/cuda/gemv-rows.sh times
+ * both; lower it here if a row count proves faster on cuBLAS); the GEMM_ROWS_* are the fp32
+ * multi-row GEMV's (mr=0). */
 #define GEMV_MR_MAX 8
 static_assert(GEMV_MR_MAX <= FCU_GEMV_MAX_ROWS, "the multi-row kernel's rows are one launch's");
 #define GEMM_ROWS_16 5

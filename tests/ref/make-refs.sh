@@ -33,7 +33,8 @@ long_ids="$moe_ids 7 111 222 303 404 505 6 16 26 36 46 56 66 76 86 96 106 116 12
 #        sliding window, gemma2's soft-caps, the RoPE base, a linear RoPE scaling factor; a
 #        window shorter than the prompt, so it matters)
 #        [N,K] (the other architectures: a mixture of N experts, K per token, n_ff each)
-#        [yarn:F:N] (the other architectures: YaRN by F from an original context of N)
+#        [yarn:F:N[:A]] (the other architectures: YaRN by F from an original context of N,
+#        rope.scaling.attn_factor A)
 # A name ending in -kv-TYPE (f16, q8_0, ...): llama.cpp's KV cache (K and V) of that type,
 # written on a "cache" line; else f32.
 # MAKE_REFS_ONLY='gemma*' (a shell pattern) rewrites only the files of the names it matches.
@@ -132,6 +133,7 @@ llama-yarn-f32|llama 64 2 4 2 0 160 F32 0 45 0 0 0 yarn:4:4096
 qwen2-yarn-f32|qwen2 64 2 4 2 0 160 F32 1 46 0 0 0 yarn:8:32
 qwen3-yarn-f32|qwen3 64 2 4 2 32 160 F32 0 47 0 0 0 yarn:4:4096
 qwen3-yarn-q8_0|qwen3 256 2 4 2 64 512 Q8_0 1 48 0 0 0 yarn:4:32768
+qwen3-yarn-af-f32|qwen3 64 2 4 2 32 160 F32 0 49 0 0 0 yarn:8:2048:0.75
 MODELS
 
 # LoRA adapters (fusion-gguf-gen --lora: seeded random A and B) applied by llama.cpp:

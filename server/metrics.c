@@ -232,6 +232,15 @@ void met_render(met_t *m, const met_view_t *v, sb_t *b)
         header(b, "fusiond_kv_cache_bytes", "gauge",
                "Bytes the KV cache holds (every layer's K and V, at its cache types).");
         sb_printf(b, "fusiond_kv_cache_bytes %llu\n", (unsigned long long)info->cache_bytes);
+        if (v->lora_scales && v->n_lora_scales > 0 && info->lora_paths) {
+            header(b, "fusiond_lora_adapter_scale", "gauge",
+                   "The global scale of each loaded LoRA adapter (GET /lora-adapters).");
+            for (int i = 0; i < FD_MIN(v->n_lora_scales, info->n_lora); i++) {
+                sb_printf(b, "fusiond_lora_adapter_scale{id=\"%d\",path=\"", i);
+                label_value(b, info->lora_paths[i]);
+                sb_printf(b, "\"} %g\n", (double)v->lora_scales[i]);
+            }
+        }
     }
     /* Every single-valued metric, its name written once.  Unsigned 64-bit counters stay
      * far below 2^63, so one signed integer type holds them all; the usage ratio is the one

@@ -51,6 +51,9 @@ typedef struct met_view {
     int http_in_flight;     /* the server's admitted, unfinished requests */
     bool ready;
     bool draining;
+    const float *lora_scales;   /* the global scale of each LoRA adapter (info's lora_paths),
+                                   n_lora_scales of them; NULL: none */
+    int n_lora_scales;
 } met_view_t;
 
 /* Appends the whole exposition to b. */

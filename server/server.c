@@ -1958,7 +1958,8 @@ static enum MHD_Result answer_metrics(srv_job_t *j)
     srv_t *s = j->srv;
     eng_stats_t st;
     met_view_t v = {.info = s->info, .http_in_flight = s->running, .ready = s->eng != NULL,
-                    .draining = s->draining};
+                    .draining = s->draining, .lora_scales = s->lora_scale,
+                    .n_lora_scales = s->info ? FD_MIN(s->info->n_lora, RQ_MAX_LORA) : 0};
     if (s->eng) {
         eng_stats(s->eng, &st);
         v.stats = &st;

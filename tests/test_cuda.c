@@ -171,20 +171,20 @@ static void mm_case(fb_backend_t *be, int type, int64_t n_in, int64_t n_out, int
     free(wq); free(bias); free(g); free(hx); free(got); free(ref); free(rso);
 }
 
-/* The default gemm_rows: cuBLAS from 9 rows (2-8 on the multi-row kernel, mr=1); with mr=0
- * from 5 rows for weights kept in 16 bits on the device (Q4_K as F16), from 9 for the
- * others. */
-static int blas_from(int type, bool mr)
+/* The default gemm_rows: cuBLAS from 9 rows with every type's 2-8 on the multi-row kernel
+ * (mr=2); else (mr=0, and mr=1, whose multi-row kernel takes only Q8_0's 6-8 rows) from 5
+ * rows for weights kept in 16 bits on the device (Q4_K as F16), from 9 for the others. */
+static int blas_from(int type, bool mr_all)
 {
-    return mr || !(type == GG_F16 || type == GG_BF16 || type == GG_Q4_K) ? 9 : 5;
+    return mr_all || !(type == GG_F16 || type == GG_BF16 || type == GG_Q4_K) ? 9 : 5;
 }
 
-/* Every layout at 1..9 rows (1: the one-row kernels; 2..8: the multi-row kernel, mr=1, or the
+/* Every layout at 1..9 rows (1: the one-row kernels; 2..8: the multi-row kernel, mr=2, or the
  * fp32 multi-row GEMV, mr=0; 9: cuBLAS) and 33; inputs at block multiples and, where the
  * layout allows, 8-multiples that end in a partial 32-input tile (264, 8) or no 8-multiple
  * at all (172: the scalar GEMV); outputs that fill no tile of rows evenly, and 4097 (the
  * multi-row kernel's two-tile blocks, the last one ragged). */
-static void matmul_all(const char *mr_opt, bool mr)
+static void matmul_all(const char *mr_opt, bool mr_all)
 {
     const char *opts[] = {mr_opt, NULL};
     fb_backend_t *be = gpu_opts(opts);
@@ -199,12 +199,12 @@ static void matmul_all(const char *mr_opt, bool mr)
             for (size_t r = 0; r < FD_ARRAY_LEN(rows); r++)
                 for (int v = 0; v < 3; v++)
                     mm_case(be, types[t], shapes[s][0], shapes[s][1], rows[r], v,
-                            rows[r] >= blas_from(types[t], mr));
+                            rows[r] >= blas_from(types[t], mr_all));
         }
     fb_destroy(be);
 }
 
-START_TEST(test_matmul) { matmul_all("mr=1", true); }
+START_TEST(test_matmul) { matmul_all("mr=2", true); }
 END_TEST
 
 START_TEST(test_matmul_mr0) { matmul_all("mr=0", false); }
@@ -218,18 +218,24 @@ START_TEST(test_matmul_paths)
     mm_case(be, GG_BF16, 512, 100, 2, 1, true);
     mm_case(be, GG_Q8_0, 512, 100, 1, 2, false);
     mm_case(be, GG_Q8_0, 512, 100, 3, 1, true);
-    /* back to the default (the multi-row kernel up to 8 rows, cuBLAS from 9), the fp32
-     * multi-row GEMV (mr=0: cuBLAS from 5 rows of 16-bit weights), and back */
+    /* back to the default (mr=1: Q8_0's 6-8 rows on the multi-row kernel, its 2-5 on the fp32
+     * multi-row GEMV, cuBLAS from 5 rows of 16-bit weights), every type's 2-8 rows on the
+     * multi-row kernel (mr=2, cuBLAS from 9), the fp32 multi-row GEMV alone (mr=0), and back */
     ck_assert_int_eq(fb_set_option(be, "gemm_rows=auto"), 0);
     mm_case(be, GG_BF16, 512, 100, 4, 1, false);
+    mm_case(be, GG_BF16, 512, 100, 5, 1, true);
+    mm_case(be, GG_Q8_0, 512, 100, 5, 1, false);
+    mm_case(be, GG_Q8_0, 512, 100, 6, 1, false);
+    mm_case(be, GG_Q8_0, 512, 100, 8, 2, false);
+    mm_case(be, GG_Q8_0, 512, 100, 9, 1, true);
+    ck_assert_int_eq(fb_set_option(be, "mr=2"), 0);
     mm_case(be, GG_BF16, 512, 100, 8, 1, false);
     mm_case(be, GG_BF16, 512, 100, 9, 1, true);
-    mm_case(be, GG_Q8_0, 512, 100, 8, 1, false);
     ck_assert_int_eq(fb_set_option(be, "mr=0"), 0);
     mm_case(be, GG_BF16, 512, 100, 4, 1, false);
     mm_case(be, GG_BF16, 512, 100, 5, 1, true);
     mm_case(be, GG_Q8_0, 512, 100, 8, 1, false);
-    ck_assert_int_eq(fb_set_option(be, "mr=1"), 0);
+    ck_assert_int_eq(fb_set_option(be, "mr=2"), 0);
     mm_case(be, GG_F16, 512, 100, 5, 2, false);
     ck_assert_int_eq(fb_set_option(be, "gemm_rows=9"), 0);
     mm_case(be, GG_BF16, 512, 100, 8, 2, false);
@@ -661,7 +667,7 @@ START_TEST(test_bad_input)
     ck_assert_int_eq(fb_set_option(be, "gemm_rows=0"), FD_ECONFIG);
     ck_assert_int_eq(fb_set_option(be, "gemm_rows=autox"), FD_ECONFIG);
     ck_assert_int_eq(fb_set_option(be, "gemm_rows=16"), 0);
-    ck_assert_int_eq(fb_set_option(be, "mr=2"), FD_ECONFIG);
+    ck_assert_int_eq(fb_set_option(be, "mr=3"), FD_ECONFIG);
     ck_assert_int_eq(fb_set_option(be, "mr="), FD_ECONFIG);
     ck_assert_int_eq(fb_set_option(be, "stage=3"), FD_ECONFIG);
     ck_assert_int_eq(fb_set_option(be, "steptime=2"), FD_ECONFIG);

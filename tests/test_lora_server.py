@@ -91,8 +91,16 @@ def main():
 
             # global scales at start (1, 0.5) apply to a request without "lora"
             start = complete(d)
+            st, _, out = d.get("/metrics")
+            check(('fusiond_lora_adapter_scale{id="0",path="%s"} 1\n' % a0).encode() in out and
+                  ('fusiond_lora_adapter_scale{id="1",path="%s"} 0.5\n' % a1).encode() in out,
+                  "/metrics names the adapters and their scales")
             st, _, js = d.post("/lora-adapters", [])
             check(st == 200 and js == {"success": True}, "POST [] %s %s" % (st, js))
+            st, _, out = d.get("/metrics")
+            check(b'fusiond_lora_adapter_scale{id="0",path="' in out and
+                  b'fusiond_lora_adapter_scale{id="1",path="%s"} 0\n' % a1.encode() in out,
+                  "/metrics follows POST /lora-adapters")
             st, _, out = d.get("/lora-adapters")
             check([e["scale"] for e in json.loads(out)] == [0, 0], "all scales 0: %s" % out)
 

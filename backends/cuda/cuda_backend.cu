@@ -16,15 +16,16 @@
  * before the conversion, where unnormalized activations could overflow fp16), with Q8_0
  * tiles dequantized to fp16 on the way.
  *
- * Products of 2..GEMV_MR_MAX rows (option mr=1, the default, on sm_80 and later) take the
- * multi-row kernel, which feeds each weight tile once to the tensor cores for all the rows
- * (activations split into three bf16 parts: fp32 accuracy): it reads the weights once and its
- * instructions per weight do not grow with the rows, so up to 8 rows should cost about what
- * one row's weight read does (bench/cuda/gemv-rows.sh times it); cuBLAS from GEMV_MR_MAX + 1.
- * With mr=0 (the fp32 multi-row GEMV, kept for comparison) gemm_rows is by default 5 for
- * 16-bit weights (that GEMV of 5-8 fp32 rows is bound by its FMAs: at 8 rows on an H200 cuBLAS
- * takes 0.55x its time, 1B and 8B) and 9 for the others (Q8_0 tiles would be dequantized for
- * every step; F32 is for tests).
+ * The multi-row kernel (sm_80 and later) feeds each weight tile once to the tensor cores for
+ * all of 2..GEMV_MR_MAX rows (activations split into three bf16 parts: fp32 accuracy).  On an
+ * H200 (bench/cuda/gemv-rows.sh, BENCHMARKS.md) it runs at 1.55-2.2x one row's time for any
+ * row count: ahead of the fp32 multi-row GEMV for Q8_0 weights from 6 rows (0.61-0.95x its
+ * time), behind it at 2-4 rows (1.0-1.5x), and behind cuBLAS for 16-bit weights of the 8B
+ * shape (1.07-1.33x).  So option mr=1 (the default) gives it Q8_0 products of MR_FROM_Q8..
+ * GEMV_MR_MAX rows only; mr=2 gives it every type's 2..GEMV_MR_MAX rows (for measuring), mr=0
+ * none.  Otherwise gemm_rows is by default 5 for 16-bit weights (the fp32 multi-row GEMV of
+ * 5-8 rows is bound by its FMAs: at 8 rows on an H200 cuBLAS takes 0.55x its time, 1B and 8B)
+ * and 9 for the others (Q8_0 tiles would be dequantized for every step; F32 is for tests).
  *
  * CUDA graphs: between FB_MARK_STEP_BEGIN and _END, with fewer rows than gemm_rows, the ops
  * are recorded instead of launched: every launch is a kernel, a grid and the bytes of one
@@ -61,9 +62,9 @@
  * name and the line, and the op returns FD_EBACKEND.  Errors that poison the context (an
  * illegal address, say) make every later op fail too.
  *
- * Options: gemm_rows=N|auto (cuBLAS from N rows; default auto: GEMV_MR_MAX + 1 with mr=1; with
- * mr=0 5 for 16-bit weights, 9 for others), mr=0|1 (2..GEMV_MR_MAX rows on the multi-row
- * tensor-core kernel; default 1, in effect where the device has bf16 tensor cores),
+ * Options: gemm_rows=N|auto (cuBLAS from N rows; default auto: GEMV_MR_MAX + 1 with mr=2,
+ * else 5 for 16-bit weights, 9 for others), mr=0|1|2 (which rows take the multi-row
+ * tensor-core kernel, see above; default 1, in effect where the device has bf16 tensor cores),
  * graphs=0|1 (default 1), graph_layers=N (segment length; 0 = whole step; default 2),
  * timing=1 (device time of every op by class into fb_stats_t.dev_s, with CUDA events;
  * turns graphs off), nonorm=1 (benchmarks only: skips every normalization, a lower bound that
@@ -169,7 +170,8 @@ typedef struct fcuda {
     int err;                 /* sticky FD_EBACKEND after a context-poisoning error */
     /* options */
     int gemm_rows;           /* 0: by weight type (gemm_from) */
-    bool mr;                 /* option mr: 2..GEMV_MR_MAX rows on the multi-row kernel */
+    int mr;                  /* option mr: 0, 1 (Q8_0's MR_FROM_Q8..GEMV_MR_MAX rows on the
+                                multi-row kernel) or 2 (every type's 2..GEMV_MR_MAX rows) */
     bool tc;                 /* the device has bf16 tensor cores (sm_80 and later) */
     int graph_layers, attn_splits;
     int stage;               /* one-row products staging x in shared memory: 0 none, 1 with
@@ -516,29 +518,37 @@ static int build_add(fcuda_t *c, graph_t *g, const op_rec_t *op)
 
 /* The fewest activation rows that go to cuBLAS for weights of wtype, and the fewest for any
  * type (a step of fewer rows has no cuBLAS call, so it can be a graph).  GEMV_MR_MAX is the
- * crossover of the multi-row kernel (mr=1) with cuBLAS, set at the kernel's limit (8 activation
- * rows, the n of one mma.m16n8k16): its instructions per weight do not grow with the row
- * count, so it is expected to stay ahead of cuBLAS up to there (bench/cuda/gemv-rows.sh times
- * both; lower it here if a row count proves faster on cuBLAS); the GEMM_ROWS_* are the fp32
- * multi-row GEMV's (mr=0). */
+ * multi-row kernel's limit (8 activation rows, the n of one mma.m16n8k16); MR_FROM_Q8 where it
+ * overtakes the fp32 multi-row GEMV on Q8_0 weights (measured at 6 and 8 rows: 0.61-0.95x;
+ * 4 rows: 1.0-1.2x); the GEMM_ROWS_* are the fp32 multi-row GEMV's crossovers with cuBLAS. */
 #define GEMV_MR_MAX 8
 static_assert(GEMV_MR_MAX <= FCU_GEMV_MAX_ROWS, "the multi-row kernel's rows are one launch's");
+#define MR_FROM_Q8 6
 #define GEMM_ROWS_16 5
 #define GEMM_ROWS_OTHER 9
-static bool mr_on(const fcuda_t *c) { return c->mr && c->tc; }
+static bool mr_all(const fcuda_t *c) { return c->mr == 2 && c->tc; }
+
+/* The fewest rows of weights of wtype that take the multi-row kernel (above GEMV_MR_MAX:
+ * none). */
+static int mr_from(const fcuda_t *c, int wtype)
+{
+    if (!c->tc || c->mr == 0)
+        return GEMV_MR_MAX + 1;
+    return c->mr == 2 ? 2 : wtype == FCU_W_Q8 ? MR_FROM_Q8 : GEMV_MR_MAX + 1;
+}
 
 static int gemm_from(const fcuda_t *c, int wtype)
 {
     if (c->gemm_rows > 0)
         return c->gemm_rows;
-    if (mr_on(c))
+    if (mr_all(c))
         return GEMV_MR_MAX + 1;
     return wtype == FCU_W_F16 || wtype == FCU_W_BF16 ? GEMM_ROWS_16 : GEMM_ROWS_OTHER;
 }
 
 static int gemm_min(const fcuda_t *c)
 {
-    return c->gemm_rows > 0 ? c->gemm_rows : mr_on(c) ? GEMV_MR_MAX + 1 : GEMM_ROWS_16;
+    return c->gemm_rows > 0 ? c->gemm_rows : mr_all(c) ? GEMV_MR_MAX + 1 : GEMM_ROWS_16;
 }
 
 /* The product kernel for R activation rows (vec: n_in % 8 == 0, aligned rows); glu: the GLU
@@ -546,7 +556,7 @@ static int gemm_min(const fcuda_t *c)
 static const void *gemv_kernel(const fcuda_t *c, int wtype, int R, bool vec, bool glu, int n_in,
                                int n_out, int *rpb, int *threads)
 {
-    if (vec && mr_on(c) && R >= 2 && R <= GEMV_MR_MAX)
+    if (vec && R >= mr_from(c, wtype) && R <= GEMV_MR_MAX)
         return fcu_k_gemv_mr(wtype, glu, n_out, rpb, threads);
     return glu ? fcu_k_gemv_glu(wtype, R, n_in, rpb, threads)
                : fcu_k_gemv(wtype, R, vec, n_in, rpb, threads);
@@ -2062,8 +2072,8 @@ static int parse_option(fcuda_t *c, const char *o, char *err, size_t errlen)
         c->gemm_rows = (int)n;
     } else if (kl == 9 && !strncmp(o, "gemm_rows", kl) && !strcmp(v, "auto")) {
         c->gemm_rows = 0;
-    } else if (kl == 2 && !strncmp(o, "mr", kl) && b01) {
-        c->mr = n;
+    } else if (kl == 2 && !strncmp(o, "mr", kl) && num && n >= 0 && n <= 2) {
+        c->mr = (int)n;
     } else if (kl == 6 && !strncmp(o, "graphs", kl) && b01) {
         c->graphs = n;
     } else if (kl == 12 && !strncmp(o, "graph_layers", kl) && num && n >= 0 && n <= 1 << 20) {
@@ -2085,9 +2095,9 @@ static int parse_option(fcuda_t *c, const char *o, char *err, size_t errlen)
                n <= FCU_ATTD_MAX_SPLIT) {
         c->attn_splits = (int)n;
     } else {
-        snprintf(err, errlen, "cuda backend: bad option \"%s\" (gemm_rows=N|auto, mr=0|1, graphs=0|1, "
-                 "graph_layers=N, timing=0|1, nonorm=0|1, pdl=0|1|2, pdl_blocks=N, stage=0|1|2, "
-                 "steptime=0|1, attn_splits=1..%d)", o,
+        snprintf(err, errlen, "cuda backend: bad option \"%s\" (gemm_rows=N|auto, mr=0|1|2, "
+                 "graphs=0|1, graph_layers=N, timing=0|1, nonorm=0|1, pdl=0|1|2, pdl_blocks=N, "
+                 "stage=0|1|2, steptime=0|1, attn_splits=1..%d)", o,
                  FCU_ATTD_MAX_SPLIT);
         return FD_ECONFIG;
     }
@@ -2102,7 +2112,7 @@ static int cuda_set_option(fb_backend_t *be, const char *kv)
     if (rc)
         return rc;
     const int pdl = c->pdl, pdl_blocks = c->pdl_blocks;
-    const bool mr = c->mr;
+    const int mr = c->mr;
     rc = parse_option(c, kv, err, sizeof(err));
     if (rc)
         fd_log(FD_LOG_WARN, "%s", err);
@@ -2117,12 +2127,15 @@ static int cuda_set_option(fb_backend_t *be, const char *kv)
 static void cuda_describe(fb_backend_t *be, char *buf, size_t len)
 {
     const fcuda_t *c = (const fcuda_t *)be;
-    char from[64];
+    char from[96];
     if (c->gemm_rows > 0)
         snprintf(from, sizeof(from), "%d rows", c->gemm_rows);
-    else if (mr_on(c))
+    else if (mr_all(c))
         snprintf(from, sizeof(from), "%d rows (2-%d on the multi-row kernel)", GEMV_MR_MAX + 1,
                  GEMV_MR_MAX);
+    else if (c->mr && c->tc)
+        snprintf(from, sizeof(from), "%d rows (16-bit weights) or %d (Q8_0's %d-%d on the "
+                 "multi-row kernel)", GEMM_ROWS_16, GEMM_ROWS_OTHER, MR_FROM_Q8, GEMV_MR_MAX);
     else
         snprintf(from, sizeof(from), "%d rows (16-bit weights) or %d", GEMM_ROWS_16,
                  GEMM_ROWS_OTHER);
@@ -2252,7 +2265,7 @@ extern "C" int fb_cuda_create(const fb_config_t *cfg, fb_backend_t **out, char *
     c->base.ops = &cuda_ops;
     c->dev = dev;
     c->gemm_rows = 0;
-    c->mr = true;
+    c->mr = 1;
     c->graphs = true;
     c->graph_layers = 2;
     c->pdl = 2; /* measured: a gain in one-row steps, a loss at 8 rows (docs/gpu.md) */

@@ -2625,6 +2625,45 @@ START_TEST(test_model_open_errors)
 }
 END_TEST
 
+/* The gemma3 random model of the ring tests (window 8, 5 of 6 layers local) written to a
+ * fresh file made from the mkstemp template path. */
+static void write_swa_model(char *path, uint64_t seed)
+{
+    char err[256];
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    gguf_w_llama_t sp = { .name = "swa", .arch = "gemma3", .n_embd = 64, .n_layer = 6,
+                          .n_head = 4, .n_head_kv = 2, .head_dim = 32, .n_ff = 160,
+                          .n_vocab = 512, .n_ctx = 256, .rope_base = 1e6f, .norm_eps = 1e-6f,
+                          .tied = true, .wtype = GG_F32, .seed = seed, .n_swa = 8 };
+    ck_assert_msg(gguf_w_llama_write(&sp, path, 1, err, sizeof(err)) == 0, "%s", err);
+}
+
+/* The ring tests' engine: one thread, one request at a time, 8-token prefill chunks; full
+ * keeps every position (swa_full), otherwise the sliding-window layers keep rings. */
+static void swa_params(eng_params_t *p, const char *path, bool full)
+{
+    eng_params_default(p);
+    p->model_path = path;
+    p->threads = 1;
+    p->max_running = 1;
+    p->prefill_chunk = 8;
+    p->swa_full = full;
+}
+
+/* A full cache's answer and a ring's: n greedy tokens each, the same tokens, their
+ * log-probabilities within 1e-4; what names the case in a failure. */
+static void assert_same_answer(const coll_t *full, const coll_t *ring, int n, const char *what)
+{
+    ck_assert_int_eq(full->n, n);
+    ck_assert_int_eq(ring->n, n);
+    for (int k = 0; k < n; k++)
+        ck_assert_msg(full->tok[k] == ring->tok[k] && fabsf(full->lp[k] - ring->lp[k]) < 1e-4f,
+                      "%stoken %d: %d (%g) full, %d (%g) ring", what, k, full->tok[k],
+                      full->lp[k], ring->tok[k], ring->lp[k]);
+}
+
 /* The prefix cache over sliding-window rings: a gemma3 random model (window 8, 5 of 6 layers
  * local; 17-token steps, so rings of 8 + 17 - 1 = 24 positions) served with and without
  * swa_full, both with the prefix cache.  A prompt of 40 tokens, then that prompt and its
@@ -2637,25 +2676,13 @@ END_TEST
 START_TEST(test_prefix_cache_ring)
 {
     char path[] = "/tmp/fusiond-engine-swa-XXXXXX", err[256];
-    int fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    close(fd);
-    gguf_w_llama_t sp = { .name = "swa", .arch = "gemma3", .n_embd = 64, .n_layer = 6,
-                          .n_head = 4, .n_head_kv = 2, .head_dim = 32, .n_ff = 160,
-                          .n_vocab = 512, .n_ctx = 256, .rope_base = 1e6f, .norm_eps = 1e-6f,
-                          .tied = true, .wtype = GG_F32, .seed = 78, .n_swa = 8 };
-    ck_assert_msg(gguf_w_llama_write(&sp, path, 1, err, sizeof(err)) == 0, "%s", err);
+    write_swa_model(path, 78);
     eng_t *eng[2], *slot[2];
     for (int i = 0; i < 2; i++) {
         eng_params_t p;
-        eng_params_default(&p);
-        p.model_path = path;
-        p.threads = 1;
-        p.max_running = 1;
-        p.prefill_chunk = 8;
+        swa_params(&p, path, i == 0);
         p.prefix_cache = true;
         p.prefix_cache_min = 4;
-        p.swa_full = i == 0;
         eng[i] = open_checked(&p, &slot[i]);
     }
     ck_assert_uint_eq(eng_info(eng[0])->swa_ring, 0);
@@ -2686,12 +2713,9 @@ START_TEST(test_prefix_cache_ring)
         eng_stats_t st;
         eng_stats(eng[1], &st);
         ck_assert_uint_eq(st.cache_ring_misses, turn[t].misses);
-        ck_assert_int_eq(c[0]->n, 24);
-        ck_assert_int_eq(c[1]->n, 24);
-        for (int k = 0; k < 24; k++)
-            ck_assert_msg(c[0]->tok[k] == c[1]->tok[k] && fabsf(c[0]->lp[k] - c[1]->lp[k]) < 1e-4f,
-                          "turn %d token %d: %d (%g) full, %d (%g) ring", t, k, c[0]->tok[k],
-                          c[0]->lp[k], c[1]->tok[k], c[1]->lp[k]);
+        char what[16];
+        snprintf(what, sizeof what, "turn %d ", t);
+        assert_same_answer(c[0], c[1], 24, what);
         if (t == 0)
             memcpy(conv + 40, c[0]->tok, 24 * sizeof *conv);
         coll_free(c[0]);
@@ -2713,14 +2737,7 @@ END_TEST
 START_TEST(test_spec_ring)
 {
     char path[] = "/tmp/fusiond-engine-swaspec-XXXXXX", err[256];
-    int fd = mkstemp(path);
-    ck_assert_int_ge(fd, 0);
-    close(fd);
-    gguf_w_llama_t sp = { .name = "swa", .arch = "gemma3", .n_embd = 64, .n_layer = 6,
-                          .n_head = 4, .n_head_kv = 2, .head_dim = 32, .n_ff = 160,
-                          .n_vocab = 512, .n_ctx = 256, .rope_base = 1e6f, .norm_eps = 1e-6f,
-                          .tied = true, .wtype = GG_F32, .seed = 79, .n_swa = 8 };
-    ck_assert_msg(gguf_w_llama_write(&sp, path, 1, err, sizeof(err)) == 0, "%s", err);
+    write_swa_model(path, 79);
     int32_t prompt[40];
     for (int i = 0; i < 40; i++)
         prompt[i] = (int32_t)(11 + 53 * (i % 5));
@@ -2732,13 +2749,8 @@ START_TEST(test_spec_ring)
     eng_stats_t st[2];
     for (int i = 0; i < 2; i++) {
         eng_params_t p;
-        eng_params_default(&p);
-        p.model_path = path;
-        p.threads = 1;
-        p.max_running = 1;
-        p.prefill_chunk = 8;
+        swa_params(&p, path, i == 0);
         p.draft_max = 6;
-        p.swa_full = i == 0;
         eng_t *slot, *e = open_checked(&p, &slot);
         ck_assert_int_eq(eng_info(e)->swa_ring, i ? 24 : 0);
         c[i] = coll_new();
@@ -2752,12 +2764,7 @@ START_TEST(test_spec_ring)
     fprintf(stderr, "spec over rings: %llu draft tokens, %llu accepted\n",
             (unsigned long long)st[1].draft_tokens, (unsigned long long)st[1].draft_accepted);
     ck_assert_uint_gt(st[1].draft_tokens, st[1].draft_accepted);
-    ck_assert_int_eq(c[0]->n, 48);
-    ck_assert_int_eq(c[1]->n, 48);
-    for (int k = 0; k < 48; k++)
-        ck_assert_msg(c[0]->tok[k] == c[1]->tok[k] && fabsf(c[0]->lp[k] - c[1]->lp[k]) < 1e-4f,
-                      "token %d: %d (%g) full, %d (%g) ring", k, c[0]->tok[k], c[0]->lp[k],
-                      c[1]->tok[k], c[1]->lp[k]);
+    assert_same_answer(c[0], c[1], 48, "");
     coll_free(c[0]);
     coll_free(c[1]);
     unlink(path);

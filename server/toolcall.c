@@ -347,6 +347,28 @@ static int expect(const char *s, size_t *i, size_t len, const char *lit)
     return partial(s, *i, len, lit) ? SC_MORE : SC_BAD;
 }
 
+/* A call's arguments object, whitespace before it allowed, as the call's whole object (the
+ * formats that write the arguments bare after the name); its end in *end once closed. */
+static int scan_bare_args(const char *s, size_t i, size_t len, sc_call_t *c, size_t *end)
+{
+    tc_span_t *sp = &c->sp;
+    i = skip_ws(s, i, len);
+    if (i == len)
+        return SC_MORE;
+    if (s[i] != '{')
+        return SC_BAD;
+    size_t e;
+    sp->args_off = c->obj_off = i;
+    sp->args_started = true;
+    int rc = skip_value(s, i, len, &e);
+    sp->args_done = rc == SC_OK;
+    sp->args_len = (rc == SC_OK ? e : len) - i;
+    if (rc != SC_OK)
+        return rc;
+    c->obj_end = *end = e;
+    return SC_OK;
+}
+
 /* One DeepSeek call after its call-begin marker at s[i]: R1's 'function<｜tool▁sep｜>NAME\n'
  * + '```json\n' + arguments + '\n```', or V3.1's 'NAME<｜tool▁sep｜>' + arguments.  The name
  * is raw text (no quotes), so it ends at the newline (R1) or the separator (V3.1); the
@@ -389,20 +411,9 @@ static int scan_ds_call(scan_t *sc, size_t i, size_t *end)
             return rc;
         sp->name_done = true;
     }
-    i = skip_ws(s, i, len);
-    if (i == len)
-        return SC_MORE;
-    if (s[i] != '{')
-        return SC_BAD;
     size_t e;
-    sp->args_off = c->obj_off = i;
-    sp->args_started = true;
-    rc = skip_value(s, i, len, &e);
-    sp->args_done = rc == SC_OK;
-    sp->args_len = (rc == SC_OK ? e : len) - i;
-    if (rc != SC_OK)
+    if ((rc = scan_bare_args(s, i, len, c, &e)) != SC_OK)
         return rc;
-    c->obj_end = e;
     i = skip_ws(s, e, len);
     if (r1) {
         if (i == len)
@@ -543,20 +554,9 @@ static int scan_mistral3(scan_t *sc)
             return SC_BAD;
         }
         sp->name_done = true;
-        i = skip_ws(s, j, len);
-        if (i == len)
-            return SC_MORE;
-        if (s[i] != '{')
-            return SC_BAD;
-        size_t e;
-        sp->args_off = call->obj_off = i;
-        sp->args_started = true;
-        int rc = skip_value(s, i, len, &e);
-        sp->args_done = rc == SC_OK;
-        sp->args_len = (rc == SC_OK ? e : len) - i;
+        int rc = scan_bare_args(s, j, len, call, &i);
         if (rc != SC_OK)
             return rc;
-        call->obj_end = i = e;
     }
 }
 

@@ -33,6 +33,17 @@ static int parse(int fam, const char *text, bool parallel, tc_result_t *r)
     return tc_parse(fam, text, strlen(text), names, 2, parallel, 42, r);
 }
 
+/* Each of the n texts in bad is no call for family fam: -ENOENT and an empty result. */
+static void assert_no_calls(int fam, const char *const *bad, size_t n)
+{
+    tc_result_t r;
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_msg(parse(fam, bad[i], true, &r) == -ENOENT, "case %zu: %s", i, bad[i]);
+        ck_assert_uint_eq(r.n_calls, 0);
+        ck_assert_ptr_null(r.calls);
+    }
+}
+
 START_TEST(test_qwen)
 {
     tc_result_t r;
@@ -82,11 +93,7 @@ START_TEST(test_qwen)
         "<tool_call>\n{\"name\": \"clock\", \"arguments\": {}, \"x\": tru}\n</tool_call>",
         "<tool_call>\n{\"name\": \"cl\\u006fck\", \"arguments\": {}}\n</tool_call>",
     };
-    for (size_t i = 0; i < FD_ARRAY_LEN(malformed); i++) {
-        ck_assert_msg(parse(CHAT_QWEN, malformed[i], true, &r) == -ENOENT, "%s", malformed[i]);
-        ck_assert_uint_eq(r.n_calls, 0);
-        ck_assert_ptr_null(r.calls);
-    }
+    assert_no_calls(CHAT_QWEN, malformed, FD_ARRAY_LEN(malformed));
 }
 END_TEST
 
@@ -112,9 +119,7 @@ START_TEST(test_llama)
         "{\"name\": \"clock\", \"parameters\": {}",
         "",
     };
-    for (size_t i = 0; i < FD_ARRAY_LEN(malformed); i++)
-        ck_assert_msg(parse(CHAT_LLAMA31, malformed[i], true, &r) == -ENOENT, "%s",
-                      malformed[i]);
+    assert_no_calls(CHAT_LLAMA31, malformed, FD_ARRAY_LEN(malformed));
 }
 END_TEST
 
@@ -141,9 +146,7 @@ START_TEST(test_mistral)
         "[{\"name\": \"clock\", \"arguments\": {}}] ok?", "[{\"name\": \"clock\"}]",
         "Sure: [{\"name\": \"clock\", \"arguments\": {}}]",
     };
-    for (size_t i = 0; i < FD_ARRAY_LEN(malformed); i++)
-        ck_assert_msg(parse(CHAT_MISTRAL, malformed[i], true, &r) == -ENOENT, "%s",
-                      malformed[i]);
+    assert_no_calls(CHAT_MISTRAL, malformed, FD_ARRAY_LEN(malformed));
     ck_assert_int_eq(parse(CHAT_GEMMA, t, true, &r), -ENOTSUP);
     ck_assert_int_eq(parse(CHAT_CHATML, "<tool_call>\n{}", true, &r), -ENOTSUP);
 }
@@ -222,10 +225,7 @@ START_TEST(test_deepseek)
         CALL_B "function" SEP "clock\n```json\n{}\n```" CALL_E,      /* no calls-begin */
         CALLS_B R1_CALL("clock", "{}") R1_CALL("clock", "{}") CALLS_E "\x01",
     };
-    for (size_t i = 0; i < FD_ARRAY_LEN(malformed); i++) {
-        ck_assert_msg(parse(CHAT_DEEPSEEK_R1, malformed[i], true, &r) == -ENOENT, "case %zu", i);
-        ck_assert_uint_eq(r.n_calls, 0);
-    }
+    assert_no_calls(CHAT_DEEPSEEK_R1, malformed, FD_ARRAY_LEN(malformed));
 }
 END_TEST
 
@@ -277,11 +277,7 @@ START_TEST(test_mistral3)
         "Sure{\"a\": 1}",
         "Hello, clock{}",
     };
-    for (size_t i = 0; i < FD_ARRAY_LEN(malformed); i++) {
-        ck_assert_msg(parse(CHAT_MISTRAL3, malformed[i], true, &r) == -ENOENT, "%s",
-                      malformed[i]);
-        ck_assert_uint_eq(r.n_calls, 0);
-    }
+    assert_no_calls(CHAT_MISTRAL3, malformed, FD_ARRAY_LEN(malformed));
 }
 END_TEST
 
@@ -305,9 +301,7 @@ START_TEST(test_granite)
         "Sure: <|tool_call|>[{\"name\": \"clock\", \"arguments\": {}}]",
         "[TOOL_CALLS][{\"name\": \"clock\", \"arguments\": {}}]",
     };
-    for (size_t i = 0; i < FD_ARRAY_LEN(malformed); i++)
-        ck_assert_msg(parse(CHAT_GRANITE, malformed[i], true, &r) == -ENOENT, "%s",
-                      malformed[i]);
+    assert_no_calls(CHAT_GRANITE, malformed, FD_ARRAY_LEN(malformed));
 }
 END_TEST
 

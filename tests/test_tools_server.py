@@ -185,6 +185,32 @@ def error(d, b, param, what, code=None):
     return err.get("message", "")
 
 
+def history(call_id, name, arguments, result):
+    """The question, the assistant's one call and the tool's result for it."""
+    return USER + [{"role": "assistant", "content": None, "tool_calls": [{
+        "id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}]},
+        {"role": "tool", "tool_call_id": call_id, "content": result}]
+
+
+def schema_held(d, what):
+    """A named tool_choice of set_unit: the arguments are held to its schema."""
+    st, js = chat(d, body(None, tool_choice=SET_UNIT, max_tokens=200))
+    c = (js["choices"][0]["message"].get("tool_calls") or [{"function": {}}])[0]["function"]
+    check(c.get("name") == "set_unit" and json.loads(c.get("arguments") or "0") in (
+        {"unit": "c"}, {"unit": "f"}), "%s named, schema-held: %r" % (what, js["choices"][0]))
+
+
+def template_gguf(model, tmp, jinja, name, tokens):
+    """The model rewritten under tmp with the template tests/data/chat-templates/jinja."""
+    src = os.environ.get("top_srcdir", os.path.join(os.path.dirname(__file__), ".."))
+    with open(os.path.join(src, "tests", "data", "chat-templates", jinja),
+              encoding="utf-8") as f:
+        template = f.read()
+    path = os.path.join(tmp, name)
+    gguf_rewrite(model, path, template, 2048, tokens)
+    return path
+
+
 def main():
     model = loopback.shared_model()
     shared = os.path.dirname(os.path.dirname(model))
@@ -274,10 +300,7 @@ def main():
         check(st == 200 and "tool_calls" not in js["choices"][0]["message"] and
               js["choices"][0]["finish_reason"] == "length", "tool_choice none: %r" % js)
         # a history with a call and its result is rendered and answered
-        hist = USER + [{"role": "assistant", "content": None, "tool_calls": [{
-            "id": "call_1", "type": "function", "function": {"name": "get_weather",
-                                                            "arguments": '{"city": "Oslo"}'}}]},
-            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
+        hist = history("call_1", "get_weather", '{"city": "Oslo"}', "sunny")
         st, js = chat(d, body(None, messages=hist, max_tokens=2))
         check(st == 200, "history with tool results: %d %r" % (st, js))
         # bad requests
@@ -294,10 +317,7 @@ def main():
                          model=gguf) as d:
         st, js = chat(d, body(LLAMA_CALL))
         one_call(js, "get_weather", {"city": "Oslo"}, "llama3.1 call")
-        st, js = chat(d, body(None, tool_choice=SET_UNIT, max_tokens=200))
-        c = (js["choices"][0]["message"].get("tool_calls") or [{"function": {}}])[0]["function"]
-        check(c.get("name") == "set_unit" and json.loads(c.get("arguments") or "0") in (
-            {"unit": "c"}, {"unit": "f"}), "llama3.1 named, schema-held: %r" % js["choices"][0])
+        schema_held(d, "llama3.1")
         streamed_call(d, body(LLAMA_CALL), "get_weather", {"city": "Oslo"}, "llama3.1 call")
         # held back as a possible call, released as content when it is not one
         st, js = chat(d, body(NOT_A_CALL))
@@ -314,19 +334,13 @@ def main():
 
     with loopback.daemon(check, "mistral daemon exit", "--chat-template", "mistral",
                          model=gguf) as d:
-        st, js = chat(d, body(None, tool_choice=SET_UNIT, max_tokens=200))
-        c = (js["choices"][0]["message"].get("tool_calls") or [{"function": {}}])[0]["function"]
-        check(c.get("name") == "set_unit" and json.loads(c.get("arguments") or "0") in (
-            {"unit": "c"}, {"unit": "f"}), "mistral named, schema-held: %r" % js["choices"][0])
+        schema_held(d, "mistral")
         st, js = chat(d, body(MISTRAL_CALL))
         c = one_call(js, "get_weather", {"city": "Rome"}, "mistral call")
         check(len(c["id"]) == 9 and c["id"].isalnum(), "mistral call id " + c["id"])
         calls = streamed_call(d, body(MISTRAL_CALL), "get_weather", {"city": "Rome"}, "mistral call")
         # the id it gave comes back in the history and is accepted
-        hist = USER + [{"role": "assistant", "content": None, "tool_calls": [{
-            "id": c["id"], "type": "function", "function": {"name": "get_weather",
-                                                           "arguments": '{"city": "Rome"}'}}]},
-            {"role": "tool", "tool_call_id": c["id"], "content": "warm"}]
+        hist = history(c["id"], "get_weather", '{"city": "Rome"}', "warm")
         st, js = chat(d, body(None, messages=hist, max_tokens=2))
         check(st == 200, "mistral history with its own ids: %d %r" % (st, js))
         hist[1]["tool_calls"][0]["id"] = hist[2]["tool_call_id"] = "call_1"
@@ -335,13 +349,8 @@ def main():
 
     # DeepSeek-R1-Distill: its template has no tools list (chat.c writes llama-server's);
     # the generation prompt opens <think>, which a forced call closes first
-    src = os.environ.get("top_srcdir", os.path.join(os.path.dirname(__file__), ".."))
-    with open(os.path.join(src, "tests", "data", "chat-templates",
-                           "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"),
-              encoding="utf-8") as f:
-        r1_template = f.read()
-    r1_gguf = os.path.join(tmp, "r1-tools.gguf")
-    gguf_rewrite(model, r1_gguf, r1_template, 2048, R1_TOKENS)
+    r1_gguf = template_gguf(model, tmp, "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
+                            "r1-tools.gguf", R1_TOKENS)
     with loopback.daemon(check, "deepseek-r1 daemon exit", model=r1_gguf) as d:
         check(b"deepseek-r1" in d.logtext(), "the DeepSeek-R1 template is detected")
         st, with_tools = chat(d, body(R1_ANSWER))
@@ -362,18 +371,13 @@ def main():
               "r1 named: the arguments, then the end, no reasoning: %r" % js)
         streamed_call(d, body(NAMED_ARGS, tool_choice=named, max_tokens=3), "get_weather",
                       {"city": "Paris"}, "r1 named tool_choice")
-        st, js = chat(d, body(None, tool_choice=SET_UNIT, max_tokens=200))
-        c = (js["choices"][0]["message"].get("tool_calls") or [{"function": {}}])[0]["function"]
-        check(c.get("name") == "set_unit" and json.loads(c.get("arguments") or "0") in (
-            {"unit": "c"}, {"unit": "f"}), "r1 named, schema-held: %r" % js["choices"][0])
+        schema_held(d, "r1")
         st, js = chat(d, body(R1_REQUIRED_REST, tool_choice="required"))
         c = one_call(js, "clock", {}, "r1 required tool_choice")
         streamed_call(d, body(R1_REQUIRED_REST, tool_choice="required"), "clock", {},
                       "r1 required tool_choice")
         # its own call and the result come back in the history
-        hist = USER + [{"role": "assistant", "content": None, "tool_calls": [{
-            "id": c["id"], "type": "function", "function": {"name": "clock", "arguments": "{}"}}]},
-            {"role": "tool", "tool_call_id": c["id"], "content": "12:00"}]
+        hist = history(c["id"], "clock", "{}", "12:00")
         st, js = chat(d, body(R1_ANSWER, messages=hist))
         check(st == 200 and "tool_calls" not in js["choices"][0]["message"],
               "r1 history with its call and result: %d %r" % (st, js))
@@ -386,11 +390,8 @@ def main():
 
     # Mistral Small 3.2 / Devstral: [TOOL_CALLS]name[ARGS]{...}; the detokenizer of a real
     # model leaves those control tokens out, so a bare name{...} is a call too
-    with open(os.path.join(src, "tests", "data", "chat-templates",
-                           "unsloth-mistral-Devstral-Small-2507.jinja"), encoding="utf-8") as f:
-        m3_template = f.read()
-    m3_gguf = os.path.join(tmp, "mistral3-tools.gguf")
-    gguf_rewrite(model, m3_gguf, m3_template, 2048, M3_TOKENS)
+    m3_gguf = template_gguf(model, tmp, "unsloth-mistral-Devstral-Small-2507.jinja",
+                            "mistral3-tools.gguf", M3_TOKENS)
     with loopback.daemon(check, "mistral3 daemon exit", model=m3_gguf) as d:
         check(b"mistral3" in d.logtext(), "the Devstral template is detected as mistral3")
         st, js = chat(d, body(M3_CALL))
@@ -417,10 +418,7 @@ def main():
         check(js["usage"]["completion_tokens"] == 2, "mistral3 named: the arguments, then the end")
         streamed_call(d, body(NAMED_ARGS, tool_choice=named, max_tokens=3), "get_weather",
                       {"city": "Paris"}, "mistral3 named tool_choice")
-        st, js = chat(d, body(None, tool_choice=SET_UNIT, max_tokens=200))
-        c = (js["choices"][0]["message"].get("tool_calls") or [{"function": {}}])[0]["function"]
-        check(c.get("name") == "set_unit" and json.loads(c.get("arguments") or "0") in (
-            {"unit": "c"}, {"unit": "f"}), "mistral3 named, schema-held: %r" % js["choices"][0])
+        schema_held(d, "mistral3")
         st, js = chat(d, body(M3_REQUIRED_REST, tool_choice="required"))
         c = one_call(js, "clock", {}, "mistral3 required tool_choice")
         # no call: held back while it could be one, then content
@@ -430,18 +428,13 @@ def main():
         content, calls, finishes = assemble(stream(d, body(M3_NOT_A_CALL)))
         check(content == M3_TOKENS[M3_NOT_A_CALL] and not calls and finishes == ["length"],
               "mistral3 not a call streamed: %r %r" % (content, finishes))
-        hist = USER + [{"role": "assistant", "content": None, "tool_calls": [{
-            "id": c["id"], "type": "function", "function": {"name": "clock", "arguments": "{}"}}]},
-            {"role": "tool", "tool_call_id": c["id"], "content": "12:00"}]
+        hist = history(c["id"], "clock", "{}", "12:00")
         st, js = chat(d, body(None, messages=hist, max_tokens=2))
         check(st == 200, "mistral3 history with its call and result: %d %r" % (st, js))
 
     # IBM Granite 3.3: <|tool_call|>[{"name", "arguments"}, ...]
-    with open(os.path.join(src, "tests", "data", "chat-templates",
-                           "ibm-granite-granite-3.3-2B-Instruct.jinja"), encoding="utf-8") as f:
-        g_template = f.read()
-    g_gguf = os.path.join(tmp, "granite-tools.gguf")
-    gguf_rewrite(model, g_gguf, g_template, 2048, G_TOKENS)
+    g_gguf = template_gguf(model, tmp, "ibm-granite-granite-3.3-2B-Instruct.jinja",
+                           "granite-tools.gguf", G_TOKENS)
     with loopback.daemon(check, "granite daemon exit", model=g_gguf) as d:
         check(b"granite" in d.logtext(), "the Granite template is detected")
         st, js = chat(d, body(G_CALL))
@@ -460,9 +453,7 @@ def main():
                       {"city": "Paris"}, "granite named tool_choice")
         st, js = chat(d, body(G_REQUIRED_REST, tool_choice="required"))
         one_call(js, "clock", {}, "granite required tool_choice")
-        hist = USER + [{"role": "assistant", "content": None, "tool_calls": [{
-            "id": "call_1", "type": "function", "function": {"name": "clock", "arguments": "{}"}}]},
-            {"role": "tool", "tool_call_id": "call_1", "content": "12:00"}]
+        hist = history("call_1", "clock", "{}", "12:00")
         st, js = chat(d, body(None, messages=hist, max_tokens=2))
         check(st == 200, "granite history with a call and its result: %d %r" % (st, js))
 

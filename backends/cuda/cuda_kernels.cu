@@ -678,38 +678,34 @@ __device__ __forceinline__ void split_bf16(const float (&f)[8], uint32_t (&q)[NP
 /* Weight access of the multi-row kernel: NW bf16 parts, U tiles in flight. */
 template <int T> struct TC;
 
-template <> struct TC<FCU_W_BF16> {
-    static constexpr int NW = 1, U = 4;
+/* The 16-bit types' loads: 8 weights in one 16-byte load, no scale. */
+struct TC16 {
     typedef uint4 raw;
     static __device__ __forceinline__ void load(raw &r, const fcu_gemv_p &p, int64_t row, int j,
                                                 bool ok)
     {
         r = ok ? __ldcs(reinterpret_cast<const uint4 *>((const uint16_t *)p.w + row * p.n_in + j))
                : make_uint4(0, 0, 0, 0);
-    }
-    static __device__ __forceinline__ void parts(const raw &r, uint32_t (&q)[NW][4])
-    {
-        q[0][0] = r.x; q[0][1] = r.y; q[0][2] = r.z; q[0][3] = r.w; /* bf16 pairs already */
     }
     static __device__ __forceinline__ float scale(const raw &) { return 1.f; }
 };
 
-template <> struct TC<FCU_W_F16> {
-    static constexpr int NW = 2, U = 4;
-    typedef uint4 raw;
-    static __device__ __forceinline__ void load(raw &r, const fcu_gemv_p &p, int64_t row, int j,
-                                                bool ok)
+template <> struct TC<FCU_W_BF16> : TC16 {
+    static constexpr int NW = 1, U = 4;
+    static __device__ __forceinline__ void parts(const raw &r, uint32_t (&q)[NW][4])
     {
-        r = ok ? __ldcs(reinterpret_cast<const uint4 *>((const uint16_t *)p.w + row * p.n_in + j))
-               : make_uint4(0, 0, 0, 0);
+        q[0][0] = r.x; q[0][1] = r.y; q[0][2] = r.z; q[0][3] = r.w; /* bf16 pairs already */
     }
+};
+
+template <> struct TC<FCU_W_F16> : TC16 {
+    static constexpr int NW = 2, U = 4;
     static __device__ __forceinline__ void parts(const raw &r, uint32_t (&q)[NW][4])
     {
         float f[8];
         WT<FCU_W_F16>::cvt(r, f);
         split_bf16<NW>(f, q);
     }
-    static __device__ __forceinline__ float scale(const raw &) { return 1.f; }
 };
 
 template <> struct TC<FCU_W_F32> {

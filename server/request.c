@@ -1587,6 +1587,17 @@ static int parse_native_common(const cJSON *root, rq_t *r, rq_err_t *e)
     return 0;
 }
 
+/* llama-server's sampling defaults for its native endpoints (/completion, /infill), and
+ * n_predict -1: until the context is full. */
+static void native_defaults(rq_t *r)
+{
+    r->sampling.temperature = 0.8f;
+    r->sampling.top_k = 40;
+    r->sampling.top_p = 0.95f;
+    r->sampling.min_p = 0.05f;
+    r->max_tokens = RQ_TO_CONTEXT;
+}
+
 /* /infill's own fields, with llama-server's messages. */
 static int parse_infill(const cJSON *root, rq_t *r, rq_err_t *e)
 {
@@ -1644,12 +1655,7 @@ static int parse_infill(const cJSON *root, rq_t *r, rq_err_t *e)
     }
     if ((rc = parse_native_common(root, r, e)))
         return rc;
-    /* llama-server's sampling defaults for its native endpoints */
-    r->sampling.temperature = 0.8f;
-    r->sampling.top_k = 40;
-    r->sampling.top_p = 0.95f;
-    r->sampling.min_p = 0.05f;
-    r->max_tokens = RQ_TO_CONTEXT;
+    native_defaults(r);
     return 0;
 }
 
@@ -1664,11 +1670,7 @@ static int parse_native(const cJSON *root, rq_t *r, rq_err_t *e)
     if ((rc = get_bool(root, "return_tokens", &r->return_tokens, e)) ||
         (rc = get_bool(root, "cache_prompt", &r->cache_prompt, e)))
         return rc;
-    r->sampling.temperature = 0.8f;
-    r->sampling.top_k = 40;
-    r->sampling.top_p = 0.95f;
-    r->sampling.min_p = 0.05f;
-    r->max_tokens = RQ_TO_CONTEXT;
+    native_defaults(r);
     return 0;
 }
 

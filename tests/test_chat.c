@@ -91,6 +91,27 @@ static char *fmt(int family, const chat_msg_t *m, size_t n, const char *bos, con
     return out;
 }
 
+/* chat_tool_prefill(family, name) succeeds with want. */
+static void assert_prefill(int family, const char *name, const char *want)
+{
+    char *p = NULL;
+    ck_assert_int_eq(chat_tool_prefill(family, name, &p), 0);
+    ck_assert_str_eq(p, want);
+    free(p);
+}
+
+/* The repository's copy of a real template (tests/data/chat-templates/file) is detected as
+ * family. */
+static void assert_detects(const char *file, int family)
+{
+    char rel[256];
+    size_t n;
+    snprintf(rel, sizeof rel, "tests/data/chat-templates/%s", file);
+    char *t = tu_slurp(tu_src(rel), &n);
+    ck_assert_int_eq(chat_detect(t, n), family);
+    free(t);
+}
+
 START_TEST(test_families)
 {
     for (size_t i = 0; i < FD_ARRAY_LEN(expected); i++) {
@@ -480,12 +501,8 @@ START_TEST(test_prefill_and_json)
         {CHAT_MISTRAL, NULL, "[TOOL_CALLS][{\"name\": \""},
         {CHAT_MISTRAL, "f", "[TOOL_CALLS][{\"name\": \"f\", \"arguments\": "},
     };
-    for (size_t i = 0; i < FD_ARRAY_LEN(pre); i++) {
-        char *p = NULL;
-        ck_assert_int_eq(chat_tool_prefill(pre[i].family, pre[i].name, &p), 0);
-        ck_assert_str_eq(p, pre[i].want);
-        free(p);
-    }
+    for (size_t i = 0; i < FD_ARRAY_LEN(pre); i++)
+        assert_prefill(pre[i].family, pre[i].name, pre[i].want);
     /* what Python's json.dumps(ensure_ascii=False) prints for the same values */
     char *j = NULL;
     ck_assert_int_eq(chat_pyjson("{\"a\": [0.5, 1e-05, 1e16, 3, -2.5, 1.5e300, 123456.789, 0.1],"
@@ -581,10 +598,7 @@ START_TEST(test_qwen3)
     ck_assert_str_eq(chat_tool_close(CHAT_QWEN3), "}\n</tool_call>");
     ck_assert_int_eq(chat_family_from_name("qwen3"), CHAT_QWEN3);
     /* the template Qwen3's GGUFs carry (tests/data/chat-templates) */
-    size_t n;
-    char *t = tu_slurp(tu_src("tests/data/chat-templates/Qwen-Qwen3-0.6B.jinja"), &n);
-    ck_assert_int_eq(chat_detect(t, n), CHAT_QWEN3);
-    free(t);
+    assert_detects("Qwen-Qwen3-0.6B.jinja", CHAT_QWEN3);
 }
 END_TEST
 
@@ -676,18 +690,11 @@ START_TEST(test_deepseek_r1)
     ck_assert(chat_has_thinking(CHAT_DEEPSEEK_R1));
     ck_assert_str_eq(chat_tool_close(CHAT_DEEPSEEK_R1),
                      "\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>");
-    char *p = NULL;
-    ck_assert_int_eq(chat_tool_prefill(CHAT_DEEPSEEK_R1, "f", &p), 0);
-    ck_assert_str_eq(p, "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>f\n"
-                        "```json\n");
-    free(p);
+    assert_prefill(CHAT_DEEPSEEK_R1, "f", "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function"
+                                          "<｜tool▁sep｜>f\n```json\n");
     ck_assert_int_eq(chat_family_from_name("deepseek-r1"), CHAT_DEEPSEEK_R1);
     ck_assert_str_eq(chat_family_name(CHAT_DEEPSEEK_R1), "deepseek-r1");
-    size_t n;
-    char *t = tu_slurp(tu_src("tests/data/chat-templates/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"),
-                       &n);
-    ck_assert_int_eq(chat_detect(t, n), CHAT_DEEPSEEK_R1);
-    free(t);
+    assert_detects("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", CHAT_DEEPSEEK_R1);
     /* one marker alone is not the family */
     ck_assert_int_eq(chat_detect("<｜User｜>{{x}}", strlen("<｜User｜>{{x}}")), -ENOENT);
 }
@@ -726,19 +733,10 @@ START_TEST(test_mistral3)
     ck_assert(chat_has_tools(CHAT_MISTRAL3));
     ck_assert(!chat_has_thinking(CHAT_MISTRAL3));
     ck_assert_str_eq(chat_tool_close(CHAT_MISTRAL3), "");
-    char *p = NULL;
-    ck_assert_int_eq(chat_tool_prefill(CHAT_MISTRAL3, "get_x", &p), 0);
-    ck_assert_str_eq(p, "[TOOL_CALLS]get_x[ARGS]");
-    free(p);
-    ck_assert_int_eq(chat_tool_prefill(CHAT_MISTRAL3, NULL, &p), 0);
-    ck_assert_str_eq(p, "[TOOL_CALLS]");
-    free(p);
+    assert_prefill(CHAT_MISTRAL3, "get_x", "[TOOL_CALLS]get_x[ARGS]");
+    assert_prefill(CHAT_MISTRAL3, NULL, "[TOOL_CALLS]");
     ck_assert_int_eq(chat_family_from_name("mistral3"), CHAT_MISTRAL3);
-    size_t n;
-    char *t = tu_slurp(tu_src("tests/data/chat-templates/unsloth-mistral-Devstral-Small-2507.jinja"),
-                       &n);
-    ck_assert_int_eq(chat_detect(t, n), CHAT_MISTRAL3);
-    free(t);
+    assert_detects("unsloth-mistral-Devstral-Small-2507.jinja", CHAT_MISTRAL3);
     const char *nemo = "{{ '[INST]' }}{{ '[TOOL_CALLS]' }}{{ '[SYSTEM_PROMPT]' }}";
     ck_assert_int_eq(chat_detect(nemo, strlen(nemo)), CHAT_MISTRAL);
 }
@@ -787,16 +785,9 @@ START_TEST(test_granite)
     free(out);
     ck_assert(chat_has_tools(CHAT_GRANITE));
     ck_assert_str_eq(chat_tool_close(CHAT_GRANITE), "}]");
-    char *p = NULL;
-    ck_assert_int_eq(chat_tool_prefill(CHAT_GRANITE, "f", &p), 0);
-    ck_assert_str_eq(p, "<|tool_call|>[{\"name\": \"f\", \"arguments\": ");
-    free(p);
+    assert_prefill(CHAT_GRANITE, "f", "<|tool_call|>[{\"name\": \"f\", \"arguments\": ");
     ck_assert_int_eq(chat_family_from_name("granite"), CHAT_GRANITE);
-    size_t n;
-    char *t = tu_slurp(tu_src("tests/data/chat-templates/ibm-granite-granite-3.3-2B-Instruct.jinja"),
-                       &n);
-    ck_assert_int_eq(chat_detect(t, n), CHAT_GRANITE);
-    free(t);
+    assert_detects("ibm-granite-granite-3.3-2B-Instruct.jinja", CHAT_GRANITE);
 }
 END_TEST
 

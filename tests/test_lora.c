@@ -96,17 +96,6 @@ static void run(llm_model_t *m, const float *scales, float *logits)
     llm_seq_free(m, slot);
 }
 
-/* max |a - b| / max |b| */
-static double rel_diff(const float *a, const float *b, size_t n)
-{
-    double d = 0, s = 0;
-    for (size_t i = 0; i < n; i++) {
-        d = fmax(d, fabs((double)a[i] - b[i]));
-        s = fmax(s, fabs((double)b[i]));
-    }
-    return d / s;
-}
-
 /* The LM head's LoRA term from the file: logits = base + s * alpha / r * B (A h), h the
  * final hidden state (after output_norm and its gamma, which llm_decode returns). */
 START_TEST(test_head_formula)
@@ -208,13 +197,13 @@ static void fused_unfused(const char *model, const char *adapter_base, const cha
     for (int k = 0; k < 3; k++) {
         run(mu, sets[k], lu);
         run(mf, sets[k], lf);
-        double d = rel_diff(lf, lu, N), moved = rel_diff(lf, lb, N);
+        double d = tu_rel_diff(lf, lu, N), moved = tu_rel_diff(lf, lb, N);
         ck_assert_msg(d < tol, "%s %s set %d: fused vs unfused %g", tag, backend, k, d);
         ck_assert_msg(moved > (bfp ? 3 * tol : 1e-2), "%s %s set %d: the adapters moved the logits by %g "
                       "only", tag, backend, k, moved);
         if (bfp) {
             run(mc, sets[k], lc);
-            double du = rel_diff(lu, lc, N), df = rel_diff(lf, lc, N);
+            double du = tu_rel_diff(lu, lc, N), df = tu_rel_diff(lf, lc, N);
             ck_assert_msg(du < tol && df < tol, "%s set %d: corsair vs cpu: unfused %g, fused "
                           "%g", tag, k, du, df);
         }
@@ -323,10 +312,10 @@ START_TEST(test_mixed_batch)
                                         .want_logits = 1, .lora = k == 1 ? NULL : s[k] };
         ck_assert_int_eq(llm_decode(m, e, 3, batch), 0);
         for (int k = 0; k < 3; k++) {
-            double d = rel_diff(batch + (size_t)k * V, alone + (size_t)k * V, (size_t)V);
+            double d = tu_rel_diff(batch + (size_t)k * V, alone + (size_t)k * V, (size_t)V);
             ck_assert_msg(d < 1e-5, "fused %d seq %d: batched vs alone %g", fused, k, d);
         }
-        ck_assert(rel_diff(batch, batch + V, (size_t)V) > 1e-3);
+        ck_assert(tu_rel_diff(batch, batch + V, (size_t)V) > 1e-3);
         free(alone);
         free(batch);
         llm_free(m);
@@ -363,7 +352,7 @@ START_TEST(test_adapter_types)
         run(m, &one, lt);
         for (size_t i = 0; i < N; i++)
             dt[i] = lt[i] - lb[i];
-        double d = rel_diff(dt, d32, N);
+        double d = tu_rel_diff(dt, d32, N);
         ck_assert_msg(d < bound[k], "%s adapter: its effect differs from F32's by %g",
                       gg_type_name(types[k]), d);
         ck_assert(d > 0);

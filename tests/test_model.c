@@ -69,17 +69,6 @@ static int argmax(const float *v, int n)
     return b;
 }
 
-/* max |a - b| over max |b| */
-static double logit_diff(const float *a, const float *b, int n)
-{
-    double d = 0, s = 0;
-    for (int i = 0; i < n; i++) {
-        d = fmax(d, fabs((double)a[i] - b[i]));
-        s = fmax(s, fabs((double)b[i]));
-    }
-    return d / s;
-}
-
 /* The reference file: 200 ids and the text. */
 static int read_reference(int32_t *ids, char *text, size_t cap)
 {
@@ -242,8 +231,8 @@ START_TEST(test_fused_unfused_logits)
         ck_assert_int_eq(llm_decode(mf, &e, 1, lf), 0);
         e.slot = ss;
         ck_assert_int_eq(llm_decode(ms, &e, 1, ls), 0);
-        worst = fmax(worst, logit_diff(lf, lu, V));
-        worst_s = fmax(worst_s, logit_diff(ls, lu, V));
+        worst = fmax(worst, tu_rel_diff(lf, lu, V));
+        worst_s = fmax(worst_s, tu_rel_diff(ls, lu, V));
         t = ref[i];
     }
     fprintf(stderr, "stories260K fused vs unfused: max|dlogit|/max|logit| = %.2e (maxsum), "
@@ -455,8 +444,8 @@ START_TEST(test_batch_equals_alone)
         llm_batch_entry_t e1[3] = { { .slot = slot[1], .tokens = pb, .n_tokens = 3, .want_logits = true }, { .slot = slot[0], .tokens = pa + 4, .n_tokens = 3, .want_logits = true },
                                     { .slot = slot[2], .tokens = pc, .n_tokens = 5, .want_logits = false } };
         ck_assert_int_eq(llm_decode(m, e1, 3, lg[0]), 0);
-        ck_assert_msg(logit_diff(lg[0], alone[1][0], V) <= 1e-5, "B prompt");
-        ck_assert_msg(logit_diff(lg[1], alone[0][0], V) <= 1e-5, "A prompt");
+        ck_assert_msg(tu_rel_diff(lg[0], alone[1][0], V) <= 1e-5, "B prompt");
+        ck_assert_msg(tu_rel_diff(lg[1], alone[0][0], V) <= 1e-5, "A prompt");
         /* step 2: A and B decode, C finishes its prompt */
         int32_t ta = argmax(lg[1], V), tb = argmax(lg[0], V);
         llm_batch_entry_t e2[3] = { { .slot = slot[0], .tokens = &ta, .n_tokens = 1, .want_logits = true }, { .slot = slot[2], .tokens = pc + 5, .n_tokens = 6, .want_logits = true },
@@ -464,9 +453,9 @@ START_TEST(test_batch_equals_alone)
         ck_assert_int_eq(llm_decode(m, e2, 3, lg[0]), 0);
         ck_assert_int_eq(ta, alone_tok[0][0]);
         ck_assert_int_eq(tb, alone_tok[1][0]);
-        ck_assert_msg(logit_diff(lg[0], alone[0][1], V) <= 1e-5, "A step 1");
-        ck_assert_msg(logit_diff(lg[1], alone[2][0], V) <= 1e-5, "C prompt");
-        ck_assert_msg(logit_diff(lg[2], alone[1][1], V) <= 1e-5, "B step 1");
+        ck_assert_msg(tu_rel_diff(lg[0], alone[0][1], V) <= 1e-5, "A step 1");
+        ck_assert_msg(tu_rel_diff(lg[1], alone[2][0], V) <= 1e-5, "C prompt");
+        ck_assert_msg(tu_rel_diff(lg[2], alone[1][1], V) <= 1e-5, "B step 1");
         /* then all three decode together, each at its own position */
         int32_t t[3] = { argmax(lg[0], V), argmax(lg[2], V), argmax(lg[1], V) };
         int k[3] = { 2, 2, 1 }; /* next index into alone[s] */
@@ -478,7 +467,7 @@ START_TEST(test_batch_equals_alone)
             for (int j = 0; j < 3; j++) {
                 int s = order[j];
                 ck_assert_int_eq(t[s], alone_tok[s][k[s] - 1]);
-                ck_assert_msg(logit_diff(lg[j], alone[s][k[s]], V) <= 1e-5,
+                ck_assert_msg(tu_rel_diff(lg[j], alone[s][k[s]], V) <= 1e-5,
                               "seq %d step %d (batch max %d)", s, k[s], nb ? 3 : 512);
                 t[s] = argmax(lg[j], V);
                 k[s]++;
@@ -491,7 +480,7 @@ START_TEST(test_batch_equals_alone)
         ck_assert_int_eq(llm_seq_truncate(m, slot[1], 3), 0);
         llm_batch_entry_t r = { .slot = slot[1], .tokens = &alone_tok[1][0], .n_tokens = 1, .want_logits = true };
         ck_assert_int_eq(llm_decode(m, &r, 1, lg[0]), 0);
-        ck_assert_msg(logit_diff(lg[0], alone[1][1], V) <= 1e-5, "after truncate");
+        ck_assert_msg(tu_rel_diff(lg[0], alone[1][1], V) <= 1e-5, "after truncate");
         llm_free(m);
     }
 }
@@ -527,21 +516,21 @@ static void all_rows_match(bool fusion)
     llm_batch_entry_t c1[2] = { { .slot = b, .tokens = other, .n_tokens = 4, .want_logits = true }, { .slot = a, .tokens = toks, .n_tokens = 10, .want_logits = 10 } };
     ck_assert_int_eq(llm_decode(m, c1, 2, got[0]), 0);
     for (int i = 0; i < 10; i++)
-        ck_assert_msg(logit_diff(got[1 + i], ref[i], V) <= 1e-5, "row %d (fusion %d)", i,
+        ck_assert_msg(tu_rel_diff(got[1 + i], ref[i], V) <= 1e-5, "row %d (fusion %d)", i,
                       fusion);
     /* chunk 2: the remaining 13 rows, all wanted, then the other sequence's next token */
     int32_t next = 9;
     llm_batch_entry_t c2[2] = { { .slot = a, .tokens = toks + 10, .n_tokens = 13, .want_logits = 13 }, { .slot = b, .tokens = &next, .n_tokens = 1, .want_logits = true } };
     ck_assert_int_eq(llm_decode(m, c2, 2, got[0]), 0);
     for (int i = 10; i < N; i++)
-        ck_assert_msg(logit_diff(got[i - 10], ref[i], V) <= 1e-5, "row %d (fusion %d)", i,
+        ck_assert_msg(tu_rel_diff(got[i - 10], ref[i], V) <= 1e-5, "row %d (fusion %d)", i,
                       fusion);
     /* the same 13 rows again, only the last 4 wanted: those rows, in order */
     ck_assert_int_eq(llm_seq_truncate(m, a, 10), 0);
     llm_batch_entry_t c3 = { .slot = a, .tokens = toks + 10, .n_tokens = 13, .want_logits = 4 };
     ck_assert_int_eq(llm_decode(m, &c3, 1, got[0]), 0);
     for (int i = 0; i < 4; i++)
-        ck_assert_msg(logit_diff(got[i], ref[N - 4 + i], V) <= 1e-5, "partial row %d", i);
+        ck_assert_msg(tu_rel_diff(got[i], ref[N - 4 + i], V) <= 1e-5, "partial row %d", i);
     /* a count outside 0..n_tokens is refused, nothing runs */
     ck_assert_int_eq(llm_seq_truncate(m, a, 10), 0);
     c3.want_logits = 14;
@@ -1120,7 +1109,7 @@ START_TEST(test_qwen2)
         run_tokens(mu, lu);
         run_tokens(mf, lf);
         run_tokens(mr, lr);
-        double d = logit_diff(lf, lu, 6 * V), eu = 0, ef = 0, den = 0;
+        double d = tu_rel_diff(lf, lu, 6 * V), eu = 0, ef = 0, den = 0;
         for (int i = 0; i < 6 * V; i++) {
             eu += ((double)lu[i] - lr[i]) * ((double)lu[i] - lr[i]);
             ef += ((double)lf[i] - lr[i]) * ((double)lf[i] - lr[i]);
@@ -1143,7 +1132,7 @@ START_TEST(test_qwen2)
             l.arch = "llama";
             llm_model_t *ml = load(write_spec("qwen2-as-llama.gguf", &l), true, 1, 0, 0);
             run_tokens(ml, lu);
-            ck_assert(logit_diff(lu, lf, 6 * V) > 1e-2);
+            ck_assert(tu_rel_diff(lu, lf, 6 * V) > 1e-2);
             llm_free(ml);
         }
         free(lu);

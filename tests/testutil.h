@@ -5,6 +5,7 @@
 #define FD_TESTUTIL_H
 
 #include <check.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +71,18 @@ static inline uint64_t tu_rand64(uint64_t *s)
 static inline float tu_randf(uint64_t *s) /* uniform in [-1, 1) */
 {
     return (float)((double)(tu_rand64(s) >> 11) * (2.0 / 9007199254740992.0) - 1.0);
+}
+
+/* max |a - b| over max |b|: how far logits (or any vector) are from a reference, relative
+ * to its scale. */
+static inline double tu_rel_diff(const float *a, const float *b, size_t n)
+{
+    double d = 0, s = 0;
+    for (size_t i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)a[i] - b[i]));
+        s = fmax(s, fabs((double)b[i]));
+    }
+    return d / s;
 }
 
 /* A whole file, NUL-terminated (not counted in *len); fails the test when it cannot be read. */

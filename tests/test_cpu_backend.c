@@ -88,6 +88,27 @@ static float *rnd(uint64_t *s, int64_t n, float scale)
     return p;
 }
 
+/* A rope's frequency factors: n in [1, 8), prepared as the F32 weight *ff (its values
+ * returned, for the caller to free after releasing it). */
+static float *rope_freqs(fb_backend_t *be, uint64_t *s, int n, fb_weight_t *ff)
+{
+    float *v = rnd(s, n, 1);
+    for (int i = 0; i < n; i++)
+        v[i] = 4.5f + 3.5f * v[i];
+    *ff = (fb_weight_t){.type = GG_F32, .n_in = n, .n_out = 1, .src = v, .name = "rope_freqs"};
+    ck_assert_int_eq(fb_weight_prepare(be, ff), 0);
+    return v;
+}
+
+/* max |a - b| */
+static double max_abs_diff(const float *a, const float *b, int64_t n)
+{
+    double d = 0;
+    for (int64_t i = 0; i < n; i++)
+        d = fmax(d, fabsf(a[i] - b[i]));
+    return d;
+}
+
 /* A random weight of type: quantized from random floats where the type has a quantizer,
  * else random block bytes with sane fp16 scales. */
 static void *mk_weight(uint64_t *s, int type, int64_t n_in, int64_t n_out)
@@ -1874,12 +1895,8 @@ START_TEST(test_fast_rowops)
         memcpy(x2, x1, sizeof(float) * (size_t)(rows * ld));
         memcpy(x0, x1, sizeof(float) * (size_t)(rows * ld));
         int32_t pos[5] = {0, 1, 17, 4000, 123456};
-        float *ffv = rnd(&s, c[2] / 2, 1);
-        for (int i = 0; i < c[2] / 2; i++)
-            ffv[i] = 4.5f + 3.5f * ffv[i];
-        fb_weight_t ff = {.type = GG_F32, .n_in = c[2] / 2, .n_out = 1, .src = ffv,
-                          .name = "rope_freqs"};
-        ck_assert_int_eq(fb_weight_prepare(be, &ff), 0);
+        fb_weight_t ff;
+        float *ffv = rope_freqs(be, &s, c[2] / 2, &ff);
         fb_rope_t r = {.mode = c[3], .n_rot = c[2], .freq_base = 500000, .freq_scale = 0.25f,
                        .freq_factors = with_ff ? &ff : NULL};
         ck_assert_int_eq(fb_rope(be, x1, rows, ld, nh, hd, pos, &r), 0);
@@ -1890,9 +1907,7 @@ START_TEST(test_fast_rowops)
             fb_rope_t plain = r;
             plain.freq_factors = NULL;
             fcpu_ref_rope(x0, rows, ld, nh, hd, pos, &plain);
-            double d = 0;
-            for (int64_t i = 0; i < rows * ld; i++)
-                d = fmax(d, fabsf(x0[i] - x2[i]));
+            double d = max_abs_diff(x0, x2, rows * ld);
             CHECKM(d > 0.1, "the factors change nothing (%g)", d);
             /* factors of the wrong length, or not F32, are refused */
             fb_weight_t bad = ff;
@@ -1966,29 +1981,21 @@ START_TEST(test_rope_yarn)
         memcpy(x2, x1, sizeof(float) * (size_t)(rows * ld));
         memcpy(x0, x1, sizeof(float) * (size_t)(rows * ld));
         int32_t pos[7] = {0, 1, 2, 31, 33, 4000, 123456};
-        float *ffv = rnd(&s, c[2] / 2, 1);
-        for (int i = 0; i < c[2] / 2; i++)
-            ffv[i] = 4.5f + 3.5f * ffv[i];
-        fb_weight_t ff = {.type = GG_F32, .n_in = c[2] / 2, .n_out = 1, .src = ffv,
-                          .name = "rope_freqs"};
-        ck_assert_int_eq(fb_weight_prepare(be, &ff), 0);
+        fb_weight_t ff;
+        float *ffv = rope_freqs(be, &s, c[2] / 2, &ff);
         fb_rope_t y = {.mode = c[3], .n_rot = c[2], .freq_base = k == 3 ? 1e6f : 1e4f,
                        .freq_scale = k == 1 ? 0.125f : 0.25f, .freq_factors = c[5] ? &ff : NULL,
                        .ext_factor = k == 2 ? 0.5f : 1, .beta_fast = 32, .beta_slow = 1,
                        .n_ctx_orig = c[4], .attn_factor = k == 4 ? 0.75f : 0};
         ck_assert_int_eq(fb_rope(be, x1, rows, ld, nh, hd, pos, &y), 0);
         fcpu_ref_rope(x2, rows, ld, nh, hd, pos, &y);
-        double e = 0;
-        for (int64_t i = 0; i < rows * ld; i++)
-            e = fmax(e, fabsf(x1[i] - x2[i]));
+        double e = max_abs_diff(x1, x2, rows * ld);
         CHECKM(e <= 1e-5, "case %zu: fast vs reference %g", k, e);
         /* the same rope without YaRN differs (the blend and magnitude are applied) */
         fb_rope_t lin = y;
         lin.ext_factor = 0;
         fcpu_ref_rope(x0, rows, ld, nh, hd, pos, &lin);
-        double d = 0;
-        for (int64_t i = 0; i < rows * ld; i++)
-            d = fmax(d, fabsf(x0[i] - x2[i]));
+        double d = max_abs_diff(x0, x2, rows * ld);
         CHECKM(d > 0.1, "case %zu: YaRN changes nothing (%g)", k, d);
         fb_weight_release(be, &ff);
         free(x0); free(x1); free(x2); free(ffv);

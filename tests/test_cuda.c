@@ -221,26 +221,35 @@ START_TEST(test_matmul_paths)
     /* back to the default (mr=1: Q8_0's 6-8 rows on the multi-row kernel, its 2-5 on the fp32
      * multi-row GEMV, cuBLAS from 5 rows of 16-bit weights), every type's 2-8 rows on the
      * multi-row kernel (mr=2, cuBLAS from 9), the fp32 multi-row GEMV alone (mr=0), and back */
-    ck_assert_int_eq(fb_set_option(be, "gemm_rows=auto"), 0);
-    mm_case(be, GG_BF16, 512, 100, 4, 1, false);
-    mm_case(be, GG_BF16, 512, 100, 5, 1, true);
-    mm_case(be, GG_Q8_0, 512, 100, 5, 1, false);
-    mm_case(be, GG_Q8_0, 512, 100, 6, 1, false);
-    mm_case(be, GG_Q8_0, 512, 100, 8, 2, false);
-    mm_case(be, GG_Q8_0, 512, 100, 9, 1, true);
-    ck_assert_int_eq(fb_set_option(be, "mr=2"), 0);
-    mm_case(be, GG_BF16, 512, 100, 8, 1, false);
-    mm_case(be, GG_BF16, 512, 100, 9, 1, true);
-    ck_assert_int_eq(fb_set_option(be, "mr=0"), 0);
-    mm_case(be, GG_BF16, 512, 100, 4, 1, false);
-    mm_case(be, GG_BF16, 512, 100, 5, 1, true);
-    mm_case(be, GG_Q8_0, 512, 100, 8, 1, false);
-    ck_assert_int_eq(fb_set_option(be, "mr=2"), 0);
-    mm_case(be, GG_F16, 512, 100, 5, 2, false);
-    ck_assert_int_eq(fb_set_option(be, "gemm_rows=9"), 0);
-    mm_case(be, GG_BF16, 512, 100, 8, 2, false);
-    mm_case(be, GG_F16, 4096, 67, 5, 1, false);
-    mm_case(be, GG_Q4_K, 256, 45, 7, 0, false);
+    static const struct {
+        const char *opt; /* set before the case, when not NULL */
+        int type;
+        int64_t n_in, n_out;
+        int rows, variant;
+        bool blas;
+    } step[] = {
+        {"gemm_rows=auto", GG_BF16, 512, 100, 4, 1, false},
+        {NULL, GG_BF16, 512, 100, 5, 1, true},
+        {NULL, GG_Q8_0, 512, 100, 5, 1, false},
+        {NULL, GG_Q8_0, 512, 100, 6, 1, false},
+        {NULL, GG_Q8_0, 512, 100, 8, 2, false},
+        {NULL, GG_Q8_0, 512, 100, 9, 1, true},
+        {"mr=2", GG_BF16, 512, 100, 8, 1, false},
+        {NULL, GG_BF16, 512, 100, 9, 1, true},
+        {"mr=0", GG_BF16, 512, 100, 4, 1, false},
+        {NULL, GG_BF16, 512, 100, 5, 1, true},
+        {NULL, GG_Q8_0, 512, 100, 8, 1, false},
+        {"mr=2", GG_F16, 512, 100, 5, 2, false},
+        {"gemm_rows=9", GG_BF16, 512, 100, 8, 2, false},
+        {NULL, GG_F16, 4096, 67, 5, 1, false},
+        {NULL, GG_Q4_K, 256, 45, 7, 0, false},
+    };
+    for (size_t k = 0; k < FD_ARRAY_LEN(step); k++) {
+        if (step[k].opt)
+            ck_assert_int_eq(fb_set_option(be, step[k].opt), 0);
+        mm_case(be, step[k].type, step[k].n_in, step[k].n_out, step[k].rows, step[k].variant,
+                step[k].blas);
+    }
     fb_destroy(be);
     /* one-row products with x staged in shared memory for none, for those with in_scale (the
      * default, covered above) and for all of them, up to 14336 inputs (56 KiB: above the

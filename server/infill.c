@@ -212,16 +212,6 @@ int inf_psm(const tok_t *t, bool bos, const int32_t *prefix, size_t n_prefix,
 
 /* ---------------------------------------------------------------- the native answer */
 
-static bool put(cJSON *obj, const char *key, cJSON *item)
-{
-    if (!item)
-        return false;
-    if (cJSON_AddItemToObject(obj, key, item))
-        return true;
-    cJSON_Delete(item);
-    return false;
-}
-
 static cJSON *str_n(const char *s, size_t len)
 {
     char *c = oai_utf8_clean(s ? s : "", s ? len : 0);
@@ -234,18 +224,18 @@ static cJSON *timings_json(const oai_timings_t *t, long long cache_n)
 {
     cJSON *o = cJSON_CreateObject();
     double pn = (double)t->prompt_n, gn = (double)t->predicted_n;
-    bool ok = o && put(o, "cache_n", cJSON_CreateNumber((double)cache_n)) &&
-              put(o, "prompt_n", cJSON_CreateNumber(pn)) &&
-              put(o, "prompt_ms", cJSON_CreateNumber(t->prompt_ms)) &&
-              put(o, "prompt_per_token_ms",
+    bool ok = o && oai_put(o, "cache_n", cJSON_CreateNumber((double)cache_n)) &&
+              oai_put(o, "prompt_n", cJSON_CreateNumber(pn)) &&
+              oai_put(o, "prompt_ms", cJSON_CreateNumber(t->prompt_ms)) &&
+              oai_put(o, "prompt_per_token_ms",
                   cJSON_CreateNumber(pn > 0 ? t->prompt_ms / pn : 0)) &&
-              put(o, "prompt_per_second",
+              oai_put(o, "prompt_per_second",
                   cJSON_CreateNumber(t->prompt_ms > 0 ? pn * 1e3 / t->prompt_ms : 0)) &&
-              put(o, "predicted_n", cJSON_CreateNumber(gn)) &&
-              put(o, "predicted_ms", cJSON_CreateNumber(t->predicted_ms)) &&
-              put(o, "predicted_per_token_ms",
+              oai_put(o, "predicted_n", cJSON_CreateNumber(gn)) &&
+              oai_put(o, "predicted_ms", cJSON_CreateNumber(t->predicted_ms)) &&
+              oai_put(o, "predicted_per_token_ms",
                   cJSON_CreateNumber(gn > 0 ? t->predicted_ms / gn : 0)) &&
-              put(o, "predicted_per_second",
+              oai_put(o, "predicted_per_second",
                   cJSON_CreateNumber(t->predicted_ms > 0 ? gn * 1e3 / t->predicted_ms : 0));
     if (!ok) {
         cJSON_Delete(o);
@@ -276,31 +266,32 @@ char *inf_answer_json(const inf_answer_t *a)
     cJSON *o = cJSON_CreateObject();
     char *out = NULL;
     cJSON *toks = cJSON_CreateArray();
-    bool ok = o && put(o, "index", cJSON_CreateNumber(a->index)) &&
-              put(o, "content", str_n(a->content, a->content_len)) && put(o, "tokens", toks);
+    bool ok = o && oai_put(o, "index", cJSON_CreateNumber(a->index)) &&
+              oai_put(o, "content", str_n(a->content, a->content_len)) &&
+              oai_put(o, "tokens", toks);
     if (!ok && o && !cJSON_GetObjectItemCaseSensitive(o, "tokens"))
         cJSON_Delete(toks);
     for (size_t i = 0; ok && i < a->n_tokens; i++)
         ok = cJSON_AddItemToArray(toks, cJSON_CreateNumber(a->tokens[i]));
-    ok = ok && put(o, "id_slot", cJSON_CreateNumber(a->slot_known ? a->id_slot : -1)) &&
-         put(o, "stop", cJSON_CreateBool(a->stop));
+    ok = ok && oai_put(o, "id_slot", cJSON_CreateNumber(a->slot_known ? a->id_slot : -1)) &&
+         oai_put(o, "stop", cJSON_CreateBool(a->stop));
     if (ok && a->probs)
-        ok = put(o, "completion_probabilities", cJSON_Duplicate(a->probs, true));
+        ok = oai_put(o, "completion_probabilities", cJSON_Duplicate(a->probs, true));
     if (ok && a->stop)
-        ok = put(o, "model", cJSON_CreateString(a->model ? a->model : ""));
-    ok = ok && put(o, "tokens_predicted", cJSON_CreateNumber((double)a->tokens_predicted)) &&
-         put(o, "tokens_evaluated", cJSON_CreateNumber((double)a->tokens_evaluated));
+        ok = oai_put(o, "model", cJSON_CreateString(a->model ? a->model : ""));
+    ok = ok && oai_put(o, "tokens_predicted", cJSON_CreateNumber((double)a->tokens_predicted)) &&
+         oai_put(o, "tokens_evaluated", cJSON_CreateNumber((double)a->tokens_evaluated));
     if (ok && a->stop) {
-        ok = (!a->prompt || put(o, "prompt", str_n(a->prompt, a->prompt_len))) &&
-             put(o, "has_new_line", cJSON_CreateBool(a->has_new_line)) &&
-             put(o, "truncated", cJSON_CreateBool(a->truncated)) &&
-             put(o, "stop_type", cJSON_CreateString(a->stop_type ? a->stop_type : "none")) &&
-             put(o, "stopping_word",
+        ok = (!a->prompt || oai_put(o, "prompt", str_n(a->prompt, a->prompt_len))) &&
+             oai_put(o, "has_new_line", cJSON_CreateBool(a->has_new_line)) &&
+             oai_put(o, "truncated", cJSON_CreateBool(a->truncated)) &&
+             oai_put(o, "stop_type", cJSON_CreateString(a->stop_type ? a->stop_type : "none")) &&
+             oai_put(o, "stopping_word",
                  cJSON_CreateString(a->stopping_word ? a->stopping_word : "")) &&
-             put(o, "tokens_cached", cJSON_CreateNumber((double)a->tokens_cached)) &&
+             oai_put(o, "tokens_cached", cJSON_CreateNumber((double)a->tokens_cached)) &&
              (!a->settings ||
-              put(o, "generation_settings", cJSON_Duplicate(a->settings, true))) &&
-             (!a->timings || put(o, "timings", timings_json(a->timings, a->cache_n)));
+              oai_put(o, "generation_settings", cJSON_Duplicate(a->settings, true))) &&
+             (!a->timings || oai_put(o, "timings", timings_json(a->timings, a->cache_n)));
     }
     if (ok && a->n_fields > 0) {
         cJSON *sel = cJSON_CreateObject();
@@ -308,7 +299,7 @@ char *inf_answer_json(const inf_answer_t *a)
         for (int i = 0; ok && i < a->n_fields; i++) {
             const cJSON *v = at_path(o, a->fields[i]);
             if (v && !cJSON_GetObjectItemCaseSensitive(sel, a->fields[i]))
-                ok = put(sel, a->fields[i], cJSON_Duplicate(v, true));
+                ok = oai_put(sel, a->fields[i], cJSON_Duplicate(v, true));
         }
         cJSON_Delete(o);
         o = sel;

@@ -8,34 +8,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool put(cJSON *obj, const char *key, cJSON *item)
-{
-    if (!item)
-        return false;
-    if (key ? cJSON_AddItemToObject(obj, key, item) : cJSON_AddItemToArray(obj, item))
-        return true;
-    cJSON_Delete(item);
-    return false;
-}
-
-static char *print(cJSON *o, bool ok)
-{
-    char *out = ok ? cJSON_PrintUnformatted(o) : NULL;
-    cJSON_Delete(o);
-    return out;
-}
-
 char *nat_error(int status, const char *type, const char *message)
 {
     if (!type || strcmp(type, "service_unavailable_error") == 0)
         type = status == 503 ? "unavailable_error" : "server_error";
     cJSON *root = cJSON_CreateObject(), *e = cJSON_CreateObject();
     char *msg = oai_utf8_clean(message ? message : "", message ? strlen(message) : 0);
-    bool ok = root && put(root, "error", e) && put(e, "code", cJSON_CreateNumber(status)) &&
-              msg && put(e, "message", cJSON_CreateString(msg)) &&
-              put(e, "type", cJSON_CreateString(type));
+    bool ok = root && oai_put(root, "error", e) && oai_put(e, "code", cJSON_CreateNumber(status)) &&
+              msg && oai_put(e, "message", cJSON_CreateString(msg)) &&
+              oai_put(e, "type", cJSON_CreateString(type));
     free(msg);
-    return print(root, ok);
+    return oai_print(root, ok);
 }
 
 /* oai_token_logprobs writes each token as {token, logprob, bytes, top_logprobs}; the native
@@ -80,36 +63,37 @@ cJSON *nat_params_json(const nat_params_t *p)
 {
     const eng_sampling_t *s = p->s;
     cJSON *o = cJSON_CreateObject(), *stop = cJSON_CreateArray(), *smp = cJSON_CreateArray();
-    bool ok = o && put(o, "n_predict", cJSON_CreateNumber(p->n_predict)) &&
+    bool ok = o && oai_put(o, "n_predict", cJSON_CreateNumber(p->n_predict)) &&
               /* llama-server's "random" seed value */
-              put(o, "seed", cJSON_CreateNumber(s->has_seed ? (double)s->seed : 4294967295.0)) &&
-              put(o, "temperature", cJSON_CreateNumber(s->temperature)) &&
-              put(o, "dynatemp_range", cJSON_CreateNumber(0)) &&
-              put(o, "dynatemp_exponent", cJSON_CreateNumber(1)) &&
-              put(o, "top_k", cJSON_CreateNumber(s->top_k)) &&
-              put(o, "top_p", cJSON_CreateNumber(s->top_p)) &&
-              put(o, "min_p", cJSON_CreateNumber(s->min_p)) &&
-              put(o, "top_n_sigma", cJSON_CreateNumber(-1)) &&
-              put(o, "xtc_probability", cJSON_CreateNumber(0)) &&
-              put(o, "typical_p", cJSON_CreateNumber(1)) &&
-              put(o, "repeat_last_n", cJSON_CreateNumber(s->repeat_last_n)) &&
-              put(o, "repeat_penalty", cJSON_CreateNumber(s->repeat_penalty)) &&
-              put(o, "presence_penalty", cJSON_CreateNumber(s->presence_penalty)) &&
-              put(o, "frequency_penalty", cJSON_CreateNumber(s->frequency_penalty)) &&
-              put(o, "dry_multiplier", cJSON_CreateNumber(0)) &&
-              put(o, "mirostat", cJSON_CreateNumber(0)) && put(o, "stop", stop) &&
-              put(o, "max_tokens", cJSON_CreateNumber(p->n_predict)) &&
-              put(o, "n_keep", cJSON_CreateNumber(0)) &&
-              put(o, "n_discard", cJSON_CreateNumber(0)) &&
-              put(o, "ignore_eos", cJSON_CreateBool(p->ignore_eos)) &&
-              put(o, "stream", cJSON_CreateBool(p->stream)) &&
-              put(o, "logit_bias", cJSON_CreateArray()) &&
-              put(o, "n_probs", cJSON_CreateNumber(p->n_probs)) &&
-              put(o, "min_keep", cJSON_CreateNumber(0)) &&
-              put(o, "grammar", cJSON_CreateString(p->json_schema ? "(json_schema)" : "")) &&
-              put(o, "samplers", smp) &&
-              put(o, "timings_per_token", cJSON_CreateFalse()) &&
-              put(o, "post_sampling_probs", cJSON_CreateFalse());
+              oai_put(o, "seed",
+                      cJSON_CreateNumber(s->has_seed ? (double)s->seed : 4294967295.0)) &&
+              oai_put(o, "temperature", cJSON_CreateNumber(s->temperature)) &&
+              oai_put(o, "dynatemp_range", cJSON_CreateNumber(0)) &&
+              oai_put(o, "dynatemp_exponent", cJSON_CreateNumber(1)) &&
+              oai_put(o, "top_k", cJSON_CreateNumber(s->top_k)) &&
+              oai_put(o, "top_p", cJSON_CreateNumber(s->top_p)) &&
+              oai_put(o, "min_p", cJSON_CreateNumber(s->min_p)) &&
+              oai_put(o, "top_n_sigma", cJSON_CreateNumber(-1)) &&
+              oai_put(o, "xtc_probability", cJSON_CreateNumber(0)) &&
+              oai_put(o, "typical_p", cJSON_CreateNumber(1)) &&
+              oai_put(o, "repeat_last_n", cJSON_CreateNumber(s->repeat_last_n)) &&
+              oai_put(o, "repeat_penalty", cJSON_CreateNumber(s->repeat_penalty)) &&
+              oai_put(o, "presence_penalty", cJSON_CreateNumber(s->presence_penalty)) &&
+              oai_put(o, "frequency_penalty", cJSON_CreateNumber(s->frequency_penalty)) &&
+              oai_put(o, "dry_multiplier", cJSON_CreateNumber(0)) &&
+              oai_put(o, "mirostat", cJSON_CreateNumber(0)) && oai_put(o, "stop", stop) &&
+              oai_put(o, "max_tokens", cJSON_CreateNumber(p->n_predict)) &&
+              oai_put(o, "n_keep", cJSON_CreateNumber(0)) &&
+              oai_put(o, "n_discard", cJSON_CreateNumber(0)) &&
+              oai_put(o, "ignore_eos", cJSON_CreateBool(p->ignore_eos)) &&
+              oai_put(o, "stream", cJSON_CreateBool(p->stream)) &&
+              oai_put(o, "logit_bias", cJSON_CreateArray()) &&
+              oai_put(o, "n_probs", cJSON_CreateNumber(p->n_probs)) &&
+              oai_put(o, "min_keep", cJSON_CreateNumber(0)) &&
+              oai_put(o, "grammar", cJSON_CreateString(p->json_schema ? "(json_schema)" : "")) &&
+              oai_put(o, "samplers", smp) &&
+              oai_put(o, "timings_per_token", cJSON_CreateFalse()) &&
+              oai_put(o, "post_sampling_probs", cJSON_CreateFalse());
     if (!ok) {
         if (!o || !cJSON_GetObjectItemCaseSensitive(o, "stop"))
             cJSON_Delete(stop);
@@ -119,11 +103,11 @@ cJSON *nat_params_json(const nat_params_t *p)
         return NULL;
     }
     for (int i = 0; ok && i < p->n_stop; i++)
-        ok = put(stop, NULL, cJSON_CreateString(p->stop[i]));
+        ok = oai_put(stop, NULL, cJSON_CreateString(p->stop[i]));
     /* fusiond's pipeline in order (engine/sampler.h), under llama-server's names */
     static const char *const order[] = {"penalties", "temperature", "top_k", "top_p", "min_p"};
     for (size_t i = 0; ok && i < sizeof order / sizeof order[0]; i++)
-        ok = put(smp, NULL, cJSON_CreateString(order[i]));
+        ok = oai_put(smp, NULL, cJSON_CreateString(order[i]));
     if (!ok) {
         cJSON_Delete(o);
         return NULL;
@@ -132,9 +116,9 @@ cJSON *nat_params_json(const nat_params_t *p)
     cJSON *lb = cJSON_GetObjectItemCaseSensitive(o, "logit_bias");
     for (int i = 0; ok && i < s->n_logit_bias; i++) {
         cJSON *pair = cJSON_CreateArray();
-        ok = put(lb, NULL, pair) &&
-             put(pair, NULL, cJSON_CreateNumber(s->logit_bias[i].token)) &&
-             put(pair, NULL, s->logit_bias[i].bias > -1e30f
+        ok = oai_put(lb, NULL, pair) &&
+             oai_put(pair, NULL, cJSON_CreateNumber(s->logit_bias[i].token)) &&
+             oai_put(pair, NULL, s->logit_bias[i].bias > -1e30f
                                  ? cJSON_CreateNumber(s->logit_bias[i].bias)
                                  : cJSON_CreateFalse());
     }
@@ -148,22 +132,22 @@ cJSON *nat_params_json(const nat_params_t *p)
 static cJSON *slot_json(const nat_server_t *sv, const nat_slot_t *sl)
 {
     cJSON *o = cJSON_CreateObject(), *nt = cJSON_CreateObject();
-    bool ok = o && nt && put(o, "id", cJSON_CreateNumber(sl->id)) &&
-              put(o, "id_task", cJSON_CreateNumber((double)(sl->busy ? sl->id_task : -1))) &&
-              put(o, "n_ctx", cJSON_CreateNumber(sv->n_ctx)) &&
-              put(o, "speculative", cJSON_CreateBool(sv->speculative)) &&
-              put(o, "is_processing", cJSON_CreateBool(sl->busy)) &&
-              put(o, "params", nat_params_json(sl->params)) && put(o, "next_token", nt);
+    bool ok = o && nt && oai_put(o, "id", cJSON_CreateNumber(sl->id)) &&
+              oai_put(o, "id_task", cJSON_CreateNumber((double)(sl->busy ? sl->id_task : -1))) &&
+              oai_put(o, "n_ctx", cJSON_CreateNumber(sv->n_ctx)) &&
+              oai_put(o, "speculative", cJSON_CreateBool(sv->speculative)) &&
+              oai_put(o, "is_processing", cJSON_CreateBool(sl->busy)) &&
+              oai_put(o, "params", nat_params_json(sl->params)) && oai_put(o, "next_token", nt);
     if (!ok) {
         if (o && !cJSON_GetObjectItemCaseSensitive(o, "next_token"))
             cJSON_Delete(nt);
         cJSON_Delete(o);
         return NULL;
     }
-    ok = put(nt, "has_next_token", cJSON_CreateBool(sl->busy)) &&
-         put(nt, "has_new_line", cJSON_CreateBool(sl->has_new_line)) &&
-         put(nt, "n_remain", cJSON_CreateNumber((double)sl->n_remain)) &&
-         put(nt, "n_decoded", cJSON_CreateNumber((double)sl->n_decoded));
+    ok = oai_put(nt, "has_next_token", cJSON_CreateBool(sl->busy)) &&
+         oai_put(nt, "has_new_line", cJSON_CreateBool(sl->has_new_line)) &&
+         oai_put(nt, "n_remain", cJSON_CreateNumber((double)sl->n_remain)) &&
+         oai_put(nt, "n_decoded", cJSON_CreateNumber((double)sl->n_decoded));
     if (!ok) {
         cJSON_Delete(o);
         return NULL;
@@ -176,8 +160,8 @@ char *nat_slots(const nat_server_t *sv, const nat_slot_t *slots, int n)
     cJSON *a = cJSON_CreateArray();
     bool ok = a != NULL;
     for (int i = 0; ok && i < n; i++)
-        ok = put(a, NULL, slot_json(sv, &slots[i]));
-    return print(a, ok);
+        ok = oai_put(a, NULL, slot_json(sv, &slots[i]));
+    return oai_print(a, ok);
 }
 
 char *nat_props(const nat_props_t *p)
@@ -185,23 +169,25 @@ char *nat_props(const nat_props_t *p)
     nat_slot_t idle = {.id = 0, .params = p->defaults, .n_remain = -1};
     cJSON *o = cJSON_CreateObject(), *dgs = slot_json(p->sv, &idle);
     cJSON *mod = cJSON_CreateObject();
-    bool ok = o && dgs && mod && put(o, "default_generation_settings", dgs);
+    bool ok = o && dgs && mod && oai_put(o, "default_generation_settings", dgs);
     if (!ok)
         cJSON_Delete(dgs);
-    ok = ok && put(dgs, "prompt", cJSON_CreateString("")) &&
-         put(o, "total_slots", cJSON_CreateNumber(p->total_slots)) &&
-         put(o, "model_path", cJSON_CreateString(p->model_path ? p->model_path : "")) &&
-         put(o, "model_alias", cJSON_CreateString(p->model_alias ? p->model_alias : "")) &&
-         put(o, "chat_template", cJSON_CreateString(p->chat_template ? p->chat_template : "")) &&
-         put(o, "modalities", mod);
+    ok = ok && oai_put(dgs, "prompt", cJSON_CreateString("")) &&
+         oai_put(o, "total_slots", cJSON_CreateNumber(p->total_slots)) &&
+         oai_put(o, "model_path", cJSON_CreateString(p->model_path ? p->model_path : "")) &&
+         oai_put(o, "model_alias", cJSON_CreateString(p->model_alias ? p->model_alias : "")) &&
+         oai_put(o, "chat_template",
+                 cJSON_CreateString(p->chat_template ? p->chat_template : "")) &&
+         oai_put(o, "modalities", mod);
     if (!ok && o && !cJSON_GetObjectItemCaseSensitive(o, "modalities"))
         cJSON_Delete(mod);
-    ok = ok && put(mod, "vision", cJSON_CreateFalse()) && put(mod, "audio", cJSON_CreateFalse());
+    ok = ok && oai_put(mod, "vision", cJSON_CreateFalse()) &&
+         oai_put(mod, "audio", cJSON_CreateFalse());
     if (ok && p->bos_token)
-        ok = put(o, "bos_token", cJSON_CreateString(p->bos_token));
+        ok = oai_put(o, "bos_token", cJSON_CreateString(p->bos_token));
     if (ok && p->eos_token)
-        ok = put(o, "eos_token", cJSON_CreateString(p->eos_token));
-    ok = ok && put(o, "build_info", cJSON_CreateString(p->build_info ? p->build_info : "")) &&
-         put(o, "is_sleeping", cJSON_CreateFalse());
-    return print(o, ok);
+        ok = oai_put(o, "eos_token", cJSON_CreateString(p->eos_token));
+    ok = ok && oai_put(o, "build_info", cJSON_CreateString(p->build_info ? p->build_info : "")) &&
+         oai_put(o, "is_sleeping", cJSON_CreateFalse());
+    return oai_print(o, ok);
 }

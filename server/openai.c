@@ -50,8 +50,7 @@ static cJSON *str_n(const char *s, size_t len)
     return j;
 }
 
-/* Adds item to obj (or arr when key is NULL); false (and item freed) on failure. */
-static bool put(cJSON *obj, const char *key, cJSON *item)
+bool oai_put(cJSON *obj, const char *key, cJSON *item)
 {
     if (!item)
         return false;
@@ -61,10 +60,10 @@ static bool put(cJSON *obj, const char *key, cJSON *item)
     return false;
 }
 
-static char *finish(cJSON *root, bool ok)
+char *oai_print(cJSON *obj, bool ok)
 {
-    char *s = ok && root ? cJSON_PrintUnformatted(root) : NULL;
-    cJSON_Delete(root);
+    char *s = ok ? cJSON_PrintUnformatted(obj) : NULL;
+    cJSON_Delete(obj);
     return s;
 }
 
@@ -90,7 +89,7 @@ static cJSON *bytes_array(const tok_t *tok, int32_t id)
     size_t n = token_bytes(tok, id, buf, sizeof buf);
     cJSON *a = cJSON_CreateArray();
     for (size_t i = 0; a && i < n; i++)
-        if (!put(a, NULL, cJSON_CreateNumber((unsigned char)buf[i]))) {
+        if (!oai_put(a, NULL, cJSON_CreateNumber((unsigned char)buf[i]))) {
             cJSON_Delete(a);
             return NULL;
         }
@@ -105,7 +104,7 @@ static bool top_put(const oai_resp_t *r, cJSON *t, int32_t id, float logprob)
     size_t n = token_bytes(r->tok, id, buf, sizeof buf);
     char *key = oai_utf8_clean(buf, n);
     bool ok = key && !cJSON_GetObjectItemCaseSensitive(t, key)
-                  ? put(t, key, cJSON_CreateNumber(logprob))
+                  ? oai_put(t, key, cJSON_CreateNumber(logprob))
                   : key != NULL; /* two ids with one spelling: keep the better one */
     free(key);
     return ok;
@@ -137,9 +136,9 @@ static bool plp_put(const oai_resp_t *r, cJSON *d, int32_t id, float logprob, in
     if (cJSON_GetObjectItemCaseSensitive(d, key))
         return true;
     cJSON *o = cJSON_CreateObject();
-    return put(d, key, o) && put(o, "logprob", cJSON_CreateNumber(logprob)) &&
-           put(o, "rank", cJSON_CreateNumber(rank)) &&
-           put(o, "decoded_token", token_string(r->tok, id));
+    return oai_put(d, key, o) && oai_put(o, "logprob", cJSON_CreateNumber(logprob)) &&
+           oai_put(o, "rank", cJSON_CreateNumber(rank)) &&
+           oai_put(o, "decoded_token", token_string(r->tok, id));
 }
 
 static cJSON *prompt_logprobs(const oai_resp_t *r, const oai_choice_t *c)
@@ -149,11 +148,11 @@ static cJSON *prompt_logprobs(const oai_resp_t *r, const oai_choice_t *c)
     for (size_t i = 0; ok && i < c->n_plp_ids; i++) {
         const oai_lp_t *pl = i >= 1 && i - 1 < c->n_plp ? &c->plp[i - 1] : NULL;
         if (!pl) {
-            ok = put(a, NULL, cJSON_CreateNull());
+            ok = oai_put(a, NULL, cJSON_CreateNull());
             continue;
         }
         cJSON *d = cJSON_CreateObject();
-        ok = put(a, NULL, d) && plp_put(r, d, pl->token, pl->logprob, pl->rank);
+        ok = oai_put(a, NULL, d) && plp_put(r, d, pl->token, pl->logprob, pl->rank);
         for (int k = 0; ok && k < FD_MIN(pl->n_top, c->prompt_top); k++)
             ok = plp_put(r, d, pl->top[k].token, pl->top[k].logprob, k + 1);
     }
@@ -170,26 +169,26 @@ static cJSON *completion_logprobs(const oai_resp_t *r, const oai_choice_t *c)
     cJSON *o = cJSON_CreateObject();
     cJSON *toks = cJSON_CreateArray(), *lps = cJSON_CreateArray(), *tops = cJSON_CreateArray(),
           *offs = cJSON_CreateArray();
-    bool ok = put(o, "tokens", toks) && put(o, "token_logprobs", lps) &&
-              put(o, "top_logprobs", tops) && put(o, "text_offset", offs);
+    bool ok = oai_put(o, "tokens", toks) && oai_put(o, "token_logprobs", lps) &&
+              oai_put(o, "top_logprobs", tops) && oai_put(o, "text_offset", offs);
     size_t off = 0;
     for (size_t i = 0; ok && i < c->n_echo; i++) {
         char buf[512];
         size_t n = token_bytes(r->tok, c->echo_ids[i], buf, sizeof buf);
         const oai_lp_t *pl = i >= 1 && i - 1 < c->n_plp ? &c->plp[i - 1] : NULL;
-        ok = put(toks, NULL, str_n(buf, n)) &&
-             put(lps, NULL, pl ? cJSON_CreateNumber(pl->logprob) : cJSON_CreateNull()) &&
-             put(tops, NULL, pl ? top_object(r, pl, FD_MIN(pl->n_top, c->echo_top), true)
+        ok = oai_put(toks, NULL, str_n(buf, n)) &&
+             oai_put(lps, NULL, pl ? cJSON_CreateNumber(pl->logprob) : cJSON_CreateNull()) &&
+             oai_put(tops, NULL, pl ? top_object(r, pl, FD_MIN(pl->n_top, c->echo_top), true)
                                 : cJSON_CreateNull()) &&
-             put(offs, NULL, cJSON_CreateNumber((double)off));
+             oai_put(offs, NULL, cJSON_CreateNumber((double)off));
         off += n;
     }
     for (size_t i = 0; ok && i < c->n_lp; i++) {
         const oai_lp_t *lp = &c->lp[i];
-        ok = put(toks, NULL, token_string(r->tok, lp->token)) &&
-             put(lps, NULL, cJSON_CreateNumber(lp->logprob)) &&
-             put(offs, NULL, cJSON_CreateNumber((double)lp->text_offset));
-        ok = ok && put(tops, NULL, top_object(r, lp, lp->n_top, false));
+        ok = oai_put(toks, NULL, token_string(r->tok, lp->token)) &&
+             oai_put(lps, NULL, cJSON_CreateNumber(lp->logprob)) &&
+             oai_put(offs, NULL, cJSON_CreateNumber((double)lp->text_offset));
+        ok = ok && oai_put(tops, NULL, top_object(r, lp, lp->n_top, false));
     }
     if (!ok) {
         cJSON_Delete(o);
@@ -201,8 +200,9 @@ static cJSON *completion_logprobs(const oai_resp_t *r, const oai_choice_t *c)
 static cJSON *chat_token(const tok_t *tok, int32_t id, float logprob)
 {
     cJSON *o = cJSON_CreateObject();
-    if (put(o, "token", token_string(tok, id)) && put(o, "logprob", cJSON_CreateNumber(logprob)) &&
-        put(o, "bytes", bytes_array(tok, id)))
+    if (oai_put(o, "token", token_string(tok, id)) &&
+        oai_put(o, "logprob", cJSON_CreateNumber(logprob)) &&
+        oai_put(o, "bytes", bytes_array(tok, id)))
         return o;
     cJSON_Delete(o);
     return NULL;
@@ -214,14 +214,14 @@ static cJSON *chat_logprobs(const oai_resp_t *r, const oai_choice_t *c)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON *content = cJSON_CreateArray();
-    bool ok = put(o, "content", content) && put(o, "refusal", cJSON_CreateNull());
+    bool ok = oai_put(o, "content", content) && oai_put(o, "refusal", cJSON_CreateNull());
     for (size_t i = 0; ok && i < c->n_lp; i++) {
         const oai_lp_t *lp = &c->lp[i];
         cJSON *t = chat_token(r->tok, lp->token, lp->logprob);
         cJSON *tops = cJSON_CreateArray();
-        ok = put(content, NULL, t) && put(t, "top_logprobs", tops);
+        ok = oai_put(content, NULL, t) && oai_put(t, "top_logprobs", tops);
         for (int k = 0; ok && k < lp->n_top; k++)
-            ok = put(tops, NULL, chat_token(r->tok, lp->top[k].token, lp->top[k].logprob));
+            ok = oai_put(tops, NULL, chat_token(r->tok, lp->top[k].token, lp->top[k].logprob));
     }
     if (!ok) {
         cJSON_Delete(o);
@@ -237,7 +237,7 @@ char *oai_token_logprobs(const tok_t *tok, const oai_lp_t *lp, size_t n)
     cJSON *o = chat_logprobs(&r, &c);
     cJSON *content = cJSON_DetachItemFromObjectCaseSensitive(o, "content");
     cJSON_Delete(o);
-    return finish(content, content != NULL);
+    return oai_print(content, content != NULL);
 }
 
 static cJSON *timings_obj(const oai_timings_t *t)
@@ -245,24 +245,24 @@ static cJSON *timings_obj(const oai_timings_t *t)
     cJSON *o = cJSON_CreateObject();
     double prompt_per_s = t->prompt_ms > 0 ? 1e3 * (double)t->prompt_n / t->prompt_ms : 0;
     double pred_per_s = t->predicted_ms > 0 ? 1e3 * (double)t->predicted_n / t->predicted_ms : 0;
-    bool ok = put(o, "queue_ms", cJSON_CreateNumber(t->queue_ms)) &&
-              put(o, "prompt_n", cJSON_CreateNumber((double)t->prompt_n)) &&
-              put(o, "prompt_ms", cJSON_CreateNumber(t->prompt_ms)) &&
-              put(o, "prompt_per_token_ms",
+    bool ok = oai_put(o, "queue_ms", cJSON_CreateNumber(t->queue_ms)) &&
+              oai_put(o, "prompt_n", cJSON_CreateNumber((double)t->prompt_n)) &&
+              oai_put(o, "prompt_ms", cJSON_CreateNumber(t->prompt_ms)) &&
+              oai_put(o, "prompt_per_token_ms",
                   cJSON_CreateNumber(t->prompt_n ? t->prompt_ms / (double)t->prompt_n : 0)) &&
-              put(o, "prompt_per_second", cJSON_CreateNumber(prompt_per_s)) &&
-              put(o, "ttft_ms", cJSON_CreateNumber(t->ttft_ms)) &&
-              put(o, "predicted_n", cJSON_CreateNumber((double)t->predicted_n)) &&
-              put(o, "predicted_ms", cJSON_CreateNumber(t->predicted_ms)) &&
-              put(o, "predicted_per_token_ms",
+              oai_put(o, "prompt_per_second", cJSON_CreateNumber(prompt_per_s)) &&
+              oai_put(o, "ttft_ms", cJSON_CreateNumber(t->ttft_ms)) &&
+              oai_put(o, "predicted_n", cJSON_CreateNumber((double)t->predicted_n)) &&
+              oai_put(o, "predicted_ms", cJSON_CreateNumber(t->predicted_ms)) &&
+              oai_put(o, "predicted_per_token_ms",
                   cJSON_CreateNumber(t->predicted_n ? t->predicted_ms / (double)t->predicted_n
                                                     : 0)) &&
-              put(o, "predicted_per_second", cJSON_CreateNumber(pred_per_s)) &&
-              put(o, "total_ms", cJSON_CreateNumber(t->total_ms));
+              oai_put(o, "predicted_per_second", cJSON_CreateNumber(pred_per_s)) &&
+              oai_put(o, "total_ms", cJSON_CreateNumber(t->total_ms));
     if (ok && t->device_ms > 0)
-        ok = put(o, "device_ms", cJSON_CreateNumber(t->device_ms));
+        ok = oai_put(o, "device_ms", cJSON_CreateNumber(t->device_ms));
     if (ok && t->timed_out)
-        ok = put(o, "timed_out", cJSON_CreateTrue());
+        ok = oai_put(o, "timed_out", cJSON_CreateTrue());
     if (!ok) {
         cJSON_Delete(o);
         return NULL;
@@ -279,18 +279,18 @@ static cJSON *tool_calls(const oai_choice_t *c, bool chunk)
     for (size_t i = 0; ok && i < c->n_calls; i++) {
         const oai_tool_call_t *t = &c->calls[i];
         cJSON *o = cJSON_CreateObject();
-        ok = put(a, NULL, o);
+        ok = oai_put(a, NULL, o);
         if (ok && chunk)
-            ok = put(o, "index", cJSON_CreateNumber(t->index));
+            ok = oai_put(o, "index", cJSON_CreateNumber(t->index));
         if (ok && t->id)
-            ok = put(o, "id", cJSON_CreateString(t->id)) &&
-                 put(o, "type", cJSON_CreateString("function"));
+            ok = oai_put(o, "id", cJSON_CreateString(t->id)) &&
+                 oai_put(o, "type", cJSON_CreateString("function"));
         cJSON *fn = ok ? cJSON_CreateObject() : NULL;
-        ok = ok && put(o, "function", fn);
+        ok = ok && oai_put(o, "function", fn);
         if (ok && t->name)
-            ok = put(fn, "name", cJSON_CreateString(t->name));
+            ok = oai_put(fn, "name", cJSON_CreateString(t->name));
         if (ok && t->arguments)
-            ok = put(fn, "arguments", str_n(t->arguments, strlen(t->arguments)));
+            ok = oai_put(fn, "arguments", str_n(t->arguments, strlen(t->arguments)));
     }
     if (!ok) {
         cJSON_Delete(a);
@@ -302,36 +302,36 @@ static cJSON *tool_calls(const oai_choice_t *c, bool chunk)
 static cJSON *choice_obj(const oai_resp_t *r, const oai_choice_t *c)
 {
     cJSON *o = cJSON_CreateObject();
-    bool ok = put(o, "index", cJSON_CreateNumber(c->index));
+    bool ok = oai_put(o, "index", cJSON_CreateNumber(c->index));
     if (r->kind == RQ_CHAT) {
         cJSON *m = cJSON_CreateObject();
-        ok = ok && put(o, r->chunk ? "delta" : "message", m);
+        ok = ok && oai_put(o, r->chunk ? "delta" : "message", m);
         if (ok && (!r->chunk || c->role))
-            ok = put(m, "role", cJSON_CreateString("assistant"));
+            ok = oai_put(m, "role", cJSON_CreateString("assistant"));
         if (ok && (!r->chunk || c->role || c->text_len))
-            ok = put(m, "content", c->content_null && !r->chunk ? cJSON_CreateNull()
+            ok = oai_put(m, "content", c->content_null && !r->chunk ? cJSON_CreateNull()
                                                                 : str_n(c->text, c->text_len));
         if (ok && c->reasoning)
-            ok = put(m, "reasoning_content", str_n(c->reasoning, c->reasoning_len));
+            ok = oai_put(m, "reasoning_content", str_n(c->reasoning, c->reasoning_len));
         if (ok && c->n_calls)
-            ok = put(m, "tool_calls", tool_calls(c, r->chunk));
+            ok = oai_put(m, "tool_calls", tool_calls(c, r->chunk));
         /* A whole message's "refusal" is required by the SDKs' types (openai-node's
          * ChatCompletionMessage): null, as OpenAI sends when the model answered. */
         if (ok && !r->chunk)
-            ok = put(m, "refusal", cJSON_CreateNull());
+            ok = oai_put(m, "refusal", cJSON_CreateNull());
     } else {
-        ok = ok && put(o, "text", str_n(c->text, c->text_len));
+        ok = ok && oai_put(o, "text", str_n(c->text, c->text_len));
     }
     if (ok) {
         cJSON *lp = !c->logprobs ? cJSON_CreateNull()
                     : r->kind == RQ_CHAT ? chat_logprobs(r, c)
                                          : completion_logprobs(r, c);
-        ok = put(o, "logprobs", lp);
+        ok = oai_put(o, "logprobs", lp);
     }
     if (ok && r->kind != RQ_CHAT && c->prompt_logprobs)
-        ok = put(o, "prompt_logprobs", prompt_logprobs(r, c));
+        ok = oai_put(o, "prompt_logprobs", prompt_logprobs(r, c));
     if (ok)
-        ok = put(o, "finish_reason", c->finish_reason ? cJSON_CreateString(c->finish_reason)
+        ok = oai_put(o, "finish_reason", c->finish_reason ? cJSON_CreateString(c->finish_reason)
                                                       : cJSON_CreateNull());
     if (!ok) {
         cJSON_Delete(o);
@@ -346,40 +346,40 @@ char *oai_response(const oai_resp_t *r)
     const char *object = r->kind == RQ_CHAT ? (r->chunk ? "chat.completion.chunk"
                                                         : "chat.completion")
                                             : "text_completion";
-    bool ok = put(root, "id", cJSON_CreateString(r->id)) &&
-              put(root, "object", cJSON_CreateString(object)) &&
-              put(root, "created", cJSON_CreateNumber((double)r->created)) &&
-              put(root, "model", cJSON_CreateString(r->model)) &&
-              put(root, "system_fingerprint", cJSON_CreateString("fusiond-" PACKAGE_VERSION));
+    bool ok = oai_put(root, "id", cJSON_CreateString(r->id)) &&
+              oai_put(root, "object", cJSON_CreateString(object)) &&
+              oai_put(root, "created", cJSON_CreateNumber((double)r->created)) &&
+              oai_put(root, "model", cJSON_CreateString(r->model)) &&
+              oai_put(root, "system_fingerprint", cJSON_CreateString("fusiond-" PACKAGE_VERSION));
     cJSON *choices = ok ? cJSON_CreateArray() : NULL;
-    ok = ok && put(root, "choices", choices);
+    ok = ok && oai_put(root, "choices", choices);
     for (int i = 0; ok && i < r->n_choices; i++)
-        ok = put(choices, NULL, choice_obj(r, &r->choices[i]));
+        ok = oai_put(choices, NULL, choice_obj(r, &r->choices[i]));
     if (ok && r->kind == RQ_CHAT && r->n_choices > 0 && r->choices[0].prompt_logprobs)
-        ok = put(root, "prompt_logprobs", prompt_logprobs(r, &r->choices[0]));
+        ok = oai_put(root, "prompt_logprobs", prompt_logprobs(r, &r->choices[0]));
     if (ok && !r->usage && r->usage_null)
-        ok = put(root, "usage", cJSON_CreateNull());
+        ok = oai_put(root, "usage", cJSON_CreateNull());
     if (ok && r->usage) {
         cJSON *u = cJSON_CreateObject();
-        ok = put(root, "usage", u) &&
-             put(u, "prompt_tokens", cJSON_CreateNumber((double)r->prompt_tokens)) &&
-             put(u, "completion_tokens", cJSON_CreateNumber((double)r->completion_tokens)) &&
-             put(u, "total_tokens",
+        ok = oai_put(root, "usage", u) &&
+             oai_put(u, "prompt_tokens", cJSON_CreateNumber((double)r->prompt_tokens)) &&
+             oai_put(u, "completion_tokens", cJSON_CreateNumber((double)r->completion_tokens)) &&
+             oai_put(u, "total_tokens",
                  cJSON_CreateNumber((double)(r->prompt_tokens + r->completion_tokens)));
         if (ok && r->cached_details) {
             cJSON *d = cJSON_CreateObject();
-            ok = put(u, "prompt_tokens_details", d) &&
-                 put(d, "cached_tokens", cJSON_CreateNumber((double)r->cached_tokens));
+            ok = oai_put(u, "prompt_tokens_details", d) &&
+                 oai_put(d, "cached_tokens", cJSON_CreateNumber((double)r->cached_tokens));
         }
         if (ok && r->reasoning_details) {
             cJSON *d = cJSON_CreateObject();
-            ok = put(u, "completion_tokens_details", d) &&
-                 put(d, "reasoning_tokens", cJSON_CreateNumber((double)r->reasoning_tokens));
+            ok = oai_put(u, "completion_tokens_details", d) &&
+                 oai_put(d, "reasoning_tokens", cJSON_CreateNumber((double)r->reasoning_tokens));
         }
     }
     if (ok && r->timings)
-        ok = put(root, "timings", timings_obj(r->timings));
-    return finish(root, ok);
+        ok = oai_put(root, "timings", timings_obj(r->timings));
+    return oai_print(root, ok);
 }
 
 char *oai_error(int status, const char *type, const char *code, const char *param,
@@ -390,11 +390,12 @@ char *oai_error(int status, const char *type, const char *code, const char *para
     cJSON *e = cJSON_CreateObject();
     /* No specific code is null, as OpenAI sends it: clients branch on `code` being one of
      * OpenAI's strings (context_length_exceeded, ...), and "400" would be none of them. */
-    bool ok = put(root, "error", e) && put(e, "message", str_n(message, strlen(message))) &&
-              put(e, "type", cJSON_CreateString(type ? type : "invalid_request_error")) &&
-              put(e, "param", param && *param ? str_n(param, strlen(param)) : cJSON_CreateNull()) &&
-              put(e, "code", code ? cJSON_CreateString(code) : cJSON_CreateNull());
-    return finish(root, ok);
+    bool ok = oai_put(root, "error", e) && oai_put(e, "message", str_n(message, strlen(message))) &&
+              oai_put(e, "type", cJSON_CreateString(type ? type : "invalid_request_error")) &&
+              oai_put(e, "param",
+                      param && *param ? str_n(param, strlen(param)) : cJSON_CreateNull()) &&
+              oai_put(e, "code", code ? cJSON_CreateString(code) : cJSON_CreateNull());
+    return oai_print(root, ok);
 }
 
 char *oai_error_from(const rq_err_t *e)
@@ -405,26 +406,26 @@ char *oai_error_from(const rq_err_t *e)
 static cJSON *model_obj(const eng_info_t *info, const char *id, long long created)
 {
     cJSON *m = cJSON_CreateObject();
-    bool ok = put(m, "id", cJSON_CreateString(id)) &&
-              put(m, "object", cJSON_CreateString("model")) &&
-              put(m, "created", cJSON_CreateNumber((double)created)) &&
-              put(m, "owned_by", cJSON_CreateString("fusiond"));
+    bool ok = oai_put(m, "id", cJSON_CreateString(id)) &&
+              oai_put(m, "object", cJSON_CreateString("model")) &&
+              oai_put(m, "created", cJSON_CreateNumber((double)created)) &&
+              oai_put(m, "owned_by", cJSON_CreateString("fusiond"));
     if (ok && info) {
         cJSON *f = cJSON_CreateObject();
-        ok = put(m, "fusiond", f) &&
-             put(f, "backend", cJSON_CreateString(info->backend ? info->backend : "")) &&
-             put(f, "fusion", cJSON_CreateBool(info->fusion)) &&
-             put(f, "softmax_mode",
+        ok = oai_put(m, "fusiond", f) &&
+             oai_put(f, "backend", cJSON_CreateString(info->backend ? info->backend : "")) &&
+             oai_put(f, "fusion", cJSON_CreateBool(info->fusion)) &&
+             oai_put(f, "softmax_mode",
                  cJSON_CreateString(info->softmax_mode ? info->softmax_mode : "")) &&
-             put(f, "arch", cJSON_CreateString(info->arch ? info->arch : "")) &&
-             put(f, "context_length", cJSON_CreateNumber(info->n_ctx)) &&
-             put(f, "context_length_train", cJSON_CreateNumber(info->n_ctx_train)) &&
-             put(f, "n_vocab", cJSON_CreateNumber(info->n_vocab)) &&
-             put(f, "n_params", cJSON_CreateNumber((double)info->n_params)) &&
-             put(f, "file_bytes", cJSON_CreateNumber((double)info->file_bytes)) &&
-             put(f, "threads", cJSON_CreateNumber(info->threads));
+             oai_put(f, "arch", cJSON_CreateString(info->arch ? info->arch : "")) &&
+             oai_put(f, "context_length", cJSON_CreateNumber(info->n_ctx)) &&
+             oai_put(f, "context_length_train", cJSON_CreateNumber(info->n_ctx_train)) &&
+             oai_put(f, "n_vocab", cJSON_CreateNumber(info->n_vocab)) &&
+             oai_put(f, "n_params", cJSON_CreateNumber((double)info->n_params)) &&
+             oai_put(f, "file_bytes", cJSON_CreateNumber((double)info->file_bytes)) &&
+             oai_put(f, "threads", cJSON_CreateNumber(info->threads));
         /* vLLM's name for the context length, which some clients read. */
-        ok = ok && put(m, "max_model_len", cJSON_CreateNumber(info->n_ctx));
+        ok = ok && oai_put(m, "max_model_len", cJSON_CreateNumber(info->n_ctx));
     }
     if (!ok) {
         cJSON_Delete(m);
@@ -436,31 +437,31 @@ static cJSON *model_obj(const eng_info_t *info, const char *id, long long create
 char *oai_models(const eng_info_t *info, const char *model_id, long long created, bool single)
 {
     if (single)
-        return finish(model_obj(info, model_id, created), true);
+        return oai_print(model_obj(info, model_id, created), true);
     cJSON *root = cJSON_CreateObject();
     cJSON *data = cJSON_CreateArray();
-    bool ok = put(root, "object", cJSON_CreateString("list")) && put(root, "data", data) &&
-              put(data, NULL, model_obj(info, model_id, created));
-    return finish(root, ok);
+    bool ok = oai_put(root, "object", cJSON_CreateString("list")) && oai_put(root, "data", data) &&
+              oai_put(data, NULL, model_obj(info, model_id, created));
+    return oai_print(root, ok);
 }
 
 char *oai_tokenize(const tok_t *tok, const int32_t *ids, size_t n, bool with_pieces, int n_ctx)
 {
     cJSON *root = cJSON_CreateObject();
     cJSON *arr = cJSON_CreateArray();
-    bool ok = put(root, "tokens", arr);
+    bool ok = oai_put(root, "tokens", arr);
     for (size_t i = 0; ok && i < n; i++) {
         if (!with_pieces) {
-            ok = put(arr, NULL, cJSON_CreateNumber(ids[i]));
+            ok = oai_put(arr, NULL, cJSON_CreateNumber(ids[i]));
             continue;
         }
         cJSON *o = cJSON_CreateObject();
-        ok = put(arr, NULL, o) && put(o, "id", cJSON_CreateNumber(ids[i])) &&
-             put(o, "piece", token_string(tok, ids[i]));
+        ok = oai_put(arr, NULL, o) && oai_put(o, "id", cJSON_CreateNumber(ids[i])) &&
+             oai_put(o, "piece", token_string(tok, ids[i]));
     }
-    ok = ok && put(root, "count", cJSON_CreateNumber((double)n)) &&
-         put(root, "max_model_len", cJSON_CreateNumber(n_ctx));
-    return finish(root, ok);
+    ok = ok && oai_put(root, "count", cJSON_CreateNumber((double)n)) &&
+         oai_put(root, "max_model_len", cJSON_CreateNumber(n_ctx));
+    return oai_print(root, ok);
 }
 
 /* Base64 (RFC 4648, padded) of dim floats as little-endian float32, whatever the host order. */
@@ -500,25 +501,26 @@ char *oai_embeddings(const char *model, const float *const *vecs, int n, int dim
 {
     cJSON *root = cJSON_CreateObject();
     cJSON *data = cJSON_CreateArray();
-    bool ok = put(root, "data", data) && put(root, "object", cJSON_CreateString("list"));
+    bool ok = oai_put(root, "data", data) && oai_put(root, "object", cJSON_CreateString("list"));
     for (int i = 0; ok && i < n; i++) {
         cJSON *o = cJSON_CreateObject();
-        ok = put(data, NULL, o) && put(o, "object", cJSON_CreateString("embedding")) &&
-             put(o, "index", cJSON_CreateNumber(i)) &&
-             put(o, "embedding", base64 ? base64_floats(vecs[i], dim)
+        ok = oai_put(data, NULL, o) && oai_put(o, "object", cJSON_CreateString("embedding")) &&
+             oai_put(o, "index", cJSON_CreateNumber(i)) &&
+             oai_put(o, "embedding", base64 ? base64_floats(vecs[i], dim)
                                         : cJSON_CreateFloatArray(vecs[i], dim));
     }
     cJSON *usage = NULL;
-    ok = ok && put(root, "model", cJSON_CreateString(model)) &&
-         put(root, "usage", usage = cJSON_CreateObject()) &&
-         put(usage, "prompt_tokens", cJSON_CreateNumber((double)prompt_tokens)) &&
-         put(usage, "total_tokens", cJSON_CreateNumber((double)prompt_tokens));
-    return finish(root, ok);
+    ok = ok && oai_put(root, "model", cJSON_CreateString(model)) &&
+         oai_put(root, "usage", usage = cJSON_CreateObject()) &&
+         oai_put(usage, "prompt_tokens", cJSON_CreateNumber((double)prompt_tokens)) &&
+         oai_put(usage, "total_tokens", cJSON_CreateNumber((double)prompt_tokens));
+    return oai_print(root, ok);
 }
 
 char *oai_detokenize(const char *text, size_t len)
 {
     cJSON *root = cJSON_CreateObject();
-    bool ok = put(root, "content", str_n(text, len)) && put(root, "prompt", str_n(text, len));
-    return finish(root, ok);
+    bool ok = oai_put(root, "content", str_n(text, len)) &&
+              oai_put(root, "prompt", str_n(text, len));
+    return oai_print(root, ok);
 }

@@ -103,6 +103,14 @@ typedef struct oai_resp {
     const tok_t *tok;           /* token strings for logprobs (needed when any choice has them) */
 } oai_resp_t;
 
+/* The JSON builders' two steps, shared by every answer (openai.c, infill.c, native.c,
+ * responses.c): item added to obj under key (to an array when key is NULL), false with item
+ * freed when item is NULL or cannot be added; obj printed unformatted when ok (NULL when not,
+ * or on OOM), and freed either way. */
+struct cJSON;
+bool oai_put(struct cJSON *obj, const char *key, struct cJSON *item);
+char *oai_print(struct cJSON *obj, bool ok);
+
 /* Each returns a malloc'd NUL-terminated JSON text (free()), NULL when out of memory.
  * oai_error: a NULL code or param is null in the body, as OpenAI sends them; status is not
  * part of the body (the caller sends it as the HTTP status). */

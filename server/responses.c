@@ -60,17 +60,6 @@ static bool is_str(const cJSON *v, const char *s)
     return cJSON_IsString(v) && strcmp(v->valuestring, s) == 0;
 }
 
-/* Adds item under key (or to an array when key is NULL); false (item freed) on failure. */
-static bool put(cJSON *o, const char *key, cJSON *item)
-{
-    if (!item)
-        return false;
-    if (key ? cJSON_AddItemToObject(o, key, item) : cJSON_AddItemToArray(o, item))
-        return true;
-    cJSON_Delete(item);
-    return false;
-}
-
 static cJSON *dup(const cJSON *v)
 {
     return cJSON_Duplicate(v, true);
@@ -170,9 +159,9 @@ static int message_content(const cJSON *c, const char *pp, bool assistant, char 
         if (want_str(c, pp, e))
             return -EINVAL;
         cJSON *p = cJSON_CreateObject();
-        if (!put(*parts, NULL, p) || !put(p, "type", cJSON_CreateString(ptype)) ||
-            !put(p, "text", cJSON_CreateString(c->valuestring)) ||
-            (assistant && !put(p, "annotations", cJSON_CreateArray())))
+        if (!oai_put(*parts, NULL, p) || !oai_put(p, "type", cJSON_CreateString(ptype)) ||
+            !oai_put(p, "text", cJSON_CreateString(c->valuestring)) ||
+            (assistant && !oai_put(p, "annotations", cJSON_CreateArray())))
             return oom(e);
         *text = strdup(c->valuestring);
         return *text ? 0 : oom(e);
@@ -228,7 +217,7 @@ static int message_content(const cJSON *c, const char *pp, bool assistant, char 
             sb_adds(&b, "\n");
         sb_adds(&b, x->valuestring);
         cJSON *p = dup(it);
-        if (!put(*parts, NULL, p)) {
+        if (!oai_put(*parts, NULL, p)) {
             sb_free(&b);
             return oom(e);
         }
@@ -284,11 +273,12 @@ static int reasoning_input(const cJSON *it, const char *pp, cJSON *o, rq_err_t *
         rc = text_parts(content, kp, "reasoning_text", e);
     if (rc)
         return rc;
-    if (!put(o, "type", cJSON_CreateString("reasoning")) || !put(o, "summary", dup(summary)) ||
-        (content && !cJSON_IsNull(content) && !put(o, "content", dup(content))))
+    if (!oai_put(o, "type", cJSON_CreateString("reasoning")) ||
+        !oai_put(o, "summary", dup(summary)) ||
+        (content && !cJSON_IsNull(content) && !oai_put(o, "content", dup(content))))
         return oom(e);
     const cJSON *st = field(it, "status");
-    return st && !put(o, "status", dup(st)) ? oom(e) : 0;
+    return st && !oai_put(o, "status", dup(st)) ? oom(e) : 0;
 }
 
 static int input_item(const cJSON *it, const char *pp, cJSON **out, rq_err_t *e)
@@ -310,7 +300,7 @@ static int input_item(const cJSON *it, const char *pp, cJSON **out, rq_err_t *e)
     if (!o)
         return oom(e);
     *out = o;
-    if (id && !put(o, "id", dup(id)))
+    if (id && !oai_put(o, "id", dup(id)))
         return oom(e);
     if (strcmp(tv, "message") == 0) {
         const cJSON *role = field(it, "role"), *content = field(it, "content");
@@ -332,17 +322,17 @@ static int input_item(const cJSON *it, const char *pp, cJSON **out, rq_err_t *e)
             cJSON_Delete(parts);
             return rc;
         }
-        if (!put(o, "type", cJSON_CreateString("message")) || !put(o, "role", dup(role)) ||
-            !put(o, "content", parts))
+        if (!oai_put(o, "type", cJSON_CreateString("message")) || !oai_put(o, "role", dup(role)) ||
+            !oai_put(o, "content", parts))
             return oom(e);
         const cJSON *st = field(it, "status");
-        if (st && !put(o, "status", dup(st)))
+        if (st && !oai_put(o, "status", dup(st)))
             return oom(e);
         return 0;
     }
     if (strcmp(tv, "function_call") == 0) {
         static const char *const keys[] = {"call_id", "name", "arguments"};
-        if (!put(o, "type", cJSON_CreateString("function_call")))
+        if (!oai_put(o, "type", cJSON_CreateString("function_call")))
             return oom(e);
         for (size_t k = 0; k < FD_ARRAY_LEN(keys); k++) {
             const cJSON *v = field(it, keys[k]);
@@ -360,11 +350,11 @@ static int input_item(const cJSON *it, const char *pp, cJSON **out, rq_err_t *e)
                 if (!obj)
                     return bad(e, NULL, kp, "'%s' must be the JSON text of an object", kp);
             }
-            if (!put(o, keys[k], dup(v)))
+            if (!oai_put(o, keys[k], dup(v)))
                 return oom(e);
         }
         const cJSON *st = field(it, "status");
-        return st && !put(o, "status", dup(st)) ? oom(e) : 0;
+        return st && !oai_put(o, "status", dup(st)) ? oom(e) : 0;
     }
     if (strcmp(tv, "function_call_output") == 0) {
         const cJSON *cid = field(it, "call_id"), *output = field(it, "output");
@@ -390,8 +380,8 @@ static int input_item(const cJSON *it, const char *pp, cJSON **out, rq_err_t *e)
         } else if (want_str(output, kp, e)) {
             return -EINVAL;
         }
-        if (!put(o, "type", cJSON_CreateString("function_call_output")) ||
-            !put(o, "call_id", dup(cid)) || !put(o, "output", dup(output)))
+        if (!oai_put(o, "type", cJSON_CreateString("function_call_output")) ||
+            !oai_put(o, "call_id", dup(cid)) || !oai_put(o, "output", dup(output)))
             return oom(e);
         return 0;
     }
@@ -417,15 +407,15 @@ static int parse_input(const cJSON *root, rs_req_t *q, rq_err_t *e)
         if (want_str(in, "input", e))
             return -EINVAL;
         cJSON *o = cJSON_CreateObject(), *parts = cJSON_CreateArray(), *p = cJSON_CreateObject();
-        bool ok = put(q->input, NULL, o) && put(o, "type", cJSON_CreateString("message")) &&
-                  put(o, "role", cJSON_CreateString("user"));
-        if (!ok || !put(o, "content", parts)) {
+        bool ok = oai_put(q->input, NULL, o) && oai_put(o, "type", cJSON_CreateString("message")) &&
+                  oai_put(o, "role", cJSON_CreateString("user"));
+        if (!ok || !oai_put(o, "content", parts)) {
             cJSON_Delete(parts);
             cJSON_Delete(p);
             return oom(e);
         }
-        if (!put(parts, NULL, p) || !put(p, "type", cJSON_CreateString("input_text")) ||
-            !put(p, "text", cJSON_CreateString(in->valuestring)))
+        if (!oai_put(parts, NULL, p) || !oai_put(p, "type", cJSON_CreateString("input_text")) ||
+            !oai_put(p, "text", cJSON_CreateString(in->valuestring)))
             return oom(e);
         return 0;
     }
@@ -442,7 +432,7 @@ static int parse_input(const cJSON *root, rs_req_t *q, rq_err_t *e)
         snprintf(pp, sizeof pp, "input[%d]", i++);
         cJSON *o = NULL;
         int rc = input_item(it, pp, &o, e);
-        if (o && !put(q->input, NULL, o) && !rc)
+        if (o && !oai_put(q->input, NULL, o) && !rc)
             rc = oom(e);
         if (rc)
             return rc;
@@ -747,8 +737,9 @@ static int items_to_messages(const cJSON *items, cJSON *msgs, rq_err_t *e)
         if (strcmp(tv, "message") == 0) {
             char *text = content_text(field(it, "content"));
             m = cJSON_CreateObject();
-            bool ok = text && put(msgs, NULL, m) && put(m, "role", dup(field(it, "role"))) &&
-                      put(m, "content", cJSON_CreateString(text));
+            bool ok = text && oai_put(msgs, NULL, m) &&
+                      oai_put(m, "role", dup(field(it, "role"))) &&
+                      oai_put(m, "content", cJSON_CreateString(text));
             free(text);
             if (!ok)
                 return oom(e);
@@ -756,31 +747,33 @@ static int items_to_messages(const cJSON *items, cJSON *msgs, rq_err_t *e)
             bool join = last && is_str(field(last, "role"), "assistant");
             if (!join) {
                 m = cJSON_CreateObject();
-                if (!put(msgs, NULL, m) || !put(m, "role", cJSON_CreateString("assistant")) ||
-                    !put(m, "content", cJSON_CreateNull()))
+                if (!oai_put(msgs, NULL, m) ||
+                    !oai_put(m, "role", cJSON_CreateString("assistant")) ||
+                    !oai_put(m, "content", cJSON_CreateNull()))
                     return oom(e);
                 last = m;
             }
             cJSON *calls = cJSON_GetObjectItemCaseSensitive(last, "tool_calls");
-            if (!calls && !put(last, "tool_calls", calls = cJSON_CreateArray()))
+            if (!calls && !oai_put(last, "tool_calls", calls = cJSON_CreateArray()))
                 return oom(e);
             cJSON *c = cJSON_CreateObject(), *fn = cJSON_CreateObject();
-            bool ok = put(calls, NULL, c) && put(c, "id", dup(field(it, "call_id"))) &&
-                      put(c, "type", cJSON_CreateString("function"));
-            if (!ok || !put(c, "function", fn)) {
+            bool ok = oai_put(calls, NULL, c) && oai_put(c, "id", dup(field(it, "call_id"))) &&
+                      oai_put(c, "type", cJSON_CreateString("function"));
+            if (!ok || !oai_put(c, "function", fn)) {
                 if (ok)
                     cJSON_Delete(fn);
                 return oom(e);
             }
-            if (!put(fn, "name", dup(field(it, "name"))) ||
-                !put(fn, "arguments", dup(field(it, "arguments"))))
+            if (!oai_put(fn, "name", dup(field(it, "name"))) ||
+                !oai_put(fn, "arguments", dup(field(it, "arguments"))))
                 return oom(e);
         } else if (strcmp(tv, "function_call_output") == 0) {
             char *text = content_text(field(it, "output"));
             m = cJSON_CreateObject();
-            bool ok = text && put(msgs, NULL, m) && put(m, "role", cJSON_CreateString("tool")) &&
-                      put(m, "tool_call_id", dup(field(it, "call_id"))) &&
-                      put(m, "content", cJSON_CreateString(text));
+            bool ok = text && oai_put(msgs, NULL, m) &&
+                      oai_put(m, "role", cJSON_CreateString("tool")) &&
+                      oai_put(m, "tool_call_id", dup(field(it, "call_id"))) &&
+                      oai_put(m, "content", cJSON_CreateString(text));
             free(text);
             if (!ok)
                 return oom(e);
@@ -789,7 +782,7 @@ static int items_to_messages(const cJSON *items, cJSON *msgs, rq_err_t *e)
             if (is_str(field(m, "role"), "assistant")) {
                 const cJSON *parts = field(reasoning, "content");
                 char *t = content_text(parts ? parts : field(reasoning, "summary"));
-                bool ok = t && put(m, "reasoning_content", cJSON_CreateString(t));
+                bool ok = t && oai_put(m, "reasoning_content", cJSON_CreateString(t));
                 free(t);
                 if (!ok)
                     return oom(e);
@@ -804,7 +797,7 @@ int rs_chat_body(const rs_req_t *q, const cJSON *history, char **out, rq_err_t *
 {
     const cJSON *root = q->root;
     cJSON *c = cJSON_CreateObject(), *msgs = cJSON_CreateArray();
-    if (!c || !put(c, "messages", msgs)) {
+    if (!c || !oai_put(c, "messages", msgs)) {
         cJSON_Delete(c);
         cJSON_Delete(msgs);
         return oom(e);
@@ -813,8 +806,8 @@ int rs_chat_body(const rs_req_t *q, const cJSON *history, char **out, rq_err_t *
     const cJSON *v = field(root, "instructions");
     if (v) {
         cJSON *m = cJSON_CreateObject();
-        if (!put(msgs, NULL, m) || !put(m, "role", cJSON_CreateString("system")) ||
-            !put(m, "content", dup(v))) {
+        if (!oai_put(msgs, NULL, m) || !oai_put(m, "role", cJSON_CreateString("system")) ||
+            !oai_put(m, "content", dup(v))) {
             rc = oom(e);
             goto out;
         }
@@ -828,7 +821,7 @@ int rs_chat_body(const rs_req_t *q, const cJSON *history, char **out, rq_err_t *
     }
     for (size_t k = 0; k < FD_ARRAY_LEN(fields); k++) {
         v = field(root, fields[k].key);
-        if (v && fields[k].kind == F_PASS && !put(c, fields[k].key, dup(v))) {
+        if (v && fields[k].kind == F_PASS && !oai_put(c, fields[k].key, dup(v))) {
             rc = oom(e);
             goto out;
         }
@@ -836,42 +829,43 @@ int rs_chat_body(const rs_req_t *q, const cJSON *history, char **out, rq_err_t *
     static const char *const same[] = {"model", "stream", "parallel_tool_calls", "user"};
     for (size_t k = 0; k < FD_ARRAY_LEN(same); k++) {
         v = field(root, same[k]);
-        if (v && !put(c, same[k], dup(v))) {
+        if (v && !oai_put(c, same[k], dup(v))) {
             rc = oom(e);
             goto out;
         }
     }
     v = field(root, "max_output_tokens");
-    if (v && !put(c, "max_completion_tokens", dup(v)))
+    if (v && !oai_put(c, "max_completion_tokens", dup(v)))
         rc = oom(e);
     if (!rc && q->logprobs) {
         v = field(root, "top_logprobs");
-        if (!put(c, "logprobs", cJSON_CreateTrue()) ||
-            (v && !put(c, "top_logprobs", dup(v))))
+        if (!oai_put(c, "logprobs", cJSON_CreateTrue()) ||
+            (v && !oai_put(c, "top_logprobs", dup(v))))
             rc = oom(e);
     }
     /* tools: the chat shape nests each function under "function" */
     const cJSON *tools = field(root, "tools"), *it;
     if (!rc && tools && tools->child) {
         cJSON *arr = cJSON_CreateArray();
-        if (!put(c, "tools", arr))
+        if (!oai_put(c, "tools", arr))
             rc = oom(e);
         cJSON_ArrayForEach(it, tools)
         {
             cJSON *t = cJSON_CreateObject(), *fn = cJSON_CreateObject();
-            if (rc || !put(arr, NULL, t) || !put(t, "type", cJSON_CreateString("function"))) {
+            if (rc || !oai_put(arr, NULL, t) ||
+                !oai_put(t, "type", cJSON_CreateString("function"))) {
                 cJSON_Delete(fn);
                 rc = oom(e);
                 break;
             }
-            if (!put(t, "function", fn)) {
+            if (!oai_put(t, "function", fn)) {
                 rc = oom(e);
                 break;
             }
             static const char *const keys[] = {"name", "description", "parameters", "strict"};
             for (size_t k = 0; k < FD_ARRAY_LEN(keys) && !rc; k++) {
                 const cJSON *x = field(it, keys[k]);
-                if (x && !put(fn, keys[k], dup(x)))
+                if (x && !oai_put(fn, keys[k], dup(x)))
                     rc = oom(e);
             }
         }
@@ -884,27 +878,28 @@ int rs_chat_body(const rs_req_t *q, const cJSON *history, char **out, rq_err_t *
         } else {
             cJSON *fn = cJSON_CreateObject();
             tc = cJSON_CreateObject();
-            if (!put(tc, "type", cJSON_CreateString("function")) || !put(tc, "function", fn) ||
-                !put(fn, "name", dup(field(v, "name")))) {
+            if (!oai_put(tc, "type", cJSON_CreateString("function")) ||
+                !oai_put(tc, "function", fn) ||
+                !oai_put(fn, "name", dup(field(v, "name")))) {
                 cJSON_Delete(tc);
                 tc = NULL;
             }
         }
-        if (!put(c, "tool_choice", tc))
+        if (!oai_put(c, "tool_choice", tc))
             rc = oom(e);
     }
     v = field(field(root, "text"), "format");
     if (!rc && v) {
         cJSON *rf = cJSON_CreateObject();
         const cJSON *ty = field(v, "type");
-        bool ok = put(c, "response_format", rf) && put(rf, "type", dup(ty));
+        bool ok = oai_put(c, "response_format", rf) && oai_put(rf, "type", dup(ty));
         if (ok && is_str(ty, "json_schema")) {
             cJSON *js = cJSON_CreateObject();
-            ok = put(rf, "json_schema", js);
+            ok = oai_put(rf, "json_schema", js);
             static const char *const keys[] = {"name", "schema", "strict", "description"};
             for (size_t k = 0; ok && k < FD_ARRAY_LEN(keys); k++) {
                 const cJSON *x = field(v, keys[k]);
-                ok = !x || put(js, keys[k], dup(x));
+                ok = !x || oai_put(js, keys[k], dup(x));
             }
         }
         if (!ok)
@@ -994,12 +989,13 @@ static cJSON *text_part(const char *text, size_t len, cJSON *lp)
     cJSON *p = cJSON_CreateObject();
     if (!lp)
         lp = cJSON_CreateArray();
-    if (!put(p, "logprobs", lp)) {
+    if (!oai_put(p, "logprobs", lp)) {
         cJSON_Delete(p);
         return NULL;
     }
-    bool ok = put(p, "type", cJSON_CreateString("output_text")) &&
-              put(p, "annotations", cJSON_CreateArray()) && put(p, "text", gen_str(text, len));
+    bool ok = oai_put(p, "type", cJSON_CreateString("output_text")) &&
+              oai_put(p, "annotations", cJSON_CreateArray()) &&
+              oai_put(p, "text", gen_str(text, len));
     if (!ok) {
         cJSON_Delete(p);
         return NULL;
@@ -1011,9 +1007,10 @@ static cJSON *text_part(const char *text, size_t len, cJSON *lp)
 static cJSON *content_item(const char *id, const char *type, const char *status, cJSON *part)
 {
     cJSON *m = cJSON_CreateObject(), *content = cJSON_CreateArray();
-    bool ok = put(m, "id", cJSON_CreateString(id)) && put(m, "type", cJSON_CreateString(type)) &&
-              put(m, "status", cJSON_CreateString(status));
-    if (!ok || !put(m, "content", content)) {
+    bool ok = oai_put(m, "id", cJSON_CreateString(id)) &&
+              oai_put(m, "type", cJSON_CreateString(type)) &&
+              oai_put(m, "status", cJSON_CreateString(status));
+    if (!ok || !oai_put(m, "content", content)) {
         if (ok)
             content = NULL; /* put freed it */
         cJSON_Delete(content);
@@ -1021,7 +1018,7 @@ static cJSON *content_item(const char *id, const char *type, const char *status,
         cJSON_Delete(part);
         return NULL;
     }
-    if (part && !put(content, NULL, part)) {
+    if (part && !oai_put(content, NULL, part)) {
         cJSON_Delete(m);
         return NULL;
     }
@@ -1031,7 +1028,7 @@ static cJSON *content_item(const char *id, const char *type, const char *status,
 static cJSON *message_item(const char *id, const char *status, cJSON *part)
 {
     cJSON *m = content_item(id, "message", status, part);
-    if (m && !put(m, "role", cJSON_CreateString("assistant"))) {
+    if (m && !oai_put(m, "role", cJSON_CreateString("assistant"))) {
         cJSON_Delete(m);
         return NULL;
     }
@@ -1042,12 +1039,12 @@ static cJSON *call_item(const char *id, const char *call_id, const char *name,
                         const char *args, const char *status)
 {
     cJSON *c = cJSON_CreateObject();
-    if (put(c, "id", cJSON_CreateString(id)) &&
-        put(c, "type", cJSON_CreateString("function_call")) &&
-        put(c, "status", cJSON_CreateString(status)) &&
-        put(c, "arguments", gen_str(args, strlen(args))) &&
-        put(c, "call_id", cJSON_CreateString(call_id)) &&
-        put(c, "name", gen_str(name, strlen(name))))
+    if (oai_put(c, "id", cJSON_CreateString(id)) &&
+        oai_put(c, "type", cJSON_CreateString("function_call")) &&
+        oai_put(c, "status", cJSON_CreateString(status)) &&
+        oai_put(c, "arguments", gen_str(args, strlen(args))) &&
+        oai_put(c, "call_id", cJSON_CreateString(call_id)) &&
+        oai_put(c, "name", gen_str(name, strlen(name))))
         return c;
     cJSON_Delete(c);
     return NULL;
@@ -1059,15 +1056,15 @@ int rs_add_message(cJSON *arr, const char *resp_id, const char *text, size_t len
     char id[80];
     item_id(id, sizeof id, "msg_", resp_id, cJSON_GetArraySize(arr));
     cJSON *part = text_part(text, len, lp);
-    return part && put(arr, NULL, message_item(id, status, part)) ? 0 : -ENOMEM;
+    return part && oai_put(arr, NULL, message_item(id, status, part)) ? 0 : -ENOMEM;
 }
 
 /* A reasoning item's content part. */
 static cJSON *reasoning_part(const char *text, size_t len)
 {
     cJSON *p = cJSON_CreateObject();
-    if (!put(p, "type", cJSON_CreateString("reasoning_text")) ||
-        !put(p, "text", gen_str(text, len))) {
+    if (!oai_put(p, "type", cJSON_CreateString("reasoning_text")) ||
+        !oai_put(p, "text", gen_str(text, len))) {
         cJSON_Delete(p);
         return NULL;
     }
@@ -1077,7 +1074,7 @@ static cJSON *reasoning_part(const char *text, size_t len)
 static cJSON *reasoning_item(const char *id, const char *status, cJSON *part)
 {
     cJSON *r = content_item(id, "reasoning", status, part);
-    if (r && !put(r, "summary", cJSON_CreateArray())) {
+    if (r && !oai_put(r, "summary", cJSON_CreateArray())) {
         cJSON_Delete(r);
         return NULL;
     }
@@ -1090,7 +1087,7 @@ int rs_add_reasoning(cJSON *arr, const char *resp_id, const char *text, size_t l
     char id[80];
     item_id(id, sizeof id, "rs_", resp_id, cJSON_GetArraySize(arr));
     cJSON *part = reasoning_part(text, len);
-    return part && put(arr, NULL, reasoning_item(id, status, part)) ? 0 : -ENOMEM;
+    return part && oai_put(arr, NULL, reasoning_item(id, status, part)) ? 0 : -ENOMEM;
 }
 
 int rs_add_call(cJSON *arr, const char *resp_id, const char *call_id, const char *name,
@@ -1098,7 +1095,7 @@ int rs_add_call(cJSON *arr, const char *resp_id, const char *call_id, const char
 {
     char id[80];
     item_id(id, sizeof id, "fc_", resp_id, cJSON_GetArraySize(arr));
-    return put(arr, NULL, call_item(id, call_id, name, arguments, status)) ? 0 : -ENOMEM;
+    return oai_put(arr, NULL, call_item(id, call_id, name, arguments, status)) ? 0 : -ENOMEM;
 }
 
 /* A member of the request echoed as given, or def (a new value, taken) when absent. */
@@ -1107,9 +1104,9 @@ static bool echo(cJSON *o, const cJSON *root, const char *key, cJSON *def)
     const cJSON *v = field(root, key);
     if (v) {
         cJSON_Delete(def);
-        return put(o, key, dup(v));
+        return oai_put(o, key, dup(v));
     }
-    return put(o, key, def);
+    return oai_put(o, key, def);
 }
 
 cJSON *rs_response_obj(const rs_req_t *q, const rs_result_t *r)
@@ -1117,70 +1114,70 @@ cJSON *rs_response_obj(const rs_req_t *q, const rs_result_t *r)
     const cJSON *root = q->root;
     cJSON *o = cJSON_CreateObject();
     bool done = strcmp(r->status, "in_progress") != 0;
-    bool ok = put(o, "id", cJSON_CreateString(r->id)) &&
-              put(o, "object", cJSON_CreateString("response")) &&
-              put(o, "created_at", cJSON_CreateNumber((double)r->created_at)) &&
-              put(o, "status", cJSON_CreateString(r->status)) &&
-              put(o, "background", cJSON_CreateFalse()) &&
-              put(o, "completed_at", strcmp(r->status, "completed") == 0
+    bool ok = oai_put(o, "id", cJSON_CreateString(r->id)) &&
+              oai_put(o, "object", cJSON_CreateString("response")) &&
+              oai_put(o, "created_at", cJSON_CreateNumber((double)r->created_at)) &&
+              oai_put(o, "status", cJSON_CreateString(r->status)) &&
+              oai_put(o, "background", cJSON_CreateFalse()) &&
+              oai_put(o, "completed_at", strcmp(r->status, "completed") == 0
                                          ? cJSON_CreateNumber((double)time(NULL))
                                          : cJSON_CreateNull()) &&
-              put(o, "error", cJSON_CreateNull());
+              oai_put(o, "error", cJSON_CreateNull());
     if (ok && r->incomplete_reason) {
         cJSON *d = cJSON_CreateObject();
-        ok = put(o, "incomplete_details", d) &&
-             put(d, "reason", cJSON_CreateString(r->incomplete_reason));
+        ok = oai_put(o, "incomplete_details", d) &&
+             oai_put(d, "reason", cJSON_CreateString(r->incomplete_reason));
     } else if (ok) {
-        ok = put(o, "incomplete_details", cJSON_CreateNull());
+        ok = oai_put(o, "incomplete_details", cJSON_CreateNull());
     }
     ok = ok && echo(o, root, "instructions", cJSON_CreateNull()) &&
          echo(o, root, "max_output_tokens", cJSON_CreateNull()) &&
-         put(o, "max_tool_calls", cJSON_CreateNull()) &&
-         put(o, "model", cJSON_CreateString(r->model)) &&
-         put(o, "output", r->output ? dup(r->output) : cJSON_CreateArray()) &&
+         oai_put(o, "max_tool_calls", cJSON_CreateNull()) &&
+         oai_put(o, "model", cJSON_CreateString(r->model)) &&
+         oai_put(o, "output", r->output ? dup(r->output) : cJSON_CreateArray()) &&
          echo(o, root, "parallel_tool_calls", cJSON_CreateTrue()) &&
          echo(o, root, "previous_response_id", cJSON_CreateNull()) &&
          echo(o, root, "prompt_cache_key", cJSON_CreateNull()) &&
          echo(o, root, "safety_identifier", cJSON_CreateNull()) &&
-         put(o, "service_tier", cJSON_CreateString("default")) &&
-         put(o, "store", cJSON_CreateBool(q->store)) &&
+         oai_put(o, "service_tier", cJSON_CreateString("default")) &&
+         oai_put(o, "store", cJSON_CreateBool(q->store)) &&
          echo(o, root, "temperature", cJSON_CreateNumber(1.0)) &&
          echo(o, root, "tool_choice", cJSON_CreateString("auto")) &&
          echo(o, root, "tools", cJSON_CreateArray()) &&
          echo(o, root, "top_logprobs", cJSON_CreateNumber(0)) &&
          echo(o, root, "top_p", cJSON_CreateNumber(1.0)) &&
-         put(o, "truncation", cJSON_CreateString("disabled")) &&
+         oai_put(o, "truncation", cJSON_CreateString("disabled")) &&
          echo(o, root, "user", cJSON_CreateNull()) &&
          echo(o, root, "metadata", cJSON_CreateObject());
     if (ok) {
         cJSON *reason = cJSON_CreateObject();
-        ok = put(o, "reasoning", reason) && put(reason, "effort", cJSON_CreateNull()) &&
-             put(reason, "summary", cJSON_CreateNull());
+        ok = oai_put(o, "reasoning", reason) && oai_put(reason, "effort", cJSON_CreateNull()) &&
+             oai_put(reason, "summary", cJSON_CreateNull());
     }
     if (ok) {
         /* text: the format as given (default text) and the verbosity */
         cJSON *t = cJSON_CreateObject();
         const cJSON *f = field(field(root, "text"), "format");
         cJSON *fmt = f ? dup(f) : cJSON_CreateObject();
-        ok = put(o, "text", t) && put(t, "format", fmt) &&
-             (f || put(fmt, "type", cJSON_CreateString("text"))) &&
-             put(t, "verbosity", cJSON_CreateString("medium"));
+        ok = oai_put(o, "text", t) && oai_put(t, "format", fmt) &&
+             (f || oai_put(fmt, "type", cJSON_CreateString("text"))) &&
+             oai_put(t, "verbosity", cJSON_CreateString("medium"));
     }
     if (ok && done && r->usage) {
         cJSON *u = cJSON_CreateObject(), *id = cJSON_CreateObject(), *od = cJSON_CreateObject();
-        bool uo = put(o, "usage", u);
-        ok = uo && put(u, "input_tokens", cJSON_CreateNumber((double)r->input_tokens));
+        bool uo = oai_put(o, "usage", u);
+        ok = uo && oai_put(u, "input_tokens", cJSON_CreateNumber((double)r->input_tokens));
         if (!uo)
             id = od = (cJSON_Delete(id), cJSON_Delete(od), NULL);
-        ok = ok && put(u, "input_tokens_details", id) &&
-             put(id, "cached_tokens", cJSON_CreateNumber((double)r->cached_tokens)) &&
-             put(u, "output_tokens", cJSON_CreateNumber((double)r->output_tokens)) &&
-             put(u, "output_tokens_details", od) &&
-             put(od, "reasoning_tokens", cJSON_CreateNumber((double)r->reasoning_tokens)) &&
-             put(u, "total_tokens",
+        ok = ok && oai_put(u, "input_tokens_details", id) &&
+             oai_put(id, "cached_tokens", cJSON_CreateNumber((double)r->cached_tokens)) &&
+             oai_put(u, "output_tokens", cJSON_CreateNumber((double)r->output_tokens)) &&
+             oai_put(u, "output_tokens_details", od) &&
+             oai_put(od, "reasoning_tokens", cJSON_CreateNumber((double)r->reasoning_tokens)) &&
+             oai_put(u, "total_tokens",
                  cJSON_CreateNumber((double)(r->input_tokens + r->output_tokens)));
     } else if (ok) {
-        ok = put(o, "usage", cJSON_CreateNull());
+        ok = oai_put(o, "usage", cJSON_CreateNull());
     }
     if (!ok) {
         cJSON_Delete(o);
@@ -1221,8 +1218,8 @@ void rs_stream_free(rs_stream_t *st)
 /* Sends ev (taken) as an SSE frame with the next sequence number. */
 static void emit(rs_stream_t *st, sb_t *out, const char *type, cJSON *ev)
 {
-    bool ok = ev && put(ev, "type", cJSON_CreateString(type)) &&
-              put(ev, "sequence_number", cJSON_CreateNumber(st->seq));
+    bool ok = ev && oai_put(ev, "type", cJSON_CreateString(type)) &&
+              oai_put(ev, "sequence_number", cJSON_CreateNumber(st->seq));
     char *json = ok ? cJSON_PrintUnformatted(ev) : NULL;
     cJSON_Delete(ev);
     if (!json) {
@@ -1242,7 +1239,7 @@ static cJSON *ev_response(rs_stream_t *st)
 {
     cJSON *ev = cJSON_CreateObject();
     st->res.output = st->output;
-    if (!put(ev, "response", rs_response_obj(st->q, &st->res))) {
+    if (!oai_put(ev, "response", rs_response_obj(st->q, &st->res))) {
         cJSON_Delete(ev);
         return NULL;
     }
@@ -1260,13 +1257,13 @@ static cJSON *ev_item(rs_stream_t *st, int idx, bool with_item, bool content)
 {
     cJSON *ev = cJSON_CreateObject();
     const cJSON *item = cJSON_GetArrayItem(st->output, idx);
-    bool ok = item && put(ev, "output_index", cJSON_CreateNumber(idx));
+    bool ok = item && oai_put(ev, "output_index", cJSON_CreateNumber(idx));
     if (ok && with_item)
-        ok = put(ev, "item", dup(item));
+        ok = oai_put(ev, "item", dup(item));
     else if (ok)
-        ok = put(ev, "item_id", dup(field(item, "id")));
+        ok = oai_put(ev, "item_id", dup(field(item, "id")));
     if (ok && content)
-        ok = put(ev, "content_index", cJSON_CreateNumber(0));
+        ok = oai_put(ev, "content_index", cJSON_CreateNumber(0));
     if (!ok) {
         cJSON_Delete(ev);
         return NULL;
@@ -1278,7 +1275,7 @@ static cJSON *ev_item(rs_stream_t *st, int idx, bool with_item, bool content)
  * content_part.added with empty (taken); its output index, or -1. */
 static int open_item(rs_stream_t *st, sb_t *out, cJSON *item, cJSON *empty)
 {
-    if (!put(st->output, NULL, item)) {
+    if (!oai_put(st->output, NULL, item)) {
         st->failed = true;
         cJSON_Delete(empty);
         return -1;
@@ -1286,7 +1283,7 @@ static int open_item(rs_stream_t *st, sb_t *out, cJSON *item, cJSON *empty)
     int idx = cJSON_GetArraySize(st->output) - 1;
     emit(st, out, "response.output_item.added", ev_item(st, idx, true, false));
     cJSON *ev = ev_item(st, idx, false, true);
-    if (ev && !put(ev, "part", empty))
+    if (ev && !oai_put(ev, "part", empty))
         ev = (cJSON_Delete(ev), NULL);
     else if (!ev)
         cJSON_Delete(empty);
@@ -1300,11 +1297,11 @@ static void finish_item(rs_stream_t *st, sb_t *out, int idx, cJSON *part, const 
 {
     cJSON *item = cJSON_GetArrayItem(st->output, idx);
     cJSON *ev = ev_item(st, idx, false, true);
-    if (ev && !put(ev, "part", dup(part)))
+    if (ev && !oai_put(ev, "part", dup(part)))
         ev = (cJSON_Delete(ev), NULL);
     emit(st, out, "response.content_part.done", ev);
     cJSON *content = cJSON_GetObjectItemCaseSensitive(item, "content");
-    if (!part || !put(content, NULL, part))
+    if (!part || !oai_put(content, NULL, part))
         st->failed = true;
     cJSON_ReplaceItemInObjectCaseSensitive(item, "status", cJSON_CreateString(status));
     emit(st, out, "response.output_item.done", ev_item(st, idx, true, false));
@@ -1316,7 +1313,7 @@ static void close_reasoning(rs_stream_t *st, sb_t *out, const char *status)
         return;
     const char *text = st->rtext.buf ? st->rtext.buf : "";
     cJSON *ev = ev_item(st, st->rsn, false, true);
-    if (ev && !put(ev, "text", gen_str(text, st->rtext.len)))
+    if (ev && !oai_put(ev, "text", gen_str(text, st->rtext.len)))
         ev = (cJSON_Delete(ev), NULL);
     emit(st, out, "response.reasoning_text.done", ev);
     finish_item(st, out, st->rsn, reasoning_part(text, st->rtext.len), status);
@@ -1336,7 +1333,7 @@ void rs_stream_reasoning(rs_stream_t *st, sb_t *out, const char *text, size_t le
     }
     sb_add(&st->rtext, text, len);
     cJSON *ev = ev_item(st, st->rsn, false, true);
-    if (ev && !put(ev, "delta", gen_str(text, len)))
+    if (ev && !oai_put(ev, "delta", gen_str(text, len)))
         ev = (cJSON_Delete(ev), NULL);
     emit(st, out, "response.reasoning_text.delta", ev);
 }
@@ -1357,12 +1354,12 @@ void rs_stream_text(rs_stream_t *st, sb_t *out, const char *text, size_t len, cJ
     }
     sb_add(&st->text, text, len);
     cJSON *ev = ev_item(st, st->msg, false, true);
-    if (!put(ev, "delta", gen_str(text, len)) ||
-        !put(ev, "logprobs", lp ? dup(lp) : cJSON_CreateArray()))
+    if (!oai_put(ev, "delta", gen_str(text, len)) ||
+        !oai_put(ev, "logprobs", lp ? dup(lp) : cJSON_CreateArray()))
         ev = (cJSON_Delete(ev), NULL);
     /* the tokens' logprobs are kept for the .done events and the final response */
     for (cJSON *x = lp ? lp->child : NULL; x && st->lps; x = x->next)
-        if (!put(st->lps, NULL, dup(x)))
+        if (!oai_put(st->lps, NULL, dup(x)))
             st->failed = true;
     cJSON_Delete(lp);
     emit(st, out, "response.output_text.delta", ev);
@@ -1374,8 +1371,8 @@ static void close_msg(rs_stream_t *st, sb_t *out, const char *status)
         return;
     const char *text = st->text.buf ? st->text.buf : "";
     cJSON *ev = ev_item(st, st->msg, false, true);
-    if (ev && (!put(ev, "text", gen_str(text, st->text.len)) ||
-               !put(ev, "logprobs", st->lps ? dup(st->lps) : cJSON_CreateArray())))
+    if (ev && (!oai_put(ev, "text", gen_str(text, st->text.len)) ||
+               !oai_put(ev, "logprobs", st->lps ? dup(st->lps) : cJSON_CreateArray())))
         ev = (cJSON_Delete(ev), NULL);
     emit(st, out, "response.output_text.done", ev);
     finish_item(st, out, st->msg, text_part(text, st->text.len, st->lps), status);
@@ -1391,8 +1388,8 @@ static void close_call(rs_stream_t *st, sb_t *out, const char *status)
     cJSON *item = cJSON_GetArrayItem(st->output, st->call);
     const char *args = st->args.buf ? st->args.buf : "";
     cJSON *ev = ev_item(st, st->call, false, false);
-    if (ev && (!put(ev, "arguments", gen_str(args, st->args.len)) ||
-               !put(ev, "name", dup(field(item, "name")))))
+    if (ev && (!oai_put(ev, "arguments", gen_str(args, st->args.len)) ||
+               !oai_put(ev, "name", dup(field(item, "name")))))
         ev = (cJSON_Delete(ev), NULL);
     emit(st, out, "response.function_call_arguments.done", ev);
     cJSON_ReplaceItemInObjectCaseSensitive(item, "arguments", gen_str(args, st->args.len));
@@ -1409,7 +1406,7 @@ void rs_stream_call(rs_stream_t *st, sb_t *out, const char *call_id, const char 
     close_call(st, out, "completed");
     char id[80];
     item_id(id, sizeof id, "fc_", st->res.id, cJSON_GetArraySize(st->output));
-    if (!put(st->output, NULL, call_item(id, call_id, name, "", "in_progress"))) {
+    if (!oai_put(st->output, NULL, call_item(id, call_id, name, "", "in_progress"))) {
         st->failed = true;
         return;
     }
@@ -1423,7 +1420,7 @@ void rs_stream_args(rs_stream_t *st, sb_t *out, const char *delta)
         return;
     sb_adds(&st->args, delta);
     cJSON *ev = ev_item(st, st->call, false, false);
-    if (ev && !put(ev, "delta", gen_str(delta, strlen(delta))))
+    if (ev && !oai_put(ev, "delta", gen_str(delta, strlen(delta))))
         ev = (cJSON_Delete(ev), NULL);
     emit(st, out, "response.function_call_arguments.delta", ev);
 }
@@ -1446,9 +1443,9 @@ void rs_stream_end(rs_stream_t *st, sb_t *out)
 void rs_stream_error(rs_stream_t *st, sb_t *out, const char *code, const char *message)
 {
     cJSON *ev = cJSON_CreateObject();
-    if (!put(ev, "code", code ? cJSON_CreateString(code) : cJSON_CreateNull()) ||
-        !put(ev, "message", cJSON_CreateString(message)) ||
-        !put(ev, "param", cJSON_CreateNull()))
+    if (!oai_put(ev, "code", code ? cJSON_CreateString(code) : cJSON_CreateNull()) ||
+        !oai_put(ev, "message", cJSON_CreateString(message)) ||
+        !oai_put(ev, "param", cJSON_CreateNull()))
         ev = (cJSON_Delete(ev), NULL);
     emit(st, out, "error", ev);
 }
@@ -1617,7 +1614,7 @@ char *rs_input_items(const cJSON *input, bool desc, int limit, const char *after
 {
     int n = cJSON_GetArraySize(input);
     cJSON *o = cJSON_CreateObject(), *data = cJSON_CreateArray();
-    bool ok = put(o, "object", cJSON_CreateString("list")) && put(o, "data", data);
+    bool ok = oai_put(o, "object", cJSON_CreateString("list")) && oai_put(o, "data", data);
     if (!ok)
         cJSON_Delete(data);
     bool started = after == NULL, more = false;
@@ -1631,14 +1628,14 @@ char *rs_input_items(const cJSON *input, bool desc, int limit, const char *after
             more = true;
             break;
         }
-        ok = put(data, NULL, dup(it));
+        ok = oai_put(data, NULL, dup(it));
     }
     int m = ok ? cJSON_GetArraySize(data) : 0;
     const cJSON *first = m ? cJSON_GetArrayItem(data, 0) : NULL;
     const cJSON *last = m ? cJSON_GetArrayItem(data, m - 1) : NULL;
-    ok = ok && put(o, "first_id", first ? dup(field(first, "id")) : cJSON_CreateNull()) &&
-         put(o, "last_id", last ? dup(field(last, "id")) : cJSON_CreateNull()) &&
-         put(o, "has_more", cJSON_CreateBool(more));
+    ok = ok && oai_put(o, "first_id", first ? dup(field(first, "id")) : cJSON_CreateNull()) &&
+         oai_put(o, "last_id", last ? dup(field(last, "id")) : cJSON_CreateNull()) &&
+         oai_put(o, "has_more", cJSON_CreateBool(more));
     char *s = ok ? cJSON_PrintUnformatted(o) : NULL;
     cJSON_Delete(o);
     return s;

@@ -14,7 +14,6 @@
 #include <string.h>
 
 #include "common/fd.h"
-#include "engine/unicode.h"
 #include "tests/testutil.h"
 
 /* ids 0..255: the bytes (GPT-2's byte-to-unicode texts); then the special tokens */
@@ -29,17 +28,7 @@ static tok_t *vocab(bool fim, bool repo, bool bos)
     static const char *const specials[] = {"<s>", "<|fim_prefix|>", "<|fim_suffix|>",
                                            "<|fim_middle|>", "<|fim_pad|>", "<|fim_repo|>",
                                            "<|file_sep|>"};
-    int next = 256;
-    for (int b = 0; b < 256; b++) {
-        bool direct = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-        uint32_t cp = direct ? (uint32_t)b : (uint32_t)next++;
-        uint8_t u[4];
-        int k = uni_encode(cp, u);
-        memcpy(texts[b], u, (size_t)k);
-        texts[b][k] = '\0';
-        ptrs[b] = texts[b];
-        types[b] = TOK_T_NORMAL;
-    }
+    tu_gpt2_byte_tokens(texts, ptrs, types);
     for (int i = BOS; i < NTOK; i++) {
         /* a vocabulary without FIM (or without REP/SEP) has other texts there */
         bool keep = i == BOS || (fim && (i <= PAD || repo));

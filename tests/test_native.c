@@ -15,7 +15,6 @@
 #include <string.h>
 
 #include "common/fd.h"
-#include "engine/unicode.h"
 #include "tests/testutil.h"
 
 enum { NTOK = 257 };
@@ -26,17 +25,7 @@ static int32_t types[NTOK];
 /* GPT-2's byte-to-unicode texts, then <s> */
 static tok_t *vocab(void)
 {
-    int next = 256;
-    for (int b = 0; b < 256; b++) {
-        bool direct = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-        uint32_t cp = direct ? (uint32_t)b : (uint32_t)next++;
-        uint8_t u[4];
-        int k = uni_encode(cp, u);
-        memcpy(texts[b], u, (size_t)k);
-        texts[b][k] = '\0';
-        ptrs[b] = texts[b];
-        types[b] = TOK_T_NORMAL;
-    }
+    tu_gpt2_byte_tokens(texts, ptrs, types);
     snprintf(texts[256], sizeof texts[256], "<s>");
     ptrs[256] = texts[256];
     types[256] = TOK_T_CONTROL;

@@ -6,11 +6,15 @@
 
 #include <check.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "engine/tokenizer.h"
+#include "engine/unicode.h"
 
 /* Path of a file under the shared data folder, or NULL (with a clear message, and exit 77 or
  * 1 when need is set) when it is missing. */
@@ -127,6 +131,23 @@ static inline char *tu_next_line(char **cur)
             return line;
     }
     return NULL;
+}
+
+/* The 256 byte tokens of a GPT-2 byte-level vocabulary, ids 0..255: texts[b] is byte b under
+ * GPT-2's byte-to-unicode map (printable Latin-1 bytes as themselves, the others from U+0100
+ * on), UTF-8 and NUL-ended; ptrs[b] points at it and types[b] is TOK_T_NORMAL. */
+static inline void tu_gpt2_byte_tokens(char (*texts)[8], const char **ptrs, int32_t *types)
+{
+    int next = 256;
+    for (int b = 0; b < 256; b++) {
+        bool direct = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+        uint8_t u[4];
+        int k = uni_encode(direct ? (uint32_t)b : (uint32_t)next++, u);
+        memcpy(texts[b], u, (size_t)k);
+        texts[b][k] = '\0';
+        ptrs[b] = texts[b];
+        types[b] = TOK_T_NORMAL;
+    }
 }
 
 /* Runs one suite; returns the process exit status. */

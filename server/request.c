@@ -357,18 +357,24 @@ static int parse_stop(const cJSON *root, const rq_limits_t *lim, rq_t *r, rq_err
 static int unsupported_param(rq_err_t *e, const char *param, const char *fmt, ...)
     FD_PRINTF(3, 4);
 
+/* Room for cnt logit_bias entries in r->bias (none, left NULL, for 0), within the limit. */
+static int alloc_bias(int cnt, const rq_limits_t *lim, rq_t *r, rq_err_t *e)
+{
+    if (cnt > lim->max_logit_bias)
+        return bad(e, "logit_bias", "'logit_bias' has %d entries; at most %d are allowed", cnt,
+                   lim->max_logit_bias);
+    if (cnt && !(r->bias = calloc((size_t)cnt, sizeof *r->bias)))
+        return -ENOMEM;
+    return 0;
+}
+
 /* llama-server's form of logit_bias: [[token id, bias], ...], false for a bias bans the
  * token.  Its string form (["text", bias]: every token of the text) is refused by name. */
 static int parse_bias_pairs(const cJSON *b, const rq_limits_t *lim, rq_t *r, rq_err_t *e)
 {
-    int cnt = cJSON_GetArraySize(b);
-    if (cnt > lim->max_logit_bias)
-        return bad(e, "logit_bias", "'logit_bias' has %d entries; at most %d are allowed", cnt,
-                   lim->max_logit_bias);
-    if (cnt == 0)
-        return 0;
-    if (!(r->bias = calloc((size_t)cnt, sizeof *r->bias)))
-        return -ENOMEM;
+    int rc = alloc_bias(cJSON_GetArraySize(b), lim, r, e);
+    if (rc || !r->bias)
+        return rc;
     const cJSON *it;
     cJSON_ArrayForEach(it, b)
     {
@@ -406,15 +412,9 @@ static int parse_logit_bias(const cJSON *root, int kind, const rq_limits_t *lim,
     if (!cJSON_IsObject(b))
         return bad(e, "logit_bias", "'logit_bias' must be an object mapping token ids to "
                    "biases, not %s", type_name(b));
-    int cnt = cJSON_GetArraySize(b);
-    if (cnt > lim->max_logit_bias)
-        return bad(e, "logit_bias", "'logit_bias' has %d entries; at most %d are allowed", cnt,
-                   lim->max_logit_bias);
-    if (cnt == 0)
-        return 0;
-    r->bias = calloc((size_t)cnt, sizeof *r->bias);
-    if (!r->bias)
-        return -ENOMEM;
+    int rc = alloc_bias(cJSON_GetArraySize(b), lim, r, e);
+    if (rc || !r->bias)
+        return rc;
     const cJSON *it;
     cJSON_ArrayForEach(it, b)
     {

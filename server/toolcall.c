@@ -44,6 +44,14 @@ static size_t skip_ws(const char *s, size_t i, size_t len)
     return i;
 }
 
+/* i less the whitespace just before it: where the content ends when a call begins at i. */
+static size_t trim_back(const char *s, size_t i)
+{
+    while (i > 0 && ws(s[i - 1]))
+        i--;
+    return i;
+}
+
 static bool starts(const char *s, size_t i, size_t len, const char *lit)
 {
     size_t k = strlen(lit);
@@ -261,10 +269,8 @@ static int scan_qwen(scan_t *sc)
     const char *first = find(s, len, QWEN_OPEN);
     if (!first)
         return SC_OK; /* no call (yet) */
-    size_t i = (size_t)(first - s), c = i;
-    while (c > 0 && ws(s[c - 1]))
-        c--;
-    sc->content_len = c;
+    size_t i = (size_t)(first - s);
+    sc->content_len = trim_back(s, i);
     while (i < len) {
         if (!starts(s, i, len, QWEN_OPEN))
             return partial(s, i, len, QWEN_OPEN) ? SC_MORE : SC_BAD;
@@ -451,10 +457,8 @@ static int scan_deepseek(scan_t *sc)
     const char *first = find_any(s, len, DS_OPENS, &k);
     if (!first)
         return SC_OK; /* no call (yet) */
-    size_t i = (size_t)(first - s), c = i;
-    while (c > 0 && ws(s[c - 1]))
-        c--;
-    sc->content_len = c;
+    size_t i = (size_t)(first - s);
+    sc->content_len = trim_back(s, i);
     i += k;
     for (;;) {
         i = skip_ws(s, i, len);
@@ -510,12 +514,10 @@ static int scan_mistral3(scan_t *sc)
     const char *s = sc->s;
     size_t len = sc->len;
     bool front;
-    size_t i = m3_start(s, len, &front), c = i;
+    size_t i = m3_start(s, len, &front);
     if (i == len)
         return SC_OK; /* no call (yet) */
-    while (c > 0 && ws(s[c - 1]))
-        c--;
-    sc->content_len = front ? 0 : c;
+    sc->content_len = front ? 0 : trim_back(s, i);
     for (;;) {
         i = skip_ws(s, i, len);
         if (i == len)
@@ -692,9 +694,7 @@ static size_t safe_before_any(const char *s, size_t len, const char *const *mark
     }
     /* and the whitespace before it, which tc_parse leaves out of the content when a call
      * follows: streamed and whole answers then carry the same text */
-    while (safe > 0 && ws(s[safe - 1]))
-        safe--;
-    return safe;
+    return trim_back(s, safe);
 }
 
 static size_t safe_before(const char *s, size_t len, const char *mark)

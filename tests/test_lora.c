@@ -18,17 +18,6 @@
 #include "engine/model.h"
 #include "testutil.h"
 
-static char tmpdir[256];
-
-static const char *tmp_path(const char *name)
-{
-    static char buf[16][512];
-    static int k;
-    char *p = buf[k++ & 15];
-    snprintf(p, 512, "%s/%s", tmpdir, name);
-    return p;
-}
-
 /* A small random model (F32 unless wtype says otherwise), written once per name. */
 static const char *write_model(const char *name, const char *arch, int wtype)
 {
@@ -36,7 +25,7 @@ static const char *write_model(const char *name, const char *arch, int wtype)
                          .n_head_kv = 2, .n_ff = 128, .n_vocab = 300, .n_ctx = 64,
                          .rope_base = 10000.0f, .norm_eps = 1e-5f, .wtype = wtype,
                          .seed = 7 };
-    const char *path = tmp_path(name);
+    const char *path = tu_tmp_path(name);
     if (access(path, R_OK) == 0)
         return path;
     char err[256];
@@ -50,7 +39,7 @@ static const char *write_adapter(const char *name, const char *base, const char 
 {
     lora_gen_t g = { .base_path = base, .targets = targets, .rank = rank, .alpha = alpha,
                      .type = type, .seed = seed };
-    const char *path = tmp_path(name);
+    const char *path = tu_tmp_path(name);
     char err[256];
     int rc = lora_write_random(&g, path, err, sizeof(err));
     ck_assert_msg(rc == 0, "writing %s: %s", name, err);
@@ -401,7 +390,7 @@ static const char *write_bad(const char *name, const char *type, const char *ada
         ck_assert_int_eq(gguf_w_add_tensor(w, t[i].name, t[i].type, 2, ne, NULL, zero_fill,
                                            NULL), 0);
     }
-    const char *path = tmp_path(name);
+    const char *path = tu_tmp_path(name);
     char err[256];
     ck_assert_msg(gguf_w_write_file(w, path, err, sizeof(err)) == 0, "%s", err);
     gguf_w_free(w);
@@ -488,12 +477,7 @@ END_TEST
 
 int main(void)
 {
-    const char *t = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof(tmpdir), "%s/fd-test-lora-XXXXXX", t && *t ? t : "/tmp");
-    if (!mkdtemp(tmpdir)) {
-        perror(tmpdir);
-        return 1;
-    }
+    tu_tmp_make("fd-test-lora");
     Suite *s = suite_create("lora");
     TCase *tc = tcase_create("lora");
     tcase_set_timeout(tc, 120);
@@ -509,9 +493,6 @@ int main(void)
     tcase_add_test(tc, test_bad_files);
     suite_add_tcase(s, tc);
     int rc = tu_run(s);
-    char cmd[600];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmpdir);
+    tu_tmp_remove();
     return rc;
 }

@@ -246,38 +246,6 @@ END_TEST
 
 /* ---- random models written with the GGUF writer ---- */
 
-static char tmpdir[256];
-
-/* Made by main() before the (forked) tests run, removed after. */
-static void mk_tmp(void)
-{
-    const char *t = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof(tmpdir), "%s/fd-test-model-XXXXXX", t && *t ? t : "/tmp");
-    if (!mkdtemp(tmpdir)) {
-        perror(tmpdir);
-        exit(1);
-    }
-}
-
-static const char *tmp_path(const char *name)
-{
-    static char buf[8][512];
-    static int k;
-    char *p = buf[k++ & 7];
-    snprintf(p, 512, "%s/%s", tmpdir, name);
-    return p;
-}
-
-static void rm_tmp(void)
-{
-    if (!tmpdir[0])
-        return;
-    char cmd[600];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmpdir);
-}
-
 /* Writes a Llama-shaped random model of type wtype (gguf_w_llama_write). */
 static const char *write_llama(const char *name, int wtype, bool tied)
 {
@@ -285,7 +253,7 @@ static const char *write_llama(const char *name, int wtype, bool tied)
                          .n_head_kv = 2, .n_ff = 512, .n_vocab = 300, .n_ctx = 64,
                          .rope_base = 10000.0f, .norm_eps = 1e-5f, .tied = tied,
                          .wtype = wtype, .seed = 42 };
-    const char *path = tmp_path(name);
+    const char *path = tu_tmp_path(name);
     char err[256];
     int rc = gguf_w_llama_write(&p, path, 1, err, sizeof(err));
     ck_assert_msg(rc == 0, "writing %s: %s", name, err);
@@ -863,7 +831,7 @@ static const char *write_spec(const char *fname, const spec_t *sp)
                                                NULL, fill_rand, &seed), 0);
         }
     }
-    const char *path = tmp_path(fname);
+    const char *path = tu_tmp_path(fname);
     char err[256];
     ck_assert_msg(gguf_w_write_file(w, path, err, sizeof(err)) == 0, "%s", err);
     gguf_w_free(w);
@@ -1036,7 +1004,7 @@ START_TEST(test_bad_files)
     s.block_count = 1u << 30;
     ck_assert_int_eq(load_err(write_spec("layers.gguf", &s), err, sizeof(err)), FD_EFORMAT);
     ck_assert_ptr_nonnull(strstr(err, "block_count 1073741824 needs at least"));
-    ck_assert_int_ne(load_err(tmp_path("does-not-exist.gguf"), err, sizeof(err)), 0);
+    ck_assert_int_ne(load_err(tu_tmp_path("does-not-exist.gguf"), err, sizeof(err)), 0);
     ck_assert_ptr_nonnull(strstr(err, "does-not-exist.gguf"));
 
     llm_load_params_t p;
@@ -1153,7 +1121,7 @@ static const char *swa_file(void)
                           .n_vocab = 512, .n_ctx = 256, .rope_base = 1e6f, .norm_eps = 1e-6f,
                           .tied = true, .wtype = GG_F32, .seed = 77, .n_swa = 8 };
     char err[256];
-    snprintf(path, sizeof(path), "%s", tmp_path("swa-gemma3.gguf"));
+    snprintf(path, sizeof(path), "%s", tu_tmp_path("swa-gemma3.gguf"));
     ck_assert_msg(gguf_w_llama_write(&sp, path, 1, err, sizeof(err)) == 0, "%s", err);
     return path;
 }
@@ -1321,8 +1289,8 @@ int main(void)
     tcase_add_loop_test(rnd, test_swa_ring, 0, 12);
     tcase_add_test(rnd, test_swa_ring_not_smaller);
     suite_add_tcase(s, rnd);
-    mk_tmp();
+    tu_tmp_make("fd-test-model");
     int rc = tu_run(s);
-    rm_tmp();
+    tu_tmp_remove();
     return rc;
 }

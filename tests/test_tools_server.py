@@ -192,6 +192,23 @@ def history(call_id, name, arguments, result):
         {"role": "tool", "tool_call_id": call_id, "content": result}]
 
 
+def call_both(d, b, name, args, what):
+    """One call to name with args, in the whole answer and streamed: the whole answer and its
+    call."""
+    st, js = chat(d, b)
+    c = one_call(js, name, args, what)
+    streamed_call(d, b, name, args, what)
+    return js, c
+
+
+def named_call(d, what):
+    """A named tool_choice of get_weather (the prefill, then the arguments NAMED_ARGS biases
+    toward), whole and streamed: the whole answer."""
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    return call_both(d, body(NAMED_ARGS, tool_choice=named, max_tokens=3), "get_weather",
+                     {"city": "Paris"}, what)[0]
+
+
 def schema_held(d, what):
     """A named tool_choice of set_unit: the arguments are held to its schema."""
     st, js = chat(d, body(None, tool_choice=SET_UNIT, max_tokens=200))
@@ -245,12 +262,9 @@ def main():
         # named: the prefill ends where the arguments begin, and the grammar holds them to
         # the parameters schema; the document complete, the model must end, and the server
         # closes the call
-        named = {"type": "function", "function": {"name": "get_weather"}}
-        st, js = chat(d, body(NAMED_ARGS, tool_choice=named, max_tokens=3))
-        one_call(js, "get_weather", {"city": "Paris"}, "named tool_choice")
+        js = named_call(d, "named tool_choice")
         check(js["usage"]["completion_tokens"] == 2, "named: the arguments, then the end")
-        streamed_call(d, body(NAMED_ARGS, tool_choice=named, max_tokens=3), "get_weather",
-                      {"city": "Paris"}, "named tool_choice")
+        named = {"type": "function", "function": {"name": "get_weather"}}
         # no bias at all: the random model's arguments still fit the schema (an enum)
         for what, stream_it in (("whole", False), ("streamed", True)):
             b = body(None, tool_choice=SET_UNIT, max_tokens=200)
@@ -335,10 +349,8 @@ def main():
     with loopback.daemon(check, "mistral daemon exit", "--chat-template", "mistral",
                          model=gguf) as d:
         schema_held(d, "mistral")
-        st, js = chat(d, body(MISTRAL_CALL))
-        c = one_call(js, "get_weather", {"city": "Rome"}, "mistral call")
+        _, c = call_both(d, body(MISTRAL_CALL), "get_weather", {"city": "Rome"}, "mistral call")
         check(len(c["id"]) == 9 and c["id"].isalnum(), "mistral call id " + c["id"])
-        calls = streamed_call(d, body(MISTRAL_CALL), "get_weather", {"city": "Rome"}, "mistral call")
         # the id it gave comes back in the history and is accepted
         hist = history(c["id"], "get_weather", '{"city": "Rome"}', "warm")
         st, js = chat(d, body(None, messages=hist, max_tokens=2))
@@ -363,19 +375,13 @@ def main():
         check(msg.get("reasoning_content") == "Hm." and msg.get("content") == "No call needed."
               and "tool_calls" not in msg and with_tools["choices"][0]["finish_reason"] == "length",
               "r1 auto, no call: %r" % with_tools)
-        named = {"type": "function", "function": {"name": "get_weather"}}
-        st, js = chat(d, body(NAMED_ARGS, tool_choice=named, max_tokens=3))
-        one_call(js, "get_weather", {"city": "Paris"}, "r1 named tool_choice")
+        js = named_call(d, "r1 named tool_choice")
         check(js["usage"]["completion_tokens"] == 2 and
               "reasoning_content" not in js["choices"][0]["message"],
               "r1 named: the arguments, then the end, no reasoning: %r" % js)
-        streamed_call(d, body(NAMED_ARGS, tool_choice=named, max_tokens=3), "get_weather",
-                      {"city": "Paris"}, "r1 named tool_choice")
         schema_held(d, "r1")
-        st, js = chat(d, body(R1_REQUIRED_REST, tool_choice="required"))
-        c = one_call(js, "clock", {}, "r1 required tool_choice")
-        streamed_call(d, body(R1_REQUIRED_REST, tool_choice="required"), "clock", {},
-                      "r1 required tool_choice")
+        _, c = call_both(d, body(R1_REQUIRED_REST, tool_choice="required"), "clock", {},
+                       "r1 required tool_choice")
         # its own call and the result come back in the history
         hist = history(c["id"], "clock", "{}", "12:00")
         st, js = chat(d, body(R1_ANSWER, messages=hist))
@@ -394,14 +400,10 @@ def main():
                             "mistral3-tools.gguf", M3_TOKENS)
     with loopback.daemon(check, "mistral3 daemon exit", model=m3_gguf) as d:
         check(b"mistral3" in d.logtext(), "the Devstral template is detected as mistral3")
-        st, js = chat(d, body(M3_CALL))
-        c = one_call(js, "get_weather", {"city": "Rome"}, "mistral3 call")
+        _, c = call_both(d, body(M3_CALL), "get_weather", {"city": "Rome"}, "mistral3 call")
         check(len(c["id"]) == 9 and c["id"].isalnum(), "mistral3 call id " + c["id"])
-        streamed_call(d, body(M3_CALL), "get_weather", {"city": "Rome"}, "mistral3 call")
-        st, js = chat(d, body(M3_BARE))
-        one_call(js, "get_weather", {"city": "Bern"}, "mistral3 call without its markers")
-        streamed_call(d, body(M3_BARE), "get_weather", {"city": "Bern"},
-                      "mistral3 call without its markers")
+        call_both(d, body(M3_BARE), "get_weather", {"city": "Bern"},
+                  "mistral3 call without its markers")
         st, js = chat(d, body(M3_TWO))
         msg = js["choices"][0]["message"]
         check(msg["content"] is None and [t["function"]["name"] for t in msg["tool_calls"]] ==
@@ -412,12 +414,8 @@ def main():
               {"city": "Oslo"}, "mistral3 two calls streamed: %r %r %r" % (content, calls, finishes))
         st, js = chat(d, body(M3_TWO, parallel_tool_calls=False))
         one_call(js, "clock", {}, "mistral3 parallel_tool_calls false")
-        named = {"type": "function", "function": {"name": "get_weather"}}
-        st, js = chat(d, body(NAMED_ARGS, tool_choice=named, max_tokens=3))
-        one_call(js, "get_weather", {"city": "Paris"}, "mistral3 named tool_choice")
+        js = named_call(d, "mistral3 named tool_choice")
         check(js["usage"]["completion_tokens"] == 2, "mistral3 named: the arguments, then the end")
-        streamed_call(d, body(NAMED_ARGS, tool_choice=named, max_tokens=3), "get_weather",
-                      {"city": "Paris"}, "mistral3 named tool_choice")
         schema_held(d, "mistral3")
         st, js = chat(d, body(M3_REQUIRED_REST, tool_choice="required"))
         c = one_call(js, "clock", {}, "mistral3 required tool_choice")
@@ -437,20 +435,14 @@ def main():
                            "granite-tools.gguf", G_TOKENS)
     with loopback.daemon(check, "granite daemon exit", model=g_gguf) as d:
         check(b"granite" in d.logtext(), "the Granite template is detected")
-        st, js = chat(d, body(G_CALL))
-        c = one_call(js, "get_weather", {"city": "Lima"}, "granite call")
+        _, c = call_both(d, body(G_CALL), "get_weather", {"city": "Lima"}, "granite call")
         check(c["id"].startswith("call_"), "granite call id " + c["id"])
-        streamed_call(d, body(G_CALL), "get_weather", {"city": "Lima"}, "granite call")
         st, js = chat(d, body(G_BARE))
         msg = js["choices"][0]["message"]
         check(msg["content"] is None and len(msg["tool_calls"]) == 2 and
               json.loads(msg["tool_calls"][1]["function"]["arguments"]) == {"x": 1},
               "granite two calls without the tag: %r" % msg)
-        named = {"type": "function", "function": {"name": "get_weather"}}
-        st, js = chat(d, body(NAMED_ARGS, tool_choice=named, max_tokens=3))
-        one_call(js, "get_weather", {"city": "Paris"}, "granite named tool_choice")
-        streamed_call(d, body(NAMED_ARGS, tool_choice=named, max_tokens=3), "get_weather",
-                      {"city": "Paris"}, "granite named tool_choice")
+        named_call(d, "granite named tool_choice")
         st, js = chat(d, body(G_REQUIRED_REST, tool_choice="required"))
         one_call(js, "clock", {}, "granite required tool_choice")
         hist = history("call_1", "clock", "{}", "12:00")

@@ -89,6 +89,43 @@ static inline double tu_rel_diff(const float *a, const float *b, size_t n)
     return d / s;
 }
 
+/* A suite's scratch folder under $TMPDIR (or /tmp): tu_tmp_make(prefix) in main() before
+ * the (forked) tests run, tu_tmp_path(name) for a file in it (16 at a time), tu_tmp_remove()
+ * after. */
+static inline char *tu_tmpdir(void)
+{
+    static char dir[256];
+    return dir;
+}
+static inline void tu_tmp_make(const char *prefix)
+{
+    const char *t = getenv("TMPDIR");
+    char *dir = tu_tmpdir();
+    snprintf(dir, 256, "%s/%s-XXXXXX", t && *t ? t : "/tmp", prefix);
+    if (!mkdtemp(dir)) {
+        perror(dir);
+        exit(1);
+    }
+}
+static inline const char *tu_tmp_path(const char *name)
+{
+    static char buf[16][512];
+    static int k;
+    char *p = buf[k++ & 15];
+    snprintf(p, 512, "%s/%s", tu_tmpdir(), name);
+    return p;
+}
+static inline void tu_tmp_remove(void)
+{
+    const char *dir = tu_tmpdir();
+    if (!dir[0])
+        return;
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+}
+
 /* A whole file, NUL-terminated (not counted in *len); fails the test when it cannot be read. */
 static inline char *tu_slurp(const char *path, size_t *len)
 {

@@ -209,6 +209,17 @@ def named_call(d, what):
                      {"city": "Paris"}, what)[0]
 
 
+def not_a_call(d, bias, text, what):
+    """An answer (biased to bias) that could begin a call and is none: held back, then
+    released as its text, whole and streamed."""
+    st, js = chat(d, body(bias))
+    check(js["choices"][0]["message"]["content"] == text and
+          js["choices"][0]["finish_reason"] == "length", "%s not a call: %r" % (what, js))
+    content, calls, finishes = assemble(stream(d, body(bias)))
+    check(content == text and not calls and finishes == ["length"],
+          "%s not a call streamed: %r %r" % (what, content, finishes))
+
+
 def schema_held(d, what):
     """A named tool_choice of set_unit: the arguments are held to its schema."""
     st, js = chat(d, body(None, tool_choice=SET_UNIT, max_tokens=200))
@@ -334,12 +345,7 @@ def main():
         schema_held(d, "llama3.1")
         streamed_call(d, body(LLAMA_CALL), "get_weather", {"city": "Oslo"}, "llama3.1 call")
         # held back as a possible call, released as content when it is not one
-        st, js = chat(d, body(NOT_A_CALL))
-        check(js["choices"][0]["message"]["content"] == TOKENS[NOT_A_CALL] and
-              js["choices"][0]["finish_reason"] == "length", "llama3.1 not a call: %r" % js)
-        content, calls, finishes = assemble(stream(d, body(NOT_A_CALL)))
-        check(content == TOKENS[NOT_A_CALL] and not calls and finishes == ["length"],
-              "llama3.1 not a call streamed: %r %r" % (content, finishes))
+        not_a_call(d, NOT_A_CALL, TOKENS[NOT_A_CALL], "llama3.1")
         two = USER + [{"role": "assistant", "tool_calls": [
             {"id": "a", "type": "function", "function": {"name": "clock", "arguments": "{}"}},
             {"id": "b", "type": "function", "function": {"name": "clock", "arguments": "{}"}}]}]
@@ -420,12 +426,7 @@ def main():
         st, js = chat(d, body(M3_REQUIRED_REST, tool_choice="required"))
         c = one_call(js, "clock", {}, "mistral3 required tool_choice")
         # no call: held back while it could be one, then content
-        st, js = chat(d, body(M3_NOT_A_CALL))
-        check(js["choices"][0]["message"]["content"] == M3_TOKENS[M3_NOT_A_CALL] and
-              js["choices"][0]["finish_reason"] == "length", "mistral3 not a call: %r" % js)
-        content, calls, finishes = assemble(stream(d, body(M3_NOT_A_CALL)))
-        check(content == M3_TOKENS[M3_NOT_A_CALL] and not calls and finishes == ["length"],
-              "mistral3 not a call streamed: %r %r" % (content, finishes))
+        not_a_call(d, M3_NOT_A_CALL, M3_TOKENS[M3_NOT_A_CALL], "mistral3")
         hist = history(c["id"], "clock", "{}", "12:00")
         st, js = chat(d, body(None, messages=hist, max_tokens=2))
         check(st == 200, "mistral3 history with its call and result: %d %r" % (st, js))

@@ -301,9 +301,8 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
                           "no prompt log-probabilities");
     if (embed && eng_info(e)->n_embd < 1)
         return SUBMIT_ERR(-EINVAL, "this model gives no embeddings");
-    if (q->max_tokens < (q->prompt_logprobs || embed ? 0 : 1))
-        return SUBMIT_ERR(-EINVAL, "max_tokens %d: must be >= 1 (0 only with prompt "
-                          "log-probabilities)", q->max_tokens);
+    if (q->max_tokens < 0)
+        return SUBMIT_ERR(-EINVAL, "max_tokens %d: must be >= 0", q->max_tokens);
     if (q->prompt_logprobs &&
         (q->prompt_top < 0 || q->prompt_top > SMP_MAX_TOP || q->prompt_top > e->d.n_vocab))
         return SUBMIT_ERR(-EINVAL, "prompt log-probabilities with %d alternatives: 0..%d",

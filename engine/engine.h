@@ -220,8 +220,10 @@ typedef void (*eng_event_cb)(void *ud, const eng_event_t *ev);
 typedef struct eng_request {
     const int32_t *prompt;      /* copied at submit; must not be empty */
     size_t n_prompt;
-    int max_tokens;             /* > 0, or 0 with prompt_logprobs: the prompt's
-                                   log-probabilities alone, then DONE (ENG_FINISH_LENGTH) */
+    int max_tokens;             /* >= 0; 0 generates nothing: the prompt is prefilled (with
+                                   prompt_logprobs, their events), then DONE
+                                   (ENG_FINISH_LENGTH): a prompt-only request leaves its KV
+                                   for the prefix cache, as editors warm it */
     eng_sampling_t sampling;
     const char *const *stop;    /* copied; matched across token boundaries */
     int n_stop;

@@ -1225,12 +1225,13 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
     const char *mt = "max_tokens";
     if (kind == RQ_CHAT && field(root, "max_completion_tokens"))
         mt = "max_completion_tokens";
-    if (kind == RQ_NATIVE) {
+    if (kind == RQ_NATIVE || kind == RQ_INFILL) {
         /* llama-server reads n_predict, else max_tokens, both with its -1 */
         mt = field(root, "n_predict") || !field(root, "max_tokens") ? "n_predict" : "max_tokens";
         if ((rc = get_int(root, mt, -1, 0x7fffffff, &have, &v, e)))
             return rc;
-        /* 0 evaluates the prompt alone (into the prefix cache: llama.vim warms it so) */
+        /* 0 evaluates the prompt alone (into the prefix cache: llama.vim warms it so, on
+         * /infill) */
         if (have) {
             r->max_tokens = v < 0 ? RQ_TO_CONTEXT : v == 0 ? RQ_PROMPT_ONLY : (int)v;
             r->max_tokens_field = mt;
@@ -1353,8 +1354,6 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
         if (r->n != 1)
             return unsupported_param(e, "n", "'n' must be 1 on /infill (it answers one "
                                      "completion)");
-        if (r->max_tokens == RQ_PROMPT_ONLY)
-            return bad(e, mt, "'%s' is 0: it must be at least 1", mt);
     } else if (kind == RQ_COMPLETION) {
         if ((rc = get_bool(root, "echo", &r->echo, e)))
             return rc;

@@ -2588,9 +2588,10 @@ static int submit_choice(srv_job_t *j, int i, double timeout, char *err, size_t 
     er.stop = (const char *const *)r->stop;
     er.n_stop = r->n_stop;
     er.ignore_eos = r->ignore_eos;
-    /* max_tokens 0 (echo): the engine evaluates the prompt alone, which it does with
-     * the prompt's log-probabilities */
-    er.prompt_logprobs = job_wants_plp(j) || er.max_tokens == 0;
+    /* max_tokens 0: the prompt alone; echo's answer carries the prompt's log-probabilities,
+     * /completion's and /infill's (n_predict 0, to warm the prefix cache) nothing, so they
+     * reuse and leave the cache without computing every row's logits */
+    er.prompt_logprobs = job_wants_plp(j) || (er.max_tokens == 0 && r->kind == RQ_COMPLETION);
     er.prompt_top = FD_MAX(r->prompt_logprobs, r->echo ? r->logprobs : 0);
     er.prompt_top = FD_MAX(er.prompt_top, 0);
     if (embed) {

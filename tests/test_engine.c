@@ -1095,8 +1095,7 @@ START_TEST(test_bounds_and_bad_requests)
 
     /* bad fields */
     q.n_prompt = 4;
-    q.max_tokens = 4;
-    q.max_tokens = 0;
+    q.max_tokens = -1;
     ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), -EINVAL);
     ck_assert_ptr_nonnull(strstr(err, "max_tokens"));
     q.max_tokens = 4;
@@ -2435,11 +2434,12 @@ static void prompt_logprobs_match(const char *backend, bool fusion)
     memset(&q, 0, sizeof q);
     q.prompt = prompt;
     q.n_prompt = N;
-    q.max_tokens = 0;
+    q.max_tokens = -1;
     eng_sampling_default(&q.sampling);
     q.on_event = on_event;
     ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), -EINVAL);
     ck_assert_msg(strstr(err, "max_tokens"), "%s", err);
+    q.max_tokens = 0;
     q.prompt_logprobs = true;
     q.prompt_top = 21;
     ck_assert_int_eq(eng_submit(e, &q, NULL, err, sizeof err), -EINVAL);

@@ -298,6 +298,16 @@ def spm_cases(d):
     check(st == 200 and st2 == 200 and a["timings"]["cache_n"] < b["timings"]["cache_n"] and
           a["tokens_evaluated"] - 4 <= b["timings"]["cache_n"] < b["tokens_evaluated"],
           "prefix cache: cache_n %r then %r" % (a.get("timings"), b.get("timings")))
+    # n_predict 0 (llama.vim's warm-up of its extra context): the prompt alone, left in the
+    # prefix cache for the next request with that start
+    warm = dict(body, input_prefix="Lily and Tom went to the park. " * 6, n_predict=0)
+    st, _, w = d.post("/infill", warm)
+    check(st == 200 and w["content"] == "" and w["tokens_predicted"] == 0 and
+          w["stop_type"] == "limit", "n_predict 0: the prompt alone: %d %r" % (st, w))
+    st, _, c = d.post("/infill", dict(warm, n_predict=4))
+    check(st == 200 and c["tokens_predicted"] == 4 and
+          c["timings"]["cache_n"] >= c["tokens_evaluated"] - 4,
+          "after n_predict 0, from the prefix cache: %d %r" % (st, c.get("timings")))
 
 
 def plain_cases(d):

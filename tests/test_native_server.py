@@ -382,6 +382,10 @@ def main():
         long = PROMPT + ", there was a little girl named Lily. She loved to play outside"
         st, _, js = native(d, {"prompt": long, "n_predict": 0})
         check(st == 200 and js["timings"]["cache_n"] == 0, "a cold prompt: %r" % js)
+        # a prompt-only request reuses the cache too (no logits of every row to compute)
+        st, _, js = native(d, {"prompt": long, "n_predict": 0})
+        check(st == 200 and js["timings"]["cache_n"] >= 16 and js["tokens_predicted"] == 0,
+              "n_predict 0 again: from the prefix cache: %r" % js)
         st, _, js = native(d, {"prompt": long + " in the sun.", "n_predict": 4})
         check(st == 200 and js["timings"]["cache_n"] >= 16 and
               js["timings"]["prompt_n"] + js["timings"]["cache_n"] == js["tokens_evaluated"],

@@ -749,7 +749,7 @@ static const struct bad_case {
     {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"n\":2}", 400, "n"},
     {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"logprobs\":2}", 400, "logprobs"},
     {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"echo\":true}", 400, "echo"},
-    {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"max_tokens\":0}", 400,
+    {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"max_tokens\":-2}", 400,
      "max_tokens"},
     {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"n_predict\":\"8\"}", 400,
      "n_predict"},
@@ -920,6 +920,18 @@ START_TEST(test_infill_body)
     ck_assert_str_eq(e.param, "input_prefix");
     ck_assert_str_eq(e.code, "context_length_exceeded");
     rq_free(&r);
+    /* n_predict 0 (llama.vim warms its extra context so), or max_tokens 0: the prompt alone */
+    static const char *const prompt_only[] = {
+        "{\"input_prefix\":\"a\",\"input_suffix\":\"\",\"n_predict\":0}",
+        "{\"input_prefix\":\"a\",\"input_suffix\":\"\",\"max_tokens\":0}",
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(prompt_only); i++) {
+        ck_assert_msg(parse(RQ_INFILL, prompt_only[i], &r, &e) == 0, "%s", e.message);
+        ck_assert_int_eq(r.max_tokens, RQ_PROMPT_ONLY);
+        ck_assert_int_eq(rq_resolve_max_tokens(&r, 10, 64, &mt, &e), 0);
+        ck_assert_int_eq(mt, 0);
+        rq_free(&r);
+    }
 }
 END_TEST
 

@@ -1021,9 +1021,10 @@ static char *infill_answer(srv_job_t *j, srv_choice_t *c, const char *text, size
     }
     oai_timings_t t;
     job_timings(j, &t);
+    /* as llama-server counts it: the prefill beyond what the cache served */
+    t.prompt_n = c->t.n_prompt - c->t.n_cached;
     if (nat) {
-        /* this completion's own timings: its prefill beyond what the cache served */
-        t.prompt_n = c->t.n_prompt - c->t.n_cached;
+        /* this completion's own timings */
         t.prompt_ms = c->t.prefill_s * 1e3;
         t.predicted_n = c->n_gen;
         t.predicted_ms = c->t.decode_s * 1e3;

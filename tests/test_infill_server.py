@@ -306,7 +306,8 @@ def spm_cases(d):
           w["stop_type"] == "limit", "n_predict 0: the prompt alone: %d %r" % (st, w))
     st, _, c = d.post("/infill", dict(warm, n_predict=4))
     check(st == 200 and c["tokens_predicted"] == 4 and
-          c["timings"]["cache_n"] >= c["tokens_evaluated"] - 4,
+          c["timings"]["cache_n"] >= c["tokens_evaluated"] - 4 and
+          c["timings"]["prompt_n"] + c["timings"]["cache_n"] == c["tokens_evaluated"],
           "after n_predict 0, from the prefix cache: %d %r" % (st, c.get("timings")))
 
 

@@ -100,6 +100,7 @@ typedef struct req {
     int n_probs;
     bool plp;                    /* prompt log-probabilities wanted */
     int plp_top;
+    bool no_reuse;               /* eng_request_t.no_cache_reuse */
     int pool;                    /* enum eng_pooling: an embedding request when not NONE */
     bool pool_norm;
     int n_embd;
@@ -388,6 +389,7 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
     r->n_probs = q->sampling.n_probs;
     r->plp = q->prompt_logprobs;
     r->plp_top = q->prompt_top;
+    r->no_reuse = q->no_cache_reuse;
     if (embed) {
         r->pool = q->pooling;
         r->pool_norm = q->normalize;
@@ -666,7 +668,7 @@ static int cache_lookup(const eng_t *e, const req_t *r, int *keep, bool *ring_mi
 {
     int best = -1, best_keep = 0, best_common = 0;
     *ring_miss = false;
-    if (r->plp || r->pool != ENG_POOL_NONE)
+    if (r->plp || r->pool != ENG_POOL_NONE || r->no_reuse)
         return -1;  /* a cached prefix's rows would have no logits or hidden states */
     for (int i = 0; i < e->n_cache; i++) {
         const cslot_t *c = &e->cache[i];

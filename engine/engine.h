@@ -253,6 +253,9 @@ typedef struct eng_request {
      * was computed under them (all zero is the same as none). */
     const float *lora;
     int n_lora;
+    /* Prefills the whole prompt, reusing no cached prefix (llama-server's cache_prompt
+     * false); its finished KV may still be cached for later prompts. */
+    bool no_cache_reuse;
 } eng_request_t;
 
 /* Queues a request.  0 and *id set, or: -EINVAL (bad field, message in err), FD_ECTX (prompt

@@ -166,8 +166,8 @@ typedef struct rq {
     int n_indent;
     /* llama-server's /completion (RQ_NATIVE): n_probs (its logprobs: 0 none, else that many
      * alternatives, answered as completion_probabilities), return_tokens (the generated
-     * ids in `tokens`), cache_prompt (as sent, default true: reported, the server's prefix
-     * cache decides); response_fields and the editor stops above apply as on /infill. */
+     * ids in `tokens`), cache_prompt (default true; false: no cached prefix is reused, the
+     * whole prompt is prefilled); response_fields and the editor stops above apply as on /infill. */
     int n_probs;
     bool return_tokens;
     bool cache_prompt;

@@ -2601,6 +2601,8 @@ static int submit_choice(srv_job_t *j, int i, double timeout, char *err, size_t 
         er.pooling = s->pooling;
         er.normalize = true;     /* OpenAI's embeddings have length 1 */
     }
+    /* /completion's cache_prompt false: the whole prompt prefilled */
+    er.no_cache_reuse = r->kind == RQ_NATIVE && !r->cache_prompt;
     if (s->info->n_lora > 0) {
         er.lora = j->lora;
         er.n_lora = FD_MIN(s->info->n_lora, RQ_MAX_LORA);

@@ -386,6 +386,14 @@ def main():
         st, _, js = native(d, {"prompt": long, "n_predict": 0})
         check(st == 200 and js["timings"]["cache_n"] >= 16 and js["tokens_predicted"] == 0,
               "n_predict 0 again: from the prefix cache: %r" % js)
+        # cache_prompt false: the whole prompt prefilled, the same answer
+        a = native(d, {"prompt": long, "n_predict": 4, "temperature": 0})[2]
+        b = native(d, {"prompt": long, "n_predict": 4, "temperature": 0,
+                       "cache_prompt": False})[2]
+        check(a["timings"]["cache_n"] >= 16 and b["timings"]["cache_n"] == 0 and
+              b["timings"]["prompt_n"] == b["tokens_evaluated"] and a["content"] == b["content"],
+              "cache_prompt false reuses nothing: %r then %r" % (a.get("timings"),
+                                                                 b.get("timings")))
         st, _, js = native(d, {"prompt": long + " in the sun.", "n_predict": 4})
         check(st == 200 and js["timings"]["cache_n"] >= 16 and
               js["timings"]["prompt_n"] + js["timings"]["cache_n"] == js["tokens_evaluated"],

@@ -101,6 +101,8 @@ static const struct {
     {"seed", F_PASS}, {"top_k", F_PASS}, {"min_p", F_PASS}, {"presence_penalty", F_PASS},
     {"frequency_penalty", F_PASS}, {"repetition_penalty", F_PASS}, {"stop", F_PASS},
     {"logit_bias", F_PASS}, {"ignore_eos", F_PASS},
+    /* llama-server's per-request LoRA scales, as on the chat endpoint */
+    {"lora", F_PASS},
 };
 
 static int check_fields(const cJSON *root, rq_err_t *e)

@@ -135,6 +135,13 @@ def main():
             c_lora = chat(d, {"lora": [{"id": 0, "scale": 1.0}]})
             check(c_lora != c_base, "chat with lora differs")
             check(chat(d) == c_base, "chat without lora returns to the base")
+            # the Responses API passes "lora" to the same chat request
+            for ext, want in (({}, c_base), ({"lora": [{"id": 0, "scale": 1.0}]}, c_lora)):
+                body = {"input": "Tell me a story", "max_output_tokens": 12, "temperature": 0}
+                body.update(ext)
+                st, _, js = d.post("/v1/responses", body)
+                got = js["output"][0]["content"][0]["text"] if st == 200 else None
+                check(got == want, "responses %s: %s %r, want %r" % (ext, st, got, want))
 
             # different adapter sets at once: each its own output (shared steps or not)
             res = {}

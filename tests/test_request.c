@@ -869,6 +869,19 @@ static const struct bad_case {
 
 /* llama.vim's request, whole: its fields are read, its unknown ones ignored, and the
  * sampling defaults are llama-server's. */
+/* body asks for the prompt alone (n_predict or max_tokens 0): no token to generate. */
+static void assert_prompt_only(int kind, const char *body)
+{
+    rq_t r;
+    rq_err_t e;
+    int mt = -1;
+    ck_assert_msg(parse(kind, body, &r, &e) == 0, "%s: %s", body, e.message);
+    ck_assert_int_eq(r.max_tokens, RQ_PROMPT_ONLY);
+    ck_assert_int_eq(rq_resolve_max_tokens(&r, 10, 64, &mt, &e), 0);
+    ck_assert_int_eq(mt, 0);
+    rq_free(&r);
+}
+
 START_TEST(test_infill_body)
 {
     rq_t r;
@@ -921,17 +934,10 @@ START_TEST(test_infill_body)
     ck_assert_str_eq(e.code, "context_length_exceeded");
     rq_free(&r);
     /* n_predict 0 (llama.vim warms its extra context so), or max_tokens 0: the prompt alone */
-    static const char *const prompt_only[] = {
-        "{\"input_prefix\":\"a\",\"input_suffix\":\"\",\"n_predict\":0}",
-        "{\"input_prefix\":\"a\",\"input_suffix\":\"\",\"max_tokens\":0}",
-    };
-    for (size_t i = 0; i < FD_ARRAY_LEN(prompt_only); i++) {
-        ck_assert_msg(parse(RQ_INFILL, prompt_only[i], &r, &e) == 0, "%s", e.message);
-        ck_assert_int_eq(r.max_tokens, RQ_PROMPT_ONLY);
-        ck_assert_int_eq(rq_resolve_max_tokens(&r, 10, 64, &mt, &e), 0);
-        ck_assert_int_eq(mt, 0);
-        rq_free(&r);
-    }
+    assert_prompt_only(RQ_INFILL, "{\"input_prefix\":\"a\",\"input_suffix\":\"\","
+                                  "\"n_predict\":0}");
+    assert_prompt_only(RQ_INFILL, "{\"input_prefix\":\"a\",\"input_suffix\":\"\","
+                                  "\"max_tokens\":0}");
 }
 END_TEST
 
@@ -992,11 +998,7 @@ START_TEST(test_native_body)
     ck_assert_int_eq(mt, 54); /* cut to the context, as llama-server stops there */
     rq_free(&r);
     /* n_predict 0: the prompt alone */
-    ck_assert_int_eq(parse(RQ_NATIVE, "{\"prompt\":\"a\",\"n_predict\":0}", &r, &e), 0);
-    ck_assert_int_eq(r.max_tokens, RQ_PROMPT_ONLY);
-    ck_assert_int_eq(rq_resolve_max_tokens(&r, 10, 64, &mt, &e), 0);
-    ck_assert_int_eq(mt, 0);
-    rq_free(&r);
+    assert_prompt_only(RQ_NATIVE, "{\"prompt\":\"a\",\"n_predict\":0}");
 }
 END_TEST
 

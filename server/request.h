@@ -149,8 +149,9 @@ typedef struct rq {
     size_t suffix_len;
     /* infill (llama-server's /infill): input_prefix, input_suffix (both required strings),
      * prompt (prompts[0], "" when absent), input_extra, response_fields.  Other fields
-     * are /v1/completions' (llama-server's n_predict, top_k, ...); unknown ones (llama.vim's
-     * n_indent, samplers, cache_prompt, t_max_*_ms, id_slot) are ignored as llama-server
+     * are /v1/completions' (llama-server's n_predict, top_k, ...), cache_prompt and the
+     * editor stops are /completion's (below); unknown ones (llama.vim's samplers,
+     * t_max_prompt_ms, id_slot) are ignored as llama-server
      * ignores what it does not know, except the unsupported ones that would change the
      * answer, refused as on the OpenAI endpoints. */
     char *input_prefix, *input_suffix;
@@ -166,8 +167,9 @@ typedef struct rq {
     int n_indent;
     /* llama-server's /completion (RQ_NATIVE): n_probs (its logprobs: 0 none, else that many
      * alternatives, answered as completion_probabilities), return_tokens (the generated
-     * ids in `tokens`), cache_prompt (default true; false: no cached prefix is reused, the
-     * whole prompt is prefilled); response_fields and the editor stops above apply as on /infill. */
+     * ids in `tokens`); cache_prompt (/completion and /infill; default true; false: no
+     * cached prefix is reused, the whole prompt is prefilled); response_fields and the
+     * editor stops above apply as on /infill. */
     int n_probs;
     bool return_tokens;
     bool cache_prompt;

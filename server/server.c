@@ -582,8 +582,8 @@ static void new_id(srv_t *s, const char *prefix, char *out, size_t cap)
 /* llama-server's native routes answer errors in its shape (native.h). */
 static bool native_route(int route)
 {
-    return route == R_NATIVE || route == R_PROPS || route == R_PROPS_SET || route == R_SLOTS ||
-           route == R_SLOT_ACTION || route == R_APPLY_TEMPLATE;
+    return route == R_NATIVE || route == R_INFILL || route == R_PROPS || route == R_PROPS_SET ||
+           route == R_SLOTS || route == R_SLOT_ACTION || route == R_APPLY_TEMPLATE;
 }
 
 static char *err_body(const srv_job_t *j, int status, const char *type, const char *code,
@@ -2323,8 +2323,8 @@ static int infill_prompt(srv_job_t *j, rq_err_t *e)
     srv_t *s = j->srv;
     const rq_t *r = &j->rq;
     char msg[200];
-    if (inf_check(s->tok, msg, sizeof msg))
-        return rq_fail(e, 400, "invalid_request_error", NULL, "%s", msg);
+    if (inf_check(s->tok, msg, sizeof msg))   /* llama-server's status and type */
+        return rq_fail(e, 501, "not_supported_error", NULL, "%s", msg);
     inf_chunk_t *ch = calloc(r->n_extra ? r->n_extra : 1, sizeof *ch);
     if (!ch)
         return rq_fail(e, 500, "server_error", NULL, "out of memory");
@@ -2601,8 +2601,8 @@ static int submit_choice(srv_job_t *j, int i, double timeout, char *err, size_t 
         er.pooling = s->pooling;
         er.normalize = true;     /* OpenAI's embeddings have length 1 */
     }
-    /* /completion's cache_prompt false: the whole prompt prefilled */
-    er.no_cache_reuse = r->kind == RQ_NATIVE && !r->cache_prompt;
+    /* /completion's and /infill's cache_prompt false: the whole prompt prefilled */
+    er.no_cache_reuse = (r->kind == RQ_NATIVE || r->kind == RQ_INFILL) && !r->cache_prompt;
     if (s->info->n_lora > 0) {
         er.lora = j->lora;
         er.n_lora = FD_MIN(s->info->n_lora, RQ_MAX_LORA);

@@ -332,6 +332,19 @@ static void check_error(const resp_t *r, int status, const char *param)
     cJSON_Delete(j);
 }
 
+/* llama-server's error body: {"error": {"code": status, "message", "type"}}, no more. */
+static void check_native_error(const resp_t *r, int status, const char *type)
+{
+    ck_assert_msg(r->status == status, "status %d, expected %d: %s", r->status, status, r->body);
+    cJSON *j = json_of(r);
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+    ck_assert_int_eq(cJSON_GetArraySize(e), 3);
+    ck_assert_int_eq((int)jnum(j, "error.code"), status);
+    ck_assert_ptr_nonnull(jstr(j, "error.message"));
+    ck_assert_str_eq(jstr(j, "error.type"), type);
+    cJSON_Delete(j);
+}
+
 static void free_resp(resp_t *r)
 {
     free(r->body);
@@ -558,13 +571,15 @@ START_TEST(test_bad_requests)
     check_error(&r, 400, "suffix");
     ck_assert_ptr_nonnull(strstr(r.body, "\"code\":\"unsupported_parameter\""));
     free_resp(&r);
+    /* /infill answers in llama-server's shape, with its status for a model without FIM */
     r = request("POST", "/infill", NULL, "{\"input_prefix\":\"a\",\"input_suffix\":\"b\"}");
-    check_error(&r, 400, NULL);
+    check_native_error(&r, 501, "not_supported_error");
     ck_assert_ptr_nonnull(strstr(r.body, "Infill is not supported by this model: prefix token "
                                          "is missing. "));
     free_resp(&r);
     r = request("POST", "/infill", NULL, "{\"input_prefix\":\"a\"}");
-    check_error(&r, 400, "input_suffix");
+    check_native_error(&r, 400, "invalid_request_error");
+    ck_assert_ptr_nonnull(strstr(r.body, "\\\"input_suffix\\\" is required"));
     free_resp(&r);
     r = request("POST", "/v1/completions", NULL, "{\"prompt\":\"x\",\"model\":\"gpt-4\"}");
     check_error(&r, 404, "model");

@@ -9,8 +9,9 @@ as the greedy output being /v1/completions' on that token sequence and as tokens
 llama-server's native answer (content, stop_type eos/word/limit, stopping_word, timings,
 response_fields as llama.vim asks) whole and streamed (data: frames, stop false, then the
 final one, no [DONE]); llama-server's n_indent and t_max_predict_ms stops; FIM_PAD ending a
-generation; the prefix cache serving the next keystroke; the 400s (wrong types, input_extra not
-an array of objects, no FIM tokens with llama-server's message), the 413 of an oversize
+generation; the prefix cache serving the next keystroke, and cache_prompt false reusing
+nothing; the errors in llama-server's shape (400s for wrong types, input_extra not an array of
+objects; 501 without FIM tokens, with llama-server's message), the 413 of an oversize
 body; a client gone mid-stream; the metrics label.  OpenAI's suffix on /v1/completions (the
 PSM prompt; a 400 without FIM tokens).  Usage: test_infill_server.py (python3 stdlib only)."""
 
@@ -45,6 +46,14 @@ def tok(d, text):
     st, _, js = d.post("/tokenize", {"content": text, "add_special": False})
     assert st == 200, js
     return js["tokens"]
+
+
+def llama_error(st, js, code, typ):
+    """llama-server's error body, {"error": {"code", "message", "type"}}, and nothing else."""
+    e = js.get("error") if isinstance(js, dict) else None
+    return (st == code and isinstance(e, dict) and sorted(e) == ["code", "message", "type"] and
+            e["code"] == code and e["type"] == typ and isinstance(e["message"], str) and
+            e["message"] != "")
 
 
 def infill(d, body):
@@ -220,32 +229,30 @@ def qwen_cases(d):
     check(st == 400 and js["error"]["param"] == "suffix", "suffix with echo: %d %r" % (st, js))
 
     # bad input
-    for b, param, msg in [
-        ({"input_suffix": ""}, "input_prefix", '"input_prefix" is required'),
-        ({"input_prefix": ""}, "input_suffix", '"input_suffix" is required'),
-        ({"input_prefix": 3, "input_suffix": ""}, "input_prefix", "must be a string"),
-        ({"input_prefix": "", "input_suffix": "", "prompt": ["a"]}, "prompt",
-         '"prompt" must be a string'),
-        ({"input_prefix": "", "input_suffix": "", "input_extra": {"text": "a"}}, "input_extra",
+    for b, msg in [
+        ({"input_suffix": ""}, '"input_prefix" is required'),
+        ({"input_prefix": ""}, '"input_suffix" is required'),
+        ({"input_prefix": 3, "input_suffix": ""}, "must be a string"),
+        ({"input_prefix": "", "input_suffix": "", "prompt": ["a"]}, '"prompt" must be a string'),
+        ({"input_prefix": "", "input_suffix": "", "input_extra": {"text": "a"}},
          '"input_extra" must be an array of {"filename": string, "text": string}'),
-        ({"input_prefix": "", "input_suffix": "", "input_extra": ["a"]}, "input_extra[0]",
+        ({"input_prefix": "", "input_suffix": "", "input_extra": ["a"]},
          'extra_context chunk must contain a "text" field with a string value'),
         ({"input_prefix": "", "input_suffix": "", "input_extra": [{"text": 1}]},
-         "input_extra[0]", "extra_context chunk must contain"),
+         "extra_context chunk must contain"),
         ({"input_prefix": "", "input_suffix": "", "input_extra": [{"text": "", "filename": 2}]},
-         "input_extra[0]", "\"filename\" field must be a string"),
-        ({"input_prefix": "", "input_suffix": "", "n_predict": "8"}, "n_predict", "n_predict"),
-        ({"input_prefix": "", "input_suffix": "", "temperature": "hot"}, "temperature",
-         "temperature"),
+         "\"filename\" field must be a string"),
+        ({"input_prefix": "", "input_suffix": "", "n_predict": "8"}, "n_predict"),
+        ({"input_prefix": "", "input_suffix": "", "temperature": "hot"}, "temperature"),
         ({"input_prefix": "", "input_suffix": "", "logit_bias": {"99999": 1}},
-         "logit_bias.99999", "not in the vocabulary"),
+         "not in the vocabulary"),
+        ({"input_prefix": "", "input_suffix": "", "cache_prompt": "no"}, "cache_prompt"),
     ]:
         st, _, js = d.post("/infill", b)
-        err = (js or {}).get("error", {})
-        check(st == 400 and err.get("param") == param and msg in err.get("message", ""),
-              "bad %r: %d %r" % (b, st, js))
+        check(llama_error(st, js, 400, "invalid_request_error") and
+              msg in js["error"]["message"], "bad %r: %d %r" % (b, st, js))
     st, _, js = d.post("/infill", b"{not json")
-    check(st == 400, "malformed JSON: %d" % st)
+    check(llama_error(st, js, 400, "invalid_request_error"), "malformed JSON: %d %r" % (st, js))
     st, _, js = d.post("/infill", {"input_prefix": "a" * (100 << 10), "input_suffix": ""})
     check(st == 413, "oversize body: %d %r" % (st, js))
     st, h, js = d.request("GET", "/infill")
@@ -298,6 +305,13 @@ def spm_cases(d):
     check(st == 200 and st2 == 200 and a["timings"]["cache_n"] < b["timings"]["cache_n"] and
           a["tokens_evaluated"] - 4 <= b["timings"]["cache_n"] < b["tokens_evaluated"],
           "prefix cache: cache_n %r then %r" % (a.get("timings"), b.get("timings")))
+    # cache_prompt false (llama-server's): the whole prompt prefilled, the same greedy answer
+    st3, _, c = d.post("/infill", dict(body, input_prefix=body["input_prefix"] + "Lily",
+                                       cache_prompt=False))
+    check(st3 == 200 and c["timings"]["cache_n"] == 0 and
+          c["timings"]["prompt_n"] == c["tokens_evaluated"] == b["tokens_evaluated"] and
+          c["content"] == b["content"],
+          "cache_prompt false reuses nothing: %r then %r" % (b.get("timings"), c.get("timings")))
     # n_predict 0 (llama.vim's warm-up of its extra context): the prompt alone, left in the
     # prefix cache for the next request with that start
     warm = dict(body, input_prefix="Lily and Tom went to the park. " * 6, n_predict=0)
@@ -313,7 +327,7 @@ def spm_cases(d):
 
 def plain_cases(d):
     st, _, js = d.post("/infill", {"input_prefix": "a", "input_suffix": "b"})
-    check(st == 400 and js["error"]["message"] ==
+    check(llama_error(st, js, 501, "not_supported_error") and js["error"]["message"] ==
           "Infill is not supported by this model: prefix token is missing. suffix token is "
           "missing. middle token is missing. ", "no FIM tokens: %d %r" % (st, js))
     st, _, js = d.post("/v1/completions", {"prompt": "a", "suffix": "b"})

@@ -26,7 +26,7 @@ static const char *const family_names[CHAT_N_FAMILIES] = {
     [CHAT_LLAMA31] = "llama3.1", [CHAT_CHATML] = "chatml", [CHAT_QWEN] = "qwen",
     [CHAT_MISTRAL] = "mistral", [CHAT_GEMMA] = "gemma",   [CHAT_PHI3] = "phi3",
     [CHAT_ZEPHYR] = "zephyr", [CHAT_QWEN3] = "qwen3", [CHAT_DEEPSEEK_R1] = "deepseek-r1",
-    [CHAT_MISTRAL3] = "mistral3", [CHAT_GRANITE] = "granite",
+    [CHAT_MISTRAL3] = "mistral3", [CHAT_GRANITE] = "granite", [CHAT_PHI4MINI] = "phi4-mini",
 };
 
 static const char *const role_names[] = {"system", "user", "assistant", "tool"};
@@ -91,6 +91,9 @@ int chat_detect(const char *t, size_t n)
         return has(t, n, "Cutting Knowledge Date") ? CHAT_LLAMA31 : CHAT_LLAMA3;
     if (has(t, n, "<start_of_turn>"))
         return CHAT_GEMMA;
+    /* Phi-4-mini's tools markers; Phi-3's turns have the same names, with newlines */
+    if (has(t, n, "<|tool|>") && has(t, n, "<|/tool|>") && has(t, n, "<|end|>"))
+        return CHAT_PHI4MINI;
     if (has(t, n, "<|assistant|>") && has(t, n, "<|end|>"))
         return CHAT_PHI3;
     if (has(t, n, "<|user|>"))
@@ -1177,9 +1180,6 @@ static int fmt_gemma(ctx_t *c)
     return 0;
 }
 
-/* Phi 3.5 (shared/chat-templates/microsoft-Phi-3.5-mini-instruct.jinja): '<|role|>\n' +
- * content + '<|end|>\n' per message, system messages only when not empty; then
- * '<|assistant|>\n', or eos without a generation prompt. */
 /* Mistral Small 3.2 / Devstral / Magistral (tests/data/chat-templates/
  * unsloth-mistral-Devstral-Small-2507.jinja): bos; a first system message as
  * '[SYSTEM_PROMPT]' + text + '[/SYSTEM_PROMPT]' (without one the template writes its model's
@@ -1287,6 +1287,69 @@ static int fmt_granite(ctx_t *c)
     return 0;
 }
 
+/* Phi-4-mini (tests/data/chat-templates/microsoft-Phi-4-mini-instruct.jinja): every message
+ * as '<|' + role + '|>' + content + '<|end|>', no newlines, then '<|assistant|>' (else EOS).
+ * The template takes the tools from a system message's own "tools" field, a JSON text that
+ * it writes as '<|tool|>' + tools + '<|/tool|>' after that message's content; fusiond gives
+ * them to the first message when it is a system message, else to a system message of its
+ * own put first, with the model card's text.  The list is the model card's: the tools'
+ * function objects, [{"name", "description", "parameters"}, ...] (tojson).  The template
+ * has no place for an assistant's tool calls (nor does it take a null content): they are
+ * written into the content the way the model writes them, after a space when there is text:
+ * functools[{"name": ..., "arguments": ...}, ...].  A tool result is a "tool" turn. */
+static const char PHI4_SYSTEM[] = "You are a helpful assistant with some tools.";
+
+static void phi4_tools(ctx_t *c)
+{
+    puts_(c->b, "<|tool|>[");
+    for (const cJSON *t = c->tools->child; t; t = t->next) {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(t, "function");
+        if (t != c->tools->child)
+            puts_(c->b, ", ");
+        pj_value(c->b, cJSON_IsObject(f) ? f : t, -1, 0);
+    }
+    puts_(c->b, "]<|/tool|>");
+}
+
+static int fmt_phi4mini(ctx_t *c)
+{
+    bool sys0 = c->m[0].role == CHAT_SYSTEM;
+    if (c->tools && !sys0) {
+        puts_(c->b, "<|system|>");
+        puts_(c->b, PHI4_SYSTEM);
+        phi4_tools(c);
+        puts_(c->b, "<|end|>");
+    }
+    for (size_t i = 0; i < c->n; i++) {
+        const chat_msg_t *m = &c->m[i];
+        puts_(c->b, "<|");
+        puts_(c->b, chat_role_name(m->role));
+        puts_(c->b, "|>");
+        put_content(c->b, m);
+        if (i == 0 && sys0 && c->tools)
+            phi4_tools(c);
+        if (m->n_calls) {
+            puts_(c->b, m->len ? " functools[" : "functools[");
+            for (size_t k = 0; k < m->n_calls; k++) {
+                puts_(c->b, k ? ", {\"name\": \"" : "{\"name\": \"");
+                puts_(c->b, m->calls[k].name);
+                puts_(c->b, "\", \"arguments\": ");
+                int rc = put_args(c, &m->calls[k], -1);
+                if (rc)
+                    return rc;
+                puts_(c->b, "}");
+            }
+            puts_(c->b, "]");
+        }
+        puts_(c->b, "<|end|>");
+    }
+    puts_(c->b, c->o->add_generation_prompt ? "<|assistant|>" : c->o->eos);
+    return 0;
+}
+
+/* Phi 3.5 (shared/chat-templates/microsoft-Phi-3.5-mini-instruct.jinja): '<|role|>\n' +
+ * content + '<|end|>\n' per message, system messages only when not empty; then
+ * '<|assistant|>\n', or eos without a generation prompt. */
 static int fmt_phi3(ctx_t *c)
 {
     for (size_t i = 0; i < c->n; i++) {
@@ -1325,7 +1388,7 @@ bool chat_has_tools(int family)
 {
     return family == CHAT_LLAMA31 || family == CHAT_QWEN || family == CHAT_QWEN3 ||
            family == CHAT_MISTRAL || family == CHAT_DEEPSEEK_R1 || family == CHAT_MISTRAL3 ||
-           family == CHAT_GRANITE;
+           family == CHAT_GRANITE || family == CHAT_PHI4MINI;
 }
 
 bool chat_has_thinking(int family)
@@ -1344,6 +1407,7 @@ int chat_tool_prefill(int family, const char *name, char **out)
     case CHAT_MISTRAL: open = "[TOOL_CALLS][{\"name\": \""; args = "\", \"arguments\": "; break;
     case CHAT_MISTRAL3: open = "[TOOL_CALLS]"; args = "[ARGS]"; break;
     case CHAT_GRANITE: open = "<|tool_call|>[{\"name\": \""; args = "\", \"arguments\": "; break;
+    case CHAT_PHI4MINI: open = "functools[{\"name\": \""; args = "\", \"arguments\": "; break;
     case CHAT_DEEPSEEK_R1:
         open = DS_CALLS_BEGIN DS_CALL_BEGIN "function" DS_SEP;
         args = "\n```json\n";
@@ -1374,7 +1438,8 @@ const char *chat_tool_close(int family)
     case CHAT_MISTRAL: return "}]";
     case CHAT_DEEPSEEK_R1: return "\n```" DS_CALL_END DS_CALLS_END;
     case CHAT_MISTRAL3: return "";
-    case CHAT_GRANITE: return "}]";
+    case CHAT_GRANITE:
+    case CHAT_PHI4MINI: return "}]";
     default: return NULL;
     }
 }
@@ -1460,6 +1525,7 @@ int chat_format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t 
     case CHAT_DEEPSEEK_R1: rc = fmt_deepseek_r1(&c); break;
     case CHAT_MISTRAL3: rc = fmt_mistral3(&c); break;
     case CHAT_GRANITE: rc = fmt_granite(&c); break;
+    case CHAT_PHI4MINI: rc = fmt_phi4mini(&c); break;
     case CHAT_MISTRAL: rc = fmt_mistral(&c); break;
     case CHAT_GEMMA: rc = fmt_gemma(&c); break;
     case CHAT_PHI3: rc = fmt_phi3(&c); break;

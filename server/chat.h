@@ -27,6 +27,8 @@ enum chat_family {
     CHAT_MISTRAL3,  /* Mistral Small 3.2, Devstral, Magistral: [SYSTEM_PROMPT], calls as
                        [TOOL_CALLS]name[ARGS]{...} */
     CHAT_GRANITE,   /* IBM Granite 3.x: <|start_of_role|>role<|end_of_role|>...<|end_of_text|> */
+    CHAT_PHI4MINI,  /* Phi-4-mini: <|role|>...<|end|> without newlines, tools in
+                       <|tool|>...<|/tool|>, calls as functools[{...}, ...] */
     CHAT_N_FAMILIES
 };
 
@@ -76,7 +78,7 @@ const char *chat_role_name(int role);
 
 /* Family names, as accepted in the configuration: "plain", "llama2", "llama3", "llama3.1",
  * "chatml", "qwen", "qwen3", "mistral", "gemma", "phi3", "zephyr", "deepseek-r1",
- * "mistral3", "granite".  -EINVAL for others. */
+ * "mistral3", "granite", "phi4-mini".  -EINVAL for others. */
 int chat_family_from_name(const char *name);
 const char *chat_family_name(int family);
 
@@ -91,7 +93,9 @@ int chat_select(const char *override, const char *tmpl, size_t len, int *family,
                 const char **note);
 
 /* Whether the family's template renders tools, tool calls and tool results: Llama 3.1,
- * Qwen 2.5, Qwen3, Mistral Nemo, Mistral Small 3.2 (mistral3), Granite and DeepSeek-R1 (whose template renders the calls and
+ * Qwen 2.5, Qwen3, Mistral Nemo, Mistral Small 3.2 (mistral3), Granite, Phi-4-mini (whose
+ * template takes the tools from a system message and has no place for calls: chat_format
+ * writes them as the model does) and DeepSeek-R1 (whose template renders the calls and
  * results but no tools list: chat_format puts the tools in its system text as llama-server
  * does). */
 bool chat_has_tools(int family);

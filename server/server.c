@@ -2227,7 +2227,8 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
     if (r->tools && !chat_has_tools(fam)) {
         rq_fail(e, 400, "invalid_request_error", "tools", "'tools' cannot be used with this "
                 "model: its chat format (%s) has no tool calling (fusiond renders tools for "
-                "the llama3.1, qwen, qwen3, mistral, deepseek-r1, mistral3 and granite formats); leave "
+                "the llama3.1, qwen, qwen3, mistral, deepseek-r1, mistral3, granite and phi4-mini "
+                "formats); leave "
                 "'tools' out or set 'tool_choice' to \"none\"", chat_family_name(fam));
         e->code = "unsupported_parameter";
         return -EINVAL;

@@ -33,7 +33,7 @@ typedef struct srv_config {
                                    GGUF's tokenizer.chat_template: a server/chat.h name
                                    ("plain", "llama2", "llama3", "llama3.1", "chatml",
                                    "qwen", "qwen3", "mistral", "gemma", "phi3", "zephyr",
-                                   "deepseek-r1", "mistral3", "granite");
+                                   "deepseek-r1", "mistral3", "granite", "phi4-mini");
                                    NULL, "" or "auto" = detect.  srv_create: -EINVAL for
                                    others */
     int reasoning_format;       /* enum rsn_format (server/reasoning.h): where a chat

@@ -18,7 +18,7 @@
 
 static const char QWEN_OPEN[] = "<tool_call>", QWEN_CLOSE[] = "</tool_call>";
 static const char LLAMA_TAG[] = "<|python_tag|>", MISTRAL_TAG[] = "[TOOL_CALLS]",
-                  GRANITE_TAG[] = "<|tool_call|>";
+                  GRANITE_TAG[] = "<|tool_call|>", PHI4_OPEN[] = "functools[";
 
 /* DeepSeek's markers: full-width bars (U+FF5C) around the names, U+2581 for the spaces */
 #define DS_MARK(x) "<\xef\xbd\x9ctool\xe2\x96\x81" x "\xef\xbd\x9c>"
@@ -292,6 +292,8 @@ static int scan_qwen(scan_t *sc)
     return SC_OK;
 }
 
+static int scan_array(scan_t *sc, size_t i);
+
 /* Llama 3.1 (one object) and Mistral (an array of them): the call is the whole output. */
 static int scan_whole(scan_t *sc, int family)
 {
@@ -320,6 +322,15 @@ static int scan_whole(scan_t *sc, int family)
             return rc;
         return skip_ws(s, i, len) == len ? SC_OK : SC_BAD;
     }
+    return scan_array(sc, i);
+}
+
+/* A JSON array of {"name", "arguments"} call objects at s[i], nothing but whitespace after
+ * it (Mistral Nemo, Granite, Phi-4-mini). */
+static int scan_array(scan_t *sc, size_t i)
+{
+    const char *s = sc->s;
+    size_t len = sc->len;
     if (s[i] != '[')
         return SC_BAD;
     i++;
@@ -562,6 +573,48 @@ static int scan_mistral3(scan_t *sc)
     }
 }
 
+/* Where Phi-4-mini's calls begin: at the first visible character when the text opens with
+ * its <|tool_call|> tag (or a part of it) or with '[' followed by '{' or nothing yet (that
+ * tag is a control token the detokenizer leaves out: the model's documented
+ * "functools[...]" then also comes as a bare array); else at the first "functools[" after
+ * prose, or nowhere (len). */
+static size_t phi4_start(const char *s, size_t len, bool *at_front)
+{
+    size_t i = skip_ws(s, 0, len);
+    *at_front = true;
+    if (i == len || starts(s, i, len, GRANITE_TAG) || partial(s, i, len, GRANITE_TAG))
+        return i;
+    if (s[i] == '[') {
+        size_t j = skip_ws(s, i + 1, len);
+        if (j == len || s[j] == '{')
+            return i;
+    }
+    *at_front = false;
+    const char *m = find(s, len, PHI4_OPEN);
+    return m ? (size_t)(m - s) : len;
+}
+
+/* Phi-4-mini: optional text, then "functools" + the array of {"name", "arguments"} calls;
+ * or, as the whole output, the array after an optional <|tool_call|>. */
+static int scan_phi4(scan_t *sc)
+{
+    const char *s = sc->s;
+    size_t len = sc->len;
+    bool front;
+    size_t i = phi4_start(s, len, &front);
+    if (i == len)
+        return SC_OK; /* no call (yet) */
+    if (!front) {
+        sc->content_len = trim_back(s, i);
+        return scan_array(sc, i + strlen(PHI4_OPEN) - 1);
+    }
+    if (starts(s, i, len, GRANITE_TAG))
+        i = skip_ws(s, i + strlen(GRANITE_TAG), len);
+    else if (partial(s, i, len, GRANITE_TAG))
+        return SC_MORE;
+    return i == len ? SC_MORE : scan_array(sc, i);
+}
+
 static int scan_text(int family, const char *text, size_t len, scan_t *sc)
 {
     memset(sc, 0, sizeof *sc);
@@ -575,6 +628,7 @@ static int scan_text(int family, const char *text, size_t len, scan_t *sc)
     case CHAT_GRANITE: return scan_whole(sc, family);
     case CHAT_DEEPSEEK_R1: return scan_deepseek(sc);
     case CHAT_MISTRAL3: return scan_mistral3(sc);
+    case CHAT_PHI4MINI: return scan_phi4(sc);
     default: return SC_BAD;
     }
 }
@@ -673,8 +727,8 @@ int tc_parse(int family, const char *text, size_t len, char *const *names, int n
     return 0;
 }
 
-/* Qwen, DeepSeek, mistral3: the text before the calls' opening marker (any of marks) is
- * content. */
+/* Qwen, DeepSeek, mistral3, Phi-4-mini: the text before the calls' opening marker (any of
+ * marks) is content. */
 static size_t safe_before_any(const char *s, size_t len, const char *const *marks)
 {
     size_t safe = len;
@@ -713,6 +767,11 @@ size_t tc_stream_safe(int family, const char *s, size_t len)
         bool front;
         m3_start(s, len, &front);
         return front ? 0 : safe_before(s, len, MISTRAL_TAG);
+    }
+    if (family == CHAT_PHI4MINI) {
+        bool front;
+        phi4_start(s, len, &front);
+        return front ? 0 : safe_before(s, len, PHI4_OPEN);
     }
     /* Llama 3.1, Mistral and Granite: a call is the whole output, so the first visible character
      * decides: until it comes nothing is sent, after a call's opening everything is held */

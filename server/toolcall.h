@@ -3,7 +3,8 @@
  * Qwen3's <tool_call> blocks after optional text, Mistral Nemo's [TOOL_CALLS] JSON array,
  * DeepSeek R1's (and V3.1's) <｜tool▁calls▁begin｜> blocks after optional text, Mistral Small
  * 3.2's [TOOL_CALLS]name[ARGS]{...} (its control tokens possibly left out: name{...}),
- * Granite's <|tool_call|> JSON array.  Whole (tc_parse, at
+ * Granite's <|tool_call|> JSON array, Phi-4-mini's functools[...] array after optional text
+ * (or the array alone, its <|tool_call|> control token left out).  Whole (tc_parse, at
  * the end of a choice) or while it streams (tc_stream_safe: how much is certainly text;
  * tc_scan: how far each call has come, to stream its name and arguments as they arrive).
  * Pure functions; any thread.  Layer: server (uses server/chat.h's family numbers, cJSON). */
@@ -23,7 +24,8 @@ typedef struct tc_call {
 
 typedef struct tc_result {
     size_t content_len;         /* text[0..content_len) is text the model wrote before the
-                                   calls (Qwen, DeepSeek), trailing whitespace left out;
+                                   calls (Qwen, DeepSeek, mistral3, Phi-4-mini), trailing
+                                   whitespace left out;
                                    0: none */
     tc_call_t *calls;
     size_t n_calls;

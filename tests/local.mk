@@ -301,6 +301,7 @@ EXTRA_DIST += tests/data/chat-templates/Qwen-Qwen3-0.6B.jinja tests/data/chat-te
 EXTRA_DIST += tests/data/chat-templates/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja
 EXTRA_DIST += tests/data/chat-templates/unsloth-mistral-Devstral-Small-2507.jinja
 EXTRA_DIST += tests/data/chat-templates/ibm-granite-granite-3.3-2B-Instruct.jinja
+EXTRA_DIST += tests/data/chat-templates/microsoft-Phi-4-mini-instruct.jinja
 
 check_PROGRAMS += tests/test_toolcall
 tests_test_toolcall_SOURCES = tests/test_toolcall.c

@@ -2,7 +2,8 @@
  * expected strings were read off the templates in ../shared/chat-templates and checked by
  * rendering them with Python's jinja2 as transformers does; test_chat_jinja.py does that at
  * test time for many tool conversations), tools, tool calls and tool results included,
- * recognises each shared template's family, falls back plainly, refuses bad conversations
+ * recognises each shared template's family (and the repository's: Phi-4-mini's too), falls
+ * back plainly, refuses bad conversations
  * with the template's message and tools where a family has none, writes each family's call
  * opening for the prefill, and prints JSON exactly as Python's json.dumps. */
 #include "server/chat.h"
@@ -791,6 +792,64 @@ START_TEST(test_granite)
 }
 END_TEST
 
+/* Phi-4-mini: no newlines; the tools (function objects) on the first system message, else
+ * on one of fusiond's with the model card's text; calls written into the content as the
+ * model writes them; the repository's real template is detected as phi4-mini, Phi-3.5's
+ * stays phi3. */
+START_TEST(test_phi4mini)
+{
+    int rc;
+    char err[256];
+    char *out = fmt(CHAT_PHI4MINI, conv, FD_ARRAY_LEN(conv), "<s>", "<|endoftext|>", true, false,
+                    &rc, err);
+    ck_assert_msg(rc == 0, "%s", err);
+    ck_assert_str_eq(out, "<|system|>You are terse.<|end|><|user|>Hello!<|end|><|assistant|> Hi "
+                          "there. <|end|><|user|>What is 2+2?\n<|end|><|assistant|>");
+    free(out);
+    out = fmt(CHAT_PHI4MINI, conv + 1, 1, "", "<|endoftext|>", false, false, &rc, err);
+    ck_assert_str_eq(out, "<|user|>Hello!<|end|><|endoftext|>");
+    free(out);
+    out = fmt_tools(CHAT_PHI4MINI, round_trip, 3, tools_one, "", "", &rc, err);
+    ck_assert_msg(rc == 0, "%s", err);
+    ck_assert_str_eq(out, "<|system|>You are a helpful assistant with some tools.<|tool|>"
+                          "[{\"name\": \"f\", \"parameters\": {\"type\": \"object\"}}]<|/tool|>"
+                          "<|end|><|user|>Hi<|end|><|assistant|>functools[{\"name\": \"f\", "
+                          "\"arguments\": {\"x\": 1}}]<|end|><|tool|>ok<|end|><|assistant|>");
+    free(out);
+    /* a system message first carries them; two calls after text */
+    const chat_call_t two[] = {call_f, {"b", "g", "{}"}};
+    const chat_msg_t sys[] = {
+        MSG(CHAT_SYSTEM, "S"), MSG(CHAT_USER, "Q"),
+        {.role = CHAT_ASSISTANT, .content = "Both.", .len = 5, .calls = two, .n_calls = 2},
+    };
+    out = fmt_tools(CHAT_PHI4MINI, sys, 3, tools_one, "", "", &rc, err);
+    ck_assert_str_eq(out, "<|system|>S<|tool|>[{\"name\": \"f\", \"parameters\": {\"type\": "
+                          "\"object\"}}]<|/tool|><|end|><|user|>Q<|end|><|assistant|>Both. "
+                          "functools[{\"name\": \"f\", \"arguments\": {\"x\": 1}}, {\"name\": "
+                          "\"g\", \"arguments\": {}}]<|end|><|assistant|>");
+    free(out);
+    /* without tools, a system message is only itself */
+    out = fmt(CHAT_PHI4MINI, sys, 2, "", "", true, false, &rc, err);
+    ck_assert_str_eq(out, "<|system|>S<|end|><|user|>Q<|end|><|assistant|>");
+    free(out);
+    ck_assert(chat_has_tools(CHAT_PHI4MINI));
+    ck_assert_str_eq(chat_tool_close(CHAT_PHI4MINI), "}]");
+    char *p = NULL;
+    ck_assert_int_eq(chat_tool_prefill(CHAT_PHI4MINI, "f", &p), 0);
+    ck_assert_str_eq(p, "functools[{\"name\": \"f\", \"arguments\": ");
+    free(p);
+    ck_assert_int_eq(chat_tool_prefill(CHAT_PHI4MINI, NULL, &p), 0);
+    ck_assert_str_eq(p, "functools[{\"name\": \"");
+    free(p);
+    ck_assert_int_eq(chat_family_from_name("phi4-mini"), CHAT_PHI4MINI);
+    ck_assert_str_eq(chat_family_name(CHAT_PHI4MINI), "phi4-mini");
+    size_t n;
+    char *t = tu_slurp(tu_src("tests/data/chat-templates/microsoft-Phi-4-mini-instruct.jinja"), &n);
+    ck_assert_int_eq(chat_detect(t, n), CHAT_PHI4MINI);
+    free(t);
+}
+END_TEST
+
 static const char *const shared_files[] = {
     "chat-templates/Qwen-Qwen2.5-7B-Instruct.jinja",
     "chat-templates/google-gemma-2-2b-it.jinja",
@@ -818,6 +877,7 @@ int main(void)
     tcase_add_test(tc, test_deepseek_r1);
     tcase_add_test(tc, test_mistral3);
     tcase_add_test(tc, test_granite);
+    tcase_add_test(tc, test_phi4mini);
     suite_add_tcase(s, tc);
     if (!missing) {
         tc = tcase_create("shared templates");

@@ -13,7 +13,9 @@ random conversations.  Mistral Small 3.2's family (mistral3) is compared with Un
 Devstral-Small-2507 template (tests/data), less the model's own default system text that the
 template writes when the conversation has no system message (chat.c leaves it out).  IBM
 Granite 3.3's template (tests/data) is rendered with transformers' strftime_now (today's
-date in its default system text).  Qwen3 also gets reasoning (reasoning_content,
+date in its default system text).  Phi-4-mini's real template (tests/data) takes the tools
+from a system message and has no place for tool calls: it is given them as fusiond maps
+them (phi4_msgs).  Qwen3 also gets reasoning (reasoning_content,
 <think> in content), multi-step tool use and enable_thinking.  Skips (77) when python3-jinja2
 is missing, unless FUSIOND_REQUIRE_JINJA=1 (CI's flag), where that is a failure; without the
 shared folder only Qwen3 is compared (a failure under FUSIOND_REQUIRE_SHARED=1)."""
@@ -61,6 +63,8 @@ MISTRAL3 = os.path.join(SRCDIR, "tests", "data", "chat-templates",
                         "unsloth-mistral-Devstral-Small-2507.jinja")
 GRANITE = os.path.join(SRCDIR, "tests", "data", "chat-templates",
                        "ibm-granite-granite-3.3-2B-Instruct.jinja")
+PHI4MINI = os.path.join(SRCDIR, "tests", "data", "chat-templates",
+                        "microsoft-Phi-4-mini-instruct.jinja")
 R1_BOS = "<\uff5cbegin\u2581of\u2581sentence\uff5c>"
 R1_EOS = "<\uff5cend\u2581of\u2581sentence\uff5c>"
 
@@ -93,9 +97,11 @@ FAMILIES = {
     "deepseek-r1": (R1, R1_BOS, R1_EOS),
     "mistral3": (MISTRAL3, "<s>", "</s>"),
     "granite": (GRANITE, "", "<|end_of_text|>"),
+    "phi4-mini": (PHI4MINI, "<|endoftext|>", "<|endoftext|>"),
 }
 if not HAVE_SHARED:
-    FAMILIES = {k: FAMILIES[k] for k in ("qwen3", "deepseek-r1", "mistral3", "granite")}
+    FAMILIES = {k: FAMILIES[k] for k in ("qwen3", "deepseek-r1", "mistral3", "granite",
+                                         "phi4-mini")}
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather",
@@ -228,6 +234,8 @@ def jinja_msgs(fam, msgs, tools):
     which Qwen3's and mistral3's templates cannot take, as ""; DeepSeek-R1's and mistral3's
     concatenate the arguments, so they go as the JSON text a client sends; DeepSeek-R1's
     tools as llama-server polyfills them)."""
+    if fam == "phi4-mini":
+        return phi4_msgs(msgs, tools)
     if fam in ("mistral3", "granite"):
         msgs = [dict(m, content="") if m.get("content") is None else m for m in msgs]
     if fam in ("deepseek-r1", "mistral3"):
@@ -239,6 +247,37 @@ def jinja_msgs(fam, msgs, tools):
     if fam != "qwen3":
         return msgs
     return [dict(m, content="") if m.get("content") is None else m for m in msgs]
+
+
+PHI4_SYSTEM = "You are a helpful assistant with some tools."
+
+
+def phi4_msgs(msgs, tools):
+    """What fusiond gives Phi-4-mini's template, which takes the tools from a system message's
+    own "tools" field (a JSON text) and has no place for tool calls: the tools' function
+    objects as JSON (the model card's list) on the first message when it is a system
+    message, else on a system message with the model card's text put first; an assistant's
+    calls written into its content as the model writes them, after a space when there is
+    text: functools[{"name": ..., "arguments": ...}, ...]."""
+    out = []
+    for m in msgs:
+        m = dict(m)
+        if m.get("tool_calls"):
+            text = m.get("content") or ""
+            m["content"] = (text + " " if text else "") + "functools" + tojson(
+                [{"name": c["function"]["name"], "arguments": c["function"]["arguments"]}
+                 for c in m["tool_calls"]])
+            del m["tool_calls"]
+        elif m.get("content") is None:
+            m["content"] = ""
+        out.append(m)
+    if tools:
+        listed = tojson([t["function"] for t in tools])
+        if out and out[0]["role"] == "system":
+            out[0] = dict(out[0], tools=listed)
+        else:
+            out.insert(0, {"role": "system", "content": PHI4_SYSTEM, "tools": listed})
+    return out
 
 
 R1_EXAMPLE = ("<\uff5ctool\u2581calls\u2581begin\uff5c><\uff5ctool\u2581call\u2581begin\uff5c>"
@@ -340,7 +379,7 @@ for fam, (fname, bos, eos) in FAMILIES.items():
         cases = [c + ({},) for c in R1_CASES]
     if fam == "qwen3":
         cases += [c if len(c) == 4 else c + ({},) for c in QWEN3_CASES]
-    if fam in ("mistral3", "granite"):
+    if fam in ("mistral3", "granite", "phi4-mini"):
         cases += [c + ({},) for c in random_r1_cases(100, seed=777)]
     for name, msgs, tools, kw in cases:
         for agp in (True, False):

@@ -2,7 +2,7 @@
  * 2.5's <tool_call> blocks after prose, Llama 3.1's JSON object, Mistral Nemo's array,
  * DeepSeek R1's and V3.1's marker-delimited calls after prose, Mistral Small 3.2's
  * [TOOL_CALLS]name[ARGS]{...} with or without its control tokens, Granite's <|tool_call|>
- * array) with
+ * array, Phi-4-mini's functools[...] after prose or its bare array) with
  * the arguments intact (escaped quotes, braces inside strings, unicode), that anything not
  * entirely well-formed calls to offered functions stays content, that parallel_tool_calls
  * false keeps one call, that ids have each family's shape, that the streaming hold-back
@@ -305,6 +305,56 @@ START_TEST(test_granite)
 }
 END_TEST
 
+/* Phi-4-mini: "functools[...]" after optional text, or the array alone (its <|tool_call|>
+ * control token left out, or written). */
+START_TEST(test_phi4mini)
+{
+    tc_result_t r;
+    const char *t = "functools[{\"name\": \"clock\", \"arguments\": {}}, {\"name\": "
+                    "\"get_weather\", \"arguments\": {\"city\": \"]}functools[\"}}]\n";
+    ck_assert_int_eq(parse(CHAT_PHI4MINI, t, true, &r), 0);
+    ck_assert_uint_eq(r.content_len, 0);
+    ck_assert_uint_eq(r.n_calls, 2);
+    ck_assert_str_eq(r.calls[0].name, "clock");
+    ck_assert_str_eq(r.calls[1].arguments, "{\"city\": \"]}functools[\"}");
+    ck_assert_uint_eq(strlen(r.calls[0].id), 29);
+    ck_assert_str_ne(r.calls[0].id, r.calls[1].id);
+    tc_free(&r);
+    ck_assert_int_eq(parse(CHAT_PHI4MINI, t, false, &r), 0);
+    ck_assert_uint_eq(r.n_calls, 1);
+    tc_free(&r);
+    /* text before the call is content, less the whitespace before it */
+    const char *p = "Let me look that up.\n functools[{\"name\": \"get_weather\", "
+                    "\"arguments\": {\"city\": \"Lima\"}}]";
+    ck_assert_int_eq(parse(CHAT_PHI4MINI, p, true, &r), 0);
+    ck_assert_uint_eq(r.content_len, strlen("Let me look that up."));
+    ck_assert_uint_eq(r.n_calls, 1);
+    ck_assert_str_eq(r.calls[0].arguments, "{\"city\": \"Lima\"}");
+    tc_free(&r);
+    /* the array alone, with or without the control token's text */
+    ck_assert_int_eq(parse(CHAT_PHI4MINI, t + strlen("functools"), true, &r), 0);
+    ck_assert_uint_eq(r.n_calls, 2);
+    tc_free(&r);
+    ck_assert_int_eq(parse(CHAT_PHI4MINI, "<|tool_call|> [{\"name\": \"clock\", \"arguments\": "
+                                          "{}}]", true, &r), 0);
+    ck_assert_uint_eq(r.n_calls, 1);
+    ck_assert_uint_eq(r.content_len, 0);
+    tc_free(&r);
+    static const char *const malformed[] = {
+        "", "functools[]", "functools", "functools[{\"name\": \"clock\", \"arguments\": {}}",
+        "functools[{\"name\": \"clock\", \"arguments\": {}}] and more",
+        "functools[{\"name\": \"nope\", \"arguments\": {}}]",
+        "functools[{\"name\": \"clock\", \"arguments\": []}]",
+        "functools[{\"name\": \"clock\"}]", "functools{\"name\": \"clock\", \"arguments\": {}}",
+        "functools [{\"name\": \"clock\", \"arguments\": {}}]",
+        "import functools\nfunctools.reduce(f, [1, 2])", "[1, 2]",
+        "[{\"a\": 1}]", "Sure: [{\"name\": \"clock\", \"arguments\": {}}]",
+        "<|tool_call|>", "[TOOL_CALLS][{\"name\": \"clock\", \"arguments\": {}}]",
+    };
+    assert_no_calls(CHAT_PHI4MINI, malformed, FD_ARRAY_LEN(malformed));
+}
+END_TEST
+
 /* tc_scan over every prefix of a streamed output: a call appears once its object begins, its
  * name once complete, its arguments grow as the text does and end as tc_parse's. */
 START_TEST(test_scan)
@@ -327,6 +377,9 @@ START_TEST(test_scan)
                         "[CALL_ID]abcdefghi[ARGS] {\"city\": \"O\\\"slo\"}"},
         {CHAT_MISTRAL3, "get_weather{\"city\": \"\xc3\xbc\"}clock{}"},
         {CHAT_MISTRAL3, "Two. [TOOL_CALLS]clock[ARGS]{}"},
+        {CHAT_PHI4MINI, "Two. functools[{\"name\": \"clock\", \"arguments\": {\"t\": [1]}}, "
+                        "{\"arguments\": {\"city\": \"O\\\"}]slo\"}, \"name\": \"get_weather\"}]"},
+        {CHAT_PHI4MINI, "[{\"name\": \"clock\", \"arguments\": {\"\xc3\xbc\": 1}}]"},
         {CHAT_GRANITE, "<|tool_call|>[{\"name\": \"clock\", \"arguments\": {\"t\": [1]}}, "
                        "{\"arguments\": {\"city\": \"Rome\"}, \"name\": \"get_weather\"}]"},
         {CHAT_DEEPSEEK_R1, "<\xef\xbd\x9ctool_calls_begin\xef\xbd\x9c>function" SEP "clock\n```json\n"
@@ -423,6 +476,14 @@ START_TEST(test_stream_safe)
         {CHAT_GRANITE, "<|tool_c", 0},
         {CHAT_GRANITE, " [{", 0},
         {CHAT_GRANITE, "Sunny [1]", 9},
+        {CHAT_PHI4MINI, "Sure. functools[{\"name\": \"clock\"", 5},
+        {CHAT_PHI4MINI, "Sure. functoo", 5},
+        {CHAT_PHI4MINI, "import functools", 6},
+        {CHAT_PHI4MINI, "functools.reduce", 16},
+        {CHAT_PHI4MINI, " [{", 0},
+        {CHAT_PHI4MINI, "<|tool_c", 0},
+        {CHAT_PHI4MINI, "[1] is a list", 13},
+        {CHAT_PHI4MINI, "  ", 0},
     };
     for (size_t i = 0; i < FD_ARRAY_LEN(cases); i++) {
         const char *t = cases[i].text;
@@ -448,6 +509,7 @@ int main(void)
     tcase_add_test(tc, test_deepseek);
     tcase_add_test(tc, test_mistral3);
     tcase_add_test(tc, test_granite);
+    tcase_add_test(tc, test_phi4mini);
     tcase_add_test(tc, test_stream_safe);
     tcase_add_test(tc, test_scan);
     suite_add_tcase(s, tc);

@@ -14,8 +14,10 @@ come from the prefill and the server's close: a SentencePiece model writes U+258
 space), reasoning still split when no call comes; a copy with Devstral's template
 (tests/data, the mistral3 family): [TOOL_CALLS]name[ARGS]{...} calls, with and without those
 control tokens in the text, two of them, named and required; a copy with IBM Granite 3.3's
-template (tests/data): <|tool_call|> arrays, with and without the tag, named and required; the
-plain model refusing tools.
+template (tests/data): <|tool_call|> arrays, with and without the tag, named and required; a
+copy with Phi-4-mini's template (tests/data): the tools in its prompt, functools[...] calls
+alone and after text (the text the content), the bare array, two of them, named and required,
+"functools[" that is no call, the history's calls written back; the plain model refusing tools.
 Usage: test_tools_server.py (python3 stdlib only)."""
 
 import json
@@ -73,6 +75,18 @@ G_TOKENS = {
     G_BARE: '[{"name": "clock", "arguments": {}}, {"name": "clock", "arguments": {"x": 1}}]',
     NAMED_ARGS: '{"city": "Paris"}',
     G_REQUIRED_REST: 'clock", "arguments": {}}]',
+}
+
+# The Phi-4-mini copy's rewritten tokens.
+P_CALL, P_BARE, P_TEXT, P_REQUIRED_REST, P_NOT_A_CALL = 503, 511, 482, 476, 481
+P_TOKENS = {
+    P_CALL: 'functools[{"name": "get_weather", "arguments": {"city": "Lima"}}]',
+    P_BARE: '[{"name": "clock", "arguments": {}}, {"name": "get_weather", "arguments": '
+            '{"city": "Oslo"}}]',
+    P_TEXT: 'Let me check. functools[{"name": "clock", "arguments": {}}]',
+    NAMED_ARGS: '{"city": "Paris"}',
+    P_REQUIRED_REST: 'clock", "arguments": {}}]',
+    P_NOT_A_CALL: 'Use functools[0] here',
 }
 
 
@@ -449,6 +463,55 @@ def main():
         hist = history("call_1", "clock", "{}", "12:00")
         st, js = chat(d, body(None, messages=hist, max_tokens=2))
         check(st == 200, "granite history with a call and its result: %d %r" % (st, js))
+
+    # Phi-4-mini: functools[{"name", "arguments"}, ...] after optional text, or the bare array
+    p_gguf = template_gguf(model, tmp, "microsoft-Phi-4-mini-instruct.jinja",
+                           "phi4-mini-tools.gguf", P_TOKENS)
+    with loopback.daemon(check, "phi4-mini daemon exit", model=p_gguf) as d:
+        check(b"phi4-mini" in d.logtext(), "the Phi-4-mini template is detected")
+        # the prompt: the tools' function objects in a system message of fusiond's
+        st, _, js = d.post("/apply-template", {"messages": USER, "tools": TOOLS[1:2]})
+        check(st == 200 and js.get("prompt") ==
+              '<|system|>You are a helpful assistant with some tools.<|tool|>[{"name": "clock"}]'
+              '<|/tool|><|end|><|user|>Weather?<|end|><|assistant|>',
+              "phi4-mini prompt with tools: %d %r" % (st, js))
+        _, c = call_both(d, body(P_CALL), "get_weather", {"city": "Lima"}, "phi4-mini call")
+        check(c["id"].startswith("call_"), "phi4-mini call id " + c["id"])
+        # text before the call: the content, whole and streamed
+        st, js = chat(d, body(P_TEXT))
+        one_call(js, "clock", {}, "phi4-mini call after text", content="Let me check.")
+        content, calls, finishes = assemble(stream(d, body(P_TEXT)))
+        check(content == "Let me check." and list(calls) == [0] and calls[0]["name"] == "clock"
+              and json.loads(calls[0]["arguments"]) == {} and finishes == ["tool_calls"] and
+              "functools" not in content,
+              "phi4-mini call after text streamed: %r %r %r" % (content, calls, finishes))
+        # the bare array (the <|tool_call|> control token left out): two calls, or the first
+        st, js = chat(d, body(P_BARE))
+        msg = js["choices"][0]["message"]
+        check(msg["content"] is None and [t["function"]["name"] for t in msg["tool_calls"]] ==
+              ["clock", "get_weather"] and json.loads(
+                  msg["tool_calls"][1]["function"]["arguments"]) == {"city": "Oslo"},
+              "phi4-mini two calls: %r" % msg)
+        content, calls, finishes = assemble(stream(d, body(P_BARE)))
+        check(content == "" and sorted(calls) == [0, 1] and finishes == ["tool_calls"] and
+              calls[1]["name"] == "get_weather", "phi4-mini two calls streamed: %r %r %r" % (
+                  content, calls, finishes))
+        st, js = chat(d, body(P_BARE, parallel_tool_calls=False))
+        one_call(js, "clock", {}, "phi4-mini parallel_tool_calls false")
+        named_call(d, "phi4-mini named tool_choice")
+        schema_held(d, "phi4-mini")
+        st, js = chat(d, body(P_REQUIRED_REST, tool_choice="required"))
+        c = one_call(js, "clock", {}, "phi4-mini required tool_choice")
+        not_a_call(d, P_NOT_A_CALL, P_TOKENS[P_NOT_A_CALL], "phi4-mini")
+        # the history: the call written back as the model wrote it, the result a tool turn
+        hist = history(c["id"], "clock", "{}", "12:00")
+        st, _, js = d.post("/apply-template", {"messages": hist})
+        check(st == 200 and js.get("prompt") ==
+              '<|user|>Weather?<|end|><|assistant|>functools[{"name": "clock", "arguments": {}}]'
+              '<|end|><|tool|>12:00<|end|><|assistant|>',
+              "phi4-mini history prompt: %d %r" % (st, js))
+        st, js = chat(d, body(None, messages=hist, max_tokens=2))
+        check(st == 200, "phi4-mini history with its call and result: %d %r" % (st, js))
 
     # stories260K itself: no template, the plain format
     with loopback.daemon(check, "plain daemon exit") as d:

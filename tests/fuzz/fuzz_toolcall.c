@@ -18,7 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static char *names[] = {"get_weather", "clock", "f"};
     static const int fams[] = {CHAT_LLAMA31, CHAT_QWEN, CHAT_MISTRAL, CHAT_DEEPSEEK_R1,
-                               CHAT_MISTRAL3, CHAT_GRANITE};
+                               CHAT_MISTRAL3, CHAT_GRANITE, CHAT_PHI4MINI};
     if (size < 1)
         return 0;
     const char *text = (const char *)data + 1;

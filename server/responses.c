@@ -120,16 +120,22 @@ static int check_fields(const cJSON *root, rq_err_t *e)
         if (fields[k].kind != F_NEUTRAL || cJSON_IsNull(it))
             continue;
         const char *key = it->string;
-        bool ok = (strcmp(key, "truncation") == 0 && is_str(it, "disabled")) ||
-                  (strcmp(key, "background") == 0 && cJSON_IsFalse(it)) ||
-                  (strcmp(key, "reasoning") == 0 && cJSON_IsObject(it) && !it->child);
+        if (strcmp(key, "truncation") == 0) {
+            if (!is_str(it, "disabled") && !is_str(it, "auto"))
+                return bad(e, NULL, key, "'truncation' must be \"auto\" or \"disabled\"");
+            continue;
+        }
+        if (strcmp(key, "background") == 0) {
+            if (!cJSON_IsBool(it))
+                return bad(e, NULL, key, "'background' must be a boolean, not %s",
+                           type_name(it));
+            continue;
+        }
+        bool ok = strcmp(key, "reasoning") == 0 && cJSON_IsObject(it) && !it->child;
         if (!ok)
             return bad(e, "unsupported_parameter", key, "'%s' is not supported by fusiond "
                        "(%s); leave it out", key,
-                       strcmp(key, "truncation") == 0 ? "only \"disabled\": a conversation "
-                                                        "longer than the context is refused"
-                       : strcmp(key, "background") == 0 ? "responses run in the foreground"
-                       : strcmp(key, "reasoning") == 0  ? "the model does not reason"
+                       strcmp(key, "reasoning") == 0  ? "the model does not reason"
                        : strcmp(key, "conversation") == 0
                            ? "conversations are not kept; use 'previous_response_id'"
                        : strcmp(key, "prompt") == 0 ? "there are no stored prompt templates"
@@ -633,6 +639,14 @@ int rs_parse(const char *body, size_t len, rs_req_t *q, rq_err_t *e)
     q->stream = cJSON_IsTrue(field(root, "stream"));
     v = field(root, "store");
     q->store = !v || cJSON_IsTrue(v);
+    q->background = cJSON_IsTrue(field(root, "background"));
+    q->truncate_auto = is_str(field(root, "truncation"), "auto");
+    if (q->background && !q->store) {
+        /* its result is only ever read back from the store */
+        rc = bad(e, NULL, "background", "'background': true needs 'store': true (a "
+                 "background response is read back with GET /v1/responses/{id})");
+        goto fail;
+    }
     v = field(root, "max_output_tokens");
     if (v && (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
               v->valuedouble < 1 || v->valuedouble > 0x7fffffff)) {
@@ -1115,16 +1129,26 @@ cJSON *rs_response_obj(const rs_req_t *q, const rs_result_t *r)
 {
     const cJSON *root = q->root;
     cJSON *o = cJSON_CreateObject();
-    bool done = strcmp(r->status, "in_progress") != 0;
+    bool done = strcmp(r->status, "in_progress") != 0 && strcmp(r->status, "queued") != 0;
     bool ok = oai_put(o, "id", cJSON_CreateString(r->id)) &&
               oai_put(o, "object", cJSON_CreateString("response")) &&
               oai_put(o, "created_at", cJSON_CreateNumber((double)r->created_at)) &&
               oai_put(o, "status", cJSON_CreateString(r->status)) &&
-              oai_put(o, "background", cJSON_CreateFalse()) &&
+              oai_put(o, "background", cJSON_CreateBool(q->background)) &&
               oai_put(o, "completed_at", strcmp(r->status, "completed") == 0
-                                         ? cJSON_CreateNumber((double)time(NULL))
-                                         : cJSON_CreateNull()) &&
-              oai_put(o, "error", cJSON_CreateNull());
+                                         ? cJSON_CreateNumber((double)(r->completed_at
+                                                                           ? r->completed_at
+                                                                           : time(NULL)))
+                                         : cJSON_CreateNull());
+    if (ok && r->error_message) {
+        cJSON *er = cJSON_CreateObject();
+        ok = oai_put(o, "error", er) &&
+             oai_put(er, "code", cJSON_CreateString(r->error_code ? r->error_code
+                                                                  : "server_error")) &&
+             oai_put(er, "message", cJSON_CreateString(r->error_message));
+    } else if (ok) {
+        ok = oai_put(o, "error", cJSON_CreateNull());
+    }
     if (ok && r->incomplete_reason) {
         cJSON *d = cJSON_CreateObject();
         ok = oai_put(o, "incomplete_details", d) &&
@@ -1148,7 +1172,7 @@ cJSON *rs_response_obj(const rs_req_t *q, const rs_result_t *r)
          echo(o, root, "tools", cJSON_CreateArray()) &&
          echo(o, root, "top_logprobs", cJSON_CreateNumber(0)) &&
          echo(o, root, "top_p", cJSON_CreateNumber(1.0)) &&
-         oai_put(o, "truncation", cJSON_CreateString("disabled")) &&
+         oai_put(o, "truncation", cJSON_CreateString(q->truncate_auto ? "auto" : "disabled")) &&
          echo(o, root, "user", cJSON_CreateNull()) &&
          echo(o, root, "metadata", cJSON_CreateObject());
     if (ok) {
@@ -1205,6 +1229,13 @@ void rs_stream_init(rs_stream_t *st, const rs_req_t *q, const char *id, long lon
     sb_init(&st->text);
     sb_init(&st->args);
     sb_init(&st->rtext);
+    sb_init(&st->log);
+}
+
+void rs_stream_detach(rs_stream_t *st, bool keep)
+{
+    st->detached = true;
+    st->keep = keep;
 }
 
 void rs_stream_free(rs_stream_t *st)
@@ -1214,6 +1245,8 @@ void rs_stream_free(rs_stream_t *st)
     sb_free(&st->text);
     sb_free(&st->args);
     sb_free(&st->rtext);
+    sb_free(&st->log);
+    free(st->ends);
     memset(st, 0, sizeof *st);
 }
 
@@ -1229,12 +1262,46 @@ static void emit(rs_stream_t *st, sb_t *out, const char *type, cJSON *ev)
         return;
     }
     st->seq++;
+    if (st->detached) {
+        out = st->keep ? &st->log : NULL;
+        if (out && st->n_ends == st->cap_ends) {
+            int cap = st->cap_ends ? st->cap_ends * 2 : 64;
+            size_t *e = realloc(st->ends, (size_t)cap * sizeof *e);
+            if (e) {
+                st->ends = e;
+                st->cap_ends = cap;
+            } else {
+                st->log.failed = true;
+            }
+        }
+        if (out && sb_failed(out)) {
+            /* a log with a hole could not be replayed: it is dropped (rs_stream_since) */
+            st->failed = true;
+            out = NULL;
+        }
+    }
+    if (!out) {
+        free(json);
+        return;
+    }
     sb_adds(out, "event: ");
     sb_adds(out, type);
     sb_adds(out, "\ndata: ");
     sb_adds(out, json);
     sb_adds(out, "\n\n");
     free(json);
+    if (out == &st->log)
+        st->ends[st->n_ends++] = st->log.len;
+}
+
+int rs_stream_since(const rs_stream_t *st, long long after, size_t *off)
+{
+    if (!st->keep || sb_failed(&st->log))
+        return -ENOENT;
+    if (after < -1 || after >= st->n_ends)
+        return -ERANGE;
+    *off = after < 0 ? 0 : st->ends[after];
+    return 0;
 }
 
 static cJSON *ev_response(rs_stream_t *st)
@@ -1435,10 +1502,18 @@ void rs_stream_close(rs_stream_t *st, sb_t *out, bool incomplete)
     close_call(st, out, status);
 }
 
+void rs_stream_status(rs_stream_t *st, sb_t *out, const char *type)
+{
+    emit(st, out, type, ev_response(st));
+}
+
 void rs_stream_end(rs_stream_t *st, sb_t *out)
 {
-    emit(st, out, strcmp(st->res.status, "incomplete") == 0 ? "response.incomplete"
-                                                            : "response.completed",
+    const char *s = st->res.status;
+    emit(st, out, strcmp(s, "incomplete") == 0  ? "response.incomplete"
+                  : strcmp(s, "cancelled") == 0 ? "response.cancelled"
+                  : strcmp(s, "failed") == 0    ? "response.failed"
+                                                : "response.completed",
          ev_response(st));
 }
 
@@ -1459,6 +1534,8 @@ typedef struct rs_entry {
     char *id;
     char *response;
     cJSON *input, *output;
+    char *events;               /* a background stream's events (NULL: none kept) */
+    size_t events_len;
     size_t bytes;
 } rs_entry_t;
 
@@ -1510,6 +1587,7 @@ static void drop(rs_store_t *s, rs_entry_t *x)
     s->bytes -= x->bytes;
     free(x->id);
     free(x->response);
+    free(x->events);
     cJSON_Delete(x->input);
     cJSON_Delete(x->output);
     free(x);
@@ -1590,6 +1668,61 @@ int rs_store_get(rs_store_t *s, const char *id, const char **response, const cJS
         *input = x->input;
     if (output)
         *output = x->output;
+    return 0;
+}
+
+int rs_store_set_events(rs_store_t *s, const char *id, const char *events, size_t len)
+{
+    rs_entry_t *x = find(s, id);
+    if (!x)
+        return -ENOENT;
+    if (x->bytes + len > s->max_bytes)
+        return -E2BIG;
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, events, len);
+    copy[len] = 0;
+    /* room is made among the others (x is the newest: it goes last) */
+    while (s->tail && s->tail != x && s->bytes + len > s->max_bytes)
+        drop(s, s->tail);
+    free(x->events);
+    x->events = copy;
+    x->events_len = len;
+    x->bytes += len;
+    s->bytes += len;
+    return 0;
+}
+
+int rs_store_events(rs_store_t *s, const char *id, const char **events, size_t *len)
+{
+    rs_entry_t *x = find(s, id);
+    if (!x)
+        return -ENOENT;
+    if (!x->events)
+        return -ENODATA;
+    *events = x->events;
+    *len = x->events_len;
+    return 0;
+}
+
+int rs_events_since(const char *events, size_t len, long long after, size_t *off)
+{
+    /* a frame is "event: T\ndata: J\n\n" and J (unformatted JSON) holds no newline */
+    size_t at = 0;
+    long long k = -1;
+    if (after < -1)
+        return -ERANGE;
+    while (k < after) {
+        size_t i = at;
+        while (i + 1 < len && !(events[i] == '\n' && events[i + 1] == '\n'))
+            i++;
+        if (i + 1 >= len)
+            return -ERANGE;
+        at = i + 2;
+        k++;
+    }
+    *off = at;
     return 0;
 }
 

@@ -25,6 +25,8 @@ typedef struct rs_req {
     bool store;                 /* default true */
     bool stream;
     bool logprobs;              /* top_logprobs given or include has the output logprobs */
+    bool background;            /* runs detached from the request (needs store) */
+    bool truncate_auto;         /* truncation "auto": the oldest turns are dropped to fit */
 } rs_req_t;
 
 /* Gives q's input items without an id one ("msg_..." and so on, from the response's id). */
@@ -51,8 +53,12 @@ typedef struct rs_result {
     const char *id;             /* "resp_..." */
     long long created_at;
     const char *model;
-    const char *status;         /* "completed", "incomplete" or "in_progress" */
+    const char *status;         /* "completed", "incomplete", "in_progress", "queued",
+                                   "cancelled" or "failed" */
     const char *incomplete_reason; /* with "incomplete": "max_output_tokens" */
+    const char *error_code;     /* with "failed": the error object (NULL message: null) */
+    const char *error_message;
+    long long completed_at;     /* with "completed" (0: now) */
     const cJSON *output;        /* the output items (NULL: none yet) */
     bool usage;                 /* include usage (else null) */
     long long input_tokens, cached_tokens, output_tokens;
@@ -89,13 +95,26 @@ typedef struct rs_stream {
     int rsn;                    /* output index of the open reasoning item, -1 none */
     sb_t rtext;                 /* its text so far */
     bool failed;                /* out of memory: events were lost */
+    /* detached (background): events go to log when keep, else nowhere, never to out */
+    bool detached, keep;
+    sb_t log;                   /* the events so far, as SSE frames */
+    size_t *ends;               /* ends[k]: where event k (sequence_number k) ends in log */
+    int n_ends, cap_ends;
 } rs_stream_t;
 
 void rs_stream_init(rs_stream_t *st, const rs_req_t *q, const char *id, long long created,
                     const char *model);
 void rs_stream_free(rs_stream_t *st);
+/* From now on the events are not written to out: they are kept in st->log (keep), to be
+ * replayed from any sequence number (a background stream's readers), or dropped. */
+void rs_stream_detach(rs_stream_t *st, bool keep);
+/* Where in st->log the events after sequence number after begin (-1: all): 0 and *off;
+ * -ERANGE when after is not an event sent so far (nor -1), -ENOENT when nothing is kept. */
+int rs_stream_since(const rs_stream_t *st, long long after, size_t *off);
 /* response.created, response.in_progress. */
 void rs_stream_begin(rs_stream_t *st, sb_t *out);
+/* One event of type carrying the response as st->res says it is (response.queued, ...). */
+void rs_stream_status(rs_stream_t *st, sb_t *out, const char *type);
 /* Text of the assistant message (opened on first use: output_item.added,
  * content_part.added, after closing an open reasoning item) as an output_text.delta; lp
  * (taken, may be NULL) its logprobs. */
@@ -108,7 +127,8 @@ void rs_stream_call(rs_stream_t *st, sb_t *out, const char *call_id, const char 
 void rs_stream_args(rs_stream_t *st, sb_t *out, const char *delta);
 /* Closes the open items (their .done events); incomplete marks them so. */
 void rs_stream_close(rs_stream_t *st, sb_t *out, bool incomplete);
-/* response.completed or response.incomplete (st->res carries status and usage). */
+/* response.completed, .incomplete, .cancelled or .failed as st->res.status says (it
+ * carries the usage too). */
 void rs_stream_end(rs_stream_t *st, sb_t *out);
 /* An "error" event. */
 void rs_stream_error(rs_stream_t *st, sb_t *out, const char *code, const char *message);
@@ -130,6 +150,15 @@ int rs_store_put(rs_store_t *s, const char *id, const char *response, const cJSO
  * call; any out pointer may be NULL), marking it recently used; -ENOENT when unknown. */
 int rs_store_get(rs_store_t *s, const char *id, const char **response, const cJSON **input,
                  const cJSON **output);
+/* Keeps a background stream's events (SSE frames, sequence numbers 0, 1, ...) with the
+ * stored response id, making room among the others; -ENOENT (no such response), -E2BIG
+ * (with them it would exceed max_bytes: not kept), -ENOMEM. */
+int rs_store_set_events(rs_store_t *s, const char *id, const char *events, size_t len);
+/* The kept events (borrowed as rs_store_get's); -ENOENT, or -ENODATA when none were kept. */
+int rs_store_events(rs_store_t *s, const char *id, const char **events, size_t *len);
+/* Where in events (as kept) the frames after sequence number after begin (-1: all): 0, or
+ * -ERANGE when there is no such event. */
+int rs_events_since(const char *events, size_t len, long long after, size_t *off);
 /* 0, or -ENOENT. */
 int rs_store_del(rs_store_t *s, const char *id);
 int rs_store_count(const rs_store_t *s);

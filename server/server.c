@@ -90,6 +90,10 @@ static const struct route_def {
     {"/v1/responses/", "DELETE", R_RESPONSE_ONE, MET_EP_RESPONSES, true},
     {"/responses/", "GET", R_RESPONSE_ONE, MET_EP_RESPONSES, true},
     {"/responses/", "DELETE", R_RESPONSE_ONE, MET_EP_RESPONSES, true},
+    /* POST /v1/responses/{id}/cancel (answer_stored); the same route id, so a wrong
+     * method on a stored response's path answers 405 with its Allow */
+    {"/v1/responses/", "POST", R_RESPONSE_ONE, MET_EP_RESPONSES, true},
+    {"/responses/", "POST", R_RESPONSE_ONE, MET_EP_RESPONSES, true},
     /* llama-server's: list the LoRA adapters with their global scales, and set them */
     {"/lora-adapters", "GET", R_LORA, MET_EP_OTHER, false},
     {"/lora-adapters", "POST", R_LORA, MET_EP_OTHER, false},
@@ -207,6 +211,21 @@ struct srv_job {
     rs_req_t *rs;
     cJSON *rs_hist;
     rs_stream_t *rss;
+    size_t rs_cut;              /* truncation "auto": chat messages before this index, but
+                                   the system and developer ones, are left out */
+    /* A background response (rs->background) is a stream (rss, detached) whose POST was
+     * answered at admission: it runs on without a connection, its readers (its own POST
+     * when streamed, GET ?stream=true) follow rss->log, and it is stored when it ends. */
+    bool bg;
+    bool bg_started;            /* response.in_progress was sent (else it is queued) */
+    bool bg_cancel;             /* cancelled (POST .../cancel or DELETE): ends "cancelled" */
+    bool bg_deleted;            /* DELETE: not stored at the end */
+    char bg_error[240];         /* ends "failed" with this message */
+    srv_job_t *src;             /* a reader: the background job it follows (a reference,
+                                   unless itself), and how far into its log it has sent */
+    size_t src_pos;
+    srv_job_t *rnext;           /* src's list of readers (other than itself) */
+    srv_job_t *readers;
     sb_t sse;
     bool sse_end;
     bool error_sent;
@@ -425,8 +444,27 @@ static void job_list_del(srv_job_t *j)
     j->listed = false;
 }
 
+static void job_unref(srv_job_t *j);
+
+/* A reader stops following its background job (the job may go with it). */
+static void reader_detach(srv_job_t *j)
+{
+    srv_job_t *src = j->src;
+    j->src = NULL;
+    if (!src || src == j)
+        return;
+    for (srv_job_t **p = &src->readers; *p; p = &(*p)->rnext) {
+        if (*p == j) {
+            *p = j->rnext;
+            break;
+        }
+    }
+    job_unref(src);
+}
+
 static void job_free(srv_job_t *j)
 {
+    reader_detach(j);
     job_list_del(j);
     if (j->pending)
         MHD_destroy_response(j->pending);
@@ -942,6 +980,15 @@ static void sse_choice(srv_job_t *j, const oai_choice_t *ch, const oai_timings_t
 static void sse_head(srv_job_t *j, srv_choice_t *c)
 {
     c->head_pending = false;
+    if (j->rss && j->bg) {
+        /* created and queued went out at admission; the first token starts it */
+        if (!j->bg_started) {
+            j->bg_started = true;
+            j->rss->res.status = "in_progress";
+            rs_stream_status(j->rss, &j->sse, "response.in_progress");
+        }
+        return;
+    }
     if (j->rss) {
         if (j->rss->seq == 0)
             rs_stream_begin(j->rss, &j->sse);
@@ -1224,6 +1271,7 @@ static void sse_error(srv_job_t *j, int status, const char *type, const char *co
     if (j->error_sent)
         return;
     j->error_sent = true;
+    snprintf(j->bg_error, sizeof j->bg_error, "%s", msg);
     if (j->rss) {
         rs_stream_error(j->rss, &j->sse, code ? code : type, msg);
         return;
@@ -1233,6 +1281,13 @@ static void sse_error(srv_job_t *j, int status, const char *type, const char *co
 
 static void sse_flush(srv_job_t *j)
 {
+    if (j->bg) {
+        /* the events are in the log: every reader has something to send */
+        resume(j);
+        for (srv_job_t *r = j->readers; r; r = r->rnext)
+            resume(r);
+        return;
+    }
     if (j->sse.len || j->sse_end)
         resume(j);
 }
@@ -1334,10 +1389,10 @@ static bool choice_incomplete(const srv_job_t *j, const srv_choice_t *c)
 
 /* Keeps a finished response for previous_response_id and GET /v1/responses/{id}: its
  * input items (the conversation it continued, then its own) and output items. */
-static void responses_store(srv_job_t *j, const char *body, const cJSON *output)
+/* A response's input items: the conversation it continued, then its own (NULL: out of
+ * memory). */
+static cJSON *responses_input(const srv_job_t *j)
 {
-    if (!j->rs->store)
-        return;
     cJSON *in = j->rs_hist ? cJSON_Duplicate(j->rs_hist, true) : cJSON_CreateArray();
     const cJSON *it;
     bool ok = in != NULL;
@@ -1348,9 +1403,36 @@ static void responses_store(srv_job_t *j, const char *body, const cJSON *output)
         if (!ok)
             cJSON_Delete(d);
     }
-    if (!ok || rs_store_put(j->srv->store, j->id, body, in, output) != 0)
+    if (!ok) {
+        cJSON_Delete(in);
+        return NULL;
+    }
+    return in;
+}
+
+static void responses_store(srv_job_t *j, const char *body, const cJSON *output)
+{
+    if (!j->rs->store)
+        return;
+    cJSON *in = responses_input(j);
+    if (!in || rs_store_put(j->srv->store, j->id, body, in, output) != 0)
         fd_log_warn("responses: %s not stored: out of memory", j->id);
     cJSON_Delete(in);
+}
+
+/* A running background response as it stands: its status (or status when given), the
+ * output items so far, no usage yet.  A malloc'd JSON text, NULL when out of memory. */
+static char *responses_live(srv_job_t *j, const char *status)
+{
+    rs_result_t r = j->rss->res;
+    r.output = j->rss->output;
+    r.usage = false;
+    if (status)
+        r.status = status;
+    cJSON *o = rs_response_obj(j->rs, &r);
+    char *body = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    return body;
 }
 
 static void responses_result(const srv_job_t *j, const srv_choice_t *c, const cJSON *output,
@@ -1423,18 +1505,37 @@ static char *responses_body(srv_job_t *j, int *status)
 static void responses_stream_done(srv_job_t *j)
 {
     rs_stream_t *st = j->rss;
-    if (j->error_sent)
+    if (j->error_sent && !j->bg)
         return;
     srv_choice_t *c = &j->choices[0];
     rs_result_t r;
     responses_result(j, c, st->output, &r);
+    if (j->bg_cancel) {
+        r.status = "cancelled";
+        r.incomplete_reason = NULL;
+    } else if (j->error_sent) {
+        /* a background response ends "failed" with the error, which its readers saw */
+        r.status = "failed";
+        r.incomplete_reason = NULL;
+        r.error_code = "server_error";
+        r.error_message = j->bg_error;
+    }
     st->res = r;
     rs_stream_end(st, &j->sse);
     cJSON *o = rs_response_obj(j->rs, &r);
     char *body = o ? cJSON_PrintUnformatted(o) : NULL;
     cJSON_Delete(o);
-    if (body && !st->failed)
+    if (body && !st->failed && !j->bg_deleted) {
         responses_store(j, body, st->output);
+        /* a streamed background response can be replayed from the store */
+        if (j->bg && st->keep && !sb_failed(&st->log)) {
+            int rc = rs_store_set_events(j->srv->store, j->id, st->log.buf ? st->log.buf : "",
+                                         st->log.len);
+            if (rc && rc != -ENOENT)
+                fd_log_warn("responses: the events of %s not kept: %s", j->id,
+                            rc == -E2BIG ? "larger than the store" : fd_strerror(rc));
+        }
+    }
     free(body);
 }
 
@@ -1735,7 +1836,7 @@ static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
             on_prompt_token(j, c, ev);
         return;
     }
-    if (c->limit_stop)
+    if (c->limit_stop || j->bg_cancel)
         return; /* a token the engine had sampled before the cancel: dropped */
     if (j->stream && c->head_pending && !j->abandoned && !j->client_gone)
         sse_head(j, c);
@@ -1832,13 +1933,15 @@ static void on_done(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
             sb_adds(&c->tc, close);
     }
 
-    if (!j->abandoned && j->conn) {
+    if (!j->abandoned && (j->conn || j->bg)) {
         if (j->stream) {
             int f = c->finish;
             bool timeout = f == ENG_FINISH_TIMEOUT || (f == ENG_FINISH_CANCEL && j->server_timeout);
-            if (c->head_pending && !j->client_gone)
+            if (c->head_pending && !j->client_gone && !j->bg_cancel)
                 sse_head(j, c); /* ended before its prompt was evaluated: what there is */
-            if (f == ENG_FINISH_STOP || f == ENG_FINISH_LENGTH || timeout) {
+            if (j->bg_cancel) {
+                rs_stream_close(j->rss, &j->sse, true); /* what it had written, unfinished */
+            } else if (f == ENG_FINISH_STOP || f == ENG_FINISH_LENGTH || timeout) {
                 const char *fr = finish_reason(timeout ? ENG_FINISH_LENGTH : f);
                 if (j->tc_on)
                     fr = stream_calls(j, c, fr);
@@ -1859,6 +1962,11 @@ static void on_done(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
                 /* Nothing sensible can be sent any more: end the stream. */
                 sb_reset(&j->sse);
                 j->sse_end = true;
+            }
+            if (j->bg && j->n_running == 0 && j->admitted) {
+                /* a background job is a running request until its generation ends */
+                j->admitted = false;
+                s->running--;
             }
             sse_flush(j);
         } else if (j->n_running == 0) {
@@ -1900,6 +2008,21 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
         sb_consume(&j->sse, n);
         j->last_send_ns = fd_now_ns();
         return (ssize_t)n;
+    }
+    if (j->src) {
+        /* a background response's reader: its log from where this reader is */
+        const sb_t *log = &j->src->rss->log;
+        if (j->src_pos < log->len) {
+            size_t n = FD_MIN(max, log->len - j->src_pos);
+            memcpy(buf, log->buf + j->src_pos, n);
+            j->src_pos += n;
+            j->last_send_ns = fd_now_ns();
+            return (ssize_t)n;
+        }
+        if (j->src->sse_end || sb_failed(log))
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        suspend(j);
+        return 0;
     }
     if (j->sse_end)
         return MHD_CONTENT_READER_END_OF_STREAM;
@@ -2088,37 +2211,94 @@ static enum MHD_Result answer_slots(srv_job_t *j)
     return answer_json(j, 200, body);
 }
 
-/* GET /v1/responses/{id} (the stored response), GET /v1/responses/{id}/input_items, DELETE
- * /v1/responses/{id}. */
-static enum MHD_Result answer_stored(srv_job_t *j, const char *url, const char *method)
+/* The background response id while it runs (not ended, not deleted), or NULL. */
+static srv_job_t *live_bg(srv_t *s, const char *id)
+{
+    for (srv_job_t *j = s->jobs; j; j = j->next)
+        if (j->bg && !j->sse_end && !j->bg_deleted && strcmp(j->id, id) == 0)
+            return j;
+    return NULL;
+}
+
+/* ?stream=true on GET /v1/responses/{id}: whether it is asked, and ?starting_after (-1 when
+ * absent) in *after; -EINVAL (answered) for a malformed one. */
+static int stream_args(srv_job_t *j, bool *stream, long long *after)
+{
+    const char *st = MHD_lookup_connection_value(j->conn, MHD_GET_ARGUMENT_KIND, "stream");
+    const char *sa = MHD_lookup_connection_value(j->conn, MHD_GET_ARGUMENT_KIND,
+                                                 "starting_after");
+    *stream = st && (strcmp(st, "true") == 0 || strcmp(st, "1") == 0);
+    *after = -1;
+    if (st && !*stream && strcmp(st, "false") != 0 && strcmp(st, "0") != 0) {
+        answer_fail(j, 400, "invalid_request_error", NULL, "stream",
+                    "'stream' must be true or false");
+        return -EINVAL;
+    }
+    if (!sa)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(sa, &end, 10);
+    if (!*sa || *end || errno || v < 0) {
+        answer_fail(j, 400, "invalid_request_error", NULL, "starting_after",
+                    "'starting_after' must be a sequence number (an integer >= 0)");
+        return -EINVAL;
+    }
+    if (!*stream) {
+        answer_fail(j, 400, "invalid_request_error", NULL, "starting_after",
+                    "'starting_after' needs 'stream=true'");
+        return -EINVAL;
+    }
+    *after = v;
+    return 0;
+}
+
+static enum MHD_Result bad_starting_after(srv_job_t *j, long long after, int n_events)
+{
+    return answer_fail(j, 400, "invalid_request_error", NULL, "starting_after",
+                       "'starting_after' %lld is not the sequence number of an event sent so "
+                       "far (this response has events 0 to %d)", after, n_events - 1);
+}
+
+/* GET ?stream=true of a running background response: an SSE answer that sends its log from
+ * off and follows it until the response ends (j keeps src until then). */
+static enum MHD_Result answer_follow(srv_job_t *j, srv_job_t *src, size_t off)
 {
     srv_t *s = j->srv;
-    const char *p = strstr(url, "responses/") + strlen("responses/");
-    const char *slash = strchr(p, '/');
-    char id[128];
-    snprintf(id, sizeof id, "%.*s", (int)(slash ? (size_t)(slash - p) : strlen(p)), p);
-    bool items = slash && strcmp(slash, "/input_items") == 0;
-    bool del = strcmp(method, "DELETE") == 0;
-    if ((slash && !items) || (items && del))
-        return answer_fail(j, 404, "not_found_error", "not_found", NULL,
-                           "no route for %.8s %.100s", method, url);
-    const char *resp = NULL;
-    const cJSON *in = NULL;
-    if (rs_store_get(s->store, id, &resp, &in, NULL) != 0)
-        return answer_fail(j, 404, "invalid_request_error", "not_found", NULL,
-                           "Response with id '%.100s' not found.", id);
-    if (del) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "id", id);
-        cJSON_AddStringToObject(o, "object", "response");
-        cJSON_AddBoolToObject(o, "deleted", true);
-        char *body = cJSON_PrintUnformatted(o);
-        cJSON_Delete(o);
-        rs_store_del(s->store, id);
-        return answer_json(j, 200, body);
-    }
-    if (!items)
-        return answer_json(j, 200, strdup(resp));
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024,
+                                                                  sse_read, j, sse_free);
+    if (!resp)
+        return answer_json(j, 500, NULL);
+    j->refs++;
+    j->src = src;
+    src->refs++;
+    j->src_pos = off;
+    j->rnext = src->readers;
+    src->readers = j;
+    j->stream = true;
+    j->last_send_ns = fd_now_ns();
+    job_list_add(j); /* pinged while it waits; resumed at shutdown */
+    watch_start(j);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    add_common_headers(s, resp, 200);
+    return queue(j, 200, resp);
+}
+
+static enum MHD_Result answer_deleted(srv_job_t *j, const char *id)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", id);
+    cJSON_AddStringToObject(o, "object", "response");
+    cJSON_AddBoolToObject(o, "deleted", true);
+    char *body = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return answer_json(j, 200, body);
+}
+
+static enum MHD_Result answer_items(srv_job_t *j, const cJSON *in)
+{
     const char *order = MHD_lookup_connection_value(j->conn, MHD_GET_ARGUMENT_KIND, "order");
     const char *lim = MHD_lookup_connection_value(j->conn, MHD_GET_ARGUMENT_KIND, "limit");
     const char *after = MHD_lookup_connection_value(j->conn, MHD_GET_ARGUMENT_KIND, "after");
@@ -2132,6 +2312,117 @@ static enum MHD_Result answer_stored(srv_job_t *j, const char *url, const char *
                            "'limit' must be an integer in [1, 100]");
     return answer_json(j, 200, rs_input_items(in, !order || strcmp(order, "desc") == 0,
                                               (int)limit, after && *after ? after : NULL));
+}
+
+/* A running background response: GET (as it stands, or its events with ?stream=true),
+ * input_items, cancel (it ends "cancelled" with what it had written) and DELETE (cancelled
+ * and never stored). */
+static enum MHD_Result answer_live(srv_job_t *j, srv_job_t *b, bool items, bool cancel,
+                                   bool del)
+{
+    if (cancel || del) {
+        if (!b->bg_cancel) {
+            b->bg_cancel = true;
+            cancel_job(b);
+        }
+        b->bg_deleted |= del;
+        return del ? answer_deleted(j, b->id) : answer_json(j, 200, responses_live(b, "cancelled"));
+    }
+    if (items) {
+        cJSON *in = responses_input(b);
+        if (!in)
+            return answer_json(j, 500, NULL);
+        enum MHD_Result rc = answer_items(j, in);
+        cJSON_Delete(in);
+        return rc;
+    }
+    bool stream;
+    long long after;
+    if (stream_args(j, &stream, &after))
+        return MHD_YES;
+    if (!stream)
+        return answer_json(j, 200, responses_live(b, NULL));
+    size_t off = 0;
+    int rc = rs_stream_since(b->rss, after, &off);
+    if (rc == -ERANGE)
+        return bad_starting_after(j, after, b->rss->n_ends);
+    if (rc)
+        return answer_fail(j, 400, "invalid_request_error", NULL, "stream",
+                           "response '%.100s' was not created with 'stream': true (or its "
+                           "events could not be kept): it cannot be streamed", b->id);
+    return answer_follow(j, b, off);
+}
+
+/* GET /v1/responses/{id} (the stored response; ?stream=true replays a streamed background
+ * response's events), GET /v1/responses/{id}/input_items, DELETE /v1/responses/{id}, POST
+ * /v1/responses/{id}/cancel; a background response still running is answered by
+ * answer_live. */
+static enum MHD_Result answer_stored(srv_job_t *j, const char *url, const char *method)
+{
+    srv_t *s = j->srv;
+    const char *p = strstr(url, "responses/") + strlen("responses/");
+    const char *slash = strchr(p, '/');
+    char id[128];
+    snprintf(id, sizeof id, "%.*s", (int)(slash ? (size_t)(slash - p) : strlen(p)), p);
+    bool items = slash && strcmp(slash, "/input_items") == 0;
+    bool cancel = slash && strcmp(slash, "/cancel") == 0;
+    bool del = strcmp(method, "DELETE") == 0, post = strcmp(method, "POST") == 0;
+    bool get = !del && !post;
+    if ((slash && !items && !cancel) || (items && !get) || cancel != post)
+        return answer_fail(j, 404, "not_found_error", "not_found", NULL,
+                           "no route for %.8s %.100s", method, url);
+    srv_job_t *b = live_bg(s, id);
+    if (b)
+        return answer_live(j, b, items, cancel, del);
+    const char *resp = NULL;
+    const cJSON *in = NULL;
+    if (rs_store_get(s->store, id, &resp, &in, NULL) != 0)
+        return answer_fail(j, 404, "invalid_request_error", "not_found", NULL,
+                           "Response with id '%.100s' not found.", id);
+    if (cancel) {
+        /* a background response that has ended is answered as it ended (cancel is
+         * idempotent); a foreground one was never cancellable (OpenAI's answer) */
+        cJSON *o = cJSON_Parse(resp);
+        bool background = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "background"));
+        cJSON_Delete(o);
+        if (!background)
+            return answer_fail(j, 400, "invalid_request_error", NULL, NULL,
+                               "Cannot cancel a synchronous response: only a response created "
+                               "with 'background': true can be cancelled.");
+        return answer_json(j, 200, strdup(resp));
+    }
+    if (del) {
+        rs_store_del(s->store, id);
+        return answer_deleted(j, id);
+    }
+    if (items)
+        return answer_items(j, in);
+    bool stream;
+    long long after;
+    if (stream_args(j, &stream, &after))
+        return MHD_YES;
+    if (!stream)
+        return answer_json(j, 200, strdup(resp));
+    const char *ev = NULL;
+    size_t len = 0, off = 0;
+    if (rs_store_events(s->store, id, &ev, &len) != 0)
+        return answer_fail(j, 400, "invalid_request_error", NULL, "stream",
+                           "response '%.100s' has no stored events to stream: only a response "
+                           "created with 'background' and 'stream' true keeps them (while "
+                           "they fit in the store)", id);
+    if (rs_events_since(ev, len, after, &off) != 0) {
+        int n = 0;
+        for (size_t i = 0; i + 1 < len; i++)
+            n += ev[i] == '\n' && ev[i + 1] == '\n';
+        return bad_starting_after(j, after, n);
+    }
+    char *body = malloc(len - off + 1);
+    if (body)
+        memcpy(body, ev + off, len - off);
+    struct MHD_Response *r = make_response(s, 200, "text/event-stream", body, len - off);
+    if (r)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    return queue(j, body ? 200 : 500, r);
 }
 
 /* Text -> token ids; -ENOMEM or a tokenizer error. */
@@ -2244,19 +2535,23 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
         return rq_fail(e, 500, "server_error", NULL, "out of memory");
     }
     chat_call_t *next = calls;
+    size_t n = 0;
     for (size_t i = 0; i < r->n_msgs; i++) {
         const rq_msg_t *q = &r->msgs[i];
         /* OpenAI's "developer" is the newer name of "system". */
         const char *role = strcmp(q->role, "developer") == 0 ? "system" : q->role;
-        m[i].role = chat_role_from_name(role);
-        m[i].content = q->content;
-        m[i].len = q->content ? strlen(q->content) : 0;
-        m[i].call_id = q->tool_call_id;
-        m[i].reasoning = q->reasoning;
-        m[i].calls = next;
-        m[i].n_calls = q->n_calls;
+        if (i < j->rs_cut && strcmp(role, "system") != 0)
+            continue; /* truncation "auto" left it out */
+        m[n].role = chat_role_from_name(role);
+        m[n].content = q->content;
+        m[n].len = q->content ? strlen(q->content) : 0;
+        m[n].call_id = q->tool_call_id;
+        m[n].reasoning = q->reasoning;
+        m[n].calls = next;
+        m[n].n_calls = q->n_calls;
         for (size_t k = 0; k < q->n_calls; k++, next++)
             *next = (chat_call_t){q->calls[k].id, q->calls[k].name, q->calls[k].arguments};
+        n++;
     }
     const tok_t *tok = s->tok;
     int32_t bos = tok_bos(tok), eos = tok_eos(tok);
@@ -2265,7 +2560,7 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
                      .add_generation_prompt = r->add_generation_prompt,
                      .tools = r->tools, .no_thinking = r->no_thinking};
     char err[256] = "";
-    int rc = chat_format(fam, m, r->n_msgs, &o, text, len, err, sizeof err);
+    int rc = chat_format(fam, m, n, &o, text, len, err, sizeof err);
     free(m);
     free(calls);
     if (rc == -ENOMEM)
@@ -2290,6 +2585,8 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
                                r->tool_choice == RQ_TOOLS_NAMED));
     j->rsn_inside = j->rsn_on && *len >= 8 && memcmp(*text + *len - 8, "<think>\n", 8) == 0;
     if (r->tools && (r->tool_choice == RQ_TOOLS_REQUIRED || r->tool_choice == RQ_TOOLS_NAMED)) {
+        free(j->tc_prefill); /* truncation "auto" formats the chat again */
+        j->tc_prefill = NULL;
         rc = chat_tool_prefill(fam, r->tool_choice == RQ_TOOLS_NAMED ? r->tool_name : NULL,
                                &j->tc_prefill);
         /* a prompt that opened the think block (DeepSeek-R1's) has it closed first: the
@@ -2393,6 +2690,85 @@ static int encode_mixed(const tok_t *tok, const rq_prompt_t *pr, int32_t **ids, 
     return 0;
 }
 
+/* The chat prompt, formatted and tokenized as prompt 0. */
+static int chat_tokens(srv_job_t *j, rq_err_t *e)
+{
+    char *text = NULL;
+    size_t len = 0;
+    bool add_special = true;
+    int rc = chat_prompt(j, &text, &len, &add_special, e);
+    if (rc)
+        return rc;
+    free(j->pids[0]);
+    j->pids[0] = NULL;
+    j->pn[0] = 0;
+    rc = encode(j->srv->tok, text, len, add_special, &j->pids[0], &j->pn[0]);
+    free(text);
+    if (rc)
+        return rq_fail(e, rc == -ENOMEM ? 500 : 400, "invalid_request_error", "messages",
+                       "cannot tokenize the chat: %s", fd_strerror(rc));
+    return 0;
+}
+
+/* Whether prompt 0 and the output asked for fit the context. */
+static bool chat_fits(srv_job_t *j)
+{
+    int mt;
+    rq_err_t e;
+    return rq_resolve_max_tokens(&j->rq, j->pn[0], j->srv->info->n_ctx, &mt, &e) == 0;
+}
+
+/* /v1/responses' truncation "auto": when the conversation and max_output_tokens do not fit
+ * the context, the oldest turns are left out until they do, the system and developer
+ * messages (the instructions) kept.  The kept part starts at a user message (a turn is left
+ * out whole: a call with its results, an answer with its question), and the last user
+ * message is always kept; the fewest turns that fit are found by bisection (dropping more
+ * only shortens the prompt).  If even that is too long, the prompt stays at the shortest
+ * and the context check refuses it as before. */
+static int responses_truncate(srv_job_t *j, rq_err_t *e)
+{
+    const rq_t *r = &j->rq;
+    if (!j->rs || !j->rs->truncate_auto || chat_fits(j))
+        return 0;
+    size_t *cuts = calloc(r->n_msgs ? r->n_msgs : 1, sizeof *cuts), n = 0;
+    if (!cuts)
+        return rq_fail(e, 500, "server_error", NULL, "out of memory");
+    bool seen = false;
+    for (size_t i = 0; i < r->n_msgs; i++) {
+        const char *role = r->msgs[i].role;
+        if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0)
+            continue;
+        if (seen && strcmp(role, "user") == 0)
+            cuts[n++] = i;
+        seen = true;
+    }
+    int rc = 0;
+    size_t lo = 0, hi = n, best = n; /* the search is over cuts[0..n); n: none fits */
+    while (rc == 0 && lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        j->rs_cut = cuts[mid];
+        if ((rc = chat_tokens(j, e)))
+            break;
+        if (chat_fits(j)) {
+            best = mid;
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    if (rc == 0 && n) {
+        size_t pick = best < n ? best : n - 1;
+        if (j->rs_cut != cuts[pick]) {
+            j->rs_cut = cuts[pick];
+            rc = chat_tokens(j, e);
+        }
+        fd_log_debug("responses %s: truncation auto left out the turns before message %zu "
+                     "(the instructions kept)", j->id, cuts[pick]);
+    }
+    free(cuts);
+    return rc;
+}
+
 static int prepare_prompts(srv_job_t *j, rq_err_t *e)
 {
     srv_t *s = j->srv;
@@ -2407,16 +2783,8 @@ static int prepare_prompts(srv_job_t *j, rq_err_t *e)
     j->n_prompts = np;
     int rc;
     if (r->kind == RQ_CHAT) {
-        char *text = NULL;
-        size_t len = 0;
-        bool add_special = true;
-        if ((rc = chat_prompt(j, &text, &len, &add_special, e)))
+        if ((rc = chat_tokens(j, e)) || (rc = responses_truncate(j, e)))
             return rc;
-        rc = encode(s->tok, text, len, add_special, &j->pids[0], &j->pn[0]);
-        free(text);
-        if (rc)
-            return rq_fail(e, rc == -ENOMEM ? 500 : 400, "invalid_request_error", "messages",
-                           "cannot tokenize the chat: %s", fd_strerror(rc));
     } else if (r->kind == RQ_INFILL) {
         if ((rc = rq_check_vocab(r, s->info->n_vocab, e)) || (rc = infill_prompt(j, e)))
             return rc;
@@ -2662,7 +3030,9 @@ static enum MHD_Result start_generation(srv_job_t *j)
     j->choices = calloc((size_t)j->n_choices, sizeof *j->choices);
     if (!j->choices)
         return answer_json(j, 500, NULL);
-    j->stream = r->stream;
+    const bool bg = j->rs && j->rs->background;
+    /* a background response is built as a stream (its output so far is readable) */
+    j->stream = r->stream || bg;
     j->model = s->model_id;
     j->created = (long long)time(NULL);
     job_id(j);
@@ -2670,6 +3040,10 @@ static enum MHD_Result start_generation(srv_job_t *j)
         if (!(j->rss = calloc(1, sizeof *j->rss)))
             return answer_json(j, 500, NULL);
         rs_stream_init(j->rss, j->rs, j->id, j->created, j->model);
+        if (bg) {
+            rs_stream_detach(j->rss, r->stream); /* a streamed one keeps its events */
+            j->rss->res.status = "queued";
+        }
     }
     double timeout = 0;
     if (s->cfg.request_timeout_s > 0) {
@@ -2714,7 +3088,10 @@ static enum MHD_Result start_generation(srv_job_t *j)
     job_list_add(j);
     j->admitted = true;
     s->running++;
-    watch_start(j);
+    if (!bg)
+        watch_start(j);
+    else
+        watch_stop(j); /* one from the thread-pool step: its client may leave now */
     if (rc) {
         /* What was already submitted is cancelled; its DONE events only drop references. */
         j->abandoned = true;
@@ -2733,7 +3110,16 @@ static enum MHD_Result start_generation(srv_job_t *j)
                            err[0] ? err : fd_strerror(rc));
     }
 
-    if (!j->stream) {
+    if (bg) {
+        j->bg = true;
+        rs_stream_status(j->rss, &j->sse, "response.created");
+        rs_stream_status(j->rss, &j->sse, "response.queued");
+        for (int i = 0; i < j->n_choices; i++)
+            j->choices[i].head_pending = true; /* in_progress comes with the first token */
+        if (!r->stream)
+            return answer_json(j, 200, responses_live(j, NULL));
+        j->src = j; /* its POST reads its log as any reader */
+    } else if (!j->stream) {
         suspend(j);
         return MHD_YES;
     }
@@ -2750,7 +3136,7 @@ static enum MHD_Result start_generation(srv_job_t *j)
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
     add_common_headers(s, resp, 200);
     j->last_send_ns = fd_now_ns();
-    for (int i = 0; i < j->n_choices; i++) {
+    for (int i = 0; i < j->n_choices && !bg; i++) {
         srv_choice_t *c = &j->choices[i];
         /* with the prompt's log-probabilities the head waits for them (on_prompt_token) */
         if (job_wants_plp(j) && j->pn[c->prompt] > 1)
@@ -2810,7 +3196,16 @@ static int responses_translate(srv_job_t *j, char **chat, rq_err_t *e)
     }
     job_id(j);
     rs_name_input(j->rs, j->id);
+    if (j->rs->background && s->cfg.responses_store <= 0)
+        return rq_fail(e, 400, "invalid_request_error", "background", "'background': true "
+                       "needs the response store, which this server keeps off "
+                       "(--responses-store 0)");
     const char *prev = j->rs->prev_id;
+    if (prev && live_bg(s, prev)) {
+        rq_fail(e, 400, "invalid_request_error", "previous_response_id", "Previous response "
+                "with id '%.100s' is still in progress; continue it once it has ended", prev);
+        return -EBUSY;
+    }
     if (prev) {
         const cJSON *in = NULL, *out = NULL, *it;
         if (rs_store_get(s->store, prev, NULL, &in, &out) != 0) {
@@ -3018,7 +3413,7 @@ static enum MHD_Result answer_preflight(srv_job_t *j, const struct route_def *pa
         return MHD_NO;
     bool get = strcmp(path_route->method, "GET") == 0;
     MHD_add_response_header(r, "Access-Control-Allow-Methods",
-                            path_route->route == R_RESPONSE_ONE ? "GET, HEAD, DELETE, OPTIONS"
+                            path_route->route == R_RESPONSE_ONE ? "GET, HEAD, POST, DELETE, OPTIONS"
                             : get                               ? "GET, HEAD, OPTIONS"
                                                                 : "POST, OPTIONS");
     /* The headers asked for, echoed: the OpenAI SDKs send X-Stainless-* ones (OS, Arch,
@@ -3240,10 +3635,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!j)
         return;
     *con_cls = NULL;
-    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && toe != MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN)
+    /* a background job runs on without its POST's connection */
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK &&
+        toe != MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN && !j->bg)
         j->client_gone = true;
     watch_stop(j);
-    cancel_job(j);
+    if (!j->bg)
+        cancel_job(j);
     if (!j->answered)
         j->status = 499; /* nginx's "client closed request": nothing was sent */
     met_request(s->met, j->ep, j->status);
@@ -3251,7 +3649,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     bool probe = (j->route == R_METRICS || j->route == R_HEALTH) && j->status == 200;
     if (s->cfg.access_log && !probe)
         access_log(j);
-    if (j->admitted) {
+    if (j->admitted && !j->bg) {
         j->admitted = false;
         s->running--;
     }
@@ -3272,7 +3670,7 @@ static void on_tick(uv_timer_t *t)
             cancel_job(j);
         }
         if (j->stream && j->conn && !j->sse_end && !j->abandoned && j->sse.len == 0 &&
-            now - j->last_send_ns >= ping_ns) {
+            (!j->bg || j->src) && now - j->last_send_ns >= ping_ns) {
             /* An SSE comment keeps proxies from dropping a stream during a long prefill. */
             sb_adds(&j->sse, ": ping\n\n");
             j->last_send_ns = now;
@@ -3639,6 +4037,9 @@ void srv_destroy(srv_t *s)
     }
     while (s->open_handles > 0)
         uv_run(s->loop, UV_RUN_NOWAIT);
+    /* what is left is freed whatever its references: readers let go of their jobs first */
+    for (srv_job_t *j = s->jobs; j; j = j->next)
+        j->src = NULL;
     while (s->jobs)
         job_free(s->jobs);
     if (s->q_init)

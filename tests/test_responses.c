@@ -142,6 +142,9 @@ START_TEST(test_bad_bodies)
         {"{\"input\": \"x\", \"metadata\": {\"k\": true}}", "metadata.k", NULL},
         {"{\"input\": \"x\", \"conversation\": \"c\"}", "conversation", "unsupported_parameter"},
         {"{\"input\": \"x\", \"user\": 3}", "user", NULL},
+        {"{\"input\": \"x\", \"background\": true, \"store\": false}", "background", NULL},
+        {"{\"input\": \"x\", \"background\": 1}", "background", NULL},
+        {"{\"input\": \"x\", \"truncation\": \"middle\"}", "truncation", NULL},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         rs_req_t q;
@@ -158,7 +161,10 @@ START_TEST(test_bad_bodies)
     parse_ok("{\"input\": \"x\", \"background\": false, \"reasoning\": {}, \"truncation\": "
              "\"disabled\", \"conversation\": null, \"store\": false, \"stream\": true, "
              "\"stream_options\": {\"include_obfuscation\": false}}", &q);
-    ck_assert(!q.store && q.stream && !q.logprobs);
+    ck_assert(!q.store && q.stream && !q.logprobs && !q.background && !q.truncate_auto);
+    rs_free(&q);
+    parse_ok("{\"input\": \"x\", \"background\": true, \"truncation\": \"auto\"}", &q);
+    ck_assert(q.store && q.background && q.truncate_auto);
     rs_free(&q);
 }
 END_TEST
@@ -321,6 +327,111 @@ START_TEST(test_stream_events)
 }
 END_TEST
 
+/* A detached stream (background): nothing goes to out; kept, its events replay from any
+ * sequence number, as the store's copy does; not kept, they are dropped. */
+START_TEST(test_stream_log)
+{
+    rs_req_t q;
+    parse_ok("{\"input\": \"x\", \"stream\": true, \"background\": true}", &q);
+    rs_stream_t st, drop;
+    sb_t out;
+    sb_init(&out);
+    rs_stream_init(&st, &q, "resp_b", 1, "m");
+    rs_stream_init(&drop, &q, "resp_c", 1, "m");
+    rs_stream_detach(&st, true);
+    rs_stream_detach(&drop, false);
+    size_t off = 99;
+    ck_assert_int_eq(rs_stream_since(&st, -1, &off), 0);
+    ck_assert_uint_eq(off, 0);
+    ck_assert_int_eq(rs_stream_since(&st, 0, &off), -ERANGE);
+    for (rs_stream_t *p = &st; p; p = p == &st ? &drop : NULL) {
+        p->res.status = "queued";
+        rs_stream_status(p, &out, "response.created");
+        rs_stream_status(p, &out, "response.queued");
+        p->res.status = "in_progress";
+        rs_stream_status(p, &out, "response.in_progress");
+        rs_stream_text(p, &out, "Hi", 2, NULL);
+        rs_stream_close(p, &out, true);
+        p->res.status = "cancelled";
+        rs_stream_end(p, &out);
+    }
+    ck_assert_uint_eq(out.len, 0);
+    ck_assert_int_eq(drop.seq, st.seq);
+    ck_assert_int_eq(rs_stream_since(&drop, -1, &off), -ENOENT);
+    ck_assert_int_eq(st.n_ends, st.seq);
+    char *log = strndup(st.log.buf, st.log.len);
+    char t[32][48];
+    int n = frames(log, t, 32);
+    static const char *const want[] = {
+        "response.created", "response.queued", "response.in_progress",
+        "response.output_item.added", "response.content_part.added",
+        "response.output_text.delta", "response.output_text.done",
+        "response.content_part.done", "response.output_item.done", "response.cancelled"};
+    ck_assert_int_eq(n, (int)(sizeof want / sizeof want[0]));
+    for (int i = 0; i < n; i++)
+        ck_assert_str_eq(t[i], want[i]);
+    /* after k: the frame of sequence number k + 1 starts there, in the log and in a copy */
+    for (int k = -1; k < n; k++) {
+        size_t a, b;
+        ck_assert_int_eq(rs_stream_since(&st, k, &a), k < n ? 0 : -ERANGE);
+        ck_assert_int_eq(rs_events_since(log, st.log.len, k, &b), 0);
+        ck_assert_uint_eq(a, b);
+        if (k + 1 < n) {
+            char seq[48];
+            snprintf(seq, sizeof seq, "\"sequence_number\":%d}\n\n", k + 1);
+            const char *end = strstr(log + a, "\n\n");
+            ck_assert_int_eq(memcmp(end - strlen(seq) + 2, seq, strlen(seq)), 0);
+        } else {
+            ck_assert_uint_eq(a, st.log.len);
+        }
+    }
+    ck_assert_int_eq(rs_stream_since(&st, n, &off), -ERANGE);
+    ck_assert_int_eq(rs_events_since(log, st.log.len, n, &off), -ERANGE);
+    ck_assert_int_eq(rs_events_since(log, st.log.len, -2, &off), -ERANGE);
+    /* the final event is the cancelled response, background true, no error */
+    const char *last = strstr(log, "event: response.cancelled\ndata: ") + 32;
+    cJSON *j = cJSON_Parse(last);
+    ck_assert_str_eq(at(at(j, "response"), "status")->valuestring, "cancelled");
+    ck_assert(cJSON_IsTrue(at(at(j, "response"), "background")));
+    ck_assert(cJSON_IsNull(at(at(j, "response"), "error")));
+    ck_assert_str_eq(at(cJSON_GetArrayItem(at(at(j, "response"), "output"), 0),
+                        "status")->valuestring, "incomplete");
+    cJSON_Delete(j);
+
+    /* the store keeps the events with their response while they fit its bytes */
+    rs_store_t *s;
+    ck_assert_int_eq(rs_store_create(&s, 10, 2 * st.log.len + 2000), 0);
+    const char *ev = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(rs_store_set_events(s, "resp_b", log, st.log.len), -ENOENT);
+    ck_assert_int_eq(rs_store_put(s, "a", "{}", NULL, NULL), 0);
+    ck_assert_int_eq(rs_store_put(s, "resp_b", "{}", NULL, NULL), 0);
+    ck_assert_int_eq(rs_store_events(s, "resp_b", &ev, &len), -ENODATA);
+    size_t before = rs_store_bytes(s);
+    ck_assert_int_eq(rs_store_set_events(s, "resp_b", log, st.log.len), 0);
+    ck_assert_uint_eq(rs_store_bytes(s), before + st.log.len);
+    ck_assert_int_eq(rs_store_events(s, "resp_b", &ev, &len), 0);
+    ck_assert(len == st.log.len && memcmp(ev, log, len) == 0);
+    ck_assert_int_eq(rs_store_put(s, "c", "{}", NULL, NULL), 0);
+    /* more than the whole store: -E2BIG; else the others make room */
+    char *twice = malloc(2 * st.log.len + 2000);
+    memset(twice, 'e', 2 * st.log.len + 2000);
+    ck_assert_int_eq(rs_store_set_events(s, "c", twice, 2 * st.log.len + 2000), -E2BIG);
+    ck_assert_int_eq(rs_store_set_events(s, "c", twice, st.log.len + 1900), 0);
+    ck_assert(rs_store_bytes(s) <= 2 * st.log.len + 2000);
+    ck_assert_int_eq(rs_store_get(s, "a", NULL, NULL, NULL), -ENOENT); /* the oldest went */
+    ck_assert_int_eq(rs_store_get(s, "c", NULL, NULL, NULL), 0);
+    ck_assert_int_eq(rs_store_del(s, "c"), 0);
+    rs_store_free(s);
+    free(twice);
+    free(log);
+    rs_stream_free(&st);
+    rs_stream_free(&drop);
+    sb_free(&out);
+    rs_free(&q);
+}
+END_TEST
+
 static cJSON *items(int n)
 {
     cJSON *a = cJSON_CreateArray();
@@ -417,6 +528,7 @@ static Suite *suite(void)
     Suite *s = suite_create("responses");
     TCase *tc = tcase_create("responses");
     tcase_add_test(tc, test_translate);
+    tcase_add_test(tc, test_stream_log);
     tcase_add_test(tc, test_bad_bodies);
     tcase_add_test(tc, test_map_error);
     tcase_add_test(tc, test_response_object);

@@ -10,6 +10,13 @@ sequence numbers, deltas that add up to the whole answer and no [DONE]; the stor
 input_items, DELETE, store false, LRU eviction under --responses-store); input_tokens counts
 what create would prefill; the endpoint's
 requests counted in fusiond_requests_total; a client leaving mid-stream cancels its request;
+background responses (queued at once, then the same answer and usage as the foreground
+request; streamed with created/queued/in_progress first, replayed and resumed from any
+sequence number, live or stored; a client leaving does not stop one; cancel stops the
+engine's work (a prefix of the full answer, the slot and KV freed) and is idempotent,
+DELETE of a running one cancels it; a drain waits for one); truncation "auto" drops the
+oldest turns exactly as far as the context needs (the same answer as chat on the kept
+turns);
 every malformed request a 400 (or 404) naming the field; and function calling through a
 stories260K copy with Qwen 2.5's template (calls whole and streamed, a named tool_choice,
 function_call and function_call_output items sent back).
@@ -391,8 +398,9 @@ BAD = [
      400, "text.format.schema"),
     ({"input": "x", "text": 5}, 400, "text"),
     ({"input": "x", "reasoning": {"effort": "high"}}, 400, "reasoning"),
-    ({"input": "x", "background": True}, 400, "background"),
-    ({"input": "x", "truncation": "auto"}, 400, "truncation"),
+    ({"input": "x", "background": True, "store": False}, 400, "background"),
+    ({"input": "x", "background": "yes"}, 400, "background"),
+    ({"input": "x", "truncation": "sometimes"}, 400, "truncation"),
     ({"input": "x", "frobnicate": 1}, 400, "frobnicate"),
     ({"input": "x", "previous_response_id": 7}, 400, "previous_response_id"),
     ({"input": "x", "previous_response_id": "resp_nope"}, 404, "previous_response_id"),
@@ -488,6 +496,242 @@ def eviction():
     with loopback.daemon(check, "no-store daemon exit", "--responses-store", "0") as d:
         st, r = resp(d, {"input": "x", "max_output_tokens": 2})
         check(st == 200 and d.get("/v1/responses/" + r["id"])[0] == 404, "store of 0 keeps none")
+
+
+# ---- background responses
+
+def sse_events(raw):
+    """(name, data) of each event frame of an SSE body (pings skipped)."""
+    out = []
+    for block in raw.decode().split("\n\n"):
+        if not block or block.startswith(":"):
+            continue
+        lines = block.split("\n")
+        out.append((lines[0][7:], json.loads(lines[1][6:])))
+    return out
+
+
+def wait_done(d, rid, timeout=30):
+    """GET the response until it has ended; its last state."""
+    deadline = time.time() + timeout
+    while True:
+        st, _, raw = d.get("/v1/responses/" + rid)
+        js = json.loads(raw)
+        if st != 200 or js["status"] not in ("queued", "in_progress") or time.time() > deadline:
+            return st, js
+        time.sleep(0.02)
+
+
+def open_stream(d, body):
+    """A raw POST /v1/responses stream on its own socket, read until the first text delta:
+    (socket, bytes so far, the response id)."""
+    data = json.dumps(body).encode()
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=20)
+    s.sendall((b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(data)) + data)
+    got = b""
+    while b"response.output_text.delta" not in got:
+        b = s.recv(4096)
+        if not b:
+            break
+        got += b
+    i = got.find(b'"id":"resp_')
+    rid = got[i + 6:got.index(b'"', i + 6)].decode() if i >= 0 else None
+    return s, got, rid
+
+
+def background(d):
+    fg_body = {"input": "Once upon a time", "max_output_tokens": 40, "temperature": 0}
+    st, fg = resp(d, fg_body)
+    st2, bg = resp(d, dict(fg_body, background=True))
+    if not check(st == st2 == 200, "background create: %d %r" % (st2, bg)):
+        return
+    check(bg["status"] in ("queued", "in_progress") and bg["background"] is True and
+          bg["usage"] is None and bg["id"].startswith("resp_") and bg["store"] is True,
+          "background create answers at once: %r" % bg)
+    st, done = wait_done(d, bg["id"])
+    check(st == 200 and done["status"] == fg["status"] and out_text(done) == out_text(fg) and
+          done["usage"]["input_tokens"] == fg["usage"]["input_tokens"] and
+          done["usage"]["output_tokens"] == fg["usage"]["output_tokens"] and
+          done["background"] is True and done["id"] == bg["id"],
+          "background result equals the foreground one: %r vs %r" % (done, fg))
+    st, _, raw = d.get("/v1/responses/%s/input_items" % bg["id"])
+    check(st == 200 and json.loads(raw)["data"][0]["content"][0]["text"] == "Once upon a time",
+          "background input_items")
+    # cancel: only background responses, idempotent once ended
+    st, _, js = d.post("/v1/responses/%s/cancel" % bg["id"], None)
+    check(st == 200 and js == done, "cancel of an ended background response: unchanged %r" % js)
+    st, _, js = d.post("/v1/responses/%s/cancel" % fg["id"], None)
+    check(st == 400 and js["error"]["type"] == "invalid_request_error" and
+          "synchronous" in js["error"]["message"], "cancel of a foreground response: %d %r" %
+          (st, js))
+    st, _, js = d.post("/v1/responses/resp_nope/cancel", None)
+    check(st == 404 and "resp_nope" in js["error"]["message"], "cancel of an unknown id: %r" % js)
+    st, _, js = d.post("/v1/responses/%s" % fg["id"], None)
+    check(st == 404, "POST on a response (not /cancel): %d" % st)
+    st, _, raw = d.get("/v1/responses/%s?stream=true" % fg["id"])
+    check(st == 400 and json.loads(raw)["error"]["param"] == "stream",
+          "a foreground response cannot be streamed again: %d %r" % (st, raw))
+    st, _, raw = d.get("/v1/responses/%s?stream=true" % bg["id"])
+    check(st == 400, "a background response made without stream cannot be streamed: %d" % st)
+
+    # streamed: created and queued first, then as the foreground stream; replayed as sent
+    st, h, raw = d.request("POST", "/v1/responses", dict(fg_body, background=True, stream=True))
+    evs = sse_events(raw)
+    names = [n for n, _ in evs]
+    check(st == 200 and names[:3] == ["response.created", "response.queued",
+                                      "response.in_progress"] and
+          names[-1] == "response." + fg["status"] and
+          [e["sequence_number"] for _, e in evs] == list(range(len(evs))),
+          "background stream events %r" % names)
+    check(evs[0][1]["response"]["status"] == "queued" and
+          evs[0][1]["response"]["background"] is True, "created: queued")
+    final = evs[-1][1]["response"]
+    check(out_text(final) == out_text(fg) and
+          "".join(e["delta"] for n, e in evs if n == "response.output_text.delta") ==
+          out_text(fg), "background stream text equals the foreground answer")
+    rid = final["id"]
+    st, _, again = d.get("/v1/responses/%s?stream=true" % rid)
+    check(st == 200 and again == raw, "the stored stream replays as sent")
+    k = len(evs) // 2
+    st, h, tail = d.get("/v1/responses/%s?stream=true&starting_after=%d" % (rid, k))
+    check(st == 200 and h.get("content-type", "").startswith("text/event-stream") and
+          sse_events(tail) == evs[k + 1:], "starting_after %d replays the rest" % k)
+    st, _, tail = d.get("/v1/responses/%s?stream=true&starting_after=%d" % (rid, len(evs) - 1))
+    check(st == 200 and tail == b"", "starting_after the last event: nothing more")
+    for q, param in (("stream=true&starting_after=%d" % len(evs), "starting_after"),
+                     ("stream=true&starting_after=-2", "starting_after"),
+                     ("stream=true&starting_after=x", "starting_after"),
+                     ("starting_after=1", "starting_after"), ("stream=maybe", "stream")):
+        st, _, raw = d.get("/v1/responses/%s?%s" % (rid, q))
+        err = json.loads(raw).get("error", {})
+        check(st == 400 and err.get("param") == param, "?%s: %d %r" % (q, st, err))
+
+    # a client that leaves does not stop it; a reader resumes it live (or from the store)
+    long_body = {"input": "Once upon a time", "max_output_tokens": 450, "ignore_eos": True,
+                 "temperature": 0}
+    st, full = resp(d, long_body)
+    s, got, rid = open_stream(d, dict(long_body, background=True, stream=True))
+    s.close()
+    check(rid is not None, "background stream id")
+    st, _, raw = d.get("/v1/responses/%s?stream=true&starting_after=4" % rid)
+    evs = sse_events(raw)
+    check(st == 200 and [e["sequence_number"] for _, e in evs] ==
+          list(range(5, 5 + len(evs))) and evs and evs[-1][0] == "response.incomplete" and
+          out_text(evs[-1][1]["response"]) == out_text(full),
+          "resumed after 4: the rest, to the end (%d events)" % len(evs))
+    st, done = wait_done(d, rid)
+    check(done["usage"]["output_tokens"] == 450 and out_text(done) == out_text(full),
+          "a background job runs on without its client: %r" % done.get("usage"))
+
+    # cancel mid-generation: the engine stops, what was written is kept
+    before = d.settle()
+    s, got, rid = open_stream(d, dict(long_body, background=True, stream=True))
+    st, _, c1 = d.post("/v1/responses/%s/cancel" % rid, None)
+    while b"response.cancelled" not in got:
+        b = s.recv(65536)
+        if not b:
+            break
+        got += b
+    s.close()
+    check(st == 200 and c1["status"] == "cancelled" and c1["id"] == rid,
+          "cancel answers the cancelled response: %d %r" % (st, c1))
+    check(b"event: response.cancelled" in got, "the stream ends with response.cancelled")
+    m = d.settle()
+    st, _, raw = d.get("/slots")
+    check(m.get("fusiond_requests_running") == 0 and m.get("fusiond_kv_cache_usage_ratio") == 0
+          and not any(x["is_processing"] for x in json.loads(raw)),
+          "cancel frees the engine's slot and KV")
+    st, g = wait_done(d, rid)
+    n = g.get("usage", {}).get("output_tokens", 450)
+    key = 'fusiond_requests_finished_total{reason="cancel"}'
+    check(g["status"] == "cancelled" and n < 450 and
+          m.get(key, 0) - before.get(key, 0) == 1 and
+          out_text(full).startswith(out_text(g)) and
+          m["fusiond_generation_tokens_total"] - before["fusiond_generation_tokens_total"] < 450,
+          "cancel stops generation after %d of 450 tokens: %r" % (n, g.get("status")))
+    st, _, c2 = d.post("/v1/responses/%s/cancel" % rid, None)
+    check(st == 200 and c2 == g, "cancel again: the same cancelled response")
+    # DELETE of a running one cancels it and keeps nothing
+    st, bg = resp(d, dict(long_body, background=True))
+    st, _, raw = d.request("DELETE", "/v1/responses/" + bg["id"])
+    check(st == 200 and json.loads(raw)["deleted"] is True, "DELETE of a running response")
+    m = d.settle()
+    check(m.get("fusiond_requests_running") == 0 and
+          d.get("/v1/responses/" + bg["id"])[0] == 404 and
+          m.get(key, 0) - before.get(key, 0) == 2, "DELETE cancelled it and kept nothing")
+    st, js = resp(d, {"input": "x", "previous_response_id": bg["id"]})
+    check(st == 404, "a deleted background response cannot be continued: %d" % st)
+
+
+def background_store_off():
+    with loopback.daemon(check, "store-off daemon exit", "--responses-store", "0") as d:
+        st, js = resp(d, {"input": "x", "background": True})
+        check(st == 400 and js["error"]["param"] == "background",
+              "background without a store: %d %r" % (st, js))
+
+
+def background_drain():
+    """SIGTERM with a background response running: the drain waits for it (exit 0); with a
+    drain timeout of 0 it is cancelled mid-generation and the daemon still exits cleanly."""
+    for args, what in (((), "waits for"), (("--drain-timeout", "0"), "cancels")):
+        d = loopback.Daemon(*args)
+        try:
+            st, bg = resp(d, {"input": "Once upon a time", "background": True,
+                              "ignore_eos": True, "max_output_tokens": 450})
+            check(st == 200, "drain: background create")
+            check(d.stop(timeout=30) == 0, "SIGTERM with a background response running: exit 0")
+            log = d.logtext()
+            check(b"draining, 1 request(s) running" in log and
+                  (b"drain timeout" in log) == bool(args),
+                  "the drain %s the background response" % what)
+        finally:
+            d.cleanup()
+
+
+# ---- truncation "auto"
+
+def truncation(d):
+    turn = "Once upon a time there was a little girl named Lily who liked to play. "
+    msgs = []
+    for i in range(5):
+        msgs.append({"role": "user", "content": "%d. %s" % (i, turn * 3)})
+        msgs.append({"role": "assistant", "content": turn * 3})
+    msgs.append({"role": "user", "content": "What next?"})
+    b = {"input": msgs, "instructions": "Be brief.", "max_output_tokens": 100,
+         "temperature": 0}
+    st, js = resp(d, b)
+    check(st == 400 and js["error"]["code"] == "context_length_exceeded",
+          "truncation disabled: a conversation too long is refused: %d %r" % (st, js))
+    st, r = resp(d, dict(b, truncation="auto"))
+    if not check(st == 200 and r["truncation"] == "auto", "truncation auto: %d %r" % (st, r)):
+        return
+    # what should be kept, found independently: the fewest whole turns (from a user message)
+    # whose prompt and max_output_tokens fit the 512 context
+    keep = None
+    for k in range(0, len(msgs), 2):
+        st, _, c = d.post("/v1/responses/input_tokens", {"input": msgs[k:],
+                                                         "instructions": "Be brief."})
+        if c["input_tokens"] + 100 <= 512:
+            keep = k
+            break
+    check(keep and keep > 0, "the conversation needs truncating")
+    st2, ch = chat(d, {"messages": [{"role": "system", "content": "Be brief."}] + msgs[keep:],
+                       "max_tokens": 100, "temperature": 0})
+    check(st2 == 200 and r["usage"]["input_tokens"] == ch["usage"]["prompt_tokens"] and
+          out_text(r) == ch["choices"][0]["message"]["content"],
+          "truncation auto keeps the instructions and turns %d..: %r vs %r" %
+          (keep, r["usage"], ch.get("usage")))
+    st, _, c = d.post("/v1/responses/input_tokens", dict(b, truncation="auto"))
+    check(c["input_tokens"] == r["usage"]["input_tokens"], "input_tokens counts the truncated "
+          "prompt: %r" % c)
+    # the input items keep the whole conversation
+    st, _, raw = d.get("/v1/responses/%s/input_items?limit=100" % r["id"])
+    check(len(json.loads(raw)["data"]) == len(msgs), "input_items keep every item")
+    # even the last turn alone is too long: refused as before
+    st, js = resp(d, {"input": "Once upon a time " * 200, "truncation": "auto"})
+    check(st == 400 and js["error"]["code"] == "context_length_exceeded",
+          "truncation auto cannot cut the last user message: %d %r" % (st, js))
 
 
 # ---- function calling (a Qwen-template copy of stories260K, call text in rare tokens)
@@ -587,9 +831,11 @@ def main():
         st, _, raw = d.get("/v1/models")
         d.model = json.loads(raw)["data"][0]["id"]
         for t in (same_as_chat, shapes, formats, logprobs, streaming, store, bad_requests,
-                  input_tokens, metrics, disconnect):
+                  input_tokens, metrics, disconnect, background, truncation):
             t(d)
     eviction()
+    background_store_off()
+    background_drain()
     tools(model)
 
 

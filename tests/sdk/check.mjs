@@ -675,6 +675,86 @@ if (corsOrigin) {
     tools: [{ type: 'web_search' }] }), OpenAI.BadRequestError, 400, { param: 'tools[0].type' });
 }
 
+// ---- background responses: create answers at once; retrieve, stream, cancel
+{
+  const rq = { model, input: messages, max_output_tokens: 10, temperature: 0 };
+  const fg = await client.responses.create(rq);
+  const bg = await client.responses.create({ ...rq, background: true });
+  check(bg.background === true && ['queued', 'in_progress'].includes(bg.status) &&
+    bg.output.length === 0 && bg.usage === null,
+  'responses background: create answers at once, queued', show([bg.status, bg.output]));
+  const poll = async (id) => {
+    let r = await client.responses.retrieve(id);
+    for (let i = 0; i < 1000 && ['queued', 'in_progress'].includes(r.status); i++) {
+      await sleep(10);
+      r = await client.responses.retrieve(id);
+    }
+    return r;
+  };
+  const done = await poll(bg.id);
+  eq([done.status, done.output_text, done.usage.input_tokens, done.usage.output_tokens],
+    [fg.status, fg.output_text, fg.usage.input_tokens, fg.usage.output_tokens],
+    'responses background: retrieve polls to the foreground answer');
+  const again = await client.responses.cancel(bg.id);
+  // (cancel's answer has no output_text convenience field: the SDK adds that in create()
+  // and retrieve() only)
+  eq([again.status, again.output], [done.status, done.output],
+    'responses.cancel of an ended background response: answered as it ended');
+  await expectError('responses.cancel of a foreground response',
+    () => client.responses.cancel(fg.id), OpenAI.BadRequestError, 400);
+  await expectError('responses.cancel of an unknown id',
+    () => client.responses.cancel('resp_nope'), OpenAI.NotFoundError, 404);
+  await expectError('responses background without store', () => client.responses.create({
+    ...rq, background: true, store: false }), OpenAI.BadRequestError, 400, { param: 'background' });
+  // streamed: created (queued) first; the SDK's helper resumes it from the server's replay
+  const evs = [];
+  for await (const e of await client.responses.create({ ...rq, background: true, stream: true })) {
+    evs.push(e);
+  }
+  check(evs.length > 4 && evs[0].type === 'response.created' &&
+    evs[0].response.status === 'queued' && evs[1].type === 'response.queued' &&
+    evs[2].type === 'response.in_progress' && evs[evs.length - 1].type === 'response.incomplete' &&
+    evs.every((e, i) => e.sequence_number === i),
+  'responses background stream: created, queued, in_progress ... incomplete',
+  show(evs.map((e) => e.type)));
+  const rid = evs[0].response.id;
+  const resumed = client.responses.stream({ response_id: rid, starting_after: 3 });
+  const seen = [];
+  resumed.on('event', (e) => seen.push(e.sequence_number));
+  const fin = await resumed.finalResponse();
+  eq(fin.output.filter((o) => o.type === 'message').flatMap((o) => o.content)
+    .map((c) => c.text).join(''), fg.output_text,
+  'responses.stream({response_id, starting_after}): the whole answer');
+  eq(seen, evs.slice(4).map((e) => e.sequence_number),
+    'responses.stream resumed: the events after starting_after');
+  const tail = await client.responses.retrieve(rid, { stream: true, starting_after: evs.length - 3 });
+  const rest = [];
+  for await (const e of tail) rest.push(e.type);
+  eq(rest, evs.slice(-2).map((e) => e.type), 'responses.retrieve stream starting_after: the rest');
+  await expectError('responses.retrieve stream starting_after out of range', () =>
+    client.responses.retrieve(rid, { stream: true, starting_after: evs.length }),
+  OpenAI.BadRequestError, 400, { param: 'starting_after' });
+  // cancel while it generates: the server stops it, what it wrote is kept
+  const before = await metrics();
+  const long = await client.responses.create({ ...rq, background: true, max_output_tokens: 400,
+    ignore_eos: true });
+  let cur = await client.responses.retrieve(long.id);
+  for (let i = 0; i < 500 && cur.status === 'queued'; i++) cur = await client.responses.retrieve(long.id);
+  const cancelled = await client.responses.cancel(long.id);
+  eq(cancelled.status, 'cancelled', 'responses.cancel: the response is cancelled');
+  const end = await poll(long.id);
+  let after = await metrics();
+  for (let i = 0; i < 100 && after['fusiond_requests_running'] !== 0; i++) {
+    await sleep(20);
+    after = await metrics();
+  }
+  const gen = after['fusiond_generation_tokens_total'] - before['fusiond_generation_tokens_total'];
+  check(end.status === 'cancelled' && end.usage.output_tokens < 400 && gen < 400 &&
+    after['fusiond_requests_running'] === 0,
+  'responses.cancel: generation stopped', show([end.status, end.usage, gen]));
+  eq((await client.responses.cancel(long.id)).status, 'cancelled', 'responses.cancel: idempotent');
+}
+
 // ---- cancellation: abort a stream midway; the server cancels it and keeps serving.
 {
   const before = await metrics();

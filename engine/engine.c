@@ -951,8 +951,8 @@ static const char *sample_row(eng_t *e, req_t *r, float *lg, run_tok_t *t, eng_t
     if (r->gm) {
         int allowed = gr_matcher_mask(r->gm, r->allow);
         if (allowed == 0)
-            return "no token of the vocabulary can continue the output as response_format "
-                   "requires";
+            return "no token of the vocabulary can continue the output as its constraint "
+                   "(response_format, grammar) requires";
         /* no banned token (logprob -inf) among the alternatives */
         t->n_top = FD_MIN(t->n_top, allowed);
     }
@@ -960,7 +960,8 @@ static const char *sample_row(eng_t *e, req_t *r, float *lg, run_tok_t *t, eng_t
                                t->n_top);
     if (t->tok < 0)
         return t->tok != FD_ERANGE ? "out of memory while sampling"
-             : r->gm ? "every token that response_format allows is banned by logit_bias"
+             : r->gm ? "every token that the output's constraint allows is banned by "
+                       "logit_bias"
                      : "every token is banned by logit_bias";
     t->hist = smp_accept(r->smp, t->tok, 1);
     /* the mask allowed it: only a driver whose end-of-generation ids differ from the

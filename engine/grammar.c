@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "common/fd.h"
+#include "engine/gbnf.h"
 
 enum node_kind { GN_STRING = 1, GN_NUMBER, GN_INTEGER, GN_LIT, GN_ARRAY, GN_OBJECT, GN_CHOICE,
                  GN_REF };
@@ -61,6 +62,7 @@ struct gr_spec {
     atomic_int refs;
     gtab_t t;
     int root;
+    gb_grammar_t *gb;           /* a GBNF spec's grammar (then t is empty) */
 };
 
 /* ---- tables ---- */
@@ -491,7 +493,29 @@ void gr_spec_unref(gr_spec_t *g)
     if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
         return;
     tab_free(&g->t);
+    gb_free(g->gb);
     free(g);
+}
+
+int gr_spec_gbnf(gr_spec_t **out, const char *text, size_t len, char *err, size_t errlen)
+{
+    *out = NULL;
+    gr_spec_t *g = calloc(1, sizeof *g);
+    if (!g)
+        return -ENOMEM;
+    int rc = gb_parse(&g->gb, text, len, err, errlen);
+    if (rc < 0) {
+        free(g);
+        return rc;
+    }
+    atomic_init(&g->refs, 1);
+    *out = g;
+    return 0;
+}
+
+const struct gb_grammar *gr_spec_grammar(const gr_spec_t *g)
+{
+    return g->gb;
 }
 
 int gr_spec_json(gr_spec_t **out, bool object_only)

@@ -1,7 +1,8 @@
-/* grammar.h: constrained decoding (JSON mode and structured outputs): a byte-level JSON
- * recognizer (a pushdown automaton over a compiled spec: any JSON, an object, or what a
- * JSON Schema compiles to), a per-model trie of the vocabulary's token bytes, and the
- * per-step mask of the tokens that keep the output a valid prefix.  Specs are immutable and
+/* grammar.h: constrained decoding (JSON mode, structured outputs, GBNF grammars): a
+ * byte-level JSON recognizer (a pushdown automaton over a compiled spec: any JSON, an
+ * object, or what a JSON Schema compiles to) or a GBNF grammar's (engine/gbnf.h), a
+ * per-model trie of the vocabulary's token bytes, and the per-step mask of the tokens that
+ * keep the output a valid prefix.  Specs are immutable and
  * reference-counted (any thread); a gr_vocab_t is immutable after gr_vocab_build (any
  * thread); a gr_state_t or gr_matcher_t belongs to one sequence (the engine thread).
  * Called by the engine (engine.c) and, to build specs, the server (request.c, schema.c). */
@@ -28,6 +29,12 @@ typedef struct gr_spec gr_spec_t;
 /* Any JSON text (object_only: its top-level value must be an object: json_object mode).
  * 0 or -ENOMEM. */
 int gr_spec_json(gr_spec_t **out, bool object_only);
+/* A GBNF grammar (llama.cpp's format: engine/gbnf.h) as a spec.  0, or -EINVAL /
+ * FD_ERANGE with err saying where and what ("line L, column C: ..."), -ENOMEM.  Such a
+ * spec only drives a matcher: the JSON recognizer's functions below are not for it. */
+int gr_spec_gbnf(gr_spec_t **out, const char *text, size_t len, char *err, size_t errlen);
+/* Its grammar, or NULL for a JSON spec. */
+const struct gb_grammar *gr_spec_grammar(const gr_spec_t *g);
 /* Takes a reference / drops one (freed at the last).  Any thread. */
 gr_spec_t *gr_spec_ref(gr_spec_t *g);
 void gr_spec_unref(gr_spec_t *g);
@@ -134,9 +141,17 @@ void gr_matcher_free(gr_matcher_t *m);
  * next, clears the others.  Returns how many are allowed (0: the spec cannot be continued
  * with this vocabulary). */
 int gr_matcher_mask(gr_matcher_t *m, uint32_t *allow);
+/* The same mask the plain way: every token's bytes fed to the recognizer one by one (the
+ * reference gr_matcher_mask is tested against; slow). */
+int gr_matcher_mask_ref(gr_matcher_t *m, uint32_t *allow);
 /* Advances over a sampled token: 0, or -EINVAL when the token was not allowed (the state is
  * then unchanged).  An end-of-generation token leaves the state as it is. */
 int gr_matcher_accept(gr_matcher_t *m, int32_t token);
+/* The JSON recognizer's state (a GBNF matcher's is an empty one). */
 const gr_state_t *gr_matcher_state(const gr_matcher_t *m);
+/* The output so far is complete (end of generation allowed) / nothing but the end may
+ * follow. */
+bool gr_matcher_accepting(const gr_matcher_t *m);
+bool gr_matcher_finished(const gr_matcher_t *m);
 
 #endif

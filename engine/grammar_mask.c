@@ -8,6 +8,9 @@
  * Inside a free string almost every token is allowed: tokens made only of plain string
  * bytes (no quote, backslash or control byte, whole UTF-8 characters) are allowed there
  * from a precomputed bit set, and only the rest go through a second, much smaller trie.
+ * A GBNF spec walks the whole trie the same way with a set of parse stacks per depth
+ * (engine/gbnf.h); the stack nodes a depth made are dropped when the walk leaves it, so the
+ * walk holds only those of the current path.
  * Kept apart from grammar.c so that code which only builds specs (the server's request
  * parser) does not pull in the tokenizer. */
 #include "engine/grammar.h"
@@ -17,6 +20,7 @@
 #include <string.h>
 
 #include "common/fd.h"
+#include "engine/gbnf.h"
 
 static inline void bit_set(uint32_t *s, unsigned b)
 {
@@ -244,6 +248,15 @@ struct gr_matcher {
     const gr_vocab_t *v;
     gr_state_t st;
     gr_state_t *stk;            /* max_len + 1 states: one per trie depth */
+    /* a GBNF spec's: the stacks now (in cbuf[cc] unless a character is partial), and a set,
+     * its buffer and the pool's mark per trie depth */
+    gb_pool_t *pool;
+    gb_set_t cur;
+    int32_t *cbuf[2];
+    int cc;
+    gb_set_t *dset;
+    int32_t *dbuf;
+    uint32_t *dmark;
 };
 
 int gr_matcher_new(gr_matcher_t **out, gr_spec_t *g, const gr_vocab_t *v)
@@ -252,16 +265,32 @@ int gr_matcher_new(gr_matcher_t **out, gr_spec_t *g, const gr_vocab_t *v)
     gr_matcher_t *m = calloc(1, sizeof *m);
     if (!m)
         return -ENOMEM;
-    m->stk = malloc(((size_t)v->max_len + 1) * sizeof *m->stk);
-    if (!m->stk) {
-        free(m);
-        return -ENOMEM;
-    }
+    const size_t depths = (size_t)v->max_len + 1;
     m->g = gr_spec_ref(g);
     m->v = v;
-    gr_start(g, &m->st);
+    const gb_grammar_t *gb = gr_spec_grammar(g);
+    if (!gb) {
+        if (!(m->stk = malloc(depths * sizeof *m->stk)))
+            goto nomem;
+        gr_start(g, &m->st);
+    } else {
+        m->cbuf[0] = malloc(2 * GB_MAX_STACKS * sizeof *m->cbuf[0]);
+        m->dset = malloc(depths * sizeof *m->dset);
+        m->dbuf = malloc(depths * GB_MAX_STACKS * sizeof *m->dbuf);
+        m->dmark = malloc(depths * sizeof *m->dmark);
+        if (!m->cbuf[0] || !m->dset || !m->dbuf || !m->dmark || gb_pool_new(&m->pool, gb) < 0)
+            goto nomem;
+        m->cbuf[1] = m->cbuf[0] + GB_MAX_STACKS;
+        memset(&m->st, 0, sizeof m->st);
+        /* a grammar whose start is past the limits allows nothing but the end */
+        if (gb_start(m->pool, &m->cur, m->cbuf[0]) < 0)
+            m->cur = (gb_set_t){ .top = m->cbuf[0] };
+    }
     *out = m;
     return 0;
+nomem:
+    gr_matcher_free(m);
+    return -ENOMEM;
 }
 
 void gr_matcher_free(gr_matcher_t *m)
@@ -270,12 +299,27 @@ void gr_matcher_free(gr_matcher_t *m)
         return;
     gr_spec_unref(m->g);
     free(m->stk);
+    gb_pool_free(m->pool);
+    free(m->cbuf[0]);
+    free(m->dset);
+    free(m->dbuf);
+    free(m->dmark);
     free(m);
 }
 
 const gr_state_t *gr_matcher_state(const gr_matcher_t *m)
 {
     return &m->st;
+}
+
+bool gr_matcher_accepting(const gr_matcher_t *m)
+{
+    return m->pool ? gb_accepting(&m->cur) : gr_accepting(m->g, &m->st);
+}
+
+bool gr_matcher_finished(const gr_matcher_t *m)
+{
+    return m->pool ? gb_finished(&m->cur) : gr_finished(&m->st);
 }
 
 static void walk(gr_matcher_t *m, const trie_t *t, uint32_t *allow)
@@ -297,19 +341,48 @@ static void walk(gr_matcher_t *m, const trie_t *t, uint32_t *allow)
     }
 }
 
-int gr_matcher_mask(gr_matcher_t *m, uint32_t *allow)
+/* The GBNF walk: depth d's set comes from depth d - 1's; before it is made, the nodes made
+ * for the previous path at depth >= d are dropped. */
+static void walk_gbnf(gr_matcher_t *m, const trie_t *t, uint32_t *allow)
+{
+    gb_pool_t *p = m->pool;
+    m->dset[0] = m->cur;
+    m->dmark[0] = gb_mark(p);
+    for (uint32_t i = 0; i < t->n;) {
+        const tnode_t *nd = &t->nodes[i];
+        const unsigned d = nd->depth;
+        gb_rollback(p, m->dmark[d - 1]);
+        if (gb_feed(p, &m->dset[d - 1], &m->dset[d], m->dbuf + (size_t)d * GB_MAX_STACKS,
+                    nd->byte) < 0) {
+            i = nd->skip;
+            continue;
+        }
+        m->dmark[d] = gb_mark(p);
+        for (uint32_t k = 0; k < nd->ntok; k++)
+            bit_set(allow, (unsigned)t->toks[nd->tok0 + k]);
+        i++;
+    }
+    gb_rollback(p, m->dmark[0]);
+}
+
+/* Feeds a token's bytes from the current set through the per-depth sets: 0 and the last
+ * one in *end, or -1.  The caller rolls the pool back (or keeps what it made). */
+static int feed_gbnf(gr_matcher_t *m, const uint8_t *b, size_t len, gb_set_t **end)
+{
+    m->dset[0] = m->cur;
+    for (size_t k = 0; k < len; k++)
+        if (gb_feed(m->pool, &m->dset[k], &m->dset[k + 1], m->dbuf + (k + 1) * GB_MAX_STACKS,
+                    b[k]) < 0)
+            return -1;
+    *end = &m->dset[len];
+    return 0;
+}
+
+static int finish_mask(gr_matcher_t *m, uint32_t *allow)
 {
     const gr_vocab_t *v = m->v;
     const size_t words = ((size_t)v->n + 31) / 32;
-    const gr_state_t *s = &m->st;
-    if (gr_in_string(s)) {
-        memcpy(allow, v->plain, words * sizeof *allow);
-        walk(m, &v->odd, allow);
-    } else {
-        memset(allow, 0, words * sizeof *allow);
-        walk(m, &v->all, allow);
-    }
-    if (gr_accepting(m->g, s))
+    if (gr_matcher_accepting(m))
         for (size_t w = 0; w < words; w++)
             allow[w] |= v->eog[w];
     int count = 0;
@@ -318,17 +391,80 @@ int gr_matcher_mask(gr_matcher_t *m, uint32_t *allow)
     return count;
 }
 
+int gr_matcher_mask(gr_matcher_t *m, uint32_t *allow)
+{
+    const gr_vocab_t *v = m->v;
+    const size_t words = ((size_t)v->n + 31) / 32;
+    const gr_state_t *s = &m->st;
+    if (m->pool) {
+        memset(allow, 0, words * sizeof *allow);
+        walk_gbnf(m, &v->all, allow);
+    } else if (gr_in_string(s)) {
+        memcpy(allow, v->plain, words * sizeof *allow);
+        walk(m, &v->odd, allow);
+    } else {
+        memset(allow, 0, words * sizeof *allow);
+        walk(m, &v->all, allow);
+    }
+    return finish_mask(m, allow);
+}
+
+int gr_matcher_mask_ref(gr_matcher_t *m, uint32_t *allow)
+{
+    const gr_vocab_t *v = m->v;
+    memset(allow, 0, ((size_t)v->n + 31) / 32 * sizeof *allow);
+    for (int32_t t = 0; t < v->n; t++) {
+        size_t len;
+        const uint8_t *b = gr_vocab_bytes(v, t, &len);
+        if (!b)
+            continue;
+        bool ok;
+        if (m->pool) {
+            uint32_t mark = gb_mark(m->pool);
+            gb_set_t *end;
+            ok = feed_gbnf(m, b, len, &end) == 0;
+            gb_rollback(m->pool, mark);
+        } else {
+            gr_state_t *tmp = &m->stk[0];
+            gr_state_copy(tmp, &m->st);
+            ok = gr_feed_bytes(m->g, tmp, b, len) == 0;
+        }
+        if (ok)
+            bit_set(allow, (unsigned)t);
+    }
+    return finish_mask(m, allow);
+}
+
 int gr_matcher_accept(gr_matcher_t *m, int32_t token)
 {
     const gr_vocab_t *v = m->v;
     if (token < 0 || token >= v->n)
         return -EINVAL;
     if (bit_has(v->eog, (unsigned)token))
-        return gr_accepting(m->g, &m->st) ? 0 : -EINVAL;
+        return gr_matcher_accepting(m) ? 0 : -EINVAL;
     size_t len;
     const uint8_t *p = gr_vocab_bytes(v, token, &len);
     if (!p)
         return -EINVAL;
+    if (m->pool) {
+        uint32_t mark = gb_mark(m->pool);
+        gb_set_t *end;
+        if (feed_gbnf(m, p, len, &end) < 0) {
+            gb_rollback(m->pool, mark);
+            return -EINVAL;
+        }
+        /* the stacks go to the other current buffer (a partial character's may still be
+         * in this one), then only the nodes they use are kept */
+        int32_t *dst = m->cbuf[1 - m->cc];
+        if (end->top != m->cbuf[m->cc]) {
+            memcpy(dst, end->top, end->n * sizeof *dst);
+            end->top = dst;
+            m->cc = 1 - m->cc;
+        }
+        m->cur = *end;
+        /* in place: the stacks are already in cbuf[cc] */
+        return gb_compact(m->pool, &m->cur, m->cbuf[m->cc]);
+    }
     gr_state_t *tmp = &m->stk[0];
     gr_state_copy(tmp, &m->st);
     if (gr_feed_bytes(m->g, tmp, p, len) < 0)

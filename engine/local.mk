@@ -6,6 +6,7 @@ libfusiond_a_SOURCES += engine/model.h engine/model.c
 
 libfusiond_a_SOURCES += engine/sampler.h engine/sampler.c
 libfusiond_a_SOURCES += engine/grammar.h engine/grammar.c engine/grammar_mask.c
+libfusiond_a_SOURCES += engine/gbnf.h engine/gbnf.c
 
 libfusiond_a_SOURCES += engine/unicode.h engine/unicode_data.h engine/unicode.c engine/tokenizer.c
 FUZZ_SRCS += engine/unicode.c engine/tokenizer.c

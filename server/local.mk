@@ -25,6 +25,8 @@ DAEMON_LIBS = libfusiond_daemon.a $(SYSTEMD_LIBS) $(GNUTLS_LIBS)
 
 # response_format json_schema: JSON Schema compiled into an engine grammar spec.
 libfusiond_server_a_SOURCES += server/schema.h server/schema.c
+# guided_regex and guided_choice compiled to GBNF (engine/gbnf.h).
+libfusiond_server_a_SOURCES += server/regex.h server/regex.c
 FUZZ_SRCS += server/schema.c
 
 # Chat prompt formatting (template family detection, one formatter per family).

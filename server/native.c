@@ -90,7 +90,9 @@ cJSON *nat_params_json(const nat_params_t *p)
               oai_put(o, "logit_bias", cJSON_CreateArray()) &&
               oai_put(o, "n_probs", cJSON_CreateNumber(p->n_probs)) &&
               oai_put(o, "min_keep", cJSON_CreateNumber(0)) &&
-              oai_put(o, "grammar", cJSON_CreateString(p->json_schema ? "(json_schema)" : "")) &&
+              oai_put(o, "grammar", cJSON_CreateString(p->grammar       ? p->grammar
+                                                        : p->json_schema ? "(json_schema)"
+                                                                         : "")) &&
               oai_put(o, "samplers", smp) &&
               oai_put(o, "timings_per_token", cJSON_CreateFalse()) &&
               oai_put(o, "post_sampling_probs", cJSON_CreateFalse());

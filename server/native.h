@@ -32,7 +32,8 @@ typedef struct nat_params {
     int n_stop;
     bool ignore_eos, stream;
     int n_probs;
-    bool json_schema;           /* the output is constrained (grammar shows it as such) */
+    bool json_schema;           /* the output is constrained by JSON ("grammar" says so) */
+    const char *grammar;        /* or by this GBNF text ("grammar" shows it), else NULL */
 } nat_params_t;
 
 struct cJSON *nat_params_json(const nat_params_t *p);

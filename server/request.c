@@ -4,6 +4,7 @@
 #include "server/request.h"
 
 #include "engine/grammar.h"
+#include "server/regex.h"
 #include "server/reasoning.h"
 #include "server/schema.h"
 
@@ -717,10 +718,6 @@ static const struct unsupported {
     {"web_search_options", K_CHAT, NEU_NULL, 0, "web search"},
     {"use_beam_search", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_FALSE, 0, "beam search"},
     {"min_tokens", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_NUM, 0, "a minimum number of generated tokens"},
-    {"grammar", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_EMPTY, 0, "grammar-constrained output"},
-    {"guided_regex", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_EMPTY, 0, "regex-constrained output"},
-    {"guided_choice", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_EMPTY, 0, "choice-constrained output"},
-    {"guided_grammar", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_EMPTY, 0, "grammar-constrained output"},
     /* llama-server's: n_probs is its logprobs (use logprobs), the others switch on samplers
      * fusiond does not have; their "off" values, which its web UI sends, are served. */
     {"n_probs", K_CMPL | K_CHAT | K_INF, NEU_NUM, 0, "log-probabilities (use 'logprobs')"},
@@ -1132,36 +1129,191 @@ static int parse_response_format(const cJSON *root, rq_t *r, rq_err_t *e)
     return -EINVAL;
 }
 
+/* ---- GBNF constraints: llama-server's grammar, vLLM's guided_grammar, guided_regex,
+ * guided_choice and their structured_outputs forms ---- */
+
+/* Refuses a second constraint: param is the field that asks for one. */
+static int one_constraint(const rq_t *r, const char *param, rq_err_t *e)
+{
+    if (!r->grammar)
+        return 0;
+    return bad(e, param, "'%s' and another constraint (response_format, json_schema, "
+               "guided_json, grammar, guided_grammar, guided_regex, guided_choice or "
+               "structured_outputs) both constrain the output: send one", param);
+}
+
+/* The constraint of GBNF text (what param asked for, compiled or given). */
+static int use_gbnf(char *text, const char *param, rq_t *r, rq_err_t *e)
+{
+    char why[256];
+    gr_spec_t *g = NULL;
+    int rc = gr_spec_gbnf(&g, text, strlen(text), why, sizeof why);
+    if (rc == -ENOMEM) {
+        free(text);
+        return rq_fail(e, 500, "server_error", NULL, "out of memory");
+    }
+    if (rc < 0) {
+        free(text);
+        return bad(e, param, "'%s' is not a grammar fusiond can use: %s", param, why);
+    }
+    r->grammar = g;
+    r->sampling.grammar = g;
+    r->grammar_text = text;
+    return 0;
+}
+
+static int gbnf_field(const cJSON *v, const char *param, rq_t *r, rq_err_t *e)
+{
+    if (!cJSON_IsString(v))
+        return bad(e, param, "'%s' must be a string (a GBNF grammar), not %s", param,
+                   type_name(v));
+    int rc = one_constraint(r, param, e);
+    if (rc)
+        return rc;
+    char *text = strdup(v->valuestring);
+    if (!text)
+        return -ENOMEM;
+    return use_gbnf(text, param, r, e);
+}
+
+static int regex_field(const cJSON *v, const char *param, rq_t *r, rq_err_t *e)
+{
+    if (!cJSON_IsString(v))
+        return bad(e, param, "'%s' must be a string (a regular expression), not %s", param,
+                   type_name(v));
+    int rc = one_constraint(r, param, e);
+    if (rc)
+        return rc;
+    char why[256], *text = NULL;
+    rc = rx_to_gbnf(v->valuestring, strlen(v->valuestring), &text, why, sizeof why);
+    if (rc == -ENOMEM)
+        return -ENOMEM;
+    if (rc < 0) {
+        bad(e, param, "'%s' at %s", param, why);
+        if (rc == FD_EUNSUP)
+            e->code = "unsupported_parameter";
+        return -EINVAL;
+    }
+    return use_gbnf(text, param, r, e);
+}
+
+/* At most this many choices (each one a parse stack while its prefix matches). */
+#define RQ_MAX_CHOICES 512
+
+static int choice_field(const cJSON *v, const char *param, rq_t *r, rq_err_t *e)
+{
+    int n = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : 0;
+    if (!cJSON_IsArray(v) || n < 1)
+        return bad(e, param, "'%s' must be a non-empty array of strings", param);
+    if (n > RQ_MAX_CHOICES)
+        return bad(e, param, "'%s' has %d choices: at most %d", param, n, RQ_MAX_CHOICES);
+    int rc = one_constraint(r, param, e);
+    if (rc)
+        return rc;
+    const char **s = calloc((size_t)n, sizeof *s);
+    size_t *lens = calloc((size_t)n, sizeof *lens);
+    if (!s || !lens) {
+        free(s);
+        free(lens);
+        return -ENOMEM;
+    }
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, v)
+    {
+        if (!cJSON_IsString(it)) {
+            free(s);
+            free(lens);
+            return bad(e, param, "'%s[%d]' must be a string, not %s", param, i,
+                       type_name(it));
+        }
+        s[i] = it->valuestring;
+        lens[i++] = strlen(it->valuestring);
+    }
+    char *text = NULL;
+    rc = rx_choice_gbnf(s, lens, n, &text);
+    free(s);
+    free(lens);
+    if (rc < 0)
+        return -ENOMEM;
+    return use_gbnf(text, param, r, e);
+}
+
+/* llama-server's grammar, vLLM's guided_grammar, guided_regex and guided_choice; "", []
+ * and null ask for nothing. */
+static int parse_grammar_fields(const cJSON *root, rq_t *r, rq_err_t *e)
+{
+    static const struct {
+        const char *key;
+        int (*fn)(const cJSON *, const char *, rq_t *, rq_err_t *);
+    } f[] = {
+        { "grammar", gbnf_field },
+        { "guided_grammar", gbnf_field },
+        { "guided_regex", regex_field },
+        { "guided_choice", choice_field },
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(f); i++) {
+        const cJSON *v = field(root, f[i].key);
+        if (!v || cJSON_IsNull(v) || is_neutral(v, NEU_EMPTY, 0))
+            continue;
+        int rc = f[i].fn(v, f[i].key, r, e);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 /* vLLM's structured_outputs (its newer form of the guided_* fields): "json" (a schema or
- * its JSON text) and "json_object": true are served; its other kinds (regex, choice,
- * grammar, structural_tag) are refused by name. */
+ * its JSON text), "json_object": true, "regex", "choice" and "grammar", one of them; its
+ * structural_tag is refused by name. */
 static int parse_structured_outputs(const cJSON *so, rq_t *r, rq_err_t *e)
 {
     if (!cJSON_IsObject(so))
         return bad(e, "structured_outputs", "'structured_outputs' must be an object, not %s",
                    type_name(so));
+    static const char *const kinds[] = { "json", "regex", "choice", "grammar" };
     const cJSON *it;
+    int asked = 0;
     cJSON_ArrayForEach(it, so)
     {
         char param[96];
         snprintf(param, sizeof param, "structured_outputs.%.60s", it->string);
-        if (cJSON_IsNull(it) || strcmp(it->string, "json") == 0)
+        if (cJSON_IsNull(it))
             continue;
+        bool known = false;
+        for (size_t k = 0; k < FD_ARRAY_LEN(kinds); k++)
+            known |= strcmp(it->string, kinds[k]) == 0;
+        if (known) {
+            asked++;
+            continue;
+        }
         if (strcmp(it->string, "json_object") == 0) {
             if (!cJSON_IsBool(it))
                 return bad(e, param, "'%s' must be a boolean, not %s", param, type_name(it));
+            asked += cJSON_IsTrue(it);
             continue;
         }
         return unsupported_param(e, param, "'%s' is not supported: fusiond constrains output "
-                                 "to JSON only ('structured_outputs.json' or 'json_object')",
+                                 "with 'json', 'json_object', 'regex', 'choice' or 'grammar'",
                                  param);
     }
-    const cJSON *js = field(so, "json"), *jo = field(so, "json_object");
-    if (js && cJSON_IsTrue(jo))
-        return bad(e, "structured_outputs", "'structured_outputs' asks for both 'json' and "
-                   "'json_object': send one");
-    if (!js && !cJSON_IsTrue(jo))
+    if (asked > 1)
+        return bad(e, "structured_outputs", "'structured_outputs' asks for more than one of "
+                   "'json', 'json_object', 'regex', 'choice' and 'grammar': send one");
+    if (asked == 0)
         return 0;
+    const cJSON *js = field(so, "json"), *jo = field(so, "json_object");
+    if (js && cJSON_IsNull(js))
+        js = NULL;
+    if (!js && !cJSON_IsTrue(jo)) {
+        const cJSON *v;
+        if ((v = field(so, "regex")) && !cJSON_IsNull(v))
+            return regex_field(v, "structured_outputs.regex", r, e);
+        if ((v = field(so, "choice")) && !cJSON_IsNull(v))
+            return choice_field(v, "structured_outputs.choice", r, e);
+        v = field(so, "grammar");
+        return gbnf_field(v, "structured_outputs.grammar", r, e);
+    }
     if (r->grammar)
         return bad(e, "structured_outputs", "'structured_outputs' and 'response_format' both "
                    "constrain the output: send one");
@@ -1326,7 +1478,8 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
     if (user && !cJSON_IsString(user))
         return bad(e, "user", "'user' must be a string, not %s", type_name(user));
 
-    if ((rc = parse_response_format(root, r, e)) || (rc = parse_schema_field(root, r, e)))
+    if ((rc = parse_response_format(root, r, e)) || (rc = parse_schema_field(root, r, e)) ||
+        (rc = parse_grammar_fields(root, r, e)))
         return rc;
 
     if (kind == RQ_NATIVE) {
@@ -1393,10 +1546,11 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
         /* The JSON constraint would forbid the call syntax of Qwen (<tool_call>) and
          * Mistral ([TOOL_CALLS]); fusiond does not mix the two. */
         if (r->tools && r->grammar && !r->tool_grammar)
-            return unsupported_param(e, "tools", "'tools' cannot be combined with a JSON "
-                                     "constraint (response_format, json_schema, "
-                                     "guided_json or structured_outputs): set 'tool_choice' to \"none\" for a JSON "
-                                     "answer");
+            return unsupported_param(e, "tools", "'tools' cannot be combined with a "
+                                     "constraint on the output (response_format, "
+                                     "json_schema, guided_json, structured_outputs, grammar, "
+                                     "guided_grammar, guided_regex or guided_choice): set "
+                                     "'tool_choice' to \"none\" for a constrained answer");
     }
     s->n_probs = r->logprobs;
     return check_unsupported(root, kind, r, e);
@@ -1780,6 +1934,7 @@ void rq_free(rq_t *r)
     if (!r)
         return;
     gr_spec_unref(r->grammar);
+    free(r->grammar_text);
     free(r->lora);
     free(r->model);
     for (size_t i = 0; i < r->n_prompts && r->prompts; i++) {

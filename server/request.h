@@ -135,7 +135,9 @@ typedef struct rq {
     int n_stop;
     bool ignore_eos;
     eng_sampling_t sampling;    /* logit_bias points into bias below, grammar to grammar */
-    gr_spec_t *grammar;         /* response_format's constraint (owned), NULL: free text */
+    gr_spec_t *grammar;         /* the output's constraint (owned), NULL: free text */
+    char *grammar_text;         /* a GBNF constraint's text (grammar, guided_grammar, or what
+                                   guided_regex / guided_choice became), else NULL */
     eng_logit_bias_t *bias;
     int n_bias;
     /* embeddings: the inputs are prompts (param "input"; none empty) */

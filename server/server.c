@@ -1035,7 +1035,7 @@ static void job_params(const srv_job_t *j, nat_params_t *p)
                         .s = &r->sampling, .stop = (const char *const *)r->stop,
                         .n_stop = r->n_stop, .ignore_eos = r->ignore_eos, .stream = r->stream,
                         .n_probs = r->kind == RQ_NATIVE ? r->n_probs : FD_MAX(r->logprobs, 0),
-                        .json_schema = r->grammar != NULL};
+                        .json_schema = r->grammar != NULL, .grammar = r->grammar_text};
 }
 
 /* The native answer for choice c: a stream frame of text (with the ids and probabilities

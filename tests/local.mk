@@ -367,3 +367,12 @@ TESTS += tests/test_lora
 # LoRA adapters through the daemon: /lora-adapters, per-request "lora", the prefix cache.
 dist_check_SCRIPTS += tests/test_lora_server.py
 TESTS += tests/test_lora_server.py
+
+# GBNF grammars (engine/gbnf.h): parser, recognizer, token mask, the engine under a grammar.
+check_PROGRAMS += tests/test_gbnf
+tests_test_gbnf_SOURCES = tests/test_gbnf.c
+tests_test_gbnf_CFLAGS = $(TEST_CFLAGS)
+tests_test_gbnf_LDADD = $(TEST_LIBS)
+TESTS += tests/test_gbnf
+FUZZ_TARGETS += tests/fuzz/fuzz_gbnf.c
+EXTRA_DIST += tests/fuzz/fuzz_gbnf.c tests/fuzz/fuzz_gbnf.dict tests/fuzz/corpus/fuzz_gbnf

@@ -328,7 +328,7 @@ def test_errors(d):
         ({"prompt": "x", "logit_bias": [[1]]}, "a logit_bias pair of one"),
         ({"prompt": "x", "post_sampling_probs": True}, "post_sampling_probs"),
         ({"prompt": "x", "mirostat": 2}, "mirostat"),
-        ({"prompt": "x", "grammar": "root ::= \"a\""}, "a GBNF grammar"),
+        ({"prompt": "x", "grammar": "root ::= \"a"}, "a malformed GBNF grammar"),
         ({"prompt": "x", "return_tokens": "yes"}, "return_tokens a string"),
         ({"prompt": {"prompt_string": "x", "multimodal_data": ["AAAA"]}}, "multimodal data"),
     ]
@@ -353,6 +353,11 @@ def test_errors(d):
     check(st == 200 and js["content"] == want and
           js["generation_settings"]["grammar"] != "", "json_schema: %r vs %r"
           % (js.get("content"), want))
+    # a GBNF grammar: the answer is in its language, and the settings show the grammar
+    g = "root ::= (\"yes\" | \"no\") \".\""
+    st, _, js = native(d, {"prompt": PROMPT, "n_predict": 8, "grammar": g})
+    check(st == 200 and js["content"] in ("yes.", "no.") and
+          js["generation_settings"]["grammar"] == g, "grammar: %d %r" % (st, js))
     # the seed: a fixed one repeats, -1 is random (two answers at temperature 1 differ)
     b = {"prompt": PROMPT, "n_predict": 16, "temperature": 1.0, "top_k": 0, "top_p": 1,
          "min_p": 0}

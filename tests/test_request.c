@@ -783,8 +783,25 @@ static const struct bad_case {
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"best_of\":\"2\"}", 400, "best_of"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"min_tokens\":4}", 400, "min_tokens"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"use_beam_search\":true}", 400, "use_beam_search"},
-    {RQ_COMPLETION, "{\"prompt\":\"x\",\"grammar\":\"root ::= \\\"a\\\"\"}", 400, "grammar"},
-    {RQ_COMPLETION, "{\"prompt\":\"x\",\"guided_regex\":\"a+\"}", 400, "guided_regex"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"grammar\":\"root ::= [z-a]\"}", 400, "grammar"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"grammar\":5}", 400, "grammar"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"guided_grammar\":\"x ::= \\\"a\\\"\"}", 400,
+     "guided_grammar"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"guided_regex\":\"(?=a)b\"}", 400, "guided_regex"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"guided_regex\":\"a(\"}", 400, "guided_regex"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"guided_choice\":\"a\"}", 400, "guided_choice"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"grammar\":\"root ::= \\\"a\\\"\",\"response_format\":"
+                    "{\"type\":\"json_object\"}}", 400, "grammar"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"grammar\":\"root ::= \\\"a\\\"\",\"guided_regex\":"
+                    "\"a\"}", 400, "guided_regex"},
+    {RQ_NATIVE, "{\"prompt\":\"x\",\"grammar\":\"root ::= \\\"a\\\"\",\"json_schema\":"
+                "{\"type\":\"string\"}}", 400, "grammar"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"regex\":\"a\",\"choice\":"
+                    "[\"a\"]}}", 400, "structured_outputs"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"grammar\":\"root ::=\"},"
+                    "\"guided_choice\":[\"a\"]}", 400, "guided_choice"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"structural_tag\":\"a\"}}",
+     400, "structured_outputs.structural_tag"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"response_format\":{\"type\":[\"json_object\"]}}",
      400, "response_format.type"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"prompt_logprobs\":21}", 400, "prompt_logprobs"},
@@ -814,9 +831,9 @@ static const struct bad_case {
               "{\"type\":\"object\"},\"response_format\":{\"type\":\"json_object\"}}", 400,
      "guided_json"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"guided_json\":\"[1]\"}", 400, "guided_json"},
-    {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"regex\":\"a+\"}}", 400,
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"regex\":\"a\\\\1\"}}", 400,
      "structured_outputs.regex"},
-    {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"choice\":[\"a\"]}}", 400,
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"choice\":[]}}", 400,
      "structured_outputs.choice"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":5}", 400, "structured_outputs"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"json\":{\"format\":\"uri\"}}}",
@@ -826,7 +843,10 @@ static const struct bad_case {
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"json_object\":true},"
                     "\"response_format\":{\"type\":\"json_object\"}}", 400, "structured_outputs"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"guided_choice\":"
-              "[\"a\",\"b\"]}", 400, "guided_choice"},
+              "[\"a\",1]}", 400, "guided_choice"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"guided_choice\":"
+              "[\"a\"],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}", 400,
+     "tools"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"audio\":"
               "{\"voice\":\"alloy\",\"format\":\"wav\"}}", 400, "audio"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"modalities\":"
@@ -1002,6 +1022,60 @@ START_TEST(test_native_body)
 }
 END_TEST
 
+/* grammar, guided_grammar, guided_regex, guided_choice and structured_outputs' forms of
+ * them: each sets a GBNF constraint (its text shown by /props); errors say where. */
+START_TEST(test_grammar_fields)
+{
+    static const struct {
+        int kind;
+        const char *body, *text;
+    } ok[] = {
+        {RQ_NATIVE, "{\"prompt\":\"x\",\"grammar\":\"root ::= [ab]+\"}", "root ::= [ab]+"},
+        {RQ_INFILL, "{\"input_prefix\":\"x\",\"input_suffix\":\"y\",\"grammar\":\"root ::= [ab]+\"}", "root ::= [ab]+"},
+        {RQ_COMPLETION, "{\"prompt\":\"x\",\"guided_grammar\":\"root ::= \\\"a\\\"\"}",
+         "root ::= \"a\""},
+        {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"guided_regex\":"
+                  "\"^a\\\\d?$\"}", "root ::= [\\u0061] [0-9]?\n"},
+        {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"guided_choice\":"
+                  "[\"yes\",\"n\\\"o\"]}", "root ::= \"yes\" | \"n\\x22o\"\n"},
+        {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"regex\":\"a|b\"}}",
+         "root ::= [\\u0061] | [\\u0062]\n"},
+        {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"choice\":[\"a\"]}}",
+         "root ::= \"a\"\n"},
+        {RQ_COMPLETION, "{\"prompt\":\"x\",\"structured_outputs\":{\"grammar\":\"root ::= \\\"b\\\"\"}}",
+         "root ::= \"b\""},
+    };
+    rq_t r;
+    rq_err_t e;
+    for (size_t i = 0; i < FD_ARRAY_LEN(ok); i++) {
+        ck_assert_msg(parse(ok[i].kind, ok[i].body, &r, &e) == 0, "%s: %s", ok[i].body,
+                      e.message);
+        ck_assert_ptr_nonnull(r.grammar);
+        ck_assert_ptr_eq(r.sampling.grammar, r.grammar);
+        ck_assert_msg(r.grammar_text && strcmp(r.grammar_text, ok[i].text) == 0,
+                      "%s: text [%s], want [%s]", ok[i].body,
+                      r.grammar_text ? r.grammar_text : "(null)", ok[i].text);
+        rq_free(&r);
+    }
+    /* errors name the place */
+    ck_assert_int_eq(parse(RQ_NATIVE, "{\"prompt\":\"x\",\"grammar\":\"root ::= a\\nb ::= "
+                           "\\\"(\"}", &r, &e), -EINVAL);
+    ck_assert_str_eq(e.param, "grammar");
+    ck_assert_msg(strstr(e.message, "line 2, column 7: unterminated string literal"), "%s",
+                  e.message);
+    ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":\"x\",\"guided_regex\":\"ab(?<=x)\"}",
+                           &r, &e), -EINVAL);
+    ck_assert_str_eq(e.code, "unsupported_parameter");
+    ck_assert_msg(strstr(e.message, "column 3: lookaround (lookbehind)"), "%s", e.message);
+    ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":\"x\",\"guided_regex\":\"a**\"}",
+                           &r, &e), -EINVAL);
+    ck_assert_msg(strstr(e.message, "column 3: multiple repeat"), "%s", e.message);
+    ck_assert_int_eq(parse(RQ_COMPLETION, "{\"prompt\":\"x\",\"grammar\":\"root ::= x\","
+                           "\"guided_json\":{\"type\":\"string\"}}", &r, &e), -EINVAL);
+    ck_assert_msg(strstr(e.message, "both constrain the output"), "%s", e.message);
+}
+END_TEST
+
 START_TEST(test_bad_bodies)
 {
     const struct bad_case *c = &bad_cases[_i];
@@ -1158,6 +1232,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_unsupported_fields);
     tcase_add_test(tc, test_tokenize_bodies);
     tcase_add_test(tc, test_infill_body);
+    tcase_add_test(tc, test_grammar_fields);
     tcase_add_loop_test(tc, test_bad_bodies, 0, (int)FD_ARRAY_LEN(bad_cases));
     tcase_add_test(tc, test_deep_nesting);
     tcase_add_test(tc, test_nul_escape_text);

@@ -376,3 +376,5 @@ tests_test_gbnf_LDADD = $(TEST_LIBS)
 TESTS += tests/test_gbnf
 FUZZ_TARGETS += tests/fuzz/fuzz_gbnf.c
 EXTRA_DIST += tests/fuzz/fuzz_gbnf.c tests/fuzz/fuzz_gbnf.dict tests/fuzz/corpus/fuzz_gbnf
+dist_check_SCRIPTS += tests/test_grammar_server.py
+TESTS += tests/test_grammar_server.py

@@ -378,3 +378,10 @@ FUZZ_TARGETS += tests/fuzz/fuzz_gbnf.c
 EXTRA_DIST += tests/fuzz/fuzz_gbnf.c tests/fuzz/fuzz_gbnf.dict tests/fuzz/corpus/fuzz_gbnf
 dist_check_SCRIPTS += tests/test_grammar_server.py
 TESTS += tests/test_grammar_server.py
+
+# guided_regex / guided_choice to GBNF (server/regex.h).
+check_PROGRAMS += tests/test_regex
+tests_test_regex_SOURCES = tests/test_regex.c
+tests_test_regex_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
+tests_test_regex_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_regex

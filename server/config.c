@@ -295,7 +295,8 @@ static const opt_t opts[] = {
      "Limits", "N",
      "Finished /v1/responses answers kept in memory for previous_response_id and GET "
      "/v1/responses/{id} (requests with store false are not kept); the least recently used "
-     "go first; 0: none is kept."},
+     "go first; 0: none is kept (and no background responses nor conversations).  "
+     "/v1/conversations are kept in a store of their own with the same bounds."},
     {"responses_store_bytes", 0, T_SIZE, O(responses_store_bytes), "64M", 0, 1099511627776.0,
      NULL, 0, NULL, "Limits", "BYTES",
      "Most memory (their JSON) the stored responses take; older ones make room."},

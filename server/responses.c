@@ -95,7 +95,7 @@ static const struct {
     {"stream_options", F_OWN}, {"store", F_OWN}, {"previous_response_id", F_OWN},
     {"service_tier", F_OWN}, {"safety_identifier", F_OWN}, {"prompt_cache_key", F_OWN},
     {"prompt_cache_retention", F_OWN}, {"truncation", F_NEUTRAL}, {"background", F_NEUTRAL},
-    {"reasoning", F_NEUTRAL}, {"conversation", F_NEUTRAL}, {"prompt", F_NEUTRAL},
+    {"reasoning", F_NEUTRAL}, {"conversation", F_OWN}, {"prompt", F_NEUTRAL},
     {"context_management", F_NEUTRAL}, {"max_tool_calls", F_NEUTRAL},
     /* fusiond's (and vLLM's) sampling extensions, as on the chat endpoint */
     {"seed", F_PASS}, {"top_k", F_PASS}, {"min_p", F_PASS}, {"presence_penalty", F_PASS},
@@ -136,8 +136,6 @@ static int check_fields(const cJSON *root, rq_err_t *e)
             return bad(e, "unsupported_parameter", key, "'%s' is not supported by fusiond "
                        "(%s); leave it out", key,
                        strcmp(key, "reasoning") == 0  ? "the model does not reason"
-                       : strcmp(key, "conversation") == 0
-                           ? "conversations are not kept; use 'previous_response_id'"
                        : strcmp(key, "prompt") == 0 ? "there are no stored prompt templates"
                                                     : "no built-in tools run here");
     }
@@ -400,6 +398,36 @@ static int input_item(const cJSON *it, const char *pp, cJSON **out, rq_err_t *e)
                "function_call, function_call_output and reasoning items", kp, tv);
 }
 
+int rs_parse_items(const cJSON *arr, const char *key, int max, cJSON **out, rq_err_t *e)
+{
+    *out = NULL;
+    if (!cJSON_IsArray(arr))
+        return bad(e, NULL, key, "'%s' must be an array of items, not %s", key, type_name(arr));
+    if (cJSON_GetArraySize(arr) > max)
+        return bad(e, NULL, key, "'%s' has %d items; at most %d are allowed", key,
+                   cJSON_GetArraySize(arr), max);
+    cJSON *items = cJSON_CreateArray();
+    if (!items)
+        return oom(e);
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr)
+    {
+        char pp[48];
+        snprintf(pp, sizeof pp, "%.20s[%d]", key, i++);
+        cJSON *o = NULL;
+        int rc = input_item(it, pp, &o, e);
+        if (o && !oai_put(items, NULL, o) && !rc)
+            rc = oom(e);
+        if (rc) {
+            cJSON_Delete(items);
+            return rc;
+        }
+    }
+    *out = items;
+    return 0;
+}
+
 static int parse_input(const cJSON *root, rs_req_t *q, rq_err_t *e)
 {
     const cJSON *in = field(root, "input");
@@ -566,7 +594,7 @@ static int check_text(const cJSON *root, rq_err_t *e)
     return 0;
 }
 
-static int check_metadata(const cJSON *root, rq_err_t *e)
+int rs_check_metadata(const cJSON *root, rq_err_t *e)
 {
     const cJSON *m = field(root, "metadata");
     if (!m)
@@ -636,6 +664,24 @@ int rs_parse(const char *body, size_t len, rs_req_t *q, rq_err_t *e)
         rc = oom(e);
         goto fail;
     }
+    v = field(root, "conversation");
+    if (v) {
+        const cJSON *cid = cJSON_IsObject(v) ? field(v, "id") : v;
+        if (!cJSON_IsString(cid) || !cid->valuestring[0]) {
+            rc = bad(e, NULL, "conversation", "'conversation' must be a conversation id or "
+                     "{\"id\": \"conv_...\"}");
+            goto fail;
+        }
+        if (q->prev_id) {
+            rc = bad(e, NULL, "conversation", "'conversation' and 'previous_response_id' "
+                     "cannot be used together");
+            goto fail;
+        }
+        if (!(q->conv_id = strdup(cid->valuestring))) {
+            rc = oom(e);
+            goto fail;
+        }
+    }
     q->stream = cJSON_IsTrue(field(root, "stream"));
     v = field(root, "store");
     q->store = !v || cJSON_IsTrue(v);
@@ -688,7 +734,7 @@ int rs_parse(const char *body, size_t len, rs_req_t *q, rq_err_t *e)
         goto fail;
     }
     if ((rc = parse_input(root, q, e)) || (rc = check_tools(root, e)) ||
-        (rc = check_text(root, e)) || (rc = check_metadata(root, e)))
+        (rc = check_text(root, e)) || (rc = rs_check_metadata(root, e)))
         goto fail;
     return 0;
 fail:
@@ -705,6 +751,7 @@ void rs_free(rs_req_t *q)
     cJSON_Delete(q->root);
     cJSON_Delete(q->input);
     free(q->prev_id);
+    free(q->conv_id);
     memset(q, 0, sizeof *q);
 }
 
@@ -980,9 +1027,14 @@ static void item_id(char *out, size_t cap, const char *prefix, const char *resp_
 
 void rs_name_input(rs_req_t *q, const char *resp_id)
 {
+    rs_name_items(q->input, resp_id);
+}
+
+void rs_name_items(cJSON *items, const char *resp_id)
+{
     int k = 0;
     cJSON *it;
-    cJSON_ArrayForEach(it, q->input)
+    cJSON_ArrayForEach(it, items)
     {
         const cJSON *type = field(it, "type");
         const char *prefix = is_str(type, "function_call")          ? "fc_"
@@ -1125,6 +1177,32 @@ static bool echo(cJSON *o, const cJSON *root, const char *key, cJSON *def)
     return oai_put(o, key, def);
 }
 
+/* {"id": conv_id}, or null without one. */
+static cJSON *conversation_ref(const char *conv_id)
+{
+    if (!conv_id)
+        return cJSON_CreateNull();
+    cJSON *c = cJSON_CreateObject();
+    if (!oai_put(c, "id", cJSON_CreateString(conv_id))) {
+        cJSON_Delete(c);
+        return NULL;
+    }
+    return c;
+}
+
+char *rs_conversation_obj(const char *id, long long created_at, const cJSON *metadata)
+{
+    cJSON *o = cJSON_CreateObject();
+    char *t = NULL;
+    if (oai_put(o, "id", cJSON_CreateString(id)) &&
+        oai_put(o, "object", cJSON_CreateString("conversation")) &&
+        oai_put(o, "created_at", cJSON_CreateNumber((double)created_at)) &&
+        oai_put(o, "metadata", metadata ? dup(metadata) : cJSON_CreateObject()))
+        t = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return t;
+}
+
 cJSON *rs_response_obj(const rs_req_t *q, const rs_result_t *r)
 {
     const cJSON *root = q->root;
@@ -1163,6 +1241,7 @@ cJSON *rs_response_obj(const rs_req_t *q, const rs_result_t *r)
          oai_put(o, "output", r->output ? dup(r->output) : cJSON_CreateArray()) &&
          echo(o, root, "parallel_tool_calls", cJSON_CreateTrue()) &&
          echo(o, root, "previous_response_id", cJSON_CreateNull()) &&
+         oai_put(o, "conversation", conversation_ref(q->conv_id)) &&
          echo(o, root, "prompt_cache_key", cJSON_CreateNull()) &&
          echo(o, root, "safety_identifier", cJSON_CreateNull()) &&
          oai_put(o, "service_tier", cJSON_CreateString("default")) &&
@@ -1621,15 +1700,15 @@ static size_t json_size(const cJSON *v)
 int rs_store_put(rs_store_t *s, const char *id, const char *response, const cJSON *input,
                  const cJSON *output)
 {
-    rs_entry_t *old = find(s, id);
-    if (old)
-        drop(s, old);
     if (s->max_count <= 0)
         return 0;
     size_t bytes = strlen(id) + strlen(response) + json_size(input) + json_size(output) +
                    sizeof(rs_entry_t);
     if (bytes > s->max_bytes)
-        return 0;
+        return -E2BIG;
+    rs_entry_t *old = find(s, id);
+    if (old)
+        drop(s, old);
     rs_entry_t *x = calloc(1, sizeof *x);
     if (!x)
         return -ENOMEM;

@@ -22,6 +22,7 @@ typedef struct rs_req {
     cJSON *input;               /* the input as items (a string becomes one user message),
                                    each with an id: what input_items lists */
     char *prev_id;              /* previous_response_id, NULL when none */
+    char *conv_id;              /* conversation's id, NULL when none */
     bool store;                 /* default true */
     bool stream;
     bool logprobs;              /* top_logprobs given or include has the output logprobs */
@@ -31,6 +32,16 @@ typedef struct rs_req {
 
 /* Gives q's input items without an id one ("msg_..." and so on, from the response's id). */
 void rs_name_input(rs_req_t *q, const char *resp_id);
+/* The same for any items (ids from resp_id, which must differ per call). */
+void rs_name_items(cJSON *items, const char *resp_id);
+/* Checks arr (at most max items, named key in errors) as input items (messages,
+ * function_call, function_call_output, reasoning): 0 and *out the normalized items (new),
+ * or -EINVAL / -ENOMEM with e filled. */
+int rs_parse_items(const cJSON *arr, const char *key, int max, cJSON **out, rq_err_t *e);
+/* Checks obj's "metadata" (absent or null is fine) as OpenAI limits it: 0 or -EINVAL. */
+int rs_check_metadata(const cJSON *obj, rq_err_t *e);
+/* A conversation object {id, object, created_at, metadata} as JSON text (NULL: no memory). */
+char *rs_conversation_obj(const char *id, long long created_at, const cJSON *metadata);
 
 /* Parses and checks body: 0 and *q (free with rs_free), or -EINVAL with e filled (400
  * naming the field as the Responses API spells it), -ENOMEM (e filled, 500). */
@@ -143,7 +154,8 @@ int rs_store_create(rs_store_t **out, int max_count, size_t max_bytes);
 void rs_store_free(rs_store_t *s);
 /* Keeps response (the object's JSON text) with its input items (the history it continued
  * and its own input) and output items, all copied, under id (replacing one of that id).
- * One larger than max_bytes is not kept.  0 or -ENOMEM. */
+ * 0 (also when max_count is 0: nothing is kept), -E2BIG (larger than max_bytes: not kept,
+ * one of that id left as it was) or -ENOMEM. */
 int rs_store_put(rs_store_t *s, const char *id, const char *response, const cJSON *input,
                  const cJSON *output);
 /* The stored response's JSON text, input and output items (borrowed until the next store

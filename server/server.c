@@ -52,7 +52,9 @@ enum route {
     R_DETOKENIZE, R_EMBEDDINGS, R_RESPONSES, R_RESPONSE_ONE, R_RESPONSE_TOKENS, R_INFILL,
     /* llama-server's native API */
     R_NATIVE, R_PROPS, R_PROPS_SET, R_SLOTS, R_SLOT_ACTION, R_APPLY_TEMPLATE,
-    R_LORA
+    R_LORA,
+    /* OpenAI's Conversations API (answer_conv) */
+    R_CONV, R_CONV_ONE
 };
 
 static const struct route_def {
@@ -94,6 +96,14 @@ static const struct route_def {
      * method on a stored response's path answers 405 with its Allow */
     {"/v1/responses/", "POST", R_RESPONSE_ONE, MET_EP_RESPONSES, true},
     {"/responses/", "POST", R_RESPONSE_ONE, MET_EP_RESPONSES, true},
+    {"/v1/conversations", "POST", R_CONV, MET_EP_RESPONSES, false},
+    {"/conversations", "POST", R_CONV, MET_EP_RESPONSES, false},
+    {"/v1/conversations/", "GET", R_CONV_ONE, MET_EP_RESPONSES, true},
+    {"/v1/conversations/", "POST", R_CONV_ONE, MET_EP_RESPONSES, true},
+    {"/v1/conversations/", "DELETE", R_CONV_ONE, MET_EP_RESPONSES, true},
+    {"/conversations/", "GET", R_CONV_ONE, MET_EP_RESPONSES, true},
+    {"/conversations/", "POST", R_CONV_ONE, MET_EP_RESPONSES, true},
+    {"/conversations/", "DELETE", R_CONV_ONE, MET_EP_RESPONSES, true},
     /* llama-server's: list the LoRA adapters with their global scales, and set them */
     {"/lora-adapters", "GET", R_LORA, MET_EP_OTHER, false},
     {"/lora-adapters", "POST", R_LORA, MET_EP_OTHER, false},
@@ -155,7 +165,7 @@ struct srv_job {
     int refs;                   /* MHD request + stream response + running sequences */
     int route, ep;
     char method[8];
-    char path[96];
+    char path[192];
     uint64_t t0_ns;
     sb_t body;
     size_t discarded;
@@ -273,6 +283,7 @@ struct srv {
     long long loaded_at;        /* "created" of the model in /v1/models */
     uint64_t id_seed, id_ctr;
     rs_store_t *store;          /* finished responses (previous_response_id, GET) */
+    rs_store_t *convs;          /* conversations: the object's JSON, its items as input */
 };
 
 /* ---------------------------------------------------------------- configuration */
@@ -740,7 +751,8 @@ static enum MHD_Result answer_err(srv_job_t *j, const rq_err_t *e)
         MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
     if (r && e->status == 405)
         MHD_add_response_header(r, "Allow", j->route == R_RESPONSE_ONE ? "GET, DELETE"
-                                                                         : route_method(j->route));
+                                            : j->route == R_CONV_ONE   ? "GET, POST, DELETE"
+                                                                       : route_method(j->route));
     return queue(j, e->status, r);
 }
 
@@ -1410,13 +1422,49 @@ static cJSON *responses_input(const srv_job_t *j)
     return in;
 }
 
+/* A response run in a conversation adds its input and output items to it, when it ended
+ * with an answer (completed or incomplete), whether stored or not, as OpenAI does.  A
+ * conversation deleted meanwhile is left gone. */
+static void responses_converse(srv_job_t *j, const cJSON *output)
+{
+    srv_t *s = j->srv;
+    const char *cid = j->rs->conv_id;
+    const char *obj = NULL;
+    const cJSON *old = NULL, *it;
+    if (!cid || j->bg_cancel || j->error_sent ||
+        rs_store_get(s->convs, cid, &obj, &old, NULL) != 0)
+        return;
+    cJSON *items = cJSON_Duplicate(old, true);
+    char *keep = strdup(obj);
+    bool ok = items && keep;
+    const cJSON *parts[] = {j->rs->input, output};
+    for (size_t k = 0; ok && k < FD_ARRAY_LEN(parts); k++) {
+        cJSON_ArrayForEach(it, parts[k])
+        {
+            cJSON *d = ok ? cJSON_Duplicate(it, true) : NULL;
+            ok = d && cJSON_AddItemToArray(items, d);
+            if (!ok)
+                cJSON_Delete(d);
+        }
+    }
+    int rc = ok ? rs_store_put(s->convs, cid, keep, items, NULL) : -ENOMEM;
+    if (rc)
+        fd_log_warn("responses: %s not added to conversation %s: %s", j->id, cid,
+                    rc == -E2BIG ? "it would exceed the store's bytes" : "out of memory");
+    cJSON_Delete(items);
+    free(keep);
+}
+
 static void responses_store(srv_job_t *j, const char *body, const cJSON *output)
 {
+    responses_converse(j, output);
     if (!j->rs->store)
         return;
     cJSON *in = responses_input(j);
-    if (!in || rs_store_put(j->srv->store, j->id, body, in, output) != 0)
-        fd_log_warn("responses: %s not stored: out of memory", j->id);
+    int rc = in ? rs_store_put(j->srv->store, j->id, body, in, output) : -ENOMEM;
+    if (rc)
+        fd_log_warn("responses: %s not stored: %s", j->id,
+                    rc == -E2BIG ? "larger than the store's bytes" : "out of memory");
     cJSON_Delete(in);
 }
 
@@ -2425,6 +2473,218 @@ static enum MHD_Result answer_stored(srv_job_t *j, const char *url, const char *
     return queue(j, body ? 200 : 500, r);
 }
 
+/* ---- OpenAI's Conversations API: a conversation is its object (id, created_at,
+ * metadata) and its items, kept in srv->convs (bounded as the response store, and by the
+ * same settings).  A response with "conversation" reads its items before its input and
+ * adds its input and output items when it ends (responses_converse). */
+
+#define CONV_MAX_ITEMS 20 /* OpenAI's limit of items per create or add */
+
+/* The body as a JSON object with only the keys allowed (NULL-terminated); an empty body is
+ * {}.  NULL (answered) when it is not. */
+static cJSON *conv_body(srv_job_t *j, const char *const *allowed)
+{
+    if (!j->body.len)
+        return cJSON_CreateObject();
+    cJSON *o = cJSON_ParseWithLength(j->body.buf, j->body.len);
+    if (!cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        answer_fail(j, 400, "invalid_request_error", NULL, NULL,
+                    "the body must be a JSON object");
+        return NULL;
+    }
+    const cJSON *it;
+    cJSON_ArrayForEach(it, o)
+    {
+        size_t k = 0;
+        while (allowed[k] && strcmp(allowed[k], it->string) != 0)
+            k++;
+        if (!allowed[k]) {
+            answer_fail(j, 400, "invalid_request_error", "unknown_parameter", it->string,
+                        "Unknown parameter: '%.100s'.", it->string);
+            cJSON_Delete(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
+/* Keeps the conversation id (its object text and items); answers what put says when it
+ * cannot (a conversation over the store's bytes is refused, the old one kept). */
+static int conv_put(srv_job_t *j, const char *id, const char *obj, const cJSON *items)
+{
+    int rc = obj ? rs_store_put(j->srv->convs, id, obj, items, NULL) : -ENOMEM;
+    if (rc == -E2BIG)
+        answer_fail(j, 400, "invalid_request_error", NULL, "items", "the conversation would "
+                    "be larger than the store allows (responses_store_bytes)");
+    else if (rc)
+        answer_json(j, 500, NULL);
+    return rc;
+}
+
+/* A list object of items (as input_items lists them). */
+static char *conv_list(const cJSON *items)
+{
+    return rs_input_items(items, false, INT_MAX, NULL);
+}
+
+static enum MHD_Result answer_conv(srv_job_t *j, const char *url, const char *method)
+{
+    srv_t *s = j->srv;
+    rq_err_t e;
+    const char *p = strstr(url, "conversations") + strlen("conversations");
+    if (s->cfg.responses_store <= 0)
+        return answer_fail(j, 400, "invalid_request_error", NULL, NULL, "conversations need "
+                           "the response store, which this server keeps off "
+                           "(--responses-store 0)");
+    if (!*p) { /* POST /v1/conversations {items, metadata} */
+        static const char *const keys[] = {"items", "metadata", NULL};
+        cJSON *b = conv_body(j, keys), *items = NULL;
+        if (!b)
+            return MHD_YES;
+        const cJSON *in = cJSON_GetObjectItemCaseSensitive(b, "items");
+        const cJSON *meta = cJSON_GetObjectItemCaseSensitive(b, "metadata");
+        int rc = rs_check_metadata(b, &e);
+        if (!rc && in && !cJSON_IsNull(in))
+            rc = rs_parse_items(in, "items", CONV_MAX_ITEMS, &items, &e);
+        if (rc) {
+            cJSON_Delete(b);
+            return answer_err(j, &e);
+        }
+        if (!items)
+            items = cJSON_CreateArray();
+        char id[64], seed[64];
+        new_id(s, "conv_", id, sizeof id);
+        new_id(s, "resp_", seed, sizeof seed);
+        rs_name_items(items, seed);
+        char *obj = rs_conversation_obj(id, (long long)time(NULL),
+                                        cJSON_IsNull(meta) ? NULL : meta);
+        rc = items ? conv_put(j, id, obj, items) : (answer_json(j, 500, NULL), -ENOMEM);
+        cJSON_Delete(b);
+        cJSON_Delete(items);
+        return rc ? (free(obj), MHD_YES) : answer_json(j, 200, obj);
+    }
+    /* /{id}, /{id}/items, /{id}/items/{item_id} */
+    p++;
+    const char *slash = strchr(p, '/');
+    char id[128], item[128] = "";
+    snprintf(id, sizeof id, "%.*s", (int)(slash ? (size_t)(slash - p) : strlen(p)), p);
+    bool items_route = slash && strncmp(slash, "/items", 6) == 0 &&
+                       (!slash[6] || (slash[6] == '/' && slash[7]));
+    if (items_route && slash[6])
+        snprintf(item, sizeof item, "%s", slash + 7);
+    bool del = strcmp(method, "DELETE") == 0, post = strcmp(method, "POST") == 0;
+    if ((slash && !items_route) || (items_route && !item[0] && del) ||
+        (item[0] && post) || strchr(item, '/'))
+        return answer_fail(j, 404, "not_found_error", "not_found", NULL,
+                           "no route for %.8s %.100s", method, url);
+    const char *obj = NULL;
+    const cJSON *items = NULL;
+    if (rs_store_get(s->convs, id, &obj, &items, NULL) != 0)
+        return answer_fail(j, 404, "invalid_request_error", "not_found", NULL,
+                           "Conversation with id '%.100s' not found.", id);
+    if (!items_route) {
+        if (del) {
+            rs_store_del(s->convs, id);
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "id", id);
+            cJSON_AddStringToObject(o, "object", "conversation.deleted");
+            cJSON_AddBoolToObject(o, "deleted", true);
+            char *body = cJSON_PrintUnformatted(o);
+            cJSON_Delete(o);
+            return answer_json(j, 200, body);
+        }
+        if (!post)
+            return answer_json(j, 200, strdup(obj));
+        /* POST /{id} {metadata}: the metadata replaced */
+        static const char *const keys[] = {"metadata", NULL};
+        cJSON *b = conv_body(j, keys);
+        if (!b)
+            return MHD_YES;
+        if (rs_check_metadata(b, &e)) {
+            cJSON_Delete(b);
+            return answer_err(j, &e);
+        }
+        cJSON *cur = cJSON_Parse(obj);
+        const cJSON *meta = cJSON_GetObjectItemCaseSensitive(b, "metadata");
+        const cJSON *created = cJSON_GetObjectItemCaseSensitive(cur, "created_at");
+        char *next = rs_conversation_obj(id, created ? (long long)created->valuedouble : 0,
+                                         meta && !cJSON_IsNull(meta) ? meta : NULL);
+        cJSON *copy = cJSON_Duplicate(items, true);
+        int rc = copy ? conv_put(j, id, next, copy) : (answer_json(j, 500, NULL), -ENOMEM);
+        cJSON_Delete(cur);
+        cJSON_Delete(copy);
+        cJSON_Delete(b);
+        return rc ? (free(next), MHD_YES) : answer_json(j, 200, next);
+    }
+    if (item[0]) { /* GET or DELETE /{id}/items/{item_id} */
+        const cJSON *it, *found = NULL;
+        int at = 0, k = 0;
+        cJSON_ArrayForEach(it, items)
+        {
+            const cJSON *iid = cJSON_GetObjectItemCaseSensitive(it, "id");
+            if (cJSON_IsString(iid) && strcmp(iid->valuestring, item) == 0) {
+                found = it;
+                at = k;
+            }
+            k++;
+        }
+        if (!found)
+            return answer_fail(j, 404, "invalid_request_error", "not_found", NULL,
+                               "Item with id '%.100s' not found in conversation '%.100s'.",
+                               item, id);
+        if (!del)
+            return answer_json(j, 200, cJSON_PrintUnformatted(found));
+        /* DELETE answers the conversation, as OpenAI does */
+        cJSON *copy = cJSON_Duplicate(items, true);
+        char *keep = strdup(obj);
+        if (copy)
+            cJSON_DeleteItemFromArray(copy, at);
+        int rc = copy && keep ? conv_put(j, id, keep, copy) : (answer_json(j, 500, NULL), -ENOMEM);
+        cJSON_Delete(copy);
+        return rc ? (free(keep), MHD_YES) : answer_json(j, 200, keep);
+    }
+    if (!post) { /* GET /{id}/items: as input_items (order, limit, after) */
+        cJSON *copy = cJSON_Duplicate(items, true);
+        if (!copy)
+            return answer_json(j, 500, NULL);
+        enum MHD_Result rc = answer_items(j, copy);
+        cJSON_Delete(copy);
+        return rc;
+    }
+    /* POST /{id}/items {items}: appended; the answer lists the ones added */
+    static const char *const keys[] = {"items", NULL};
+    cJSON *b = conv_body(j, keys), *add = NULL;
+    if (!b)
+        return MHD_YES;
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(b, "items");
+    int rc = in ? rs_parse_items(in, "items", CONV_MAX_ITEMS, &add, &e)
+                : rq_fail(&e, 400, "invalid_request_error", "items", "'items' is required");
+    cJSON_Delete(b);
+    if (rc)
+        return answer_err(j, &e);
+    char seed[64];
+    new_id(s, "resp_", seed, sizeof seed);
+    rs_name_items(add, seed);
+    cJSON *all = cJSON_Duplicate(items, true);
+    char *keep = strdup(obj);
+    const cJSON *it;
+    bool ok = all && keep;
+    cJSON_ArrayForEach(it, add)
+    {
+        cJSON *d = ok ? cJSON_Duplicate(it, true) : NULL;
+        ok = d && cJSON_AddItemToArray(all, d);
+        if (!ok)
+            cJSON_Delete(d);
+    }
+    rc = ok ? conv_put(j, id, keep, all) : (answer_json(j, 500, NULL), -ENOMEM);
+    cJSON_Delete(all);
+    free(keep);
+    char *list = rc ? NULL : conv_list(add);
+    cJSON_Delete(add);
+    return rc ? MHD_YES : answer_json(j, 200, list);
+}
+
 /* Text -> token ids; -ENOMEM or a tokenizer error. */
 static int encode(const tok_t *tok, const char *text, size_t len, bool add_special,
                   int32_t **ids, size_t *n)
@@ -3206,6 +3466,18 @@ static int responses_translate(srv_job_t *j, char **chat, rq_err_t *e)
                 "with id '%.100s' is still in progress; continue it once it has ended", prev);
         return -EBUSY;
     }
+    if (j->rs->conv_id) {
+        /* the conversation's items come before the input, as a previous response's do */
+        const cJSON *items = NULL;
+        if (rs_store_get(s->convs, j->rs->conv_id, NULL, &items, NULL) != 0) {
+            rq_fail(e, 404, "invalid_request_error", "conversation",
+                    "Conversation with id '%.100s' not found.", j->rs->conv_id);
+            e->code = "not_found";
+            return -ENOENT;
+        }
+        if (!(j->rs_hist = cJSON_Duplicate(items, true)))
+            return rq_fail(e, 500, "server_error", NULL, "out of memory");
+    }
     if (prev) {
         const cJSON *in = NULL, *out = NULL, *it;
         if (rs_store_get(s->store, prev, NULL, &in, &out) != 0) {
@@ -3343,6 +3615,8 @@ static enum MHD_Result on_body_complete(srv_job_t *j)
                            s->cfg.max_body_bytes);
     if (j->route == R_LORA)
         return answer_lora_set(j);
+    if (j->route == R_CONV || j->route == R_CONV_ONE)
+        return answer_conv(j, j->path, j->method);
     int kind = j->route == R_COMPLETIONS ? RQ_COMPLETION
                : j->route == R_INFILL ? RQ_INFILL
                : j->route == R_NATIVE ? RQ_NATIVE
@@ -3413,7 +3687,8 @@ static enum MHD_Result answer_preflight(srv_job_t *j, const struct route_def *pa
         return MHD_NO;
     bool get = strcmp(path_route->method, "GET") == 0;
     MHD_add_response_header(r, "Access-Control-Allow-Methods",
-                            path_route->route == R_RESPONSE_ONE ? "GET, HEAD, POST, DELETE, OPTIONS"
+                            path_route->route == R_RESPONSE_ONE || path_route->route == R_CONV_ONE
+                                ? "GET, HEAD, POST, DELETE, OPTIONS"
                             : get                               ? "GET, HEAD, OPTIONS"
                                                                 : "POST, OPTIONS");
     /* The headers asked for, echoed: the OpenAI SDKs send X-Stainless-* ones (OS, Arch,
@@ -3486,6 +3761,8 @@ static enum MHD_Result on_headers(srv_job_t *j, const char *url, const char *met
         return answer_lora_list(j);
     if (j->route == R_RESPONSE_ONE)
         return answer_stored(j, url, method);
+    if (j->route == R_CONV_ONE && strcmp(method, "POST") != 0)
+        return answer_conv(j, url, method);
     if (j->route == R_PROPS)
         return answer_props(j);
     if (j->route == R_SLOTS)
@@ -3773,6 +4050,11 @@ int srv_create(srv_t **out, uv_loop_t *loop, eng_t *eng, const srv_config_t *cfg
     if (rs_store_create(&s->store, FD_MAX(cfg->responses_store, 0),
                         cfg->responses_store_bytes))
         goto fail_store;
+    if (rs_store_create(&s->convs, FD_MAX(cfg->responses_store, 0),
+                        cfg->responses_store_bytes)) {
+        rs_store_free(s->store);
+        goto fail_store;
+    }
     if (met_create(&s->met))
         goto fail_met;
     if ((rc = evq_init(&s->q, loop, on_events, s)))
@@ -3793,6 +4075,7 @@ int srv_create(srv_t **out, uv_loop_t *loop, eng_t *eng, const srv_config_t *cfg
 fail_evq:
     met_free(s->met);
 fail_met:
+    rs_store_free(s->convs);
     rs_store_free(s->store);
 fail_store:
     free_keys(s->origins, s->n_origins);
@@ -4045,6 +4328,7 @@ void srv_destroy(srv_t *s)
     if (s->q_init)
         evq_fini(&s->q);
     met_free(s->met);
+    rs_store_free(s->convs);
     rs_store_free(s->store);
     free_keys(s->keys, s->n_keys);
     free_keys(s->origins, s->n_origins);

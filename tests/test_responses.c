@@ -140,7 +140,10 @@ START_TEST(test_bad_bodies)
          "unsupported_parameter"},
         {"{\"input\": \"x\", \"text\": {\"other\": 1}}", "text.other", "unknown_parameter"},
         {"{\"input\": \"x\", \"metadata\": {\"k\": true}}", "metadata.k", NULL},
-        {"{\"input\": \"x\", \"conversation\": \"c\"}", "conversation", "unsupported_parameter"},
+        {"{\"input\": \"x\", \"conversation\": 5}", "conversation", NULL},
+        {"{\"input\": \"x\", \"conversation\": {\"id\": \"\"}}", "conversation", NULL},
+        {"{\"input\": \"x\", \"conversation\": \"c\", \"previous_response_id\": \"r\"}",
+         "conversation", NULL},
         {"{\"input\": \"x\", \"user\": 3}", "user", NULL},
         {"{\"input\": \"x\", \"background\": true, \"store\": false}", "background", NULL},
         {"{\"input\": \"x\", \"background\": 1}", "background", NULL},
@@ -164,8 +167,35 @@ START_TEST(test_bad_bodies)
     ck_assert(!q.store && q.stream && !q.logprobs && !q.background && !q.truncate_auto);
     rs_free(&q);
     parse_ok("{\"input\": \"x\", \"background\": true, \"truncation\": \"auto\"}", &q);
-    ck_assert(q.store && q.background && q.truncate_auto);
+    ck_assert(q.store && q.background && q.truncate_auto && !q.conv_id);
     rs_free(&q);
+    parse_ok("{\"input\": \"x\", \"conversation\": \"conv_1\"}", &q);
+    ck_assert_str_eq(q.conv_id, "conv_1");
+    rs_free(&q);
+    parse_ok("{\"input\": \"x\", \"conversation\": {\"id\": \"conv_2\"}}", &q);
+    ck_assert_str_eq(q.conv_id, "conv_2");
+    rs_free(&q);
+    /* a conversation's items are checked as input items, at most max of them */
+    cJSON *arr = cJSON_Parse("[{\"role\": \"user\", \"content\": \"a\"}, {\"type\": "
+                             "\"function_call_output\", \"call_id\": \"c\", \"output\": \"o\"}]");
+    cJSON *out = NULL;
+    rq_err_t e;
+    ck_assert_int_eq(rs_parse_items(arr, "items", 20, &out, &e), 0);
+    ck_assert_int_eq(cJSON_GetArraySize(out), 2);
+    rs_name_items(out, "resp_x");
+    const cJSON *id0 = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(out, 0), "id");
+    const cJSON *id1 = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(out, 1), "id");
+    ck_assert_str_eq(id0->valuestring, "msg_x8000");
+    ck_assert_str_eq(id1->valuestring, "fco_x8001");
+    cJSON_Delete(out);
+    ck_assert_int_eq(rs_parse_items(arr, "items", 1, &out, &e), -EINVAL);
+    ck_assert_str_eq(e.param, "items");
+    cJSON_Delete(arr);
+    arr = cJSON_Parse("[{\"role\": \"robot\", \"content\": \"a\"}]");
+    ck_assert_int_eq(rs_parse_items(arr, "items", 20, &out, &e), -EINVAL);
+    ck_assert_str_eq(e.param, "items[0].role");
+    ck_assert_ptr_null(out);
+    cJSON_Delete(arr);
 }
 END_TEST
 
@@ -483,8 +513,11 @@ START_TEST(test_store)
     char huge[4000];
     memset(huge, 'y', sizeof huge - 1);
     huge[sizeof huge - 1] = 0;
-    ck_assert_int_eq(rs_store_put(s, "h", huge, in, NULL), 0); /* larger than all: not kept */
+    ck_assert_int_eq(rs_store_put(s, "h", huge, in, NULL), -E2BIG); /* larger than all */
     ck_assert_int_eq(rs_store_get(s, "h", NULL, NULL, NULL), -ENOENT);
+    ck_assert_int_eq(rs_store_put(s, "r9", huge, in, NULL), -E2BIG); /* the old one stays */
+    ck_assert_int_eq(rs_store_get(s, "r9", &body, NULL, NULL), 0);
+    ck_assert_str_eq(body, big);
     ck_assert_int_eq(rs_store_count(s), 2);
     rs_store_free(s);
 

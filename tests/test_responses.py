@@ -16,7 +16,9 @@ sequence number, live or stored; a client leaving does not stop one; cancel stop
 engine's work (a prefix of the full answer, the slot and KV freed) and is idempotent,
 DELETE of a running one cancels it; a drain waits for one); truncation "auto" drops the
 oldest turns exactly as far as the context needs (the same answer as chat on the kept
-turns);
+turns); the Conversations API (create with items and metadata, items listed, added, read and
+deleted, metadata updated, DELETE) and a response in a conversation answering as chat does on
+the conversation's items, which it then extends with its input and output;
 every malformed request a 400 (or 404) naming the field; and function calling through a
 stories260K copy with Qwen 2.5's template (calls whole and streamed, a named tool_choice,
 function_call and function_call_output items sent back).
@@ -669,6 +671,9 @@ def background_store_off():
         st, js = resp(d, {"input": "x", "background": True})
         check(st == 400 and js["error"]["param"] == "background",
               "background without a store: %d %r" % (st, js))
+        st, _, js = d.post("/v1/conversations", {})
+        check(st == 400 and "store" in js["error"]["message"],
+              "conversations without a store: %d %r" % (st, js))
 
 
 def background_drain():
@@ -732,6 +737,98 @@ def truncation(d):
     st, js = resp(d, {"input": "Once upon a time " * 200, "truncation": "auto"})
     check(st == 400 and js["error"]["code"] == "context_length_exceeded",
           "truncation auto cannot cut the last user message: %d %r" % (st, js))
+
+
+# ---- conversations
+
+def conversations(d):
+    st, _, c = d.post("/v1/conversations", {"items": [{"role": "user", "content": "Lily had a dog."}],
+                                            "metadata": {"k": "v"}})
+    if not check(st == 200 and c["object"] == "conversation" and c["id"].startswith("conv_") and
+                 c["metadata"] == {"k": "v"} and isinstance(c["created_at"], int),
+                 "conversation create: %d %r" % (st, c)):
+        return
+    cid = c["id"]
+    st, _, raw = d.get("/v1/conversations/" + cid)
+    check(st == 200 and json.loads(raw) == c, "conversation GET")
+    st, _, raw = d.get("/v1/conversations/%s/items" % cid)
+    items = json.loads(raw)
+    check(st == 200 and items["object"] == "list" and len(items["data"]) == 1 and
+          items["data"][0]["content"] == [{"type": "input_text", "text": "Lily had a dog."}] and
+          items["data"][0]["id"].startswith("msg_"), "conversation items %r" % items)
+    # a response in it sees its items first, as chat would, and then extends it
+    b = {"conversation": cid, "input": "What next?", "max_output_tokens": 8, "temperature": 0}
+    st, r = resp(d, b)
+    st2, ch = chat(d, {"messages": [{"role": "user", "content": "Lily had a dog."},
+                                    {"role": "user", "content": "What next?"}],
+                       "max_tokens": 8, "temperature": 0})
+    if check(st == 200 and st2 == 200, "response in a conversation: %d %r" % (st, r)):
+        check(r["conversation"] == {"id": cid} and
+              r["usage"]["input_tokens"] == ch["usage"]["prompt_tokens"] and
+              out_text(r) == ch["choices"][0]["message"]["content"],
+              "a conversation's items come before the input: %r" % r["usage"])
+    st, _, raw = d.get("/v1/conversations/%s/items?order=asc" % cid)
+    got = json.loads(raw)["data"]
+    check([(i["type"], i.get("role")) for i in got] ==
+          [("message", "user"), ("message", "user"), ("message", "assistant")] and
+          got[2]["id"] == r["output"][0]["id"] and out_text({"output": [got[2]]}) == out_text(r),
+          "the response's input and output join the conversation: %r" % got)
+    st, r2 = resp(d, dict(b, input="And then?", store=False))
+    st2, ch = chat(d, {"messages": [{"role": "user", "content": "Lily had a dog."},
+                                    {"role": "user", "content": "What next?"},
+                                    {"role": "assistant", "content": out_text(r)},
+                                    {"role": "user", "content": "And then?"}],
+                       "max_tokens": 8, "temperature": 0})
+    check(st == st2 == 200 and r2["usage"]["input_tokens"] == ch["usage"]["prompt_tokens"] and
+          out_text(r2) == ch["choices"][0]["message"]["content"],
+          "the next turn sees the whole conversation (store false too)")
+    st, _, raw = d.get("/v1/conversations/%s/items?limit=2" % cid)
+    page = json.loads(raw)
+    check(len(page["data"]) == 2 and page["has_more"] is True and
+          page["data"][0]["role"] == "assistant", "items newest first, limit: %r" % page)
+    # items added, read, deleted; metadata updated
+    st, _, a = d.post("/v1/conversations/%s/items" % cid,
+                      {"items": [{"role": "user", "content": "x"},
+                                 {"type": "function_call_output", "call_id": "c1",
+                                  "output": "o"}]})
+    check(st == 200 and a["object"] == "list" and len(a["data"]) == 2 and
+          a["data"][1]["type"] == "function_call_output", "items added: %r" % a)
+    iid = a["data"][0]["id"]
+    st, _, raw = d.get("/v1/conversations/%s/items/%s" % (cid, iid))
+    check(st == 200 and json.loads(raw) == a["data"][0], "item GET")
+    st, _, raw = d.request("DELETE", "/v1/conversations/%s/items/%s" % (cid, iid))
+    check(st == 200 and json.loads(raw)["id"] == cid, "item DELETE answers the conversation")
+    check(d.get("/v1/conversations/%s/items/%s" % (cid, iid))[0] == 404, "deleted item: 404")
+    st, _, raw = d.get("/v1/conversations/%s/items?limit=100" % cid)
+    check(len(json.loads(raw)["data"]) == 6, "6 items left")
+    st, _, u = d.post("/v1/conversations/" + cid, {"metadata": {"x": "y"}})
+    check(st == 200 and u["metadata"] == {"x": "y"} and u["created_at"] == c["created_at"],
+          "metadata updated: %r" % u)
+    # malformed calls
+    for path, body, status, param in (
+            ("/v1/conversations", {"items": 5}, 400, "items"),
+            ("/v1/conversations", {"items": [{"role": "robot", "content": "x"}]}, 400,
+             "items[0].role"),
+            ("/v1/conversations", {"items": [{"role": "user", "content": "x"}] * 21}, 400,
+             "items"),
+            ("/v1/conversations", {"metadata": {"a": 1}}, 400, "metadata.a"),
+            ("/v1/conversations", {"frob": 1}, 400, "frob"),
+            ("/v1/conversations/%s/items" % cid, {}, 400, "items"),
+            ("/v1/conversations/conv_nope/items", {"items": []}, 404, None)):
+        st, _, js = d.post(path, body)
+        err = (js or {}).get("error", {})
+        check(st == status and err.get("param") == param and err.get("message"),
+              "%s %s: want %d %s, got %d %r" % (path, json.dumps(body)[:60], status, param, st, js))
+    st, js = resp(d, dict(b, conversation="conv_nope"))
+    check(st == 404 and js["error"]["param"] == "conversation", "unknown conversation: %r" % js)
+    st, js = resp(d, dict(b, previous_response_id=r["id"]))
+    check(st == 400 and js["error"]["param"] == "conversation", "with previous_response_id: %r" % js)
+    st, h, _ = d.request("PUT", "/v1/conversations/" + cid)
+    check(st == 405 and h.get("allow") == "GET, POST, DELETE", "PUT: 405 %r" % h.get("allow"))
+    st, _, raw = d.request("DELETE", "/v1/conversations/" + cid)
+    check(st == 200 and json.loads(raw) == {"id": cid, "object": "conversation.deleted",
+                                            "deleted": True}, "conversation DELETE %r" % raw)
+    check(d.get("/v1/conversations/" + cid)[0] == 404, "deleted conversation: 404")
 
 
 # ---- function calling (a Qwen-template copy of stories260K, call text in rare tokens)
@@ -831,7 +928,7 @@ def main():
         st, _, raw = d.get("/v1/models")
         d.model = json.loads(raw)["data"][0]["id"]
         for t in (same_as_chat, shapes, formats, logprobs, streaming, store, bad_requests,
-                  input_tokens, metrics, disconnect, background, truncation):
+                  input_tokens, metrics, disconnect, background, truncation, conversations):
             t(d)
     eviction()
     background_store_off()

@@ -4,7 +4,7 @@ in tests/sdk/package-lock.json): it starts the real fusiond with the demo model 
 key on a free loopback port and runs tests/sdk/check.mjs, which uses the SDK as a user would
 (models, completions, embeddings, chat whole and streamed, usage, stop, n, logprobs, seeds, typed
 errors, a wrong key, an aborted stream, the Responses API with background create, retrieve,
-stream resume and cancel); the greedy text must equal fusion-cli's.  A second
+stream resume and cancel, conversations); the greedy text must equal fusion-cli's.  A second
 daemon with room for one request proves a full queue's 503 + Retry-After and the SDK's
 retries honouring it, then a SIGTERM that cancels a stream midway: the SDK's iterator raises
 the server's error frame.  A third runs a stories260K copy with Qwen 2.5's chat template whose

@@ -755,6 +755,44 @@ if (corsOrigin) {
   eq((await client.responses.cancel(long.id)).status, 'cancelled', 'responses.cancel: idempotent');
 }
 
+// ---- conversations: a response in one sees its items and extends it
+{
+  const conv = await client.conversations.create({ items: [messages[0]],
+    metadata: { topic: 'test' } });
+  check(/^conv_/.test(conv.id) && conv.object === 'conversation' && conv.metadata.topic === 'test',
+    'conversations.create', show(conv));
+  eq((await client.conversations.retrieve(conv.id)).id, conv.id, 'conversations.retrieve');
+  const rest = messages.slice(1);
+  const r = await client.responses.create({ model, conversation: conv.id, input: rest,
+    max_output_tokens: 10, temperature: 0 });
+  const flat = await client.responses.create({ model, input: messages, max_output_tokens: 10,
+    temperature: 0 });
+  eq([r.output_text, r.usage.input_tokens, r.conversation && r.conversation.id],
+    [flat.output_text, flat.usage.input_tokens, conv.id],
+    'responses in a conversation: the same answer as with its items sent as input');
+  const items = [];
+  for await (const it of client.conversations.items.list(conv.id, { order: 'asc', limit: 2 })) {
+    items.push(it);
+  }
+  eq(items.map((i) => i.type + ':' + i.role), [...messages.map((m) => 'message:' + m.role),
+    'message:assistant'], 'conversations.items.list (paged by 2): its items and the answer');
+  const added = await client.conversations.items.create(conv.id, { items: [{ role: 'user',
+    content: 'More?' }] });
+  const one = await client.conversations.items.retrieve(added.data[0].id,
+    { conversation_id: conv.id });
+  eq(one.id, added.data[0].id, 'conversations.items.create and retrieve');
+  await client.conversations.items.delete(added.data[0].id, { conversation_id: conv.id });
+  eq((await client.conversations.update(conv.id, { metadata: { topic: 'x' } })).metadata,
+    { topic: 'x' }, 'conversations.update');
+  const del = await client.conversations.delete(conv.id);
+  check(del.deleted === true, 'conversations.delete', show(del));
+  await expectError('conversations.retrieve after delete',
+    () => client.conversations.retrieve(conv.id), OpenAI.NotFoundError, 404);
+  await expectError('responses in an unknown conversation', () => client.responses.create({
+    model, conversation: 'conv_nope', input: 'x' }), OpenAI.NotFoundError, 404,
+  { param: 'conversation' });
+}
+
 // ---- cancellation: abort a stream midway; the server cancels it and keeps serving.
 {
   const before = await metrics();

@@ -1573,6 +1573,42 @@ void rs_stream_args(rs_stream_t *st, sb_t *out, const char *delta)
     emit(st, out, "response.function_call_arguments.delta", ev);
 }
 
+cJSON *rs_stream_output(const rs_stream_t *st, const char *open_status)
+{
+    cJSON *out = dup(st->output);
+    bool ok = out != NULL;
+    if (ok && st->msg >= 0) {
+        cJSON *item = cJSON_GetArrayItem(out, st->msg);
+        cJSON *part = text_part(st->text.buf ? st->text.buf : "", st->text.len,
+                                st->lps ? dup(st->lps) : NULL);
+        ok = part && oai_put(cJSON_GetObjectItemCaseSensitive(item, "content"), NULL, part);
+        if (ok && open_status)
+            cJSON_ReplaceItemInObjectCaseSensitive(item, "status",
+                                                   cJSON_CreateString(open_status));
+    }
+    if (ok && st->rsn >= 0) {
+        cJSON *item = cJSON_GetArrayItem(out, st->rsn);
+        cJSON *part = reasoning_part(st->rtext.buf ? st->rtext.buf : "", st->rtext.len);
+        ok = part && oai_put(cJSON_GetObjectItemCaseSensitive(item, "content"), NULL, part);
+        if (ok && open_status)
+            cJSON_ReplaceItemInObjectCaseSensitive(item, "status",
+                                                   cJSON_CreateString(open_status));
+    }
+    if (ok && st->call >= 0) {
+        cJSON *item = cJSON_GetArrayItem(out, st->call);
+        cJSON_ReplaceItemInObjectCaseSensitive(item, "arguments",
+                                               gen_str(st->args.buf, st->args.len));
+        if (open_status)
+            cJSON_ReplaceItemInObjectCaseSensitive(item, "status",
+                                                   cJSON_CreateString(open_status));
+    }
+    if (!ok) {
+        cJSON_Delete(out);
+        return NULL;
+    }
+    return out;
+}
+
 void rs_stream_close(rs_stream_t *st, sb_t *out, bool incomplete)
 {
     const char *status = incomplete ? "incomplete" : "completed";

@@ -136,6 +136,9 @@ void rs_stream_reasoning(rs_stream_t *st, sb_t *out, const char *text, size_t le
 /* A function call's first event (output_item.added), closing an open message first. */
 void rs_stream_call(rs_stream_t *st, sb_t *out, const char *call_id, const char *name);
 void rs_stream_args(rs_stream_t *st, sb_t *out, const char *delta);
+/* The output so far (new): the items, the open ones with their text (or arguments) so
+ * far and, when open_status is given, that status; NULL when out of memory. */
+cJSON *rs_stream_output(const rs_stream_t *st, const char *open_status);
 /* Closes the open items (their .done events); incomplete marks them so. */
 void rs_stream_close(rs_stream_t *st, sb_t *out, bool incomplete);
 /* response.completed, .incomplete, .cancelled or .failed as st->res.status says (it

@@ -1473,13 +1473,16 @@ static void responses_store(srv_job_t *j, const char *body, const cJSON *output)
 static char *responses_live(srv_job_t *j, const char *status)
 {
     rs_result_t r = j->rss->res;
-    r.output = j->rss->output;
+    /* a cancelled one's open items end incomplete, as its stream closes them */
+    cJSON *out = rs_stream_output(j->rss, status ? "incomplete" : NULL);
+    r.output = out;
     r.usage = false;
     if (status)
         r.status = status;
-    cJSON *o = rs_response_obj(j->rs, &r);
+    cJSON *o = out ? rs_response_obj(j->rs, &r) : NULL;
     char *body = o ? cJSON_PrintUnformatted(o) : NULL;
     cJSON_Delete(o);
+    cJSON_Delete(out);
     return body;
 }
 
@@ -1820,7 +1823,7 @@ static void choice_reasoning(srv_job_t *j, srv_choice_t *c, const char *text, si
 /* The end of a choice's output: what the reasoning splitter still held. */
 static void choice_rsn_finish(srv_job_t *j, srv_choice_t *c)
 {
-    if (!j->rsn_on || j->abandoned || j->client_gone)
+    if (!j->rsn_on || j->abandoned || j->client_gone || j->bg_cancel)
         return;
     sb_reset(&c->rsn_r);
     sb_reset(&c->rsn_c);

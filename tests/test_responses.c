@@ -381,6 +381,18 @@ START_TEST(test_stream_log)
         p->res.status = "in_progress";
         rs_stream_status(p, &out, "response.in_progress");
         rs_stream_text(p, &out, "Hi", 2, NULL);
+        /* the output so far: the open message with its text, its status as asked */
+        for (int k = 0; k < 2; k++) {
+            cJSON *so = rs_stream_output(p, k ? "incomplete" : NULL);
+            const cJSON *m = cJSON_GetArrayItem(so, 0);
+            ck_assert_int_eq(cJSON_GetArraySize(so), 1);
+            ck_assert_str_eq(at(m, "status")->valuestring, k ? "incomplete" : "in_progress");
+            ck_assert_str_eq(at(cJSON_GetArrayItem(at(m, "content"), 0), "text")->valuestring,
+                             "Hi");
+            cJSON_Delete(so);
+        }
+        ck_assert_int_eq(cJSON_GetArraySize(at(cJSON_GetArrayItem(p->output, 0), "content")),
+                         0); /* the stream's own items are untouched */
         rs_stream_close(p, &out, true);
         p->res.status = "cancelled";
         rs_stream_end(p, &out);

@@ -625,6 +625,19 @@ def background(d):
     st, done = wait_done(d, rid)
     check(done["usage"]["output_tokens"] == 450 and out_text(done) == out_text(full),
           "a background job runs on without its client: %r" % done.get("usage"))
+    # while it runs, GET shows the text so far: a prefix of the whole answer
+    st, bg = resp(d, dict(long_body, background=True))
+    seen = []
+    while True:
+        st, _, raw = d.get("/v1/responses/" + bg["id"])
+        g = json.loads(raw)
+        if g["status"] not in ("queued", "in_progress"):
+            break
+        seen.append((g["status"], out_text(g), g["usage"]))
+    check(all(full_text.startswith(t) and u is None and
+              (t == "" or sg == "in_progress") for sg, t, u in seen
+              for full_text in [out_text(full)]) and out_text(g) == out_text(full),
+          "GET while running: statuses and texts so far %r" % [(a, len(b)) for a, b, _ in seen])
 
     # cancel mid-generation: the engine stops, what was written is kept
     before = d.settle()
@@ -636,7 +649,8 @@ def background(d):
             break
         got += b
     s.close()
-    check(st == 200 and c1["status"] == "cancelled" and c1["id"] == rid,
+    check(st == 200 and c1["status"] == "cancelled" and c1["id"] == rid and
+          c1["output"][0]["status"] == "incomplete",
           "cancel answers the cancelled response: %d %r" % (st, c1))
     check(b"event: response.cancelled" in got, "the stream ends with response.cancelled")
     m = d.settle()
@@ -652,6 +666,8 @@ def background(d):
           out_text(full).startswith(out_text(g)) and
           m["fusiond_generation_tokens_total"] - before["fusiond_generation_tokens_total"] < 450,
           "cancel stops generation after %d of 450 tokens: %r" % (n, g.get("status")))
+    check(out_text(c1) == out_text(g) and out_text(g), "the cancel's answer holds the text "
+          "the response ended with (%d characters)" % len(out_text(g)))
     st, _, c2 = d.post("/v1/responses/%s/cancel" % rid, None)
     check(st == 200 and c2 == g, "cancel again: the same cancelled response")
     # DELETE of a running one cancels it and keeps nothing

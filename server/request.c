@@ -718,9 +718,8 @@ static const struct unsupported {
     {"web_search_options", K_CHAT, NEU_NULL, 0, "web search"},
     {"use_beam_search", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_FALSE, 0, "beam search"},
     {"min_tokens", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_NUM, 0, "a minimum number of generated tokens"},
-    /* llama-server's: n_probs is its logprobs (use logprobs), the others switch on samplers
-     * fusiond does not have; their "off" values, which its web UI sends, are served. */
-    {"n_probs", K_CMPL | K_CHAT | K_INF, NEU_NUM, 0, "log-probabilities (use 'logprobs')"},
+    /* llama-server's: they switch on samplers fusiond does not have; their "off" values,
+     * which its web UI sends, are served. */
     {"mirostat", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_NUM, 0, "Mirostat sampling"},
     {"typical_p", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_NUM, 1, "locally typical sampling"},
     {"dynatemp_range", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_NUM, 0, "dynamic temperature"},
@@ -1482,12 +1481,16 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
         (rc = parse_grammar_fields(root, r, e)))
         return rc;
 
+    /* llama-server's n_probs, the number of alternatives for each token's log-probability
+     * (0: none), which its clients send to every endpoint: the native answers' own, and on
+     * the OpenAI ones what logprobs asks for when logprobs is not given */
+    long long n_probs = 0;
+    if ((rc = get_int(root, "n_probs", 0, RQ_MAX_LOGPROBS, &have, &n_probs, e)))
+        return rc;
     if (kind == RQ_NATIVE) {
         /* the native answer has its own log-probabilities (n_probs) and no usage chunk:
          * OpenAI's fields are not its and are ignored, as llama-server ignores them */
-        if ((rc = get_int(root, "n_probs", 0, RQ_MAX_LOGPROBS, &have, &v, e)))
-            return rc;
-        r->n_probs = have ? (int)v : 0;
+        r->n_probs = (int)n_probs;
         r->logprobs = r->n_probs > 0 ? r->n_probs : -1;
         r->prompt_logprobs = -1;
         r->include_usage = false;
@@ -1500,8 +1503,9 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
             if (field(root, no[i]) && !is_neutral(field(root, no[i]), NEU_FALSE, 0) &&
                 !is_neutral(field(root, no[i]), NEU_EMPTY, 0))
                 return unsupported_param(e, no[i], "'%s' is not supported on /infill; leave "
-                                         "it out", no[i]);
-        r->logprobs = -1;
+                                         "it out (n_probs asks for log-probabilities)", no[i]);
+        r->n_probs = (int)n_probs;
+        r->logprobs = r->n_probs > 0 ? r->n_probs : -1;
         r->prompt_logprobs = -1;
         r->include_usage = false;
         if (r->n != 1)
@@ -1514,6 +1518,8 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
             return rc;
         if (have)
             r->logprobs = (int)v;
+        else if (n_probs > 0)
+            r->logprobs = (int)n_probs;
         if (r->max_tokens == RQ_PROMPT_ONLY && !r->echo)
             return bad(e, mt, "'%s' is 0: it must be at least 1 (0 only with 'echo': true, "
                        "for the prompt alone)", mt);
@@ -1537,6 +1543,8 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
             return bad(e, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
         if (lp)
             r->logprobs = have ? (int)v : 0;
+        else if (!field(root, "logprobs") && n_probs > 0)
+            r->logprobs = (int)n_probs; /* logprobs true, top_logprobs n_probs */
         if (r->max_tokens == RQ_PROMPT_ONLY)
             return bad(e, mt, "'%s' is 0: it must be at least 1", mt);
         if ((rc = get_bool(root, "add_generation_prompt", &r->add_generation_prompt, e)))

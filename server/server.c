@@ -1064,11 +1064,14 @@ static char *infill_answer(srv_job_t *j, srv_choice_t *c, const char *text, size
                       .tokens_evaluated = (long long)j->pn[pi], .slot_known = c->slot_known,
                       .id_slot = c->slot};
     cJSON *probs = NULL, *settings = NULL;
-    if (nat && j->stream && !final) {
+    if (j->stream && !final) {
         /* a frame carries the ids generated since the last one (text may have been held) */
-        a.tokens = c->gen + c->tok_sent;
-        a.n_tokens = c->n_gen_ids - c->tok_sent;
-        c->tok_sent = c->n_gen_ids;
+        if (nat) {
+            a.tokens = c->gen + c->tok_sent;
+            a.n_tokens = c->n_gen_ids - c->tok_sent;
+            c->tok_sent = c->n_gen_ids;
+        }
+        /* and, with n_probs, the probabilities of its token */
         if (lp && !(probs = nat_probs(s->tok, lp, 1)))
             return NULL;
         a.probs = probs;
@@ -1087,22 +1090,22 @@ static char *infill_answer(srv_job_t *j, srv_choice_t *c, const char *text, size
         t.prompt_ms = c->t.prefill_s * 1e3;
         t.predicted_n = c->n_gen;
         t.predicted_ms = c->t.decode_s * 1e3;
-        if (!j->stream) {
-            if (j->rq.return_tokens) {
-                a.tokens = c->gen;
-                a.n_tokens = c->n_gen_ids;
-            }
-            if (j->rq.n_probs > 0 && !(probs = nat_probs(s->tok, c->lp, c->n_lp)))
-                return NULL;
-            a.probs = probs;
+        if (!j->stream && j->rq.return_tokens) {
+            a.tokens = c->gen;
+            a.n_tokens = c->n_gen_ids;
         }
         nat_params_t np;
         job_params(j, &np);
-        if (!(settings = nat_params_json(&np))) {
-            cJSON_Delete(probs);
+        if (!(settings = nat_params_json(&np)))
+            return NULL;
+        a.settings = settings;
+    }
+    if (!j->stream && j->rq.n_probs > 0) {
+        if (!(probs = nat_probs(s->tok, c->lp, c->n_lp))) {
+            cJSON_Delete(settings);
             return NULL;
         }
-        a.settings = settings;
+        a.probs = probs;
     }
     a.timings = &t;
     a.tokens_cached = (long long)j->pn[pi] + c->n_gen;

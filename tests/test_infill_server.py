@@ -7,7 +7,8 @@ no FIM_REP/FIM_SEP (snippet pattern, 512 context).  POST /infill: the exact toke
 of the prompt (PSM with and without input_extra, the cuts, SPM with --spm-infill), checked
 as the greedy output being /v1/completions' on that token sequence and as tokens_evaluated;
 llama-server's native answer (content, stop_type eos/word/limit, stopping_word, timings,
-response_fields as llama.vim asks) whole and streamed (data: frames, stop false, then the
+response_fields as llama.vim asks, n_probs as /completion's completion_probabilities) whole
+and streamed (data: frames, stop false, then the
 final one, no [DONE]); llama-server's n_indent and t_max_predict_ms stops; FIM_PAD ending a
 generation; the prefix cache serving the next keystroke, and cache_prompt false reusing
 nothing; the errors in llama-server's shape (400s for wrong types, input_extra not an array of
@@ -207,6 +208,32 @@ def qwen_cases(d):
           js["tokens_evaluated"] + js["tokens_predicted"] == 4096,
           "n_predict past the context: cut to it: %r" % {k: js.get(k) for k in (
               "stop_type", "truncated", "tokens_evaluated", "tokens_predicted")})
+
+    # n_probs: each token's log-probabilities as /completion answers them, equal to
+    # /v1/completions' logprobs on the same prompt ids; streamed, one per frame
+    want = head + cur + [BOS, PRE] + p + [SUF] + s + [MID]
+    st, _, js = infill(d, {"input_prefix": prefix, "input_suffix": suffix, "n_predict": 5,
+                           "n_probs": 2})
+    st2, _, oa = d.post("/v1/completions", {"prompt": want, "max_tokens": 5, "temperature": 0,
+                                            "logprobs": 2})
+    cp, lp = js.get("completion_probabilities") or [], oa["choices"][0]["logprobs"]
+    ok = st == 200 and st2 == 200 and len(cp) == js["tokens_predicted"] == 5
+    for i, e in enumerate(cp if ok else []):
+        ok &= e["token"] == lp["tokens"][i] and abs(e["logprob"] - lp["token_logprobs"][i]) < 1e-5
+        ok &= len(e["top_logprobs"]) == 2 and isinstance(e["id"], int) and all(
+            abs(lp["top_logprobs"][i][x["token"]] - x["logprob"]) < 1e-5 for x in e["top_logprobs"])
+    check(ok, "infill n_probs: %r vs %r" % (cp[:2], lp))
+    st, _, raw = d.request("POST", "/infill", {"input_prefix": prefix, "input_suffix": suffix,
+                                               "n_predict": 5, "n_probs": 2, "stream": True,
+                                               "temperature": 0})
+    frames = sse_frames(raw)[0]
+    steps = [f for f in frames if not f["stop"]]
+    check(st == 200 and len(steps) == 5 and
+          [f["completion_probabilities"][0]["token"] for f in steps] == lp["tokens"] and
+          "completion_probabilities" not in frames[-1],
+          "infill n_probs streamed: %r" % frames)
+    st, _, js = infill(d, {"input_prefix": prefix, "input_suffix": suffix, "n_predict": 2})
+    check("completion_probabilities" not in js, "infill: no probabilities without n_probs")
 
     # OpenAI's suffix: [BOS] FIM_PRE prompt FIM_SUF suffix FIM_MID
     st, _, js = d.post("/v1/completions", {"prompt": prefix, "suffix": suffix,

@@ -4,7 +4,8 @@ stories260K: POST /completion (greedy content equal to /v1/completions' text for
 prompt as a string, as token ids and as ids and text mixed; several prompts answered as an
 array; return_tokens equal to what /tokenize gives for the content; streamed data: frames
 whose contents and tokens add up to the whole answer, then the final frame and no [DONE];
-n_probs equal to /v1/completions' logprobs; stop_type eos, limit and word with
+n_probs equal to /v1/completions' logprobs, and n_probs on /v1/completions and
+/v1/chat/completions standing for logprobs; stop_type eos, limit and word with
 stopping_word; timings consistent with the token counts; generation_settings the request's),
 GET /props (slots, context, model path, BOS/EOS, template), POST /props refused (501),
 GET /slots (a slot is_processing with the running request's settings while streams run;
@@ -145,6 +146,25 @@ def test_completion(d):
     check(ok, "n_probs match /v1/completions' logprobs: %r vs %r" % (cp[:2], lp))
     st, _, p0 = native(d, {"prompt": PROMPT, "n_predict": 2})
     check("completion_probabilities" not in p0, "no probabilities without n_probs")
+
+    # n_probs on the OpenAI endpoints (llama-server's clients send it there): the logprobs it
+    # stands for when logprobs is not given, in OpenAI's shape
+    np3 = oai_text(d, PROMPT, 6, n_probs=3)["choices"][0]["logprobs"]
+    check(np3 == lp, "/v1/completions n_probs 3 is logprobs 3: %r vs %r" % (np3, lp))
+    own = oai_text(d, PROMPT, 6, n_probs=3, logprobs=1)["choices"][0]["logprobs"]
+    check(own["tokens"] == lp["tokens"] and all(len(t) == 1 for t in own["top_logprobs"]),
+          "/v1/completions logprobs wins over n_probs: %r" % own)
+    chat = {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": 4,
+            "temperature": 0}
+    st, _, a = d.post("/v1/chat/completions", dict(chat, n_probs=2))
+    st2, _, b = d.post("/v1/chat/completions", dict(chat, logprobs=True, top_logprobs=2))
+    la, lb = a["choices"][0].get("logprobs"), b["choices"][0].get("logprobs")
+    check(st == 200 and st2 == 200 and la == lb and len(la["content"]) == 4 and
+          all(len(t["top_logprobs"]) == 2 for t in la["content"]),
+          "chat n_probs 2 is logprobs true, top_logprobs 2: %r vs %r" % (la, lb))
+    st, _, c = d.post("/v1/chat/completions", dict(chat, n_probs=2, logprobs=False))
+    check(st == 200 and c["choices"][0].get("logprobs") is None,
+          "chat logprobs false wins over n_probs: %r" % c["choices"][0])
 
 
 def test_stops(d):

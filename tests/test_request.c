@@ -812,7 +812,11 @@ static const struct bad_case {
      "max_tokens"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"prompt_logprobs\":"
               "25}", 400, "prompt_logprobs"},
-    {RQ_COMPLETION, "{\"prompt\":\"x\",\"n_probs\":5}", 400, "n_probs"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"n_probs\":21}", 400, "n_probs"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n_probs\":-1}", 400,
+     "n_probs"},
+    {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"n_probs\":\"2\"}", 400,
+     "n_probs"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"mirostat\":2}", 400, "mirostat"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"typical_p\":0.9}", 400, "typical_p"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"dry_multiplier\":0.8}",
@@ -1076,6 +1080,47 @@ START_TEST(test_grammar_fields)
 }
 END_TEST
 
+/* llama-server's n_probs: /infill's own (as /completion's); on the OpenAI endpoints the
+ * logprobs it stands for when logprobs is not given. */
+START_TEST(test_n_probs)
+{
+    static const struct {
+        int kind;
+        const char *fields;
+        int logprobs, n_probs;
+    } cases[] = {
+        {RQ_COMPLETION, "\"n_probs\":4", 4, 0},
+        {RQ_COMPLETION, "\"n_probs\":0", -1, 0},
+        {RQ_COMPLETION, "\"n_probs\":4,\"logprobs\":1", 1, 0},
+        {RQ_COMPLETION, "\"n_probs\":4,\"logprobs\":0", 0, 0},
+        {RQ_CHAT, "\"n_probs\":2", 2, 0},
+        {RQ_CHAT, "\"n_probs\":2,\"logprobs\":false", -1, 0},
+        {RQ_CHAT, "\"n_probs\":2,\"logprobs\":true", 0, 0},
+        {RQ_CHAT, "\"n_probs\":2,\"logprobs\":true,\"top_logprobs\":5", 5, 0},
+        {RQ_CHAT, "\"n_probs\":0", -1, 0},
+        {RQ_INFILL, "\"n_probs\":3", 3, 3},
+        {RQ_INFILL, "\"n_probs\":0", -1, 0},
+        {RQ_NATIVE, "\"n_probs\":20", 20, 20},
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(cases); i++) {
+        char b[256];
+        const char *head = cases[i].kind == RQ_CHAT ? "\"messages\":[{\"role\":\"user\","
+                                                      "\"content\":\"x\"}]"
+                           : cases[i].kind == RQ_INFILL ? "\"input_prefix\":\"a\","
+                                                          "\"input_suffix\":\"b\""
+                                                        : "\"prompt\":\"x\"";
+        snprintf(b, sizeof b, "{%s,%s}", head, cases[i].fields);
+        rq_t r;
+        rq_err_t e;
+        ck_assert_msg(parse(cases[i].kind, b, &r, &e) == 0, "%s: %s", b, e.message);
+        ck_assert_msg(r.logprobs == cases[i].logprobs && r.n_probs == cases[i].n_probs &&
+                      r.sampling.n_probs == cases[i].logprobs, "%s: logprobs %d, n_probs %d",
+                      b, r.logprobs, r.n_probs);
+        rq_free(&r);
+    }
+}
+END_TEST
+
 START_TEST(test_bad_bodies)
 {
     const struct bad_case *c = &bad_cases[_i];
@@ -1240,6 +1285,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_utf8);
     tcase_add_test(tc, test_n_predict);
     tcase_add_test(tc, test_native_body);
+    tcase_add_test(tc, test_n_probs);
     tcase_add_test(tc, test_embeddings_bodies);
     suite_add_tcase(s, tc);
     return s;

@@ -455,9 +455,14 @@ char *oai_tokenize(const tok_t *tok, const int32_t *ids, size_t n, bool with_pie
             ok = oai_put(arr, NULL, cJSON_CreateNumber(ids[i]));
             continue;
         }
+        /* llama-server's piece: the text when the token's bytes are valid UTF-8 (a byte or
+         * part of a character is not), else the bytes */
+        char buf[512];
+        size_t nb = token_bytes(tok, ids[i], buf, sizeof buf);
+        bool text = rq_utf8_valid(buf, nb) && !memchr(buf, 0, nb);
         cJSON *o = cJSON_CreateObject();
         ok = oai_put(arr, NULL, o) && oai_put(o, "id", cJSON_CreateNumber(ids[i])) &&
-             oai_put(o, "piece", token_string(tok, ids[i]));
+             oai_put(o, "piece", text ? str_n(buf, nb) : bytes_array(tok, ids[i]));
     }
     ok = ok && oai_put(root, "count", cJSON_CreateNumber((double)n)) &&
          oai_put(root, "max_model_len", cJSON_CreateNumber(n_ctx));

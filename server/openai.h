@@ -120,7 +120,8 @@ char *oai_error(int status, const char *type, const char *code, const char *para
 char *oai_error_from(const rq_err_t *e);
 /* /v1/models (list) or /v1/models/{id} (one object when single). */
 char *oai_models(const eng_info_t *info, const char *model_id, long long created, bool single);
-/* /tokenize: tokens, count, max_model_len; with pieces: [{"id", "piece"}]. */
+/* /tokenize: tokens, count, max_model_len; with pieces: [{"id", "piece"}], the piece its
+ * text, or (not valid UTF-8: a byte token, part of a character) its bytes as numbers. */
 char *oai_tokenize(const tok_t *tok, const int32_t *ids, size_t n, bool with_pieces,
                    int n_ctx);
 /* /v1/embeddings: {"object": "list", "data": [{"object": "embedding", "index": i,

@@ -1579,8 +1579,10 @@ static int parse_tokenize(const cJSON *root, rq_t *r, rq_err_t *e)
     int rc = dup_str(c, key, &r->prompts[0].text, &r->prompts[0].text_len, e);
     if (rc)
         return rc;
+    r->parse_special = true;
     if ((rc = get_bool(root, "add_special", &r->add_special, e)) ||
         (rc = get_bool(root, "add_special_tokens", &r->add_special, e)) ||
+        (rc = get_bool(root, "parse_special", &r->parse_special, e)) ||
         (rc = get_bool(root, "with_pieces", &r->with_pieces, e)))
         return rc;
     return 0;

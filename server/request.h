@@ -145,6 +145,7 @@ typedef struct rq {
     int dimensions;             /* 0: not given; else checked against the model's size */
     /* tokenize */
     bool add_special;           /* default true */
+    bool parse_special;         /* default true: special-token texts become their ids */
     bool with_pieces;
     /* completions: OpenAI's suffix (NULL: none; the FIM prompt needs the model's tokens) */
     char *suffix;

@@ -2692,8 +2692,9 @@ static enum MHD_Result answer_conv(srv_job_t *j, const char *url, const char *me
 }
 
 /* Text -> token ids; -ENOMEM or a tokenizer error. */
-static int encode(const tok_t *tok, const char *text, size_t len, bool add_special,
-                  int32_t **ids, size_t *n)
+/* /tokenize's parse_special false: special-token texts stay text. */
+static int encode_parse(const tok_t *tok, const char *text, size_t len, bool add_special,
+                        bool parse_special, int32_t **ids, size_t *n)
 {
     size_t cap = len + 8;
     for (int tries = 0; tries < 3; tries++) {
@@ -2701,7 +2702,7 @@ static int encode(const tok_t *tok, const char *text, size_t len, bool add_speci
         if (!buf)
             return -ENOMEM;
         size_t need = 0;
-        int rc = tok_encode(tok, text, len, add_special, true, buf, cap, &need);
+        int rc = tok_encode(tok, text, len, add_special, parse_special, buf, cap, &need);
         if (rc == 0) {
             *ids = buf;
             *n = need;
@@ -2713,6 +2714,12 @@ static int encode(const tok_t *tok, const char *text, size_t len, bool add_speci
         cap = need + 8;
     }
     return -ENOSPC;
+}
+
+static int encode(const tok_t *tok, const char *text, size_t len, bool add_special,
+                  int32_t **ids, size_t *n)
+{
+    return encode_parse(tok, text, len, add_special, true, ids, n);
 }
 
 static int decode_text(const tok_t *tok, const int32_t *ids, size_t n, bool render_special,
@@ -2748,8 +2755,8 @@ static int prepare_tokenize(srv_job_t *j)
     if (r->kind == RQ_TOKENIZE) {
         int32_t *ids = NULL;
         size_t n = 0;
-        int rc = encode(s->tok, r->prompts[0].text, r->prompts[0].text_len, r->add_special, &ids,
-                        &n);
+        int rc = encode_parse(s->tok, r->prompts[0].text, r->prompts[0].text_len,
+                              r->add_special, r->parse_special, &ids, &n);
         if (rc)
             return rq_fail(e, rc == -ENOMEM ? 500 : 400, "invalid_request_error", "content",
                            "cannot tokenize the text: %s", fd_strerror(rc));

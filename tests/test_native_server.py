@@ -11,7 +11,8 @@ GET /props (slots, context, model path, BOS/EOS, template), POST /props refused 
 GET /slots (a slot is_processing with the running request's settings while streams run;
 --no-slots answers 501), n_predict 0 (the prompt alone, left in the prefix cache), POST /apply-template (the prompt /v1/chat/completions runs: the
 same greedy answer from /completion), llama-server's error shape for malformed bodies, the
-fields it ignores, and the metrics labels.  Usage: test_native_server.py (python3 stdlib)."""
+fields it ignores, /tokenize's with_pieces (bytes for a piece that is not UTF-8) and
+parse_special, and the metrics labels.  Usage: test_native_server.py (python3 stdlib)."""
 
 import http.client
 import json
@@ -165,6 +166,31 @@ def test_completion(d):
     st, _, c = d.post("/v1/chat/completions", dict(chat, n_probs=2, logprobs=False))
     check(st == 200 and c["choices"][0].get("logprobs") is None,
           "chat logprobs false wins over n_probs: %r" % c["choices"][0])
+
+
+def test_tokenize(d):
+    """llama-server's /tokenize fields: with_pieces (a piece is its text, or its bytes when
+    they are not valid UTF-8) and parse_special (false: special-token texts stay text)."""
+    st, _, js = d.post("/tokenize", {"content": "Lily \u4e2d\U0001F600", "add_special": False,
+                                     "with_pieces": True})
+    toks = js.get("tokens") or []
+    ids = [t["id"] for t in toks]
+    raw = b"".join(bytes(t["piece"]) if isinstance(t["piece"], list)
+                   else t["piece"].encode() for t in toks)
+    plain = tokenize(d, "Lily \u4e2d\U0001F600", False)
+    check(st == 200 and ids == plain and raw.replace(b"\xe2\x96\x81", b" ").strip() ==
+          "Lily \u4e2d\U0001F600".encode() and
+          any(isinstance(t["piece"], list) for t in toks) and
+          all(isinstance(t["piece"], str) or (t["piece"] and all(0 <= b < 256 for b in t["piece"]))
+              for t in toks), "with_pieces: byte pieces as bytes: %r" % toks)
+    check(all(isinstance(t["piece"], str) for t in toks[:2]), "text pieces as text: %r" % toks)
+    eos = tokenize(d, "</s>", False)
+    st, _, js = d.post("/tokenize", {"content": "</s>", "add_special": False,
+                                     "parse_special": False})
+    check(st == 200 and eos == [2] and 2 not in js["tokens"] and len(js["tokens"]) > 1,
+          "parse_special false: </s> as text %r (parsed: %r)" % (js.get("tokens"), eos))
+    st, _, js = d.post("/tokenize", {"content": "</s>", "parse_special": "no"})
+    check(st == 400, "parse_special a string: %d %r" % (st, js))
 
 
 def test_stops(d):
@@ -391,6 +417,7 @@ def test_errors(d):
 def main():
     with loopback.daemon(check, "fusiond exits 0", "--max-running", "4") as d:
         test_completion(d)
+        test_tokenize(d)
         test_stops(d)
         test_stream(d)
         test_props_slots(d)

@@ -1745,6 +1745,7 @@ static int parse_native_common(const cJSON *root, rq_t *r, rq_err_t *e)
     bool have = false;
     r->cache_prompt = true;
     if ((rc = get_bool(root, "cache_prompt", &r->cache_prompt, e)) ||
+        (rc = get_bool(root, "return_tokens", &r->return_tokens, e)) ||
         (rc = get_num(root, "t_max_predict_ms", 0, 1e9f, false, &r->t_max_predict_ms, e)) ||
         (rc = get_int(root, "n_indent", 0, 1 << 20, &have, &ni, e)))
         return rc;
@@ -1830,8 +1831,6 @@ static int parse_native(const cJSON *root, rq_t *r, rq_err_t *e)
 {
     int rc;
     if ((rc = parse_native_prompt(root, r, e)) || (rc = parse_native_common(root, r, e)))
-        return rc;
-    if ((rc = get_bool(root, "return_tokens", &r->return_tokens, e)))
         return rc;
     native_defaults(r);
     return 0;

@@ -170,7 +170,7 @@ typedef struct rq {
     int n_indent;
     /* llama-server's /completion (RQ_NATIVE) and /infill: n_probs (its logprobs: 0 none, else
      * that many alternatives, answered as completion_probabilities; on the OpenAI endpoints
-     * it sets logprobs instead, when that is not given).  /completion: return_tokens (the generated
+     * it sets logprobs instead, when that is not given), return_tokens (the generated
      * ids in `tokens`); cache_prompt (/completion and /infill; default true; false: no
      * cached prefix is reused, the whole prompt is prefilled); response_fields and the
      * editor stops above apply as on /infill. */

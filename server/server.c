@@ -1057,7 +1057,6 @@ static char *infill_answer(srv_job_t *j, srv_choice_t *c, const char *text, size
                            bool final, const oai_lp_t *lp)
 {
     srv_t *s = j->srv;
-    const bool nat = j->rq.kind == RQ_NATIVE;
     size_t pi = c->prompt;
     inf_answer_t a = {.index = c->index, .content = text, .content_len = len, .stop = final,
                       .model = j->model, .tokens_predicted = c->n_gen,
@@ -1065,13 +1064,11 @@ static char *infill_answer(srv_job_t *j, srv_choice_t *c, const char *text, size
                       .id_slot = c->slot};
     cJSON *probs = NULL, *settings = NULL;
     if (j->stream && !final) {
-        /* a frame carries the ids generated since the last one (text may have been held) */
-        if (nat) {
-            a.tokens = c->gen + c->tok_sent;
-            a.n_tokens = c->n_gen_ids - c->tok_sent;
-            c->tok_sent = c->n_gen_ids;
-        }
-        /* and, with n_probs, the probabilities of its token */
+        /* a frame carries the ids generated since the last one (text may have been held),
+         * and, with n_probs, the probabilities of its token */
+        a.tokens = c->gen + c->tok_sent;
+        a.n_tokens = c->n_gen_ids - c->tok_sent;
+        c->tok_sent = c->n_gen_ids;
         if (lp && !(probs = nat_probs(s->tok, lp, 1)))
             return NULL;
         a.probs = probs;
@@ -1085,21 +1082,19 @@ static char *infill_answer(srv_job_t *j, srv_choice_t *c, const char *text, size
     job_timings(j, &t);
     /* as llama-server counts it: the prefill beyond what the cache served */
     t.prompt_n = c->t.n_prompt - c->t.n_cached;
-    if (nat) {
-        /* this completion's own timings */
-        t.prompt_ms = c->t.prefill_s * 1e3;
-        t.predicted_n = c->n_gen;
-        t.predicted_ms = c->t.decode_s * 1e3;
-        if (!j->stream && j->rq.return_tokens) {
-            a.tokens = c->gen;
-            a.n_tokens = c->n_gen_ids;
-        }
-        nat_params_t np;
-        job_params(j, &np);
-        if (!(settings = nat_params_json(&np)))
-            return NULL;
-        a.settings = settings;
+    /* this completion's own timings */
+    t.prompt_ms = c->t.prefill_s * 1e3;
+    t.predicted_n = c->n_gen;
+    t.predicted_ms = c->t.decode_s * 1e3;
+    if (!j->stream && j->rq.return_tokens) {
+        a.tokens = c->gen;
+        a.n_tokens = c->n_gen_ids;
     }
+    nat_params_t np;
+    job_params(j, &np);
+    if (!(settings = nat_params_json(&np)))
+        return NULL;
+    a.settings = settings;
     if (!j->stream && j->rq.n_probs > 0) {
         if (!(probs = nat_probs(s->tok, c->lp, c->n_lp))) {
             cJSON_Delete(settings);

@@ -7,8 +7,8 @@ no FIM_REP/FIM_SEP (snippet pattern, 512 context).  POST /infill: the exact toke
 of the prompt (PSM with and without input_extra, the cuts, SPM with --spm-infill), checked
 as the greedy output being /v1/completions' on that token sequence and as tokens_evaluated;
 llama-server's native answer (content, stop_type eos/word/limit, stopping_word, timings,
-response_fields as llama.vim asks, n_probs as /completion's completion_probabilities) whole
-and streamed (data: frames, stop false, then the
+response_fields as llama.vim asks, n_probs as /completion's completion_probabilities,
+return_tokens and generation_settings, each frame's token ids) whole and streamed (data: frames, stop false, then the
 final one, no [DONE]); llama-server's n_indent and t_max_predict_ms stops; FIM_PAD ending a
 generation; the prefix cache serving the next keystroke, and cache_prompt false reusing
 nothing; the errors in llama-server's shape (400s for wrong types, input_extra not an array of
@@ -213,7 +213,7 @@ def qwen_cases(d):
     # /v1/completions' logprobs on the same prompt ids; streamed, one per frame
     want = head + cur + [BOS, PRE] + p + [SUF] + s + [MID]
     st, _, js = infill(d, {"input_prefix": prefix, "input_suffix": suffix, "n_predict": 5,
-                           "n_probs": 2})
+                           "n_probs": 2, "return_tokens": True})
     st2, _, oa = d.post("/v1/completions", {"prompt": want, "max_tokens": 5, "temperature": 0,
                                             "logprobs": 2})
     cp, lp = js.get("completion_probabilities") or [], oa["choices"][0]["logprobs"]
@@ -223,17 +223,25 @@ def qwen_cases(d):
         ok &= len(e["top_logprobs"]) == 2 and isinstance(e["id"], int) and all(
             abs(lp["top_logprobs"][i][x["token"]] - x["logprob"]) < 1e-5 for x in e["top_logprobs"])
     check(ok, "infill n_probs: %r vs %r" % (cp[:2], lp))
+    # return_tokens: the generated ids; generation_settings the request's
+    ids = js.get("tokens") or []
+    st3, _, dt = d.post("/detokenize", {"tokens": ids})
+    gs = js.get("generation_settings") or {}
+    check(len(ids) == 5 and dt.get("content") == js["content"] and gs.get("n_predict") == 5 and
+          gs.get("n_probs") == 2 and gs.get("temperature") == 0,
+          "infill return_tokens %r (%r), generation_settings %r" % (ids, dt, gs))
     st, _, raw = d.request("POST", "/infill", {"input_prefix": prefix, "input_suffix": suffix,
                                                "n_predict": 5, "n_probs": 2, "stream": True,
                                                "temperature": 0})
     frames = sse_frames(raw)[0]
     steps = [f for f in frames if not f["stop"]]
-    check(st == 200 and len(steps) == 5 and
+    check(st == 200 and len(steps) == 5 and sum((f["tokens"] for f in steps), []) == ids and
           [f["completion_probabilities"][0]["token"] for f in steps] == lp["tokens"] and
           "completion_probabilities" not in frames[-1],
           "infill n_probs streamed: %r" % frames)
     st, _, js = infill(d, {"input_prefix": prefix, "input_suffix": suffix, "n_predict": 2})
-    check("completion_probabilities" not in js, "infill: no probabilities without n_probs")
+    check("completion_probabilities" not in js and js["tokens"] == [],
+          "infill: no probabilities without n_probs, no ids without return_tokens: %r" % js)
 
     # OpenAI's suffix: [BOS] FIM_PRE prompt FIM_SUF suffix FIM_MID
     st, _, js = d.post("/v1/completions", {"prompt": prefix, "suffix": suffix,

@@ -2429,15 +2429,23 @@ static enum MHD_Result answer_stored(srv_job_t *j, const char *url, const char *
         return answer_fail(j, 404, "invalid_request_error", "not_found", NULL,
                            "Response with id '%.100s' not found.", id);
     if (cancel) {
-        /* a background response that has ended is answered as it ended (cancel is
-         * idempotent); a foreground one was never cancellable (OpenAI's answer) */
+        /* OpenAI's answers: a foreground response was never cancellable, a background one
+         * that ended otherwise cannot be any more, a cancelled one is answered again (cancel
+         * is idempotent) */
         cJSON *o = cJSON_Parse(resp);
         bool background = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "background"));
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(o, "status");
+        char status[32];
+        snprintf(status, sizeof status, "%s", cJSON_IsString(st) ? st->valuestring : "?");
         cJSON_Delete(o);
         if (!background)
             return answer_fail(j, 400, "invalid_request_error", NULL, NULL,
                                "Cannot cancel a synchronous response: only a response created "
                                "with 'background': true can be cancelled.");
+        if (strcmp(status, "cancelled") != 0)
+            return answer_fail(j, 400, "invalid_request_error", NULL, NULL,
+                               "Cannot cancel a%s %s response.",
+                               strcmp(status, "incomplete") == 0 ? "n" : "", status);
         return answer_json(j, 200, strdup(resp));
     }
     if (del) {

@@ -562,7 +562,10 @@ def background(d):
           "background input_items")
     # cancel: only background responses, idempotent once ended
     st, _, js = d.post("/v1/responses/%s/cancel" % bg["id"], None)
-    check(st == 200 and js == done, "cancel of an ended background response: unchanged %r" % js)
+    check(st == 400 and js["error"]["type"] == "invalid_request_error" and
+          js["error"]["message"] == "Cannot cancel a%s %s response." %
+          ("n" if done["status"] == "incomplete" else "", done["status"]),
+          "cancel of a background response that ended %s: %d %r" % (done["status"], st, js))
     st, _, js = d.post("/v1/responses/%s/cancel" % fg["id"], None)
     check(st == 400 and js["error"]["type"] == "invalid_request_error" and
           "synchronous" in js["error"]["message"], "cancel of a foreground response: %d %r" %

@@ -152,7 +152,7 @@ static const opt_t opts[] = {
      cache_type_names, 0, NULL, "Model and engine", NULL,
      "KV cache type of K (llama-server's --cache-type-k, also -ctk): f16 and bf16 halve "
      "the cache, q8_0 about quarters it, q4_0 stores about an eighth; f32 is exact.  The "
-     "cpu backend takes every type, corsair f32 f16 bf16 q8_0 q4_0, cuda f32."},
+     "cpu and cuda backends take every type, corsair f32 f16 bf16 q8_0 q4_0."},
     {"cache_type_v", 0, T_ENUM, O(cache_type_v), CFG_CACHE_TYPE_DEFAULT, 0, 0,
      cache_type_names, 0, NULL, "Model and engine", NULL,
      "KV cache type of V (llama-server's --cache-type-v, also -ctv)."},

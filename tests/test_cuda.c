@@ -11,7 +11,10 @@
  * models equal to the CPU's; Gemma's ops (GELU gating, scale, soft-cap, windowed and
  * soft-capped attention) and Gemma 2 / Gemma 3 models equal to the CPU's; the
  * mixture-of-experts row ops and qwen3moe, OLMoE and Mixtral-style models (one and two
- * sequences a step) equal to the CPU's; KV cache types other than F32 refused at load. */
+ * sequences a step) equal to the CPU's; typed KV caches (every cache type: the device's
+ * stores byte for byte the CPU's, attention against the CPU reference, stories260K's greedy
+ * ids equal the CPU's) and sliding-window ring caches (bit for bit the whole cache's result,
+ * gemma3 keeping rings as the CPU does). */
 #include <math.h>
 
 #include "backends/backend.h"
@@ -658,6 +661,314 @@ START_TEST(test_attention_window)
 }
 END_TEST
 
+/* ---- typed KV caches and rings -------------------------------------------------------------- */
+
+static const int kv_all_types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0,
+                                   GG_Q4_0, GG_Q4_1, GG_Q5_0, GG_Q5_1};
+
+/* Device bytes to a new host buffer. */
+static uint8_t *down_bytes(fb_backend_t *be, const void *d, size_t n)
+{
+    uint8_t *h = malloc(FD_MAX(n, (size_t)1));
+    ck_assert_int_eq(fb_to_host(be, h, d, n), 0);
+    ck_assert_int_eq(fb_sync(be), 0);
+    return h;
+}
+
+static void *up_bytes(fb_backend_t *be, const void *h, size_t n)
+{
+    void *d = fb_alloc(be, FD_MAX(n, (size_t)1));
+    ck_assert_ptr_nonnull(d);
+    ck_assert_int_eq(fb_to_device(be, d, h, n), 0);
+    return d;
+}
+
+/* fb_kv_store on the device writes the CPU reference's bytes (fcpu_ref_kv_store) for every
+ * cache type: head sizes that are no whole number of blocks (80, 20, 6: zero padded), GQA
+ * head counts of 1 to 4, a source row stride wider than the row, rows of zeros (a scale of
+ * 0), of large values and ties (F16's overflow to inf, its denormals, rounding ties), and K
+ * and V stores of two "sequences" queued together (one launch) and with timing=1 (each its
+ * own). */
+START_TEST(test_kv_store)
+{
+    static const int shapes[][3] = {/* n_kv, head_dim, rows */
+                                    {2, 64, 37}, {4, 80, 5}, {1, 20, 1}, {3, 128, 9},
+                                    {2, 256, 3}, {1, 6, 11}};
+    const char *timing[] = {"timing=1", NULL};
+    for (int tm = 0; tm < 2; tm++) {
+        fb_backend_t *be = tm ? gpu_opts(timing) : gpu();
+        for (size_t sh = 0; sh < FD_ARRAY_LEN(shapes); sh++) {
+            const int nkv = shapes[sh][0], hd = shapes[sh][1], T = shapes[sh][2];
+            const int64_t kvd = (int64_t)nkv * hd, ld = kvd + 5;
+            float *k = rnd(T * ld, 1.f), *v = rnd(T * ld, 3.f);
+            for (int64_t i = 0; i < kvd && T > 2; i++)
+                k[ld + i] = 0.f; /* row 1: zeros */
+            for (size_t ty = 0; ty < FD_ARRAY_LEN(kv_all_types); ty++) {
+                const int t = kv_all_types[ty];
+                if (t == GG_F16 || t == GG_BF16) { /* specials the 16-bit roundings must keep */
+                    static const float sp[] = {70000.f, -65520.f, 65519.f, 1e-8f, -3e-6f,
+                                               1.f + 1.f / 2048, 1.f + 3.f / 2048,
+                                               1.f + 1.f / 256, NAN, INFINITY};
+                    for (size_t i = 0; i < FD_ARRAY_LEN(sp) && (int64_t)i < kvd; i++)
+                        v[i] = sp[i];
+                } else {
+                    for (int64_t i = 0; i < kvd; i++)
+                        v[i] = tu_randf(&seed) * 3.f;
+                    v[0] = 40.f; /* a block whose largest value is much larger */
+                }
+                const size_t rb = fb_kv_row_bytes(t, nkv, hd);
+                uint8_t *rk = malloc(rb * (size_t)T), *rv = malloc(rb * (size_t)T);
+                ck_assert_int_eq(fcpu_ref_kv_store(rk, t, k, ld, T, nkv, hd), 0);
+                ck_assert_int_eq(fcpu_ref_kv_store(rv, t, v, ld, T, nkv, hd), 0);
+                float *dk = up(be, k, T * ld), *dv = up(be, v, T * ld);
+                /* two caches each for K and V: rows 0..T-1, and the last row alone */
+                uint8_t *ck = fb_alloc(be, rb * (size_t)T), *cv = fb_alloc(be, rb * (size_t)T);
+                uint8_t *ck2 = fb_alloc(be, rb), *cv2 = fb_alloc(be, rb);
+                poison(be, (float *)ck, (int64_t)(rb * (size_t)T / 4));
+                poison(be, (float *)cv, (int64_t)(rb * (size_t)T / 4));
+                ck_assert_int_eq(fb_kv_store(be, ck, t, dk, ld, T, nkv, hd), 0);
+                ck_assert_int_eq(fb_kv_store(be, cv, t, dv, ld, T, nkv, hd), 0);
+                ck_assert_int_eq(fb_kv_store(be, ck2, t, dk + (T - 1) * ld, ld, 1, nkv, hd), 0);
+                ck_assert_int_eq(fb_kv_store(be, cv2, t, dv + (T - 1) * ld, ld, 1, nkv, hd), 0);
+                uint8_t *gk = down_bytes(be, ck, rb * (size_t)T), *gv = down_bytes(be, cv, rb * (size_t)T);
+                uint8_t *gk2 = down_bytes(be, ck2, rb), *gv2 = down_bytes(be, cv2, rb);
+                for (size_t i = 0; i < rb * (size_t)T; i++) {
+                    CHECKM(gk[i] == rk[i], "timing %d %s n_kv %d hd %d: K byte %zu (row %zu) is "
+                           "%02x, cpu %02x", tm, fb_kv_type_name(t), nkv, hd, i, i / rb, gk[i],
+                           rk[i]);
+                    CHECKM(gv[i] == rv[i], "timing %d %s n_kv %d hd %d: V byte %zu (row %zu) is "
+                           "%02x, cpu %02x", tm, fb_kv_type_name(t), nkv, hd, i, i / rb, gv[i],
+                           rv[i]);
+                }
+                CHECKM(!memcmp(gk2, rk + rb * (size_t)(T - 1), rb) &&
+                       !memcmp(gv2, rv + rb * (size_t)(T - 1), rb), "%s: one row", fb_kv_type_name(t));
+                free(rk); free(rv); free(gk); free(gv); free(gk2); free(gv2);
+                fb_free(be, dk); fb_free(be, dv); fb_free(be, ck); fb_free(be, cv);
+                fb_free(be, ck2); fb_free(be, cv2);
+            }
+            free(k);
+            free(v);
+        }
+        /* every cache type at any head size up to 256; others are no cache types */
+        for (size_t a = 0; a < FD_ARRAY_LEN(kv_all_types); a++)
+            for (size_t b = 0; b < FD_ARRAY_LEN(kv_all_types); b++)
+                ck_assert_int_eq(fb_kv_check(be, kv_all_types[a], kv_all_types[b], 80), 0);
+        ck_assert_int_eq(fb_kv_check(be, GG_Q8_0, GG_Q8_0, 512), FD_EUNSUP);
+        ck_assert_int_eq(fb_kv_check(be, GG_Q4_K, GG_F16, 64), -EINVAL);
+        float x[64] = {0};
+        ck_assert_int_eq(fb_kv_store(be, x, GG_Q6_K, x, 64, 1, 1, 64), -EINVAL);
+        fb_destroy(be);
+    }
+}
+END_TEST
+
+/* One typed attention case: sequences sq (their rows' K and V random, stored by the CPU's
+ * reference rounding, which test_kv_store proves the device's equal), against
+ * fcpu_ref_attention over the same bytes. */
+static void kv_att_case(fb_backend_t *be, int tk, int tv, int H, int Hkv, int hd,
+                        const att_seq_t *sq, int n_seq, int mode, int window, float softcap)
+{
+    const int64_t ldq = (int64_t)H * hd + 4, ldo = (int64_t)H * hd, kvd = (int64_t)Hkv * hd;
+    const size_t rk = fb_kv_row_bytes(tk, Hkv, hd), rv = fb_kv_row_bytes(tv, Hkv, hd);
+    fb_attn_t a[8], ha[8];
+    void *dq[8], *dk[8], *dv[8], *dout[8], *hk[8], *hv[8];
+    float *hq[8], *ref[8];
+    int32_t *pos[8];
+    ck_assert_int_le(n_seq, 8);
+    for (int s = 0; s < n_seq; s++) {
+        const int T = sq[s].start + sq[s].n_q;
+        float *k = rnd(T * kvd, 1.f), *v = rnd(T * kvd, 1.f);
+        hq[s] = rnd(sq[s].n_q * ldq, 1.f);
+        /* F32 caches: the floats themselves, rows kvd apart */
+        hk[s] = malloc(rk * (size_t)T);
+        hv[s] = malloc(rv * (size_t)T);
+        ck_assert_int_eq(fb_kv_quantize(hk[s], tk, k, kvd, T, Hkv, hd), 0);
+        ck_assert_int_eq(fb_kv_quantize(hv[s], tv, v, kvd, T, Hkv, hd), 0);
+        free(k);
+        free(v);
+        ref[s] = malloc(sizeof(float) * (size_t)(sq[s].n_q * ldo));
+        pos[s] = malloc(sizeof(int32_t) * (size_t)FD_MAX(sq[s].n_q, 1));
+        for (int i = 0; i < sq[s].n_q; i++)
+            pos[s][i] = sq[s].start + i;
+        dq[s] = up(be, hq[s], sq[s].n_q * ldq);
+        dk[s] = up_bytes(be, hk[s], rk * (size_t)T);
+        dv[s] = up_bytes(be, hv[s], rv * (size_t)T);
+        dout[s] = fb_alloc(be, sizeof(float) * (size_t)FD_MAX(sq[s].n_q * ldo, 1));
+        poison(be, dout[s], sq[s].n_q * ldo);
+        a[s] = (fb_attn_t){.q = dq[s], .ldq = ldq, .k_data = dk[s], .v_data = dv[s], .ldkv = kvd,
+                           .out = dout[s], .ldo = ldo, .n_q = sq[s].n_q, .pos = pos[s],
+                           .n_head = H, .n_head_kv = Hkv, .head_dim = hd,
+                           .scale = 1.f / sqrtf((float)hd), .mode = mode, .window = window,
+                           .softcap = softcap, .type_k = tk, .type_v = tv};
+        ha[s] = a[s];
+        ha[s].q = hq[s];
+        ha[s].k_data = hk[s];
+        ha[s].v_data = hv[s];
+        ha[s].out = ref[s];
+        ck_assert_int_eq(fcpu_ref_attention(&ha[s]), 0);
+    }
+    ck_assert_int_eq(fb_attention(be, a, n_seq), 0);
+    /* fp32 sums against the reference's fp64 (3e-5 as test_cpu_backend's fast path); an F16
+     * / BF16 V: the reference multiplies p rounded to the type (llama.cpp's F16 P.V), the
+     * fused kernels keep p in fp32 (REF rounds it too): each p off by at most its ulp (2^-11,
+     * 2^-8) times |v| <= 1, summed over p that add up to 1 */
+    const float tol = tv == GG_BF16 ? 4e-3f : tv == GG_F16 ? 5e-4f : 3e-5f;
+    for (int s = 0; s < n_seq; s++) {
+        float *got = down(be, dout[s], sq[s].n_q * ldo);
+        float e = 0;
+        for (int64_t i = 0; i < sq[s].n_q * ldo; i++)
+            e = isfinite(got[i]) ? fmaxf(e, fabsf(got[i] - ref[s][i])) : INFINITY;
+        CHECKM(e <= tol, "typed attention %s/%s mode %d heads %d/%d hd %d seq %d (n_q %d at %d) "
+               "window %d softcap %g: max error %g", fb_kv_type_name(tk), fb_kv_type_name(tv),
+               mode, H, Hkv, hd, s, sq[s].n_q, sq[s].start, window, (double)softcap, (double)e);
+        free(got);
+        fb_free(be, dq[s]); fb_free(be, dk[s]); fb_free(be, dv[s]); fb_free(be, dout[s]);
+        free(hq[s]); free(hk[s]); free(hv[s]); free(ref[s]); free(pos[s]);
+    }
+}
+
+/* Attention over typed caches against the CPU reference: each type for K and V alike (the
+ * decode kernel's typed forms for decode rows, the general kernel for the rest) and pairs of
+ * two types (the general kernel), every mode, a sliding window with a soft-cap; head sizes
+ * that are no whole number of blocks (80, 20) or of 4 values (6: the scalar path), GQA
+ * groups of 1 to 8, contexts of 1 to 4097 positions (one split or many). */
+START_TEST(test_kv_attention)
+{
+    fb_backend_t *be = gpu();
+    static const int shapes[][3] = {{8, 2, 64}, {4, 4, 80}, {8, 1, 128}, {6, 2, 20},
+                                    {4, 1, 256}, {2, 1, 6}};
+    static const int pairs[][2] = {
+        {GG_F16, GG_F16},   {GG_BF16, GG_BF16}, {GG_Q8_0, GG_Q8_0}, {GG_Q4_0, GG_Q4_0},
+        {GG_Q4_1, GG_Q4_1}, {GG_Q5_0, GG_Q5_0}, {GG_Q5_1, GG_Q5_1}, {GG_Q8_0, GG_F16},
+        {GG_F32, GG_Q8_0},  {GG_Q4_1, GG_Q5_0}, {GG_Q5_1, GG_F32},  {GG_F16, GG_BF16},
+    };
+    static const att_seq_t dec[] = {{1, 0}, {1, 45}, {1, 299}, {1, 4096}};
+    static const att_seq_t pre[] = {{13, 0}, {3, 70}, {1, 600}};
+    for (size_t pi = 0; pi < FD_ARRAY_LEN(pairs); pi++)
+        for (size_t sh = 0; sh < FD_ARRAY_LEN(shapes); sh++)
+            for (int mode = 0; mode < 4; mode++) {
+                const int H = shapes[sh][0], Hkv = shapes[sh][1], hd = shapes[sh][2];
+                const int m = mode == 3 ? FB_SOFTMAX_MAXSUM : mode;
+                /* mode 3: MAXSUM with Gemma's window and soft-cap */
+                const int w = mode == 3 ? 100 : 0;
+                const float sc = mode == 3 ? 1.5f : 0.f;
+                kv_att_case(be, pairs[pi][0], pairs[pi][1], H, Hkv, hd, dec, 4, m, w, sc);
+                kv_att_case(be, pairs[pi][0], pairs[pi][1], H, Hkv, hd, pre, 3, m, w, sc);
+            }
+    fb_destroy(be);
+}
+END_TEST
+
+/* Ring caches (a sliding-window layer's, fb_attn_t.ring) of every cache type: the last R
+ * positions of T kept in a ring at many starts, the rows outside the span attended poisoned
+ * (NaN bytes); query rows with a window (the general kernel) and a decode row (the decode
+ * kernel, split across blocks for the long window): the device's result over the ring is
+ * bit for bit its result over the whole cache, and the CPU reference's over the ring within
+ * kv_att_case's bounds; a bad ring is refused. */
+START_TEST(test_kv_ring)
+{
+    fb_backend_t *be = gpu();
+    static const struct { int T, R, W, nq; } cfg[] = {{40, 17, 9, 3}, {40, 17, 9, 1},
+                                                      {1000, 520, 512, 1}, {1000, 530, 512, 4}};
+    enum { NH = 8, NKV = 2, HD = 64, KVD = NKV * HD };
+    for (size_t ci = 0; ci < FD_ARRAY_LEN(cfg); ci++) {
+        const int T = cfg[ci].T, R = cfg[ci].R, W = cfg[ci].W, NQ = cfg[ci].nq;
+        float *k = rnd(T * KVD, 1.f), *v = rnd(T * KVD, 1.f), *q = rnd(NQ * NH * HD, 1.f);
+        float *dq = up(be, q, NQ * NH * HD), *o1 = fb_alloc(be, sizeof(float) * NQ * NH * HD);
+        float *o2 = fb_alloc(be, sizeof(float) * NQ * NH * HD);
+        float *ref = malloc(sizeof(float) * NQ * NH * HD);
+        /* the rows from the first query row's window on, positions relative to it (what a
+         * plan passes); a decode row (NQ 1) has no window left to mask */
+        const int lo = FD_MAX(0, T - NQ - W + 1);
+        int32_t rp[8];
+        for (int i = 0; i < NQ; i++)
+            rp[i] = T - NQ + i - lo;
+        const int win = rp[NQ - 1] >= W ? W : 0;
+        for (size_t ty = 0; ty < FD_ARRAY_LEN(kv_all_types); ty++) {
+            const int t = kv_all_types[ty];
+            const size_t rb = fb_kv_row_bytes(t, NKV, HD);
+            uint8_t *full = malloc(rb * (size_t)T), *ring = malloc(rb * (size_t)R);
+            ck_assert_int_eq(fb_kv_quantize(full, t, k, KVD, T, NKV, HD), 0);
+            void *dfk = up_bytes(be, full, rb * (size_t)T);
+            ck_assert_int_eq(fb_kv_quantize(full, t, v, KVD, T, NKV, HD), 0);
+            void *dfv = up_bytes(be, full, rb * (size_t)T);
+            uint8_t *fullk = malloc(rb * (size_t)T);
+            ck_assert_int_eq(fb_kv_quantize(fullk, t, k, KVD, T, NKV, HD), 0);
+            void *drk = fb_alloc(be, rb * (size_t)R), *drv = fb_alloc(be, rb * (size_t)R);
+            static const int starts[] = {0, 1, 5, 16, 259, 519, 529};
+            for (size_t si = 0; si < FD_ARRAY_LEN(starts); si++) {
+                const int rs = starts[si] % R;
+                /* position u at ring row (rs + u) % R, the last R positions written; those
+                 * before the span poisoned */
+                for (int kv = 0; kv < 2; kv++) {
+                    const uint8_t *src = kv ? full : fullk;
+                    memset(ring, 0xff, rb * (size_t)R);
+                    for (int u = T - R; u < T; u++)
+                        if (u >= lo)
+                            memcpy(ring + (size_t)((rs + u) % R) * rb, src + (size_t)u * rb, rb);
+                    ck_assert_int_eq(fb_to_device(be, kv ? drv : drk, ring, rb * (size_t)R), 0);
+                }
+                const int ldkv = KVD;
+                for (int mode = 0; mode < 3; mode++) {
+                    /* over the whole cache from lo on */
+                    fb_attn_t a = {.q = dq, .ldq = NH * HD,
+                                   .k_data = (const uint8_t *)dfk + (size_t)lo * rb,
+                                   .v_data = (const uint8_t *)dfv + (size_t)lo * rb, .ldkv = ldkv,
+                                   .out = o1, .ldo = NH * HD, .n_q = NQ, .pos = rp, .n_head = NH,
+                                   .n_head_kv = NKV, .head_dim = HD, .scale = 0.125f,
+                                   .mode = mode, .type_k = t, .type_v = t, .window = win};
+                    ck_assert_int_eq(fb_attention(be, &a, 1), 0);
+                    fb_attn_t b = a;
+                    b.k_data = drk;
+                    b.v_data = drv;
+                    b.out = o2;
+                    b.ring = R;
+                    b.ring_start = (rs + lo) % R;
+                    ck_assert_int_eq(fb_attention(be, &b, 1), 0);
+                    float *g1 = down(be, o1, NQ * NH * HD), *g2 = down(be, o2, NQ * NH * HD);
+                    for (int j = 0; j < NQ * NH * HD; j++)
+                        CHECKM(g1[j] == g2[j], "ring %d/%d window %d %s start %d mode %d j %d: "
+                               "%g vs %g over the whole cache", R, T, W, fb_kv_type_name(t), rs,
+                               mode, j, (double)g2[j], (double)g1[j]);
+                    if (si % 3 == 0) { /* the CPU reference over the same ring */
+                        fb_attn_t h = b;
+                        h.q = q;
+                        h.out = ref;
+                        h.k_data = malloc(rb * (size_t)R);
+                        h.v_data = malloc(rb * (size_t)R);
+                        ck_assert_int_eq(fb_to_host(be, (void *)h.k_data, drk, rb * (size_t)R), 0);
+                        ck_assert_int_eq(fb_to_host(be, (void *)h.v_data, drv, rb * (size_t)R), 0);
+                        ck_assert_int_eq(fb_sync(be), 0);
+                        ck_assert_int_eq(fcpu_ref_attention(&h), 0);
+                        const float tol = t == GG_BF16 ? 4e-3f : t == GG_F16 ? 5e-4f : 3e-5f;
+                        for (int j = 0; j < NQ * NH * HD; j++)
+                            CHECKM(fabsf(g2[j] - ref[j]) <= tol, "ring %d/%d %s start %d mode %d "
+                                   "j %d: %g, cpu %g", R, T, fb_kv_type_name(t), rs, mode, j,
+                                   (double)g2[j], (double)ref[j]);
+                        free((void *)h.k_data);
+                        free((void *)h.v_data);
+                    }
+                    free(g1);
+                    free(g2);
+                    if (ci == 0 && ty == 0 && si == 0 && mode == 0) {
+                        b.ring_start = R;
+                        ck_assert_int_eq(fb_attention(be, &b, 1), -EINVAL);
+                        b.ring_start = 0;
+                        b.ring = 10; /* the last row's position, 10, is no ring row */
+                        ck_assert_int_eq(fb_attention(be, &b, 1), -EINVAL);
+                    }
+                }
+            }
+            free(full); free(fullk); free(ring);
+            fb_free(be, dfk); fb_free(be, dfv); fb_free(be, drk); fb_free(be, drv);
+        }
+        free(k); free(v); free(q); free(ref);
+        fb_free(be, dq); fb_free(be, o1); fb_free(be, o2);
+    }
+    fb_destroy(be);
+}
+END_TEST
+
 /* ---- bad input and device errors ---------------------------------------------------------- */
 
 START_TEST(test_bad_input)
@@ -924,50 +1235,6 @@ START_TEST(test_stories_greedy)
 }
 END_TEST
 
-/* KV cache types: this backend attends over F32 caches only, and says so at load, for every
- * other type of K or V, naming the backend and the types (never a garbage result); F32 still
- * loads and runs. */
-START_TEST(test_cache_types_refused)
-{
-    fb_backend_t *be = gpu();
-    ck_assert_int_eq(fb_kv_check(be, GG_F32, GG_F32, 64), 0);
-    static const int types[] = {GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_1, GG_Q5_0, GG_Q5_1};
-    for (size_t i = 0; i < FD_ARRAY_LEN(types); i++) {
-        ck_assert_int_eq(fb_kv_check(be, types[i], GG_F32, 64), FD_EUNSUP);
-        ck_assert_int_eq(fb_kv_check(be, GG_F32, types[i], 64), FD_EUNSUP);
-    }
-    ck_assert_int_eq(fb_kv_check(be, GG_Q4_K, GG_F32, 64), -EINVAL);
-    float x[64] = {0};
-    ck_assert_int_eq(fb_kv_store(be, x, GG_F16, x, 64, 1, 1, 64), FD_EUNSUP);
-    /* and attention over typed rows handed to it anyway */
-    float *d = up(be, x, 64);
-    int32_t pos[1] = {0};
-    fb_attn_t a = {.q = d, .ldq = 64, .k_data = d, .v_data = d, .ldkv = 64, .out = d, .ldo = 64,
-                   .n_q = 1, .pos = pos, .n_head = 1, .n_head_kv = 1, .head_dim = 64,
-                   .scale = 1, .mode = FB_SOFTMAX_MAXSUM, .type_k = GG_F16, .type_v = GG_F16};
-    ck_assert_int_eq(fb_attention(be, &a, 1), FD_EUNSUP);
-    fb_free(be, d);
-    fb_destroy(be);
-
-    for (int kv = 0; kv < 2; kv++) {
-        llm_load_params_t p;
-        llm_load_params_default(&p);
-        p.path = tu_shared("models/stories260K.gguf", 1);
-        p.backend = "cuda";
-        p.threads = 1;
-        *(kv ? &p.cache_type_v : &p.cache_type_k) = GG_Q8_0;
-        llm_model_t *m = NULL;
-        char err[512] = "";
-        ck_assert_int_eq(llm_load(&m, &p, err, sizeof(err)), FD_EUNSUP);
-        ck_assert_ptr_null(m);
-        CHECKM(strstr(err, "backend cuda cannot attend over a KV cache of K") &&
-                   strstr(err, "q8_0"), "error: %s", err);
-    }
-    llm_model_t *m = load("cuda", true, NULL, 1);
-    llm_free(m);
-}
-END_TEST
-
 /* Writes sp's random model to a new file named from the template path (XXXXXX replaced). */
 static void write_spec(gguf_w_llama_t *sp, char *path)
 {
@@ -1090,11 +1357,12 @@ START_TEST(test_gemma)
 }
 END_TEST
 
-/* Sliding-window rings: the CUDA backend reads none, so a gemma3 model keeps every position
- * on every layer there (llm_swa_ring 0, the bytes of 7 layers of n_ctx rows) while the CPU
- * backend, with the same 4-row batches, keeps rings of 8 + 4 - 1 on its 6 local layers; 40
- * greedy steps past a 12-token prompt (six windows) give the same ids and logits within
- * 1e-3 on both. */
+/* Sliding-window rings on the device: a gemma3 model keeps rings of 8 + 4 - 1 positions on
+ * its 6 local layers with 4-row batches there as on the CPU backend (llm_swa_ring 11, the
+ * same cache bytes), with F32, F16 and Q8_0 caches; 40 greedy steps past a 12-token prompt
+ * (six windows, the rings wrapping many times) give the CPU's ids and logits within 1e-3
+ * (F32) or 2e-3 (typed, test_stories_cache_types's bound), and the same ids as the device
+ * with full caches (--swa-full). */
 START_TEST(test_gemma_swa_ring)
 {
     gguf_w_llama_t sp = { .name = "gemma3-ring", .arch = "gemma3", .n_embd = 256,
@@ -1105,34 +1373,47 @@ START_TEST(test_gemma_swa_ring)
     char path[] = "/tmp/fusiond-cuda-ring-XXXXXX";
     write_spec(&sp, path);
     const char *cpu_opt[] = {"blas_rows=0", NULL};
-    llm_model_t *m[2] = {NULL, NULL};
-    for (int b = 0; b < 2; b++) {
-        llm_load_params_t p;
-        llm_load_params_default(&p);
-        p.path = path;
-        p.backend = b ? "cpu" : "cuda";
-        p.backend_options = b ? cpu_opt : NULL;
-        p.n_batch_max = 4;
-        p.threads = 1;
-        char err[512];
-        CHECKM(llm_load(&m[b], &p, err, sizeof(err)) == 0, "llm_load: %s", err);
+    static const int types[] = {GG_F32, GG_F16, GG_Q8_0};
+    for (size_t ti = 0; ti < FD_ARRAY_LEN(types); ti++) {
+        const int t = types[ti];
+        llm_model_t *m[3] = {NULL, NULL, NULL};
+        for (int b = 0; b < 3; b++) {
+            llm_load_params_t p;
+            llm_load_params_default(&p);
+            p.path = path;
+            p.backend = b == 1 ? "cpu" : "cuda";
+            p.backend_options = b == 1 ? cpu_opt : NULL;
+            p.n_batch_max = 4;
+            p.threads = 1;
+            p.cache_type_k = p.cache_type_v = t;
+            p.swa_full = b == 2;
+            char err[512];
+            CHECKM(llm_load(&m[b], &p, err, sizeof(err)) == 0, "llm_load: %s", err);
+        }
+        const size_t row = fb_kv_row_bytes(t, 1, 64) * 2;
+        ck_assert_int_eq(llm_swa_ring(m[0]), 11);
+        ck_assert_int_eq(llm_swa_ring(m[1]), 11);
+        ck_assert_int_eq(llm_swa_ring(m[2]), 0);
+        CHECKM(llm_cache_bytes(m[0]) == (256 + 6 * 11) * row && llm_cache_bytes(m[1]) == llm_cache_bytes(m[0]),
+               "%s: cuda cache %zu bytes, cpu %zu", fb_kv_type_name(t), llm_cache_bytes(m[0]),
+               llm_cache_bytes(m[1]));
+        CHECKM(llm_cache_bytes(m[2]) == 7 * 256 * row, "%s: full cache %zu bytes",
+               fb_kv_type_name(t), llm_cache_bytes(m[2]));
+        int32_t want[40], got[40], full[40];
+        float d, df;
+        greedy(m[1], want, 40, &d, NULL);
+        greedy(m[2], full, 40, &df, NULL);
+        greedy(m[0], got, 40, &d, m[1]);
+        printf("gemma3 rings, %s caches: logits within %g of the cpu's\n", fb_kv_type_name(t),
+               (double)d);
+        for (int i = 0; i < 40; i++)
+            CHECKM(got[i] == want[i] && got[i] == full[i], "%s: token %d is %d, cpu (ring) %d, "
+                   "cuda (full) %d", fb_kv_type_name(t), i, got[i], want[i], full[i]);
+        CHECKM(d <= (t == GG_F32 ? 1e-3f : 2e-3f), "%s: logits differ from the CPU's (ring) by %g",
+               fb_kv_type_name(t), (double)d);
+        for (int b = 0; b < 3; b++)
+            llm_free(m[b]);
     }
-    const size_t row = 2 * fb_kv_row_bytes(GG_F32, 1, 64);
-    ck_assert_int_eq(llm_swa_ring(m[0]), 0);
-    ck_assert_int_eq(llm_swa_ring(m[1]), 11);
-    CHECKM(llm_cache_bytes(m[0]) == 7 * 256 * row, "cuda cache %zu bytes",
-           llm_cache_bytes(m[0]));
-    CHECKM(llm_cache_bytes(m[1]) == (256 + 6 * 11) * row, "cpu cache %zu bytes",
-           llm_cache_bytes(m[1]));
-    int32_t want[40], got[40];
-    float d;
-    greedy(m[1], want, 40, &d, NULL);
-    greedy(m[0], got, 40, &d, m[1]);
-    for (int i = 0; i < 40; i++)
-        CHECKM(got[i] == want[i], "token %d is %d, cpu (ring) %d", i, got[i], want[i]);
-    CHECKM(d <= 1e-3f, "logits differ from the CPU's (ring) by %g", d);
-    llm_free(m[0]);
-    llm_free(m[1]);
     unlink(path);
 }
 END_TEST
@@ -1337,6 +1618,79 @@ START_TEST(test_stories_hidden)
 }
 END_TEST
 
+/* A model loaded with KV caches of types tk / tv (and n_batch_max rows a step, 0: default). */
+static llm_model_t *load_kv(const char *path, const char *backend, const char *const *opts,
+                            int tk, int tv, int n_batch_max)
+{
+    llm_load_params_t p;
+    llm_load_params_default(&p);
+    p.path = path;
+    p.backend = backend;
+    p.backend_options = opts;
+    p.threads = 1;
+    p.cache_type_k = tk;
+    p.cache_type_v = tv;
+    p.n_batch_max = n_batch_max;
+    llm_model_t *m = NULL;
+    char err[512];
+    CHECKM(llm_load(&m, &p, err, sizeof(err)) == 0, "llm_load %s %s/%s: %s", backend,
+           fb_kv_type_name(tk), fb_kv_type_name(tv), err);
+    ck_assert_int_eq(llm_cache_type_k(m), tk);
+    ck_assert_int_eq(llm_cache_type_v(m), tv);
+    return m;
+}
+
+/* Typed KV caches end to end: stories260K (head_dim 8, a quarter of a block) decodes 40
+ * greedy ids after its 12-token prompt equal to the CPU backend's with the same cache types,
+ * in graphs and eager, the logits along the way within 2e-3 of the CPU's (the caches hold
+ * the same bytes; the CPU's fast kernels multiply Q8_0 / Q4_0 K in int8 and round p for an
+ * F16 / BF16 V, the device in fp32: measured below 1e-4 for F32 caches); the cache is the
+ * size of its type. */
+START_TEST(test_stories_cache_types)
+{
+    static const int pairs[][2] = {{GG_F16, GG_F16},   {GG_BF16, GG_BF16}, {GG_Q8_0, GG_Q8_0},
+                                   {GG_Q4_0, GG_Q4_0}, {GG_Q8_0, GG_F16},  {GG_Q5_1, GG_Q4_1}};
+    const char *cpu_opt[] = {"blas_rows=0", NULL}, *eager[] = {"graphs=0", NULL};
+    const char *path = tu_shared("models/stories260K.gguf", 1);
+    for (size_t pi = 0; pi < FD_ARRAY_LEN(pairs); pi++) {
+        const int tk = pairs[pi][0], tv = pairs[pi][1];
+        llm_model_t *cpu = load_kv(path, "cpu", cpu_opt, tk, tv, 0);
+        int32_t want[40], got[40];
+        float d;
+        greedy(cpu, want, 40, &d, NULL);
+        for (int k = 0; k < 2; k++) {
+            llm_model_t *g = load_kv(path, "cuda", k ? eager : NULL, tk, tv, 0);
+            llm_model_t *c2 = load_kv(path, "cpu", cpu_opt, tk, tv, 0);
+            CHECKM(llm_cache_bytes(g) == llm_cache_bytes(c2), "%s/%s: cache %zu bytes, cpu %zu",
+                   fb_kv_type_name(tk), fb_kv_type_name(tv), llm_cache_bytes(g),
+                   llm_cache_bytes(c2));
+            greedy(g, got, 40, &d, c2);
+            printf("stories260K caches %s/%s %s: logits within %g of the cpu's\n",
+                   fb_kv_type_name(tk), fb_kv_type_name(tv), k ? "eager" : "graphs", (double)d);
+            for (int i = 0; i < 40; i++)
+                CHECKM(got[i] == want[i], "%s/%s %s: token %d is %d, cpu %d", fb_kv_type_name(tk),
+                       fb_kv_type_name(tv), k ? "eager" : "graphs", i, got[i], want[i]);
+            CHECKM(d <= 2e-3f, "%s/%s: logits differ from the CPU's by %g", fb_kv_type_name(tk),
+                   fb_kv_type_name(tv), (double)d);
+            llm_free(g);
+            llm_free(c2);
+        }
+        llm_free(cpu);
+    }
+    /* a typed cache type the device does not take is still refused at load */
+    llm_load_params_t p;
+    llm_load_params_default(&p);
+    p.path = path;
+    p.backend = "cuda";
+    p.threads = 1;
+    p.cache_type_k = GG_Q4_K;
+    llm_model_t *m = NULL;
+    char err[512] = "";
+    ck_assert_int_ne(llm_load(&m, &p, err, sizeof(err)), 0);
+    ck_assert_ptr_null(m);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cuda");
@@ -1351,6 +1705,9 @@ static Suite *suite(void)
     tcase_add_test(t, test_elementwise);
     tcase_add_test(t, test_attention);
     tcase_add_test(t, test_attention_window);
+    tcase_add_test(t, test_kv_store);
+    tcase_add_test(t, test_kv_attention);
+    tcase_add_test(t, test_kv_ring);
     tcase_add_test(t, test_bad_input);
     tcase_add_test(t, test_graphs);
     suite_add_tcase(s, t);
@@ -1361,7 +1718,7 @@ static Suite *suite(void)
     tcase_add_test(m, test_stories_batched);
     tcase_add_test(m, test_stories_hidden);
     tcase_add_test(m, test_other_archs);
-    tcase_add_test(m, test_cache_types_refused);
+    tcase_add_test(m, test_stories_cache_types);
     tcase_add_test(m, test_gemma);
     tcase_add_test(m, test_gemma_swa_ring);
     tcase_add_test(m, test_moe);

@@ -49,6 +49,12 @@
  * decoder layer of the fused plan this leaves five launches: Q|K|V (+ RoPE + cache write),
  * attention, O (+ add), gate|up (+ SiLU), down (+ add).
  *
+ * KV caches of every fb_kv type (kv_check, kv_store): stores are rounded on the device as
+ * quants.c rounds (the cache holds the CPU backend's bytes), K and V of a layer's sequences
+ * queued as one launch (PEND_KVST); attention reads the typed rows itself (cuda_kernels.cu).
+ * Ring caches (attn_ring: a sliding-window layer keeps window + batch - 1 rows): the kernels
+ * map each position to its ring row as they load it.
+ *
  * Programmatic dependent launch (option pdl, sm_90): consecutive kernels of ours are
  * launched (or linked in a graph) so that the next one starts while the previous one drains
  * and issues its first weight loads before it waits for the previous one's results (the
@@ -148,7 +154,7 @@ typedef struct tev {
 } tev_t;
 
 /* A launch held back one op, so the next op can join it (module comment). */
-enum { PEND_NONE, PEND_GEMV, PEND_ROPE, PEND_COPY };
+enum { PEND_NONE, PEND_GEMV, PEND_ROPE, PEND_COPY, PEND_KVST };
 typedef struct pend {
     int kind;
     const void *func;
@@ -158,6 +164,7 @@ typedef struct pend {
         fcu_gemv_p g;
         fcu_rope_p r;
         fcu_copy_p c;
+        fcu_kvst_p k;
     } u;
 } pend_t;
 
@@ -1005,6 +1012,7 @@ static int pend_flush(fcuda_t *c)
     case PEND_GEMV: return launch(c, q->func, q->grid, q->block, q->u.g);
     case PEND_ROPE: return launch(c, q->func, q->grid, q->block, q->u.r);
     case PEND_COPY: return launch(c, q->func, q->grid, q->block, q->u.c);
+    case PEND_KVST: return launch(c, q->func, q->grid, q->block, q->u.k);
     }
     return 0;
 }
@@ -1031,6 +1039,16 @@ static unsigned blocks_for(const fcuda_t *c, int64_t n, int threads)
 }
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+/* Whether the kernels may read 4 values of a typed cache at once (cuda_kernels.cu's kv_ld4):
+ * F32 rows 16-byte aligned, F16 and BF16 8-byte, block types 2-byte (head_dim % 4 == 0 is
+ * the caller's to check). */
+static bool kv_aligned(int type, const void *p)
+{
+    const uintptr_t u = (uintptr_t)p;
+    return type == GG_F32 ? (u & 15) == 0 : type == GG_F16 || type == GG_BF16 ? (u & 7) == 0
+                                                                              : (u & 1) == 0;
+}
 
 /* ---- weights --------------------------------------------------------------------------- */
 
@@ -1594,12 +1612,14 @@ static int cuda_rope(fb_backend_t *be, float *x, int64_t n_rows, int64_t ld, int
  * the kernels hold in 32 bits, and the group and head sizes they were written for. */
 static int check_attn(const fb_attn_t *a)
 {
-    if (a->ldq > INT32_MAX || a->ldo > INT32_MAX || a->ldkv > INT32_MAX)
+    if (a->ldq > INT32_MAX || a->ldo > INT32_MAX || a->ldkv > INT32_MAX || a->ring > INT32_MAX)
         return -EINVAL;
-    /* F32 caches only (no kv_check: the model refuses other types at load); a typed cache's
-     * bytes read as floats would be garbage */
-    if (a->type_k != GG_F32 || a->type_v != GG_F32)
+    /* typed caches: their rows are read in 16-bit pieces at least (an F32 cache: floats) */
+    if ((a->type_k != GG_F32 && ((uintptr_t)a->k_data & 1)) ||
+        (a->type_v != GG_F32 && ((uintptr_t)a->v_data & 1))) {
+        fd_log(FD_LOG_ERROR, "cuda backend: attention over a typed cache at an odd address");
         return FD_EUNSUP;
+    }
     if (a->n_head / a->n_head_kv > FCU_ATT_MAX_GROUP || a->head_dim > 256) {
         fd_log(FD_LOG_ERROR, "cuda backend: attention with %d query heads per KV head and "
                "head_dim %d (at most %d and 256)", a->n_head / a->n_head_kv, a->head_dim,
@@ -1647,7 +1667,10 @@ static int attn_dec(fcuda_t *c, fcu_att_p *p, int rows, int t_max)
     /* the prefetching kernel where the launch has at most two blocks per SM (its registers
      * allow two; at 8 sequences the plain one is faster: docs/gpu.md) */
     const int pf = (int64_t)p->n_head_kv * rows * p->max_split <= 2 * c->prop.multiProcessorCount;
-    return launch(c, fcu_k_attention_dec(nv, p->n_head / p->n_head_kv, pf), grid, dim3(128), *p);
+    const int grp = p->n_head / p->n_head_kv;
+    if (p->type_k != GG_F32)
+        return launch(c, fcu_k_attention_dec_typed(p->type_k, nv, grp), grid, dim3(128), *p);
+    return launch(c, fcu_k_attention_dec(nv, grp, pf), grid, dim3(128), *p);
 }
 
 /* Sequences [s0, s1) sharing head counts and mode: one launch (REF: three). */
@@ -1674,6 +1697,7 @@ static int attn_launch(fcuda_t *c, const fb_attn_t *a, int s0, int s1)
         for (int i = 0; i < a[s].n_q; i++)
             t_max = FD_MAX(t_max, a[s].pos[i] + 1);
         q->T = a[s].n_q == 1 ? a[s].pos[0] + 1 : 0;
+        q->ring_start = (int)a[s].ring_start;
         rows += a[s].n_q;
         groups += (a[s].n_q + FCU_ATT_QB - 1) / FCU_ATT_QB;
     }
@@ -1687,14 +1711,20 @@ static int attn_launch(fcuda_t *c, const fb_attn_t *a, int s0, int s1)
     p.scale = a0->scale;
     p.window = a0->window;
     p.softcap = a0->softcap;
+    p.ring = (int)a0->ring;
+    p.type_k = a0->type_k;
+    p.type_v = a0->type_v;
     /* a window: the general kernel, which masks (both kernels soft-cap) */
     const bool gemma = p.window > 0;
     p.t_max = t_max;
-    if (p.mode != FB_SOFTMAX_REF && rows == s1 - s0 && p.head_dim % 4 == 0 && !gemma) {
+    const bool typed = p.type_k != GG_F32 || p.type_v != GG_F32;
+    if (p.mode != FB_SOFTMAX_REF && rows == s1 - s0 && p.head_dim % 4 == 0 && !gemma &&
+        (!typed || (p.type_k == p.type_v && fcu_k_attention_dec_typed(p.type_k, 1, 1)))) {
         bool ok = true;
         for (int s = s0; s < s1; s++)
-            ok &= a[s].n_q == 1 && a[s].ldkv % 4 == 0 && aligned16(a[s].k) &&
-                  aligned16(a[s].v) && aligned16(a[s].q);
+            ok &= a[s].n_q == 1 && aligned16(a[s].q) &&
+                  (typed ? kv_aligned(p.type_k, a[s].k_data) && kv_aligned(p.type_v, a[s].v_data)
+                         : a[s].ldkv % 4 == 0 && aligned16(a[s].k) && aligned16(a[s].v));
         if (ok && (rc = attn_dec(c, &p, rows, t_max)) <= 0)
             return rc;
     }
@@ -1705,7 +1735,8 @@ static int attn_launch(fcuda_t *c, const fb_attn_t *a, int s0, int s1)
         chunk /= 2;
     p.vec4 = p.head_dim % 4 == 0;
     for (int s = s0; s < s1; s++)
-        p.vec4 &= a[s].ldkv % 4 == 0 && aligned16(a[s].k) && aligned16(a[s].q);
+        p.vec4 &= p.type_k == GG_F32 ? a[s].ldkv % 4 == 0 && aligned16(a[s].k) && aligned16(a[s].q)
+                                     : kv_aligned(p.type_k, a[s].k_data);
     p.chunk = chunk;
     p.max_split = (t_max + chunk - 1) / chunk;
     const int hd = p.head_dim;
@@ -1749,7 +1780,9 @@ static int cuda_attention(fb_backend_t *be, const fb_attn_t *a, int n_seq)
         while (s1 < n_seq && s1 - s0 < FCU_ATT_MAX_SEQ && a[s1].n_head == a[s0].n_head &&
                a[s1].n_head_kv == a[s0].n_head_kv && a[s1].head_dim == a[s0].head_dim &&
                a[s1].mode == a[s0].mode && a[s1].scale == a[s0].scale &&
-               a[s1].window == a[s0].window && a[s1].softcap == a[s0].softcap)
+               a[s1].window == a[s0].window && a[s1].softcap == a[s0].softcap &&
+               a[s1].ring == a[s0].ring && a[s1].type_k == a[s0].type_k &&
+               a[s1].type_v == a[s0].type_v)
             s1++;
         rc = attn_launch(c, a, s0, s1);
         s0 = s1;
@@ -2021,6 +2054,86 @@ static int cuda_copy2d(fb_backend_t *be, float *dst, int64_t ld_dst, const float
     return rc;
 }
 
+/* ---- typed KV caches ------------------------------------------------------------------- */
+
+/* Every cache type at any head size: the kernels read each type (cuda_kernels.cu's kv_ld4 and
+ * kv_ld1), the decode kernel K and V of one type, other pairs the general kernel. */
+static int cuda_kv_check(fb_backend_t *be, int type_k, int type_v, int head_dim)
+{
+    (void)be;
+    return fb_kv_type_valid(type_k) && fb_kv_type_valid(type_v) && head_dim > 0 &&
+                   head_dim <= 256
+               ? 0
+               : FD_EUNSUP;
+}
+
+/* Rounded on the device as quants.c rounds (k_kv_store), so the cache holds the CPU's bytes.
+ * The stores of one layer (K and V of every sequence of a batch) wait as one launch until an
+ * op that is not such a store, as cuda_copy2d's copies do. */
+static int cuda_kv_store(fb_backend_t *be, void *dst, int type, const float *src, int64_t ld_src,
+                         int64_t n_rows, int n_head_kv, int head_dim)
+{
+    fcuda_t *c = (fcuda_t *)be;
+    if (n_rows == 0)
+        return c->err;
+    if (n_rows > INT32_MAX / 2 || head_dim > 256 ||
+        fcu_kvst_units(type, (int)n_rows, n_head_kv, head_dim) > ((int64_t)1 << 40))
+        return -EINVAL;
+    const size_t bytes = (size_t)n_rows * fb_kv_row_bytes(type, n_head_kv, head_dim);
+    const int64_t src_n = (n_rows - 1) * ld_src + (int64_t)n_head_kv * head_dim;
+    const int64_t units = fcu_kvst_units(type, (int)n_rows, n_head_kv, head_dim);
+    const unsigned gx = blocks_for(c, units, 128);
+    fcu_kvst_p *q = &c->pend.u.k;
+    const int np = (int)c->pend.grid.y;
+    if (c->pend.kind == PEND_KVST && np < FCU_KVST_MAX && q->n_head_kv == n_head_kv &&
+        q->head_dim == head_dim) {
+        /* one launch, as long as no part reads what another writes */
+        bool indep = true;
+        for (int k = 0; k < np && indep; k++) {
+            const size_t kb = (size_t)q->rows[k] * fb_kv_row_bytes(q->type[k], n_head_kv, head_dim);
+            const int64_t kn = (q->rows[k] - 1) * q->ld_src[k] + (int64_t)n_head_kv * head_dim;
+            const char *d0 = (const char *)dst, *d1 = (const char *)q->dst[k];
+            indep = !(d0 < d1 + kb && d1 < d0 + bytes) &&
+                    !overlap((const float *)dst, (int64_t)((bytes + 3) / 4), q->src[k], kn) &&
+                    !overlap((const float *)q->dst[k], (int64_t)((kb + 3) / 4), src, src_n);
+        }
+        if (indep) {
+            q->dst[np] = dst;
+            q->src[np] = src;
+            q->ld_src[np] = ld_src;
+            q->rows[np] = (int)n_rows;
+            q->type[np] = type;
+            c->pend.grid.y = np + 1;
+            c->pend.grid.x = FD_MAX(c->pend.grid.x, gx);
+            return 0;
+        }
+    }
+    int rc = pend_flush(c);
+    if (rc)
+        return rc;
+    fcu_kvst_p p;
+    memset(&p, 0, sizeof(p));
+    p.dst[0] = dst;
+    p.src[0] = src;
+    p.ld_src[0] = ld_src;
+    p.rows[0] = (int)n_rows;
+    p.type[0] = type;
+    p.n_head_kv = n_head_kv;
+    p.head_dim = head_dim;
+    if (!c->timing) {
+        c->pend.kind = PEND_KVST;
+        c->pend.func = fcu_k_kv_store();
+        c->pend.grid = dim3(gx, 1);
+        c->pend.block = dim3(128);
+        c->pend.u.k = p;
+        return 0;
+    }
+    time_begin(c, FB_OP_OTHER);
+    rc = launch(c, fcu_k_kv_store(), dim3(gx, 1), dim3(128), p);
+    time_end(c);
+    return rc;
+}
+
 /* ---- markers, options, object ---------------------------------------------------------- */
 
 static void cuda_mark(fb_backend_t *be, int what, int arg)
@@ -2226,6 +2339,10 @@ static const fb_ops_t cuda_ops = {
     /* .attn_window = */ true,
     /* .gather_rows = */ cuda_gather_rows,
     /* .scatter_add_rows = */ cuda_scatter_add_rows,
+    /* .kv_check = */ cuda_kv_check,
+    /* .kv_store = */ cuda_kv_store,
+    /* .matmul_group = */ NULL,
+    /* .attn_ring = */ true,
 };
 
 #define CKC(call)                                                                              \

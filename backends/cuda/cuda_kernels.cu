@@ -16,7 +16,14 @@
  * every K and V load.  Fused modes keep exp(s - m) unnormalized through P.V and divide at
  * the end; splits of one row are merged by the block that finishes last, rescaling each
  * split's (m, l, o) by exp(m - M).  The REF path is three kernels: scores to memory, a
- * softmax that normalizes them in place, and P.V of the normalized rows. */
+ * softmax that normalizes them in place, and P.V of the normalized rows.
+ *
+ * Typed KV caches (backend.h's fb_kv layout): both attention kernels read F16, BF16, Q8_0,
+ * Q4_0, Q4_1, Q5_0 and Q5_1 rows directly (kv_ld4 / kv_ld1 dequantize as quants.c does), with
+ * the query rounded as a product with K of the type rounds it (fcpu_ref_kv_query); the decode
+ * kernel has a form per type for K and V of one type, the general kernel reads any pair.
+ * k_kv_store writes them with quants.c's roundings bit for bit.  Ring caches: a position's row
+ * is ring_row(t), the ring's, as it is loaded. */
 #include "backends/cuda/cuda_kernels.h"
 
 #include <cuda_bf16.h>
@@ -24,6 +31,7 @@
 
 extern "C" {
 #include "backends/backend.h"
+#include "common/ggtypes.h"
 }
 
 /* ---- helpers -------------------------------------------------------------------------- */
@@ -1274,12 +1282,354 @@ const void *fcu_k_get_rows(int wtype)
     return wtype >= 0 && wtype < FCU_W_COUNT ? tab[wtype] : NULL;
 }
 
+/* ---- typed KV caches (backend.h's layout: a row holds n_head_kv heads, each head_dim values
+ * rounded up to whole blocks) ------------------------------------------------------------ */
+
+/* Bytes of a block of 32 values of a block type (0 for the others). */
+__host__ __device__ constexpr int kv_bb(int t)
+{
+    return t == GG_Q8_0 ? 34 : t == GG_Q4_0 ? 18 : t == GG_Q4_1 ? 20 : t == GG_Q5_0 ? 22
+         : t == GG_Q5_1 ? 24 : 0;
+}
+
+/* Bytes of one head of hd values of type t (fb_kv_head_bytes). */
+__device__ __forceinline__ int64_t kv_head_bytes(int t, int hd)
+{
+    return t == GG_F32 ? 4 * (int64_t)hd : t == GG_F16 || t == GG_BF16 ? 2 * (int64_t)hd
+         : (int64_t)((hd + 31) / 32) * kv_bb(t);
+}
+
+/* The stored row of position t: a ring's (fcu_att_seq.ring_start), or t itself. */
+__device__ __forceinline__ int ring_row(int t, int rs, int ring)
+{
+    const int r = t + rs;
+    return ring > 0 && r >= ring ? r - ring : r;
+}
+
+__device__ __forceinline__ float ld_f16(const uint8_t *p)
+{
+    return __half2float(__ushort_as_half(__ldg(reinterpret_cast<const unsigned short *>(p))));
+}
+
+/* 32 bits at a 2-byte aligned address (blocks of 18, 22 and 34 bytes align no better) */
+__device__ __forceinline__ uint32_t ld_u32h(const uint8_t *p)
+{
+    const unsigned short *s = reinterpret_cast<const unsigned short *>(p);
+    return (uint32_t)__ldg(s) | (uint32_t)__ldg(s + 1) << 16;
+}
+
+/* Q4_1 / Q5_1: d * q + m as quants.c computes it (two roundings, no FMA). */
+__device__ __forceinline__ float dqm(float d, int q, float m) { return __fadd_rn(__fmul_rn(d, (float)q), m); }
+
+/* Values 4 ci .. 4 ci + 3 of the head at h, dequantized exactly as quants.c's
+ * fq_dequantize_row (F32: 16-byte aligned; F16, BF16: 8-byte; block types: 2-byte). */
+template <int T>
+__device__ __forceinline__ float4 kv_ld4(const uint8_t *h, int ci)
+{
+    if constexpr (T == GG_F32) {
+        return __ldg(reinterpret_cast<const float4 *>(h) + ci);
+    } else if constexpr (T == GG_F16) {
+        const uint2 u = __ldg(reinterpret_cast<const uint2 *>(h) + ci);
+        const float2 a = f16x2(u.x), b = f16x2(u.y);
+        return make_float4(a.x, a.y, b.x, b.y);
+    } else if constexpr (T == GG_BF16) {
+        const uint2 u = __ldg(reinterpret_cast<const uint2 *>(h) + ci);
+        return make_float4(bf16_lo(u.x), bf16_hi(u.x), bf16_lo(u.y), bf16_hi(u.y));
+    } else {
+        const int e = (ci & 7) * 4; /* the first value's place in its block */
+        const uint8_t *b = h + (ci >> 3) * kv_bb(T);
+        const float d = ld_f16(b);
+        if constexpr (T == GG_Q8_0) {
+            const uint32_t u = ld_u32h(b + 2 + e);
+            return make_float4(d * (float)(int8_t)u, d * (float)(int8_t)(u >> 8),
+                               d * (float)(int8_t)(u >> 16), d * (float)(int8_t)(u >> 24));
+        } else {
+            /* values 0..15 are the low nibbles of the 16 bytes, 16..31 the high ones */
+            constexpr int qs = T == GG_Q4_0 ? 2 : T == GG_Q4_1 ? 4 : T == GG_Q5_0 ? 6 : 8;
+            const uint32_t u = ld_u32h(b + qs + (e & 15)) >> (e & 16 ? 4 : 0);
+            int q0 = u & 15, q1 = (u >> 8) & 15, q2 = (u >> 16) & 15, q3 = (u >> 24) & 15;
+            if constexpr (T == GG_Q5_0 || T == GG_Q5_1) { /* bit j of qh: value j's fifth */
+                const uint32_t hb = ld_u32h(b + (T == GG_Q5_0 ? 2 : 4)) >> e;
+                q0 |= (int)(hb & 1) << 4;
+                q1 |= (int)((hb >> 1) & 1) << 4;
+                q2 |= (int)((hb >> 2) & 1) << 4;
+                q3 |= (int)((hb >> 3) & 1) << 4;
+            }
+            if constexpr (T == GG_Q4_0 || T == GG_Q5_0) {
+                constexpr int z = T == GG_Q4_0 ? 8 : 16;
+                return make_float4(d * (float)(q0 - z), d * (float)(q1 - z), d * (float)(q2 - z),
+                                   d * (float)(q3 - z));
+            } else {
+                const float m = ld_f16(b + 2);
+                return make_float4(dqm(d, q0, m), dqm(d, q1, m), dqm(d, q2, m), dqm(d, q3, m));
+            }
+        }
+    }
+}
+
+/* Value j of the head at h (kv_ld4's, one at a time; any alignment of 2 bytes). */
+template <int T>
+__device__ __forceinline__ float kv_ld1(const uint8_t *h, int j)
+{
+    if constexpr (T == GG_F32) {
+        return __ldg(reinterpret_cast<const float *>(h) + j);
+    } else if constexpr (T == GG_F16) {
+        return __half2float(__ushort_as_half(__ldg(reinterpret_cast<const unsigned short *>(h) + j)));
+    } else if constexpr (T == GG_BF16) {
+        return __uint_as_float((uint32_t)__ldg(reinterpret_cast<const unsigned short *>(h) + j) << 16);
+    } else {
+        const int e = j & 31;
+        const uint8_t *b = h + (j >> 5) * kv_bb(T);
+        const float d = ld_f16(b);
+        if constexpr (T == GG_Q8_0) {
+            return d * (float)(int8_t)__ldg(b + 2 + e);
+        } else {
+            constexpr int qs = T == GG_Q4_0 ? 2 : T == GG_Q4_1 ? 4 : T == GG_Q5_0 ? 6 : 8;
+            int q = (__ldg(b + qs + (e & 15)) >> (e & 16 ? 4 : 0)) & 15;
+            if constexpr (T == GG_Q5_0 || T == GG_Q5_1)
+                q |= (int)((ld_u32h(b + (T == GG_Q5_0 ? 2 : 4)) >> e) & 1) << 4;
+            if constexpr (T == GG_Q4_0)
+                return d * (float)(q - 8);
+            else if constexpr (T == GG_Q5_0)
+                return d * (float)(q - 16);
+            else
+                return dqm(d, q, ld_f16(b + 2));
+        }
+    }
+}
+
+/* The query value x as a product with a K cache of type t rounds it (fcpu_ref_kv_query):
+ * F16 and BF16 to their type (q_round16); block types to an int8 code of its block of 32's
+ * scale amax / 127 (q_round8, amax of the block's values). */
+__device__ __forceinline__ float q_round16(int t, float x)
+{
+    return t == GG_F16 ? __half2float(__float2half_rn(x))
+         : t == GG_BF16 ? __bfloat162float(__float2bfloat16_rn(x)) : x;
+}
+
+__device__ __forceinline__ float q_round8(float x, float amax)
+{
+    const float id = amax > 0.f ? __fdiv_rn(127.f, amax) : 0.f, d = __fdiv_rn(amax, 127.f);
+    return __fmul_rn((float)__float2int_rn(__fmul_rn(x, id)), d);
+}
+
+__device__ __forceinline__ bool kv_blocked(int t) { return kv_bb(t) != 0; }
+
+/* quants.c's fq_f32_to_f16 and fq_f32_to_bf16, bit for bit (NaN payloads included). */
+__device__ __forceinline__ uint32_t rshift_rne(uint32_t v, unsigned shift)
+{
+    uint32_t q = v >> shift, rem = v & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (q & 1)))
+        q++;
+    return q;
+}
+
+__device__ uint16_t f32_to_f16_ref(float f)
+{
+    const uint32_t x = __float_as_uint(f);
+    const uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    const uint32_t ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u)
+        return (uint16_t)(sign | 0x7e00 | ((ax >> 13) & 0x3ff));
+    if (ax >= 0x477ff000u)
+        return (uint16_t)(sign | 0x7c00);
+    const uint32_t e = ax >> 23;
+    if (ax >= 0x38800000u)
+        return (uint16_t)(sign | rshift_rne(((e - 112) << 23) | (ax & 0x7fffff), 13));
+    if (e == 0)
+        return sign;
+    const unsigned shift = 126 - e;
+    if (shift > 24)
+        return sign;
+    return (uint16_t)(sign | rshift_rne((ax & 0x7fffff) | 0x800000, shift));
+}
+
+__device__ __forceinline__ uint16_t f32_to_bf16_ref(float f)
+{
+    uint32_t x = __float_as_uint(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((x >> 16) | 0x40);
+    x += 0x7fffu + ((x >> 16) & 1);
+    return (uint16_t)(x >> 16);
+}
+
+__device__ __forceinline__ void st16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+/* One block of 32 values (zero padded) into o, as quants.c's q_* functions round it: the
+ * same float operations in the same order, no contraction. */
+__device__ void kv_quant_block(int t, const float *v, uint8_t *o)
+{
+    if (t == GG_Q8_0) {
+        float amax = 0.f;
+        for (int j = 0; j < 32; j++)
+            amax = fmaxf(amax, fabsf(v[j]));
+        const float d = __fdiv_rn(amax, 127.f), id = d != 0.f ? __fdiv_rn(1.f, d) : 0.f;
+        st16(o, f32_to_f16_ref(d));
+        for (int j = 0; j < 32; j++)
+            o[2 + j] = (uint8_t)(int8_t)roundf(__fmul_rn(v[j], id));
+        return;
+    }
+    const bool sym = t == GG_Q4_0 || t == GG_Q5_0, five = t == GG_Q5_0 || t == GG_Q5_1;
+    const int top = five ? 31 : 15;
+    float d, lo = 0.f;
+    if (sym) { /* the value of largest magnitude, with its sign, maps to the lowest code */
+        float amax = 0.f, mx = 0.f;
+        for (int j = 0; j < 32; j++)
+            if (fabsf(v[j]) > amax) {
+                amax = fabsf(v[j]);
+                mx = v[j];
+            }
+        d = __fdiv_rn(mx, five ? -16.f : -8.f);
+    } else {
+        float hi = v[0];
+        lo = v[0];
+        for (int j = 1; j < 32; j++) {
+            lo = fminf(lo, v[j]);
+            hi = fmaxf(hi, v[j]);
+        }
+        d = __fdiv_rn(__fsub_rn(hi, lo), five ? 31.f : 15.f);
+    }
+    const float id = d != 0.f ? __fdiv_rn(1.f, d) : 0.f;
+    const float bias = sym ? (five ? 16.5f : 8.5f) : 0.5f;
+    st16(o, f32_to_f16_ref(d));
+    if (!sym)
+        st16(o + 2, f32_to_f16_ref(lo));
+    uint8_t *qs = o + (t == GG_Q4_0 ? 2 : t == GG_Q4_1 ? 4 : t == GG_Q5_0 ? 6 : 8);
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; j++) {
+        const float x0 = sym ? v[j] : __fsub_rn(v[j], lo), x1 = sym ? v[j + 16] : __fsub_rn(v[j + 16], lo);
+        const int q0 = min(top, (int)__fadd_rn(__fmul_rn(x0, id), bias));
+        const int q1 = min(top, (int)__fadd_rn(__fmul_rn(x1, id), bias));
+        qs[j] = (uint8_t)((q0 & 0xf) | ((q1 & 0xf) << 4));
+        qh |= (uint32_t)(q0 >> 4) << j;
+        qh |= (uint32_t)(q1 >> 4) << (j + 16);
+    }
+    if (five) {
+        uint8_t *h = o + (t == GG_Q5_0 ? 2 : 4);
+        for (int i = 0; i < 4; i++)
+            h[i] = (uint8_t)(qh >> (8 * i));
+    }
+}
+
+__global__ void k_kv_store(const fcu_kvst_p p)
+{
+    pdl_launch();
+    pdl_wait();
+    const int k = blockIdx.y, t = p.type[k], hd = p.head_dim, nkv = p.n_head_kv;
+    const bool el = !kv_blocked(t); /* F16, BF16: a thread per value */
+    const int per = el ? hd : (hd + 31) / 32;
+    const int64_t total = (int64_t)p.rows[k] * nkv * per, hb = kv_head_bytes(t, hd);
+    for (int64_t u = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; u < total;
+         u += (int64_t)gridDim.x * blockDim.x) {
+        const int b = (int)(u % per);
+        const int64_t rg = u / per, r = rg / nkv;
+        const int g = (int)(rg % nkv);
+        const float *x = p.src[k] + r * p.ld_src[k] + (int64_t)g * hd;
+        uint8_t *h = (uint8_t *)p.dst[k] + rg * hb;
+        if (el) {
+            st16(h + 2 * b, t == GG_F16 ? f32_to_f16_ref(x[b]) : f32_to_bf16_ref(x[b]));
+            continue;
+        }
+        float v[32];
+#pragma unroll
+        for (int j = 0; j < 32; j++)
+            v[j] = b * 32 + j < hd ? x[b * 32 + j] : 0.f;
+        kv_quant_block(t, v, h + (int64_t)b * kv_bb(t));
+    }
+}
+
+const void *fcu_k_kv_store(void) { return (const void *)k_kv_store; }
+
+int64_t fcu_kvst_units(int type, int rows, int n_head_kv, int head_dim)
+{
+    return (int64_t)rows * n_head_kv *
+           (type == GG_F16 || type == GG_BF16 ? head_dim : (head_dim + 31) / 32);
+}
+
 /* ---- attention ------------------------------------------------------------------------ */
 
 enum { ATT_FUSED = 0, ATT_REF_SCORES = 1, ATT_REF_SOFTMAX = 2, ATT_REF_PV = 3 };
 #define ATT_THREADS 128
 #define ATT_MAX_CHUNK 128
 #define ATT_MAX_HD 256
+
+/* The general kernel over typed caches: a[h] = sq[h] . K row kt for the group's heads, and
+ * o[h] = sum over its positions of sp[h][t] V[t][j]; one instantiation per type, chosen once
+ * per row (att_dot_t, att_pv_t) rather than per value. */
+template <int T>
+__device__ __forceinline__ void att_dot(const uint8_t *kt, const float *sq, int hd, int grp, bool vec,
+                                        float (&a)[FCU_ATT_MAX_GROUP])
+{
+    if (vec) {
+        for (int j = 0; j < hd; j += 4) {
+            const float4 kv = kv_ld4<T>(kt, j >> 2);
+#pragma unroll
+            for (int h = 0; h < FCU_ATT_MAX_GROUP; h++)
+                if (h < grp) {
+                    const float4 qv = *reinterpret_cast<const float4 *>(&sq[h * hd + j]);
+                    a[h] = fmaf(qv.x, kv.x, a[h]);
+                    a[h] = fmaf(qv.y, kv.y, a[h]);
+                    a[h] = fmaf(qv.z, kv.z, a[h]);
+                    a[h] = fmaf(qv.w, kv.w, a[h]);
+                }
+        }
+    } else {
+        for (int j = 0; j < hd; j++) {
+            const float kv = kv_ld1<T>(kt, j);
+#pragma unroll
+            for (int h = 0; h < FCU_ATT_MAX_GROUP; h++)
+                if (h < grp)
+                    a[h] = fmaf(sq[h * hd + j], kv, a[h]);
+        }
+    }
+}
+
+__device__ __forceinline__ void att_dot_t(int t, const uint8_t *kt, const float *sq, int hd, int grp,
+                                       bool vec, float (&a)[FCU_ATT_MAX_GROUP])
+{
+    switch (t) {
+    case GG_F16: att_dot<GG_F16>(kt, sq, hd, grp, vec, a); break;
+    case GG_BF16: att_dot<GG_BF16>(kt, sq, hd, grp, vec, a); break;
+    case GG_Q8_0: att_dot<GG_Q8_0>(kt, sq, hd, grp, vec, a); break;
+    case GG_Q4_0: att_dot<GG_Q4_0>(kt, sq, hd, grp, vec, a); break;
+    case GG_Q4_1: att_dot<GG_Q4_1>(kt, sq, hd, grp, vec, a); break;
+    case GG_Q5_0: att_dot<GG_Q5_0>(kt, sq, hd, grp, vec, a); break;
+    case GG_Q5_1: att_dot<GG_Q5_1>(kt, sq, hd, grp, vec, a); break;
+    default: att_dot<GG_F32>(kt, sq, hd, grp, vec, a); break;
+    }
+}
+
+template <int T>
+__device__ __forceinline__ void att_pv(const uint8_t *vb, int64_t rsv, int t0, int n, int rs,
+                                       int ring, int part, int parts, int j, int grp,
+                                       const float (*sp)[ATT_MAX_CHUNK], float (&o)[FCU_ATT_MAX_GROUP])
+{
+#pragma unroll 4
+    for (int t = part; t < n; t += parts) {
+        const float vv = kv_ld1<T>(vb + (int64_t)ring_row(t0 + t, rs, ring) * rsv, j);
+#pragma unroll
+        for (int h = 0; h < FCU_ATT_MAX_GROUP; h++)
+            if (h < grp)
+                o[h] = fmaf(sp[h][t], vv, o[h]);
+    }
+}
+
+__device__ __forceinline__ void att_pv_t(int t, const uint8_t *vb, int64_t rsv, int t0, int n, int rs,
+                                      int ring, int part, int parts, int j, int grp,
+                                      const float (*sp)[ATT_MAX_CHUNK], float (&o)[FCU_ATT_MAX_GROUP])
+{
+    switch (t) {
+#define PV_CASE(T) case T: att_pv<T>(vb, rsv, t0, n, rs, ring, part, parts, j, grp, sp, o); break;
+    PV_CASE(GG_F16) PV_CASE(GG_BF16) PV_CASE(GG_Q8_0) PV_CASE(GG_Q4_0) PV_CASE(GG_Q4_1)
+    PV_CASE(GG_Q5_0) PV_CASE(GG_Q5_1)
+#undef PV_CASE
+    default: att_pv<GG_F32>(vb, rsv, t0, n, rs, ring, part, parts, j, grp, sp, o); break;
+    }
+}
 
 __device__ __forceinline__ int att_seq_of_group(const fcu_att_p &p, int grp_index)
 {
@@ -1327,6 +1677,12 @@ __global__ void __launch_bounds__(ATT_THREADS) k_att(const fcu_att_p p)
     const int t0 = c * p.chunk;
     const float *kb = S.k + (int64_t)g * hd, *vb = S.v + (int64_t)g * hd;
     const bool vec = p.vec4;
+    /* typed caches: the bytes of kv head g's first row, and the bytes between rows */
+    const bool tk = p.type_k != GG_F32, tv = p.type_v != GG_F32;
+    const int64_t hbk = kv_head_bytes(p.type_k, hd), hbv = kv_head_bytes(p.type_v, hd);
+    const int64_t rsk = hbk * p.n_head_kv, rsv = hbv * p.n_head_kv;
+    const uint8_t *kbb = reinterpret_cast<const uint8_t *>(S.k) + g * hbk;
+    const uint8_t *vbb = reinterpret_cast<const uint8_t *>(S.v) + g * hbv;
 
     for (int ii = 0; ii < FCU_ATT_QB; ii++) {
         const int i = i0 + ii;
@@ -1342,17 +1698,33 @@ __global__ void __launch_bounds__(ATT_THREADS) k_att(const fcu_att_p p)
         if (KIND != ATT_REF_PV) {
             const float *q = S.q + (int64_t)i * S.ldq + (int64_t)g * ng;
             for (int idx = tid; idx < ng; idx += ATT_THREADS)
-                sq[idx] = q[idx];
+                sq[idx] = q_round16(p.type_k, q[idx]);
             __syncthreads();
+            if (kv_blocked(p.type_k)) { /* the query as int8 blocks of 32 (fcpu_ref_kv_query) */
+                const int nb = (hd + 31) / 32;
+                for (int u = tid; u < grp * nb; u += ATT_THREADS) {
+                    float *qh = sq + (u / nb) * hd;
+                    const int j0 = (u % nb) * 32, j1 = min(j0 + 32, hd);
+                    float am = 0.f;
+                    for (int j = j0; j < j1; j++)
+                        am = fmaxf(am, fabsf(qh[j]));
+                    for (int j = j0; j < j1; j++)
+                        qh[j] = q_round8(qh[j], am);
+                }
+                __syncthreads();
+            }
             /* one cached position per thread: its whole K row against the group's queries
              * (broadcast from shared memory); no reduction across lanes */
             for (int t = tid; t < n; t += ATT_THREADS) {
-                const float *kt = kb + (int64_t)(t0 + t) * S.ldkv;
+                const int r = ring_row(t0 + t, S.ring_start, p.ring);
+                const float *kt = kb + (int64_t)r * S.ldkv;
                 float a[FCU_ATT_MAX_GROUP];
 #pragma unroll
                 for (int h = 0; h < FCU_ATT_MAX_GROUP; h++)
                     a[h] = 0.f;
-                if (vec) {
+                if (tk) {
+                    att_dot_t(p.type_k, kbb + (int64_t)r * rsk, sq, hd, grp, vec, a);
+                } else if (vec) {
                     for (int j = 0; j < hd; j += 4) {
                         const float4 kv = __ldg(reinterpret_cast<const float4 *>(kt + j));
 #pragma unroll
@@ -1438,13 +1810,17 @@ __global__ void __launch_bounds__(ATT_THREADS) k_att(const fcu_att_p p)
 #pragma unroll
             for (int h = 0; h < FCU_ATT_MAX_GROUP; h++)
                 o[h] = 0.f;
+            if (tv) {
+                att_pv_t(p.type_v, vbb, rsv, t0, n, S.ring_start, p.ring, part, parts, j, grp, sp, o);
+            } else {
 #pragma unroll 4
-            for (int t = part; t < n; t += parts) {
-                const float vv = __ldg(vb + (int64_t)(t0 + t) * S.ldkv + j);
+                for (int t = part; t < n; t += parts) {
+                    const float vv = __ldg(vb + (int64_t)ring_row(t0 + t, S.ring_start, p.ring) * S.ldkv + j);
 #pragma unroll
-                for (int h = 0; h < FCU_ATT_MAX_GROUP; h++)
-                    if (h < grp)
-                        o[h] = fmaf(sp[h][t], vv, o[h]);
+                    for (int h = 0; h < FCU_ATT_MAX_GROUP; h++)
+                        if (h < grp)
+                            o[h] = fmaf(sp[h][t], vv, o[h]);
+                }
             }
 #pragma unroll
             for (int h = 0; h < FCU_ATT_MAX_GROUP; h++)
@@ -1541,27 +1917,30 @@ __device__ __forceinline__ void f4_fma(float4 &o, float a, const float4 &v, floa
     o.w = fmaf(o.w, a, b * v.w);
 }
 
-/* K and V pieces of P positions t, t + ng, ... (zero past t1 or past the row) */
-template <int P, int NV>
-__device__ __forceinline__ void attd_load(float4 (&kr)[P][NV], float4 (&vr)[P][NV], const float *kb,
-                                          const float *vb, int64_t ldkv, int t, int ng, int t1,
-                                          int sub, int lg, int nc)
+/* K and V pieces of P positions t, t + ng, ... (zero past t1 or past the row): kb / vb the
+ * bytes of the KV head's first stored row, rsk / rsv the bytes between rows, each position
+ * at its stored row (a ring's, ring_row) */
+template <int P, int NV, int TK, int TV>
+__device__ __forceinline__ void attd_load(float4 (&kr)[P][NV], float4 (&vr)[P][NV], const uint8_t *kb,
+                                          const uint8_t *vb, int64_t rsk, int64_t rsv, int t,
+                                          int ng, int t1, int sub, int lg, int nc, int rs, int ring)
 {
     const float4 z4 = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
     for (int pp = 0; pp < P; pp++) {
         const int tp = t + pp * ng;
+        const int64_t r = ring_row(tp, rs, ring);
 #pragma unroll
         for (int v = 0; v < NV; v++) {
             const int ci = sub + v * lg;
             const bool ok = tp < t1 && ci < nc;
-            kr[pp][v] = ok ? __ldg(reinterpret_cast<const float4 *>(kb + (int64_t)tp * ldkv) + ci) : z4;
-            vr[pp][v] = ok ? __ldg(reinterpret_cast<const float4 *>(vb + (int64_t)tp * ldkv) + ci) : z4;
+            kr[pp][v] = ok ? kv_ld4<TK>(kb + r * rsk, ci) : z4;
+            vr[pp][v] = ok ? kv_ld4<TV>(vb + r * rsv, ci) : z4;
         }
     }
 }
 
-template <int NV, int G, bool PFOK>
+template <int NV, int G, bool PFOK, int TK = GG_F32, int TV = GG_F32>
 __global__ void __launch_bounds__(ATT_THREADS) k_att_dec(const fcu_att_p p)
 {
     constexpr int P = ATTD_P(NV);
@@ -1581,7 +1960,12 @@ __global__ void __launch_bounds__(ATT_THREADS) k_att_dec(const fcu_att_p p)
         return;
     const int t1 = min(T, t0 + p.chunk), nsplit = (T + p.chunk - 1) / p.chunk;
     const bool maxsum = p.mode != FB_SOFTMAX_SUMONLY;
-    const float *kb = S.k + (int64_t)g * hd, *vb = S.v + (int64_t)g * hd;
+    const int64_t hbk = kv_head_bytes(TK, hd), hbv = kv_head_bytes(TV, hd);
+    const int64_t rsk = TK == GG_F32 ? (int64_t)S.ldkv * 4 : hbk * p.n_head_kv;
+    const int64_t rsv = TV == GG_F32 ? (int64_t)S.ldkv * 4 : hbv * p.n_head_kv;
+    const uint8_t *kb = reinterpret_cast<const uint8_t *>(S.k) + g * hbk;
+    const uint8_t *vb = reinterpret_cast<const uint8_t *>(S.v) + g * hbv;
+    const int rs = S.ring_start, ring = p.ring;
     const float *qb = S.q + (int64_t)g * grp * hd;
     const float4 z4 = make_float4(0.f, 0.f, 0.f, 0.f);
     pdl_wait();
@@ -1597,23 +1981,42 @@ __global__ void __launch_bounds__(ATT_THREADS) k_att_dec(const fcu_att_p p)
             const int ci = sub + v * lg;
             q[h][v] = h < grp && ci < nc ? __ldg(reinterpret_cast<const float4 *>(qb + h * hd) + ci) : z4;
             o[h][v] = z4;
+            if constexpr (TK == GG_F16 || TK == GG_BF16) {
+                q[h][v].x = q_round16(TK, q[h][v].x);
+                q[h][v].y = q_round16(TK, q[h][v].y);
+                q[h][v].z = q_round16(TK, q[h][v].z);
+                q[h][v].w = q_round16(TK, q[h][v].w);
+            } else if constexpr (TK != GG_F32) {
+                /* int8 blocks of 32 (fcpu_ref_kv_query): a block's 8 pieces lie in lanes
+                 * that differ in their 3 low bits (lg >= 8), or it is the head's only block
+                 * and every lane holds pieces of it (lg < 8) */
+                float am = fmaxf(fmaxf(fabsf(q[h][v].x), fabsf(q[h][v].y)),
+                                 fmaxf(fabsf(q[h][v].z), fabsf(q[h][v].w)));
+#pragma unroll
+                for (int off = 1; off < 8; off <<= 1)
+                    am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, off));
+                q[h][v].x = q_round8(q[h][v].x, am);
+                q[h][v].y = q_round8(q[h][v].y, am);
+                q[h][v].z = q_round8(q[h][v].z, am);
+                q[h][v].w = q_round8(q[h][v].w, am);
+            }
         }
     }
     /* PF (chosen by the launch: few blocks; one piece per lane, up to 4 heads a group, as in
      * the Llama shapes): the next batch's K and V are loaded while this one is scored, so a
      * block's batches do not each wait for memory in turn; more heads or pieces would not fit
      * the registers twice */
-    constexpr bool PF = PFOK && NV == 1 && G <= 4;
+    constexpr bool PF = PFOK && NV == 1 && G <= 4 && TK == GG_F32 && TV == GG_F32;
     float4 kr[P][NV], vr[P][NV], kn[PF ? P : 1][NV], vn[PF ? P : 1][NV];
     int tw = t0 + warp * gpw;
     if (PF && tw < t1)
-        attd_load<P, NV>(kr, vr, kb, vb, S.ldkv, tw + gi, ng, t1, sub, lg, nc);
+        attd_load<P, NV, TK, TV>(kr, vr, kb, vb, rsk, rsv, tw + gi, ng, t1, sub, lg, nc, rs, ring);
     for (; tw < t1; tw += ng * P) { /* warp-uniform bounds */
         if constexpr (PF) {
             if (tw + ng * P < t1)
-                attd_load<P, NV>(kn, vn, kb, vb, S.ldkv, tw + ng * P + gi, ng, t1, sub, lg, nc);
+                attd_load<P, NV, TK, TV>(kn, vn, kb, vb, rsk, rsv, tw + ng * P + gi, ng, t1, sub, lg, nc, rs, ring);
         } else {
-            attd_load<P, NV>(kr, vr, kb, vb, S.ldkv, tw + gi, ng, t1, sub, lg, nc);
+            attd_load<P, NV, TK, TV>(kr, vr, kb, vb, rsk, rsv, tw + gi, ng, t1, sub, lg, nc, rs, ring);
         }
         float sc[P][G];
 #pragma unroll
@@ -1821,6 +2224,23 @@ const void *fcu_k_attention_dec(int nv, int grp, int prefetch)
     return NULL;
 }
 
+const void *fcu_k_attention_dec_typed(int type, int nv, int grp)
+{
+    if (grp < 1 || grp > FCU_ATT_MAX_GROUP || nv < 1 || nv > 2)
+        return NULL;
+    const int gi = grp <= 4 ? 0 : 1, vi = nv - 1;
+#define DEC_T(T) { (const void *)k_att_dec<1, 4, false, T, T>, (const void *)k_att_dec<1, 8, false, T, T>, \
+                   (const void *)k_att_dec<2, 4, false, T, T>, (const void *)k_att_dec<2, 8, false, T, T> }
+    static const void *const tab[][4] = { DEC_T(GG_F16), DEC_T(GG_BF16), DEC_T(GG_Q8_0), DEC_T(GG_Q4_0),
+                                          DEC_T(GG_Q4_1), DEC_T(GG_Q5_0), DEC_T(GG_Q5_1) };
+#undef DEC_T
+    static const int types[] = { GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_1, GG_Q5_0, GG_Q5_1 };
+    for (int i = 0; i < 7; i++)
+        if (types[i] == type)
+            return tab[i][vi * 2 + gi];
+    return NULL;
+}
+
 /* REF: normalizes one (row, head) score row in place.  grid: x = n_head, y = rows. */
 __global__ void __launch_bounds__(ATT_THREADS) k_att_softmax(const fcu_att_p p)
 {
@@ -1851,8 +2271,10 @@ __global__ void __launch_bounds__(ATT_THREADS) k_att_softmax(const fcu_att_p p)
         l += e;
     }
     l = block_sum(l, sh);
+    /* the unfused order: p normalized before P.V; an F16 / BF16 V multiplies p rounded to
+     * its type (fcpu_ref_attention) */
     for (int t = threadIdx.x; t < T; t += ATT_THREADS)
-        s[t] = s[t] / l; /* the unfused order: p normalized before P.V */
+        s[t] = q_round16(p.type_v, s[t] / l);
 }
 
 const void *fcu_k_attention(int which)

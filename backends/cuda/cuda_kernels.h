@@ -160,7 +160,8 @@ typedef struct fcu_getrows_p {
 } fcu_getrows_p;
 
 typedef struct fcu_att_seq {
-    const float *q, *k, *v;
+    const float *q;
+    const float *k, *v;       /* F32 caches; other types: their bytes (fb_attn_t's layout) */
     float *out;
     const int32_t *pos;       /* device: n_q positions */
     int ldq, ldkv, ldo;
@@ -168,6 +169,8 @@ typedef struct fcu_att_seq {
     int row0;                 /* its first query row among the launch's rows */
     int grp0;                 /* its first row group (grid y) */
     int T;                    /* decode kernel: positions in its context (pos[0] + 1) */
+    int ring_start;           /* a ring cache (fcu_att_p.ring): position t at row
+                                 (ring_start + t) % ring; 0 otherwise */
 } fcu_att_seq;
 
 /* Attention of up to FCU_ATT_MAX_SEQ sequences.  Grid: x = n_head_kv, y = row groups of
@@ -190,7 +193,26 @@ typedef struct fcu_att_p {
                                  (general kernel only; 0 = none).  Here, not per sequence, so
                                  the parameters stay within MAX_BLOB */
     float softcap;            /* fb_attn_t.softcap (general kernel only; 0 = none) */
+    int ring;                 /* fb_attn_t.ring of the launch's sequences (0 = none) */
+    int type_k, type_v;       /* enum gg_type of the caches (GG_F32 = 0: ldkv floats a row;
+                                 others: fb_kv_row_bytes a row, fb_attn_t's layout) */
 } fcu_att_p;
+
+/* Typed cache writes (fb_kv_store) of up to FCU_KVST_MAX parts (grid y): part k's rows of
+ * n_head_kv heads of head_dim floats (src, ld_src floats apart) as consecutive cache rows of
+ * type[k] at dst[k], each head rounded by its type's reference rounding (quants.c), zero
+ * padded to whole blocks.  Grid x covers the largest part's units (a block of 32, or one
+ * F16 / BF16 element). */
+#define FCU_KVST_MAX 8
+typedef struct fcu_kvst_p {
+    void *dst[FCU_KVST_MAX];
+    const float *src[FCU_KVST_MAX];
+    int64_t ld_src[FCU_KVST_MAX];
+    int rows[FCU_KVST_MAX], type[FCU_KVST_MAX];
+    int n_head_kv, head_dim;
+} fcu_kvst_p;
+/* The units (threads) of rows rows of type: blocks of 32, or elements of F16 / BF16. */
+int64_t fcu_kvst_units(int type, int rows, int n_head_kv, int head_dim);
 
 /* Kernel getters (host).  gemv: vec=1 needs n_in % 8 == 0 and 16-byte aligned rows and x;
  * rows in 1..FCU_GEMV_MAX_ROWS; n_in picks the configuration.  *rows_per_block says how
@@ -230,5 +252,12 @@ const void *fcu_k_attention(int which);
  * needs twice the registers, so it pays where the launch has few blocks, about 2 per SM:
  * measured, docs/gpu.md). */
 const void *fcu_k_attention_dec(int nv, int grp, int prefetch);
+/* The decode kernel over typed caches (type_k == type_v, a cache type other than F32;
+ * NULL for others): rows 8-byte aligned (F16, BF16) or 2-byte aligned (block types), the
+ * query rounded as a product with K of the type rounds it (fcpu_ref_kv_query); no
+ * prefetching variant. */
+const void *fcu_k_attention_dec_typed(int type, int nv, int grp);
+/* fcu_kvst_p's kernel. */
+const void *fcu_k_kv_store(void);
 
 #endif

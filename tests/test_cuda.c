@@ -1641,17 +1641,28 @@ static llm_model_t *load_kv(const char *path, const char *backend, const char *c
 }
 
 /* Typed KV caches end to end: stories260K (head_dim 8, a quarter of a block) decodes 40
- * greedy ids after its 12-token prompt equal to the CPU backend's with the same cache types,
- * in graphs and eager, the logits along the way within 2e-3 of the CPU's (the caches hold
- * the same bytes; the CPU's fast kernels multiply Q8_0 / Q4_0 K in int8 and round p for an
- * F16 / BF16 V, the device in fp32: measured below 1e-4 for F32 caches); the cache is the
- * size of its type. */
+ * greedy ids after its 12-token prompt with the same cache types on the GPU and on the CPU
+ * backend, in graphs and eager: the ids must equal the CPU's (measured: all 40 for every pair
+ * on an H200).  The logits at every step (the CPU model following the GPU's ids) are compared
+ * with the CPU's plain reference ops (ref=1) and, printed only, its fast path.  They cannot
+ * agree as F32 caches do: the K and V rows reach the cache a float rounding apart (other
+ * product kernels), and a value at a rounding boundary then takes a neighbouring code, a
+ * whole step of its block (1/15 of the block's range for Q4_1); and where V is F16 / BF16 the
+ * reference rounds p to the type before P.V (llama.cpp's F16 P.V) while the device's fused
+ * kernels keep p in fp32 (2^-11 or 2^-8 of each p).  Measured against the reference: q8_0
+ * 5e-6, q4_0 5.5e-6, q5_1/q4_1 2.4e-2, f16 7.7e-3, q8_0/f16 8.4e-2, bf16 0.18 (logits of
+ * magnitude ~10), so the bound is 0.25, 0.5 where V is BF16; a wrong cache read gives whole
+ * units, and test_kv_store / test_kv_attention prove the store byte for byte and the
+ * attention within 3e-5 of the reference on the same bytes.  Every pair runs before the test
+ * fails, so a failure names them all.  The cache is the size of its type. */
 START_TEST(test_stories_cache_types)
 {
     static const int pairs[][2] = {{GG_F16, GG_F16},   {GG_BF16, GG_BF16}, {GG_Q8_0, GG_Q8_0},
                                    {GG_Q4_0, GG_Q4_0}, {GG_Q8_0, GG_F16},  {GG_Q5_1, GG_Q4_1}};
     const char *cpu_opt[] = {"blas_rows=0", NULL}, *eager[] = {"graphs=0", NULL};
+    const char *ref_opt[] = {"ref=1", NULL};
     const char *path = tu_shared("models/stories260K.gguf", 1);
+    char fails[1024] = "";
     for (size_t pi = 0; pi < FD_ARRAY_LEN(pairs); pi++) {
         const int tk = pairs[pi][0], tv = pairs[pi][1];
         llm_model_t *cpu = load_kv(path, "cpu", cpu_opt, tk, tv, 0);
@@ -1661,22 +1672,34 @@ START_TEST(test_stories_cache_types)
         for (int k = 0; k < 2; k++) {
             llm_model_t *g = load_kv(path, "cuda", k ? eager : NULL, tk, tv, 0);
             llm_model_t *c2 = load_kv(path, "cpu", cpu_opt, tk, tv, 0);
+            llm_model_t *cr = load_kv(path, "cpu", ref_opt, tk, tv, 0);
             CHECKM(llm_cache_bytes(g) == llm_cache_bytes(c2), "%s/%s: cache %zu bytes, cpu %zu",
                    fb_kv_type_name(tk), fb_kv_type_name(tv), llm_cache_bytes(g),
                    llm_cache_bytes(c2));
-            greedy(g, got, 40, &d, c2);
-            printf("stories260K caches %s/%s %s: logits within %g of the cpu's\n",
-                   fb_kv_type_name(tk), fb_kv_type_name(tv), k ? "eager" : "graphs", (double)d);
-            for (int i = 0; i < 40; i++)
-                CHECKM(got[i] == want[i], "%s/%s %s: token %d is %d, cpu %d", fb_kv_type_name(tk),
-                       fb_kv_type_name(tv), k ? "eager" : "graphs", i, got[i], want[i]);
-            CHECKM(d <= 2e-3f, "%s/%s: logits differ from the CPU's by %g", fb_kv_type_name(tk),
-                   fb_kv_type_name(tv), (double)d);
+            float dfast;
+            greedy(g, got, 40, &dfast, c2);
+            greedy(g, got, 40, &d, cr);
+            printf("stories260K caches %s/%s %s: logits within %g of the cpu reference's, %g "
+                   "of the cpu fast path's\n", fb_kv_type_name(tk), fb_kv_type_name(tv),
+                   k ? "eager" : "graphs", (double)d, (double)dfast);
+            int same = 0;
+            while (same < 40 && got[same] == want[same])
+                same++;
+            printf("stories260K caches %s/%s %s: the first %d of 40 ids equal the cpu's\n",
+                   fb_kv_type_name(tk), fb_kv_type_name(tv), k ? "eager" : "graphs", same);
+            const float bound = tv == GG_BF16 ? 0.5f : 0.25f;
+            const size_t used = strlen(fails);
+            if ((same < 40 || !(d <= bound)) && used + 80 < sizeof(fails))
+                snprintf(fails + used, sizeof(fails) - used, " [%s/%s %s: %d ids equal, logits "
+                         "off by %g]", fb_kv_type_name(tk), fb_kv_type_name(tv),
+                         k ? "eager" : "graphs", same, (double)d);
             llm_free(g);
             llm_free(c2);
+            llm_free(cr);
         }
         llm_free(cpu);
     }
+    CHECKM(!fails[0], "typed caches against the CPU:%s", fails);
     /* a typed cache type the device does not take is still refused at load */
     llm_load_params_t p;
     llm_load_params_default(&p);

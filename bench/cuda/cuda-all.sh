@@ -12,8 +12,12 @@
 # start (they need glibc 2.34 and CUDA 13's libraries there).
 #
 # Usage: bench/cuda/cuda-all.sh build DIR      build into DIR/bin (and DIR/obj)
-#        bench/cuda/cuda-all.sh run [DIR] [tests|bench|kbench|torch|all]...
-# Environment: OUT (logs; default /tmp/cuda-all), CUDA_HOME, FUSIOND_SHARED, NVCC_ARCH.
+#        bench/cuda/cuda-all.sh run [DIR] [tests|bench|kbench|torch|kv|all]...
+#        (kv: decode tok/s by KV cache type at long contexts, not part of all)
+# Environment: OUT (logs; default /tmp/cuda-all), CUDA_HOME, FUSIOND_SHARED, NVCC_ARCH,
+# KBENCH=0 (build without kbench, which compiles cuda_kernels.cu a second time),
+# FORCE_COMPAT=1 (the stand-ins even where Check and OpenBLAS exist: binaries built here then
+# start on the GPU machine; a run builds again only if they do not start there).
 set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top" || exit 1
@@ -73,7 +77,9 @@ int main(void){openblas_set_num_threads(1);return 0;}' | gcc -x c - -lopenblas -
         nvcc -O3 -std=c++17 $NVCC_ARCH -I. -c "backends/cuda/$cu.cu" -o "$obj/$cu.o" &
     done
     nvcc -O3 $NVCC_ARCH -cudart static bench/cuda/bwprobe.cu -o "$dir/bin/bwprobe" &
-    nvcc -O3 -std=c++17 $NVCC_ARCH -I. -I"$obj" bench/cuda/kbench.cu -lcublas -L"$(cuda_libdir)" -Xlinker -rpath -Xlinker "$(cuda_libdir)" -o "$dir/bin/kbench" &
+    if [ "${KBENCH:-1}" = 1 ]; then
+        nvcc -O3 -std=c++17 $NVCC_ARCH -I. -I"$obj" bench/cuda/kbench.cu -lcublas -L"$(cuda_libdir)" -Xlinker -rpath -Xlinker "$(cuda_libdir)" -o "$dir/bin/kbench" &
+    fi
     wait
     for f in $srcs; do [ -s "$obj/$(echo "$f" | tr / _).o" ] || fail=1; done
     [ -s "$obj/cuda_backend.o" ] && [ -s "$obj/cuda_kernels.o" ] || fail=1
@@ -82,7 +88,8 @@ int main(void){openblas_set_num_threads(1);return 0;}' | gcc -x c - -lopenblas -
     L="-L$libdir -Wl,-rpath,$libdir -lcublas -lcudart -lstdc++ $blas $check -lm -pthread"
     gcc $CF -o "$dir/bin/test_cuda" tests/test_cuda.c $objs $L &&
         gcc $CF -DCORSAIR_REPORT_NO_MAIN -o "$dir/bin/fusion-bench" bench/fusion-bench.c \
-            bench/corsair-report.c $objs $L || return 1
+            bench/corsair-report.c $objs $L &&
+        gcc $CF -o "$dir/bin/fusion-gguf-gen" tools/fusion-gguf-gen.c $objs $L || return 1
     log "build: done"
 }
 
@@ -132,6 +139,21 @@ what_run() {
             ;;
         esac
         case $w in
+        kv)
+            # decode tok/s at long contexts by KV cache type (TinyLlama-1.1B's shape, Q8_0
+            # weights, random; KV_DEPTHS, KV_TYPES, KV_REPS override)
+            log "kv"
+            {
+                "$bin/fusion-gguf-gen" -o /tmp/kv-tinyllama.gguf -p TinyLlama-1.1B -t Q8_0 \
+                    --n-ctx 32768 >/dev/null &&
+                    timeout 400 "$bin/fusion-bench" decode --backend cuda -m /tmp/kv-tinyllama.gguf \
+                        --cache-types ${KV_TYPES:-f32,f16,q8_0,q4_0} --depths ${KV_DEPTHS:-4096,16384} \
+                        -n 64 --reps ${KV_REPS:-5}
+            } >"$OUT/kv.log" 2>&1
+            cat "$OUT/kv.log" >&2
+            ;;
+        esac
+        case $w in
         kbench|all)
             log "kbench"
             timeout 200 "$bin/kbench" >"$OUT/kbench.log" 2>&1
@@ -154,5 +176,5 @@ what_run() {
 case ${1:-} in
 build) build "${2:?build DIR}" ;;
 run) shift; what_run "$@" ;;
-*) echo "usage: $0 build DIR | run [DIR] [tests|bench|torch|all]..." >&2; exit 2 ;;
+*) echo "usage: $0 build DIR | run [DIR] [tests|bench|kbench|torch|kv|all]..." >&2; exit 2 ;;
 esac

@@ -98,6 +98,7 @@ typedef struct req {
     gr_matcher_t *gm;            /* constrained output, else NULL */
     uint32_t *allow;             /* its mask: one bit per vocabulary token */
     int n_probs;
+    bool post_probs;             /* top holds the chain's survivors (sampling.post_probs) */
     bool plp;                    /* prompt log-probabilities wanted */
     int plp_top;
     bool no_reuse;               /* eng_request_t.no_cache_reuse */
@@ -360,7 +361,8 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
     memcpy(r->tokens, q->prompt, q->n_prompt * sizeof *r->tokens);
     r->n_tokens = r->n_prompt;
     r->draft_len = e->spec_k;
-    if ((rc = smp_create(&r->smp, &q->sampling, e->d.n_vocab)) < 0)
+    if ((rc = smp_create(&r->smp, &q->sampling, e->d.n_vocab)) < 0 ||
+        (rc = smp_dry_breakers(r->smp, eng_tokenizer(e))) < 0)
         goto fail;
     if (vocab) {
         size_t bits = (size_t)FD_MAX(e->d.n_vocab, gr_vocab_n(vocab));
@@ -387,6 +389,7 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
         }
     }
     r->n_probs = q->sampling.n_probs;
+    r->post_probs = q->sampling.post_probs;
     r->plp = q->prompt_logprobs;
     r->plp_top = q->prompt_top;
     r->no_reuse = q->no_cache_reuse;
@@ -958,6 +961,8 @@ static const char *sample_row(eng_t *e, req_t *r, float *lg, run_tok_t *t, eng_t
     }
     t->tok = smp_sample_masked(r->smp, lg, r->allow, r->n_probs >= 0 ? &t->lp : NULL, top,
                                t->n_top);
+    if (r->post_probs)
+        t->n_top = FD_MIN(t->n_top, smp_post_count(r->smp));
     if (t->tok < 0)
         return t->tok != FD_ERANGE ? "out of memory while sampling"
              : r->gm ? "every token that the output's constraint allows is banned by "

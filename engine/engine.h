@@ -140,6 +140,28 @@ typedef struct eng_sampling {
     const eng_logit_bias_t *logit_bias; /* copied at submit */
     int n_logit_bias;
     int n_probs;                /* -1: no logprobs; 0..20: chosen token + n alternatives */
+    /* llama.cpp's other samplers (engine/sampler.h defines each); 0 (what a zeroed struct
+     * holds) leaves each one out, whatever its secondary values */
+    float typical_p;            /* locally typical: 0 or >= 1 off, else (0, 1) */
+    float dynatemp_range;       /* dynamic temperature: 0 off, else T +- range by entropy */
+    float dynatemp_exponent;    /* its exponent (1) */
+    float xtc_probability;      /* exclude top choices: 0 off */
+    float xtc_threshold;        /* (0.1); above 0.5 XTC does nothing */
+    float top_n_sigma;          /* <= 0 off */
+    float dry_multiplier;       /* DRY: 0 off */
+    float dry_base;             /* (1.75); below 1 DRY does nothing */
+    int dry_allowed_length;     /* (2) */
+    int dry_penalty_last_n;     /* -1: the whole context, 0: DRY off (-1) */
+    const char *const *dry_breakers; /* copied at submit; NULL: "\n" ":" "\"" "*" */
+    int n_dry_breakers;
+    int mirostat;               /* 0 off, 1 or 2 (then the chain is temperature, mirostat) */
+    float mirostat_tau;         /* target surprise (5) */
+    float mirostat_eta;         /* learning rate (0.1) */
+    uint8_t order[16];          /* the chain (enum smp_step, engine/sampler.h), n_order steps;
+                                   n_order 0: fusiond's default chain */
+    int n_order;
+    bool post_probs;            /* logprob and top describe the distribution after the chain
+                                   (llama-server's post_sampling_probs): its survivors only */
     gr_spec_t *grammar;         /* constrained output (JSON mode, a schema: engine/grammar.h);
                                    NULL: none.  eng_submit takes its own reference.  Each
                                    step only tokens that keep the output a valid prefix may

@@ -53,6 +53,27 @@ struct smp {
     float *w;                   /* n_vocab weights, allocated at the first draw that needs
                                    them (never for greedy or top-k) */
     double *bsum;               /* walk's block sums, with w */
+
+    /* the chain (llama.cpp's samplers; see sampler.h) */
+    int chain;                  /* the chain runs (else the fast path above) */
+    uint8_t order[SMP_MAX_ORDER];
+    int n_order;
+    char **brk;                 /* own copies of p.dry_breakers */
+    cand_t *cc;                 /* the candidates: n_vocab entries */
+    cand_t *tmp;                /* top-k's heap */
+    int32_t *pos;               /* n_vocab entries, -1 except while a step maps tokens */
+    int n_post;                 /* survivors of the last draw */
+    float mu;                   /* Mirostat */
+    int32_t *ctx;               /* DRY: every token of the context, in order */
+    int ctx_n, ctx_cap;
+    struct brk { int32_t head; int off, len; } *br; /* breakers by head; tails in br_tail */
+    int n_br, br_cap;
+    int32_t *br_tail;
+    int n_tail, tail_cap;
+    int32_t *dry_tok;           /* the tokens DRY penalizes this draw, and by how much */
+    float *dry_pen;
+    int n_dry;
+    int32_t *z;                 /* DRY's Z-array, ctx_cap entries */
 };
 
 /* ---- generator: splitmix64 seeds xoshiro256** ---- */
@@ -125,6 +146,44 @@ int smp_check_params(const eng_sampling_t *p, int n_vocab, char *err, size_t err
         return BAD("repeat_last_n %d: must be >= -1", p->repeat_last_n);
     if (p->n_probs < -1 || p->n_probs > SMP_MAX_TOP)
         return BAD("logprobs %d: must be in [0, %d]", p->n_probs, SMP_MAX_TOP);
+    if (!(p->typical_p >= 0 && p->typical_p <= 1))
+        return BAD("typical_p %g: must be in [0, 1]", (double)p->typical_p);
+    if (!(p->dynatemp_range >= 0) || !isfinite(p->dynatemp_range))
+        return BAD("dynatemp_range %g: must be >= 0", (double)p->dynatemp_range);
+    if (!(p->dynatemp_exponent >= 0) || !isfinite(p->dynatemp_exponent))
+        return BAD("dynatemp_exponent %g: must be >= 0", (double)p->dynatemp_exponent);
+    if (!(p->xtc_probability >= 0 && p->xtc_probability <= 1))
+        return BAD("xtc_probability %g: must be in [0, 1]", (double)p->xtc_probability);
+    if (!(p->xtc_threshold >= 0 && p->xtc_threshold <= 1))
+        return BAD("xtc_threshold %g: must be in [0, 1]", (double)p->xtc_threshold);
+    if (!isfinite(p->top_n_sigma))
+        return BAD("top_n_sigma %g: must be a finite number", (double)p->top_n_sigma);
+    if (!(p->dry_multiplier >= 0) || !isfinite(p->dry_multiplier))
+        return BAD("dry_multiplier %g: must be >= 0", (double)p->dry_multiplier);
+    if (p->dry_multiplier > 0 && (!(p->dry_base >= 1) || !isfinite(p->dry_base)))
+        return BAD("dry_base %g: must be >= 1", (double)p->dry_base);
+    if (p->dry_allowed_length < 0)
+        return BAD("dry_allowed_length %d: must be >= 0", p->dry_allowed_length);
+    if (p->dry_penalty_last_n < -1)
+        return BAD("dry_penalty_last_n %d: must be >= -1", p->dry_penalty_last_n);
+    if (p->n_dry_breakers < 0 || p->n_dry_breakers > SMP_MAX_BREAKERS ||
+        (p->n_dry_breakers > 0 && !p->dry_breakers))
+        return BAD("dry_sequence_breakers: %d of them (at most %d)", p->n_dry_breakers,
+                   SMP_MAX_BREAKERS);
+    for (int i = 0; i < p->n_dry_breakers; i++)
+        if (!p->dry_breakers[i] || !p->dry_breakers[i][0])
+            return BAD("dry_sequence_breakers: breaker %d is empty", i);
+    if (p->mirostat < 0 || p->mirostat > 2)
+        return BAD("mirostat %d: must be 0, 1 or 2", p->mirostat);
+    if (p->mirostat && (!(p->mirostat_tau >= 0) || !isfinite(p->mirostat_tau)))
+        return BAD("mirostat_tau %g: must be >= 0", (double)p->mirostat_tau);
+    if (p->mirostat && !(p->mirostat_eta >= 0 && p->mirostat_eta <= 1))
+        return BAD("mirostat_eta %g: must be in [0, 1]", (double)p->mirostat_eta);
+    if (p->n_order < 0 || p->n_order > SMP_MAX_ORDER)
+        return BAD("samplers: %d steps (at most %d)", p->n_order, SMP_MAX_ORDER);
+    for (int i = 0; i < p->n_order; i++)
+        if (!smp_step_name(p->order[i]))
+            return BAD("samplers: step %d is not a sampler", i);
     if (p->n_logit_bias < 0 || (p->n_logit_bias > 0 && !p->logit_bias))
         return BAD("logit_bias: %d entries", p->n_logit_bias);
     for (int i = 0; i < p->n_logit_bias; i++) {
@@ -159,6 +218,29 @@ int smp_create(smp_t **out, const eng_sampling_t *params, int n_vocab)
     }
     s->p.logit_bias = s->bias;
     s->p.grammar = NULL;        /* the engine's: the sampler only sees its mask */
+    s->p.dry_breakers = NULL;
+    if (params->n_dry_breakers > 0) {
+        if (!(s->brk = calloc((size_t)params->n_dry_breakers, sizeof *s->brk)))
+            goto fail;
+        for (int i = 0; i < params->n_dry_breakers; i++)
+            if (!(s->brk[i] = strdup(params->dry_breakers[i])))
+                goto fail;
+    }
+    s->n_order = smp_chain_order(params, s->order);
+    const eng_sampling_t *q = params;
+    s->chain = q->n_order > 0 || (q->typical_p > 0 && q->typical_p < 1) ||
+               q->dynatemp_range > 0 || q->xtc_probability > 0 || q->top_n_sigma > 0 ||
+               q->dry_multiplier > 0 || q->mirostat || q->post_probs;
+    s->mu = 2 * q->mirostat_tau;
+    if (s->chain) {
+        s->cc = malloc((size_t)n_vocab * sizeof *s->cc);
+        s->tmp = malloc((size_t)n_vocab * sizeof *s->tmp);
+        s->pos = malloc((size_t)n_vocab * sizeof *s->pos);
+        if (!s->cc || !s->tmp || !s->pos)
+            goto fail;
+        for (int i = 0; i < n_vocab; i++)
+            s->pos[i] = -1;
+    }
     if (params->repeat_last_n > 0) {
         s->ring = malloc((size_t)params->repeat_last_n * sizeof *s->ring);
         if (!s->ring)
@@ -188,6 +270,19 @@ void smp_free(smp_t *s)
     free(s->h_gen);
     free(s->h_win);
     free(s->bias);
+    if (s->brk)
+        for (int i = 0; i < s->p.n_dry_breakers; i++)
+            free(s->brk[i]);
+    free(s->brk);
+    free(s->cc);
+    free(s->tmp);
+    free(s->pos);
+    free(s->ctx);
+    free(s->br);
+    free(s->br_tail);
+    free(s->dry_tok);
+    free(s->dry_pen);
+    free(s->z);
     free(s);
 }
 
@@ -257,6 +352,21 @@ int smp_accept(smp_t *s, int32_t token, int generated)
 {
     if (token < 0 || token >= s->n_vocab)
         return -EINVAL;
+    if (s->p.dry_multiplier > 0 && s->p.dry_penalty_last_n != 0) {
+        if (s->ctx_n == s->ctx_cap) {
+            int cap = s->ctx_cap ? s->ctx_cap * 2 : 256;
+            int32_t *c = realloc(s->ctx, (size_t)cap * sizeof *c);
+            if (!c)
+                return -ENOMEM;
+            s->ctx = c;
+            int32_t *z = realloc(s->z, (size_t)cap * sizeof *z);
+            if (!z)
+                return -ENOMEM;
+            s->z = z;
+            s->ctx_cap = cap;
+        }
+        s->ctx[s->ctx_n++] = token;
+    }
     int idx = hist_entry(s, token);
     if (idx < 0)
         return idx;
@@ -477,8 +587,8 @@ static int cand_reserve(smp_t *s, int n)
 
 /* ---- sampling ---- */
 
-/* Steps 1-3 of the pipeline (bias and penalties sparse: only the biased and seen tokens). */
-static void apply_bias_penalties(smp_t *s, float *logits, const uint32_t *allow)
+/* Step 1 and 1b of the pipeline (sparse: only the biased and banned tokens). */
+static void apply_bias_mask(smp_t *s, float *logits, const uint32_t *allow)
 {
     for (int i = 0; i < s->p.n_logit_bias; i++) {
         const eng_logit_bias_t *b = &s->bias[i];
@@ -499,6 +609,11 @@ static void apply_bias_penalties(smp_t *s, float *logits, const uint32_t *allow)
             }
         }
     }
+}
+
+/* Steps 2-3 of the pipeline on logits indexed by token (sparse: only the seen tokens). */
+static void apply_penalties(smp_t *s, float *logits)
+{
     const float rp = s->p.repeat_penalty;
     const float fp = s->p.frequency_penalty, pp = s->p.presence_penalty;
     const int do_rep = rp != 1.0f && s->p.repeat_last_n != 0;
@@ -776,6 +891,711 @@ static int fill_top(smp_t *s, const float *logits, double lse, eng_top_t *top, i
     return 0;
 }
 
+/* ---- the chain: llama.cpp's samplers over a candidate list ----
+ * The plain reference of each step: one pass (or a sort) over the candidates, written as
+ * the definition in sampler.h reads.  Candidates start as the whole vocabulary in id order
+ * (banned tokens at -inf, which no step keeps once probabilities are taken); "sorted" says
+ * they are best first. */
+
+static const struct {
+    char c;
+    const char *name;
+} step_names[] = {
+    [SMP_PENALTIES] = { 'e', "penalties" },   [SMP_DRY] = { 'd', "dry" },
+    [SMP_TOP_N_SIGMA] = { 's', "top_n_sigma" }, [SMP_TOP_K] = { 'k', "top_k" },
+    [SMP_TYPICAL] = { 'y', "typ_p" },         [SMP_TOP_P] = { 'p', "top_p" },
+    [SMP_MIN_P] = { 'm', "min_p" },           [SMP_XTC] = { 'x', "xtc" },
+    [SMP_TEMPERATURE] = { 't', "temperature" },
+};
+
+int smp_step_from_name(const char *name)
+{
+    for (int i = 1; i < (int)FD_ARRAY_LEN(step_names); i++)
+        if (strcmp(name, step_names[i].name) == 0)
+            return i;
+    return 0;
+}
+
+int smp_step_from_char(char c)
+{
+    for (int i = 1; i < (int)FD_ARRAY_LEN(step_names); i++)
+        if (c == step_names[i].c)
+            return i;
+    return 0;
+}
+
+const char *smp_step_name(int step)
+{
+    return step >= 1 && step < (int)FD_ARRAY_LEN(step_names) ? step_names[step].name : NULL;
+}
+
+int smp_chain_order(const eng_sampling_t *p, uint8_t *order)
+{
+    static const uint8_t def[] = { SMP_PENALTIES, SMP_DRY, SMP_TEMPERATURE, SMP_TOP_N_SIGMA,
+                                   SMP_TOP_K, SMP_TYPICAL, SMP_TOP_P, SMP_MIN_P, SMP_XTC };
+    if (p->mirostat) {
+        order[0] = SMP_TEMPERATURE;
+        return 1;
+    }
+    if (p->n_order > 0) {
+        int n = FD_MIN(p->n_order, SMP_MAX_ORDER);
+        memcpy(order, p->order, (size_t)n);
+        return n;
+    }
+    memcpy(order, def, sizeof def);
+    return (int)sizeof def;
+}
+
+float smp_mirostat_mu(const smp_t *s)
+{
+    return s->mu;
+}
+
+int smp_post_count(const smp_t *s)
+{
+    return s->n_post;
+}
+
+/* -- DRY's breakers -- */
+
+static int brk_cmp(const void *a, const void *b)
+{
+    const struct brk *x = a, *y = b;
+    return (x->head > y->head) - (x->head < y->head);
+}
+
+int smp_add_breaker(smp_t *s, int32_t head, const int32_t *tail, int n_tail)
+{
+    if (head < 0 || head >= s->n_vocab || n_tail < 0)
+        return -EINVAL;
+    for (int i = 0; i < s->n_br; i++)   /* the same sequence once */
+        if (s->br[i].head == head && s->br[i].len == n_tail &&
+            (n_tail == 0 || memcmp(s->br_tail + s->br[i].off, tail,
+                                   (size_t)n_tail * sizeof *tail) == 0))
+            return 0;
+    if (s->n_br == s->br_cap) {
+        int cap = s->br_cap ? s->br_cap * 2 : 64;
+        struct brk *b = realloc(s->br, (size_t)cap * sizeof *b);
+        if (!b)
+            return -ENOMEM;
+        s->br = b;
+        s->br_cap = cap;
+    }
+    if (s->n_tail + n_tail > s->tail_cap) {
+        int cap = FD_MAX(s->n_tail + n_tail, s->tail_cap * 2 + 16);
+        int32_t *t = realloc(s->br_tail, (size_t)cap * sizeof *t);
+        if (!t)
+            return -ENOMEM;
+        s->br_tail = t;
+        s->tail_cap = cap;
+    }
+    if (n_tail > 0)
+        memcpy(s->br_tail + s->n_tail, tail, (size_t)n_tail * sizeof *tail);
+    s->br[s->n_br++] = (struct brk){ head, s->n_tail, n_tail };
+    s->n_tail += n_tail;
+    /* kept sorted by head for the lookup (insertion sort: breakers are added once) */
+    for (int i = s->n_br - 1; i > 0 && brk_cmp(&s->br[i - 1], &s->br[i]) > 0; i--) {
+        struct brk t = s->br[i];
+        s->br[i] = s->br[i - 1];
+        s->br[i - 1] = t;
+    }
+    return 0;
+}
+
+/* The first breaker entry whose head is tok, or -1. */
+static int brk_find(const smp_t *s, int32_t tok)
+{
+    int lo = 0, hi = s->n_br;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (s->br[mid].head < tok)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < s->n_br && s->br[lo].head == tok ? lo : -1;
+}
+
+int smp_dry_breakers(smp_t *s, const tok_t *tok)
+{
+    static const char *const def[] = { "\n", ":", "\"", "*" };
+    if (!(s->p.dry_multiplier > 0) || !tok)
+        return 0;
+    int nb = s->p.n_dry_breakers > 0 ? s->p.n_dry_breakers : (int)FD_ARRAY_LEN(def);
+    const int V = FD_MIN(s->n_vocab, tok_n_vocab(tok));
+    char piece[256];
+    int32_t ids[64];
+    for (int b = 0; b < nb; b++) {
+        const char *str = s->p.n_dry_breakers > 0 ? s->brk[b] : def[b];
+        size_t sl = FD_MIN(strlen(str), (size_t)SMP_BREAKER_LEN);
+        for (int32_t id = 0; id < V; id++) {
+            size_t wl = 0;
+            if (tok_piece(tok, id, true, piece, sizeof piece, &wl) < 0 || wl > sizeof piece)
+                continue;
+            /* the whole breaker inside the token: a single-token breaker */
+            bool inside = false;
+            for (size_t at = 0; !inside && at + sl <= wl; at++)
+                inside = memcmp(piece + at, str, sl) == 0;
+            if (inside) {
+                int rc = smp_add_breaker(s, id, NULL, 0);
+                if (rc < 0)
+                    return rc;
+                continue;
+            }
+            /* the token ends with the breaker's start: its rest, tokenized, follows */
+            for (size_t at = 0; at < wl; at++) {
+                size_t i = 0;
+                while (i < sl && at + i < wl && piece[at + i] == str[i])
+                    i++;
+                if (i == 0 || at + i < wl)
+                    continue;
+                size_t n = 0;
+                int rc = tok_encode(tok, str + i, sl - i, false, false, ids, FD_ARRAY_LEN(ids),
+                                    &n);
+                if (rc == -ENOMEM)
+                    return rc;
+                if (rc < 0)
+                    continue;
+                if ((rc = smp_add_breaker(s, id, ids, (int)FD_MIN(n, 20))) < 0)
+                    return rc;
+            }
+        }
+    }
+    return 0;
+}
+
+/* -- DRY's penalties -- */
+
+/* One entry per vocabulary token at most: allocated at the first draw that needs them. */
+static int dry_reserve(smp_t *s)
+{
+    if (!s->dry_tok)
+        s->dry_tok = malloc((size_t)s->n_vocab * sizeof *s->dry_tok);
+    if (!s->dry_pen)
+        s->dry_pen = malloc((size_t)s->n_vocab * sizeof *s->dry_pen);
+    return s->dry_tok && s->dry_pen ? 0 : -ENOMEM;
+}
+
+/* The longest repeat, for each token that would extend one, of the context's last N tokens
+ * (s->dry_tok / dry_pen: the penalties).  Uses pos as a token -> entry map (reset after). */
+static int dry_compute(smp_t *s)
+{
+    const eng_sampling_t *p = &s->p;
+    s->n_dry = 0;
+    if (!(p->dry_multiplier > 0) || p->dry_base < 1 || p->dry_penalty_last_n == 0)
+        return 0;
+    int N = p->dry_penalty_last_n < 0 ? s->ctx_n : FD_MIN(p->dry_penalty_last_n, s->ctx_n);
+    const int allowed = p->dry_allowed_length;
+    if (N <= allowed)
+        return 0;
+    const int32_t *x = s->ctx + s->ctx_n - N;
+
+    /* a repeat does not reach back across the latest breaker */
+    int limit = N;
+    for (int i = 0; i < N; i++) {
+        int b = brk_find(s, x[N - 1 - i]);
+        if (b < 0)
+            continue;
+        int longest = -1;
+        for (; b < s->n_br && s->br[b].head == x[N - 1 - i]; b++) {
+            int len = s->br[b].len;
+            if (len <= longest || len > i)
+                continue;
+            const int32_t *t = s->br_tail + s->br[b].off;
+            int o = 0;
+            while (o < len && t[o] == x[N - i + o])
+                o++;
+            if (o == len)
+                longest = len;
+        }
+        if (longest >= 0) {
+            limit = i - longest;
+            break;
+        }
+    }
+    if (limit < allowed)
+        return 0;
+
+    /* the Z-array of the reversed window r[j] = x[N-1-j]: z[k] is how many tokens of the
+     * context's end also end at x[N-1-k] */
+    int32_t *z = s->z;
+#define R(j) x[N - 1 - (j)]
+    z[0] = N;
+    for (int k = 1, l = 0, r = 0; k < N; k++) {
+        int v = k < r ? FD_MIN(r - k, z[k - l]) : 0;
+        while (k + v < N && R(v) == R(k + v))
+            v++;
+        z[k] = v;
+        if (k + v > r) {
+            l = k;
+            r = k + v;
+        }
+    }
+#undef R
+    int rc = dry_reserve(s);
+    if (rc < 0)
+        return rc;
+    /* the token after each earlier end of a repeat would extend it: the longest per token */
+    for (int e = 0; e < N - 1; e++) {
+        int len = FD_MIN(z[N - 1 - e], limit);
+        if (len < allowed)
+            continue;
+        int32_t t = x[e + 1];
+        int j = s->pos[t];
+        if (j < 0) {
+            s->pos[t] = j = s->n_dry++;
+            s->dry_tok[j] = t;
+            s->dry_pen[j] = (float)len;
+        } else if (s->dry_pen[j] < (float)len) {
+            s->dry_pen[j] = (float)len;
+        }
+    }
+    /* no penalty for a token that is a breaker by itself; the exponent capped so that the
+     * power stays a float (ln FLT_MAX = 88.72) */
+    int max_exp = p->dry_base > 1.000001f ? (int)(88.7228391f / logf(p->dry_base)) : 0;
+    int m = 0;
+    for (int j = 0; j < s->n_dry; j++) {
+        int32_t t = s->dry_tok[j];
+        s->pos[t] = -1;
+        bool single = false;
+        for (int b = brk_find(s, t); b >= 0 && b < s->n_br && s->br[b].head == t; b++)
+            single |= s->br[b].len == 0;
+        if (single)
+            continue;
+        int ex = (int)s->dry_pen[j] - allowed;
+        if (max_exp > 0 && ex > max_exp)
+            ex = max_exp;
+        s->dry_tok[m] = t;
+        s->dry_pen[m++] = p->dry_multiplier * powf(p->dry_base, (float)ex);
+    }
+    s->n_dry = m;
+    return 0;
+}
+
+/* -- the steps -- */
+
+static inline float penalize(const smp_t *s, int h, float l)
+{
+    const float rp = s->p.repeat_penalty;
+    if (rp != 1.0f && s->p.repeat_last_n != 0 && s->h_win[h] > 0)
+        l = l > 0 ? l / rp : l * rp;
+    if (s->h_gen[h] > 0 && (s->p.frequency_penalty != 0.0f || s->p.presence_penalty != 0.0f))
+        l -= (float)s->h_gen[h] * s->p.frequency_penalty + s->p.presence_penalty;
+    return l;
+}
+
+/* Maps the candidates' tokens to their index in pos (dense: the identity needs none). */
+static void pos_map(smp_t *s, const cand_t *c, int n, bool set)
+{
+    for (int i = 0; i < n; i++)
+        s->pos[c[i].id] = set ? i : -1;
+}
+
+static void step_penalties(smp_t *s, cand_t *c, int n, bool dense)
+{
+    if (!dense)
+        pos_map(s, c, n, true);
+    for (int h = 0; h < s->h_n; h++) {
+        int j = dense ? s->h_tok[h] : s->pos[s->h_tok[h]];
+        if (j >= 0)
+            c[j].logit = penalize(s, h, c[j].logit);
+    }
+    if (!dense)
+        pos_map(s, c, n, false);
+}
+
+static void step_dry(smp_t *s, cand_t *c, int n, bool dense)
+{
+    if (!dense)
+        pos_map(s, c, n, true);
+    for (int k = 0; k < s->n_dry; k++) {
+        int j = dense ? s->dry_tok[k] : s->pos[s->dry_tok[k]];
+        if (j >= 0)
+            c[j].logit -= s->dry_pen[k];
+    }
+    if (!dense)
+        pos_map(s, c, n, false);
+}
+
+/* c[i].w = the softmax of the logits (in double, stored as float; -inf gives 0); returns
+ * the entropy when want_h. */
+static double softmax(cand_t *c, int n, bool want_h)
+{
+    float max = -INFINITY;
+    for (int i = 0; i < n; i++)
+        max = c[i].logit > max ? c[i].logit : max;
+    double sum = 0;
+    for (int i = 0; i < n; i++)
+        sum += exp((double)c[i].logit - (double)max);
+    double h = 0;
+    for (int i = 0; i < n; i++) {
+        double q = exp((double)c[i].logit - (double)max) / sum;
+        c[i].w = (float)q;
+        if (want_h && q > 0)
+            h -= q * log(q);
+    }
+    return h;
+}
+
+static void sort_best(cand_t *c, int n, bool *sorted)
+{
+    if (!*sorted)
+        qsort(c, (size_t)n, sizeof *c, cand_cmp);
+    *sorted = true;
+}
+
+/* The k best (best first), by a k-entry heap over the candidates. */
+static int step_top_k(smp_t *s, cand_t *c, int n, int k, bool *sorted)
+{
+    if (k <= 0 || k >= n)
+        return n;
+    if (!*sorted) {
+        cand_t *h = s->tmp;
+        int m = 0;
+        for (int i = 0; i < n; i++) {
+            if (m < k) {
+                h[m] = c[i];
+                heap_up(h, m++);
+            } else if (cand_better(c[i], h[0])) {
+                h[0] = c[i];
+                heap_down(h, m, 0);
+            }
+        }
+        for (int end = m - 1; end > 0; end--) {
+            cand_t t = h[0];
+            h[0] = h[end];
+            h[end] = t;
+            heap_down(h, end, 0);
+        }
+        memcpy(c, h, (size_t)k * sizeof *c);
+        *sorted = true;
+    }
+    return k;
+}
+
+static int step_top_p(cand_t *c, int n, double top_p, bool *sorted)
+{
+    if (top_p >= 1)
+        return n;
+    sort_best(c, n, sorted);
+    softmax(c, n, false);
+    double cum = 0;
+    for (int i = 0; i < n; i++) {
+        cum += c[i].w;
+        if (cum >= top_p)
+            return i + 1;
+    }
+    return n;
+}
+
+static int step_min_p(cand_t *c, int n, double min_p, bool *sorted)
+{
+    if (min_p <= 0)
+        return n;
+    sort_best(c, n, sorted);
+    softmax(c, n, false);
+    int keep = 1;
+    while (keep < n && (double)c[keep].w >= min_p * (double)c[0].w)
+        keep++;
+    return keep;
+}
+
+static int step_top_n_sigma(cand_t *c, int n, double nsig, bool *sorted)
+{
+    if (nsig <= 0 || n <= 1)
+        return n;
+    double max = -INFINITY, sum = 0;
+    int cnt = 0;
+    for (int i = 0; i < n; i++) {
+        if (c[i].logit == -INFINITY)
+            continue;
+        max = FD_MAX(max, (double)c[i].logit);
+        sum += c[i].logit;
+        cnt++;
+    }
+    if (cnt == 0)
+        return n;
+    double mean = sum / cnt, acc = 0;
+    for (int i = 0; i < n; i++)
+        if (c[i].logit != -INFINITY)
+            acc += ((double)c[i].logit - mean) * ((double)c[i].logit - mean);
+    double cut = max - nsig * sqrt(acc / cnt);
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        if ((double)c[i].logit >= cut)
+            c[m++] = c[i];
+    (void)sorted;               /* order kept */
+    return m;
+}
+
+static int typ_cmp(const void *a, const void *b)
+{
+    /* w holds the shifted score here; ties keep the lower id first */
+    const cand_t *x = a, *y = b;
+    if (x->w != y->w)
+        return x->w < y->w ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+static int step_typical(cand_t *c, int n, double typ, bool *sorted)
+{
+    if (typ <= 0 || typ >= 1)
+        return n;
+    double h = softmax(c, n, true);
+    /* w: |-ln p - H| for the sort; the probability is computed again after it */
+    for (int i = 0; i < n; i++)
+        c[i].w = c[i].w > 0 ? (float)fabs(-log((double)c[i].w) - h) : INFINITY;
+    qsort(c, (size_t)n, sizeof *c, typ_cmp);
+    softmax(c, n, false);
+    double cum = 0;
+    int keep = n;
+    for (int i = 0; i < n; i++) {
+        cum += c[i].w;
+        if (cum > typ) {
+            keep = i + 1;
+            break;
+        }
+    }
+    *sorted = false;
+    return keep;
+}
+
+static int step_xtc(smp_t *s, cand_t *c, int n, bool *sorted)
+{
+    const double prob = s->p.xtc_probability, thr = s->p.xtc_threshold;
+    if (prob <= 0 || thr > 0.5 || n < 2)
+        return n;
+    if (rng_uniform(s) >= prob)
+        return n;
+    sort_best(c, n, sorted);
+    softmax(c, n, false);
+    int last = 0;
+    while (last + 1 < n && c[last + 1].w >= thr)
+        last++;
+    if (c[0].w < thr || last == 0)
+        return n;
+    memmove(c, c + last, (size_t)(n - last) * sizeof *c);
+    return n - last;
+}
+
+static int step_temperature(cand_t *c, int n, const eng_sampling_t *p, bool *sorted)
+{
+    double t = p->temperature;
+    /* Mirostat's temperature is the plain one */
+    if (p->dynatemp_range > 0 && !p->mirostat) {
+        if (n <= 1)
+            return n;
+        double lo = FD_MAX(0.0, t - p->dynatemp_range), hi = t + p->dynatemp_range;
+        double h = softmax(c, n, true);
+        t = lo + (hi - lo) * pow(h / log((double)n), (double)p->dynatemp_exponent);
+        if (!(t > 0)) {
+            /* a zero temperature keeps the best alone */
+            sort_best(c, n, sorted);
+            return 1;
+        }
+    }
+    const float inv = (float)(1.0 / t);
+    for (int i = 0; i < n; i++)
+        c[i].logit *= inv;
+    return n;
+}
+
+/* Mirostat's truncation of c (softmax taken, best first). */
+static int step_mirostat(smp_t *s, cand_t *c, int n, bool *sorted)
+{
+    sort_best(c, n, sorted);
+    softmax(c, n, false);
+    if (s->p.mirostat == 2) {
+        int keep = 0;
+        while (keep < n && -log2((double)c[keep].w) <= s->mu)
+            keep++;
+        return FD_MAX(keep, 1);
+    }
+    const int m = 100;
+    double sum_tb = 0, sum_tt = 0;
+    for (int i = 0; i < m - 1 && i < n - 1; i++) {
+        double ti = log((double)(i + 2) / (double)(i + 1));
+        double bi = log((double)c[i].w / (double)c[i + 1].w);
+        sum_tb += ti * bi;
+        sum_tt += ti * ti;
+    }
+    double sh = sum_tb / sum_tt, eps = sh - 1;
+    double k = pow(eps * pow(2.0, s->mu) / (1 - pow((double)s->n_vocab, -eps)), 1 / sh);
+    int ki = isfinite(k) && k < (double)n ? FD_MAX((int)k, 1) : n;
+    return step_top_k(s, c, n, ki, sorted);
+}
+
+/* Runs the chain on logits (biased, masked, clean; temperature > 0) into s->cc: returns
+ * the number of candidates left, their probabilities in w. */
+static int chain_run(smp_t *s, const float *logits)
+{
+    const int V = s->n_vocab;
+    const eng_sampling_t *p = &s->p;
+    cand_t *c = s->cc;
+    for (int i = 0; i < V; i++)
+        c[i] = (cand_t){ logits[i], i, 0 };
+    int n = V;
+    bool sorted = false, dense = true;
+    for (int k = 0; k < s->n_order; k++) {
+        int before = n;
+        switch (s->order[k]) {
+        case SMP_PENALTIES: step_penalties(s, c, n, dense); break;
+        case SMP_DRY: step_dry(s, c, n, dense); break;
+        case SMP_TOP_N_SIGMA: n = step_top_n_sigma(c, n, p->top_n_sigma, &sorted); break;
+        case SMP_TOP_K: n = step_top_k(s, c, n, p->top_k, &sorted); break;
+        case SMP_TYPICAL: n = step_typical(c, n, p->typical_p, &sorted); break;
+        case SMP_TOP_P: n = step_top_p(c, n, p->top_p, &sorted); break;
+        case SMP_MIN_P: n = step_min_p(c, n, p->min_p, &sorted); break;
+        case SMP_XTC: n = step_xtc(s, c, n, &sorted); break;
+        case SMP_TEMPERATURE: n = step_temperature(c, n, p, &sorted); break;
+        }
+        /* a step that moved or dropped entries ends the identity map */
+        dense = dense && n == before && !sorted;
+    }
+    if (p->mirostat)
+        n = step_mirostat(s, c, n, &sorted);
+    softmax(c, n, false);
+    return n;
+}
+
+/* The n most probable of c (best first, ties to the lower id) moved to its front. */
+static void order_by_prob(cand_t *c, int n)
+{
+    for (int i = 0; i < n; i++)
+        c[i].logit = c[i].w;   /* sort by probability through cand_cmp */
+    qsort(c, (size_t)n, sizeof *c, cand_cmp);
+}
+
+/* Penalties and DRY on the full logits array, in the chain's order (greedy's arg max and
+ * the log-probabilities see them so). */
+static void chain_modifiers(smp_t *s, float *logits)
+{
+    for (int k = 0; k < s->n_order; k++) {
+        if (s->order[k] == SMP_PENALTIES)
+            apply_penalties(s, logits);
+        else if (s->order[k] == SMP_DRY)
+            for (int j = 0; j < s->n_dry; j++)
+                logits[s->dry_tok[j]] -= s->dry_pen[j];
+    }
+}
+
+int smp_dist(smp_t *s, const float *logits, int32_t *ids, double *probs, int cap)
+{
+    const int V = s->n_vocab;
+    if (!s->cc) {
+        s->cc = malloc((size_t)V * sizeof *s->cc);
+        s->tmp = malloc((size_t)V * sizeof *s->tmp);
+        s->pos = malloc((size_t)V * sizeof *s->pos);
+        if (!s->cc || !s->tmp || !s->pos)
+            return -ENOMEM;
+        for (int i = 0; i < V; i++)
+            s->pos[i] = -1;
+    }
+    float *l = malloc((size_t)V * sizeof *l);
+    if (!l)
+        return -ENOMEM;
+    memcpy(l, logits, (size_t)V * sizeof *l);
+    apply_bias_mask(s, l, NULL);
+    float max;
+    int n = 0;
+    int rc = dry_compute(s);
+    if (rc < 0)
+        goto out;
+    if (clean_argmax(l, V, &max) < 0) {
+        rc = FD_ERANGE;
+        goto out;
+    }
+    if (s->p.temperature == 0.0f) {
+        chain_modifiers(s, l);
+        s->cc[0] = (cand_t){ 0, clean_argmax(l, V, &max), 1.0f };
+        n = 1;
+    } else {
+        n = chain_run(s, l);
+        order_by_prob(s->cc, n);
+        while (n > 0 && s->cc[n - 1].w == 0)
+            n--;
+    }
+    for (int i = 0; i < n && i < cap; i++) {
+        ids[i] = s->cc[i].id;
+        probs[i] = s->cc[i].w;
+    }
+    rc = n;
+out:
+    free(l);
+    return rc;
+}
+
+/* smp_sample_masked when the chain runs. */
+static int32_t chain_sample(smp_t *s, float *logits, const uint32_t *allow, float *logprob,
+                            eng_top_t *top, int n_top)
+{
+    const int V = s->n_vocab;
+    apply_bias_mask(s, logits, allow);
+    float max;
+    if (clean_argmax(logits, V, &max) < 0)
+        return FD_ERANGE;
+    int rc = s->p.mirostat ? 0 : dry_compute(s);
+    if (rc < 0)
+        return rc;
+    int32_t tok;
+    int n = 0;
+    if (s->p.temperature == 0.0f) {
+        if (!s->p.mirostat)
+            chain_modifiers(s, logits);
+        tok = clean_argmax(logits, V, &max);
+        s->cc[0] = (cand_t){ 1, tok, 1.0f };
+        n = 1;
+    } else {
+        n = chain_run(s, logits);
+        double u = rng_uniform(s), total = 0, cum = 0;
+        for (int i = 0; i < n; i++)
+            total += s->cc[i].w;
+        int pick = n - 1;
+        for (int i = 0; i < n; i++) {
+            cum += s->cc[i].w;
+            if (cum > u * total && s->cc[i].w > 0) {
+                pick = i;
+                break;
+            }
+        }
+        while (pick > 0 && s->cc[pick].w == 0)
+            pick--;
+        tok = s->cc[pick].id;
+        if (s->p.mirostat)
+            s->mu -= s->p.mirostat_eta * (float)(-log2((double)s->cc[pick].w) -
+                                                 (double)s->p.mirostat_tau);
+        if (!s->p.mirostat)
+            chain_modifiers(s, logits);
+        clean_argmax(logits, V, &max);
+    }
+    if (s->p.post_probs) {
+        if (s->p.temperature != 0.0f) {
+            order_by_prob(s->cc, n);
+            while (n > 0 && s->cc[n - 1].w == 0)
+                n--;
+        }
+        s->n_post = n;
+        if (logprob) {
+            *logprob = -INFINITY;
+            for (int i = 0; i < n; i++)
+                if (s->cc[i].id == tok)
+                    *logprob = logf(s->cc[i].w);
+        }
+        for (int i = 0; i < n_top; i++)
+            top[i] = i < n ? (eng_top_t){ s->cc[i].id, logf(s->cc[i].w) }
+                           : (eng_top_t){ s->cc[0].id, -INFINITY };
+        return tok;
+    }
+    if (logprob || n_top > 0) {
+        double lse = log_sum_exp(logits, V, max);
+        if (logprob)
+            *logprob = (float)((double)logits[tok] - lse);
+        if (n_top > 0 && fill_top(s, logits, lse, top, n_top) < 0)
+            return -ENOMEM;
+    }
+    return tok;
+}
+
 int32_t smp_sample(smp_t *s, float *logits, float *logprob, eng_top_t *top, int n_top)
 {
     return smp_sample_masked(s, logits, NULL, logprob, top, n_top);
@@ -787,7 +1607,10 @@ int32_t smp_sample_masked(smp_t *s, float *logits, const uint32_t *allow, float 
     const int V = s->n_vocab;
     if (n_top < 0 || n_top > SMP_MAX_TOP || n_top > V || (n_top > 0 && !top))
         return -EINVAL;
-    apply_bias_penalties(s, logits, allow);
+    if (s->chain)
+        return chain_sample(s, logits, allow, logprob, top, n_top);
+    apply_bias_mask(s, logits, allow);
+    apply_penalties(s, logits);
 
     float max;
     int32_t best = clean_argmax(logits, V, &max);
@@ -841,4 +1664,17 @@ void eng_sampling_default(eng_sampling_t *s)
     s->repeat_penalty = 1.0f;
     s->repeat_last_n = 64;
     s->n_probs = -1;
+    smp_default_extras(s);
+}
+
+void smp_default_extras(eng_sampling_t *s)
+{
+    /* llama.cpp's secondary values, used once their sampler is switched on */
+    s->dynatemp_exponent = 1.0f;
+    s->xtc_threshold = 0.1f;
+    s->dry_base = 1.75f;
+    s->dry_allowed_length = 2;
+    s->dry_penalty_last_n = -1;
+    s->mirostat_tau = 5.0f;
+    s->mirostat_eta = 0.1f;
 }

@@ -2,7 +2,9 @@
  * the support exactly as defined and draw with the softmax's frequencies (fixed seeds, checked
  * against a full-sort reference in double); seeds reproduce; penalties and logit bias change
  * logits by exactly the defined amounts; logprobs equal the log-softmax computed in double;
- * bad parameters are rejected. */
+ * bad parameters are rejected; llama.cpp's samplers (typical, dynamic temperature, top-n-sigma,
+ * XTC, DRY, Mirostat, the chain order) leave the survivors and probabilities their
+ * definitions give, computed here independently. */
 #include <float.h>
 #include <math.h>
 #include <time.h>
@@ -635,6 +637,522 @@ START_TEST(test_seed)
 END_TEST
 
 /* The exp kernel against libm's expf on awkward lengths and the whole range it serves. */
+/* ---- llama.cpp's samplers (the chain): each against its definition computed here ---- */
+
+/* The chain's distribution for logits under p: survivors (ids) and probabilities. */
+static int chain_dist(const eng_sampling_t *p, const float *logits, int V, int32_t *ids,
+                      double *probs)
+{
+    smp_t *s = NULL;
+    ck_assert_int_eq(smp_create(&s, p, V), 0);
+    int n = smp_dist(s, logits, ids, probs, V);
+    smp_free(s);
+    return n;
+}
+
+/* Expects exactly the survivors want[0..n) (most probable first) with probabilities
+ * proportional to exp(z[id]) over them (z: the logits at the scale the last step left). */
+static void expect_dist(const int32_t *ids, const double *probs, int n, const int *want,
+                        int n_want, const double *z)
+{
+    ck_assert_int_eq(n, n_want);
+    double total = 0;
+    for (int i = 0; i < n_want; i++)
+        total += exp(z[want[i]]);
+    for (int i = 0; i < n; i++) {
+        ck_assert_int_eq(ids[i], want[i]);
+        ck_assert_double_eq_tol(probs[i], exp(z[want[i]]) / total, 1e-6);
+    }
+}
+
+static eng_sampling_t chain_params(void)
+{
+    eng_sampling_t p;
+    eng_sampling_default(&p);
+    p.post_probs = true;        /* the chain, with fusiond's default order */
+    return p;
+}
+
+START_TEST(test_chain_default_matches_fast)
+{
+    /* the chain with the new samplers off is the fast path's distribution */
+    enum { V = 300 };
+    float l[V];
+    double ref[V], probs[V];
+    int32_t ids[V];
+    random_logits(l, V, 6.0f, 77);
+    static const struct { float t, top_p, min_p; int k; } cases[] = {
+        { 1.0f, 1.0f, 0.0f, 0 }, { 0.7f, 0.9f, 0.0f, 0 }, { 1.3f, 0.8f, 0.05f, 40 },
+        { 0.5f, 1.0f, 0.1f, 7 }, { 2.0f, 0.5f, 0.0f, 100 },
+    };
+    for (size_t c = 0; c < FD_ARRAY_LEN(cases); c++) {
+        eng_sampling_t p = chain_params();
+        p.temperature = cases[c].t;
+        p.top_p = cases[c].top_p;
+        p.min_p = cases[c].min_p;
+        p.top_k = cases[c].k;
+        ref_probs(l, V, &p, ref);
+        int n = chain_dist(&p, l, V, ids, probs);
+        int support = 0;
+        for (int i = 0; i < V; i++)
+            support += ref[i] > 0;
+        ck_assert_int_eq(n, support);
+        for (int i = 0; i < n; i++)
+            ck_assert_double_eq_tol(probs[i], ref[ids[i]], 1e-6);
+    }
+}
+END_TEST
+
+START_TEST(test_typical)
+{
+    enum { V = 6 };
+    const double q0[V] = { 0.4, 0.14, 0.13, 0.12, 0.11, 0.10 };
+    float l[V];
+    for (int i = 0; i < V; i++)
+        l[i] = (float)log(q0[i]) + 1.0f;
+    double q[V], h = 0, z[V];
+    double mx = l[0], sum = 0;
+    for (int i = 0; i < V; i++)
+        sum += exp(l[i] - mx);
+    for (int i = 0; i < V; i++) {
+        q[i] = exp(l[i] - mx) / sum;
+        h -= q[i] * log(q[i]);
+        z[i] = l[i];
+    }
+    /* by hand: sort by |-ln q - H|, keep until the mass exceeds typical_p */
+    int idx[V] = { 0, 1, 2, 3, 4, 5 };
+    for (int i = 0; i < V; i++)
+        for (int j = i + 1; j < V; j++)
+            if (fabs(-log(q[idx[j]]) - h) < fabs(-log(q[idx[i]]) - h)) {
+                int t = idx[i];
+                idx[i] = idx[j];
+                idx[j] = t;
+            }
+    const float tp = 0.3f;
+    int keep = 0;
+    double cum = 0;
+    while (keep < V && cum <= tp)
+        cum += q[idx[keep++]];
+    /* the survivors, most probable first */
+    int want[V];
+    for (int i = 0; i < keep; i++)
+        want[i] = idx[i];
+    for (int i = 0; i < keep; i++)
+        for (int j = i + 1; j < keep; j++)
+            if (l[want[j]] > l[want[i]]) {
+                int t = want[i];
+                want[i] = want[j];
+                want[j] = t;
+            }
+    ck_assert_int_lt(keep, V);
+    ck_assert_int_ne(want[0], 0);       /* here the most probable token is not typical */
+    eng_sampling_t p = chain_params();
+    p.typical_p = tp;
+    int32_t ids[V];
+    double probs[V];
+    int n = chain_dist(&p, l, V, ids, probs);
+    expect_dist(ids, probs, n, want, keep, z);
+}
+END_TEST
+
+START_TEST(test_dynatemp)
+{
+    enum { V = 5 };
+    const float l[V] = { 3.0f, 2.0f, 1.0f, 0.5f, -1.0f };
+    const float T = 1.0f, range = 0.5f, ex = 2.0f;
+    double q[V], h = 0, sum = 0, z[V];
+    for (int i = 0; i < V; i++)
+        sum += exp(l[i]);
+    for (int i = 0; i < V; i++) {
+        q[i] = exp(l[i]) / sum;
+        h -= q[i] * log(q[i]);
+    }
+    double t = (T - range) + (2 * range) * pow(h / log(V), ex);
+    for (int i = 0; i < V; i++)
+        z[i] = l[i] / t;
+    eng_sampling_t p = chain_params();
+    p.temperature = T;
+    p.dynatemp_range = range;
+    p.dynatemp_exponent = ex;
+    int32_t ids[V];
+    double probs[V];
+    const int want[V] = { 0, 1, 2, 3, 4 };
+    expect_dist(ids, probs, chain_dist(&p, l, V, ids, probs), want, V, z);
+    /* exponent 0: the top of the range */
+    p.dynatemp_exponent = 0;
+    for (int i = 0; i < V; i++)
+        z[i] = l[i] / (T + range);
+    expect_dist(ids, probs, chain_dist(&p, l, V, ids, probs), want, V, z);
+}
+END_TEST
+
+START_TEST(test_top_n_sigma)
+{
+    enum { V = 6 };
+    const float l[V] = { 4.0f, 3.5f, 1.0f, 0.0f, -0.5f, -2.0f };
+    double mean = 0, var = 0, z[V];
+    for (int i = 0; i < V; i++)
+        mean += l[i] / (double)V;
+    for (int i = 0; i < V; i++)
+        var += (l[i] - mean) * (l[i] - mean) / V;
+    const float ns = 1.0f;
+    double cut = 4.0 - ns * sqrt(var);  /* 4 - 2.0 ... = about 1.93 */
+    int want[V], nw = 0;
+    for (int i = 0; i < V; i++) {
+        z[i] = l[i] / 0.8;
+        if (l[i] >= cut)
+            want[nw++] = i;
+    }
+    ck_assert_int_eq(nw, 2);
+    eng_sampling_t p = chain_params();
+    p.temperature = 0.8f;
+    p.top_n_sigma = ns;
+    int32_t ids[V];
+    double probs[V];
+    expect_dist(ids, probs, chain_dist(&p, l, V, ids, probs), want, nw, z);
+    /* a banned token does not count in the deviation */
+    float l2[V + 1];
+    memcpy(l2, l, sizeof l);
+    l2[V] = -INFINITY;
+    int32_t ids2[V + 1];
+    double probs2[V + 1];
+    expect_dist(ids2, probs2, chain_dist(&p, l2, V + 1, ids2, probs2), want, nw, z);
+}
+END_TEST
+
+START_TEST(test_xtc)
+{
+    enum { V = 5 };
+    /* probabilities 0.4, 0.3, 0.15, 0.1, 0.05 */
+    const double q[V] = { 0.4, 0.3, 0.15, 0.1, 0.05 };
+    float l[V];
+    double z[V];
+    for (int i = 0; i < V; i++)
+        z[i] = l[i] = (float)log(q[i]);
+    eng_sampling_t p = chain_params();
+    p.xtc_probability = 1;
+    p.xtc_threshold = 0.12f;
+    int32_t ids[V];
+    double probs[V];
+    /* 0, 1 and 2 reach 0.12: 0 and 1 go, 2 (the least probable of them) stays */
+    const int want[] = { 2, 3, 4 };
+    expect_dist(ids, probs, chain_dist(&p, l, V, ids, probs), want, 3, z);
+    /* only one reaches it: nothing removed; threshold above 0.5: XTC off */
+    p.xtc_threshold = 0.35f;
+    const int all[] = { 0, 1, 2, 3, 4 };
+    expect_dist(ids, probs, chain_dist(&p, l, V, ids, probs), all, V, z);
+    p.xtc_threshold = 0.6f;
+    expect_dist(ids, probs, chain_dist(&p, l, V, ids, probs), all, V, z);
+    /* probability 0.5: about half of the draws remove them, reproducibly for a seed */
+    p.xtc_threshold = 0.12f;
+    p.xtc_probability = 0.5f;
+    p.has_seed = true;
+    p.seed = 1234;
+    smp_t *a, *b;
+    ck_assert_int_eq(smp_create(&a, &p, V), 0);
+    ck_assert_int_eq(smp_create(&b, &p, V), 0);
+    int cut = 0;
+    for (int i = 0; i < 2000; i++) {
+        int na = smp_dist(a, l, ids, probs, V);
+        REQUIRE(na == smp_dist(b, l, ids, probs, V), "draw %d differs between the seeds", i);
+        cut += na == 3;
+    }
+    ck_assert_int_gt(cut, 850);
+    ck_assert_int_lt(cut, 1150);
+    smp_free(a);
+    smp_free(b);
+}
+END_TEST
+
+/* DRY's penalty for each token by definition (a naive search): the longest len such that
+ * the context's last len tokens also end at an earlier position e, the token after e then
+ * losing mult * base^(len - allowed) when len >= allowed. */
+static void dry_ref(const int32_t *x, int N, int allowed, double mult, double base, int V,
+                    double *pen)
+{
+    for (int t = 0; t < V; t++)
+        pen[t] = 0;
+    int best[64];
+    for (int t = 0; t < 64; t++)
+        best[t] = -1;
+    for (int e = 0; e < N - 1; e++) {
+        int len = 0;
+        while (len <= e && x[e - len] == x[N - 1 - len])
+            len++;
+        if (len >= allowed && len > best[x[e + 1]])
+            best[x[e + 1]] = len;
+    }
+    /* (allowed_length 0 makes every token that followed anything a repeat of length 0, as
+     * in llama.cpp) */
+    for (int t = 0; t < V; t++)
+        if (best[t] >= 0)
+            pen[t] = mult * pow(base, best[t] - allowed);
+}
+
+START_TEST(test_dry)
+{
+    enum { V = 10 };
+    /* ... 1 2 3 4 5 ... 1 2 3 4: the repeat 1 2 3 4 (len 4) would go on with 5; the
+     * shorter repeats "4" (after 7 4, len 1) and "3 4" do not reach allowed_length 2 with
+     * another token */
+    const int32_t ctx[] = { 7, 1, 2, 3, 4, 5, 6, 7, 4, 8, 1, 2, 3, 4 };
+    const int N = (int)FD_ARRAY_LEN(ctx);
+    eng_sampling_t p;
+    eng_sampling_default(&p);
+    p.temperature = 0;
+    p.dry_multiplier = 0.8f;
+    p.dry_base = 1.75f;
+    p.dry_allowed_length = 2;
+    p.post_probs = true;
+    smp_t *s;
+    ck_assert_int_eq(smp_create(&s, &p, V), 0);
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(smp_accept(s, ctx[i], i >= 10), 0);
+    double pen[V];
+    dry_ref(ctx, N, 2, 0.8, 1.75, V, pen);
+    ck_assert_double_eq_tol(pen[5], 0.8 * pow(1.75, 4 - 2), 1e-9);
+    for (int t = 0; t < V; t++)
+        if (t != 5)
+            ck_assert_double_eq(pen[t], 0);
+    float l[V], got[V];
+    for (int t = 0; t < V; t++)
+        l[t] = (float)t * 0.1f;
+    l[5] = 3.0f;               /* the repeat's continuation is the greedy choice... */
+    memcpy(got, l, sizeof l);
+    int32_t tok = smp_sample(s, got, NULL, NULL, 0);
+    /* ...until DRY takes exactly 0.8 * 1.75^2 = 2.45 from it: 3 - 2.45 = 0.55 */
+    ck_assert_float_eq_tol(got[5], 3.0f - 2.45f, 1e-5f);
+    for (int t = 0; t < V; t++)
+        if (t != 5)
+            ck_assert_float_eq(got[t], l[t]);
+    ck_assert_int_eq(tok, 9);
+    smp_free(s);
+
+    /* a sequence breaker (token 3) cuts the repeat: 4 after it is a repeat of len 1 */
+    ck_assert_int_eq(smp_create(&s, &p, V), 0);
+    ck_assert_int_eq(smp_add_breaker(s, 3, NULL, 0), 0);
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(smp_accept(s, ctx[i], 0), 0);
+    memcpy(got, l, sizeof l);
+    ck_assert_int_eq(smp_sample(s, got, NULL, NULL, 0), 5);
+    ck_assert_float_eq(got[5], 3.0f);
+    smp_free(s);
+
+    /* dry_penalty_last_n 6 sees only 7 4 8 1 2 3 4 minus one: 4 8 1 2 3 4 -> no repeat of 2 */
+    p.dry_penalty_last_n = 6;
+    ck_assert_int_eq(smp_create(&s, &p, V), 0);
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(smp_accept(s, ctx[i], 0), 0);
+    memcpy(got, l, sizeof l);
+    ck_assert_int_eq(smp_sample(s, got, NULL, NULL, 0), 5);
+    smp_free(s);
+    /* 0: off */
+    p.dry_penalty_last_n = 0;
+    ck_assert_int_eq(smp_create(&s, &p, V), 0);
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(smp_accept(s, ctx[i], 0), 0);
+    memcpy(got, l, sizeof l);
+    ck_assert_int_eq(smp_sample(s, got, NULL, NULL, 0), 5);
+    smp_free(s);
+
+    /* random contexts over a small alphabet: every token's penalty as the naive search */
+    uint64_t seed = 5;
+    for (int round = 0; round < 200; round++) {
+        int32_t x[60];
+        int n = 20 + (int)((tu_randf(&seed) + 1) * 20);
+        for (int i = 0; i < n; i++)
+            x[i] = (int32_t)((tu_randf(&seed) + 1) * 1.5);   /* 0..2 */
+        p.dry_penalty_last_n = -1;
+        p.dry_allowed_length = round % 4;
+        p.dry_base = 1.1f;
+        ck_assert_int_eq(smp_create(&s, &p, V), 0);
+        for (int i = 0; i < n; i++)
+            ck_assert_int_eq(smp_accept(s, x[i], 0), 0);
+        for (int t = 0; t < V; t++)
+            got[t] = 0;
+        smp_sample(s, got, NULL, NULL, 0);
+        dry_ref(x, n, p.dry_allowed_length, 0.8, 1.1, V, pen);
+        for (int t = 0; t < V; t++)
+            REQUIRE(fabs(-got[t] - pen[t]) <= 1e-4 * (1 + pen[t]),
+                    "round %d token %d: penalty %g, expected %g", round, t, -got[t], pen[t]);
+        smp_free(s);
+    }
+}
+END_TEST
+
+START_TEST(test_mirostat)
+{
+    enum { V = 6 };
+    const float l[V] = { 2.0f, 1.0f, 0.5f, 0.0f, -1.0f, -2.0f };
+    double sum = 0, q[V];
+    for (int i = 0; i < V; i++)
+        sum += exp(l[i]);
+    for (int i = 0; i < V; i++)
+        q[i] = exp(l[i]) / sum;
+    eng_sampling_t p;
+    eng_sampling_default(&p);
+    p.mirostat = 2;
+    p.mirostat_tau = 1.5f;       /* mu = 3: keeps surprise -log2 q <= 3, q >= 0.125 */
+    p.mirostat_eta = 0.1f;
+    p.has_seed = true;
+    p.seed = 9;
+    smp_t *s;
+    ck_assert_int_eq(smp_create(&s, &p, V), 0);
+    ck_assert_float_eq(smp_mirostat_mu(s), 3.0f);
+    int32_t ids[V];
+    double probs[V];
+    int keep = 0;
+    while (keep < V && -log2(q[keep]) <= 3.0)
+        keep++;
+    int n = smp_dist(s, l, ids, probs, V);
+    const int want[] = { 0, 1, 2, 3 };
+    double z[V];
+    for (int i = 0; i < V; i++)
+        z[i] = l[i];
+    expect_dist(ids, probs, n, want, keep, z);
+    float w[V];
+    memcpy(w, l, sizeof l);
+    int32_t tok = smp_sample(s, w, NULL, NULL, 0);
+    ck_assert_int_lt(tok, keep);
+    double kept = 0;
+    for (int i = 0; i < keep; i++)
+        kept += q[i];
+    double mu = 3.0 - 0.1 * (-log2(q[tok] / kept) - 1.5);
+    ck_assert_float_eq_tol(smp_mirostat_mu(s), (float)mu, 1e-5f);
+    smp_free(s);
+
+    /* v1: the Zipf fit; for a Zipf distribution q_i ~ 1/i^s the fit gives s exactly, and
+     * k = ((s-1) 2^mu / (1 - V^(1-s)))^(1/s) */
+    enum { W = 200 };
+    float lz[W];
+    const double sz = 1.2;
+    for (int i = 0; i < W; i++)
+        lz[i] = (float)(-sz * log(i + 1.0));
+    p.mirostat = 1;
+    p.mirostat_tau = 2.0f;
+    ck_assert_int_eq(smp_create(&s, &p, W), 0);
+    double k = pow((sz - 1) * pow(2, 4.0) / (1 - pow(W, 1 - sz)), 1 / sz);
+    int32_t idz[W];
+    double pz[W];
+    ck_assert_int_eq(smp_dist(s, lz, idz, pz, W), (int)k);
+    smp_free(s);
+}
+END_TEST
+
+START_TEST(test_order)
+{
+    /* min-p then temperature (llama.cpp's default) vs temperature then min-p (fusiond's) */
+    enum { V = 4 };
+    const float l[V] = { 1.0f, 0.0f, -1.0f, -2.5f };
+    eng_sampling_t p = chain_params();
+    p.temperature = 2.0f;
+    p.min_p = 0.2f;   /* e^-1 = 0.37, e^-2 = 0.14, at T 2: e^-0.5 = 0.61, e^-1 = 0.37 */
+    int32_t ids[V];
+    double probs[V], z[V];
+    for (int i = 0; i < V; i++)
+        z[i] = l[i] / 2.0;
+    const int three[] = { 0, 1, 2 }, two[] = { 0, 1 };
+    expect_dist(ids, probs, chain_dist(&p, l, V, ids, probs), three, 3, z);
+    p.order[0] = SMP_MIN_P;
+    p.order[1] = SMP_TEMPERATURE;
+    p.n_order = 2;
+    expect_dist(ids, probs, chain_dist(&p, l, V, ids, probs), two, 2, z);
+    /* names and letters */
+    ck_assert_int_eq(smp_step_from_name("typ_p"), SMP_TYPICAL);
+    ck_assert_int_eq(smp_step_from_name("nope"), 0);
+    ck_assert_int_eq(smp_step_from_char('x'), SMP_XTC);
+    ck_assert_str_eq(smp_step_name(SMP_TOP_N_SIGMA), "top_n_sigma");
+    uint8_t o[SMP_MAX_ORDER];
+    p.n_order = 0;
+    ck_assert_int_eq(smp_chain_order(&p, o), 9);
+    ck_assert_int_eq(o[2], SMP_TEMPERATURE);
+    p.mirostat = 2;
+    ck_assert_int_eq(smp_chain_order(&p, o), 1);
+}
+END_TEST
+
+START_TEST(test_chain_bad_params)
+{
+    smp_t *s = (smp_t *)1;
+    eng_sampling_t p;
+    const char *empty[] = { "" };
+#define BAD(field_stmt)                                                       \
+    do {                                                                      \
+        eng_sampling_default(&p);                                             \
+        field_stmt;                                                           \
+        ck_assert_int_eq(smp_create(&s, &p, 10), -EINVAL);                   \
+        ck_assert_ptr_null(s);                                                \
+    } while (0)
+    BAD(p.typical_p = -0.1f);
+    BAD(p.typical_p = 1.5f);
+    BAD(p.dynatemp_range = -1);
+    BAD(p.dynatemp_exponent = NAN);
+    BAD(p.xtc_probability = 2);
+    BAD(p.xtc_threshold = -0.5f);
+    BAD(p.top_n_sigma = INFINITY);
+    BAD(p.dry_multiplier = -1);
+    BAD((p.dry_multiplier = 1, p.dry_base = 0.5f));
+    BAD(p.dry_allowed_length = -1);
+    BAD(p.dry_penalty_last_n = -2);
+    BAD((p.dry_breakers = empty, p.n_dry_breakers = 1));
+    BAD(p.n_dry_breakers = 1);
+    BAD(p.mirostat = 3);
+    BAD((p.mirostat = 1, p.mirostat_eta = 1.5f));
+    BAD((p.mirostat = 2, p.mirostat_tau = -1));
+    BAD((p.n_order = 1, p.order[0] = 0));
+    BAD((p.n_order = 1, p.order[0] = 42));
+    BAD(p.n_order = 17);
+#undef BAD
+    char err[128];
+    eng_sampling_default(&p);
+    p.dry_penalty_last_n = -7;
+    ck_assert_int_eq(smp_check_params(&p, 10, err, sizeof err), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "dry_penalty_last_n"));
+}
+END_TEST
+
+START_TEST(test_chain_greedy_and_seed)
+{
+    /* temperature 0 stays the arg max whatever the truncating samplers say */
+    enum { V = 50 };
+    float l[V], w[V];
+    random_logits(l, V, 4.0f, 3);
+    int best = 0;
+    for (int i = 1; i < V; i++)
+        best = l[i] > l[best] ? i : best;
+    eng_sampling_t p;
+    eng_sampling_default(&p);
+    p.temperature = 0;
+    p.typical_p = 0.2f;
+    p.xtc_probability = 1;
+    p.xtc_threshold = 0.01f;
+    p.top_n_sigma = 0.5f;
+    smp_t *s;
+    ck_assert_int_eq(smp_create(&s, &p, V), 0);
+    memcpy(w, l, sizeof l);
+    ck_assert_int_eq(smp_sample(s, w, NULL, NULL, 0), best);
+    smp_free(s);
+    /* a seed replays every sampler's draws */
+    p.temperature = 1.1f;
+    p.xtc_probability = 0.5f;
+    p.xtc_threshold = 0.05f;
+    p.dynatemp_range = 0.3f;
+    p.has_seed = true;
+    p.seed = 42;
+    int32_t seq[2][64];
+    for (int r = 0; r < 2; r++) {
+        ck_assert_int_eq(smp_create(&s, &p, V), 0);
+        for (int i = 0; i < 64; i++) {
+            memcpy(w, l, sizeof l);
+            seq[r][i] = smp_sample(s, w, NULL, NULL, 0);
+            ck_assert_int_ge(seq[r][i], 0);
+        }
+        smp_free(s);
+    }
+    ck_assert_mem_eq(seq[0], seq[1], sizeof seq[0]);
+}
+END_TEST
+
 START_TEST(test_exp_kernel)
 {
     enum { N = 4099 };
@@ -733,6 +1251,16 @@ int main(void)
     tcase_add_test(tc, test_large_vocab);
     tcase_add_test(tc, test_seed);
     tcase_add_test(tc, test_exp_kernel);
+    tcase_add_test(tc, test_chain_default_matches_fast);
+    tcase_add_test(tc, test_typical);
+    tcase_add_test(tc, test_dynatemp);
+    tcase_add_test(tc, test_top_n_sigma);
+    tcase_add_test(tc, test_xtc);
+    tcase_add_test(tc, test_dry);
+    tcase_add_test(tc, test_mirostat);
+    tcase_add_test(tc, test_order);
+    tcase_add_test(tc, test_chain_bad_params);
+    tcase_add_test(tc, test_chain_greedy_and_seed);
     tcase_add_test(tc, test_speed);
     suite_add_tcase(s, tc);
     return tu_run(s);

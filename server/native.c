@@ -4,7 +4,10 @@
 
 #include "server/native.h"
 
+#include "engine/sampler.h"
+
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,7 +31,25 @@ static bool add_id(cJSON *entry, int32_t id)
     return cJSON_AddNumberToObject(entry, "id", id) != NULL;
 }
 
-cJSON *nat_probs(const tok_t *tok, const oai_lp_t *lp, size_t n)
+/* post_sampling_probs: the entry's "logprob" becomes "prob" (its exponential), and
+ * "top_logprobs" "top_probs". */
+static bool to_prob(cJSON *entry)
+{
+    cJSON *lp = cJSON_DetachItemFromObjectCaseSensitive(entry, "logprob");
+    if (!lp)
+        return false;
+    double v = exp(lp->valuedouble);
+    cJSON_Delete(lp);
+    if (!cJSON_AddNumberToObject(entry, "prob", v))
+        return false;
+    cJSON *tops = cJSON_DetachItemFromObjectCaseSensitive(entry, "top_logprobs");
+    if (!tops)
+        return true;
+    cJSON_AddItemToObject(entry, "top_probs", tops);
+    return true;
+}
+
+cJSON *nat_probs(const tok_t *tok, const oai_lp_t *lp, size_t n, bool post)
 {
     char *text = oai_token_logprobs(tok, lp, n);
     cJSON *a = text ? cJSON_Parse(text) : NULL;
@@ -47,9 +68,10 @@ cJSON *nat_probs(const tok_t *tok, const oai_lp_t *lp, size_t n)
         int k = 0;
         cJSON_ArrayForEach(t, tops)
         {
-            ok = ok && k < lp[i].n_top && add_id(t, lp[i].top[k].token);
+            ok = ok && k < lp[i].n_top && add_id(t, lp[i].top[k].token) && (!post || to_prob(t));
             k++;
         }
+        ok = ok && (!post || to_prob(it));
         i++;
     }
     if (!ok) {
@@ -63,25 +85,37 @@ cJSON *nat_params_json(const nat_params_t *p)
 {
     const eng_sampling_t *s = p->s;
     cJSON *o = cJSON_CreateObject(), *stop = cJSON_CreateArray(), *smp = cJSON_CreateArray();
+    cJSON *brk = cJSON_CreateArray();
     bool ok = o && oai_put(o, "n_predict", cJSON_CreateNumber(p->n_predict)) &&
               /* llama-server's "random" seed value */
               oai_put(o, "seed",
                       cJSON_CreateNumber(s->has_seed ? (double)s->seed : 4294967295.0)) &&
               oai_put(o, "temperature", cJSON_CreateNumber(s->temperature)) &&
-              oai_put(o, "dynatemp_range", cJSON_CreateNumber(0)) &&
-              oai_put(o, "dynatemp_exponent", cJSON_CreateNumber(1)) &&
+              oai_put(o, "dynatemp_range", cJSON_CreateNumber(s->dynatemp_range)) &&
+              oai_put(o, "dynatemp_exponent", cJSON_CreateNumber(s->dynatemp_exponent)) &&
               oai_put(o, "top_k", cJSON_CreateNumber(s->top_k)) &&
               oai_put(o, "top_p", cJSON_CreateNumber(s->top_p)) &&
               oai_put(o, "min_p", cJSON_CreateNumber(s->min_p)) &&
-              oai_put(o, "top_n_sigma", cJSON_CreateNumber(-1)) &&
-              oai_put(o, "xtc_probability", cJSON_CreateNumber(0)) &&
-              oai_put(o, "typical_p", cJSON_CreateNumber(1)) &&
+              /* llama-server's "off" values: top_n_sigma -1, typical_p 1 */
+              oai_put(o, "top_n_sigma", cJSON_CreateNumber(s->top_n_sigma > 0 ? s->top_n_sigma
+                                                                            : -1)) &&
+              oai_put(o, "xtc_probability", cJSON_CreateNumber(s->xtc_probability)) &&
+              oai_put(o, "xtc_threshold", cJSON_CreateNumber(s->xtc_threshold)) &&
+              oai_put(o, "typical_p", cJSON_CreateNumber(s->typical_p > 0 && s->typical_p < 1
+                                                         ? s->typical_p : 1)) &&
               oai_put(o, "repeat_last_n", cJSON_CreateNumber(s->repeat_last_n)) &&
               oai_put(o, "repeat_penalty", cJSON_CreateNumber(s->repeat_penalty)) &&
               oai_put(o, "presence_penalty", cJSON_CreateNumber(s->presence_penalty)) &&
               oai_put(o, "frequency_penalty", cJSON_CreateNumber(s->frequency_penalty)) &&
-              oai_put(o, "dry_multiplier", cJSON_CreateNumber(0)) &&
-              oai_put(o, "mirostat", cJSON_CreateNumber(0)) && oai_put(o, "stop", stop) &&
+              oai_put(o, "dry_multiplier", cJSON_CreateNumber(s->dry_multiplier)) &&
+              oai_put(o, "dry_base", cJSON_CreateNumber(s->dry_base)) &&
+              oai_put(o, "dry_allowed_length", cJSON_CreateNumber(s->dry_allowed_length)) &&
+              oai_put(o, "dry_penalty_last_n", cJSON_CreateNumber(s->dry_penalty_last_n)) &&
+              oai_put(o, "dry_sequence_breakers", brk) &&
+              oai_put(o, "mirostat", cJSON_CreateNumber(s->mirostat)) &&
+              oai_put(o, "mirostat_tau", cJSON_CreateNumber(s->mirostat_tau)) &&
+              oai_put(o, "mirostat_eta", cJSON_CreateNumber(s->mirostat_eta)) &&
+              oai_put(o, "stop", stop) &&
               oai_put(o, "max_tokens", cJSON_CreateNumber(p->n_predict)) &&
               oai_put(o, "n_keep", cJSON_CreateNumber(0)) &&
               oai_put(o, "n_discard", cJSON_CreateNumber(0)) &&
@@ -95,8 +129,10 @@ cJSON *nat_params_json(const nat_params_t *p)
                                                                          : "")) &&
               oai_put(o, "samplers", smp) &&
               oai_put(o, "timings_per_token", cJSON_CreateFalse()) &&
-              oai_put(o, "post_sampling_probs", cJSON_CreateFalse());
+              oai_put(o, "post_sampling_probs", cJSON_CreateBool(s->post_probs));
     if (!ok) {
+        if (!o || !cJSON_GetObjectItemCaseSensitive(o, "dry_sequence_breakers"))
+            cJSON_Delete(brk);
         if (!o || !cJSON_GetObjectItemCaseSensitive(o, "stop"))
             cJSON_Delete(stop);
         if (!o || !cJSON_GetObjectItemCaseSensitive(o, "samplers"))
@@ -106,10 +142,19 @@ cJSON *nat_params_json(const nat_params_t *p)
     }
     for (int i = 0; ok && i < p->n_stop; i++)
         ok = oai_put(stop, NULL, cJSON_CreateString(p->stop[i]));
-    /* fusiond's pipeline in order (engine/sampler.h), under llama-server's names */
-    static const char *const order[] = {"penalties", "temperature", "top_k", "top_p", "min_p"};
-    for (size_t i = 0; ok && i < sizeof order / sizeof order[0]; i++)
-        ok = oai_put(smp, NULL, cJSON_CreateString(order[i]));
+    static const char *const def_brk[] = {"\n", ":", "\"", "*"};
+    int nb = s->n_dry_breakers > 0 ? s->n_dry_breakers : (int)FD_ARRAY_LEN(def_brk);
+    for (int i = 0; ok && i < nb; i++)
+        ok = oai_put(brk, NULL, cJSON_CreateString(s->n_dry_breakers > 0 ? s->dry_breakers[i]
+                                                                         : def_brk[i]));
+    /* the chain in order (engine/sampler.h), under llama-server's names: the request's
+     * "samplers", else fusiond's default chain (Mirostat replaces it when on) */
+    eng_sampling_t chain = *s;
+    chain.mirostat = 0;
+    uint8_t order[SMP_MAX_ORDER];
+    int n_order = smp_chain_order(&chain, order);
+    for (int i = 0; ok && i < n_order; i++)
+        ok = oai_put(smp, NULL, cJSON_CreateString(smp_step_name(order[i])));
     if (!ok) {
         cJSON_Delete(o);
         return NULL;

@@ -2,7 +2,7 @@
  * completion_probabilities of /completion, its generation-settings object, GET /props and
  * GET /slots.  Pure functions over what the caller passes in (the server gathers the live
  * slot state on the loop thread): any thread, no shared state.  Values fusiond does not
- * have are left out, except the "off" values of samplers it lacks, which say the truth. */
+ * have are left out. */
 #ifndef FD_NATIVE_H
 #define FD_NATIVE_H
 
@@ -21,8 +21,10 @@ struct cJSON;
 char *nat_error(int status, const char *type, const char *message);
 
 /* completion_probabilities: per token {id, token, bytes, logprob, top_logprobs: [{id,
- * token, bytes, logprob}]}.  NULL: out of memory. */
-struct cJSON *nat_probs(const tok_t *tok, const oai_lp_t *lp, size_t n);
+ * token, bytes, logprob}]}; post (post_sampling_probs: lp holds the log of the
+ * probabilities after the sampling chain): prob and top_probs instead, the probabilities
+ * themselves.  NULL: out of memory. */
+struct cJSON *nat_probs(const tok_t *tok, const oai_lp_t *lp, size_t n, bool post);
 
 /* One request's settings as llama-server's params object shows them. */
 typedef struct nat_params {

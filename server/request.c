@@ -4,12 +4,14 @@
 #include "server/request.h"
 
 #include "engine/grammar.h"
+#include "engine/sampler.h"
 #include "server/regex.h"
 #include "server/reasoning.h"
 #include "server/schema.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -718,17 +720,6 @@ static const struct unsupported {
     {"web_search_options", K_CHAT, NEU_NULL, 0, "web search"},
     {"use_beam_search", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_FALSE, 0, "beam search"},
     {"min_tokens", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_NUM, 0, "a minimum number of generated tokens"},
-    /* llama-server's: they switch on samplers fusiond does not have; their "off" values,
-     * which its web UI sends, are served. */
-    {"mirostat", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_NUM, 0, "Mirostat sampling"},
-    {"typical_p", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_NUM, 1, "locally typical sampling"},
-    {"dynatemp_range", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_NUM, 0, "dynamic temperature"},
-    {"xtc_probability", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_NUM, 0, "XTC sampling"},
-    {"dry_multiplier", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_NUM, 0, "DRY repetition penalty"},
-    {"top_n_sigma", K_CMPL | K_CHAT | K_INF | K_NAT, NEU_NUM, -1, "top-n-sigma sampling"},
-    /* /completion's own: probabilities after the sampling chain */
-    {"post_sampling_probs", K_NAT, NEU_FALSE, 0, "post-sampling probabilities (n_probs "
-     "answers the model's log-probabilities)"},
 };
 
 static bool is_neutral(const cJSON *v, int neutral, double num)
@@ -1365,6 +1356,137 @@ static int parse_schema_field(const cJSON *root, rq_t *r, rq_err_t *e)
     return 0;
 }
 
+/* llama-server's "samplers": an array of names or a string of their letters (its web UI
+ * sends "edkypmxt").  "infill" ('i'), llama.cpp's sampler for fill-in-the-middle that
+ * llama.vim lists, is skipped: fusiond does not have it, and an editor's answer does not
+ * need it.  Any other unknown name is a 400. */
+static int parse_samplers(const cJSON *v, eng_sampling_t *s, rq_err_t *e)
+{
+    static const struct { const char *alt; int step; } alts[] = {
+        {"top-k", SMP_TOP_K}, {"top-p", SMP_TOP_P}, {"nucleus", SMP_TOP_P},
+        {"typical_p", SMP_TYPICAL}, {"typical", SMP_TYPICAL}, {"typ-p", SMP_TYPICAL},
+        {"typ", SMP_TYPICAL}, {"min-p", SMP_MIN_P}, {"temp", SMP_TEMPERATURE},
+        {"top-n-sigma", SMP_TOP_N_SIGMA},
+    };
+    int n = 0;
+    if (cJSON_IsString(v)) {
+        for (const char *c = v->valuestring; *c; c++) {
+            int st = smp_step_from_char(*c);
+            if (*c == 'i')
+                continue;
+            if (!st)
+                return bad(e, "samplers", "'samplers' has the letter '%c', which names no "
+                           "sampler (e d s k y p m x t)", *c);
+            if (n == SMP_MAX_ORDER)
+                return bad(e, "samplers", "'samplers' lists more than %d samplers",
+                           SMP_MAX_ORDER);
+            s->order[n++] = (uint8_t)st;
+        }
+    } else if (cJSON_IsArray(v)) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, v)
+        {
+            if (!cJSON_IsString(it))
+                return bad(e, "samplers", "'samplers' must be an array of sampler names, not "
+                           "of %s", type_name(it));
+            const char *nm = it->valuestring;
+            int st = smp_step_from_name(nm);
+            for (size_t i = 0; !st && i < FD_ARRAY_LEN(alts); i++)
+                if (strcmp(nm, alts[i].alt) == 0)
+                    st = alts[i].step;
+            if (strcmp(nm, "infill") == 0)
+                continue;
+            if (!st)
+                return bad(e, "samplers", "'samplers' has \"%.40s\", which is not a sampler: "
+                           "penalties, dry, top_n_sigma, top_k, typ_p, top_p, min_p, xtc, "
+                           "temperature", nm);
+            if (n == SMP_MAX_ORDER)
+                return bad(e, "samplers", "'samplers' lists more than %d samplers",
+                           SMP_MAX_ORDER);
+            s->order[n++] = (uint8_t)st;
+        }
+    } else {
+        return bad(e, "samplers", "'samplers' must be an array of names or a string of "
+                   "letters, not %s", type_name(v));
+    }
+    if (n == 0)
+        return bad(e, "samplers", "'samplers' names no sampler that fusiond runs (an empty "
+                   "chain is not served)");
+    s->n_order = n;
+    return 0;
+}
+
+/* llama.cpp's other samplers (engine/sampler.h defines them), under llama-server's names
+ * and with its defaults (smp_default_extras). */
+static int parse_llama_samplers(const cJSON *root, int kind, rq_t *r, rq_err_t *e)
+{
+    eng_sampling_t *s = &r->sampling;
+    long long v = 0;
+    bool have = false;
+    float typ = 1;
+    int rc;
+    if ((rc = get_num(root, "typical_p", 0, 1, false, &typ, e)) ||
+        (rc = get_num(root, "dynatemp_range", 0, 1e6, false, &s->dynatemp_range, e)) ||
+        (rc = get_num(root, "dynatemp_exponent", 0, 1e6, false, &s->dynatemp_exponent, e)) ||
+        (rc = get_num(root, "xtc_probability", 0, 1, false, &s->xtc_probability, e)) ||
+        (rc = get_num(root, "xtc_threshold", 0, 1, false, &s->xtc_threshold, e)) ||
+        (rc = get_num(root, "top_n_sigma", -1e6, 1e6, false, &s->top_n_sigma, e)) ||
+        (rc = get_num(root, "dry_multiplier", 0, 1e6, false, &s->dry_multiplier, e)) ||
+        (rc = get_num(root, "dry_base", 1, 1e6, false, &s->dry_base, e)) ||
+        (rc = get_num(root, "mirostat_tau", 0, 1e6, false, &s->mirostat_tau, e)) ||
+        (rc = get_num(root, "mirostat_eta", 0, 1, false, &s->mirostat_eta, e)))
+        return rc;
+    /* 0 keeps the single most typical token, as in llama.cpp (0 is "off" to the engine) */
+    s->typical_p = typ == 0 ? FLT_MIN : typ;
+    if (s->top_n_sigma < 0)
+        s->top_n_sigma = 0;
+    if ((rc = get_int(root, "dry_allowed_length", 0, 1 << 30, &have, &v, e)))
+        return rc;
+    if (have)
+        s->dry_allowed_length = (int)v;
+    if ((rc = get_int(root, "dry_penalty_last_n", -1, 1 << 30, &have, &v, e)))
+        return rc;
+    if (have)
+        s->dry_penalty_last_n = (int)v;
+    if ((rc = get_int(root, "mirostat", 0, 2, &have, &v, e)))
+        return rc;
+    if (have)
+        s->mirostat = (int)v;
+    const cJSON *br = field(root, "dry_sequence_breakers");
+    if (br) {
+        int n = cJSON_IsArray(br) ? cJSON_GetArraySize(br) : 0;
+        if (n == 0)
+            return bad(e, "dry_sequence_breakers", "'dry_sequence_breakers' must be a "
+                       "non-empty array of strings");
+        if (n > SMP_MAX_BREAKERS)
+            return bad(e, "dry_sequence_breakers", "'dry_sequence_breakers' has %d strings; "
+                       "at most %d", n, SMP_MAX_BREAKERS);
+        if (!(r->dry_breakers = calloc((size_t)n, sizeof *r->dry_breakers)))
+            return -ENOMEM;
+        const cJSON *it;
+        cJSON_ArrayForEach(it, br)
+        {
+            if (!cJSON_IsString(it) || !it->valuestring[0])
+                return bad(e, "dry_sequence_breakers", "'dry_sequence_breakers' must be an "
+                           "array of non-empty strings");
+            if (!(r->dry_breakers[r->n_dry_breakers++] = strdup(it->valuestring)))
+                return -ENOMEM;
+        }
+        s->dry_breakers = (const char *const *)r->dry_breakers;
+        s->n_dry_breakers = r->n_dry_breakers;
+    }
+    const cJSON *sm = field(root, "samplers");
+    if (sm && !cJSON_IsNull(sm) && (rc = parse_samplers(sm, s, e)))
+        return rc;
+    if (kind == RQ_NATIVE || kind == RQ_INFILL) {
+        bool post = false;
+        if ((rc = get_bool(root, "post_sampling_probs", &post, e)))
+            return rc;
+        r->post_sampling_probs = post;
+    }
+    return 0;
+}
+
 static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim, rq_t *r,
                             rq_err_t *e)
 {
@@ -1448,7 +1570,8 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
         s->seed = (uint64_t)v;
         s->has_seed = true;
     }
-    if ((rc = parse_stop(root, lim, r, e)) || (rc = parse_logit_bias(root, kind, lim, r, e)))
+    if ((rc = parse_stop(root, lim, r, e)) || (rc = parse_logit_bias(root, kind, lim, r, e)) ||
+        (rc = parse_llama_samplers(root, kind, r, e)))
         return rc;
 
     /* vLLM's -1 (the whole vocabulary at every position) is not served: 20 at most */
@@ -1492,6 +1615,8 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
          * OpenAI's fields are not its and are ignored, as llama-server ignores them */
         r->n_probs = (int)n_probs;
         r->logprobs = r->n_probs > 0 ? r->n_probs : -1;
+        /* only with probabilities to show (the chain runs for it) */
+        s->post_probs = r->post_sampling_probs && r->n_probs > 0;
         r->prompt_logprobs = -1;
         r->include_usage = false;
         r->echo = false;
@@ -1506,6 +1631,7 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
                                          "it out (n_probs asks for log-probabilities)", no[i]);
         r->n_probs = (int)n_probs;
         r->logprobs = r->n_probs > 0 ? r->n_probs : -1;
+        s->post_probs = r->post_sampling_probs && r->n_probs > 0;
         r->prompt_logprobs = -1;
         r->include_usage = false;
         if (r->n != 1)
@@ -1853,6 +1979,7 @@ int rq_parse(int kind, const char *body, size_t len, const rq_limits_t *lim, rq_
     r->sampling.repeat_penalty = 1.0f;
     r->sampling.repeat_last_n = 64;
     r->sampling.n_probs = -1;
+    smp_default_extras(&r->sampling);
 
     if (len == 0)
         return bad(e, NULL, "the request body is empty; a JSON object is expected");
@@ -1946,6 +2073,9 @@ void rq_free(rq_t *r)
     free(r->grammar_text);
     free(r->lora);
     free(r->model);
+    for (int i = 0; i < r->n_dry_breakers; i++)
+        free(r->dry_breakers[i]);
+    free(r->dry_breakers);
     for (size_t i = 0; i < r->n_prompts && r->prompts; i++) {
         free(r->prompts[i].text);
         free(r->prompts[i].ids);

@@ -152,8 +152,8 @@ typedef struct rq {
     size_t suffix_len;
     /* infill (llama-server's /infill): input_prefix, input_suffix (both required strings),
      * prompt (prompts[0], "" when absent), input_extra, response_fields.  Other fields
-     * are /v1/completions' (llama-server's n_predict, top_k, ...), cache_prompt and the
-     * editor stops are /completion's (below); unknown ones (llama.vim's samplers,
+     * are /v1/completions' (llama-server's n_predict, top_k, samplers, ...), cache_prompt
+     * and the editor stops are /completion's (below); unknown ones (llama.vim's
      * t_max_prompt_ms, id_slot) are ignored as llama-server
      * ignores what it does not know, except the unsupported ones that would change the
      * answer, refused as on the OpenAI endpoints. */
@@ -183,6 +183,13 @@ typedef struct rq {
     bool has_lora;
     struct rq_lora { int id; float scale; } *lora;
     int n_lora;
+    /* llama.cpp's samplers (typical_p, dynatemp_*, xtc_*, top_n_sigma, dry_*, mirostat*,
+     * samplers: on every generating endpoint, into sampling); the DRY breakers' strings
+     * (sampling.dry_breakers points here); /completion's post_sampling_probs (n_probs then
+     * answers the probabilities after the chain, as prob / top_probs) */
+    char **dry_breakers;
+    int n_dry_breakers;
+    bool post_sampling_probs;
 } rq_t;
 
 /* Most entries of a request's "lora". */

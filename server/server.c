@@ -26,6 +26,7 @@
 
 #include "common/fd.h"
 #include "common/log.h"
+#include "engine/sampler.h"
 #include "server/chat.h"
 #include "server/toolcall.h"
 #include "server/evq.h"
@@ -1069,7 +1070,7 @@ static char *infill_answer(srv_job_t *j, srv_choice_t *c, const char *text, size
         a.tokens = c->gen + c->tok_sent;
         a.n_tokens = c->n_gen_ids - c->tok_sent;
         c->tok_sent = c->n_gen_ids;
-        if (lp && !(probs = nat_probs(s->tok, lp, 1)))
+        if (lp && !(probs = nat_probs(s->tok, lp, 1, j->rq.post_sampling_probs)))
             return NULL;
         a.probs = probs;
     }
@@ -1096,7 +1097,7 @@ static char *infill_answer(srv_job_t *j, srv_choice_t *c, const char *text, size
         return NULL;
     a.settings = settings;
     if (!j->stream && j->rq.n_probs > 0) {
-        if (!(probs = nat_probs(s->tok, c->lp, c->n_lp))) {
+        if (!(probs = nat_probs(s->tok, c->lp, c->n_lp, j->rq.post_sampling_probs))) {
             cJSON_Delete(settings);
             return NULL;
         }
@@ -2167,6 +2168,7 @@ static void default_params(nat_params_t *p, eng_sampling_t *smp)
 {
     *smp = (eng_sampling_t){.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f,
                             .repeat_penalty = 1.0f, .repeat_last_n = 64, .n_probs = -1};
+    smp_default_extras(smp);
     *p = (nat_params_t){.n_predict = -1, .s = smp};
 }
 

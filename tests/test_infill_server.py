@@ -132,6 +132,18 @@ def qwen_cases(d):
     st, _, js = d.post("/infill", vim)
     check(st == 200 and js and sorted(js) == sorted(vim["response_fields"]),
           "llama.vim's response_fields: %d %r" % (st, js))
+    # llama.cpp's samplers are taken here too (and replay for a seed)
+    smp = {"input_prefix": prefix, "input_suffix": suffix, "n_predict": 8, "seed": 4,
+           "temperature": 1.0, "dry_multiplier": 0.8, "typical_p": 0.9,
+           "xtc_probability": 0.5, "samplers": "edkypmxt"}
+    st, _, a = d.post("/infill", smp)
+    st2, _, b = d.post("/infill", smp)
+    check(st == 200 and st2 == 200 and a["content"] == b["content"],
+          "llama.cpp's samplers on /infill: %d %r" % (st, a))
+    st, _, a = d.post("/infill", dict(smp, mirostat=2, samplers=None))
+    check(st == 200, "mirostat on /infill: %r" % a)
+    st, _, a = d.post("/infill", dict(smp, mirostat=5))
+    check(st == 400 and "mirostat" in json.dumps(a), "mirostat 5 on /infill: %r" % a)
 
     # streamed: frames of text, then the final answer; no [DONE]
     body = {"input_prefix": prefix, "input_suffix": suffix, "temperature": 0, "n_predict": 12}

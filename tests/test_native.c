@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "common/fd.h"
+#include "engine/sampler.h"
 #include "tests/testutil.h"
 
 enum { NTOK = 257 };
@@ -94,7 +95,7 @@ START_TEST(test_probs)
     lp[0].top[0] = (eng_top_t){'h', -0.25f};
     lp[0].top[1] = (eng_top_t){'j', -1.5f};
     lp[1] = (oai_lp_t){.token = 0xC3, .logprob = -3.0f, .n_top = 0};
-    cJSON *a = nat_probs(t, lp, 2);
+    cJSON *a = nat_probs(t, lp, 2, false);
     ck_assert_ptr_nonnull(a);
     ck_assert_int_eq(cJSON_GetArraySize(a), 2);
     const cJSON *e0 = cJSON_GetArrayItem(a, 0), *e1 = cJSON_GetArrayItem(a, 1);
@@ -113,8 +114,21 @@ START_TEST(test_probs)
     ck_assert_int_eq(cJSON_GetArrayItem(by, 0)->valueint, 0xC3);
     ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(e1, "top_logprobs")), 0);
     cJSON_Delete(a);
-    a = nat_probs(t, lp, 0);
+    a = nat_probs(t, lp, 0, false);
     ck_assert(cJSON_IsArray(a) && cJSON_GetArraySize(a) == 0);
+    cJSON_Delete(a);
+    /* post_sampling_probs: prob and top_probs, the probabilities themselves */
+    a = nat_probs(t, lp, 2, true);
+    ck_assert_ptr_nonnull(a);
+    e0 = cJSON_GetArrayItem(a, 0);
+    ck_assert_ptr_null(cJSON_GetObjectItemCaseSensitive(e0, "logprob"));
+    ck_assert_ptr_null(cJSON_GetObjectItemCaseSensitive(e0, "top_logprobs"));
+    ck_assert(fabs(num(e0, "prob") - exp(-0.25)) < 1e-6);
+    tops = cJSON_GetObjectItemCaseSensitive(e0, "top_probs");
+    ck_assert_int_eq(cJSON_GetArraySize(tops), 2);
+    ck_assert_int_eq((int)num(cJSON_GetArrayItem(tops, 1), "id"), 'j');
+    ck_assert(fabs(num(cJSON_GetArrayItem(tops, 1), "prob") - exp(-1.5)) < 1e-6);
+    ck_assert_ptr_null(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(tops, 1), "logprob"));
     cJSON_Delete(a);
     tok_free(t);
 }
@@ -148,9 +162,52 @@ START_TEST(test_params)
     ck_assert(fabs(cJSON_GetArrayItem(cJSON_GetArrayItem(lb, 0), 1)->valuedouble - 1.5) < 1e-6);
     ck_assert(cJSON_IsFalse(cJSON_GetArrayItem(cJSON_GetArrayItem(lb, 1), 1)));
     char *smp = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(o, "samplers"));
-    ck_assert_str_eq(smp, "[\"penalties\",\"temperature\",\"top_k\",\"top_p\",\"min_p\"]");
+    ck_assert_str_eq(smp, "[\"penalties\",\"dry\",\"temperature\",\"top_n_sigma\",\"top_k\","
+                          "\"typ_p\",\"top_p\",\"min_p\",\"xtc\"]");
+    free(smp);
+    /* the samplers that are off show llama-server's "off" values */
+    ck_assert(num(o, "top_n_sigma") == -1);
+    ck_assert(num(o, "typical_p") == 1);
+    ck_assert(num(o, "mirostat") == 0);
+    ck_assert(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(o, "post_sampling_probs")));
+    smp = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(o, "dry_sequence_breakers"));
+    ck_assert_str_eq(smp, "[\"\\n\",\":\",\"\\\"\",\"*\"]");
     free(smp);
     cJSON_Delete(o);
+    /* the request's own: its chain, its values */
+    const char *brk[] = {"."};
+    s.typical_p = 0.9f;
+    s.dry_multiplier = 0.8f;
+    s.dry_base = 1.75f;
+    s.dry_allowed_length = 2;
+    s.dry_penalty_last_n = -1;
+    s.dry_breakers = brk;
+    s.n_dry_breakers = 1;
+    s.top_n_sigma = 2;
+    s.mirostat = 2;
+    s.mirostat_tau = 5;
+    s.post_probs = true;
+    s.order[0] = SMP_TOP_K;
+    s.order[1] = SMP_TEMPERATURE;
+    s.n_order = 2;
+    o = nat_params_json(&p);
+    ck_assert(fabs(num(o, "typical_p") - 0.9) < 1e-6);
+    ck_assert(fabs(num(o, "dry_multiplier") - 0.8) < 1e-6);
+    ck_assert(num(o, "top_n_sigma") == 2);
+    ck_assert(num(o, "mirostat") == 2);
+    ck_assert(num(o, "mirostat_tau") == 5);
+    ck_assert(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "post_sampling_probs")));
+    smp = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(o, "samplers"));
+    ck_assert_str_eq(smp, "[\"top_k\",\"temperature\"]");
+    free(smp);
+    smp = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(o, "dry_sequence_breakers"));
+    ck_assert_str_eq(smp, "[\".\"]");
+    free(smp);
+    cJSON_Delete(o);
+    memset(&s, 0, sizeof s);
+    s = (eng_sampling_t){.temperature = 0.5f, .top_k = 3, .top_p = 0.9f, .min_p = 0.1f,
+                         .repeat_penalty = 1.1f, .repeat_last_n = -1, .logit_bias = bias,
+                         .n_logit_bias = 2};
     s.has_seed = true;
     s.seed = 42;
     p.json_schema = true;

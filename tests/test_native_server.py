@@ -12,7 +12,9 @@ GET /slots (a slot is_processing with the running request's settings while strea
 --no-slots answers 501), n_predict 0 (the prompt alone, left in the prefix cache), POST /apply-template (the prompt /v1/chat/completions runs: the
 same greedy answer from /completion), llama-server's error shape for malformed bodies, the
 fields it ignores, /tokenize's with_pieces (bytes for a piece that is not UTF-8) and
-parse_special, and the metrics labels.  Usage: test_native_server.py (python3 stdlib)."""
+parse_special, the metrics labels, and llama.cpp's samplers (DRY stops a greedy
+repetition; XTC, typical, dynamic temperature and Mirostat replay for a seed; the chain
+order and every field shown in the settings and /props; post_sampling_probs' shape).  Usage: test_native_server.py (python3 stdlib)."""
 
 import http.client
 import json
@@ -372,8 +374,11 @@ def test_errors(d):
         ({"prompt": "x", "stop": "nope" * 100}, "a too long stop"),
         ({"prompt": "x", "logit_bias": [["Hello", 1.0]]}, "a text logit_bias key"),
         ({"prompt": "x", "logit_bias": [[1]]}, "a logit_bias pair of one"),
-        ({"prompt": "x", "post_sampling_probs": True}, "post_sampling_probs"),
-        ({"prompt": "x", "mirostat": 2}, "mirostat"),
+        ({"prompt": "x", "post_sampling_probs": "yes"}, "post_sampling_probs a string"),
+        ({"prompt": "x", "mirostat": 3}, "mirostat 3"),
+        ({"prompt": "x", "samplers": ["top_k", "bogus"]}, "an unknown sampler"),
+        ({"prompt": "x", "dry_sequence_breakers": []}, "no DRY breakers"),
+        ({"prompt": "x", "xtc_probability": 2}, "xtc_probability above 1"),
         ({"prompt": "x", "grammar": "root ::= \"a"}, "a malformed GBNF grammar"),
         ({"prompt": "x", "return_tokens": "yes"}, "return_tokens a string"),
         ({"prompt": {"prompt_string": "x", "multimodal_data": ["AAAA"]}}, "multimodal data"),
@@ -414,10 +419,113 @@ def test_errors(d):
     check(len(rs) > 1, "seed -1 is random: %r" % rs)
 
 
+def breaker_ids(d, ids):
+    """The ids whose text holds one of DRY's default sequence breakers."""
+    out = set()
+    for t in set(ids):
+        st, _, js = d.post("/detokenize", {"tokens": [t]})
+        if any(c in js["content"] for c in "\n:\"*"):
+            out.add(t)
+    return out
+
+
+def test_llama_samplers(d):
+    """llama.cpp's samplers: accepted on every generating endpoint, shown in the settings,
+    and changing the answer as they should."""
+    rep = "The cat sat on the mat. The cat sat on the mat. The cat"
+    plain = native(d, {"prompt": rep, "n_predict": 48, "return_tokens": True})[2]
+    st, _, dry = native(d, {"prompt": rep, "n_predict": 48, "return_tokens": True,
+                            "dry_multiplier": 1000})
+    check(st == 200 and dry["content"] != plain["content"], "DRY changes the greedy answer")
+    # greedy repeats itself here; with DRY no generated token extends a repeat of 2 tokens
+    # (allowed_length) that no breaker cuts
+    ctx = tokenize(d, rep, True)
+    def repeats(gen):
+        x = ctx + gen
+        brk = breaker_ids(d, x)
+        bad = 0
+        for t in range(len(ctx), len(x)):
+            tri = x[t - 2:t + 1]
+            if any(v in brk for v in tri):
+                continue
+            if any(x[e - 1:e + 2] == tri for e in range(1, t - 1)):
+                bad += 1
+        return bad
+    check(repeats(plain["tokens"]) > 0, "the greedy answer repeats itself")
+    check(repeats(dry["tokens"]) == 0, "DRY: no repeat extended: %r" % dry["content"])
+    gs = dry["generation_settings"]
+    check(gs["dry_multiplier"] == 1000 and gs["dry_base"] == 1.75 and
+          gs["dry_allowed_length"] == 2 and gs["dry_penalty_last_n"] == -1 and
+          gs["dry_sequence_breakers"] == ["\n", ":", "\"", "*"],
+          "DRY's settings: %r" % {k: v for k, v in gs.items() if k.startswith("dry")})
+    # dry_penalty_last_n 0 switches it off
+    off = native(d, {"prompt": rep, "n_predict": 48, "dry_multiplier": 1000,
+                     "dry_penalty_last_n": 0})[2]
+    check(off["content"] == plain["content"], "dry_penalty_last_n 0: DRY off")
+    # the OpenAI endpoints and /infill take the same fields
+    want = oai_text(d, rep, 24)["choices"][0]["text"]
+    got = oai_text(d, rep, 24, dry_multiplier=1000)["choices"][0]["text"]
+    check(got != want, "DRY on /v1/completions: %r" % got)
+    st, _, js = d.post("/v1/chat/completions", {
+        "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "seed": 5,
+        "typical_p": 0.9, "xtc_probability": 0.5, "xtc_threshold": 0.1, "top_n_sigma": 2,
+        "dynatemp_range": 0.5, "dynatemp_exponent": 1.5, "mirostat": 0,
+        "samplers": ["penalties", "dry", "top_k", "typ_p", "top_p", "min_p", "xtc",
+                     "temperature"]})
+    check(st == 200, "the samplers on /v1/chat/completions: %d %r" % (st, js))
+    # (/infill: test_infill_server.py, on a model that has the fill-in-the-middle tokens)
+    # a seed replays every sampler's draws (XTC's too)
+    b = {"prompt": PROMPT, "n_predict": 24, "temperature": 1.0, "seed": 11,
+         "xtc_probability": 0.5, "xtc_threshold": 0.1, "typical_p": 0.95,
+         "dynatemp_range": 0.5, "samplers": "edkypmxt"}
+    r1 = native(d, b)[2]
+    r2 = native(d, b)[2]
+    check(r1["content"] == r2["content"], "seed 11 repeats with XTC")
+    check(r1["generation_settings"]["samplers"] ==
+          ["penalties", "dry", "top_k", "typ_p", "top_p", "min_p", "xtc", "temperature"] and
+          r1["generation_settings"]["xtc_probability"] == 0.5,
+          "the chain shown: %r" % r1["generation_settings"]["samplers"])
+    for m in (1, 2):
+        a = native(d, {"prompt": PROMPT, "n_predict": 16, "temperature": 1.0, "seed": 3,
+                       "mirostat": m, "mirostat_tau": 3})[2]
+        b2 = native(d, {"prompt": PROMPT, "n_predict": 16, "temperature": 1.0, "seed": 3,
+                        "mirostat": m, "mirostat_tau": 3})[2]
+        check(a["content"] == b2["content"] and a["generation_settings"]["mirostat"] == m,
+              "mirostat %d repeats for a seed" % m)
+    # post_sampling_probs: the probabilities after the chain (top_k 3: at most 3 survivors)
+    st, _, js = native(d, {"prompt": PROMPT, "n_predict": 6, "temperature": 1.0, "seed": 2,
+                           "top_k": 3, "top_p": 1, "min_p": 0, "n_probs": 5,
+                           "post_sampling_probs": True})
+    probs = js.get("completion_probabilities") or []
+    ok = st == 200 and len(probs) == 6
+    for p in probs:
+        tops = p.get("top_probs") or []
+        ps = [t["prob"] for t in tops]
+        ok = ok and "logprob" not in p and 1 <= len(tops) <= 3 and ps == sorted(ps)[::-1]
+        ok = ok and abs(sum(ps) - 1) < 1e-5 and p["id"] in [t["id"] for t in tops]
+        ok = ok and any(abs(t["prob"] - p["prob"]) < 1e-9 for t in tops if t["id"] == p["id"])
+    check(ok and js["generation_settings"]["post_sampling_probs"] is True,
+          "post_sampling_probs: %r" % probs[:2])
+    # greedy: the chosen token alone, probability 1
+    st, _, js = native(d, {"prompt": PROMPT, "n_predict": 2, "n_probs": 3,
+                           "post_sampling_probs": True})
+    probs = js.get("completion_probabilities") or []
+    check(st == 200 and all(p["prob"] == 1 and len(p["top_probs"]) == 1 for p in probs),
+          "post_sampling_probs at temperature 0: %r" % probs)
+    # /props shows the defaults as llama-server does
+    st, _, raw = d.get("/props")
+    dgs = json.loads(raw)["default_generation_settings"]["params"]
+    check(dgs["typical_p"] == 1 and dgs["top_n_sigma"] == -1 and dgs["mirostat"] == 0 and
+          dgs["mirostat_tau"] == 5 and abs(dgs["xtc_threshold"] - 0.1) < 1e-6 and
+          dgs["dry_base"] == 1.75 and dgs["post_sampling_probs"] is False and
+          dgs["samplers"][0] == "penalties", "the defaults in /props: %r" % dgs)
+
+
 def main():
     with loopback.daemon(check, "fusiond exits 0", "--max-running", "4") as d:
         test_completion(d)
         test_tokenize(d)
+        test_llama_samplers(d)
         test_stops(d)
         test_stream(d)
         test_props_slots(d)

@@ -3,6 +3,7 @@
  * and `param`. */
 #include <math.h>
 
+#include "engine/sampler.h"
 #include "server/request.h"
 #include "server/reasoning.h"
 #include "tests/testutil.h"
@@ -753,7 +754,7 @@ static const struct bad_case {
      "max_tokens"},
     {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"n_predict\":\"8\"}", 400,
      "n_predict"},
-    {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"mirostat\":2}", 400,
+    {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"mirostat\":3}", 400,
      "mirostat"},
     {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"n_indent\":-1}", 400,
      "n_indent"},
@@ -774,7 +775,7 @@ static const struct bad_case {
     {RQ_NATIVE, "{\"prompt\":\"x\",\"n_cmpl\":0}", 400, "n_cmpl"},
     {RQ_NATIVE, "{\"prompt\":\"x\",\"logit_bias\":[[1,\"a\"]]}", 400, "logit_bias[0]"},
     {RQ_NATIVE, "{\"prompt\":\"x\",\"logit_bias\":[[1,200]]}", 400, "logit_bias[0]"},
-    {RQ_NATIVE, "{\"prompt\":\"x\",\"post_sampling_probs\":true}", 400,
+    {RQ_NATIVE, "{\"prompt\":\"x\",\"post_sampling_probs\":1}", 400,
      "post_sampling_probs"},
     {RQ_NATIVE, "{\"prompt\":\"x\",\"grammar\":\"root ::= x\"}", 400, "grammar"},
     {RQ_COMPLETION, "{\"prompt\":\"x\",\"n\":2,\"best_of\":3}", 400, "best_of"},
@@ -817,12 +818,38 @@ static const struct bad_case {
      "n_probs"},
     {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\",\"n_probs\":\"2\"}", 400,
      "n_probs"},
-    {RQ_COMPLETION, "{\"prompt\":\"x\",\"mirostat\":2}", 400, "mirostat"},
-    {RQ_COMPLETION, "{\"prompt\":\"x\",\"typical_p\":0.9}", 400, "typical_p"},
-    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"dry_multiplier\":0.8}",
+    /* llama.cpp's samplers: out-of-range values and wrong types, by name */
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"mirostat\":-1}", 400, "mirostat"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"mirostat\":1.5}", 400, "mirostat"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"mirostat_eta\":2}", 400, "mirostat_eta"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"mirostat_tau\":-1}", 400, "mirostat_tau"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"typical_p\":1.1}", 400, "typical_p"},
+    {RQ_COMPLETION, "{\"prompt\":\"x\",\"top_n_sigma\":\"2\"}", 400, "top_n_sigma"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"dry_multiplier\":-1}",
      400, "dry_multiplier"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"dry_base\":0.5}",
+     400, "dry_base"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+              "\"dry_allowed_length\":-1}", 400, "dry_allowed_length"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+              "\"dry_penalty_last_n\":-2}", 400, "dry_penalty_last_n"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+              "\"dry_sequence_breakers\":[]}", 400, "dry_sequence_breakers"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+              "\"dry_sequence_breakers\":[\"a\",\"\"]}", 400, "dry_sequence_breakers"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+              "\"dry_sequence_breakers\":\"\\n\"}", 400, "dry_sequence_breakers"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"xtc_probability\":"
-              "0.5}", 400, "xtc_probability"},
+              "1.5}", 400, "xtc_probability"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"xtc_threshold\":"
+              "-0.1}", 400, "xtc_threshold"},
+    {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+              "\"dynatemp_exponent\":-1}", 400, "dynatemp_exponent"},
+    {RQ_NATIVE, "{\"prompt\":\"x\",\"samplers\":[\"top_k\",\"bogus\"]}", 400, "samplers"},
+    {RQ_NATIVE, "{\"prompt\":\"x\",\"samplers\":\"kq\"}", 400, "samplers"},
+    {RQ_NATIVE, "{\"prompt\":\"x\",\"samplers\":[1]}", 400, "samplers"},
+    {RQ_NATIVE, "{\"prompt\":\"x\",\"samplers\":{}}", 400, "samplers"},
+    {RQ_NATIVE, "{\"prompt\":\"x\",\"samplers\":[]}", 400, "samplers"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"dynatemp_range\":"
               "\"1\"}", 400, "dynatemp_range"},
     {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"echo\":true}", 400,
@@ -1257,10 +1284,94 @@ START_TEST(test_n_predict)
         ck_assert_int_eq(e.status, 400);
         ck_assert_str_eq(e.param, "n_predict");
     }
-    ck_assert(parse(RQ_COMPLETION, "{\"prompt\":\"x\",\"top_n_sigma\":1.5}", &r, &e) != 0);
-    ck_assert_int_eq(e.status, 400);
-    ck_assert_str_eq(e.param, "top_n_sigma");
-    ck_assert_str_eq(e.code, "unsupported_parameter");
+}
+END_TEST
+
+/* llama.cpp's samplers reach the engine's parameters on every generating endpoint, with
+ * llama.cpp's defaults for what is not given. */
+START_TEST(test_llama_samplers)
+{
+    rq_t r;
+    rq_err_t e;
+    static const struct { int kind; const char *head; } kinds[] = {
+        {RQ_COMPLETION, "{\"prompt\":\"x\","},
+        {RQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"},
+        {RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\","},
+        {RQ_NATIVE, "{\"prompt\":\"x\","},
+    };
+    for (size_t k = 0; k < FD_ARRAY_LEN(kinds); k++) {
+        char body[1024];
+        snprintf(body, sizeof body, "%s\"typical_p\":0.9,\"dynatemp_range\":0.5,"
+                 "\"dynatemp_exponent\":2,\"xtc_probability\":0.3,\"xtc_threshold\":0.2,"
+                 "\"top_n_sigma\":1.5,\"dry_multiplier\":0.8,\"dry_base\":2,"
+                 "\"dry_allowed_length\":3,\"dry_penalty_last_n\":128,"
+                 "\"dry_sequence_breakers\":[\".\",\"?\"],\"mirostat\":2,"
+                 "\"mirostat_tau\":4,\"mirostat_eta\":0.2,\"samplers\":[\"dry\",\"top_k\","
+                 "\"typ_p\",\"temperature\"]}", kinds[k].head);
+        ck_assert_msg(parse(kinds[k].kind, body, &r, &e) == 0, "%s: %s", body, e.message);
+        const eng_sampling_t *s = &r.sampling;
+        ck_assert_float_eq_tol(s->typical_p, 0.9f, 1e-6f);
+        ck_assert_float_eq_tol(s->dynatemp_range, 0.5f, 1e-6f);
+        ck_assert_float_eq_tol(s->dynatemp_exponent, 2.0f, 1e-6f);
+        ck_assert_float_eq_tol(s->xtc_probability, 0.3f, 1e-6f);
+        ck_assert_float_eq_tol(s->xtc_threshold, 0.2f, 1e-6f);
+        ck_assert_float_eq_tol(s->top_n_sigma, 1.5f, 1e-6f);
+        ck_assert_float_eq_tol(s->dry_multiplier, 0.8f, 1e-6f);
+        ck_assert_float_eq_tol(s->dry_base, 2.0f, 1e-6f);
+        ck_assert_int_eq(s->dry_allowed_length, 3);
+        ck_assert_int_eq(s->dry_penalty_last_n, 128);
+        ck_assert_int_eq(s->n_dry_breakers, 2);
+        ck_assert_str_eq(s->dry_breakers[1], "?");
+        ck_assert_int_eq(s->mirostat, 2);
+        ck_assert_float_eq_tol(s->mirostat_tau, 4.0f, 1e-6f);
+        ck_assert_float_eq_tol(s->mirostat_eta, 0.2f, 1e-6f);
+        ck_assert_int_eq(s->n_order, 4);
+        ck_assert_int_eq(s->order[0], SMP_DRY);
+        ck_assert_int_eq(s->order[2], SMP_TYPICAL);
+        ck_assert_int_eq(s->order[3], SMP_TEMPERATURE);
+        char err[128];
+        ck_assert_int_eq(smp_check_params(s, 100, err, sizeof err), 0);
+        rq_free(&r);
+        /* llama.cpp's defaults, every sampler off */
+        snprintf(body, sizeof body, "%s\"seed\":1}", kinds[k].head);
+        ck_assert_int_eq(parse(kinds[k].kind, body, &r, &e), 0);
+        ck_assert_float_eq(r.sampling.typical_p, 1);
+        ck_assert_float_eq(r.sampling.dry_multiplier, 0);
+        ck_assert_float_eq_tol(r.sampling.dry_base, 1.75f, 1e-6f);
+        ck_assert_int_eq(r.sampling.dry_allowed_length, 2);
+        ck_assert_int_eq(r.sampling.dry_penalty_last_n, -1);
+        ck_assert_float_eq_tol(r.sampling.xtc_threshold, 0.1f, 1e-6f);
+        ck_assert_float_eq_tol(r.sampling.mirostat_tau, 5.0f, 1e-6f);
+        ck_assert_float_eq_tol(r.sampling.mirostat_eta, 0.1f, 1e-6f);
+        ck_assert_float_eq(r.sampling.dynatemp_exponent, 1);
+        ck_assert_int_eq(r.sampling.n_order, 0);
+        ck_assert(!r.sampling.post_probs);
+        rq_free(&r);
+    }
+    /* the letters; 'i' (infill) and "infill" are skipped; top_n_sigma -1 is off;
+     * typical_p 0 keeps one token (a tiny positive mass, not the engine's "off") */
+    ck_assert_int_eq(parse(RQ_NATIVE, "{\"prompt\":\"x\",\"samplers\":\"edkyipmxt\","
+                                      "\"top_n_sigma\":-1,\"typical_p\":0}", &r, &e), 0);
+    static const uint8_t web[] = {SMP_PENALTIES, SMP_DRY, SMP_TOP_K, SMP_TYPICAL, SMP_TOP_P,
+                                  SMP_MIN_P, SMP_XTC, SMP_TEMPERATURE};
+    ck_assert_int_eq(r.sampling.n_order, 8);
+    ck_assert_mem_eq(r.sampling.order, web, sizeof web);
+    ck_assert_float_eq(r.sampling.top_n_sigma, 0);
+    ck_assert(r.sampling.typical_p > 0 && r.sampling.typical_p < 1e-30f);
+    rq_free(&r);
+    ck_assert_int_eq(parse(RQ_INFILL, "{\"input_prefix\":\"\",\"input_suffix\":\"\","
+                                      "\"samplers\":[\"top_k\",\"top_p\",\"infill\"]}", &r, &e), 0);
+    ck_assert_int_eq(r.sampling.n_order, 2);
+    rq_free(&r);
+    /* post_sampling_probs: /completion's, and only with n_probs */
+    ck_assert_int_eq(parse(RQ_NATIVE, "{\"prompt\":\"x\",\"post_sampling_probs\":true,"
+                                      "\"n_probs\":3}", &r, &e), 0);
+    ck_assert(r.post_sampling_probs && r.sampling.post_probs);
+    rq_free(&r);
+    ck_assert_int_eq(parse(RQ_NATIVE, "{\"prompt\":\"x\",\"post_sampling_probs\":true}", &r,
+                           &e), 0);
+    ck_assert(!r.sampling.post_probs);
+    rq_free(&r);
 }
 END_TEST
 
@@ -1284,6 +1395,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_prompt_length_check);
     tcase_add_test(tc, test_utf8);
     tcase_add_test(tc, test_n_predict);
+    tcase_add_test(tc, test_llama_samplers);
     tcase_add_test(tc, test_native_body);
     tcase_add_test(tc, test_n_probs);
     tcase_add_test(tc, test_embeddings_bodies);

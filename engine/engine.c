@@ -289,6 +289,58 @@ static int vocab_get(eng_t *e, const gr_vocab_t **out, char *err, size_t errlen)
                   : 0;
 }
 
+/* DRY's sequence breakers (p->dry_breakers, or llama.cpp's default list) as token sequences
+ * of tok's vocabulary, matched as llama.cpp matches them (engine/sampler.h): a token whose
+ * text holds the breaker is a breaker by itself; a token that ends with the breaker's start
+ * is one followed by the tokenization of its rest (at most 20 tokens).  0, -ENOMEM. */
+static int dry_breakers(smp_t *s, const eng_sampling_t *p, const tok_t *tok)
+{
+    static const char *const def[] = { "\n", ":", "\"", "*" };
+    if (!(p->dry_multiplier > 0) || !tok)
+        return 0;
+    int nb = p->n_dry_breakers > 0 ? p->n_dry_breakers : (int)FD_ARRAY_LEN(def);
+    const int V = tok_n_vocab(tok);
+    char piece[256];
+    int32_t ids[64];
+    for (int b = 0; b < nb; b++) {
+        const char *str = p->n_dry_breakers > 0 ? p->dry_breakers[b] : def[b];
+        size_t sl = FD_MIN(strlen(str), (size_t)SMP_BREAKER_LEN);
+        for (int32_t id = 0; id < V; id++) {
+            size_t wl = 0;
+            if (tok_piece(tok, id, true, piece, sizeof piece, &wl) < 0 || wl > sizeof piece)
+                continue;
+            /* the whole breaker inside the token: a single-token breaker */
+            bool inside = false;
+            for (size_t at = 0; !inside && at + sl <= wl; at++)
+                inside = memcmp(piece + at, str, sl) == 0;
+            if (inside) {
+                int rc = smp_add_breaker(s, id, NULL, 0);
+                if (rc == -ENOMEM)
+                    return rc;
+                continue;
+            }
+            /* the token ends with the breaker's start: its rest, tokenized, follows */
+            for (size_t at = 0; at < wl; at++) {
+                size_t i = 0;
+                while (i < sl && at + i < wl && piece[at + i] == str[i])
+                    i++;
+                if (i == 0 || at + i < wl)
+                    continue;
+                size_t n = 0;
+                int rc = tok_encode(tok, str + i, sl - i, false, false, ids, FD_ARRAY_LEN(ids),
+                                    &n);
+                if (rc == -ENOMEM)
+                    return rc;
+                if (rc < 0)
+                    continue;
+                if ((rc = smp_add_breaker(s, id, ids, (int)FD_MIN(n, 20))) == -ENOMEM)
+                    return rc;
+            }
+        }
+    }
+    return 0;
+}
+
 /* Validates r and builds the engine's request (no lock taken). */
 static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, size_t errlen)
 {
@@ -362,7 +414,7 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
     r->n_tokens = r->n_prompt;
     r->draft_len = e->spec_k;
     if ((rc = smp_create(&r->smp, &q->sampling, e->d.n_vocab)) < 0 ||
-        (rc = smp_dry_breakers(r->smp, eng_tokenizer(e))) < 0)
+        (rc = dry_breakers(r->smp, &q->sampling, eng_tokenizer(e))) < 0)
         goto fail;
     if (vocab) {
         size_t bits = (size_t)FD_MAX(e->d.n_vocab, gr_vocab_n(vocab));

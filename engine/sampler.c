@@ -1016,54 +1016,6 @@ static int brk_find(const smp_t *s, int32_t tok)
     return lo < s->n_br && s->br[lo].head == tok ? lo : -1;
 }
 
-int smp_dry_breakers(smp_t *s, const tok_t *tok)
-{
-    static const char *const def[] = { "\n", ":", "\"", "*" };
-    if (!(s->p.dry_multiplier > 0) || !tok)
-        return 0;
-    int nb = s->p.n_dry_breakers > 0 ? s->p.n_dry_breakers : (int)FD_ARRAY_LEN(def);
-    const int V = FD_MIN(s->n_vocab, tok_n_vocab(tok));
-    char piece[256];
-    int32_t ids[64];
-    for (int b = 0; b < nb; b++) {
-        const char *str = s->p.n_dry_breakers > 0 ? s->brk[b] : def[b];
-        size_t sl = FD_MIN(strlen(str), (size_t)SMP_BREAKER_LEN);
-        for (int32_t id = 0; id < V; id++) {
-            size_t wl = 0;
-            if (tok_piece(tok, id, true, piece, sizeof piece, &wl) < 0 || wl > sizeof piece)
-                continue;
-            /* the whole breaker inside the token: a single-token breaker */
-            bool inside = false;
-            for (size_t at = 0; !inside && at + sl <= wl; at++)
-                inside = memcmp(piece + at, str, sl) == 0;
-            if (inside) {
-                int rc = smp_add_breaker(s, id, NULL, 0);
-                if (rc < 0)
-                    return rc;
-                continue;
-            }
-            /* the token ends with the breaker's start: its rest, tokenized, follows */
-            for (size_t at = 0; at < wl; at++) {
-                size_t i = 0;
-                while (i < sl && at + i < wl && piece[at + i] == str[i])
-                    i++;
-                if (i == 0 || at + i < wl)
-                    continue;
-                size_t n = 0;
-                int rc = tok_encode(tok, str + i, sl - i, false, false, ids, FD_ARRAY_LEN(ids),
-                                    &n);
-                if (rc == -ENOMEM)
-                    return rc;
-                if (rc < 0)
-                    continue;
-                if ((rc = smp_add_breaker(s, id, ids, (int)FD_MIN(n, 20))) < 0)
-                    return rc;
-            }
-        }
-    }
-    return 0;
-}
-
 /* -- DRY's penalties -- */
 
 /* One entry per vocabulary token at most: allocated at the first draw that needs them. */

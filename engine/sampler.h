@@ -116,10 +116,9 @@ void smp_free(smp_t *s);
 /* The seed in use: params->seed when has_seed, else the one drawn from the system (so a
  * caller can report it and replay the request). */
 uint64_t smp_seed(const smp_t *s);
-/* DRY's sequence breakers (p->dry_breakers, or the default list) as token sequences of
- * tok's vocabulary (see above).  Without it (no tokenizer), DRY runs without breakers.
- * 0, -ENOMEM.  smp_add_breaker: one head token followed by n_tail tokens (tests). */
-int smp_dry_breakers(smp_t *s, const tok_t *tok);
+/* One DRY sequence breaker: head followed by n_tail tokens (the engine matches each breaker
+ * string in its vocabulary and adds what it finds; without any, DRY runs without breakers).
+ * The same sequence twice is kept once.  0, -EINVAL (head outside the vocabulary), -ENOMEM. */
 int smp_add_breaker(smp_t *s, int32_t head, const int32_t *tail, int n_tail);
 /* Mirostat's mu now (2 * tau before the first draw). */
 float smp_mirostat_mu(const smp_t *s);

@@ -54,14 +54,20 @@ static void bench_sampler(int reps)
         const char *name;
         float T, top_p, min_p;
         int top_k, n_probs;
+        int extra;      /* llama.cpp's samplers (the chain): 0 none, else below */
     } cfg[] = {
-        { "greedy", 0, 1, 0, 0, -1 },
-        { "greedy + 5 logprobs", 0, 1, 0, 0, 5 },
-        { "temperature 0.8", 0.8f, 1, 0, 0, -1 },
-        { "top-k 40", 0.8f, 1, 0, 40, -1 },
-        { "top-p 0.95", 0.8f, 0.95f, 0, 0, -1 },
-        { "min-p 0.05", 0.8f, 1, 0.05f, 0, -1 },
-        { "top-k 40, top-p 0.95, min-p 0.05", 0.8f, 0.95f, 0.05f, 40, -1 },
+        { "greedy", 0, 1, 0, 0, -1, 0 },
+        { "greedy + 5 logprobs", 0, 1, 0, 0, 5, 0 },
+        { "temperature 0.8", 0.8f, 1, 0, 0, -1, 0 },
+        { "top-k 40", 0.8f, 1, 0, 40, -1, 0 },
+        { "top-p 0.95", 0.8f, 0.95f, 0, 0, -1, 0 },
+        { "min-p 0.05", 0.8f, 1, 0.05f, 0, -1, 0 },
+        { "top-k 40, top-p 0.95, min-p 0.05", 0.8f, 0.95f, 0.05f, 40, -1, 0 },
+        { "chain: the same (samplers edkypmxt)", 0.8f, 0.95f, 0.05f, 40, -1, 1 },
+        { "chain: + DRY, 4096-token context", 0.8f, 0.95f, 0.05f, 40, -1, 2 },
+        { "chain: typical 0.95, no top-k", 0.8f, 1, 0, 0, -1, 3 },
+        { "chain: mirostat 2", 0.8f, 1, 0, 0, -1, 4 },
+        { "chain: greedy + DRY, 4096 context", 0, 1, 0, 0, -1, 5 },
     };
     enum { N = 64 };
     printf("sampler: microseconds per call (median of %d runs of %d calls; the copy of the "
@@ -85,11 +91,27 @@ static void bench_sampler(int reps)
             p.n_probs = cfg[c].n_probs;
             p.seed = 1;
             p.has_seed = true;
+            static const uint8_t web[] = { SMP_PENALTIES, SMP_DRY, SMP_TOP_K, SMP_TYPICAL,
+                                           SMP_TOP_P, SMP_MIN_P, SMP_XTC, SMP_TEMPERATURE };
+            if (cfg[c].extra == 1 || cfg[c].extra == 2) {
+                memcpy(p.order, web, sizeof web);
+                p.n_order = (int)sizeof web;
+            }
+            if (cfg[c].extra == 2 || cfg[c].extra == 5)
+                p.dry_multiplier = 0.8f;
+            if (cfg[c].extra == 3)
+                p.typical_p = 0.95f;
+            if (cfg[c].extra == 4)
+                p.mirostat = 2;
             smp_t *s;
             if (smp_create(&s, &p, V) < 0) {
                 fprintf(stderr, "smp_create failed\n");
                 exit(1);
             }
+            /* a context of text-like tokens: a small working set, some repeats */
+            uint64_t cs = 3;
+            for (int i = 0; cfg[c].extra && i < 4096; i++)
+                smp_accept(s, (int32_t)(rng(&cs) % 2000), i >= 2048);
             double t[64];
             eng_top_t top[SMP_MAX_TOP];
             for (int r = 0; r < reps && r < 64; r++) {

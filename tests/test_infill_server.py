@@ -142,6 +142,10 @@ def qwen_cases(d):
           "llama.cpp's samplers on /infill: %d %r" % (st, a))
     st, _, a = d.post("/infill", dict(smp, mirostat=2, samplers=None))
     check(st == 200, "mirostat on /infill: %r" % a)
+    st, _, a = d.post("/infill", dict(smp, temperature=0, n_probs=2, post_sampling_probs=True))
+    pr = a.get("completion_probabilities") or [] if st == 200 else []
+    check(st == 200 and pr and all(p["prob"] == 1 and len(p["top_probs"]) == 1 for p in pr),
+          "post_sampling_probs on /infill (greedy: the chosen token, 1): %r" % pr[:2])
     st, _, a = d.post("/infill", dict(smp, mirostat=5))
     check(st == 400 and "mirostat" in json.dumps(a), "mirostat 5 on /infill: %r" % a)
 

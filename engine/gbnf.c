@@ -863,7 +863,23 @@ struct gb_pool {
     uint32_t cur;
     int32_t *work;              /* the expansion's worklist (GB_MAX_WORK) */
     int32_t *map;               /* gb_compact's scratch (cap entries) */
+    /* the transition cache (see gb_cache_reset): slots, and an arena of their stacks */
+    struct gb_trans *slot;
+    int32_t *arena;
+    uint32_t n_arena, n_slots_used, gen, floor;
 };
+
+/* A cached advance: the stacks in (arena[in_off ..], in_n of them) and character cp give
+ * the stacks arena[out_off ..] (out_n, acc).  Only sets of nodes older than the floor are
+ * cached: those outlive every rollback the mask makes. */
+typedef struct gb_trans {
+    uint32_t gen, hash, cp;
+    uint32_t in_off, in_n, out_off, out_n;
+    bool acc;
+} gb_trans_t;
+
+#define GB_CACHE_SLOTS 4096u
+#define GB_CACHE_ARENA (1u << 16)
 
 static inline uint32_t node_hash(int32_t pos, int32_t parent)
 {
@@ -937,7 +953,11 @@ int gb_pool_new(gb_pool_t **out, const gb_grammar_t *g)
     p->stamp = calloc(p->cap, sizeof *p->stamp);
     p->map = malloc(p->cap * sizeof *p->map);
     p->work = malloc(GB_MAX_WORK * sizeof *p->work);
-    if (!p->nd || !p->stamp || !p->map || !p->work || rehash(p, 1024) < 0) {
+    p->slot = calloc(GB_CACHE_SLOTS, sizeof *p->slot);
+    p->arena = malloc(GB_CACHE_ARENA * sizeof *p->arena);
+    p->gen = 1;
+    if (!p->nd || !p->stamp || !p->map || !p->work || !p->slot || !p->arena ||
+        rehash(p, 1024) < 0) {
         gb_pool_free(p);
         return -ENOMEM;
     }
@@ -954,7 +974,42 @@ void gb_pool_free(gb_pool_t *p)
     free(p->stamp);
     free(p->work);
     free(p->map);
+    free(p->slot);
+    free(p->arena);
     free(p);
+}
+
+void gb_cache_off(gb_pool_t *p)
+{
+    p->floor = 0;
+    p->n_arena = 0;
+    p->n_slots_used = 0;
+    if (++p->gen == 0) {
+        memset(p->slot, 0, GB_CACHE_SLOTS * sizeof *p->slot);
+        p->gen = 1;
+    }
+}
+
+void gb_cache_reset(gb_pool_t *p)
+{
+    gb_cache_off(p);
+    p->floor = p->n;
+}
+
+static inline uint32_t set_hash(const int32_t *t, uint32_t n, uint32_t cp)
+{
+    uint32_t h = 2166136261u ^ cp * 0x9E3779B1u;
+    for (uint32_t i = 0; i < n; i++)
+        h = (h ^ (uint32_t)t[i]) * 16777619u;
+    return h ^ n;
+}
+
+static bool old_nodes(const gb_pool_t *p, const int32_t *t, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (t[i] >= (int32_t)p->floor)
+            return false;
+    return true;
 }
 
 uint32_t gb_mark(const gb_pool_t *p)
@@ -969,6 +1024,8 @@ uint32_t gb_pool_nodes(const gb_pool_t *p)
 
 void gb_rollback(gb_pool_t *p, uint32_t mark)
 {
+    if (mark < p->floor)
+        gb_cache_off(p);
     while (p->n > mark) {
         int32_t id = (int32_t)--p->n;
         uint32_t b = node_hash(p->nd[id].pos, p->nd[id].parent) & p->hmask;
@@ -1003,6 +1060,12 @@ static bool class_meets(const gb_grammar_t *g, const gb_class_t *c, uint32_t a, 
             return true;
     }
     return c->neg;
+}
+
+static int cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
 }
 
 /* Expands the nodes on the worklist until every stack's top is a class (or the stack is
@@ -1053,6 +1116,18 @@ static int expand(gb_pool_t *p, uint32_t nw, gb_set_t *out, int32_t *buf)
             }
         }
     }
+    /* in order, so equal sets are equal arrays (the cache compares them so) */
+    if (out->n > 16) {
+        qsort(buf, out->n, sizeof *buf, cmp_i32);
+    } else {
+        for (uint32_t i = 1; i < out->n; i++) {
+            int32_t v = buf[i];
+            uint32_t j = i;
+            for (; j > 0 && buf[j - 1] > v; j--)
+                buf[j] = buf[j - 1];
+            buf[j] = v;
+        }
+    }
     return 0;
 }
 
@@ -1078,7 +1153,8 @@ int gb_start(gb_pool_t *p, gb_set_t *s, int32_t *buf)
     return expand(p, nw, s, buf);
 }
 
-static int advance(gb_pool_t *p, const gb_set_t *in, gb_set_t *out, int32_t *buf, uint32_t cp)
+static int advance_plain(gb_pool_t *p, const gb_set_t *in, gb_set_t *out, int32_t *buf,
+                         uint32_t cp)
 {
     const gb_grammar_t *g = p->g;
     next_stamp(p);
@@ -1098,6 +1174,47 @@ static int advance(gb_pool_t *p, const gb_set_t *in, gb_set_t *out, int32_t *buf
     if (nw == 0)
         return -1;
     return expand(p, nw, out, buf);
+}
+
+/* advance_plain through the cache: the mask feeds the same stacks the same character again
+ * and again (inside a repetition the stacks after a character are the ones before it). */
+static int advance(gb_pool_t *p, const gb_set_t *in, gb_set_t *out, int32_t *buf, uint32_t cp)
+{
+    if (p->floor == 0 || !old_nodes(p, in->top, in->n))
+        return advance_plain(p, in, out, buf, cp);
+    const uint32_t h = set_hash(in->top, in->n, cp);
+    uint32_t k = h & (GB_CACHE_SLOTS - 1);
+    for (int probe = 0; probe < 8; probe++, k = (k + 1) & (GB_CACHE_SLOTS - 1)) {
+        const gb_trans_t *e = &p->slot[k];
+        if (e->gen != p->gen)
+            break;
+        if (e->hash == h && e->cp == cp && e->in_n == in->n &&
+            memcmp(p->arena + e->in_off, in->top, in->n * sizeof *in->top) == 0) {
+            out->top = p->arena + e->out_off;
+            out->n = e->out_n;
+            out->acc = e->acc;
+            out->need = 0;
+            return 0;
+        }
+    }
+    int rc = advance_plain(p, in, out, buf, cp);
+    if (rc < 0 || !old_nodes(p, out->top, out->n) || p->floor == 0 ||
+        p->n_slots_used >= GB_CACHE_SLOTS / 2 ||
+        p->n_arena + in->n + out->n > GB_CACHE_ARENA)
+        return rc;
+    for (int probe = 0; probe < 8; probe++) {
+        gb_trans_t *e = &p->slot[(h + (uint32_t)probe) & (GB_CACHE_SLOTS - 1)];
+        if (e->gen == p->gen)
+            continue;
+        *e = (gb_trans_t){ p->gen, h, cp, p->n_arena, in->n, p->n_arena + in->n, out->n,
+                           out->acc };
+        memcpy(p->arena + p->n_arena, in->top, in->n * sizeof *in->top);
+        memcpy(p->arena + p->n_arena + in->n, out->top, out->n * sizeof *out->top);
+        p->n_arena += in->n + out->n;
+        p->n_slots_used++;
+        break;
+    }
+    return rc;
 }
 
 int gb_feed(gb_pool_t *p, const gb_set_t *in, gb_set_t *out, int32_t *buf, uint8_t b)
@@ -1164,6 +1281,7 @@ int gb_feed(gb_pool_t *p, const gb_set_t *in, gb_set_t *out, int32_t *buf, uint8
 
 int gb_compact(gb_pool_t *p, gb_set_t *s, int32_t *buf)
 {
+    gb_cache_off(p);
     int32_t *map = p->map;
     for (uint32_t i = 0; i < p->n; i++)
         map[i] = -1;

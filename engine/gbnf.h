@@ -35,8 +35,8 @@ int gb_n_rules(const gb_grammar_t *g);
 /* ---- the recognizer ----
  * A set is the parse stacks alive after the bytes so far (node ids in the pool; -1 is the
  * empty stack: the text so far is a sentence of the grammar) and a partial UTF-8 character.
- * top points into the caller's buffer (GB_MAX_STACKS entries) or, while a character is
- * partial, to the set it came from. */
+ * top points into the caller's buffer (GB_MAX_STACKS entries), to the set it came from
+ * (while a character is partial), or into the pool's cache (gb_cache_reset). */
 typedef struct gb_set {
     const int32_t *top;
     uint32_t n;
@@ -71,6 +71,13 @@ static inline bool gb_finished(const gb_set_t *s)
 uint32_t gb_mark(const gb_pool_t *p);
 void gb_rollback(gb_pool_t *p, uint32_t mark);
 uint32_t gb_pool_nodes(const gb_pool_t *p);
+/* Starts caching advances (until the next rollback below this point or gb_compact): the
+ * mask calls it before it walks the vocabulary, so a set fed the same character again
+ * (inside a repetition: every token's first character) is advanced once.  A set's top may
+ * then point into the cache, valid until the cache is reset or turned off. */
+void gb_cache_reset(gb_pool_t *p);
+/* Stops caching until the next reset (the reference mask runs without it). */
+void gb_cache_off(gb_pool_t *p);
 /* Keeps only the nodes set s uses (renumbered: s's stacks are rewritten in buf, which must
  * be the buffer s->top points to or hold s->n entries).  0 or -ENOMEM (the pool is then
  * unchanged). */

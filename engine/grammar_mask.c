@@ -10,7 +10,9 @@
  * from a precomputed bit set, and only the rest go through a second, much smaller trie.
  * A GBNF spec walks the whole trie the same way with a set of parse stacks per depth
  * (engine/gbnf.h); the stack nodes a depth made are dropped when the walk leaves it, so the
- * walk holds only those of the current path.
+ * walk holds only those of the current path, and advances of sets made of older nodes are
+ * cached (gb_cache_reset): inside a repetition each character leads back to the same set,
+ * so most of the trie costs a cache lookup.  The reference runs without the cache.
  * Kept apart from grammar.c so that code which only builds specs (the server's request
  * parser) does not pull in the tokenizer. */
 #include "engine/grammar.h"
@@ -348,6 +350,7 @@ static void walk_gbnf(gr_matcher_t *m, const trie_t *t, uint32_t *allow)
     gb_pool_t *p = m->pool;
     m->dset[0] = m->cur;
     m->dmark[0] = gb_mark(p);
+    gb_cache_reset(p);
     for (uint32_t i = 0; i < t->n;) {
         const tnode_t *nd = &t->nodes[i];
         const unsigned d = nd->depth;
@@ -413,6 +416,8 @@ int gr_matcher_mask_ref(gr_matcher_t *m, uint32_t *allow)
 {
     const gr_vocab_t *v = m->v;
     memset(allow, 0, ((size_t)v->n + 31) / 32 * sizeof *allow);
+    if (m->pool)
+        gb_cache_off(m->pool);
     for (int32_t t = 0; t < v->n; t++) {
         size_t len;
         const uint8_t *b = gr_vocab_bytes(v, t, &len);

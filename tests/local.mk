@@ -385,3 +385,4 @@ tests_test_regex_SOURCES = tests/test_regex.c
 tests_test_regex_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
 tests_test_regex_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_regex
+VALGRIND_SUITES += tests/test_regex

@@ -953,11 +953,8 @@ int gb_pool_new(gb_pool_t **out, const gb_grammar_t *g)
     p->stamp = calloc(p->cap, sizeof *p->stamp);
     p->map = malloc(p->cap * sizeof *p->map);
     p->work = malloc(GB_MAX_WORK * sizeof *p->work);
-    p->slot = calloc(GB_CACHE_SLOTS, sizeof *p->slot);
-    p->arena = malloc(GB_CACHE_ARENA * sizeof *p->arena);
     p->gen = 1;
-    if (!p->nd || !p->stamp || !p->map || !p->work || !p->slot || !p->arena ||
-        rehash(p, 1024) < 0) {
+    if (!p->nd || !p->stamp || !p->map || !p->work || rehash(p, 1024) < 0) {
         gb_pool_free(p);
         return -ENOMEM;
     }
@@ -985,7 +982,8 @@ void gb_cache_off(gb_pool_t *p)
     p->n_arena = 0;
     p->n_slots_used = 0;
     if (++p->gen == 0) {
-        memset(p->slot, 0, GB_CACHE_SLOTS * sizeof *p->slot);
+        if (p->slot)
+            memset(p->slot, 0, GB_CACHE_SLOTS * sizeof *p->slot);
         p->gen = 1;
     }
 }
@@ -993,6 +991,19 @@ void gb_cache_off(gb_pool_t *p)
 void gb_cache_reset(gb_pool_t *p)
 {
     gb_cache_off(p);
+    /* made at the first use (a pool that only recognizes, gb_match's, never needs it);
+     * without memory there is no cache, only the plain advance */
+    if (!p->slot) {
+        p->slot = calloc(GB_CACHE_SLOTS, sizeof *p->slot);
+        p->arena = malloc(GB_CACHE_ARENA * sizeof *p->arena);
+        if (!p->slot || !p->arena) {
+            free(p->slot);
+            free(p->arena);
+            p->slot = NULL;
+            p->arena = NULL;
+            return;
+        }
+    }
     p->floor = p->n;
 }
 

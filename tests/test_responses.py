@@ -805,6 +805,21 @@ def conversations(d):
     page = json.loads(raw)
     check(len(page["data"]) == 2 and page["has_more"] is True and
           page["data"][0]["role"] == "assistant", "items newest first, limit: %r" % page)
+    # a background response joins the conversation when it ends; a cancelled one does not
+    st, bg = resp(d, dict(b, input="Then?", background=True))
+    st, done = wait_done(d, bg["id"])
+    st, _, raw = d.get("/v1/conversations/%s/items?limit=100" % cid)
+    data = json.loads(raw)["data"]
+    check(len(data) == 7 and data[0]["id"] == done["output"][0]["id"] and
+          out_text({"output": [data[0]]}) == out_text(done),
+          "a background response's items join the conversation at its end")
+    st, bg = resp(d, dict(b, input="Later?", background=True, max_output_tokens=350,
+                          ignore_eos=True))
+    d.post("/v1/responses/%s/cancel" % bg["id"], None)
+    st, g = wait_done(d, bg["id"])
+    st, _, raw = d.get("/v1/conversations/%s/items?limit=100" % cid)
+    check(g["status"] == "cancelled" and len(json.loads(raw)["data"]) == 7,
+          "a cancelled one (%s) adds nothing" % g["status"])
     # items added, read, deleted; metadata updated
     st, _, a = d.post("/v1/conversations/%s/items" % cid,
                       {"items": [{"role": "user", "content": "x"},
@@ -819,7 +834,7 @@ def conversations(d):
     check(st == 200 and json.loads(raw)["id"] == cid, "item DELETE answers the conversation")
     check(d.get("/v1/conversations/%s/items/%s" % (cid, iid))[0] == 404, "deleted item: 404")
     st, _, raw = d.get("/v1/conversations/%s/items?limit=100" % cid)
-    check(len(json.loads(raw)["data"]) == 6, "6 items left")
+    check(len(json.loads(raw)["data"]) == 8, "8 items left")
     st, _, u = d.post("/v1/conversations/" + cid, {"metadata": {"x": "y"}})
     check(st == 200 and u["metadata"] == {"x": "y"} and u["created_at"] == c["created_at"],
           "metadata updated: %r" % u)

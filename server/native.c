@@ -8,6 +8,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +22,22 @@ char *nat_error(int status, const char *type, const char *message)
               msg && oai_put(e, "message", cJSON_CreateString(msg)) &&
               oai_put(e, "type", cJSON_CreateString(type));
     free(msg);
+    return oai_print(root, ok);
+}
+
+char *nat_error_ctx(long long n_prompt, int n_ctx)
+{
+    char msg[160];
+    snprintf(msg, sizeof msg, "request (%lld tokens) exceeds the available context size (%d "
+             "tokens), try increasing it", n_prompt, n_ctx);
+    cJSON *root = cJSON_CreateObject(), *e = cJSON_CreateObject();
+    bool ok = root && oai_put(root, "error", e) && oai_put(e, "code", cJSON_CreateNumber(400)) &&
+              oai_put(e, "message", cJSON_CreateString(msg)) &&
+              oai_put(e, "type", cJSON_CreateString("exceed_context_size_error")) &&
+              oai_put(e, "n_prompt_tokens", cJSON_CreateNumber((double)n_prompt)) &&
+              oai_put(e, "n_ctx", cJSON_CreateNumber(n_ctx));
+    if (!root)
+        cJSON_Delete(e);
     return oai_print(root, ok);
 }
 

@@ -20,6 +20,13 @@ struct cJSON;
  * llama-server's (service_unavailable_error -> unavailable_error).  NULL: out of memory. */
 char *nat_error(int status, const char *type, const char *message);
 
+/* A prompt of n_prompt tokens the context of n_ctx cannot hold, as llama-server answers it:
+ * {"error": {"code": 400, "message": "request (N tokens) exceeds the available context size
+ * (M tokens), try increasing it", "type": "exceed_context_size_error", "n_prompt_tokens": N,
+ * "n_ctx": M}} (clients read the two numbers to shorten what they send).  NULL: out of
+ * memory. */
+char *nat_error_ctx(long long n_prompt, int n_ctx);
+
 /* completion_probabilities: per token {id, token, bytes, logprob, top_logprobs: [{id,
  * token, bytes, logprob}]}; post (post_sampling_probs: lp holds the log of the
  * probabilities after the sampling chain): prob and top_probs instead, the probabilities

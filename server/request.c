@@ -2177,6 +2177,8 @@ int rq_resolve_max_tokens(const rq_t *r, size_t n_prompt, int n_ctx, int *max_to
         bad(e, pkey, "the prompt has %zu tokens; the context length is %d, so at most %d "
             "prompt tokens leave room for one generated token", n_prompt, n_ctx, n_ctx - 1);
         e->code = "context_length_exceeded";
+        e->n_prompt = (long long)n_prompt;
+        e->n_ctx = n_ctx;
         return -EINVAL;
     }
     int room = n_ctx - (int)n_prompt;

@@ -40,6 +40,10 @@ typedef struct rq_err {
     const char *code;           /* machine code or NULL */
     char param[128];             /* the field at fault, "" when none */
     char message[512];
+    /* code "context_length_exceeded" for a prompt the context cannot hold: its tokens and
+     * the context length (llama-server's error shows them); else 0 */
+    long long n_prompt;
+    int n_ctx;
 } rq_err_t;
 
 /* Fills e (printf-style message) and returns -EINVAL, for one-line error exits. */

@@ -746,7 +746,11 @@ static const char *route_method(int route)
 static enum MHD_Result answer_err(srv_job_t *j, const rq_err_t *e)
 {
     struct MHD_Response *r;
-    char *body = err_body(j, e->status, e->type, e->code, e->param, e->message);
+    /* llama-server's own shape of a prompt the context cannot hold, on its routes */
+    bool ctx = native_route(j->route) && e->n_ctx > 0 && e->code &&
+               strcmp(e->code, "context_length_exceeded") == 0;
+    char *body = ctx ? nat_error_ctx(e->n_prompt, e->n_ctx)
+                     : err_body(j, e->status, e->type, e->code, e->param, e->message);
     r = make_response(j->srv, e->status, "application/json", body, body ? strlen(body) : 0);
     if (r && e->status == 401)
         MHD_add_response_header(r, "WWW-Authenticate", "Bearer");

@@ -83,6 +83,17 @@ START_TEST(test_error)
     o = parse(nat_error(500, NULL, ""));
     ck_assert_str_eq(str(cJSON_GetObjectItemCaseSensitive(o, "error"), "type"), "server_error");
     cJSON_Delete(o);
+    /* a prompt beyond the context: llama-server's type, words and numbers */
+    o = parse(nat_error_ctx(13392, 8192));
+    e = cJSON_GetObjectItemCaseSensitive(o, "error");
+    ck_assert_int_eq(cJSON_GetArraySize(e), 5);
+    ck_assert_int_eq((int)num(e, "code"), 400);
+    ck_assert_str_eq(str(e, "type"), "exceed_context_size_error");
+    ck_assert_str_eq(str(e, "message"), "request (13392 tokens) exceeds the available context "
+                                        "size (8192 tokens), try increasing it");
+    ck_assert_int_eq((int)num(e, "n_prompt_tokens"), 13392);
+    ck_assert_int_eq((int)num(e, "n_ctx"), 8192);
+    cJSON_Delete(o);
 }
 END_TEST
 

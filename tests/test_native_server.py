@@ -10,7 +10,8 @@ stopping_word; timings consistent with the token counts; generation_settings the
 GET /props (slots, context, model path, BOS/EOS, template), POST /props refused (501),
 GET /slots (a slot is_processing with the running request's settings while streams run;
 --no-slots answers 501), n_predict 0 (the prompt alone, left in the prefix cache), POST /apply-template (the prompt /v1/chat/completions runs: the
-same greedy answer from /completion), llama-server's error shape for malformed bodies, the
+same greedy answer from /completion), llama-server's error shape for malformed bodies (and
+its exceed_context_size_error with n_prompt_tokens and n_ctx for a prompt too long), the
 fields it ignores, /tokenize's with_pieces (bytes for a piece that is not UTF-8) and
 parse_special, the metrics labels, and llama.cpp's samplers (DRY stops a greedy
 repetition; XTC, typical, dynamic temperature and Mirostat replay for a seed; the chain
@@ -386,6 +387,19 @@ def test_errors(d):
     for body, what in cases:
         st, _, js = d.post("/completion", body)
         llama_error(st, js, 400, what)
+    # a prompt the context cannot hold: llama-server's exceed_context_size_error with the
+    # numbers its clients read (the OpenAI route keeps OpenAI's code)
+    n_ctx = json.loads(d.get("/props")[2])["default_generation_settings"]["n_ctx"]
+    long = [1] + [tokenize(d, " Lily", False)[0]] * n_ctx
+    st, _, js = d.post("/completion", {"prompt": long, "n_predict": 4})
+    e = (js or {}).get("error", {})
+    check(st == 400 and e.get("type") == "exceed_context_size_error" and e.get("code") == 400 and
+          e.get("n_prompt_tokens") == n_ctx + 1 and e.get("n_ctx") == n_ctx and
+          "exceeds the available context size" in e.get("message", ""),
+          "a prompt beyond the context: %d %r" % (st, js))
+    st, _, js = d.post("/v1/completions", {"prompt": long, "max_tokens": 4})
+    check(st == 400 and js["error"].get("code") == "context_length_exceeded",
+          "/v1/completions keeps OpenAI's code: %d %r" % (st, js))
     # what llama-server's clients send and fusiond has no use for is ignored
     web_ui = {"prompt": PROMPT, "n_predict": 4, "cache_prompt": True, "samplers": "edkypmxt",
               "dynatemp_range": 0, "dynatemp_exponent": 1, "typical_p": 1, "xtc_probability": 0,

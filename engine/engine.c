@@ -88,6 +88,8 @@ typedef struct req {
     int slot;                    /* -1 until admitted */
     int place;                   /* batch place 0..max_running-1 while running (e->mu) */
     int n_cached;                /* prompt tokens reused from a cached slot */
+    int ckpt_at;                 /* where the prompt leaves the cached sequence it shares the
+                                    most with: a context checkpoint is made there (0: none) */
     /* n-gram speculation's adaptive draft length: grows while drafts are taken whole,
      * shrinks to what was taken; a failed shortest draft pauses drafting for draft_wait
      * steps, doubling (to 64) with each further failure */
@@ -174,6 +176,7 @@ struct eng {
     int n_run;
     eng_stats_t pub;             /* published counters (e->mu) */
     bool cache_on;               /* params.prefix_cache and the driver can truncate */
+    bool ckpt_on;                /* and make context checkpoints (params.ctx_checkpoints) */
     int cache_min;
     cslot_t *cache;              /* n_cache of d.n_slots; changes under e->mu */
     int n_cache;
@@ -235,6 +238,7 @@ void eng_params_default(eng_params_t *p)
     p->max_running = 16;
     p->max_waiting = 64;
     p->prefill_chunk = 256;
+    p->ctx_checkpoints = 8;
 }
 
 /* ---- requests ---- */
@@ -717,12 +721,15 @@ static void cache_evict_lru(eng_t *e)
 
 /* The cached slot r can reuse the most prompt tokens from (at least cache_min, keep), or -1.
  * A driver with sliding-window rings may keep less of a slot than the common prefix
- * (seq_reusable);
- * *ring_miss is set when that made the best choice worse than the common prefix alone. */
-static int cache_lookup(const eng_t *e, const req_t *r, int *keep, bool *ring_miss)
+ * (seq_reusable: a ring's window, or a context checkpoint's position);
+ * *ring_miss is set when that made the best choice worse than the common prefix alone, and
+ * *common is the longest common prefix with any cached slot r may reuse. */
+static int cache_lookup(const eng_t *e, const req_t *r, int *keep, bool *ring_miss,
+                        int *common)
 {
     int best = -1, best_keep = 0, best_common = 0;
     *ring_miss = false;
+    *common = 0;
     if (r->plp || r->pool != ENG_POOL_NONE || r->no_reuse)
         return -1;  /* a cached prefix's rows would have no logits or hidden states */
     for (int i = 0; i < e->n_cache; i++) {
@@ -743,6 +750,7 @@ static int cache_lookup(const eng_t *e, const req_t *r, int *keep, bool *ring_mi
             best_keep = k;
         }
     }
+    *common = best_common;
     if (best_common >= e->cache_min && best_keep < best_common)
         *ring_miss = true;
     if (best < 0 || best_keep < e->cache_min)
@@ -758,6 +766,7 @@ static void finish_running(eng_t *e, req_t *r)
     bool keep = cache_keepable(e, r);
     if (r->slot >= 0 && !keep)
         e->d.seq_free(e->d.ctx, r->slot);
+    const size_t ckpt_bytes = e->ckpt_on ? e->d.ckpt_bytes(e->d.ctx) : 0;
     engine_lock(e);
     int i = 0;
     while (i < e->n_run && e->run[i] != r)
@@ -767,6 +776,8 @@ static void finish_running(eng_t *e, req_t *r)
     e->pub.running = e->n_run;
     e->pub.kv_reserved -= r->kv_need;
     e->pub.kv_used -= r->slot >= 0 ? r->n_past : 0;
+    if (e->ckpt_on)
+        e->pub.ckpt_bytes = ckpt_bytes;
     if (keep) {
         /* its reservation covered n_past, so reserved + cached stays within kv_total */
         e->cache[e->n_cache++] = (cslot_t){ r->slot, r->tokens, r->n_past, ++e->cache_stamp,
@@ -1080,6 +1091,33 @@ static int sample_run(eng_t *e, req_t *r, sampled_t *sp, int last_row, uint64_t 
     return dropped;
 }
 
+/* Context checkpoints after a prefill chunk of r from position p0 (r->n_past now): at the
+ * point where r left the cached sequence it shared the most with, as a later prompt may
+ * leave there too (another user's question after a shared system prompt), and over the
+ * last LLM_CKPT_SPAN positions of the prompt once it is done (the same prompt again: a
+ * regenerated answer reuses it to its last token; a next turn whose template renders the
+ * answer otherwise).  The rings still hold both windows right after the step that passed
+ * them.  A checkpoint that cannot be made costs only reuse, never the request. */
+static void ckpt_prefill(eng_t *e, req_t *r, int p0)
+{
+    int saved = 0;
+    if (r->n_past == r->n_prompt)
+        saved += e->d.seq_checkpoint(e->d.ctx, r->slot,
+                                     FD_MAX(0, r->n_prompt - LLM_CKPT_SPAN + 1),
+                                     r->n_prompt) == 1;
+    if (r->ckpt_at >= p0 && r->ckpt_at <= r->n_past) {
+        saved += e->d.seq_checkpoint(e->d.ctx, r->slot, r->ckpt_at, r->ckpt_at) == 1;
+        r->ckpt_at = 0;
+    }
+    if (saved) {
+        size_t b = e->d.ckpt_bytes(e->d.ctx);
+        engine_lock(e);
+        e->pub.ckpt_saved += (uint64_t)saved;
+        e->pub.ckpt_bytes = b;
+        engine_unlock(e);
+    }
+}
+
 static void run_step(eng_t *e)
 {
     int n = 0, n_tok = 0, n_logits = 0, n_dec = 0;
@@ -1188,6 +1226,8 @@ static void run_step(eng_t *e)
             li += sp->n_rows;
             r->n_past += e->ent[i].n_tokens;
             r->dev_s += dev;
+            if (e->ckpt_on && sp->p0 < r->n_prompt)
+                ckpt_prefill(e, r, sp->p0);
             if (!r->t_prefill && r->n_past >= r->n_prompt)
                 r->t_prefill = t1;
             if (r->n_past < r->n_prompt || sp->n_rows == 0 || r->max_tokens == 0)
@@ -1214,7 +1254,7 @@ static void run_step(eng_t *e)
              * keeps only what was (a cached slot must match its tokens) */
             unsent += (uint64_t)(sp->n_run - j);
             int keep = r->n_tokens - 1;
-            if (r->n_past > keep && e->d.seq_truncate(e->d.ctx, r->slot, keep) == 0) {
+            if (r->n_past > keep && e->d.seq_truncate(e->d.ctx, r->slot, keep) >= 0) {
                 unkept += r->n_past - keep;
                 r->n_past = keep;
             }
@@ -1301,8 +1341,11 @@ static bool schedule(eng_t *e, req_t **gone)
         e->admitted[e->n_admitted++] = r;
         int keep = 0;
         bool ring_miss;
-        int hit = cache_lookup(e, r, &keep, &ring_miss);
+        int common;
+        int hit = cache_lookup(e, r, &keep, &ring_miss, &common);
         e->pub.cache_ring_misses += ring_miss;
+        /* another prompt may leave the cached sequences here too: keep the window there */
+        r->ckpt_at = e->ckpt_on && common >= e->cache_min ? common : 0;
         if (hit >= 0) {
             r->slot = cache_take(e, hit).slot;
             r->n_past = r->n_cached = keep;
@@ -1335,15 +1378,29 @@ static void *engine_main(void *arg)
         }
         for (int i = 0; i < e->n_evict; i++)
             e->d.seq_free(e->d.ctx, e->evict[i]);
+        if (e->n_evict && e->ckpt_on) {
+            size_t b = e->d.ckpt_bytes(e->d.ctx);
+            engine_lock(e);
+            e->pub.ckpt_bytes = b;
+            engine_unlock(e);
+        }
         e->n_evict = 0;
         for (int i = 0; i < e->n_admitted; i++) {
             req_t *r = e->admitted[i];
             if (r->slot >= 0) {
-                /* a cached slot: forget what follows the common prefix */
-                if (e->d.seq_truncate(e->d.ctx, r->slot, r->n_past) < 0)
+                /* a cached slot: forget what follows the common prefix (a context checkpoint
+                 * may give the sliding-window layers their window back) */
+                int rc = e->d.seq_truncate(e->d.ctx, r->slot, r->n_past);
+                if (rc < 0) {
                     finish_mark(r, ENG_FINISH_ERROR, "cannot reuse a cached KV cache slot");
-                else
-                    e->d.stream_init(e->d.ctx, &r->ts, r->tokens[r->n_prompt - 1]);
+                    continue;
+                }
+                if (rc == 1) {
+                    engine_lock(e);
+                    e->pub.cache_ckpt_hits++;
+                    engine_unlock(e);
+                }
+                e->d.stream_init(e->d.ctx, &r->ts, r->tokens[r->n_prompt - 1]);
                 continue;
             }
             int rc = e->d.seq_alloc(e->d.ctx, &r->slot);
@@ -1557,12 +1614,14 @@ int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, c
         goto fail_params;
     }
     if (p->max_running < 1 || p->max_waiting < 0 || p->prefill_chunk < 1 || p->kv_tokens < 0 ||
-        p->max_batch_tokens < 0 || p->prefix_cache_min < 0) {
+        p->max_batch_tokens < 0 || p->prefix_cache_min < 0 || p->ctx_checkpoints < 0) {
         rc = OPEN_ERR(FD_ECONFIG,
                       "max_running %d (>= 1), max_waiting %d (>= 0), prefill_chunk %d (>= 1), "
-                      "kv_tokens %lld, max_batch_tokens %d and prefix_cache_min %d (>= 0)",
+                      "kv_tokens %lld, max_batch_tokens %d, prefix_cache_min %d and "
+                      "ctx_checkpoints %d (>= 0)",
                       p->max_running, p->max_waiting, p->prefill_chunk,
-                      (long long)p->kv_tokens, p->max_batch_tokens, p->prefix_cache_min);
+                      (long long)p->kv_tokens, p->max_batch_tokens, p->prefix_cache_min,
+                      p->ctx_checkpoints);
         goto fail_params;
     }
     e = calloc(1, sizeof *e);
@@ -1603,6 +1662,7 @@ int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, c
     e->pub.kv_total = e->kv_total;
     e->cache_on = p->prefix_cache && d->seq_truncate;
     e->cache_min = p->prefix_cache_min ? p->prefix_cache_min : 16;
+    e->ckpt_on = e->cache_on && p->ctx_checkpoints > 0 && d->seq_checkpoint && d->ckpt_bytes;
 
     const size_t R = (size_t)e->max_running;
     e->run = calloc(R, sizeof *e->run);

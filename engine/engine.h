@@ -76,6 +76,13 @@ typedef struct eng_params {
     bool swa_full;              /* llm_load_params_t.swa_full: sliding-window layers keep
                                    every position, not a ring */
     llm_rope_params_t rope;     /* llm_load_params_t.rope: RoPE overrides (zero: none) */
+    /* Context checkpoints a cached sequence keeps (llama-server's --ctx-checkpoints; default
+     * 8, 0: none), with the prefix cache on a model whose sliding-window layers keep rings:
+     * copies of the window the rings hold at chosen positions (the end of each prompt, and
+     * the point where a prompt left the cached sequence it shared the most with), so a later
+     * prompt that leaves a cached sequence far before its end still reuses it up to such a
+     * position (llm_seq_checkpoint; the driver's seq_checkpoint) */
+    int ctx_checkpoints;
 } eng_params_t;
 
 #define ENG_DRAFT_MAX 64
@@ -107,6 +114,9 @@ typedef struct eng_info {
     const char *const *lora_paths; /* their files, n_lora */
     int swa_ring;               /* llm_swa_ring: positions a sliding-window layer keeps a
                                    sequence (0: every layer keeps n_ctx) */
+    int ctx_checkpoints;        /* checkpoints a sequence keeps (0: none are made) */
+    uint64_t ckpt_bytes_each;   /* host bytes one takes at most */
+    uint64_t ckpt_bytes_max;    /* and all of them together */
 } eng_info_t;
 
 /* How an embedding request pools its prompt's final hidden states (llama.cpp's numbering of
@@ -314,7 +324,12 @@ typedef struct eng_stats {
     uint64_t cache_evictions;   /* cached slots dropped to make room */
     uint64_t cache_ring_misses; /* admissions whose longest cached common prefix could not be
                                    reused, a ring having overwritten the window it needs
-                                   (driver's seq_reusable): prefilled from less or from 0 */
+                                   (driver's seq_reusable): prefilled from less (a context
+                                   checkpoint's position) or from 0 */
+    uint64_t cache_ckpt_hits;   /* admissions that reused a cached slot from a context
+                                   checkpoint (the ring alone could not) */
+    uint64_t ckpt_saved;        /* context checkpoints made */
+    uint64_t ckpt_bytes;        /* host bytes the context checkpoints take now */
     /* n-gram speculation (params.draft_max): draft tokens fed for verification, and those
      * the sampler picked (accepted / drafted: the acceptance rate) */
     uint64_t draft_tokens;
@@ -354,7 +369,8 @@ typedef struct eng_driver {
     int (*seq_alloc)(void *ctx, int *slot);
     void (*seq_free)(void *ctx, int slot);
     int (*seq_len)(void *ctx, int slot);        /* for eng_check; may be NULL */
-    /* llm_seq_truncate's contract; NULL: no prefix cache (params.prefix_cache ignored) */
+    /* llm_seq_truncate's contract (1: restored from a context checkpoint); NULL: no prefix
+     * cache (params.prefix_cache ignored) */
     int (*seq_truncate)(void *ctx, int slot, int len);
     /* llm_decode's contract. */
     int (*decode)(void *ctx, const llm_batch_entry_t *e, int n, float *logits);
@@ -376,6 +392,9 @@ typedef struct eng_driver {
      * prompt can keep (len, or less where a sliding-window ring lost what it needs); NULL:
      * all of it */
     int (*seq_reusable)(void *ctx, int slot, int len);
+    /* llm_seq_checkpoint's contract, and the bytes the checkpoints take now; NULL: none */
+    int (*seq_checkpoint)(void *ctx, int slot, int first, int last);
+    size_t (*ckpt_bytes)(void *ctx);
 } eng_driver_t;
 
 /* As eng_open on d instead of a model file (model_path, backend, fusion, threads and n_ctx

@@ -47,6 +47,16 @@ static int d_seq_reusable(void *ctx, int slot, int len)
     return llm_seq_reusable(((llm_drv_t *)ctx)->m, slot, len);
 }
 
+static int d_seq_checkpoint(void *ctx, int slot, int first, int last)
+{
+    return llm_seq_checkpoint(((llm_drv_t *)ctx)->m, slot, first, last);
+}
+
+static size_t d_ckpt_bytes(void *ctx)
+{
+    return llm_ckpt_bytes(((llm_drv_t *)ctx)->m);
+}
+
 static int d_decode(void *ctx, const llm_batch_entry_t *e, int n, float *logits)
 {
     return llm_decode(((llm_drv_t *)ctx)->m, e, n, logits);
@@ -140,9 +150,11 @@ int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
         snprintf(err, errlen, "no model file given");
         return FD_ECONFIG;
     }
-    if (p->max_running < 1 || p->prefill_chunk < 1 || p->max_batch_tokens < 0) {
-        snprintf(err, errlen, "max_running %d, prefill_chunk %d (>= 1), max_batch_tokens %d "
-                 "(>= 0)", p->max_running, p->prefill_chunk, p->max_batch_tokens);
+    if (p->max_running < 1 || p->prefill_chunk < 1 || p->max_batch_tokens < 0 ||
+        p->ctx_checkpoints < 0) {
+        snprintf(err, errlen, "max_running %d, prefill_chunk %d (>= 1), max_batch_tokens %d, "
+                 "ctx_checkpoints %d (>= 0)", p->max_running, p->prefill_chunk,
+                 p->max_batch_tokens, p->ctx_checkpoints);
         return FD_ECONFIG;
     }
     llm_drv_t *d = calloc(1, sizeof *d);
@@ -165,6 +177,7 @@ int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
     lp.lora = p->lora;
     lp.n_lora = p->n_lora;
     lp.swa_full = p->swa_full;
+    lp.n_ckpt = p->prefix_cache ? p->ctx_checkpoints : 0; /* they serve the prefix cache */
     lp.rope = p->rope;
     lp.n_seq_max = p->max_running;
     /* the scheduler's step is one llm_decode call: size the activations for all of it */
@@ -226,6 +239,9 @@ int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
         .n_lora = llm_n_lora(d->m),
         .lora_paths = d->lora_paths,
         .swa_ring = llm_swa_ring(d->m),
+        .ctx_checkpoints = llm_ctx_checkpoints(d->m),
+        .ckpt_bytes_each = llm_ckpt_bytes_each(d->m),
+        .ckpt_bytes_max = llm_ckpt_bytes_max(d->m),
     };
     eng_driver_t drv = {
         .ctx = d,
@@ -248,6 +264,8 @@ int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
         .host_free = d_host_free,
         .close = d_close,
         .seq_reusable = d_seq_reusable,
+        .seq_checkpoint = d_seq_checkpoint,
+        .ckpt_bytes = d_ckpt_bytes,
     };
     /* eng_open_driver closes the driver (and so the model) when it fails */
     return eng_open_driver(out, p, &drv, err, errlen);

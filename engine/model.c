@@ -24,7 +24,20 @@ typedef struct slot {
     bool used;
     int len;
     int lo;                          /* rings: the first position they still hold */
+    int n_ck;                        /* context checkpoints held (llm_seq_checkpoint) */
 } slot_t;
+
+/* A context checkpoint: a host copy of the local layers' K and V rows of positions
+ * a .. last - 1, from which the sequence can go on at any position in [first, last] (the
+ * window before each lies in those rows).  buf holds, for each local layer in order, its
+ * last - a K rows then its V rows. */
+typedef struct ckpt {
+    int first, last, a;
+    int last_saved;                  /* last when saved: buf holds last_saved - a rows */
+    uint64_t stamp;                  /* when saved: the oldest goes first */
+    void *buf;
+    size_t bytes;
+} ckpt_t;
 
 struct llm_model {
     gguf_t *g;
@@ -44,6 +57,10 @@ struct llm_model {
     int ring;                        /* llm_swa_ring */
     int64_t *rings;                  /* per layer: ring rows a slot, 0: n_ctx (fz_kv_t.ring) */
     slot_t *slots;
+    int n_ckpt;                      /* context checkpoints a slot keeps (0: none) */
+    ckpt_t *ckpts;                   /* n_seq_max * n_ckpt, slot s's from s * n_ckpt */
+    size_t ckpt_bytes;               /* their buffers' bytes now */
+    uint64_t ckpt_stamp;
     int32_t *ids, *pos;              /* llm_decode scratch, n_batch_max */
     fz_seq_t *seqs;                  /* n_seq_max */
     fb_weight_t *experts;            /* n_layer * 3 * n_expert views: gate, up, down */
@@ -74,6 +91,8 @@ int llm_cache_type_k(const llm_model_t *m) { return m->type_k; }
 int llm_cache_type_v(const llm_model_t *m) { return m->type_v; }
 size_t llm_cache_bytes(const llm_model_t *m) { return m->cache_bytes; }
 int llm_swa_ring(const llm_model_t *m) { return m->ring; }
+int llm_ctx_checkpoints(const llm_model_t *m) { return m->n_ckpt; }
+size_t llm_ckpt_bytes(const llm_model_t *m) { return m->ckpt_bytes; }
 const uint64_t *llm_expert_counts(const llm_model_t *m) { return fz_plan_expert_counts(m->plan); }
 int llm_n_lora(const llm_model_t *m) { return m->n_lora; }
 const char *llm_lora_path(const llm_model_t *m, int i)
@@ -1074,7 +1093,11 @@ static int alloc_cache(llm_model_t *m, const llm_load_params_t *p, char *err, si
     m->kc = calloc((size_t)hp->n_layer, sizeof(*m->kc));
     m->vc = calloc((size_t)hp->n_layer, sizeof(*m->vc));
     m->slots = calloc((size_t)m->n_seq_max, sizeof(*m->slots));
-    if (!m->kc || !m->vc || !m->slots || !m->rings)
+    /* checkpoints stand in for what a ring forgets: nothing to keep without rings */
+    m->n_ckpt = m->ring > 0 ? p->n_ckpt : 0;
+    m->ckpts = m->n_ckpt ? calloc((size_t)m->n_seq_max * (size_t)m->n_ckpt, sizeof(*m->ckpts))
+                         : NULL;
+    if (!m->kc || !m->vc || !m->slots || !m->rings || (m->n_ckpt && !m->ckpts))
         return -ENOMEM;
     m->cache_bytes = 0;
     for (int l = 0; l < hp->n_layer; l++) {
@@ -1102,8 +1125,14 @@ static int alloc_cache(llm_model_t *m, const llm_load_params_t *p, char *err, si
     return 0;
 }
 
+static void ckpt_drop(llm_model_t *m, ckpt_t *c);
+
 static void free_cache(llm_model_t *m)
 {
+    for (int i = 0; m->ckpts && i < m->n_seq_max * m->n_ckpt; i++)
+        ckpt_drop(m, &m->ckpts[i]);
+    free(m->ckpts);
+    m->ckpts = NULL;
     for (int l = 0; m->kc && l < m->hp.n_layer; l++)
         if (m->kc[l])
             fb_free(m->be, m->kc[l]);
@@ -1129,6 +1158,10 @@ static void log_swa(const llm_model_t *m, const llm_load_params_t *p)
                     "bytes (--swa-full keeps every position)", gguf_path(m->g), hp->n_swa,
                     hp->n_swa_layers, hp->n_layer, m->ring, m->n_batch_max, hp->n_ctx,
                     m->cache_bytes);
+    if (m->n_ckpt > 0)
+        fd_log_info("%s: context checkpoints: up to %d a sequence of at most %zu bytes each "
+                    "(%d sequences: at most %zu bytes of host memory)", gguf_path(m->g),
+                    m->n_ckpt, llm_ckpt_bytes_each(m), m->n_seq_max, llm_ckpt_bytes_max(m));
     else
         fd_log_info("%s: sliding window of %d on %d of %d layers: the KV cache keeps every "
                     "position of every layer (%s); KV cache %zu bytes", gguf_path(m->g),
@@ -1150,8 +1183,9 @@ int llm_load(llm_model_t **out, const llm_load_params_t *p, char *err, size_t er
         snprintf(err, errlen, "no model path");
         return -EINVAL;
     }
-    if (p->n_ctx < 0 || p->n_seq_max < 0 || p->n_batch_max < 0 || p->threads < 0) {
-        snprintf(err, errlen, "negative n_ctx, n_seq_max, n_batch_max or threads");
+    if (p->n_ctx < 0 || p->n_seq_max < 0 || p->n_batch_max < 0 || p->threads < 0 ||
+        p->n_ckpt < 0) {
+        snprintf(err, errlen, "negative n_ctx, n_seq_max, n_batch_max, threads or n_ckpt");
         return -EINVAL;
     }
     if (p->fusion && p->softmax_mode != FB_SOFTMAX_MAXSUM &&
@@ -1289,10 +1323,174 @@ static bool slot_ok(const llm_model_t *m, int slot)
     return slot >= 0 && slot < m->n_seq_max && m->slots[slot].used;
 }
 
+/* ---- context checkpoints ---- */
+
+/* The most rows one checkpoint holds: the window before its first position and the rest of
+ * its span. */
+static int ckpt_rows_max(const llm_model_t *m)
+{
+    return m->hp.n_swa - 1 + LLM_CKPT_SPAN - 1;
+}
+
+static size_t ckpt_row_bytes(const llm_model_t *m)
+{
+    return (size_t)m->hp.n_swa_layers *
+           (fb_kv_row_bytes(m->type_k, m->hp.n_head_kv, m->hp.head_dim) +
+            fb_kv_row_bytes(m->type_v, m->hp.n_head_kv, m->hp.head_dim));
+}
+
+size_t llm_ckpt_bytes_each(const llm_model_t *m)
+{
+    return m->n_ckpt ? (size_t)ckpt_rows_max(m) * ckpt_row_bytes(m) : 0;
+}
+
+size_t llm_ckpt_bytes_max(const llm_model_t *m)
+{
+    return llm_ckpt_bytes_each(m) * (size_t)m->n_ckpt * (size_t)m->n_seq_max;
+}
+
+static ckpt_t *slot_ckpts(const llm_model_t *m, int slot)
+{
+    return m->ckpts + (size_t)slot * (size_t)m->n_ckpt;
+}
+
+static void ckpt_drop(llm_model_t *m, ckpt_t *c)
+{
+    if (c->buf) {
+        fb_host_free(m->be, c->buf);
+        m->ckpt_bytes -= c->bytes;
+    }
+    *c = (ckpt_t){ 0 };
+}
+
+/* Drops slot's checkpoint i (the last one moves into its place). */
+static void ckpt_remove(llm_model_t *m, int slot, int i)
+{
+    ckpt_t *ck = slot_ckpts(m, slot);
+    slot_t *sl = &m->slots[slot];
+    ckpt_drop(m, &ck[i]);
+    ck[i] = ck[--sl->n_ck];
+    ck[sl->n_ck] = (ckpt_t){ 0 };
+}
+
+/* Copies the K and V rows of positions [a, a + n) of slot's local layers between the rings
+ * and a checkpoint's buffer of n_buf rows a layer, from its row off (out: rings to buf).  A
+ * ring holds them as one or two runs. */
+static int ckpt_copy(llm_model_t *m, int slot, int a, int n, char *buf, int n_buf, int off,
+                     bool out)
+{
+    const llm_hparams_t *hp = &m->hp;
+    const size_t rk = fb_kv_row_bytes(m->type_k, hp->n_head_kv, hp->head_dim);
+    const size_t rv = fb_kv_row_bytes(m->type_v, hp->n_head_kv, hp->head_dim);
+    const int64_t ring = m->ring;
+    const int64_t r0 = a % ring, n1 = FD_MIN((int64_t)n, ring - r0);
+    const int64_t run_row[2] = { (int64_t)slot * ring + r0, (int64_t)slot * ring };
+    const int64_t run_n[2] = { n1, n - n1 };
+    for (int l = 0; l < hp->n_layer; l++) {
+        if (!m->rings[l])
+            continue;
+        for (int kv = 0; kv < 2; kv++) {
+            const size_t rb = kv ? rv : rk;
+            char *dev = kv ? m->vc[l] : m->kc[l];
+            char *host = buf + (kv ? (size_t)n_buf * rk : 0) + (size_t)off * rb;
+            for (int r = 0, done = 0; r < 2; done += (int)run_n[r], r++) {
+                if (run_n[r] == 0)
+                    continue;
+                char *d = dev + (size_t)run_row[r] * rb, *h = host + (size_t)done * rb;
+                size_t bytes = (size_t)run_n[r] * rb;
+                int rc = out ? fb_to_host(m->be, h, d, bytes) : fb_to_device(m->be, d, h, bytes);
+                if (rc < 0)
+                    return rc;
+            }
+        }
+        buf += (size_t)n_buf * (rk + rv);
+    }
+    return fb_sync(m->be);
+}
+
+int llm_seq_checkpoint(llm_model_t *m, int slot, int first, int last)
+{
+    if (!slot_ok(m, slot) || first < 0 || first > last || last > m->slots[slot].len)
+        return -EINVAL;
+    slot_t *sl = &m->slots[slot];
+    if (m->n_ckpt == 0 || last == 0)
+        return 0;
+    /* the span a checkpoint covers, and what the rings still hold of it (the window before
+     * a position p > 0 is held while p - n_swa + 1 >= lo, or all of it while lo is 0) */
+    first = FD_MAX(first, last - (LLM_CKPT_SPAN - 1));
+    if (sl->lo > 0)
+        first = FD_MAX(first, sl->lo + m->hp.n_swa - 1);
+    first = FD_MAX(first, 1);
+    if (first > last)
+        return FD_ERANGE;
+    ckpt_t *ck = slot_ckpts(m, slot);
+    for (int i = 0; i < sl->n_ck; i++)
+        if (ck[i].first <= first && last <= ck[i].last)
+            return 0;  /* one already covers it */
+    const int a = FD_MAX(0, first - m->hp.n_swa + 1), n = last - a;
+    const size_t bytes = (size_t)n * ckpt_row_bytes(m);
+    void *buf = fb_host_alloc(m->be, bytes);
+    if (!buf)
+        return -ENOMEM;
+    int rc = ckpt_copy(m, slot, a, n, buf, n, 0, true);
+    if (rc < 0) {
+        fb_host_free(m->be, buf);
+        return rc;
+    }
+    if (sl->n_ck == m->n_ckpt) {
+        int old = 0;
+        for (int i = 1; i < sl->n_ck; i++)
+            if (ck[i].stamp < ck[old].stamp)
+                old = i;
+        ckpt_remove(m, slot, old);
+    }
+    ck[sl->n_ck++] = (ckpt_t){ .first = first, .last = last, .a = a, .last_saved = last,
+                               .stamp = ++m->ckpt_stamp, .buf = buf, .bytes = bytes };
+    m->ckpt_bytes += bytes;
+    return 1;
+}
+
+int llm_seq_n_checkpoints(const llm_model_t *m, int slot)
+{
+    return slot_ok(m, slot) ? m->slots[slot].n_ck : -EINVAL;
+}
+
+/* The checkpoint of slot from which it can go on at the largest position <= len, that
+ * position in *at; NULL when none can. */
+static ckpt_t *ckpt_best(const llm_model_t *m, int slot, int len, int *at)
+{
+    ckpt_t *ck = slot_ckpts(m, slot), *best = NULL;
+    *at = 0;
+    for (int i = 0; i < m->slots[slot].n_ck; i++) {
+        int p = FD_MIN(ck[i].last, len);
+        if (p >= ck[i].first && p > *at) {
+            best = &ck[i];
+            *at = p;
+        }
+    }
+    return best;
+}
+
+/* After a truncation to len: a checkpoint keeps only positions up to len (what follows will
+ * be other tokens), and goes when its span lies past len. */
+static void ckpt_trim(llm_model_t *m, int slot, int len)
+{
+    ckpt_t *ck = slot_ckpts(m, slot);
+    for (int i = m->slots[slot].n_ck - 1; i >= 0; i--) {
+        if (ck[i].first > len)
+            ckpt_remove(m, slot, i);
+        else
+            ck[i].last = FD_MIN(ck[i].last, len);
+    }
+}
+
 void llm_seq_free(llm_model_t *m, int slot)
 {
-    if (slot_ok(m, slot))
-        m->slots[slot] = (slot_t){ 0 };
+    if (!slot_ok(m, slot))
+        return;
+    while (m->slots[slot].n_ck > 0)
+        ckpt_remove(m, slot, m->slots[slot].n_ck - 1);
+    m->slots[slot] = (slot_t){ 0 };
 }
 
 int llm_seq_len(const llm_model_t *m, int slot)
@@ -1310,19 +1508,40 @@ int llm_seq_reusable(const llm_model_t *m, int slot, int len)
 {
     if (!slot_ok(m, slot) || len < 0 || len > m->slots[slot].len)
         return -EINVAL;
-    return can_continue(m, slot, len) ? len : 0;
+    if (can_continue(m, slot, len))
+        return len;
+    int at;
+    return ckpt_best(m, slot, len, &at) ? at : 0;
 }
 
 int llm_seq_truncate(llm_model_t *m, int slot, int len)
 {
     if (!slot_ok(m, slot) || len < 0 || len > m->slots[slot].len)
         return -EINVAL;
-    if (!can_continue(m, slot, len))
-        return FD_ERANGE;
-    m->slots[slot].len = len;
+    slot_t *sl = &m->slots[slot];
+    int rc = 0;
+    if (!can_continue(m, slot, len)) {
+        int at;
+        ckpt_t *c = ckpt_best(m, slot, len, &at);
+        if (!c || at != len)
+            return FD_ERANGE;
+        /* the window before len back into the rings, at the rows its positions take */
+        const int a = FD_MAX(0, len - m->hp.n_swa + 1);
+        rc = ckpt_copy(m, slot, a, len - a, c->buf, c->last_saved - c->a, a - c->a, false);
+        if (rc < 0) {
+            /* the rings are partly overwritten: nothing of the sequence is reusable */
+            llm_seq_free(m, slot);
+            sl->used = true;
+            return rc;
+        }
+        sl->lo = a;
+        rc = 1;
+    }
+    sl->len = len;
     if (len == 0)
-        m->slots[slot].lo = 0;
-    return 0;
+        sl->lo = 0;
+    ckpt_trim(m, slot, len);
+    return rc;
 }
 
 /* ---- the step ---- */

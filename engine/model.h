@@ -133,6 +133,9 @@ typedef struct llm_load_params {
      * n_batch_max - 1 positions a slot (llm_swa_ring), where the backend reads rings and that
      * is less than n_ctx; true keeps every position there too (llama.cpp's --swa-full). */
     bool swa_full;
+    /* Context checkpoints a slot keeps (llm_seq_checkpoint; 0: none), where it has rings
+     * (llama-server's --ctx-checkpoints) */
+    int n_ckpt;
     /* LoRA adapter files (engine/lora.h), adapter i being lora[i]: each checked against the
      * model (a bad one fails the load with a message naming file and tensor); whether and
      * how much each applies is per batch entry (llm_batch_entry_t.lora) */
@@ -159,6 +162,12 @@ size_t llm_cache_bytes(const llm_model_t *m); /* bytes of the KV cache (K and V,
  * 0 when every layer keeps n_ctx (no local layers, swa_full, a backend without rings, or a
  * ring no smaller than n_ctx). */
 int llm_swa_ring(const llm_model_t *m);
+/* Context checkpoints a slot keeps (llm_load_params_t.n_ckpt where the model has rings,
+ * else 0); the host bytes their copies take now, at most one takes, and at most all take. */
+int llm_ctx_checkpoints(const llm_model_t *m);
+size_t llm_ckpt_bytes(const llm_model_t *m);
+size_t llm_ckpt_bytes_each(const llm_model_t *m);
+size_t llm_ckpt_bytes_max(const llm_model_t *m);
 /* Mixture of experts: how often each expert of each layer was chosen since loading
  * (n_layer * n_expert counts, layer-major), or NULL for a dense model. */
 const uint64_t *llm_expert_counts(const llm_model_t *m);
@@ -175,13 +184,32 @@ void llm_seq_free(llm_model_t *m, int slot);
 int llm_seq_len(const llm_model_t *m, int slot);
 /* Forgets positions >= len.  With rings (llm_swa_ring) a sequence can go on from len only
  * while its local layers still hold the window before len (positions len - n_swa + 1 ..
- * len - 1): otherwise FD_ERANGE and nothing changes.  A step's own rows can always be
- * dropped again (the ring is sized for it), and len 0 always works. */
+ * len - 1), or when one of its checkpoints covers len: then the window is copied back from
+ * it into the rings and the result is 1.  Otherwise FD_ERANGE and nothing changes.  A
+ * step's own rows can always be dropped again (the ring is sized for it), and len 0 always
+ * works.  Checkpoints keep only positions up to len (one wholly past it goes).  0 or 1, or
+ * -EINVAL, FD_ERANGE, or a backend error copying a checkpoint back (the sequence is then
+ * empty: length 0, no checkpoints). */
 int llm_seq_truncate(llm_model_t *m, int slot, int len);
 /* The longest prefix of slot's sequence, at most len, it can be truncated to and continued
- * from: len itself, or 0 when a ring has overwritten positions the window at len needs
- * (-EINVAL for a bad slot or len). */
+ * from: len itself, or less when a ring has overwritten positions the window at len needs
+ * (the largest position <= len a checkpoint covers, else 0; -EINVAL for a bad slot or
+ * len). */
 int llm_seq_reusable(const llm_model_t *m, int slot, int len);
+
+/* Context checkpoints (llama-server's, for sliding-window models): a host copy (fb_to_host)
+ * of the rows slot's local layers hold for the window before each position of
+ * [first, last], last <= its length, so that llm_seq_truncate can go back to any of those
+ * positions after the rings have moved on (the global layers keep every position).  The
+ * span is cut to its last LLM_CKPT_SPAN positions and to those whose window the rings still
+ * hold.  With llm_ctx_checkpoints of them already, the oldest goes; they go with the slot
+ * (llm_seq_free) and with truncations past them.  1 when saved; 0 when nothing needs one
+ * (no rings, checkpoints off, last 0) or one already covers the span; FD_ERANGE when the
+ * rings no longer hold the window before last; -EINVAL, -ENOMEM or a backend error (nothing
+ * saved). */
+#define LLM_CKPT_SPAN 8
+int llm_seq_checkpoint(llm_model_t *m, int slot, int first, int last);
+int llm_seq_n_checkpoints(const llm_model_t *m, int slot); /* held by slot (-EINVAL) */
 
 /* One batch entry: n_tokens new tokens appended to slot's sequence at positions
  * len..len+n_tokens-1.  want_logits: how many of its LAST tokens produce logits, 0 to

@@ -211,6 +211,16 @@ static const opt_t opts[] = {
     {"prefix_cache_min", 0, T_INT, O(prefix_cache_min), "16", 1, 16777216, NULL, 0, NULL,
      "Model and engine", "TOKENS",
      "Fewest prompt tokens worth reusing from a cached slot (with prefix_cache on)."},
+    {"ctx_checkpoints", 0, T_INT, O(ctx_checkpoints), "8", 0, 1024, NULL, 0, NULL,
+     "Model and engine", "N",
+     "Context checkpoints a cached sequence keeps (llama-server's --ctx-checkpoints, "
+     "-ctxcp, --swa-checkpoints; 0: none), with prefix_cache on a model whose sliding-window "
+     "layers keep rings (Gemma 2/3 without swa_full): copies of the window the rings hold at "
+     "the end of each prompt and where a prompt left the cached sequence it shared the most "
+     "with, so a later prompt that leaves a cached sequence long before its end (a "
+     "regenerated answer, another question after a shared system prompt) still reuses it up "
+     "to there.  Each takes at most the window's rows of every local layer in host memory "
+     "(the startup log gives the bytes)."},
     {"spec_type", 0, T_ENUM, O(spec_type), "none", 0, 0, spec_names, 0, NULL,
      "Model and engine", NULL,
      "Speculative decoding: ngram drafts the tokens that followed the last earlier "
@@ -1053,6 +1063,7 @@ static const struct compat {
     {"--ssl-cert-file", NULL, LC_ALIAS, "tls_cert_file", 0, NULL},
     {"--ssl-key-file", NULL, LC_ALIAS, "tls_key_file", 0, NULL},
     {"-ctk", NULL, LC_ALIAS, "cache_type_k", 0, NULL},
+    {"-ctxcp", "--swa-checkpoints", LC_ALIAS, "ctx_checkpoints", 0, NULL},
     {"-ctv", NULL, LC_ALIAS, "cache_type_v", 0, NULL},
     {"-tb", "--threads-batch", LC_IGNORE, NULL, LC_ARG,
      "fusiond's --threads serve prompt processing and generation alike"},

@@ -60,6 +60,7 @@ typedef struct cfg {
     int prefill_chunk;
     bool prefix_cache;      /* keep finished sequences' KV for prompts that extend them */
     int prefix_cache_min;   /* fewest reusable tokens worth a cached slot */
+    int ctx_checkpoints;    /* context checkpoints a cached sequence keeps (sliding window) */
     int spec_type;          /* enum cfg_spec: speculative decoding */
     int draft_max;          /* most draft tokens per sequence per step */
     int draft_min;          /* fewest worth verifying */

@@ -288,6 +288,11 @@ static void load_done(uv_work_t *w, int status)
         fd_log_info("KV cache: K %s, V %s, %.1f MiB%s", in->cache_type_k, in->cache_type_v,
                     (double)in->cache_bytes / (1024.0 * 1024.0),
                     in->swa_ring > 0 ? " (sliding-window layers: a ring a sequence)" : "");
+    if (in->ctx_checkpoints > 0)
+        fd_log_info("context checkpoints: up to %d a cached sequence, %.1f MiB each at most, "
+                    "%.1f MiB of host memory at most", in->ctx_checkpoints,
+                    (double)in->ckpt_bytes_each / (1024.0 * 1024.0),
+                    (double)in->ckpt_bytes_max / (1024.0 * 1024.0));
     for (int i = 0; i < in->n_lora; i++)
         fd_log_info("LoRA adapter %d: %s (scale %g%s)", i, in->lora_paths[i],
                     i < d->n_lora ? (double)d->lora_scales[i] : 0.0,
@@ -329,6 +334,7 @@ static int engine_init(daemon_t *d)
     p->prefill_chunk = c->prefill_chunk;
     p->prefix_cache = c->prefix_cache;
     p->prefix_cache_min = c->prefix_cache_min;
+    p->ctx_checkpoints = c->ctx_checkpoints;
     if (c->spec_type == CFG_SPEC_NGRAM) {
         p->draft_max = c->draft_max;
         p->draft_min = c->draft_min;

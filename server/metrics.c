@@ -276,6 +276,14 @@ void met_render(met_t *m, const met_view_t *v, sb_t *b)
          "Admissions whose cached common prefix could not be reused because a sliding-window "
          "layer's ring no longer held the window it needs (prefilled again).",
          (long long)s->cache_ring_misses},
+        {"fusiond_prefix_cache_checkpoint_hits_total", "counter",
+         "Admissions that reused a cached slot from a context checkpoint (ctx_checkpoints), "
+         "its ring no longer holding the window they needed.", (long long)s->cache_ckpt_hits},
+        {"fusiond_ctx_checkpoints_total", "counter",
+         "Context checkpoints made (copies of the sliding-window layers' window).",
+         (long long)s->ckpt_saved},
+        {"fusiond_ctx_checkpoint_bytes", "gauge",
+         "Host bytes the context checkpoints take now.", (long long)s->ckpt_bytes},
         {"fusiond_prefix_cache_slots", "gauge", "KV cache slots kept for reuse.", s->cached_slots},
         {"fusiond_prefix_cache_tokens", "gauge",
          "Tokens held by the cached slots (given up whenever a request needs them).",

@@ -386,3 +386,7 @@ tests_test_regex_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
 tests_test_regex_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_regex
 VALGRIND_SUITES += tests/test_regex
+
+# Context checkpoints through the daemon: --ctx-checkpoints, its metrics and log.
+dist_check_SCRIPTS += tests/test_ckpt_server.py
+TESTS += tests/test_ckpt_server.py

@@ -20,7 +20,9 @@
  * (pooling out of range, max_tokens, prompt log-probabilities, a model without hidden
  * states) are refused.  Sliding-window rings (a gemma3 random model): the prefix cache
  * reuses a slot only while its ring holds the window the prefix needs (ring misses counted)
- * and speculative drafts are dropped from a ring, both answering as full caches do. */
+ * or a context checkpoint covers the prefix (a regenerated answer, a shared system prompt:
+ * checkpoint hits counted, bytes accounted), and speculative drafts are dropped from a ring,
+ * all answering as full caches do. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <pthread.h>
@@ -2683,9 +2685,11 @@ START_TEST(test_prefix_cache_ring)
         swa_params(&p, path, i == 0);
         p.prefix_cache = true;
         p.prefix_cache_min = 4;
+        p.ctx_checkpoints = 0;  /* the ring alone (test_prefix_cache_ckpt: with them) */
         eng[i] = open_checked(&p, &slot[i]);
     }
     ck_assert_uint_eq(eng_info(eng[0])->swa_ring, 0);
+    ck_assert_int_eq(eng_info(eng[1])->ctx_checkpoints, 0);
     ck_assert_int_eq(eng_info(eng[1])->swa_ring, 24);
     ck_assert_uint_lt(eng_info(eng[1])->cache_bytes, eng_info(eng[0])->cache_bytes);
     eng_sampling_t smp;
@@ -2723,6 +2727,100 @@ START_TEST(test_prefix_cache_ring)
     }
     eng_close(eng[0]);
     eng_close(eng[1]);
+    unlink(path);
+    ck_assert_msg(n_check_failures == 0, "eng_check: %s", check_msg);
+}
+END_TEST
+
+/* Context checkpoints over sliding-window rings: the gemma3 model of test_prefix_cache_ring
+ * (rings of 24, window 8, 8-token chunks) served three ways: full caches with the prefix
+ * cache, rings with the prefix cache and its 8 checkpoints a sequence (the default), and
+ * rings without the prefix cache (cold: every prompt prefilled whole).  Four prompts of 40
+ * tokens, 24 greedy tokens each: (1) P; (2) P again, a regenerated answer: the cached
+ * 64-token sequence's rings hold 40..63, not the window before 39, but the checkpoint made
+ * at P's end does: 39 tokens reused (a checkpoint hit, no ring miss), as the full caches do;
+ * (3) P's first 24 tokens (a shared system prompt) and another question: no checkpoint
+ * covers 24, so it is prefilled whole (a ring miss), and a checkpoint is made at 24 where it
+ * left the cached sequence; (4) the same 24 and a third question: 24 reused from that
+ * checkpoint.  On the reference ops (every row computed alone, so a ring, a checkpoint or
+ * the step a row ran in changes no rounding) every answer is bitwise the full caches' and
+ * the cold engine's, tokens and log-probabilities (test_model compares the CPU's kernels).
+ * The checkpoints' host bytes: each 14 rows (window 8 - 1, span 8 - 1) of K and V of 5
+ * local layers at most, and the gauge follows what is held. */
+START_TEST(test_prefix_cache_ckpt)
+{
+    static const char *const ref_opts[] = { "ref=1", NULL };
+    char path[] = "/tmp/fusiond-engine-ckpt-XXXXXX", err[256];
+    write_swa_model(path, 80);
+    eng_t *eng[3], *slot[3];
+    for (int i = 0; i < 3; i++) {
+        eng_params_t p;
+        swa_params(&p, path, i == 0);
+        p.prefix_cache = i < 2;
+        p.prefix_cache_min = 4;
+        p.backend_options = ref_opts;
+        eng[i] = open_checked(&p, &slot[i]);
+    }
+    const size_t row = 5 * 2 * 2 * 32 * sizeof(float);
+    ck_assert_int_eq(eng_info(eng[0])->ctx_checkpoints, 0);
+    ck_assert_int_eq(eng_info(eng[1])->ctx_checkpoints, 8);
+    ck_assert_int_eq(eng_info(eng[2])->ctx_checkpoints, 0);
+    ck_assert_uint_eq(eng_info(eng[1])->ckpt_bytes_each, 14 * row);
+    ck_assert_uint_eq(eng_info(eng[1])->ckpt_bytes_max, 8 * 14 * row);
+    eng_sampling_t smp;
+    eng_sampling_default(&smp);
+    smp.temperature = 0;
+    smp.n_probs = 1;
+    int32_t prompt[4][40];
+    for (int t = 0; t < 4; t++)
+        for (int i = 0; i < 40; i++)
+            prompt[t][i] = i < 24 || t < 2 ? (int32_t)(5 + 29 * i) % 512
+                                            : (int32_t)(100 + 31 * t + 13 * i) % 512;
+    const struct { int full, ckpt; uint64_t hits, misses, saved; size_t rows; } want[4] = {
+        { 0, 0, 0, 0, 1, 14 },
+        { 39, 39, 1, 0, 2, 14 + 8 },
+        { 24, 0, 1, 1, 4, 7 + 14 },
+        { 24, 24, 2, 1, 5, 7 + 14 },
+    };
+    for (int t = 0; t < 4; t++) {
+        coll_t *c[3];
+        for (int i = 0; i < 3; i++) {
+            c[i] = coll_new();
+            eng_request_t q = { .prompt = prompt[t], .n_prompt = 40, .max_tokens = 24,
+                                .sampling = smp, .ignore_eos = true, .on_event = on_event,
+                                .ud = c[i] };
+            ck_assert_int_eq(eng_submit(eng[i], &q, &c[i]->id, err, sizeof err), 0);
+            coll_wait(c[i]);
+        }
+        eng_stats_t st;
+        eng_stats(eng[1], &st);
+        fprintf(stderr, "checkpoints, prompt %d: reused %d (full %d), prefilled %llu in all, "
+                "%llu checkpoint hits, %llu ring misses, %llu made, %llu bytes\n", t,
+                c[1]->t.n_cached, c[0]->t.n_cached, (unsigned long long)st.prompt_tokens,
+                (unsigned long long)st.cache_ckpt_hits,
+                (unsigned long long)st.cache_ring_misses, (unsigned long long)st.ckpt_saved,
+                (unsigned long long)st.ckpt_bytes);
+        ck_assert_int_eq(c[0]->t.n_cached, want[t].full);
+        ck_assert_int_eq(c[1]->t.n_cached, want[t].ckpt);
+        ck_assert_int_eq(c[2]->t.n_cached, 0);
+        ck_assert_uint_eq(st.cache_ckpt_hits, want[t].hits);
+        ck_assert_uint_eq(st.cache_ring_misses, want[t].misses);
+        ck_assert_uint_eq(st.ckpt_saved, want[t].saved);
+        ck_assert_uint_eq(st.ckpt_bytes, want[t].rows * row);
+        ck_assert_int_eq(c[0]->n, 24);
+        for (int i = 1; i < 3; i++) {
+            ck_assert_int_eq(c[i]->n, 24);
+            for (int k = 0; k < 24; k++)
+                ck_assert_msg(c[0]->tok[k] == c[i]->tok[k] && c[0]->lp[k] == c[i]->lp[k],
+                              "prompt %d token %d: %d (%.9g) full, %d (%.9g) %s", t, k,
+                              c[0]->tok[k], c[0]->lp[k], c[i]->tok[k], c[i]->lp[k],
+                              i == 1 ? "checkpoint" : "cold");
+        }
+        for (int i = 0; i < 3; i++)
+            coll_free(c[i]);
+    }
+    for (int i = 0; i < 3; i++)
+        eng_close(eng[i]);
     unlink(path);
     ck_assert_msg(n_check_failures == 0, "eng_check: %s", check_msg);
 }
@@ -2796,6 +2894,7 @@ int main(void)
     tcase_add_test(tc, test_prefix_cache_params);
     tcase_add_test(tc, test_prefix_cache_ring);
     tcase_add_test(tc, test_spec_ring);
+    tcase_add_test(tc, test_prefix_cache_ckpt);
     suite_add_tcase(s, tc);
     /* the model tests only where the shared models are (tu_shared fails under CI's
      * FUSIOND_REQUIRE_SHARED=1); the scheduler tests run regardless */

@@ -8,8 +8,9 @@
  * reference plan's logits through the file's own head matrix, CPU and Corsair, fused and
  * unfused, across chunks and sub-batches; qwen2 too), sliding-window rings give the logits
  * of full caches (CPU, reference ops, Corsair; F32 and Q8_0 caches; draft rollback) in the
- * bytes they should and refuse rewinds past their window, and bad files and bad batches fail
- * clearly. */
+ * bytes they should and refuse rewinds past their window unless a context checkpoint covers
+ * it (then the logits of full caches again, every cache type; limit, eviction, trimming,
+ * bytes), and bad files and bad batches fail clearly. */
 #include <math.h>
 
 #include "backends/quants.h"
@@ -1126,8 +1127,9 @@ static const char *swa_file(void)
     return path;
 }
 
-static llm_model_t *load_swa(const char *path, const char *backend, const char *const *opts,
-                             bool fusion, int ctype, bool swa_full)
+static llm_model_t *load_swa_ckpt(const char *path, const char *backend,
+                                  const char *const *opts, bool fusion, int ctype, bool swa_full,
+                                  int n_ckpt)
 {
     llm_load_params_t p;
     llm_load_params_default(&p);
@@ -1139,11 +1141,18 @@ static llm_model_t *load_swa(const char *path, const char *backend, const char *
     p.threads = 1;
     p.cache_type_k = p.cache_type_v = ctype;
     p.swa_full = swa_full;
+    p.n_ckpt = n_ckpt;
     llm_model_t *m = NULL;
     char err[512];
     int rc = llm_load(&m, &p, err, sizeof(err));
     ck_assert_msg(rc == 0, "llm_load(%s): %s", path, err);
     return m;
+}
+
+static llm_model_t *load_swa(const char *path, const char *backend, const char *const *opts,
+                             bool fusion, int ctype, bool swa_full)
+{
+    return load_swa_ckpt(path, backend, opts, fusion, ctype, swa_full, 0);
 }
 
 /* The same steps on a model with rings and one with full caches (backend, plan and cache type
@@ -1244,6 +1253,149 @@ START_TEST(test_swa_ring)
 }
 END_TEST
 
+/* Feeds n tokens one step each to slot s of m (and of mf, slot sf, when mf is not NULL),
+ * each the greedy choice of the full model's last logits (lf, V floats, in and out); the
+ * worst logit difference between the two goes into *worst, the full logits' scale into
+ * *scale. */
+static void ckpt_steps(llm_model_t *mf, int sf, llm_model_t *mr, int sr, float *lf, float *lr,
+                       int n, double *worst, double *scale)
+{
+    for (int k = 0; k < n; k++) {
+        int32_t t = (int32_t)argmax(lf, 512);
+        llm_batch_entry_t ef = { .slot = sf, .tokens = &t, .n_tokens = 1, .want_logits = 1 };
+        llm_batch_entry_t er = ef;
+        er.slot = sr;
+        ck_assert_int_eq(llm_decode(mf, &ef, 1, lf), 0);
+        ck_assert_int_eq(llm_decode(mr, &er, 1, lr), 0);
+        for (int i = 0; i < 512; i++) {
+            *worst = fmax(*worst, fabs((double)lf[i] - lr[i]));
+            *scale = fmax(*scale, fabs((double)lf[i]));
+        }
+    }
+}
+
+/* Context checkpoints (config _i: CPU kernels, reference ops, Corsair; F32, F16, Q8_0 and
+ * Q4_0 caches): the random gemma3 model with rings of 11 (window 8, 4-row sub-batches) and
+ * 2 checkpoints a slot, and its full-cache twin, take a 30-token prompt; a checkpoint asked
+ * for 20..30 keeps 26..30 (the rings hold 19..29: the window before 26 on), 11 rows a local
+ * layer.  After 20 more tokens the rings hold 39..49, yet the sequence goes back to 28 from
+ * the checkpoint (llm_seq_truncate 1) and on with other tokens, with the full model's
+ * logits: exactly on the reference ops and Corsair (the same rows, each gathered alone), in
+ * the rounding of a wrapped ring's two runs on the CPU's kernels (as without checkpoints).  The limit: a third
+ * checkpoint pushes out the oldest; a truncation drops those past it and cuts the others; the
+ * bytes follow; a window already overwritten, a span past the end, no rings (swa_full) or
+ * no checkpoints asked refuse or do nothing; llm_seq_free lets them go (ASan: no leak). */
+START_TEST(test_swa_ckpt)
+{
+    static const int ctypes[4] = { GG_F32, GG_F16, GG_Q8_0, GG_Q4_0 };
+    const int be = _i % 3, ctype = ctypes[_i / 3], V = 512;
+    const char *backend = be == 2 ? "corsair" : "cpu";
+    const char *const *opts = be == 1 ? ref_opts : NULL;
+    /* the CPU kernels' f16 rows read from a wrapped ring differ from a full cache's by up to
+     * 5.6e-5 of the scale before any checkpoint (2.7e-4 of 4.83 measured), the others by
+     * 3e-7 */
+    const double tol = be == 0 ? (ctype == GG_F16 ? 1e-4 : 1e-5) : 0.0;
+    const char *path = swa_file();
+    llm_model_t *mf = load_swa_ckpt(path, backend, opts, true, ctype, true, 2);
+    llm_model_t *mr = load_swa_ckpt(path, backend, opts, true, ctype, false, 2);
+    ck_assert_int_eq(llm_ctx_checkpoints(mf), 0);
+    ck_assert_int_eq(llm_ctx_checkpoints(mr), 2);
+    const size_t row = fb_kv_row_bytes(ctype, 2, 32) * 2 * 5; /* K and V of 5 local layers */
+    ck_assert_uint_eq(llm_ckpt_bytes_each(mr), (8 - 1 + LLM_CKPT_SPAN - 1) * row);
+    ck_assert_uint_eq(llm_ckpt_bytes_max(mr), 2 * (8 - 1 + LLM_CKPT_SPAN - 1) * row);
+    ck_assert_uint_eq(llm_ckpt_bytes_max(mf), 0);
+    int sf, sr;
+    ck_assert_int_eq(llm_seq_alloc(mf, &sf), 0);
+    ck_assert_int_eq(llm_seq_alloc(mr, &sr), 0);
+    float *lf = malloc(sizeof(float) * (size_t)V), *lr = malloc(sizeof(float) * (size_t)V);
+    int32_t tok[30];
+    for (int i = 0; i < 30; i++)
+        tok[i] = (int32_t)(3 + 41 * i) % V;
+    llm_batch_entry_t e0 = { .slot = sf, .tokens = tok, .n_tokens = 30, .want_logits = 1 };
+    ck_assert_int_eq(llm_decode(mf, &e0, 1, lf), 0);
+    e0.slot = sr;
+    ck_assert_int_eq(llm_decode(mr, &e0, 1, lr), 0);
+    /* no rings, or none asked for: nothing to do */
+    ck_assert_int_eq(llm_seq_checkpoint(mf, sf, 20, 30), 0);
+    ck_assert_uint_eq(llm_ckpt_bytes(mf), 0);
+    ck_assert_int_eq(llm_seq_checkpoint(mr, sr, 20, 31), -EINVAL);
+    ck_assert_int_eq(llm_seq_checkpoint(mr, sr, 21, 20), -EINVAL);
+    ck_assert_int_eq(llm_seq_checkpoint(mr, sr + 1, 20, 30), -EINVAL);
+    ck_assert_int_eq(llm_seq_checkpoint(mr, sr, 20, 30), 1);
+    ck_assert_int_eq(llm_seq_checkpoint(mr, sr, 27, 29), 0); /* covered already */
+    ck_assert_int_eq(llm_seq_n_checkpoints(mr, sr), 1);
+    ck_assert_uint_eq(llm_ckpt_bytes(mr), 11 * row);
+    double worst = 0, scale = 0;
+    ckpt_steps(mf, sf, mr, sr, lf, lr, 20, &worst, &scale);
+    ck_assert_int_eq(llm_seq_len(mr, sr), 50);
+    ck_assert_int_eq(llm_seq_checkpoint(mr, sr, 30, 30), FD_ERANGE);
+    ck_assert_int_eq(llm_seq_reusable(mr, sr, 28), 28);
+    ck_assert_int_eq(llm_seq_reusable(mr, sr, 35), 30);
+    ck_assert_int_eq(llm_seq_reusable(mr, sr, 25), 0);
+    ck_assert_int_eq(llm_seq_truncate(mr, sr, 25), FD_ERANGE);
+    ck_assert_int_eq(llm_seq_truncate(mr, sr, 28), 1);
+    ck_assert_int_eq(llm_seq_truncate(mf, sf, 28), 0);
+    ck_assert_int_eq(llm_seq_n_checkpoints(mr, sr), 1);
+    ck_assert_int_eq(llm_seq_reusable(mr, sr, 28), 28);
+    /* on from 28 with other tokens than the first time */
+    for (int i = 0; i < 4; i++)
+        tok[i] = (int32_t)(400 + 7 * i);
+    llm_batch_entry_t e1 = { .slot = sf, .tokens = tok, .n_tokens = 4, .want_logits = 1 };
+    ck_assert_int_eq(llm_decode(mf, &e1, 1, lf), 0);
+    e1.slot = sr;
+    ck_assert_int_eq(llm_decode(mr, &e1, 1, lr), 0);
+    for (int i = 0; i < V; i++) {
+        worst = fmax(worst, fabs((double)lf[i] - lr[i]));
+        scale = fmax(scale, fabs((double)lf[i]));
+    }
+    ckpt_steps(mf, sf, mr, sr, lf, lr, 6, &worst, &scale);
+    fprintf(stderr, "swa checkpoint (%s%s, %s cache): worst logit difference %.3g of scale "
+            "%.3g\n", backend, be == 1 ? " ref" : "", fb_kv_type_name(ctype), worst, scale);
+    ck_assert_msg(worst <= tol * scale, "checkpoint vs full: %g (scale %g)", worst, scale);
+    /* len 38: the checkpoint cut to 28 covers 26..28 (its rows stay); two more, the third
+     * pushing out the oldest (26..28) */
+    ck_assert_int_eq(llm_seq_len(mr, sr), 38);
+    ck_assert_int_eq(llm_seq_checkpoint(mr, sr, 38, 38), 1);
+    ck_assert_int_eq(llm_seq_n_checkpoints(mr, sr), 2);
+    ck_assert_uint_eq(llm_ckpt_bytes(mr), 11 * row + 7 * row);
+    ckpt_steps(mf, sf, mr, sr, lf, lr, 7, &worst, &scale);
+    ck_assert_int_eq(llm_seq_checkpoint(mr, sr, 44, 45), 1);
+    ck_assert_int_eq(llm_seq_n_checkpoints(mr, sr), 2);
+    ck_assert_uint_eq(llm_ckpt_bytes(mr), 7 * row + 8 * row);
+    ck_assert_int_eq(llm_seq_reusable(mr, sr, 28), 0);
+    ck_assert_int_eq(llm_seq_reusable(mr, sr, 37), 0);
+    ck_assert_int_eq(llm_seq_reusable(mr, sr, 40), 38);
+    ck_assert_int_eq(llm_seq_truncate(mr, sr, 40), FD_ERANGE);
+    /* a truncation to 41 (the rings hold 34..44: its window) drops 44..45, keeps 38 */
+    ck_assert_int_eq(llm_seq_truncate(mr, sr, 41), 0);
+    ck_assert_int_eq(llm_seq_n_checkpoints(mr, sr), 1);
+    ck_assert_uint_eq(llm_ckpt_bytes(mr), 7 * row);
+    llm_seq_free(mr, sr);
+    ck_assert_uint_eq(llm_ckpt_bytes(mr), 0);
+    ck_assert_int_eq(llm_seq_n_checkpoints(mr, sr), -EINVAL);
+    /* a slot freed with checkpoints, and a model freed with them */
+    ck_assert_int_eq(llm_seq_alloc(mr, &sr), 0);
+    ck_assert_int_eq(llm_decode(mr, &e0, 1, lr), 0);
+    ck_assert_int_eq(llm_seq_checkpoint(mr, sr, 0, 30), 1);
+    ck_assert_int_eq(llm_seq_n_checkpoints(mr, sr), 1);
+    free(lf);
+    free(lr);
+    llm_free(mf);
+    llm_free(mr);
+    /* no checkpoints asked for */
+    llm_model_t *m0 = load_swa(path, backend, opts, true, ctype, false);
+    ck_assert_int_eq(llm_ctx_checkpoints(m0), 0);
+    ck_assert_int_eq(llm_seq_alloc(m0, &sr), 0);
+    ck_assert_int_eq(llm_decode(m0, &e0, 1, NULL), -EINVAL);
+    e0.want_logits = 0;
+    ck_assert_int_eq(llm_decode(m0, &e0, 1, NULL), 0);
+    ck_assert_int_eq(llm_seq_checkpoint(m0, sr, 26, 30), 0);
+    ck_assert_uint_eq(llm_ckpt_bytes(m0), 0);
+    llm_free(m0);
+    unlink(path);
+}
+END_TEST
+
 /* A ring is kept only where it is smaller than the context: a window of 8 with 300-row
  * batches (ring 307) under n_ctx 256 keeps full caches. */
 START_TEST(test_swa_ring_not_smaller)
@@ -1288,6 +1440,7 @@ int main(void)
     tcase_add_test(rnd, test_qwen2);
     tcase_add_loop_test(rnd, test_swa_ring, 0, 12);
     tcase_add_test(rnd, test_swa_ring_not_smaller);
+    tcase_add_loop_test(rnd, test_swa_ckpt, 0, 12);
     suite_add_tcase(s, rnd);
     tu_tmp_make("fd-test-model");
     int rc = tu_run(s);

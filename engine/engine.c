@@ -88,8 +88,9 @@ typedef struct req {
     int slot;                    /* -1 until admitted */
     int place;                   /* batch place 0..max_running-1 while running (e->mu) */
     int n_cached;                /* prompt tokens reused from a cached slot */
-    int ckpt_at;                 /* where the prompt leaves the cached sequence it shares the
-                                    most with: a context checkpoint is made there (0: none) */
+    int ckpt_at;                 /* where the prompt leaves, before its end, the cached
+                                    sequence it shares the most with: a context checkpoint
+                                    is made there (0: none) */
     /* n-gram speculation's adaptive draft length: grows while drafts are taken whole,
      * shrinks to what was taken; a failed shortest draft pauses drafting for draft_wait
      * steps, doubling (to 64) with each further failure */
@@ -723,13 +724,14 @@ static void cache_evict_lru(eng_t *e)
  * A driver with sliding-window rings may keep less of a slot than the common prefix
  * (seq_reusable: a ring's window, or a context checkpoint's position);
  * *ring_miss is set when that made the best choice worse than the common prefix alone, and
- * *common is the longest common prefix with any cached slot r may reuse. */
+ * *branch is the longest common prefix with a cached slot r may reuse that r leaves before
+ * that slot's end (0: none). */
 static int cache_lookup(const eng_t *e, const req_t *r, int *keep, bool *ring_miss,
-                        int *common)
+                        int *branch)
 {
     int best = -1, best_keep = 0, best_common = 0;
     *ring_miss = false;
-    *common = 0;
+    *branch = 0;
     if (r->plp || r->pool != ENG_POOL_NONE || r->no_reuse)
         return -1;  /* a cached prefix's rows would have no logits or hidden states */
     for (int i = 0; i < e->n_cache; i++) {
@@ -741,6 +743,8 @@ static int cache_lookup(const eng_t *e, const req_t *r, int *keep, bool *ring_mi
         while (k < n && c->tokens[k] == r->tokens[k])
             k++;
         best_common = FD_MAX(best_common, k);
+        if (k < c->n)
+            *branch = FD_MAX(*branch, k);
         if (k > 0 && e->d.seq_reusable) {
             int u = e->d.seq_reusable(e->d.ctx, c->slot, k);
             k = u < 0 ? 0 : FD_MIN(u, k);
@@ -750,7 +754,6 @@ static int cache_lookup(const eng_t *e, const req_t *r, int *keep, bool *ring_mi
             best_keep = k;
         }
     }
-    *common = best_common;
     if (best_common >= e->cache_min && best_keep < best_common)
         *ring_miss = true;
     if (best < 0 || best_keep < e->cache_min)
@@ -1092,8 +1095,9 @@ static int sample_run(eng_t *e, req_t *r, sampled_t *sp, int last_row, uint64_t 
 }
 
 /* Context checkpoints after a prefill chunk of r from position p0 (r->n_past now): at the
- * point where r left the cached sequence it shared the most with, as a later prompt may
- * leave there too (another user's question after a shared system prompt), and over the
+ * point where r left a cached sequence before its end (the longest such prefix), as a later
+ * prompt may leave there too (another user's question after a shared system prompt; not a
+ * prompt that extends a whole cached conversation, which branches nowhere), and over the
  * last LLM_CKPT_SPAN positions of the prompt once it is done (the same prompt again: a
  * regenerated answer reuses it to its last token; a next turn whose template renders the
  * answer otherwise).  The rings still hold both windows right after the step that passed
@@ -1341,11 +1345,11 @@ static bool schedule(eng_t *e, req_t **gone)
         e->admitted[e->n_admitted++] = r;
         int keep = 0;
         bool ring_miss;
-        int common;
-        int hit = cache_lookup(e, r, &keep, &ring_miss, &common);
+        int branch;
+        int hit = cache_lookup(e, r, &keep, &ring_miss, &branch);
         e->pub.cache_ring_misses += ring_miss;
         /* another prompt may leave the cached sequences here too: keep the window there */
-        r->ckpt_at = e->ckpt_on && common >= e->cache_min ? common : 0;
+        r->ckpt_at = e->ckpt_on && branch >= e->cache_min ? branch : 0;
         if (hit >= 0) {
             r->slot = cache_take(e, hit).slot;
             r->n_past = r->n_cached = keep;

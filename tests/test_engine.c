@@ -21,7 +21,7 @@
  * states) are refused.  Sliding-window rings (a gemma3 random model): the prefix cache
  * reuses a slot only while its ring holds the window the prefix needs (ring misses counted)
  * or a context checkpoint covers the prefix (a regenerated answer, a shared system prompt:
- * checkpoint hits counted, bytes accounted), and speculative drafts are dropped from a ring,
+ * checkpoint hits counted, bytes accounted; a next turn branches nowhere), and speculative drafts are dropped from a ring,
  * all answering as full caches do. */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -2742,7 +2742,9 @@ END_TEST
  * (3) P's first 24 tokens (a shared system prompt) and another question: no checkpoint
  * covers 24, so it is prefilled whole (a ring miss), and a checkpoint is made at 24 where it
  * left the cached sequence; (4) the same 24 and a third question: 24 reused from that
- * checkpoint.  On the reference ops (every row computed alone, so a ring, a checkpoint or
+ * checkpoint; (5) the next turn of (4): its prompt, answer and 8 tokens, 63 reused from the
+ * rings, and only its end checkpointed (it leaves no cached sequence before its end).  On
+ * the reference ops (every row computed alone, so a ring, a checkpoint or
  * the step a row ran in changes no rounding) every answer is bitwise the full caches' and
  * the cold engine's, tokens and log-probabilities (test_model compares the CPU's kernels).
  * The checkpoints' host bytes: each 14 rows (window 8 - 1, span 8 - 1) of K and V of 5
@@ -2771,22 +2773,24 @@ START_TEST(test_prefix_cache_ckpt)
     eng_sampling_default(&smp);
     smp.temperature = 0;
     smp.n_probs = 1;
-    int32_t prompt[4][40];
-    for (int t = 0; t < 4; t++)
+    int32_t prompt[5][72];
+    for (int t = 0; t < 5; t++)
         for (int i = 0; i < 40; i++)
             prompt[t][i] = i < 24 || t < 2 ? (int32_t)(5 + 29 * i) % 512
                                             : (int32_t)(100 + 31 * t + 13 * i) % 512;
-    const struct { int full, ckpt; uint64_t hits, misses, saved; size_t rows; } want[4] = {
+    const struct { int full, ckpt; uint64_t hits, misses, saved; size_t rows; } want[5] = {
         { 0, 0, 0, 0, 1, 14 },
         { 39, 39, 1, 0, 2, 14 + 8 },
         { 24, 0, 1, 1, 4, 7 + 14 },
         { 24, 24, 2, 1, 5, 7 + 14 },
+        { 63, 63, 2, 1, 6, 7 + 14 + 14 },
     };
-    for (int t = 0; t < 4; t++) {
+    for (int t = 0; t < 5; t++) {
+        const int n = t < 4 ? 40 : 72;
         coll_t *c[3];
         for (int i = 0; i < 3; i++) {
             c[i] = coll_new();
-            eng_request_t q = { .prompt = prompt[t], .n_prompt = 40, .max_tokens = 24,
+            eng_request_t q = { .prompt = prompt[t], .n_prompt = (size_t)n, .max_tokens = 24,
                                 .sampling = smp, .ignore_eos = true, .on_event = on_event,
                                 .ud = c[i] };
             ck_assert_int_eq(eng_submit(eng[i], &q, &c[i]->id, err, sizeof err), 0);
@@ -2815,6 +2819,13 @@ START_TEST(test_prefix_cache_ckpt)
                               "prompt %d token %d: %d (%.9g) full, %d (%.9g) %s", t, k,
                               c[0]->tok[k], c[0]->lp[k], c[i]->tok[k], c[i]->lp[k],
                               i == 1 ? "checkpoint" : "cold");
+        }
+        if (t == 3) {
+            /* the next turn: this prompt, its answer and 8 more tokens */
+            memcpy(prompt[4], prompt[3], 40 * sizeof **prompt);
+            memcpy(prompt[4] + 40, c[0]->tok, 24 * sizeof **prompt);
+            for (int i = 64; i < 72; i++)
+                prompt[4][i] = (int32_t)(7 * i) % 512;
         }
         for (int i = 0; i < 3; i++)
             coll_free(c[i]);

@@ -79,7 +79,7 @@ typedef struct eng_params {
     /* Context checkpoints a cached sequence keeps (llama-server's --ctx-checkpoints; default
      * 8, 0: none), with the prefix cache on a model whose sliding-window layers keep rings:
      * copies of the window the rings hold at chosen positions (the end of each prompt, and
-     * the point where a prompt left the cached sequence it shared the most with), so a later
+     * the point where a prompt left a cached sequence before its end), so a later
      * prompt that leaves a cached sequence far before its end still reuses it up to such a
      * position (llm_seq_checkpoint; the driver's seq_checkpoint) */
     int ctx_checkpoints;

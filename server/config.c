@@ -216,8 +216,8 @@ static const opt_t opts[] = {
      "Context checkpoints a cached sequence keeps (llama-server's --ctx-checkpoints, "
      "-ctxcp, --swa-checkpoints; 0: none), with prefix_cache on a model whose sliding-window "
      "layers keep rings (Gemma 2/3 without swa_full): copies of the window the rings hold at "
-     "the end of each prompt and where a prompt left the cached sequence it shared the most "
-     "with, so a later prompt that leaves a cached sequence long before its end (a "
+     "the end of each prompt and where a prompt left a cached sequence before its end, so a "
+     "later prompt that leaves a cached sequence long before its end (a "
      "regenerated answer, another question after a shared system prompt) still reuses it up "
      "to there.  Each takes at most the window's rows of every local layer in host memory "
      "(the startup log gives the bytes)."},

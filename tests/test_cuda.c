@@ -14,7 +14,7 @@
  * sequences a step) equal to the CPU's; typed KV caches (every cache type: the device's
  * stores byte for byte the CPU's, attention against the CPU reference, stories260K's greedy
  * ids equal the CPU's) and sliding-window ring caches (bit for bit the whole cache's result,
- * gemma3 keeping rings as the CPU does). */
+ * gemma3 keeping rings as the CPU does, and context checkpoints restoring them). */
 #include <math.h>
 
 #include "backends/backend.h"
@@ -1418,6 +1418,83 @@ START_TEST(test_gemma_swa_ring)
 }
 END_TEST
 
+/* Context checkpoints on the device (llm_seq_checkpoint copies ring rows to the host with
+ * fb_to_host, llm_seq_truncate copies them back with fb_to_device): the gemma3 model with
+ * rings of 11 and 2 checkpoints a slot, and the device's full-cache twin, F32 and Q8_0
+ * caches, take a 30-token prompt; a checkpoint of 20..30 is made, 20 greedy steps wrap the
+ * rings past it, the sequence goes back to 28 from the checkpoint and on with other tokens
+ * for 10 steps: the logits stay within 1e-3 of the full caches' (the same device kernels over
+ * the same rows), and the truncation without it is refused. */
+START_TEST(test_gemma_swa_ckpt)
+{
+    gguf_w_llama_t sp = { .name = "gemma3-ckpt", .arch = "gemma3", .n_embd = 256,
+                          .n_layer = 7, .n_head = 4, .n_head_kv = 1, .head_dim = 64,
+                          .n_ff = 512, .n_vocab = 512, .n_ctx = 256, .rope_base = 1e6f,
+                          .norm_eps = 1e-6f, .tied = true, .wtype = GG_F32, .seed = 9,
+                          .n_swa = 8 };
+    char path[] = "/tmp/fusiond-cuda-ckpt-XXXXXX";
+    write_spec(&sp, path);
+    static const int types[] = {GG_F32, GG_Q8_0};
+    enum { V = 512 };
+    for (size_t ti = 0; ti < FD_ARRAY_LEN(types); ti++) {
+        const int t = types[ti];
+        llm_model_t *m[2] = {NULL, NULL};   /* 0: rings + checkpoints, 1: full caches */
+        for (int b = 0; b < 2; b++) {
+            llm_load_params_t p;
+            llm_load_params_default(&p);
+            p.path = path;
+            p.backend = "cuda";
+            p.n_batch_max = 4;
+            p.threads = 1;
+            p.cache_type_k = p.cache_type_v = t;
+            p.swa_full = b == 1;
+            p.n_ckpt = b == 0 ? 2 : 0;
+            char err[512];
+            CHECKM(llm_load(&m[b], &p, err, sizeof(err)) == 0, "llm_load: %s", err);
+        }
+        ck_assert_int_eq(llm_swa_ring(m[0]), 11);
+        int s[2];
+        ck_assert_int_eq(llm_seq_alloc(m[0], &s[0]), 0);
+        ck_assert_int_eq(llm_seq_alloc(m[1], &s[1]), 0);
+        float *lg[2] = { malloc(sizeof(float) * V), malloc(sizeof(float) * V) };
+        int32_t tok[30];
+        for (int i = 0; i < 30; i++)
+            tok[i] = (int32_t)(3 + 41 * i) % V;
+        for (int b = 0; b < 2; b++) {
+            llm_batch_entry_t e = { .slot = s[b], .tokens = tok, .n_tokens = 30, .want_logits = 1 };
+            ck_assert_int_eq(llm_decode(m[b], &e, 1, lg[b]), 0);
+        }
+        ck_assert_int_eq(llm_seq_checkpoint(m[0], s[0], 20, 30), 1);
+        ck_assert_int_eq(llm_seq_n_checkpoints(m[0], s[0]), 1);
+        double worst = 0;
+        for (int k = 0; k < 30; k++) {
+            if (k == 20) {  /* at 50: back to 28 from the checkpoint, on with other tokens */
+                ck_assert_int_eq(llm_seq_reusable(m[0], s[0], 28), 28);
+                ck_assert_int_eq(llm_seq_truncate(m[0], s[0], 25), FD_ERANGE);
+                ck_assert_int_eq(llm_seq_truncate(m[0], s[0], 28), 1);
+                ck_assert_int_eq(llm_seq_truncate(m[1], s[1], 28), 0);
+                ck_assert_int_eq(llm_seq_len(m[0], s[0]), 28);
+            }
+            int32_t nt = k >= 20 && k < 24 ? (int32_t)(400 + 7 * k) : (int32_t)argmax(lg[1], V);
+            for (int b = 0; b < 2; b++) {
+                llm_batch_entry_t e = { .slot = s[b], .tokens = &nt, .n_tokens = 1, .want_logits = 1 };
+                ck_assert_int_eq(llm_decode(m[b], &e, 1, lg[b]), 0);
+            }
+            for (int i = 0; i < V; i++)
+                worst = fmax(worst, fabs((double)lg[0][i] - lg[1][i]));
+        }
+        printf("gemma3 checkpoints on the device, %s caches: logits within %g of full caches'\n",
+               fb_kv_type_name(t), worst);
+        CHECKM(worst <= 1e-3, "%s: checkpoint vs full caches: %g", fb_kv_type_name(t), worst);
+        free(lg[0]);
+        free(lg[1]);
+        for (int b = 0; b < 2; b++)
+            llm_free(m[b]);
+    }
+    unlink(path);
+}
+END_TEST
+
 /* Mixture of experts on the device: gather_rows and scatter_add_rows against the CPU
  * reference (repeated destinations, 40 rows of 2051 floats), then qwen3moe, OLMoE, a
  * Mixtral-style llama (Q8_0) and qwen2moe (a sigmoid-gated shared expert) whose greedy ids
@@ -1744,6 +1821,7 @@ static Suite *suite(void)
     tcase_add_test(m, test_stories_cache_types);
     tcase_add_test(m, test_gemma);
     tcase_add_test(m, test_gemma_swa_ring);
+    tcase_add_test(m, test_gemma_swa_ckpt);
     tcase_add_test(m, test_moe);
     suite_add_tcase(s, m);
     return s;

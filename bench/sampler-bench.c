@@ -66,7 +66,11 @@ static void bench_sampler(int reps)
         { "chain: the same (samplers edkypmxt)", 0.8f, 0.95f, 0.05f, 40, -1, 1 },
         { "chain: + DRY, 4096-token context", 0.8f, 0.95f, 0.05f, 40, -1, 2 },
         { "chain: typical 0.95, no top-k", 0.8f, 1, 0, 0, -1, 3 },
+        { "  the same, reference steps", 0.8f, 1, 0, 0, -1, 13 },
         { "chain: mirostat 2", 0.8f, 1, 0, 0, -1, 4 },
+        { "  the same, reference steps", 0.8f, 1, 0, 0, -1, 14 },
+        { "chain: top-p 0.95, min-p 0.05", 0.8f, 0.95f, 0.05f, 0, -1, 6 },
+        { "  the same, reference steps", 0.8f, 0.95f, 0.05f, 0, -1, 16 },
         { "chain: greedy + DRY, 4096 context", 0, 1, 0, 0, -1, 5 },
     };
     enum { N = 64 };
@@ -99,15 +103,19 @@ static void bench_sampler(int reps)
             }
             if (cfg[c].extra == 2 || cfg[c].extra == 5)
                 p.dry_multiplier = 0.8f;
-            if (cfg[c].extra == 3)
+            const int ex = cfg[c].extra % 10;
+            if (ex == 3)
                 p.typical_p = 0.95f;
-            if (cfg[c].extra == 4)
+            if (ex == 4)
                 p.mirostat = 2;
+            if (ex == 6)
+                p.post_probs = true;        /* the chain with fusiond's default order */
             smp_t *s;
             if (smp_create(&s, &p, V) < 0) {
                 fprintf(stderr, "smp_create failed\n");
                 exit(1);
             }
+            smp_set_reference(s, cfg[c].extra >= 10);
             /* a context of text-like tokens: a small working set, some repeats */
             uint64_t cs = 3;
             for (int i = 0; cfg[c].extra && i < 4096; i++)

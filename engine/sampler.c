@@ -64,6 +64,8 @@ struct smp {
     int32_t *pos;               /* n_vocab entries, -1 except while a step maps tokens */
     int n_post;                 /* survivors of the last draw */
     float mu;                   /* Mirostat */
+    bool reference;             /* the chain's plain reference steps (smp_set_reference) */
+    float *fw;                  /* the fast softmax's scratch: 2 * n_vocab floats */
     int32_t *ctx;               /* DRY: every token of the context, in order */
     int ctx_n, ctx_cap;
     struct brk { int32_t head; int off, len; } *br; /* breakers by head; tails in br_tail */
@@ -236,7 +238,8 @@ int smp_create(smp_t **out, const eng_sampling_t *params, int n_vocab)
         s->cc = malloc((size_t)n_vocab * sizeof *s->cc);
         s->tmp = malloc((size_t)n_vocab * sizeof *s->tmp);
         s->pos = malloc((size_t)n_vocab * sizeof *s->pos);
-        if (!s->cc || !s->tmp || !s->pos)
+        s->fw = malloc((size_t)n_vocab * 2 * sizeof *s->fw);
+        if (!s->cc || !s->tmp || !s->pos || !s->fw)
             goto fail;
         for (int i = 0; i < n_vocab; i++)
             s->pos[i] = -1;
@@ -277,6 +280,7 @@ void smp_free(smp_t *s)
     free(s->cc);
     free(s->tmp);
     free(s->pos);
+    free(s->fw);
     free(s->ctx);
     free(s->br);
     free(s->br_tail);
@@ -946,6 +950,11 @@ int smp_chain_order(const eng_sampling_t *p, uint8_t *order)
     return (int)sizeof def;
 }
 
+void smp_set_reference(smp_t *s, bool on)
+{
+    s->reference = on;
+}
+
 float smp_mirostat_mu(const smp_t *s)
 {
     return s->mu;
@@ -1124,7 +1133,11 @@ static int dry_compute(smp_t *s)
     return 0;
 }
 
-/* -- the steps -- */
+/* -- the steps --
+ * ref_*: the plain reference of a step (a full sort where the definition sorts); the fast
+ * versions beside them select only the best-first prefix a step reads (a heap of m entries,
+ * m growing x8) or filter in place, and leave the same survivors with the same
+ * probabilities (test_sampler compares the two on random inputs). */
 
 static inline float penalize(const smp_t *s, int h, float l)
 {
@@ -1225,7 +1238,7 @@ static int step_top_k(smp_t *s, cand_t *c, int n, int k, bool *sorted)
     return k;
 }
 
-static int step_top_p(cand_t *c, int n, double top_p, bool *sorted)
+static int ref_top_p(cand_t *c, int n, double top_p, bool *sorted)
 {
     if (top_p >= 1)
         return n;
@@ -1240,7 +1253,7 @@ static int step_top_p(cand_t *c, int n, double top_p, bool *sorted)
     return n;
 }
 
-static int step_min_p(cand_t *c, int n, double min_p, bool *sorted)
+static int ref_min_p(cand_t *c, int n, double min_p, bool *sorted)
 {
     if (min_p <= 0)
         return n;
@@ -1289,7 +1302,7 @@ static int typ_cmp(const void *a, const void *b)
     return (x->id > y->id) - (x->id < y->id);
 }
 
-static int step_typical(cand_t *c, int n, double typ, bool *sorted)
+static int ref_typical(cand_t *c, int n, double typ, bool *sorted)
 {
     if (typ <= 0 || typ >= 1)
         return n;
@@ -1312,7 +1325,7 @@ static int step_typical(cand_t *c, int n, double typ, bool *sorted)
     return keep;
 }
 
-static int step_xtc(smp_t *s, cand_t *c, int n, bool *sorted)
+static int ref_xtc(smp_t *s, cand_t *c, int n, bool *sorted)
 {
     const double prob = s->p.xtc_probability, thr = s->p.xtc_threshold;
     if (prob <= 0 || thr > 0.5 || n < 2)
@@ -1353,7 +1366,7 @@ static int step_temperature(cand_t *c, int n, const eng_sampling_t *p, bool *sor
 }
 
 /* Mirostat's truncation of c (softmax taken, best first). */
-static int step_mirostat(smp_t *s, cand_t *c, int n, bool *sorted)
+static int ref_mirostat(smp_t *s, cand_t *c, int n, bool *sorted)
 {
     sort_best(c, n, sorted);
     softmax(c, n, false);
@@ -1377,6 +1390,264 @@ static int step_mirostat(smp_t *s, cand_t *c, int n, bool *sorted)
     return step_top_k(s, c, n, ki, sorted);
 }
 
+
+/* -- the fast steps -- */
+
+/* The softmax as softmax() computes it, with the sampler's vector exp kernel over the
+ * logits gathered into s->fw, and ln p = logit - max - ln(sum) (no log per entry).  *lse
+ * (when not NULL): max + ln(sum); returns the entropy when want_h. */
+static double softmax_fast(smp_t *s, cand_t *c, int n, bool want_h, double *lse)
+{
+    float *x = s->fw, *y = s->fw + n;
+    float max = -INFINITY;
+    for (int i = 0; i < n; i++) {
+        x[i] = c[i].logit;
+        max = x[i] > max ? x[i] : max;
+    }
+    if (max == -INFINITY) {
+        if (lse)
+            *lse = -INFINITY;
+        return softmax(c, n, want_h);
+    }
+    weights(x, n, max, 1.0f, 0.0f, y);
+    const double sum = sum_d(y, n), inv = 1.0 / sum, lsum = log(sum);
+    double h = 0;
+    for (int i = 0; i < n; i++) {
+        double q = (double)y[i] * inv;
+        c[i].w = (float)q;
+        if (want_h && q > 0)
+            h -= q * ((double)x[i] - (double)max - lsum);
+    }
+    if (lse)
+        *lse = (double)max + lsum;
+    return h;
+}
+
+typedef int (*cand_before_fn)(cand_t a, cand_t b);
+
+static int before_logit(cand_t a, cand_t b)
+{
+    return cand_better(a, b);
+}
+
+/* typical's order: the shifted score (in w) ascending, ties to the lower id */
+static int before_score(cand_t a, cand_t b)
+{
+    return a.w < b.w || (a.w == b.w && a.id < b.id);
+}
+
+/* Whether a fast step may reorder the candidates without dropping any. */
+static bool moves(int step)
+{
+    return step == SMP_TYPICAL || step == SMP_TOP_P;
+}
+
+static void gheap_down(cand_t *h, int n, int i, cand_before_fn before)
+{
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, w = i;
+        if (l < n && before(h[w], h[l]))
+            w = l;
+        if (r < n && before(h[w], h[r]))
+            w = r;
+        if (w == i)
+            return;
+        cand_t t = h[i];
+        h[i] = h[w];
+        h[w] = t;
+        i = w;
+    }
+}
+
+static void gheap_up(cand_t *h, int i, cand_before_fn before)
+{
+    while (i > 0) {
+        int p = (i - 1) / 2;
+        if (!before(h[p], h[i]))
+            return;
+        cand_t t = h[i];
+        h[i] = h[p];
+        h[p] = t;
+        i = p;
+    }
+}
+
+/* Moves the first m (< n) candidates in the order `before` to the front of c, in that
+ * order; the others follow in no order.  A heap of m entries (its root: the last kept). */
+static void select_prefix(smp_t *s, cand_t *c, int n, int m, cand_before_fn before)
+{
+    cand_t *h = s->tmp;
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (k < m) {
+            h[k] = c[i];
+            gheap_up(h, k++, before);
+        } else if (before(c[i], h[0])) {
+            h[0] = c[i];
+            gheap_down(h, m, 0, before);
+        }
+    }
+    for (int end = m - 1; end > 0; end--) {
+        cand_t t = h[0];
+        h[0] = h[end];
+        h[end] = t;
+        gheap_down(h, end, 0, before);
+    }
+    const cand_t last = h[m - 1];
+    int r = m;
+    for (int i = 0; i < n; i++)
+        if (before(last, c[i]))
+            h[r++] = c[i];
+    memcpy(c, h, (size_t)n * sizeof *c);
+}
+
+#define SMP_PREFIX_FIRST 64
+
+static int fast_top_p(smp_t *s, cand_t *c, int n, double top_p, bool *sorted)
+{
+    if (top_p >= 1)
+        return n;
+    softmax_fast(s, c, n, false, NULL);
+    for (int m = SMP_PREFIX_FIRST; !*sorted; m *= 8) {
+        if (m >= n) {
+            sort_best(c, n, sorted);
+            break;
+        }
+        select_prefix(s, c, n, m, before_logit);
+        double cum = 0;
+        for (int i = 0; i < m; i++) {
+            cum += c[i].w;
+            if (cum >= top_p) {
+                *sorted = true;     /* the kept prefix is best first */
+                return i + 1;
+            }
+        }
+    }
+    double cum = 0;
+    for (int i = 0; i < n; i++) {
+        cum += c[i].w;
+        if (cum >= top_p)
+            return i + 1;
+    }
+    return n;
+}
+
+/* A filter in place (the order kept): p >= min_p * p_max is logit >= max + ln min_p. */
+static int fast_min_p(cand_t *c, int n, double min_p)
+{
+    if (min_p <= 0)
+        return n;
+    float max = -INFINITY;
+    for (int i = 0; i < n; i++)
+        max = c[i].logit > max ? c[i].logit : max;
+    const double cut = (double)max + log(min_p);
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        if ((double)c[i].logit >= cut)
+            c[m++] = c[i];
+    return m;
+}
+
+static int fast_typical(smp_t *s, cand_t *c, int n, double typ, bool *sorted)
+{
+    if (typ <= 0 || typ >= 1)
+        return n;
+    double lse;
+    double h = softmax_fast(s, c, n, true, &lse);
+    /* w: |-ln p - H|, ln p = logit - lse; the probability is taken again after the sort */
+    for (int i = 0; i < n; i++)
+        c[i].w = c[i].w > 0 ? (float)fabs(-((double)c[i].logit - lse) - h) : INFINITY;
+    *sorted = false;
+    for (int m = SMP_PREFIX_FIRST;; m *= 8) {
+        if (m >= n) {
+            qsort(c, (size_t)n, sizeof *c, typ_cmp);
+            m = n;
+        } else {
+            select_prefix(s, c, n, m, before_score);
+        }
+        double cum = 0;
+        for (int i = 0; i < m; i++) {
+            cum += exp((double)c[i].logit - lse);
+            if (cum > typ || i == n - 1) {
+                softmax_fast(s, c, n, false, NULL);
+                return i + 1;
+            }
+        }
+    }
+}
+
+static int fast_xtc(smp_t *s, cand_t *c, int n)
+{
+    const double prob = s->p.xtc_probability, thr = s->p.xtc_threshold;
+    if (prob <= 0 || thr > 0.5 || n < 2)
+        return n;
+    if (rng_uniform(s) >= prob)
+        return n;
+    softmax_fast(s, c, n, false, NULL);
+    /* every candidate that reaches the threshold goes but the least probable of them */
+    int cnt = 0, keep = -1;
+    for (int i = 0; i < n; i++) {
+        if ((double)c[i].w < thr)
+            continue;
+        cnt++;
+        if (keep < 0 || cand_better(c[keep], c[i]))
+            keep = i;
+    }
+    if (cnt < 2)
+        return n;
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        if (i == keep || (double)c[i].w < thr)
+            c[m++] = c[i];
+    return m;
+}
+
+static int fast_mirostat(smp_t *s, cand_t *c, int n, bool *sorted)
+{
+    if (s->p.mirostat == 2) {
+        /* surprise <= mu: a filter (the surprise only grows down the best-first list) */
+        softmax_fast(s, c, n, false, NULL);
+        int m = 0, best = 0;
+        for (int i = 0; i < n; i++) {
+            if (cand_better(c[i], c[best]))
+                best = i;
+        }
+        cand_t top = c[best];
+        /* -log2 p <= mu: p >= 2^-mu */
+        const double floor_p = exp2(-(double)s->mu);
+        for (int i = 0; i < n; i++)
+            if ((double)c[i].w >= floor_p)
+                c[m++] = c[i];
+        if (m == 0)
+            c[m++] = top;
+        return m;
+    }
+    /* v1 reads the best 100 probabilities */
+    softmax_fast(s, c, n, false, NULL);
+    if (!*sorted) {
+        if (n > 100)
+            select_prefix(s, c, n, 100, before_logit);
+        else
+            sort_best(c, n, sorted);
+    }
+    const int m = 100;
+    double sum_tb = 0, sum_tt = 0;
+    for (int i = 0; i < m - 1 && i < n - 1; i++) {
+        double ti = log((double)(i + 2) / (double)(i + 1));
+        double bi = log((double)c[i].w / (double)c[i + 1].w);
+        sum_tb += ti * bi;
+        sum_tt += ti * ti;
+    }
+    double sh = sum_tb / sum_tt, eps = sh - 1;
+    double k = pow(eps * pow(2.0, s->mu) / (1 - pow((double)s->n_vocab, -eps)), 1 / sh);
+    int ki = isfinite(k) && k < (double)n ? FD_MAX((int)k, 1) : n;
+    if (ki <= FD_MIN(n, 100)) {
+        *sorted = true;
+        return ki;
+    }
+    return step_top_k(s, c, n, ki, sorted);
+}
+
 /* Runs the chain on logits (biased, masked, clean; temperature > 0) into s->cc: returns
  * the number of candidates left, their probabilities in w. */
 static int chain_run(smp_t *s, const float *logits)
@@ -1390,23 +1661,36 @@ static int chain_run(smp_t *s, const float *logits)
     bool sorted = false, dense = true;
     for (int k = 0; k < s->n_order; k++) {
         int before = n;
+        const bool ref = s->reference;
         switch (s->order[k]) {
         case SMP_PENALTIES: step_penalties(s, c, n, dense); break;
         case SMP_DRY: step_dry(s, c, n, dense); break;
         case SMP_TOP_N_SIGMA: n = step_top_n_sigma(c, n, p->top_n_sigma, &sorted); break;
         case SMP_TOP_K: n = step_top_k(s, c, n, p->top_k, &sorted); break;
-        case SMP_TYPICAL: n = step_typical(c, n, p->typical_p, &sorted); break;
-        case SMP_TOP_P: n = step_top_p(c, n, p->top_p, &sorted); break;
-        case SMP_MIN_P: n = step_min_p(c, n, p->min_p, &sorted); break;
-        case SMP_XTC: n = step_xtc(s, c, n, &sorted); break;
+        case SMP_TYPICAL:
+            n = ref ? ref_typical(c, n, p->typical_p, &sorted)
+                    : fast_typical(s, c, n, p->typical_p, &sorted);
+            break;
+        case SMP_TOP_P:
+            n = ref ? ref_top_p(c, n, p->top_p, &sorted)
+                    : fast_top_p(s, c, n, p->top_p, &sorted);
+            break;
+        case SMP_MIN_P:
+            n = ref ? ref_min_p(c, n, p->min_p, &sorted) : fast_min_p(c, n, p->min_p);
+            break;
+        case SMP_XTC: n = ref ? ref_xtc(s, c, n, &sorted) : fast_xtc(s, c, n); break;
         case SMP_TEMPERATURE: n = step_temperature(c, n, p, &sorted); break;
         }
-        /* a step that moved or dropped entries ends the identity map */
-        dense = dense && n == before && !sorted;
+        /* a step that moved or dropped entries ends the identity map (the fast steps that
+         * select a prefix move entries but leave n: their sorted flag may stay false) */
+        dense = dense && n == before && !sorted && (ref || !moves(s->order[k]));
     }
     if (p->mirostat)
-        n = step_mirostat(s, c, n, &sorted);
-    softmax(c, n, false);
+        n = s->reference ? ref_mirostat(s, c, n, &sorted) : fast_mirostat(s, c, n, &sorted);
+    if (s->reference)
+        softmax(c, n, false);
+    else
+        softmax_fast(s, c, n, false, NULL);
     return n;
 }
 
@@ -1438,7 +1722,8 @@ int smp_dist(smp_t *s, const float *logits, int32_t *ids, double *probs, int cap
         s->cc = malloc((size_t)V * sizeof *s->cc);
         s->tmp = malloc((size_t)V * sizeof *s->tmp);
         s->pos = malloc((size_t)V * sizeof *s->pos);
-        if (!s->cc || !s->tmp || !s->pos)
+        s->fw = malloc((size_t)V * 2 * sizeof *s->fw);
+        if (!s->cc || !s->tmp || !s->pos || !s->fw)
             return -ENOMEM;
         for (int i = 0; i < V; i++)
             s->pos[i] = -1;

@@ -67,6 +67,7 @@
 #ifndef FD_SAMPLER_H
 #define FD_SAMPLER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -120,6 +121,8 @@ uint64_t smp_seed(const smp_t *s);
  * string in its vocabulary and adds what it finds; without any, DRY runs without breakers).
  * The same sequence twice is kept once.  0, -EINVAL (head outside the vocabulary), -ENOMEM. */
 int smp_add_breaker(smp_t *s, int32_t head, const int32_t *tail, int n_tail);
+/* The chain runs its plain reference steps (full sorts) instead of the fast ones (tests). */
+void smp_set_reference(smp_t *s, bool on);
 /* Mirostat's mu now (2 * tau before the first draw). */
 float smp_mirostat_mu(const smp_t *s);
 /* The distribution the chain leaves for logits (a copy is used; the generator advances by

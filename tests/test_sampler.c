@@ -1153,6 +1153,79 @@ START_TEST(test_chain_greedy_and_seed)
 }
 END_TEST
 
+/* Sorts the pairs (ids[i], probs[i]) by id. */
+static void by_id(int32_t *ids, double *probs, int n)
+{
+    for (int i = 1; i < n; i++) {
+        int32_t t = ids[i];
+        double q = probs[i];
+        int j = i - 1;
+        for (; j >= 0 && ids[j] > t; j--) {
+            ids[j + 1] = ids[j];
+            probs[j + 1] = probs[j];
+        }
+        ids[j + 1] = t;
+        probs[j + 1] = q;
+    }
+}
+
+START_TEST(test_chain_fast_vs_reference)
+{
+    /* the fast steps leave the survivors and probabilities of the reference (full sorts) */
+    static const int vocabs[] = { 2, 7, 63, 64, 65, 600, 5000 };
+    uint64_t seed = 21;
+    int32_t *ia = malloc(5000 * sizeof *ia), *ib = malloc(5000 * sizeof *ib);
+    double *pa = malloc(5000 * sizeof *pa), *pb = malloc(5000 * sizeof *pb);
+    float *l = malloc(5000 * sizeof *l);
+    for (int round = 0; round < 300; round++) {
+        const int V = vocabs[round % (int)FD_ARRAY_LEN(vocabs)];
+        random_logits(l, V, round % 3 == 0 ? 1.0f : 8.0f, seed++);
+        if (round % 5 == 0)
+            l[round % V] = -INFINITY;
+        eng_sampling_t p = chain_params();
+        double u = (tu_randf(&seed) + 1) / 2;
+        p.temperature = 0.3f + 1.5f * (float)u;
+        switch (round % 6) {
+        case 0: p.top_p = 0.5f + 0.5f * (float)u; break;
+        case 1: p.min_p = 0.2f * (float)u; break;
+        case 2: p.typical_p = 0.2f + 0.79f * (float)u; break;
+        case 3: p.xtc_probability = 1; p.xtc_threshold = 0.5f * (float)u; break;
+        case 4: p.mirostat = 1 + round % 2; p.mirostat_tau = 1 + 6 * (float)u; break;
+        case 5:
+            p.typical_p = 0.9f;
+            p.top_p = 0.9f;
+            p.min_p = 0.01f;
+            p.xtc_probability = 1;
+            p.xtc_threshold = 0.1f;
+            break;
+        }
+        p.has_seed = true;
+        p.seed = (uint64_t)round;
+        smp_t *a, *b;
+        ck_assert_int_eq(smp_create(&a, &p, V), 0);
+        ck_assert_int_eq(smp_create(&b, &p, V), 0);
+        smp_set_reference(b, true);
+        int na = smp_dist(a, l, ia, pa, V), nb = smp_dist(b, l, ib, pb, V);
+        REQUIRE(na == nb, "round %d (V %d, case %d): %d survivors, the reference %d", round, V,
+                round % 6, na, nb);
+        /* by id: the two may order near-equal probabilities differently */
+        by_id(ia, pa, na);
+        by_id(ib, pb, nb);
+        for (int i = 0; i < na; i++)
+            REQUIRE(ia[i] == ib[i] && fabs(pa[i] - pb[i]) < 1e-6,
+                    "round %d: survivor %d is %d (%g), the reference's %d (%g)", round, i,
+                    ia[i], pa[i], ib[i], pb[i]);
+        smp_free(a);
+        smp_free(b);
+    }
+    free(ia);
+    free(ib);
+    free(pa);
+    free(pb);
+    free(l);
+}
+END_TEST
+
 START_TEST(test_exp_kernel)
 {
     enum { N = 4099 };
@@ -1261,6 +1334,7 @@ int main(void)
     tcase_add_test(tc, test_order);
     tcase_add_test(tc, test_chain_bad_params);
     tcase_add_test(tc, test_chain_greedy_and_seed);
+    tcase_add_test(tc, test_chain_fast_vs_reference);
     tcase_add_test(tc, test_speed);
     suite_add_tcase(s, tc);
     return tu_run(s);

@@ -1475,7 +1475,7 @@ START_TEST(test_gemma_swa_ckpt)
                 ck_assert_int_eq(llm_seq_truncate(m[1], s[1], 28), 0);
                 ck_assert_int_eq(llm_seq_len(m[0], s[0]), 28);
             }
-            int32_t nt = k >= 20 && k < 24 ? (int32_t)(400 + 7 * k) : (int32_t)argmax(lg[1], V);
+            int32_t nt = k >= 20 && k < 24 ? (int32_t)(400 + 7 * (k - 20)) : (int32_t)argmax(lg[1], V);
             for (int b = 0; b < 2; b++) {
                 llm_batch_entry_t e = { .slot = s[b], .tokens = &nt, .n_tokens = 1, .want_logits = 1 };
                 ck_assert_int_eq(llm_decode(m[b], &e, 1, lg[b]), 0);

@@ -504,14 +504,21 @@ static int cand_cmp(const void *a, const void *b)
     return (x->id > y->id) - (x->id < y->id);
 }
 
-/* Min-heap on "better": the root is the worst entry kept. */
-static void heap_down(cand_t *h, int n, int i)
+typedef int (*cand_before_fn)(cand_t a, cand_t b);
+
+static int before_logit(cand_t a, cand_t b)
+{
+    return cand_better(a, b);
+}
+
+/* Heaps on an order `before`, its root the entry that comes last (the worst one kept). */
+static inline void heap_down(cand_t *h, int n, int i, cand_before_fn before)
 {
     for (;;) {
         int l = 2 * i + 1, r = l + 1, w = i;
-        if (l < n && cand_better(h[w], h[l]))
+        if (l < n && before(h[w], h[l]))
             w = l;
-        if (r < n && cand_better(h[w], h[r]))
+        if (r < n && before(h[w], h[r]))
             w = r;
         if (w == i)
             return;
@@ -522,16 +529,39 @@ static void heap_down(cand_t *h, int n, int i)
     }
 }
 
-static void heap_up(cand_t *h, int i)
+static inline void heap_up(cand_t *h, int i, cand_before_fn before)
 {
     while (i > 0) {
         int p = (i - 1) / 2;
-        if (!cand_better(h[p], h[i]))
+        if (!before(h[p], h[i]))
             return;
         cand_t t = h[i];
         h[i] = h[p];
         h[p] = t;
         i = p;
+    }
+}
+
+/* Offers c to a heap of *m entries that keeps the first cap (> 0) in the order `before`. */
+static inline void heap_offer(cand_t *h, int *m, int cap, cand_t c, cand_before_fn before)
+{
+    if (*m < cap) {
+        h[*m] = c;
+        heap_up(h, (*m)++, before);
+    } else if (before(c, h[0])) {
+        h[0] = c;
+        heap_down(h, *m, 0, before);
+    }
+}
+
+/* Sorts a heap of m entries in place into the order `before` (first first). */
+static inline void heap_drain(cand_t *h, int m, cand_before_fn before)
+{
+    for (int end = m - 1; end > 0; end--) {
+        cand_t t = h[0];
+        h[0] = h[end];
+        h[end] = t;
+        heap_down(h, end, 0, before);
     }
 }
 
@@ -559,20 +589,9 @@ static int select_top(const float *x, int n, int k, int keep_neg_inf, cand_t *ou
         cand_t c = { x[i], i, 0 };
         if (!keep_neg_inf && c.logit == -INFINITY)
             continue;
-        if (m < k) {
-            out[m] = c;
-            heap_up(out, m++);
-        } else if (cand_better(c, out[0])) {
-            out[0] = c;
-            heap_down(out, m, 0);
-        }
+        heap_offer(out, &m, k, c, before_logit);
     }
-    for (int end = m - 1; end > 0; end--) {
-        cand_t t = out[0];
-        out[0] = out[end];
-        out[end] = t;
-        heap_down(out, end, 0);
-    }
+    heap_drain(out, m, before_logit);
     return m;
 }
 
@@ -1217,21 +1236,9 @@ static int step_top_k(smp_t *s, cand_t *c, int n, int k, bool *sorted)
     if (!*sorted) {
         cand_t *h = s->tmp;
         int m = 0;
-        for (int i = 0; i < n; i++) {
-            if (m < k) {
-                h[m] = c[i];
-                heap_up(h, m++);
-            } else if (cand_better(c[i], h[0])) {
-                h[0] = c[i];
-                heap_down(h, m, 0);
-            }
-        }
-        for (int end = m - 1; end > 0; end--) {
-            cand_t t = h[0];
-            h[0] = h[end];
-            h[end] = t;
-            heap_down(h, end, 0);
-        }
+        for (int i = 0; i < n; i++)
+            heap_offer(h, &m, k, c[i], before_logit);
+        heap_drain(h, m, before_logit);
         memcpy(c, h, (size_t)k * sizeof *c);
         *sorted = true;
     }
@@ -1423,13 +1430,6 @@ static double softmax_fast(smp_t *s, cand_t *c, int n, bool want_h, double *lse)
     return h;
 }
 
-typedef int (*cand_before_fn)(cand_t a, cand_t b);
-
-static int before_logit(cand_t a, cand_t b)
-{
-    return cand_better(a, b);
-}
-
 /* typical's order: the shifted score (in w) ascending, ties to the lower id */
 static int before_score(cand_t a, cand_t b)
 {
@@ -1442,57 +1442,15 @@ static bool moves(int step)
     return step == SMP_TYPICAL || step == SMP_TOP_P;
 }
 
-static void gheap_down(cand_t *h, int n, int i, cand_before_fn before)
-{
-    for (;;) {
-        int l = 2 * i + 1, r = l + 1, w = i;
-        if (l < n && before(h[w], h[l]))
-            w = l;
-        if (r < n && before(h[w], h[r]))
-            w = r;
-        if (w == i)
-            return;
-        cand_t t = h[i];
-        h[i] = h[w];
-        h[w] = t;
-        i = w;
-    }
-}
-
-static void gheap_up(cand_t *h, int i, cand_before_fn before)
-{
-    while (i > 0) {
-        int p = (i - 1) / 2;
-        if (!before(h[p], h[i]))
-            return;
-        cand_t t = h[i];
-        h[i] = h[p];
-        h[p] = t;
-        i = p;
-    }
-}
-
 /* Moves the first m (< n) candidates in the order `before` to the front of c, in that
  * order; the others follow in no order.  A heap of m entries (its root: the last kept). */
 static void select_prefix(smp_t *s, cand_t *c, int n, int m, cand_before_fn before)
 {
     cand_t *h = s->tmp;
     int k = 0;
-    for (int i = 0; i < n; i++) {
-        if (k < m) {
-            h[k] = c[i];
-            gheap_up(h, k++, before);
-        } else if (before(c[i], h[0])) {
-            h[0] = c[i];
-            gheap_down(h, m, 0, before);
-        }
-    }
-    for (int end = m - 1; end > 0; end--) {
-        cand_t t = h[0];
-        h[0] = h[end];
-        h[end] = t;
-        gheap_down(h, end, 0, before);
-    }
+    for (int i = 0; i < n; i++)
+        heap_offer(h, &k, m, c[i], before);
+    heap_drain(h, m, before);
     const cand_t last = h[m - 1];
     int r = m;
     for (int i = 0; i < n; i++)

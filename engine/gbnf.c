@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "common/fd.h"
+#include "engine/unicode.h"
 
 enum { E_END = 0, E_CHAR, E_REF, E_ALT };
 
@@ -322,36 +323,11 @@ static int parse_char(parser_t *P, uint32_t *out)
             return fail_at(P, at, "unknown escape");
         }
     }
-    const unsigned char *s = (const unsigned char *)P->s + P->pos;
-    size_t left = P->len - P->pos;
     uint32_t v;
-    int n;
-    if (c < 0x80) {
-        v = (uint32_t)c;
-        n = 0;
-    } else if (c >= 0xC2 && c <= 0xDF) {
-        v = (uint32_t)c & 0x1F;
-        n = 1;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        v = (uint32_t)c & 0x0F;
-        n = 2;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        v = (uint32_t)c & 0x07;
-        n = 3;
-    } else {
+    int n = uni_scan((const uint8_t *)P->s + P->pos, P->len - P->pos, &v);
+    if (n <= 0)
         return fail_at(P, at, "invalid UTF-8");
-    }
-    if ((size_t)n + 1 > left)
-        return fail_at(P, at, "invalid UTF-8");
-    for (int i = 1; i <= n; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return fail_at(P, at, "invalid UTF-8");
-        v = v << 6 | (s[i] & 0x3F);
-    }
-    static const uint32_t min[] = { 0, 0x80, 0x800, 0x10000 };
-    if (v < min[n] || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
-        return fail_at(P, at, "invalid UTF-8");
-    P->pos += (size_t)n + 1;
+    P->pos += (size_t)n;
     *out = v;
     return 0;
 }

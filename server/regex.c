@@ -15,6 +15,7 @@
 
 #include "common/fd.h"
 #include "engine/gbnf.h"
+#include "engine/unicode.h"
 #include "server/strbuf.h"
 
 #define RX_MAX_NEST 100
@@ -70,35 +71,11 @@ static void put_cp(sb_t *b, uint32_t cp)
 static int read_utf8(rx_t *R, uint32_t *out)
 {
     size_t at = R->pos;
-    int c = peek(R);
     uint32_t v;
-    int n;
-    if (c < 0x80) {
-        v = (uint32_t)c;
-        n = 0;
-    } else if (c >= 0xC2 && c <= 0xDF) {
-        v = (uint32_t)c & 0x1F;
-        n = 1;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        v = (uint32_t)c & 0x0F;
-        n = 2;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        v = (uint32_t)c & 0x07;
-        n = 3;
-    } else {
+    int n = uni_scan(R->s + R->pos, R->len - R->pos, &v);
+    if (n <= 0)
         return rx_fail(R, -EINVAL, at, "invalid UTF-8");
-    }
-    if (R->pos + (size_t)n >= R->len)
-        return rx_fail(R, -EINVAL, at, "invalid UTF-8");
-    for (int i = 1; i <= n; i++) {
-        if ((R->s[R->pos + (size_t)i] & 0xC0) != 0x80)
-            return rx_fail(R, -EINVAL, at, "invalid UTF-8");
-        v = v << 6 | (R->s[R->pos + (size_t)i] & 0x3F);
-    }
-    static const uint32_t min[] = { 0, 0x80, 0x800, 0x10000 };
-    if (v < min[n] || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
-        return rx_fail(R, -EINVAL, at, "invalid UTF-8");
-    R->pos += (size_t)n + 1;
+    R->pos += (size_t)n;
     *out = v;
     return 0;
 }

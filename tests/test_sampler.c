@@ -889,6 +889,23 @@ static void dry_ref(const int32_t *x, int N, int allowed, double mult, double ba
             pen[t] = mult * pow(base, best[t] - allowed);
 }
 
+/* What a fresh sampler of p that has seen ctx[0..n) (token `breaker` a sequence breaker
+ * when >= 0) samples from the V logits l; got holds the logits it left. */
+static int32_t dry_fresh(const eng_sampling_t *p, int32_t breaker, const int32_t *ctx, int n,
+                         const float *l, float *got, int V)
+{
+    smp_t *s;
+    ck_assert_int_eq(smp_create(&s, p, V), 0);
+    if (breaker >= 0)
+        ck_assert_int_eq(smp_add_breaker(s, breaker, NULL, 0), 0);
+    for (int i = 0; i < n; i++)
+        ck_assert_int_eq(smp_accept(s, ctx[i], 0), 0);
+    memcpy(got, l, (size_t)V * sizeof *got);
+    int32_t tok = smp_sample(s, got, NULL, NULL, 0);
+    smp_free(s);
+    return tok;
+}
+
 START_TEST(test_dry)
 {
     enum { V = 10 };
@@ -929,31 +946,15 @@ START_TEST(test_dry)
     smp_free(s);
 
     /* a sequence breaker (token 3) cuts the repeat: 4 after it is a repeat of len 1 */
-    ck_assert_int_eq(smp_create(&s, &p, V), 0);
-    ck_assert_int_eq(smp_add_breaker(s, 3, NULL, 0), 0);
-    for (int i = 0; i < N; i++)
-        ck_assert_int_eq(smp_accept(s, ctx[i], 0), 0);
-    memcpy(got, l, sizeof l);
-    ck_assert_int_eq(smp_sample(s, got, NULL, NULL, 0), 5);
+    ck_assert_int_eq(dry_fresh(&p, 3, ctx, N, l, got, V), 5);
     ck_assert_float_eq(got[5], 3.0f);
-    smp_free(s);
 
     /* dry_penalty_last_n 6 sees only 7 4 8 1 2 3 4 minus one: 4 8 1 2 3 4 -> no repeat of 2 */
     p.dry_penalty_last_n = 6;
-    ck_assert_int_eq(smp_create(&s, &p, V), 0);
-    for (int i = 0; i < N; i++)
-        ck_assert_int_eq(smp_accept(s, ctx[i], 0), 0);
-    memcpy(got, l, sizeof l);
-    ck_assert_int_eq(smp_sample(s, got, NULL, NULL, 0), 5);
-    smp_free(s);
+    ck_assert_int_eq(dry_fresh(&p, -1, ctx, N, l, got, V), 5);
     /* 0: off */
     p.dry_penalty_last_n = 0;
-    ck_assert_int_eq(smp_create(&s, &p, V), 0);
-    for (int i = 0; i < N; i++)
-        ck_assert_int_eq(smp_accept(s, ctx[i], 0), 0);
-    memcpy(got, l, sizeof l);
-    ck_assert_int_eq(smp_sample(s, got, NULL, NULL, 0), 5);
-    smp_free(s);
+    ck_assert_int_eq(dry_fresh(&p, -1, ctx, N, l, got, V), 5);
 
     /* random contexts over a small alphabet: every token's penalty as the naive search */
     uint64_t seed = 5;

@@ -322,29 +322,6 @@ END_TEST
 
 /* ---- the token mask against the reference, on real vocabularies ---- */
 
-typedef struct vocab_fx {
-    gguf_t *gg;
-    tok_t *t;
-    gr_vocab_t *v;
-} vocab_fx_t;
-
-static void load_vocab(vocab_fx_t *f, const char *rel)
-{
-    const char *path = tu_shared(rel, 1);
-    char err[256];
-    memset(f, 0, sizeof *f);
-    ck_assert_msg(gguf_open(&f->gg, path, err, sizeof err) == 0, "%s", err);
-    ck_assert_msg(tok_load(&f->t, f->gg, err, sizeof err) == 0, "%s", err);
-    ck_assert_int_eq(gr_vocab_build(&f->v, f->t), 0);
-}
-
-static void free_vocab(vocab_fx_t *f)
-{
-    gr_vocab_free(f->v);
-    tok_free(f->t);
-    gguf_close(f->gg);
-}
-
 static const char *const mask_grammars[] = {
     "root ::= [a-z ]+ \".\"",
     "root ::= (\"yes\" | \"no\" | \"maybe not\") \"\\n\"",
@@ -355,7 +332,7 @@ static const char *const mask_grammars[] = {
     "root ::= .{1,40}",
 };
 
-static void check_masks(const vocab_fx_t *f, int walks, int steps)
+static void check_masks(const tu_vocab_t *f, int walks, int steps)
 {
     const int32_t V = gr_vocab_n(f->v);
     const size_t words = ((size_t)V + 31) / 32;
@@ -418,30 +395,30 @@ static void check_masks(const vocab_fx_t *f, int walks, int steps)
     free(b);
 }
 
+/* check_masks on the vocabulary of the shared file rel. */
+static void check_masks_on(const char *rel, int walks, int steps)
+{
+    tu_vocab_t f;
+    tu_vocab_load(&f, rel);
+    check_masks(&f, walks, steps);
+    tu_vocab_free(&f);
+}
+
 START_TEST(test_mask_stories)
 {
-    vocab_fx_t f;
-    load_vocab(&f, "models/stories260K.gguf");
-    check_masks(&f, 12, 40);
-    free_vocab(&f);
+    check_masks_on("models/stories260K.gguf", 12, 40);
 }
 END_TEST
 
 START_TEST(test_mask_spm)
 {
-    vocab_fx_t f;
-    load_vocab(&f, "tokenizer-tests/ggml-vocab-llama-spm.gguf");
-    check_masks(&f, 2, 12);
-    free_vocab(&f);
+    check_masks_on("tokenizer-tests/ggml-vocab-llama-spm.gguf", 2, 12);
 }
 END_TEST
 
 START_TEST(test_mask_gpt2)
 {
-    vocab_fx_t f;
-    load_vocab(&f, "tokenizer-tests/ggml-vocab-gpt-2.gguf");
-    check_masks(&f, 2, 12);
-    free_vocab(&f);
+    check_masks_on("tokenizer-tests/ggml-vocab-gpt-2.gguf", 2, 12);
 }
 END_TEST
 

@@ -569,30 +569,6 @@ END_TEST
 
 /* ---- the mask against every token, one by one ---- */
 
-typedef struct vocab_fx {
-    gguf_t *gg;
-    tok_t *t;
-    gr_vocab_t *v;
-} vocab_fx_t;
-
-static bool load_vocab(vocab_fx_t *f, const char *rel)
-{
-    const char *path = tu_shared(rel, 1);
-    char err[256];
-    memset(f, 0, sizeof *f);
-    ck_assert_msg(gguf_open(&f->gg, path, err, sizeof err) == 0, "%s", err);
-    ck_assert_msg(tok_load(&f->t, f->gg, err, sizeof err) == 0, "%s", err);
-    ck_assert_int_eq(gr_vocab_build(&f->v, f->t), 0);
-    return true;
-}
-
-static void free_vocab(vocab_fx_t *f)
-{
-    gr_vocab_free(f->v);
-    tok_free(f->t);
-    gguf_close(f->gg);
-}
-
 /* The states reached by these texts (each a valid prefix) cover every kind of frame. */
 static const char *const prefixes[] = {
     "", " ", "{", "{\"", "{\"ab", "{\"a\"", "{\"a\":", "{\"a\": 1", "{\"a\": 1,", "[", "[1",
@@ -601,7 +577,7 @@ static const char *const prefixes[] = {
     "{\"a\":\"\xe2\x82",
 };
 
-static void check_mask(const vocab_fx_t *f, gr_spec_t *g, int n_prefixes)
+static void check_mask(const tu_vocab_t *f, gr_spec_t *g, int n_prefixes)
 {
     const int32_t V = gr_vocab_n(f->v);
     uint32_t *allow = calloc(((size_t)V + 31) / 32, sizeof *allow);
@@ -667,8 +643,8 @@ static void check_mask(const vocab_fx_t *f, gr_spec_t *g, int n_prefixes)
 
 static void mask_suite(const char *rel)
 {
-    vocab_fx_t f;
-    load_vocab(&f, rel);
+    tu_vocab_t f;
+    tu_vocab_load(&f, rel);
     ck_assert_int_gt(gr_vocab_trie_nodes(f.v), (size_t)gr_vocab_n(f.v) / 2);
     fprintf(stderr, "%s: %d tokens, %zu trie nodes\n", rel, (int)gr_vocab_n(f.v), gr_vocab_trie_nodes(f.v));
     gr_spec_t *g = json_spec(false), *go = json_spec(true);
@@ -681,7 +657,7 @@ static void mask_suite(const char *rel)
     ck_assert_ptr_null(gr_vocab_bytes(f.v, eos, &len));
     gr_spec_unref(g);
     gr_spec_unref(go);
-    free_vocab(&f);
+    tu_vocab_free(&f);
 }
 
 START_TEST(test_mask_stories)

@@ -1,6 +1,6 @@
 /* testutil.h: helpers every Check suite shares: where ../shared is, how to skip clearly when
  * it is missing (exit 77; a failure when FUSIOND_REQUIRE_SHARED=1, as in CI), seeded random
- * numbers, and running a suite.  Test-only. */
+ * numbers, a real vocabulary for the grammar masks, and running a suite.  Test-only. */
 #ifndef FD_TESTUTIL_H
 #define FD_TESTUTIL_H
 
@@ -13,6 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/gguf.h"
+#include "engine/grammar.h"
 #include "engine/tokenizer.h"
 #include "engine/unicode.h"
 
@@ -185,6 +187,31 @@ static inline void tu_gpt2_byte_tokens(char (*texts)[8], const char **ptrs, int3
         ptrs[b] = texts[b];
         types[b] = TOK_T_NORMAL;
     }
+}
+
+/* A shared-data vocabulary opened for the grammar masks: its file, tokenizer and gr_vocab. */
+typedef struct tu_vocab {
+    gguf_t *gg;
+    tok_t *t;
+    gr_vocab_t *v;
+} tu_vocab_t;
+
+/* Opens the vocabulary of the shared file rel (skipping clearly when it is missing). */
+static inline void tu_vocab_load(tu_vocab_t *f, const char *rel)
+{
+    const char *path = tu_shared(rel, 1);
+    char err[256];
+    memset(f, 0, sizeof *f);
+    ck_assert_msg(gguf_open(&f->gg, path, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(tok_load(&f->t, f->gg, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(gr_vocab_build(&f->v, f->t), 0);
+}
+
+static inline void tu_vocab_free(tu_vocab_t *f)
+{
+    gr_vocab_free(f->v);
+    tok_free(f->t);
+    gguf_close(f->gg);
 }
 
 /* Runs one suite; returns the process exit status. */

@@ -2341,11 +2341,12 @@ static enum MHD_Result answer_follow(srv_job_t *j, srv_job_t *src, size_t off)
     return queue(j, 200, resp);
 }
 
-static enum MHD_Result answer_deleted(srv_job_t *j, const char *id)
+/* {"id", "object", "deleted": true}: what a DELETE of a stored response or conversation says. */
+static enum MHD_Result answer_deleted(srv_job_t *j, const char *id, const char *object)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", id);
-    cJSON_AddStringToObject(o, "object", "response");
+    cJSON_AddStringToObject(o, "object", object);
     cJSON_AddBoolToObject(o, "deleted", true);
     char *body = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
@@ -2381,7 +2382,8 @@ static enum MHD_Result answer_live(srv_job_t *j, srv_job_t *b, bool items, bool 
             cancel_job(b);
         }
         b->bg_deleted |= del;
-        return del ? answer_deleted(j, b->id) : answer_json(j, 200, responses_live(b, "cancelled"));
+        return del ? answer_deleted(j, b->id, "response")
+                   : answer_json(j, 200, responses_live(b, "cancelled"));
     }
     if (items) {
         cJSON *in = responses_input(b);
@@ -2456,7 +2458,7 @@ static enum MHD_Result answer_stored(srv_job_t *j, const char *url, const char *
     }
     if (del) {
         rs_store_del(s->store, id);
-        return answer_deleted(j, id);
+        return answer_deleted(j, id, "response");
     }
     if (items)
         return answer_items(j, in);
@@ -2601,13 +2603,7 @@ static enum MHD_Result answer_conv(srv_job_t *j, const char *url, const char *me
     if (!items_route) {
         if (del) {
             rs_store_del(s->convs, id);
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "id", id);
-            cJSON_AddStringToObject(o, "object", "conversation.deleted");
-            cJSON_AddBoolToObject(o, "deleted", true);
-            char *body = cJSON_PrintUnformatted(o);
-            cJSON_Delete(o);
-            return answer_json(j, 200, body);
+            return answer_deleted(j, id, "conversation.deleted");
         }
         if (!post)
             return answer_json(j, 200, strdup(obj));

@@ -27,6 +27,15 @@ def fusiond_path():
     return p
 
 
+def tool(name):
+    """A program built beside fusiond (under top_builddir), or FAIL when it is not."""
+    p = os.path.join(os.environ.get("top_builddir", "."), name)
+    if not os.access(p, os.X_OK):
+        print("FAIL: %s not built: %s" % (name, p))
+        sys.exit(1)
+    return p
+
+
 def shared_model():
     d = os.environ.get("FUSIOND_SHARED") or "../shared"
     p = os.path.join(d, "models", "stories260K.gguf")

@@ -28,14 +28,6 @@ def check(cond, what):
         print("FAIL: " + what)
 
 
-def tool(name):
-    p = os.path.join(os.environ.get("top_builddir", "."), name)
-    if not os.access(p, os.X_OK):
-        print("FAIL: %s not built: %s" % (name, p))
-        sys.exit(1)
-    return p
-
-
 def complete(d):
     st, _, js = d.post("/completion", {"prompt": PROMPT, "n_predict": 24, "temperature": 0,
                                        "ignore_eos": True, "return_tokens": True})
@@ -50,9 +42,9 @@ ARGS = ("--prefix-cache", "--prefix-cache-min", "4", "--max-running", "1", "--pr
 def main():
     tmp = tempfile.mkdtemp(prefix="fd-ckpt-")
     model = os.path.join(tmp, "gemma3.gguf")
-    subprocess.run([tool("fusion-gguf-gen"), "-o", model, "--arch", "gemma3", "--n-embd", "64",
-                    "--n-layer", "6", "--n-head", "4", "--n-head-kv", "2", "--head-dim", "32",
-                    "--n-ff", "160", "--n-vocab", "512", "--n-ctx", "256", "--swa", "8",
+    subprocess.run([loopback.tool("fusion-gguf-gen"), "-o", model, "--arch", "gemma3",
+                    "--n-embd", "64", "--n-layer", "6", "--n-head", "4", "--n-head-kv", "2",
+                    "--head-dim", "32", "--n-ff", "160", "--n-vocab", "512", "--n-ctx", "256", "--swa", "8",
                     "-s", "3", "-j", "1"], check=True, stdout=subprocess.DEVNULL)
     try:
         with loopback.daemon(check, "clean exit (cold)", model=model) as d:

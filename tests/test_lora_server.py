@@ -32,14 +32,6 @@ def check(cond, what):
         print("FAIL: " + what)
 
 
-def tool(name):
-    p = os.path.join(os.environ.get("top_builddir", "."), name)
-    if not os.access(p, os.X_OK):
-        print("FAIL: %s not built: %s" % (name, p))
-        sys.exit(1)
-    return p
-
-
 def complete(d, extra=None, prompt=PROMPT, n=16):
     body = {"prompt": prompt, "max_tokens": n, "temperature": 0}
     body.update(extra or {})
@@ -60,7 +52,7 @@ def chat(d, extra=None):
 def main():
     model = loopback.shared_model()
     tmp = tempfile.mkdtemp(prefix="fd-lora-")
-    gen = tool("fusion-gguf-gen")
+    gen = loopback.tool("fusion-gguf-gen")
     a0, a1 = os.path.join(tmp, "a0.gguf"), os.path.join(tmp, "a1.gguf")
     subprocess.run([gen, "--lora", model, "-o", a0, "--rank", "4", "--alpha", "8", "-s", "1"],
                    check=True, stdout=subprocess.DEVNULL)
@@ -197,7 +189,7 @@ def main():
             check(st == 400, "no adapters: lora id 0 is a 400: %s" % st)
 
         # fusion-cli: fused and unfused plans give the same greedy text with adapters
-        cli = tool("fusion-cli")
+        cli = loopback.tool("fusion-cli")
         outs = {}
         for f in ("on", "off"):
             for args in ((), ("--lora", a0), ("--lora-scaled", a0, "0"),

@@ -48,6 +48,18 @@ char *fd_xstrdup(const char *s);
 #define FD_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define FD_MAX(a, b) ((a) > (b) ? (a) : (b))
 
+/* The value of the hexadecimal digit c (0-9, a-f, A-F), or -1 when c is none (c < 0 too). */
+static inline int fd_hex_digit(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 #if defined(__GNUC__)
 #define FD_LIKELY(x) __builtin_expect(!!(x), 1)
 #define FD_UNLIKELY(x) __builtin_expect(!!(x), 0)

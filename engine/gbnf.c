@@ -281,14 +281,8 @@ static int hex_digits(parser_t *P, int n, uint32_t *out)
     uint32_t v = 0;
     size_t at = P->pos;
     for (int i = 0; i < n; i++) {
-        int c = peek(P), h;
-        if (c >= '0' && c <= '9')
-            h = c - '0';
-        else if (c >= 'a' && c <= 'f')
-            h = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F')
-            h = c - 'A' + 10;
-        else
+        int h = fd_hex_digit(peek(P));
+        if (h < 0)
             return fail_at(P, P->pos, "expected %d hexadecimal digits after the escape", n);
         v = v * 16 + (uint32_t)h;
         P->pos++;

@@ -556,17 +556,6 @@ static inline bool is_digit(uint8_t b)
     return b >= '0' && b <= '9';
 }
 
-static inline int hexval(uint8_t b)
-{
-    if (b >= '0' && b <= '9')
-        return b - '0';
-    if (b >= 'a' && b <= 'f')
-        return b - 'a' + 10;
-    if (b >= 'A' && b <= 'F')
-        return b - 'A' + 10;
-    return -1;
-}
-
 void gr_start(const gr_spec_t *g, gr_state_t *s)
 {
     memset(s, 0, offsetof(gr_state_t, f) + sizeof s->f[0]);
@@ -725,7 +714,7 @@ static int str_byte(gr_state_t *s, gr_frame_t *f, uint8_t b)
         f->phase = S_NORMAL;
         return 0;
     case S_HEX:
-        if ((h = hexval(b)) < 0)
+        if ((h = fd_hex_digit(b)) < 0)
             return -1;
         f->i = f->i * 16 + (uint32_t)h;
         f->n--;
@@ -747,7 +736,7 @@ static int str_byte(gr_state_t *s, gr_frame_t *f, uint8_t b)
         f->n = 4;
         return 0;
     case S_LOW_HEX:
-        if ((h = hexval(b)) < 0)
+        if ((h = fd_hex_digit(b)) < 0)
             return -1;
         if ((f->n == 4 && h != 0xD) || (f->n == 3 && h < 0xC))
             return -1;

@@ -297,15 +297,8 @@ static int parse_byte_token(const char *s, size_t n)
         return -1;
     int v = 0;
     for (int i = 3; i < 5; i++) {
-        char c = s[i];
-        int d;
-        if (c >= '0' && c <= '9')
-            d = c - '0';
-        else if (c >= 'A' && c <= 'F')
-            d = c - 'A' + 10;
-        else if (c >= 'a' && c <= 'f')
-            d = c - 'a' + 10;
-        else
+        int d = fd_hex_digit(s[i]);
+        if (d < 0)
             return -1;
         v = v * 16 + d;
     }

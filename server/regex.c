@@ -84,14 +84,8 @@ static int read_hex(rx_t *R, int n, size_t at, uint32_t *out)
 {
     uint32_t v = 0;
     for (int i = 0; i < n; i++) {
-        int c = peek(R), h;
-        if (c >= '0' && c <= '9')
-            h = c - '0';
-        else if (c >= 'a' && c <= 'f')
-            h = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F')
-            h = c - 'A' + 10;
-        else
+        int h = fd_hex_digit(peek(R));
+        if (h < 0)
             return rx_fail(R, -EINVAL, at, "expected %d hexadecimal digits in the escape", n);
         v = v * 16 + (uint32_t)h;
         R->pos++;

@@ -44,8 +44,8 @@ def main():
     model = os.path.join(tmp, "gemma3.gguf")
     subprocess.run([loopback.tool("fusion-gguf-gen"), "-o", model, "--arch", "gemma3",
                     "--n-embd", "64", "--n-layer", "6", "--n-head", "4", "--n-head-kv", "2",
-                    "--head-dim", "32", "--n-ff", "160", "--n-vocab", "512", "--n-ctx", "256", "--swa", "8",
-                    "-s", "3", "-j", "1"], check=True, stdout=subprocess.DEVNULL)
+                    "--head-dim", "32", "--n-ff", "160", "--n-vocab", "512", "--n-ctx", "256",
+                    "--swa", "8", "-s", "3", "-j", "1"], check=True, stdout=subprocess.DEVNULL)
     try:
         with loopback.daemon(check, "clean exit (cold)", model=model) as d:
             cold = complete(d)["tokens"]

@@ -453,18 +453,8 @@ def metrics(d):
 
 def disconnect(d):
     before = d.settle()
-    body = json.dumps({"input": "Once upon a time", "stream": True, "ignore_eos": True,
-                       "max_output_tokens": 400}).encode()
-    req = (b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-           b"Content-Length: %d\r\n\r\n" % len(body)) + body
-    s = socket.create_connection(("127.0.0.1", d.port), timeout=20)
-    s.sendall(req)
-    got = b""
-    while b"response.output_text.delta" not in got:
-        b = s.recv(4096)
-        if not b:
-            break
-        got += b
+    s, got, _ = open_stream(d, {"input": "Once upon a time", "stream": True, "ignore_eos": True,
+                                "max_output_tokens": 400})
     s.close()
     check(b"response.output_text.delta" in got, "the stream began")
     m = d.settle()

@@ -1372,6 +1372,24 @@ static int step_temperature(cand_t *c, int n, const eng_sampling_t *p, bool *sor
     return n;
 }
 
+/* Mirostat (v1)'s k: the Zipf exponent estimated from the best 100 probabilities (c best
+ * first in its first min(n, 100) entries, w their probabilities), then the k that makes the
+ * expected surprise mu; n when that k is not below n. */
+static int mirostat1_k(const smp_t *s, const cand_t *c, int n)
+{
+    const int m = 100;
+    double sum_tb = 0, sum_tt = 0;
+    for (int i = 0; i < m - 1 && i < n - 1; i++) {
+        double ti = log((double)(i + 2) / (double)(i + 1));
+        double bi = log((double)c[i].w / (double)c[i + 1].w);
+        sum_tb += ti * bi;
+        sum_tt += ti * ti;
+    }
+    double sh = sum_tb / sum_tt, eps = sh - 1;
+    double k = pow(eps * pow(2.0, s->mu) / (1 - pow((double)s->n_vocab, -eps)), 1 / sh);
+    return isfinite(k) && k < (double)n ? FD_MAX((int)k, 1) : n;
+}
+
 /* Mirostat's truncation of c (softmax taken, best first). */
 static int ref_mirostat(smp_t *s, cand_t *c, int n, bool *sorted)
 {
@@ -1383,17 +1401,7 @@ static int ref_mirostat(smp_t *s, cand_t *c, int n, bool *sorted)
             keep++;
         return FD_MAX(keep, 1);
     }
-    const int m = 100;
-    double sum_tb = 0, sum_tt = 0;
-    for (int i = 0; i < m - 1 && i < n - 1; i++) {
-        double ti = log((double)(i + 2) / (double)(i + 1));
-        double bi = log((double)c[i].w / (double)c[i + 1].w);
-        sum_tb += ti * bi;
-        sum_tt += ti * ti;
-    }
-    double sh = sum_tb / sum_tt, eps = sh - 1;
-    double k = pow(eps * pow(2.0, s->mu) / (1 - pow((double)s->n_vocab, -eps)), 1 / sh);
-    int ki = isfinite(k) && k < (double)n ? FD_MAX((int)k, 1) : n;
+    int ki = mirostat1_k(s, c, n);
     return step_top_k(s, c, n, ki, sorted);
 }
 
@@ -1588,17 +1596,7 @@ static int fast_mirostat(smp_t *s, cand_t *c, int n, bool *sorted)
         else
             sort_best(c, n, sorted);
     }
-    const int m = 100;
-    double sum_tb = 0, sum_tt = 0;
-    for (int i = 0; i < m - 1 && i < n - 1; i++) {
-        double ti = log((double)(i + 2) / (double)(i + 1));
-        double bi = log((double)c[i].w / (double)c[i + 1].w);
-        sum_tb += ti * bi;
-        sum_tt += ti * ti;
-    }
-    double sh = sum_tb / sum_tt, eps = sh - 1;
-    double k = pow(eps * pow(2.0, s->mu) / (1 - pow((double)s->n_vocab, -eps)), 1 / sh);
-    int ki = isfinite(k) && k < (double)n ? FD_MAX((int)k, 1) : n;
+    int ki = mirostat1_k(s, c, n);
     if (ki <= FD_MIN(n, 100)) {
         *sorted = true;
         return ki;

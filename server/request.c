@@ -37,6 +37,8 @@ int rq_fail(rq_err_t *e, int status, const char *type, const char *param, const 
     e->status = status;
     e->type = type;
     e->code = NULL;
+    e->n_prompt = 0;    /* set by the context-length check alone */
+    e->n_ctx = 0;
     snprintf(e->param, sizeof e->param, "%s", param ? param : "");
     va_start(ap, fmt);
     vsnprintf(e->message, sizeof e->message, fmt, ap);

@@ -311,6 +311,17 @@ static void hist_insert_index(smp_t *s, int idx)
     s->h_tab[i] = idx + 1;
 }
 
+/* Resizes the int32 array *p to cap entries (its contents kept); 0 or -ENOMEM (*p as it
+ * was). */
+static int grow_i32(int32_t **p, int cap)
+{
+    int32_t *q = realloc(*p, (size_t)cap * sizeof *q);
+    if (!q)
+        return -ENOMEM;
+    *p = q;
+    return 0;
+}
+
 /* Index of token's entry, created when absent; -ENOMEM. */
 static int hist_entry(smp_t *s, int32_t token)
 {
@@ -322,18 +333,8 @@ static int hist_entry(smp_t *s, int32_t token)
     }
     if (s->h_n == s->h_cap) {
         int cap = s->h_cap ? s->h_cap * 2 : 64;
-        int32_t *tok = realloc(s->h_tok, (size_t)cap * sizeof *tok);
-        if (!tok)
+        if (grow_i32(&s->h_tok, cap) || grow_i32(&s->h_gen, cap) || grow_i32(&s->h_win, cap))
             return -ENOMEM;
-        s->h_tok = tok;
-        int32_t *gen = realloc(s->h_gen, (size_t)cap * sizeof *gen);
-        if (!gen)
-            return -ENOMEM;
-        s->h_gen = gen;
-        int32_t *win = realloc(s->h_win, (size_t)cap * sizeof *win);
-        if (!win)
-            return -ENOMEM;
-        s->h_win = win;
         int32_t *tab = calloc((size_t)cap * 2, sizeof *tab);
         if (!tab)
             return -ENOMEM;
@@ -359,14 +360,8 @@ int smp_accept(smp_t *s, int32_t token, int generated)
     if (s->p.dry_multiplier > 0 && s->p.dry_penalty_last_n != 0) {
         if (s->ctx_n == s->ctx_cap) {
             int cap = s->ctx_cap ? s->ctx_cap * 2 : 256;
-            int32_t *c = realloc(s->ctx, (size_t)cap * sizeof *c);
-            if (!c)
+            if (grow_i32(&s->ctx, cap) || grow_i32(&s->z, cap))
                 return -ENOMEM;
-            s->ctx = c;
-            int32_t *z = realloc(s->z, (size_t)cap * sizeof *z);
-            if (!z)
-                return -ENOMEM;
-            s->z = z;
             s->ctx_cap = cap;
         }
         s->ctx[s->ctx_n++] = token;
@@ -1011,10 +1006,8 @@ int smp_add_breaker(smp_t *s, int32_t head, const int32_t *tail, int n_tail)
     }
     if (s->n_tail + n_tail > s->tail_cap) {
         int cap = FD_MAX(s->n_tail + n_tail, s->tail_cap * 2 + 16);
-        int32_t *t = realloc(s->br_tail, (size_t)cap * sizeof *t);
-        if (!t)
+        if (grow_i32(&s->br_tail, cap))
             return -ENOMEM;
-        s->br_tail = t;
         s->tail_cap = cap;
     }
     if (n_tail > 0)

@@ -1357,6 +1357,38 @@ START_TEST(test_gemma)
 }
 END_TEST
 
+/* The gemma3 model of the ring and checkpoint tests (a window of 8 on 6 of 7 layers), written
+ * to path (a mkstemp template), and one load of it: backend, cache type t for K and V, full
+ * caches or rings (4-row batches: rings of 11), n_ckpt context checkpoints a slot. */
+static void write_gemma3_swa(char *path)
+{
+    gguf_w_llama_t sp = { .name = "gemma3-swa", .arch = "gemma3", .n_embd = 256,
+                          .n_layer = 7, .n_head = 4, .n_head_kv = 1, .head_dim = 64,
+                          .n_ff = 512, .n_vocab = 512, .n_ctx = 256, .rope_base = 1e6f,
+                          .norm_eps = 1e-6f, .tied = true, .wtype = GG_F32, .seed = 9,
+                          .n_swa = 8 };
+    write_spec(&sp, path);
+}
+
+static llm_model_t *load_gemma3_swa(const char *path, const char *backend,
+                                    const char *const *opts, int t, bool swa_full, int n_ckpt)
+{
+    llm_load_params_t p;
+    llm_load_params_default(&p);
+    p.path = path;
+    p.backend = backend;
+    p.backend_options = opts;
+    p.n_batch_max = 4;
+    p.threads = 1;
+    p.cache_type_k = p.cache_type_v = t;
+    p.swa_full = swa_full;
+    p.n_ckpt = n_ckpt;
+    llm_model_t *m = NULL;
+    char err[512];
+    CHECKM(llm_load(&m, &p, err, sizeof(err)) == 0, "llm_load: %s", err);
+    return m;
+}
+
 /* Sliding-window rings on the device: a gemma3 model keeps rings of 8 + 4 - 1 positions on
  * its 6 local layers with 4-row batches there as on the CPU backend (llm_swa_ring 11, the
  * same cache bytes), with F32, F16 and Q8_0 caches; 40 greedy steps past a 12-token prompt
@@ -1365,31 +1397,16 @@ END_TEST
  * with full caches (--swa-full). */
 START_TEST(test_gemma_swa_ring)
 {
-    gguf_w_llama_t sp = { .name = "gemma3-ring", .arch = "gemma3", .n_embd = 256,
-                          .n_layer = 7, .n_head = 4, .n_head_kv = 1, .head_dim = 64,
-                          .n_ff = 512, .n_vocab = 512, .n_ctx = 256, .rope_base = 1e6f,
-                          .norm_eps = 1e-6f, .tied = true, .wtype = GG_F32, .seed = 9,
-                          .n_swa = 8 };
     char path[] = "/tmp/fusiond-cuda-ring-XXXXXX";
-    write_spec(&sp, path);
+    write_gemma3_swa(path);
     const char *cpu_opt[] = {"blas_rows=0", NULL};
     static const int types[] = {GG_F32, GG_F16, GG_Q8_0};
     for (size_t ti = 0; ti < FD_ARRAY_LEN(types); ti++) {
         const int t = types[ti];
         llm_model_t *m[3] = {NULL, NULL, NULL};
-        for (int b = 0; b < 3; b++) {
-            llm_load_params_t p;
-            llm_load_params_default(&p);
-            p.path = path;
-            p.backend = b == 1 ? "cpu" : "cuda";
-            p.backend_options = b == 1 ? cpu_opt : NULL;
-            p.n_batch_max = 4;
-            p.threads = 1;
-            p.cache_type_k = p.cache_type_v = t;
-            p.swa_full = b == 2;
-            char err[512];
-            CHECKM(llm_load(&m[b], &p, err, sizeof(err)) == 0, "llm_load: %s", err);
-        }
+        for (int b = 0; b < 3; b++)
+            m[b] = load_gemma3_swa(path, b == 1 ? "cpu" : "cuda", b == 1 ? cpu_opt : NULL, t,
+                                   b == 2, 0);
         const size_t row = fb_kv_row_bytes(t, 1, 64) * 2;
         ck_assert_int_eq(llm_swa_ring(m[0]), 11);
         ck_assert_int_eq(llm_swa_ring(m[1]), 11);
@@ -1427,31 +1444,15 @@ END_TEST
  * the same rows), and the truncation without it is refused. */
 START_TEST(test_gemma_swa_ckpt)
 {
-    gguf_w_llama_t sp = { .name = "gemma3-ckpt", .arch = "gemma3", .n_embd = 256,
-                          .n_layer = 7, .n_head = 4, .n_head_kv = 1, .head_dim = 64,
-                          .n_ff = 512, .n_vocab = 512, .n_ctx = 256, .rope_base = 1e6f,
-                          .norm_eps = 1e-6f, .tied = true, .wtype = GG_F32, .seed = 9,
-                          .n_swa = 8 };
     char path[] = "/tmp/fusiond-cuda-ckpt-XXXXXX";
-    write_spec(&sp, path);
+    write_gemma3_swa(path);
     static const int types[] = {GG_F32, GG_Q8_0};
     enum { V = 512 };
     for (size_t ti = 0; ti < FD_ARRAY_LEN(types); ti++) {
         const int t = types[ti];
         llm_model_t *m[2] = {NULL, NULL};   /* 0: rings + checkpoints, 1: full caches */
-        for (int b = 0; b < 2; b++) {
-            llm_load_params_t p;
-            llm_load_params_default(&p);
-            p.path = path;
-            p.backend = "cuda";
-            p.n_batch_max = 4;
-            p.threads = 1;
-            p.cache_type_k = p.cache_type_v = t;
-            p.swa_full = b == 1;
-            p.n_ckpt = b == 0 ? 2 : 0;
-            char err[512];
-            CHECKM(llm_load(&m[b], &p, err, sizeof(err)) == 0, "llm_load: %s", err);
-        }
+        for (int b = 0; b < 2; b++)
+            m[b] = load_gemma3_swa(path, "cuda", NULL, t, b == 1, b == 0 ? 2 : 0);
         ck_assert_int_eq(llm_swa_ring(m[0]), 11);
         int s[2];
         ck_assert_int_eq(llm_seq_alloc(m[0], &s[0]), 0);

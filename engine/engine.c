@@ -294,11 +294,8 @@ static int vocab_get(eng_t *e, const gr_vocab_t **out, char *err, size_t errlen)
                   : 0;
 }
 
-/* DRY's sequence breakers (p->dry_breakers, or llama.cpp's default list) as token sequences
- * of tok's vocabulary, matched as llama.cpp matches them (engine/sampler.h): a token whose
- * text holds the breaker is a breaker by itself; a token that ends with the breaker's start
- * is one followed by the tokenization of its rest (at most 20 tokens).  0, -ENOMEM. */
-static int dry_breakers(smp_t *s, const eng_sampling_t *p, const tok_t *tok)
+/* DRY's sequence breakers as token sequences (engine.h). */
+int eng_dry_breakers(smp_t *s, const eng_sampling_t *p, const tok_t *tok)
 {
     static const char *const def[] = { "\n", ":", "\"", "*" };
     if (!(p->dry_multiplier > 0) || !tok)
@@ -419,7 +416,7 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
     r->n_tokens = r->n_prompt;
     r->draft_len = e->spec_k;
     if ((rc = smp_create(&r->smp, &q->sampling, e->d.n_vocab)) < 0 ||
-        (rc = dry_breakers(r->smp, &q->sampling, eng_tokenizer(e))) < 0)
+        (rc = eng_dry_breakers(r->smp, &q->sampling, eng_tokenizer(e))) < 0)
         goto fail;
     if (vocab) {
         size_t bits = (size_t)FD_MAX(e->d.n_vocab, gr_vocab_n(vocab));

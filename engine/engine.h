@@ -181,6 +181,15 @@ typedef struct eng_sampling {
 
 void eng_sampling_default(eng_sampling_t *s);
 
+/* DRY's sequence breakers (p->dry_breakers, or llama.cpp's default list) added to sampler s
+ * as token sequences of tok's vocabulary (smp_add_breaker, engine/sampler.h), matched as
+ * llama.cpp matches them: a token whose text holds the breaker is a breaker by itself; a
+ * token that ends with the breaker's start is one followed by the tokenization of its rest
+ * (at most 20 tokens).  Nothing when DRY is off.  What eng_submit does for a request, for
+ * callers that sample themselves (fusion-cli).  0, -ENOMEM. */
+struct smp;
+int eng_dry_breakers(struct smp *s, const eng_sampling_t *p, const tok_t *tok);
+
 enum eng_finish {
     ENG_FINISH_NONE = 0,
     ENG_FINISH_STOP,            /* EOS/EOT or a stop string */

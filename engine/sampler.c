@@ -928,9 +928,19 @@ static const struct {
 
 int smp_step_from_name(const char *name)
 {
+    /* llama.cpp's alternative spellings (common_sampler_types_from_names) */
+    static const struct { const char *alt; int step; } alts[] = {
+        {"top-k", SMP_TOP_K}, {"top-p", SMP_TOP_P}, {"nucleus", SMP_TOP_P},
+        {"typical_p", SMP_TYPICAL}, {"typical", SMP_TYPICAL}, {"typ-p", SMP_TYPICAL},
+        {"typ", SMP_TYPICAL}, {"min-p", SMP_MIN_P}, {"temp", SMP_TEMPERATURE},
+        {"top-n-sigma", SMP_TOP_N_SIGMA},
+    };
     for (int i = 1; i < (int)FD_ARRAY_LEN(step_names); i++)
         if (strcmp(name, step_names[i].name) == 0)
             return i;
+    for (size_t i = 0; i < FD_ARRAY_LEN(alts); i++)
+        if (strcmp(name, alts[i].alt) == 0)
+            return alts[i].step;
     return 0;
 }
 

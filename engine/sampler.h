@@ -87,8 +87,10 @@ enum smp_step {
 #define SMP_BREAKER_LEN 40
 
 /* The step named name ("penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p",
- * "min_p", "xtc", "temperature": llama-server's names), or by its letter (e d s k y p m x
- * t); 0 when none.  smp_step_name: the name, NULL for a bad step.  Any thread. */
+ * "min_p", "xtc", "temperature": llama-server's names, or llama.cpp's other spellings
+ * "top-k", "top-p", "nucleus", "typical_p", "typical", "typ-p", "typ", "min-p", "temp",
+ * "top-n-sigma"), or by its letter (e d s k y p m x t); 0 when none.  smp_step_name: the
+ * name, NULL for a bad step.  Any thread. */
 int smp_step_from_name(const char *name);
 int smp_step_from_char(char c);
 const char *smp_step_name(int step);

@@ -1364,12 +1364,6 @@ static int parse_schema_field(const cJSON *root, rq_t *r, rq_err_t *e)
  * need it.  Any other unknown name is a 400. */
 static int parse_samplers(const cJSON *v, eng_sampling_t *s, rq_err_t *e)
 {
-    static const struct { const char *alt; int step; } alts[] = {
-        {"top-k", SMP_TOP_K}, {"top-p", SMP_TOP_P}, {"nucleus", SMP_TOP_P},
-        {"typical_p", SMP_TYPICAL}, {"typical", SMP_TYPICAL}, {"typ-p", SMP_TYPICAL},
-        {"typ", SMP_TYPICAL}, {"min-p", SMP_MIN_P}, {"temp", SMP_TEMPERATURE},
-        {"top-n-sigma", SMP_TOP_N_SIGMA},
-    };
     int n = 0;
     if (cJSON_IsString(v)) {
         for (const char *c = v->valuestring; *c; c++) {
@@ -1393,9 +1387,6 @@ static int parse_samplers(const cJSON *v, eng_sampling_t *s, rq_err_t *e)
                            "of %s", type_name(it));
             const char *nm = it->valuestring;
             int st = smp_step_from_name(nm);
-            for (size_t i = 0; !st && i < FD_ARRAY_LEN(alts); i++)
-                if (strcmp(nm, alts[i].alt) == 0)
-                    st = alts[i].step;
             if (strcmp(nm, "infill") == 0)
                 continue;
             if (!st)

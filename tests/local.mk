@@ -148,6 +148,8 @@ EXTRA_DIST += tests/fuzz/fuzz_tokenizer.c
 
 dist_check_SCRIPTS += tests/test_fusion_cli.py
 TESTS += tests/test_fusion_cli.py
+dist_check_SCRIPTS += tests/test_cli_sampling.py
+TESTS += tests/test_cli_sampling.py
 
 check_PROGRAMS += tests/test_engine
 tests_test_engine_SOURCES = tests/test_engine.c

@@ -7,7 +7,10 @@
 #endif
 
 #include <errno.h>
+#include <float.h>
 #include <getopt.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +19,7 @@
 #include "backends/backend.h"
 #include "common/fd.h"
 #include "engine/engine.h"
+#include "engine/grammar.h"
 #include "engine/gguf.h"
 #include "engine/model.h"
 #include "engine/ngram.h"
@@ -45,6 +49,14 @@ typedef struct cli {
     float lora_scale[32];
     int n_lora;
     llm_rope_params_t rope;         /* --rope-* / --yarn-* (llama-server's names) */
+    const char *breakers[SMP_MAX_BREAKERS]; /* --dry-sequence-breaker */
+    int n_breakers;
+    bool no_breakers;               /* --dry-sequence-breaker none */
+    eng_logit_bias_t bias[64];      /* -l / --logit-bias */
+    int n_bias;
+    bool ignore_eos;
+    const char *grammar;            /* --grammar TEXT */
+    const char *grammar_file;       /* --grammar-file FILE */
 } cli_t;
 
 static void usage(FILE *f)
@@ -68,6 +80,30 @@ static void usage(FILE *f)
             "      --top-p P        nucleus sampling, 1 = off (default 0.95)\n"
             "      --min-p P        drop tokens below P x the best one's probability (0.05)\n"
             "      --seed N         sampler seed (default: random, printed on stderr)\n"
+            "      --repeat-penalty F  penalize repeats of the last tokens (1 = off, default)\n"
+            "      --repeat-last-n N  tokens the repeat penalty looks at (64; -1 = context)\n"
+            "      --presence-penalty F, --frequency-penalty F  OpenAI's, over the\n"
+            "                       generated tokens (0 = off)\n"
+            "      --typical P      locally typical sampling (1 = off)\n"
+            "      --top-nsigma N   keep logits within N standard deviations of the best\n"
+            "                       (-1 = off)\n"
+            "      --dynatemp-range R, --dynatemp-exp E  dynamic temperature T +- R by the\n"
+            "                       entropy, exponent E (0 = off; E 1)\n"
+            "      --xtc-probability P, --xtc-threshold T  exclude top choices (0 = off; T 0.1)\n"
+            "      --dry-multiplier M  DRY repetition penalty (0 = off); --dry-base B (1.75),\n"
+            "                       --dry-allowed-length N (2), --dry-penalty-last-n N (-1:\n"
+            "                       the whole context), --dry-sequence-breaker S (repeatable;\n"
+            "                       replaces the defaults \\n : \" *; 'none': no breakers)\n"
+            "      --mirostat N     Mirostat 1 or 2 (0 = off), --mirostat-lr ETA (0.1),\n"
+            "                       --mirostat-ent TAU (5)\n"
+            "      --samplers LIST  the chain's order, names separated by ';' (penalties, dry,\n"
+            "                       top_n_sigma, top_k, typ_p, top_p, min_p, xtc, temperature)\n"
+            "      --sampling-seq S  the same by letters (e d s k y p m x t)\n"
+            "  -l, --logit-bias ID+B  add B (or -B: ID-B; B may be inf) to token ID's logit\n"
+            "                       (repeatable)\n"
+            "      --ignore-eos     never end at an end-of-generation token\n"
+            "      --grammar TEXT   constrain the output by a GBNF grammar (llama.cpp's)\n"
+            "      --grammar-file FILE  the same, read from FILE\n"
             "      --threads N      CPU threads, 0 = one per online core (default 0)\n"
             "      --backend NAME   cpu (default), corsair, or cuda (builds --with-cuda)\n"
             "      --backend-option KEY=VALUE  a backend setting (repeatable; corsair:\n"
@@ -126,12 +162,56 @@ static int parse_float(const char *opt, const char *v, float lo, float hi, float
     return 0;
 }
 
+/* --samplers (names separated by ';', llama.cpp's spellings) or --sampling-seq (letters). */
+static int parse_samplers(eng_sampling_t *s, const char *v, bool letters)
+{
+    int n = 0;
+    for (const char *p = v; *p;) {
+        int st;
+        if (letters) {
+            st = smp_step_from_char(*p++);
+            if (!st) {
+                fprintf(stderr, "fusion-cli: --sampling-seq: '%c' names no sampler (e d s k y p "
+                        "m x t)\n", p[-1]);
+                return -1;
+            }
+        } else {
+            size_t l = strcspn(p, ";");
+            char name[32] = "";
+            if (l < sizeof name)
+                memcpy(name, p, l);
+            name[l < sizeof name ? l : 0] = '\0';
+            if (!(st = smp_step_from_name(name))) {
+                fprintf(stderr, "fusion-cli: --samplers: '%.*s' is not a sampler (penalties, "
+                        "dry, top_n_sigma, top_k, typ_p, top_p, min_p, xtc, temperature)\n",
+                        (int)FD_MIN(l, 40), p);
+                return -1;
+            }
+            p += l + (p[l] == ';');
+        }
+        if (n == SMP_MAX_ORDER) {
+            fprintf(stderr, "fusion-cli: at most %d samplers in the chain\n", SMP_MAX_ORDER);
+            return -1;
+        }
+        s->order[n++] = (uint8_t)st;
+    }
+    if (n == 0) {
+        fprintf(stderr, "fusion-cli: %s names no sampler\n", letters ? "--sampling-seq" : "--samplers");
+        return -1;
+    }
+    s->n_order = n;
+    return 0;
+}
+
 /* 0: run, 1: exit 0 (help), -1: exit 1. */
 static int parse_args(cli_t *c, int argc, char **argv)
 {
     enum { O_TEMP = 256, O_TOPK, O_TOPP, O_MINP, O_SEED, O_THREADS, O_BACKEND, O_FUSION,
            O_SOFTMAX, O_CTX, O_INFO, O_BACKEND_OPT, O_DRAFT, O_LKMIN, O_LKMAX, O_CTK, O_CTV,
-           O_SWA_FULL, O_LORA, O_LORA_SCALED, O_ROPE0 };
+           O_SWA_FULL, O_LORA, O_LORA_SCALED, O_REP_PEN, O_REP_N, O_PRES, O_FREQ, O_TYPICAL,
+           O_NSIGMA, O_DYN_RANGE, O_DYN_EXP, O_XTC_P, O_XTC_T, O_DRY_MULT, O_DRY_BASE,
+           O_DRY_LEN, O_DRY_LAST, O_DRY_BREAK, O_MIRO, O_MIRO_LR, O_MIRO_ENT, O_SAMPLERS,
+           O_SEQ, O_IGNORE_EOS, O_GRAMMAR, O_GRAMMAR_FILE, O_ROPE0 };
     static const struct option opts[] = {
         { "model", required_argument, NULL, 'm' },  { "prompt", required_argument, NULL, 'p' },
         { "n-predict", required_argument, NULL, 'n' }, { "help", no_argument, NULL, 'h' },
@@ -161,6 +241,30 @@ static int parse_args(cli_t *c, int argc, char **argv)
         { "yarn-attn-factor", required_argument, NULL, O_ROPE0 + 6 },
         { "yarn-beta-slow", required_argument, NULL, O_ROPE0 + 7 },
         { "yarn-beta-fast", required_argument, NULL, O_ROPE0 + 8 },
+        { "repeat-penalty", required_argument, NULL, O_REP_PEN },
+        { "repeat-last-n", required_argument, NULL, O_REP_N },
+        { "presence-penalty", required_argument, NULL, O_PRES },
+        { "frequency-penalty", required_argument, NULL, O_FREQ },
+        { "typical", required_argument, NULL, O_TYPICAL },
+        { "top-nsigma", required_argument, NULL, O_NSIGMA },
+        { "dynatemp-range", required_argument, NULL, O_DYN_RANGE },
+        { "dynatemp-exp", required_argument, NULL, O_DYN_EXP },
+        { "xtc-probability", required_argument, NULL, O_XTC_P },
+        { "xtc-threshold", required_argument, NULL, O_XTC_T },
+        { "dry-multiplier", required_argument, NULL, O_DRY_MULT },
+        { "dry-base", required_argument, NULL, O_DRY_BASE },
+        { "dry-allowed-length", required_argument, NULL, O_DRY_LEN },
+        { "dry-penalty-last-n", required_argument, NULL, O_DRY_LAST },
+        { "dry-sequence-breaker", required_argument, NULL, O_DRY_BREAK },
+        { "mirostat", required_argument, NULL, O_MIRO },
+        { "mirostat-lr", required_argument, NULL, O_MIRO_LR },
+        { "mirostat-ent", required_argument, NULL, O_MIRO_ENT },
+        { "samplers", required_argument, NULL, O_SAMPLERS },
+        { "sampling-seq", required_argument, NULL, O_SEQ },
+        { "logit-bias", required_argument, NULL, 'l' },
+        { "ignore-eos", no_argument, NULL, O_IGNORE_EOS },
+        { "grammar", required_argument, NULL, O_GRAMMAR },
+        { "grammar-file", required_argument, NULL, O_GRAMMAR_FILE },
         { NULL, 0, NULL, 0 },
     };
     /* llama.cpp's single-dash spellings */
@@ -184,7 +288,7 @@ static int parse_args(cli_t *c, int argc, char **argv)
     c->sampling.top_p = 0.95f;
     c->sampling.min_p = 0.05f;
     int o;
-    while ((o = getopt_long(argc, argv, "m:p:n:h", opts, NULL)) != -1) {
+    while ((o = getopt_long(argc, argv, "m:p:n:hl:", opts, NULL)) != -1) {
         int rc = 0;
         switch (o) {
         case 'm': c->model = optarg; break;
@@ -208,6 +312,102 @@ static int parse_args(cli_t *c, int argc, char **argv)
             break;
         }
         case O_THREADS: rc = parse_int("--threads", optarg, 0, 4096, &c->threads); break;
+        case O_REP_PEN:
+            rc = parse_float("--repeat-penalty", optarg, 1e-6f, 1e6f, &c->sampling.repeat_penalty);
+            break;
+        case O_REP_N:
+            rc = parse_int("--repeat-last-n", optarg, -1, 1 << 30, &c->sampling.repeat_last_n);
+            break;
+        case O_PRES:
+            rc = parse_float("--presence-penalty", optarg, -2, 2, &c->sampling.presence_penalty);
+            break;
+        case O_FREQ:
+            rc = parse_float("--frequency-penalty", optarg, -2, 2, &c->sampling.frequency_penalty);
+            break;
+        case O_TYPICAL: {
+            float typ;
+            /* llama.cpp's 1 (or more) is off, 0 keeps the single most typical token (0 is
+             * "off" to the sampler, so the smallest positive value stands for it) */
+            if (!(rc = parse_float("--typical", optarg, 0, 1e6f, &typ)))
+                c->sampling.typical_p = typ >= 1 ? 0 : typ == 0 ? FLT_MIN : typ;
+            break;
+        }
+        case O_NSIGMA: /* llama.cpp's -1 (any value <= 0) is off */
+            if (!(rc = parse_float("--top-nsigma", optarg, -1e6f, 1e6f, &c->sampling.top_n_sigma)) &&
+                c->sampling.top_n_sigma < 0)
+                c->sampling.top_n_sigma = 0;
+            break;
+        case O_DYN_RANGE:
+            rc = parse_float("--dynatemp-range", optarg, 0, 1e6f, &c->sampling.dynatemp_range);
+            break;
+        case O_DYN_EXP:
+            rc = parse_float("--dynatemp-exp", optarg, 0, 1e6f, &c->sampling.dynatemp_exponent);
+            break;
+        case O_XTC_P:
+            rc = parse_float("--xtc-probability", optarg, 0, 1, &c->sampling.xtc_probability);
+            break;
+        case O_XTC_T:
+            rc = parse_float("--xtc-threshold", optarg, 0, 1, &c->sampling.xtc_threshold);
+            break;
+        case O_DRY_MULT:
+            rc = parse_float("--dry-multiplier", optarg, 0, 1e6f, &c->sampling.dry_multiplier);
+            break;
+        case O_DRY_BASE:
+            rc = parse_float("--dry-base", optarg, 1, 1e6f, &c->sampling.dry_base);
+            break;
+        case O_DRY_LEN:
+            rc = parse_int("--dry-allowed-length", optarg, 0, 1 << 30,
+                           &c->sampling.dry_allowed_length);
+            break;
+        case O_DRY_LAST:
+            rc = parse_int("--dry-penalty-last-n", optarg, -1, 1 << 30,
+                           &c->sampling.dry_penalty_last_n);
+            break;
+        case O_DRY_BREAK:
+            if (strcmp(optarg, "none") == 0) {
+                c->no_breakers = true;
+            } else if (!optarg[0] || strlen(optarg) > SMP_BREAKER_LEN ||
+                       c->n_breakers == SMP_MAX_BREAKERS) {
+                fprintf(stderr, "fusion-cli: --dry-sequence-breaker takes a string of 1 to %d "
+                        "bytes, %d of them at most\n", SMP_BREAKER_LEN, SMP_MAX_BREAKERS);
+                rc = -1;
+            } else {
+                c->breakers[c->n_breakers++] = optarg;
+            }
+            break;
+        case O_MIRO: rc = parse_int("--mirostat", optarg, 0, 2, &c->sampling.mirostat); break;
+        case O_MIRO_LR:
+            rc = parse_float("--mirostat-lr", optarg, 0, 1, &c->sampling.mirostat_eta);
+            break;
+        case O_MIRO_ENT:
+            rc = parse_float("--mirostat-ent", optarg, 0, 1e6f, &c->sampling.mirostat_tau);
+            break;
+        case O_SAMPLERS:
+        case O_SEQ: rc = parse_samplers(&c->sampling, optarg, o == O_SEQ); break;
+        case 'l': {
+            if (c->n_bias == (int)FD_ARRAY_LEN(c->bias)) {
+                fprintf(stderr, "fusion-cli: at most %d --logit-bias values\n", c->n_bias);
+                rc = -1;
+                break;
+            }
+            /* llama.cpp's TOKEN_ID(+/-)BIAS, e.g. 15043+1 or 15043-inf */
+            char *end;
+            errno = 0;
+            long id = strtol(optarg, &end, 10);
+            float b = 0;
+            if (errno || end == optarg || id < 0 || id > INT32_MAX || (*end != '+' && *end != '-') ||
+                parse_float("--logit-bias", end + 1, 0, INFINITY, &b)) {
+                fprintf(stderr, "fusion-cli: --logit-bias takes TOKEN_ID+BIAS or TOKEN_ID-BIAS "
+                        "(e.g. 15043+1, 15043-inf), not '%s'\n", optarg);
+                rc = -1;
+                break;
+            }
+            c->bias[c->n_bias++] = (eng_logit_bias_t){ (int32_t)id, *end == '-' ? -b : b };
+            break;
+        }
+        case O_IGNORE_EOS: c->ignore_eos = true; break;
+        case O_GRAMMAR: c->grammar = optarg; break;
+        case O_GRAMMAR_FILE: c->grammar_file = optarg; break;
         case O_BACKEND: c->backend = optarg; break;
         case O_BACKEND_OPT:
             if (c->n_backend_opts == 32 || !strchr(optarg, '=')) {
@@ -296,6 +496,10 @@ static int parse_args(cli_t *c, int argc, char **argv)
         fprintf(stderr, "fusion-cli: unexpected argument '%s'\n", argv[optind]);
         return -1;
     }
+    if (c->grammar && c->grammar_file) {
+        fprintf(stderr, "fusion-cli: give --grammar or --grammar-file, not both\n");
+        return -1;
+    }
     if (c->lookup_min > c->lookup_max) {
         fprintf(stderr, "fusion-cli: --lookup-min %d is more than --lookup-max %d\n",
                 c->lookup_min, c->lookup_max);
@@ -378,6 +582,118 @@ static void write_out(const char *s, size_t n)
     }
 }
 
+/* A --grammar-file's text (malloc'd, NUL-terminated, *len without the NUL), or NULL after
+ * a message on stderr. */
+static char *read_text(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "fusion-cli: --grammar-file %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (n + 1 == cap) {
+            char *nb = cap > ((size_t)1 << 24) ? NULL : realloc(buf, cap * 2);
+            if (!nb) {
+                fprintf(stderr, "fusion-cli: --grammar-file %s: larger than 32 MiB or out of "
+                        "memory\n", path);
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t r = fread(buf + n, 1, cap - 1 - n, f);
+        n += r;
+        if (r == 0) {
+            if (ferror(f)) {
+                fprintf(stderr, "fusion-cli: --grammar-file %s: read error\n", path);
+                free(buf);
+                buf = NULL;
+            }
+            break;
+        }
+    }
+    fclose(f);
+    if (buf) {
+        buf[n] = '\0';
+        *len = n;
+    }
+    return buf;
+}
+
+/* The sampler of c's settings for the model: the logit biases (with every end-of-generation
+ * token banned under --ignore-eos), DRY's breakers in the model's vocabulary, checked with
+ * the messages fusiond gives (naming the field).  0, or -1 after a message. */
+static int make_sampler(const cli_t *c, const tok_t *tk, int n_vocab, smp_t **out)
+{
+    eng_sampling_t sp = c->sampling;
+    eng_logit_bias_t *bias = malloc(sizeof *bias * ((size_t)c->n_bias + (size_t)n_vocab));
+    if (!bias) {
+        fprintf(stderr, "fusion-cli: out of memory\n");
+        return -1;
+    }
+    int nb = c->n_bias;
+    memcpy(bias, c->bias, sizeof *bias * (size_t)nb);
+    for (int32_t id = 0; c->ignore_eos && id < n_vocab && id < tok_n_vocab(tk); id++)
+        if (tok_is_eog(tk, id))
+            bias[nb++] = (eng_logit_bias_t){ id, -INFINITY };
+    sp.logit_bias = bias;
+    sp.n_logit_bias = nb;
+    sp.dry_breakers = c->n_breakers ? c->breakers : NULL;
+    sp.n_dry_breakers = c->n_breakers;
+    char err[256];
+    int rc = smp_check_params(&sp, n_vocab, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "fusion-cli: bad sampling parameters: %s\n", err);
+    } else if ((rc = smp_create(out, &sp, n_vocab))) {
+        fprintf(stderr, "fusion-cli: sampler: %s\n", fd_strerror(rc));
+    } else if (!c->no_breakers && (rc = eng_dry_breakers(*out, &sp, tk)) < 0) {
+        fprintf(stderr, "fusion-cli: DRY sequence breakers: %s\n", fd_strerror(rc));
+        smp_free(*out);
+        *out = NULL;
+    }
+    free(bias); /* smp_create copies the list */
+    return rc ? -1 : 0;
+}
+
+/* The matcher of --grammar / --grammar-file for tk's vocabulary (*gv built for it), with its
+ * mask's bit set; -1 after a message (line and column of a grammar error). */
+static int make_grammar(const cli_t *c, const tok_t *tk, int n_vocab, gr_vocab_t **gv,
+                        gr_matcher_t **gm, uint32_t **allow)
+{
+    size_t len = 0;
+    char *text = c->grammar_file ? read_text(c->grammar_file, &len) : NULL;
+    const char *g = c->grammar_file ? text : c->grammar;
+    if (!g)
+        return -1;
+    if (!c->grammar_file)
+        len = strlen(g);
+    char err[256];
+    gr_spec_t *spec = NULL;
+    int rc = gr_spec_gbnf(&spec, g, len, err, sizeof err);
+    free(text);
+    if (rc) {
+        fprintf(stderr, "fusion-cli: %s: %s\n", c->grammar_file ? c->grammar_file : "--grammar",
+                rc == -ENOMEM ? "out of memory" : err);
+        return -1;
+    }
+    if ((rc = gr_vocab_build(gv, tk)) == 0 && (rc = gr_matcher_new(gm, spec, *gv)) == 0) {
+        size_t bits = (size_t)FD_MAX(n_vocab, gr_vocab_n(*gv));
+        if (!(*allow = calloc((bits + 31) / 32, sizeof **allow)))
+            rc = -ENOMEM;
+    }
+    gr_spec_unref(spec); /* the matcher holds its own reference */
+    if (rc) {
+        fprintf(stderr, "fusion-cli: grammar: %s\n", fd_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
 static int generate(const cli_t *c)
 {
     llm_load_params_t lp;
@@ -398,6 +714,9 @@ static int generate(const cli_t *c)
     char err[512];
     llm_model_t *m = NULL;
     smp_t *smp = NULL;
+    gr_vocab_t *gv = NULL;
+    gr_matcher_t *gm = NULL;
+    uint32_t *allow = NULL;
     int32_t *ids = NULL;
     float *logits = NULL;
     int rc = llm_load(&m, &lp, err, sizeof(err)), ret = 1, slot;
@@ -415,10 +734,10 @@ static int generate(const cli_t *c)
                 "tokens; --ctx sets it)\n", n_prompt, hp->n_ctx);
         goto out;
     }
-    if ((rc = smp_create(&smp, &c->sampling, hp->n_vocab))) {
-        fprintf(stderr, "fusion-cli: bad sampling parameters: %s\n", fd_strerror(rc));
+    if (make_sampler(c, tk, hp->n_vocab, &smp))
         goto out;
-    }
+    if ((c->grammar || c->grammar_file) && make_grammar(c, tk, hp->n_vocab, &gv, &gm, &allow))
+        goto out;
     for (size_t i = 0; i < n_prompt; i++)
         smp_accept(smp, ids[i], 0);
     /* the history (prompt, output, then the draft being verified) and a logits row for the
@@ -456,7 +775,16 @@ static int generate(const cli_t *c)
         int32_t t = -1;
         int taken = 0;
         for (int j = 0; j <= nd; j++) {
-            t = smp_sample(smp, logits + (size_t)j * (size_t)hp->n_vocab, NULL, NULL, 0);
+            if (gm && gr_matcher_mask(gm, allow) == 0) {
+                stop = "the grammar cannot go on with this vocabulary";
+                break;
+            }
+            t = smp_sample_masked(smp, logits + (size_t)j * (size_t)hp->n_vocab, allow, NULL,
+                                  NULL, 0);
+            if (t == FD_ERANGE && gm) {
+                stop = "every token the grammar allows is banned";
+                break;
+            }
             if (t < 0) {
                 fprintf(stderr, "fusion-cli: sampling: %s\n", fd_strerror(t));
                 free(hist);
@@ -467,12 +795,21 @@ static int generate(const cli_t *c)
                 stop = "end of text";
                 break;
             }
+            if (gm && gr_matcher_accept(gm, t) < 0) { /* the mask allowed it: cannot happen */
+                fprintf(stderr, "fusion-cli: the grammar refused token %d\n", (int)t);
+                free(hist);
+                goto out;
+            }
             n_out++;
             taken += hit;
             smp_accept(smp, t, 1);
             hist[n_hist++] = t;
             if (tok_stream_push(&ts, tk, t, piece, sizeof(piece), &len) == 0)
                 write_out(piece, len);
+            if (gm && gr_matcher_finished(gm)) {
+                stop = "the grammar is complete";
+                break;
+            }
             if (!hit || n_out == c->n_gen)
                 break;
         }
@@ -540,6 +877,9 @@ static int generate(const cli_t *c)
 out:
     free(logits);
     free(ids);
+    free(allow);
+    gr_matcher_free(gm);
+    gr_vocab_free(gv);
     smp_free(smp);
     llm_free(m);
     return ret;

@@ -3125,6 +3125,32 @@ static int prepare_prompts(srv_job_t *j, rq_err_t *e)
 }
 
 /* Generation requests (thread pool): prompts tokenized, lengths resolved. */
+/* llama-server's ignore_eos (/completion, /infill) bans every end-of-generation token (a
+ * -inf logit bias each, after the client's), so the text runs on as the model writes it
+ * without them.  The OpenAI routes keep vLLM's ignore_eos: the engine samples them and goes
+ * on.  Under a grammar neither bans: a complete document may still end.  0 or an error. */
+static int ban_eog(srv_job_t *j, rq_err_t *e)
+{
+    rq_t *r = &j->rq;
+    const tok_t *tk = j->srv->tok;
+    const int32_t V = j->srv->info->n_vocab;
+    int n = 0;
+    for (int32_t id = 0; id < V; id++)
+        n += tok_is_eog(tk, id);
+    if (n == 0)
+        return 0;
+    eng_logit_bias_t *b = realloc(r->bias, sizeof *b * ((size_t)r->n_bias + (size_t)n));
+    if (!b)
+        return rq_fail(e, 500, "server_error", NULL, "out of memory");
+    r->bias = b;
+    for (int32_t id = 0; id < V; id++)
+        if (tok_is_eog(tk, id))
+            b[r->n_bias++] = (eng_logit_bias_t){ id, -INFINITY };
+    r->sampling.logit_bias = r->bias;
+    r->sampling.n_logit_bias = r->n_bias;
+    return 0;
+}
+
 static int prepare_generation(srv_job_t *j)
 {
     srv_t *s = j->srv;
@@ -3159,6 +3185,9 @@ static int prepare_generation(srv_job_t *j)
         }
         return 0;
     }
+    if (r->ignore_eos && (r->kind == RQ_NATIVE || r->kind == RQ_INFILL) && !r->sampling.grammar &&
+        (rc = ban_eog(j, e)))
+        return rc;
     for (size_t p = 0; p < j->n_prompts; p++) {
         if ((rc = rq_resolve_max_tokens(r, j->pn[p], s->info->n_ctx, &j->max_tokens[p], e))) {
             if (j->n_prompts > 1 && strcmp(e->param, "prompt") == 0)

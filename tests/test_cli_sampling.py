@@ -126,10 +126,18 @@ def test_eos(d, model):
     check(rc == 0 and out == "" and "stopped after 0 tokens: end of text" in err,
           "a favoured <eos> ends the text", err)
     out = cli_text(model, 12, ["--temp", "0", "-l", "2+100", "--ignore-eos"])
-    # llama-cli bans the end-of-generation tokens (stories260K's is <eos> alone); fusiond's
-    # ignore_eos samples them and goes on, as vLLM's does: the ban is a logit bias there
+    # llama-cli bans the end-of-generation tokens (stories260K's is <eos> alone), and so does
+    # llama-server's ignore_eos on /completion; vLLM's on /v1/completions samples them and
+    # goes on (their text is empty)
     srv = server_text(d, 12, {"temperature": 0, "logit_bias": [[2, 100], [2, False]]})
     check(out != "" and out == srv, "--ignore-eos bans <eos>", "cli=%r\nsrv=%r" % (out, srv))
+    srv = server_text(d, 12, {"temperature": 0, "logit_bias": [[2, 100]], "ignore_eos": True})
+    check(out == srv, "/completion's ignore_eos bans <eos> too", "cli=%r\nsrv=%r" % (out, srv))
+    st, _, js = d.post("/v1/completions", {"prompt": PROMPT, "max_tokens": 12, "temperature": 0,
+                                           "logit_bias": {"2": 100}, "ignore_eos": True})
+    check(st == 200 and js["choices"][0]["text"] == "" and
+          js["usage"]["completion_tokens"] == 12 and js["choices"][0]["finish_reason"] == "length",
+          "/v1/completions' ignore_eos samples <eos> 12 times and goes on", repr(js))
 
 
 def test_grammar(d, model):

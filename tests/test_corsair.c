@@ -5,7 +5,8 @@
  * never slower, zero-cost collectives give zero gain, time grows with size, options parse),
  * the replay of the plan equal to the backend's own timing; and stories260K through the
  * backend, fused and unfused, against the CPU backend token by token; Gemma and
- * mixture-of-experts models against the CPU backend, and experts charged only when run. */
+ * mixture-of-experts models against the CPU backend, and experts charged only when run;
+ * Q4_1 / Q5_0 / Q5_1 weights multiply as their dequantized values. */
 #include <math.h>
 
 #include "backends/corsair/corsair.h"
@@ -323,6 +324,50 @@ static double ref_dot(const float *w, const float *x, int64_t n)
         s += (double)w[i] * x[i];
     return s;
 }
+
+/* Weights of the legacy types Q4_1, Q5_0 and Q5_1 are dequantized at prepare: their product
+ * is, bit for bit, the one of the same values given as F32 (and fq_dequantize_row is held to
+ * the formats by test_quants). */
+START_TEST(test_legacy_weights)
+{
+    static const int types[] = { GG_Q4_1, GG_Q5_0, GG_Q5_1 };
+    uint64_t seed = 23;
+    fb_backend_t *be = corsair(NULL);
+    const int64_t n = 160, m = 7, R = 3;
+    for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
+        const uint64_t rb = gg_row_bytes(types[t], (uint64_t)n);
+        float *w = malloc(sizeof(float) * n * m), *x = malloc(sizeof(float) * n * R);
+        uint8_t *wq = malloc(rb * (uint64_t)m);
+        for (int64_t i = 0; i < n * m; i++)
+            w[i] = tu_randf(&seed) / sqrtf((float)n) + 0.02f; /* a nonzero min */
+        for (int64_t o = 0; o < m; o++) {
+            ck_assert_int_eq(fq_quantize_row(types[t], w + o * n, wq + rb * (uint64_t)o, n), 0);
+            ck_assert_int_eq(fq_dequantize_row(types[t], wq + rb * (uint64_t)o, w + o * n, n), 0);
+        }
+        for (int64_t i = 0; i < n * R; i++)
+            x[i] = tu_randf(&seed);
+        fb_weight_t WQ = { .type = types[t], .n_in = n, .n_out = m, .src = wq, .name = "wq" };
+        fb_weight_t WF = { .type = GG_F32, .n_in = n, .n_out = m, .src = w, .name = "wf" };
+        ck_assert_int_eq(fb_weight_prepare(be, &WQ), 0);
+        ck_assert_int_eq(fb_weight_prepare(be, &WF), 0);
+        float *dx = dev_copy(be, x, (size_t)(n * R));
+        float *yq = fb_alloc(be, sizeof(float) * m * R), *yf = fb_alloc(be, sizeof(float) * m * R);
+        ck_assert_int_eq(fb_matmul(be, &WQ, dx, R, yq, NULL), 0);
+        ck_assert_int_eq(fb_matmul(be, &WF, dx, R, yf, NULL), 0);
+        ck_assert_int_eq(fb_sync(be), 0);
+        for (int64_t i = 0; i < m * R; i++)
+            ck_assert_msg(yq[i] == yf[i] && isfinite(yq[i]), "%s output %lld: %g vs %g",
+                          gg_type_name(types[t]), (long long)i, yq[i], yf[i]);
+        fb_free(be, dx);
+        fb_free(be, yq);
+        fb_free(be, yf);
+        fb_weight_release(be, &WQ);
+        fb_weight_release(be, &WF);
+        free(w); free(x); free(wq);
+    }
+    fb_destroy(be);
+}
+END_TEST
 
 START_TEST(test_matmul_bound)
 {
@@ -1313,6 +1358,7 @@ int main(void)
     suite_add_tcase(s, tb);
     TCase *to = tcase_create("ops");
     tcase_add_test(to, test_matmul_bound);
+    tcase_add_test(to, test_legacy_weights);
     tcase_add_test(to, test_fused_equals_unfused);
     tcase_add_test(to, test_attention_bound);
     tcase_add_test(to, test_kv_types);

@@ -656,12 +656,13 @@ END_TEST
 /* ---- fast kernels against the reference ------------------------------------------------ */
 
 /* The activation block the kernels quantize to int8 for a weight type (0: activations stay
- * float).  Q8_0 and Q4_0 use 32-element blocks, the K-quants 256; the other types go
+ * float).  Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 use 32-element blocks, the K-quants 256; the other types go
  * through a dequantized weight row and float activations. */
 static int act_block(int type)
 {
     switch (type) {
     case GG_Q8_0: case GG_Q4_0: return 32;
+    case GG_Q4_1: case GG_Q5_0: case GG_Q5_1: return 32;
     case GG_Q4_K: case GG_Q5_K: case GG_Q6_K: return 256;
     default: return 0;
     }
@@ -716,7 +717,9 @@ static void fast_bounds(const fb_weight_t *w, const float *x, int64_t n_rows, co
 }
 
 static const int fast_types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q6_K,
-                                 GG_Q5_K, GG_Q4_1};
+                                 GG_Q5_K, GG_Q4_1,
+                                 GG_Q5_0,
+                                 GG_Q5_1};
 
 /* Every configuration x weight type x awkward shapes (odd n_out, n_in off the SIMD width,
  * batch 1..64) x deferred kinds, bias and in_scale, with a large-magnitude row. */

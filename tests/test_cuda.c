@@ -110,13 +110,21 @@ static void *rnd_matrix(int type, int64_t n_out, int64_t n_in)
 
 /* ---- matmul ---------------------------------------------------------------------------- */
 
+/* Weight types the device keeps as F16 (dequantized at prepare): Q4_K and the legacy 4/5-bit
+ * types. */
+static bool f16_kept(int type)
+{
+    return type == GG_Q4_K || type == GG_Q4_1 || type == GG_Q5_0 || type == GG_Q5_1;
+}
+
 /* Bounds (relative L2) from how each path rounds.  GEMV: weights exact (16-bit and Q8_0 are
- * dequantized exactly in fp32), fp32 activations and accumulation: fp32 rounding only.  Q4_K
- * is kept as F16 on the device: one fp16 rounding per weight (2^-11).  cuBLAS: activations
- * rounded to the weights' 16-bit type (bf16: 2^-8, fp16: 2^-11), Q8_0 tiles to fp16. */
+ * dequantized exactly in fp32), fp32 activations and accumulation: fp32 rounding only.  Q4_K,
+ * Q4_1, Q5_0 and Q5_1 are kept as F16 on the device: one fp16 rounding per weight (2^-11).
+ * cuBLAS: activations rounded to the weights' 16-bit type (bf16: 2^-8, fp16: 2^-11), Q8_0
+ * tiles to fp16. */
 static double mm_bound(int type, bool blas)
 {
-    if (type == GG_Q4_K)
+    if (f16_kept(type))
         return blas ? 2e-3 : 1e-3;
     if (!blas || type == GG_F32)
         return 3e-6;
@@ -179,7 +187,7 @@ static void mm_case(fb_backend_t *be, int type, int64_t n_in, int64_t n_out, int
  * rows for weights kept in 16 bits on the device (Q4_K as F16), from 9 for the others. */
 static int blas_from(int type, bool mr_all)
 {
-    return mr_all || !(type == GG_F16 || type == GG_BF16 || type == GG_Q4_K) ? 9 : 5;
+    return mr_all || !(type == GG_F16 || type == GG_BF16 || f16_kept(type)) ? 9 : 5;
 }
 
 /* Every layout at 1..9 rows (1: the one-row kernels; 2..8: the multi-row kernel, mr=2, or the
@@ -191,7 +199,10 @@ static void matmul_all(const char *mr_opt, bool mr_all)
 {
     const char *opts[] = {mr_opt, NULL};
     fb_backend_t *be = gpu_opts(opts);
-    static const int types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_K};
+    static const int types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_K,
+                                GG_Q4_1,
+                                GG_Q5_0,
+                                GG_Q5_1};
     static const int rows[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 33};
     static const int64_t shapes[][2] = {{256, 67}, {4096, 300}, {172, 45}, {2048, 13},
                                         {264, 37}, {8, 5},      {512, 4097}};
@@ -468,7 +479,10 @@ START_TEST(test_elementwise)
     free(got); free(hd);
     fb_free(be, dst);
     /* get_rows of every layout */
-    static const int types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_K};
+    static const int types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_K,
+                                GG_Q4_1,
+                                GG_Q5_0,
+                                GG_Q5_1};
     for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
         int64_t n_in = 256, n_out = 50;
         void *wq = rnd_matrix(types[t], n_out, n_in);
@@ -481,7 +495,7 @@ START_TEST(test_elementwise)
         fcpu_ref_get_rows(&w, ids, 4, rf);
         got = down(be, o, 4 * n_in);
         double e = rel_err(got, rf, 4 * n_in);
-        CHECKM(e <= (types[t] == GG_Q4_K ? 1e-3 : 0), "get_rows %s: %.3g", gg_type_name(types[t]), e);
+        CHECKM(e <= (f16_kept(types[t]) ? 1e-3 : 0), "get_rows %s: %.3g", gg_type_name(types[t]), e);
         free(got);
         fb_weight_release(be, &w);
         fb_free(be, o);

@@ -139,6 +139,62 @@ static void dot_q4_0(int64_t n, const void *vw, const void *x, size_t ldx, int n
     }
 }
 
+/* Q4_1, Q5_0, Q5_1: codes q (4 or 5 bits, unsigned) with value d q + m (Q5_0: d (q - 16)),
+ * so a block's dot is dw dx (sum q x) + m dx (sum x), sum x being the activation block's
+ * sum of codes.  Q5_x's fifth bit of element j is bit j of the 32-bit qh. */
+static int legacy_code(const uint8_t *qs, uint32_t qh, int five, int j)
+{
+    int c = j < 16 ? qs[j] & 15 : qs[j - 16] >> 4;
+    return five ? c | (int)((qh >> j) & 1) << 4 : c;
+}
+
+static void dot_legacy(int64_t n, const uint8_t *w, int type, const void *x, size_t ldx,
+                       int nr, float *out)
+{
+    const int five = type != GG_Q4_1, has_m = type != GG_Q5_0;
+    const size_t bb = (size_t)gg_block_bytes(type), qs_at = bb - 16;
+    for (int r = 0; r < nr; r++) {
+        const void *row = XROW(x, ldx, r);
+        const int8_t *q = fcpu_x_qs(row);
+        const float *d = fcpu_xq32_d(row, n);
+        const int32_t *sum = fcpu_xq32_sum(row, n);
+        float a = 0;
+        for (int64_t b = 0; b < n / 32; b++) {
+            const uint8_t *blk = w + (size_t)b * bb;
+            uint16_t dh, mh = 0;
+            uint32_t qh = 0;
+            memcpy(&dh, blk, 2);
+            if (has_m)
+                memcpy(&mh, blk + 2, 2);
+            if (five)
+                memcpy(&qh, blk + qs_at - 4, 4);
+            int s = 0;
+            for (int j = 0; j < 32; j++)
+                s += legacy_code(blk + qs_at, qh, five, j) * q[32 * b + j];
+            if (has_m)
+                a += d[b] * (fq_f16_to_f32(dh) * (float)s + fq_f16_to_f32(mh) * (float)sum[b]);
+            else
+                a += fq_f16_to_f32(dh) * d[b] * (float)(s - 16 * sum[b]);
+        }
+        out[r] = a;
+    }
+}
+
+static void dot_q4_1(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
+{
+    dot_legacy(n, vw, GG_Q4_1, x, ldx, nr, out);
+}
+
+static void dot_q5_0(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
+{
+    dot_legacy(n, vw, GG_Q5_0, x, ldx, nr, out);
+}
+
+static void dot_q5_1(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
+{
+    dot_legacy(n, vw, GG_Q5_1, x, ldx, nr, out);
+}
+
 /* Q4_K and Q5_K: the same super-block head (d, dmin, 12 bytes of scales and mins) and nibble
  * order; Q5_K adds the fifth bit of element l of sub-block j as bit j of qh[l].  w holds
  * blocks of bb bytes with qh (qh_at 0: none) and qs at those offsets. */
@@ -346,11 +402,19 @@ static const fcpu_kern_t table = {
     .quant_qk = quant_qk,
     .dot = {[GG_F32] = dot_f32, [GG_F16] = dot_f16, [GG_BF16] = dot_bf16, [GG_Q8_0] = dot_q8_0,
             [GG_Q4_0] = dot_q4_0, [GG_Q4_K] = dot_q4_K, [GG_Q5_K] = dot_q5_K,
-            [GG_Q6_K] = dot_q6_K},
+            [GG_Q6_K] = dot_q6_K,
+            [GG_Q4_1] = dot_q4_1,
+            [GG_Q5_0] = dot_q5_0,
+            [GG_Q5_1] = dot_q5_1,
+    },
     .pv = pv,
     .round_to = {[GG_F16] = round_f16, [GG_BF16] = round_bf16},
     .xform = {[GG_Q8_0] = FCPU_XQ32, [GG_Q4_0] = FCPU_XQ32, [GG_Q4_K] = FCPU_XQK,
-              [GG_Q5_K] = FCPU_XQK, [GG_Q6_K] = FCPU_XQK},
+              [GG_Q5_K] = FCPU_XQK, [GG_Q6_K] = FCPU_XQK,
+              [GG_Q4_1] = FCPU_XQ32,
+              [GG_Q5_0] = FCPU_XQ32,
+              [GG_Q5_1] = FCPU_XQ32,
+    },
     .vdot = vdot,
     .axpy = axpy,
     .scale = scale,

@@ -11,6 +11,9 @@ libfusiond_a_SOURCES += engine/gbnf.h engine/gbnf.c
 libfusiond_a_SOURCES += engine/unicode.h engine/unicode_data.h engine/unicode.c engine/tokenizer.c
 FUZZ_SRCS += engine/unicode.c engine/tokenizer.c
 EXTRA_DIST += tools/gen-unicode-tables.py
+libfusiond_a_SOURCES += engine/wordpiece.h engine/wordpiece_data.h engine/wordpiece.c
+FUZZ_SRCS += engine/wordpiece.c
+EXTRA_DIST += tools/gen-wordpiece-tables.py
 
 libfusiond_a_SOURCES += engine/ngram.h engine/ngram.c
 libfusiond_a_SOURCES += engine/engine.c engine/engine_llm.c

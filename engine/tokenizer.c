@@ -23,6 +23,7 @@
 #include "common/fd.h"
 #include "common/log.h"
 #include "engine/unicode.h"
+#include "engine/wordpiece.h"
 
 /* U+2581 LOWER ONE EIGHTH BLOCK: how SentencePiece writes a space inside pieces. */
 static const char SPM_SPACE[] = "\xE2\x96\x81";
@@ -64,8 +65,10 @@ struct tok {
     int16_t uni2byte[324];  /* BPE: code point of the byte mapping -> byte, -1 if none */
     uint16_t byte_cp[256];  /* BPE: byte -> code point of its mapped character */
     int32_t bos, eos, eot, eom, unk, pad;
+    int32_t sep;            /* WPM */
+    uint32_t max_len;       /* WPM: the longest token text, in bytes */
     int32_t fim[TOK_FIM_N];
-    bool add_bos, add_eos, add_space_prefix, ignore_merges;
+    bool add_bos, add_eos, add_space_prefix, ignore_merges, add_sep;
     int32_t eog[MAX_EOG];
     int n_eog;
 };
@@ -193,6 +196,8 @@ int32_t tok_eos(const tok_t *t) { return t->eos; }
 int32_t tok_eot(const tok_t *t) { return t->eot; }
 int32_t tok_unk(const tok_t *t) { return t->unk; }
 int32_t tok_pad(const tok_t *t) { return t->pad; }
+int32_t tok_sep(const tok_t *t) { return t->sep; }
+bool tok_add_sep(const tok_t *t) { return t->add_sep; }
 int32_t tok_fim(const tok_t *t, int which)
 {
     return which >= 0 && which < TOK_FIM_N ? t->fim[which] : -1;
@@ -236,8 +241,8 @@ int32_t tok_find(const tok_t *t, const char *text)
 void tok_spec_init(tok_spec_t *s)
 {
     memset(s, 0, sizeof *s);
-    s->bos = s->eos = s->eot = s->eom = s->unk = s->pad = -1;
-    s->add_bos = s->add_eos = s->add_space_prefix = -1;
+    s->bos = s->eos = s->eot = s->eom = s->unk = s->pad = s->sep = -1;
+    s->add_bos = s->add_eos = s->add_space_prefix = s->add_sep = -1;
     for (int i = 0; i < TOK_FIM_N; i++)
         s->fim[i] = -1;
 }
@@ -322,9 +327,9 @@ static size_t render_piece(const tok_t *t, int32_t id, char *out)
         memcpy(out, s, n);
         return n;
     }
-    if (t->kind == TOK_SPM) {
+    if (t->kind == TOK_SPM || t->kind == TOK_WPM) {
         /* sentencepiece turns U+2581 back into spaces in every piece it renders,
-         * user-defined ones included */
+         * user-defined ones included (llama.cpp renders WPM pieces the same way) */
         for (size_t i = 0; i < n;) {
             if (i + 3 <= n && memcmp(s + i, SPM_SPACE, 3) == 0) {
                 out[o++] = ' ';
@@ -580,8 +585,8 @@ static int32_t check_id(int32_t id, int32_t n, const char *what)
 int tok_build(tok_t **out, const tok_spec_t *sp, char *err, size_t errlen)
 {
     *out = NULL;
-    if (!sp || (sp->kind != TOK_SPM && sp->kind != TOK_BPE)) {
-        set_err(err, errlen, "tokenizer kind must be SPM or BPE");
+    if (!sp || (sp->kind != TOK_SPM && sp->kind != TOK_BPE && sp->kind != TOK_WPM)) {
+        set_err(err, errlen, "tokenizer kind must be SPM, BPE or WPM");
         return -EINVAL;
     }
     if (sp->n_tokens <= 0 || !sp->texts) {
@@ -602,7 +607,7 @@ int tok_build(tok_t **out, const tok_spec_t *sp, char *err, size_t errlen)
     t->kind = sp->kind;
     t->n = n;
     bool known = true;
-    t->pre = sp->kind == TOK_SPM ? TOK_PRE_NONE : pre_from_name(sp->pre, &known);
+    t->pre = sp->kind != TOK_BPE ? TOK_PRE_NONE : pre_from_name(sp->pre, &known);
     if (!known)
         fd_log_warn("tokenizer: pre-tokenizer '%s' is unknown: splitting as gpt2 does, "
                     "which may not match the model's training", sp->pre);
@@ -664,7 +669,7 @@ int tok_build(tok_t **out, const tok_spec_t *sp, char *err, size_t errlen)
             snprintf(name, sizeof name, "<0x%02X>", b);
             t->byte_tok[b] = map_find(t, &t->pieces, name, 6);
         }
-    } else {
+    } else if (t->kind == TOK_BPE) {
         for (int b = 0; b < 256; b++) {
             uint32_t cp = byte_to_cp((uint8_t)b);
             t->byte_cp[b] = (uint16_t)cp;
@@ -712,8 +717,13 @@ int tok_build(tok_t **out, const tok_spec_t *sp, char *err, size_t errlen)
     t->eom = check_id(sp->eom, n, "EOM");
     t->unk = check_id(sp->unk, n, "unknown-token");
     t->pad = check_id(sp->pad, n, "padding");
-    bool spm = t->kind == TOK_SPM;
-    t->add_bos = sp->add_bos >= 0 ? sp->add_bos != 0 : (spm || t->pre == TOK_PRE_LLAMA3);
+    t->sep = check_id(sp->sep, n, "separator");
+    bool spm = t->kind == TOK_SPM, wpm = t->kind == TOK_WPM;
+    t->add_bos = sp->add_bos >= 0 ? sp->add_bos != 0
+                                  : (spm || wpm || t->pre == TOK_PRE_LLAMA3);
+    t->add_sep = wpm && sp->add_sep != 0;
+    for (int32_t i = 0; wpm && i < n; i++)
+        t->max_len = FD_MAX(t->max_len, t->tlen[i]);
     t->add_eos = sp->add_eos >= 0 ? sp->add_eos != 0 : false;
     t->add_space_prefix = sp->add_space_prefix >= 0 ? sp->add_space_prefix != 0 : spm;
     find_eog(t);
@@ -788,6 +798,38 @@ static int get_flag(const gguf_t *g, const char *key, int *out)
     return 0;
 }
 
+/* WPM's special ids: BOS is [CLS] (tokenizer.ggml.cls_token_id when bos_token_id is absent,
+ * as older converters wrote it), [SEP] from seperator_token_id (llama.cpp's spelling) and
+ * [UNK]; each found by its text when the file names none.  add_sep_token may turn [SEP]
+ * off. */
+static int32_t find_text(const char *const *texts, const uint32_t *lens, int32_t n,
+                         const char *s)
+{
+    size_t l = strlen(s);
+    for (int32_t i = 0; i < n; i++)
+        if (lens[i] == l && memcmp(texts[i], s, l) == 0)
+            return i;
+    return -1;
+}
+
+static int wpm_ids(const gguf_t *g, tok_spec_t *sp, const char *const *texts,
+                   const uint32_t *lens, int32_t n)
+{
+    int rc;
+    if (sp->bos < 0 &&
+        (rc = get_id(g, "tokenizer.ggml.cls_token_id", find_text(texts, lens, n, "[CLS]"),
+                     &sp->bos)))
+        return rc;
+    if ((rc = get_id(g, "tokenizer.ggml.seperator_token_id", -2, &sp->sep)))
+        return rc;
+    if (sp->sep == -2 && (rc = get_id(g, "tokenizer.ggml.separator_token_id",
+                                      find_text(texts, lens, n, "[SEP]"), &sp->sep)))
+        return rc;
+    if (sp->unk < 0)
+        sp->unk = find_text(texts, lens, n, "[UNK]");
+    return get_flag(g, "tokenizer.ggml.add_sep_token", &sp->add_sep);
+}
+
 int tok_load(tok_t **out, const gguf_t *g, char *err, size_t errlen)
 {
     *out = NULL;
@@ -805,8 +847,10 @@ int tok_load(tok_t **out, const gguf_t *g, char *err, size_t errlen)
         sp.kind = TOK_SPM;
     } else if (model.len == 4 && memcmp(model.ptr, "gpt2", 4) == 0) {
         sp.kind = TOK_BPE;
+    } else if (model.len == 4 && memcmp(model.ptr, "bert", 4) == 0) {
+        sp.kind = TOK_WPM;
     } else {
-        set_err(err, errlen, "tokenizer model '%.*s' is not supported (llama, gpt2)",
+        set_err(err, errlen, "tokenizer model '%.*s' is not supported (llama, gpt2, bert)",
                 (int)FD_MIN(model.len, 64), model.ptr);
         return FD_EUNSUP;
     }
@@ -905,6 +949,11 @@ int tok_load(tok_t **out, const gguf_t *g, char *err, size_t errlen)
         (rc = get_flag(g, "tokenizer.ggml.add_eos_token", &sp.add_eos)) ||
         (rc = get_flag(g, "tokenizer.ggml.add_space_prefix", &sp.add_space_prefix))) {
         set_err(err, errlen, "tokenizer: a special token id or flag has the wrong type (%s)",
+                fd_strerror(rc));
+        goto done;
+    }
+    if (sp.kind == TOK_WPM && (rc = wpm_ids(g, &sp, texts, lens, (int32_t)n)) != 0) {
+        set_err(err, errlen, "tokenizer: a special token id has the wrong type (%s)",
                 fd_strerror(rc));
         goto done;
     }
@@ -1468,6 +1517,45 @@ int tok_split(const tok_t *t, const char *text, size_t len, size_t *ends, size_t
     return k > cap ? -ENOSPC : 0;
 }
 
+/* WPM: the normalized words of s[0..n), each as U+2581 + word matched greedily longest
+ * first against every token text (llama.cpp's WPM session); a word with a position no token
+ * starts at is one unknown token. */
+static int wpm_fragment(const tok_t *t, const uint8_t *s, size_t n, sink_t *out)
+{
+    uint8_t *buf = malloc(wpm_out_cap(n) + 3);
+    size_t *ends = malloc((n + 1) * sizeof *ends);
+    if (!buf || !ends) {
+        free(buf);
+        free(ends);
+        return -ENOMEM;
+    }
+    /* the words land after room for the U+2581 each gets in turn */
+    size_t nw = wpm_words(s, n, buf + 3, ends);
+    for (size_t k = 0, from = 0; k < nw; from = ends[k++]) {
+        uint8_t *w = buf + from;       /* 3 bytes before the word: free or already matched */
+        const size_t len = ends[k] - from + 3;
+        memcpy(w, SPM_SPACE, 3);
+        const size_t mark = out->n;
+        for (size_t i = 0; i < len;) {
+            size_t j = FD_MIN(len, i + t->max_len);
+            int32_t id = -1;
+            for (; j > i && id < 0; j--)
+                id = map_find(t, &t->pieces, w + i, j - i);
+            if (id < 0) {
+                out->n = mark; /* discard the word's pieces */
+                break;
+            }
+            emit(out, id);
+            i = j + 1;
+        }
+        if (out->n == mark && t->unk >= 0)
+            emit(out, t->unk);
+    }
+    free(buf);
+    free(ends);
+    return 0;
+}
+
 /* The special token whose text starts at s[0] (longest first), or -1. */
 static int32_t match_special(const tok_t *t, const uint8_t *s, size_t n, bool parse_special,
                              size_t *len)
@@ -1521,6 +1609,8 @@ int tok_encode(const tok_t *t, const char *text, size_t len, bool add_special,
             if (t->kind == TOK_SPM)
                 rc = spm_fragment(t, &w, s + from, i - from,
                                   t->add_space_prefix && prev_special, &out);
+            else if (t->kind == TOK_WPM)
+                rc = wpm_fragment(t, s + from, i - from, &out);
             else
                 rc = bpe_fragment(t, &w, s + from, i - from, &out);
             prev_special = false;
@@ -1536,6 +1626,8 @@ int tok_encode(const tok_t *t, const char *text, size_t len, bool add_special,
     work_free(&w);
     if (rc)
         return rc;
+    if (add_special && t->add_sep && t->sep >= 0)
+        emit(&out, t->sep);
     if (add_special && t->add_eos && t->eos >= 0)
         emit(&out, t->eos);
     *n = out.n;

@@ -14,7 +14,13 @@
 
 typedef struct tok tok_t;
 
-enum tok_kind { TOK_SPM = 1, TOK_BPE = 2 };
+/* TOK_WPM: WordPiece (BERT's, tokenizer.ggml.model "bert"), as llama.cpp's WPM: the text
+ * normalized and split into words (wordpiece.h), each word matched greedily longest-first
+ * as U+2581 + word against the vocabulary (whose convert_hf_to_gguf form writes a word-start
+ * piece "play" as U+2581 "play" and a continuation "##ing" as "ing"); a word with a
+ * position nothing matches is one unknown token.  add_special writes [CLS] (the BOS id)
+ * before and [SEP] after. */
+enum tok_kind { TOK_SPM = 1, TOK_BPE = 2, TOK_WPM = 3 };
 /* Token types as GGUF stores them (tokenizer.ggml.token_type). */
 enum tok_ttype {
     TOK_T_NORMAL = 1, TOK_T_UNKNOWN = 2, TOK_T_CONTROL = 3,
@@ -35,7 +41,7 @@ enum tok_pre {
  * add_bos/add_eos/add_space_prefix, the FIM ids: fim_{pre,suf,mid,pad,rep,sep}_token_id and
  * the older prefix/suffix/middle_token_id, which win when both are present, as in
  * llama.cpp).  Copies what it keeps: g may be closed afterwards.
- * FD_EUNSUP for a tokenizer model other than llama/gpt2, FD_EFORMAT for inconsistent data
+ * FD_EUNSUP for a tokenizer model other than llama/gpt2/bert, FD_EFORMAT for inconsistent data
  * (message in err). */
 int tok_load(tok_t **out, const gguf_t *g, char *err, size_t errlen);
 void tok_free(tok_t *t);
@@ -50,7 +56,7 @@ enum tok_fim { TOK_FIM_PRE, TOK_FIM_SUF, TOK_FIM_MID, TOK_FIM_PAD, TOK_FIM_REP, 
                TOK_FIM_N };
 
 typedef struct tok_spec {
-    int kind;                     /* TOK_SPM or TOK_BPE */
+    int kind;                     /* TOK_SPM, TOK_BPE or TOK_WPM */
     const char *pre;              /* tokenizer.ggml.pre; NULL: "default" */
     int32_t n_tokens;
     const char *const *texts;     /* token strings of lens[i] bytes (lens NULL: NUL-ended) */
@@ -61,7 +67,9 @@ typedef struct tok_spec {
     const char *const *merges;
     const uint32_t *merge_lens;   /* NULL: NUL-ended */
     int32_t bos, eos, eot, eom, unk, pad; /* -1: none (eot: found by text when -1) */
+    int32_t sep;                  /* WPM: [SEP] (-1: none) */
     int add_bos, add_eos, add_space_prefix; /* 0, 1, or -1 for the default */
+    int add_sep;                  /* WPM: [SEP] after the text with add_special (-1: yes) */
     int32_t fim[TOK_FIM_N];       /* enum tok_fim -> id; -1: found by text as llama.cpp does
                                      (a token found so becomes a control token); an id past
                                      the vocabulary is an error (FD_EFORMAT) */
@@ -77,6 +85,8 @@ int32_t tok_eos(const tok_t *t);
 int32_t tok_eot(const tok_t *t);  /* end of turn (e.g. <|eot_id|>), -1 when none */
 int32_t tok_unk(const tok_t *t);
 int32_t tok_pad(const tok_t *t);
+int32_t tok_sep(const tok_t *t);  /* WPM's [SEP], -1 when none */
+bool tok_add_sep(const tok_t *t); /* WPM: add_special writes [SEP] at the end */
 int32_t tok_fim(const tok_t *t, int which); /* enum tok_fim; -1 when none (or which is bad) */
 bool tok_add_bos(const tok_t *t); /* tokenizer.ggml.add_bos_token (or the kind's default) */
 bool tok_add_eos(const tok_t *t);

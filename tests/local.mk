@@ -143,6 +143,12 @@ tests_test_tokenizer_SOURCES = tests/test_tokenizer.c
 tests_test_tokenizer_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
 tests_test_tokenizer_LDADD = $(TEST_LIBS) $(CJSON_LIBS)
 TESTS += tests/test_tokenizer
+
+check_PROGRAMS += tests/test_wordpiece
+tests_test_wordpiece_SOURCES = tests/test_wordpiece.c
+tests_test_wordpiece_CFLAGS = $(TEST_CFLAGS)
+tests_test_wordpiece_LDADD = $(TEST_LIBS)
+TESTS += tests/test_wordpiece
 FUZZ_TARGETS += tests/fuzz/fuzz_tokenizer.c
 EXTRA_DIST += tests/fuzz/fuzz_tokenizer.c
 

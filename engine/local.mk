@@ -19,4 +19,5 @@ libfusiond_a_SOURCES += engine/ngram.h engine/ngram.c
 libfusiond_a_SOURCES += engine/engine.c engine/engine_llm.c
 
 libfusiond_a_SOURCES += engine/gguf_write.h engine/gguf_write.c
+libfusiond_a_SOURCES += engine/bert_gen.h engine/bert_gen.c
 libfusiond_a_SOURCES += engine/lora.h engine/lora.c

@@ -17,6 +17,7 @@
 #include "common/fd.h"
 #include "common/ggtypes.h"
 #include "common/log.h"
+#include "fusion/encoder.h"
 #include "fusion/plan.h"
 #include "engine/lora.h"
 
@@ -67,6 +68,12 @@ struct llm_model {
     lora_file_t *lora;               /* n_lora adapters */
     int n_lora;
     fz_lora_mat_t *lora_mats;        /* all adapters' matrices, for the plan */
+    /* an encoder (bert) instead of the plan and the cache */
+    fz_enc_t *enc;
+    fz_enc_layer_src_t *enc_layers;
+    fz_enc_seq_t *enc_seqs;          /* n_seq_max */
+    int32_t *enc_types;              /* n_batch_max */
+    int32_t sep;                     /* [SEP]: pairs' token types change after it */
 };
 
 void llm_load_params_default(llm_load_params_t *p)
@@ -84,7 +91,10 @@ const tok_t *llm_tok(const llm_model_t *m) { return m->tok; }
 const gguf_t *llm_gguf(const llm_model_t *m) { return m->g; }
 fb_backend_t *llm_backend(const llm_model_t *m) { return m->be; }
 bool llm_fusion(const llm_model_t *m) { return m->fusion; }
-int llm_softmax_mode(const llm_model_t *m) { return fz_plan_softmax_mode(m->plan); }
+int llm_softmax_mode(const llm_model_t *m)
+{
+    return m->plan ? fz_plan_softmax_mode(m->plan) : FB_SOFTMAX_REF;
+}
 int llm_n_seq_max(const llm_model_t *m) { return m->n_seq_max; }
 int llm_n_batch_max(const llm_model_t *m) { return m->n_batch_max; }
 int llm_cache_type_k(const llm_model_t *m) { return m->type_k; }
@@ -93,7 +103,10 @@ size_t llm_cache_bytes(const llm_model_t *m) { return m->cache_bytes; }
 int llm_swa_ring(const llm_model_t *m) { return m->ring; }
 int llm_ctx_checkpoints(const llm_model_t *m) { return m->n_ckpt; }
 size_t llm_ckpt_bytes(const llm_model_t *m) { return m->ckpt_bytes; }
-const uint64_t *llm_expert_counts(const llm_model_t *m) { return fz_plan_expert_counts(m->plan); }
+const uint64_t *llm_expert_counts(const llm_model_t *m)
+{
+    return m->plan ? fz_plan_expert_counts(m->plan) : NULL;
+}
 int llm_n_lora(const llm_model_t *m) { return m->n_lora; }
 const char *llm_lora_path(const llm_model_t *m, int i)
 {
@@ -1173,6 +1186,294 @@ static void log_swa(const llm_model_t *m, const llm_load_params_t *p)
                     m->cache_bytes);
 }
 
+/* ---- bert (an encoder: fusion/encoder.h) ---- */
+
+static bool slot_ok(const llm_model_t *m, int slot);
+
+static bool is_bert(const gguf_t *g)
+{
+    gguf_str_t a;
+    return gguf_get_str(g, "general.architecture", &a) == 0 && str_is(a, "bert");
+}
+
+/* llama.cpp's bert hyperparameters: the usual sizes, attention.layer_norm_epsilon, an
+ * optional pooling_type (4: rank) and attention.causal (true is refused: a causal BERT is
+ * not what the arch means). */
+static int bert_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, size_t errlen)
+{
+    const gguf_t *g = m->g;
+    llm_hparams_t *hp = &m->hp;
+    const char *ar = "bert";
+    snprintf(hp->arch, sizeof(hp->arch), "%s", ar);
+    uint32_t ctx, embd, layers, ff, heads, heads_kv, pool;
+    int rc;
+    if ((rc = get_u32(g, ar, "context_length", true, 0, &ctx, err, errlen)) ||
+        (rc = get_u32(g, ar, "embedding_length", true, 0, &embd, err, errlen)) ||
+        (rc = get_u32(g, ar, "block_count", true, 0, &layers, err, errlen)) ||
+        (rc = get_u32(g, ar, "feed_forward_length", true, 0, &ff, err, errlen)) ||
+        (rc = get_u32(g, ar, "attention.head_count", true, 0, &heads, err, errlen)) ||
+        (rc = get_u32(g, ar, "attention.head_count_kv", false, heads, &heads_kv, err, errlen)) ||
+        (rc = get_f32(g, ar, "attention.layer_norm_epsilon", true, 0, &hp->norm_eps, err,
+                      errlen)))
+        return rc;
+    if (embd % heads || heads_kv != heads) {
+        snprintf(err, errlen, "%s: bert: embedding_length %u, head_count %u, head_count_kv %u: "
+                 "the heads must split the embedding evenly and K/V heads equal Q heads",
+                 gguf_path(g), embd, heads, heads_kv);
+        return FD_EFORMAT;
+    }
+    bool causal = false;
+    if (gguf_get_bool(g, "bert.attention.causal", &causal) == 0 && causal) {
+        snprintf(err, errlen, "%s: bert.attention.causal is true: a causal bert is not "
+                 "supported (BERT encoders attend both ways)", gguf_path(g));
+        return FD_EUNSUP;
+    }
+    hp->pooling = gguf_get_u32(g, "bert.pooling_type", &pool) == 0 && pool <= 4 ? (int)pool : -1;
+    hp->encoder = true;
+    hp->n_ctx_train = (int)ctx;
+    hp->n_ctx = p->n_ctx > 0 ? p->n_ctx : (int)ctx;
+    hp->n_embd = (int)embd;
+    hp->n_layer = (int)layers;
+    hp->n_head = hp->n_head_kv = (int)heads;
+    hp->head_dim = (int)(embd / heads);
+    hp->n_ff = (int)ff;
+    hp->rope_freq_scale = 1.0f;
+    return 0;
+}
+
+/* A matrix whose row count the file sets (position and type tables, the head's output):
+ * n_in columns, 1..max rows. */
+static int rows_matrix(llm_model_t *m, const char *name, int64_t n_in, int64_t max, bool need,
+                       fb_weight_t *w, char *err, size_t errlen)
+{
+    const gguf_tensor_t *t = gguf_find_tensor(m->g, name);
+    memset(w, 0, sizeof(*w));
+    if (!t && !need)
+        return 0;
+    int64_t rows = t ? t->ne[1] : 1;
+    if (t && (rows < 1 || rows > max)) {
+        snprintf(err, errlen, "%s: tensor %s has %lld rows (1 to %lld expected)",
+                 gguf_path(m->g), name, (long long)rows, (long long)max);
+        return FD_ESHAPE;
+    }
+    return matrix(m, name, n_in, rows, need, w, err, errlen);
+}
+
+/* A matrix with its bias vector (name.weight and name.bias, both required). */
+static int biased(llm_model_t *m, const char *name, int64_t n_in, int64_t n_out,
+                  fb_weight_t *w, char *err, size_t errlen)
+{
+    char wn[96], bn[96];
+    snprintf(wn, sizeof(wn), "%s.weight", name);
+    snprintf(bn, sizeof(bn), "%s.bias", name);
+    int rc = matrix(m, wn, n_in, n_out, true, w, err, errlen);
+    if (rc == 0)
+        rc = vector(m, bn, n_out, true, &w->bias, err, errlen);
+    return rc;
+}
+
+static int norm_pair(llm_model_t *m, const char *name, int64_t n, const float **g,
+                     const float **b, char *err, size_t errlen)
+{
+    char gn[96], bn[96];
+    snprintf(gn, sizeof(gn), "%s.weight", name);
+    snprintf(bn, sizeof(bn), "%s.bias", name);
+    int rc = vector(m, gn, n, true, g, err, errlen);
+    if (rc == 0)
+        rc = vector(m, bn, n, true, b, err, errlen);
+    return rc;
+}
+
+/* convert_hf_to_gguf's BertModel tensors: token_embd, position_embd, token_types,
+ * token_embd_norm, per layer attn_q/k/v/output (+ bias), attn_output_norm, ffn_up/down
+ * (+ bias), layer_output_norm, and the classification head cls / cls.output. */
+static int bert_tensors(llm_model_t *m, fz_enc_src_t *s, char *err, size_t errlen)
+{
+    llm_hparams_t *hp = &m->hp;
+    const gguf_tensor_t *emb = gguf_find_tensor(m->g, "token_embd.weight");
+    if (!emb) {
+        snprintf(err, errlen, "%s: tensor token_embd.weight is missing", gguf_path(m->g));
+        return FD_EFORMAT;
+    }
+    if (emb->ne[1] < 1 || emb->ne[1] > (1 << 24)) {
+        snprintf(err, errlen, "%s: tensor token_embd.weight has %lld rows (vocabulary size "
+                 "out of range)", gguf_path(m->g), (long long)emb->ne[1]);
+        return FD_ESHAPE;
+    }
+    hp->n_vocab = (int)emb->ne[1];
+    const int64_t E = hp->n_embd, F = hp->n_ff;
+    if ((int64_t)hp->n_layer * 16 > gguf_n_tensors(m->g)) {
+        snprintf(err, errlen, "%s: block_count %d needs %lld tensors; the file has %lld",
+                 gguf_path(m->g), hp->n_layer, (long long)hp->n_layer * 16,
+                 (long long)gguf_n_tensors(m->g));
+        return FD_EFORMAT;
+    }
+    m->enc_layers = calloc((size_t)hp->n_layer, sizeof(*m->enc_layers));
+    if (!m->enc_layers)
+        return -ENOMEM;
+    int rc;
+    if ((rc = matrix(m, "token_embd.weight", E, hp->n_vocab, true, &s->tok_embd, err,
+                     errlen)) ||
+        (rc = rows_matrix(m, "position_embd.weight", E, 1 << 20, true, &s->pos_embd, err,
+                          errlen)) ||
+        (rc = rows_matrix(m, "token_types.weight", E, 64, false, &s->type_embd, err, errlen)) ||
+        (rc = norm_pair(m, "token_embd_norm", E, &s->emb_ln_g, &s->emb_ln_b, err, errlen)))
+        return rc;
+    for (int l = 0; l < hp->n_layer; l++) {
+        fz_enc_layer_src_t *y = &m->enc_layers[l];
+        char n[8][64];
+        const char *suf[8] = { "attn_q", "attn_k", "attn_v", "attn_output", "ffn_up", "ffn_down",
+                               "attn_output_norm", "layer_output_norm" };
+        for (int i = 0; i < 8; i++)
+            snprintf(n[i], sizeof(n[i]), "blk.%d.%s", l, suf[i]);
+        if ((rc = biased(m, n[0], E, E, &y->wq, err, errlen)) ||
+            (rc = biased(m, n[1], E, E, &y->wk, err, errlen)) ||
+            (rc = biased(m, n[2], E, E, &y->wv, err, errlen)) ||
+            (rc = biased(m, n[3], E, E, &y->wo, err, errlen)) ||
+            (rc = biased(m, n[4], E, F, &y->up, err, errlen)) ||
+            (rc = biased(m, n[5], F, E, &y->down, err, errlen)) ||
+            (rc = norm_pair(m, n[6], E, &y->attn_ln_g, &y->attn_ln_b, err, errlen)) ||
+            (rc = norm_pair(m, n[7], E, &y->out_ln_g, &y->out_ln_b, err, errlen)))
+            return rc;
+    }
+    /* the classification head: cls (E -> E) + bias, then cls.output (E -> n) + bias */
+    if (gguf_find_tensor(m->g, "cls.weight")) {
+        if ((rc = biased(m, "cls", E, E, &s->cls, err, errlen)))
+            return rc;
+        const gguf_tensor_t *o = gguf_find_tensor(m->g, "cls.output.weight");
+        if (o && (rc = rows_matrix(m, "cls.output.weight", E, 1 << 16, true, &s->cls_out, err,
+                                   errlen)))
+            return rc;
+        if (o && (rc = vector(m, "cls.output.bias", s->cls_out.n_out, true, &s->cls_out.bias,
+                              err, errlen)))
+            return rc;
+        hp->n_cls_out = (int)(o ? s->cls_out.n_out : E);
+    } else if (gguf_find_tensor(m->g, "cls.output.weight")) {
+        snprintf(err, errlen, "%s: tensor cls.output.weight without cls.weight (the "
+                 "classification head's first dense layer)", gguf_path(m->g));
+        return FD_EFORMAT;
+    }
+    hp->n_type = s->type_embd.src ? (int)s->type_embd.n_out : 0;
+    const int n_pos = (int)s->pos_embd.n_out;
+    if (hp->n_ctx > n_pos) {
+        fd_log_info("%s: context %d is past the %d learned positions: using %d",
+                    gguf_path(m->g), hp->n_ctx, n_pos, n_pos);
+        hp->n_ctx = n_pos;
+    }
+    int64_t np = 0;
+    for (int64_t i = 0; i < gguf_n_tensors(m->g); i++)
+        np += gguf_tensor_nelems(gguf_tensor_at(m->g, i));
+    hp->n_params = np;
+    s->n_layer = hp->n_layer;
+    s->n_embd = hp->n_embd;
+    s->n_head = hp->n_head;
+    s->head_dim = hp->head_dim;
+    s->n_ff = hp->n_ff;
+    s->n_vocab = hp->n_vocab;
+    s->n_pos = n_pos;
+    s->eps = hp->norm_eps;
+    s->layers = m->enc_layers;
+    return 0;
+}
+
+/* The whole load of an encoder; llm_free unwinds whatever part exists. */
+static int bert_load(llm_model_t *m, const llm_load_params_t *p, char *err, size_t errlen)
+{
+    if (p->n_lora > 0) {
+        snprintf(err, errlen, "%s: LoRA adapters are not supported on a bert (encoder) model",
+                 gguf_path(m->g));
+        return FD_EUNSUP;
+    }
+    fz_enc_src_t src;
+    memset(&src, 0, sizeof(src));
+    int rc;
+    if ((rc = bert_hparams(m, p, err, errlen)) || (rc = bert_tensors(m, &src, err, errlen)) ||
+        (rc = tok_load(&m->tok, m->g, err, errlen)))
+        return rc;
+    if (tok_n_vocab(m->tok) != m->hp.n_vocab) {
+        snprintf(err, errlen, "%s: the vocabulary has %d tokens but token_embd.weight has %d "
+                 "rows", gguf_path(m->g), (int)tok_n_vocab(m->tok), m->hp.n_vocab);
+        return FD_ESHAPE;
+    }
+    m->sep = tok_sep(m->tok) >= 0 ? tok_sep(m->tok) : tok_eos(m->tok);
+    fb_config_t cfg = { .threads = p->threads, .options = p->backend_options };
+    if ((rc = fb_create(p->backend ? p->backend : "cpu", &cfg, &m->be, err, errlen)))
+        return rc;
+    /* every input runs whole in one forward: a batch holds at least the longest */
+    m->n_batch_max = FD_MAX(m->n_batch_max, m->hp.n_ctx);
+    if (m->fusion)
+        fd_log_info("%s: bert runs one plan with fusion on or off: its post-LayerNorm blocks "
+                    "need every normalized row (the residual), so deferring the norm past "
+                    "the next product saves nothing", gguf_path(m->g));
+    m->fusion = false;
+    if ((rc = fz_enc_create(&m->enc, m->be, &src, m->n_batch_max, m->n_seq_max, err, errlen)))
+        return rc;
+    m->slots = calloc((size_t)m->n_seq_max, sizeof(*m->slots));
+    m->enc_seqs = calloc((size_t)m->n_seq_max, sizeof(*m->enc_seqs));
+    m->enc_types = malloc((size_t)m->n_batch_max * sizeof(*m->enc_types));
+    m->ids = malloc((size_t)m->n_batch_max * sizeof(*m->ids));
+    if (!m->slots || !m->enc_seqs || !m->enc_types || !m->ids)
+        return -ENOMEM;
+    fd_log_info("%s: bert encoder, %d layers, n_embd %d, %d heads, n_ff %d, %d positions, "
+                "%d token types, pooling %d, classification head: %d outputs",
+                gguf_path(m->g), m->hp.n_layer, m->hp.n_embd, m->hp.n_head, m->hp.n_ff,
+                src.n_pos, m->hp.n_type, m->hp.pooling, m->hp.n_cls_out);
+    return 0;
+}
+
+/* An encoder step: each entry a whole input, packed into forwards of at most n_batch_max
+ * rows (an input is never split: its rows attend to each other). */
+static int bert_decode(llm_model_t *m, const llm_batch_entry_t *e, int n)
+{
+    if (n < 1 || n > m->n_seq_max || !e)
+        return -EINVAL;
+    for (int i = 0; i < n; i++) {
+        const llm_batch_entry_t *b = &e[i];
+        if (!slot_ok(m, b->slot) || b->n_tokens < 1 || !b->tokens || b->want_logits ||
+            b->enc_pool < LLM_ENC_SUM || b->enc_pool > LLM_ENC_RANK ||
+            (b->enc_pool == LLM_ENC_SUM && (b->want_hidden < 0 || b->want_hidden > b->n_tokens)) ||
+            (b->enc_pool == LLM_ENC_RANK && m->hp.n_cls_out == 0) ||
+            ((b->enc_pool != LLM_ENC_SUM || b->want_hidden > 0) && !b->hidden))
+            return -EINVAL;
+        for (int j = 0; j < i; j++)
+            if (e[j].slot == b->slot)
+                return -EINVAL;
+        for (int t = 0; t < b->n_tokens; t++)
+            if (b->tokens[t] < 0 || b->tokens[t] >= m->hp.n_vocab)
+                return -EINVAL;
+        if (b->n_tokens > m->hp.n_ctx)
+            return FD_ECTX;
+    }
+    for (int i = 0; i < n;) {
+        int rows = 0, ns = 0;
+        bool typed = false;
+        while (i < n && rows + e[i].n_tokens <= m->n_batch_max) {
+            const llm_batch_entry_t *b = &e[i++];
+            bool after_sep = false;
+            for (int t = 0; t < b->n_tokens; t++) {
+                m->ids[rows + t] = b->tokens[t];
+                /* a pair's second segment: type 1 after its first [SEP] */
+                m->enc_types[rows + t] = after_sep && m->hp.n_type > 1;
+                after_sep = after_sep || (b->enc_pool == LLM_ENC_RANK && b->tokens[t] == m->sep);
+                typed = typed || m->enc_types[rows + t];
+            }
+            int pool = b->enc_pool == LLM_ENC_RANK    ? FZ_ENC_RANK
+                       : b->enc_pool == LLM_ENC_FIRST ? FZ_ENC_FIRST
+                                                      : FZ_ENC_SUM;
+            m->enc_seqs[ns++] = (fz_enc_seq_t){ .n_rows = b->n_tokens, .pool = pool,
+                                                .want = b->want_hidden, .out = b->hidden };
+            rows += b->n_tokens;
+        }
+        int rc = fz_enc_forward(m->enc, m->ids, typed ? m->enc_types : NULL, rows, m->enc_seqs,
+                                ns);
+        if (rc)
+            return rc;
+    }
+    for (int i = 0; i < n; i++)
+        m->slots[e[i].slot].len = e[i].n_tokens;
+    return 0;
+}
+
 /* ---- load / free ---- */
 
 int llm_load(llm_model_t **out, const llm_load_params_t *p, char *err, size_t errlen)
@@ -1207,6 +1508,16 @@ int llm_load(llm_model_t **out, const llm_load_params_t *p, char *err, size_t er
     int rc = gguf_open(&m->g, p->path, err, errlen);
     if (rc)
         goto fail_open;
+    if (is_bert(m->g)) {
+        if ((rc = bert_load(m, p, err, errlen))) {
+            if (rc == -ENOMEM && err && !err[0])
+                snprintf(err, errlen, "out of memory");
+            llm_free(m);
+            return rc;
+        }
+        *out = m;
+        return 0;
+    }
     if ((rc = read_hparams(m, p, err, errlen)))
         goto fail_model;
     if ((rc = read_tensors(m, err, errlen)))
@@ -1287,6 +1598,10 @@ void llm_free(llm_model_t *m)
 {
     if (!m)
         return;
+    fz_enc_free(m->enc);
+    free(m->enc_layers);
+    free(m->enc_seqs);
+    free(m->enc_types);
     free(m->ids);
     free(m->pos);
     free(m->seqs);
@@ -1558,7 +1873,7 @@ static int check_batch(const llm_model_t *m, const llm_batch_entry_t *e, int n, 
             (e[i].want_logits > 0 && !logits))
             return -EINVAL;
         if (e[i].want_hidden < 0 || e[i].want_hidden > e[i].n_tokens ||
-            (e[i].want_hidden > 0 && !e[i].hidden))
+            (e[i].want_hidden > 0 && !e[i].hidden) || e[i].enc_pool != LLM_ENC_SUM)
             return -EINVAL;
         for (int j = 0; j < i; j++)
             if (e[j].slot == e[i].slot)
@@ -1579,6 +1894,8 @@ static int check_batch(const llm_model_t *m, const llm_batch_entry_t *e, int n, 
  * earlier rows' K and V in the cache).  Lengths change only when every sub-batch ran. */
 int llm_decode(llm_model_t *m, const llm_batch_entry_t *e, int n_entries, float *logits)
 {
+    if (m->enc)
+        return bert_decode(m, e, n_entries);
     int rc = check_batch(m, e, n_entries, logits);
     if (rc)
         return rc;

@@ -1,6 +1,7 @@
 /* model.h: one loaded Llama-family model (llama, qwen2, qwen3, phi3, gemma2, gemma3, and the
  * mixture-of-experts qwen3moe, qwen2moe, olmoe and Mixtral-style llama) and its batched
- * decoder step.
+ * decoder step; or a BERT encoder (bert: embedding and reranking models) and its batched
+ * encoder step.
  * Owns the GGUF mapping, the hyperparameters, the tokenizer, the backend, the fusion plan
  * (fusion/: folded weights, fused or unfused operators) and the KV cache pool.
  * llm_decode runs one step over several sequences, each at its own position, some in
@@ -75,6 +76,11 @@ typedef struct llm_hparams {
     float yarn_attn_factor;
     float yarn_beta_fast, yarn_beta_slow;
     uint32_t n_ctx_orig_yarn;   /* the override, else n_ctx_orig */
+    /* An encoder (arch "bert": fusion/encoder.h): no KV cache, no logits; every batch entry
+     * is a whole input (llm_batch_entry_t.enc_pool); n_ctx is at most the position table */
+    bool encoder;
+    int n_type;                 /* token types (token_types.weight rows; 0: none) */
+    int n_cls_out;              /* the classification head's outputs (0: none: no reranking) */
 } llm_hparams_t;
 
 /* RoPE scaling types (GGUF <arch>.rope.scaling.type; llama-server's --rope-scaling) */
@@ -231,7 +237,18 @@ typedef struct llm_batch_entry {
      * adapted matrix (0: that adapter not applied; entries of one call may differ), or NULL:
      * the base model */
     const float *lora;
+    /* Encoders (llm_hparams_t.encoder) only, where n_tokens is the whole input (the slot's
+     * length is ignored and becomes n_tokens) and nothing gives logits: enum llm_enc_pool,
+     * what goes into hidden.  LLM_ENC_SUM: the last want_hidden rows' states added (as for
+     * decoders); LLM_ENC_FIRST: the first row's added (CLS); LLM_ENC_RANK: the input is a
+     * pair [CLS] query [SEP] document [SEP], its rows after the first [SEP] of token type 1
+     * (Hugging Face's pair encoding), and the classification head's n_cls_out scores over
+     * the first row are WRITTEN to hidden.  Plain embeddings use token type 0 throughout, as
+     * llama.cpp does. */
+    int enc_pool;
 } llm_batch_entry_t;
+
+enum llm_enc_pool { LLM_ENC_SUM = 0, LLM_ENC_FIRST = 1, LLM_ENC_RANK = 2 };
 
 /* Runs one step.  logits receives n_vocab floats per row that wants them (want_logits
  * rows an entry), entry after entry, each entry's rows in order (host memory; may be

@@ -118,6 +118,12 @@ tests_test_model_CFLAGS = $(TEST_CFLAGS)
 tests_test_model_LDADD = $(TEST_LIBS)
 TESTS += tests/test_model
 
+check_PROGRAMS += tests/test_bert
+tests_test_bert_SOURCES = tests/test_bert.c
+tests_test_bert_CFLAGS = $(TEST_CFLAGS)
+tests_test_bert_LDADD = $(TEST_LIBS)
+TESTS += tests/test_bert
+
 check_PROGRAMS += tests/test_grammar
 tests_test_grammar_SOURCES = tests/test_grammar.c
 tests_test_grammar_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)

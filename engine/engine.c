@@ -109,6 +109,7 @@ typedef struct req {
     bool pool_norm;
     int n_embd;
     float *emb;                  /* pooling: the sum of the pooled rows' hidden states */
+    bool encoder;                /* the model is an encoder: the prompt runs whole */
     bool ignore_eos;
     float *lora;                 /* n_lora adapter scales, NULL when none or all zero */
     int n_lora;
@@ -350,8 +351,18 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
     if (!q->prompt || q->n_prompt == 0)
         return SUBMIT_ERR(-EINVAL, "empty prompt");
     const bool embed = q->pooling != ENG_POOL_NONE;
-    if (embed && (q->pooling < ENG_POOL_MEAN || q->pooling > ENG_POOL_LAST))
-        return SUBMIT_ERR(-EINVAL, "pooling %d: 1 (mean), 2 (cls) or 3 (last)", q->pooling);
+    const eng_info_t *inf = eng_info(e);
+    if (embed && (q->pooling < ENG_POOL_MEAN || q->pooling > ENG_POOL_RANK))
+        return SUBMIT_ERR(-EINVAL, "pooling %d: 1 (mean), 2 (cls), 3 (last) or 4 (rank)",
+                          q->pooling);
+    if (q->pooling == ENG_POOL_RANK && inf->n_cls_out < 1)
+        return SUBMIT_ERR(-EINVAL, "this model has no classification head: it gives no rank "
+                          "scores");
+    if (inf->encoder && !embed)
+        return SUBMIT_ERR(-EINVAL, "an encoder model (%s) gives embeddings and rank scores "
+                          "only: it generates nothing", inf->arch);
+    if (inf->encoder && q->n_lora)
+        return SUBMIT_ERR(-EINVAL, "an encoder model takes no LoRA scales");
     if (embed && (q->max_tokens != 0 || q->prompt_logprobs))
         return SUBMIT_ERR(-EINVAL, "an embedding request generates nothing: max_tokens 0 and "
                           "no prompt log-probabilities");
@@ -450,7 +461,9 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
     if (embed) {
         r->pool = q->pooling;
         r->pool_norm = q->normalize;
-        r->n_embd = eng_info(e)->n_embd;
+        r->n_embd = q->pooling == ENG_POOL_RANK ? inf->n_cls_out : inf->n_embd;
+        r->pool_norm = q->normalize && q->pooling != ENG_POOL_RANK;
+        r->encoder = inf->encoder;
         if (!(r->emb = calloc((size_t)r->n_embd, sizeof *r->emb)))
             goto nomem;
     }
@@ -1163,6 +1176,13 @@ static void run_step(eng_t *e)
          * only kind llm_decode returns */
         if (r->pool == ENG_POOL_CLS && r->n_past == 0)
             take = 1;
+        if (r->encoder) {
+            /* an encoder's rows attend to each other: the whole prompt in one step, alone
+             * in it if it is larger than a step */
+            if (n_tok > 0 && n_tok + r->n_prompt > e->max_batch)
+                continue;
+            take = r->n_prompt;
+        }
         if (r->plp) {
             /* every row's logits: a step holds at most plp_rows of them (the buffer) */
             take = FD_MIN(take, plp_left);
@@ -1182,6 +1202,12 @@ static void run_step(eng_t *e)
             e->ent[n].want_hidden = r->pool == ENG_POOL_MEAN ? take
                                   : r->pool == ENG_POOL_CLS ? (r->n_past == 0)
                                   : last;
+            if (r->encoder)
+                e->ent[n].enc_pool = r->pool == ENG_POOL_CLS    ? LLM_ENC_FIRST
+                                   : r->pool == ENG_POOL_RANK ? LLM_ENC_RANK
+                                                              : LLM_ENC_SUM;
+            if (r->encoder && r->pool == ENG_POOL_CLS)
+                e->ent[n].want_hidden = 0;
         }
         e->sampled[n].n_draft = 0;
         e->ent_req[n++] = r;

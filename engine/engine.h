@@ -104,6 +104,9 @@ typedef struct eng_info {
     const char *chat_template;  /* tokenizer.chat_template or NULL */
     int threads;
     int pooling;                /* the file's pooling type (enum eng_pooling), -1: none given */
+    bool encoder;               /* an encoder (bert): embedding and rank requests only, each
+                                   prompt run whole in one step (never in chunks) */
+    int n_cls_out;              /* encoders: the classification head's outputs (0: none) */
     int draft_max;              /* n-gram speculation's draft_max in use; 0: off (not asked
                                    for, or the driver cannot truncate a sequence) */
     const char *cache_type_k;   /* "f32", "f16", "q8_0", ... (NULL: the driver has none) */
@@ -121,7 +124,9 @@ typedef struct eng_info {
 
 /* How an embedding request pools its prompt's final hidden states (llama.cpp's numbering of
  * <arch>.pooling_type, so the file's value maps directly). */
-enum eng_pooling { ENG_POOL_NONE = 0, ENG_POOL_MEAN = 1, ENG_POOL_CLS = 2, ENG_POOL_LAST = 3 };
+enum eng_pooling { ENG_POOL_NONE = 0, ENG_POOL_MEAN = 1, ENG_POOL_CLS = 2, ENG_POOL_LAST = 3,
+                   ENG_POOL_RANK = 4 /* a reranker's score: the classification head over
+                                        the first row (encoders with one: n_cls_out) */ };
 
 /* Loads the model, prepares the backend and starts the engine thread. */
 int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen);
@@ -285,7 +290,10 @@ typedef struct eng_request {
      * sampled, and DONE (ENG_FINISH_STOP) carries the pooled final hidden state: the mean
      * of every prompt token's, the first token's (CLS) or the last token's, L2-normalized
      * when normalize is set.  It never reuses the prefix cache (the cached rows would give
-     * no hidden states), though its finished KV may be cached for later prompts. */
+     * no hidden states), though its finished KV may be cached for later prompts.
+     * On an encoder (eng_info_t.encoder) every request is one of these, its prompt runs
+     * whole in one step, and ENG_POOL_RANK (a pair [CLS] query [SEP] document [SEP]) gives
+     * the classification head's n_cls_out scores, never normalized. */
     int pooling;                /* enum eng_pooling */
     bool normalize;
     /* LoRA: n_lora scales (eng_info_t.n_lora of them, or 0: none), one per adapter, each

@@ -226,6 +226,8 @@ int eng_open(eng_t **out, const eng_params_t *p, char *err, size_t errlen)
         .n_vocab = hp->n_vocab,
         .n_embd = hp->n_embd,
         .pooling = hp->pooling,
+        .encoder = hp->encoder,
+        .n_cls_out = hp->n_cls_out,
         .n_layer = hp->n_layer,
         .n_head = hp->n_head,
         .n_head_kv = hp->n_head_kv,

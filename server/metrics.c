@@ -92,7 +92,7 @@ const char *met_endpoint_name(int ep)
     static const char *const names[MET_EP_COUNT] = {
         "completions", "chat_completions", "models", "health",
         "metrics", "tokenize", "detokenize", "embeddings", "responses", "infill",
-        "completion", "props", "slots", "apply_template", "other"};
+        "completion", "props", "slots", "apply_template", "rerank", "other"};
     return ep >= 0 && ep < MET_EP_COUNT ? names[ep] : "other";
 }
 

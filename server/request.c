@@ -1832,6 +1832,60 @@ static int parse_embeddings(const cJSON *root, const rq_limits_t *lim, rq_t *r, 
     return 0;
 }
 
+/* /rerank (llama-server's, Jina's and Cohere's shape): a non-empty query string and a
+ * non-empty array of document strings ("documents", or TEI's "texts", which also selects
+ * TEI's answer), at most max_inputs of them; top_n >= 1 (more than the documents: all);
+ * return_text. */
+static int parse_rerank(const cJSON *root, const rq_limits_t *lim, rq_t *r, rq_err_t *e)
+{
+    const cJSON *q = field(root, "query");
+    if (!q)
+        return bad(e, "query", "'query' is required: the text the documents are ranked for");
+    if (!cJSON_IsString(q))
+        return bad(e, "query", "'query' must be a string, not %s", type_name(q));
+    if (!q->valuestring[0])
+        return bad(e, "query", "'query' is an empty string");
+    const char *key = "documents";
+    const cJSON *d = field(root, key);
+    if (!d && (d = field(root, "texts"))) {
+        key = "texts";
+        r->tei = true;
+    }
+    if (!d)
+        return bad(e, "documents", "'documents' is required: an array of strings to rank");
+    if (!cJSON_IsArray(d))
+        return bad(e, key, "'%s' must be an array of strings, not %s", key, type_name(d));
+    int n = cJSON_GetArraySize(d);
+    if (n == 0)
+        return bad(e, key, "'%s' is empty: nothing to rank", key);
+    if (n > lim->max_inputs)
+        return bad(e, key, "'%s' has %d documents; at most %d are accepted", key, n,
+                   lim->max_inputs);
+    if (!(r->query = strdup(q->valuestring)))
+        return -ENOMEM;
+    r->query_len = strlen(r->query);
+    if (!(r->prompts = calloc((size_t)n, sizeof *r->prompts)))
+        return -ENOMEM;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, d) {
+        if (!cJSON_IsString(it))
+            return bad(e, key, "'%s[%zu]' must be a string, not %s", key, r->n_prompts,
+                       type_name(it));
+        rq_prompt_t *p = &r->prompts[r->n_prompts];
+        if (!(p->text = strdup(it->valuestring)))
+            return -ENOMEM;
+        p->text_len = strlen(p->text);
+        r->n_prompts++;
+    }
+    long long v = 0;
+    bool have = false;
+    int rc;
+    if ((rc = get_int(root, "top_n", 1, 1LL << 30, &have, &v, e)))
+        return rc;
+    r->top_n = have ? (int)FD_MIN(v, (long long)n) : n;
+    return get_bool(root, "return_text", &r->return_text, e);
+}
+
 /* The fields /infill and /completion share: response_fields, and the editors' stops
  * t_max_predict_ms and n_indent. */
 static int parse_native_common(const cJSON *root, rq_t *r, rq_err_t *e)
@@ -2043,6 +2097,9 @@ int rq_parse(int kind, const char *body, size_t len, const rq_limits_t *lim, rq_
     case RQ_EMBEDDINGS:
         rc = parse_embeddings(root, lim, r, e);
         break;
+    case RQ_RERANK:
+        rc = parse_rerank(root, lim, r, e);
+        break;
     case RQ_DETOKENIZE:
         rc = parse_detokenize(root, r, e);
         break;
@@ -2080,6 +2137,7 @@ void rq_free(rq_t *r)
     }
     free(r->prompts);
     free(r->suffix);
+    free(r->query);
     free(r->input_prefix);
     free(r->input_suffix);
     for (size_t i = 0; i < r->n_extra; i++) {

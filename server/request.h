@@ -15,7 +15,7 @@
 #include "engine/engine.h"
 
 enum rq_kind { RQ_COMPLETION = 1, RQ_CHAT, RQ_TOKENIZE, RQ_DETOKENIZE, RQ_EMBEDDINGS,
-               RQ_INFILL, RQ_NATIVE };
+               RQ_INFILL, RQ_NATIVE, RQ_RERANK };
 
 /* max_tokens: generate until the context is full (llama-server's n_predict -1). */
 #define RQ_TO_CONTEXT (-1)
@@ -147,6 +147,13 @@ typedef struct rq {
     /* embeddings: the inputs are prompts (param "input"; none empty) */
     bool base64;                /* encoding_format "base64" (default "float") */
     int dimensions;             /* 0: not given; else checked against the model's size */
+    /* rerank (llama-server's /rerank): the documents are prompts (text), the query here */
+    char *query;
+    size_t query_len;
+    int top_n;                  /* results kept, best first (default: all documents) */
+    bool return_text;
+    bool tei;                   /* documents sent as "texts": TEI's answer (an array of
+                                   {index, score[, text]}) instead of Jina's */
     /* tokenize */
     bool add_special;           /* default true */
     bool parse_special;         /* default true: special-token texts become their ids */

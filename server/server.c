@@ -50,7 +50,7 @@
 
 enum route {
     R_NONE, R_HEALTH, R_METRICS, R_MODELS, R_MODEL_ONE, R_COMPLETIONS, R_CHAT, R_TOKENIZE,
-    R_DETOKENIZE, R_EMBEDDINGS, R_RESPONSES, R_RESPONSE_ONE, R_RESPONSE_TOKENS, R_INFILL,
+    R_DETOKENIZE, R_EMBEDDINGS, R_RERANK, R_RESPONSES, R_RESPONSE_ONE, R_RESPONSE_TOKENS, R_INFILL,
     /* llama-server's native API */
     R_NATIVE, R_PROPS, R_PROPS_SET, R_SLOTS, R_SLOT_ACTION, R_APPLY_TEMPLATE,
     R_LORA,
@@ -77,6 +77,12 @@ static const struct route_def {
     {"/detokenize", "POST", R_DETOKENIZE, MET_EP_DETOKENIZE, false},
     {"/v1/embeddings", "POST", R_EMBEDDINGS, MET_EP_EMBEDDINGS, false},
     {"/embeddings", "POST", R_EMBEDDINGS, MET_EP_EMBEDDINGS, false},
+    {"/embedding", "POST", R_EMBEDDINGS, MET_EP_EMBEDDINGS, false},
+    /* llama-server's reranking (a model with a classification head) */
+    {"/rerank", "POST", R_RERANK, MET_EP_RERANK, false},
+    {"/v1/rerank", "POST", R_RERANK, MET_EP_RERANK, false},
+    {"/reranking", "POST", R_RERANK, MET_EP_RERANK, false},
+    {"/v1/reranking", "POST", R_RERANK, MET_EP_RERANK, false},
     {"/infill", "POST", R_INFILL, MET_EP_INFILL, false},
     {"/completion", "POST", R_NATIVE, MET_EP_COMPLETION, false},
     {"/props", "GET", R_PROPS, MET_EP_PROPS, false},
@@ -872,7 +878,9 @@ static void on_engine_event(void *ud, const eng_event_t *ev)
 {
     srv_choice_t *c = ud;
     evq_t *q = c->q;
-    if (ev->embedding && c->emb && ev->n_embedding == c->job->srv->info->n_embd)
+    if (ev->embedding && c->emb &&
+        ev->n_embedding == (c->job->rq.kind == RQ_RERANK ? c->job->srv->info->n_cls_out
+                                                         : c->job->srv->info->n_embd))
         memcpy(c->emb, ev->embedding, sizeof(float) * (size_t)ev->n_embedding);
     evq_node_t *n = evq_copy(ev, c, ev->type == ENG_EV_DONE ? &c->done_node : NULL);
     if (!n) {
@@ -1395,6 +1403,74 @@ static char *embeddings_body(const srv_job_t *j, int *status)
     return body;
 }
 
+/* The /rerank answer (llama-server's): every document's score (the head's first output),
+ * best first, the top_n of them; Jina's {"results": [{"index", "relevance_score"}]} (with
+ * "document": {"text"} under return_text), or TEI's [{"index", "score"[, "text"]}] when the
+ * documents came as "texts".  A timed-out document makes it a 503, as for embeddings. */
+typedef struct rank_item {
+    int index;
+    float score;
+} rank_item_t;
+
+static int rank_cmp(const void *a, const void *b)
+{
+    const rank_item_t *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score < y->score ? 1 : -1;
+    return x->index - y->index;
+}
+
+static char *rerank_body(const srv_job_t *j, int *status)
+{
+    const rq_t *r = &j->rq;
+    rank_item_t *it = calloc((size_t)j->n_choices, sizeof *it);
+    if (!it) {
+        *status = 500;
+        return NULL;
+    }
+    for (int i = 0; i < j->n_choices; i++) {
+        if (j->choices[i].finish != ENG_FINISH_STOP) {
+            free(it);
+            *status = 503;
+            return oai_error(503, "service_unavailable_error", "timeout", NULL,
+                             "the request timed out before every document was scored "
+                             "(server busy)");
+        }
+        it[i] = (rank_item_t){ .index = i, .score = j->choices[i].emb[0] };
+    }
+    qsort(it, (size_t)j->n_choices, sizeof *it, rank_cmp);
+    cJSON *root = r->tei ? cJSON_CreateArray() : cJSON_CreateObject(), *res = root;
+    bool ok = root != NULL;
+    if (ok && !r->tei) {
+        cJSON *u = cJSON_AddObjectToObject(root, "usage");
+        ok = cJSON_AddStringToObject(root, "model", j->model) &&
+             cJSON_AddStringToObject(root, "object", "list") && u &&
+             cJSON_AddNumberToObject(u, "prompt_tokens", (double)j->prompt_tokens) &&
+             cJSON_AddNumberToObject(u, "total_tokens", (double)j->prompt_tokens) &&
+             (res = cJSON_AddArrayToObject(root, "results")) != NULL;
+    }
+    const int n = FD_MIN(r->top_n, j->n_choices);
+    for (int k = 0; ok && k < n; k++) {
+        const rq_prompt_t *d = &r->prompts[it[k].index];
+        cJSON *o = cJSON_CreateObject();
+        ok = o && cJSON_AddItemToArray(res, o) &&
+             cJSON_AddNumberToObject(o, "index", it[k].index) &&
+             cJSON_AddNumberToObject(o, r->tei ? "score" : "relevance_score",
+                                     (double)it[k].score);
+        if (ok && r->return_text) {
+            char *clean = oai_utf8_clean(d->text, d->text_len);
+            cJSON *at = r->tei ? o : cJSON_AddObjectToObject(o, "document");
+            ok = clean && at && cJSON_AddStringToObject(at, "text", clean) != NULL;
+            free(clean);
+        }
+    }
+    char *body = ok ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    free(it);
+    *status = body ? 200 : 500;
+    return body;
+}
+
 /* ---- /v1/responses answers (the generation is the chat request's) */
 
 static bool choice_incomplete(const srv_job_t *j, const srv_choice_t *c)
@@ -1643,6 +1719,8 @@ static void build_final(srv_job_t *j)
                          "the request timed out before its first token (server busy)");
     } else if (j->rq.kind == RQ_EMBEDDINGS) {
         body = embeddings_body(j, &status);
+    } else if (j->rq.kind == RQ_RERANK) {
+        body = rerank_body(j, &status);
     } else if (j->rs) {
         body = responses_body(j, &status);
     } else if (native_answer(j)) {
@@ -3124,6 +3202,72 @@ static int prepare_prompts(srv_job_t *j, rq_err_t *e)
     return 0;
 }
 
+/* /rerank (thread pool): each document as the pair [CLS] query [SEP] document [SEP] (the
+ * query and documents tokenized without specials), none past the context. */
+static int prepare_rerank(srv_job_t *j)
+{
+    srv_t *s = j->srv;
+    rq_t *r = &j->rq;
+    rq_err_t *e = &j->prep_err;
+    const size_t np = r->n_prompts;
+    const int32_t cls = tok_bos(s->tok), sep = tok_sep(s->tok) >= 0 ? tok_sep(s->tok)
+                                                                    : tok_eos(s->tok);
+    if (cls < 0 || sep < 0)
+        return rq_fail(e, 501, "not_supported_error", NULL,
+                       "this model's vocabulary has no [CLS] and [SEP] tokens to pair a query "
+                       "with a document");
+    j->pids = calloc(np, sizeof *j->pids);
+    j->pn = calloc(np, sizeof *j->pn);
+    j->echo = calloc(np, sizeof *j->echo);
+    j->echo_len = calloc(np, sizeof *j->echo_len);
+    j->max_tokens = calloc(np, sizeof *j->max_tokens);
+    if (!j->pids || !j->pn || !j->echo || !j->echo_len || !j->max_tokens)
+        return rq_fail(e, 500, "server_error", NULL, "out of memory");
+    j->n_prompts = np;
+    int32_t *q = NULL, *d = NULL;
+    size_t nq = 0, nd = 0;
+    int rc = encode(s->tok, r->query, r->query_len, false, &q, &nq);
+    if (rc)
+        return rq_fail(e, rc == -ENOMEM ? 500 : 400, "invalid_request_error", "query",
+                       "cannot tokenize 'query': %s", fd_strerror(rc));
+    const char *key = r->tei ? "texts" : "documents";
+    for (size_t p = 0; p < np && rc == 0; p++) {
+        char pp[32];
+        snprintf(pp, sizeof pp, "%s[%zu]", key, p);
+        if ((rc = encode(s->tok, r->prompts[p].text, r->prompts[p].text_len, false, &d, &nd))) {
+            rc = rq_fail(e, rc == -ENOMEM ? 500 : 400, "invalid_request_error", pp,
+                         "cannot tokenize '%s': %s", pp, fd_strerror(rc));
+            break;
+        }
+        const size_t n = nq + nd + 3;
+        if (n > (size_t)s->info->n_ctx) {
+            rc = rq_fail(e, 400, "invalid_request_error", pp,
+                         "the query and '%s' make %zu tokens, more than the context length %d",
+                         pp, n, s->info->n_ctx);
+            e->code = "context_length_exceeded";
+            break;
+        }
+        int32_t *ids = malloc(n * sizeof *ids);
+        if (!ids) {
+            rc = rq_fail(e, 500, "server_error", NULL, "out of memory");
+            break;
+        }
+        ids[0] = cls;
+        memcpy(ids + 1, q, nq * sizeof *ids);
+        ids[nq + 1] = sep;
+        memcpy(ids + nq + 2, d, nd * sizeof *ids);
+        ids[n - 1] = sep;
+        j->pids[p] = ids;
+        j->pn[p] = n;
+        j->prompt_tokens += (long long)n;
+        free(d);
+        d = NULL;
+    }
+    free(d);
+    free(q);
+    return rc;
+}
+
 /* Generation requests (thread pool): prompts tokenized, lengths resolved. */
 /* llama-server's ignore_eos (/completion, /infill) bans every end-of-generation token (a
  * -inf logit bias each, after the client's), so the text runs on as the model writes it
@@ -3156,6 +3300,8 @@ static int prepare_generation(srv_job_t *j)
     srv_t *s = j->srv;
     rq_t *r = &j->rq;
     rq_err_t *e = &j->prep_err;
+    if (r->kind == RQ_RERANK)
+        return prepare_rerank(j);
     int rc = prepare_prompts(j, e);
     if (rc)
         return rc;
@@ -3251,7 +3397,7 @@ static int submit_choice(srv_job_t *j, int i, double timeout, char *err, size_t 
 {
     srv_t *s = j->srv;
     const rq_t *r = &j->rq;
-    const bool embed = r->kind == RQ_EMBEDDINGS;
+    const bool embed = r->kind == RQ_EMBEDDINGS || r->kind == RQ_RERANK;
     srv_choice_t *c = &j->choices[i];
     eng_request_t er;
     memset(&er, 0, sizeof er);
@@ -3276,6 +3422,10 @@ static int submit_choice(srv_job_t *j, int i, double timeout, char *err, size_t 
         er.max_tokens = 0;
         er.pooling = s->pooling;
         er.normalize = true;     /* OpenAI's embeddings have length 1 */
+        if (r->kind == RQ_RERANK) {
+            er.pooling = ENG_POOL_RANK;
+            er.normalize = false;
+        }
     }
     /* /completion's and /infill's cache_prompt false: the whole prompt prefilled */
     er.no_cache_reuse = (r->kind == RQ_NATIVE || r->kind == RQ_INFILL) && !r->cache_prompt;
@@ -3301,7 +3451,8 @@ static int submit_choice(srv_job_t *j, int i, double timeout, char *err, size_t 
  * no error: the next one to end tries again. */
 static void embed_next(srv_job_t *j, int finish)
 {
-    if (j->rq.kind != RQ_EMBEDDINGS || j->wave_rc || j->abandoned || j->client_gone ||
+    if ((j->rq.kind != RQ_EMBEDDINGS && j->rq.kind != RQ_RERANK) || j->wave_rc ||
+        j->abandoned || j->client_gone ||
         finish != ENG_FINISH_STOP)
         return;
     while (j->next_choice < j->n_choices && j->n_running < EMBED_WINDOW) {
@@ -3332,7 +3483,7 @@ static enum MHD_Result start_generation(srv_job_t *j)
 {
     srv_t *s = j->srv;
     rq_t *r = &j->rq;
-    const bool embed = r->kind == RQ_EMBEDDINGS;
+    const bool embed = r->kind == RQ_EMBEDDINGS || r->kind == RQ_RERANK;
     j->n_choices = (int)j->n_prompts * (embed ? 1 : r->n);
     j->choices = calloc((size_t)j->n_choices, sizeof *j->choices);
     if (!j->choices)
@@ -3375,7 +3526,8 @@ static enum MHD_Result start_generation(srv_job_t *j)
         sb_init(&c->rsn_text);
         sb_init(&c->rsn_r);
         sb_init(&c->rsn_c);
-        if (embed && !(c->emb = calloc((size_t)s->info->n_embd, sizeof *c->emb))) {
+        if (embed && !(c->emb = calloc((size_t)FD_MAX(s->info->n_embd, s->info->n_cls_out),
+                                       sizeof *c->emb))) {
             rc = -ENOMEM;
             break;
         }
@@ -3671,6 +3823,7 @@ static enum MHD_Result on_body_complete(srv_job_t *j)
                        j->route == R_RESPONSE_TOKENS || j->route == R_APPLY_TEMPLATE ? RQ_CHAT
                : j->route == R_TOKENIZE  ? RQ_TOKENIZE
                : j->route == R_EMBEDDINGS ? RQ_EMBEDDINGS
+               : j->route == R_RERANK     ? RQ_RERANK
                                          : RQ_DETOKENIZE;
     rq_err_t e;
     char *chat = NULL;
@@ -3692,7 +3845,8 @@ static enum MHD_Result on_body_complete(srv_job_t *j)
     size_t body_len = j->body.len;
     sb_free(&j->body);
     if (j->rq.model && strcmp(j->rq.model, s->model_id) != 0 &&
-        (kind == RQ_COMPLETION || kind == RQ_CHAT || kind == RQ_EMBEDDINGS))
+        (kind == RQ_COMPLETION || kind == RQ_CHAT || kind == RQ_EMBEDDINGS ||
+         kind == RQ_RERANK))
         return answer_fail(j, 404, "not_found_error", "model_not_found", "model",
                            "the model '%.100s' does not exist; this server serves '%.100s'",
                            j->rq.model, s->model_id);
@@ -3825,6 +3979,17 @@ static enum MHD_Result on_headers(srv_job_t *j, const char *url, const char *met
     if (j->route == R_EMBEDDINGS && !s->cfg.embeddings)
         return answer_fail(j, 404, "not_found_error", "not_found", NULL,
                            "embeddings are off on this server (the embeddings option)");
+    if (j->route == R_RERANK && s->info->n_cls_out < 1)
+        return answer_fail(j, 501, "not_supported_error", NULL, NULL,
+                           "This server does not support reranking: the model has no "
+                           "classification head (serve a reranker such as bge-reranker or a "
+                           "cross-encoder)");
+    if (s->info->encoder &&
+        (j->route == R_COMPLETIONS || j->route == R_CHAT || j->route == R_INFILL ||
+         j->route == R_NATIVE || j->route == R_RESPONSES || j->route == R_RESPONSE_TOKENS))
+        return answer_fail(j, 501, "not_supported_error", NULL, NULL,
+                           "this model (%s) is an encoder: it serves embeddings (/v1/embeddings)"
+                           " and reranking (/rerank), not text generation", s->info->arch);
     if (s->draining)
         return answer_unavailable(j, "draining", "the server is shutting down (draining)");
     return MHD_YES;

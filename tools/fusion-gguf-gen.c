@@ -13,6 +13,7 @@
 
 #include "common/fd.h"
 #include "common/ggtypes.h"
+#include "engine/bert_gen.h"
 #include "engine/gguf.h"
 #include "engine/gguf_write.h"
 #include "engine/lora.h"
@@ -55,6 +56,9 @@ static void usage(FILE *f)
             "      --gemma-vocab     a Gemma-style vocabulary (<bos> 2, <eos> 1, user-defined\n"
             "                        pieces, no space prefix)\n"
             "      --name S          general.name\n"
+            "      --arch bert       a BERT encoder (WordPiece vocabulary); -p bge-small, the\n"
+            "                        shape options, --cls N (a classification head of N\n"
+            "                        outputs: a reranker), --pooling N (bert.pooling_type)\n"
             "      --lora BASE.gguf  write a seeded random LoRA adapter for the model BASE\n"
             "                        instead (llama.cpp's adapter format; -t F32, F16, BF16\n"
             "                        or Q8_0, -s seed) with:\n"
@@ -101,7 +105,54 @@ static int parse_float(const char *opt, const char *s, float *out)
 enum { O_ARCH = 256, O_EMBD, O_LAYER, O_HEAD, O_HEAD_KV, O_FF, O_VOCAB, O_CTX, O_HEAD_DIM,
        O_ROPE, O_EPS, O_TIED, O_UNTIED, O_NAME, O_ROPE_FREQS, O_LONGROPE, O_SWA, O_SOFTCAP,
        O_GEMMA_VOCAB, O_ROPE_SCALE, O_EXPERTS, O_LORA, O_RANK, O_ALPHA, O_TARGETS,
-       O_ROPE_SCALING };
+       O_ROPE_SCALING, O_CLS, O_POOLING };
+
+/* --arch bert: a BERT encoder (engine/bert_gen.h); preset bge-small or a small default, the
+ * shape options, --cls N (a classification head of N outputs: a reranker) and --pooling. */
+static int write_bert(const char *out, const char *preset, const char *const *shape_arg,
+                      const char *type, const char *seed, int threads, int n_cls, int pooling)
+{
+    bert_gen_t p = { .n_embd = 64, .n_layer = 2, .n_head = 4, .n_ff = 96, .n_vocab = 256,
+                     .n_ctx = 128, .n_types = 2, .pooling = 1, .type = GG_F32, .seed = 1,
+                     .eps = 1e-12f };
+    if (preset && strcmp(preset, "bge-small") == 0) {
+        bert_gen_bge_small(&p);
+    } else if (preset) {
+        fprintf(stderr, "fusion-gguf-gen: bert presets: bge-small\n");
+        return 2;
+    }
+    const struct { int opt; const char *name; int *field; } shape[] = {
+        {O_EMBD, "--n-embd", &p.n_embd}, {O_LAYER, "--n-layer", &p.n_layer},
+        {O_HEAD, "--n-head", &p.n_head}, {O_FF, "--n-ff", &p.n_ff},
+        {O_VOCAB, "--n-vocab", &p.n_vocab}, {O_CTX, "--n-ctx", &p.n_ctx},
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(shape); i++)
+        if (shape_arg[shape[i].opt] && parse_int(shape[i].name, shape_arg[shape[i].opt],
+                                                 shape[i].field))
+            return 2;
+    if (n_cls >= 0)
+        p.n_cls_out = n_cls;
+    if (pooling >= -1)
+        p.pooling = pooling;
+    if ((p.type = gg_type_from_name(type)) < 0) {
+        fprintf(stderr, "fusion-gguf-gen: bert: type '%s' unknown\n", type);
+        return 2;
+    }
+    if (seed)
+        p.seed = strtoull(seed, NULL, 10);
+    char err[256];
+    double t0 = fd_now_s();
+    int rc = bert_gen_write(&p, out, threads, err, sizeof(err));
+    if (rc) {
+        fprintf(stderr, "fusion-gguf-gen: %s\n", err);
+        return 1;
+    }
+    printf("%s: bert, n_embd %d, n_layer %d, n_head %d, n_ff %d, n_vocab %d, n_ctx %d, "
+           "classification head %d, pooling %d, type %s, seed %llu, written in %.1f s\n", out,
+           p.n_embd, p.n_layer, p.n_head, p.n_ff, p.n_vocab, p.n_ctx, p.n_cls_out, p.pooling,
+           gg_type_name(p.type), (unsigned long long)p.seed, fd_now_s() - t0);
+    return 0;
+}
 
 static int write_lora(const char *base, const char *out, const char *type, const char *seed,
                       int rank, float alpha, const char *targets)
@@ -149,10 +200,13 @@ int main(int argc, char **argv)
         {"experts", required_argument, 0, O_EXPERTS},
         {"lora", required_argument, 0, O_LORA}, {"rank", required_argument, 0, O_RANK},
         {"alpha", required_argument, 0, O_ALPHA}, {"targets", required_argument, 0, O_TARGETS},
+        {"cls", required_argument, 0, O_CLS}, {"pooling", required_argument, 0, O_POOLING},
         {0, 0, 0, 0},
     };
     const char *out = NULL, *preset = "stories260K", *type = "F32", *seed = NULL;
     const char *name = NULL, *arch = NULL;
+    bool preset_set = false;
+    int n_cls = -1, pooling = -2;
     /* Explicit shape options apply after the preset, whatever their order. */
     const char *shape_arg[O_HEAD_DIM + 1] = {0};
     int tied = -1;
@@ -175,7 +229,7 @@ int main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "o:p:t:s:j:h", opts, NULL)) != -1) {
         switch (c) {
         case 'o': out = optarg; break;
-        case 'p': preset = optarg; break;
+        case 'p': preset = optarg; preset_set = true; break;
         case 't': type = optarg; break;
         case 's': seed = optarg; break;
         case 'j': if (parse_int("--threads", optarg, &threads)) return 2; break;
@@ -184,10 +238,10 @@ int main(int argc, char **argv)
             if (strcmp(optarg, "llama") && strcmp(optarg, "qwen2") && strcmp(optarg, "qwen3") &&
                 strcmp(optarg, "phi3") && strcmp(optarg, "gemma") && strcmp(optarg, "gemma2") &&
                 strcmp(optarg, "gemma3") && strcmp(optarg, "qwen3moe") && strcmp(optarg, "olmoe") &&
-                strcmp(optarg, "qwen2moe")) {
+                strcmp(optarg, "qwen2moe") && strcmp(optarg, "bert")) {
                 fprintf(stderr, "fusion-gguf-gen: architecture '%s' not supported (llama, "
                         "qwen2, qwen3, phi3, gemma, gemma2, gemma3, qwen3moe, qwen2moe, "
-                        "olmoe)\n", optarg);
+                        "olmoe, bert)\n", optarg);
                 return 2;
             }
             arch = optarg;
@@ -257,6 +311,8 @@ int main(int argc, char **argv)
         case O_RANK: if (parse_int("--rank", optarg, &rank)) return 2; break;
         case O_ALPHA: if (parse_float("--alpha", optarg, &alpha)) return 2; break;
         case O_TARGETS: targets = optarg; break;
+        case O_CLS: if (parse_int("--cls", optarg, &n_cls)) return 2; break;
+        case O_POOLING: if (parse_int("--pooling", optarg, &pooling)) return 2; break;
         default: usage(stderr); return 2;
         }
     }
@@ -266,6 +322,9 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (arch && strcmp(arch, "bert") == 0)
+        return write_bert(out, preset_set ? preset : NULL, shape_arg, type, seed, threads, n_cls,
+                          pooling);
     if (gguf_w_llama_preset(preset, &p)) {
         fprintf(stderr, "fusion-gguf-gen: unknown preset '%s' (see --help)\n", preset);
         return 2;

@@ -368,6 +368,11 @@ int32_t tok_eos(const tok_t *t)
     return 2;
 }
 
+int32_t tok_sep(const tok_t *t) /* a WordPiece vocabulary's; this one has none */
+{
+    return -1;
+}
+
 bool tok_add_bos(const tok_t *t)
 {
     return true;

@@ -69,6 +69,7 @@ struct tok {
     uint32_t max_len;       /* WPM: the longest token text, in bytes */
     int32_t fim[TOK_FIM_N];
     bool add_bos, add_eos, add_space_prefix, ignore_merges, add_sep;
+    int32_t harmony_end;  /* gpt-oss: <|end|>, which ends a message, not the generation */
     int32_t eog[MAX_EOG];
     int n_eog;
 };
@@ -279,6 +280,7 @@ static int pre_from_name(const char *name, bool *known)
         {"smollm", TOK_PRE_DIGITS},  {"starcoder", TOK_PRE_DIGITS},
         {"refact", TOK_PRE_DIGITS},  {"command-r", TOK_PRE_DIGITS},
         {"codeshell", TOK_PRE_DIGITS},
+        {"gpt-4o", TOK_PRE_GPT4O},   {"llama4", TOK_PRE_GPT4O},
     };
     *known = true;
     if (!name || !*name)
@@ -487,18 +489,43 @@ static int build_specials(tok_t *t)
     return 0;
 }
 
+/* gpt-oss's harmony format, as llama.cpp treats it: the markers its chat parser reads
+ * (<|channel|>, <|message|>, <|start|>, <|constrain|>) are always rendered (user-defined,
+ * whatever the file says: llama.cpp does this for any vocabulary that has them), and in a
+ * vocabulary with <|return|> and <|call|>, <|end|> closes one message of an answer that
+ * goes on: rendered, and no end of generation (find_eog).  Before the pieces are rendered. */
+static void harmony_types(tok_t *t)
+{
+    static const char *const shown[] = {"<|channel|>", "<|message|>", "<|start|>",
+                                        "<|constrain|>"};
+    for (size_t i = 0; i < FD_ARRAY_LEN(shown); i++) {
+        int32_t id = map_find(t, &t->pieces, shown[i], strlen(shown[i]));
+        if (id >= 0)
+            t->type[id] = TOK_T_USER_DEFINED;
+    }
+    int32_t end = map_find(t, &t->pieces, "<|end|>", 7);
+    t->harmony_end = -1;
+    if (end >= 0 && map_find(t, &t->pieces, "<|return|>", 10) >= 0 &&
+        map_find(t, &t->pieces, "<|call|>", 8) >= 0) {
+        t->type[end] = TOK_T_USER_DEFINED;
+        t->harmony_end = end;
+    }
+}
+
 static void find_eog(tok_t *t)
 {
-    /* End-of-turn markers of the common chat formats, in order of preference for EOT. */
+    /* End-of-turn markers of the common chat formats, in order of preference for EOT;
+     * gpt-oss's <|return|> (its answer is done) and <|call|> (a tool call is) after them. */
     static const char *const names[] = {
         "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
-        "<|eom_id|>", "<EOT>", "<|end_of_text|>",
+        "<|eom_id|>", "<EOT>", "<|end_of_text|>", "<|return|>", "<|call|>",
     };
     int32_t found[FD_ARRAY_LEN(names)];
     for (size_t i = 0; i < FD_ARRAY_LEN(names); i++) {
         int32_t id = map_find(t, &t->specials, names[i], strlen(names[i]));
-        found[i] = (id >= 0 && (t->type[id] == TOK_T_CONTROL ||
-                                t->type[id] == TOK_T_USER_DEFINED)) ? id : -1;
+        found[i] = (id >= 0 && id != t->harmony_end && (t->type[id] == TOK_T_CONTROL ||
+                                                        t->type[id] == TOK_T_USER_DEFINED))
+                       ? id : -1;
     }
     if (t->eot < 0)
         for (size_t i = 0; i < 5 && t->eot < 0; i++) /* the first five end a turn */
@@ -522,7 +549,7 @@ static void find_eog(tok_t *t)
     for (size_t i = 0; i < FD_ARRAY_LEN(names); i++)
         cand[nc++] = found[i];
     for (size_t i = 0; i < nc && t->n_eog < MAX_EOG; i++)
-        if (cand[i] >= 0 && !tok_is_eog(t, cand[i]))
+        if (cand[i] >= 0 && cand[i] != t->harmony_end && !tok_is_eog(t, cand[i]))
             t->eog[t->n_eog++] = cand[i];
 }
 
@@ -659,6 +686,7 @@ int tok_build(tok_t **out, const tok_spec_t *sp, char *err, size_t errlen)
         map_put(t, &t->pieces, i);
     if ((rc = find_fim(t, sp, err, errlen)) != 0)
         goto fail;
+    harmony_types(t);
 
     for (int i = 0; i < 256; i++)
         t->byte_tok[i] = -1;
@@ -1346,6 +1374,13 @@ static inline bool is_crlf(uint8_t c)
     return c == '\r' || c == '\n';
 }
 
+static inline bool is_crlf_cp(uint32_t cp)
+{
+    return cp == '\r' || cp == '\n';
+}
+
+static size_t space_nl_run(const uint8_t *s, size_t n, size_t i);
+
 /* The white-space alternatives shared by both regexes, at a space character at i:
  * \s+(?!\S) takes the run but leaves its last character to the next piece when a
  * non-space follows; a single space before a non-space falls through to \s+. */
@@ -1406,8 +1441,7 @@ static size_t pre_llama3(const uint8_t *s, size_t n, size_t i, size_t digits)
     int c = char_at(s, n, i, &cp, &k);
     if (c == UNI_LETTER)
         return run_end(s, n, i, UNI_LETTER, SIZE_MAX);
-    if (c != UNI_NUMBER && !(cp == '\r' || cp == '\n') && i + k < n &&
-        class_at(s, n, i + k) == UNI_LETTER)
+    if (c != UNI_NUMBER && !is_crlf_cp(cp) && i + k < n && class_at(s, n, i + k) == UNI_LETTER)
         return run_end(s, n, i + k, UNI_LETTER, SIZE_MAX);
     if (c == UNI_NUMBER)
         return run_end(s, n, i, UNI_NUMBER, digits);
@@ -1422,7 +1456,93 @@ static size_t pre_llama3(const uint8_t *s, size_t n, size_t i, size_t digits)
             e++;
         return e;
     }
-    /* c is white space: \s*[\r\n]+ ends after the run's last line break, if it has one */
+    return space_nl_run(s, n, i);
+}
+
+/* The letter classes of llama.cpp's GPT-4o regex: it runs the o200k pattern rewritten as
+ * ((?=[\p{L}])([^a-z]))* and ((?=[\p{L}])([^A-Z]))+ (std::regex has no \p{Lu}/\p{Ll}), so
+ * "upper" (bit 1) is a letter other than a-z and "lower" (bit 2) a letter other than A-Z:
+ * every non-ASCII letter is both, and marks (\p{M}) are no letters at all.  0: no letter. */
+static inline int gpt4o_case(const uint8_t *s, size_t n, size_t i, size_t *k)
+{
+    uint32_t cp;
+    if (char_at(s, n, i, &cp, k) != UNI_LETTER)
+        return 0;
+    if (cp >= 0x80)
+        return 3;
+    return cp >= 'a' && cp <= 'z' ? 2 : 1;
+}
+
+/* (?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])? at i: its end, or i. */
+static size_t gpt4o_contraction(const uint8_t *s, size_t n, size_t i)
+{
+    if (i + 1 < n && s[i] == '\'') {
+        uint8_t a = s[i + 1] | 0x20, b = i + 2 < n ? s[i + 2] | 0x20 : 0;
+        if (a == 's' || a == 't' || a == 'm' || a == 'd')
+            return i + 2;
+        if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l'))
+            return i + 3;
+    }
+    return i;
+}
+
+/* The two letter alternatives at the letter at p, as a backtracking matcher takes them:
+ * upper* lower+ first (the upper run gives back characters until a lower one can start:
+ * the last character of the run that is both, which then ends the word on its own), else
+ * upper+ lower* (then just the upper run); each with its optional contraction. */
+static size_t gpt4o_word(const uint8_t *s, size_t n, size_t p)
+{
+    size_t e = p, both = SIZE_MAX, k;
+    int c;
+    while (e < n && ((c = gpt4o_case(s, n, e, &k)) & 1)) {
+        if (c & 2)
+            both = e;
+        e += k;
+    }
+    size_t end = e;
+    if (e < n && (gpt4o_case(s, n, e, &k) & 2)) {
+        while (end < n && (gpt4o_case(s, n, end, &k) & 2))
+            end += k;
+    } else if (both != SIZE_MAX) {
+        gpt4o_case(s, n, both, &k);
+        end = both + k;
+    }
+    return gpt4o_contraction(s, n, end);
+}
+
+/* GPT-4o / o200k (gpt-oss), as llama.cpp runs it:
+ * [^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+(contraction)?
+ * |[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*(contraction)?
+ * |\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+ */
+static size_t pre_gpt4o(const uint8_t *s, size_t n, size_t i)
+{
+    uint32_t cp;
+    size_t k;
+    int c = char_at(s, n, i, &cp, &k);
+    if (c == UNI_LETTER)
+        return gpt4o_word(s, n, i);
+    if (c != UNI_NUMBER && !is_crlf_cp(cp) && i + k < n && class_at(s, n, i + k) == UNI_LETTER)
+        return gpt4o_word(s, n, i + k);
+    if (c == UNI_NUMBER)
+        return run_end(s, n, i, UNI_NUMBER, 3);
+    size_t o = SIZE_MAX;
+    if (cp == ' ' && i + 1 < n && class_at(s, n, i + 1) == UNI_OTHER)
+        o = i + 1;
+    else if (c == UNI_OTHER)
+        o = i;
+    if (o != SIZE_MAX) {
+        size_t e = run_end(s, n, o, UNI_OTHER, SIZE_MAX);
+        while (e < n && (is_crlf(s[e]) || s[e] == '/'))
+            e++;
+        return e;
+    }
+    return space_nl_run(s, n, i);
+}
+
+/* At a white-space character: \s*[\r\n]+ ends after the run's last line break, if it has
+ * one; else the \s+(?!\S) and \s+ of space_run. */
+static size_t space_nl_run(const uint8_t *s, size_t n, size_t i)
+{
     size_t e = i, nl = SIZE_MAX;
     while (e < n) {
         uint32_t cp2;
@@ -1445,6 +1565,8 @@ static size_t pre_next(const tok_t *t, const uint8_t *s, size_t n, size_t i)
         return pre_llama3(s, n, i, 3);
     case TOK_PRE_QWEN2:
         return pre_llama3(s, n, i, 1);
+    case TOK_PRE_GPT4O:
+        return pre_gpt4o(s, n, i);
     default:
         return pre_gpt2(s, n, i);
     }

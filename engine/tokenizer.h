@@ -35,6 +35,9 @@ enum tok_pre {
     TOK_PRE_QWEN2,      /* "qwen2": as llama3 with single digits, merges always applied */
     TOK_PRE_DIGITS,     /* "smollm", "starcoder", "refact", "command-r": every digit its own
                            piece, then the gpt2 split */
+    TOK_PRE_GPT4O,      /* "gpt-4o", "llama4" (gpt-oss's o200k): letter runs split at case
+                           changes, contractions as suffixes, digits in groups of 3, as
+                           llama.cpp's rewrite of the o200k regex splits */
 };
 
 /* Loads tokenizer.ggml.* from g (tokens, scores, token_type, merges, model, pre, special ids,

@@ -674,6 +674,29 @@ START_TEST(test_splits)
         {"smollm", "\t\tfoo  bar   1 \n x", "\t|\t|foo| | bar|   |1| \n| x"},
         /* ill-formed bytes are "other" characters, one byte each */
         {"llama3", "a\xFF\xFE b\xE2\x82", "a|\xFF\xFE| b|\xE2\x82"},
+        /* gpt-4o (gpt-oss), derived by hand from llama.cpp's rewritten o200k regex, which
+         * std::regex runs leftmost-first over text whose non-ASCII letters all count as
+         * both upper and lower case and whose marks are no letters */
+        {"gpt-4o", "Hello, y'all! How're you \xF0\x9F\x98\x81 ?",
+         "Hello|,| y|'all|!| How're| you| \xF0\x9F\x98\x81| ?"},
+        {"gpt-4o", "it'S 'ReaLLY' 12345678\r\n\r\nb",
+         "it'S| '|Rea|LLY|'| |123|456|78|\r\n\r\n|b"},
+        {"gpt-4o", "XMLHttpRequest camelCase DON'T i'M HELLO'S'T",
+         "XMLHttp|Request| camel|Case| DON'T| i'M| HELLO'S|'T"},
+        /* an upper run ending in a non-ASCII letter: that letter alone, then the rest */
+        {"gpt-4o", "\xC3\x84" "BC \xC3\x84" "Bc a\xC3\x84" "b",
+         "\xC3\x84|BC| \xC3\x84" "Bc| a\xC3\x84" "b"},
+        {"gpt-4o", "\t\tfoo  bar   1 \n x", "\t|\tfoo| | bar|  | |1| \n| x"},
+        {"gpt-4o", "\xC3\x9Cn\xC3\xAF \xE4\xB8\xAD\xE6\x96\x87\xD9\xA1\xD9\xA2\xD9\xA3\xD9\xA4 \xC2\xBD!!\n",
+         "\xC3\x9Cn\xC3\xAF| \xE4\xB8\xAD\xE6\x96\x87|\xD9\xA1\xD9\xA2\xD9\xA3|\xD9\xA4| |\xC2\xBD|!!\n"},
+        /* digits in threes; punctuation takes line breaks and slashes after it; a mark
+         * (U+0301) is punctuation that leads the next word; 'x is a word */
+        {"gpt-4o", "a1234567b x!!\n/y e\xCC\x81t 's x 's",
+         "a|123|456|7|b| x|!!\n/|y| e|\xCC\x81t| '|s| x| '|s"},
+        {"gpt-4o", "'s 'T", "'s| '|T"},
+        {"gpt-4o", "\xE4\xB8\xAD" "abc\xE3\x80\x80Z\n\nHi", "\xE4\xB8\xAD" "abc|\xE3\x80\x80Z|\n\n|Hi"},
+        {"gpt-4o", "a\xFF\xFE b\xE2\x82", "a|\xFF\xFE| b|\xE2\x82"},
+        {"llama4", "camelCase", "camel|Case"},
     };
     static mem_vocab_t m;
     m.n = 0;
@@ -732,6 +755,61 @@ END_TEST
 
 /* FIM ids: given by the spec (out of range: an error), else found by llama.cpp's texts (the
  * token becomes a control token); PAD, REP and SEP end a generation. */
+/* gpt-oss's harmony markers, as llama.cpp loads them: <|return|> and <|call|> end the
+ * generation, <|end|> only a message (rendered, not EOG) when both are there; the markers
+ * the chat parser reads are rendered whatever the file types them. */
+START_TEST(test_harmony_tokens)
+{
+    static mem_vocab_t m;
+    m.n = 0;
+    add_tok(&m, "a", 0, TOK_T_NORMAL);
+    int start = add_tok(&m, "<|start|>", 0, TOK_T_CONTROL);
+    int chan = add_tok(&m, "<|channel|>", 0, TOK_T_CONTROL);
+    int msg = add_tok(&m, "<|message|>", 0, TOK_T_CONTROL);
+    int cons = add_tok(&m, "<|constrain|>", 0, TOK_T_CONTROL);
+    int end = add_tok(&m, "<|end|>", 0, TOK_T_CONTROL);
+    int ret = add_tok(&m, "<|return|>", 0, TOK_T_CONTROL);
+    int call = add_tok(&m, "<|call|>", 0, TOK_T_CONTROL);
+    tok_spec_t s;
+    tok_spec_init(&s);
+    s.kind = TOK_BPE;
+    s.pre = "gpt-4o";
+    s.eos = ret;
+    tok_t *t = build(&m, &s);
+    ck_assert_int_eq(tok_pre(t), TOK_PRE_GPT4O);
+    int shown[] = {start, chan, msg, cons, end};
+    char buf[32];
+    size_t len;
+    for (size_t i = 0; i < FD_ARRAY_LEN(shown); i++) {
+        ck_assert_int_eq(tok_token_type(t, shown[i]), TOK_T_USER_DEFINED);
+        ck_assert(!tok_is_eog(t, shown[i]));
+        ck_assert_int_eq(tok_piece(t, shown[i], false, buf, sizeof buf, &len), 0);
+        ck_assert_uint_eq(len, strlen(m.texts[shown[i]]));
+        ck_assert(memcmp(buf, m.texts[shown[i]], len) == 0);
+    }
+    ck_assert(tok_is_eog(t, ret) && tok_is_eog(t, call));
+    ck_assert_int_eq(tok_token_type(t, ret), TOK_T_CONTROL);
+    ck_assert_int_eq(tok_piece(t, call, false, buf, sizeof buf, &len), 0);
+    ck_assert_uint_eq(len, 0);
+    /* user-defined: read as markers even without parse_special */
+    expect_ids(t, "<|start|>a<|channel|>", false, (int32_t[]){start, 0, chan}, 3);
+    tok_free(t);
+
+    /* without <|return|> and <|call|> (Phi-3), <|end|> ends the generation as before */
+    m.n = 0;
+    add_tok(&m, "a", 0, TOK_T_NORMAL);
+    end = add_tok(&m, "<|end|>", 0, TOK_T_CONTROL);
+    ret = add_tok(&m, "<|return|>", 0, TOK_T_CONTROL);
+    tok_spec_init(&s);
+    s.kind = TOK_BPE;
+    t = build(&m, &s);
+    ck_assert(tok_is_eog(t, end) && tok_is_eog(t, ret));
+    ck_assert_int_eq(tok_token_type(t, end), TOK_T_CONTROL);
+    ck_assert_int_eq(tok_eot(t), end);
+    tok_free(t);
+}
+END_TEST
+
 START_TEST(test_fim_tokens)
 {
     static mem_vocab_t m;
@@ -890,6 +968,7 @@ int main(void)
     tcase_add_test(tc, test_bpe_merges);
     tcase_add_test(tc, test_splits);
     tcase_add_test(tc, test_build_errors);
+    tcase_add_test(tc, test_harmony_tokens);
     tcase_add_test(tc, test_fim_tokens);
     tcase_add_test(tc, test_fim_gguf_keys);
     suite_add_tcase(s, tc);

@@ -27,6 +27,7 @@ static const char *const family_names[CHAT_N_FAMILIES] = {
     [CHAT_MISTRAL] = "mistral", [CHAT_GEMMA] = "gemma",   [CHAT_PHI3] = "phi3",
     [CHAT_ZEPHYR] = "zephyr", [CHAT_QWEN3] = "qwen3", [CHAT_DEEPSEEK_R1] = "deepseek-r1",
     [CHAT_MISTRAL3] = "mistral3", [CHAT_GRANITE] = "granite", [CHAT_PHI4MINI] = "phi4-mini",
+    [CHAT_GPTOSS] = "gpt-oss",
 };
 
 static const char *const role_names[] = {"system", "user", "assistant", "tool"};
@@ -78,6 +79,9 @@ int chat_detect(const char *t, size_t n)
         return CHAT_DEEPSEEK_R1;
     if (has(t, n, "<|start_of_role|>") && has(t, n, "<|end_of_role|>"))
         return CHAT_GRANITE;
+    /* harmony's channels (llama.cpp tells gpt-oss by this marker alone) */
+    if (has(t, n, "<|channel|>"))
+        return CHAT_GPTOSS;
     /* most specific markers first: several families share [INST] or <|user|> */
     if (has(t, n, "<|im_start|>")) {
         if (has(t, n, "You are Qwen, created by Alibaba Cloud"))
@@ -1384,11 +1388,349 @@ static int fmt_zephyr(ctx_t *c)
     return 0;
 }
 
+/* ---------------------------------------------------------------- gpt-oss (harmony) */
+
+/* Python's truth value of a JSON value, as Jinja's if tests it. */
+static bool py_truthy(const cJSON *v)
+{
+    if (!v || cJSON_IsNull(v) || cJSON_IsFalse(v))
+        return false;
+    if (cJSON_IsString(v))
+        return v->valuestring[0] != '\0';
+    if (cJSON_IsNumber(v))
+        return v->valuedouble != 0;
+    if (cJSON_IsArray(v) || cJSON_IsObject(v))
+        return v->child != NULL;
+    return true;
+}
+
+static bool is_str(const cJSON *v, const char *s)
+{
+    return cJSON_IsString(v) && strcmp(v->valuestring, s) == 0;
+}
+
+/* str(x) for a scalar, as Jinja's join and + print it (strings raw, True/False/None);
+ * containers as tojson. */
+static void py_str(buf_t *b, const cJSON *v)
+{
+    if (cJSON_IsString(v))
+        puts_(b, v->valuestring);
+    else if (cJSON_IsBool(v))
+        puts_(b, cJSON_IsTrue(v) ? "True" : "False");
+    else if (!v || cJSON_IsNull(v))
+        puts_(b, "None");
+    else
+        pj_value(b, v, -1, 0);
+}
+
+/* name in required: a list's element, or (Python's in on a string) a substring of it */
+static bool py_in(const char *name, const cJSON *required)
+{
+    if (cJSON_IsString(required))
+        return strstr(required->valuestring, name) != NULL;
+    for (const cJSON *it = cJSON_IsArray(required) ? required->child : NULL; it; it = it->next)
+        if (is_str(it, name))
+            return true;
+    return false;
+}
+
+#define GO_INDENT16 "\n                "
+
+/* The template's render_typescript_type(spec): a JSON schema as a TypeScript-like type,
+ * whitespace and all (its nested-object and oneOf branches print the template's own line
+ * breaks and indentation; Jinja's set inside a for loop does not leak out, so the template's
+ * has_object_variants test is always false and every oneOf is written out). */
+static void go_type(buf_t *b, const cJSON *spec)
+{
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(spec, "type");
+    const cJSON *nullable = cJSON_GetObjectItemCaseSensitive(spec, "nullable");
+    const cJSON *oneof = cJSON_GetObjectItemCaseSensitive(spec, "oneOf");
+    if (is_str(type, "array")) {
+        const cJSON *items = cJSON_GetObjectItemCaseSensitive(spec, "items");
+        if (py_truthy(items)) {
+            const cJSON *it = cJSON_GetObjectItemCaseSensitive(items, "type");
+            if (is_str(it, "string")) {
+                puts_(b, "string[]");
+            } else if (is_str(it, "number") || is_str(it, "integer")) {
+                puts_(b, "number[]");
+            } else if (is_str(it, "boolean")) {
+                puts_(b, "boolean[]");
+            } else {
+                buf_t in = {0};
+                go_type(&in, items);
+                if (in.failed) {
+                    b->failed = true;
+                } else if ((in.p && strcmp(in.p, "object | object") == 0) ||
+                           n_chars(in.p) > 50) {
+                    puts_(b, "any[]");
+                } else {
+                    puts_(b, in.p);
+                    puts_(b, "[]");
+                }
+                free(in.p);
+            }
+        } else {
+            puts_(b, "any[]");
+        }
+        if (py_truthy(nullable))
+            puts_(b, " | null");
+    } else if (cJSON_IsArray(type) && type->child) {
+        for (const cJSON *t = type->child; t; t = t->next) {
+            if (t != type->child)
+                puts_(b, " | ");
+            py_str(b, t);
+        }
+    } else if (py_truthy(oneof)) {
+        for (const cJSON *v = oneof->child; v; v = v->next) {
+            go_type(b, v);
+            const cJSON *d = cJSON_GetObjectItemCaseSensitive(v, "description");
+            if (py_truthy(d)) {
+                puts_(b, "// ");
+                py_str(b, d);
+            }
+            const cJSON *df = cJSON_GetObjectItemCaseSensitive(v, "default");
+            if (df) {
+                puts_(b, "                    // default: ");
+                pj_value(b, df, -1, 0);
+            }
+            if (v->next)
+                puts_(b, " | \n");
+        }
+    } else if (is_str(type, "string")) {
+        const cJSON *en = cJSON_GetObjectItemCaseSensitive(spec, "enum");
+        if (py_truthy(en)) {
+            puts_(b, "\"");
+            for (const cJSON *e = cJSON_IsArray(en) ? en->child : NULL; e; e = e->next) {
+                if (e != en->child)
+                    puts_(b, "\" | \"");
+                py_str(b, e);
+            }
+            puts_(b, "\"");
+        } else {
+            puts_(b, "string");
+            if (py_truthy(nullable))
+                puts_(b, " | null");
+        }
+    } else if (is_str(type, "number") || is_str(type, "integer")) {
+        puts_(b, "number");
+    } else if (is_str(type, "boolean")) {
+        puts_(b, "boolean");
+    } else if (is_str(type, "object")) {
+        const cJSON *props = cJSON_GetObjectItemCaseSensitive(spec, "properties");
+        if (py_truthy(props) && cJSON_IsObject(props)) {
+            const cJSON *req = cJSON_GetObjectItemCaseSensitive(spec, "required");
+            puts_(b, "{\n");
+            for (const cJSON *p = props->child; p; p = p->next) {
+                puts_(b, p->string);
+                if (!py_in(p->string, req))
+                    puts_(b, "?");
+                puts_(b, ": " GO_INDENT16);
+                go_type(b, p);
+                if (p->next)
+                    puts_(b, ", ");
+            }
+            puts_(b, "}");
+        } else {
+            puts_(b, "object");
+        }
+    } else {
+        puts_(b, "any");
+    }
+}
+
+/* The template's render_tool_namespace("functions", tools). */
+static void go_tools(ctx_t *c)
+{
+    buf_t *b = c->b;
+    puts_(b, "## functions\n\nnamespace functions {\n\n");
+    for (const cJSON *t = c->tools->child; t; t = t->next) {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(t, "function");
+        const cJSON *desc = cJSON_GetObjectItemCaseSensitive(f, "description");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(f, "name");
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(f, "parameters");
+        const cJSON *props = cJSON_GetObjectItemCaseSensitive(params, "properties");
+        puts_(b, "// ");
+        if (desc)
+            py_str(b, desc);
+        puts_(b, "\ntype ");
+        if (name)
+            py_str(b, name);
+        puts_(b, " = ");
+        if (!py_truthy(params) || !py_truthy(props) || !cJSON_IsObject(props)) {
+            puts_(b, "() => any;\n\n");
+            continue;
+        }
+        const cJSON *req = cJSON_GetObjectItemCaseSensitive(params, "required");
+        puts_(b, "(_: {\n");
+        for (const cJSON *p = props->child; p; p = p->next) {
+            const cJSON *pd = cJSON_GetObjectItemCaseSensitive(p, "description");
+            if (py_truthy(pd)) {
+                puts_(b, "// ");
+                py_str(b, pd);
+                puts_(b, "\n");
+            }
+            puts_(b, p->string);
+            if (!py_in(p->string, req))
+                puts_(b, "?");
+            puts_(b, ": ");
+            go_type(b, p);
+            const cJSON *df = cJSON_GetObjectItemCaseSensitive(p, "default");
+            if (df) {
+                /* with an enum or a oneOf the template adds the default as a string (+):
+                 * a string prints raw; others (where jinja2 would fail) as JSON */
+                bool raw = py_truthy(cJSON_GetObjectItemCaseSensitive(p, "enum")) ||
+                           py_truthy(cJSON_GetObjectItemCaseSensitive(p, "oneOf"));
+                puts_(b, py_truthy(cJSON_GetObjectItemCaseSensitive(p, "enum")) ||
+                         !raw ? ", // default: " : "// default: ");
+                if (raw && cJSON_IsString(df))
+                    puts_(b, df->valuestring);
+                else
+                    pj_value(b, df, -1, 0);
+            }
+            puts_(b, ",\n");
+        }
+        puts_(b, "}) => any;\n\n");
+    }
+    puts_(b, "} // namespace functions");
+}
+
+static bool has_channel_tags(const char *s, size_t n)
+{
+    return s && (has(s, n, "<|channel|>analysis<|message|>") ||
+                 has(s, n, "<|channel|>final<|message|>"));
+}
+
+/* gpt-oss (tests/data/chat-templates/openai-gpt-oss-120b.jinja, the harmony format) as
+ * llama-server renders it: the system message (model identity, knowledge cutoff, today's
+ * date as the template's strftime_now("%Y-%m-%d") writes it, "Reasoning: " + effort, the
+ * valid channels, the tools sentence); a first system (developer) message's text as the
+ * developer message's "# Instructions", with the tools as a TypeScript namespace; later
+ * system messages are not written.  Users: '<|start|>user<|message|>' + content + '<|end|>'.
+ * Assistants: the answer in the final channel (earlier reasoning dropped, as the template
+ * drops it); one with tool calls writes its first call only (the template assumes one per
+ * message) as '<|start|>assistant to=functions.NAME<|channel|>commentary json<|message|>' +
+ * tojson(arguments, parsed as llama-server parses them) + '<|call|>', after its reasoning
+ * (llama-server passes reasoning_content as the template's "thinking" for these messages
+ * only; the content, when there is one, takes its place) in the analysis channel unless an
+ * answer without calls follows later.  Tool results: '<|start|>functions.NAME
+ * to=assistant<|channel|>commentary<|message|>' + tojson(content) + '<|end|>', NAME the last
+ * call's.  The generation prompt is '<|start|>assistant'; without it, a last assistant
+ * message ends in '<|end|>' where the template writes '<|return|>' (llama-server's change:
+ * the model must not read its end of generation). */
+static int fmt_gptoss(ctx_t *c)
+{
+    buf_t *b = c->b;
+    char day[32] = "";
+    time_t now = time(NULL);
+    struct tm tm;
+    if (localtime_r(&now, &tm))
+        strftime(day, sizeof day, "%Y-%m-%d", &tm);
+    puts_(b, "<|start|>system<|message|>You are ChatGPT, a large language model trained by "
+             "OpenAI.\nKnowledge cutoff: 2024-06\nCurrent date: ");
+    puts_(b, day);
+    puts_(b, "\n\nReasoning: ");
+    puts_(b, c->o->reasoning_effort ? c->o->reasoning_effort : "medium");
+    puts_(b, "\n\n# Valid channels: analysis, commentary, final. Channel must be included for "
+             "every message.");
+    if (c->tools)
+        puts_(b, "\nCalls to these tools must go to the commentary channel: 'functions'.");
+    puts_(b, "<|end|>");
+    size_t from = 0;
+    if (c->m[0].role == CHAT_SYSTEM)
+        from = 1;
+    bool dev = from && c->m[0].len > 0;
+    if (dev || c->tools) {
+        puts_(b, "<|start|>developer<|message|>");
+        if (dev) {
+            puts_(b, "# Instructions\n\n");
+            put_content(b, &c->m[0]);
+            puts_(b, "\n\n");
+        }
+        if (c->tools) {
+            puts_(b, "# Tools\n\n");
+            go_tools(c);
+        }
+        puts_(b, "<|end|>");
+    }
+    const char *last_call = NULL;
+    for (size_t i = from; i < c->n; i++) {
+        const chat_msg_t *m = &c->m[i];
+        if (m->role == CHAT_USER) {
+            puts_(b, "<|start|>user<|message|>");
+            put_content(b, m);
+            puts_(b, "<|end|>");
+        } else if (m->role == CHAT_TOOL) {
+            if (!last_call)
+                return refuse(c, "Message has tool role, but there was no previous assistant "
+                                 "message with a tool call!");
+            puts_(b, "<|start|>functions.");
+            puts_(b, last_call);
+            puts_(b, " to=assistant<|channel|>commentary<|message|>");
+            char *txt = strndup(m->content ? m->content : "", m->len);
+            if (!txt)
+                return -ENOMEM;
+            pj_string(b, txt);
+            free(txt);
+            puts_(b, "<|end|>");
+        } else if (m->role == CHAT_ASSISTANT) {
+            const char *think = m->n_calls ? m->reasoning : NULL;
+            if (has_channel_tags(m->content, m->len))
+                return refuse(c, "You have passed a message containing <|channel|> tags in "
+                                 "the content field. Instead of doing this, you should pass "
+                                 "analysis messages (the string between '<|message|>' and "
+                                 "'<|end|>') in the 'thinking' field, and final messages (the "
+                                 "string between '<|message|>' and '<|end|>') in the "
+                                 "'content' field.");
+            if (think && has_channel_tags(think, strlen(think)))
+                return refuse(c, "You have passed a message containing <|channel|> tags in "
+                                 "the thinking field. Instead of doing this, you should pass "
+                                 "analysis messages (the string between '<|message|>' and "
+                                 "'<|end|>') in the 'thinking' field, and final messages (the "
+                                 "string between '<|message|>' and '<|end|>') in the "
+                                 "'content' field.");
+            if (m->n_calls) {
+                bool later_final = false;
+                for (size_t k = i + 1; k < c->n; k++)
+                    later_final |= c->m[k].role == CHAT_ASSISTANT && c->m[k].n_calls == 0;
+                if (m->len && think && *think)
+                    return refuse(c, "Cannot pass both content and thinking in an assistant "
+                                     "message with tool calls! Put the analysis message in "
+                                     "one or the other, but not both.");
+                if ((m->len || (think && *think)) && !later_final) {
+                    puts_(b, "<|start|>assistant<|channel|>analysis<|message|>");
+                    if (m->len)
+                        put_content(b, m);
+                    else
+                        puts_(b, think);
+                    puts_(b, "<|end|>");
+                }
+                const chat_call_t *call = &m->calls[0];
+                puts_(b, "<|start|>assistant to=functions.");
+                puts_(b, call->name);
+                puts_(b, "<|channel|>commentary json<|message|>");
+                int rc = put_args(c, call, -1);
+                if (rc)
+                    return rc;
+                puts_(b, "<|call|>");
+                last_call = call->name;
+            } else {
+                puts_(b, "<|start|>assistant<|channel|>final<|message|>");
+                put_content(b, m);
+                puts_(b, "<|end|>");
+                last_call = NULL;
+            }
+        }
+    }
+    if (c->o->add_generation_prompt)
+        puts_(b, "<|start|>assistant");
+    return 0;
+}
+
 bool chat_has_tools(int family)
 {
     return family == CHAT_LLAMA31 || family == CHAT_QWEN || family == CHAT_QWEN3 ||
            family == CHAT_MISTRAL || family == CHAT_DEEPSEEK_R1 || family == CHAT_MISTRAL3 ||
-           family == CHAT_GRANITE || family == CHAT_PHI4MINI;
+           family == CHAT_GRANITE || family == CHAT_PHI4MINI || family == CHAT_GPTOSS;
 }
 
 bool chat_has_thinking(int family)
@@ -1408,6 +1750,10 @@ int chat_tool_prefill(int family, const char *name, char **out)
     case CHAT_MISTRAL3: open = "[TOOL_CALLS]"; args = "[ARGS]"; break;
     case CHAT_GRANITE: open = "<|tool_call|>[{\"name\": \""; args = "\", \"arguments\": "; break;
     case CHAT_PHI4MINI: open = "functools[{\"name\": \""; args = "\", \"arguments\": "; break;
+    case CHAT_GPTOSS:
+        open = "<|channel|>commentary to=functions.";
+        args = " <|constrain|>json<|message|>";
+        break;
     case CHAT_DEEPSEEK_R1:
         open = DS_CALLS_BEGIN DS_CALL_BEGIN "function" DS_SEP;
         args = "\n```json\n";
@@ -1437,7 +1783,8 @@ const char *chat_tool_close(int family)
     case CHAT_QWEN3: return "}\n</tool_call>";
     case CHAT_MISTRAL: return "}]";
     case CHAT_DEEPSEEK_R1: return "\n```" DS_CALL_END DS_CALLS_END;
-    case CHAT_MISTRAL3: return "";
+    case CHAT_MISTRAL3:
+    case CHAT_GPTOSS: return ""; /* the arguments end the call (<|call|> ends generation) */
     case CHAT_GRANITE:
     case CHAT_PHI4MINI: return "}]";
     default: return NULL;
@@ -1526,6 +1873,7 @@ int chat_format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t 
     case CHAT_MISTRAL3: rc = fmt_mistral3(&c); break;
     case CHAT_GRANITE: rc = fmt_granite(&c); break;
     case CHAT_PHI4MINI: rc = fmt_phi4mini(&c); break;
+    case CHAT_GPTOSS: rc = fmt_gptoss(&c); break;
     case CHAT_MISTRAL: rc = fmt_mistral(&c); break;
     case CHAT_GEMMA: rc = fmt_gemma(&c); break;
     case CHAT_PHI3: rc = fmt_phi3(&c); break;

@@ -29,6 +29,8 @@ enum chat_family {
     CHAT_GRANITE,   /* IBM Granite 3.x: <|start_of_role|>role<|end_of_role|>...<|end_of_text|> */
     CHAT_PHI4MINI,  /* Phi-4-mini: <|role|>...<|end|> without newlines, tools in
                        <|tool|>...<|/tool|>, calls as functools[{...}, ...] */
+    CHAT_GPTOSS,    /* gpt-oss's harmony format: <|start|>role<|channel|>...<|message|>...,
+                       reasoning in the analysis channel, calls to=functions.NAME */
     CHAT_N_FAMILIES
 };
 
@@ -70,6 +72,9 @@ typedef struct chat_opts {
      * template has no switch; llama-server does this).  false (zeroed options) keeps the
      * template's default, thinking on; the other families ignore it. */
     bool no_thinking;
+    /* gpt-oss: the system message's "Reasoning: " level ("low", "medium", "high"; NULL:
+     * the template's default, medium); the other families ignore it. */
+    const char *reasoning_effort;
 } chat_opts_t;
 
 /* "system", "user", "assistant", "tool" -> enum chat_role; -EINVAL otherwise. */
@@ -78,7 +83,7 @@ const char *chat_role_name(int role);
 
 /* Family names, as accepted in the configuration: "plain", "llama2", "llama3", "llama3.1",
  * "chatml", "qwen", "qwen3", "mistral", "gemma", "phi3", "zephyr", "deepseek-r1",
- * "mistral3", "granite", "phi4-mini".  -EINVAL for others. */
+ * "mistral3", "granite", "phi4-mini", "gpt-oss".  -EINVAL for others. */
 int chat_family_from_name(const char *name);
 const char *chat_family_name(int family);
 
@@ -97,7 +102,7 @@ int chat_select(const char *override, const char *tmpl, size_t len, int *family,
  * template takes the tools from a system message and has no place for calls: chat_format
  * writes them as the model does) and DeepSeek-R1 (whose template renders the calls and
  * results but no tools list: chat_format puts the tools in its system text as llama-server
- * does). */
+ * does) and gpt-oss. */
 bool chat_has_tools(int family);
 
 /* Whether the family's models write their reasoning as "<think>...</think>" before the

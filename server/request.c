@@ -578,7 +578,27 @@ static int parse_content(const cJSON *c, const char *pp, char **out, rq_err_t *e
     return 0;
 }
 
-/* chat_template_kwargs (an object: enable_thinking must be a boolean, other keys are
+/* A reasoning effort (gpt-oss's system message level): low, medium or high; the other
+ * families' templates do not use it, and null counts as absent. */
+static int parse_effort(const cJSON *v, const char *param, rq_t *r, rq_err_t *e)
+{
+    static const char *const levels[] = {"low", "medium", "high"};
+    if (!v)
+        return 0;
+    for (size_t i = 0; cJSON_IsString(v) && i < FD_ARRAY_LEN(levels); i++)
+        if (strcmp(v->valuestring, levels[i]) == 0) {
+            r->reasoning_effort = levels[i];
+            return 0;
+        }
+    if (!cJSON_IsString(v))
+        return bad(e, param, "'%s' must be a string (low, medium or high), not %s", param,
+                   type_name(v));
+    return bad(e, param, "'%s' is \"%.40s\"; it must be low, medium or high", param,
+               v->valuestring);
+}
+
+/* chat_template_kwargs (an object: enable_thinking must be a boolean, reasoning_effort as
+ * parse_effort reads it, other keys are
  * ignored as vLLM's templates ignore variables they do not use) and reasoning_format
  * (llama-server's per-request override: none, deepseek or auto). */
 static int parse_reasoning(const cJSON *root, rq_t *r, rq_err_t *e)
@@ -593,7 +613,14 @@ static int parse_reasoning(const cJSON *root, rq_t *r, rq_err_t *e)
             return bad(e, "chat_template_kwargs.enable_thinking", "'chat_template_kwargs."
                        "enable_thinking' must be a boolean, not %s", type_name(th));
         r->no_thinking = th && cJSON_IsFalse(th);
+        int rc = parse_effort(field(kw, "reasoning_effort"),
+                              "chat_template_kwargs.reasoning_effort", r, e);
+        if (rc)
+            return rc;
     }
+    int rc = parse_effort(field(root, "reasoning_effort"), "reasoning_effort", r, e);
+    if (rc)
+        return rc;
     const cJSON *rf = field(root, "reasoning_format");
     if (rf) {
         if (!cJSON_IsString(rf))

@@ -121,6 +121,10 @@ typedef struct rq {
      * per-request reasoning_format (-1: not given, else enum rsn_format) */
     bool no_thinking;
     int reasoning_format;
+    /* gpt-oss's reasoning level: "low", "medium" or "high" (a static string), from
+     * reasoning_effort or chat_template_kwargs.reasoning_effort (the former wins); NULL:
+     * not given (the template's default, medium) */
+    const char *reasoning_effort;
     /* generation */
     int max_tokens;             /* 0 = not given (the caller applies its default);
                                    RQ_TO_CONTEXT = as many as the context holds;

@@ -2914,7 +2914,8 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
     chat_opts_t o = {.bos = bos >= 0 ? tok_token_text(tok, bos) : NULL,
                      .eos = eos >= 0 ? tok_token_text(tok, eos) : NULL,
                      .add_generation_prompt = r->add_generation_prompt,
-                     .tools = r->tools, .no_thinking = r->no_thinking};
+                     .tools = r->tools, .no_thinking = r->no_thinking,
+                     .reasoning_effort = r->reasoning_effort};
     char err[256] = "";
     int rc = chat_format(fam, m, n, &o, text, len, err, sizeof err);
     free(m);

@@ -615,6 +615,63 @@ static int scan_phi4(scan_t *sc)
     return i == len ? SC_MORE : scan_array(sc, i);
 }
 
+/* gpt-oss: the reasoning splitter (reasoning.h, harmony) passes each call message on as
+ * GPTOSS_MARK + NAME + ' <|constrain|>json<|message|>' + arguments, whatever header the
+ * model wrote, and chat_tool_prefill opens a forced call the same way; the content it sends
+ * (final and commentary messages) comes before.  The header's rest may be any
+ * ' [<|constrain|>]TYPE' (a forced call's model writes its own). */
+static const char GPTOSS_MARK[] = "<|channel|>commentary to=functions.";
+
+static bool gptoss_type_char(char c)
+{
+    return isalnum((unsigned char)c) || c == '_' || c == '-';
+}
+
+static int scan_gptoss(scan_t *sc)
+{
+    const char *s = sc->s;
+    size_t len = sc->len;
+    const char *m = find(s, len, GPTOSS_MARK);
+    if (!m)
+        return SC_OK; /* no call (yet) */
+    size_t i = (size_t)(m - s);
+    sc->content_len = trim_back(s, i);
+    for (;;) {
+        int rc = expect(s, &i, len, GPTOSS_MARK);
+        if (rc != SC_OK)
+            return rc;
+        size_t j = i; /* the name: [^<\s]+, as llama.cpp's recipient */
+        while (j < len && s[j] != '<' && !ws(s[j]))
+            j++;
+        if (j == i)
+            return i == len ? SC_MORE : SC_BAD;
+        sc_call_t *call = new_call(sc);
+        if (!call)
+            return SC_BAD;
+        call->sp.name_off = i;
+        call->sp.name_len = j - i;
+        if (j == len)
+            return SC_MORE;
+        call->sp.name_done = true;
+        if (s[j] == ' ') {
+            j++;
+            if (partial(s, j, len, "<|constrain|>"))
+                return SC_MORE;
+            if (starts(s, j, len, "<|constrain|>"))
+                j += strlen("<|constrain|>");
+            while (j < len && gptoss_type_char(s[j]))
+                j++;
+        }
+        if ((rc = expect(s, &j, len, "<|message|>")) != SC_OK)
+            return rc;
+        if ((rc = scan_bare_args(s, j, len, call, &i)) != SC_OK)
+            return rc;
+        i = skip_ws(s, i, len);
+        if (i == len)
+            return SC_OK;
+    }
+}
+
 static int scan_text(int family, const char *text, size_t len, scan_t *sc)
 {
     memset(sc, 0, sizeof *sc);
@@ -629,6 +686,7 @@ static int scan_text(int family, const char *text, size_t len, scan_t *sc)
     case CHAT_DEEPSEEK_R1: return scan_deepseek(sc);
     case CHAT_MISTRAL3: return scan_mistral3(sc);
     case CHAT_PHI4MINI: return scan_phi4(sc);
+    case CHAT_GPTOSS: return scan_gptoss(sc);
     default: return SC_BAD;
     }
 }
@@ -763,6 +821,8 @@ size_t tc_stream_safe(int family, const char *s, size_t len)
         return safe_before(s, len, QWEN_OPEN);
     if (family == CHAT_DEEPSEEK_R1)
         return safe_before_any(s, len, DS_OPENS);
+    if (family == CHAT_GPTOSS)
+        return safe_before(s, len, GPTOSS_MARK);
     if (family == CHAT_MISTRAL3) {
         bool front;
         m3_start(s, len, &front);

@@ -4,7 +4,8 @@
  * DeepSeek R1's (and V3.1's) <｜tool▁calls▁begin｜> blocks after optional text, Mistral Small
  * 3.2's [TOOL_CALLS]name[ARGS]{...} (its control tokens possibly left out: name{...}),
  * Granite's <|tool_call|> JSON array, Phi-4-mini's functools[...] array after optional text
- * (or the array alone, its <|tool_call|> control token left out).  Whole (tc_parse, at
+ * (or the array alone, its <|tool_call|> control token left out), gpt-oss's call messages
+ * as the harmony splitter (reasoning.h) passes them on, after optional text.  Whole (tc_parse, at
  * the end of a choice) or while it streams (tc_stream_safe: how much is certainly text;
  * tc_scan: how far each call has come, to stream its name and arguments as they arrive).
  * Pure functions; any thread.  Layer: server (uses server/chat.h's family numbers, cJSON). */

@@ -2,7 +2,8 @@
  * for tests/test_chat_jinja.py to compare with the real template rendered by jinja2.  Reads
  * one JSON object on stdin: {"family", "bos", "eos", "add_generation_prompt", "tools",
  * "tools_text", "messages": [{"role", "content", "tool_calls": [{"id", "function": {"name",
- * "arguments"}}], "tool_call_id", "reasoning_content"}], "enable_thinking"} (arguments an
+ * "arguments"}}], "tool_call_id", "reasoning_content"}], "enable_thinking",
+ * "reasoning_effort"} (arguments an
  * object or its JSON text; tools_text, the tools as JSON text, wins over tools).  Prints the
  * prompt and exits 0, or prints "REFUSED: <message>" and exits 3. */
 #include <cjson/cJSON.h>
@@ -38,7 +39,8 @@ int main(void)
     const cJSON *it;
     cJSON_ArrayForEach(it, msgs)
     {
-        m[i].role = chat_role_from_name(str(it, "role"));
+        const char *role = str(it, "role"); /* "developer": "system", as the server maps it */
+        m[i].role = chat_role_from_name(role && strcmp(role, "developer") == 0 ? "system" : role);
         m[i].content = str(it, "content");
         m[i].len = m[i].content ? strlen(m[i].content) : 0;
         m[i].call_id = str(it, "tool_call_id");
@@ -68,7 +70,8 @@ int main(void)
     chat_opts_t o = {.bos = str(root, "bos"), .eos = str(root, "eos"),
                      .add_generation_prompt = !cJSON_IsFalse(agp), .tools = tools_text,
                      .no_thinking = cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(
-                         root, "enable_thinking"))};
+                         root, "enable_thinking")),
+                     .reasoning_effort = str(root, "reasoning_effort")};
     char *out = NULL, err[512] = "";
     size_t len = 0;
     int rc = chat_format(family, m, nm, &o, &out, &len, err, sizeof err);

@@ -850,6 +850,120 @@ START_TEST(test_phi4mini)
 }
 END_TEST
 
+/* gpt-oss (harmony): the expected texts are written from the format's rules (OpenAI's harmony
+ * guide, the template's statements); test_chat_jinja.py compares with the real template. */
+static char *gptoss_sys(const char *effort, bool tools)
+{
+    char day[32] = "";
+    time_t now = time(NULL);
+    struct tm tm;
+    if (localtime_r(&now, &tm))
+        strftime(day, sizeof day, "%Y-%m-%d", &tm);
+    char *s = malloc(1024);
+    ck_assert_ptr_nonnull(s);
+    ck_assert(snprintf(s, 1024, "<|start|>system<|message|>You are ChatGPT, a large language model "
+                       "trained by OpenAI.\nKnowledge cutoff: 2024-06\nCurrent date: %s\n\n"
+                       "Reasoning: %s\n\n# Valid channels: analysis, commentary, final. Channel "
+                       "must be included for every message.%s<|end|>", day, effort,
+                       tools ? "\nCalls to these tools must go to the commentary channel: "
+                               "'functions'." : "") < 1024);
+    return s;
+}
+
+static void assert_gptoss(const char *effort, bool tools, const char *got, const char *rest)
+{
+    char *head = gptoss_sys(effort, tools);
+    size_t hl = strlen(head);
+    ck_assert_msg(strncmp(got, head, hl) == 0, "head:\n got  [%s]\n want [%s]", got, head);
+    ck_assert_msg(strcmp(got + hl, rest) == 0, "\n got  [%s]\n want [%s]", got + hl, rest);
+    free(head);
+}
+
+START_TEST(test_gptoss)
+{
+    int rc;
+    char err[256];
+    char *out = fmt(CHAT_GPTOSS, conv, FD_ARRAY_LEN(conv), "", "", true, false, &rc, err);
+    ck_assert_msg(rc == 0, "%s", err);
+    /* the system text is the developer's instructions; earlier answers in the final channel */
+    assert_gptoss("medium", false, out,
+                  "<|start|>developer<|message|># Instructions\n\nYou are terse.\n\n<|end|>"
+                  "<|start|>user<|message|>Hello!<|end|><|start|>assistant<|channel|>final"
+                  "<|message|> Hi there. <|end|><|start|>user<|message|>What is 2+2?\n<|end|>"
+                  "<|start|>assistant");
+    free(out);
+    /* the effort; no developer message without system text or tools; no generation prompt */
+    chat_opts_t o = {.add_generation_prompt = false, .reasoning_effort = "low"};
+    size_t len;
+    ck_assert_int_eq(chat_format(CHAT_GPTOSS, conv + 1, 2, &o, &out, &len, err, sizeof err), 0);
+    assert_gptoss("low", false, out, "<|start|>user<|message|>Hello!<|end|><|start|>assistant"
+                                     "<|channel|>final<|message|> Hi there. <|end|>");
+    free(out);
+    /* a call (its reasoning in the analysis channel: no answer follows it), its result */
+    const char tools[] = "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+                         "\"description\":\"Weather now\",\"parameters\":{\"type\":\"object\","
+                         "\"properties\":{\"city\":{\"type\":\"string\",\"description\":\"A "
+                         "city\"},\"unit\":{\"type\":\"string\",\"enum\":[\"c\",\"f\"],"
+                         "\"default\":\"c\"},\"days\":{\"type\":\"integer\",\"default\":3},"
+                         "\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}}},"
+                         "\"required\":[\"city\"]}}},{\"type\":\"function\",\"function\":{"
+                         "\"name\":\"clock\",\"description\":\"Time\"}}]";
+    const chat_call_t wc = {"call_1", "get_weather", "{\"city\":\"Paris\",\"days\":2.50}"};
+    chat_msg_t trip[] = {
+        MSG(CHAT_USER, "Weather?"),
+        {.role = CHAT_ASSISTANT, .calls = &wc, .n_calls = 1, .reasoning = "Use the tool."},
+        {.role = CHAT_TOOL, .content = "\"sunny\"\n", .len = 8, .call_id = "call_1"},
+        MSG(CHAT_ASSISTANT, "Sunny."),
+    };
+    const char *ns = "<|start|>developer<|message|># Tools\n\n## functions\n\nnamespace functions "
+                     "{\n\n// Weather now\ntype get_weather = (_: {\n// A city\ncity: string,\n"
+                     "unit?: \"c\" | \"f\", // default: c,\ndays?: number, // default: 3,\n"
+                     "tags?: string[],\n}) => any;\n\n// Time\ntype clock = () => any;\n\n} // "
+                     "namespace functions<|end|>";
+    const char *call = "<|start|>user<|message|>Weather?<|end|><|start|>assistant to=functions."
+                       "get_weather<|channel|>commentary json<|message|>{\"city\": \"Paris\", "
+                       "\"days\": 2.5}<|call|><|start|>functions.get_weather to=assistant"
+                       "<|channel|>commentary<|message|>\"\\\"sunny\\\"\\n\"<|end|>";
+    char want[2048];
+    out = fmt_tools(CHAT_GPTOSS, trip, 3, tools, "", "", &rc, err);
+    ck_assert_msg(rc == 0, "%s", err);
+    snprintf(want, sizeof want, "%s<|start|>user<|message|>Weather?<|end|><|start|>assistant"
+             "<|channel|>analysis<|message|>Use the tool.<|end|>%s<|start|>assistant", ns,
+             call + strlen("<|start|>user<|message|>Weather?<|end|>"));
+    assert_gptoss("medium", true, out, want);
+    free(out);
+    /* an answer after it: the call's reasoning is dropped */
+    out = fmt_tools(CHAT_GPTOSS, trip, 4, tools, "", "", &rc, err);
+    snprintf(want, sizeof want, "%s%s<|start|>assistant<|channel|>final<|message|>Sunny.<|end|>"
+             "<|start|>assistant", ns, call);
+    assert_gptoss("medium", true, out, want);
+    free(out);
+    /* refusals: a result without a call, content and reasoning on a call, channel tags */
+    out = fmt_tools(CHAT_GPTOSS, trip + 2, 1, tools, "", "", &rc, err);
+    ck_assert_int_eq(rc, -EINVAL);
+    ck_assert(strstr(err, "no previous assistant message with a tool call"));
+    trip[1].content = "text";
+    trip[1].len = 4;
+    out = fmt_tools(CHAT_GPTOSS, trip, 2, tools, "", "", &rc, err);
+    ck_assert_int_eq(rc, -EINVAL);
+    ck_assert(strstr(err, "Cannot pass both content and thinking"));
+    const chat_msg_t tagged[] = {MSG(CHAT_USER, "x"),
+                                 MSG(CHAT_ASSISTANT, "<|channel|>final<|message|>y")};
+    out = fmt(CHAT_GPTOSS, tagged, 2, "", "", true, false, &rc, err);
+    ck_assert_int_eq(rc, -EINVAL);
+    ck_assert(strstr(err, "containing <|channel|> tags in the content field"));
+    ck_assert(chat_has_tools(CHAT_GPTOSS));
+    ck_assert(!chat_has_thinking(CHAT_GPTOSS));
+    ck_assert_str_eq(chat_tool_close(CHAT_GPTOSS), "");
+    assert_prefill(CHAT_GPTOSS, NULL, "<|channel|>commentary to=functions.");
+    assert_prefill(CHAT_GPTOSS, "clock",
+                   "<|channel|>commentary to=functions.clock <|constrain|>json<|message|>");
+    ck_assert_int_eq(chat_family_from_name("gpt-oss"), CHAT_GPTOSS);
+    ck_assert_str_eq(chat_family_name(CHAT_GPTOSS), "gpt-oss");
+    assert_detects("openai-gpt-oss-120b.jinja", CHAT_GPTOSS);
+}
+END_TEST
+
 static const char *const shared_files[] = {
     "chat-templates/Qwen-Qwen2.5-7B-Instruct.jinja",
     "chat-templates/google-gemma-2-2b-it.jinja",
@@ -878,6 +992,7 @@ int main(void)
     tcase_add_test(tc, test_mistral3);
     tcase_add_test(tc, test_granite);
     tcase_add_test(tc, test_phi4mini);
+    tcase_add_test(tc, test_gptoss);
     suite_add_tcase(s, tc);
     if (!missing) {
         tc = tcase_create("shared templates");

@@ -15,7 +15,10 @@ template writes when the conversation has no system message (chat.c leaves it ou
 Granite 3.3's template (tests/data) is rendered with transformers' strftime_now (today's
 date in its default system text).  Phi-4-mini's real template (tests/data) takes the tools
 from a system message and has no place for tool calls: it is given them as fusiond maps
-them (phi4_msgs).  Qwen3 also gets reasoning (reasoning_content,
+them (phi4_msgs).  gpt-oss's template (tests/data) is given the messages as llama-server
+gives them (gptoss_msgs: arguments as objects, reasoning_content as "thinking" on messages
+with calls), with today's date, reasoning_effort, nested/oneOf/enum schemas, and without a
+generation prompt its last <|return|> made <|end|> as llama-server makes it.  Qwen3 also gets reasoning (reasoning_content,
 <think> in content), multi-step tool use and enable_thinking.  Skips (77) when python3-jinja2
 is missing, unless FUSIOND_REQUIRE_JINJA=1 (CI's flag), where that is a failure; without the
 shared folder only Qwen3 is compared (a failure under FUSIOND_REQUIRE_SHARED=1)."""
@@ -65,6 +68,7 @@ GRANITE = os.path.join(SRCDIR, "tests", "data", "chat-templates",
                        "ibm-granite-granite-3.3-2B-Instruct.jinja")
 PHI4MINI = os.path.join(SRCDIR, "tests", "data", "chat-templates",
                         "microsoft-Phi-4-mini-instruct.jinja")
+GPTOSS = os.path.join(SRCDIR, "tests", "data", "chat-templates", "openai-gpt-oss-120b.jinja")
 R1_BOS = "<\uff5cbegin\u2581of\u2581sentence\uff5c>"
 R1_EOS = "<\uff5cend\u2581of\u2581sentence\uff5c>"
 
@@ -98,10 +102,11 @@ FAMILIES = {
     "mistral3": (MISTRAL3, "<s>", "</s>"),
     "granite": (GRANITE, "", "<|end_of_text|>"),
     "phi4-mini": (PHI4MINI, "<|endoftext|>", "<|endoftext|>"),
+    "gpt-oss": (GPTOSS, "<|startoftext|>", "<|return|>"),
 }
 if not HAVE_SHARED:
     FAMILIES = {k: FAMILIES[k] for k in ("qwen3", "deepseek-r1", "mistral3", "granite",
-                                         "phi4-mini")}
+                                         "phi4-mini", "gpt-oss")}
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather",
@@ -236,6 +241,8 @@ def jinja_msgs(fam, msgs, tools):
     tools as llama-server polyfills them)."""
     if fam == "phi4-mini":
         return phi4_msgs(msgs, tools)
+    if fam == "gpt-oss":
+        return gptoss_msgs(msgs)
     if fam in ("mistral3", "granite"):
         msgs = [dict(m, content="") if m.get("content") is None else m for m in msgs]
     if fam in ("deepseek-r1", "mistral3"):
@@ -247,6 +254,69 @@ def jinja_msgs(fam, msgs, tools):
     if fam != "qwen3":
         return msgs
     return [dict(m, content="") if m.get("content") is None else m for m in msgs]
+
+
+def gptoss_msgs(msgs):
+    """What llama-server gives gpt-oss's template: the arguments as objects (its polyfill
+    parses them: the template prints them with tojson), a null content as "", and an
+    assistant message's reasoning_content as the template's "thinking" for messages with tool
+    calls only."""
+    out = []
+    for m in msgs:
+        m = dict(m)
+        if m.get("content") is None:
+            m["content"] = ""
+        r = m.pop("reasoning_content", None)
+        if m.get("tool_calls") and isinstance(r, str):
+            m["thinking"] = r
+        out.append(m)
+    return out
+
+
+def jinja_tools(fam, tools):
+    """gpt-oss's template adds each tool's description to a string, which jinja2 cannot do
+    when there is none; chat.c writes it as empty, the same as an empty description."""
+    if fam != "gpt-oss" or not tools:
+        return tools
+    return [dict(t, function=dict({"description": ""}, **t["function"])) for t in tools]
+
+
+GPTOSS_CASES = [
+    ("reasoning effort low", [SYS, U1], TOOLS, {"reasoning_effort": "low"}),
+    ("reasoning effort high, no tools", [U1, A_TEXT, U2], None, {"reasoning_effort": "high"}),
+    ("empty system message", [{"role": "system", "content": ""}, U1], None),
+    ("developer role first", [{"role": "developer", "content": "Be terse."}, U1], [CLOCK]),
+    ("call with reasoning, result, no answer yet", [U1, A_CALL_R, T_C1], TOOLS),
+    ("call with reasoning, result, answer", [U1, A_CALL_R, T_C1, A_R, U2], TOOLS),
+    ("content and reasoning with a call", [U1, asst("text", "thought", [call(
+        "c9", "clock", {})])], TOOLS),
+    ("channel tags in content", [U1, asst("<|channel|>final<|message|>hi")], None),
+    ("a tool result without a call", [U1, T_C1], TOOLS),
+    ("nested, oneOf, nullable and typed-list schemas", [U2], [{"type": "function", "function": {
+        "name": "f", "description": "many types", "parameters": {
+            "type": "object", "required": ["a", "o"], "properties": {
+                "a": {"type": "array", "items": {"type": "object", "properties": {
+                    "x": {"type": "integer"}, "y": {"type": "string", "nullable": True}},
+                    "required": ["x"]}},
+                "aa": {"type": "array", "items": {"type": "array", "items": {
+                    "type": "boolean"}}, "nullable": True},
+                "big": {"type": "array", "items": {"type": "object", "properties": {
+                    "a_long_property_name": {"type": "string"},
+                    "another_long_one": {"type": "number"}}}},
+                "o": {"type": "object", "properties": {"p": {"type": "boolean"},
+                                                       "q": {"type": "string",
+                                                             "enum": ["u", "v"]}}},
+                "e": {"type": "object"},
+                "u": {"type": ["string", "null"]},
+                "u1": {"type": ["integer"]},
+                "one": {"oneOf": [{"type": "string", "description": "a name"},
+                                  {"type": "integer", "default": 3}],
+                        "default": "x"},
+                "en": {"type": "string", "enum": ["p", "q"], "default": "p",
+                       "description": "pick"},
+                "ns": {"type": "string", "nullable": True, "default": None},
+                "any": {"description": "no type"}}}}}]),
+]
 
 
 PHI4_SYSTEM = "You are a helpful assistant with some tools."
@@ -379,16 +449,25 @@ for fam, (fname, bos, eos) in FAMILIES.items():
         cases = [c + ({},) for c in R1_CASES]
     if fam == "qwen3":
         cases += [c if len(c) == 4 else c + ({},) for c in QWEN3_CASES]
-    if fam in ("mistral3", "granite", "phi4-mini"):
+    if fam in ("mistral3", "granite", "phi4-mini", "gpt-oss"):
         cases += [c + ({},) for c in random_r1_cases(100, seed=777)]
+    if fam == "gpt-oss":
+        cases += [c if len(c) == 4 else c + ({},) for c in QWEN3_CASES + GPTOSS_CASES]
     for name, msgs, tools, kw in cases:
         for agp in (True, False):
             try:
-                want = tmpl.render(messages=jinja_msgs(fam, msgs, tools), tools=tools, bos_token=bos,
+                want = tmpl.render(messages=jinja_msgs(fam, msgs, tools),
+                                   tools=jinja_tools(fam, tools), bos_token=bos,
                                    eos_token=eos, add_generation_prompt=agp, **kw)
                 refused = None
             except Refused as e:
                 want, refused = None, str(e)
+            if fam == "gpt-oss" and want is not None and not agp:
+                # llama-server's change: the last <|return|> (an end of generation the
+                # model must not read) becomes <|end|>
+                k = want.rfind("<|return|>")
+                if k >= 0:
+                    want = want[:k] + "<|end|>" + want[k + len("<|return|>"):]
             if fam == "mistral3" and want is not None and not (msgs and msgs[0]["role"] == "system"):
                 # the model's default system text, which chat.c does not write
                 head = bos + "[SYSTEM_PROMPT]"

@@ -19,6 +19,9 @@ enum {
     ST_THINK,   /* in the reasoning */
     ST_AFTER,   /* after "</think>", dropping the content's leading whitespace */
     ST_CONTENT, /* the rest is content */
+    /* harmony: in a header, an analysis message, a final or commentary one, a call, a
+     * message dropped, looking for the next "<|start|>assistant", done */
+    HM_HEAD, HM_ANALYSIS, HM_TEXT, HM_CALL, HM_DROP, HM_SEEK, HM_DONE,
 };
 
 static const char *const names[] = {[RSN_AUTO] = "auto", [RSN_NONE] = "none",
@@ -70,6 +73,8 @@ void rsn_start_inside(rsn_t *r)
 
 bool rsn_thinking(const rsn_t *r)
 {
+    if (r->harmony)
+        return r->state == HM_HEAD || r->state == HM_ANALYSIS || r->state == HM_SEEK;
     return r->state == ST_START || r->state == ST_LEAD || r->state == ST_THINK;
 }
 
@@ -157,8 +162,212 @@ static void step(rsn_t *r, sb_t *reasoning, sb_t *content)
     }
 }
 
+/* ---------------------------------------------------------------- harmony (gpt-oss) */
+
+static const char HM_MESSAGE[] = "<|message|>", HM_END[] = "<|end|>",
+                  HM_START[] = "<|start|>assistant", HM_CHANNEL[] = "<|channel|>",
+                  HM_TO[] = " to=functions.";
+
+void rsn_init_harmony(rsn_t *r, bool inline_reasoning, bool calls)
+{
+    r->harmony = true;
+    r->inline_reasoning = inline_reasoning;
+    r->calls = calls;
+    r->state = HM_HEAD;
+}
+
+static bool hm_lit(const char *h, size_t n, size_t *i, const char *lit)
+{
+    size_t k = strlen(lit);
+    if (n - *i < k || memcmp(h + *i, lit, k) != 0)
+        return false;
+    *i += k;
+    return true;
+}
+
+/* (?: (<|constrain|>)?[a-zA-Z0-9_-]+)? up to the header's end */
+static bool hm_type_tail(const char *h, size_t n, size_t i)
+{
+    if (i == n)
+        return true;
+    if (h[i] != ' ')
+        return false;
+    i++;
+    hm_lit(h, n, &i, "<|constrain|>");
+    size_t j = i;
+    while (j < n && ((h[j] >= 'a' && h[j] <= 'z') || (h[j] >= 'A' && h[j] <= 'Z') ||
+                     (h[j] >= '0' && h[j] <= '9') || h[j] == '_' || h[j] == '-'))
+        j++;
+    return j > i && j == n;
+}
+
+/* " to=functions.NAME" at *i: the name's span ([^<\s]+) */
+static bool hm_recipient(const char *h, size_t n, size_t *i, size_t *name, size_t *name_len)
+{
+    if (!hm_lit(h, n, i, HM_TO))
+        return false;
+    size_t j = *i;
+    while (j < n && h[j] != '<' && !space(h[j]))
+        j++;
+    if (j == *i)
+        return false;
+    *name = *i;
+    *name_len = j - *i;
+    *i = j;
+    return true;
+}
+
+static bool hm_call_channel(const char *h, size_t n, size_t *i)
+{
+    return hm_lit(h, n, i, "analysis") || hm_lit(h, n, i, "commentary");
+}
+
+/* What a header h[0..n) opens: HM_ANALYSIS, HM_TEXT, HM_CALL (the name's span set) or
+ * HM_SEEK (unknown), as llama-server's gpt-oss regexes match it whole. */
+static int hm_classify(const char *h, size_t n, size_t *name, size_t *name_len)
+{
+    size_t i = 0;
+    if (hm_recipient(h, n, &i, name, name_len))
+        return hm_lit(h, n, &i, HM_CHANNEL) && hm_call_channel(h, n, &i) &&
+               hm_type_tail(h, n, i) ? HM_CALL : HM_SEEK;
+    i = 0;
+    if (!hm_lit(h, n, &i, HM_CHANNEL))
+        return HM_SEEK;
+    size_t c = i;
+    if (hm_call_channel(h, n, &c) && hm_recipient(h, n, &c, name, name_len))
+        return hm_type_tail(h, n, c) ? HM_CALL : HM_SEEK;
+    if (n - i == 8 && memcmp(h + i, "analysis", 8) == 0)
+        return HM_ANALYSIS;
+    if (n - i == 10 && memcmp(h + i, "commentary", 10) == 0)
+        return HM_TEXT;
+    if (hm_lit(h, n, &i, "final") && hm_type_tail(h, n, i))
+        return HM_TEXT;
+    return HM_SEEK;
+}
+
+/* Reasoning text of an analysis message: its leading whitespace dropped (r->lead). */
+static void hm_reason(rsn_t *r, sb_t *out, const char *s, size_t n)
+{
+    size_t i = 0;
+    while (r->lead && i < n && space(s[i]))
+        i++;
+    if (i < n) {
+        r->lead = false;
+        release_reasoning(r, out, s + i, n - i);
+    }
+}
+
+/* Classifies what hold has, as step does for <think>; at_end: the output is over.  Returns
+ * whether an analysis message was open at some point. */
+static bool hm_step(rsn_t *r, sb_t *reasoning, sb_t *content, bool at_end)
+{
+    sb_t *h = &r->hold;
+    bool analysis = r->state == HM_ANALYSIS;
+    for (;;) {
+        const char *s = h->buf;
+        size_t n = h->len;
+        if (n == 0 && !at_end)
+            return analysis;
+        switch (r->state) {
+        case HM_HEAD: {
+            const char *m = find(s, n, HM_MESSAGE);
+            if (!m) {
+                if (at_end) { /* no (complete) header: the text as written */
+                    sb_add(content, s, n);
+                    sb_reset(h);
+                    r->state = HM_DONE;
+                }
+                return analysis;
+            }
+            size_t hl = (size_t)(m - s), name = 0, name_len = 0;
+            int kind = hm_classify(s, hl, &name, &name_len);
+            if (kind == HM_SEEK) {
+                r->state = HM_SEEK; /* from the header's start, as llama-server looks */
+                r->pending = 0;
+                continue;
+            }
+            if (kind == HM_ANALYSIS) {
+                analysis = true;
+                if (r->inline_reasoning)
+                    sb_add(content, s, hl + sizeof HM_MESSAGE - 1);
+                else
+                    r->n_reasoning_tokens += r->pending;
+                r->lead = true;
+            } else if (kind == HM_CALL) {
+                if (r->calls) {
+                    sb_adds(content, "<|channel|>commentary to=functions.");
+                    sb_add(content, s + name, name_len);
+                    sb_adds(content, " <|constrain|>json<|message|>");
+                } else {
+                    kind = HM_DROP;
+                }
+            }
+            r->pending = 0;
+            r->state = kind;
+            sb_consume(h, hl + sizeof HM_MESSAGE - 1);
+            continue;
+        }
+        case HM_ANALYSIS:
+        case HM_TEXT:
+        case HM_CALL:
+        case HM_DROP: {
+            const char *end = find(s, n, HM_END);
+            bool sep = r->state == HM_ANALYSIS && !r->inline_reasoning;
+            size_t e = end ? (size_t)(end - s) : at_end ? n : n - partial_tag(s, n, HM_END);
+            if (sep) {
+                size_t out = e; /* trailing whitespace: dropped when the message ends here,
+                                   else held until more text decides */
+                while (out > 0 && space(s[out - 1]))
+                    out--;
+                if (!end && !at_end)
+                    e = out;
+                hm_reason(r, reasoning, s, out);
+            } else if (r->state != HM_DROP) {
+                sb_add(content, s, e);
+                if (end && r->state == HM_ANALYSIS)
+                    sb_adds(content, HM_END);
+            }
+            if (!end) {
+                sb_consume(h, e);
+                if (at_end)
+                    r->state = HM_DONE;
+                return analysis;
+            }
+            sb_consume(h, (size_t)(end - s) + sizeof HM_END - 1);
+            r->state = HM_SEEK;
+            continue;
+        }
+        case HM_SEEK: {
+            const char *st = find(s, n, HM_START);
+            if (!st) { /* outside a message: dropped, but for a marker's start */
+                sb_consume(h, at_end ? n : n - partial_tag(s, n, HM_START));
+                if (at_end)
+                    r->state = HM_DONE;
+                return analysis;
+            }
+            sb_consume(h, (size_t)(st - s) + sizeof HM_START - 1);
+            r->state = HM_HEAD;
+            continue;
+        }
+        default:
+            sb_reset(h);
+            return analysis;
+        }
+    }
+}
+
 int rsn_feed(rsn_t *r, const char *text, size_t len, sb_t *reasoning, sb_t *content)
 {
+    if (r->harmony) {
+        r->n_tokens++;
+        sb_add(&r->hold, text, len);
+        bool analysis = hm_step(r, reasoning, content, false);
+        if (analysis && !r->inline_reasoning)
+            r->n_reasoning_tokens++;
+        else if (r->state == HM_HEAD || r->state == HM_SEEK)
+            r->pending++;
+        return sb_failed(&r->hold) || sb_failed(reasoning) || sb_failed(content) ? -ENOMEM : 0;
+    }
     bool was_closed = r->closed;
     r->n_tokens++;
     sb_add(&r->hold, text, len);
@@ -173,6 +382,11 @@ int rsn_feed(rsn_t *r, const char *text, size_t len, sb_t *reasoning, sb_t *cont
 int rsn_finish(rsn_t *r, sb_t *reasoning, sb_t *content)
 {
     sb_t *h = &r->hold;
+    if (r->harmony) {
+        hm_step(r, reasoning, content, true);
+        sb_reset(h);
+        return sb_failed(reasoning) || sb_failed(content) ? -ENOMEM : 0;
+    }
     if (r->state == ST_START) {
         sb_add(content, h->buf, h->len); /* "<thi": text after all */
     } else if (r->state == ST_THINK) {

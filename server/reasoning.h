@@ -1,4 +1,5 @@
-/* reasoning.h: separates a reasoning model's "<think>...</think>" block from its answer, as
+/* reasoning.h: separates a reasoning model's "<think>...</think>" block (or gpt-oss's harmony
+ * analysis messages, rsn_init_harmony) from its answer, as
  * llama-server's --reasoning-format deepseek does: the text after a leading "<think>" up to
  * "</think>" is the reasoning, whitespace-trimmed, and the rest, leading whitespace dropped,
  * the content (an output without the leading tag is all content; an unclosed block is all
@@ -31,7 +32,15 @@ typedef struct rsn {
     long long n_tokens; /* rsn_feed calls (one per generated token) */
     long long n_reasoning_tokens; /* of them, the think block's: every token up to the one
                                      that completed "</think>" (the tags' included), all of
-                                     them while it is open, 0 when the output has none */
+                                     them while it is open, 0 when the output has none
+                                     (harmony: the analysis messages' tokens, headers and
+                                     <|end|> included) */
+    /* harmony (rsn_init_harmony) */
+    bool harmony;
+    bool inline_reasoning;   /* analysis messages stay in the content, as written */
+    bool calls;              /* call messages go on to the content (toolcall.h reads them) */
+    bool lead;               /* an analysis message's leading whitespace is still dropped */
+    long long pending;       /* tokens of the header not yet classified */
 } rsn_t;
 
 void rsn_init(rsn_t *r);
@@ -50,6 +59,23 @@ int rsn_finish(rsn_t *r, sb_t *reasoning, sb_t *content);
  * content "answer", and an output that never closes it is all reasoning.  Call right after
  * rsn_init, before the first rsn_feed. */
 void rsn_start_inside(rsn_t *r);
+
+/* gpt-oss's harmony output, as llama-server's gpt-oss parser reads it (the generation
+ * prompt ended in "<|start|>assistant", so it starts with a message header): each message is
+ * a header up to "<|message|>" and a body up to "<|end|>" (the last one up to the end of the
+ * output: <|return|> and <|call|> end the generation), the next one after
+ * "<|start|>assistant".  Headers, as llama-server's regexes match them whole:
+ * "<|channel|>analysis": the body is reasoning, whitespace-trimmed at both ends per message
+ * (inline_reasoning, reasoning_format none: header, body and "<|end|>" go to the content as
+ * written); "<|channel|>final" (an optional " [<|constrain|>]TYPE" after it) and
+ * "<|channel|>commentary": the body is content; a call, " to=functions.NAME<|channel|>CH" or
+ * "<|channel|>CH to=functions.NAME" (CH analysis or commentary, then the optional type): with
+ * calls, the content gets "<|channel|>commentary to=functions.NAME <|constrain|>json<|message|>"
+ * and the body (toolcall.h's gpt-oss format), else the message is dropped (llama-server adds
+ * no call for a request without tools); any other header: skipped to the next
+ * "<|start|>assistant".  Text outside a message is dropped; a header the output ends in (an
+ * output with no harmony markup at all) is content, as written.  Call right after rsn_init. */
+void rsn_init_harmony(rsn_t *r, bool inline_reasoning, bool calls);
 
 /* Whether the splitter is still inside (or before) the reasoning. */
 bool rsn_thinking(const rsn_t *r);

@@ -131,11 +131,21 @@ static int check_fields(const cJSON *root, rq_err_t *e)
                            type_name(it));
             continue;
         }
-        bool ok = strcmp(key, "reasoning") == 0 && cJSON_IsObject(it) && !it->child;
+        bool ok = strcmp(key, "reasoning") == 0 && cJSON_IsObject(it);
+        for (const cJSON *r = ok ? it->child : NULL; r; r = r->next) {
+            /* the effort is gpt-oss's reasoning level (the chat field reasoning_effort) */
+            if (strcmp(r->string, "effort") == 0 && !cJSON_IsNull(r)) {
+                if (!is_str(r, "low") && !is_str(r, "medium") && !is_str(r, "high"))
+                    return bad(e, NULL, "reasoning.effort", "'reasoning.effort' must be low, "
+                               "medium or high");
+            } else if (!cJSON_IsNull(r)) {
+                ok = false;
+            }
+        }
         if (!ok)
             return bad(e, "unsupported_parameter", key, "'%s' is not supported by fusiond "
                        "(%s); leave it out", key,
-                       strcmp(key, "reasoning") == 0  ? "the model does not reason"
+                       strcmp(key, "reasoning") == 0  ? "of it only effort is read"
                        : strcmp(key, "prompt") == 0 ? "there are no stored prompt templates"
                                                     : "no built-in tools run here");
     }
@@ -900,6 +910,9 @@ int rs_chat_body(const rs_req_t *q, const cJSON *history, char **out, rq_err_t *
     v = field(root, "max_output_tokens");
     if (v && !oai_put(c, "max_completion_tokens", dup(v)))
         rc = oom(e);
+    v = field(field(root, "reasoning"), "effort");
+    if (!rc && v && !oai_put(c, "reasoning_effort", dup(v)))
+        rc = oom(e);
     if (!rc && q->logprobs) {
         v = field(root, "top_logprobs");
         if (!oai_put(c, "logprobs", cJSON_CreateTrue()) ||
@@ -1256,7 +1269,10 @@ cJSON *rs_response_obj(const rs_req_t *q, const rs_result_t *r)
          echo(o, root, "metadata", cJSON_CreateObject());
     if (ok) {
         cJSON *reason = cJSON_CreateObject();
-        ok = oai_put(o, "reasoning", reason) && oai_put(reason, "effort", cJSON_CreateNull()) &&
+        const cJSON *eff = field(field(root, "reasoning"), "effort");
+        ok = oai_put(o, "reasoning", reason) &&
+             oai_put(reason, "effort", eff ? cJSON_CreateString(eff->valuestring)
+                                           : cJSON_CreateNull()) &&
              oai_put(reason, "summary", cJSON_CreateNull());
     }
     if (ok) {

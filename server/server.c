@@ -211,6 +211,8 @@ struct srv_job {
     bool rsn_on;                /* the think block is separated (reasoning_format) */
     bool rsn_inside;            /* the prompt opened it (ends in "<think>\n"): the output
                                    starts inside the reasoning */
+    bool rsn_harmony;           /* gpt-oss: the output is harmony messages (rsn_init_harmony) */
+    bool rsn_inline;            /* harmony with reasoning_format none: analysis in content */
     char *tc_prefill;           /* tool_choice required / named: the call's opening, already
                                    in the prompt, which the output continues */
     int n_running;
@@ -934,7 +936,7 @@ static void job_usage(const srv_job_t *j, oai_resp_t *r)
                 most = FD_MAX(most, j->choices[i].t.n_cached);
         r->cached_tokens += most;
     }
-    r->reasoning_details = j->rsn_on;
+    r->reasoning_details = j->rsn_on && !j->rsn_inline;
     r->reasoning_tokens = 0;
     for (int i = 0; j->rsn_on && i < j->n_choices; i++)
         r->reasoning_tokens += j->choices[i].rsn.n_reasoning_tokens;
@@ -2936,10 +2938,17 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
      * format says none, thinking was switched off (the prompt closed an empty block), or the
      * answer is a forced call (prefilled below). */
     int rf = r->reasoning_format >= 0 ? r->reasoning_format : s->cfg.reasoning_format;
+    bool forced = r->tools && (r->tool_choice == RQ_TOOLS_REQUIRED ||
+                               r->tool_choice == RQ_TOOLS_NAMED);
     j->rsn_on = (rf == RSN_DEEPSEEK || (rf == RSN_AUTO && chat_has_thinking(fam))) &&
-                !r->no_thinking &&
-                !(r->tools && (r->tool_choice == RQ_TOOLS_REQUIRED ||
-                               r->tool_choice == RQ_TOOLS_NAMED));
+                !r->no_thinking && !forced;
+    /* gpt-oss always answers in harmony messages, which are read whatever the format (none
+     * leaves the analysis in the content, as llama-server does); its template has no
+     * thinking switch */
+    j->rsn_harmony = fam == CHAT_GPTOSS && !forced;
+    j->rsn_inline = j->rsn_harmony && rf == RSN_NONE;
+    if (j->rsn_harmony)
+        j->rsn_on = true;
     j->rsn_inside = j->rsn_on && *len >= 8 && memcmp(*text + *len - 8, "<think>\n", 8) == 0;
     if (r->tools && (r->tool_choice == RQ_TOOLS_REQUIRED || r->tool_choice == RQ_TOOLS_NAMED)) {
         free(j->tc_prefill); /* truncation "auto" formats the chat again */
@@ -3524,6 +3533,8 @@ static enum MHD_Result start_generation(srv_job_t *j)
         rsn_init(&c->rsn);
         if (j->rsn_inside)
             rsn_start_inside(&c->rsn);
+        if (j->rsn_harmony)
+            rsn_init_harmony(&c->rsn, j->rsn_inline, j->tc_on);
         sb_init(&c->rsn_text);
         sb_init(&c->rsn_r);
         sb_init(&c->rsn_c);

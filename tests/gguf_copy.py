@@ -20,10 +20,11 @@ def scratch_dir(prefix):
     return path
 
 
-def gguf_rewrite(src, dst, template, n_ctx, tokens, extra=()):
+def gguf_rewrite(src, dst, template, n_ctx, tokens, extra=(), types=None):
     """src -> dst with chat_template `template`, `<arch>.context_length` n_ctx and the token
-    texts in `tokens` ({id: text}) replaced (None: template and n_ctx kept), and the metadata
-    in `extra` ((key bytes, GGUF type, value) triples) set."""
+    texts in `tokens` ({id: text}) replaced (None: template and n_ctx kept), the token types in
+    `types` ({id: type}) too, and the metadata in `extra` ((key bytes, GGUF type, value)
+    triples) set."""
     b = open(src, "rb").read()
     o = 0
 
@@ -86,6 +87,9 @@ def gguf_rewrite(src, dst, template, n_ctx, tokens, extra=()):
         if kv[0] == b"tokenizer.ggml.tokens":
             for i, text in tokens.items():
                 kv[2][1][i] = text.encode()
+        if kv[0] == b"tokenizer.ggml.token_type":
+            for i, ty in (types or {}).items():
+                kv[2][1][i] = ty
     out = b"GGUF" + struct.pack("<IQQ", version, n_t, len(kvs))
     out += b"".join(wstr(k) + struct.pack("<I", t) + wval(t, v) for k, t, v in kvs) + infos
     out += b"\0" * ((-len(out)) % align)

@@ -355,6 +355,8 @@ TESTS += tests/test_reasoning
 # template, think blocks in a few tokens picked by logit_bias).
 dist_check_SCRIPTS += tests/test_reasoning_server.py
 TESTS += tests/test_reasoning_server.py
+dist_check_SCRIPTS += tests/test_harmony_server.py
+TESTS += tests/test_harmony_server.py
 # The deepseek-r1 chat format through the daemon: starting inside the think block.
 dist_check_SCRIPTS += tests/test_r1_server.py
 TESTS += tests/test_r1_server.py

@@ -5,7 +5,9 @@
  * anywhere in two or three pieces (a tag split across tokens); counts the think block's
  * tokens; and knows the format names.  Started inside the block (rsn_start_inside, as
  * DeepSeek-R1's prompt opens it), the text up to "</think>" is the reasoning and an output
- * that never closes it is all reasoning. */
+ * that never closes it is all reasoning.  gpt-oss's harmony messages (rsn_init_harmony): the
+ * analysis channel's text is the reasoning, final and commentary text the content, calls
+ * passed on in toolcall.h's form, the rest dropped, however the text is cut. */
 #include "server/reasoning.h"
 
 #include "tests/testutil.h"
@@ -158,6 +160,130 @@ START_TEST(test_token_count)
 }
 END_TEST
 
+/* gpt-oss's harmony output (rsn_init_harmony), as llama-server's gpt-oss parser splits it;
+ * the expected fields are written from its rules (reasoning.h). */
+#define AN "<|channel|>analysis<|message|>"
+#define FI "<|channel|>final<|message|>"
+#define EN "<|end|>"
+#define ST "<|start|>assistant"
+#define MARK "<|channel|>commentary to=functions."
+static const struct {
+    const char *text, *reasoning, *content;
+    bool inl, calls;
+} hcases[] = {
+    {AN "  Think hard. \n" EN ST FI "The answer.", "Think hard.", "The answer.", false, true},
+    {FI "Just answer", "", "Just answer", false, true},
+    {AN "cut off mid  ", "cut off mid", "", false, true},
+    {AN "a" EN ST AN " b " EN ST FI "c", "ab", "c", false, true},
+    {"Hello world", "", "Hello world", false, true},
+    {AN "x" EN ST "<|channel|>fin", "x", "<|channel|>fin", false, true},
+    {"<|channel|>weird<|message|>zzz" EN ST FI "ok", "", "ok", false, true},
+    {"<|channel|>commentary<|message|>Let me check." EN ST
+     "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"c\":1}", "",
+     "Let me check." MARK "get_weather <|constrain|>json<|message|>{\"c\":1}", false, true},
+    {AN "need tool" EN ST " to=functions.clock<|channel|>commentary json<|message|>{}",
+     "need tool", MARK "clock <|constrain|>json<|message|>{}", false, true},
+    {AN "need tool" EN ST " to=functions.clock<|channel|>commentary json<|message|>{}",
+     "need tool", "", false, false},
+    {AN " x " EN ST FI "y", "", AN " x " EN "y", true, true},
+    {"<|channel|>final <|constrain|>json<|message|>{\"a\":1}", "", "{\"a\":1}", false, true},
+    {FI "a" EN "junk\n", "", "a", false, true},
+    {FI "a<|en", "", "a<|en", false, true},
+    {AN "a <|en b" EN ST FI "c", "a <|en b", "c", false, true},
+    {"<|channel|>analysis to=functions.f json<|message|>{}", "",
+     MARK "f <|constrain|>json<|message|>{}", false, true},
+    {"", "", "", false, true},
+    {"<|channel|>x" ST "<|channel|>final<|message|>ok", "", "ok", false, true},
+    /* a header llama-server's regexes do not match whole: skipped */
+    {"<|channel|>final json extra<|message|>no" EN ST FI "yes", "", "yes", false, true},
+    {"<|channel|>commentary to=functions.<|message|>{}" EN ST FI "z", "", "z", false, true},
+    {AN "\xc3\xa9 \xe4\xb8\xad" EN ST FI "\xf0\x9f\x98\x81", "\xc3\xa9 \xe4\xb8\xad",
+     "\xf0\x9f\x98\x81", false, true},
+};
+
+static void hrun(size_t i, const size_t *cuts, size_t ncuts, bool prefix)
+{
+    const char *t = hcases[i].text;
+    size_t n = strlen(t), at = 0;
+    rsn_t s;
+    out_t o;
+    sb_init(&o.r);
+    sb_init(&o.c);
+    rsn_init(&s);
+    rsn_init_harmony(&s, hcases[i].inl, hcases[i].calls);
+    for (size_t k = 0; k <= ncuts; k++) {
+        size_t e = k < ncuts ? cuts[k] : n;
+        ck_assert_int_eq(rsn_feed(&s, t + at, e - at, &o.r, &o.c), 0);
+        at = e;
+        if (prefix) { /* nothing released that a later byte could change */
+            ck_assert_msg(o.r.len <= strlen(hcases[i].reasoning) &&
+                              memcmp(o.r.buf ? o.r.buf : "", hcases[i].reasoning, o.r.len) == 0,
+                          "case %zu at %zu: reasoning [%.*s]", i, at, (int)o.r.len, o.r.buf);
+            ck_assert_msg(o.c.len <= strlen(hcases[i].content) &&
+                              memcmp(o.c.buf ? o.c.buf : "", hcases[i].content, o.c.len) == 0,
+                          "case %zu at %zu: content [%.*s]", i, at, (int)o.c.len, o.c.buf);
+        }
+    }
+    ck_assert_int_eq(rsn_finish(&s, &o.r, &o.c), 0);
+    ck_assert_msg(strcmp(o.r.buf ? o.r.buf : "", hcases[i].reasoning) == 0,
+                  "case %zu: reasoning [%s], want [%s]", i, o.r.buf ? o.r.buf : "",
+                  hcases[i].reasoning);
+    ck_assert_msg(strcmp(o.c.buf ? o.c.buf : "", hcases[i].content) == 0,
+                  "case %zu: content [%s], want [%s]", i, o.c.buf ? o.c.buf : "",
+                  hcases[i].content);
+    ck_assert_uint_eq(s.n_reasoning, o.r.len);
+    rsn_free(&s);
+    sb_free(&o.r);
+    sb_free(&o.c);
+}
+
+/* whole, cut anywhere in two or three pieces (a marker split across tokens), byte by byte */
+START_TEST(test_harmony)
+{
+    for (size_t i = 0; i < FD_ARRAY_LEN(hcases); i++) {
+        size_t n = strlen(hcases[i].text);
+        hrun(i, NULL, 0, false);
+        for (size_t a = 0; a <= n; a++)
+            for (size_t b = a; b <= n; b += 3) {
+                size_t cuts[2] = {a, b};
+                hrun(i, cuts, 2, false);
+            }
+        size_t *cuts = malloc((n ? n : 1) * sizeof *cuts);
+        ck_assert_ptr_nonnull(cuts);
+        for (size_t k = 0; k < n; k++)
+            cuts[k] = k + 1;
+        hrun(i, cuts, n ? n - 1 : 0, true);
+        free(cuts);
+    }
+}
+END_TEST
+
+/* harmony's reasoning tokens: an analysis message's, its header and <|end|> included */
+START_TEST(test_harmony_tokens)
+{
+    static const char *const toks[] = {"<|channel|>", "analysis", "<|message|>", "Th", "ink",
+                                       "<|end|>", "<|start|>", "assistant", "<|channel|>",
+                                       "final", "<|message|>", "A", NULL};
+    rsn_t s;
+    sb_t r, c;
+    sb_init(&r);
+    sb_init(&c);
+    rsn_init(&s);
+    rsn_init_harmony(&s, false, false);
+    for (size_t k = 0; toks[k]; k++) {
+        ck_assert_int_eq(rsn_feed(&s, toks[k], strlen(toks[k]), &r, &c), 0);
+        ck_assert_int_eq(rsn_thinking(&s), k < 10);
+    }
+    ck_assert_int_eq(s.n_reasoning_tokens, 6);
+    ck_assert_int_eq(rsn_finish(&s, &r, &c), 0);
+    ck_assert_str_eq(r.buf, "Think");
+    ck_assert_str_eq(c.buf, "A");
+    rsn_free(&s);
+    sb_free(&r);
+    sb_free(&c);
+}
+END_TEST
+
 START_TEST(test_names)
 {
     ck_assert_int_eq(rsn_format_from_name("auto"), RSN_AUTO);
@@ -179,6 +305,8 @@ int main(void)
     tcase_add_test(tc, test_splits);
     tcase_add_test(tc, test_bytewise);
     tcase_add_test(tc, test_token_count);
+    tcase_add_test(tc, test_harmony);
+    tcase_add_test(tc, test_harmony_tokens);
     tcase_add_test(tc, test_names);
     suite_add_tcase(s, tc);
     return tu_run(s);

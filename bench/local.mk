@@ -7,7 +7,7 @@ fusion_bench_CPPFLAGS = $(AM_CPPFLAGS) -DCORSAIR_REPORT_NO_MAIN
 fusion_bench_LDADD = $(FD_LIBS)
 
 # serve-bench: the serving load generator (python3, stdlib only); BENCHMARKS.md has runs.
-EXTRA_DIST += bench/serve-bench bench/cpu-bench bench/plp-bench.py
+EXTRA_DIST += bench/serve-bench bench/cpu-bench bench/plp-bench.py bench/embed-bench.py
 
 # sampler-bench: the sampler's cost per call on large vocabularies, the scheduler's per step.
 noinst_PROGRAMS += sampler-bench

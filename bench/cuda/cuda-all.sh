@@ -65,7 +65,8 @@ int main(void){openblas_set_num_threads(1);return 0;}' | gcc -x c - -lopenblas -
           backends/cpu/kernels_avx512.c fusion/fold.c fusion/plan.c engine/gguf.c
           engine/gguf_write.c engine/model.c engine/lora.c engine/tokenizer.c engine/unicode.c
           engine/sampler.c backends/corsair/bfp.c backends/corsair/corsair_backend.c
-          backends/corsair/replay.c backends/corsair/timing.c bench/perf.c $extra"
+          backends/corsair/replay.c backends/corsair/timing.c bench/perf.c
+          fusion/encoder.c engine/wordpiece.c engine/bert_gen.c $extra"
     log "build: gcc $(gcc -dumpversion), nvcc $(nvcc --version | tail -1), cuBLAS in $libdir"
     fail=0
     for f in $srcs; do

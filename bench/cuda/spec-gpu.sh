@@ -44,7 +44,7 @@ srcs="common/fd.c common/ggtypes.c common/log.c backends/quants.c backends/backe
       backends/corsair/replay.c backends/corsair/timing.c fusion/fold.c fusion/plan.c
       engine/gguf.c engine/gguf_write.c engine/model.c engine/tokenizer.c engine/unicode.c
       engine/sampler.c engine/grammar.c engine/grammar_mask.c engine/ngram.c engine/engine.c
-      engine/engine_llm.c $extra"
+      engine/engine_llm.c fusion/encoder.c engine/wordpiece.c engine/bert_gen.c $extra"
 log "build: gcc $(gcc -dumpversion), $(nvcc --version | tail -1), cuBLAS in $libdir"
 {
     for f in $srcs; do

@@ -128,7 +128,7 @@ static const opt_t opts[] = {
     {"chat_template", 0, T_STR, O(chat_template), "", 0, 0, NULL, 0, NULL, "Model and engine",
      "FAMILY", "Chat prompt format for /v1/chat/completions: a family name (llama2, llama3, "
      "llama3.1, chatml, qwen, qwen3, mistral, gemma, phi3, zephyr, deepseek-r1, mistral3, "
-     "granite, phi4-mini) or template "
+     "granite, phi4-mini, gpt-oss) or template "
      "text; empty: "
      "the model's "
      "tokenizer.chat_template."},

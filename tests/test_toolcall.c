@@ -355,6 +355,46 @@ START_TEST(test_phi4mini)
 }
 END_TEST
 
+/* gpt-oss: the call messages as the harmony splitter passes them on (reasoning.h), after the
+ * final/commentary text, or after chat_tool_prefill's opening with the model's own header. */
+#define GM "<|channel|>commentary to=functions."
+START_TEST(test_gptoss)
+{
+    tc_result_t r;
+    const char *t = "Let me check. \n" GM "get_weather <|constrain|>json<|message|>{\"city\": "
+                    "\"<|end|>}\"}" GM "clock <|constrain|>json<|message|> {} \n";
+    ck_assert_int_eq(parse(CHAT_GPTOSS, t, true, &r), 0);
+    ck_assert_uint_eq(r.content_len, strlen("Let me check."));
+    ck_assert_uint_eq(r.n_calls, 2);
+    ck_assert_str_eq(r.calls[0].name, "get_weather");
+    ck_assert_str_eq(r.calls[0].arguments, "{\"city\": \"<|end|>}\"}");
+    ck_assert_str_eq(r.calls[1].name, "clock");
+    ck_assert_str_eq(r.calls[1].arguments, "{}");
+    tc_free(&r);
+    ck_assert_int_eq(parse(CHAT_GPTOSS, t, false, &r), 0);
+    ck_assert_uint_eq(r.n_calls, 1);
+    tc_free(&r);
+    /* a forced call's model writes its own header after the prefill: any type, or none */
+    ck_assert_int_eq(parse(CHAT_GPTOSS, GM "clock json<|message|>{\"a\": [1]}", true, &r), 0);
+    ck_assert_uint_eq(r.n_calls, 1);
+    ck_assert_uint_eq(r.content_len, 0);
+    tc_free(&r);
+    ck_assert_int_eq(parse(CHAT_GPTOSS, GM "clock<|message|>{}", true, &r), 0);
+    tc_free(&r);
+    /* no call: content as it is (llama-server drops a call whose arguments do not parse and
+     * takes any name; fusiond returns the text, as for its other families) */
+    static const char *const malformed[] = {
+        "", "Just text.", GM, GM "clock", GM "clock <|constrain|>json",
+        GM "clock <|constrain|>json<|message|>", GM "clock <|constrain|>json<|message|>{",
+        GM "clock <|constrain|>json<|message|>{\"a\": }",
+        GM "clock <|constrain|>json<|message|>[1]", GM "nope <|constrain|>json<|message|>{}",
+        GM "clock <|constrain|>json<|message|>{} trailing", GM "<|message|>{}",
+        GM "clock <|constrain|>json!<|message|>{}", GM "clock <|end|><|message|>{}",
+    };
+    assert_no_calls(CHAT_GPTOSS, malformed, FD_ARRAY_LEN(malformed));
+}
+END_TEST
+
 /* tc_scan over every prefix of a streamed output: a call appears once its object begins, its
  * name once complete, its arguments grow as the text does and end as tc_parse's. */
 START_TEST(test_scan)
@@ -386,6 +426,8 @@ START_TEST(test_scan)
                            "{\"a\": 1}\n```" CALL_E CALLS_E},
         {CHAT_DEEPSEEK_R1, CALLS_B V31_CALL("get_weather", "{\"city\": \"\xc3\xbc\", \"d\": 3}")
                            V31_CALL("clock", "{}") CALLS_E},
+        {CHAT_GPTOSS, "Two. " GM "clock <|constrain|>json<|message|>{\"t\": [1, {\"a\": \"}\"}]}"
+                      GM "get_weather json<|message|>{\"city\": \"O\\\"slo\"}"},
     };
     for (size_t i = 0; i < FD_ARRAY_LEN(cases); i++) {
         const char *t = cases[i].text;
@@ -484,6 +526,10 @@ START_TEST(test_stream_safe)
         {CHAT_PHI4MINI, "<|tool_c", 0},
         {CHAT_PHI4MINI, "[1] is a list", 13},
         {CHAT_PHI4MINI, "  ", 0},
+        {CHAT_GPTOSS, "Sure. " GM "clock <|constrain|>json<|message|>{}", 5},
+        {CHAT_GPTOSS, "Sure. <|channel|>comm", 5},
+        {CHAT_GPTOSS, "a <|channel|>final", 18},
+        {CHAT_GPTOSS, GM, 0},
     };
     for (size_t i = 0; i < FD_ARRAY_LEN(cases); i++) {
         const char *t = cases[i].text;
@@ -510,6 +556,7 @@ int main(void)
     tcase_add_test(tc, test_mistral3);
     tcase_add_test(tc, test_granite);
     tcase_add_test(tc, test_phi4mini);
+    tcase_add_test(tc, test_gptoss);
     tcase_add_test(tc, test_stream_safe);
     tcase_add_test(tc, test_scan);
     suite_add_tcase(s, tc);

@@ -2,7 +2,8 @@
 """test_bert_server.py: proves fusiond serves BERT encoders (random bert files written by
 fusion-gguf-gen --arch bert) over HTTP: /v1/embeddings, /embeddings and /embedding give unit
 vectors, the same for an input alone or in a batch, different for different texts, with
-usage counting [CLS] ... [SEP]; generation endpoints answer 501 naming the encoder; /rerank
+usage counting [CLS] ... [SEP], and each input runs whole on a server whose steps and
+prefill chunks are shorter than it; generation endpoints answer 501 naming the encoder; /rerank
 without a classification head is 501; with one, /rerank, /v1/rerank and /v1/reranking rank
 the documents best first with exactly the score each pair gets alone, honour top_n and
 return_text (Jina's shape; TEI's with "texts"); bad requests (no query, empty documents,
@@ -33,8 +34,8 @@ def gen(tmp, name, *args):
     return path
 
 
-def start(tmp, model):
-    d = Daemon(["-m", model, "--port", "0", "--threads", "1"], tmp)
+def start(tmp, model, *extra):
+    d = Daemon(["-m", model, "--port", "0", "--threads", "1"] + list(extra), tmp)
     d.wait_ready()
     return d
 
@@ -82,6 +83,28 @@ def embeddings(d, tmp):
     st, js = post(d, "/rerank", {"query": "a", "documents": ["b"]})
     check(st == 501 and "classification head" in err_of(js).get("message", ""),
           "rerank without a head: %s %s" % (st, js))
+    st, js = post(d, "/v1/embeddings", {"input": LONG})
+    check(st == 200, "long inputs: %s %s" % (st, js))
+    return [x["embedding"] for x in js["data"]]
+
+
+# inputs longer than a small server's step (max_running 2 + 2 x prefill_chunk 4 = 10 tokens)
+LONG = [" ".join(["the", "cat", "sat", "on", "mat"] * 8), "hello world",
+        " ".join(["what", "is", "a", "dog"] * 7)]
+
+
+def small_steps(tmp, model, want):
+    """An encoder's input runs whole even when it is longer than a step (alone in its step)
+    or than a prefill chunk: the vectors equal the default server's."""
+    d = start(tmp, model, "--max-running", "2", "--prefill-chunk", "4")
+    try:
+        st, js = post(d, "/v1/embeddings", {"input": LONG})
+        check(st == 200, "small steps: %s %s" % (st, js))
+        for i, x in enumerate(js["data"]):
+            check(max(abs(a - b) for a, b in zip(x["embedding"], want[i])) < 1e-5,
+                  "input %d with small steps differs" % i)
+    finally:
+        d.close()
 
 
 def rerank(d):
@@ -142,9 +165,10 @@ def main():
         emb = gen(tmp, "emb.gguf")
         d = start(tmp, emb)
         try:
-            embeddings(d, tmp)
+            want = embeddings(d, tmp)
         finally:
             d.close()
+        small_steps(tmp, emb, want)
         rr = gen(tmp, "rr.gguf", "--cls", "1")
         d = start(tmp, rr)
         try:

@@ -103,6 +103,11 @@ bool fb_attn_ring(const fb_backend_t *be)
     return be && be->ops->attn_ring;
 }
 
+bool fb_gptoss_ops(const fb_backend_t *be)
+{
+    return be && be->ops->attn_sinks && be->ops->swiglu_oai;
+}
+
 bool fb_host_weights(const fb_backend_t *be)
 {
     return be && be->ops->host_weights;
@@ -373,6 +378,8 @@ int fb_attention(fb_backend_t *be, const fb_attn_t *a, int n_seq)
             return FD_EUNSUP;
         if (a[s].ring > 0 && !be->ops->attn_ring)
             return FD_EUNSUP;
+        if (a[s].sinks && !be->ops->attn_sinks)
+            return FD_EUNSUP;
     }
     uint64_t t0 = fd_now_ns();
     int rc = be->ops->attention(be, a, n_seq);
@@ -410,6 +417,20 @@ int fb_gelu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_
         return FD_EUNSUP;
     uint64_t t0 = fd_now_ns();
     int rc = be->ops->gelu_mul(be, gate, up, n_rows, n, ld_in, out);
+    charge(be, FB_OP_OTHER, t0);
+    return rc;
+}
+
+int fb_swiglu_oai(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
+                  int64_t n, int64_t ld_in, float alpha, float limit, float *out)
+{
+    if (!gate || !up || !out || n_rows < 0 || n < 0 || ld_in < n || !isfinite(alpha) ||
+        !(limit > 0.0f) || !isfinite(limit))
+        return -EINVAL;
+    if (!be->ops->swiglu_oai)
+        return FD_EUNSUP;
+    uint64_t t0 = fd_now_ns();
+    int rc = be->ops->swiglu_oai(be, gate, up, n_rows, n, ld_in, alpha, limit, out);
     charge(be, FB_OP_OTHER, t0);
     return rc;
 }

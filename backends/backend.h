@@ -134,6 +134,13 @@ typedef struct fb_attn {
      * (ring_start + t) % ring.  Every pos[i] must be below ring (a row's span fits); only a
      * backend with fb_ops_t.attn_ring takes one (fb_attention: FD_EUNSUP). */
     int64_t ring, ring_start;
+    /* Attention sinks (gpt-oss; NULL = none): n_head floats of backend memory, a learned
+     * logit per query head that joins each row's softmax denominator only: with M the max
+     * of the row's scores and sinks[h] (0 in SUMONLY), p_t = exp(s_t - M) /
+     * (sum_t exp(s_t - M) + exp(sinks[h] - M)), and no V row goes with it (llama.cpp's
+     * soft_max / flash_attn_ext sinks; not multiplied by scale).  Only a backend with
+     * fb_ops_t.attn_sinks takes them (fb_attention: FD_EUNSUP). */
+    const float *sinks;
 } fb_attn_t;
 
 /* The stored row of fb_attn_t row t (ring or not). */
@@ -279,6 +286,13 @@ typedef struct fb_ops {
     /* True when attention reads ring caches (fb_attn_t.ring); without it the model keeps
      * full caches on every layer. */
     bool attn_ring;
+    /* gpt-oss (optional: NULL / false makes the wrapper answer FD_EUNSUP).  attn_sinks: true
+     * when attention honours fb_attn_t.sinks.  swiglu_oai: llama.cpp's swiglu_oai,
+     * out[r, i] = g / (1 + exp(-alpha g)) * (u + 1) with g = min(gate[r, i], limit) and
+     * u = up[r, i] clamped to [-limit, limit]; gate/up rows have stride ld_in. */
+    bool attn_sinks;
+    int (*swiglu_oai)(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
+                      int64_t n, int64_t ld_in, float alpha, float limit, float *out);
 } fb_ops_t;
 
 enum fb_roof { FB_ROOF_READ = 0, FB_ROOF_SGEMM = 1 };
@@ -327,6 +341,8 @@ int fb_silu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_
 int fb_add(fb_backend_t *be, float *y, const float *x, int64_t n);
 int fb_gelu_mul(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
                 int64_t n, int64_t ld_in, float *out);
+int fb_swiglu_oai(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
+                  int64_t n, int64_t ld_in, float alpha, float limit, float *out);
 int fb_scale(fb_backend_t *be, float *y, int64_t n, float s);
 int fb_softcap(fb_backend_t *be, float *y, int64_t n, float cap);
 int fb_get_rows(fb_backend_t *be, const fb_weight_t *w, const int32_t *ids, int64_t n,
@@ -357,6 +373,8 @@ int fb_scatter_add_rows(fb_backend_t *be, float *dst, int64_t ld_dst, int64_t n_
 void fb_mark(fb_backend_t *be, int what, int arg);
 /* fb_ops_t.attn_ring of the backend (false for NULL). */
 bool fb_attn_ring(const fb_backend_t *be);
+/* Whether the backend has gpt-oss's ops: attention sinks and swiglu_oai (false for NULL). */
+bool fb_gptoss_ops(const fb_backend_t *be);
 /* fb_ops_t.host_weights of the backend (false for NULL). */
 bool fb_host_weights(const fb_backend_t *be);
 /* fb_ops_t.roof, or FD_EUNSUP when the backend has none. */

@@ -599,6 +599,13 @@ static const struct preset presets[] = {
      0, 8, 2},
     {"Qwen3-MoE-tiny", 256, 4, 4, 2, 128, 512, 512, 1000000.0f, 1e-6f, false, "qwen3moe", 64, 0,
      0, 0, 16, 4},
+    /* gpt-oss: YaRN by 32 from 4096 positions (gguf_w_llama_preset sets it) */
+    {"gpt-oss-20b", 2880, 24, 64, 8, 2880, 201088, 131072, 150000.0f, 1e-5f, false, "gpt-oss",
+     64, 128, 0, 0, 32, 4},
+    {"gpt-oss-120b", 2880, 36, 64, 8, 2880, 201088, 131072, 150000.0f, 1e-5f, false, "gpt-oss",
+     64, 128, 0, 0, 128, 4},
+    {"gpt-oss-tiny", 96, 4, 4, 2, 64, 512, 512, 150000.0f, 1e-5f, false, "gpt-oss", 32, 8, 0, 0,
+     8, 3},
 };
 
 const char *const *gguf_w_llama_preset_names(void)
@@ -624,6 +631,10 @@ int gguf_w_llama_preset(const char *name, gguf_w_llama_t *p)
             .final_softcap = s->final_softcap,
             .n_expert = s->n_expert, .n_expert_used = s->n_expert_used,
         };
+        if (s->arch && strcmp(s->arch, "gpt-oss") == 0) {
+            p->rope_scale = 32.0f;
+            p->yarn_orig_ctx = 4096;
+        }
         return 0;
     }
     return -ENOENT;
@@ -661,12 +672,13 @@ int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen)
     if (strcmp(arch, "llama") && strcmp(arch, "qwen2") && strcmp(arch, "qwen3") &&
         strcmp(arch, "phi3") && strcmp(arch, "gemma") && strcmp(arch, "gemma2") &&
         strcmp(arch, "gemma3") && strcmp(arch, "qwen3moe") && strcmp(arch, "olmoe") &&
-        strcmp(arch, "qwen2moe"))
+        strcmp(arch, "qwen2moe") && strcmp(arch, "gpt-oss"))
         return werr(err, errlen, FD_EUNSUP, "architecture '%s' is not one of llama, qwen2, "
-                    "qwen3, phi3, gemma, gemma2, gemma3, qwen3moe, qwen2moe, olmoe", arch);
-    if (p->n_swa < 0 || (strcmp(arch, "gemma3") == 0 && p->n_swa == 0))
-        return werr(err, errlen, FD_ESHAPE, "sliding window %d: gemma3 needs one > 0",
-                    p->n_swa);
+                    "qwen3, phi3, gemma, gemma2, gemma3, qwen3moe, qwen2moe, olmoe, gpt-oss",
+                    arch);
+    if (p->n_swa < 0 || ((!strcmp(arch, "gemma3") || !strcmp(arch, "gpt-oss")) && p->n_swa == 0))
+        return werr(err, errlen, FD_ESHAPE, "sliding window %d: %s needs one > 0", p->n_swa,
+                    arch);
     if (p->attn_softcap < 0 || p->final_softcap < 0 || p->rope_scale < 0)
         return werr(err, errlen, FD_ESHAPE, "soft-caps and the RoPE scale must not be "
                     "negative");
@@ -674,13 +686,13 @@ int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen)
         return werr(err, errlen, FD_ESHAPE, "YaRN's original context %d needs a RoPE scale and "
                     "no LongRoPE", p->yarn_orig_ctx);
     bool moe_arch = !strcmp(arch, "qwen3moe") || !strcmp(arch, "olmoe") ||
-                    !strcmp(arch, "qwen2moe");
+                    !strcmp(arch, "qwen2moe") || !strcmp(arch, "gpt-oss");
     if (p->n_expert < 0 || p->n_expert > 1024 || (p->n_expert == 0 && moe_arch) ||
         (p->n_expert > 0 && !moe_arch && strcmp(arch, "llama")))
         return werr(err, errlen, FD_ESHAPE, "%d experts: %s", p->n_expert,
-                    moe_arch ? "qwen3moe, qwen2moe and olmoe need 1 to 1024"
-                             : "only llama, qwen3moe, qwen2moe and olmoe take experts (at "
-                               "most 1024)");
+                    moe_arch ? "qwen3moe, qwen2moe, olmoe and gpt-oss need 1 to 1024"
+                             : "only llama, qwen3moe, qwen2moe, olmoe and gpt-oss take experts "
+                               "(at most 1024)");
     if (p->n_expert > 0 && (p->n_expert_used < 1 || p->n_expert_used > p->n_expert))
         return werr(err, errlen, FD_ESHAPE, "%d of %d experts used per token: must be 1 to %d",
                     p->n_expert_used, p->n_expert, p->n_expert);
@@ -752,7 +764,7 @@ static uint64_t name_hash(const char *s)
     return h;
 }
 
-enum { V_MATRIX, V_NORM, V_BIAS, V_FREQ };
+enum { V_MATRIX, V_NORM, V_BIAS, V_FREQ, V_SINK };
 
 static int value_kind(const char *name)
 {
@@ -762,6 +774,8 @@ static int value_kind(const char *name)
         return V_FREQ;
     if (n >= 11 && strcmp(name + n - 11, "norm.weight") == 0)
         return V_NORM;
+    if (n >= 17 && strcmp(name + n - 17, "attn_sinks.weight") == 0)
+        return V_SINK;
     if (n >= 5 && strcmp(name + n - 5, ".bias") == 0)
         return V_BIAS;
     return V_MATRIX;
@@ -778,6 +792,8 @@ static float value_at(uint64_t rowseed, int64_t i, int kind, int64_t ne0)
         return 0.5f * u;
     if (kind == V_FREQ)
         return 4.5f + 3.5f * u;
+    if (kind == V_SINK) /* gpt-oss's sinks: logits of the scores' size, [0, 3) */
+        return 1.5f + 1.5f * u;
     return u * sqrtf(3.0f / (float)ne0); /* variance 1/ne0 */
 }
 
@@ -1008,7 +1024,7 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
          ((rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "expert_count"), (uint32_t)p->n_expert)) ||
           (rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "expert_used_count"),
                                (uint32_t)p->n_expert_used)) ||
-          ((!strcmp(ar, "qwen3moe") || !strcmp(ar, "qwen2moe")) &&
+          ((!strcmp(ar, "qwen3moe") || !strcmp(ar, "qwen2moe") || !strcmp(ar, "gpt-oss")) &&
            (rc = gguf_w_add_u32(w, akey(k, sizeof(k), ar, "expert_feed_forward_length"),
                                 (uint32_t)p->n_ff))) ||
           (!strcmp(ar, "qwen2moe") &&
@@ -1027,9 +1043,10 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
         (!p->tied &&
          (rc = add_matrix(w, p, "output.weight", "output", 0, p->n_embd, p->n_vocab))))
         return werr(err, errlen, rc, "tensors: %s", fd_strerror(rc));
-    /* shapes: 0 n_embd, 1 kv_dim, 2 n_ff, 3 q_dim, 4 head_dim, 5 q_dim + 2 kv_dim, 6 2 n_ff;
+    /* shapes: 0 n_embd, 1 kv_dim, 2 n_ff, 3 q_dim, 4 head_dim, 5 q_dim + 2 kv_dim, 6 2 n_ff,
+     * 7 n_expert, 8 n_head;
      * kind: matrix, norm (a vector of `out`), or a bias of `out` (qwen2) */
-    enum { MAT, NORM, BIAS, ROUTER, EXPS };
+    enum { MAT, NORM, BIAS, ROUTER, EXPS, EXPB };
     static const struct {
         const char *role, *suffix;
         int in, out, kind;
@@ -1041,16 +1058,19 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
         {"attn_norm", "weight", 0, 0, NORM, NULL}, {"attn_q", "weight", 0, 3, MAT, "!phi3"},
         {"attn_k", "weight", 0, 1, MAT, "!phi3"}, {"attn_v", "weight", 0, 1, MAT, "!phi3"},
         {"attn_qkv", "weight", 0, 5, MAT, "phi3"},
-        {"attn_q", "bias", 0, 3, BIAS, "qwen2 qwen2moe"},
-        {"attn_k", "bias", 0, 1, BIAS, "qwen2 qwen2moe"},
-        {"attn_v", "bias", 0, 1, BIAS, "qwen2 qwen2moe"},
+        {"attn_q", "bias", 0, 3, BIAS, "qwen2 qwen2moe gpt-oss"},
+        {"attn_k", "bias", 0, 1, BIAS, "qwen2 qwen2moe gpt-oss"},
+        {"attn_v", "bias", 0, 1, BIAS, "qwen2 qwen2moe gpt-oss"},
         {"attn_q_norm", "weight", 0, 4, NORM, "qwen3 gemma3 qwen3moe"},
         {"attn_k_norm", "weight", 0, 4, NORM, "qwen3 gemma3 qwen3moe"},
         {"attn_q_norm", "weight", 0, 3, NORM, "olmoe"},
         {"attn_k_norm", "weight", 0, 1, NORM, "olmoe"},
         {"attn_output", "weight", 3, 0, MAT, NULL},
+        {"attn_output", "bias", 0, 0, BIAS, "gpt-oss"},
+        {"attn_sinks", "weight", 0, 8, NORM, "gpt-oss"},
         {"post_attention_norm", "weight", 0, 0, NORM, "gemma"},
-        {"ffn_norm", "weight", 0, 0, NORM, NULL},
+        {"post_attention_norm", "weight", 0, 0, NORM, "gpt-oss"}, /* its FFN norm */
+        {"ffn_norm", "weight", 0, 0, NORM, "!gpt-oss"},
         {"ffn_gate", "weight", 0, 2, MAT, "!phi3"}, {"ffn_up", "weight", 0, 2, MAT, "!phi3"},
         {"ffn_up", "weight", 0, 6, MAT, "phi3"},
         {"ffn_down", "weight", 2, 0, MAT, NULL},
@@ -1059,13 +1079,17 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
         {"ffn_gate_exps", "weight", 0, 2, EXPS, "moe"},
         {"ffn_up_exps", "weight", 0, 2, EXPS, "moe"},
         {"ffn_down_exps", "weight", 2, 0, EXPS, "moe"},
+        {"ffn_gate_inp", "bias", 0, 7, BIAS, "gpt-oss"},
+        {"ffn_gate_exps", "bias", 0, 2, EXPB, "gpt-oss"},
+        {"ffn_up_exps", "bias", 0, 2, EXPB, "gpt-oss"},
+        {"ffn_down_exps", "bias", 0, 0, EXPB, "gpt-oss"},
         {"ffn_gate_inp_shexp", "weight", 0, 0, NORM, "qwen2moe"},
         {"ffn_gate_shexp", "weight", 0, 2, MAT, "qwen2moe"},
         {"ffn_up_shexp", "weight", 0, 2, MAT, "qwen2moe"},
         {"ffn_down_shexp", "weight", 2, 0, MAT, "qwen2moe"},
     };
-    const int64_t dims[8] = {p->n_embd, kv_dim, p->n_ff, q_dim, hd, q_dim + 2 * kv_dim,
-                             2 * (int64_t)p->n_ff, p->n_expert};
+    const int64_t dims[9] = {p->n_embd, kv_dim, p->n_ff, q_dim, hd, q_dim + 2 * kv_dim,
+                             2 * (int64_t)p->n_ff, p->n_expert, p->n_head};
     const bool moe = p->n_expert > 0;
     for (int il = 0; il < p->n_layer; il++)
         for (size_t j = 0; j < FD_ARRAY_LEN(blk); j++) {
@@ -1080,6 +1104,9 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
                                 dims[blk[j].out]);
             } else if (blk[j].kind == ROUTER) {
                 int64_t ne[2] = {dims[blk[j].in], dims[blk[j].out]};
+                rc = gguf_w_add_tensor(w, name, GG_F32, 2, ne, NULL, fill_random, p);
+            } else if (blk[j].kind == EXPB) { /* gpt-oss: one bias row an expert, F32 */
+                int64_t ne[2] = {dims[blk[j].out], p->n_expert};
                 rc = gguf_w_add_tensor(w, name, GG_F32, 2, ne, NULL, fill_random, p);
             } else if (blk[j].kind == EXPS) {
                 /* the dense role's type (ffn_down_exps as ffn_down in the Q4_K_M recipe) */

@@ -236,7 +236,8 @@ static int read_experts(const gguf_t *g, const char *ar, uint32_t ff, uint32_t *
     int rc = gguf_get_u32(g, k, experts);
     if (rc == -ENOENT || (rc == 0 && *experts == 0)) {
         *experts = 0;
-        if (!strcmp(ar, "qwen3moe") || !strcmp(ar, "olmoe") || !strcmp(ar, "qwen2moe")) {
+        if (!strcmp(ar, "qwen3moe") || !strcmp(ar, "olmoe") || !strcmp(ar, "qwen2moe") ||
+            !strcmp(ar, "gpt-oss")) {
             snprintf(err, errlen, "%s: %s is %s: a %s model needs experts", gguf_path(g), k,
                      rc ? "missing" : "0", ar);
             return FD_EFORMAT;
@@ -248,7 +249,7 @@ static int read_experts(const gguf_t *g, const char *ar, uint32_t ff, uint32_t *
         return rc;
     }
     if (strcmp(ar, "llama") && strcmp(ar, "qwen3moe") && strcmp(ar, "olmoe") &&
-        strcmp(ar, "qwen2moe")) {
+        strcmp(ar, "qwen2moe") && strcmp(ar, "gpt-oss")) {
         snprintf(err, errlen, "%s: %s = %u: mixture-of-experts %s models are not supported "
                  "(qwen3moe, qwen2moe, olmoe, llama)", gguf_path(g), k, *experts, ar);
         return FD_EUNSUP;
@@ -269,15 +270,21 @@ static int read_experts(const gguf_t *g, const char *ar, uint32_t ff, uint32_t *
     /* qwen3moe, qwen2moe: its own key, else llama.cpp's fallback n_ff / used; the others:
      * n_ff.  qwen2moe's shared expert: its own key, else n_ff. */
     bool q3 = !strcmp(ar, "qwen3moe") || !strcmp(ar, "qwen2moe");
-    if ((rc = get_u32(g, ar, "expert_feed_forward_length", false, q3 ? ff / used : ff, &fe, err,
-                      errlen)))
+    const bool oss = !strcmp(ar, "gpt-oss"); /* its own key, required (llama.cpp) */
+    if ((rc = get_u32(g, ar, "expert_feed_forward_length", oss,
+                      q3 ? (used ? ff / used : ff) : ff, &fe, err, errlen)))
         return rc;
-    if (!q3)
+    if (!q3 && !oss)
         fe = ff;
+    if (oss && (fe == 0 || used == 0)) {
+        snprintf(err, errlen, "%s: %s.expert_feed_forward_length %u and expert_used_count %u "
+                 "must be positive", gguf_path(g), ar, fe, used);
+        return FD_EFORMAT;
+    }
     hp->n_expert = (int)*experts;
     hp->n_expert_used = (int)used;
     hp->n_ff_exp = (int)fe;
-    hp->moe_norm_w = strcmp(ar, "olmoe") != 0 && strcmp(ar, "qwen2moe") != 0;
+    hp->moe_norm_w = strcmp(ar, "olmoe") != 0 && strcmp(ar, "qwen2moe") != 0 && !oss;
     if (!strcmp(ar, "qwen2moe")) {
         uint32_t fs;
         if ((rc = get_u32(g, ar, "expert_shared_feed_forward_length", false, ff, &fs, err,
@@ -294,7 +301,7 @@ static int read_experts(const gguf_t *g, const char *ar, uint32_t ff, uint32_t *
                     gguf_path(g), k, b ? "true" : "false", ar,
                     hp->moe_norm_w ? "renormalizes" : "does not renormalize");
     snprintf(k, sizeof(k), "%s.expert_gating_func", ar);
-    if (gguf_get_u32(g, k, &gf) == 0 && gf > 1)
+    if (gguf_get_u32(g, k, &gf) == 0 && gf > 1 && !oss)
         fd_log_info("%s: %s = %u is not applied (llama.cpp's %s graph uses softmax)",
                     gguf_path(g), k, gf, ar);
     snprintf(k, sizeof(k), "%s.expert_weights_scale", ar);
@@ -416,6 +423,54 @@ static int read_gemma(llm_model_t *m, char *err, size_t errlen)
         (rc = get_f32(g, ar, "rope.freq_base_swa", false, g2 ? base : 10000.0f,
                       &hp->rope_freq_base_swa, err, errlen)))
         return rc;
+    return 0;
+}
+
+/* gpt-oss (llama.cpp's hparams for LLM_ARCH_OPENAI_MOE): attention.sliding_window is
+ * required; sliding_window_pattern (a period, or one boolean per layer) defaults to 2, so
+ * layers 0, 2, 4, ... are local (l % p < p - 1, as Gemma 2); the local layers' RoPE has the
+ * file's base (or rope.freq_base_swa) and the file's scale, not the overrides'.  Call after
+ * the RoPE scaling is read (factor: the file's rope.scaling.factor). */
+static int read_gptoss(llm_model_t *m, float factor, char *err, size_t errlen)
+{
+    const gguf_t *g = m->g;
+    llm_hparams_t *hp = &m->hp;
+    const char *ar = hp->arch;
+    uint32_t layers, swa, period = 2;
+    char k[128];
+    int rc;
+    hp->gptoss = true;
+    if ((rc = get_u32(g, ar, "block_count", true, 0, &layers, err, errlen)) ||
+        (rc = get_u32(g, ar, "attention.sliding_window", true, 0, &swa, err, errlen)))
+        return rc;
+    if (swa == 0 || swa > (1u << 30)) {
+        snprintf(err, errlen, "%s: %s.attention.sliding_window = %u is out of range (1 to "
+                 "2^30)", gguf_path(g), ar, swa);
+        return FD_ERANGE;
+    }
+    hp->n_swa = (int)swa;
+    snprintf(k, sizeof(k), "%s.attention.sliding_window_pattern", ar);
+    const gguf_kv_t *pk = gguf_find(g, k);
+    gguf_arr_t arr;
+    if (pk && gguf_kv_arr(pk, &arr) == 0) {
+        int64_t v;
+        if (arr.n != layers || (arr.elem_type != GGUF_BOOL && gguf_arr_i64(&arr, 0, &v))) {
+            snprintf(err, errlen, "%s: %s is not a list of %u booleans (one per layer)",
+                     gguf_path(g), k, layers);
+            return FD_EFORMAT;
+        }
+        period = 0;
+    } else if (pk && (rc = get_u32(g, ar, "attention.sliding_window_pattern", true, 0, &period,
+                                   err, errlen))) {
+        return rc;
+    }
+    hp->swa_period = (int)period;
+    float base;
+    if ((rc = get_f32(g, ar, "rope.freq_base", false, 10000.0f, &base, err, errlen)) ||
+        (rc = get_f32(g, ar, "rope.freq_base_swa", false, base, &hp->rope_freq_base_swa, err,
+                      errlen)))
+        return rc;
+    hp->rope_freq_scale_swa = factor > 0.0f ? 1.0f / factor : 1.0f;
     return 0;
 }
 
@@ -583,10 +638,10 @@ static int read_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, s
     if (!str_is(a, "llama") && !str_is(a, "qwen2") && !str_is(a, "qwen3") &&
         !str_is(a, "phi3") && !str_is(a, "gemma") && !str_is(a, "gemma2") &&
         !str_is(a, "gemma3") && !str_is(a, "qwen3moe") && !str_is(a, "olmoe") &&
-        !str_is(a, "qwen2moe")) {
+        !str_is(a, "qwen2moe") && !str_is(a, "gpt-oss")) {
         snprintf(err, errlen, "%s: architecture '%.*s' is not supported (supported: llama, "
                  "qwen2, qwen3, phi3, gemma, gemma2, gemma3 text models, qwen3moe, qwen2moe, "
-                 "olmoe)",
+                 "olmoe, gpt-oss)",
                  gguf_path(g), (int)FD_MIN(a.len, 64), a.ptr);
         return FD_EUNSUP;
     }
@@ -683,10 +738,12 @@ static int read_hparams(llm_model_t *m, const llm_load_params_t *p, char *err, s
     bool phi3 = strcmp(ar, "phi3") == 0, qwen3moe = strcmp(ar, "qwen3moe") == 0;
     bool olmoe = strcmp(ar, "olmoe") == 0, qwen2moe = strcmp(ar, "qwen2moe") == 0;
     bool gemma2 = strcmp(ar, "gemma2") == 0, gemma3 = strcmp(ar, "gemma3") == 0;
-    bool gemma1 = strcmp(ar, "gemma") == 0;
+    bool gemma1 = strcmp(ar, "gemma") == 0, oss = strcmp(ar, "gpt-oss") == 0;
     hp->rope_mode = qwen2 || qwen3 || phi3 || gemma1 || gemma2 || gemma3 || qwen3moe || olmoe ||
-                    qwen2moe ? FB_ROPE_NEOX : FB_ROPE_ADJACENT;
-    hp->qkv_bias = qwen2 || qwen2moe;
+                    qwen2moe || oss ? FB_ROPE_NEOX : FB_ROPE_ADJACENT;
+    hp->qkv_bias = qwen2 || qwen2moe || oss;
+    if (oss && (rc = read_gptoss(m, factor, err, errlen)))
+        return rc;
     hp->qk_norm = qwen3 || gemma3 || qwen3moe || olmoe;
     hp->qk_norm_full = olmoe;
     if (gemma1 || gemma2 || gemma3)
@@ -829,15 +886,18 @@ static fb_weight_t rows_of(const fb_weight_t *w, int64_t r0, int64_t n)
     return v;
 }
 
-/* A 1-D vector as fp32: in place in the mapping when stored as F32, else converted. */
-static int vector(llm_model_t *m, const char *name, int64_t n, bool need, const float **out,
-                  char *err, size_t errlen)
+/* A 1-D vector of n (rows 0), or rows vectors of n one after the other (a 2-D tensor
+ * [n, rows]: gpt-oss's expert biases), as fp32: in place in the mapping when stored as F32,
+ * else converted. */
+static int vectors(llm_model_t *m, const char *name, int64_t n, int64_t rows, bool need,
+                   const float **out, char *err, size_t errlen)
 {
     const gguf_tensor_t *t;
     *out = NULL;
-    int rc = find(m, name, n, 0, need, &t, err, errlen);
+    int rc = find(m, name, n, rows, need, &t, err, errlen);
     if (rc || !t)
         return rc;
+    n *= rows ? rows : 1;
     if (t->type == GG_F32) {
         *out = t->data;
         return 0;
@@ -860,6 +920,50 @@ static int vector(llm_model_t *m, const char *name, int64_t n, bool need, const 
                  fd_strerror(rc));
     *out = v;
     return rc;
+}
+
+static int vector(llm_model_t *m, const char *name, int64_t n, bool need, const float **out,
+                  char *err, size_t errlen)
+{
+    return vectors(m, name, n, 0, need, out, err, errlen);
+}
+
+/* gpt-oss's layer parts beyond Q/K/V's biases: attention sinks, the output's, the router's
+ * and each expert's biases (the experts' 2-D [width, n_expert], one row an expert), all
+ * required as llama.cpp requires them. */
+static int read_gptoss_layer(llm_model_t *m, int l, fz_layer_src_t *y, fb_weight_t *xg,
+                             fb_weight_t *xu, fb_weight_t *xd, char *err, size_t errlen)
+{
+    const llm_hparams_t *hp = &m->hp;
+    const int NE = hp->n_expert;
+    const int64_t E = hp->n_embd, FE = hp->n_ff_exp;
+    const float *b[3];
+    char n[64];
+    int rc;
+    const char *bn[3] = { "ffn_gate_exps.bias", "ffn_up_exps.bias", "ffn_down_exps.bias" };
+    const int64_t bw[3] = { FE, FE, E };
+    snprintf(n, sizeof(n), "blk.%d.attn_sinks.weight", l);
+    if ((rc = vector(m, n, hp->n_head, true, &y->attn_sinks, err, errlen)))
+        return rc;
+    snprintf(n, sizeof(n), "blk.%d.attn_output.bias", l);
+    if ((rc = vector(m, n, E, true, &y->wo.bias, err, errlen)))
+        return rc;
+    snprintf(n, sizeof(n), "blk.%d.ffn_gate_inp.bias", l);
+    if ((rc = vector(m, n, NE, true, &y->router.bias, err, errlen)))
+        return rc;
+    for (int i = 0; i < 3; i++) {
+        snprintf(n, sizeof(n), "blk.%d.%s", l, bn[i]);
+        if ((rc = vectors(m, n, bw[i], NE, true, &b[i], err, errlen)))
+            return rc;
+    }
+    for (int e = 0; e < NE; e++) {
+        xg[e].bias = b[0] + (size_t)e * (size_t)FE;
+        xu[e].bias = b[1] + (size_t)e * (size_t)FE;
+        xd[e].bias = b[2] + (size_t)e * (size_t)E;
+    }
+    y->swa = gemma_layer_swa(m, l);
+    m->hp.n_swa_layers += y->swa;
+    return 0;
 }
 
 static int read_tensors(llm_model_t *m, char *err, size_t errlen)
@@ -901,7 +1005,7 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
     int rc;
     if ((rc = matrix(m, "token_embd.weight", E, V, true, &s->tok_embd, err, errlen)) ||
         (rc = vector(m, "output_norm.weight", E, true, &s->out_norm, err, errlen)) ||
-        (rc = matrix(m, "output.weight", E, V, false, &s->output, err, errlen)))
+        (rc = matrix(m, "output.weight", E, V, hp->gptoss, &s->output, err, errlen)))
         return rc;
     /* Llama 3.1's long-context RoPE: a factor dividing each pair's frequency; Phi-3.5's
      * LongRoPE has two sets, long for a context beyond the original one, else short */
@@ -929,6 +1033,8 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
         const char *suf[10] = { "attn_norm.weight", "attn_q.weight", "attn_k.weight",
                                 "attn_v.weight", "attn_output.weight", "ffn_norm.weight",
                                 "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight", "" };
+        if (hp->gptoss) /* its FFN norm (llama.cpp's attn_post_norm) */
+            suf[5] = "post_attention_norm.weight";
         for (int i = 0; i < 9; i++)
             snprintf(n[i], sizeof(n[i]), "blk.%d.%s", l, suf[i]);
         /* Q|K|V in one attn_qkv tensor (Phi-3), else three */
@@ -966,6 +1072,9 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
             y->exp_gate = v;
             y->exp_up = v + NE;
             y->exp_down = v + 2 * NE;
+            if (hp->gptoss &&
+                (rc = read_gptoss_layer(m, l, y, v, v + NE, v + 2 * NE, err, errlen)))
+                return rc;
             /* qwen2moe's shared expert, in the dense slots, and its sigmoid gate (a vector,
              * taken as a product of one output) */
             if (hp->n_ff_shexp > 0) {
@@ -1082,6 +1191,15 @@ static int read_tensors(llm_model_t *m, char *err, size_t errlen)
     s->moe_gating = FZ_GATING_SOFTMAX;
     s->moe_norm_w = hp->moe_norm_w;
     s->moe_w_scale = 0.0f;
+    if (hp->gptoss) {
+        s->act = FZ_ACT_SWIGLU_OAI;
+        s->moe_gating = FZ_GATING_SOFTMAX_WEIGHT;
+        s->n_swa = hp->n_swa;
+        /* llama.cpp's local layers: the file's base and scale (get_rope_freq_base/_scale) */
+        s->rope_swa = s->rope;
+        s->rope_swa.freq_base = hp->rope_freq_base_swa;
+        s->rope_swa.freq_scale = hp->rope_freq_scale_swa;
+    }
     return 0;
 }
 
@@ -1536,6 +1654,13 @@ int llm_load(llm_model_t **out, const llm_load_params_t *p, char *err, size_t er
     fb_config_t cfg = { .threads = p->threads, .options = p->backend_options };
     if ((rc = fb_create(p->backend ? p->backend : "cpu", &cfg, &m->be, err, errlen)))
         goto fail_tok;
+    if (m->hp.gptoss && !fb_gptoss_ops(m->be)) {
+        snprintf(err, errlen, "%s: backend %s does not run gpt-oss models (it has no "
+                 "attention sinks or swiglu_oai gating); use the cpu or corsair backend",
+                 gguf_path(m->g), fb_name(m->be));
+        rc = FD_EUNSUP;
+        goto fail_backend;
+    }
     m->type_k = p->cache_type_k;
     m->type_v = p->cache_type_v;
     if ((rc = fb_kv_check(m->be, m->type_k, m->type_v, m->hp.head_dim))) {

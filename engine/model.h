@@ -1,7 +1,7 @@
 /* model.h: one loaded Llama-family model (llama, qwen2, qwen3, phi3, gemma2, gemma3, and the
- * mixture-of-experts qwen3moe, qwen2moe, olmoe and Mixtral-style llama) and its batched
- * decoder step; or a BERT encoder (bert: embedding and reranking models) and its batched
- * encoder step.
+ * mixture-of-experts qwen3moe, qwen2moe, olmoe, gpt-oss and Mixtral-style llama) and its
+ * batched decoder step; or a BERT encoder (bert: embedding and reranking models) and its
+ * batched encoder step.
  * Owns the GGUF mapping, the hyperparameters, the tokenizer, the backend, the fusion plan
  * (fusion/: folded weights, fused or unfused operators) and the KV cache pool.
  * llm_decode runs one step over several sequences, each at its own position, some in
@@ -22,7 +22,7 @@ typedef struct llm_model llm_model_t;
 
 typedef struct llm_hparams {
     char arch[32];              /* "llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3",
-                                   "qwen3moe", "qwen2moe" or "olmoe" */
+                                   "qwen3moe", "qwen2moe", "olmoe" or "gpt-oss" */
     int n_vocab;
     int n_ctx_train;
     int n_ctx;                  /* effective (override or n_ctx_train) */
@@ -67,6 +67,12 @@ typedef struct llm_hparams {
     bool moe_norm_w;            /* the chosen experts' weights renormalized to sum 1 */
     bool qk_norm_full;          /* olmoe: Q and K RMS-normalized over whole rows */
     int n_ff_shexp;             /* qwen2moe: the shared expert's width (0: none) */
+    /* gpt-oss: attention sinks, biases on Q, K, V, O, the router and the experts, the
+     * swiglu_oai gating, top-k-then-softmax routing, a sliding window on alternate layers
+     * (n_swa, swa_period) whose RoPE keeps the file's base and scale (rope_freq_base_swa,
+     * rope_freq_scale_swa) */
+    bool gptoss;
+    float rope_freq_scale_swa;
     /* RoPE scaling as llama.cpp resolves it from the file and the overrides (the values its
      * context passes to ggml_rope_ext): freq_scale above, and with YaRN (ext_factor not 0)
      * the blend, its ramp's ends and the magnitude; yarn_attn_factor is llama.cpp's

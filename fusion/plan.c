@@ -37,6 +37,7 @@ typedef struct layer {
     fb_weight_t *xd;
     bool shared;                     /* qwen2moe: gu and wdown are the shared expert's */
     fz_folded_t shg;                 /* its gate (one output, folded like the router) */
+    float *sinks;                    /* gpt-oss: n_head attention sinks (backend memory) */
 } layer_t;
 
 /* One LoRA matrix pair as prepared: A folded like its base product where a norm precedes
@@ -293,6 +294,8 @@ void fz_plan_free(fz_plan_t *p)
             free(y->xg);
             free(y->xu);
             free(y->xd);
+            if (y->sinks)
+                fb_free(p->be, y->sinks);
         }
     }
     if (p->moe_lgh)
@@ -522,6 +525,17 @@ int fz_plan_create(fz_plan_t **out, fb_backend_t *be, const fz_model_src_t *src,
             p->qk_norm = true;
         }
         y->swa = s->swa;
+        if (s->attn_sinks) {
+            /* both plans: a sink joins the softmax's denominator (fb_attn_t.sinks) */
+            const size_t nb = (size_t)src->n_head * sizeof(float);
+            if (!(y->sinks = fb_alloc(be, nb)) ||
+                (rc = fb_to_device(be, y->sinks, s->attn_sinks, nb))) {
+                rc = y->sinks ? rc : -ENOMEM;
+                snprintf(err, errlen, "plan: cannot place layer %d's attention sinks on %s "
+                         "(%s)", l, fb_name(be), fd_strerror(rc));
+                goto fail;
+            }
+        }
         if (s->post_attn_norm || s->post_ffn_norm) {
             if (!s->post_attn_norm || !s->post_ffn_norm) {
                 snprintf(err, errlen, "plan: layer %d has one of the two post norms only", l);
@@ -689,7 +703,11 @@ static void route_row(fz_plan_t *p, const float *lg, int32_t *sel, float *w)
     const fz_model_src_t *m = &p->src;
     const int NE = m->n_expert, K = m->n_expert_used;
     float *prob = p->moe_prob;
-    if (m->moe_gating == FZ_GATING_SIGMOID) {
+    if (m->moe_gating == FZ_GATING_SOFTMAX_WEIGHT) {
+        /* gpt-oss: the top K logits, then a softmax over those K only */
+        for (int e = 0; e < NE; e++)
+            prob[e] = lg[e];
+    } else if (m->moe_gating == FZ_GATING_SIGMOID) {
         for (int e = 0; e < NE; e++)
             prob[e] = 1.0f / (1.0f + expf(-lg[e]));
     } else {
@@ -716,6 +734,14 @@ static void route_row(fz_plan_t *p, const float *lg, int32_t *sel, float *w)
         }
         sel[j] = best;
         w[j] = prob[best];
+    }
+    if (m->moe_gating == FZ_GATING_SOFTMAX_WEIGHT) {
+        const float mx = w[0]; /* the largest logit */
+        double sum = 0;
+        for (int j = 0; j < K; j++)
+            sum += (w[j] = expf(w[j] - mx));
+        for (int j = 0; j < K; j++)
+            w[j] = (float)(w[j] / sum);
     }
     if (m->moe_norm_w) {
         float sum = 0;
@@ -751,6 +777,21 @@ static void route(fz_plan_t *p, int l, int n)
         int at = p->moe_fill[p->moe_sel[i]]++;
         p->moe_ids[at] = i / K;
         p->moe_w[at] = p->moe_wr[i];
+    }
+}
+
+/* gate (x) up by the model's activation (fz_model_src_t.act). */
+static int glu(fz_plan_t *p, const float *g, const float *u, int64_t n_rows, int64_t n,
+               int64_t ld, float *out)
+{
+    switch (p->src.act) {
+    case FZ_ACT_GELU:
+        return fb_gelu_mul(p->be, g, u, n_rows, n, ld, out);
+    case FZ_ACT_SWIGLU_OAI:
+        return fb_swiglu_oai(p->be, g, u, n_rows, n, ld, FZ_SWIGLU_OAI_ALPHA,
+                             FZ_SWIGLU_OAI_LIMIT, out);
+    default:
+        return fb_silu_mul(p->be, g, u, n_rows, n, ld, out);
     }
 }
 
@@ -803,7 +844,7 @@ static int moe_ffn(fz_plan_t *p, int l, const float *in, int n)
         pt[np++] = (fb_mm_part_t){ &y->xu[e].w, xe, cnt, p->moe_u + (size_t)r0 * (size_t)FE };
     }
     if ((rc = fb_matmul_group(p->be, pt, np, d)) ||
-        (rc = fb_silu_mul(p->be, p->moe_g, p->moe_u, nk, FE, FE, p->moe_h)))
+        (rc = glu(p, p->moe_g, p->moe_u, nk, FE, FE, p->moe_h)))
         return rc;
     np = 0;
     for (int e = 0; e < NE; e++) {
@@ -983,6 +1024,7 @@ static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *
             .window = window,
             .softcap = m->attn_softcap,
             .ring = ring, .ring_start = ring > 0 ? (int64_t)(lo % (size_t)ring) : 0,
+            .sinks = y->sinks,
         };
         row += sq->n_rows;
     }
@@ -1010,8 +1052,7 @@ static int layer_forward(fz_plan_t *p, int l, const fz_kv_t *kv, const int32_t *
     int64_t ldg, ldu;
     view(p, p->gu, y->gu, y->n_gu, 0, &g, &ldg);
     view(p, p->gu, y->gu, y->n_gu, F, &u, &ldu);
-    if ((rc = m->act == FZ_ACT_GELU ? fb_gelu_mul(p->be, g, u, n, F, ldg, p->h)
-                                    : fb_silu_mul(p->be, g, u, n, F, ldg, p->h)) ||
+    if ((rc = glu(p, g, u, n, F, ldg, p->h)) ||
         (rc = fb_matmul(p->be, &y->wdown, p->h, n, p->tmp, NULL)) ||
         (rc = lora_add(p, l, FZ_LORA_DOWN, p->h, n, p->row_seq, p->tmp, E)) ||
         (y->post_norm && (rc = fb_rmsnorm(p->be, p->tmp, n, E, &y->post2, m->eps, p->tmp))) ||

@@ -40,6 +40,10 @@ typedef struct fz_layer_src {
     /* qwen2moe: a shared expert every row runs (w_gate, w_up, w_down, n_ff wide), its output
      * scaled by sigmoid(x . shexp_gate) (one output row of n_embd); src NULL: none */
     fb_weight_t shexp_gate;
+    /* gpt-oss: n_head attention sinks (fb_attn_t.sinks; host, copied to the backend), or
+     * NULL.  Its other parts are biases (fb_weight_t.bias of Q, K, V, O, the router and each
+     * expert's gate, up and down), fz_model_src_t.act and .moe_gating. */
+    const float *attn_sinks;
 } fz_layer_src_t;
 
 /* LoRA: one adapted matrix of one adapter.  Its product adds scale * u * B (A x) to the
@@ -59,14 +63,18 @@ typedef struct fz_lora_mat {
     float scale;                     /* alpha / rank (1 without alpha), llama.cpp's rule */
 } fz_lora_mat_t;
 
-/* The feed-forward activation of gate times up. */
-enum fz_act { FZ_ACT_SILU = 0, FZ_ACT_GELU = 1 };
+/* The feed-forward activation of gate times up.  SWIGLU_OAI: gpt-oss's (fb_swiglu_oai with
+ * llama.cpp's constants below). */
+enum fz_act { FZ_ACT_SILU = 0, FZ_ACT_GELU = 1, FZ_ACT_SWIGLU_OAI = 2 };
+#define FZ_SWIGLU_OAI_ALPHA 1.702f
+#define FZ_SWIGLU_OAI_LIMIT 7.0f
 
 /* How the router's logits become expert weights (llama.cpp's build_moe_ffn): probabilities
  * by softmax over all experts (or a sigmoid each), the top n_expert_used of them chosen, their
  * probabilities renormalized to sum 1 when norm_w, then multiplied by w_scale (0 or 1:
- * not). */
-enum fz_moe_gating { FZ_GATING_SOFTMAX = 0, FZ_GATING_SIGMOID = 1 };
+ * not).  SOFTMAX_WEIGHT (gpt-oss): the top n_expert_used logits chosen, their weights the
+ * softmax over those chosen only. */
+enum fz_moe_gating { FZ_GATING_SOFTMAX = 0, FZ_GATING_SIGMOID = 1, FZ_GATING_SOFTMAX_WEIGHT = 2 };
 
 typedef struct fz_model_src {
     int n_layer, n_embd, n_head, n_head_kv, head_dim, n_ff, n_vocab;

@@ -126,6 +126,12 @@ tests_test_bert_CFLAGS = $(TEST_CFLAGS)
 tests_test_bert_LDADD = $(TEST_LIBS)
 TESTS += tests/test_bert
 
+check_PROGRAMS += tests/test_gptoss
+tests_test_gptoss_SOURCES = tests/test_gptoss.c
+tests_test_gptoss_CFLAGS = $(TEST_CFLAGS)
+tests_test_gptoss_LDADD = $(TEST_LIBS)
+TESTS += tests/test_gptoss
+
 check_PROGRAMS += tests/test_grammar
 tests_test_grammar_SOURCES = tests/test_grammar.c
 tests_test_grammar_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)

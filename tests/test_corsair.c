@@ -812,6 +812,27 @@ START_TEST(test_moe_models)
 }
 END_TEST
 
+/* gpt-oss on Corsair (attention sinks in its softmax, poly2 exponent and all; biases;
+ * swiglu_oai; the softmax routing weights; a window of 4 on layers 0 and 2 under the 12-token
+ * prompt), fused and unfused, against the CPU backend within BFP8's error, as test_moe_models
+ * bounds it (measured 3.0e-2).  Every expert runs: gpt-oss picks its experts by the raw
+ * router logits, which BFP8's rounding reorders often enough to move the logits 0.14 to 0.31
+ * with 1 to 4 of 8; which experts run is the plan's host code on every backend, checked on
+ * the CPU against a plain forward (test_gptoss). */
+START_TEST(test_gptoss_model)
+{
+    gguf_w_llama_t sp = { .name = "o", .arch = "gpt-oss", .n_embd = 64, .n_layer = 3,
+                          .n_head = 4, .n_head_kv = 2, .head_dim = 32, .n_ff = 96,
+                          .n_vocab = 512, .n_ctx = 64, .rope_base = 1.5e5f, .norm_eps = 1e-5f,
+                          .n_swa = 4, .wtype = GG_F32, .seed = 43, .n_expert = 8,
+                          .n_expert_used = 8 };
+    char path[] = "/tmp/fusiond-corsair-gptoss-XXXXXX";
+    write_spec(&sp, path);
+    vs_cpu(path, "gpt-oss", 0.1);
+    unlink(path);
+}
+END_TEST
+
 /* YaRN on Corsair: its RoPE equals the CPU reference's with a blend, a part ramp and the
  * magnitude (both fp64 angles, float outputs), and YaRN random models (llama and qwen3, YaRN
  * by 4 from 32 positions) run fused and unfused within BFP8's error of the CPU backend. */
@@ -1365,6 +1386,7 @@ int main(void)
     tcase_add_test(to, test_attention_window);
     tcase_add_loop_test(to, test_gemma_models, 0, 2);
     tcase_add_loop_test(to, test_moe_models, 0, 3);
+    tcase_add_test(to, test_gptoss_model);
     tcase_add_test(to, test_backend_bad_inputs);
     tcase_add_test(to, test_yarn);
     suite_add_tcase(s, to);

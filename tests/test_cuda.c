@@ -1511,6 +1511,27 @@ START_TEST(test_gemma_swa_ckpt)
 }
 END_TEST
 
+/* gpt-oss: the CUDA backend has no attention sinks nor swiglu_oai kernels, so a gpt-oss model
+ * is refused at load with FD_EUNSUP and a message naming the architecture and the backend
+ * (the CPU and Corsair backends run it: test_gptoss, test_corsair). */
+START_TEST(test_gptoss_refused)
+{
+    gguf_w_llama_t sp;
+    CHECKM(gguf_w_llama_preset("gpt-oss-tiny", &sp) == 0, "preset");
+    char path[] = "/tmp/fusiond-cuda-gptoss-XXXXXX", err[512];
+    write_spec(&sp, path);
+    llm_load_params_t p;
+    llm_load_params_default(&p);
+    p.path = path;
+    p.backend = "cuda";
+    llm_model_t *m = NULL;
+    int rc = llm_load(&m, &p, err, sizeof(err));
+    CHECKM(rc == FD_EUNSUP && m == NULL, "llm_load: %d (%s)", rc, err);
+    CHECKM(strstr(err, "does not run gpt-oss") && strstr(err, "cuda"), "%s", err);
+    unlink(path);
+}
+END_TEST
+
 /* Mixture of experts on the device: gather_rows and scatter_add_rows against the CPU
  * reference (repeated destinations, 40 rows of 2051 floats), then qwen3moe, OLMoE, a
  * Mixtral-style llama (Q8_0) and qwen2moe (a sigmoid-gated shared expert) whose greedy ids
@@ -1910,6 +1931,7 @@ static Suite *suite(void)
     tcase_add_test(m, test_gemma_swa_ckpt);
     tcase_add_test(m, test_moe);
     tcase_add_test(m, test_bert);
+    tcase_add_test(m, test_gptoss_refused);
     suite_add_tcase(s, m);
     return s;
 }

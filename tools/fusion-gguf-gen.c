@@ -35,7 +35,9 @@ static void usage(FILE *f)
             "      --arch NAME       llama, qwen2 (Q/K/V biases), qwen3 (Q/K norms), phi3\n"
             "                        (fused Q|K|V and gate|up tensors), gemma, gemma2,\n"
             "                        gemma3, or the mixtures of experts qwen3moe, qwen2moe\n"
-            "                        (a shared expert) and olmoe (default: the preset's)\n"
+            "                        (a shared expert), olmoe and gpt-oss (attention sinks,\n"
+            "                        biases, swiglu_oai; --swa N its window) (default: the\n"
+            "                        preset's)\n"
             "      --experts N,K     N experts, K of them per token (qwen3moe, olmoe; llama:\n"
             "                        Mixtral-style); --n-ff is then each expert's width;\n"
             "                        0,0: dense\n"
@@ -238,10 +240,11 @@ int main(int argc, char **argv)
             if (strcmp(optarg, "llama") && strcmp(optarg, "qwen2") && strcmp(optarg, "qwen3") &&
                 strcmp(optarg, "phi3") && strcmp(optarg, "gemma") && strcmp(optarg, "gemma2") &&
                 strcmp(optarg, "gemma3") && strcmp(optarg, "qwen3moe") && strcmp(optarg, "olmoe") &&
-                strcmp(optarg, "qwen2moe") && strcmp(optarg, "bert")) {
+                strcmp(optarg, "qwen2moe") && strcmp(optarg, "bert") &&
+                strcmp(optarg, "gpt-oss")) {
                 fprintf(stderr, "fusion-gguf-gen: architecture '%s' not supported (llama, "
                         "qwen2, qwen3, phi3, gemma, gemma2, gemma3, qwen3moe, qwen2moe, "
-                        "olmoe, bert)\n", optarg);
+                        "olmoe, bert, gpt-oss)\n", optarg);
                 return 2;
             }
             arch = optarg;

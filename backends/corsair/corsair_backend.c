@@ -493,14 +493,18 @@ static void kv_rows(int type, const void *data, const fb_attn_t *a, int g, int64
     }
 }
 
-/* exp(s - max) (or exp(s) for SUMONLY) of T scores into e; returns their fp32 sum. */
-static float softmax_exp(const fcs_t *c, const float *s, int64_t T, int mode, float *e)
+/* exp(s - max) (or exp(s) for SUMONLY) of T scores into e; returns their fp32 sum.  A
+ * sink (gpt-oss; has_sink) is one more score in the max and the sum, with no e of its own. */
+static float softmax_exp(const fcs_t *c, const float *s, int64_t T, int mode, bool has_sink,
+                         float sink, float *e)
 {
+    float se = 0;
     if (c->poly2) {
         /* the SIMD's poly2exp: e = p(r) 2^k; the max is that of the integer exponent k */
-        int kmax = 0;
+        int kmax = 0, ks = 0;
+        float ms = has_sink ? cs_poly2_exp_parts(sink, &ks) : 0;
         if (mode != FB_SOFTMAX_SUMONLY) {
-            kmax = INT32_MIN;
+            kmax = has_sink ? ks : INT32_MIN;
             for (int64_t t = 0; t < T; t++) {
                 int k;
                 cs_poly2_exp_parts(s[t], &k);
@@ -512,8 +516,10 @@ static float softmax_exp(const fcs_t *c, const float *s, int64_t T, int mode, fl
             float m = cs_poly2_exp_parts(s[t], &k);
             e[t] = ldexpf(m, k - kmax);
         }
+        if (has_sink)
+            se = ldexpf(ms, ks - kmax);
     } else {
-        float mx = -INFINITY;
+        float mx = has_sink ? sink : -INFINITY;
         if (mode != FB_SOFTMAX_SUMONLY)
             for (int64_t t = 0; t < T; t++)
                 mx = fmaxf(mx, s[t]);
@@ -521,8 +527,10 @@ static float softmax_exp(const fcs_t *c, const float *s, int64_t T, int mode, fl
             mx = 0;
         for (int64_t t = 0; t < T; t++)
             e[t] = expf(s[t] - mx);
+        if (has_sink)
+            se = expf(sink - mx);
     }
-    return lane_sum(e, T, 1, false);
+    return lane_sum(e, T, 1, false) + se;
 }
 
 static int attn_one(fcs_t *c, const fb_attn_t *a, attn_buf_t *b)
@@ -581,7 +589,8 @@ static int attn_one(fcs_t *c, const fb_attn_t *a, attn_buf_t *b)
                 if (a->softcap > 0.0f) /* fp32 tanh on the SIMD */
                     for (int64_t t = t0; t < Ti; t++)
                         sc[t] = a->softcap * tanhf(sc[t] / a->softcap);
-                const float l = softmax_exp(c, sc + t0, Ti - t0, a->mode, b->e + t0);
+                const float l = softmax_exp(c, sc + t0, Ti - t0, a->mode, a->sinks != NULL,
+                                            a->sinks ? a->sinks[h] : 0.0f, b->e + t0);
                 const float inv = 1.0f / l;
                 if (a->mode == FB_SOFTMAX_REF) /* normalize p before P.V */
                     for (int64_t t = t0; t < Ti; t++)
@@ -680,6 +689,20 @@ static int cs_gelu_mul(fb_backend_t *be, const float *gate, const float *up, int
             float g = gate[r * ld_in + i];
             float z = 0.7978845608f * (g + 0.044715f * g * g * g);
             out[r * n + i] = 0.5f * g * (1.0f + tanhf(z)) * up[r * ld_in + i];
+        }
+    return glu_timed(c, gate, up, n_rows, n, out);
+}
+
+/* gpt-oss's gating (backend.h fb_ops_t.swiglu_oai) in fp32 on the SIMD, timed as SiLU's. */
+static int cs_swiglu_oai(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
+                         int64_t n, int64_t ld_in, float alpha, float limit, float *out)
+{
+    fcs_t *c = (fcs_t *)be;
+    for (int64_t r = 0; r < n_rows; r++)
+        for (int64_t i = 0; i < n; i++) {
+            float g = fminf(gate[r * ld_in + i], limit);
+            float u = fmaxf(fminf(up[r * ld_in + i], limit), -limit);
+            out[r * n + i] = g / (1.0f + expf(-alpha * g)) * (u + 1.0f);
         }
     return glu_timed(c, gate, up, n_rows, n, out);
 }
@@ -886,6 +909,8 @@ static const fb_ops_t corsair_ops = {
     .softcap = cs_softcap,
     .attn_window = true,
     .attn_ring = true,
+    .attn_sinks = true,
+    .swiglu_oai = cs_swiglu_oai,
     .add = cs_add,
     .get_rows = cs_get_rows,
     .copy2d = cs_copy2d,

@@ -1194,9 +1194,14 @@ static void attn_unit(const fcpu_kern_t *k, const fb_attn_t *a, int i, int g, fl
         k->scale(s, a->scale, T);
         if (a->softcap > 0.0f)
             softcap_f(s, T, a->softcap);
-        /* SUMONLY: the paper's form, M = 0, one reduction; otherwise the row max */
+        /* SUMONLY: the paper's form, M = 0, one reduction; otherwise the row max (a sink
+         * counts in it and in the denominator) */
         float mx = a->mode == FB_SOFTMAX_SUMONLY ? 0.f : k->vmax(s, T);
+        if (a->sinks && a->mode != FB_SOFTMAX_SUMONLY)
+            mx = fmaxf(mx, a->sinks[h]);
         float l = k->exp_sum(s, mx, s, T);
+        if (a->sinks)
+            l += expf(a->sinks[h] - mx);
         if (a->mode == FB_SOFTMAX_REF) /* the unfused order: normalize p, then P.V */
             k->scale(s, 1.f / l, T);
         k->pv(s, vg, a->ldkv, n1, hd, o);
@@ -1316,7 +1321,11 @@ static void attn_unit_typed(const fcpu_kern_t *k, const fb_attn_t *a, int i, int
         if (a->softcap > 0.0f)
             softcap_f(s, T, a->softcap);
         float mx = a->mode == FB_SOFTMAX_SUMONLY ? 0.f : k->vmax(s, T);
+        if (a->sinks && a->mode != FB_SOFTMAX_SUMONLY)
+            mx = fmaxf(mx, a->sinks[h]);
         float l = k->exp_sum(s, mx, s, T);
+        if (a->sinks)
+            l += expf(a->sinks[h] - mx);
         const bool p_round = tv == GG_F16 || tv == GG_BF16;
         if (a->mode == FB_SOFTMAX_REF || p_round)
             k->scale(s, 1.f / l, T);
@@ -1460,6 +1469,42 @@ static int cpu_gelu_mul(fb_backend_t *be, const float *gate, const float *up, in
                         int64_t n, int64_t ld_in, float *out)
 {
     return glu_mul(be, true, gate, up, n_rows, n, ld_in, out);
+}
+
+/* gpt-oss's gating: the row loop in float with expf (the reference computes in double) */
+typedef struct oai_ctx {
+    const float *g, *u;
+    float *y;
+    int64_t n, ld;
+    float alpha, limit;
+} oai_ctx_t;
+
+static void oai_rows(void *arg, int64_t r0, int64_t r1, int ith)
+{
+    const oai_ctx_t *e = arg;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *g = e->g + r * e->ld, *u = e->u + r * e->ld;
+        float *y = e->y + r * e->n;
+        for (int64_t i = 0; i < e->n; i++) {
+            const float x = fminf(g[i], e->limit);
+            const float v = fmaxf(fminf(u[i], e->limit), -e->limit);
+            y[i] = x / (1.0f + expf(-e->alpha * x)) * (v + 1.0f);
+        }
+    }
+}
+
+static int cpu_swiglu_oai(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
+                          int64_t n, int64_t ld_in, float alpha, float limit, float *out)
+{
+    fcpu_t *c = (fcpu_t *)be;
+    if (c->ref) {
+        fcpu_ref_swiglu_oai(gate, up, n_rows, n, ld_in, alpha, limit, out);
+        return 0;
+    }
+    oai_ctx_t e = {.g = gate, .u = up, .y = out, .n = n, .ld = ld_in, .alpha = alpha,
+                   .limit = limit};
+    par_rows(c, n_rows, 12.0 * (double)n, oai_rows, &e);
+    return 0;
 }
 
 /* scale and softcap run once a step on one row of n_embd or the logits: one thread */
@@ -1778,6 +1823,8 @@ static const fb_ops_t cpu_ops = {
     .scale = cpu_scale,
     .softcap = cpu_softcap,
     .attn_window = true,
+    .attn_sinks = true,
+    .swiglu_oai = cpu_swiglu_oai,
     .attn_ring = true,
     .add = cpu_add,
     .get_rows = cpu_get_rows,

@@ -208,11 +208,15 @@ int fcpu_ref_attention(const fb_attn_t *a)
                     s[t] = a->softcap * tanh(s[t] / a->softcap);
                 mx = fmax(mx, s[t]);
             }
-            double m = a->mode == FB_SOFTMAX_SUMONLY ? 0.0 : mx, l = 0;
+            /* a sink is one more logit in the max and the denominator, with no V row */
+            const double sink = a->sinks ? (double)a->sinks[h] : -INFINITY;
+            double m = a->mode == FB_SOFTMAX_SUMONLY ? 0.0 : fmax(mx, sink), l = 0;
             for (int64_t t = t0; t < T; t++) {
                 s[t] = exp(s[t] - m);
                 l += s[t];
             }
+            if (a->sinks)
+                l += exp(sink - m);
             if (a->mode == FB_SOFTMAX_REF || p_round) /* normalize p first, then P.V */
                 for (int64_t t = t0; t < T; t++)
                     s[t] /= l;
@@ -265,6 +269,17 @@ void fcpu_ref_gelu_mul(const float *gate, const float *up, int64_t n_rows, int64
             double g = gate[r * ld_in + i];
             double gl = 0.5 * g * (1.0 + tanh(c * (g + 0.044715 * g * g * g)));
             out[r * n + i] = (float)(gl * up[r * ld_in + i]);
+        }
+}
+
+void fcpu_ref_swiglu_oai(const float *gate, const float *up, int64_t n_rows, int64_t n,
+                         int64_t ld_in, float alpha, float limit, float *out)
+{
+    for (int64_t r = 0; r < n_rows; r++)
+        for (int64_t i = 0; i < n; i++) {
+            double g = fmin((double)gate[r * ld_in + i], limit);
+            double u = fmax(fmin((double)up[r * ld_in + i], limit), -(double)limit);
+            out[r * n + i] = (float)(g / (1.0 + exp(-(double)alpha * g)) * (u + 1.0));
         }
 }
 

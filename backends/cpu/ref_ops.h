@@ -43,6 +43,9 @@ void fcpu_ref_add(float *y, const float *x, int64_t n);
 /* GELU's tanh form times up (backend.h fb_ops_t.gelu_mul). */
 void fcpu_ref_gelu_mul(const float *gate, const float *up, int64_t n_rows, int64_t n,
                        int64_t ld_in, float *out);
+/* gpt-oss's gating (backend.h fb_ops_t.swiglu_oai, llama.cpp's swiglu_oai). */
+void fcpu_ref_swiglu_oai(const float *gate, const float *up, int64_t n_rows, int64_t n,
+                         int64_t ld_in, float alpha, float limit, float *out);
 void fcpu_ref_scale(float *y, int64_t n, float s);
 void fcpu_ref_softcap(float *y, int64_t n, float cap);
 /* ids must be in range. */

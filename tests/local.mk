@@ -324,6 +324,16 @@ EXTRA_DIST += tests/data/chat-templates/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B
 EXTRA_DIST += tests/data/chat-templates/unsloth-mistral-Devstral-Small-2507.jinja
 EXTRA_DIST += tests/data/chat-templates/ibm-granite-granite-3.3-2B-Instruct.jinja
 EXTRA_DIST += tests/data/chat-templates/microsoft-Phi-4-mini-instruct.jinja
+EXTRA_DIST += tests/data/chat-templates/openai-gpt-oss-120b.jinja
+
+# The gpt-4o pre-split against llama.cpp's regex run by Python's re (tests/split_render prints
+# fusiond's splits).
+check_PROGRAMS += tests/split_render
+tests_split_render_SOURCES = tests/split_render.c
+tests_split_render_CFLAGS = $(AM_CFLAGS)
+tests_split_render_LDADD = $(FD_LIBS)
+dist_check_SCRIPTS += tests/test_pretok_regex.py
+TESTS += tests/test_pretok_regex.py
 
 check_PROGRAMS += tests/test_toolcall
 tests_test_toolcall_SOURCES = tests/test_toolcall.c

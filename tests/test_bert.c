@@ -2,8 +2,9 @@
  * plain double-precision BERT written here computes from the file's weights (embeddings,
  * post-LayerNorm blocks, non-causal attention, GELU, mean / CLS / last pooling, the
  * classification head with pair token types) on the CPU backend's SIMD and reference paths
- * and on Corsair; that an input's result does not depend on what shares its batch or on
- * how batches are cut; and that bad files and bad batches get clear errors. */
+ * and on Corsair; that F16 and Q8_0 files stay near the F32 file's results; that an input's
+ * result does not depend on what shares its batch or on how batches are cut; and that bad
+ * files and bad batches get clear errors. */
 #define _GNU_SOURCE
 #include "engine/model.h"
 
@@ -305,6 +306,52 @@ START_TEST(test_batch_independence)
 }
 END_TEST
 
+/* The same random model stored as F16 and Q8_0 (matrices; biases and norms stay F32): the
+ * pooled states and the rank score stay near the F32 model's (the weights' rounding). */
+START_TEST(test_weight_types)
+{
+    static const struct {
+        int type;
+        double tol;
+    } ty[] = { { GG_F16, 2e-3 }, { GG_Q8_0, 3e-2 } };
+    bert_gen_t p = shape();
+    p.n_embd = 64;  /* rows of whole Q8_0 blocks */
+    p.n_ff = 96;
+    const char *f32 = write_model(&p, "f32.gguf");
+    int32_t tok[20];
+    uint64_t seed = 5;
+    rand_tokens(&seed, tok, 20, p.n_vocab);
+    tok[0] = 2;
+    tok[9] = 3;
+    float want[2][65] = { { 0 } };
+    for (int t = -1; t < 2; t++) {
+        if (t >= 0)
+            p.type = ty[t].type;
+        llm_model_t *m = load(t < 0 ? f32 : write_model(&p, t ? "q8.gguf" : "f16.gguf"), "cpu",
+                              NULL, 2, 0);
+        float got[2][65] = { { 0 } };
+        int s0, s1;
+        ck_assert_int_eq(llm_seq_alloc(m, &s0), 0);
+        ck_assert_int_eq(llm_seq_alloc(m, &s1), 0);
+        llm_batch_entry_t e[2] = {
+            { .slot = s0, .tokens = tok, .n_tokens = 20, .want_hidden = 20, .hidden = got[0] },
+            { .slot = s1, .tokens = tok, .n_tokens = 20, .hidden = got[1],
+              .enc_pool = LLM_ENC_RANK },
+        };
+        ck_assert_int_eq(llm_decode(m, e, 2, NULL), 0);
+        if (t < 0) {
+            memcpy(want, got, sizeof(want));
+        } else {
+            double d = tu_rel_diff(got[0], want[0], 64);
+            double r = fabs(got[1][0] - want[1][0]) / fmax(1.0, fabs(want[1][0]));
+            ck_assert_msg(d < ty[t].tol && r < ty[t].tol && d > 0, "%s: states %g, score %g",
+                          gg_type_name(ty[t].type), d, r);
+        }
+        llm_free(m);
+    }
+}
+END_TEST
+
 /* Damaged files: each refused with a message naming what is wrong.  The damage is done to
  * the written bytes: a name renamed (so the tensor or key is missing), a value changed. */
 START_TEST(test_bad_files)
@@ -398,6 +445,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_reference);
     tcase_add_test(tc, test_batch_independence);
+    tcase_add_test(tc, test_weight_types);
     tcase_add_test(tc, test_bad_files);
     tcase_add_test(tc, test_bad_batches);
     suite_add_tcase(s, tc);

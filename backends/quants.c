@@ -48,6 +48,9 @@ _Static_assert(sizeof(fq_block_q4_K) == 144, "q4_K");
 _Static_assert(sizeof(fq_block_q5_K) == 176, "q5_K");
 _Static_assert(sizeof(fq_block_q6_K) == 210, "q6_K");
 _Static_assert(sizeof(fq_block_q8_K) == 292, "q8_K");
+_Static_assert(sizeof(fq_block_iq4_nl) == 18, "iq4_nl");
+_Static_assert(sizeof(fq_block_iq4_xs) == 136, "iq4_xs");
+_Static_assert(sizeof(fq_block_mxfp4) == 17, "mxfp4");
 
 /* ---- fp16 / bf16 ---------------------------------------------------------------------- */
 
@@ -342,6 +345,59 @@ static void dq_bf16(const void *vb, float *y)
     *y = fq_bf16_to_f32(h);
 }
 
+/* ---- IQ4_NL, IQ4_XS, MXFP4: dequantization (layouts in quants.h) ---------------------- */
+
+/* ggml's non-linear 4-bit grid for IQ4_NL / IQ4_XS (denser near zero) */
+const int8_t fq_kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                     1,    13,   25,  38,  53,  69,  89,  113};
+/* 2 x E2M1: codes 0..7 are +0, 0.5, 1, 1.5, 2, 3, 4, 6; code 8 + c is minus code c */
+const int8_t fq_kvalues_mxfp4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+float fq_e8m0_half(uint8_t e)
+{
+    return ldexpf(1.f, (int)e - 128);
+}
+
+void fq_iq4xs_scales(const fq_block_iq4_xs *b, int8_t out[8])
+{
+    for (int s = 0; s < 8; s++) {
+        int lo = (b->scales_l[s / 2] >> (4 * (s % 2))) & 0xf;
+        int hi = (b->scales_h >> (2 * s)) & 3;
+        out[s] = (int8_t)((lo | (hi << 4)) - 32);
+    }
+}
+
+/* 32 values = scale * table[code] from 16 bytes of nibbles (Q4_0's order) */
+static void dq_nibbles_table(const uint8_t *qs, const int8_t *table, float scale, float *y)
+{
+    for (int j = 0; j < 16; j++) {
+        y[j] = scale * (float)table[qs[j] & 0xf];
+        y[j + 16] = scale * (float)table[qs[j] >> 4];
+    }
+}
+
+static void dq_iq4_nl(const void *vb, float *y)
+{
+    const fq_block_iq4_nl *b = vb;
+    dq_nibbles_table(b->qs, fq_kvalues_iq4nl, H2F(b->d), y);
+}
+
+static void dq_iq4_xs(const void *vb, float *y)
+{
+    const fq_block_iq4_xs *b = vb;
+    float d = H2F(b->d);
+    int8_t ls[8];
+    fq_iq4xs_scales(b, ls);
+    for (int s = 0; s < 8; s++)
+        dq_nibbles_table(b->qs + 16 * s, fq_kvalues_iq4nl, d * (float)ls[s], y + 32 * s);
+}
+
+static void dq_mxfp4(const void *vb, float *y)
+{
+    const fq_block_mxfp4 *b = vb;
+    dq_nibbles_table(b->qs, fq_kvalues_mxfp4, fq_e8m0_half(b->e), y);
+}
+
 typedef void (*dq_fn)(const void *, float *);
 
 static dq_fn dq_for(int type)
@@ -362,6 +418,9 @@ static dq_fn dq_for(int type)
     case GG_Q5_K: return dq_q5_K;
     case GG_Q6_K: return dq_q6_K;
     case GG_Q8_K: return dq_q8_K;
+    case GG_IQ4_NL: return dq_iq4_nl;
+    case GG_IQ4_XS: return dq_iq4_xs;
+    case GG_MXFP4: return dq_mxfp4;
     default: return NULL;
     }
 }
@@ -770,6 +829,140 @@ static void q_bf16(const float *x, void *vb)
     memcpy(vb, &h, 2);
 }
 
+/* ---- IQ4_NL, IQ4_XS, MXFP4: quantization -----------------------------------------------
+ * IQ4_NL / IQ4_XS follow the search of ggml's quantize_row_iq4_nl_impl (without an
+ * importance matrix: weights x^2): for each sub-block of 32, codes for the scale that maps
+ * the element of largest magnitude to -127, then 15 candidate scales (that element mapped
+ * to -127 + t, t = -7..7), each scored by its least-squares optimum sum(w q x)^2 / sum(w q^2);
+ * the best optimum is the sub-block's scale.  IQ4_XS then stores d = -max_scale / 32 and
+ * each sub-block's scale as a 6-bit multiple of it.  Every element is finally re-rounded to
+ * the grid with the scale actually stored. */
+
+/* The index of the grid value nearest to v (table ascending; a tie takes the larger). */
+static int iq4_nearest(float v)
+{
+    const int8_t *t = fq_kvalues_iq4nl;
+    if (v <= t[0])
+        return 0;
+    if (v >= t[15])
+        return 15;
+    int lo = 0, hi = 15;
+    while (hi - lo > 1) {
+        int mid = (lo + hi) / 2;
+        if (v < t[mid])
+            hi = mid;
+        else
+            lo = mid;
+    }
+    return v - t[lo] < t[hi] - v ? lo : hi;
+}
+
+/* The least-squares scale of a sub-block of 32 on the IQ4 grid (0 for an all-zero one). */
+static float iq4_fit32(const float *x)
+{
+    float w[32], amax = 0, max = 0;
+    for (int j = 0; j < 32; j++) {
+        w[j] = x[j] * x[j];
+        if (fabsf(x[j]) > amax) {
+            amax = fabsf(x[j]);
+            max = x[j];
+        }
+    }
+    if (amax < 1e-15f)
+        return 0;
+    float best_d = 0, best = -1;
+    for (int t = -8; t <= 7; t++) {
+        /* t = -8 stands for the first guess: max onto +127, i.e. -max onto the grid's -127
+         * mirrored; the rest map max onto -127 + t */
+        float id = t == -8 ? 127.f / max : ((float)t - 127.f) / max;
+        float sqx = 0, sq2 = 0;
+        for (int j = 0; j < 32; j++) {
+            float q = (float)fq_kvalues_iq4nl[iq4_nearest(id * x[j])];
+            sqx += w[j] * q * x[j];
+            sq2 += w[j] * q * q;
+        }
+        if (sq2 > 0 && (best < 0 || sqx * sqx > best * sq2)) {
+            best_d = sqx / sq2;
+            best = best_d * sqx;
+        }
+    }
+    return best_d;
+}
+
+/* Codes of 32 elements against scale d, packed in Q4_0's nibble order. */
+static void iq4_pack32(const float *x, float d, uint8_t *qs)
+{
+    float id = d != 0 ? 1.f / d : 0.f;
+    for (int j = 0; j < 16; j++)
+        qs[j] = (uint8_t)(iq4_nearest(id * x[j]) | iq4_nearest(id * x[j + 16]) << 4);
+}
+
+static void q_iq4_nl(const float *x, void *vb)
+{
+    fq_block_iq4_nl *b = vb;
+    b->d = fq_f32_to_f16(iq4_fit32(x));
+    iq4_pack32(x, H2F(b->d), b->qs);
+}
+
+static void q_iq4_xs(const float *x, void *vb)
+{
+    fq_block_iq4_xs *b = vb;
+    float sc[8], max_sc = 0, amax_sc = 0;
+    for (int s = 0; s < 8; s++) {
+        sc[s] = iq4_fit32(x + 32 * s);
+        if (fabsf(sc[s]) > amax_sc) {
+            amax_sc = fabsf(sc[s]);
+            max_sc = sc[s];
+        }
+    }
+    b->d = fq_f32_to_f16(-max_sc / 32.f);
+    float d = H2F(b->d), id = d != 0 ? 1.f / d : 0.f;
+    b->scales_h = 0;
+    memset(b->scales_l, 0, sizeof(b->scales_l));
+    for (int s = 0; s < 8; s++) {
+        int l = clampi(nearest(id * sc[s]), -32, 31);
+        iq4_pack32(x + 32 * s, d * (float)l, b->qs + 16 * s);
+        l += 32;
+        b->scales_l[s / 2] |= (uint8_t)((l & 0xf) << (4 * (s % 2)));
+        b->scales_h |= (uint16_t)((l >> 4) << (2 * s));
+    }
+}
+
+/* MXFP4 as ggml's reference quantizer: the block's exponent puts its largest magnitude in
+ * [4, 8) times 2^(e - 127), i.e. e = floor(log2 amax) - 2 + 127 (the largest element may
+ * clip to 6: the E2M1 grid tops out at 6), then each element takes its nearest grid value
+ * (the first of equals, so a zero is +0). */
+static void q_mxfp4(const float *x, void *vb)
+{
+    fq_block_mxfp4 *b = vb;
+    float amax = 0;
+    for (int j = 0; j < 32; j++)
+        amax = fmaxf(amax, fabsf(x[j]));
+    int e = 0;
+    if (amax > 0) {
+        int ex;
+        frexpf(amax, &ex); /* amax = m 2^ex, m in [0.5, 1): floor(log2 amax) = ex - 1 */
+        e = clampi(ex - 1 - 2 + 127, 0, 255);
+    }
+    b->e = (uint8_t)e;
+    float d = fq_e8m0_half(b->e);
+    for (int j = 0; j < 32; j++) {
+        int best = 0;
+        float best_err = fabsf(x[j]);
+        for (int c = 1; c < 16; c++) {
+            float err = fabsf((float)fq_kvalues_mxfp4[c] * d - x[j]);
+            if (err < best_err) {
+                best = c;
+                best_err = err;
+            }
+        }
+        if (j < 16)
+            b->qs[j] = (uint8_t)best;
+        else
+            b->qs[j - 16] |= (uint8_t)(best << 4);
+    }
+}
+
 typedef void (*q_fn)(const float *, void *);
 
 static q_fn q_for(int type)
@@ -788,6 +981,9 @@ static q_fn q_for(int type)
     case GG_Q5_K: return q_q5_K;
     case GG_Q6_K: return q_q6_K;
     case GG_Q8_K: return q_q8_K;
+    case GG_IQ4_NL: return q_iq4_nl;
+    case GG_IQ4_XS: return q_iq4_xs;
+    case GG_MXFP4: return q_mxfp4;
     default: return NULL;
     }
 }

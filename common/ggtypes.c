@@ -24,12 +24,15 @@ static const struct gg_traits traits[GG_TYPE_COUNT] = {
     [GG_Q5_K] = {"Q5_K", 256, 2 + 2 + 12 + 32 + 128},
     [GG_Q6_K] = {"Q6_K", 256, 128 + 64 + 16 + 2},
     [GG_Q8_K] = {"Q8_K", 256, 4 + 256 + 32},
+    [GG_IQ4_NL] = {"IQ4_NL", 32, 2 + 16},
+    [GG_IQ4_XS] = {"IQ4_XS", 256, 2 + 2 + 4 + 128},
     [GG_I8] = {"I8", 1, 1},
     [GG_I16] = {"I16", 1, 2},
     [GG_I32] = {"I32", 1, 4},
     [GG_I64] = {"I64", 1, 8},
     [GG_F64] = {"F64", 1, 8},
     [GG_BF16] = {"BF16", 1, 2},
+    [GG_MXFP4] = {"MXFP4", 32, 1 + 16},
 };
 
 bool gg_type_known(int type)

@@ -12,8 +12,11 @@ enum gg_type {
     GG_F32 = 0, GG_F16 = 1, GG_Q4_0 = 2, GG_Q4_1 = 3,
     GG_Q5_0 = 6, GG_Q5_1 = 7, GG_Q8_0 = 8, GG_Q8_1 = 9,
     GG_Q2_K = 10, GG_Q3_K = 11, GG_Q4_K = 12, GG_Q5_K = 13, GG_Q6_K = 14, GG_Q8_K = 15,
+    GG_IQ4_NL = 20,
+    GG_IQ4_XS = 23,
     GG_I8 = 24, GG_I16 = 25, GG_I32 = 26, GG_I64 = 27, GG_F64 = 28,
     GG_BF16 = 30,
+    GG_MXFP4 = 39,
     GG_TYPE_COUNT = 40
 };
 

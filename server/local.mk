@@ -37,6 +37,8 @@ libfusiond_server_a_SOURCES += server/toolcall.h server/toolcall.c
 libfusiond_server_a_SOURCES += server/reasoning.h server/reasoning.c
 # The Responses API (/v1/responses): translated to the chat path; its answers and store.
 libfusiond_server_a_SOURCES += server/responses.h server/responses.c
+# Anthropic's Messages API (/v1/messages): translated to the chat path; its answers.
+libfusiond_server_a_SOURCES += server/anthropic.h server/anthropic.c
 # llama-server's /infill: the FIM prompt and the native answer shape.
 libfusiond_server_a_SOURCES += server/infill.h server/infill.c
 # HTTPS certificate pairs, replaceable while serving (SIGHUP).

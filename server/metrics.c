@@ -92,7 +92,9 @@ const char *met_endpoint_name(int ep)
     static const char *const names[MET_EP_COUNT] = {
         "completions", "chat_completions", "models", "health",
         "metrics", "tokenize", "detokenize", "embeddings", "responses", "infill",
-        "completion", "props", "slots", "apply_template", "rerank", "other"};
+        "completion", "props", "slots", "apply_template", "rerank",
+        "messages",
+        "other"};
     return ep >= 0 && ep < MET_EP_COUNT ? names[ep] : "other";
 }
 

@@ -31,7 +31,9 @@ enum met_endpoint {
     MET_EP_COMPLETIONS, MET_EP_CHAT, MET_EP_MODELS, MET_EP_HEALTH, MET_EP_METRICS,
     MET_EP_TOKENIZE, MET_EP_DETOKENIZE, MET_EP_EMBEDDINGS, MET_EP_RESPONSES, MET_EP_INFILL,
     MET_EP_COMPLETION, MET_EP_PROPS, MET_EP_SLOTS, MET_EP_APPLY_TEMPLATE, /* llama-server's */
-    MET_EP_RERANK, MET_EP_OTHER, MET_EP_COUNT
+    MET_EP_RERANK,
+    MET_EP_MESSAGES,            /* Anthropic's Messages API and its count_tokens */
+    MET_EP_OTHER, MET_EP_COUNT
 };
 const char *met_endpoint_name(int ep);
 

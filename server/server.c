@@ -27,6 +27,7 @@
 #include "common/fd.h"
 #include "common/log.h"
 #include "engine/sampler.h"
+#include "server/anthropic.h"
 #include "server/chat.h"
 #include "server/toolcall.h"
 #include "server/evq.h"
@@ -55,7 +56,9 @@ enum route {
     R_NATIVE, R_PROPS, R_PROPS_SET, R_SLOTS, R_SLOT_ACTION, R_APPLY_TEMPLATE,
     R_LORA,
     /* OpenAI's Conversations API (answer_conv) */
-    R_CONV, R_CONV_ONE
+    R_CONV, R_CONV_ONE,
+    /* Anthropic's Messages API */
+    R_MESSAGES, R_MESSAGE_TOKENS
 };
 
 static const struct route_def {
@@ -111,6 +114,11 @@ static const struct route_def {
     {"/conversations/", "GET", R_CONV_ONE, MET_EP_RESPONSES, true},
     {"/conversations/", "POST", R_CONV_ONE, MET_EP_RESPONSES, true},
     {"/conversations/", "DELETE", R_CONV_ONE, MET_EP_RESPONSES, true},
+    /* Anthropic's Messages API (server/anthropic.c) */
+    {"/v1/messages", "POST", R_MESSAGES, MET_EP_MESSAGES, false},
+    {"/messages", "POST", R_MESSAGES, MET_EP_MESSAGES, false},
+    {"/v1/messages/count_tokens", "POST", R_MESSAGE_TOKENS, MET_EP_MESSAGES, false},
+    {"/messages/count_tokens", "POST", R_MESSAGE_TOKENS, MET_EP_MESSAGES, false},
     /* llama-server's: list the LoRA adapters with their global scales, and set them */
     {"/lora-adapters", "GET", R_LORA, MET_EP_OTHER, false},
     {"/lora-adapters", "POST", R_LORA, MET_EP_OTHER, false},
@@ -245,6 +253,11 @@ struct srv_job {
     size_t src_pos;
     srv_job_t *rnext;           /* src's list of readers (other than itself) */
     srv_job_t *readers;
+    /* /v1/messages: the request as sent (rq is its chat translation), its stream's state
+     * and how its one choice finished ("stop", "length", "tool_calls") */
+    an_req_t *an;
+    an_stream_t *ans;
+    const char *an_finish;
     sb_t sse;
     bool sse_end;
     bool error_sent;
@@ -525,6 +538,11 @@ static void job_free(srv_job_t *j)
         free(j->rs);
     }
     cJSON_Delete(j->rs_hist);
+    if (j->an) {
+        an_free(j->an);
+        free(j->an);
+    }
+    free(j->ans);
     if (j->rss) {
         rs_stream_free(j->rss);
         free(j->rss);
@@ -644,9 +662,23 @@ static bool native_route(int route)
            route == R_SLOTS || route == R_SLOT_ACTION || route == R_APPLY_TEMPLATE;
 }
 
+/* Anthropic's routes (and any path under them: their 404s) answer errors in its shape. */
+static bool anthropic_path(const char *path)
+{
+    static const char *const roots[] = {"/v1/messages", "/messages"};
+    for (size_t k = 0; k < FD_ARRAY_LEN(roots); k++) {
+        size_t n = strlen(roots[k]);
+        if (strncmp(path, roots[k], n) == 0 && (path[n] == 0 || path[n] == '/'))
+            return true;
+    }
+    return false;
+}
+
 static char *err_body(const srv_job_t *j, int status, const char *type, const char *code,
                       const char *param, const char *msg)
 {
+    if (anthropic_path(j->path))
+        return an_error(status, msg);
     return native_route(j->route) ? nat_error(status, type, msg)
                                   : oai_error(status, type, code, param, msg);
 }
@@ -655,7 +687,8 @@ static const char *job_id(srv_job_t *j)
 {
     if (!j->id[0])
         new_id(j->srv, j->route == R_CHAT ? "chatcmpl-" : j->route == R_COMPLETIONS ? "cmpl-"
-                       : j->route == R_RESPONSES ? "resp_" : "req-",
+                       : j->route == R_RESPONSES ? "resp_"
+                       : j->route == R_MESSAGES ? "msg_" : "req-",
                j->id, sizeof j->id);
     return j->id;
 }
@@ -1021,6 +1054,10 @@ static void sse_head(srv_job_t *j, srv_choice_t *c)
             rs_stream_begin(j->rss, &j->sse);
         return;
     }
+    if (j->ans) {
+        an_stream_begin(j->ans, &j->sse);
+        return;
+    }
     bool chat = j->rq.kind == RQ_CHAT;
     if (!chat && !j->rq.echo && j->rq.prompt_logprobs < 0)
         return;
@@ -1046,6 +1083,26 @@ static cJSON *rs_logprobs(const srv_job_t *j, const oai_lp_t *lp, size_t n)
 
 static int decode_text(const tok_t *tok, const int32_t *ids, size_t n, bool render_special,
                        char **out, size_t *len);
+
+/* The stop string that ended choice c, or NULL (the model's end of generation, a length
+ * stop): the engine trims a stop string from the text it releases, so the generated ids
+ * (kept for native answers and /v1/messages) hold it where the released text ends. */
+static const char *stop_matched(srv_job_t *j, const srv_choice_t *c)
+{
+    if (c->finish != ENG_FINISH_STOP || j->rq.n_stop == 0)
+        return NULL;
+    char *gen = NULL;
+    size_t gen_len = 0;
+    const char *hit = NULL;
+    if (decode_text(j->srv->tok, c->gen, c->n_gen_ids, false, &gen, &gen_len) == 0)
+        for (int i = 0; i < j->rq.n_stop && !hit; i++) {
+            size_t sl = strlen(j->rq.stop[i]);
+            if (c->stream_off + sl <= gen_len && memcmp(gen + c->stream_off, j->rq.stop[i], sl) == 0)
+                hit = j->rq.stop[i];
+        }
+    free(gen);
+    return hit;
+}
 
 /* The answer of /infill and /completion is llama-server's native shape. */
 static bool native_answer(const srv_job_t *j)
@@ -1125,22 +1182,13 @@ static char *infill_answer(srv_job_t *j, srv_choice_t *c, const char *text, size
     a.truncated = c->finish == ENG_FINISH_LENGTH &&
                   (long long)j->pn[pi] + c->n_gen >= s->info->n_ctx;
     a.stop_type = c->finish == ENG_FINISH_LENGTH || timeout ? "limit" : "none";
-    char *gen = NULL, *prompt = NULL;
-    size_t gen_len = 0;
+    char *prompt = NULL;
     if (c->finish == ENG_FINISH_STOP) {
         int32_t last = c->n_gen_ids ? c->gen[c->n_gen_ids - 1] : -1;
         a.stop_type = last >= 0 && tok_is_eog(s->tok, last) && !j->rq.ignore_eos ? "eos"
                                                                                  : "word";
-        /* the stop string that matched: the one the generated text holds where the
-         * released text ends (the engine trims it) */
-        if (strcmp(a.stop_type, "word") == 0 &&
-            decode_text(s->tok, c->gen, c->n_gen_ids, false, &gen, &gen_len) == 0)
-            for (int i = 0; i < j->rq.n_stop && !a.stopping_word; i++) {
-                size_t sl = strlen(j->rq.stop[i]);
-                if (c->stream_off + sl <= gen_len &&
-                    memcmp(gen + c->stream_off, j->rq.stop[i], sl) == 0)
-                    a.stopping_word = j->rq.stop[i];
-            }
+        if (strcmp(a.stop_type, "word") == 0)
+            a.stopping_word = stop_matched(j, c);
     }
     size_t plen = 0;
     if (decode_text(s->tok, j->pids[pi], j->pn[pi], true, &prompt, &plen) == 0) {
@@ -1150,7 +1198,6 @@ static char *infill_answer(srv_job_t *j, srv_choice_t *c, const char *text, size
     a.fields = (const char *const *)j->rq.response_fields;
     a.n_fields = j->rq.n_response_fields;
     char *out = inf_answer_json(&a);
-    free(gen);
     free(prompt);
     cJSON_Delete(probs);
     cJSON_Delete(settings);
@@ -1170,6 +1217,13 @@ static void sse_chunk(srv_job_t *j, srv_choice_t *c, const char *text, size_t le
             cJSON_Delete(lj);
         if (finish)
             rs_stream_close(j->rss, &j->sse, strcmp(finish, "length") == 0);
+        return;
+    }
+    if (j->ans) {
+        /* /v1/messages: text deltas of a text block; the finish is message_delta's */
+        an_stream_text(j->ans, &j->sse, text, len);
+        if (finish)
+            j->an_finish = finish;
         return;
     }
     if (native_answer(j)) {
@@ -1205,6 +1259,12 @@ static void sse_call(srv_job_t *j, const srv_choice_t *c, const oai_tool_call_t 
             rs_stream_call(j->rss, &j->sse, t->id, t->name);
         if (t->arguments && t->arguments[0])
             rs_stream_args(j->rss, &j->sse, t->arguments);
+        return;
+    }
+    if (j->ans) {
+        if (t->id)
+            an_stream_tool(j->ans, &j->sse, t->id, t->name);
+        an_stream_args(j->ans, &j->sse, t->arguments);
         return;
     }
     oai_choice_t ch = {.index = c->index, .calls = t, .n_calls = 1};
@@ -1301,6 +1361,10 @@ static void sse_error(srv_job_t *j, int status, const char *type, const char *co
         rs_stream_error(j->rss, &j->sse, code ? code : type, msg);
         return;
     }
+    if (j->ans) {
+        an_stream_error(j->ans, &j->sse, status, msg);
+        return;
+    }
     sse_add_json(j, err_body(j, status, type, code, NULL, msg));
 }
 
@@ -1318,12 +1382,24 @@ static void sse_flush(srv_job_t *j)
 }
 
 static void responses_stream_done(srv_job_t *j);
+static void messages_result(srv_job_t *j, const srv_choice_t *c, const char *finish,
+                            an_result_t *r);
 
 static void stream_done(srv_job_t *j)
 {
     if (j->rss) {
         /* the Responses API's stream ends with its last event, without [DONE] */
         responses_stream_done(j);
+        j->sse_end = true;
+        return;
+    }
+    if (j->ans) {
+        /* Anthropic's stream ends with message_stop (after an error event, nothing) */
+        if (!j->error_sent) {
+            an_result_t r;
+            messages_result(j, &j->choices[0], j->an_finish, &r);
+            an_stream_end(j->ans, &j->sse, &r);
+        }
         j->sse_end = true;
         return;
     }
@@ -1671,6 +1747,68 @@ static void responses_stream_done(srv_job_t *j)
     free(body);
 }
 
+/* ---- /v1/messages answers (the generation is the chat request's) */
+
+/* The message's stop and usage for its one choice c, which finished as finish says ("stop",
+ * "length", "tool_calls"; NULL: from c's finish).  Anthropic's input_tokens leaves out the
+ * prompt tokens read from the (prefix) cache, which cache_read_input_tokens counts. */
+static void messages_result(srv_job_t *j, const srv_choice_t *c, const char *finish,
+                            an_result_t *r)
+{
+    oai_resp_t u;
+    resp_init(j, &u, false);
+    job_usage(j, &u);
+    bool length = c->finish == ENG_FINISH_LENGTH || c->finish == ENG_FINISH_TIMEOUT ||
+                  j->server_timeout;
+    if (!finish)
+        finish = length ? "length" : "stop";
+    const char *seq = strcmp(finish, "stop") == 0 ? stop_matched(j, c) : NULL;
+    *r = (an_result_t){.id = j->id, .model = j->model, .stop_reason = an_stop_reason(finish, seq),
+                       .stop_sequence = seq,
+                       .input_tokens = j->prompt_tokens - u.cached_tokens,
+                       .cache_read_tokens = u.cached_tokens, .output_tokens = c->n_gen};
+}
+
+/* The message object of a non-streamed /v1/messages request (one choice): the thinking,
+ * the text, the tool calls, as blocks in that order. */
+static char *messages_body(srv_job_t *j, int *status)
+{
+    srv_choice_t *c = &j->choices[0];
+    cJSON *content = cJSON_CreateArray();
+    int rc = content ? 0 : -ENOMEM;
+    tc_result_t res;
+    int trc = -ENOENT;
+    if (!rc && j->tc_on) {
+        trc = choice_calls(j, c, &res);
+        if (trc == -ENOMEM || sb_failed(&c->tc))
+            rc = -ENOMEM;
+    }
+    if (!rc && j->rsn_on && c->rsn_text.len)
+        rc = an_add_thinking(content, c->rsn_text.buf, c->rsn_text.len);
+    const sb_t *t = j->tc_on ? &c->tc : &c->text;
+    size_t text_len = trc == 0 ? res.content_len : t->len;
+    if (!rc && text_len)
+        rc = an_add_text(content, t->buf, text_len);
+    for (size_t k = 0; !rc && trc == 0 && k < res.n_calls; k++)
+        rc = an_add_tool_use(content, res.calls[k].id, res.calls[k].name,
+                             res.calls[k].arguments);
+    if (trc == 0)
+        tc_free(&res);
+    char *body = NULL;
+    if (!rc) {
+        an_result_t r;
+        messages_result(j, c, trc == 0 ? "tool_calls" : NULL, &r);
+        body = an_message(&r, content);
+        content = NULL;
+    }
+    cJSON_Delete(content);
+    *status = body ? 200 : 500;
+    if (!body)
+        return an_error(500, rc == -EINVAL ? "the model's tool call arguments are not a JSON "
+                                             "object" : "out of memory building the answer");
+    return body;
+}
+
 static void build_final(srv_job_t *j)
 {
     srv_t *s = j->srv;
@@ -1725,6 +1863,8 @@ static void build_final(srv_job_t *j)
         body = rerank_body(j, &status);
     } else if (j->rs) {
         body = responses_body(j, &status);
+    } else if (j->an) {
+        body = messages_body(j, &status);
     } else if (native_answer(j)) {
         body = native_final(j);
         if (!body)
@@ -1890,6 +2030,9 @@ static void choice_reasoning(srv_job_t *j, srv_choice_t *c, const char *text, si
         rs_stream_reasoning(j->rss, &j->sse, text, len);
         c->n_lp = 0;
         sse_flush(j);
+    } else if (j->stream && j->ans) {
+        an_stream_thinking(j->ans, &j->sse, text, len);
+        sse_flush(j);
     } else if (j->stream) {
         oai_choice_t ch = {.index = c->index, .reasoning = text, .reasoning_len = len,
                            .logprobs = lp != NULL, .lp = lp, .n_lp = lp ? 1 : 0};
@@ -1984,7 +2127,7 @@ static void on_token(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
     c->last_ns = ev->t_ns;
     if (j->abandoned || j->client_gone)
         return;
-    if (native_answer(j)) {
+    if (native_answer(j) || j->an) { /* /v1/messages: which stop sequence matched */
         if (c->n_gen_ids == c->cap_gen) {
             size_t cap = c->cap_gen ? c->cap_gen * 2 : 64;
             int32_t *g = realloc(c->gen, cap * sizeof *g);
@@ -3361,6 +3504,11 @@ static int prepare_count(srv_job_t *j)
     int rc = prepare_prompts(j, &j->prep_err);
     if (rc)
         return rc;
+    if (j->an) { /* /v1/messages/count_tokens */
+        if (!(j->prep_body = an_count(j->prompt_tokens)))
+            return rq_fail(&j->prep_err, 500, "server_error", NULL, "out of memory");
+        return 0;
+    }
     j->prep_body = malloc(96);
     if (!j->prep_body)
         return rq_fail(&j->prep_err, 500, "server_error", NULL, "out of memory");
@@ -3396,7 +3544,8 @@ static void prep_work(uv_work_t *w)
     srv_job_t *j = w->data;
     bool tok = j->rq.kind == RQ_TOKENIZE || j->rq.kind == RQ_DETOKENIZE;
     j->prep_rc = tok                                ? prepare_tokenize(j)
-                 : j->route == R_RESPONSE_TOKENS ? prepare_count(j)
+                 : j->route == R_RESPONSE_TOKENS || j->route == R_MESSAGE_TOKENS
+                     ? prepare_count(j)
                  : j->route == R_APPLY_TEMPLATE  ? prepare_template(j)
                                                  : prepare_generation(j);
 }
@@ -3504,6 +3653,11 @@ static enum MHD_Result start_generation(srv_job_t *j)
     j->model = s->model_id;
     j->created = (long long)time(NULL);
     job_id(j);
+    if (j->an && j->stream) {
+        if (!(j->ans = calloc(1, sizeof *j->ans)))
+            return answer_json(j, 500, NULL);
+        an_stream_init(j->ans, j->id, j->model, j->prompt_tokens);
+    }
     if (j->rs && j->stream) {
         if (!(j->rss = calloc(1, sizeof *j->rss)))
             return answer_json(j, 500, NULL);
@@ -3625,10 +3779,13 @@ static enum MHD_Result finish_prep(srv_job_t *j)
     if (j->prep_rc) {
         if (j->rs)
             rs_map_error(&j->prep_err);
+        if (j->an)
+            an_map_error(&j->prep_err);
         return answer_err(j, &j->prep_err);
     }
     if (j->rq.kind == RQ_TOKENIZE || j->rq.kind == RQ_DETOKENIZE ||
-        j->route == R_RESPONSE_TOKENS || j->route == R_APPLY_TEMPLATE) {
+        j->route == R_RESPONSE_TOKENS || j->route == R_APPLY_TEMPLATE ||
+        j->route == R_MESSAGE_TOKENS) {
         char *body = j->prep_body;
         j->prep_body = NULL;
         return answer_json(j, 200, body);
@@ -3710,6 +3867,22 @@ static int responses_translate(srv_job_t *j, char **chat, rq_err_t *e)
             return rq_fail(e, 500, "server_error", NULL, "out of memory");
     }
     return rs_chat_body(j->rs, j->rs_hist, chat, e);
+}
+
+/* A /v1/messages (or count_tokens) body -> the chat completions body of the same request
+ * (*chat).  0, or -EINVAL / -ENOMEM with e. */
+static int messages_translate(srv_job_t *j, char **chat, rq_err_t *e)
+{
+    if (!(j->an = calloc(1, sizeof *j->an)))
+        return rq_fail(e, 500, "server_error", NULL, "out of memory");
+    int rc = an_parse(j->body.buf ? j->body.buf : "", j->body.len,
+                      j->route == R_MESSAGE_TOKENS, j->an, e);
+    if (rc) {
+        free(j->an);
+        j->an = NULL;
+        return rc;
+    }
+    return an_chat_body(j->an, chat, e);
 }
 
 /* ---- LoRA adapters (llama-server's /lora-adapters and per-request "lora") ---- */
@@ -3832,7 +4005,8 @@ static enum MHD_Result on_body_complete(srv_job_t *j)
                : j->route == R_INFILL ? RQ_INFILL
                : j->route == R_NATIVE ? RQ_NATIVE
                : j->route == R_CHAT || j->route == R_RESPONSES ||
-                       j->route == R_RESPONSE_TOKENS || j->route == R_APPLY_TEMPLATE ? RQ_CHAT
+                       j->route == R_RESPONSE_TOKENS || j->route == R_APPLY_TEMPLATE ||
+                       j->route == R_MESSAGES || j->route == R_MESSAGE_TOKENS ? RQ_CHAT
                : j->route == R_TOKENIZE  ? RQ_TOKENIZE
                : j->route == R_EMBEDDINGS ? RQ_EMBEDDINGS
                : j->route == R_RERANK     ? RQ_RERANK
@@ -3842,6 +4016,9 @@ static enum MHD_Result on_body_complete(srv_job_t *j)
     if ((j->route == R_RESPONSES || j->route == R_RESPONSE_TOKENS) &&
         responses_translate(j, &chat, &e))
         return answer_err(j, &e);
+    if ((j->route == R_MESSAGES || j->route == R_MESSAGE_TOKENS) &&
+        messages_translate(j, &chat, &e))
+        return answer_err(j, &e);
     int prc = chat ? rq_parse(kind, chat, strlen(chat), &s->lim, &j->rq, &e)
                    : rq_parse(kind, j->body.buf ? j->body.buf : "", j->body.len, &s->lim,
                               &j->rq, &e);
@@ -3849,6 +4026,8 @@ static enum MHD_Result on_body_complete(srv_job_t *j)
     if (prc) {
         if (j->rs)
             rs_map_error(&e);
+        if (j->an)
+            an_map_error(&e);
         return answer_err(j, &e);
     }
     j->have_rq = true;
@@ -3911,7 +4090,8 @@ static enum MHD_Result answer_preflight(srv_job_t *j, const struct route_def *pa
                                                    "Access-Control-Request-Headers");
     MHD_add_response_header(r, "Access-Control-Allow-Headers",
                             want && header_list_ok(want) ? want
-                                : "Authorization, Content-Type, X-Api-Key");
+                                : "Authorization, Content-Type, X-Api-Key, "
+                                  "Anthropic-Version, Anthropic-Beta");
     MHD_add_response_header(r, "Access-Control-Max-Age", "7200");
     /* Chrome's Private Network Access: a public page calling a server on this machine or
      * the LAN asks for this too; an allowed origin may. */
@@ -4172,8 +4352,12 @@ static void on_tick(uv_timer_t *t)
         }
         if (j->stream && j->conn && !j->sse_end && !j->abandoned && j->sse.len == 0 &&
             (!j->bg || j->src) && now - j->last_send_ns >= ping_ns) {
-            /* An SSE comment keeps proxies from dropping a stream during a long prefill. */
-            sb_adds(&j->sse, ": ping\n\n");
+            /* An SSE comment keeps proxies from dropping a stream during a long prefill
+             * (Anthropic's stream has ping events for it). */
+            if (j->ans)
+                an_stream_ping(&j->sse);
+            else
+                sb_adds(&j->sse, ": ping\n\n");
             j->last_send_ns = now;
             sse_flush(j);
         }

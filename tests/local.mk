@@ -297,7 +297,7 @@ endif
 VALGRIND_SUITES = tests/test_common tests/test_chat tests/test_config tests/test_notify \
 	tests/test_openai tests/test_request tests/test_metrics tests/test_http \
 	tests/test_tokenizer tests/test_quants tests/test_gguf tests/test_toolcall \
-	tests/test_responses
+	tests/test_responses tests/test_anthropic
 EXTRA_DIST += tests/valgrind.sh
 check-valgrind: $(check_PROGRAMS)
 	@$(AM_TESTS_ENVIRONMENT) $(SHELL) $(top_srcdir)/tests/valgrind.sh \
@@ -309,6 +309,7 @@ check-valgrind: $(check_PROGRAMS)
 # cd tests/sdk && npm ci) unless FUSIOND_REQUIRE_SDK=1 (CI's make check).
 dist_check_SCRIPTS += tests/test_sdk.py
 EXTRA_DIST += tests/sdk/check.mjs tests/sdk/package.json tests/sdk/package-lock.json
+EXTRA_DIST += tests/sdk/anthropic.mjs
 TESTS += tests/test_sdk.py
 
 # Tool calling: server/chat.c against the real templates rendered by jinja2 (python3-jinja2),
@@ -360,6 +361,16 @@ tests_test_responses_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_responses
 FUZZ_TARGETS += tests/fuzz/fuzz_responses.c
 EXTRA_DIST += tests/fuzz/fuzz_responses.c tests/fuzz/fuzz_responses.dict tests/fuzz/corpus/fuzz_responses
+
+# Anthropic's Messages API (/v1/messages): server/anthropic.c alone, then end to end with the
+# real fusiond (stories260K, and a Qwen-template copy for tool use) against the chat answers.
+check_PROGRAMS += tests/test_anthropic
+tests_test_anthropic_SOURCES = tests/test_anthropic.c
+tests_test_anthropic_CFLAGS = $(TEST_CFLAGS) $(CJSON_CFLAGS)
+tests_test_anthropic_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_anthropic
+dist_check_SCRIPTS += tests/test_anthropic.py
+TESTS += tests/test_anthropic.py
 
 # Reasoning (<think>) split from the answer: server/reasoning.c on given texts and cuts.
 check_PROGRAMS += tests/test_reasoning

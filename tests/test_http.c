@@ -815,7 +815,7 @@ START_TEST(test_cors)
                 "Access-Control-Request-Headers: x-a\"b\r\n", NULL);
     ck_assert_int_eq(r.status, 204);
     ck_assert_str_eq(header(&r, "Access-Control-Allow-Headers"),
-                     "Authorization, Content-Type, X-Api-Key");
+                     "Authorization, Content-Type, X-Api-Key, Anthropic-Version, Anthropic-Beta");
     free_resp(&r);
     /* Not a preflight (no Access-Control-Request-Method), a disallowed origin, an unknown
      * route: what OPTIONS got before (405 with Allow, 404). */

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """test_sdk.py: proves fusiond works with the official OpenAI Node SDK (npm `openai`, pinned
-in tests/sdk/package-lock.json): it starts the real fusiond with the demo model and an API
+in tests/sdk/package-lock.json) and Anthropic's TypeScript SDK (`@anthropic-ai/sdk`, pinned
+there too; tests/sdk/anthropic.mjs: messages.create, messages.stream, countTokens, typed
+errors, against the first daemon): it starts the real fusiond with the demo model and an API
 key on a free loopback port and runs tests/sdk/check.mjs, which uses the SDK as a user would
 (models, completions, embeddings, chat whole and streamed, usage, stop, n, logprobs, seeds, typed
 errors, a wrong key, an aborted stream, the Responses API with background create, retrieve,
@@ -60,6 +62,9 @@ def find_sdk():
     pkg = os.path.join(sdk, "node_modules", "openai", "package.json")
     if not os.access(pkg, os.R_OK):
         missing("the openai SDK is not installed in %s" % os.path.join(sdk, "node_modules"))
+    if not os.access(os.path.join(sdk, "node_modules", "@anthropic-ai", "sdk", "package.json"),
+                     os.R_OK):
+        missing("the Anthropic SDK is not installed in %s" % os.path.join(sdk, "node_modules"))
     with open(pkg) as f:
         return node, sdk, ver, json.load(f)["version"]
 
@@ -75,12 +80,12 @@ def cli_text(model):
     return text
 
 
-def run_check(node, env):
+def run_check(node, env, script="check.mjs"):
     try:
-        return subprocess.run([node, os.path.join(SRC, "tests", "sdk", "check.mjs")], env=env,
+        return subprocess.run([node, os.path.join(SRC, "tests", "sdk", script)], env=env,
                               stdin=subprocess.DEVNULL, timeout=120 * time_scale())
     except subprocess.TimeoutExpired:
-        fail("check.mjs did not finish within %gs" % (120 * time_scale()))
+        fail("%s did not finish within %gs" % (script, 120 * time_scale()))
 
 
 def stop(d):
@@ -117,6 +122,9 @@ def main():
         print("node %s, openai %s (%s)" % (node_ver, sdk_ver, sdk), flush=True)
         p = run_check(node, env)
         check(p.returncode == 0, "check.mjs failed (exit %d)" % p.returncode)
+        # the Anthropic SDK against the same daemon: /v1/messages
+        p = run_check(node, env, "anthropic.mjs")
+        check(p.returncode == 0, "anthropic.mjs failed (exit %d)" % p.returncode)
         stop(d)
         d.close()
         d = None

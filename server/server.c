@@ -4178,7 +4178,8 @@ static enum MHD_Result on_headers(srv_job_t *j, const char *url, const char *met
                            "cross-encoder)");
     if (s->info->encoder &&
         (j->route == R_COMPLETIONS || j->route == R_CHAT || j->route == R_INFILL ||
-         j->route == R_NATIVE || j->route == R_RESPONSES || j->route == R_RESPONSE_TOKENS))
+         j->route == R_NATIVE || j->route == R_RESPONSES || j->route == R_RESPONSE_TOKENS ||
+         j->route == R_MESSAGES || j->route == R_MESSAGE_TOKENS))
         return answer_fail(j, 501, "not_supported_error", NULL, NULL,
                            "this model (%s) is an encoder: it serves embeddings (/v1/embeddings)"
                            " and reranking (/rerank), not text generation", s->info->arch);

@@ -3,7 +3,7 @@
 fusion-gguf-gen --arch bert) over HTTP: /v1/embeddings, /embeddings and /embedding give unit
 vectors, the same for an input alone or in a batch, different for different texts, with
 usage counting [CLS] ... [SEP], and each input runs whole on a server whose steps and
-prefill chunks are shorter than it; generation endpoints answer 501 naming the encoder; /rerank
+prefill chunks are shorter than it; generation endpoints answer 501 naming the encoder (fusion-cli refuses to generate too); /rerank
 without a classification head is 501; with one, /rerank, /v1/rerank and /v1/reranking rank
 the documents best first with exactly the score each pair gets alone, honour top_n and
 return_text (Jina's shape; TEI's with "texts"); bad requests (no query, empty documents,
@@ -169,6 +169,11 @@ def main():
         finally:
             d.close()
         small_steps(tmp, emb, want)
+        cli = os.path.join(os.environ.get("top_builddir", "."), "fusion-cli")
+        r = subprocess.run([cli, "-m", emb, "-p", "the cat", "-n", "4"], capture_output=True,
+                           text=True)
+        check(r.returncode == 1 and "is an encoder (bert)" in r.stderr,
+              "fusion-cli on an encoder: %d %s" % (r.returncode, r.stderr[-300:]))
         rr = gen(tmp, "rr.gguf", "--cls", "1")
         d = start(tmp, rr)
         try:

@@ -726,6 +726,12 @@ static int generate(const cli_t *c)
     }
     const tok_t *tk = llm_tok(m);
     const llm_hparams_t *hp = llm_hparams(m);
+    if (hp->encoder) {
+        fprintf(stderr, "fusion-cli: %s is an encoder (%s): it gives embeddings and rerank "
+                "scores (fusiond's /v1/embeddings and /rerank), not text\n", c->model,
+                hp->arch);
+        goto out;
+    }
     size_t n_prompt;
     if (encode_prompt(tk, c->prompt, &ids, &n_prompt))
         goto out;

@@ -371,6 +371,8 @@ tests_test_anthropic_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
 TESTS += tests/test_anthropic
 dist_check_SCRIPTS += tests/test_anthropic.py
 TESTS += tests/test_anthropic.py
+FUZZ_TARGETS += tests/fuzz/fuzz_anthropic.c
+EXTRA_DIST += tests/fuzz/fuzz_anthropic.c tests/fuzz/corpus/fuzz_anthropic
 
 # Reasoning (<think>) split from the answer: server/reasoning.c on given texts and cuts.
 check_PROGRAMS += tests/test_reasoning

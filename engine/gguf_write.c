@@ -693,6 +693,12 @@ int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen)
                     moe_arch ? "qwen3moe, qwen2moe, olmoe and gpt-oss need 1 to 1024"
                              : "only llama, qwen3moe, qwen2moe, olmoe and gpt-oss take experts "
                                "(at most 1024)");
+    if (p->exp_wtype &&
+        (!fq_type_supported(p->exp_wtype) || p->n_embd % gg_block_elems(p->exp_wtype) ||
+         p->n_ff % gg_block_elems(p->exp_wtype)))
+        return werr(err, errlen, FD_ESHAPE, "expert type %d: not a type the writer quantizes, "
+                    "or n_embd %d / n_ff %d not whole blocks of it", p->exp_wtype, p->n_embd,
+                    p->n_ff);
     if (p->n_expert > 0 && (p->n_expert_used < 1 || p->n_expert_used > p->n_expert))
         return werr(err, errlen, FD_ESHAPE, "%d of %d experts used per token: must be 1 to %d",
                     p->n_expert_used, p->n_expert, p->n_expert);
@@ -1114,7 +1120,8 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
                 snprintf(role, sizeof(role), "%.*s", (int)(strlen(blk[j].role) - 5),
                          blk[j].role);
                 int64_t ne[3] = {dims[blk[j].in], dims[blk[j].out], p->n_expert};
-                int t = matrix_type(p, role, il, ne[0], &p->n_fallback);
+                int t = p->exp_wtype ? p->exp_wtype
+                                     : matrix_type(p, role, il, ne[0], &p->n_fallback);
                 rc = gguf_w_add_tensor(w, name, t, 3, ne, NULL, fill_random, p);
             } else {
                 rc = add_norm(w, p, name, dims[blk[j].out]);

@@ -133,6 +133,9 @@ typedef struct gguf_w_llama {
      * width n_ff: ffn_gate/up/down_shexp and its gate vector ffn_gate_inp_shexp) and "olmoe"
      * (Q and K RMS-normalized over whole rows), allowed for "llama" (Mixtral). */
     int n_expert, n_expert_used;
+    /* The 3-D expert tensors' type where it is not 0 (gpt-oss's released files: GG_MXFP4, the
+     * rest Q8_0 or F16), else wtype's; rows must be whole blocks of it (FD_ESHAPE) */
+    int exp_wtype;
     /* out: matrices whose row length does not fit the block size of the requested type
      * (filled in by gguf_w_llama_add); they use Q8_0 when the row is a multiple of 32,
      * else F16. */

@@ -350,16 +350,19 @@ static void run_two(const char *path, bool fusion, int V, float *out)
 /* Fused against unfused over two batched sequences: the fused plan defers each RMS scale past
  * products that carry biases (added after the scale) and the softmax denominator, sink
  * included, past P.V.  F32: within 1e-5 of the logits' scale, and of the plain forward of
- * each sequence.  Q8_0: the 8-bit activation rounding differs between the plans (raw and
- * normalized rows), so each is compared with the plain forward on the file's weights: fused no
- * worse than 1.5 x unfused (test_model's rule), on the median row. */
+ * each sequence.  Q8_0, and Q8_0 with MXFP4 experts (the released files' layout): the 8-bit
+ * activation rounding differs between the plans (raw and normalized rows), so each is
+ * compared with the plain forward on the file's weights (dequantized): fused no worse than
+ * 1.5 x unfused (test_model's rule), on the median row. */
 START_TEST(test_fused_unfused)
 {
-    for (int q = 0; q < 2; q++) {
+    static const char *const label[3] = { "F32", "Q8_0", "Q8_0 + MXFP4 experts" };
+    for (int q = 0; q < 3; q++) {
         gguf_w_llama_t sp = small_spec(q ? GG_Q8_0 : GG_F32);
         sp.n_embd = 96;
         sp.n_ff = 64;
-        const char *path = write_model(q ? "q8.gguf" : "f32.gguf", sp);
+        sp.exp_wtype = q == 2 ? GG_MXFP4 : 0; /* as the released files hold them */
+        const char *path = write_model(q == 2 ? "mxfp4.gguf" : q ? "q8.gguf" : "f32.gguf", sp);
         const int V = sp.n_vocab;
         const size_t n = (size_t)40 * V;
         float *lu = malloc(sizeof(float) * n), *lf = malloc(sizeof(float) * n);
@@ -406,7 +409,7 @@ START_TEST(test_fused_unfused)
             qsort(du, 40, sizeof(double), cmp_double);
             qsort(df, 40, sizeof(double), cmp_double);
             fprintf(stderr, "gpt-oss %s vs the plain forward, median row: unfused %.2e, fused "
-                    "%.2e\n", q ? "Q8_0" : "F32", du[20], df[20]);
+                    "%.2e\n", label[q], du[20], df[20]);
             ck_assert_msg(q ? df[20] <= 1.5 * du[20] + 1e-6 && du[20] < 0.05
                             : du[39] < 1e-5 && df[39] < 1e-5,
                           "fused %g unfused %g", df[20], du[20]);

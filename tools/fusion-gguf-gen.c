@@ -38,6 +38,8 @@ static void usage(FILE *f)
             "                        (a shared expert), olmoe and gpt-oss (attention sinks,\n"
             "                        biases, swiglu_oai; --swa N its window) (default: the\n"
             "                        preset's)\n"
+            "      --exp-type TYPE   the expert tensors' type (gpt-oss's files: MXFP4; default\n"
+            "                        --type's)\n"
             "      --experts N,K     N experts, K of them per token (qwen3moe, olmoe; llama:\n"
             "                        Mixtral-style); --n-ff is then each expert's width;\n"
             "                        0,0: dense\n"
@@ -107,7 +109,7 @@ static int parse_float(const char *opt, const char *s, float *out)
 enum { O_ARCH = 256, O_EMBD, O_LAYER, O_HEAD, O_HEAD_KV, O_FF, O_VOCAB, O_CTX, O_HEAD_DIM,
        O_ROPE, O_EPS, O_TIED, O_UNTIED, O_NAME, O_ROPE_FREQS, O_LONGROPE, O_SWA, O_SOFTCAP,
        O_GEMMA_VOCAB, O_ROPE_SCALE, O_EXPERTS, O_LORA, O_RANK, O_ALPHA, O_TARGETS,
-       O_ROPE_SCALING, O_CLS, O_POOLING };
+       O_ROPE_SCALING, O_CLS, O_POOLING, O_EXP_TYPE };
 
 /* --arch bert: a BERT encoder (engine/bert_gen.h); preset bge-small or a small default, the
  * shape options, --cls N (a classification head of N outputs: a reranker) and --pooling. */
@@ -200,12 +202,14 @@ int main(int argc, char **argv)
         {"rope-scale", required_argument, 0, O_ROPE_SCALE},
         {"rope-scaling", required_argument, 0, O_ROPE_SCALING},
         {"experts", required_argument, 0, O_EXPERTS},
+        {"exp-type", required_argument, 0, O_EXP_TYPE},
         {"lora", required_argument, 0, O_LORA}, {"rank", required_argument, 0, O_RANK},
         {"alpha", required_argument, 0, O_ALPHA}, {"targets", required_argument, 0, O_TARGETS},
         {"cls", required_argument, 0, O_CLS}, {"pooling", required_argument, 0, O_POOLING},
         {0, 0, 0, 0},
     };
     const char *out = NULL, *preset = "stories260K", *type = "F32", *seed = NULL;
+    const char *exp_type = NULL;
     const char *name = NULL, *arch = NULL;
     bool preset_set = false;
     int n_cls = -1, pooling = -2;
@@ -279,6 +283,7 @@ int main(int argc, char **argv)
             n_used = (int)k;
             break;
         }
+        case O_EXP_TYPE: exp_type = optarg; break;
         case O_SWA: if (parse_int("--swa", optarg, &n_swa)) return 2; break;
         case O_GEMMA_VOCAB: gemma_vocab = true; break;
         case O_ROPE_SCALE: if (parse_float("--rope-scale", optarg, &rope_scale)) return 2; break;
@@ -374,6 +379,10 @@ int main(int argc, char **argv)
     p.name = name ? name : defname;
     if ((p.wtype = parse_type(type)) < 0) {
         fprintf(stderr, "fusion-gguf-gen: unknown weight type '%s'\n", type);
+        return 2;
+    }
+    if (exp_type && (p.exp_wtype = gg_type_from_name(exp_type)) <= 0) {
+        fprintf(stderr, "fusion-gguf-gen: --exp-type: unknown or F32 type '%s'\n", exp_type);
         return 2;
     }
     if (seed) {

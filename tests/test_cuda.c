@@ -14,7 +14,9 @@
  * sequences a step) equal to the CPU's; typed KV caches (every cache type: the device's
  * stores byte for byte the CPU's, attention against the CPU reference, stories260K's greedy
  * ids equal the CPU's) and sliding-window ring caches (bit for bit the whole cache's result,
- * gemma3 keeping rings as the CPU does, and context checkpoints restoring them). */
+ * gemma3 keeping rings as the CPU does, and context checkpoints restoring them); gpt-oss's
+ * attention sinks and swiglu_oai against the CPU reference and a gpt-oss model's greedy ids
+ * equal to the CPU's. */
 #include <math.h>
 
 #include "backends/backend.h"
@@ -559,6 +561,9 @@ typedef struct att_seq {
 } att_seq_t;
 
 /* window, softcap: fb_attn_t's (Gemma's sliding window and score soft-cap; 0 = none) */
+/* gpt-oss's sinks for att_case_ws (host, n_head of them), or NULL: test_attention_sinks */
+static const float *att_sinks;
+
 static void att_case_ws(fb_backend_t *be, int H, int Hkv, int hd, const att_seq_t *sq,
                         int n_seq, int mode, int window, float softcap)
 {
@@ -569,6 +574,7 @@ static void att_case_ws(fb_backend_t *be, int H, int Hkv, int hd, const att_seq_
     float **hq = calloc((size_t)n_seq, sizeof(float *)), **hk = calloc((size_t)n_seq, sizeof(float *));
     float **hv = calloc((size_t)n_seq, sizeof(float *)), **ref = calloc((size_t)n_seq, sizeof(float *));
     int32_t **pos = calloc((size_t)n_seq, sizeof(int32_t *));
+    float *dsinks = att_sinks ? up(be, att_sinks, H) : NULL;
     for (int s = 0; s < n_seq; s++) {
         int T = sq[s].start + sq[s].n_q;
         hq[s] = rnd(sq[s].n_q * ldq, 1.f);
@@ -587,8 +593,9 @@ static void att_case_ws(fb_backend_t *be, int H, int Hkv, int hd, const att_seq_
                            .out = dout[s], .ldo = ldo, .n_q = sq[s].n_q, .pos = pos[s],
                            .n_head = H, .n_head_kv = Hkv, .head_dim = hd,
                            .scale = 1.f / sqrtf((float)hd), .mode = mode, .window = window,
-                           .softcap = softcap};
+                           .softcap = softcap, .sinks = dsinks};
         ha[s] = a[s];
+        ha[s].sinks = att_sinks;
         ha[s].q = hq[s];
         ha[s].k = hk[s];
         ha[s].v = hv[s];
@@ -608,6 +615,8 @@ static void att_case_ws(fb_backend_t *be, int H, int Hkv, int hd, const att_seq_
     }
     free(a); free(ha); free(dq); free(dk); free(dv); free(dout);
     free(hq); free(hk); free(hv); free(ref); free(pos);
+    if (dsinks)
+        fb_free(be, dsinks);
 }
 
 static void att_case(fb_backend_t *be, int H, int Hkv, int hd, const att_seq_t *sq, int n_seq,
@@ -1511,23 +1520,67 @@ START_TEST(test_gemma_swa_ckpt)
 }
 END_TEST
 
-/* gpt-oss: the CUDA backend has no attention sinks nor swiglu_oai kernels, so a gpt-oss model
- * is refused at load with FD_EUNSUP and a message naming the architecture and the backend
- * (the CPU and Corsair backends run it: test_gptoss, test_corsair). */
-START_TEST(test_gptoss_refused)
+/* gpt-oss on the GPU.  Ops: attention with sinks (one logit per head in the softmax's max and
+ * denominator only) against the CPU reference in every mode, in the general kernel (prefill
+ * rows, windows) and the decode kernel, one split and many (the sink joins where the splits
+ * merge); swiglu_oai against its reference, clamps included.  Model: a gpt-oss random model
+ * (sinks, biases everywhere, top-k-then-softmax routing, a window of 8 on layers 0 and 2)
+ * greedy for 40 tokens as the CPU backend, fused and unfused, graphs and eager. */
+START_TEST(test_attention_sinks)
 {
-    gguf_w_llama_t sp;
-    CHECKM(gguf_w_llama_preset("gpt-oss-tiny", &sp) == 0, "preset");
-    char path[] = "/tmp/fusiond-cuda-gptoss-XXXXXX", err[512];
+    fb_backend_t *be = gpu();
+    static const int cfg[][3] = {{8, 4, 8}, {8, 2, 64}, {64, 8, 64}};
+    static const att_seq_t seqs[] = {{1, 299}, {13, 0}, {1, 0}, {9, 100}, {1, 4000}};
+    static const att_seq_t dec[] = {{1, 0}, {1, 15}, {1, 299}, {1, 4096}};
+    float sinks[64];
+    uint64_t st = 5;
+    for (int h = 0; h < 64; h++)
+        sinks[h] = 3.f * (float)((double)((st = st * 6364136223846793005ULL + 1) >> 11) /
+                                 9007199254740992.0) - 0.5f;
+    att_sinks = sinks;
+    for (size_t k = 0; k < FD_ARRAY_LEN(cfg); k++)
+        for (int mode = 0; mode < 3; mode++) {
+            att_case_ws(be, cfg[k][0], cfg[k][1], cfg[k][2], seqs, 4, mode, 0, 0.f);
+            att_case_ws(be, cfg[k][0], cfg[k][1], cfg[k][2], seqs + 4, 1, mode, 0, 0.f);
+            att_case_ws(be, cfg[k][0], cfg[k][1], cfg[k][2], seqs, 4, mode, 128, 0.f);
+            att_case_ws(be, cfg[k][0], cfg[k][1], cfg[k][2], dec, 4, mode, 0, 0.f);
+        }
+    att_sinks = NULL;
+    const int64_t rows = 7, n = 333, ld = 2 * n + 3;
+    float *hg = rnd(rows * ld, 12.f), *hu = rnd(rows * ld, 12.f);
+    float *ref = malloc(sizeof(float) * (size_t)(rows * n));
+    fcpu_ref_swiglu_oai(hg, hu, rows, n, ld, 1.702f, 7.0f, ref);
+    float *g = up(be, hg, rows * ld), *u = up(be, hu, rows * ld);
+    float *y = fb_alloc(be, sizeof(float) * (size_t)(rows * n));
+    poison(be, y, rows * n);
+    ck_assert_int_eq(fb_swiglu_oai(be, g, u, rows, n, ld, 1.702f, 7.0f, y), 0);
+    float *got = down(be, y, rows * n);
+    CHECKM(rel_err(got, ref, rows * n) <= 1e-6, "swiglu_oai %.3g", rel_err(got, ref, rows * n));
+    free(got); free(hg); free(hu); free(ref);
+    fb_free(be, g);
+    fb_free(be, u);
+    fb_free(be, y);
+    fb_destroy(be);
+}
+END_TEST
+
+static void gptoss_hp(const llm_hparams_t *h, int n_swa)
+{
+    ck_assert(h->gptoss);
+    ck_assert_int_eq(h->n_swa, n_swa);
+}
+
+START_TEST(test_gptoss)
+{
+    gguf_w_llama_t sp = { .name = "gpt-oss-test", .arch = "gpt-oss", .n_embd = 256,
+                          .n_layer = 3, .n_head = 8, .n_head_kv = 2, .head_dim = 64,
+                          .n_ff = 128, .n_vocab = 512, .n_ctx = 256, .rope_base = 1.5e5f,
+                          .norm_eps = 1e-5f, .n_swa = 8, .wtype = GG_F32, .seed = 12,
+                          .n_expert = 8, .n_expert_used = 2 };
+    char path[] = "/tmp/fusiond-cuda-gptoss-XXXXXX";
     write_spec(&sp, path);
-    llm_load_params_t p;
-    llm_load_params_default(&p);
-    p.path = path;
-    p.backend = "cuda";
-    llm_model_t *m = NULL;
-    int rc = llm_load(&m, &p, err, sizeof(err));
-    CHECKM(rc == FD_EUNSUP && m == NULL, "llm_load: %d (%s)", rc, err);
-    CHECKM(strstr(err, "does not run gpt-oss") && strstr(err, "cuda"), "%s", err);
+    const char *cpu_opt[] = {"blas_rows=0", NULL};
+    greedy_vs_cpu(path, sp.name, cpu_opt, 1e-3f, gptoss_hp, sp.n_swa);
     unlink(path);
 }
 END_TEST
@@ -1912,6 +1965,7 @@ static Suite *suite(void)
     tcase_add_test(t, test_elementwise);
     tcase_add_test(t, test_attention);
     tcase_add_test(t, test_attention_window);
+    tcase_add_test(t, test_attention_sinks);
     tcase_add_test(t, test_kv_store);
     tcase_add_test(t, test_kv_attention);
     tcase_add_test(t, test_kv_ring);
@@ -1931,7 +1985,7 @@ static Suite *suite(void)
     tcase_add_test(m, test_gemma_swa_ckpt);
     tcase_add_test(m, test_moe);
     tcase_add_test(m, test_bert);
-    tcase_add_test(m, test_gptoss_refused);
+    tcase_add_test(m, test_gptoss);
     suite_add_tcase(s, m);
     return s;
 }

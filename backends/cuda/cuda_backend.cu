@@ -1714,6 +1714,7 @@ static int attn_launch(fcuda_t *c, const fb_attn_t *a, int s0, int s1)
     p.ring = (int)a0->ring;
     p.type_k = a0->type_k;
     p.type_v = a0->type_v;
+    p.sinks = a0->sinks;
     /* a window: the general kernel, which masks (both kernels soft-cap) */
     const bool gemma = p.window > 0;
     p.t_max = t_max;
@@ -1782,7 +1783,7 @@ static int cuda_attention(fb_backend_t *be, const fb_attn_t *a, int n_seq)
                a[s1].mode == a[s0].mode && a[s1].scale == a[s0].scale &&
                a[s1].window == a[s0].window && a[s1].softcap == a[s0].softcap &&
                a[s1].ring == a[s0].ring && a[s1].type_k == a[s0].type_k &&
-               a[s1].type_v == a[s0].type_v)
+               a[s1].type_v == a[s0].type_v && a[s1].sinks == a[s0].sinks)
             s1++;
         rc = attn_launch(c, a, s0, s1);
         s0 = s1;
@@ -1838,6 +1839,23 @@ static int cuda_gelu_mul(fb_backend_t *be, const float *gate, const float *up, i
     if (n_rows * n == 0)
         return c->err;
     return glu_launch(c, fcu_k_gelu_mul(), gate, up, n_rows, n, ld_in, out);
+}
+
+/* gpt-oss's gating: a launch of its own. */
+static int cuda_swiglu_oai(fb_backend_t *be, const float *gate, const float *up, int64_t n_rows,
+                           int64_t n, int64_t ld_in, float alpha, float limit, float *out)
+{
+    fcuda_t *c = (fcuda_t *)be;
+    if (n_rows * n == 0)
+        return c->err;
+    int rc = pend_flush(c);
+    if (rc)
+        return rc;
+    fcu_oai_p p = {{out, gate, up, n, n_rows, ld_in, n}, alpha, limit};
+    time_begin(c, FB_OP_OTHER);
+    rc = launch(c, fcu_k_swiglu_oai(), dim3(blocks_for(c, n_rows * n, 256)), dim3(256), p);
+    time_end(c);
+    return rc;
 }
 
 /* The embedding scale (which = 0) and the logits' soft-cap (1). */
@@ -2343,6 +2361,8 @@ static const fb_ops_t cuda_ops = {
     /* .kv_store = */ cuda_kv_store,
     /* .matmul_group = */ NULL,
     /* .attn_ring = */ true,
+    /* .attn_sinks = */ true,
+    /* .swiglu_oai = */ cuda_swiglu_oai,
 };
 
 #define CKC(call)                                                                              \

@@ -1197,6 +1197,24 @@ __global__ void k_gelu_mul(const fcu_ew_p p)
 
 const void *fcu_k_gelu_mul(void) { return (const void *)k_gelu_mul; }
 
+/* gpt-oss: y = g / (1 + exp(-alpha g)) * (u + 1), g = min(a, limit), u = b clamped to
+ * [-limit, limit]; strides as k_silu_mul's. */
+__global__ void k_swiglu_oai(const fcu_oai_p p)
+{
+    pdl_launch();
+    pdl_wait();
+    const int64_t total = p.e.rows * p.e.n;
+    for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
+         idx += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = idx / p.e.n, i = idx % p.e.n;
+        const float g = fminf(p.e.a[r * p.e.ld_a + i], p.limit);
+        const float u = fmaxf(fminf(p.e.b[r * p.e.ld_a + i], p.limit), -p.limit);
+        p.e.y[idx] = g / (1.f + expf(-p.alpha * g)) * (u + 1.f);
+    }
+}
+
+const void *fcu_k_swiglu_oai(void) { return (const void *)k_swiglu_oai; }
+
 __global__ void k_scale(const fcu_scal_p p)
 {
     pdl_launch();
@@ -1659,6 +1677,13 @@ __device__ __forceinline__ bool split_last(int *cnt, int nsplit, int tid, int *f
     return last;
 }
 
+/* gpt-oss: head h's sink as a term of a softmax denominator taken relative to M (the
+ * scores' max, or 0 in SUMONLY): exp(sink - M); 0 without sinks */
+__device__ __forceinline__ float att_sink(const fcu_att_p &p, int h, float M)
+{
+    return p.sinks ? expf(__ldg(p.sinks + h) - M) : 0.f;
+}
+
 template <int KIND>
 __global__ void __launch_bounds__(ATT_THREADS) k_att(const fcu_att_p p)
 {
@@ -1835,7 +1860,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_att(const fcu_att_p p)
                 o += so[(part * grp + h) * hd + j];
             float *out = S.out + (int64_t)i * S.ldo + (int64_t)(g * grp + h) * hd + j;
             if (nsplit == 1) {
-                *out = KIND == ATT_FUSED ? o / sl[h] : o;
+                *out = KIND == ATT_FUSED ? o / (sl[h] + att_sink(p, g * grp + h, sm[h])) : o;
             } else {
                 float *pp = p.part + (((int64_t)row * p.n_head + g * grp + h) * p.max_split + c) *
                                          (hd + 2);
@@ -1864,7 +1889,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_att(const fcu_att_p p)
                         L = warp_sum(L);
                         if (lane == 0) {
                             sm[h] = M;
-                            sl[h] = L;
+                            sl[h] = L + att_sink(p, g * grp + h, M);
                         }
                     }
                     __syncthreads();
@@ -2150,6 +2175,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_att_dec(const fcu_att_p p)
         }
         if (nsplit == 1) {
             float *out = S.out + (int64_t)(g * grp + h) * hd + 4 * ci;
+            L += att_sink(p, g * grp + h, M);
             out[0] = O.x / L;
             out[1] = O.y / L;
             out[2] = O.z / L;
@@ -2182,7 +2208,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_att_dec(const fcu_att_p p)
 #pragma unroll
         for (int u = 0; u < FCU_ATTD_MAX_SPLIT / 32; u++)
             L = fmaf(lk[u], att_w(mk[u], M), L);
-        L = warp_sum(L);
+        L = warp_sum(L) + att_sink(p, g * grp + h, M);
 #pragma unroll
         for (int u = 0; u < FCU_ATTD_MAX_SPLIT / 32; u++)
             if (lane + 32 * u < nsplit)
@@ -2270,7 +2296,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_att_softmax(const fcu_att_p p)
         s[t] = e;
         l += e;
     }
-    l = block_sum(l, sh);
+    l = block_sum(l, sh) + att_sink(p, blockIdx.x, m);
     /* the unfused order: p normalized before P.V; an F16 / BF16 V multiplies p rounded to
      * its type (fcpu_ref_attention) */
     for (int t = threadIdx.x; t < T; t += ATT_THREADS)

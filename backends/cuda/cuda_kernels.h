@@ -137,6 +137,11 @@ typedef struct fcu_ew_p {     /* add, silu_mul */
     int64_t n, rows, ld_a, ld_y;
 } fcu_ew_p;
 
+typedef struct fcu_oai_p {    /* swiglu_oai (fb_ops_t.swiglu_oai): ew's layout */
+    fcu_ew_p e;
+    float alpha, limit;
+} fcu_oai_p;
+
 typedef struct fcu_scal_p {   /* scale (y *= s) and softcap (y = s tanh(y / s)) */
     float *y;
     int64_t n;
@@ -196,6 +201,9 @@ typedef struct fcu_att_p {
     int ring;                 /* fb_attn_t.ring of the launch's sequences (0 = none) */
     int type_k, type_v;       /* enum gg_type of the caches (GG_F32 = 0: ldkv floats a row;
                                  others: fb_kv_row_bytes a row, fb_attn_t's layout) */
+    const float *sinks;       /* fb_attn_t.sinks of the launch's sequences (one layer's;
+                                 NULL = none): n_head logits that join each row's softmax
+                                 denominator only */
 } fcu_att_p;
 
 /* Typed cache writes (fb_kv_store) of up to FCU_KVST_MAX parts (grid y): part k's rows of
@@ -233,6 +241,7 @@ const void *fcu_k_rope(void);
 const void *fcu_k_add(int vec4);
 const void *fcu_k_silu_mul(void);
 const void *fcu_k_gelu_mul(void);   /* fcu_ew_p as silu_mul's: GELU's tanh form */
+const void *fcu_k_swiglu_oai(void); /* fcu_oai_p: gpt-oss's gating (backend.h) */
 const void *fcu_k_scale(void);      /* fcu_scal_p */
 const void *fcu_k_softcap(void);    /* fcu_scal_p */
 const void *fcu_k_copy2d(void);

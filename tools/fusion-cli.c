@@ -70,7 +70,7 @@ static void usage(FILE *f)
             "\n"
             "  -m, --model FILE     GGUF model (llama, qwen2, qwen3, phi3, gemma, gemma2,\n"
             "                       gemma3, and the mixtures of experts qwen3moe, qwen2moe,\n"
-            "                       olmoe and Mixtral-style llama;\n"
+            "                       olmoe, gpt-oss and Mixtral-style llama;\n"
             "                       default: the demo model,\n"
             "                       " FD_DATADIR "/" FD_DEMO_MODEL ")\n"
             "  -p, --prompt TEXT    prompt (default: empty)\n"

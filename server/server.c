@@ -749,6 +749,9 @@ static enum MHD_Result queue(srv_job_t *j, int status, struct MHD_Response *r)
     /* A held answer passes here twice (held, then queued): its headers go on once. */
     if (!MHD_get_response_header(r, "X-Request-Id")) {
         MHD_add_response_header(r, "X-Request-Id", job_id(j));
+        /* the Anthropic SDKs read it from request-id (a message's _request_id) */
+        if (anthropic_path(j->path))
+            MHD_add_response_header(r, "request-id", job_id(j));
         add_cors_headers(j, r);
     }
     if (j->in_upload || !j->in_handler) {

@@ -181,6 +181,17 @@ def same_as_chat(d):
                   what + ": count_tokens %r, prompt %d" % (n, cu["prompt_tokens"]))
 
 
+def request_id(d):
+    body = {"model": d.model, "max_tokens": 2, "messages": [{"role": "user", "content": "a"}]}
+    for b in (body, dict(body, stream=True), dict(body, max_tokens=0)):
+        st, h, raw = d.request("POST", "/v1/messages", b, headers=AUTH)
+        check(h.get("request-id") and h.get("request-id") == h.get("x-request-id") and
+              h["request-id"].startswith("msg_"), "request-id %r (%d)" % (h, st))
+    st, h, raw = d.request("POST", "/v1/chat/completions", {"messages": [
+        {"role": "user", "content": "a"}], "max_tokens": 1}, headers=AUTH)
+    check("request-id" not in h, "no request-id header on the OpenAI routes %r" % h)
+
+
 def stops(d):
     base = {"model": d.model, "messages": [{"role": "user", "content": "Once upon a time"}],
             "temperature": 0}
@@ -391,7 +402,7 @@ def main():
     with loopback.daemon(check, "daemon exit", "--api-key", KEY) as d:
         st, _, raw = d.get("/v1/models", headers=AUTH)
         d.model = json.loads(raw)["data"][0]["id"]
-        for t in (same_as_chat, stops, errors, metrics):
+        for t in (same_as_chat, stops, errors, metrics, request_id):
             t(d)
     qwen3(model)
 

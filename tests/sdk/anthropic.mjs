@@ -78,6 +78,8 @@ async function main() {
   const chat = await chatText(messages, 24);
   check(m.id.startsWith('msg_') && m.type === 'message' && m.role === 'assistant' &&
         m.model === model, 'messages.create: the message object', show(m));
+  check(typeof m._request_id === 'string' && m._request_id.startsWith('msg_'),
+        'messages.create: _request_id from the request-id header', show(m._request_id));
   eq(textOf(m), chat.text, 'messages.create: greedy text equals the chat endpoint\'s');
   eq(m.stop_reason, chat.finish === 'length' ? 'max_tokens' : 'end_turn',
      'messages.create: stop_reason');

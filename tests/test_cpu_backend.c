@@ -1370,6 +1370,113 @@ START_TEST(test_kmin_kernels)
 }
 END_TEST
 
+/* Q4_1, Q5_0 and Q5_1 (llama.cpp's fallbacks in the K-quant mixes): on every table, the
+ * scalar per-row dot equals fq_dot_ref of the dequantized activation codes (fp64), and each
+ * table's dot (1..4 rows), dot4 (four weight rows) and, where present, dot8 (1..8 XQ32 rows)
+ * equal the scalar one within float rounding of the sum of |terms|, writing no row past the
+ * ones asked.  Block counts 1, 3, 8, 9, 17 and 65: rows with no full group of 8, groups
+ * only, and groups with 1..7 blocks after them.  Weights quantized from random floats
+ * (shifted, so the mins are not near 0), and in the last of the four rows every code the
+ * largest (nibble 15, fifth bit set) in even blocks and 0 in odd ones. */
+START_TEST(test_legacy_kernels)
+{
+    const fcpu_kern_t *k = fcpu_kernels(_i), *ref = fcpu_kernels(FCPU_ISA_SCALAR);
+    if (!k)
+        return;
+    static const int types[] = {GG_Q4_1, GG_Q5_0, GG_Q5_1};
+    static const int64_t blocks[] = {1, 3, 8, 9, 17, 65};
+    uint64_t s = 2500 + (uint64_t)_i;
+    int tested = 0, tested4 = 0, tested8 = 0;
+    for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
+        const int type = types[t];
+        const size_t bb = (size_t)gg_block_bytes(type);
+        CHECK(k->dot[type] != NULL && ref->dot[type] != NULL && k->xform[type] == FCPU_XQ32);
+        for (size_t bi = 0; bi < FD_ARRAY_LEN(blocks); bi++) {
+            const int64_t n = 32 * blocks[bi], n_out = 4;
+            const size_t ldx = fcpu_xrow_bytes(FCPU_XQ32, n);
+            const uint64_t rb = gg_row_bytes(type, (uint64_t)n);
+            uint8_t *w = malloc(rb * (uint64_t)n_out);
+            float *wf = rnd(&s, n * n_out, 1);
+            for (int64_t i = 0; i < n * n_out; i++)
+                wf[i] += 0.5f;
+            for (int64_t o = 0; o < n_out; o++)
+                ck_assert_int_eq(fq_quantize_row(type, wf + o * n, w + rb * (uint64_t)o, n), 0);
+            for (int64_t b = 0; b < n / 32; b++) { /* row 3: the extreme codes */
+                uint8_t *blk = w + 3 * rb + (size_t)b * bb;
+                memset(blk + bb - 16, b % 2 ? 0x00 : 0xff, 16);
+                if (type != GG_Q4_1)
+                    memset(blk + bb - 20, b % 2 ? 0x00 : 0xff, 4);
+            }
+            uint8_t *xq = malloc(ldx * FCPU_NR8), *xt = malloc(ldx * FCPU_NR8);
+            float *x = rnd(&s, n * FCPU_NR8, 1), *xd = malloc(sizeof(float) * (size_t)n);
+            for (int64_t i = 0; i < n; i++)
+                x[5 * n + i] *= 1000; /* a large-magnitude row */
+            for (int r = 0; r < FCPU_NR8; r++) {
+                k->quant_q32(x + r * n, n, xq + (size_t)r * ldx);
+                if (k->dot8[type]) /* the batch form: XQ32 rows too */
+                    k->quant_q32(x + r * n, n, xt + (size_t)r * ldx);
+            }
+            double mag[4][FCPU_NR8];
+            float want[4][FCPU_NR8];
+            for (int64_t o = 0; o < n_out; o++) {
+                const uint8_t *wo = w + rb * (uint64_t)o;
+                fq_dequantize_row(type, wo, wf, n);
+                for (int r = 0; r < FCPU_NR8; r++) {
+                    const uint8_t *row = xq + (size_t)r * ldx;
+                    const int8_t *q = fcpu_x_qs(row);
+                    const float *d = fcpu_xq32_d(row, n);
+                    mag[o][r] = 0;
+                    for (int64_t i = 0; i < n; i++) {
+                        xd[i] = (float)q[i] * d[i / 32];
+                        mag[o][r] += fabs((double)wf[i] * xd[i]);
+                    }
+                    ref->dot[type](n, wo, row, ldx, 1, &want[o][r]);
+                    double oracle = fq_dot_ref(type, wo, xd, n);
+                    CHECKM(fabs(want[o][r] - oracle) <= 1e-5 * mag[o][r] + 1e-30,
+                           "scalar %s n %lld out %lld row %d: %.9g vs dequantized %.9g",
+                           gg_type_name(type), (long long)n, (long long)o, r,
+                           (double)want[o][r], oracle);
+                }
+                for (int nr = 1; nr <= FCPU_NR8; nr++)
+                    for (int b8 = 0; b8 < 2; b8++) { /* dot on XQ32 rows, dot8 on XQ32T rows */
+                        fcpu_dot_fn f = b8 ? k->dot8[type] : k->dot[type];
+                        if (!f || (!b8 && nr > FCPU_NR))
+                            continue;
+                        if (b8)
+                            CHECK(k->xform8[type] == FCPU_XQ32);
+                        float got[FCPU_NR8];
+                        for (int r = 0; r < FCPU_NR8; r++)
+                            got[r] = NAN;
+                        f(n, wo, b8 ? xt : xq, ldx, nr, got);
+                        for (int r = 0; r < FCPU_NR8; r++)
+                            CHECKM(r < nr ? fabs((double)got[r] - want[o][r]) <= 1e-5 * mag[o][r] + 1e-30 : isnan(got[r]),
+                                   "%s %s %s n %lld out %lld rows %d row %d: %.9g vs %.9g",
+                                   k->name, b8 ? "dot8" : "dot", gg_type_name(type), (long long)n,
+                                   (long long)o, nr, r, (double)got[r], (double)want[o][r]);
+                        tested += !b8;
+                        tested8 += b8;
+                    }
+            }
+            if (k->dot4[type]) /* the four weight rows against each activation row */
+                for (int r = 0; r < FCPU_NR8; r++) {
+                    float got[4];
+                    k->dot4[type](n, w, rb, xq + (size_t)r * ldx, got);
+                    for (int64_t o = 0; o < n_out; o++)
+                        CHECKM(fabs((double)got[o] - want[o][r]) <= 1e-5 * mag[o][r] + 1e-30,
+                               "%s dot4 %s n %lld out %lld row %d: %.9g vs %.9g", k->name,
+                               gg_type_name(type), (long long)n, (long long)o, r,
+                               (double)got[o], (double)want[o][r]);
+                    tested4++;
+                }
+            free(w); free(wf); free(xq); free(xt); free(x); free(xd);
+        }
+    }
+    CHECK(tested == 3 * 6 * 4 * FCPU_NR);
+    if (_i != FCPU_ISA_SCALAR) /* the SIMD tables decode four rows at a time, batch 8 */
+        CHECK(tested4 == 3 * 6 * FCPU_NR8 && tested8 == 3 * 6 * 4 * FCPU_NR8);
+}
+END_TEST
+
 /* Every table's dot2x8 (two float-type weight rows against 1..8 activation rows) against the
  * scalar table's per-row dot, on lengths off the vector width (tails) and on. */
 START_TEST(test_dot2x8_kernels)
@@ -2266,6 +2373,7 @@ int main(void)
     tcase_add_loop_test(tc, test_dot2x8_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_dot8_q6_K, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_kmin_kernels, 0, FCPU_ISA_COUNT);
+    tcase_add_loop_test(tc, test_legacy_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_gemm16_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_batch_rows, 0, N_CFG);
     tcase_add_loop_test(tc, test_fast_attention, 0, N_CFG);

@@ -812,6 +812,194 @@ static void q_q6_K(const float *x, void *vb)
         }
 }
 
+/* ---- Q2_K and Q3_K --------------------------------------------------------------------
+ * Q2_K (ggml's make_qkx2_quants with 3 levels): each sub-block of 16 gets x ~ scale * q - mn
+ * fitted by least squares over 16 candidate scales (nmax - 0.5 + 0.1 k) / (max - min), the
+ * candidate kept being the one of least weighted ABSOLUTE error (weights |x|: with 4 levels
+ * the squared error lets outliers pull the grid off the bulk).  Sub-block scales and mins are
+ * quantized to 4 bits against fp16 d = max scale / 15 and dmin = max min / 15.
+ * Q3_K (ggml's make_q3_quants): symmetric codes -4..3 from the scale that maps the largest
+ * element to -4, refined by up to 5 passes that move one code at a time while the weighted
+ * (x^2) fit improves; 6-bit signed sub-block scales against d = -(max scale) / 32. */
+
+static float fit_q2k(const float *x, uint8_t *L, float *mn)
+{
+    const int n = 16, nmax = 3;
+    float lo, hi, w[16];
+    min_max(x, n, &lo, &hi);
+    if (lo > 0)
+        lo = 0;
+    if (hi == lo) {
+        memset(L, 0, (size_t)n);
+        *mn = -lo;
+        return 0;
+    }
+    float sw = 0, sx = 0;
+    for (int i = 0; i < n; i++) {
+        w[i] = fabsf(x[i]);
+        sw += w[i];
+        sx += w[i] * x[i];
+    }
+    float scale = (hi - lo) / (float)nmax, off = lo, best = 0;
+    for (int i = 0; i < n; i++) {
+        L[i] = (uint8_t)clampi(nearest((x[i] - lo) / scale), 0, nmax);
+        best += w[i] * fabsf(scale * L[i] + lo - x[i]);
+    }
+    uint8_t cand[16];
+    for (int s = 0; s <= 15; s++) {
+        float iscale = ((float)nmax - 0.5f + 0.1f * (float)s) / (hi - lo);
+        float sl = 0, sl2 = 0, sxl = 0;
+        for (int i = 0; i < n; i++) {
+            cand[i] = (uint8_t)clampi(nearest(iscale * (x[i] - lo)), 0, nmax);
+            sl += w[i] * cand[i];
+            sl2 += w[i] * cand[i] * cand[i];
+            sxl += w[i] * cand[i] * x[i];
+        }
+        float det = sw * sl2 - sl * sl;
+        if (det <= 0)
+            continue;
+        float a = (sw * sxl - sx * sl) / det, c = (sl2 * sx - sl * sxl) / det;
+        if (c > 0) { /* the offset must stay <= 0 (stored as a non-negative min) */
+            c = 0;
+            a = sxl / sl2;
+        }
+        float err = 0;
+        for (int i = 0; i < n; i++)
+            err += w[i] * fabsf(a * cand[i] + c - x[i]);
+        if (err < best) {
+            best = err;
+            scale = a;
+            off = c;
+            memcpy(L, cand, (size_t)n);
+        }
+    }
+    *mn = -off;
+    return scale;
+}
+
+static void q_q2_K(const float *x, void *vb)
+{
+    fq_block_q2_K *b = vb;
+    uint8_t L[256];
+    float sc[16], mn[16], max_sc = 0, max_mn = 0;
+    for (int j = 0; j < 16; j++) {
+        sc[j] = fit_q2k(x + 16 * j, L + 16 * j, &mn[j]);
+        max_sc = fmaxf(max_sc, sc[j]);
+        max_mn = fmaxf(max_mn, mn[j]);
+    }
+    float isc = max_sc > 0 ? 15.f / max_sc : 0, imn = max_mn > 0 ? 15.f / max_mn : 0;
+    for (int j = 0; j < 16; j++)
+        b->scales[j] = (uint8_t)(clampi(nearest(isc * sc[j]), 0, 15) |
+                                 clampi(nearest(imn * mn[j]), 0, 15) << 4);
+    b->d = fq_f32_to_f16(max_sc / 15.f);
+    b->dmin = fq_f32_to_f16(max_mn / 15.f);
+    float d = H2F(b->d), dmin = H2F(b->dmin);
+    for (int j = 0; j < 16; j++) {
+        float dd = d * (float)(b->scales[j] & 0xf), dm = dmin * (float)(b->scales[j] >> 4);
+        if (dd == 0) /* the sub-block's codes stay as fitted: they only meet a zero scale */
+            continue;
+        for (int l = 0; l < 16; l++)
+            L[16 * j + l] = (uint8_t)clampi(nearest((x[16 * j + l] + dm) / dd), 0, 3);
+    }
+    for (int h = 0; h < 2; h++)
+        for (int l = 0; l < 32; l++) {
+            const uint8_t *q = L + 128 * h + l;
+            b->qs[32 * h + l] = (uint8_t)(q[0] | q[32] << 2 | q[64] << 4 | q[96] << 6);
+        }
+}
+
+/* Codes in -4..3 (L) and the scale of a sub-block of 16 (weights x^2). */
+static float fit_q3k(const float *x, int8_t *L)
+{
+    const int n = 16, nmax = 4;
+    float max = signed_absmax(x, n);
+    if (fabsf(max) < 1e-15f) {
+        memset(L, 0, (size_t)n);
+        return 0;
+    }
+    float iscale = -(float)nmax / max, sxl = 0, sl2 = 0;
+    for (int i = 0; i < n; i++) {
+        L[i] = (int8_t)clampi(nearest(iscale * x[i]), -nmax, nmax - 1);
+        float w = x[i] * x[i];
+        sxl += w * x[i] * L[i];
+        sl2 += w * L[i] * L[i];
+    }
+    /* one code at a time: the best code of element i for the other codes' fit, kept when
+     * the fit's explained part sxl^2 / sl2 grows */
+    for (int pass = 0; pass < 5; pass++) {
+        int changed = 0;
+        for (int i = 0; i < n; i++) {
+            float w = x[i] * x[i];
+            float slx = sxl - w * x[i] * L[i];
+            if (slx <= 0)
+                continue;
+            float s2 = sl2 - w * L[i] * L[i];
+            int nl = clampi(nearest(x[i] * s2 / slx), -nmax, nmax - 1);
+            if (nl == L[i])
+                continue;
+            slx += w * x[i] * nl;
+            s2 += w * nl * nl;
+            if (s2 > 0 && slx * slx * sl2 > sxl * sxl * s2) {
+                L[i] = (int8_t)nl;
+                sxl = slx;
+                sl2 = s2;
+                changed++;
+            }
+        }
+        if (!changed)
+            break;
+    }
+    return sl2 > 0 ? sxl / sl2 : 0;
+}
+
+static void q_q3_K(const float *x, void *vb)
+{
+    fq_block_q3_K *b = vb;
+    int8_t Ls[256];
+    uint8_t L[256];
+    float sc[16], max_sc = 0, amax_sc = 0;
+    for (int j = 0; j < 16; j++) {
+        sc[j] = fit_q3k(x + 16 * j, Ls + 16 * j);
+        if (fabsf(sc[j]) > amax_sc) {
+            amax_sc = fabsf(sc[j]);
+            max_sc = sc[j];
+        }
+    }
+    memset(b, 0, sizeof(*b));
+    if (max_sc == 0) /* d = 0: every element decodes to zero (codes 0 -> -4 * 0) */
+        return;
+    float iscale = -32.f / max_sc;
+    for (int j = 0; j < 16; j++) {
+        int l = clampi(nearest(iscale * sc[j]), -32, 31) + 32;
+        if (j < 8)
+            b->scales[j] = (uint8_t)(l & 0xf);
+        else
+            b->scales[j - 8] |= (uint8_t)((l & 0xf) << 4);
+        b->scales[8 + j % 4] |= (uint8_t)((l >> 4) << (2 * (j / 4)));
+    }
+    b->d = fq_f32_to_f16(1.f / iscale);
+    float d = H2F(b->d);
+    int8_t s[16];
+    fq_q3k_scales(b->scales, s);
+    for (int j = 0; j < 16; j++) {
+        float dd = d * (float)s[j];
+        for (int l = 0; l < 16; l++) {
+            int q = dd != 0 ? clampi(nearest(x[16 * j + l] / dd), -4, 3) : Ls[16 * j + l];
+            L[16 * j + l] = (uint8_t)(q + 4);
+        }
+    }
+    for (int e = 0; e < 256; e++) /* the third bit of element e: bit e / 32 of hmask[e % 32] */
+        if (L[e] > 3) {
+            b->hmask[e % 32] |= (uint8_t)(1u << (e / 32));
+            L[e] -= 4;
+        }
+    for (int h = 0; h < 2; h++)
+        for (int l = 0; l < 32; l++) {
+            const uint8_t *q = L + 128 * h + l;
+            b->qs[32 * h + l] = (uint8_t)(q[0] | q[32] << 2 | q[64] << 4 | q[96] << 6);
+        }
+}
+
 static void q_f32(const float *x, void *vb)
 {
     memcpy(vb, x, 4);
@@ -977,6 +1165,8 @@ static q_fn q_for(int type)
     case GG_Q5_1: return q_q5_1;
     case GG_Q8_0: return q_q8_0;
     case GG_Q8_1: return q_q8_1;
+    case GG_Q2_K: return q_q2_K;
+    case GG_Q3_K: return q_q3_K;
     case GG_Q4_K: return q_q4_K;
     case GG_Q5_K: return q_q5_K;
     case GG_Q6_K: return q_q6_K;

@@ -73,8 +73,9 @@ bool fq_type_quantizable(int type);
 /* dst[0..n) = values of n elements of type at src (n a multiple of the block size). */
 int fq_dequantize_row(int type, const void *src, float *dst, int64_t n);
 /* Quantizes n floats into type (reference rounding as ggml's *_ref quantizers).  Types:
- * F32, F16, BF16, Q8_0, Q8_1, Q8_K, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS,
- * MXFP4; FD_EUNSUP for the rest, -EINVAL for n not a multiple of the block size. */
+ * F32, F16, BF16, Q8_0, Q8_1, Q8_K, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+ * IQ4_NL, IQ4_XS, MXFP4; FD_EUNSUP for the rest, -EINVAL for n not a multiple of the block
+ * size. */
 int fq_quantize_row(int type, const float *src, void *dst, int64_t n);
 /* sum_i W[i] * x[i] for one row of n elements of type against fp32 x, accumulated in fp64
  * where it matters: the slow oracle. */

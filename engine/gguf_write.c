@@ -646,6 +646,7 @@ static bool wtype_ok(int t)
     case GG_F32: case GG_F16: case GG_BF16: case GG_Q8_0: case GG_Q4_0: case GG_Q4_K:
     case GG_Q5_K: case GG_Q6_K: case GGUF_W_MIX_Q4_K_M: case GGUF_W_MIX_Q5_K_M:
     case GG_Q4_1: case GG_Q5_0: case GG_Q5_1:
+    case GG_Q2_K: case GG_Q3_K:
         return true;
     default:
         return false;
@@ -724,7 +725,7 @@ int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen)
         return werr(err, errlen, FD_ESHAPE, "rope base and norm eps must be positive");
     if (!wtype_ok(p->wtype))
         return werr(err, errlen, FD_EUNSUP, "weight type %d is not one of F32, F16, BF16, Q8_0, "
-                    "Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, Q4_K_M, Q5_K_M", p->wtype);
+                    "Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q4_K_M, Q5_K_M", p->wtype);
     return 0;
 }
 
@@ -834,6 +835,8 @@ static int llama_ftype(int wtype)
     case GG_Q4_1: return 3;     /* MOSTLY_Q4_1 */
     case GG_Q5_0: return 8;     /* MOSTLY_Q5_0 */
     case GG_Q5_1: return 9;     /* MOSTLY_Q5_1 */
+    case GG_Q2_K: return 10;    /* MOSTLY_Q2_K */
+    case GG_Q3_K: return 11;    /* MOSTLY_Q3_K_S (every matrix Q3_K) */
     case GG_Q4_K: return 14;    /* MOSTLY_Q4_K_S */
     case GGUF_W_MIX_Q4_K_M: return 15;
     case GG_Q5_K: return 16;    /* MOSTLY_Q5_K_S */

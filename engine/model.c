@@ -777,6 +777,7 @@ static bool matrix_type_ok(int type)
     case GG_Q5_K: case GG_Q6_K:
     case GG_Q4_1: case GG_Q5_0: case GG_Q5_1:
     case GG_IQ4_NL: case GG_IQ4_XS: case GG_MXFP4:
+    case GG_Q2_K: case GG_Q3_K:
         return true;
     }
     return false;
@@ -798,7 +799,8 @@ static int type_check(const llm_model_t *m, const gguf_tensor_t *t, const char *
     if (!matrix_type_ok(t->type) || !fq_type_supported(t->type)) {
         const char *tn = gg_type_name(t->type);
         snprintf(err, errlen, "%s: tensor %s has type %s, which is not supported (F32, F16, "
-                 "BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, MXFP4)",
+                 "BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, "
+                 "MXFP4)",
                  gguf_path(m->g), name, tn ? tn : "unknown");
         return FD_EUNSUP;
     }

@@ -361,9 +361,9 @@ START_TEST(test_writer_errors)
     ck_assert_int_eq(gguf_w_add_tensor(w, "b", GG_F32, 2, zero, data, NULL, NULL), FD_ESHAPE);
     int64_t huge[4] = {1ll << 40, 1ll << 30, 1, 1};
     ck_assert_int_eq(gguf_w_add_tensor(w, "b", GG_F32, 2, huge, data, NULL, NULL), FD_ERANGE);
-    /* Q2_K has no reference quantizer: only raw bytes can be written */
+    /* I8 has no quantizer: only raw bytes can be written */
     int64_t k256[2] = {256, 1};
-    ck_assert_int_eq(gguf_w_add_tensor(w, "b", GG_Q2_K, 2, k256, NULL, fill_ramp, &r),
+    ck_assert_int_eq(gguf_w_add_tensor(w, "b", GG_I8, 2, k256, NULL, fill_ramp, &r),
                      FD_EUNSUP);
     ck_assert_int_eq(gguf_w_n_tensors(w), 1);
     ck_assert_uint_eq(gguf_w_data_bytes(w), 512);
@@ -659,7 +659,7 @@ START_TEST(test_llama_fallback_and_tied)
     p.n_vocab = 100;
     ck_assert_int_eq(gguf_w_llama_check(&p, err, sizeof(err)), FD_ESHAPE);
     p.n_vocab = 512;
-    p.wtype = GG_Q2_K;
+    p.wtype = GG_Q8_K; /* an activation type, never a weight type */
     ck_assert_int_eq(gguf_w_llama_check(&p, err, sizeof(err)), FD_EUNSUP);
     p.wtype = GG_F32;
     p.n_embd = 72; /* head size 9: odd */

@@ -13,6 +13,7 @@
  * bytes), and bad files and bad batches fail clearly. */
 #include <math.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include "backends/quants.h"
@@ -320,6 +321,7 @@ START_TEST(test_quantized_types)
         { GG_Q8_0, GG_Q4_K, GG_Q4_0 },
         { GGUF_W_MIX_Q4_K_M, GG_Q5_K, GGUF_W_MIX_Q5_K_M },
         { GG_Q4_1, GG_Q5_0, GG_Q5_1 },
+        { GG_Q2_K, GG_Q3_K, GG_Q4_K },
     };
     const int *types = groups[_i];
     const size_t n_types = FD_ARRAY_LEN(groups[0]);
@@ -382,6 +384,90 @@ START_TEST(test_quantized_types)
                       "%.3g", err_q41, err_q5);
     free(l32);
     free(lq);
+}
+END_TEST
+
+/* Q2_K and Q3_K files on the Corsair backend (weights dequantized at load, fq_dequantize_row)
+ * and on the CPU's plain reference ops give the same logits within CORSAIR_TOL of their
+ * scale, fused and unfused; and greedy picks from the CPU's fast kernels and its reference
+ * ops agree on most steps (the fast kernels round activations to 8 bits). */
+START_TEST(test_q23k_backends)
+{
+    static const int types[] = { GG_Q2_K, GG_Q3_K };
+    for (size_t k = 0; k < FD_ARRAY_LEN(types); k++) {
+        char name[32];
+        snprintf(name, sizeof(name), "q23-%s.gguf", gg_type_name(types[k]));
+        const char *path = write_llama(name, types[k], false);
+        static const char *const refo[] = { "ref=1", NULL };
+        const char *const *saved = load_opts;
+        load_opts = refo;
+        llm_model_t *mr = load(path, false, 1, 0, 0);
+        load_opts = saved;
+        int V = llm_hparams(mr)->n_vocab;
+        float *lr = malloc(sizeof(float) * 6 * V), *lc = malloc(sizeof(float) * 6 * V);
+        float *lf = malloc(sizeof(float) * 6 * V);
+        run_tokens(mr, lr);
+        llm_free(mr);
+        for (int fused = 0; fused < 2; fused++) {
+            llm_load_params_t p;
+            llm_load_params_default(&p);
+            p.path = path;
+            p.backend = "corsair";
+            p.fusion = fused;
+            p.threads = 1;
+            llm_model_t *m = NULL;
+            char err[512];
+            ck_assert_msg(llm_load(&m, &p, err, sizeof(err)) == 0, "%s", err);
+            run_tokens(m, lc);
+            llm_free(m);
+            double e = tu_rel_diff(lc, lr, 6 * V);
+            fprintf(stderr, "%s corsair fusion %d vs CPU reference ops: %.2e\n",
+                    gg_type_name(types[k]), fused, e);
+            ck_assert_msg(e <= CORSAIR_TOL, "%s corsair fusion %d: %.3g", name, fused, e);
+            m = load(path, fused, 1, 0, 0);
+            run_tokens(m, lf);
+            llm_free(m);
+            int same = 0;
+            for (int i = 0; i < 6; i++)
+                same += argmax(lf + (size_t)i * V, V) == argmax(lr + (size_t)i * V, V);
+            e = tu_rel_diff(lf, lr, 6 * V);
+            fprintf(stderr, "%s cpu fusion %d vs reference ops: %.2e, argmax %d of 6\n",
+                    gg_type_name(types[k]), fused, e, same);
+            ck_assert_msg(e <= 0.05 && same >= 5, "%s cpu fusion %d: %.3g, %d of 6", name,
+                          fused, e, same);
+        }
+        free(lr); free(lc); free(lf);
+    }
+}
+END_TEST
+
+/* A Q3_K file cut short inside its last tensor: the loader names that tensor and says the
+ * file is truncated (FD_ETRUNC), for a cut of one byte and one in the middle of a block. */
+START_TEST(test_truncated_q3k)
+{
+    const char *path = write_llama("q3k-cut.gguf", GG_Q3_K, false);
+    gguf_t *g;
+    char err[512];
+    ck_assert_int_eq(gguf_open(&g, path, err, sizeof(err)), 0);
+    const gguf_tensor_t *last = NULL;
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+        const gguf_tensor_t *t = gguf_tensor_at(g, i);
+        if (!last || t->offset > last->offset)
+            last = t;
+    }
+    ck_assert_int_eq(last->type, GG_Q3_K);
+    char name[128];
+    snprintf(name, sizeof(name), "%s", last->name);
+    /* the end of its data (the writer may pad the file after it) */
+    const off_t end = (off_t)(gguf_data_offset(g) + last->offset + last->nbytes);
+    ck_assert_uint_le((uint64_t)end, gguf_file_size(g));
+    gguf_close(g);
+    static const off_t cuts[] = { 1, 110 * 3 + 50 };
+    for (size_t c = 0; c < FD_ARRAY_LEN(cuts); c++) {
+        ck_assert_int_eq(truncate(path, end - cuts[c]), 0);
+        ck_assert_int_eq(load_err(path, err, sizeof(err)), FD_ETRUNC);
+        ck_assert_msg(strstr(err, name) && strstr(err, "truncated"), "%s", err);
+    }
 }
 END_TEST
 
@@ -1466,7 +1552,9 @@ int main(void)
     tcase_add_test(ref, test_hidden_corsair);
     suite_add_tcase(s, ref);
     TCase *rnd = tcase_create("random");
-    tcase_add_loop_test(rnd, test_quantized_types, 0, 4);
+    tcase_add_loop_test(rnd, test_quantized_types, 0, 5);
+    tcase_add_test(rnd, test_truncated_q3k);
+    tcase_add_test(rnd, test_q23k_backends);
     tcase_add_test(rnd, test_bad_files);
     tcase_add_test(rnd, test_rope_scaling);
     tcase_add_test(rnd, test_qwen2);

@@ -29,7 +29,7 @@ static void usage(FILE *f)
     fprintf(f,
             "\n"
             "  -t, --type TYPE       F32 (default), F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,\n"
-            "                        Q4_K, Q5_K, Q6_K, Q4_K_M, Q5_K_M\n"
+            "                        Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q4_K_M, Q5_K_M\n"
             "  -s, --seed N          weights seed (default 1)\n"
             "  -j, --threads N       threads that fill and quantize (default: online CPUs)\n"
             "      --arch NAME       llama, qwen2 (Q/K/V biases), qwen3 (Q/K norms), phi3\n"

@@ -453,7 +453,10 @@ static int cmd_gemm(const popts_t *o)
         be->ops->describe(be, desc, sizeof(desc));
     printf("# gemm: %s, %d reps (medians)\n", desc, o->reps);
     static const int types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q5_K,
-                                GG_Q6_K};
+                                GG_Q6_K,
+                                GG_Q4_1,
+                                GG_Q5_0,
+                                GG_Q5_1};
     for (size_t m = 0; m < FD_ARRAY_LEN(pshapes); m++) {
         const pshape_t *s = &pshapes[m];
         if (!in_list(o->models, s->name))

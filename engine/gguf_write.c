@@ -647,6 +647,8 @@ static bool wtype_ok(int t)
     case GG_Q5_K: case GG_Q6_K: case GGUF_W_MIX_Q4_K_M: case GGUF_W_MIX_Q5_K_M:
     case GG_Q4_1: case GG_Q5_0: case GG_Q5_1:
     case GG_Q2_K: case GG_Q3_K:
+    case GG_IQ4_NL: case GG_IQ4_XS: case GG_MXFP4: case GGUF_W_MIX_IQ4_XS:
+    case GGUF_W_MIX_MXFP4_MOE:
         return true;
     default:
         return false;
@@ -725,7 +727,8 @@ int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen)
         return werr(err, errlen, FD_ESHAPE, "rope base and norm eps must be positive");
     if (!wtype_ok(p->wtype))
         return werr(err, errlen, FD_EUNSUP, "weight type %d is not one of F32, F16, BF16, Q8_0, "
-                    "Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q4_K_M, Q5_K_M", p->wtype);
+                    "Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q4_K_M, Q5_K_M, "
+                    "IQ4_NL, IQ4_XS, MXFP4, IQ4_XS_MIX, MXFP4_MOE", p->wtype);
     return 0;
 }
 
@@ -735,10 +738,45 @@ static bool more_bits(int il, int n)
     return il < n / 8 || il >= 7 * n / 8 || (il - n / 8) % 3 == 2;
 }
 
+/* llama.cpp's IQ4_XS and MXFP4_MOE recipes (gguf_write.h) for the 2-D matrices: every role
+ * gets a type whose block fits ne0. */
+static int iq_mix_type(const gguf_w_llama_t *p, const char *role, int il, int64_t ne0,
+                       int *n_fallback)
+{
+    int t;
+    if (p->wtype == GGUF_W_MIX_MXFP4_MOE) {
+        t = GG_Q8_0; /* the experts are typed where they are written (expert_type) */
+    } else if (!strcmp(role, "output") || (p->tied && !strcmp(role, "token_embd"))) {
+        t = ne0 % 256 ? GG_Q8_0 : GG_Q6_K;
+    } else {
+        bool v = !strcmp(role, "attn_v") || !strcmp(role, "attn_qkv");
+        t = GG_IQ4_XS;
+        if (v && p->n_head / p->n_head_kv >= 4)
+            t = GG_Q5_K;
+        if (!strcmp(role, "ffn_down") && il < p->n_layer / 8)
+            t = GG_Q5_K;
+        if (p->n_expert == 8 && (v || !strcmp(role, "attn_k")))
+            t = GG_Q8_0;
+        if (p->n_expert == 8 && !strcmp(role, "attn_output"))
+            t = GG_Q5_K;
+        if (t == GG_IQ4_XS && ne0 % 256) {
+            (*n_fallback)++;
+            t = GG_IQ4_NL;
+        }
+    }
+    if (ne0 % gg_block_elems(t)) { /* Q5_K / Q6_K / Q8_0 rows: the generic fallback */
+        (*n_fallback)++;
+        t = ne0 % 32 == 0 ? GG_Q8_0 : GG_F16;
+    }
+    return t;
+}
+
 static int matrix_type(const gguf_w_llama_t *p, const char *role, int il, int64_t ne0,
                        int *n_fallback)
 {
     int t = p->wtype;
+    if (t == GGUF_W_MIX_IQ4_XS || t == GGUF_W_MIX_MXFP4_MOE)
+        return iq_mix_type(p, role, il, ne0, n_fallback);
     if (t == GGUF_W_MIX_Q4_K_M || t == GGUF_W_MIX_Q5_K_M) {
         t = t == GGUF_W_MIX_Q4_K_M ? GG_Q4_K : GG_Q5_K;
         if (strcmp(role, "output") == 0)
@@ -752,6 +790,19 @@ static int matrix_type(const gguf_w_llama_t *p, const char *role, int il, int64_
         t = ne0 % 32 == 0 ? GG_Q8_0 : GG_F16;
     }
     return t;
+}
+
+/* The type of a 3-D expert tensor whose dense role (ffn_gate, ffn_up, ffn_down) is role. */
+static int expert_type(const gguf_w_llama_t *p, const char *role, int il, int64_t ne0,
+                       int *n_fallback)
+{
+    if (p->wtype != GGUF_W_MIX_MXFP4_MOE)
+        return matrix_type(p, role, il, ne0, n_fallback);
+    if (ne0 % 32) {
+        (*n_fallback)++;
+        return GG_F16;
+    }
+    return GG_MXFP4;
 }
 
 static uint64_t mix64(uint64_t z)
@@ -843,6 +894,11 @@ static int llama_ftype(int wtype)
     case GGUF_W_MIX_Q5_K_M: return 17;
     case GG_Q6_K: return 18;    /* MOSTLY_Q6_K */
     case GG_BF16: return 32;    /* MOSTLY_BF16 */
+    case GG_IQ4_NL: return 25;  /* MOSTLY_IQ4_NL */
+    case GG_IQ4_XS: return 30;  /* MOSTLY_IQ4_XS */
+    case GGUF_W_MIX_IQ4_XS: return 30;
+    case GG_MXFP4: return 38;   /* MOSTLY_MXFP4_MOE */
+    case GGUF_W_MIX_MXFP4_MOE: return 38;
     default: return 0;
     }
 }
@@ -1124,7 +1180,7 @@ int gguf_w_llama_add(gguf_w_t *w, gguf_w_llama_t *p, char *err, size_t errlen)
                          blk[j].role);
                 int64_t ne[3] = {dims[blk[j].in], dims[blk[j].out], p->n_expert};
                 int t = p->exp_wtype ? p->exp_wtype
-                                     : matrix_type(p, role, il, ne[0], &p->n_fallback);
+                                     : expert_type(p, role, il, ne[0], &p->n_fallback);
                 rc = gguf_w_add_tensor(w, name, t, 3, ne, NULL, fill_random, p);
             } else {
                 rc = add_norm(w, p, name, dims[blk[j].out]);

@@ -79,6 +79,16 @@ int gguf_w_write_mem(gguf_w_t *w, uint8_t **out, size_t *size, char *err, size_t
 #define GGUF_W_MIX_Q4_K_M 1000
 /* The same recipe on Q5_K (llama.cpp's Q5_K_M). */
 #define GGUF_W_MIX_Q5_K_M 1001
+/* llama.cpp's IQ4_XS recipe (llama-quantize IQ4_XS, no importance matrix): IQ4_XS, with
+ * Q6_K for output.weight (Q8_0 when its rows are not a multiple of 256; the token embedding
+ * too when tied), Q5_K for attn_v / attn_qkv when n_head / n_head_kv >= 4 and for ffn_down
+ * (and ffn_down_exps) of the first eighth of the layers; with 8 experts, Q8_0 for attn_v
+ * and attn_k and Q5_K for attn_output.  Rows not a multiple of 256 fall back to IQ4_NL as
+ * llama.cpp's do (F16 when not a multiple of 32 either). */
+#define GGUF_W_MIX_IQ4_XS 1010
+/* llama.cpp's MXFP4_MOE recipe: the 3-D expert tensors (ffn_*_exps) MXFP4, every other
+ * matrix Q8_0 (F16 for rows not a multiple of 32). */
+#define GGUF_W_MIX_MXFP4_MOE 1011
 
 typedef struct gguf_w_llama {
     const char *name;        /* general.name */
@@ -123,7 +133,8 @@ typedef struct gguf_w_llama {
      * orig_ctx */
     int yarn_orig_ctx;
     int wtype;               /* GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q5_K,
-                                GG_Q6_K, GGUF_W_MIX_Q4_K_M or GGUF_W_MIX_Q5_K_M */
+                                GG_Q6_K, GG_IQ4_NL, GG_IQ4_XS, GG_MXFP4, GGUF_W_MIX_Q4_K_M,
+                                GGUF_W_MIX_Q5_K_M, GGUF_W_MIX_IQ4_XS or GGUF_W_MIX_MXFP4_MOE */
     uint64_t seed;
     /* Mixture of experts: n_expert > 0 replaces each layer's ffn_gate/up/down by a router
      * (ffn_gate_inp, F32, n_expert rows, as llama.cpp's quantizer keeps it) and 3-D

@@ -187,7 +187,8 @@ static void naive_matmul(const fb_weight_t *w, const float *x, int64_t n_rows, d
 
 static const int all_types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_1, GG_Q5_0,
                                 GG_Q5_1, GG_Q8_1, GG_Q2_K, GG_Q3_K, GG_Q4_K, GG_Q5_K, GG_Q6_K,
-                                GG_Q8_K};
+                                GG_Q8_K,
+                                GG_IQ4_NL, GG_IQ4_XS, GG_MXFP4};
 
 /* The reference backend against the definition: every weight type, plain / RMS / LAYER,
  * with and without bias and in_scale, odd shapes.  (The fast kernels are held to the
@@ -663,7 +664,9 @@ static int act_block(int type)
     switch (type) {
     case GG_Q8_0: case GG_Q4_0: return 32;
     case GG_Q4_1: case GG_Q5_0: case GG_Q5_1: return 32;
+    case GG_IQ4_NL: case GG_MXFP4: return 32;
     case GG_Q4_K: case GG_Q5_K: case GG_Q6_K: return 256;
+    case GG_IQ4_XS: return 256;
     default: return 0;
     }
 }
@@ -719,7 +722,8 @@ static void fast_bounds(const fb_weight_t *w, const float *x, int64_t n_rows, co
 static const int fast_types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q6_K,
                                  GG_Q5_K, GG_Q4_1,
                                  GG_Q5_0,
-                                 GG_Q5_1};
+                                 GG_Q5_1,
+                                 GG_IQ4_NL, GG_IQ4_XS, GG_MXFP4};
 
 /* Every configuration x weight type x awkward shapes (odd n_out, n_in off the SIMD width,
  * batch 1..64) x deferred kinds, bias and in_scale, with a large-magnitude row. */

@@ -556,6 +556,7 @@ START_TEST(test_llama_types)
         {"Q4_0", GG_Q4_0, 0.12}, {"Q4_K", GG_Q4_K, 0.1}, {"Q6_K", GG_Q6_K, 0.03},
         {"Q4_K_M", GGUF_W_MIX_Q4_K_M, 0.1}, {"Q5_K", GG_Q5_K, 0.05},
         {"Q5_K_M", GGUF_W_MIX_Q5_K_M, 0.05},
+        {"IQ4_NL", GG_IQ4_NL, 0.12}, {"IQ4_XS", GG_IQ4_XS, 0.12}, {"MXFP4", GG_MXFP4, 0.2},
     };
     gguf_w_llama_t p = {.name = "t", .n_embd = 256, .n_layer = 8, .n_head = 4, .n_head_kv = 2,
                         .n_ff = 512, .n_vocab = 300, .n_ctx = 64, .rope_base = 10000,
@@ -614,6 +615,83 @@ START_TEST(test_llama_types)
     free(x);
     gguf_close(ref);
     free(fb);
+}
+END_TEST
+
+/* llama.cpp's IQ4_XS recipe (llama_tensor_get_type without an importance matrix) and its
+ * fallback for rows not a multiple of 256 (IQ4_NL), and MXFP4_MOE (experts MXFP4, the rest
+ * Q8_0), tensor by tensor. */
+START_TEST(test_llama_iq_mixes)
+{
+    /* n_embd 288: every matrix reading the residual (ne0 = 288) falls back from IQ4_XS to
+     * IQ4_NL, output.weight is Q8_0, attn_v (n_head / n_head_kv = 4: Q5_K) takes the
+     * generic fallback; ffn_down (ne0 = 512) is IQ4_XS but Q5_K in layer 0 (< 8 / 8) */
+    gguf_w_llama_t p = {.name = "m", .n_embd = 288, .n_layer = 8, .n_head = 8, .n_head_kv = 2,
+                        .n_ff = 512, .n_vocab = 300, .n_ctx = 64, .rope_base = 10000,
+                        .norm_eps = 1e-5f, .wtype = GGUF_W_MIX_IQ4_XS, .seed = 7};
+    uint8_t *b;
+    size_t sz;
+    gguf_t *g = gen(&p, &b, &sz);
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+        const gguf_tensor_t *t = gguf_tensor_at(g, i);
+        int il = -1;
+        sscanf(t->name, "blk.%d.", &il);
+        if (t->n_dims == 1)
+            continue;
+        if (strcmp(t->name, "output.weight") == 0)
+            ck_assert_int_eq(t->type, GG_Q8_0);
+        else if (strstr(t->name, "ffn_down"))
+            ck_assert_msg(t->type == (il == 0 ? GG_Q5_K : GG_IQ4_XS), "%s: %s", t->name,
+                          gg_type_name(t->type));
+        else if (strstr(t->name, "attn_v"))
+            ck_assert_msg(t->type != GG_IQ4_XS && t->type != GG_IQ4_NL && t->type != GG_Q5_K,
+                          "%s: %s", t->name, gg_type_name(t->type));
+        else
+            ck_assert_msg(t->type == GG_IQ4_NL, "%s: %s", t->name, gg_type_name(t->type));
+    }
+    uint32_t ft;
+    ck_assert_int_eq(gguf_get_u32(g, "general.file_type", &ft), 0);
+    ck_assert_uint_eq(ft, 30); /* LLAMA_FTYPE_MOSTLY_IQ4_XS */
+    gguf_close(g);
+    free(b);
+
+    /* n_embd 256, tied: attn_v Q5_K, the embedding (the output) Q6_K, the rest IQ4_XS;
+     * n_layer 4: no ffn_down in the first eighth */
+    p.n_embd = 256;
+    p.n_layer = 4;
+    p.tied = true;
+    p.n_fallback = 0;
+    g = gen(&p, &b, &sz);
+    ck_assert_int_eq(p.n_fallback, 0);
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+        const gguf_tensor_t *t = gguf_tensor_at(g, i);
+        int want = t->n_dims == 1 ? GG_F32 : strstr(t->name, "attn_v") ? GG_Q5_K
+                 : strcmp(t->name, "token_embd.weight") == 0 ? GG_Q6_K : GG_IQ4_XS;
+        ck_assert_msg(t->type == want, "%s: %s", t->name, gg_type_name(t->type));
+    }
+    gguf_close(g);
+    free(b);
+
+    /* MXFP4_MOE on a mixture of experts: the 3-D experts MXFP4, the router F32, the rest Q8_0 */
+    p = (gguf_w_llama_t){.name = "moe", .arch = "qwen3moe", .n_embd = 64, .n_layer = 2,
+                         .n_head = 4, .n_head_kv = 2, .n_ff = 96, .n_vocab = 300, .n_ctx = 64,
+                         .rope_base = 10000, .norm_eps = 1e-5f, .n_expert = 4,
+                         .n_expert_used = 2, .wtype = GGUF_W_MIX_MXFP4_MOE, .seed = 3};
+    g = gen(&p, &b, &sz);
+    ck_assert_int_eq(p.n_fallback, 0);
+    int n_exps = 0;
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+        const gguf_tensor_t *t = gguf_tensor_at(g, i);
+        int want = t->n_dims == 1 || strstr(t->name, "ffn_gate_inp") ? GG_F32
+                 : t->n_dims == 3 ? GG_MXFP4 : GG_Q8_0;
+        n_exps += t->n_dims == 3;
+        ck_assert_msg(t->type == want, "%s: %s", t->name, gg_type_name(t->type));
+    }
+    ck_assert_int_eq(n_exps, 3 * 2);
+    ck_assert_int_eq(gguf_get_u32(g, "general.file_type", &ft), 0);
+    ck_assert_uint_eq(ft, 38); /* LLAMA_FTYPE_MOSTLY_MXFP4_MOE */
+    gguf_close(g);
+    free(b);
 }
 END_TEST
 
@@ -799,6 +877,7 @@ int main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_llama_types);
     tcase_add_test(tc, test_llama_fallback_and_tied);
+    tcase_add_test(tc, test_llama_iq_mixes);
     tcase_add_test(tc, test_llama_gemma);
     tcase_add_test(tc, test_llama_big_vocab);
     suite_add_tcase(s, tc);

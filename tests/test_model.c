@@ -322,6 +322,7 @@ START_TEST(test_quantized_types)
         { GGUF_W_MIX_Q4_K_M, GG_Q5_K, GGUF_W_MIX_Q5_K_M },
         { GG_Q4_1, GG_Q5_0, GG_Q5_1 },
         { GG_Q2_K, GG_Q3_K, GG_Q4_K },
+        { GG_IQ4_NL, GG_IQ4_XS, GG_MXFP4 },
     };
     const int *types = groups[_i];
     const size_t n_types = FD_ARRAY_LEN(groups[0]);
@@ -468,6 +469,50 @@ START_TEST(test_truncated_q3k)
         ck_assert_int_eq(load_err(path, err, sizeof(err)), FD_ETRUNC);
         ck_assert_msg(strstr(err, name) && strstr(err, "truncated"), "%s", err);
     }
+}
+END_TEST
+
+/* A mixture of experts (qwen3moe) written as llama.cpp's MXFP4_MOE (its 3-D expert tensors
+ * MXFP4, the rest Q8_0) loads and runs: the expert views of an MXFP4 tensor (17-byte blocks)
+ * take the right rows.  Its logits stay within the quadrature bound of test_quantized_types
+ * (the expert path carries MXFP4's error, the rest Q8_0's) of the F32 file's, fused and
+ * unfused; a view off by a row would put them near the logits' own size. */
+START_TEST(test_moe_mxfp4)
+{
+    gguf_w_llama_t p = { .name = "moe", .arch = "qwen3moe", .n_embd = 256, .n_layer = 2,
+                         .n_head = 4, .n_head_kv = 2, .head_dim = 64, .n_ff = 128,
+                         .n_vocab = 300, .n_ctx = 64, .rope_base = 10000.0f, .norm_eps = 1e-5f,
+                         .n_expert = 4, .n_expert_used = 2, .wtype = GG_F32, .seed = 42 };
+    char err[256];
+    const char *p32 = tu_tmp_path("moe32.gguf");
+    ck_assert_msg(gguf_w_llama_write(&p, p32, 1, err, sizeof(err)) == 0, "%s", err);
+    char pq[512];
+    snprintf(pq, sizeof(pq), "%s", tu_tmp_path("moemx.gguf"));
+    p.wtype = GGUF_W_MIX_MXFP4_MOE;
+    ck_assert_msg(gguf_w_llama_write(&p, pq, 1, err, sizeof(err)) == 0, "%s", err);
+    llm_model_t *m32 = load(p32, true, 1, 0, 0);
+    int V = llm_hparams(m32)->n_vocab;
+    float *l32 = malloc(sizeof(float) * 6 * V), *lq = malloc(sizeof(float) * 6 * V);
+    run_tokens(m32, l32);
+    llm_free(m32);
+    const double paths = sqrt(7.0 * 2 + 1), eps8 = weight_error(GG_Q8_0, 256, 8);
+    const double eps = weight_error(GG_MXFP4, 256, 7);
+    for (int fused = 0; fused < 2; fused++) {
+        llm_model_t *m = load(pq, fused, 1, 0, 0);
+        run_tokens(m, lq);
+        llm_free(m);
+        double num = 0, den = 0;
+        for (int i = 0; i < 6 * V; i++) {
+            num += ((double)lq[i] - l32[i]) * ((double)lq[i] - l32[i]);
+            den += (double)l32[i] * l32[i];
+        }
+        double e = sqrt(num / den), hi = 2 * paths * hypot(eps, eps8);
+        fprintf(stderr, "MXFP4_MOE fusion %d: logits rel err %.2e (bound %.2e)\n", fused, e, hi);
+        ck_assert_msg(e <= hi && e > 0.1 * paths * eps8, "MXFP4 experts: logits rel err %.3g, "
+                      "bound %.3g", e, hi);
+    }
+    free(l32);
+    free(lq);
 }
 END_TEST
 
@@ -1066,7 +1111,7 @@ START_TEST(test_bad_files)
     ck_assert_ptr_nonnull(strstr(err, "blk.1.ffn_up.weight"));
     ck_assert_ptr_nonnull(strstr(err, "Q8_1"));
     /* a file of each legacy type cut inside its last tensor's blocks: a clear error */
-    static const int legacy[] = { GG_Q4_1, GG_Q5_0, GG_Q5_1 };
+    static const int legacy[] = { GG_Q4_1, GG_Q5_0, GG_Q5_1, GG_IQ4_NL, GG_IQ4_XS, GG_MXFP4 };
     for (size_t k = 0; k < FD_ARRAY_LEN(legacy); k++) {
         s = base_spec();
         s.wtype = legacy[k];
@@ -1552,9 +1597,10 @@ int main(void)
     tcase_add_test(ref, test_hidden_corsair);
     suite_add_tcase(s, ref);
     TCase *rnd = tcase_create("random");
-    tcase_add_loop_test(rnd, test_quantized_types, 0, 5);
+    tcase_add_loop_test(rnd, test_quantized_types, 0, 6);
     tcase_add_test(rnd, test_truncated_q3k);
     tcase_add_test(rnd, test_q23k_backends);
+    tcase_add_test(rnd, test_moe_mxfp4);
     tcase_add_test(rnd, test_bad_files);
     tcase_add_test(rnd, test_rope_scaling);
     tcase_add_test(rnd, test_qwen2);

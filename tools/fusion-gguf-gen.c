@@ -29,7 +29,10 @@ static void usage(FILE *f)
     fprintf(f,
             "\n"
             "  -t, --type TYPE       F32 (default), F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,\n"
-            "                        Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q4_K_M, Q5_K_M\n"
+            "                        Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q4_K_M, Q5_K_M, IQ4_NL,\n"
+            "                        IQ4_XS,\n"
+            "                        MXFP4, IQ4_XS_MIX (llama-quantize's IQ4_XS recipe),\n"
+            "                        MXFP4_MOE (MXFP4 experts, the rest Q8_0)\n"
             "  -s, --seed N          weights seed (default 1)\n"
             "  -j, --threads N       threads that fill and quantize (default: online CPUs)\n"
             "      --arch NAME       llama, qwen2 (Q/K/V biases), qwen3 (Q/K norms), phi3\n"
@@ -79,6 +82,10 @@ static int parse_type(const char *s)
         return GGUF_W_MIX_Q4_K_M;
     if (strcasecmp(s, "Q5_K_M") == 0)
         return GGUF_W_MIX_Q5_K_M;
+    if (strcasecmp(s, "IQ4_XS_MIX") == 0)
+        return GGUF_W_MIX_IQ4_XS;
+    if (strcasecmp(s, "MXFP4_MOE") == 0)
+        return GGUF_W_MIX_MXFP4_MOE;
     return gg_type_from_name(s);
 }
 

@@ -268,6 +268,67 @@ static void dot_q6_K(int64_t n, const void *vw, const void *x, size_t ldx, int n
     }
 }
 
+/* IQ4_NL, MXFP4 (blocks of 32) and IQ4_XS (super-blocks of 256 with 8 signed 6-bit
+ * sub-block scales): each code indexes a 16-entry int8 table, so a block's dot is
+ * scale * dx * sum(table[code] x) with an exact integer sum. */
+static int dot_table32(const uint8_t *qs, const int8_t *table, const int8_t *q)
+{
+    int s = 0;
+    for (int j = 0; j < 16; j++)
+        s += table[qs[j] & 15] * q[j] + table[qs[j] >> 4] * q[j + 16];
+    return s;
+}
+
+static void dot_iq4_nl(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
+{
+    const fq_block_iq4_nl *w = vw;
+    for (int r = 0; r < nr; r++) {
+        const void *row = XROW(x, ldx, r);
+        const int8_t *q = fcpu_x_qs(row);
+        const float *d = fcpu_xq32_d(row, n);
+        float a = 0;
+        for (int64_t b = 0; b < n / 32; b++)
+            a += fq_f16_to_f32(w[b].d) * d[b] *
+                 (float)dot_table32(w[b].qs, fq_kvalues_iq4nl, q + 32 * b);
+        out[r] = a;
+    }
+}
+
+static void dot_mxfp4(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
+{
+    const fq_block_mxfp4 *w = vw;
+    for (int r = 0; r < nr; r++) {
+        const void *row = XROW(x, ldx, r);
+        const int8_t *q = fcpu_x_qs(row);
+        const float *d = fcpu_xq32_d(row, n);
+        float a = 0;
+        for (int64_t b = 0; b < n / 32; b++)
+            a += fq_e8m0_half(w[b].e) * d[b] *
+                 (float)dot_table32(w[b].qs, fq_kvalues_mxfp4, q + 32 * b);
+        out[r] = a;
+    }
+}
+
+static void dot_iq4_xs(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
+{
+    const fq_block_iq4_xs *w = vw;
+    for (int r = 0; r < nr; r++) {
+        const void *row = XROW(x, ldx, r);
+        const int8_t *q = fcpu_x_qs(row);
+        const float *d = fcpu_xqk_d(row, n);
+        float a = 0;
+        for (int64_t b = 0; b < n / 256; b++) {
+            int8_t ls[8];
+            fq_iq4xs_scales(&w[b], ls);
+            int isum = 0;
+            for (int s = 0; s < 8; s++)
+                isum += ls[s] * dot_table32(w[b].qs + 16 * s, fq_kvalues_iq4nl, q + 256 * b + 32 * s);
+            a += d[b] * fq_f16_to_f32(w[b].d) * (float)isum;
+        }
+        out[r] = a;
+    }
+}
+
 static void pv(const float *p, const float *v, int64_t ldv, int64_t T, int hd, float *o)
 {
     memset(o, 0, (size_t)hd * sizeof(float));
@@ -406,6 +467,9 @@ static const fcpu_kern_t table = {
             [GG_Q4_1] = dot_q4_1,
             [GG_Q5_0] = dot_q5_0,
             [GG_Q5_1] = dot_q5_1,
+            [GG_IQ4_NL] = dot_iq4_nl,
+            [GG_IQ4_XS] = dot_iq4_xs,
+            [GG_MXFP4] = dot_mxfp4,
     },
     .pv = pv,
     .round_to = {[GG_F16] = round_f16, [GG_BF16] = round_bf16},
@@ -414,6 +478,9 @@ static const fcpu_kern_t table = {
               [GG_Q4_1] = FCPU_XQ32,
               [GG_Q5_0] = FCPU_XQ32,
               [GG_Q5_1] = FCPU_XQ32,
+              [GG_IQ4_NL] = FCPU_XQ32,
+              [GG_IQ4_XS] = FCPU_XQK,
+              [GG_MXFP4] = FCPU_XQ32,
     },
     .vdot = vdot,
     .axpy = axpy,

@@ -205,7 +205,8 @@ static void matmul_all(const char *mr_opt, bool mr_all)
     static const int types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_K,
                                 GG_Q4_1,
                                 GG_Q5_0,
-                                GG_Q5_1};
+                                GG_Q5_1,
+                                GG_IQ4_NL, GG_IQ4_XS, GG_MXFP4};
     static const int rows[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 33};
     static const int64_t shapes[][2] = {{256, 67}, {4096, 300}, {172, 45}, {2048, 13},
                                         {264, 37}, {8, 5},      {512, 4097}};
@@ -485,7 +486,8 @@ START_TEST(test_elementwise)
     static const int types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_K,
                                 GG_Q4_1,
                                 GG_Q5_0,
-                                GG_Q5_1};
+                                GG_Q5_1,
+                                GG_IQ4_NL, GG_IQ4_XS, GG_MXFP4};
     for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
         int64_t n_in = 256, n_out = 50;
         void *wq = rnd_matrix(types[t], n_out, n_in);

@@ -113,11 +113,12 @@ static void *rnd_matrix(int type, int64_t n_out, int64_t n_in)
 
 /* ---- matmul ---------------------------------------------------------------------------- */
 
-/* Weight types the device keeps as F16 (dequantized at prepare): Q4_K and the legacy 4/5-bit
- * types. */
+/* Weight types the device keeps as F16 (dequantized at prepare, cuda_backend.c's
+ * upload_weight): all but F32, F16, BF16 and Q8_0, which it keeps as they are.  (A value
+ * beyond F16's range would keep F32, exact; the tests' random weights stay inside it.) */
 static bool f16_kept(int type)
 {
-    return type == GG_Q4_K || type == GG_Q4_1 || type == GG_Q5_0 || type == GG_Q5_1;
+    return type != GG_F32 && type != GG_F16 && type != GG_BF16 && type != GG_Q8_0;
 }
 
 /* Bounds (relative L2) from how each path rounds.  GEMV: weights exact (16-bit and Q8_0 are
@@ -206,7 +207,7 @@ static void matmul_all(const char *mr_opt, bool mr_all)
                                 GG_Q4_1,
                                 GG_Q5_0,
                                 GG_Q5_1,
-                                GG_IQ4_NL, GG_IQ4_XS, GG_MXFP4};
+                                GG_IQ4_NL, GG_IQ4_XS, GG_MXFP4, GG_Q2_K, GG_Q3_K};
     static const int rows[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 33};
     static const int64_t shapes[][2] = {{256, 67}, {4096, 300}, {172, 45}, {2048, 13},
                                         {264, 37}, {8, 5},      {512, 4097}};
@@ -487,7 +488,7 @@ START_TEST(test_elementwise)
                                 GG_Q4_1,
                                 GG_Q5_0,
                                 GG_Q5_1,
-                                GG_IQ4_NL, GG_IQ4_XS, GG_MXFP4};
+                                GG_IQ4_NL, GG_IQ4_XS, GG_MXFP4, GG_Q2_K, GG_Q3_K};
     for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
         int64_t n_in = 256, n_out = 50;
         void *wq = rnd_matrix(types[t], n_out, n_in);

@@ -34,42 +34,10 @@ static int bad(rq_err_t *e, const char *param, const char *fmt, ...)
     return -EINVAL;
 }
 
-static int oom(rq_err_t *e)
-{
-    rq_fail(e, 500, "server_error", NULL, "out of memory while reading the request");
-    return -ENOMEM;
-}
-
-static const cJSON *field(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return v && !cJSON_IsNull(v) ? v : NULL;
-}
-
-static const char *type_name(const cJSON *v)
-{
-    return cJSON_IsBool(v)     ? "a boolean"
-           : cJSON_IsNumber(v) ? "a number"
-           : cJSON_IsString(v) ? "a string"
-           : cJSON_IsArray(v)  ? "an array"
-           : cJSON_IsObject(v) ? "an object"
-                               : "null";
-}
-
-static bool is_str(const cJSON *v, const char *s)
-{
-    return cJSON_IsString(v) && strcmp(v->valuestring, s) == 0;
-}
-
-static cJSON *dup(const cJSON *v)
-{
-    return cJSON_Duplicate(v, true);
-}
-
 static int want_str(const cJSON *v, const char *param, bool nonempty, rq_err_t *e)
 {
     if (!cJSON_IsString(v))
-        return bad(e, param, "must be a string, not %s", type_name(v));
+        return bad(e, param, "must be a string, not %s", rq_type_name(v));
     if (!rq_utf8_valid(v->valuestring, strlen(v->valuestring)))
         return bad(e, param, "is not valid UTF-8");
     if (nonempty && !v->valuestring[0])
@@ -149,8 +117,8 @@ static int block_type(const cJSON *b, const char *bp, const char **type, rq_err_
     snprintf(tp, sizeof tp, "%.100s.type", bp);
     if (!cJSON_IsObject(b))
         return bad(e, bp, "must be a content block object {\"type\": ...}, not %s",
-                   type_name(b));
-    const cJSON *t = field(b, "type");
+                   rq_type_name(b));
+    const cJSON *t = rq_field(b, "type");
     if (!cJSON_IsString(t))
         return bad(e, tp, "Field required (a string such as \"text\")");
     const char *why = refused_block(t->valuestring);
@@ -166,7 +134,7 @@ static int text_block(const cJSON *b, const char *bp, rq_err_t *e)
 {
     char p[160];
     snprintf(p, sizeof p, "%.100s.text", bp);
-    const cJSON *t = field(b, "text");
+    const cJSON *t = rq_field(b, "text");
     if (!t)
         return bad(e, p, "Field required");
     if (want_str(t, p, false, e))
@@ -182,7 +150,7 @@ static int result_content(const cJSON *c, const char *cp, rq_err_t *e)
     if (!c || cJSON_IsString(c))
         return c ? want_str(c, cp, false, e) : 0;
     if (!cJSON_IsArray(c))
-        return bad(e, cp, "must be a string or an array of text blocks, not %s", type_name(c));
+        return bad(e, cp, "must be a string or an array of text blocks, not %s", rq_type_name(c));
     int i = 0;
     const cJSON *b;
     cJSON_ArrayForEach(b, c)
@@ -214,41 +182,41 @@ static int check_block(const cJSON *b, const char *bp, bool assistant, rq_err_t 
         static const char *const strs[] = {"id", "name"};
         for (size_t k = 0; k < FD_ARRAY_LEN(strs); k++) {
             snprintf(p, sizeof p, "%.100s.%s", bp, strs[k]);
-            const cJSON *v = field(b, strs[k]);
+            const cJSON *v = rq_field(b, strs[k]);
             if (!v)
                 return bad(e, p, "Field required");
             if (want_str(v, p, true, e))
                 return -EINVAL;
         }
         snprintf(p, sizeof p, "%.100s.input", bp);
-        const cJSON *in = field(b, "input");
+        const cJSON *in = rq_field(b, "input");
         if (!cJSON_IsObject(in))
             return bad(e, p, in ? "must be an object, not %s" : "Field required%s",
-                       in ? type_name(in) : "");
+                       in ? rq_type_name(in) : "");
         return 0;
     }
     if (strcmp(type, "tool_result") == 0) {
         if (assistant)
             return bad(e, bp, "tool_result blocks belong in user messages");
         snprintf(p, sizeof p, "%.100s.tool_use_id", bp);
-        const cJSON *v = field(b, "tool_use_id");
+        const cJSON *v = rq_field(b, "tool_use_id");
         if (!v)
             return bad(e, p, "Field required");
         if (want_str(v, p, true, e))
             return -EINVAL;
         snprintf(p, sizeof p, "%.100s.is_error", bp);
-        v = field(b, "is_error");
+        v = rq_field(b, "is_error");
         if (v && !cJSON_IsBool(v))
-            return bad(e, p, "must be a boolean, not %s", type_name(v));
+            return bad(e, p, "must be a boolean, not %s", rq_type_name(v));
         snprintf(p, sizeof p, "%.100s.content", bp);
-        return result_content(field(b, "content"), p, e);
+        return result_content(rq_field(b, "content"), p, e);
     }
     if (strcmp(type, "thinking") == 0 || strcmp(type, "redacted_thinking") == 0) {
         if (!assistant)
             return bad(e, bp, "%s blocks belong in assistant messages", type);
         const char *key = type[0] == 't' ? "thinking" : "data";
         snprintf(p, sizeof p, "%.100s.%s", bp, key);
-        const cJSON *v = field(b, key);
+        const cJSON *v = rq_field(b, key);
         if (!v)
             return bad(e, p, "Field required");
         return want_str(v, p, false, e);
@@ -264,7 +232,7 @@ static int check_messages(const cJSON *root, rq_err_t *e)
     if (!msgs)
         return bad(e, "messages", "Field required");
     if (!cJSON_IsArray(msgs))
-        return bad(e, "messages", "must be an array of messages, not %s", type_name(msgs));
+        return bad(e, "messages", "must be an array of messages, not %s", rq_type_name(msgs));
     int n = cJSON_GetArraySize(msgs);
     if (n == 0)
         return bad(e, "messages", "at least one message is required");
@@ -275,20 +243,20 @@ static int check_messages(const cJSON *root, rq_err_t *e)
         char mp[64], p[96];
         snprintf(mp, sizeof mp, "messages.%d", i++);
         if (!cJSON_IsObject(m))
-            return bad(e, mp, "must be an object {\"role\", \"content\"}, not %s", type_name(m));
-        const cJSON *role = field(m, "role");
+            return bad(e, mp, "must be an object {\"role\", \"content\"}, not %s", rq_type_name(m));
+        const cJSON *role = rq_field(m, "role");
         snprintf(p, sizeof p, "%.100s.role", mp);
         if (!role)
             return bad(e, p, "Field required");
-        if (!is_str(role, "user") && !is_str(role, "assistant"))
+        if (!rq_is_str(role, "user") && !rq_is_str(role, "assistant"))
             return bad(e, p, "must be \"user\" or \"assistant\" (the system prompt is the "
                        "top-level 'system')");
-        bool assistant = is_str(role, "assistant");
+        bool assistant = rq_is_str(role, "assistant");
         if (assistant && i == n)
             return bad(e, mp, "a final assistant message (a prefill the answer continues) is "
                        "not supported: fusiond's chat templates close every assistant turn; "
                        "end with a user message");
-        const cJSON *c = field(m, "content");
+        const cJSON *c = rq_field(m, "content");
         snprintf(p, sizeof p, "%.100s.content", mp);
         if (!c)
             return bad(e, p, "Field required");
@@ -299,7 +267,7 @@ static int check_messages(const cJSON *root, rq_err_t *e)
         }
         if (!cJSON_IsArray(c))
             return bad(e, p, "must be a string or an array of content blocks, not %s",
-                       type_name(c));
+                       rq_type_name(c));
         if (!c->child)
             return bad(e, p, "must not be empty");
         int k = 0;
@@ -317,12 +285,12 @@ static int check_messages(const cJSON *root, rq_err_t *e)
 
 static int check_system(const cJSON *root, rq_err_t *e)
 {
-    const cJSON *s = field(root, "system");
+    const cJSON *s = rq_field(root, "system");
     if (!s || cJSON_IsString(s))
         return s ? want_str(s, "system", false, e) : 0;
     if (!cJSON_IsArray(s))
         return bad(e, "system", "must be a string or an array of text blocks, not %s",
-                   type_name(s));
+                   rq_type_name(s));
     int i = 0;
     const cJSON *b;
     cJSON_ArrayForEach(b, s)
@@ -342,9 +310,9 @@ static int check_system(const cJSON *root, rq_err_t *e)
 
 static int check_tools(const cJSON *root, rq_err_t *e)
 {
-    const cJSON *tools = field(root, "tools");
+    const cJSON *tools = rq_field(root, "tools");
     if (tools && !cJSON_IsArray(tools))
-        return bad(e, "tools", "must be an array of tools, not %s", type_name(tools));
+        return bad(e, "tools", "must be an array of tools, not %s", rq_type_name(tools));
     int i = 0;
     const cJSON *t;
     cJSON_ArrayForEach(t, tools)
@@ -353,53 +321,54 @@ static int check_tools(const cJSON *root, rq_err_t *e)
         snprintf(tp, sizeof tp, "tools.%d", i++);
         if (!cJSON_IsObject(t))
             return bad(e, tp, "must be an object {\"name\", \"description\", "
-                       "\"input_schema\"}, not %s", type_name(t));
-        const cJSON *type = field(t, "type");
+                       "\"input_schema\"}, not %s", rq_type_name(t));
+        const cJSON *type = rq_field(t, "type");
         snprintf(p, sizeof p, "%.100s.type", tp);
-        if (type && !is_str(type, "custom"))
+        if (type && !rq_is_str(type, "custom"))
             return bad(e, p, "'%.60s' is not supported: Anthropic's server and client tools "
                        "(web search, bash, text editor, computer use) do not run here; "
                        "describe a custom tool with name and input_schema",
-                       cJSON_IsString(type) ? type->valuestring : type_name(type));
+                       cJSON_IsString(type) ? type->valuestring : rq_type_name(type));
         snprintf(p, sizeof p, "%.100s.name", tp);
-        const cJSON *v = field(t, "name");
+        const cJSON *v = rq_field(t, "name");
         if (!v)
             return bad(e, p, "Field required");
         if (want_str(v, p, true, e))
             return -EINVAL;
         snprintf(p, sizeof p, "%.100s.description", tp);
-        if ((v = field(t, "description")) && want_str(v, p, false, e))
+        if ((v = rq_field(t, "description")) && want_str(v, p, false, e))
             return -EINVAL;
         snprintf(p, sizeof p, "%.100s.input_schema", tp);
-        v = field(t, "input_schema");
+        v = rq_field(t, "input_schema");
         if (!v)
             return bad(e, p, "Field required");
         if (!cJSON_IsObject(v))
-            return bad(e, p, "must be a JSON Schema object, not %s", type_name(v));
-        const cJSON *st = field(v, "type");
-        if (st && !is_str(st, "object"))
+            return bad(e, p, "must be a JSON Schema object, not %s", rq_type_name(v));
+        const cJSON *st = rq_field(v, "type");
+        if (st && !rq_is_str(st, "object"))
             return bad(e, p, "the input schema's type must be \"object\"");
     }
-    const cJSON *tc = field(root, "tool_choice");
+    const cJSON *tc = rq_field(root, "tool_choice");
     if (!tc)
         return 0;
     if (!cJSON_IsObject(tc))
         return bad(e, "tool_choice", "must be an object {\"type\": \"auto\" | \"any\" | "
-                   "\"tool\" | \"none\"}, not %s", type_name(tc));
-    const cJSON *ty = field(tc, "type");
+                   "\"tool\" | \"none\"}, not %s", rq_type_name(tc));
+    const cJSON *ty = rq_field(tc, "type");
     if (!ty)
         return bad(e, "tool_choice.type", "Field required");
-    if (!is_str(ty, "auto") && !is_str(ty, "any") && !is_str(ty, "tool") && !is_str(ty, "none"))
+    if (!rq_is_str(ty, "auto") && !rq_is_str(ty, "any") && !rq_is_str(ty, "tool") &&
+        !rq_is_str(ty, "none"))
         return bad(e, "tool_choice.type", "must be \"auto\", \"any\", \"tool\" or \"none\"");
-    const cJSON *dp = field(tc, "disable_parallel_tool_use");
+    const cJSON *dp = rq_field(tc, "disable_parallel_tool_use");
     if (dp && !cJSON_IsBool(dp))
         return bad(e, "tool_choice.disable_parallel_tool_use", "must be a boolean, not %s",
-                   type_name(dp));
-    if (!is_str(ty, "none") && !(tools && tools->child))
+                   rq_type_name(dp));
+    if (!rq_is_str(ty, "none") && !(tools && tools->child))
         return bad(e, "tool_choice", "needs 'tools': a tool choice of type '%s' has no tool to "
                    "choose", ty->valuestring);
-    const cJSON *name = field(tc, "name");
-    if (!is_str(ty, "tool"))
+    const cJSON *name = rq_field(tc, "name");
+    if (!rq_is_str(ty, "tool"))
         return name ? bad(e, "tool_choice.name", "is only for a tool choice of type \"tool\"")
                     : 0;
     if (!name)
@@ -408,7 +377,7 @@ static int check_tools(const cJSON *root, rq_err_t *e)
         return -EINVAL;
     cJSON_ArrayForEach(t, tools)
     {
-        if (is_str(field(t, "name"), name->valuestring))
+        if (rq_is_str(rq_field(t, "name"), name->valuestring))
             return 0;
     }
     return bad(e, "tool_choice.name", "'%.100s' is not one of the tools", name->valuestring);
@@ -416,27 +385,27 @@ static int check_tools(const cJSON *root, rq_err_t *e)
 
 static int check_thinking(const cJSON *root, bool count, rq_err_t *e)
 {
-    const cJSON *th = field(root, "thinking");
+    const cJSON *th = rq_field(root, "thinking");
     if (!th)
         return 0;
     if (!cJSON_IsObject(th))
         return bad(e, "thinking", "must be an object {\"type\": \"enabled\", "
-                   "\"budget_tokens\": N} or {\"type\": \"disabled\"}, not %s", type_name(th));
-    const cJSON *ty = field(th, "type");
+                   "\"budget_tokens\": N} or {\"type\": \"disabled\"}, not %s", rq_type_name(th));
+    const cJSON *ty = rq_field(th, "type");
     if (!ty)
         return bad(e, "thinking.type", "Field required");
-    if (is_str(ty, "disabled"))
+    if (rq_is_str(ty, "disabled"))
         return 0;
-    if (!is_str(ty, "enabled"))
+    if (!rq_is_str(ty, "enabled"))
         return bad(e, "thinking.type", "must be \"enabled\" or \"disabled\"");
-    const cJSON *b = field(th, "budget_tokens");
+    const cJSON *b = rq_field(th, "budget_tokens");
     if (!b)
         return bad(e, "thinking.budget_tokens", "Field required");
     if (!cJSON_IsNumber(b) || b->valuedouble != floor(b->valuedouble) ||
         b->valuedouble < AN_MIN_BUDGET || b->valuedouble > 0x7fffffff)
         return bad(e, "thinking.budget_tokens", "must be an integer of at least %d",
                    AN_MIN_BUDGET);
-    const cJSON *mt = field(root, "max_tokens");
+    const cJSON *mt = rq_field(root, "max_tokens");
     if (!count && cJSON_IsNumber(mt) && b->valuedouble >= mt->valuedouble)
         return bad(e, "thinking.budget_tokens", "must be less than max_tokens");
     return 0;
@@ -444,29 +413,29 @@ static int check_thinking(const cJSON *root, bool count, rq_err_t *e)
 
 static int check_sampling(const cJSON *root, rq_err_t *e)
 {
-    const cJSON *v = field(root, "max_tokens");
+    const cJSON *v = rq_field(root, "max_tokens");
     if (!v)
         return bad(e, "max_tokens", "Field required");
     if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 1 ||
         v->valuedouble > 0x7fffffff)
         return bad(e, "max_tokens", "must be an integer of at least 1, not %s",
-                   cJSON_IsNumber(v) ? "this number" : type_name(v));
+                   cJSON_IsNumber(v) ? "this number" : rq_type_name(v));
     static const char *const unit[] = {"temperature", "top_p"};
     for (size_t k = 0; k < FD_ARRAY_LEN(unit); k++) {
-        v = field(root, unit[k]);
+        v = rq_field(root, unit[k]);
         if (v && (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= 1)))
             return bad(e, unit[k], "must be a number in [0, 1]");
     }
-    v = field(root, "top_k");
+    v = rq_field(root, "top_k");
     if (v && (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
               v->valuedouble < 0 || v->valuedouble > 0x7fffffff))
         return bad(e, "top_k", "must be an integer of at least 0");
-    v = field(root, "stream");
+    v = rq_field(root, "stream");
     if (v && !cJSON_IsBool(v))
-        return bad(e, "stream", "must be a boolean, not %s", type_name(v));
-    v = field(root, "stop_sequences");
+        return bad(e, "stream", "must be a boolean, not %s", rq_type_name(v));
+    v = rq_field(root, "stop_sequences");
     if (v && !cJSON_IsArray(v))
-        return bad(e, "stop_sequences", "must be an array of strings, not %s", type_name(v));
+        return bad(e, "stop_sequences", "must be an array of strings, not %s", rq_type_name(v));
     int i = 0;
     const cJSON *it;
     cJSON_ArrayForEach(it, v)
@@ -476,9 +445,9 @@ static int check_sampling(const cJSON *root, rq_err_t *e)
         if (want_str(it, p, true, e))
             return -EINVAL;
     }
-    v = field(root, "metadata");
+    v = rq_field(root, "metadata");
     if (v && !cJSON_IsObject(v))
-        return bad(e, "metadata", "must be an object, not %s", type_name(v));
+        return bad(e, "metadata", "must be an object, not %s", rq_type_name(v));
     cJSON_ArrayForEach(it, v)
     {
         if (strcmp(it->string, "user_id") != 0) {
@@ -492,8 +461,8 @@ static int check_sampling(const cJSON *root, rq_err_t *e)
               bad(e, "metadata.user_id", "must be at most %d characters", AN_MAX_USER_ID))))
             return -EINVAL;
     }
-    v = field(root, "service_tier");
-    if (v && !is_str(v, "auto") && !is_str(v, "standard_only"))
+    v = rq_field(root, "service_tier");
+    if (v && !rq_is_str(v, "auto") && !rq_is_str(v, "standard_only"))
         return bad(e, "service_tier", "must be \"auto\" or \"standard_only\"");
     return 0;
 }
@@ -513,10 +482,10 @@ int an_parse(const char *body, size_t len, bool count, an_req_t *q, rq_err_t *e)
     const cJSON *root = q->root;
     int rc;
     if (!cJSON_IsObject(root)) {
-        rc = bad(e, NULL, "the request body must be a JSON object, not %s", type_name(root));
+        rc = bad(e, NULL, "the request body must be a JSON object, not %s", rq_type_name(root));
         goto fail;
     }
-    const cJSON *model = field(root, "model");
+    const cJSON *model = rq_field(root, "model");
     if ((rc = check_fields(root, count, e)))
         goto fail;
     if (!model) {
@@ -527,7 +496,7 @@ int an_parse(const char *body, size_t len, bool count, an_req_t *q, rq_err_t *e)
         (rc = check_messages(root, e)) || (rc = check_tools(root, e)) ||
         (rc = check_thinking(root, count, e)) || (!count && (rc = check_sampling(root, e))))
         goto fail;
-    q->stream = cJSON_IsTrue(field(root, "stream"));
+    q->stream = cJSON_IsTrue(rq_field(root, "stream"));
     return 0;
 fail:
     an_free(q);
@@ -556,11 +525,11 @@ static char *join_text(const cJSON *c, const char *type, const char *key, const 
         const cJSON *it;
         cJSON_ArrayForEach(it, c)
         {
-            if (!is_str(field(it, "type"), type))
+            if (!rq_is_str(rq_field(it, "type"), type))
                 continue;
             if (n++)
                 sb_adds(&b, "\n");
-            sb_adds(&b, field(it, key)->valuestring);
+            sb_adds(&b, rq_field(it, key)->valuestring);
         }
     }
     size_t n;
@@ -591,7 +560,7 @@ static bool user_msgs(const cJSON *c, cJSON *msgs)
     bool have = false, ok = true;
     const cJSON *b;
     for (b = c->child;; b = b->next) {
-        bool result = b && is_str(field(b, "type"), "tool_result");
+        bool result = b && rq_is_str(rq_field(b, "type"), "tool_result");
         if ((!b || result) && have) {
             size_t n;
             char *t = sb_take(&text, &n);
@@ -603,16 +572,16 @@ static bool user_msgs(const cJSON *c, cJSON *msgs)
             break;
         if (result) {
             /* an error result says so: the chat has no field for it */
-            const char *pre = cJSON_IsTrue(field(b, "is_error")) ? "Error: " : "";
-            const cJSON *rc = field(b, "content");
+            const char *pre = cJSON_IsTrue(rq_field(b, "is_error")) ? "Error: " : "";
+            const cJSON *rc = rq_field(b, "content");
             cJSON *m = NULL;
             ok = ok && add_msg(msgs, "tool", rc ? join_text(rc, "text", "text", pre)
                                                 : strdup(pre), &m) &&
-                 oai_put(m, "tool_call_id", dup(field(b, "tool_use_id")));
-        } else if (is_str(field(b, "type"), "text")) {
+                 oai_put(m, "tool_call_id", oai_dup(rq_field(b, "tool_use_id")));
+        } else if (rq_is_str(rq_field(b, "type"), "text")) {
             if (have)
                 sb_adds(&text, "\n");
-            sb_adds(&text, field(b, "text")->valuestring);
+            sb_adds(&text, rq_field(b, "text")->valuestring);
             have = true;
         }
     }
@@ -634,8 +603,8 @@ static bool assistant_msg(const cJSON *c, cJSON *msgs)
     const cJSON *b;
     cJSON_ArrayForEach(b, c)
     {
-        has_text |= is_str(field(b, "type"), "text");
-        has_think |= is_str(field(b, "type"), "thinking");
+        has_text |= rq_is_str(rq_field(b, "type"), "text");
+        has_think |= rq_is_str(rq_field(b, "type"), "thinking");
     }
     char *text = has_text ? join_text(c, "text", "text", "") : NULL;
     bool ok = has_text ? text && oai_put(m, "content", cJSON_CreateString(text))
@@ -649,13 +618,13 @@ static bool assistant_msg(const cJSON *c, cJSON *msgs)
     cJSON *calls = NULL;
     cJSON_ArrayForEach(b, c)
     {
-        if (!ok || !is_str(field(b, "type"), "tool_use"))
+        if (!ok || !rq_is_str(rq_field(b, "type"), "tool_use"))
             continue;
         if (!calls && !oai_put(m, "tool_calls", calls = cJSON_CreateArray()))
             return false;
         cJSON *call = cJSON_CreateObject(), *fn = cJSON_CreateObject();
-        char *args = cJSON_PrintUnformatted(field(b, "input"));
-        ok = oai_put(calls, NULL, call) && oai_put(call, "id", dup(field(b, "id"))) &&
+        char *args = cJSON_PrintUnformatted(rq_field(b, "input"));
+        ok = oai_put(calls, NULL, call) && oai_put(call, "id", oai_dup(rq_field(b, "id"))) &&
              oai_put(call, "type", cJSON_CreateString("function"));
         if (!ok || !oai_put(call, "function", fn)) {
             if (ok)
@@ -664,7 +633,7 @@ static bool assistant_msg(const cJSON *c, cJSON *msgs)
             free(args);
             return false;
         }
-        ok = args && oai_put(fn, "name", dup(field(b, "name"))) &&
+        ok = args && oai_put(fn, "name", oai_dup(rq_field(b, "name"))) &&
              oai_put(fn, "arguments", cJSON_CreateString(args));
         free(args);
     }
@@ -673,7 +642,7 @@ static bool assistant_msg(const cJSON *c, cJSON *msgs)
 
 static bool put_tools(const cJSON *root, cJSON *c)
 {
-    const cJSON *tools = field(root, "tools"), *t;
+    const cJSON *tools = rq_field(root, "tools"), *t;
     if (!tools || !tools->child)
         return true;
     cJSON *arr = cJSON_CreateArray();
@@ -686,22 +655,22 @@ static bool put_tools(const cJSON *root, cJSON *c)
             cJSON_Delete(fn);
             return false;
         }
-        if (!oai_put(o, "function", fn) || !oai_put(fn, "name", dup(field(t, "name"))) ||
-            (field(t, "description") &&
-             !oai_put(fn, "description", dup(field(t, "description")))) ||
-            !oai_put(fn, "parameters", dup(field(t, "input_schema"))))
+        if (!oai_put(o, "function", fn) || !oai_put(fn, "name", oai_dup(rq_field(t, "name"))) ||
+            (rq_field(t, "description") &&
+             !oai_put(fn, "description", oai_dup(rq_field(t, "description")))) ||
+            !oai_put(fn, "parameters", oai_dup(rq_field(t, "input_schema"))))
             return false;
     }
-    const cJSON *tc = field(root, "tool_choice");
+    const cJSON *tc = rq_field(root, "tool_choice");
     if (!tc)
         return true;
-    const char *ty = field(tc, "type")->valuestring;
+    const char *ty = rq_field(tc, "type")->valuestring;
     cJSON *v;
     if (strcmp(ty, "tool") == 0) {
         cJSON *f = cJSON_CreateObject();
         v = cJSON_CreateObject();
         if (!oai_put(v, "type", cJSON_CreateString("function")) || !oai_put(v, "function", f) ||
-            !oai_put(f, "name", dup(field(tc, "name")))) {
+            !oai_put(f, "name", oai_dup(rq_field(tc, "name")))) {
             cJSON_Delete(v);
             v = NULL;
         }
@@ -710,7 +679,7 @@ static bool put_tools(const cJSON *root, cJSON *c)
     }
     if (!oai_put(c, "tool_choice", v))
         return false;
-    return !cJSON_IsTrue(field(tc, "disable_parallel_tool_use")) ||
+    return !cJSON_IsTrue(rq_field(tc, "disable_parallel_tool_use")) ||
            oai_put(c, "parallel_tool_calls", cJSON_CreateFalse());
 }
 
@@ -719,10 +688,10 @@ static bool put_tools(const cJSON *root, cJSON *c)
  * enforced (the engine has no reasoning budget).  Absent: the model's default. */
 static bool put_thinking(const cJSON *root, cJSON *c)
 {
-    const cJSON *th = field(root, "thinking");
+    const cJSON *th = rq_field(root, "thinking");
     if (!th)
         return true;
-    bool on = is_str(field(th, "type"), "enabled");
+    bool on = rq_is_str(rq_field(th, "type"), "enabled");
     cJSON *kw = cJSON_CreateObject();
     return oai_put(c, "chat_template_kwargs", kw) &&
            oai_put(kw, "enable_thinking", cJSON_CreateBool(on)) &&
@@ -740,16 +709,16 @@ int an_chat_body(const an_req_t *q, char **out, rq_err_t *e)
         cJSON_Delete(c);
         c = NULL;
     }
-    const cJSON *v = field(root, "system");
+    const cJSON *v = rq_field(root, "system");
     if (ok && v) {
         char *t = join_text(v, "text", "text", "");
         ok = add_msg(msgs, "system", t, NULL);
     }
-    const cJSON *m, *all = ok ? field(root, "messages") : NULL;
+    const cJSON *m, *all = ok ? rq_field(root, "messages") : NULL;
     cJSON_ArrayForEach(m, all)
     {
-        const cJSON *content = field(m, "content");
-        ok = is_str(field(m, "role"), "user") ? user_msgs(content, msgs)
+        const cJSON *content = rq_field(m, "content");
+        ok = rq_is_str(rq_field(m, "role"), "user") ? user_msgs(content, msgs)
                                                : assistant_msg(content, msgs);
         if (!ok)
             break;
@@ -757,35 +726,20 @@ int an_chat_body(const an_req_t *q, char **out, rq_err_t *e)
     static const char *const same[] = {"model", "max_tokens", "temperature", "top_p", "top_k",
                                        "stream"};
     for (size_t k = 0; ok && k < FD_ARRAY_LEN(same); k++) {
-        v = field(root, same[k]);
-        ok = !v || oai_put(c, same[k], dup(v));
+        v = rq_field(root, same[k]);
+        ok = !v || oai_put(c, same[k], oai_dup(v));
     }
     for (size_t k = 0; ok && k < FD_ARRAY_LEN(fields); k++) {
-        v = field(root, fields[k].key);
-        ok = !v || !fields[k].pass || oai_put(c, fields[k].key, dup(v));
+        v = rq_field(root, fields[k].key);
+        ok = !v || !fields[k].pass || oai_put(c, fields[k].key, oai_dup(v));
     }
-    v = field(root, "stop_sequences");
+    v = rq_field(root, "stop_sequences");
     if (ok && v && v->child)
-        ok = oai_put(c, "stop", dup(v));
+        ok = oai_put(c, "stop", oai_dup(v));
     ok = ok && put_tools(root, c) && put_thinking(root, c);
     *out = ok ? cJSON_PrintUnformatted(c) : NULL;
     cJSON_Delete(c);
-    return *out ? 0 : oom(e);
-}
-
-/* Replaces every from with to in s (cap bytes). */
-static void replace_all(char *s, size_t cap, const char *from, const char *to)
-{
-    size_t fl = strlen(from), tl = strlen(to);
-    char *p = s;
-    while ((p = strstr(p, from))) {
-        size_t rest = strlen(p + fl);
-        if ((size_t)(p - s) + tl + rest + 1 > cap)
-            return;
-        memmove(p + tl, p + fl, rest + 1);
-        memcpy(p, to, tl);
-        p += tl;
-    }
+    return *out ? 0 : rq_oom(e);
 }
 
 void an_map_error(rq_err_t *e)
@@ -799,10 +753,7 @@ void an_map_error(rq_err_t *e)
         {"parallel_tool_calls", "tool_choice.disable_parallel_tool_use"},
         {"chat_template_kwargs.enable_thinking", "thinking"},
     };
-    for (size_t k = 0; k < FD_ARRAY_LEN(map); k++) {
-        replace_all(e->param, sizeof e->param, map[k][0], map[k][1]);
-        replace_all(e->message, sizeof e->message, map[k][0], map[k][1]);
-    }
+    rq_err_rename(e, map, FD_ARRAY_LEN(map));
     if (strcmp(e->param, "stop") == 0)
         snprintf(e->param, sizeof e->param, "stop_sequences");
 }
@@ -859,21 +810,12 @@ const char *an_stop_reason(const char *finish, const char *stop_seq)
     return stop_seq ? "stop_sequence" : "end_turn";
 }
 
-/* A string the model wrote: bytes that are not UTF-8 become U+FFFD, as in every answer. */
-static cJSON *gen_str(const char *s, size_t len)
-{
-    char *c = oai_utf8_clean(s ? s : "", s ? len : 0);
-    cJSON *v = c ? cJSON_CreateString(c) : NULL;
-    free(c);
-    return v;
-}
-
 static int add_block(cJSON *arr, const char *type, const char *key, const char *text,
                      size_t len)
 {
     cJSON *b = cJSON_CreateObject();
     bool ok = oai_put(arr, NULL, b) && oai_put(b, "type", cJSON_CreateString(type)) &&
-              oai_put(b, key, gen_str(text, len));
+              oai_put(b, key, oai_str_n(text, len));
     /* no signature can vouch for a local model's thinking: an empty one */
     if (ok && strcmp(type, "thinking") == 0)
         ok = oai_put(b, "signature", cJSON_CreateString(""));
@@ -1086,7 +1028,7 @@ static void stream_piece(an_stream_t *st, sb_t *out, int kind, const char *text,
     const char *type = kind == AN_TEXT ? "text" : "thinking";
     if (st->open != kind)
         open_block(st, out, kind, empty_block(type, type));
-    delta(st, out, kind == AN_TEXT ? "text_delta" : "thinking_delta", type, gen_str(text, len));
+    delta(st, out, kind == AN_TEXT ? "text_delta" : "thinking_delta", type, oai_str_n(text, len));
 }
 
 void an_stream_text(an_stream_t *st, sb_t *out, const char *text, size_t len)
@@ -1118,7 +1060,7 @@ void an_stream_args(an_stream_t *st, sb_t *out, const char *partial)
 {
     if (st->ended || st->open != AN_TOOL || !partial || !partial[0])
         return;
-    delta(st, out, "input_json_delta", "partial_json", gen_str(partial, strlen(partial)));
+    delta(st, out, "input_json_delta", "partial_json", oai_str_n(partial, strlen(partial)));
 }
 
 void an_stream_end(an_stream_t *st, sb_t *out, const an_result_t *r)

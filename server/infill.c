@@ -212,14 +212,6 @@ int inf_psm(const tok_t *t, bool bos, const int32_t *prefix, size_t n_prefix,
 
 /* ---------------------------------------------------------------- the native answer */
 
-static cJSON *str_n(const char *s, size_t len)
-{
-    char *c = oai_utf8_clean(s ? s : "", s ? len : 0);
-    cJSON *j = c ? cJSON_CreateString(c) : NULL;
-    free(c);
-    return j;
-}
-
 static cJSON *timings_json(const oai_timings_t *t, long long cache_n)
 {
     cJSON *o = cJSON_CreateObject();
@@ -267,7 +259,7 @@ char *inf_answer_json(const inf_answer_t *a)
     char *out = NULL;
     cJSON *toks = cJSON_CreateArray();
     bool ok = o && oai_put(o, "index", cJSON_CreateNumber(a->index)) &&
-              oai_put(o, "content", str_n(a->content, a->content_len)) &&
+              oai_put(o, "content", oai_str_n(a->content, a->content_len)) &&
               oai_put(o, "tokens", toks);
     if (!ok && o && !cJSON_GetObjectItemCaseSensitive(o, "tokens"))
         cJSON_Delete(toks);
@@ -282,7 +274,7 @@ char *inf_answer_json(const inf_answer_t *a)
     ok = ok && oai_put(o, "tokens_predicted", cJSON_CreateNumber((double)a->tokens_predicted)) &&
          oai_put(o, "tokens_evaluated", cJSON_CreateNumber((double)a->tokens_evaluated));
     if (ok && a->stop) {
-        ok = (!a->prompt || oai_put(o, "prompt", str_n(a->prompt, a->prompt_len))) &&
+        ok = (!a->prompt || oai_put(o, "prompt", oai_str_n(a->prompt, a->prompt_len))) &&
              oai_put(o, "has_new_line", cJSON_CreateBool(a->has_new_line)) &&
              oai_put(o, "truncated", cJSON_CreateBool(a->truncated)) &&
              oai_put(o, "stop_type", cJSON_CreateString(a->stop_type ? a->stop_type : "none")) &&

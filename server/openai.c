@@ -40,7 +40,12 @@ char *oai_utf8_clean(const char *str, size_t len)
     return out;
 }
 
-static cJSON *str_n(const char *s, size_t len)
+cJSON *oai_dup(const cJSON *v)
+{
+    return cJSON_Duplicate(v, true);
+}
+
+cJSON *oai_str_n(const char *s, size_t len)
 {
     char *c = oai_utf8_clean(s ? s : "", s ? len : 0);
     if (!c)
@@ -80,7 +85,7 @@ static cJSON *token_string(const tok_t *tok, int32_t id)
 {
     char buf[512];
     size_t n = token_bytes(tok, id, buf, sizeof buf);
-    return str_n(buf, n);
+    return oai_str_n(buf, n);
 }
 
 static cJSON *bytes_array(const tok_t *tok, int32_t id)
@@ -176,7 +181,7 @@ static cJSON *completion_logprobs(const oai_resp_t *r, const oai_choice_t *c)
         char buf[512];
         size_t n = token_bytes(r->tok, c->echo_ids[i], buf, sizeof buf);
         const oai_lp_t *pl = i >= 1 && i - 1 < c->n_plp ? &c->plp[i - 1] : NULL;
-        ok = oai_put(toks, NULL, str_n(buf, n)) &&
+        ok = oai_put(toks, NULL, oai_str_n(buf, n)) &&
              oai_put(lps, NULL, pl ? cJSON_CreateNumber(pl->logprob) : cJSON_CreateNull()) &&
              oai_put(tops, NULL, pl ? top_object(r, pl, FD_MIN(pl->n_top, c->echo_top), true)
                                 : cJSON_CreateNull()) &&
@@ -290,7 +295,7 @@ static cJSON *tool_calls(const oai_choice_t *c, bool chunk)
         if (ok && t->name)
             ok = oai_put(fn, "name", cJSON_CreateString(t->name));
         if (ok && t->arguments)
-            ok = oai_put(fn, "arguments", str_n(t->arguments, strlen(t->arguments)));
+            ok = oai_put(fn, "arguments", oai_str_n(t->arguments, strlen(t->arguments)));
     }
     if (!ok) {
         cJSON_Delete(a);
@@ -310,9 +315,9 @@ static cJSON *choice_obj(const oai_resp_t *r, const oai_choice_t *c)
             ok = oai_put(m, "role", cJSON_CreateString("assistant"));
         if (ok && (!r->chunk || c->role || c->text_len))
             ok = oai_put(m, "content", c->content_null && !r->chunk ? cJSON_CreateNull()
-                                                                : str_n(c->text, c->text_len));
+                                                                : oai_str_n(c->text, c->text_len));
         if (ok && c->reasoning)
-            ok = oai_put(m, "reasoning_content", str_n(c->reasoning, c->reasoning_len));
+            ok = oai_put(m, "reasoning_content", oai_str_n(c->reasoning, c->reasoning_len));
         if (ok && c->n_calls)
             ok = oai_put(m, "tool_calls", tool_calls(c, r->chunk));
         /* A whole message's "refusal" is required by the SDKs' types (openai-node's
@@ -320,7 +325,7 @@ static cJSON *choice_obj(const oai_resp_t *r, const oai_choice_t *c)
         if (ok && !r->chunk)
             ok = oai_put(m, "refusal", cJSON_CreateNull());
     } else {
-        ok = ok && oai_put(o, "text", str_n(c->text, c->text_len));
+        ok = ok && oai_put(o, "text", oai_str_n(c->text, c->text_len));
     }
     if (ok) {
         cJSON *lp = !c->logprobs ? cJSON_CreateNull()
@@ -390,10 +395,11 @@ char *oai_error(int status, const char *type, const char *code, const char *para
     cJSON *e = cJSON_CreateObject();
     /* No specific code is null, as OpenAI sends it: clients branch on `code` being one of
      * OpenAI's strings (context_length_exceeded, ...), and "400" would be none of them. */
-    bool ok = oai_put(root, "error", e) && oai_put(e, "message", str_n(message, strlen(message))) &&
+    bool ok = oai_put(root, "error", e) &&
+              oai_put(e, "message", oai_str_n(message, strlen(message))) &&
               oai_put(e, "type", cJSON_CreateString(type ? type : "invalid_request_error")) &&
               oai_put(e, "param",
-                      param && *param ? str_n(param, strlen(param)) : cJSON_CreateNull()) &&
+                      param && *param ? oai_str_n(param, strlen(param)) : cJSON_CreateNull()) &&
               oai_put(e, "code", code ? cJSON_CreateString(code) : cJSON_CreateNull());
     return oai_print(root, ok);
 }
@@ -462,7 +468,7 @@ char *oai_tokenize(const tok_t *tok, const int32_t *ids, size_t n, bool with_pie
         bool text = rq_utf8_valid(buf, nb) && !memchr(buf, 0, nb);
         cJSON *o = cJSON_CreateObject();
         ok = oai_put(arr, NULL, o) && oai_put(o, "id", cJSON_CreateNumber(ids[i])) &&
-             oai_put(o, "piece", text ? str_n(buf, nb) : bytes_array(tok, ids[i]));
+             oai_put(o, "piece", text ? oai_str_n(buf, nb) : bytes_array(tok, ids[i]));
     }
     ok = ok && oai_put(root, "count", cJSON_CreateNumber((double)n)) &&
          oai_put(root, "max_model_len", cJSON_CreateNumber(n_ctx));
@@ -525,7 +531,7 @@ char *oai_embeddings(const char *model, const float *const *vecs, int n, int dim
 char *oai_detokenize(const char *text, size_t len)
 {
     cJSON *root = cJSON_CreateObject();
-    bool ok = oai_put(root, "content", str_n(text, len)) &&
-              oai_put(root, "prompt", str_n(text, len));
+    bool ok = oai_put(root, "content", oai_str_n(text, len)) &&
+              oai_put(root, "prompt", oai_str_n(text, len));
     return oai_print(root, ok);
 }

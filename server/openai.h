@@ -110,6 +110,10 @@ typedef struct oai_resp {
 struct cJSON;
 bool oai_put(struct cJSON *obj, const char *key, struct cJSON *item);
 char *oai_print(struct cJSON *obj, bool ok);
+/* A deep copy of v (NULL for NULL, or on OOM), and a string the model wrote as a JSON string
+ * (bytes that are not UTF-8 become U+FFFD, as in every answer; s NULL: ""). */
+struct cJSON *oai_dup(const struct cJSON *v);
+struct cJSON *oai_str_n(const char *s, size_t len);
 
 /* Each returns a malloc'd NUL-terminated JSON text (free()), NULL when out of memory.
  * oai_error: a NULL code or param is null in the body, as OpenAI sends them; status is not

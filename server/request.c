@@ -108,13 +108,13 @@ bool rq_utf8_valid(const char *str, size_t len)
 }
 
 /* The field's value, NULL when absent or null. */
-static const cJSON *field(const cJSON *o, const char *key)
+const cJSON *rq_field(const cJSON *o, const char *key)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     return (v && !cJSON_IsNull(v)) ? v : NULL;
 }
 
-static const char *type_name(const cJSON *v)
+const char *rq_type_name(const cJSON *v)
 {
     if (cJSON_IsBool(v))
         return "a boolean";
@@ -129,13 +129,47 @@ static const char *type_name(const cJSON *v)
     return "null";
 }
 
+bool rq_is_str(const cJSON *v, const char *s)
+{
+    return cJSON_IsString(v) && strcmp(v->valuestring, s) == 0;
+}
+
+int rq_oom(rq_err_t *e)
+{
+    rq_fail(e, 500, "server_error", NULL, "out of memory while reading the request");
+    return -ENOMEM;
+}
+
+/* Replaces every from with to in s (cap bytes). */
+static void replace_all(char *s, size_t cap, const char *from, const char *to)
+{
+    size_t fl = strlen(from), tl = strlen(to);
+    char *p = s;
+    while ((p = strstr(p, from))) {
+        size_t rest = strlen(p + fl);
+        if ((size_t)(p - s) + tl + rest + 1 > cap)
+            return;
+        memmove(p + tl, p + fl, rest + 1);
+        memcpy(p, to, tl);
+        p += tl;
+    }
+}
+
+void rq_err_rename(rq_err_t *e, const char *const (*map)[2], size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        replace_all(e->param, sizeof e->param, map[k][0], map[k][1]);
+        replace_all(e->message, sizeof e->message, map[k][0], map[k][1]);
+    }
+}
+
 static int get_bool(const cJSON *o, const char *key, bool *out, rq_err_t *e)
 {
-    const cJSON *v = field(o, key);
+    const cJSON *v = rq_field(o, key);
     if (!v)
         return 0;
     if (!cJSON_IsBool(v))
-        return bad(e, key, "'%s' must be a boolean, not %s", key, type_name(v));
+        return bad(e, key, "'%s' must be a boolean, not %s", key, rq_type_name(v));
     *out = cJSON_IsTrue(v);
     return 0;
 }
@@ -143,11 +177,11 @@ static int get_bool(const cJSON *o, const char *key, bool *out, rq_err_t *e)
 static int get_num(const cJSON *o, const char *key, double lo, double hi, bool lo_open,
                    float *out, rq_err_t *e)
 {
-    const cJSON *v = field(o, key);
+    const cJSON *v = rq_field(o, key);
     if (!v)
         return 0;
     if (!cJSON_IsNumber(v))
-        return bad(e, key, "'%s' must be a number, not %s", key, type_name(v));
+        return bad(e, key, "'%s' must be a number, not %s", key, rq_type_name(v));
     double d = v->valuedouble;
     if (!isfinite(d) || d > hi || d < lo || (lo_open && d == lo))
         return bad(e, key, "'%s' is %g; it must be in %s%g, %g]", key, d, lo_open ? "(" : "[",
@@ -166,7 +200,7 @@ static bool is_int(const cJSON *v, double lo, double hi)
 static int get_int(const cJSON *o, const char *key, long long lo, long long hi, bool *present,
                    long long *out, rq_err_t *e)
 {
-    const cJSON *v = field(o, key);
+    const cJSON *v = rq_field(o, key);
     if (present)
         *present = v != NULL;
     if (!v)
@@ -174,7 +208,7 @@ static int get_int(const cJSON *o, const char *key, long long lo, long long hi, 
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) ||
         v->valuedouble != floor(v->valuedouble))
         return bad(e, key, "'%s' must be an integer, not %s", key,
-                   cJSON_IsNumber(v) ? "a fraction" : type_name(v));
+                   cJSON_IsNumber(v) ? "a fraction" : rq_type_name(v));
     /* (double)hi rounds LLONG_MAX up to 2^63, which would pass and not fit a long long */
     if (v->valuedouble < (double)lo || v->valuedouble > (double)hi ||
         v->valuedouble >= 9223372036854775808.0)
@@ -187,12 +221,12 @@ static int get_int(const cJSON *o, const char *key, long long lo, long long hi, 
 /* llama-server's "lora": an array of {"id": integer >= 0, "scale": number}. */
 static int parse_lora(const cJSON *root, rq_t *r, rq_err_t *e)
 {
-    const cJSON *l = field(root, "lora"), *it;
+    const cJSON *l = rq_field(root, "lora"), *it;
     if (!l)
         return 0;
     if (!cJSON_IsArray(l))
         return bad(e, "lora", "'lora' must be an array of {\"id\", \"scale\"} objects, not %s",
-                   type_name(l));
+                   rq_type_name(l));
     int n = cJSON_GetArraySize(l);
     if (n > RQ_MAX_LORA)
         return bad(e, "lora", "'lora' has %d entries; at most %d", n, RQ_MAX_LORA);
@@ -207,8 +241,8 @@ static int parse_lora(const cJSON *root, rq_t *r, rq_err_t *e)
         snprintf(p, sizeof p, "lora[%d]", r->n_lora);
         if (!cJSON_IsObject(it))
             return bad(e, p, "'%s' must be an object with \"id\" and \"scale\", not %s", p,
-                       type_name(it));
-        const cJSON *id = field(it, "id"), *sc = field(it, "scale");
+                       rq_type_name(it));
+        const cJSON *id = rq_field(it, "id"), *sc = rq_field(it, "scale");
         if (!id || !is_int(id, 0, 1e9))
             return bad(e, p, "'%s.id' must be an adapter id (an integer >= 0)", p);
         if (!sc || !cJSON_IsNumber(sc) || !isfinite(sc->valuedouble) ||
@@ -254,7 +288,7 @@ static int parse_ids(const cJSON *arr, const char *param, bool allow_empty, int3
             snprintf(p, sizeof p, "%.80s[%d]", param, i);
             free(out);
             return bad(e, p, "'%s' must be a token id (an integer >= 0), not %s", p,
-                       cJSON_IsNumber(it) ? "this number" : type_name(it));
+                       cJSON_IsNumber(it) ? "this number" : rq_type_name(it));
         }
         out[i++] = (int32_t)it->valuedouble;
     }
@@ -265,7 +299,7 @@ static int parse_ids(const cJSON *arr, const char *param, bool allow_empty, int3
 
 static int parse_prompt(const cJSON *root, const char *key, rq_t *r, rq_err_t *e)
 {
-    const cJSON *p = field(root, key);
+    const cJSON *p = rq_field(root, key);
     if (!p)
         return bad(e, key, "'%s' is required", key);
     if (cJSON_IsString(p)) {
@@ -277,7 +311,7 @@ static int parse_prompt(const cJSON *root, const char *key, rq_t *r, rq_err_t *e
     }
     if (!cJSON_IsArray(p))
         return bad(e, key, "'%s' must be a string, an array of strings, an array of token ids "
-                   "or an array of arrays of token ids, not %s", key, type_name(p));
+                   "or an array of arrays of token ids, not %s", key, rq_type_name(p));
     int cnt = cJSON_GetArraySize(p);
     if (cnt == 0)
         return bad(e, key, "'%s' is an empty array", key);
@@ -307,7 +341,7 @@ static int parse_prompt(const cJSON *root, const char *key, rq_t *r, rq_err_t *e
             rc = parse_ids(it, pp, false, &r->prompts[i].ids, &r->prompts[i].n_ids, e);
         else
             rc = bad(e, pp, "'%s' must be %s like the first element, not %s", pp,
-                     strings ? "a string" : "an array of token ids", type_name(it));
+                     strings ? "a string" : "an array of token ids", rq_type_name(it));
         if (rc)
             return rc;
         i++;
@@ -317,7 +351,7 @@ static int parse_prompt(const cJSON *root, const char *key, rq_t *r, rq_err_t *e
 
 static int parse_stop(const cJSON *root, const rq_limits_t *lim, rq_t *r, rq_err_t *e)
 {
-    const cJSON *s = field(root, "stop");
+    const cJSON *s = rq_field(root, "stop");
     if (!s)
         return 0;
     int cnt;
@@ -327,7 +361,7 @@ static int parse_stop(const cJSON *root, const rq_limits_t *lim, rq_t *r, rq_err
         cnt = cJSON_GetArraySize(s);
     else
         return bad(e, "stop", "'stop' must be a string or an array of strings, not %s",
-                   type_name(s));
+                   rq_type_name(s));
     if (cnt > lim->max_stop)
         return bad(e, "stop", "'stop' has %d strings; at most %d are allowed", cnt,
                    lim->max_stop);
@@ -344,7 +378,7 @@ static int parse_stop(const cJSON *root, const rq_limits_t *lim, rq_t *r, rq_err
         else
             snprintf(pp, sizeof pp, "stop[%d]", i);
         if (!cJSON_IsString(it))
-            return bad(e, pp, "'%s' must be a string, not %s", pp, type_name(it));
+            return bad(e, pp, "'%s' must be a string, not %s", pp, rq_type_name(it));
         size_t n = strlen(it->valuestring);
         if (n == 0)
             return bad(e, pp, "'%s' is an empty string", pp);
@@ -409,14 +443,14 @@ static int parse_bias_pairs(const cJSON *b, const rq_limits_t *lim, rq_t *r, rq_
 static int parse_logit_bias(const cJSON *root, int kind, const rq_limits_t *lim, rq_t *r,
                             rq_err_t *e)
 {
-    const cJSON *b = field(root, "logit_bias");
+    const cJSON *b = rq_field(root, "logit_bias");
     if (!b)
         return 0;
     if (cJSON_IsArray(b) && (kind == RQ_NATIVE || kind == RQ_INFILL))
         return parse_bias_pairs(b, lim, r, e);
     if (!cJSON_IsObject(b))
         return bad(e, "logit_bias", "'logit_bias' must be an object mapping token ids to "
-                   "biases, not %s", type_name(b));
+                   "biases, not %s", rq_type_name(b));
     int rc = alloc_bias(cJSON_GetArraySize(b), lim, r, e);
     if (rc || !r->bias)
         return rc;
@@ -432,7 +466,7 @@ static int parse_logit_bias(const cJSON *root, int kind, const rq_limits_t *lim,
             return bad(e, pp, "'logit_bias' keys must be token ids (integers >= 0), not "
                        "\"%.60s\"", it->string);
         if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble))
-            return bad(e, pp, "'%s' must be a number, not %s", pp, type_name(it));
+            return bad(e, pp, "'%s' must be a number, not %s", pp, rq_type_name(it));
         if (it->valuedouble < -100 || it->valuedouble > 100)
             return bad(e, pp, "'%s' is %g; it must be in [-100, 100]", pp, it->valuedouble);
         r->bias[r->n_bias].token = (int32_t)id;
@@ -465,11 +499,11 @@ static int member_str(const cJSON *o, const char *pp, const char *key, bool none
 {
     char kp[128];
     snprintf(kp, sizeof kp, "%.100s.%s", pp, key);
-    const cJSON *v = field(o, key);
+    const cJSON *v = rq_field(o, key);
     if (!v)
         return bad(e, kp, "'%s' is required", kp);
     if (!cJSON_IsString(v))
-        return bad(e, kp, "'%s' must be a string, not %s", kp, type_name(v));
+        return bad(e, kp, "'%s' must be a string, not %s", kp, rq_type_name(v));
     if (nonempty && !v->valuestring[0])
         return bad(e, kp, "'%s' is an empty string", kp);
     return dup_str(v, kp, out, NULL, e);
@@ -482,7 +516,7 @@ static int parse_tool_calls(const cJSON *tc, const char *pp, rq_msg_t *msg, rq_e
     char tp[128];
     snprintf(tp, sizeof tp, "%.80s.tool_calls", pp);
     if (!cJSON_IsArray(tc))
-        return bad(e, tp, "'%s' must be an array, not %s", tp, type_name(tc));
+        return bad(e, tp, "'%s' must be an array, not %s", tp, rq_type_name(tc));
     int cnt = cJSON_GetArraySize(tc);
     if (cnt == 0)
         return 0;
@@ -497,16 +531,16 @@ static int parse_tool_calls(const cJSON *tc, const char *pp, rq_msg_t *msg, rq_e
         snprintf(cp, sizeof cp, "%.100s[%d]", tp, i);
         snprintf(fp, sizeof fp, "%.100s.function", cp);
         if (!cJSON_IsObject(it))
-            return bad(e, cp, "'%s' must be an object, not %s", cp, type_name(it));
+            return bad(e, cp, "'%s' must be an object, not %s", cp, rq_type_name(it));
         rq_call_t *c = &msg->calls[i];
         msg->n_calls = (size_t)i + 1;
-        const cJSON *type = field(it, "type"), *fn = field(it, "function");
+        const cJSON *type = rq_field(it, "type"), *fn = rq_field(it, "function");
         if (type && (!cJSON_IsString(type) || strcmp(type->valuestring, "function") != 0))
             return bad(e, cp, "'%s.type' must be \"function\"", cp);
         if (!fn)
             return bad(e, fp, "'%s' is required", fp);
         if (!cJSON_IsObject(fn))
-            return bad(e, fp, "'%s' must be an object, not %s", fp, type_name(fn));
+            return bad(e, fp, "'%s' must be an object, not %s", fp, rq_type_name(fn));
         int rc;
         if ((rc = member_str(it, cp, "id", true, &c->id, e)) ||
             (rc = member_str(fn, fp, "name", true, &c->name, e)) ||
@@ -528,7 +562,7 @@ static int parse_content(const cJSON *c, const char *pp, char **out, rq_err_t *e
         return dup_str(c, pp, out, NULL, e);
     if (!cJSON_IsArray(c))
         return bad(e, pp, "'%s' must be a string or an array of text parts, not %s", pp,
-                   type_name(c));
+                   rq_type_name(c));
     /* Text parts are joined with newlines, as vLLM does. */
     size_t total = 1;
     int i = 0;
@@ -537,11 +571,11 @@ static int parse_content(const cJSON *c, const char *pp, char **out, rq_err_t *e
     {
         char ip[128];
         snprintf(ip, sizeof ip, "%.80s[%d]", pp, i);
-        const cJSON *t = cJSON_IsObject(it) ? field(it, "type") : NULL;
-        const cJSON *x = cJSON_IsObject(it) ? field(it, "text") : NULL;
+        const cJSON *t = cJSON_IsObject(it) ? rq_field(it, "type") : NULL;
+        const cJSON *x = cJSON_IsObject(it) ? rq_field(it, "text") : NULL;
         if (!cJSON_IsObject(it))
             return bad(e, ip, "'%s' must be an object {\"type\": \"text\", \"text\": ...}, "
-                       "not %s", ip, type_name(it));
+                       "not %s", ip, rq_type_name(it));
         if (!cJSON_IsString(t) || strcmp(t->valuestring, "text") != 0) {
             char tp[128];
             snprintf(tp, sizeof tp, "%.80s.type", ip);
@@ -567,10 +601,10 @@ static int parse_content(const cJSON *c, const char *pp, char **out, rq_err_t *e
     size_t off = 0;
     cJSON_ArrayForEach(it, c)
     {
-        size_t n = strlen(field(it, "text")->valuestring);
+        size_t n = strlen(rq_field(it, "text")->valuestring);
         if (off)
             s[off++] = '\n';
-        memcpy(s + off, field(it, "text")->valuestring, n);
+        memcpy(s + off, rq_field(it, "text")->valuestring, n);
         off += n;
     }
     s[off] = 0;
@@ -592,7 +626,7 @@ static int parse_effort(const cJSON *v, const char *param, rq_t *r, rq_err_t *e)
         }
     if (!cJSON_IsString(v))
         return bad(e, param, "'%s' must be a string (low, medium or high), not %s", param,
-                   type_name(v));
+                   rq_type_name(v));
     return bad(e, param, "'%s' is \"%.40s\"; it must be low, medium or high", param,
                v->valuestring);
 }
@@ -603,29 +637,29 @@ static int parse_effort(const cJSON *v, const char *param, rq_t *r, rq_err_t *e)
  * (llama-server's per-request override: none, deepseek or auto). */
 static int parse_reasoning(const cJSON *root, rq_t *r, rq_err_t *e)
 {
-    const cJSON *kw = field(root, "chat_template_kwargs");
+    const cJSON *kw = rq_field(root, "chat_template_kwargs");
     if (kw) {
         if (!cJSON_IsObject(kw))
             return bad(e, "chat_template_kwargs", "'chat_template_kwargs' must be an object, "
-                       "not %s", type_name(kw));
-        const cJSON *th = field(kw, "enable_thinking");
+                       "not %s", rq_type_name(kw));
+        const cJSON *th = rq_field(kw, "enable_thinking");
         if (th && !cJSON_IsBool(th))
             return bad(e, "chat_template_kwargs.enable_thinking", "'chat_template_kwargs."
-                       "enable_thinking' must be a boolean, not %s", type_name(th));
+                       "enable_thinking' must be a boolean, not %s", rq_type_name(th));
         r->no_thinking = th && cJSON_IsFalse(th);
-        int rc = parse_effort(field(kw, "reasoning_effort"),
+        int rc = parse_effort(rq_field(kw, "reasoning_effort"),
                               "chat_template_kwargs.reasoning_effort", r, e);
         if (rc)
             return rc;
     }
-    int rc = parse_effort(field(root, "reasoning_effort"), "reasoning_effort", r, e);
+    int rc = parse_effort(rq_field(root, "reasoning_effort"), "reasoning_effort", r, e);
     if (rc)
         return rc;
-    const cJSON *rf = field(root, "reasoning_format");
+    const cJSON *rf = rq_field(root, "reasoning_format");
     if (rf) {
         if (!cJSON_IsString(rf))
             return bad(e, "reasoning_format", "'reasoning_format' must be a string (none, "
-                       "deepseek or auto), not %s", type_name(rf));
+                       "deepseek or auto), not %s", rq_type_name(rf));
         int f = rsn_format_from_name(rf->valuestring);
         if (f < 0)
             return bad(e, "reasoning_format", "'reasoning_format' is \"%.40s\"; it must be "
@@ -637,12 +671,12 @@ static int parse_reasoning(const cJSON *root, rq_t *r, rq_err_t *e)
 
 static int parse_messages(const cJSON *root, rq_t *r, rq_err_t *e)
 {
-    const cJSON *m = field(root, "messages");
+    const cJSON *m = rq_field(root, "messages");
     if (!m)
         return bad(e, "messages", "'messages' is required");
     if (!cJSON_IsArray(m))
         return bad(e, "messages", "'messages' must be an array of messages, not %s",
-                   type_name(m));
+                   rq_type_name(m));
     int cnt = cJSON_GetArraySize(m);
     if (cnt == 0)
         return bad(e, "messages", "'messages' is an empty array");
@@ -657,15 +691,15 @@ static int parse_messages(const cJSON *root, rq_t *r, rq_err_t *e)
         snprintf(pp, sizeof pp, "messages[%d]", i);
         if (!cJSON_IsObject(it))
             return bad(e, pp, "'%s' must be an object with 'role' and 'content', not %s", pp,
-                       type_name(it));
+                       rq_type_name(it));
         r->n_msgs = (size_t)i + 1;
-        const cJSON *role = field(it, "role");
+        const cJSON *role = rq_field(it, "role");
         char rp[128];
         snprintf(rp, sizeof rp, "%.80s.role", pp);
         if (!role)
             return bad(e, rp, "'%s' is required", rp);
         if (!cJSON_IsString(role))
-            return bad(e, rp, "'%s' must be a string, not %s", rp, type_name(role));
+            return bad(e, rp, "'%s' must be a string, not %s", rp, rq_type_name(role));
         size_t k;
         for (k = 0; k < FD_ARRAY_LEN(chat_roles); k++)
             if (strcmp(role->valuestring, chat_roles[k]) == 0)
@@ -677,7 +711,7 @@ static int parse_messages(const cJSON *root, rq_t *r, rq_err_t *e)
         if (!r->msgs[i].role)
             return -ENOMEM;
         int rc;
-        const cJSON *tc = field(it, "tool_calls");
+        const cJSON *tc = rq_field(it, "tool_calls");
         if (tc && k != ROLE_ASSISTANT) {
             snprintf(rp, sizeof rp, "%.80s.tool_calls", pp);
             return bad(e, rp, "'%s' is only for assistant messages", rp);
@@ -689,15 +723,15 @@ static int parse_messages(const cJSON *root, rq_t *r, rq_err_t *e)
             return rc;
         /* vLLM's and llama-server's field for an assistant turn's reasoning (the others'
          * is ignored, as those servers do) */
-        const cJSON *rs = field(it, "reasoning_content");
+        const cJSON *rs = rq_field(it, "reasoning_content");
         if (rs && k == ROLE_ASSISTANT) {
             snprintf(rp, sizeof rp, "%.80s.reasoning_content", pp);
             if (!cJSON_IsString(rs))
-                return bad(e, rp, "'%s' must be a string or null, not %s", rp, type_name(rs));
+                return bad(e, rp, "'%s' must be a string or null, not %s", rp, rq_type_name(rs));
             if ((rc = dup_str(rs, rp, &r->msgs[i].reasoning, NULL, e)))
                 return rc;
         }
-        const cJSON *c = field(it, "content");
+        const cJSON *c = rq_field(it, "content");
         snprintf(rp, sizeof rp, "%.80s.content", pp);
         if (!c) {
             if (k != ROLE_ASSISTANT)
@@ -782,7 +816,7 @@ static int check_unsupported(const cJSON *root, int kind, const rq_t *r, rq_err_
 {
     for (size_t i = 0; i < FD_ARRAY_LEN(unsupported); i++) {
         const struct unsupported *u = &unsupported[i];
-        const cJSON *v = field(root, u->key);
+        const cJSON *v = rq_field(root, u->key);
         if (!(u->kinds & (1u << kind)) || !v || is_neutral(v, u->neutral, u->num))
             continue;
         return unsupported_param(e, u->key, "'%s' (%s) is not supported by fusiond; leave it "
@@ -803,7 +837,7 @@ static int check_unsupported(const cJSON *root, int kind, const rq_t *r, rq_err_
                                                 "choice it generates (ask for n = %lld "
                                                 "instead)", b, r->n, b);
     } else if (kind == RQ_CHAT) {
-        const cJSON *m = field(root, "modalities");
+        const cJSON *m = rq_field(root, "modalities");
         if (m) {
             bool text_only = cJSON_IsArray(m);
             const cJSON *it;
@@ -853,7 +887,7 @@ static int parse_mixed(const cJSON *arr, const char *pp, rq_prompt_t *out, rq_er
         }
         if (!is_int(it, 0, RQ_MAX_ID))
             return bad(e, ip, "'%s' must be a token id (an integer >= 0) or a string, not %s",
-                       ip, cJSON_IsNumber(it) ? "this number" : type_name(it));
+                       ip, cJSON_IsNumber(it) ? "this number" : rq_type_name(it));
         if (!sg || sg->text) {
             sg = &out->segs[out->n_segs++];
             if (!(sg->ids = malloc((size_t)cnt * sizeof *sg->ids)))
@@ -871,11 +905,11 @@ static int parse_mixed(const cJSON *arr, const char *pp, rq_prompt_t *out, rq_er
 static int parse_native_one(const cJSON *v, const char *pp, rq_prompt_t *out, rq_err_t *e)
 {
     if (cJSON_IsObject(v)) {
-        const cJSON *md = field(v, "multimodal_data");
+        const cJSON *md = rq_field(v, "multimodal_data");
         if (md && !is_neutral(md, NEU_EMPTY, 0))
             return unsupported_param(e, pp, "'%s': multimodal_data is not supported: fusiond "
                                      "serves text models", pp);
-        v = field(v, "prompt_string");
+        v = rq_field(v, "prompt_string");
         if (!v || !cJSON_IsString(v))
             return bad(e, pp, "'%s' must hold a \"prompt_string\" string", pp);
     }
@@ -884,12 +918,12 @@ static int parse_native_one(const cJSON *v, const char *pp, rq_prompt_t *out, rq
     if (cJSON_IsArray(v))
         return parse_mixed(v, pp, out, e);
     return bad(e, pp, "'%s' must be a string, an array of token ids and strings, or an "
-               "object with \"prompt_string\", not %s", pp, type_name(v));
+               "object with \"prompt_string\", not %s", pp, rq_type_name(v));
 }
 
 static int parse_native_prompt(const cJSON *root, rq_t *r, rq_err_t *e)
 {
-    const cJSON *p = field(root, "prompt"), *it;
+    const cJSON *p = rq_field(root, "prompt"), *it;
     if (!p)
         return bad(e, "prompt", "\"prompt\" is required");
     bool several = cJSON_IsArray(p);
@@ -924,7 +958,7 @@ static int compile_schema(const cJSON *schema, const char *param, rq_t *r, rq_er
     } else {
         if (!cJSON_IsObject(schema) && !cJSON_IsBool(schema))
             return bad(e, param, "'%s' must be a JSON Schema object, not %s", param,
-                       type_name(schema));
+                       rq_type_name(schema));
         char why[256], where[256];
         rc = sch_compile(schema, &r->grammar, why, sizeof why, where, sizeof where);
         if (rc == FD_EUNSUP || rc == -EINVAL) {
@@ -944,21 +978,21 @@ static int compile_schema(const cJSON *schema, const char *param, rq_t *r, rq_er
  * tool syntax is the server's check: it knows the model. */
 static int parse_tools(const cJSON *root, rq_t *r, rq_err_t *e)
 {
-    const cJSON *t = field(root, "tools"), *tc = field(root, "tool_choice");
+    const cJSON *t = rq_field(root, "tools"), *tc = rq_field(root, "tool_choice");
     int rc;
     r->parallel_tool_calls = true;
     if ((rc = get_bool(root, "parallel_tool_calls", &r->parallel_tool_calls, e)))
         return rc;
     /* The legacy functions API (functions / function_call) is not served: only "none". */
-    const cJSON *fns = field(root, "functions"), *fc = field(root, "function_call");
+    const cJSON *fns = rq_field(root, "functions"), *fc = rq_field(root, "function_call");
     if (fns && !cJSON_IsArray(fns))
-        return bad(e, "functions", "'functions' must be an array, not %s", type_name(fns));
+        return bad(e, "functions", "'functions' must be an array, not %s", rq_type_name(fns));
     if (fns && cJSON_GetArraySize(fns) > 0 &&
         !(cJSON_IsString(fc) && strcmp(fc->valuestring, "none") == 0))
         return unsupported_param(e, "functions", "'functions' (the deprecated function "
                                  "calling API) is not supported: send 'tools' instead");
     if (t && !cJSON_IsArray(t))
-        return bad(e, "tools", "'tools' must be an array, not %s", type_name(t));
+        return bad(e, "tools", "'tools' must be an array, not %s", rq_type_name(t));
     int n = t ? cJSON_GetArraySize(t) : 0;
     if (n > 0) {
         r->tool_names = calloc((size_t)n, sizeof *r->tool_names);
@@ -974,8 +1008,8 @@ static int parse_tools(const cJSON *root, rq_t *r, rq_err_t *e)
         snprintf(fp, sizeof fp, "tools[%d].function", i);
         if (!cJSON_IsObject(it))
             return bad(e, tp, "'%s' must be an object {\"type\": \"function\", \"function\": "
-                       "{...}}, not %s", tp, type_name(it));
-        const cJSON *type = field(it, "type"), *fn = field(it, "function");
+                       "{...}}, not %s", tp, rq_type_name(it));
+        const cJSON *type = rq_field(it, "type"), *fn = rq_field(it, "function");
         if (!cJSON_IsString(type) || strcmp(type->valuestring, "function") != 0) {
             char kp[80];
             snprintf(kp, sizeof kp, "%s.type", tp);
@@ -985,7 +1019,7 @@ static int parse_tools(const cJSON *root, rq_t *r, rq_err_t *e)
         if (!fn)
             return bad(e, fp, "'%s' is required", fp);
         if (!cJSON_IsObject(fn))
-            return bad(e, fp, "'%s' must be an object, not %s", fp, type_name(fn));
+            return bad(e, fp, "'%s' must be an object, not %s", fp, rq_type_name(fn));
         char *name = NULL;
         if ((rc = member_str(fn, fp, "name", true, &name, e)))
             return rc;
@@ -1000,19 +1034,19 @@ static int parse_tools(const cJSON *root, rq_t *r, rq_err_t *e)
             if (strcmp(r->tool_names[k], name) == 0)
                 return bad(e, kp, "'%s': the function name \"%s\" is also tools[%d]'s", kp,
                            name, k);
-        const cJSON *d = field(fn, "description"), *pa = field(fn, "parameters"),
-                    *st = field(fn, "strict");
+        const cJSON *d = rq_field(fn, "description"), *pa = rq_field(fn, "parameters"),
+                    *st = rq_field(fn, "strict");
         snprintf(kp, sizeof kp, "%s.description", fp);
         if (d && !cJSON_IsString(d))
-            return bad(e, kp, "'%s' must be a string, not %s", kp, type_name(d));
+            return bad(e, kp, "'%s' must be a string, not %s", kp, rq_type_name(d));
         if (d && !rq_utf8_valid(d->valuestring, strlen(d->valuestring)))
             return bad(e, kp, "'%s' is not valid UTF-8", kp);
         snprintf(kp, sizeof kp, "%s.parameters", fp);
         if (pa && !cJSON_IsObject(pa))
-            return bad(e, kp, "'%s' must be a JSON Schema object, not %s", kp, type_name(pa));
+            return bad(e, kp, "'%s' must be a JSON Schema object, not %s", kp, rq_type_name(pa));
         snprintf(kp, sizeof kp, "%s.strict", fp);
         if (st && !cJSON_IsBool(st))
-            return bad(e, kp, "'%s' must be a boolean, not %s", kp, type_name(st));
+            return bad(e, kp, "'%s' must be a boolean, not %s", kp, rq_type_name(st));
         i++;
     }
     r->tool_choice = n > 0 ? RQ_TOOLS_AUTO : RQ_TOOLS_NONE;
@@ -1029,7 +1063,7 @@ static int parse_tools(const cJSON *root, rq_t *r, rq_err_t *e)
                        "\"auto\", \"required\" or {\"type\": \"function\", \"function\": "
                        "{\"name\": ...}}", v);
     } else if (cJSON_IsObject(tc)) {
-        const cJSON *type = field(tc, "type"), *fn = field(tc, "function");
+        const cJSON *type = rq_field(tc, "type"), *fn = rq_field(tc, "function");
         if (!cJSON_IsString(type) || strcmp(type->valuestring, "function") != 0)
             return bad(e, "tool_choice.type", "'tool_choice.type' must be \"function\"");
         if (!cJSON_IsObject(fn))
@@ -1046,7 +1080,7 @@ static int parse_tools(const cJSON *root, rq_t *r, rq_err_t *e)
                        "\"%.64s\", which is not a function in 'tools'", r->tool_name);
     } else if (tc) {
         return bad(e, "tool_choice", "'tool_choice' must be a string or an object, not %s",
-                   type_name(tc));
+                   rq_type_name(tc));
     }
     if (r->tool_choice == RQ_TOOLS_REQUIRED && n == 0)
         return bad(e, "tool_choice", "'tool_choice' \"required\" needs 'tools'");
@@ -1057,9 +1091,9 @@ static int parse_tools(const cJSON *root, rq_t *r, rq_err_t *e)
         const cJSON *params = NULL;
         cJSON_ArrayForEach(it, t)
         {
-            const cJSON *fn = field(it, "function"), *nm = field(fn, "name");
+            const cJSON *fn = rq_field(it, "function"), *nm = rq_field(fn, "name");
             if (strcmp(nm->valuestring, r->tool_name) == 0)
-                params = field(fn, "parameters");
+                params = rq_field(fn, "parameters");
         }
         gr_spec_t *g = NULL;
         char why[160], where[96];
@@ -1088,22 +1122,22 @@ static int parse_tools(const cJSON *root, rq_t *r, rq_err_t *e)
  * json_schema.schema (server/schema.h says which keywords). */
 static int parse_response_format(const cJSON *root, rq_t *r, rq_err_t *e)
 {
-    const cJSON *rf = field(root, "response_format");
+    const cJSON *rf = rq_field(root, "response_format");
     if (!rf)
         return 0;
     if (!cJSON_IsObject(rf))
         return bad(e, "response_format", "'response_format' must be an object, not %s",
-                   type_name(rf));
-    const cJSON *t = field(rf, "type");
+                   rq_type_name(rf));
+    const cJSON *t = rq_field(rf, "type");
     if (!t)
         return bad(e, "response_format.type", "'response_format.type' is required");
     if (!cJSON_IsString(t))
         return bad(e, "response_format.type", "'response_format.type' must be a string, not "
-                   "%s", type_name(t));
+                   "%s", rq_type_name(t));
     if (strcmp(t->valuestring, "text") == 0)
         return 0;
     if (strcmp(t->valuestring, "json_object") == 0) {
-        const cJSON *schema = field(rf, "schema");
+        const cJSON *schema = rq_field(rf, "schema");
         if (schema)
             return compile_schema(schema, "response_format.schema", r, e);
         if (gr_spec_json(&r->grammar, true) < 0)
@@ -1112,14 +1146,14 @@ static int parse_response_format(const cJSON *root, rq_t *r, rq_err_t *e)
         return 0;
     }
     if (strcmp(t->valuestring, "json_schema") == 0) {
-        const cJSON *js = field(rf, "json_schema");
+        const cJSON *js = rq_field(rf, "json_schema");
         if (!js)
             return bad(e, "response_format.json_schema", "'response_format.json_schema' is "
                        "required when 'type' is \"json_schema\"");
         if (!cJSON_IsObject(js))
             return bad(e, "response_format.json_schema", "'response_format.json_schema' must "
-                       "be an object, not %s", type_name(js));
-        const cJSON *name = field(js, "name");
+                       "be an object, not %s", rq_type_name(js));
+        const cJSON *name = rq_field(js, "name");
         if (!name)
             return bad(e, "response_format.json_schema.name",
                        "'response_format.json_schema.name' is required");
@@ -1131,16 +1165,16 @@ static int parse_response_format(const cJSON *root, rq_t *r, rq_err_t *e)
             return bad(e, "response_format.json_schema.name",
                        "'response_format.json_schema.name' must be 1 to 64 letters, digits, "
                        "underscores or dashes");
-        const cJSON *desc = field(js, "description"), *strict = field(js, "strict");
+        const cJSON *desc = rq_field(js, "description"), *strict = rq_field(js, "strict");
         if (desc && !cJSON_IsString(desc))
             return bad(e, "response_format.json_schema.description",
                        "'response_format.json_schema.description' must be a string, not %s",
-                       type_name(desc));
+                       rq_type_name(desc));
         if (strict && !cJSON_IsBool(strict))
             return bad(e, "response_format.json_schema.strict",
                        "'response_format.json_schema.strict' must be a boolean, not %s",
-                       type_name(strict));
-        return compile_schema(field(js, "schema"), "response_format.json_schema.schema", r, e);
+                       rq_type_name(strict));
+        return compile_schema(rq_field(js, "schema"), "response_format.json_schema.schema", r, e);
     }
     bad(e, "response_format.type", "'response_format.type' \"%.64s\" is not supported: "
         "fusiond takes \"text\", \"json_object\" and \"json_schema\"", t->valuestring);
@@ -1185,7 +1219,7 @@ static int gbnf_field(const cJSON *v, const char *param, rq_t *r, rq_err_t *e)
 {
     if (!cJSON_IsString(v))
         return bad(e, param, "'%s' must be a string (a GBNF grammar), not %s", param,
-                   type_name(v));
+                   rq_type_name(v));
     int rc = one_constraint(r, param, e);
     if (rc)
         return rc;
@@ -1199,7 +1233,7 @@ static int regex_field(const cJSON *v, const char *param, rq_t *r, rq_err_t *e)
 {
     if (!cJSON_IsString(v))
         return bad(e, param, "'%s' must be a string (a regular expression), not %s", param,
-                   type_name(v));
+                   rq_type_name(v));
     int rc = one_constraint(r, param, e);
     if (rc)
         return rc;
@@ -1244,7 +1278,7 @@ static int choice_field(const cJSON *v, const char *param, rq_t *r, rq_err_t *e)
             free(s);
             free(lens);
             return bad(e, param, "'%s[%d]' must be a string, not %s", param, i,
-                       type_name(it));
+                       rq_type_name(it));
         }
         s[i] = it->valuestring;
         lens[i++] = strlen(it->valuestring);
@@ -1272,7 +1306,7 @@ static int parse_grammar_fields(const cJSON *root, rq_t *r, rq_err_t *e)
         { "guided_choice", choice_field },
     };
     for (size_t i = 0; i < FD_ARRAY_LEN(f); i++) {
-        const cJSON *v = field(root, f[i].key);
+        const cJSON *v = rq_field(root, f[i].key);
         if (!v || cJSON_IsNull(v) || is_neutral(v, NEU_EMPTY, 0))
             continue;
         int rc = f[i].fn(v, f[i].key, r, e);
@@ -1289,7 +1323,7 @@ static int parse_structured_outputs(const cJSON *so, rq_t *r, rq_err_t *e)
 {
     if (!cJSON_IsObject(so))
         return bad(e, "structured_outputs", "'structured_outputs' must be an object, not %s",
-                   type_name(so));
+                   rq_type_name(so));
     static const char *const kinds[] = { "json", "regex", "choice", "grammar" };
     const cJSON *it;
     int asked = 0;
@@ -1308,7 +1342,7 @@ static int parse_structured_outputs(const cJSON *so, rq_t *r, rq_err_t *e)
         }
         if (strcmp(it->string, "json_object") == 0) {
             if (!cJSON_IsBool(it))
-                return bad(e, param, "'%s' must be a boolean, not %s", param, type_name(it));
+                return bad(e, param, "'%s' must be a boolean, not %s", param, rq_type_name(it));
             asked += cJSON_IsTrue(it);
             continue;
         }
@@ -1321,16 +1355,16 @@ static int parse_structured_outputs(const cJSON *so, rq_t *r, rq_err_t *e)
                    "'json', 'json_object', 'regex', 'choice' and 'grammar': send one");
     if (asked == 0)
         return 0;
-    const cJSON *js = field(so, "json"), *jo = field(so, "json_object");
+    const cJSON *js = rq_field(so, "json"), *jo = rq_field(so, "json_object");
     if (js && cJSON_IsNull(js))
         js = NULL;
     if (!js && !cJSON_IsTrue(jo)) {
         const cJSON *v;
-        if ((v = field(so, "regex")) && !cJSON_IsNull(v))
+        if ((v = rq_field(so, "regex")) && !cJSON_IsNull(v))
             return regex_field(v, "structured_outputs.regex", r, e);
-        if ((v = field(so, "choice")) && !cJSON_IsNull(v))
+        if ((v = rq_field(so, "choice")) && !cJSON_IsNull(v))
             return choice_field(v, "structured_outputs.choice", r, e);
-        v = field(so, "grammar");
+        v = rq_field(so, "grammar");
         return gbnf_field(v, "structured_outputs.grammar", r, e);
     }
     if (r->grammar)
@@ -1361,7 +1395,7 @@ static int parse_schema_field(const cJSON *root, rq_t *r, rq_err_t *e)
 {
     static const char *const keys[] = { "guided_json", "json_schema" };
     for (size_t i = 0; i < FD_ARRAY_LEN(keys); i++) {
-        const cJSON *v = field(root, keys[i]);
+        const cJSON *v = rq_field(root, keys[i]);
         if (!v || is_neutral(v, NEU_EMPTY, 0))
             continue;
         if (r->grammar)
@@ -1379,7 +1413,7 @@ static int parse_schema_field(const cJSON *root, rq_t *r, rq_err_t *e)
         if (rc)
             return rc;
     }
-    const cJSON *so = field(root, "structured_outputs");
+    const cJSON *so = rq_field(root, "structured_outputs");
     if (so && !is_neutral(so, NEU_EMPTY, 0))
         return parse_structured_outputs(so, r, e);
     return 0;
@@ -1411,7 +1445,7 @@ static int parse_samplers(const cJSON *v, eng_sampling_t *s, rq_err_t *e)
         {
             if (!cJSON_IsString(it))
                 return bad(e, "samplers", "'samplers' must be an array of sampler names, not "
-                           "of %s", type_name(it));
+                           "of %s", rq_type_name(it));
             const char *nm = it->valuestring;
             int st = smp_step_from_name(nm);
             if (strcmp(nm, "infill") == 0)
@@ -1427,7 +1461,7 @@ static int parse_samplers(const cJSON *v, eng_sampling_t *s, rq_err_t *e)
         }
     } else {
         return bad(e, "samplers", "'samplers' must be an array of names or a string of "
-                   "letters, not %s", type_name(v));
+                   "letters, not %s", rq_type_name(v));
     }
     if (n == 0)
         return bad(e, "samplers", "'samplers' names no sampler that fusiond runs (an empty "
@@ -1472,7 +1506,7 @@ static int parse_llama_samplers(const cJSON *root, int kind, rq_t *r, rq_err_t *
         return rc;
     if (have)
         s->mirostat = (int)v;
-    const cJSON *br = field(root, "dry_sequence_breakers");
+    const cJSON *br = rq_field(root, "dry_sequence_breakers");
     if (br) {
         int n = cJSON_IsArray(br) ? cJSON_GetArraySize(br) : 0;
         if (n == 0)
@@ -1495,7 +1529,7 @@ static int parse_llama_samplers(const cJSON *root, int kind, rq_t *r, rq_err_t *
         s->dry_breakers = (const char *const *)r->dry_breakers;
         s->n_dry_breakers = r->n_dry_breakers;
     }
-    const cJSON *sm = field(root, "samplers");
+    const cJSON *sm = rq_field(root, "samplers");
     if (sm && !cJSON_IsNull(sm) && (rc = parse_samplers(sm, s, e)))
         return rc;
     if (kind == RQ_NATIVE || kind == RQ_INFILL) {
@@ -1516,11 +1550,12 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
     eng_sampling_t *s = &r->sampling;
 
     const char *mt = "max_tokens";
-    if (kind == RQ_CHAT && field(root, "max_completion_tokens"))
+    if (kind == RQ_CHAT && rq_field(root, "max_completion_tokens"))
         mt = "max_completion_tokens";
     if (kind == RQ_NATIVE || kind == RQ_INFILL) {
         /* llama-server reads n_predict, else max_tokens, both with its -1 */
-        mt = field(root, "n_predict") || !field(root, "max_tokens") ? "n_predict" : "max_tokens";
+        mt = rq_field(root, "n_predict") || !rq_field(root, "max_tokens") ? "n_predict"
+                                                                            : "max_tokens";
         if ((rc = get_int(root, mt, -1, 0x7fffffff, &have, &v, e)))
             return rc;
         /* 0 evaluates the prompt alone (into the prefix cache: llama.vim warms it so, on
@@ -1535,7 +1570,7 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
         /* 0 is only the prompt-alone request of echo, checked once echo is known */
         r->max_tokens = v == 0 ? RQ_PROMPT_ONLY : (int)v;
         r->max_tokens_field = mt;
-    } else if (field(root, "n_predict")) {
+    } else if (rq_field(root, "n_predict")) {
         /* llama-server's name for it, which its clients send to the OpenAI endpoints too;
          * -1 there means "until the context is full" (0 there evaluates the prompt only,
          * which a completion endpoint here does not do). */
@@ -1604,21 +1639,21 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
         (rc = get_bool(root, "ignore_eos", &r->ignore_eos, e)) ||
         (rc = parse_lora(root, r, e)))
         return rc;
-    const cJSON *so = field(root, "stream_options");
+    const cJSON *so = rq_field(root, "stream_options");
     if (so) {
         if (!cJSON_IsObject(so))
             return bad(e, "stream_options", "'stream_options' must be an object, not %s",
-                       type_name(so));
-        const cJSON *iu = field(so, "include_usage");
+                       rq_type_name(so));
+        const cJSON *iu = rq_field(so, "include_usage");
         if (iu && !cJSON_IsBool(iu))
             return bad(e, "stream_options.include_usage",
                        "'stream_options.include_usage' must be a boolean, not %s",
-                       type_name(iu));
+                       rq_type_name(iu));
         r->include_usage = iu && cJSON_IsTrue(iu);
     }
-    const cJSON *user = field(root, "user");
+    const cJSON *user = rq_field(root, "user");
     if (user && !cJSON_IsString(user))
-        return bad(e, "user", "'user' must be a string, not %s", type_name(user));
+        return bad(e, "user", "'user' must be a string, not %s", rq_type_name(user));
 
     if ((rc = parse_response_format(root, r, e)) || (rc = parse_schema_field(root, r, e)) ||
         (rc = parse_grammar_fields(root, r, e)))
@@ -1645,8 +1680,8 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
         static const char *const no[] = {"echo", "logprobs", "prompt_logprobs",
                                          "stream_options"};
         for (size_t i = 0; i < FD_ARRAY_LEN(no); i++)
-            if (field(root, no[i]) && !is_neutral(field(root, no[i]), NEU_FALSE, 0) &&
-                !is_neutral(field(root, no[i]), NEU_EMPTY, 0))
+            if (rq_field(root, no[i]) && !is_neutral(rq_field(root, no[i]), NEU_FALSE, 0) &&
+                !is_neutral(rq_field(root, no[i]), NEU_EMPTY, 0))
                 return unsupported_param(e, no[i], "'%s' is not supported on /infill; leave "
                                          "it out (n_probs asks for log-probabilities)", no[i]);
         r->n_probs = (int)n_probs;
@@ -1669,9 +1704,9 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
         if (r->max_tokens == RQ_PROMPT_ONLY && !r->echo)
             return bad(e, mt, "'%s' is 0: it must be at least 1 (0 only with 'echo': true, "
                        "for the prompt alone)", mt);
-        const cJSON *sf = field(root, "suffix");
+        const cJSON *sf = rq_field(root, "suffix");
         if (sf && !cJSON_IsString(sf))
-            return bad(e, "suffix", "'suffix' must be a string, not %s", type_name(sf));
+            return bad(e, "suffix", "'suffix' must be a string, not %s", rq_type_name(sf));
         if (sf && sf->valuestring[0]) {
             if (r->echo)
                 return bad(e, "suffix", "'suffix' cannot be combined with 'echo': the echoed "
@@ -1689,7 +1724,7 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
             return bad(e, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
         if (lp)
             r->logprobs = have ? (int)v : 0;
-        else if (!field(root, "logprobs") && n_probs > 0)
+        else if (!rq_field(root, "logprobs") && n_probs > 0)
             r->logprobs = (int)n_probs; /* logprobs true, top_logprobs n_probs */
         if (r->max_tokens == RQ_PROMPT_ONLY)
             return bad(e, mt, "'%s' is 0: it must be at least 1", mt);
@@ -1712,12 +1747,12 @@ static int parse_generation(const cJSON *root, int kind, const rq_limits_t *lim,
 
 static int parse_tokenize(const cJSON *root, rq_t *r, rq_err_t *e)
 {
-    const char *key = field(root, "content") ? "content" : "prompt";
-    const cJSON *c = field(root, key);
+    const char *key = rq_field(root, "content") ? "content" : "prompt";
+    const cJSON *c = rq_field(root, key);
     if (!c)
         return bad(e, "content", "'content' (or 'prompt') is required");
     if (!cJSON_IsString(c))
-        return bad(e, key, "'%s' must be a string, not %s", key, type_name(c));
+        return bad(e, key, "'%s' must be a string, not %s", key, rq_type_name(c));
     r->prompts = calloc(1, sizeof *r->prompts);
     if (!r->prompts)
         return -ENOMEM;
@@ -1736,11 +1771,11 @@ static int parse_tokenize(const cJSON *root, rq_t *r, rq_err_t *e)
 
 static int parse_detokenize(const cJSON *root, rq_t *r, rq_err_t *e)
 {
-    const cJSON *t = field(root, "tokens");
+    const cJSON *t = rq_field(root, "tokens");
     if (!t)
         return bad(e, "tokens", "'tokens' is required");
     if (!cJSON_IsArray(t))
-        return bad(e, "tokens", "'tokens' must be an array of token ids, not %s", type_name(t));
+        return bad(e, "tokens", "'tokens' must be an array of token ids, not %s", rq_type_name(t));
     r->prompts = calloc(1, sizeof *r->prompts);
     if (!r->prompts)
         return -ENOMEM;
@@ -1840,7 +1875,7 @@ static int parse_embeddings(const cJSON *root, const rq_limits_t *lim, rq_t *r, 
     if (r->n_prompts > (size_t)lim->max_inputs)
         return bad(e, "input", "'input' has %zu inputs; at most %d are accepted", r->n_prompts,
                    lim->max_inputs);
-    const cJSON *f = field(root, "encoding_format");
+    const cJSON *f = rq_field(root, "encoding_format");
     if (f && !cJSON_IsNull(f)) {
         if (!cJSON_IsString(f) ||
             (strcmp(f->valuestring, "float") != 0 && strcmp(f->valuestring, "base64") != 0))
@@ -1853,9 +1888,9 @@ static int parse_embeddings(const cJSON *root, const rq_limits_t *lim, rq_t *r, 
     if ((rc = get_int(root, "dimensions", 1, 1 << 20, &have, &v, e)))
         return rc;
     r->dimensions = have ? (int)v : 0;
-    const cJSON *u = field(root, "user");
+    const cJSON *u = rq_field(root, "user");
     if (u && !cJSON_IsString(u) && !cJSON_IsNull(u))
-        return bad(e, "user", "'user' must be a string, not %s", type_name(u));
+        return bad(e, "user", "'user' must be a string, not %s", rq_type_name(u));
     return 0;
 }
 
@@ -1865,23 +1900,23 @@ static int parse_embeddings(const cJSON *root, const rq_limits_t *lim, rq_t *r, 
  * return_text. */
 static int parse_rerank(const cJSON *root, const rq_limits_t *lim, rq_t *r, rq_err_t *e)
 {
-    const cJSON *q = field(root, "query");
+    const cJSON *q = rq_field(root, "query");
     if (!q)
         return bad(e, "query", "'query' is required: the text the documents are ranked for");
     if (!cJSON_IsString(q))
-        return bad(e, "query", "'query' must be a string, not %s", type_name(q));
+        return bad(e, "query", "'query' must be a string, not %s", rq_type_name(q));
     if (!q->valuestring[0])
         return bad(e, "query", "'query' is an empty string");
     const char *key = "documents";
-    const cJSON *d = field(root, key);
-    if (!d && (d = field(root, "texts"))) {
+    const cJSON *d = rq_field(root, key);
+    if (!d && (d = rq_field(root, "texts"))) {
         key = "texts";
         r->tei = true;
     }
     if (!d)
         return bad(e, "documents", "'documents' is required: an array of strings to rank");
     if (!cJSON_IsArray(d))
-        return bad(e, key, "'%s' must be an array of strings, not %s", key, type_name(d));
+        return bad(e, key, "'%s' must be an array of strings, not %s", key, rq_type_name(d));
     int n = cJSON_GetArraySize(d);
     if (n == 0)
         return bad(e, key, "'%s' is empty: nothing to rank", key);
@@ -1897,7 +1932,7 @@ static int parse_rerank(const cJSON *root, const rq_limits_t *lim, rq_t *r, rq_e
     cJSON_ArrayForEach(it, d) {
         if (!cJSON_IsString(it))
             return bad(e, key, "'%s[%zu]' must be a string, not %s", key, r->n_prompts,
-                       type_name(it));
+                       rq_type_name(it));
         rq_prompt_t *p = &r->prompts[r->n_prompts];
         if (!(p->text = strdup(it->valuestring)))
             return -ENOMEM;
@@ -1919,11 +1954,11 @@ static int parse_native_common(const cJSON *root, rq_t *r, rq_err_t *e)
 {
     int rc, cnt;
     const cJSON *it;
-    const cJSON *rf = field(root, "response_fields");
+    const cJSON *rf = rq_field(root, "response_fields");
     if (rf) {
         if (!cJSON_IsArray(rf))
             return bad(e, "response_fields", "'response_fields' must be an array of strings, "
-                       "not %s", type_name(rf));
+                       "not %s", rq_type_name(rf));
         cnt = cJSON_GetArraySize(rf);
         if (cnt > RQ_MAX_RESPONSE_FIELDS)
             return bad(e, "response_fields", "'response_fields' has %d entries; at most %d are "
@@ -1935,7 +1970,7 @@ static int parse_native_common(const cJSON *root, rq_t *r, rq_err_t *e)
             char pp[64];
             snprintf(pp, sizeof pp, "response_fields[%d]", r->n_response_fields);
             if (!cJSON_IsString(it))
-                return bad(e, pp, "'%s' must be a string, not %s", pp, type_name(it));
+                return bad(e, pp, "'%s' must be a string, not %s", pp, rq_type_name(it));
             if ((rc = dup_str(it, pp, &r->response_fields[r->n_response_fields], NULL, e)))
                 return rc;
             r->n_response_fields++;
@@ -1972,11 +2007,11 @@ static int parse_infill(const cJSON *root, rq_t *r, rq_err_t *e)
     size_t *lens[2] = {&r->input_prefix_len, &r->input_suffix_len};
     int rc;
     for (int k = 0; k < 2; k++) {
-        const cJSON *v = field(root, req[k]);
+        const cJSON *v = rq_field(root, req[k]);
         if (!v)
             return bad(e, req[k], "\"%s\" is required", req[k]);
         if (!cJSON_IsString(v))
-            return bad(e, req[k], "\"%s\" must be a string, not %s", req[k], type_name(v));
+            return bad(e, req[k], "\"%s\" must be a string, not %s", req[k], rq_type_name(v));
         if ((rc = dup_str(v, req[k], dst[k], lens[k], e)))
             return rc;
     }
@@ -1984,13 +2019,13 @@ static int parse_infill(const cJSON *root, rq_t *r, rq_err_t *e)
     if (!r->prompts)
         return -ENOMEM;
     r->n_prompts = 1;
-    const cJSON *p = field(root, "prompt");
+    const cJSON *p = rq_field(root, "prompt");
     if (p && !cJSON_IsString(p))
-        return bad(e, "prompt", "\"prompt\" must be a string, not %s", type_name(p));
+        return bad(e, "prompt", "\"prompt\" must be a string, not %s", rq_type_name(p));
     if ((rc = p ? dup_str(p, "prompt", &r->prompts[0].text, &r->prompts[0].text_len, e)
                 : ((r->prompts[0].text = strdup("")) ? 0 : -ENOMEM)))
         return rc;
-    const cJSON *x = field(root, "input_extra");
+    const cJSON *x = rq_field(root, "input_extra");
     if (x && !cJSON_IsArray(x))
         return bad(e, "input_extra", "\"input_extra\" must be an array of {\"filename\": "
                    "string, \"text\": string}");
@@ -2006,11 +2041,11 @@ static int parse_infill(const cJSON *root, rq_t *r, rq_err_t *e)
         char pp[64];
         size_t i = r->n_extra;
         snprintf(pp, sizeof pp, "input_extra[%zu]", i);
-        const cJSON *t = cJSON_IsObject(it) ? field(it, "text") : NULL;
+        const cJSON *t = cJSON_IsObject(it) ? rq_field(it, "text") : NULL;
         if (!t || !cJSON_IsString(t))
             return bad(e, pp, "extra_context chunk must contain a \"text\" field with a string "
                        "value (%s)", pp);
-        const cJSON *fn = field(it, "filename");
+        const cJSON *fn = rq_field(it, "filename");
         if (fn && !cJSON_IsString(fn))
             return bad(e, pp, "extra_context chunk's \"filename\" field must be a string (%s)",
                        pp);
@@ -2076,13 +2111,13 @@ int rq_parse(int kind, const char *body, size_t len, const rq_limits_t *lim, rq_
     }
     int rc = 0;
     if (!cJSON_IsObject(root)) {
-        rc = bad(e, NULL, "the request body must be a JSON object, not %s", type_name(root));
+        rc = bad(e, NULL, "the request body must be a JSON object, not %s", rq_type_name(root));
         goto out;
     }
-    const cJSON *model = field(root, "model");
+    const cJSON *model = rq_field(root, "model");
     if (model) {
         if (!cJSON_IsString(model)) {
-            rc = bad(e, "model", "'model' must be a string, not %s", type_name(model));
+            rc = bad(e, "model", "'model' must be a string, not %s", rq_type_name(model));
             goto out;
         }
         if ((rc = dup_str(model, "model", &r->model, NULL, e)))

@@ -236,6 +236,21 @@ int rq_resolve_max_tokens(const rq_t *r, size_t n_prompt, int n_ctx, int *max_to
 
 /* true when s[0..len) is valid UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF). */
 bool rq_utf8_valid(const char *s, size_t len);
+
+/* The small cJSON readers the request parsers share (request.c, responses.c, anthropic.c):
+ * rq_field, o's key, NULL when absent or null; rq_type_name, what v is in an error message
+ * ("a string", "an array", ...); rq_is_str, v is the string s; rq_oom, the 500 of a request
+ * that ran out of memory while being read (returns -ENOMEM). */
+struct cJSON;
+const struct cJSON *rq_field(const struct cJSON *o, const char *key);
+const char *rq_type_name(const struct cJSON *v);
+bool rq_is_str(const struct cJSON *v, const char *s);
+int rq_oom(rq_err_t *e);
+
+/* Renames the chat parser's fields in e's param and message to another API's names: every
+ * map[k][0] becomes map[k][1], for k in order; a replacement that would not fit in its
+ * buffer is left out (the Responses and Messages APIs' errors). */
+void rq_err_rename(rq_err_t *e, const char *const (*map)[2], size_t n);
 /* OpenAI's rule for function names (which the templates print unescaped): 1-64 of a-z, A-Z,
  * 0-9, '_' and '-'. */
 bool rq_fn_name_ok(const char *s);

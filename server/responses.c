@@ -33,47 +33,6 @@ static int bad(rq_err_t *e, const char *code, const char *param, const char *fmt
     return -EINVAL;
 }
 
-static int oom(rq_err_t *e)
-{
-    rq_fail(e, 500, "server_error", NULL, "out of memory while reading the request");
-    return -ENOMEM;
-}
-
-static const cJSON *field(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return v && !cJSON_IsNull(v) ? v : NULL;
-}
-
-static const char *type_name(const cJSON *v)
-{
-    return cJSON_IsBool(v)     ? "a boolean"
-           : cJSON_IsNumber(v) ? "a number"
-           : cJSON_IsString(v) ? "a string"
-           : cJSON_IsArray(v)  ? "an array"
-           : cJSON_IsObject(v) ? "an object"
-                               : "null";
-}
-
-static bool is_str(const cJSON *v, const char *s)
-{
-    return cJSON_IsString(v) && strcmp(v->valuestring, s) == 0;
-}
-
-static cJSON *dup(const cJSON *v)
-{
-    return cJSON_Duplicate(v, true);
-}
-
-/* A string the model wrote: bytes that are not UTF-8 become U+FFFD, as in every answer. */
-static cJSON *gen_str(const char *s, size_t len)
-{
-    char *c = oai_utf8_clean(s ? s : "", s ? len : 0);
-    cJSON *v = c ? cJSON_CreateString(c) : NULL;
-    free(c);
-    return v;
-}
-
 /* ---------------------------------------------------------------- the request */
 
 /* Top-level fields and what becomes of them.  Any other field is a 400 (OpenAI's answer to
@@ -121,21 +80,21 @@ static int check_fields(const cJSON *root, rq_err_t *e)
             continue;
         const char *key = it->string;
         if (strcmp(key, "truncation") == 0) {
-            if (!is_str(it, "disabled") && !is_str(it, "auto"))
+            if (!rq_is_str(it, "disabled") && !rq_is_str(it, "auto"))
                 return bad(e, NULL, key, "'truncation' must be \"auto\" or \"disabled\"");
             continue;
         }
         if (strcmp(key, "background") == 0) {
             if (!cJSON_IsBool(it))
                 return bad(e, NULL, key, "'background' must be a boolean, not %s",
-                           type_name(it));
+                           rq_type_name(it));
             continue;
         }
         bool ok = strcmp(key, "reasoning") == 0 && cJSON_IsObject(it);
         for (const cJSON *r = ok ? it->child : NULL; r; r = r->next) {
             /* the effort is gpt-oss's reasoning level (the chat field reasoning_effort) */
             if (strcmp(r->string, "effort") == 0 && !cJSON_IsNull(r)) {
-                if (!is_str(r, "low") && !is_str(r, "medium") && !is_str(r, "high"))
+                if (!rq_is_str(r, "low") && !rq_is_str(r, "medium") && !rq_is_str(r, "high"))
                     return bad(e, NULL, "reasoning.effort", "'reasoning.effort' must be low, "
                                "medium or high");
             } else if (!cJSON_IsNull(r)) {
@@ -155,7 +114,7 @@ static int check_fields(const cJSON *root, rq_err_t *e)
 static int want_str(const cJSON *v, const char *param, rq_err_t *e)
 {
     if (!cJSON_IsString(v))
-        return bad(e, NULL, param, "'%s' must be a string, not %s", param, type_name(v));
+        return bad(e, NULL, param, "'%s' must be a string, not %s", param, rq_type_name(v));
     if (!rq_utf8_valid(v->valuestring, strlen(v->valuestring)))
         return bad(e, NULL, param, "'%s' is not valid UTF-8", param);
     return 0;
@@ -170,7 +129,7 @@ static int message_content(const cJSON *c, const char *pp, bool assistant, char 
     const char *ptype = assistant ? "output_text" : "input_text";
     *parts = cJSON_CreateArray();
     if (!*parts)
-        return oom(e);
+        return rq_oom(e);
     if (cJSON_IsString(c)) {
         if (want_str(c, pp, e))
             return -EINVAL;
@@ -178,13 +137,13 @@ static int message_content(const cJSON *c, const char *pp, bool assistant, char 
         if (!oai_put(*parts, NULL, p) || !oai_put(p, "type", cJSON_CreateString(ptype)) ||
             !oai_put(p, "text", cJSON_CreateString(c->valuestring)) ||
             (assistant && !oai_put(p, "annotations", cJSON_CreateArray())))
-            return oom(e);
+            return rq_oom(e);
         *text = strdup(c->valuestring);
-        return *text ? 0 : oom(e);
+        return *text ? 0 : rq_oom(e);
     }
     if (!cJSON_IsArray(c))
         return bad(e, NULL, pp, "'%s' must be a string or an array of content parts, not %s",
-                   pp, type_name(c));
+                   pp, rq_type_name(c));
     sb_t b;
     sb_init(&b);
     int i = 0;
@@ -197,9 +156,9 @@ static int message_content(const cJSON *c, const char *pp, bool assistant, char 
         if (!cJSON_IsObject(it)) {
             sb_free(&b);
             return bad(e, NULL, ip, "'%s' must be an object {\"type\": \"%s\", \"text\": ...}, "
-                       "not %s", ip, ptype, type_name(it));
+                       "not %s", ip, ptype, rq_type_name(it));
         }
-        const cJSON *t = field(it, "type");
+        const cJSON *t = rq_field(it, "type");
         if (!cJSON_IsString(t)) {
             sb_free(&b);
             return bad(e, NULL, tp, "'%s' is required: a string such as \"%s\"", tp, ptype);
@@ -220,7 +179,7 @@ static int message_content(const cJSON *c, const char *pp, bool assistant, char 
         const char *key = strcmp(tv, "refusal") == 0 ? "refusal" : "text";
         char xp[150];
         snprintf(xp, sizeof xp, "%s.%s", ip, key);
-        const cJSON *x = field(it, key);
+        const cJSON *x = rq_field(it, key);
         if (!x) {
             sb_free(&b);
             return bad(e, NULL, xp, "'%s' is required", xp);
@@ -232,10 +191,10 @@ static int message_content(const cJSON *c, const char *pp, bool assistant, char 
         if (i)
             sb_adds(&b, "\n");
         sb_adds(&b, x->valuestring);
-        cJSON *p = dup(it);
+        cJSON *p = oai_dup(it);
         if (!oai_put(*parts, NULL, p)) {
             sb_free(&b);
-            return oom(e);
+            return rq_oom(e);
         }
         i++;
     }
@@ -243,7 +202,7 @@ static int message_content(const cJSON *c, const char *pp, bool assistant, char 
     *text = sb_take(&b, &n);
     if (!*text && !sb_failed(&b))
         *text = strdup("");
-    return *text ? 0 : oom(e);
+    return *text ? 0 : rq_oom(e);
 }
 
 /* One input item, checked and normalized (into *out: what input_items lists). */
@@ -253,17 +212,17 @@ static int text_parts(const cJSON *parts, const char *pp, const char *type, rq_e
     char kp[160];
     if (!cJSON_IsArray(parts))
         return bad(e, NULL, pp, "'%s' must be an array of %s parts, not %s", pp, type,
-                   type_name(parts));
+                   rq_type_name(parts));
     int i = 0;
     const cJSON *p;
     cJSON_ArrayForEach(p, parts)
     {
         snprintf(kp, sizeof kp, "%s[%d]", pp, i++);
-        if (!cJSON_IsObject(p) || !is_str(field(p, "type"), type))
+        if (!cJSON_IsObject(p) || !rq_is_str(rq_field(p, "type"), type))
             return bad(e, NULL, kp, "'%s' must be a {\"type\": \"%s\", \"text\": ...} "
                        "object", kp, type);
         snprintf(kp, sizeof kp, "%s[%d].text", pp, i - 1);
-        if (want_str(field(p, "text"), kp, e))
+        if (want_str(rq_field(p, "text"), kp, e))
             return -EINVAL;
     }
     return 0;
@@ -274,8 +233,8 @@ static int text_parts(const cJSON *parts, const char *pp, const char *type, rq_e
 static int reasoning_input(const cJSON *it, const char *pp, cJSON *o, rq_err_t *e)
 {
     char kp[160];
-    const cJSON *summary = field(it, "summary"), *content = field(it, "content");
-    const cJSON *enc = field(it, "encrypted_content");
+    const cJSON *summary = rq_field(it, "summary"), *content = rq_field(it, "content");
+    const cJSON *enc = rq_field(it, "encrypted_content");
     snprintf(kp, sizeof kp, "%s.encrypted_content", pp);
     if (enc && !cJSON_IsNull(enc))
         return bad(e, "unsupported_parameter", kp, "'%s': encrypted reasoning is not "
@@ -290,11 +249,11 @@ static int reasoning_input(const cJSON *it, const char *pp, cJSON *o, rq_err_t *
     if (rc)
         return rc;
     if (!oai_put(o, "type", cJSON_CreateString("reasoning")) ||
-        !oai_put(o, "summary", dup(summary)) ||
-        (content && !cJSON_IsNull(content) && !oai_put(o, "content", dup(content))))
-        return oom(e);
-    const cJSON *st = field(it, "status");
-    return st && !oai_put(o, "status", dup(st)) ? oom(e) : 0;
+        !oai_put(o, "summary", oai_dup(summary)) ||
+        (content && !cJSON_IsNull(content) && !oai_put(o, "content", oai_dup(content))))
+        return rq_oom(e);
+    const cJSON *st = rq_field(it, "status");
+    return st && !oai_put(o, "status", oai_dup(st)) ? rq_oom(e) : 0;
 }
 
 static int input_item(const cJSON *it, const char *pp, cJSON **out, rq_err_t *e)
@@ -302,29 +261,29 @@ static int input_item(const cJSON *it, const char *pp, cJSON **out, rq_err_t *e)
     char kp[160];
     if (!cJSON_IsObject(it))
         return bad(e, NULL, pp, "'%s' must be an object (a message, a function_call or a "
-                   "function_call_output item), not %s", pp, type_name(it));
-    const cJSON *type = field(it, "type");
+                   "function_call_output item), not %s", pp, rq_type_name(it));
+    const cJSON *type = rq_field(it, "type");
     snprintf(kp, sizeof kp, "%s.type", pp);
     if (type && !cJSON_IsString(type))
-        return bad(e, NULL, kp, "'%s' must be a string, not %s", kp, type_name(type));
+        return bad(e, NULL, kp, "'%s' must be a string, not %s", kp, rq_type_name(type));
     const char *tv = type ? type->valuestring : "message";
-    const cJSON *id = field(it, "id");
+    const cJSON *id = rq_field(it, "id");
     snprintf(kp, sizeof kp, "%s.id", pp);
     if (id && want_str(id, kp, e))
         return -EINVAL;
     cJSON *o = cJSON_CreateObject();
     if (!o)
-        return oom(e);
+        return rq_oom(e);
     *out = o;
-    if (id && !oai_put(o, "id", dup(id)))
-        return oom(e);
+    if (id && !oai_put(o, "id", oai_dup(id)))
+        return rq_oom(e);
     if (strcmp(tv, "message") == 0) {
-        const cJSON *role = field(it, "role"), *content = field(it, "content");
+        const cJSON *role = rq_field(it, "role"), *content = rq_field(it, "content");
         snprintf(kp, sizeof kp, "%s.role", pp);
         if (!role)
             return bad(e, NULL, kp, "'%s' is required", kp);
-        if (!is_str(role, "user") && !is_str(role, "system") && !is_str(role, "developer") &&
-            !is_str(role, "assistant"))
+        if (!rq_is_str(role, "user") && !rq_is_str(role, "system") &&
+            !rq_is_str(role, "developer") && !rq_is_str(role, "assistant"))
             return bad(e, NULL, kp, "'%s' must be \"user\", \"system\", \"developer\" or "
                        "\"assistant\"%s", kp, cJSON_IsString(role) ? "" : ", not a string");
         snprintf(kp, sizeof kp, "%s.content", pp);
@@ -332,26 +291,26 @@ static int input_item(const cJSON *it, const char *pp, cJSON **out, rq_err_t *e)
             return bad(e, NULL, kp, "'%s' is required", kp);
         char *text = NULL;
         cJSON *parts = NULL;
-        int rc = message_content(content, kp, is_str(role, "assistant"), &text, &parts, e);
+        int rc = message_content(content, kp, rq_is_str(role, "assistant"), &text, &parts, e);
         free(text);
         if (rc) {
             cJSON_Delete(parts);
             return rc;
         }
-        if (!oai_put(o, "type", cJSON_CreateString("message")) || !oai_put(o, "role", dup(role)) ||
-            !oai_put(o, "content", parts))
-            return oom(e);
-        const cJSON *st = field(it, "status");
-        if (st && !oai_put(o, "status", dup(st)))
-            return oom(e);
+        if (!oai_put(o, "type", cJSON_CreateString("message")) ||
+            !oai_put(o, "role", oai_dup(role)) || !oai_put(o, "content", parts))
+            return rq_oom(e);
+        const cJSON *st = rq_field(it, "status");
+        if (st && !oai_put(o, "status", oai_dup(st)))
+            return rq_oom(e);
         return 0;
     }
     if (strcmp(tv, "function_call") == 0) {
         static const char *const keys[] = {"call_id", "name", "arguments"};
         if (!oai_put(o, "type", cJSON_CreateString("function_call")))
-            return oom(e);
+            return rq_oom(e);
         for (size_t k = 0; k < FD_ARRAY_LEN(keys); k++) {
-            const cJSON *v = field(it, keys[k]);
+            const cJSON *v = rq_field(it, keys[k]);
             snprintf(kp, sizeof kp, "%s.%s", pp, keys[k]);
             if (!v)
                 return bad(e, NULL, kp, "'%s' is required", kp);
@@ -366,14 +325,14 @@ static int input_item(const cJSON *it, const char *pp, cJSON **out, rq_err_t *e)
                 if (!obj)
                     return bad(e, NULL, kp, "'%s' must be the JSON text of an object", kp);
             }
-            if (!oai_put(o, keys[k], dup(v)))
-                return oom(e);
+            if (!oai_put(o, keys[k], oai_dup(v)))
+                return rq_oom(e);
         }
-        const cJSON *st = field(it, "status");
-        return st && !oai_put(o, "status", dup(st)) ? oom(e) : 0;
+        const cJSON *st = rq_field(it, "status");
+        return st && !oai_put(o, "status", oai_dup(st)) ? rq_oom(e) : 0;
     }
     if (strcmp(tv, "function_call_output") == 0) {
-        const cJSON *cid = field(it, "call_id"), *output = field(it, "output");
+        const cJSON *cid = rq_field(it, "call_id"), *output = rq_field(it, "output");
         snprintf(kp, sizeof kp, "%s.call_id", pp);
         if (!cid)
             return bad(e, NULL, kp, "'%s' is required", kp);
@@ -397,8 +356,8 @@ static int input_item(const cJSON *it, const char *pp, cJSON **out, rq_err_t *e)
             return -EINVAL;
         }
         if (!oai_put(o, "type", cJSON_CreateString("function_call_output")) ||
-            !oai_put(o, "call_id", dup(cid)) || !oai_put(o, "output", dup(output)))
-            return oom(e);
+            !oai_put(o, "call_id", oai_dup(cid)) || !oai_put(o, "output", oai_dup(output)))
+            return rq_oom(e);
         return 0;
     }
     if (strcmp(tv, "reasoning") == 0)
@@ -412,13 +371,13 @@ int rs_parse_items(const cJSON *arr, const char *key, int max, cJSON **out, rq_e
 {
     *out = NULL;
     if (!cJSON_IsArray(arr))
-        return bad(e, NULL, key, "'%s' must be an array of items, not %s", key, type_name(arr));
+        return bad(e, NULL, key, "'%s' must be an array of items, not %s", key, rq_type_name(arr));
     if (cJSON_GetArraySize(arr) > max)
         return bad(e, NULL, key, "'%s' has %d items; at most %d are allowed", key,
                    cJSON_GetArraySize(arr), max);
     cJSON *items = cJSON_CreateArray();
     if (!items)
-        return oom(e);
+        return rq_oom(e);
     int i = 0;
     const cJSON *it;
     cJSON_ArrayForEach(it, arr)
@@ -428,7 +387,7 @@ int rs_parse_items(const cJSON *arr, const char *key, int max, cJSON **out, rq_e
         cJSON *o = NULL;
         int rc = input_item(it, pp, &o, e);
         if (o && !oai_put(items, NULL, o) && !rc)
-            rc = oom(e);
+            rc = rq_oom(e);
         if (rc) {
             cJSON_Delete(items);
             return rc;
@@ -440,10 +399,10 @@ int rs_parse_items(const cJSON *arr, const char *key, int max, cJSON **out, rq_e
 
 static int parse_input(const cJSON *root, rs_req_t *q, rq_err_t *e)
 {
-    const cJSON *in = field(root, "input");
+    const cJSON *in = rq_field(root, "input");
     q->input = cJSON_CreateArray();
     if (!q->input)
-        return oom(e);
+        return rq_oom(e);
     if (!in) {
         if (!q->prev_id)
             return bad(e, "missing_required_parameter", "input", "'input' is required");
@@ -458,16 +417,16 @@ static int parse_input(const cJSON *root, rs_req_t *q, rq_err_t *e)
         if (!ok || !oai_put(o, "content", parts)) {
             cJSON_Delete(parts);
             cJSON_Delete(p);
-            return oom(e);
+            return rq_oom(e);
         }
         if (!oai_put(parts, NULL, p) || !oai_put(p, "type", cJSON_CreateString("input_text")) ||
             !oai_put(p, "text", cJSON_CreateString(in->valuestring)))
-            return oom(e);
+            return rq_oom(e);
         return 0;
     }
     if (!cJSON_IsArray(in))
         return bad(e, NULL, "input", "'input' must be a string or an array of input items, "
-                   "not %s", type_name(in));
+                   "not %s", rq_type_name(in));
     if (!in->child && !q->prev_id)
         return bad(e, NULL, "input", "'input' is an empty array");
     int i = 0;
@@ -479,7 +438,7 @@ static int parse_input(const cJSON *root, rs_req_t *q, rq_err_t *e)
         cJSON *o = NULL;
         int rc = input_item(it, pp, &o, e);
         if (o && !oai_put(q->input, NULL, o) && !rc)
-            rc = oom(e);
+            rc = rq_oom(e);
         if (rc)
             return rc;
     }
@@ -488,9 +447,9 @@ static int parse_input(const cJSON *root, rs_req_t *q, rq_err_t *e)
 
 static int check_tools(const cJSON *root, rq_err_t *e)
 {
-    const cJSON *t = field(root, "tools");
+    const cJSON *t = rq_field(root, "tools");
     if (t && !cJSON_IsArray(t))
-        return bad(e, NULL, "tools", "'tools' must be an array, not %s", type_name(t));
+        return bad(e, NULL, "tools", "'tools' must be an array, not %s", rq_type_name(t));
     int i = 0;
     const cJSON *it;
     cJSON_ArrayForEach(it, t)
@@ -499,23 +458,23 @@ static int check_tools(const cJSON *root, rq_err_t *e)
         snprintf(tp, sizeof tp, "tools[%d]", i++);
         if (!cJSON_IsObject(it))
             return bad(e, NULL, tp, "'%s' must be an object {\"type\": \"function\", \"name\": "
-                       "...}, not %s", tp, type_name(it));
-        const cJSON *type = field(it, "type");
+                       "...}, not %s", tp, rq_type_name(it));
+        const cJSON *type = rq_field(it, "type");
         snprintf(kp, sizeof kp, "%s.type", tp);
         if (!type)
             return bad(e, NULL, kp, "'%s' is required", kp);
         if (!cJSON_IsString(type))
-            return bad(e, NULL, kp, "'%s' must be a string, not %s", kp, type_name(type));
+            return bad(e, NULL, kp, "'%s' must be a string, not %s", kp, rq_type_name(type));
         if (strcmp(type->valuestring, "function") != 0)
             return bad(e, "unsupported_parameter", kp, "'%s' is \"%.40s\": fusiond runs no "
                        "built-in tools; only \"function\" tools (which the client runs) are "
                        "supported", kp, type->valuestring);
-        if (field(it, "function"))
+        if (rq_field(it, "function"))
             return bad(e, NULL, tp, "'%s' is in the chat completions shape; the Responses "
                        "API takes {\"type\": \"function\", \"name\", \"description\", "
                        "\"parameters\", \"strict\"} without \"function\"", tp);
-        const cJSON *name = field(it, "name"), *d = field(it, "description"),
-                    *pa = field(it, "parameters"), *st = field(it, "strict");
+        const cJSON *name = rq_field(it, "name"), *d = rq_field(it, "description"),
+                    *pa = rq_field(it, "parameters"), *st = rq_field(it, "strict");
         snprintf(kp, sizeof kp, "%s.name", tp);
         if (!name)
             return bad(e, NULL, kp, "'%s' is required", kp);
@@ -530,22 +489,22 @@ static int check_tools(const cJSON *root, rq_err_t *e)
         snprintf(kp, sizeof kp, "%s.parameters", tp);
         if (pa && !cJSON_IsObject(pa))
             return bad(e, NULL, kp, "'%s' must be a JSON Schema object, not %s", kp,
-                       type_name(pa));
+                       rq_type_name(pa));
         snprintf(kp, sizeof kp, "%s.strict", tp);
         if (st && !cJSON_IsBool(st))
-            return bad(e, NULL, kp, "'%s' must be a boolean, not %s", kp, type_name(st));
+            return bad(e, NULL, kp, "'%s' must be a boolean, not %s", kp, rq_type_name(st));
     }
-    const cJSON *tc = field(root, "tool_choice");
+    const cJSON *tc = rq_field(root, "tool_choice");
     if (!tc || cJSON_IsString(tc))
         return 0; /* the chat parser checks the value */
     if (!cJSON_IsObject(tc))
         return bad(e, NULL, "tool_choice", "'tool_choice' must be a string or an object, not "
-                   "%s", type_name(tc));
-    const cJSON *type = field(tc, "type");
-    if (!is_str(type, "function"))
+                   "%s", rq_type_name(tc));
+    const cJSON *type = rq_field(tc, "type");
+    if (!rq_is_str(type, "function"))
         return bad(e, "unsupported_parameter", "tool_choice.type", "'tool_choice.type' must "
                    "be \"function\" (fusiond runs no built-in tools)");
-    const cJSON *name = field(tc, "name");
+    const cJSON *name = rq_field(tc, "name");
     if (!name)
         return bad(e, NULL, "tool_choice.name", "'tool_choice.name' is required");
     return want_str(name, "tool_choice.name", e);
@@ -553,11 +512,11 @@ static int check_tools(const cJSON *root, rq_err_t *e)
 
 static int check_text(const cJSON *root, rq_err_t *e)
 {
-    const cJSON *t = field(root, "text");
+    const cJSON *t = rq_field(root, "text");
     if (!t)
         return 0;
     if (!cJSON_IsObject(t))
-        return bad(e, NULL, "text", "'text' must be an object, not %s", type_name(t));
+        return bad(e, NULL, "text", "'text' must be an object, not %s", rq_type_name(t));
     const cJSON *it;
     cJSON_ArrayForEach(it, t)
     {
@@ -567,26 +526,26 @@ static int check_text(const cJSON *root, rq_err_t *e)
             return bad(e, "unknown_parameter", kp, "Unknown parameter: '%s'.", kp);
         }
     }
-    const cJSON *v = field(t, "verbosity");
-    if (v && !is_str(v, "medium"))
+    const cJSON *v = rq_field(t, "verbosity");
+    if (v && !rq_is_str(v, "medium"))
         return bad(e, "unsupported_parameter", "text.verbosity", "'text.verbosity' other "
                    "than \"medium\" is not supported by fusiond");
-    const cJSON *f = field(t, "format");
+    const cJSON *f = rq_field(t, "format");
     if (!f)
         return 0;
     if (!cJSON_IsObject(f))
         return bad(e, NULL, "text.format", "'text.format' must be an object, not %s",
-                   type_name(f));
-    const cJSON *ty = field(f, "type");
+                   rq_type_name(f));
+    const cJSON *ty = rq_field(f, "type");
     if (!ty)
         return bad(e, NULL, "text.format.type", "'text.format.type' is required");
-    if (!is_str(ty, "text") && !is_str(ty, "json_object") && !is_str(ty, "json_schema"))
+    if (!rq_is_str(ty, "text") && !rq_is_str(ty, "json_object") && !rq_is_str(ty, "json_schema"))
         return bad(e, NULL, "text.format.type", "'text.format.type' must be \"text\", "
                    "\"json_object\" or \"json_schema\"");
-    if (!is_str(ty, "json_schema"))
+    if (!rq_is_str(ty, "json_schema"))
         return 0;
-    const cJSON *name = field(f, "name"), *schema = field(f, "schema"),
-                *strict = field(f, "strict");
+    const cJSON *name = rq_field(f, "name"), *schema = rq_field(f, "schema"),
+                *strict = rq_field(f, "strict");
     if (!name)
         return bad(e, "missing_required_parameter", "text.format.name",
                    "'text.format.name' is required");
@@ -597,21 +556,21 @@ static int check_text(const cJSON *root, rq_err_t *e)
                    "'text.format.schema' is required");
     if (!cJSON_IsObject(schema))
         return bad(e, NULL, "text.format.schema", "'text.format.schema' must be a JSON Schema "
-                   "object, not %s", type_name(schema));
+                   "object, not %s", rq_type_name(schema));
     if (strict && !cJSON_IsBool(strict))
         return bad(e, NULL, "text.format.strict", "'text.format.strict' must be a boolean, "
-                   "not %s", type_name(strict));
+                   "not %s", rq_type_name(strict));
     return 0;
 }
 
 int rs_check_metadata(const cJSON *root, rq_err_t *e)
 {
-    const cJSON *m = field(root, "metadata");
+    const cJSON *m = rq_field(root, "metadata");
     if (!m)
         return 0;
     if (!cJSON_IsObject(m))
         return bad(e, NULL, "metadata", "'metadata' must be an object of strings, not %s",
-                   type_name(m));
+                   rq_type_name(m));
     if (cJSON_GetArraySize(m) > RS_MAX_META)
         return bad(e, NULL, "metadata", "'metadata' has %d keys; at most %d are allowed",
                    cJSON_GetArraySize(m), RS_MAX_META);
@@ -647,7 +606,7 @@ int rs_parse(const char *body, size_t len, rs_req_t *q, rq_err_t *e)
     const cJSON *root = q->root;
     if (!cJSON_IsObject(root)) {
         rc = bad(e, NULL, NULL, "the request body must be a JSON object, not %s",
-                 type_name(root));
+                 rq_type_name(root));
         goto fail;
     }
     if ((rc = check_fields(root, e)))
@@ -656,27 +615,27 @@ int rs_parse(const char *body, size_t len, rs_req_t *q, rq_err_t *e)
                                        "safety_identifier", "prompt_cache_key",
                                        "prompt_cache_retention", "previous_response_id"};
     for (size_t k = 0; k < FD_ARRAY_LEN(strs); k++) {
-        const cJSON *v = field(root, strs[k]);
+        const cJSON *v = rq_field(root, strs[k]);
         if (v && (rc = want_str(v, strs[k], e)))
             goto fail;
     }
     static const char *const bools[] = {"stream", "store", "parallel_tool_calls"};
     for (size_t k = 0; k < FD_ARRAY_LEN(bools); k++) {
-        const cJSON *v = field(root, bools[k]);
+        const cJSON *v = rq_field(root, bools[k]);
         if (v && !cJSON_IsBool(v)) {
             rc = bad(e, NULL, bools[k], "'%s' must be a boolean, not %s", bools[k],
-                     type_name(v));
+                     rq_type_name(v));
             goto fail;
         }
     }
-    const cJSON *v = field(root, "previous_response_id");
+    const cJSON *v = rq_field(root, "previous_response_id");
     if (v && !(q->prev_id = strdup(v->valuestring))) {
-        rc = oom(e);
+        rc = rq_oom(e);
         goto fail;
     }
-    v = field(root, "conversation");
+    v = rq_field(root, "conversation");
     if (v) {
-        const cJSON *cid = cJSON_IsObject(v) ? field(v, "id") : v;
+        const cJSON *cid = cJSON_IsObject(v) ? rq_field(v, "id") : v;
         if (!cJSON_IsString(cid) || !cid->valuestring[0]) {
             rc = bad(e, NULL, "conversation", "'conversation' must be a conversation id or "
                      "{\"id\": \"conv_...\"}");
@@ -688,39 +647,39 @@ int rs_parse(const char *body, size_t len, rs_req_t *q, rq_err_t *e)
             goto fail;
         }
         if (!(q->conv_id = strdup(cid->valuestring))) {
-            rc = oom(e);
+            rc = rq_oom(e);
             goto fail;
         }
     }
-    q->stream = cJSON_IsTrue(field(root, "stream"));
-    v = field(root, "store");
+    q->stream = cJSON_IsTrue(rq_field(root, "stream"));
+    v = rq_field(root, "store");
     q->store = !v || cJSON_IsTrue(v);
-    q->background = cJSON_IsTrue(field(root, "background"));
-    q->truncate_auto = is_str(field(root, "truncation"), "auto");
+    q->background = cJSON_IsTrue(rq_field(root, "background"));
+    q->truncate_auto = rq_is_str(rq_field(root, "truncation"), "auto");
     if (q->background && !q->store) {
         /* its result is only ever read back from the store */
         rc = bad(e, NULL, "background", "'background': true needs 'store': true (a "
                  "background response is read back with GET /v1/responses/{id})");
         goto fail;
     }
-    v = field(root, "max_output_tokens");
+    v = rq_field(root, "max_output_tokens");
     if (v && (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
               v->valuedouble < 1 || v->valuedouble > 0x7fffffff)) {
         rc = bad(e, NULL, "max_output_tokens", "'max_output_tokens' must be an integer of at "
-                 "least 1, not %s", cJSON_IsNumber(v) ? "this number" : type_name(v));
+                 "least 1, not %s", cJSON_IsNumber(v) ? "this number" : rq_type_name(v));
         goto fail;
     }
-    v = field(root, "top_logprobs");
+    v = rq_field(root, "top_logprobs");
     if (v && (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
               v->valuedouble < 0 || v->valuedouble > 20)) {
         rc = bad(e, NULL, "top_logprobs", "'top_logprobs' must be an integer in [0, 20]");
         goto fail;
     }
     q->logprobs = v != NULL;
-    v = field(root, "include");
+    v = rq_field(root, "include");
     if (v && !cJSON_IsArray(v)) {
         rc = bad(e, NULL, "include", "'include' must be an array of strings, not %s",
-                 type_name(v));
+                 rq_type_name(v));
         goto fail;
     }
     const cJSON *it;
@@ -733,10 +692,10 @@ int rs_parse(const char *body, size_t len, rs_req_t *q, rq_err_t *e)
         /* the others ask for the output of built-in tools, which never run here */
         q->logprobs |= strcmp(it->valuestring, "message.output_text.logprobs") == 0;
     }
-    v = field(root, "stream_options");
+    v = rq_field(root, "stream_options");
     if (v && !cJSON_IsObject(v)) {
         rc = bad(e, NULL, "stream_options", "'stream_options' must be an object, not %s",
-                 type_name(v));
+                 rq_type_name(v));
         goto fail;
     }
     if (v && !q->stream) {
@@ -749,7 +708,7 @@ int rs_parse(const char *body, size_t len, rs_req_t *q, rq_err_t *e)
     return 0;
 fail:
     if (rc == -ENOMEM)
-        oom(e);
+        rq_oom(e);
     rs_free(q);
     return rc;
 }
@@ -776,9 +735,9 @@ static char *content_text(const cJSON *c)
     int i = 0;
     cJSON_ArrayForEach(it, c)
     {
-        const cJSON *x = field(it, "text");
+        const cJSON *x = rq_field(it, "text");
         if (!x)
-            x = field(it, "refusal");
+            x = rq_field(it, "refusal");
         if (i++)
             sb_adds(&b, "\n");
         if (cJSON_IsString(x))
@@ -799,7 +758,7 @@ static int items_to_messages(const cJSON *items, cJSON *msgs, rq_err_t *e)
     const cJSON *it, *reasoning = NULL;
     cJSON_ArrayForEach(it, items)
     {
-        const cJSON *type = field(it, "type");
+        const cJSON *type = rq_field(it, "type");
         const char *tv = cJSON_IsString(type) ? type->valuestring : "message";
         cJSON *last = cJSON_GetArrayItem(msgs, cJSON_GetArraySize(msgs) - 1);
         cJSON *m = NULL;
@@ -808,57 +767,58 @@ static int items_to_messages(const cJSON *items, cJSON *msgs, rq_err_t *e)
             continue;
         }
         if (strcmp(tv, "message") == 0) {
-            char *text = content_text(field(it, "content"));
+            char *text = content_text(rq_field(it, "content"));
             m = cJSON_CreateObject();
             bool ok = text && oai_put(msgs, NULL, m) &&
-                      oai_put(m, "role", dup(field(it, "role"))) &&
+                      oai_put(m, "role", oai_dup(rq_field(it, "role"))) &&
                       oai_put(m, "content", cJSON_CreateString(text));
             free(text);
             if (!ok)
-                return oom(e);
+                return rq_oom(e);
         } else if (strcmp(tv, "function_call") == 0) {
-            bool join = last && is_str(field(last, "role"), "assistant");
+            bool join = last && rq_is_str(rq_field(last, "role"), "assistant");
             if (!join) {
                 m = cJSON_CreateObject();
                 if (!oai_put(msgs, NULL, m) ||
                     !oai_put(m, "role", cJSON_CreateString("assistant")) ||
                     !oai_put(m, "content", cJSON_CreateNull()))
-                    return oom(e);
+                    return rq_oom(e);
                 last = m;
             }
             cJSON *calls = cJSON_GetObjectItemCaseSensitive(last, "tool_calls");
             if (!calls && !oai_put(last, "tool_calls", calls = cJSON_CreateArray()))
-                return oom(e);
+                return rq_oom(e);
             cJSON *c = cJSON_CreateObject(), *fn = cJSON_CreateObject();
-            bool ok = oai_put(calls, NULL, c) && oai_put(c, "id", dup(field(it, "call_id"))) &&
+            bool ok = oai_put(calls, NULL, c) &&
+                      oai_put(c, "id", oai_dup(rq_field(it, "call_id"))) &&
                       oai_put(c, "type", cJSON_CreateString("function"));
             if (!ok || !oai_put(c, "function", fn)) {
                 if (ok)
                     cJSON_Delete(fn);
-                return oom(e);
+                return rq_oom(e);
             }
-            if (!oai_put(fn, "name", dup(field(it, "name"))) ||
-                !oai_put(fn, "arguments", dup(field(it, "arguments"))))
-                return oom(e);
+            if (!oai_put(fn, "name", oai_dup(rq_field(it, "name"))) ||
+                !oai_put(fn, "arguments", oai_dup(rq_field(it, "arguments"))))
+                return rq_oom(e);
         } else if (strcmp(tv, "function_call_output") == 0) {
-            char *text = content_text(field(it, "output"));
+            char *text = content_text(rq_field(it, "output"));
             m = cJSON_CreateObject();
             bool ok = text && oai_put(msgs, NULL, m) &&
                       oai_put(m, "role", cJSON_CreateString("tool")) &&
-                      oai_put(m, "tool_call_id", dup(field(it, "call_id"))) &&
+                      oai_put(m, "tool_call_id", oai_dup(rq_field(it, "call_id"))) &&
                       oai_put(m, "content", cJSON_CreateString(text));
             free(text);
             if (!ok)
-                return oom(e);
+                return rq_oom(e);
         }
         if (m && reasoning) {
-            if (is_str(field(m, "role"), "assistant")) {
-                const cJSON *parts = field(reasoning, "content");
-                char *t = content_text(parts ? parts : field(reasoning, "summary"));
+            if (rq_is_str(rq_field(m, "role"), "assistant")) {
+                const cJSON *parts = rq_field(reasoning, "content");
+                char *t = content_text(parts ? parts : rq_field(reasoning, "summary"));
                 bool ok = t && oai_put(m, "reasoning_content", cJSON_CreateString(t));
                 free(t);
                 if (!ok)
-                    return oom(e);
+                    return rq_oom(e);
             }
             reasoning = NULL;
         }
@@ -873,15 +833,15 @@ int rs_chat_body(const rs_req_t *q, const cJSON *history, char **out, rq_err_t *
     if (!c || !oai_put(c, "messages", msgs)) {
         cJSON_Delete(c);
         cJSON_Delete(msgs);
-        return oom(e);
+        return rq_oom(e);
     }
     int rc = 0;
-    const cJSON *v = field(root, "instructions");
+    const cJSON *v = rq_field(root, "instructions");
     if (v) {
         cJSON *m = cJSON_CreateObject();
         if (!oai_put(msgs, NULL, m) || !oai_put(m, "role", cJSON_CreateString("system")) ||
-            !oai_put(m, "content", dup(v))) {
-            rc = oom(e);
+            !oai_put(m, "content", oai_dup(v))) {
+            rc = rq_oom(e);
             goto out;
         }
     }
@@ -893,117 +853,102 @@ int rs_chat_body(const rs_req_t *q, const cJSON *history, char **out, rq_err_t *
         goto out;
     }
     for (size_t k = 0; k < FD_ARRAY_LEN(fields); k++) {
-        v = field(root, fields[k].key);
-        if (v && fields[k].kind == F_PASS && !oai_put(c, fields[k].key, dup(v))) {
-            rc = oom(e);
+        v = rq_field(root, fields[k].key);
+        if (v && fields[k].kind == F_PASS && !oai_put(c, fields[k].key, oai_dup(v))) {
+            rc = rq_oom(e);
             goto out;
         }
     }
     static const char *const same[] = {"model", "stream", "parallel_tool_calls", "user"};
     for (size_t k = 0; k < FD_ARRAY_LEN(same); k++) {
-        v = field(root, same[k]);
-        if (v && !oai_put(c, same[k], dup(v))) {
-            rc = oom(e);
+        v = rq_field(root, same[k]);
+        if (v && !oai_put(c, same[k], oai_dup(v))) {
+            rc = rq_oom(e);
             goto out;
         }
     }
-    v = field(root, "max_output_tokens");
-    if (v && !oai_put(c, "max_completion_tokens", dup(v)))
-        rc = oom(e);
-    v = field(field(root, "reasoning"), "effort");
-    if (!rc && v && !oai_put(c, "reasoning_effort", dup(v)))
-        rc = oom(e);
+    v = rq_field(root, "max_output_tokens");
+    if (v && !oai_put(c, "max_completion_tokens", oai_dup(v)))
+        rc = rq_oom(e);
+    v = rq_field(rq_field(root, "reasoning"), "effort");
+    if (!rc && v && !oai_put(c, "reasoning_effort", oai_dup(v)))
+        rc = rq_oom(e);
     if (!rc && q->logprobs) {
-        v = field(root, "top_logprobs");
+        v = rq_field(root, "top_logprobs");
         if (!oai_put(c, "logprobs", cJSON_CreateTrue()) ||
-            (v && !oai_put(c, "top_logprobs", dup(v))))
-            rc = oom(e);
+            (v && !oai_put(c, "top_logprobs", oai_dup(v))))
+            rc = rq_oom(e);
     }
     /* tools: the chat shape nests each function under "function" */
-    const cJSON *tools = field(root, "tools"), *it;
+    const cJSON *tools = rq_field(root, "tools"), *it;
     if (!rc && tools && tools->child) {
         cJSON *arr = cJSON_CreateArray();
         if (!oai_put(c, "tools", arr))
-            rc = oom(e);
+            rc = rq_oom(e);
         cJSON_ArrayForEach(it, tools)
         {
             cJSON *t = cJSON_CreateObject(), *fn = cJSON_CreateObject();
             if (rc || !oai_put(arr, NULL, t) ||
                 !oai_put(t, "type", cJSON_CreateString("function"))) {
                 cJSON_Delete(fn);
-                rc = oom(e);
+                rc = rq_oom(e);
                 break;
             }
             if (!oai_put(t, "function", fn)) {
-                rc = oom(e);
+                rc = rq_oom(e);
                 break;
             }
             static const char *const keys[] = {"name", "description", "parameters", "strict"};
             for (size_t k = 0; k < FD_ARRAY_LEN(keys) && !rc; k++) {
-                const cJSON *x = field(it, keys[k]);
-                if (x && !oai_put(fn, keys[k], dup(x)))
-                    rc = oom(e);
+                const cJSON *x = rq_field(it, keys[k]);
+                if (x && !oai_put(fn, keys[k], oai_dup(x)))
+                    rc = rq_oom(e);
             }
         }
     }
-    v = field(root, "tool_choice");
+    v = rq_field(root, "tool_choice");
     if (!rc && v) {
         cJSON *tc = NULL;
         if (cJSON_IsString(v)) {
-            tc = dup(v);
+            tc = oai_dup(v);
         } else {
             cJSON *fn = cJSON_CreateObject();
             tc = cJSON_CreateObject();
             if (!oai_put(tc, "type", cJSON_CreateString("function")) ||
                 !oai_put(tc, "function", fn) ||
-                !oai_put(fn, "name", dup(field(v, "name")))) {
+                !oai_put(fn, "name", oai_dup(rq_field(v, "name")))) {
                 cJSON_Delete(tc);
                 tc = NULL;
             }
         }
         if (!oai_put(c, "tool_choice", tc))
-            rc = oom(e);
+            rc = rq_oom(e);
     }
-    v = field(field(root, "text"), "format");
+    v = rq_field(rq_field(root, "text"), "format");
     if (!rc && v) {
         cJSON *rf = cJSON_CreateObject();
-        const cJSON *ty = field(v, "type");
-        bool ok = oai_put(c, "response_format", rf) && oai_put(rf, "type", dup(ty));
-        if (ok && is_str(ty, "json_schema")) {
+        const cJSON *ty = rq_field(v, "type");
+        bool ok = oai_put(c, "response_format", rf) && oai_put(rf, "type", oai_dup(ty));
+        if (ok && rq_is_str(ty, "json_schema")) {
             cJSON *js = cJSON_CreateObject();
             ok = oai_put(rf, "json_schema", js);
             static const char *const keys[] = {"name", "schema", "strict", "description"};
             for (size_t k = 0; ok && k < FD_ARRAY_LEN(keys); k++) {
-                const cJSON *x = field(v, keys[k]);
-                ok = !x || oai_put(js, keys[k], dup(x));
+                const cJSON *x = rq_field(v, keys[k]);
+                ok = !x || oai_put(js, keys[k], oai_dup(x));
             }
         }
         if (!ok)
-            rc = oom(e);
+            rc = rq_oom(e);
     }
 out:
     if (!rc) {
         *out = cJSON_PrintUnformatted(c);
         if (!*out)
-            rc = oom(e);
+            rc = rq_oom(e);
     }
     cJSON_Delete(c);
     return rc;
-}
-
-/* Replaces every from with to in s (cap bytes). */
-static void replace_all(char *s, size_t cap, const char *from, const char *to)
-{
-    size_t fl = strlen(from), tl = strlen(to);
-    char *p = s;
-    while ((p = strstr(p, from))) {
-        size_t rest = strlen(p + fl);
-        if ((size_t)(p - s) + tl + rest + 1 > cap)
-            return;
-        memmove(p + tl, p + fl, rest + 1);
-        memcpy(p, to, tl);
-        p += tl;
-    }
 }
 
 void rs_map_error(rq_err_t *e)
@@ -1022,10 +967,7 @@ void rs_map_error(rq_err_t *e)
         {"refuses these messages", "refuses this conversation"},
         {"messages", "input"},
     };
-    for (size_t k = 0; k < FD_ARRAY_LEN(map); k++) {
-        replace_all(e->param, sizeof e->param, map[k][0], map[k][1]);
-        replace_all(e->message, sizeof e->message, map[k][0], map[k][1]);
-    }
+    rq_err_rename(e, map, FD_ARRAY_LEN(map));
     if (strcmp(e->param, "logprobs") == 0)
         snprintf(e->param, sizeof e->param, "top_logprobs");
 }
@@ -1049,15 +991,15 @@ void rs_name_items(cJSON *items, const char *resp_id)
     cJSON *it;
     cJSON_ArrayForEach(it, items)
     {
-        const cJSON *type = field(it, "type");
-        const char *prefix = is_str(type, "function_call")          ? "fc_"
-                             : is_str(type, "function_call_output") ? "fco_"
-                             : is_str(type, "reasoning")            ? "rs_"
+        const cJSON *type = rq_field(it, "type");
+        const char *prefix = rq_is_str(type, "function_call")          ? "fc_"
+                             : rq_is_str(type, "function_call_output") ? "fco_"
+                             : rq_is_str(type, "reasoning")            ? "rs_"
                                                                     : "msg_";
         char id[80];
         /* inputs count from 0x8000, outputs from 0: the ids of one response never meet */
         item_id(id, sizeof id, prefix, resp_id, 0x8000 + k++);
-        if (!field(it, "id")) {
+        if (!rq_field(it, "id")) {
             cJSON *s = cJSON_CreateString(id);
             if (s && !cJSON_AddItemToObject(it, "id", s))
                 cJSON_Delete(s);
@@ -1076,7 +1018,7 @@ static cJSON *text_part(const char *text, size_t len, cJSON *lp)
     }
     bool ok = oai_put(p, "type", cJSON_CreateString("output_text")) &&
               oai_put(p, "annotations", cJSON_CreateArray()) &&
-              oai_put(p, "text", gen_str(text, len));
+              oai_put(p, "text", oai_str_n(text, len));
     if (!ok) {
         cJSON_Delete(p);
         return NULL;
@@ -1123,9 +1065,9 @@ static cJSON *call_item(const char *id, const char *call_id, const char *name,
     if (oai_put(c, "id", cJSON_CreateString(id)) &&
         oai_put(c, "type", cJSON_CreateString("function_call")) &&
         oai_put(c, "status", cJSON_CreateString(status)) &&
-        oai_put(c, "arguments", gen_str(args, strlen(args))) &&
+        oai_put(c, "arguments", oai_str_n(args, strlen(args))) &&
         oai_put(c, "call_id", cJSON_CreateString(call_id)) &&
-        oai_put(c, "name", gen_str(name, strlen(name))))
+        oai_put(c, "name", oai_str_n(name, strlen(name))))
         return c;
     cJSON_Delete(c);
     return NULL;
@@ -1145,7 +1087,7 @@ static cJSON *reasoning_part(const char *text, size_t len)
 {
     cJSON *p = cJSON_CreateObject();
     if (!oai_put(p, "type", cJSON_CreateString("reasoning_text")) ||
-        !oai_put(p, "text", gen_str(text, len))) {
+        !oai_put(p, "text", oai_str_n(text, len))) {
         cJSON_Delete(p);
         return NULL;
     }
@@ -1182,10 +1124,10 @@ int rs_add_call(cJSON *arr, const char *resp_id, const char *call_id, const char
 /* A member of the request echoed as given, or def (a new value, taken) when absent. */
 static bool echo(cJSON *o, const cJSON *root, const char *key, cJSON *def)
 {
-    const cJSON *v = field(root, key);
+    const cJSON *v = rq_field(root, key);
     if (v) {
         cJSON_Delete(def);
-        return oai_put(o, key, dup(v));
+        return oai_put(o, key, oai_dup(v));
     }
     return oai_put(o, key, def);
 }
@@ -1210,7 +1152,7 @@ char *rs_conversation_obj(const char *id, long long created_at, const cJSON *met
     if (oai_put(o, "id", cJSON_CreateString(id)) &&
         oai_put(o, "object", cJSON_CreateString("conversation")) &&
         oai_put(o, "created_at", cJSON_CreateNumber((double)created_at)) &&
-        oai_put(o, "metadata", metadata ? dup(metadata) : cJSON_CreateObject()))
+        oai_put(o, "metadata", metadata ? oai_dup(metadata) : cJSON_CreateObject()))
         t = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return t;
@@ -1251,7 +1193,7 @@ cJSON *rs_response_obj(const rs_req_t *q, const rs_result_t *r)
          echo(o, root, "max_output_tokens", cJSON_CreateNull()) &&
          oai_put(o, "max_tool_calls", cJSON_CreateNull()) &&
          oai_put(o, "model", cJSON_CreateString(r->model)) &&
-         oai_put(o, "output", r->output ? dup(r->output) : cJSON_CreateArray()) &&
+         oai_put(o, "output", r->output ? oai_dup(r->output) : cJSON_CreateArray()) &&
          echo(o, root, "parallel_tool_calls", cJSON_CreateTrue()) &&
          echo(o, root, "previous_response_id", cJSON_CreateNull()) &&
          oai_put(o, "conversation", conversation_ref(q->conv_id)) &&
@@ -1269,7 +1211,7 @@ cJSON *rs_response_obj(const rs_req_t *q, const rs_result_t *r)
          echo(o, root, "metadata", cJSON_CreateObject());
     if (ok) {
         cJSON *reason = cJSON_CreateObject();
-        const cJSON *eff = field(field(root, "reasoning"), "effort");
+        const cJSON *eff = rq_field(rq_field(root, "reasoning"), "effort");
         ok = oai_put(o, "reasoning", reason) &&
              oai_put(reason, "effort", eff ? cJSON_CreateString(eff->valuestring)
                                            : cJSON_CreateNull()) &&
@@ -1278,8 +1220,8 @@ cJSON *rs_response_obj(const rs_req_t *q, const rs_result_t *r)
     if (ok) {
         /* text: the format as given (default text) and the verbosity */
         cJSON *t = cJSON_CreateObject();
-        const cJSON *f = field(field(root, "text"), "format");
-        cJSON *fmt = f ? dup(f) : cJSON_CreateObject();
+        const cJSON *f = rq_field(rq_field(root, "text"), "format");
+        cJSON *fmt = f ? oai_dup(f) : cJSON_CreateObject();
         ok = oai_put(o, "text", t) && oai_put(t, "format", fmt) &&
              (f || oai_put(fmt, "type", cJSON_CreateString("text"))) &&
              oai_put(t, "verbosity", cJSON_CreateString("medium"));
@@ -1423,9 +1365,9 @@ static cJSON *ev_item(rs_stream_t *st, int idx, bool with_item, bool content)
     const cJSON *item = cJSON_GetArrayItem(st->output, idx);
     bool ok = item && oai_put(ev, "output_index", cJSON_CreateNumber(idx));
     if (ok && with_item)
-        ok = oai_put(ev, "item", dup(item));
+        ok = oai_put(ev, "item", oai_dup(item));
     else if (ok)
-        ok = oai_put(ev, "item_id", dup(field(item, "id")));
+        ok = oai_put(ev, "item_id", oai_dup(rq_field(item, "id")));
     if (ok && content)
         ok = oai_put(ev, "content_index", cJSON_CreateNumber(0));
     if (!ok) {
@@ -1461,7 +1403,7 @@ static void finish_item(rs_stream_t *st, sb_t *out, int idx, cJSON *part, const 
 {
     cJSON *item = cJSON_GetArrayItem(st->output, idx);
     cJSON *ev = ev_item(st, idx, false, true);
-    if (ev && !oai_put(ev, "part", dup(part)))
+    if (ev && !oai_put(ev, "part", oai_dup(part)))
         ev = (cJSON_Delete(ev), NULL);
     emit(st, out, "response.content_part.done", ev);
     cJSON *content = cJSON_GetObjectItemCaseSensitive(item, "content");
@@ -1477,7 +1419,7 @@ static void close_reasoning(rs_stream_t *st, sb_t *out, const char *status)
         return;
     const char *text = st->rtext.buf ? st->rtext.buf : "";
     cJSON *ev = ev_item(st, st->rsn, false, true);
-    if (ev && !oai_put(ev, "text", gen_str(text, st->rtext.len)))
+    if (ev && !oai_put(ev, "text", oai_str_n(text, st->rtext.len)))
         ev = (cJSON_Delete(ev), NULL);
     emit(st, out, "response.reasoning_text.done", ev);
     finish_item(st, out, st->rsn, reasoning_part(text, st->rtext.len), status);
@@ -1497,7 +1439,7 @@ void rs_stream_reasoning(rs_stream_t *st, sb_t *out, const char *text, size_t le
     }
     sb_add(&st->rtext, text, len);
     cJSON *ev = ev_item(st, st->rsn, false, true);
-    if (ev && !oai_put(ev, "delta", gen_str(text, len)))
+    if (ev && !oai_put(ev, "delta", oai_str_n(text, len)))
         ev = (cJSON_Delete(ev), NULL);
     emit(st, out, "response.reasoning_text.delta", ev);
 }
@@ -1518,12 +1460,12 @@ void rs_stream_text(rs_stream_t *st, sb_t *out, const char *text, size_t len, cJ
     }
     sb_add(&st->text, text, len);
     cJSON *ev = ev_item(st, st->msg, false, true);
-    if (!oai_put(ev, "delta", gen_str(text, len)) ||
-        !oai_put(ev, "logprobs", lp ? dup(lp) : cJSON_CreateArray()))
+    if (!oai_put(ev, "delta", oai_str_n(text, len)) ||
+        !oai_put(ev, "logprobs", lp ? oai_dup(lp) : cJSON_CreateArray()))
         ev = (cJSON_Delete(ev), NULL);
     /* the tokens' logprobs are kept for the .done events and the final response */
     for (cJSON *x = lp ? lp->child : NULL; x && st->lps; x = x->next)
-        if (!oai_put(st->lps, NULL, dup(x)))
+        if (!oai_put(st->lps, NULL, oai_dup(x)))
             st->failed = true;
     cJSON_Delete(lp);
     emit(st, out, "response.output_text.delta", ev);
@@ -1535,8 +1477,8 @@ static void close_msg(rs_stream_t *st, sb_t *out, const char *status)
         return;
     const char *text = st->text.buf ? st->text.buf : "";
     cJSON *ev = ev_item(st, st->msg, false, true);
-    if (ev && (!oai_put(ev, "text", gen_str(text, st->text.len)) ||
-               !oai_put(ev, "logprobs", st->lps ? dup(st->lps) : cJSON_CreateArray())))
+    if (ev && (!oai_put(ev, "text", oai_str_n(text, st->text.len)) ||
+               !oai_put(ev, "logprobs", st->lps ? oai_dup(st->lps) : cJSON_CreateArray())))
         ev = (cJSON_Delete(ev), NULL);
     emit(st, out, "response.output_text.done", ev);
     finish_item(st, out, st->msg, text_part(text, st->text.len, st->lps), status);
@@ -1552,11 +1494,11 @@ static void close_call(rs_stream_t *st, sb_t *out, const char *status)
     cJSON *item = cJSON_GetArrayItem(st->output, st->call);
     const char *args = st->args.buf ? st->args.buf : "";
     cJSON *ev = ev_item(st, st->call, false, false);
-    if (ev && (!oai_put(ev, "arguments", gen_str(args, st->args.len)) ||
-               !oai_put(ev, "name", dup(field(item, "name")))))
+    if (ev && (!oai_put(ev, "arguments", oai_str_n(args, st->args.len)) ||
+               !oai_put(ev, "name", oai_dup(rq_field(item, "name")))))
         ev = (cJSON_Delete(ev), NULL);
     emit(st, out, "response.function_call_arguments.done", ev);
-    cJSON_ReplaceItemInObjectCaseSensitive(item, "arguments", gen_str(args, st->args.len));
+    cJSON_ReplaceItemInObjectCaseSensitive(item, "arguments", oai_str_n(args, st->args.len));
     cJSON_ReplaceItemInObjectCaseSensitive(item, "status", cJSON_CreateString(status));
     emit(st, out, "response.output_item.done", ev_item(st, st->call, true, false));
     st->call = -1;
@@ -1584,19 +1526,19 @@ void rs_stream_args(rs_stream_t *st, sb_t *out, const char *delta)
         return;
     sb_adds(&st->args, delta);
     cJSON *ev = ev_item(st, st->call, false, false);
-    if (ev && !oai_put(ev, "delta", gen_str(delta, strlen(delta))))
+    if (ev && !oai_put(ev, "delta", oai_str_n(delta, strlen(delta))))
         ev = (cJSON_Delete(ev), NULL);
     emit(st, out, "response.function_call_arguments.delta", ev);
 }
 
 cJSON *rs_stream_output(const rs_stream_t *st, const char *open_status)
 {
-    cJSON *out = dup(st->output);
+    cJSON *out = oai_dup(st->output);
     bool ok = out != NULL;
     if (ok && st->msg >= 0) {
         cJSON *item = cJSON_GetArrayItem(out, st->msg);
         cJSON *part = text_part(st->text.buf ? st->text.buf : "", st->text.len,
-                                st->lps ? dup(st->lps) : NULL);
+                                st->lps ? oai_dup(st->lps) : NULL);
         ok = part && oai_put(cJSON_GetObjectItemCaseSensitive(item, "content"), NULL, part);
         if (ok && open_status)
             cJSON_ReplaceItemInObjectCaseSensitive(item, "status",
@@ -1613,7 +1555,7 @@ cJSON *rs_stream_output(const rs_stream_t *st, const char *open_status)
     if (ok && st->call >= 0) {
         cJSON *item = cJSON_GetArrayItem(out, st->call);
         cJSON_ReplaceItemInObjectCaseSensitive(item, "arguments",
-                                               gen_str(st->args.buf, st->args.len));
+                                               oai_str_n(st->args.buf, st->args.len));
         if (open_status)
             cJSON_ReplaceItemInObjectCaseSensitive(item, "status",
                                                    cJSON_CreateString(open_status));
@@ -1766,8 +1708,8 @@ int rs_store_put(rs_store_t *s, const char *id, const char *response, const cJSO
         return -ENOMEM;
     x->id = strdup(id);
     x->response = strdup(response);
-    x->input = input ? dup(input) : cJSON_CreateArray();
-    x->output = output ? dup(output) : cJSON_CreateArray();
+    x->input = input ? oai_dup(input) : cJSON_CreateArray();
+    x->output = output ? oai_dup(output) : cJSON_CreateArray();
     x->bytes = bytes;
     if (!x->id || !x->response || !x->input || !x->output) {
         free(x->id);
@@ -1887,20 +1829,21 @@ char *rs_input_items(const cJSON *input, bool desc, int limit, const char *after
     for (int k = 0; ok && k < n; k++) {
         const cJSON *it = cJSON_GetArrayItem(input, desc ? n - 1 - k : k);
         if (!started) {
-            started = is_str(field(it, "id"), after);
+            started = rq_is_str(rq_field(it, "id"), after);
             continue;
         }
         if (cJSON_GetArraySize(data) >= limit) {
             more = true;
             break;
         }
-        ok = oai_put(data, NULL, dup(it));
+        ok = oai_put(data, NULL, oai_dup(it));
     }
     int m = ok ? cJSON_GetArraySize(data) : 0;
     const cJSON *first = m ? cJSON_GetArrayItem(data, 0) : NULL;
     const cJSON *last = m ? cJSON_GetArrayItem(data, m - 1) : NULL;
-    ok = ok && oai_put(o, "first_id", first ? dup(field(first, "id")) : cJSON_CreateNull()) &&
-         oai_put(o, "last_id", last ? dup(field(last, "id")) : cJSON_CreateNull()) &&
+    ok = ok &&
+         oai_put(o, "first_id", first ? oai_dup(rq_field(first, "id")) : cJSON_CreateNull()) &&
+         oai_put(o, "last_id", last ? oai_dup(rq_field(last, "id")) : cJSON_CreateNull()) &&
          oai_put(o, "has_more", cJSON_CreateBool(more));
     char *s = ok ? cJSON_PrintUnformatted(o) : NULL;
     cJSON_Delete(o);

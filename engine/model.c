@@ -352,6 +352,31 @@ static bool gemma_layer_swa(const llm_model_t *m, int l)
     return gguf_arr_i64(&arr, (uint64_t)l, &v) == 0 && v;
 }
 
+/* attention.sliding_window_pattern (Gemma 2/3, gpt-oss) into *period: a period, or 0 for one
+ * boolean per layer (checked here, read where the layers are built); absent, *period is left
+ * as it is (the architecture's default). */
+static int read_swa_pattern(const gguf_t *g, const char *ar, uint32_t layers, uint32_t *period,
+                            char *err, size_t errlen)
+{
+    char k[128];
+    snprintf(k, sizeof(k), "%s.attention.sliding_window_pattern", ar);
+    const gguf_kv_t *pk = gguf_find(g, k);
+    gguf_arr_t arr;
+    if (!pk)
+        return 0;
+    if (gguf_kv_arr(pk, &arr) == 0) {
+        int64_t v;
+        if (arr.n != layers || (arr.elem_type != GGUF_BOOL && gguf_arr_i64(&arr, 0, &v))) {
+            snprintf(err, errlen, "%s: %s is not a list of %u booleans (one per layer)",
+                     gguf_path(g), k, layers);
+            return FD_EFORMAT;
+        }
+        *period = 0;
+        return 0;
+    }
+    return get_u32(g, ar, "attention.sliding_window_pattern", true, 0, period, err, errlen);
+}
+
 /* Gemma 2 and 3 (llama.cpp's hparams for LLM_ARCH_GEMMA2 / GEMMA3; Gemma 1 has none of
  * what follows but the query scale): the window and its
  * pattern (Gemma 2 alternates local and global from layer 0; Gemma 3 has 5 local layers to a
@@ -394,21 +419,8 @@ static int read_gemma(llm_model_t *m, char *err, size_t errlen)
         return FD_ERANGE;
     }
     hp->n_swa = (int)swa;
-    snprintf(k, sizeof(k), "%s.attention.sliding_window_pattern", ar);
-    const gguf_kv_t *pk = gguf_find(g, k);
-    gguf_arr_t arr;
-    if (pk && gguf_kv_arr(pk, &arr) == 0) {
-        int64_t v;
-        if (arr.n != layers || (arr.elem_type != GGUF_BOOL && gguf_arr_i64(&arr, 0, &v))) {
-            snprintf(err, errlen, "%s: %s is not a list of %u booleans (one per layer)",
-                     gguf_path(g), k, layers);
-            return FD_EFORMAT;
-        }
-        period = 0;
-    } else if (pk && (rc = get_u32(g, ar, "attention.sliding_window_pattern", true, 0, &period,
-                                   err, errlen))) {
+    if ((rc = read_swa_pattern(g, ar, layers, &period, err, errlen)))
         return rc;
-    }
     hp->swa_period = (int)period;
     bool big = layers == (g2 ? 46u : 62u);
     hp->attn_scale = 1.0f / sqrtf((float)(big ? embd / heads : kl));
@@ -437,7 +449,6 @@ static int read_gptoss(llm_model_t *m, float factor, char *err, size_t errlen)
     llm_hparams_t *hp = &m->hp;
     const char *ar = hp->arch;
     uint32_t layers, swa, period = 2;
-    char k[128];
     int rc;
     hp->gptoss = true;
     if ((rc = get_u32(g, ar, "block_count", true, 0, &layers, err, errlen)) ||
@@ -449,21 +460,8 @@ static int read_gptoss(llm_model_t *m, float factor, char *err, size_t errlen)
         return FD_ERANGE;
     }
     hp->n_swa = (int)swa;
-    snprintf(k, sizeof(k), "%s.attention.sliding_window_pattern", ar);
-    const gguf_kv_t *pk = gguf_find(g, k);
-    gguf_arr_t arr;
-    if (pk && gguf_kv_arr(pk, &arr) == 0) {
-        int64_t v;
-        if (arr.n != layers || (arr.elem_type != GGUF_BOOL && gguf_arr_i64(&arr, 0, &v))) {
-            snprintf(err, errlen, "%s: %s is not a list of %u booleans (one per layer)",
-                     gguf_path(g), k, layers);
-            return FD_EFORMAT;
-        }
-        period = 0;
-    } else if (pk && (rc = get_u32(g, ar, "attention.sliding_window_pattern", true, 0, &period,
-                                   err, errlen))) {
+    if ((rc = read_swa_pattern(g, ar, layers, &period, err, errlen)))
         return rc;
-    }
     hp->swa_period = (int)period;
     float base;
     if ((rc = get_f32(g, ar, "rope.freq_base", false, 10000.0f, &base, err, errlen)) ||

@@ -1457,6 +1457,23 @@ static char *native_final(srv_job_t *j)
     return sb_take(&b, &len);
 }
 
+/* true when any of the job's inputs timed out (embeddings and rerank): *body is then the 503
+ * that says so, "the request timed out before every <what> (server busy)" (NULL when out of
+ * memory). */
+static bool timed_out(const srv_job_t *j, const char *what, char **body, int *status)
+{
+    for (int i = 0; i < j->n_choices; i++)
+        if (j->choices[i].finish != ENG_FINISH_STOP) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "the request timed out before every %s (server busy)",
+                     what);
+            *status = 503;
+            *body = oai_error(503, "service_unavailable_error", "timeout", NULL, msg);
+            return true;
+        }
+    return false;
+}
+
 /* The non-streamed answer once every choice is done. */
 /* The /v1/embeddings answer once every input ended without an error or a cancel: all of
  * them, or a 503 when any timed out (a partial list would drop inputs silently). */
@@ -1467,16 +1484,13 @@ static char *embeddings_body(const srv_job_t *j, int *status)
         *status = 500;
         return NULL;
     }
-    for (int i = 0; i < j->n_choices; i++) {
-        if (j->choices[i].finish != ENG_FINISH_STOP) {
-            free(vecs);
-            *status = 503;
-            return oai_error(503, "service_unavailable_error", "timeout", NULL,
-                             "the request timed out before every input was embedded "
-                             "(server busy)");
-        }
-        vecs[i] = j->choices[i].emb;
+    char *err;
+    if (timed_out(j, "input was embedded", &err, status)) {
+        free(vecs);
+        return err;
     }
+    for (int i = 0; i < j->n_choices; i++)
+        vecs[i] = j->choices[i].emb;
     char *body = oai_embeddings(j->model, vecs, j->n_choices, j->srv->info->n_embd,
                                 j->rq.base64, j->prompt_tokens);
     free(vecs);
@@ -1509,16 +1523,13 @@ static char *rerank_body(const srv_job_t *j, int *status)
         *status = 500;
         return NULL;
     }
-    for (int i = 0; i < j->n_choices; i++) {
-        if (j->choices[i].finish != ENG_FINISH_STOP) {
-            free(it);
-            *status = 503;
-            return oai_error(503, "service_unavailable_error", "timeout", NULL,
-                             "the request timed out before every document was scored "
-                             "(server busy)");
-        }
-        it[i] = (rank_item_t){ .index = i, .score = j->choices[i].emb[0] };
+    char *err;
+    if (timed_out(j, "document was scored", &err, status)) {
+        free(it);
+        return err;
     }
+    for (int i = 0; i < j->n_choices; i++)
+        it[i] = (rank_item_t){ .index = i, .score = j->choices[i].emb[0] };
     qsort(it, (size_t)j->n_choices, sizeof *it, rank_cmp);
     cJSON *root = r->tei ? cJSON_CreateArray() : cJSON_CreateObject(), *res = root;
     bool ok = root != NULL;

@@ -1401,16 +1401,27 @@ static size_t space_run(const uint8_t *s, size_t n, size_t i)
     return last;
 }
 
-/* GPT-2: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
-static size_t pre_gpt2(const uint8_t *s, size_t n, size_t i)
+/* 's|'t|'re|'ve|'m|'ll|'d at i, in any case with fold (Llama 3's (?i:...), GPT-4o's
+ * '[sS]|...): its end, or i when none starts there. */
+static size_t contraction(const uint8_t *s, size_t n, size_t i, bool fold)
 {
-    if (s[i] == '\'' && i + 1 < n) {
-        uint8_t a = s[i + 1], b = i + 2 < n ? s[i + 2] : 0;
+    if (i + 1 < n && s[i] == '\'') {
+        uint8_t f = fold ? 0x20 : 0;
+        uint8_t a = s[i + 1] | f, b = i + 2 < n ? s[i + 2] | f : 0;
         if (a == 's' || a == 't' || a == 'm' || a == 'd')
             return i + 2;
         if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l'))
             return i + 3;
     }
+    return i;
+}
+
+/* GPT-2: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
+static size_t pre_gpt2(const uint8_t *s, size_t n, size_t i)
+{
+    size_t ce = contraction(s, n, i, false);
+    if (ce != i)
+        return ce;
     uint32_t cp;
     size_t k;
     int c = char_at(s, n, i, &cp, &k);
@@ -1429,13 +1440,9 @@ static size_t pre_gpt2(const uint8_t *s, size_t n, size_t i)
  * | ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ */
 static size_t pre_llama3(const uint8_t *s, size_t n, size_t i, size_t digits)
 {
-    if (s[i] == '\'' && i + 1 < n) {
-        uint8_t a = s[i + 1] | 0x20, b = i + 2 < n ? s[i + 2] | 0x20 : 0;
-        if (a == 's' || a == 't' || a == 'm' || a == 'd')
-            return i + 2;
-        if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l'))
-            return i + 3;
-    }
+    size_t ce = contraction(s, n, i, true);
+    if (ce != i)
+        return ce;
     uint32_t cp;
     size_t k;
     int c = char_at(s, n, i, &cp, &k);
@@ -1473,19 +1480,6 @@ static inline int gpt4o_case(const uint8_t *s, size_t n, size_t i, size_t *k)
     return cp >= 'a' && cp <= 'z' ? 2 : 1;
 }
 
-/* (?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])? at i: its end, or i. */
-static size_t gpt4o_contraction(const uint8_t *s, size_t n, size_t i)
-{
-    if (i + 1 < n && s[i] == '\'') {
-        uint8_t a = s[i + 1] | 0x20, b = i + 2 < n ? s[i + 2] | 0x20 : 0;
-        if (a == 's' || a == 't' || a == 'm' || a == 'd')
-            return i + 2;
-        if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l'))
-            return i + 3;
-    }
-    return i;
-}
-
 /* The two letter alternatives at the letter at p, as a backtracking matcher takes them:
  * upper* lower+ first (the upper run gives back characters until a lower one can start:
  * the last character of the run that is both, which then ends the word on its own), else
@@ -1507,7 +1501,7 @@ static size_t gpt4o_word(const uint8_t *s, size_t n, size_t p)
         gpt4o_case(s, n, both, &k);
         end = both + k;
     }
-    return gpt4o_contraction(s, n, end);
+    return contraction(s, n, end, true);
 }
 
 /* GPT-4o / o200k (gpt-oss), as llama.cpp runs it:

@@ -10,7 +10,7 @@ libfusiond_a_SOURCES += engine/gbnf.h engine/gbnf.c
 
 libfusiond_a_SOURCES += engine/unicode.h engine/unicode_data.h engine/unicode.c engine/tokenizer.c
 FUZZ_SRCS += engine/unicode.c engine/tokenizer.c
-EXTRA_DIST += tools/gen-unicode-tables.py
+EXTRA_DIST += tools/gen-unicode-tables.py tools/unicode_ranges.py
 libfusiond_a_SOURCES += engine/wordpiece.h engine/wordpiece_data.h engine/wordpiece.c
 FUZZ_SRCS += engine/wordpiece.c
 EXTRA_DIST += tools/gen-wordpiece-tables.py

@@ -10,32 +10,7 @@ Usage: python3 tools/gen-wordpiece-tables.py > engine/wordpiece_data.h
 import sys
 import unicodedata
 
-
-def ranges(pred):
-    out, start = [], None
-    for cp in range(0x110000):
-        if pred(cp):
-            if start is None:
-                start = cp
-        elif start is not None:
-            out.append((start, cp - 1))
-            start = None
-    if start is not None:
-        out.append((start, 0x10FFFF))
-    return out
-
-
-def emit(name, pairs):
-    print("static const uint32_t %s[][2] = {" % name)
-    line = "   "
-    for a, b in pairs:
-        item = " {0x%X, 0x%X}," % (a, b)
-        if len(line) + len(item) > 92:
-            print(line)
-            line = "   "
-        line += item
-    print(line)
-    print("};")
+from unicode_ranges import emit, ranges
 
 
 def main():

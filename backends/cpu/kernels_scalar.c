@@ -279,34 +279,36 @@ static int dot_table32(const uint8_t *qs, const int8_t *table, const int8_t *q)
     return s;
 }
 
-static void dot_iq4_nl(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
+/* IQ4_NL (an fp16 scale) and MXFP4 (an E8M0 byte): 32 codes of 4 bits after the scale. */
+static void dot_t32(int64_t n, const uint8_t *w, bool mx, const void *x, size_t ldx, int nr,
+                    float *out)
 {
-    const fq_block_iq4_nl *w = vw;
+    const size_t bb = mx ? sizeof(fq_block_mxfp4) : sizeof(fq_block_iq4_nl);
+    const int8_t *table = mx ? fq_kvalues_mxfp4 : fq_kvalues_iq4nl;
     for (int r = 0; r < nr; r++) {
         const void *row = XROW(x, ldx, r);
         const int8_t *q = fcpu_x_qs(row);
         const float *d = fcpu_xq32_d(row, n);
         float a = 0;
-        for (int64_t b = 0; b < n / 32; b++)
-            a += fq_f16_to_f32(w[b].d) * d[b] *
-                 (float)dot_table32(w[b].qs, fq_kvalues_iq4nl, q + 32 * b);
+        for (int64_t b = 0; b < n / 32; b++) {
+            const uint8_t *blk = w + (size_t)b * bb;
+            uint16_t h;
+            memcpy(&h, blk, 2);
+            const float sc = mx ? fq_e8m0_half(blk[0]) : fq_f16_to_f32(h);
+            a += sc * d[b] * (float)dot_table32(blk + bb - 16, table, q + 32 * b);
+        }
         out[r] = a;
     }
 }
 
+static void dot_iq4_nl(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
+{
+    dot_t32(n, vw, false, x, ldx, nr, out);
+}
+
 static void dot_mxfp4(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
 {
-    const fq_block_mxfp4 *w = vw;
-    for (int r = 0; r < nr; r++) {
-        const void *row = XROW(x, ldx, r);
-        const int8_t *q = fcpu_x_qs(row);
-        const float *d = fcpu_xq32_d(row, n);
-        float a = 0;
-        for (int64_t b = 0; b < n / 32; b++)
-            a += fq_e8m0_half(w[b].e) * d[b] *
-                 (float)dot_table32(w[b].qs, fq_kvalues_mxfp4, q + 32 * b);
-        out[r] = a;
-    }
+    dot_t32(n, vw, true, x, ldx, nr, out);
 }
 
 static void dot_iq4_xs(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)

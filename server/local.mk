@@ -31,6 +31,8 @@ FUZZ_SRCS += server/schema.c
 
 # Chat prompt formatting (template family detection, one formatter per family).
 libfusiond_server_a_SOURCES += server/chat.h server/chat.c
+# The Jinja2 interpreter that renders any chat template (--jinja, unknown templates).
+libfusiond_server_a_SOURCES += server/jinja.h server/jinja.c
 # Tool calls read back out of generated text, per chat family.
 libfusiond_server_a_SOURCES += server/toolcall.h server/toolcall.c
 # Reasoning ("<think>...</think>") separated from the answer (reasoning_format).

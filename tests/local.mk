@@ -183,6 +183,12 @@ tests_test_spec_CFLAGS = $(TEST_CFLAGS)
 tests_test_spec_LDADD = $(TEST_LIBS)
 TESTS += tests/test_spec
 
+check_PROGRAMS += tests/test_jinja
+tests_test_jinja_SOURCES = tests/test_jinja.c
+tests_test_jinja_CFLAGS = $(TEST_CFLAGS)
+tests_test_jinja_LDADD = $(SRV_LIBS) $(CHECK_LIBS)
+TESTS += tests/test_jinja
+
 check_PROGRAMS += tests/test_chat
 tests_test_chat_SOURCES = tests/test_chat.c
 tests_test_chat_CFLAGS = $(TEST_CFLAGS)
@@ -294,7 +300,7 @@ endif
 # make check-valgrind: Check suites under valgrind memcheck (tests/valgrind.sh); the default
 # set is what fits CI's time (.ci/run: about a minute); VALGRIND_SUITES="tests/test_x ..."
 # picks others, VALGRIND_ALL=1 runs every suite (about 26 minutes; docs/reliability.md).
-VALGRIND_SUITES = tests/test_common tests/test_chat tests/test_config tests/test_notify \
+VALGRIND_SUITES = tests/test_common tests/test_chat tests/test_jinja tests/test_config tests/test_notify \
 	tests/test_openai tests/test_request tests/test_metrics tests/test_http \
 	tests/test_tokenizer tests/test_quants tests/test_gguf tests/test_toolcall \
 	tests/test_responses tests/test_anthropic
@@ -326,6 +332,17 @@ EXTRA_DIST += tests/data/chat-templates/unsloth-mistral-Devstral-Small-2507.jinj
 EXTRA_DIST += tests/data/chat-templates/ibm-granite-granite-3.3-2B-Instruct.jinja
 EXTRA_DIST += tests/data/chat-templates/microsoft-Phi-4-mini-instruct.jinja
 EXTRA_DIST += tests/data/chat-templates/openai-gpt-oss-120b.jinja
+
+# The Jinja interpreter (server/jinja.c) against python3-jinja2 on every real template, through
+# tests/jinja_render.  Skips without jinja2 unless FUSIOND_REQUIRE_JINJA=1 (CI).
+check_PROGRAMS += tests/jinja_render
+tests_jinja_render_SOURCES = tests/jinja_render.c
+tests_jinja_render_LDADD = $(SRV_LIBS)
+dist_check_SCRIPTS += tests/test_jinja_templates.py
+TESTS += tests/test_jinja_templates.py
+EXTRA_DIST += tests/data/chat-templates/deepseek-ai-DeepSeek-V3.1.jinja
+EXTRA_DIST += tests/data/chat-templates/zai-org-GLM-4.6.jinja
+EXTRA_DIST += tests/data/chat-templates/moonshotai-Kimi-K2.jinja
 
 # The gpt-4o pre-split against llama.cpp's regex run by Python's re (tests/split_render prints
 # fusiond's splits).

@@ -71,6 +71,8 @@
 
 enum req_state { REQ_WAITING = 1, REQ_RUNNING = 2 };
 
+#define TH_WIN 64                /* bytes of the latest pieces a think tag is matched in */
+
 typedef struct req {
     struct req *next, *prev;     /* waiting queue links (e->mu) */
     uint64_t id;
@@ -127,9 +129,22 @@ typedef struct req {
 
     uint64_t t_submit, t_sched, t_prefill, t_first, t_done;
     double dev_s;
+
+    /* the reasoning budget (eng_request_t.think_*): where the output is (TH_*), tokens
+     * spent in the reasoning, the forced tokens and how many went out, the texts, and the
+     * last pieces' bytes they are matched on */
+    int th_state;
+    int th_budget, th_used;
+    int32_t *th_force;
+    int n_th_force, th_k;
+    char *th_open, *th_close;
+    bool th_reopen;
+    char th_win[TH_WIN];
+    size_t th_n;
 } req_t;
 
 /* A finished sequence's KV slot kept for reuse. */
+enum { TH_OFF = 0, TH_OUT, TH_IN, TH_FORCE, TH_DONE };
 typedef struct cslot {
     int slot;
     int32_t *tokens;             /* the n tokens whose KV the slot holds (owned) */
@@ -259,6 +274,9 @@ static void req_free(req_t *r)
     free(r->held);
     free(r->emb);
     free(r->lora);
+    free(r->th_force);
+    free(r->th_open);
+    free(r->th_close);
     free(r->tokens);
     free(r);
 }
@@ -411,6 +429,22 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
     const gr_vocab_t *vocab = NULL;
     if (q->sampling.grammar && (rc = vocab_get(e, &vocab, err, errlen)) < 0)
         return rc;
+    if (q->n_think_force > 0) {
+        if (!q->think_force || !q->think_open || !q->think_close || !q->think_open[0] ||
+            !q->think_close[0] || strlen(q->think_open) >= TH_WIN ||
+            strlen(q->think_close) >= TH_WIN || q->think_budget < 0)
+            return SUBMIT_ERR(-EINVAL, "reasoning budget: a budget >= 0, the opening and "
+                              "closing texts (1..%d bytes) and the forced tokens are needed",
+                              TH_WIN - 1);
+        if (q->sampling.grammar || !e->d.tok)
+            return SUBMIT_ERR(-EINVAL, "a reasoning budget cannot hold %s",
+                              q->sampling.grammar ? "a constrained output (grammar)"
+                                                  : "a model without a tokenizer");
+        for (int i = 0; i < q->n_think_force; i++)
+            if (q->think_force[i] < 0 || q->think_force[i] >= e->d.n_vocab)
+                return SUBMIT_ERR(-EINVAL, "reasoning budget: forced token %d is %d: outside "
+                                  "the vocabulary", i, (int)q->think_force[i]);
+    }
 
     req_t *r = calloc(1, sizeof *r);
     if (!r)
@@ -452,6 +486,18 @@ static int req_build(eng_t *e, const eng_request_t *q, req_t **out, char *err, s
             r->stop_len[i] = strlen(r->stop[i]);
             r->max_stop = FD_MAX(r->max_stop, r->stop_len[i]);
         }
+    }
+    if (q->n_think_force > 0) {
+        r->th_force = malloc((size_t)q->n_think_force * sizeof *r->th_force);
+        r->th_open = strdup(q->think_open);
+        r->th_close = strdup(q->think_close);
+        if (!r->th_force || !r->th_open || !r->th_close)
+            goto nomem;
+        memcpy(r->th_force, q->think_force, (size_t)q->n_think_force * sizeof *r->th_force);
+        r->n_th_force = q->n_think_force;
+        r->th_budget = q->think_budget;
+        r->th_reopen = q->think_reopen;
+        r->th_state = !q->think_inside ? TH_OUT : q->think_budget == 0 ? TH_FORCE : TH_IN;
     }
     r->n_probs = q->sampling.n_probs;
     r->post_probs = q->sampling.post_probs;
@@ -1019,11 +1065,70 @@ static int draft_for(const eng_t *e, req_t *r, int cap)
     return k >= e->draft_min ? k : 0;
 }
 
+static bool win_ends(const req_t *r, const char *tag)
+{
+    size_t k = strlen(tag);
+    return r->th_n >= k && memcmp(r->th_win + r->th_n - k, tag, k) == 0;
+}
+
+/* The reasoning budget after token tok (sampled or forced): where the output is now. */
+static void think_after(eng_t *e, req_t *r, int32_t tok)
+{
+    if (r->th_state == TH_FORCE) {
+        if (++r->th_k == r->n_th_force) {
+            r->th_state = r->th_reopen ? TH_OUT : TH_DONE;
+            r->th_n = 0;
+        }
+        return;
+    }
+    char piece[TH_WIN];
+    size_t len = 0;
+    int prc = tok_piece(e->d.tok, tok, true, piece, sizeof piece, &len);
+    if (prc < 0) /* a longer piece holds no tag: it clears the window below */
+        len = prc == -ENOSPC ? TH_WIN : 0;
+    if (len >= TH_WIN) {
+        r->th_n = 0;
+    } else {
+        if (r->th_n + len > TH_WIN) {
+            size_t drop = r->th_n + len - TH_WIN;
+            memmove(r->th_win, r->th_win + drop, r->th_n - drop);
+            r->th_n -= drop;
+        }
+        memcpy(r->th_win + r->th_n, piece, len);
+        r->th_n += len;
+    }
+    if (r->th_state == TH_OUT) {
+        if (win_ends(r, r->th_open)) {
+            r->th_state = r->th_used >= r->th_budget ? TH_FORCE : TH_IN;
+            r->th_k = 0;
+            r->th_n = 0;
+        }
+    } else if (r->th_state == TH_IN) {
+        r->th_used++;
+        if (win_ends(r, r->th_close)) {
+            r->th_state = r->th_reopen ? TH_OUT : TH_DONE;
+            r->th_n = 0;
+        } else if (r->th_used >= r->th_budget) {
+            r->th_state = TH_FORCE;
+            r->th_k = 0;
+        }
+    }
+}
+
 /* Samples one logits row of r into t (the grammar's mask first), then records the token in
  * the sampler's history and the grammar matcher, so that the run's next row sees it as the
- * next step would.  NULL, or the message of the error that ends the request (no token). */
+ * next step would; a reasoning budget that ran out forces its token instead.  NULL, or the
+ * message of the error that ends the request (no token). */
 static const char *sample_row(eng_t *e, req_t *r, float *lg, run_tok_t *t, eng_top_t *top)
 {
+    if (r->th_state == TH_FORCE) {
+        t->tok = r->th_force[r->th_k];
+        t->n_top = 0;
+        t->lp = 0;
+        t->hist = smp_accept(r->smp, t->tok, 1);
+        think_after(e, r, t->tok);
+        return NULL;
+    }
     t->n_top = r->n_probs > 0 ? FD_MIN(r->n_probs, e->d.n_vocab) : 0;
     t->lp = 0;
     t->hist = 0;
@@ -1049,6 +1154,8 @@ static const char *sample_row(eng_t *e, req_t *r, float *lg, run_tok_t *t, eng_t
      * tokenizer's gets a refusal */
     if (t->hist == 0 && r->gm && gr_matcher_accept(r->gm, t->tok) < 0)
         t->hist = SAMPLED_GRAMMAR;
+    if (r->th_state != TH_OFF && r->th_state != TH_DONE)
+        think_after(e, r, t->tok);
     return NULL;
 }
 

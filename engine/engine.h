@@ -305,6 +305,20 @@ typedef struct eng_request {
     /* Prefills the whole prompt, reusing no cached prefix (llama-server's cache_prompt
      * false); its finished KV may still be cached for later prompts. */
     bool no_cache_reuse;
+    /* A reasoning budget (llama-server's --reasoning-budget), on when n_think_force > 0:
+     * once the output is in its reasoning (it wrote think_open's text, or the prompt opened
+     * it: think_inside) and has written think_budget (>= 0) tokens after the opening
+     * without think_close's text, the think_force tokens are forced, one per token sampled
+     * (logprob 0, no alternatives; the sampler's history takes them), and the output goes on
+     * freely.  think_reopen: a later opening (gpt-oss's several analysis messages) counts on
+     * from what was spent, and is closed at once when nothing is left.  The texts are
+     * matched on the tokens' pieces, so any tokenization of them counts.  Needs the
+     * driver's tokenizer; not with a grammar (-EINVAL).  Copied at submit. */
+    int think_budget;
+    const char *think_open, *think_close;
+    const int32_t *think_force;
+    int n_think_force;
+    bool think_inside, think_reopen;
 } eng_request_t;
 
 /* Queues a request.  0 and *id set, or: -EINVAL (bad field, message in err), FD_ECTX (prompt

@@ -226,6 +226,19 @@ static int check_block(const cJSON *b, const char *bp, bool assistant, rq_err_t 
                "thinking, redacted_thinking)", type);
 }
 
+/* A final assistant message (a prefill) whose text ends in whitespace, which Anthropic's
+ * API refuses: its last text block's, or the string's. */
+static bool trailing_space(const cJSON *c)
+{
+    const cJSON *t = cJSON_IsString(c) ? c : NULL, *b;
+    const cJSON *arr = cJSON_IsArray(c) ? c : NULL;
+    cJSON_ArrayForEach(b, arr)
+        if (rq_is_str(rq_field(b, "type"), "text") && cJSON_IsString(rq_field(b, "text")))
+            t = rq_field(b, "text");
+    size_t n = t ? strlen(t->valuestring) : 0;
+    return n && strchr(" \t\n\r\v\f", t->valuestring[n - 1]);
+}
+
 static int check_messages(const cJSON *root, rq_err_t *e)
 {
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
@@ -252,10 +265,8 @@ static int check_messages(const cJSON *root, rq_err_t *e)
             return bad(e, p, "must be \"user\" or \"assistant\" (the system prompt is the "
                        "top-level 'system')");
         bool assistant = rq_is_str(role, "assistant");
-        if (assistant && i == n)
-            return bad(e, mp, "a final assistant message (a prefill the answer continues) is "
-                       "not supported: fusiond's chat templates close every assistant turn; "
-                       "end with a user message");
+        if (assistant && i == n && trailing_space(rq_field(m, "content")))
+            return bad(e, mp, "final assistant content cannot end with trailing whitespace");
         const cJSON *c = rq_field(m, "content");
         snprintf(p, sizeof p, "%.100s.content", mp);
         if (!c)
@@ -683,9 +694,9 @@ static bool put_tools(const cJSON *root, cJSON *c)
            oai_put(c, "parallel_tool_calls", cJSON_CreateFalse());
 }
 
-/* thinking: enabled separates the think block (as thinking blocks) and asks the template
- * for it; disabled asks the template to leave it out.  budget_tokens is checked but not
- * enforced (the engine has no reasoning budget).  Absent: the model's default. */
+/* thinking: enabled separates the think block (as thinking blocks), asks the template for
+ * it and holds it to budget_tokens (the chat request's reasoning_budget_tokens); disabled
+ * asks the template to leave it out.  Absent: the model's default. */
 static bool put_thinking(const cJSON *root, cJSON *c)
 {
     const cJSON *th = rq_field(root, "thinking");
@@ -693,9 +704,12 @@ static bool put_thinking(const cJSON *root, cJSON *c)
         return true;
     bool on = rq_is_str(rq_field(th, "type"), "enabled");
     cJSON *kw = cJSON_CreateObject();
+    const cJSON *b = rq_field(th, "budget_tokens");
     return oai_put(c, "chat_template_kwargs", kw) &&
            oai_put(kw, "enable_thinking", cJSON_CreateBool(on)) &&
-           (!on || oai_put(c, "reasoning_format", cJSON_CreateString("deepseek")));
+           (!on || oai_put(c, "reasoning_format", cJSON_CreateString("deepseek"))) &&
+           (!on || !cJSON_IsNumber(b) ||
+            oai_put(c, "reasoning_budget_tokens", cJSON_CreateNumber(b->valuedouble)));
 }
 
 int an_chat_body(const an_req_t *q, char **out, rq_err_t *e)

@@ -454,7 +454,16 @@ typedef struct ctx {
     char *err;
     size_t errlen;
     const cJSON *tools; /* the parsed tools array, NULL for none */
+    size_t turn;        /* where the final message's turn text begins (mark_turn) */
 } ctx_t;
+
+/* Message i's turn text begins here: after its header, where the model's own text would
+ * begin (chat_format_prefill's *turn, for the final message). */
+static void mark_turn(ctx_t *c, size_t i)
+{
+    if (i + 1 == c->n)
+        c->turn = c->b->len;
+}
 
 static int refuse(ctx_t *c, const char *msg)
 {
@@ -505,6 +514,7 @@ static int fmt_plain(ctx_t *c)
             continue;
         }
         puts_(c->b, m->role == CHAT_USER ? "User: " : "Assistant: ");
+        mark_turn(c, i);
         put_content(c->b, m);
         puts_(c->b, "\n");
     }
@@ -546,6 +556,7 @@ static int fmt_llama2(ctx_t *c)
             puts_(c->b, " [/INST]");
         } else if (m->role == CHAT_ASSISTANT) {
             puts_(c->b, " ");
+            mark_turn(c, i);
             put_content_trimmed(c->b, m);
             puts_(c->b, " ");
             puts_(c->b, c->o->eos);
@@ -562,6 +573,7 @@ static void llama3_turn(ctx_t *c, const chat_msg_t *m)
     puts_(c->b, "<|start_header_id|>");
     puts_(c->b, chat_role_name(m->role));
     puts_(c->b, "<|end_header_id|>\n\n");
+    mark_turn(c, (size_t)(m - c->m));
     put_content_trimmed(c->b, m);
     puts_(c->b, "<|eot_id|>");
 }
@@ -740,6 +752,7 @@ static int fmt_chatml(ctx_t *c, bool qwen)
             continue;
         }
         puts_(c->b, "\n");
+        mark_turn(c, i);
         put_content(c->b, m);
         puts_(c->b, "<|im_end|>\n");
     }
@@ -788,6 +801,16 @@ static void nl_rstrip(const char *s, size_t *n)
 {
     while (*n && s[*n - 1] == '\n')
         (*n)--;
+}
+
+/* Whether an assistant message's content opens a think block ("<think>" after newlines)
+ * and does not close it. */
+static bool opens_think(const chat_msg_t *m)
+{
+    const char *s = m->content ? m->content : "";
+    size_t n = m->len;
+    nl_lstrip(&s, &n);
+    return starts(s, n, "<think>") && !find(s, n, "</think>", false);
 }
 
 /* Qwen3 (tests/data/chat-templates/Qwen-Qwen3-0.6B.jinja): with tools, a system turn of the
@@ -862,6 +885,12 @@ static int fmt_qwen3(ctx_t *c)
                 nl_lstrip(&content, &clen);
             }
             puts_(c->b, "<|im_start|>assistant\n");
+            mark_turn(c, i);
+            if (c->o->prefill && i + 1 == c->n && !m->reasoning && opens_think(m)) {
+                /* a prefill inside its reasoning, as the model writes it */
+                put_content(c->b, m);
+                continue;
+            }
             if (i > last_query && (i + 1 == c->n || rlen)) {
                 puts_(c->b, "<think>\n");
                 nl_lstrip(&rsn, &rlen);
@@ -979,6 +1008,7 @@ static int fmt_deepseek_r1(ctx_t *c)
         if (m->role == CHAT_ASSISTANT && m->content) {
             if (is_tool) {
                 puts_(c->b, DS_OUTS_END);
+                mark_turn(c, i);
                 put_content(c->b, m);
                 puts_(c->b, DS_EOS);
                 is_tool = false;
@@ -991,6 +1021,7 @@ static int fmt_deepseek_r1(ctx_t *c)
                     body = last + 8;
                 }
                 puts_(c->b, DS_ASSISTANT);
+                mark_turn(c, i);
                 put(c->b, body, blen);
                 puts_(c->b, DS_EOS);
             }
@@ -1126,6 +1157,7 @@ static int fmt_mistral(ctx_t *c)
                 }
             }
         } else if (m->role == CHAT_ASSISTANT) {
+            mark_turn(c, i);
             put_content(c->b, m);
             puts_(c->b, c->o->eos);
         } else if (m->role == CHAT_TOOL) {
@@ -1167,6 +1199,7 @@ static int fmt_gemma(ctx_t *c)
         puts_(c->b, "<start_of_turn>");
         puts_(c->b, m->role == CHAT_ASSISTANT ? "model" : chat_role_name(m->role));
         puts_(c->b, "\n");
+        mark_turn(c, i);
         if (i == from && sys) {
             put_content(c->b, sys);
             puts_(c->b, "\n\n");
@@ -1222,6 +1255,7 @@ static int fmt_mistral3(ctx_t *c)
             puts_(c->b, "[/SYSTEM_PROMPT]");
             break;
         case CHAT_ASSISTANT:
+            mark_turn(c, i);
             put_content(c->b, m);
             for (size_t k = 0; k < m->n_calls; k++) {
                 puts_(c->b, "[TOOL_CALLS]");
@@ -1283,6 +1317,7 @@ static int fmt_granite(ctx_t *c)
         puts_(c->b, "<|start_of_role|>");
         puts_(c->b, chat_role_name(c->m[i].role));
         puts_(c->b, "<|end_of_role|>");
+        mark_turn(c, i);
         put_content(c->b, &c->m[i]);
         puts_(c->b, "<|end_of_text|>\n");
         if (i + 1 == c->n && c->o->add_generation_prompt)
@@ -1329,6 +1364,7 @@ static int fmt_phi4mini(ctx_t *c)
         puts_(c->b, "<|");
         puts_(c->b, chat_role_name(m->role));
         puts_(c->b, "|>");
+        mark_turn(c, i);
         put_content(c->b, m);
         if (i == 0 && sys0 && c->tools)
             phi4_tools(c);
@@ -1363,6 +1399,7 @@ static int fmt_phi3(ctx_t *c)
         puts_(c->b, "<|");
         puts_(c->b, chat_role_name(m->role));
         puts_(c->b, "|>\n");
+        mark_turn(c, i);
         put_content(c->b, m);
         puts_(c->b, "<|end|>\n");
     }
@@ -1379,6 +1416,7 @@ static int fmt_zephyr(ctx_t *c)
         puts_(c->b, "<|");
         puts_(c->b, chat_role_name(m->role));
         puts_(c->b, "|>\n");
+        mark_turn(c, i);
         put_content(c->b, m);
         puts_(c->b, c->o->eos);
         puts_(c->b, "\n");
@@ -1714,7 +1752,9 @@ static int fmt_gptoss(ctx_t *c)
                 puts_(b, "<|call|>");
                 last_call = call->name;
             } else {
-                puts_(b, "<|start|>assistant<|channel|>final<|message|>");
+                puts_(b, "<|start|>assistant");
+                mark_turn(c, i);
+                puts_(b, "<|channel|>final<|message|>");
                 put_content(b, m);
                 puts_(b, "<|end|>");
                 last_call = NULL;
@@ -1791,11 +1831,12 @@ const char *chat_tool_close(int family)
     }
 }
 
-int chat_format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t *opts,
-                char **out, size_t *len, char *err, size_t errlen)
+static int format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t *opts,
+                  char **out, size_t *len, size_t *turn, char *err, size_t errlen)
 {
     *out = NULL;
     *len = 0;
+    *turn = 0;
     chat_opts_t dflt = {.add_generation_prompt = true};
     chat_opts_t o = opts ? *opts : dflt;
     if (!o.bos)
@@ -1860,7 +1901,7 @@ int chat_format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t 
         }
     }
     buf_t b = {0};
-    ctx_t c = {msgs, n, &o, &b, err, errlen, tools};
+    ctx_t c = {msgs, n, &o, &b, err, errlen, tools, 0};
     int rc;
     switch (family) {
     case CHAT_LLAMA2: rc = fmt_llama2(&c); break;
@@ -1896,5 +1937,89 @@ int chat_format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t 
     }
     *out = b.p;
     *len = b.len;
+    *turn = c.turn;
     return 0;
+}
+
+/* Marks the end of a prefill's content in the rendering: bytes that are not UTF-8, so that
+ * no message text (JSON strings are UTF-8) holds them, and that no template trims. */
+static const char PREFILL_END[] = "\xff\x01fusiond-prefill-end\x01\xff";
+
+/* The prefill (chat_opts_t.prefill): the conversation rendered whole with PREFILL_END after
+ * the final content, and cut there. */
+static int format_prefill(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t *opts,
+                          char **out, size_t *len, size_t *turn, char *err, size_t errlen)
+{
+    *out = NULL;
+    *len = 0;
+    *turn = 0;
+    if (n == 0 || !msgs || msgs[n - 1].role != CHAT_ASSISTANT) {
+        set_err(err, errlen, "an assistant prefill needs the assistant's message last");
+        return -EINVAL;
+    }
+    const chat_msg_t *last = &msgs[n - 1];
+    if (last->n_calls) {
+        set_err(err, errlen, "the final assistant message (a prefill the answer continues) "
+                "cannot have tool calls: end with the tool results instead");
+        return -ENOTSUP;
+    }
+    if (!last->content && last->len) {
+        set_err(err, errlen, "message %zu: no content", n - 1);
+        return -EINVAL;
+    }
+    size_t kl = sizeof PREFILL_END - 1;
+    chat_msg_t *m = malloc(n * sizeof *m);
+    char *text = malloc(last->len + kl + 1);
+    if (!m || !text) {
+        free(m);
+        free(text);
+        set_err(err, errlen, "out of memory formatting the chat");
+        return -ENOMEM;
+    }
+    memcpy(m, msgs, n * sizeof *m);
+    if (last->len)
+        memcpy(text, last->content, last->len);
+    memcpy(text + last->len, PREFILL_END, kl + 1);
+    m[n - 1].content = text;
+    m[n - 1].len = last->len + kl;
+    chat_opts_t o = *opts;
+    o.add_generation_prompt = false;
+    int rc = format(family, m, n, &o, out, len, turn, err, errlen);
+    free(m);
+    free(text);
+    if (rc)
+        return rc;
+    const char *at = find(*out, *len, PREFILL_END, true);
+    if (!at) { /* no family drops an assistant message; a safeguard */
+        free(*out);
+        *out = NULL;
+        *len = 0;
+        set_err(err, errlen, "the %s chat format does not write the final assistant message",
+                chat_family_name(family));
+        return -EINVAL;
+    }
+    *len = (size_t)(at - *out);
+    (*out)[*len] = '\0';
+    if (*turn > *len)
+        *turn = *len;
+    return 0;
+}
+
+int chat_format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t *opts,
+                char **out, size_t *len, char *err, size_t errlen)
+{
+    size_t turn;
+    if (opts && opts->prefill)
+        return format_prefill(family, msgs, n, opts, out, len, &turn, err, errlen);
+    return format(family, msgs, n, opts, out, len, &turn, err, errlen);
+}
+
+int chat_format_prefill(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t *opts,
+                        char **out, size_t *len, size_t *turn, char *err, size_t errlen)
+{
+    chat_opts_t o = {.add_generation_prompt = false};
+    if (opts)
+        o = *opts;
+    o.prefill = true;
+    return format_prefill(family, msgs, n, &o, out, len, turn, err, errlen);
 }

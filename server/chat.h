@@ -75,6 +75,17 @@ typedef struct chat_opts {
     /* gpt-oss: the system message's "Reasoning: " level ("low", "medium", "high"; NULL:
      * the template's default, medium); the other families ignore it. */
     const char *reasoning_effort;
+    /* Assistant prefill (llama-server's default when a conversation ends in an assistant
+     * message): the last message, an assistant's without tool calls, is the start of the
+     * answer.  The conversation is rendered whole without a generation prompt and cut right
+     * after that message's content (the end-of-turn markup the template writes after it is
+     * dropped), so the model continues the message.  The content is cut as given: trailing
+     * whitespace a template would trim stays.  Qwen3: a content that opens "<think>" and
+     * does not close it (without reasoning_content) is written as the model would have
+     * written it, right after the turn's header (its template would put it after an empty
+     * think block), so the model continues its reasoning.  Errors: -EINVAL when the last
+     * message is not the assistant's, -ENOTSUP when it has tool calls. */
+    bool prefill;
 } chat_opts_t;
 
 /* "system", "user", "assistant", "tool" -> enum chat_role; -EINVAL otherwise. */
@@ -141,5 +152,14 @@ int chat_pyjson(const char *json, int indent, char **out);
  * "Assistant: <content>\n" for the others, and "Assistant:" as the generation prompt. */
 int chat_format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t *opts,
                 char **out, size_t *len, char *err, size_t errlen);
+
+/* chat_format with opts->prefill set, and *turn the offset in *out where the final
+ * assistant turn's own text begins: right after the header that opens it (what the
+ * generation prompt would have written up to the model's first token), so out[*turn..len)
+ * is what the model is taken to have written already ("<think>\n\n</think>\n\nHello" for
+ * Qwen3, "<|channel|>final<|message|>Hello" for gpt-oss): the server reads it as output
+ * already emitted (reasoning, tool calls).  Same errors. */
+int chat_format_prefill(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t *opts,
+                        char **out, size_t *len, size_t *turn, char *err, size_t errlen);
 
 #endif

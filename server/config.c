@@ -139,6 +139,17 @@ static const opt_t opts[] = {
      "auto: deepseek for the qwen3 and deepseek-r1 chat formats (deepseek-r1's generation "
      "prompt opens the block: the answer starts inside it), none for the others.  A request's "
      "reasoning_format overrides it."},
+    {"reasoning_budget", 0, T_INT, O(reasoning_budget), "-1", -1, 1 << 30, NULL, 0, NULL,
+     "Model and engine", "N", "Tokens a chat answer may think (llama-server's "
+     "--reasoning-budget): once its think block (qwen3, deepseek-r1; gpt-oss's analysis "
+     "channel) has this many, \"</think>\\n\\n\" (gpt-oss: the final channel's header) is "
+     "forced and the answer follows; -1: no limit; 0: thinking off (qwen3 and deepseek-r1 "
+     "as enable_thinking false).  A request's reasoning_budget_tokens (or "
+     "thinking_budget_tokens, Anthropic's thinking.budget_tokens) overrides it."},
+    {"prefill_assistant", 0, T_BOOL, O(prefill_assistant), "on", 0, 0, NULL, 0, NULL,
+     "Model and engine", NULL, "A chat that ends in an assistant message: on: the answer "
+     "continues that message (a prefill: the prompt is cut after its content); off: it is a "
+     "whole turn, and the answer a new one (llama-server's --no-prefill-assistant)."},
     {"backend", 'b', T_ENUM, O(backend), "cpu", 0, 0, backend_names, 0, NULL,
      "Model and engine", NULL, "Compute backend."},
     {"backend_option", 0, T_LIST, O(backend_options), "", 0, 0, NULL, F_REPEAT,

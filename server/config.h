@@ -38,6 +38,8 @@ typedef struct cfg {
     char *model_alias;      /* id in /v1/models and responses; "" = from the model */
     char *chat_template;    /* chat format family override; "" = from the model */
     int reasoning_format;   /* enum rsn_format (server/reasoning.h) */
+    int reasoning_budget;   /* think-block tokens per answer; -1: no limit, 0: thinking off */
+    bool prefill_assistant; /* a final assistant message is a prefill the answer continues */
     int backend;            /* enum cfg_backend */
     cfg_list_t backend_options; /* "key=value" strings for the backend */
     bool fusion;

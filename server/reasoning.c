@@ -71,6 +71,27 @@ void rsn_start_inside(rsn_t *r)
     r->state = ST_LEAD;
 }
 
+int rsn_prime(rsn_t *r, const char *text, size_t len)
+{
+    sb_t junk_r, junk_c;
+    sb_init(&junk_r);
+    sb_init(&junk_c);
+    int rc = rsn_feed(r, text, len, &junk_r, &junk_c);
+    sb_free(&junk_r);
+    sb_free(&junk_c);
+    r->skip = r->hold.len;
+    r->n_reasoning = 0;
+    r->n_tokens = 0;
+    r->n_reasoning_tokens = 0;
+    r->pending = 0;
+    return rc;
+}
+
+bool rsn_in_reasoning(const rsn_t *r)
+{
+    return r->harmony ? r->state == HM_ANALYSIS : r->state == ST_LEAD || r->state == ST_THINK;
+}
+
 bool rsn_thinking(const rsn_t *r)
 {
     if (r->harmony)
@@ -87,19 +108,44 @@ static size_t partial_tag(const char *s, size_t n, const char *tag)
     return 0;
 }
 
-static void release_reasoning(rsn_t *r, sb_t *out, const char *s, size_t n)
+/* Drops hold's first n bytes, of which the prefill's are counted off (rsn_prime). */
+static void eat(rsn_t *r, size_t n)
 {
-    sb_add(out, s, n);
-    r->n_reasoning += n;
+    sb_consume(&r->hold, n);
+    r->skip = r->skip > n ? r->skip - n : 0;
+}
+
+/* Appends hold's bytes [off, off + n) to out, less those the prefill wrote; returns how
+ * many went out. */
+static size_t emit(rsn_t *r, sb_t *out, size_t off, size_t n)
+{
+    size_t a = FD_MAX(off, r->skip);
+    if (a >= off + n)
+        return 0;
+    sb_add(out, r->hold.buf + a, off + n - a);
+    return off + n - a;
+}
+
+/* Text that stands for hold's bytes up to end (a header rewritten): out only when the
+ * prefill did not write all of them. */
+static void emit_for(rsn_t *r, sb_t *out, const char *text, size_t len, size_t end)
+{
+    if (end > r->skip)
+        sb_add(out, text, len);
+}
+
+static void release_reasoning(rsn_t *r, sb_t *out, size_t off, size_t n)
+{
+    r->n_reasoning += emit(r, out, off, n);
 }
 
 /* Drops hold's leading whitespace (s, n: its text); true when something else follows. */
-static bool drop_space(sb_t *h, const char *s, size_t n)
+static bool drop_space(rsn_t *r, const char *s, size_t n)
 {
     size_t i = 0;
     while (i < n && space(s[i]))
         i++;
-    sb_consume(h, i);
+    eat(r, i);
     return i < n;
 }
 
@@ -121,12 +167,12 @@ static void step(rsn_t *r, sb_t *reasoning, sb_t *content)
             }
             if (k < sizeof OPEN - 1)
                 return; /* a prefix of the tag so far */
-            sb_consume(h, k);
+            eat(r, k);
             r->state = ST_LEAD;
             continue;
         }
         case ST_LEAD:
-            if (!drop_space(h, s, n))
+            if (!drop_space(r, s, n))
                 return;
             r->state = ST_THINK;
             continue;
@@ -136,8 +182,8 @@ static void step(rsn_t *r, sb_t *reasoning, sb_t *content)
                 size_t e = (size_t)(close - s);
                 while (e > 0 && space(s[e - 1]))
                     e--;
-                release_reasoning(r, reasoning, s, e);
-                sb_consume(h, (size_t)(close - s) + sizeof CLOSE - 1);
+                release_reasoning(r, reasoning, 0, e);
+                eat(r, (size_t)(close - s) + sizeof CLOSE - 1);
                 r->state = ST_AFTER;
                 r->closed = true;
                 continue;
@@ -145,18 +191,18 @@ static void step(rsn_t *r, sb_t *reasoning, sb_t *content)
             size_t e = n - partial_tag(s, n, CLOSE);
             while (e > 0 && space(s[e - 1]))
                 e--;
-            release_reasoning(r, reasoning, s, e);
-            sb_consume(h, e);
+            release_reasoning(r, reasoning, 0, e);
+            eat(r, e);
             return;
         }
         case ST_AFTER:
-            if (!drop_space(h, s, n))
+            if (!drop_space(r, s, n))
                 return;
             r->state = ST_CONTENT;
             continue;
         default:
-            sb_add(content, s, n);
-            sb_reset(h);
+            emit(r, content, 0, n);
+            eat(r, n);
             return;
         }
     }
@@ -245,15 +291,17 @@ static int hm_classify(const char *h, size_t n, size_t *name, size_t *name_len)
     return HM_SEEK;
 }
 
-/* Reasoning text of an analysis message: its leading whitespace dropped (r->lead). */
-static void hm_reason(rsn_t *r, sb_t *out, const char *s, size_t n)
+/* Reasoning text of an analysis message (hold's first n bytes): its leading whitespace
+ * dropped (r->lead). */
+static void hm_reason(rsn_t *r, sb_t *out, size_t n)
 {
+    const char *s = r->hold.buf;
     size_t i = 0;
     while (r->lead && i < n && space(s[i]))
         i++;
     if (i < n) {
         r->lead = false;
-        release_reasoning(r, out, s + i, n - i);
+        release_reasoning(r, out, i, n - i);
     }
 }
 
@@ -273,8 +321,8 @@ static bool hm_step(rsn_t *r, sb_t *reasoning, sb_t *content, bool at_end)
             const char *m = find(s, n, HM_MESSAGE);
             if (!m) {
                 if (at_end) { /* no (complete) header: the text as written */
-                    sb_add(content, s, n);
-                    sb_reset(h);
+                    emit(r, content, 0, n);
+                    eat(r, n);
                     r->state = HM_DONE;
                 }
                 return analysis;
@@ -289,22 +337,25 @@ static bool hm_step(rsn_t *r, sb_t *reasoning, sb_t *content, bool at_end)
             if (kind == HM_ANALYSIS) {
                 analysis = true;
                 if (r->inline_reasoning)
-                    sb_add(content, s, hl + sizeof HM_MESSAGE - 1);
+                    emit(r, content, 0, hl + sizeof HM_MESSAGE - 1);
                 else
                     r->n_reasoning_tokens += r->pending;
                 r->lead = true;
             } else if (kind == HM_CALL) {
                 if (r->calls) {
-                    sb_adds(content, "<|channel|>commentary to=functions.");
-                    sb_add(content, s + name, name_len);
-                    sb_adds(content, " <|constrain|>json<|message|>");
+                    static const char A[] = "<|channel|>commentary to=functions.",
+                                      B[] = " <|constrain|>json<|message|>";
+                    size_t end = hl + sizeof HM_MESSAGE - 1;
+                    emit_for(r, content, A, sizeof A - 1, end);
+                    emit_for(r, content, s + name, name_len, end);
+                    emit_for(r, content, B, sizeof B - 1, end);
                 } else {
                     kind = HM_DROP;
                 }
             }
             r->pending = 0;
             r->state = kind;
-            sb_consume(h, hl + sizeof HM_MESSAGE - 1);
+            eat(r, hl + sizeof HM_MESSAGE - 1);
             continue;
         }
         case HM_ANALYSIS:
@@ -321,36 +372,36 @@ static bool hm_step(rsn_t *r, sb_t *reasoning, sb_t *content, bool at_end)
                     out--;
                 if (!end && !at_end)
                     e = out;
-                hm_reason(r, reasoning, s, out);
+                hm_reason(r, reasoning, out);
             } else if (r->state != HM_DROP) {
-                sb_add(content, s, e);
+                emit(r, content, 0, e);
                 if (end && r->state == HM_ANALYSIS)
-                    sb_adds(content, HM_END);
+                    emit_for(r, content, HM_END, sizeof HM_END - 1, e + sizeof HM_END - 1);
             }
             if (!end) {
-                sb_consume(h, e);
+                eat(r, e);
                 if (at_end)
                     r->state = HM_DONE;
                 return analysis;
             }
-            sb_consume(h, (size_t)(end - s) + sizeof HM_END - 1);
+            eat(r, (size_t)(end - s) + sizeof HM_END - 1);
             r->state = HM_SEEK;
             continue;
         }
         case HM_SEEK: {
             const char *st = find(s, n, HM_START);
             if (!st) { /* outside a message: dropped, but for a marker's start */
-                sb_consume(h, at_end ? n : n - partial_tag(s, n, HM_START));
+                eat(r, at_end ? n : n - partial_tag(s, n, HM_START));
                 if (at_end)
                     r->state = HM_DONE;
                 return analysis;
             }
-            sb_consume(h, (size_t)(st - s) + sizeof HM_START - 1);
+            eat(r, (size_t)(st - s) + sizeof HM_START - 1);
             r->state = HM_HEAD;
             continue;
         }
         default:
-            sb_reset(h);
+            eat(r, n);
             return analysis;
         }
     }
@@ -384,18 +435,18 @@ int rsn_finish(rsn_t *r, sb_t *reasoning, sb_t *content)
     sb_t *h = &r->hold;
     if (r->harmony) {
         hm_step(r, reasoning, content, true);
-        sb_reset(h);
+        eat(r, h->len);
         return sb_failed(reasoning) || sb_failed(content) ? -ENOMEM : 0;
     }
     if (r->state == ST_START) {
-        sb_add(content, h->buf, h->len); /* "<thi": text after all */
+        emit(r, content, 0, h->len); /* "<thi": text after all */
     } else if (r->state == ST_THINK) {
         size_t e = h->len; /* an unclosed block: its reasoning is trimmed at the end */
         while (e > 0 && space(h->buf[e - 1]))
             e--;
-        release_reasoning(r, reasoning, h->buf, e);
+        release_reasoning(r, reasoning, 0, e);
     }
-    sb_reset(h);
+    eat(r, h->len);
     r->state = ST_CONTENT;
     return sb_failed(reasoning) || sb_failed(content) ? -ENOMEM : 0;
 }

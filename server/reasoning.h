@@ -41,6 +41,8 @@ typedef struct rsn {
     bool calls;              /* call messages go on to the content (toolcall.h reads them) */
     bool lead;               /* an analysis message's leading whitespace is still dropped */
     long long pending;       /* tokens of the header not yet classified */
+    size_t skip;             /* hold's first bytes that an assistant prefill wrote
+                                (rsn_prime): never released */
 } rsn_t;
 
 void rsn_init(rsn_t *r);
@@ -59,6 +61,15 @@ int rsn_finish(rsn_t *r, sb_t *reasoning, sb_t *content);
  * content "answer", and an output that never closes it is all reasoning.  Call right after
  * rsn_init, before the first rsn_feed. */
 void rsn_start_inside(rsn_t *r);
+
+/* An assistant prefill (chat_format_prefill): the prompt ends in len bytes of the answer
+ * that the output continues (from the final turn's header on).  They are read as output
+ * already written, so the splitter is where they leave it (inside the think block, in the
+ * content, in a harmony message), but nothing of theirs is released: the fields get only
+ * what the output adds (bytes the prefill left undecided, a whitespace run or the start of
+ * a tag, count as its own).  Token counts start at 0.  Call after rsn_init (and
+ * rsn_init_harmony or rsn_start_inside), before the first rsn_feed; -ENOMEM. */
+int rsn_prime(rsn_t *r, const char *text, size_t len);
 
 /* gpt-oss's harmony output, as llama-server's gpt-oss parser reads it (the generation
  * prompt ended in "<|start|>assistant", so it starts with a message header): each message is
@@ -79,5 +90,9 @@ void rsn_init_harmony(rsn_t *r, bool inline_reasoning, bool calls);
 
 /* Whether the splitter is still inside (or before) the reasoning. */
 bool rsn_thinking(const rsn_t *r);
+
+/* Whether it is inside the reasoning: in the think block (not before it), in an analysis
+ * message's text. */
+bool rsn_in_reasoning(const rsn_t *r);
 
 #endif

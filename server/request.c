@@ -666,6 +666,23 @@ static int parse_reasoning(const cJSON *root, rq_t *r, rq_err_t *e)
                        "none, deepseek or auto", rf->valuestring);
         r->reasoning_format = f;
     }
+    /* llama-server's per-request reasoning budget, under either of the names its clients
+     * send (the first wins) */
+    static const char *const budget_keys[] = {"reasoning_budget_tokens",
+                                              "thinking_budget_tokens"};
+    for (size_t i = 0; i < FD_ARRAY_LEN(budget_keys); i++) {
+        bool present = false;
+        long long b = 0;
+        const cJSON *v = rq_field(root, budget_keys[i]);
+        if (v && cJSON_IsNull(v))
+            continue;
+        if ((rc = get_int(root, budget_keys[i], -1, 1 << 30, &present, &b, e)))
+            return rc;
+        if (present) {
+            r->reasoning_budget = (int)b;
+            break;
+        }
+    }
     return 0;
 }
 
@@ -2082,6 +2099,7 @@ int rq_parse(int kind, const char *body, size_t len, const rq_limits_t *lim, rq_
     r->add_special = true;
     r->add_generation_prompt = true;
     r->reasoning_format = -1;
+    r->reasoning_budget = -2;
     /* OpenAI's defaults, which are the API's business rather than the engine's. */
     r->sampling.temperature = 1.0f;
     r->sampling.top_p = 1.0f;

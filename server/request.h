@@ -121,6 +121,9 @@ typedef struct rq {
      * per-request reasoning_format (-1: not given, else enum rsn_format) */
     bool no_thinking;
     int reasoning_format;
+    /* reasoning_budget_tokens (or thinking_budget_tokens): think-block tokens allowed, -1
+     * no limit, 0 thinking off; -2: not given (the configuration's reasoning_budget) */
+    int reasoning_budget;
     /* gpt-oss's reasoning level: "low", "medium" or "high" (a static string), from
      * reasoning_effort or chat_template_kwargs.reasoning_effort (the former wins); NULL:
      * not given (the template's default, medium) */

@@ -223,6 +223,16 @@ struct srv_job {
     bool rsn_inline;            /* harmony with reasoning_format none: analysis in content */
     char *tc_prefill;           /* tool_choice required / named: the call's opening, already
                                    in the prompt, which the output continues */
+    /* the reasoning budget (eng_request_t.think_*): the forced tokens (none: no budget) */
+    int32_t *think_ids;
+    size_t n_think_ids;
+    int think_budget;
+    const char *think_open, *think_close;
+    bool think_inside, think_reopen;
+    char *turn;                 /* an assistant prefill: the final turn's text the prompt
+                                   ends in (chat_format_prefill), which the output continues:
+                                   each choice's splitter reads it first (rsn_prime) */
+    size_t turn_len;
     int n_running;
     /* embeddings: inputs go to the engine EMBED_WINDOW at a time, the next as one ends */
     int next_choice;            /* the first not yet submitted */
@@ -519,6 +529,8 @@ static void job_free(srv_job_t *j)
     }
     free(j->choices);
     free(j->tc_prefill);
+    free(j->turn);
+    free(j->think_ids);
     free(j->prep_body);
     free(j->max_tokens);
     for (size_t p = 0; p < j->n_prompts; p++) {
@@ -3020,6 +3032,78 @@ static int prepare_tokenize(srv_job_t *j)
     return j->prep_body ? 0 : rq_fail(e, 500, "server_error", NULL, "out of memory");
 }
 
+/* The request's reasoning budget (think-block tokens): its own, else the configuration's;
+ * -1: no limit. */
+static int chat_budget(const srv_job_t *j)
+{
+    if (j->rq.reasoning_budget >= -1)
+        return j->rq.reasoning_budget;
+    return j->srv->cfg.has_reasoning_budget ? j->srv->cfg.reasoning_budget : -1;
+}
+
+/* The reasoning budget of a chat whose model thinks (qwen3, deepseek-r1, reasoning_format
+ * deepseek: a <think> block; gpt-oss: its analysis messages), unless thinking is off (budget
+ * 0 switches it off in the template where the family has the switch), the answer is a
+ * forced call or a constraint holds it: the texts and the tokens the engine forces once
+ * the budget is spent, and whether the prompt (its generation prompt, or a prefill) left
+ * the output inside the reasoning. */
+static int think_setup(srv_job_t *j, bool no_thinking, bool forced, rq_err_t *e)
+{
+    srv_t *s = j->srv;
+    const rq_t *r = &j->rq;
+    int fam = s->chat_family;
+    int budget = chat_budget(j);
+    int rf = r->reasoning_format >= 0 ? r->reasoning_format : s->cfg.reasoning_format;
+    bool harmony = fam == CHAT_GPTOSS;
+    bool think = chat_has_thinking(fam) || rf == RSN_DEEPSEEK;
+    free(j->think_ids);
+    j->think_ids = NULL;
+    j->n_think_ids = 0;
+    if (budget < 0 || no_thinking || forced || r->sampling.grammar || (!think && !harmony))
+        return 0;
+    const char *force = harmony ? "<|end|><|start|>assistant<|channel|>final<|message|>"
+                                : "</think>\n\n";
+    j->think_open = harmony ? "<|channel|>analysis<|message|>" : "<think>";
+    j->think_close = harmony ? "<|end|>" : "</think>";
+    j->think_reopen = harmony;
+    j->think_budget = budget;
+    /* where the prompt leaves the output: a splitter read through it tells */
+    rsn_t t;
+    rsn_init(&t);
+    if (harmony)
+        rsn_init_harmony(&t, false, false);
+    else if (j->rsn_inside)
+        rsn_start_inside(&t);
+    int rc = j->turn ? rsn_prime(&t, j->turn, j->turn_len) : 0;
+    j->think_inside = rsn_in_reasoning(&t);
+    rsn_free(&t);
+    if (rc == 0)
+        rc = encode_parse(s->tok, force, strlen(force), false, true, &j->think_ids,
+                          &j->n_think_ids);
+    if (rc)
+        return rq_fail(e, 500, "server_error", NULL, "cannot prepare the reasoning budget: %s",
+                       fd_strerror(rc));
+    return 0;
+}
+
+/* An assistant prefill's checks: the answer cannot be a forced call, and with tools the
+ * prefill must not open a call (the call parser reads the output alone). */
+static int prefill_check(srv_job_t *j, const chat_msg_t *last, rq_err_t *e)
+{
+    const rq_t *r = &j->rq;
+    int fam = j->srv->chat_family;
+    if (r->tools && (r->tool_choice == RQ_TOOLS_REQUIRED || r->tool_choice == RQ_TOOLS_NAMED))
+        return rq_fail(e, 400, "invalid_request_error", "tool_choice", "a final assistant "
+                       "message (a prefill the answer continues) cannot be combined with "
+                       "'tool_choice' \"required\" or a named function, which start the "
+                       "answer with a call");
+    if (r->tools && last->len && tc_stream_safe(fam, last->content, last->len) < last->len)
+        return rq_fail(e, 400, "invalid_request_error", "messages", "the final assistant "
+                       "message (a prefill the answer continues) opens a tool call, which "
+                       "fusiond cannot continue: end the prefill before the call's markup");
+    return 0;
+}
+
 /* The chat prompt as text in the model's template family (server/chat.h), and whether the
  * tokenizer should add BOS (not when the template already wrote it).  With tools and
  * tool_choice "required" or a named function, the family's call opening follows the
@@ -3073,12 +3157,37 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
     chat_opts_t o = {.bos = bos >= 0 ? tok_token_text(tok, bos) : NULL,
                      .eos = eos >= 0 ? tok_token_text(tok, eos) : NULL,
                      .add_generation_prompt = r->add_generation_prompt,
-                     .tools = r->tools, .no_thinking = r->no_thinking,
+                     .tools = r->tools,
+                     .no_thinking = r->no_thinking ||
+                                    (chat_budget(j) == 0 && chat_has_thinking(fam)),
                      .reasoning_effort = r->reasoning_effort};
     char err[256] = "";
-    int rc = chat_format(fam, m, n, &o, text, len, err, sizeof err);
+    /* a conversation that ends in the assistant's message: the answer continues it */
+    bool prefill = !s->cfg.no_prefill_assistant && n && m[n - 1].role == CHAT_ASSISTANT;
+    size_t turn = 0;
+    int rc = prefill ? prefill_check(j, &m[n - 1], e) : 0;
+    if (rc) {
+        free(m);
+        free(calls);
+        return rc;
+    }
+    rc = prefill ? chat_format_prefill(fam, m, n, &o, text, len, &turn, err, sizeof err)
+                 : chat_format(fam, m, n, &o, text, len, err, sizeof err);
     free(m);
     free(calls);
+    free(j->turn); /* truncation "auto" formats the chat again */
+    j->turn = NULL;
+    j->turn_len = 0;
+    if (rc == 0 && prefill) {
+        j->turn_len = *len - turn;
+        if (!(j->turn = malloc(j->turn_len + 1))) {
+            free(*text);
+            *text = NULL;
+            return rq_fail(e, 500, "server_error", NULL, "out of memory");
+        }
+        memcpy(j->turn, *text + turn, j->turn_len);
+        j->turn[j->turn_len] = '\0';
+    }
     if (rc == -ENOMEM)
         return rq_fail(e, 500, "server_error", NULL, "out of memory formatting the chat");
     if (rc) {
@@ -3098,7 +3207,7 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
     bool forced = r->tools && (r->tool_choice == RQ_TOOLS_REQUIRED ||
                                r->tool_choice == RQ_TOOLS_NAMED);
     j->rsn_on = (rf == RSN_DEEPSEEK || (rf == RSN_AUTO && chat_has_thinking(fam))) &&
-                !r->no_thinking && !forced;
+                !o.no_thinking && !forced;
     /* gpt-oss always answers in harmony messages, which are read whatever the format (none
      * leaves the analysis in the content, as llama-server does); its template has no
      * thinking switch */
@@ -3106,7 +3215,13 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
     j->rsn_inline = j->rsn_harmony && rf == RSN_NONE;
     if (j->rsn_harmony)
         j->rsn_on = true;
-    j->rsn_inside = j->rsn_on && *len >= 8 && memcmp(*text + *len - 8, "<think>\n", 8) == 0;
+    j->rsn_inside = j->rsn_on && !j->turn && *len >= 8 &&
+                    memcmp(*text + *len - 8, "<think>\n", 8) == 0;
+    if ((rc = think_setup(j, o.no_thinking, forced, e)) < 0) {
+        free(*text);
+        *text = NULL;
+        return rc;
+    }
     if (r->tools && (r->tool_choice == RQ_TOOLS_REQUIRED || r->tool_choice == RQ_TOOLS_NAMED)) {
         free(j->tc_prefill); /* truncation "auto" formats the chat again */
         j->tc_prefill = NULL;
@@ -3606,6 +3721,15 @@ static int submit_choice(srv_job_t *j, int i, double timeout, char *err, size_t 
         er.lora = j->lora;
         er.n_lora = FD_MIN(s->info->n_lora, RQ_MAX_LORA);
     }
+    if (j->n_think_ids && !embed) {
+        er.think_budget = j->think_budget;
+        er.think_open = j->think_open;
+        er.think_close = j->think_close;
+        er.think_force = j->think_ids;
+        er.n_think_force = (int)j->n_think_ids;
+        er.think_inside = j->think_inside;
+        er.think_reopen = j->think_reopen;
+    }
     er.timeout_s = timeout;
     er.on_event = on_engine_event;
     er.ud = c;
@@ -3703,6 +3827,10 @@ static enum MHD_Result start_generation(srv_job_t *j)
             rsn_start_inside(&c->rsn);
         if (j->rsn_harmony)
             rsn_init_harmony(&c->rsn, j->rsn_inline, j->tc_on);
+        if (j->turn && j->rsn_on && rsn_prime(&c->rsn, j->turn, j->turn_len) < 0) {
+            rc = -ENOMEM;
+            break;
+        }
         sb_init(&c->rsn_text);
         sb_init(&c->rsn_r);
         sb_init(&c->rsn_c);

@@ -39,6 +39,12 @@ typedef struct srv_config {
     int reasoning_format;       /* enum rsn_format (server/reasoning.h): where a chat
                                    answer's think block goes, unless the request says;
                                    default RSN_AUTO.  srv_create: -EINVAL out of range */
+    /* think-block tokens per chat answer: reasoning_budget (0: thinking off) when
+     * has_reasoning_budget, else no limit.  A request's reasoning_budget_tokens overrides it */
+    bool has_reasoning_budget;
+    int reasoning_budget;
+    bool no_prefill_assistant;  /* a chat ending in an assistant message is a whole turn
+                                   (false: the answer continues it, a prefill) */
     /* (R) API keys: NULL-terminated array; NULL or empty = no authentication.  When set,
      * every route but /health needs "Authorization: Bearer KEY" or "X-Api-Key: KEY". */
     const char *const *api_keys;

@@ -3,9 +3,11 @@
  * one JSON object on stdin: {"family", "bos", "eos", "add_generation_prompt", "tools",
  * "tools_text", "messages": [{"role", "content", "tool_calls": [{"id", "function": {"name",
  * "arguments"}}], "tool_call_id", "reasoning_content"}], "enable_thinking",
- * "reasoning_effort"} (arguments an
+ * "reasoning_effort", "prefill"} (arguments an
  * object or its JSON text; tools_text, the tools as JSON text, wins over tools).  Prints the
- * prompt and exits 0, or prints "REFUSED: <message>" and exits 3. */
+ * prompt and exits 0, or prints "REFUSED: <message>" and exits 3.  With "prefill": true the
+ * last message is an assistant prefill (chat_format_prefill), and stderr gets "turn=N", the
+ * offset where its turn's text begins. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,7 +76,12 @@ int main(void)
                      .reasoning_effort = str(root, "reasoning_effort")};
     char *out = NULL, err[512] = "";
     size_t len = 0;
-    int rc = chat_format(family, m, nm, &o, &out, &len, err, sizeof err);
+    size_t turn = 0;
+    bool prefill = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "prefill"));
+    int rc = prefill ? chat_format_prefill(family, m, nm, &o, &out, &len, &turn, err, sizeof err)
+                     : chat_format(family, m, nm, &o, &out, &len, err, sizeof err);
+    if (rc == 0 && prefill)
+        fprintf(stderr, "turn=%zu\n", turn);
     if (rc)
         printf("REFUSED: %s", err);
     else

@@ -326,6 +326,9 @@ tests_chat_render_CFLAGS = $(AM_CFLAGS) $(CJSON_CFLAGS)
 tests_chat_render_LDADD = $(SRV_LIBS)
 dist_check_SCRIPTS += tests/test_chat_jinja.py
 TESTS += tests/test_chat_jinja.py
+# An assistant prefill per family against the real templates' rendering cut after it.
+dist_check_SCRIPTS += tests/test_chat_prefill.py
+TESTS += tests/test_chat_prefill.py
 EXTRA_DIST += tests/data/chat-templates/Qwen-Qwen3-0.6B.jinja tests/data/chat-templates/README.md
 EXTRA_DIST += tests/data/chat-templates/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja
 EXTRA_DIST += tests/data/chat-templates/unsloth-mistral-Devstral-Small-2507.jinja
@@ -401,6 +404,9 @@ TESTS += tests/test_reasoning
 # template, think blocks in a few tokens picked by logit_bias).
 dist_check_SCRIPTS += tests/test_reasoning_server.py
 TESTS += tests/test_reasoning_server.py
+# An assistant prefill and the reasoning budget against /completion's greedy continuations.
+dist_check_SCRIPTS += tests/test_prefill_server.py
+TESTS += tests/test_prefill_server.py
 dist_check_SCRIPTS += tests/test_harmony_server.py
 TESTS += tests/test_harmony_server.py
 # The deepseek-r1 chat format through the daemon: starting inside the think block.

@@ -107,13 +107,19 @@ START_TEST(test_translate)
                  "{\"type\": \"object\"}}}], %s}", tc[i].want);
         translates(body, want);
     }
-    /* thinking: on separates the think block; off asks the template to leave it out */
+    /* thinking: on separates the think block and holds it to the budget; off asks the
+     * template to leave it out */
     translates("{\"model\": \"m\", \"max_tokens\": 2000, \"messages\": [{\"role\": \"user\", "
                "\"content\": \"q\"}], \"thinking\": {\"type\": \"enabled\", \"budget_tokens\": "
                "1024}}",
                "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"model\": \"m\", "
                "\"max_tokens\": 2000, \"chat_template_kwargs\": {\"enable_thinking\": true}, "
-               "\"reasoning_format\": \"deepseek\"}");
+               "\"reasoning_format\": \"deepseek\", \"reasoning_budget_tokens\": 1024}");
+    /* a final assistant message is a prefill, passed on as the last chat message */
+    translates("{" HEAD "\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, "
+               "{\"role\": \"assistant\", \"content\": \"The\"}]}",
+               "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": "
+               "\"assistant\", \"content\": \"The\"}], \"model\": \"m\", \"max_tokens\": 9}");
     translates("{" HEAD "\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], "
                "\"thinking\": {\"type\": \"disabled\"}}",
                "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}], \"model\": \"m\", "
@@ -169,7 +175,7 @@ START_TEST(test_bad_bodies)
         {"{" HEAD "\"messages\": [{\"role\": \"user\", \"content\": 5}]}",
          "messages.0.content", "string or an array"},
         {"{" HEAD "\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": "
-         "\"assistant\", \"content\": \"The\"}]}", "messages.1", "prefill"},
+         "\"assistant\", \"content\": \"The \"}]}", "messages.1", "trailing whitespace"},
         {"{" HEAD "\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image\", "
          "\"source\": {}}]}]}", "messages.0.content.0.type", "image blocks are not supported"},
         {"{" HEAD "\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"document\"}]}]}",

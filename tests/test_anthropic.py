@@ -248,7 +248,7 @@ def errors(d):
         (dict(good, tools=[{"type": "bash_20250124", "name": "bash"}]), "tools.0.type"),
         (dict(good, stop_sequences=["s"] * 40), "stop_sequences"),
         (dict(good, messages=[{"role": "user", "content": "x"},
-                              {"role": "assistant", "content": "pre"}]), "prefill"),
+                              {"role": "assistant", "content": "pre\n"}]), "trailing whitespace"),
     ]
     for b, says in bad:
         st, js = msg(d, b)

@@ -7,7 +7,8 @@
  * DeepSeek-R1's prompt opens it), the text up to "</think>" is the reasoning and an output
  * that never closes it is all reasoning.  gpt-oss's harmony messages (rsn_init_harmony): the
  * analysis channel's text is the reasoning, final and commentary text the content, calls
- * passed on in toolcall.h's form, the rest dropped, however the text is cut. */
+ * passed on in toolcall.h's form, the rest dropped, however the text is cut.  A prefill
+ * (rsn_prime) is read as output already written and releases nothing of its own. */
 #include "server/reasoning.h"
 
 #include "tests/testutil.h"
@@ -284,6 +285,92 @@ START_TEST(test_harmony_tokens)
 }
 END_TEST
 
+/* An assistant prefill (rsn_prime): the splitter reads it as output already written, and
+ * releases only what the output adds; bytes the prefill left undecided (a whitespace run, a
+ * tag's start) count as its own. */
+static const struct {
+    bool harmony;
+    const char *prefill, *output, *reasoning, *content;
+} pcases[] = {
+    {false, "<think>\nabc ", "def</think>\n\nAns", "def", "Ans"},
+    {false, "<think>\nabc ", "</think>x", "", "x"},
+    {false, "<think>\nabc", " def \n", " def", ""},
+    {false, "<thi", "nk>r</think>c", "r", "c"},
+    {false, "<thi", "s is", "", "s is"},
+    {false, "", "<think>a</think>b", "a", "b"},
+    {false, "Hello", " world", "", " world"},
+    {false, "<think>\n\n</think>\n\nHello", ", there", "", ", there"},
+    {false, "<think>\n\n</think>\n", "\nHi", "", "Hi"},
+    {false, "<think>a</th", "ink>b", "", "b"},
+    {false, "<think>a</th", "e end", "e end", ""},
+    {true, "<|channel|>final<|message|>Hel", "lo<|end|>", "", "lo"},
+    {true, "<|channel|>analysis<|message|>thinking ",
+     "more<|end|><|start|>assistant<|channel|>final<|message|>ok", "more", "ok"},
+    {true, "<|channel|>analysis<|message|>x<|en", "d|><|start|>assistant<|channel|>final"
+     "<|message|>y", "", "y"},
+};
+
+START_TEST(test_prime)
+{
+    for (size_t i = 0; i < FD_ARRAY_LEN(pcases); i++) {
+        const char *o = pcases[i].output;
+        for (size_t cut = 0; cut <= strlen(o); cut++) {
+            rsn_t s;
+            out_t out;
+            sb_init(&out.r);
+            sb_init(&out.c);
+            rsn_init(&s);
+            if (pcases[i].harmony)
+                rsn_init_harmony(&s, false, false);
+            ck_assert_int_eq(rsn_prime(&s, pcases[i].prefill, strlen(pcases[i].prefill)), 0);
+            ck_assert_int_eq(s.n_tokens, 0);
+            ck_assert_int_eq(s.n_reasoning_tokens, 0);
+            ck_assert_int_eq(rsn_feed(&s, o, cut, &out.r, &out.c), 0);
+            ck_assert_int_eq(rsn_feed(&s, o + cut, strlen(o) - cut, &out.r, &out.c), 0);
+            ck_assert_int_eq(rsn_finish(&s, &out.r, &out.c), 0);
+            ck_assert_msg(out.r.len == strlen(pcases[i].reasoning) &&
+                              memcmp(out.r.buf ? out.r.buf : "", pcases[i].reasoning,
+                                     out.r.len) == 0,
+                          "prime case %zu cut %zu: reasoning [%.*s], want [%s]", i, cut,
+                          (int)out.r.len, out.r.buf ? out.r.buf : "", pcases[i].reasoning);
+            ck_assert_msg(out.c.len == strlen(pcases[i].content) &&
+                              memcmp(out.c.buf ? out.c.buf : "", pcases[i].content,
+                                     out.c.len) == 0,
+                          "prime case %zu cut %zu: content [%.*s], want [%s]", i, cut,
+                          (int)out.c.len, out.c.buf ? out.c.buf : "", pcases[i].content);
+            rsn_free(&s);
+            sb_free(&out.r);
+            sb_free(&out.c);
+        }
+    }
+}
+END_TEST
+
+/* Where a prefill leaves it: inside the reasoning or not. */
+START_TEST(test_prime_inside)
+{
+    static const struct {
+        bool harmony;
+        const char *prefill;
+        bool inside;
+    } c[] = {
+        {false, "<think>\nabc", true}, {false, "<think>", true}, {false, "", false},
+        {false, "<think>a</think>b", false}, {false, "Hi", false},
+        {true, "<|channel|>analysis<|message|>x", true},
+        {true, "<|channel|>final<|message|>x", false},
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(c); i++) {
+        rsn_t s;
+        rsn_init(&s);
+        if (c[i].harmony)
+            rsn_init_harmony(&s, false, false);
+        ck_assert_int_eq(rsn_prime(&s, c[i].prefill, strlen(c[i].prefill)), 0);
+        ck_assert_msg(rsn_in_reasoning(&s) == c[i].inside, "inside case %zu", i);
+        rsn_free(&s);
+    }
+}
+END_TEST
+
 START_TEST(test_names)
 {
     ck_assert_int_eq(rsn_format_from_name("auto"), RSN_AUTO);
@@ -307,6 +394,8 @@ int main(void)
     tcase_add_test(tc, test_token_count);
     tcase_add_test(tc, test_harmony);
     tcase_add_test(tc, test_harmony_tokens);
+    tcase_add_test(tc, test_prime);
+    tcase_add_test(tc, test_prime_inside);
     tcase_add_test(tc, test_names);
     suite_add_tcase(s, tc);
     return tu_run(s);

@@ -362,7 +362,8 @@ def main():
         not_a_call(d, NOT_A_CALL, TOKENS[NOT_A_CALL], "llama3.1")
         two = USER + [{"role": "assistant", "tool_calls": [
             {"id": "a", "type": "function", "function": {"name": "clock", "arguments": "{}"}},
-            {"id": "b", "type": "function", "function": {"name": "clock", "arguments": "{}"}}]}]
+            {"id": "b", "type": "function", "function": {"name": "clock", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "a", "content": "12:00"}]
         msg = error(d, body(None, messages=two), "messages", "llama3.1 two calls in one message")
         check("single tool-calls" in msg, "llama3.1 refusal says why: " + msg)
 

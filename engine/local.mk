@@ -12,6 +12,8 @@ libfusiond_a_SOURCES += engine/unicode.h engine/unicode_data.h engine/unicode.c 
 FUZZ_SRCS += engine/unicode.c engine/tokenizer.c
 EXTRA_DIST += tools/gen-unicode-tables.py tools/unicode_ranges.py
 libfusiond_a_SOURCES += engine/wordpiece.h engine/wordpiece_data.h engine/wordpiece.c
+libfusiond_a_SOURCES += engine/ugm.h engine/ugm.c
+FUZZ_SRCS += engine/ugm.c
 FUZZ_SRCS += engine/wordpiece.c
 EXTRA_DIST += tools/gen-wordpiece-tables.py
 

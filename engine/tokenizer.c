@@ -22,6 +22,7 @@
 
 #include "common/fd.h"
 #include "common/log.h"
+#include "engine/ugm.h"
 #include "engine/unicode.h"
 #include "engine/wordpiece.h"
 
@@ -70,6 +71,7 @@ struct tok {
     int32_t fim[TOK_FIM_N];
     bool add_bos, add_eos, add_space_prefix, ignore_merges, add_sep;
     int32_t harmony_end;  /* gpt-oss: <|end|>, which ends a message, not the generation */
+    ugm_t *ugm;           /* UGM: the normalizer and the piece trie */
     int32_t eog[MAX_EOG];
     int n_eog;
 };
@@ -244,6 +246,7 @@ void tok_spec_init(tok_spec_t *s)
     memset(s, 0, sizeof *s);
     s->bos = s->eos = s->eot = s->eom = s->unk = s->pad = s->sep = -1;
     s->add_bos = s->add_eos = s->add_space_prefix = s->add_sep = -1;
+    s->remove_extra_ws = s->escape_ws = s->ws_as_suffix = -1;
     for (int i = 0; i < TOK_FIM_N; i++)
         s->fim[i] = -1;
 }
@@ -252,6 +255,7 @@ void tok_free(tok_t *t)
 {
     if (!t)
         return;
+    ugm_free(t->ugm);
     free(t->merges);
     free(t->sl_len);
     free(t->specials.slot);
@@ -329,7 +333,7 @@ static size_t render_piece(const tok_t *t, int32_t id, char *out)
         memcpy(out, s, n);
         return n;
     }
-    if (t->kind == TOK_SPM || t->kind == TOK_WPM) {
+    if (t->kind == TOK_SPM || t->kind == TOK_WPM || t->kind == TOK_UGM) {
         /* sentencepiece turns U+2581 back into spaces in every piece it renders,
          * user-defined ones included (llama.cpp renders WPM pieces the same way) */
         for (size_t i = 0; i < n;) {
@@ -609,11 +613,43 @@ static int32_t check_id(int32_t id, int32_t n, const char *what)
     return id < 0 ? -1 : id;
 }
 
+/* UGM: the unknown piece (the spec's, else the first of type unknown), then ugm.c's part. */
+static int build_ugm(tok_t *t, const tok_spec_t *sp, char *err, size_t errlen)
+{
+    for (int32_t i = 0; t->unk < 0 && i < t->n; i++)
+        if (t->type[i] == TOK_T_UNKNOWN)
+            t->unk = i;
+    int32_t *types = malloc((size_t)t->n * sizeof *types);
+    if (!types)
+        return -ENOMEM;
+    for (int32_t i = 0; i < t->n; i++)
+        types[i] = t->type[i];
+    const char **texts = malloc((size_t)t->n * sizeof *texts);
+    if (!texts) {
+        free(types);
+        return -ENOMEM;
+    }
+    for (int32_t i = 0; i < t->n; i++)
+        texts[i] = t->text + t->toff[i];
+    ugm_spec_t us = {
+        .n_tokens = t->n, .texts = texts, .lens = t->tlen, .scores = t->score,
+        .types = types, .unk = t->unk, .charsmap = sp->charsmap,
+        .charsmap_len = sp->charsmap_len, .add_dummy_prefix = t->add_space_prefix,
+        .remove_extra_whitespaces = sp->remove_extra_ws != 0,
+        .escape_whitespaces = sp->escape_ws != 0, .ws_as_suffix = sp->ws_as_suffix > 0,
+    };
+    int rc = ugm_build(&t->ugm, &us, err, errlen);
+    free(texts);
+    free(types);
+    return rc;
+}
+
 int tok_build(tok_t **out, const tok_spec_t *sp, char *err, size_t errlen)
 {
     *out = NULL;
-    if (!sp || (sp->kind != TOK_SPM && sp->kind != TOK_BPE && sp->kind != TOK_WPM)) {
-        set_err(err, errlen, "tokenizer kind must be SPM, BPE or WPM");
+    if (!sp || (sp->kind != TOK_SPM && sp->kind != TOK_BPE && sp->kind != TOK_WPM &&
+                sp->kind != TOK_UGM)) {
+        set_err(err, errlen, "tokenizer kind must be SPM, BPE, WPM or UGM");
         return -EINVAL;
     }
     if (sp->n_tokens <= 0 || !sp->texts) {
@@ -746,14 +782,17 @@ int tok_build(tok_t **out, const tok_spec_t *sp, char *err, size_t errlen)
     t->unk = check_id(sp->unk, n, "unknown-token");
     t->pad = check_id(sp->pad, n, "padding");
     t->sep = check_id(sp->sep, n, "separator");
-    bool spm = t->kind == TOK_SPM, wpm = t->kind == TOK_WPM;
+    bool spm = t->kind == TOK_SPM, wpm = t->kind == TOK_WPM, ugm = t->kind == TOK_UGM;
     t->add_bos = sp->add_bos >= 0 ? sp->add_bos != 0
                                   : (spm || wpm || t->pre == TOK_PRE_LLAMA3);
-    t->add_sep = wpm && sp->add_sep != 0;
+    t->add_sep = (wpm && sp->add_sep != 0) || (ugm && sp->add_sep > 0);
     for (int32_t i = 0; wpm && i < n; i++)
         t->max_len = FD_MAX(t->max_len, t->tlen[i]);
-    t->add_eos = sp->add_eos >= 0 ? sp->add_eos != 0 : false;
-    t->add_space_prefix = sp->add_space_prefix >= 0 ? sp->add_space_prefix != 0 : spm;
+    /* as llama.cpp: a unigram vocabulary ends its text with EOS unless the file says not */
+    t->add_eos = sp->add_eos >= 0 ? sp->add_eos != 0 : ugm;
+    t->add_space_prefix = sp->add_space_prefix >= 0 ? sp->add_space_prefix != 0 : spm || ugm;
+    if (ugm && (rc = build_ugm(t, sp, err, errlen)) != 0)
+        goto fail;
     find_eog(t);
     *out = t;
     return 0;
@@ -858,6 +897,38 @@ static int wpm_ids(const gguf_t *g, tok_spec_t *sp, const char *const *texts,
     return get_flag(g, "tokenizer.ggml.add_sep_token", &sp->add_sep);
 }
 
+/* UGM: the precompiled_charsmap (bytes, in place in the mapping) and the normalizer flags. */
+static int ugm_settings(const gguf_t *g, tok_spec_t *sp, char *err, size_t errlen)
+{
+    gguf_arr_t cm;
+    int rc = gguf_get_arr(g, "tokenizer.ggml.precompiled_charsmap", &cm);
+    if (rc == 0) {
+        if (cm.elem_type != GGUF_UINT8 && cm.elem_type != GGUF_INT8) {
+            set_err(err, errlen, "tokenizer.ggml.precompiled_charsmap: an array of %s, not "
+                    "of bytes", gguf_vtype_name(cm.elem_type));
+            return FD_EFORMAT;
+        }
+        sp->charsmap = cm.data;
+        sp->charsmap_len = (size_t)cm.n;
+    } else if (rc != -ENOENT) {
+        set_err(err, errlen, "tokenizer.ggml.precompiled_charsmap: %s", fd_strerror(rc));
+        return FD_EFORMAT;
+    }
+    /* the last two are SentencePiece's normalizer flags that llama.cpp's converter does not
+     * write (no model it converts changes them); read when a file has them */
+    static const char *const keys[] = {"tokenizer.ggml.remove_extra_whitespaces",
+                                       "tokenizer.ggml.escape_whitespaces",
+                                       "tokenizer.ggml.treat_whitespace_as_suffix"};
+    int *const flags[] = {&sp->remove_extra_ws, &sp->escape_ws, &sp->ws_as_suffix};
+    for (size_t i = 0; i < FD_ARRAY_LEN(keys); i++) {
+        if ((rc = get_flag(g, keys[i], flags[i]))) {
+            set_err(err, errlen, "%s: %s", keys[i], fd_strerror(rc));
+            return FD_EFORMAT;
+        }
+    }
+    return 0;
+}
+
 int tok_load(tok_t **out, const gguf_t *g, char *err, size_t errlen)
 {
     *out = NULL;
@@ -877,8 +948,10 @@ int tok_load(tok_t **out, const gguf_t *g, char *err, size_t errlen)
         sp.kind = TOK_BPE;
     } else if (model.len == 4 && memcmp(model.ptr, "bert", 4) == 0) {
         sp.kind = TOK_WPM;
+    } else if (model.len == 2 && memcmp(model.ptr, "t5", 2) == 0) {
+        sp.kind = TOK_UGM;
     } else {
-        set_err(err, errlen, "tokenizer model '%.*s' is not supported (llama, gpt2, bert)",
+        set_err(err, errlen, "tokenizer model '%.*s' is not supported (llama, gpt2, bert, t5)",
                 (int)FD_MIN(model.len, 64), model.ptr);
         return FD_EUNSUP;
     }
@@ -909,8 +982,10 @@ int tok_load(tok_t **out, const gguf_t *g, char *err, size_t errlen)
         set_err(err, errlen, "tokenizer.ggml.merges: a gpt2 tokenizer needs its merges");
         return FD_EFORMAT;
     }
-    if (sp.kind == TOK_SPM)
+    if (sp.kind == TOK_SPM || sp.kind == TOK_UGM)
         have_merges = false;
+    if (sp.kind == TOK_UGM && (rc = ugm_settings(g, &sp, err, errlen)) != 0)
+        return rc;
 
     rc = -ENOMEM;
     size_t nm = have_merges ? (size_t)merges.n : 0;
@@ -964,14 +1039,18 @@ int tok_load(tok_t **out, const gguf_t *g, char *err, size_t errlen)
     sp.n_merges = nm;
     sp.merges = mt;
     sp.merge_lens = ml;
-    /* SentencePiece vocabularies put <unk>, <s>, </s> first when the file does not say */
-    bool spm = sp.kind == TOK_SPM;
+    /* SentencePiece vocabularies put <unk>, <s>, </s> first when the file does not say;
+     * T5's are <pad>, </s>, <unk> (llama.cpp's defaults for "t5") */
+    bool spm = sp.kind == TOK_SPM, ugm = sp.kind == TOK_UGM;
     if ((rc = get_id(g, "tokenizer.ggml.bos_token_id", spm ? 1 : -1, &sp.bos)) ||
-        (rc = get_id(g, "tokenizer.ggml.eos_token_id", spm ? 2 : -1, &sp.eos)) ||
-        (rc = get_id(g, "tokenizer.ggml.unknown_token_id", spm ? 0 : -1, &sp.unk)) ||
+        (rc = get_id(g, "tokenizer.ggml.eos_token_id", spm ? 2 : ugm ? 1 : -1, &sp.eos)) ||
+        (rc = get_id(g, "tokenizer.ggml.unknown_token_id", spm ? 0 : ugm ? 2 : -1,
+                     &sp.unk)) ||
         (rc = get_id(g, "tokenizer.ggml.eot_token_id", -1, &sp.eot)) ||
         (rc = get_id(g, "tokenizer.ggml.eom_token_id", -1, &sp.eom)) ||
-        (rc = get_id(g, "tokenizer.ggml.padding_token_id", -1, &sp.pad)) ||
+        (rc = get_id(g, "tokenizer.ggml.padding_token_id", ugm ? 0 : -1, &sp.pad)) ||
+        (ugm && (rc = get_id(g, "tokenizer.ggml.seperator_token_id", -1, &sp.sep))) ||
+        (ugm && (rc = get_flag(g, "tokenizer.ggml.add_sep_token", &sp.add_sep))) ||
         (rc = get_fim(g, &sp)) ||
         (rc = get_flag(g, "tokenizer.ggml.add_bos_token", &sp.add_bos)) ||
         (rc = get_flag(g, "tokenizer.ggml.add_eos_token", &sp.add_eos)) ||
@@ -1009,6 +1088,8 @@ static inline void emit(sink_t *s, int32_t id)
         s->ids[s->n] = id;
     s->n++;
 }
+
+static void sink_emit(void *ctx, int32_t id) { emit(ctx, id); }
 
 /* One symbol of a merge session: a run of bytes of the session's text. */
 typedef struct sym {
@@ -1686,6 +1767,8 @@ static int32_t match_special(const tok_t *t, const uint8_t *s, size_t n, bool pa
             continue;
         if (t->type[id] != TOK_T_USER_DEFINED && !parse_special)
             continue;
+        if (t->type[id] == TOK_T_USER_DEFINED && t->kind == TOK_UGM)
+            continue; /* SentencePiece matches them inside its search */
         *len = l;
         return id;
     }
@@ -1727,6 +1810,8 @@ int tok_encode(const tok_t *t, const char *text, size_t len, bool add_special,
                                   t->add_space_prefix && prev_special, &out);
             else if (t->kind == TOK_WPM)
                 rc = wpm_fragment(t, s + from, i - from, &out);
+            else if (t->kind == TOK_UGM)
+                rc = ugm_encode(t->ugm, s + from, i - from, sink_emit, &out);
             else
                 rc = bpe_fragment(t, &w, s + from, i - from, &out);
             prev_special = false;
@@ -1742,7 +1827,7 @@ int tok_encode(const tok_t *t, const char *text, size_t len, bool add_special,
     work_free(&w);
     if (rc)
         return rc;
-    if (add_special && t->add_sep && t->sep >= 0)
+    if (add_special && t->add_sep && t->sep >= 0 && t->kind == TOK_WPM)
         emit(&out, t->sep);
     if (add_special && t->add_eos && t->eos >= 0)
         emit(&out, t->eos);
@@ -1782,6 +1867,14 @@ int tok_piece(const tok_t *t, int32_t id, bool render_special, char *buf, size_t
     return 0;
 }
 
+/* Whether a decoded text starts with a dummy-prefix space to drop: SPM's always (as before);
+ * UGM's when the vocabulary adds one before the text (SentencePiece's decoder). */
+static bool strips_space(const tok_t *t)
+{
+    return t->kind == TOK_SPM ||
+           (t->kind == TOK_UGM && t->add_space_prefix && !ugm_ws_as_suffix(t->ugm));
+}
+
 int tok_decode(const tok_t *t, const int32_t *ids, size_t n, bool render_special,
                bool strip_leading_space, char *buf, size_t cap, size_t *len)
 {
@@ -1791,7 +1884,7 @@ int tok_decode(const tok_t *t, const int32_t *ids, size_t n, bool render_special
     for (size_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= t->n)
             return -EINVAL;
-    bool strip = strip_leading_space && t->kind == TOK_SPM;
+    bool strip = strip_leading_space && strips_space(t);
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         const char *p;
@@ -1816,7 +1909,7 @@ void tok_stream_init(tok_stream_t *s, const tok_t *t, bool strip_leading_space)
 {
     memset(s, 0, sizeof *s);
     s->first = true;
-    s->strip_space = strip_leading_space && t->kind == TOK_SPM;
+    s->strip_space = strip_leading_space && strips_space(t);
 }
 
 static inline void put(char *out, size_t cap, size_t *o, const uint8_t *b, size_t n)

@@ -1,6 +1,7 @@
 /* tokenizer.h: text <-> token ids from a GGUF vocabulary: SentencePiece-style (llama: scores,
- * byte fallback, dummy-prefix space) and GPT-2 byte-level BPE (gpt2: merges, byte-to-unicode,
- * pre-tokenizer split by tokenizer.ggml.pre).  Owns its vocabulary copy and lookup tables.
+ * byte fallback, dummy-prefix space), GPT-2 byte-level BPE (gpt2: merges, byte-to-unicode,
+ * pre-tokenizer split by tokenizer.ggml.pre), WordPiece (bert) and SentencePiece's unigram
+ * model (t5, engine/ugm.h).  Owns its vocabulary copy and lookup tables.
  * A tok_t is immutable after tok_load: any thread may encode/decode concurrently.
  * tok_stream_t is per sequence and never splits a UTF-8 character. */
 #ifndef FD_TOKENIZER_H
@@ -20,7 +21,13 @@ typedef struct tok tok_t;
  * piece "play" as U+2581 "play" and a continuation "##ing" as "ing"); a word with a
  * position nothing matches is one unknown token.  add_special writes [CLS] (the BOS id)
  * before and [SEP] after. */
-enum tok_kind { TOK_SPM = 1, TOK_BPE = 2, TOK_WPM = 3 };
+/* TOK_UGM: SentencePiece's unigram model (tokenizer.ggml.model "t5": T5, and the XLM-RoBERTa
+ * encoders such as bge-m3), as llama.cpp's UGM: each run of text between special tokens is
+ * normalized by the precompiled_charsmap and SentencePiece's white-space rules, then cut into
+ * the pieces of highest total score (ugm.h).  User-defined pieces are matched inside that
+ * search, as SentencePiece matches them, not split out first.  add_special writes BOS (if
+ * add_bos) before and EOS (add_eos, the default) after. */
+enum tok_kind { TOK_SPM = 1, TOK_BPE = 2, TOK_WPM = 3, TOK_UGM = 4 };
 /* Token types as GGUF stores them (tokenizer.ggml.token_type). */
 enum tok_ttype {
     TOK_T_NORMAL = 1, TOK_T_UNKNOWN = 2, TOK_T_CONTROL = 3,
@@ -44,7 +51,7 @@ enum tok_pre {
  * add_bos/add_eos/add_space_prefix, the FIM ids: fim_{pre,suf,mid,pad,rep,sep}_token_id and
  * the older prefix/suffix/middle_token_id, which win when both are present, as in
  * llama.cpp).  Copies what it keeps: g may be closed afterwards.
- * FD_EUNSUP for a tokenizer model other than llama/gpt2/bert, FD_EFORMAT for inconsistent data
+ * FD_EUNSUP for a tokenizer model other than llama/gpt2/bert/t5, FD_EFORMAT for inconsistent data
  * (message in err). */
 int tok_load(tok_t **out, const gguf_t *g, char *err, size_t errlen);
 void tok_free(tok_t *t);
@@ -59,7 +66,7 @@ enum tok_fim { TOK_FIM_PRE, TOK_FIM_SUF, TOK_FIM_MID, TOK_FIM_PAD, TOK_FIM_REP, 
                TOK_FIM_N };
 
 typedef struct tok_spec {
-    int kind;                     /* TOK_SPM, TOK_BPE or TOK_WPM */
+    int kind;                     /* TOK_SPM, TOK_BPE, TOK_WPM or TOK_UGM */
     const char *pre;              /* tokenizer.ggml.pre; NULL: "default" */
     int32_t n_tokens;
     const char *const *texts;     /* token strings of lens[i] bytes (lens NULL: NUL-ended) */
@@ -72,7 +79,13 @@ typedef struct tok_spec {
     int32_t bos, eos, eot, eom, unk, pad; /* -1: none (eot: found by text when -1) */
     int32_t sep;                  /* WPM: [SEP] (-1: none) */
     int add_bos, add_eos, add_space_prefix; /* 0, 1, or -1 for the default */
-    int add_sep;                  /* WPM: [SEP] after the text with add_special (-1: yes) */
+    int add_sep;                  /* WPM: [SEP] after the text with add_special (-1: yes);
+                                     UGM: only reported (a pair's separator, -1: no) */
+    const uint8_t *charsmap;      /* UGM: precompiled_charsmap (NULL: no rules) */
+    size_t charsmap_len;
+    int remove_extra_ws;          /* UGM: remove_extra_whitespaces (-1: yes) */
+    int escape_ws;                /* UGM: escape_whitespaces (-1: yes) */
+    int ws_as_suffix;             /* UGM: treat_whitespace_as_suffix (-1: no) */
     int32_t fim[TOK_FIM_N];       /* enum tok_fim -> id; -1: found by text as llama.cpp does
                                      (a token found so becomes a control token); an id past
                                      the vocabulary is an error (FD_EFORMAT) */
@@ -88,8 +101,10 @@ int32_t tok_eos(const tok_t *t);
 int32_t tok_eot(const tok_t *t);  /* end of turn (e.g. <|eot_id|>), -1 when none */
 int32_t tok_unk(const tok_t *t);
 int32_t tok_pad(const tok_t *t);
-int32_t tok_sep(const tok_t *t);  /* WPM's [SEP], -1 when none */
-bool tok_add_sep(const tok_t *t); /* WPM: add_special writes [SEP] at the end */
+int32_t tok_sep(const tok_t *t);  /* WPM's [SEP] (UGM: the file's separator), -1 when none */
+bool tok_add_sep(const tok_t *t); /* WPM: add_special writes [SEP] at the end; UGM: a pair
+                                     puts the separator between its texts (llama.cpp's
+                                     add_sep_token) */
 int32_t tok_fim(const tok_t *t, int which); /* enum tok_fim; -1 when none (or which is bad) */
 bool tok_add_bos(const tok_t *t); /* tokenizer.ggml.add_bos_token (or the kind's default) */
 bool tok_add_eos(const tok_t *t);
@@ -99,11 +114,12 @@ const char *tok_token_text(const tok_t *t, int32_t id); /* raw vocabulary string
                                                           id is out of range */
 int32_t tok_find(const tok_t *t, const char *text);      /* exact piece lookup, -1 if none */
 
-/* Encodes len bytes of text (any bytes: NULs and ill-formed UTF-8 included; both kinds
- * encode such bytes as byte tokens, so decoding gives back the same bytes).  add_special:
+/* Encodes len bytes of text (any bytes: NULs and ill-formed UTF-8 included; SPM and BPE
+ * encode such bytes as byte tokens, so decoding gives back the same bytes; UGM, as
+ * SentencePiece, reads each ill-formed byte as U+FFFD).  add_special:
  * add BOS/EOS as the vocabulary asks.  parse_special: control and unknown token texts in
  * the input become their ids (leftmost, longest match first).  User-defined token texts
- * always do, as in Hugging Face tokenizers and llama.cpp.  Writes up to cap ids and sets *n
+ * always do, as in Hugging Face tokenizers and llama.cpp (UGM: inside its search).  Writes up to cap ids and sets *n
  * to the count needed; returns -ENOSPC when cap is too small (call again), -ENOMEM when
  * working memory (about 64 bytes per input byte, for the longest run between special
  * tokens) cannot be had. */
@@ -124,7 +140,7 @@ int tok_piece(const tok_t *t, int32_t id, bool render_special, char *buf, size_t
               size_t *len);
 
 /* Decodes ids to text (whole string, may end in an incomplete UTF-8 sequence if the ids do).
- * strip_leading_space: drop the SPM dummy-prefix space of the first piece (the first one
+ * strip_leading_space: drop the SPM/UGM dummy-prefix space of the first piece (the first one
  * that is not empty, so a leading BOS does not count); no effect for BPE.  -EINVAL (and
  * *len = 0) when an id is out of range. */
 int tok_decode(const tok_t *t, const int32_t *ids, size_t n, bool render_special,

@@ -163,6 +163,12 @@ tests_test_wordpiece_SOURCES = tests/test_wordpiece.c
 tests_test_wordpiece_CFLAGS = $(TEST_CFLAGS)
 tests_test_wordpiece_LDADD = $(TEST_LIBS)
 TESTS += tests/test_wordpiece
+
+check_PROGRAMS += tests/test_ugm
+tests_test_ugm_SOURCES = tests/test_ugm.c
+tests_test_ugm_CFLAGS = $(TEST_CFLAGS)
+tests_test_ugm_LDADD = $(TEST_LIBS)
+TESTS += tests/test_ugm
 FUZZ_TARGETS += tests/fuzz/fuzz_tokenizer.c
 EXTRA_DIST += tests/fuzz/fuzz_tokenizer.c
 
@@ -304,6 +310,7 @@ VALGRIND_SUITES = tests/test_common tests/test_chat tests/test_jinja tests/test_
 	tests/test_openai tests/test_request tests/test_metrics tests/test_http \
 	tests/test_tokenizer tests/test_quants tests/test_gguf tests/test_toolcall \
 	tests/test_responses tests/test_anthropic
+VALGRIND_SUITES += tests/test_ugm
 EXTRA_DIST += tests/valgrind.sh
 check-valgrind: $(check_PROGRAMS)
 	@$(AM_TESTS_ENVIRONMENT) $(SHELL) $(top_srcdir)/tests/valgrind.sh \
@@ -355,6 +362,15 @@ tests_split_render_CFLAGS = $(AM_CFLAGS)
 tests_split_render_LDADD = $(FD_LIBS)
 dist_check_SCRIPTS += tests/test_pretok_regex.py
 TESTS += tests/test_pretok_regex.py
+
+# The unigram (t5) tokenizer against SentencePiece itself (python3-sentencepiece), through
+# tests/ugm_render.  Skips without it unless FUSIOND_REQUIRE_SENTENCEPIECE=1 (CI).
+check_PROGRAMS += tests/ugm_render
+tests_ugm_render_SOURCES = tests/ugm_render.c
+tests_ugm_render_CFLAGS = $(AM_CFLAGS)
+tests_ugm_render_LDADD = $(FD_LIBS)
+dist_check_SCRIPTS += tests/test_ugm_spm.py
+TESTS += tests/test_ugm_spm.py
 
 check_PROGRAMS += tests/test_toolcall
 tests_test_toolcall_SOURCES = tests/test_toolcall.c

@@ -17,6 +17,13 @@ void bert_gen_bge_small(bert_gen_t *p)
                        .pooling = 2, .type = GG_F32, .seed = 1, .eps = 1e-12f };
 }
 
+void bert_gen_xlmr_small(bert_gen_t *p)
+{
+    *p = (bert_gen_t){ .n_embd = 64, .n_layer = 2, .n_head = 4, .n_ff = 96, .n_vocab = 300,
+                       .n_ctx = 128, .n_types = 1, .t5_vocab = 1, .n_cls_out = 0,
+                       .pooling = 2, .type = GG_F32, .seed = 1, .eps = 1e-5f };
+}
+
 static uint64_t mix(uint64_t x)
 {
     x += 0x9E3779B97F4A7C15ull;
@@ -62,11 +69,80 @@ static int add_t(gguf_w_t *w, const bert_gen_t *p, const char *name, int type, i
     return gguf_w_add_tensor(w, name, type, n_out > 1 ? 2 : 1, ne, NULL, fill, (void *)p);
 }
 
+static const char *const words[] = { "the", "cat", "sat", "on", "mat", "dog", "is", "a",
+                                     "what", "capital", "of", "france", "paris", "ing",
+                                     "hello", "world" };
+
+/* XLM-RoBERTa's layout as the converter realigns it: <s> <pad> </s> <unk> first. */
+static int vocab_t5(gguf_w_t *w, const bert_gen_t *p)
+{
+    const int n = p->n_vocab;
+    char **t = calloc((size_t)n, sizeof(*t));
+    int32_t *ty = calloc((size_t)n, sizeof(*ty));
+    float *sc = calloc((size_t)n, sizeof(*sc));
+    int rc = -ENOMEM;
+    if (!t || !ty || !sc)
+        goto done;
+    static const char *const sp[] = { "<s>", "<pad>", "</s>", "<unk>" };
+    for (int i = 0; i < n; i++) {
+        char b[32];
+        int k = i - 5;
+        float score = -12.0f;
+        if (i < 4) {
+            snprintf(b, sizeof(b), "%s", sp[i]);
+            score = 0.0f;
+        } else if (i == 4) {
+            snprintf(b, sizeof(b), "\xE2\x96\x81");
+            score = -3.0f;
+        } else if (k < 26) {
+            snprintf(b, sizeof(b), "\xE2\x96\x81%c", 'a' + k);
+            score = -6.0f;
+        } else if (k < 52) {
+            snprintf(b, sizeof(b), "%c", 'a' + k - 26);
+            score = -5.0f;
+        } else if (k < 52 + (int)FD_ARRAY_LEN(words)) {
+            snprintf(b, sizeof(b), "\xE2\x96\x81%s", words[k - 52]);
+            score = -4.0f - 0.01f * (float)(k - 52);
+        } else {
+            snprintf(b, sizeof(b), "\xE2\x96\x81w%d", i);
+        }
+        if (!(t[i] = strdup(b)))
+            goto done;
+        ty[i] = i == 3 ? 2 : i < 3 ? 3 : 1;
+        sc[i] = score;
+    }
+    if ((rc = gguf_w_add_str(w, "tokenizer.ggml.model", "t5")) ||
+        (rc = gguf_w_add_str(w, "tokenizer.ggml.pre", "default")) ||
+        (rc = gguf_w_add_str_arr(w, "tokenizer.ggml.tokens", (const char *const *)t,
+                                 (uint64_t)n)) ||
+        (rc = gguf_w_add_arr(w, "tokenizer.ggml.scores", GGUF_FLOAT32, sc, (uint64_t)n)) ||
+        (rc = gguf_w_add_arr(w, "tokenizer.ggml.token_type", GGUF_INT32, ty, (uint64_t)n)) ||
+        (rc = gguf_w_add_bool(w, "tokenizer.ggml.add_space_prefix", true)) ||
+        (rc = gguf_w_add_bool(w, "tokenizer.ggml.remove_extra_whitespaces", true)) ||
+        (rc = gguf_w_add_u32(w, "tokenizer.ggml.token_type_count", (uint32_t)p->n_types)) ||
+        (rc = gguf_w_add_u32(w, "tokenizer.ggml.bos_token_id", 0)) ||
+        (rc = gguf_w_add_u32(w, "tokenizer.ggml.padding_token_id", 1)) ||
+        (rc = gguf_w_add_u32(w, "tokenizer.ggml.eos_token_id", 2)) ||
+        (rc = gguf_w_add_u32(w, "tokenizer.ggml.unknown_token_id", 3)) ||
+        (rc = gguf_w_add_u32(w, "tokenizer.ggml.seperator_token_id", 2)) ||
+        (rc = gguf_w_add_u32(w, "tokenizer.ggml.cls_token_id", 0)) ||
+        (rc = gguf_w_add_bool(w, "tokenizer.ggml.add_bos_token", true)) ||
+        (rc = gguf_w_add_bool(w, "tokenizer.ggml.add_eos_token", true)) ||
+        (rc = gguf_w_add_bool(w, "tokenizer.ggml.add_sep_token", true)))
+        goto done;
+done:
+    for (int i = 0; t && i < n; i++)
+        free(t[i]);
+    free(t);
+    free(ty);
+    free(sc);
+    return rc;
+}
+
 static int vocab(gguf_w_t *w, const bert_gen_t *p)
 {
-    static const char *const words[] = { "the", "cat", "sat", "on", "mat", "dog", "is", "a",
-                                         "what", "capital", "of", "france", "paris", "ing",
-                                         "hello", "world" };
+    if (p->t5_vocab)
+        return vocab_t5(w, p);
     const int n = p->n_vocab;
     char **t = calloc((size_t)n, sizeof(*t));
     int32_t *ty = calloc((size_t)n, sizeof(*ty));

@@ -1515,7 +1515,10 @@ static int bert_load(llm_model_t *m, const llm_load_params_t *p, char *err, size
                  "rows", gguf_path(m->g), (int)tok_n_vocab(m->tok), m->hp.n_vocab);
         return FD_ESHAPE;
     }
-    m->sep = tok_sep(m->tok) >= 0 ? tok_sep(m->tok) : tok_eos(m->tok);
+    /* the second segment's token type starts after [SEP]; XLM-RoBERTa's pairs (t5
+     * vocabulary) are all type 0, as Hugging Face runs them */
+    m->sep = tok_kind(m->tok) == TOK_UGM ? -1
+             : tok_sep(m->tok) >= 0 ? tok_sep(m->tok) : tok_eos(m->tok);
     fb_config_t cfg = { .threads = p->threads, .options = p->backend_options };
     if ((rc = fb_create(p->backend ? p->backend : "cpu", &cfg, &m->be, err, errlen)))
         return rc;

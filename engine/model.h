@@ -248,7 +248,8 @@ typedef struct llm_batch_entry {
      * what goes into hidden.  LLM_ENC_SUM: the last want_hidden rows' states added (as for
      * decoders); LLM_ENC_FIRST: the first row's added (CLS); LLM_ENC_RANK: the input is a
      * pair [CLS] query [SEP] document [SEP], its rows after the first [SEP] of token type 1
-     * (Hugging Face's pair encoding), and the classification head's n_cls_out scores over
+     * (Hugging Face's pair encoding; with a t5 vocabulary, XLM-RoBERTa's <s> query </s></s>
+     * document </s>, every row type 0), and the classification head's n_cls_out scores over
      * the first row are WRITTEN to hidden.  Plain embeddings use token type 0 throughout, as
      * llama.cpp does. */
     int enc_pool;

@@ -3484,20 +3484,42 @@ static int prepare_prompts(srv_job_t *j, rq_err_t *e)
     return 0;
 }
 
-/* /rerank (thread pool): each document as the pair [CLS] query [SEP] document [SEP] (the
- * query and documents tokenized without specials), none past the context. */
+/* /rerank (thread pool): each document paired with the query (the query and documents
+ * tokenized without specials), none past the context.  WordPiece: [CLS] query [SEP] document
+ * [SEP], Hugging Face's pair encoding.  Others, as llama-server's format_prompt_rerank: BOS
+ * query EOS SEP document EOS, each special only where the vocabulary's add_bos, add_eos and
+ * add_sep say (XLM-RoBERTa: <s> query </s></s> document </s>, again Hugging Face's pair). */
 static int prepare_rerank(srv_job_t *j)
 {
     srv_t *s = j->srv;
     rq_t *r = &j->rq;
     rq_err_t *e = &j->prep_err;
     const size_t np = r->n_prompts;
-    const int32_t cls = tok_bos(s->tok), sep = tok_sep(s->tok) >= 0 ? tok_sep(s->tok)
-                                                                    : tok_eos(s->tok);
-    if (cls < 0 || sep < 0)
-        return rq_fail(e, 501, "not_supported_error", NULL,
-                       "this model's vocabulary has no [CLS] and [SEP] tokens to pair a query "
-                       "with a document");
+    const tok_t *tk = s->tok;
+    int32_t frame[4]; /* before the query, after it (two), after the document; -1: none */
+    if (tok_kind(tk) == TOK_WPM) {
+        const int32_t sep = tok_sep(tk) >= 0 ? tok_sep(tk) : tok_eos(tk);
+        frame[0] = tok_bos(tk);
+        frame[1] = frame[3] = sep;
+        frame[2] = -1;
+        if (frame[0] < 0 || sep < 0)
+            return rq_fail(e, 501, "not_supported_error", NULL,
+                           "this model's vocabulary has no [CLS] and [SEP] tokens to pair a "
+                           "query with a document");
+    } else {
+        const int32_t eos = tok_eos(tk) >= 0 ? tok_eos(tk) : tok_sep(tk);
+        frame[0] = tok_add_bos(tk) ? tok_bos(tk) : -1;
+        frame[1] = frame[3] = tok_add_eos(tk) ? eos : -1;
+        frame[2] = tok_add_sep(tk) ? tok_sep(tk) : -1;
+        if ((tok_add_bos(tk) && tok_bos(tk) < 0) || (tok_add_eos(tk) && eos < 0) ||
+            (tok_add_sep(tk) && tok_sep(tk) < 0))
+            return rq_fail(e, 501, "not_supported_error", NULL,
+                           "this model's vocabulary asks for BOS, EOS or a separator that it "
+                           "does not have, to pair a query with a document");
+    }
+    size_t nframe = 0;
+    for (int k = 0; k < 4; k++)
+        nframe += frame[k] >= 0;
     j->pids = calloc(np, sizeof *j->pids);
     j->pn = calloc(np, sizeof *j->pn);
     j->echo = calloc(np, sizeof *j->echo);
@@ -3521,7 +3543,7 @@ static int prepare_rerank(srv_job_t *j)
                          "cannot tokenize '%s': %s", pp, fd_strerror(rc));
             break;
         }
-        const size_t n = nq + nd + 3;
+        const size_t n = nq + nd + nframe;
         if (n > (size_t)s->info->n_ctx) {
             rc = rq_fail(e, 400, "invalid_request_error", pp,
                          "the query and '%s' make %zu tokens, more than the context length %d",
@@ -3534,11 +3556,18 @@ static int prepare_rerank(srv_job_t *j)
             rc = rq_fail(e, 500, "server_error", NULL, "out of memory");
             break;
         }
-        ids[0] = cls;
-        memcpy(ids + 1, q, nq * sizeof *ids);
-        ids[nq + 1] = sep;
-        memcpy(ids + nq + 2, d, nd * sizeof *ids);
-        ids[n - 1] = sep;
+        size_t o = 0;
+        if (frame[0] >= 0)
+            ids[o++] = frame[0];
+        memcpy(ids + o, q, nq * sizeof *ids);
+        o += nq;
+        for (int k = 1; k <= 2; k++)
+            if (frame[k] >= 0)
+                ids[o++] = frame[k];
+        memcpy(ids + o, d, nd * sizeof *ids);
+        o += nd;
+        if (frame[3] >= 0)
+            ids[o++] = frame[3];
         j->pids[p] = ids;
         j->pn[p] = n;
         j->prompt_tokens += (long long)n;

@@ -373,6 +373,21 @@ int32_t tok_sep(const tok_t *t) /* a WordPiece vocabulary's; this one has none *
     return -1;
 }
 
+int tok_kind(const tok_t *t) /* SentencePiece-like */
+{
+    return TOK_SPM;
+}
+
+bool tok_add_eos(const tok_t *t)
+{
+    return false;
+}
+
+bool tok_add_sep(const tok_t *t)
+{
+    return false;
+}
+
 bool tok_add_bos(const tok_t *t)
 {
     return true;

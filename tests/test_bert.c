@@ -2,7 +2,8 @@
  * plain double-precision BERT written here computes from the file's weights (embeddings,
  * post-LayerNorm blocks, non-causal attention, GELU, mean / CLS / last pooling, the
  * classification head with pair token types) on the CPU backend's SIMD and reference paths
- * and on Corsair; that F16 and Q8_0 files stay near the F32 file's results; that an input's
+ * and on Corsair, and for XLM-RoBERTa's shape (t5 vocabulary, one token type, a
+ * <s> q </s></s> d </s> pair); that F16 and Q8_0 files stay near the F32 file's results; that an input's
  * result does not depend on what shares its batch or on how batches are cut; and that bad
  * files and bad batches get clear errors. */
 #define _GNU_SOURCE
@@ -16,6 +17,7 @@
 #include "engine/bert_gen.h"
 #include "engine/gguf.h"
 #include "engine/gguf_write.h"
+#include "engine/tokenizer.h"
 #include "tests/testutil.h"
 
 static bert_gen_t shape(void)
@@ -251,6 +253,61 @@ START_TEST(test_reference)
 }
 END_TEST
 
+/* XLM-RoBERTa's shape (bge-m3, bge-reranker-v2-m3): a t5 vocabulary and one token type row.
+ * The converter dropped the position rows before padding_idx + 1, so position i is row i, as
+ * the reference reads it; every token is type 0, the pair's second segment too.  A pair
+ * framed <s> query </s></s> document </s> from the unigram tokenizer's ids gives the
+ * reference's CLS state and score. */
+START_TEST(test_xlmr)
+{
+    bert_gen_t p;
+    bert_gen_xlmr_small(&p);
+    p.n_cls_out = 1;
+    p.seed = 5;
+    const char *path = write_model(&p, "xlmr.gguf");
+    gguf_t *g;
+    char err[256];
+    ck_assert_msg(gguf_open(&g, path, err, sizeof err) == 0, "%s", err);
+    llm_model_t *m = load(path, "cpu", NULL, 2, 0);
+    const llm_hparams_t *hp = llm_hparams(m);
+    ck_assert_int_eq(hp->n_type, 1);
+    ck_assert_int_eq(hp->pooling, 2);
+    const tok_t *t = llm_tok(m);
+    ck_assert_int_eq(tok_kind(t), TOK_UGM);
+    const char *q = "what is the capital of france", *d = "paris is a capital";
+    int32_t tok[40];
+    size_t nq, nd;
+    tok[0] = tok_bos(t);
+    ck_assert_int_eq(tok_encode(t, q, strlen(q), false, false, tok + 1, 16, &nq), 0);
+    ck_assert_int_eq(nq, 6);
+    tok[nq + 1] = tok[nq + 2] = tok_eos(t);
+    ck_assert_int_eq(tok_encode(t, d, strlen(d), false, false, tok + nq + 3, 16, &nd), 0);
+    ck_assert_int_eq(nd, 4);
+    const int n = (int)(nq + nd + 4), E = p.n_embd;
+    tok[n - 1] = tok_eos(t);
+    ck_assert(tok[0] == 0 && tok[n - 1] == 2);
+    double *h = calloc((size_t)n * E, sizeof(double));
+    ref_forward(g, &p, tok, NULL, n, h);
+    const double want = ref_rank(g, &p, h);
+    float first[64] = { 0 }, score[1];
+    int slot[2];
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(llm_seq_alloc(m, &slot[i]), 0);
+    llm_batch_entry_t e[2] = {
+        { .slot = slot[0], .tokens = tok, .n_tokens = n, .hidden = first,
+          .enc_pool = LLM_ENC_FIRST },
+        { .slot = slot[1], .tokens = tok, .n_tokens = n, .hidden = score,
+          .enc_pool = LLM_ENC_RANK },
+    };
+    ck_assert_int_eq(llm_decode(m, e, 2, NULL), 0);
+    const double d1 = max_rel(first, h, E), d2 = fabs(score[0] - want) / fmax(1.0, fabs(want));
+    ck_assert_msg(d1 < 2e-5 && d2 < 2e-5, "xlmr: cls %g rank %g", d1, d2);
+    llm_free(m);
+    free(h);
+    gguf_close(g);
+}
+END_TEST
+
 /* One input's pooled state alone, next to others, and with batches cut small. */
 START_TEST(test_batch_independence)
 {
@@ -445,6 +502,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_reference);
     tcase_add_test(tc, test_batch_independence);
+    tcase_add_test(tc, test_xlmr);
     tcase_add_test(tc, test_weight_types);
     tcase_add_test(tc, test_bad_files);
     tcase_add_test(tc, test_bad_batches);

@@ -8,7 +8,10 @@ without a classification head is 501; with one, /rerank, /v1/rerank and /v1/rera
 the documents best first with exactly the score each pair gets alone, honour top_n and
 return_text (Jina's shape; TEI's with "texts"); bad requests (no query, empty documents,
 non-string documents, top_n 0, a pair past the context, another model) get clear 400/404s;
-requests are counted in fusiond_requests_total{endpoint="rerank"}."""
+requests are counted in fusiond_requests_total{endpoint="rerank"}.  An XLM-RoBERTa-shaped
+reranker (fusion-gguf-gen -p xlmr: a t5 vocabulary, one token type) tokenizes with the unigram
+tokenizer, frames an input <s> ... </s> and a pair <s> query </s></s> document </s>, and
+passes the same rerank checks."""
 
 import math
 import os
@@ -159,6 +162,48 @@ def rerank(d):
           "rerank requests counted: %s" % {k: v for k, v in m.items() if "rerank" in k})
 
 
+# The xlmr preset's t5 vocabulary: <s> <pad> </s> <unk> U+2581, U+2581 a..z, a..z, then the
+# words U+2581 the, cat, ... (engine/bert_gen.c)
+WORDS = ["the", "cat", "sat", "on", "mat", "dog", "is", "a", "what", "capital", "of", "france",
+         "paris", "ing", "hello", "world"]
+
+
+def wid(w):
+    return 57 + WORDS.index(w)
+
+
+def xlmr(tmp):
+    """An XLM-RoBERTa-shaped reranker (t5 vocabulary, one token type): text is tokenized by
+    the unigram tokenizer, <s> ... </s> around an input, <s> query </s></s> document </s>
+    for a pair; the whole rerank suite passes on it."""
+    rr = gen(tmp, "xlmr.gguf", "-p", "xlmr", "--cls", "1")
+    d = start(tmp, rr)
+    try:
+        q = "what is the capital of france"
+        ids = [0] + [wid(w) for w in q.split()] + [2]
+        st, js = post(d, "/tokenize", {"content": q, "add_special": True})
+        check(st == 200 and js.get("tokens") == ids, "tokenize: %s %s, want %s" % (st, js, ids))
+        st, js = post(d, "/v1/embeddings", {"input": [q, "  what   is the capital of "
+                                                          "france  ", "paris"]})
+        check(st == 200 and js["usage"]["prompt_tokens"] == 8 + 8 + 3,
+              "xlmr embeddings: %s %s" % (st, js and js.get("usage")))
+        v = [x["embedding"] for x in js["data"]]
+        st, js = post(d, "/v1/embeddings", {"input": ids})
+        check(st == 200, "xlmr embeddings of ids: %s %s" % (st, js))
+        v.insert(1, js["data"][0]["embedding"])
+        for k in (1, 2):
+            check(max(abs(a - b) for a, b in zip(v[0], v[k])) < 1e-6,
+                  "input %d (ids, or extra white space) differs from the text's" % k)
+        check(max(abs(a - b) for a, b in zip(v[0], v[3])) > 1e-3, "texts differ")
+        st, js = post(d, "/rerank", {"query": q, "documents": ["paris", "the cat sat"]})
+        # 6 + 1 and 6 + 3 tokens, each pair with <s> </s> </s> ... </s>
+        check(st == 200 and js["usage"]["prompt_tokens"] == 7 + 4 + 9 + 4,
+              "xlmr pair: %s %s" % (st, js))
+        rerank(d)
+    finally:
+        d.close()
+
+
 def main():
     tmp = TmpDir()
     try:
@@ -180,6 +225,7 @@ def main():
             rerank(d)
         finally:
             d.close()
+        xlmr(tmp)
     finally:
         tmp.cleanup()
     print("PASS")

@@ -63,7 +63,8 @@ static void usage(FILE *f)
             "      --gemma-vocab     a Gemma-style vocabulary (<bos> 2, <eos> 1, user-defined\n"
             "                        pieces, no space prefix)\n"
             "      --name S          general.name\n"
-            "      --arch bert       a BERT encoder (WordPiece vocabulary); -p bge-small, the\n"
+            "      --arch bert       a BERT encoder (WordPiece vocabulary); -p bge-small, -p\n"
+            "                        xlmr (XLM-RoBERTa's t5 vocabulary, as bge-m3), the\n"
             "                        shape options, --cls N (a classification head of N\n"
             "                        outputs: a reranker), --pooling N (bert.pooling_type)\n"
             "      --lora BASE.gguf  write a seeded random LoRA adapter for the model BASE\n"
@@ -118,7 +119,8 @@ enum { O_ARCH = 256, O_EMBD, O_LAYER, O_HEAD, O_HEAD_KV, O_FF, O_VOCAB, O_CTX, O
        O_GEMMA_VOCAB, O_ROPE_SCALE, O_EXPERTS, O_LORA, O_RANK, O_ALPHA, O_TARGETS,
        O_ROPE_SCALING, O_CLS, O_POOLING, O_EXP_TYPE };
 
-/* --arch bert: a BERT encoder (engine/bert_gen.h); preset bge-small or a small default, the
+/* --arch bert: a BERT encoder (engine/bert_gen.h); preset bge-small, xlmr (XLM-RoBERTa's
+ * unigram vocabulary, one token type: bge-m3's family) or a small default, the
  * shape options, --cls N (a classification head of N outputs: a reranker) and --pooling. */
 static int write_bert(const char *out, const char *preset, const char *const *shape_arg,
                       const char *type, const char *seed, int threads, int n_cls, int pooling)
@@ -128,8 +130,10 @@ static int write_bert(const char *out, const char *preset, const char *const *sh
                      .eps = 1e-12f };
     if (preset && strcmp(preset, "bge-small") == 0) {
         bert_gen_bge_small(&p);
+    } else if (preset && strcmp(preset, "xlmr") == 0) {
+        bert_gen_xlmr_small(&p);
     } else if (preset) {
-        fprintf(stderr, "fusion-gguf-gen: bert presets: bge-small\n");
+        fprintf(stderr, "fusion-gguf-gen: bert presets: bge-small, xlmr\n");
         return 2;
     }
     const struct { int opt; const char *name; int *field; } shape[] = {

@@ -146,6 +146,11 @@ static const opt_t opts[] = {
      "forced and the answer follows; -1: no limit; 0: thinking off (qwen3 and deepseek-r1 "
      "as enable_thinking false).  A request's reasoning_budget_tokens (or "
      "thinking_budget_tokens, Anthropic's thinking.budget_tokens) overrides it."},
+    {"reasoning_budget_message", 0, T_STR, O(reasoning_budget_message), "", 0, 0, NULL, 0,
+     NULL, "Model and engine", "TEXT", "Text forced into the reasoning before its end when "
+     "reasoning_budget runs out (llama-server's --reasoning-budget-message), e.g. \"Time is "
+     "up: I must answer now.\"; empty: none.  A request's reasoning_budget_message overrides "
+     "it."},
     {"prefill_assistant", 0, T_BOOL, O(prefill_assistant), "on", 0, 0, NULL, 0, NULL,
      "Model and engine", NULL, "A chat that ends in an assistant message: on: the answer "
      "continues that message (a prefill: the prompt is cut after its content); off: it is a "

@@ -39,6 +39,7 @@ typedef struct cfg {
     char *chat_template;    /* chat format family override; "" = from the model */
     int reasoning_format;   /* enum rsn_format (server/reasoning.h) */
     int reasoning_budget;   /* think-block tokens per answer; -1: no limit, 0: thinking off */
+    char *reasoning_budget_message; /* forced before the block's end at the budget; "" none */
     bool prefill_assistant; /* a final assistant message is a prefill the answer continues */
     int backend;            /* enum cfg_backend */
     cfg_list_t backend_options; /* "key=value" strings for the backend */

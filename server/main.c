@@ -387,6 +387,8 @@ static void srv_config_from(srv_config_t *s, const cfg_t *c)
     s->reasoning_format = c->reasoning_format;
     s->has_reasoning_budget = c->reasoning_budget >= 0;
     s->reasoning_budget = c->reasoning_budget;
+    s->reasoning_budget_message = *c->reasoning_budget_message ? c->reasoning_budget_message
+                                                               : NULL;
     s->no_prefill_assistant = !c->prefill_assistant;
     s->api_keys = c->auth_keys.n ? (const char *const *)c->auth_keys.v : NULL;
     s->cors_origins = c->cors_origins.n ? (const char *const *)c->cors_origins.v : NULL;

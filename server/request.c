@@ -683,6 +683,14 @@ static int parse_reasoning(const cJSON *root, rq_t *r, rq_err_t *e)
             break;
         }
     }
+    const cJSON *msg = rq_field(root, "reasoning_budget_message");
+    if (msg && !cJSON_IsNull(msg)) {
+        if (!cJSON_IsString(msg))
+            return bad(e, "reasoning_budget_message", "'reasoning_budget_message' must be a "
+                       "string, not %s", rq_type_name(msg));
+        if (!(r->reasoning_budget_message = strdup(msg->valuestring)))
+            return -ENOMEM;
+    }
     return 0;
 }
 
@@ -2246,6 +2254,7 @@ void rq_free(rq_t *r)
         free(r->tool_names[i]);
     free(r->tool_names);
     free(r->tool_name);
+    free(r->reasoning_budget_message);
     for (int i = 0; i < r->n_stop && r->stop; i++)
         free(r->stop[i]);
     free(r->stop);

@@ -124,6 +124,8 @@ typedef struct rq {
     /* reasoning_budget_tokens (or thinking_budget_tokens): think-block tokens allowed, -1
      * no limit, 0 thinking off; -2: not given (the configuration's reasoning_budget) */
     int reasoning_budget;
+    char *reasoning_budget_message; /* llama-server's: forced before the end (NULL: the
+                                       configuration's) */
     /* gpt-oss's reasoning level: "low", "medium" or "high" (a static string), from
      * reasoning_effort or chat_template_kwargs.reasoning_effort (the former wins); NULL:
      * not given (the template's default, medium) */

@@ -3061,8 +3061,15 @@ static int think_setup(srv_job_t *j, bool no_thinking, bool forced, rq_err_t *e)
     j->n_think_ids = 0;
     if (budget < 0 || no_thinking || forced || r->sampling.grammar || (!think && !harmony))
         return 0;
-    const char *force = harmony ? "<|end|><|start|>assistant<|channel|>final<|message|>"
-                                : "</think>\n\n";
+    const char *end = harmony ? "<|end|><|start|>assistant<|channel|>final<|message|>"
+                              : "</think>\n\n";
+    const char *msg = r->reasoning_budget_message ? r->reasoning_budget_message
+                                                  : s->cfg.reasoning_budget_message;
+    char *force = malloc((msg ? strlen(msg) : 0) + strlen(end) + 1);
+    if (!force)
+        return rq_fail(e, 500, "server_error", NULL, "out of memory");
+    strcpy(force, msg ? msg : "");
+    strcat(force, end);
     j->think_open = harmony ? "<|channel|>analysis<|message|>" : "<think>";
     j->think_close = harmony ? "<|end|>" : "</think>";
     j->think_reopen = harmony;
@@ -3080,6 +3087,7 @@ static int think_setup(srv_job_t *j, bool no_thinking, bool forced, rq_err_t *e)
     if (rc == 0)
         rc = encode_parse(s->tok, force, strlen(force), false, true, &j->think_ids,
                           &j->n_think_ids);
+    free(force);
     if (rc)
         return rq_fail(e, 500, "server_error", NULL, "cannot prepare the reasoning budget: %s",
                        fd_strerror(rc));

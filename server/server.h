@@ -43,6 +43,8 @@ typedef struct srv_config {
      * has_reasoning_budget, else no limit.  A request's reasoning_budget_tokens overrides it */
     bool has_reasoning_budget;
     int reasoning_budget;
+    const char *reasoning_budget_message; /* written into the reasoning before its forced end
+                                             (NULL: none); a request's overrides it */
     bool no_prefill_assistant;  /* a chat ending in an assistant message is a whole turn
                                    (false: the answer continues it, a prefill) */
     /* (R) API keys: NULL-terminated array; NULL or empty = no authentication.  When set,

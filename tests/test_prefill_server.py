@@ -10,7 +10,9 @@ whitespace) and --no-prefill-assistant (a whole turn).  The budget: with the blo
 deepseek-r1's generation prompt, or a Qwen3 prefill), reasoning_budget_tokens N leaves exactly
 the N greedy tokens /completion gives as the reasoning, then the tokens of "</think>\\n\\n",
 then the answer /completion continues that with; streamed the same; budget 0 switches
-thinking off as enable_thinking false does; --reasoning-budget sets it server-wide, and
+thinking off as enable_thinking false does; the same under n-gram speculation;
+reasoning_budget_message is written before the
+forced end; --reasoning-budget sets it server-wide, and
 Anthropic's thinking.budget_tokens per request; gpt-oss (harmony tokens written into the
 vocabulary, a token holding a whole analysis header that logit_bias keeps picking): the
 analysis message gets exactly N tokens, then the final channel's header is forced, and a
@@ -282,6 +284,26 @@ def main():
         budget_case(d, USER, 6, 5, "deepseek-r1, budget 6")
         budget_case(d, USER, 3, 5, "deepseek-r1 thinking_budget_tokens 3",
                     field="thinking_budget_tokens")
+        # reasoning_budget_message: written into the reasoning before its forced end
+        p = prompt_of(d, USER)
+        ids = tokenize(d, p)
+        rtext, rids = complete(d, ids, 3)
+        force = tokenize(d, "Time is up.</think>\n\n", add_special=False)
+        ctext, _ = complete(d, ids + rids + force, 4)
+        st, js = chat(d, USER, 3 + len(force) + 4, reasoning_budget_tokens=3,
+                      reasoning_budget_message="Time is up.")
+        msg = js["choices"][0]["message"]
+        check(st == 200 and msg.get("reasoning_content", "").startswith(rtext.strip()) and
+              msg["reasoning_content"].endswith("Time is up.") and
+              msg["content"] == ctext.lstrip(), "reasoning_budget_message: %r" % js)
+        st, js = chat(d, USER, 4, reasoning_budget_message=5)
+        check(st == 400 and js["error"]["param"] == "reasoning_budget_message",
+              "reasoning_budget_message a number: %d %r" % (st, js))
+    # n-gram speculation: a forced token ends a run of drafts like any other
+    with loopback.daemon(check, "r1 spec daemon exit", "--chat-template", "deepseek-r1",
+                         "--spec-type", "ngram", "--draft-max", "8", "--draft-min", "1",
+                         model=gguf) as d:
+        budget_case(d, USER, 6, 12, "deepseek-r1 with n-gram drafts, budget 6")
     with loopback.daemon(check, "r1 budget daemon exit", "--chat-template", "deepseek-r1",
                          "--reasoning-budget", "4", model=gguf) as d:
         p = prompt_of(d, USER)

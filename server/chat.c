@@ -20,6 +20,7 @@
 
 #include "common/fd.h"
 #include "engine/unicode.h"
+#include "server/jinja.h"
 
 static const char *const family_names[CHAT_N_FAMILIES] = {
     [CHAT_PLAIN] = "plain",   [CHAT_LLAMA2] = "llama2",   [CHAT_LLAMA3] = "llama3",
@@ -27,7 +28,7 @@ static const char *const family_names[CHAT_N_FAMILIES] = {
     [CHAT_MISTRAL] = "mistral", [CHAT_GEMMA] = "gemma",   [CHAT_PHI3] = "phi3",
     [CHAT_ZEPHYR] = "zephyr", [CHAT_QWEN3] = "qwen3", [CHAT_DEEPSEEK_R1] = "deepseek-r1",
     [CHAT_MISTRAL3] = "mistral3", [CHAT_GRANITE] = "granite", [CHAT_PHI4MINI] = "phi4-mini",
-    [CHAT_GPTOSS] = "gpt-oss",
+    [CHAT_GPTOSS] = "gpt-oss", [CHAT_JINJA] = "jinja",
 };
 
 static const char *const role_names[] = {"system", "user", "assistant", "tool"};
@@ -1831,6 +1832,176 @@ const char *chat_tool_close(int family)
     }
 }
 
+/* ---------------------------------------------------------------- Jinja */
+
+static void js_str(buf_t *b, const char *s, size_t n)
+{
+    puts_(b, "\"");
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        put(b, s + run, i - run);
+        run = i + 1;
+        char u[8];
+        switch (c) {
+        case '"': puts_(b, "\\\""); break;
+        case '\\': puts_(b, "\\\\"); break;
+        case '\n': puts_(b, "\\n"); break;
+        case '\r': puts_(b, "\\r"); break;
+        case '\t': puts_(b, "\\t"); break;
+        default:
+            snprintf(u, sizeof u, "\\u%04x", c);
+            puts_(b, u);
+        }
+    }
+    put(b, s + run, n - run);
+    puts_(b, "\"");
+}
+
+static bool is_json_object(const char *text)
+{
+    cJSON *j = cJSON_Parse(text);
+    bool ok = cJSON_IsObject(j);
+    cJSON_Delete(j);
+    return ok;
+}
+
+int chat_jinja_vars(const chat_msg_t *msgs, size_t n, const chat_opts_t *o, bool string_args,
+                    char **out)
+{
+    *out = NULL;
+    buf_t b = {0};
+    puts_(&b, "{");
+    if (o->kwargs && *o->kwargs) { /* first: the variables below win over the same keys */
+        const char *k = o->kwargs;
+        while (*k == ' ' || *k == '\t' || *k == '\n' || *k == '\r')
+            k++;
+        size_t kl = strlen(k);
+        while (kl && (k[kl - 1] == ' ' || k[kl - 1] == '\n' || k[kl - 1] == '\r' ||
+                      k[kl - 1] == '\t'))
+            kl--;
+        if (*k != '{' || kl < 2 || !is_json_object(o->kwargs)) {
+            free(b.p);
+            return -EINVAL;
+        }
+        size_t inner = kl - 2, a = 1;
+        while (inner && (k[a] == ' ' || k[a] == '\n' || k[a] == '\t' || k[a] == '\r')) {
+            a++;
+            inner--;
+        }
+        if (inner) {
+            put(&b, k + a, inner);
+            puts_(&b, ", ");
+        }
+    }
+    puts_(&b, "\"messages\": [");
+    for (size_t i = 0; i < n; i++) {
+        const chat_msg_t *m = &msgs[i];
+        puts_(&b, i ? ", {\"role\": " : "{\"role\": ");
+        puts_(&b, "\"");
+        puts_(&b, chat_role_name(m->role));
+        puts_(&b, "\", \"content\": ");
+        js_str(&b, m->content ? m->content : "", m->content ? m->len : 0);
+        if (m->n_calls) {
+            puts_(&b, ", \"tool_calls\": [");
+            for (size_t k = 0; k < m->n_calls; k++) {
+                const chat_call_t *c = &m->calls[k];
+                puts_(&b, k ? ", {\"id\": " : "{\"id\": ");
+                js_str(&b, c->id ? c->id : "", c->id ? strlen(c->id) : 0);
+                puts_(&b, ", \"type\": \"function\", \"function\": {\"name\": ");
+                js_str(&b, c->name ? c->name : "", c->name ? strlen(c->name) : 0);
+                puts_(&b, ", \"arguments\": ");
+                const char *args = c->arguments ? c->arguments : "{}";
+                cJSON *parsed = string_args ? NULL : cJSON_Parse(args);
+                if (parsed) /* as sent: the numbers keep their spelling (1.0 stays a float) */
+                    puts_(&b, args);
+                else
+                    js_str(&b, args, strlen(args));
+                cJSON_Delete(parsed);
+                puts_(&b, "}}");
+            }
+            puts_(&b, "]");
+        }
+        if (m->call_id) {
+            puts_(&b, ", \"tool_call_id\": ");
+            js_str(&b, m->call_id, strlen(m->call_id));
+        }
+        if (m->reasoning) {
+            puts_(&b, ", \"reasoning_content\": ");
+            js_str(&b, m->reasoning, strlen(m->reasoning));
+        }
+        puts_(&b, "}");
+    }
+    puts_(&b, "]");
+    if (o->tools && *o->tools) {
+        cJSON *t = cJSON_Parse(o->tools);
+        bool ok = cJSON_IsArray(t);
+        cJSON_Delete(t);
+        if (!ok) {
+            free(b.p);
+            return -EINVAL;
+        }
+        puts_(&b, ", \"tools\": ");
+        puts_(&b, o->tools);
+    }
+    puts_(&b, o->add_generation_prompt ? ", \"add_generation_prompt\": true"
+                                       : ", \"add_generation_prompt\": false");
+    puts_(&b, ", \"bos_token\": ");
+    js_str(&b, o->bos ? o->bos : "", o->bos ? strlen(o->bos) : 0);
+    puts_(&b, ", \"eos_token\": ");
+    js_str(&b, o->eos ? o->eos : "", o->eos ? strlen(o->eos) : 0);
+    if (o->no_thinking)
+        puts_(&b, ", \"enable_thinking\": false");
+    if (o->reasoning_effort) {
+        puts_(&b, ", \"reasoning_effort\": ");
+        js_str(&b, o->reasoning_effort, strlen(o->reasoning_effort));
+    }
+    puts_(&b, "}");
+    if (b.failed) {
+        free(b.p);
+        return -ENOMEM;
+    }
+    *out = b.p;
+    return 0;
+}
+
+bool chat_jinja_string_args(const struct jinja *t)
+{
+    static const chat_call_t call = {"call_1___", "ipython",
+                                     "{\"argument_needle\": \"print('Hello, World!')\"}"};
+    const chat_msg_t msgs[] = {{.role = CHAT_USER, .content = "Hey", .len = 3},
+                               {.role = CHAT_ASSISTANT, .calls = &call, .n_calls = 1}};
+    chat_opts_t o = {.bos = "", .eos = ""};
+    char *vars = NULL, *text = NULL, err[64];
+    size_t len;
+    bool shown = false;
+    if (chat_jinja_vars(msgs, 2, &o, true, &vars) == 0 &&
+        jinja_render(t, vars, NULL, &text, &len, err, sizeof err) == 0)
+        shown = strstr(text, "\"argument_needle\":") || strstr(text, "'argument_needle':");
+    free(vars);
+    free(text);
+    return shown;
+}
+
+static int render_jinja(const chat_msg_t *msgs, size_t n, const chat_opts_t *o, char **out,
+                        size_t *len, char *err, size_t errlen)
+{
+    char *vars;
+    int rc = chat_jinja_vars(msgs, n, o, o->jinja_string_args, &vars);
+    if (rc) {
+        set_err(err, errlen, "%s", rc == -ENOMEM ? "out of memory formatting the chat"
+                                                 : "chat_template_kwargs or tools are not JSON");
+        return rc;
+    }
+    rc = jinja_render(o->jinja, vars, NULL, out, len, err, errlen);
+    free(vars);
+    if (rc == FD_ERANGE)
+        rc = -EINVAL; /* a runaway template is the request's problem: its 400 says why */
+    return rc;
+}
+
 static int format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t *opts,
                   char **out, size_t *len, size_t *turn, char *err, size_t errlen)
 {
@@ -1849,6 +2020,12 @@ static int format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_
     }
     if (n == 0 || !msgs) {
         set_err(err, errlen, "no messages");
+        return -EINVAL;
+    }
+    if (o.jinja)
+        return render_jinja(msgs, n, &o, out, len, err, errlen);
+    if (family == CHAT_JINJA) {
+        set_err(err, errlen, "the jinja chat format needs a template");
         return -EINVAL;
     }
     bool tooled = chat_has_tools(family);
@@ -2000,6 +2177,8 @@ static int format_prefill(int family, const chat_msg_t *msgs, size_t n, const ch
     }
     *len = (size_t)(at - *out);
     (*out)[*len] = '\0';
+    if (opts->jinja) /* a template's turn starts where it wrote the message's content */
+        *turn = *len >= last->len ? *len - last->len : 0;
     if (*turn > *len)
         *turn = *len;
     return 0;

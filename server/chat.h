@@ -1,7 +1,8 @@
 /* chat.h: turns chat messages into the prompt text a model was trained on.  Recognises the
  * family of a GGUF tokenizer.chat_template by its markers and formats with a built-in C
- * formatter per family that renders exactly what that template renders (Jinja is not
- * interpreted), tools and tool calls included for the families whose template has them.
+ * formatter per family that renders exactly what that template renders, tools and tool calls
+ * included for the families whose template has them; any other template (or every one, with
+ * --jinja) is rendered by the Jinja interpreter (server/jinja.h) from chat_opts_t.jinja.
  * Pure functions (Granite's default system text carries today's local date, as its
  * template's strftime_now): any thread (the HTTP handlers, fusion-cli) may call them.
  * Layer: server; uses engine/unicode.h and cJSON (for the JSON the templates print). */
@@ -31,6 +32,8 @@ enum chat_family {
                        <|tool|>...<|/tool|>, calls as functools[{...}, ...] */
     CHAT_GPTOSS,    /* gpt-oss's harmony format: <|start|>role<|channel|>...<|message|>...,
                        reasoning in the analysis channel, calls to=functions.NAME */
+    CHAT_JINJA,     /* a template no family matches, rendered by server/jinja.c
+                       (chat_opts_t.jinja); its tool calls are not read back */
     CHAT_N_FAMILIES
 };
 
@@ -86,6 +89,14 @@ typedef struct chat_opts {
      * think block), so the model continues its reasoning.  Errors: -EINVAL when the last
      * message is not the assistant's, -ENOTSUP when it has tool calls. */
     bool prefill;
+    /* The parsed template: when set, chat_format renders the chat with it whatever the family
+     * (the variables: chat_jinja_vars), and its errors (raise_exception's message) come back
+     * in err with -EINVAL. */
+    const struct jinja *jinja;
+    bool jinja_string_args; /* chat_jinja_string_args(jinja) */
+    /* The request's chat_template_kwargs as the JSON text of an object (NULL: none): its
+     * keys become template variables too (enable_thinking, reasoning_effort, ...). */
+    const char *kwargs;
 } chat_opts_t;
 
 /* "system", "user", "assistant", "tool" -> enum chat_role; -EINVAL otherwise. */
@@ -138,6 +149,20 @@ const char *chat_tool_close(int family);
  * tool call arguments given to chat_format are printed the same way, so pass them as the
  * client wrote them. */
 int chat_pyjson(const char *json, int indent, char **out);
+
+/* What a Jinja template is rendered with, as the JSON text of an object (malloc'd in *out;
+ * -ENOMEM, -EINVAL for kwargs that are not an object): messages (role, content as a string,
+ * "" for a null one, tool_calls [{id, type "function", function {name, arguments}}] with the
+ * arguments as parsed objects or, with string_args, the JSON text as sent, tool_call_id,
+ * reasoning_content), tools (the request's, as sent), add_generation_prompt, bos_token,
+ * eos_token, the kwargs' keys, enable_thinking false when opts->no_thinking and
+ * reasoning_effort when set: what llama-server gives the template. */
+int chat_jinja_vars(const chat_msg_t *msgs, size_t n, const chat_opts_t *opts, bool string_args,
+                    char **out);
+
+/* Whether the template prints tool call arguments given as JSON text (llama-server's probe:
+ * a call rendered with its arguments as a string shows them); false: give them as objects. */
+bool chat_jinja_string_args(const struct jinja *t);
 
 /* Formats n messages into a malloc'd NUL-terminated string (*out, *len bytes; the caller
  * frees it).  The text contains the family's special-token texts (BOS included where the

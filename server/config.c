@@ -128,10 +128,18 @@ static const opt_t opts[] = {
     {"chat_template", 0, T_STR, O(chat_template), "", 0, 0, NULL, 0, NULL, "Model and engine",
      "FAMILY", "Chat prompt format for /v1/chat/completions: a family name (llama2, llama3, "
      "llama3.1, chatml, qwen, qwen3, mistral, gemma, phi3, zephyr, deepseek-r1, mistral3, "
-     "granite, phi4-mini, gpt-oss) or template "
-     "text; empty: "
-     "the model's "
+     "granite, phi4-mini, gpt-oss; jinja: the model's template through the Jinja "
+     "interpreter) or Jinja template text (rendered by the interpreter); empty: the model's "
      "tokenizer.chat_template."},
+    {"chat_template_file", 0, T_STR, O(chat_template_file), "", 0, 0, NULL, 0, NULL,
+     "Model and engine", "PATH", "A file holding the Jinja chat template to render chats "
+     "with instead of the model's tokenizer.chat_template (llama-server's "
+     "--chat-template-file), through the Jinja interpreter."},
+    {"jinja", 0, T_BOOL, O(jinja), "off", 0, 0, NULL, 0, NULL, "Model and engine", NULL,
+     "Render every chat with its Jinja template through fusiond's interpreter (llama-server's "
+     "--jinja), also when a built-in formatter knows the template's family (whose tool-call "
+     "and reasoning reading then still apply); off: the built-in formatter where one "
+     "matches, the interpreter for any other template."},
     {"reasoning_format", 0, T_ENUM, O(reasoning_format), "auto", 0, 0, reasoning_names, 0,
      NULL, "Model and engine", NULL, "Where a chat answer's \"<think>...</think>\" block "
      "goes (llama-server's --reasoning-format): deepseek: message.reasoning_content "

@@ -37,6 +37,8 @@ typedef struct cfg {
     char *model;            /* GGUF path; "" = the demo model (cfg_model_path) */
     char *model_alias;      /* id in /v1/models and responses; "" = from the model */
     char *chat_template;    /* chat format family override; "" = from the model */
+    char *chat_template_file; /* Jinja template file instead of the model's; "" = none */
+    bool jinja;             /* render every chat through the Jinja interpreter */
     int reasoning_format;   /* enum rsn_format (server/reasoning.h) */
     int reasoning_budget;   /* think-block tokens per answer; -1: no limit, 0: thinking off */
     char *reasoning_budget_message; /* forced before the block's end at the budget; "" none */

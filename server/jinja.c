@@ -4980,7 +4980,7 @@ int jinja_render(const jinja_t *t, const char *vars_json, const jinja_limits_t *
     if (!c.lim.max_steps)
         c.lim.max_steps = 10000000;
     if (!c.lim.max_depth)
-        c.lim.max_depth = 100;
+        c.lim.max_depth = 50;
     if (!c.lim.max_memory)
         c.lim.max_memory = 256u << 20;
     c.ar.limit = c.lim.max_memory;

@@ -17,7 +17,7 @@ typedef struct jinja jinja_t;
 typedef struct jinja_limits {
     size_t max_output;    /* bytes of rendered text, nested captures included [64 MiB] */
     size_t max_steps;     /* loop iterations and macro calls over the render [10 000 000] */
-    size_t max_depth;     /* nested macro calls [100] */
+    size_t max_depth;     /* nested macro calls [50] */
     size_t max_memory;    /* bytes of the render's values [256 MiB] */
 } jinja_limits_t;
 

@@ -384,6 +384,8 @@ static void srv_config_from(srv_config_t *s, const cfg_t *c)
     s->port = c->port;
     s->model_id = *c->model_alias ? c->model_alias : NULL;
     s->chat_template = *c->chat_template ? c->chat_template : NULL;
+    s->chat_template_file = *c->chat_template_file ? c->chat_template_file : NULL;
+    s->jinja = c->jinja;
     s->reasoning_format = c->reasoning_format;
     s->has_reasoning_budget = c->reasoning_budget >= 0;
     s->reasoning_budget = c->reasoning_budget;

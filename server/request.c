@@ -647,6 +647,10 @@ static int parse_reasoning(const cJSON *root, rq_t *r, rq_err_t *e)
             return bad(e, "chat_template_kwargs.enable_thinking", "'chat_template_kwargs."
                        "enable_thinking' must be a boolean, not %s", rq_type_name(th));
         r->no_thinking = th && cJSON_IsFalse(th);
+        free(r->template_kwargs);
+        r->template_kwargs = cJSON_PrintUnformatted(kw);
+        if (!r->template_kwargs)
+            return rq_fail(e, 500, "server_error", NULL, "out of memory");
         int rc = parse_effort(rq_field(kw, "reasoning_effort"),
                               "chat_template_kwargs.reasoning_effort", r, e);
         if (rc)
@@ -2209,6 +2213,7 @@ void rq_free(rq_t *r)
         return;
     gr_spec_unref(r->grammar);
     free(r->grammar_text);
+    free(r->template_kwargs);
     free(r->lora);
     free(r->model);
     for (int i = 0; i < r->n_dry_breakers; i++)

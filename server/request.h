@@ -120,6 +120,8 @@ typedef struct rq {
      * and ignored, as a template ignores variables it does not use), and llama-server's
      * per-request reasoning_format (-1: not given, else enum rsn_format) */
     bool no_thinking;
+    char *template_kwargs;      /* chat_template_kwargs as JSON text (a Jinja template's extra
+                                   variables); NULL when not given */
     int reasoning_format;
     /* reasoning_budget_tokens (or thinking_budget_tokens): think-block tokens allowed, -1
      * no limit, 0 thinking off; -2: not given (the configuration's reasoning_budget) */

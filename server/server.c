@@ -29,6 +29,7 @@
 #include "engine/sampler.h"
 #include "server/anthropic.h"
 #include "server/chat.h"
+#include "server/jinja.h"
 #include "server/toolcall.h"
 #include "server/evq.h"
 #include "server/infill.h"
@@ -312,6 +313,11 @@ struct srv {
     bool closing;               /* srv_destroy has begun */
     int n_preparing;            /* jobs on the thread pool */
     int chat_family;            /* enum chat_family */
+    char *jinja_text;           /* the configured template text (chat_template_file, or
+                                   chat_template given as text); NULL: the model's */
+    jinja_t *jinja;             /* the template chats are rendered with; NULL: chat.c's
+                                   built-in formatter of chat_family */
+    bool jinja_string_args;     /* chat_jinja_string_args(jinja) */
     long long loaded_at;        /* "created" of the model in /v1/models */
     uint64_t id_seed, id_ctr;
     rs_store_t *store;          /* finished responses (previous_response_id, GET) */
@@ -3122,7 +3128,7 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
     srv_t *s = j->srv;
     const rq_t *r = &j->rq;
     int fam = s->chat_family;
-    if (r->tools && !chat_has_tools(fam)) {
+    if (r->tools && !(s->jinja ? jinja_uses(s->jinja, "tools") : chat_has_tools(fam))) {
         rq_fail(e, 400, "invalid_request_error", "tools", "'tools' cannot be used with this "
                 "model: its chat format (%s) has no tool calling (fusiond renders tools for "
                 "the llama3.1, qwen, qwen3, mistral, deepseek-r1, mistral3, granite and phi4-mini "
@@ -3168,7 +3174,8 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
                      .tools = r->tools,
                      .no_thinking = r->no_thinking ||
                                     (chat_budget(j) == 0 && chat_has_thinking(fam)),
-                     .reasoning_effort = r->reasoning_effort};
+                     .reasoning_effort = r->reasoning_effort, .jinja = s->jinja,
+                     .jinja_string_args = s->jinja_string_args, .kwargs = r->template_kwargs};
     char err[256] = "";
     /* a conversation that ends in the assistant's message: the answer continues it */
     bool prefill = !s->cfg.no_prefill_assistant && n && m[n - 1].role == CHAT_ASSISTANT;
@@ -3198,6 +3205,10 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
     }
     if (rc == -ENOMEM)
         return rq_fail(e, 500, "server_error", NULL, "out of memory formatting the chat");
+    if (rc && s->jinja) { /* the template's own message (raise_exception's), as llama-server */
+        return rq_fail(e, 400, "invalid_request_error", "messages", "%s",
+                       err[0] ? err : fd_strerror(rc));
+    }
     if (rc) {
         rq_fail(e, 400, "invalid_request_error", "messages", "the %s chat format refuses "
                 "these messages: %s", chat_family_name(fam), err[0] ? err : fd_strerror(rc));
@@ -3230,7 +3241,8 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
         *text = NULL;
         return rc;
     }
-    if (r->tools && (r->tool_choice == RQ_TOOLS_REQUIRED || r->tool_choice == RQ_TOOLS_NAMED)) {
+    if (r->tools && (r->tool_choice == RQ_TOOLS_REQUIRED || r->tool_choice == RQ_TOOLS_NAMED) &&
+        chat_has_tools(fam)) { /* a template of no known family: no call opening to write */
         free(j->tc_prefill); /* truncation "auto" formats the chat again */
         j->tc_prefill = NULL;
         rc = chat_tool_prefill(fam, r->tool_choice == RQ_TOOLS_NAMED ? r->tool_name : NULL,
@@ -4559,6 +4571,114 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
 
 /* ---------------------------------------------------------------- public API */
 
+/* The template text the configuration gives instead of the model's: chat_template_file's
+ * contents, or chat_template when it is template text (then no family name); it must parse. */
+static int load_template_text(srv_t *s, const srv_config_t *cfg, char *err, size_t errlen)
+{
+    const char *ct = s->chat_template;
+    if (ct && (strstr(ct, "{{") || strstr(ct, "{%"))) {
+        s->jinja_text = s->chat_template;
+        s->chat_template = NULL;
+    }
+    if (cfg->chat_template_file && cfg->chat_template_file[0]) {
+        FILE *f = fopen(cfg->chat_template_file, "rb");
+        char *text = NULL;
+        size_t len = 0;
+        if (f) {
+            fseek(f, 0, SEEK_END);
+            long n = ftell(f);
+            fseek(f, 0, SEEK_SET);
+            text = n >= 0 && n < (64l << 20) ? malloc((size_t)n + 1) : NULL;
+            if (text && fread(text, 1, (size_t)n, f) == (size_t)n) {
+                text[n] = 0;
+                len = (size_t)n;
+            } else {
+                free(text);
+                text = NULL;
+            }
+            fclose(f);
+        }
+        if (!text) {
+            snprintf(err, errlen, "chat_template_file %s: cannot read it%s%s",
+                     cfg->chat_template_file, f ? "" : ": ", f ? "" : strerror(errno));
+            free(s->jinja_text);
+            s->jinja_text = NULL;
+            return -EINVAL;
+        }
+        if (strlen(text) != len) {
+            snprintf(err, errlen, "chat_template_file %s: the file holds a NUL byte",
+                     cfg->chat_template_file);
+            free(text);
+            free(s->jinja_text);
+            s->jinja_text = NULL;
+            return -EINVAL;
+        }
+        free(s->jinja_text);
+        s->jinja_text = text;
+    }
+    if (s->jinja_text) {
+        jinja_t *t;
+        char why[256];
+        int rc = jinja_parse(s->jinja_text, strlen(s->jinja_text), &t, why, sizeof why);
+        if (rc) {
+            snprintf(err, errlen, "the configured chat template does not parse: %s", why);
+            free(s->jinja_text);
+            s->jinja_text = NULL;
+            return rc;
+        }
+        jinja_free(t);
+    }
+    return 0;
+}
+
+/* The chat format of the model: the configured family, else the template's (the configured
+ * text's, else the model's), rendered by the Jinja interpreter when the configuration says
+ * so (jinja, chat_template "jinja", a configured text) or when no built-in formatter knows
+ * the template; a model template that does not parse falls back to the plain format with a
+ * warning, as llama-server does. */
+static void select_template(srv_t *s)
+{
+    const char *tmpl = s->jinja_text ? s->jinja_text : s->info->chat_template;
+    size_t len = tmpl ? strlen(tmpl) : 0;
+    const char *ov = s->chat_template;
+    bool auto_ = !ov || !ov[0] || strcmp(ov, "auto") == 0;
+    bool ov_jinja = !auto_ && strcmp(ov, "jinja") == 0;
+    int det = chat_detect(tmpl, len);
+    bool want = len && (s->jinja_text || ov_jinja || (auto_ && (s->cfg.jinja || det == -ENOENT)));
+    jinja_free(s->jinja);
+    s->jinja = NULL;
+    const char *note = "";
+    if (want) {
+        char why[256];
+        if (jinja_parse(tmpl, len, &s->jinja, why, sizeof why) == 0) {
+            s->jinja_string_args = chat_jinja_string_args(s->jinja);
+            note = "rendered by the Jinja interpreter";
+        } else {
+            fd_log_warn("server: the chat template does not parse (%s): falling back to %s",
+                        why, det >= 0 ? chat_family_name(det) : "the plain format");
+            note = "the template does not parse";
+        }
+    }
+    if (!auto_ && !ov_jinja) {
+        s->chat_family = chat_family_from_name(ov);
+        if (s->chat_family < 0)
+            s->chat_family = CHAT_PLAIN; /* srv_create checked it */
+        if (!s->jinja)
+            note = "chat format set by configuration";
+    } else if (det >= 0) {
+        s->chat_family = det;
+        if (!s->jinja)
+            note = det == CHAT_PLAIN ? "no chat template: plain format"
+                                     : "chat template recognised by its markers";
+    } else {
+        s->chat_family = s->jinja ? CHAT_JINJA : CHAT_PLAIN;
+        if (!s->jinja)
+            note = "chat template not recognised: plain fallback format";
+    }
+    fd_log_info("server: model '%s', chat format %s (%s)", s->model_id,
+                chat_family_name(s->chat_family), note);
+}
+
 int srv_create(srv_t **out, uv_loop_t *loop, eng_t *eng, const srv_config_t *cfg, char *err,
                size_t errlen)
 {
@@ -4570,10 +4690,11 @@ int srv_create(srv_t **out, uv_loop_t *loop, eng_t *eng, const srv_config_t *cfg
         return -EINVAL;
     }
     if (cfg->chat_template && cfg->chat_template[0] && strcmp(cfg->chat_template, "auto") != 0 &&
-        chat_family_from_name(cfg->chat_template) < 0) {
+        chat_family_from_name(cfg->chat_template) < 0 && !strstr(cfg->chat_template, "{{") &&
+        !strstr(cfg->chat_template, "{%")) {
         snprintf(err, errlen, "unknown chat template family '%s' (plain, llama2, llama3, "
-                 "llama3.1, chatml, qwen, qwen3, mistral, gemma, phi3, zephyr, deepseek-r1 or "
-                 "auto)",
+                 "llama3.1, chatml, qwen, qwen3, mistral, gemma, phi3, zephyr, deepseek-r1, "
+                 "mistral3, granite, phi4-mini, gpt-oss, jinja or auto, or Jinja template text)",
                  cfg->chat_template);
         return -EINVAL;
     }
@@ -4607,6 +4728,13 @@ int srv_create(srv_t **out, uv_loop_t *loop, eng_t *eng, const srv_config_t *cfg
     if (!s->host || (cfg->chat_template && !s->chat_template) ||
         (cfg->model_id && cfg->model_id[0] && !s->model_id))
         goto fail_strings;
+    if ((rc = load_template_text(s, cfg, err, errlen))) {
+        free(s->host);
+        free(s->chat_template);
+        free(s->model_id);
+        free(s);
+        return rc;
+    }
     s->cfg.host = s->host;
     s->cfg.tls_cert_pem = s->cfg.tls_key_pem = NULL;
     s->cfg.chat_template = s->chat_template;
@@ -4625,6 +4753,7 @@ int srv_create(srv_t **out, uv_loop_t *loop, eng_t *eng, const srv_config_t *cfg
                      "process serves it" : why);
             free(s->host);
             free(s->chat_template);
+            free(s->jinja_text);
             free(s->model_id);
             free(s);
             return rc;
@@ -4674,6 +4803,7 @@ fail_strings:
         tls_clear();
     free(s->host);
     free(s->chat_template);
+    free(s->jinja_text);
     free(s->model_id);
     free(s);
 fail_alloc:
@@ -4693,13 +4823,8 @@ void srv_set_engine(srv_t *s, eng_t *eng)
                      : ENG_POOL_MEAN;
     if (!s->model_id)
         s->model_id = fd_xstrdup(s->info->model_id ? s->info->model_id : "model");
-    const char *tmpl = s->info->chat_template;
-    const char *note = "";
-    if (chat_select(s->chat_template, tmpl, tmpl ? strlen(tmpl) : 0, &s->chat_family, &note))
-        s->chat_family = CHAT_PLAIN; /* the override was checked by srv_create */
+    select_template(s);
     s->loaded_at = (long long)time(NULL);
-    fd_log_info("server: model '%s', chat format %s (%s)", s->model_id,
-                chat_family_name(s->chat_family), note);
     s->eng = eng;
 }
 
@@ -4922,6 +5047,8 @@ void srv_destroy(srv_t *s)
     free_keys(s->origins, s->n_origins);
     free(s->host);
     free(s->chat_template);
+    free(s->jinja_text);
+    jinja_free(s->jinja);
     free(s->model_id);
     if (s->tls)
         tls_clear();

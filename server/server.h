@@ -33,9 +33,16 @@ typedef struct srv_config {
                                    GGUF's tokenizer.chat_template: a server/chat.h name
                                    ("plain", "llama2", "llama3", "llama3.1", "chatml",
                                    "qwen", "qwen3", "mistral", "gemma", "phi3", "zephyr",
-                                   "deepseek-r1", "mistral3", "granite", "phi4-mini");
-                                   NULL, "" or "auto" = detect.  srv_create: -EINVAL for
-                                   others */
+                                   "deepseek-r1", "mistral3", "granite", "phi4-mini";
+                                   "jinja": the model's template through the interpreter),
+                                   or Jinja template text (with "{{" or "{%": rendered by
+                                   the interpreter); NULL, "" or "auto" = detect.
+                                   srv_create: -EINVAL for others */
+    const char *chat_template_file; /* a file with the Jinja template to use instead of
+                                   the model's (read by srv_create: -EINVAL when it cannot
+                                   be read or parsed); NULL = none */
+    bool jinja;                 /* render every chat with the Jinja interpreter, not only
+                                   templates that no built-in formatter knows */
     int reasoning_format;       /* enum rsn_format (server/reasoning.h): where a chat
                                    answer's think block goes, unless the request says;
                                    default RSN_AUTO.  srv_create: -EINVAL out of range */

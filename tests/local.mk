@@ -350,6 +350,9 @@ tests_jinja_render_SOURCES = tests/jinja_render.c
 tests_jinja_render_LDADD = $(SRV_LIBS)
 dist_check_SCRIPTS += tests/test_jinja_templates.py
 TESTS += tests/test_jinja_templates.py
+# The same interpreter in the daemon: unknown templates, --chat-template-file, --jinja.
+dist_check_SCRIPTS += tests/test_jinja_server.py
+TESTS += tests/test_jinja_server.py
 EXTRA_DIST += tests/data/chat-templates/deepseek-ai-DeepSeek-V3.1.jinja
 EXTRA_DIST += tests/data/chat-templates/zai-org-GLM-4.6.jinja
 EXTRA_DIST += tests/data/chat-templates/moonshotai-Kimi-K2.jinja

@@ -7,6 +7,7 @@
  * with the template's message and tools where a family has none, writes each family's call
  * opening for the prefill, and prints JSON exactly as Python's json.dumps. */
 #include "server/chat.h"
+#include "server/jinja.h"
 
 #include <time.h>
 
@@ -964,6 +965,69 @@ START_TEST(test_gptoss)
 }
 END_TEST
 
+
+/* A template no family knows is rendered by the interpreter from chat_opts_t.jinja: the
+ * variables it is given (chat_jinja_vars), the arguments as objects unless the template
+ * prints the text (chat_jinja_string_args), its raise_exception as the error. */
+START_TEST(test_jinja_hook)
+{
+    static const chat_call_t call = {"c1", "f", "{\"x\": 1.0}"};
+    const chat_msg_t msgs[] = {MSG(CHAT_USER, "Hi\n\"q\""),
+                               {.role = CHAT_ASSISTANT, .calls = &call, .n_calls = 1,
+                                .reasoning = "r"},
+                               {.role = CHAT_TOOL, .content = "ok", .len = 2, .call_id = "c1"}};
+    chat_opts_t o = {.bos = "<s>", .add_generation_prompt = true, .no_thinking = true,
+                     .tools = "[{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]",
+                     .kwargs = " {\"a\": [1], \"add_generation_prompt\": 7} "};
+    char *vars;
+    ck_assert_int_eq(chat_jinja_vars(msgs, 3, &o, false, &vars), 0);
+    ck_assert_str_eq(vars, "{\"a\": [1], \"add_generation_prompt\": 7, \"messages\": ["
+                     "{\"role\": \"user\", \"content\": \"Hi\\n\\\"q\\\"\"}, "
+                     "{\"role\": \"assistant\", \"content\": \"\", \"tool_calls\": [{\"id\": "
+                     "\"c1\", \"type\": \"function\", \"function\": {\"name\": \"f\", "
+                     "\"arguments\": {\"x\": 1.0}}}], \"reasoning_content\": \"r\"}, "
+                     "{\"role\": \"tool\", \"content\": \"ok\", \"tool_call_id\": \"c1\"}], "
+                     "\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}], "
+                     "\"add_generation_prompt\": true, \"bos_token\": \"<s>\", "
+                     "\"eos_token\": \"\", \"enable_thinking\": false}");
+    free(vars);
+    ck_assert_int_eq(chat_jinja_vars(msgs, 3, &o, true, &vars), 0);
+    ck_assert(strstr(vars, "\"arguments\": \"{\\\"x\\\": 1.0}\"") != NULL);
+    free(vars);
+    o.kwargs = "[1]";
+    ck_assert_int_eq(chat_jinja_vars(msgs, 3, &o, false, &vars), -EINVAL);
+    o.kwargs = NULL;
+
+    static const char tmpl[] =
+        "{{ bos_token }}{% for m in messages %}{% if m.role == 'tool' and not tools %}"
+        "{{ raise_exception('no tools') }}{% endif %}{{ m.role }}:{{ m.content }}"
+        "{% for c in m.tool_calls or [] %}{{ c.function.arguments | tojson }}{% endfor %};"
+        "{% endfor %}{{ enable_thinking }}";
+    jinja_t *t;
+    char err[256];
+    ck_assert_int_eq(jinja_parse(tmpl, sizeof tmpl - 1, &t, err, sizeof err), 0);
+    ck_assert(!chat_jinja_string_args(t)); /* tojson of a string would quote it */
+    o.jinja = t;
+    char *out;
+    size_t len;
+    ck_assert_int_eq(chat_format(CHAT_JINJA, msgs, 3, &o, &out, &len, err, sizeof err), 0);
+    ck_assert_str_eq(out, "<s>user:Hi\n\"q\";assistant:{\"x\": 1.0};tool:ok;False");
+    free(out);
+    o.tools = NULL;
+    ck_assert_int_eq(chat_format(CHAT_JINJA, msgs, 3, &o, &out, &len, err, sizeof err), -EINVAL);
+    ck_assert_str_eq(err, "no tools");
+    jinja_free(t);
+    static const char raw[] = "{% for m in messages %}{% for c in m.tool_calls or [] %}"
+                              "{{ c.function.arguments }}{% endfor %}{% endfor %}";
+    ck_assert_int_eq(jinja_parse(raw, sizeof raw - 1, &t, err, sizeof err), 0);
+    ck_assert(chat_jinja_string_args(t));
+    jinja_free(t);
+    o.jinja = NULL;
+    ck_assert_int_eq(chat_format(CHAT_JINJA, msgs, 1, &o, &out, &len, err, sizeof err), -EINVAL);
+    ck_assert_int_eq(chat_family_from_name("jinja"), CHAT_JINJA);
+}
+END_TEST
+
 static const char *const shared_files[] = {
     "chat-templates/Qwen-Qwen2.5-7B-Instruct.jinja",
     "chat-templates/google-gemma-2-2b-it.jinja",
@@ -993,6 +1057,7 @@ int main(void)
     tcase_add_test(tc, test_granite);
     tcase_add_test(tc, test_phi4mini);
     tcase_add_test(tc, test_gptoss);
+    tcase_add_test(tc, test_jinja_hook);
     suite_add_tcase(s, tc);
     if (!missing) {
         tc = tcase_create("shared templates");

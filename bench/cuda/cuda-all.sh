@@ -12,7 +12,8 @@
 # start (they need glibc 2.34 and CUDA 13's libraries there).
 #
 # Usage: bench/cuda/cuda-all.sh build DIR      build into DIR/bin (and DIR/obj)
-#        bench/cuda/cuda-all.sh run [DIR] [tests|bench|kbench|torch|kv|all]...
+#        bench/cuda/cuda-all.sh run [DIR] [tests|cputests|bench|kbench|torch|kv|all]...
+#        (cputests: tests/test_cpu_backend on the GPU host's CPU, for its AVX-512 kernels)
 #        (kv: decode tok/s by KV cache type at long contexts, not part of all)
 # Environment: OUT (logs; default /tmp/cuda-all), CUDA_HOME, FUSIOND_SHARED, NVCC_ARCH,
 # KBENCH=0 (build without kbench, which compiles cuda_kernels.cu a second time),
@@ -43,7 +44,7 @@ build() {
     obj=$dir/obj
     mkdir -p "$dir/bin" "$obj"
     printf '#define HAVE_CUDA 1\n#define PACKAGE_VERSION "cuda-all"\n' >"$obj/config.h"
-    CF="-std=gnu11 -O2 -g -I. -I$obj -DHAVE_CONFIG_H -DFD_DATADIR=\"/usr/share/fusiond\" -DFD_SYSCONFDIR=\"/etc\" -pthread"
+    CF="-std=gnu11 -O2 -g -I. -I$obj -DHAVE_CONFIG_H -DFB_HAVE_CORSAIR -DFD_DATADIR=\"/usr/share/fusiond\" -DFD_SYSCONFDIR=\"/etc\" -pthread"
     extra=""
     blas="-lopenblas"
     if [ "${FORCE_COMPAT:-0}" = 1 ] || ! echo '#include <check.h>' | gcc -E -x c - >/dev/null 2>&1; then
@@ -90,7 +91,8 @@ int main(void){openblas_set_num_threads(1);return 0;}' | gcc -x c - -lopenblas -
     gcc $CF -o "$dir/bin/test_cuda" tests/test_cuda.c $objs $L &&
         gcc $CF -DCORSAIR_REPORT_NO_MAIN -o "$dir/bin/fusion-bench" bench/fusion-bench.c \
             bench/corsair-report.c $objs $L &&
-        gcc $CF -o "$dir/bin/fusion-gguf-gen" tools/fusion-gguf-gen.c $objs $L || return 1
+        gcc $CF -o "$dir/bin/fusion-gguf-gen" tools/fusion-gguf-gen.c $objs $L &&
+        gcc $CF -o "$dir/bin/test_cpu_backend" tests/test_cpu_backend.c $objs $L || return 1
     log "build: done"
 }
 
@@ -108,7 +110,7 @@ what_run() {
     } >"$OUT/env.txt" 2>&1
     bin=$dir/bin
     if ! { [ -x "$bin/fusion-bench" ] && "$bin/fusion-bench" -h >/dev/null 2>&1 &&
-           [ -x "$bin/test_cuda" ] && [ -x "$bin/bwprobe" ]; }; then
+           [ -x "$bin/test_cuda" ] && [ -x "$bin/bwprobe" ] && [ -x "$bin/test_cpu_backend" ]; }; then
         log "prebuilt binaries missing or not runnable here: building"
         ldd "$bin/fusion-bench" 2>&1 | grep -i "not found" >&2
         rm -f "$dir/obj/cuda_backend.o.skip"
@@ -122,6 +124,16 @@ what_run() {
             timeout 400 "$bin/test_cuda" >"$OUT/test_cuda.log" 2>&1
             echo "test_cuda exit $?" >>"$OUT/test_cuda.log"
             tail -25 "$OUT/test_cuda.log" >&2
+            ;;
+        esac
+        case $w in
+        cputests|all)
+            # the CPU kernels on the GPU host's CPU (a Xeon with AVX-512 VNNI, which the team
+            # machine lacks): every kernel table the host runs against the scalar references
+            log "cputests ($(grep -o 'avx512[a-z_]*' /proc/cpuinfo | sort -u | tr '\n' ' '))"
+            timeout 400 "$bin/test_cpu_backend" >"$OUT/test_cpu_backend.log" 2>&1
+            echo "test_cpu_backend exit $?" >>"$OUT/test_cpu_backend.log"
+            tail -5 "$OUT/test_cpu_backend.log" >&2
             ;;
         esac
         case $w in
@@ -177,5 +189,5 @@ what_run() {
 case ${1:-} in
 build) build "${2:?build DIR}" ;;
 run) shift; what_run "$@" ;;
-*) echo "usage: $0 build DIR | run [DIR] [tests|bench|kbench|torch|kv|all]..." >&2; exit 2 ;;
+*) echo "usage: $0 build DIR | run [DIR] [tests|cputests|bench|kbench|torch|kv|all]..." >&2; exit 2 ;;
 esac

@@ -1,6 +1,7 @@
 /* check.h (bench/cuda/compat-check): the small part of the Check unit-test API that
- * tests/test_cuda.c and tests/testutil.h use, for building test_cuda on the GPU machine, whose
- * image has no Check development files (bench/cuda/cuda-all.sh puts this folder on the include
+ * tests/test_cuda.c, tests/test_cpu_backend.c and tests/testutil.h use, for building them on
+ * the GPU machine (test_cpu_backend for its host's AVX-512 kernels), whose image has no Check
+ * development files (bench/cuda/cuda-all.sh puts this folder on the include
  * path only when <check.h> is missing).  Tests run in-process, one after another; a failed
  * assertion ends its test (longjmp) and the runner counts it.  Header-only: one test program. */
 #ifndef FD_COMPAT_CHECK_H
@@ -16,11 +17,12 @@
 
 typedef struct ckl_test {
     const char *name;
-    void (*fn)(void);
+    void (*fn)(int _i);
 } ckl_test;
 typedef struct TCase {
     const char *name;
-    const ckl_test *t[64];
+    const ckl_test *t[128];
+    int lo[128], hi[128]; /* tcase_add_loop_test's range; [0, 1) for a plain test */
     int n;
 } TCase;
 typedef struct Suite {
@@ -48,11 +50,12 @@ static void ckl_fail(const char *file, int line, const char *fmt, ...)
 }
 
 #define START_TEST(name)                                                                       \
-    static void name##_fn(void);                                                               \
+    static void name##_fn(int _i);                                                             \
     static const ckl_test name##_t = {#name, name##_fn};                                       \
     static const ckl_test *const name = &name##_t;                                             \
-    static void name##_fn(void)                                                                \
-    {
+    static void name##_fn(int _i)                                                              \
+    {                                                                                          \
+        (void)_i;
 #define END_TEST }
 
 #define ck_abort_msg(...) ckl_fail(__FILE__, __LINE__, __VA_ARGS__)
@@ -75,6 +78,7 @@ static void ckl_fail(const char *file, int line, const char *fmt, ...)
 #define ck_assert_int_gt(a, b) ckl_cmp(intmax_t, "%jd", a, >, b)
 #define ck_assert_int_ge(a, b) ckl_cmp(intmax_t, "%jd", a, >=, b)
 #define ck_assert_uint_eq(a, b) ckl_cmp(uintmax_t, "%ju", a, ==, b)
+#define ck_assert_uint_gt(a, b) ckl_cmp(uintmax_t, "%ju", a, >, b)
 #define ck_assert_ptr_nonnull(p) ck_assert_msg((p) != NULL, "'%s' is NULL", #p)
 #define ck_assert_ptr_null(p) ck_assert_msg((p) == NULL, "'%s' is not NULL", #p)
 #define ck_assert_str_eq(a, b)                                                                 \
@@ -93,7 +97,17 @@ static inline TCase *tcase_create(const char *name)
     return t;
 }
 static inline void tcase_set_timeout(TCase *t, double s) { (void)t; (void)s; }
-static inline void tcase_add_test(TCase *t, const ckl_test *x) { t->t[t->n++] = x; }
+static inline void tcase_add_loop_test(TCase *t, const ckl_test *x, int lo, int hi)
+{
+    if (t->n == (int)(sizeof(t->t) / sizeof(t->t[0]))) {
+        fprintf(stderr, "compat check.h: too many tests in %s\n", t->name);
+        exit(2);
+    }
+    t->t[t->n] = x;
+    t->lo[t->n] = lo;
+    t->hi[t->n++] = hi;
+}
+static inline void tcase_add_test(TCase *t, const ckl_test *x) { tcase_add_loop_test(t, x, 0, 1); }
 static inline void suite_add_tcase(Suite *s, TCase *t) { s->tc[s->n++] = t; }
 static inline SRunner *srunner_create(Suite *s)
 {
@@ -106,19 +120,21 @@ static inline void srunner_run_all(SRunner *r, int mode)
     (void)mode;
     int total = 0;
     for (int i = 0; i < r->s->n; i++)
-        for (int j = 0; j < r->s->tc[i]->n; j++) {
-            const ckl_test *t = r->s->tc[i]->t[j];
-            struct timespec a, b;
-            clock_gettime(CLOCK_MONOTONIC, &a);
-            int failed = setjmp(ckl_jmp);
-            if (!failed)
-                t->fn();
-            clock_gettime(CLOCK_MONOTONIC, &b);
-            fprintf(stderr, "%s: %s:%s (%.2f s)\n", failed ? "FAIL" : "PASS", r->s->tc[i]->name,
-                    t->name, (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec));
-            r->failed += failed;
-            total++;
-        }
+        for (int j = 0; j < r->s->tc[i]->n; j++)
+            for (int k = r->s->tc[i]->lo[j]; k < r->s->tc[i]->hi[j]; k++) {
+                const ckl_test *t = r->s->tc[i]->t[j];
+                struct timespec a, b;
+                clock_gettime(CLOCK_MONOTONIC, &a);
+                int failed = setjmp(ckl_jmp);
+                if (!failed)
+                    t->fn(k);
+                clock_gettime(CLOCK_MONOTONIC, &b);
+                fprintf(stderr, "%s: %s:%s:%d (%.2f s)\n", failed ? "FAIL" : "PASS",
+                        r->s->tc[i]->name, t->name, k,
+                        (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec));
+                r->failed += failed;
+                total++;
+            }
     fprintf(stderr, "%d%%: Checks: %d, Failures: %d\n",
             total ? 100 * (total - r->failed) / total : 100, total, r->failed);
 }

@@ -98,6 +98,10 @@ typedef struct req {
      * steps, doubling (to 64) with each further failure */
     int draft_len;
     int draft_wait, draft_fails;
+    /* a draft model's KV sequence beside the slot: it holds tokens[0..d_past); d_off: no
+     * more drafts for this request (the draft model's context is full, or it failed) */
+    int d_past;
+    bool d_off;
     int64_t kv_need;             /* n_prompt + max_tokens, reserved while running */
     smp_t *smp;
     gr_matcher_t *gm;            /* constrained output, else NULL */
@@ -203,6 +207,14 @@ struct eng {
     int spec_k;                  /* draft tokens a sequence a step at most, 0: speculation off */
     int spec_rows;               /* spec_k + 1: sampled tokens a sequence a step at most */
     int draft_min, lookup_min, lookup_max;
+    /* a draft model (params.draft_model and the driver's draft_decode) */
+    bool dm_on;
+    float p_min;
+    int dm_ctx;
+    float *dlogits;              /* max_running rows of d.draft_n_vocab */
+    llm_batch_entry_t *dent;     /* a draft pass's entries */
+    int *dent_of;                /* the step entry each one is for */
+    int *dbudget, *dk;           /* per step entry: draft tokens allowed, and drafted */
 
     /* engine thread only */
     llm_batch_entry_t *ent;
@@ -256,6 +268,7 @@ void eng_params_default(eng_params_t *p)
     p->max_waiting = 64;
     p->prefill_chunk = 256;
     p->ctx_checkpoints = 8;
+    p->draft_p_min = 0.75f;
 }
 
 /* ---- requests ---- */
@@ -1051,13 +1064,22 @@ static int draft_for(const eng_t *e, req_t *r, int cap)
 {
     if (e->spec_k == 0)
         return 0;
-    if (r->draft_wait > 0) {
+    if (!e->dm_on && r->draft_wait > 0) {
         r->draft_wait--;
         return 0;
     }
-    int k = FD_MIN(r->draft_len, cap);
+    int k = FD_MIN(e->dm_on ? e->spec_k : r->draft_len, cap);
     k = FD_MIN(k, r->max_tokens - r->n_gen - 1);
     k = FD_MIN(k, e->d.n_ctx - r->n_tokens - 1);
+    if (e->dm_on) {
+        /* the draft model holds the tokens and all drafts but the last */
+        if (r->d_off || r->n_tokens >= e->dm_ctx) {
+            r->d_off = true;
+            return 0;
+        }
+        k = FD_MIN(k, e->dm_ctx - r->n_tokens + 1);
+        return k >= e->draft_min ? k : 0;   /* a budget: draft_model_pass drafts */
+    }
     if (k < e->draft_min)
         return 0;
     k = ngram_draft(r->tokens, r->n_tokens, e->lookup_min, e->lookup_max, k,
@@ -1113,6 +1135,137 @@ static void think_after(eng_t *e, req_t *r, int32_t tok)
             r->th_k = 0;
         }
     }
+}
+
+/* ---- the draft model (params.draft_model; engine thread) ---- */
+
+/* Cuts r's draft sequence back to its first len tokens (those still r's): a truncation the
+ * draft model refuses empties it (always possible) and ends r's drafting. */
+static void draft_sync(eng_t *e, req_t *r, int len)
+{
+    if (r->d_past <= len)
+        return;
+    if (e->d.draft_truncate(e->d.ctx, r->slot, len) >= 0) {
+        r->d_past = len;
+        return;
+    }
+    r->d_off = true;
+    if (e->d.draft_truncate(e->d.ctx, r->slot, 0) >= 0)
+        r->d_past = 0;
+}
+
+/* The draft model's pick from one logits row: its most likely token (the lowest id of a
+ * tie) among those the model has, and that token's probability; -1 for a row with no
+ * finite logit. */
+static int32_t draft_pick(const eng_t *e, const float *lg, float *p)
+{
+    const int V = e->d.draft_n_vocab, Vt = FD_MIN(V, e->d.n_vocab);
+    int32_t best = 0;
+    float mx = lg[0];
+    for (int i = 1; i < V; i++)
+        if (lg[i] > mx)
+            mx = lg[i];
+    for (int i = 1; i < Vt; i++)
+        if (lg[i] > lg[best])
+            best = i;
+    *p = 0;
+    if (!isfinite(mx) || !isfinite(lg[best]))
+        return -1;
+    double sum = 0;
+    for (int i = 0; i < V; i++)
+        sum += exp((double)(lg[i] - mx));
+    *p = (float)(exp((double)(lg[best] - mx)) / sum);
+    return best;
+}
+
+/* One draft-model pass over e->dent[0..m): false when it failed (every sequence in it then
+ * stops drafting; the draft model's lengths are unchanged). */
+static bool draft_decode(eng_t *e, int m)
+{
+    int rc = e->d.draft_decode(e->d.ctx, e->dent, m, e->dlogits);
+    engine_lock(e);
+    e->pub.draft_steps++;
+    engine_unlock(e);
+    if (rc >= 0)
+        return true;
+    for (int j = 0; j < m; j++)
+        e->ent_req[e->dent_of[j]]->d_off = true;
+    return false;
+}
+
+/* The drafts of a step from the draft model, over the step's n entries (decoding
+ * sequences with their draft budget in sampled[].n_draft, then prefill chunks).  Pass 1
+ * feeds each drafting sequence the tokens its draft sequence lacks (its last sampled token,
+ * with the accepted drafts before it) and each prefilling sequence its chunk (no logits:
+ * the draft model prefills with the model, in the same steps), and picks every drafting
+ * sequence's first draft token; each further pass feeds the tokens just picked, all
+ * sequences batched.  A sequence stops at its budget, at a pick below draft_p_min (not
+ * drafted), at an end of generation (drafted).  The drafts go after each sequence's tokens;
+ * its entry's rows become 1 + drafts, or 1 when fewer than draft_min.  Returns the draft
+ * tokens. */
+static uint64_t draft_model_pass(eng_t *e, int n)
+{
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        req_t *r = e->ent_req[i];
+        e->dbudget[i] = e->dk[i] = 0;
+        if (r->d_off || r->max_tokens == 0 || r->pool != ENG_POOL_NONE)
+            continue;
+        int from = r->d_past, to;
+        if (r->n_past >= r->n_prompt) {
+            e->dbudget[i] = e->sampled[i].n_draft;
+            if (e->dbudget[i] == 0)
+                continue;   /* its draft sequence catches up when it drafts again */
+            to = r->n_tokens;
+        } else {
+            to = r->n_past + e->ent[i].n_tokens;
+            if (to > e->dm_ctx) {
+                r->d_off = true;    /* the prompt is longer than the draft's context */
+                continue;
+            }
+        }
+        if (to <= from)
+            continue;
+        e->dent[m] = (llm_batch_entry_t){ .slot = r->slot, .tokens = &r->tokens[from],
+                                          .n_tokens = to - from,
+                                          .want_logits = e->dbudget[i] > 0 };
+        e->dent_of[m++] = i;
+    }
+    while (m > 0 && draft_decode(e, m)) {
+        int row = 0, next = 0;
+        for (int j = 0; j < m; j++) {
+            const int i = e->dent_of[j];
+            req_t *r = e->ent_req[i];
+            r->d_past += e->dent[j].n_tokens;
+            if (!e->dent[j].want_logits)
+                continue;
+            float p;
+            int32_t t = draft_pick(e, e->dlogits + (size_t)row++ * (size_t)e->d.draft_n_vocab,
+                                   &p);
+            if (t < 0 || !(p >= e->p_min))
+                continue;
+            r->tokens[r->n_tokens + e->dk[i]++] = t;
+            if (e->dk[i] < e->dbudget[i] && !e->d.is_eog(e->d.ctx, t)) {
+                e->dent[next] = (llm_batch_entry_t){ .slot = r->slot,
+                                                     .tokens = &r->tokens[r->n_tokens +
+                                                                          e->dk[i] - 1],
+                                                     .n_tokens = 1, .want_logits = 1 };
+                e->dent_of[next++] = i;
+            }
+        }
+        m = next;
+    }
+    uint64_t drafted = 0;
+    for (int i = 0; i < n; i++) {
+        req_t *r = e->ent_req[i];
+        if (r->n_past < r->n_prompt)
+            continue;
+        int k = e->dk[i] >= e->draft_min ? e->dk[i] : 0;
+        e->ent[i].n_tokens = e->ent[i].want_logits = 1 + k;
+        e->sampled[i].n_draft = k;
+        drafted += (uint64_t)k;
+    }
+    return drafted;
 }
 
 /* Samples one logits row of r into t (the grammar's mask first), then records the token in
@@ -1181,9 +1334,13 @@ static int sample_run(eng_t *e, req_t *r, sampled_t *sp, int last_row, uint64_t 
         if (!hit || t->hist != 0 || (!r->ignore_eos && e->d.is_eog(e->d.ctx, t->tok)))
             break;
     }
+    if (e->dm_on)   /* its sequence holds no rejected draft (r->n_tokens: before the run) */
+        draft_sync(e, r, r->n_tokens + taken);
     if (k == 0)
         return 0;
     *accepted += (uint64_t)taken;
+    if (e->dm_on)
+        goto drop;
     /* an extra row costs a good part of a step on the CPU backend: draft only as far as
      * drafts are taken (a no-repetition stream soon stops drafting) */
     if (taken == k) {
@@ -1198,6 +1355,7 @@ static int sample_run(eng_t *e, req_t *r, sampled_t *sp, int last_row, uint64_t 
         r->draft_wait = FD_MIN(64, 1 << FD_MIN(r->draft_fails, 6));
         r->draft_fails++;
     }
+drop:;
     int keep = sp->p0 + FD_MAX(sp->n_run, 1);
     if (keep >= r->n_past)
         return 0;
@@ -1324,6 +1482,14 @@ static void run_step(eng_t *e)
     }
     if (n == 0)
         return;
+    if (e->dm_on) {
+        drafted = draft_model_pass(e, n);
+        n_tok = n_logits = 0;
+        for (int i = 0; i < n; i++) {
+            n_tok += e->ent[i].n_tokens;
+            n_logits += e->ent[i].want_logits;
+        }
+    }
     if (n_logits > e->logits_rows && logits_grow(e, n_logits) < 0) {
         /* only prompt log-probabilities need more than the rows allocated at open */
         for (int i = 0; i < n; i++)
@@ -1392,6 +1558,8 @@ static void run_step(eng_t *e)
                 unkept += r->n_past - keep;
                 r->n_past = keep;
             }
+            if (e->dm_on)
+                draft_sync(e, r, r->n_tokens);
         }
         if (sp->fail)
             finish_mark(r, ENG_FINISH_ERROR, sp->fail);
@@ -1534,6 +1702,11 @@ static void *engine_main(void *arg)
                     e->pub.cache_ckpt_hits++;
                     engine_unlock(e);
                 }
+                if (e->dm_on) {
+                    /* the draft sequence keeps what it holds of the common prefix */
+                    r->d_past = FD_MAX(e->d.draft_len(e->d.ctx, r->slot), 0);
+                    draft_sync(e, r, r->n_past);
+                }
                 e->d.stream_init(e->d.ctx, &r->ts, r->tokens[r->n_prompt - 1]);
                 continue;
             }
@@ -1653,6 +1826,12 @@ int eng_check(eng_t *e, char *err, size_t errlen)
             CHECK(e->d.seq_len(e->d.ctx, r->slot) == r->n_past,
                   "request %llu: the model holds %d tokens in slot %d, the scheduler %d", id,
                   e->d.seq_len(e->d.ctx, r->slot), r->slot, r->n_past);
+        if (e->dm_on)
+            CHECK(r->d_past >= 0 && r->d_past <= r->n_tokens &&
+                  e->d.draft_len(e->d.ctx, r->slot) == r->d_past,
+                  "request %llu: the draft model holds %d tokens in slot %d, the scheduler %d "
+                  "(of %d)", id, e->d.draft_len(e->d.ctx, r->slot), r->slot, r->d_past,
+                  r->n_tokens);
         /* held: a possible stop-string start (at most max_stop - 1 bytes), moved back to a
          * character start when a stop string is not valid UTF-8 (at most 3 bytes more) */
         CHECK(r->n_stop == 0 || r->n_held < r->max_stop + 3,
@@ -1709,6 +1888,15 @@ out:
 
 #define OPEN_ERR(code, ...) (snprintf(err, errlen, __VA_ARGS__), (code))
 
+static void draft_free(eng_t *e)
+{
+    free(e->dlogits);
+    free(e->dent);
+    free(e->dent_of);
+    free(e->dbudget);
+    free(e->dk);
+}
+
 static void logits_free(eng_t *e)
 {
     if (e->d.host_alloc && e->d.host_free) {
@@ -1745,6 +1933,13 @@ int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, c
                       "speculation: draft_max %d (0..%d), draft_min %d (0..draft_max), "
                       "lookup_min %d and lookup_max %d (>= 0, min <= max; 0: 2 and 4)",
                       p->draft_max, ENG_DRAFT_MAX, p->draft_min, p->lookup_min, p->lookup_max);
+        goto fail_params;
+    }
+    if (!(p->draft_p_min >= 0 && p->draft_p_min <= 1) || p->draft_n_ctx < 0 ||
+        p->draft_threads < 0) {
+        rc = OPEN_ERR(FD_ECONFIG, "speculation: draft_p_min %g (0..1), draft_n_ctx %d and "
+                      "draft_threads %d (>= 0)", (double)p->draft_p_min, p->draft_n_ctx,
+                      p->draft_threads);
         goto fail_params;
     }
     if (p->max_running < 1 || p->max_waiting < 0 || p->prefill_chunk < 1 || p->kv_tokens < 0 ||
@@ -1787,6 +1982,10 @@ int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, c
         e->info.pooling = -1;
     }
     e->spec_k = d->seq_truncate ? p->draft_max : 0;
+    e->dm_on = e->spec_k > 0 && d->draft_decode && d->draft_len && d->draft_truncate &&
+               d->draft_n_vocab > 0 && d->draft_n_ctx > 0;
+    e->p_min = p->draft_p_min;
+    e->dm_ctx = d->draft_n_ctx;
     e->spec_rows = e->spec_k + 1;
     e->draft_min = FD_MAX(p->draft_min, 1);
     e->lookup_min = lk_min;
@@ -1808,6 +2007,20 @@ int eng_open_driver(eng_t **out, const eng_params_t *p, const eng_driver_t *d, c
     e->top_buf = calloc(R * (size_t)e->spec_rows * SMP_MAX_TOP, sizeof *e->top_buf);
     e->cache = calloc((size_t)d->n_slots, sizeof *e->cache);
     e->evict = calloc((size_t)d->n_slots, sizeof *e->evict);
+    if (e->dm_on) {
+        e->dent = calloc(R, sizeof *e->dent);
+        e->dent_of = calloc(R, sizeof *e->dent_of);
+        e->dbudget = calloc(R, sizeof *e->dbudget);
+        e->dk = calloc(R, sizeof *e->dk);
+        size_t dbytes;
+        if (fd_mul_size(R, (size_t)d->draft_n_vocab, &dbytes) == 0 &&
+            fd_mul_size(dbytes, sizeof(float), &dbytes) == 0)
+            e->dlogits = malloc(dbytes);
+        if (!e->dent || !e->dent_of || !e->dbudget || !e->dk || !e->dlogits) {
+            rc = OPEN_ERR(-ENOMEM, "out of memory for the draft model's logits");
+            goto fail_alloc;
+        }
+    }
     size_t n_logits;
     if (fd_mul_size(R, (size_t)d->n_vocab, &n_logits) < 0 ||
         fd_mul_size(n_logits, sizeof(float), &n_logits) < 0) {
@@ -1855,6 +2068,7 @@ fail_cond:
     pthread_mutex_destroy(&e->mu);
 fail_alloc:
     logits_free(e);
+    draft_free(e);
     free(e->evict);
     free(e->cache);
     free(e->top_buf);
@@ -1885,6 +2099,7 @@ void eng_close(eng_t *e)
     pthread_cond_destroy(&e->cv);
     pthread_mutex_destroy(&e->mu);
     logits_free(e); /* before close: the driver's memory may belong to its backend */
+    draft_free(e);
     if (e->d.close)
         e->d.close(e->d.ctx);
     free(e->evict);

@@ -69,6 +69,22 @@ typedef struct eng_params {
     int draft_min;              /* fewest draft tokens worth verifying (0 = 1) */
     int lookup_max;             /* longest n-gram matched (0 = 4) */
     int lookup_min;             /* shortest n-gram matched (0 = 2) */
+    /* Speculative decoding with a draft model (llama-server's --model-draft) instead of
+     * n-gram lookup, with draft_max > 0: a smaller model of the same vocabulary (checked as
+     * llama.cpp checks it: same vocabulary type, BOS/EOS ids and add flags, sizes within
+     * 128, the same text for every shared token from id 5) runs greedily beside the model,
+     * with its own KV cache slot per sequence kept in step with the accepted tokens (its
+     * prompt prefilled in the same steps as the model's); each step it drafts up to
+     * draft_max tokens per decoding sequence, all sequences batched in each of its passes,
+     * stopping where its top token's probability falls below draft_p_min.  The model
+     * verifies them as it verifies n-gram drafts (the same exact outputs).  lookup_* and the
+     * n-gram adaptive draft length do not apply. */
+    const char *draft_model;    /* GGUF file of the draft model; NULL: n-gram drafts */
+    float draft_p_min;          /* 0..1 (default 0.75, llama.cpp's) */
+    int draft_n_ctx;            /* the draft model's context (0: the model's n_ctx); a
+                                   sequence longer than it is no longer drafted for */
+    int draft_threads;          /* 0: threads */
+    const char *draft_backend;  /* NULL: backend (its backend_options apply to both) */
     /* LoRA adapter files (llm_load_params_t.lora): adapter i is lora[i]; each request says
      * how much of each applies (eng_request_t.lora) */
     const char *const *lora;
@@ -107,8 +123,12 @@ typedef struct eng_info {
     bool encoder;               /* an encoder (bert): embedding and rank requests only, each
                                    prompt run whole in one step (never in chunks) */
     int n_cls_out;              /* encoders: the classification head's outputs (0: none) */
-    int draft_max;              /* n-gram speculation's draft_max in use; 0: off (not asked
+    int draft_max;              /* speculation's draft_max in use; 0: off (not asked
                                    for, or the driver cannot truncate a sequence) */
+    const char *draft_model;    /* the draft model's id (general.name or file name) when
+                                   drafts come from one, else NULL (n-gram) */
+    const char *draft_path;     /* its file */
+    int draft_n_ctx;            /* its context */
     const char *cache_type_k;   /* "f32", "f16", "q8_0", ... (NULL: the driver has none) */
     const char *cache_type_v;
     uint64_t cache_bytes;       /* bytes the KV cache holds (all layers, K and V) */
@@ -361,10 +381,11 @@ typedef struct eng_stats {
                                    checkpoint (the ring alone could not) */
     uint64_t ckpt_saved;        /* context checkpoints made */
     uint64_t ckpt_bytes;        /* host bytes the context checkpoints take now */
-    /* n-gram speculation (params.draft_max): draft tokens fed for verification, and those
-     * the sampler picked (accepted / drafted: the acceptance rate) */
+    /* speculation (params.draft_max): draft tokens fed for verification, and those the
+     * sampler picked (accepted / drafted: the acceptance rate) */
     uint64_t draft_tokens;
     uint64_t draft_accepted;
+    uint64_t draft_steps;       /* draft model passes (params.draft_model) */
 } eng_stats_t;
 
 void eng_stats(eng_t *e, eng_stats_t *out);
@@ -426,6 +447,16 @@ typedef struct eng_driver {
     /* llm_seq_checkpoint's contract, and the bytes the checkpoints take now; NULL: none */
     int (*seq_checkpoint)(void *ctx, int slot, int first, int last);
     size_t (*ckpt_bytes)(void *ctx);
+    /* A draft model (params.draft_model), NULL draft_decode: none.  It keeps its own KV
+     * sequence beside each slot (allocated and freed with it by seq_alloc and seq_free, and
+     * named by the slot's number): draft_decode is llm_decode's contract on it (logits of
+     * draft_n_vocab floats a row), draft_len and draft_truncate llm_seq_len's and
+     * llm_seq_truncate's.  The scheduler needs seq_truncate too to use it. */
+    int draft_n_vocab;
+    int draft_n_ctx;
+    int (*draft_decode)(void *ctx, const llm_batch_entry_t *e, int n, float *logits);
+    int (*draft_len)(void *ctx, int slot);
+    int (*draft_truncate)(void *ctx, int slot, int len);
 } eng_driver_t;
 
 /* As eng_open on d instead of a model file (model_path, backend, fusion, threads and n_ctx

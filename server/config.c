@@ -78,7 +78,7 @@ static const char *const format_names[] = {"auto", "journal", "plain", NULL};
 static const char *const reasoning_names[] = {"auto", "none", "deepseek", NULL};
 /* indices are enum eng_pooling's values, auto in NONE's place */
 static const char *const pooling_names[] = {"auto", "mean", "cls", "last", NULL};
-static const char *const spec_names[] = {"none", "ngram", NULL};
+static const char *const spec_names[] = {"none", "ngram", "draft", NULL};
 /* indices are enum llm_rope_scaling's, auto for the model's */
 static const char *const rope_scaling_names[] = {"auto", "none", "linear", "yarn", NULL};
 
@@ -88,6 +88,7 @@ static int check_api_key(const char *v, char *why, size_t n);
 static int check_user(const char *v, char *why, size_t n);
 static int check_cors_origin(const char *v, char *why, size_t n);
 static int check_lora(const char *v, char *why, size_t n);
+static int check_p_min(const char *v, char *why, size_t n);
 static int check_lora_scaled(const char *v, char *why, size_t n);
 
 /* A RoPE number ("" unset) as llm_rope_option reads its flag. */
@@ -249,15 +250,34 @@ static const opt_t opts[] = {
      "Model and engine", NULL,
      "Speculative decoding: ngram drafts the tokens that followed the last earlier "
      "occurrence of a sequence's last few tokens in its own prompt and output (prompt "
-     "lookup: no draft model) and verifies them in the same step; the output is exactly "
-     "what decoding without it gives.  Faster where the output repeats its context "
-     "(summaries, code edits, quotes)."},
+     "lookup: no draft model); draft runs model_draft, a smaller model of the same "
+     "vocabulary, greedily (the default when model_draft is given).  The drafts are "
+     "verified in the same step; the output is exactly what decoding without them gives.  "
+     "ngram is faster where the output repeats its context (summaries, code edits, "
+     "quotes); draft wherever the small model guesses the large one well."},
     {"draft_max", 0, T_INT, O(draft_max), "8", 1, ENG_DRAFT_MAX, NULL, 0, NULL,
      "Model and engine", "TOKENS",
-     "Most draft tokens verified per sequence per step (with spec_type ngram)."},
+     "Most draft tokens verified per sequence per step (with spec_type ngram or draft)."},
     {"draft_min", 0, T_INT, O(draft_min), "1", 1, ENG_DRAFT_MAX, NULL, 0, NULL,
      "Model and engine", "TOKENS",
-     "Fewest draft tokens worth verifying; at most draft_max (with spec_type ngram)."},
+     "Fewest draft tokens worth verifying; at most draft_max (with spec_type ngram or "
+     "draft)."},
+    {"model_draft", 0, T_STR, O(model_draft), "", 0, 0, NULL, 0, NULL, "Model and engine",
+     "PATH",
+     "Draft model for speculative decoding (llama-server's --model-draft, -md): a GGUF file "
+     "with the model's vocabulary (checked as llama.cpp checks it), run on the same backend "
+     "with its own KV cache; given alone it sets spec_type draft."},
+    {"draft_p_min", 0, T_STR, O(draft_p_min), "0.75", 0, 0, NULL, 0, check_p_min,
+     "Model and engine", "P",
+     "Stop drafting where the draft model's most likely token has a probability below P "
+     "(with spec_type draft; llama-server's --draft-p-min)."},
+    {"ctx_size_draft", 0, T_INT, O(ctx_size_draft), "0", 0, 16777216, NULL, 0, NULL,
+     "Model and engine", "TOKENS",
+     "The draft model's context per sequence (llama-server's --ctx-size-draft, -cd); 0: "
+     "ctx_size's.  Sequences longer than it are not drafted for."},
+    {"threads_draft", 0, T_INT, O(threads_draft), "0", 0, 1024, NULL, 0, NULL,
+     "Model and engine", "N",
+     "CPU threads of the draft model (llama-server's --threads-draft, -td); 0: threads'."},
     {"prompt_lookup_max", 0, T_INT, O(prompt_lookup_max), "4", 1, 64, NULL, 0, NULL,
      "Model and engine", "TOKENS",
      "Longest n-gram of the last tokens looked up in the history (with spec_type ngram)."},
@@ -490,6 +510,17 @@ static int check_backend_option(const char *v, char *why, size_t n)
     for (const char *p = v; p < eq; p++)
         if (!isalnum((unsigned char)*p) && !strchr("._-", *p))
             return seterr(why, n, "'%.*s' is not a valid key", (int)(eq - v), v);
+    return 0;
+}
+
+/* draft_p_min: a probability */
+static int check_p_min(const char *v, char *why, size_t n)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (!*v || *end || errno || !(x >= 0 && x <= 1))
+        return seterr(why, n, "'%s' is not a probability (a number from 0 to 1)", v);
     return 0;
 }
 
@@ -1089,6 +1120,11 @@ static const struct compat {
     {"-ctk", NULL, LC_ALIAS, "cache_type_k", 0, NULL},
     {"-ctxcp", "--swa-checkpoints", LC_ALIAS, "ctx_checkpoints", 0, NULL},
     {"-ctv", NULL, LC_ALIAS, "cache_type_v", 0, NULL},
+    {"-md", NULL, LC_ALIAS, "model_draft", 0, NULL},
+    {"--draft", "--draft-n", LC_ALIAS, "draft_max", 0, NULL},
+    {"--draft-n-min", NULL, LC_ALIAS, "draft_min", 0, NULL},
+    {"-cd", NULL, LC_ALIAS, "ctx_size_draft", 0, NULL},
+    {"-td", NULL, LC_ALIAS, "threads_draft", 0, NULL},
     {"-tb", "--threads-batch", LC_IGNORE, NULL, LC_ARG,
      "fusiond's --threads serve prompt processing and generation alike"},
     {"--batch-size", NULL, LC_IGNORE, NULL, LC_ARG,
@@ -1536,6 +1572,8 @@ static int check_all(cfg_t *c, bool startup, char *err, size_t errlen)
     int rc = load_keys(c, err, errlen);
     if (rc)
         return rc;
+    if (*c->model_draft && c->spec_type == CFG_SPEC_NONE && c->src_line[idx_of("spec_type")] == 0)
+        c->spec_type = CFG_SPEC_DRAFT;  /* a draft model alone asks for it */
     if (!startup || (c->action != CFG_RUN && c->action != CFG_TEST))
         return 0;
     const char *model = cfg_model_path(c);
@@ -1554,6 +1592,26 @@ static int check_all(cfg_t *c, bool startup, char *err, size_t errlen)
         where(c, idx_of("draft_min"), loc, sizeof(loc));
         return seterr(err, errlen, "%s: %d is more than draft_max (%d)", loc, c->draft_min,
                       c->draft_max);
+    }
+    int si = idx_of("spec_type");
+    if (c->spec_type == CFG_SPEC_DRAFT && !*c->model_draft) {
+        where(c, si, loc, sizeof(loc));
+        return seterr(err, errlen, "%s: draft needs a draft model: set model_draft (--model-draft "
+                      "PATH, -md PATH)", loc);
+    }
+    if (c->spec_type == CFG_SPEC_NGRAM && *c->model_draft) {
+        where(c, idx_of("model_draft"), loc, sizeof(loc));
+        return seterr(err, errlen, "%s: a draft model with spec_type ngram: drafts come from "
+                      "one or the other (spec_type draft, or no model_draft)", loc);
+    }
+    if (c->spec_type == CFG_SPEC_DRAFT) {
+        struct stat ds;
+        where(c, idx_of("model_draft"), loc, sizeof(loc));
+        if (access(c->model_draft, R_OK) != 0)
+            return seterr(err, errlen, "%s: cannot read %s: %s", loc, c->model_draft,
+                          strerror(errno));
+        if (stat(c->model_draft, &ds) != 0 || !S_ISREG(ds.st_mode))
+            return seterr(err, errlen, "%s: %s is not a regular file", loc, c->model_draft);
     }
     if (c->prompt_lookup_min > c->prompt_lookup_max) {
         where(c, idx_of("prompt_lookup_min"), loc, sizeof(loc));

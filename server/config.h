@@ -27,7 +27,7 @@ enum cfg_backend { CFG_BACKEND_CPU = 0, CFG_BACKEND_CORSAIR, CFG_BACKEND_CUDA };
 enum cfg_softmax { CFG_SOFTMAX_MAXSUM = 0, CFG_SOFTMAX_SUMONLY };
 enum cfg_log_level { CFG_LOG_ERROR = 0, CFG_LOG_WARN, CFG_LOG_INFO, CFG_LOG_DEBUG };
 enum cfg_log_format { CFG_LOG_AUTO = 0, CFG_LOG_JOURNAL, CFG_LOG_PLAIN };
-enum cfg_spec { CFG_SPEC_NONE = 0, CFG_SPEC_NGRAM };
+enum cfg_spec { CFG_SPEC_NONE = 0, CFG_SPEC_NGRAM, CFG_SPEC_DRAFT };
 
 /* What main() should do after cfg_load. */
 enum cfg_action { CFG_RUN = 0, CFG_HELP, CFG_VERSION, CFG_DUMP, CFG_TEST };
@@ -71,6 +71,10 @@ typedef struct cfg {
     int draft_min;          /* fewest worth verifying */
     int prompt_lookup_max;  /* n-gram lengths looked up (ngram) */
     int prompt_lookup_min;
+    char *model_draft;      /* the draft model's GGUF (draft; given alone it means draft) */
+    char *draft_p_min;      /* a number in 0..1: the draft's confidence to go on drafting */
+    int ctx_size_draft;     /* the draft model's context; 0 = ctx_size's */
+    int threads_draft;      /* its CPU threads; 0 = threads' */
     bool embeddings;        /* serve /v1/embeddings */
     bool spm_infill;        /* /infill in Suffix-Prefix-Middle order */
     bool slots;             /* serve GET /slots */

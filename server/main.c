@@ -297,9 +297,14 @@ static void load_done(uv_work_t *w, int status)
         fd_log_info("LoRA adapter %d: %s (scale %g%s)", i, in->lora_paths[i],
                     i < d->n_lora ? (double)d->lora_scales[i] : 0.0,
                     d->cfg.lora_init_without_apply ? ", init without apply" : "");
-    if (d->cfg.spec_type == CFG_SPEC_NGRAM && in->draft_max == 0)
+    if (d->cfg.spec_type != CFG_SPEC_NONE && in->draft_max == 0)
         fd_log_warn("speculative decoding off: the %s backend's driver cannot drop rejected "
                     "draft tokens from its KV cache", in->backend);
+    else if (in->draft_model)
+        fd_log_info("speculative decoding: draft model %s (%s, context %d), up to %d draft "
+                    "tokens (at least %d), while its top token's probability is at least %g",
+                    in->draft_model, in->draft_path, in->draft_n_ctx, in->draft_max,
+                    d->eng_params.draft_min, (double)d->eng_params.draft_p_min);
     else if (in->draft_max > 0)
         fd_log_info("speculative decoding: ngram, up to %d draft tokens (at least %d), "
                     "n-grams of %d..%d tokens", in->draft_max, d->eng_params.draft_min,
@@ -335,11 +340,17 @@ static int engine_init(daemon_t *d)
     p->prefix_cache = c->prefix_cache;
     p->prefix_cache_min = c->prefix_cache_min;
     p->ctx_checkpoints = c->ctx_checkpoints;
-    if (c->spec_type == CFG_SPEC_NGRAM) {
+    if (c->spec_type == CFG_SPEC_NGRAM || c->spec_type == CFG_SPEC_DRAFT) {
         p->draft_max = c->draft_max;
         p->draft_min = c->draft_min;
         p->lookup_max = c->prompt_lookup_max;
         p->lookup_min = c->prompt_lookup_min;
+    }
+    if (c->spec_type == CFG_SPEC_DRAFT) {
+        p->draft_model = c->model_draft;
+        p->draft_p_min = strtof(c->draft_p_min, NULL); /* checked: 0..1 */
+        p->draft_n_ctx = c->ctx_size_draft;
+        p->draft_threads = c->threads_draft;
     }
     p->lora = (const char *const *)d->lora_paths;
     p->n_lora = d->n_lora;

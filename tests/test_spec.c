@@ -7,7 +7,13 @@
  * rejected; its counters add up; bad speculation parameters are refused; on a scripted
  * driver: the greedy reference to the context end, speculation off without seq_truncate, a
  * failing step, a failing truncation and the time limit end a request after the tokens
- * already sampled. */
+ * already sampled.
+ * With a draft model (params.draft_model): stories260K drafting for itself gives the same
+ * tokens greedy and seeded with nearly every draft taken; random-weight models of one
+ * vocabulary drafting for each other (the same weights quantized, other weights) give the
+ * same tokens with fewer taken; the limits, stop strings, context end, JSON mode, cancel,
+ * concurrency and prefix cache tests above run again with a draft model; vocabularies that
+ * differ are refused. */
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -15,7 +21,9 @@
 #include <unistd.h>
 
 #include "common/fd.h"
+#include "common/ggtypes.h"
 #include "engine/engine.h"
+#include "engine/gguf_write.h"
 #include "engine/grammar.h"
 #include "engine/ngram.h"
 #include "tests/gen_collect.h"
@@ -397,13 +405,21 @@ static void on_step_check(void *ud, double seconds, int seqs, int tokens)
     }
 }
 
-/* stories260K on one thread, eng_check after every step; draft_max 0: speculation off. */
-static eng_t *open_spec(int draft_max, int max_running, int max_batch, bool prefix_cache,
-                        int which)
+/* The draft model open_spec gives an engine with speculation, when set (the "draft" test
+ * case's fixture), and its draft_p_min. */
+static const char *g_draft;
+static float g_p_min;
+
+/* model (NULL: stories260K) on one thread, eng_check after every step; draft_max 0:
+ * speculation off; draft: a draft model (NULL: n-gram drafts). */
+static eng_t *open_model(const char *model, const char *draft, float p_min, int draft_max,
+                         int max_running, int max_batch, bool prefix_cache, int which)
 {
     eng_params_t p;
     eng_params_default(&p);
-    p.model_path = tu_shared("models/stories260K.gguf", 1);
+    p.model_path = model ? model : tu_shared("models/stories260K.gguf", 1);
+    p.draft_model = draft_max > 0 ? draft : NULL;
+    p.draft_p_min = p_min;
     p.threads = 1;
     p.max_running = max_running;
     p.max_batch_tokens = max_batch;
@@ -420,8 +436,18 @@ static eng_t *open_spec(int draft_max, int max_running, int max_batch, bool pref
     int rc = eng_open(&e, &p, err, sizeof err);
     ck_assert_msg(rc == 0, "eng_open: %s", err);
     ck_assert_int_eq(eng_info(e)->draft_max, draft_max);
+    if (p.draft_model)
+        ck_assert_ptr_nonnull(eng_info(e)->draft_model);
     checked[which] = e;
     return e;
+}
+
+/* stories260K; with draft_max > 0 n-gram drafts, or g_draft's when set. */
+static eng_t *open_spec(int draft_max, int max_running, int max_batch, bool prefix_cache,
+                        int which)
+{
+    return open_model(NULL, g_draft, g_p_min, draft_max, max_running, max_batch, prefix_cache,
+                      which);
 }
 
 static void close_spec(eng_t *e)
@@ -863,6 +889,179 @@ START_TEST(test_bad_params)
 }
 END_TEST
 
+/* ---- a draft model ---- */
+
+static void draft_fixture(void)
+{
+    g_draft = tu_shared("models/stories260K.gguf", 1);
+    g_p_min = 0;    /* every draft the budget allows: rollbacks at every rejection */
+}
+
+/* stories260K drafting for itself: the same tokens, greedy and seeded, nearly every draft
+ * taken when greedy; fewer steps; a draft context shorter than the sequences stops the
+ * drafts where it ends and changes nothing else. */
+START_TEST(test_draft_same)
+{
+    const char *m = tu_shared("models/stories260K.gguf", 1);
+    eng_t *off = open_spec(0, 4, 0, false, 0), *on = open_model(m, m, 0.75f, 8, 4, 0, false, 1);
+    ck_assert_str_eq(eng_info(on)->draft_path, m);
+    eng_sampling_t s;
+    eng_sampling_default(&s);
+    s.temperature = 0;
+    s.n_probs = 3;
+    uint64_t drafted, accepted;
+    compare_all(off, on, &s, 120, &drafted, &accepted);
+    ck_assert_uint_gt(drafted, 200);
+    ck_assert_msg(accepted * 100 >= drafted * 97, "%llu of %llu drafts taken",
+                  (unsigned long long)accepted, (unsigned long long)drafted);
+    eng_stats_t so, st;
+    eng_stats(on, &so);
+    eng_stats(off, &st);
+    ck_assert_uint_eq(so.gen_tokens, st.gen_tokens);
+    ck_assert_uint_lt(so.steps * 4, st.steps * 3);
+    ck_assert_uint_gt(so.draft_steps, so.steps);
+    ck_assert_int_eq(so.kv_used, 0);
+    /* seeded sampling (with penalties) replays exactly; a sampled draft is taken less */
+    s.temperature = 0.9f;
+    s.top_p = 0.95f;
+    s.has_seed = true;
+    s.seed = 99;
+    s.repeat_penalty = 1.1f;
+    s.repeat_last_n = 16;
+    s.presence_penalty = 0.2f;
+    uint64_t d2, a2;
+    compare_all(off, on, &s, 100, &d2, &a2);
+    ck_assert_uint_gt(d2, 100);
+    ck_assert_uint_gt(a2, 0);
+    ck_assert_uint_lt(a2, d2);
+    close_spec(on);
+    /* p_min 1: nothing is ever confident enough */
+    on = open_model(m, m, 1.0f, 8, 4, 0, false, 1);
+    s.temperature = 0;
+    compare_all(off, on, &s, 40, &drafted, &accepted);
+    ck_assert_uint_eq(drafted, 0);
+    close_spec(on);
+    close_spec(off);
+}
+END_TEST
+
+/* Random-weight models of one vocabulary: the draft is the target quantized, or other
+ * weights.  The output is the target's alone; the drafts are taken less often the further
+ * the draft is from the target. */
+START_TEST(test_draft_other)
+{
+    tu_tmp_make("fusiond-draft");
+    const char *names[] = { "t.gguf", "q8.gguf", "q4.gguf", "s2.gguf" };
+    const int types[] = { GG_F32, GG_Q8_0, GG_Q4_0, GG_F32 };
+    char path[4][512];
+    for (int i = 0; i < 4; i++) {
+        gguf_w_llama_t g;
+        ck_assert_int_eq(gguf_w_llama_preset("stories260K", &g), 0);
+        g.wtype = types[i];
+        g.seed = i == 3 ? 2 : 1;
+        g.n_ctx = 256;
+        snprintf(path[i], sizeof path[i], "%s", tu_tmp_path(names[i]));
+        char err[256];
+        ck_assert_msg(gguf_w_llama_write(&g, path[i], 1, err, sizeof err) == 0, "%s", err);
+    }
+    eng_t *off = open_model(path[0], NULL, 0, 0, 2, 0, false, 0);
+    eng_sampling_t s;
+    eng_sampling_default(&s);
+    double rate[4];
+    for (int d = 0; d < 4; d++) {
+        eng_t *on = open_model(path[0], path[d], 0, 6, 2, 0, d == 1, 1);
+        uint64_t drafted = 0, accepted = 0;
+        for (int seeded = 0; seeded < 2; seeded++) {
+            s.temperature = seeded ? 1.0f : 0;
+            s.has_seed = seeded;
+            s.seed = 5;
+            s.n_probs = 1;
+            uint64_t dd, aa;
+            compare_all(off, on, &s, 60, &dd, &aa);
+            if (!seeded) {
+                drafted = dd;
+                accepted = aa;
+            }
+        }
+        ck_assert_uint_gt(drafted, 50);
+        rate[d] = (double)accepted / (double)drafted;
+        close_spec(on);
+    }
+    close_spec(off);
+    tu_tmp_remove();
+    fprintf(stderr, "draft acceptance: itself %.3f, Q8_0 %.3f, Q4_0 %.3f, other weights %.3f\n",
+            rate[0], rate[1], rate[2], rate[3]);
+    ck_assert_msg(rate[0] > 0.97 && rate[1] < rate[0] && rate[2] < rate[1] && rate[3] < rate[2],
+                  "acceptance: itself %.3f, Q8_0 %.3f, Q4_0 %.3f, other weights %.3f", rate[0],
+                  rate[1], rate[2], rate[3]);
+}
+END_TEST
+
+/* Vocabularies that differ (texts, size, BOS/EOS), a missing file, bad parameters. */
+START_TEST(test_draft_refused)
+{
+    tu_tmp_make("fusiond-draft");
+    struct { const char *name; int n_vocab; bool gemma; } gen[] = {
+        { "plain.gguf", 512, false }, { "big.gguf", 700, false }, { "gemma.gguf", 512, true },
+        { "near.gguf", 600, false },
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(gen); i++) {
+        gguf_w_llama_t g;
+        ck_assert_int_eq(gguf_w_llama_preset("stories260K", &g), 0);
+        g.n_vocab = gen[i].n_vocab;
+        g.gemma_vocab = gen[i].gemma;
+        char err[256];
+        ck_assert_msg(gguf_w_llama_write(&g, tu_tmp_path(gen[i].name), 1, err, sizeof err) == 0,
+                      "%s", err);
+    }
+    const struct { const char *model, *draft, *want; float p_min; } cases[] = {
+        { NULL, "plain.gguf", "' in the model", 0.75f }, /* stories260K's vocabulary */
+        { "plain.gguf", "big.gguf", "700 tokens, the model 512", 0.75f },
+        { "plain.gguf", "gemma.gguf", "BOS or EOS", 0.75f },
+        { "plain.gguf", "nothing.gguf", "draft model", 0.75f },
+        { "plain.gguf", "plain.gguf", "draft_p_min", 1.5f },
+        { "plain.gguf", "plain.gguf", "draft_p_min", -0.1f },
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(cases); i++) {
+        eng_params_t p;
+        eng_params_default(&p);
+        char mp[512], dp[512];
+        snprintf(mp, sizeof mp, "%s", cases[i].model ? tu_tmp_path(cases[i].model)
+                                                     : tu_shared("models/stories260K.gguf", 1));
+        snprintf(dp, sizeof dp, "%s", tu_tmp_path(cases[i].draft));
+        p.model_path = mp;
+        p.draft_model = dp;
+        p.draft_max = 4;
+        p.draft_p_min = cases[i].p_min;
+        p.threads = 1;
+        char err[512];
+        eng_t *e = NULL;
+        int rc = eng_open(&e, &p, err, sizeof err);
+        ck_assert_msg(rc < 0, "case %zu opened", i);
+        ck_assert_ptr_null(e);
+        ck_assert_msg(strstr(err, cases[i].want), "case %zu: '%s' lacks '%s'", i, err,
+                      cases[i].want);
+    }
+    /* sizes within llama.cpp's 128 that agree on the shared tokens are fine */
+    eng_params_t p;
+    eng_params_default(&p);
+    char mp[512], dp[512];
+    snprintf(mp, sizeof mp, "%s", tu_tmp_path("plain.gguf"));
+    snprintf(dp, sizeof dp, "%s", tu_tmp_path("near.gguf"));
+    p.model_path = mp;
+    p.draft_model = dp;
+    p.draft_max = 4;
+    p.threads = 1;
+    char err[512];
+    eng_t *e = NULL;
+    int rc = eng_open(&e, &p, err, sizeof err);
+    tu_tmp_remove();
+    ck_assert_msg(rc == 0, "%s", err);
+    ck_assert_ptr_nonnull(strstr(eng_info(e)->draft_path, "near.gguf"));
+    eng_close(e);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("spec");
@@ -883,6 +1082,21 @@ int main(void)
         tcase_add_test(tm, test_concurrent);
         tcase_add_test(tm, test_bad_params);
         suite_add_tcase(s, tm);
+        TCase *td = tcase_create("draft");
+        tcase_set_timeout(td, 300);
+        tcase_add_test(td, test_draft_same);
+        tcase_add_test(td, test_draft_other);
+        tcase_add_test(td, test_draft_refused);
+        suite_add_tcase(s, td);
+        /* the n-gram tests' checks again, drafts from a draft model */
+        TCase *tr = tcase_create("draft-again");
+        tcase_set_timeout(tr, 300);
+        tcase_add_checked_fixture(tr, draft_fixture, NULL);
+        tcase_add_test(tr, test_limits_and_stops);
+        tcase_add_test(tr, test_grammar);
+        tcase_add_test(tr, test_cancel);
+        tcase_add_test(tr, test_concurrent);
+        suite_add_tcase(s, tr);
     } else {
         fprintf(stderr, "SKIP: the stories260K tests: shared test data missing (set "
                         "FUSIOND_SHARED)\n");

@@ -1,4 +1,5 @@
-/* spec-bench: decode speed with n-gram speculative decoding off and on, in one process.
+/* spec-bench: decode speed with speculative decoding off and on, in one process: n-gram
+ * drafts, or a draft model's (--model-draft).
  * Two engines on the same model file (draft_max 0 and draft_max K) run the same requests in
  * turn, run after run, so both see the same machine load; each run submits --seqs copies of
  * the prompt at once.  Reported per variant: the median over runs of the decode tokens/s
@@ -203,8 +204,10 @@ static void usage(FILE *f)
             "                  [--reps N] [--seqs N] [--threads N] [--backend B]\n"
             "                  [--draft-max K] [--draft-min N] [--lookup-min N] [--lookup-max N]\n"
             "                  [--temp T] [--seed N] [--clock wall|cpu]\n"
+            "                  [--model-draft FILE [--draft-p-min P] [--threads-draft N]]\n"
             "       spec-bench --row-cost -m MODEL [--reps N] [--threads N] [--clock wall|cpu]\n"
-            "  decode tokens/s with n-gram speculation off and on (medians of --reps runs,\n"
+            "  decode tokens/s with speculation off and on (n-gram drafts, or a draft\n"
+            "  model's with --model-draft) (medians of --reps runs,\n"
             "  alternating), acceptance rate, and whether the outputs are equal.\n"
             "  defaults: a repetitive story prompt, n 128, reps 5, seqs 1, threads 1,\n"
             "  draft-max 8, lookup 2..4, temp 0 (greedy), wall clock (cpu: the engine\n"
@@ -281,6 +284,12 @@ int main(int argc, char **argv)
             on_p.lookup_min = atoi(v);
         else if (!strcmp(a, "--lookup-max"))
             on_p.lookup_max = atoi(v);
+        else if (!strcmp(a, "--model-draft") || !strcmp(a, "-md"))
+            on_p.draft_model = v;
+        else if (!strcmp(a, "--draft-p-min"))
+            on_p.draft_p_min = strtof(v, NULL);
+        else if (!strcmp(a, "--threads-draft"))
+            on_p.draft_threads = atoi(v);
         else if (!strcmp(a, "--temp"))
             smp.temperature = strtof(v, NULL);
         else if (!strcmp(a, "--seed"))
@@ -309,8 +318,10 @@ int main(int argc, char **argv)
         p.threads = threads;
         p.max_running = seqs;
         p.max_batch_tokens = seqs * (on_p.draft_max + 1) + 256;
-        if (v == 0)
+        if (v == 0) {
             p.draft_max = p.draft_min = 0;
+            p.draft_model = NULL;
+        }
         if (eng_open(&eng[v], &p, err, sizeof err) < 0) {
             fprintf(stderr, "spec-bench: %s\n", err);
             eng_close(eng[0]);
@@ -332,6 +343,9 @@ int main(int argc, char **argv)
            threads, n_prompt, n_gen, seqs, reps, on_p.draft_max,
            on_p.lookup_min ? on_p.lookup_min : 2, on_p.lookup_max ? on_p.lookup_max : 4,
            (double)smp.temperature, cpu_clock ? "engine-thread cpu" : "wall");
+    if (on_p.draft_model)
+        printf("# draft model %s, draft_p_min %g (lookup does not apply)\n", on_p.draft_model,
+               (double)on_p.draft_p_min);
     static seq_t out[2][MAX_SEQS];
     double *ts[2] = { calloc((size_t)reps, sizeof(double)), calloc((size_t)reps, sizeof(double)) };
     double *speedup = calloc((size_t)reps, sizeof(double));

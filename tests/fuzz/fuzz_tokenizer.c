@@ -1,6 +1,8 @@
-/* fuzz_tokenizer.c: libFuzzer target: random bytes through both tokenizer kinds (small
- * vocabularies built in memory, stories260K-like: byte fallback, scored merges, specials)
- * must encode without fault, decode back to the same bytes, and stream whole characters. */
+/* fuzz_tokenizer.c: libFuzzer target: random bytes through the tokenizer kinds (small
+ * vocabularies built in memory, stories260K-like: byte fallback, scored merges, specials;
+ * and a unigram one) must encode without fault, decode back to the same bytes (the unigram
+ * vocabulary: well-formed text), and stream whole characters; and random bytes as a unigram
+ * vocabulary's precompiled_charsmap are refused or normalize text without fault. */
 #define _GNU_SOURCE /* memmem */
 #include <errno.h>
 #include <stdint.h>
@@ -9,6 +11,7 @@
 #include <string.h>
 
 #include "engine/tokenizer.h"
+#include "engine/ugm.h"
 #include "engine/unicode.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -18,7 +21,7 @@ static char texts[NT][16];
 static const char *ptrs[NT];
 static float scores[NT];
 static int32_t types[NT];
-static tok_t *vocab[4]; /* SPM, BPE gpt2, BPE llama3, BPE digits */
+static tok_t *vocab[5]; /* SPM, BPE gpt2, BPE llama3, BPE digits, UGM */
 
 static int add(int *n, const char *s, float sc, int ty)
 {
@@ -84,6 +87,20 @@ static void setup(void)
     bt[m - 1] = TOK_T_USER_DEFINED;
     static const char *merges[] = {"t h", "th e", "\xC4\xA0 t", "\xC4\xA0t he", "\xC4\xA0t h",
                                    "i n", "in g", "1 2"};
+    /* the SPM vocabulary's pieces as a unigram one: identity normalization, spaces kept,
+     * so a well-formed text decodes back to itself */
+    tok_spec_init(&s);
+    s.kind = TOK_UGM;
+    s.n_tokens = n;
+    s.texts = ptrs;
+    s.scores = scores;
+    s.types = types;
+    s.bos = 1;
+    s.eos = 2;
+    s.unk = 0;
+    s.remove_extra_ws = 0;
+    if (tok_build(&vocab[4], &s, err, sizeof err))
+        abort();
     static const char *pre[] = {"gpt2", "llama3", "smollm"};
     for (int v = 0; v < 3; v++) {
         tok_spec_init(&s);
@@ -106,7 +123,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     uint8_t sel = data[0];
-    const tok_t *t = vocab[sel & 3];
+    if ((sel & 0x30) == 0x30) { /* the rest as a charsmap */
+        const char *texts[] = {"<unk>", "\xE2\x96\x81", "a", " "};
+        ugm_spec_t us = {.n_tokens = 4, .texts = texts, .unk = 0, .charsmap = data + 1,
+                         .charsmap_len = size - 1, .add_dummy_prefix = true,
+                         .remove_extra_whitespaces = sel & 0x40, .escape_whitespaces = true};
+        ugm_t *u;
+        char err[256];
+        if (ugm_build(&u, &us, err, sizeof err) == 0) {
+            uint8_t *out;
+            size_t on;
+            if (ugm_normalize(u, data, size, &out, &on) != 0)
+                abort();
+            free(out);
+            ugm_free(u);
+        }
+        return 0;
+    }
+    const tok_t *t = vocab[sel & 0x10 ? 4 : sel & 3];
     bool parse = sel & 4, add = sel & 8;
     const char *text = (const char *)data + 1;
     size_t len = size - 1, n;
@@ -124,11 +158,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     /* exact round trip where the format promises one: byte-level BPE always (specials
      * rendered); SPM for plain text (no specials, no literal U+2581, no BOS) */
-    bool spm = tok_kind(t) == TOK_SPM;
+    bool spm = tok_kind(t) == TOK_SPM, ugm = tok_kind(t) == TOK_UGM;
     bool plain = !parse && !add && !memmem(text, len, "\xE2\x96\x81", 3);
     if (add && !spm && tok_bos(t) >= 0)
         plain = false;
-    if ((!spm || plain) && (dl != len || memcmp(dec, text, len) != 0))
+    if (ugm && !uni_valid((const uint8_t *)text, len))
+        plain = false; /* ill-formed bytes read as U+FFFD, as SentencePiece reads them */
+    if (((!spm && !ugm) || plain) && (dl != len || memcmp(dec, text, len) != 0))
         abort();
 
     /* streaming: whole characters only; equal to the decode when that is well-formed */

@@ -8,6 +8,8 @@ fusion_bench_LDADD = $(FD_LIBS)
 
 # serve-bench: the serving load generator (python3, stdlib only); BENCHMARKS.md has runs.
 EXTRA_DIST += bench/serve-bench bench/cpu-bench bench/plp-bench.py bench/embed-bench.py
+# ugm-bench.py: the unigram tokenizer against SentencePiece (python3-sentencepiece).
+EXTRA_DIST += bench/ugm-bench.py
 
 # sampler-bench: the sampler's cost per call on large vocabularies, the scheduler's per step.
 noinst_PROGRAMS += sampler-bench

@@ -35,12 +35,6 @@
 static const uint8_t SP_ESC[3] = {0xE2, 0x96, 0x81}; /* U+2581 */
 static const uint8_t FFFD[3] = {0xEF, 0xBF, 0xBD};
 
-/* One edge of the piece trie: key = parent << 8 | byte; child 0 marks an empty slot (the
- * root is never a child). */
-typedef struct edge {
-    uint32_t key, child;
-} edge_t;
-
 struct ugm {
     /* normalizer */
     const uint32_t *units;   /* the double array (a copy, 4-byte aligned) */
@@ -54,10 +48,13 @@ struct ugm {
     uint8_t *type;
     float *score;
     uint32_t *len;
+    /* the piece trie, breadth first: node k's children are nodes first[k] ..
+     * first[k] + cnt[k] - 1, label[] their bytes, ascending; node 0 the root */
+    uint32_t *first;
+    uint16_t *cnt;
+    uint8_t *label;
     int32_t *node_id;        /* trie node -> piece id, -1 */
     uint32_t n_nodes;
-    edge_t *edges;
-    size_t edge_mask, n_edges;
     int32_t unk;
     double unk_score;
     float max_score;
@@ -80,7 +77,9 @@ void ugm_free(ugm_t *u)
 {
     if (!u)
         return;
-    free(u->edges);
+    free(u->label);
+    free(u->cnt);
+    free(u->first);
     free(u->node_id);
     free(u->len);
     free(u->score);
@@ -197,72 +196,95 @@ static size_t charsmap_match(const ugm_t *u, const uint8_t *s, size_t n, const c
 
 /* ---------------------------------------------------------------- the piece trie */
 
-static inline size_t edge_hash(uint32_t key, size_t mask)
-{
-    uint64_t x = key * 0x9E3779B97F4A7C15ull;
-    return (size_t)(x >> 32 ^ x) & mask;
-}
-
+/* The child of node by byte b (0: none; the root is never a child): a binary search of the
+ * node's children, whose bytes are ascending. */
 static inline uint32_t trie_child(const ugm_t *u, uint32_t node, uint8_t b)
 {
-    const uint32_t key = node << 8 | b;
-    for (size_t h = edge_hash(key, u->edge_mask);; h = (h + 1) & u->edge_mask) {
-        const edge_t *e = &u->edges[h];
-        if (e->child == 0)
-            return 0;
-        if (e->key == key)
-            return e->child;
+    uint32_t lo = u->first[node], hi = lo + u->cnt[node];
+    const uint32_t end = hi;
+    while (lo < hi) {
+        const uint32_t mid = lo + (hi - lo) / 2;
+        if (u->label[mid] < b)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
+    return lo < end && u->label[lo] == b ? lo : 0;
 }
 
-static int edges_grow(ugm_t *u)
+typedef struct key {
+    const uint8_t *s;
+    uint32_t len;
+    int32_t id;
+} pkey_t;
+
+/* Bytes ascending, a prefix before what extends it, ids ascending among equal texts. */
+static int key_cmp(const void *pa, const void *pb)
 {
-    size_t cap = (u->edge_mask + 1) * 2;
-    edge_t *ne = calloc(cap, sizeof *ne);
-    if (!ne)
-        return -ENOMEM;
-    for (size_t i = 0; u->edges && i <= u->edge_mask; i++) {
-        if (u->edges[i].child == 0)
-            continue;
-        size_t h = edge_hash(u->edges[i].key, cap - 1);
-        while (ne[h].child != 0)
-            h = (h + 1) & (cap - 1);
-        ne[h] = u->edges[i];
-    }
-    free(u->edges);
-    u->edges = ne;
-    u->edge_mask = cap - 1;
-    return 0;
+    const pkey_t *a = pa, *b = pb;
+    int c = memcmp(a->s, b->s, FD_MIN(a->len, b->len));
+    if (c)
+        return c;
+    if (a->len != b->len)
+        return a->len < b->len ? -1 : 1;
+    return (a->id > b->id) - (a->id < b->id);
 }
 
-/* Inserts text -> id (a later id with the same text wins, as in a map). */
-static int trie_insert(ugm_t *u, const uint8_t *s, size_t n, int32_t id, size_t max_nodes)
+/* Builds the trie breadth first from the m keys sorted: a node is the range of keys sharing
+ * its prefix; the keys that end there give its piece (the last id of equal texts, as a map
+ * keeps the last), the rest split by their next byte into its children, appended in byte
+ * order, so each node's children lie together and ascending.  At most max_nodes nodes (the
+ * keys' bytes + 1). */
+static int trie_build(ugm_t *u, pkey_t *k, size_t m, size_t max_nodes)
 {
-    uint32_t node = 0;
-    for (size_t i = 0; i < n; i++) {
-        const uint32_t key = node << 8 | s[i];
-        size_t h = edge_hash(key, u->edge_mask);
-        while (u->edges[h].child != 0 && u->edges[h].key != key)
-            h = (h + 1) & u->edge_mask;
-        if (u->edges[h].child == 0) {
-            if (u->n_nodes >= max_nodes)
-                return FD_ERANGE;
-            u->edges[h] = (edge_t){key, u->n_nodes};
-            u->node_id[u->n_nodes] = -1;
-            u->n_nodes++;
-            if (++u->n_edges * 4 > (u->edge_mask + 1) * 3) {
-                uint32_t child = u->edges[h].child;
-                int rc = edges_grow(u);
-                if (rc)
-                    return rc;
-                node = child;
-                continue;
-            }
+    qsort(k, m, sizeof *k, key_cmp);
+    uint32_t *lo = malloc(max_nodes * sizeof *lo), *hi = malloc(max_nodes * sizeof *hi);
+    u->first = malloc(max_nodes * sizeof *u->first);
+    u->cnt = malloc(max_nodes * sizeof *u->cnt);
+    u->label = malloc(max_nodes);
+    u->node_id = malloc(max_nodes * sizeof *u->node_id);
+    int rc = -ENOMEM;
+    if (!lo || !hi || !u->first || !u->cnt || !u->label || !u->node_id)
+        goto done;
+    /* a node's depth is its prefix length: the next byte of its keys is s[depth]; one
+     * depth per level, as the nodes of one level are contiguous */
+    uint32_t n = 1, depth = 0, level_end = 1;
+    lo[0] = 0;
+    hi[0] = (uint32_t)m;
+    u->label[0] = 0;
+    for (uint32_t nd = 0; nd < n; nd++) {
+        if (nd == level_end) {
+            depth++;
+            level_end = n;
         }
-        node = u->edges[h].child;
+        uint32_t i = lo[nd];
+        u->node_id[nd] = -1;
+        while (i < hi[nd] && k[i].len == depth)
+            u->node_id[nd] = k[i++].id;
+        u->first[nd] = n;
+        while (i < hi[nd]) {
+            const uint8_t c = k[i].s[depth];
+            uint32_t j = i + 1;
+            while (j < hi[nd] && k[j].s[depth] == c)
+                j++;
+            if (n >= max_nodes) { /* cannot happen: each node is a distinct key prefix */
+                rc = FD_ERANGE;
+                goto done;
+            }
+            u->label[n] = c;
+            lo[n] = i;
+            hi[n] = j;
+            n++;
+            i = j;
+        }
+        u->cnt[nd] = (uint16_t)(n - u->first[nd]);
     }
-    u->node_id[node] = id;
-    return 0;
+    u->n_nodes = n;
+    rc = 0;
+done:
+    free(hi);
+    free(lo);
+    return rc;
 }
 
 static int parse_byte_piece(const uint8_t *s, size_t n)
@@ -331,25 +353,23 @@ int ugm_build(ugm_t **out, const ugm_spec_t *sp, char *err, size_t errlen)
             total += u->len[i];
     }
     u->unk_score = (double)(any_normal ? min_score : 0.0f) - 10.0;
-    /* a trie of total nodes at most; keys hold the parent in 24 bits */
-    if (total >= (1u << 24)) {
+    /* a trie of total nodes at most, numbered in 32 bits */
+    if (total >= UINT32_MAX) {
         set_err(err, errlen, "a unigram vocabulary of %zu piece bytes is too large", total);
         rc = FD_ERANGE;
         goto fail;
     }
-    u->node_id = malloc(total * sizeof *u->node_id);
-    u->edge_mask = 1023;
-    if (!u->node_id || (u->edges = calloc(u->edge_mask + 1, sizeof *u->edges)) == NULL)
+    pkey_t *keys = malloc((size_t)n * sizeof *keys);
+    if (!keys)
         goto fail;
-    u->node_id[0] = -1;
-    u->n_nodes = 1;
-    for (int32_t i = 0; i < n; i++) {
-        if ((u->type[i] != TOK_T_NORMAL && u->type[i] != TOK_T_USER_DEFINED) ||
-            u->len[i] == 0)
-            continue;
-        if ((rc = trie_insert(u, (const uint8_t *)sp->texts[i], u->len[i], i, total)) != 0)
-            goto fail;
-    }
+    size_t m = 0;
+    for (int32_t i = 0; i < n; i++)
+        if ((u->type[i] == TOK_T_NORMAL || u->type[i] == TOK_T_USER_DEFINED) && u->len[i] > 0)
+            keys[m++] = (pkey_t){(const uint8_t *)sp->texts[i], u->len[i], i};
+    rc = trie_build(u, keys, m, total);
+    free(keys);
+    if (rc)
+        goto fail;
     for (int b = 0; b < 256; b++)
         u->byte_id[b] = -1;
     for (int32_t i = 0; i < n; i++) {

@@ -356,6 +356,8 @@ TESTS += tests/test_jinja_server.py
 EXTRA_DIST += tests/data/chat-templates/deepseek-ai-DeepSeek-V3.1.jinja
 EXTRA_DIST += tests/data/chat-templates/zai-org-GLM-4.6.jinja
 EXTRA_DIST += tests/data/chat-templates/moonshotai-Kimi-K2.jinja
+EXTRA_DIST += tests/data/chat-templates/nvidia-Llama-3_3-Nemotron-Super-49B-v1_5.jinja
+EXTRA_DIST += tests/data/chat-templates/unsloth-MiniMax-M2.jinja
 
 # The gpt-4o pre-split against llama.cpp's regex run by Python's re (tests/split_render prints
 # fusiond's splits).

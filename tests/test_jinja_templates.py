@@ -4,8 +4,10 @@ transformers does: every .jinja file in $FUSIOND_SHARED/chat-templates and
 tests/data/chat-templates is rendered by python3-jinja2 (trim_blocks, lstrip_blocks,
 loopcontrols, tojson as json.dumps(ensure_ascii=False), raise_exception, strftime_now) and by
 tests/jinja_render over the same variables: seeded random conversations (system, user,
-assistant, tool messages; tool calls with object arguments; reasoning_content; tools;
-add_generation_prompt on and off; enable_thinking, reasoning_effort) and hand-written ones.
+assistant, tool messages; tool calls with arguments as objects and, every other case, as
+JSON text; reasoning_content; tools;
+add_generation_prompt on and off; enable_thinking, reasoning_effort), alternating ones for the
+templates that demand it, and hand-written ones.
 A conversation the template refuses must be refused by jinja.c too, with raise_exception's
 own message.  Skips (77) when python3-jinja2 is missing, unless FUSIOND_REQUIRE_JINJA=1."""
 
@@ -145,6 +147,12 @@ def cases():
             out.append({"messages": m, "tools": tools})
     for _ in range(120):
         out.append({"messages": random_msgs(rng), "tools": rng.choice(TOOLSETS)})
+    for _ in range(40):  # user/assistant alternating, for the templates that demand it
+        m = [{"role": "system", "content": rng.choice(TEXTS[:6])}] if rng.random() < 0.4 else []
+        for k in range(rng.randint(1, 5)):
+            m.append({"role": "user" if k % 2 == 0 else "assistant",
+                      "content": rng.choice(TEXTS)})
+        out.append({"messages": m, "tools": rng.choice(TOOLSETS)})
     for c in out:
         c["add_generation_prompt"] = rng.random() < 0.6
         k = rng.random()
@@ -177,6 +185,12 @@ def main():
         for i, c in enumerate(all_cases):
             bos, eos = BOS_EOS[i % len(BOS_EOS)]
             v = dict(c, bos_token=bos, eos_token=eos)
+            if i % 2:  # the arguments as the JSON text sent, as fusiond gives them to a
+                # template that prints them as text (chat_jinja_string_args)
+                v["messages"] = [dict(m, tool_calls=[dict(t, function=dict(
+                    t["function"], arguments=json.dumps(t["function"]["arguments"])))
+                    for t in m["tool_calls"]]) if m.get("tool_calls") else m
+                    for m in v["messages"]]
             text = json.dumps(v, ensure_ascii=False)
             lines.append(text)
             try:

@@ -293,11 +293,14 @@ void met_render(met_t *m, const met_view_t *v, sb_t *b)
         {"fusiond_generation_tokens_total", "counter", "Tokens generated.",
          (long long)s->gen_tokens},
         {"fusiond_spec_draft_tokens_total", "counter",
-         "Draft tokens verified by speculative decoding (spec_type ngram).",
+         "Draft tokens verified by speculative decoding (spec_type ngram or draft).",
          (long long)s->draft_tokens},
         {"fusiond_spec_accepted_tokens_total", "counter",
          "Draft tokens the sampler accepted: over fusiond_spec_draft_tokens_total, the "
          "acceptance rate.", (long long)s->draft_accepted},
+        {"fusiond_spec_draft_passes_total", "counter",
+         "Draft model passes (spec_type draft): each drafts a token for every drafting "
+         "sequence at once.", (long long)s->draft_steps},
         {"fusiond_steps_total", "counter", "Engine steps run.", (long long)s->steps},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {

@@ -105,6 +105,7 @@ START_TEST(test_counters_and_engine_view)
     st.kv_cached = 99;
     st.draft_tokens = 500;
     st.draft_accepted = 321;
+    st.draft_steps = 77;
     st.ops.host_ns[FB_OP_GEMM] = 1500000000ull;
     st.ops.calls[FB_OP_NORM] = 9;
     st.ops.dev_total_s = 0.25;
@@ -152,6 +153,7 @@ START_TEST(test_counters_and_engine_view)
     ck_assert_double_eq(value_of(page, "fusiond_prefix_cache_tokens"), 99);
     ck_assert_double_eq(value_of(page, "fusiond_spec_draft_tokens_total"), 500);
     ck_assert_double_eq(value_of(page, "fusiond_spec_accepted_tokens_total"), 321);
+    ck_assert_double_eq(value_of(page, "fusiond_spec_draft_passes_total"), 77);
     ck_assert_double_eq(value_of(page, "fusiond_ready"), 1);
     ck_assert_double_eq(value_of(page, "fusiond_op_seconds_total{op=\"gemm\",fused=\"true\"}"), 1.5);
     ck_assert_double_eq(value_of(page, "fusiond_op_calls_total{op=\"norm\",fused=\"true\"}"), 9);

@@ -126,9 +126,13 @@ def compare(off, kind):
         accepted = m_on.get("fusiond_spec_accepted_tokens_total", -1)
         check(drafted > 0 and 0 < accepted <= drafted,
               "metrics (%s): %s drafted, %s accepted" % (kind, drafted, accepted))
+        passes = m_on.get("fusiond_spec_draft_passes_total", -1)
         if kind == "draft":
             # its own copy drafts: only the sampled requests' drafts are turned down
             check(accepted >= 0.7 * drafted, "draft model: %s of %s taken" % (accepted, drafted))
+            check(passes > 0, "draft model passes: %s" % passes)
+        else:
+            check(passes == 0, "n-gram drafts count no draft model passes: %s" % passes)
         check(m_off.get("fusiond_spec_draft_tokens_total") == 0 and
               m_off.get("fusiond_spec_accepted_tokens_total") == 0, "no drafts without speculation")
         # the same tokens counted: the speculating daemon ran five more copies of `body`

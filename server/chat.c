@@ -455,7 +455,8 @@ typedef struct ctx {
     char *err;
     size_t errlen;
     const cJSON *tools; /* the parsed tools array, NULL for none */
-    size_t turn;        /* where the final message's turn text begins (mark_turn) */
+    size_t turn;        /* where the final message's turn text begins (mark_turn);
+                           SIZE_MAX: not marked */
 } ctx_t;
 
 /* Message i's turn text begins here: after its header, where the model's own text would
@@ -2007,7 +2008,7 @@ static int format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_
 {
     *out = NULL;
     *len = 0;
-    *turn = 0;
+    *turn = SIZE_MAX; /* a renderer that marks no turn leaves it so (format_prefill) */
     chat_opts_t dflt = {.add_generation_prompt = true};
     chat_opts_t o = opts ? *opts : dflt;
     if (!o.bos)
@@ -2078,7 +2079,7 @@ static int format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_
         }
     }
     buf_t b = {0};
-    ctx_t c = {msgs, n, &o, &b, err, errlen, tools, 0};
+    ctx_t c = {msgs, n, &o, &b, err, errlen, tools, SIZE_MAX};
     int rc;
     switch (family) {
     case CHAT_LLAMA2: rc = fmt_llama2(&c); break;
@@ -2118,9 +2119,64 @@ static int format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_
     return 0;
 }
 
-/* Marks the end of a prefill's content in the rendering: bytes that are not UTF-8, so that
- * no message text (JSON strings are UTF-8) holds them, and that no template trims. */
-static const char PREFILL_END[] = "\xff\x01fusiond-prefill-end\x01\xff";
+/* Marks the end of a prefill's content in the rendering: text no template trims, between
+ * two U+10FFFF (a noncharacter: no message holds it by chance), valid UTF-8 so that it passes
+ * through a Jinja template's variables too. */
+static const char PREFILL_END[] = "\xf4\x8f\xbf\xbf" "fusiond-prefill-end" "\xf4\x8f\xbf\xbf";
+
+size_t chat_guess_turn(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t *opts,
+                       const char *text, size_t len)
+{
+    const chat_msg_t *last = &msgs[n - 1];
+    size_t fallback = len > last->len ? len - last->len : 0;
+    if (n < 2 || msgs[n - 1].role != CHAT_ASSISTANT)
+        return fallback;
+    chat_opts_t o = *opts;
+    o.add_generation_prompt = true;
+    o.prefill = false;
+    char *g = NULL, err[8];
+    size_t gl = 0, turn = 0;
+    if (format(family, msgs, n - 1, &o, &g, &gl, &turn, err, sizeof err) != 0)
+        return fallback;
+    size_t k = 0;
+    while (k < gl && k < len && g[k] == text[k])
+        k++;
+    /* the generation prompt must lead into the prefill, but for the start of a think block
+     * it opens (the model's own text); else the history renders otherwise once a prefill
+     * follows it (Mistral Nemo's system text goes before a last user message) */
+    bool leads = gl - k <= 8 && ends(g, gl, "<think>\n" + 8 - (gl - k));
+    free(g);
+    if (!leads)
+        return fallback;
+    if (k >= 8 && memcmp(text + k - 8, "<think>\n", 8) == 0)
+        k -= 8;
+    else if (k >= 7 && memcmp(text + k - 7, "<think>", 7) == 0)
+        k -= 7;
+    return k;
+}
+
+/* A template that writes an empty think block before the final answer (Qwen3's) put it
+ * before a prefill that opens its own: the block goes, so the prefill is where the model
+ * writes it.  text ends with the rendered content. */
+static void drop_empty_think(const chat_msg_t *last, char *text, size_t *len)
+{
+    static const char EMPTY[] = "<think>\n\n</think>\n\n";
+    const size_t el = sizeof EMPTY - 1;
+    if (last->reasoning || !opens_think(last))
+        return;
+    const char *at = find(text, *len, EMPTY, true);
+    if (!at)
+        return;
+    const char *rest = at + el, *want = last->content;
+    size_t rl = *len - (size_t)(rest - text), wl = last->len;
+    nl_lstrip(&rest, &rl);
+    nl_lstrip(&want, &wl);
+    if (rl != wl || memcmp(rest, want, wl) != 0)
+        return;
+    size_t off = (size_t)(at - text);
+    memmove(text + off, text + off + el, *len - off - el + 1);
+    *len -= el;
+}
 
 /* The prefill (chat_opts_t.prefill): the conversation rendered whole with PREFILL_END after
  * the final content, and cut there. */
@@ -2177,8 +2233,10 @@ static int format_prefill(int family, const chat_msg_t *msgs, size_t n, const ch
     }
     *len = (size_t)(at - *out);
     (*out)[*len] = '\0';
-    if (opts->jinja) /* a template's turn starts where it wrote the message's content */
-        *turn = *len >= last->len ? *len - last->len : 0;
+    if (*turn == SIZE_MAX) {
+        drop_empty_think(last, *out, len);
+        *turn = chat_guess_turn(family, msgs, n, opts, *out, *len);
+    }
     if (*turn > *len)
         *turn = *len;
     return 0;

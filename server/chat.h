@@ -187,4 +187,14 @@ int chat_format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t 
 int chat_format_prefill(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t *opts,
                         char **out, size_t *len, size_t *turn, char *err, size_t errlen);
 
+/* The turn offset chat_format_prefill gives when the renderer marks none (a Jinja
+ * template), for text (len bytes) the prefill's prompt: where the rendering of the messages
+ * before the prefill, with a generation prompt, stops agreeing with it, less a "<think>" it
+ * ends in (DeepSeek-R1's prompt opens the block: the model's own text); where the final
+ * content begins when there is no such rendering or it differs sooner (the history renders
+ * otherwise once a prefill follows it).  Tests compare it with the built-in formatters'
+ * marks. */
+size_t chat_guess_turn(int family, const chat_msg_t *msgs, size_t n, const chat_opts_t *opts,
+                       const char *text, size_t len);
+
 #endif

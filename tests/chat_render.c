@@ -7,7 +7,7 @@
  * object or its JSON text; tools_text, the tools as JSON text, wins over tools).  Prints the
  * prompt and exits 0, or prints "REFUSED: <message>" and exits 3.  With "prefill": true the
  * last message is an assistant prefill (chat_format_prefill), and stderr gets "turn=N", the
- * offset where its turn's text begins. */
+ * offset where its turn's text begins, and "guess=N", chat_guess_turn's. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,7 +81,8 @@ int main(void)
     int rc = prefill ? chat_format_prefill(family, m, nm, &o, &out, &len, &turn, err, sizeof err)
                      : chat_format(family, m, nm, &o, &out, &len, err, sizeof err);
     if (rc == 0 && prefill)
-        fprintf(stderr, "turn=%zu\n", turn);
+        fprintf(stderr, "turn=%zu\nguess=%zu\n", turn,
+                chat_guess_turn(family, m, nm, &o, out, len));
     if (rc)
         printf("REFUSED: %s", err);
     else

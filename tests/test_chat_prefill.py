@@ -4,7 +4,8 @@ built-in chat family, the real template's rendering of the whole conversation (n
 prompt) cut right after the final assistant content, as transformers' continue_final_message
 cuts it (the last occurrence of that content), byte for byte; that the turn offset it returns
 is where the generation prompt of the conversation without the prefill ends (the model's own
-text begins there); Qwen3's prefill that opens <think> continues the reasoning (the generation
+text begins there), and that chat_guess_turn (the offset a Jinja-rendered prefill gets) finds
+it too; Qwen3's prefill that opens <think> continues the reasoning (the generation
 prompt and the content, as llama-server appends it); an empty prefill; and that a prefill with
 tool calls, or a conversation not ending in an assistant message, is refused.  The templates
 are those tests/test_chat_jinja.py renders (the shared folder's, tests/data's), and for
@@ -153,6 +154,12 @@ def c_render(fam, msgs, prefill=True):
     for line in p.stderr.decode().splitlines():
         if line.startswith("turn="):  # a byte offset: as characters of out
             turn = len(p.stdout[:int(line[5:])].decode("utf-8", "surrogateescape"))
+        if line.startswith("guess="):
+            guess = len(p.stdout[:int(line[6:])].decode("utf-8", "surrogateescape"))
+            # the offset a Jinja template's prefill gets (no mark): the same, give or take
+            # the whitespace before the content
+            a, b = sorted((turn, guess))
+            check("%s: guessed turn %d vs %d" % (fam, guess, turn), out[a:b].strip(), "")
     return out, turn
 
 

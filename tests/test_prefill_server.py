@@ -6,7 +6,8 @@ the rendered prompt (/apply-template) with, whole and streamed (only the new tex
 the prefill), on /v1/chat/completions, /v1/responses and Anthropic's /v1/messages; a prefill
 that opens <think> continues the reasoning (reasoning_content gets the continuation); the
 refusals (a prefill with tool calls, with a forced tool_choice, Anthropic's trailing
-whitespace) and --no-prefill-assistant (a whole turn).  The budget: with the block opened (by
+whitespace), --no-prefill-assistant (a whole turn), and --jinja (Qwen3's real template through
+the interpreter: the same prompts and answers).  The budget: with the block opened (by
 deepseek-r1's generation prompt, or a Qwen3 prefill), reasoning_budget_tokens N leaves exactly
 the N greedy tokens /completion gives as the reasoning, then the tokens of "</think>\\n\\n",
 then the answer /completion continues that with; streamed the same; budget 0 switches
@@ -254,8 +255,13 @@ def main():
     gguf = os.path.join(tmp, "qwen3.gguf")
     gguf_rewrite(model, gguf, template, 2048, {})
 
+    prompts, answers = {}, {}
     with loopback.daemon(check, "qwen3 daemon exit", model=gguf) as d:
         prefill_cases(d)
+        for content in (PREFILL, THINKING):
+            msgs = USER + [{"role": "assistant", "content": content}]
+            prompts[content] = prompt_of(d, msgs)
+            answers[content] = chat(d, msgs, 12)[1]["choices"][0]["message"]
         tmsgs = USER + [{"role": "assistant", "content": THINKING}]
         budget_case(d, tmsgs, 5, 6, "qwen3 think prefill, budget 5")
         budget_case(d, tmsgs, 1, 4, "qwen3 think prefill, budget 1")
@@ -270,6 +276,18 @@ def main():
         check(a["choices"][0]["message"] == b["choices"][0]["message"] and
               a["usage"]["prompt_tokens"] == b["usage"]["prompt_tokens"],
               "budget 0 = thinking off: %r vs %r" % (a, b))
+
+    # the Jinja interpreter renders Qwen3's real template (--jinja): the same prompts (the
+    # think prefill without the template's empty block before it), and the same answers
+    with loopback.daemon(check, "jinja daemon exit", "--jinja", model=gguf) as d:
+        for content in (PREFILL, THINKING):
+            msgs = USER + [{"role": "assistant", "content": content}]
+            with_jinja = prompt_of(d, msgs)
+            check(with_jinja == prompts[content], "--jinja prompt for %r: %r" % (
+                content, with_jinja[-80:]))
+            st, js = chat(d, msgs, 12)
+            check(st == 200 and js["choices"][0]["message"] == answers[content],
+                  "--jinja answer for %r: %r vs %r" % (content, js, answers[content]))
 
     with loopback.daemon(check, "no-prefill daemon exit", "--no-prefill-assistant",
                          model=gguf) as d:

@@ -1904,7 +1904,13 @@ int chat_jinja_vars(const chat_msg_t *msgs, size_t n, const chat_opts_t *o, bool
         puts_(&b, "\"");
         puts_(&b, chat_role_name(m->role));
         puts_(&b, "\", \"content\": ");
-        js_str(&b, m->content ? m->content : "", m->content ? m->len : 0);
+        if (o->jinja_typed_content && m->content) {
+            puts_(&b, "[{\"type\": \"text\", \"text\": ");
+            js_str(&b, m->content, m->len);
+            puts_(&b, "}]");
+        } else {
+            js_str(&b, m->content ? m->content : "", m->content ? m->len : 0);
+        }
         if (m->n_calls) {
             puts_(&b, ", \"tool_calls\": [");
             for (size_t k = 0; k < m->n_calls; k++) {
@@ -1984,6 +1990,29 @@ bool chat_jinja_string_args(const struct jinja *t)
     free(vars);
     free(text);
     return shown;
+}
+
+/* whether the needle shows when the template renders a user message, its content as a
+ * string or as a typed part */
+static bool shows_user_content(const struct jinja *t, bool typed)
+{
+    static const char needle[] = "<User Needle>";
+    const chat_msg_t msg = {.role = CHAT_USER, .content = needle, .len = sizeof needle - 1};
+    chat_opts_t o = {.bos = "", .eos = "", .jinja_typed_content = typed};
+    char *vars = NULL, *text = NULL, err[64];
+    size_t len;
+    bool shown = false;
+    if (chat_jinja_vars(&msg, 1, &o, false, &vars) == 0 &&
+        jinja_render(t, vars, NULL, &text, &len, err, sizeof err) == 0)
+        shown = strstr(text, needle) != NULL;
+    free(vars);
+    free(text);
+    return shown;
+}
+
+bool chat_jinja_typed_content(const struct jinja *t)
+{
+    return !shows_user_content(t, false) && shows_user_content(t, true);
 }
 
 static int render_jinja(const chat_msg_t *msgs, size_t n, const chat_opts_t *o, char **out,

@@ -94,6 +94,7 @@ typedef struct chat_opts {
      * in err with -EINVAL. */
     const struct jinja *jinja;
     bool jinja_string_args; /* chat_jinja_string_args(jinja) */
+    bool jinja_typed_content; /* chat_jinja_typed_content(jinja) */
     /* The request's chat_template_kwargs as the JSON text of an object (NULL: none): its
      * keys become template variables too (enable_thinking, reasoning_effort, ...). */
     const char *kwargs;
@@ -152,13 +153,19 @@ int chat_pyjson(const char *json, int indent, char **out);
 
 /* What a Jinja template is rendered with, as the JSON text of an object (malloc'd in *out;
  * -ENOMEM, -EINVAL for kwargs that are not an object): messages (role, content as a string,
- * "" for a null one, tool_calls [{id, type "function", function {name, arguments}}] with the
+ * "" for a null one, or as [{"type": "text", "text": ...}] with opts->jinja_typed_content, tool_calls [{id, type "function", function {name, arguments}}] with the
  * arguments as parsed objects or, with string_args, the JSON text as sent, tool_call_id,
  * reasoning_content), tools (the request's, as sent), add_generation_prompt, bos_token,
  * eos_token, the kwargs' keys, enable_thinking false when opts->no_thinking and
  * reasoning_effort when set: what llama-server gives the template. */
 int chat_jinja_vars(const chat_msg_t *msgs, size_t n, const chat_opts_t *opts, bool string_args,
                     char **out);
+
+/* Whether the template needs each message's content as a list of typed parts
+ * ([{"type": "text", "text": ...}]): llama-server's probe, a user message's string content
+ * does not show in the output and the same text as a part does.  chat_jinja_vars then gives
+ * every content so. */
+bool chat_jinja_typed_content(const struct jinja *t);
 
 /* Whether the template prints tool call arguments given as JSON text (llama-server's probe:
  * a call rendered with its arguments as a string shows them); false: give them as objects. */

@@ -318,6 +318,7 @@ struct srv {
     jinja_t *jinja;             /* the template chats are rendered with; NULL: chat.c's
                                    built-in formatter of chat_family */
     bool jinja_string_args;     /* chat_jinja_string_args(jinja) */
+    bool jinja_typed_content;   /* chat_jinja_typed_content(jinja) */
     long long loaded_at;        /* "created" of the model in /v1/models */
     uint64_t id_seed, id_ctr;
     rs_store_t *store;          /* finished responses (previous_response_id, GET) */
@@ -3175,7 +3176,8 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
                      .no_thinking = r->no_thinking ||
                                     (chat_budget(j) == 0 && chat_has_thinking(fam)),
                      .reasoning_effort = r->reasoning_effort, .jinja = s->jinja,
-                     .jinja_string_args = s->jinja_string_args, .kwargs = r->template_kwargs};
+                     .jinja_string_args = s->jinja_string_args,
+                     .jinja_typed_content = s->jinja_typed_content, .kwargs = r->template_kwargs};
     char err[256] = "";
     /* a conversation that ends in the assistant's message: the answer continues it */
     bool prefill = !s->cfg.no_prefill_assistant && n && m[n - 1].role == CHAT_ASSISTANT;
@@ -4652,6 +4654,7 @@ static void select_template(srv_t *s)
         char why[256];
         if (jinja_parse(tmpl, len, &s->jinja, why, sizeof why) == 0) {
             s->jinja_string_args = chat_jinja_string_args(s->jinja);
+            s->jinja_typed_content = chat_jinja_typed_content(s->jinja);
             note = "rendered by the Jinja interpreter";
         } else {
             fd_log_warn("server: the chat template does not parse (%s): falling back to %s",

@@ -1021,6 +1021,23 @@ START_TEST(test_jinja_hook)
                               "{{ c.function.arguments }}{% endfor %}{% endfor %}";
     ck_assert_int_eq(jinja_parse(raw, sizeof raw - 1, &t, err, sizeof err), 0);
     ck_assert(chat_jinja_string_args(t));
+    ck_assert(!chat_jinja_typed_content(t)); /* shows neither */
+    jinja_free(t);
+    /* a template that reads typed parts only gets them; one that reads strings keeps them */
+    static const char parts[] = "{% for m in messages %}{% for p in m.content %}"
+                                "{{ p.text }}{% endfor %}|{% endfor %}";
+    ck_assert_int_eq(jinja_parse(parts, sizeof parts - 1, &t, err, sizeof err), 0);
+    ck_assert(chat_jinja_typed_content(t));
+    o.jinja = t;
+    o.jinja_typed_content = true;
+    ck_assert_int_eq(chat_format(CHAT_JINJA, msgs, 3, &o, &out, &len, err, sizeof err), 0);
+    ck_assert_str_eq(out, "Hi\n\"q\"||ok|");
+    free(out);
+    o.jinja_typed_content = false;
+    jinja_free(t);
+    static const char strs[] = "{% for m in messages %}{{ m.content }}{% endfor %}";
+    ck_assert_int_eq(jinja_parse(strs, sizeof strs - 1, &t, err, sizeof err), 0);
+    ck_assert(!chat_jinja_typed_content(t));
     jinja_free(t);
     o.jinja = NULL;
     ck_assert_int_eq(chat_format(CHAT_JINJA, msgs, 1, &o, &out, &len, err, sizeof err), -EINVAL);

@@ -1481,6 +1481,166 @@ START_TEST(test_legacy_kernels)
 }
 END_TEST
 
+/* IQ4_NL, IQ4_XS and MXFP4's value in fp64, from the block layout of quants.h (not from
+ * fq_dequantize_row, whose floats overflow for MXFP4's largest exponents): element i of a
+ * row of n. */
+static double table_value(int type, const uint8_t *row, int64_t i)
+{
+    const int e = (int)(i % 32), sh = e < 16 ? 0 : 4;
+    if (type == GG_IQ4_XS) {
+        const fq_block_iq4_xs *b = (const fq_block_iq4_xs *)(const void *)row + i / 256;
+        const int s = (int)(i % 256) / 32;
+        const int ls = (((b->scales_l[s / 2] >> (4 * (s % 2))) & 15) | (((b->scales_h >> (2 * s)) & 3) << 4)) - 32;
+        const int c = (b->qs[16 * s + e % 16] >> sh) & 15;
+        return (double)fq_f16_to_f32(b->d) * ls * fq_kvalues_iq4nl[c];
+    }
+    if (type == GG_MXFP4) {
+        const fq_block_mxfp4 *b = (const fq_block_mxfp4 *)(const void *)row + i / 32;
+        return ldexp(fq_kvalues_mxfp4[(b->qs[e % 16] >> sh) & 15], b->e - 128);
+    }
+    const fq_block_iq4_nl *b = (const fq_block_iq4_nl *)(const void *)row + i / 32;
+    return (double)fq_f16_to_f32(b->d) * fq_kvalues_iq4nl[(b->qs[e % 16] >> sh) & 15];
+}
+
+/* Rows 2 and 3 of a table-type weight: the scales at their ends.  IQ4_NL: fp16 d 65504 and
+ * 2^-24 (the smallest subnormal) alternating by block; IQ4_XS: the 6-bit sub-block scales
+ * 0 and 63 (ls -32 and 31), alternating by sub-block in row 2 and by super-block in row 3
+ * (whose codes are then all 0 or all 15: weights -127 and 113); MXFP4: the E8M0 exponents
+ * 0..3 in row 2 (scales 2^-128..2^-125, subnormal to normal) and 252..255 (2^124..2^127)
+ * in row 3. */
+static void table_extremes(int type, uint8_t *w, uint64_t rb, int64_t n)
+{
+    for (int row = 2; row < 4; row++)
+        for (int64_t b = 0; b < n / gg_block_elems(type); b++) {
+            uint8_t *blk = w + rb * (uint64_t)row + (uint64_t)b * (uint64_t)gg_block_bytes(type);
+            if (type == GG_IQ4_NL) {
+                uint16_t d = b % 2 ? 0x0001 : 0x7bff;
+                memcpy(blk, &d, 2);
+            } else if (type == GG_MXFP4) {
+                blk[0] = (uint8_t)((row == 2 ? 0 : 252) + b % 4);
+            } else {
+                fq_block_iq4_xs *x = (fq_block_iq4_xs *)(void *)blk;
+                if (row == 2) { /* raw scale 0 in even sub-blocks, 63 in odd ones */
+                    memset(x->scales_l, 0xf0, 4);
+                    x->scales_h = 0xcccc;
+                } else {
+                    memset(x->scales_l, b % 2 ? 0xff : 0x00, 4);
+                    x->scales_h = b % 2 ? 0xffff : 0x0000;
+                    memset(x->qs, b % 2 ? 0xff : 0x00, sizeof(x->qs));
+                }
+            }
+        }
+}
+
+/* IQ4_NL, IQ4_XS and MXFP4, every table: the scalar per-row dot, and each table's dot
+ * (1..4 rows), dot8 (1..8 rows) and dot4 (four weight rows against one), against the fp64
+ * dot of the weights' values (table_value) with the activations' dequantized codes, and
+ * against the scalar dot (exact integer sums: only the float order differs), within float
+ * rounding of the sum of |terms|, finite, writing no row past the ones asked.  Block
+ * counts 1, 3, 8, 9, 17 and 65 (rows without a full group of 8, groups only, groups and
+ * 1..7 more); IQ4_XS 1, 2, 3 and 5 super-blocks.  Weights quantized from random floats,
+ * rows 2 and 3 with extreme scales (table_extremes); activation row 5 scaled by 2^100 and
+ * row 6 by 2^-100, so that MXFP4's smallest and largest exponents meet products in float
+ * range (pairs whose sum of |terms| passes 1e37 are out of float range and skipped). */
+START_TEST(test_table_kernels)
+{
+    const fcpu_kern_t *k = fcpu_kernels(_i), *ref = fcpu_kernels(FCPU_ISA_SCALAR);
+    if (!k)
+        return;
+    static const int types[] = {GG_IQ4_NL, GG_IQ4_XS, GG_MXFP4};
+    static const int64_t blocks[] = {1, 3, 8, 9, 17, 65}, supers[] = {1, 2, 3, 5};
+    uint64_t s = 2600 + (uint64_t)_i;
+    int tested = 0, tested4 = 0, tested8 = 0, extreme = 0;
+    for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
+        const int type = types[t];
+        const bool xs = type == GG_IQ4_XS;
+        const int form = xs ? FCPU_XQK : FCPU_XQ32, blk = xs ? 256 : 32;
+        CHECK(k->dot[type] != NULL && k->xform[type] == form);
+        CHECK(k->dot4[type] != NULL && k->dot8[type] != NULL && k->xform8[type] == form);
+        const size_t nsz = xs ? FD_ARRAY_LEN(supers) : FD_ARRAY_LEN(blocks);
+        for (size_t bi = 0; bi < nsz; bi++) {
+            const int64_t n = blk * (xs ? supers[bi] : blocks[bi]), n_out = 4;
+            const size_t ldx = fcpu_xrow_bytes(form, n);
+            const uint64_t rb = gg_row_bytes(type, (uint64_t)n);
+            uint8_t *w = mk_weight(&s, type, n, n_out);
+            table_extremes(type, w, rb, n);
+            uint8_t *xq = malloc(ldx * FCPU_NR8);
+            float *x = rnd(&s, n * FCPU_NR8, 1);
+            for (int64_t i = 0; i < n; i++) {
+                x[5 * n + i] = ldexpf(x[5 * n + i], 100);
+                x[6 * n + i] = ldexpf(x[6 * n + i], -100);
+            }
+            for (int r = 0; r < FCPU_NR8; r++)
+                (xs ? k->quant_qk : k->quant_q32)(x + r * n, n, xq + (size_t)r * ldx);
+            double want[4][FCPU_NR8], mag[4][FCPU_NR8];
+            for (int64_t o = 0; o < n_out; o++)
+                for (int r = 0; r < FCPU_NR8; r++) {
+                    const uint8_t *row = xq + (size_t)r * ldx;
+                    const int8_t *q = fcpu_x_qs(row);
+                    const float *d = xs ? fcpu_xqk_d(row, n) : fcpu_xq32_d(row, n);
+                    want[o][r] = mag[o][r] = 0;
+                    for (int64_t i = 0; i < n; i++) {
+                        double p = table_value(type, w + rb * (uint64_t)o, i) * q[i] * d[i / blk];
+                        want[o][r] += p;
+                        mag[o][r] += fabs(p);
+                    }
+                }
+            /* got[o][r] from each kernel; -1: the scalar dot, 0: dot, 1: dot8, 2: dot4 */
+            for (int kind = -1; kind < 3; kind++)
+                for (int nr = 1; nr <= (kind == 1 ? FCPU_NR8 : kind == 2 ? 1 : FCPU_NR); nr++) {
+                    float got[4][FCPU_NR8];
+                    for (int r0 = 0; r0 < FCPU_NR8; r0 += nr) {
+                        const int rn = FD_MIN(nr, FCPU_NR8 - r0);
+                        const uint8_t *xr = xq + (size_t)r0 * ldx;
+                        float g[FCPU_NR8];
+                        for (int64_t o = 0; o < n_out; o++) {
+                            const uint8_t *wo = w + rb * (uint64_t)o;
+                            for (int r = 0; r < FCPU_NR8; r++)
+                                g[r] = NAN;
+                            if (kind == 2) { /* four weight rows: rows o = 0..3 at once */
+                                if (o == 0)
+                                    k->dot4[type](n, w, rb, xr, g);
+                                else
+                                    break;
+                                for (int j = 0; j < 4; j++)
+                                    got[j][r0] = g[j];
+                                continue;
+                            }
+                            (kind < 0 ? ref->dot[type] : kind ? k->dot8[type] : k->dot[type])(n, wo, xr, ldx, rn, g);
+                            for (int r = 0; r < FCPU_NR8; r++)
+                                if (r < rn)
+                                    got[o][r0 + r] = g[r];
+                                else
+                                    CHECKM(isnan(g[r]), "%s: kind %d wrote past row %d", k->name, kind, rn);
+                        }
+                    }
+                    for (int64_t o = 0; o < n_out; o++)
+                        for (int r = 0; r < FCPU_NR8; r++) {
+                            if (mag[o][r] > 1e37) /* out of float range */
+                                continue;
+                            float rv;
+                            ref->dot[type](n, w + rb * (uint64_t)o, xq + (size_t)r * ldx, ldx, 1, &rv);
+                            const double tol = 1e-5 * mag[o][r] + 1e-30;
+                            CHECKM(isfinite(got[o][r]) && fabs(got[o][r] - want[o][r]) <= tol &&
+                                       fabs((double)got[o][r] - rv) <= tol,
+                                   "%s kind %d %s n %lld out %lld rows %d row %d: %.9g, fp64 %.9g, scalar %.9g",
+                                   k->name, kind, gg_type_name(type), (long long)n, (long long)o, nr, r,
+                                   (double)got[o][r], want[o][r], (double)rv);
+                            tested += kind == 0;
+                            tested8 += kind == 1;
+                            tested4 += kind == 2;
+                            extreme += o >= 2 && mag[o][r] > 1e-20;
+                        }
+                }
+            free(w); free(xq); free(x);
+        }
+    }
+    /* every pair compared but the out-of-range ones, and the extreme rows not all skipped */
+    CHECK(tested > 3 * 4 * FCPU_NR8 && tested8 > tested && tested4 > 0);
+    CHECK(extreme > 3 * 4 * 8);
+}
+END_TEST
+
 /* Every table's dot2x8 (two float-type weight rows against 1..8 activation rows) against the
  * scalar table's per-row dot, on lengths off the vector width (tails) and on. */
 START_TEST(test_dot2x8_kernels)
@@ -1540,7 +1700,8 @@ START_TEST(test_batch_rows)
     if (!be)
         return;
     uint64_t s = 2300 + (uint64_t)_i;
-    static const int types[] = {GG_Q8_0, GG_Q4_0, GG_F32, GG_F16, GG_Q4_K, GG_Q6_K};
+    static const int types[] = {GG_Q8_0, GG_Q4_0, GG_F32, GG_F16, GG_Q4_K, GG_Q6_K,
+                                GG_IQ4_NL, GG_IQ4_XS, GG_MXFP4};
     for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
         int type = types[t];
         const int64_t n_in = gg_block_elems(type) == 1 ? 1000 : gg_block_elems(type) == 256 ? 512 : 2080, n_out = 37;
@@ -2378,6 +2539,7 @@ int main(void)
     tcase_add_loop_test(tc, test_dot8_q6_K, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_kmin_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_legacy_kernels, 0, FCPU_ISA_COUNT);
+    tcase_add_loop_test(tc, test_table_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_gemm16_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_batch_rows, 0, N_CFG);
     tcase_add_loop_test(tc, test_fast_attention, 0, N_CFG);

@@ -23,7 +23,8 @@
  * 0 = never; default 48), qblas_rows=N (the same for quantized weights, dequantized a tile
  * at a time; default 0 = never: the int8 kernels measured twice as fast), dot4_max=BYTES
  * (decode of matrices up to this size reads four weight rows per call; default 1 MiB),
- * dot8=0|1 (batches through the 8-row kernels: dot8 for Q8_0 / Q4_0 / Q4_K / Q5_K / Q6_K,
+ * dot8=0|1 (batches through the 8-row kernels: dot8 for Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 /
+ * Q4_K / Q5_K / Q6_K / IQ4_NL / IQ4_XS / MXFP4,
  * dot2x8 for the float types; default 1), repack=0|1|2 (weights prepared while it is 1 get a copy of their
  * Q8_0 / Q4_0 rows in the FCPU_REPACK8 layout, while it is 2 a copy of their Q8_0 / Q4_0 /
  * Q4_K / Q5_K / Q6_K rows in groups of 16 in the FCPU_REPACK16 layout (the rows after the last full

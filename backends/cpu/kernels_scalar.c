@@ -331,6 +331,30 @@ static void dot_iq4_xs(int64_t n, const void *vw, const void *x, size_t ldx, int
     }
 }
 
+/* The table types' batch slots, the plain references of the SIMD ones: dot8 is the per-row
+ * dot above (it takes any number of rows), dot4 that dot on each of the four weight rows. */
+static void dot4_rows(fcpu_dot_fn dot, int64_t n, const void *w, size_t ldw, const void *x,
+                      float *out)
+{
+    for (int i = 0; i < 4; i++)
+        dot(n, (const uint8_t *)w + (size_t)i * ldw, x, 0, 1, out + i);
+}
+
+static void dot4_iq4_nl(int64_t n, const void *w, size_t ldw, const void *x, float *out)
+{
+    dot4_rows(dot_iq4_nl, n, w, ldw, x, out);
+}
+
+static void dot4_iq4_xs(int64_t n, const void *w, size_t ldw, const void *x, float *out)
+{
+    dot4_rows(dot_iq4_xs, n, w, ldw, x, out);
+}
+
+static void dot4_mxfp4(int64_t n, const void *w, size_t ldw, const void *x, float *out)
+{
+    dot4_rows(dot_mxfp4, n, w, ldw, x, out);
+}
+
 static void pv(const float *p, const float *v, int64_t ldv, int64_t T, int hd, float *o)
 {
     memset(o, 0, (size_t)hd * sizeof(float));
@@ -472,6 +496,18 @@ static const fcpu_kern_t table = {
             [GG_IQ4_NL] = dot_iq4_nl,
             [GG_IQ4_XS] = dot_iq4_xs,
             [GG_MXFP4] = dot_mxfp4,
+    },
+    .dot4 = {[GG_IQ4_NL] = dot4_iq4_nl,
+             [GG_IQ4_XS] = dot4_iq4_xs,
+             [GG_MXFP4] = dot4_mxfp4,
+    },
+    .dot8 = {[GG_IQ4_NL] = dot_iq4_nl,
+             [GG_IQ4_XS] = dot_iq4_xs,
+             [GG_MXFP4] = dot_mxfp4,
+    },
+    .xform8 = {[GG_IQ4_NL] = FCPU_XQ32,
+               [GG_IQ4_XS] = FCPU_XQK,
+               [GG_MXFP4] = FCPU_XQ32,
     },
     .pv = pv,
     .round_to = {[GG_F16] = round_f16, [GG_BF16] = round_bf16},

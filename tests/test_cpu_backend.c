@@ -58,6 +58,8 @@ static const cfg_t cfgs[] = {
     {{"sched=even"}, 3},
     /* a group's parts each below dot4_max, their sum above: the group streams them */
     {{"dot4_max=20000"}, 2},
+    /* the quantized types' kernels off: every product on the dequantizing path */
+    {{"generic=1"}, 2},
 };
 #define N_CFG ((int)FD_ARRAY_LEN(cfgs))
 
@@ -666,6 +668,7 @@ static int act_block(int type)
     case GG_Q4_1: case GG_Q5_0: case GG_Q5_1: return 32;
     case GG_IQ4_NL: case GG_MXFP4: return 32;
     case GG_Q4_K: case GG_Q5_K: case GG_Q6_K: return 256;
+    case GG_Q2_K: case GG_Q3_K: return 256;
     case GG_IQ4_XS: return 256;
     default: return 0;
     }
@@ -723,7 +726,9 @@ static const int fast_types[] = {GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q
                                  GG_Q5_K, GG_Q4_1,
                                  GG_Q5_0,
                                  GG_Q5_1,
-                                 GG_IQ4_NL, GG_IQ4_XS, GG_MXFP4};
+                                 GG_IQ4_NL, GG_IQ4_XS, GG_MXFP4,
+                                 GG_Q2_K,
+                                 GG_Q3_K};
 
 /* Every configuration x weight type x awkward shapes (odd n_out, n_in off the SIMD width,
  * batch 1..64) x deferred kinds, bias and in_scale, with a large-magnitude row. */
@@ -1371,6 +1376,220 @@ START_TEST(test_kmin_kernels)
         CHECK(tested4 == 2 * 5 * FCPU_NR8);
     if (_i == FCPU_ISA_AVX512) /* and the VNNI one has the batch kernels */
         CHECK(tested8 == 2 * 5 * 4 * FCPU_NR8);
+}
+END_TEST
+
+/* generic=1 takes the quantized weights off their int8 kernels: its products are the
+ * reference's (dequantized weights, float activations) to float rounding, where the default
+ * backend's int8 activations put them measurably further off. */
+START_TEST(test_generic_option)
+{
+    static const int types[] = {GG_Q4_K, GG_Q3_K, GG_Q8_0};
+    uint64_t s = 77;
+    const char *gopt[] = {"generic=1", NULL};
+    fb_config_t gc = {.threads = 1, .options = gopt}, fc = {.threads = 1};
+    fb_backend_t *bg = NULL, *bf = NULL;
+    char err[160];
+    ck_assert_int_eq(fb_create("cpu", &gc, &bg, err, sizeof(err)), 0);
+    ck_assert_int_eq(fb_create("cpu", &fc, &bf, err, sizeof(err)), 0);
+    for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
+        const int64_t n_in = 512, n_out = 9, n_rows = 3;
+        fb_weight_t wg = {.type = types[t], .n_in = n_in, .n_out = n_out,
+                          .src = mk_weight(&s, types[t], n_in, n_out)}, wf = wg;
+        ck_assert_int_eq(fb_weight_prepare(bg, &wg), 0);
+        ck_assert_int_eq(fb_weight_prepare(bf, &wf), 0);
+        float *x = rnd(&s, n_rows * n_in, 1), yg[27], yf[27], yr[27];
+        ck_assert_int_eq(fb_matmul(bg, &wg, x, n_rows, yg, NULL), 0);
+        ck_assert_int_eq(fb_matmul(bf, &wf, x, n_rows, yf, NULL), 0);
+        ck_assert_int_eq(fcpu_ref_matmul(&wg, x, n_rows, yr, NULL), 0);
+        double eg = 0, ef = 0;
+        for (int i = 0; i < n_rows * n_out; i++) {
+            eg = fmax(eg, fabs((double)yg[i] - yr[i]));
+            ef = fmax(ef, fabs((double)yf[i] - yr[i]));
+            CHECK(isfinite(yg[i]) && isfinite(yf[i]));
+        }
+        CHECKM(eg < 1e-4 && ef > 10 * eg, "%s: generic off by %g, int8 path by %g",
+               gg_type_name(types[t]), eg, ef);
+        fb_weight_release(bg, &wg);
+        fb_weight_release(bf, &wf);
+        free((void *)wg.src);
+        free(x);
+    }
+    const char *bad[] = {"generic=2", NULL};
+    fb_config_t bc = {.threads = 1, .options = bad};
+    fb_backend_t *bb = NULL;
+    char msg[512];
+    ck_assert_int_eq(fb_create("cpu", &bc, &bb, msg, sizeof(msg)), FD_ECONFIG);
+    ck_assert_ptr_nonnull(strstr(msg, "generic=0|1"));
+    fb_destroy(bg);
+    fb_destroy(bf);
+}
+END_TEST
+
+/* Q2_K and Q3_K, every table this CPU has: the scalar per-row dot equals the fp64 dot of the
+ * dequantized weights (fq_dot_ref) with the activations' codes, and each table's dot (1..4
+ * rows), dot4 (four weight rows, at two offsets) and dot8 (1..8 rows on its XQK form) equal
+ * both the scalar dot and that fp64 dot, finite, writing no row past the ones asked.  Super-
+ * block counts 1, 2, 3, 7 and 17.  Six weight rows: quantized from random floats (centred,
+ * and shifted so Q2_K's mins matter); random bytes with random-sign d and dmin (negative
+ * mins); every code the largest (Q2_K 3, Q3_K 7: the high bit set) with the largest scales
+ * and mins and d, dmin at fp16's largest (Q2_K's dmin negative) in even super-blocks, every
+ * code the smallest (Q3_K -4) with the most negative scales in odd ones; d = 0 with
+ * dmin != 0 and dmin = 0 with d != 0 alternating; and random bytes again.  Activation rows:
+ * random, one times 1000, one all zero, one all +1 (every code 127, the largest sums of 16)
+ * and one +-1.  The bound is 1e-5 of the sum of the terms' magnitudes (Q2_K's d sc q and
+ * dmin m apart: the kernels subtract the two sums). */
+static uint16_t k23_f16(uint64_t *s, int signed_) /* |h| in 2^-8 .. 2^3 */
+{
+    uint16_t h = (uint16_t)(((7 + tu_rand64(s) % 5) << 10) | (tu_rand64(s) & 1023));
+    return signed_ && tu_rand64(s) % 2 ? (uint16_t)(h | 0x8000) : h;
+}
+
+START_TEST(test_k23_kernels)
+{
+    const fcpu_kern_t *k = fcpu_kernels(_i), *ref = fcpu_kernels(FCPU_ISA_SCALAR);
+    if (!k)
+        return;
+    static const int types[] = {GG_Q2_K, GG_Q3_K};
+    static const int64_t supers[] = {1, 2, 3, 7, 17};
+    enum { NW = 6 };
+    uint64_t s = 2700 + (uint64_t)_i;
+    int tested = 0, tested4 = 0, tested8 = 0;
+    for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
+        const int type = types[t];
+        const bool q3 = type == GG_Q3_K;
+        CHECK(ref->dot[type] != NULL && ref->xform[type] == FCPU_XQK);
+        CHECK(k->dot[type] != NULL && k->xform[type] == FCPU_XQK);
+        if (_i != FCPU_ISA_SCALAR) /* the SIMD tables: decode four rows, batches of 8 */
+            CHECK(k->dot4[type] != NULL && k->dot8[type] != NULL && k->xform8[type] == FCPU_XQK);
+        for (size_t bi = 0; bi < FD_ARRAY_LEN(supers); bi++) {
+            const int64_t n = 256 * supers[bi], nb = supers[bi];
+            const size_t ldx = fcpu_xrow_bytes(FCPU_XQK, n);
+            const uint64_t rb = gg_row_bytes(type, (uint64_t)n);
+            uint8_t *w = malloc(rb * NW);
+            float *wf = rnd(&s, n * NW, 1);
+            for (int64_t i = 0; i < n; i++)
+                wf[n + i] += 0.7f;
+            for (int o = 0; o < 2; o++)
+                ck_assert_int_eq(fq_quantize_row(type, wf + o * n, w + rb * (uint64_t)o, n), 0);
+            for (uint64_t i = 2 * rb; i < NW * rb; i++)
+                w[i] = (uint8_t)tu_rand64(&s);
+            for (int o = 2; o < NW; o++)
+                for (int64_t b = 0; b < nb; b++) {
+                    uint8_t *blk = w + rb * (uint64_t)o + (size_t)b * (q3 ? sizeof(fq_block_q3_K) : sizeof(fq_block_q2_K));
+                    fq_block_q2_K *b2 = (fq_block_q2_K *)(void *)blk;
+                    fq_block_q3_K *b3 = (fq_block_q3_K *)(void *)blk;
+                    uint16_t d = k23_f16(&s, 1), dmin = k23_f16(&s, 1);
+                    if (o == 3) { /* the extremes */
+                        const bool hi = b % 2 == 0;
+                        d = hi ? 0x7bff : 0x3c00;
+                        dmin = hi ? 0xfbff : 0x3c00;
+                        if (q3) {
+                            memset(b3->qs, hi ? 0xff : 0x00, sizeof(b3->qs));
+                            memset(b3->hmask, hi ? 0xff : 0x00, sizeof(b3->hmask));
+                            memset(b3->scales, hi ? 0xff : 0x00, sizeof(b3->scales)); /* 31, -32 */
+                        } else {
+                            memset(b2->qs, hi ? 0xff : 0x00, sizeof(b2->qs));
+                            memset(b2->scales, hi ? 0xff : 0xf0, sizeof(b2->scales));
+                        }
+                    }
+                    if (o == 4) { /* d 0 (dmin not), dmin 0 (d not) */
+                        if (b % 2 == 0)
+                            d = 0;
+                        else
+                            dmin = 0;
+                    }
+                    if (q3) {
+                        memcpy(&b3->d, &d, 2);
+                    } else {
+                        memcpy(&b2->d, &d, 2);
+                        memcpy(&b2->dmin, &dmin, 2);
+                    }
+                }
+            uint8_t *xq = malloc(ldx * FCPU_NR8);
+            float *x = rnd(&s, n * FCPU_NR8, 1), *xd = malloc(sizeof(float) * (size_t)n);
+            for (int64_t i = 0; i < n; i++) {
+                x[2 * n + i] *= 1000;
+                x[5 * n + i] = 0;
+                x[6 * n + i] = 1;
+                x[7 * n + i] = tu_rand64(&s) % 2 ? 1.f : -1.f;
+            }
+            for (int r = 0; r < FCPU_NR8; r++)
+                k->quant_qk(x + r * n, n, xq + (size_t)r * ldx);
+            double mag[NW][FCPU_NR8], oracle[NW][FCPU_NR8];
+            float want[NW][FCPU_NR8];
+            for (int o = 0; o < NW; o++) {
+                const uint8_t *wo = w + rb * (uint64_t)o;
+                ck_assert_int_eq(fq_dequantize_row(type, wo, wf, n), 0);
+                for (int r = 0; r < FCPU_NR8; r++) {
+                    const uint8_t *row = xq + (size_t)r * ldx;
+                    const int8_t *q = fcpu_x_qs(row);
+                    const float *d = fcpu_xqk_d(row, n);
+                    mag[o][r] = 0;
+                    for (int64_t i = 0; i < n; i++) {
+                        xd[i] = (float)q[i] * d[i / 256];
+                        double m = fabs((double)wf[i]);
+                        if (!q3) { /* d sc q and dmin m apart: |w| + 2 |dmin m| */
+                            const fq_block_q2_K *b2 = (const fq_block_q2_K *)(const void *)wo + i / 256;
+                            m += 2 * fabs((double)fq_f16_to_f32(b2->dmin) * (b2->scales[i % 256 / 16] >> 4));
+                        }
+                        mag[o][r] += m * fabs((double)xd[i]);
+                    }
+                    CHECK(isfinite(mag[o][r]));
+                    oracle[o][r] = fq_dot_ref(type, wo, xd, n);
+                    ref->dot[type](n, wo, row, ldx, 1, &want[o][r]);
+                    CHECKM(isfinite(want[o][r]) && fabs(want[o][r] - oracle[o][r]) <= 1e-5 * mag[o][r] + 1e-30,
+                           "scalar %s n %lld out %d row %d: %.9g vs dequantized %.9g",
+                           gg_type_name(type), (long long)n, o, r, (double)want[o][r], oracle[o][r]);
+                }
+                for (int nr = 1; nr <= FCPU_NR8; nr++)
+                    for (int b8 = 0; b8 < 2; b8++) {
+                        fcpu_dot_fn f = b8 ? k->dot8[type] : k->dot[type];
+                        if (!f || (!b8 && nr > FCPU_NR))
+                            continue;
+                        float got[FCPU_NR8];
+                        for (int r = 0; r < FCPU_NR8; r++)
+                            got[r] = NAN;
+                        f(n, wo, xq, ldx, nr, got);
+                        for (int r = 0; r < FCPU_NR8; r++) {
+                            if (r >= nr) {
+                                CHECKM(isnan(got[r]), "%s %s %s: wrote past row %d", k->name,
+                                       b8 ? "dot8" : "dot", gg_type_name(type), nr);
+                                continue;
+                            }
+                            CHECKM(isfinite(got[r]) &&
+                                   fabs((double)got[r] - want[o][r]) <= 1e-5 * mag[o][r] + 1e-30 &&
+                                   fabs((double)got[r] - oracle[o][r]) <= 1e-5 * mag[o][r] + 1e-30,
+                                   "%s %s %s n %lld out %d rows %d row %d: %.9g vs scalar %.9g, fp64 %.9g",
+                                   k->name, b8 ? "dot8" : "dot", gg_type_name(type), (long long)n,
+                                   o, nr, r, (double)got[r], (double)want[o][r], oracle[o][r]);
+                        }
+                        tested += !b8;
+                        tested8 += b8;
+                    }
+            }
+            if (k->dot4[type]) /* rows 0..3 and 2..5 against each activation row */
+                for (int o0 = 0; o0 <= 2; o0 += 2)
+                    for (int r = 0; r < FCPU_NR8; r++) {
+                        float got[4];
+                        k->dot4[type](n, w + rb * (uint64_t)o0, rb, xq + (size_t)r * ldx, got);
+                        for (int j = 0; j < 4; j++) {
+                            const int o = o0 + j;
+                            CHECKM(isfinite(got[j]) &&
+                                   fabs((double)got[j] - want[o][r]) <= 1e-5 * mag[o][r] + 1e-30 &&
+                                   fabs((double)got[j] - oracle[o][r]) <= 1e-5 * mag[o][r] + 1e-30,
+                                   "%s dot4 %s n %lld out %d row %d: %.9g vs scalar %.9g, fp64 %.9g",
+                                   k->name, gg_type_name(type), (long long)n, o, r, (double)got[j],
+                                   (double)want[o][r], oracle[o][r]);
+                        }
+                        tested4++;
+                    }
+            free(w); free(wf); free(xq); free(x); free(xd);
+        }
+    }
+    CHECK(tested == 2 * 5 * NW * FCPU_NR);
+    if (_i != FCPU_ISA_SCALAR)
+        CHECK(tested4 == 2 * 5 * 2 * FCPU_NR8 && tested8 == 2 * 5 * NW * FCPU_NR8);
 }
 END_TEST
 
@@ -2540,6 +2759,8 @@ int main(void)
     tcase_add_loop_test(tc, test_kmin_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_legacy_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_table_kernels, 0, FCPU_ISA_COUNT);
+    tcase_add_loop_test(tc, test_k23_kernels, 0, FCPU_ISA_COUNT);
+    tcase_add_test(tc, test_generic_option);
     tcase_add_loop_test(tc, test_gemm16_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_batch_rows, 0, N_CFG);
     tcase_add_loop_test(tc, test_fast_attention, 0, N_CFG);

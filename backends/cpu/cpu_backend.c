@@ -99,6 +99,7 @@ typedef struct fcpu {
     int streams;               /* decode of larger matrices: 1 or 4 weight streams a thread */
     int sched;                 /* SCHED_*: how a product's rows are handed out in chunks */
     bool dot8;                 /* batches through dot8 where the table has it */
+    bool generic;              /* quantized weights through the dequantizing path (A/B) */
     int repack;                /* prepare FCPU_REPACK8 (1) or FCPU_REPACK16 (2) copies;
                                 * batches use copies of the same layout */
     int64_t kslice;            /* int8 batches: n_in split into slices this long (0: not) */
@@ -776,7 +777,8 @@ static int mm_setup(fcpu_t *c, const fb_weight_t *w, const float *x, int64_t n_r
     } else if (w->type != GG_F32 && c->qblas_rows > 0 && n_rows >= c->qblas_rows) {
         m.path = MM_QBLAS;
         m.xform = FCPU_XF32;
-    } else if (k->dot[w->type]) {
+    } else if (k->dot[w->type] && !(c->generic && w->type != GG_F32 && w->type != GG_F16 &&
+                                     w->type != GG_BF16)) {
         m.path = MM_DOT;
         m.dot = k->dot[w->type];
         m.xform = k->xform[w->type];
@@ -1882,6 +1884,8 @@ static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t er
         } else if (kl == 6 && !strncmp(o, "kslice", 6) && *v && (ks = strtoll(v, &end, 10)) >= 0 &&
                    !*end && ks % 256 == 0) {
             c->kslice = ks;
+        } else if (kl == 7 && !strncmp(o, "generic", 7) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
+            c->generic = v[0] == '1';
         } else if (kl == 3 && !strncmp(o, "ref", 3) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
             c->ref = v[0] == '1';
         } else if (kl == 5 && !strncmp(o, "group", 5) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
@@ -1889,7 +1893,8 @@ static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t er
         } else {
             snprintf(err, errlen, "cpu backend: bad option \"%s\" (isa=scalar|avx2|avx512, "
                      "defer=each|one, blas_rows=N, qblas_rows=N, dot4_max=BYTES, streams=1|4|8, "
-                     "sched=even|guided|auto, dot8=0|1, repack=0|1|2, kslice=N (a multiple of 256), farpf=N, ref=0|1, group=0|1)", o);
+                     "sched=even|guided|auto, dot8=0|1, repack=0|1|2, kslice=N (a multiple of 256), farpf=N, ref=0|1, group=0|1, "
+                     "generic=0|1)", o);
             return FD_ECONFIG;
         }
     }

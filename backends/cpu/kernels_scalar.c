@@ -268,6 +268,72 @@ static void dot_q6_K(int64_t n, const void *vw, const void *x, size_t ldx, int n
     }
 }
 
+/* Q2_K and Q3_K: 16 sub-blocks of 16 elements; element e = 128 h + 32 j + l has its two low
+ * bits at bits 2j of qs[32 h + l] and belongs to sub-block e / 16.  Q2_K: the value is
+ * d sc q - dmin m (4-bit scale and min of the sub-block), so the dot is
+ * dx (d sum_s sc_s (q . x)_s - dmin sum_s m_s (sum of x)_s), the second from the
+ * activations' sums of 16 codes.  Q3_K: the code q | 4 h (h bit 4 h + j of hmask[l]) is
+ * 0..7 for the value q' - 4, times the signed 6-bit scale (fq_q3k_scales): the -4 comes off
+ * as -4 sc_s (sum of x)_s from the same sums. */
+static int q23_code(const uint8_t *qs, const uint8_t *hmask, int e)
+{
+    int c = (qs[32 * (e / 128) + e % 32] >> (2 * (e / 32 % 4))) & 3;
+    if (hmask)
+        c |= ((hmask[e % 32] >> (e / 32)) & 1) << 2;
+    return c;
+}
+
+static void dot_q2_K(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
+{
+    const fq_block_q2_K *w = vw;
+    for (int r = 0; r < nr; r++) {
+        const void *row = XROW(x, ldx, r);
+        const int8_t *q = fcpu_x_qs(row);
+        const float *d = fcpu_xqk_d(row, n);
+        const int16_t *bs = fcpu_xqk_bsum(row, n);
+        float a = 0;
+        for (int64_t b = 0; b < n / 256; b++) {
+            const fq_block_q2_K *wb = &w[b];
+            int isum = 0, msum = 0;
+            for (int sb = 0; sb < 16; sb++) {
+                int s = 0;
+                for (int e = 16 * sb; e < 16 * sb + 16; e++)
+                    s += q23_code(wb->qs, NULL, e) * q[256 * b + e];
+                isum += (wb->scales[sb] & 15) * s;
+                msum += (wb->scales[sb] >> 4) * bs[16 * b + sb];
+            }
+            a += d[b] * (fq_f16_to_f32(wb->d) * (float)isum - fq_f16_to_f32(wb->dmin) * (float)msum);
+        }
+        out[r] = a;
+    }
+}
+
+static void dot_q3_K(int64_t n, const void *vw, const void *x, size_t ldx, int nr, float *out)
+{
+    const fq_block_q3_K *w = vw;
+    for (int r = 0; r < nr; r++) {
+        const void *row = XROW(x, ldx, r);
+        const int8_t *q = fcpu_x_qs(row);
+        const float *d = fcpu_xqk_d(row, n);
+        const int16_t *bs = fcpu_xqk_bsum(row, n);
+        float a = 0;
+        for (int64_t b = 0; b < n / 256; b++) {
+            const fq_block_q3_K *wb = &w[b];
+            int8_t sc[16];
+            fq_q3k_scales(wb->scales, sc);
+            int isum = 0;
+            for (int sb = 0; sb < 16; sb++) {
+                int s = 0;
+                for (int e = 16 * sb; e < 16 * sb + 16; e++)
+                    s += q23_code(wb->qs, wb->hmask, e) * q[256 * b + e];
+                isum += sc[sb] * (s - 4 * bs[16 * b + sb]);
+            }
+            a += d[b] * fq_f16_to_f32(wb->d) * (float)isum;
+        }
+        out[r] = a;
+    }
+}
+
 /* IQ4_NL, MXFP4 (blocks of 32) and IQ4_XS (super-blocks of 256 with 8 signed 6-bit
  * sub-block scales): each code indexes a 16-entry int8 table, so a block's dot is
  * scale * dx * sum(table[code] x) with an exact integer sum. */
@@ -490,6 +556,8 @@ static const fcpu_kern_t table = {
     .dot = {[GG_F32] = dot_f32, [GG_F16] = dot_f16, [GG_BF16] = dot_bf16, [GG_Q8_0] = dot_q8_0,
             [GG_Q4_0] = dot_q4_0, [GG_Q4_K] = dot_q4_K, [GG_Q5_K] = dot_q5_K,
             [GG_Q6_K] = dot_q6_K,
+            [GG_Q2_K] = dot_q2_K,
+            [GG_Q3_K] = dot_q3_K,
             [GG_Q4_1] = dot_q4_1,
             [GG_Q5_0] = dot_q5_0,
             [GG_Q5_1] = dot_q5_1,
@@ -513,6 +581,8 @@ static const fcpu_kern_t table = {
     .round_to = {[GG_F16] = round_f16, [GG_BF16] = round_bf16},
     .xform = {[GG_Q8_0] = FCPU_XQ32, [GG_Q4_0] = FCPU_XQ32, [GG_Q4_K] = FCPU_XQK,
               [GG_Q5_K] = FCPU_XQK, [GG_Q6_K] = FCPU_XQK,
+              [GG_Q2_K] = FCPU_XQK,
+              [GG_Q3_K] = FCPU_XQK,
               [GG_Q4_1] = FCPU_XQ32,
               [GG_Q5_0] = FCPU_XQ32,
               [GG_Q5_1] = FCPU_XQ32,

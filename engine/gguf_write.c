@@ -732,64 +732,89 @@ int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen)
     return 0;
 }
 
+/* llama.cpp's fallback for a type whose block does not fit a row of ne0 (its quantizer's
+ * tensor_type_fallback): IQ4_XS -> IQ4_NL, Q2_K and Q3_K -> Q4_0, Q4_K -> Q5_0,
+ * Q5_K -> Q5_1, Q6_K -> Q8_0, a 32-block type kept; F16 when that does not fit either. */
+static int fallback_type(int t, int64_t ne0, int *n_fallback)
+{
+    if (ne0 % gg_block_elems(t) == 0)
+        return t;
+    (*n_fallback)++;
+    switch (t) {
+    case GG_IQ4_XS: t = GG_IQ4_NL; break;
+    case GG_Q2_K: case GG_Q3_K: t = GG_Q4_0; break;
+    case GG_Q4_K: t = GG_Q5_0; break;
+    case GG_Q5_K: t = GG_Q5_1; break;
+    case GG_Q6_K: t = GG_Q8_0; break;
+    default: break;
+    }
+    return ne0 % gg_block_elems(t) == 0 ? t : GG_F16;
+}
+
 /* llama.cpp's "use more bits" layers of the Q4_K_M recipe. */
 static bool more_bits(int il, int n)
 {
     return il < n / 8 || il >= 7 * n / 8 || (il - n / 8) % 3 == 2;
 }
 
-/* llama.cpp's IQ4_XS and MXFP4_MOE recipes (gguf_write.h) for the 2-D matrices: every role
- * gets a type whose block fits ne0. */
-static int iq_mix_type(const gguf_w_llama_t *p, const char *role, int il, int64_t ne0,
-                       int *n_fallback)
+/* llama.cpp's quantizer's categories (llama_tensor_get_type): attn_v and phi3's attn_qkv
+ * are "V-like"; a shared expert's ffn_down_shexp is an ffn_down. */
+static bool role_is_v(const char *role)
 {
-    int t;
-    if (p->wtype == GGUF_W_MIX_MXFP4_MOE) {
-        t = GG_Q8_0; /* the experts are typed where they are written (expert_type) */
-    } else if (!strcmp(role, "output") || (p->tied && !strcmp(role, "token_embd"))) {
-        t = ne0 % 256 ? GG_Q8_0 : GG_Q6_K;
-    } else {
-        bool v = !strcmp(role, "attn_v") || !strcmp(role, "attn_qkv");
-        t = GG_IQ4_XS;
-        if (v && p->n_head / p->n_head_kv >= 4)
-            t = GG_Q5_K;
-        if (!strcmp(role, "ffn_down") && il < p->n_layer / 8)
-            t = GG_Q5_K;
-        if (p->n_expert == 8 && (v || !strcmp(role, "attn_k")))
-            t = GG_Q8_0;
-        if (p->n_expert == 8 && !strcmp(role, "attn_output"))
-            t = GG_Q5_K;
-        if (t == GG_IQ4_XS && ne0 % 256) {
-            (*n_fallback)++;
-            t = GG_IQ4_NL;
-        }
-    }
-    if (ne0 % gg_block_elems(t)) { /* Q5_K / Q6_K / Q8_0 rows: the generic fallback */
-        (*n_fallback)++;
-        t = ne0 % 32 == 0 ? GG_Q8_0 : GG_F16;
-    }
+    return !strcmp(role, "attn_v") || !strcmp(role, "attn_qkv");
+}
+
+static bool role_is_down(const char *role)
+{
+    return !strncmp(role, "ffn_down", 8);
+}
+
+/* llama.cpp's IQ4_XS and MXFP4_MOE recipes (gguf_write.h) for the 2-D matrices. */
+static int iq_mix_type(const gguf_w_llama_t *p, const char *role, int il)
+{
+    if (p->wtype == GGUF_W_MIX_MXFP4_MOE)
+        return GG_Q8_0; /* the experts are typed where they are written (expert_type) */
+    if (!strcmp(role, "output") || (p->tied && !strcmp(role, "token_embd")))
+        return GG_Q6_K;
+    bool v = role_is_v(role);
+    int t = GG_IQ4_XS;
+    if (v && p->n_head / p->n_head_kv >= 4)
+        t = GG_Q5_K;
+    if (role_is_down(role) && il < p->n_layer / 8)
+        t = GG_Q5_K;
+    if (p->n_expert == 8 && (v || !strcmp(role, "attn_k")))
+        t = GG_Q8_0;
+    if (p->n_expert == 8 && !strcmp(role, "attn_output"))
+        t = GG_Q5_K;
     return t;
 }
 
+/* The type of a matrix in role `role` of layer il whose rows are ne0 long: the requested
+ * type or the mix's pick for the role, then llama.cpp's fallback where its block does not
+ * fit the row.  Checked tensor by tensor against llama.cpp's quantizer (llama_model_quantize
+ * of the same model's F32 file) for llama, qwen2 (tied, n_embd 896), phi3, gemma3, qwen3moe,
+ * olmoe, qwen2moe and gpt-oss shapes. */
 static int matrix_type(const gguf_w_llama_t *p, const char *role, int il, int64_t ne0,
                        int *n_fallback)
 {
     int t = p->wtype;
     if (t == GGUF_W_MIX_IQ4_XS || t == GGUF_W_MIX_MXFP4_MOE)
-        return iq_mix_type(p, role, il, ne0, n_fallback);
+        return fallback_type(iq_mix_type(p, role, il), ne0, n_fallback);
     if (t == GGUF_W_MIX_Q4_K_M || t == GGUF_W_MIX_Q5_K_M) {
-        t = t == GGUF_W_MIX_Q4_K_M ? GG_Q4_K : GG_Q5_K;
-        if (strcmp(role, "output") == 0)
+        bool q4 = t == GGUF_W_MIX_Q4_K_M;
+        t = q4 ? GG_Q4_K : GG_Q5_K;
+        /* the output matrix, or the embedding that serves as it (tied) */
+        if (strcmp(role, "output") == 0 || (p->tied && strcmp(role, "token_embd") == 0))
             t = GG_Q6_K;
-        else if ((strcmp(role, "attn_v") == 0 || strcmp(role, "ffn_down") == 0) &&
-                 more_bits(il, p->n_layer))
+        else if ((role_is_v(role) || role_is_down(role)) && more_bits(il, p->n_layer))
             t = GG_Q6_K;
+        /* 8 experts: V and K at Q8_0, the attention output at Q5_K */
+        if (p->n_expert == 8 && (role_is_v(role) || !strcmp(role, "attn_k")))
+            t = GG_Q8_0;
+        if (p->n_expert == 8 && q4 && !strcmp(role, "attn_output"))
+            t = GG_Q5_K;
     }
-    if (ne0 % gg_block_elems(t)) {
-        (*n_fallback)++;
-        t = ne0 % 32 == 0 ? GG_Q8_0 : GG_F16;
-    }
-    return t;
+    return fallback_type(t, ne0, n_fallback);
 }
 
 /* The type of a 3-D expert tensor whose dense role (ffn_gate, ffn_up, ffn_down) is role. */

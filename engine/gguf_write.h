@@ -74,8 +74,11 @@ int gguf_w_write_mem(gguf_w_t *w, uint8_t **out, size_t *size, char *err, size_t
 /* ---- Llama-shaped random models ------------------------------------------------------- */
 
 /* Weight type for the matrices: a GG_* type, or this mix (llama.cpp's Q4_K_M recipe: Q4_K,
- * with Q6_K for output.weight and for attn_v / ffn_down of the first and last eighth of the
- * layers and every third layer between). */
+ * with Q6_K for output.weight (the token embedding when tied) and for attn_v / attn_qkv /
+ * ffn_down / ffn_down_exps / ffn_down_shexp of the first and last eighth of the layers and
+ * every third layer between; with 8 experts, Q8_0 for attn_v and attn_k and Q5_K for
+ * attn_output).  Every type, mixed or not, takes llama.cpp's fallback (n_fallback) where its
+ * block does not fit a row. */
 #define GGUF_W_MIX_Q4_K_M 1000
 /* The same recipe on Q5_K (llama.cpp's Q5_K_M). */
 #define GGUF_W_MIX_Q5_K_M 1001
@@ -83,8 +86,8 @@ int gguf_w_write_mem(gguf_w_t *w, uint8_t **out, size_t *size, char *err, size_t
  * Q6_K for output.weight (Q8_0 when its rows are not a multiple of 256; the token embedding
  * too when tied), Q5_K for attn_v / attn_qkv when n_head / n_head_kv >= 4 and for ffn_down
  * (and ffn_down_exps) of the first eighth of the layers; with 8 experts, Q8_0 for attn_v
- * and attn_k and Q5_K for attn_output.  Rows not a multiple of 256 fall back to IQ4_NL as
- * llama.cpp's do (F16 when not a multiple of 32 either). */
+ * and attn_k and Q5_K for attn_output; ffn_down_shexp as ffn_down.  Rows not a multiple of 256 fall back
+ * to IQ4_NL (IQ4_XS), Q5_1 (Q5_K) or Q8_0 (Q6_K) as llama.cpp's do. */
 #define GGUF_W_MIX_IQ4_XS 1010
 /* llama.cpp's MXFP4_MOE recipe: the 3-D expert tensors (ffn_*_exps) MXFP4, every other
  * matrix Q8_0 (F16 for rows not a multiple of 32). */
@@ -148,8 +151,9 @@ typedef struct gguf_w_llama {
      * rest Q8_0 or F16), else wtype's; rows must be whole blocks of it (FD_ESHAPE) */
     int exp_wtype;
     /* out: matrices whose row length does not fit the block size of the requested type
-     * (filled in by gguf_w_llama_add); they use Q8_0 when the row is a multiple of 32,
-     * else F16. */
+     * (filled in by gguf_w_llama_add); they take llama.cpp's fallback: IQ4_XS -> IQ4_NL,
+     * Q2_K / Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, a type of 32-blocks
+     * kept, and F16 when the row is not a multiple of 32. */
     int n_fallback;
 } gguf_w_llama_t;
 

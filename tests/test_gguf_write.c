@@ -618,6 +618,75 @@ START_TEST(test_llama_types)
 }
 END_TEST
 
+/* The mixes' and the fallback's types, tensor by tensor, as llama.cpp's quantizer picks them
+ * (llama_model_quantize of each model's F32 file by node-llama-cpp 3.22.1's libllama, ftypes
+ * Q4_K_M, Q5_K_M, IQ4_XS and the pure Q3_K): 8 experts put attn_k / attn_v at Q8_0 and
+ * attn_output at Q5_K (Q4_K_M), a shared expert's ffn_down takes ffn_down's extra bits, phi3's
+ * attn_qkv takes attn_v's, Q5_K falls back to Q5_1 and Q3_K to Q4_0.  tests/ref/check-types.sh
+ * compares whole files with llama.cpp's quantizer. */
+START_TEST(test_llama_quantizer_types)
+{
+    static const struct {
+        const char *arch;
+        int wtype, n_embd, n_ff, n_layer, n_head, n_head_kv, n_expert;
+        bool tied;
+        const char *name;
+        int type;
+    } cases[] = {
+        { "qwen2moe", GGUF_W_MIX_Q4_K_M, 256, 256, 2, 4, 2, 8, false, "blk.0.attn_k.weight", GG_Q8_0 },
+        { "qwen2moe", GGUF_W_MIX_Q4_K_M, 256, 256, 2, 4, 2, 8, false, "blk.0.attn_v.weight", GG_Q8_0 },
+        { "qwen2moe", GGUF_W_MIX_Q4_K_M, 256, 256, 2, 4, 2, 8, false, "blk.0.attn_q.weight", GG_Q4_K },
+        { "qwen2moe", GGUF_W_MIX_Q4_K_M, 256, 256, 2, 4, 2, 8, false, "blk.1.attn_output.weight", GG_Q5_K },
+        { "qwen2moe", GGUF_W_MIX_Q4_K_M, 256, 256, 2, 4, 2, 8, false, "blk.0.ffn_down_shexp.weight", GG_Q4_K },
+        { "qwen2moe", GGUF_W_MIX_Q4_K_M, 256, 256, 2, 4, 2, 8, false, "blk.1.ffn_down_shexp.weight", GG_Q6_K },
+        { "qwen2moe", GGUF_W_MIX_Q4_K_M, 256, 256, 2, 4, 2, 8, false, "blk.1.ffn_down_exps.weight", GG_Q6_K },
+        { "qwen2moe", GGUF_W_MIX_Q4_K_M, 256, 256, 2, 4, 2, 8, false, "token_embd.weight", GG_Q4_K },
+        { "qwen3moe", GGUF_W_MIX_Q4_K_M, 256, 256, 2, 4, 2, 16, false, "blk.0.attn_k.weight", GG_Q4_K },
+        { "qwen3moe", GGUF_W_MIX_Q5_K_M, 256, 256, 2, 4, 2, 8, false, "blk.0.attn_k.weight", GG_Q8_0 },
+        { "qwen3moe", GGUF_W_MIX_Q5_K_M, 256, 256, 2, 4, 2, 8, false, "blk.0.attn_output.weight", GG_Q5_K },
+        { "phi3", GGUF_W_MIX_Q4_K_M, 256, 512, 2, 4, 2, 0, false, "blk.0.attn_qkv.weight", GG_Q4_K },
+        { "phi3", GGUF_W_MIX_Q4_K_M, 256, 512, 2, 4, 2, 0, false, "blk.1.attn_qkv.weight", GG_Q6_K },
+        { "qwen2", GGUF_W_MIX_IQ4_XS, 288, 320, 2, 8, 2, 0, true, "blk.0.attn_v.weight", GG_Q5_1 },
+        { "qwen2", GGUF_W_MIX_IQ4_XS, 288, 320, 2, 8, 2, 0, true, "blk.1.ffn_down.weight", GG_IQ4_NL },
+        { "qwen2", GGUF_W_MIX_IQ4_XS, 288, 320, 2, 8, 2, 0, true, "token_embd.weight", GG_Q8_0 },
+        { "llama", GG_Q3_K, 288, 512, 2, 4, 2, 0, false, "blk.0.attn_q.weight", GG_Q4_0 },
+        { "llama", GG_Q3_K, 288, 512, 2, 4, 2, 0, false, "blk.0.ffn_down.weight", GG_Q3_K },
+    };
+    gguf_t *g = NULL;
+    uint8_t *b = NULL;
+    for (size_t k = 0; k < FD_ARRAY_LEN(cases); k++) {
+        /* one model per run of cases with the same shape */
+        if (k > 0 && !strcmp(cases[k].arch, cases[k - 1].arch) &&
+            cases[k].wtype == cases[k - 1].wtype && cases[k].n_expert == cases[k - 1].n_expert &&
+            cases[k].n_embd == cases[k - 1].n_embd)
+            goto check;
+        if (g) {
+            gguf_close(g);
+            free(b);
+        }
+        gguf_w_llama_t p = {.name = "m", .arch = cases[k].arch, .n_embd = cases[k].n_embd,
+                            .n_layer = cases[k].n_layer, .n_head = cases[k].n_head,
+                            .n_head_kv = cases[k].n_head_kv, .n_ff = cases[k].n_ff,
+                            .n_vocab = 300, .n_ctx = 64, .rope_base = 10000, .norm_eps = 1e-5f,
+                            .tied = cases[k].tied, .wtype = cases[k].wtype, .seed = 7,
+                            .n_expert = cases[k].n_expert,
+                            .n_expert_used = cases[k].n_expert ? 4 : 0};
+        if (!strcmp(cases[k].arch, "qwen3moe"))
+            p.head_dim = 64;
+        size_t sz;
+        g = gen(&p, &b, &sz);
+    check:;
+        const gguf_tensor_t *t = gguf_find_tensor(g, cases[k].name);
+        ck_assert_ptr_nonnull(t);
+        ck_assert_msg(t->type == cases[k].type, "%s %s: %s is %s, llama.cpp's quantizer makes "
+                      "it %s", cases[k].arch, cases[k].name, cases[k].name,
+                      gg_type_name(t->type), gg_type_name(cases[k].type));
+    }
+    gguf_close(g);
+    free(b);
+}
+END_TEST
+
 /* llama.cpp's IQ4_XS recipe (llama_tensor_get_type without an importance matrix) and its
  * fallback for rows not a multiple of 256 (IQ4_NL), and MXFP4_MOE (experts MXFP4, the rest
  * Q8_0), tensor by tensor. */
@@ -704,12 +773,13 @@ START_TEST(test_llama_fallback_and_tied)
     uint8_t *b;
     size_t sz;
     gguf_t *g = gen(&p, &b, &sz);
-    /* ne0 = 64 rows fall back to Q8_0, ffn_down (ne0 = 172) to F16 */
+    /* ne0 = 64 rows fall back to Q5_0 (llama.cpp's fallback of Q4_K), ffn_down (ne0 = 172)
+     * to F16 */
     ck_assert_int_eq(gguf_n_tensors(g), 47);
     ck_assert_ptr_null(gguf_find_tensor(g, "output.weight"));
     ck_assert_int_eq(p.n_fallback, 1 + 5 * 7);
-    ck_assert_int_eq(gguf_find_tensor(g, "token_embd.weight")->type, GG_Q8_0);
-    ck_assert_int_eq(gguf_find_tensor(g, "blk.0.attn_q.weight")->type, GG_Q8_0);
+    ck_assert_int_eq(gguf_find_tensor(g, "token_embd.weight")->type, GG_Q5_0);
+    ck_assert_int_eq(gguf_find_tensor(g, "blk.0.attn_q.weight")->type, GG_Q5_0);
     ck_assert_int_eq(gguf_find_tensor(g, "blk.4.ffn_down.weight")->type, GG_F16);
     ck_assert_int_eq(gguf_find_tensor(g, "blk.4.ffn_norm.weight")->type, GG_F32);
     gguf_close(g);
@@ -878,6 +948,7 @@ int main(void)
     tcase_add_test(tc, test_llama_types);
     tcase_add_test(tc, test_llama_fallback_and_tied);
     tcase_add_test(tc, test_llama_iq_mixes);
+    tcase_add_test(tc, test_llama_quantizer_types);
     tcase_add_test(tc, test_llama_gemma);
     tcase_add_test(tc, test_llama_big_vocab);
     suite_add_tcase(s, tc);

@@ -516,6 +516,74 @@ START_TEST(test_moe_mxfp4)
 }
 END_TEST
 
+/* A Qwen2.5-0.5B-shaped model (qwen2, n_embd 896, 14 heads of 64, 2 KV heads, tied output)
+ * written as the Q4_K_M mix holds what llama.cpp's quantizer makes of it: 896-long rows are no
+ * multiple of 256, so Q4_K falls back to Q5_0 and Q6_K (the tied embedding, attn_v of the
+ * last layer) to Q8_0, while ffn_down (rows of n_ff = 512) stays Q4_K / Q6_K.  It loads,
+ * its logits stay within test_quantized_types' bound of its F32 twin (taking the mix's
+ * worst type, Q4_K), and the fused and unfused plans agree to their activations' rounding. */
+START_TEST(test_qwen25_q4_k_m)
+{
+    gguf_w_llama_t p = { .name = "qwen25", .arch = "qwen2", .n_embd = 896, .n_layer = 2,
+                         .n_head = 14, .n_head_kv = 2, .n_ff = 512, .n_vocab = 300,
+                         .n_ctx = 64, .rope_base = 1e6f, .norm_eps = 1e-6f, .tied = true,
+                         .wtype = GGUF_W_MIX_Q4_K_M, .seed = 44 };
+    char err[256], pq[512], pf[512];
+    snprintf(pq, sizeof(pq), "%s", tu_tmp_path("qwen25-q4km.gguf"));
+    snprintf(pf, sizeof(pf), "%s", tu_tmp_path("qwen25-f32.gguf"));
+    ck_assert_msg(gguf_w_llama_write(&p, pq, 1, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_int_gt(p.n_fallback, 0);
+    p.wtype = GG_F32;
+    ck_assert_msg(gguf_w_llama_write(&p, pf, 1, err, sizeof(err)) == 0, "%s", err);
+    gguf_t *g;
+    ck_assert_int_eq(gguf_open(&g, pq, err, sizeof(err)), 0);
+    static const struct { const char *name; int type; } want[] = {
+        { "token_embd.weight", GG_Q8_0 },      { "blk.0.attn_q.weight", GG_Q5_0 },
+        { "blk.0.attn_k.weight", GG_Q5_0 },    { "blk.0.attn_v.weight", GG_Q5_0 },
+        { "blk.1.attn_v.weight", GG_Q8_0 },    { "blk.1.attn_output.weight", GG_Q5_0 },
+        { "blk.0.ffn_gate.weight", GG_Q5_0 },  { "blk.1.ffn_up.weight", GG_Q5_0 },
+        { "blk.0.ffn_down.weight", GG_Q4_K },  { "blk.1.ffn_down.weight", GG_Q6_K },
+    };
+    for (size_t k = 0; k < FD_ARRAY_LEN(want); k++) {
+        const gguf_tensor_t *t = gguf_find_tensor(g, want[k].name);
+        ck_assert_ptr_nonnull(t);
+        ck_assert_msg(t->type == want[k].type, "%s is %s, not %s", want[k].name,
+                      gg_type_name(t->type), gg_type_name(want[k].type));
+    }
+    gguf_close(g);
+    llm_model_t *mf = load(pf, true, 1, 0, 0);
+    const int V = llm_hparams(mf)->n_vocab;
+    float *l32 = malloc(sizeof(float) * 6 * V), *lq[2];
+    run_tokens(mf, l32);
+    llm_free(mf);
+    const double paths = sqrt(7.0 * 2 + 1), eps8 = weight_error(GG_Q8_0, 256, 8);
+    const double hi = 2 * paths * hypot(weight_error(GG_Q4_K, 256, 7), eps8);
+    for (int fused = 0; fused < 2; fused++) {
+        lq[fused] = malloc(sizeof(float) * 6 * V);
+        llm_model_t *m = load(pq, fused, 1, 0, 0);
+        run_tokens(m, lq[fused]);
+        llm_free(m);
+        double num = 0, den = 0;
+        for (int i = 0; i < 6 * V; i++) {
+            num += ((double)lq[fused][i] - l32[i]) * ((double)lq[fused][i] - l32[i]);
+            den += (double)l32[i] * l32[i];
+        }
+        const double e = sqrt(num / den);
+        fprintf(stderr, "Qwen2.5-0.5B-shaped Q4_K_M fusion %d: logits rel err %.2e (bound %.2e)\n",
+                fused, e, hi);
+        ck_assert_msg(e <= hi && e > 0, "fusion %d: logits rel err %.3g, bound %.3g", fused, e, hi);
+    }
+    /* the plans round different int8 activations (the fused one's carry the norm's gamma as
+     * an input scale), each matrix an eps8 apart: 2 sqrt(7 L + 1) eps8 (measured 0.56 of it) */
+    const double dfu = tu_rel_diff(lq[1], lq[0], 6 * V);
+    ck_assert_msg(dfu <= 2 * paths * eps8, "fused vs unfused %.3g (bound %.3g)", dfu,
+                  2 * paths * eps8);
+    free(l32); free(lq[0]); free(lq[1]);
+    unlink(pq);
+    unlink(pf);
+}
+END_TEST
+
 /* ---- the batch step ---- */
 
 /* Three sequences decoded together, in steps that mix prefill and decode at different
@@ -1601,6 +1669,7 @@ int main(void)
     tcase_add_test(rnd, test_truncated_q3k);
     tcase_add_test(rnd, test_q23k_backends);
     tcase_add_test(rnd, test_moe_mxfp4);
+    tcase_add_test(rnd, test_qwen25_q4_k_m);
     tcase_add_test(rnd, test_bad_files);
     tcase_add_test(rnd, test_rope_scaling);
     tcase_add_test(rnd, test_qwen2);

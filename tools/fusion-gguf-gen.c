@@ -74,7 +74,9 @@ static void usage(FILE *f)
             "      --targets LIST    attn_q,attn_k,attn_v,attn_output,ffn_gate,ffn_up,\n"
             "                        ffn_down,output (Phi-3: attn_qkv) or all (default)\n"
             "  -h, --help\n"
-            "Matrices whose rows do not fit the type's block size fall back to Q8_0 or F16.\n");
+            "Matrices whose rows do not fit the type's block size fall back as llama.cpp's\n"
+            "quantizer does: IQ4_XS to IQ4_NL, Q2_K/Q3_K to Q4_0, Q4_K to Q5_0, Q5_K to\n"
+            "Q5_1, Q6_K to Q8_0, or F16.\n");
 }
 
 static int parse_type(const char *s)
@@ -432,7 +434,7 @@ int main(int argc, char **argv)
     printf("%" PRId64 " tensors, %" PRId64 " parameters, %" PRIu64 " bytes, written in %.1f s",
            gguf_n_tensors(g), params, gguf_file_size(g), dt);
     if (p.n_fallback)
-        printf("; %d matrices kept at Q8_0/F16 (rows not a multiple of the block size)",
+        printf("; %d matrices in a fallback type (rows not a multiple of the block size)",
                p.n_fallback);
     printf("\n");
     gguf_close(g);

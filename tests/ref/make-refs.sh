@@ -21,7 +21,13 @@ release=$(node -p "const m=require('$ref/node_modules/@node-llama-cpp/linux-x64/
 ids="1 300 45 511 259 400 3 260 77 128"
 # Mixtures of experts: a longer one, so that every expert of every layer is chosen somewhere
 # (the test checks that it is; with random weights the later layers' rows look alike and
-# favour a few experts, so the seeds below are ones where the prompt reaches all 8).
+# favour a few experts, so the seeds below are ones where the prompt reaches all 8).  In the
+# quantized ones, a row whose 4th and 5th experts score nearly alike can pick another expert
+# in fusiond than in llama.cpp when the two round activations differently (its Q8_0 and its
+# reference ops' unrounded products do): that row's logits then differ by 0.05 to 0.15, not
+# 0.02; their seeds are also ones where no row sits that close to a tie (olmoe-q4_k_m's 39
+# and qwen2moe-q4_k_m's 44 did once their attn_k/attn_v became Q8_0, as llama.cpp's recipe
+# has them with 8 experts).
 moe_ids="$ids 5 200 333 444 17 99 350 480 12 64 150 222 390 500"
 # RoPE scaling (YaRN): a 48-token prompt, so that the later positions turn the ramp's pairs
 # far from where linear scaling puts them.
@@ -119,11 +125,11 @@ qwen3moe-f32|qwen3moe 64 2 4 2 32 96 F32 0 31 0 0 0 8,4
 qwen3moe-q8_0|qwen3moe 256 2 4 2 64 256 Q8_0 0 32 0 0 0 8,4
 qwen3moe-q4_k_m|qwen3moe 256 2 4 2 64 256 Q4_K_M 0 42 0 0 0 8,4
 olmoe-f32|olmoe 64 2 4 4 0 96 F32 0 34 0 0 0 8,4
-olmoe-q4_k_m|olmoe 256 2 4 4 0 256 Q4_K_M 0 39 0 0 0 8,4
+olmoe-q4_k_m|olmoe 256 2 4 4 0 256 Q4_K_M 0 50 0 0 0 8,4
 mixtral-f32|llama 64 2 4 2 0 96 F32 0 41 0 0 0 8,2
 mixtral-q4_0|llama 256 2 4 2 0 256 Q4_0 1 39 0 0 0 8,2
 qwen2moe-f32|qwen2moe 64 2 4 2 0 96 F32 0 44 0 0 0 8,4
-qwen2moe-q4_k_m|qwen2moe 256 2 4 2 0 256 Q4_K_M 0 44 0 0 0 8,4
+qwen2moe-q4_k_m|qwen2moe 256 2 4 2 0 256 Q4_K_M 0 69 0 0 0 8,4
 qwen3-f32-kv-f16|qwen3 64 2 4 2 32 160 F32 0 13 0 0 0
 qwen3-f32-kv-q8_0|qwen3 64 2 4 2 32 160 F32 0 13 0 0 0
 llama-hd64-f32-kv-f16|llama 128 2 4 2 64 256 F32 0 28 0 0 0

@@ -1,14 +1,17 @@
 /* test_llamacpp_ref.c: proves fusiond computes what llama.cpp computes, architecture by
  * architecture and weight type by weight type: for small random-weight models (llama, qwen2,
- * qwen3, phi3, gemma2, gemma3, qwen3moe, olmoe; F32, F16, BF16, Q8_0, Q4_0, Q4_K_M, Q5_K_M,
- * Q6_K) the logits after every prompt position, on the CPU backend (fast kernels and reference
+ * qwen3, phi3, gemma2, gemma3, qwen3moe, olmoe, gpt-oss; F32, F16, BF16, Q8_0, Q4_0, Q4_1,
+ * Q5_0, Q5_1, Q2_K, Q3_K, Q4_K_M, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS, MXFP4, and llama.cpp's IQ4_XS
+ * and MXFP4_MOE mixes) the logits after every prompt position, on the CPU backend (fast kernels and reference
  * ops, fused and unfused plans), equal llama.cpp's within the bound each type justifies;
  * Llama 3.1's RoPE frequency factors (rope_freqs.weight), phi3 (fused tensors), Phi-3.5's
  * LongRoPE (short and long factors, attention factor), Gemma 2/3 (embedding scale, GELU, post
  * norms, soft-caps, a sliding window of 4 under a 10-token prompt, Gemma 3's local RoPE base)
  * and the mixtures of experts qwen3moe, olmoe, qwen2moe and Mixtral-style llama (routing,
  * renormalization or not, OLMoE's whole-row Q/K norms, qwen2moe's sigmoid-gated shared
- * expert, a prompt that reaches every expert)
+ * expert, a prompt that reaches every expert), gpt-oss (attention sinks, biases, swiglu_oai,
+ * YaRN, a sliding window of 16 on the even layers under a 48-token prompt, which a window
+ * one off fails; F32 and MXFP4 experts)
  * too, and a Gemma-style vocabulary tokenizes as llama.cpp tokenizes it; and with f16 and q8_0
  * KV caches, against llama.cpp's runs with the same cache types; YaRN RoPE scaling (llama,
  * qwen2 and qwen3 files with rope.scaling.type yarn, a 48-token prompt), where linear scaling
@@ -66,6 +69,10 @@ static int parse_type(const char *s)
         return GGUF_W_MIX_Q4_K_M;
     if (strcmp(s, "Q5_K_M") == 0)
         return GGUF_W_MIX_Q5_K_M;
+    if (strcmp(s, "IQ4_XS_MIX") == 0)
+        return GGUF_W_MIX_IQ4_XS;
+    if (strcmp(s, "MXFP4_MOE") == 0)
+        return GGUF_W_MIX_MXFP4_MOE;
     int t = gg_type_from_name(s);
     ck_assert_msg(t >= 0, "unknown type '%s'", s);
     return t;
@@ -100,7 +107,13 @@ static void parse_model(ref_t *r, char *line)
         else if (!strcmp(k, "orig_ctx")) s->orig_ctx = key_int(v);
         else if (!strcmp(k, "attn_factor")) s->attn_factor = strtof(v, NULL);
         else if (!strcmp(k, "seed")) s->seed = (uint64_t)key_int(v);
-        else if (!strcmp(k, "n_swa")) s->n_swa = key_int(v), gemma++;
+        else if (!strcmp(k, "n_swa")) { /* gemma's (one of its four) or gpt-oss's window */
+            s->n_swa = key_int(v);
+            if (!strncmp(r->arch, "gemma", 5))
+                gemma++;
+            else
+                seen--;
+        }
         else if (!strcmp(k, "attn_softcap")) s->attn_softcap = strtof(v, NULL), gemma++;
         else if (!strcmp(k, "final_softcap")) s->final_softcap = strtof(v, NULL), gemma++;
         else if (!strcmp(k, "rope_base")) s->rope_base = strtof(v, NULL), gemma++;
@@ -323,7 +336,21 @@ static double rel_err(const float *a, const ref_t *r, int *worst)
  * 7 L + 1 = 15 products on a token's path: about sqrt(15) = 3.9 times one product's error,
  * with a margin (measured: F16 1.2e-3, BF16 6.4e-3, 8-bit 1.8e-2 to 3.0e-2; the fast K-quant
  * kernels round exactly as llama.cpp does and come within 4e-7).  A misread weight format is
- * off by tens of percent; a missing head norm or bias by more than 5%. */
+ * off by tens of percent; a missing head norm or bias by more than 5%.
+ * The newer types get the same 8-bit bound, for the same reason: both programs multiply the
+ * very same quantized weights, so a type's own quantization error (Q2_K's is ten times
+ * Q8_0's) cancels, and what is left is llama.cpp's rounding of the activations to its dot
+ * type, 8-bit blocks for all of them (Q8_1 for Q4_1 and Q5_1; Q8_0 for Q5_0, IQ4_NL and
+ * MXFP4; Q8_K for Q2_K, Q3_K and IQ4_XS).  Measured, worst of the five runs: Q4_1 2.1e-2,
+ * Q5_0 2.0e-2, Q5_1 1.9e-2, Q2_K 2.6e-2, Q3_K 2.8e-2, IQ4_NL 1.9e-2, IQ4_XS 2.3e-2 (those
+ * three are the reference ops'; their fast kernels come within 4e-7: they round as llama.cpp
+ * does), MXFP4 1.6e-2, the IQ4_XS mix 2.2e-2,
+ * qwen3moe with MXFP4 experts 1.7e-2, gpt-oss with MXFP4 experts 2.0e-2; gpt-oss in F32
+ * 1.1e-6, under the F32 bound.  A mixture of experts also needs every row to pick the experts
+ * llama.cpp picks: a row whose k-th and (k+1)-th experts score nearly alike can flip under
+ * the two programs' different roundings (0.15 to 0.35 at that row; fusiond's expert counts
+ * then differ between its own runs), so make-refs.sh's quantized MoE seeds are ones where
+ * none is that close. */
 static double bound(const char *arch, const char *type)
 {
     /* Gemma's GELU: llama.cpp's CPU GELU reads a table indexed by the fp16 rounding of its
@@ -371,7 +398,9 @@ static const char *const refs[] = {
     "qwen3-f32-kv-q8_0", "llama-hd64-f32-kv-f16", "llama-hd64-f32-kv-q8_0", "llama-yarn-f32",
     "qwen2-yarn-f32", "qwen3-yarn-f32", "qwen3-yarn-q8_0", "qwen3-yarn-af-f32",
     "lora-llama-f32", "lora-llama-f32-scaled", "lora-qwen2-f32", "lora-phi3-f32",
-    "lora-llama-q8_0", "lora-llama-q4_k_m",
+    "lora-llama-q8_0", "lora-llama-q4_k_m", "llama-q4_1", "llama-q5_0", "llama-q5_1",
+    "llama-q2_k", "llama-q3_k", "llama-iq4_nl", "llama-iq4_xs", "llama-mxfp4",
+    "llama-iq4_xs_mix", "qwen3moe-mxfp4_moe", "gpt-oss-f32", "gpt-oss-mxfp4_moe",
 };
 
 /* A reference with adapters: every adapted matrix is three products (W x, A x, B (A x)), so
@@ -553,6 +582,34 @@ START_TEST(test_yarn_discriminates)
         }
         free(r.logits);
     }
+}
+END_TEST
+
+/* gpt-oss's sliding window matters to its reference (a 48-token prompt, a window of 16 on
+ * the even layers): fusiond with a window one shorter or one longer misses llama.cpp's
+ * logits by far more than the bound (measured 0.64 and 0.93). */
+START_TEST(test_gptoss_window_discriminates)
+{
+    ref_t r;
+    load_ref("gpt-oss-f32", &r);
+    const double b = bound(r.arch, r.type);
+    const int swa = r.spec.n_swa, wrong[] = { swa - 1, swa + 1 };
+    ck_assert_int_gt(r.n_ids, swa + 8);
+    for (size_t k = 0; k < FD_ARRAY_LEN(wrong); k++) {
+        ref_t w = r;
+        w.spec.n_swa = wrong[k];
+        const char *path = write_model(&w, "gptoss-window");
+        float *lg = run(path, true, false, false, 0, &r);
+        int worst = 0;
+        double e = rel_err(lg, &r, &worst);
+        fprintf(stderr, "gpt-oss-f32 with a window of %d, not %d: relative error %.2e (bound "
+                "%.1e)\n", wrong[k], swa, e, b);
+        ck_assert_msg(e > 10 * b, "gpt-oss-f32 with a window of %d: within %.3e of llama.cpp",
+                      wrong[k], e);
+        free(lg);
+        unlink(path);
+    }
+    free(r.logits);
 }
 END_TEST
 
@@ -989,6 +1046,7 @@ static Suite *suite(void)
     tcase_add_test(c, test_discriminates);
     tcase_add_test(c, test_lora_discriminates);
     tcase_add_test(c, test_cache_type_discriminates);
+    tcase_add_test(c, test_gptoss_window_discriminates);
     tcase_add_test(c, test_yarn_discriminates);
     tcase_add_test(c, test_qwen3_bad_norm);
     tcase_add_test(c, test_gemma_bad);

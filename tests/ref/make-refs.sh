@@ -5,6 +5,10 @@
 # fusion-gguf-gen) when a model is added here, and commit the files it writes:
 #   (cd tests/ref && npm install) && tests/ref/make-refs.sh
 # Each file's "model" line is the whole recipe: the test writes the same model from it.
+# llama.cpp's numbers depend a little on the host (ggml picks its CPU kernels by the CPU's
+# features): rewriting every file on an AVX2 host moved the F32 ones by under 1e-6 and the
+# Q8_0 ones by up to 1.6e-2 from those written on another, so rewrite (MAKE_REFS_ONLY=NAME,
+# a shell pattern, one name or glob a run) only the files whose model changed or is new.
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
 gen=${FUSION_GGUF_GEN:-$top/fusion-gguf-gen}
@@ -41,6 +45,8 @@ long_ids="$moe_ids 7 111 222 303 404 505 6 16 26 36 46 56 66 76 86 96 106 116 12
 #        [N,K] (the other architectures: a mixture of N experts, K per token, n_ff each)
 #        [yarn:F:N[:A]] (the other architectures: YaRN by F from an original context of N,
 #        rope.scaling.attn_factor A)
+#        [N,K W [yarn:F:N]] (gpt-oss: N experts, K per token, the sliding window W of its
+#        even layers, YaRN; the 48-token prompt, so the window matters from position W on)
 # A name ending in -kv-TYPE (f16, q8_0, ...): llama.cpp's KV cache (K and V) of that type,
 # written on a "cache" line; else f32.
 # MAKE_REFS_ONLY='gemma*' (a shell pattern) rewrites only the files of the names it matches.
@@ -60,6 +66,14 @@ while IFS='|' read -r name spec; do
         gkeys=" n_swa=$swa attn_softcap=$acap final_softcap=$fcap rope_base=$base"
         [ "$rscale" != 0 ] && gflags="$gflags --rope-scale $rscale" &&
             gkeys="$gkeys rope_scale=$rscale";;
+    gpt-oss)
+        gflags="--experts ${14} --swa ${15}"
+        gkeys=" n_expert=${14%,*} n_expert_used=${14#*,} n_swa=${15}"
+        pids=$long_ids
+        case ${16:-} in yarn:*)
+            gflags="$gflags --rope-scaling ${16}"
+            gkeys="$gkeys rope_scaling=${16}";;
+        esac;;
     *)
         case ${14:-} in yarn:*)
             gflags="--rope-scaling ${14}"
@@ -140,6 +154,18 @@ qwen2-yarn-f32|qwen2 64 2 4 2 0 160 F32 1 46 0 0 0 yarn:8:32
 qwen3-yarn-f32|qwen3 64 2 4 2 32 160 F32 0 47 0 0 0 yarn:4:4096
 qwen3-yarn-q8_0|qwen3 256 2 4 2 64 512 Q8_0 1 48 0 0 0 yarn:4:32768
 qwen3-yarn-af-f32|qwen3 64 2 4 2 32 160 F32 0 49 0 0 0 yarn:8:2048:0.75
+llama-q4_1|llama 256 2 4 2 0 512 Q4_1 0 50 0 0 0
+llama-q5_0|llama 256 2 4 2 0 512 Q5_0 1 51 0 0 0
+llama-q5_1|llama 256 2 4 2 0 512 Q5_1 0 52 0 0 0
+llama-q2_k|llama 256 2 4 2 0 512 Q2_K 0 53 0 0 0
+llama-q3_k|llama 256 2 4 2 0 512 Q3_K 1 54 0 0 0
+llama-iq4_nl|llama 256 2 4 2 0 512 IQ4_NL 0 55 0 0 0
+llama-iq4_xs|llama 256 2 4 2 0 512 IQ4_XS 1 56 0 0 0
+llama-mxfp4|llama 256 2 4 2 0 512 MXFP4 0 57 0 0 0
+llama-iq4_xs_mix|llama 256 2 8 2 0 640 IQ4_XS_MIX 0 58 0 0 0
+qwen3moe-mxfp4_moe|qwen3moe 256 2 4 2 64 256 MXFP4_MOE 0 42 0 0 0 8,4
+gpt-oss-f32|gpt-oss 64 2 4 2 32 96 F32 0 60 0 0 0 8,3 16 yarn:32:4096
+gpt-oss-mxfp4_moe|gpt-oss 128 2 4 2 32 128 MXFP4_MOE 0 73 0 0 0 8,3 16 yarn:32:4096
 MODELS
 
 # LoRA adapters (fusion-gguf-gen --lora: seeded random A and B) applied by llama.cpp:

@@ -456,7 +456,9 @@ static int cmd_gemm(const popts_t *o)
                                 GG_Q6_K,
                                 GG_Q4_1,
                                 GG_Q5_0,
-                                GG_Q5_1};
+                                GG_Q5_1,
+                                GG_Q2_K,
+                                GG_Q3_K};
     for (size_t m = 0; m < FD_ARRAY_LEN(pshapes); m++) {
         const pshape_t *s = &pshapes[m];
         if (!in_list(o->models, s->name))

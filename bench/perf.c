@@ -458,7 +458,10 @@ static int cmd_gemm(const popts_t *o)
                                 GG_Q5_0,
                                 GG_Q5_1,
                                 GG_Q2_K,
-                                GG_Q3_K};
+                                GG_Q3_K,
+                                GG_IQ4_NL,
+                                GG_IQ4_XS,
+                                GG_MXFP4};
     for (size_t m = 0; m < FD_ARRAY_LEN(pshapes); m++) {
         const pshape_t *s = &pshapes[m];
         if (!in_list(o->models, s->name))

@@ -67,7 +67,7 @@ int main(void){openblas_set_num_threads(1);return 0;}' | gcc -x c - -lopenblas -
           engine/gguf_write.c engine/model.c engine/lora.c engine/tokenizer.c engine/unicode.c
           engine/sampler.c backends/corsair/bfp.c backends/corsair/corsair_backend.c
           backends/corsair/replay.c backends/corsair/timing.c bench/perf.c
-          fusion/encoder.c engine/wordpiece.c engine/bert_gen.c $extra"
+          fusion/encoder.c engine/wordpiece.c engine/bert_gen.c engine/ugm.c $extra"
     log "build: gcc $(gcc -dumpversion), nvcc $(nvcc --version | tail -1), cuBLAS in $libdir"
     fail=0
     for f in $srcs; do

@@ -46,6 +46,7 @@ TESTS += tests/test_notify
 
 # Black-box daemon tests: the real fusiond, its flags, signals, sd_notify and unit.
 EXTRA_DIST += tests/daemon_harness.py
+EXTRA_DIST += tests/hf_jinja.py
 dist_check_SCRIPTS += tests/daemon_config.py tests/daemon_signals.py tests/daemon_sandbox.py \
 	tests/daemon_unit.sh tests/daemon_tls.py
 TESTS += tests/daemon_config.py tests/daemon_signals.py tests/daemon_sandbox.py tests/daemon_unit.sh \

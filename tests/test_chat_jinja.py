@@ -40,13 +40,8 @@ def skip_or_fail(what, flag):
     sys.exit(77)
 
 
-try:
-    import jinja2
-    import jinja2.ext
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-except ImportError:
-    skip_or_fail("python3 jinja2 is not installed (Debian: apt-get install python3-jinja2)",
-                 "FUSIOND_REQUIRE_JINJA")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hf_jinja import ENV, Refused, jinja2, tojson  # noqa: E402,F401  (exits 77 without jinja2)
 
 SHARED = os.environ.get("FUSIOND_SHARED", "")
 TDIR = os.path.join(SHARED, "chat-templates")
@@ -73,24 +68,6 @@ R1_BOS = "<\uff5cbegin\u2581of\u2581sentence\uff5c>"
 R1_EOS = "<\uff5cend\u2581of\u2581sentence\uff5c>"
 
 
-class Refused(Exception):
-    pass
-
-
-def raise_exception(msg):
-    raise Refused(msg)
-
-
-def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                      sort_keys=sort_keys)
-
-
-ENV = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                    extensions=[jinja2.ext.loopcontrols])
-ENV.filters["tojson"] = tojson
-ENV.globals["raise_exception"] = raise_exception
-ENV.globals["strftime_now"] = lambda fmt: __import__("datetime").datetime.now().strftime(fmt)
 
 FAMILIES = {
     "llama3.1": (os.path.join(TDIR, "meta-llama-Llama-3.1-8B-Instruct.jinja"),

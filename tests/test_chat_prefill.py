@@ -20,16 +20,8 @@ import sys
 BUILD = os.environ.get("top_builddir", ".")
 RENDER = os.path.join(BUILD, "tests", "chat_render")
 
-try:
-    import jinja2
-    import jinja2.ext
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-except ImportError:
-    if os.environ.get("FUSIOND_REQUIRE_JINJA") == "1":
-        print("FAIL: python3 jinja2 is not installed (FUSIOND_REQUIRE_JINJA=1)")
-        sys.exit(1)
-    print("SKIP: python3 jinja2 is not installed (Debian: apt-get install python3-jinja2)")
-    sys.exit(77)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hf_jinja import ENV, Refused, jinja2, tojson  # noqa: E402,F401  (exits 77 without jinja2)
 
 SHARED = os.environ.get("FUSIOND_SHARED", "")
 TDIR = os.path.join(SHARED, "chat-templates")
@@ -39,24 +31,6 @@ SRCDIR = os.environ.get("top_srcdir", os.path.join(os.path.dirname(os.path.abspa
 DATA = os.path.join(SRCDIR, "tests", "data", "chat-templates")
 
 
-class Refused(Exception):
-    pass
-
-
-def raise_exception(msg):
-    raise Refused(msg)
-
-
-def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                      sort_keys=sort_keys)
-
-
-ENV = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                    extensions=[jinja2.ext.loopcontrols])
-ENV.filters["tojson"] = tojson
-ENV.globals["raise_exception"] = raise_exception
-ENV.globals["strftime_now"] = lambda fmt: __import__("datetime").datetime.now().strftime(fmt)
 
 # the well-known templates of the families without a file here
 CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "

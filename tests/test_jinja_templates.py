@@ -22,36 +22,10 @@ RENDER = os.path.join(BUILD, "tests", "jinja_render")
 SRCDIR = os.environ.get("top_srcdir", os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                    ".."))
 
-try:
-    import jinja2
-    import jinja2.ext
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-except ImportError:
-    if os.environ.get("FUSIOND_REQUIRE_JINJA") == "1":
-        print("FAIL: python3 jinja2 is not installed (FUSIOND_REQUIRE_JINJA=1)")
-        sys.exit(1)
-    print("SKIP: python3 jinja2 is not installed (Debian: apt-get install python3-jinja2)")
-    sys.exit(77)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hf_jinja import ENV, Refused, jinja2, tojson  # noqa: E402,F401  (exits 77 without jinja2)
 
 
-class Refused(Exception):
-    pass
-
-
-def raise_exception(msg):
-    raise Refused(msg)
-
-
-def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                      sort_keys=sort_keys)
-
-
-ENV = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                    extensions=[jinja2.ext.loopcontrols])
-ENV.filters["tojson"] = tojson
-ENV.globals["raise_exception"] = raise_exception
-ENV.globals["strftime_now"] = lambda fmt: __import__("datetime").datetime.now().strftime(fmt)
 
 TEMPLATES = []
 SHARED = os.environ.get("FUSIOND_SHARED", "")

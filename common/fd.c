@@ -1,6 +1,7 @@
 /* fd.c: error names, clocks and checked size arithmetic (see fd.h). */
 #include "common/fd.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,4 +88,14 @@ char *fd_xstrdup(const char *s)
     char *p = fd_xmalloc(n);
     memcpy(p, s, n);
     return p;
+}
+
+void fd_set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
 }

@@ -70,4 +70,8 @@ static inline int fd_hex_digit(int c)
 #define FD_PRINTF(f, a)
 #endif
 
+/* Writes a message into err[errlen] (printf format), nothing when err is NULL or errlen 0:
+ * how loaders and parsers hand their caller a readable reason beside the return code. */
+void fd_set_err(char *err, size_t errlen, const char *fmt, ...) FD_PRINTF(3, 4);
+
 #endif

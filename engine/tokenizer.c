@@ -76,17 +76,6 @@ struct tok {
     int n_eog;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) FD_PRINTF(3, 4);
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* ---------------------------------------------------------------- hash tables */
 
 static uint64_t hash_bytes(const void *p, size_t n)
@@ -421,7 +410,7 @@ static int build_merges(tok_t *t, const tok_spec_t *sp, char *err, size_t errlen
             continue; /* a repeated pair keeps its first (lowest) rank */
         if (i > INT32_MAX) {
             free(joined);
-            set_err(err, errlen, "too many merges (%zu)", sp->n_merges);
+            fd_set_err(err, errlen, "too many merges (%zu)", sp->n_merges);
             return FD_ERANGE;
         }
         t->merges[h] = (merge_slot_t){key, (int32_t)i, res};
@@ -587,8 +576,8 @@ static int find_fim(tok_t *t, const tok_spec_t *sp, char *err, size_t errlen)
     for (int k = 0; k < TOK_FIM_N; k++) {
         int32_t id = sp->fim[k];
         if (id >= t->n) {
-            set_err(err, errlen, "tokenizer: the FIM %s token id %d is past the vocabulary "
-                    "(%d tokens)", fim_names[k], id, t->n);
+            fd_set_err(err, errlen, "tokenizer: the FIM %s token id %d is past the vocabulary "
+                       "(%d tokens)", fim_names[k], id, t->n);
             return FD_EFORMAT;
         }
         if (id < 0) {
@@ -649,15 +638,15 @@ int tok_build(tok_t **out, const tok_spec_t *sp, char *err, size_t errlen)
     *out = NULL;
     if (!sp || (sp->kind != TOK_SPM && sp->kind != TOK_BPE && sp->kind != TOK_WPM &&
                 sp->kind != TOK_UGM)) {
-        set_err(err, errlen, "tokenizer kind must be SPM, BPE, WPM or UGM");
+        fd_set_err(err, errlen, "tokenizer kind must be SPM, BPE, WPM or UGM");
         return -EINVAL;
     }
     if (sp->n_tokens <= 0 || !sp->texts) {
-        set_err(err, errlen, "empty vocabulary");
+        fd_set_err(err, errlen, "empty vocabulary");
         return FD_EFORMAT;
     }
     if (sp->n_merges && !sp->merges) {
-        set_err(err, errlen, "merge count without merges");
+        fd_set_err(err, errlen, "merge count without merges");
         return -EINVAL;
     }
     /* Construction fills one zeroed struct field by field; tok_free releases whatever part
@@ -689,7 +678,7 @@ int tok_build(tok_t **out, const tok_spec_t *sp, char *err, size_t errlen)
         const char *s = sp->texts[i];
         size_t len = s ? (sp->lens ? sp->lens[i] : strlen(s)) : 0;
         if (len > UINT32_MAX / 4) {
-            set_err(err, errlen, "token %d is %zu bytes long", i, len);
+            fd_set_err(err, errlen, "token %d is %zu bytes long", i, len);
             rc = FD_ERANGE;
             goto fail;
         }
@@ -700,7 +689,7 @@ int tok_build(tok_t **out, const tok_spec_t *sp, char *err, size_t errlen)
         t->score[i] = isnan(sc) ? -FLT_MAX : sc;
         int ty = sp->types ? sp->types[i] : TOK_T_NORMAL;
         if (ty < TOK_T_NORMAL || ty > TOK_T_BYTE) {
-            set_err(err, errlen, "token %d has type %d (1..6 expected)", i, ty);
+            fd_set_err(err, errlen, "token %d has type %d (1..6 expected)", i, ty);
             rc = FD_EFORMAT;
             goto fail;
         }
@@ -798,7 +787,7 @@ int tok_build(tok_t **out, const tok_spec_t *sp, char *err, size_t errlen)
     return 0;
 fail:
     if (rc == -ENOMEM)
-        set_err(err, errlen, "out of memory building the tokenizer");
+        fd_set_err(err, errlen, "out of memory building the tokenizer");
     tok_free(t);
     return rc;
 }
@@ -904,14 +893,14 @@ static int ugm_settings(const gguf_t *g, tok_spec_t *sp, char *err, size_t errle
     int rc = gguf_get_arr(g, "tokenizer.ggml.precompiled_charsmap", &cm);
     if (rc == 0) {
         if (cm.elem_type != GGUF_UINT8 && cm.elem_type != GGUF_INT8) {
-            set_err(err, errlen, "tokenizer.ggml.precompiled_charsmap: an array of %s, not "
-                    "of bytes", gguf_vtype_name(cm.elem_type));
+            fd_set_err(err, errlen, "tokenizer.ggml.precompiled_charsmap: an array of %s, not "
+                       "of bytes", gguf_vtype_name(cm.elem_type));
             return FD_EFORMAT;
         }
         sp->charsmap = cm.data;
         sp->charsmap_len = (size_t)cm.n;
     } else if (rc != -ENOENT) {
-        set_err(err, errlen, "tokenizer.ggml.precompiled_charsmap: %s", fd_strerror(rc));
+        fd_set_err(err, errlen, "tokenizer.ggml.precompiled_charsmap: %s", fd_strerror(rc));
         return FD_EFORMAT;
     }
     /* the last two are SentencePiece's normalizer flags that llama.cpp's converter does not
@@ -922,7 +911,7 @@ static int ugm_settings(const gguf_t *g, tok_spec_t *sp, char *err, size_t errle
     int *const flags[] = {&sp->remove_extra_ws, &sp->escape_ws, &sp->ws_as_suffix};
     for (size_t i = 0; i < FD_ARRAY_LEN(keys); i++) {
         if ((rc = get_flag(g, keys[i], flags[i]))) {
-            set_err(err, errlen, "%s: %s", keys[i], fd_strerror(rc));
+            fd_set_err(err, errlen, "%s: %s", keys[i], fd_strerror(rc));
             return FD_EFORMAT;
         }
     }
@@ -938,8 +927,8 @@ int tok_load(tok_t **out, const gguf_t *g, char *err, size_t errlen)
     gguf_arr_t toks, scores, types, merges;
     int rc = gguf_get_str(g, "tokenizer.ggml.model", &model);
     if (rc) {
-        set_err(err, errlen, "tokenizer.ggml.model: %s", rc == -ENOENT ? "missing" :
-                fd_strerror(rc));
+        fd_set_err(err, errlen, "tokenizer.ggml.model: %s", rc == -ENOENT ? "missing" :
+                   fd_strerror(rc));
         return rc == -ENOENT ? FD_EFORMAT : rc;
     }
     if (model.len == 5 && memcmp(model.ptr, "llama", 5) == 0) {
@@ -951,8 +940,8 @@ int tok_load(tok_t **out, const gguf_t *g, char *err, size_t errlen)
     } else if (model.len == 2 && memcmp(model.ptr, "t5", 2) == 0) {
         sp.kind = TOK_UGM;
     } else {
-        set_err(err, errlen, "tokenizer model '%.*s' is not supported (llama, gpt2, bert, t5)",
-                (int)FD_MIN(model.len, 64), model.ptr);
+        fd_set_err(err, errlen, "tokenizer model '%.*s' is not supported (llama, gpt2, bert, t5)",
+                   (int)FD_MIN(model.len, 64), model.ptr);
         return FD_EUNSUP;
     }
     char pre_name[64] = "";
@@ -964,8 +953,8 @@ int tok_load(tok_t **out, const gguf_t *g, char *err, size_t errlen)
     }
     rc = gguf_get_arr(g, "tokenizer.ggml.tokens", &toks);
     if (rc || toks.elem_type != GGUF_STRING || toks.n == 0 || toks.n > INT32_MAX) {
-        set_err(err, errlen, "tokenizer.ggml.tokens: %s", rc ? fd_strerror(rc) :
-                "not a non-empty array of strings");
+        fd_set_err(err, errlen, "tokenizer.ggml.tokens: %s", rc ? fd_strerror(rc) :
+                   "not a non-empty array of strings");
         return rc && rc != FD_ETYPE ? rc : FD_EFORMAT;
     }
     size_t n = (size_t)toks.n;
@@ -973,13 +962,13 @@ int tok_load(tok_t **out, const gguf_t *g, char *err, size_t errlen)
     bool have_types = gguf_get_arr(g, "tokenizer.ggml.token_type", &types) == 0;
     bool have_merges = gguf_get_arr(g, "tokenizer.ggml.merges", &merges) == 0;
     if ((have_scores && scores.n != n) || (have_types && types.n != n)) {
-        set_err(err, errlen, "tokenizer: %zu tokens but %llu scores and %llu types", n,
-                have_scores ? (unsigned long long)scores.n : 0ull,
-                have_types ? (unsigned long long)types.n : 0ull);
+        fd_set_err(err, errlen, "tokenizer: %zu tokens but %llu scores and %llu types", n,
+                   have_scores ? (unsigned long long)scores.n : 0ull,
+                   have_types ? (unsigned long long)types.n : 0ull);
         return FD_EFORMAT;
     }
     if (sp.kind == TOK_BPE && (!have_merges || merges.elem_type != GGUF_STRING)) {
-        set_err(err, errlen, "tokenizer.ggml.merges: a gpt2 tokenizer needs its merges");
+        fd_set_err(err, errlen, "tokenizer.ggml.merges: a gpt2 tokenizer needs its merges");
         return FD_EFORMAT;
     }
     if (sp.kind == TOK_SPM || sp.kind == TOK_UGM)
@@ -997,25 +986,25 @@ int tok_load(tok_t **out, const gguf_t *g, char *err, size_t errlen)
     uint32_t *ml = nm ? malloc(nm * sizeof *ml) : NULL;
     if (!texts || !lens || (have_scores && !sc) || (have_types && !ty) ||
         (nm && (!mt || !ml))) {
-        set_err(err, errlen, "out of memory reading the vocabulary");
+        fd_set_err(err, errlen, "out of memory reading the vocabulary");
         goto done;
     }
     for (size_t i = 0; i < n; i++) {
         gguf_str_t s;
         if ((rc = gguf_arr_str(&toks, i, &s)) != 0 || s.len > UINT32_MAX / 4) {
-            set_err(err, errlen, "tokenizer.ggml.tokens[%zu]: unreadable", i);
+            fd_set_err(err, errlen, "tokenizer.ggml.tokens[%zu]: unreadable", i);
             rc = rc ? rc : FD_EFORMAT;
             goto done;
         }
         texts[i] = s.ptr;
         lens[i] = (uint32_t)s.len;
         if (sc && (rc = gguf_arr_f32(&scores, i, &sc[i])) != 0) {
-            set_err(err, errlen, "tokenizer.ggml.scores[%zu]: %s", i, fd_strerror(rc));
+            fd_set_err(err, errlen, "tokenizer.ggml.scores[%zu]: %s", i, fd_strerror(rc));
             goto done;
         }
         int64_t v;
         if (ty && (rc = gguf_arr_i64(&types, i, &v)) != 0) {
-            set_err(err, errlen, "tokenizer.ggml.token_type[%zu]: %s", i, fd_strerror(rc));
+            fd_set_err(err, errlen, "tokenizer.ggml.token_type[%zu]: %s", i, fd_strerror(rc));
             goto done;
         }
         if (ty)
@@ -1024,7 +1013,7 @@ int tok_load(tok_t **out, const gguf_t *g, char *err, size_t errlen)
     for (size_t i = 0; i < nm; i++) {
         gguf_str_t s;
         if ((rc = gguf_arr_str(&merges, i, &s)) != 0 || s.len > UINT32_MAX / 4) {
-            set_err(err, errlen, "tokenizer.ggml.merges[%zu]: unreadable", i);
+            fd_set_err(err, errlen, "tokenizer.ggml.merges[%zu]: unreadable", i);
             rc = rc ? rc : FD_EFORMAT;
             goto done;
         }
@@ -1055,13 +1044,13 @@ int tok_load(tok_t **out, const gguf_t *g, char *err, size_t errlen)
         (rc = get_flag(g, "tokenizer.ggml.add_bos_token", &sp.add_bos)) ||
         (rc = get_flag(g, "tokenizer.ggml.add_eos_token", &sp.add_eos)) ||
         (rc = get_flag(g, "tokenizer.ggml.add_space_prefix", &sp.add_space_prefix))) {
-        set_err(err, errlen, "tokenizer: a special token id or flag has the wrong type (%s)",
-                fd_strerror(rc));
+        fd_set_err(err, errlen, "tokenizer: a special token id or flag has the wrong type (%s)",
+                   fd_strerror(rc));
         goto done;
     }
     if (sp.kind == TOK_WPM && (rc = wpm_ids(g, &sp, texts, lens, (int32_t)n)) != 0) {
-        set_err(err, errlen, "tokenizer: a special token id has the wrong type (%s)",
-                fd_strerror(rc));
+        fd_set_err(err, errlen, "tokenizer: a special token id has the wrong type (%s)",
+                   fd_strerror(rc));
         goto done;
     }
     rc = tok_build(out, &sp, err, errlen);

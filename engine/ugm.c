@@ -62,17 +62,6 @@ struct ugm {
     bool byte_fallback;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) FD_PRINTF(3, 4);
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 void ugm_free(ugm_t *u)
 {
     if (!u)
@@ -110,26 +99,26 @@ static int load_charsmap(ugm_t *u, const uint8_t *cm, size_t len, char *err, siz
     if (len == 0)
         return 0;
     if (len < 4) {
-        set_err(err, errlen, "precompiled_charsmap: %zu bytes, shorter than its 4-byte trie "
-                "size", len);
+        fd_set_err(err, errlen, "precompiled_charsmap: %zu bytes, shorter than its 4-byte trie "
+                   "size", len);
         return FD_EFORMAT;
     }
     const uint32_t tsize = rd_le32(cm);
     if (tsize % 4 != 0 || tsize == 0) {
-        set_err(err, errlen, "precompiled_charsmap: a trie of %u bytes is not a whole number "
-                "of 4-byte units", tsize);
+        fd_set_err(err, errlen, "precompiled_charsmap: a trie of %u bytes is not a whole number "
+                   "of 4-byte units", tsize);
         return FD_EFORMAT;
     }
     if ((size_t)tsize > len - 4) {
-        set_err(err, errlen, "precompiled_charsmap: truncated: the trie needs %u bytes, %zu "
-                "follow its size", tsize, len - 4);
+        fd_set_err(err, errlen, "precompiled_charsmap: truncated: the trie needs %u bytes, %zu "
+                   "follow its size", tsize, len - 4);
         return FD_EFORMAT;
     }
     const size_t nu = tsize / 4, slen = len - 4 - tsize;
     const uint8_t *strs = cm + 4 + tsize;
     if (slen > 0 && strs[slen - 1] != 0) {
-        set_err(err, errlen, "precompiled_charsmap: the replacement strings do not end in "
-                "a NUL byte");
+        fd_set_err(err, errlen, "precompiled_charsmap: the replacement strings do not end in "
+                   "a NUL byte");
         return FD_EFORMAT;
     }
     u->units_mem = malloc(nu * sizeof *u->units_mem);
@@ -150,13 +139,13 @@ static int load_charsmap(ugm_t *u, const uint8_t *cm, size_t len, char *err, siz
         uint32_t w = u->units[i];
         if (w & (1u << 31)) {
             if (du_value(w) >= slen) {
-                set_err(err, errlen, "precompiled_charsmap: unit %zu points at string "
-                        "offset %u, past the %zu bytes of strings", i, du_value(w), slen);
+                fd_set_err(err, errlen, "precompiled_charsmap: unit %zu points at string "
+                           "offset %u, past the %zu bytes of strings", i, du_value(w), slen);
                 return FD_EFORMAT;
             }
         } else if (w != 0 && ((size_t)i ^ du_offset(w)) >= nu) {
-            set_err(err, errlen, "precompiled_charsmap: unit %zu points at unit %zu, past "
-                    "the trie's %zu units", i, (size_t)i ^ du_offset(w), nu);
+            fd_set_err(err, errlen, "precompiled_charsmap: unit %zu points at unit %zu, past "
+                       "the trie's %zu units", i, (size_t)i ^ du_offset(w), nu);
             return FD_EFORMAT;
         }
     }
@@ -305,12 +294,12 @@ int ugm_build(ugm_t **out, const ugm_spec_t *sp, char *err, size_t errlen)
 {
     *out = NULL;
     if (!sp || sp->n_tokens <= 0 || !sp->texts) {
-        set_err(err, errlen, "empty vocabulary");
+        fd_set_err(err, errlen, "empty vocabulary");
         return FD_EFORMAT;
     }
     if (sp->unk < 0 || sp->unk >= sp->n_tokens) {
-        set_err(err, errlen, "a unigram (t5) vocabulary needs its unknown token (id %d, "
-                "%d tokens)", sp->unk, sp->n_tokens);
+        fd_set_err(err, errlen, "a unigram (t5) vocabulary needs its unknown token (id %d, "
+                   "%d tokens)", sp->unk, sp->n_tokens);
         return FD_EFORMAT;
     }
     ugm_t *u = calloc(1, sizeof *u);
@@ -355,7 +344,7 @@ int ugm_build(ugm_t **out, const ugm_spec_t *sp, char *err, size_t errlen)
     u->unk_score = (double)(any_normal ? min_score : 0.0f) - 10.0;
     /* a trie of total nodes at most, numbered in 32 bits */
     if (total >= UINT32_MAX) {
-        set_err(err, errlen, "a unigram vocabulary of %zu piece bytes is too large", total);
+        fd_set_err(err, errlen, "a unigram vocabulary of %zu piece bytes is too large", total);
         rc = FD_ERANGE;
         goto fail;
     }
@@ -385,7 +374,7 @@ int ugm_build(ugm_t **out, const ugm_spec_t *sp, char *err, size_t errlen)
     return 0;
 fail:
     if (rc == -ENOMEM)
-        set_err(err, errlen, "out of memory building the unigram tokenizer");
+        fd_set_err(err, errlen, "out of memory building the unigram tokenizer");
     ugm_free(u);
     return rc;
 }

@@ -434,17 +434,6 @@ int chat_pyjson(const char *json, int indent, char **out)
     return 0;
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) FD_PRINTF(3, 4);
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* ---------------------------------------------------------------- formatters */
 
 typedef struct ctx {
@@ -469,7 +458,7 @@ static void mark_turn(ctx_t *c, size_t i)
 
 static int refuse(ctx_t *c, const char *msg)
 {
-    set_err(c->err, c->errlen, "%s", msg);
+    fd_set_err(c->err, c->errlen, "%s", msg);
     return -EINVAL;
 }
 
@@ -478,8 +467,8 @@ static int put_args(ctx_t *c, const chat_call_t *call, int indent)
 {
     cJSON *v = pj_parse(call->arguments);
     if (!v) {
-        set_err(c->err, c->errlen, "the arguments of tool call '%.64s' are not JSON",
-                call->name);
+        fd_set_err(c->err, c->errlen, "the arguments of tool call '%.64s' are not JSON",
+                   call->name);
         return -EINVAL;
     }
     pj_value(c->b, v, indent, 0);
@@ -2021,7 +2010,7 @@ static int render_jinja(const chat_msg_t *msgs, size_t n, const chat_opts_t *o, 
     char *vars;
     int rc = chat_jinja_vars(msgs, n, o, o->jinja_string_args, &vars);
     if (rc) {
-        set_err(err, errlen, "%s", rc == -ENOMEM ? "out of memory formatting the chat"
+        fd_set_err(err, errlen, "%s", rc == -ENOMEM ? "out of memory formatting the chat"
                                                  : "chat_template_kwargs or tools are not JSON");
         return rc;
     }
@@ -2045,46 +2034,46 @@ static int format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_
     if (!o.eos)
         o.eos = "";
     if (family < 0 || family >= CHAT_N_FAMILIES) {
-        set_err(err, errlen, "unknown chat format %d", family);
+        fd_set_err(err, errlen, "unknown chat format %d", family);
         return -EINVAL;
     }
     if (n == 0 || !msgs) {
-        set_err(err, errlen, "no messages");
+        fd_set_err(err, errlen, "no messages");
         return -EINVAL;
     }
     if (o.jinja)
         return render_jinja(msgs, n, &o, out, len, err, errlen);
     if (family == CHAT_JINJA) {
-        set_err(err, errlen, "the jinja chat format needs a template");
+        fd_set_err(err, errlen, "the jinja chat format needs a template");
         return -EINVAL;
     }
     bool tooled = chat_has_tools(family);
     for (size_t i = 0; i < n; i++) {
         const chat_msg_t *m = &msgs[i];
         if (m->role < CHAT_SYSTEM || m->role > CHAT_TOOL) {
-            set_err(err, errlen, "message %zu: unknown role", i);
+            fd_set_err(err, errlen, "message %zu: unknown role", i);
             return -EINVAL;
         }
         if (!m->content && m->len) {
-            set_err(err, errlen, "message %zu: no content", i);
+            fd_set_err(err, errlen, "message %zu: no content", i);
             return -EINVAL;
         }
         if (!tooled && (m->role == CHAT_TOOL || m->n_calls)) {
-            set_err(err, errlen, "message %zu: the %s chat format has no tool calls or tool "
-                    "results", i, chat_family_name(family));
+            fd_set_err(err, errlen, "message %zu: the %s chat format has no tool calls or tool "
+                       "results", i, chat_family_name(family));
             return -ENOTSUP;
         }
         if (m->role == CHAT_TOOL && (!m->content || !m->call_id)) {
-            set_err(err, errlen, "message %zu: a tool message needs content and call_id", i);
+            fd_set_err(err, errlen, "message %zu: a tool message needs content and call_id", i);
             return -EINVAL;
         }
         if (m->n_calls && m->role != CHAT_ASSISTANT) {
-            set_err(err, errlen, "message %zu: only assistant messages make tool calls", i);
+            fd_set_err(err, errlen, "message %zu: only assistant messages make tool calls", i);
             return -EINVAL;
         }
         for (size_t k = 0; k < m->n_calls; k++) {
             if (!m->calls[k].name || !m->calls[k].arguments || !m->calls[k].id) {
-                set_err(err, errlen, "message %zu: tool call %zu is incomplete", i, k);
+                fd_set_err(err, errlen, "message %zu: tool call %zu is incomplete", i, k);
                 return -EINVAL;
             }
         }
@@ -2092,14 +2081,14 @@ static int format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_
     cJSON *tools = NULL;
     if (o.tools && *o.tools) {
         if (!chat_has_tools(family)) {
-            set_err(err, errlen, "the %s chat format has no tool calling",
-                    chat_family_name(family));
+            fd_set_err(err, errlen, "the %s chat format has no tool calling",
+                       chat_family_name(family));
             return -ENOTSUP;
         }
         tools = pj_parse(o.tools);
         if (!cJSON_IsArray(tools)) {
             cJSON_Delete(tools);
-            set_err(err, errlen, "the tools are not a JSON array");
+            fd_set_err(err, errlen, "the tools are not a JSON array");
             return -EINVAL;
         }
         if (!tools->child) { /* an empty list offers nothing, as no list */
@@ -2138,7 +2127,7 @@ static int format(int family, const chat_msg_t *msgs, size_t n, const chat_opts_
     }
     if (rc) {
         if (rc == -ENOMEM)
-            set_err(err, errlen, "out of memory formatting the chat");
+            fd_set_err(err, errlen, "out of memory formatting the chat");
         free(b.p);
         return rc;
     }
@@ -2216,17 +2205,17 @@ static int format_prefill(int family, const chat_msg_t *msgs, size_t n, const ch
     *len = 0;
     *turn = 0;
     if (n == 0 || !msgs || msgs[n - 1].role != CHAT_ASSISTANT) {
-        set_err(err, errlen, "an assistant prefill needs the assistant's message last");
+        fd_set_err(err, errlen, "an assistant prefill needs the assistant's message last");
         return -EINVAL;
     }
     const chat_msg_t *last = &msgs[n - 1];
     if (last->n_calls) {
-        set_err(err, errlen, "the final assistant message (a prefill the answer continues) "
-                "cannot have tool calls: end with the tool results instead");
+        fd_set_err(err, errlen, "the final assistant message (a prefill the answer continues) "
+                   "cannot have tool calls: end with the tool results instead");
         return -ENOTSUP;
     }
     if (!last->content && last->len) {
-        set_err(err, errlen, "message %zu: no content", n - 1);
+        fd_set_err(err, errlen, "message %zu: no content", n - 1);
         return -EINVAL;
     }
     size_t kl = sizeof PREFILL_END - 1;
@@ -2235,7 +2224,7 @@ static int format_prefill(int family, const chat_msg_t *msgs, size_t n, const ch
     if (!m || !text) {
         free(m);
         free(text);
-        set_err(err, errlen, "out of memory formatting the chat");
+        fd_set_err(err, errlen, "out of memory formatting the chat");
         return -ENOMEM;
     }
     memcpy(m, msgs, n * sizeof *m);
@@ -2256,8 +2245,8 @@ static int format_prefill(int family, const chat_msg_t *msgs, size_t n, const ch
         free(*out);
         *out = NULL;
         *len = 0;
-        set_err(err, errlen, "the %s chat format does not write the final assistant message",
-                chat_family_name(family));
+        fd_set_err(err, errlen, "the %s chat format does not write the final assistant message",
+                   chat_family_name(family));
         return -EINVAL;
     }
     *len = (size_t)(at - *out);

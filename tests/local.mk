@@ -261,7 +261,15 @@ EXTRA_DIST += tests/data/llamacpp-gemma-f32.txt tests/data/llamacpp-gemma-q4_k_m
 	tests/data/llamacpp-qwen3-yarn-q8_0.txt tests/data/llamacpp-qwen3moe-f32.txt \
 	tests/data/llamacpp-qwen3moe-q4_k_m.txt tests/data/llamacpp-qwen3moe-q8_0.txt \
 	tests/data/llamacpp-tok-gemma.txt tests/ref/llamacpp-logits.mjs \
-	tests/ref/llamacpp-tokens.mjs tests/ref/make-refs.sh tests/ref/package.json
+	tests/ref/llamacpp-tokens.mjs tests/ref/make-refs.sh tests/ref/package.json \
+	tests/ref/check-types.sh tests/ref/gguf-types.py tests/ref/quantize.c
+# the types added on 2026-11-29 and gpt-oss
+EXTRA_DIST += tests/data/llamacpp-llama-q4_1.txt tests/data/llamacpp-llama-q5_0.txt \
+	tests/data/llamacpp-llama-q5_1.txt tests/data/llamacpp-llama-q2_k.txt \
+	tests/data/llamacpp-llama-q3_k.txt tests/data/llamacpp-llama-iq4_nl.txt \
+	tests/data/llamacpp-llama-iq4_xs.txt tests/data/llamacpp-llama-iq4_xs_mix.txt \
+	tests/data/llamacpp-llama-mxfp4.txt tests/data/llamacpp-qwen3moe-mxfp4_moe.txt \
+	tests/data/llamacpp-gpt-oss-f32.txt tests/data/llamacpp-gpt-oss-mxfp4_moe.txt
 # LoRA adapters applied by llama.cpp (tests/ref/make-refs.sh's LORAS)
 EXTRA_DIST += tests/data/llamacpp-lora-llama-f32.txt \
 	tests/data/llamacpp-lora-llama-f32-scaled.txt tests/data/llamacpp-lora-llama-q4_k_m.txt \

@@ -1,6 +1,6 @@
 """hf_jinja: python3-jinja2 set up as transformers renders a chat template (trim_blocks,
 lstrip_blocks, loop controls, an immutable sandbox, its tojson, raise_exception and
-strftime_now), shared by the tests that compare fusiond's rendering with it
+strftime_now) and the WEATHER tool the tests give templates, shared by the tests that compare fusiond's rendering with it
 (test_chat_jinja.py, test_chat_prefill.py, test_jinja_templates.py).
 
 Importing it skips the test (exit 77) when python3-jinja2 is missing, or fails it when
@@ -41,3 +41,20 @@ ENV = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
 ENV.filters["tojson"] = tojson
 ENV.globals["raise_exception"] = raise_exception
 ENV.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
+
+# A tool whose schema has every kind of value a template prints (non-ASCII, quotes, braces,
+# big integers, floats, -0, an empty schema)
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather",
+    "description": "Current weather in a city, \"quoted\" and {braced}",
+    "parameters": {"type": "object", "properties": {
+        "city": {"type": "string", "description": "Zürich or 東京"},
+        "unit": {"type": "string", "enum": ["c", "f"]},
+        "days": {"type": "integer", "minimum": 1, "maximum": 14},
+        "ratio": {"type": "number", "default": 0.5},
+        "alerts": {"type": "boolean", "default": False},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "temp": {"type": "number", "minimum": 0.0, "maximum": 1e2, "default": 2.50,
+                 "exclusiveMinimum": -0, "multipleOf": 1e-7},
+        "id": {"type": "integer", "maximum": 123456789012345678901234567890},
+        "empty": {}}, "required": ["city"]}}}

@@ -41,7 +41,7 @@ def skip_or_fail(what, flag):
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hf_jinja import ENV, Refused, jinja2, tojson  # noqa: E402,F401  (exits 77 without jinja2)
+from hf_jinja import ENV, WEATHER, Refused, jinja2, tojson  # noqa: E402,F401  (exits 77 without jinja2)
 
 SHARED = os.environ.get("FUSIOND_SHARED", "")
 TDIR = os.path.join(SHARED, "chat-templates")
@@ -85,20 +85,6 @@ if not HAVE_SHARED:
     FAMILIES = {k: FAMILIES[k] for k in ("qwen3", "deepseek-r1", "mistral3", "granite",
                                          "phi4-mini", "gpt-oss")}
 
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather",
-    "description": "Current weather in a city, \"quoted\" and {braced}",
-    "parameters": {"type": "object", "properties": {
-        "city": {"type": "string", "description": "Zürich or 東京"},
-        "unit": {"type": "string", "enum": ["c", "f"]},
-        "days": {"type": "integer", "minimum": 1, "maximum": 14},
-        "ratio": {"type": "number", "default": 0.5},
-        "alerts": {"type": "boolean", "default": False},
-        "tags": {"type": "array", "items": {"type": "string"}},
-        "temp": {"type": "number", "minimum": 0.0, "maximum": 1e2, "default": 2.50,
-                 "exclusiveMinimum": -0, "multipleOf": 1e-7},
-        "id": {"type": "integer", "maximum": 123456789012345678901234567890},
-        "empty": {}}, "required": ["city"]}}}
 CLOCK = {"type": "function", "function": {"name": "clock", "parameters": {
     "type": "object", "properties": {}}}}
 TOOLS = [WEATHER, CLOCK]

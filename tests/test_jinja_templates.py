@@ -23,7 +23,7 @@ SRCDIR = os.environ.get("top_srcdir", os.path.join(os.path.dirname(os.path.abspa
                                                    ".."))
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hf_jinja import ENV, Refused, jinja2, tojson  # noqa: E402,F401  (exits 77 without jinja2)
+from hf_jinja import ENV, WEATHER, Refused, jinja2, tojson  # noqa: E402,F401  (exits 77 without jinja2)
 
 
 
@@ -37,20 +37,6 @@ if not TEMPLATES:
     print("FAIL: no templates found")
     sys.exit(1)
 
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather",
-    "description": "Current weather in a city, \"quoted\" and {braced}",
-    "parameters": {"type": "object", "properties": {
-        "city": {"type": "string", "description": "Zürich or 東京"},
-        "unit": {"type": "string", "enum": ["c", "f"]},
-        "days": {"type": "integer", "minimum": 1, "maximum": 14},
-        "ratio": {"type": "number", "default": 0.5},
-        "alerts": {"type": "boolean", "default": False},
-        "tags": {"type": "array", "items": {"type": "string"}},
-        "temp": {"type": "number", "minimum": 0.0, "maximum": 1e2, "default": 2.50,
-                 "multipleOf": 1e-7},
-        "id": {"type": "integer", "maximum": 123456789012345678901234567890},
-        "empty": {}}, "required": ["city"]}}}
 CLOCK = {"type": "function", "function": {"name": "clock", "description": "The time.",
                                           "parameters": {"type": "object", "properties": {}}}}
 TOOLSETS = [None, [WEATHER, CLOCK], [CLOCK]]

@@ -69,29 +69,6 @@ static int build(tok_t **t, const uint8_t *cm, size_t cm_len, char *err, size_t 
     return tok_build(t, &s, err, errlen);
 }
 
-static void expect(const tok_t *t, const char *text, bool special, const int32_t *want,
-                   size_t nw)
-{
-    int32_t ids[64];
-    size_t n;
-    ck_assert_int_eq(tok_encode(t, text, strlen(text), special, false, ids, 64, &n), 0);
-    bool same = n == nw;
-    for (size_t i = 0; same && i < n; i++)
-        same = ids[i] == want[i];
-    if (!same) {
-        char got[256] = "", exp[256] = "";
-        for (size_t i = 0; i < n; i++)
-            snprintf(got + strlen(got), sizeof got - strlen(got), " %d", ids[i]);
-        for (size_t i = 0; i < nw; i++)
-            snprintf(exp + strlen(exp), sizeof exp - strlen(exp), " %d", want[i]);
-        ck_abort_msg("'%s': got%s, want%s", text, got, exp);
-    }
-}
-#define EXPECT(t, text, special, ...)                                                   \
-    do {                                                                                \
-        const int32_t w_[] = {__VA_ARGS__};                                             \
-        expect(t, text, special, w_, FD_ARRAY_LEN(w_));                                 \
-    } while (0)
 
 /* The paths by hand (normalized "▁abc"):
  *   ▁ab c        -4.5 - 3.0       = -7.5    <- best
@@ -106,22 +83,22 @@ START_TEST(test_viterbi)
     char err[256];
     ck_assert_msg(build(&t, NULL, 0, err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(tok_kind(t), TOK_UGM);
-    EXPECT(t, "abc", false, SPAB, C);
-    EXPECT(t, "abc", true, BOS, SPAB, C, EOS); /* add_bos set; add_eos the UGM default */
+    TU_EXPECT_IDS(t, "abc", false, SPAB, C);
+    TU_EXPECT_IDS(t, "abc", true, BOS, SPAB, C, EOS); /* add_bos set; add_eos the UGM default */
     /* "▁xy": ▁x y (-7) beats ▁ x y (-8) */
-    EXPECT(t, "xy", false, SPX, Y);
+    TU_EXPECT_IDS(t, "xy", false, SPX, Y);
     /* white space: leading and trailing dropped, runs made one */
-    EXPECT(t, "  ab   c ", false, SPAB, SPC);
+    TU_EXPECT_IDS(t, "  ab   c ", false, SPAB, SPC);
     /* unknowns: q and z are no piece: one <unk> for the run "qz"; é is a piece */
-    EXPECT(t, "aqzb", false, SPA, UNK, B);
-    EXPECT(t, "q", false, SP, UNK);
-    EXPECT(t, "\xC3\xA9q\xC3\xA9", false, SP, EACUTE, UNK, EACUTE);
+    TU_EXPECT_IDS(t, "aqzb", false, SPA, UNK, B);
+    TU_EXPECT_IDS(t, "q", false, SP, UNK);
+    TU_EXPECT_IDS(t, "\xC3\xA9q\xC3\xA9", false, SP, EACUTE, UNK, EACUTE);
     /* an ill-formed byte reads as U+FFFD (no piece: unknown) */
-    EXPECT(t, "a\xFF", false, SPA, UNK);
+    TU_EXPECT_IDS(t, "a\xFF", false, SPA, UNK);
     /* the user-defined piece wins inside the search (score about -0.1); the unused one
      * ([PAD9], score -0.5) is never chosen */
-    EXPECT(t, "a<sep>b", false, SPA, SEPU, B);
-    EXPECT(t, "[PAD9]", false, SP, UNK);
+    TU_EXPECT_IDS(t, "a<sep>b", false, SPA, SEPU, B);
+    TU_EXPECT_IDS(t, "[PAD9]", false, SP, UNK);
     /* control texts are special only when parsed; then each side is its own text, with its
      * own dummy space (as llama.cpp) */
     int32_t ids[16];
@@ -180,7 +157,7 @@ START_TEST(test_byte_fallback)
     char err[256];
     ck_assert_msg(tok_build(&t, &s, err, sizeof err) == 0, "%s", err);
     /* "▁a☃☃a": ☃ is E2 98 83 */
-    EXPECT(t, "a\xE2\x98\x83\xE2\x98\x83" "a", false, 259, 260, 3 + 0xE2, 3 + 0x98,
+    TU_EXPECT_IDS(t, "a\xE2\x98\x83\xE2\x98\x83" "a", false, 259, 260, 3 + 0xE2, 3 + 0x98,
            3 + 0x83, 3 + 0xE2, 3 + 0x98, 3 + 0x83, 260);
     char buf[64];
     size_t len;
@@ -279,7 +256,7 @@ START_TEST(test_malformed)
     tok_t *t;
     char err[256];
     ck_assert_msg(build(&t, cm, len, err, sizeof err) == 0, "%s", err);
-    EXPECT(t, "ABc", false, SPX, SP, Y, C); /* "▁x▁yc": ▁x ▁ y c (-12) beats ▁ x ▁ y c */
+    TU_EXPECT_IDS(t, "ABc", false, SPX, SP, Y, C); /* "▁x▁yc": ▁x ▁ y c (-12) beats ▁ x ▁ y c */
     tok_free(t);
     refused(cm, 3, "shorter");
     refused(cm, len - 7, "truncated"); /* the strings and a trie unit gone */
@@ -373,7 +350,7 @@ START_TEST(test_gguf)
     ck_assert_int_eq(tok_pad(t), PAD);
     ck_assert_int_eq(tok_sep(t), EOS);
     ck_assert(tok_add_bos(t) && tok_add_eos(t) && tok_add_sep(t));
-    EXPECT(t, "AB abc", true, BOS, SPX, SP, Y, SPAB, C, EOS);
+    TU_EXPECT_IDS(t, "AB abc", true, BOS, SPX, SP, Y, SPAB, C, EOS);
     tok_free(t);
     t = NULL;
     ck_assert_int_eq(load_gguf(&t, 1, err, sizeof err), FD_EFORMAT);

@@ -1,6 +1,7 @@
 /* testutil.h: helpers every Check suite shares: where ../shared is, how to skip clearly when
  * it is missing (exit 77; a failure when FUSIOND_REQUIRE_SHARED=1, as in CI), seeded random
- * numbers, a real vocabulary for the grammar masks, and running a suite.  Test-only. */
+ * numbers, a real vocabulary for the grammar masks, checking a tokenization's ids, and running
+ * a suite.  Test-only. */
 #ifndef FD_TESTUTIL_H
 #define FD_TESTUTIL_H
 
@@ -213,6 +214,32 @@ static inline void tu_vocab_free(tu_vocab_t *f)
     tok_free(f->t);
     gguf_close(f->gg);
 }
+
+/* Encodes text with t (special: parse special-token text) and fails the test, printing both
+ * lists, unless the ids are exactly want[0..nw). */
+static inline void tu_expect_ids(const tok_t *t, const char *text, bool special,
+                                 const int32_t *want, size_t nw)
+{
+    int32_t ids[64];
+    size_t n;
+    ck_assert_int_eq(tok_encode(t, text, strlen(text), special, false, ids, 64, &n), 0);
+    bool same = n == nw;
+    for (size_t i = 0; same && i < n; i++)
+        same = ids[i] == want[i];
+    if (!same) {
+        char got[256] = "", exp[256] = "";
+        for (size_t i = 0; i < n; i++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), " %d", ids[i]);
+        for (size_t i = 0; i < nw; i++)
+            snprintf(exp + strlen(exp), sizeof exp - strlen(exp), " %d", want[i]);
+        ck_abort_msg("'%s': got%s, want%s", text, got, exp);
+    }
+}
+#define TU_EXPECT_IDS(t, text, special, ...)                                            \
+    do {                                                                                \
+        const int32_t w_[] = {__VA_ARGS__};                                             \
+        tu_expect_ids(t, text, special, w_, sizeof w_ / sizeof w_[0]);                  \
+    } while (0)
 
 /* Runs one suite; returns the process exit status. */
 static inline int tu_run(Suite *s)

@@ -21,8 +21,12 @@
 enum node_kind { GN_STRING = 1, GN_NUMBER, GN_INTEGER, GN_LIT, GN_ARRAY, GN_OBJECT, GN_CHOICE,
                  GN_REF };
 
+enum { GF_ONE = 1, GF_TAGGED = 2 }; /* object flags: exactly one property; its variant told
+                                       by the first property's literal (gr_node_tagged) */
+
 typedef struct gnode {
     uint8_t kind;
+    uint8_t flags;
     int32_t a, b, c, d;         /* LIT: first literal, count; ARRAY: items, min, max (-1);
                                    OBJECT: first prop, count, extra, last required (-1);
                                    CHOICE: first alternative, count; REF: target (-1) */
@@ -39,6 +43,7 @@ typedef struct gprop {
 typedef struct glit {
     char *s;
     uint32_t len;
+    int32_t tag;                /* a tagged object's literal: the variant it selects; else -1 */
 } glit_t;
 
 /* What a builder and a spec both hold. */
@@ -217,6 +222,7 @@ static int add_literals(gr_build_t *b, int n, const char *const *texts, const si
         memcpy(l->s, texts[i], lens[i]);
         l->s[lens[i]] = 0;
         l->len = (uint32_t)lens[i];
+        l->tag = -1;
         t->n_lits++;
     }
     /* sorted, so the literals that match a prefix are a range whose first is the shortest */
@@ -342,6 +348,75 @@ int gr_node_object(gr_build_t *b, int n, const char *const *keys, const int *val
     nd->d = last_req;
     bit_set(nd->first, '{');
     return id;
+}
+
+int gr_node_object_one(gr_build_t *b, int n, const char *const *keys, const int *values)
+{
+    if (n < 1)
+        return -EINVAL;
+    int o = gr_node_object(b, n, keys, values, NULL, -1);
+    if (o >= 0)
+        b->t.nodes[o].flags = GF_ONE;
+    return o;
+}
+
+int gr_node_tagged(gr_build_t *b, int n, const char *const *tags, const size_t *lens,
+                   const int *objs, char *err, size_t errlen)
+{
+    gtab_t *t = &b->t;
+    if (n < 1) {
+        snprintf(err, errlen, "no variants");
+        return -EINVAL;
+    }
+    const gprop_t *key = NULL;
+    for (int i = 0; i < n; i++) {
+        const gnode_t *o = objs[i] >= 0 && objs[i] < t->n_nodes ? &t->nodes[objs[i]] : NULL;
+        if (!o || o->kind != GN_OBJECT || o->b < 1 || o->flags || !t->props[o->a].required) {
+            snprintf(err, errlen, "variant %d is not an object whose first property is "
+                     "required", i);
+            return -EINVAL;
+        }
+        const gprop_t *k = &t->props[o->a];
+        if (key && (k->len != key->len || memcmp(k->key, key->key, k->len) != 0)) {
+            snprintf(err, errlen, "variant %d's first property is not the others' %s", i,
+                     key->key);
+            return -EINVAL;
+        }
+        key = k;
+        if (!one_json_value(tags[i], lens[i])) {
+            snprintf(err, errlen, "variant %d's tag is not one JSON value", i);
+            return -EINVAL;
+        }
+    }
+    /* the key outlives this call only as the copy gr_node_object makes */
+    char *k = malloc(key->len);
+    if (!k)
+        return -ENOMEM;
+    memcpy(k, key->key + 1, key->len - 2); /* the name between its quotes */
+    k[key->len - 2] = 0;
+    if (strchr(k, '\\')) {
+        free(k);
+        snprintf(err, errlen, "a tag key with escapes");
+        return -EINVAL;
+    }
+    int lit = add_literals(b, n, tags, lens);
+    if (lit < 0 || t->nodes[lit].b != n) {
+        free(k);
+        snprintf(err, errlen, "two variants have the same tag");
+        return lit < 0 ? lit : -EINVAL;
+    }
+    for (int i = 0; i < n; i++)
+        for (int j = t->nodes[lit].a; j < t->nodes[lit].a + n; j++)
+            if (t->lits[j].len == lens[i] && memcmp(t->lits[j].s, tags[i], lens[i]) == 0)
+                t->lits[j].tag = objs[i];
+    const char *keys[] = { k };
+    const int values[] = { lit };
+    const bool req[] = { true };
+    int o = gr_node_object(b, 1, keys, values, req, -1);
+    free(k);
+    if (o >= 0)
+        t->nodes[o].flags = GF_TAGGED;
+    return o;
 }
 
 int gr_node_ref(gr_build_t *b)
@@ -573,7 +648,7 @@ static inline int ws_byte(gr_state_t *s)
 }
 
 /* A value frame just ended (popped): its parent moves on, or the document is complete. */
-static void value_done(gr_state_t *s)
+static void value_done(const gr_spec_t *g, gr_state_t *s)
 {
     if (s->depth == 0) {
         s->done = 1;
@@ -583,9 +658,15 @@ static void value_done(gr_state_t *s)
     if (p->kind == F_ARR) {
         p->phase = A_AFTER;
         p->i++;
-    } else {
-        p->phase = p->phase == O_KEY ? O_COLON : O_AFTER;
+        return;
     }
+    if (p->phase == O_VAL && (g->t.nodes[p->node].flags & GF_TAGGED)) {
+        /* the tag literal just ended (its frame, popped, is still above): the object
+         * goes on as the variant it names, its first property read */
+        p->node = g->t.lits[s->f[s->depth].i].tag;
+        p->j = 0;
+    }
+    p->phase = p->phase == O_KEY ? O_COLON : O_AFTER;
 }
 
 static int push_value(gr_state_t *s, int node)
@@ -612,12 +693,13 @@ static int key_start(const gr_spec_t *g, gr_state_t *s, gr_frame_t *f)
         k->phase = S_NORMAL;
         return 0;
     }
-    /* candidates: the properties from the next one up to and including the next required */
+    /* candidates: the properties from the next one up to and including the next required
+     * (exactly one: any of them) */
     int from = f->phase == O_START ? 0 : (int)f->j + 1;
     uint64_t m = 0;
     for (int j = from; j < n->b; j++) {
         m |= 1ull << j;
-        if (g->t.props[n->a + j].required)
+        if (g->t.props[n->a + j].required && !(n->flags & GF_ONE))
             break;
     }
     if (!m)
@@ -655,14 +737,14 @@ static int key_byte(const gr_spec_t *g, gr_frame_t *f, uint8_t b)
     return 0;
 }
 
-static int str_byte(gr_state_t *s, gr_frame_t *f, uint8_t b)
+static int str_byte(const gr_spec_t *g, gr_state_t *s, gr_frame_t *f, uint8_t b)
 {
     int h;
     switch (f->phase) {
     case S_NORMAL:
         if (b == '"') {
             s->depth--;
-            value_done(s);
+            value_done(g, s);
             return 0;
         }
         if (b == '\\') {
@@ -899,11 +981,11 @@ static int value_start(const gr_spec_t *g, gr_state_t *s, gr_frame_t *f, uint8_t
     return -1;
 }
 
-static void container_end(gr_state_t *s)
+static void container_end(const gr_spec_t *g, gr_state_t *s)
 {
     s->nc--;
     s->depth--;
-    value_done(s);
+    value_done(g, s);
 }
 
 int gr_feed(const gr_spec_t *g, gr_state_t *s, uint8_t b)
@@ -922,20 +1004,20 @@ int gr_feed(const gr_spec_t *g, gr_state_t *s, uint8_t b)
             s->ws = 0;
             return value_start(g, s, f, b);
         case F_STR:
-            return str_byte(s, f, b);
+            return str_byte(g, s, f, b);
         case F_NUM:
             r = num_byte(f, n->kind == GN_INTEGER, b);
             if (r != 0)
                 return r > 0 ? 0 : -1;
             s->depth--;
-            value_done(s);
+            value_done(g, s);
             continue;
         case F_LIT:
             r = lit_byte(g, f, b);
             if (r != 0)
                 return r > 0 ? 0 : -1;
             s->depth--;
-            value_done(s);
+            value_done(g, s);
             continue;
         case F_ARR:
             if (f->phase != A_IN && ws)
@@ -944,7 +1026,7 @@ int gr_feed(const gr_spec_t *g, gr_state_t *s, uint8_t b)
             switch (f->phase) {
             case A_START:
                 if (b == ']' && n->b == 0) {
-                    container_end(s);
+                    container_end(g, s);
                     return 0;
                 }
                 if (n->c == 0)
@@ -958,7 +1040,7 @@ int gr_feed(const gr_spec_t *g, gr_state_t *s, uint8_t b)
                     return 0;
                 }
                 if (b == ']' && (int)f->i >= n->b) {
-                    container_end(s);
+                    container_end(g, s);
                     return 0;
                 }
                 return -1;
@@ -974,8 +1056,8 @@ int gr_feed(const gr_spec_t *g, gr_state_t *s, uint8_t b)
             s->ws = 0;
             switch (f->phase) {
             case O_START:
-                if (b == '}' && n->d < 0) {
-                    container_end(s);
+                if (b == '}' && n->d < 0 && !(n->flags & GF_ONE)) {
+                    container_end(g, s);
                     return 0;
                 }
                 return b == '"' ? key_start(g, s, f) : -1;
@@ -993,12 +1075,12 @@ int gr_feed(const gr_spec_t *g, gr_state_t *s, uint8_t b)
                 push_value(s, n->b > 0 ? g->t.props[n->a + (int)f->j].value : n->c);
                 continue;
             case O_AFTER:
-                if (b == ',' && (n->b == 0 || (int)f->j + 1 < n->b)) {
+                if (b == ',' && (n->b == 0 || (int)f->j + 1 < n->b) && !(n->flags & GF_ONE)) {
                     f->phase = O_COMMA;
                     return 0;
                 }
-                if (b == '}' && (n->b == 0 || n->d <= (int)f->j)) {
-                    container_end(s);
+                if (b == '}' && (n->b == 0 || n->d <= (int)f->j || (n->flags & GF_ONE))) {
+                    container_end(g, s);
                     return 0;
                 }
                 return -1;
@@ -1067,7 +1149,7 @@ bool gr_string_plain(const uint8_t *p, size_t len)
     f.phase = S_NORMAL;
     s.depth = 1;
     for (size_t i = 0; i < len; i++)
-        if (p[i] == '"' || p[i] == '\\' || str_byte(&s, &f, p[i]) < 0)
+        if (p[i] == '"' || p[i] == '\\' || str_byte(NULL, &s, &f, p[i]) < 0)
             return false;
     return f.phase == S_NORMAL;
 }

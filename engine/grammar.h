@@ -58,6 +58,17 @@ int gr_node_array(gr_build_t *b, int items, int min, int max);
  * -EINVAL for duplicate keys. */
 int gr_node_object(gr_build_t *b, int n, const char *const *keys, const int *values,
                    const bool *required, int extra);
+/* An object of exactly one member, whose key is one of keys[0..n) and whose value is then
+ * values[k] ({"tool_call": ...} or {"response": ...}).  -EINVAL for n < 1 or duplicate keys. */
+int gr_node_object_one(gr_build_t *b, int n, const char *const *keys, const int *values);
+/* One of n objects told apart by the value of their first property: objs[i] is an object
+ * (gr_node_object, its first property required and the same key in all, a key without
+ * escapes) chosen when that property's value is the JSON text tags[i] (lens[i] bytes; the
+ * variant's own schema for that value is not consulted: the tag is it).  Until the tag is
+ * complete any of them may follow ({"name": "get_weather", "arguments": <its schema>}).
+ * -EINVAL (err says why) for mismatched variants or equal tags, -ENOMEM. */
+int gr_node_tagged(gr_build_t *b, int n, const char *const *tags, const size_t *lens,
+                   const int *objs, char *err, size_t errlen);
 /* One of n JSON texts, byte for byte (enum and const: their values serialized without
  * whitespace).  Texts are copied; each must be one valid JSON value (-EINVAL otherwise). */
 int gr_node_literals(gr_build_t *b, int n, const char *const *texts, const size_t *lens);

@@ -567,6 +567,84 @@ START_TEST(test_object_props)
 }
 END_TEST
 
+/* Exactly-one objects and objects told apart by a tag: llama-server's generic tool-call
+ * shape {"tool_call": {"name": N, "arguments": <N's schema>}} or {"response": "..."}. */
+START_TEST(test_one_and_tagged)
+{
+    gr_build_t *b;
+    ck_assert_int_eq(gr_build_new(&b), 0);
+    char err[160];
+    int s = gr_node_string(b), i = gr_node_number(b, true), bo = gr_node_boolean(b);
+    static const char *const nk[] = { "name", "arguments" };
+    const char *t1[] = { "\"clock\"" }, *t2[] = { "\"add\"" }, *t3[] = { "\"adder\"" };
+    size_t l1 = 7, l2 = 5, l3 = 7;
+    int n1 = gr_node_literals(b, 1, t1, &l1), n2 = gr_node_literals(b, 1, t2, &l2),
+        n3 = gr_node_literals(b, 1, t3, &l3);
+    static const char *const ak[] = { "a", "b" };
+    int av[] = { i, i };
+    bool ar[] = { true, false };
+    int args_add = gr_node_object(b, 2, ak, av, ar, -1);
+    static const char *const ck[] = { "utc" };
+    int cv[] = { bo };
+    int args_clock = gr_node_object(b, 1, ck, cv, NULL, -1);
+    int args_adder = gr_node_object(b, 2, ak, av, NULL, -1);
+    bool req2[] = { true, true };
+    int v_clock[] = { n1, args_clock }, v_add[] = { n2, args_add }, v_adder[] = { n3, args_adder };
+    int objs[] = { gr_node_object(b, 2, nk, v_clock, req2, -1),
+                   gr_node_object(b, 2, nk, v_add, req2, -1),
+                   gr_node_object(b, 2, nk, v_adder, req2, -1) };
+    const char *tags[] = { t1[0], t2[0], t3[0] };
+    size_t tl[] = { l1, l2, l3 };
+    int call = gr_node_tagged(b, 3, tags, tl, objs, err, sizeof err);
+    ck_assert_int_ge(call, 0);
+    static const char *const ok[] = { "tool_call", "response" };
+    int ov[] = { call, s };
+    int top = gr_node_object_one(b, 2, ok, ov);
+    ck_assert_int_ge(top, 0);
+    gr_spec_t *g;
+    ck_assert_int_eq(gr_build_finish(b, top, &g, err, sizeof err), 0);
+    static const char *const good[] = {
+        "{\"response\":\"hi\"}",
+        "{ \"tool_call\" : {\"name\": \"clock\", \"arguments\": {\"utc\": true}} }",
+        "{\"tool_call\":{\"name\":\"clock\",\"arguments\":{}}}",
+        "{\"tool_call\":{\"name\":\"add\",\"arguments\":{\"a\":1,\"b\":2}}}",
+        "{\"tool_call\":{\"name\":\"adder\",\"arguments\":{\"b\":2}}}",
+    };
+    static const char *const bad[] = {
+        "{}", "{\"response\":\"hi\",\"tool_call\":{}}", "{\"response\":1}",
+        "{\"tool_call\":{\"name\":\"clock\",\"arguments\":{\"a\":1}}}",
+        "{\"tool_call\":{\"name\":\"add\",\"arguments\":{\"utc\":true}}}",
+        "{\"tool_call\":{\"name\":\"add\",\"arguments\":{\"b\":2}}}",
+        "{\"tool_call\":{\"name\":\"adde\",\"arguments\":{}}}",
+        "{\"tool_call\":{\"arguments\":{},\"name\":\"clock\"}}",
+        "{\"tool_call\":{\"name\":\"clock\"}}",
+        "{\"tool_call\":{\"name\":\"clock\",\"arguments\":{},\"x\":1}}",
+        "{\"tool_calls\":[]}",
+    };
+    for (size_t k = 0; k < FD_ARRAY_LEN(good); k++) {
+        size_t at = 0;
+        ck_assert_msg(run(g, good[k], strlen(good[k]), &at) == 1, "refused %s at %zu", good[k],
+                      at);
+    }
+    for (size_t k = 0; k < FD_ARRAY_LEN(bad); k++)
+        ck_assert_msg(run(g, bad[k], strlen(bad[k]), NULL) != 1, "accepted %s", bad[k]);
+    gr_spec_unref(g);
+    /* mismatched variants and equal tags are refused */
+    int plain = gr_node_object(b, 0, NULL, NULL, NULL, -1);
+    int mixed[] = { objs[0], plain };
+    ck_assert_int_eq(gr_node_tagged(b, 2, tags, tl, mixed, err, sizeof err), -EINVAL);
+    int wrong_key = gr_node_object(b, 1, ck, cv, req2, -1);
+    int mk[] = { objs[0], wrong_key };
+    ck_assert_int_eq(gr_node_tagged(b, 2, tags, tl, mk, err, sizeof err), -EINVAL);
+    const char *same[] = { t1[0], t1[0] };
+    size_t sl[] = { l1, l1 };
+    int two[] = { objs[0], objs[1] };
+    ck_assert_int_eq(gr_node_tagged(b, 2, same, sl, two, err, sizeof err), -EINVAL);
+    ck_assert_int_eq(gr_node_object_one(b, 0, NULL, NULL), -EINVAL);
+    gr_build_free(b);
+}
+END_TEST
+
 /* ---- the mask against every token, one by one ---- */
 
 /* The states reached by these texts (each a valid prefix) cover every kind of frame. */
@@ -871,6 +949,7 @@ int main(void)
     tcase_add_test(tc, test_random_oracle);
     tcase_add_test(tc, test_build_errors);
     tcase_add_test(tc, test_object_props);
+    tcase_add_test(tc, test_one_and_tagged);
     tcase_add_test(tc, test_sampler_mask);
     tcase_add_test(tc, test_mask_stories);
     tcase_add_test(tc, test_mask_spm);

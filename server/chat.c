@@ -1981,6 +1981,42 @@ bool chat_jinja_string_args(const struct jinja *t)
     return shown;
 }
 
+/* Whether the needle shows when the template renders msgs (arguments as objects or text). */
+static bool renders(const struct jinja *t, const chat_msg_t *msgs, size_t n, bool string_args,
+                    const char *needle)
+{
+    chat_opts_t o = {.bos = "", .eos = ""};
+    char *vars = NULL, *text = NULL, err[64];
+    size_t len;
+    bool shown = false;
+    if (chat_jinja_vars(msgs, n, &o, string_args, &vars) == 0 &&
+        jinja_render(t, vars, NULL, &text, &len, err, sizeof err) == 0)
+        shown = strstr(text, needle) != NULL;
+    free(vars);
+    free(text);
+    return shown;
+}
+
+bool chat_jinja_renders_calls(const struct jinja *t)
+{
+    static const chat_call_t call = {"call_1___", "ipython", "{\"argument_needle\": 1}"};
+    const chat_msg_t msgs[] = {{.role = CHAT_USER, .content = "Hey", .len = 3},
+                               {.role = CHAT_ASSISTANT, .calls = &call, .n_calls = 1}};
+    return renders(t, msgs, 2, true, "argument_needle") ||
+           renders(t, msgs, 2, false, "argument_needle");
+}
+
+bool chat_jinja_renders_results(const struct jinja *t)
+{
+    static const chat_call_t call = {"call_1___", "test_tool1", "{}"};
+    static const char needle[] = "Some response!";
+    const chat_msg_t msgs[] = {{.role = CHAT_USER, .content = "Hey", .len = 3},
+                               {.role = CHAT_ASSISTANT, .calls = &call, .n_calls = 1},
+                               {.role = CHAT_TOOL, .content = needle, .len = sizeof needle - 1,
+                                .call_id = "call_911_"}};
+    return renders(t, msgs, 3, false, needle) || renders(t, msgs, 3, true, needle);
+}
+
 /* whether the needle shows when the template renders a user message, its content as a
  * string or as a typed part */
 static bool shows_user_content(const struct jinja *t, bool typed)

@@ -33,7 +33,9 @@ enum chat_family {
     CHAT_GPTOSS,    /* gpt-oss's harmony format: <|start|>role<|channel|>...<|message|>...,
                        reasoning in the analysis channel, calls to=functions.NAME */
     CHAT_JINJA,     /* a template no family matches, rendered by server/jinja.c
-                       (chat_opts_t.jinja); its tool calls are not read back */
+                       (chat_opts_t.jinja); its tool calls are read as Qwen's <tool_call>
+                       blocks when the template has that marker, else in llama-server's
+                       generic JSON format (toolcall.h's TC_GENERIC) */
     CHAT_N_FAMILIES
 };
 
@@ -170,6 +172,13 @@ bool chat_jinja_typed_content(const struct jinja *t);
 /* Whether the template prints tool call arguments given as JSON text (llama-server's probe:
  * a call rendered with its arguments as a string shows them); false: give them as objects. */
 bool chat_jinja_string_args(const struct jinja *t);
+
+/* Whether the template shows an assistant message's tool calls (their arguments, given as
+ * text or as objects) and a tool message's content: minja's probes, which llama-server
+ * uses to decide whether to write the calls and results into the messages' text itself
+ * (server.c does, for the generic tool format of a template of no known family). */
+bool chat_jinja_renders_calls(const struct jinja *t);
+bool chat_jinja_renders_results(const struct jinja *t);
 
 /* Formats n messages into a malloc'd NUL-terminated string (*out, *len bytes; the caller
  * frees it).  The text contains the family's special-token texts (BOS included where the

@@ -582,47 +582,64 @@ out:
     return rc;
 }
 
-int sch_compile(const cJSON *schema, gr_spec_t **out, char *err, size_t errlen, char *path,
-                size_t pathlen)
+/* Compiles schema into b; its root node in *node.  (#/$defs refs resolve inside schema.) */
+static int compile_into(gr_build_t *b, const cJSON *schema, int *node, char *err, size_t errlen,
+                        char *path, size_t pathlen)
 {
-    *out = NULL;
     sc_t *c = calloc(1, sizeof *c);
     if (!c) {
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
+    c->b = b;
     c->err = err;
     c->errlen = errlen;
     c->root = schema;
     c->root_node = -1;
     c->root_ph = -1;
-    int rc = gr_build_new(&c->b);
-    if (rc < 0) {
-        rc = nomem(c);
-        goto out;
+    int rc = compile(c, schema);
+    if (rc >= 0) {
+        *node = rc;
+        c->root_node = rc;
+        c->path[0] = 0;
+        if (c->root_ph >= 0)
+            gr_node_set_ref(c->b, c->root_ph, rc);
+        for (int i = 0; i < c->n_defs; i++)
+            if (c->defs[i].placeholder >= 0)
+                gr_node_set_ref(c->b, c->defs[i].placeholder, c->defs[i].node);
+        rc = 0;
     }
-    int root = compile(c, schema);
-    if (root < 0) {
-        rc = root;
-        goto out;
-    }
-    c->root_node = root;
-    c->path[0] = 0;
-    if (c->root_ph >= 0)
-        gr_node_set_ref(c->b, c->root_ph, root);
-    for (int i = 0; i < c->n_defs; i++)
-        if (c->defs[i].placeholder >= 0)
-            gr_node_set_ref(c->b, c->defs[i].placeholder, c->defs[i].node);
-    char why[160];
-    rc = gr_build_finish(c->b, root, out, why, sizeof why);
-    if (rc == -EINVAL)
-        rc = fail(c, -EINVAL, "%s", why);
-    else if (rc < 0)
-        rc = nomem(c);
-out:
     if (path && pathlen)
         snprintf(path, pathlen, "%s", rc < 0 ? c->path : "");
-    gr_build_free(c->b);
     free(c);
+    return rc;
+}
+
+int sch_compile_node(gr_build_t *b, const cJSON *schema, int *node, char *err, size_t errlen,
+                     char *path, size_t pathlen)
+{
+    return compile_into(b, schema, node, err, errlen, path, pathlen);
+}
+
+int sch_compile(const cJSON *schema, gr_spec_t **out, char *err, size_t errlen, char *path,
+                size_t pathlen)
+{
+    *out = NULL;
+    gr_build_t *b;
+    if (gr_build_new(&b) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    int root = -1;
+    int rc = compile_into(b, schema, &root, err, errlen, path, pathlen);
+    if (rc == 0) {
+        char why[160];
+        rc = gr_build_finish(b, root, out, why, sizeof why);
+        if (rc == -EINVAL)
+            snprintf(err, errlen, "%s", why);
+        else if (rc < 0)
+            snprintf(err, errlen, "out of memory");
+    }
+    gr_build_free(b);
     return rc;
 }

@@ -26,4 +26,9 @@
 int sch_compile(const cJSON *schema, gr_spec_t **out, char *err, size_t errlen, char *path,
                 size_t pathlen);
 
+/* The same into the builder b (its other nodes untouched): the schema's node in *node, to
+ * embed it in a larger spec (the generic tool-call shape, toolcall.h).  Same errors. */
+int sch_compile_node(gr_build_t *b, const cJSON *schema, int *node, char *err, size_t errlen,
+                     char *path, size_t pathlen);
+
 #endif

@@ -26,6 +26,7 @@
 
 #include "common/fd.h"
 #include "common/log.h"
+#include "engine/grammar.h"
 #include "engine/sampler.h"
 #include "server/anthropic.h"
 #include "server/chat.h"
@@ -138,7 +139,9 @@ typedef struct srv_choice {
     char error[240];
     sb_t text;                  /* non-streamed: the generated text */
     sb_t tc;                    /* function calling: the call prefill + the generated text */
-    size_t tc_sent;             /* streamed: bytes of tc sent as content */
+    size_t tc_sent;             /* streamed: bytes of tc sent as content (the generic format:
+                                   of its response's decoded text) */
+    bool tc_plain;              /* tc holds a generic response's decoded text: no calls */
     char **tc_ids;              /* streamed: the calls whose first chunk was sent (ids) */
     size_t *tc_args_sent;       /* and the bytes of each one's arguments sent so far */
     size_t tc_heads, tc_cap;
@@ -319,6 +322,12 @@ struct srv {
                                    built-in formatter of chat_family */
     bool jinja_string_args;     /* chat_jinja_string_args(jinja) */
     bool jinja_typed_content;   /* chat_jinja_typed_content(jinja) */
+    /* the tool-call syntax (toolcall.h's family number): chat_family's, or for a template of
+     * no known family Qwen's <tool_call> blocks (its text has that marker, as llama-server's
+     * Hermes 2 Pro detection) or llama-server's generic JSON (TC_GENERIC) */
+    int tc_syntax;
+    bool jinja_calls;           /* chat_jinja_renders_calls(jinja) */
+    bool jinja_results;         /* chat_jinja_renders_results(jinja) */
     long long loaded_at;        /* "created" of the model in /v1/models */
     uint64_t id_seed, id_ctr;
     rs_store_t *store;          /* finished responses (previous_response_id, GET) */
@@ -1267,11 +1276,35 @@ static void sse_chunk(srv_job_t *j, srv_choice_t *c, const char *text, size_t le
 static int choice_calls(srv_job_t *j, const srv_choice_t *c, tc_result_t *out)
 {
     const rq_t *r = &j->rq;
-    if (!j->tc_on || !c->tc.buf)
+    if (!j->tc_on || !c->tc.buf || c->tc_plain)
         return -ENOENT;
     uint64_t seed = j->srv->id_seed ^ fd_now_ns() ^ ((uint64_t)c->index << 40);
-    return tc_parse(j->srv->chat_family, c->tc.buf, c->tc.len, r->tool_names, r->n_tools,
+    return tc_parse(j->srv->tc_syntax, c->tc.buf, c->tc.len, r->tool_names, r->n_tools,
                     r->parallel_tool_calls, seed, out);
+}
+
+/* The generic format's answer, when it is (a prefix of) {"response": "..."}: its decoded text
+ * replaces the JSON in c->tc, which is then read as the content (a stream sent its first
+ * tc_sent bytes from the same decoding).  Calls or malformed JSON stay as they are: the
+ * parse reads the calls, or the whole text is the content. */
+static void generic_unwrap(srv_choice_t *c)
+{
+    char *dec;
+    size_t n;
+    int rc = c->tc.buf ? tc_generic_content(c->tc.buf, c->tc.len, &dec, &n) : -ENOENT;
+    if (rc == -ENOMEM) {
+        choice_lose(c);
+        return;
+    }
+    if (rc) {
+        if (c->tc_sent) /* decoded text went out: the raw JSON cannot follow it */
+            c->tc_sent = c->tc.len;
+        return;
+    }
+    sb_reset(&c->tc);
+    sb_add(&c->tc, dec, n);
+    free(dec);
+    c->tc_plain = true;
 }
 
 static void sse_call(srv_job_t *j, const srv_choice_t *c, const oai_tool_call_t *t)
@@ -1301,7 +1334,7 @@ static void stream_call_deltas(srv_job_t *j, srv_choice_t *c)
     const rq_t *r = &j->rq;
     tc_span_t sp[16];
     size_t n = 0;
-    tc_scan(j->srv->chat_family, c->tc.buf, c->tc.len, sp, FD_ARRAY_LEN(sp), &n);
+    tc_scan(j->srv->tc_syntax, c->tc.buf, c->tc.len, sp, FD_ARRAY_LEN(sp), &n);
     if (!r->parallel_tool_calls)
         n = FD_MIN(n, 1);
     for (size_t k = 0; k < n; k++) {
@@ -1327,7 +1360,7 @@ static void stream_call_deltas(srv_job_t *j, srv_choice_t *c)
                 c->tc_cap = cap;
             }
             uint64_t st = j->srv->id_seed ^ fd_now_ns() ^ ((uint64_t)c->index << 40) ^ k;
-            char *id = tc_make_id(j->srv->chat_family, &st);
+            char *id = tc_make_id(j->srv->tc_syntax, &st);
             if (!id) {
                 choice_lose(c);
                 return;
@@ -2032,10 +2065,16 @@ static void choice_text(srv_job_t *j, srv_choice_t *c, const char *text, size_t 
     if (j->stream && j->tc_on) {
         /* what may be a tool call is held back: sent as calls as they take shape, or as
          * content at the end when it turns out to be none */
-        size_t safe = tc_stream_safe(s->chat_family, c->tc.buf, c->tc.len);
+        size_t safe = tc_stream_safe(s->tc_syntax, c->tc.buf, c->tc.len);
+        char *dec = NULL;
+        size_t dn = 0;
+        if (s->tc_syntax == TC_GENERIC && tc_generic_content(c->tc.buf, c->tc.len, &dec, &dn) == 0)
+            safe = dn; /* the response's text so far, decoded: tc_sent counts its bytes */
+        const char *from = dec ? dec : c->tc.buf;
         size_t n = safe > c->tc_sent ? safe - c->tc_sent : 0;
         if (n || lp)
-            sse_chunk(j, c, c->tc.buf + c->tc_sent, n, lp, NULL, false, false);
+            sse_chunk(j, c, from + c->tc_sent, n, lp, NULL, false, false);
+        free(dec);
         c->tc_sent += n;
         if (safe < c->tc.len)
             stream_call_deltas(j, c);
@@ -2238,10 +2277,12 @@ static void on_done(srv_job_t *j, srv_choice_t *c, const eng_event_t *ev)
     /* A named call's arguments, held to its schema, ended the document: the call is closed
      * as the family closes it, for the parse below to read the whole call. */
     if (j->tc_on && j->rq.tool_grammar && ev->finish == ENG_FINISH_STOP) {
-        const char *close = chat_tool_close(s->chat_family);
+        const char *close = chat_tool_close(s->tc_syntax);
         if (close)
             sb_adds(&c->tc, close);
     }
+    if (j->tc_on && s->tc_syntax == TC_GENERIC)
+        generic_unwrap(c);
 
     if (!j->abandoned && (j->conn || j->bg)) {
         if (j->stream) {
@@ -3106,17 +3147,119 @@ static int think_setup(srv_job_t *j, bool no_thinking, bool forced, rq_err_t *e)
 static int prefill_check(srv_job_t *j, const chat_msg_t *last, rq_err_t *e)
 {
     const rq_t *r = &j->rq;
-    int fam = j->srv->chat_family;
     if (r->tools && (r->tool_choice == RQ_TOOLS_REQUIRED || r->tool_choice == RQ_TOOLS_NAMED))
         return rq_fail(e, 400, "invalid_request_error", "tool_choice", "a final assistant "
                        "message (a prefill the answer continues) cannot be combined with "
                        "'tool_choice' \"required\" or a named function, which start the "
                        "answer with a call");
-    if (r->tools && last->len && tc_stream_safe(fam, last->content, last->len) < last->len)
+    if (r->tools && last->len && j->srv->tc_syntax != TC_GENERIC &&
+        tc_stream_safe(j->srv->tc_syntax, last->content, last->len) < last->len)
         return rq_fail(e, 400, "invalid_request_error", "messages", "the final assistant "
                        "message (a prefill the answer continues) opens a tool call, which "
                        "fusiond cannot continue: end the prefill before the call's markup");
     return 0;
+}
+
+/* llama-server's additions to the messages of a template of no known family (its generic
+ * format and minja's polyfills), in m[0..*n) (room for one more), the strings made kept in
+ * own[0..*n) (each NULL or the malloc'd text of that message): with tools, the generic format's instruction and, when the template does not print
+ * the tools, the tools (and an example call) in the system message (the first one, after
+ * its text and a blank line, or a new one); the calls of a history's assistant messages
+ * written as JSON text when the template does not print calls, and tool results as user
+ * messages {"tool_response": ...} when it does not print them.  0 or -ENOMEM. */
+static int jinja_polyfill(const srv_t *s, const rq_t *r, chat_msg_t *m, size_t *n, char **own)
+{
+    bool generic = s->tc_syntax == TC_GENERIC;
+    sb_t add;
+    sb_init(&add);
+    if (r->tools && generic)
+        sb_adds(&add, "Respond in JSON format, either with `tool_call` (a request to call "
+                "tools) or with `response` reply to the user's request");
+    if (r->tools && !jinja_uses(s->jinja, "tools")) {
+        char *tj = NULL;
+        if (chat_pyjson(r->tools, 2, &tj) == -ENOMEM) {
+            sb_free(&add);
+            return -ENOMEM;
+        }
+        sb_printf(&add, "%sYou can call any of the following tools to satisfy the user's "
+                  "requests: %s", add.len ? "\n\n" : "", tj ? tj : r->tools);
+        free(tj);
+        if (generic)
+            sb_adds(&add, r->parallel_tool_calls
+                              ? "\n\nExample tool call syntax:\n\n{\n  \"tool_calls\": [\n    {\n"
+                                "      \"name\": \"tool_name\",\n      \"arguments\": {\n"
+                                "        \"arg1\": \"some_value\"\n      },\n      \"id\": "
+                                "\"call_1___\"\n    }\n  ]\n}\n\n"
+                              : "\n\nExample tool call syntax:\n\n{\n  \"tool_call\": {\n"
+                                "    \"name\": \"tool_name\",\n    \"arguments\": {\n"
+                                "      \"arg1\": \"some_value\"\n    }\n  }\n}\n\n");
+    }
+    int rc = sb_failed(&add) ? -ENOMEM : 0;
+    if (!rc && add.len) {
+        sb_t sys;
+        sb_init(&sys);
+        if (*n && m[0].role == CHAT_SYSTEM) {
+            sb_add(&sys, m[0].content, m[0].len);
+            sb_adds(&sys, "\n\n");
+        } else {
+            memmove(m + 1, m, *n * sizeof *m);
+            memset(m, 0, sizeof *m);
+            m[0].role = CHAT_SYSTEM;
+            (*n)++;
+        }
+        sb_add(&sys, add.buf, add.len);
+        own[0] = sb_take(&sys, &m[0].len);
+        m[0].content = own[0];
+        rc = own[0] ? 0 : -ENOMEM;
+    }
+    sb_free(&add);
+    for (size_t i = 0; !rc && i < *n; i++) {
+        chat_msg_t *q = &m[i];
+        bool calls = q->n_calls && !s->jinja_calls;
+        bool result = q->role == CHAT_TOOL && !s->jinja_results;
+        if (!calls && !result)
+            continue;
+        cJSON *o = cJSON_CreateObject(), *in = NULL;
+        if (calls) {
+            cJSON *arr = cJSON_AddArrayToObject(o, "tool_calls");
+            for (size_t k = 0; arr && k < q->n_calls; k++) {
+                cJSON *tc = cJSON_CreateObject(), *args = cJSON_Parse(q->calls[k].arguments);
+                cJSON_AddItemToArray(arr, tc);
+                cJSON_AddStringToObject(tc, "name", q->calls[k].name);
+                if (args)
+                    cJSON_AddItemToObject(tc, "arguments", args);
+                else
+                    cJSON_AddStringToObject(tc, "arguments", q->calls[k].arguments);
+                if (q->calls[k].id)
+                    cJSON_AddStringToObject(tc, "id", q->calls[k].id);
+            }
+            if (q->content && q->len) {
+                char *t = strndup(q->content, q->len);
+                cJSON_AddStringToObject(o, "content", t ? t : "");
+                free(t);
+            }
+            q->n_calls = 0;
+        } else {
+            in = cJSON_AddObjectToObject(o, "tool_response");
+            char *t = strndup(q->content ? q->content : "", q->len);
+            cJSON_AddStringToObject(in, "content", t ? t : "");
+            free(t);
+            if (q->call_id)
+                cJSON_AddStringToObject(in, "tool_call_id", q->call_id);
+            q->role = CHAT_USER;
+            q->call_id = NULL;
+        }
+        char *flat = cJSON_PrintUnformatted(o), *pretty = NULL;
+        cJSON_Delete(o);
+        rc = flat ? chat_pyjson(flat, 2, &pretty) : -ENOMEM;
+        free(flat);
+        if (!rc) {
+            own[i] = pretty;
+            q->content = pretty;
+            q->len = strlen(pretty);
+        }
+    }
+    return rc < 0 ? -ENOMEM : 0;
 }
 
 /* The chat prompt as text in the model's template family (server/chat.h), and whether the
@@ -3129,7 +3272,8 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
     srv_t *s = j->srv;
     const rq_t *r = &j->rq;
     int fam = s->chat_family;
-    if (r->tools && !(s->jinja ? jinja_uses(s->jinja, "tools") : chat_has_tools(fam))) {
+    if (r->tools && !(s->jinja ? s->chat_family == CHAT_JINJA || jinja_uses(s->jinja, "tools")
+                               : chat_has_tools(fam))) {
         rq_fail(e, 400, "invalid_request_error", "tools", "'tools' cannot be used with this "
                 "model: its chat format (%s) has no tool calling (fusiond renders tools for "
                 "the llama3.1, qwen, qwen3, mistral, deepseek-r1, mistral3, granite and phi4-mini "
@@ -3141,11 +3285,13 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
     size_t n_calls = 0;
     for (size_t i = 0; i < r->n_msgs; i++)
         n_calls += r->msgs[i].n_calls;
-    chat_msg_t *m = calloc(r->n_msgs, sizeof *m);
+    chat_msg_t *m = calloc(r->n_msgs + 1, sizeof *m); /* + 1: jinja_polyfill's system */
     chat_call_t *calls = calloc(n_calls ? n_calls : 1, sizeof *calls);
-    if (!m || !calls) {
+    char **own = calloc(r->n_msgs + 1, sizeof *own);
+    if (!m || !calls || !own) {
         free(m);
         free(calls);
+        free(own);
         return rq_fail(e, 500, "server_error", NULL, "out of memory");
     }
     chat_call_t *next = calls;
@@ -3167,6 +3313,7 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
             *next = (chat_call_t){q->calls[k].id, q->calls[k].name, q->calls[k].arguments};
         n++;
     }
+    int rc = s->chat_family == CHAT_JINJA && s->jinja ? jinja_polyfill(s, r, m, &n, own) : 0;
     const tok_t *tok = s->tok;
     int32_t bos = tok_bos(tok), eos = tok_eos(tok);
     chat_opts_t o = {.bos = bos >= 0 ? tok_token_text(tok, bos) : NULL,
@@ -3182,16 +3329,25 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
     /* a conversation that ends in the assistant's message: the answer continues it */
     bool prefill = !s->cfg.no_prefill_assistant && n && m[n - 1].role == CHAT_ASSISTANT;
     size_t turn = 0;
-    int rc = prefill ? prefill_check(j, &m[n - 1], e) : 0;
+    if (rc)
+        rc = rq_fail(e, 500, "server_error", NULL, "out of memory");
+    else if (prefill)
+        rc = prefill_check(j, &m[n - 1], e);
     if (rc) {
         free(m);
         free(calls);
+        for (size_t i = 0; i <= r->n_msgs; i++)
+            free(own[i]);
+        free(own);
         return rc;
     }
     rc = prefill ? chat_format_prefill(fam, m, n, &o, text, len, &turn, err, sizeof err)
                  : chat_format(fam, m, n, &o, text, len, err, sizeof err);
     free(m);
     free(calls);
+    for (size_t i = 0; i <= r->n_msgs; i++)
+        free(own[i]);
+    free(own);
     free(j->turn); /* truncation "auto" formats the chat again */
     j->turn = NULL;
     j->turn_len = 0;
@@ -3221,6 +3377,26 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
     size_t bl = o.bos ? strlen(o.bos) : 0;
     *add_special = tok_add_bos(tok) && !(bl && *len >= bl && memcmp(*text, o.bos, bl) == 0);
     j->tc_on = r->tools != NULL;
+    if (r->tools && s->tc_syntax == TC_GENERIC) {
+        /* llama-server's generic format: the answer is held to its JSON shape */
+        gr_spec_t *g = NULL;
+        char why[160];
+        bool named = r->tool_choice == RQ_TOOLS_NAMED;
+        rc = tc_generic_grammar(r->tools, r->parallel_tool_calls,
+                                named || r->tool_choice == RQ_TOOLS_REQUIRED,
+                                named ? r->tool_name : NULL, &g, why, sizeof why);
+        if (rc) {
+            free(*text);
+            *text = NULL;
+            if (rc == -ENOMEM)
+                return rq_fail(e, 500, "server_error", NULL, "out of memory");
+            return rq_fail(e, 400, "invalid_request_error", "tools", "%s", why);
+        }
+        gr_spec_unref(j->rq.grammar);
+        j->rq.grammar = g;
+        j->rq.sampling.grammar = g;
+        j->rq.tool_grammar = false;
+    }
     /* The think block is separated (a /v1/responses answer: as a reasoning item) unless the
      * format says none, thinking was switched off (the prompt closed an empty block), or the
      * answer is a forced call (prefilled below). */
@@ -3244,10 +3420,10 @@ static int chat_prompt(srv_job_t *j, char **text, size_t *len, bool *add_special
         return rc;
     }
     if (r->tools && (r->tool_choice == RQ_TOOLS_REQUIRED || r->tool_choice == RQ_TOOLS_NAMED) &&
-        chat_has_tools(fam)) { /* a template of no known family: no call opening to write */
+        chat_has_tools(s->tc_syntax)) { /* the generic format: its grammar forces the call */
         free(j->tc_prefill); /* truncation "auto" formats the chat again */
         j->tc_prefill = NULL;
-        rc = chat_tool_prefill(fam, r->tool_choice == RQ_TOOLS_NAMED ? r->tool_name : NULL,
+        rc = chat_tool_prefill(s->tc_syntax, r->tool_choice == RQ_TOOLS_NAMED ? r->tool_name : NULL,
                                &j->tc_prefill);
         /* a prompt that opened the think block (DeepSeek-R1's) has it closed first: the
          * call is the answer, after the reasoning, not inside it */
@@ -4678,8 +4854,16 @@ static void select_template(srv_t *s)
         if (!s->jinja)
             note = "chat template not recognised: plain fallback format";
     }
-    fd_log_info("server: model '%s', chat format %s (%s)", s->model_id,
-                chat_family_name(s->chat_family), note);
+    s->tc_syntax = s->chat_family;
+    if (s->chat_family == CHAT_JINJA)
+        s->tc_syntax = tmpl && strstr(tmpl, "<tool_call>") ? CHAT_QWEN : TC_GENERIC;
+    s->jinja_calls = s->jinja && chat_jinja_renders_calls(s->jinja);
+    s->jinja_results = s->jinja_calls && chat_jinja_renders_results(s->jinja); /* as minja */
+    fd_log_info("server: model '%s', chat format %s (%s)%s", s->model_id,
+                chat_family_name(s->chat_family), note,
+                s->chat_family != CHAT_JINJA ? ""
+                : s->tc_syntax == CHAT_QWEN ? "; tool calls as <tool_call> blocks"
+                                            : "; tool calls in the generic JSON format");
 }
 
 int srv_create(srv_t **out, uv_loop_t *loop, eng_t *eng, const srv_config_t *cfg, char *err,

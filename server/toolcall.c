@@ -14,7 +14,9 @@
 #include <string.h>
 
 #include "common/fd.h"
+#include "engine/grammar.h"
 #include "server/chat.h"
+#include "server/schema.h"
 
 static const char QWEN_OPEN[] = "<tool_call>", QWEN_CLOSE[] = "</tool_call>";
 static const char LLAMA_TAG[] = "<|python_tag|>", MISTRAL_TAG[] = "[TOOL_CALLS]",
@@ -672,6 +674,87 @@ static int scan_gptoss(scan_t *sc)
     }
 }
 
+/* The generic answer's opening: '{', whitespace, its one key.  SC_OK with the key's span
+ * and i past the ':' and the whitespace after it; SC_MORE while it is still arriving. */
+static int generic_key(const char *s, size_t len, size_t *k0, size_t *k1, size_t *i)
+{
+    size_t j = skip_ws(s, 0, len);
+    if (j == len)
+        return SC_MORE;
+    if (s[j] != '{')
+        return SC_BAD;
+    j = skip_ws(s, j + 1, len);
+    if (j == len)
+        return SC_MORE;
+    if (s[j] != '"')
+        return SC_BAD;
+    size_t e;
+    if (scan_string(s, j, len, &e) != SC_OK)
+        return SC_MORE;
+    *k0 = j + 1;
+    *k1 = e - 1;
+    j = skip_ws(s, e, len);
+    if (j == len)
+        return SC_MORE;
+    if (s[j] != ':')
+        return SC_BAD;
+    *i = skip_ws(s, j + 1, len);
+    return SC_OK;
+}
+
+/* The object's end: whitespace, '}', whitespace, nothing else. */
+static int generic_end(const char *s, size_t i, size_t len)
+{
+    i = skip_ws(s, i, len);
+    if (i == len)
+        return SC_MORE;
+    if (s[i] != '}')
+        return SC_BAD;
+    return skip_ws(s, i + 1, len) == len ? SC_OK : SC_BAD;
+}
+
+/* llama-server's generic answer: {"tool_call": CALL}, {"tool_calls": [CALL, ...]} or
+ * {"response": ...} (no calls: tc_generic_content reads it). */
+static int scan_generic(scan_t *sc)
+{
+    const char *s = sc->s;
+    size_t len = sc->len, k0, k1, i;
+    int rc = generic_key(s, len, &k0, &k1, &i);
+    if (rc != SC_OK)
+        return rc == SC_MORE && skip_ws(s, 0, len) == len ? SC_OK : rc;
+    if (i == len)
+        return SC_MORE;
+    if (key_is(s, k0, k1, "response"))
+        return SC_BAD; /* content, not calls */
+    if (key_is(s, k0, k1, "tool_call")) {
+        if (s[i] != '{')
+            return SC_BAD;
+        if ((rc = scan_call(sc, i, "arguments", NULL, &i)) != SC_OK)
+            return rc;
+        return generic_end(s, i, len);
+    }
+    if (!key_is(s, k0, k1, "tool_calls") || s[i] != '[')
+        return SC_BAD;
+    i++;
+    for (;;) {
+        i = skip_ws(s, i, len);
+        if (i == len)
+            return SC_MORE;
+        if (s[i] != '{')
+            return SC_BAD;
+        if ((rc = scan_call(sc, i, "arguments", NULL, &i)) != SC_OK)
+            return rc;
+        i = skip_ws(s, i, len);
+        if (i == len)
+            return SC_MORE;
+        if (s[i] == ']')
+            return generic_end(s, i + 1, len);
+        if (s[i] != ',')
+            return SC_BAD;
+        i++;
+    }
+}
+
 static int scan_text(int family, const char *text, size_t len, scan_t *sc)
 {
     memset(sc, 0, sizeof *sc);
@@ -687,6 +770,7 @@ static int scan_text(int family, const char *text, size_t len, scan_t *sc)
     case CHAT_MISTRAL3: return scan_mistral3(sc);
     case CHAT_PHI4MINI: return scan_phi4(sc);
     case CHAT_GPTOSS: return scan_gptoss(sc);
+    case TC_GENERIC: return scan_generic(sc);
     default: return SC_BAD;
     }
 }
@@ -695,7 +779,7 @@ int tc_scan(int family, const char *text, size_t len, tc_span_t *spans, size_t m
             size_t *n)
 {
     *n = 0;
-    if (!chat_has_tools(family))
+    if (!chat_has_tools(family) && family != TC_GENERIC)
         return -ENOTSUP;
     scan_t sc;
     int rc = scan_text(family, text, len, &sc);
@@ -752,7 +836,7 @@ int tc_parse(int family, const char *text, size_t len, char *const *names, int n
              bool parallel, uint64_t seed, tc_result_t *out)
 {
     memset(out, 0, sizeof *out);
-    if (!chat_has_tools(family))
+    if (!chat_has_tools(family) && family != TC_GENERIC)
         return -ENOTSUP;
     scan_t sc;
     int rc = scan_text(family, text, len, &sc);
@@ -823,6 +907,8 @@ size_t tc_stream_safe(int family, const char *s, size_t len)
         return safe_before_any(s, len, DS_OPENS);
     if (family == CHAT_GPTOSS)
         return safe_before(s, len, GPTOSS_MARK);
+    if (family == TC_GENERIC)
+        return 0; /* JSON throughout: its content is tc_generic_content's */
     if (family == CHAT_MISTRAL3) {
         bool front;
         m3_start(s, len, &front);
@@ -853,4 +939,247 @@ size_t tc_stream_safe(int family, const char *s, size_t len)
         return len;
     }
     return len;
+}
+
+/* ---------------------------------------------------------------- the generic format */
+
+static void put_utf8(char *o, size_t *n, uint32_t cp)
+{
+    if (cp < 0x80) {
+        o[(*n)++] = (char)cp;
+    } else if (cp < 0x800) {
+        o[(*n)++] = (char)(0xC0 | cp >> 6);
+        o[(*n)++] = (char)(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        o[(*n)++] = (char)(0xE0 | cp >> 12);
+        o[(*n)++] = (char)(0x80 | (cp >> 6 & 0x3F));
+        o[(*n)++] = (char)(0x80 | (cp & 0x3F));
+    } else {
+        o[(*n)++] = (char)(0xF0 | cp >> 18);
+        o[(*n)++] = (char)(0x80 | (cp >> 12 & 0x3F));
+        o[(*n)++] = (char)(0x80 | (cp >> 6 & 0x3F));
+        o[(*n)++] = (char)(0x80 | (cp & 0x3F));
+    }
+}
+
+/* Four hex digits at s[i]: the value, or -1 (not hex), -2 (the text ends first). */
+static long hex4(const char *s, size_t i, size_t len)
+{
+    long v = 0;
+    for (size_t k = 0; k < 4; k++) {
+        if (i + k >= len)
+            return -2;
+        int h = fd_hex_digit((uint8_t)s[i + k]);
+        if (h < 0)
+            return -1;
+        v = v * 16 + h;
+    }
+    return v;
+}
+
+int tc_generic_content(const char *s, size_t len, char **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    size_t k0, k1, i;
+    if (generic_key(s, len, &k0, &k1, &i) != SC_OK || !key_is(s, k0, k1, "response") ||
+        i == len || s[i] != '"')
+        return -ENOENT;
+    char *o = malloc(len - i + 1); /* decoding never lengthens */
+    if (!o)
+        return -ENOMEM;
+    size_t m = 0;
+    bool closed = false;
+    for (i++; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"') {
+            closed = true;
+            i++;
+            break;
+        }
+        if (c < 0x20 || c == 0)
+            goto bad;
+        if (c != '\\') {
+            o[m++] = (char)c;
+            continue;
+        }
+        if (i + 1 == len)
+            break; /* the escape is still arriving */
+        char e = s[++i];
+        const char *from = "\"\\/bfnrt", *to = "\"\\/\b\f\n\r\t";
+        const char *p = e ? strchr(from, e) : NULL;
+        if (p) {
+            o[m++] = to[p - from];
+            continue;
+        }
+        if (e != 'u')
+            goto bad;
+        long cp = hex4(s, i + 1, len);
+        if (cp == -2)
+            break;
+        if (cp < 0 || (cp >= 0xDC00 && cp <= 0xDFFF))
+            goto bad;
+        i += 4;
+        if (cp >= 0xD800 && cp <= 0xDBFF) { /* a high surrogate: its low half must follow */
+            if (i + 1 == len)
+                break;
+            if (s[i + 1] != '\\')
+                goto bad;
+            if (i + 2 == len)
+                break;
+            if (s[i + 2] != 'u')
+                goto bad;
+            long lo = hex4(s, i + 3, len);
+            if (lo == -2)
+                break;
+            if (lo < 0xDC00 || lo > 0xDFFF)
+                goto bad;
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            i += 6;
+        }
+        if (cp == 0)
+            goto bad; /* the content goes out as a C string */
+        put_utf8(o, &m, (uint32_t)cp);
+    }
+    if (closed && generic_end(s, i, len) == SC_BAD)
+        goto bad;
+    /* a multi-byte character cut by the text's end is held back like an escape */
+    size_t keep = m, back = 0;
+    while (back < 3 && back < keep && ((unsigned char)o[keep - 1 - back] & 0xC0) == 0x80)
+        back++;
+    if (back < keep) {
+        unsigned char lead = (unsigned char)o[keep - 1 - back];
+        size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+        if (need > back + 1)
+            keep -= back + 1;
+    }
+    o[keep] = 0;
+    *out = o;
+    *n = keep;
+    return 0;
+bad:
+    free(o);
+    return -ENOENT;
+}
+
+/* A call's object for one function: {"name": "<name>", "arguments": <its schema>[, "id":
+ * string]}; its name's JSON text in tag. */
+static int generic_call_node(gr_build_t *b, const cJSON *fn, bool parallel, char **tag,
+                             int *node)
+{
+    const cJSON *nm = cJSON_GetObjectItemCaseSensitive(fn, "name"),
+                *pa = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
+    if (!cJSON_IsString(nm))
+        return -EINVAL;
+    if (!(*tag = cJSON_PrintUnformatted(nm)))
+        return -ENOMEM;
+    size_t tl = strlen(*tag);
+    const char *lt[] = { *tag };
+    int lit = gr_node_literals(b, 1, lt, &tl);
+    if (lit < 0)
+        return lit;
+    int args = -1;
+    char err[160], path[96];
+    if (cJSON_IsObject(pa) && pa->child) {
+        int rc = sch_compile_node(b, pa, &args, err, sizeof err, path, sizeof path);
+        if (rc == -ENOMEM)
+            return rc;
+        if (rc < 0)
+            args = -1; /* outside the subset: any object, the call only as good as the model */
+    }
+    if (args < 0) {
+        int any = gr_node_any(b);
+        if (any < 0)
+            return any;
+        if ((args = gr_node_object(b, 0, NULL, NULL, NULL, any)) < 0)
+            return args;
+    }
+    static const char *const keys[] = { "name", "arguments", "id" };
+    static const bool req[] = { true, true, true };
+    int id = parallel ? gr_node_string(b) : 0;
+    if (id < 0)
+        return id;
+    int values[] = { lit, args, id };
+    int o = gr_node_object(b, parallel ? 3 : 2, keys, values, req, -1);
+    if (o < 0)
+        return o;
+    *node = o;
+    return 0;
+}
+
+int tc_generic_grammar(const char *tools, bool parallel, bool required, const char *name,
+                       struct gr_spec **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    cJSON *t = tools ? cJSON_Parse(tools) : NULL;
+    if (!cJSON_IsArray(t)) {
+        cJSON_Delete(t);
+        snprintf(err, errlen, "the tools are not a JSON array");
+        return -EINVAL;
+    }
+    int n = cJSON_GetArraySize(t), k = 0, rc = 0;
+    gr_build_t *b = NULL;
+    char **tags = calloc((size_t)FD_MAX(n, 1), sizeof *tags);
+    size_t *lens = calloc((size_t)FD_MAX(n, 1), sizeof *lens);
+    int *objs = calloc((size_t)FD_MAX(n, 1), sizeof *objs);
+    if (!tags || !lens || !objs || gr_build_new(&b) < 0) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    const cJSON *it;
+    cJSON_ArrayForEach(it, t)
+    {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(it, "function"),
+                    *nm = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        if (!cJSON_IsString(nm)) {
+            snprintf(err, errlen, "a tool without a function name");
+            rc = -EINVAL;
+            goto out;
+        }
+        if (name && strcmp(nm->valuestring, name) != 0)
+            continue;
+        if ((rc = generic_call_node(b, fn, parallel, &tags[k], &objs[k])) < 0) {
+            if (rc == -EINVAL)
+                snprintf(err, errlen, "a tool without a function name");
+            goto out;
+        }
+        lens[k] = strlen(tags[k]);
+        k++;
+    }
+    if (k == 0) {
+        snprintf(err, errlen, "no function to call");
+        rc = -EINVAL;
+        goto out;
+    }
+    int call = gr_node_tagged(b, k, (const char *const *)tags, lens, objs, err, errlen);
+    if (call < 0) {
+        rc = call;
+        goto out;
+    }
+    int calls = parallel ? gr_node_array(b, call, 1, -1) : call;
+    if (calls < 0) {
+        rc = calls;
+        goto out;
+    }
+    const char *keys[] = { parallel ? "tool_calls" : "tool_call", "response" };
+    int values[] = { calls, gr_node_string(b) };
+    int top = values[1] < 0 ? values[1] : gr_node_object_one(b, required ? 1 : 2, keys, values);
+    if (top < 0) {
+        rc = top;
+        goto out;
+    }
+    rc = gr_build_finish(b, top, out, err, errlen);
+out:
+    if (rc == -ENOMEM)
+        snprintf(err, errlen, "out of memory");
+    for (int i = 0; tags && i < k; i++)
+        free(tags[i]);
+    if (tags && k < n)
+        free(tags[k]); /* a call node that failed after its tag */
+    free(tags);
+    free(lens);
+    free(objs);
+    gr_build_free(b);
+    cJSON_Delete(t);
+    return rc;
 }

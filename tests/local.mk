@@ -399,6 +399,10 @@ EXTRA_DIST += tests/fuzz/fuzz_toolcall.c tests/fuzz/corpus/fuzz_toolcall
 dist_check_SCRIPTS += tests/test_tools_server.py
 EXTRA_DIST += tests/gguf_copy.py
 TESTS += tests/test_tools_server.py
+# The same for templates of no known family: llama-server's generic JSON format (its grammar
+# holding a random model to well-formed calls) and Hermes-style <tool_call> templates.
+dist_check_SCRIPTS += tests/test_jinja_tools_server.py
+TESTS += tests/test_jinja_tools_server.py
 
 # The Responses API (/v1/responses) end to end: the real fusiond with stories260K (and a
 # Qwen-template copy for function calling), against the chat endpoint's answers.

@@ -66,7 +66,10 @@ def cases(d, bos):
         {"role": "tool", "tool_call_id": "c1", "content": "12:00"}],
         "tools": CLOCK, "add_generation_prompt": False,
         "chat_template_kwargs": {"enable_thinking": False, "flavour": "x"}})
-    want = (bos + "<user>Time?</user>\n<assistant>[clock {\"tz\": \"UTC\", \"n\": 1.0}]"
+    # with tools, llama-server's generic format's instruction opens the system message
+    want = (bos + "<system>Respond in JSON format, either with `tool_call` (a request to call "
+            "tools) or with `response` reply to the user's request</system>\n"
+            "<user>Time?</user>\n<assistant>[clock {\"tz\": \"UTC\", \"n\": 1.0}]"
             "</assistant>\n<tool>12:00(c1)</tool>\nT:clock\nE:False\nF:x\n")
     check(st == 200 and js.get("prompt") == want, "apply-template with a call, tools and "
           "kwargs:\n got  %r\n want %r" % (js.get("prompt"), want))

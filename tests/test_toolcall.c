@@ -7,11 +7,17 @@
  * entirely well-formed calls to offered functions stays content, that parallel_tool_calls
  * false keeps one call, that ids have each family's shape, that the streaming hold-back
  * never releases a marker and never takes back what it released, and that the incremental
- * scan grows toward exactly the calls and argument texts of the whole parse. */
+ * scan grows toward exactly the calls and argument texts of the whole parse.  llama-server's
+ * generic JSON answer (a template of no known family): calls, parallel calls and responses
+ * read whole and as they grow (a response's content decoded, escapes and surrogate pairs
+ * included, never shrinking), anything malformed content, and its grammar (tools, parallel,
+ * required, a named function) accepting exactly that shape with each function's arguments
+ * held to its schema. */
 #include <ctype.h>
 #include <errno.h>
 
 #include "common/fd.h"
+#include "engine/grammar.h"
 #include "server/chat.h"
 #include "server/toolcall.h"
 #include "tests/testutil.h"
@@ -478,6 +484,192 @@ START_TEST(test_scan)
 }
 END_TEST
 
+START_TEST(test_generic)
+{
+    tc_result_t r;
+    const char *one = " {\"tool_call\": {\"name\": \"get_weather\", \"arguments\": {\"city\": "
+                      "\"O\\\"}slo\", \"d\": [1, {\"a\": 2}]}}}\n";
+    ck_assert_int_eq(parse(TC_GENERIC, one, true, &r), 0);
+    ck_assert_uint_eq(r.n_calls, 1);
+    ck_assert_uint_eq(r.content_len, 0);
+    ck_assert_str_eq(r.calls[0].name, "get_weather");
+    ck_assert_str_eq(r.calls[0].arguments, "{\"city\": \"O\\\"}slo\", \"d\": [1, {\"a\": 2}]}");
+    ck_assert_uint_eq(strlen(r.calls[0].id), 29);
+    tc_free(&r);
+    const char *two = "{\"tool_calls\": [{\"name\": \"clock\", \"arguments\": {}, \"id\": "
+                      "\"call_1___\"}, {\"id\": \"x2345\", \"arguments\": {\"city\": \"Rome\"}, "
+                      "\"name\": \"get_weather\"}]}";
+    ck_assert_int_eq(parse(TC_GENERIC, two, true, &r), 0);
+    ck_assert_uint_eq(r.n_calls, 2);
+    ck_assert_str_eq(r.calls[0].name, "clock");
+    ck_assert_str_eq(r.calls[1].arguments, "{\"city\": \"Rome\"}");
+    /* the model's own ids are not the call ids */
+    ck_assert(strncmp(r.calls[0].id, "call_", 5) == 0 && strlen(r.calls[0].id) == 29);
+    ck_assert_str_ne(r.calls[0].id, r.calls[1].id);
+    tc_free(&r);
+    ck_assert_int_eq(parse(TC_GENERIC, two, false, &r), 0);
+    ck_assert_uint_eq(r.n_calls, 1);
+    tc_free(&r);
+    static const char *const malformed[] = {
+        "{\"response\": \"hi\"}",
+        "hello",
+        "",
+        "{\"tool_call\": {\"name\": \"clock\", \"arguments\": {}}",          /* cut */
+        "{\"tool_call\": {\"name\": \"clock\", \"arguments\": {}}} more",    /* trailing */
+        "{\"tool_call\": {\"name\": \"rm\", \"arguments\": {}}}",            /* not offered */
+        "{\"tool_call\": {\"name\": \"clock\", \"arguments\": \"{}\"}}",      /* a string */
+        "{\"tool_call\": {\"name\": \"clock\"}}",
+        "{\"tool_call\": [{\"name\": \"clock\", \"arguments\": {}}]}",
+        "{\"tool_calls\": {\"name\": \"clock\", \"arguments\": {}}}",
+        "{\"tool_calls\": []}",
+        "{\"tool_calls\": [{\"name\": \"clock\", \"arguments\": {}},]}",
+        "{\"tool_call\": {\"name\": \"clock\", \"arguments\": {\"a\": tru}}}",
+        "{\"tool_call\": {\"name\": \"clock\", \"arguments\": {}}, \"response\": \"x\"}",
+        "{\"call\": {\"name\": \"clock\", \"arguments\": {}}}",
+        "[{\"name\": \"clock\", \"arguments\": {}}]",
+    };
+    assert_no_calls(TC_GENERIC, malformed, FD_ARRAY_LEN(malformed));
+
+    /* the response's content, whole and as it grows */
+    const char *resp = "{ \"response\" : \"H\\u00e9 \\\"q\\\"\\n\\ud83d\\ude00 \xc3\xbc\\/\" }";
+    const char *want = "H\xc3\xa9 \"q\"\n\xf0\x9f\x98\x80 \xc3\xbc/";
+    char *c;
+    size_t n, prev = 0;
+    ck_assert_int_eq(tc_generic_content(resp, strlen(resp), &c, &n), 0);
+    ck_assert_str_eq(c, want);
+    ck_assert_uint_eq(n, strlen(want));
+    free(c);
+    for (size_t k = 0; k <= strlen(resp); k++) {
+        int rc = tc_generic_content(resp, k, &c, &n);
+        if (k < strlen("{ \"response\" : \"")) {
+            ck_assert_int_eq(rc, -ENOENT);
+            continue;
+        }
+        ck_assert_msg(rc == 0, "prefix %zu", k);
+        ck_assert_msg(n >= prev && strncmp(c, want, n) == 0, "prefix %zu: %s", k, c);
+        prev = n;
+        free(c);
+    }
+    ck_assert_uint_eq(prev, strlen(want));
+    static const char *const not_content[] = {
+        "{\"response\": \"a\\x\"}", "{\"response\": \"a\"} b", "{\"response\": 5}",
+        "{\"response\": \"\\udc00\"}", "{\"response\": \"\\ud800\\u0041\"}",
+        "{\"response\": \"a\nb\"}", "{\"response\": \"\\u0000\"}", "{\"respond\": \"a\"}",
+        "{\"tool_call\": {}}", "plain", "{\"response\": \"a\", \"x\": 1}",
+    };
+    for (size_t k = 0; k < FD_ARRAY_LEN(not_content); k++) {
+        ck_assert_msg(tc_generic_content(not_content[k], strlen(not_content[k]), &c, &n) ==
+                      -ENOENT, "%s", not_content[k]);
+        ck_assert_ptr_null(c);
+    }
+    /* streamed: no raw text is released; the scan grows toward the whole parse */
+    ck_assert_uint_eq(tc_stream_safe(TC_GENERIC, one, strlen(one)), 0);
+    for (int w = 0; w < 2; w++) {
+        const char *t = w ? two : one;
+        tc_result_t whole;
+        ck_assert_int_eq(parse(TC_GENERIC, t, true, &whole), 0);
+        size_t last = 0;
+        for (size_t k = 0; k <= strlen(t); k++) {
+            tc_span_t sp[4];
+            size_t ns;
+            ck_assert_msg(tc_scan(TC_GENERIC, t, k, sp, 4, &ns) == 0, "prefix %zu", k);
+            ck_assert(ns >= last && ns <= whole.n_calls);
+            for (size_t q = 0; q < ns; q++)
+                if (sp[q].args_started)
+                    ck_assert(strncmp(t + sp[q].args_off, whole.calls[q].arguments,
+                                      sp[q].args_len) == 0);
+            last = ns;
+        }
+        ck_assert_uint_eq(last, whole.n_calls);
+        tc_free(&whole);
+    }
+}
+END_TEST
+
+/* Runs text through the spec: 1 a complete document, 0 a valid prefix, -1 refused. */
+static int gr_run(const gr_spec_t *g, const char *text)
+{
+    gr_state_t st;
+    gr_start(g, &st);
+    if (gr_feed_bytes(g, &st, text, strlen(text)) < 0)
+        return -1;
+    return gr_accepting(g, &st) ? 1 : 0;
+}
+
+START_TEST(test_generic_grammar)
+{
+    const char *tools =
+        "[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"parameters\": "
+        "{\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}, \"unit\": "
+        "{\"enum\": [\"c\", \"f\"]}}, \"required\": [\"city\"]}}}, {\"type\": \"function\", "
+        "\"function\": {\"name\": \"clock\"}}, {\"type\": \"function\", \"function\": {\"name\": "
+        "\"odd\", \"parameters\": {\"type\": \"object\", \"properties\": {\"p\": {\"type\": "
+        "\"string\", \"pattern\": \"^a\"}}}}}]";
+    gr_spec_t *g;
+    char err[160];
+    ck_assert_int_eq(tc_generic_grammar(tools, false, false, NULL, &g, err, sizeof err), 0);
+    static const char *const good[] = {
+        "{\"response\": \"hi \\\"there\\\"\"}",
+        "{\"tool_call\": {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}}",
+        "{\"tool_call\": {\"name\": \"get_weather\", \"arguments\": {\"city\": \"O\", "
+        "\"unit\": \"f\"}}}",
+        "{\"tool_call\": {\"name\": \"clock\", \"arguments\": {\"anything\": [1, null]}}}",
+        /* a schema outside the subset: any object */
+        "{\"tool_call\": {\"name\": \"odd\", \"arguments\": {\"p\": 5}}}",
+    };
+    static const char *const bad[] = {
+        "{}", "{\"response\": 5}", "[]", "\"x\"",
+        "{\"tool_call\": {\"name\": \"get_weather\", \"arguments\": {}}}",
+        "{\"tool_call\": {\"name\": \"get_weather\", \"arguments\": {\"city\": \"O\", "
+        "\"unit\": \"k\"}}}",
+        "{\"tool_call\": {\"name\": \"nope\", \"arguments\": {}}}",
+        "{\"tool_call\": {\"arguments\": {}, \"name\": \"clock\"}}",
+        "{\"tool_calls\": [{\"name\": \"clock\", \"arguments\": {}}]}",
+        "{\"tool_call\": {\"name\": \"clock\", \"arguments\": {}}, \"response\": \"x\"}",
+        "{\"tool_call\": {\"name\": \"clock\", \"arguments\": {}, \"id\": \"abcd\"}}",
+    };
+    for (size_t k = 0; k < FD_ARRAY_LEN(good); k++) {
+        ck_assert_msg(gr_run(g, good[k]) == 1, "refused %s", good[k]);
+        /* and what the grammar lets through, the parser reads */
+        tc_result_t r;
+        char *c;
+        size_t n;
+        if (parse(TC_GENERIC, good[k], true, &r) == 0) {
+            tc_free(&r);
+        } else if (strstr(good[k], "get_weather") || strstr(good[k], "clock")) {
+            ck_abort_msg("not parsed: %s", good[k]);
+        }
+        if (tc_generic_content(good[k], strlen(good[k]), &c, &n) == 0)
+            free(c);
+    }
+    for (size_t k = 0; k < FD_ARRAY_LEN(bad); k++)
+        ck_assert_msg(gr_run(g, bad[k]) == -1, "accepted %s", bad[k]);
+    gr_spec_unref(g);
+
+    /* parallel and required: only {"tool_calls": [...]} with ids, at least one call */
+    ck_assert_int_eq(tc_generic_grammar(tools, true, true, NULL, &g, err, sizeof err), 0);
+    ck_assert_int_eq(gr_run(g, "{\"tool_calls\": [{\"name\": \"clock\", \"arguments\": {}, "
+                               "\"id\": \"a1\"}, {\"name\": \"get_weather\", \"arguments\": "
+                               "{\"city\": \"x\"}, \"id\": \"a2\"}]}"), 1);
+    ck_assert_int_eq(gr_run(g, "{\"tool_calls\": [{\"name\": \"clock\", \"arguments\": {}}]}"),
+                     -1);
+    ck_assert_int_eq(gr_run(g, "{\"tool_calls\": []}"), -1);
+    ck_assert_int_eq(gr_run(g, "{\"response\": \"x\"}"), -1);
+    gr_spec_unref(g);
+
+    /* a named function: its calls only */
+    ck_assert_int_eq(tc_generic_grammar(tools, false, true, "clock", &g, err, sizeof err), 0);
+    ck_assert_int_eq(gr_run(g, "{\"tool_call\": {\"name\": \"clock\", \"arguments\": {}}}"), 1);
+    ck_assert_int_eq(gr_run(g, "{\"tool_call\": {\"name\": \"get_weather\""), -1);
+    gr_spec_unref(g);
+
+    ck_assert_int_eq(tc_generic_grammar("{}", false, false, NULL, &g, err, sizeof err), -EINVAL);
+    ck_assert_int_eq(tc_generic_grammar("[]", false, false, NULL, &g, err, sizeof err), -EINVAL);
+    ck_assert_int_eq(tc_generic_grammar(tools, false, true, "zz", &g, err, sizeof err), -EINVAL);
+    ck_assert_ptr_null(g);
+}
+END_TEST
+
 /* Every prefix of each text: safe never exceeds the prefix, never shrinks as text grows, and
  * what it releases never contains the start of a call. */
 START_TEST(test_stream_safe)
@@ -559,6 +751,8 @@ int main(void)
     tcase_add_test(tc, test_gptoss);
     tcase_add_test(tc, test_stream_safe);
     tcase_add_test(tc, test_scan);
+    tcase_add_test(tc, test_generic);
+    tcase_add_test(tc, test_generic_grammar);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

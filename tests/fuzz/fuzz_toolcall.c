@@ -1,7 +1,8 @@
 /* fuzz_toolcall.c: libFuzzer target: arbitrary bytes as a model's output, read for tool calls
  * in each family, must not fault; a success names an offered function with a JSON object
  * for arguments and content inside the text; the stream hold-back never exceeds the text and
- * never shrinks as it grows, nor do the scanned calls and their arguments.  The same bytes through chat_pyjson reparse when accepted
+ * never shrinks as it grows, nor do the scanned calls and their arguments, nor the generic
+ * format's decoded response (each one a prefix of the next).  The same bytes through chat_pyjson reparse when accepted
  * (unless a number overflowed to Infinity, which Python's json.dumps writes too). */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -18,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static char *names[] = {"get_weather", "clock", "f"};
     static const int fams[] = {CHAT_LLAMA31, CHAT_QWEN, CHAT_MISTRAL, CHAT_DEEPSEEK_R1,
-                               CHAT_MISTRAL3, CHAT_GRANITE, CHAT_PHI4MINI};
+                               CHAT_MISTRAL3, CHAT_GRANITE, CHAT_PHI4MINI, TC_GENERIC};
     if (size < 1)
         return 0;
     const char *text = (const char *)data + 1;
@@ -64,6 +65,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             n_prev = ns;
         }
     }
+    char *prevc = NULL;
+    size_t prevn = 0;
+    for (size_t n = 0, step = len > 256 ? len / 64 : 1; n <= len; n += step) {
+        char *c;
+        size_t cn;
+        int rc = tc_generic_content(text, n, &c, &cn);
+        if (rc == -ENOENT && prevc)
+            break; /* malformed from here on */
+        if (rc == -ENOMEM)
+            break;
+        if (rc == 0) {
+            if (cn > n || strlen(c) != cn || (prevc && (cn < prevn || memcmp(c, prevc, prevn))))
+                abort();
+            free(prevc);
+            prevc = c;
+            prevn = cn;
+        } else if (rc != -ENOENT) {
+            abort();
+        }
+    }
+    free(prevc);
     char *z = malloc(len + 1);
     if (!z)
         return 0;

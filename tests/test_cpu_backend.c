@@ -47,6 +47,8 @@ static const cfg_t cfgs[] = {
     /* decode of every matrix as four streams (quarters of each chunk) */
     {{"dot4_max=0", "streams=4"}, 1},
     {{"isa=avx2", "dot4_max=0", "streams=4"}, 2},
+    /* float batches on AVX2 through dot2 (2 x 4 tiles) rather than gemmf */
+    {{"isa=avx2", "fgemm=0"}, 2},
     /* batches on weights repacked at prepare (FCPU_REPACK8) */
     {{"isa=avx512", "repack=1"}, 3},
     /* batches on Q8_0 and Q4_0 weights interleaved 16 rows a group (FCPU_REPACK16, gemm16) */
@@ -1913,13 +1915,91 @@ END_TEST
  * with batch kernels and a float one, against the fp64 definition: the row grouping of the
  * batch path (8 rows per call, then the rest) must not mix up or drop rows.  37 outputs: two
  * groups of 16 weight rows (repack=2's gemm16, decode included) and 5 after them. */
+/* Every table's gemmf (blocks of 1..FCPU_FNW float-type weight rows against 1..8 activation
+ * rows given in pieces of FCPU_FKB) against a double-precision dot of the dequantized
+ * weights and the scalar table's per-row dot, on lengths below, at and across the piece
+ * (tails off the vector width), with the pieces of a larger batch (ldp > nr pieces) and
+ * outputs ldy apart: nothing outside the nr x nw outputs written. */
+START_TEST(test_gemmf_kernels)
+{
+    const fcpu_kern_t *k = fcpu_kernels(_i), *ref = fcpu_kernels(FCPU_ISA_SCALAR);
+    if (!k)
+        return;
+    uint64_t s = 2250 + (uint64_t)_i;
+    static const int64_t lens[] = {1, 13, FCPU_FKB, FCPU_FKB + 9, 3 * FCPU_FKB - 1, 1000};
+    static const int nws[] = {1, 2, 3, 4, 5, 7, 11, FCPU_FNW};
+    static const int types[] = {GG_F32, GG_F16, GG_BF16};
+    int tested = 0;
+    for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
+        int type = types[t];
+        if (!k->gemmf[type])
+            continue;
+        for (size_t li = 0; li < FD_ARRAY_LEN(lens); li++) {
+            const int64_t n = lens[li], np = (n + FCPU_FKB - 1) / FCPU_FKB;
+            const uint64_t rb = gg_row_bytes(type, (uint64_t)n) + 6; /* rows not packed */
+            const int nb = FCPU_NR8 + 3; /* the batch the pieces were cut from */
+            uint8_t *w = malloc(rb * FCPU_FNW);
+            void *wq = mk_weight(&s, type, n, FCPU_FNW);
+            for (int j = 0; j < FCPU_FNW; j++)
+                memcpy(w + rb * (uint64_t)j, (uint8_t *)wq + (rb - 6) * (uint64_t)j, rb - 6);
+            float *x = rnd(&s, n * nb, 1), *wf = malloc(sizeof(float) * (size_t)(FCPU_FNW * n));
+            float *xp = malloc(sizeof(float) * (size_t)(np * nb * FCPU_FKB));
+            for (int64_t i = 0; i < np * nb * FCPU_FKB; i++)
+                xp[i] = NAN; /* past the end of the last piece: never read */
+            for (int64_t p = 0; p < np; p++)
+                for (int r = 0; r < nb; r++)
+                    memcpy(xp + (p * nb + r) * FCPU_FKB, x + r * n + p * FCPU_FKB,
+                           sizeof(float) * (size_t)FD_MIN(FCPU_FKB, n - p * FCPU_FKB));
+            for (int j = 0; j < FCPU_FNW; j++)
+                fq_dequantize_row(type, w + rb * (uint64_t)j, wf + j * n, n);
+            for (size_t wi = 0; wi < FD_ARRAY_LEN(nws); wi++) {
+                const int nw = nws[wi];
+                for (int nr = 1; nr <= FCPU_NR8; nr++) {
+                    const int r0 = nr % 3, ldy = FCPU_FNW + 5; /* rows r0.. of the batch */
+                    float y[(FCPU_NR8 + 1) * (FCPU_FNW + 5)];
+                    for (size_t i = 0; i < FD_ARRAY_LEN(y); i++)
+                        y[i] = NAN;
+                    k->gemmf[type](n, w, (size_t)rb, nw, xp + r0 * FCPU_FKB, FCPU_FKB * sizeof(float),
+                                   (size_t)nb * FCPU_FKB * sizeof(float), nr, y, (size_t)ldy);
+                    for (int r = 0; r <= FCPU_NR8; r++)
+                        for (int j = 0; j < ldy; j++) {
+                            float g = y[r * ldy + j];
+                            if (r >= nr || j >= nw) {
+                                CHECKM(isnan(g), "%s: gemmf wrote y[%d][%d] (nr %d nw %d)", k->name, r, j, nr, nw);
+                                continue;
+                            }
+                            const float *xr = x + (r0 + r) * n;
+                            double want = 0, mag = 0;
+                            for (int64_t i = 0; i < n; i++) {
+                                want += (double)wf[j * n + i] * xr[i];
+                                mag += fabs((double)wf[j * n + i] * xr[i]);
+                            }
+                            float sv;
+                            ref->dot[type](n, w + rb * (uint64_t)j, xr, 0, 1, &sv);
+                            const double tol = 1e-5 * mag + 1e-30;
+                            CHECKM(isfinite(g) && fabs((double)g - want) <= tol && fabs((double)g - sv) <= tol,
+                                   "%s %s n %lld nw %d nr %d w %d x %d: %.9g, fp64 %.9g, scalar %.9g",
+                                   k->name, gg_type_name(type), (long long)n, nw, nr, j, r, (double)g,
+                                   want, (double)sv);
+                            tested++;
+                        }
+                }
+            }
+            free(w); free(wq); free(x); free(wf); free(xp);
+        }
+    }
+    if (_i == FCPU_ISA_AVX2) /* the table the AVX2 machines run: the test must not be empty */
+        CHECK(tested > 3 * 6 * 100);
+}
+END_TEST
+
 START_TEST(test_batch_rows)
 {
     fb_backend_t *be = mk_cfg(_i);
     if (!be)
         return;
     uint64_t s = 2300 + (uint64_t)_i;
-    static const int types[] = {GG_Q8_0, GG_Q4_0, GG_F32, GG_F16, GG_Q4_K, GG_Q6_K,
+    static const int types[] = {GG_Q8_0, GG_Q4_0, GG_F32, GG_F16, GG_BF16, GG_Q4_K, GG_Q6_K,
                                 GG_IQ4_NL, GG_IQ4_XS, GG_MXFP4};
     for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
         int type = types[t];
@@ -2755,6 +2835,7 @@ int main(void)
     tcase_add_test(tc, test_matmul_group_fallback);
     tcase_add_loop_test(tc, test_dot8_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_dot2x8_kernels, 0, FCPU_ISA_COUNT);
+    tcase_add_loop_test(tc, test_gemmf_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_dot8_q6_K, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_kmin_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_legacy_kernels, 0, FCPU_ISA_COUNT);

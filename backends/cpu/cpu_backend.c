@@ -25,7 +25,9 @@
  * (decode of matrices up to this size reads four weight rows per call; default 1 MiB),
  * dot8=0|1 (batches through the 8-row kernels: dot8 for Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 /
  * Q4_K / Q5_K / Q6_K / IQ4_NL / IQ4_XS / MXFP4,
- * dot2x8 for the float types; default 1), repack=0|1|2 (weights prepared while it is 1 get a copy of their
+ * dot2x8 for the float types; default 1), fgemm=0|1 (float-type batches of 2 or more rows
+ * through gemmf, blocks of 12 weight rows against pieces of 8 activation rows, where the
+ * table has it (AVX2); default 1), repack=0|1|2 (weights prepared while it is 1 get a copy of their
  * Q8_0 / Q4_0 rows in the FCPU_REPACK8 layout, while it is 2 a copy of their Q8_0 / Q4_0 /
  * Q4_K / Q5_K / Q6_K rows in groups of 16 in the FCPU_REPACK16 layout (the rows after the last full
  * group as they are; the copy has the source's size), made on every pool thread; the
@@ -99,6 +101,7 @@ typedef struct fcpu {
     int streams;               /* decode of larger matrices: 1 or 4 weight streams a thread */
     int sched;                 /* SCHED_*: how a product's rows are handed out in chunks */
     bool dot8;                 /* batches through dot8 where the table has it */
+    bool fgemm;                /* float batches through gemmf where the table has it */
     bool generic;              /* quantized weights through the dequantizing path (A/B) */
     int repack;                /* prepare FCPU_REPACK8 (1) or FCPU_REPACK16 (2) copies;
                                 * batches use copies of the same layout */
@@ -364,6 +367,11 @@ typedef struct mm_ctx {
      * weight rows through gemm16, the rows after the last full group through dot */
     void (*gemm16)(int64_t n, const void *w, const void *x, size_t ldx, int nr, float *y,
                    size_t ldy);
+    /* float weights, 2 or more rows (option fgemm): blocks of FCPU_FNW weight rows against
+     * groups of 8 activation rows, which each thread first copies into pieces of FCPU_FKB
+     * (mm_prep: piece p of row r at xpack + (p * n_rows + r) * FCPU_FKB) */
+    void (*gemmf)(int64_t n, const void *w, size_t ldw, int nw, const float *x, size_t ldx,
+                  size_t ldp, int nr, float *y, size_t ldy);
     int64_t chunk;             /* rows a thread takes at a time (sched=guided: at least) */
     int64_t align;             /* every chunk but the last a multiple of this */
     int guided_div;            /* sched=guided: a take is the rows left / this (0: even) */
@@ -606,6 +614,8 @@ static int mm_prep(mm_ctx_t *m, int ith, bool each, bool first, mm_thr_t *t)
     size_t off_s = m->xform == FCPU_XF32 && n_rows >= FCPU_NR && m->nr != FCPU_NR8
                        ? (size_t)((n_in + MM_KB - 1) / MM_KB) * (size_t)n_rows * MM_KB * sizeof(float)
                        : 0;
+    if (m->gemmf)
+        off_s = (size_t)((n_in + FCPU_FKB - 1) / FCPU_FKB) * (size_t)n_rows * FCPU_FKB * sizeof(float);
     size_t off_x = off_s + (((size_t)n_rows * 4 + 63) & ~(size_t)63);
     size_t off_xp = off_x + (((size_t)n_in * 4 + 63) & ~(size_t)63);
     const int64_t n_sl = m->ks ? (n_in + m->ks - 1) / m->ks : 1; /* prepared slices a row */
@@ -655,6 +665,15 @@ static int mm_prep(mm_ctx_t *m, int ith, bool each, bool first, mm_thr_t *t)
             k->quant_qk(src, n_in, xp + (size_t)r * m->ldx);
     }
     t->xbase = need_x ? xp : (const uint8_t *)m->x;
+    if (m->gemmf) { /* gemmf's pieces: the rows of a piece next to each other */
+        const int64_t np = (n_in + FCPU_FKB - 1) / FCPU_FKB;
+        for (int64_t p = 0; p < np; p++)
+            for (int64_t r = 0; r < n_rows; r++)
+                memcpy(t->xpack + (size_t)(p * n_rows + r) * FCPU_FKB,
+                       t->xbase + (size_t)r * m->ldx + (size_t)p * FCPU_FKB * sizeof(float),
+                       (size_t)FD_MIN(FCPU_FKB, n_in - p * FCPU_FKB) * sizeof(float));
+        t->xbase = (const uint8_t *)t->xpack;
+    }
     return 0;
 }
 
@@ -709,6 +728,16 @@ static void mm_chunk(mm_ctx_t *m, const mm_thr_t *t, int64_t o0, int64_t o1)
                 m->dot(n_in, wsrc + (uint64_t)o * m->ldw, xbase, m->ldx, 1, m->y + o);
         } else if (m->gemm16) {
             mm_rows16(m, wsrc, xbase, o0, o1);
+        } else if (m->gemmf) {
+            /* each block of weight rows against every group of 8: past 8 rows (a prefill
+             * below blas_rows) the block's rows come back from L2 */
+            const size_t ldp = (size_t)n_rows * FCPU_FKB * sizeof(float);
+            for (int64_t o = o0; o < o1; o += FCPU_FNW)
+                for (int64_t r = 0; r < n_rows; r += FCPU_NR8)
+                    m->gemmf(n_in, wsrc + (uint64_t)o * m->ldw, m->ldw, (int)FD_MIN(FCPU_FNW, o1 - o),
+                             (const float *)xbase + r * FCPU_FKB, FCPU_FKB * sizeof(float), ldp,
+                             (int)FD_MIN(FCPU_NR8, n_rows - r), m->y + r * m->n_out + o,
+                             (size_t)m->n_out);
         } else if (m->ks) {
             mm_rows_sliced(m, wsrc, xbase, o0, o1);
         } else {
@@ -819,6 +848,8 @@ static int mm_setup(fcpu_t *c, const fb_weight_t *w, const float *x, int64_t n_r
     if (m.xform == FCPU_XF32 && (m.path == MM_DOT || m.path == MM_GENERIC) && n_rows > FCPU_NR &&
         c->dot8 && k->dot2x8[m.path == MM_GENERIC ? GG_F32 : w->type])
         m.nr = FCPU_NR8; /* each weight row read once per 8 activation rows, not per 4 */
+    if (m.path == MM_DOT && m.xform == FCPU_XF32 && n_rows >= 2 && c->fgemm && k->gemmf[w->type])
+        m.gemmf = k->gemmf[w->type]; /* each weight row read once per 8 activation rows */
     m.ldx = fcpu_xrow_bytes(m.xform, m.ks ? m.ks : w->n_in);
     if (m.xform == FCPU_XF32 && !w->in_scale)
         m.ldx = (size_t)w->n_in * sizeof(float); /* the caller's rows as they are */
@@ -832,6 +863,8 @@ static int mm_setup(fcpu_t *c, const fb_weight_t *w, const float *x, int64_t n_r
     if (m.path == MM_BLAS || m.path == MM_QBLAS)
         per = (w->n_out + nth - 1) / nth;
     m.align = 4;
+    if (m.gemmf) /* whole blocks */
+        m.align = FCPU_FNW;
     if (m.gemm16) /* whole groups of 16 rows */
         m.align = FCPU_G16;
     if (m.path == MM_QBLAS)
@@ -1876,6 +1909,8 @@ static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t er
             c->sched = !strcmp(v, "even") ? SCHED_EVEN : !strcmp(v, "guided") ? SCHED_GUIDED : SCHED_AUTO;
         } else if (kl == 4 && !strncmp(o, "dot8", 4) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
             c->dot8 = v[0] == '1';
+        } else if (kl == 5 && !strncmp(o, "fgemm", 5) && (!strcmp(v, "0") || !strcmp(v, "1"))) {
+            c->fgemm = v[0] == '1';
         } else if (kl == 6 && !strncmp(o, "repack", 6) && v[0] >= '0' && v[0] <= '2' && !v[1]) {
             c->repack = v[0] - '0';
         } else if (kl == 5 && !strncmp(o, "farpf", 5) && *v && (ks = strtoll(v, &end, 10)) >= 0 &&
@@ -1893,7 +1928,7 @@ static int parse_options(fcpu_t *c, const char *const *opt, char *err, size_t er
         } else {
             snprintf(err, errlen, "cpu backend: bad option \"%s\" (isa=scalar|avx2|avx512, "
                      "defer=each|one, blas_rows=N, qblas_rows=N, dot4_max=BYTES, streams=1|4|8, "
-                     "sched=even|guided|auto, dot8=0|1, repack=0|1|2, kslice=N (a multiple of 256), farpf=N, ref=0|1, group=0|1, "
+                     "sched=even|guided|auto, dot8=0|1, fgemm=0|1, repack=0|1|2, kslice=N (a multiple of 256), farpf=N, ref=0|1, group=0|1, "
                      "generic=0|1)", o);
             return FD_ECONFIG;
         }
@@ -1931,6 +1966,7 @@ int fb_cpu_create(const fb_config_t *cfg, fb_backend_t **out, char *err, size_t 
     c->streams = 4;
     c->sched = SCHED_AUTO;
     c->dot8 = true;
+    c->fgemm = true;
     c->kslice = KSLICE;
     c->farpf = DOT8_FAR;
     c->group = true;

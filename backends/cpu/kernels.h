@@ -35,6 +35,8 @@
 
 #define FCPU_NR 4  /* activation rows one dot call handles */
 #define FCPU_NR8 8 /* activation rows one dot8 call handles */
+#define FCPU_FKB 256 /* gemmf: the activation pieces' length */
+#define FCPU_FNW 12  /* gemmf: weight rows one call handles at most */
 
 enum fcpu_isa { FCPU_ISA_SCALAR = 0, FCPU_ISA_AVX2 = 1, FCPU_ISA_AVX512 = 2, FCPU_ISA_COUNT };
 enum fcpu_xform {
@@ -96,6 +98,12 @@ typedef struct fcpu_kern {
      * W_j = w + j * ldw bytes and nr <= FCPU_NR8 F32 activation rows (NULL: use dot2) */
     void (*dot2x8[GG_TYPE_COUNT])(int64_t n, const void *w, size_t ldw, const void *x,
                                   size_t ldx, int nr, float *out);
+    /* float weight types, batches where the registers hold no 2 x 8 tile (AVX2):
+     * y[r * ldy + j] = W_j . X_r for nw <= FCPU_FNW weight rows W_j = w + j * ldw bytes and
+     * nr <= FCPU_NR8 F32 activation rows given in pieces of FCPU_FKB elements: elements
+     * [p FCPU_FKB, (p + 1) FCPU_FKB) of row r at x + p * ldp + r * ldx bytes (NULL: none) */
+    void (*gemmf[GG_TYPE_COUNT])(int64_t n, const void *w, size_t ldw, int nw, const float *x,
+                                 size_t ldx, size_t ldp, int nr, float *y, size_t ldy);
     /* o[0..hd) = sum_t p[t] V[t * ldv + 0..hd) */
     void (*pv)(const float *p, const float *v, int64_t ldv, int64_t T, int hd, float *o);
     /* KV cache types: o[0..n) = sum_t p[t] V_t, V_t the first n elements of a row of type

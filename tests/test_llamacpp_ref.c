@@ -368,22 +368,55 @@ static double bound(const char *arch, const char *type)
     return 5e-2;
 }
 
+/* The fast kernels' bound where fusiond rounds the activations exactly as llama.cpp's CPU
+ * products do: Q8_K blocks for the K-quants and IQ4_XS (fp32 scale), Q8_0 blocks for Q8_0,
+ * Q4_0, Q5_0, IQ4_NL and MXFP4 (the scale amax / 127 stored in fp16, which for these small
+ * random models' activations is often an fp16 subnormal: fusiond's XQ32 rows round it the
+ * same way, on the normalized row when the norm is deferred, cpu_backend.c).  What is left
+ * is the order of float sums, as for F32 weights: measured 1.9e-7 to 4.0e-7 (the fused plan:
+ * prefill, stepwise, batches of 3) for the dense llama, qwen3 and phi3 models of those
+ * types; before the fp16 scale the 32-element types were 1.8e-2 away, as far as unrounded
+ * activations.  The unfused plan comes as close (1.8e-7 to 4.0e-7) except llama-q8_0's on
+ * AVX2 (1.2e-2, the scalar table 1.9e-7): where an fp16 scale is a subnormal of a few bits,
+ * a last-bit difference in the row before it moves the scale by a large step, so that run
+ * keeps bound().  Not here either, so under bound(): Q4_1 and Q5_1 (llama.cpp's q8_1
+ * blocks also carry fp16(d * sum of codes), which the XQ32 row has no room for: 1.9e-2),
+ * Gemma (its GELU table, and 1.2e-2 to 2.9e-2 with 8-bit types, not yet explained),
+ * mixtures of experts (0.4e-2 to 1.6e-2: the expert products' rows are not yet rounded on
+ * llama.cpp's scale) and LoRA adapters (their own types).  The reference ops multiply
+ * unrounded activations and keep bound(). */
+static double ref_bound(const ref_t *r);
+static double fast_bound(const ref_t *r)
+{
+    static const char *const exact[] = { "Q8_0", "Q4_0", "Q5_0", "IQ4_NL", "MXFP4", "Q2_K",
+                                         "Q3_K", "Q4_K_M", "Q5_K_M", "Q6_K", "IQ4_XS",
+                                         "IQ4_XS_MIX" };
+    if (r->n_lora > 0 || r->spec.n_expert > 0 || !strncmp(r->arch, "gemma", 5) ||
+        !strcmp(r->arch, "gpt-oss") || r->cache_k != GG_F32)
+        return ref_bound(r);
+    for (size_t i = 0; i < FD_ARRAY_LEN(exact); i++)
+        if (!strcmp(r->type, exact[i]))
+            return 1e-5;
+    return ref_bound(r);
+}
+
 /* The bound of a reference with a KV cache other than F32 (F32 weights).  Both programs
  * round each K and V value to the cache type the same way (f16: round to nearest even; q8_0:
  * ggml's blocks, d = amax / 127 in fp16, codes rounded to nearest), and fusiond computes
  * around the rounded cache as llama.cpp does (cpu/ref_ops.h): the query rounded for the K
- * type (f16; q8_0 blocks, whose scale fusiond keeps in fp32 where llama.cpp stores fp16),
+ * type (f16; q8_0 blocks with llama.cpp's fp16 scale),
  * p normalized and rounded to f16 for an f16 V.  The references turn off this llama.cpp's
  * Hadamard rotation of quantized caches (LLAMA_ATTN_ROT_DISABLE, tests/ref), which fusiond
  * does not do.  Measured, relative RMS of the logits: f16 2.6e-6 (llama, head_dim 64) and
  * 1.2e-4 (qwen3, head_dim 32) against llama.cpp's f16 run, where fusiond's f32 run is 8.7e-4
- * and 5.3e-4 away (the cache's own rounding); q8_0 1.0e-3 and 1.3e-3 against llama.cpp's
- * q8_0 run, where the f32 run is 1.6e-2 and 1.4e-2 away.  The bounds sit between, well
+ * and 5.3e-4 away (the cache's own rounding); q8_0 3.8e-7 to 4.8e-7 (all five runs) against
+ * llama.cpp's q8_0 run, where the f32 run is 1.6e-2 and 1.4e-2 away (and 1.0e-3 and 1.3e-3
+ * while the query's block scale stayed fp32).  The bounds sit between, well
  * below the distance to the f32 run, so fusiond with the wrong cache type fails them
  * (test_cache_type_discriminates). */
 static double cache_bound(int cache_type)
 {
-    return cache_type == GG_F16 ? 1.5e-4 : 5e-3;
+    return cache_type == GG_F16 ? 1.5e-4 : 1e-5;
 }
 
 static const char *const refs[] = {
@@ -429,12 +462,13 @@ START_TEST(test_matches_llamacpp)
     ref_t r;
     load_ref(name, &r);
     const char *path = write_model(&r, name);
-    double b = ref_bound(&r);
+    const double b_ref = ref_bound(&r), b_fast = fast_bound(&r);
     /* the last variant: the prompt in sub-batches of 3 rows (later rows find the earlier
      * ones in the cache; Gemma's windows start inside a sub-batch's past) */
     for (int v = 0; v < 5; v++) {
         bool fusion = v != 1, ref_ops = v == 2, stepwise = v == 3;
         float *lg = run(path, fusion, ref_ops, stepwise, v == 4 ? 3 : 0, &r);
+        const double b = ref_ops || !fusion ? b_ref : b_fast;
         int worst = 0;
         double e = rel_err(lg, &r, &worst), mx = 0;
         for (size_t i = 0; i < (size_t)r.n_ids * N_VOCAB; i++) /* for the reader only */

@@ -413,6 +413,26 @@ static float row_scale(const fcpu_kern_t *k, int kind, const float *x, int64_t n
     return (float)(1.0 / sqrt(k->sumsq_dev(x, n, (float)mean) / (double)n + eps));
 }
 
+/* llama.cpp's q8_0 (and q8_1) activation blocks keep their scale d = amax / 127 in fp16 (its
+ * quantize_row_q8_0: codes rne(x * 127 / amax), as the kernels' quant_q32, d stored as fp16),
+ * which for small activations is far from d (fp16's subnormals start at 6.1e-5).  The XQ32
+ * scales of a prepared row of n elements are rounded the same way here, on the row the
+ * product really multiplies: s is the deferred norm's row scale the epilogue applies
+ * afterwards (1 without), so d becomes fp16(d s) / s and the product equals llama.cpp's on
+ * the normalized row (the codes do not depend on s). */
+static bool xq32_form(int xform)
+{
+    return xform == FCPU_XQ32 || xform == FCPU_XQ32I || xform == FCPU_XQ32T;
+}
+
+static void xq32_scales_fp16(uint8_t *row, int64_t n, float s)
+{
+    float *d = (float *)fcpu_xq32_d(row, n);
+    for (int64_t b = 0; b < n / 32; b++)
+        d[b] = s == 1.f ? fq_f16_to_f32(fq_f32_to_f16(d[b]))
+                        : fq_f16_to_f32(fq_f32_to_f16(d[b] * s)) / s;
+}
+
 /* Scales and biases the outputs of weight rows [o0, o1) for every activation row. */
 static void mm_epilogue(const mm_ctx_t *m, const float *s, int64_t o0, int64_t o1)
 {
@@ -645,13 +665,17 @@ static int mm_prep(mm_ctx_t *m, int ith, bool each, bool first, mm_thr_t *t)
             k->mul(xr, w->in_scale, dst, n_in);
             src = dst;
         }
+        /* the norm scale of an XQ32 row (each is set for those: s[r] is known) */
+        const float sr = xq32_form(m->xform) && m->kind != FB_NORM_NONE ? s[r] : 1.f;
         if (m->ks) {
             for (int64_t k0 = 0, sl = 0; k0 < n_in; k0 += m->ks, sl++) {
                 uint8_t *dst = xp + ((size_t)sl * (size_t)n_rows + (size_t)r) * m->ldx;
-                if (m->xform == FCPU_XQ32T)
+                if (m->xform == FCPU_XQ32T) {
                     k->quant_q32t(src + k0, FD_MIN(m->ks, n_in - k0), dst);
-                else
+                    xq32_scales_fp16(dst, FD_MIN(m->ks, n_in - k0), sr);
+                } else {
                     k->quant_qkt(src + k0, FD_MIN(m->ks, n_in - k0), dst);
+                }
             }
         } else if (m->xform == FCPU_XQ32)
             k->quant_q32(src, n_in, xp + (size_t)r * m->ldx);
@@ -663,6 +687,8 @@ static int mm_prep(mm_ctx_t *m, int ith, bool each, bool first, mm_thr_t *t)
             k->quant_qkt(src, n_in, xp + (size_t)r * m->ldx);
         else if (m->xform == FCPU_XQK)
             k->quant_qk(src, n_in, xp + (size_t)r * m->ldx);
+        if (!m->ks && xq32_form(m->xform))
+            xq32_scales_fp16(xp + (size_t)r * m->ldx, n_in, sr);
     }
     t->xbase = need_x ? xp : (const uint8_t *)m->x;
     if (m->gemmf) { /* gemmf's pieces: the rows of a piece next to each other */
@@ -749,7 +775,9 @@ static void mm_chunk(mm_ctx_t *m, const mm_thr_t *t, int64_t o0, int64_t o1)
 static void mm_task(void *arg, int ith, int nth)
 {
     mm_ctx_t *m = arg;
-    const bool each = m->kind != FB_NORM_NONE && (m->c->defer_mode == DEFER_EACH || nth == 1);
+    /* XQ32 rows need their norm scale before the product (xq32_scales_fp16) */
+    const bool each = m->kind != FB_NORM_NONE &&
+                      (m->c->defer_mode == DEFER_EACH || nth == 1 || xq32_form(m->xform));
     mm_thr_t t;
     int rc = mm_prep(m, ith, each, ith == 0, &t);
     if (rc) {
@@ -1329,6 +1357,8 @@ static void attn_unit_typed(const fcpu_kern_t *k, const fb_attn_t *a, int i, int
                 k->quant_q32i(qp, hpk, xq);
             else
                 k->quant_q32(qp, hpk, xq);
+            if (xq32_form(xf))
+                xq32_scales_fp16(xq, hpk, 1.f);
             x = xq;
         } else if (tk != GG_F32) {
             fcpu_ref_kv_query(tk, q, hd, qp); /* hd floats a head: cheap next to T rows */

@@ -159,7 +159,9 @@ void fcpu_ref_kv_query(int type, const float *q, int hd, float *out)
             float amax = 0;
             for (int j = b; j < b + 32; j++)
                 amax = fmaxf(amax, fabsf(out[j]));
-            const float id = amax > 0 ? 127.f / amax : 0.f, d = amax / 127.f;
+            /* d in fp16, as llama.cpp's q8_0 blocks (and the fast path) keep it */
+            const float id = amax > 0 ? 127.f / amax : 0.f;
+            const float d = fq_f16_to_f32(fq_f32_to_f16(amax / 127.f));
             for (int j = b; j < b + 32; j++)
                 out[j] = (float)lrintf(out[j] * id) * d;
         }

@@ -69,7 +69,9 @@ static int add_t(gguf_w_t *w, const bert_gen_t *p, const char *name, int type, i
     return gguf_w_add_tensor(w, name, type, n_out > 1 ? 2 : 1, ne, NULL, fill, (void *)p);
 }
 
-static const char *const words[] = { "the", "cat", "sat", "on", "mat", "dog", "is", "a",
+/* No word is a single letter: the letters' word starts are pieces already, and a vocabulary
+ * with a piece twice is refused by llama.cpp (tests/ref reads these files). */
+static const char *const words[] = { "the", "cat", "sat", "on", "mat", "dog", "is", "an",
                                      "what", "capital", "of", "france", "paris", "ing",
                                      "hello", "world" };
 
@@ -175,7 +177,9 @@ static int vocab(gguf_w_t *w, const bert_gen_t *p)
         (rc = gguf_w_add_u32(w, "tokenizer.ggml.seperator_token_id", 3)) ||
         (rc = gguf_w_add_u32(w, "tokenizer.ggml.unknown_token_id", 1)) ||
         (rc = gguf_w_add_u32(w, "tokenizer.ggml.padding_token_id", 0)) ||
-        (rc = gguf_w_add_u32(w, "tokenizer.ggml.mask_token_id", 4)))
+        (rc = gguf_w_add_u32(w, "tokenizer.ggml.mask_token_id", 4)) ||
+        /* as convert_hf_to_gguf writes type_vocab_size (llama.cpp requires it) */
+        (rc = gguf_w_add_u32(w, "tokenizer.ggml.token_type_count", (uint32_t)p->n_types)))
         goto done;
 done:
     for (int i = 0; t && i < n; i++)

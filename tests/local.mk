@@ -229,6 +229,17 @@ tests_test_demo_model_LDADD = $(TEST_LIBS)
 TESTS += tests/test_demo_model
 EXTRA_DIST += tests/data/demo-tok.txt tests/data/demo-logits.txt tests/data/demo-greedy.txt
 
+# llama.cpp's pooled outputs and token ids for random BERT-family encoders (make-refs.sh)
+check_PROGRAMS += tests/test_llamacpp_bert
+tests_test_llamacpp_bert_SOURCES = tests/test_llamacpp_bert.c
+tests_test_llamacpp_bert_CFLAGS = $(TEST_CFLAGS)
+tests_test_llamacpp_bert_LDADD = $(TEST_LIBS)
+TESTS += tests/test_llamacpp_bert
+EXTRA_DIST += tests/data/llamacpp-bert-mean-f32.txt tests/data/llamacpp-bert-cls-f32.txt \
+	tests/data/llamacpp-bert-last-f32.txt tests/data/llamacpp-bert-mean-q8_0.txt \
+	tests/data/llamacpp-bert-cls-f16.txt tests/data/llamacpp-xlmr-cls-f32.txt \
+	tests/ref/llamacpp-embed.mjs
+
 # llama.cpp's logits for random models of each architecture and type (tests/ref/make-refs.sh)
 check_PROGRAMS += tests/test_llamacpp_ref
 tests_test_llamacpp_ref_SOURCES = tests/test_llamacpp_ref.c

@@ -252,3 +252,50 @@ case tok-gemma in ${MAKE_REFS_ONLY:-*})
     mv "$out.tmp" "$out"
     echo "wrote $out";;
 esac
+
+# BERT-family encoders (fusion-gguf-gen --arch bert: WordPiece, or -p xlmr's unigram
+# vocabulary) through llama.cpp's embedding path: the pooled output of each input (ids as
+# they are, llama.cpp's token types all 0) for the file's pooling_type (1 mean, 2 CLS,
+# 3 last; raw, not normalized), the classification head's first output (rank pooling) where
+# the model has one, and the token ids of a few texts in its vocabulary.
+# name | fusion-gguf-gen options | model line keys
+bert_inputs() { # $1: CLS/<s> id, $2: SEP/</s> id
+    echo "$1,17,40,99,$2 $1,$2 $1,5,31,60,77,90,101,120,140,161,180,199,210,230,250,7,9,11,13,$2" \
+         "$1,12,70,71,$2,88,23,45,46,47,$2"
+}
+while IFS='|' read -r name opts keys; do
+    case $name in ${MAKE_REFS_ONLY:-*}) ;; *) continue ;; esac
+    model=$tmp/$name.gguf
+    "$gen" -o "$model" --arch bert $opts -j 1 >/dev/null
+    case $keys in *t5_vocab=1*) inputs=$(bert_inputs 0 2);; *) inputs=$(bert_inputs 2 3);; esac
+    hex() { printf '%b' "$1" | od -An -v -tx1 | tr -d ' \n'; }
+    set --
+    for t in 'Hello world' 'the cat sat on the mat' 'Paris is the capital of France!' \
+             'CAF\303\211 caf\303\251  na\303\257ve' "what's up? 123-45" 'a  b\tc\nd' \
+             '[CLS] the [SEP] dog [MASK]' 'xyzzy qqq' '\345\214\227\344\272\254 hello' \
+             '<s> is </s> a' ' '; do
+        set -- "$@" "$(hex "$t")"
+    done
+    out=$top/tests/data/llamacpp-$name.txt
+    {
+        echo "# llama.cpp's pooled encoder outputs (embd: the file's pooling, not normalized; rank:"
+        echo "# the classification head's first output) for the ids of each input, and the token ids"
+        echo "# of texts (hex UTF-8) without (0) and with (1) special-token parsing, no [CLS]/[SEP]"
+        echo "# added, for the random model of the model line (fusion-gguf-gen --arch bert $opts);"
+        echo "# written by tests/ref/make-refs.sh with node-llama-cpp $version (llama.cpp tag"
+        echo "# $release, prebuilt CPU binaries, 1 thread)"
+        echo "model $keys"
+        node "$ref/llamacpp-embed.mjs" "$model" embd $inputs
+        case $keys in *cls=1*) node "$ref/llamacpp-embed.mjs" "$model" rank $inputs;; esac
+        node "$ref/llamacpp-tokens.mjs" "$model" "$@"
+    } > "$out.tmp"
+    mv "$out.tmp" "$out"
+    echo "wrote $out"
+done <<'BERTS'
+bert-mean-f32|--pooling 1 --cls 1 -s 61|t5_vocab=0 n_embd=64 n_layer=2 n_head=4 n_ff=96 n_vocab=256 n_ctx=128 n_types=2 cls=1 pooling=1 type=F32 seed=61
+bert-cls-f32|--pooling 2 -s 62|t5_vocab=0 n_embd=64 n_layer=2 n_head=4 n_ff=96 n_vocab=256 n_ctx=128 n_types=2 cls=0 pooling=2 type=F32 seed=62
+bert-last-f32|--pooling 3 -s 63|t5_vocab=0 n_embd=64 n_layer=2 n_head=4 n_ff=96 n_vocab=256 n_ctx=128 n_types=2 cls=0 pooling=3 type=F32 seed=63
+bert-mean-q8_0|--pooling 1 --cls 1 -t Q8_0 -s 64|t5_vocab=0 n_embd=64 n_layer=2 n_head=4 n_ff=96 n_vocab=256 n_ctx=128 n_types=2 cls=1 pooling=1 type=Q8_0 seed=64
+bert-cls-f16|--pooling 2 --cls 1 -t F16 -s 66|t5_vocab=0 n_embd=64 n_layer=2 n_head=4 n_ff=96 n_vocab=256 n_ctx=128 n_types=2 cls=1 pooling=2 type=F16 seed=66
+xlmr-cls-f32|-p xlmr --cls 1 -s 65|t5_vocab=1 n_embd=64 n_layer=2 n_head=4 n_ff=96 n_vocab=300 n_ctx=128 n_types=1 cls=1 pooling=2 type=F32 seed=65
+BERTS

@@ -1595,27 +1595,36 @@ START_TEST(test_k23_kernels)
 }
 END_TEST
 
-/* Q4_1, Q5_0 and Q5_1 (llama.cpp's fallbacks in the K-quant mixes): on every table, the
- * scalar per-row dot equals fq_dot_ref of the dequantized activation codes (fp64), and each
- * table's dot (1..4 rows), dot4 (four weight rows) and, where present, dot8 (1..8 XQ32 rows)
- * equal the scalar one within float rounding of the sum of |terms|, writing no row past the
- * ones asked.  Block counts 1, 3, 8, 9, 17 and 65: rows with no full group of 8, groups
- * only, and groups with 1..7 blocks after them.  Weights quantized from random floats
- * (shifted, so the mins are not near 0), and in the last of the four rows every code the
- * largest (nibble 15, fifth bit set) in even blocks and 0 in odd ones. */
+/* Q4_0, Q4_1, Q5_0 and Q5_1 (the legacy 32-element types): on every table, the scalar
+ * per-row dot equals fq_dot_ref of the dequantized activation codes (fp64), and each table's
+ * dot (1..4 rows) and dot4 (four weight rows), on the table's own activation form (XQ32, or
+ * XQ32I for Q4_0 where the table says so: the same codes), and, where present, dot8 (1..8
+ * XQ32 rows; Q4_0's transposed dot8 has its own test) equal the scalar one within float
+ * rounding of the sum of |terms|, and the fp64 dot too, writing no row past the ones asked.
+ * Block counts 1, 3, 8, 9, 17 and 65: rows with no full group of 8, groups only, and groups
+ * with 1..7 blocks after them (XQ32I: a lone last block).  Weights quantized from random
+ * floats (shifted, so the mins are not near 0); in the third of the four rows the scales
+ * (and mins) at their ends, fp16 65504 (min -65504) in even blocks and 2^-24 (the smallest
+ * subnormal) in odd ones, and in the last row every code the largest (nibble 15, fifth bit
+ * set) in even blocks and 0 in odd ones. */
 START_TEST(test_legacy_kernels)
 {
     const fcpu_kern_t *k = fcpu_kernels(_i), *ref = fcpu_kernels(FCPU_ISA_SCALAR);
     if (!k)
         return;
-    static const int types[] = {GG_Q4_1, GG_Q5_0, GG_Q5_1};
+    static const int types[] = {GG_Q4_0, GG_Q4_1, GG_Q5_0, GG_Q5_1};
     static const int64_t blocks[] = {1, 3, 8, 9, 17, 65};
     uint64_t s = 2500 + (uint64_t)_i;
-    int tested = 0, tested4 = 0, tested8 = 0;
+    int tested = 0, tested4 = 0, tested8 = 0, n4 = 0, n8 = 0;
     for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
         const int type = types[t];
         const size_t bb = (size_t)gg_block_bytes(type);
-        CHECK(k->dot[type] != NULL && ref->dot[type] != NULL && k->xform[type] == FCPU_XQ32);
+        const int form = k->xform[type];
+        CHECK(k->dot[type] != NULL && ref->dot[type] != NULL && ref->xform[type] == FCPU_XQ32);
+        CHECK(form == FCPU_XQ32 || (type == GG_Q4_0 && form == FCPU_XQ32I));
+        const bool d8 = k->dot8[type] && k->xform8[type] == FCPU_XQ32;
+        n4 += k->dot4[type] != NULL;
+        n8 += d8;
         for (size_t bi = 0; bi < FD_ARRAY_LEN(blocks); bi++) {
             const int64_t n = 32 * blocks[bi], n_out = 4;
             const size_t ldx = fcpu_xrow_bytes(FCPU_XQ32, n);
@@ -1626,22 +1635,30 @@ START_TEST(test_legacy_kernels)
                 wf[i] += 0.5f;
             for (int64_t o = 0; o < n_out; o++)
                 ck_assert_int_eq(fq_quantize_row(type, wf + o * n, w + rb * (uint64_t)o, n), 0);
-            for (int64_t b = 0; b < n / 32; b++) { /* row 3: the extreme codes */
-                uint8_t *blk = w + 3 * rb + (size_t)b * bb;
+            for (int64_t b = 0; b < n / 32; b++) {
+                uint8_t *blk = w + 2 * rb + (size_t)b * bb; /* row 2: the extreme scales */
+                const uint16_t d = b % 2 ? 0x0001 : 0x7bff, m = b % 2 ? 0x0001 : 0xfbff;
+                memcpy(blk, &d, 2);
+                if (type == GG_Q4_1 || type == GG_Q5_1)
+                    memcpy(blk + 2, &m, 2);
+                blk = w + 3 * rb + (size_t)b * bb; /* row 3: the extreme codes */
                 memset(blk + bb - 16, b % 2 ? 0x00 : 0xff, 16);
-                if (type != GG_Q4_1)
+                if (type == GG_Q5_0 || type == GG_Q5_1)
                     memset(blk + bb - 20, b % 2 ? 0x00 : 0xff, 4);
             }
             uint8_t *xq = malloc(ldx * FCPU_NR8), *xt = malloc(ldx * FCPU_NR8);
+            uint8_t *xk = malloc(ldx * FCPU_NR8);
             float *x = rnd(&s, n * FCPU_NR8, 1), *xd = malloc(sizeof(float) * (size_t)n);
             for (int64_t i = 0; i < n; i++)
                 x[5 * n + i] *= 1000; /* a large-magnitude row */
             for (int r = 0; r < FCPU_NR8; r++) {
                 k->quant_q32(x + r * n, n, xq + (size_t)r * ldx);
-                if (k->dot8[type]) /* the batch form: XQ32 rows too */
+                /* the table's form for dot and dot4, XQ32 rows for dot8 */
+                (form == FCPU_XQ32I ? k->quant_q32i : k->quant_q32)(x + r * n, n, xk + (size_t)r * ldx);
+                if (d8)
                     k->quant_q32(x + r * n, n, xt + (size_t)r * ldx);
             }
-            double mag[4][FCPU_NR8];
+            double mag[4][FCPU_NR8], exact[4][FCPU_NR8];
             float want[4][FCPU_NR8];
             for (int64_t o = 0; o < n_out; o++) {
                 const uint8_t *wo = w + rb * (uint64_t)o;
@@ -1656,28 +1673,31 @@ START_TEST(test_legacy_kernels)
                         mag[o][r] += fabs((double)wf[i] * xd[i]);
                     }
                     ref->dot[type](n, wo, row, ldx, 1, &want[o][r]);
-                    double oracle = fq_dot_ref(type, wo, xd, n);
-                    CHECKM(fabs(want[o][r] - oracle) <= 1e-5 * mag[o][r] + 1e-30,
+                    exact[o][r] = fq_dot_ref(type, wo, xd, n);
+                    CHECKM(fabs(want[o][r] - exact[o][r]) <= 1e-5 * mag[o][r] + 1e-30,
                            "scalar %s n %lld out %lld row %d: %.9g vs dequantized %.9g",
                            gg_type_name(type), (long long)n, (long long)o, r,
-                           (double)want[o][r], oracle);
+                           (double)want[o][r], exact[o][r]);
                 }
                 for (int nr = 1; nr <= FCPU_NR8; nr++)
-                    for (int b8 = 0; b8 < 2; b8++) { /* dot on XQ32 rows, dot8 on XQ32T rows */
-                        fcpu_dot_fn f = b8 ? k->dot8[type] : k->dot[type];
+                    for (int b8 = 0; b8 < 2; b8++) { /* dot on the table's rows, dot8 on XQ32 rows */
+                        fcpu_dot_fn f = b8 ? (d8 ? k->dot8[type] : NULL) : k->dot[type];
                         if (!f || (!b8 && nr > FCPU_NR))
                             continue;
-                        if (b8)
-                            CHECK(k->xform8[type] == FCPU_XQ32);
                         float got[FCPU_NR8];
                         for (int r = 0; r < FCPU_NR8; r++)
                             got[r] = NAN;
-                        f(n, wo, b8 ? xt : xq, ldx, nr, got);
-                        for (int r = 0; r < FCPU_NR8; r++)
-                            CHECKM(r < nr ? fabs((double)got[r] - want[o][r]) <= 1e-5 * mag[o][r] + 1e-30 : isnan(got[r]),
-                                   "%s %s %s n %lld out %lld rows %d row %d: %.9g vs %.9g",
+                        f(n, wo, b8 ? xt : xk, ldx, nr, got);
+                        for (int r = 0; r < FCPU_NR8; r++) {
+                            const double tol = 1e-5 * mag[o][r] + 1e-30;
+                            CHECKM(r < nr ? fabs((double)got[r] - want[o][r]) <= tol &&
+                                                fabs((double)got[r] - exact[o][r]) <= tol
+                                          : isnan(got[r]),
+                                   "%s %s %s n %lld out %lld rows %d row %d: %.9g vs %.9g, fp64 %.9g",
                                    k->name, b8 ? "dot8" : "dot", gg_type_name(type), (long long)n,
-                                   (long long)o, nr, r, (double)got[r], (double)want[o][r]);
+                                   (long long)o, nr, r, (double)got[r], (double)want[o][r],
+                                   exact[o][r]);
+                        }
                         tested += !b8;
                         tested8 += b8;
                     }
@@ -1685,20 +1705,24 @@ START_TEST(test_legacy_kernels)
             if (k->dot4[type]) /* the four weight rows against each activation row */
                 for (int r = 0; r < FCPU_NR8; r++) {
                     float got[4];
-                    k->dot4[type](n, w, rb, xq + (size_t)r * ldx, got);
-                    for (int64_t o = 0; o < n_out; o++)
-                        CHECKM(fabs((double)got[o] - want[o][r]) <= 1e-5 * mag[o][r] + 1e-30,
-                               "%s dot4 %s n %lld out %lld row %d: %.9g vs %.9g", k->name,
-                               gg_type_name(type), (long long)n, (long long)o, r,
-                               (double)got[o], (double)want[o][r]);
+                    k->dot4[type](n, w, rb, xk + (size_t)r * ldx, got);
+                    for (int64_t o = 0; o < n_out; o++) {
+                        const double tol = 1e-5 * mag[o][r] + 1e-30;
+                        CHECKM(fabs((double)got[o] - want[o][r]) <= tol &&
+                                   fabs((double)got[o] - exact[o][r]) <= tol,
+                               "%s dot4 %s n %lld out %lld row %d: %.9g vs %.9g, fp64 %.9g",
+                               k->name, gg_type_name(type), (long long)n, (long long)o, r,
+                               (double)got[o], (double)want[o][r], exact[o][r]);
+                    }
                     tested4++;
                 }
-            free(w); free(wf); free(xq); free(xt); free(x); free(xd);
+            free(w); free(wf); free(xq); free(xt); free(xk); free(x); free(xd);
         }
     }
-    CHECK(tested == 3 * 6 * 4 * FCPU_NR);
-    if (_i != FCPU_ISA_SCALAR) /* the SIMD tables decode four rows at a time, batch 8 */
-        CHECK(tested4 == 3 * 6 * FCPU_NR8 && tested8 == 3 * 6 * 4 * FCPU_NR8);
+    CHECK(tested == 4 * 6 * 4 * FCPU_NR);
+    CHECK(tested4 == n4 * 6 * FCPU_NR8 && tested8 == n8 * 6 * 4 * FCPU_NR8);
+    if (_i != FCPU_ISA_SCALAR) /* the SIMD tables decode four rows at a time (Q4_0 too), batch 8 */
+        CHECK(n4 == 4 && n8 >= 3);
 }
 END_TEST
 

@@ -1016,8 +1016,10 @@ START_TEST(test_dot8_kernels)
                 for (int64_t o = 0; o < n_out; o++)
                     CHECK(fcpu_repack8_row(type, n, (const uint8_t *)w + rb * (uint64_t)o, wr + rb * (uint64_t)o) == 0);
                 tested_r++;
-            } else {
-                CHECK(fcpu_repack8_row(type, n, w, xt) == (kq ? FD_EUNSUP : 0));
+            } else { /* into a scratch row: xt holds the activations */
+                uint8_t *scr = malloc(rb);
+                CHECK(fcpu_repack8_row(type, n, w, scr) == (kq ? FD_EUNSUP : 0));
+                free(scr);
             }
             for (int64_t o = 0; o < n_out; o++) {
                 const uint8_t *wo = (const uint8_t *)w + rb * (uint64_t)o;
@@ -1078,6 +1080,117 @@ START_TEST(test_dot8_kernels)
     }
     if (_i == FCPU_ISA_AVX512)
         CHECK(tested == 18 && tested_r == 12 && tested_pf == 18 * 3 * FCPU_NR8); /* the VNNI table has every batch form */
+}
+END_TEST
+
+/* The int8 batch kernels (dot8 of Q8_0, Q4_0 on XQ32T rows; Q4_K, Q5_K on XQKT rows) at the
+ * edges of their 16-bit sums, every table that has them: 1..8 rows against the fp64 dot of
+ * the dequantized weights with the activations' dequantized codes and against the scalar
+ * per-row dot on XQ32 (XQK) rows, within float rounding of the sum of |terms|.  Weight rows
+ * 0 and 1 are quantized from random floats; rows 2 and 3 hold the largest codes (Q8_0 127
+ * and -128, Q4_0 nibbles 15 and 0, Q4_K 15 with scales and mins 63, Q5_K 31) under the
+ * largest fp16 scale, and alternate largest and zero codes under the smallest (subnormal)
+ * one.  Activation rows 3, 4 and 5 are all +1, all -1 and alternating (every code +-127, so
+ * a group of 8 blocks of Q4_0 codes 15 sums to 30480 in 16 bits, and Q5_K's codes 31 would
+ * pass 2^15 past 4 blocks); row 6 is random times 2^60, row 7 times 2^-60.  Block counts 1,
+ * 3, 9 and 17 (tails of 1..7 blocks after the groups of 8), 1, 2, 3 and 5 super-blocks. */
+START_TEST(test_dot8_extremes)
+{
+    const fcpu_kern_t *k = fcpu_kernels(_i), *ref = fcpu_kernels(FCPU_ISA_SCALAR);
+    if (!k)
+        return;
+    static const int types[] = {GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q5_K};
+    static const int64_t blocks[] = {1, 3, 9, 17}, supers[] = {1, 2, 3, 5};
+    uint64_t s = 2700 + (uint64_t)_i;
+    int tested = 0;
+    for (size_t t = 0; t < FD_ARRAY_LEN(types); t++) {
+        const int type = types[t];
+        if (!k->dot8[type])
+            continue;
+        const bool kq = type == GG_Q4_K || type == GG_Q5_K;
+        const int blk = kq ? 256 : 32, form = kq ? FCPU_XQK : FCPU_XQ32;
+        CHECK(k->xform8[type] == (kq ? FCPU_XQKT : FCPU_XQ32T));
+        for (size_t bi = 0; bi < 4; bi++) {
+            const int64_t n = blk * (kq ? supers[bi] : blocks[bi]), n_out = 4;
+            const size_t ldx = fcpu_xrow_bytes(form, n);
+            const uint64_t rb = gg_row_bytes(type, (uint64_t)n);
+            const size_t bb = (size_t)gg_block_bytes(type);
+            uint8_t *w = mk_weight(&s, type, n, n_out);
+            for (int row = 2; row < 4; row++)
+                for (int64_t b = 0; b < n / blk; b++) {
+                    uint8_t *p = w + rb * (uint64_t)row + (size_t)b * bb;
+                    const bool big = row == 2, odd = b % 2;
+                    const uint16_t d = big ? 0x7bff : 0x0001; /* 65504, 2^-24 */
+                    memcpy(p, &d, 2);
+                    if (type == GG_Q8_0) {
+                        for (int e = 0; e < 32; e++)
+                            p[2 + e] = (uint8_t)(big ? (e % 3 ? 127 : -128) : odd ? (e % 2 ? 127 : 0) : -127);
+                    } else if (type == GG_Q4_0) {
+                        memset(p + 2, big || odd ? 0xff : 0x00, 16);
+                    } else {
+                        const uint16_t dmin = big ? 0x7bff : 0x0400;
+                        memcpy(p + 2, &dmin, 2);
+                        memset(p + 4, 0xff, 12); /* every scale and min 63 */
+                        if (type == GG_Q5_K)
+                            memset(p + 16, big || odd ? 0xff : 0x55, 32);
+                        memset(p + bb - 128, big || odd ? 0xff : 0x00, 128);
+                    }
+                }
+            float *x = rnd(&s, n * FCPU_NR8, 1), *wf = malloc(sizeof(float) * (size_t)n);
+            for (int64_t i = 0; i < n; i++) {
+                x[3 * n + i] = 1;
+                x[4 * n + i] = -1;
+                x[5 * n + i] = i % 2 ? 1 : -1;
+                x[6 * n + i] = ldexpf(x[6 * n + i], 60);
+                x[7 * n + i] = ldexpf(x[7 * n + i], -60);
+            }
+            uint8_t *xq = malloc(ldx * FCPU_NR8), *xt = malloc(ldx * FCPU_NR8);
+            for (int r = 0; r < FCPU_NR8; r++) {
+                (kq ? k->quant_qk : k->quant_q32)(x + r * n, n, xq + (size_t)r * ldx);
+                (kq ? k->quant_qkt : k->quant_q32t)(x + r * n, n, xt + (size_t)r * ldx);
+            }
+            for (int64_t o = 0; o < n_out; o++) {
+                const uint8_t *wo = w + rb * (uint64_t)o;
+                fq_dequantize_row(type, wo, wf, n);
+                double want[FCPU_NR8], mag[FCPU_NR8];
+                float sref[FCPU_NR8];
+                for (int r = 0; r < FCPU_NR8; r++) {
+                    const uint8_t *row = xq + (size_t)r * ldx;
+                    const int8_t *q = fcpu_x_qs(row);
+                    const float *d = kq ? fcpu_xqk_d(row, n) : fcpu_xq32_d(row, n);
+                    want[r] = mag[r] = 0;
+                    for (int64_t i = 0; i < n; i++) {
+                        double p = (double)wf[i] * q[i] * d[i / blk];
+                        want[r] += p;
+                        mag[r] += fabs(p);
+                    }
+                    ref->dot[type](n, wo, row, ldx, 1, &sref[r]);
+                }
+                for (int nr = 1; nr <= FCPU_NR8; nr++) {
+                    float got[FCPU_NR8];
+                    for (int r = 0; r < FCPU_NR8; r++)
+                        got[r] = NAN;
+                    k->dot8[type](n, wo, xt, ldx, nr, got);
+                    for (int r = 0; r < FCPU_NR8; r++) {
+                        if (r >= nr) {
+                            CHECKM(isnan(got[r]), "%s: dot8 wrote past row %d", k->name, nr);
+                            continue;
+                        }
+                        const double tol = 1e-5 * mag[r] + 1e-30;
+                        CHECKM(isfinite(got[r]) && fabs(got[r] - want[r]) <= tol &&
+                                   fabs((double)got[r] - sref[r]) <= tol,
+                               "%s dot8 %s n %lld out %lld rows %d row %d: %.9g, fp64 %.9g, scalar %.9g",
+                               k->name, gg_type_name(type), (long long)n, (long long)o, nr, r,
+                               (double)got[r], want[r], (double)sref[r]);
+                        tested++;
+                    }
+                }
+            }
+            free(w); free(x); free(wf); free(xq); free(xt);
+        }
+    }
+    if (_i != FCPU_ISA_SCALAR) /* the AVX2 and VNNI tables have all four */
+        CHECK(tested == 4 * 4 * 4 * (FCPU_NR8 * (FCPU_NR8 + 1) / 2));
 }
 END_TEST
 
@@ -1935,7 +2048,7 @@ START_TEST(test_dot2x8_kernels)
 }
 END_TEST
 
-/* fb_matmul with every batch size 1..9 (one full group of 8 rows and one more), the types
+/* fb_matmul with every batch size 1..9 and 16 (one full group of 8 rows, one more, two), the types
  * with batch kernels and a float one, against the fp64 definition: the row grouping of the
  * batch path (8 rows per call, then the rest) must not mix up or drop rows.  37 outputs: two
  * groups of 16 weight rows (repack=2's gemm16, decode included) and 5 after them. */
@@ -2031,7 +2144,7 @@ START_TEST(test_batch_rows)
         fb_weight_t w = {.type = type, .n_in = n_in, .n_out = n_out,
                          .src = mk_weight(&s, type, n_in, n_out)};
         ck_assert_int_eq(fb_weight_prepare(be, &w), 0);
-        for (int64_t n_rows = 1; n_rows <= 9; n_rows++) {
+        for (int64_t n_rows = 1; n_rows <= 16; n_rows = n_rows == 9 ? 16 : n_rows + 1) {
             float *x = rnd(&s, n_rows * n_in, 1), *y = malloc(sizeof(float) * (size_t)(n_rows * n_out));
             float *ry = malloc(sizeof(float) * (size_t)(n_rows * n_out));
             for (int64_t i = 0; i < n_rows * n_out; i++)
@@ -2858,6 +2971,7 @@ int main(void)
     tcase_add_loop_test(tc, test_matmul_group, 0, N_CFG);
     tcase_add_test(tc, test_matmul_group_fallback);
     tcase_add_loop_test(tc, test_dot8_kernels, 0, FCPU_ISA_COUNT);
+    tcase_add_loop_test(tc, test_dot8_extremes, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_dot2x8_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_gemmf_kernels, 0, FCPU_ISA_COUNT);
     tcase_add_loop_test(tc, test_dot8_q6_K, 0, FCPU_ISA_COUNT);

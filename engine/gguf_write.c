@@ -167,6 +167,15 @@ int64_t gguf_w_n_kv(const gguf_w_t *w) { return w->n_kv; }
 int64_t gguf_w_n_tensors(const gguf_w_t *w) { return w->n_t; }
 uint64_t gguf_w_data_bytes(const gguf_w_t *w) { return w->data_size; }
 
+int gguf_w_tensor_at(const gguf_w_t *w, int64_t i, const char **name, int *n_dims)
+{
+    if (i < 0 || i >= w->n_t)
+        return -1;
+    *name = w->t[i].name;
+    *n_dims = w->t[i].n_dims;
+    return w->t[i].type;
+}
+
 /* Starts an entry: checks and records the key, writes it and the value type.  On success
  * the caller appends the value; an allocation failure shows up as kv.oom. */
 static int kv_begin(gguf_w_t *w, const char *key, int type)
@@ -648,7 +657,8 @@ static bool wtype_ok(int t)
     case GG_Q4_1: case GG_Q5_0: case GG_Q5_1:
     case GG_Q2_K: case GG_Q3_K:
     case GG_IQ4_NL: case GG_IQ4_XS: case GG_MXFP4: case GGUF_W_MIX_IQ4_XS:
-    case GGUF_W_MIX_MXFP4_MOE:
+    case GGUF_W_MIX_MXFP4_MOE: case GGUF_W_MIX_Q2_K: case GGUF_W_MIX_Q2_K_S:
+    case GGUF_W_MIX_Q3_K_S: case GGUF_W_MIX_Q3_K_M: case GGUF_W_MIX_Q3_K_L:
         return true;
     default:
         return false;
@@ -728,7 +738,8 @@ int gguf_w_llama_check(const gguf_w_llama_t *p, char *err, size_t errlen)
     if (!wtype_ok(p->wtype))
         return werr(err, errlen, FD_EUNSUP, "weight type %d is not one of F32, F16, BF16, Q8_0, "
                     "Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q4_K_M, Q5_K_M, "
-                    "IQ4_NL, IQ4_XS, MXFP4, IQ4_XS_MIX, MXFP4_MOE", p->wtype);
+                    "IQ4_NL, IQ4_XS, MXFP4, IQ4_XS_MIX, MXFP4_MOE, Q2_K_MIX, Q2_K_S, Q3_K_S, "
+                    "Q3_K_M, Q3_K_L", p->wtype);
     return 0;
 }
 
@@ -769,6 +780,67 @@ static bool role_is_down(const char *role)
     return !strncmp(role, "ffn_down", 8);
 }
 
+/* llama.cpp's "70B" model type, the one its quantizer's recipes look at (an attn_v of Q3_K
+ * or Q4_K gets Q5_K): llama with 80 layers, grouped-query attention and not 8 experts (8 make
+ * it 8x7B), qwen2 with 80 layers. */
+static bool is_70b(const gguf_w_llama_t *p)
+{
+    const char *ar = llama_arch(p);
+    if (p->n_layer != 80)
+        return false;
+    return (!strcmp(ar, "llama") && p->n_expert != 8 && p->n_head != p->n_head_kv) ||
+           !strcmp(ar, "qwen2");
+}
+
+/* llama.cpp's Q2_K, Q2_K_S, Q3_K_S, Q3_K_M and Q3_K_L recipes (gguf_write.h). */
+static int k23_mix_type(const gguf_w_llama_t *p, const char *role, int il)
+{
+    const int m = p->wtype;
+    const bool q2 = m == GGUF_W_MIX_Q2_K || m == GGUF_W_MIX_Q2_K_S;
+    const bool gqa4 = p->n_head / p->n_head_kv >= 4, eight = p->n_expert == 8;
+    if (!strcmp(role, "output") || (p->tied && !strcmp(role, "token_embd")))
+        return GG_Q6_K; /* Q8_0 where 256 does not divide the rows: fallback_type */
+    int t = q2 ? GG_Q2_K : GG_Q3_K;
+    if (role_is_v(role)) {
+        if (m == GGUF_W_MIX_Q2_K)
+            t = gqa4 ? GG_Q4_K : GG_Q3_K;
+        else if (m == GGUF_W_MIX_Q2_K_S && gqa4)
+            t = GG_Q4_K;
+        else if (m == GGUF_W_MIX_Q3_K_M)
+            t = il < 2 ? GG_Q5_K : GG_Q4_K; /* the first two attn_v of the file */
+        else if (m == GGUF_W_MIX_Q3_K_L)
+            t = GG_Q5_K;
+        if (is_70b(p) && (t == GG_Q3_K || t == GG_Q4_K))
+            t = GG_Q5_K;
+        if (eight)
+            t = GG_Q8_0;
+    } else if (!strcmp(role, "attn_k")) {
+        if (eight)
+            t = GG_Q8_0;
+    } else if (role_is_down(role)) {
+        if (m == GGUF_W_MIX_Q2_K)
+            t = GG_Q3_K;
+        else if (m == GGUF_W_MIX_Q2_K_S && il < p->n_layer / 8)
+            t = GG_Q4_K;
+        else if (m == GGUF_W_MIX_Q3_K_M)
+            t = il < p->n_layer / 16 ? GG_Q5_K : GG_Q4_K;
+        else if (m == GGUF_W_MIX_Q3_K_L)
+            t = GG_Q5_K;
+    } else if (!strcmp(role, "attn_output")) {
+        if (eight) {
+            if (m == GGUF_W_MIX_Q2_K || m == GGUF_W_MIX_Q3_K_S || m == GGUF_W_MIX_Q3_K_M)
+                t = GG_Q5_K;
+        } else if (m == GGUF_W_MIX_Q2_K) {
+            t = GG_Q3_K;
+        } else if (m == GGUF_W_MIX_Q3_K_M) {
+            t = GG_Q4_K;
+        } else if (m == GGUF_W_MIX_Q3_K_L) {
+            t = GG_Q5_K;
+        }
+    }
+    return t;
+}
+
 /* llama.cpp's IQ4_XS and MXFP4_MOE recipes (gguf_write.h) for the 2-D matrices. */
 static int iq_mix_type(const gguf_w_llama_t *p, const char *role, int il)
 {
@@ -800,6 +872,8 @@ static int matrix_type(const gguf_w_llama_t *p, const char *role, int il, int64_
     int t = p->wtype;
     if (t == GGUF_W_MIX_IQ4_XS || t == GGUF_W_MIX_MXFP4_MOE)
         return fallback_type(iq_mix_type(p, role, il), ne0, n_fallback);
+    if (t >= GGUF_W_MIX_Q2_K && t <= GGUF_W_MIX_Q3_K_L)
+        return fallback_type(k23_mix_type(p, role, il), ne0, n_fallback);
     if (t == GGUF_W_MIX_Q4_K_M || t == GGUF_W_MIX_Q5_K_M) {
         bool q4 = t == GGUF_W_MIX_Q4_K_M;
         t = q4 ? GG_Q4_K : GG_Q5_K;
@@ -808,6 +882,8 @@ static int matrix_type(const gguf_w_llama_t *p, const char *role, int il, int64_
             t = GG_Q6_K;
         else if ((role_is_v(role) || role_is_down(role)) && more_bits(il, p->n_layer))
             t = GG_Q6_K;
+        else if (q4 && role_is_v(role) && is_70b(p))
+            t = GG_Q5_K;
         /* 8 experts: V and K at Q8_0, the attention output at Q5_K */
         if (p->n_expert == 8 && (role_is_v(role) || !strcmp(role, "attn_k")))
             t = GG_Q8_0;
@@ -912,7 +988,12 @@ static int llama_ftype(int wtype)
     case GG_Q5_0: return 8;     /* MOSTLY_Q5_0 */
     case GG_Q5_1: return 9;     /* MOSTLY_Q5_1 */
     case GG_Q2_K: return 10;    /* MOSTLY_Q2_K */
+    case GGUF_W_MIX_Q2_K: return 10;
+    case GGUF_W_MIX_Q2_K_S: return 21;
     case GG_Q3_K: return 11;    /* MOSTLY_Q3_K_S (every matrix Q3_K) */
+    case GGUF_W_MIX_Q3_K_S: return 11;
+    case GGUF_W_MIX_Q3_K_M: return 12;
+    case GGUF_W_MIX_Q3_K_L: return 13;
     case GG_Q4_K: return 14;    /* MOSTLY_Q4_K_S */
     case GGUF_W_MIX_Q4_K_M: return 15;
     case GG_Q5_K: return 16;    /* MOSTLY_Q5_K_S */

@@ -63,6 +63,9 @@ typedef int (*gguf_w_fill_fn)(void *ud, const char *name, int64_t row, float *ds
 int gguf_w_add_tensor(gguf_w_t *w, const char *name, int type, int n_dims, const int64_t *ne,
                       const void *data, gguf_w_fill_fn fill, void *ud);
 int64_t gguf_w_n_tensors(const gguf_w_t *w);
+/* The type of the i-th tensor declared (0 ..), its name and number of dimensions; -1 when
+ * there is none.  What a model generator chose, known without writing the file. */
+int gguf_w_tensor_at(const gguf_w_t *w, int64_t i, const char **name, int *n_dims);
 uint64_t gguf_w_data_bytes(const gguf_w_t *w); /* tensor data incl. alignment padding */
 
 /* Writes the whole file.  _file writes to path.tmp and renames it into place (nothing is left
@@ -92,6 +95,28 @@ int gguf_w_write_mem(gguf_w_t *w, uint8_t **out, size_t *size, char *err, size_t
 /* llama.cpp's MXFP4_MOE recipe: the 3-D expert tensors (ffn_*_exps) MXFP4, every other
  * matrix Q8_0 (F16 for rows not a multiple of 32). */
 #define GGUF_W_MIX_MXFP4_MOE 1011
+/* llama.cpp's 2- and 3-bit K recipes (llama-quantize Q2_K, Q2_K_S, Q3_K_S, Q3_K_M, Q3_K_L;
+ * no importance matrix).  Every one: output.weight (the token embedding when tied) Q6_K, or
+ * Q8_0 when its rows are not a multiple of 256; with 8 experts, Q8_0 for attn_v / attn_qkv
+ * and attn_k.  Then, by recipe (n_gqa = n_head / n_head_kv, il the layer of n):
+ *   Q2_K:   Q2_K; attn_v Q4_K if n_gqa >= 4 else Q3_K; ffn_down Q3_K; attn_output Q3_K
+ *           (Q5_K with 8 experts)
+ *   Q2_K_S: Q2_K; attn_v Q4_K if n_gqa >= 4; ffn_down Q4_K for il < n/8 (llama.cpp refuses
+ *           this one without an importance matrix; the types do not depend on it)
+ *   Q3_K_S: Q3_K; attn_output Q5_K with 8 experts
+ *   Q3_K_M: Q3_K; attn_v Q5_K in layers 0-1, else Q4_K; ffn_down Q5_K for il < n/16, else
+ *           Q4_K; attn_output Q4_K (Q5_K with 8 experts)
+ *   Q3_K_L: Q3_K; attn_v, ffn_down and attn_output Q5_K (attn_output stays Q3_K with 8
+ *           experts)
+ * ffn_down includes ffn_down_exps and ffn_down_shexp.  As llama.cpp's "70B" models (llama
+ * with 80 layers, grouped-query attention and not 8 experts; qwen2 with 80 layers), a Q3_K or
+ * Q4_K attn_v becomes Q5_K (in Q4_K_M too).  Rows not a multiple of 256 fall back as every
+ * type's do (n_fallback). */
+#define GGUF_W_MIX_Q2_K 1002
+#define GGUF_W_MIX_Q2_K_S 1003
+#define GGUF_W_MIX_Q3_K_S 1004
+#define GGUF_W_MIX_Q3_K_M 1005
+#define GGUF_W_MIX_Q3_K_L 1006
 
 typedef struct gguf_w_llama {
     const char *name;        /* general.name */
@@ -137,7 +162,8 @@ typedef struct gguf_w_llama {
     int yarn_orig_ctx;
     int wtype;               /* GG_F32, GG_F16, GG_BF16, GG_Q8_0, GG_Q4_0, GG_Q4_K, GG_Q5_K,
                                 GG_Q6_K, GG_IQ4_NL, GG_IQ4_XS, GG_MXFP4, GGUF_W_MIX_Q4_K_M,
-                                GGUF_W_MIX_Q5_K_M, GGUF_W_MIX_IQ4_XS or GGUF_W_MIX_MXFP4_MOE */
+                                GGUF_W_MIX_Q5_K_M, GGUF_W_MIX_IQ4_XS, GGUF_W_MIX_MXFP4_MOE or
+                                a GGUF_W_MIX_Q2_K .. GGUF_W_MIX_Q3_K_L mix */
     uint64_t seed;
     /* Mixture of experts: n_expert > 0 replaces each layer's ffn_gate/up/down by a router
      * (ffn_gate_inp, F32, n_expert rows, as llama.cpp's quantizer keeps it) and 3-D

@@ -1,7 +1,8 @@
 #!/bin/sh
 # test_gguf_cli.sh: proves `fusion-cli --info` prints a readable dump (header, metadata with
-# long arrays abbreviated, the tensor table) of the real stories260K and of a generated
-# Q4_K_M model, and refuses damaged files with the file, the problem and where, exit 1.
+# long arrays abbreviated, the tensor table) of the real stories260K and of generated Q4_K_M
+# and Q3_K_M models, that fusion-gguf-gen refuses a bad shape and an unknown type, and that
+# fusion-cli refuses damaged files with the file, the problem and where, exit 1.
 set -u
 build=${top_builddir:-.}
 cli=$build/fusion-cli
@@ -57,6 +58,24 @@ if "$gen" -o "$tmp/q.gguf" --n-embd 256 --n-ff 512 --n-vocab 300 --n-layer 2 --n
 else
     bad "fusion-gguf-gen Q4_K_M: $(cat "$tmp/gen")"
 fi
+# llama-quantize's Q3_K_M recipe: attn_v Q5_K in layers 0-1, ffn_down and attn_output Q4_K
+if "$gen" -o "$tmp/q3.gguf" --n-embd 256 --n-ff 512 --n-vocab 300 --n-layer 2 --n-head 4 \
+        --n-head-kv 2 -t Q3_K_M -s 3 >"$tmp/gen" 2>&1; then
+    ok "fusion-gguf-gen Q3_K_M"
+    "$cli" --info "$tmp/q3.gguf" >"$tmp/out" 2>&1
+    has "$tmp/out" 'general\.file_type +UINT32 += 12$' "file_type Q3_K_M"
+    has "$tmp/out" '^ +3  output\.weight +256 x 300 +Q6_K ' "Q3_K_M output Q6_K"
+    has "$tmp/out" ' blk\.0\.attn_q\.weight +256 x 256 +Q3_K ' "Q3_K_M attn_q Q3_K"
+    has "$tmp/out" ' blk\.1\.attn_v\.weight +256 x 128 +Q5_K ' "Q3_K_M attn_v Q5_K"
+    has "$tmp/out" ' blk\.1\.ffn_down\.weight +512 x 256 +Q4_K ' "Q3_K_M ffn_down Q4_K"
+else
+    bad "fusion-gguf-gen Q3_K_M: $(cat "$tmp/gen")"
+fi
+# an unknown type name: exit 2, the name and where to look, no file
+"$gen" -o "$tmp/u.gguf" -t Q3_K_XL >"$tmp/gen" 2>&1
+rc=$?
+[ $rc -eq 2 ] && grep -Fq "unknown weight type 'Q3_K_XL' (see --help" "$tmp/gen" && [ ! -e "$tmp/u.gguf" ] &&
+    ok "generator refuses an unknown type" || bad "generator unknown type: rc $rc $(cat "$tmp/gen")"
 "$gen" -o "$tmp/x.gguf" --n-head 7 >"$tmp/gen" 2>&1
 rc=$?
 [ $rc -eq 1 ] && grep -q "n_head 7" "$tmp/gen" && [ ! -e "$tmp/x.gguf" ] && ok "generator refuses a bad shape" || bad "generator bad shape: rc $rc $(cat "$tmp/gen")"

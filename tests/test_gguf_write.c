@@ -687,6 +687,173 @@ START_TEST(test_llama_quantizer_types)
 }
 END_TEST
 
+/* llama.cpp's Q2_K, Q2_K_S, Q3_K_S, Q3_K_M and Q3_K_L recipes (and Q4_K_M's "70B" rule),
+ * tensor by tensor, as node-llama-cpp 3.22.1's llama_model_quantize picks them for each shape
+ * (tests/ref/check-types.sh compares the whole files).  The types are the writer's choices
+ * (gguf_w_tensor_at; nothing is written, so 80 layers cost nothing).  A spec lists, per
+ * role, one type letter per layer (the last letter repeats): 2 Q2_K, 3 Q3_K, 4 Q4_K, 5 Q5_K,
+ * 6 Q6_K, 8 Q8_0, 0 Q4_0, a Q5_0, b Q5_1; "*" covers every matrix not listed. */
+static int k23_letter(char c)
+{
+    switch (c) {
+    case '2': return GG_Q2_K;
+    case '3': return GG_Q3_K;
+    case '4': return GG_Q4_K;
+    case '5': return GG_Q5_K;
+    case '6': return GG_Q6_K;
+    case '8': return GG_Q8_0;
+    case '0': return GG_Q4_0;
+    case 'a': return GG_Q5_0;
+    case 'b': return GG_Q5_1;
+    default: ck_abort_msg("bad type letter '%c'", c); return -1;
+    }
+}
+
+/* The type spec gives tensor `name` (role after "blk.N.", or the whole name). */
+static int k23_want(const char *spec, const char *name)
+{
+    int il = 0;
+    const char *role = name;
+    if (sscanf(name, "blk.%d.", &il) == 1)
+        role = strchr(name + 4, '.') + 1;
+    size_t rl = strcspn(role, ".");
+    if (!strncmp(role, "ffn_gate_inp", rl) && rl == 12)
+        return GG_F32; /* a router: llama.cpp's quantizer keeps it */
+    const char *star = NULL;
+    for (const char *s = spec; *s;) {
+        const char *colon = strchr(s, ':'), *end = strchr(s, ' ');
+        ck_assert_ptr_nonnull(colon);
+        size_t n = end ? (size_t)(end - colon - 1) : strlen(colon + 1);
+        if ((size_t)(colon - s) == rl && !strncmp(s, role, rl))
+            return k23_letter(colon[1 + FD_MIN((size_t)il, n - 1)]);
+        if (colon - s == 1 && *s == '*')
+            star = colon + 1;
+        s = end ? end + 1 : colon + 1 + n;
+    }
+    ck_assert_ptr_nonnull(star);
+    return k23_letter(*star);
+}
+
+START_TEST(test_llama_k23_mixes)
+{
+    static const struct {
+        const char *arch;
+        int wtype, n_embd, n_ff, n_layer, n_head, n_head_kv, n_expert;
+        bool tied;
+        const char *spec;
+    } cases[] = {
+        /* 16 layers, n_head / n_head_kv = 2: n / 8 = 2, n / 16 = 1 */
+        { "llama", GGUF_W_MIX_Q2_K, 256, 512, 16, 4, 2, 0, false,
+          "output:6 attn_v:3 ffn_down:3 attn_output:3 *:2" },
+        { "llama", GGUF_W_MIX_Q2_K_S, 256, 512, 16, 4, 2, 0, false,
+          "output:6 ffn_down:442 *:2" },
+        { "llama", GGUF_W_MIX_Q3_K_S, 256, 512, 16, 4, 2, 0, false, "output:6 *:3" },
+        { "llama", GGUF_W_MIX_Q3_K_M, 256, 512, 16, 4, 2, 0, false,
+          "output:6 attn_v:554 ffn_down:54 attn_output:4 *:3" },
+        { "llama", GGUF_W_MIX_Q3_K_L, 256, 512, 16, 4, 2, 0, false,
+          "output:6 attn_v:5 ffn_down:5 attn_output:5 *:3" },
+        /* n_head / n_head_kv = 4: attn_v Q4_K; tied: the embedding takes the output's Q6_K */
+        { "llama", GGUF_W_MIX_Q2_K, 256, 512, 8, 8, 2, 0, true,
+          "token_embd:6 attn_v:4 ffn_down:3 attn_output:3 *:2" },
+        { "llama", GGUF_W_MIX_Q2_K_S, 256, 512, 8, 8, 2, 0, true,
+          "token_embd:6 attn_v:4 ffn_down:42 *:2" },
+        /* 8 experts: attn_v and attn_k Q8_0; attn_output Q5_K but for Q2_K_S and Q3_K_L */
+        { "qwen3moe", GGUF_W_MIX_Q2_K, 256, 256, 2, 4, 2, 8, false,
+          "output:6 attn_v:8 attn_k:8 attn_output:5 ffn_down_exps:3 *:2" },
+        { "qwen3moe", GGUF_W_MIX_Q2_K_S, 256, 256, 8, 4, 2, 8, false,
+          "output:6 attn_v:8 attn_k:8 ffn_down_exps:42 *:2" },
+        { "qwen3moe", GGUF_W_MIX_Q3_K_M, 256, 256, 16, 4, 2, 8, false,
+          "output:6 attn_v:8 attn_k:8 attn_output:5 ffn_down_exps:54 *:3" },
+        { "qwen3moe", GGUF_W_MIX_Q3_K_L, 256, 256, 2, 4, 2, 8, false,
+          "output:6 attn_v:8 attn_k:8 ffn_down_exps:5 *:3" },
+        { "qwen3moe", GGUF_W_MIX_Q3_K_M, 256, 256, 2, 4, 2, 16, false,
+          "output:6 attn_v:554 ffn_down_exps:4 attn_output:4 *:3" },
+        { "llama", GGUF_W_MIX_Q3_K_S, 256, 256, 2, 4, 2, 8, true,
+          "token_embd:6 attn_v:8 attn_k:8 attn_output:5 *:3" },
+        /* a shared expert's ffn_down takes ffn_down's rule; phi3's attn_qkv attn_v's */
+        { "qwen2moe", GGUF_W_MIX_Q3_K_M, 256, 256, 16, 4, 2, 4, false,
+          "output:6 attn_v:554 ffn_down_exps:54 ffn_down_shexp:54 attn_output:4 *:3" },
+        { "phi3", GGUF_W_MIX_Q3_K_M, 256, 512, 4, 4, 2, 0, false,
+          "output:6 attn_qkv:554 ffn_down:4 attn_output:4 *:3" },
+        { "phi3", GGUF_W_MIX_Q2_K, 256, 512, 2, 4, 2, 0, false,
+          "output:6 attn_qkv:3 ffn_down:3 attn_output:3 *:2" },
+        /* rows of 896 and 640: Q2_K / Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1, the output
+         * Q8_0 */
+        { "qwen2", GGUF_W_MIX_Q2_K, 896, 640, 3, 14, 2, 0, true,
+          "token_embd:8 attn_v:a *:0" },
+        { "qwen2", GGUF_W_MIX_Q3_K_M, 896, 640, 3, 14, 2, 0, true,
+          "token_embd:8 attn_v:bba ffn_down:a attn_output:a *:0" },
+        /* llama.cpp's "70B" (80 layers, grouped-query attention): a Q3_K / Q4_K attn_v is
+         * Q5_K; not with n_head == n_head_kv (its 65B) */
+        { "llama", GGUF_W_MIX_Q3_K_M, 256, 256, 80, 4, 2, 0, false,
+          "output:6 attn_v:5 ffn_down:555554 attn_output:4 *:3" },
+        { "llama", GGUF_W_MIX_Q3_K_S, 256, 256, 80, 4, 2, 0, false,
+          "output:6 attn_v:5 *:3" },
+        { "llama", GGUF_W_MIX_Q3_K_S, 256, 256, 80, 4, 4, 0, false, "output:6 *:3" },
+        { "qwen2", GGUF_W_MIX_Q2_K, 256, 256, 80, 4, 4, 0, true,
+          "token_embd:6 attn_v:5 ffn_down:3 attn_output:3 *:2" },
+        /* Q4_K_M at 80 layers: Q6_K where use_more_bits(il, 80) (il < 10, il >= 70,
+         * (il - 10) % 3 == 2), the other attn_v Q5_K (the 70B rule), ffn_down Q4_K */
+        { "llama", GGUF_W_MIX_Q4_K_M, 256, 256, 80, 4, 2, 0, false,
+          "output:6 attn_v:666666666655655655655655655655655655655655655655655655655655"
+          "65565565566666666666 "
+          "ffn_down:666666666644644644644644644644644644644644644644644644644644"
+          "64464464466666666666 *:4" },
+    };
+    for (size_t k = 0; k < FD_ARRAY_LEN(cases); k++) {
+        gguf_w_llama_t p = {.name = "m", .arch = cases[k].arch, .n_embd = cases[k].n_embd,
+                            .n_layer = cases[k].n_layer, .n_head = cases[k].n_head,
+                            .n_head_kv = cases[k].n_head_kv, .n_ff = cases[k].n_ff,
+                            .n_vocab = 300, .n_ctx = 64, .rope_base = 10000, .norm_eps = 1e-5f,
+                            .tied = cases[k].tied, .wtype = cases[k].wtype, .seed = 7,
+                            .n_expert = cases[k].n_expert,
+                            .n_expert_used = cases[k].n_expert ? 2 : 0};
+        if (!strcmp(cases[k].arch, "qwen3moe"))
+            p.head_dim = 64;
+        gguf_w_t *w;
+        char err[256];
+        ck_assert_int_eq(gguf_w_new(&w), 0);
+        ck_assert_msg(gguf_w_llama_add(w, &p, err, sizeof(err)) == 0, "case %zu: %s", k, err);
+        int n = 0;
+        for (int64_t i = 0; i < gguf_w_n_tensors(w); i++) {
+            const char *name;
+            int dims, got = gguf_w_tensor_at(w, i, &name, &dims);
+            if (dims == 1)
+                continue;
+            int want = k23_want(cases[k].spec, name);
+            ck_assert_msg(got == want, "case %zu (%s, %d layers): %s is %s, llama.cpp's "
+                          "quantizer makes it %s", k, cases[k].arch, cases[k].n_layer, name,
+                          gg_type_name(got), gg_type_name(want));
+            n++;
+        }
+        const char *none;
+        int nd;
+        ck_assert_int_eq(gguf_w_tensor_at(w, gguf_w_n_tensors(w), &none, &nd), -1);
+        ck_assert_int_gt(n, 4 * cases[k].n_layer);
+        gguf_w_free(w);
+    }
+    /* the file type each recipe records (llama.h's llama_ftype) */
+    static const struct { int mix; uint32_t ftype; } ft[] = {
+        {GGUF_W_MIX_Q2_K, 10}, {GGUF_W_MIX_Q2_K_S, 21}, {GGUF_W_MIX_Q3_K_S, 11},
+        {GGUF_W_MIX_Q3_K_M, 12}, {GGUF_W_MIX_Q3_K_L, 13},
+    };
+    for (size_t k = 0; k < FD_ARRAY_LEN(ft); k++) {
+        gguf_w_llama_t p = {.name = "m", .n_embd = 256, .n_layer = 1, .n_head = 4,
+                            .n_head_kv = 2, .n_ff = 256, .n_vocab = 260, .n_ctx = 16,
+                            .rope_base = 10000, .norm_eps = 1e-5f, .wtype = ft[k].mix,
+                            .seed = 1};
+        uint8_t *b;
+        size_t sz;
+        gguf_t *g = gen(&p, &b, &sz);
+        uint32_t v;
+        ck_assert_int_eq(gguf_get_u32(g, "general.file_type", &v), 0);
+        ck_assert_uint_eq(v, ft[k].ftype);
+        gguf_close(g);
+        free(b);
+    }
+}
+END_TEST
+
 /* llama.cpp's IQ4_XS recipe (llama_tensor_get_type without an importance matrix) and its
  * fallback for rows not a multiple of 256 (IQ4_NL), and MXFP4_MOE (experts MXFP4, the rest
  * Q8_0), tensor by tensor. */
@@ -949,6 +1116,7 @@ int main(void)
     tcase_add_test(tc, test_llama_fallback_and_tied);
     tcase_add_test(tc, test_llama_iq_mixes);
     tcase_add_test(tc, test_llama_quantizer_types);
+    tcase_add_test(tc, test_llama_k23_mixes);
     tcase_add_test(tc, test_llama_gemma);
     tcase_add_test(tc, test_llama_big_vocab);
     suite_add_tcase(s, tc);

@@ -32,7 +32,9 @@ static void usage(FILE *f)
             "                        Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q4_K_M, Q5_K_M, IQ4_NL,\n"
             "                        IQ4_XS,\n"
             "                        MXFP4, IQ4_XS_MIX (llama-quantize's IQ4_XS recipe),\n"
-            "                        MXFP4_MOE (MXFP4 experts, the rest Q8_0)\n"
+            "                        MXFP4_MOE (MXFP4 experts, the rest Q8_0), Q2_K_MIX\n"
+            "                        (llama-quantize's Q2_K recipe; Q2_K alone: every\n"
+            "                        matrix Q2_K), Q2_K_S, Q3_K_S, Q3_K_M, Q3_K_L\n"
             "  -s, --seed N          weights seed (default 1)\n"
             "  -j, --threads N       threads that fill and quantize (default: online CPUs)\n"
             "      --arch NAME       llama, qwen2 (Q/K/V biases), qwen3 (Q/K norms), phi3\n"
@@ -89,6 +91,14 @@ static int parse_type(const char *s)
         return GGUF_W_MIX_IQ4_XS;
     if (strcasecmp(s, "MXFP4_MOE") == 0)
         return GGUF_W_MIX_MXFP4_MOE;
+    static const struct { const char *name; int mix; } k23[] = {
+        {"Q2_K_MIX", GGUF_W_MIX_Q2_K}, {"Q2_K_S", GGUF_W_MIX_Q2_K_S},
+        {"Q3_K_S", GGUF_W_MIX_Q3_K_S}, {"Q3_K_M", GGUF_W_MIX_Q3_K_M},
+        {"Q3_K_L", GGUF_W_MIX_Q3_K_L},
+    };
+    for (size_t i = 0; i < FD_ARRAY_LEN(k23); i++)
+        if (strcasecmp(s, k23[i].name) == 0)
+            return k23[i].mix;
     return gg_type_from_name(s);
 }
 
@@ -391,7 +401,8 @@ int main(int argc, char **argv)
     snprintf(defname, sizeof(defname), "random-%s", p.name);
     p.name = name ? name : defname;
     if ((p.wtype = parse_type(type)) < 0) {
-        fprintf(stderr, "fusion-gguf-gen: unknown weight type '%s'\n", type);
+        fprintf(stderr, "fusion-gguf-gen: unknown weight type '%s' (see --help for the "
+                "types and mixes)\n", type);
         return 2;
     }
     if (exp_type && (p.exp_wtype = gg_type_from_name(exp_type)) <= 0) {

@@ -1418,7 +1418,7 @@ __device__ __forceinline__ float kv_ld1(const uint8_t *h, int j)
 
 /* The query value x as a product with a K cache of type t rounds it (fcpu_ref_kv_query):
  * F16 and BF16 to their type (q_round16); block types to an int8 code of its block of 32's
- * scale amax / 127 (q_round8, amax of the block's values). */
+ * scale amax / 127 kept in fp16 (q_round8, amax of the block's values). */
 __device__ __forceinline__ float q_round16(int t, float x)
 {
     return t == GG_F16 ? __half2float(__float2half_rn(x))
@@ -1427,7 +1427,9 @@ __device__ __forceinline__ float q_round16(int t, float x)
 
 __device__ __forceinline__ float q_round8(float x, float amax)
 {
-    const float id = amax > 0.f ? __fdiv_rn(127.f, amax) : 0.f, d = __fdiv_rn(amax, 127.f);
+    /* d in fp16, as llama.cpp's q8_0 blocks keep it (and the CPU backend since 3f53be9) */
+    const float id = amax > 0.f ? __fdiv_rn(127.f, amax) : 0.f;
+    const float d = __half2float(__float2half_rn(__fdiv_rn(amax, 127.f)));
     return __fmul_rn((float)__float2int_rn(__fmul_rn(x, id)), d);
 }
 

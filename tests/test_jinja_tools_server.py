@@ -8,8 +8,9 @@ history's calls and tool results are written as JSON text; the answer is held by
 to {"tool_call": ...} / {"tool_calls": [...]} / {"response": "..."}, so this random model
 writes a well-formed call to an offered function with arguments that fit its schema
 (tool_choice "required", a named function, parallel calls with ids), returned as OpenAI
-tool_calls whole and streamed (the same call), while the same request without tools writes
-no JSON at all; a response comes back as its decoded content, whole and streamed.  A copy
+tool_calls whole and streamed (the same call) and as /v1/responses function_call items,
+while the same request without tools writes no JSON at all; a response comes back as its
+decoded content, whole and streamed, one cut by max_tokens as far as it goes.  A copy
 whose template has <tool_call> (Hermes 2 Pro's markers, as llama-server detects them) reads
 <tool_call> blocks instead, its named calls prefilled.  python3 stdlib only."""
 
@@ -186,6 +187,17 @@ def generic(d, bos):
     check(fin == ["tool_calls"] and len(scalls) == len(calls) and
           [s["arguments"] for s in scalls.values()] ==
           [c["function"]["arguments"] for c in calls], "parallel streamed: %r %r" % (scalls, calls))
+
+    # the Responses API reads the same calls
+    st, _, js = d.post("/v1/responses", {
+        "input": "Weather?", "tool_choice": "required", "max_output_tokens": 2000,
+        "temperature": 0, "logit_bias": {str(ID_TEXT): 100},
+        "tools": [dict(SET_UNIT["function"], type="function")]}, timeout=120)
+    out = js.get("output", []) if js else []
+    check(st == 200 and len(out) == 1 and out[0].get("type") == "function_call" and
+          out[0].get("name") == "set_unit" and
+          json.loads(out[0].get("arguments", "{}")).get("unit") in ("c", "f"),
+          "responses: %d %r" % (st, out))
 
     # a response: its decoded text is the content, whole and streamed
     js = chat(d, body([RESP_OPEN, RESP_TEXT]))

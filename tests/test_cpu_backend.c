@@ -2073,12 +2073,12 @@ START_TEST(test_gemmf_kernels)
             continue;
         for (size_t li = 0; li < FD_ARRAY_LEN(lens); li++) {
             const int64_t n = lens[li], np = (n + FCPU_FKB - 1) / FCPU_FKB;
-            const uint64_t rb = gg_row_bytes(type, (uint64_t)n) + 6; /* rows not packed */
+            const uint64_t rb = gg_row_bytes(type, (uint64_t)n) + 8; /* rows not packed (aligned for F32) */
             const int nb = FCPU_NR8 + 3; /* the batch the pieces were cut from */
             uint8_t *w = malloc(rb * FCPU_FNW);
             void *wq = mk_weight(&s, type, n, FCPU_FNW);
             for (int j = 0; j < FCPU_FNW; j++)
-                memcpy(w + rb * (uint64_t)j, (uint8_t *)wq + (rb - 6) * (uint64_t)j, rb - 6);
+                memcpy(w + rb * (uint64_t)j, (uint8_t *)wq + (rb - 8) * (uint64_t)j, rb - 8);
             float *x = rnd(&s, n * nb, 1), *wf = malloc(sizeof(float) * (size_t)(FCPU_FNW * n));
             float *xp = malloc(sizeof(float) * (size_t)(np * nb * FCPU_FKB));
             for (int64_t i = 0; i < np * nb * FCPU_FKB; i++)

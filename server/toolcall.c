@@ -327,9 +327,8 @@ static int scan_whole(scan_t *sc, int family)
     return scan_array(sc, i);
 }
 
-/* A JSON array of {"name", "arguments"} call objects at s[i], nothing but whitespace after
- * it (Mistral Nemo, Granite, Phi-4-mini). */
-static int scan_array(scan_t *sc, size_t i)
+/* A JSON array of {"name", "arguments"} call objects at s[i]: SC_OK with *end past its ']'. */
+static int scan_call_list(scan_t *sc, size_t i, size_t *end)
 {
     const char *s = sc->s;
     size_t len = sc->len;
@@ -348,12 +347,23 @@ static int scan_array(scan_t *sc, size_t i)
         i = skip_ws(s, i, len);
         if (i == len)
             return SC_MORE;
-        if (s[i] == ']')
-            return skip_ws(s, i + 1, len) == len ? SC_OK : SC_BAD;
+        if (s[i] == ']') {
+            *end = i + 1;
+            return SC_OK;
+        }
         if (s[i] != ',')
             return SC_BAD;
         i++;
     }
+}
+
+/* A call array at s[i], nothing but whitespace after it (Mistral Nemo, Granite, Phi-4-mini). */
+static int scan_array(scan_t *sc, size_t i)
+{
+    int rc = scan_call_list(sc, i, &i);
+    if (rc != SC_OK)
+        return rc;
+    return skip_ws(sc->s, i, sc->len) == sc->len ? SC_OK : SC_BAD;
 }
 
 /* s[i..) must be lit: SC_OK past it in *i, SC_MORE while the text ends inside it. */
@@ -733,26 +743,11 @@ static int scan_generic(scan_t *sc)
             return rc;
         return generic_end(s, i, len);
     }
-    if (!key_is(s, k0, k1, "tool_calls") || s[i] != '[')
+    if (!key_is(s, k0, k1, "tool_calls"))
         return SC_BAD;
-    i++;
-    for (;;) {
-        i = skip_ws(s, i, len);
-        if (i == len)
-            return SC_MORE;
-        if (s[i] != '{')
-            return SC_BAD;
-        if ((rc = scan_call(sc, i, "arguments", NULL, &i)) != SC_OK)
-            return rc;
-        i = skip_ws(s, i, len);
-        if (i == len)
-            return SC_MORE;
-        if (s[i] == ']')
-            return generic_end(s, i + 1, len);
-        if (s[i] != ',')
-            return SC_BAD;
-        i++;
-    }
+    if ((rc = scan_call_list(sc, i, &i)) != SC_OK)
+        return rc;
+    return generic_end(s, i, len);
 }
 
 static int scan_text(int family, const char *text, size_t len, scan_t *sc)
